@@ -1,0 +1,48 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+// Data flows one way: file → manifest → loader → registry → kernel → CLI.
+// A module imports only modules to its left; only KeelLoader sees the C ABI types.
+let package = Package(
+    name: "Keel",
+    products: [
+        .library(name: "Keel", targets: ["Keel"]),
+        .library(name: "KeelPluginKit", targets: ["KeelPluginKit"]),
+        .executable(name: "keel", targets: ["KeelCLI"]),
+        // Example plugins, built as real shared objects (lib<name>.so in the build folder).
+        .library(name: "hello-c", type: .dynamic, targets: ["HelloC"]),
+        .library(name: "greeter-swift", type: .dynamic, targets: ["GreeterSwift"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+    ],
+    targets: [
+        // The C ABI: headers plus a layout check that fails the build if a published struct changes.
+        .target(name: "CKeelABI", path: "PluginABI", sources: ["layout_check.c"], publicHeadersPath: "include"),
+        .systemLibrary(name: "CSQLite", path: "Sources/CSQLite"),
+
+        .target(name: "KeelManifest", dependencies: [.product(name: "Yams", package: "Yams")]),
+        .target(name: "KeelLoader", dependencies: ["CKeelABI", "KeelManifest"]),
+        .target(name: "KeelRegistry", dependencies: ["KeelLoader", "KeelManifest"]),
+        .target(name: "KeelState", dependencies: ["CSQLite"]),
+        .target(name: "Keel", dependencies: ["KeelManifest", "KeelLoader", "KeelRegistry", "KeelState"]),
+        .executableTarget(name: "KeelCLI", dependencies: [
+            "Keel",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+
+        // The Swift side of the plugin ABI for plugin authors: hides pointers, trampolines and lifetimes.
+        .target(name: "KeelPluginKit", dependencies: ["CKeelABI"]),
+
+        // Example plugins.
+        .target(name: "HelloC", dependencies: ["CKeelABI"], path: "Plugins/hello-c", exclude: ["plugin.yaml"],
+                sources: ["hello.c"], publicHeadersPath: "."),
+        .target(name: "GreeterSwift", dependencies: ["KeelPluginKit"], path: "Plugins/greeter-swift",
+                exclude: ["plugin.yaml"]),
+
+        .testTarget(name: "KeelTests", dependencies: [
+            "Keel", "KeelManifest", "KeelLoader", "KeelRegistry", "KeelState",
+        ], exclude: ["Fixtures"]),
+    ]
+)

@@ -1,0 +1,74 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import KeelManifest
+
+/// A plugin bundle found on disk: a folder with a `plugin.yaml`, parsed or not.
+public struct Bundle: Sendable {
+    public var folder: String
+    public var manifestPath: String
+    public var manifest: Manifest?
+    public var warnings: [ManifestWarning]
+    /// Why this bundle cannot be used, when it cannot.
+    public var problem: String?
+
+    /// The id it is known by: the manifest's, or the folder name when the manifest is unusable.
+    public var id: String { manifest?.id ?? Bundle.fallbackID(folder) }
+
+    public var libraryPath: String? { manifest.map { folder + "/" + $0.library } }
+
+    static func fallbackID(_ folder: String) -> String {
+        let name = (folder as NSString).lastPathComponent.lowercased()
+        let cleaned = String(name.map { c -> Character in
+            c.isASCII && (c.isLetter || c.isNumber || c == "-" || c == "_" || c == ".") ? c : "-"
+        }.prefix(64))
+        return Manifest.isValidID(cleaned) ? cleaned : "bundle-" + String(cleaned.prefix(50))
+    }
+}
+
+/// Lists the bundles in a plugin folder. Each direct sub-folder is one bundle; files and hidden entries are
+/// ignored; a sub-folder without a usable `plugin.yaml` is reported as a bundle with a problem. Two bundles with the
+/// same id are both refused, naming each other: the kernel never guesses which one was meant.
+public struct BundleScanner: Sendable {
+    public var loader = ManifestLoader()
+
+    public init() {}
+
+    /// - Throws: `KernelError.Code.bundle` when the folder itself cannot be listed.
+    public func scan(_ directory: String) throws(KernelError) -> [Bundle] {
+        let fm = FileManager.default
+        var isDirectory: ObjCBool = false
+        guard fm.fileExists(atPath: directory, isDirectory: &isDirectory) else { return [] }
+        guard isDirectory.boolValue else {
+            throw KernelError(.bundle, reason: "\(directory): is a file, not a plugin folder")
+        }
+        let names: [String]
+        do { names = try fm.contentsOfDirectory(atPath: directory) } catch {
+            throw KernelError(.bundle, reason: "\(directory): cannot be listed: \(error.localizedDescription)")
+        }
+        var bundles: [Bundle] = []
+        for name in names.sorted() where !name.hasPrefix(".") {
+            let folder = directory + "/" + name
+            var dir: ObjCBool = false
+            guard fm.fileExists(atPath: folder, isDirectory: &dir), dir.boolValue else { continue }
+            let manifestPath = folder + "/" + ManifestLoader.fileName
+            do {
+                let (manifest, warnings) = try loader.load(path: manifestPath)
+                bundles.append(Bundle(folder: folder, manifestPath: manifestPath, manifest: manifest, warnings: warnings))
+            } catch {
+                bundles.append(Bundle(folder: folder, manifestPath: manifestPath, manifest: nil, warnings: [],
+                                      problem: error.description))
+            }
+        }
+        // Same id twice: refuse every bundle that claims it.
+        let byID = Dictionary(grouping: bundles.indices, by: { bundles[$0].id })
+        for (id, indices) in byID where indices.count > 1 {
+            let folders = indices.map { bundles[$0].folder }
+            for i in indices where bundles[i].problem == nil {
+                let others = folders.filter { $0 != bundles[i].folder }.joined(separator: ", ")
+                bundles[i].problem = "\(bundles[i].manifestPath): duplicate plugin id \"\(id)\", also declared in \(others)"
+            }
+        }
+        return bundles
+    }
+}

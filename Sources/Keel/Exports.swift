@@ -1,0 +1,20 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+// What an embedder needs comes with `import Keel`.
+@_exported import struct KeelLoader.Principal
+@_exported import struct KeelLoader.PluginRequest
+@_exported import struct KeelLoader.PluginResponse
+@_exported import struct KeelLoader.HeaderField
+@_exported import struct KeelLoader.RegistrationLimits
+@_exported import struct KeelLoader.PluginCallError
+@_exported import struct KeelLoader.LoadError
+@_exported import enum KeelLoader.AuthDecision
+@_exported import enum KeelLoader.LogLevel
+@_exported import class KeelRegistry.PluginRegistry
+@_exported import struct KeelRegistry.Snapshot
+@_exported import struct KeelRegistry.MenuNode
+@_exported import struct KeelState.PluginRecord
+@_exported import enum KeelState.PluginStatus
+@_exported import class KeelState.StateStore
+@_exported import struct KeelManifest.Manifest
+@_exported import struct KeelManifest.Semver

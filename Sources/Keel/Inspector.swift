@@ -1,0 +1,75 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import KeelLoader
+import KeelManifest
+import KeelRegistry
+
+/// What `keel plugins inspect` reports about a bundle or a bare shared object.
+public struct InspectReport: Sendable, Codable, Hashable {
+    public var path: String
+    public var library: String
+    public var id: String
+    public var name: String?
+    public var version: String
+    public var abi: String
+    public var unloadSafe: Bool
+    public var capabilities: [String]
+    public var dependencies: [String: String]
+    public var routes: [String]
+    public var menus: [String]
+    public var authenticators: [String]
+    public var authorizers: [String]
+    public var warnings: [String]
+}
+
+/// Loads a bundle folder or a bare `.so`, checks it as the kernel would, runs a trial activation against a
+/// private registry, and reports what it registered. Touches no state file.
+/// Runs plugin code in this process: a library that crashes in its constructor takes the caller down with it.
+public enum Inspector {
+    /// - Throws: `KernelError` with the one-line reason (manifest, load, ABI or activation failure).
+    public static func inspect(path: String, limits: RegistrationLimits = .default) throws(KernelError) -> InspectReport {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw KernelError(.bundle, reason: "\(path): no such file or folder")
+        }
+        var manifest: Manifest?
+        var warnings: [ManifestWarning] = []
+        var manifestPath = ""
+        var libraryPath = path
+        if isDirectory.boolValue {
+            manifestPath = path + "/" + ManifestLoader.fileName
+            do { (manifest, warnings) = try ManifestLoader().load(path: manifestPath) } catch {
+                throw KernelError(.bundle, reason: error.description)
+            }
+            libraryPath = path + "/" + (manifest?.library ?? "")
+        }
+        let library: PluginLibrary
+        do {
+            library = try PluginLibrary.open(path: libraryPath, expectedID: manifest?.id)
+            if let manifest { try library.verify(against: manifest, manifestPath: manifestPath) }
+        } catch {
+            throw KernelError(.loadFailed, pluginID: manifest?.id, reason: error.description)
+        }
+        let id = library.descriptor.id
+        let registry = PluginRegistry()
+        let environment = KernelEnvironment(registry: registry, log: KernelConfiguration.silentLog)
+        let grants = manifest?.capabilities ?? Set(Capability.allCases)
+        let context = ActivationContext(pluginID: id, grants: grants, limits: limits, environment: environment)
+        var seed = Contributions()
+        seed.menus = (manifest?.menus ?? []).map { MenuRegistration(entry: $0, fromManifest: true) }
+        let c: Contributions
+        do { c = try library.activate(context, seed: seed) } catch {
+            throw KernelError(.loadFailed, pluginID: id, reason: error.description)
+        }
+        library.deactivate(context)
+        return InspectReport(
+            path: path, library: libraryPath, id: id, name: manifest?.name, version: library.descriptor.version,
+            abi: "\(library.descriptor.abi).\(library.descriptor.abiPatch)", unloadSafe: library.descriptor.unloadSafe,
+            capabilities: grants.map(\.rawValue).sorted(),
+            dependencies: Dictionary(uniqueKeysWithValues: (manifest?.dependencies ?? []).map { ($0.id, $0.versions.text) }),
+            routes: c.routes.map { "\($0.method) /ext/\(id)\($0.pattern)" }, menus: c.menus.map(\.entry.id),
+            authenticators: c.authenticators.map(\.name), authorizers: c.authorizers.map(\.name),
+            warnings: warnings.map(\.description))
+    }
+}

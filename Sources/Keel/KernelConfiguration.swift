@@ -1,0 +1,64 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import KeelLoader
+
+/// How a kernel is set up. Plain data; every field has a documented default.
+public struct KernelConfiguration: Sendable {
+    /// The folder holding plugin bundles (one sub-folder each, with `plugin.yaml`).
+    /// Default: `$KEEL_PLUGINS_DIR`, else `./plugins`.
+    public var pluginsDirectory: String
+    /// The SQLite state file. Default: `$KEEL_STATE`, else `./.keel/state.db`.
+    public var stateFile: String
+    /// Ceilings per plugin on routes, menu entries and hooks.
+    public var limits: RegistrationLimits
+    /// How long deactivation waits for a plugin's calls in flight (seconds).
+    public var drainTimeout: Double
+    /// Where the kernel and plugins log. Called from any thread. Default: one line per record to stderr.
+    public var log: @Sendable (LogRecord) -> Void
+
+    public init(pluginsDirectory: String = KernelConfiguration.defaultPluginsDirectory,
+                stateFile: String = KernelConfiguration.defaultStateFile,
+                limits: RegistrationLimits = .default, drainTimeout: Double = 5,
+                log: @escaping @Sendable (LogRecord) -> Void = KernelConfiguration.standardErrorLog) {
+        self.pluginsDirectory = pluginsDirectory
+        self.stateFile = stateFile
+        self.limits = limits
+        self.drainTimeout = drainTimeout
+        self.log = log
+    }
+
+    public static var defaultPluginsDirectory: String {
+        ProcessInfo.processInfo.environment["KEEL_PLUGINS_DIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "plugins"
+    }
+
+    public static var defaultStateFile: String {
+        ProcessInfo.processInfo.environment["KEEL_STATE"].flatMap { $0.isEmpty ? nil : $0 } ?? ".keel/state.db"
+    }
+
+    public static let standardErrorLog: @Sendable (LogRecord) -> Void = { record in
+        FileHandle.standardError.write(Data((record.description + "\n").utf8))
+    }
+
+    /// A log that drops everything (for tools that print their own output).
+    public static let silentLog: @Sendable (LogRecord) -> Void = { _ in }
+}
+
+/// One log line from the kernel or a plugin.
+public struct LogRecord: Sendable, CustomStringConvertible {
+    public var level: LogLevel
+    /// The plugin it concerns, if any.
+    public var pluginID: String?
+    public var message: String
+
+    public init(level: LogLevel, pluginID: String?, message: String) {
+        self.level = level
+        self.pluginID = pluginID
+        self.message = message
+    }
+
+    public var description: String {
+        let l = ["debug", "info", "warning", "error"][level.rawValue]
+        return pluginID.map { "keel: \(l): [\($0)] \(message)" } ?? "keel: \(l): \(message)"
+    }
+}

@@ -1,0 +1,33 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+/// Why a kernel operation failed. `description` is one line naming the plugin and the reason.
+public struct KernelError: Error, Sendable, CustomStringConvertible {
+    public struct Code: Sendable, Hashable, CustomStringConvertible {
+        let name: String
+        public var description: String { name }
+        /// No plugin with that id is known.
+        public static let unknownPlugin = Code(name: "unknown-plugin")
+        /// The plugin could not be loaded, verified or activated.
+        public static let loadFailed = Code(name: "load-failed")
+        /// A dependency is missing, inactive, of a wrong version, or part of a cycle; or a dependent blocks it.
+        public static let dependency = Code(name: "dependency")
+        /// A route or menu id is taken by another plugin.
+        public static let conflict = Code(name: "conflict")
+        /// The state file could not be read or written.
+        public static let state = Code(name: "state")
+        /// The plugin folder or a bundle cannot be used.
+        public static let bundle = Code(name: "bundle")
+    }
+
+    public var code: Code
+    public var pluginID: String?
+    public var reason: String
+
+    public init(_ code: Code, pluginID: String? = nil, reason: String) {
+        self.code = code
+        self.pluginID = pluginID
+        self.reason = reason
+    }
+
+    public var description: String { reason }
+}

@@ -1,0 +1,28 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import KeelState
+
+/// Everything `keel plugins list` shows about one plugin: its stored state and, when active, what it registered.
+public struct PluginInfo: Sendable, Codable, Hashable {
+    public var id: String
+    public var name: String
+    public var version: String
+    public var description: String
+    public var abi: String
+    public var bundlePath: String
+    public var library: String
+    /// What the operator asked for.
+    public var enabled: Bool
+    public var status: PluginStatus
+    public var reason: String?
+    public var changedAt: String
+    public var capabilities: [String]
+    public var dependencies: [String: String]
+    /// `METHOD /ext/<id>/path` for each route, when active.
+    public var routes: [String]
+    /// Menu entry ids, when active.
+    public var menus: [String]
+    public var authenticators: [String]
+    public var authorizers: [String]
+    public var warnings: [String]
+}

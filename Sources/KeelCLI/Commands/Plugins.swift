@@ -1,0 +1,122 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import ArgumentParser
+import Foundation
+import Keel
+
+extension KeelCommand {
+    struct Plugins: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "List, inspect, enable and disable plugins.",
+            subcommands: [List.self, Inspect.self, Enable.self, Disable.self])
+    }
+}
+
+extension KeelCommand.Plugins {
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show every plugin with its state; active ones with what they registered.")
+
+        @OptionGroup var options: GlobalOptions
+        @Flag(help: "Print JSON instead of text.") var json = false
+
+        func run() async throws {
+            try await reporting {
+                let kernel = try options.makeKernel()
+                await kernel.start()
+                let plugins = try await kernel.plugins()
+                await kernel.shutdown()
+                if json { try printJSON(plugins) } else { print(Self.render(plugins), terminator: "") }
+            }
+        }
+
+        static func render(_ plugins: [PluginInfo]) -> String {
+            guard !plugins.isEmpty else { return "no plugins found\n" }
+            var out = ""
+            for p in plugins {
+                out += "\(p.id) \(p.version)  \(p.status.rawValue)\(p.enabled && p.status != .enabled ? " (wanted: enabled)" : "")"
+                out += p.name.isEmpty ? "\n" : "  — \(p.name)\n"
+                if let reason = p.reason, p.status == .failed || p.status == .missing { out += "  reason: \(reason)\n" }
+                if !p.routes.isEmpty { out += "  routes: \(p.routes.joined(separator: ", "))\n" }
+                if !p.menus.isEmpty { out += "  menus:  \(p.menus.joined(separator: ", "))\n" }
+                let hooks = p.authenticators.map { "authenticate \($0)" } + p.authorizers.map { "authorize \($0)" }
+                if !hooks.isEmpty { out += "  hooks:  \(hooks.joined(separator: ", "))\n" }
+            }
+            return out
+        }
+    }
+
+    struct Inspect: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Check a bundle folder or a bare .so and print its id, version, ABI and capabilities.",
+            discussion: "Runs a trial activation without touching the state file. Exits 1 with a one-line reason for a bad file.")
+
+        @Argument(help: "A bundle folder (with plugin.yaml) or a shared object.") var path: String
+        @Flag(help: "Print JSON instead of text.") var json = false
+
+        func run() async throws {
+            try await reporting {
+                let report = try Inspector.inspect(path: path)
+                if json { try printJSON(report); return }
+                print("""
+                    id:           \(report.id)\(report.name.map { "  (\($0))" } ?? "")
+                    version:      \(report.version)
+                    abi:          \(report.abi)\(report.unloadSafe ? " (unload-safe)" : "")
+                    library:      \(report.library)
+                    capabilities: \(report.capabilities.joined(separator: ", "))
+                    routes:       \(report.routes.joined(separator: ", "))
+                    menus:        \(report.menus.joined(separator: ", "))
+                    hooks:        \((report.authenticators.map { "authenticate \($0)" } + report.authorizers.map { "authorize \($0)" }).joined(separator: ", "))
+                    """)
+                if !report.dependencies.isEmpty {
+                    print("dependencies: " + report.dependencies.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+                }
+                for w in report.warnings { FileHandle.standardError.write(Data((w + "\n").utf8)) }
+            }
+        }
+    }
+
+    struct Enable: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Enable a plugin: load and activate it now, and at every start from now on.")
+
+        @OptionGroup var options: GlobalOptions
+        @Argument(help: "The plugin id.") var id: String
+
+        func run() async throws {
+            try await reporting {
+                let kernel = try options.makeKernel()
+                await kernel.start()
+                do { try await kernel.enable(id) } catch {
+                    await kernel.shutdown()
+                    throw error
+                }
+                let info = try await kernel.plugin(id)
+                await kernel.shutdown()
+                print("enabled \(id) \(info.version): \(info.routes.count) route(s), \(info.menus.count) menu entr\(info.menus.count == 1 ? "y" : "ies"), \(info.authenticators.count + info.authorizers.count) auth hook(s)")
+            }
+        }
+    }
+
+    struct Disable: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Disable a plugin: remove everything it registered and stop loading it.")
+
+        @OptionGroup var options: GlobalOptions
+        @Argument(help: "The plugin id.") var id: String
+        @Flag(help: "Also disable the enabled plugins that depend on it.") var cascade = false
+
+        func run() async throws {
+            try await reporting {
+                let kernel = try options.makeKernel()
+                await kernel.start()
+                do { try await kernel.disable(id, cascade: cascade) } catch {
+                    await kernel.shutdown()
+                    throw error
+                }
+                await kernel.shutdown()
+                print("disabled \(id)")
+            }
+        }
+    }
+}

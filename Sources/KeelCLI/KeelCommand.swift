@@ -1,0 +1,63 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import ArgumentParser
+import Foundation
+import Keel
+
+@main
+struct KeelCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "keel",
+        abstract: "A microkernel plugin host: compiled extensions over a stable C ABI.",
+        discussion: """
+            Exit codes: 0 success; 1 the operation failed (the message says why); 64 bad usage.
+            Defaults: --plugins $KEEL_PLUGINS_DIR or ./plugins; --state $KEEL_STATE or ./.keel/state.db.
+            """,
+        version: Kernel.version,
+        subcommands: [Plugins.self, Serve.self])
+}
+
+/// Options every command that touches a kernel takes.
+struct GlobalOptions: ParsableArguments {
+    @Option(name: .customLong("plugins"), help: "Plugin folder: one bundle (plugin.yaml + .so) per sub-folder.")
+    var pluginsDirectory: String = KernelConfiguration.defaultPluginsDirectory
+
+    @Option(name: .customLong("state"), help: "SQLite state file.")
+    var stateFile: String = KernelConfiguration.defaultStateFile
+
+    @Flag(name: .shortAndLong, help: "Also print the kernel's and plugins' informational log lines.")
+    var verbose = false
+
+    func makeKernel() throws -> Kernel {
+        let verbose = self.verbose
+        let configuration = KernelConfiguration(pluginsDirectory: pluginsDirectory, stateFile: stateFile) { record in
+            if verbose || record.level >= .warn { KernelConfiguration.standardErrorLog(record) }
+        }
+        do { return try Kernel(configuration: configuration) } catch { throw CLIError(error.description) }
+    }
+}
+
+/// A failure reported as one line on stderr with exit code 1.
+struct CLIError: Error, CustomStringConvertible {
+    var description: String
+    init(_ message: String) { description = message }
+}
+
+extension AsyncParsableCommand {
+    /// Runs `body`, turning library errors into one line on stderr and exit code 1.
+    func reporting(_ body: () async throws -> Void) async throws {
+        do { try await body() } catch let error as CLIError {
+            FileHandle.standardError.write(Data("keel: error: \(error.description)\n".utf8))
+            throw ExitCode.failure
+        } catch let error as KernelError {
+            FileHandle.standardError.write(Data("keel: error: \(error.description)\n".utf8))
+            throw ExitCode.failure
+        }
+    }
+}
+
+func printJSON<T: Encodable>(_ value: T) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    print(String(decoding: try encoder.encode(value), as: UTF8.self))
+}

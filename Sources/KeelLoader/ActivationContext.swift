@@ -1,0 +1,202 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Glibc
+import KeelManifest
+import Synchronization
+
+/// The host side of one activation of one plugin: what the plugin's `keel_ctx *` points at.
+///
+/// It checks and collects registrations while `activate` runs, counts handler calls in flight so that
+/// deactivation can wait for them, and carries the per-thread error message a plugin sets before failing.
+/// Thread-safe. Kept alive for as long as the library is mapped, so a stray late call from a plugin thread finds a
+/// closed context instead of freed memory.
+public final class ActivationContext: Sendable {
+    enum Phase: Sendable, Equatable {
+        case created
+        case activating(UInt)
+        case active
+        case draining
+        case closed
+    }
+
+    public let pluginID: String
+    /// Capabilities this activation may use.
+    public let grants: Set<Capability>
+    public let limits: RegistrationLimits
+    let environment: any PluginEnvironment
+    private let phase = Mutex(Phase.created)
+    private let pending = Mutex(Contributions())
+    private let errors = Mutex([UInt: String]())
+    private let lastRefusal = Mutex<String?>(nil)
+    private let inFlight = Atomic<Int>(0)
+
+    public init(pluginID: String, grants: Set<Capability>, limits: RegistrationLimits = .default,
+                environment: any PluginEnvironment) {
+        self.pluginID = pluginID
+        self.grants = grants
+        self.limits = limits
+        self.environment = environment
+    }
+
+    static var currentThread: UInt { UInt(bitPattern: Int(bitPattern: UInt(pthread_self()))) }
+
+    // MARK: lifecycle (called by PluginLibrary)
+
+    func beginActivation() { phase.withLock { $0 = .activating(Self.currentThread) } }
+
+    /// Ends activate: on success the context goes live and hands over what was registered.
+    func endActivation(success: Bool) -> Contributions {
+        phase.withLock { $0 = success ? .active : .closed }
+        return pending.withLock { p in
+            defer { p = Contributions() }
+            return p
+        }
+    }
+
+    /// Adds contributions the host makes on the plugin's behalf (its manifest's menus) before activate.
+    func seed(_ contributions: Contributions) { pending.withLock { $0 = contributions } }
+
+    /// Stops new calls and waits up to `timeout` seconds for calls in flight. Returns the calls still running.
+    func drain(timeout: Double) -> Int {
+        phase.withLock { $0 = .draining }
+        let deadline = Self.now() + timeout
+        while inFlight.load(ordering: .acquiring) > 0 && Self.now() < deadline { usleep(1000) }
+        return inFlight.load(ordering: .acquiring)
+    }
+
+    func close() { phase.withLock { $0 = .closed } }
+
+    public var isActive: Bool { phase.withLock { $0 == .active } }
+
+    static func now() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+
+    // MARK: calls into the plugin
+
+    /// Admits one call into the plugin; false once the activation is draining or closed.
+    func enter() -> Bool {
+        inFlight.wrappingAdd(1, ordering: .acquiringAndReleasing)
+        if phase.withLock({ $0 == .active }) { return true }
+        inFlight.wrappingSubtract(1, ordering: .acquiringAndReleasing)
+        return false
+    }
+
+    func leave() { inFlight.wrappingSubtract(1, ordering: .acquiringAndReleasing) }
+
+    // MARK: error channel
+
+    func setError(_ message: String) { errors.withLock { $0[Self.currentThread] = message } }
+
+    /// The message the plugin set on this thread for the call that just returned, cleared on read.
+    func takeError() -> String { errors.withLock { $0.removeValue(forKey: Self.currentThread) } ?? "" }
+
+    /// The last registration the host refused, for an activation that fails without a message of its own.
+    func takeRefusal() -> String? { lastRefusal.withLock { r in defer { r = nil }; return r } }
+
+    // MARK: registrations (called from the C trampolines while activate runs)
+
+    /// A refused registration: logged against the plugin and returned as a status.
+    func refuse(_ status: Int32, _ message: String) -> Int32 {
+        lastRefusal.withLock { $0 = message }
+        environment.log(plugin: pluginID, level: .warn, message: message)
+        return status
+    }
+
+    private func admitRegistration(_ capability: Capability, what: String) -> Int32? {
+        let state = phase.withLock { $0 }
+        guard case let .activating(thread) = state, thread == Self.currentThread else {
+            return refuse(StatusCode.wrongState, "\(what): registrations are only accepted during activate, on its thread")
+        }
+        guard grants.contains(capability) else {
+            return refuse(StatusCode.denied, "\(what): capability \"\(capability.rawValue)\" was not granted (add it to plugin.yaml)")
+        }
+        return nil
+    }
+
+    func addRoute(method: String, path: String, handler: RouteHandler) -> Int32 {
+        let what = "route \(method) \(path)"
+        if let refusal = admitRegistration(.routes, what: what) { return refusal }
+        let validMethods: Set<String> = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "*"]
+        guard validMethods.contains(method) else {
+            return refuse(StatusCode.invalidArgument, "\(what): unknown method \"\(method)\"")
+        }
+        let pattern: RoutePattern
+        switch RoutePattern.parse(path) {
+        case let .success(p): pattern = p
+        case let .failure(e): return refuse(StatusCode.invalidArgument, "route: \(e.reason)")
+        }
+        return pending.withLock { p -> Int32 in
+            guard p.routes.count < limits.routes else {
+                return refuse(StatusCode.limit, "\(what): over the limit of \(limits.routes) routes per plugin")
+            }
+            if let mine = p.routes.first(where: { $0.pattern.shape == pattern.shape && Self.methodsOverlap($0.method, method) }) {
+                return refuse(StatusCode.conflict, "\(what) conflicts with \(mine.method) \(mine.pattern) of the same plugin \"\(pluginID)\"")
+            }
+            if let owner = environment.routeOwner(method: method, shape: "/ext/\(pluginID)" + pattern.shape, excluding: pluginID) {
+                return refuse(StatusCode.conflict, "\(what) of plugin \"\(pluginID)\" is already registered by plugin \"\(owner)\"")
+            }
+            p.routes.append(RouteRegistration(method: method, pattern: pattern, handler: handler))
+            return StatusCode.ok
+        }
+    }
+
+    func addMenu(_ entry: MenuDeclaration) -> Int32 {
+        let what = "menu entry \"\(entry.id)\""
+        if let refusal = admitRegistration(.menus, what: what) { return refusal }
+        guard MenuDeclaration.isValidID(entry.id) else {
+            return refuse(StatusCode.invalidArgument, "\(what): id must be 1–128 letters, digits, '.', '_' or '-'")
+        }
+        guard !entry.title.isEmpty else { return refuse(StatusCode.invalidArgument, "\(what): title is empty") }
+        return pending.withLock { p -> Int32 in
+            guard p.menus.count < limits.menus else {
+                return refuse(StatusCode.limit, "\(what): over the limit of \(limits.menus) menu entries per plugin")
+            }
+            if p.menus.contains(where: { $0.entry.id == entry.id }) {
+                return refuse(StatusCode.conflict, "\(what) is registered twice by plugin \"\(pluginID)\"")
+            }
+            if let owner = environment.menuOwner(id: entry.id, excluding: pluginID) {
+                return refuse(StatusCode.conflict, "\(what) of plugin \"\(pluginID)\" is already registered by plugin \"\(owner)\"")
+            }
+            p.menus.append(MenuRegistration(entry: entry, fromManifest: false))
+            return StatusCode.ok
+        }
+    }
+
+    func addAuthenticator(_ hook: AuthenticateHook) -> Int32 {
+        let what = "authenticate hook \"\(hook.name)\""
+        if let refusal = admitRegistration(.authenticate, what: what) { return refusal }
+        guard !hook.name.isEmpty else { return refuse(StatusCode.invalidArgument, "authenticate hook: name is empty") }
+        return pending.withLock { p -> Int32 in
+            guard p.authenticators.count + p.authorizers.count < limits.hooks else {
+                return refuse(StatusCode.limit, "\(what): over the limit of \(limits.hooks) auth hooks per plugin")
+            }
+            guard !p.authenticators.contains(where: { $0.name == hook.name }) else {
+                return refuse(StatusCode.conflict, "\(what) is registered twice by plugin \"\(pluginID)\"")
+            }
+            p.authenticators.append(hook)
+            return StatusCode.ok
+        }
+    }
+
+    func addAuthorizer(_ hook: AuthorizeHook) -> Int32 {
+        let what = "authorize hook \"\(hook.name)\""
+        if let refusal = admitRegistration(.authorize, what: what) { return refusal }
+        guard !hook.name.isEmpty else { return refuse(StatusCode.invalidArgument, "authorize hook: name is empty") }
+        return pending.withLock { p -> Int32 in
+            guard p.authenticators.count + p.authorizers.count < limits.hooks else {
+                return refuse(StatusCode.limit, "\(what): over the limit of \(limits.hooks) auth hooks per plugin")
+            }
+            guard !p.authorizers.contains(where: { $0.name == hook.name }) else {
+                return refuse(StatusCode.conflict, "\(what) is registered twice by plugin \"\(pluginID)\"")
+            }
+            p.authorizers.append(hook)
+            return StatusCode.ok
+        }
+    }
+
+    /// True when two route methods can both match one request.
+    public static func methodsOverlap(_ a: String, _ b: String) -> Bool { a == b || a == "*" || b == "*" }
+}

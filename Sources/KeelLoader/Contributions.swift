@@ -1,0 +1,64 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import KeelManifest
+
+/// A route a plugin registered.
+public struct RouteRegistration: Sendable {
+    /// Uppercase method, or `*` for any.
+    public let method: String
+    public let pattern: RoutePattern
+    public let handler: RouteHandler
+}
+
+/// A menu entry a plugin contributes, from its manifest or registered in activate.
+public struct MenuRegistration: Sendable, Hashable {
+    public let entry: MenuDeclaration
+    /// True when it came from plugin.yaml rather than from code.
+    public let fromManifest: Bool
+
+    public init(entry: MenuDeclaration, fromManifest: Bool) {
+        self.entry = entry
+        self.fromManifest = fromManifest
+    }
+}
+
+/// Everything one activation of a plugin registered. Published to the registry as a whole, revoked as a whole.
+public struct Contributions: Sendable {
+    public var routes: [RouteRegistration] = []
+    public var menus: [MenuRegistration] = []
+    public var authenticators: [AuthenticateHook] = []
+    public var authorizers: [AuthorizeHook] = []
+
+    public init() {}
+
+    public var isEmpty: Bool { routes.isEmpty && menus.isEmpty && authenticators.isEmpty && authorizers.isEmpty }
+}
+
+/// Per-plugin ceilings on what one activation may register. Going over is an error (`KEEL_ERR_LIMIT`).
+public struct RegistrationLimits: Sendable, Hashable {
+    public var routes: Int
+    public var menus: Int
+    public var hooks: Int
+
+    public init(routes: Int = 256, menus: Int = 64, hooks: Int = 8) {
+        self.routes = routes
+        self.menus = menus
+        self.hooks = hooks
+    }
+
+    public static let `default` = RegistrationLimits()
+}
+
+/// What the host side above the loader provides to an activation: conflict look-ups across plugins, the
+/// permission check, and the log. The registry and kernel implement it; the loader only calls it.
+/// Called from plugin threads: implementations must be thread-safe.
+public protocol PluginEnvironment: AnyObject, Sendable {
+    /// The id of another plugin (not `plugin`) that already owns a route with this method and shape, if any.
+    func routeOwner(method: String, shape: String, excluding plugin: String) -> String?
+    /// The id of another plugin (not `plugin`) that already owns this menu entry id, if any.
+    func menuOwner(id: String, excluding plugin: String) -> String?
+    /// The host's authorize chain for `principal` doing `action` on `resource`.
+    func checkPermission(_ principal: Principal, action: String, resource: String) -> AuthDecision
+    /// Writes a line attributed to `plugin`.
+    func log(plugin: String, level: LogLevel, message: String)
+}

@@ -1,0 +1,152 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import CKeelABI
+
+/// A plugin's route handler: a C function pointer and its user data, bound to the activation that registered it.
+///
+/// `handle` may be called from any thread, concurrently (the ABI's [request] tag). It refuses calls once the
+/// activation is draining, so deactivate never overlaps a call.
+public final class RouteHandler: @unchecked Sendable {
+    let function: keel_http_handler_fn
+    let userData: UnsafeMutableRawPointer?
+    public let context: ActivationContext
+    /// Largest body a handler may write (bytes).
+    public static let responseLimit = 16 * 1024 * 1024
+
+    init(function: keel_http_handler_fn, userData: UnsafeMutableRawPointer?, context: ActivationContext) {
+        self.function = function
+        self.userData = userData
+        self.context = context
+    }
+
+    public var pluginID: String { context.pluginID }
+
+    /// Runs the handler on the calling thread.
+    /// - Returns: what the handler wrote, or a `PluginCallError` with the plugin's status and message when it
+    ///   failed, or when the activation is no longer accepting calls (`KEEL_ERR_UNAVAILABLE`).
+    public func handle(_ request: PluginRequest) -> Result<PluginResponse, PluginCallError> {
+        guard context.enter() else {
+            return .failure(PluginCallError(pluginID: pluginID, status: StatusCode.unavailable, message: "plugin is not active"))
+        }
+        defer { context.leave() }
+        let writer = ResponseWriter(limit: Self.responseLimit)
+        let status = CFrame.withRequest(request) { req in
+            HostABI.withResponse(writer) { res in function(userData, req, res) }
+        }
+        guard status == KEEL_OK else {
+            return .failure(PluginCallError(pluginID: pluginID, status: status, message: context.takeError()))
+        }
+        return .success(PluginResponse(status: writer.status, headers: writer.headers, body: writer.body))
+    }
+}
+
+/// Where a handler's response accumulates; reached from C through `keel_http_response.host_data`.
+final class ResponseWriter {
+    var status = 200
+    var headers: [HeaderField] = []
+    var body: [UInt8] = []
+    let limit: Int
+
+    init(limit: Int) { self.limit = limit }
+}
+
+/// Where an authenticate hook's principal accumulates; reached through `keel_principal_builder.host_data`.
+final class PrincipalWriter {
+    var id: String?
+    var displayName = ""
+    var tenant = ""
+    var roles: [String] = []
+}
+
+/// A plugin's authenticate hook.
+public final class AuthenticateHook: @unchecked Sendable {
+    public let name: String
+    let function: keel_authenticate_fn
+    let userData: UnsafeMutableRawPointer?
+    public let context: ActivationContext
+
+    init(name: String, function: keel_authenticate_fn, userData: UnsafeMutableRawPointer?, context: ActivationContext) {
+        self.name = name
+        self.function = function
+        self.userData = userData
+        self.context = context
+    }
+
+    public var pluginID: String { context.pluginID }
+
+    /// Asks the hook who is calling. `.success(nil)` is an abstention; a failure must be treated as a denial.
+    /// [request]
+    public func authenticate(_ request: PluginRequest) -> Result<Principal?, PluginCallError> {
+        guard context.enter() else {
+            return .failure(PluginCallError(pluginID: pluginID, status: StatusCode.unavailable, message: "plugin is not active"))
+        }
+        defer { context.leave() }
+        let writer = PrincipalWriter()
+        let status = CFrame.withRequest(request) { req in
+            HostABI.withPrincipalBuilder(writer) { b in function(userData, req, b) }
+        }
+        guard status == KEEL_OK else {
+            return .failure(PluginCallError(pluginID: pluginID, status: status, message: context.takeError()))
+        }
+        guard let id = writer.id else { return .success(nil) }
+        return .success(Principal(id: id, displayName: writer.displayName,
+                                  tenant: writer.tenant.isEmpty ? Principal.defaultTenant : writer.tenant,
+                                  roles: writer.roles, authenticatedBy: pluginID))
+    }
+}
+
+/// A plugin's authorize hook.
+public final class AuthorizeHook: @unchecked Sendable {
+    public let name: String
+    let function: keel_authorize_fn
+    let userData: UnsafeMutableRawPointer?
+    public let context: ActivationContext
+
+    init(name: String, function: keel_authorize_fn, userData: UnsafeMutableRawPointer?, context: ActivationContext) {
+        self.name = name
+        self.function = function
+        self.userData = userData
+        self.context = context
+    }
+
+    public var pluginID: String { context.pluginID }
+
+    /// Asks the hook for a decision. A failure (error status, unknown decision) must be treated as a denial.
+    /// [request]
+    public func authorize(_ principal: Principal, action: String, resource: String,
+                          request: PluginRequest? = nil) -> Result<AuthDecision, PluginCallError> {
+        guard context.enter() else {
+            return .failure(PluginCallError(pluginID: pluginID, status: StatusCode.unavailable, message: "plugin is not active"))
+        }
+        defer { context.leave() }
+        var decision: keel_auth_decision = -1
+        let status: keel_status
+        func ask(_ http: UnsafePointer<keel_http_request>?, _ p: UnsafePointer<keel_principal>) -> keel_status {
+            var arena = StringArena(capacity: action.utf8.count + resource.utf8.count)
+            let a = arena.add(action), r = arena.add(resource)
+            return arena.withStrings { str in
+                var q = keel_authz_request(struct_size: UInt32(MemoryLayout<keel_authz_request>.size), principal: p,
+                                           action: str(a), resource: str(r), http: http)
+                return function(userData, &q, &decision)
+            }
+        }
+        if let request {
+            var withPrincipal = request
+            withPrincipal.principal = principal
+            status = CFrame.withRequest(withPrincipal) { req in ask(req, req.pointee.principal) }
+        } else {
+            status = CFrame.withPrincipal(principal) { p in ask(nil, p) }
+        }
+        guard status == KEEL_OK else {
+            return .failure(PluginCallError(pluginID: pluginID, status: status, message: context.takeError()))
+        }
+        switch decision {
+        case KEEL_AUTH_ALLOW: return .success(.allow)
+        case KEEL_AUTH_DENY: return .success(.deny)
+        case KEEL_AUTH_ABSTAIN: return .success(.abstain)
+        default:
+            return .failure(PluginCallError(pluginID: pluginID, status: StatusCode.invalidArgument,
+                                            message: "authorize hook \"\(name)\" wrote unknown decision \(decision)"))
+        }
+    }
+}

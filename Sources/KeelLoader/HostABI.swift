@@ -1,0 +1,194 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import CKeelABI
+import KeelManifest
+
+/// The host's half of the C ABI: the `keel_host` table, the service tables, and the trampolines that turn a
+/// plugin's `keel_ctx *` back into its `ActivationContext`. The tables are built once, never freed and never
+/// written after that, so plugins may keep the pointers for as long as they are active.
+enum HostABI {
+    /// The host's own version, as plugins see it in `keel_host.host_version`.
+    static let hostVersion = "1.0.0"
+
+    static func context(_ ctx: OpaquePointer?) -> ActivationContext? {
+        guard let ctx else { return nil }
+        return Unmanaged<ActivationContext>.fromOpaque(UnsafeRawPointer(ctx)).takeUnretainedValue()
+    }
+
+    static func pointer(to context: ActivationContext) -> OpaquePointer {
+        OpaquePointer(Unmanaged.passUnretained(context).toOpaque())
+    }
+
+    static func staticString(_ s: String) -> keel_str {
+        let bytes = Array(s.utf8)
+        let buffer = UnsafeMutablePointer<CChar>.allocate(capacity: max(bytes.count, 1))
+        for (i, b) in bytes.enumerated() { buffer[i] = CChar(bitPattern: b) }
+        return keel_str(ptr: UnsafePointer(buffer), len: bytes.count)
+    }
+
+    nonisolated(unsafe) static let host: UnsafeMutablePointer<keel_host> = {
+        let table = UnsafeMutablePointer<keel_host>.allocate(capacity: 1)
+        var h = keel_host()
+        h.struct_size = UInt32(MemoryLayout<keel_host>.size)
+        h.abi_version = keel_version(major: UInt32(KEEL_ABI_VERSION_MAJOR), minor: UInt32(KEEL_ABI_VERSION_MINOR),
+                                     patch: UInt32(KEEL_ABI_VERSION_PATCH))
+        h.host_name = staticString("keel")
+        h.host_version = staticString(hostVersion)
+        h.log = { ctx, level, message in
+            guard let context = HostABI.context(ctx) else { return }
+            context.environment.log(plugin: context.pluginID, level: LogLevel(rawValue: Int(level)) ?? .error,
+                                    message: message.string)
+        }
+        h.set_error = { ctx, message in HostABI.context(ctx)?.setError(message.string) }
+        h.get_service = { ctx, id in
+            guard HostABI.context(ctx) != nil else { return nil }
+            switch id.string {
+            case KEEL_SERVICE_HTTP: return UnsafeRawPointer(HostABI.http)
+            case KEEL_SERVICE_MENU: return UnsafeRawPointer(HostABI.menu)
+            case KEEL_SERVICE_AUTH: return UnsafeRawPointer(HostABI.auth)
+            default: return nil
+            }
+        }
+        table.initialize(to: h)
+        return table
+    }()
+
+    nonisolated(unsafe) static let http: UnsafeMutablePointer<keel_host_http> = {
+        let table = UnsafeMutablePointer<keel_host_http>.allocate(capacity: 1)
+        table.initialize(to: keel_host_http(struct_size: UInt32(MemoryLayout<keel_host_http>.size)) { ctx, route in
+            guard let context = HostABI.context(ctx) else { return KEEL_ERR_INVALID_ARGUMENT }
+            guard let route else { return context.refuse(KEEL_ERR_INVALID_ARGUMENT, "route: NULL keel_route") }
+            guard route.pointee.struct_size >= UInt32(MemoryLayout<keel_route>.size) else {
+                return context.refuse(KEEL_ERR_INVALID_ARGUMENT,
+                                      "route: struct_size \(route.pointee.struct_size) is smaller than keel_route 1.0 (\(MemoryLayout<keel_route>.size))")
+            }
+            let r = route.pointee
+            guard let handler = r.handler else { return context.refuse(KEEL_ERR_INVALID_ARGUMENT, "route: NULL handler") }
+            guard let method = r.method.validated(limit: 16), let path = r.path.validated(limit: 1024) else {
+                return context.refuse(KEEL_ERR_INVALID_ARGUMENT, "route: method or path is not UTF-8 or too long")
+            }
+            return context.addRoute(method: method.uppercased(), path: path,
+                                    handler: RouteHandler(function: handler, userData: r.user_data, context: context))
+        })
+        return table
+    }()
+
+    nonisolated(unsafe) static let menu: UnsafeMutablePointer<keel_host_menu> = {
+        let table = UnsafeMutablePointer<keel_host_menu>.allocate(capacity: 1)
+        table.initialize(to: keel_host_menu(struct_size: UInt32(MemoryLayout<keel_host_menu>.size)) { ctx, entry in
+            guard let context = HostABI.context(ctx) else { return KEEL_ERR_INVALID_ARGUMENT }
+            guard let entry else { return context.refuse(KEEL_ERR_INVALID_ARGUMENT, "menu entry: NULL keel_menu_entry") }
+            guard entry.pointee.struct_size >= UInt32(MemoryLayout<keel_menu_entry>.size) else {
+                return context.refuse(KEEL_ERR_INVALID_ARGUMENT,
+                                      "menu entry: struct_size \(entry.pointee.struct_size) is smaller than keel_menu_entry 1.0 (\(MemoryLayout<keel_menu_entry>.size))")
+            }
+            let e = entry.pointee
+            guard let id = e.id.validated(limit: 128), let title = e.title.validated(limit: 256),
+                  let parent = e.parent.validated(limit: 128), let link = e.link.validated(limit: 2048),
+                  let icon = e.icon.validated(limit: 128), let permission = e.permission.validated(limit: 256) else {
+                return context.refuse(KEEL_ERR_INVALID_ARGUMENT, "menu entry \"\(e.id.string)\": a string is not UTF-8 or too long")
+            }
+            return context.addMenu(MenuDeclaration(id: id, title: title, parent: parent, link: link,
+                                                   order: Int(e.order), icon: icon, permission: permission))
+        })
+        return table
+    }()
+
+    nonisolated(unsafe) static let auth: UnsafeMutablePointer<keel_host_auth> = {
+        let table = UnsafeMutablePointer<keel_host_auth>.allocate(capacity: 1)
+        var a = keel_host_auth()
+        a.struct_size = UInt32(MemoryLayout<keel_host_auth>.size)
+        a.register_authenticator = { ctx, hook in
+            guard let context = HostABI.context(ctx) else { return KEEL_ERR_INVALID_ARGUMENT }
+            guard let hook, hook.pointee.struct_size >= UInt32(MemoryLayout<keel_authenticator>.size),
+                  let fn = hook.pointee.authenticate, let name = hook.pointee.name.validated(limit: 128) else {
+                return context.refuse(KEEL_ERR_INVALID_ARGUMENT, "authenticate hook: NULL, too small, no function or a bad name")
+            }
+            return context.addAuthenticator(AuthenticateHook(name: name, function: fn, userData: hook.pointee.user_data,
+                                                             context: context))
+        }
+        a.register_authorizer = { ctx, hook in
+            guard let context = HostABI.context(ctx) else { return KEEL_ERR_INVALID_ARGUMENT }
+            guard let hook, hook.pointee.struct_size >= UInt32(MemoryLayout<keel_authorizer>.size),
+                  let fn = hook.pointee.authorize, let name = hook.pointee.name.validated(limit: 128) else {
+                return context.refuse(KEEL_ERR_INVALID_ARGUMENT, "authorize hook: NULL, too small, no function or a bad name")
+            }
+            return context.addAuthorizer(AuthorizeHook(name: name, function: fn, userData: hook.pointee.user_data,
+                                                       context: context))
+        }
+        a.check_permission = { ctx, principal, action, resource, out in
+            guard let context = HostABI.context(ctx), let principal, let out else { return KEEL_ERR_INVALID_ARGUMENT }
+            let decision = context.environment.checkPermission(CFrame.principal(principal), action: action.string,
+                                                               resource: resource.string)
+            out.pointee = decision == .allow ? KEEL_AUTH_ALLOW : KEEL_AUTH_DENY
+            return KEEL_OK
+        }
+        table.initialize(to: a)
+        return table
+    }()
+
+    // MARK: writers handed to plugin calls
+
+    static func withResponse(_ writer: ResponseWriter, _ body: (UnsafeMutablePointer<keel_http_response>) -> keel_status) -> keel_status {
+        var res = keel_http_response()
+        res.struct_size = UInt32(MemoryLayout<keel_http_response>.size)
+        res.host_data = Unmanaged.passUnretained(writer).toOpaque()
+        res.set_status = { res, status in
+            guard let w = HostABI.responseWriter(res) else { return KEEL_ERR_INVALID_ARGUMENT }
+            guard (100...599).contains(status) else { return KEEL_ERR_INVALID_ARGUMENT }
+            w.status = Int(status)
+            return KEEL_OK
+        }
+        res.add_header = { res, name, value in
+            guard let w = HostABI.responseWriter(res), let n = name.validated(limit: 256), !n.isEmpty,
+                  let v = value.validated(limit: 8192), HostABI.isHeaderSafe(n), HostABI.isHeaderSafe(v) else {
+                return KEEL_ERR_INVALID_ARGUMENT
+            }
+            guard w.headers.count < 100 else { return KEEL_ERR_LIMIT }
+            w.headers.append(HeaderField(name: n, value: v))
+            return KEEL_OK
+        }
+        res.write = { res, data, len in
+            guard let w = HostABI.responseWriter(res) else { return KEEL_ERR_INVALID_ARGUMENT }
+            guard len > 0 else { return KEEL_OK }
+            guard let data else { return KEEL_ERR_INVALID_ARGUMENT }
+            guard w.body.count + len <= w.limit else { return KEEL_ERR_LIMIT }
+            w.body.append(contentsOf: UnsafeRawBufferPointer(start: data, count: len))
+            return KEEL_OK
+        }
+        return withExtendedLifetime(writer) { body(&res) }
+    }
+
+    static func responseWriter(_ res: UnsafeMutablePointer<keel_http_response>?) -> ResponseWriter? {
+        guard let data = res?.pointee.host_data else { return nil }
+        return Unmanaged<ResponseWriter>.fromOpaque(data).takeUnretainedValue()
+    }
+
+    static func isHeaderSafe(_ s: String) -> Bool { !s.utf8.contains { $0 == 13 || $0 == 10 || $0 == 0 } }
+
+    static func withPrincipalBuilder(_ writer: PrincipalWriter,
+                                     _ body: (UnsafeMutablePointer<keel_principal_builder>) -> keel_status) -> keel_status {
+        var b = keel_principal_builder()
+        b.struct_size = UInt32(MemoryLayout<keel_principal_builder>.size)
+        b.host_data = Unmanaged.passUnretained(writer).toOpaque()
+        b.set_identity = { b, id, name, tenant in
+            guard let data = b?.pointee.host_data, let i = id.validated(limit: 256), !i.isEmpty,
+                  let n = name.validated(limit: 256), let t = tenant.validated(limit: 128) else { return KEEL_ERR_INVALID_ARGUMENT }
+            let w = Unmanaged<PrincipalWriter>.fromOpaque(data).takeUnretainedValue()
+            w.id = i
+            w.displayName = n
+            w.tenant = t
+            return KEEL_OK
+        }
+        b.add_role = { b, role in
+            guard let data = b?.pointee.host_data, let r = role.validated(limit: 128), !r.isEmpty else {
+                return KEEL_ERR_INVALID_ARGUMENT
+            }
+            let w = Unmanaged<PrincipalWriter>.fromOpaque(data).takeUnretainedValue()
+            guard w.roles.count < 64 else { return KEEL_ERR_LIMIT }
+            w.roles.append(r)
+            return KEEL_OK
+        }
+        return withExtendedLifetime(writer) { body(&b) }
+    }
+}

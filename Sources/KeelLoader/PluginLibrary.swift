@@ -1,0 +1,178 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import CKeelABI
+import Glibc
+import KeelManifest
+import Synchronization
+
+/// What a library says about itself in its `keel_plugin` descriptor.
+public struct PluginDescriptor: Sendable, Hashable {
+    public var id: String
+    public var version: String
+    public var abi: ABIVersion
+    public var abiPatch: Int
+    /// The plugin declares `KEEL_PLUGIN_FLAG_UNLOAD_SAFE`.
+    public var unloadSafe: Bool
+}
+
+/// A plugin shared object, opened and checked.
+///
+/// `open` runs the dynamic loader (RTLD_NOW | RTLD_LOCAL, so missing symbols fail here and not mid-request), finds
+/// `keel_plugin_entry`, calls it once, and checks the ABI version and the descriptor. Libraries are opened with
+/// RTLD_NODELETE and never closed: unloading code that may still be referenced (thread-local destructors, Swift
+/// metadata) crashes hosts later, so a retired library stays mapped.
+///
+/// `activate` and `deactivate` must not overlap for one library (the ABI's [lifecycle] tag); the kernel serialises
+/// them. Everything else is thread-safe.
+public final class PluginLibrary: @unchecked Sendable {
+    public let path: String
+    public let descriptor: PluginDescriptor
+    let plugin: UnsafePointer<keel_plugin>
+    private let contexts = Mutex<[ActivationContext]>([])
+
+    /// Minimum descriptor size per ABI minor version of the current major.
+    static let descriptorSizes: [Int: Int] = [0: 80]
+
+    /// The versions this host loads, for messages: "1.0–1.3".
+    public static var supportedABIText: String {
+        let major = StatusCode.hostABIMajor, minor = StatusCode.hostABIMinor
+        return minor == 0 ? "\(major).0" : "\(major).0–\(major).\(minor)"
+    }
+
+    init(path: String, descriptor: PluginDescriptor, plugin: UnsafePointer<keel_plugin>) {
+        self.path = path
+        self.descriptor = descriptor
+        self.plugin = plugin
+    }
+
+    /// Opens and checks the library at `path`. `expectedID` (from the manifest) names the plugin in errors.
+    /// - Throws: `LoadError` with a one-line reason for each way a file can fail to be a plugin for this host.
+    public static func open(path: String, expectedID: String? = nil) throws(LoadError) -> PluginLibrary {
+        try ELFHeader.check(path: path)
+        _ = dlerror()
+        guard let handle = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE) else {
+            throw describeDlopenFailure(path: path, pluginID: expectedID)
+        }
+        guard let symbol = dlsym(handle, KEEL_ENTRY_SYMBOL) else {
+            throw LoadError(.missingEntry, path: path, pluginID: expectedID,
+                            reason: "no \(KEEL_ENTRY_SYMBOL) symbol: define it with KEEL_PLUGIN_ENTRY(descriptor) and keep it visible")
+        }
+        let entry = unsafeBitCast(symbol, to: keel_plugin_entry_fn.self)
+        guard let plugin = entry() else {
+            throw LoadError(.entryReturnedNull, path: path, pluginID: expectedID,
+                            reason: "\(KEEL_ENTRY_SYMBOL) returned NULL: the plugin declined to load")
+        }
+        let descriptor = try readDescriptor(plugin, path: path, expectedID: expectedID)
+        return PluginLibrary(path: path, descriptor: descriptor, plugin: plugin)
+    }
+
+    /// Reads the descriptor from the front, trusting a field only once struct_size and the version cover it.
+    static func readDescriptor(_ p: UnsafePointer<keel_plugin>, path: String,
+                               expectedID: String?) throws(LoadError) -> PluginDescriptor {
+        let raw = UnsafeRawPointer(p)
+        let size = Int(raw.loadUnaligned(as: UInt32.self))
+        let versionEnd = MemoryLayout<keel_plugin>.offset(of: \.abi_version)! + MemoryLayout<keel_version>.size
+        guard size >= versionEnd else {
+            throw LoadError(.descriptorTooSmall, path: path, pluginID: expectedID,
+                            reason: "descriptor struct_size \(size) is too small to hold an ABI version (is it a keel_plugin?)")
+        }
+        let v = p.pointee.abi_version
+        let abiText = "\(v.major).\(v.minor)"
+        guard Int(v.major) == StatusCode.hostABIMajor, Int(v.minor) <= StatusCode.hostABIMinor else {
+            throw LoadError(.incompatibleABI, path: path, pluginID: expectedID ?? "?",
+                            reason: "ABI \(abiText), this host supports \(supportedABIText)")
+        }
+        let needed = descriptorSizes[Int(v.minor)] ?? MemoryLayout<keel_plugin>.size
+        guard size >= needed else {
+            throw LoadError(.descriptorTooSmall, path: path, pluginID: expectedID,
+                            reason: "descriptor struct_size \(size) is smaller than the \(needed) bytes ABI \(abiText) requires")
+        }
+        let d = p.pointee
+        guard let id = d.id.validated(limit: 64), Manifest.isValidID(id) else {
+            throw LoadError(.invalidDescriptor, path: path, pluginID: expectedID,
+                            reason: "descriptor id \"\(d.id.validated(limit: 64) ?? "<not UTF-8>")\" is not a valid plugin id")
+        }
+        guard let version = d.version.validated(limit: 64), Semver(version) != nil else {
+            throw LoadError(.invalidDescriptor, path: path, pluginID: id,
+                            reason: "descriptor version \"\(d.version.validated(limit: 64) ?? "<not UTF-8>")\" is not a semantic version")
+        }
+        guard d.activate != nil else {
+            throw LoadError(.invalidDescriptor, path: path, pluginID: id, reason: "descriptor has no activate function")
+        }
+        return PluginDescriptor(id: id, version: version, abi: ABIVersion(Int(v.major), Int(v.minor)),
+                                abiPatch: Int(v.patch), unloadSafe: d.flags & UInt64(KEEL_PLUGIN_FLAG_UNLOAD_SAFE) != 0)
+    }
+
+    static func describeDlopenFailure(path: String, pluginID: String?) -> LoadError {
+        var message = dlerror().map { String(cString: $0) } ?? "unknown dynamic loader error"
+        if message.hasPrefix(path + ": ") { message.removeFirst(path.count + 2) }
+        if message.contains("cannot open shared object file") || message.contains("No such file"),
+           let colon = message.firstIndex(of: ":") {
+            let dependency = message[..<colon]
+            return LoadError(.dependencyMissing, path: path, pluginID: pluginID,
+                             reason: "needs \(dependency), which cannot be found (\(message[message.index(after: colon)...].drop(while: { $0 == " " })))")
+        }
+        if let range = message.range(of: "undefined symbol: ") {
+            return LoadError(.dlopenFailed, path: path, pluginID: pluginID,
+                             reason: "undefined symbol \(message[range.upperBound...]): a function it calls is in no library it links")
+        }
+        return LoadError(.dlopenFailed, path: path, pluginID: pluginID, reason: "dynamic loader: \(message)")
+    }
+
+    /// Checks that the descriptor agrees with the bundle's manifest.
+    /// - Throws: `LoadError.Code.manifestMismatch` naming both values.
+    public func verify(against manifest: Manifest, manifestPath: String) throws(LoadError) {
+        if descriptor.id != manifest.id {
+            throw LoadError(.manifestMismatch, path: path, pluginID: manifest.id,
+                            reason: "library says id \"\(descriptor.id)\" but \(manifestPath) says \"\(manifest.id)\"")
+        }
+        if Semver(descriptor.version) != manifest.version {
+            throw LoadError(.manifestMismatch, path: path, pluginID: manifest.id,
+                            reason: "library says version \(descriptor.version) but \(manifestPath) says \(manifest.version)")
+        }
+        if descriptor.abi != manifest.abi {
+            throw LoadError(.manifestMismatch, path: path, pluginID: manifest.id,
+                            reason: "library was built for ABI \(descriptor.abi) but \(manifestPath) says \(manifest.abi)")
+        }
+    }
+
+    /// Runs the plugin's activate with `context`; `seed` holds what the host registers on its behalf first.
+    /// - Returns: everything registered, to publish as one unit.
+    /// - Throws: `LoadError.Code.activationFailed` with the plugin's message (or the host's last refusal); nothing
+    ///   registered survives a failure.
+    /// [lifecycle]
+    public func activate(_ context: ActivationContext, seed: Contributions = Contributions()) throws(LoadError) -> Contributions {
+        contexts.withLock { $0.append(context) }
+        context.seed(seed)
+        context.beginActivation()
+        let status = plugin.pointee.activate?(HostABI.host, HostABI.pointer(to: context)) ?? KEEL_ERR_INVALID_ARGUMENT
+        let contributions = context.endActivation(success: status == KEEL_OK)
+        guard status == KEEL_OK else {
+            let message = context.takeError()
+            let refusal = context.takeRefusal()
+            let reason = !message.isEmpty ? message : refusal ?? "no message"
+            throw LoadError(.activationFailed, path: path, pluginID: descriptor.id,
+                            reason: "activate returned \(StatusCode.name(status)): \(reason)")
+        }
+        return contributions
+    }
+
+    /// Stops calls into `context`, waits up to `drainTimeout` seconds for calls in flight, then runs the plugin's
+    /// deactivate. Returns a problem to report (calls still running, or deactivate's error), or nil.
+    /// [lifecycle]
+    @discardableResult
+    public func deactivate(_ context: ActivationContext, drainTimeout: Double = 5) -> String? {
+        let running = context.drain(timeout: drainTimeout)
+        defer { context.close() }
+        if running > 0 {
+            return "\(running) call(s) still running after \(drainTimeout)s; deactivate skipped, library kept mapped"
+        }
+        guard let deactivate = plugin.pointee.deactivate else { return nil }
+        let status = deactivate(HostABI.host, HostABI.pointer(to: context))
+        guard status == KEEL_OK else {
+            let message = context.takeError()
+            return "deactivate returned \(StatusCode.name(status))\(message.isEmpty ? "" : ": " + message)"
+        }
+        return nil
+    }
+}

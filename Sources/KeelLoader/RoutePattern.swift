@@ -1,0 +1,77 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+/// A route path pattern below a plugin's prefix: literal segments, `:name` parameters, and a final `*` that takes
+/// the rest of the path. Two patterns conflict when they have the same shape (parameter names do not count).
+public struct RoutePattern: Sendable, Hashable, CustomStringConvertible {
+    public enum Segment: Sendable, Hashable {
+        case literal(String)
+        case parameter(String)
+        case rest
+    }
+
+    public let segments: [Segment]
+    public let text: String
+
+    /// Parses `text`; returns a reason when it is not a valid pattern.
+    public static func parse(_ text: String) -> Result<RoutePattern, PatternError> {
+        guard text.hasPrefix("/") else { return .failure(PatternError(reason: "\"\(text)\" must start with '/'")) }
+        guard text.utf8.count <= 1024 else { return .failure(PatternError(reason: "pattern longer than 1024 bytes")) }
+        let parts = text.split(separator: "/", omittingEmptySubsequences: true)
+        var segments: [Segment] = []
+        for (i, part) in parts.enumerated() {
+            if part == "*" {
+                guard i == parts.count - 1 else {
+                    return .failure(PatternError(reason: "\"\(text)\": '*' may only be the last segment"))
+                }
+                segments.append(.rest)
+            } else if part.hasPrefix(":") {
+                let name = String(part.dropFirst())
+                guard !name.isEmpty, name.utf8.allSatisfy({ $0 == 95 || ($0 | 0x20 >= 97 && $0 | 0x20 <= 122) || ($0 >= 48 && $0 <= 57) }) else {
+                    return .failure(PatternError(reason: "\"\(text)\": parameter \"\(part)\" needs a name of letters, digits or '_'"))
+                }
+                segments.append(.parameter(name))
+            } else {
+                guard !part.contains(where: { $0 == "?" || $0 == "#" || $0.isWhitespace }) else {
+                    return .failure(PatternError(reason: "\"\(text)\": segment \"\(part)\" has a character not allowed in a path"))
+                }
+                segments.append(.literal(String(part)))
+            }
+        }
+        return .success(RoutePattern(segments: segments, text: text))
+    }
+
+    public var description: String { text }
+
+    /// The pattern with parameter names erased: equal shapes conflict.
+    public var shape: String {
+        "/" + segments.map { s -> String in
+            switch s {
+            case let .literal(l): return l
+            case .parameter: return ":"
+            case .rest: return "*"
+            }
+        }.joined(separator: "/")
+    }
+
+    /// Matches path segments; returns the parameters on success. A `*` requires nothing after it may be empty.
+    public func match(_ path: [Substring]) -> [(name: String, value: String)]? {
+        var params: [(name: String, value: String)] = []
+        for (i, segment) in segments.enumerated() {
+            switch segment {
+            case .rest:
+                params.append((name: "*", value: path[min(i, path.count)...].joined(separator: "/")))
+                return params
+            case let .literal(l):
+                guard i < path.count, path[i] == l else { return nil }
+            case let .parameter(name):
+                guard i < path.count else { return nil }
+                params.append((name: name, value: String(path[i])))
+            }
+        }
+        return path.count == segments.count ? params : nil
+    }
+
+    public struct PatternError: Error, Sendable {
+        public var reason: String
+    }
+}

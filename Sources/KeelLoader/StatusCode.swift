@@ -1,0 +1,41 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import CKeelABI
+
+/// `keel_status` values on the Swift side. Only this module sees the C constants.
+public enum StatusCode {
+    public static let ok: Int32 = KEEL_OK
+    public static let internalError: Int32 = KEEL_ERR_INTERNAL
+    public static let invalidArgument: Int32 = KEEL_ERR_INVALID_ARGUMENT
+    public static let conflict: Int32 = KEEL_ERR_CONFLICT
+    public static let denied: Int32 = KEEL_ERR_DENIED
+    public static let notFound: Int32 = KEEL_ERR_NOT_FOUND
+    public static let unsupported: Int32 = KEEL_ERR_UNSUPPORTED
+    public static let wrongState: Int32 = KEEL_ERR_WRONG_STATE
+    public static let limit: Int32 = KEEL_ERR_LIMIT
+    public static let noMemory: Int32 = KEEL_ERR_NO_MEMORY
+    public static let unavailable: Int32 = KEEL_ERR_UNAVAILABLE
+
+    /// A readable name; unknown codes read as what the host treats them as, an internal error.
+    public static func name(_ status: Int32) -> String {
+        switch status {
+        case KEEL_OK: return "KEEL_OK"
+        case KEEL_ERR_INVALID_ARGUMENT: return "KEEL_ERR_INVALID_ARGUMENT"
+        case KEEL_ERR_CONFLICT: return "KEEL_ERR_CONFLICT"
+        case KEEL_ERR_DENIED: return "KEEL_ERR_DENIED"
+        case KEEL_ERR_NOT_FOUND: return "KEEL_ERR_NOT_FOUND"
+        case KEEL_ERR_UNSUPPORTED: return "KEEL_ERR_UNSUPPORTED"
+        case KEEL_ERR_WRONG_STATE: return "KEEL_ERR_WRONG_STATE"
+        case KEEL_ERR_LIMIT: return "KEEL_ERR_LIMIT"
+        case KEEL_ERR_NO_MEMORY: return "KEEL_ERR_NO_MEMORY"
+        case KEEL_ERR_UNAVAILABLE: return "KEEL_ERR_UNAVAILABLE"
+        case KEEL_ERR_INTERNAL: return "KEEL_ERR_INTERNAL"
+        default: return "KEEL_ERR_INTERNAL (unknown status \(status))"
+        }
+    }
+
+    /// The ABI version this host implements.
+    public static let hostABIMajor = Int(KEEL_ABI_VERSION_MAJOR)
+    public static let hostABIMinor = Int(KEEL_ABI_VERSION_MINOR)
+    public static let hostABIPatch = Int(KEEL_ABI_VERSION_PATCH)
+}

@@ -1,0 +1,116 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+/// What a plugin bundle's `plugin.yaml` declares. Plain data, checked when parsed (see `ManifestLoader`).
+public struct Manifest: Sendable, Hashable {
+    /// Unique plugin id: lowercase letters, digits, `-`, `_` and `.`, starting with a letter or digit, at most 64.
+    /// It names the route prefix `/ext/<id>/`.
+    public var id: String
+    public var name: String
+    public var version: Semver
+    public var description: String
+    /// The ABI the library was built against, as `major.minor`.
+    public var abi: ABIVersion
+    /// The shared object, relative to the bundle folder (no absolute path, no `..`).
+    public var library: String
+    public var capabilities: Set<Capability>
+    /// Menu entries shown while the plugin is enabled, without any code running.
+    public var menus: [MenuDeclaration]
+    /// Other plugins this one needs, by id, with the versions it accepts.
+    public var dependencies: [Dependency]
+    /// The host versions this plugin runs in; nil means any.
+    public var hostVersions: VersionRange?
+
+    public init(id: String, name: String, version: Semver, description: String = "", abi: ABIVersion,
+                library: String, capabilities: Set<Capability> = [], menus: [MenuDeclaration] = [],
+                dependencies: [Dependency] = [], hostVersions: VersionRange? = nil) {
+        self.id = id
+        self.name = name
+        self.version = version
+        self.description = description
+        self.abi = abi
+        self.library = library
+        self.capabilities = capabilities
+        self.menus = menus
+        self.dependencies = dependencies
+        self.hostVersions = hostVersions
+    }
+
+    /// True when `id` is a valid plugin id.
+    public static func isValidID(_ id: String) -> Bool {
+        let bytes = Array(id.utf8)
+        guard (1...64).contains(bytes.count), let first = bytes.first, isLowerAlnum(first) else { return false }
+        return bytes.allSatisfy { isLowerAlnum($0) || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".") }
+    }
+
+    static func isLowerAlnum(_ b: UInt8) -> Bool { (b >= 97 && b <= 122) || (b >= 48 && b <= 57) }
+}
+
+/// An ABI version as `major.minor`. A plugin of minor M runs in a host of the same major and minor >= M.
+public struct ABIVersion: Sendable, Hashable, Comparable, CustomStringConvertible {
+    public var major: Int
+    public var minor: Int
+
+    public init(_ major: Int, _ minor: Int) {
+        self.major = major
+        self.minor = minor
+    }
+
+    /// Parses `"1.0"` (a patch part, `"1.0.2"`, is accepted and ignored).
+    public init?(_ text: String) {
+        let parts = text.split(separator: ".", omittingEmptySubsequences: false)
+        guard (2...3).contains(parts.count), let a = Semver.number(parts[0]), let b = Semver.number(parts[1]) else {
+            return nil
+        }
+        if parts.count == 3, Semver.number(parts[2]) == nil { return nil }
+        self.init(a, b)
+    }
+
+    public var description: String { "\(major).\(minor)" }
+
+    public static func < (lhs: ABIVersion, rhs: ABIVersion) -> Bool {
+        (lhs.major, lhs.minor) < (rhs.major, rhs.minor)
+    }
+}
+
+/// What a plugin may contribute. Registering beyond the granted capabilities is refused.
+public enum Capability: String, Sendable, Hashable, CaseIterable, Comparable {
+    case routes
+    case menus
+    case authenticate
+    case authorize
+
+    public static func < (lhs: Capability, rhs: Capability) -> Bool { lhs.rawValue < rhs.rawValue }
+}
+
+/// A static menu entry from the manifest.
+public struct MenuDeclaration: Sendable, Hashable {
+    public var id: String
+    public var title: String
+    public var parent: String
+    public var link: String
+    public var order: Int
+    public var icon: String
+    public var permission: String
+
+    public init(id: String, title: String, parent: String = "", link: String = "", order: Int = 0, icon: String = "",
+                permission: String = "") {
+        self.id = id
+        self.title = title
+        self.parent = parent
+        self.link = link
+        self.order = order
+        self.icon = icon
+        self.permission = permission
+    }
+}
+
+/// A required plugin and the versions of it that will do.
+public struct Dependency: Sendable, Hashable {
+    public var id: String
+    public var versions: VersionRange
+
+    public init(id: String, versions: VersionRange) {
+        self.id = id
+        self.versions = versions
+    }
+}

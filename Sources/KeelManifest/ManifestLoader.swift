@@ -1,0 +1,294 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import Yams
+
+/// Reads and checks `plugin.yaml`.
+///
+/// Every problem with the file becomes a `ManifestError` naming the file, the line and the key; unknown keys become
+/// warnings. Hostile input is bounded before LibYAML sees it: files over `maximumSize`, text that is not UTF-8 and
+/// flow collections nested deeper than `maximumDepth` are refused, and aliases are never expanded by the walk.
+/// Stateless and thread-safe.
+public struct ManifestLoader: Sendable {
+    /// The file name inside a bundle folder.
+    public static let fileName = "plugin.yaml"
+    public var maximumSize: Int
+    public var maximumDepth: Int
+
+    public init(maximumSize: Int = 256 * 1024, maximumDepth: Int = 32) {
+        self.maximumSize = maximumSize
+        self.maximumDepth = maximumDepth
+    }
+
+    /// Loads the manifest at `path`.
+    /// - Throws: `ManifestError` when the file is missing, unreadable, too large, not UTF-8, not YAML, or does not
+    ///   describe a plugin.
+    public func load(path: String) throws(ManifestError) -> (Manifest, [ManifestWarning]) {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw ManifestError(file: path, reason: "missing: a plugin bundle needs a \(Self.fileName)")
+        }
+        guard !isDirectory.boolValue else { throw ManifestError(file: path, reason: "is a directory, not a file") }
+        let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+        guard size <= maximumSize else {
+            throw ManifestError(file: path, reason: "\(size) bytes is over the \(maximumSize)-byte limit for a manifest")
+        }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ManifestError(file: path, reason: "cannot be read")
+        }
+        return try parse(data, file: path)
+    }
+
+    /// Parses manifest bytes; `file` is used only in messages.
+    /// - Throws: `ManifestError`.
+    public func parse(_ data: Data, file: String) throws(ManifestError) -> (Manifest, [ManifestWarning]) {
+        guard data.count <= maximumSize else {
+            throw ManifestError(file: file, reason: "\(data.count) bytes is over the \(maximumSize)-byte limit for a manifest")
+        }
+        guard let text = String(validating: data, as: UTF8.self) else {
+            throw ManifestError(file: file, reason: "not valid UTF-8")
+        }
+        if let line = Self.lineExceedingFlowDepth(text, limit: maximumDepth) {
+            throw ManifestError(file: file, line: line, reason: "nested deeper than \(maximumDepth) levels")
+        }
+        let root: Node
+        do {
+            guard let node = try Yams.compose(yaml: text) else {
+                throw ManifestError(file: file, reason: "empty: expected a mapping with id, name, version, abi and library")
+            }
+            root = node
+        } catch let error as ManifestError {
+            throw error
+        } catch let error as YamlError {
+            throw Self.describe(error, file: file)
+        } catch {
+            throw ManifestError(file: file, reason: "not valid YAML: \(error)")
+        }
+        var reader = NodeReader(file: file)
+        let manifest = try reader.manifest(root)
+        return (manifest, reader.warnings)
+    }
+
+    /// The line at which `[`/`{` nesting first exceeds `limit`, or nil. Quoted text and comments are skipped.
+    /// LibYAML itself is iterative, but the tree built from it is walked recursively: this keeps that walk shallow.
+    static func lineExceedingFlowDepth(_ text: String, limit: Int) -> Int? {
+        var depth = 0, line = 1
+        var quote: UInt8? = nil
+        var comment = false
+        var previous: UInt8 = 10
+        for b in text.utf8 {
+            defer { previous = b }
+            if b == 10 { line += 1; comment = false; if quote == UInt8(ascii: "'") { continue } }
+            if comment { continue }
+            if let q = quote {
+                if b == q { quote = nil }
+                continue
+            }
+            switch b {
+            case UInt8(ascii: "\""), UInt8(ascii: "'"): quote = b
+            case UInt8(ascii: "#") where previous == 32 || previous == 10 || previous == 9: comment = true
+            case UInt8(ascii: "["), UInt8(ascii: "{"):
+                depth += 1
+                if depth > limit { return line }
+            case UInt8(ascii: "]"), UInt8(ascii: "}"): depth = max(0, depth - 1)
+            default: break
+            }
+        }
+        return nil
+    }
+
+    static func describe(_ error: YamlError, file: String) -> ManifestError {
+        switch error {
+        case let .scanner(_, problem, mark, _), let .parser(_, problem, mark, _), let .composer(_, problem, mark, _):
+            return ManifestError(file: file, line: mark.line, reason: "not valid YAML: \(problem)")
+        case let .duplicatedKeysInMapping(duplicates, context):
+            return ManifestError(file: file, line: context.mark.line,
+                                 reason: "duplicate key \(duplicates.map { "\"\($0)\"" }.joined(separator: ", "))")
+        default:
+            let text = "\(error)".split(whereSeparator: \.isNewline).first.map(String.init) ?? "unknown error"
+            return ManifestError(file: file, reason: "not valid YAML: \(text)")
+        }
+    }
+}
+
+/// Walks the composed YAML tree into a `Manifest`, collecting warnings.
+struct NodeReader {
+    let file: String
+    var warnings: [ManifestWarning] = []
+
+    static let knownKeys: Set<String> = [
+        "id", "name", "version", "description", "abi", "library", "capabilities", "menus", "dependencies", "host",
+    ]
+    static let menuKeys: Set<String> = ["id", "title", "parent", "link", "order", "icon", "permission"]
+
+    init(file: String) { self.file = file }
+
+    func fail(_ node: Node?, _ key: String?, _ reason: String) -> ManifestError {
+        ManifestError(file: file, line: node?.mark?.line, key: key, reason: reason)
+    }
+
+    mutating func manifest(_ root: Node) throws(ManifestError) -> Manifest {
+        guard let map = root.mapping else {
+            throw fail(root, nil, "expected a mapping with id, name, version, abi and library, found \(Self.kind(root))")
+        }
+        let fields = try entries(map, known: Self.knownKeys, path: "")
+
+        let id = try string(fields, "id", in: root)
+        guard Manifest.isValidID(id) else {
+            throw fail(fields["id"], "id", "\"\(id)\" is not a valid plugin id (lowercase letters, digits, '-', '_', '.'; at most 64; starts with a letter or digit)")
+        }
+        let name = try string(fields, "name", in: root)
+        let versionText = try string(fields, "version", in: root)
+        guard let version = Semver(versionText) else {
+            throw fail(fields["version"], "version", "expected a semantic version like 1.2.0, found \"\(versionText)\"")
+        }
+        let description = try optionalString(fields, "description") ?? ""
+        let abiText = try string(fields, "abi", in: root)
+        guard let abi = ABIVersion(abiText) else {
+            throw fail(fields["abi"], "abi", "expected an ABI version like \"1.0\", found \"\(abiText)\"")
+        }
+        let library = try string(fields, "library", in: root)
+        guard !library.isEmpty, !library.hasPrefix("/"), !library.split(separator: "/").contains("..") else {
+            throw fail(fields["library"], "library", "\"\(library)\" must be a path inside the bundle folder")
+        }
+
+        var capabilities: Set<Capability> = []
+        if let node = fields["capabilities"] {
+            guard let seq = node.sequence else {
+                throw fail(node, "capabilities", "expected a list such as [routes, menus], found \(Self.kind(node))")
+            }
+            for (i, item) in seq.enumerated() {
+                guard let text = item.scalar?.string else {
+                    throw fail(item, "capabilities[\(i)]", "expected a capability name, found \(Self.kind(item))")
+                }
+                guard let cap = Capability(rawValue: text) else {
+                    let known = Capability.allCases.map(\.rawValue).joined(separator: ", ")
+                    throw fail(item, "capabilities[\(i)]", "unknown capability \"\(text)\" (known: \(known))")
+                }
+                capabilities.insert(cap)
+            }
+        }
+
+        var menus: [MenuDeclaration] = []
+        if let node = fields["menus"] {
+            guard let seq = node.sequence else {
+                throw fail(node, "menus", "expected a list of menu entries, found \(Self.kind(node))")
+            }
+            for (i, item) in seq.enumerated() {
+                menus.append(try menu(item, path: "menus[\(i)]"))
+            }
+        }
+
+        var dependencies: [Dependency] = []
+        if let node = fields["dependencies"] {
+            guard let map = node.mapping else {
+                throw fail(node, "dependencies", "expected a mapping of plugin id to version range, found \(Self.kind(node))")
+            }
+            for (keyNode, value) in map {
+                guard let depID = keyNode.scalar?.string, Manifest.isValidID(depID) else {
+                    throw fail(keyNode, "dependencies", "\(Self.kind(keyNode)) is not a valid plugin id")
+                }
+                guard let text = value.scalar?.string else {
+                    throw fail(value, "dependencies.\(depID)", "expected a version range such as \"^1.2\", found \(Self.kind(value))")
+                }
+                guard let range = VersionRange(text) else {
+                    throw fail(value, "dependencies.\(depID)", "\"\(text)\" is not a version range (try \"^1.2\" or \">=1.0.0 <2.0.0\")")
+                }
+                guard depID != id else { throw fail(keyNode, "dependencies.\(depID)", "a plugin cannot depend on itself") }
+                dependencies.append(Dependency(id: depID, versions: range))
+            }
+        }
+
+        var hostVersions: VersionRange?
+        if let text = try optionalString(fields, "host") {
+            guard let range = VersionRange(text) else {
+                throw fail(fields["host"], "host", "\"\(text)\" is not a version range")
+            }
+            hostVersions = range
+        }
+
+        return Manifest(id: id, name: name, version: version, description: description, abi: abi, library: library,
+                        capabilities: capabilities, menus: menus, dependencies: dependencies, hostVersions: hostVersions)
+    }
+
+    mutating func menu(_ node: Node, path: String) throws(ManifestError) -> MenuDeclaration {
+        guard let map = node.mapping else {
+            throw fail(node, path, "expected a mapping with id and title, found \(Self.kind(node))")
+        }
+        let f = try entries(map, known: Self.menuKeys, path: path + ".")
+        let id = try string(f, "id", in: node, prefix: path + ".")
+        guard MenuDeclaration.isValidID(id) else {
+            throw fail(f["id"], path + ".id", "\"\(id)\" is not a valid menu id (letters, digits, '.', '_', '-'; at most 128)")
+        }
+        var order = 0
+        if let o = f["order"] {
+            guard let scalar = o.scalar, let value = Int(scalar.string) else {
+                throw fail(o, path + ".order", "expected an integer, found \(Self.kind(o))")
+            }
+            order = value
+        }
+        return MenuDeclaration(
+            id: id, title: try string(f, "title", in: node, prefix: path + "."),
+            parent: try optionalString(f, "parent", prefix: path + ".") ?? "",
+            link: try optionalString(f, "link", prefix: path + ".") ?? "", order: order,
+            icon: try optionalString(f, "icon", prefix: path + ".") ?? "",
+            permission: try optionalString(f, "permission", prefix: path + ".") ?? "")
+    }
+
+    /// The mapping's string keys and values; unknown keys become warnings.
+    mutating func entries(_ map: Node.Mapping, known: Set<String>, path: String) throws(ManifestError) -> [String: Node] {
+        var out: [String: Node] = [:]
+        for (keyNode, value) in map {
+            guard let key = keyNode.scalar?.string else {
+                throw fail(keyNode, nil, "keys must be plain strings, found \(Self.kind(keyNode))")
+            }
+            if !known.contains(key) {
+                warnings.append(ManifestWarning(file: file, line: keyNode.mark?.line, message: "unknown key \"\(path)\(key)\" is ignored"))
+                continue
+            }
+            out[key] = value
+        }
+        return out
+    }
+
+    func string(_ fields: [String: Node], _ key: String, in parent: Node, prefix: String = "") throws(ManifestError) -> String {
+        guard let value = try optionalString(fields, key, prefix: prefix) else {
+            throw fail(parent, prefix + key, "required key is missing")
+        }
+        return value
+    }
+
+    func optionalString(_ fields: [String: Node], _ key: String, prefix: String = "") throws(ManifestError) -> String? {
+        guard let node = fields[key] else { return nil }
+        guard let scalar = node.scalar, !Self.isNull(scalar) else {
+            throw fail(node, prefix + key, "expected a string, found \(Self.kind(node))")
+        }
+        return scalar.string
+    }
+
+    static func isNull(_ s: Node.Scalar) -> Bool {
+        s.style == .plain && (s.string.isEmpty || s.string == "~" || s.string == "null" || s.string == "Null" || s.string == "NULL")
+    }
+
+    static func kind(_ node: Node) -> String {
+        switch node {
+        case .mapping: return "a mapping"
+        case .sequence: return "a list"
+        case .alias: return "an alias"
+        case let .scalar(s):
+            if isNull(s) { return "null" }
+            return "\"\(s.string)\""
+        }
+    }
+}
+
+extension MenuDeclaration {
+    /// True when `id` is a valid menu entry id: 1–128 bytes of letters, digits, `.`, `_`, `-`.
+    public static func isValidID(_ id: String) -> Bool {
+        let bytes = Array(id.utf8)
+        guard (1...128).contains(bytes.count) else { return false }
+        return bytes.allSatisfy {
+            ($0 >= 97 && $0 <= 122) || ($0 >= 65 && $0 <= 90) || ($0 >= 48 && $0 <= 57) || $0 == 46 || $0 == 95 || $0 == 45
+        }
+    }
+}

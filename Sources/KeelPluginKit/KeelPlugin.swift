@@ -1,0 +1,64 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+/// A Keel plugin written in Swift.
+///
+/// The kit turns it into the C ABI: one `keel_plugin` descriptor, trampolines for every callback, and errors
+/// turned into status codes at the boundary (a thrown error never crosses into the host). Export it with:
+///
+/// ```swift
+/// import KeelPluginKit
+///
+/// final class Greeter: KeelPlugin {
+///     static let id = "greeter"          // must match plugin.yaml
+///     static let version = "1.0.0"       // must match plugin.yaml
+///     init() {}
+///     func activate(_ host: PluginHost) throws {
+///         try host.route("GET", "/hello/:name") { request in
+///             .text("Hello, \(request.parameter("name") ?? "world")!\n")
+///         }
+///     }
+/// }
+///
+/// @_cdecl("keel_plugin_entry")
+/// public func keelPluginEntry() -> UnsafeRawPointer? { PluginExport.descriptor(for: Greeter.self) }
+/// ```
+///
+/// One plugin type per shared object. A new instance is made for every activation; `deactivate` is called on it
+/// once no handler of that activation is running or will run again.
+public protocol KeelPlugin: AnyObject {
+    /// The plugin id; must equal `id` in plugin.yaml.
+    static var id: String { get }
+    /// The semver version; must equal `version` in plugin.yaml.
+    static var version: String { get }
+
+    init()
+
+    /// Registers routes, menu entries and hooks through `host`. Throwing fails the activation: the host discards
+    /// everything registered and records the error's description as the reason. [lifecycle]
+    func activate(_ host: PluginHost) throws
+
+    /// Stops what `activate` started (threads, timers). The default does nothing. [lifecycle]
+    func deactivate()
+}
+
+extension KeelPlugin {
+    public func deactivate() {}
+}
+
+/// An error a plugin returns through the ABI: a status code and a message for the host's log.
+public struct PluginError: Error, CustomStringConvertible, Sendable {
+    public enum Status: Int32, Sendable {
+        case internalError = 1, invalidArgument, conflict, denied, notFound, unsupported, wrongState, limit, noMemory,
+             unavailable
+    }
+
+    public var status: Status
+    public var message: String
+
+    public init(_ status: Status, _ message: String) {
+        self.status = status
+        self.message = message
+    }
+
+    public var description: String { message }
+}

@@ -1,0 +1,193 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+internal import CKeelABI
+import Synchronization
+
+/// Builds the one `keel_plugin` descriptor a Swift plugin exports.
+public enum PluginExport {
+    struct Exported: @unchecked Sendable {
+        let type: any KeelPlugin.Type
+        let descriptor: UnsafeMutablePointer<keel_plugin>
+    }
+
+    static let exported = Mutex<Exported?>(nil)
+    static let activations = Mutex<[UInt: Activation]>([:])
+
+    /// The descriptor for `type`, built on first use and kept for the life of the library. Call it from the
+    /// `@_cdecl("keel_plugin_entry")` function. [load]
+    /// - Parameter unloadSafe: declare that the library may be dlclosed after deactivate (Swift code rarely is).
+    public static func descriptor(for type: any KeelPlugin.Type, unloadSafe: Bool = false) -> UnsafeRawPointer? {
+        let address = exported.withLock { current -> UInt in
+            if let current { return UInt(bitPattern: current.descriptor) }
+            let d = UnsafeMutablePointer<keel_plugin>.allocate(capacity: 1)
+            d.initialize(to: keel_plugin(
+                struct_size: UInt32(MemoryLayout<keel_plugin>.size),
+                abi_version: keel_version(major: UInt32(KEEL_ABI_VERSION_MAJOR), minor: UInt32(KEEL_ABI_VERSION_MINOR),
+                                          patch: UInt32(KEEL_ABI_VERSION_PATCH)),
+                id: StringPack.leaked(type.id), version: StringPack.leaked(type.version),
+                flags: unloadSafe ? UInt64(KEEL_PLUGIN_FLAG_UNLOAD_SAFE) : 0,
+                activate: Trampolines.activate, deactivate: Trampolines.deactivate, get_extension: nil))
+            current = Exported(type: type, descriptor: d)
+            return UInt(bitPattern: d)
+        }
+        return UnsafeRawPointer(bitPattern: address)
+    }
+
+    static func key(_ ctx: OpaquePointer) -> UInt { UInt(bitPattern: Int(bitPattern: UnsafeRawPointer(ctx))) }
+}
+
+/// One activation's plugin instance and the boxes its C registrations point at (kept alive until deactivate).
+final class Activation: @unchecked Sendable {
+    private let boxes = Mutex<[any AnyObject & Sendable]>([])
+    var plugin: (any KeelPlugin)?
+
+    func retain(_ box: any AnyObject & Sendable) {
+        boxes.withLock { $0.append(box) }
+    }
+}
+
+final class RouteBox: @unchecked Sendable {
+    let handler: @Sendable (Request) throws -> Response
+    let host: UnsafePointer<keel_host>
+    let ctx: OpaquePointer
+    init(handler: @escaping @Sendable (Request) throws -> Response, host: UnsafePointer<keel_host>, ctx: OpaquePointer) {
+        self.handler = handler
+        self.host = host
+        self.ctx = ctx
+    }
+}
+
+final class AuthenticateBox: @unchecked Sendable {
+    let hook: @Sendable (Request) throws -> Identity?
+    let host: UnsafePointer<keel_host>
+    let ctx: OpaquePointer
+    init(hook: @escaping @Sendable (Request) throws -> Identity?, host: UnsafePointer<keel_host>, ctx: OpaquePointer) {
+        self.hook = hook
+        self.host = host
+        self.ctx = ctx
+    }
+}
+
+final class AuthorizeBox: @unchecked Sendable {
+    let hook: @Sendable (AuthorizationQuery) throws -> Decision
+    let host: UnsafePointer<keel_host>
+    let ctx: OpaquePointer
+    init(hook: @escaping @Sendable (AuthorizationQuery) throws -> Decision, host: UnsafePointer<keel_host>, ctx: OpaquePointer) {
+        self.hook = hook
+        self.host = host
+        self.ctx = ctx
+    }
+}
+
+/// The C entry points of every callback. Each catches Swift errors and turns them into a status and a message:
+/// nothing thrown ever crosses into the host.
+enum Trampolines {
+    static func fail(_ host: UnsafePointer<keel_host>?, _ ctx: OpaquePointer?, _ error: any Error) -> keel_status {
+        let (status, message): (keel_status, String)
+        if let e = error as? PluginError { (status, message) = (e.status.rawValue, e.message) }
+        else { (status, message) = (KEEL_ERR_INTERNAL, String(describing: error)) }
+        StringPack.with([message]) { s in host?.pointee.set_error?(ctx, s[0]) }
+        return status
+    }
+
+    static let activate: @convention(c) (UnsafePointer<keel_host>?, OpaquePointer?) -> keel_status = { host, ctx in
+        guard let host, let ctx, let type = PluginExport.exported.withLock({ $0?.type }) else {
+            return KEEL_ERR_INVALID_ARGUMENT
+        }
+        let activation = Activation()
+        let plugin = type.init()
+        activation.plugin = plugin
+        PluginExport.activations.withLock { $0[PluginExport.key(ctx)] = activation }
+        do {
+            try plugin.activate(PluginHost(host: host, ctx: ctx, activation: activation))
+            return KEEL_OK
+        } catch {
+            PluginExport.activations.withLock { _ = $0.removeValue(forKey: PluginExport.key(ctx)) }
+            return fail(host, ctx, error)
+        }
+    }
+
+    static let deactivate: @convention(c) (UnsafePointer<keel_host>?, OpaquePointer?) -> keel_status = { _, ctx in
+        guard let ctx else { return KEEL_ERR_INVALID_ARGUMENT }
+        let activation = PluginExport.activations.withLock { $0.removeValue(forKey: PluginExport.key(ctx)) }
+        activation?.plugin?.deactivate()
+        return KEEL_OK
+    }
+
+    static func caller(_ p: UnsafePointer<keel_principal>?) -> Caller {
+        guard let c = p?.pointee else {
+            return Caller(id: "", displayName: "", tenant: "", roles: [], authenticatedBy: "", isAnonymous: true)
+        }
+        let roles = c.roles.map { base in (0..<c.roles_len).map { StringPack.copy(base[$0]) } } ?? []
+        return Caller(id: StringPack.copy(c.id), displayName: StringPack.copy(c.display_name),
+                      tenant: StringPack.copy(c.tenant), roles: roles, authenticatedBy: StringPack.copy(c.authenticated_by),
+                      isAnonymous: c.flags & UInt32(KEEL_PRINCIPAL_ANONYMOUS) != 0)
+    }
+
+    static func request(_ r: keel_http_request) -> Request {
+        func pairs(_ base: UnsafePointer<keel_http_header>?, _ n: Int) -> [(name: String, value: String)] {
+            guard let base else { return [] }
+            return (0..<n).map { (name: StringPack.copy(base[$0].name), value: StringPack.copy(base[$0].value)) }
+        }
+        let body = r.body.map { Array(UnsafeBufferPointer(start: $0, count: r.body_len)) } ?? []
+        return Request(method: StringPack.copy(r.method), path: StringPack.copy(r.path),
+                       routePath: StringPack.copy(r.route_path), query: StringPack.copy(r.query),
+                       headers: pairs(r.headers, r.headers_len), parameters: pairs(r.params, r.params_len), body: body,
+                       caller: caller(r.principal), requestID: StringPack.copy(r.request_id))
+    }
+
+    static let route: @convention(c) (UnsafeMutableRawPointer?, UnsafePointer<keel_http_request>?,
+                                      UnsafeMutablePointer<keel_http_response>?) -> keel_status = { ud, req, res in
+        guard let ud, let req, let res else { return KEEL_ERR_INVALID_ARGUMENT }
+        let box = Unmanaged<RouteBox>.fromOpaque(ud).takeUnretainedValue()
+        do {
+            let response = try box.handler(request(req.pointee))
+            var status = res.pointee.set_status(res, UInt32(clamping: response.status))
+            for h in response.headers where status == KEEL_OK {
+                status = StringPack.with([h.name, h.value]) { s in res.pointee.add_header(res, s[0], s[1]) }
+            }
+            if status == KEEL_OK {
+                status = response.body.withUnsafeBytes { b in res.pointee.write(res, b.baseAddress, b.count) }
+            }
+            return status
+        } catch {
+            return fail(box.host, box.ctx, error)
+        }
+    }
+
+    static let authenticate: @convention(c) (UnsafeMutableRawPointer?, UnsafePointer<keel_http_request>?,
+                                             UnsafeMutablePointer<keel_principal_builder>?) -> keel_status = { ud, req, out in
+        guard let ud, let req, let out else { return KEEL_ERR_INVALID_ARGUMENT }
+        let box = Unmanaged<AuthenticateBox>.fromOpaque(ud).takeUnretainedValue()
+        do {
+            guard let identity = try box.hook(request(req.pointee)) else { return KEEL_OK }
+            var status = StringPack.with([identity.id, identity.displayName, identity.tenant]) { s in
+                out.pointee.set_identity(out, s[0], s[1], s[2])
+            }
+            for role in identity.roles where status == KEEL_OK {
+                status = StringPack.with([role]) { s in out.pointee.add_role(out, s[0]) }
+            }
+            return status
+        } catch {
+            return fail(box.host, box.ctx, error)
+        }
+    }
+
+    static let authorize: @convention(c) (UnsafeMutableRawPointer?, UnsafePointer<keel_authz_request>?,
+                                          UnsafeMutablePointer<keel_auth_decision>?) -> keel_status = { ud, q, out in
+        guard let ud, let q, let out else { return KEEL_ERR_INVALID_ARGUMENT }
+        let box = Unmanaged<AuthorizeBox>.fromOpaque(ud).takeUnretainedValue()
+        do {
+            let query = AuthorizationQuery(caller: caller(q.pointee.principal), action: StringPack.copy(q.pointee.action),
+                                           resource: StringPack.copy(q.pointee.resource))
+            switch try box.hook(query) {
+            case .abstain: out.pointee = KEEL_AUTH_ABSTAIN
+            case .allow: out.pointee = KEEL_AUTH_ALLOW
+            case .deny: out.pointee = KEEL_AUTH_DENY
+            }
+            return KEEL_OK
+        } catch {
+            return fail(box.host, box.ctx, error)
+        }
+    }
+}

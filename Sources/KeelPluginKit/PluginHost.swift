@@ -1,0 +1,108 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+internal import CKeelABI
+
+/// What a Swift plugin sees of the host during `activate`: registration of routes, menu entries and auth hooks,
+/// and the log. Registration methods throw `PluginError` with the host's status when the host refuses (conflict,
+/// capability not granted, quota); they may only be called inside `activate`.
+/// Handlers run on the host's worker threads, concurrently: they must be thread-safe and must not block for long.
+public final class PluginHost: @unchecked Sendable {
+    let host: UnsafePointer<keel_host>
+    let ctx: OpaquePointer
+    let activation: Activation
+
+    init(host: UnsafePointer<keel_host>, ctx: OpaquePointer, activation: Activation) {
+        self.host = host
+        self.ctx = ctx
+        self.activation = activation
+    }
+
+    public enum LogLevel: Int32 { case debug = 0, info, warn, error }
+
+    /// Writes to the host's log, attributed to this plugin. [thread-safe]
+    public func log(_ level: LogLevel, _ message: String) {
+        StringPack.with([message]) { s in host.pointee.log?(ctx, level.rawValue, s[0]) }
+    }
+
+    func service<T>(_ id: String, as: T.Type) throws -> UnsafePointer<T> {
+        let raw = StringPack.with([id]) { s in host.pointee.get_service?(ctx, s[0]) }
+        guard let raw else { throw PluginError(.unsupported, "this host does not offer \(id)") }
+        return raw.assumingMemoryBound(to: T.self)
+    }
+
+    static func check(_ status: keel_status, _ what: String) throws {
+        guard status != KEEL_OK else { return }
+        throw PluginError(PluginError.Status(rawValue: status) ?? .internalError,
+                          "\(what) refused by the host (status \(status)); see the host log")
+    }
+
+    /// Registers `handler` for `method` (or "*") and `path` below `/ext/<id>`, e.g. "/items/:id".
+    public func route(_ method: String, _ path: String, _ handler: @escaping @Sendable (Request) throws -> Response) throws {
+        let http = try service(KEEL_SERVICE_HTTP, as: keel_host_http.self)
+        let box = RouteBox(handler: handler, host: host, ctx: ctx)
+        let status = StringPack.with([method, path]) { s -> keel_status in
+            var route = keel_route(struct_size: UInt32(MemoryLayout<keel_route>.size), method: s[0], path: s[1],
+                                   handler: Trampolines.route, user_data: Unmanaged.passUnretained(box).toOpaque())
+            return http.pointee.register_route(ctx, &route)
+        }
+        try Self.check(status, "route \(method) \(path)")
+        activation.retain(box)
+    }
+
+    /// Adds a console menu entry.
+    public func menu(id: String, title: String, parent: String = "", link: String = "", order: Int32 = 0,
+                     icon: String = "", permission: String = "") throws {
+        let menu = try service(KEEL_SERVICE_MENU, as: keel_host_menu.self)
+        let status = StringPack.with([id, title, parent, link, icon, permission]) { s -> keel_status in
+            var entry = keel_menu_entry(struct_size: UInt32(MemoryLayout<keel_menu_entry>.size), id: s[0], title: s[1],
+                                        parent: s[2], link: s[3], order: order, icon: s[4], permission: s[5])
+            return menu.pointee.add_entry(ctx, &entry)
+        }
+        try Self.check(status, "menu entry \(id)")
+    }
+
+    /// Adds an authenticate hook: return an identity to establish the caller, nil to abstain; throwing denies.
+    public func authenticator(_ name: String, _ hook: @escaping @Sendable (Request) throws -> Identity?) throws {
+        let auth = try service(KEEL_SERVICE_AUTH, as: keel_host_auth.self)
+        let box = AuthenticateBox(hook: hook, host: host, ctx: ctx)
+        let status = StringPack.with([name]) { s -> keel_status in
+            var h = keel_authenticator(struct_size: UInt32(MemoryLayout<keel_authenticator>.size), name: s[0],
+                                       authenticate: Trampolines.authenticate,
+                                       user_data: Unmanaged.passUnretained(box).toOpaque())
+            return auth.pointee.register_authenticator(ctx, &h)
+        }
+        try Self.check(status, "authenticate hook \(name)")
+        activation.retain(box)
+    }
+
+    /// Adds an authorize hook; throwing denies.
+    public func authorizer(_ name: String, _ hook: @escaping @Sendable (AuthorizationQuery) throws -> Decision) throws {
+        let auth = try service(KEEL_SERVICE_AUTH, as: keel_host_auth.self)
+        let box = AuthorizeBox(hook: hook, host: host, ctx: ctx)
+        let status = StringPack.with([name]) { s -> keel_status in
+            var h = keel_authorizer(struct_size: UInt32(MemoryLayout<keel_authorizer>.size), name: s[0],
+                                    authorize: Trampolines.authorize, user_data: Unmanaged.passUnretained(box).toOpaque())
+            return auth.pointee.register_authorizer(ctx, &h)
+        }
+        try Self.check(status, "authorize hook \(name)")
+        activation.retain(box)
+    }
+
+    /// Asks the host's authorize chain whether `caller` may do `action` on `resource`. [request]
+    public func isAllowed(_ caller: Caller, action: String, resource: String) -> Bool {
+        guard let auth = try? service(KEEL_SERVICE_AUTH, as: keel_host_auth.self) else { return false }
+        var decision: keel_auth_decision = KEEL_AUTH_DENY
+        let status = StringPack.with([caller.id, caller.displayName, caller.tenant, caller.authenticatedBy, action, resource]
+                                        + caller.roles) { s -> keel_status in
+            let roles = Array(s[6...])
+            return roles.withUnsafeBufferPointer { r in
+                var p = keel_principal(struct_size: UInt32(MemoryLayout<keel_principal>.size),
+                                       flags: caller.isAnonymous ? UInt32(KEEL_PRINCIPAL_ANONYMOUS) : 0,
+                                       id: s[0], display_name: s[1], tenant: s[2], authenticated_by: s[3],
+                                       roles: r.baseAddress, roles_len: r.count)
+                return auth.pointee.check_permission(ctx, &p, s[4], s[5], &decision)
+            }
+        }
+        return status == KEEL_OK && decision == KEEL_AUTH_ALLOW
+    }
+}

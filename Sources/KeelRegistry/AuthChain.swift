@@ -1,0 +1,44 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import KeelLoader
+
+/// The outcome of running the auth chain for a request.
+public struct AuthOutcome: Sendable {
+    public var principal: Principal
+    public var decision: AuthDecision
+    /// Why the chain denied, for the log (never for the client): the hook and its error.
+    public var denialReason: String?
+}
+
+extension Snapshot {
+    /// Establishes the caller: the first authenticate hook (in publish order) that names a principal wins; none
+    /// means anonymous. A hook that fails denies the request (fail closed), reported as `.failure`.
+    /// [request]
+    public func authenticate(_ request: PluginRequest) -> Result<Principal, PluginCallError> {
+        for hook in authenticators {
+            switch hook.authenticate(request) {
+            case let .success(principal?): return .success(principal)
+            case .success(nil): continue
+            case let .failure(error): return .failure(error)
+            }
+        }
+        return .success(.anonymous)
+    }
+
+    /// Asks every authorize hook: any deny (or any failing hook) wins; otherwise allow if some hook allowed,
+    /// else abstain. The caller decides what an abstention means (plugin routes: allowed; admin API: denied).
+    /// [request]
+    public func authorize(_ principal: Principal, action: String, resource: String,
+                          request: PluginRequest? = nil) -> (AuthDecision, String?) {
+        var allowed = false
+        for hook in authorizers {
+            switch hook.authorize(principal, action: action, resource: resource, request: request) {
+            case .success(.deny): return (.deny, "authorize hook \"\(hook.name)\" of plugin \"\(hook.pluginID)\" denied")
+            case .success(.allow): allowed = true
+            case .success(.abstain): continue
+            case let .failure(error): return (.deny, "authorize hook \"\(hook.name)\" failed: \(error)")
+            }
+        }
+        return (allowed ? .allow : .abstain, nil)
+    }
+}

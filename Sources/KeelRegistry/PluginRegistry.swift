@@ -1,0 +1,166 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import KeelLoader
+import KeelManifest
+import Synchronization
+
+/// The composed view of every active plugin's contributions: one route table, one navigation, one auth chain.
+///
+/// Each plugin's contributions are published as a unit and revoked as a unit, in one atomic step each. Readers
+/// (request dispatch, the auth chain) take an immutable `Snapshot` and never wait for a publish in progress, so a
+/// request runs to its end on the contributions it started with.
+///
+/// ```swift
+/// let registry = PluginRegistry()
+/// try registry.publish(pluginID: "hello", contributions)      // after activate returned KEEL_OK
+/// let match = registry.snapshot.route(method: "GET", path: "/ext/hello/greet/bob")
+/// registry.revoke(pluginID: "hello")                          // on disable: everything at once
+/// ```
+/// Thread-safe.
+public final class PluginRegistry: Sendable {
+    private let current = Mutex(Snapshot())
+
+    public init() {}
+
+    /// The current composition. Cheap: a copy of immutable storage.
+    public var snapshot: Snapshot { current.withLock { $0 } }
+
+    /// Makes `contributions` of `pluginID` visible, replacing any it had before, after checking them against
+    /// every other plugin's.
+    /// - Throws: `RegistryError` naming both plugins when a route or menu id is taken; nothing is published then.
+    public func publish(pluginID: String, _ contributions: Contributions) throws(RegistryError) {
+        try current.withLock { (snapshot: inout Snapshot) throws(RegistryError) in
+            var next = snapshot
+            next.remove(pluginID)
+            try next.insert(pluginID, contributions)
+            snapshot = next
+        }
+    }
+
+    /// Takes away everything `pluginID` contributed. Returns what was removed (nil if it had nothing published).
+    @discardableResult
+    public func revoke(pluginID: String) -> Contributions? {
+        current.withLock { snapshot in
+            let removed = snapshot.plugins[pluginID]
+            snapshot.remove(pluginID)
+            return removed
+        }
+    }
+}
+
+/// Why contributions could not be published.
+public struct RegistryError: Error, Sendable, CustomStringConvertible {
+    public var pluginID: String
+    public var otherPluginID: String
+    public var reason: String
+
+    public var description: String { reason }
+}
+
+/// An immutable composition of the active plugins' contributions.
+public struct Snapshot: Sendable {
+    /// Contributions by plugin id.
+    public private(set) var plugins: [String: Contributions] = [:]
+    /// Plugin ids in the order they were published (the auth chain's order).
+    public private(set) var order: [String] = []
+    /// Route table: full path shape → routes (method, owner) for conflict checks and listing.
+    var routeOwners: [String: [(method: String, plugin: String)]] = [:]
+    var menuOwners: [String: String] = [:]
+
+    public init() {}
+
+    mutating func remove(_ pluginID: String) {
+        guard let old = plugins.removeValue(forKey: pluginID) else { return }
+        order.removeAll { $0 == pluginID }
+        for route in old.routes {
+            let shape = Self.fullShape(pluginID, route.pattern)
+            routeOwners[shape]?.removeAll { $0.plugin == pluginID }
+            if routeOwners[shape]?.isEmpty == true { routeOwners[shape] = nil }
+        }
+        for menu in old.menus where menuOwners[menu.entry.id] == pluginID { menuOwners[menu.entry.id] = nil }
+    }
+
+    mutating func insert(_ pluginID: String, _ c: Contributions) throws(RegistryError) {
+        for route in c.routes {
+            let shape = Self.fullShape(pluginID, route.pattern)
+            if let other = routeOwners[shape]?.first(where: { ActivationContext.methodsOverlap($0.method, route.method) }) {
+                throw RegistryError(pluginID: pluginID, otherPluginID: other.plugin,
+                                    reason: "route \(route.method) /ext/\(pluginID)\(route.pattern) of plugin \"\(pluginID)\" conflicts with plugin \"\(other.plugin)\"")
+            }
+        }
+        for menu in c.menus {
+            if let other = menuOwners[menu.entry.id] {
+                throw RegistryError(pluginID: pluginID, otherPluginID: other,
+                                    reason: "menu entry \"\(menu.entry.id)\" of plugin \"\(pluginID)\" is already registered by plugin \"\(other)\"")
+            }
+        }
+        for route in c.routes { routeOwners[Self.fullShape(pluginID, route.pattern), default: []].append((route.method, pluginID)) }
+        for menu in c.menus { menuOwners[menu.entry.id] = pluginID }
+        plugins[pluginID] = c
+        order.append(pluginID)
+    }
+
+    static func fullShape(_ pluginID: String, _ pattern: RoutePattern) -> String {
+        "/ext/\(pluginID)" + (pattern.shape == "/" ? "" : pattern.shape)
+    }
+
+    // MARK: lookups
+
+    /// The owner of a route with `method` and the full path `shape`, other than `plugin`.
+    public func routeOwner(method: String, shape: String, excluding plugin: String) -> String? {
+        let normalized = shape.hasSuffix("/") && shape.count > 1 ? String(shape.dropLast()) : shape
+        return routeOwners[normalized]?.first { $0.plugin != plugin && ActivationContext.methodsOverlap($0.method, method) }?.plugin
+    }
+
+    public func menuOwner(id: String, excluding plugin: String) -> String? {
+        menuOwners[id].flatMap { $0 == plugin ? nil : $0 }
+    }
+
+    /// A route matched to a request path.
+    public struct RouteMatch: Sendable {
+        public let pluginID: String
+        public let route: RouteRegistration
+        /// The path below `/ext/<plugin-id>`.
+        public let routePath: String
+        public let parameters: [(name: String, value: String)]
+    }
+
+    /// Finds the route for `method` and the full request `path` (`/ext/<id>/...`). Literal segments beat
+    /// parameters, which beat `*`; an exact method beats `*`.
+    public func route(method: String, path: String) -> RouteMatch? {
+        let segments = path.split(separator: "/", omittingEmptySubsequences: true)
+        guard segments.count >= 2, segments[0] == "ext" else { return nil }
+        let pluginID = String(segments[1])
+        guard let contributions = plugins[pluginID] else { return nil }
+        let rest = Array(segments.dropFirst(2))
+        var best: (score: [Int], match: RouteMatch)?
+        for route in contributions.routes where route.method == method || route.method == "*" ||
+            (method == "HEAD" && route.method == "GET") {
+            guard let params = route.pattern.match(rest) else { continue }
+            var score = route.pattern.segments.map { s -> Int in
+                switch s {
+                case .literal: return 3
+                case .parameter: return 2
+                case .rest: return 1
+                }
+            }
+            score.append(route.method == "*" ? 0 : 1)
+            if let b = best, !b.score.lexicographicallyPrecedes(score) { continue }
+            let routePath = "/" + rest.joined(separator: "/")
+            best = (score, RouteMatch(pluginID: pluginID, route: route, routePath: routePath, parameters: params))
+        }
+        return best?.match
+    }
+
+    /// Every route, as `(plugin, method, full path pattern)`, sorted.
+    public var routes: [(pluginID: String, method: String, path: String)] {
+        plugins.flatMap { id, c in
+            c.routes.map { (pluginID: id, method: $0.method, path: "/ext/\(id)" + ($0.pattern.text == "/" ? "/" : $0.pattern.text)) }
+        }.sorted { ($0.path, $0.method) < ($1.path, $1.method) }
+    }
+
+    /// Authenticate hooks in publish order.
+    public var authenticators: [AuthenticateHook] { order.flatMap { plugins[$0]?.authenticators ?? [] } }
+    /// Authorize hooks in publish order.
+    public var authorizers: [AuthorizeHook] { order.flatMap { plugins[$0]?.authorizers ?? [] } }
+}

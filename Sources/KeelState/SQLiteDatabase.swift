@@ -1,0 +1,107 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import CSQLite
+import Foundation
+
+/// A thin owner of one `sqlite3` connection. Not thread-safe by itself: `StateStore` serialises access.
+final class SQLiteDatabase {
+    let path: String
+    private var db: OpaquePointer?
+
+    /// Opens (creating if needed) the database at `path`, in WAL mode with full fsync on commit.
+    /// - Throws: `StateError` when the file cannot be opened or is not a database.
+    init(path: String) throws(StateError) {
+        self.path = path
+        let dir = (path as NSString).deletingLastPathComponent
+        if !dir.isEmpty, !FileManager.default.fileExists(atPath: dir) {
+            do { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) } catch {
+                throw StateError(path: path, reason: "cannot create its folder: \(error.localizedDescription)")
+            }
+        }
+        let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX
+        guard sqlite3_open_v2(path, &db, flags, nil) == SQLITE_OK else {
+            let message = db.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
+            sqlite3_close(db)
+            db = nil
+            throw StateError(path: path, reason: "cannot open: \(message)")
+        }
+        sqlite3_busy_timeout(db, 5000)
+        try execute("PRAGMA journal_mode=WAL")
+        try execute("PRAGMA synchronous=FULL")
+        try execute("PRAGMA foreign_keys=ON")
+    }
+
+    deinit { sqlite3_close_v2(db) }
+
+    func error(_ what: String) -> StateError {
+        StateError(path: path, reason: "\(what): \(db.map { String(cString: sqlite3_errmsg($0)) } ?? "closed")")
+    }
+
+    /// Runs one or more statements without results.
+    func execute(_ sql: String) throws(StateError) {
+        var message: UnsafeMutablePointer<CChar>?
+        guard sqlite3_exec(db, sql, nil, nil, &message) == SQLITE_OK else {
+            let text = message.map { String(cString: $0) } ?? "unknown error"
+            sqlite3_free(message)
+            throw StateError(path: path, reason: text)
+        }
+    }
+
+    enum Value {
+        case text(String)
+        case int(Int64)
+        case null
+    }
+
+    /// Runs `sql` with `bindings` and returns every row as columns by name.
+    @discardableResult
+    func query(_ sql: String, _ bindings: [Value] = []) throws(StateError) -> [[String: Value]] {
+        var stmt: OpaquePointer?
+        guard sqlite3_prepare_v2(db, sql, -1, &stmt, nil) == SQLITE_OK else { throw error("prepare") }
+        defer { sqlite3_finalize(stmt) }
+        let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
+        for (i, value) in bindings.enumerated() {
+            let index = Int32(i + 1)
+            switch value {
+            case let .text(s): sqlite3_bind_text(stmt, index, s, -1, transient)
+            case let .int(n): sqlite3_bind_int64(stmt, index, n)
+            case .null: sqlite3_bind_null(stmt, index)
+            }
+        }
+        var rows: [[String: Value]] = []
+        while true {
+            let rc = sqlite3_step(stmt)
+            if rc == SQLITE_DONE { break }
+            guard rc == SQLITE_ROW else { throw error("step") }
+            var row: [String: Value] = [:]
+            for c in 0..<sqlite3_column_count(stmt) {
+                let name = String(cString: sqlite3_column_name(stmt, c))
+                switch sqlite3_column_type(stmt, c) {
+                case SQLITE_INTEGER: row[name] = .int(sqlite3_column_int64(stmt, c))
+                case SQLITE_NULL: row[name] = .null
+                default: row[name] = .text(String(cString: sqlite3_column_text(stmt, c)))
+                }
+            }
+            rows.append(row)
+        }
+        return rows
+    }
+
+    /// Runs `body` in one IMMEDIATE transaction: committed when it returns, rolled back when it throws.
+    func transaction<T>(_ body: () throws(StateError) -> T) throws(StateError) -> T {
+        try execute("BEGIN IMMEDIATE")
+        do {
+            let result = try body()
+            try execute("COMMIT")
+            return result
+        } catch {
+            try? execute("ROLLBACK")
+            throw error
+        }
+    }
+}
+
+extension SQLiteDatabase.Value {
+    var text: String? { if case let .text(s) = self { return s } else { return nil } }
+    var int: Int64? { if case let .int(n) = self { return n } else { return nil } }
+}

@@ -1,0 +1,209 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import Synchronization
+
+/// What the kernel remembers about one plugin.
+public struct PluginRecord: Sendable, Hashable, Codable {
+    public var id: String
+    public var name: String
+    public var version: String
+    /// The bundle folder it was last found in.
+    public var bundlePath: String
+    /// What the operator asked for: true after `enable`, false after `disable`.
+    public var enabled: Bool
+    public var status: PluginStatus
+    /// Why it failed, when `status` is `.failed`.
+    public var reason: String?
+    /// When `status` last changed (ISO 8601, UTC).
+    public var changedAt: String
+}
+
+/// The observed state of a plugin.
+public enum PluginStatus: String, Sendable, Hashable, Codable, CaseIterable {
+    /// Discovered, never enabled.
+    case installed
+    /// Active: its contributions are published.
+    case enabled
+    /// Switched off by the operator.
+    case disabled
+    /// Could not be loaded or activated; `reason` says why.
+    case failed
+    /// Its bundle is gone from the plugin folder.
+    case missing
+}
+
+/// Why the state file could not be read or written. One line: `<file>: <reason>`.
+public struct StateError: Error, Sendable, CustomStringConvertible {
+    public var path: String
+    public var reason: String
+    public var description: String { "\(path): \(reason)" }
+}
+
+/// The kernel's persistent state in one SQLite file (WAL, full fsync): plugins, their desired and observed state,
+/// and an event log. Every change is one transaction and is on disk when the call returns.
+///
+/// Thread-safe: calls are serialised on one connection. Blocking (disk I/O): call it off latency-sensitive paths.
+public final class StateStore: @unchecked Sendable {
+    private let lock = Mutex(())
+    private let database: SQLiteDatabase
+    public let path: String
+
+    /// Schema migrations, applied in order; index + 1 is the schema version (PRAGMA user_version).
+    static let migrations: [String] = [
+        """
+        CREATE TABLE plugins (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL DEFAULT '',
+            version TEXT NOT NULL DEFAULT '',
+            bundle_path TEXT NOT NULL DEFAULT '',
+            enabled INTEGER NOT NULL DEFAULT 0,
+            status TEXT NOT NULL,
+            reason TEXT,
+            changed_at TEXT NOT NULL,
+            installed_at TEXT NOT NULL
+        );
+        CREATE TABLE events (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            at TEXT NOT NULL,
+            plugin_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            detail TEXT NOT NULL DEFAULT ''
+        );
+        CREATE INDEX events_plugin ON events(plugin_id, seq);
+        """,
+    ]
+
+    public static var schemaVersion: Int { migrations.count }
+
+    /// Opens the state file at `path`, creating it and migrating its schema as needed.
+    /// - Throws: `StateError` when it cannot be opened, is not a database, or was written by a newer Keel.
+    public init(path: String) throws(StateError) {
+        let database = try SQLiteDatabase(path: path)
+        self.path = path
+        let rows = try database.query("PRAGMA user_version")
+        let version = Int(rows.first?["user_version"]?.int ?? 0)
+        guard version <= Self.migrations.count else {
+            throw StateError(path: path, reason: "schema version \(version) was written by a newer keel (this one knows up to \(Self.migrations.count))")
+        }
+        for (i, sql) in Self.migrations.enumerated().dropFirst(version) {
+            try database.transaction { () throws(StateError) in
+                try database.execute(sql)
+                try database.execute("PRAGMA user_version = \(i + 1)")
+            }
+        }
+        self.database = database
+    }
+
+    static func now() -> String {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return f.string(from: Date())
+    }
+
+    private func locked<T>(_ body: (SQLiteDatabase) throws(StateError) -> T) throws(StateError) -> T {
+        try lock.withLock { (_: inout Void) throws(StateError) -> T in try body(database) }
+    }
+
+    static func record(_ row: [String: SQLiteDatabase.Value]) -> PluginRecord? {
+        guard let id = row["id"]?.text, let statusText = row["status"]?.text else { return nil }
+        return PluginRecord(id: id, name: row["name"]?.text ?? "", version: row["version"]?.text ?? "",
+                            bundlePath: row["bundle_path"]?.text ?? "", enabled: (row["enabled"]?.int ?? 0) != 0,
+                            status: PluginStatus(rawValue: statusText) ?? .failed, reason: row["reason"]?.text,
+                            changedAt: row["changed_at"]?.text ?? "")
+    }
+
+    /// Every plugin, by id.
+    public func plugins() throws(StateError) -> [PluginRecord] {
+        try locked { db throws(StateError) in try db.query("SELECT * FROM plugins ORDER BY id").compactMap(Self.record) }
+    }
+
+    public func plugin(_ id: String) throws(StateError) -> PluginRecord? {
+        try locked { db throws(StateError) in try db.query("SELECT * FROM plugins WHERE id = ?", [.text(id)]).compactMap(Self.record).first }
+    }
+
+    /// Records a bundle found on disk: a new id starts as `installed` and disabled; a known one keeps its desired
+    /// state and gets its name, version and path refreshed.
+    public func discovered(id: String, name: String, version: String, bundlePath: String) throws(StateError) {
+        try locked { db throws(StateError) in
+            try db.transaction { () throws(StateError) in
+                let now = Self.now()
+                let existing = try db.query("SELECT version FROM plugins WHERE id = ?", [.text(id)])
+                if existing.isEmpty {
+                    try db.query("""
+                        INSERT INTO plugins (id, name, version, bundle_path, enabled, status, changed_at, installed_at)
+                        VALUES (?, ?, ?, ?, 0, 'installed', ?, ?)
+                        """, [.text(id), .text(name), .text(version), .text(bundlePath), .text(now), .text(now)])
+                    try Self.event(db, id, "discovered", "\(version) at \(bundlePath)")
+                } else {
+                    try db.query("UPDATE plugins SET name = ?, version = ?, bundle_path = ? WHERE id = ?",
+                                 [.text(name), .text(version), .text(bundlePath), .text(id)])
+                }
+            }
+        }
+    }
+
+    /// Sets what the operator wants (`enable`/`disable`) and the resulting status in one transaction.
+    public func setEnabled(_ id: String, _ enabled: Bool, status: PluginStatus, reason: String? = nil) throws(StateError) {
+        try update(id, enabled: enabled, status: status, reason: reason, event: enabled ? "enable" : "disable")
+    }
+
+    /// Records the observed status (and the reason, for `.failed`) without touching the desired state.
+    public func setStatus(_ id: String, _ status: PluginStatus, reason: String? = nil) throws(StateError) {
+        try update(id, enabled: nil, status: status, reason: reason, event: status.rawValue)
+    }
+
+    private func update(_ id: String, enabled: Bool?, status: PluginStatus, reason: String?, event: String) throws(StateError) {
+        try locked { db throws(StateError) in
+            try db.transaction { () throws(StateError) in
+                let now = Self.now()
+                let exists = try db.query("SELECT status, reason, enabled FROM plugins WHERE id = ?", [.text(id)])
+                if exists.isEmpty {
+                    try db.query("""
+                        INSERT INTO plugins (id, enabled, status, reason, changed_at, installed_at)
+                        VALUES (?, ?, ?, ?, ?, ?)
+                        """, [.text(id), .int((enabled ?? false) ? 1 : 0), .text(status.rawValue),
+                              reason.map { .text($0) } ?? .null, .text(now), .text(now)])
+                } else {
+                    let row = exists[0]
+                    let unchanged = row["status"]?.text == status.rawValue && row["reason"]?.text == reason
+                        && (enabled == nil || (row["enabled"]?.int ?? 0 != 0) == enabled)
+                    if unchanged { return }
+                    try db.query("""
+                        UPDATE plugins SET enabled = COALESCE(?, enabled), status = ?, reason = ?, changed_at = ? WHERE id = ?
+                        """, [enabled.map { .int($0 ? 1 : 0) } ?? .null, .text(status.rawValue),
+                              reason.map { .text($0) } ?? .null, .text(now), .text(id)])
+                }
+                try Self.event(db, id, event, reason ?? "")
+            }
+        }
+    }
+
+    static func event(_ db: SQLiteDatabase, _ id: String, _ kind: String, _ detail: String) throws(StateError) {
+        try db.query("INSERT INTO events (at, plugin_id, kind, detail) VALUES (?, ?, ?, ?)",
+                     [.text(now()), .text(id), .text(kind), .text(detail)])
+    }
+
+    /// One entry of a plugin's history.
+    public struct Event: Sendable, Hashable, Codable {
+        public var at: String
+        public var kind: String
+        public var detail: String
+    }
+
+    /// A plugin's history, oldest first.
+    public func events(for id: String) throws(StateError) -> [Event] {
+        try locked { db throws(StateError) in
+            try db.query("SELECT at, kind, detail FROM events WHERE plugin_id = ? ORDER BY seq", [.text(id)]).map {
+                Event(at: $0["at"]?.text ?? "", kind: $0["kind"]?.text ?? "", detail: $0["detail"]?.text ?? "")
+            }
+        }
+    }
+
+    /// Runs SQLite's own consistency check; "ok" when the file is sound.
+    public func integrityCheck() throws(StateError) -> String {
+        try locked { db throws(StateError) in
+            try db.query("PRAGMA integrity_check").first?["integrity_check"]?.text ?? "no answer"
+        }
+    }
+}
