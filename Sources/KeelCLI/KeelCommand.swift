@@ -25,13 +25,15 @@ struct GlobalOptions: ParsableArguments {
     @Option(name: .customLong("state"), help: "SQLite state file.")
     var stateFile: String = KernelConfiguration.defaultStateFile
 
-    @Flag(name: .shortAndLong, help: "Also print the kernel's and plugins' informational log lines.")
+    @Flag(name: .shortAndLong, help: "Print the kernel's and plugins' log lines on stderr.")
     var verbose = false
 
-    func makeKernel() throws -> Kernel {
+    /// A kernel for this command. One-shot commands report failures in their own output, so they log only with
+    /// --verbose; a long-running server (`logAlways`) logs warnings and errors always, everything with --verbose.
+    func makeKernel(logAlways: Bool = false) throws -> Kernel {
         let verbose = self.verbose
         let configuration = KernelConfiguration(pluginsDirectory: pluginsDirectory, stateFile: stateFile) { record in
-            if verbose || record.level >= .warn { KernelConfiguration.standardErrorLog(record) }
+            if verbose || (logAlways && record.level >= .warn) { KernelConfiguration.standardErrorLog(record) }
         }
         do { return try Kernel(configuration: configuration) } catch { throw CLIError(error.description) }
     }

@@ -48,7 +48,11 @@ public final class PluginLibrary: @unchecked Sendable {
     /// Opens and checks the library at `path`. `expectedID` (from the manifest) names the plugin in errors.
     /// - Throws: `LoadError` with a one-line reason for each way a file can fail to be a plugin for this host.
     public static func open(path: String, expectedID: String? = nil) throws(LoadError) -> PluginLibrary {
-        try ELFHeader.check(path: path)
+        do { try ELFHeader.check(path: path) } catch {
+            var named = error
+            named.pluginID = expectedID
+            throw named
+        }
         _ = dlerror()
         guard let handle = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE) else {
             throw describeDlopenFailure(path: path, pluginID: expectedID)

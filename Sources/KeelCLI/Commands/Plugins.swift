@@ -41,6 +41,7 @@ extension KeelCommand.Plugins {
                 if !p.menus.isEmpty { out += "  menus:  \(p.menus.joined(separator: ", "))\n" }
                 let hooks = p.authenticators.map { "authenticate \($0)" } + p.authorizers.map { "authorize \($0)" }
                 if !hooks.isEmpty { out += "  hooks:  \(hooks.joined(separator: ", "))\n" }
+                for warning in p.warnings { out += "  \(warning)\n" }
             }
             return out
         }

@@ -1,0 +1,159 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import Keel
+import KeelLoader
+import Testing
+
+@Suite("the C ABI")
+struct ABICompatibilityTests {
+    @Test("a plugin built from the frozen 1.0 headers loads and works in this host")
+    func frozenOneZero() async throws {
+        let frozen = TestEnvironment.fixtures + "/abi-1.0"
+        let lib = try TestEnvironment.buildPlugin(source: frozen + "/plugin_v1_0.c", name: "abi10",
+                                                  include: frozen + "/include", extraFlags: ["-pedantic"])
+        let f = KernelFixture()
+        try TestEnvironment.makeBundle(in: f.plugins, folder: "abi10",
+                                       manifest: String(contentsOfFile: frozen + "/plugin.yaml", encoding: .utf8), library: lib)
+        let kernel = try f.kernel()
+        await kernel.start()
+        try await kernel.enable("abi10")
+        let info = try await kernel.plugin("abi10")
+        #expect(info.routes == ["* /ext/abi10/v1/*"])
+        #expect(info.menus == ["abi10.main"])
+        #expect(info.authenticators == ["noop"] && info.authorizers == ["noop"])
+        #expect(get(kernel, "/ext/abi10/v1/a/b")?.1 == "abi10 /v1/a/b")
+        await kernel.shutdown()
+    }
+
+    @Test("the frozen 1.0 headers still match the current ones for every 1.0 declaration")
+    func frozenLayoutStillChecks() throws {
+        // layout_check.c pins 1.0's sizes and offsets; compiling it against the frozen copy proves the pins are 1.0's.
+        let out = TestEnvironment.makeTemporaryDirectory("layout") + "/l.o"
+        let r = try TestEnvironment.run("/usr/bin/env", ["cc", "-std=c11", "-Wall", "-Werror", "-pedantic", "-c",
+                                                         "-I", TestEnvironment.fixtures + "/abi-1.0/include",
+                                                         TestEnvironment.repository.path + "/PluginABI/layout_check.c", "-o", out])
+        #expect(r.status == 0, "\(r.stderr)")
+    }
+
+    @Test("every header compiles on its own as C11 and C++ with warnings as errors", arguments: [
+        "keel.h", "version.h", "status.h", "types.h", "host.h", "entry.h", "identity.h", "http.h", "menu.h", "auth.h",
+    ])
+    func headersStandAlone(header: String) throws {
+        let dir = TestEnvironment.makeTemporaryDirectory("hdr")
+        try "#include <keel/\(header)>\n".write(toFile: dir + "/t.c", atomically: true, encoding: .utf8)
+        try "#include <keel/\(header)>\n".write(toFile: dir + "/t.cpp", atomically: true, encoding: .utf8)
+        let c = try TestEnvironment.run("/usr/bin/env", ["cc", "-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic",
+                                                         "-fsyntax-only", "-I", TestEnvironment.abiInclude, dir + "/t.c"])
+        #expect(c.status == 0, "\(c.stderr)")
+        let cpp = try TestEnvironment.run("/usr/bin/env", ["c++", "-std=c++11", "-Wall", "-Wextra", "-Werror",
+                                                           "-fsyntax-only", "-I", TestEnvironment.abiInclude, dir + "/t.cpp"])
+        #expect(cpp.status == 0, "\(cpp.stderr)")
+    }
+
+    @Test("the minimal plugin from keel.h's comment builds with plain cc and loads")
+    func minimalPlugin() async throws {
+        let header = try String(contentsOfFile: TestEnvironment.abiInclude + "/keel/keel.h", encoding: .utf8)
+        let start = try #require(header.range(of: " * MINIMAL PLUGIN\n"))
+        let end = try #require(header.range(of: " */\n#pragma once"))
+        let source = header[start.upperBound..<end.lowerBound].split(separator: "\n")
+            .map { $0.hasPrefix(" *   ") ? String($0.dropFirst(5)) : "" }.joined(separator: "\n")
+        let dir = TestEnvironment.makeTemporaryDirectory("minimal")
+        try source.write(toFile: dir + "/hello.c", atomically: true, encoding: .utf8)
+        let lib = try TestEnvironment.buildPlugin(source: dir + "/hello.c", name: "minimal", extraFlags: ["-Wextra", "-pedantic"])
+        let f = KernelFixture()
+        try TestEnvironment.makeBundle(in: f.plugins, folder: "hello", manifest: TestEnvironment.manifest(id: "hello", library: "libminimal.so"), library: lib)
+        let kernel = try f.kernel()
+        await kernel.start()
+        try await kernel.enable("hello")
+        #expect(get(kernel, "/ext/hello/")?.1 == "hello\n")
+        await kernel.shutdown()
+    }
+
+    @Test("registration outside activate is refused with KEEL_ERR_WRONG_STATE")
+    func registrationAfterActivate() async throws {
+        // The fixture keeps its host and ctx; calling register_route later must not succeed.
+        let source = """
+            #include <keel/keel.h>
+            static const keel_host *h; static keel_ctx *c;
+            static keel_status ok(void *u, const keel_http_request *q, keel_http_response *r) { (void)u; (void)q; (void)r; return KEEL_OK; }
+            static keel_status late(void *u, const keel_http_request *q, keel_http_response *r) {
+                (void)u; (void)q;
+                const keel_host_http *http = h->get_service(c, keel_cstr(KEEL_SERVICE_HTTP));
+                keel_route x = { sizeof x, KEEL_STR("GET"), KEEL_STR("/late"), ok, NULL };
+                keel_status s = http->register_route(c, &x);
+                char b[8]; int n = s == KEEL_ERR_WRONG_STATE ? 5 : 2; b[0] = n == 5 ? 'w' : 'n'; (void)b;
+                return r->write(r, n == 5 ? "wrong" : "no", (size_t)n);
+            }
+            static keel_status act(const keel_host *host, keel_ctx *ctx) {
+                h = host; c = ctx;
+                const keel_host_http *http = host->get_service(ctx, keel_cstr(KEEL_SERVICE_HTTP));
+                keel_route x = { sizeof x, KEEL_STR("GET"), KEEL_STR("/try"), late, NULL };
+                return http->register_route(ctx, &x);
+            }
+            static const keel_plugin d = { sizeof d, KEEL_ABI_VERSION_INIT, KEEL_STR("late"), KEEL_STR("1.0.0"), 0, act, NULL, NULL };
+            KEEL_PLUGIN_ENTRY(d)
+            """
+        let dir = TestEnvironment.makeTemporaryDirectory("late")
+        try source.write(toFile: dir + "/late.c", atomically: true, encoding: .utf8)
+        let lib = try TestEnvironment.buildPlugin(source: dir + "/late.c", name: "late")
+        let f = KernelFixture()
+        try TestEnvironment.makeBundle(in: f.plugins, folder: "late", manifest: TestEnvironment.manifest(id: "late", library: "liblate.so"), library: lib)
+        let kernel = try f.kernel()
+        await kernel.start()
+        try await kernel.enable("late")
+        #expect(get(kernel, "/ext/late/try")?.1 == "wrong")
+        #expect(get(kernel, "/ext/late/late") == nil)
+        await kernel.shutdown()
+    }
+
+    @Test("a failing handler is reported with the plugin's message, not a crash")
+    func failingHandler() async throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("grumpy", defines: ["HANDLER_FAILS"])
+        let kernel = try f.kernel()
+        await kernel.start()
+        try await kernel.enable("grumpy")
+        let match = try #require(kernel.registry.snapshot.route(method: "GET", path: "/ext/grumpy/ping"))
+        guard case let .failure(error) = match.route.handler.handle(PluginRequest(method: "GET", path: "/ext/grumpy/ping")) else {
+            Issue.record("handler should fail")
+            return
+        }
+        #expect(error.description == "plugin \"grumpy\": KEEL_ERR_INTERNAL: handler failed on purpose")
+        await kernel.shutdown()
+    }
+
+    @Test("auth hooks: first principal wins, any deny wins, an erroring hook denies")
+    func authChain() async throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("authn", defines: ["AUTH_MODE=1", "ROUTE_PATH=\"/a\""])
+        try f.fixtureBundle("rules", defines: ["AUTHZ_MODE=2", "ROUTE_PATH=\"/b\""])
+        try f.fixtureBundle("allowall", defines: ["AUTHZ_MODE=1", "ROUTE_PATH=\"/c\""])
+        try f.fixtureBundle("broken-authz", defines: ["AUTHZ_MODE=3", "ROUTE_PATH=\"/d\""])
+        try f.fixtureBundle("broken-authn", defines: ["AUTH_MODE=2", "ROUTE_PATH=\"/e\""])
+        let kernel = try f.kernel()
+        await kernel.start()
+        for id in ["authn", "rules", "allowall"] { try await kernel.enable(id) }
+        var s = kernel.registry.snapshot
+        let request = PluginRequest(method: "GET", path: "/x", headers: [("authorization", "Bearer kim")])
+        let principal = try s.authenticate(request).get()
+        #expect(principal.id == "kim" && principal.tenant == "acme" && principal.roles == ["admin"] && principal.authenticatedBy == "authn")
+        #expect(try s.authenticate(PluginRequest(method: "GET", path: "/x")).get().isAnonymous)
+        #expect(s.authorize(principal, action: "read", resource: "doc").0 == .allow)
+        #expect(s.authorize(principal, action: "read", resource: "secret-doc").0 == .deny)
+
+        try await kernel.enable("broken-authz")
+        s = kernel.registry.snapshot
+        let (decision, reason) = s.authorize(principal, action: "read", resource: "doc")
+        #expect(decision == .deny)
+        #expect(reason?.contains("authorize hook \"rules\" failed") == true)
+
+        try await kernel.disable("broken-authz")
+        try await kernel.disable("authn")
+        try await kernel.enable("broken-authn")
+        s = kernel.registry.snapshot
+        guard case let .failure(error) = s.authenticate(request) else { Issue.record("erroring hook did not deny"); return }
+        #expect(error.message == "authenticate hook broke")
+        await kernel.shutdown()
+    }
+}

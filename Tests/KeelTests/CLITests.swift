@@ -1,0 +1,136 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import Testing
+
+@Suite("the keel command")
+struct CLITests {
+    var keel: String { TestEnvironment.binPath + "/keel" }
+
+    @Test("enable, list --json and disable on real bundles, state kept between runs")
+    func lifecycle() throws {
+        let f = KernelFixture()
+        try TestEnvironment.stageExamples(into: f.plugins)
+        let common = ["--plugins", f.plugins, "--state", f.state]
+        let enable = try TestEnvironment.run(keel, ["plugins", "enable", "hello"] + common)
+        #expect(enable.status == 0, "\(enable.stderr)")
+        #expect(enable.stdout == "enabled hello 1.0.0: 1 route(s), 2 menu entries, 1 auth hook(s)\n")
+
+        let list = try TestEnvironment.run(keel, ["plugins", "list", "--json"] + common)
+        #expect(list.status == 0)
+        let plugins = try JSONSerialization.jsonObject(with: Data(list.stdout.utf8)) as? [[String: Any]]
+        let hello = plugins?.first { $0["id"] as? String == "hello" }
+        #expect(hello?["status"] as? String == "enabled")
+        #expect(hello?["routes"] as? [String] == ["GET /ext/hello/greet/:name"])
+        #expect(plugins?.first { $0["id"] as? String == "greeter" }?["status"] as? String == "installed")
+
+        let disable = try TestEnvironment.run(keel, ["plugins", "disable", "hello"] + common)
+        #expect(disable.status == 0 && disable.stdout == "disabled hello\n")
+        let text = try TestEnvironment.run(keel, ["plugins", "list"] + common)
+        #expect(text.stdout.contains("hello 1.0.0  disabled"))
+    }
+
+    @Test("a failure is one line on stderr and exit code 1")
+    func failures() throws {
+        let f = KernelFixture()
+        let common = ["--plugins", f.plugins, "--state", f.state]
+        let unknown = try TestEnvironment.run(keel, ["plugins", "enable", "ghost"] + common)
+        #expect(unknown.status == 1)
+        #expect(unknown.stderr == "keel: error: no plugin \"ghost\" in \(f.plugins)\n")
+
+        let junk = TestEnvironment.makeTemporaryDirectory("junk") + "/libjunk.so"
+        try "not a library".write(toFile: junk, atomically: true, encoding: .utf8)
+        let inspect = try TestEnvironment.run(keel, ["plugins", "inspect", junk])
+        #expect(inspect.status == 1)
+        #expect(inspect.stderr == "keel: error: \(junk): not an ELF shared object (no ELF magic number)\n")
+        #expect(inspect.stdout.isEmpty)
+    }
+
+    @Test("inspect prints id, version, ABI and capabilities of a bundle and of a bare .so")
+    func inspect() throws {
+        let f = KernelFixture()
+        try TestEnvironment.stageExamples(into: f.plugins)
+        let bundle = try TestEnvironment.run(keel, ["plugins", "inspect", f.plugins + "/greeter-swift"])
+        #expect(bundle.status == 0, "\(bundle.stderr)")
+        #expect(bundle.stdout.contains("id:           greeter  (Greeter (Swift))"))
+        #expect(bundle.stdout.contains("abi:          1.0.0"))
+        #expect(bundle.stdout.contains("capabilities: authorize, menus, routes"))
+        #expect(bundle.stdout.contains("dependencies: hello ^1.0"))
+        let bare = try TestEnvironment.run(keel, ["plugins", "inspect", "--json", try TestEnvironment.builtLibrary("libhello-c.so")])
+        let json = try JSONSerialization.jsonObject(with: Data(bare.stdout.utf8)) as? [String: Any]
+        #expect(json?["id"] as? String == "hello")
+        #expect(json?["routes"] as? [String] == ["GET /ext/hello/greet/:name"])
+    }
+
+    @Test("serve loads the enabled plugins and stops cleanly on SIGTERM")
+    func serve() throws {
+        let f = KernelFixture()
+        try TestEnvironment.stageExamples(into: f.plugins)
+        let common = ["--plugins", f.plugins, "--state", f.state]
+        #expect(try TestEnvironment.run(keel, ["plugins", "enable", "hello"] + common).status == 0)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: keel)
+        process.arguments = ["serve"] + common
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = Pipe()
+        try process.run()
+        let text = LockedText()
+        out.fileHandleForReading.readabilityHandler = { h in text.append(String(decoding: h.availableData, as: UTF8.self)) }
+        let deadline = Date().addingTimeInterval(30)
+        while !text.value.contains("press Ctrl-C") && Date() < deadline && process.isRunning { usleep(20_000) }
+        #expect(text.value.contains("1 plugin(s) active [hello]"))
+        process.terminate()
+        let exitDeadline = Date().addingTimeInterval(30)
+        while process.isRunning && Date() < exitDeadline { usleep(20_000) }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL); Issue.record("serve ignored SIGTERM") }
+        process.waitUntilExit()
+        out.fileHandleForReading.readabilityHandler = nil
+        #expect(process.terminationStatus == 0)
+        usleep(100_000)
+        #expect(text.value.contains("received SIGTERM, shutting down"))
+    }
+}
+
+final class LockedText: @unchecked Sendable {
+    private let lock = NSLock()
+    private var text = ""
+    func append(_ s: String) { lock.lock(); text += s; lock.unlock() }
+    var value: String { lock.lock(); defer { lock.unlock() }; return text }
+}
+
+@Suite("README")
+struct ReadmeTests {
+    @Test("the 5-minute C walk-through works as written")
+    func walkthrough() throws {
+        let readme = try String(contentsOfFile: TestEnvironment.repository.path + "/README.md", encoding: .utf8)
+        let section = try #require(readme.range(of: "## Your first plugin in C"))
+        let rest = readme[section.upperBound...]
+        let open = try #require(rest.range(of: "```sh\n"))
+        let close = try #require(rest[open.upperBound...].range(of: "\n```\n"))
+        let script = String(rest[open.upperBound..<close.lowerBound])
+
+        // Run it verbatim in a scratch "checkout" that shares the real headers and build folder.
+        let dir = TestEnvironment.makeTemporaryDirectory("walkthrough")
+        try FileManager.default.createSymbolicLink(atPath: dir + "/PluginABI", withDestinationPath: TestEnvironment.repository.path + "/PluginABI")
+        try FileManager.default.createDirectory(atPath: dir + "/.build", withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: dir + "/.build/debug", withDestinationPath: TestEnvironment.binPath)
+        try ("set -e\n" + script).write(toFile: dir + "/walk.sh", atomically: true, encoding: .utf8)
+        let r = try TestEnvironment.run("/bin/bash", [dir + "/walk.sh"], environment: ["KEEL_PLUGINS_DIR": "", "KEEL_STATE": ""],
+                                        currentDirectory: dir)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("routes:       GET /ext/counter/hits"))
+        #expect(r.stdout.contains("enabled counter 0.1.0: 1 route(s), 1 menu entry, 1 auth hook(s)"))
+        #expect(r.stdout.contains("counter 0.1.0  enabled  — Hit counter"))
+        #expect(r.stdout.contains("hooks:  authorize no-delete"))
+
+        // The mistake the README shows gives the message it shows.
+        let manifest = dir + "/plugins/counter/plugin.yaml"
+        try String(contentsOfFile: manifest, encoding: .utf8).replacingOccurrences(of: "version: 0.1.0", with: "version: 0.2.0")
+            .write(toFile: manifest, atomically: true, encoding: .utf8)
+        let bad = try TestEnvironment.run(dir + "/.build/debug/keel", ["plugins", "enable", "counter"],
+                                          environment: ["KEEL_PLUGINS_DIR": "", "KEEL_STATE": ""], currentDirectory: dir)
+        #expect(bad.status == 1)
+        #expect(readme.contains(bad.stderr.trimmingCharacters(in: .newlines)), "\(bad.stderr)")
+    }
+}

@@ -1,0 +1,168 @@
+/* A configurable test plugin. Each test builds it with cc and -D switches to produce exactly the defect it needs.
+ *   PLUGIN_ID, PLUGIN_VERSION       strings for the descriptor (default "fixture", "1.0.0")
+ *   ABI_MAJOR, ABI_MINOR            override the descriptor's ABI version
+ *   STRUCT_SIZE                     override the descriptor's struct_size
+ *   ENTRY_RETURNS_NULL              keel_plugin_entry returns NULL
+ *   NO_ENTRY                        export no entry symbol
+ *   ACTIVATE_FAILS                  activate registers a route, then fails with a message
+ *   ROUTE_PATH                      the route registered (default "/ping")
+ *   MENU_ID                         also add this menu entry
+ *   AUTH_MODE                       1: authenticate "Bearer <id>" headers; 2: an authenticate hook that errors
+ *   AUTHZ_MODE                      1: allow everything; 2: deny resources containing "secret"; 3: error
+ *   REGISTER_TWICE                  register ROUTE_PATH twice
+ *   USE_MISSING_SYMBOL              call a function no library defines (fails under RTLD_NOW)
+ *   HANDLER_FAILS                   the route handler returns an error
+ *   EXTRA_ROUTES=N                  register N extra routes "/r<i>"
+ */
+#include <keel/keel.h>
+#include <stdio.h>
+
+#ifndef PLUGIN_ID
+#define PLUGIN_ID "fixture"
+#endif
+#ifndef PLUGIN_VERSION
+#define PLUGIN_VERSION "1.0.0"
+#endif
+#ifndef ROUTE_PATH
+#define ROUTE_PATH "/ping"
+#endif
+#ifndef ABI_MAJOR
+#define ABI_MAJOR KEEL_ABI_VERSION_MAJOR
+#endif
+#ifndef ABI_MINOR
+#define ABI_MINOR KEEL_ABI_VERSION_MINOR
+#endif
+#ifndef STRUCT_SIZE
+#define STRUCT_SIZE sizeof(keel_plugin)
+#endif
+
+#ifdef USE_MISSING_SYMBOL
+extern int keel_fixture_symbol_that_does_not_exist(void);
+#endif
+
+static const keel_host *the_host;
+static keel_ctx *the_ctx;
+
+static keel_status ping(void *user_data, const keel_http_request *req, keel_http_response *res) {
+    (void)user_data;
+#ifdef HANDLER_FAILS
+    (void)req; (void)res;
+    the_host->set_error(the_ctx, keel_cstr("handler failed on purpose"));
+    return KEEL_ERR_INTERNAL;
+#else
+    char buf[512];
+    const keel_principal *p = req->principal;
+    int n = snprintf(buf, sizeof buf, "%s %s route=%.*s who=%.*s tenant=%.*s anon=%d params=%zu",
+                     PLUGIN_ID, PLUGIN_VERSION, (int)req->route_path.len, req->route_path.ptr, (int)p->id.len,
+                     p->id.ptr ? p->id.ptr : "", (int)p->tenant.len, p->tenant.ptr ? p->tenant.ptr : "",
+                     (p->flags & KEEL_PRINCIPAL_ANONYMOUS) ? 1 : 0, req->params_len);
+    for (size_t i = 0; i < req->params_len && n > 0 && (size_t)n < sizeof buf; i++)
+        n += snprintf(buf + n, sizeof buf - (size_t)n, " %.*s=%.*s", (int)req->params[i].name.len,
+                      req->params[i].name.ptr, (int)req->params[i].value.len, req->params[i].value.ptr);
+    res->set_status(res, 200);
+    res->add_header(res, keel_cstr("x-plugin"), keel_cstr(PLUGIN_ID));
+    return res->write(res, buf, (size_t)n);
+#endif
+}
+
+#if defined(AUTH_MODE)
+static keel_status authn(void *ud, const keel_http_request *req, keel_principal_builder *out) {
+    (void)ud;
+#if AUTH_MODE == 2
+    (void)req; (void)out;
+    the_host->set_error(the_ctx, keel_cstr("authenticate hook broke"));
+    return KEEL_ERR_INTERNAL;
+#else
+    for (size_t i = 0; i < req->headers_len; i++) {
+        keel_http_header h = req->headers[i];
+        if (h.name.len == 13 && memcmp(h.name.ptr, "authorization", 13) == 0 && h.value.len > 7 &&
+            memcmp(h.value.ptr, "Bearer ", 7) == 0) {
+            keel_str id = { h.value.ptr + 7, h.value.len - 7 };
+            out->set_identity(out, id, id, keel_cstr("acme"));
+            return out->add_role(out, keel_cstr("admin"));
+        }
+    }
+    return KEEL_OK;
+#endif
+}
+#endif
+
+#if defined(AUTHZ_MODE)
+static keel_status authz(void *ud, const keel_authz_request *q, keel_auth_decision *out) {
+    (void)ud;
+#if AUTHZ_MODE == 1
+    (void)q;
+    *out = KEEL_AUTH_ALLOW;
+#elif AUTHZ_MODE == 2
+    *out = KEEL_AUTH_ABSTAIN;
+    for (size_t i = 0; i + 6 <= q->resource.len; i++)
+        if (memcmp(q->resource.ptr + i, "secret", 6) == 0) *out = KEEL_AUTH_DENY;
+#else
+    (void)q; (void)out;
+    return KEEL_ERR_INTERNAL;
+#endif
+    return KEEL_OK;
+}
+#endif
+
+static keel_status activate(const keel_host *host, keel_ctx *ctx) {
+    the_host = host;
+    the_ctx = ctx;
+#ifdef USE_MISSING_SYMBOL
+    if (keel_fixture_symbol_that_does_not_exist()) return KEEL_ERR_INTERNAL;
+#endif
+    const keel_host_http *http = host->get_service(ctx, keel_cstr(KEEL_SERVICE_HTTP));
+    if (!http) return KEEL_ERR_UNSUPPORTED;
+    keel_route r = { sizeof r, KEEL_STR("GET"), KEEL_STR(ROUTE_PATH), ping, NULL };
+    keel_status s = http->register_route(ctx, &r);
+    if (s != KEEL_OK) return s;
+#ifdef REGISTER_TWICE
+    s = http->register_route(ctx, &r);
+    if (s != KEEL_OK) return s;
+#endif
+#ifdef EXTRA_ROUTES
+    for (int i = 0; i < EXTRA_ROUTES; i++) {
+        char path[32];
+        int n = snprintf(path, sizeof path, "/r%d", i);
+        keel_route extra = { sizeof extra, KEEL_STR("GET"), { path, (size_t)n }, ping, NULL };
+        if ((s = http->register_route(ctx, &extra)) != KEEL_OK) return s;
+    }
+#endif
+#ifdef MENU_ID
+    const keel_host_menu *menu = host->get_service(ctx, keel_cstr(KEEL_SERVICE_MENU));
+    keel_menu_entry e = { sizeof e, KEEL_STR(MENU_ID), KEEL_STR("Fixture"), KEEL_STR_EMPTY, KEEL_STR("/ext/" PLUGIN_ID "/ping"),
+                          5, KEEL_STR_EMPTY, KEEL_STR_EMPTY };
+    if ((s = menu->add_entry(ctx, &e)) != KEEL_OK) return s;
+#endif
+#if defined(AUTH_MODE) || defined(AUTHZ_MODE)
+    const keel_host_auth *auth = host->get_service(ctx, keel_cstr(KEEL_SERVICE_AUTH));
+#endif
+#ifdef AUTH_MODE
+    keel_authenticator a = { sizeof a, KEEL_STR("bearer"), authn, NULL };
+    if ((s = auth->register_authenticator(ctx, &a)) != KEEL_OK) return s;
+#endif
+#ifdef AUTHZ_MODE
+    keel_authorizer z = { sizeof z, KEEL_STR("rules"), authz, NULL };
+    if ((s = auth->register_authorizer(ctx, &z)) != KEEL_OK) return s;
+#endif
+#ifdef ACTIVATE_FAILS
+    host->set_error(ctx, keel_cstr("cannot reach the frobnicator"));
+    return KEEL_ERR_UNAVAILABLE;
+#endif
+    return KEEL_OK;
+}
+
+#ifndef NO_ENTRY
+static const keel_plugin descriptor = {
+    STRUCT_SIZE, { ABI_MAJOR, ABI_MINOR, 0 }, KEEL_STR(PLUGIN_ID), KEEL_STR(PLUGIN_VERSION), 0, activate, NULL, NULL,
+};
+#ifdef ENTRY_RETURNS_NULL
+KEEL_EXPORT const keel_plugin *keel_plugin_entry(void);
+KEEL_EXPORT const keel_plugin *keel_plugin_entry(void) { (void)descriptor; return NULL; }
+#else
+KEEL_PLUGIN_ENTRY(descriptor)
+#endif
+#else
+KEEL_EXPORT int not_the_entry(void);
+KEEL_EXPORT int not_the_entry(void) { return activate(NULL, NULL) == KEEL_OK; }
+#endif

@@ -1,0 +1,294 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import Keel
+import KeelLoader
+import KeelRegistry
+import Testing
+
+/// A kernel on a temporary plugin folder and state file.
+struct KernelFixture {
+    let plugins: String
+    let state: String
+    let log = LogCollector()
+
+    init() {
+        let dir = TestEnvironment.makeTemporaryDirectory("kernel")
+        plugins = dir + "/plugins"
+        state = dir + "/state.db"
+        try? FileManager.default.createDirectory(atPath: plugins, withIntermediateDirectories: true)
+    }
+
+    func kernel() throws -> Kernel {
+        let log = self.log
+        return try Kernel(configuration: KernelConfiguration(pluginsDirectory: plugins, stateFile: state) { log.append($0.description) })
+    }
+
+    func fixtureBundle(_ id: String, defines: [String] = [], capabilities: [String] = ["routes", "menus", "authenticate", "authorize"],
+                       version: String = "1.0.0", extra: String = "") throws {
+        let lib = try TestEnvironment.buildFixture(id, ["PLUGIN_ID=\"\(id)\"", "PLUGIN_VERSION=\"\(version)\""] + defines)
+        try TestEnvironment.makeBundle(in: plugins, folder: id, manifest: TestEnvironment.manifest(
+            id: id, version: version, library: "lib\(id).so", capabilities: capabilities, extra: extra), library: lib)
+    }
+}
+
+func get(_ kernel: Kernel, _ path: String, headers: [(name: String, value: String)] = []) -> (Int, String)? {
+    let snapshot = kernel.registry.snapshot
+    guard let match = snapshot.route(method: "GET", path: path) else { return nil }
+    var request = PluginRequest(method: "GET", path: path, routePath: match.routePath, headers: headers,
+                                parameters: match.parameters)
+    switch snapshot.authenticate(request) {
+    case let .success(p): request.principal = p
+    case .failure: return (401, "")
+    }
+    switch match.route.handler.handle(request) {
+    case let .success(r): return (r.status, r.bodyText)
+    case .failure: return (500, "")
+    }
+}
+
+@Suite("kernel")
+struct KernelTests {
+    @Test("the example plugins in C and Swift load, register and answer")
+    func examples() async throws {
+        let f = KernelFixture()
+        try TestEnvironment.stageExamples(into: f.plugins)
+        let kernel = try f.kernel()
+        await kernel.start()
+        #expect(try await kernel.plugins().map(\.status) == [.installed, .installed])
+        try await kernel.enable("hello")
+        try await kernel.enable("greeter")
+        #expect(await kernel.activePlugins == ["hello", "greeter"])
+
+        let hello = try await kernel.plugin("hello")
+        #expect(hello.status == .enabled)
+        #expect(hello.routes == ["GET /ext/hello/greet/:name"])
+        #expect(hello.menus.sorted() == ["hello.greet", "hello.main"])
+        #expect(hello.authenticators == ["demo-key"])
+        let greeter = try await kernel.plugin("greeter")
+        #expect(greeter.routes.sorted() == ["GET /ext/greeter/hello/:name", "GET /ext/greeter/whoami"])
+        #expect(greeter.authorizers == ["no-mallory"])
+
+        #expect(get(kernel, "/ext/hello/greet/bob")?.1 == "hello, bob (as anonymous)\n")
+        #expect(get(kernel, "/ext/hello/greet/bob", headers: [("authorization", "Bearer hello-demo-key")])?.1 == "hello, bob (as demo)\n")
+        #expect(get(kernel, "/ext/greeter/hello/ada")?.1 == "Hello, ada! (from Swift)\n")
+        let whoami = get(kernel, "/ext/greeter/whoami", headers: [("authorization", "Bearer hello-demo-key")])
+        #expect(whoami?.1 == #"{"id":"demo","anonymous":false,"tenant":"default","roles":["viewer"]}"#)
+
+        let tree = kernel.registry.snapshot.menuTree()
+        #expect(tree.map(\.id) == ["hello.main", "greeter.hello"])
+        #expect(tree[0].children.map(\.id) == ["hello.greet"])
+
+        let snapshot = kernel.registry.snapshot
+        #expect(snapshot.authorize(Principal(id: "mallory", authenticatedBy: "t"), action: "GET", resource: "/x").0 == .deny)
+        #expect(snapshot.authorize(Principal(id: "ada", authenticatedBy: "t"), action: "GET", resource: "/x").0 == .abstain)
+        await kernel.shutdown()
+        #expect(f.log.lines.contains("keel: info: [hello] hello activated"))
+    }
+
+    @Test("a new kernel on the same state file brings back the same enabled set")
+    func restart() async throws {
+        let f = KernelFixture()
+        try TestEnvironment.stageExamples(into: f.plugins)
+        try f.fixtureBundle("third")
+        do {
+            let kernel = try f.kernel()
+            await kernel.start()
+            try await kernel.enable("hello")
+            try await kernel.enable("third")
+            try await kernel.disable("third")
+            try await kernel.enable("greeter")
+            await kernel.shutdown()
+        }
+        let again = try f.kernel()
+        await again.start()
+        #expect(await again.activePlugins == ["hello", "greeter"])
+        let statuses = try await again.plugins().map { "\($0.id)=\($0.status.rawValue)" }
+        #expect(statuses == ["greeter=enabled", "hello=enabled", "third=disabled"])
+        #expect(get(again, "/ext/greeter/hello/x")?.0 == 200)
+        let history = try again.state.events(for: "third").map(\.kind)
+        #expect(history == ["discovered", "enable", "enabled", "disable"])
+        #expect(try again.state.integrityCheck() == "ok")
+        await again.shutdown()
+    }
+
+    @Test("disabling removes every route, menu entry and hook of the plugin at once")
+    func teardown() async throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("alpha", defines: ["MENU_ID=\"alpha.menu\"", "AUTH_MODE=1", "AUTHZ_MODE=2", "EXTRA_ROUTES=3"])
+        try f.fixtureBundle("beta", defines: ["MENU_ID=\"beta.menu\""])
+        let kernel = try f.kernel()
+        await kernel.start()
+        try await kernel.enable("alpha")
+        try await kernel.enable("beta")
+        var snapshot = kernel.registry.snapshot
+        #expect(snapshot.routes.filter { $0.pluginID == "alpha" }.count == 4)
+        #expect(snapshot.authenticators.count == 1 && snapshot.authorizers.count == 1)
+        #expect(get(kernel, "/ext/alpha/ping", headers: [("authorization", "Bearer zoe")])?.1.contains("who=zoe tenant=acme anon=0") == true)
+
+        try await kernel.disable("alpha")
+        snapshot = kernel.registry.snapshot
+        #expect(snapshot.routes.map(\.pluginID) == ["beta"])
+        #expect(snapshot.menuTree().map(\.id) == ["beta.menu"])
+        #expect(snapshot.authenticators.isEmpty && snapshot.authorizers.isEmpty)
+        #expect(get(kernel, "/ext/alpha/ping") == nil)
+        #expect(get(kernel, "/ext/beta/ping")?.0 == 200)
+        #expect(try await kernel.plugin("alpha").status == .disabled)
+        await kernel.shutdown()
+    }
+
+    @Test("a handler kept from a disabled plugin refuses the call instead of running")
+    func staleHandler() async throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("gamma")
+        let kernel = try f.kernel()
+        await kernel.start()
+        try await kernel.enable("gamma")
+        let match = try #require(kernel.registry.snapshot.route(method: "GET", path: "/ext/gamma/ping"))
+        try await kernel.disable("gamma")
+        guard case let .failure(error) = match.route.handler.handle(PluginRequest(method: "GET", path: "/ext/gamma/ping")) else {
+            Issue.record("a deactivated plugin's handler ran")
+            return
+        }
+        #expect(error.status == StatusCode.unavailable)
+    }
+
+    @Test("bad bundles end failed with their reason while the others keep working")
+    func badBundles() async throws {
+        let f = KernelFixture()
+        try TestEnvironment.stageExamples(into: f.plugins)
+        try f.fixtureBundle("fails", defines: ["ACTIVATE_FAILS"])
+        try f.fixtureBundle("dup", defines: ["MENU_ID=\"hello.main\""])
+        try f.fixtureBundle("twice", defines: ["REGISTER_TWICE"])
+        try f.fixtureBundle("nocap", capabilities: ["menus"])
+        try f.fixtureBundle("toomany", defines: ["EXTRA_ROUTES=300"])
+        try TestEnvironment.makeBundle(in: f.plugins, folder: "broken", manifest: "id: broken\nname: [\n", library: nil)
+        try TestEnvironment.makeBundle(in: f.plugins, folder: "liar", manifest: TestEnvironment.manifest(id: "liar", library: "libhello-c.so"),
+                                       library: try TestEnvironment.builtLibrary("libhello-c.so"))
+        try TestEnvironment.makeBundle(in: f.plugins, folder: "nolib", manifest: TestEnvironment.manifest(id: "nolib", library: "libnolib.so"), library: nil)
+        try FileManager.default.createDirectory(atPath: f.plugins + "/empty-folder", withIntermediateDirectories: true)
+        let kernel = try f.kernel()
+        await kernel.start()
+        try await kernel.enable("hello")
+        for id in ["fails", "dup", "twice", "nocap", "toomany", "liar", "nolib"] {
+            await #expect(throws: KernelError.self, "\(id)") { try await kernel.enable(id) }
+        }
+        try await kernel.enable("greeter")
+        let byID = Dictionary(uniqueKeysWithValues: try await kernel.plugins().map { ($0.id, $0) })
+        func reason(_ id: String) -> String { byID[id]?.reason ?? "<none>" }
+        #expect(byID["hello"]?.status == .enabled && byID["greeter"]?.status == .enabled)
+        #expect(reason("fails").hasSuffix("activate returned KEEL_ERR_UNAVAILABLE: cannot reach the frobnicator"))
+        #expect(reason("dup").contains("menu entry \"hello.main\" of plugin \"dup\" is already registered by plugin \"hello\""))
+        #expect(reason("twice").contains("conflicts with GET /ping of the same plugin \"twice\""))
+        #expect(reason("nocap").contains("capability \"routes\" was not granted"))
+        #expect(reason("toomany").contains("over the limit of 256 routes per plugin"))
+        #expect(reason("broken").hasPrefix(f.plugins + "/broken/plugin.yaml:3: not valid YAML"))
+        #expect(reason("liar").contains("library says id \"hello\" but \(f.plugins)/liar/plugin.yaml says \"liar\""))
+        #expect(reason("nolib") == "plugin \"nolib\" (\(f.plugins)/nolib/libnolib.so): no such file")
+        #expect(reason("empty-folder") == "\(f.plugins)/empty-folder/plugin.yaml: missing: a plugin bundle needs a plugin.yaml")
+        for id in ["fails", "dup", "twice", "nocap", "toomany", "broken", "liar", "nolib", "empty-folder"] {
+            #expect(byID[id]?.status == .failed, "\(id)")
+            #expect(byID[id]?.routes.isEmpty == true, "\(id) left routes behind")
+        }
+        // Nothing half-registered: the failed ones own nothing; the good ones still answer.
+        #expect(kernel.registry.snapshot.routes.map(\.pluginID).sorted() == ["greeter", "greeter", "hello"])
+        #expect(get(kernel, "/ext/hello/greet/x")?.0 == 200)
+        await kernel.shutdown()
+    }
+
+    @Test("two bundles with the same id are both refused, naming each other")
+    func duplicateIDs() async throws {
+        let f = KernelFixture()
+        let lib = try TestEnvironment.buildFixture("same")
+        try TestEnvironment.makeBundle(in: f.plugins, folder: "a", manifest: TestEnvironment.manifest(id: "fixture", library: "libsame.so"), library: lib)
+        try TestEnvironment.makeBundle(in: f.plugins, folder: "b", manifest: TestEnvironment.manifest(id: "fixture", library: "libsame.so"), library: lib)
+        let kernel = try f.kernel()
+        await kernel.start()
+        await #expect(throws: KernelError.self) { try await kernel.enable("fixture") }
+        let info = try await kernel.plugin("fixture")
+        #expect(info.status == .failed)
+        #expect(info.reason?.contains("duplicate plugin id \"fixture\", also declared in") == true)
+    }
+
+    @Test("dependencies: order, missing, wrong version, disabled, cascade, cycles")
+    func dependencies() async throws {
+        let f = KernelFixture()
+        try TestEnvironment.stageExamples(into: f.plugins)
+        try f.fixtureBundle("needs-new", extra: "dependencies:\n  hello: \"^2.0\"")
+        try f.fixtureBundle("needs-ghost", extra: "dependencies:\n  ghost: \"*\"")
+        try f.fixtureBundle("cyc-a", extra: "dependencies:\n  cyc-b: \"*\"")
+        try f.fixtureBundle("cyc-b", extra: "dependencies:\n  cyc-a: \"*\"")
+        let kernel = try f.kernel()
+        await kernel.start()
+        do { try await kernel.enable("greeter"); Issue.record("enabled without its dependency") } catch {
+            #expect(error.description == "plugin \"greeter\" needs \"hello\", which is not enabled")
+        }
+        do { try await kernel.enable("needs-new"); Issue.record("enabled") } catch {
+            #expect(error.description == "plugin \"needs-new\" needs \"hello\" ^2.0, but 1.0.0 is installed")
+        }
+        do { try await kernel.enable("needs-ghost"); Issue.record("enabled") } catch {
+            #expect(error.description == "plugin \"needs-ghost\" needs \"ghost\" *, which is not installed")
+        }
+        try await kernel.enable("hello")
+        try await kernel.enable("greeter")
+        do { try await kernel.disable("hello"); Issue.record("disabled a needed plugin") } catch {
+            #expect(error.description.contains("needed by enabled plugin(s) \"greeter\""))
+        }
+        try await kernel.disable("hello", cascade: true)
+        #expect(await kernel.activePlugins.isEmpty)
+        // Both want to start: dependency order decides, whatever the names say.
+        try await kernel.enable("hello")
+        try await kernel.enable("greeter")
+        await kernel.shutdown()
+        try kernel.state.setEnabled("cyc-a", true, status: .installed)
+        try kernel.state.setEnabled("cyc-b", true, status: .installed)
+        let again = try f.kernel()
+        await again.start()
+        #expect(await again.activePlugins == ["hello", "greeter"])
+        #expect(try await again.plugin("cyc-a").reason == "dependency cycle: cyc-a → cyc-b → cyc-a")
+        #expect(try await again.plugin("cyc-b").status == .failed)
+        await again.shutdown()
+    }
+
+    @Test("an unknown id is a clear error and changes nothing")
+    func unknown() async throws {
+        let f = KernelFixture()
+        let kernel = try f.kernel()
+        await kernel.start()
+        do { try await kernel.enable("nope"); Issue.record("enabled") } catch {
+            #expect(error.code == .unknownPlugin)
+            #expect(error.description == "no plugin \"nope\" in \(f.plugins)")
+        }
+        #expect(try await kernel.plugins().isEmpty)
+    }
+
+    @Test("a removed bundle is recorded as missing, and comes back when restored")
+    func missingBundle() async throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("ephemeral")
+        let kernel = try f.kernel()
+        await kernel.start()
+        try await kernel.enable("ephemeral")
+        await kernel.shutdown()
+        try FileManager.default.moveItem(atPath: f.plugins + "/ephemeral", toPath: f.plugins + "/../ephemeral-away")
+        let k2 = try f.kernel()
+        await k2.start()
+        #expect(try await k2.plugin("ephemeral").status == .missing)
+        #expect(try await k2.plugin("ephemeral").enabled)
+        try FileManager.default.moveItem(atPath: f.plugins + "/../ephemeral-away", toPath: f.plugins + "/ephemeral")
+        let k3 = try f.kernel()
+        await k3.start()
+        #expect(try await k3.plugin("ephemeral").status == .enabled)
+        await k3.shutdown()
+    }
+
+    @Test("a state file that is not a database is refused with its name")
+    func corruptState() throws {
+        let dir = TestEnvironment.makeTemporaryDirectory("corrupt")
+        try Data(repeating: 0x42, count: 8192).write(to: URL(fileURLWithPath: dir + "/state.db"))
+        do { _ = try Kernel(configuration: KernelConfiguration(pluginsDirectory: dir, stateFile: dir + "/state.db")); Issue.record("opened") } catch {
+            #expect(error.description.hasPrefix(dir + "/state.db: "))
+            #expect(error.description.contains("not a database"))
+        }
+    }
+}
