@@ -166,33 +166,29 @@ public final class ActivationContext: Sendable {
     }
 
     func addAuthenticator(_ hook: AuthenticateHook) -> Int32 {
-        let what = "authenticate hook \"\(hook.name)\""
-        if let refusal = admitRegistration(.authenticate, what: what) { return refusal }
-        guard !hook.name.isEmpty else { return refuse(StatusCode.invalidArgument, "authenticate hook: name is empty") }
-        return pending.withLock { p -> Int32 in
-            guard p.authenticators.count + p.authorizers.count < limits.hooks else {
-                return refuse(StatusCode.limit, "\(what): over the limit of \(limits.hooks) auth hooks per plugin")
-            }
-            guard !p.authenticators.contains(where: { $0.name == hook.name }) else {
-                return refuse(StatusCode.conflict, "\(what) is registered twice by plugin \"\(pluginID)\"")
-            }
-            p.authenticators.append(hook)
-            return StatusCode.ok
-        }
+        addHook(hook, name: hook.name, capability: .authenticate, to: \.authenticators)
     }
 
     func addAuthorizer(_ hook: AuthorizeHook) -> Int32 {
-        let what = "authorize hook \"\(hook.name)\""
-        if let refusal = admitRegistration(.authorize, what: what) { return refusal }
-        guard !hook.name.isEmpty else { return refuse(StatusCode.invalidArgument, "authorize hook: name is empty") }
+        addHook(hook, name: hook.name, capability: .authorize, to: \.authorizers)
+    }
+
+    /// Adds an auth hook of either kind: names are unique per kind, and both kinds share one quota.
+    private func addHook<Hook>(_ hook: Hook, name: String, capability: Capability,
+                               to list: WritableKeyPath<Contributions, [Hook]>) -> Int32 where Hook: AnyObject {
+        let kind = capability.rawValue
+        let what = "\(kind) hook \"\(name)\""
+        if let refusal = admitRegistration(capability, what: what) { return refusal }
+        guard !name.isEmpty else { return refuse(StatusCode.invalidArgument, "\(kind) hook: name is empty") }
         return pending.withLock { p -> Int32 in
             guard p.authenticators.count + p.authorizers.count < limits.hooks else {
                 return refuse(StatusCode.limit, "\(what): over the limit of \(limits.hooks) auth hooks per plugin")
             }
-            guard !p.authorizers.contains(where: { $0.name == hook.name }) else {
+            let names = capability == .authenticate ? p.authenticators.map(\.name) : p.authorizers.map(\.name)
+            guard !names.contains(name) else {
                 return refuse(StatusCode.conflict, "\(what) is registered twice by plugin \"\(pluginID)\"")
             }
-            p.authorizers.append(hook)
+            p[keyPath: list].append(hook)
             return StatusCode.ok
         }
     }
