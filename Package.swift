@@ -16,6 +16,9 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
     ],
     targets: [
         // The C ABI: headers plus a layout check that fails the build if a published struct changes.
@@ -26,9 +29,17 @@ let package = Package(
         .target(name: "KeelLoader", dependencies: ["CKeelABI", "KeelManifest"]),
         .target(name: "KeelRegistry", dependencies: ["KeelLoader", "KeelManifest"]),
         .target(name: "KeelState", dependencies: ["CSQLite"]),
-        .target(name: "Keel", dependencies: ["KeelManifest", "KeelLoader", "KeelRegistry", "KeelState"]),
-        .executableTarget(name: "KeelCLI", dependencies: [
+        .target(name: "Keel", dependencies: [
+            "KeelManifest", "KeelLoader", "KeelRegistry", "KeelState",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        .target(name: "KeelHTTP", dependencies: [
             "Keel",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HTTPTypes", package: "swift-http-types"),
+        ]),
+        .executableTarget(name: "KeelCLI", dependencies: [
+            "Keel", "KeelHTTP",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
@@ -42,7 +53,7 @@ let package = Package(
                 exclude: ["plugin.yaml"]),
 
         .testTarget(name: "KeelTests", dependencies: [
-            "Keel", "KeelManifest", "KeelLoader", "KeelRegistry", "KeelState",
+            "Keel", "KeelHTTP", "KeelManifest", "KeelLoader", "KeelRegistry", "KeelState",
         ], exclude: ["Fixtures"]),
     ]
 )

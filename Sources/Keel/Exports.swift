@@ -18,3 +18,5 @@
 @_exported import class KeelState.StateStore
 @_exported import struct KeelManifest.Manifest
 @_exported import struct KeelManifest.Semver
+@_exported import enum KeelLoader.StatusCode
+@_exported import struct KeelState.StateError

@@ -14,7 +14,7 @@ struct KeelCommand: AsyncParsableCommand {
             Defaults: --plugins $KEEL_PLUGINS_DIR or ./plugins; --state $KEEL_STATE or ./.keel/state.db.
             """,
         version: Kernel.version,
-        subcommands: [Plugins.self, Serve.self])
+        subcommands: [Plugins.self, Serve.self, Token.self])
 }
 
 /// Options every command that touches a kernel takes.
@@ -37,6 +37,14 @@ struct GlobalOptions: ParsableArguments {
         }
         do { return try Kernel(configuration: configuration) } catch { throw CLIError(error.description) }
     }
+
+    /// The state file alone, for commands that must not load plugins.
+    func openState() throws -> StateStore {
+        do { return try StateStore(path: stateFile) } catch { throw CLIError(error.description) }
+    }
+
+    /// The running server's lock line, when `keel serve` owns this state file.
+    var runningServer: String? { ServerLock.running(stateFile: stateFile) }
 }
 
 /// A failure reported as one line on stderr with exit code 1.
@@ -49,6 +57,9 @@ extension AsyncParsableCommand {
     /// Runs `body`, turning library errors into one line on stderr and exit code 1.
     func reporting(_ body: () async throws -> Void) async throws {
         do { try await body() } catch let error as CLIError {
+            FileHandle.standardError.write(Data("keel: error: \(error.description)\n".utf8))
+            throw ExitCode.failure
+        } catch let error as StateError {
             FileHandle.standardError.write(Data("keel: error: \(error.description)\n".utf8))
             throw ExitCode.failure
         } catch let error as KernelError {

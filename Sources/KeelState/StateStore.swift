@@ -72,6 +72,22 @@ public final class StateStore: @unchecked Sendable {
         );
         CREATE INDEX events_plugin ON events(plugin_id, seq);
         """,
+        """
+        CREATE TABLE settings (
+            key TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        );
+        CREATE TABLE commands (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            op TEXT NOT NULL,
+            plugin_id TEXT NOT NULL,
+            cascade INTEGER NOT NULL DEFAULT 0,
+            state TEXT NOT NULL DEFAULT 'pending',
+            result TEXT NOT NULL DEFAULT '',
+            created_at TEXT NOT NULL,
+            done_at TEXT
+        );
+        """,
     ]
 
     public static var schemaVersion: Int { migrations.count }
@@ -205,5 +221,77 @@ public final class StateStore: @unchecked Sendable {
         try locked { db throws(StateError) in
             try db.query("PRAGMA integrity_check").first?["integrity_check"]?.text ?? "no answer"
         }
+    }
+
+    // MARK: settings
+
+    /// A stored setting, or nil.
+    public func setting(_ key: String) throws(StateError) -> String? {
+        try locked { db throws(StateError) in
+            try db.query("SELECT value FROM settings WHERE key = ?", [.text(key)]).first?["value"]?.text
+        }
+    }
+
+    /// Stores (or, with nil, removes) a setting in one transaction.
+    public func setSetting(_ key: String, _ value: String?) throws(StateError) {
+        _ = try locked { db throws(StateError) in
+            if let value {
+                try db.query("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                             [.text(key), .text(value)])
+            } else {
+                try db.query("DELETE FROM settings WHERE key = ?", [.text(key)])
+            }
+        }
+    }
+
+    // MARK: commands from other processes
+
+    /// A request queued by another process (the CLI) for the running server.
+    public struct Command: Sendable, Hashable {
+        public var seq: Int64
+        public var op: String
+        public var pluginID: String
+        public var cascade: Bool
+        public var state: String
+        public var result: String
+    }
+
+    /// Queues a command; returns its sequence number.
+    public func submitCommand(op: String, pluginID: String, cascade: Bool) throws(StateError) -> Int64 {
+        try locked { db throws(StateError) in
+            try db.query("INSERT INTO commands (op, plugin_id, cascade, created_at) VALUES (?, ?, ?, ?)",
+                         [.text(op), .text(pluginID), .int(cascade ? 1 : 0), .text(Self.now())])
+            return try db.query("SELECT last_insert_rowid() AS seq").first?["seq"]?.int ?? 0
+        }
+    }
+
+    public func command(_ seq: Int64) throws(StateError) -> Command? {
+        try locked { db throws(StateError) in try db.query("SELECT * FROM commands WHERE seq = ?", [.int(seq)]).compactMap(Self.command).first }
+    }
+
+    /// Commands not yet handled, oldest first.
+    public func pendingCommands() throws(StateError) -> [Command] {
+        try locked { db throws(StateError) in
+            try db.query("SELECT * FROM commands WHERE state = 'pending' ORDER BY seq").compactMap(Self.command)
+        }
+    }
+
+    /// Records a command's outcome (`done` or `failed`) and its result text.
+    public func finishCommand(_ seq: Int64, failed: Bool, result: String) throws(StateError) {
+        _ = try locked { db throws(StateError) in
+            try db.query("UPDATE commands SET state = ?, result = ?, done_at = ? WHERE seq = ?",
+                         [.text(failed ? "failed" : "done"), .text(result), .text(Self.now()), .int(seq)])
+        }
+    }
+
+    static func command(_ row: [String: SQLiteDatabase.Value]) -> Command? {
+        guard let seq = row["seq"]?.int, let op = row["op"]?.text, let id = row["plugin_id"]?.text else { return nil }
+        return Command(seq: seq, op: op, pluginID: id, cascade: (row["cascade"]?.int ?? 0) != 0,
+                       state: row["state"]?.text ?? "pending", result: row["result"]?.text ?? "")
+    }
+
+    /// A number that changes whenever another connection commits to the file (PRAGMA data_version).
+    public func dataVersion() throws(StateError) -> Int64 {
+        try locked { db throws(StateError) in try db.query("PRAGMA data_version").first?["data_version"]?.int ?? 0 }
     }
 }

@@ -8,6 +8,7 @@ extension KeelCommand {
     struct Plugins: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "List, inspect, enable and disable plugins.",
+            discussion: "While `keel serve` runs on the same state file, enable/disable/list go through the server and take effect in it at once.",
             subcommands: [List.self, Inspect.self, Enable.self, Disable.self])
     }
 }
@@ -22,10 +23,15 @@ extension KeelCommand.Plugins {
 
         func run() async throws {
             try await reporting {
-                let kernel = try options.makeKernel()
-                await kernel.start()
-                let plugins = try await kernel.plugins()
-                await kernel.shutdown()
+                let plugins: [PluginInfo]
+                if options.runningServer != nil {
+                    plugins = try RemoteControl.livePlugins(state: try options.openState())
+                } else {
+                    let kernel = try options.makeKernel()
+                    await kernel.start()
+                    plugins = try await kernel.plugins()
+                    await kernel.shutdown()
+                }
                 if json { try printJSON(plugins) } else { print(Self.render(plugins), terminator: "") }
             }
         }
@@ -86,14 +92,24 @@ extension KeelCommand.Plugins {
 
         func run() async throws {
             try await reporting {
-                let kernel = try options.makeKernel()
-                await kernel.start()
-                do { try await kernel.enable(id) } catch {
+                let info: PluginInfo
+                if options.runningServer != nil {
+                    let state = try options.openState()
+                    try await RemoteControl.submit("enable", pluginID: id, state: state)
+                    guard let live = try RemoteControl.livePlugins(state: state).first(where: { $0.id == id }) else {
+                        throw CLIError("the server enabled \(id) but does not list it")
+                    }
+                    info = live
+                } else {
+                    let kernel = try options.makeKernel()
+                    await kernel.start()
+                    do { try await kernel.enable(id) } catch {
+                        await kernel.shutdown()
+                        throw error
+                    }
+                    info = try await kernel.plugin(id)
                     await kernel.shutdown()
-                    throw error
                 }
-                let info = try await kernel.plugin(id)
-                await kernel.shutdown()
                 print("enabled \(id) \(info.version): \(info.routes.count) route(s), \(info.menus.count) menu entr\(info.menus.count == 1 ? "y" : "ies"), \(info.authenticators.count + info.authorizers.count) auth hook(s)")
             }
         }
@@ -109,13 +125,17 @@ extension KeelCommand.Plugins {
 
         func run() async throws {
             try await reporting {
-                let kernel = try options.makeKernel()
-                await kernel.start()
-                do { try await kernel.disable(id, cascade: cascade) } catch {
+                if options.runningServer != nil {
+                    try await RemoteControl.submit("disable", pluginID: id, cascade: cascade, state: try options.openState())
+                } else {
+                    let kernel = try options.makeKernel()
+                    await kernel.start()
+                    do { try await kernel.disable(id, cascade: cascade) } catch {
+                        await kernel.shutdown()
+                        throw error
+                    }
                     await kernel.shutdown()
-                    throw error
                 }
-                await kernel.shutdown()
                 print("disabled \(id)")
             }
         }

@@ -4,28 +4,49 @@ import ArgumentParser
 import Dispatch
 import Foundation
 import Keel
+import KeelHTTP
 
 extension KeelCommand {
     struct Serve: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Start the kernel with the enabled plugins and keep it running until SIGINT or SIGTERM.")
+            abstract: "Serve plugin routes, the admin API and the console over HTTP until SIGINT or SIGTERM.",
+            discussion: """
+                Plugin routes are under /ext/<plugin-id>/, the admin API under /api/v1/ (admin token required), the \
+                console at /. On first start an admin token is made and printed once; `keel token reset` makes a new \
+                one, and $KEEL_ADMIN_TOKEN supplies one instead. SIGINT/SIGTERM stop accepting, finish requests in \
+                flight, deactivate plugins in reverse order and close the database; a second signal exits at once.
+                """)
 
         @OptionGroup var options: GlobalOptions
+        @Option(help: "Address to listen on.") var host = "127.0.0.1"
+        @Option(help: "Port to listen on; 0 picks a free one (printed).") var port = ServerConfiguration.defaultPort
+        @Option(name: .customLong("max-body"), help: "Largest request body for plugin routes, in bytes (413 above).")
+        var maxBody = 1 << 20
 
         func run() async throws {
             try await reporting {
-                let signals = SignalWaiter(signals: [(SIGINT, "SIGINT"), (SIGTERM, "SIGTERM")])
+                let lock = try ServerLock(stateFile: options.stateFile, info: "starting")
+                let signals = SecondSignalExit()
                 let kernel = try options.makeKernel(logAlways: true)
                 await kernel.start()
+                let token = AdminToken(state: kernel.state)
+                if let fresh = try token.ensure() {
+                    say("admin token (shown once; `keel token reset` makes a new one): \(fresh)")
+                }
+                let server = KeelServer(kernel: kernel, token: token,
+                                        configuration: ServerConfiguration(host: host, port: port, maxBodySize: maxBody))
                 let active = await kernel.activePlugins
-                say("keel \(Kernel.version): \(active.count) plugin(s) active [\(active.joined(separator: ", "))] from \(options.pluginsDirectory), state \(options.stateFile)")
-                say("press Ctrl-C to stop")
-                let signal = await signals.wait()
-                say("keel: received \(signal), shutting down")
+                let host = self.host
+                try await server.run { port in
+                    lock.update("http://\(host):\(port)")
+                    say("keel \(Kernel.version) listening on http://\(host):\(port) with \(active.count) plugin(s) active [\(active.joined(separator: ", "))]")
+                    say("press Ctrl-C to stop")
+                }
+                say("keel: received \(signals.first ?? "a stop request"), shutting down")
                 await kernel.shutdown()
+                _ = lock
             }
         }
-
     }
 }
 
@@ -34,49 +55,31 @@ func say(_ line: String) {
     FileHandle.standardOutput.write(Data((line + "\n").utf8))
 }
 
-/// Catches the given signals from the moment it is made (so one that arrives early is not lost) and hands the
-/// first one to `wait()`. A second signal, once the first was handled, forces exit.
-final class SignalWaiter: @unchecked Sendable {
+/// Notes the first SIGINT/SIGTERM (the server's own handler stops gracefully) and exits at once on a second one.
+final class SecondSignalExit: @unchecked Sendable {
     private let lock = NSLock()
     private var received: String?
-    private var continuation: CheckedContinuation<String, Never>?
     private var sources: [DispatchSourceSignal] = []
 
-    init(signals: [(Int32, String)]) {
-        for (number, name) in signals {
-            Foundation.signal(number, SIG_IGN)
+    init() {
+        for (number, name) in [(SIGINT, "SIGINT"), (SIGTERM, "SIGTERM")] {
+            signal(number, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
-            source.setEventHandler { [weak self] in self?.deliver(name) }
+            source.setEventHandler { [weak self] in self?.note(name) }
             source.resume()
             sources.append(source)
         }
     }
 
-    private func deliver(_ name: String) {
+    var first: String? { lock.lock(); defer { lock.unlock() }; return received }
+
+    private func note(_ name: String) {
         lock.lock()
+        defer { lock.unlock() }
         if received != nil {
-            lock.unlock()
             FileHandle.standardError.write(Data("keel: second \(name), exiting now\n".utf8))
             exit(130)
         }
         received = name
-        let waiting = continuation
-        continuation = nil
-        lock.unlock()
-        waiting?.resume(returning: name)
-    }
-
-    /// Suspends until a signal arrives; returns its name.
-    func wait() async -> String {
-        await withCheckedContinuation { c in
-            lock.lock()
-            if let received {
-                lock.unlock()
-                c.resume(returning: received)
-            } else {
-                continuation = c
-                lock.unlock()
-            }
-        }
     }
 }

@@ -1,0 +1,60 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Crypto
+import Foundation
+import KeelState
+import Synchronization
+
+/// The built-in admin credential. Only its SHA-256 is stored (settings key `admin.token.sha256`); the token itself
+/// is shown once, when it is made. `KEEL_ADMIN_TOKEN` in the environment supplies the token instead, and then
+/// nothing is stored. The digest is cached in memory; `refresh()` re-reads it (after another process reset it).
+/// Thread-safe.
+public final class AdminToken: Sendable {
+    public static let environmentVariable = "KEEL_ADMIN_TOKEN"
+    static let settingKey = "admin.token.sha256"
+    let state: StateStore
+    /// The token from the environment, when set: it overrides the stored hash.
+    let fromEnvironment: String?
+    private let cached = Mutex<String?>(nil)
+
+    public init(state: StateStore, environment: [String: String] = ProcessInfo.processInfo.environment) {
+        self.state = state
+        fromEnvironment = environment[Self.environmentVariable].flatMap { $0.isEmpty ? nil : $0 }
+        refresh()
+    }
+
+    /// Re-reads the stored digest.
+    public func refresh() {
+        let digest = fromEnvironment.map(Self.hash) ?? ((try? state.setting(Self.settingKey)) ?? nil)
+        cached.withLock { $0 = digest }
+    }
+
+    /// Makes a token on first use. Returns the new token (to print once), or nil when one already exists or the
+    /// environment supplies it.
+    public func ensure() throws(StateError) -> String? {
+        guard fromEnvironment == nil, try state.setting(Self.settingKey) == nil else { return nil }
+        return try reset()
+    }
+
+    /// Replaces the stored token with a new random one and returns it. The old one stops working at once.
+    public func reset() throws(StateError) -> String {
+        var generator = SystemRandomNumberGenerator()
+        let bytes = (0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        let token = "keel_" + bytes.map { String(format: "%02x", $0) }.joined()
+        try state.setSetting(Self.settingKey, Self.hash(token))
+        refresh()
+        return token
+    }
+
+    /// True when `candidate` is the admin token. Compares digests in constant time.
+    public func verify(_ candidate: String) -> Bool {
+        guard let expected = cached.withLock({ $0 }) else { return false }
+        let a = Array(Self.hash(candidate).utf8), b = Array(expected.utf8)
+        guard a.count == b.count else { return false }
+        return zip(a, b).reduce(UInt8(0)) { $0 | ($1.0 ^ $1.1) } == 0
+    }
+
+    static func hash(_ token: String) -> String {
+        SHA256.hash(data: Data(token.utf8)).map { String(format: "%02x", $0) }.joined()
+    }
+}

@@ -1,0 +1,76 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import KeelState
+
+/// Lets another process (the `keel` CLI) enable and disable plugins in a running server through the state file:
+/// the CLI queues a command, the server notices the commit (PRAGMA data_version, checked every `interval`), runs
+/// the same kernel call the admin API runs, and writes the outcome back. Also keeps a live summary of the plugins
+/// (settings key `live.plugins`) so `keel plugins list` shows what the server has active.
+public enum RemoteControl {
+    static let liveKey = "live.plugins"
+
+    /// Server side: watches for commands until the task is cancelled. Also refreshes `token` when the stored
+    /// admin token changes. Call `publishLive` after any change made in-process too.
+    public static func serve(_ kernel: Kernel, token: AdminToken?, interval: Duration = .milliseconds(200)) async {
+        var seen = (try? kernel.state.dataVersion()) ?? 0
+        await publishLive(kernel)
+        while !Task.isCancelled {
+            try? await Task.sleep(for: interval)
+            guard let version = try? kernel.state.dataVersion(), version != seen else { continue }
+            seen = version
+            token?.refresh()
+            for command in (try? kernel.state.pendingCommands()) ?? [] {
+                let (failed, result) = await run(command, on: kernel)
+                try? kernel.state.finishCommand(command.seq, failed: failed, result: result)
+            }
+            await publishLive(kernel)
+        }
+    }
+
+    static func run(_ command: StateStore.Command, on kernel: Kernel) async -> (Bool, String) {
+        do {
+            switch command.op {
+            case "enable": try await kernel.enable(command.pluginID)
+            case "disable": try await kernel.disable(command.pluginID, cascade: command.cascade)
+            case "rescan": await kernel.rescan()
+            default: return (true, "unknown command \"\(command.op)\"")
+            }
+            return (false, "ok")
+        } catch {
+            return (true, error.description)
+        }
+    }
+
+    /// Stores the server's current view of every plugin for other processes to read.
+    public static func publishLive(_ kernel: Kernel) async {
+        guard let plugins = try? await kernel.plugins(), let data = try? JSONEncoder().encode(plugins) else { return }
+        try? kernel.state.setSetting(liveKey, String(decoding: data, as: UTF8.self))
+    }
+
+    /// Client side: the plugins as the running server last published them.
+    public static func livePlugins(state: StateStore) throws -> [PluginInfo] {
+        guard let text = try state.setting(liveKey) else { return [] }
+        return try JSONDecoder().decode([PluginInfo].self, from: Data(text.utf8))
+    }
+
+    /// Client side: queues `op` for the server and waits for its outcome.
+    /// - Throws: `KernelError` with the server's reason when it failed, or when it did not answer within `timeout`.
+    public static func submit(_ op: String, pluginID: String, cascade: Bool = false, state: StateStore,
+                              timeout: Duration = .seconds(10)) async throws(KernelError) {
+        let seq: Int64
+        do { seq = try state.submitCommand(op: op, pluginID: pluginID, cascade: cascade) } catch {
+            throw KernelError(.state, pluginID: pluginID, reason: error.description)
+        }
+        let clock = ContinuousClock()
+        let deadline = clock.now.advanced(by: timeout)
+        while clock.now < deadline {
+            if let command = try? state.command(seq), command.state != "pending" {
+                if command.state == "failed" { throw KernelError(.loadFailed, pluginID: pluginID, reason: command.result) }
+                return
+            }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        throw KernelError(.state, pluginID: pluginID, reason: "the running server did not answer within \(timeout)")
+    }
+}

@@ -1,0 +1,26 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import ArgumentParser
+import Keel
+
+extension KeelCommand {
+    struct Token: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Manage the admin token.", subcommands: [Reset.self])
+
+        struct Reset: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(
+                abstract: "Make a new admin token and print it once; the old one stops working (a running server too).")
+
+            @OptionGroup var options: GlobalOptions
+
+            func run() async throws {
+                try await reporting {
+                    let state = try options.openState()
+                    let token = try AdminToken(state: state, environment: [:]).reset()
+                    print(token)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,42 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import Hummingbird
+
+/// An error answered as JSON: `{"error": {"code": "<stable code>", "message": "<reason>"}}`.
+/// Messages never name internals (paths of the host, plugin messages): those go to the log.
+public struct APIError: HTTPResponseError, Sendable {
+    public var status: HTTPResponse.Status
+    public var code: String
+    public var message: String
+
+    public init(_ status: HTTPResponse.Status, _ code: String, _ message: String) {
+        self.status = status
+        self.code = code
+        self.message = message
+    }
+
+    public func response(from request: Request, context: some RequestContext) throws -> Response {
+        JSONBody.response(["error": ["code": code, "message": message]], status: status)
+    }
+
+    static let unauthorized = APIError(.unauthorized, "unauthorized", "authentication required")
+    static let forbidden = APIError(.forbidden, "forbidden", "access denied")
+    static let notFound = APIError(.notFound, "not-found", "no such resource")
+    static func tooLarge(_ limit: Int) -> APIError {
+        APIError(.contentTooLarge, "body-too-large", "request body is over the \(limit)-byte limit")
+    }
+}
+
+/// JSON responses.
+enum JSONBody {
+    static func response<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) -> Response {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let data = (try? encoder.encode(value)) ?? Data("{}".utf8)
+        var headers = HTTPFields()
+        headers[.contentType] = "application/json; charset=utf-8"
+        headers[.cacheControl] = "no-store"
+        return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}

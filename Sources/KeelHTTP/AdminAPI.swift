@@ -1,0 +1,122 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import Hummingbird
+import Keel
+
+/// The admin API (JSON) and the health check. Every state change goes through the same kernel calls the CLI makes
+/// and is committed to SQLite before the response is sent.
+///
+/// | route | who |
+/// |---|---|
+/// | `GET /healthz` | anyone |
+/// | `GET /api/v1/menus`, `GET /api/v1/session` | anyone the auth chain lets through; menus filtered per caller |
+/// | `GET /api/v1/plugins[/<id>]`, `POST /api/v1/plugins/<id>/enable|disable`, `GET /api/v1/routes` | admin token only |
+struct AdminAPI {
+    let kernel: Kernel
+    let gatekeeper: Gatekeeper
+
+    func register(on router: Router<KeelRequestContext>) {
+        router.get("/healthz") { _, _ -> Response in
+            JSONBody.response(HealthBody(status: "ok", active: await kernel.activePlugins))
+        }
+
+        let open = router.group("api/v1").add(middleware: AuthMiddleware(gatekeeper: gatekeeper, adminOnly: false))
+        open.get("menus") { _, context -> Response in
+            let snapshot = kernel.registry.snapshot
+            let principal = context.principal, isAdmin = context.isAdmin
+            let tree = snapshot.menuTree { entry in
+                entry.permission.isEmpty || isAdmin
+                    || snapshot.authorize(principal, action: "view", resource: entry.permission).0 == .allow
+            }
+            return JSONBody.response(tree)
+        }
+        open.get("session") { _, context -> Response in
+            let p = context.principal
+            return JSONBody.response(SessionBody(id: p.id, displayName: p.displayName, tenant: p.tenant, roles: p.roles,
+                                                 anonymous: p.isAnonymous, admin: context.isAdmin))
+        }
+
+        let admin = router.group("api/v1").add(middleware: AuthMiddleware(gatekeeper: gatekeeper, adminOnly: true))
+        admin.get("plugins") { _, _ -> Response in
+            JSONBody.response(try await kernel.plugins())
+        }
+        admin.get("plugins/:id") { _, context -> Response in
+            let id = try context.parameters.require("id")
+            do { return JSONBody.response(try await kernel.plugin(id)) } catch { throw Self.apiError(error) }
+        }
+        admin.post("plugins/:id/enable") { request, context -> Response in
+            let id = try context.parameters.require("id")
+            _ = try await Self.options(request)
+            do { try await kernel.enable(id) } catch { throw Self.apiError(error) }
+            await RemoteControl.publishLive(kernel)
+            return JSONBody.response(try await kernel.plugin(id))
+        }
+        admin.post("plugins/:id/disable") { request, context -> Response in
+            let id = try context.parameters.require("id")
+            let options = try await Self.options(request)
+            do { try await kernel.disable(id, cascade: options.cascade ?? false) } catch { throw Self.apiError(error) }
+            await RemoteControl.publishLive(kernel)
+            return JSONBody.response(try await kernel.plugin(id))
+        }
+        admin.get("routes") { _, _ -> Response in
+            JSONBody.response(kernel.registry.snapshot.routes.map { RouteBody(plugin: $0.pluginID, method: $0.method, path: $0.path) })
+        }
+    }
+
+    /// The optional JSON body of enable/disable: `{"cascade": true}`. Empty is fine; malformed is a 400.
+    static func options(_ request: Request) async throws -> ChangeOptions {
+        var request = request
+        let buffer = try await request.collectBody(upTo: 64 * 1024)
+        guard buffer.readableBytes > 0 else { return ChangeOptions() }
+        do { return try JSONDecoder().decode(ChangeOptions.self, from: Data(buffer.readableBytesView)) } catch {
+            throw APIError(.badRequest, "malformed-json", "malformed JSON body: \(Self.describe(error))")
+        }
+    }
+
+    static func describe(_ error: any Error) -> String {
+        switch error as? DecodingError {
+        case let .typeMismatch(_, c)?, let .valueNotFound(_, c)?, let .dataCorrupted(c)?:
+            let path = c.codingPath.map(\.stringValue).joined(separator: ".")
+            return path.isEmpty ? c.debugDescription : "\(path): \(c.debugDescription)"
+        case let .keyNotFound(key, _)?: return "missing key \(key.stringValue)"
+        default: return "\(error)"
+        }
+    }
+
+    /// Kernel errors as API errors with stable codes.
+    static func apiError(_ error: any Error) -> APIError {
+        guard let error = error as? KernelError else { return APIError(.internalServerError, "internal", "internal error") }
+        switch error.code {
+        case .unknownPlugin: return APIError(.notFound, "unknown-plugin", error.description)
+        case .dependency: return APIError(.conflict, "dependency", error.description)
+        case .conflict: return APIError(.conflict, "conflict", error.description)
+        case .state: return APIError(.internalServerError, "state", error.description)
+        default: return APIError(.unprocessableContent, error.code.description, error.description)
+        }
+    }
+}
+
+struct ChangeOptions: Decodable {
+    var cascade: Bool?
+}
+
+struct HealthBody: Encodable {
+    var status: String
+    var active: [String]
+}
+
+struct SessionBody: Encodable {
+    var id: String
+    var displayName: String
+    var tenant: String
+    var roles: [String]
+    var anonymous: Bool
+    var admin: Bool
+}
+
+struct RouteBody: Encodable {
+    var plugin: String
+    var method: String
+    var path: String
+}

@@ -1,0 +1,21 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Hummingbird
+
+/// The web console: static HTML, CSS and JavaScript served by the host, no build step. It renders the navigation
+/// from `/api/v1/menus`, opens plugin pages in a frame, and gives an admin the plugin list with switches.
+enum Console {
+    static func register(on router: Router<KeelRequestContext>) {
+        router.get("/") { _, _ in asset(ConsoleAssets.html, "text/html; charset=utf-8") }
+        router.get("/console.js") { _, _ in asset(ConsoleAssets.script, "text/javascript; charset=utf-8") }
+        router.get("/console.css") { _, _ in asset(ConsoleAssets.style, "text/css; charset=utf-8") }
+    }
+
+    static func asset(_ text: String, _ type: String) -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = type
+        headers[.cacheControl] = "no-cache"
+        headers[.init("content-security-policy")!] = "default-src 'self'; frame-src 'self'; style-src 'self'; script-src 'self'"
+        return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
+    }
+}

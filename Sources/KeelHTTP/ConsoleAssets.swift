@@ -1,0 +1,191 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+/// The console's files, kept in the binary so that an embedded host needs no resource folder.
+enum ConsoleAssets {
+    static let html = #"""
+    <!doctype html>
+    <html lang="en">
+    <head>
+      <meta charset="utf-8">
+      <meta name="viewport" content="width=device-width, initial-scale=1">
+      <title>Keel console</title>
+      <link rel="stylesheet" href="/console.css">
+      <script src="/console.js" defer></script>
+    </head>
+    <body>
+      <header>
+        <h1>Keel</h1>
+        <form id="login">
+          <span id="who">anonymous</span>
+          <input id="token" type="password" placeholder="admin token" autocomplete="off" aria-label="admin token">
+          <button id="login-button" type="submit">Log in</button>
+          <button id="logout-button" type="button" hidden>Log out</button>
+        </form>
+      </header>
+      <div id="layout">
+        <nav id="nav" aria-label="plugins"><p class="muted">loading…</p></nav>
+        <main>
+          <p id="message" role="status"></p>
+          <section id="admin" hidden>
+            <h2>Plugins</h2>
+            <table id="plugins">
+              <thead><tr><th>Plugin</th><th>Version</th><th>State</th><th>Reason</th><th></th></tr></thead>
+              <tbody></tbody>
+            </table>
+          </section>
+          <iframe id="page" title="plugin page" hidden></iframe>
+        </main>
+      </div>
+    </body>
+    </html>
+    """#
+
+    static let style = #"""
+    * { box-sizing: border-box; }
+    body { margin: 0; font: 15px/1.45 system-ui, sans-serif; color: #1c2330; background: #f5f6f8; }
+    header { display: flex; align-items: center; justify-content: space-between; padding: .6rem 1.2rem;
+             background: #1c2330; color: #fff; }
+    header h1 { font-size: 1.2rem; margin: 0; letter-spacing: .05em; }
+    header form { display: flex; gap: .5rem; align-items: center; }
+    header input { padding: .3rem .5rem; border-radius: 4px; border: 1px solid #889; min-width: 16rem; }
+    button { padding: .3rem .8rem; border-radius: 4px; border: 1px solid #556; background: #fff; cursor: pointer; }
+    button.enable { background: #e6f4ea; } button.disable { background: #fdecea; }
+    #layout { display: flex; min-height: calc(100vh - 3rem); }
+    nav { width: 15rem; padding: 1rem; background: #fff; border-right: 1px solid #dde; }
+    nav ul { list-style: none; margin: 0; padding-left: .8rem; } nav > ul { padding-left: 0; }
+    nav a { display: block; padding: .2rem .4rem; color: #1c4fa0; text-decoration: none; border-radius: 3px; }
+    nav a:hover, nav a.active { background: #e8eef9; }
+    main { flex: 1; padding: 1rem 1.5rem; }
+    table { border-collapse: collapse; width: 100%; background: #fff; }
+    th, td { text-align: left; padding: .4rem .6rem; border-bottom: 1px solid #e3e5ea; vertical-align: top; }
+    td.reason { color: #a12; font-size: .9em; max-width: 30rem; word-break: break-word; }
+    .state-enabled { color: #176b2c; } .state-failed { color: #a12; font-weight: 600; } .muted { color: #778; }
+    iframe { width: 100%; height: 70vh; border: 1px solid #dde; background: #fff; margin-top: 1rem; }
+    #message { min-height: 1.2em; color: #a12; }
+    """#
+
+    static let script = #"""
+    'use strict';
+    const state = { token: sessionStorage.getItem('keel.token') || '', admin: false };
+
+    async function api(path, options = {}) {
+      const headers = Object.assign({}, options.headers || {});
+      if (state.token) headers['Authorization'] = 'Bearer ' + state.token;
+      const response = await fetch(path, Object.assign({}, options, { headers }));
+      let body = null;
+      try { body = await response.json(); } catch (_) { body = null; }
+      if (!response.ok) {
+        const message = body && body.error ? body.error.message : response.statusText;
+        const error = new Error(message); error.status = response.status; throw error;
+      }
+      return body;
+    }
+
+    function el(tag, attrs, ...children) {
+      const node = document.createElement(tag);
+      for (const [k, v] of Object.entries(attrs || {})) {
+        if (k.startsWith('data-')) node.setAttribute(k, v); else node[k] = v;
+      }
+      for (const c of children) node.append(c);
+      return node;
+    }
+
+    function renderMenu(nodes) {
+      const list = el('ul');
+      for (const n of nodes) {
+        const link = el('a', { href: n.link || '#', textContent: n.title, 'data-menu-id': n.id });
+        link.addEventListener('click', event => { event.preventDefault(); openPage(n, link); });
+        const item = el('li', {}, link);
+        if (n.children && n.children.length) item.append(renderMenu(n.children));
+        list.append(item);
+      }
+      return list;
+    }
+
+    function openPage(node, link) {
+      document.querySelectorAll('nav a.active').forEach(a => a.classList.remove('active'));
+      link.classList.add('active');
+      if (!node.link) return;
+      const frame = document.getElementById('page');
+      frame.src = node.link;
+      frame.hidden = false;
+    }
+
+    async function loadMenus() {
+      const nav = document.getElementById('nav');
+      try {
+        const tree = await api('/api/v1/menus');
+        nav.replaceChildren(tree.length ? renderMenu(tree) : el('p', { className: 'muted', textContent: 'no menu entries' }));
+      } catch (e) {
+        nav.replaceChildren(el('p', { className: 'muted', textContent: 'navigation unavailable: ' + e.message }));
+      }
+    }
+
+    async function loadPlugins() {
+      const section = document.getElementById('admin');
+      if (!state.admin) { section.hidden = true; return; }
+      const plugins = await api('/api/v1/plugins');
+      const rows = plugins.map(p => {
+        const on = p.status === 'enabled';
+        const button = el('button', { type: 'button', className: 'toggle ' + (on ? 'disable' : 'enable'),
+                                      textContent: on ? 'Disable' : 'Enable', 'data-plugin': p.id });
+        button.addEventListener('click', () => toggle(p.id, on ? 'disable' : 'enable'));
+        return el('tr', { 'data-plugin-row': p.id },
+          el('td', {}, el('strong', { textContent: p.id }), el('div', { className: 'muted', textContent: p.name })),
+          el('td', { textContent: p.version }),
+          el('td', { className: 'state-' + p.status, textContent: p.status }),
+          el('td', { className: 'reason', textContent: p.reason || '' }),
+          el('td', {}, button));
+      });
+      document.querySelector('#plugins tbody').replaceChildren(...rows);
+      section.hidden = false;
+    }
+
+    async function toggle(id, action) {
+      const message = document.getElementById('message');
+      message.textContent = '';
+      try { await api('/api/v1/plugins/' + encodeURIComponent(id) + '/' + action, { method: 'POST' }); }
+      catch (e) { message.textContent = id + ': ' + e.message; }
+      await refresh();
+    }
+
+    async function refresh() {
+      try {
+        const session = await api('/api/v1/session');
+        state.admin = session.admin;
+        document.getElementById('who').textContent = session.anonymous ? 'anonymous' : (session.displayName || session.id);
+      } catch (e) {
+        state.admin = false;
+      }
+      document.getElementById('logout-button').hidden = !state.token;
+      await Promise.all([loadMenus(), loadPlugins().catch(e => {
+        document.getElementById('message').textContent = e.message;
+      })]);
+      document.body.dataset.ready = 'true';
+    }
+
+    document.addEventListener('DOMContentLoaded', () => {
+      document.getElementById('login').addEventListener('submit', async event => {
+        event.preventDefault();
+        state.token = document.getElementById('token').value.trim();
+        document.getElementById('token').value = '';
+        const message = document.getElementById('message');
+        message.textContent = '';
+        try {
+          const session = await api('/api/v1/session');
+          if (!session.admin) throw new Error('that token is not the admin token');
+          sessionStorage.setItem('keel.token', state.token);
+        } catch (e) {
+          state.token = ''; sessionStorage.removeItem('keel.token');
+          message.textContent = 'login failed: ' + e.message;
+        }
+        await refresh();
+      });
+      document.getElementById('logout-button').addEventListener('click', async () => {
+        state.token = ''; sessionStorage.removeItem('keel.token');
+        await refresh();
+      });
+      refresh();
+    });
+    """#
+}
