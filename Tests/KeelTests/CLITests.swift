@@ -70,7 +70,7 @@ struct CLITests {
         #expect(try TestEnvironment.run(keel, ["plugins", "enable", "hello"] + common).status == 0)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: keel)
-        process.arguments = ["serve"] + common
+        process.arguments = ["serve", "--port", "0"] + common
         let out = Pipe()
         process.standardOutput = out
         process.standardError = Pipe()
@@ -79,7 +79,7 @@ struct CLITests {
         out.fileHandleForReading.readabilityHandler = { h in text.append(String(decoding: h.availableData, as: UTF8.self)) }
         let deadline = Date().addingTimeInterval(30)
         while !text.value.contains("press Ctrl-C") && Date() < deadline && process.isRunning { usleep(20_000) }
-        #expect(text.value.contains("1 plugin(s) active [hello]"))
+        #expect(text.value.contains("1 plugin(s) active [hello]"), "\(text.value)")
         process.terminate()
         let exitDeadline = Date().addingTimeInterval(30)
         while process.isRunning && Date() < exitDeadline { usleep(20_000) }
@@ -90,13 +90,6 @@ struct CLITests {
         usleep(100_000)
         #expect(text.value.contains("received SIGTERM, shutting down"))
     }
-}
-
-final class LockedText: @unchecked Sendable {
-    private let lock = NSLock()
-    private var text = ""
-    func append(_ s: String) { lock.lock(); text += s; lock.unlock() }
-    var value: String { lock.lock(); defer { lock.unlock() }; return text }
 }
 
 @Suite("README")

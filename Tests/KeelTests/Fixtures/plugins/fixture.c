@@ -5,8 +5,8 @@
  *   ENTRY_RETURNS_NULL              keel_plugin_entry returns NULL
  *   NO_ENTRY                        export no entry symbol
  *   ACTIVATE_FAILS                  activate registers a route, then fails with a message
- *   ROUTE_PATH                      the route registered (default "/ping")
- *   MENU_ID                         also add this menu entry
+ *   ROUTE_PATH, ROUTE_METHOD        the route registered (default GET "/ping")
+ *   MENU_ID                         also add this menu entry (MENU_PERMISSION: the permission it needs)
  *   AUTH_MODE                       1: authenticate "Bearer <id>" headers; 2: an authenticate hook that errors
  *   AUTHZ_MODE                      1: allow everything; 2: deny resources containing "secret"; 3: error
  *   REGISTER_TWICE                  register ROUTE_PATH twice
@@ -25,6 +25,9 @@
 #endif
 #ifndef ROUTE_PATH
 #define ROUTE_PATH "/ping"
+#endif
+#ifndef ROUTE_METHOD
+#define ROUTE_METHOD "GET"
 #endif
 #ifndef ABI_MAJOR
 #define ABI_MAJOR KEEL_ABI_VERSION_MAJOR
@@ -113,7 +116,7 @@ static keel_status activate(const keel_host *host, keel_ctx *ctx) {
 #endif
     const keel_host_http *http = host->get_service(ctx, keel_cstr(KEEL_SERVICE_HTTP));
     if (!http) return KEEL_ERR_UNSUPPORTED;
-    keel_route r = { sizeof r, KEEL_STR("GET"), KEEL_STR(ROUTE_PATH), ping, NULL };
+    keel_route r = { sizeof r, KEEL_STR(ROUTE_METHOD), KEEL_STR(ROUTE_PATH), ping, NULL };
     keel_status s = http->register_route(ctx, &r);
     if (s != KEEL_OK) return s;
 #ifdef REGISTER_TWICE
@@ -128,10 +131,13 @@ static keel_status activate(const keel_host *host, keel_ctx *ctx) {
         if ((s = http->register_route(ctx, &extra)) != KEEL_OK) return s;
     }
 #endif
+#ifndef MENU_PERMISSION
+#define MENU_PERMISSION ""
+#endif
 #ifdef MENU_ID
     const keel_host_menu *menu = host->get_service(ctx, keel_cstr(KEEL_SERVICE_MENU));
     keel_menu_entry e = { sizeof e, KEEL_STR(MENU_ID), KEEL_STR("Fixture"), KEEL_STR_EMPTY, KEEL_STR("/ext/" PLUGIN_ID "/ping"),
-                          5, KEEL_STR_EMPTY, KEEL_STR_EMPTY };
+                          5, KEEL_STR_EMPTY, KEEL_STR(MENU_PERMISSION) };
     if ((s = menu->add_entry(ctx, &e)) != KEEL_OK) return s;
 #endif
 #if defined(AUTH_MODE) || defined(AUTHZ_MODE)

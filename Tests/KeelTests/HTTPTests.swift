@@ -1,0 +1,202 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import Testing
+
+@Suite("keel serve over HTTP", .serialized)
+struct HTTPTests {
+    /// A server with the examples enabled, plus fixture plugins for the auth chain.
+    func startServer(_ f: KernelFixture, enable: [String] = ["hello", "greeter"]) throws -> ServerProcess {
+        for id in enable {
+            let r = try TestEnvironment.run(TestEnvironment.binPath + "/keel", ["plugins", "enable", id, "--plugins", f.plugins, "--state", f.state])
+            #expect(r.status == 0, "\(r.stderr)")
+        }
+        return try ServerProcess(plugins: f.plugins, state: f.state)
+    }
+
+    @Test("plugin routes answer with the plugin's status, headers and body; unknown and disabled plugins are 404")
+    func routes() async throws {
+        let f = KernelFixture()
+        try TestEnvironment.stageExamples(into: f.plugins)
+        try f.fixtureBundle("echo", defines: ["ROUTE_PATH=\"/items/:id\""])
+        let server = try startServer(f, enable: ["hello", "greeter", "echo"])
+        defer { server.stop() }
+
+        let hello = try await server.request("GET", "/ext/hello/greet/ada")
+        #expect(hello.status == 200 && hello.text == "hello, ada (as anonymous)\n")
+        #expect(hello.headers["content-type"] == "text/plain; charset=utf-8")
+        let keyed = try await server.request("GET", "/ext/hello/greet/ada", headers: ["Authorization": "Bearer hello-demo-key"])
+        #expect(keyed.text == "hello, ada (as demo)\n")
+        let echo = try await server.request("GET", "/ext/echo/items/42?x=1")
+        #expect(echo.headers["x-plugin"] == "echo")
+        #expect(echo.text.contains("route=/items/42") && echo.text.contains("id=42"))
+        let page = try await server.request("GET", "/ext/greeter/")
+        #expect(page.headers["content-type"] == "text/html; charset=utf-8" && page.text.contains("<h1 id=\"greeting\">Hello, stranger!</h1>"))
+
+        #expect(try await server.request("GET", "/ext/nobody/x").status == 404)
+        #expect(try await server.request("GET", "/ext/hello/nothing-here").status == 404)
+        #expect(try await server.request("POST", "/ext/hello/greet/ada").status == 404)
+        #expect(try await server.request("GET", "/ext/hello/greet/ada").errorCode == nil)
+        let disabled = try await server.request("POST", "/api/v1/plugins/echo/disable", admin: true)
+        #expect(disabled.status == 200)
+        let gone = try await server.request("GET", "/ext/echo/items/1")
+        #expect(gone.status == 404 && gone.errorCode == "not-found")
+    }
+
+    @Test("bad input: plugin errors are 500 without internals, big bodies 413, malformed JSON 400, bad tokens 401")
+    func badInput() async throws {
+        let f = KernelFixture()
+        try TestEnvironment.stageExamples(into: f.plugins)
+        try f.fixtureBundle("grumpy", defines: ["HANDLER_FAILS"])
+        try f.fixtureBundle("upload", defines: ["ROUTE_METHOD=\"POST\""])
+        let server = try startServer(f, enable: ["hello", "grumpy", "upload"])
+        defer { server.stop() }
+
+        let failed = try await server.request("GET", "/ext/grumpy/ping")
+        #expect(failed.status == 500 && failed.errorCode == "plugin-error")
+        #expect(!failed.text.contains("on purpose"))
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(server.errors.value.contains("[grumpy] GET /ext/grumpy/ping failed: plugin \"grumpy\": KEEL_ERR_INTERNAL: handler failed on purpose"))
+
+        let big = try await server.request("POST", "/ext/upload/ping", body: Data(count: 2 << 20))
+        #expect(big.status == 413 && big.errorCode == "body-too-large")
+        #expect(try await server.request("POST", "/ext/upload/ping", body: Data(count: 1000)).status == 200)
+
+        let malformed = try await server.request("POST", "/api/v1/plugins/hello/disable", admin: true, body: Data("{\"cascade\": tr".utf8))
+        #expect(malformed.status == 400 && malformed.errorCode == "malformed-json")
+        #expect((malformed.json as? [String: [String: String]])?["error"]?["message"]?.hasPrefix("malformed JSON body") == true)
+
+        for headers in [[:], ["Authorization": "Bearer nope"], ["Authorization": "Basic YWRtaW46YWRtaW4="], ["Authorization": "Bearer hello-demo-key"]] {
+            let r = try await server.request("GET", "/api/v1/plugins", headers: headers)
+            #expect(r.status == 401 && r.errorCode == "unauthorized" && r.text.contains("authentication required"), "\(headers)")
+        }
+        #expect(try await server.request("GET", "/api/v1/plugins/ghost", admin: true).errorCode == "unknown-plugin")
+        #expect(try await server.request("GET", "/ext/hello/greet/still-alive").status == 200)
+    }
+
+    @Test("the admin API lists, enables and disables; changes survive a restart")
+    func adminAPI() async throws {
+        let f = KernelFixture()
+        try TestEnvironment.stageExamples(into: f.plugins)
+        var server = try startServer(f, enable: ["hello"])
+        let health = try await server.request("GET", "/healthz")
+        #expect(health.status == 200 && (health.json as? [String: Any])?["active"] as? [String] == ["hello"])
+        let list = try await server.request("GET", "/api/v1/plugins", admin: true)
+        #expect((list.json as? [[String: Any]])?.map { $0["id"] as? String } == ["greeter", "hello"])
+        let enabled = try await server.request("POST", "/api/v1/plugins/greeter/enable", admin: true)
+        #expect(enabled.status == 200 && (enabled.json as? [String: Any])?["status"] as? String == "enabled")
+        let routes = try await server.request("GET", "/api/v1/routes", admin: true)
+        #expect((routes.json as? [[String: String]])?.map { $0["path"] ?? "" }.contains("/ext/greeter/hello/:name") == true)
+        let refused = try await server.request("POST", "/api/v1/plugins/hello/disable", admin: true)
+        #expect(refused.status == 409 && refused.errorCode == "dependency")
+        let cascade = try await server.request("POST", "/api/v1/plugins/hello/disable", admin: true, body: Data(#"{"cascade": true}"#.utf8))
+        #expect(cascade.status == 200)
+        #expect(try await server.request("POST", "/api/v1/plugins/hello/enable", admin: true).status == 200)
+        #expect(server.stop() == 0)
+
+        server = try ServerProcess(plugins: f.plugins, state: f.state)
+        defer { server.stop() }
+        let after = try await server.request("GET", "/api/v1/plugins", admin: true)
+        let states = (after.json as? [[String: Any]])?.map { "\($0["id"]!)=\($0["status"]!)" }
+        #expect(states == ["greeter=disabled", "hello=enabled"])
+        #expect(try await server.request("GET", "/ext/greeter/hello/x").status == 404)
+    }
+
+    @Test("the auth chain: allow, deny, abstain and an erroring hook; menus filtered by permission")
+    func authChain() async throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("authn", defines: ["AUTH_MODE=1", "ROUTE_PATH=\"/me\""])
+        try f.fixtureBundle("rules", defines: ["AUTHZ_MODE=2", "MENU_ID=\"rules.secret\"", "MENU_PERMISSION=\"secret:view\""])
+        try f.fixtureBundle("open", defines: ["MENU_ID=\"open.menu\"", "MENU_PERMISSION=\"open:view\""])
+        try f.fixtureBundle("public", defines: ["MENU_ID=\"public.menu\"", "ROUTE_PATH=\"/secret\""])
+        try f.fixtureBundle("allowall", defines: ["AUTHZ_MODE=1"])
+        try f.fixtureBundle("broken", defines: ["AUTHZ_MODE=3"])
+        let server = try startServer(f, enable: ["authn", "rules", "open", "public"])
+        defer { server.stop() }
+
+        // Abstain everywhere: plugin routes are open, and the caller is who the authenticate hook says.
+        let me = try await server.request("GET", "/ext/authn/me", headers: ["Authorization": "Bearer zoe"])
+        #expect(me.text.contains("who=zoe tenant=acme anon=0"))
+        #expect(try await server.request("GET", "/ext/authn/me").text.contains("anon=1"))
+        // Deny wins.
+        #expect(try await server.request("GET", "/ext/rules/ping").status == 200)
+        let denied = try await server.request("GET", "/ext/public/secret")
+        #expect(denied.status == 403 && denied.errorCode == "forbidden")
+        // Menus: permission entries need an allow; the admin sees everything.
+        func menuIDs(admin: Bool) async throws -> [String] {
+            let r = try await server.request("GET", "/api/v1/menus", admin: admin)
+            return ((r.json as? [[String: Any]]) ?? []).compactMap { $0["id"] as? String }.sorted()
+        }
+        #expect(try await menuIDs(admin: false) == ["public.menu"])
+        #expect(try await menuIDs(admin: true) == ["open.menu", "public.menu", "rules.secret"])
+        #expect(try await server.request("POST", "/api/v1/plugins/allowall/enable", admin: true).status == 200)
+        #expect(try await menuIDs(admin: false) == ["open.menu", "public.menu"])
+        // A hook that fails denies every request it sees, admin or not: the chain fails closed.
+        #expect(try await server.request("POST", "/api/v1/plugins/broken/enable", admin: true).status == 200)
+        #expect(try await server.request("GET", "/ext/rules/ping").status == 403)
+        let adminDenied = try await server.request("GET", "/api/v1/plugins", admin: true)
+        #expect(adminDenied.status == 403)
+        #expect(try await server.request("GET", "/healthz").status == 200)
+    }
+
+    @Test("keel plugins enable/disable/list while serve runs take effect in the server within a second")
+    func cliAgainstServer() async throws {
+        let f = KernelFixture()
+        try TestEnvironment.stageExamples(into: f.plugins)
+        let server = try startServer(f, enable: [])
+        defer { server.stop() }
+        let keel = TestEnvironment.binPath + "/keel"
+        let common = ["--plugins", f.plugins, "--state", f.state]
+        #expect(try await server.request("GET", "/ext/hello/greet/x").status == 404)
+        let start = Date()
+        let enable = try TestEnvironment.run(keel, ["plugins", "enable", "hello"] + common)
+        #expect(enable.status == 0 && enable.stdout.hasPrefix("enabled hello 1.0.0"), "\(enable.stderr)")
+        #expect(try await server.request("GET", "/ext/hello/greet/x").status == 200)
+        #expect(Date().timeIntervalSince(start) < 1.5)
+        let list = try TestEnvironment.run(keel, ["plugins", "list"] + common)
+        #expect(list.stdout.contains("hello 1.0.0  enabled") && list.stdout.contains("greeter 1.0.0  installed"))
+        let refused = try TestEnvironment.run(keel, ["plugins", "enable", "greeter", "--plugins", f.plugins, "--state", f.state])
+        #expect(refused.status == 0)
+        let blocked = try TestEnvironment.run(keel, ["plugins", "disable", "hello"] + common)
+        #expect(blocked.status == 1 && blocked.stderr.contains("needed by enabled plugin(s) \"greeter\""))
+        let disable = try TestEnvironment.run(keel, ["plugins", "disable", "hello", "--cascade"] + common)
+        #expect(disable.status == 0)
+        #expect(try await server.request("GET", "/ext/hello/greet/x").status == 404)
+        #expect(try await server.request("GET", "/ext/greeter/hello/x").status == 404)
+    }
+
+    @Test("the admin token: made once and stored only as a hash; reset replaces it in the running server")
+    func adminToken() async throws {
+        let f = KernelFixture()
+        let keel = TestEnvironment.binPath + "/keel"
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, environment: ["KEEL_ADMIN_TOKEN": ""])
+        let printed = server.output.value
+        let range = try #require(printed.range(of: #"keel_[0-9a-f]{64}"#, options: .regularExpression))
+        let token = String(printed[range])
+        #expect(try await server.request("GET", "/api/v1/plugins", headers: ["Authorization": "Bearer \(token)"]).status == 200)
+        let db = try Data(contentsOf: URL(fileURLWithPath: f.state))
+        #expect(db.range(of: Data(token.utf8)) == nil)
+
+        let reset = try TestEnvironment.run(keel, ["token", "reset", "--state", f.state], environment: ["KEEL_ADMIN_TOKEN": ""])
+        let fresh = reset.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(fresh.hasPrefix("keel_") && fresh != token)
+        try await Task.sleep(for: .milliseconds(600))
+        #expect(try await server.request("GET", "/api/v1/plugins", headers: ["Authorization": "Bearer \(token)"]).status == 401)
+        #expect(try await server.request("GET", "/api/v1/plugins", headers: ["Authorization": "Bearer \(fresh)"]).status == 200)
+        #expect(server.stop() == 0)
+        let again = try ServerProcess(plugins: f.plugins, state: f.state, environment: ["KEEL_ADMIN_TOKEN": ""])
+        #expect(!again.output.value.contains("admin token"))
+        again.stop()
+    }
+
+    @Test("the console page and its assets are served")
+    func console() async throws {
+        let f = KernelFixture()
+        let server = try ServerProcess(plugins: f.plugins, state: f.state)
+        defer { server.stop() }
+        let page = try await server.request("GET", "/")
+        #expect(page.status == 200 && page.headers["content-type"] == "text/html; charset=utf-8" && page.text.contains("<nav id=\"nav\""))
+        #expect(try await server.request("GET", "/console.js").text.contains("/api/v1/menus"))
+        #expect(try await server.request("GET", "/console.css").status == 200)
+    }
+}

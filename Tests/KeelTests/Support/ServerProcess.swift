@@ -1,0 +1,92 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import Testing
+
+/// A real `keel serve` on 127.0.0.1 with a free port, a known admin token and its own plugin folder and state.
+final class ServerProcess: @unchecked Sendable {
+    static let token = "keel_test_admin_token_0123456789"
+    let process = Process()
+    let output = LockedText()
+    let errors = LockedText()
+    let plugins: String
+    let state: String
+    private(set) var port = 0
+
+    var base: String { "http://127.0.0.1:\(port)" }
+
+    init(plugins: String, state: String, extraArguments: [String] = [], environment: [String: String] = [:]) throws {
+        self.plugins = plugins
+        self.state = state
+        process.executableURL = URL(fileURLWithPath: TestEnvironment.binPath + "/keel")
+        process.arguments = ["serve", "--port", "0", "--plugins", plugins, "--state", state] + extraArguments
+        process.environment = ProcessInfo.processInfo.environment.merging(["KEEL_ADMIN_TOKEN": Self.token]) { $1 }
+            .merging(environment) { $1 }
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        let output = self.output, errors = self.errors
+        out.fileHandleForReading.readabilityHandler = { h in output.append(String(decoding: h.availableData, as: UTF8.self)) }
+        err.fileHandleForReading.readabilityHandler = { h in errors.append(String(decoding: h.availableData, as: UTF8.self)) }
+        try process.run()
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline && process.isRunning {
+            if let range = output.value.range(of: #"listening on http://127\.0\.0\.1:(\d+)"#, options: .regularExpression) {
+                port = Int(output.value[range].split(separator: ":").last ?? "") ?? 0
+                break
+            }
+            usleep(20_000)
+        }
+        guard port > 0 else {
+            stop()
+            throw TestFailure("keel serve did not start: \(output.value) \(errors.value)")
+        }
+    }
+
+    /// Sends SIGTERM and waits; returns the exit status.
+    @discardableResult
+    func stop() -> Int32 {
+        if process.isRunning { process.terminate() }
+        let deadline = Date().addingTimeInterval(30)
+        while process.isRunning && Date() < deadline { usleep(20_000) }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
+    deinit { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+
+    struct Reply {
+        var status: Int
+        var headers: [String: String]
+        var body: Data
+        var text: String { String(decoding: body, as: UTF8.self) }
+        var json: Any? { try? JSONSerialization.jsonObject(with: body) }
+        var errorCode: String? { ((json as? [String: Any])?["error"] as? [String: Any])?["code"] as? String }
+    }
+
+    /// One HTTP request; `admin` adds the admin token.
+    func request(_ method: String, _ path: String, admin: Bool = false, headers: [String: String] = [:],
+                 body: Data? = nil) async throws -> Reply {
+        var request = URLRequest(url: URL(string: base + path)!)
+        request.httpMethod = method
+        request.httpBody = body
+        if admin { request.setValue("Bearer \(Self.token)", forHTTPHeaderField: "Authorization") }
+        for (k, v) in headers { request.setValue(v, forHTTPHeaderField: k) }
+        let (data, response) = try await URLSession.shared.data(for: request)
+        let http = response as! HTTPURLResponse
+        var fields: [String: String] = [:]
+        for (k, v) in http.allHeaderFields { fields[String(describing: k).lowercased()] = String(describing: v) }
+        return Reply(status: http.statusCode, headers: fields, body: data)
+    }
+}
+
+final class LockedText: @unchecked Sendable {
+    private let lock = NSLock()
+    private var text = ""
+    func append(_ s: String) { lock.lock(); text += s; lock.unlock() }
+    var value: String { lock.lock(); defer { lock.unlock() }; return text }
+}
