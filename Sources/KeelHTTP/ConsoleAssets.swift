@@ -158,6 +158,8 @@ enum ConsoleAssets {
         state.admin = false;
       }
       document.getElementById('logout-button').hidden = !state.token;
+      document.getElementById('token').hidden = !!state.token;
+      document.getElementById('login-button').hidden = !!state.token;
       await Promise.all([loadMenus(), loadPlugins().catch(e => {
         document.getElementById('message').textContent = e.message;
       })]);

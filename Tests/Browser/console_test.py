@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""Drives the Keel console in real headless Chromium (Selenium + Debian's chromedriver).
+
+Logs in with the admin token, opens a plugin page from the navigation, disables the plugin through the page and
+checks that its menu entry is gone, then enables it and checks that the entry is back. Exits 0 when every step
+held; prints one line per step.
+
+    console_test.py --url http://127.0.0.1:PORT --token TOKEN [--plugin greeter --menu greeter.hello]
+"""
+import argparse
+import shutil
+import sys
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import StaleElementReferenceException
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import WebDriverWait
+
+
+def browser():
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,900"):
+        options.add_argument(flag)
+    driver = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+    return webdriver.Chrome(service=Service(executable_path=driver), options=options)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--token", required=True)
+    parser.add_argument("--plugin", default="greeter")
+    parser.add_argument("--menu", default="greeter.hello")
+    parser.add_argument("--screenshot")
+    args = parser.parse_args()
+
+    passed, failed = 0, 0
+    d = browser()
+    wait = WebDriverWait(d, 15, ignored_exceptions=[StaleElementReferenceException])
+    menu = f'nav a[data-menu-id="{args.menu}"]'
+    row_state = f'tr[data-plugin-row="{args.plugin}"] td:nth-child(3)'
+
+    def click(selector):
+        # The page re-renders its lists after every change: find and click in one retried step.
+        wait.until(lambda _: d.find_element(By.CSS_SELECTOR, selector).click() or True)
+
+    def step(name, check):
+        nonlocal passed, failed
+        try:
+            check()
+            passed += 1
+            print(f"ok: {name}")
+        except Exception as e:  # noqa: BLE001 - report every failed step, then go on
+            failed += 1
+            print(f"FAILED: {name}: {type(e).__name__}: {e}".splitlines()[0])
+
+    try:
+        d.get(args.url + "/")
+        step("the console loads and shows the navigation from /api/v1/menus",
+             lambda: wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, menu))))
+        step("the admin section is hidden before login",
+             lambda: wait.until(lambda _: not d.find_element(By.ID, "admin").is_displayed()))
+
+        def login():
+            d.find_element(By.ID, "token").send_keys(args.token)
+            d.find_element(By.ID, "login-button").click()
+            wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, f'tr[data-plugin-row="{args.plugin}"]')))
+            assert d.find_element(By.CSS_SELECTOR, row_state).text == "enabled"
+        step("logging in with the admin token shows the plugin list", login)
+
+        def open_page():
+            click(menu)
+            frame = wait.until(EC.visibility_of_element_located((By.ID, "page")))
+            d.switch_to.frame(frame)
+            try:
+                wait.until(EC.presence_of_element_located((By.ID, "greeting")))
+            finally:
+                d.switch_to.default_content()
+        step("a menu entry opens the plugin's page inside the console", open_page)
+
+        def disable():
+            click(f'button[data-plugin="{args.plugin}"]')
+            wait.until(lambda _: d.find_element(By.CSS_SELECTOR, row_state).text == "disabled")
+            wait.until(lambda _: len(d.find_elements(By.CSS_SELECTOR, menu)) == 0)
+        step("disabling the plugin through the page removes its menu entry", disable)
+
+        def enable():
+            click(f'button[data-plugin="{args.plugin}"]')
+            wait.until(lambda _: d.find_element(By.CSS_SELECTOR, row_state).text == "enabled")
+            wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, menu)))
+        step("enabling it again brings the menu entry back", enable)
+
+        if args.screenshot:
+            d.save_screenshot(args.screenshot)
+    finally:
+        d.quit()
+    print(f"{passed} passed, {failed} failed")
+    return 0 if failed == 0 and passed == 6 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
