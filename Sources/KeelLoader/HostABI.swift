@@ -19,6 +19,20 @@ enum HostABI {
         OpaquePointer(Unmanaged.passUnretained(context).toOpaque())
     }
 
+    /// The common front of every registration call: a live context, a non-NULL struct, and a struct_size that
+    /// covers the 1.0 layout (the struct starts with it). Then `body` runs with the context and a copy of the struct.
+    static func registration<T>(_ ctx: OpaquePointer?, _ pointer: UnsafePointer<T>?, _ what: String,
+                                _ body: (ActivationContext, T) -> keel_status) -> keel_status {
+        guard let context = context(ctx) else { return KEEL_ERR_INVALID_ARGUMENT }
+        guard let pointer else { return context.refuse(KEEL_ERR_INVALID_ARGUMENT, "\(what): NULL pointer") }
+        let size = UnsafeRawPointer(pointer).loadUnaligned(as: UInt32.self)
+        guard size >= UInt32(MemoryLayout<T>.size) else {
+            return context.refuse(KEEL_ERR_INVALID_ARGUMENT,
+                                  "\(what): struct_size \(size) is smaller than its ABI 1.0 size (\(MemoryLayout<T>.size))")
+        }
+        return body(context, pointer.pointee)
+    }
+
     static func staticString(_ s: String) -> keel_str {
         let bytes = Array(s.utf8)
         let buffer = UnsafeMutablePointer<CChar>.allocate(capacity: max(bytes.count, 1))
@@ -56,19 +70,14 @@ enum HostABI {
     nonisolated(unsafe) static let http: UnsafeMutablePointer<keel_host_http> = {
         let table = UnsafeMutablePointer<keel_host_http>.allocate(capacity: 1)
         table.initialize(to: keel_host_http(struct_size: UInt32(MemoryLayout<keel_host_http>.size)) { ctx, route in
-            guard let context = HostABI.context(ctx) else { return KEEL_ERR_INVALID_ARGUMENT }
-            guard let route else { return context.refuse(KEEL_ERR_INVALID_ARGUMENT, "route: NULL keel_route") }
-            guard route.pointee.struct_size >= UInt32(MemoryLayout<keel_route>.size) else {
-                return context.refuse(KEEL_ERR_INVALID_ARGUMENT,
-                                      "route: struct_size \(route.pointee.struct_size) is smaller than keel_route 1.0 (\(MemoryLayout<keel_route>.size))")
+            HostABI.registration(ctx, route, "route") { context, r in
+                guard let handler = r.handler else { return context.refuse(KEEL_ERR_INVALID_ARGUMENT, "route: NULL handler") }
+                guard let method = r.method.validated(limit: 16), let path = r.path.validated(limit: 1024) else {
+                    return context.refuse(KEEL_ERR_INVALID_ARGUMENT, "route: method or path is not UTF-8 or too long")
+                }
+                return context.addRoute(method: method.uppercased(), path: path,
+                                        handler: RouteHandler(function: handler, userData: r.user_data, context: context))
             }
-            let r = route.pointee
-            guard let handler = r.handler else { return context.refuse(KEEL_ERR_INVALID_ARGUMENT, "route: NULL handler") }
-            guard let method = r.method.validated(limit: 16), let path = r.path.validated(limit: 1024) else {
-                return context.refuse(KEEL_ERR_INVALID_ARGUMENT, "route: method or path is not UTF-8 or too long")
-            }
-            return context.addRoute(method: method.uppercased(), path: path,
-                                    handler: RouteHandler(function: handler, userData: r.user_data, context: context))
         })
         return table
     }()
@@ -76,20 +85,15 @@ enum HostABI {
     nonisolated(unsafe) static let menu: UnsafeMutablePointer<keel_host_menu> = {
         let table = UnsafeMutablePointer<keel_host_menu>.allocate(capacity: 1)
         table.initialize(to: keel_host_menu(struct_size: UInt32(MemoryLayout<keel_host_menu>.size)) { ctx, entry in
-            guard let context = HostABI.context(ctx) else { return KEEL_ERR_INVALID_ARGUMENT }
-            guard let entry else { return context.refuse(KEEL_ERR_INVALID_ARGUMENT, "menu entry: NULL keel_menu_entry") }
-            guard entry.pointee.struct_size >= UInt32(MemoryLayout<keel_menu_entry>.size) else {
-                return context.refuse(KEEL_ERR_INVALID_ARGUMENT,
-                                      "menu entry: struct_size \(entry.pointee.struct_size) is smaller than keel_menu_entry 1.0 (\(MemoryLayout<keel_menu_entry>.size))")
+            HostABI.registration(ctx, entry, "menu entry") { context, e in
+                guard let id = e.id.validated(limit: 128), let title = e.title.validated(limit: 256),
+                      let parent = e.parent.validated(limit: 128), let link = e.link.validated(limit: 2048),
+                      let icon = e.icon.validated(limit: 128), let permission = e.permission.validated(limit: 256) else {
+                    return context.refuse(KEEL_ERR_INVALID_ARGUMENT, "menu entry \"\(e.id.string)\": a string is not UTF-8 or too long")
+                }
+                return context.addMenu(MenuDeclaration(id: id, title: title, parent: parent, link: link,
+                                                       order: Int(e.order), icon: icon, permission: permission))
             }
-            let e = entry.pointee
-            guard let id = e.id.validated(limit: 128), let title = e.title.validated(limit: 256),
-                  let parent = e.parent.validated(limit: 128), let link = e.link.validated(limit: 2048),
-                  let icon = e.icon.validated(limit: 128), let permission = e.permission.validated(limit: 256) else {
-                return context.refuse(KEEL_ERR_INVALID_ARGUMENT, "menu entry \"\(e.id.string)\": a string is not UTF-8 or too long")
-            }
-            return context.addMenu(MenuDeclaration(id: id, title: title, parent: parent, link: link,
-                                                   order: Int(e.order), icon: icon, permission: permission))
         })
         return table
     }()
@@ -99,22 +103,20 @@ enum HostABI {
         var a = keel_host_auth()
         a.struct_size = UInt32(MemoryLayout<keel_host_auth>.size)
         a.register_authenticator = { ctx, hook in
-            guard let context = HostABI.context(ctx) else { return KEEL_ERR_INVALID_ARGUMENT }
-            guard let hook, hook.pointee.struct_size >= UInt32(MemoryLayout<keel_authenticator>.size),
-                  let fn = hook.pointee.authenticate, let name = hook.pointee.name.validated(limit: 128) else {
-                return context.refuse(KEEL_ERR_INVALID_ARGUMENT, "authenticate hook: NULL, too small, no function or a bad name")
+            HostABI.registration(ctx, hook, "authenticate hook") { context, h in
+                guard let fn = h.authenticate, let name = h.name.validated(limit: 128) else {
+                    return context.refuse(KEEL_ERR_INVALID_ARGUMENT, "authenticate hook: no function, or a name that is not UTF-8")
+                }
+                return context.addAuthenticator(AuthenticateHook(name: name, function: fn, userData: h.user_data, context: context))
             }
-            return context.addAuthenticator(AuthenticateHook(name: name, function: fn, userData: hook.pointee.user_data,
-                                                             context: context))
         }
         a.register_authorizer = { ctx, hook in
-            guard let context = HostABI.context(ctx) else { return KEEL_ERR_INVALID_ARGUMENT }
-            guard let hook, hook.pointee.struct_size >= UInt32(MemoryLayout<keel_authorizer>.size),
-                  let fn = hook.pointee.authorize, let name = hook.pointee.name.validated(limit: 128) else {
-                return context.refuse(KEEL_ERR_INVALID_ARGUMENT, "authorize hook: NULL, too small, no function or a bad name")
+            HostABI.registration(ctx, hook, "authorize hook") { context, h in
+                guard let fn = h.authorize, let name = h.name.validated(limit: 128) else {
+                    return context.refuse(KEEL_ERR_INVALID_ARGUMENT, "authorize hook: no function, or a name that is not UTF-8")
+                }
+                return context.addAuthorizer(AuthorizeHook(name: name, function: fn, userData: h.user_data, context: context))
             }
-            return context.addAuthorizer(AuthorizeHook(name: name, function: fn, userData: hook.pointee.user_data,
-                                                       context: context))
         }
         a.check_permission = { ctx, principal, action, resource, out in
             guard let context = HostABI.context(ctx), let principal, let out else { return KEEL_ERR_INVALID_ARGUMENT }
