@@ -31,11 +31,19 @@ public actor Kernel {
     /// Ids in the order they were activated; deactivation runs in reverse.
     private var activationOrder: [String] = []
 
-    struct ActivePlugin {
+    struct ActivePlugin: Sendable {
         let library: PluginLibrary
         let context: ActivationContext
         let manifest: Manifest
+        /// Which load of this plugin it is (1, 2, ...), across restarts.
+        let generation: Int
+        /// SHA-256 of the library it was loaded from.
+        let checksum: String
     }
+
+    let generations: GenerationStore
+    private var nextGeneration: [String: Int] = [:]
+    private var watcher: PluginWatcher?
 
     /// Opens the state file (creating and migrating it as needed). Loads nothing yet: call `start()`.
     /// - Throws: `KernelError.Code.state` when the state file cannot be used.
@@ -45,6 +53,7 @@ public actor Kernel {
             throw KernelError(.state, reason: error.description)
         }
         environment = KernelEnvironment(registry: registry, log: configuration.log)
+        generations = GenerationStore(stateFile: configuration.stateFile)
     }
 
     nonisolated func log(_ level: LogLevel, _ pluginID: String?, _ message: String) {
@@ -170,6 +179,8 @@ public actor Kernel {
     /// Deactivates every active plugin in reverse activation order. The state keeps them enabled, so the next
     /// start brings the same set back.
     public func shutdown() {
+        watcher?.stop()
+        watcher = nil
         for id in activationOrder.reversed() { deactivate(id) }
     }
 
@@ -177,10 +188,17 @@ public actor Kernel {
 
     /// Loads and activates one plugin whose bundle is known. On failure, records `failed` with the reason.
     private func activate(_ id: String) throws(KernelError) {
-        do {
-            try activateOrThrow(id)
+        do throws(KernelError) {
+            let generation = try loadGeneration(id)
+            do { try registry.publish(pluginID: id, generation.contributions) } catch {
+                retire(generation.plugin, id: id, outcome: "refused")
+                throw KernelError(.conflict, pluginID: id, reason: error.description)
+            }
+            active[id] = generation.plugin
+            activationOrder.append(id)
             try? state.setStatus(id, .enabled)
-            log(.info, id, "activated")
+            record(id, generation.plugin, outcome: "activated")
+            log(.info, id, "activated (generation \(generation.plugin.generation))")
         } catch {
             try? state.setStatus(id, .failed, reason: error.reason)
             log(.error, id, error.reason)
@@ -188,7 +206,15 @@ public actor Kernel {
         }
     }
 
-    private func activateOrThrow(_ id: String) throws(KernelError) {
+    /// A loaded and activated build of a plugin, not yet published.
+    struct Generation {
+        let plugin: ActivePlugin
+        let contributions: Contributions
+    }
+
+    /// Checks the bundle and its dependencies, copies the library to a private path, opens, verifies and activates
+    /// it into a fresh context. Nothing is published; on failure nothing of it remains registered.
+    private func loadGeneration(_ id: String) throws(KernelError) -> Generation {
         guard let bundle = bundles[id] else {
             throw KernelError(.unknownPlugin, pluginID: id, reason: "no plugin \"\(id)\" in \(configuration.pluginsDirectory)")
         }
@@ -212,11 +238,16 @@ public actor Kernel {
                 throw KernelError(.dependency, pluginID: id, reason: "plugin \"\(id)\" needs \"\(dep.id)\", which is not enabled")
             }
         }
+        let number = max(nextGeneration[id] ?? 0, ((try? state.lastGeneration(id)) ?? 0) + 1)
+        nextGeneration[id] = number + 1
+        let copy = try generations.copy(libraryPath, id: id, generation: number)
+        defer { generations.discard(copy) }
         let library: PluginLibrary
         do {
-            library = try PluginLibrary.open(path: libraryPath, expectedID: id)
+            library = try PluginLibrary.open(path: copy.path, expectedID: id, reportAs: libraryPath)
             try library.verify(against: manifest, manifestPath: bundle.manifestPath)
         } catch {
+            record(id, number, version: "\(manifest.version)", checksum: copy.checksum, outcome: "failed", detail: error.description)
             throw KernelError(.loadFailed, pluginID: id, reason: error.description)
         }
         let context = ActivationContext(pluginID: id, grants: manifest.capabilities, limits: configuration.limits,
@@ -225,14 +256,12 @@ public actor Kernel {
         seed.menus = manifest.menus.map { MenuRegistration(entry: $0, fromManifest: true) }
         let contributions: Contributions
         do { contributions = try library.activate(context, seed: seed) } catch {
+            record(id, number, version: "\(manifest.version)", checksum: copy.checksum, outcome: "failed", detail: error.description)
             throw KernelError(.loadFailed, pluginID: id, reason: error.description)
         }
-        do { try registry.publish(pluginID: id, contributions) } catch {
-            if let problem = library.deactivate(context, drainTimeout: configuration.drainTimeout) { log(.warn, id, problem) }
-            throw KernelError(.conflict, pluginID: id, reason: error.description)
-        }
-        active[id] = ActivePlugin(library: library, context: context, manifest: manifest)
-        activationOrder.append(id)
+        let plugin = ActivePlugin(library: library, context: context, manifest: manifest, generation: number,
+                                  checksum: copy.checksum)
+        return Generation(plugin: plugin, contributions: contributions)
     }
 
     /// Revokes a plugin's contributions, waits for its calls to drain, and runs its deactivate.
@@ -243,7 +272,126 @@ public actor Kernel {
         if let problem = plugin.library.deactivate(plugin.context, drainTimeout: configuration.drainTimeout) {
             log(.warn, id, problem)
         }
+        plugin.library.unloadIfSafe()
+        record(id, plugin, outcome: "deactivated")
         log(.info, id, "deactivated")
+    }
+
+    /// Takes an unpublished or replaced generation down: drains its calls, deactivates it, closes it when
+    /// unload-safe. Runs off the actor so a slow drain never holds up other lifecycle work.
+    private nonisolated func retire(_ plugin: ActivePlugin, id: String, outcome: String) {
+        let timeout = configuration.drainTimeout
+        Task.detached { [self] in
+            let problem = plugin.library.deactivate(plugin.context, drainTimeout: timeout)
+            if let problem { self.log(.warn, id, "generation \(plugin.generation): \(problem)") }
+            plugin.library.unloadIfSafe()
+            self.record(id, plugin, outcome: outcome, detail: problem ?? "")
+        }
+    }
+
+    nonisolated func record(_ id: String, _ plugin: ActivePlugin, outcome: String, detail: String = "") {
+        record(id, plugin.generation, version: "\(plugin.manifest.version)", checksum: plugin.checksum, outcome: outcome, detail: detail)
+    }
+
+    nonisolated func record(_ id: String, _ generation: Int, version: String, checksum: String, outcome: String, detail: String = "") {
+        try? state.recordLoad(id, StateStore.Load(generation: generation, version: version, checksum: checksum,
+                                                  outcome: outcome, detail: detail))
+    }
+
+    // MARK: reload
+
+    /// Loads the plugin's current build as a new generation and swaps it in: routes, menus and hooks change over
+    /// in one atomic step; requests already running finish on the old generation, which is then drained and
+    /// deactivated in the background. If the new build fails to load, verify, activate or publish, the old one keeps
+    /// serving and the failure is recorded (history and `reason`): a reload never makes things worse.
+    /// A plugin that is not active is activated when it is wanted, else only re-read.
+    /// - Throws: `KernelError` for an unknown plugin or a failed new build.
+    public func reload(_ id: String) throws(KernelError) {
+        rescan()
+        guard bundles[id] != nil else {
+            if active[id] != nil { retireMissing(id) }
+            throw KernelError(.unknownPlugin, pluginID: id, reason: "no plugin \"\(id)\" in \(configuration.pluginsDirectory)")
+        }
+        guard let old = active[id] else {
+            if (try? state.plugin(id))?.enabled == true { try activate(id) }
+            return
+        }
+        let generation: Generation
+        do { generation = try loadGeneration(id) } catch {
+            try? state.setStatus(id, .enabled, reason: "reload failed, generation \(old.generation) still serving: \(error.reason)")
+            log(.error, id, "reload failed, generation \(old.generation) keeps serving: \(error.reason)")
+            throw error
+        }
+        do { try registry.publish(pluginID: id, generation.contributions) } catch {
+            retire(generation.plugin, id: id, outcome: "refused")
+            try? state.setStatus(id, .enabled, reason: "reload refused, generation \(old.generation) still serving: \(error.description)")
+            throw KernelError(.conflict, pluginID: id, reason: error.description)
+        }
+        active[id] = generation.plugin
+        try? state.setStatus(id, .enabled)
+        record(id, generation.plugin, outcome: "activated", detail: "replaced generation \(old.generation)")
+        log(.info, id, "reloaded: generation \(generation.plugin.generation) replaces \(old.generation)")
+        retire(old, id: id, outcome: "retired")
+    }
+
+    /// The bundle of an active plugin is gone: take everything it registered away and record it missing.
+    private func retireMissing(_ id: String) {
+        deactivate(id)
+        try? state.setStatus(id, .missing, reason: "bundle removed from \(configuration.pluginsDirectory)")
+    }
+
+    /// The load history of a plugin, oldest first.
+    public func history(_ id: String) throws(KernelError) -> [StateStore.Load] {
+        guard bundles[id] != nil || ((try? state.plugin(id)) ?? nil) != nil else {
+            throw KernelError(.unknownPlugin, pluginID: id, reason: "no plugin \"\(id)\" is known")
+        }
+        do { return try state.loads(for: id) } catch { throw KernelError(.state, pluginID: id, reason: error.description) }
+    }
+
+    // MARK: watching the plugin folder
+
+    /// Starts watching the plugin folder (inotify). A new bundle is discovered and, when its stored state says
+    /// enabled, activated; a replaced library or manifest is reloaded; a removed bundle is retired. A burst of events
+    /// for one bundle causes one reload. Stops at `shutdown()`.
+    /// - Throws: `KernelError.Code.bundle` when the folder cannot be watched.
+    public func watch() throws(KernelError) {
+        guard watcher == nil else { return }
+        try? FileManager.default.createDirectory(atPath: configuration.pluginsDirectory, withIntermediateDirectories: true)
+        let w = try PluginWatcher(directory: configuration.pluginsDirectory) { [weak self] folders in
+            guard let self else { return }
+            Task { await self.bundlesChanged(folders) }
+        }
+        watcher = w
+    }
+
+    /// Reacts to changed bundle folders (names relative to the plugin folder).
+    func bundlesChanged(_ folders: Set<String>) {
+        let before = bundles
+        rescan()
+        var ids = Set<String>()
+        for folder in folders {
+            let path = configuration.pluginsDirectory + "/" + folder
+            for (id, bundle) in before where bundle.folder == path { ids.insert(id) }
+            for (id, bundle) in bundles where bundle.folder == path { ids.insert(id) }
+        }
+        for id in ids.sorted() {
+            if bundles[id] == nil {
+                if active[id] != nil { retireMissing(id); log(.info, id, "bundle removed: retired") }
+                continue
+            }
+            if let current = active[id] {
+                guard let path = bundles[id]?.libraryPath, GenerationStore.waitUntilSettled(path) else {
+                    log(.warn, id, "library did not settle; not reloading")
+                    continue
+                }
+                let changed = GenerationStore.checksum(path) != current.checksum
+                    || bundles[id]?.manifest != current.manifest
+                if changed { try? reload(id) }
+            } else if (try? state.plugin(id))?.enabled == true {
+                if let path = bundles[id]?.libraryPath { _ = GenerationStore.waitUntilSettled(path) }
+                try? activate(id)
+            }
+        }
     }
 
     // MARK: queries

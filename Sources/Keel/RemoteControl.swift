@@ -33,6 +33,7 @@ public enum RemoteControl {
             switch command.op {
             case "enable": try await kernel.enable(command.pluginID)
             case "disable": try await kernel.disable(command.pluginID, cascade: command.cascade)
+            case "reload": try await kernel.reload(command.pluginID)
             case "rescan": await kernel.rescan()
             default: return (true, "unknown command \"\(command.op)\"")
             }

@@ -11,7 +11,7 @@ import Keel
 /// |---|---|
 /// | `GET /healthz` | anyone |
 /// | `GET /api/v1/menus`, `GET /api/v1/session` | anyone the auth chain lets through; menus filtered per caller |
-/// | `GET /api/v1/plugins[/<id>]`, `POST /api/v1/plugins/<id>/enable|disable`, `GET /api/v1/routes` | admin token only |
+/// | `GET /api/v1/plugins[/<id>[/history]]`, `POST /api/v1/plugins/<id>/enable|disable|reload`, `GET /api/v1/routes` | admin token only |
 struct AdminAPI {
     let kernel: Kernel
     let gatekeeper: Gatekeeper
@@ -58,6 +58,17 @@ struct AdminAPI {
             do { try await kernel.disable(id, cascade: options.cascade ?? false) } catch { throw Self.apiError(error) }
             await RemoteControl.publishLive(kernel)
             return JSONBody.response(try await kernel.plugin(id))
+        }
+        admin.post("plugins/:id/reload") { request, context -> Response in
+            let id = try context.parameters.require("id")
+            _ = try await Self.options(request)
+            do { try await kernel.reload(id) } catch { throw Self.apiError(error) }
+            await RemoteControl.publishLive(kernel)
+            return JSONBody.response(try await kernel.plugin(id))
+        }
+        admin.get("plugins/:id/history") { _, context -> Response in
+            let id = try context.parameters.require("id")
+            do { return JSONBody.response(try await kernel.history(id)) } catch { throw Self.apiError(error) }
         }
         admin.get("routes") { _, _ -> Response in
             JSONBody.response(kernel.registry.snapshot.routes.map { RouteBody(plugin: $0.pluginID, method: $0.method, path: $0.path) })

@@ -15,9 +15,9 @@ struct PluginDispatcher: Sendable {
     let maxBodySize: Int
 
     func respond(to request: Request, context: KeelRequestContext) async throws -> Response {
-        let snapshot = gatekeeper.kernel.registry.snapshot
+        var snapshot = gatekeeper.kernel.registry.snapshot
         let method = request.method.rawValue
-        guard let match = snapshot.route(method: method, path: request.uri.path) else { throw APIError.notFound }
+        guard var match = snapshot.route(method: method, path: request.uri.path) else { throw APIError.notFound }
         let (principal, _) = try gatekeeper.identify(request, snapshot: snapshot)
         try gatekeeper.authorize(principal, request, snapshot: snapshot)
 
@@ -32,24 +32,34 @@ struct PluginDispatcher: Sendable {
             throw APIError.tooLarge(maxBodySize)
         }
 
-        let pluginRequest = Gatekeeper.pluginRequest(request, principal: principal, routePath: match.routePath,
-                                                     parameters: match.parameters, body: body)
-        switch match.route.handler.handle(pluginRequest) {
-        case let .success(response):
-            var headers = HTTPFields()
-            for h in response.headers {
-                guard let name = HTTPField.Name(h.name) else { continue }
-                headers.append(HTTPField(name: name, value: h.value))
+        // A reload swaps generations atomically, but a request that looked up the old generation just before the
+        // swap may reach it after it stopped admitting calls: such a request goes to the current generation.
+        var attempts = 0
+        while true {
+            let pluginRequest = Gatekeeper.pluginRequest(request, principal: principal, routePath: match.routePath,
+                                                         parameters: match.parameters, body: body)
+            switch match.route.handler.handle(pluginRequest) {
+            case let .success(response):
+                var headers = HTTPFields()
+                for h in response.headers {
+                    guard let name = HTTPField.Name(h.name) else { continue }
+                    headers.append(HTTPField(name: name, value: h.value))
+                }
+                return Response(status: .init(code: response.status), headers: headers,
+                                body: ResponseBody(byteBuffer: ByteBuffer(bytes: response.body)))
+            case let .failure(error) where error.status == StatusCode.unavailable && attempts < 3:
+                attempts += 1
+                snapshot = gatekeeper.kernel.registry.snapshot
+                guard let next = snapshot.route(method: method, path: request.uri.path) else { throw APIError.notFound }
+                match = next
+            case let .failure(error):
+                gatekeeper.log(LogRecord(level: .error, pluginID: error.pluginID,
+                                         message: "\(method) \(request.uri.path) failed: \(error)"))
+                if error.status == StatusCode.unavailable {
+                    throw APIError(.serviceUnavailable, "plugin-unavailable", "the plugin is being stopped; retry")
+                }
+                throw APIError(.internalServerError, "plugin-error", "the plugin failed to handle the request")
             }
-            return Response(status: .init(code: response.status), headers: headers,
-                            body: ResponseBody(byteBuffer: ByteBuffer(bytes: response.body)))
-        case let .failure(error):
-            gatekeeper.log(LogRecord(level: .error, pluginID: error.pluginID,
-                                     message: "\(method) \(request.uri.path) failed: \(error)"))
-            if error.status == StatusCode.unavailable {
-                throw APIError(.serviceUnavailable, "plugin-unavailable", "the plugin is being stopped; retry")
-            }
-            throw APIError(.internalServerError, "plugin-error", "the plugin failed to handle the request")
         }
     }
 }

@@ -18,9 +18,11 @@ public struct PluginDescriptor: Sendable, Hashable {
 /// A plugin shared object, opened and checked.
 ///
 /// `open` runs the dynamic loader (RTLD_NOW | RTLD_LOCAL, so missing symbols fail here and not mid-request), finds
-/// `keel_plugin_entry`, calls it once, and checks the ABI version and the descriptor. Libraries are opened with
-/// RTLD_NODELETE and never closed: unloading code that may still be referenced (thread-local destructors, Swift
-/// metadata) crashes hosts later, so a retired library stays mapped.
+/// `keel_plugin_entry`, calls it once, and checks the ABI version and the descriptor. A library is pinned with
+/// RTLD_NODELETE and never closed unless its descriptor declares `KEEL_PLUGIN_FLAG_UNLOAD_SAFE`: unloading code that
+/// may still be referenced (thread-local destructors, Swift metadata) crashes hosts later, so a retired library
+/// normally stays mapped. Open each build from its own path: glibc hands back the already-loaded library for a
+/// path (or inode) it has open.
 ///
 /// `activate` and `deactivate` must not overlap for one library (the ABI's [lifecycle] tag); the kernel serialises
 /// them. Everything else is thread-safe.
@@ -28,6 +30,7 @@ public final class PluginLibrary: @unchecked Sendable {
     public let path: String
     public let descriptor: PluginDescriptor
     let plugin: UnsafePointer<keel_plugin>
+    private let handle: Mutex<UnsafeMutableRawPointer?>
     private let contexts = Mutex<[ActivationContext]>([])
 
     /// Minimum descriptor size per ABI minor version of the current major.
@@ -39,22 +42,33 @@ public final class PluginLibrary: @unchecked Sendable {
         return minor == 0 ? "\(major).0" : "\(major).0–\(major).\(minor)"
     }
 
-    init(path: String, descriptor: PluginDescriptor, plugin: UnsafePointer<keel_plugin>) {
+    init(path: String, descriptor: PluginDescriptor, plugin: UnsafePointer<keel_plugin>, handle: UnsafeMutableRawPointer) {
         self.path = path
         self.descriptor = descriptor
         self.plugin = plugin
+        nonisolated(unsafe) let h: UnsafeMutableRawPointer? = handle
+        self.handle = Mutex(h)
     }
 
-    /// Opens and checks the library at `path`. `expectedID` (from the manifest) names the plugin in errors.
+    /// Opens and checks the library at `path`. `expectedID` (from the manifest) names the plugin in errors, and
+    /// `reportAs` the file (when `path` is a private copy of it).
     /// - Throws: `LoadError` with a one-line reason for each way a file can fail to be a plugin for this host.
-    public static func open(path: String, expectedID: String? = nil) throws(LoadError) -> PluginLibrary {
+    public static func open(path: String, expectedID: String? = nil, reportAs: String? = nil) throws(LoadError) -> PluginLibrary {
+        do { return try open(path, expectedID: expectedID, shownPath: reportAs ?? path) } catch {
+            var shown = error
+            shown.path = reportAs ?? path
+            throw shown
+        }
+    }
+
+    private static func open(_ path: String, expectedID: String?, shownPath: String) throws(LoadError) -> PluginLibrary {
         do { try ELFHeader.check(path: path) } catch {
             var named = error
             named.pluginID = expectedID
             throw named
         }
         _ = dlerror()
-        guard let handle = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE) else {
+        guard let handle = dlopen(path, RTLD_NOW | RTLD_LOCAL) else {
             throw describeDlopenFailure(path: path, pluginID: expectedID)
         }
         guard let symbol = dlsym(handle, KEEL_ENTRY_SYMBOL) else {
@@ -66,8 +80,32 @@ public final class PluginLibrary: @unchecked Sendable {
             throw LoadError(.entryReturnedNull, path: path, pluginID: expectedID,
                             reason: "\(KEEL_ENTRY_SYMBOL) returned NULL: the plugin declined to load")
         }
-        let descriptor = try readDescriptor(plugin, path: path, expectedID: expectedID)
-        return PluginLibrary(path: path, descriptor: descriptor, plugin: plugin)
+        let descriptor: PluginDescriptor
+        do { descriptor = try readDescriptor(plugin, path: path, expectedID: expectedID) } catch {
+            pin(path)
+            throw error
+        }
+        if !descriptor.unloadSafe { pin(path) }
+        return PluginLibrary(path: shownPath, descriptor: descriptor, plugin: plugin, handle: handle)
+    }
+
+    /// Marks the loaded library at `path` RTLD_NODELETE, so that no dlclose can ever unmap it.
+    static func pin(_ path: String) {
+        if let again = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD | RTLD_NODELETE) { dlclose(again) }
+    }
+
+    /// Closes the library when its descriptor declared it unload-safe; a no-op otherwise. Call only after
+    /// `deactivate` returned for every activation of it: no code of it may run afterwards.
+    /// Returns true when the library was closed.
+    @discardableResult
+    public func unloadIfSafe() -> Bool {
+        guard descriptor.unloadSafe else { return false }
+        let h = handle.withLock { h -> UInt? in
+            defer { h = nil }
+            return h.map { UInt(bitPattern: $0) }
+        }
+        guard let h, let pointer = UnsafeMutableRawPointer(bitPattern: h) else { return false }
+        return dlclose(pointer) == 0
     }
 
     /// Reads the descriptor from the front, trusting a field only once struct_size and the version cover it.

@@ -88,6 +88,19 @@ public final class StateStore: @unchecked Sendable {
             done_at TEXT
         );
         """,
+        """
+        CREATE TABLE loads (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            plugin_id TEXT NOT NULL,
+            generation INTEGER NOT NULL,
+            version TEXT NOT NULL,
+            checksum TEXT NOT NULL,
+            at TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            detail TEXT NOT NULL DEFAULT ''
+        );
+        CREATE INDEX loads_plugin ON loads(plugin_id, seq);
+        """,
     ]
 
     public static var schemaVersion: Int { migrations.count }
@@ -293,5 +306,58 @@ public final class StateStore: @unchecked Sendable {
     /// A number that changes whenever another connection commits to the file (PRAGMA data_version).
     public func dataVersion() throws(StateError) -> Int64 {
         try locked { db throws(StateError) in try db.query("PRAGMA data_version").first?["data_version"]?.int ?? 0 }
+    }
+
+    // MARK: load history
+
+    /// One attempt to load a build of a plugin.
+    public struct Load: Sendable, Hashable, Codable {
+        public var generation: Int
+        public var version: String
+        /// SHA-256 of the library file, hex.
+        public var checksum: String
+        public var at: String
+        /// `activated`, `failed`, `retired`, ...
+        public var outcome: String
+        public var detail: String
+
+        public init(generation: Int, version: String, checksum: String, at: String = "", outcome: String, detail: String = "") {
+            self.generation = generation
+            self.version = version
+            self.checksum = checksum
+            self.at = at
+            self.outcome = outcome
+            self.detail = detail
+        }
+    }
+
+    /// Appends to a plugin's load history (one transaction).
+    public func recordLoad(_ id: String, _ load: Load) throws(StateError) {
+        _ = try locked { db throws(StateError) in
+            try db.query("""
+                INSERT INTO loads (plugin_id, generation, version, checksum, at, outcome, detail) VALUES (?, ?, ?, ?, ?, ?, ?)
+                """, [.text(id), .int(Int64(load.generation)), .text(load.version), .text(load.checksum), .text(Self.now()),
+                      .text(load.outcome), .text(load.detail)])
+        }
+    }
+
+    /// A plugin's load history, oldest first (at most the last `limit`).
+    public func loads(for id: String, limit: Int = 1000) throws(StateError) -> [Load] {
+        try locked { db throws(StateError) in
+            try db.query("""
+                SELECT * FROM (SELECT * FROM loads WHERE plugin_id = ? ORDER BY seq DESC LIMIT ?) ORDER BY seq
+                """, [.text(id), .int(Int64(limit))]).map {
+                Load(generation: Int($0["generation"]?.int ?? 0), version: $0["version"]?.text ?? "",
+                     checksum: $0["checksum"]?.text ?? "", at: $0["at"]?.text ?? "", outcome: $0["outcome"]?.text ?? "",
+                     detail: $0["detail"]?.text ?? "")
+            }
+        }
+    }
+
+    /// The highest generation number recorded for a plugin (0 when none).
+    public func lastGeneration(_ id: String) throws(StateError) -> Int {
+        try locked { db throws(StateError) in
+            Int(try db.query("SELECT MAX(generation) AS g FROM loads WHERE plugin_id = ?", [.text(id)]).first?["g"]?.int ?? 0)
+        }
     }
 }

@@ -9,7 +9,7 @@ extension KeelCommand {
         static let configuration = CommandConfiguration(
             abstract: "List, inspect, enable and disable plugins.",
             discussion: "While `keel serve` runs on the same state file, enable/disable/list go through the server and take effect in it at once.",
-            subcommands: [List.self, Inspect.self, Enable.self, Disable.self])
+            subcommands: [List.self, Inspect.self, Enable.self, Disable.self, Reload.self, History.self])
     }
 }
 
@@ -137,6 +137,62 @@ extension KeelCommand.Plugins {
                     await kernel.shutdown()
                 }
                 print("disabled \(id)")
+            }
+        }
+    }
+}
+
+extension KeelCommand.Plugins {
+    struct Reload: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Load the plugin's current build as a new generation and swap it in; the old one keeps serving if the new one fails.")
+
+        @OptionGroup var options: GlobalOptions
+        @Argument(help: "The plugin id.") var id: String
+
+        func run() async throws {
+            try await reporting {
+                let info: PluginInfo
+                if options.runningServer != nil {
+                    let state = try options.openState()
+                    try await RemoteControl.submit("reload", pluginID: id, state: state)
+                    guard let live = try RemoteControl.livePlugins(state: state).first(where: { $0.id == id }) else {
+                        throw CLIError("the server reloaded \(id) but does not list it")
+                    }
+                    info = live
+                } else {
+                    let kernel = try options.makeKernel()
+                    await kernel.start()
+                    do { try await kernel.reload(id) } catch {
+                        await kernel.shutdown()
+                        throw error
+                    }
+                    info = try await kernel.plugin(id)
+                    await kernel.shutdown()
+                }
+                print("reloaded \(id) \(info.version): \(info.status.rawValue)")
+            }
+        }
+    }
+
+    struct History: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show the plugin's load history: generation, version, checksum, time and outcome.")
+
+        @OptionGroup var options: GlobalOptions
+        @Argument(help: "The plugin id.") var id: String
+        @Flag(help: "Print JSON instead of text.") var json = false
+
+        func run() async throws {
+            try await reporting {
+                let state = try options.openState()
+                guard try state.plugin(id) != nil else { throw CLIError("no plugin \"\(id)\" is known") }
+                let loads = try state.loads(for: id)
+                if json { try printJSON(loads); return }
+                if loads.isEmpty { print("\(id): never loaded") }
+                for l in loads {
+                    print("\(l.at)  g\(l.generation)  \(l.version)  \(l.checksum.prefix(12))  \(l.outcome)\(l.detail.isEmpty ? "" : "  " + l.detail)")
+                }
             }
         }
     }

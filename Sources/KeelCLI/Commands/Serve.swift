@@ -22,6 +22,8 @@ extension KeelCommand {
         @Option(help: "Port to listen on; 0 picks a free one (printed).") var port = ServerConfiguration.defaultPort
         @Option(name: .customLong("max-body"), help: "Largest request body for plugin routes, in bytes (413 above).")
         var maxBody = 1 << 20
+        @Flag(inversion: .prefixedNo, help: "Watch the plugin folder and load, reload and retire bundles as they change.")
+        var watch = true
 
         func run() async throws {
             try await reporting {
@@ -29,6 +31,7 @@ extension KeelCommand {
                 let signals = SecondSignalExit()
                 let kernel = try options.makeKernel(logAlways: true)
                 await kernel.start()
+                if watch { try await kernel.watch() }
                 let token = AdminToken(state: kernel.state)
                 if let fresh = try token.ensure() {
                     say("admin token (shown once; `keel token reset` makes a new one): \(fresh)")
