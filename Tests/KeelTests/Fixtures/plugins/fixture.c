@@ -13,9 +13,14 @@
  *   USE_MISSING_SYMBOL              call a function no library defines (fails under RTLD_NOW)
  *   HANDLER_FAILS                   the route handler returns an error
  *   EXTRA_ROUTES=N                  register N extra routes "/r<i>"
+ *   TAG                             a string added to every response ("tag=<TAG>"), to tell builds apart
+ *   UNLOAD_SAFE                     declare KEEL_PLUGIN_FLAG_UNLOAD_SAFE
+ *   SLOW_MS                         the handler sleeps this long first
  */
+#define _POSIX_C_SOURCE 200809L
 #include <keel/keel.h>
 #include <stdio.h>
+#include <time.h>
 
 #ifndef PLUGIN_ID
 #define PLUGIN_ID "fixture"
@@ -25,6 +30,14 @@
 #endif
 #ifndef ROUTE_PATH
 #define ROUTE_PATH "/ping"
+#endif
+#ifndef TAG
+#define TAG "-"
+#endif
+#ifdef UNLOAD_SAFE
+#define FIXTURE_FLAGS KEEL_PLUGIN_FLAG_UNLOAD_SAFE
+#else
+#define FIXTURE_FLAGS 0
 #endif
 #ifndef ROUTE_METHOD
 #define ROUTE_METHOD "GET"
@@ -53,9 +66,13 @@ static keel_status ping(void *user_data, const keel_http_request *req, keel_http
     the_host->set_error(the_ctx, keel_cstr("handler failed on purpose"));
     return KEEL_ERR_INTERNAL;
 #else
+#ifdef SLOW_MS
+    struct timespec ts = { SLOW_MS / 1000, (SLOW_MS % 1000) * 1000000L };
+    nanosleep(&ts, NULL);
+#endif
     char buf[512];
     const keel_principal *p = req->principal;
-    int n = snprintf(buf, sizeof buf, "%s %s route=%.*s who=%.*s tenant=%.*s anon=%d params=%zu",
+    int n = snprintf(buf, sizeof buf, "%s %s tag=" TAG " route=%.*s who=%.*s tenant=%.*s anon=%d params=%zu",
                      PLUGIN_ID, PLUGIN_VERSION, (int)req->route_path.len, req->route_path.ptr, (int)p->id.len,
                      p->id.ptr ? p->id.ptr : "", (int)p->tenant.len, p->tenant.ptr ? p->tenant.ptr : "",
                      (p->flags & KEEL_PRINCIPAL_ANONYMOUS) ? 1 : 0, req->params_len);
@@ -160,7 +177,7 @@ static keel_status activate(const keel_host *host, keel_ctx *ctx) {
 
 #ifndef NO_ENTRY
 static const keel_plugin descriptor = {
-    STRUCT_SIZE, { ABI_MAJOR, ABI_MINOR, 0 }, KEEL_STR(PLUGIN_ID), KEEL_STR(PLUGIN_VERSION), 0, activate, NULL, NULL,
+    STRUCT_SIZE, { ABI_MAJOR, ABI_MINOR, 0 }, KEEL_STR(PLUGIN_ID), KEEL_STR(PLUGIN_VERSION), FIXTURE_FLAGS, activate, NULL, NULL,
 };
 #ifdef ENTRY_RETURNS_NULL
 KEEL_EXPORT const keel_plugin *keel_plugin_entry(void);

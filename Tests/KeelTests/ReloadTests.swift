@@ -1,0 +1,165 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import Keel
+import Testing
+
+/// Puts `library` into the bundle as `name`, the safe way (temporary file, then rename).
+func install(_ library: String, into bundle: String, as name: String) throws {
+    let temporary = bundle + "/.\(name).tmp"
+    try? FileManager.default.removeItem(atPath: temporary)
+    try FileManager.default.copyItem(atPath: library, toPath: temporary)
+    guard rename(temporary, bundle + "/" + name) == 0 else { throw TestFailure("rename failed") }
+}
+
+func waitFor(_ seconds: Double = 5, _ condition: () async throws -> Bool) async rethrows -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if try await condition() { return true }
+        try? await Task.sleep(for: .milliseconds(25))
+    }
+    return try await condition()
+}
+
+@Suite("hot reload")
+struct ReloadTests {
+    @Test("reload swaps in the new build; the history records both generations")
+    func swap() async throws {
+        let f = KernelFixture()
+        let a = try TestEnvironment.buildFixture("flipA", ["PLUGIN_ID=\"flip\"", "TAG=\"A\""])
+        let b = try TestEnvironment.buildFixture("flipB", ["PLUGIN_ID=\"flip\"", "TAG=\"B\""])
+        let bundle = try TestEnvironment.makeBundle(in: f.plugins, folder: "flip",
+                                                    manifest: TestEnvironment.manifest(id: "flip", library: "libflip.so"),
+                                                    library: a, libraryName: "libflip.so")
+        let kernel = try f.kernel()
+        await kernel.start()
+        try await kernel.enable("flip")
+        let before = try #require(kernel.registry.snapshot.route(method: "GET", path: "/ext/flip/ping"))
+        #expect(get(kernel, "/ext/flip/ping")?.1.contains("tag=A") == true)
+        try install(b, into: bundle, as: "libflip.so")
+        try await kernel.reload("flip")
+        #expect(get(kernel, "/ext/flip/ping")?.1.contains("tag=B") == true)
+        // The old generation drains and stops admitting calls; it never runs again.
+        #expect(await waitFor { !before.route.handler.context.isActive })
+        let history = try await kernel.history("flip")
+        #expect(history.map(\.outcome).prefix(2) == ["activated", "activated"])
+        #expect(await waitFor { (try? await kernel.history("flip").map(\.outcome).contains("retired")) == true })
+        #expect(Set(history.map(\.checksum)).count == 2)
+        #expect(history.map(\.generation).prefix(2) == [1, 2])
+        await kernel.shutdown()
+    }
+
+    @Test("a new build that fails to load or activate leaves the old one serving, with the reason recorded")
+    func failedReload() async throws {
+        let f = KernelFixture()
+        let good = try TestEnvironment.buildFixture("okA", ["PLUGIN_ID=\"sturdy\"", "TAG=\"good\""])
+        let failing = try TestEnvironment.buildFixture("okB", ["PLUGIN_ID=\"sturdy\"", "ACTIVATE_FAILS"])
+        let bundle = try TestEnvironment.makeBundle(in: f.plugins, folder: "sturdy",
+                                                    manifest: TestEnvironment.manifest(id: "sturdy", library: "libsturdy.so"),
+                                                    library: good, libraryName: "libsturdy.so")
+        let kernel = try f.kernel()
+        await kernel.start()
+        try await kernel.enable("sturdy")
+
+        try install(failing, into: bundle, as: "libsturdy.so")
+        await #expect(throws: KernelError.self) { try await kernel.reload("sturdy") }
+        #expect(get(kernel, "/ext/sturdy/ping")?.1.contains("tag=good") == true)
+        var info = try await kernel.plugin("sturdy")
+        #expect(info.status == .enabled)
+        #expect(info.reason?.contains("reload failed, generation 1 still serving") == true)
+        #expect(info.reason?.contains("cannot reach the frobnicator") == true)
+
+        // A torn file (cut short while being written) is an error, not a crash.
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: good))
+        try bytes.prefix(bytes.count / 3).write(to: URL(fileURLWithPath: bundle + "/libsturdy.so"))
+        do { try await kernel.reload("sturdy"); Issue.record("loaded a torn library") } catch {
+            #expect(error.description.contains("truncated ELF file"))
+            #expect(error.description.contains(bundle + "/libsturdy.so"))
+        }
+        #expect(get(kernel, "/ext/sturdy/ping")?.1.contains("tag=good") == true)
+        info = try await kernel.plugin("sturdy")
+        #expect(info.status == .enabled)
+        let outcomes = try await kernel.history("sturdy").map(\.outcome)
+        #expect(outcomes == ["activated", "failed", "failed"])
+        await kernel.shutdown()
+    }
+
+    @Test("an unload-safe plugin is unmapped after it stops; any other stays mapped")
+    func unloadSafe() async throws {
+        let f = KernelFixture()
+        let safe = try TestEnvironment.buildFixture("safe", ["PLUGIN_ID=\"unloadable\"", "UNLOAD_SAFE"])
+        let pinned = try TestEnvironment.buildFixture("pinned", ["PLUGIN_ID=\"pinned\""])
+        try TestEnvironment.makeBundle(in: f.plugins, folder: "unloadable", manifest: TestEnvironment.manifest(id: "unloadable", library: "libsafe.so"), library: safe)
+        try TestEnvironment.makeBundle(in: f.plugins, folder: "pinned", manifest: TestEnvironment.manifest(id: "pinned", library: "libpinned.so"), library: pinned)
+        let kernel = try f.kernel()
+        await kernel.start()
+        try await kernel.enable("unloadable")
+        try await kernel.enable("pinned")
+        func mapped(_ id: String) throws -> Bool { try processMaps().contains("/generations/\(id)-g") }
+        #expect(try mapped("unloadable") && mapped("pinned"))
+        #expect(try await kernel.plugin("unloadable").routes == ["GET /ext/unloadable/ping"])
+        try await kernel.disable("unloadable")
+        try await kernel.disable("pinned")
+        #expect(try !mapped("unloadable"))
+        #expect(try mapped("pinned"))
+        // And it loads again from a fresh copy.
+        try await kernel.enable("unloadable")
+        #expect(get(kernel, "/ext/unloadable/ping")?.0 == 200)
+        await kernel.shutdown()
+    }
+
+    @Test("a Swift plugin reloads repeatedly without upsetting the Swift runtime")
+    func swiftReload() async throws {
+        let f = KernelFixture()
+        try TestEnvironment.stageExamples(into: f.plugins)
+        let kernel = try f.kernel()
+        await kernel.start()
+        try await kernel.enable("hello")
+        try await kernel.enable("greeter")
+        for i in 0..<5 {
+            try await kernel.reload("greeter")
+            #expect(get(kernel, "/ext/greeter/hello/r\(i)")?.1 == "Hello, r\(i)! (from Swift)\n")
+            let snapshot = kernel.registry.snapshot
+            #expect(snapshot.authorize(Principal(id: "mallory", authenticatedBy: "t"), action: "GET", resource: "/").0 == .deny)
+        }
+        let generations = try await kernel.history("greeter").filter { $0.outcome == "activated" }.map(\.generation)
+        #expect(generations == [1, 2, 3, 4, 5, 6])
+        await kernel.shutdown()
+    }
+
+    @Test("the watcher: a new bundle loads, a replaced library reloads once per burst, a removed bundle retires")
+    func watcher() async throws {
+        let f = KernelFixture()
+        let a = try TestEnvironment.buildFixture("wA", ["PLUGIN_ID=\"watched\"", "TAG=\"A\""])
+        let b = try TestEnvironment.buildFixture("wB", ["PLUGIN_ID=\"watched\"", "TAG=\"B\""])
+        let kernel = try f.kernel()
+        await kernel.start()
+        try await kernel.watch()
+        // The operator enabled it earlier (stored state); the bundle arrives later.
+        try kernel.state.setEnabled("watched", true, status: .installed)
+        let staging = TestEnvironment.makeTemporaryDirectory("stage") + "/watched"
+        try TestEnvironment.makeBundle(in: (staging as NSString).deletingLastPathComponent, folder: "watched",
+                                       manifest: TestEnvironment.manifest(id: "watched", library: "libw.so"), library: a, libraryName: "libw.so")
+        try FileManager.default.moveItem(atPath: staging, toPath: f.plugins + "/watched")
+        #expect(await waitFor { get(kernel, "/ext/watched/ping")?.1.contains("tag=A") == true })
+
+        // A burst of writes to the library: one reload.
+        for _ in 0..<5 { try install(b, into: f.plugins + "/watched", as: "libw.so"); usleep(20_000) }
+        #expect(await waitFor { get(kernel, "/ext/watched/ping")?.1.contains("tag=B") == true })
+        try await Task.sleep(for: .milliseconds(800))
+        let activations = try await kernel.history("watched").filter { $0.outcome == "activated" }.count
+        #expect(activations == 2)
+
+        try FileManager.default.removeItem(atPath: f.plugins + "/watched")
+        #expect(await waitFor { get(kernel, "/ext/watched/ping") == nil })
+        #expect(await waitFor { (try? await kernel.plugin("watched").status) == .missing })
+        await kernel.shutdown()
+    }
+}
+
+/// The whole of /proc/self/maps. (String(contentsOfFile:) trusts the size /proc reports and may stop early.)
+func processMaps() throws -> String {
+    guard let handle = FileHandle(forReadingAtPath: "/proc/self/maps") else { throw TestFailure("no /proc/self/maps") }
+    defer { try? handle.close() }
+    return String(decoding: handle.readDataToEndOfFile(), as: UTF8.self)
+}
