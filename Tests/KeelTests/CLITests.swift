@@ -127,3 +127,36 @@ struct ReadmeTests {
         #expect(readme.contains(bad.stderr.trimmingCharacters(in: .newlines)), "\(bad.stderr)")
     }
 }
+
+@Suite("keel plugins reload and history")
+struct ReloadCLITests {
+    @Test("reload and history from the command line, with and without a running server")
+    func reloadAndHistory() async throws {
+        let f = KernelFixture()
+        let keel = TestEnvironment.binPath + "/keel"
+        let a = try TestEnvironment.buildFixture("cliA", ["PLUGIN_ID=\"cli\"", "TAG=\"A\""])
+        let b = try TestEnvironment.buildFixture("cliB", ["PLUGIN_ID=\"cli\"", "TAG=\"B\""])
+        let bundle = try TestEnvironment.makeBundle(in: f.plugins, folder: "cli",
+                                                    manifest: TestEnvironment.manifest(id: "cli", library: "libcli.so"),
+                                                    library: a, libraryName: "libcli.so")
+        let common = ["--plugins", f.plugins, "--state", f.state]
+        #expect(try TestEnvironment.run(keel, ["plugins", "enable", "cli"] + common).status == 0)
+        let offline = try TestEnvironment.run(keel, ["plugins", "reload", "cli"] + common)
+        #expect(offline.status == 0 && offline.stdout == "reloaded cli 1.0.0: enabled\n", "\(offline.stderr)")
+
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch"])
+        defer { server.stop() }
+        try install(b, into: bundle, as: "libcli.so")
+        let live = try TestEnvironment.run(keel, ["plugins", "reload", "cli"] + common)
+        #expect(live.status == 0, "\(live.stderr)")
+        #expect(try await server.request("GET", "/ext/cli/ping").text.contains("tag=B"))
+
+        let history = try TestEnvironment.run(keel, ["plugins", "history", "cli"] + common)
+        let lines = history.stdout.split(separator: "\n")
+        #expect(lines.count >= 5, "\(history.stdout)")
+        #expect(lines.contains { $0.contains("activated  replaced generation") }, "\(history.stdout)")
+        #expect(lines.first?.contains("g1  1.0.0") == true)
+        let unknown = try TestEnvironment.run(keel, ["plugins", "history", "ghost"] + common)
+        #expect(unknown.status == 1 && unknown.stderr == "keel: error: no plugin \"ghost\" is known\n")
+    }
+}
