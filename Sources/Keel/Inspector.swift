@@ -44,9 +44,22 @@ public enum Inspector {
             }
             libraryPath = path + "/" + (manifest?.library ?? "")
         }
+        var report = try inspect(library: libraryPath, manifest: manifest, manifestPath: manifestPath, warnings: warnings,
+                                 limits: limits)
+        report.path = path
+        return report
+    }
+
+    /// Checks the library at `library` (possibly a private copy; `shownPath` names it in messages) against
+    /// `manifest`, when there is one, and runs the trial activation.
+    /// - Throws: `KernelError` with the one-line reason.
+    public static func inspect(library libraryPath: String, manifest: Manifest?, manifestPath: String,
+                               warnings: [ManifestWarning] = [], shownPath: String? = nil,
+                               limits: RegistrationLimits = .default) throws(KernelError) -> InspectReport {
+        let path = shownPath ?? libraryPath
         let library: PluginLibrary
         do {
-            library = try PluginLibrary.open(path: libraryPath, expectedID: manifest?.id)
+            library = try PluginLibrary.open(path: libraryPath, expectedID: manifest?.id, reportAs: shownPath)
             if let manifest { try library.verify(against: manifest, manifestPath: manifestPath) }
         } catch {
             throw KernelError(.loadFailed, pluginID: manifest?.id, reason: error.description)
@@ -64,7 +77,7 @@ public enum Inspector {
         }
         library.deactivate(context)
         return InspectReport(
-            path: path, library: libraryPath, id: id, name: manifest?.name, version: library.descriptor.version,
+            path: path, library: shownPath ?? libraryPath, id: id, name: manifest?.name, version: library.descriptor.version,
             abi: "\(library.descriptor.abi).\(library.descriptor.abiPatch)", unloadSafe: library.descriptor.unloadSafe,
             capabilities: grants.map(\.rawValue).sorted(),
             dependencies: Dictionary(uniqueKeysWithValues: (manifest?.dependencies ?? []).map { ($0.id, $0.versions.text) }),

@@ -21,6 +21,9 @@ import KeelState
 /// A plugin that fails to load or activate ends `failed` with its reason; nothing it registered stays behind, and
 /// other plugins are not affected.
 public actor Kernel {
+    /// The kernel's own thread: lifecycle work blocks and must never occupy Swift's cooperative pool.
+    nonisolated let executor = LifecycleExecutor()
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
     public nonisolated let configuration: KernelConfiguration
     public nonisolated let registry = PluginRegistry()
     public nonisolated let state: StateStore
@@ -64,8 +67,15 @@ public actor Kernel {
 
     /// Scans the plugin folder, records what it finds, and activates every plugin whose stored state says enabled,
     /// dependencies first. Failures are recorded per plugin and logged; they never stop the others.
-    public func start() {
+    /// - Parameter safeMode: discover and record, but activate nothing.
+    public func start(safeMode: Bool = false) {
         rescan()
+        quarantineAfterCrash()
+        releaseRebuiltQuarantines()
+        if safeMode {
+            log(.warn, nil, "safe mode: no plugin is activated")
+            return
+        }
         let wanted = ((try? state.plugins()) ?? []).filter { $0.enabled && bundles[$0.id] != nil }.map(\.id)
         for id in activationPlan(for: Set(wanted)) where active[id] == nil {
             _ = try? activate(id)
@@ -134,6 +144,38 @@ public actor Kernel {
         return order.filter { !failedCycle.contains($0) }
     }
 
+    // MARK: crash-loop quarantine
+
+    static let activatingKey = "kernel.activating"
+    static func quarantineKey(_ id: String) -> String { "quarantine.\(id)" }
+
+    /// A mark left from the last run means that plugin's activate took the host down: disable it, with the reason.
+    private func quarantineAfterCrash() {
+        guard let mark = try? state.setting(Self.activatingKey) else { return }
+        try? state.setSetting(Self.activatingKey, nil)
+        let parts = mark.split(separator: " ").map(String.init)
+        guard parts.count == 3 else { return }
+        let (id, generation, checksum) = (parts[0], Int(parts[1]) ?? 0, parts[2])
+        let reason = "quarantined: the host went down while activating generation \(generation) (checksum \(checksum.prefix(12))); install a new build or run `keel plugins enable \(id)` to try again"
+        try? state.setEnabled(id, false, status: .failed, reason: reason)
+        try? state.setSetting(Self.quarantineKey(id), checksum)
+        record(id, generation, version: bundles[id]?.manifest.map { "\($0.version)" } ?? "", checksum: checksum,
+               outcome: "quarantined", detail: "the host went down during activate")
+        log(.error, id, reason)
+    }
+
+    /// A quarantined plugin whose library changed (a new build) is wanted again.
+    private func releaseRebuiltQuarantines() {
+        for record in (try? state.plugins()) ?? [] {
+            guard let quarantined = try? state.setting(Self.quarantineKey(record.id)),
+                  let path = bundles[record.id]?.libraryPath, let current = GenerationStore.checksum(path),
+                  current != quarantined else { continue }
+            try? state.setSetting(Self.quarantineKey(record.id), nil)
+            try? state.setEnabled(record.id, true, status: .installed)
+            log(.info, record.id, "new build found: quarantine lifted")
+        }
+    }
+
     // MARK: enable / disable
 
     /// Enables `id`: records the wish, then loads and activates it. Persisted before it returns.
@@ -145,6 +187,7 @@ public actor Kernel {
             throw KernelError(.unknownPlugin, pluginID: id,
                               reason: "no plugin \"\(id)\" in \(configuration.pluginsDirectory)")
         }
+        try? state.setSetting(Self.quarantineKey(id), nil)
         do { try state.setEnabled(id, true, status: active[id] != nil ? .enabled : .installed) } catch {
             throw KernelError(.state, pluginID: id, reason: error.description)
         }
@@ -242,6 +285,15 @@ public actor Kernel {
         nextGeneration[id] = number + 1
         let copy = try generations.copy(libraryPath, id: id, generation: number)
         defer { generations.discard(copy) }
+        if let probe = configuration.probe, !((try? state.probePassed(copy.checksum)) ?? false) {
+            switch probe.run(library: copy.path, manifestPath: bundle.manifestPath, shownPath: libraryPath) {
+            case .passed:
+                try? state.recordProbePassed(copy.checksum, detail: "\(id) \(manifest.version)")
+            case let .failed(reason):
+                record(id, number, version: "\(manifest.version)", checksum: copy.checksum, outcome: "probe-failed", detail: reason)
+                throw KernelError(.loadFailed, pluginID: id, reason: reason)
+            }
+        }
         let library: PluginLibrary
         do {
             library = try PluginLibrary.open(path: copy.path, expectedID: id, reportAs: libraryPath)
@@ -255,6 +307,9 @@ public actor Kernel {
         var seed = Contributions()
         seed.menus = manifest.menus.map { MenuRegistration(entry: $0, fromManifest: true) }
         let contributions: Contributions
+        // The mark stays in SQLite only if the process dies inside activate: the next start quarantines the plugin.
+        try? state.setSetting(Self.activatingKey, "\(id) \(number) \(copy.checksum)")
+        defer { try? state.setSetting(Self.activatingKey, nil) }
         do { contributions = try library.activate(context, seed: seed) } catch {
             record(id, number, version: "\(manifest.version)", checksum: copy.checksum, outcome: "failed", detail: error.description)
             throw KernelError(.loadFailed, pluginID: id, reason: error.description)
@@ -278,10 +333,10 @@ public actor Kernel {
     }
 
     /// Takes an unpublished or replaced generation down: drains its calls, deactivates it, closes it when
-    /// unload-safe. Runs off the actor so a slow drain never holds up other lifecycle work.
+    /// unload-safe. Runs on a thread of its own, so a slow drain holds up neither lifecycle work nor requests.
     private nonisolated func retire(_ plugin: ActivePlugin, id: String, outcome: String) {
         let timeout = configuration.drainTimeout
-        Task.detached { [self] in
+        Thread.detachNewThread { [self] in
             let problem = plugin.library.deactivate(plugin.context, drainTimeout: timeout)
             if let problem { self.log(.warn, id, "generation \(plugin.generation): \(problem)") }
             plugin.library.unloadIfSafe()

@@ -14,17 +14,22 @@ public struct KernelConfiguration: Sendable {
     public var limits: RegistrationLimits
     /// How long deactivation waits for a plugin's calls in flight (seconds).
     public var drainTimeout: Double
+    /// When set, every library with a checksum not seen before is first tried in a child process (see
+    /// `PluginProbe`) and never loaded into this process if the child crashes, exits, hangs or refuses it.
+    /// Default: nil (an embedder opts in by naming the `keel` executable); `keel serve` always sets it.
+    public var probe: PluginProbe?
     /// Where the kernel and plugins log. Called from any thread. Default: one line per record to stderr.
     public var log: @Sendable (LogRecord) -> Void
 
     public init(pluginsDirectory: String = KernelConfiguration.defaultPluginsDirectory,
                 stateFile: String = KernelConfiguration.defaultStateFile,
-                limits: RegistrationLimits = .default, drainTimeout: Double = 5,
+                limits: RegistrationLimits = .default, drainTimeout: Double = 5, probe: PluginProbe? = nil,
                 log: @escaping @Sendable (LogRecord) -> Void = KernelConfiguration.standardErrorLog) {
         self.pluginsDirectory = pluginsDirectory
         self.stateFile = stateFile
         self.limits = limits
         self.drainTimeout = drainTimeout
+        self.probe = probe
         self.log = log
     }
 

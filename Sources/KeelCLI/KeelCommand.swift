@@ -14,7 +14,7 @@ struct KeelCommand: AsyncParsableCommand {
             Defaults: --plugins $KEEL_PLUGINS_DIR or ./plugins; --state $KEEL_STATE or ./.keel/state.db.
             """,
         version: Kernel.version,
-        subcommands: [Plugins.self, Serve.self, Token.self])
+        subcommands: [Plugins.self, Serve.self, Token.self, Probe.self])
 }
 
 /// Options every command that touches a kernel takes.
@@ -32,9 +32,11 @@ struct GlobalOptions: ParsableArguments {
     /// --verbose; a long-running server (`logAlways`) logs warnings and errors always, everything with --verbose.
     func makeKernel(logAlways: Bool = false) throws -> Kernel {
         let verbose = self.verbose
-        let configuration = KernelConfiguration(pluginsDirectory: pluginsDirectory, stateFile: stateFile) { record in
+        var configuration = KernelConfiguration(pluginsDirectory: pluginsDirectory, stateFile: stateFile) { record in
             if verbose || (logAlways && record.level >= .warn) { KernelConfiguration.standardErrorLog(record) }
         }
+        // Every new build is tried in a child `keel probe` before this process loads it.
+        configuration.probe = PluginProbe.currentExecutable.map { PluginProbe(executable: $0) }
         do { return try Kernel(configuration: configuration) } catch { throw CLIError(error.description) }
     }
 

@@ -101,6 +101,13 @@ public final class StateStore: @unchecked Sendable {
         );
         CREATE INDEX loads_plugin ON loads(plugin_id, seq);
         """,
+        """
+        CREATE TABLE probes (
+            checksum TEXT PRIMARY KEY,
+            detail TEXT NOT NULL DEFAULT '',
+            at TEXT NOT NULL
+        );
+        """,
     ]
 
     public static var schemaVersion: Int { migrations.count }
@@ -358,6 +365,23 @@ public final class StateStore: @unchecked Sendable {
     public func lastGeneration(_ id: String) throws(StateError) -> Int {
         try locked { db throws(StateError) in
             Int(try db.query("SELECT MAX(generation) AS g FROM loads WHERE plugin_id = ?", [.text(id)]).first?["g"]?.int ?? 0)
+        }
+    }
+
+    // MARK: probe results
+
+    /// True when a library with this checksum already passed the child-process probe.
+    public func probePassed(_ checksum: String) throws(StateError) -> Bool {
+        try locked { db throws(StateError) in
+            !(try db.query("SELECT 1 AS ok FROM probes WHERE checksum = ?", [.text(checksum)]).isEmpty)
+        }
+    }
+
+    /// Remembers that a library with this checksum passed the probe.
+    public func recordProbePassed(_ checksum: String, detail: String) throws(StateError) {
+        _ = try locked { db throws(StateError) in
+            try db.query("INSERT OR REPLACE INTO probes (checksum, detail, at) VALUES (?, ?, ?)",
+                         [.text(checksum), .text(detail), .text(Self.now())])
         }
     }
 }

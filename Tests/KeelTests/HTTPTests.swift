@@ -152,7 +152,7 @@ struct HTTPTests {
         let enable = try TestEnvironment.run(keel, ["plugins", "enable", "hello"] + common)
         #expect(enable.status == 0 && enable.stdout.hasPrefix("enabled hello 1.0.0"), "\(enable.stderr)")
         #expect(try await server.request("GET", "/ext/hello/greet/x").status == 200)
-        #expect(Date().timeIntervalSince(start) < 1.5)
+        #expect(Date().timeIntervalSince(start) < 2.5) // includes the first probe of the library
         let list = try TestEnvironment.run(keel, ["plugins", "list"] + common)
         #expect(list.stdout.contains("hello 1.0.0  enabled") && list.stdout.contains("greeter 1.0.0  installed"))
         let refused = try TestEnvironment.run(keel, ["plugins", "enable", "greeter", "--plugins", f.plugins, "--state", f.state])

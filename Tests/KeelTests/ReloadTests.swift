@@ -141,17 +141,17 @@ struct ReloadTests {
         try TestEnvironment.makeBundle(in: (staging as NSString).deletingLastPathComponent, folder: "watched",
                                        manifest: TestEnvironment.manifest(id: "watched", library: "libw.so"), library: a, libraryName: "libw.so")
         try FileManager.default.moveItem(atPath: staging, toPath: f.plugins + "/watched")
-        #expect(await waitFor { get(kernel, "/ext/watched/ping")?.1.contains("tag=A") == true })
+        #expect(await waitFor(20) { get(kernel, "/ext/watched/ping")?.1.contains("tag=A") == true })
 
         // A burst of writes to the library: one reload.
         for _ in 0..<5 { try install(b, into: f.plugins + "/watched", as: "libw.so"); usleep(20_000) }
-        #expect(await waitFor { get(kernel, "/ext/watched/ping")?.1.contains("tag=B") == true })
+        #expect(await waitFor(20) { get(kernel, "/ext/watched/ping")?.1.contains("tag=B") == true })
         try await Task.sleep(for: .milliseconds(800))
         let activations = try await kernel.history("watched").filter { $0.outcome == "activated" }.count
         #expect(activations == 2)
 
         try FileManager.default.removeItem(atPath: f.plugins + "/watched")
-        #expect(await waitFor { get(kernel, "/ext/watched/ping") == nil })
+        #expect(await waitFor(20) { get(kernel, "/ext/watched/ping") == nil })
         #expect(await waitFor { (try? await kernel.plugin("watched").status) == .missing })
         await kernel.shutdown()
     }

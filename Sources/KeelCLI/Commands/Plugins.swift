@@ -3,6 +3,7 @@
 import ArgumentParser
 import Foundation
 import Keel
+import KeelManifest
 
 extension KeelCommand {
     struct Plugins: AsyncParsableCommand {
@@ -56,14 +57,17 @@ extension KeelCommand.Plugins {
     struct Inspect: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Check a bundle folder or a bare .so and print its id, version, ABI and capabilities.",
-            discussion: "Runs a trial activation without touching the state file. Exits 1 with a one-line reason for a bad file.")
+            discussion: """
+                Runs the checks and a trial activation in a child process (so a hostile file cannot take this command \
+                down), without touching the state file. Exits 1 with a one-line reason for a bad file.
+                """)
 
         @Argument(help: "A bundle folder (with plugin.yaml) or a shared object.") var path: String
         @Flag(help: "Print JSON instead of text.") var json = false
 
         func run() async throws {
             try await reporting {
-                let report = try Inspector.inspect(path: path)
+                let report = try Self.probe(path)
                 if json { try printJSON(report); return }
                 print("""
                     id:           \(report.id)\(report.name.map { "  (\($0))" } ?? "")
@@ -79,6 +83,28 @@ extension KeelCommand.Plugins {
                     print("dependencies: " + report.dependencies.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
                 }
                 for w in report.warnings { FileHandle.standardError.write(Data((w + "\n").utf8)) }
+            }
+        }
+
+        /// Reads the manifest here (bounded, safe) and leaves the library to a child `keel probe`.
+        static func probe(_ path: String) throws -> InspectReport {
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+                throw CLIError("\(path): no such file or folder")
+            }
+            var library = path, manifestPath: String?
+            if isDirectory.boolValue {
+                manifestPath = path + "/" + ManifestLoader.fileName
+                do { library = path + "/" + (try ManifestLoader().load(path: manifestPath!).0.library) } catch {
+                    throw CLIError(error.description)
+                }
+            }
+            guard let executable = PluginProbe.currentExecutable else { throw CLIError("cannot find the keel executable to probe with") }
+            switch PluginProbe(executable: executable).run(library: library, manifestPath: manifestPath, shownPath: library) {
+            case var .passed(report):
+                report.path = path
+                return report
+            case let .failed(reason): throw CLIError(reason)
             }
         }
     }

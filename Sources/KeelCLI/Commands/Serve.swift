@@ -22,6 +22,8 @@ extension KeelCommand {
         @Option(help: "Port to listen on; 0 picks a free one (printed).") var port = ServerConfiguration.defaultPort
         @Option(name: .customLong("max-body"), help: "Largest request body for plugin routes, in bytes (413 above).")
         var maxBody = 1 << 20
+        @Flag(name: .customLong("safe-mode"), help: "Start with no plugin active (to recover from a plugin that breaks the host).")
+        var safeMode = false
         @Flag(inversion: .prefixedNo, help: "Watch the plugin folder and load, reload and retire bundles as they change.")
         var watch = true
 
@@ -30,8 +32,8 @@ extension KeelCommand {
                 let lock = try ServerLock(stateFile: options.stateFile, info: "starting")
                 let signals = SecondSignalExit()
                 let kernel = try options.makeKernel(logAlways: true)
-                await kernel.start()
-                if watch { try await kernel.watch() }
+                await kernel.start(safeMode: safeMode)
+                if watch && !safeMode { try await kernel.watch() }
                 let token = AdminToken(state: kernel.state)
                 if let fresh = try token.ensure() {
                     say("admin token (shown once; `keel token reset` makes a new one): \(fresh)")

@@ -1,0 +1,39 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+
+/// A serial executor on a dedicated thread, for the kernel actor.
+///
+/// Lifecycle work blocks: it copies and checksums libraries, waits for a child probe, runs plugin activate and
+/// deactivate code, waits for files to settle. Done on Swift's cooperative pool (a thread per core), that would starve
+/// request handling; on this thread it only ever delays other lifecycle work.
+final class LifecycleExecutor: SerialExecutor, @unchecked Sendable {
+    private let condition = NSCondition()
+    private var jobs: [UnownedJob] = []
+
+    init(name: String = "keel.lifecycle") {
+        let thread = Thread { [unowned self] in self.run() }
+        thread.name = name
+        thread.start()
+    }
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let unowned = UnownedJob(job)
+        condition.lock()
+        jobs.append(unowned)
+        condition.signal()
+        condition.unlock()
+    }
+
+    func asUnownedSerialExecutor() -> UnownedSerialExecutor { UnownedSerialExecutor(ordinary: self) }
+
+    private func run() {
+        while true {
+            condition.lock()
+            while jobs.isEmpty { condition.wait() }
+            let job = jobs.removeFirst()
+            condition.unlock()
+            job.runSynchronously(on: asUnownedSerialExecutor())
+        }
+    }
+}

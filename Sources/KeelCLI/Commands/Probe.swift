@@ -1,0 +1,44 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import ArgumentParser
+import Foundation
+import Glibc
+import Keel
+import KeelManifest
+
+extension KeelCommand {
+    /// The child-process side of `PluginProbe`: loads one library, checks it, activates it against a private
+    /// registry and prints a `ProbeAnswer` as JSON. Exit 0: it passed; 3: it was refused (the JSON says why). Any
+    /// other end (a signal, another exit code, no end) is the library's doing and is reported by the parent.
+    struct Probe: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Try a plugin library in this process and report as JSON (used by the host; not for people).",
+            shouldDisplay: false)
+
+        @Option(help: "The shared object to load.") var library: String
+        @Option(help: "The bundle's plugin.yaml to check it against.") var manifest: String?
+        @Option(name: .customLong("shown-path"), help: "The path to name in messages.") var shownPath: String?
+
+        func run() async throws {
+            var noCore = rlimit(rlim_cur: 0, rlim_max: 0)
+            setrlimit(Int32(RLIMIT_CORE.rawValue), &noCore)
+            let answer: ProbeAnswer
+            do {
+                var parsed: Manifest?
+                var warnings: [ManifestWarning] = []
+                if let manifest {
+                    do { (parsed, warnings) = try ManifestLoader().load(path: manifest) } catch {
+                        throw KernelError(.bundle, reason: error.description)
+                    }
+                }
+                let report = try Inspector.inspect(library: library, manifest: parsed, manifestPath: manifest ?? "",
+                                                   warnings: warnings, shownPath: shownPath)
+                answer = ProbeAnswer(report: report)
+            } catch let error as KernelError {
+                FileHandle.standardOutput.write(try JSONEncoder().encode(ProbeAnswer(error: error.description)))
+                throw ExitCode(3)
+            }
+            FileHandle.standardOutput.write(try JSONEncoder().encode(answer))
+        }
+    }
+}
