@@ -17,6 +17,9 @@ for bundle in Plugins/*/; do
   # Write to a temporary name, then rename: a running host never sees a half-written library.
   cp "$bin/$lib" "$plugins/$name/.$lib.tmp" && mv -f "$plugins/$name/.$lib.tmp" "$plugins/$name/$lib"
 done
+# Auth hooks see every request: the operator grants them explicitly.
+"$bin/keel" plugins grant hello authenticate --plugins "$plugins"
+"$bin/keel" plugins grant greeter authorize --plugins "$plugins"
 "$bin/keel" plugins enable hello --plugins "$plugins"
 "$bin/keel" plugins enable greeter --plugins "$plugins"
 "$bin/keel" plugins list --plugins "$plugins"

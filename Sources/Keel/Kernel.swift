@@ -176,6 +176,39 @@ public actor Kernel {
         }
     }
 
+    // MARK: capabilities
+
+    /// What a plugin may use: what its manifest asks for, limited to the trusted capabilities and the operator's
+    /// explicit grants.
+    nonisolated func effectiveGrants(_ id: String, _ manifest: Manifest) -> Set<Capability> {
+        let granted = Set(((try? state.grants(id)) ?? []).compactMap(Capability.init(rawValue:)))
+        return manifest.capabilities.intersection(configuration.trustedCapabilities.union(granted))
+    }
+
+    /// Grants (or revokes) capabilities to a plugin, persisted at once; an active plugin is reloaded so the change
+    /// takes effect (a revoke that its code cannot live with leaves the old generation serving, as any failed reload).
+    /// - Throws: `KernelError` for an unknown plugin or capability, or one the plugin does not ask for.
+    public func setGrants(_ id: String, grant: [String] = [], revoke: [String] = []) throws(KernelError) {
+        if bundles[id] == nil { rescan() }
+        guard let manifest = bundles[id]?.manifest else {
+            throw KernelError(.unknownPlugin, pluginID: id, reason: "no plugin \"\(id)\" in \(configuration.pluginsDirectory)")
+        }
+        for name in grant + revoke {
+            guard let capability = Capability(rawValue: name) else {
+                let known = Capability.allCases.map(\.rawValue).joined(separator: ", ")
+                throw KernelError(.bundle, pluginID: id, reason: "unknown capability \"\(name)\" (known: \(known))")
+            }
+            if grant.contains(name) && !manifest.capabilities.contains(capability) {
+                throw KernelError(.bundle, pluginID: id,
+                                  reason: "plugin \"\(id)\" does not ask for \"\(name)\" in its plugin.yaml; nothing to grant")
+            }
+        }
+        do { try state.setGrants(id, grant: grant, revoke: revoke) } catch {
+            throw KernelError(.state, pluginID: id, reason: error.description)
+        }
+        if active[id] != nil { try reload(id) }
+    }
+
     // MARK: enable / disable
 
     /// Enables `id`: records the wish, then loads and activates it. Persisted before it returns.
@@ -302,7 +335,7 @@ public actor Kernel {
             record(id, number, version: "\(manifest.version)", checksum: copy.checksum, outcome: "failed", detail: error.description)
             throw KernelError(.loadFailed, pluginID: id, reason: error.description)
         }
-        let context = ActivationContext(pluginID: id, grants: manifest.capabilities, limits: configuration.limits,
+        let context = ActivationContext(pluginID: id, grants: effectiveGrants(id, manifest), limits: configuration.limits,
                                         environment: environment)
         var seed = Contributions()
         seed.menus = manifest.menus.map { MenuRegistration(entry: $0, fromManifest: true) }
@@ -472,6 +505,7 @@ public actor Kernel {
                 bundlePath: bundle?.folder ?? record.bundlePath, library: m?.library ?? "",
                 enabled: record.enabled, status: record.status, reason: record.reason, changedAt: record.changedAt,
                 capabilities: (m?.capabilities ?? []).map(\.rawValue).sorted(),
+                grants: m.map { effectiveGrants(record.id, $0).map(\.rawValue).sorted() } ?? [],
                 dependencies: Dictionary(uniqueKeysWithValues: (m?.dependencies ?? []).map { ($0.id, $0.versions.text) }),
                 routes: (c?.routes ?? []).map { "\($0.method) /ext/\(record.id)\($0.pattern)" },
                 menus: (c?.menus ?? []).map(\.entry.id),

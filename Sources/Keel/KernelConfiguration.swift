@@ -2,6 +2,7 @@
 
 import Foundation
 import KeelLoader
+import KeelManifest
 
 /// How a kernel is set up. Plain data; every field has a documented default.
 public struct KernelConfiguration: Sendable {
@@ -18,6 +19,10 @@ public struct KernelConfiguration: Sendable {
     /// `PluginProbe`) and never loaded into this process if the child crashes, exits, hangs or refuses it.
     /// Default: nil (an embedder opts in by naming the `keel` executable); `keel serve` always sets it.
     public var probe: PluginProbe?
+    /// Capabilities every plugin gets when its manifest asks for them. The rest (by default the sensitive ones,
+    /// `authenticate` and `authorize`) need an explicit grant from the operator. An appliance that trusts every
+    /// plugin it ships can list all of them here.
+    public var trustedCapabilities: Set<Capability> = [.routes, .menus]
     /// Where the kernel and plugins log. Called from any thread. Default: one line per record to stderr.
     public var log: @Sendable (LogRecord) -> Void
 

@@ -16,7 +16,10 @@ public struct PluginInfo: Sendable, Codable, Hashable {
     public var status: PluginStatus
     public var reason: String?
     public var changedAt: String
+    /// What plugin.yaml asks for.
     public var capabilities: [String]
+    /// What it may use: the requested capabilities that are trusted or granted by the operator.
+    public var grants: [String]
     public var dependencies: [String: String]
     /// `METHOD /ext/<id>/path` for each route, when active.
     public var routes: [String]

@@ -43,7 +43,8 @@ public struct PluginProbe: Sendable {
         var arguments = ["probe", "--library", library, "--shown-path", shownPath]
         if let manifestPath { arguments += ["--manifest", manifestPath] }
         process.arguments = arguments
-        process.environment = ProcessInfo.processInfo.environment.merging(["KEEL_PROBE": "1"]) { $1 }
+        // No Swift crash backtracer in the child: a crash is expected there and is reported by the parent.
+        process.environment = ProcessInfo.processInfo.environment.merging(["KEEL_PROBE": "1", "SWIFT_BACKTRACE": "enable=no"]) { $1 }
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
         process.standardError = err

@@ -35,6 +35,10 @@ public enum RemoteControl {
             case "disable": try await kernel.disable(command.pluginID, cascade: command.cascade)
             case "reload": try await kernel.reload(command.pluginID)
             case "rescan": await kernel.rescan()
+            case let op where op.hasPrefix("grants "):
+                let words = op.split(separator: " ").dropFirst()
+                try await kernel.setGrants(command.pluginID, grant: words.filter { $0.hasPrefix("+") }.map { String($0.dropFirst()) },
+                                           revoke: words.filter { $0.hasPrefix("-") }.map { String($0.dropFirst()) })
             default: return (true, "unknown command \"\(command.op)\"")
             }
             return (false, "ok")

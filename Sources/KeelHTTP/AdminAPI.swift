@@ -11,7 +11,7 @@ import Keel
 /// |---|---|
 /// | `GET /healthz` | anyone |
 /// | `GET /api/v1/menus`, `GET /api/v1/session` | anyone the auth chain lets through; menus filtered per caller |
-/// | `GET /api/v1/plugins[/<id>[/history]]`, `POST /api/v1/plugins/<id>/enable|disable|reload`, `GET /api/v1/routes` | admin token only |
+/// | `GET /api/v1/plugins[/<id>[/history]]`, `POST /api/v1/plugins/<id>/enable|disable|reload|grants`, `GET /api/v1/routes` | admin token only |
 struct AdminAPI {
     let kernel: Kernel
     let gatekeeper: Gatekeeper
@@ -66,6 +66,20 @@ struct AdminAPI {
             await RemoteControl.publishLive(kernel)
             return JSONBody.response(try await kernel.plugin(id))
         }
+        admin.post("plugins/:id/grants") { request, context -> Response in
+            let id = try context.parameters.require("id")
+            var request = request
+            let buffer = try await request.collectBody(upTo: 64 * 1024)
+            let change: GrantChange
+            do { change = try JSONDecoder().decode(GrantChange.self, from: Data(buffer.readableBytesView)) } catch {
+                throw APIError(.badRequest, "malformed-json", "malformed JSON body: \(Self.describe(error))")
+            }
+            do { try await kernel.setGrants(id, grant: change.grant ?? [], revoke: change.revoke ?? []) } catch {
+                throw Self.apiError(error)
+            }
+            await RemoteControl.publishLive(kernel)
+            return JSONBody.response(try await kernel.plugin(id))
+        }
         admin.get("plugins/:id/history") { _, context -> Response in
             let id = try context.parameters.require("id")
             do { return JSONBody.response(try await kernel.history(id)) } catch { throw Self.apiError(error) }
@@ -106,6 +120,11 @@ struct AdminAPI {
         default: return APIError(.unprocessableContent, error.code.description, error.description)
         }
     }
+}
+
+struct GrantChange: Decodable {
+    var grant: [String]?
+    var revoke: [String]?
 }
 
 struct ChangeOptions: Decodable {

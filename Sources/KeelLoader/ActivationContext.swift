@@ -111,7 +111,9 @@ public final class ActivationContext: Sendable {
             return refuse(StatusCode.wrongState, "\(what): registrations are only accepted during activate, on its thread")
         }
         guard grants.contains(capability) else {
-            return refuse(StatusCode.denied, "\(what): capability \"\(capability.rawValue)\" was not granted (add it to plugin.yaml)")
+            let fix = capability.isSensitive ? "grant it with `keel plugins grant \(pluginID) \(capability.rawValue)`"
+                : "ask for it under capabilities: in plugin.yaml"
+            return refuse(StatusCode.denied, "\(what): capability \"\(capability.rawValue)\" was not granted (\(fix))")
         }
         return nil
     }

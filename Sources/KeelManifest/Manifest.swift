@@ -80,6 +80,10 @@ public enum Capability: String, Sendable, Hashable, CaseIterable, Comparable {
     case authorize
 
     public static func < (lhs: Capability, rhs: Capability) -> Bool { lhs.rawValue < rhs.rawValue }
+
+    /// Capabilities that see or decide every request: asking for them in plugin.yaml is not enough, the operator
+    /// must grant them (`keel plugins grant ID CAPABILITY`).
+    public var isSensitive: Bool { self == .authenticate || self == .authorize }
 }
 
 /// A static menu entry from the manifest.

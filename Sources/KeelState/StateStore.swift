@@ -108,6 +108,14 @@ public final class StateStore: @unchecked Sendable {
             at TEXT NOT NULL
         );
         """,
+        """
+        CREATE TABLE grants (
+            plugin_id TEXT NOT NULL,
+            capability TEXT NOT NULL,
+            at TEXT NOT NULL,
+            PRIMARY KEY (plugin_id, capability)
+        );
+        """,
     ]
 
     public static var schemaVersion: Int { migrations.count }
@@ -382,6 +390,31 @@ public final class StateStore: @unchecked Sendable {
         _ = try locked { db throws(StateError) in
             try db.query("INSERT OR REPLACE INTO probes (checksum, detail, at) VALUES (?, ?, ?)",
                          [.text(checksum), .text(detail), .text(Self.now())])
+        }
+    }
+
+    // MARK: grants
+
+    /// Capabilities the operator granted to a plugin explicitly.
+    public func grants(_ id: String) throws(StateError) -> Set<String> {
+        try locked { db throws(StateError) in
+            Set(try db.query("SELECT capability FROM grants WHERE plugin_id = ?", [.text(id)]).compactMap { $0["capability"]?.text })
+        }
+    }
+
+    /// Grants or revokes capabilities in one transaction, with an event in the plugin's history.
+    public func setGrants(_ id: String, grant: [String], revoke: [String]) throws(StateError) {
+        try locked { db throws(StateError) in
+            try db.transaction { () throws(StateError) in
+                for c in grant {
+                    try db.query("INSERT OR IGNORE INTO grants (plugin_id, capability, at) VALUES (?, ?, ?)", [.text(id), .text(c), .text(Self.now())])
+                }
+                for c in revoke {
+                    try db.query("DELETE FROM grants WHERE plugin_id = ? AND capability = ?", [.text(id), .text(c)])
+                }
+                let detail = (grant.map { "+" + $0 } + revoke.map { "-" + $0 }).joined(separator: " ")
+                try Self.event(db, id, "grants", detail)
+            }
         }
     }
 }

@@ -20,6 +20,7 @@ struct BrowserTests {
         let f = KernelFixture()
         try TestEnvironment.stageExamples(into: f.plugins)
         for id in ["hello", "greeter"] {
+            try TestEnvironment.grantSensitive(id, plugins: f.plugins, state: f.state)
             #expect(try TestEnvironment.run(TestEnvironment.binPath + "/keel", ["plugins", "enable", id, "--plugins", f.plugins, "--state", f.state]).status == 0)
         }
         let server = try ServerProcess(plugins: f.plugins, state: f.state)

@@ -12,6 +12,14 @@ struct CLITests {
         let f = KernelFixture()
         try TestEnvironment.stageExamples(into: f.plugins)
         let common = ["--plugins", f.plugins, "--state", f.state]
+        // Without the grant, hello's authenticate hook is refused and its activation fails, saying what to do.
+        let ungranted = try TestEnvironment.run(keel, ["plugins", "enable", "hello"] + common)
+        #expect(ungranted.status == 1)
+        #expect(ungranted.stderr.contains("capability \"authenticate\" was not granted (grant it with `keel plugins grant hello authenticate`)"), "\(ungranted.stderr)")
+        let grant = try TestEnvironment.run(keel, ["plugins", "grant", "hello", "authenticate"] + common)
+        #expect(grant.status == 0 && grant.stdout == "granted authenticate to hello\n", "\(grant.stderr)")
+        let pointless = try TestEnvironment.run(keel, ["plugins", "grant", "hello", "authorize"] + common)
+        #expect(pointless.status == 1 && pointless.stderr.contains("does not ask for \"authorize\""))
         let enable = try TestEnvironment.run(keel, ["plugins", "enable", "hello"] + common)
         #expect(enable.status == 0, "\(enable.stderr)")
         #expect(enable.stdout == "enabled hello 1.0.0: 1 route(s), 2 menu entries, 1 auth hook(s)\n")
@@ -67,6 +75,7 @@ struct CLITests {
         let f = KernelFixture()
         try TestEnvironment.stageExamples(into: f.plugins)
         let common = ["--plugins", f.plugins, "--state", f.state]
+        try TestEnvironment.grantSensitive("hello", plugins: f.plugins, state: f.state)
         #expect(try TestEnvironment.run(keel, ["plugins", "enable", "hello"] + common).status == 0)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: keel)

@@ -15,6 +15,7 @@ struct EmbeddingTests {
         // --- README: embedding (keep in sync) ---
         let kernel = try Kernel(configuration: KernelConfiguration(pluginsDirectory: pluginsDir, stateFile: stateFile))
         await kernel.start()                                   // activates what was enabled last time
+        try await kernel.setGrants("hello", grant: ["authenticate"]) // auth hooks need the operator's grant
         try await kernel.enable("hello")                       // persisted before it returns
         let snapshot = kernel.registry.snapshot                // lock-free view for request threads
         if let match = snapshot.route(method: "GET", path: "/ext/hello/greet/ada") {

@@ -6,7 +6,8 @@ import Testing
 @Suite("keel serve over HTTP", .serialized)
 struct HTTPTests {
     /// A server with the examples enabled, plus fixture plugins for the auth chain.
-    func startServer(_ f: KernelFixture, enable: [String] = ["hello", "greeter"]) throws -> ServerProcess {
+    func startServer(_ f: KernelFixture, enable: [String] = ["hello", "greeter"], grant: [String] = []) throws -> ServerProcess {
+        for id in Set(enable + grant) { try TestEnvironment.grantSensitive(id, plugins: f.plugins, state: f.state) }
         for id in enable {
             let r = try TestEnvironment.run(TestEnvironment.binPath + "/keel", ["plugins", "enable", id, "--plugins", f.plugins, "--state", f.state])
             #expect(r.status == 0, "\(r.stderr)")
@@ -78,7 +79,7 @@ struct HTTPTests {
     func adminAPI() async throws {
         let f = KernelFixture()
         try TestEnvironment.stageExamples(into: f.plugins)
-        var server = try startServer(f, enable: ["hello"])
+        var server = try startServer(f, enable: ["hello"], grant: ["greeter"])
         let health = try await server.request("GET", "/healthz")
         #expect(health.status == 200 && (health.json as? [String: Any])?["active"] as? [String] == ["hello"])
         let list = try await server.request("GET", "/api/v1/plugins", admin: true)
@@ -111,7 +112,7 @@ struct HTTPTests {
         try f.fixtureBundle("public", defines: ["MENU_ID=\"public.menu\"", "ROUTE_PATH=\"/secret\""])
         try f.fixtureBundle("allowall", defines: ["AUTHZ_MODE=1"])
         try f.fixtureBundle("broken", defines: ["AUTHZ_MODE=3"])
-        let server = try startServer(f, enable: ["authn", "rules", "open", "public"])
+        let server = try startServer(f, enable: ["authn", "rules", "open", "public"], grant: ["allowall", "broken"])
         defer { server.stop() }
 
         // Abstain everywhere: plugin routes are open, and the caller is who the authenticate hook says.
@@ -143,7 +144,7 @@ struct HTTPTests {
     func cliAgainstServer() async throws {
         let f = KernelFixture()
         try TestEnvironment.stageExamples(into: f.plugins)
-        let server = try startServer(f, enable: [])
+        let server = try startServer(f, enable: [], grant: ["hello", "greeter"])
         defer { server.stop() }
         let keel = TestEnvironment.binPath + "/keel"
         let common = ["--plugins", f.plugins, "--state", f.state]

@@ -4,6 +4,7 @@ import Foundation
 import Keel
 import KeelLoader
 import KeelRegistry
+import KeelManifest
 import Testing
 
 /// A kernel on a temporary plugin folder and state file.
@@ -21,7 +22,9 @@ struct KernelFixture {
 
     func kernel() throws -> Kernel {
         let log = self.log
-        return try Kernel(configuration: KernelConfiguration(pluginsDirectory: plugins, stateFile: state) { log.append($0.description) })
+        var configuration = KernelConfiguration(pluginsDirectory: plugins, stateFile: state) { log.append($0.description) }
+        configuration.trustedCapabilities = Set(Capability.allCases) // grants have their own tests
+        return try Kernel(configuration: configuration)
     }
 
     func fixtureBundle(_ id: String, defines: [String] = [], capabilities: [String] = ["routes", "menus", "authenticate", "authorize"],

@@ -10,7 +10,7 @@ extension KeelCommand {
         static let configuration = CommandConfiguration(
             abstract: "List, inspect, enable and disable plugins.",
             discussion: "While `keel serve` runs on the same state file, enable/disable/list go through the server and take effect in it at once.",
-            subcommands: [List.self, Inspect.self, Enable.self, Disable.self, Reload.self, History.self])
+            subcommands: [List.self, Inspect.self, Enable.self, Disable.self, Reload.self, History.self, Grant.self, Revoke.self])
     }
 }
 
@@ -44,6 +44,10 @@ extension KeelCommand.Plugins {
                 out += "\(p.id) \(p.version)  \(p.status.rawValue)\(p.enabled && p.status != .enabled ? " (wanted: enabled)" : "")"
                 out += p.name.isEmpty ? "\n" : "  — \(p.name)\n"
                 if let reason = p.reason, p.status == .failed || p.status == .missing { out += "  reason: \(reason)\n" }
+                if !p.capabilities.isEmpty {
+                    let caps = p.capabilities.map { p.grants.contains($0) ? $0 : "\($0) (not granted)" }
+                    out += "  capabilities: \(caps.joined(separator: ", "))\n"
+                }
                 if !p.routes.isEmpty { out += "  routes: \(p.routes.joined(separator: ", "))\n" }
                 if !p.menus.isEmpty { out += "  menus:  \(p.menus.joined(separator: ", "))\n" }
                 let hooks = p.authenticators.map { "authenticate \($0)" } + p.authorizers.map { "authorize \($0)" }
@@ -222,4 +226,49 @@ extension KeelCommand.Plugins {
             }
         }
     }
+}
+
+extension KeelCommand.Plugins {
+    struct Grant: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Grant capabilities a plugin asks for; authenticate and authorize need this before they work.")
+
+        @OptionGroup var options: GlobalOptions
+        @Argument(help: "The plugin id.") var id: String
+        @Argument(help: "Capabilities: routes, menus, authenticate, authorize.") var capabilities: [String]
+
+        func run() async throws {
+            try await reporting { try await changeGrants(options, id, grant: capabilities, revoke: []) }
+            print("granted \(capabilities.joined(separator: ", ")) to \(id)")
+        }
+    }
+
+    struct Revoke: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Take granted capabilities away from a plugin.")
+
+        @OptionGroup var options: GlobalOptions
+        @Argument(help: "The plugin id.") var id: String
+        @Argument(help: "Capabilities to revoke.") var capabilities: [String]
+
+        func run() async throws {
+            try await reporting { try await changeGrants(options, id, grant: [], revoke: capabilities) }
+            print("revoked \(capabilities.joined(separator: ", ")) from \(id)")
+        }
+    }
+}
+
+/// Grants and revokes through the running server when there is one, else through a kernel of our own.
+func changeGrants(_ options: GlobalOptions, _ id: String, grant: [String], revoke: [String]) async throws {
+    if options.runningServer != nil {
+        let op = "grants " + (grant.map { "+" + $0 } + revoke.map { "-" + $0 }).joined(separator: " ")
+        try await RemoteControl.submit(op, pluginID: id, state: try options.openState())
+        return
+    }
+    let kernel = try options.makeKernel()
+    await kernel.start()
+    do { try await kernel.setGrants(id, grant: grant, revoke: revoke) } catch {
+        await kernel.shutdown()
+        throw error
+    }
+    await kernel.shutdown()
 }

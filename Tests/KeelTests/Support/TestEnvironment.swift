@@ -114,6 +114,13 @@ enum TestEnvironment {
         """
     }
 
+    /// Grants `authenticate` and `authorize` (as far as the plugin asks for them) with the real `keel` command.
+    static func grantSensitive(_ id: String, plugins: String, state: String) throws {
+        for capability in ["authenticate", "authorize"] {
+            _ = try run(binPath + "/keel", ["plugins", "grant", id, capability, "--plugins", plugins, "--state", state])
+        }
+    }
+
     /// Stages the example bundles from Plugins/ (manifest + library from the build folder) into `pluginsDir`.
     static func stageExamples(into pluginsDir: String) throws {
         try makeBundle(in: pluginsDir, folder: "hello-c",

@@ -16,6 +16,9 @@
  *   TAG                             a string added to every response ("tag=<TAG>"), to tell builds apart
  *   UNLOAD_SAFE                     declare KEEL_PLUGIN_FLAG_UNLOAD_SAFE
  *   SLOW_MS                         the handler sleeps this long first
+ *   CTOR_MODE                       a constructor that 1: raises SIGSEGV, 2: calls _exit(7), 3: never returns
+ *   CRASH_IN_HOST                   activate raises SIGSEGV unless KEEL_PROBE is set (passes the probe, then takes
+ *                                   the host down)
  */
 #define _POSIX_C_SOURCE 200809L
 #include <keel/keel.h>
@@ -54,6 +57,23 @@
 
 #ifdef USE_MISSING_SYMBOL
 extern int keel_fixture_symbol_that_does_not_exist(void);
+#endif
+
+#if defined(CTOR_MODE) || defined(CRASH_IN_HOST)
+#include <signal.h>
+#include <stdlib.h>
+#include <unistd.h>
+#endif
+#ifdef CTOR_MODE
+__attribute__((constructor)) static void hostile_constructor(void) {
+#if CTOR_MODE == 1
+    *(volatile int *)0 = 1; /* a real fault, not raise(): runtimes may catch a raised signal */
+#elif CTOR_MODE == 2
+    _exit(7);
+#else
+    for (;;) pause();
+#endif
+}
 #endif
 
 static const keel_host *the_host;
@@ -128,6 +148,9 @@ static keel_status authz(void *ud, const keel_authz_request *q, keel_auth_decisi
 static keel_status activate(const keel_host *host, keel_ctx *ctx) {
     the_host = host;
     the_ctx = ctx;
+#ifdef CRASH_IN_HOST
+    if (!getenv("KEEL_PROBE")) *(volatile int *)0 = 1;
+#endif
 #ifdef USE_MISSING_SYMBOL
     if (keel_fixture_symbol_that_does_not_exist()) return KEEL_ERR_INTERNAL;
 #endif
