@@ -52,9 +52,21 @@ struct GenerationStore: Sendable {
     /// Copies `library` to a fresh unique file for plugin `id`, generation `generation`.
     /// - Throws: `KernelError.Code.bundle` when the library cannot be read or the copy cannot be written.
     func copy(_ library: String, id: String, generation: Int) throws(KernelError) -> Copy {
-        guard let data = FileManager.default.contents(atPath: library) else {
-            let reason = FileManager.default.fileExists(atPath: library) ? "cannot be read" : "no such file"
+        var st = stat()
+        if stat(library, &st) != 0 {
+            let reason = errno == ELOOP ? "a symbolic link loop, not a shared library"
+                : errno == ENOENT ? "no such file" : "cannot be read: \(String(cString: strerror(errno)))"
             throw KernelError(.bundle, pluginID: id, reason: "plugin \"\(id)\" (\(library)): \(reason)")
+        }
+        guard st.st_mode & S_IFMT == S_IFREG else {
+            let what = st.st_mode & S_IFMT == S_IFDIR ? "a directory" : "not a regular file"
+            throw KernelError(.bundle, pluginID: id, reason: "plugin \"\(id)\" (\(library)): \(what), not a shared library")
+        }
+        guard st.st_size <= 512 * 1024 * 1024 else {
+            throw KernelError(.bundle, pluginID: id, reason: "plugin \"\(id)\" (\(library)): \(st.st_size) bytes is over the 512 MiB limit for a library")
+        }
+        guard let data = FileManager.default.contents(atPath: library) else {
+            throw KernelError(.bundle, pluginID: id, reason: "plugin \"\(id)\" (\(library)): cannot be read")
         }
         let checksum = SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
         let name = "\(id)-g\(generation)-\(checksum.prefix(12))-\(UInt32.random(in: 0...UInt32.max)).so"

@@ -69,6 +69,10 @@ public actor Kernel {
     /// dependencies first. Failures are recorded per plugin and logged; they never stop the others.
     /// - Parameter safeMode: discover and record, but activate nothing.
     public func start(safeMode: Bool = false) {
+        environment.onMisbehaving { [weak self] id, reason in
+            guard let self else { return }
+            Task { await self.disableMisbehaving(id, reason: reason) }
+        }
         rescan()
         quarantineAfterCrash()
         releaseRebuiltQuarantines()
@@ -142,6 +146,18 @@ public actor Kernel {
         }
         for id in ids.sorted() { visit(id, []) }
         return order.filter { !failedCycle.contains($0) }
+    }
+
+    /// A plugin whose calls keep failing is taken down and recorded failed (and not wanted) with the reason.
+    func disableMisbehaving(_ id: String, reason: String) {
+        guard active[id] != nil else { return }
+        for other in activationOrder.reversed() where active[other]?.manifest.dependencies.contains(where: { $0.id == id }) == true {
+            deactivate(other)
+            try? state.setStatus(other, .failed, reason: "its dependency \"\(id)\" was disabled automatically")
+        }
+        deactivate(id)
+        try? state.setEnabled(id, false, status: .failed, reason: "disabled automatically: \(reason)")
+        log(.error, id, "disabled automatically: \(reason)")
     }
 
     // MARK: crash-loop quarantine
@@ -336,7 +352,7 @@ public actor Kernel {
             throw KernelError(.loadFailed, pluginID: id, reason: error.description)
         }
         let context = ActivationContext(pluginID: id, grants: effectiveGrants(id, manifest), limits: configuration.limits,
-                                        environment: environment)
+                                        budgets: configuration.budgets, environment: environment)
         var seed = Contributions()
         seed.menus = manifest.menus.map { MenuRegistration(entry: $0, fromManifest: true) }
         let contributions: Contributions

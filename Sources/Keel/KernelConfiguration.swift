@@ -23,6 +23,8 @@ public struct KernelConfiguration: Sendable {
     /// `authenticate` and `authorize`) need an explicit grant from the operator. An appliance that trusts every
     /// plugin it ships can list all of them here.
     public var trustedCapabilities: Set<Capability> = [.routes, .menus]
+    /// Time budgets for handlers and hooks, and how many failed calls in a row disable a plugin.
+    public var budgets: CallBudgets = .default
     /// Where the kernel and plugins log. Called from any thread. Default: one line per record to stderr.
     public var log: @Sendable (LogRecord) -> Void
 

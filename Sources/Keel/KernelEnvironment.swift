@@ -2,11 +2,13 @@
 
 import KeelLoader
 import KeelRegistry
+import Synchronization
 
 /// The host services an activation sees, backed by the registry and the kernel's log. Thread-safe.
 final class KernelEnvironment: PluginEnvironment {
     let registry: PluginRegistry
     let sink: @Sendable (LogRecord) -> Void
+    private let misbehaviour = Mutex<(@Sendable (String, String) -> Void)?>(nil)
 
     init(registry: PluginRegistry, log: @escaping @Sendable (LogRecord) -> Void) {
         self.registry = registry
@@ -25,6 +27,14 @@ final class KernelEnvironment: PluginEnvironment {
         let (decision, reason) = registry.snapshot.authorize(principal, action: action, resource: resource)
         if let reason { sink(LogRecord(level: .warn, pluginID: nil, message: "permission check: \(reason)")) }
         return decision == .allow ? .allow : .deny
+    }
+
+    /// Who to tell when a plugin keeps failing (the kernel, which disables it).
+    func onMisbehaving(_ handler: @escaping @Sendable (String, String) -> Void) { misbehaviour.withLock { $0 = handler } }
+
+    func misbehaving(plugin: String, reason: String) {
+        sink(LogRecord(level: .error, pluginID: plugin, message: "misbehaving: \(reason)"))
+        misbehaviour.withLock { $0 }?(plugin, reason)
     }
 
     func log(plugin: String, level: LogLevel, message: String) {

@@ -14,9 +14,13 @@ public enum RemoteControl {
     /// admin token changes. Call `publishLive` after any change made in-process too.
     public static func serve(_ kernel: Kernel, token: AdminToken?, interval: Duration = .milliseconds(200)) async {
         var seen = (try? kernel.state.dataVersion()) ?? 0
-        await publishLive(kernel)
+        var published = await publishLive(kernel)
+        var ticks = 0
         while !Task.isCancelled {
             try? await Task.sleep(for: interval)
+            ticks += 1
+            // Changes made inside the server (a watcher reload, an automatic disable) show up within ~2 s.
+            if ticks % 10 == 0 { published = await publishLive(kernel, unlessEqualTo: published) }
             guard let version = try? kernel.state.dataVersion(), version != seen else { continue }
             seen = version
             token?.refresh()
@@ -24,7 +28,7 @@ public enum RemoteControl {
                 let (failed, result) = await run(command, on: kernel)
                 try? kernel.state.finishCommand(command.seq, failed: failed, result: result)
             }
-            await publishLive(kernel)
+            published = await publishLive(kernel)
         }
     }
 
@@ -47,10 +51,14 @@ public enum RemoteControl {
         }
     }
 
-    /// Stores the server's current view of every plugin for other processes to read.
-    public static func publishLive(_ kernel: Kernel) async {
-        guard let plugins = try? await kernel.plugins(), let data = try? JSONEncoder().encode(plugins) else { return }
-        try? kernel.state.setSetting(liveKey, String(decoding: data, as: UTF8.self))
+    /// Stores the server's current view of every plugin for other processes to read (unless it is `previous`).
+    /// Returns what is stored.
+    @discardableResult
+    public static func publishLive(_ kernel: Kernel, unlessEqualTo previous: String? = nil) async -> String? {
+        guard let plugins = try? await kernel.plugins(), let data = try? JSONEncoder().encode(plugins) else { return previous }
+        let text = String(decoding: data, as: UTF8.self)
+        if text != previous { try? kernel.state.setSetting(liveKey, text) }
+        return text
     }
 
     /// Client side: the plugins as the running server last published them.

@@ -23,7 +23,10 @@ public final class ActivationContext: Sendable {
     /// Capabilities this activation may use.
     public let grants: Set<Capability>
     public let limits: RegistrationLimits
+    public let budgets: CallBudgets
     let environment: any PluginEnvironment
+    private let consecutiveFailures = Atomic<Int>(0)
+    private let reportedMisbehaving = Atomic<Bool>(false)
     private let phase = Mutex(Phase.created)
     private let pending = Mutex(Contributions())
     private let errors = Mutex([UInt: String]())
@@ -31,10 +34,11 @@ public final class ActivationContext: Sendable {
     private let inFlight = Atomic<Int>(0)
 
     public init(pluginID: String, grants: Set<Capability>, limits: RegistrationLimits = .default,
-                environment: any PluginEnvironment) {
+                budgets: CallBudgets = .default, environment: any PluginEnvironment) {
         self.pluginID = pluginID
         self.grants = grants
         self.limits = limits
+        self.budgets = budgets
         self.environment = environment
     }
 
@@ -85,6 +89,26 @@ public final class ActivationContext: Sendable {
     }
 
     func leave() { inFlight.wrappingSubtract(1, ordering: .acquiringAndReleasing) }
+
+    /// Accounts for one finished call: logs it when it ran over `budget`, and counts failures in a row.
+    /// - Returns: true when the call ran over its budget.
+    func account(_ what: String, started: Double, budget: Double, failed: Bool, detail: @autoclosure () -> String) -> Bool {
+        let elapsed = Self.now() - started
+        let over = elapsed > budget
+        if over {
+            environment.log(plugin: pluginID, level: .warn,
+                            message: "\(what) took \(Int(elapsed * 1000)) ms, over its budget of \(Int(budget * 1000)) ms")
+        }
+        if !failed {
+            consecutiveFailures.store(0, ordering: .relaxed)
+            return over
+        }
+        let count = consecutiveFailures.wrappingAdd(1, ordering: .relaxed).newValue
+        if count >= budgets.failureThreshold, !reportedMisbehaving.exchange(true, ordering: .acquiringAndReleasing) {
+            environment.misbehaving(plugin: pluginID, reason: "\(count) calls in a row failed (last: \(what): \(detail()))")
+        }
+        return over
+    }
 
     // MARK: error channel
 

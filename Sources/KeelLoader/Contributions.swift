@@ -49,6 +49,26 @@ public struct RegistrationLimits: Sendable, Hashable {
     public static let `default` = RegistrationLimits()
 }
 
+/// Time limits and the failure threshold for calls into a plugin. Calls cannot be stopped in-process; a call over
+/// its budget is logged, and an auth hook over its budget counts as a denial for that request. After
+/// `failureThreshold` failed calls in a row (error statuses, or hooks over budget), the plugin is reported as
+/// misbehaving and the kernel disables it.
+public struct CallBudgets: Sendable, Hashable {
+    /// Seconds a route handler may take before it is logged as slow.
+    public var handler: Double
+    /// Seconds an authenticate or authorize hook may take; slower counts as deny.
+    public var hook: Double
+    public var failureThreshold: Int
+
+    public init(handler: Double = 2, hook: Double = 0.25, failureThreshold: Int = 20) {
+        self.handler = handler
+        self.hook = hook
+        self.failureThreshold = failureThreshold
+    }
+
+    public static let `default` = CallBudgets()
+}
+
 /// What the host side above the loader provides to an activation: conflict look-ups across plugins, the
 /// permission check, and the log. The registry and kernel implement it; the loader only calls it.
 /// Called from plugin threads: implementations must be thread-safe.
@@ -61,4 +81,6 @@ public protocol PluginEnvironment: AnyObject, Sendable {
     func checkPermission(_ principal: Principal, action: String, resource: String) -> AuthDecision
     /// Writes a line attributed to `plugin`.
     func log(plugin: String, level: LogLevel, message: String)
+    /// `plugin` failed `CallBudgets.failureThreshold` calls in a row; called once per activation.
+    func misbehaving(plugin: String, reason: String)
 }

@@ -30,11 +30,15 @@ public final class RouteHandler: @unchecked Sendable {
         }
         defer { context.leave() }
         let writer = ResponseWriter(limit: Self.responseLimit)
+        let started = ActivationContext.now()
         let status = CFrame.withRequest(request) { req in
             HostABI.withResponse(writer) { res in function(userData, req, res) }
         }
+        let message = status == KEEL_OK ? "" : context.takeError()
+        _ = context.account("\(request.method) \(request.path) handler", started: started, budget: context.budgets.handler,
+                            failed: status != KEEL_OK, detail: "\(StatusCode.name(status)) \(message)")
         guard status == KEEL_OK else {
-            return .failure(PluginCallError(pluginID: pluginID, status: status, message: context.takeError()))
+            return .failure(PluginCallError(pluginID: pluginID, status: status, message: message))
         }
         return .success(PluginResponse(status: writer.status, headers: writer.headers, body: writer.body))
     }
@@ -82,11 +86,19 @@ public final class AuthenticateHook: @unchecked Sendable {
         }
         defer { context.leave() }
         let writer = PrincipalWriter()
+        let started = ActivationContext.now()
         let status = CFrame.withRequest(request) { req in
             HostABI.withPrincipalBuilder(writer) { b in function(userData, req, b) }
         }
+        let message = status == KEEL_OK ? "" : context.takeError()
+        let budget = context.budgets.hook
+        if context.account("authenticate hook \"\(name)\"", started: started, budget: budget, failed: status != KEEL_OK
+                            || ActivationContext.now() - started > budget, detail: "\(StatusCode.name(status)) \(message)") {
+            return .failure(PluginCallError(pluginID: pluginID, status: StatusCode.limit,
+                                            message: "authenticate hook \"\(name)\" ran over its \(Int(budget * 1000)) ms budget"))
+        }
         guard status == KEEL_OK else {
-            return .failure(PluginCallError(pluginID: pluginID, status: status, message: context.takeError()))
+            return .failure(PluginCallError(pluginID: pluginID, status: status, message: message))
         }
         guard let id = writer.id else { return .success(nil) }
         return .success(Principal(id: id, displayName: writer.displayName,
@@ -130,6 +142,7 @@ public final class AuthorizeHook: @unchecked Sendable {
                 return function(userData, &q, &decision)
             }
         }
+        let started = ActivationContext.now()
         if let request {
             var withPrincipal = request
             withPrincipal.principal = principal
@@ -137,8 +150,15 @@ public final class AuthorizeHook: @unchecked Sendable {
         } else {
             status = CFrame.withPrincipal(principal) { p in ask(nil, p) }
         }
+        let message = status == KEEL_OK ? "" : context.takeError()
+        let budget = context.budgets.hook
+        if context.account("authorize hook \"\(name)\"", started: started, budget: budget, failed: status != KEEL_OK
+                            || ActivationContext.now() - started > budget, detail: "\(StatusCode.name(status)) \(message)") {
+            return .failure(PluginCallError(pluginID: pluginID, status: StatusCode.limit,
+                                            message: "authorize hook \"\(name)\" ran over its \(Int(budget * 1000)) ms budget"))
+        }
         guard status == KEEL_OK else {
-            return .failure(PluginCallError(pluginID: pluginID, status: status, message: context.takeError()))
+            return .failure(PluginCallError(pluginID: pluginID, status: status, message: message))
         }
         switch decision {
         case KEEL_AUTH_ALLOW: return .success(.allow)

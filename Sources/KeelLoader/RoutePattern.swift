@@ -31,6 +31,9 @@ public struct RoutePattern: Sendable, Hashable, CustomStringConvertible {
                 }
                 segments.append(.parameter(name))
             } else {
+                guard part != "..", part != "." else {
+                    return .failure(PatternError(reason: "\"\(text)\": segment \"\(part)\" would leave the plugin's own prefix"))
+                }
                 guard !part.contains(where: { $0 == "?" || $0 == "#" || $0.isWhitespace }) else {
                     return .failure(PatternError(reason: "\"\(text)\": segment \"\(part)\" has a character not allowed in a path"))
                 }

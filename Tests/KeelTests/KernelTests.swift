@@ -20,9 +20,11 @@ struct KernelFixture {
         try? FileManager.default.createDirectory(atPath: plugins, withIntermediateDirectories: true)
     }
 
-    func kernel() throws -> Kernel {
+    func kernel(probe: PluginProbe? = nil, budgets: CallBudgets = .default) throws -> Kernel {
         let log = self.log
         var configuration = KernelConfiguration(pluginsDirectory: plugins, stateFile: state) { log.append($0.description) }
+        configuration.probe = probe
+        configuration.budgets = budgets
         configuration.trustedCapabilities = Set(Capability.allCases) // grants have their own tests
         return try Kernel(configuration: configuration)
     }

@@ -16,6 +16,7 @@
  *   TAG                             a string added to every response ("tag=<TAG>"), to tell builds apart
  *   UNLOAD_SAFE                     declare KEEL_PLUGIN_FLAG_UNLOAD_SAFE
  *   SLOW_MS                         the handler sleeps this long first
+ *   SLOW_HOOK_MS                    the authenticate hook sleeps this long first
  *   CTOR_MODE                       a constructor that 1: raises SIGSEGV, 2: calls _exit(7), 3: never returns
  *   CRASH_IN_HOST                   activate raises SIGSEGV unless KEEL_PROBE is set (passes the probe, then takes
  *                                   the host down)
@@ -108,6 +109,10 @@ static keel_status ping(void *user_data, const keel_http_request *req, keel_http
 #if defined(AUTH_MODE)
 static keel_status authn(void *ud, const keel_http_request *req, keel_principal_builder *out) {
     (void)ud;
+#ifdef SLOW_HOOK_MS
+    struct timespec ts = { SLOW_HOOK_MS / 1000, (SLOW_HOOK_MS % 1000) * 1000000L };
+    nanosleep(&ts, NULL);
+#endif
 #if AUTH_MODE == 2
     (void)req; (void)out;
     the_host->set_error(the_ctx, keel_cstr("authenticate hook broke"));

@@ -1,0 +1,194 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import Keel
+import KeelLoader
+import Testing
+
+@Suite("fault containment")
+struct FaultTests {
+    var keel: String { TestEnvironment.binPath + "/keel" }
+
+    @Test("constructors that crash, exit or hang are caught by the child-process probe; the host never loads them")
+    func hostileConstructors() async throws {
+        let f = KernelFixture()
+        for (id, mode) in [("segv", 1), ("quits", 2), ("hangs", 3)] {
+            try f.fixtureBundle(id, defines: ["CTOR_MODE=\(mode)"])
+        }
+        try f.fixtureBundle("fine")
+        let kernel = try f.kernel(probe: PluginProbe(executable: keel, timeout: 3))
+        await kernel.start()
+        var reasons: [String: String] = [:]
+        for id in ["segv", "quits", "hangs"] {
+            do { try await kernel.enable(id); Issue.record("\(id) was loaded") } catch { reasons[id] = error.description }
+        }
+        try await kernel.enable("fine")
+        #expect(reasons["segv"]?.hasSuffix("libsegv.so: crashed with SIGSEGV (signal 11) while loading or activating; the host did not load it") == true, "\(reasons)")
+        #expect(reasons["quits"]?.contains("exited with code 7 while loading or activating") == true)
+        #expect(reasons["hangs"]?.contains("hung: no answer within 3 s") == true)
+        #expect(try await kernel.plugin("segv").status == .failed)
+        #expect(get(kernel, "/ext/fine/ping")?.0 == 200)
+        // Not one of them is mapped into this process.
+        let maps = try processMaps()
+        for id in ["segv", "quits", "hangs"] { #expect(!maps.contains("/generations/\(id)-g")) }
+        let history = try await kernel.history("segv").map(\.outcome)
+        #expect(history == ["probe-failed"])
+        await kernel.shutdown()
+    }
+
+    @Test("keel plugins inspect survives a hostile file and says what happened")
+    func inspectHostile() throws {
+        let lib = try TestEnvironment.buildFixture("inspect-segv", ["CTOR_MODE=1"])
+        let r = try TestEnvironment.run(keel, ["plugins", "inspect", lib])
+        #expect(r.status == 1)
+        #expect(r.stderr == "keel: error: \(lib): crashed with SIGSEGV (signal 11) while loading or activating; the host did not load it\n")
+    }
+
+    @Test("an activate that takes the host down is quarantined at the next start; a new build lifts it; safe mode loads nothing")
+    func quarantine() async throws {
+        let f = KernelFixture()
+        try TestEnvironment.stageExamples(into: f.plugins)
+        try f.fixtureBundle("crashy", defines: ["CRASH_IN_HOST"])
+        let common = ["--plugins", f.plugins, "--state", f.state]
+        try TestEnvironment.grantSensitive("hello", plugins: f.plugins, state: f.state)
+        #expect(try TestEnvironment.run(keel, ["plugins", "enable", "hello"] + common).status == 0)
+        // The probe passes (the crash needs the host), then the CLI's own process goes down inside activate.
+        let crash = try TestEnvironment.run(keel, ["plugins", "enable", "crashy"] + common, environment: ["SWIFT_BACKTRACE": "enable=no"])
+        #expect(crash.status != 0 && crash.status != 1)
+
+        var server = try ServerProcess(plugins: f.plugins, state: f.state)
+        var plugins = try await server.request("GET", "/api/v1/plugins", admin: true).json as? [[String: Any]] ?? []
+        let crashy = plugins.first { $0["id"] as? String == "crashy" }
+        #expect(crashy?["status"] as? String == "failed")
+        #expect(crashy?["enabled"] as? Bool == false)
+        #expect((crashy?["reason"] as? String)?.hasPrefix("quarantined: the host went down while activating generation 1") == true)
+        #expect(try await server.request("GET", "/ext/hello/greet/x").status == 200)
+        let history = try await server.request("GET", "/api/v1/plugins/crashy/history", admin: true)
+        #expect(((history.json as? [[String: Any]]) ?? []).compactMap { $0["outcome"] as? String }.last == "quarantined")
+        #expect(server.stop() == 0)
+
+        // Safe mode: nothing active, everything still listed.
+        server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--safe-mode"])
+        let health = try await server.request("GET", "/healthz")
+        #expect((health.json as? [String: Any])?["active"] as? [String] == [])
+        #expect(try await server.request("GET", "/ext/hello/greet/x").status == 404)
+        #expect(server.stop() == 0)
+
+        // A new build (new checksum) lifts the quarantine.
+        let fixed = try TestEnvironment.buildFixture("crashy-fixed", ["PLUGIN_ID=\"crashy\"", "TAG=\"fixed\""])
+        try install(fixed, into: f.plugins + "/crashy", as: "libcrashy.so")
+        server = try ServerProcess(plugins: f.plugins, state: f.state)
+        defer { server.stop() }
+        #expect(try await server.request("GET", "/ext/crashy/ping").text.contains("tag=fixed"))
+        plugins = try await server.request("GET", "/api/v1/plugins", admin: true).json as? [[String: Any]] ?? []
+        #expect(plugins.first { $0["id"] as? String == "crashy" }?["status"] as? String == "enabled")
+    }
+
+    @Test("odd files where a library should be: a symlink loop, a directory, registrations beyond quota or prefix")
+    func oddBundles() async throws {
+        let f = KernelFixture()
+        let dir = f.plugins + "/loop"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try TestEnvironment.manifest(id: "loop", library: "libloop.so").write(toFile: dir + "/plugin.yaml", atomically: true, encoding: .utf8)
+        try FileManager.default.createSymbolicLink(atPath: dir + "/libloop.so", withDestinationPath: "libloop.so")
+        let folder = f.plugins + "/folder"
+        try FileManager.default.createDirectory(atPath: folder + "/libfolder.so", withIntermediateDirectories: true)
+        try TestEnvironment.manifest(id: "folder", library: "libfolder.so").write(toFile: folder + "/plugin.yaml", atomically: true, encoding: .utf8)
+        try FileManager.default.createSymbolicLink(atPath: f.plugins + "/selfloop", withDestinationPath: "selfloop")
+        try f.fixtureBundle("greedy", defines: ["EXTRA_ROUTES=100000"])
+        try f.fixtureBundle("escaper", defines: ["ROUTE_PATH=\"/../hello/greet/x\""])
+        try f.fixtureBundle("fine")
+        let kernel = try f.kernel()
+        await kernel.start()
+        var reasons: [String: String] = [:]
+        for id in ["loop", "folder", "greedy", "escaper"] {
+            do { try await kernel.enable(id); Issue.record("\(id) enabled") } catch { reasons[id] = error.description }
+        }
+        try await kernel.enable("fine")
+        #expect(reasons["loop"] == "plugin \"loop\" (\(dir)/libloop.so): a symbolic link loop, not a shared library")
+        #expect(reasons["folder"] == "plugin \"folder\" (\(folder)/libfolder.so): a directory, not a shared library")
+        #expect(reasons["greedy"]?.contains("over the limit of 256 routes per plugin") == true)
+        #expect(reasons["escaper"]?.contains("segment \"..\" would leave the plugin's own prefix") == true)
+        #expect(get(kernel, "/ext/fine/ping")?.0 == 200)
+        #expect(kernel.registry.snapshot.routes.map(\.pluginID) == ["fine"])
+        await kernel.shutdown()
+    }
+
+    @Test("call budgets: a slow auth hook denies, a plugin that keeps failing is disabled automatically")
+    func budgets() async throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("sluggish", defines: ["AUTH_MODE=1", "SLOW_HOOK_MS=120"])
+        try f.fixtureBundle("flaky", defines: ["HANDLER_FAILS"])
+        let kernel = try f.kernel(budgets: CallBudgets(handler: 1, hook: 0.05, failureThreshold: 5))
+        await kernel.start()
+        try await kernel.enable("sluggish")
+        try await kernel.enable("flaky")
+        let snapshot = kernel.registry.snapshot
+        guard case let .failure(error) = snapshot.authenticate(PluginRequest(method: "GET", path: "/x", headers: [("authorization", "Bearer ann")])) else {
+            Issue.record("a hook over its budget did not deny")
+            return
+        }
+        #expect(error.message == "authenticate hook \"bearer\" ran over its 50 ms budget")
+        #expect(f.log.lines.contains { $0.contains("[sluggish] authenticate hook \"bearer\" took") && $0.contains("over its budget of 50 ms") })
+
+        try await kernel.disable("sluggish")
+        for _ in 0..<5 { #expect(get(kernel, "/ext/flaky/ping")?.0 == 500) }
+        #expect(await waitFor { (try? await kernel.plugin("flaky").status) == .failed })
+        let info = try await kernel.plugin("flaky")
+        #expect(info.enabled == false)
+        #expect(info.reason == "disabled automatically: 5 calls in a row failed (last: GET /ext/flaky/ping handler: KEEL_ERR_INTERNAL handler failed on purpose)")
+        #expect(get(kernel, "/ext/flaky/ping") == nil)
+        await kernel.shutdown()
+    }
+
+    @Test("kill -9 at random moments during 1,000 enable/disable operations: the state file stays sound and current")
+    func killNine() async throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("toggle")
+        let total = 1000, rounds = 3
+        var done = 0
+        var lastAcked: Bool? = nil
+        for round in 0..<rounds {
+            let server = try ServerProcess(plugins: f.plugins, state: f.state)
+            let killAt = round == rounds - 1 ? total - done : Int.random(in: 150...(total / rounds))
+            var inFlight: Bool? = nil
+            for i in 0..<killAt {
+                let target = (done + i) % 2 == 0
+                if i == killAt - 1 && round < rounds - 1 {
+                    // The last operation of the round is in flight when the host is killed.
+                    inFlight = target
+                    let base = server.base
+                    let request = Task.detached { () -> Int? in
+                        var r = URLRequest(url: URL(string: base + "/api/v1/plugins/toggle/" + (target ? "enable" : "disable"))!)
+                        r.httpMethod = "POST"
+                        r.setValue("Bearer \(ServerProcess.token)", forHTTPHeaderField: "Authorization")
+                        return try? await (URLSession.shared.data(for: r).1 as? HTTPURLResponse)?.statusCode
+                    }
+                    usleep(UInt32.random(in: 0...8000))
+                    kill(server.process.processIdentifier, SIGKILL)
+                    if await request.value == 200 { lastAcked = target; inFlight = nil }
+                } else {
+                    let r = try await server.request("POST", "/api/v1/plugins/toggle/" + (target ? "enable" : "disable"), admin: true)
+                    #expect(r.status == 200, "\(r.text)")
+                    lastAcked = target
+                }
+            }
+            done += killAt
+            if round < rounds - 1 {
+                server.process.waitUntilExit()
+                #expect(server.process.terminationReason == .uncaughtSignal)
+            } else {
+                #expect(server.stop() == 0)
+            }
+            let state = try StateStore(path: f.state)
+            #expect(try state.integrityCheck() == "ok")
+            let stored = try #require(try state.plugin("toggle")).enabled
+            #expect(stored == lastAcked || stored == inFlight, "round \(round): stored \(stored), acknowledged \(String(describing: lastAcked)), in flight \(String(describing: inFlight))")
+            lastAcked = stored
+        }
+        #expect(done == total)
+    }
+}
