@@ -24,6 +24,11 @@ public actor Kernel {
     /// The kernel's own thread: lifecycle work blocks and must never occupy Swift's cooperative pool.
     nonisolated let executor = LifecycleExecutor()
     public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
+
+    deinit {
+        watcher?.stop()
+        executor.stop()
+    }
     public nonisolated let configuration: KernelConfiguration
     public nonisolated let registry = PluginRegistry()
     public nonisolated let state: StateStore

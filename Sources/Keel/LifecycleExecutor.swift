@@ -10,9 +10,11 @@ import Foundation
 final class LifecycleExecutor: SerialExecutor, @unchecked Sendable {
     private let condition = NSCondition()
     private var jobs: [UnownedJob] = []
+    private var stopped = false
 
+    /// The thread keeps the executor alive until `stop()`.
     init(name: String = "keel.lifecycle") {
-        let thread = Thread { [unowned self] in self.run() }
+        let thread = Thread { [self] in self.run() }
         thread.name = name
         thread.start()
     }
@@ -27,10 +29,22 @@ final class LifecycleExecutor: SerialExecutor, @unchecked Sendable {
 
     func asUnownedSerialExecutor() -> UnownedSerialExecutor { UnownedSerialExecutor(ordinary: self) }
 
+    /// Lets the thread end once the queued jobs have run. Called when the kernel goes away.
+    func stop() {
+        condition.lock()
+        stopped = true
+        condition.signal()
+        condition.unlock()
+    }
+
     private func run() {
         while true {
             condition.lock()
-            while jobs.isEmpty { condition.wait() }
+            while jobs.isEmpty && !stopped { condition.wait() }
+            if jobs.isEmpty {
+                condition.unlock()
+                return
+            }
             let job = jobs.removeFirst()
             condition.unlock()
             job.runSynchronously(on: asUnownedSerialExecutor())
