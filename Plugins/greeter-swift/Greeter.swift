@@ -28,7 +28,17 @@ final class Greeter: KeelPlugin {
             let c = request.caller
             return .json(#"{"id":"\#(c.id)","anonymous":\#(c.isAnonymous),"tenant":"\#(c.tenant)","roles":[\#(c.roles.map { "\"\($0)\"" }.joined(separator: ","))]}"#)
         }
+        // Permission checks through the host's auth chain: the plugin declares greeter.greetings in plugin.yaml and
+        // never keeps a permission model of its own.
+        try host.route("GET", "/secret") { request in
+            guard host.isAllowed(request.caller, action: "view", resource: "greeter.greetings") else {
+                return .text("not for you, \(request.caller.isAnonymous ? "stranger" : request.caller.id)\n", status: 403)
+            }
+            return .text("the secret greeting is 'hullo'\n")
+        }
         try host.menu(id: "greeter.hello", title: "Greeter", link: "/ext/greeter/", order: 20, icon: "smile")
+        try host.menu(id: "greeter.secret", title: "Secret greeting", parent: "greeter.hello", link: "/ext/greeter/secret",
+                      order: 1, permission: "greeter.greetings:view")
         // Nobody called "mallory" may do anything, whatever other hooks say.
         try host.authorizer("no-mallory") { query in query.caller.id == "mallory" ? .deny : .abstain }
         host.log(.info, "greeter activated")

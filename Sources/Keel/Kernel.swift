@@ -32,6 +32,8 @@ public actor Kernel {
     public nonisolated let configuration: KernelConfiguration
     public nonisolated let registry = PluginRegistry()
     public nonisolated let state: StateStore
+    /// Tenants, roles and the combined auth chain; read from any thread.
+    public nonisolated let access: AccessControl
     let environment: KernelEnvironment
 
     private var bundles: [String: Bundle] = [:]
@@ -61,6 +63,8 @@ public actor Kernel {
             throw KernelError(.state, reason: error.description)
         }
         environment = KernelEnvironment(registry: registry, log: configuration.log)
+        access = AccessControl(registry: registry, state: state, log: configuration.log)
+        environment.attach(access)
         generations = GenerationStore(stateFile: configuration.stateFile)
     }
 
@@ -163,6 +167,72 @@ public actor Kernel {
         deactivate(id)
         try? state.setEnabled(id, false, status: .failed, reason: "disabled automatically: \(reason)")
         log(.error, id, "disabled automatically: \(reason)")
+    }
+
+    // MARK: tenants
+
+    private func apply(_ result: StateStore.ChangeResult) throws(KernelError) {
+        access.refresh()
+        if case let .refused(reason) = result { throw KernelError(.directory, reason: reason) }
+    }
+
+    private func directoryChange(_ body: () throws(StateError) -> StateStore.ChangeResult) throws(KernelError) {
+        let result: StateStore.ChangeResult
+        do { result = try body() } catch { throw KernelError(.state, reason: error.description) }
+        try apply(result)
+    }
+
+    public func createTenant(_ name: String) throws(KernelError) { try directoryChange { () throws(StateError) in try state.createTenant(name) } }
+    public func createRole(_ name: String) throws(KernelError) { try directoryChange { () throws(StateError) in try state.createRole(name) } }
+
+    public func setRolePermission(_ role: String, _ permission: String, granted: Bool = true) throws(KernelError) {
+        guard permission.split(separator: ":").count == 2 else {
+            throw KernelError(.directory, reason: "\"\(permission)\" is not a permission: write KEY:ACTION (e.g. hello.greetings:view) or KEY:*")
+        }
+        try directoryChange { () throws(StateError) in try state.setRolePermission(role, permission, granted: granted) }
+    }
+
+    public func setMember(tenant: String, principal: String, role: String, member: Bool = true) throws(KernelError) {
+        try directoryChange { () throws(StateError) in try state.setMember(tenant: tenant, principal: principal, role: role, member: member) }
+    }
+
+    /// Removes a tenant. With `cascade`, plugins enabled only for it are disabled.
+    public func deleteTenant(_ name: String, cascade: Bool = false) throws(KernelError) {
+        let only = access.directory.pluginTenants.filter { $0.value == [name] }.map(\.key)
+        try directoryChange { () throws(StateError) in try state.deleteTenant(name, cascade: cascade) }
+        for id in only.sorted() {
+            try disable(id, cascade: true)
+            try directoryChange { () throws(StateError) in try state.setPluginTenants(id, nil) }
+        }
+    }
+
+    /// Enables `id` for one tenant (or, with nil, for all).
+    public func enable(_ id: String, tenant: String?) throws(KernelError) {
+        guard let tenant else {
+            try directoryChange { () throws(StateError) in try state.setPluginTenants(id, nil) }
+            return try enable(id)
+        }
+        guard access.directory.tenants.contains(tenant) else { throw KernelError(.directory, pluginID: id, reason: "unknown tenant \"\(tenant)\"") }
+        let current = access.directory.pluginTenants[id]
+        let alreadyForAll = current == nil && active[id] != nil
+        if !alreadyForAll {
+            try directoryChange { () throws(StateError) in try state.setPluginTenants(id, (current ?? []).union([tenant])) }
+        }
+        try enable(id)
+    }
+
+    /// Disables `id` for one tenant (or, with nil, everywhere). When no tenant is left, the plugin is disabled.
+    public func disable(_ id: String, tenant: String?, cascade: Bool = false) throws(KernelError) {
+        guard let tenant else { return try disable(id, cascade: cascade) }
+        let d = access.directory
+        guard d.tenants.contains(tenant) else { throw KernelError(.directory, pluginID: id, reason: "unknown tenant \"\(tenant)\"") }
+        let remaining = (d.pluginTenants[id] ?? Set(d.tenants)).subtracting([tenant])
+        if remaining.isEmpty {
+            try disable(id, cascade: cascade)
+            try directoryChange { () throws(StateError) in try state.setPluginTenants(id, nil) }
+        } else {
+            try directoryChange { () throws(StateError) in try state.setPluginTenants(id, remaining) }
+        }
     }
 
     // MARK: crash-loop quarantine
@@ -293,6 +363,7 @@ public actor Kernel {
             }
             active[id] = generation.plugin
             activationOrder.append(id)
+            access.setDeclared(id, generation.plugin.manifest)
             try? state.setStatus(id, .enabled)
             record(id, generation.plugin, outcome: "activated")
             log(.info, id, "activated (generation \(generation.plugin.generation))")
@@ -378,6 +449,7 @@ public actor Kernel {
         guard let plugin = active.removeValue(forKey: id) else { return }
         activationOrder.removeAll { $0 == id }
         registry.revoke(pluginID: id)
+        access.setDeclared(id, nil)
         if let problem = plugin.library.deactivate(plugin.context, drainTimeout: configuration.drainTimeout) {
             log(.warn, id, problem)
         }
@@ -437,6 +509,7 @@ public actor Kernel {
             throw KernelError(.conflict, pluginID: id, reason: error.description)
         }
         active[id] = generation.plugin
+        access.setDeclared(id, generation.plugin.manifest)
         try? state.setStatus(id, .enabled)
         record(id, generation.plugin, outcome: "activated", detail: "replaced generation \(old.generation)")
         log(.info, id, "reloaded: generation \(generation.plugin.generation) replaces \(old.generation)")
@@ -516,6 +589,7 @@ public actor Kernel {
         let records: [PluginRecord]
         do { records = try state.plugins() } catch { throw KernelError(.state, reason: error.description) }
         let snapshot = registry.snapshot
+        let directory = access.directory
         return records.map { record in
             let bundle = bundles[record.id]
             let m = bundle?.manifest
@@ -532,7 +606,9 @@ public actor Kernel {
                 menus: (c?.menus ?? []).map(\.entry.id),
                 authenticators: (c?.authenticators ?? []).map(\.name),
                 authorizers: (c?.authorizers ?? []).map(\.name),
-                warnings: (bundle?.warnings ?? []).map(\.description))
+                warnings: (bundle?.warnings ?? []).map(\.description),
+                tenants: directory.pluginTenants[record.id].map { $0.sorted() },
+                permissions: (m?.permissions ?? []).flatMap { p in p.actions.map { "\(p.key):\($0)" } })
         }
     }
 

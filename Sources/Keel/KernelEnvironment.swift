@@ -23,11 +23,13 @@ final class KernelEnvironment: PluginEnvironment {
         registry.snapshot.menuOwner(id: id, excluding: plugin)
     }
 
-    func checkPermission(_ principal: Principal, action: String, resource: String) -> AuthDecision {
-        let (decision, reason) = registry.snapshot.authorize(principal, action: action, resource: resource)
-        if let reason { sink(LogRecord(level: .warn, pluginID: nil, message: "permission check: \(reason)")) }
-        return decision == .allow ? .allow : .deny
+    func checkPermission(plugin: String, _ principal: Principal, action: String, resource: String) -> AuthDecision {
+        guard let access = access.withLock({ $0 }) else { return .deny }
+        return access.check(plugin: plugin, principal, action: action, resource: resource)
     }
+
+    private let access = Mutex<AccessControl?>(nil)
+    func attach(_ control: AccessControl) { access.withLock { $0 = control } }
 
     /// Who to tell when a plugin keeps failing (the kernel, which disables it).
     func onMisbehaving(_ handler: @escaping @Sendable (String, String) -> Void) { misbehaviour.withLock { $0 = handler } }

@@ -17,6 +17,8 @@ public struct KernelError: Error, Sendable, CustomStringConvertible {
         public static let state = Code(name: "state")
         /// The plugin folder or a bundle cannot be used.
         public static let bundle = Code(name: "bundle")
+        /// A tenant, role or binding change was refused (unknown name, still in use, ...).
+        public static let directory = Code(name: "directory")
     }
 
     public var code: Code

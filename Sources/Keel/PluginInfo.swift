@@ -28,4 +28,8 @@ public struct PluginInfo: Sendable, Codable, Hashable {
     public var authenticators: [String]
     public var authorizers: [String]
     public var warnings: [String]
+    /// The tenants it serves; nil means all.
+    public var tenants: [String]?
+    /// Permission items it declares, as `key:action`.
+    public var permissions: [String]
 }

@@ -24,6 +24,7 @@ public enum RemoteControl {
             guard let version = try? kernel.state.dataVersion(), version != seen else { continue }
             seen = version
             token?.refresh()
+            kernel.access.refresh()
             for command in (try? kernel.state.pendingCommands()) ?? [] {
                 let (failed, result) = await run(command, on: kernel)
                 try? kernel.state.finishCommand(command.seq, failed: failed, result: result)
@@ -38,7 +39,12 @@ public enum RemoteControl {
             case "enable": try await kernel.enable(command.pluginID)
             case "disable": try await kernel.disable(command.pluginID, cascade: command.cascade)
             case "reload": try await kernel.reload(command.pluginID)
+            case let op where op.hasPrefix("enable-tenant "):
+                try await kernel.enable(command.pluginID, tenant: String(op.dropFirst("enable-tenant ".count)))
+            case let op where op.hasPrefix("disable-tenant "):
+                try await kernel.disable(command.pluginID, tenant: String(op.dropFirst("disable-tenant ".count)), cascade: command.cascade)
             case "rescan": await kernel.rescan()
+            case "delete-tenant": try await kernel.deleteTenant(command.pluginID, cascade: command.cascade)
             case let op where op.hasPrefix("grants "):
                 let words = op.split(separator: " ").dropFirst()
                 try await kernel.setGrants(command.pluginID, grant: words.filter { $0.hasPrefix("+") }.map { String($0.dropFirst()) },

@@ -14,7 +14,7 @@ struct KeelCommand: AsyncParsableCommand {
             Defaults: --plugins $KEEL_PLUGINS_DIR or ./plugins; --state $KEEL_STATE or ./.keel/state.db.
             """,
         version: Kernel.version,
-        subcommands: [Plugins.self, Serve.self, Token.self, Probe.self])
+        subcommands: [Plugins.self, Tenants.self, Roles.self, Serve.self, Token.self, Probe.self])
 }
 
 /// Options every command that touches a kernel takes.
@@ -59,15 +59,17 @@ extension AsyncParsableCommand {
     /// Runs `body`, turning library errors into one line on stderr and exit code 1.
     func reporting(_ body: () async throws -> Void) async throws {
         do { try await body() } catch let error as CLIError {
-            FileHandle.standardError.write(Data("keel: error: \(error.description)\n".utf8))
-            throw ExitCode.failure
-        } catch let error as StateError {
-            FileHandle.standardError.write(Data("keel: error: \(error.description)\n".utf8))
-            throw ExitCode.failure
+            fail(error.description)
         } catch let error as KernelError {
-            FileHandle.standardError.write(Data("keel: error: \(error.description)\n".utf8))
-            throw ExitCode.failure
+            fail(error.description)
+        } catch let error as StateError {
+            fail(error.description)
         }
+    }
+
+    private func fail(_ message: String) -> Never {
+        FileHandle.standardError.write(Data("keel: error: \(message)\n".utf8))
+        Self.exit(withError: ExitCode.failure)
     }
 }
 

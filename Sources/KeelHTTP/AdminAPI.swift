@@ -24,10 +24,10 @@ struct AdminAPI {
         let open = router.group("api/v1").add(middleware: AuthMiddleware(gatekeeper: gatekeeper, adminOnly: false))
         open.get("menus") { _, context -> Response in
             let snapshot = kernel.registry.snapshot
-            let principal = context.principal, isAdmin = context.isAdmin
+            let principal = context.principal
+            let owners = Dictionary(snapshot.plugins.flatMap { id, c in c.menus.map { ($0.entry.id, id) } }) { a, _ in a }
             let tree = snapshot.menuTree { entry in
-                entry.permission.isEmpty || isAdmin
-                    || snapshot.authorize(principal, action: "view", resource: entry.permission).0 == .allow
+                kernel.access.canSee(entry, of: owners[entry.id] ?? "", principal, snapshot: snapshot)
             }
             return JSONBody.response(tree)
         }
@@ -47,15 +47,15 @@ struct AdminAPI {
         }
         admin.post("plugins/:id/enable") { request, context -> Response in
             let id = try context.parameters.require("id")
-            _ = try await Self.options(request)
-            do { try await kernel.enable(id) } catch { throw Self.apiError(error) }
+            let options = try await Self.options(request)
+            do { try await kernel.enable(id, tenant: options.tenant) } catch { throw Self.apiError(error) }
             await RemoteControl.publishLive(kernel)
             return JSONBody.response(try await kernel.plugin(id))
         }
         admin.post("plugins/:id/disable") { request, context -> Response in
             let id = try context.parameters.require("id")
             let options = try await Self.options(request)
-            do { try await kernel.disable(id, cascade: options.cascade ?? false) } catch { throw Self.apiError(error) }
+            do { try await kernel.disable(id, tenant: options.tenant, cascade: options.cascade ?? false) } catch { throw Self.apiError(error) }
             await RemoteControl.publishLive(kernel)
             return JSONBody.response(try await kernel.plugin(id))
         }
@@ -84,6 +84,46 @@ struct AdminAPI {
             let id = try context.parameters.require("id")
             do { return JSONBody.response(try await kernel.history(id)) } catch { throw Self.apiError(error) }
         }
+        admin.get("tenants") { _, _ -> Response in
+            let d = kernel.access.directory
+            return JSONBody.response(d.tenants.map { t in
+                TenantBody(name: t, members: (d.members[t] ?? [:]).mapValues { $0.sorted() },
+                           plugins: d.pluginTenants.filter { $0.value.contains(t) }.map(\.key).sorted())
+            })
+        }
+        admin.post("tenants") { request, _ -> Response in
+            let body = try await Self.body(NameBody.self, request)
+            do { try await kernel.createTenant(body.name) } catch { throw Self.apiError(error) }
+            return JSONBody.response(["name": body.name], status: .created)
+        }
+        admin.delete("tenants/:tenant") { request, context -> Response in
+            let name = try context.parameters.require("tenant")
+            let cascade = request.uri.queryParameters.get("cascade") == "true"
+            do { try await kernel.deleteTenant(name, cascade: cascade) } catch { throw Self.apiError(error) }
+            await RemoteControl.publishLive(kernel)
+            return JSONBody.response(["deleted": name])
+        }
+        admin.post("tenants/:tenant/members") { request, context -> Response in
+            let tenant = try context.parameters.require("tenant")
+            let body = try await Self.body(MemberBody.self, request)
+            do { try await kernel.setMember(tenant: tenant, principal: body.principal, role: body.role) } catch { throw Self.apiError(error) }
+            return JSONBody.response(["tenant": tenant, "principal": body.principal, "role": body.role], status: .created)
+        }
+        admin.get("roles") { _, _ -> Response in
+            let d = kernel.access.directory
+            return JSONBody.response(d.roles.map { RoleBody(name: $0, permissions: (d.rolePermissions[$0] ?? []).sorted()) })
+        }
+        admin.post("roles") { request, _ -> Response in
+            let body = try await Self.body(NameBody.self, request)
+            do { try await kernel.createRole(body.name) } catch { throw Self.apiError(error) }
+            return JSONBody.response(["name": body.name], status: .created)
+        }
+        admin.post("roles/:role/grants") { request, context -> Response in
+            let role = try context.parameters.require("role")
+            let body = try await Self.body(PermissionBody.self, request)
+            do { try await kernel.setRolePermission(role, body.permission) } catch { throw Self.apiError(error) }
+            return JSONBody.response(["role": role, "permission": body.permission], status: .created)
+        }
         admin.get("routes") { _, _ -> Response in
             JSONBody.response(kernel.registry.snapshot.routes.map { RouteBody(plugin: $0.pluginID, method: $0.method, path: $0.path) })
         }
@@ -95,6 +135,15 @@ struct AdminAPI {
         let buffer = try await request.collectBody(upTo: 64 * 1024)
         guard buffer.readableBytes > 0 else { return ChangeOptions() }
         do { return try JSONDecoder().decode(ChangeOptions.self, from: Data(buffer.readableBytesView)) } catch {
+            throw APIError(.badRequest, "malformed-json", "malformed JSON body: \(Self.describe(error))")
+        }
+    }
+
+    /// A required JSON body; malformed or missing keys are a 400 with the reason.
+    static func body<T: Decodable>(_ type: T.Type, _ request: Request) async throws -> T {
+        var request = request
+        let buffer = try await request.collectBody(upTo: 64 * 1024)
+        do { return try JSONDecoder().decode(T.self, from: Data(buffer.readableBytesView)) } catch {
             throw APIError(.badRequest, "malformed-json", "malformed JSON body: \(Self.describe(error))")
         }
     }
@@ -117,6 +166,7 @@ struct AdminAPI {
         case .dependency: return APIError(.conflict, "dependency", error.description)
         case .conflict: return APIError(.conflict, "conflict", error.description)
         case .state: return APIError(.internalServerError, "state", error.description)
+        case .directory: return APIError(error.description.hasPrefix("unknown") ? .notFound : .conflict, "directory", error.description)
         default: return APIError(.unprocessableContent, error.code.description, error.description)
         }
     }
@@ -129,6 +179,22 @@ struct GrantChange: Decodable {
 
 struct ChangeOptions: Decodable {
     var cascade: Bool?
+    var tenant: String?
+}
+
+struct NameBody: Decodable { var name: String }
+struct MemberBody: Decodable { var principal: String; var role: String }
+struct PermissionBody: Decodable { var permission: String }
+
+struct TenantBody: Encodable {
+    var name: String
+    var members: [String: [String]]
+    var plugins: [String]
+}
+
+struct RoleBody: Encodable {
+    var name: String
+    var permissions: [String]
 }
 
 struct HealthBody: Encodable {

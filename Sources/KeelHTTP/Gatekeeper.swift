@@ -14,14 +14,15 @@ struct Gatekeeper: Sendable {
     let token: AdminToken
     let log: @Sendable (LogRecord) -> Void
 
-    static let admin = Principal(id: "admin", displayName: "Administrator", roles: ["admin"], authenticatedBy: "keel")
+    static let admin = Principal(id: "admin", displayName: "Administrator", tenant: Principal.defaultTenant, roles: ["admin"],
+                                 authenticatedBy: "keel")
 
     /// The caller of `request`, or a thrown 403 when an authenticate hook failed.
     func identify(_ request: Request, snapshot: Snapshot) throws -> (Principal, isAdmin: Bool) {
         if let auth = request.headers[.authorization], auth.hasPrefix("Bearer "), token.verify(String(auth.dropFirst(7))) {
             return (Self.admin, true)
         }
-        switch snapshot.authenticate(Self.pluginRequest(request)) {
+        switch kernel.access.identify(Self.pluginRequest(request), snapshot: snapshot) {
         case let .success(principal): return (principal, false)
         case let .failure(error):
             log(LogRecord(level: .warn, pluginID: error.pluginID, message: "authenticate hook failed, request denied: \(error)"))
@@ -32,8 +33,9 @@ struct Gatekeeper: Sendable {
     /// Runs the authorize hooks; throws 403 on a deny (or a failing hook). Returns the decision otherwise.
     @discardableResult
     func authorize(_ principal: Principal, _ request: Request, snapshot: Snapshot) throws -> AuthDecision {
-        let (decision, reason) = snapshot.authorize(principal, action: request.method.rawValue, resource: request.uri.path,
-                                                    request: Self.pluginRequest(request, principal: principal))
+        let (decision, reason) = kernel.access.authorize(principal, action: request.method.rawValue, resource: request.uri.path,
+                                                         request: Self.pluginRequest(request, principal: principal),
+                                                         snapshot: snapshot)
         if decision == .deny {
             log(LogRecord(level: .info, pluginID: nil, message: "\(request.method) \(request.uri.path) denied: \(reason ?? "denied")"))
             throw APIError.forbidden

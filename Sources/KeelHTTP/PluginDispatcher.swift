@@ -19,6 +19,8 @@ struct PluginDispatcher: Sendable {
         let method = request.method.rawValue
         guard var match = snapshot.route(method: method, path: request.uri.path) else { throw APIError.notFound }
         let (principal, _) = try gatekeeper.identify(request, snapshot: snapshot)
+        // A plugin enabled for other tenants only does not exist for this caller.
+        guard gatekeeper.kernel.access.isVisible(match.pluginID, tenant: principal.tenant) else { throw APIError.notFound }
         try gatekeeper.authorize(principal, request, snapshot: snapshot)
 
         if let length = request.headers[.contentLength].flatMap(Int.init), length > maxBodySize {

@@ -77,8 +77,9 @@ public protocol PluginEnvironment: AnyObject, Sendable {
     func routeOwner(method: String, shape: String, excluding plugin: String) -> String?
     /// The id of another plugin (not `plugin`) that already owns this menu entry id, if any.
     func menuOwner(id: String, excluding plugin: String) -> String?
-    /// The host's authorize chain for `principal` doing `action` on `resource`.
-    func checkPermission(_ principal: Principal, action: String, resource: String) -> AuthDecision
+    /// The host's authorize chain for `principal` doing `action` on `resource`, asked by `plugin` (which may only ask
+    /// about the permission items it declares).
+    func checkPermission(plugin: String, _ principal: Principal, action: String, resource: String) -> AuthDecision
     /// Writes a line attributed to `plugin`.
     func log(plugin: String, level: LogLevel, message: String)
     /// `plugin` failed `CallBudgets.failureThreshold` calls in a row; called once per activation.

@@ -102,7 +102,7 @@ public final class AuthenticateHook: @unchecked Sendable {
         }
         guard let id = writer.id else { return .success(nil) }
         return .success(Principal(id: id, displayName: writer.displayName,
-                                  tenant: writer.tenant.isEmpty ? Principal.defaultTenant : writer.tenant,
+                                  tenant: writer.tenant,
                                   roles: writer.roles, authenticatedBy: pluginID))
     }
 }

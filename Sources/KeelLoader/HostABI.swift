@@ -120,7 +120,7 @@ enum HostABI {
         }
         a.check_permission = { ctx, principal, action, resource, out in
             guard let context = HostABI.context(ctx), let principal, let out else { return KEEL_ERR_INVALID_ARGUMENT }
-            let decision = context.environment.checkPermission(CFrame.principal(principal), action: action.string,
+            let decision = context.environment.checkPermission(plugin: context.pluginID, CFrame.principal(principal), action: action.string,
                                                                resource: resource.string)
             out.pointee = decision == .allow ? KEEL_AUTH_ALLOW : KEEL_AUTH_DENY
             return KEEL_OK

@@ -19,6 +19,8 @@ public struct Manifest: Sendable, Hashable {
     public var dependencies: [Dependency]
     /// The host versions this plugin runs in; nil means any.
     public var hostVersions: VersionRange?
+    /// Permission items the plugin defines (like KubeSphere's RoleTemplate); the operator grants them to roles.
+    public var permissions: [PermissionDeclaration] = []
 
     public init(id: String, name: String, version: Semver, description: String = "", abi: ABIVersion,
                 library: String, capabilities: Set<Capability> = [], menus: [MenuDeclaration] = [],
@@ -105,6 +107,20 @@ public struct MenuDeclaration: Sendable, Hashable {
         self.order = order
         self.icon = icon
         self.permission = permission
+    }
+}
+
+/// A permission item: `key` (the plugin id or under it, `hello.greetings`), what it is for, and its actions.
+/// Granted to roles as `key:action` or `key:*`.
+public struct PermissionDeclaration: Sendable, Hashable {
+    public var key: String
+    public var description: String
+    public var actions: [String]
+
+    public init(key: String, description: String = "", actions: [String]) {
+        self.key = key
+        self.description = description
+        self.actions = actions
     }
 }
 

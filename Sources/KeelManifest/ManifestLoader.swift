@@ -118,7 +118,9 @@ struct NodeReader {
 
     static let knownKeys: Set<String> = [
         "id", "name", "version", "description", "abi", "library", "capabilities", "menus", "dependencies", "host",
+        "permissions",
     ]
+    static let permissionKeys: Set<String> = ["key", "description", "actions"]
     static let menuKeys: Set<String> = ["id", "title", "parent", "link", "order", "icon", "permission"]
 
     init(file: String) { self.file = file }
@@ -207,8 +209,35 @@ struct NodeReader {
             hostVersions = range
         }
 
-        return Manifest(id: id, name: name, version: version, description: description, abi: abi, library: library,
-                        capabilities: capabilities, menus: menus, dependencies: dependencies, hostVersions: hostVersions)
+        var manifest = Manifest(id: id, name: name, version: version, description: description, abi: abi, library: library,
+                                capabilities: capabilities, menus: menus, dependencies: dependencies, hostVersions: hostVersions)
+        if let node = fields["permissions"] {
+            guard let seq = node.sequence else {
+                throw fail(node, "permissions", "expected a list of {key, description, actions}, found \(Self.kind(node))")
+            }
+            for (i, item) in seq.enumerated() {
+                let path = "permissions[\(i)]"
+                guard let map = item.mapping else { throw fail(item, path, "expected a mapping with key and actions, found \(Self.kind(item))") }
+                let f = try entries(map, known: Self.permissionKeys, path: path + ".")
+                let key = try string(f, "key", in: item, prefix: path + ".")
+                guard key == id || (key.hasPrefix(id + ".") && MenuDeclaration.isValidID(key)) else {
+                    throw fail(f["key"], path + ".key", "\"\(key)\" must be the plugin id or start with \"\(id).\"")
+                }
+                guard let actionsNode = f["actions"], let actions = actionsNode.sequence, !actions.isEmpty else {
+                    throw fail(f["actions"] ?? item, path + ".actions", "expected a non-empty list of actions such as [view, edit]")
+                }
+                var names: [String] = []
+                for (j, a) in actions.enumerated() {
+                    guard let text = a.scalar?.string, MenuDeclaration.isValidID(text), !text.contains(":") else {
+                        throw fail(a, "\(path).actions[\(j)]", "expected an action name, found \(Self.kind(a))")
+                    }
+                    names.append(text)
+                }
+                manifest.permissions.append(PermissionDeclaration(key: key, description: try optionalString(f, "description", prefix: path + ".") ?? "",
+                                                                  actions: names))
+            }
+        }
+        return manifest
     }
 
     mutating func menu(_ node: Node, path: String) throws(ManifestError) -> MenuDeclaration {

@@ -11,13 +11,15 @@ public struct AuthOutcome: Sendable {
 }
 
 extension Snapshot {
-    /// Establishes the caller: the first authenticate hook (in publish order) that names a principal wins; none
-    /// means anonymous. A hook that fails denies the request (fail closed), reported as `.failure`.
+    /// Establishes the caller: the first authenticate hook (in publish order) that names a principal `accept`s wins;
+    /// none means anonymous. A hook that fails denies the request (fail closed), reported as `.failure`.
     /// [request]
-    public func authenticate(_ request: PluginRequest) -> Result<Principal, PluginCallError> {
+    public func authenticate(_ request: PluginRequest,
+                             accept: (AuthenticateHook, Principal) -> Bool = { _, _ in true }) -> Result<Principal, PluginCallError> {
         for hook in authenticators {
             switch hook.authenticate(request) {
-            case let .success(principal?): return .success(principal)
+            case let .success(principal?):
+                if accept(hook, principal) { return .success(principal) }
             case .success(nil): continue
             case let .failure(error): return .failure(error)
             }
@@ -25,13 +27,13 @@ extension Snapshot {
         return .success(.anonymous)
     }
 
-    /// Asks every authorize hook: any deny (or any failing hook) wins; otherwise allow if some hook allowed,
+    /// Asks every authorize hook of the plugins `include` admits: any deny (or any failing hook) wins; otherwise allow if some hook allowed,
     /// else abstain. The caller decides what an abstention means (plugin routes: allowed; admin API: denied).
     /// [request]
     public func authorize(_ principal: Principal, action: String, resource: String,
-                          request: PluginRequest? = nil) -> (AuthDecision, String?) {
+                          request: PluginRequest? = nil, include: (String) -> Bool = { _ in true }) -> (AuthDecision, String?) {
         var allowed = false
-        for hook in authorizers {
+        for hook in authorizers where include(hook.pluginID) {
             switch hook.authorize(principal, action: action, resource: resource, request: request) {
             case .success(.deny): return (.deny, "authorize hook \"\(hook.name)\" of plugin \"\(hook.pluginID)\" denied")
             case .success(.allow): allowed = true

@@ -116,6 +116,16 @@ public final class StateStore: @unchecked Sendable {
             PRIMARY KEY (plugin_id, capability)
         );
         """,
+        """
+        CREATE TABLE tenants (name TEXT PRIMARY KEY, created_at TEXT NOT NULL);
+        INSERT INTO tenants (name, created_at) VALUES ('default', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));
+        CREATE TABLE roles (name TEXT PRIMARY KEY, created_at TEXT NOT NULL);
+        INSERT INTO roles (name, created_at) VALUES ('admin', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));
+        CREATE TABLE role_permissions (role TEXT NOT NULL, permission TEXT NOT NULL, PRIMARY KEY (role, permission));
+        CREATE TABLE members (tenant TEXT NOT NULL, principal TEXT NOT NULL, role TEXT NOT NULL,
+                              PRIMARY KEY (tenant, principal, role));
+        CREATE TABLE plugin_tenants (plugin_id TEXT NOT NULL, tenant TEXT NOT NULL, PRIMARY KEY (plugin_id, tenant));
+        """,
     ]
 
     public static var schemaVersion: Int { migrations.count }
@@ -415,6 +425,148 @@ public final class StateStore: @unchecked Sendable {
                 let detail = (grant.map { "+" + $0 } + revoke.map { "-" + $0 }).joined(separator: " ")
                 try Self.event(db, id, "grants", detail)
             }
+        }
+    }
+
+    // MARK: tenants, roles, members
+
+    /// Everything the access checks need, read in one transaction.
+    public struct Directory: Sendable, Hashable {
+        public var tenants: [String] = []
+        public var roles: [String] = []
+        /// role → permissions ("key:action", "key:*")
+        public var rolePermissions: [String: Set<String>] = [:]
+        /// tenant → principal → roles
+        public var members: [String: [String: Set<String>]] = [:]
+        /// plugin → tenants it is enabled for; absent = all tenants
+        public var pluginTenants: [String: Set<String>] = [:]
+
+        public init() {}
+    }
+
+    public func directory() throws(StateError) -> Directory {
+        try locked { db throws(StateError) in
+            var d = Directory()
+            d.tenants = try db.query("SELECT name FROM tenants ORDER BY name").compactMap { $0["name"]?.text }
+            d.roles = try db.query("SELECT name FROM roles ORDER BY name").compactMap { $0["name"]?.text }
+            for row in try db.query("SELECT role, permission FROM role_permissions") {
+                if let r = row["role"]?.text, let p = row["permission"]?.text { d.rolePermissions[r, default: []].insert(p) }
+            }
+            for row in try db.query("SELECT tenant, principal, role FROM members") {
+                if let t = row["tenant"]?.text, let p = row["principal"]?.text, let r = row["role"]?.text {
+                    d.members[t, default: [:]][p, default: []].insert(r)
+                }
+            }
+            for row in try db.query("SELECT plugin_id, tenant FROM plugin_tenants") {
+                if let id = row["plugin_id"]?.text, let t = row["tenant"]?.text { d.pluginTenants[id, default: []].insert(t) }
+            }
+            return d
+        }
+    }
+
+    static func isName(_ s: String) -> Bool {
+        let b = Array(s.utf8)
+        return (1...64).contains(b.count) && b.allSatisfy { ($0 >= 97 && $0 <= 122) || ($0 >= 48 && $0 <= 57) || $0 == 45 || $0 == 95 || $0 == 46 }
+    }
+
+    /// The outcome of a directory change: done, or refused (rolled back) with the reason.
+    public enum ChangeResult: Sendable { case ok, refused(String) }
+
+    private func change(_ body: (SQLiteDatabase) throws(StateError) -> String?) throws(StateError) -> ChangeResult {
+        try locked { db throws(StateError) in
+            try db.execute("BEGIN IMMEDIATE")
+            do throws(StateError) {
+                if let refusal = try body(db) {
+                    try? db.execute("ROLLBACK")
+                    return .refused(refusal)
+                }
+                try db.execute("COMMIT")
+                return .ok
+            } catch {
+                try? db.execute("ROLLBACK")
+                throw error
+            }
+        }
+    }
+
+    static func exists(_ db: SQLiteDatabase, _ table: String, _ name: String) throws(StateError) -> Bool {
+        !(try db.query("SELECT 1 AS x FROM \(table) WHERE name = ?", [.text(name)]).isEmpty)
+    }
+
+    public func createTenant(_ name: String) throws(StateError) -> ChangeResult {
+        try change { db throws(StateError) in
+            guard Self.isName(name) else { return "\"\(name)\" is not a valid tenant name (lowercase letters, digits, '-', '_', '.'; at most 64)" }
+            guard !(try Self.exists(db, "tenants", name)) else { return "tenant \"\(name)\" already exists" }
+            try db.query("INSERT INTO tenants (name, created_at) VALUES (?, ?)", [.text(name), .text(Self.now())])
+            return nil
+        }
+    }
+
+    /// Removes a tenant with its members. Refused while plugins are enabled for it specifically, unless `cascade`
+    /// (which takes it out of their tenant lists; a plugin left with no tenant stays enabled for none).
+    public func deleteTenant(_ name: String, cascade: Bool) throws(StateError) -> ChangeResult {
+        try change { db throws(StateError) in
+            guard name != "default" else { return "the default tenant cannot be removed" }
+            guard try Self.exists(db, "tenants", name) else { return "unknown tenant \"\(name)\"" }
+            let plugins = try db.query("SELECT plugin_id FROM plugin_tenants WHERE tenant = ? ORDER BY plugin_id", [.text(name)])
+                .compactMap { $0["plugin_id"]?.text }
+            if !plugins.isEmpty && !cascade {
+                return "tenant \"\(name)\" still has plugin(s) enabled: \(plugins.joined(separator: ", ")); disable them for it first or use --cascade"
+            }
+            try db.query("DELETE FROM plugin_tenants WHERE tenant = ?", [.text(name)])
+            try db.query("DELETE FROM members WHERE tenant = ?", [.text(name)])
+            try db.query("DELETE FROM tenants WHERE name = ?", [.text(name)])
+            return nil
+        }
+    }
+
+    public func createRole(_ name: String) throws(StateError) -> ChangeResult {
+        try change { db throws(StateError) in
+            guard Self.isName(name) else { return "\"\(name)\" is not a valid role name" }
+            guard !(try Self.exists(db, "roles", name)) else { return "role \"\(name)\" already exists" }
+            try db.query("INSERT INTO roles (name, created_at) VALUES (?, ?)", [.text(name), .text(Self.now())])
+            return nil
+        }
+    }
+
+    /// Grants (or revokes) a permission ("key:action" or "key:*") to a role.
+    public func setRolePermission(_ role: String, _ permission: String, granted: Bool) throws(StateError) -> ChangeResult {
+        try change { db throws(StateError) in
+            guard try Self.exists(db, "roles", role) else { return "unknown role \"\(role)\"" }
+            if granted {
+                try db.query("INSERT OR IGNORE INTO role_permissions (role, permission) VALUES (?, ?)", [.text(role), .text(permission)])
+            } else {
+                try db.query("DELETE FROM role_permissions WHERE role = ? AND permission = ?", [.text(role), .text(permission)])
+            }
+            return nil
+        }
+    }
+
+    /// Binds (or unbinds) a principal to a tenant with a role.
+    public func setMember(tenant: String, principal: String, role: String, member: Bool) throws(StateError) -> ChangeResult {
+        try change { db throws(StateError) in
+            guard try Self.exists(db, "tenants", tenant) else { return "unknown tenant \"\(tenant)\"" }
+            guard try Self.exists(db, "roles", role) else { return "unknown role \"\(role)\"" }
+            guard !principal.isEmpty, principal.utf8.count <= 256 else { return "a principal id must be 1–256 bytes" }
+            if member {
+                try db.query("INSERT OR IGNORE INTO members (tenant, principal, role) VALUES (?, ?, ?)", [.text(tenant), .text(principal), .text(role)])
+            } else {
+                try db.query("DELETE FROM members WHERE tenant = ? AND principal = ? AND role = ?", [.text(tenant), .text(principal), .text(role)])
+            }
+            return nil
+        }
+    }
+
+    /// Sets the tenants a plugin is enabled for (nil: all tenants).
+    public func setPluginTenants(_ id: String, _ tenants: Set<String>?) throws(StateError) -> ChangeResult {
+        try change { db throws(StateError) in
+            for t in tenants ?? [] where !(try Self.exists(db, "tenants", t)) { return "unknown tenant \"\(t)\"" }
+            try db.query("DELETE FROM plugin_tenants WHERE plugin_id = ?", [.text(id)])
+            for t in (tenants ?? []).sorted() {
+                try db.query("INSERT INTO plugin_tenants (plugin_id, tenant) VALUES (?, ?)", [.text(id), .text(t)])
+            }
+            try Self.event(db, id, "tenants", tenants.map { $0.sorted().joined(separator: ",") } ?? "all")
+            return nil
         }
     }
 }

@@ -42,7 +42,7 @@ func get(_ kernel: Kernel, _ path: String, headers: [(name: String, value: Strin
     guard let match = snapshot.route(method: "GET", path: path) else { return nil }
     var request = PluginRequest(method: "GET", path: path, routePath: match.routePath, headers: headers,
                                 parameters: match.parameters)
-    switch snapshot.authenticate(request) {
+    switch kernel.access.identify(request, snapshot: snapshot) {
     case let .success(p): request.principal = p
     case .failure: return (401, "")
     }
@@ -71,7 +71,7 @@ struct KernelTests {
         #expect(hello.menus.sorted() == ["hello.greet", "hello.main"])
         #expect(hello.authenticators == ["demo-key"])
         let greeter = try await kernel.plugin("greeter")
-        #expect(greeter.routes.sorted() == ["GET /ext/greeter/", "GET /ext/greeter/hello/:name", "GET /ext/greeter/whoami"])
+        #expect(greeter.routes.sorted() == ["GET /ext/greeter/", "GET /ext/greeter/hello/:name", "GET /ext/greeter/secret", "GET /ext/greeter/whoami"])
         #expect(greeter.authorizers == ["no-mallory"])
 
         #expect(get(kernel, "/ext/hello/greet/bob")?.1 == "hello, bob (as anonymous)\n")
@@ -129,6 +129,9 @@ struct KernelTests {
         var snapshot = kernel.registry.snapshot
         #expect(snapshot.routes.filter { $0.pluginID == "alpha" }.count == 4)
         #expect(snapshot.authenticators.count == 1 && snapshot.authorizers.count == 1)
+        // The hook names tenant "acme", which does not exist here: the caller keeps its id with anonymous rights.
+        #expect(get(kernel, "/ext/alpha/ping", headers: [("authorization", "Bearer zoe")])?.1.contains("who=zoe tenant=default anon=0") == true)
+        try await kernel.createTenant("acme")
         #expect(get(kernel, "/ext/alpha/ping", headers: [("authorization", "Bearer zoe")])?.1.contains("who=zoe tenant=acme anon=0") == true)
 
         try await kernel.disable("alpha")
@@ -196,7 +199,7 @@ struct KernelTests {
             #expect(byID[id]?.routes.isEmpty == true, "\(id) left routes behind")
         }
         // Nothing half-registered: the failed ones own nothing; the good ones still answer.
-        #expect(kernel.registry.snapshot.routes.map(\.pluginID).sorted() == ["greeter", "greeter", "greeter", "hello"])
+        #expect(kernel.registry.snapshot.routes.map(\.pluginID).sorted() == ["greeter", "greeter", "greeter", "greeter", "hello"])
         #expect(get(kernel, "/ext/hello/greet/x")?.0 == 200)
         await kernel.shutdown()
     }

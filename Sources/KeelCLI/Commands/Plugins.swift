@@ -44,6 +44,7 @@ extension KeelCommand.Plugins {
                 out += "\(p.id) \(p.version)  \(p.status.rawValue)\(p.enabled && p.status != .enabled ? " (wanted: enabled)" : "")"
                 out += p.name.isEmpty ? "\n" : "  — \(p.name)\n"
                 if let reason = p.reason, p.status == .failed || p.status == .missing { out += "  reason: \(reason)\n" }
+                if let tenants = p.tenants { out += "  tenants: \(tenants.isEmpty ? "none" : tenants.joined(separator: ", "))\n" }
                 if !p.capabilities.isEmpty {
                     let caps = p.capabilities.map { p.grants.contains($0) ? $0 : "\($0) (not granted)" }
                     out += "  capabilities: \(caps.joined(separator: ", "))\n"
@@ -119,13 +120,14 @@ extension KeelCommand.Plugins {
 
         @OptionGroup var options: GlobalOptions
         @Argument(help: "The plugin id.") var id: String
+        @Option(help: "Enable it for this tenant only (others keep what they had).") var tenant: String?
 
         func run() async throws {
             try await reporting {
                 let info: PluginInfo
                 if options.runningServer != nil {
                     let state = try options.openState()
-                    try await RemoteControl.submit("enable", pluginID: id, state: state)
+                    try await RemoteControl.submit(tenant.map { "enable-tenant \($0)" } ?? "enable", pluginID: id, state: state)
                     guard let live = try RemoteControl.livePlugins(state: state).first(where: { $0.id == id }) else {
                         throw CLIError("the server enabled \(id) but does not list it")
                     }
@@ -133,7 +135,7 @@ extension KeelCommand.Plugins {
                 } else {
                     let kernel = try options.makeKernel()
                     await kernel.start()
-                    do { try await kernel.enable(id) } catch {
+                    do { try await kernel.enable(id, tenant: tenant) } catch {
                         await kernel.shutdown()
                         throw error
                     }
@@ -152,15 +154,17 @@ extension KeelCommand.Plugins {
         @OptionGroup var options: GlobalOptions
         @Argument(help: "The plugin id.") var id: String
         @Flag(help: "Also disable the enabled plugins that depend on it.") var cascade = false
+        @Option(help: "Disable it for this tenant only.") var tenant: String?
 
         func run() async throws {
             try await reporting {
                 if options.runningServer != nil {
-                    try await RemoteControl.submit("disable", pluginID: id, cascade: cascade, state: try options.openState())
+                    try await RemoteControl.submit(tenant.map { "disable-tenant \($0)" } ?? "disable", pluginID: id, cascade: cascade,
+                                                   state: try options.openState())
                 } else {
                     let kernel = try options.makeKernel()
                     await kernel.start()
-                    do { try await kernel.disable(id, cascade: cascade) } catch {
+                    do { try await kernel.disable(id, tenant: tenant, cascade: cascade) } catch {
                         await kernel.shutdown()
                         throw error
                     }

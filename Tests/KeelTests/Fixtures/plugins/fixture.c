@@ -7,7 +7,8 @@
  *   ACTIVATE_FAILS                  activate registers a route, then fails with a message
  *   ROUTE_PATH, ROUTE_METHOD        the route registered (default GET "/ping")
  *   MENU_ID                         also add this menu entry (MENU_PERMISSION: the permission it needs)
- *   AUTH_MODE                       1: authenticate "Bearer <id>" headers; 2: an authenticate hook that errors
+ *   AUTH_MODE                       1: authenticate "Bearer <id>" headers (tenant acme, role admin); 2: an
+ *                                   authenticate hook that errors; 3: "Bearer <id>" with no tenant and no role
  *   AUTHZ_MODE                      1: allow everything; 2: deny resources containing "secret"; 3: error
  *   REGISTER_TWICE                  register ROUTE_PATH twice
  *   USE_MISSING_SYMBOL              call a function no library defines (fails under RTLD_NOW)
@@ -123,8 +124,12 @@ static keel_status authn(void *ud, const keel_http_request *req, keel_principal_
         if (h.name.len == 13 && memcmp(h.name.ptr, "authorization", 13) == 0 && h.value.len > 7 &&
             memcmp(h.value.ptr, "Bearer ", 7) == 0) {
             keel_str id = { h.value.ptr + 7, h.value.len - 7 };
+#if AUTH_MODE == 3
+            return out->set_identity(out, id, id, keel_cstr(""));
+#else
             out->set_identity(out, id, id, keel_cstr("acme"));
             return out->add_role(out, keel_cstr("admin"));
+#endif
         }
     }
     return KEEL_OK;

@@ -1,0 +1,111 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import KeelLoader
+import KeelManifest
+import KeelRegistry
+import KeelState
+import Synchronization
+
+/// Who may see and do what: the auth chain of the active plugins combined with the operator's tenants, role
+/// bindings, role permissions and per-tenant plugin enablement (all kept in SQLite).
+///
+/// - A caller belongs to a tenant: the one its authenticate hook names (if it exists), else the first tenant it is
+///   bound to, else `default`. Its roles are the hook's plus its bindings in that tenant. A hook naming a tenant that
+///   does not exist gives the caller anonymous rights (no roles) in `default`.
+/// - A plugin enabled for some tenants only has no routes, menus or hooks for the callers of other tenants.
+/// - A permission item `key:action` is allowed when a role of the caller grants `key:action` or `key:*` (the
+///   `admin` role grants everything) or an authorize hook allows it; any deny wins.
+///
+/// Thread-safe; lookups read an in-memory copy of the directory, refreshed by `refresh()` after every change.
+public final class AccessControl: Sendable {
+    let registry: PluginRegistry
+    let state: StateStore
+    let log: @Sendable (LogRecord) -> Void
+    private let current = Mutex(StateStore.Directory())
+    private let declared = Mutex<[String: Set<String>]>([:])
+
+    init(registry: PluginRegistry, state: StateStore, log: @escaping @Sendable (LogRecord) -> Void) {
+        self.registry = registry
+        self.state = state
+        self.log = log
+        refresh()
+    }
+
+    /// Re-reads tenants, roles and bindings from SQLite.
+    public func refresh() {
+        if let d = try? state.directory() { current.withLock { $0 = d } }
+    }
+
+    public var directory: StateStore.Directory { current.withLock { $0 } }
+
+    func setDeclared(_ pluginID: String, _ manifest: Manifest?) {
+        declared.withLock { $0[pluginID] = manifest.map { Set($0.permissions.map(\.key)) } }
+    }
+
+    /// True when `pluginID` serves callers of `tenant`.
+    public func isVisible(_ pluginID: String, tenant: String) -> Bool {
+        guard let tenants = current.withLock({ $0.pluginTenants[pluginID] }) else { return true }
+        return tenants.contains(tenant)
+    }
+
+    /// Fills in the tenant and the bound roles of an authenticated caller.
+    public func enrich(_ p: Principal) -> Principal {
+        let d = directory
+        if p.isAnonymous { return Principal(id: "", tenant: Principal.defaultTenant, authenticatedBy: p.authenticatedBy) }
+        var tenant = p.tenant
+        var roles = Set(p.roles)
+        if tenant.isEmpty {
+            tenant = d.tenants.first { d.members[$0]?[p.id] != nil } ?? Principal.defaultTenant
+        } else if !d.tenants.contains(tenant) {
+            log(LogRecord(level: .warn, pluginID: p.authenticatedBy, message: "principal \"\(p.id)\" names unknown tenant \"\(tenant)\": anonymous rights"))
+            return Principal(id: p.id, displayName: p.displayName, tenant: Principal.defaultTenant, roles: [], authenticatedBy: p.authenticatedBy)
+        }
+        roles.formUnion(d.members[tenant]?[p.id] ?? [])
+        return Principal(id: p.id, displayName: p.displayName, tenant: tenant, roles: roles.sorted(), authenticatedBy: p.authenticatedBy)
+    }
+
+    /// Runs the authenticate hooks and enriches the result. A hook's principal counts only when its plugin serves
+    /// the principal's tenant. A failing hook denies (`.failure`).
+    public func identify(_ request: PluginRequest, snapshot: Snapshot) -> Result<Principal, PluginCallError> {
+        snapshot.authenticate(request) { hook, principal in
+            self.isVisible(hook.pluginID, tenant: self.enrich(principal).tenant)
+        }.map { enrich($0) }
+    }
+
+    /// True when a role of `principal` grants `key:action`.
+    public func rolesAllow(_ principal: Principal, key: String, action: String) -> Bool {
+        if principal.roles.contains("admin") { return true }
+        let grants = current.withLock { d in principal.roles.reduce(into: Set<String>()) { $0.formUnion(d.rolePermissions[$1] ?? []) } }
+        return grants.contains("\(key):\(action)") || grants.contains("\(key):*")
+    }
+
+    /// The whole chain: authorize hooks of the plugins serving the caller's tenant (any deny wins), then roles.
+    public func authorize(_ principal: Principal, action: String, resource: String, request: PluginRequest? = nil,
+                          snapshot: Snapshot) -> (AuthDecision, String?) {
+        let (decision, reason) = snapshot.authorize(principal, action: action, resource: resource, request: request) {
+            self.isVisible($0, tenant: principal.tenant)
+        }
+        if decision == .deny { return (decision, reason) }
+        if rolesAllow(principal, key: resource, action: action) { return (.allow, nil) }
+        return (decision, reason)
+    }
+
+    /// True when `principal` may see a menu entry of `pluginID`: the plugin serves its tenant, and the entry needs
+    /// no permission or the chain allows it (`key:action`; a bare key means `key:view`).
+    public func canSee(_ entry: MenuDeclaration, of pluginID: String, _ principal: Principal, snapshot: Snapshot) -> Bool {
+        guard isVisible(pluginID, tenant: principal.tenant) else { return false }
+        guard !entry.permission.isEmpty else { return true }
+        let parts = entry.permission.split(separator: ":", maxSplits: 1).map(String.init)
+        let (key, action) = (parts[0], parts.count > 1 ? parts[1] : "view")
+        return authorize(principal, action: action, resource: key, snapshot: snapshot).0 == .allow
+    }
+
+    /// A plugin's own permission check: it may only ask about the permission items it declares.
+    func check(plugin: String, _ principal: Principal, action: String, resource: String) -> AuthDecision {
+        guard declared.withLock({ $0[plugin]?.contains(resource) }) == true else {
+            log(LogRecord(level: .warn, pluginID: plugin, message: "asked about permission \"\(resource)\", which it does not declare: denied"))
+            return .deny
+        }
+        return authorize(principal, action: action, resource: resource, snapshot: registry.snapshot).0 == .allow ? .allow : .deny
+    }
+}
