@@ -1,0 +1,150 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import Keel
+import Testing
+
+@Suite("tenants, roles and permissions", .serialized)
+struct TenancyTests {
+    var keel: String { TestEnvironment.binPath + "/keel" }
+
+    func run(_ args: [String], _ f: KernelFixture) throws -> (status: Int32, stdout: String, stderr: String) {
+        try TestEnvironment.run(keel, args + ["--plugins", f.plugins, "--state", f.state])
+    }
+
+    @Test("two tenants, two principals, one plugin for one tenant: each caller sees their own routes, menus and rights")
+    func twoTenants() async throws {
+        let f = KernelFixture()
+        try TestEnvironment.stageExamples(into: f.plugins)
+        try f.fixtureBundle("idp", defines: ["AUTH_MODE=3", "ROUTE_PATH=\"/me\""])
+        for args in [["tenants", "create", "acme"], ["tenants", "create", "globex"], ["roles", "create", "editor"],
+                     ["roles", "create", "guest"], ["roles", "grant", "editor", "greeter.greetings:view"],
+                     ["tenants", "add-member", "acme", "alice", "editor"], ["tenants", "add-member", "globex", "bob", "guest"],
+                     ["plugins", "grant", "idp", "authenticate"], ["plugins", "grant", "greeter", "authorize"],
+                     ["plugins", "grant", "hello", "authenticate"],
+                     ["plugins", "enable", "idp"], ["plugins", "enable", "hello", "--tenant", "acme"], ["plugins", "enable", "greeter"]] {
+            let r = try run(args, f)
+            #expect(r.status == 0, "\(args): \(r.stderr)")
+        }
+        var server = try ServerProcess(plugins: f.plugins, state: f.state)
+
+        func check(_ server: ServerProcess) async throws {
+            let alice = ["Authorization": "Bearer alice"], bob = ["Authorization": "Bearer bob"]
+            // Routes: hello exists for acme only.
+            #expect(try await server.request("GET", "/ext/hello/greet/x", headers: alice).text == "hello, x (as alice)\n")
+            #expect(try await server.request("GET", "/ext/hello/greet/x", headers: bob).status == 404)
+            #expect(try await server.request("GET", "/ext/hello/greet/x").status == 404)
+            // The handler sees who is calling, as the chain established it.
+            let who = try await server.request("GET", "/ext/greeter/whoami", headers: alice).json as? [String: Any]
+            #expect(who?["id"] as? String == "alice" && who?["tenant"] as? String == "acme" && who?["roles"] as? [String] == ["editor"])
+            let bobWho = try await server.request("GET", "/ext/greeter/whoami", headers: bob).json as? [String: Any]
+            #expect(bobWho?["tenant"] as? String == "globex" && bobWho?["roles"] as? [String] == ["guest"])
+            // A permission check from the plugin through the host's chain: allowed for editors, denied otherwise.
+            #expect(try await server.request("GET", "/ext/greeter/secret", headers: alice).status == 200)
+            let denied = try await server.request("GET", "/ext/greeter/secret", headers: bob)
+            #expect(denied.status == 403 && denied.text == "not for you, bob\n")
+            // Menus: each caller sees the navigation of their tenant and rights.
+            func menu(_ headers: [String: String]) async throws -> [String] {
+                func ids(_ nodes: [[String: Any]]) -> [String] {
+                    nodes.flatMap { [($0["id"] as? String) ?? ""] + ids(($0["children"] as? [[String: Any]]) ?? []) }
+                }
+                return ids((try await server.request("GET", "/api/v1/menus", headers: headers).json as? [[String: Any]]) ?? []).sorted()
+            }
+            #expect(try await menu(alice) == ["greeter.hello", "greeter.secret", "hello.greet", "hello.main"])
+            #expect(try await menu(bob) == ["greeter.hello"])
+        }
+        try await check(server)
+        #expect(server.stop() == 0)
+        // Everything survives a restart.
+        server = try ServerProcess(plugins: f.plugins, state: f.state)
+        try await check(server)
+
+        // Through the admin API too.
+        let tenants = try await server.request("GET", "/api/v1/tenants", admin: true).json as? [[String: Any]]
+        #expect(tenants?.compactMap { $0["name"] as? String } == ["acme", "default", "globex"])
+        #expect((tenants?.first { $0["name"] as? String == "acme" }?["plugins"] as? [String]) == ["hello"])
+        #expect(try await server.request("POST", "/api/v1/plugins/hello/enable", admin: true, body: Data(#"{"tenant": "globex"}"#.utf8)).status == 200)
+        #expect(try await server.request("GET", "/ext/hello/greet/y", headers: ["Authorization": "Bearer bob"]).status == 200)
+        #expect(server.stop() == 0)
+    }
+
+    @Test("bad input: unknown tenant or role, a plugin asking about a permission it did not declare, removing a tenant in use")
+    func badInput() async throws {
+        let f = KernelFixture()
+        try TestEnvironment.stageExamples(into: f.plugins)
+        #expect(try run(["tenants", "create", "acme"], f).status == 0)
+        let badName = try run(["tenants", "create", "Not Valid"], f)
+        #expect(badName.status == 1 && badName.stderr.contains("is not a valid tenant name"))
+        let twice = try run(["tenants", "create", "acme"], f)
+        #expect(twice.status == 1 && twice.stderr == "keel: error: tenant \"acme\" already exists\n")
+        let unknownRole = try run(["tenants", "add-member", "acme", "carol", "ghost"], f)
+        #expect(unknownRole.status == 1 && unknownRole.stderr == "keel: error: unknown role \"ghost\"\n")
+        let unknownTenant = try run(["tenants", "add-member", "nowhere", "carol", "admin"], f)
+        #expect(unknownTenant.stderr == "keel: error: unknown tenant \"nowhere\"\n")
+        let badPermission = try run(["roles", "grant", "admin", "nocolon"], f)
+        #expect(badPermission.status != 0)
+        try TestEnvironment.grantSensitive("hello", plugins: f.plugins, state: f.state)
+        let enableNowhere = try run(["plugins", "enable", "hello", "--tenant", "nowhere"], f)
+        #expect(enableNowhere.status == 1 && enableNowhere.stderr == "keel: error: unknown tenant \"nowhere\"\n")
+        #expect(try run(["plugins", "enable", "hello", "--tenant", "acme"], f).status == 0)
+
+        let inUse = try run(["tenants", "delete", "acme"], f)
+        #expect(inUse.status == 1 && inUse.stderr.contains("tenant \"acme\" still has plugin(s) enabled: hello"))
+        let cascade = try run(["tenants", "delete", "acme", "--cascade"], f)
+        #expect(cascade.status == 0, "\(cascade.stderr)")
+        let list = try run(["plugins", "list"], f)
+        #expect(list.stdout.contains("hello 1.0.0  disabled"), "\(list.stdout)")
+        #expect(!(try run(["tenants", "list"], f).stdout.contains("acme")))
+        #expect(try run(["tenants", "delete", "default"], f).stderr == "keel: error: the default tenant cannot be removed\n")
+    }
+
+    @Test("a plugin asking about a permission it did not declare is denied, and the host logs it")
+    func undeclaredPermission() async throws {
+        let source = """
+            #include <keel/keel.h>
+            static const keel_host_auth *auth; static keel_ctx *c;
+            static keel_status ask(void *u, const keel_http_request *q, keel_http_response *r) {
+                (void)u;
+                keel_auth_decision d = KEEL_AUTH_ABSTAIN;
+                keel_status s = auth->check_permission(c, q->principal, keel_cstr("view"), keel_cstr("other.things"), &d);
+                keel_auth_decision d2 = KEEL_AUTH_ABSTAIN;
+                auth->check_permission(c, q->principal, keel_cstr("view"), keel_cstr("asker.things"), &d2);
+                const char *a = (s == KEEL_OK && d == KEEL_AUTH_ALLOW) ? "undeclared:allow " : "undeclared:deny ";
+                const char *b = d2 == KEEL_AUTH_ALLOW ? "declared:allow" : "declared:deny";
+                r->write(r, a, strlen(a));
+                return r->write(r, b, strlen(b));
+            }
+            static keel_status act(const keel_host *h, keel_ctx *ctx) {
+                c = ctx;
+                auth = h->get_service(ctx, keel_cstr(KEEL_SERVICE_AUTH));
+                const keel_host_http *http = h->get_service(ctx, keel_cstr(KEEL_SERVICE_HTTP));
+                keel_route x = { sizeof x, KEEL_STR("GET"), KEEL_STR("/ask"), ask, NULL };
+                return http->register_route(ctx, &x);
+            }
+            static const keel_plugin d = { sizeof d, KEEL_ABI_VERSION_INIT, KEEL_STR("asker"), KEEL_STR("1.0.0"), 0, act, NULL, NULL };
+            KEEL_PLUGIN_ENTRY(d)
+            """
+        let dir = TestEnvironment.makeTemporaryDirectory("asker")
+        try source.write(toFile: dir + "/asker.c", atomically: true, encoding: .utf8)
+        let lib = try TestEnvironment.buildPlugin(source: dir + "/asker.c", name: "asker")
+        let f = KernelFixture()
+        try TestEnvironment.makeBundle(in: f.plugins, folder: "asker", manifest: TestEnvironment.manifest(id: "asker", library: "libasker.so",
+            capabilities: ["routes"], extra: "permissions:\n  - {key: asker.things, actions: [view]}"), library: lib)
+        let kernel = try f.kernel()
+        await kernel.start()
+        try await kernel.enable("asker")
+        try await kernel.createRole("reader")
+        try await kernel.setRolePermission("reader", "asker.things:view")
+        try await kernel.setMember(tenant: "default", principal: "ann", role: "reader")
+        // Anonymous: no role grants anything.
+        #expect(get(kernel, "/ext/asker/ask")?.1 == "undeclared:deny declared:deny")
+        let snapshot = kernel.registry.snapshot
+        let match = try #require(snapshot.route(method: "GET", path: "/ext/asker/ask"))
+        let ann = kernel.access.enrich(Principal(id: "ann", authenticatedBy: "test"))
+        #expect(ann.roles == ["reader"] && ann.tenant == "default")
+        let reply = try match.route.handler.handle(PluginRequest(method: "GET", path: "/ext/asker/ask", principal: ann)).get()
+        #expect(reply.bodyText == "undeclared:deny declared:allow")
+        #expect(f.log.lines.contains { $0.contains("[asker] asked about permission \"other.things\", which it does not declare: denied") })
+        await kernel.shutdown()
+    }
+}
