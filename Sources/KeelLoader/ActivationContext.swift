@@ -90,6 +90,21 @@ public final class ActivationContext: Sendable {
 
     func leave() { inFlight.wrappingSubtract(1, ordering: .acquiringAndReleasing) }
 
+    /// Accounts for a finished auth hook call. Returns the error to deny with: the hook failed, or it ran over its
+    /// budget (a hook too slow to trust decides nothing).
+    func finishHook(_ what: String, started: Double, status: Int32) -> PluginCallError? {
+        let message = status == StatusCode.ok ? "" : takeError()
+        let budget = budgets.hook
+        let late = Self.now() - started > budget
+        _ = account(what, started: started, budget: budget, failed: status != StatusCode.ok || late,
+                    detail: "\(StatusCode.name(status)) \(message)")
+        if late {
+            return PluginCallError(pluginID: pluginID, status: StatusCode.limit,
+                                   message: "\(what) ran over its \(Int(budget * 1000)) ms budget")
+        }
+        return status == StatusCode.ok ? nil : PluginCallError(pluginID: pluginID, status: status, message: message)
+    }
+
     /// Accounts for one finished call: logs it when it ran over `budget`, and counts failures in a row.
     /// - Returns: true when the call ran over its budget.
     func account(_ what: String, started: Double, budget: Double, failed: Bool, detail: @autoclosure () -> String) -> Bool {

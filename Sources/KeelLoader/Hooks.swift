@@ -90,15 +90,8 @@ public final class AuthenticateHook: @unchecked Sendable {
         let status = CFrame.withRequest(request) { req in
             HostABI.withPrincipalBuilder(writer) { b in function(userData, req, b) }
         }
-        let message = status == KEEL_OK ? "" : context.takeError()
-        let budget = context.budgets.hook
-        if context.account("authenticate hook \"\(name)\"", started: started, budget: budget, failed: status != KEEL_OK
-                            || ActivationContext.now() - started > budget, detail: "\(StatusCode.name(status)) \(message)") {
-            return .failure(PluginCallError(pluginID: pluginID, status: StatusCode.limit,
-                                            message: "authenticate hook \"\(name)\" ran over its \(Int(budget * 1000)) ms budget"))
-        }
-        guard status == KEEL_OK else {
-            return .failure(PluginCallError(pluginID: pluginID, status: status, message: message))
+        if let error = context.finishHook("authenticate hook \"\(name)\"", started: started, status: status) {
+            return .failure(error)
         }
         guard let id = writer.id else { return .success(nil) }
         return .success(Principal(id: id, displayName: writer.displayName,
@@ -150,15 +143,8 @@ public final class AuthorizeHook: @unchecked Sendable {
         } else {
             status = CFrame.withPrincipal(principal) { p in ask(nil, p) }
         }
-        let message = status == KEEL_OK ? "" : context.takeError()
-        let budget = context.budgets.hook
-        if context.account("authorize hook \"\(name)\"", started: started, budget: budget, failed: status != KEEL_OK
-                            || ActivationContext.now() - started > budget, detail: "\(StatusCode.name(status)) \(message)") {
-            return .failure(PluginCallError(pluginID: pluginID, status: StatusCode.limit,
-                                            message: "authorize hook \"\(name)\" ran over its \(Int(budget * 1000)) ms budget"))
-        }
-        guard status == KEEL_OK else {
-            return .failure(PluginCallError(pluginID: pluginID, status: status, message: message))
+        if let error = context.finishHook("authorize hook \"\(name)\"", started: started, status: status) {
+            return .failure(error)
         }
         switch decision {
         case KEEL_AUTH_ALLOW: return .success(.allow)

@@ -124,24 +124,10 @@ extension KeelCommand.Plugins {
 
         func run() async throws {
             try await reporting {
-                let info: PluginInfo
-                if options.runningServer != nil {
-                    let state = try options.openState()
-                    try await RemoteControl.submit(tenant.map { "enable-tenant \($0)" } ?? "enable", pluginID: id, state: state)
-                    guard let live = try RemoteControl.livePlugins(state: state).first(where: { $0.id == id }) else {
-                        throw CLIError("the server enabled \(id) but does not list it")
-                    }
-                    info = live
-                } else {
-                    let kernel = try options.makeKernel()
-                    await kernel.start()
-                    do { try await kernel.enable(id, tenant: tenant) } catch {
-                        await kernel.shutdown()
-                        throw error
-                    }
-                    info = try await kernel.plugin(id)
-                    await kernel.shutdown()
-                }
+                let info = try await throughServerOrKernel(options, id: id,
+                    remote: { state in try await RemoteControl.submit(tenant.map { "enable-tenant \($0)" } ?? "enable", pluginID: id, state: state) },
+                    local: { kernel in try await kernel.enable(id, tenant: tenant) })
+                guard let info else { return }
                 print("enabled \(id) \(info.version): \(info.routes.count) route(s), \(info.menus.count) menu entr\(info.menus.count == 1 ? "y" : "ies"), \(info.authenticators.count + info.authorizers.count) auth hook(s)")
             }
         }
@@ -158,18 +144,12 @@ extension KeelCommand.Plugins {
 
         func run() async throws {
             try await reporting {
-                if options.runningServer != nil {
-                    try await RemoteControl.submit(tenant.map { "disable-tenant \($0)" } ?? "disable", pluginID: id, cascade: cascade,
-                                                   state: try options.openState())
-                } else {
-                    let kernel = try options.makeKernel()
-                    await kernel.start()
-                    do { try await kernel.disable(id, tenant: tenant, cascade: cascade) } catch {
-                        await kernel.shutdown()
-                        throw error
-                    }
-                    await kernel.shutdown()
-                }
+                _ = try await throughServerOrKernel(options, id: nil,
+                    remote: { state in
+                        try await RemoteControl.submit(tenant.map { "disable-tenant \($0)" } ?? "disable", pluginID: id,
+                                                       cascade: cascade, state: state)
+                    },
+                    local: { kernel in try await kernel.disable(id, tenant: tenant, cascade: cascade) })
                 print("disabled \(id)")
             }
         }
@@ -186,24 +166,10 @@ extension KeelCommand.Plugins {
 
         func run() async throws {
             try await reporting {
-                let info: PluginInfo
-                if options.runningServer != nil {
-                    let state = try options.openState()
-                    try await RemoteControl.submit("reload", pluginID: id, state: state)
-                    guard let live = try RemoteControl.livePlugins(state: state).first(where: { $0.id == id }) else {
-                        throw CLIError("the server reloaded \(id) but does not list it")
-                    }
-                    info = live
-                } else {
-                    let kernel = try options.makeKernel()
-                    await kernel.start()
-                    do { try await kernel.reload(id) } catch {
-                        await kernel.shutdown()
-                        throw error
-                    }
-                    info = try await kernel.plugin(id)
-                    await kernel.shutdown()
-                }
+                let info = try await throughServerOrKernel(options, id: id,
+                    remote: { state in try await RemoteControl.submit("reload", pluginID: id, state: state) },
+                    local: { kernel in try await kernel.reload(id) })
+                guard let info else { return }
                 print("reloaded \(id) \(info.version): \(info.status.rawValue)")
             }
         }
@@ -263,16 +229,36 @@ extension KeelCommand.Plugins {
 
 /// Grants and revokes through the running server when there is one, else through a kernel of our own.
 func changeGrants(_ options: GlobalOptions, _ id: String, grant: [String], revoke: [String]) async throws {
+    let op = "grants " + (grant.map { "+" + $0 } + revoke.map { "-" + $0 }).joined(separator: " ")
+    _ = try await throughServerOrKernel(options, id: nil,
+        remote: { state in try await RemoteControl.submit(op, pluginID: id, state: state) },
+        local: { kernel in try await kernel.setGrants(id, grant: grant, revoke: revoke) })
+}
+
+/// Runs a change through the running server (its command queue) when `keel serve` owns the state file, else on a
+/// kernel of this process (started, then shut down whatever happens). Returns the plugin's info afterwards when
+/// `id` is given: the server's live view, or the local kernel's.
+func throughServerOrKernel(_ options: GlobalOptions, id: String?, remote: (StateStore) async throws -> Void,
+                           local: (Kernel) async throws -> Void) async throws -> PluginInfo? {
     if options.runningServer != nil {
-        let op = "grants " + (grant.map { "+" + $0 } + revoke.map { "-" + $0 }).joined(separator: " ")
-        try await RemoteControl.submit(op, pluginID: id, state: try options.openState())
-        return
+        let state = try options.openState()
+        try await remote(state)
+        guard let id else { return nil }
+        guard let live = try RemoteControl.livePlugins(state: state).first(where: { $0.id == id }) else {
+            throw CLIError("the server does not list \(id)")
+        }
+        return live
     }
     let kernel = try options.makeKernel()
     await kernel.start()
-    do { try await kernel.setGrants(id, grant: grant, revoke: revoke) } catch {
+    do {
+        try await local(kernel)
+        var info: PluginInfo?
+        if let id { info = try await kernel.plugin(id) }
+        await kernel.shutdown()
+        return info
+    } catch {
         await kernel.shutdown()
         throw error
     }
-    await kernel.shutdown()
 }

@@ -73,16 +73,9 @@ extension KeelCommand.Tenants {
 
         func run() async throws {
             try await reporting {
-                if options.runningServer != nil {
-                    try await RemoteControl.submit("delete-tenant", pluginID: name, cascade: cascade, state: try options.openState())
-                } else {
-                    let kernel = try options.makeKernel()
-                    do { try await kernel.deleteTenant(name, cascade: cascade) } catch {
-                        await kernel.shutdown()
-                        throw error
-                    }
-                    await kernel.shutdown()
-                }
+                _ = try await throughServerOrKernel(options, id: nil,
+                    remote: { state in try await RemoteControl.submit("delete-tenant", pluginID: name, cascade: cascade, state: state) },
+                    local: { kernel in try await kernel.deleteTenant(name, cascade: cascade) })
             }
             print("removed tenant \(name)")
         }
