@@ -20,3 +20,4 @@
 @_exported import struct KeelManifest.Semver
 @_exported import enum KeelLoader.StatusCode
 @_exported import struct KeelState.StateError
+@_exported import struct KeelLoader.CallBudgets

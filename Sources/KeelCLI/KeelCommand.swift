@@ -30,13 +30,14 @@ struct GlobalOptions: ParsableArguments {
 
     /// A kernel for this command. One-shot commands report failures in their own output, so they log only with
     /// --verbose; a long-running server (`logAlways`) logs warnings and errors always, everything with --verbose.
-    func makeKernel(logAlways: Bool = false) throws -> Kernel {
+    func makeKernel(logAlways: Bool = false, adjust: (inout KernelConfiguration) -> Void = { _ in }) throws -> Kernel {
         let verbose = self.verbose
         var configuration = KernelConfiguration(pluginsDirectory: pluginsDirectory, stateFile: stateFile) { record in
             if verbose || (logAlways && record.level >= .warn) { KernelConfiguration.standardErrorLog(record) }
         }
         // Every new build is tried in a child `keel probe` before this process loads it.
         configuration.probe = PluginProbe.currentExecutable.map { PluginProbe(executable: $0) }
+        adjust(&configuration)
         do { return try Kernel(configuration: configuration) } catch { throw CLIError(error.description) }
     }
 

@@ -17,7 +17,7 @@ enum ConsoleAssets {
         <h1>Keel</h1>
         <form id="login">
           <span id="who">anonymous</span>
-          <input id="token" type="password" placeholder="admin token" autocomplete="off" aria-label="admin token">
+          <input id="token" type="password" placeholder="token or API key" autocomplete="off" aria-label="token or API key">
           <button id="login-button" type="submit">Log in</button>
           <button id="logout-button" type="button" hidden>Log out</button>
         </form>
@@ -153,7 +153,8 @@ enum ConsoleAssets {
       try {
         const session = await api('/api/v1/session');
         state.admin = session.admin;
-        document.getElementById('who').textContent = session.anonymous ? 'anonymous' : (session.displayName || session.id);
+        document.getElementById('who').textContent = session.anonymous ? 'anonymous'
+          : (session.displayName || session.id) + ' · ' + session.tenant + (session.admin ? ' · admin' : '');
       } catch (e) {
         state.admin = false;
       }
@@ -174,8 +175,10 @@ enum ConsoleAssets {
         const message = document.getElementById('message');
         message.textContent = '';
         try {
+          // The admin token opens the plugin list; any other credential an authenticate hook accepts (an API key,
+          // a user token) shows that caller's own navigation.
           const session = await api('/api/v1/session');
-          if (!session.admin) throw new Error('that token is not the admin token');
+          if (session.anonymous) throw new Error('no authenticate hook recognised that token');
           sessionStorage.setItem('keel.token', state.token);
         } catch (e) {
           state.token = ''; sessionStorage.removeItem('keel.token');

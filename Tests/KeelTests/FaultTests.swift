@@ -101,8 +101,13 @@ struct FaultTests {
         try f.fixtureBundle("greedy", defines: ["EXTRA_ROUTES=100000"])
         try f.fixtureBundle("escaper", defines: ["ROUTE_PATH=\"/../hello/greet/x\""])
         try f.fixtureBundle("fine")
+        // A 20 MB manifest is refused by size before it is parsed.
+        let huge = f.plugins + "/huge"
+        try FileManager.default.createDirectory(atPath: huge, withIntermediateDirectories: true)
+        try Data(repeating: UInt8(ascii: "#"), count: 20 << 20).write(to: URL(fileURLWithPath: huge + "/plugin.yaml"))
         let kernel = try f.kernel()
         await kernel.start()
+        #expect(try await kernel.plugin("huge").reason == "\(huge)/plugin.yaml: 20971520 bytes is over the 262144-byte limit for a manifest")
         var reasons: [String: String] = [:]
         for id in ["loop", "folder", "greedy", "escaper"] {
             do { try await kernel.enable(id); Issue.record("\(id) enabled") } catch { reasons[id] = error.description }

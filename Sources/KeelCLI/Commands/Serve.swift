@@ -22,6 +22,11 @@ extension KeelCommand {
         @Option(help: "Port to listen on; 0 picks a free one (printed).") var port = ServerConfiguration.defaultPort
         @Option(name: .customLong("max-body"), help: "Largest request body for plugin routes, in bytes (413 above).")
         var maxBody = 1 << 20
+        @Option(name: .customLong("max-routes"), help: "Routes one plugin may register.") var maxRoutes = RegistrationLimits.default.routes
+        @Option(name: .customLong("max-menus"), help: "Menu entries one plugin may register.") var maxMenus = RegistrationLimits.default.menus
+        @Option(name: .customLong("max-hooks"), help: "Auth hooks one plugin may register.") var maxHooks = RegistrationLimits.default.hooks
+        @Option(name: .customLong("hook-budget-ms"), help: "Milliseconds an auth hook may take before it counts as deny.")
+        var hookBudget = Int(CallBudgets.default.hook * 1000)
         @Flag(name: .customLong("safe-mode"), help: "Start with no plugin active (to recover from a plugin that breaks the host).")
         var safeMode = false
         @Flag(inversion: .prefixedNo, help: "Watch the plugin folder and load, reload and retire bundles as they change.")
@@ -31,7 +36,10 @@ extension KeelCommand {
             try await reporting {
                 let lock = try ServerLock(stateFile: options.stateFile, info: "starting")
                 let signals = SecondSignalExit()
-                let kernel = try options.makeKernel(logAlways: true)
+                let kernel = try options.makeKernel(logAlways: true) { configuration in
+                    configuration.limits = RegistrationLimits(routes: maxRoutes, menus: maxMenus, hooks: maxHooks)
+                    configuration.budgets.hook = Double(hookBudget) / 1000
+                }
                 await kernel.start(safeMode: safeMode)
                 if watch && !safeMode { try await kernel.watch() }
                 let token = AdminToken(state: kernel.state)
