@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "Keel", targets: ["Keel"]),
         .library(name: "KeelPluginKit", targets: ["KeelPluginKit"]),
         .executable(name: "keel", targets: ["KeelCLI"]),
+        .executable(name: "keel-bench", targets: ["KeelBench"]),
         // Example plugins, built as real shared objects (lib<name>.so in the build folder).
         .library(name: "hello-c", type: .dynamic, targets: ["HelloC"]),
         .library(name: "greeter-swift", type: .dynamic, targets: ["GreeterSwift"]),
@@ -41,6 +42,13 @@ let package = Package(
         .executableTarget(name: "KeelCLI", dependencies: [
             "Keel", "KeelHTTP",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+
+        // The benchmark suite (Scripts/bench.sh), separate from the tests.
+        .target(name: "CKeelBenchNative", dependencies: ["CKeelABI"]),
+        .executableTarget(name: "KeelBench", dependencies: [
+            "Keel", "KeelHTTP", "KeelLoader", "CKeelABI", "CKeelBenchNative",
+            .product(name: "Hummingbird", package: "hummingbird"),
         ]),
 
         // The Swift side of the plugin ABI for plugin authors: hides pointers, trampolines and lifetimes.

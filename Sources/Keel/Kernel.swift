@@ -52,6 +52,7 @@ public actor Kernel {
     }
 
     let generations: GenerationStore
+    let activationMark: ActivationMark
     private var nextGeneration: [String: Int] = [:]
     private var watcher: PluginWatcher?
 
@@ -66,6 +67,7 @@ public actor Kernel {
         access = AccessControl(registry: registry, state: state, log: configuration.log)
         environment.attach(access)
         generations = GenerationStore(stateFile: configuration.stateFile)
+        activationMark = ActivationMark(path: configuration.stateFile + ".activating")
     }
 
     nonisolated func log(_ level: LogLevel, _ pluginID: String?, _ message: String) {
@@ -82,16 +84,19 @@ public actor Kernel {
             guard let self else { return }
             Task { await self.disableMisbehaving(id, reason: reason) }
         }
-        rescan()
-        quarantineAfterCrash()
-        releaseRebuiltQuarantines()
-        if safeMode {
-            log(.warn, nil, "safe mode: no plugin is activated")
-            return
-        }
-        let wanted = ((try? state.plugins()) ?? []).filter { $0.enabled && bundles[$0.id] != nil }.map(\.id)
-        for id in activationPlan(for: Set(wanted)) where active[id] == nil {
-            _ = try? activate(id)
+        // Start-up writes many small records: they go to SQLite as one transaction.
+        try? state.batch {
+            rescan()
+            quarantineAfterCrash()
+            releaseRebuiltQuarantines()
+            if safeMode {
+                log(.warn, nil, "safe mode: no plugin is activated")
+                return
+            }
+            let wanted = ((try? state.plugins()) ?? []).filter { $0.enabled && bundles[$0.id] != nil }.map(\.id)
+            for id in activationPlan(for: Set(wanted)) where active[id] == nil {
+                _ = try? activate(id)
+            }
         }
     }
 
@@ -237,13 +242,12 @@ public actor Kernel {
 
     // MARK: crash-loop quarantine
 
-    static let activatingKey = "kernel.activating"
     static func quarantineKey(_ id: String) -> String { "quarantine.\(id)" }
 
     /// A mark left from the last run means that plugin's activate took the host down: disable it, with the reason.
     private func quarantineAfterCrash() {
-        guard let mark = try? state.setting(Self.activatingKey) else { return }
-        try? state.setSetting(Self.activatingKey, nil)
+        guard let mark = activationMark.read() else { return }
+        activationMark.clear()
         let parts = mark.split(separator: " ").map(String.init)
         guard parts.count == 3 else { return }
         let (id, generation, checksum) = (parts[0], Int(parts[1]) ?? 0, parts[2])
@@ -432,9 +436,10 @@ public actor Kernel {
         var seed = Contributions()
         seed.menus = manifest.menus.map { MenuRegistration(entry: $0, fromManifest: true) }
         let contributions: Contributions
-        // The mark stays in SQLite only if the process dies inside activate: the next start quarantines the plugin.
-        try? state.setSetting(Self.activatingKey, "\(id) \(number) \(copy.checksum)")
-        defer { try? state.setSetting(Self.activatingKey, nil) }
+        // The mark survives only if the process dies inside activate: the next start quarantines the plugin. A plain
+        // write (no fsync) is enough, since it must outlive a crash of this process, not of the machine.
+        activationMark.set("\(id) \(number) \(copy.checksum)")
+        defer { activationMark.clear() }
         do { contributions = try library.activate(context, seed: seed) } catch {
             record(id, number, version: "\(manifest.version)", checksum: copy.checksum, outcome: "failed", detail: error.description)
             throw KernelError(.loadFailed, pluginID: id, reason: error.description)

@@ -18,11 +18,11 @@ struct Gatekeeper: Sendable {
                                  authenticatedBy: "keel")
 
     /// The caller of `request`, or a thrown 403 when an authenticate hook failed.
-    func identify(_ request: Request, snapshot: Snapshot) throws -> (Principal, isAdmin: Bool) {
+    func identify(_ request: Request, snapshot: Snapshot, as seen: PluginRequest? = nil) throws -> (Principal, isAdmin: Bool) {
         if let auth = request.headers[.authorization], auth.hasPrefix("Bearer "), token.verify(String(auth.dropFirst(7))) {
             return (Self.admin, true)
         }
-        switch kernel.access.identify(Self.pluginRequest(request), snapshot: snapshot) {
+        switch kernel.access.identify(seen ?? Self.pluginRequest(request), snapshot: snapshot) {
         case let .success(principal): return (principal, false)
         case let .failure(error):
             log(LogRecord(level: .warn, pluginID: error.pluginID, message: "authenticate hook failed, request denied: \(error)"))
@@ -32,10 +32,11 @@ struct Gatekeeper: Sendable {
 
     /// Runs the authorize hooks; throws 403 on a deny (or a failing hook). Returns the decision otherwise.
     @discardableResult
-    func authorize(_ principal: Principal, _ request: Request, snapshot: Snapshot) throws -> AuthDecision {
+    func authorize(_ principal: Principal, _ request: Request, snapshot: Snapshot, as seen: PluginRequest? = nil) throws -> AuthDecision {
+        var asked = seen ?? Self.pluginRequest(request)
+        asked.principal = principal
         let (decision, reason) = kernel.access.authorize(principal, action: request.method.rawValue, resource: request.uri.path,
-                                                         request: Self.pluginRequest(request, principal: principal),
-                                                         snapshot: snapshot)
+                                                         request: asked, snapshot: snapshot)
         if decision == .deny {
             log(LogRecord(level: .info, pluginID: nil, message: "\(request.method) \(request.uri.path) denied: \(reason ?? "denied")"))
             throw APIError.forbidden

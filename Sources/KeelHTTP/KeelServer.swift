@@ -34,11 +34,15 @@ public struct KeelServer: Sendable {
     public let kernel: Kernel
     public let token: AdminToken
     public let configuration: ServerConfiguration
+    /// Adds the embedder's own built-in routes (outside `/ext/` and `/api/`) before the router is frozen.
+    public let builtinRoutes: @Sendable (Router<KeelRequestContext>) -> Void
 
-    public init(kernel: Kernel, token: AdminToken, configuration: ServerConfiguration = ServerConfiguration()) {
+    public init(kernel: Kernel, token: AdminToken, configuration: ServerConfiguration = ServerConfiguration(),
+                builtinRoutes: @escaping @Sendable (Router<KeelRequestContext>) -> Void = { _ in }) {
         self.kernel = kernel
         self.token = token
         self.configuration = configuration
+        self.builtinRoutes = builtinRoutes
     }
 
     /// Serves until SIGINT or SIGTERM (graceful: requests in flight finish) or until the task is cancelled.
@@ -50,6 +54,7 @@ public struct KeelServer: Sendable {
         let router = Router(context: KeelRequestContext.self)
         AdminAPI(kernel: kernel, gatekeeper: gatekeeper).register(on: router)
         Console.register(on: router)
+        builtinRoutes(router)
         let responder = KeelResponder(router: router.buildResponder(),
                                       plugins: PluginDispatcher(gatekeeper: gatekeeper, maxBodySize: configuration.maxBodySize))
         var logger = Logger(label: "keel.http")

@@ -18,10 +18,12 @@ struct PluginDispatcher: Sendable {
         var snapshot = gatekeeper.kernel.registry.snapshot
         let method = request.method.rawValue
         guard var match = snapshot.route(method: method, path: request.uri.path) else { throw APIError.notFound }
-        let (principal, _) = try gatekeeper.identify(request, snapshot: snapshot)
+        // The request as plugins see it is built once and shared by the hooks and the handler.
+        var seen = Gatekeeper.pluginRequest(request)
+        let (principal, _) = try gatekeeper.identify(request, snapshot: snapshot, as: seen)
         // A plugin enabled for other tenants only does not exist for this caller.
         guard gatekeeper.kernel.access.isVisible(match.pluginID, tenant: principal.tenant) else { throw APIError.notFound }
-        try gatekeeper.authorize(principal, request, snapshot: snapshot)
+        try gatekeeper.authorize(principal, request, snapshot: snapshot, as: seen)
 
         if let length = request.headers[.contentLength].flatMap(Int.init), length > maxBodySize {
             throw APIError.tooLarge(maxBodySize)
@@ -38,9 +40,11 @@ struct PluginDispatcher: Sendable {
         // swap may reach it after it stopped admitting calls: such a request goes to the current generation.
         var attempts = 0
         while true {
-            let pluginRequest = Gatekeeper.pluginRequest(request, principal: principal, routePath: match.routePath,
-                                                         parameters: match.parameters, body: body)
-            switch match.route.handler.handle(pluginRequest) {
+            seen.principal = principal
+            seen.routePath = match.routePath
+            seen.parameters = match.parameters
+            seen.body = body
+            switch match.route.handler.handle(seen) {
             case let .success(response):
                 var headers = HTTPFields()
                 for h in response.headers {

@@ -120,29 +120,68 @@ public final class AuthorizeHook: @unchecked Sendable {
     /// [request]
     public func authorize(_ principal: Principal, action: String, resource: String,
                           request: PluginRequest? = nil) -> Result<AuthDecision, PluginCallError> {
+        var result: Result<AuthDecision, PluginCallError> = .success(.abstain)
+        Self.withQuestion(principal, action: action, resource: resource, request: request) { q in result = call(q) }
+        return result
+    }
+
+    /// Asks `hooks` in order, building the C question (and the request it carries) once for all of them. Any deny,
+    /// or any failure, wins and stops the round; otherwise an allow from any hook allows.
+    /// - Returns: the decision, and for a deny the hook and its reason (for the log).
+    /// [request]
+    public static func decide(_ hooks: [AuthorizeHook], principal: Principal, action: String, resource: String,
+                              request: PluginRequest? = nil) -> (AuthDecision, String?) {
+        guard !hooks.isEmpty else { return (.abstain, nil) }
+        var outcome: (AuthDecision, String?) = (.abstain, nil)
+        withQuestion(principal, action: action, resource: resource, request: request) { q in
+            var allowed = false
+            for hook in hooks {
+                switch hook.call(q) {
+                case .success(.deny):
+                    outcome = (.deny, "authorize hook \"\(hook.name)\" of plugin \"\(hook.pluginID)\" denied")
+                    return
+                case .success(.allow): allowed = true
+                case .success(.abstain): continue
+                case let .failure(error):
+                    outcome = (.deny, "authorize hook \"\(hook.name)\" failed: \(error)")
+                    return
+                }
+            }
+            outcome = (allowed ? .allow : .abstain, nil)
+        }
+        return outcome
+    }
+
+    /// Lays out a `keel_authz_request` valid during `body`.
+    static func withQuestion(_ principal: Principal, action: String, resource: String, request: PluginRequest?,
+                             _ body: (UnsafeMutablePointer<keel_authz_request>) -> Void) {
+        func ask(_ http: UnsafePointer<keel_http_request>?, _ p: UnsafePointer<keel_principal>) {
+            var arena = StringArena(capacity: action.utf8.count + resource.utf8.count)
+            let a = arena.add(action), r = arena.add(resource)
+            arena.withStrings { str in
+                var q = keel_authz_request(struct_size: UInt32(MemoryLayout<keel_authz_request>.size), principal: p,
+                                           action: str(a), resource: str(r), http: http)
+                body(&q)
+            }
+        }
+        if let request {
+            var withPrincipal = request
+            withPrincipal.principal = principal
+            CFrame.withRequest(withPrincipal) { req in ask(req, req.pointee.principal) }
+        } else {
+            CFrame.withPrincipal(principal) { p in ask(nil, p) }
+        }
+    }
+
+    /// One call into the hook with a prepared question.
+    func call(_ q: UnsafeMutablePointer<keel_authz_request>) -> Result<AuthDecision, PluginCallError> {
         guard context.enter() else {
             return .failure(PluginCallError(pluginID: pluginID, status: StatusCode.unavailable, message: "plugin is not active"))
         }
         defer { context.leave() }
         var decision: keel_auth_decision = -1
-        let status: keel_status
-        func ask(_ http: UnsafePointer<keel_http_request>?, _ p: UnsafePointer<keel_principal>) -> keel_status {
-            var arena = StringArena(capacity: action.utf8.count + resource.utf8.count)
-            let a = arena.add(action), r = arena.add(resource)
-            return arena.withStrings { str in
-                var q = keel_authz_request(struct_size: UInt32(MemoryLayout<keel_authz_request>.size), principal: p,
-                                           action: str(a), resource: str(r), http: http)
-                return function(userData, &q, &decision)
-            }
-        }
         let started = ActivationContext.now()
-        if let request {
-            var withPrincipal = request
-            withPrincipal.principal = principal
-            status = CFrame.withRequest(withPrincipal) { req in ask(req, req.pointee.principal) }
-        } else {
-            status = CFrame.withPrincipal(principal) { p in ask(nil, p) }
-        }
+        let status = function(userData, q, &decision)
         if let error = context.finishHook("authorize hook \"\(name)\"", started: started, status: status) {
             return .failure(error)
         }

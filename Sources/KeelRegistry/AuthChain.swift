@@ -32,15 +32,7 @@ extension Snapshot {
     /// [request]
     public func authorize(_ principal: Principal, action: String, resource: String,
                           request: PluginRequest? = nil, include: (String) -> Bool = { _ in true }) -> (AuthDecision, String?) {
-        var allowed = false
-        for hook in authorizers where include(hook.pluginID) {
-            switch hook.authorize(principal, action: action, resource: resource, request: request) {
-            case .success(.deny): return (.deny, "authorize hook \"\(hook.name)\" of plugin \"\(hook.pluginID)\" denied")
-            case .success(.allow): allowed = true
-            case .success(.abstain): continue
-            case let .failure(error): return (.deny, "authorize hook \"\(hook.name)\" failed: \(error)")
-            }
-        }
-        return (allowed ? .allow : .abstain, nil)
+        AuthorizeHook.decide(authorizers.filter { include($0.pluginID) }, principal: principal, action: action,
+                             resource: resource, request: request)
     }
 }

@@ -87,8 +87,10 @@ final class SQLiteDatabase {
         return rows
     }
 
-    /// Runs `body` in one IMMEDIATE transaction: committed when it returns, rolled back when it throws.
+    /// Runs `body` in one IMMEDIATE transaction: committed when it returns, rolled back when it throws. Inside an
+    /// open transaction (a `StateStore.batch`) it simply joins it.
     func transaction<T>(_ body: () throws(StateError) -> T) throws(StateError) -> T {
+        if sqlite3_get_autocommit(db) == 0 { return try body() }
         try execute("BEGIN IMMEDIATE")
         do {
             let result = try body()

@@ -167,6 +167,21 @@ public final class StateStore: @unchecked Sendable {
                             changedAt: row["changed_at"]?.text ?? "")
     }
 
+    /// Runs `body` with every change it makes in one transaction, committed (and synced) once at the end; if it
+    /// throws, nothing it wrote remains. For start-up, where many small records are written in a row: call it only
+    /// while no other thread writes through this store, because such writes would join the open transaction.
+    public func batch<T>(_ body: () throws -> T) throws -> T {
+        try locked { db throws(StateError) in try db.execute("BEGIN IMMEDIATE") }
+        do {
+            let result = try body()
+            try locked { db throws(StateError) in try db.execute("COMMIT") }
+            return result
+        } catch {
+            try? locked { db throws(StateError) in try db.execute("ROLLBACK") }
+            throw error
+        }
+    }
+
     /// Every plugin, by id.
     public func plugins() throws(StateError) -> [PluginRecord] {
         try locked { db throws(StateError) in try db.query("SELECT * FROM plugins ORDER BY id").compactMap(Self.record) }

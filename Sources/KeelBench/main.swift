@@ -1,0 +1,346 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+//
+// keel-bench: Keel's costs against their physical baselines, each measured in the same run and printed as a ratio.
+// Run it through Scripts/bench.sh, which builds the plugins it needs and installs wrk.
+
+import CKeelBenchNative
+import Foundation
+import Hummingbird
+import Keel
+import KeelHTTP
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+struct Options {
+    var quick = false
+    var work = NSTemporaryDirectory() + "keel-bench-\(getpid())"
+    var pluginA = "", pluginB = "", authz: [String] = [], loadTemplate = "", rawLoader = ""
+
+    init() {
+        var args = CommandLine.arguments.dropFirst().makeIterator()
+        while let a = args.next() {
+            switch a {
+            case "--quick": quick = true
+            case "--work": work = args.next() ?? work
+            case "--plugin-a": pluginA = args.next() ?? ""
+            case "--plugin-b": pluginB = args.next() ?? ""
+            case "--authz": authz.append(args.next() ?? "")
+            case "--load-template": loadTemplate = args.next() ?? ""
+            case "--raw-loader": rawLoader = args.next() ?? ""
+            default: FileHandle.standardError.write(Data("keel-bench: unknown argument \(a)\n".utf8)); exit(64)
+            }
+        }
+    }
+}
+
+struct Row {
+    var name: String
+    var measured: String
+    var baseline: String
+    var ratio: Double?
+    var target: String
+    var met: Bool?
+}
+
+var rows: [Row] = []
+let options = Options()
+try? FileManager.default.removeItem(atPath: options.work)
+try FileManager.default.createDirectory(atPath: options.work, withIntermediateDirectories: true)
+
+func now() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
+
+/// Best of `runs` timings of `body` (seconds).
+func best(_ runs: Int, _ body: () -> Void) -> Double {
+    var result = Double.infinity
+    for _ in 0..<runs {
+        let t = now()
+        body()
+        result = min(result, now() - t)
+    }
+    return result
+}
+
+func rss() -> Int {
+    let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
+    let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
+    return Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0
+}
+
+func bundle(_ dir: String, id: String, library: String, capabilities: String = "[routes, authorize]") throws {
+    let folder = dir + "/" + id
+    try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+    try "id: \(id)\nname: \(id)\nversion: 1.0.0\nabi: \"1.0\"\nlibrary: lib.so\ncapabilities: \(capabilities)\n"
+        .write(toFile: folder + "/plugin.yaml", atomically: true, encoding: .utf8)
+    try? FileManager.default.removeItem(atPath: folder + "/lib.so")
+    try FileManager.default.copyItem(atPath: library, toPath: folder + "/lib.so")
+}
+
+func kernel(_ plugins: String, _ state: String) throws -> Kernel {
+    var c = KernelConfiguration(pluginsDirectory: plugins, stateFile: state, log: KernelConfiguration.silentLog)
+    c.trustedCapabilities = [.routes, .menus, .authorize]
+    return try Kernel(configuration: c)
+}
+
+// MARK: 1. ABI call
+
+do {
+    let n = options.quick ? 2_000_000 : 50_000_000
+    guard let handle = dlopen(options.pluginA, RTLD_NOW | RTLD_LOCAL), let symbol = dlsym(handle, "keel_bench_add") else {
+        fatalError("cannot load \(options.pluginA): \(String(cString: dlerror()))")
+    }
+    let viaPlugin = unsafeBitCast(symbol, to: (@convention(c) (Int32, Int32) -> Int32).self)
+    var sink: Int32 = 0
+    let direct = best(5) { for i in 0..<n { sink &+= keel_bench_add(Int32(truncatingIfNeeded: i), 1) } }
+    let plugin = best(5) { for i in 0..<n { sink &+= viaPlugin(Int32(truncatingIfNeeded: i), 1) } }
+    if sink == 42 { print("") }
+    let ratio = plugin / direct
+    rows.append(Row(name: "ABI call (into the plugin vs linked in)", measured: String(format: "%.2f ns", plugin / Double(n) * 1e9),
+                    baseline: String(format: "%.2f ns", direct / Double(n) * 1e9), ratio: ratio, target: "≤ 1.2", met: ratio <= 1.2))
+}
+
+// MARK: 2. Handler dispatch (marshalling a request and response across the ABI)
+
+do {
+    let plugins = options.work + "/dispatch", state = options.work + "/dispatch.db"
+    try bundle(plugins, id: "bench", library: options.pluginA)
+    let k = try kernel(plugins, state)
+    await k.start()
+    try await k.enable("bench")
+    let snapshot = k.registry.snapshot
+    guard let match = snapshot.route(method: "GET", path: "/ext/bench/ping") else { fatalError("no route") }
+    let request = PluginRequest(method: "GET", path: "/ext/bench/ping", routePath: "/ping",
+                                headers: [("host", "127.0.0.1"), ("user-agent", "bench"), ("accept", "*/*")])
+    let builtin: @Sendable (PluginRequest) -> PluginResponse = { _ in PluginResponse(status: 200, body: Array("pong A\n".utf8)) }
+    let n = options.quick ? 20_000 : 500_000
+    var bytes = 0
+    let keelPath = best(3) { for _ in 0..<n { if case let .success(r) = match.route.handler.handle(request) { bytes &+= r.body.count } } }
+    let native = best(3) { for _ in 0..<n { bytes &+= builtin(request).body.count } }
+    if bytes == 1 { print("") }
+    rows.append(Row(name: "handler call with request/response marshalling", measured: String(format: "%.0f ns", keelPath / Double(n) * 1e9),
+                    baseline: String(format: "%.0f ns (Swift closure)", native / Double(n) * 1e9), ratio: keelPath / native,
+                    target: "report", met: nil))
+    await k.shutdown()
+}
+
+// MARK: 3–5. HTTP: dispatch, auth hooks, reload under load
+
+struct WRK {
+    var rps: Double
+    var p99ms: Double
+    var failed: Int
+}
+
+func wrk(_ url: String, seconds: Int) -> WRK {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    p.arguments = ["wrk", "-t1", "-c32", "-d\(seconds)s", "--latency", url]
+    let out = Pipe()
+    p.standardOutput = out
+    p.standardError = Pipe()
+    try? p.run()
+    let data = out.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    let text = String(decoding: data, as: UTF8.self)
+    func number(after label: String) -> Double? {
+        guard let line = text.split(separator: "\n").first(where: { $0.contains(label) }) else { return nil }
+        let token = line.split(separator: " ").last.map(String.init) ?? ""
+        if token.hasSuffix("ms") { return Double(token.dropLast(2)) }
+        if token.hasSuffix("us") { return Double(token.dropLast(2)).map { $0 / 1000 } }
+        if token.hasSuffix("s") { return Double(token.dropLast(1)).map { $0 * 1000 } }
+        return Double(token)
+    }
+    var failed = 0
+    if let line = text.split(separator: "\n").first(where: { $0.contains("Non-2xx") }) {
+        failed += Int(line.split(separator: " ").last ?? "") ?? 0
+    }
+    if let line = text.split(separator: "\n").first(where: { $0.contains("Socket errors") }) {
+        failed += line.split(separator: ",").compactMap { Int($0.split(separator: " ").last ?? "") }.reduce(0, +)
+    }
+    let p99 = text.split(separator: "\n").first { $0.trimmingCharacters(in: .whitespaces).hasPrefix("99%") }
+        .flatMap { line -> Double? in
+            let t = String(line.split(separator: " ").last ?? "")
+            if t.hasSuffix("ms") { return Double(t.dropLast(2)) }
+            if t.hasSuffix("us") { return Double(t.dropLast(2)).map { $0 / 1000 } }
+            if t.hasSuffix("s") { return Double(t.dropLast(1)).map { $0 * 1000 } }
+            return nil
+        } ?? .nan
+    return WRK(rps: number(after: "Requests/sec") ?? 0, p99ms: p99, failed: failed)
+}
+
+do {
+    let plugins = options.work + "/http", state = options.work + "/http.db"
+    try bundle(plugins, id: "bench", library: options.pluginA)
+    for (i, lib) in options.authz.enumerated() { try bundle(plugins, id: "authz\(i + 1)", library: lib) }
+    let k = try kernel(plugins, state)
+    await k.start()
+    try await k.enable("bench")
+    let token = AdminToken(state: k.state, environment: ["KEEL_ADMIN_TOKEN": "bench"])
+    let server = KeelServer(kernel: k, token: token, configuration: ServerConfiguration(port: 0)) { router in
+        router.get("/builtin/ping") { _, _ in Response(status: .ok, body: ResponseBody(byteBuffer: ByteBuffer(string: "pong A\n"))) }
+    }
+    let portBox = PortBox()
+    let serverTask = Task { try await server.run { port in portBox.set(port) } }
+    while portBox.value == 0 { try await Task.sleep(for: .milliseconds(20)) }
+    let base = "http://127.0.0.1:\(portBox.value)"
+    let seconds = options.quick ? 2 : 8
+    _ = wrk(base + "/builtin/ping", seconds: 1)
+    _ = wrk(base + "/ext/bench/ping", seconds: 1)
+    var b: [WRK] = [], p: [WRK] = []
+    for _ in 0..<2 {
+        b.append(wrk(base + "/builtin/ping", seconds: seconds))
+        p.append(wrk(base + "/ext/bench/ping", seconds: seconds))
+    }
+    func mean(_ xs: [WRK], _ f: (WRK) -> Double) -> Double { xs.map(f).reduce(0, +) / Double(xs.count) }
+    let (bRPS, pRPS) = (mean(b, \.rps), mean(p, \.rps))
+    let (bP99, pP99) = (mean(b, \.p99ms), mean(p, \.p99ms))
+    rows.append(Row(name: "HTTP throughput, plugin route vs built-in", measured: String(format: "%.0f req/s", pRPS),
+                    baseline: String(format: "%.0f req/s", bRPS), ratio: pRPS / bRPS, target: "≥ 0.95", met: pRPS / bRPS >= 0.95))
+    rows.append(Row(name: "HTTP p99 latency, plugin route vs built-in", measured: String(format: "%.2f ms", pP99),
+                    baseline: String(format: "%.2f ms", bP99), ratio: pP99 / bP99, target: "≤ 1.1", met: pP99 / bP99 <= 1.1))
+
+    for i in 1...options.authz.count { try await k.enable("authz\(i)") }
+    var h: [WRK] = []
+    for _ in 0..<2 { h.append(wrk(base + "/ext/bench/ping", seconds: seconds)) }
+    let (hRPS, hP99) = (mean(h, \.rps), mean(h, \.p99ms))
+    rows.append(Row(name: "HTTP throughput with 3 authorize hooks vs built-in", measured: String(format: "%.0f req/s", hRPS),
+                    baseline: String(format: "%.0f req/s", bRPS), ratio: hRPS / bRPS, target: "≥ 0.95", met: hRPS / bRPS >= 0.95))
+    rows.append(Row(name: "HTTP p99 with 3 authorize hooks vs built-in", measured: String(format: "%.2f ms", hP99),
+                    baseline: String(format: "%.2f ms", bP99), ratio: hP99 / bP99, target: "≤ 1.1", met: hP99 / bP99 <= 1.1))
+    for i in 1...options.authz.count { try await k.disable("authz\(i)") }
+
+    // Reload under load: wrk keeps hammering the plugin route while the plugin is swapped.
+    let reloads = options.quick ? 10 : 50
+    let load = Task.detached { wrk(base + "/ext/bench/ping", seconds: options.quick ? 4 : 15) }
+    try await Task.sleep(for: .milliseconds(300))
+    var latencies: [Double] = []
+    let session = URLSession(configuration: .ephemeral)
+    for i in 0..<reloads {
+        let (lib, tag) = i % 2 == 0 ? (options.pluginB, "pong B") : (options.pluginA, "pong A")
+        let target = plugins + "/bench/lib.so"
+        try? FileManager.default.removeItem(atPath: target + ".tmp")
+        try FileManager.default.copyItem(atPath: lib, toPath: target + ".tmp")
+        rename(target + ".tmp", target)
+        let t = now()
+        try await k.reload("bench")
+        while true {
+            let (data, _) = try await session.data(from: URL(string: base + "/ext/bench/ping")!)
+            if String(decoding: data, as: UTF8.self).hasPrefix(tag) { break }
+        }
+        latencies.append((now() - t) * 1000)
+    }
+    let traffic = await load.value
+    latencies.sort()
+    let p50 = latencies[latencies.count / 2], p99 = latencies[min(latencies.count - 1, Int(Double(latencies.count) * 0.99))]
+    rows.append(Row(name: "reload swap latency under load (p50 / p99)", measured: String(format: "%.1f / %.1f ms", p50, p99),
+                    baseline: "\(reloads) reloads", ratio: nil, target: "report", met: nil))
+    rows.append(Row(name: "failed requests during reloads", measured: "\(traffic.failed)", baseline: String(format: "%.0f req/s served", traffic.rps),
+                    ratio: nil, target: "0", met: traffic.failed == 0))
+
+    // State: durable enable/disable through the admin API vs raw durable SQLite commits.
+    let ops = options.quick ? 40 : 300
+    let t0 = now()
+    for i in 0..<ops {
+        var r = URLRequest(url: URL(string: base + "/api/v1/plugins/authz1/" + (i % 2 == 0 ? "enable" : "disable"))!)
+        r.httpMethod = "POST"
+        r.setValue("Bearer bench", forHTTPHeaderField: "Authorization")
+        let (_, response) = try await session.data(for: r)
+        guard (response as? HTTPURLResponse)?.statusCode == 200 else { fatalError("state op failed") }
+    }
+    let apiRate = Double(ops) / (now() - t0)
+    let raw = try StateStore(path: options.work + "/raw.db")
+    let t1 = now()
+    for i in 0..<ops { try raw.setSetting("k", "\(i)") }
+    let rawRate = Double(ops) / (now() - t1)
+    rows.append(Row(name: "state: enable/disable via admin API vs raw commits", measured: String(format: "%.0f ops/s", apiRate),
+                    baseline: String(format: "%.0f commits/s", rawRate), ratio: apiRate / rawRate, target: "report", met: nil))
+    serverTask.cancel()
+    _ = try? await serverTask.value
+    await k.shutdown()
+}
+
+final class PortBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var port = 0
+    func set(_ p: Int) { lock.lock(); port = p; lock.unlock() }
+    var value: Int { lock.lock(); defer { lock.unlock() }; return port }
+}
+
+// MARK: 6. Load: discover, load and activate N plugins vs a raw dlopen loop
+
+do {
+    let n = options.quick ? 100 : 1000
+    let plugins = options.work + "/load", state = options.work + "/load.db", raw = options.work + "/raw"
+    try FileManager.default.createDirectory(atPath: raw, withIntermediateDirectories: true)
+    let template = try Data(contentsOf: URL(fileURLWithPath: options.loadTemplate))
+    let marker = Data("b00000".utf8)
+    var rawList = ""
+    for i in 0..<n {
+        var copy = template
+        let id = String(format: "b%05d", i)
+        var range = copy.range(of: marker)
+        while let r = range {
+            copy.replaceSubrange(r, with: Data(id.utf8))
+            range = copy.range(of: marker, in: r.upperBound..<copy.count)
+        }
+        try copy.write(to: URL(fileURLWithPath: raw + "/lib\(id).so"))
+        rawList += raw + "/lib\(id).so\n"
+        let folder = plugins + "/" + id
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        try copy.write(to: URL(fileURLWithPath: folder + "/lib.so"))
+        try "id: \(id)\nname: \(id)\nversion: 1.0.0\nabi: \"1.0\"\nlibrary: lib.so\ncapabilities: [routes]\n"
+            .write(toFile: folder + "/plugin.yaml", atomically: true, encoding: .utf8)
+    }
+    // Baseline: a C program that only dlopens, dlsyms and calls the entry of the same files.
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: options.rawLoader)
+    let input = Pipe(), output = Pipe()
+    p.standardInput = input
+    p.standardOutput = output
+    try p.run()
+    input.fileHandleForWriting.write(Data(rawList.utf8))
+    try input.fileHandleForWriting.close()
+    let rawText = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    p.waitUntilExit()
+    let rawSeconds = (Double(rawText.split(separator: " ").first ?? "") ?? .nan) / 1e9
+
+    // Keel: the stored state says all enabled; measure a start.
+    do {
+        let k = try kernel(plugins, state)
+        await k.start()
+        for i in 0..<n { try k.state.setEnabled(String(format: "b%05d", i), true, status: .installed) }
+    }
+    let before = rss()
+    let k = try kernel(plugins, state)
+    let t = now()
+    await k.start()
+    let keelSeconds = now() - t
+    let active = await k.activePlugins.count
+    let after = rss()
+    guard active == n else { fatalError("only \(active) of \(n) plugins active") }
+    rows.append(Row(name: "load: discover, load, activate \(n) plugins vs raw dlopen loop", measured: String(format: "%.0f ms", keelSeconds * 1000),
+                    baseline: String(format: "%.0f ms", rawSeconds * 1000), ratio: keelSeconds / rawSeconds, target: "≤ 1.5",
+                    met: keelSeconds / rawSeconds <= 1.5))
+    rows.append(Row(name: "memory per idle plugin", measured: String(format: "%.1f KiB", Double(after - before) / Double(n)),
+                    baseline: "RSS \(before) → \(after) KiB", ratio: nil, target: "report", met: nil))
+    await k.shutdown()
+}
+
+// MARK: report
+
+print("")
+func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s + " " : s + String(repeating: " ", count: n - s.count) }
+print(pad("benchmark", 60) + pad("Keel", 18) + pad("baseline", 28) + pad("ratio", 8) + pad("target", 8) + "met")
+for r in rows {
+    let ratio = r.ratio.map { String(format: "%.2f", $0) } ?? "-"
+    let met = r.met.map { $0 ? "yes" : "NO" } ?? "-"
+    print(pad(r.name, 60) + pad(r.measured, 18) + pad(r.baseline, 28) + pad(ratio, 8) + pad(r.target, 8) + met)
+}
+let missed = rows.filter { $0.met == false }.count
+print("")
+print("\(rows.filter { $0.met == true }.count) targets met, \(missed) missed (\(options.quick ? "quick" : "full") run, \(ProcessInfo.processInfo.activeProcessorCount) cores)")
+try? FileManager.default.removeItem(atPath: options.work)
