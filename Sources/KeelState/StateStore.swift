@@ -149,11 +149,10 @@ public final class StateStore: @unchecked Sendable {
         self.database = database
     }
 
-    static func now() -> String {
-        let f = ISO8601DateFormatter()
-        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return f.string(from: Date())
-    }
+    /// ISO 8601 with milliseconds, UTC. (A formatter made per call cost more than the write it stamps.)
+    static let timestamp = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+
+    static func now() -> String { timestamp.format(Date()) }
 
     private func locked<T>(_ body: (SQLiteDatabase) throws(StateError) -> T) throws(StateError) -> T {
         try lock.withLock { (_: inout Void) throws(StateError) -> T in try body(database) }
