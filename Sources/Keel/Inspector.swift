@@ -68,7 +68,8 @@ public enum Inspector {
         let registry = PluginRegistry()
         let environment = KernelEnvironment(registry: registry, log: KernelConfiguration.silentLog)
         let grants = manifest?.capabilities ?? Set(Capability.allCases)
-        let context = ActivationContext(pluginID: id, grants: grants, limits: limits, environment: environment)
+        let context = ActivationContext(pluginID: id, grants: grants, routePrefixes: manifest?.routePrefixes ?? [], limits: limits,
+                                        environment: environment)
         var seed = Contributions()
         seed.menus = (manifest?.menus ?? []).map { MenuRegistration(entry: $0, fromManifest: true) }
         let c: Contributions
@@ -79,9 +80,9 @@ public enum Inspector {
         return InspectReport(
             path: path, library: shownPath ?? libraryPath, id: id, name: manifest?.name, version: library.descriptor.version,
             abi: "\(library.descriptor.abi).\(library.descriptor.abiPatch)", unloadSafe: library.descriptor.unloadSafe,
-            capabilities: grants.map(\.rawValue).sorted(),
+            capabilities: (grants.map(\.rawValue) + (manifest?.routePrefixes ?? []).map(Capability.routePrefix)).sorted(),
             dependencies: Dictionary(uniqueKeysWithValues: (manifest?.dependencies ?? []).map { ($0.id, $0.versions.text) }),
-            routes: c.routes.map { "\($0.method) /ext/\(id)\($0.pattern)" }, menus: c.menus.map(\.entry.id),
+            routes: c.routes.map { "\($0.method) \($0.fullPath(plugin: id))" }, menus: c.menus.map(\.entry.id),
             authenticators: c.authenticators.map(\.name), authorizers: c.authorizers.map(\.name),
             warnings: warnings.map(\.description))
     }

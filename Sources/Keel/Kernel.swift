@@ -289,6 +289,14 @@ public actor Kernel {
             throw KernelError(.unknownPlugin, pluginID: id, reason: "no plugin \"\(id)\" in \(configuration.pluginsDirectory)")
         }
         for name in grant + revoke {
+            if name.hasPrefix("route-prefix:") {
+                let prefix = String(name.dropFirst("route-prefix:".count))
+                if grant.contains(name) && !manifest.routePrefixes.contains(prefix) {
+                    throw KernelError(.bundle, pluginID: id,
+                                      reason: "plugin \"\(id)\" does not ask for \"\(name)\" in its plugin.yaml; nothing to grant")
+                }
+                continue
+            }
             guard let capability = Capability(rawValue: name) else {
                 let known = Capability.allCases.map(\.rawValue).joined(separator: ", ")
                 throw KernelError(.bundle, pluginID: id, reason: "unknown capability \"\(name)\" (known: \(known))")
@@ -431,7 +439,10 @@ public actor Kernel {
             record(id, number, version: "\(manifest.version)", checksum: copy.checksum, outcome: "failed", detail: error.description)
             throw KernelError(.loadFailed, pluginID: id, reason: error.description)
         }
-        let context = ActivationContext(pluginID: id, grants: effectiveGrants(id, manifest), limits: configuration.limits,
+        let granted = (try? state.grants(id)) ?? []
+        let prefixes = manifest.routePrefixes.filter { granted.contains(Capability.routePrefix($0)) }
+        let context = ActivationContext(pluginID: id, grants: effectiveGrants(id, manifest), routePrefixes: prefixes,
+                                        limits: configuration.limits,
                                         budgets: configuration.budgets, environment: environment)
         var seed = Contributions()
         seed.menus = manifest.menus.map { MenuRegistration(entry: $0, fromManifest: true) }
@@ -604,10 +615,14 @@ public actor Kernel {
                 description: m?.description ?? "", abi: m.map { "\($0.abi)" } ?? "",
                 bundlePath: bundle?.folder ?? record.bundlePath, library: m?.library ?? "",
                 enabled: record.enabled, status: record.status, reason: record.reason, changedAt: record.changedAt,
-                capabilities: (m?.capabilities ?? []).map(\.rawValue).sorted(),
-                grants: m.map { effectiveGrants(record.id, $0).map(\.rawValue).sorted() } ?? [],
+                capabilities: ((m?.capabilities ?? []).map(\.rawValue) + (m?.routePrefixes ?? []).map(Capability.routePrefix)).sorted(),
+                grants: m.map { manifest in
+                    let granted = (try? state.grants(record.id)) ?? []
+                    return (effectiveGrants(record.id, manifest).map(\.rawValue)
+                        + manifest.routePrefixes.map(Capability.routePrefix).filter { granted.contains($0) }).sorted()
+                } ?? [],
                 dependencies: Dictionary(uniqueKeysWithValues: (m?.dependencies ?? []).map { ($0.id, $0.versions.text) }),
-                routes: (c?.routes ?? []).map { "\($0.method) /ext/\(record.id)\($0.pattern)" },
+                routes: (c?.routes ?? []).map { "\($0.method) \($0.fullPath(plugin: record.id))" },
                 menus: (c?.menus ?? []).map(\.entry.id),
                 authenticators: (c?.authenticators ?? []).map(\.name),
                 authorizers: (c?.authorizers ?? []).map(\.name),

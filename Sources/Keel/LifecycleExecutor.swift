@@ -16,6 +16,8 @@ final class LifecycleExecutor: SerialExecutor, @unchecked Sendable {
     init(name: String = "keel.lifecycle") {
         let thread = Thread { [self] in self.run() }
         thread.name = name
+        // Plugin code runs here (activate, deactivate): a full-size stack, not a concurrency worker's small one.
+        thread.stackSize = 16 << 20
         thread.start()
     }
 

@@ -78,7 +78,10 @@ struct KeelResponder: HTTPResponder {
 
     func respond(to request: Request, context: Context) async throws -> Response {
         let path = request.uri.path
-        if path.hasPrefix("/ext/") || path == "/ext" {
+        // Plugin paths: /ext/<id>/..., and the foreign prefixes the operator granted (never the host's own paths).
+        let foreign = !path.hasPrefix("/api/") && plugins.gatekeeper.kernel.registry.snapshot.hasForeignRoutes
+            && plugins.gatekeeper.kernel.registry.snapshot.route(method: request.method.rawValue, path: path) != nil
+        if path.hasPrefix("/ext/") || path == "/ext" || foreign {
             do { return try await plugins.respond(to: request, context: context) } catch let error as APIError {
                 return try error.response(from: request, context: context)
             }

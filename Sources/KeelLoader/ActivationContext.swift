@@ -22,6 +22,8 @@ public final class ActivationContext: Sendable {
     public let pluginID: String
     /// Capabilities this activation may use.
     public let grants: Set<Capability>
+    /// Foreign path prefixes granted to this activation (`route-prefix:/legacy`).
+    public let routePrefixes: [String]
     public let limits: RegistrationLimits
     public let budgets: CallBudgets
     let environment: any PluginEnvironment
@@ -33,10 +35,11 @@ public final class ActivationContext: Sendable {
     private let lastRefusal = Mutex<String?>(nil)
     private let inFlight = Atomic<Int>(0)
 
-    public init(pluginID: String, grants: Set<Capability>, limits: RegistrationLimits = .default,
+    public init(pluginID: String, grants: Set<Capability>, routePrefixes: [String] = [], limits: RegistrationLimits = .default,
                 budgets: CallBudgets = .default, environment: any PluginEnvironment) {
         self.pluginID = pluginID
         self.grants = grants
+        self.routePrefixes = routePrefixes
         self.limits = limits
         self.budgets = budgets
         self.environment = environment
@@ -164,22 +167,31 @@ public final class ActivationContext: Sendable {
         guard validMethods.contains(method) else {
             return refuse(StatusCode.invalidArgument, "\(what): unknown method \"\(method)\"")
         }
+        // "=/legacy/items" is a full path: allowed only under a granted foreign prefix.
+        let absolute = path.hasPrefix("=")
+        let text = absolute ? String(path.dropFirst()) : path
         let pattern: RoutePattern
-        switch RoutePattern.parse(path) {
+        switch RoutePattern.parse(text) {
         case let .success(p): pattern = p
         case let .failure(e): return refuse(StatusCode.invalidArgument, "route: \(e.reason)")
         }
+        if absolute, !routePrefixes.contains(where: { text == $0 || text.hasPrefix($0 + "/") }) {
+            return refuse(StatusCode.denied, "\(what): outside the plugin's own /ext/\(pluginID)/ and no granted route prefix covers it (ask for route-prefix:/PATH and have it granted)")
+        }
+        var route = RouteRegistration(method: method, pattern: pattern, handler: handler)
+        route.absolute = absolute
+        let shape = route.fullShape(plugin: pluginID)
         return pending.withLock { p -> Int32 in
             guard p.routes.count < limits.routes else {
                 return refuse(StatusCode.limit, "\(what): over the limit of \(limits.routes) routes per plugin")
             }
-            if let mine = p.routes.first(where: { $0.pattern.shape == pattern.shape && Self.methodsOverlap($0.method, method) }) {
+            if let mine = p.routes.first(where: { $0.fullShape(plugin: pluginID) == shape && Self.methodsOverlap($0.method, method) }) {
                 return refuse(StatusCode.conflict, "\(what) conflicts with \(mine.method) \(mine.pattern) of the same plugin \"\(pluginID)\"")
             }
-            if let owner = environment.routeOwner(method: method, shape: "/ext/\(pluginID)" + pattern.shape, excluding: pluginID) {
+            if let owner = environment.routeOwner(method: method, shape: shape, excluding: pluginID) {
                 return refuse(StatusCode.conflict, "\(what) of plugin \"\(pluginID)\" is already registered by plugin \"\(owner)\"")
             }
-            p.routes.append(RouteRegistration(method: method, pattern: pattern, handler: handler))
+            p.routes.append(route)
             return StatusCode.ok
         }
     }

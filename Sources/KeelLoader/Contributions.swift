@@ -6,8 +6,21 @@ import KeelManifest
 public struct RouteRegistration: Sendable {
     /// Uppercase method, or `*` for any.
     public let method: String
+    /// Below `/ext/<plugin-id>`, or, when `absolute`, the full path under a granted foreign prefix.
     public let pattern: RoutePattern
     public let handler: RouteHandler
+    /// Registered with a leading `=`: a full path under one of the plugin's granted route prefixes.
+    public var absolute: Bool = false
+
+    /// The full request path pattern this route answers.
+    public func fullPath(plugin: String) -> String {
+        absolute ? pattern.text : "/ext/\(plugin)" + (pattern.text == "/" ? "/" : pattern.text)
+    }
+
+    /// The shape used for conflicts (parameter names erased), as a full path.
+    public func fullShape(plugin: String) -> String {
+        absolute ? pattern.shape : "/ext/\(plugin)" + (pattern.shape == "/" ? "" : pattern.shape)
+    }
 }
 
 /// A menu entry a plugin contributes, from its manifest or registered in activate.

@@ -19,6 +19,9 @@ public struct Manifest: Sendable, Hashable {
     public var dependencies: [Dependency]
     /// The host versions this plugin runs in; nil means any.
     public var hostVersions: VersionRange?
+    /// Path prefixes outside `/ext/<id>/` the plugin asks to serve (capability `route-prefix:/legacy`). Sensitive:
+    /// each needs the operator's grant.
+    public var routePrefixes: [String] = []
     /// Permission items the plugin defines (like KubeSphere's RoleTemplate); the operator grants them to roles.
     public var permissions: [PermissionDeclaration] = []
 
@@ -86,6 +89,27 @@ public enum Capability: String, Sendable, Hashable, CaseIterable, Comparable {
     /// Capabilities that see or decide every request: asking for them in plugin.yaml is not enough, the operator
     /// must grant them (`keel plugins grant ID CAPABILITY`).
     public var isSensitive: Bool { self == .authenticate || self == .authorize }
+
+    /// The capability string for serving a foreign prefix.
+    public static func routePrefix(_ prefix: String) -> String { "route-prefix:" + prefix }
+
+    /// Paths no plugin may take: the host's own.
+    public static let reservedPrefixes = ["/ext", "/api", "/healthz", "/console.js", "/console.css"]
+
+    /// Why `prefix` cannot be a plugin's foreign prefix, or nil when it can.
+    public static func problem(withPrefix prefix: String) -> String? {
+        guard prefix.hasPrefix("/"), prefix.count > 1, !prefix.hasSuffix("/") else {
+            return "\"\(prefix)\" must start with '/', name at least one segment and not end with '/'"
+        }
+        let segments = prefix.split(separator: "/")
+        guard !segments.contains(".."), !segments.contains("."), segments.allSatisfy({ !$0.contains(":") && $0 != "*" }) else {
+            return "\"\(prefix)\" must be a plain path (no '..', '.', parameters or '*')"
+        }
+        if let reserved = reservedPrefixes.first(where: { prefix == $0 || prefix.hasPrefix($0 + "/") }) {
+            return "\"\(prefix)\" is inside the host's own \(reserved)"
+        }
+        return nil
+    }
 }
 
 /// A static menu entry from the manifest.

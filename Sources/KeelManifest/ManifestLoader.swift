@@ -155,6 +155,7 @@ struct NodeReader {
         }
 
         var capabilities: Set<Capability> = []
+        var routePrefixes: [String] = []
         if let node = fields["capabilities"] {
             guard let seq = node.sequence else {
                 throw fail(node, "capabilities", "expected a list such as [routes, menus], found \(Self.kind(node))")
@@ -163,9 +164,17 @@ struct NodeReader {
                 guard let text = item.scalar?.string else {
                     throw fail(item, "capabilities[\(i)]", "expected a capability name, found \(Self.kind(item))")
                 }
+                if text.hasPrefix("route-prefix:") {
+                    let prefix = String(text.dropFirst("route-prefix:".count))
+                    if let problem = Capability.problem(withPrefix: prefix) {
+                        throw fail(item, "capabilities[\(i)]", "route prefix \(problem)")
+                    }
+                    routePrefixes.append(prefix)
+                    continue
+                }
                 guard let cap = Capability(rawValue: text) else {
                     let known = Capability.allCases.map(\.rawValue).joined(separator: ", ")
-                    throw fail(item, "capabilities[\(i)]", "unknown capability \"\(text)\" (known: \(known))")
+                    throw fail(item, "capabilities[\(i)]", "unknown capability \"\(text)\" (known: \(known), route-prefix:/PATH)")
                 }
                 capabilities.insert(cap)
             }
@@ -211,6 +220,7 @@ struct NodeReader {
 
         var manifest = Manifest(id: id, name: name, version: version, description: description, abi: abi, library: library,
                                 capabilities: capabilities, menus: menus, dependencies: dependencies, hostVersions: hostVersions)
+        manifest.routePrefixes = routePrefixes
         if let node = fields["permissions"] {
             guard let seq = node.sequence else {
                 throw fail(node, "permissions", "expected a list of {key, description, actions}, found \(Self.kind(node))")

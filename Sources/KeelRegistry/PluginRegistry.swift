@@ -66,14 +66,17 @@ public struct Snapshot: Sendable {
     /// Route table: full path shape → routes (method, owner) for conflict checks and listing.
     var routeOwners: [String: [(method: String, plugin: String)]] = [:]
     var menuOwners: [String: String] = [:]
+    /// Routes under granted foreign prefixes, outside `/ext/`.
+    var absoluteRoutes: [(pluginID: String, route: RouteRegistration)] = []
 
     public init() {}
 
     mutating func remove(_ pluginID: String) {
         guard let old = plugins.removeValue(forKey: pluginID) else { return }
         order.removeAll { $0 == pluginID }
+        absoluteRoutes.removeAll { $0.pluginID == pluginID }
         for route in old.routes {
-            let shape = Self.fullShape(pluginID, route.pattern)
+            let shape = route.fullShape(plugin: pluginID)
             routeOwners[shape]?.removeAll { $0.plugin == pluginID }
             if routeOwners[shape]?.isEmpty == true { routeOwners[shape] = nil }
         }
@@ -82,10 +85,10 @@ public struct Snapshot: Sendable {
 
     mutating func insert(_ pluginID: String, _ c: Contributions) throws(RegistryError) {
         for route in c.routes {
-            let shape = Self.fullShape(pluginID, route.pattern)
+            let shape = route.fullShape(plugin: pluginID)
             if let other = routeOwners[shape]?.first(where: { ActivationContext.methodsOverlap($0.method, route.method) }) {
                 throw RegistryError(pluginID: pluginID, otherPluginID: other.plugin,
-                                    reason: "route \(route.method) /ext/\(pluginID)\(route.pattern) of plugin \"\(pluginID)\" conflicts with plugin \"\(other.plugin)\"")
+                                    reason: "route \(route.method) \(route.fullPath(plugin: pluginID)) of plugin \"\(pluginID)\" conflicts with plugin \"\(other.plugin)\"")
             }
         }
         for menu in c.menus {
@@ -94,14 +97,11 @@ public struct Snapshot: Sendable {
                                     reason: "menu entry \"\(menu.entry.id)\" of plugin \"\(pluginID)\" is already registered by plugin \"\(other)\"")
             }
         }
-        for route in c.routes { routeOwners[Self.fullShape(pluginID, route.pattern), default: []].append((route.method, pluginID)) }
+        for route in c.routes { routeOwners[route.fullShape(plugin: pluginID), default: []].append((route.method, pluginID)) }
+        absoluteRoutes += c.routes.filter(\.absolute).map { (pluginID: pluginID, route: $0) }
         for menu in c.menus { menuOwners[menu.entry.id] = pluginID }
         plugins[pluginID] = c
         order.append(pluginID)
-    }
-
-    static func fullShape(_ pluginID: String, _ pattern: RoutePattern) -> String {
-        "/ext/\(pluginID)" + (pattern.shape == "/" ? "" : pattern.shape)
     }
 
     // MARK: lookups
@@ -129,14 +129,22 @@ public struct Snapshot: Sendable {
     /// parameters, which beat `*`; an exact method beats `*`.
     public func route(method: String, path: String) -> RouteMatch? {
         let segments = path.split(separator: "/", omittingEmptySubsequences: true)
-        guard segments.count >= 2, segments[0] == "ext" else { return nil }
-        let pluginID = String(segments[1])
-        guard let contributions = plugins[pluginID] else { return nil }
-        let rest = Array(segments.dropFirst(2))
+        if segments.count >= 2, segments[0] == "ext", let contributions = plugins[String(segments[1])] {
+            let rest = Array(segments.dropFirst(2))
+            return Self.best(method, rest, contributions.routes.filter { !$0.absolute }.map { (String(segments[1]), $0) },
+                             routePath: "/" + rest.joined(separator: "/"))
+        }
+        guard !absoluteRoutes.isEmpty else { return nil }
+        return Self.best(method, Array(segments), absoluteRoutes.map { ($0.pluginID, $0.route) }, routePath: path)
+    }
+
+    /// The most specific of `candidates` matching `segments`.
+    static func best(_ method: String, _ segments: [Substring], _ candidates: [(String, RouteRegistration)],
+                     routePath: String) -> RouteMatch? {
         var best: (score: [Int], match: RouteMatch)?
-        for route in contributions.routes where route.method == method || route.method == "*" ||
+        for (pluginID, route) in candidates where route.method == method || route.method == "*" ||
             (method == "HEAD" && route.method == "GET") {
-            guard let params = route.pattern.match(rest) else { continue }
+            guard let params = route.pattern.match(segments) else { continue }
             var score = route.pattern.segments.map { s -> Int in
                 switch s {
                 case .literal: return 3
@@ -146,16 +154,18 @@ public struct Snapshot: Sendable {
             }
             score.append(route.method == "*" ? 0 : 1)
             if let b = best, !b.score.lexicographicallyPrecedes(score) { continue }
-            let routePath = "/" + rest.joined(separator: "/")
             best = (score, RouteMatch(pluginID: pluginID, route: route, routePath: routePath, parameters: params))
         }
         return best?.match
     }
 
+    /// True when some plugin serves a path outside `/ext/` (a granted foreign prefix).
+    public var hasForeignRoutes: Bool { !absoluteRoutes.isEmpty }
+
     /// Every route, as `(plugin, method, full path pattern)`, sorted.
     public var routes: [(pluginID: String, method: String, path: String)] {
         plugins.flatMap { id, c in
-            c.routes.map { (pluginID: id, method: $0.method, path: "/ext/\(id)" + ($0.pattern.text == "/" ? "/" : $0.pattern.text)) }
+            c.routes.map { (pluginID: id, method: $0.method, path: $0.fullPath(plugin: id)) }
         }.sorted { ($0.path, $0.method) < ($1.path, $1.method) }
     }
 

@@ -196,4 +196,35 @@ struct FaultTests {
         }
         #expect(done == total)
     }
+
+    @Test("a route prefix outside /ext/<id>/ needs the capability and the operator's grant; the host's own paths never")
+    func foreignPrefix() async throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("legacy", defines: ["ROUTE_PATH=\"=/legacy/items/:id\""],
+                            capabilities: ["routes", "route-prefix:/legacy"])
+        try f.fixtureBundle("copycat", defines: ["ROUTE_PATH=\"=/legacy/items/:n\""], capabilities: ["routes", "route-prefix:/legacy"])
+        try f.fixtureBundle("sneaky", defines: ["ROUTE_PATH=\"=/other/x\""], capabilities: ["routes", "route-prefix:/legacy"])
+        try f.fixtureBundle("greedy-api", capabilities: ["routes", "route-prefix:/api/v2"])
+        let kernel = try f.kernel()
+        await kernel.start()
+        do { try await kernel.enable("legacy"); Issue.record("served a foreign prefix without a grant") } catch {
+            #expect(error.description.contains("outside the plugin's own /ext/legacy/ and no granted route prefix covers it"))
+        }
+        try await kernel.setGrants("legacy", grant: ["route-prefix:/legacy"])
+        try await kernel.enable("legacy")
+        #expect(get(kernel, "/legacy/items/7")?.1.contains("id=7") == true)
+        #expect(try await kernel.plugin("legacy").routes == ["GET /legacy/items/:id"])
+        #expect(try await kernel.plugin("legacy").grants.contains("route-prefix:/legacy"))
+
+        try await kernel.setGrants("copycat", grant: ["route-prefix:/legacy"])
+        do { try await kernel.enable("copycat"); Issue.record("two plugins on one route") } catch {
+            #expect(error.description.contains("of plugin \"copycat\" is already registered by plugin \"legacy\""))
+        }
+        try await kernel.setGrants("sneaky", grant: ["route-prefix:/legacy"])
+        do { try await kernel.enable("sneaky"); Issue.record("served outside its granted prefix") } catch {
+            #expect(error.description.contains("route GET =/other/x: outside the plugin's own"))
+        }
+        #expect(try await kernel.plugin("greedy-api").reason?.contains("\"/api/v2\" is inside the host's own /api") == true)
+        await kernel.shutdown()
+    }
 }

@@ -20,7 +20,10 @@ struct HTTPTests {
         let f = KernelFixture()
         try TestEnvironment.stageExamples(into: f.plugins)
         try f.fixtureBundle("echo", defines: ["ROUTE_PATH=\"/items/:id\""])
-        let server = try startServer(f, enable: ["hello", "greeter", "echo"])
+        try f.fixtureBundle("legacy", defines: ["ROUTE_PATH=\"=/legacy/items/:id\""], capabilities: ["routes", "route-prefix:/legacy"])
+        #expect(try TestEnvironment.run(TestEnvironment.binPath + "/keel", ["plugins", "grant", "legacy", "route-prefix:/legacy",
+                                                                            "--plugins", f.plugins, "--state", f.state]).status == 0)
+        let server = try startServer(f, enable: ["hello", "greeter", "echo", "legacy"])
         defer { server.stop() }
 
         let hello = try await server.request("GET", "/ext/hello/greet/ada")
@@ -34,6 +37,11 @@ struct HTTPTests {
         let page = try await server.request("GET", "/ext/greeter/")
         #expect(page.headers["content-type"] == "text/html; charset=utf-8" && page.text.contains("<h1 id=\"greeting\">Hello, stranger!</h1>"))
 
+        // A granted foreign prefix is served outside /ext/, through the same auth chain.
+        let legacy = try await server.request("GET", "/legacy/items/9", headers: ["Authorization": "Bearer hello-demo-key"])
+        #expect(legacy.status == 200 && legacy.text.contains("id=9") && legacy.text.contains("who=demo"))
+        #expect(try await server.request("GET", "/legacy/other").status == 404)
+        #expect(try await server.request("GET", "/healthz").status == 200)
         #expect(try await server.request("GET", "/ext/nobody/x").status == 404)
         #expect(try await server.request("GET", "/ext/hello/nothing-here").status == 404)
         #expect(try await server.request("POST", "/ext/hello/greet/ada").status == 404)

@@ -1,7 +1,9 @@
 /* Keel plugin ABI — HTTP routes (service "keel.http/1").
  *
  * A plugin's routes live under its own prefix, /ext/<plugin-id>/. A route's path is written relative to that
- * prefix: "/", "/items/:id" (a parameter), or a last segment "*" that matches the rest of the path. The host dispatches matching
+ * prefix: "/", "/items/:id" (a parameter), or a last segment "*" that matches the rest of the path. A path written
+ * with a leading '=' ("=/legacy/items/:id") is a full path instead; it is accepted only under a foreign prefix the
+ * plugin asked for (capability route-prefix:/legacy) and the operator granted. The host dispatches matching
  * requests to the handler on its worker threads.
  */
 #pragma once
@@ -69,7 +71,7 @@ typedef keel_status(KEEL_ABI *keel_http_handler_fn)(void *user_data, const keel_
 typedef struct keel_route {
     uint32_t struct_size;          /* sizeof(keel_route) */
     keel_str method;               /* "GET", "POST", ... or "*" for any method */
-    keel_str path;                 /* pattern below /ext/<plugin-id>, starting with '/' */
+    keel_str path;                 /* pattern below /ext/<plugin-id>, starting with '/' (or '=' + a full path) */
     keel_http_handler_fn handler;  /* must not be NULL */
     void *user_data;               /* passed to handler; must stay valid until deactivate returns */
 } keel_route;

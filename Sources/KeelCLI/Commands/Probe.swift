@@ -22,6 +22,19 @@ extension KeelCommand {
         func run() async throws {
             var noCore = rlimit(rlim_cur: 0, rlim_max: 0)
             setrlimit(Int32(RLIMIT_CORE.rawValue), &noCore)
+            // Plugin code (constructors, activate) runs here: give it a full-size stack, as the host's lifecycle
+            // thread has, not the small one of a concurrency worker.
+            let library = library, manifest = manifest, shownPath = shownPath
+            let (code, output) = await withCheckedContinuation { (done: CheckedContinuation<(Int32, Data), Never>) in
+                let thread = Thread { done.resume(returning: Self.inspect(library: library, manifest: manifest, shownPath: shownPath)) }
+                thread.stackSize = 16 << 20
+                thread.start()
+            }
+            FileHandle.standardOutput.write(output)
+            if code != 0 { throw ExitCode(code) }
+        }
+
+        static func inspect(library: String, manifest: String?, shownPath: String?) -> (Int32, Data) {
             let answer: ProbeAnswer
             do {
                 var parsed: Manifest?
@@ -35,10 +48,11 @@ extension KeelCommand {
                                                    warnings: warnings, shownPath: shownPath)
                 answer = ProbeAnswer(report: report)
             } catch let error as KernelError {
-                FileHandle.standardOutput.write(try JSONEncoder().encode(ProbeAnswer(error: error.description)))
-                throw ExitCode(3)
+                return (3, (try? JSONEncoder().encode(ProbeAnswer(error: error.description))) ?? Data())
+            } catch {
+                return (3, (try? JSONEncoder().encode(ProbeAnswer(error: "\(error)"))) ?? Data())
             }
-            FileHandle.standardOutput.write(try JSONEncoder().encode(answer))
+            return (0, (try? JSONEncoder().encode(answer)) ?? Data())
         }
     }
 }
