@@ -64,8 +64,9 @@ struct HTTPTests {
         let failed = try await server.request("GET", "/ext/grumpy/ping")
         #expect(failed.status == 500 && failed.errorCode == "plugin-error")
         #expect(!failed.text.contains("on purpose"))
-        try await Task.sleep(for: .milliseconds(200))
-        #expect(server.errors.value.contains("[grumpy] GET /ext/grumpy/ping failed: plugin \"grumpy\": KEEL_ERR_INTERNAL: handler failed on purpose"))
+        #expect(await waitFor(10) {
+            server.errors.value.contains("[grumpy] GET /ext/grumpy/ping failed: plugin \"grumpy\": KEEL_ERR_INTERNAL: handler failed on purpose")
+        })
 
         let big = try await server.request("POST", "/ext/upload/ping", body: Data(count: 2 << 20))
         #expect(big.status == 413 && big.errorCode == "body-too-large")
@@ -164,7 +165,7 @@ struct HTTPTests {
         let enable = try TestEnvironment.run(keel, ["plugins", "enable", "hello"] + common)
         #expect(enable.status == 0 && enable.stdout.hasPrefix("enabled hello 1.0.0"), "\(enable.stderr)")
         #expect(try await server.request("GET", "/ext/hello/greet/x").status == 200)
-        #expect(Date().timeIntervalSince(start) < 2.5) // includes the first probe of the library
+        #expect(Date().timeIntervalSince(start) < 5) // includes the first probe of the library; ~0.2 s in a release build
         let list = try TestEnvironment.run(keel, ["plugins", "list"] + common)
         #expect(list.stdout.contains("hello 1.0.0  enabled") && list.stdout.contains("greeter 1.0.0  installed"))
         let refused = try TestEnvironment.run(keel, ["plugins", "enable", "greeter", "--plugins", f.plugins, "--state", f.state])
@@ -192,8 +193,9 @@ struct HTTPTests {
         let reset = try TestEnvironment.run(keel, ["token", "reset", "--state", f.state], environment: ["KEEL_ADMIN_TOKEN": ""])
         let fresh = reset.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(fresh.hasPrefix("keel_") && fresh != token)
-        try await Task.sleep(for: .milliseconds(600))
-        #expect(try await server.request("GET", "/api/v1/plugins", headers: ["Authorization": "Bearer \(token)"]).status == 401)
+        #expect(try await waitFor(10) {
+            try await server.request("GET", "/api/v1/plugins", headers: ["Authorization": "Bearer \(token)"]).status == 401
+        })
         #expect(try await server.request("GET", "/api/v1/plugins", headers: ["Authorization": "Bearer \(fresh)"]).status == 200)
         #expect(server.stop() == 0)
         let again = try ServerProcess(plugins: f.plugins, state: f.state, environment: ["KEEL_ADMIN_TOKEN": ""])
