@@ -21,3 +21,4 @@
 @_exported import enum KeelLoader.StatusCode
 @_exported import struct KeelState.StateError
 @_exported import struct KeelLoader.CallBudgets
+@_exported import struct KeelManifest.RepositoryIndex

@@ -119,7 +119,7 @@ public actor Kernel {
                     try state.setStatus(bundle.id, .failed, reason: problem)
                     log(.error, bundle.id, problem)
                 } else if bundle.problem == nil, let record = try state.plugin(bundle.id), active[bundle.id] == nil,
-                          record.status == .missing || (record.status == .failed && !record.enabled) {
+                          [.missing, .installing, .installFailed].contains(record.status) || (record.status == .failed && !record.enabled) {
                     try state.setStatus(bundle.id, record.enabled ? .failed : (record.status == .missing ? .disabled : .installed),
                                         reason: record.enabled ? record.reason : nil)
                 }
@@ -127,7 +127,13 @@ public actor Kernel {
                 log(.error, bundle.id, error.description)
             }
         }
-        for record in (try? state.plugins()) ?? [] where next[record.id] == nil && record.status != .missing && active[record.id] == nil {
+        for record in (try? state.plugins()) ?? [] where next[record.id] == nil && active[record.id] == nil
+            && ![.missing, .installFailed].contains(record.status) {
+            if record.status == .installing {
+                // An install interrupted by a crash: never left in a transient state.
+                try? state.setStatus(record.id, .installFailed, reason: "install interrupted; run keel install again")
+                continue
+            }
             try? state.setStatus(record.id, .missing, reason: "bundle no longer in \(configuration.pluginsDirectory)")
         }
         bundles = next

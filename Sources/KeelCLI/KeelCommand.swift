@@ -14,7 +14,8 @@ struct KeelCommand: AsyncParsableCommand {
             Defaults: --plugins $KEEL_PLUGINS_DIR or ./plugins; --state $KEEL_STATE or ./.keel/state.db.
             """,
         version: Kernel.version,
-        subcommands: [Plugins.self, Tenants.self, Roles.self, Serve.self, Token.self, Probe.self])
+        subcommands: [Plugins.self, Tenants.self, Roles.self, Serve.self, Token.self, Repo.self, Search.self, Install.self,
+                      Uninstall.self, Pack.self, Trust.self, Probe.self])
 }
 
 /// Options every command that touches a kernel takes.

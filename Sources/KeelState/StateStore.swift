@@ -31,6 +31,10 @@ public enum PluginStatus: String, Sendable, Hashable, Codable, CaseIterable {
     case failed
     /// Its bundle is gone from the plugin folder.
     case missing
+    /// Being fetched and unpacked from a repository.
+    case installing
+    /// The last install attempt failed; `reason` says why. It can be retried.
+    case installFailed = "install-failed"
 }
 
 /// Why the state file could not be read or written. One line: `<file>: <reason>`.
@@ -125,6 +129,11 @@ public final class StateStore: @unchecked Sendable {
         CREATE TABLE members (tenant TEXT NOT NULL, principal TEXT NOT NULL, role TEXT NOT NULL,
                               PRIMARY KEY (tenant, principal, role));
         CREATE TABLE plugin_tenants (plugin_id TEXT NOT NULL, tenant TEXT NOT NULL, PRIMARY KEY (plugin_id, tenant));
+        """,
+        """
+        CREATE TABLE repositories (name TEXT PRIMARY KEY, location TEXT NOT NULL, priority INTEGER NOT NULL DEFAULT 0,
+                                   added_at TEXT NOT NULL);
+        CREATE TABLE trusted_keys (name TEXT PRIMARY KEY, public_key TEXT NOT NULL, added_at TEXT NOT NULL);
         """,
     ]
 
@@ -581,6 +590,85 @@ public final class StateStore: @unchecked Sendable {
             }
             try Self.event(db, id, "tenants", tenants.map { $0.sorted().joined(separator: ",") } ?? "all")
             return nil
+        }
+    }
+
+    // MARK: repositories and trusted keys
+
+    public struct Repository: Sendable, Hashable, Codable {
+        public var name: String
+        public var location: String
+        public var priority: Int
+
+        public init(name: String, location: String, priority: Int) {
+            self.name = name
+            self.location = location
+            self.priority = priority
+        }
+    }
+
+    public func repositories() throws(StateError) -> [Repository] {
+        try locked { db throws(StateError) in
+            try db.query("SELECT name, location, priority FROM repositories ORDER BY priority DESC, name").compactMap {
+                guard let n = $0["name"]?.text, let l = $0["location"]?.text else { return nil }
+                return Repository(name: n, location: l, priority: Int($0["priority"]?.int ?? 0))
+            }
+        }
+    }
+
+    public func addRepository(_ r: Repository) throws(StateError) -> ChangeResult {
+        try change { db throws(StateError) in
+            guard Self.isName(r.name) else { return "\"\(r.name)\" is not a valid repository name" }
+            guard try db.query("SELECT 1 AS x FROM repositories WHERE name = ?", [.text(r.name)]).isEmpty else {
+                return "repository \"\(r.name)\" already exists"
+            }
+            try db.query("INSERT INTO repositories (name, location, priority, added_at) VALUES (?, ?, ?, ?)",
+                         [.text(r.name), .text(r.location), .int(Int64(r.priority)), .text(Self.now())])
+            return nil
+        }
+    }
+
+    public func removeRepository(_ name: String) throws(StateError) -> ChangeResult {
+        try change { db throws(StateError) in
+            guard !(try db.query("SELECT 1 AS x FROM repositories WHERE name = ?", [.text(name)]).isEmpty) else {
+                return "unknown repository \"\(name)\""
+            }
+            try db.query("DELETE FROM repositories WHERE name = ?", [.text(name)])
+            return nil
+        }
+    }
+
+    /// Trusted ed25519 public keys (base64 raw representation), by name.
+    public func trustedKeys() throws(StateError) -> [String: String] {
+        try locked { db throws(StateError) in
+            var keys: [String: String] = [:]
+            for row in try db.query("SELECT name, public_key FROM trusted_keys") {
+                if let n = row["name"]?.text, let k = row["public_key"]?.text { keys[n] = k }
+            }
+            return keys
+        }
+    }
+
+    public func trustKey(name: String, publicKey: String) throws(StateError) -> ChangeResult {
+        try change { db throws(StateError) in
+            guard Self.isName(name) else { return "\"\(name)\" is not a valid key name" }
+            try db.query("INSERT OR REPLACE INTO trusted_keys (name, public_key, added_at) VALUES (?, ?, ?)",
+                         [.text(name), .text(publicKey), .text(Self.now())])
+            return nil
+        }
+    }
+
+    /// Forgets a plugin's record (after it is uninstalled); grants, tenants and history stay unless `everything`.
+    public func forgetPlugin(_ id: String, everything: Bool) throws(StateError) {
+        try locked { db throws(StateError) in
+            try db.transaction { () throws(StateError) in
+                try db.query("DELETE FROM plugins WHERE id = ?", [.text(id)])
+                if everything {
+                    try db.query("DELETE FROM grants WHERE plugin_id = ?", [.text(id)])
+                    try db.query("DELETE FROM plugin_tenants WHERE plugin_id = ?", [.text(id)])
+                }
+                try Self.event(db, id, "uninstalled", everything ? "" : "data kept")
+            }
         }
     }
 }

@@ -1,0 +1,199 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import ArgumentParser
+import Foundation
+import Keel
+import KeelManifest
+
+extension KeelCommand {
+    struct Pack: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Pack a plugin bundle folder into <id>-<version>.keelpkg (signed with --key).")
+        @Argument(help: "The bundle folder (plugin.yaml and its library).") var folder: String
+        @Option(help: "Folder to write the archive to.") var out = "."
+        @Option(help: "Signing key file made by `keel trust keygen`.") var key: String?
+        @Option(help: "The signer name recorded beside the signature (the name operators trust it under).") var signer: String?
+
+        func run() async throws {
+            try await reporting {
+                let manifest: Manifest
+                do { manifest = try ManifestLoader().load(path: folder + "/" + ManifestLoader.fileName).0 } catch { throw CLIError("\(error)") }
+                let data: Data
+                do { data = try PackageArchive.pack(folder: folder) } catch { throw CLIError("\(error)") }
+                let path = out + "/\(manifest.id)-\(manifest.version).\(PackageArchive.fileExtension)"
+                try data.write(to: URL(fileURLWithPath: path))
+                if let key {
+                    do { try ExtensionStore.sign(data, keyFile: key).write(toFile: path + ".sig", atomically: true, encoding: .utf8) } catch {
+                        throw CLIError("\(error)")
+                    }
+                    try (signer ?? "default").write(toFile: path + ".signer", atomically: true, encoding: .utf8)
+                }
+                print("packed \(path)\(key == nil ? " (unsigned)" : " (signed)")")
+            }
+        }
+    }
+
+    struct Search: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List what the repositories offer (the recommended version of each).")
+        @OptionGroup var options: GlobalOptions
+        @Argument(help: "Only plugins whose id, name or description contains this.") var word: String?
+
+        func run() async throws {
+            try await reporting {
+                let store = ExtensionStore(state: try options.openState(), pluginsDirectory: options.pluginsDirectory)
+                let (offers, problems) = try store.indexes()
+                for p in problems { FileHandle.standardError.write(Data("keel: warning: \(p)\n".utf8)) }
+                let ids = Set(offers.map(\.id)).sorted().filter { id in
+                    guard let word = word?.lowercased() else { return true }
+                    return offers.contains { $0.id == id && ($0.id + $0.entry.name + ($0.entry.description ?? "")).lowercased().contains(word) }
+                }
+                if ids.isEmpty { print("nothing found") }
+                for id in ids {
+                    if let best = try? store.resolve(id, version: nil, offers: offers) {
+                        print("\(id) \(best.entry.version)  [\(best.repository.name)]\(best.entry.signature == nil ? " unsigned" : "")  \(best.entry.description ?? best.entry.name)")
+                    } else {
+                        print("\(id)  (no version runs on this host)")
+                    }
+                }
+            }
+        }
+    }
+
+    struct Install: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Install a plugin (and the dependencies it is missing) from the repositories: ID or ID@VERSION.")
+        @OptionGroup var options: GlobalOptions
+        @Argument(help: "ID or ID@VERSION.") var spec: String
+        @Flag(name: .customLong("allow-unsigned"), help: "Install archives that are unsigned or signed by an untrusted key.")
+        var allowUnsigned = false
+
+        func run() async throws {
+            try await reporting {
+                let parts = spec.split(separator: "@", maxSplits: 1).map(String.init)
+                let store = ExtensionStore(state: try options.openState(), pluginsDirectory: options.pluginsDirectory)
+                let plan: [ExtensionStore.Offer]
+                do { plan = try store.plan(parts[0], version: parts.count > 1 ? parts[1] : nil) } catch { throw CLIError("\(error)") }
+                print("plan: " + plan.map { "\($0.id) \($0.entry.version) from \($0.repository.name)" }.joined(separator: ", "))
+                for offer in plan {
+                    do { try store.install(offer, allowUnsigned: allowUnsigned) } catch { throw CLIError("\(error)") }
+                    print("installed \(offer.id) \(offer.entry.version)")
+                }
+            }
+        }
+    }
+
+    struct Uninstall: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Disable and remove an installed plugin.")
+        @OptionGroup var options: GlobalOptions
+        @Argument(help: "The plugin id.") var id: String
+        @Flag(help: "Also disable the enabled plugins that depend on it.") var cascade = false
+        @Flag(name: .customLong("keep-data"), help: "Keep its grants and tenant settings for a later reinstall.") var keepData = false
+
+        func run() async throws {
+            try await reporting {
+                let folder = options.pluginsDirectory + "/" + id
+                guard FileManager.default.fileExists(atPath: folder) else { throw CLIError("\"\(id)\" is not installed in \(options.pluginsDirectory)") }
+                _ = try await throughServerOrKernel(options, id: nil,
+                    remote: { state in try await RemoteControl.submit("disable", pluginID: id, cascade: cascade, state: state) },
+                    local: { kernel in try await kernel.disable(id, cascade: cascade) })
+                try FileManager.default.removeItem(atPath: folder)
+                try options.openState().forgetPlugin(id, everything: !keepData)
+                print("uninstalled \(id)")
+            }
+        }
+    }
+
+    struct Repo: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Manage plugin repositories (a folder, file:// or http:// location with index.yaml and archives).",
+            subcommands: [Add.self, List.self, Remove.self, Index.self])
+
+        struct Add: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Add a repository.")
+            @OptionGroup var options: GlobalOptions
+            @Argument(help: "A name for it.") var name: String
+            @Argument(help: "Folder, file:// or http:// location.") var location: String
+            @Option(help: "Higher wins when two repositories offer the same plugin.") var priority = 0
+
+            func run() async throws {
+                try await reporting {
+                    let location = location.hasPrefix("http") || location.hasPrefix("file://") ? location
+                        : URL(fileURLWithPath: location).standardizedFileURL.path
+                    try directoryChange { try options.openState().addRepository(StateStore.Repository(name: name, location: location, priority: priority)) }
+                    print("added repository \(name) (\(location))")
+                }
+            }
+        }
+
+        struct List: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "List repositories.")
+            @OptionGroup var options: GlobalOptions
+            func run() async throws {
+                try await reporting {
+                    for r in try options.openState().repositories() { print("\(r.name)  priority \(r.priority)  \(r.location)") }
+                }
+            }
+        }
+
+        struct Remove: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Remove a repository.")
+            @OptionGroup var options: GlobalOptions
+            @Argument(help: "Its name.") var name: String
+            func run() async throws {
+                try await reporting { try directoryChange { try options.openState().removeRepository(name) } }
+                print("removed repository \(name)")
+            }
+        }
+
+        struct Index: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Write index.yaml for the archives in a folder.")
+            @Argument(help: "The repository folder.") var folder: String
+            func run() async throws {
+                try await reporting {
+                    do {
+                        let index = try ExtensionStore.writeIndex(folder: folder)
+                        print("indexed \(index.plugins.values.map(\.count).reduce(0, +)) archive(s) in \(folder)/index.yaml")
+                    } catch { throw CLIError("\(error)") }
+                }
+            }
+        }
+    }
+
+    struct Trust: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Manage the ed25519 keys whose signatures are trusted.",
+                                                        subcommands: [Keygen.self, Add.self, List.self])
+
+        struct Keygen: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Make a signing key: writes the private key file, prints the public key.")
+            @Argument(help: "Where to write the private key.") var file: String
+            func run() async throws {
+                let (priv, pub) = ExtensionStore.makeKey()
+                try priv.write(toFile: file, atomically: true, encoding: .utf8)
+                chmod(file, 0o600)
+                print(pub)
+            }
+        }
+
+        struct Add: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Trust signatures by this public key under a name.")
+            @OptionGroup var options: GlobalOptions
+            @Argument(help: "The signer's name.") var name: String
+            @Argument(help: "The public key (base64), as printed by keygen.") var key: String
+            func validate() throws {
+                guard Data(base64Encoded: key)?.count == 32 else { throw ValidationError("not an ed25519 public key (32 bytes, base64)") }
+            }
+            func run() async throws {
+                try await reporting { try directoryChange { try options.openState().trustKey(name: name, publicKey: key) } }
+                print("trusting \(name)")
+            }
+        }
+
+        struct List: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "List trusted keys.")
+            @OptionGroup var options: GlobalOptions
+            func run() async throws {
+                try await reporting { for (n, k) in try options.openState().trustedKeys().sorted(by: { $0.key < $1.key }) { print("\(n)  \(k)") } }
+            }
+        }
+    }
+}

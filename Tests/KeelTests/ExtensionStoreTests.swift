@@ -1,0 +1,134 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import Keel
+import Testing
+
+@Suite("repositories and installs", .serialized)
+struct ExtensionStoreTests {
+    var keel: String { TestEnvironment.binPath + "/keel" }
+
+    @discardableResult
+    func run(_ args: [String], _ f: KernelFixture, ok: Bool = true) throws -> (status: Int32, stdout: String, stderr: String) {
+        let r = try TestEnvironment.run(keel, args + ["--plugins", f.plugins, "--state", f.state])
+        if ok { #expect(r.status == 0, "\(args): \(r.stderr)") }
+        return r
+    }
+
+    /// A repository folder with hello packed (signed) and greeter packed (unsigned).
+    func makeRepository(_ dir: String, key: String) throws {
+        let staging = TestEnvironment.makeTemporaryDirectory("staging")
+        try TestEnvironment.stageExamples(into: staging)
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let signed = try TestEnvironment.run(keel, ["pack", staging + "/hello-c", "--out", dir, "--key", key, "--signer", "acme"])
+        #expect(signed.stdout.contains("hello-1.0.0.keelpkg (signed)"), "\(signed.stderr)")
+        #expect(try TestEnvironment.run(keel, ["pack", staging + "/greeter-swift", "--out", dir]).status == 0)
+        let index = try TestEnvironment.run(keel, ["repo", "index", dir])
+        #expect(index.stdout.contains("indexed 2 archive(s)"), "\(index.stderr)")
+    }
+
+    @Test("pack, index, add, search, install with dependencies and signatures, enable, uninstall")
+    func happyPath() throws {
+        let f = KernelFixture()
+        let repo = TestEnvironment.makeTemporaryDirectory("repo")
+        let keyFile = TestEnvironment.makeTemporaryDirectory("key") + "/acme.key"
+        let publicKey = try TestEnvironment.run(keel, ["trust", "keygen", keyFile]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        try makeRepository(repo, key: keyFile)
+        try run(["repo", "add", "main", repo], f)
+        let search = try run(["search"], f)
+        #expect(search.stdout.contains("hello 1.0.0  [main]") && search.stdout.contains("greeter 1.0.0  [main] unsigned"))
+        #expect(try run(["search", "swift"], f).stdout.split(separator: "\n").count == 1)
+
+        // greeter is unsigned and needs hello: the plan shows both, and the unsigned one is refused.
+        let refused = try run(["install", "greeter"], f, ok: false)
+        #expect(refused.status == 1 && refused.stdout.contains("plan: hello 1.0.0 from main, greeter 1.0.0 from main"))
+        #expect(refused.stderr.contains("signed by \"acme\", which is not a trusted key") || refused.stderr.contains("is not signed"))
+        try run(["trust", "add", "acme", publicKey], f)
+        let retry = try run(["install", "greeter"], f, ok: false)
+        #expect(retry.stdout.contains("installed hello 1.0.0"))
+        #expect(retry.stderr.contains("\"greeter\" 1.0.0 is not signed; refused (pass --allow-unsigned"))
+        #expect(!FileManager.default.fileExists(atPath: f.plugins + "/greeter"))
+        #expect(try run(["plugins", "list", "--json"], f).stdout.contains("\"install-failed\""))
+        try run(["install", "greeter", "--allow-unsigned"], f)
+        #expect(FileManager.default.fileExists(atPath: f.plugins + "/greeter/libgreeter-swift.so"))
+
+        try TestEnvironment.grantSensitive("hello", plugins: f.plugins, state: f.state)
+        try TestEnvironment.grantSensitive("greeter", plugins: f.plugins, state: f.state)
+        try run(["plugins", "enable", "hello"], f)
+        try run(["plugins", "enable", "greeter"], f)
+        let again = try run(["install", "hello"], f, ok: false)
+        #expect(again.stdout.contains("plan:") && again.stderr.isEmpty || again.stderr.contains("already installed"))
+
+        let blocked = try run(["uninstall", "hello"], f, ok: false)
+        #expect(blocked.status == 1 && blocked.stderr.contains("needed by enabled plugin(s) \"greeter\""))
+        try run(["uninstall", "hello", "--cascade"], f)
+        #expect(!FileManager.default.fileExists(atPath: f.plugins + "/hello"))
+        #expect(!(try run(["plugins", "list"], f).stdout.contains("hello 1.0.0")))
+    }
+
+    @Test("bad archives and repositories: wrong checksum, bad signature, escaping paths, ambiguous offers, unreachable")
+    func badInput() throws {
+        let f = KernelFixture()
+        let repo = TestEnvironment.makeTemporaryDirectory("repo")
+        let keyFile = TestEnvironment.makeTemporaryDirectory("key") + "/k.key"
+        let publicKey = try TestEnvironment.run(keel, ["trust", "keygen", keyFile]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        try makeRepository(repo, key: keyFile)
+        try run(["repo", "add", "main", repo], f)
+        try run(["trust", "add", "acme", publicKey], f)
+
+        // A tampered archive: the checksum no longer matches the index; nothing is left half-installed.
+        let archive = repo + "/hello-1.0.0.keelpkg"
+        let original = try Data(contentsOf: URL(fileURLWithPath: archive))
+        var tampered = original
+        tampered[600] ^= 0xFF
+        try tampered.write(to: URL(fileURLWithPath: archive))
+        let bad = try run(["install", "hello"], f, ok: false)
+        #expect(bad.stderr.contains("does not match the index"))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: f.plugins).filter { !$0.hasPrefix("greeter") }.isEmpty)
+        try original.write(to: URL(fileURLWithPath: archive))
+
+        // A signature that does not verify against the trusted key.
+        let signature = try String(contentsOfFile: archive + ".sig", encoding: .utf8)
+        let flipped = String(signature.map { $0 == "A" ? "B" : ($0 == "B" ? "A" : $0) })
+        try flipped.write(toFile: archive + ".sig", atomically: true, encoding: .utf8)
+        #expect(try TestEnvironment.run(keel, ["repo", "index", repo]).status == 0)
+        let badSignature = try run(["install", "hello"], f, ok: false)
+        #expect(badSignature.stderr.contains("hello\" 1.0.0: bad signature by \"acme\"; refused"), "\(badSignature.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: f.plugins + "/hello"))
+        try signature.write(toFile: archive + ".sig", atomically: true, encoding: .utf8)
+        #expect(try TestEnvironment.run(keel, ["repo", "index", repo]).status == 0)
+        // The failed install can be retried once the archive is right.
+        try run(["install", "hello"], f)
+        #expect(FileManager.default.fileExists(atPath: f.plugins + "/hello/plugin.yaml"))
+
+        // An archive whose entry escapes its folder.
+        var tar = PackageArchiveTestBytes.header(name: "../escape.txt", size: 3)
+        tar.append(Data("bad".utf8)); tar.append(Data(count: 509)); tar.append(Data(count: 1024))
+        do { _ = try PackageArchive.entries(tar); Issue.record("accepted ../") } catch {
+            #expect("\(error)".contains("escapes the bundle folder"))
+        }
+
+        // Two repositories offering the same plugin at the same priority: refused, naming both.
+        let mirror = TestEnvironment.makeTemporaryDirectory("mirror")
+        try makeRepository(mirror, key: keyFile)
+        try run(["repo", "add", "mirror", mirror], f)
+        let ambiguous = try run(["install", "greeter", "--allow-unsigned"], f, ok: false)
+        #expect(ambiguous.stderr.contains("is offered by \"main\" and \"mirror\" at the same priority 0"), "\(ambiguous.stderr)")
+
+        // An unreachable repository is reported by search, not fatal.
+        try run(["repo", "add", "gone", "file:///nonexistent/repo"], f)
+        let search = try run(["search"], f)
+        #expect(search.stderr.contains("repository \"gone\"") && search.stderr.contains("no such file"))
+    }
+}
+
+/// Builds tar headers for hostile archives.
+enum PackageArchiveTestBytes {
+    static func header(name: String, size: Int) -> Data {
+        var h = [UInt8](repeating: 0, count: 512)
+        for (i, b) in name.utf8.enumerated() { h[i] = b }
+        for (i, b) in String(format: "%011o", size).utf8.enumerated() { h[124 + i] = b }
+        h[156] = UInt8(ascii: "0")
+        return Data(h)
+    }
+}
