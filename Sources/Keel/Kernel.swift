@@ -36,8 +36,8 @@ public actor Kernel {
     public nonisolated let access: AccessControl
     let environment: KernelEnvironment
 
-    private var bundles: [String: Bundle] = [:]
-    private var active: [String: ActivePlugin] = [:]
+    var bundles: [String: Bundle] = [:]
+    var active: [String: ActivePlugin] = [:]
     /// Ids in the order they were activated; deactivation runs in reverse.
     private var activationOrder: [String] = []
 
@@ -53,7 +53,7 @@ public actor Kernel {
 
     let generations: GenerationStore
     let activationMark: ActivationMark
-    private var nextGeneration: [String: Int] = [:]
+    var nextGeneration: [String: Int] = [:]
     private var watcher: PluginWatcher?
 
     /// Opens the state file (creating and migrating it as needed). Loads nothing yet: call `start()`.
@@ -85,6 +85,7 @@ public actor Kernel {
             Task { await self.disableMisbehaving(id, reason: reason) }
         }
         // Start-up writes many small records: they go to SQLite as one transaction.
+        recoverInterruptedChanges()
         try? state.batch {
             rescan()
             quarantineAfterCrash()
@@ -119,7 +120,7 @@ public actor Kernel {
                     try state.setStatus(bundle.id, .failed, reason: problem)
                     log(.error, bundle.id, problem)
                 } else if bundle.problem == nil, let record = try state.plugin(bundle.id), active[bundle.id] == nil,
-                          [.missing, .installing, .installFailed].contains(record.status) || (record.status == .failed && !record.enabled) {
+                          [.missing, .installing, .installFailed, .upgrading].contains(record.status) || (record.status == .failed && !record.enabled) {
                     try state.setStatus(bundle.id, record.enabled ? .failed : (record.status == .missing ? .disabled : .installed),
                                         reason: record.enabled ? record.reason : nil)
                 }

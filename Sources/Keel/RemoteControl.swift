@@ -44,6 +44,11 @@ public enum RemoteControl {
             case let op where op.hasPrefix("disable-tenant "):
                 try await kernel.disable(command.pluginID, tenant: String(op.dropFirst("disable-tenant ".count)), cascade: command.cascade)
             case "rescan": await kernel.rescan()
+            case let op where op.hasPrefix("upgrade "):
+                let words = op.split(separator: " ").map(String.init)
+                let store = ExtensionStore(state: kernel.state, pluginsDirectory: kernel.configuration.pluginsDirectory)
+                try await kernel.upgrade(command.pluginID, to: words.count > 1 && words[1] != "-" ? words[1] : nil, store: store,
+                                         allowUnsigned: words.count > 2 && words[2] == "unsigned")
             case "delete-tenant": try await kernel.deleteTenant(command.pluginID, cascade: command.cascade)
             case let op where op.hasPrefix("grants "):
                 let words = op.split(separator: " ").dropFirst()

@@ -15,7 +15,7 @@ struct KeelCommand: AsyncParsableCommand {
             """,
         version: Kernel.version,
         subcommands: [Plugins.self, Tenants.self, Roles.self, Serve.self, Token.self, Repo.self, Search.self, Install.self,
-                      Uninstall.self, Pack.self, Trust.self, Probe.self])
+                      Upgrade.self, Uninstall.self, Pack.self, Trust.self, Probe.self])
 }
 
 /// Options every command that touches a kernel takes.

@@ -35,6 +35,10 @@ public enum PluginStatus: String, Sendable, Hashable, Codable, CaseIterable {
     case installing
     /// The last install attempt failed; `reason` says why. It can be retried.
     case installFailed = "install-failed"
+    /// A new version is being fetched, verified and swapped in.
+    case upgrading
+    /// The last upgrade failed and was rolled back; `reason` says why.
+    case upgradeFailed = "upgrade-failed"
 }
 
 /// Why the state file could not be read or written. One line: `<file>: <reason>`.

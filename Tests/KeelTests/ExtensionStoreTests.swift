@@ -122,6 +122,54 @@ struct ExtensionStoreTests {
     }
 }
 
+@Suite("upgrades", .serialized)
+struct UpgradeTests {
+    var keel: String { TestEnvironment.binPath + "/keel" }
+
+    @Test("upgrade under a running server: a broken new version rolls back, a good one takes over; state survives")
+    func upgrade() async throws {
+        let f = KernelFixture()
+        let repo = TestEnvironment.makeTemporaryDirectory("uprepo")
+        for (version, tag, extra) in [("1.0.0", "one", [String]()), ("1.1.0", "two", []), ("1.2.0", "three", ["ACTIVATE_FAILS"])] {
+            let lib = try TestEnvironment.buildFixture("up-\(tag)", ["PLUGIN_ID=\"up\"", "PLUGIN_VERSION=\"\(version)\"", "TAG=\"\(tag)\""] + extra)
+            let staging = TestEnvironment.makeTemporaryDirectory("upstage")
+            try TestEnvironment.makeBundle(in: staging, folder: "up", manifest: TestEnvironment.manifest(id: "up", version: version, library: "libup.so"),
+                                           library: lib, libraryName: "libup.so")
+            #expect(try TestEnvironment.run(keel, ["pack", staging + "/up", "--out", repo]).status == 0)
+        }
+        #expect(try TestEnvironment.run(keel, ["repo", "index", repo]).status == 0)
+        let common = ["--plugins", f.plugins, "--state", f.state]
+        #expect(try TestEnvironment.run(keel, ["repo", "add", "main", repo] + common).status == 0)
+        let install = try TestEnvironment.run(keel, ["install", "up@1.0.0", "--allow-unsigned"] + common)
+        #expect(install.status == 0, "\(install.stderr)")
+        #expect(try TestEnvironment.run(keel, ["plugins", "grant", "up", "authorize"] + common).status == 0)
+        #expect(try TestEnvironment.run(keel, ["plugins", "enable", "up"] + common).status == 0)
+
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch"])
+        defer { server.stop() }
+        #expect(try await server.request("GET", "/ext/up/ping").text.contains("tag=one"))
+
+        // The recommended version (1.2.0) fails to activate: rolled back, 1.0.0 keeps serving.
+        let broken = try TestEnvironment.run(keel, ["upgrade", "up", "--allow-unsigned"] + common)
+        #expect(broken.status == 1 && broken.stderr.contains("upgrade of \"up\" to 1.2.0 failed, 1.0.0 kept"), "\(broken.stderr)")
+        #expect(try await server.request("GET", "/ext/up/ping").text.contains("tag=one"))
+        var info = (try await server.request("GET", "/api/v1/plugins/up", admin: true).json as? [String: Any]) ?? [:]
+        #expect(info["status"] as? String == "upgrade-failed" && info["version"] as? String == "1.0.0")
+        #expect((info["reason"] as? String)?.contains("cannot reach the frobnicator") == true)
+
+        // An explicit good version takes over; enabled state and grants survive.
+        let good = try TestEnvironment.run(keel, ["upgrade", "up", "--to", "1.1.0", "--allow-unsigned"] + common)
+        #expect(good.status == 0 && good.stdout == "upgraded up to 1.1.0\n", "\(good.stderr)")
+        #expect(try await server.request("GET", "/ext/up/ping").text.contains("tag=two"))
+        info = (try await server.request("GET", "/api/v1/plugins/up", admin: true).json as? [String: Any]) ?? [:]
+        #expect(info["status"] as? String == "enabled" && info["version"] as? String == "1.1.0")
+        #expect((info["grants"] as? [String])?.contains("authorize") == true)
+        let current = try TestEnvironment.run(keel, ["upgrade", "up", "--allow-unsigned"] + common)
+        #expect(current.status == 1)
+        #expect(!(try FileManager.default.contentsOfDirectory(atPath: f.plugins).contains { $0.hasPrefix(".") }))
+    }
+}
+
 /// Builds tar headers for hostile archives.
 enum PackageArchiveTestBytes {
     static func header(name: String, size: Int) -> Data {

@@ -152,6 +152,22 @@ public struct ExtensionStore: Sendable {
         try? state.setStatus(id, .installing, reason: nil)
         let work = pluginsDirectory + "/.installing-\(id)-\(getpid())"
         do {
+            let manifest = try fetchVerified(offer, into: work, allowUnsigned: allowUnsigned)
+            guard rename(work, target) == 0 else { throw StoreError("\(target): cannot move into place: \(String(cString: strerror(errno)))") }
+            try? state.discovered(id: id, name: manifest.name, version: "\(manifest.version)", bundlePath: target)
+            try? state.setStatus(id, .installed, reason: nil)
+        } catch {
+            try? FileManager.default.removeItem(atPath: work)
+            try? state.setStatus(id, .installFailed, reason: "\(error)")
+            throw error
+        }
+    }
+
+    /// Fetches `offer`, checks its checksum and signature, and unpacks it into the new folder `work`.
+    /// - Returns: the unpacked bundle's manifest, checked against the index.
+    func fetchVerified(_ offer: Offer, into work: String, allowUnsigned: Bool) throws -> Manifest {
+        let id = offer.id
+        do {
             let archiveURL = Self.join(offer.indexURL, offer.entry.archive)
             let data = try Self.fetch(archiveURL)
             let digest = SHA256.hash(data: data)
@@ -167,12 +183,9 @@ public struct ExtensionStore: Sendable {
             guard manifest.id == id, manifest.version == Semver(offer.entry.version) else {
                 throw StoreError("\(archiveURL): archive holds \(manifest.id) \(manifest.version), the index says \(id) \(offer.entry.version)")
             }
-            guard rename(work, target) == 0 else { throw StoreError("\(target): cannot move into place: \(String(cString: strerror(errno)))") }
-            try? state.discovered(id: id, name: manifest.name, version: "\(manifest.version)", bundlePath: target)
-            try? state.setStatus(id, .installed, reason: nil)
+            return manifest
         } catch {
             try? FileManager.default.removeItem(atPath: work)
-            try? state.setStatus(id, .installFailed, reason: "\(error)")
             throw error
         }
     }

@@ -82,6 +82,30 @@ extension KeelCommand {
         }
     }
 
+    struct Upgrade: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Upgrade an installed plugin; the old version keeps running if the new one fails (rollback).")
+        @OptionGroup var options: GlobalOptions
+        @Argument(help: "The plugin id.") var id: String
+        @Option(help: "The version to move to (default: the recommended one, if newer).") var to: String?
+        @Flag(name: .customLong("allow-unsigned"), help: "Accept an unsigned or untrusted archive.") var allowUnsigned = false
+
+        func run() async throws {
+            try await reporting {
+                let info = try await throughServerOrKernel(options, id: id,
+                    remote: { state in
+                        try await RemoteControl.submit("upgrade \(to ?? "-") \(allowUnsigned ? "unsigned" : "signed")", pluginID: id,
+                                                       state: state, timeout: .seconds(120))
+                    },
+                    local: { kernel in
+                        try await kernel.upgrade(id, to: to, store: ExtensionStore(state: kernel.state, pluginsDirectory: options.pluginsDirectory),
+                                                 allowUnsigned: allowUnsigned)
+                    })
+                print("upgraded \(id) to \(info?.version ?? "?")")
+            }
+        }
+    }
+
     struct Uninstall: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Disable and remove an installed plugin.")
         @OptionGroup var options: GlobalOptions
