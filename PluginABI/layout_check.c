@@ -91,6 +91,8 @@ CHECK_OFFSET(keel_host_auth, register_authenticator, 8);
 CHECK_OFFSET(keel_host_auth, register_authorizer, 16);
 CHECK_OFFSET(keel_host_auth, check_permission, 24);
 CHECK_SIZE(keel_host_auth, 32);
+CHECK_OFFSET(keel_host_config, get, 8);
+CHECK_SIZE(keel_host_config, 16);
 #endif
 
 /* The C target needs one symbol of its own. */

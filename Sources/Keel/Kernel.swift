@@ -278,6 +278,42 @@ public actor Kernel {
         }
     }
 
+    // MARK: configuration
+
+    /// The JSON a plugin gets at activation: its stored configuration, checked against the schema its bundle ships
+    /// now (an upgrade may tighten it). A bundle with a schema and no stored configuration gets `{}`, checked too.
+    func configJSON(_ id: String, bundle: Bundle) throws(KernelError) -> String {
+        let schema = bundle.folder + "/" + PluginConfig.schemaFile
+        let schemaPath = FileManager.default.fileExists(atPath: schema) ? schema : nil
+        let stored = try? state.config(id)
+        guard stored != nil || schemaPath != nil else { return "" }
+        do {
+            return try PluginConfig.validate(yaml: stored?.yaml ?? "{}", file: stored == nil ? "(no configuration)" : "configuration of \(id)",
+                                             schemaPath: schemaPath)
+        } catch {
+            let hint = stored == nil ? "; give it one with `keel plugins config \(id) FILE`" : ""
+            throw KernelError(.bundle, pluginID: id, reason: "plugin \"\(id)\" needs a valid configuration: \(error)\(hint)")
+        }
+    }
+
+    /// Sets a plugin's configuration from YAML (`file` names it in errors): checked against the bundle's schema,
+    /// stored, and applied by re-activating the plugin when it is active (a configuration its code rejects leaves the
+    /// old activation serving, as any failed reload does).
+    /// - Throws: `KernelError` with the file, the key and the reason.
+    public func setConfig(_ id: String, yaml: String, file: String) throws(KernelError) {
+        if bundles[id] == nil { rescan() }
+        guard let bundle = bundles[id] else {
+            throw KernelError(.unknownPlugin, pluginID: id, reason: "no plugin \"\(id)\" in \(configuration.pluginsDirectory)")
+        }
+        let schema = bundle.folder + "/" + PluginConfig.schemaFile
+        let json: String
+        do { json = try PluginConfig.validate(yaml: yaml, file: file, schemaPath: FileManager.default.fileExists(atPath: schema) ? schema : nil) } catch {
+            throw KernelError(.bundle, pluginID: id, reason: error.description)
+        }
+        do { try state.setConfig(id, yaml: yaml, json: json) } catch { throw KernelError(.state, pluginID: id, reason: error.description) }
+        if active[id] != nil { try reload(id) }
+    }
+
     // MARK: capabilities
 
     /// What a plugin may use: what its manifest asks for, limited to the trusted capabilities and the operator's
@@ -448,8 +484,9 @@ public actor Kernel {
         }
         let granted = (try? state.grants(id)) ?? []
         let prefixes = manifest.routePrefixes.filter { granted.contains(Capability.routePrefix($0)) }
+        let config = try configJSON(id, bundle: bundle)
         let context = ActivationContext(pluginID: id, grants: effectiveGrants(id, manifest), routePrefixes: prefixes,
-                                        limits: configuration.limits,
+                                        config: config, limits: configuration.limits,
                                         budgets: configuration.budgets, environment: environment)
         var seed = Contributions()
         seed.menus = manifest.menus.map { MenuRegistration(entry: $0, fromManifest: true) }

@@ -49,6 +49,8 @@ public enum RemoteControl {
                 let store = ExtensionStore(state: kernel.state, pluginsDirectory: kernel.configuration.pluginsDirectory)
                 try await kernel.upgrade(command.pluginID, to: words.count > 1 && words[1] != "-" ? words[1] : nil, store: store,
                                          allowUnsigned: words.count > 2 && words[2] == "unsigned")
+            case let op where op.hasPrefix("config\n"):
+                try await kernel.setConfig(command.pluginID, yaml: String(op.dropFirst("config\n".count)), file: "configuration of \(command.pluginID)")
             case "delete-tenant": try await kernel.deleteTenant(command.pluginID, cascade: command.cascade)
             case let op where op.hasPrefix("grants "):
                 let words = op.split(separator: " ").dropFirst()

@@ -80,6 +80,21 @@ struct AdminAPI {
             await RemoteControl.publishLive(kernel)
             return JSONBody.response(try await kernel.plugin(id))
         }
+        admin.get("plugins/:id/config") { _, context -> Response in
+            let id = try context.parameters.require("id")
+            guard let stored = try kernel.state.config(id) else { return JSONBody.response(["yaml": "", "json": ""]) }
+            return JSONBody.response(["yaml": stored.yaml, "json": stored.json])
+        }
+        admin.put("plugins/:id/config") { request, context -> Response in
+            let id = try context.parameters.require("id")
+            var request = request
+            let body = try await request.collectBody(upTo: 1 << 20)
+            do { try await kernel.setConfig(id, yaml: String(decoding: body.readableBytesView, as: UTF8.self), file: "request body") } catch {
+                throw Self.apiError(error)
+            }
+            await RemoteControl.publishLive(kernel)
+            return JSONBody.response(try await kernel.plugin(id))
+        }
         admin.get("plugins/:id/history") { _, context -> Response in
             let id = try context.parameters.require("id")
             do { return JSONBody.response(try await kernel.history(id)) } catch { throw Self.apiError(error) }

@@ -1,5 +1,6 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
+import CKeelABI
 import Glibc
 import KeelManifest
 import Synchronization
@@ -24,6 +25,8 @@ public final class ActivationContext: Sendable {
     public let grants: Set<Capability>
     /// Foreign path prefixes granted to this activation (`route-prefix:/legacy`).
     public let routePrefixes: [String]
+    /// The plugin's configuration as JSON, handed out through "keel.config/1" (kept as C text for the activation).
+    nonisolated(unsafe) let configText: keel_str
     public let limits: RegistrationLimits
     public let budgets: CallBudgets
     let environment: any PluginEnvironment
@@ -35,8 +38,9 @@ public final class ActivationContext: Sendable {
     private let lastRefusal = Mutex<String?>(nil)
     private let inFlight = Atomic<Int>(0)
 
-    public init(pluginID: String, grants: Set<Capability>, routePrefixes: [String] = [], limits: RegistrationLimits = .default,
-                budgets: CallBudgets = .default, environment: any PluginEnvironment) {
+    public init(pluginID: String, grants: Set<Capability>, routePrefixes: [String] = [], config: String = "",
+                limits: RegistrationLimits = .default, budgets: CallBudgets = .default, environment: any PluginEnvironment) {
+        configText = HostABI.staticString(config)
         self.pluginID = pluginID
         self.grants = grants
         self.routePrefixes = routePrefixes
@@ -74,6 +78,8 @@ public final class ActivationContext: Sendable {
     func close() { phase.withLock { $0 = .closed } }
 
     public var isActive: Bool { phase.withLock { $0 == .active } }
+
+    deinit { configText.ptr.map { UnsafeMutablePointer(mutating: $0).deallocate() } }
 
     static func now() -> Double {
         var ts = timespec()

@@ -60,6 +60,7 @@ enum HostABI {
             case KEEL_SERVICE_HTTP: return UnsafeRawPointer(HostABI.http)
             case KEEL_SERVICE_MENU: return UnsafeRawPointer(HostABI.menu)
             case KEEL_SERVICE_AUTH: return UnsafeRawPointer(HostABI.auth)
+            case KEEL_SERVICE_CONFIG: return UnsafeRawPointer(HostABI.config)
             default: return nil
             }
         }
@@ -126,6 +127,14 @@ enum HostABI {
             return KEEL_OK
         }
         table.initialize(to: a)
+        return table
+    }()
+
+    nonisolated(unsafe) static let config: UnsafeMutablePointer<keel_host_config> = {
+        let table = UnsafeMutablePointer<keel_host_config>.allocate(capacity: 1)
+        table.initialize(to: keel_host_config(struct_size: UInt32(MemoryLayout<keel_host_config>.size)) { ctx in
+            HostABI.context(ctx)?.configText ?? keel_str(ptr: nil, len: 0)
+        })
         return table
     }()
 

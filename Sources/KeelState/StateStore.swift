@@ -139,6 +139,9 @@ public final class StateStore: @unchecked Sendable {
                                    added_at TEXT NOT NULL);
         CREATE TABLE trusted_keys (name TEXT PRIMARY KEY, public_key TEXT NOT NULL, added_at TEXT NOT NULL);
         """,
+        """
+        CREATE TABLE plugin_config (plugin_id TEXT PRIMARY KEY, yaml TEXT NOT NULL, json TEXT NOT NULL, updated_at TEXT NOT NULL);
+        """,
     ]
 
     public static var schemaVersion: Int { migrations.count }
@@ -668,10 +671,33 @@ public final class StateStore: @unchecked Sendable {
             try db.transaction { () throws(StateError) in
                 try db.query("DELETE FROM plugins WHERE id = ?", [.text(id)])
                 if everything {
+                    try db.query("DELETE FROM plugin_config WHERE plugin_id = ?", [.text(id)])
                     try db.query("DELETE FROM grants WHERE plugin_id = ?", [.text(id)])
                     try db.query("DELETE FROM plugin_tenants WHERE plugin_id = ?", [.text(id)])
                 }
                 try Self.event(db, id, "uninstalled", everything ? "" : "data kept")
+            }
+        }
+    }
+
+    // MARK: per-plugin configuration
+
+    /// The stored configuration: the operator's YAML and the validated JSON handed to the plugin.
+    public func config(_ id: String) throws(StateError) -> (yaml: String, json: String)? {
+        try locked { db throws(StateError) in
+            try db.query("SELECT yaml, json FROM plugin_config WHERE plugin_id = ?", [.text(id)]).first.flatMap {
+                guard let y = $0["yaml"]?.text, let j = $0["json"]?.text else { return nil }
+                return (y, j)
+            }
+        }
+    }
+
+    public func setConfig(_ id: String, yaml: String, json: String) throws(StateError) {
+        try locked { db throws(StateError) in
+            try db.transaction { () throws(StateError) in
+                try db.query("INSERT OR REPLACE INTO plugin_config (plugin_id, yaml, json, updated_at) VALUES (?, ?, ?, ?)",
+                             [.text(id), .text(yaml), .text(json), .text(Self.now())])
+                try Self.event(db, id, "config", "\(yaml.utf8.count) bytes")
             }
         }
     }

@@ -170,6 +170,51 @@ struct UpgradeTests {
     }
 }
 
+@Suite("per-plugin configuration")
+struct ConfigTests {
+    @Test("configuration is checked against the bundle's schema, handed to the plugin, changed at run time, kept")
+    func configuration() async throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("tuned", defines: ["CONFIG_ECHO"])
+        try """
+            type: object
+            required: [greeting]
+            additionalProperties: false
+            properties:
+              greeting: {type: string}
+              limit: {type: integer, minimum: 1}
+              mode: {enum: [fast, safe]}
+            """.write(toFile: f.plugins + "/tuned/config.schema.yaml", atomically: true, encoding: .utf8)
+        let kernel = try f.kernel()
+        await kernel.start()
+        do { try await kernel.enable("tuned"); Issue.record("enabled without its required configuration") } catch {
+            #expect(error.description.contains("needs a valid configuration"))
+            #expect(error.description.contains("key \"greeting\": required key is missing"))
+            #expect(error.description.contains("keel plugins config tuned FILE"))
+        }
+        for (yaml, expected) in [("greeting: hi\nlimit: 0\n", "key \"limit\": 0 is below the minimum 1"),
+                                 ("greeting: 5\n", "key \"greeting\": expected string, found an integer"),
+                                 ("greeting: hi\ncolour: red\n", "key \"colour\": not allowed by the plugin's schema"),
+                                 ("greeting: hi\nmode: reckless\n", "\"reckless\" is not one of fast, safe"),
+                                 ("- a list\n", "a configuration must be a mapping")] {
+            do { try await kernel.setConfig("tuned", yaml: yaml, file: "bad.yaml"); Issue.record("accepted \(yaml)") } catch {
+                #expect(error.description.contains(expected), "\(error.description)")
+            }
+        }
+        try await kernel.setConfig("tuned", yaml: "greeting: hello\nlimit: 3\n", file: "good.yaml")
+        try await kernel.enable("tuned")
+        #expect(get(kernel, "/ext/tuned/ping")?.1.hasSuffix(#"config={"greeting":"hello","limit":3}"#) == true)
+        // Changed at run time: the plugin is re-activated with the new configuration.
+        try await kernel.setConfig("tuned", yaml: "greeting: bonjour\nmode: safe\n", file: "new.yaml")
+        #expect(get(kernel, "/ext/tuned/ping")?.1.hasSuffix(#"config={"greeting":"bonjour","mode":"safe"}"#) == true)
+        await kernel.shutdown()
+        let again = try f.kernel()
+        await again.start()
+        #expect(get(again, "/ext/tuned/ping")?.1.hasSuffix(#"config={"greeting":"bonjour","mode":"safe"}"#) == true)
+        await again.shutdown()
+    }
+}
+
 /// Builds tar headers for hostile archives.
 enum PackageArchiveTestBytes {
     static func header(name: String, size: Int) -> Data {

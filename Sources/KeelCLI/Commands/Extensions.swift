@@ -66,6 +66,7 @@ extension KeelCommand {
         @Argument(help: "ID or ID@VERSION.") var spec: String
         @Flag(name: .customLong("allow-unsigned"), help: "Install archives that are unsigned or signed by an untrusted key.")
         var allowUnsigned = false
+        @Option(help: "A YAML configuration for the plugin, checked against its schema.") var config: String?
 
         func run() async throws {
             try await reporting {
@@ -77,6 +78,17 @@ extension KeelCommand {
                 for offer in plan {
                     do { try store.install(offer, allowUnsigned: allowUnsigned) } catch { throw CLIError("\(error)") }
                     print("installed \(offer.id) \(offer.entry.version)")
+                }
+                if let config {
+                    guard let data = FileManager.default.contents(atPath: config) else { throw CLIError("\(config): cannot be read") }
+                    let yaml = String(decoding: data, as: UTF8.self)
+                    let schema = options.pluginsDirectory + "/" + parts[0] + "/" + PluginConfig.schemaFile
+                    do {
+                        let json = try PluginConfig.validate(yaml: yaml, file: config,
+                                                             schemaPath: FileManager.default.fileExists(atPath: schema) ? schema : nil)
+                        try options.openState().setConfig(parts[0], yaml: yaml, json: json)
+                    } catch let error as ManifestError { throw CLIError(error.description) }
+                    print("configured \(parts[0])")
                 }
             }
         }

@@ -10,7 +10,7 @@ extension KeelCommand {
         static let configuration = CommandConfiguration(
             abstract: "List, inspect, enable and disable plugins.",
             discussion: "While `keel serve` runs on the same state file, enable/disable/list go through the server and take effect in it at once.",
-            subcommands: [List.self, Inspect.self, Enable.self, Disable.self, Reload.self, History.self, Grant.self, Revoke.self])
+            subcommands: [List.self, Inspect.self, Enable.self, Disable.self, Reload.self, History.self, Grant.self, Revoke.self, Config.self])
     }
 }
 
@@ -260,5 +260,33 @@ func throughServerOrKernel(_ options: GlobalOptions, id: String?, remote: (State
     } catch {
         await kernel.shutdown()
         throw error
+    }
+}
+
+extension KeelCommand.Plugins {
+    struct Config: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show a plugin's configuration, or set it from a YAML file (checked against the bundle's schema).",
+            discussion: "Setting it re-activates an active plugin so that the new configuration takes effect.")
+
+        @OptionGroup var options: GlobalOptions
+        @Argument(help: "The plugin id.") var id: String
+        @Argument(help: "A YAML file; without it, the stored configuration is printed.") var file: String?
+
+        func run() async throws {
+            try await reporting {
+                guard let file else {
+                    guard let stored = try options.openState().config(id) else { print("\(id) has no configuration"); return }
+                    print(stored.yaml, terminator: stored.yaml.hasSuffix("\n") ? "" : "\n")
+                    return
+                }
+                guard let data = FileManager.default.contents(atPath: file) else { throw CLIError("\(file): cannot be read") }
+                let yaml = String(decoding: data, as: UTF8.self)
+                _ = try await throughServerOrKernel(options, id: nil,
+                    remote: { state in try await RemoteControl.submit("config\n" + yaml, pluginID: id, state: state) },
+                    local: { kernel in try await kernel.setConfig(id, yaml: yaml, file: file) })
+                print("configured \(id)")
+            }
+        }
     }
 }

@@ -18,6 +18,7 @@
  *   UNLOAD_SAFE                     declare KEEL_PLUGIN_FLAG_UNLOAD_SAFE
  *   SLOW_MS                         the handler sleeps this long first
  *   SLOW_HOOK_MS                    the authenticate hook sleeps this long first
+ *   CONFIG_ECHO                     the handler appends " config=<the plugin's configuration JSON>"
  *   CTOR_MODE                       a constructor that 1: raises SIGSEGV, 2: calls _exit(7), 3: never returns
  *   CRASH_IN_HOST                   activate raises SIGSEGV unless KEEL_PROBE is set (passes the probe, then takes
  *                                   the host down)
@@ -79,6 +80,9 @@ __attribute__((constructor)) static void hostile_constructor(void) {
 #endif
 
 static const keel_host *the_host;
+#ifdef CONFIG_ECHO
+static keel_str the_config;
+#endif
 static keel_ctx *the_ctx;
 
 static keel_status ping(void *user_data, const keel_http_request *req, keel_http_response *res) {
@@ -101,6 +105,10 @@ static keel_status ping(void *user_data, const keel_http_request *req, keel_http
     for (size_t i = 0; i < req->params_len && n > 0 && (size_t)n < sizeof buf; i++)
         n += snprintf(buf + n, sizeof buf - (size_t)n, " %.*s=%.*s", (int)req->params[i].name.len,
                       req->params[i].name.ptr, (int)req->params[i].value.len, req->params[i].value.ptr);
+#ifdef CONFIG_ECHO
+    if (n > 0 && (size_t)n < sizeof buf)
+        n += snprintf(buf + n, sizeof buf - (size_t)n, " config=%.*s", (int)the_config.len, the_config.ptr ? the_config.ptr : "");
+#endif
     res->set_status(res, 200);
     res->add_header(res, keel_cstr("x-plugin"), keel_cstr(PLUGIN_ID));
     return res->write(res, buf, (size_t)n);
@@ -166,6 +174,11 @@ static keel_status activate(const keel_host *host, keel_ctx *ctx) {
 #endif
     const keel_host_http *http = host->get_service(ctx, keel_cstr(KEEL_SERVICE_HTTP));
     if (!http) return KEEL_ERR_UNSUPPORTED;
+#ifdef CONFIG_ECHO
+    const keel_host_config *cfg = host->get_service(ctx, keel_cstr(KEEL_SERVICE_CONFIG));
+    if (!cfg) return KEEL_ERR_UNSUPPORTED;
+    the_config = cfg->get(ctx);
+#endif
     keel_route r = { sizeof r, KEEL_STR(ROUTE_METHOD), KEEL_STR(ROUTE_PATH), ping, NULL };
     keel_status s = http->register_route(ctx, &r);
     if (s != KEEL_OK) return s;

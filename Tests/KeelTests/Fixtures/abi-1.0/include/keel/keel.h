@@ -10,6 +10,7 @@
  *   http.h      service "keel.http/1": routes, requests, responses
  *   menu.h      service "keel.menu/1": console navigation entries
  *   auth.h      service "keel.auth/1": authenticate and authorize hooks, permission checks
+ *   config.h    service "keel.config/1": the plugin's configuration, validated by the host
  *
  * RULES
  * - Versions: a plugin built for ABI major.minor loads in a host with the same major and minor >= the plugin's.
@@ -64,3 +65,4 @@
 #include "http.h"
 #include "menu.h"
 #include "auth.h"
+#include "config.h"

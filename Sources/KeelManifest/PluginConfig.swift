@@ -1,0 +1,91 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import Yams
+
+/// A plugin's configuration: YAML from the operator, checked against the schema the bundle ships
+/// (`config.schema.yaml`), handed to the plugin as JSON.
+///
+/// The schema is a small subset of JSON Schema, written in YAML: `type` (object, array, string, integer, number,
+/// boolean), `properties`, `required`, `additionalProperties: false`, `items`, `enum`, `minimum`, `maximum`.
+public enum PluginConfig {
+    public static let schemaFile = "config.schema.yaml"
+
+    /// Checks `yaml` (named `file` in errors) against the schema at `schemaPath` (nil: the bundle ships none, so any
+    /// mapping is accepted) and returns it as compact JSON.
+    /// - Throws: `ManifestError` naming the file, the key and the reason.
+    public static func validate(yaml: String, file: String, schemaPath: String?) throws(ManifestError) -> String {
+        guard yaml.utf8.count <= 1 << 20 else { throw ManifestError(file: file, reason: "over the 1 MiB limit for a configuration") }
+        let value: Any?
+        do { value = try Yams.load(yaml: yaml) } catch { throw ManifestError(file: file, reason: "not valid YAML: \(error)") }
+        guard let object = value as? [String: Any] else {
+            throw ManifestError(file: file, reason: "a configuration must be a mapping")
+        }
+        if let schemaPath {
+            guard let text = try? String(contentsOfFile: schemaPath, encoding: .utf8),
+                  let schema = (try? Yams.load(yaml: text)) as? [String: Any] else {
+                throw ManifestError(file: schemaPath, reason: "the plugin's configuration schema cannot be read")
+            }
+            try check(object, schema, path: "", file: file)
+        }
+        guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else {
+            throw ManifestError(file: file, reason: "cannot be expressed as JSON")
+        }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    static func kind(_ v: Any) -> String {
+        switch v {
+        case is [String: Any]: return "a mapping"
+        case is [Any]: return "a list"
+        case is String: return "a string"
+        case is Bool: return "a boolean"
+        case is Int: return "an integer"
+        case is Double: return "a number"
+        default: return "null"
+        }
+    }
+
+    static func check(_ value: Any, _ schema: [String: Any], path: String, file: String) throws(ManifestError) {
+        func fail(_ reason: String) -> ManifestError { ManifestError(file: file, key: path.isEmpty ? nil : path, reason: reason) }
+        if let type = schema["type"] as? String {
+            let ok: Bool
+            switch type {
+            case "object": ok = value is [String: Any]
+            case "array": ok = value is [Any]
+            case "string": ok = value is String
+            case "integer": ok = value is Int && !(value is Bool)
+            case "number": ok = (value is Int || value is Double) && !(value is Bool)
+            case "boolean": ok = value is Bool
+            default: throw ManifestError(file: file, reason: "schema: unknown type \"\(type)\"")
+            }
+            guard ok else { throw fail("expected \(type), found \(kind(value))") }
+        }
+        if let options = schema["enum"] as? [Any] {
+            guard options.contains(where: { "\($0)" == "\(value)" }) else {
+                throw fail("\"\(value)\" is not one of \(options.map { "\($0)" }.joined(separator: ", "))")
+            }
+        }
+        if let n = (value as? Int).map(Double.init) ?? (value as? Double) {
+            if let min = (schema["minimum"] as? Int).map(Double.init) ?? (schema["minimum"] as? Double), n < min { throw fail("\(value) is below the minimum \(schema["minimum"] ?? min)") }
+            if let max = (schema["maximum"] as? Int).map(Double.init) ?? (schema["maximum"] as? Double), n > max { throw fail("\(value) is above the maximum \(schema["maximum"] ?? max)") }
+        }
+        if let object = value as? [String: Any] {
+            let properties = schema["properties"] as? [String: Any] ?? [:]
+            for key in schema["required"] as? [String] ?? [] where object[key] == nil {
+                throw ManifestError(file: file, key: path.isEmpty ? key : path + "." + key, reason: "required key is missing")
+            }
+            for (key, item) in object {
+                let childPath = path.isEmpty ? key : path + "." + key
+                if let sub = properties[key] as? [String: Any] {
+                    try check(item, sub, path: childPath, file: file)
+                } else if schema["additionalProperties"] as? Bool == false {
+                    throw ManifestError(file: file, key: childPath, reason: "not allowed by the plugin's schema")
+                }
+            }
+        }
+        if let list = value as? [Any], let items = schema["items"] as? [String: Any] {
+            for (i, item) in list.enumerated() { try check(item, items, path: "\(path)[\(i)]", file: file) }
+        }
+    }
+}
