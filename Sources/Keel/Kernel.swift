@@ -86,6 +86,7 @@ public actor Kernel {
         }
         // Start-up writes many small records: they go to SQLite as one transaction.
         recoverInterruptedChanges()
+        finishUninstalls()
         try? state.batch {
             rescan()
             quarantineAfterCrash()

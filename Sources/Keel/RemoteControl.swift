@@ -51,6 +51,9 @@ public enum RemoteControl {
                                          allowUnsigned: words.count > 2 && words[2] == "unsigned")
             case let op where op.hasPrefix("config\n"):
                 try await kernel.setConfig(command.pluginID, yaml: String(op.dropFirst("config\n".count)), file: "configuration of \(command.pluginID)")
+            case let op where op.hasPrefix("uninstall "):
+                let words = op.split(separator: " ")
+                try await kernel.uninstall(command.pluginID, cascade: words.contains("cascade"), keepData: words.contains("keep"))
             case "delete-tenant": try await kernel.deleteTenant(command.pluginID, cascade: command.cascade)
             case let op where op.hasPrefix("grants "):
                 let words = op.split(separator: " ").dropFirst()

@@ -139,6 +139,56 @@ struct AdminAPI {
             do { try await kernel.setRolePermission(role, body.permission) } catch { throw Self.apiError(error) }
             return JSONBody.response(["role": role, "permission": body.permission], status: .created)
         }
+        // Extension management: repositories, catalogue, install, upgrade, uninstall.
+        let store = ExtensionStore(state: kernel.state, pluginsDirectory: kernel.configuration.pluginsDirectory)
+        admin.get("repositories") { _, _ -> Response in JSONBody.response(try kernel.state.repositories()) }
+        admin.post("repositories") { request, _ -> Response in
+            let body = try await Self.body(RepositoryBody.self, request)
+            let result = try kernel.state.addRepository(StateStore.Repository(name: body.name, location: body.location,
+                                                                              priority: body.priority ?? 0))
+            if case let .refused(reason) = result { throw APIError(.conflict, "directory", reason) }
+            return JSONBody.response(["name": body.name], status: .created)
+        }
+        admin.get("catalog") { request, _ -> Response in
+            let word = request.uri.queryParameters.get("q")?.lowercased()
+            let (offers, problems) = try store.indexes()
+            let ids = Set(offers.map(\.id)).sorted()
+            let items = ids.compactMap { id -> CatalogItem? in
+                guard let best = try? store.resolve(id, version: nil, offers: offers) else { return nil }
+                if let word, !(id + best.entry.name + (best.entry.description ?? "")).lowercased().contains(word) { return nil }
+                return CatalogItem(id: id, version: best.entry.version, repository: best.repository.name,
+                                   signed: best.entry.signature != nil, description: best.entry.description ?? best.entry.name)
+            }
+            return JSONBody.response(CatalogBody(plugins: items, problems: problems))
+        }
+        admin.post("plugins/:id/install") { request, context -> Response in
+            let id = try context.parameters.require("id")
+            let body = try await Self.optionalBody(InstallBody.self, request) ?? InstallBody()
+            let done: [String]
+            do { done = try await kernel.install(id, version: body.version, store: store, allowUnsigned: body.allowUnsigned ?? false) } catch {
+                throw Self.apiError(error)
+            }
+            await RemoteControl.publishLive(kernel)
+            return JSONBody.response(["installed": done], status: .created)
+        }
+        admin.post("plugins/:id/upgrade") { request, context -> Response in
+            let id = try context.parameters.require("id")
+            let body = try await Self.optionalBody(InstallBody.self, request) ?? InstallBody()
+            do { try await kernel.upgrade(id, to: body.version, store: store, allowUnsigned: body.allowUnsigned ?? false) } catch {
+                throw Self.apiError(error)
+            }
+            await RemoteControl.publishLive(kernel)
+            return JSONBody.response(try await kernel.plugin(id))
+        }
+        admin.delete("plugins/:id") { request, context -> Response in
+            let id = try context.parameters.require("id")
+            let q = request.uri.queryParameters
+            do { try await kernel.uninstall(id, cascade: q.get("cascade") == "true", keepData: q.get("keepData") == "true") } catch {
+                throw Self.apiError(error)
+            }
+            await RemoteControl.publishLive(kernel)
+            return JSONBody.response(["uninstalled": id])
+        }
         admin.get("routes") { _, _ -> Response in
             JSONBody.response(kernel.registry.snapshot.routes.map { RouteBody(plugin: $0.pluginID, method: $0.method, path: $0.path) })
         }
@@ -150,6 +200,16 @@ struct AdminAPI {
         let buffer = try await request.collectBody(upTo: 64 * 1024)
         guard buffer.readableBytes > 0 else { return ChangeOptions() }
         do { return try JSONDecoder().decode(ChangeOptions.self, from: Data(buffer.readableBytesView)) } catch {
+            throw APIError(.badRequest, "malformed-json", "malformed JSON body: \(Self.describe(error))")
+        }
+    }
+
+    /// An optional JSON body: empty is nil; malformed is a 400.
+    static func optionalBody<T: Decodable>(_ type: T.Type, _ request: Request) async throws -> T? {
+        var request = request
+        let buffer = try await request.collectBody(upTo: 64 * 1024)
+        guard buffer.readableBytes > 0 else { return nil }
+        do { return try JSONDecoder().decode(T.self, from: Data(buffer.readableBytesView)) } catch {
             throw APIError(.badRequest, "malformed-json", "malformed JSON body: \(Self.describe(error))")
         }
     }
@@ -198,6 +258,10 @@ struct ChangeOptions: Decodable {
 }
 
 struct NameBody: Decodable { var name: String }
+struct RepositoryBody: Decodable { var name: String; var location: String; var priority: Int? }
+struct InstallBody: Decodable { var version: String?; var allowUnsigned: Bool? }
+struct CatalogItem: Encodable { var id, version, repository: String; var signed: Bool; var description: String }
+struct CatalogBody: Encodable { var plugins: [CatalogItem]; var problems: [String] }
 struct MemberBody: Decodable { var principal: String; var role: String }
 struct PermissionBody: Decodable { var permission: String }
 

@@ -39,6 +39,8 @@ public enum PluginStatus: String, Sendable, Hashable, Codable, CaseIterable {
     case upgrading
     /// The last upgrade failed and was rolled back; `reason` says why.
     case upgradeFailed = "upgrade-failed"
+    /// Being disabled and removed.
+    case uninstalling
 }
 
 /// Why the state file could not be read or written. One line: `<file>: <reason>`.

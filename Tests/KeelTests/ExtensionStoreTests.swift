@@ -167,6 +167,20 @@ struct UpgradeTests {
         let current = try TestEnvironment.run(keel, ["upgrade", "up", "--allow-unsigned"] + common)
         #expect(current.status == 1)
         #expect(!(try FileManager.default.contentsOfDirectory(atPath: f.plugins).contains { $0.hasPrefix(".") }))
+
+        // The same through the admin API: catalogue, upgrade, uninstall, install.
+        let catalog = try await server.request("GET", "/api/v1/catalog?q=up", admin: true).json as? [String: Any]
+        #expect(((catalog?["plugins"] as? [[String: Any]])?.first?["version"] as? String) == "1.2.0")
+        let refused = try await server.request("POST", "/api/v1/plugins/up/upgrade", admin: true, body: Data(#"{"version": "1.2.0"}"#.utf8))
+        #expect(refused.status == 422 && refused.text.contains("not signed"))
+        let removed = try await server.request("DELETE", "/api/v1/plugins/up?keepData=true", admin: true)
+        #expect(removed.status == 200, "\(removed.text)")
+        #expect(try await server.request("GET", "/ext/up/ping").status == 404)
+        let installed = try await server.request("POST", "/api/v1/plugins/up/install", admin: true,
+                                                 body: Data(#"{"version": "1.1.0", "allowUnsigned": true}"#.utf8))
+        #expect(installed.status == 201 && installed.text.contains("up 1.1.0"), "\(installed.text)")
+        let repos = try await server.request("GET", "/api/v1/repositories", admin: true).json as? [[String: Any]]
+        #expect(repos?.first?["name"] as? String == "main")
     }
 }
 

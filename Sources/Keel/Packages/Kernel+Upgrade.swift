@@ -87,4 +87,45 @@ extension Kernel {
             }
         }
     }
+
+    /// Installs `id` (and the dependencies it is missing) from the repositories. Returns what was installed, in order.
+    /// - Throws: `KernelError` with the reason; an install that failed is recorded `install-failed` and can be retried.
+    public func install(_ id: String, version: String? = nil, store: ExtensionStore, allowUnsigned: Bool = false) throws(KernelError) -> [String] {
+        var done: [String] = []
+        do {
+            for offer in try store.plan(id, version: version) {
+                try store.install(offer, allowUnsigned: allowUnsigned)
+                done.append("\(offer.id) \(offer.entry.version)")
+            }
+        } catch {
+            rescan()
+            throw KernelError(.bundle, pluginID: id, reason: "\(error)")
+        }
+        rescan()
+        return done
+    }
+
+    /// Disables `id` (and, with `cascade`, its dependents), removes its bundle folder and forgets it; with `keepData`
+    /// its grants, tenants and configuration stay for a later reinstall. Interrupted, it is finished at the next start.
+    public func uninstall(_ id: String, cascade: Bool = false, keepData: Bool = false) throws(KernelError) {
+        let folder = configuration.pluginsDirectory + "/" + id
+        guard FileManager.default.fileExists(atPath: folder) else {
+            throw KernelError(.unknownPlugin, pluginID: id, reason: "\"\(id)\" is not installed in \(configuration.pluginsDirectory)")
+        }
+        try disable(id, cascade: cascade)
+        try? state.setStatus(id, .uninstalling)
+        do { try FileManager.default.removeItem(atPath: folder) } catch {
+            throw KernelError(.bundle, pluginID: id, reason: "\(folder): cannot be removed: \(error.localizedDescription)")
+        }
+        do { try state.forgetPlugin(id, everything: !keepData) } catch { throw KernelError(.state, pluginID: id, reason: error.description) }
+        rescan()
+    }
+
+    /// Finishes uninstalls a crash interrupted.
+    func finishUninstalls() {
+        for record in (try? state.plugins()) ?? [] where record.status == .uninstalling {
+            try? FileManager.default.removeItem(atPath: configuration.pluginsDirectory + "/" + record.id)
+            try? state.forgetPlugin(record.id, everything: true)
+        }
+    }
 }

@@ -127,13 +127,12 @@ extension KeelCommand {
 
         func run() async throws {
             try await reporting {
-                let folder = options.pluginsDirectory + "/" + id
-                guard FileManager.default.fileExists(atPath: folder) else { throw CLIError("\"\(id)\" is not installed in \(options.pluginsDirectory)") }
                 _ = try await throughServerOrKernel(options, id: nil,
-                    remote: { state in try await RemoteControl.submit("disable", pluginID: id, cascade: cascade, state: state) },
-                    local: { kernel in try await kernel.disable(id, cascade: cascade) })
-                try FileManager.default.removeItem(atPath: folder)
-                try options.openState().forgetPlugin(id, everything: !keepData)
+                    remote: { state in
+                        try await RemoteControl.submit("uninstall \(cascade ? "cascade" : "-") \(keepData ? "keep" : "-")", pluginID: id,
+                                                       state: state)
+                    },
+                    local: { kernel in try await kernel.uninstall(id, cascade: cascade, keepData: keepData) })
                 print("uninstalled \(id)")
             }
         }
