@@ -673,7 +673,8 @@ public actor Kernel {
                 authorizers: (c?.authorizers ?? []).map(\.name),
                 warnings: (bundle?.warnings ?? []).map(\.description),
                 tenants: directory.pluginTenants[record.id].map { $0.sorted() },
-                permissions: (m?.permissions ?? []).flatMap { p in p.actions.map { "\(p.key):\($0)" } })
+                permissions: (m?.permissions ?? []).flatMap { p in p.actions.map { "\(p.key):\($0)" } },
+                signature: (try? state.setting(ExtensionStore.signatureKey(record.id))) ?? nil)
         }
     }
 

@@ -32,4 +32,7 @@ public struct PluginInfo: Sendable, Codable, Hashable {
     public var tenants: [String]?
     /// Permission items it declares, as `key:action`.
     public var permissions: [String]
+    /// How the installed archive was signed ("signed by acme", "unsigned (allowed by the operator)"); nil when the
+    /// bundle was put in place by hand rather than installed from a repository.
+    public var signature: String?
 }

@@ -51,6 +51,8 @@ struct ExtensionStoreTests {
         #expect(try run(["plugins", "list", "--json"], f).stdout.contains("\"install-failed\""))
         try run(["install", "greeter", "--allow-unsigned"], f)
         #expect(FileManager.default.fileExists(atPath: f.plugins + "/greeter/libgreeter-swift.so"))
+        let listed = try run(["plugins", "list"], f).stdout
+        #expect(listed.contains("signature: signed by acme") && listed.contains("signature: unsigned (allowed by the operator)"), "\(listed)")
 
         try TestEnvironment.grantSensitive("hello", plugins: f.plugins, state: f.state)
         try TestEnvironment.grantSensitive("greeter", plugins: f.plugins, state: f.state)
@@ -67,7 +69,7 @@ struct ExtensionStoreTests {
     }
 
     @Test("bad archives and repositories: wrong checksum, bad signature, escaping paths, ambiguous offers, unreachable")
-    func badInput() throws {
+    func badInput() async throws {
         let f = KernelFixture()
         let repo = TestEnvironment.makeTemporaryDirectory("repo")
         let keyFile = TestEnvironment.makeTemporaryDirectory("key") + "/k.key"
@@ -114,6 +116,29 @@ struct ExtensionStoreTests {
         try run(["repo", "add", "mirror", mirror], f)
         let ambiguous = try run(["install", "greeter", "--allow-unsigned"], f, ok: false)
         #expect(ambiguous.stderr.contains("is offered by \"main\" and \"mirror\" at the same priority 0"), "\(ambiguous.stderr)")
+
+        // A link inside an archive, a malformed index, an http:// repository, a dependency cycle.
+        var link = PackageArchiveTestBytes.header(name: "lib.so", size: 0)
+        link[156] = UInt8(ascii: "2")
+        link.append(Data(count: 1024))
+        do { _ = try PackageArchive.entries(link); Issue.record("accepted a link") } catch { #expect("\(error)".contains("links are not allowed")) }
+        let broken = TestEnvironment.makeTemporaryDirectory("broken-repo")
+        try "plugins: [oops".write(toFile: broken + "/index.yaml", atomically: true, encoding: .utf8)
+        try run(["repo", "add", "broken", broken], f)
+        #expect(try run(["search"], f).stderr.contains("repository \"broken\": \(broken)/index.yaml: malformed index"))
+        try run(["repo", "remove", "broken"], f)
+
+        let http = Process()
+        http.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        let port = Int.random(in: 20000...40000)
+        http.arguments = ["python3", "-m", "http.server", "\(port)", "--bind", "127.0.0.1", "--directory", mirror]
+        http.standardOutput = Pipe()
+        http.standardError = Pipe()
+        try http.run()
+        defer { http.terminate() }
+        try run(["repo", "remove", "mirror"], f)
+        try run(["repo", "add", "web", "http://127.0.0.1:\(port)", "--priority", "5"], f)
+        #expect(await waitFor(10) { (try? run(["search", "hello"], f, ok: false).stdout.contains("hello 1.0.0  [web]")) == true })
 
         // An unreachable repository is reported by search, not fatal.
         try run(["repo", "add", "gone", "file:///nonexistent/repo"], f)
@@ -226,6 +251,29 @@ struct ConfigTests {
         await again.start()
         #expect(get(again, "/ext/tuned/ping")?.1.hasSuffix(#"config={"greeting":"bonjour","mode":"safe"}"#) == true)
         await again.shutdown()
+    }
+}
+
+@Suite("install plans")
+struct InstallPlanTests {
+    @Test("a dependency cycle in a repository is refused, naming the cycle")
+    func cycle() throws {
+        let f = KernelFixture()
+        let repo = TestEnvironment.makeTemporaryDirectory("cycle-repo")
+        let keel = TestEnvironment.binPath + "/keel"
+        for (id, dep) in [("ping", "pong"), ("pong", "ping")] {
+            let lib = try TestEnvironment.buildFixture("cyc-\(id)", ["PLUGIN_ID=\"\(id)\""])
+            let staging = TestEnvironment.makeTemporaryDirectory("cycle-stage")
+            try TestEnvironment.makeBundle(in: staging, folder: id, manifest: TestEnvironment.manifest(id: id, library: "lib.so",
+                                           extra: "dependencies:\n  \(dep): \"^1\""), library: lib, libraryName: "lib.so")
+            #expect(try TestEnvironment.run(keel, ["pack", staging + "/" + id, "--out", repo]).status == 0)
+        }
+        #expect(try TestEnvironment.run(keel, ["repo", "index", repo]).status == 0)
+        let common = ["--plugins", f.plugins, "--state", f.state]
+        #expect(try TestEnvironment.run(keel, ["repo", "add", "main", repo] + common).status == 0)
+        let r = try TestEnvironment.run(keel, ["install", "ping", "--allow-unsigned"] + common)
+        #expect(r.status == 1 && r.stderr == "keel: error: dependency cycle: ping → pong → ping\n", "\(r.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: f.plugins + "/ping"))
     }
 }
 

@@ -156,6 +156,7 @@ public struct ExtensionStore: Sendable {
             guard rename(work, target) == 0 else { throw StoreError("\(target): cannot move into place: \(String(cString: strerror(errno)))") }
             try? state.discovered(id: id, name: manifest.name, version: "\(manifest.version)", bundlePath: target)
             try? state.setStatus(id, .installed, reason: nil)
+            try? state.setSetting(Self.signatureKey(id), signatureStatus(offer))
         } catch {
             try? FileManager.default.removeItem(atPath: work)
             try? state.setStatus(id, .installFailed, reason: "\(error)")
@@ -188,6 +189,14 @@ public struct ExtensionStore: Sendable {
             try? FileManager.default.removeItem(atPath: work)
             throw error
         }
+    }
+
+    /// Settings key holding how the installed archive of `id` was signed.
+    public static func signatureKey(_ id: String) -> String { "signature.\(id)" }
+
+    func signatureStatus(_ offer: Offer) -> String {
+        guard let signer = offer.entry.signer, offer.entry.signature != nil else { return "unsigned (allowed by the operator)" }
+        return ((try? state.trustedKeys()[signer]) ?? nil) != nil ? "signed by \(signer)" : "signed by untrusted \(signer) (allowed by the operator)"
     }
 
     func verifySignature(_ offer: Offer, digest: Data, allowUnsigned: Bool) throws {

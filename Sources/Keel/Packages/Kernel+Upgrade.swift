@@ -64,6 +64,7 @@ extension Kernel {
         }
         try? FileManager.default.removeItem(atPath: previous)
         try? state.discovered(id: id, name: manifest.name, version: "\(manifest.version)", bundlePath: target)
+        try? state.setSetting(ExtensionStore.signatureKey(id), store.signatureStatus(offer))
         try? state.setStatus(id, wasActive ? .enabled : (before == .upgradeFailed || before == .upgrading ? .installed : before))
         log(.info, id, "upgraded \(current.version) → \(manifest.version)")
     }
