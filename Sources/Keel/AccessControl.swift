@@ -67,9 +67,14 @@ public final class AccessControl: Sendable {
     /// Runs the authenticate hooks and enriches the result. A hook's principal counts only when its plugin serves
     /// the principal's tenant. A failing hook denies (`.failure`).
     public func identify(_ request: PluginRequest, snapshot: Snapshot) -> Result<Principal, PluginCallError> {
-        snapshot.authenticate(request) { hook, principal in
-            self.isVisible(hook.pluginID, tenant: self.enrich(principal).tenant)
-        }.map { enrich($0) }
+        var enriched: Principal?
+        let result = snapshot.authenticate(request) { hook, principal in
+            let full = self.enrich(principal)
+            guard self.isVisible(hook.pluginID, tenant: full.tenant) else { return false }
+            enriched = full
+            return true
+        }
+        return result.map { enriched ?? enrich($0) }
     }
 
     /// True when a role of `principal` grants `key:action`.
