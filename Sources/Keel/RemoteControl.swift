@@ -27,9 +27,11 @@ public enum RemoteControl {
             kernel.access.refresh()
             for command in (try? kernel.state.pendingCommands()) ?? [] {
                 let (failed, result) = await run(command, on: kernel)
+                // The live view first, so that the CLI that waits for this command reads the state it produced.
+                published = await publishLive(kernel, unlessEqualTo: published)
                 try? kernel.state.finishCommand(command.seq, failed: failed, result: result)
             }
-            published = await publishLive(kernel)
+            published = await publishLive(kernel, unlessEqualTo: published)
         }
     }
 
