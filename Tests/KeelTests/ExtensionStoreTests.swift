@@ -49,6 +49,9 @@ struct ExtensionStoreTests {
         #expect(retry.stderr.contains("\"greeter\" 1.0.0 is not signed; refused (pass --allow-unsigned"))
         #expect(!FileManager.default.fileExists(atPath: f.plugins + "/greeter"))
         #expect(try run(["plugins", "list", "--json"], f).stdout.contains("\"install-failed\""))
+        // A failed install can be removed as well as retried.
+        try run(["uninstall", "greeter"], f)
+        #expect(!(try run(["plugins", "list", "--json"], f).stdout.contains("\"install-failed\"")))
         try run(["install", "greeter", "--allow-unsigned"], f)
         #expect(FileManager.default.fileExists(atPath: f.plugins + "/greeter/libgreeter-swift.so"))
         let listed = try run(["plugins", "list"], f).stdout

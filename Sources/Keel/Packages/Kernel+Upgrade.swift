@@ -110,6 +110,12 @@ extension Kernel {
     /// its grants, tenants and configuration stay for a later reinstall. Interrupted, it is finished at the next start.
     public func uninstall(_ id: String, cascade: Bool = false, keepData: Bool = false) throws(KernelError) {
         let folder = configuration.pluginsDirectory + "/" + id
+        if !FileManager.default.fileExists(atPath: folder), let record = try? state.plugin(id),
+           [.installFailed, .missing].contains(record.status) {
+            // A failed install (or a bundle already gone) can always be removed: only the record is left.
+            do { try state.forgetPlugin(id, everything: !keepData) } catch { throw KernelError(.state, pluginID: id, reason: error.description) }
+            return
+        }
         guard FileManager.default.fileExists(atPath: folder) else {
             throw KernelError(.unknownPlugin, pluginID: id, reason: "\"\(id)\" is not installed in \(configuration.pluginsDirectory)")
         }
