@@ -74,7 +74,17 @@ struct GenerationStore: Sendable {
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             let temporary = target + ".tmp"
-            try data.write(to: URL(fileURLWithPath: temporary))
+            // A plain write, no fsync: the copy only has to outlive this load, not a power cut.
+            let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+            guard fd >= 0 else {
+                throw KernelError(.bundle, pluginID: id, reason: "\(temporary): cannot be written: \(String(cString: strerror(errno)))")
+            }
+            let written = data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            close(fd)
+            guard written == data.count else {
+                unlink(temporary)
+                throw KernelError(.bundle, pluginID: id, reason: "\(temporary): short write")
+            }
             guard rename(temporary, target) == 0 else {
                 throw KernelError(.bundle, pluginID: id, reason: "\(target): rename failed: \(String(cString: strerror(errno)))")
             }

@@ -14,6 +14,8 @@ import FoundationNetworking
 
 struct Options {
     var quick = false
+    /// Run only this section: abi, dispatch, http, load.
+    var only: String?
     var work = NSTemporaryDirectory() + "keel-bench-\(getpid())"
     var pluginA = "", pluginB = "", authz: [String] = [], loadTemplate = "", rawLoader = ""
 
@@ -22,6 +24,7 @@ struct Options {
         while let a = args.next() {
             switch a {
             case "--quick": quick = true
+            case "--only": only = args.next()
             case "--work": work = args.next() ?? work
             case "--plugin-a": pluginA = args.next() ?? ""
             case "--plugin-b": pluginB = args.next() ?? ""
@@ -86,9 +89,11 @@ func kernel(_ plugins: String, _ state: String) throws -> Kernel {
     return try Kernel(configuration: c)
 }
 
+func wanted(_ section: String) -> Bool { options.only == nil || options.only == section }
+
 // MARK: 1. ABI call
 
-do {
+if wanted("abi") {
     let n = options.quick ? 2_000_000 : 50_000_000
     guard let handle = dlopen(options.pluginA, RTLD_NOW | RTLD_LOCAL), let symbol = dlsym(handle, "keel_bench_add") else {
         fatalError("cannot load \(options.pluginA): \(String(cString: dlerror()))")
@@ -105,7 +110,7 @@ do {
 
 // MARK: 2. Handler dispatch (marshalling a request and response across the ABI)
 
-do {
+if wanted("dispatch") {
     let plugins = options.work + "/dispatch", state = options.work + "/dispatch.db"
     try bundle(plugins, id: "bench", library: options.pluginA)
     let k = try kernel(plugins, state)
@@ -172,7 +177,7 @@ func wrk(_ url: String, seconds: Int) -> WRK {
     return WRK(rps: number(after: "Requests/sec") ?? 0, p99ms: p99, failed: failed)
 }
 
-do {
+if wanted("http") {
     let plugins = options.work + "/http", state = options.work + "/http.db"
     try bundle(plugins, id: "bench", library: options.pluginA)
     for (i, lib) in options.authz.enumerated() { try bundle(plugins, id: "authz\(i + 1)", library: lib) }
@@ -272,7 +277,7 @@ final class PortBox: @unchecked Sendable {
 
 // MARK: 6. Load: discover, load and activate N plugins vs a raw dlopen loop
 
-do {
+if wanted("load") {
     let n = options.quick ? 100 : 1000
     let plugins = options.work + "/load", state = options.work + "/load.db", raw = options.work + "/raw"
     try FileManager.default.createDirectory(atPath: raw, withIntermediateDirectories: true)
