@@ -94,8 +94,9 @@ struct ExtensionStoreTests {
 
         // A signature that does not verify against the trusted key.
         let signature = try String(contentsOfFile: archive + ".sig", encoding: .utf8)
-        let flipped = String(signature.map { $0 == "A" ? "B" : ($0 == "B" ? "A" : $0) })
-        try flipped.write(toFile: archive + ".sig", atomically: true, encoding: .utf8)
+        var raw = try #require(Data(base64Encoded: signature.trimmingCharacters(in: .whitespacesAndNewlines)))
+        raw[0] ^= 0x01
+        try raw.base64EncodedString().write(toFile: archive + ".sig", atomically: true, encoding: .utf8)
         #expect(try TestEnvironment.run(keel, ["repo", "index", repo]).status == 0)
         let badSignature = try run(["install", "hello"], f, ok: false)
         #expect(badSignature.stderr.contains("hello\" 1.0.0: bad signature by \"acme\"; refused"), "\(badSignature.stderr)")
