@@ -68,12 +68,7 @@ struct AdminAPI {
         }
         admin.post("plugins/:id/grants") { request, context -> Response in
             let id = try context.parameters.require("id")
-            var request = request
-            let buffer = try await request.collectBody(upTo: 64 * 1024)
-            let change: GrantChange
-            do { change = try JSONDecoder().decode(GrantChange.self, from: Data(buffer.readableBytesView)) } catch {
-                throw APIError(.badRequest, "malformed-json", "malformed JSON body: \(Self.describe(error))")
-            }
+            let change = try await Self.body(GrantChange.self, request)
             do { try await kernel.setGrants(id, grant: change.grant ?? [], revoke: change.revoke ?? []) } catch {
                 throw Self.apiError(error)
             }
@@ -196,12 +191,7 @@ struct AdminAPI {
 
     /// The optional JSON body of enable/disable: `{"cascade": true}`. Empty is fine; malformed is a 400.
     static func options(_ request: Request) async throws -> ChangeOptions {
-        var request = request
-        let buffer = try await request.collectBody(upTo: 64 * 1024)
-        guard buffer.readableBytes > 0 else { return ChangeOptions() }
-        do { return try JSONDecoder().decode(ChangeOptions.self, from: Data(buffer.readableBytesView)) } catch {
-            throw APIError(.badRequest, "malformed-json", "malformed JSON body: \(Self.describe(error))")
-        }
+        try await optionalBody(ChangeOptions.self, request) ?? ChangeOptions()
     }
 
     /// An optional JSON body: empty is nil; malformed is a 400.
@@ -214,13 +204,12 @@ struct AdminAPI {
         }
     }
 
-    /// A required JSON body; malformed or missing keys are a 400 with the reason.
+    /// A required JSON body; empty, malformed or missing keys are a 400 with the reason.
     static func body<T: Decodable>(_ type: T.Type, _ request: Request) async throws -> T {
-        var request = request
-        let buffer = try await request.collectBody(upTo: 64 * 1024)
-        do { return try JSONDecoder().decode(T.self, from: Data(buffer.readableBytesView)) } catch {
-            throw APIError(.badRequest, "malformed-json", "malformed JSON body: \(Self.describe(error))")
+        guard let value = try await optionalBody(type, request) else {
+            throw APIError(.badRequest, "malformed-json", "malformed JSON body: the body is empty")
         }
+        return value
     }
 
     static func describe(_ error: any Error) -> String {

@@ -1,5 +1,6 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
+import HTTPTypes
 import Hummingbird
 import Keel
 
@@ -13,6 +14,9 @@ struct Gatekeeper: Sendable {
     let kernel: Kernel
     let token: AdminToken
     let log: @Sendable (LogRecord) -> Void
+
+    /// Made once, not per request.
+    static let requestIDHeader = HTTPField.Name("x-request-id")!
 
     static let admin = Principal(id: "admin", displayName: "Administrator", tenant: Principal.defaultTenant, roles: ["admin"],
                                  authenticatedBy: "keel")
@@ -51,7 +55,7 @@ struct Gatekeeper: Sendable {
                       query: request.uri.query ?? "",
                       headers: request.headers.map { (name: $0.name.canonicalName, value: $0.value) },
                       parameters: parameters, body: body, principal: principal,
-                      requestID: request.headers[.init("x-request-id")!] ?? "")
+                      requestID: request.headers[requestIDHeader] ?? "")
     }
 }
 
