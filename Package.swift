@@ -25,13 +25,15 @@ let package = Package(
         // The C ABI: headers plus a layout check that fails the build if a published struct changes.
         .target(name: "CKeelABI", path: "PluginABI", sources: ["layout_check.c"], publicHeadersPath: "include"),
         .systemLibrary(name: "CSQLite", path: "Sources/CSQLite"),
+        // System calls Swift's Glibc module leaves out (memfd_create).
+        .target(name: "CKeelSystem"),
 
         .target(name: "KeelManifest", dependencies: [.product(name: "Yams", package: "Yams")]),
         .target(name: "KeelLoader", dependencies: ["CKeelABI", "KeelManifest"]),
         .target(name: "KeelRegistry", dependencies: ["KeelLoader", "KeelManifest"]),
         .target(name: "KeelState", dependencies: ["CSQLite"]),
         .target(name: "Keel", dependencies: [
-            "KeelManifest", "KeelLoader", "KeelRegistry", "KeelState",
+            "KeelManifest", "KeelLoader", "KeelRegistry", "KeelState", "CKeelSystem",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .target(name: "KeelHTTP", dependencies: [

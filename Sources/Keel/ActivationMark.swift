@@ -4,38 +4,53 @@ import Foundation
 import Glibc
 
 /// Which plugin the kernel is activating right now, in a small file beside the state file (`<state>.activating`).
-/// Written before calling a plugin's activate and emptied after. Writes are not synced: the mark has to survive a
-/// crash of this process (the page cache keeps it), and skipping the sync keeps start-up fast. Not thread-safe:
-/// only the kernel's lifecycle thread uses it.
+/// Set before calling a plugin's activate and cleared after; a mark left behind names the plugin that took the process
+/// down. The file is mapped shared and written through memory: the mark has to survive a crash of this process, not
+/// of the machine, and the page cache keeps it then, so setting and clearing it costs no system call (start-up sets
+/// it once per plugin). The text ends at the first NUL byte or at the end of the file.
+/// Not thread-safe: only the kernel's lifecycle thread uses it.
 final class ActivationMark: @unchecked Sendable {
     let path: String
-    private var fd: Int32 = -1
+    private static let size = 4096
+    private var mapped: UnsafeMutableRawBufferPointer?
+    private var triedMapping = false
 
     init(path: String) { self.path = path }
 
-    private func open() -> Bool {
-        if fd < 0 { fd = Glibc.open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644) }
-        return fd >= 0
+    /// The mapping, made on first use; nil when the file cannot be created (marks are then skipped).
+    private func memory() -> UnsafeMutableRawBufferPointer? {
+        if mapped != nil || triedMapping { return mapped }
+        triedMapping = true
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        guard ftruncate(fd, off_t(Self.size)) == 0 else { return nil }
+        let p = mmap(nil, Self.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+        guard let p, p != MAP_FAILED else { return nil }
+        mapped = UnsafeMutableRawBufferPointer(start: p, count: Self.size)
+        return mapped
     }
 
     func set(_ text: String) {
-        guard open() else { return }
-        let bytes = Array(text.utf8)
-        ftruncate(fd, 0)
-        _ = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }
+        guard let memory = memory() else { return }
+        let bytes = Array(text.utf8.prefix(Self.size - 1))
+        // Terminate first, so that a crash half-way leaves the old text or a prefix of the new one, never garbage.
+        memory[bytes.count] = 0
+        bytes.withUnsafeBytes { memory.copyMemory(from: $0) }
     }
 
     func clear() {
-        guard open() else { return }
-        ftruncate(fd, 0)
+        guard let memory = memory() else { return }
+        memory[0] = 0
     }
 
     /// The mark left behind, or nil when there is none.
     func read() -> String? {
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
+        guard let data = FileManager.default.contents(atPath: path) else { return nil }
+        let text = String(decoding: data.prefix { $0 != 0 }, as: UTF8.self)
         let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
         return trimmed.isEmpty ? nil : trimmed
     }
 
-    deinit { if fd >= 0 { close(fd) } }
+    deinit { if let mapped { munmap(mapped.baseAddress, Self.size) } }
 }

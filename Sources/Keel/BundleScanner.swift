@@ -46,20 +46,27 @@ public struct BundleScanner: Sendable {
         do { names = try fm.contentsOfDirectory(atPath: directory) } catch {
             throw KernelError(.bundle, reason: "\(directory): cannot be listed: \(error.localizedDescription)")
         }
-        var bundles: [Bundle] = []
-        for name in names.sorted() where !name.hasPrefix(".") {
-            let folder = directory + "/" + name
-            var dir: ObjCBool = false
-            guard fm.fileExists(atPath: folder, isDirectory: &dir), dir.boolValue else { continue }
-            let manifestPath = folder + "/" + ManifestLoader.fileName
-            do {
-                let (manifest, warnings) = try loader.load(path: manifestPath)
-                bundles.append(Bundle(folder: folder, manifestPath: manifestPath, manifest: manifest, warnings: warnings))
-            } catch {
-                bundles.append(Bundle(folder: folder, manifestPath: manifestPath, manifest: nil, warnings: [],
-                                      problem: error.description))
+        let folders = names.sorted().filter { !$0.hasPrefix(".") }.map { directory + "/" + $0 }.filter { folder in
+            var st = stat()
+            return stat(folder, &st) == 0 && st.st_mode & S_IFMT == S_IFDIR
+        }
+        // Manifests are independent: read them on every core.
+        var found = [Bundle?](repeating: nil, count: folders.count)
+        let loader = self.loader
+        found.withUnsafeMutableBufferPointer { slots in
+            nonisolated(unsafe) let slots = slots
+            DispatchQueue.concurrentPerform(iterations: folders.count) { i in
+                let folder = folders[i], manifestPath = folder + "/" + ManifestLoader.fileName
+                do throws(ManifestError) {
+                    let (manifest, warnings) = try loader.load(path: manifestPath)
+                    slots[i] = Bundle(folder: folder, manifestPath: manifestPath, manifest: manifest, warnings: warnings)
+                } catch {
+                    slots[i] = Bundle(folder: folder, manifestPath: manifestPath, manifest: nil, warnings: [],
+                                      problem: error.description)
+                }
             }
         }
+        var bundles = found.compactMap { $0 }
         // Same id twice: refuse every bundle that claims it.
         let byID = Dictionary(grouping: bundles.indices, by: { bundles[$0].id })
         for (id, indices) in byID where indices.count > 1 {

@@ -1,6 +1,6 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
-import Foundation
+import Glibc
 
 /// Checks a file's ELF header before it is handed to dlopen, so that the common mistakes get a precise message
 /// instead of the dynamic loader's ("invalid ELF header"): an empty or text file, an object for another CPU, a
@@ -32,16 +32,24 @@ enum ELFHeader {
         }
     }
 
-    /// Throws a `LoadError` describing why `path` cannot be a loadable shared object for this host.
+    /// Throws a `LoadError` describing why the file at `path` cannot be a loadable shared object for this host.
     static func check(path: String) throws(LoadError) {
-        guard let handle = FileHandle(forReadingAtPath: path) else {
-            let reason = FileManager.default.fileExists(atPath: path) ? "cannot be read" : "no such file"
-            throw LoadError(.fileUnreadable, path: path, reason: reason)
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            throw LoadError(.fileUnreadable, path: path, reason: errno == ENOENT ? "no such file" : "cannot be read")
         }
-        defer { try? handle.close() }
-        let size = (try? handle.seekToEnd()) ?? 0
-        try? handle.seek(toOffset: 0)
-        let header = [UInt8]((try? handle.read(upToCount: 64)) ?? Data())
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw LoadError(.fileUnreadable, path: path, reason: "cannot be read") }
+        var header = [UInt8](repeating: 0, count: 64)
+        let got = header.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 64, 0) }
+        try check(prefix: header.prefix(max(got, 0)), fileSize: Int(st.st_size), path: path)
+    }
+
+    /// Same as `check(path:)` for a file whose first bytes (`prefix`, at least 64 when the file has them) and size
+    /// are already in memory. `path` only names the file in errors.
+    static func check<Bytes: Collection<UInt8>>(prefix bytes: Bytes, fileSize size: Int, path: String) throws(LoadError) {
+        let header = Array(bytes.prefix(64))
         if size == 0 { throw LoadError(.notSharedObject, path: path, reason: "empty file, not a shared object") }
         guard header.count >= 4, header[0] == 0x7F, header[1] == 0x45, header[2] == 0x4C, header[3] == 0x46 else {
             throw LoadError(.notSharedObject, path: path, reason: "not an ELF shared object (no ELF magic number)")
@@ -72,7 +80,7 @@ enum ELFHeader {
         let phEnd = u64(32) + UInt64(u16(54)) * UInt64(u16(56))
         let shEnd = u64(40) + UInt64(u16(58)) * UInt64(u16(60))
         let end = max(phEnd, shEnd)
-        if end > size {
+        if end > UInt64(size) {
             throw LoadError(.truncated, path: path, reason: "truncated ELF file (\(size) bytes, its headers reach byte \(end))")
         }
     }

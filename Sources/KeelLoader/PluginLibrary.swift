@@ -51,18 +51,24 @@ public final class PluginLibrary: @unchecked Sendable {
     }
 
     /// Opens and checks the library at `path`. `expectedID` (from the manifest) names the plugin in errors, and
-    /// `reportAs` the file (when `path` is a private copy of it).
+    /// `reportAs` the file (when `path` is a private copy of it). `image`, the file's bytes when the caller already
+    /// holds them, spares the header check a read.
     /// - Throws: `LoadError` with a one-line reason for each way a file can fail to be a plugin for this host.
-    public static func open(path: String, expectedID: String? = nil, reportAs: String? = nil) throws(LoadError) -> PluginLibrary {
-        do { return try open(path, expectedID: expectedID, shownPath: reportAs ?? path) } catch {
+    public static func open(path: String, expectedID: String? = nil, reportAs: String? = nil,
+                            image: [UInt8]? = nil) throws(LoadError) -> PluginLibrary {
+        do { return try open(path, expectedID: expectedID, shownPath: reportAs ?? path, image: image) } catch {
             var shown = error
             shown.path = reportAs ?? path
             throw shown
         }
     }
 
-    private static func open(_ path: String, expectedID: String?, shownPath: String) throws(LoadError) -> PluginLibrary {
-        do { try ELFHeader.check(path: path) } catch {
+    private static func open(_ path: String, expectedID: String?, shownPath: String,
+                             image: [UInt8]?) throws(LoadError) -> PluginLibrary {
+        do {
+            if let image { try ELFHeader.check(prefix: image.prefix(64), fileSize: image.count, path: path) }
+            else { try ELFHeader.check(path: path) }
+        } catch {
             var named = error
             named.pluginID = expectedID
             throw named

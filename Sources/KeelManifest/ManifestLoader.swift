@@ -24,19 +24,37 @@ public struct ManifestLoader: Sendable {
     /// - Throws: `ManifestError` when the file is missing, unreadable, too large, not UTF-8, not YAML, or does not
     ///   describe a plugin.
     public func load(path: String) throws(ManifestError) -> (Manifest, [ManifestWarning]) {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            throw ManifestError(file: path, reason: "missing: a plugin bundle needs a \(Self.fileName)")
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            throw ManifestError(file: path, reason: errno == ENOENT ? "missing: a plugin bundle needs a \(Self.fileName)"
+                : errno == ELOOP ? "a symbolic link loop" : "cannot be read: \(String(cString: strerror(errno)))")
         }
-        guard !isDirectory.boolValue else { throw ManifestError(file: path, reason: "is a directory, not a file") }
-        let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw ManifestError(file: path, reason: "cannot be read") }
+        guard st.st_mode & S_IFMT != S_IFDIR else { throw ManifestError(file: path, reason: "is a directory, not a file") }
+        let size = Int(st.st_size)
         guard size <= maximumSize else {
             throw ManifestError(file: path, reason: "\(size) bytes is over the \(maximumSize)-byte limit for a manifest")
         }
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw ManifestError(file: path, reason: "cannot be read")
+        // Read to the end, at most one byte past the limit (parse refuses that): a file that grows after fstat is
+        // neither cut short nor read without bound.
+        var bytes = [UInt8](repeating: 0, count: size + 1)
+        var count = 0
+        while true {
+            if count == bytes.count {
+                guard bytes.count <= maximumSize else { break }
+                bytes.append(contentsOf: repeatElement(0, count: min(bytes.count, maximumSize + 1 - bytes.count)))
+            }
+            let n = bytes.withUnsafeMutableBytes { buffer in
+                buffer.baseAddress.map { read(fd, $0 + count, buffer.count - count) } ?? 0
+            }
+            if n < 0, errno == EINTR { continue }
+            guard n >= 0 else { throw ManifestError(file: path, reason: "cannot be read: \(String(cString: strerror(errno)))") }
+            if n == 0 { break }
+            count += n
         }
-        return try parse(data, file: path)
+        return try parse(Data(bytes[..<count]), file: path)
     }
 
     /// Parses manifest bytes; `file` is used only in messages.
@@ -53,7 +71,8 @@ public struct ManifestLoader: Sendable {
         }
         let root: Node
         do {
-            guard let node = try Yams.compose(yaml: text) else {
+            // Every value is read as text (no implicit typing): the basic resolver skips Yams's regular expressions.
+            guard let node = try Yams.compose(yaml: text, .basic) else {
                 throw ManifestError(file: file, reason: "empty: expected a mapping with id, name, version, abi and library")
             }
             root = node

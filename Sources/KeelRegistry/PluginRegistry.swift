@@ -29,11 +29,11 @@ public final class PluginRegistry: Sendable {
     /// every other plugin's.
     /// - Throws: `RegistryError` naming both plugins when a route or menu id is taken; nothing is published then.
     public func publish(pluginID: String, _ contributions: Contributions) throws(RegistryError) {
+        // Checked first, then changed in place: no copy of the composition unless a reader still holds it.
         try current.withLock { (snapshot: inout Snapshot) throws(RegistryError) in
-            var next = snapshot
-            next.remove(pluginID)
-            try next.insert(pluginID, contributions)
-            snapshot = next
+            if let conflict = snapshot.conflict(pluginID, contributions) { throw conflict }
+            snapshot.remove(pluginID)
+            snapshot.insert(pluginID, contributions)
         }
     }
 
@@ -83,20 +83,26 @@ public struct Snapshot: Sendable {
         for menu in old.menus where menuOwners[menu.entry.id] == pluginID { menuOwners[menu.entry.id] = nil }
     }
 
-    mutating func insert(_ pluginID: String, _ c: Contributions) throws(RegistryError) {
+    /// The first clash of `c` with another plugin's contributions (its own earlier ones do not count), or nil.
+    func conflict(_ pluginID: String, _ c: Contributions) -> RegistryError? {
         for route in c.routes {
             let shape = route.fullShape(plugin: pluginID)
-            if let other = routeOwners[shape]?.first(where: { ActivationContext.methodsOverlap($0.method, route.method) }) {
-                throw RegistryError(pluginID: pluginID, otherPluginID: other.plugin,
-                                    reason: "route \(route.method) \(route.fullPath(plugin: pluginID)) of plugin \"\(pluginID)\" conflicts with plugin \"\(other.plugin)\"")
+            if let other = routeOwners[shape]?.first(where: { $0.plugin != pluginID && ActivationContext.methodsOverlap($0.method, route.method) }) {
+                return RegistryError(pluginID: pluginID, otherPluginID: other.plugin,
+                                     reason: "route \(route.method) \(route.fullPath(plugin: pluginID)) of plugin \"\(pluginID)\" conflicts with plugin \"\(other.plugin)\"")
             }
         }
         for menu in c.menus {
-            if let other = menuOwners[menu.entry.id] {
-                throw RegistryError(pluginID: pluginID, otherPluginID: other,
-                                    reason: "menu entry \"\(menu.entry.id)\" of plugin \"\(pluginID)\" is already registered by plugin \"\(other)\"")
+            if let other = menuOwners[menu.entry.id], other != pluginID {
+                return RegistryError(pluginID: pluginID, otherPluginID: other,
+                                     reason: "menu entry \"\(menu.entry.id)\" of plugin \"\(pluginID)\" is already registered by plugin \"\(other)\"")
             }
         }
+        return nil
+    }
+
+    /// Adds contributions already checked with `conflict`, after `remove` took the plugin's old ones away.
+    mutating func insert(_ pluginID: String, _ c: Contributions) {
         for route in c.routes { routeOwners[route.fullShape(plugin: pluginID), default: []].append((route.method, pluginID)) }
         absoluteRoutes += c.routes.filter(\.absolute).map { (pluginID: pluginID, route: $0) }
         for menu in c.menus { menuOwners[menu.entry.id] = pluginID }

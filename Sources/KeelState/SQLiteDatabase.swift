@@ -7,6 +7,8 @@ import Foundation
 final class SQLiteDatabase {
     let path: String
     private var db: OpaquePointer?
+    /// Prepared statements by SQL text, reused across calls (preparing costs more than running most of them).
+    private var statements: [String: OpaquePointer] = [:]
 
     /// Opens (creating if needed) the database at `path`, in WAL mode with full fsync on commit.
     /// - Throws: `StateError` when the file cannot be opened or is not a database.
@@ -31,7 +33,10 @@ final class SQLiteDatabase {
         try execute("PRAGMA foreign_keys=ON")
     }
 
-    deinit { sqlite3_close_v2(db) }
+    deinit {
+        for stmt in statements.values { sqlite3_finalize(stmt) }
+        sqlite3_close_v2(db)
+    }
 
     func error(_ what: String) -> StateError {
         StateError(path: path, reason: "\(what): \(db.map { String(cString: sqlite3_errmsg($0)) } ?? "closed")")
@@ -56,9 +61,11 @@ final class SQLiteDatabase {
     /// Runs `sql` with `bindings` and returns every row as columns by name.
     @discardableResult
     func query(_ sql: String, _ bindings: [Value] = []) throws(StateError) -> [[String: Value]] {
-        var stmt: OpaquePointer?
-        guard sqlite3_prepare_v2(db, sql, -1, &stmt, nil) == SQLITE_OK else { throw error("prepare") }
-        defer { sqlite3_finalize(stmt) }
+        let stmt = try prepared(sql)
+        defer {
+            sqlite3_reset(stmt)
+            sqlite3_clear_bindings(stmt)
+        }
         let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
         for (i, value) in bindings.enumerated() {
             let index = Int32(i + 1)
@@ -85,6 +92,23 @@ final class SQLiteDatabase {
             rows.append(row)
         }
         return rows
+    }
+
+    /// The cached statement for `sql`, prepared on first use. The cache is bounded: SQL built at run time cannot
+    /// grow it without limit.
+    private func prepared(_ sql: String) throws(StateError) -> OpaquePointer {
+        if let stmt = statements[sql] { return stmt }
+        var stmt: OpaquePointer?
+        guard sqlite3_prepare_v2(db, sql, -1, &stmt, nil) == SQLITE_OK, let stmt else {
+            sqlite3_finalize(stmt)
+            throw error("prepare")
+        }
+        if statements.count >= 128 {
+            for old in statements.values { sqlite3_finalize(old) }
+            statements.removeAll()
+        }
+        statements[sql] = stmt
+        return stmt
     }
 
     /// Runs `body` in one IMMEDIATE transaction: committed when it returns, rolled back when it throws. Inside an

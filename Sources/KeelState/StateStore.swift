@@ -214,16 +214,18 @@ public final class StateStore: @unchecked Sendable {
         try locked { db throws(StateError) in
             try db.transaction { () throws(StateError) in
                 let now = Self.now()
-                let existing = try db.query("SELECT version FROM plugins WHERE id = ?", [.text(id)])
-                if existing.isEmpty {
+                let existing = try db.query("SELECT name, version, bundle_path FROM plugins WHERE id = ?", [.text(id)])
+                if let row = existing.first {
+                    guard row["name"]?.text != name || row["version"]?.text != version || row["bundle_path"]?.text != bundlePath
+                    else { return }
+                    try db.query("UPDATE plugins SET name = ?, version = ?, bundle_path = ? WHERE id = ?",
+                                 [.text(name), .text(version), .text(bundlePath), .text(id)])
+                } else {
                     try db.query("""
                         INSERT INTO plugins (id, name, version, bundle_path, enabled, status, changed_at, installed_at)
                         VALUES (?, ?, ?, ?, 0, 'installed', ?, ?)
                         """, [.text(id), .text(name), .text(version), .text(bundlePath), .text(now), .text(now)])
                     try Self.event(db, id, "discovered", "\(version) at \(bundlePath)")
-                } else {
-                    try db.query("UPDATE plugins SET name = ?, version = ?, bundle_path = ? WHERE id = ?",
-                                 [.text(name), .text(version), .text(bundlePath), .text(id)])
                 }
             }
         }

@@ -95,7 +95,7 @@ struct ReloadTests {
         await kernel.start()
         try await kernel.enable("unloadable")
         try await kernel.enable("pinned")
-        func mapped(_ id: String) throws -> Bool { try processMaps().contains("/generations/\(id)-g") }
+        func mapped(_ id: String) throws -> Bool { try isMapped(id) }
         #expect(try mapped("unloadable") && mapped("pinned"))
         #expect(try await kernel.plugin("unloadable").routes == ["GET /ext/unloadable/ping"])
         try await kernel.disable("unloadable")
@@ -158,6 +158,13 @@ struct ReloadTests {
 }
 
 /// The whole of /proc/self/maps. (String(contentsOfFile:) trusts the size /proc reports and may stop early.)
+/// True when a private copy of plugin `id`'s library is mapped: an in-memory copy (`memfd:keel-<id>-g<n>`) or a
+/// file copy (`…/generations/<id>-g<n>-…`).
+func isMapped(_ id: String) throws -> Bool {
+    let maps = try processMaps()
+    return maps.contains("memfd:keel-\(id)-g") || maps.contains("/generations/\(id)-g")
+}
+
 func processMaps() throws -> String {
     guard let handle = FileHandle(forReadingAtPath: "/proc/self/maps") else { throw TestFailure("no /proc/self/maps") }
     defer { try? handle.close() }
