@@ -50,8 +50,8 @@ public final class AccessControl: Sendable {
 
     /// Fills in the tenant and the bound roles of an authenticated caller.
     public func enrich(_ p: Principal) -> Principal {
-        let d = directory
         if p.isAnonymous { return Principal(id: "", tenant: Principal.defaultTenant, authenticatedBy: p.authenticatedBy) }
+        let d = directory
         var tenant = p.tenant
         var roles = Set(p.roles)
         if tenant.isEmpty {
@@ -79,6 +79,7 @@ public final class AccessControl: Sendable {
 
     /// True when a role of `principal` grants `key:action`.
     public func rolesAllow(_ principal: Principal, key: String, action: String) -> Bool {
+        if principal.roles.isEmpty { return false }
         if principal.roles.contains("admin") { return true }
         let grants = current.withLock { d in principal.roles.reduce(into: Set<String>()) { $0.formUnion(d.rolePermissions[$1] ?? []) } }
         return grants.contains("\(key):\(action)") || grants.contains("\(key):*")
@@ -86,10 +87,11 @@ public final class AccessControl: Sendable {
 
     /// The whole chain: authorize hooks of the plugins serving the caller's tenant (any deny wins), then roles.
     public func authorize(_ principal: Principal, action: String, resource: String, request: PluginRequest? = nil,
-                          snapshot: Snapshot) -> (AuthDecision, String?) {
-        let (decision, reason) = snapshot.authorize(principal, action: action, resource: resource, request: request) {
-            self.isVisible($0, tenant: principal.tenant)
-        }
+                          prepared: PreparedRequest? = nil, snapshot: Snapshot) -> (AuthDecision, String?) {
+        // Without per-tenant enablement every plugin serves every tenant: no filtering per request.
+        let scoped = current.withLock { !$0.pluginTenants.isEmpty }
+        let (decision, reason) = snapshot.authorize(principal, action: action, resource: resource, request: request,
+                                                    prepared: prepared, include: scoped ? { self.isVisible($0, tenant: principal.tenant) } : nil)
         if decision == .deny { return (decision, reason) }
         if rolesAllow(principal, key: resource, action: action) { return (.allow, nil) }
         return (decision, reason)

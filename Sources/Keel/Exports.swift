@@ -4,6 +4,7 @@
 @_exported import struct KeelLoader.Principal
 @_exported import struct KeelLoader.PluginRequest
 @_exported import struct KeelLoader.PluginResponse
+@_exported import struct KeelLoader.PreparedRequest
 @_exported import struct KeelLoader.HeaderField
 @_exported import struct KeelLoader.RegistrationLimits
 @_exported import struct KeelLoader.PluginCallError

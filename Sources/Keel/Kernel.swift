@@ -66,7 +66,7 @@ public actor Kernel {
         environment = KernelEnvironment(registry: registry, log: configuration.log)
         access = AccessControl(registry: registry, state: state, log: configuration.log)
         environment.attach(access)
-        generations = GenerationStore(stateFile: configuration.stateFile)
+        generations = GenerationStore(stateFile: configuration.stateFile, inMemory: configuration.copiesInMemory)
         activationMark = ActivationMark(path: configuration.stateFile + ".activating")
     }
 

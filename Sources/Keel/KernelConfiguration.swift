@@ -25,6 +25,10 @@ public struct KernelConfiguration: Sendable {
     public var trustedCapabilities: Set<Capability> = [.routes, .menus]
     /// Time budgets for handlers and hooks, and how many failed calls in a row disable a plugin.
     public var budgets: CallBudgets = .default
+    /// Where each load's private copy of a library lives. `true` (default): in memory (memfd), reached through a
+    /// one-use link in `/dev/shm`; `false`: a file under `<state dir>/generations/`, removed once mapped. Memory is
+    /// used only where it works; files are the fallback either way.
+    public var copiesInMemory: Bool = true
     /// Where the kernel and plugins log. Called from any thread. Default: one line per record to stderr.
     public var log: @Sendable (LogRecord) -> Void
 

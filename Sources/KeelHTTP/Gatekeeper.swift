@@ -36,11 +36,13 @@ struct Gatekeeper: Sendable {
 
     /// Runs the authorize hooks; throws 403 on a deny (or a failing hook). Returns the decision otherwise.
     @discardableResult
-    func authorize(_ principal: Principal, _ request: Request, snapshot: Snapshot, as seen: PluginRequest? = nil) throws -> AuthDecision {
+    /// `prepared`, when given, is the request already laid out for the handler: the hooks are asked about it.
+    func authorize(_ principal: Principal, _ request: Request, snapshot: Snapshot, as seen: PluginRequest? = nil,
+                   prepared: PreparedRequest? = nil) throws -> AuthDecision {
         var asked = seen ?? Self.pluginRequest(request)
         asked.principal = principal
         let (decision, reason) = kernel.access.authorize(principal, action: request.method.rawValue, resource: request.uri.path,
-                                                         request: asked, snapshot: snapshot)
+                                                         request: asked, prepared: prepared, snapshot: snapshot)
         if decision == .deny {
             log(LogRecord(level: .info, pluginID: nil, message: "\(request.method) \(request.uri.path) denied: \(reason ?? "denied")"))
             throw APIError.forbidden

@@ -23,49 +23,85 @@ struct PluginDispatcher: Sendable {
         let (principal, _) = try gatekeeper.identify(request, snapshot: snapshot, as: seen)
         // A plugin enabled for other tenants only does not exist for this caller.
         guard gatekeeper.kernel.access.isVisible(match.pluginID, tenant: principal.tenant) else { throw APIError.notFound }
-        try gatekeeper.authorize(principal, request, snapshot: snapshot, as: seen)
+        seen.principal = principal
+        seen.routePath = match.routePath
+        seen.parameters = match.parameters
+
+        // A request with neither a length nor a chunked body has none (HTTP/1.1): nothing to wait for, and the
+        // request is laid out for C once, for the authorize hooks and the handler both.
+        let bodiless = request.headers[.contentLength] == nil && request.headers[.transferEncoding] == nil
+        if bodiless {
+            let (authorized, outcome) = PreparedRequest.prepare(seen) { frame -> (Result<AuthDecision, Error>, Result<PluginResponse, PluginCallError>?) in
+                let authorized = Result { try gatekeeper.authorize(principal, request, snapshot: snapshot, as: seen, prepared: frame) }
+                guard case .success = authorized else { return (authorized, nil) }
+                return (authorized, match.route.handler.handle(frame))
+            }
+            _ = try authorized.get()
+            if let outcome, let response = try respond(outcome, method: method, path: request.uri.path) { return response }
+        } else {
+            try gatekeeper.authorize(principal, request, snapshot: snapshot, as: seen)
+        }
 
         if let length = request.headers[.contentLength].flatMap(Int.init), length > maxBodySize {
             throw APIError.tooLarge(maxBodySize)
         }
         var body: [UInt8] = []
-        do {
-            var buffer = try await request.body.collect(upTo: maxBodySize)
-            body = buffer.readBytes(length: buffer.readableBytes) ?? []
-        } catch is NIOTooManyBytesError {
-            throw APIError.tooLarge(maxBodySize)
+        if !bodiless {
+            do {
+                var buffer = try await request.body.collect(upTo: maxBodySize)
+                body = buffer.readBytes(length: buffer.readableBytes) ?? []
+            } catch is NIOTooManyBytesError {
+                throw APIError.tooLarge(maxBodySize)
+            }
         }
 
         // A reload swaps generations atomically, but a request that looked up the old generation just before the
         // swap may reach it after it stopped admitting calls: such a request goes to the current generation.
         var attempts = 0
+        if bodiless {
+            // The shared-frame call above met a generation that stopped admitting calls.
+            attempts = 1
+            snapshot = gatekeeper.kernel.registry.snapshot
+            guard let next = snapshot.route(method: method, path: request.uri.path) else { throw APIError.notFound }
+            match = next
+        }
         while true {
-            seen.principal = principal
             seen.routePath = match.routePath
             seen.parameters = match.parameters
             seen.body = body
-            switch match.route.handler.handle(seen) {
-            case let .success(response):
-                var headers = HTTPFields()
-                for h in response.headers {
-                    guard let name = HTTPField.Name(h.name) else { continue }
-                    headers.append(HTTPField(name: name, value: h.value))
-                }
-                return Response(status: .init(code: response.status), headers: headers,
-                                body: ResponseBody(byteBuffer: ByteBuffer(bytes: response.body)))
-            case let .failure(error) where error.status == StatusCode.unavailable && attempts < 3:
-                attempts += 1
-                snapshot = gatekeeper.kernel.registry.snapshot
-                guard let next = snapshot.route(method: method, path: request.uri.path) else { throw APIError.notFound }
-                match = next
-            case let .failure(error):
-                gatekeeper.log(LogRecord(level: .error, pluginID: error.pluginID,
-                                         message: "\(method) \(request.uri.path) failed: \(error)"))
-                if error.status == StatusCode.unavailable {
-                    throw APIError(.serviceUnavailable, "plugin-unavailable", "the plugin is being stopped; retry")
-                }
-                throw APIError(.internalServerError, "plugin-error", "the plugin failed to handle the request")
+            if let response = try respond(match.route.handler.handle(seen), method: method, path: request.uri.path) {
+                return response
             }
+            guard attempts < 3 else {
+                gatekeeper.log(LogRecord(level: .error, pluginID: match.pluginID,
+                                         message: "\(method) \(request.uri.path): the plugin kept refusing calls while stopping"))
+                throw APIError(.serviceUnavailable, "plugin-unavailable", "the plugin is being stopped; retry")
+            }
+            attempts += 1
+            snapshot = gatekeeper.kernel.registry.snapshot
+            guard let next = snapshot.route(method: method, path: request.uri.path) else { throw APIError.notFound }
+            match = next
+        }
+    }
+
+    /// The HTTP response for a handler's outcome; nil when the generation it reached stopped admitting calls (a
+    /// reload swapped it out just now) and the request should go to the current one.
+    /// - Throws: `APIError` 500 for a failed handler (details only in the log).
+    private func respond(_ outcome: Result<PluginResponse, PluginCallError>, method: String, path: String) throws -> Response? {
+        switch outcome {
+        case let .success(response):
+            var headers = HTTPFields()
+            for h in response.headers {
+                guard let name = HTTPField.Name(h.name) else { continue }
+                headers.append(HTTPField(name: name, value: h.value))
+            }
+            return Response(status: .init(code: response.status), headers: headers,
+                            body: ResponseBody(byteBuffer: ByteBuffer(bytes: response.body)))
+        case let .failure(error) where error.status == StatusCode.unavailable:
+            return nil
+        case let .failure(error):
+            gatekeeper.log(LogRecord(level: .error, pluginID: error.pluginID, message: "\(method) \(path) failed: \(error)"))
+            throw APIError(.internalServerError, "plugin-error", "the plugin failed to handle the request")
         }
     }
 }
@@ -79,9 +115,12 @@ struct KeelResponder: HTTPResponder {
     func respond(to request: Request, context: Context) async throws -> Response {
         let path = request.uri.path
         // Plugin paths: /ext/<id>/..., and the foreign prefixes the operator granted (never the host's own paths).
-        let foreign = !path.hasPrefix("/api/") && plugins.gatekeeper.kernel.registry.snapshot.hasForeignRoutes
-            && plugins.gatekeeper.kernel.registry.snapshot.route(method: request.method.rawValue, path: path) != nil
-        if path.hasPrefix("/ext/") || path == "/ext" || foreign {
+        func foreign() -> Bool {
+            guard !path.hasPrefix("/api/") else { return false }
+            let snapshot = plugins.gatekeeper.kernel.registry.snapshot
+            return snapshot.hasForeignRoutes && snapshot.route(method: request.method.rawValue, path: path) != nil
+        }
+        if path.hasPrefix("/ext/") || path == "/ext" || foreign() {
             do { return try await plugins.respond(to: request, context: context) } catch let error as APIError {
                 return try error.response(from: request, context: context)
             }

@@ -37,6 +37,8 @@ public final class ActivationContext: Sendable {
     private let errors = Mutex([UInt: String]())
     private let lastRefusal = Mutex<String?>(nil)
     private let inFlight = Atomic<Int>(0)
+    /// True exactly while the phase is `.active`: what `enter` reads on the request path, without the lock.
+    private let admitting = Atomic<Bool>(false)
 
     public init(pluginID: String, grants: Set<Capability>, routePrefixes: [String] = [], config: String = "",
                 limits: RegistrationLimits = .default, budgets: CallBudgets = .default, environment: any PluginEnvironment) {
@@ -58,6 +60,7 @@ public final class ActivationContext: Sendable {
     /// Ends activate: on success the context goes live and hands over what was registered.
     func endActivation(success: Bool) -> Contributions {
         phase.withLock { $0 = success ? .active : .closed }
+        admitting.store(success, ordering: .sequentiallyConsistent)
         return pending.withLock { p in
             defer { p = Contributions() }
             return p
@@ -70,14 +73,19 @@ public final class ActivationContext: Sendable {
     /// Stops new calls and waits up to `timeout` seconds for calls in flight. Returns the calls still running.
     func drain(timeout: Double) -> Int {
         phase.withLock { $0 = .draining }
+        // Sequentially consistent with `enter`: either a call sees `admitting` false, or this sees it in flight.
+        admitting.store(false, ordering: .sequentiallyConsistent)
         let deadline = Self.now() + timeout
-        while inFlight.load(ordering: .acquiring) > 0 && Self.now() < deadline { usleep(1000) }
-        return inFlight.load(ordering: .acquiring)
+        while inFlight.load(ordering: .sequentiallyConsistent) > 0 && Self.now() < deadline { usleep(1000) }
+        return inFlight.load(ordering: .sequentiallyConsistent)
     }
 
-    func close() { phase.withLock { $0 = .closed } }
+    func close() {
+        phase.withLock { $0 = .closed }
+        admitting.store(false, ordering: .sequentiallyConsistent)
+    }
 
-    public var isActive: Bool { phase.withLock { $0 == .active } }
+    public var isActive: Bool { admitting.load(ordering: .sequentiallyConsistent) }
 
     deinit { configText.ptr.map { UnsafeMutablePointer(mutating: $0).deallocate() } }
 
@@ -91,45 +99,48 @@ public final class ActivationContext: Sendable {
 
     /// Admits one call into the plugin; false once the activation is draining or closed.
     func enter() -> Bool {
-        inFlight.wrappingAdd(1, ordering: .acquiringAndReleasing)
-        if phase.withLock({ $0 == .active }) { return true }
-        inFlight.wrappingSubtract(1, ordering: .acquiringAndReleasing)
+        inFlight.wrappingAdd(1, ordering: .sequentiallyConsistent)
+        if admitting.load(ordering: .sequentiallyConsistent) { return true }
+        inFlight.wrappingSubtract(1, ordering: .sequentiallyConsistent)
         return false
     }
 
-    func leave() { inFlight.wrappingSubtract(1, ordering: .acquiringAndReleasing) }
+    func leave() { inFlight.wrappingSubtract(1, ordering: .sequentiallyConsistent) }
 
     /// Accounts for a finished auth hook call. Returns the error to deny with: the hook failed, or it ran over its
     /// budget (a hook too slow to trust decides nothing).
-    func finishHook(_ what: String, started: Double, status: Int32) -> PluginCallError? {
+    func finishHook(_ what: @autoclosure () -> String, started: Double, status: Int32) -> PluginCallError? {
         let message = status == StatusCode.ok ? "" : takeError()
         let budget = budgets.hook
         let late = Self.now() - started > budget
-        _ = account(what, started: started, budget: budget, failed: status != StatusCode.ok || late,
+        _ = account(what(), started: started, budget: budget, failed: status != StatusCode.ok || late,
                     detail: "\(StatusCode.name(status)) \(message)")
         if late {
             return PluginCallError(pluginID: pluginID, status: StatusCode.limit,
-                                   message: "\(what) ran over its \(Int(budget * 1000)) ms budget")
+                                   message: "\(what()) ran over its \(Int(budget * 1000)) ms budget")
         }
         return status == StatusCode.ok ? nil : PluginCallError(pluginID: pluginID, status: status, message: message)
     }
 
     /// Accounts for one finished call: logs it when it ran over `budget`, and counts failures in a row.
     /// - Returns: true when the call ran over its budget.
-    func account(_ what: String, started: Double, budget: Double, failed: Bool, detail: @autoclosure () -> String) -> Bool {
+    /// `what` and `detail` are only built when there is something to report (calls are on the request path).
+    func account(_ what: @autoclosure () -> String, started: Double, budget: Double, failed: Bool,
+                 detail: @autoclosure () -> String) -> Bool {
         let elapsed = Self.now() - started
         let over = elapsed > budget
         if over {
             environment.log(plugin: pluginID, level: .warn,
-                            message: "\(what) took \(Int(elapsed * 1000)) ms, over its budget of \(Int(budget * 1000)) ms")
+                            message: "\(what()) took \(Int(elapsed * 1000)) ms, over its budget of \(Int(budget * 1000)) ms")
         }
         if !failed {
-            consecutiveFailures.store(0, ordering: .relaxed)
+            // Read first: on the common path the shared counter's cache line is not written.
+            if consecutiveFailures.load(ordering: .relaxed) != 0 { consecutiveFailures.store(0, ordering: .relaxed) }
             return over
         }
         let count = consecutiveFailures.wrappingAdd(1, ordering: .relaxed).newValue
         if count >= budgets.failureThreshold, !reportedMisbehaving.exchange(true, ordering: .acquiringAndReleasing) {
-            environment.misbehaving(plugin: pluginID, reason: "\(count) calls in a row failed (last: \(what): \(detail()))")
+            environment.misbehaving(plugin: pluginID, reason: "\(count) calls in a row failed (last: \(what()): \(detail()))")
         }
         return over
     }

@@ -129,3 +129,16 @@ enum CFrame {
                          authenticatedBy: c.authenticated_by.string)
     }
 }
+
+/// A request laid out once in its C form, for several calls in a row: the authorize hooks, then the handler.
+/// Valid only inside the `prepare` call that made it; never keep it.
+public struct PreparedRequest {
+    /// The request it was laid out from.
+    public let request: PluginRequest
+    let pointer: UnsafePointer<keel_http_request>
+
+    /// Lays out `request` and runs `body` with it.
+    public static func prepare<R>(_ request: PluginRequest, _ body: (PreparedRequest) -> R) -> R {
+        CFrame.withRequest(request) { body(PreparedRequest(request: request, pointer: $0)) }
+    }
+}

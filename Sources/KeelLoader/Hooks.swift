@@ -25,16 +25,20 @@ public final class RouteHandler: @unchecked Sendable {
     /// - Returns: what the handler wrote, or a `PluginCallError` with the plugin's status and message when it
     ///   failed, or when the activation is no longer accepting calls (`KEEL_ERR_UNAVAILABLE`).
     public func handle(_ request: PluginRequest) -> Result<PluginResponse, PluginCallError> {
+        PreparedRequest.prepare(request) { handle($0) }
+    }
+
+    /// Same as `handle(_:)` with a request already laid out (shared with the authorize hooks that ran before).
+    public func handle(_ prepared: PreparedRequest) -> Result<PluginResponse, PluginCallError> {
         guard context.enter() else {
             return .failure(PluginCallError(pluginID: pluginID, status: StatusCode.unavailable, message: "plugin is not active"))
         }
         defer { context.leave() }
         let writer = ResponseWriter(limit: Self.responseLimit)
         let started = ActivationContext.now()
-        let status = CFrame.withRequest(request) { req in
-            HostABI.withResponse(writer) { res in function(userData, req, res) }
-        }
+        let status = HostABI.withResponse(writer) { res in function(userData, prepared.pointer, res) }
         let message = status == KEEL_OK ? "" : context.takeError()
+        let request = prepared.request
         _ = context.account("\(request.method) \(request.path) handler", started: started, budget: context.budgets.handler,
                             failed: status != KEEL_OK, detail: "\(StatusCode.name(status)) \(message)")
         guard status == KEEL_OK else {
@@ -130,10 +134,10 @@ public final class AuthorizeHook: @unchecked Sendable {
     /// - Returns: the decision, and for a deny the hook and its reason (for the log).
     /// [request]
     public static func decide(_ hooks: [AuthorizeHook], principal: Principal, action: String, resource: String,
-                              request: PluginRequest? = nil) -> (AuthDecision, String?) {
+                              request: PluginRequest? = nil, prepared: PreparedRequest? = nil) -> (AuthDecision, String?) {
         guard !hooks.isEmpty else { return (.abstain, nil) }
         var outcome: (AuthDecision, String?) = (.abstain, nil)
-        withQuestion(principal, action: action, resource: resource, request: request) { q in
+        withQuestion(principal, action: action, resource: resource, request: request, prepared: prepared) { q in
             var allowed = false
             for hook in hooks {
                 switch hook.call(q) {
@@ -154,7 +158,7 @@ public final class AuthorizeHook: @unchecked Sendable {
 
     /// Lays out a `keel_authz_request` valid during `body`.
     static func withQuestion(_ principal: Principal, action: String, resource: String, request: PluginRequest?,
-                             _ body: (UnsafeMutablePointer<keel_authz_request>) -> Void) {
+                             prepared: PreparedRequest? = nil, _ body: (UnsafeMutablePointer<keel_authz_request>) -> Void) {
         func ask(_ http: UnsafePointer<keel_http_request>?, _ p: UnsafePointer<keel_principal>) {
             var arena = StringArena(capacity: action.utf8.count + resource.utf8.count)
             let a = arena.add(action), r = arena.add(resource)
@@ -164,7 +168,9 @@ public final class AuthorizeHook: @unchecked Sendable {
                 body(&q)
             }
         }
-        if let request {
+        if let prepared, prepared.request.principal == principal {
+            ask(prepared.pointer, prepared.pointer.pointee.principal)
+        } else if let request {
             var withPrincipal = request
             withPrincipal.principal = principal
             CFrame.withRequest(withPrincipal) { req in ask(req, req.pointee.principal) }

@@ -11,6 +11,20 @@ public struct RoutePattern: Sendable, Hashable, CustomStringConvertible {
 
     public let segments: [Segment]
     public let text: String
+    /// Per segment, how specific it is (literal 3, parameter 2, `*` 1): computed once, compared per request.
+    public let specificity: [UInt8]
+
+    init(segments: [Segment], text: String) {
+        self.segments = segments
+        self.text = text
+        specificity = segments.map { s -> UInt8 in
+            switch s {
+            case .literal: return 3
+            case .parameter: return 2
+            case .rest: return 1
+            }
+        }
+    }
 
     /// Parses `text`; returns a reason when it is not a valid pattern.
     public static func parse(_ text: String) -> Result<RoutePattern, PatternError> {
@@ -56,22 +70,32 @@ public struct RoutePattern: Sendable, Hashable, CustomStringConvertible {
         }.joined(separator: "/")
     }
 
+    /// True when the path segments match, without building the parameters (the common miss costs no allocation).
+    public func matches(_ path: [Substring]) -> Bool {
+        for (i, segment) in segments.enumerated() {
+            switch segment {
+            case .rest: return true
+            case let .literal(l): guard i < path.count, path[i] == l else { return false }
+            case .parameter: guard i < path.count else { return false }
+            }
+        }
+        return path.count == segments.count
+    }
+
     /// Matches path segments; returns the parameters on success. A `*` requires nothing after it may be empty.
     public func match(_ path: [Substring]) -> [(name: String, value: String)]? {
+        guard matches(path) else { return nil }
         var params: [(name: String, value: String)] = []
         for (i, segment) in segments.enumerated() {
             switch segment {
             case .rest:
                 params.append((name: "*", value: path[min(i, path.count)...].joined(separator: "/")))
                 return params
-            case let .literal(l):
-                guard i < path.count, path[i] == l else { return nil }
-            case let .parameter(name):
-                guard i < path.count else { return nil }
-                params.append((name: name, value: String(path[i])))
+            case .literal: break
+            case let .parameter(name): params.append((name: name, value: String(path[i])))
             }
         }
-        return path.count == segments.count ? params : nil
+        return params
     }
 
     public struct PatternError: Error, Sendable {

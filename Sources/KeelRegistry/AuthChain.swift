@@ -27,12 +27,15 @@ extension Snapshot {
         return .success(.anonymous)
     }
 
-    /// Asks every authorize hook of the plugins `include` admits: any deny (or any failing hook) wins; otherwise allow if some hook allowed,
+    /// Asks every authorize hook of the plugins `include` admits (all when nil): any deny (or any failing hook) wins; otherwise allow if some hook allowed,
     /// else abstain. The caller decides what an abstention means (plugin routes: allowed; admin API: denied).
     /// [request]
     public func authorize(_ principal: Principal, action: String, resource: String,
-                          request: PluginRequest? = nil, include: (String) -> Bool = { _ in true }) -> (AuthDecision, String?) {
-        AuthorizeHook.decide(authorizers.filter { include($0.pluginID) }, principal: principal, action: action,
-                             resource: resource, request: request)
+                          request: PluginRequest? = nil, prepared: PreparedRequest? = nil,
+                          include: ((String) -> Bool)? = nil) -> (AuthDecision, String?) {
+        if authorizers.isEmpty { return (.abstain, nil) }
+        let hooks = include.map { include in authorizers.filter { include($0.pluginID) } } ?? authorizers
+        return AuthorizeHook.decide(hooks, principal: principal, action: action,
+                             resource: resource, request: request, prepared: prepared)
     }
 }

@@ -68,6 +68,10 @@ public struct Snapshot: Sendable {
     var menuOwners: [String: String] = [:]
     /// Routes under granted foreign prefixes, outside `/ext/`.
     var absoluteRoutes: [(pluginID: String, route: RouteRegistration)] = []
+    /// Authenticate hooks in publish order, kept as a list so that requests do not gather them from every plugin.
+    public private(set) var authenticators: [AuthenticateHook] = []
+    /// Authorize hooks in publish order.
+    public private(set) var authorizers: [AuthorizeHook] = []
 
     public init() {}
 
@@ -75,6 +79,8 @@ public struct Snapshot: Sendable {
         guard let old = plugins.removeValue(forKey: pluginID) else { return }
         order.removeAll { $0 == pluginID }
         absoluteRoutes.removeAll { $0.pluginID == pluginID }
+        if !old.authenticators.isEmpty { authenticators.removeAll { $0.pluginID == pluginID } }
+        if !old.authorizers.isEmpty { authorizers.removeAll { $0.pluginID == pluginID } }
         for route in old.routes {
             let shape = route.fullShape(plugin: pluginID)
             routeOwners[shape]?.removeAll { $0.plugin == pluginID }
@@ -108,6 +114,8 @@ public struct Snapshot: Sendable {
         for menu in c.menus { menuOwners[menu.entry.id] = pluginID }
         plugins[pluginID] = c
         order.append(pluginID)
+        authenticators += c.authenticators
+        authorizers += c.authorizers
     }
 
     // MARK: lookups
@@ -135,34 +143,60 @@ public struct Snapshot: Sendable {
     /// parameters, which beat `*`; an exact method beats `*`.
     public func route(method: String, path: String) -> RouteMatch? {
         let segments = path.split(separator: "/", omittingEmptySubsequences: true)
-        if segments.count >= 2, segments[0] == "ext", let contributions = plugins[String(segments[1])] {
+        var best: Candidate?
+        if segments.count >= 2, segments[0] == "ext" {
+            let pluginID = String(segments[1])
+            guard let contributions = plugins[pluginID] else { return nil }
             let rest = Array(segments.dropFirst(2))
-            return Self.best(method, rest, contributions.routes.filter { !$0.absolute }.map { (String(segments[1]), $0) },
-                             routePath: "/" + rest.joined(separator: "/"))
+            for route in contributions.routes where !route.absolute { Self.consider(pluginID, route, method, rest, &best) }
+            return best?.match(rest, routePath: "/" + rest.joined(separator: "/"))
         }
         guard !absoluteRoutes.isEmpty else { return nil }
-        return Self.best(method, Array(segments), absoluteRoutes.map { ($0.pluginID, $0.route) }, routePath: path)
+        let all = Array(segments)
+        for (pluginID, route) in absoluteRoutes { Self.consider(pluginID, route, method, all, &best) }
+        return best?.match(all, routePath: path)
     }
 
-    /// The most specific of `candidates` matching `segments`.
-    static func best(_ method: String, _ segments: [Substring], _ candidates: [(String, RouteRegistration)],
-                     routePath: String) -> RouteMatch? {
-        var best: (score: [Int], match: RouteMatch)?
-        for (pluginID, route) in candidates where route.method == method || route.method == "*" ||
-            (method == "HEAD" && route.method == "GET") {
-            guard let params = route.pattern.match(segments) else { continue }
-            var score = route.pattern.segments.map { s -> Int in
-                switch s {
-                case .literal: return 3
-                case .parameter: return 2
-                case .rest: return 1
-                }
-            }
-            score.append(route.method == "*" ? 0 : 1)
-            if let b = best, !b.score.lexicographicallyPrecedes(score) { continue }
-            best = (score, RouteMatch(pluginID: pluginID, route: route, routePath: routePath, parameters: params))
+    /// The most specific route seen so far.
+    struct Candidate {
+        let pluginID: String
+        let route: RouteRegistration
+        let exactMethod: Bool
+
+        func match(_ segments: [Substring], routePath: String) -> RouteMatch? {
+            route.pattern.match(segments).map { RouteMatch(pluginID: pluginID, route: route, routePath: routePath, parameters: $0) }
         }
-        return best?.match
+    }
+
+    /// Keeps in `best` the more specific of it and `route`, when `route` serves `method` and matches `segments`.
+    /// Literal segments beat parameters, which beat `*`, segment by segment; then an exact method beats `*`.
+    /// On a tie the first seen stays.
+    static func consider(_ pluginID: String, _ route: RouteRegistration, _ method: String, _ segments: [Substring],
+                         _ best: inout Candidate?) {
+        guard route.method == method || route.method == "*" || (method == "HEAD" && route.method == "GET"),
+              route.pattern.matches(segments) else { return }
+        let exact = route.method != "*"
+        if let b = best, !precedes(b.route.pattern.specificity, b.exactMethod, route.pattern.specificity, exact) { return }
+        best = Candidate(pluginID: pluginID, route: route, exactMethod: exact)
+    }
+
+    /// Whether `a` followed by its method score sorts before `b` followed by its own (lexicographic order, the
+    /// shorter first on a tie), without building either sequence.
+    static func precedes(_ a: [UInt8], _ aExact: Bool, _ b: [UInt8], _ bExact: Bool) -> Bool {
+        let ax = a.count, bx = b.count
+        var i = 0
+        while true {
+            let av: Int? = i < ax ? Int(a[i]) : (i == ax ? (aExact ? 1 : 0) : nil)
+            let bv: Int? = i < bx ? Int(b[i]) : (i == bx ? (bExact ? 1 : 0) : nil)
+            switch (av, bv) {
+            case (nil, nil): return false
+            case (nil, _): return true
+            case (_, nil): return false
+            case let (x?, y?):
+                if x != y { return x < y }
+            }
+            i += 1
+        }
     }
 
     /// True when some plugin serves a path outside `/ext/` (a granted foreign prefix).
@@ -175,8 +209,5 @@ public struct Snapshot: Sendable {
         }.sorted { ($0.path, $0.method) < ($1.path, $1.method) }
     }
 
-    /// Authenticate hooks in publish order.
-    public var authenticators: [AuthenticateHook] { order.flatMap { plugins[$0]?.authenticators ?? [] } }
-    /// Authorize hooks in publish order.
-    public var authorizers: [AuthorizeHook] { order.flatMap { plugins[$0]?.authorizers ?? [] } }
+
 }

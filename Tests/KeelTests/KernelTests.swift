@@ -20,9 +20,10 @@ struct KernelFixture {
         try? FileManager.default.createDirectory(atPath: plugins, withIntermediateDirectories: true)
     }
 
-    func kernel(probe: PluginProbe? = nil, budgets: CallBudgets = .default) throws -> Kernel {
+    func kernel(probe: PluginProbe? = nil, budgets: CallBudgets = .default, copiesInMemory: Bool = true) throws -> Kernel {
         let log = self.log
         var configuration = KernelConfiguration(pluginsDirectory: plugins, stateFile: state) { log.append($0.description) }
+        configuration.copiesInMemory = copiesInMemory
         configuration.probe = probe
         configuration.budgets = budgets
         configuration.trustedCapabilities = Set(Capability.allCases) // grants have their own tests
@@ -37,10 +38,10 @@ struct KernelFixture {
     }
 }
 
-func get(_ kernel: Kernel, _ path: String, headers: [(name: String, value: String)] = []) -> (Int, String)? {
+func get(_ kernel: Kernel, _ path: String, method: String = "GET", headers: [(name: String, value: String)] = []) -> (Int, String)? {
     let snapshot = kernel.registry.snapshot
-    guard let match = snapshot.route(method: "GET", path: path) else { return nil }
-    var request = PluginRequest(method: "GET", path: path, routePath: match.routePath, headers: headers,
+    guard let match = snapshot.route(method: method, path: path) else { return nil }
+    var request = PluginRequest(method: method, path: path, routePath: match.routePath, headers: headers,
                                 parameters: match.parameters)
     switch kernel.access.identify(request, snapshot: snapshot) {
     case let .success(p): request.principal = p
@@ -256,6 +257,73 @@ struct KernelTests {
         #expect(try await again.plugin("cyc-a").reason == "dependency cycle: cyc-a → cyc-b → cyc-a")
         #expect(try await again.plugin("cyc-b").status == .failed)
         await again.shutdown()
+    }
+
+    @Test("a path reaches the most specific route: literal over parameter over *, exact method over *")
+    func routeSpecificity() async throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("routes", defines: ["ROUTE_SET"])
+        let kernel = try f.kernel()
+        await kernel.start()
+        try await kernel.enable("routes")
+        func via(_ path: String, _ method: String = "GET") -> String? {
+            guard let (status, body) = get(kernel, "/ext/routes" + path, method: method), status == 200 else { return nil }
+            return body.split(separator: " ").first { $0.hasPrefix("via=") }.map { String($0.dropFirst(4)) } ?? "none"
+        }
+        #expect(via("/items/special") == "literal")
+        #expect(via("/items/42") == "param")
+        #expect(get(kernel, "/ext/routes/items/42")?.1.contains("params=1 id=42") == true)
+        #expect(via("/items/42/detail") == "two-params")
+        #expect(via("/items/42/detail/more") == "rest")
+        #expect(get(kernel, "/ext/routes/items/42/detail/more")?.1.contains("*=42/detail/more") == true)
+        #expect(via("/items/special", "HEAD") == "literal")
+        #expect(via("/things/special", "POST") == "post-literal")
+        #expect(via("/things/special") == "any-method")
+        #expect(via("/things/7", "DELETE") == "any-method")
+        #expect(via("/ping") == "none")
+        #expect(via("/nothing/here") == nil)
+        #expect(get(kernel, "/ext/routes/items/42", method: "POST") == nil)
+        await kernel.shutdown()
+    }
+
+    @Test("start-up with many plugins: a failed dependency fails its dependents with the reason, the rest activate")
+    func batchStart() async throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("base", defines: ["ACTIVATE_FAILS"])
+        try f.fixtureBundle("child", extra: "dependencies:\n  base: \"*\"")
+        try f.fixtureBundle("grandchild", extra: "dependencies:\n  child: \"*\"")
+        let ids = (0..<150).map { String(format: "p%03d", $0) }
+        let template = try TestEnvironment.buildFixture("many", ["PLUGIN_ID=\"p000\"", "ROUTE_PATH=\"/ping\""])
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: template))
+        for id in ids {
+            // Same code, its own id: the descriptor's id string is patched in place.
+            var copy = bytes
+            var found = copy.range(of: Data("p000".utf8))
+            while let r = found {
+                copy.replaceSubrange(r, with: Data(id.utf8))
+                found = copy.range(of: Data("p000".utf8), in: r.upperBound..<copy.count)
+            }
+            let lib = (f.state as NSString).deletingLastPathComponent + "/lib-\(id).so"
+            try copy.write(to: URL(fileURLWithPath: lib))
+            try TestEnvironment.makeBundle(in: f.plugins, folder: id, manifest: TestEnvironment.manifest(
+                id: id, library: "lib.so", capabilities: ["routes"]), library: lib, libraryName: "lib.so")
+        }
+        let first = try f.kernel()
+        await first.start()
+        for id in ids + ["base", "child", "grandchild"] { try first.state.setEnabled(id, true, status: .installed) }
+        await first.shutdown()
+
+        let kernel = try f.kernel()
+        await kernel.start()
+        #expect(await Set(kernel.activePlugins) == Set(ids))
+        for id in ["p000", "p077", "p149"] { #expect(get(kernel, "/ext/\(id)/ping")?.1.hasPrefix("\(id) ") == true) }
+        #expect(try await kernel.plugin("base").status == .failed)
+        #expect(try await kernel.plugin("base").reason?.isEmpty == false)
+        #expect(try await kernel.plugin("child").reason == "plugin \"child\" needs \"base\", which is not enabled")
+        #expect(try await kernel.plugin("grandchild").reason == "plugin \"grandchild\" needs \"child\", which is not enabled")
+        // Every active plugin's load is in its history, numbered from 1.
+        #expect(try await kernel.history("p149").map(\.outcome) == ["activated"])
+        await kernel.shutdown()
     }
 
     @Test("an unknown id is a clear error and changes nothing")

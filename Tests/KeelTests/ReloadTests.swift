@@ -49,6 +49,47 @@ struct ReloadTests {
         await kernel.shutdown()
     }
 
+    @Test("a library overwritten in place while loaded (cp over it) never touches the running code",
+          arguments: [true, false])
+    func overwriteInPlace(inMemory: Bool) async throws {
+        let f = KernelFixture()
+        let id = inMemory ? "inplace-mem" : "inplace-file"
+        let a = try TestEnvironment.buildFixture(id + "A", ["PLUGIN_ID=\"\(id)\"", "TAG=\"A\""])
+        let b = try TestEnvironment.buildFixture(id + "B", ["PLUGIN_ID=\"\(id)\"", "TAG=\"B\""])
+        let bundle = try TestEnvironment.makeBundle(in: f.plugins, folder: id,
+                                                    manifest: TestEnvironment.manifest(id: id, library: "lib.so"),
+                                                    library: a, libraryName: "lib.so")
+        let kernel = try f.kernel(copiesInMemory: inMemory)
+        await kernel.start()
+        try await kernel.enable(id)
+        let maps = try processMaps()
+        #expect(maps.contains(inMemory ? "memfd:keel-\(id)-g1" : "/generations/\(id)-g1-"))
+        // What `cp` does to an existing file: truncate it and write the new bytes into the same inode. A library
+        // mapped from that file would now fault (SIGBUS) or run half-new code; the private copy is untouched.
+        func overwrite(with bytes: Data) throws {
+            let fd = open(bundle + "/lib.so", O_WRONLY | O_TRUNC)
+            guard fd >= 0 else { throw TestFailure("cannot open the bundle's library") }
+            defer { close(fd) }
+            _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        }
+        try overwrite(with: Data("not a library any more".utf8))
+        for _ in 0..<20 { #expect(get(kernel, "/ext/\(id)/ping")?.1.contains("tag=A") == true) }
+        do { try await kernel.reload(id); Issue.record("reloaded a text file") } catch {
+            #expect(error.description.contains("not an ELF shared object"))
+        }
+        #expect(get(kernel, "/ext/\(id)/ping")?.1.contains("tag=A") == true)
+        try overwrite(with: Data(contentsOf: URL(fileURLWithPath: b)))
+        try await kernel.reload(id)
+        #expect(get(kernel, "/ext/\(id)/ping")?.1.contains("tag=B") == true)
+        // The copies are gone from the file system once mapped.
+        if !inMemory {
+            let left = try FileManager.default.contentsOfDirectory(atPath: (f.state as NSString).deletingLastPathComponent + "/generations")
+            #expect(left.isEmpty, "\(left)")
+        }
+        #expect(try await kernel.history(id).map(\.outcome).prefix(3) == ["activated", "failed", "activated"])
+        await kernel.shutdown()
+    }
+
     @Test("a new build that fails to load or activate leaves the old one serving, with the reason recorded")
     func failedReload() async throws {
         let f = KernelFixture()

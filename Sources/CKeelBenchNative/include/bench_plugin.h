@@ -4,3 +4,6 @@
 int keel_bench_add(int a, int b);
 keel_status keel_bench_ping(void *user_data, const keel_http_request *req, keel_http_response *res);
 const keel_plugin *keel_bench_descriptor(void);
+
+/* Keeps thread `tid` of this process on CPU `cpu` (sched_setaffinity). Returns 0, or -1 with errno. */
+int keel_bench_pin_thread(int tid, int cpu);

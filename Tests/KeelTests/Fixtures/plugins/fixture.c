@@ -14,6 +14,8 @@
  *   USE_MISSING_SYMBOL              call a function no library defines (fails under RTLD_NOW)
  *   HANDLER_FAILS                   the route handler returns an error
  *   EXTRA_ROUTES=N                  register N extra routes "/r<i>"
+ *   ROUTE_SET                       also register overlapping patterns under /items and /things, each answering
+ *                                   "via=<label>", to check which one a path reaches
  *   TAG                             a string added to every response ("tag=<TAG>"), to tell builds apart
  *   UNLOAD_SAFE                     declare KEEL_PLUGIN_FLAG_UNLOAD_SAFE
  *   SLOW_MS                         the handler sleeps this long first
@@ -86,7 +88,6 @@ static keel_str the_config;
 static keel_ctx *the_ctx;
 
 static keel_status ping(void *user_data, const keel_http_request *req, keel_http_response *res) {
-    (void)user_data;
 #ifdef HANDLER_FAILS
     (void)req; (void)res;
     the_host->set_error(the_ctx, keel_cstr("handler failed on purpose"));
@@ -105,6 +106,8 @@ static keel_status ping(void *user_data, const keel_http_request *req, keel_http
     for (size_t i = 0; i < req->params_len && n > 0 && (size_t)n < sizeof buf; i++)
         n += snprintf(buf + n, sizeof buf - (size_t)n, " %.*s=%.*s", (int)req->params[i].name.len,
                       req->params[i].name.ptr, (int)req->params[i].value.len, req->params[i].value.ptr);
+    if (user_data && n > 0 && (size_t)n < sizeof buf)
+        n += snprintf(buf + n, sizeof buf - (size_t)n, " via=%s", (const char *)user_data);
 #ifdef CONFIG_ECHO
     if (n > 0 && (size_t)n < sizeof buf)
         n += snprintf(buf + n, sizeof buf - (size_t)n, " config=%.*s", (int)the_config.len, the_config.ptr ? the_config.ptr : "");
@@ -185,6 +188,17 @@ static keel_status activate(const keel_host *host, keel_ctx *ctx) {
 #ifdef REGISTER_TWICE
     s = http->register_route(ctx, &r);
     if (s != KEEL_OK) return s;
+#endif
+#ifdef ROUTE_SET
+    static const struct { const char *method, *path, *label; } set[] = {
+        { "GET", "/items/:id", "param" },      { "GET", "/items/special", "literal" },
+        { "GET", "/items/*", "rest" },         { "GET", "/items/:id/:part", "two-params" },
+        { "*", "/things/:id", "any-method" },  { "POST", "/things/special", "post-literal" },
+    };
+    for (size_t i = 0; i < sizeof set / sizeof set[0]; i++) {
+        keel_route extra = { sizeof extra, keel_cstr(set[i].method), keel_cstr(set[i].path), ping, (void *)set[i].label };
+        if ((s = http->register_route(ctx, &extra)) != KEEL_OK) return s;
+    }
 #endif
 #ifdef EXTRA_ROUTES
     for (int i = 0; i < EXTRA_ROUTES; i++) {
