@@ -84,7 +84,14 @@ enum CFrame {
     }
 
     static func withRequest<R>(_ r: PluginRequest, _ body: (UnsafePointer<keel_http_request>) -> R) -> R {
-        var arena = StringArena(capacity: 256 + r.headers.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count })
+        // Sized for every string it will hold, so that it is allocated once and never grows.
+        let who = r.principal
+        let size = r.method.utf8.count + r.path.utf8.count + r.routePath.utf8.count + r.query.utf8.count + r.requestID.utf8.count
+            + r.headers.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count }
+            + r.parameters.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count }
+            + who.id.utf8.count + who.displayName.utf8.count + who.tenant.utf8.count
+            + who.authenticatedBy.utf8.count + who.roles.reduce(0) { $0 + $1.utf8.count }
+        var arena = StringArena(capacity: size)
         let method = arena.add(r.method), path = arena.add(r.path), routePath = arena.add(r.routePath)
         let query = arena.add(r.query), requestID = arena.add(r.requestID)
         let headers = r.headers.map { (arena.add($0.name), arena.add($0.value)) }
