@@ -57,7 +57,7 @@ let package = Package(
         .target(name: "KeelPluginKit", dependencies: ["CKeelABI"]),
 
         // Example plugins.
-        .target(name: "HelloC", dependencies: ["CKeelABI"], path: "Plugins/hello-c", exclude: ["plugin.yaml"],
+        .target(name: "HelloC", dependencies: ["CKeelABI"], path: "Plugins/hello-c", exclude: ["plugin.yaml", "config.schema.yaml"],
                 sources: ["hello.c"], publicHeadersPath: "."),
         .target(name: "GreeterSwift", dependencies: ["KeelPluginKit"], path: "Plugins/greeter-swift",
                 exclude: ["plugin.yaml"]),

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds everything (kernel, `keel`, the example plugins as .so files), stages the example bundles into ./plugins
-# (plugin.yaml + its library), enables them, and lists what they registered.
+# (plugin.yaml, its configuration schema if any, and its library), enables them, and lists what they registered.
 #   Scripts/examples.sh            debug build
 #   CONFIG=release Scripts/examples.sh
 set -euo pipefail
@@ -14,6 +14,7 @@ for bundle in Plugins/*/; do
   lib="$(sed -n 's/^library:[[:space:]]*//p' "$bundle/plugin.yaml" | tr -d '"'\''[:space:]')"
   mkdir -p "$plugins/$name"
   cp "$bundle/plugin.yaml" "$plugins/$name/plugin.yaml"
+  if [ -f "$bundle/config.schema.yaml" ]; then cp "$bundle/config.schema.yaml" "$plugins/$name/"; fi
   # Write to a temporary name, then rename: a running host never sees a half-written library.
   cp "$bin/$lib" "$plugins/$name/.$lib.tmp" && mv -f "$plugins/$name/.$lib.tmp" "$plugins/$name/$lib"
 done

@@ -298,8 +298,8 @@ public actor Kernel {
     }
 
     /// Sets a plugin's configuration from YAML (`file` names it in errors): checked against the bundle's schema,
-    /// stored, and applied by re-activating the plugin when it is active (a configuration its code rejects leaves the
-    /// old activation serving, as any failed reload does).
+    /// stored, and applied by re-activating the plugin when it is active. A configuration its code rejects leaves the
+    /// old activation serving, as any failed reload does, and the previous configuration stored.
     /// - Throws: `KernelError` with the file, the key and the reason.
     public func setConfig(_ id: String, yaml: String, file: String) throws(KernelError) {
         if bundles[id] == nil { rescan() }
@@ -308,11 +308,16 @@ public actor Kernel {
         }
         let schema = bundle.folder + "/" + PluginConfig.schemaFile
         let json: String
-        do { json = try PluginConfig.validate(yaml: yaml, file: file, schemaPath: FileManager.default.fileExists(atPath: schema) ? schema : nil) } catch {
+        do { json = try PluginConfig.validate(yaml: yaml, file: file, schemaPath: Glibc.access(schema, F_OK) == 0 ? schema : nil) } catch {
             throw KernelError(.bundle, pluginID: id, reason: error.description)
         }
+        let previous = try? state.config(id)
         do { try state.setConfig(id, yaml: yaml, json: json) } catch { throw KernelError(.state, pluginID: id, reason: error.description) }
-        if active[id] != nil { try reload(id) }
+        guard active[id] != nil else { return }
+        do { try reload(id) } catch {
+            try? state.setConfig(id, previous ?? nil, event: "config-rejected")
+            throw error
+        }
     }
 
     // MARK: capabilities

@@ -696,13 +696,22 @@ public final class StateStore: @unchecked Sendable {
         }
     }
 
-    public func setConfig(_ id: String, yaml: String, json: String) throws(StateError) {
+    /// Stores a plugin's configuration; nil removes it. One transaction, with an event in the plugin's history.
+    public func setConfig(_ id: String, _ config: (yaml: String, json: String)?, event: String = "config") throws(StateError) {
         try locked { db throws(StateError) in
             try db.transaction { () throws(StateError) in
-                try db.query("INSERT OR REPLACE INTO plugin_config (plugin_id, yaml, json, updated_at) VALUES (?, ?, ?, ?)",
-                             [.text(id), .text(yaml), .text(json), .text(Self.now())])
-                try Self.event(db, id, "config", "\(yaml.utf8.count) bytes")
+                if let config {
+                    try db.query("INSERT OR REPLACE INTO plugin_config (plugin_id, yaml, json, updated_at) VALUES (?, ?, ?, ?)",
+                                 [.text(id), .text(config.yaml), .text(config.json), .text(Self.now())])
+                } else {
+                    try db.query("DELETE FROM plugin_config WHERE plugin_id = ?", [.text(id)])
+                }
+                try Self.event(db, id, event, config.map { "\($0.yaml.utf8.count) bytes" } ?? "removed")
             }
         }
+    }
+
+    public func setConfig(_ id: String, yaml: String, json: String) throws(StateError) {
+        try setConfig(id, (yaml, json))
     }
 }

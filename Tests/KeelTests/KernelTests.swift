@@ -92,6 +92,38 @@ struct KernelTests {
         #expect(f.log.lines.contains("keel: info: [hello] hello activated"))
     }
 
+    @Test("the hello example takes its API key from its configuration, checked against its schema")
+    func helloConfiguration() async throws {
+        let f = KernelFixture()
+        try TestEnvironment.stageExamples(into: f.plugins)
+        let kernel = try f.kernel()
+        await kernel.start()
+        try await kernel.enable("hello")
+        func caller(_ key: String) -> String? { get(kernel, "/ext/hello/greet/bob", headers: [("authorization", "Bearer " + key)])?.1 }
+        #expect(caller("hello-demo-key") == "hello, bob (as demo)\n")
+        try await kernel.setConfig("hello", yaml: "api_key: s3cret-key\n", file: "hello.yaml")
+        #expect(caller("s3cret-key") == "hello, bob (as demo)\n")
+        #expect(caller("hello-demo-key") == "hello, bob (as anonymous)\n")
+        do { try await kernel.setConfig("hello", yaml: "api_key: 5\n", file: "bad.yaml"); Issue.record("accepted a number") } catch {
+            #expect(error.description.contains("api_key"), "\(error)")
+            #expect(error.description.contains("expected string"), "\(error)")
+        }
+        do { try await kernel.setConfig("hello", yaml: "api-key: x\n", file: "typo.yaml"); Issue.record("accepted a typo") } catch {
+            #expect(error.description.contains("not allowed by the plugin's schema"), "\(error)")
+        }
+        // A value the plugin itself refuses: the previous configuration keeps serving.
+        do { try await kernel.setConfig("hello", yaml: "api_key: 'a\\\\b'\n", file: "escape.yaml"); Issue.record("accepted a backslash") } catch {
+            #expect(error.description.contains("without quotes or backslashes"), "\(error)")
+        }
+        #expect(caller("s3cret-key") == "hello, bob (as demo)\n")
+        await kernel.shutdown()
+        // The configuration is stored: a new kernel hands it to the plugin again.
+        let again = try f.kernel()
+        await again.start()
+        #expect(get(again, "/ext/hello/greet/bob", headers: [("authorization", "Bearer s3cret-key")])?.1 == "hello, bob (as demo)\n")
+        await again.shutdown()
+    }
+
     @Test("a new kernel on the same state file brings back the same enabled set")
     func restart() async throws {
         let f = KernelFixture()

@@ -123,9 +123,12 @@ enum TestEnvironment {
 
     /// Stages the example bundles from Plugins/ (manifest + library from the build folder) into `pluginsDir`.
     static func stageExamples(into pluginsDir: String) throws {
-        try makeBundle(in: pluginsDir, folder: "hello-c",
-                       manifest: String(contentsOfFile: repository.path + "/Plugins/hello-c/plugin.yaml", encoding: .utf8),
-                       library: builtLibrary("libhello-c.so"))
+        let hello = try makeBundle(in: pluginsDir, folder: "hello-c",
+                                   manifest: String(contentsOfFile: repository.path + "/Plugins/hello-c/plugin.yaml", encoding: .utf8),
+                                   library: builtLibrary("libhello-c.so"))
+        try? FileManager.default.removeItem(atPath: hello + "/config.schema.yaml")
+        try FileManager.default.copyItem(atPath: repository.path + "/Plugins/hello-c/config.schema.yaml",
+                                         toPath: hello + "/config.schema.yaml")
         try makeBundle(in: pluginsDir, folder: "greeter-swift",
                        manifest: String(contentsOfFile: repository.path + "/Plugins/greeter-swift/plugin.yaml", encoding: .utf8),
                        library: builtLibrary("libgreeter-swift.so"))
