@@ -127,6 +127,27 @@ struct GenerationStore: Sendable {
         return results.map { $0 ?? .failure(KernelError(.bundle, reason: "copy not made")) }
     }
 
+    /// Removes what a process that died while loading left behind: links in the link folder whose process is gone,
+    /// and file copies older than a minute (a copy lives for the duration of one load; another process sharing the
+    /// state folder may be in the middle of one).
+    func removeLeftovers() {
+        let fm = FileManager.default
+        if let linkDirectory, let names = try? fm.contentsOfDirectory(atPath: linkDirectory) {
+            for name in names where name.hasPrefix(".keel-") {
+                guard let pid = Int32(name.dropFirst(".keel-".count).prefix { $0 != "-" }), pid > 0,
+                      kill(pid, 0) != 0, errno == ESRCH else { continue }
+                unlink(linkDirectory + "/" + name)
+            }
+        }
+        guard let names = try? fm.contentsOfDirectory(atPath: directory) else { return }
+        let now = time(nil)
+        for name in names where name.hasSuffix(".so") || name.hasSuffix(".tmp") {
+            var st = stat()
+            let path = directory + "/" + name
+            if lstat(path, &st) == 0, now - st.st_mtim.tv_sec > 60 { unlink(path) }
+        }
+    }
+
     /// Removes a copy once it is mapped (or failed to load).
     func discard(_ copy: Copy) {
         unlink(copy.path)

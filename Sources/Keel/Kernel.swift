@@ -84,6 +84,7 @@ public actor Kernel {
             guard let self else { return }
             Task { await self.disableMisbehaving(id, reason: reason) }
         }
+        generations.removeLeftovers()
         // Start-up writes many small records: they go to SQLite as one transaction.
         recoverInterruptedChanges()
         finishUninstalls()

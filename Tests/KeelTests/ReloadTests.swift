@@ -90,6 +90,32 @@ struct ReloadTests {
         await kernel.shutdown()
     }
 
+    @Test("start-up removes the copies and links a process that died mid-load left behind, and only those")
+    func leftovers() async throws {
+        let f = KernelFixture()
+        let folder = (f.state as NSString).deletingLastPathComponent + "/generations"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        let old = folder + "/crashed-g3-abc-1.so", fresh = folder + "/busy-g1-def-2.so"
+        try Data("x".utf8).write(to: URL(fileURLWithPath: old))
+        try Data("x".utf8).write(to: URL(fileURLWithPath: fresh))
+        var times = [timespec(tv_sec: time(nil) - 3600, tv_nsec: 0), timespec(tv_sec: time(nil) - 3600, tv_nsec: 0)]
+        #expect(utimensat(AT_FDCWD, old, &times, 0) == 0)
+        // A link of a process that no longer exists (pid above any pid_max), and one of this live process.
+        let dead = "/dev/shm/.keel-999999999-crashed-g1-7.so", alive = "/dev/shm/.keel-\(getpid())-busy-g1-8.so"
+        unlink(dead); unlink(alive)
+        #expect(symlink("/proc/999999999/fd/3", dead) == 0)
+        #expect(symlink("/proc/self/fd/3", alive) == 0)
+        defer { unlink(alive); unlink(dead) }
+        let kernel = try f.kernel()
+        await kernel.start()
+        var st = stat()
+        #expect(lstat(dead, &st) != 0)
+        #expect(lstat(alive, &st) == 0)
+        #expect(!FileManager.default.fileExists(atPath: old))
+        #expect(FileManager.default.fileExists(atPath: fresh))
+        await kernel.shutdown()
+    }
+
     @Test("a new build that fails to load or activate leaves the old one serving, with the reason recorded")
     func failedReload() async throws {
         let f = KernelFixture()
