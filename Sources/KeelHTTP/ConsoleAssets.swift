@@ -33,6 +33,14 @@ enum ConsoleAssets {
               <tbody></tbody>
             </table>
           </section>
+          <section id="catalog" hidden>
+            <h2>Catalog</h2>
+            <p id="catalog-problems" class="muted"></p>
+            <table id="catalog-table">
+              <thead><tr><th>Plugin</th><th>Version</th><th>Repository</th><th>Signed</th><th></th></tr></thead>
+              <tbody></tbody>
+            </table>
+          </section>
           <iframe id="page" title="plugin page" hidden></iframe>
         </main>
       </div>
@@ -62,6 +70,8 @@ enum ConsoleAssets {
     .state-enabled { color: #176b2c; } .state-failed { color: #a12; font-weight: 600; } .muted { color: #778; }
     iframe { width: 100%; height: 70vh; border: 1px solid #dde; background: #fff; margin-top: 1rem; }
     #message { min-height: 1.2em; color: #a12; }
+    td.actions { white-space: nowrap; } td.actions button + button { margin-left: .4rem; }
+    button.uninstall { background: #fff4e5; } section + section { margin-top: 1.5rem; }
     """#
 
     static let script = #"""
@@ -121,30 +131,78 @@ enum ConsoleAssets {
       }
     }
 
+    function button(text, className, attrs, onClick) {
+      const b = el('button', Object.assign({ type: 'button', className, textContent: text }, attrs));
+      b.addEventListener('click', onClick);
+      return b;
+    }
+
+    // The plugin list (admin only); returns the plugins, or [] when the caller is not the admin.
     async function loadPlugins() {
       const section = document.getElementById('admin');
-      if (!state.admin) { section.hidden = true; return; }
+      if (!state.admin) { section.hidden = true; return []; }
       const plugins = await api('/api/v1/plugins');
       const rows = plugins.map(p => {
         const on = p.status === 'enabled';
-        const button = el('button', { type: 'button', className: 'toggle ' + (on ? 'disable' : 'enable'),
-                                      textContent: on ? 'Disable' : 'Enable', 'data-plugin': p.id });
-        button.addEventListener('click', () => toggle(p.id, on ? 'disable' : 'enable'));
+        const action = on ? 'disable' : 'enable';
         return el('tr', { 'data-plugin-row': p.id },
           el('td', {}, el('strong', { textContent: p.id }), el('div', { className: 'muted', textContent: p.name })),
           el('td', { textContent: p.version }),
           el('td', { className: 'state-' + p.status, textContent: p.status }),
           el('td', { className: 'reason', textContent: p.reason || '' }),
-          el('td', {}, button));
+          el('td', { className: 'actions' },
+            button(on ? 'Disable' : 'Enable', 'toggle ' + action, { 'data-plugin': p.id },
+                   () => act(p.id, '/' + action, { method: 'POST' })),
+            button('Uninstall', 'uninstall', { 'data-uninstall': p.id }, () => {
+              if (confirm('Uninstall ' + p.id + '? Its files and stored state are removed.')) {
+                act(p.id, '', { method: 'DELETE' });
+              }
+            })));
       });
       document.querySelector('#plugins tbody').replaceChildren(...rows);
       section.hidden = false;
+      return plugins;
     }
 
-    async function toggle(id, action) {
+    // What the configured repositories offer (admin only), with install or upgrade buttons.
+    async function loadCatalog(plugins) {
+      const section = document.getElementById('catalog');
+      if (!state.admin) { section.hidden = true; return; }
+      const catalog = await api('/api/v1/catalog');
+      const installed = new Map(plugins.map(p => [p.id, p]));
+      const rows = catalog.plugins.map(item => {
+        const have = installed.get(item.id);
+        const allowUnsigned = !item.signed;
+        const body = JSON.stringify({ allowUnsigned });
+        const post = path => act(item.id, path, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body });
+        const confirmUnsigned = () => item.signed || confirm(item.id + ' ' + item.version + ' is not signed. Install it anyway?');
+        let cell;
+        if (!have) {
+          cell = button(item.signed ? 'Install' : 'Install unsigned', 'install', { 'data-install': item.id },
+                        () => { if (confirmUnsigned()) post('/install'); });
+        } else if (have.version !== item.version) {
+          cell = button('Upgrade to ' + item.version, 'install', { 'data-upgrade': item.id },
+                        () => { if (confirmUnsigned()) post('/upgrade'); });
+        } else {
+          cell = el('span', { className: 'muted', textContent: 'installed' });
+        }
+        return el('tr', { 'data-catalog-row': item.id },
+          el('td', {}, el('strong', { textContent: item.id }), el('div', { className: 'muted', textContent: item.description })),
+          el('td', { textContent: item.version }),
+          el('td', { textContent: item.repository }),
+          el('td', { textContent: item.signed ? 'signed' : 'unsigned' }),
+          el('td', { className: 'actions' }, cell));
+      });
+      document.querySelector('#catalog-table tbody').replaceChildren(...rows);
+      document.getElementById('catalog-problems').textContent = (catalog.problems || []).join('; ');
+      section.hidden = rows.length === 0 && !(catalog.problems || []).length;
+    }
+
+    // One admin action on a plugin (enable, disable, install, upgrade, uninstall), then a fresh view.
+    async function act(id, path, options) {
       const message = document.getElementById('message');
       message.textContent = '';
-      try { await api('/api/v1/plugins/' + encodeURIComponent(id) + '/' + action, { method: 'POST' }); }
+      try { await api('/api/v1/plugins/' + encodeURIComponent(id) + path, options); }
       catch (e) { message.textContent = id + ': ' + e.message; }
       await refresh();
     }
@@ -161,7 +219,8 @@ enum ConsoleAssets {
       document.getElementById('logout-button').hidden = !state.token;
       document.getElementById('token').hidden = !!state.token;
       document.getElementById('login-button').hidden = !!state.token;
-      await Promise.all([loadMenus(), loadPlugins().catch(e => {
+      const admin = async () => loadCatalog(await loadPlugins());
+      await Promise.all([loadMenus(), admin().catch(e => {
         document.getElementById('message').textContent = e.message;
       })]);
       document.body.dataset.ready = 'true';

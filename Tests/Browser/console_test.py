@@ -2,10 +2,12 @@
 """Drives the Keel console in real headless Chromium (Selenium + Debian's chromedriver).
 
 Logs in with the admin token, opens a plugin page from the navigation, disables the plugin through the page and
-checks that its menu entry is gone, then enables it and checks that the entry is back. Exits 0 when every step
-held; prints one line per step.
+checks that its menu entry is gone, then enables it and checks that the entry is back. With --install, it also
+installs that plugin from the catalog (the repositories the server knows), enables it, checks its menu entry, and
+uninstalls it again through the page. Exits 0 when every step held; prints one line per step.
 
     console_test.py --url http://127.0.0.1:PORT --token TOKEN [--plugin greeter --menu greeter.hello]
+                    [--install ID --install-menu MENU]
 """
 import argparse
 import shutil
@@ -34,6 +36,8 @@ def main():
     parser.add_argument("--token", required=True)
     parser.add_argument("--plugin", default="greeter")
     parser.add_argument("--menu", default="greeter.hello")
+    parser.add_argument("--install", help="a plugin the catalog offers and that is not installed")
+    parser.add_argument("--install-menu", help="the menu entry that plugin adds")
     parser.add_argument("--screenshot")
     args = parser.parse_args()
 
@@ -93,12 +97,42 @@ def main():
             wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, menu)))
         step("enabling it again brings the menu entry back", enable)
 
+        if args.install:
+            new_row = f'tr[data-plugin-row="{args.install}"]'
+            new_menu = f'nav a[data-menu-id="{args.install_menu}"]'
+
+            def accept_confirmation():
+                wait.until(EC.alert_is_present())
+                d.switch_to.alert.accept()
+
+            def install():
+                wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, f'tr[data-catalog-row="{args.install}"]')))
+                click(f'button[data-install="{args.install}"]')
+                accept_confirmation()  # the catalog entry is unsigned: the page asks first
+                wait.until(lambda _: d.find_element(By.CSS_SELECTOR, new_row + " td:nth-child(3)").text == "installed")
+                wait.until(lambda _: d.find_element(By.CSS_SELECTOR, f'tr[data-catalog-row="{args.install}"] td:nth-child(5)').text == "installed")
+            step("installing a plugin from the catalog adds it to the plugin list", install)
+
+            def enable_new():
+                click(f'button[data-plugin="{args.install}"]')
+                wait.until(lambda _: d.find_element(By.CSS_SELECTOR, new_row + " td:nth-child(3)").text == "enabled")
+                wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, new_menu)))
+            step("enabling the installed plugin adds its menu entry", enable_new)
+
+            def uninstall():
+                click(f'button[data-uninstall="{args.install}"]')
+                accept_confirmation()
+                wait.until(lambda _: len(d.find_elements(By.CSS_SELECTOR, new_row)) == 0)
+                wait.until(lambda _: len(d.find_elements(By.CSS_SELECTOR, new_menu)) == 0)
+                wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, f'button[data-install="{args.install}"]')))
+            step("uninstalling it through the page removes it, its menu entry, and offers it again", uninstall)
+
         if args.screenshot:
             d.save_screenshot(args.screenshot)
     finally:
         d.quit()
     print(f"{passed} passed, {failed} failed")
-    return 0 if failed == 0 and passed == 6 else 1
+    return 0 if failed == 0 and passed == (9 if args.install else 6) else 1
 
 
 if __name__ == "__main__":

@@ -14,22 +14,36 @@ struct BrowserTests {
         return (try? TestEnvironment.run("/usr/bin/env", ["python3", "-c", "import selenium"]).status) == 0
     }
 
-    @Test("log in, open a plugin page, disable the plugin through the page and enable it again",
+    @Test("log in, open a plugin page, disable and enable a plugin, install one from the catalog, uninstall it",
           .enabled(if: BrowserTests.available, "needs chromium, chromedriver and python3 selenium (CI installs them)"))
     func consoleRoundTrip() throws {
         let f = KernelFixture()
+        let keel = TestEnvironment.binPath + "/keel"
         try TestEnvironment.stageExamples(into: f.plugins)
         for id in ["hello", "greeter"] {
             try TestEnvironment.grantSensitive(id, plugins: f.plugins, state: f.state)
-            #expect(try TestEnvironment.run(TestEnvironment.binPath + "/keel", ["plugins", "enable", id, "--plugins", f.plugins, "--state", f.state]).status == 0)
+            #expect(try TestEnvironment.run(keel, ["plugins", "enable", id, "--plugins", f.plugins, "--state", f.state]).status == 0)
         }
+        // A repository offering one more plugin (unsigned), known to the server before it starts.
+        let root = (f.state as NSString).deletingLastPathComponent
+        let lib = try TestEnvironment.buildFixture("catalogdemo", ["PLUGIN_ID=\"catalogdemo\"", "MENU_ID=\"catalogdemo.main\""])
+        try TestEnvironment.makeBundle(in: root + "/staging", folder: "catalogdemo", manifest: TestEnvironment.manifest(
+            id: "catalogdemo", library: "libcatalogdemo.so", capabilities: ["routes", "menus"]), library: lib)
+        let repo = root + "/repo"
+        try FileManager.default.createDirectory(atPath: repo, withIntermediateDirectories: true)
+        let packed = try TestEnvironment.run(keel, ["pack", root + "/staging/catalogdemo", "--out", repo])
+        #expect(packed.status == 0, "\(packed.stderr)")
+        #expect(try TestEnvironment.run(keel, ["repo", "index", repo]).status == 0)
+        #expect(try TestEnvironment.run(keel, ["repo", "add", "local", repo, "--plugins", f.plugins, "--state", f.state]).status == 0)
+
         let server = try ServerProcess(plugins: f.plugins, state: f.state)
         defer { server.stop() }
         let script = TestEnvironment.repository.path + "/Tests/Browser/console_test.py"
         let r = try TestEnvironment.run("/usr/bin/env", ["python3", script, "--url", server.base, "--token", ServerProcess.token,
-                                                         "--plugin", "greeter", "--menu", "greeter.hello"])
+                                                         "--plugin", "greeter", "--menu", "greeter.hello",
+                                                         "--install", "catalogdemo", "--install-menu", "catalogdemo.main"])
         #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
-        #expect(r.stdout.contains("6 passed, 0 failed"), "\(r.stdout)")
+        #expect(r.stdout.contains("9 passed, 0 failed"), "\(r.stdout)")
         #expect(!r.stdout.contains("FAILED"))
     }
 }
