@@ -16,8 +16,8 @@ struct PluginDispatcher: Sendable {
 
     func respond(to request: Request, context: KeelRequestContext) async throws -> Response {
         var snapshot = gatekeeper.kernel.registry.snapshot
-        let method = request.method.rawValue
-        guard var match = snapshot.route(method: method, path: request.uri.path) else { throw APIError.notFound }
+        let method = request.method.rawValue, path = request.uri.path
+        guard var match = snapshot.route(method: method, path: path) else { throw APIError.notFound }
         // The request as plugins see it is built once and shared by the hooks and the handler.
         var seen = Gatekeeper.pluginRequest(request)
         let (principal, _) = try gatekeeper.identify(request, snapshot: snapshot, as: seen)
@@ -37,7 +37,7 @@ struct PluginDispatcher: Sendable {
                 return (authorized, match.route.handler.handle(frame))
             }
             _ = try authorized.get()
-            if let outcome, let response = try respond(outcome, method: method, path: request.uri.path) { return response }
+            if let outcome, let response = try respond(outcome, method: method, path: path) { return response }
         } else {
             try gatekeeper.authorize(principal, request, snapshot: snapshot, as: seen)
         }
@@ -62,24 +62,24 @@ struct PluginDispatcher: Sendable {
             // The shared-frame call above met a generation that stopped admitting calls.
             attempts = 1
             snapshot = gatekeeper.kernel.registry.snapshot
-            guard let next = snapshot.route(method: method, path: request.uri.path) else { throw APIError.notFound }
+            guard let next = snapshot.route(method: method, path: path) else { throw APIError.notFound }
             match = next
         }
         while true {
             seen.routePath = match.routePath
             seen.parameters = match.parameters
             seen.body = body
-            if let response = try respond(match.route.handler.handle(seen), method: method, path: request.uri.path) {
+            if let response = try respond(match.route.handler.handle(seen), method: method, path: path) {
                 return response
             }
             guard attempts < 3 else {
                 gatekeeper.log(LogRecord(level: .error, pluginID: match.pluginID,
-                                         message: "\(method) \(request.uri.path): the plugin kept refusing calls while stopping"))
+                                         message: "\(method) \(path): the plugin kept refusing calls while stopping"))
                 throw APIError(.serviceUnavailable, "plugin-unavailable", "the plugin is being stopped; retry")
             }
             attempts += 1
             snapshot = gatekeeper.kernel.registry.snapshot
-            guard let next = snapshot.route(method: method, path: request.uri.path) else { throw APIError.notFound }
+            guard let next = snapshot.route(method: method, path: path) else { throw APIError.notFound }
             match = next
         }
     }

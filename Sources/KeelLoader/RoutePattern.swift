@@ -70,6 +70,24 @@ public struct RoutePattern: Sendable, Hashable, CustomStringConvertible {
         }.joined(separator: "/")
     }
 
+    /// The non-empty segments of a request path, split on `/` byte by byte (`String.split` on a `Character` walks
+    /// grapheme clusters, which costs more than the rest of a route lookup).
+    public static func segments(of path: String) -> [Substring] {
+        var result: [Substring] = []
+        let utf8 = path.utf8
+        var start = utf8.startIndex
+        var i = start
+        while i != utf8.endIndex {
+            if utf8[i] == UInt8(ascii: "/") {
+                if start != i { result.append(path[start..<i]) }
+                start = utf8.index(after: i)
+            }
+            i = utf8.index(after: i)
+        }
+        if start != utf8.endIndex { result.append(path[start..<utf8.endIndex]) }
+        return result
+    }
+
     /// True when the path segments match, without building the parameters (the common miss costs no allocation).
     public func matches(_ path: [Substring]) -> Bool {
         for (i, segment) in segments.enumerated() {

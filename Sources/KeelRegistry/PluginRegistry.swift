@@ -142,7 +142,7 @@ public struct Snapshot: Sendable {
     /// Finds the route for `method` and the full request `path` (`/ext/<id>/...`). Literal segments beat
     /// parameters, which beat `*`; an exact method beats `*`.
     public func route(method: String, path: String) -> RouteMatch? {
-        let segments = path.split(separator: "/", omittingEmptySubsequences: true)
+        let segments = RoutePattern.segments(of: path)
         var best: Candidate?
         if segments.count >= 2, segments[0] == "ext" {
             let pluginID = String(segments[1])
