@@ -285,8 +285,7 @@ public actor Kernel {
     /// The JSON a plugin gets at activation: its stored configuration, checked against the schema its bundle ships
     /// now (an upgrade may tighten it). A bundle with a schema and no stored configuration gets `{}`, checked too.
     func configJSON(_ id: String, bundle: Bundle) throws(KernelError) -> String {
-        let schema = bundle.folder + "/" + PluginConfig.schemaFile
-        let schemaPath = Glibc.access(schema, F_OK) == 0 ? schema : nil
+        let schemaPath = Self.schemaPath(bundle)
         let stored = try? state.config(id)
         guard stored != nil || schemaPath != nil else { return "" }
         do {
@@ -298,6 +297,12 @@ public actor Kernel {
         }
     }
 
+    /// The bundle's configuration schema, when it ships one.
+    static func schemaPath(_ bundle: Bundle) -> String? {
+        let schema = bundle.folder + "/" + PluginConfig.schemaFile
+        return Glibc.access(schema, F_OK) == 0 ? schema : nil
+    }
+
     /// Sets a plugin's configuration from YAML (`file` names it in errors): checked against the bundle's schema,
     /// stored, and applied by re-activating the plugin when it is active. A configuration its code rejects leaves the
     /// old activation serving, as any failed reload does, and the previous configuration stored.
@@ -307,9 +312,8 @@ public actor Kernel {
         guard let bundle = bundles[id] else {
             throw KernelError(.unknownPlugin, pluginID: id, reason: "no plugin \"\(id)\" in \(configuration.pluginsDirectory)")
         }
-        let schema = bundle.folder + "/" + PluginConfig.schemaFile
         let json: String
-        do { json = try PluginConfig.validate(yaml: yaml, file: file, schemaPath: Glibc.access(schema, F_OK) == 0 ? schema : nil) } catch {
+        do { json = try PluginConfig.validate(yaml: yaml, file: file, schemaPath: Self.schemaPath(bundle)) } catch {
             throw KernelError(.bundle, pluginID: id, reason: error.description)
         }
         let previous = try? state.config(id)

@@ -30,26 +30,23 @@ struct PluginDispatcher: Sendable {
         // A request with neither a length nor a chunked body has none (HTTP/1.1): nothing to wait for, and the
         // request is laid out for C once, for the authorize hooks and the handler both.
         let bodiless = request.headers[.contentLength] == nil && request.headers[.transferEncoding] == nil
+        var outcome: Result<PluginResponse, PluginCallError>?
         if bodiless {
-            let (authorized, outcome) = PreparedRequest.prepare(seen) { frame -> (Result<AuthDecision, Error>, Result<PluginResponse, PluginCallError>?) in
+            let (authorized, result) = PreparedRequest.prepare(seen) { frame -> (Result<AuthDecision, Error>, Result<PluginResponse, PluginCallError>?) in
                 let authorized = Result { try gatekeeper.authorize(principal, request, snapshot: snapshot, as: seen, prepared: frame) }
                 guard case .success = authorized else { return (authorized, nil) }
                 return (authorized, match.route.handler.handle(frame))
             }
             _ = try authorized.get()
-            if let outcome, let response = try respond(outcome, method: method, path: path) { return response }
+            outcome = result
         } else {
             try gatekeeper.authorize(principal, request, snapshot: snapshot, as: seen)
-        }
-
-        if let length = request.headers[.contentLength].flatMap(Int.init), length > maxBodySize {
-            throw APIError.tooLarge(maxBodySize)
-        }
-        var body: [UInt8] = []
-        if !bodiless {
+            if let length = request.headers[.contentLength].flatMap(Int.init), length > maxBodySize {
+                throw APIError.tooLarge(maxBodySize)
+            }
             do {
                 var buffer = try await request.body.collect(upTo: maxBodySize)
-                body = buffer.readBytes(length: buffer.readableBytes) ?? []
+                seen.body = buffer.readBytes(length: buffer.readableBytes) ?? []
             } catch is NIOTooManyBytesError {
                 throw APIError.tooLarge(maxBodySize)
             }
@@ -57,30 +54,24 @@ struct PluginDispatcher: Sendable {
 
         // A reload swaps generations atomically, but a request that looked up the old generation just before the
         // swap may reach it after it stopped admitting calls: such a request goes to the current generation.
-        var attempts = 0
-        if bodiless {
-            // The shared-frame call above met a generation that stopped admitting calls.
-            attempts = 1
-            snapshot = gatekeeper.kernel.registry.snapshot
-            guard let next = snapshot.route(method: method, path: path) else { throw APIError.notFound }
-            match = next
-        }
+        var attempt = 0
         while true {
-            seen.routePath = match.routePath
-            seen.parameters = match.parameters
-            seen.body = body
-            if let response = try respond(match.route.handler.handle(seen), method: method, path: path) {
-                return response
+            if attempt > 0 {
+                snapshot = gatekeeper.kernel.registry.snapshot
+                guard let next = snapshot.route(method: method, path: path) else { throw APIError.notFound }
+                match = next
+                seen.routePath = match.routePath
+                seen.parameters = match.parameters
             }
-            guard attempts < 3 else {
+            let result = outcome ?? match.route.handler.handle(seen)
+            outcome = nil
+            if let response = try respond(result, method: method, path: path) { return response }
+            guard attempt < 3 else {
                 gatekeeper.log(LogRecord(level: .error, pluginID: match.pluginID,
                                          message: "\(method) \(path): the plugin kept refusing calls while stopping"))
                 throw APIError(.serviceUnavailable, "plugin-unavailable", "the plugin is being stopped; retry")
             }
-            attempts += 1
-            snapshot = gatekeeper.kernel.registry.snapshot
-            guard let next = snapshot.route(method: method, path: path) else { throw APIError.notFound }
-            match = next
+            attempt += 1
         }
     }
 
