@@ -64,11 +64,26 @@ public final class AccessControl: Sendable {
         return Principal(id: p.id, displayName: p.displayName, tenant: tenant, roles: roles.sorted(), authenticatedBy: p.authenticatedBy)
     }
 
-    /// Runs the authenticate hooks and enriches the result. A hook's principal counts only when its plugin serves
-    /// the principal's tenant. A failing hook denies (`.failure`).
-    public func identify(_ request: PluginRequest, snapshot: Snapshot) -> Result<Principal, PluginCallError> {
+    /// Runs the authenticate hooks and enriches the result.
+    ///
+    /// Hooks of plugins enabled for every tenant see every request. A plugin enabled for some tenants only cannot
+    /// know a caller's tenant before authentication, so its hooks see a request only when the caller names one of its
+    /// tenants itself (`namedTenant`, the `X-Keel-Tenant` header): one tenant's credentials never reach a plugin that
+    /// tenant did not enable. A principal such a hook returns belongs to the named tenant. A principal counts only
+    /// when its plugin serves the principal's tenant. A failing hook denies (`.failure`).
+    public func identify(_ request: PluginRequest, tenant namedTenant: String? = nil, snapshot: Snapshot) -> Result<Principal, PluginCallError> {
+        let limited = current.withLock { $0.pluginTenants }
         var enriched: Principal?
-        let result = snapshot.authenticate(request) { hook, principal in
+        let include: ((String) -> Bool)? = limited.isEmpty ? nil : { id in
+            guard let tenants = limited[id] else { return true }
+            return namedTenant.map(tenants.contains) ?? false
+        }
+        let result = snapshot.authenticate(request, include: include) { hook, principal in
+            var principal = principal
+            if let namedTenant, limited[hook.pluginID] != nil {
+                guard principal.tenant.isEmpty || principal.tenant == namedTenant else { return false }
+                principal.tenant = namedTenant
+            }
             let full = self.enrich(principal)
             guard self.isVisible(hook.pluginID, tenant: full.tenant) else { return false }
             enriched = full

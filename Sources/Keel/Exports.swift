@@ -23,3 +23,4 @@
 @_exported import struct KeelState.StateError
 @_exported import struct KeelLoader.CallBudgets
 @_exported import struct KeelManifest.RepositoryIndex
+@_exported import enum KeelManifest.Capability

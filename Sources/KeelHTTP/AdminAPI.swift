@@ -10,7 +10,7 @@ import Keel
 /// | route | who |
 /// |---|---|
 /// | `GET /healthz` | anyone |
-/// | `GET /api/v1/menus`, `GET /api/v1/session` | anyone the auth chain lets through; menus filtered per caller |
+/// | `GET /api/v1/menus`, `GET /api/v1/session`, `POST /api/v1/session/page` | anyone the auth chain lets through; menus filtered per caller |
 /// | `GET /api/v1/plugins[/<id>[/history]]`, `POST /api/v1/plugins/<id>/enable|disable|reload|grants`, `GET /api/v1/routes` | admin token only |
 struct AdminAPI {
     let kernel: Kernel
@@ -35,6 +35,19 @@ struct AdminAPI {
             let p = context.principal
             return JSONBody.response(SessionBody(id: p.id, displayName: p.displayName, tenant: p.tenant, roles: p.roles,
                                                  anonymous: p.isAnonymous, admin: context.isAdmin))
+        }
+
+        // A page session for a plugin page the console opens in its sandboxed frame (see `PageSessions`): the
+        // frame's requests to that plugin are then made as this caller, with no credential the page could read.
+        open.post("session/page") { request, context -> Response in
+            let body = try await Self.body(PageBody.self, request)
+            guard kernel.registry.snapshot.plugins[body.plugin] != nil,
+                  kernel.access.isVisible(body.plugin, tenant: context.principal.tenant) else { throw APIError.notFound }
+            guard !context.principal.isAnonymous else { return JSONBody.response(["plugin": body.plugin, "session": "none"]) }
+            let ticket = gatekeeper.pages.issue(context.principal, pluginID: body.plugin)
+            var response = JSONBody.response(["plugin": body.plugin, "session": "cookie"])
+            response.headers[.setCookie] = gatekeeper.pages.cookie(ticket, pluginID: body.plugin)
+            return response
         }
 
         let admin = router.group("api/v1").add(middleware: AuthMiddleware(gatekeeper: gatekeeper, adminOnly: true))
@@ -247,6 +260,7 @@ struct ChangeOptions: Decodable {
 }
 
 struct NameBody: Decodable { var name: String }
+struct PageBody: Decodable { var plugin: String }
 struct RepositoryBody: Decodable { var name: String; var location: String; var priority: Int? }
 struct InstallBody: Decodable { var version: String?; var allowUnsigned: Bool? }
 struct CatalogItem: Encodable { var id, version, repository: String; var signed: Bool; var description: String }

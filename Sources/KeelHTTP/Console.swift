@@ -15,7 +15,7 @@ enum Console {
         var headers = HTTPFields()
         headers[.contentType] = type
         headers[.cacheControl] = "no-cache"
-        headers[.init("content-security-policy")!] = "default-src 'self'; frame-src 'self'; style-src 'self'; script-src 'self'"
+        headers[.init("content-security-policy")!] = "default-src 'self'; frame-src 'self'; style-src 'self'; script-src 'self'; frame-ancestors 'none'"
         return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
     }
 }

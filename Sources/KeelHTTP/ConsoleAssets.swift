@@ -26,6 +26,8 @@ enum ConsoleAssets {
         <nav id="nav" aria-label="plugins"><p class="muted">loading…</p></nav>
         <main>
           <p id="message" role="status"></p>
+          <!-- Plugin pages run sandboxed, in an opaque origin: they cannot read the console's storage or token. -->
+          <iframe id="page" title="plugin page" sandbox="allow-scripts allow-forms allow-popups allow-downloads" hidden></iframe>
           <section id="admin" hidden>
             <h2>Plugins</h2>
             <table id="plugins">
@@ -41,7 +43,6 @@ enum ConsoleAssets {
               <tbody></tbody>
             </table>
           </section>
-          <iframe id="page" title="plugin page" hidden></iframe>
         </main>
       </div>
     </body>
@@ -68,7 +69,7 @@ enum ConsoleAssets {
     th, td { text-align: left; padding: .4rem .6rem; border-bottom: 1px solid #e3e5ea; vertical-align: top; }
     td.reason { color: #a12; font-size: .9em; max-width: 30rem; word-break: break-word; }
     .state-enabled { color: #176b2c; } .state-failed { color: #a12; font-weight: 600; } .muted { color: #778; }
-    iframe { width: 100%; height: 70vh; border: 1px solid #dde; background: #fff; margin-top: 1rem; }
+    iframe { width: 100%; height: 70vh; border: 1px solid #dde; background: #fff; margin-bottom: 1rem; }
     #message { min-height: 1.2em; color: #a12; }
     td.actions { white-space: nowrap; } td.actions button + button { margin-left: .4rem; }
     button.uninstall { background: #fff4e5; } section + section { margin-top: 1.5rem; }
@@ -76,7 +77,7 @@ enum ConsoleAssets {
 
     static let script = #"""
     'use strict';
-    const state = { token: sessionStorage.getItem('keel.token') || '', admin: false };
+    const state = { token: sessionStorage.getItem('keel.token') || '', admin: false, session: null };
 
     async function api(path, options = {}) {
       const headers = Object.assign({}, options.headers || {});
@@ -112,13 +113,39 @@ enum ConsoleAssets {
       return list;
     }
 
-    function openPage(node, link) {
+    // The plugin a console link belongs to (/ext/<id>/...), or null.
+    function pluginOf(link) {
+      const m = /^\/ext\/([a-z0-9][a-z0-9._-]*)(\/|$)/.exec(link || '');
+      return m ? m[1] : null;
+    }
+
+    // Opens a plugin page in the sandboxed frame. The page gets no credential: the host gives the frame's requests
+    // to that plugin the caller's identity through a page session (an HttpOnly cookie), and the page is told who
+    // is looking by a message.
+    async function openPage(node, link) {
       document.querySelectorAll('nav a.active').forEach(a => a.classList.remove('active'));
       link.classList.add('active');
       if (!node.link) return;
+      const plugin = pluginOf(node.link);
+      if (plugin && state.token) {
+        try {
+          await api('/api/v1/session/page', { method: 'POST', headers: { 'Content-Type': 'application/json' },
+                                              body: JSON.stringify({ plugin }) });
+        } catch (e) {
+          document.getElementById('message').textContent = 'page session for ' + plugin + ': ' + e.message;
+        }
+      }
       const frame = document.getElementById('page');
+      frame.onload = () => {
+        if (state.session && frame.contentWindow) {
+          const s = state.session;
+          frame.contentWindow.postMessage({ type: 'keel.session', id: s.id, displayName: s.displayName, tenant: s.tenant,
+                                            roles: s.roles, anonymous: s.anonymous, admin: s.admin }, '*');
+        }
+      };
       frame.src = node.link;
       frame.hidden = false;
+      frame.scrollIntoView({ block: 'start' });
     }
 
     async function loadMenus() {
@@ -210,11 +237,13 @@ enum ConsoleAssets {
     async function refresh() {
       try {
         const session = await api('/api/v1/session');
+        state.session = session;
         state.admin = session.admin;
         document.getElementById('who').textContent = session.anonymous ? 'anonymous'
           : (session.displayName || session.id) + ' · ' + session.tenant + (session.admin ? ' · admin' : '');
       } catch (e) {
         state.admin = false;
+        state.session = null;
       }
       document.getElementById('logout-button').hidden = !state.token;
       document.getElementById('token').hidden = !!state.token;

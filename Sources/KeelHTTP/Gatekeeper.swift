@@ -7,57 +7,97 @@ import Keel
 /// Establishes who is calling and whether the auth chain lets them through. Shared by the admin API middleware
 /// and the plugin dispatcher, so both see one auth chain.
 ///
-/// The admin token (`Authorization: Bearer <token>`) is checked first and makes the built-in admin principal;
-/// otherwise the plugins' authenticate hooks run in activation order and the first principal wins; none means
-/// anonymous. A hook that fails denies the request: the chain fails closed. Thread-safe.
+/// The admin token (`Authorization: Bearer <token>`) is checked first and makes the built-in admin principal; then
+/// a console page session (the `keel_page` cookie, on the routes of the plugin it was issued for); otherwise the
+/// plugins' authenticate hooks run in activation order and the first principal wins; none means anonymous. A hook
+/// that fails denies the request: the chain fails closed.
+///
+/// The host's own credentials never reach plugin code: the request plugins see (hooks and handlers alike) has no
+/// `Authorization` header when it carried the admin token, and no `keel_page` cookie. Thread-safe.
 struct Gatekeeper: Sendable {
     let kernel: Kernel
     let token: AdminToken
+    let pages: PageSessions
     let log: @Sendable (LogRecord) -> Void
 
     /// Made once, not per request.
     static let requestIDHeader = HTTPField.Name("x-request-id")!
+    /// The tenant a caller names for itself: selects which tenant-limited authenticate hooks may see its credentials.
+    static let tenantHeader = HTTPField.Name("x-keel-tenant")!
 
     static let admin = Principal(id: "admin", displayName: "Administrator", tenant: Principal.defaultTenant, roles: ["admin"],
                                  authenticatedBy: "keel")
 
+    /// A caller as the gatekeeper established it, with the request as plugins may see it.
+    struct Caller {
+        var principal: Principal
+        var isAdmin: Bool
+        /// The request for hooks and handlers: host credentials removed, the principal filled in.
+        var seen: PluginRequest
+    }
+
     /// The caller of `request`, or a thrown 403 when an authenticate hook failed.
-    func identify(_ request: Request, snapshot: Snapshot, as seen: PluginRequest? = nil) throws -> (Principal, isAdmin: Bool) {
-        if let auth = request.headers[.authorization], auth.hasPrefix("Bearer "), token.verify(String(auth.dropFirst(7))) {
-            return (Self.admin, true)
+    /// - Parameter pluginID: the plugin whose route the request is for (page sessions count there only).
+    func identify(_ request: Request, snapshot: Snapshot, pluginID: String? = nil) throws -> Caller {
+        let isAdmin = request.headers[.authorization].map(presentsAdminToken) ?? false
+        var tickets: [String] = []
+        var seen = Self.pluginRequest(request, hidingAuthorization: isAdmin, pageTickets: &tickets)
+        if isAdmin {
+            seen.principal = Self.admin
+            return Caller(principal: Self.admin, isAdmin: true, seen: seen)
         }
-        switch kernel.access.identify(seen ?? Self.pluginRequest(request), snapshot: snapshot) {
-        case let .success(principal): return (principal, false)
+        if let pluginID, let principal = tickets.lazy.compactMap({ pages.principal(ticket: $0, pluginID: pluginID) }).first {
+            seen.principal = principal
+            return Caller(principal: principal, isAdmin: false, seen: seen)
+        }
+        switch kernel.access.identify(seen, tenant: request.headers[Self.tenantHeader], snapshot: snapshot) {
+        case let .success(principal):
+            seen.principal = principal
+            return Caller(principal: principal, isAdmin: false, seen: seen)
         case let .failure(error):
             log(LogRecord(level: .warn, pluginID: error.pluginID, message: "authenticate hook failed, request denied: \(error)"))
             throw APIError.forbidden
         }
     }
 
-    /// Runs the authorize hooks; throws 403 on a deny (or a failing hook). Returns the decision otherwise.
+    /// True when an `Authorization` value is `Bearer <admin token>` (scheme in any case).
+    func presentsAdminToken(_ value: String) -> Bool {
+        guard value.count > 7, value.prefix(7).lowercased() == "bearer " else { return false }
+        return token.verify(String(value.dropFirst(7)).trimmingCharacters(in: .whitespaces))
+    }
+
+    /// Runs the authorize hooks about the caller's request; throws 403 on a deny (or a failing hook). Returns the
+    /// decision otherwise. `prepared`, when given, is the request already laid out for the handler: the hooks are
+    /// asked about it.
     @discardableResult
-    /// `prepared`, when given, is the request already laid out for the handler: the hooks are asked about it.
-    func authorize(_ principal: Principal, _ request: Request, snapshot: Snapshot, as seen: PluginRequest? = nil,
-                   prepared: PreparedRequest? = nil) throws -> AuthDecision {
-        var asked = seen ?? Self.pluginRequest(request)
-        asked.principal = principal
-        let (decision, reason) = kernel.access.authorize(principal, action: request.method.rawValue, resource: request.uri.path,
-                                                         request: asked, prepared: prepared, snapshot: snapshot)
+    func authorize(_ caller: Caller, _ request: Request, snapshot: Snapshot, prepared: PreparedRequest? = nil) throws -> AuthDecision {
+        let (decision, reason) = kernel.access.authorize(caller.principal, action: request.method.rawValue, resource: caller.seen.path,
+                                                         request: caller.seen, prepared: prepared, snapshot: snapshot)
         if decision == .deny {
-            log(LogRecord(level: .info, pluginID: nil, message: "\(request.method) \(request.uri.path) denied: \(reason ?? "denied")"))
+            log(LogRecord(level: .info, pluginID: nil, message: "\(request.method) \(caller.seen.path) denied: \(reason ?? "denied")"))
             throw APIError.forbidden
         }
         return decision
     }
 
-    /// The request as plugins see it (no body: hooks decide on headers, path and method).
-    static func pluginRequest(_ request: Request, principal: Principal = .anonymous, routePath: String = "",
-                              parameters: [(name: String, value: String)] = [], body: [UInt8] = []) -> PluginRequest {
-        PluginRequest(method: request.method.rawValue, path: request.uri.path, routePath: routePath,
-                      query: request.uri.query ?? "",
-                      headers: request.headers.map { (name: $0.name.canonicalName, value: $0.value) },
-                      parameters: parameters, body: body, principal: principal,
-                      requestID: request.headers[requestIDHeader] ?? "")
+    /// The request as plugins see it (no body: hooks decide on headers, path and method), without the host's own
+    /// credentials: the `Authorization` header when `hidingAuthorization` (it carried the admin token), and the
+    /// `keel_page` cookie, whose values go to `pageTickets`.
+    static func pluginRequest(_ request: Request, hidingAuthorization: Bool, pageTickets: inout [String]) -> PluginRequest {
+        var headers: [(name: String, value: String)] = []
+        headers.reserveCapacity(request.headers.count)
+        for field in request.headers {
+            if field.name == .authorization && hidingAuthorization { continue }
+            if field.name == .cookie {
+                let (tickets, rest) = PageSessions.split(cookieHeader: field.value)
+                pageTickets += tickets
+                if let rest { headers.append((name: field.name.canonicalName, value: rest)) }
+                continue
+            }
+            headers.append((name: field.name.canonicalName, value: field.value))
+        }
+        return PluginRequest(method: request.method.rawValue, path: request.uri.path, query: request.uri.query ?? "",
+                             headers: headers, requestID: request.headers[requestIDHeader] ?? "")
     }
 }
 
@@ -70,12 +110,12 @@ struct AuthMiddleware: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let snapshot = gatekeeper.kernel.registry.snapshot
-        let (principal, isAdmin) = try gatekeeper.identify(request, snapshot: snapshot)
-        if adminOnly && !isAdmin { throw APIError.unauthorized }
-        try gatekeeper.authorize(principal, request, snapshot: snapshot)
+        let caller = try gatekeeper.identify(request, snapshot: snapshot)
+        if adminOnly && !caller.isAdmin { throw APIError.unauthorized }
+        try gatekeeper.authorize(caller, request, snapshot: snapshot)
         var context = context
-        context.principal = principal
-        context.isAdmin = isAdmin
+        context.principal = caller.principal
+        context.isAdmin = caller.isAdmin
         return try await next(request, context)
     }
 }

@@ -2,10 +2,12 @@
 
 import Foundation
 import Hummingbird
+import HummingbirdCore
+import NIOCore
 import Keel
 import Logging
 
-/// Where and how the HTTP server listens.
+/// Where and how the HTTP server listens, and how long and how many clients it waits for.
 public struct ServerConfiguration: Sendable {
     /// The documented default port.
     public static let defaultPort = 8470
@@ -14,11 +16,32 @@ public struct ServerConfiguration: Sendable {
     public var port: Int
     /// Largest request body a plugin route accepts (bytes); larger gets 413.
     public var maxBodySize: Int
+    /// A connection with no request in progress (including one still sending its request headers) is closed after
+    /// this long.
+    public var idleTimeout: Duration
+    /// A request body must arrive whole within this long; a slower one gets 408 and its connection is closed.
+    public var bodyTimeout: Duration
+    /// Open connections at most. Over it, the longest-idle connection is closed to make room, or the new one when
+    /// none is idle. The default stays below the process's descriptor limit.
+    public var maxConnections: Int
 
-    public init(host: String = "127.0.0.1", port: Int = ServerConfiguration.defaultPort, maxBodySize: Int = 1 << 20) {
+    public init(host: String = "127.0.0.1", port: Int = ServerConfiguration.defaultPort, maxBodySize: Int = 1 << 20,
+                idleTimeout: Duration = .seconds(30), bodyTimeout: Duration = .seconds(30),
+                maxConnections: Int = ServerConfiguration.defaultMaxConnections) {
         self.host = host
         self.port = port
         self.maxBodySize = maxBodySize
+        self.idleTimeout = idleTimeout
+        self.bodyTimeout = bodyTimeout
+        self.maxConnections = maxConnections
+    }
+
+    /// 1,024, or less where the descriptor limit is low: the limit less 64 for the state file, plugin libraries and
+    /// the listening socket.
+    public static var defaultMaxConnections: Int {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < rlim_t(Int32.max) else { return 1024 }
+        return max(16, min(1024, Int(limit.rlim_cur) - 64))
     }
 }
 
@@ -50,17 +73,24 @@ public struct KeelServer: Sendable {
     /// - Parameter onRunning: called once with the bound port.
     public func run(onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
         let log = kernel.configuration.log
-        let gatekeeper = Gatekeeper(kernel: kernel, token: token, log: log)
+        let gatekeeper = Gatekeeper(kernel: kernel, token: token, pages: PageSessions(), log: log)
         let router = Router(context: KeelRequestContext.self)
         AdminAPI(kernel: kernel, gatekeeper: gatekeeper).register(on: router)
         Console.register(on: router)
         builtinRoutes(router)
         let responder = KeelResponder(router: router.buildResponder(),
-                                      plugins: PluginDispatcher(gatekeeper: gatekeeper, maxBodySize: configuration.maxBodySize))
+                                      plugins: PluginDispatcher(gatekeeper: gatekeeper, maxBodySize: configuration.maxBodySize,
+                                                                bodyTimeout: configuration.bodyTimeout))
         var logger = Logger(label: "keel.http")
         logger.logLevel = .warning
+        let limiter = ConnectionLimiter(limit: configuration.maxConnections)
+        let idle = configuration.idleTimeout.components
+        let http1 = HTTP1Channel.Configuration(
+            additionalChannelHandlers: [limiter.handler()],
+            idleTimeout: TimeAmount.nanoseconds(idle.seconds * 1_000_000_000 + idle.attoseconds / 1_000_000_000))
         let app = Application(
             responder: responder,
+            server: .http1(configuration: http1),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "keel"),
             onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? 0) },
             logger: logger)

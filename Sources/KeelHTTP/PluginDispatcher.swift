@@ -4,6 +4,7 @@ import HTTPTypes
 import Hummingbird
 import Keel
 import NIOCore
+import NIOHTTPTypes
 
 /// Serves `/ext/<plugin-id>/...` from the registry's current route table.
 ///
@@ -13,44 +14,41 @@ import NIOCore
 struct PluginDispatcher: Sendable {
     let gatekeeper: Gatekeeper
     let maxBodySize: Int
+    /// How long the whole body may take to arrive; a slower client gets 408 and its connection is closed.
+    let bodyTimeout: Duration
 
     func respond(to request: Request, context: KeelRequestContext) async throws -> Response {
         var snapshot = gatekeeper.kernel.registry.snapshot
         let method = request.method.rawValue, path = request.uri.path
         guard var match = snapshot.route(method: method, path: path) else { throw APIError.notFound }
         // The request as plugins see it is built once and shared by the hooks and the handler.
-        var seen = Gatekeeper.pluginRequest(request)
-        let (principal, _) = try gatekeeper.identify(request, snapshot: snapshot, as: seen)
+        var caller = try gatekeeper.identify(request, snapshot: snapshot, pluginID: match.pluginID)
         // A plugin enabled for other tenants only does not exist for this caller.
-        guard gatekeeper.kernel.access.isVisible(match.pluginID, tenant: principal.tenant) else { throw APIError.notFound }
-        seen.principal = principal
-        seen.routePath = match.routePath
-        seen.parameters = match.parameters
+        guard gatekeeper.kernel.access.isVisible(match.pluginID, tenant: caller.principal.tenant) else { throw APIError.notFound }
+        caller.seen.routePath = match.routePath
+        caller.seen.parameters = match.parameters
 
         // A request with neither a length nor a chunked body has none (HTTP/1.1): nothing to wait for, and the
         // request is laid out for C once, for the authorize hooks and the handler both.
         let bodiless = request.headers[.contentLength] == nil && request.headers[.transferEncoding] == nil
         var outcome: Result<PluginResponse, PluginCallError>?
         if bodiless {
-            let (authorized, result) = PreparedRequest.prepare(seen) { frame -> (Result<AuthDecision, Error>, Result<PluginResponse, PluginCallError>?) in
-                let authorized = Result { try gatekeeper.authorize(principal, request, snapshot: snapshot, as: seen, prepared: frame) }
+            let checked = caller
+            let (authorized, result) = PreparedRequest.prepare(caller.seen) { frame -> (Result<AuthDecision, Error>, Result<PluginResponse, PluginCallError>?) in
+                let authorized = Result { try gatekeeper.authorize(checked, request, snapshot: snapshot, prepared: frame) }
                 guard case .success = authorized else { return (authorized, nil) }
                 return (authorized, match.route.handler.handle(frame))
             }
             _ = try authorized.get()
             outcome = result
         } else {
-            try gatekeeper.authorize(principal, request, snapshot: snapshot, as: seen)
+            try gatekeeper.authorize(caller, request, snapshot: snapshot)
             if let length = request.headers[.contentLength].flatMap(Int.init), length > maxBodySize {
                 throw APIError.tooLarge(maxBodySize)
             }
-            do {
-                var buffer = try await request.body.collect(upTo: maxBodySize)
-                seen.body = buffer.readBytes(length: buffer.readableBytes) ?? []
-            } catch is NIOTooManyBytesError {
-                throw APIError.tooLarge(maxBodySize)
-            }
+            caller.seen.body = try await readBody(request, context: context)
         }
+        var seen = caller.seen
 
         // A reload swaps generations atomically, but a request that looked up the old generation just before the
         // swap may reach it after it stopped admitting calls: such a request goes to the current generation.
@@ -75,6 +73,48 @@ struct PluginDispatcher: Sendable {
         }
     }
 
+    static let contentSecurityPolicy = HTTPField.Name("content-security-policy")!
+    /// What a plugin's content may do: run scripts, submit forms, open pop-ups and downloads, in an opaque origin.
+    static let pluginSandbox = "sandbox allow-scripts allow-forms allow-popups allow-downloads"
+
+    /// The body, at most `maxBodySize` bytes, within `bodyTimeout`.
+    /// - Throws: `APIError` 413 when it is larger. When it is slower, the client gets 408 written straight to the
+    ///   connection, which is then closed (that also ends the read, which holds the request's body stream), and
+    ///   `CancellationError` ends this request.
+    private func readBody(_ request: Request, context: KeelRequestContext) async throws -> [UInt8] {
+        let limit = maxBodySize, timeout = bodyTimeout
+        do {
+            var buffer = try await withThrowingTaskGroup(of: ByteBuffer?.self) { group in
+                group.addTask { try await request.body.collect(upTo: limit) }
+                group.addTask {
+                    try await Task.sleep(for: timeout)
+                    return nil
+                }
+                defer { group.cancelAll() }
+                guard let first = try await group.next(), let buffer = first else {
+                    Self.abandon(context.channel, APIError(.requestTimeout, "body-timeout",
+                                                           "the request body did not arrive within \(timeout)"))
+                    throw CancellationError()
+                }
+                return buffer
+            }
+            return buffer.readBytes(length: buffer.readableBytes) ?? []
+        } catch is NIOTooManyBytesError {
+            throw APIError.tooLarge(maxBodySize)
+        }
+    }
+
+    /// Answers `error` on `channel` directly and closes it: for a request whose body stream is still being read.
+    private static func abandon(_ channel: (any Channel)?, _ error: APIError) {
+        guard let channel else { return }
+        let body = ByteBuffer(string: #"{"error":{"code":"\#(error.code)","message":"\#(error.message)"}}"#)
+        let head = HTTPResponse(status: error.status, headerFields: [.connection: "close", .contentType: "application/json; charset=utf-8",
+                                                                     .contentLength: "\(body.readableBytes)"])
+        channel.write(HTTPResponsePart.head(head), promise: nil)
+        channel.write(HTTPResponsePart.body(body), promise: nil)
+        channel.writeAndFlush(HTTPResponsePart.end(nil)).whenComplete { _ in channel.close(promise: nil) }
+    }
+
     /// The HTTP response for a handler's outcome; nil when the generation it reached stopped admitting calls (a
     /// reload swapped it out just now) and the request should go to the current one.
     /// - Throws: `APIError` 500 for a failed handler (details only in the log).
@@ -86,6 +126,11 @@ struct PluginDispatcher: Sendable {
                 guard let name = HTTPField.Name(h.name) else { continue }
                 headers.append(HTTPField(name: name, value: h.value))
             }
+            // Plugin content runs in an opaque origin wherever it is opened (in the console's frame or on its own),
+            // so its scripts cannot reach the console's storage or credentials. Added after the plugin's own
+            // headers: a plugin may tighten its policy with another one (browsers enforce all), never loosen this.
+            headers.append(HTTPField(name: Self.contentSecurityPolicy, value: Self.pluginSandbox))
+            headers[.xContentTypeOptions] = "nosniff"
             return Response(status: .init(code: response.status), headers: headers,
                             body: ResponseBody(byteBuffer: ByteBuffer(bytes: response.body)))
         case let .failure(error) where error.status == StatusCode.unavailable:
@@ -104,10 +149,21 @@ struct KeelResponder: HTTPResponder {
     let plugins: PluginDispatcher
 
     func respond(to request: Request, context: Context) async throws -> Response {
+        // One spelling of the path for routing, the auth hooks and the handlers.
+        var request = request
+        switch CanonicalPath.canonical(request.uri.path) {
+        case let .success(path) where path == request.uri.path: break
+        case let .success(path):
+            var head = request.head
+            head.path = path + (request.uri.query.map { "?" + $0 } ?? "")
+            request = Request(head: head, body: request.body)
+        case let .failure(problem):
+            return try APIError(.badRequest, "bad-path", problem.description).response(from: request, context: context)
+        }
         let path = request.uri.path
         // Plugin paths: /ext/<id>/..., and the foreign prefixes the operator granted (never the host's own paths).
         func foreign() -> Bool {
-            guard !path.hasPrefix("/api/") else { return false }
+            guard Capability.reservedPrefix(of: path) == nil, path != "/" else { return false }
             let snapshot = plugins.gatekeeper.kernel.registry.snapshot
             return snapshot.hasForeignRoutes && snapshot.route(method: request.method.rawValue, path: path) != nil
         }

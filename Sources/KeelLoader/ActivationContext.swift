@@ -195,8 +195,21 @@ public final class ActivationContext: Sendable {
         case let .success(p): pattern = p
         case let .failure(e): return refuse(StatusCode.invalidArgument, "route: \(e.reason)")
         }
-        if absolute, !routePrefixes.contains(where: { text == $0 || text.hasPrefix($0 + "/") }) {
-            return refuse(StatusCode.denied, "\(what): outside the plugin's own /ext/\(pluginID)/ and no granted route prefix covers it (ask for route-prefix:/PATH and have it granted)")
+        if absolute {
+            // Compared in the one spelling requests are routed by: "//console.js" is "/console.js".
+            let canonical = "/" + pattern.segments.map { segment -> String in
+                switch segment {
+                case let .literal(l): return l
+                case let .parameter(name): return ":" + name
+                case .rest: return "*"
+                }
+            }.joined(separator: "/")
+            if let reserved = Capability.reservedPrefix(of: canonical) ?? (canonical == "/" ? "/" : nil) {
+                return refuse(StatusCode.denied, "\(what): inside the host's own \(reserved)")
+            }
+            guard routePrefixes.contains(where: { canonical == $0 || canonical.hasPrefix($0 + "/") }) else {
+                return refuse(StatusCode.denied, "\(what): outside the plugin's own /ext/\(pluginID)/ and no granted route prefix covers it (ask for route-prefix:/PATH and have it granted)")
+            }
         }
         var route = RouteRegistration(method: method, pattern: pattern, handler: handler)
         route.absolute = absolute

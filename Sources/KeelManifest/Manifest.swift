@@ -1,5 +1,7 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
+import Foundation
+
 /// What a plugin bundle's `plugin.yaml` declares. Plain data, checked when parsed (see `ManifestLoader`).
 public struct Manifest: Sendable, Hashable {
     /// Unique plugin id: lowercase letters, digits, `-`, `_` and `.`, starting with a letter or digit, at most 64.
@@ -93,19 +95,32 @@ public enum Capability: String, Sendable, Hashable, CaseIterable, Comparable {
     /// The capability string for serving a foreign prefix.
     public static func routePrefix(_ prefix: String) -> String { "route-prefix:" + prefix }
 
-    /// Paths no plugin may take: the host's own.
-    public static let reservedPrefixes = ["/ext", "/api", "/healthz", "/console.js", "/console.css"]
+    /// Paths no plugin may take: the host's own (the console's page `/` itself is taken too, exactly).
+    public static let reservedPrefixes = ["/ext", "/api", "/healthz", "/metrics", "/console", "/console.js", "/console.css",
+                                          "/favicon.ico"]
 
-    /// Why `prefix` cannot be a plugin's foreign prefix, or nil when it can.
+    /// The reserved prefix that covers `path` (compared without case, by whole segments), or nil.
+    public static func reservedPrefix(of path: String) -> String? {
+        let lower = path.lowercased()
+        return reservedPrefixes.first { lower == $0 || lower.hasPrefix($0 + "/") }
+    }
+
+    /// Why `prefix` cannot be a plugin's foreign prefix, or nil when it can. A prefix has one spelling only: `/`
+    /// followed by segments of letters, digits and `-._~`, separated by single slashes, no `.` or `..` segment, no
+    /// trailing slash; so it cannot alias the host's own paths (`//console.js`, `/%63onsole.js`, `/API`).
     public static func problem(withPrefix prefix: String) -> String? {
         guard prefix.hasPrefix("/"), prefix.count > 1, !prefix.hasSuffix("/") else {
             return "\"\(prefix)\" must start with '/', name at least one segment and not end with '/'"
         }
-        let segments = prefix.split(separator: "/")
-        guard !segments.contains(".."), !segments.contains("."), segments.allSatisfy({ !$0.contains(":") && $0 != "*" }) else {
-            return "\"\(prefix)\" must be a plain path (no '..', '.', parameters or '*')"
+        let segments = prefix.dropFirst().split(separator: "/", omittingEmptySubsequences: false)
+        let plain = segments.allSatisfy { segment in
+            !segment.isEmpty && segment != "." && segment != ".."
+                && segment.unicodeScalars.allSatisfy { $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "-._~".unicodeScalars.contains($0)) }
         }
-        if let reserved = reservedPrefixes.first(where: { prefix == $0 || prefix.hasPrefix($0 + "/") }) {
+        guard plain else {
+            return "\"\(prefix)\" must be a plain path: segments of letters, digits and -._~ between single slashes (no '..', '.', '//', '%', parameters or '*')"
+        }
+        if let reserved = reservedPrefix(of: prefix) {
             return "\"\(prefix)\" is inside the host's own \(reserved)"
         }
         return nil

@@ -12,11 +12,13 @@ public struct AuthOutcome: Sendable {
 
 extension Snapshot {
     /// Establishes the caller: the first authenticate hook (in publish order) that names a principal `accept`s wins;
-    /// none means anonymous. A hook that fails denies the request (fail closed), reported as `.failure`.
+    /// none means anonymous. A hook that fails denies the request (fail closed), reported as `.failure`. Hooks of
+    /// plugins `include` refuses (all are asked when nil) are never called: they do not see the request at all.
     /// [request]
-    public func authenticate(_ request: PluginRequest,
+    public func authenticate(_ request: PluginRequest, include: ((String) -> Bool)? = nil,
                              accept: (AuthenticateHook, Principal) -> Bool = { _, _ in true }) -> Result<Principal, PluginCallError> {
         for hook in authenticators {
+            if let include, !include(hook.pluginID) { continue }
             switch hook.authenticate(request) {
             case let .success(principal?):
                 if accept(hook, principal) { return .success(principal) }

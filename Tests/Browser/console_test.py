@@ -38,6 +38,7 @@ def main():
     parser.add_argument("--menu", default="greeter.hello")
     parser.add_argument("--install", help="a plugin the catalog offers and that is not installed")
     parser.add_argument("--install-menu", help="the menu entry that plugin adds")
+    parser.add_argument("--hostile-menu", help="a menu entry opening a page that tries to steal the console's token")
     parser.add_argument("--screenshot")
     args = parser.parse_args()
 
@@ -80,10 +81,28 @@ def main():
             frame = wait.until(EC.visibility_of_element_located((By.ID, "page")))
             d.switch_to.frame(frame)
             try:
-                wait.until(EC.presence_of_element_located((By.ID, "greeting")))
+                greeting = wait.until(EC.presence_of_element_located((By.ID, "greeting")))
+                # The page is told who is looking (a page session), although it holds no credential.
+                wait.until(lambda _: greeting.text == "Hello, Administrator!")
             finally:
                 d.switch_to.default_content()
-        step("a menu entry opens the plugin's page inside the console", open_page)
+            # The page opens where the admin can see it, above the tables.
+            top = d.execute_script("return document.getElementById('page').getBoundingClientRect().top")
+            assert 0 <= top < 400, f"the page frame starts at {top}px"
+        step("a menu entry opens the plugin's page inside the console, as the logged-in caller, in view", open_page)
+
+        if args.hostile_menu:
+            def hostile_page():
+                click(f'nav a[data-menu-id="{args.hostile_menu}"]')
+                frame = wait.until(EC.visibility_of_element_located((By.ID, "page")))
+                d.switch_to.frame(frame)
+                try:
+                    wait.until(lambda _: d.find_element(By.TAG_NAME, "body").get_attribute("data-done") == "true")
+                    assert d.find_element(By.ID, "who").text == "admin"
+                finally:
+                    d.switch_to.default_content()
+                assert d.execute_script("return sessionStorage.getItem('keel.token')") == args.token
+            step("a hostile plugin page runs sandboxed: it knows the caller but cannot reach the console's token", hostile_page)
 
         def disable():
             click(f'button[data-plugin="{args.plugin}"]')
@@ -132,7 +151,8 @@ def main():
     finally:
         d.quit()
     print(f"{passed} passed, {failed} failed")
-    return 0 if failed == 0 and passed == (9 if args.install else 6) else 1
+    expected = (9 if args.install else 6) + (1 if args.hostile_menu else 0)
+    return 0 if failed == 0 and passed == expected else 1
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ struct BrowserTests {
         return (try? TestEnvironment.run("/usr/bin/env", ["python3", "-c", "import selenium"]).status) == 0
     }
 
-    @Test("log in, open a plugin page, disable and enable a plugin, install one from the catalog, uninstall it",
+    @Test("log in, open a plugin page as the caller, a hostile page cannot reach the token, disable and enable, install, uninstall",
           .enabled(if: BrowserTests.available, "needs chromium, chromedriver and python3 selenium (CI installs them)"))
     func consoleRoundTrip() throws {
         let f = KernelFixture()
@@ -36,14 +36,29 @@ struct BrowserTests {
         #expect(try TestEnvironment.run(keel, ["repo", "index", repo]).status == 0)
         #expect(try TestEnvironment.run(keel, ["repo", "add", "local", repo, "--plugins", f.plugins, "--state", f.state]).status == 0)
 
-        let server = try ServerProcess(plugins: f.plugins, state: f.state)
+        // A hostile plugin whose page tries to read the console's token and send it home (Fixtures/plugins/spy.c).
+        let spy = try TestEnvironment.buildPlugin(source: TestEnvironment.fixtures + "/plugins/spy.c", name: "spy")
+        try TestEnvironment.makeBundle(in: f.plugins, folder: "spy", manifest: TestEnvironment.manifest(
+            id: "spy", library: "libspy.so", capabilities: ["routes", "menus", "authenticate", "authorize"],
+            extra: "menus:\n  - { id: spy.page, title: Spy, link: /ext/spy/page, order: 99 }"), library: spy)
+        try TestEnvironment.grantSensitive("spy", plugins: f.plugins, state: f.state)
+        #expect(try TestEnvironment.run(keel, ["plugins", "enable", "spy", "--plugins", f.plugins, "--state", f.state]).status == 0)
+        let spyFile = root + "/spy.log"
+
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, environment: ["SPY_FILE": spyFile])
         defer { server.stop() }
         let script = TestEnvironment.repository.path + "/Tests/Browser/console_test.py"
         let r = try TestEnvironment.run("/usr/bin/env", ["python3", script, "--url", server.base, "--token", ServerProcess.token,
                                                          "--plugin", "greeter", "--menu", "greeter.hello",
-                                                         "--install", "catalogdemo", "--install-menu", "catalogdemo.main"])
+                                                         "--install", "catalogdemo", "--install-menu", "catalogdemo.main",
+                                                         "--hostile-menu", "spy.page"])
         #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
-        #expect(r.stdout.contains("9 passed, 0 failed"), "\(r.stdout)")
+        #expect(r.stdout.contains("10 passed, 0 failed"), "\(r.stdout)")
         #expect(!r.stdout.contains("FAILED"))
+        // The page's script ran and reported home: it could reach neither the console's storage nor its token.
+        let seen = (try? String(contentsOfFile: spyFile, encoding: .utf8)) ?? ""
+        let loot = seen.split(separator: "\n").filter { $0.hasPrefix("loot ") }.joined(separator: "\n")
+        #expect(loot.contains("parent%3Dblocked") && loot.contains("own%3Dblocked") && loot.contains("top%3Dblocked"), "\(loot)")
+        #expect(!seen.contains(ServerProcess.token), "a plugin saw the admin token")
     }
 }

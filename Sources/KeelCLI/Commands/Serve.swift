@@ -27,10 +27,23 @@ extension KeelCommand {
         @Option(name: .customLong("max-hooks"), help: "Auth hooks one plugin may register.") var maxHooks = RegistrationLimits.default.hooks
         @Option(name: .customLong("hook-budget-ms"), help: "Milliseconds an auth hook may take before it counts as deny.")
         var hookBudget = Int(CallBudgets.default.hook * 1000)
+        @Option(name: .customLong("idle-timeout"), help: "Seconds a connection may stay idle, or take to send its request headers, before it is closed.")
+        var idleTimeout = 30.0
+        @Option(name: .customLong("body-timeout"), help: "Seconds a request body may take to arrive (408 and the connection closed after).")
+        var bodyTimeout = 30.0
+        @Option(name: .customLong("max-connections"), help: "Open connections at most; over it the longest-idle one is closed to make room.")
+        var maxConnections = ServerConfiguration.defaultMaxConnections
         @Flag(name: .customLong("safe-mode"), help: "Start with no plugin active (to recover from a plugin that breaks the host).")
         var safeMode = false
         @Flag(inversion: .prefixedNo, help: "Watch the plugin folder and load, reload and retire bundles as they change.")
         var watch = true
+
+        func validate() throws {
+            guard idleTimeout > 0, bodyTimeout > 0, idleTimeout < 86_400, bodyTimeout < 86_400 else {
+                throw ValidationError("--idle-timeout and --body-timeout take seconds between 0 and 86400")
+            }
+            guard maxConnections > 0 else { throw ValidationError("--max-connections must be at least 1") }
+        }
 
         func run() async throws {
             try await reporting {
@@ -47,7 +60,11 @@ extension KeelCommand {
                     say("admin token (shown once; `keel token reset` makes a new one): \(fresh)")
                 }
                 let server = KeelServer(kernel: kernel, token: token,
-                                        configuration: ServerConfiguration(host: host, port: port, maxBodySize: maxBody))
+                                        configuration: ServerConfiguration(
+                                            host: host, port: port, maxBodySize: maxBody,
+                                            idleTimeout: .milliseconds(Int64(idleTimeout * 1000)),
+                                            bodyTimeout: .milliseconds(Int64(bodyTimeout * 1000)),
+                                            maxConnections: maxConnections))
                 let active = await kernel.activePlugins
                 let host = self.host
                 try await server.run { port in

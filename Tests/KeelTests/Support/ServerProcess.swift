@@ -18,11 +18,20 @@ final class ServerProcess: @unchecked Sendable {
 
     var base: String { "http://127.0.0.1:\(port)" }
 
-    init(plugins: String, state: String, extraArguments: [String] = [], environment: [String: String] = [:]) throws {
+    /// - Parameter fileLimit: the server's descriptor limit (`ulimit -n`), when the test needs a low one.
+    init(plugins: String, state: String, extraArguments: [String] = [], environment: [String: String] = [:],
+         fileLimit: Int? = nil) throws {
         self.plugins = plugins
         self.state = state
-        process.executableURL = URL(fileURLWithPath: TestEnvironment.binPath + "/keel")
-        process.arguments = ["serve", "--port", "0", "--plugins", plugins, "--state", state] + extraArguments
+        let keel = TestEnvironment.binPath + "/keel"
+        let arguments = ["serve", "--port", "0", "--plugins", plugins, "--state", state] + extraArguments
+        if let fileLimit {
+            process.executableURL = URL(fileURLWithPath: "/bin/sh")
+            process.arguments = ["-c", "ulimit -n \(fileLimit) && exec \"$0\" \"$@\"", keel] + arguments
+        } else {
+            process.executableURL = URL(fileURLWithPath: keel)
+            process.arguments = arguments
+        }
         process.environment = ProcessInfo.processInfo.environment.merging(["KEEL_ADMIN_TOKEN": Self.token]) { $1 }
             .merging(environment) { $1 }
         let out = Pipe(), err = Pipe()
@@ -74,6 +83,8 @@ final class ServerProcess: @unchecked Sendable {
         var request = URLRequest(url: URL(string: base + path)!)
         request.httpMethod = method
         request.httpBody = body
+        // Cookies are the test's business: nothing is stored or sent behind its back (servers share 127.0.0.1).
+        request.httpShouldHandleCookies = false
         if admin { request.setValue("Bearer \(Self.token)", forHTTPHeaderField: "Authorization") }
         for (k, v) in headers { request.setValue(v, forHTTPHeaderField: k) }
         let (data, response) = try await URLSession.shared.data(for: request)

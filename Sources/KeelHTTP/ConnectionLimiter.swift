@@ -1,0 +1,133 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Hummingbird
+import NIOCore
+import NIOHTTPTypes
+import Synchronization
+
+/// Keeps the number of open connections at or below a limit without letting idle connections lock others out.
+///
+/// Every connection registers itself when it opens and leaves when it closes. A connection is idle while no request
+/// is being read or answered on it. When a new connection would go over the limit, the connection idle for longest
+/// is closed to make room; when none is idle, the new connection is closed at once. So a flood of idle connections
+/// (up to the descriptor limit) cannot stop `/healthz` or the admin API from answering, and a flood of busy ones is
+/// bounded. Thread-safe: connections live on several event loops; their bookkeeping is behind one lock.
+final class ConnectionLimiter: Sendable {
+    let limit: Int
+
+    private struct Entry {
+        let channel: any Channel
+        var busy: Int
+        var idleSince: UInt64
+    }
+
+    private struct Table {
+        var entries: [ObjectIdentifier: Entry] = [:]
+        var tick: UInt64 = 0
+    }
+
+    private let table = Mutex(Table())
+
+    init(limit: Int) { self.limit = max(1, limit) }
+
+    /// The number of open connections (for tests and metrics).
+    var count: Int { table.withLock { $0.entries.count } }
+
+    /// Admits `channel`; returns false when it must be closed (the limit is reached and nothing is idle).
+    func open(_ channel: any Channel) -> Bool {
+        let victim = table.withLock { t -> (any Channel)?? in
+            var victim: (any Channel)?
+            if t.entries.count >= limit {
+                guard let oldest = t.entries.filter({ $0.value.busy == 0 }).min(by: { $0.value.idleSince < $1.value.idleSince }) else {
+                    return .none
+                }
+                victim = oldest.value.channel
+                t.entries[oldest.key] = nil
+            }
+            t.tick += 1
+            t.entries[ObjectIdentifier(channel)] = Entry(channel: channel, busy: 0, idleSince: t.tick)
+            return .some(victim)
+        }
+        guard let victim else { return false }
+        victim?.close(promise: nil)
+        return true
+    }
+
+    func close(_ channel: any Channel) {
+        table.withLock { _ = $0.entries.removeValue(forKey: ObjectIdentifier(channel)) }
+    }
+
+    func requestStarted(_ channel: any Channel) {
+        table.withLock { $0.entries[ObjectIdentifier(channel)]?.busy += 1 }
+    }
+
+    func responseEnded(_ channel: any Channel) {
+        table.withLock { t in
+            t.tick += 1
+            let tick = t.tick
+            guard var e = t.entries[ObjectIdentifier(channel)] else { return }
+            e.busy = max(0, e.busy - 1)
+            e.idleSince = tick
+            t.entries[ObjectIdentifier(channel)] = e
+        }
+    }
+
+    /// The per-connection handler that reports to this limiter. It sits after the HTTP codec, so it sees request
+    /// heads and response ends.
+    func handler() -> Handler { Handler(limiter: self) }
+
+    final class Handler: ChannelDuplexHandler, RemovableChannelHandler {
+        typealias InboundIn = HTTPRequestPart
+        typealias InboundOut = HTTPRequestPart
+        typealias OutboundIn = HTTPResponsePart
+        typealias OutboundOut = HTTPResponsePart
+
+        let limiter: ConnectionLimiter
+        private var registered = false
+
+        init(limiter: ConnectionLimiter) { self.limiter = limiter }
+
+        func handlerAdded(context: ChannelHandlerContext) {
+            if context.channel.isActive { admit(context) }
+        }
+
+        func channelActive(context: ChannelHandlerContext) {
+            admit(context)
+            context.fireChannelActive()
+        }
+
+        private func admit(_ context: ChannelHandlerContext) {
+            guard !registered else { return }
+            registered = true
+            if !limiter.open(context.channel) {
+                registered = false
+                context.close(promise: nil)
+            }
+        }
+
+        func channelInactive(context: ChannelHandlerContext) {
+            if registered { limiter.close(context.channel) }
+            registered = false
+            context.fireChannelInactive()
+        }
+
+        func handlerRemoved(context: ChannelHandlerContext) {
+            if registered { limiter.close(context.channel) }
+            registered = false
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            if case .head = unwrapInboundIn(data) { limiter.requestStarted(context.channel) }
+            context.fireChannelRead(data)
+        }
+
+        func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+            if case .end = unwrapOutboundIn(data) { limiter.responseEnded(context.channel) }
+            context.write(data, promise: promise)
+        }
+    }
+}
+
+// The handler is used on its channel's event loop only (NIO's rule for channel handlers); the limiter it reports to
+// is itself thread-safe.
+extension ConnectionLimiter.Handler: @unchecked Sendable {}

@@ -1,0 +1,81 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import Keel
+import Synchronization
+
+/// Who is looking at a plugin page inside the console, without handing the page any credential of the console.
+///
+/// Plugin pages run in a sandboxed frame with an opaque origin, so they can reach neither the console's storage nor
+/// its token, and a frame's navigation carries no `Authorization` header. When the console opens a page it asks for
+/// a page session (`POST /api/v1/session/page`, with its own credential); the host answers with an HttpOnly,
+/// SameSite=Strict cookie `keel_page`, scoped to `/ext/<plugin>`, holding a random ticket. A request to that plugin's
+/// routes carrying the ticket is made as the caller who opened the page. The ticket is a host credential: it is
+/// taken out of the `Cookie` header before any plugin code sees the request, it is valid for one plugin only, it
+/// opens nothing under `/api/`, and it expires after `lifetime` (or when the server stops).
+///
+/// Thread-safe. At most `capacity` sessions are kept; the oldest go first.
+final class PageSessions: Sendable {
+    static let cookieName = "keel_page"
+    let lifetime: Duration
+    let capacity: Int
+
+    struct Session: Sendable {
+        let principal: Principal
+        let pluginID: String
+        let expires: ContinuousClock.Instant
+    }
+
+    private let sessions = Mutex<[String: Session]>([:])
+
+    init(lifetime: Duration = .seconds(3600), capacity: Int = 10_000) {
+        self.lifetime = lifetime
+        self.capacity = capacity
+    }
+
+    /// A new ticket for `principal` on `pluginID`'s pages.
+    func issue(_ principal: Principal, pluginID: String) -> String {
+        var generator = SystemRandomNumberGenerator()
+        let ticket = (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
+        let now = ContinuousClock.now
+        sessions.withLock { all in
+            if all.count >= capacity {
+                all = all.filter { $0.value.expires > now }
+                while all.count >= capacity, let oldest = all.min(by: { $0.value.expires < $1.value.expires })?.key {
+                    all[oldest] = nil
+                }
+            }
+            all[ticket] = Session(principal: principal, pluginID: pluginID, expires: now.advanced(by: lifetime))
+        }
+        return ticket
+    }
+
+    /// The caller a ticket stands for on `pluginID`'s routes, or nil (unknown, expired, or for another plugin).
+    func principal(ticket: String, pluginID: String) -> Principal? {
+        sessions.withLock { all -> Principal? in
+            guard let s = all[ticket] else { return nil }
+            guard s.expires > ContinuousClock.now else { all[ticket] = nil; return nil }
+            return s.pluginID == pluginID ? s.principal : nil
+        }
+    }
+
+    /// The `Set-Cookie` value for a ticket.
+    func cookie(_ ticket: String, pluginID: String) -> String {
+        "\(Self.cookieName)=\(ticket); Path=/ext/\(pluginID); Max-Age=\(lifetime.components.seconds); HttpOnly; SameSite=Strict"
+    }
+
+    /// The `keel_page` values in a `Cookie` header, and the header without them (nil when nothing else is left).
+    static func split(cookieHeader: String) -> (tickets: [String], rest: String?) {
+        guard cookieHeader.contains(cookieName) else { return ([], cookieHeader) }
+        var tickets: [String] = [], rest: [Substring] = []
+        for pair in cookieHeader.split(separator: ";") {
+            let trimmed = pair.drop { $0 == " " }
+            if trimmed.hasPrefix(cookieName + "=") {
+                tickets.append(String(trimmed.dropFirst(cookieName.count + 1)))
+            } else {
+                rest.append(trimmed)
+            }
+        }
+        return (tickets, rest.isEmpty ? nil : rest.joined(separator: "; "))
+    }
+}

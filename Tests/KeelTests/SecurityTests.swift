@@ -1,0 +1,188 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import Keel
+import KeelManifest
+import Testing
+
+/// Attacks on a running `keel serve` by a hostile plugin (`Fixtures/plugins/spy.c`, which writes down everything it is
+/// shown) and by a hostile client (exact bytes over a socket). Each test is the regression test of one boundary in the
+/// README's security section.
+@Suite("security boundaries of a running host", .serialized)
+struct SecurityTests {
+    var keel: String { TestEnvironment.binPath + "/keel" }
+
+    struct Host {
+        let fixture: KernelFixture
+        let spyFile: String
+        var seen: String { (try? String(contentsOfFile: spyFile, encoding: .utf8)) ?? "" }
+    }
+
+    @discardableResult
+    func run(_ args: [String], _ f: KernelFixture) throws -> (status: Int32, stdout: String, stderr: String) {
+        try TestEnvironment.run(keel, args + ["--plugins", f.plugins, "--state", f.state])
+    }
+
+    /// A plugin folder with the spy in it (granted its hooks), and the file it writes to.
+    func spyHost(defines: [String] = [], capabilities: [String] = ["routes", "authenticate", "authorize"]) throws -> Host {
+        let f = KernelFixture()
+        let lib = try TestEnvironment.buildPlugin(source: TestEnvironment.fixtures + "/plugins/spy.c", name: "spy", defines: defines)
+        try TestEnvironment.makeBundle(in: f.plugins, folder: "spy", manifest: TestEnvironment.manifest(
+            id: "spy", library: "libspy.so", capabilities: capabilities.map { "\"\($0)\"" }), library: lib)
+        for capability in capabilities where capability != "routes" {
+            #expect(try run(["plugins", "grant", "spy", capability], f).status == 0)
+        }
+        return Host(fixture: f, spyFile: (f.state as NSString).deletingLastPathComponent + "/spy.log")
+    }
+
+    func serve(_ host: Host, _ extra: [String] = [], fileLimit: Int? = nil) throws -> ServerProcess {
+        try ServerProcess(plugins: host.fixture.plugins, state: host.fixture.state, extraArguments: extra,
+                          environment: ["SPY_FILE": host.spyFile], fileLimit: fileLimit)
+    }
+
+    @Test("the admin token and the console's page session never reach plugin code; a plugin's own credentials do")
+    func hostCredentialsStayInTheHost() async throws {
+        let host = try spyHost()
+        #expect(try run(["plugins", "enable", "spy"], host.fixture).status == 0)
+        let server = try serve(host)
+        defer { server.stop() }
+        let token = ServerProcess.token
+
+        // The admin API: the authorize hooks are asked, and shown no token.
+        #expect(try await server.request("GET", "/api/v1/plugins", admin: true).status == 200)
+        // Plugin routes called with the admin token, in either spelling of the scheme: the admin, without the token.
+        #expect(try await server.request("GET", "/ext/spy/echo", admin: true).text == "admin default")
+        #expect(try await server.request("GET", "/ext/spy/echo", headers: ["Authorization": "bearer \(token)"]).text == "admin default")
+        // A credential that is not the host's is the plugin's business.
+        _ = try await server.request("GET", "/ext/spy/echo", headers: ["Authorization": "Bearer my-own-api-key"])
+
+        // A page session: an HttpOnly cookie for this plugin's routes only, standing for the caller who asked.
+        let page = try await server.request("POST", "/api/v1/session/page", admin: true,
+                                            headers: ["Content-Type": "application/json"], body: Data(#"{"plugin": "spy"}"#.utf8))
+        #expect(page.status == 200)
+        let cookie = page.headers["set-cookie"] ?? ""
+        #expect(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict") && cookie.contains("Path=/ext/spy"), "\(cookie)")
+        let ticket = String(cookie.dropFirst("keel_page=".count).prefix { $0 != ";" })
+        #expect(ticket.count == 64)
+        let viaPage = try RawHTTP.request(port: server.port, "GET", "/ext/spy/echo", headers: ["Cookie": "theme=dark; keel_page=\(ticket)"])
+        #expect(viaPage.text.hasSuffix("\r\n\r\nadmin default"), "\(viaPage.text)")
+        // It opens nothing else: not the admin API, and not another plugin's page session.
+        #expect(try RawHTTP.request(port: server.port, "GET", "/api/v1/plugins", headers: ["Cookie": "keel_page=\(ticket)"]).status == 401)
+        #expect(try await server.request("POST", "/api/v1/session/page", admin: true, body: Data(#"{"plugin": "nosuch"}"#.utf8)).status == 404)
+
+        let seen = host.seen
+        #expect(seen.contains("authz-resource /api/v1/plugins GET"), "the hooks ran on the admin API call")
+        #expect(seen.contains("handler-header authorization Bearer my-own-api-key"))
+        #expect(seen.contains("handler-header cookie theme=dark"))
+        #expect(!seen.contains(token), "a plugin saw the admin token")
+        #expect(!seen.contains(ticket), "a plugin saw the page session")
+    }
+
+    @Test("routing, the authorize hooks and the handler see one canonical path; paths that cannot be made canonical are refused")
+    func onePathForHooksAndRouting() async throws {
+        let host = try spyHost()
+        #expect(try run(["plugins", "enable", "spy"], host.fixture).status == 0)
+        let server = try serve(host)
+        defer { server.stop() }
+        // The hook denies /ext/spy/denied/root: no other spelling of that path gets past it.
+        for target in ["/ext/spy/denied/root", "/ext//spy/denied/root", "/ext/spy//denied/root", "/ext/spy/denied/root/",
+                       "/ext/spy/denied/%72oot", "/ext/spy/denied/root//?x=1", "//ext/spy/denied/root"] {
+            let reply = try RawHTTP.request(port: server.port, "GET", target)
+            #expect(reply.status == 403, "\(target): \(reply.text)")
+        }
+        for target in ["/ext/spy/denied/../denied/root", "/ext/spy/denied/%2e%2e/x", "/ext/spy/denied/a%2Fb",
+                       "/ext/spy/denied/%zz", "/ext/spy/denied/%00", "/ext/spy/denied/%ff"] {
+            let reply = try RawHTTP.request(port: server.port, "GET", target)
+            #expect(reply.status == 400, "\(target): \(reply.text)")
+            #expect(reply.text.contains("\"bad-path\""))
+        }
+        let ok = try RawHTTP.request(port: server.port, "GET", "/ext/spy//denied/other%20one/")
+        #expect(ok.status == 200)
+        let seen = host.seen
+        #expect(seen.contains("authz-resource /ext/spy/denied/other one GET"), "\(seen)")
+        #expect(seen.contains("handler-path /ext/spy/denied/other one /denied/other one"))
+        #expect(seen.contains("handler-param name other one"))
+        #expect(!seen.contains("authz-resource /ext//"))
+        #expect(!seen.contains("%72oot"))
+    }
+
+    @Test("a plugin enabled for one tenant never sees the credentials of another tenant's callers")
+    func tenantLimitedAuthenticateHooks() async throws {
+        let host = try spyHost()
+        let f = host.fixture
+        // "zidp" sorts after "spy": at start-up the spy's hook comes first in the chain, so it would run first if it ran.
+        try f.fixtureBundle("zidp", defines: ["AUTH_MODE=3", "ROUTE_PATH=\"/me\""], capabilities: ["routes", "authenticate"])
+        for args in [["tenants", "create", "acme"], ["tenants", "create", "beta"], ["roles", "create", "member"],
+                     ["tenants", "add-member", "acme", "alice", "member"], ["plugins", "grant", "zidp", "authenticate"],
+                     ["plugins", "enable", "spy", "--tenant", "beta"], ["plugins", "enable", "zidp"]] {
+            let r = try run(args, f)
+            #expect(r.status == 0, "\(args): \(r.stderr)")
+        }
+        let server = try serve(host)
+        defer { server.stop() }
+        // alice of acme: the global hook knows her; the spy (beta only) is never asked.
+        #expect(try await server.request("GET", "/ext/zidp/me", headers: ["Authorization": "Bearer alice"]).status == 200)
+        #expect(try await server.request("GET", "/ext/spy/echo", headers: ["Authorization": "Bearer alice"]).status == 404)
+        // A caller who names beta is shown to beta's plugin, and becomes a principal of beta.
+        let bob = try await server.request("GET", "/ext/spy/echo", headers: ["Authorization": "Bearer spy-bob", "X-Keel-Tenant": "beta"])
+        #expect(bob.text == "bob beta")
+        let seen = host.seen
+        #expect(seen.contains("authn-header authorization Bearer spy-bob"))
+        #expect(!seen.contains("alice"), "the beta-only plugin saw an acme caller's credentials: \(seen)")
+    }
+
+    @Test("a granted route prefix cannot alias the host's own paths, however it is spelled")
+    func reservedPrefixes() async throws {
+        for prefix in ["//console.js", "/%63onsole.js", "/API", "/Console.js", "/console/x", "/legacy//x", "/ext", "/metrics", "/a b"] {
+            #expect(Capability.problem(withPrefix: prefix) != nil, "\(prefix) was accepted")
+        }
+        #expect(Capability.problem(withPrefix: "/legacy") == nil)
+        #expect(Capability.problem(withPrefix: "/legacy/v1.2") == nil)
+        let manifest = TestEnvironment.manifest(id: "x", library: "libx.so", capabilities: ["routes", "\"route-prefix://console.js\""])
+        #expect(throws: ManifestError.self) { try ManifestLoader().parse(Data(manifest.utf8), file: "x/plugin.yaml") }
+
+        // A plugin granted /legacy that registers "=//console.js" is refused, and the console's script stays the host's.
+        let host = try spyHost(defines: ["SPY_FOREIGN"], capabilities: ["routes", "authenticate", "authorize", "route-prefix:/legacy"])
+        let enable = try run(["plugins", "enable", "spy"], host.fixture)
+        #expect(enable.status == 1)
+        #expect(enable.stderr.contains("inside the host's own /console.js"), "\(enable.stderr)")
+        let server = try serve(host)
+        defer { server.stop() }
+        let script = try await server.request("GET", "/console.js")
+        #expect(script.status == 200 && script.text.contains("'use strict'"))
+    }
+
+    @Test("idle connections, slow headers and slow bodies are cut off; a flood of idle connections cannot lock clients out")
+    func connectionLimits() async throws {
+        let host = try spyHost()
+        #expect(try run(["plugins", "enable", "spy"], host.fixture).status == 0)
+        let server = try serve(host, ["--idle-timeout", "2", "--body-timeout", "0.5"])
+        defer { server.stop() }
+
+        let idle = try RawHTTP.connect(port: server.port)
+        defer { close(idle) }
+        let slowHeaders = try RawHTTP.connect(port: server.port)
+        defer { close(slowHeaders) }
+        RawHTTP.send(slowHeaders, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        #expect(RawHTTP.closedByPeer(idle, within: 5), "an idle connection stayed open")
+        #expect(RawHTTP.closedByPeer(slowHeaders, within: 5), "a connection that never finished its headers stayed open")
+
+        let slowBody = try RawHTTP.connect(port: server.port)
+        defer { close(slowBody) }
+        RawHTTP.send(slowBody, "POST /ext/spy/echo HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n0123456789")
+        let answer = RawHTTP.readAll(slowBody)
+        #expect(answer.hasPrefix("HTTP/1.1 408"), "\(answer)")
+
+        server.stop()
+        // 128 descriptors for the whole server and the default 30 s idle time-out: before the connection limit, 200
+        // idle clients left no descriptor for /healthz.
+        let limited = try serve(host, fileLimit: 128)
+        defer { limited.stop() }
+        var flood: [Int32] = []
+        defer { flood.forEach { close($0) } }
+        for _ in 0..<200 { flood.append(try RawHTTP.connect(port: limited.port)) }
+        let health = try RawHTTP.request(port: limited.port, "GET", "/healthz")
+        #expect(health.status == 200, "\(health.text)")
+        #expect(try RawHTTP.request(port: limited.port, "GET", "/ext/spy/echo").status == 200)
+    }
+}
