@@ -26,8 +26,11 @@ struct AdminAPI {
             let snapshot = kernel.registry.snapshot
             let principal = context.principal
             let owners = Dictionary(snapshot.plugins.flatMap { id, c in c.menus.map { ($0.entry.id, id) } }) { a, _ in a }
-            let tree = snapshot.menuTree { entry in
-                kernel.access.canSee(entry, of: owners[entry.id] ?? "", principal, snapshot: snapshot)
+            // Permissions are decided by the authorize hooks: plugin code, run in the host's lane.
+            let tree = try await gatekeeper.lanes.run(PluginLanes.host) {
+                snapshot.menuTree { entry in
+                    kernel.access.canSee(entry, of: owners[entry.id] ?? "", principal, snapshot: snapshot)
+                }
             }
             return JSONBody.response(tree)
         }

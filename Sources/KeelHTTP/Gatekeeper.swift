@@ -18,6 +18,8 @@ struct Gatekeeper: Sendable {
     let kernel: Kernel
     let token: AdminToken
     let pages: PageSessions
+    /// Where plugin code runs (never on the cooperative pool).
+    let lanes: PluginLanes
     let log: @Sendable (LogRecord) -> Void
 
     /// Made once, not per request.
@@ -29,7 +31,7 @@ struct Gatekeeper: Sendable {
                                  authenticatedBy: "keel")
 
     /// A caller as the gatekeeper established it, with the request as plugins may see it.
-    struct Caller {
+    struct Caller: Sendable {
         var principal: Principal
         var isAdmin: Bool
         /// The request for hooks and handlers: host credentials removed, the principal filled in.
@@ -110,9 +112,14 @@ struct AuthMiddleware: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let snapshot = gatekeeper.kernel.registry.snapshot
-        let caller = try gatekeeper.identify(request, snapshot: snapshot)
-        if adminOnly && !caller.isAdmin { throw APIError.unauthorized }
-        try gatekeeper.authorize(caller, request, snapshot: snapshot)
+        let gatekeeper = self.gatekeeper, adminOnly = self.adminOnly
+        // The hooks are plugin code: they run in the host's lane, off the cooperative pool.
+        let caller = try await gatekeeper.lanes.run(PluginLanes.host) { () throws -> Gatekeeper.Caller in
+            let caller = try gatekeeper.identify(request, snapshot: snapshot)
+            if adminOnly && !caller.isAdmin { throw APIError.unauthorized }
+            try gatekeeper.authorize(caller, request, snapshot: snapshot)
+            return caller
+        }
         var context = context
         context.principal = caller.principal
         context.isAdmin = caller.isAdmin

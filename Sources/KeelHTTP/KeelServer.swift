@@ -24,10 +24,17 @@ public struct ServerConfiguration: Sendable {
     /// Open connections at most. Over it, the longest-idle connection is closed to make room, or the new one when
     /// none is idle. The default stays below the process's descriptor limit.
     public var maxConnections: Int
+    /// Threads that run plugin code (hooks and handlers); never Swift's cooperative pool.
+    public var pluginThreads: Int
+    /// Of those, how many one plugin may occupy at once; its further calls wait without holding a thread.
+    public var threadsPerPlugin: Int
 
     public init(host: String = "127.0.0.1", port: Int = ServerConfiguration.defaultPort, maxBodySize: Int = 1 << 20,
                 idleTimeout: Duration = .seconds(30), bodyTimeout: Duration = .seconds(30),
-                maxConnections: Int = ServerConfiguration.defaultMaxConnections) {
+                maxConnections: Int = ServerConfiguration.defaultMaxConnections, pluginThreads: Int = 32,
+                threadsPerPlugin: Int = 8) {
+        self.pluginThreads = pluginThreads
+        self.threadsPerPlugin = threadsPerPlugin
         self.host = host
         self.port = port
         self.maxBodySize = maxBodySize
@@ -73,7 +80,8 @@ public struct KeelServer: Sendable {
     /// - Parameter onRunning: called once with the bound port.
     public func run(onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
         let log = kernel.configuration.log
-        let gatekeeper = Gatekeeper(kernel: kernel, token: token, pages: PageSessions(), log: log)
+        let lanes = PluginLanes(threads: configuration.pluginThreads, perLane: configuration.threadsPerPlugin)
+        let gatekeeper = Gatekeeper(kernel: kernel, token: token, pages: PageSessions(), lanes: lanes, log: log)
         let router = Router(context: KeelRequestContext.self)
         AdminAPI(kernel: kernel, gatekeeper: gatekeeper).register(on: router)
         Console.register(on: router)
@@ -97,6 +105,10 @@ public struct KeelServer: Sendable {
         let kernel = self.kernel, token = self.token
         let remote = Task { await RemoteControl.serve(kernel, token: token) }
         defer { remote.cancel() }
-        try await app.runService()
+        do { try await app.runService() } catch {
+            await lanes.shutdown()
+            throw error
+        }
+        await lanes.shutdown()
     }
 }

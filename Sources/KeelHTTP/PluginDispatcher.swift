@@ -21,28 +21,33 @@ struct PluginDispatcher: Sendable {
         var snapshot = gatekeeper.kernel.registry.snapshot
         let method = request.method.rawValue, path = request.uri.path
         guard var match = snapshot.route(method: method, path: path) else { throw APIError.notFound }
-        // The request as plugins see it is built once and shared by the hooks and the handler.
-        var caller = try gatekeeper.identify(request, snapshot: snapshot, pluginID: match.pluginID)
-        // A plugin enabled for other tenants only does not exist for this caller.
-        guard gatekeeper.kernel.access.isVisible(match.pluginID, tenant: caller.principal.tenant) else { throw APIError.notFound }
-        caller.seen.routePath = match.routePath
-        caller.seen.parameters = match.parameters
+        let lanes = gatekeeper.lanes, gatekeeper = self.gatekeeper, first = match, firstSnapshot = snapshot
 
-        // A request with neither a length nor a chunked body has none (HTTP/1.1): nothing to wait for, and the
-        // request is laid out for C once, for the authorize hooks and the handler both.
+        // Plugin code (the hooks, the handler) runs in the plugin's lane, off the cooperative pool. A request with
+        // neither a length nor a chunked body has none (HTTP/1.1): nothing to wait for, and the request is laid out
+        // for C once, for the authorize hooks and the handler both, in one trip to the lane.
         let bodiless = request.headers[.contentLength] == nil && request.headers[.transferEncoding] == nil
-        var outcome: Result<PluginResponse, PluginCallError>?
-        if bodiless {
+        var (caller, outcome) = try await lanes.run(match.pluginID) { () throws -> (Gatekeeper.Caller, Result<PluginResponse, PluginCallError>?) in
+            // The request as plugins see it is built once and shared by the hooks and the handler.
+            var caller = try gatekeeper.identify(request, snapshot: firstSnapshot, pluginID: first.pluginID)
+            // A plugin enabled for other tenants only does not exist for this caller.
+            guard gatekeeper.kernel.access.isVisible(first.pluginID, tenant: caller.principal.tenant) else { throw APIError.notFound }
+            caller.seen.routePath = first.routePath
+            caller.seen.parameters = first.parameters
+            guard bodiless else {
+                try gatekeeper.authorize(caller, request, snapshot: firstSnapshot)
+                return (caller, nil)
+            }
             let checked = caller
             let (authorized, result) = PreparedRequest.prepare(caller.seen) { frame -> (Result<AuthDecision, Error>, Result<PluginResponse, PluginCallError>?) in
-                let authorized = Result { try gatekeeper.authorize(checked, request, snapshot: snapshot, prepared: frame) }
+                let authorized = Result { try gatekeeper.authorize(checked, request, snapshot: firstSnapshot, prepared: frame) }
                 guard case .success = authorized else { return (authorized, nil) }
-                return (authorized, match.route.handler.handle(frame))
+                return (authorized, first.route.handler.handle(frame))
             }
             _ = try authorized.get()
-            outcome = result
-        } else {
-            try gatekeeper.authorize(caller, request, snapshot: snapshot)
+            return (caller, result)
+        }
+        if !bodiless {
             if let length = request.headers[.contentLength].flatMap(Int.init), length > maxBodySize {
                 throw APIError.tooLarge(maxBodySize)
             }
@@ -61,7 +66,13 @@ struct PluginDispatcher: Sendable {
                 seen.routePath = match.routePath
                 seen.parameters = match.parameters
             }
-            let result = outcome ?? match.route.handler.handle(seen)
+            let result: Result<PluginResponse, PluginCallError>
+            if let outcome {
+                result = outcome
+            } else {
+                let route = match.route, asked = seen
+                result = try await lanes.run(match.pluginID) { route.handler.handle(asked) }
+            }
             outcome = nil
             if let response = try respond(result, method: method, path: path) { return response }
             guard attempt < 3 else {

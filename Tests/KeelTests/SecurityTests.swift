@@ -185,4 +185,43 @@ struct SecurityTests {
         #expect(health.status == 200, "\(health.text)")
         #expect(try RawHTTP.request(port: limited.port, "GET", "/ext/spy/echo").status == 200)
     }
+
+    @Test("a handler that blocks slows its own callers only: /healthz, the admin API and other plugins keep answering")
+    func blockingHandler() async throws {
+        let host = try spyHost()
+        let f = host.fixture
+        try f.fixtureBundle("slow", defines: ["SLOW_MS=1900"], capabilities: ["routes"])
+        #expect(try run(["plugins", "enable", "spy"], f).status == 0)
+        #expect(try run(["plugins", "enable", "slow"], f).status == 0)
+        let server = try serve(host)
+        defer { server.stop() }
+
+        // 40 callers of a route that blocks for 1.9 s (inside its 2 s budget), all at once.
+        let finished = LockedCounter()
+        let group = DispatchGroup()
+        for _ in 0..<40 {
+            group.enter()
+            Thread.detachNewThread {
+                if (try? RawHTTP.request(port: server.port, "GET", "/ext/slow/ping"))?.status == 200 { finished.increment() }
+                group.leave()
+            }
+        }
+        usleep(300_000)
+        // While they wait, the rest of the host answers: not one of the slow calls has finished by then.
+        #expect(try RawHTTP.request(port: server.port, "GET", "/healthz").status == 200)
+        #expect(try RawHTTP.request(port: server.port, "GET", "/api/v1/plugins",
+                                    headers: ["Authorization": "Bearer \(ServerProcess.token)"]).status == 200)
+        #expect(try RawHTTP.request(port: server.port, "GET", "/ext/spy/echo").status == 200)
+        #expect(try RawHTTP.request(port: server.port, "GET", "/api/v1/menus").status == 200)
+        #expect(finished.value == 0, "the host answered only after the blocking calls ended")
+        group.wait()
+        #expect(finished.value == 40, "every slow call still got its answer")
+    }
+}
+
+final class LockedCounter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var count = 0
+    func increment() { lock.lock(); count += 1; lock.unlock() }
+    var value: Int { lock.lock(); defer { lock.unlock() }; return count }
 }
