@@ -82,7 +82,8 @@ extension KeelCommand {
                 if let config {
                     guard let data = FileManager.default.contents(atPath: config) else { throw CLIError("\(config): cannot be read") }
                     let yaml = String(decoding: data, as: UTF8.self)
-                    let schema = options.pluginsDirectory + "/" + parts[0] + "/" + PluginConfig.schemaFile
+                    let folder = ExtensionStore.bundles(claiming: parts[0], in: options.pluginsDirectory).first?.folder ?? ""
+                    let schema = folder + "/" + PluginConfig.schemaFile
                     do {
                         let json = try PluginConfig.validate(yaml: yaml, file: config,
                                                              schemaPath: FileManager.default.fileExists(atPath: schema) ? schema : nil)
