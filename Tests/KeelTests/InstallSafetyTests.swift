@@ -45,6 +45,27 @@ extension ExtensionStoreTests {
         #expect(try folders(declaring: "greeter", f) == ["greeter"])
     }
 
+    @Test("upgrade replaces the bundle in the folder it was found in, whatever that folder is called")
+    func upgradeInPlace() throws {
+        let f = KernelFixture()
+        let repo = TestEnvironment.makeTemporaryDirectory("uprepo")
+        for version in ["1.0.0", "1.1.0"] {
+            let lib = try TestEnvironment.buildFixture("mv-\(version)", ["PLUGIN_ID=\"mv\"", "PLUGIN_VERSION=\"\(version)\""])
+            let staging = TestEnvironment.makeTemporaryDirectory("upstage")
+            try TestEnvironment.makeBundle(in: version == "1.0.0" ? f.plugins : staging, folder: "mv-src",
+                                           manifest: TestEnvironment.manifest(id: "mv", version: version, library: "libmv.so"),
+                                           library: lib, libraryName: "libmv.so")
+            if version == "1.1.0" { #expect(try TestEnvironment.run(keel, ["pack", staging + "/mv-src", "--out", repo]).status == 0) }
+        }
+        #expect(try TestEnvironment.run(keel, ["repo", "index", repo]).status == 0)
+        try run(["repo", "add", "main", repo], f)
+        let upgraded = try run(["upgrade", "mv", "--allow-unsigned"], f)
+        #expect(upgraded.stdout == "upgraded mv to 1.1.0\n")
+        #expect(try folders(declaring: "mv", f) == ["mv-src"])
+        #expect(try String(contentsOfFile: f.plugins + "/mv-src/plugin.yaml", encoding: .utf8).contains("version: 1.1.0"))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: f.plugins) == ["mv-src"])
+    }
+
     @Test("a signature status shows only while the installed library is there; uninstall clears it")
     func signatureFollowsBytes() throws {
         let f = KernelFixture()

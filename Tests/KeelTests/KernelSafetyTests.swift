@@ -25,6 +25,24 @@ extension KernelTests {
         await kernel.shutdown()
     }
 
+    @Test("an uninstall finished at start removes the recorded folder only, and only while it declares the id")
+    func finishUninstallByRecord() async throws {
+        let f = KernelFixture()
+        try TestEnvironment.stageExamples(into: f.plugins)
+        try FileManager.default.moveItem(atPath: f.plugins + "/greeter-swift", toPath: f.plugins + "/hello")
+        let first = try f.kernel()
+        await first.start()
+        await first.shutdown()
+        // A crash mid-uninstall of hello (recorded in hello-c): its folder already gone, the record says uninstalling.
+        try FileManager.default.removeItem(atPath: f.plugins + "/hello-c")
+        try first.state.setStatus("hello", .uninstalling)
+        let kernel = try f.kernel()
+        await kernel.start()
+        #expect(FileManager.default.fileExists(atPath: f.plugins + "/hello/plugin.yaml"))
+        #expect(try await kernel.plugins().map(\.id) == ["greeter"])
+        await kernel.shutdown()
+    }
+
     @Test("start-up recovery removes work folders of dead processes only, and puts an interrupted upgrade back")
     func recoveryLeavesLiveWork() async throws {
         let f = KernelFixture()
