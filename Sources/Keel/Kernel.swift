@@ -54,6 +54,8 @@ public actor Kernel {
     let generations: GenerationStore
     let activationMark: ActivationMark
     var nextGeneration: [String: Int] = [:]
+    /// Library checksums for the signature status, by path, with the file identity they were computed for.
+    private var checksums: [String: (stamp: [Int], sum: String)] = [:]
     private var watcher: PluginWatcher?
 
     /// Opens the state file (creating and migrating it as needed). Loads nothing yet: call `start()`.
@@ -137,7 +139,7 @@ public actor Kernel {
                 try? state.setStatus(record.id, .installFailed, reason: "install interrupted; run keel install again")
                 continue
             }
-            try? state.setStatus(record.id, .missing, reason: "bundle no longer in \(configuration.pluginsDirectory)")
+            try? state.setStatus(record.id, .missing, reason: "bundle no longer in the plugin folder")
         }
         bundles = next
     }
@@ -310,7 +312,7 @@ public actor Kernel {
     public func setConfig(_ id: String, yaml: String, file: String) throws(KernelError) {
         if bundles[id] == nil { rescan() }
         guard let bundle = bundles[id] else {
-            throw KernelError(.unknownPlugin, pluginID: id, reason: "no plugin \"\(id)\" in \(configuration.pluginsDirectory)")
+            throw KernelError(.unknownPlugin, pluginID: id, reason: "no plugin \"\(id)\" in the plugin folder")
         }
         let json: String
         do { json = try PluginConfig.validate(yaml: yaml, file: file, schemaPath: Self.schemaPath(bundle)) } catch {
@@ -340,7 +342,7 @@ public actor Kernel {
     public func setGrants(_ id: String, grant: [String] = [], revoke: [String] = []) throws(KernelError) {
         if bundles[id] == nil { rescan() }
         guard let manifest = bundles[id]?.manifest else {
-            throw KernelError(.unknownPlugin, pluginID: id, reason: "no plugin \"\(id)\" in \(configuration.pluginsDirectory)")
+            throw KernelError(.unknownPlugin, pluginID: id, reason: "no plugin \"\(id)\" in the plugin folder")
         }
         for name in grant + revoke {
             if name.hasPrefix("route-prefix:") {
@@ -375,7 +377,7 @@ public actor Kernel {
         if bundles[id] == nil { rescan() }
         guard bundles[id] != nil else {
             throw KernelError(.unknownPlugin, pluginID: id,
-                              reason: "no plugin \"\(id)\" in \(configuration.pluginsDirectory)")
+                              reason: "no plugin \"\(id)\" in the plugin folder")
         }
         try? state.setSetting(Self.quarantineKey(id), nil)
         do { try state.setEnabled(id, true, status: active[id] != nil ? .enabled : .installed) } catch {
@@ -508,7 +510,7 @@ public actor Kernel {
     /// a matching version and active (or in `pending`, about to be), and numbers its next generation.
     private func build(_ id: String, pending: Set<String> = []) throws(KernelError) -> Build {
         guard let bundle = bundles[id] else {
-            throw KernelError(.unknownPlugin, pluginID: id, reason: "no plugin \"\(id)\" in \(configuration.pluginsDirectory)")
+            throw KernelError(.unknownPlugin, pluginID: id, reason: "no plugin \"\(id)\" in the plugin folder")
         }
         if let problem = bundle.problem { throw KernelError(.bundle, pluginID: id, reason: problem) }
         guard let manifest = bundle.manifest, let libraryPath = bundle.libraryPath else {
@@ -636,7 +638,7 @@ public actor Kernel {
         rescan()
         guard bundles[id] != nil else {
             if active[id] != nil { retireMissing(id) }
-            throw KernelError(.unknownPlugin, pluginID: id, reason: "no plugin \"\(id)\" in \(configuration.pluginsDirectory)")
+            throw KernelError(.unknownPlugin, pluginID: id, reason: "no plugin \"\(id)\" in the plugin folder")
         }
         guard let old = active[id] else {
             if (try? state.plugin(id))?.enabled == true { try activate(id) }
@@ -664,7 +666,7 @@ public actor Kernel {
     /// The bundle of an active plugin is gone: take everything it registered away and record it missing.
     private func retireMissing(_ id: String) {
         deactivate(id)
-        try? state.setStatus(id, .missing, reason: "bundle removed from \(configuration.pluginsDirectory)")
+        try? state.setStatus(id, .missing, reason: "bundle removed from the plugin folder")
     }
 
     /// The load history of a plugin, oldest first.
@@ -758,8 +760,26 @@ public actor Kernel {
                 warnings: (bundle?.warnings ?? []).map(\.description),
                 tenants: directory.pluginTenants[record.id].map { $0.sorted() },
                 permissions: (m?.permissions ?? []).flatMap { p in p.actions.map { "\(p.key):\($0)" } },
-                signature: (try? state.setting(ExtensionStore.signatureKey(record.id))) ?? nil)
+                signature: signature(record.id, bundle: bundle))
         }
+    }
+
+    /// How `id` was signed when installed, shown only while its bundle's library is still the library installed then
+    /// (a library replaced by hand, or another bundle with the same id, shows none).
+    private func signature(_ id: String, bundle: Bundle?) -> String? {
+        guard let stored = (try? state.setting(ExtensionStore.signatureKey(id))) ?? nil, let path = bundle?.libraryPath else { return nil }
+        return ExtensionStore.signature(stored: stored, librarySum: libraryChecksum(path))
+    }
+
+    /// The SHA-256 of a library file, remembered for as long as the file's inode, size and mtime stay the same.
+    private func libraryChecksum(_ path: String) -> String? {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return nil }
+        let stamp = [Int(st.st_ino), Int(st.st_size), Int(st.st_mtim.tv_sec), Int(st.st_mtim.tv_nsec)]
+        if let known = checksums[path], known.stamp == stamp { return known.sum }
+        guard let sum = GenerationStore.checksum(path) else { return nil }
+        checksums[path] = (stamp, sum)
+        return sum
     }
 
     /// One plugin's info.

@@ -13,7 +13,8 @@ public enum RemoteControl {
     /// Server side: watches for commands until the task is cancelled. Also refreshes `token` when the stored
     /// admin token changes. Call `publishLive` after any change made in-process too.
     public static func serve(_ kernel: Kernel, token: AdminToken?, interval: Duration = .milliseconds(200)) async {
-        var seen = (try? kernel.state.dataVersion()) ?? 0
+        // No version seen yet: the first pass takes what was queued before it started (expired commands are not run).
+        var seen: Int64 = -1
         var published = await publishLive(kernel)
         var ticks = 0
         while !Task.isCancelled {
@@ -26,6 +27,8 @@ public enum RemoteControl {
             token?.refresh()
             kernel.access.refresh()
             for command in (try? kernel.state.pendingCommands()) ?? [] {
+                // Claimed first: a command its client cancelled (or whose deadline passed) is never run.
+                guard (try? kernel.state.claimCommand(command.seq)) == true else { continue }
                 let (failed, result) = await run(command, on: kernel)
                 // The live view first, so that the CLI that waits for this command reads the state it produced.
                 published = await publishLive(kernel, unlessEqualTo: published)
@@ -35,33 +38,23 @@ public enum RemoteControl {
         }
     }
 
-    static func run(_ command: StateStore.Command, on kernel: Kernel) async -> (Bool, String) {
+    static func run(_ stored: StateStore.Command, on kernel: Kernel) async -> (Bool, String) {
+        guard let command = try? JSONDecoder().decode(RemoteCommand.self, from: Data(stored.body.utf8)) else {
+            return (true, "unreadable command \"\(stored.op)\"")
+        }
         do {
-            switch command.op {
-            case "enable": try await kernel.enable(command.pluginID)
-            case "disable": try await kernel.disable(command.pluginID, cascade: command.cascade)
-            case "reload": try await kernel.reload(command.pluginID)
-            case let op where op.hasPrefix("enable-tenant "):
-                try await kernel.enable(command.pluginID, tenant: String(op.dropFirst("enable-tenant ".count)))
-            case let op where op.hasPrefix("disable-tenant "):
-                try await kernel.disable(command.pluginID, tenant: String(op.dropFirst("disable-tenant ".count)), cascade: command.cascade)
-            case "rescan": await kernel.rescan()
-            case let op where op.hasPrefix("upgrade "):
-                let words = op.split(separator: " ").map(String.init)
+            switch command {
+            case let .enable(id, tenant): try await kernel.enable(id, tenant: tenant)
+            case let .disable(id, tenant, cascade): try await kernel.disable(id, tenant: tenant, cascade: cascade)
+            case let .reload(id): try await kernel.reload(id)
+            case .rescan: await kernel.rescan()
+            case let .upgrade(id, version, allowUnsigned):
                 let store = ExtensionStore(state: kernel.state, pluginsDirectory: kernel.configuration.pluginsDirectory)
-                try await kernel.upgrade(command.pluginID, to: words.count > 1 && words[1] != "-" ? words[1] : nil, store: store,
-                                         allowUnsigned: words.count > 2 && words[2] == "unsigned")
-            case let op where op.hasPrefix("config\n"):
-                try await kernel.setConfig(command.pluginID, yaml: String(op.dropFirst("config\n".count)), file: "configuration of \(command.pluginID)")
-            case let op where op.hasPrefix("uninstall "):
-                let words = op.split(separator: " ")
-                try await kernel.uninstall(command.pluginID, cascade: words.contains("cascade"), keepData: words.contains("keep"))
-            case "delete-tenant": try await kernel.deleteTenant(command.pluginID, cascade: command.cascade)
-            case let op where op.hasPrefix("grants "):
-                let words = op.split(separator: " ").dropFirst()
-                try await kernel.setGrants(command.pluginID, grant: words.filter { $0.hasPrefix("+") }.map { String($0.dropFirst()) },
-                                           revoke: words.filter { $0.hasPrefix("-") }.map { String($0.dropFirst()) })
-            default: return (true, "unknown command \"\(command.op)\"")
+                try await kernel.upgrade(id, to: version, store: store, allowUnsigned: allowUnsigned)
+            case let .config(id, yaml): try await kernel.setConfig(id, yaml: yaml, file: "configuration of \(id)")
+            case let .uninstall(id, cascade, keepData): try await kernel.uninstall(id, cascade: cascade, keepData: keepData)
+            case let .deleteTenant(name, cascade): try await kernel.deleteTenant(name, cascade: cascade)
+            case let .grants(id, grant, revoke): try await kernel.setGrants(id, grant: grant, revoke: revoke)
             }
             return (false, "ok")
         } catch {
@@ -85,23 +78,86 @@ public enum RemoteControl {
         return try JSONDecoder().decode([PluginInfo].self, from: Data(text.utf8))
     }
 
-    /// Client side: queues `op` for the server and waits for its outcome.
-    /// - Throws: `KernelError` with the server's reason when it failed, or when it did not answer within `timeout`.
-    public static func submit(_ op: String, pluginID: String, cascade: Bool = false, state: StateStore,
-                              timeout: Duration = .seconds(10)) async throws(KernelError) {
+    /// Client side: queues `command` for the server and waits for its outcome. When the server has not taken it
+    /// within `timeout`, it is cancelled (atomically: either the cancel or the server's claim wins), so a command
+    /// reported as failed never runs later. One the server took is waited for up to `timeout` more.
+    /// - Throws: `KernelError` with the server's reason when it failed, or saying it was cancelled and nothing
+    ///   changed, or that the server took it and has not finished yet.
+    public static func submit(_ command: RemoteCommand, state: StateStore, timeout: Duration = .seconds(10)) async throws(KernelError) {
+        let subject = command.subject
         let seq: Int64
-        do { seq = try state.submitCommand(op: op, pluginID: pluginID, cascade: cascade) } catch {
-            throw KernelError(.state, pluginID: pluginID, reason: error.description)
+        do {
+            let body = String(decoding: try JSONEncoder().encode(command), as: UTF8.self)
+            let seconds = Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18
+            seq = try state.submitCommand(op: command.name, pluginID: subject, body: body, timeout: seconds)
+        } catch {
+            throw KernelError(.state, pluginID: subject, reason: "\(error)")
         }
+        if let result = await outcome(seq, state: state, within: timeout) { return try result.get() }
+        let cancelled: Bool
+        do { cancelled = try state.cancelCommand(seq) } catch { throw KernelError(.state, pluginID: subject, reason: error.description) }
+        if cancelled {
+            throw KernelError(.state, pluginID: subject,
+                              reason: "the running server did not take the command within \(timeout); it was cancelled and nothing changed")
+        }
+        if let result = await outcome(seq, state: state, within: timeout) { return try result.get() }
+        throw KernelError(.state, pluginID: subject,
+                          reason: "the running server started the command but did not finish it within \(timeout); `keel plugins list` shows its outcome")
+    }
+
+    /// Polls command `seq` until it is done, failed or cancelled, or `timeout` passes (nil).
+    static func outcome(_ seq: Int64, state: StateStore, within timeout: Duration) async -> Result<Void, KernelError>? {
         let clock = ContinuousClock()
         let deadline = clock.now.advanced(by: timeout)
         while clock.now < deadline {
-            if let command = try? state.command(seq), command.state != "pending" {
-                if command.state == "failed" { throw KernelError(.loadFailed, pluginID: pluginID, reason: command.result) }
-                return
+            if let command = try? state.command(seq) {
+                switch command.state {
+                case "done": return .success(())
+                case "failed": return .failure(KernelError(.loadFailed, pluginID: command.pluginID, reason: command.result))
+                case "cancelled": return .failure(KernelError(.state, pluginID: command.pluginID, reason: "not run: \(command.result)"))
+                default: break
+                }
             }
             try? await Task.sleep(for: .milliseconds(50))
         }
-        throw KernelError(.state, pluginID: pluginID, reason: "the running server did not answer within \(timeout)")
+        return nil
+    }
+}
+
+/// A change the CLI asks the running server to make, stored as JSON in the state file's command queue.
+public enum RemoteCommand: Codable, Sendable, Hashable {
+    case enable(id: String, tenant: String?)
+    case disable(id: String, tenant: String?, cascade: Bool)
+    case reload(id: String)
+    case rescan
+    case upgrade(id: String, version: String?, allowUnsigned: Bool)
+    case config(id: String, yaml: String)
+    case uninstall(id: String, cascade: Bool, keepData: Bool)
+    case deleteTenant(name: String, cascade: Bool)
+    case grants(id: String, grant: [String], revoke: [String])
+
+    /// A short name for logs and the queue's `op` column.
+    var name: String {
+        switch self {
+        case .enable: "enable"
+        case .disable: "disable"
+        case .reload: "reload"
+        case .rescan: "rescan"
+        case .upgrade: "upgrade"
+        case .config: "config"
+        case .uninstall: "uninstall"
+        case .deleteTenant: "delete-tenant"
+        case .grants: "grants"
+        }
+    }
+
+    /// The plugin (or tenant) it is about.
+    var subject: String {
+        switch self {
+        case let .enable(id, _), let .disable(id, _, _), let .reload(id), let .upgrade(id, _, _), let .config(id, _),
+             let .uninstall(id, _, _), let .grants(id, _, _): id
+        case let .deleteTenant(name, _): name
+        case .rescan: ""
+        }
     }
 }

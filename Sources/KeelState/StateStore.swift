@@ -144,6 +144,14 @@ public final class StateStore: @unchecked Sendable {
         """
         CREATE TABLE plugin_config (plugin_id TEXT PRIMARY KEY, yaml TEXT NOT NULL, json TEXT NOT NULL, updated_at TEXT NOT NULL);
         """,
+        // Commands carry a JSON body and a deadline. Rows queued by an older keel are never run now: the CLI that
+        // queued them has long given up waiting.
+        """
+        ALTER TABLE commands ADD COLUMN body TEXT NOT NULL DEFAULT '';
+        ALTER TABLE commands ADD COLUMN deadline TEXT;
+        UPDATE commands SET state = 'cancelled', result = 'queued by an older keel; not run',
+                            done_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE state IN ('pending', 'running');
+        """,
     ]
 
     public static var schemaVersion: Int { migrations.count }
@@ -319,21 +327,28 @@ public final class StateStore: @unchecked Sendable {
     // MARK: commands from other processes
 
     /// A request queued by another process (the CLI) for the running server.
+    ///
+    /// Its `state` moves `pending` → `running` → `done`/`failed`, or `pending` → `cancelled`. Both moves out of
+    /// `pending` are single conditional updates (`claimCommand` by the server, `cancelCommand` by the client), so
+    /// exactly one of them wins: a command the client gave up on never runs.
     public struct Command: Sendable, Hashable {
         public var seq: Int64
+        /// A short name for logs (`enable`, `upgrade`, ...).
         public var op: String
         public var pluginID: String
         public var cascade: Bool
         public var state: String
         public var result: String
+        /// The command as JSON (what the server decodes and runs).
+        public var body: String
     }
 
-    /// Queues a command; returns its sequence number.
-    public func submitCommand(op: String, pluginID: String, cascade: Bool) throws(StateError) -> Int64 {
-        try locked { db throws(StateError) in
-            try db.query("INSERT INTO commands (op, plugin_id, cascade, created_at) VALUES (?, ?, ?, ?)",
-                         [.text(op), .text(pluginID), .int(cascade ? 1 : 0), .text(Self.now())])
-            return try db.query("SELECT last_insert_rowid() AS seq").first?["seq"]?.int ?? 0
+    /// Queues a command that the server may start only within `timeout` seconds from now; returns its sequence number.
+    public func submitCommand(op: String, pluginID: String, body: String, timeout: Double) throws(StateError) -> Int64 {
+        let deadline = Self.timestamp.format(Date().addingTimeInterval(timeout))
+        return try locked { db throws(StateError) in
+            try db.query("INSERT INTO commands (op, plugin_id, body, deadline, created_at) VALUES (?, ?, ?, ?, ?) RETURNING seq",
+                         [.text(op), .text(pluginID), .text(body), .text(deadline), .text(Self.now())]).first?["seq"]?.int ?? 0
         }
     }
 
@@ -348,6 +363,35 @@ public final class StateStore: @unchecked Sendable {
         }
     }
 
+    /// Server side: takes a pending command for running (`pending` → `running`, one statement). Returns false when
+    /// the client cancelled it, or its deadline passed (it is then marked `cancelled`): it must not run.
+    public func claimCommand(_ seq: Int64) throws(StateError) -> Bool {
+        try locked { db throws(StateError) in
+            let now = Self.now()
+            let claimed = try db.query("""
+                UPDATE commands SET state = 'running' WHERE seq = ? AND state = 'pending' AND (deadline IS NULL OR deadline > ?)
+                RETURNING seq
+                """, [.int(seq), .text(now)])
+            if !claimed.isEmpty { return true }
+            try db.query("""
+                UPDATE commands SET state = 'cancelled', result = 'its deadline passed before the server took it', done_at = ?
+                WHERE seq = ? AND state = 'pending'
+                """, [.text(now), .int(seq)])
+            return false
+        }
+    }
+
+    /// Client side: withdraws a command the server has not taken (`pending` → `cancelled`, one statement).
+    /// Returns false when the server has already claimed it: then its real outcome follows.
+    public func cancelCommand(_ seq: Int64) throws(StateError) -> Bool {
+        try locked { db throws(StateError) in
+            !(try db.query("""
+                UPDATE commands SET state = 'cancelled', result = 'cancelled by the client', done_at = ?
+                WHERE seq = ? AND state = 'pending' RETURNING seq
+                """, [.text(Self.now()), .int(seq)]).isEmpty)
+        }
+    }
+
     /// Records a command's outcome (`done` or `failed`) and its result text.
     public func finishCommand(_ seq: Int64, failed: Bool, result: String) throws(StateError) {
         _ = try locked { db throws(StateError) in
@@ -359,7 +403,7 @@ public final class StateStore: @unchecked Sendable {
     static func command(_ row: [String: SQLiteDatabase.Value]) -> Command? {
         guard let seq = row["seq"]?.int, let op = row["op"]?.text, let id = row["plugin_id"]?.text else { return nil }
         return Command(seq: seq, op: op, pluginID: id, cascade: (row["cascade"]?.int ?? 0) != 0,
-                       state: row["state"]?.text ?? "pending", result: row["result"]?.text ?? "")
+                       state: row["state"]?.text ?? "pending", result: row["result"]?.text ?? "", body: row["body"]?.text ?? "")
     }
 
     /// A number that changes whenever another connection commits to the file (PRAGMA data_version).

@@ -44,7 +44,7 @@ struct CLITests {
         let common = ["--plugins", f.plugins, "--state", f.state]
         let unknown = try TestEnvironment.run(keel, ["plugins", "enable", "ghost"] + common)
         #expect(unknown.status == 1)
-        #expect(unknown.stderr == "keel: error: no plugin \"ghost\" in \(f.plugins)\n")
+        #expect(unknown.stderr == "keel: error: no plugin \"ghost\" in the plugin folder\n")
 
         let junk = TestEnvironment.makeTemporaryDirectory("junk") + "/libjunk.so"
         try "not a library".write(toFile: junk, atomically: true, encoding: .utf8)

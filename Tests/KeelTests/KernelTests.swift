@@ -365,7 +365,7 @@ struct KernelTests {
         await kernel.start()
         do { try await kernel.enable("nope"); Issue.record("enabled") } catch {
             #expect(error.code == .unknownPlugin)
-            #expect(error.description == "no plugin \"nope\" in \(f.plugins)")
+            #expect(error.description == "no plugin \"nope\" in the plugin folder")
         }
         #expect(try await kernel.plugins().isEmpty)
     }

@@ -114,8 +114,13 @@ public struct ExtensionStore: Sendable {
         return best
     }
 
-    /// Plugins to install for `id`, dependencies first: those not in the plugin folder yet.
+    /// Plugins to install for `id`, dependencies first: those not in the plugin folder yet (in any folder).
+    /// - Throws: when `id` itself is already installed (use upgrade), a dependency cannot be met, or there is a cycle.
     public func plan(_ id: String, version: String?) throws -> [Offer] {
+        if let present = Self.bundles(claiming: id, in: pluginsDirectory).first {
+            throw StoreError(Self.alreadyInstalled(id, folder: present.folder))
+        }
+        let installed = Set(((try? BundleScanner().scan(pluginsDirectory)) ?? []).map(\.id))
         let (offers, _) = try indexes()
         var plan: [Offer] = [], visiting: [String] = []
         func visit(_ id: String, _ version: String?) throws {
@@ -123,13 +128,13 @@ public struct ExtensionStore: Sendable {
                 throw StoreError("dependency cycle: " + (visiting[cycle...] + [id]).joined(separator: " → "))
             }
             guard !plan.contains(where: { $0.id == id }) else { return }
-            if version == nil, FileManager.default.fileExists(atPath: pluginsDirectory + "/" + id) { return }
+            if version == nil, installed.contains(id) { return }
             let offer = try resolve(id, version: version, offers: offers)
             visiting.append(id)
             for (dep, range) in (offer.entry.dependencies ?? [:]).sorted(by: { $0.key < $1.key }) {
                 guard let r = VersionRange(range) else { throw StoreError("\"\(id)\" has a bad dependency range \"\(range)\" for \"\(dep)\"") }
                 let candidates = offers.filter { $0.id == dep && r.contains(Semver($0.entry.version) ?? Semver(0, 0, 0)) }
-                if !FileManager.default.fileExists(atPath: pluginsDirectory + "/" + dep) && candidates.isEmpty {
+                if !installed.contains(dep) && candidates.isEmpty {
                     throw StoreError("\"\(id)\" needs \"\(dep)\" \(range), which no repository offers")
                 }
                 try visit(dep, nil)
@@ -141,27 +146,57 @@ public struct ExtensionStore: Sendable {
         return plan
     }
 
-    /// Fetches, verifies and unpacks one offer into the plugin folder. Records installing → installed (or
-    /// install-failed with the reason; the hidden work folder is removed, so the install can be retried).
+    /// Fetches, verifies and unpacks one offer into the plugin folder, in a new folder named after the id (`id-2`,
+    /// ... when that name is taken by something else). Refused when a bundle already declares the id, in any folder:
+    /// two bundles never claim one id. Records installing → installed (or install-failed with the reason; the hidden
+    /// work folder `.installing-<id>-<pid>` is removed, so the install can be retried).
     public func install(_ offer: Offer, allowUnsigned: Bool) throws {
         let id = offer.id
-        let target = pluginsDirectory + "/" + id
-        guard !FileManager.default.fileExists(atPath: target) else {
-            throw StoreError("\"\(id)\" is already installed in \(target); use upgrade")
+        if let present = Self.bundles(claiming: id, in: pluginsDirectory).first {
+            throw StoreError(Self.alreadyInstalled(id, folder: present.folder))
         }
         try? state.setStatus(id, .installing, reason: nil)
         let work = pluginsDirectory + "/.installing-\(id)-\(getpid())"
         do {
             let manifest = try fetchVerified(offer, into: work, allowUnsigned: allowUnsigned)
-            guard rename(work, target) == 0 else { throw StoreError("\(target): cannot move into place: \(String(cString: strerror(errno)))") }
+            // Checked again just before the move: another process may have installed it meanwhile.
+            if let present = Self.bundles(claiming: id, in: pluginsDirectory).first {
+                throw StoreError(Self.alreadyInstalled(id, folder: present.folder))
+            }
+            let target = freeFolder(for: id)
+            guard rename(work, target) == 0 else {
+                throw StoreError("\"\(id)\": cannot move into the plugin folder: \(String(cString: strerror(errno)))")
+            }
             try? state.discovered(id: id, name: manifest.name, version: "\(manifest.version)", bundlePath: target)
             try? state.setStatus(id, .installed, reason: nil)
-            try? state.setSetting(Self.signatureKey(id), signatureStatus(offer))
+            try? state.setSetting(Self.signatureKey(id), signatureRecord(offer, library: target + "/" + manifest.library))
         } catch {
             try? FileManager.default.removeItem(atPath: work)
             try? state.setStatus(id, .installFailed, reason: "\(error)")
             throw error
         }
+    }
+
+    /// The bundles in `directory` known by `id`: by the id their manifest declares, or by folder name when the
+    /// manifest is unusable (the name the scanner gives them). More than one means the id is claimed twice.
+    public static func bundles(claiming id: String, in directory: String) -> [Bundle] {
+        ((try? BundleScanner().scan(directory)) ?? []).filter { $0.id == id }
+    }
+
+    /// The one-line refusal for installing an id that is already there. Names the folder, never a host path.
+    static func alreadyInstalled(_ id: String, folder: String) -> String {
+        "\"\(id)\" is already installed (folder \"\((folder as NSString).lastPathComponent)\"); use `keel upgrade \(id)` to change its version"
+    }
+
+    /// `plugins/<id>`, or `plugins/<id>-2`, ... when that name is taken by another bundle or file.
+    func freeFolder(for id: String) -> String {
+        var candidate = pluginsDirectory + "/" + id, n = 1
+        var st = stat()
+        while lstat(candidate, &st) == 0 {
+            n += 1
+            candidate = pluginsDirectory + "/\(id)-\(n)"
+        }
+        return candidate
     }
 
     /// Fetches `offer`, checks its checksum and signature, and unpacks it into the new folder `work`.
@@ -191,8 +226,30 @@ public struct ExtensionStore: Sendable {
         }
     }
 
-    /// Settings key holding how the installed archive of `id` was signed.
+    /// Settings key holding how the installed archive of `id` was signed (a `SignatureRecord` as JSON).
     public static func signatureKey(_ id: String) -> String { "signature.\(id)" }
+
+    /// How an installed plugin was signed, tied to the bytes installed: the SHA-256 of its library.
+    struct SignatureRecord: Codable {
+        var library: String
+        var status: String
+    }
+
+    /// The record to store for `offer` installed with its library at `library`; nil when the library cannot be read.
+    func signatureRecord(_ offer: Offer, library: String) -> String? {
+        guard let sum = GenerationStore.checksum(library),
+              let data = try? JSONEncoder().encode(SignatureRecord(library: sum, status: signatureStatus(offer))) else { return nil }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// The signature status to show for a bundle whose library now has checksum `librarySum`: the stored one only
+    /// while the library is the one installed; a replaced or foreign library shows none.
+    static func signature(stored: String?, librarySum: String?) -> String? {
+        guard let stored, let librarySum,
+              let record = try? JSONDecoder().decode(SignatureRecord.self, from: Data(stored.utf8)),
+              record.library == librarySum else { return nil }
+        return record.status
+    }
 
     func signatureStatus(_ offer: Offer) -> String {
         guard let signer = offer.entry.signer, offer.entry.signature != nil else { return "unsigned (allowed by the operator)" }

@@ -13,9 +13,8 @@ extension Kernel {
     /// - Throws: `KernelError` naming the plugin and the reason.
     public func upgrade(_ id: String, to version: String? = nil, store: ExtensionStore, allowUnsigned: Bool = false) throws(KernelError) {
         rescan()
-        guard let current = bundles[id]?.manifest else {
-            throw KernelError(.unknownPlugin, pluginID: id, reason: "\"\(id)\" is not installed in \(configuration.pluginsDirectory)")
-        }
+        let bundle = try installedBundle(id)
+        guard let current = bundle.manifest else { throw KernelError(.bundle, pluginID: id, reason: "\"\(id)\" has no usable manifest") }
         let offer: ExtensionStore.Offer
         do { offer = try store.resolve(id, version: version, offers: try store.indexes().offers) } catch {
             throw KernelError(.bundle, pluginID: id, reason: "\(error)")
@@ -24,9 +23,11 @@ extension Kernel {
         if version == nil && next <= current.version {
             throw KernelError(.bundle, pluginID: id, reason: "\"\(id)\" \(current.version) is up to date (the repositories offer \(next))")
         }
-        let target = configuration.pluginsDirectory + "/" + id
-        let work = configuration.pluginsDirectory + "/.upgrading-\(id)"
-        let previous = configuration.pluginsDirectory + "/.previous-\(id)"
+        // The new version takes the old one's folder; the work folders carry our pid, so that recovery in another
+        // process leaves them alone while we live.
+        let target = bundle.folder
+        let work = configuration.pluginsDirectory + "/.upgrading-\(id)-\(getpid())"
+        let previous = configuration.pluginsDirectory + "/.previous-\((target as NSString).lastPathComponent)-\(getpid())"
         let wasActive = active[id] != nil
         let before = (try? state.plugin(id))?.status ?? .installed
         try? state.setStatus(id, .upgrading)
@@ -64,34 +65,57 @@ extension Kernel {
         }
         try? FileManager.default.removeItem(atPath: previous)
         try? state.discovered(id: id, name: manifest.name, version: "\(manifest.version)", bundlePath: target)
-        try? state.setSetting(ExtensionStore.signatureKey(id), store.signatureStatus(offer))
+        try? state.setSetting(ExtensionStore.signatureKey(id), store.signatureRecord(offer, library: target + "/" + manifest.library))
         try? state.setStatus(id, wasActive ? .enabled : (before == .upgradeFailed || before == .upgrading ? .installed : before))
         log(.info, id, "upgraded \(current.version) → \(manifest.version)")
     }
 
-    /// Finishes or undoes what a crash interrupted: hidden install/upgrade folders are removed, and an old bundle
-    /// moved aside for an upgrade goes back when the new one never arrived. Runs at start.
+    /// Finishes or undoes what a crashed process left: hidden install/upgrade/uninstall folders are removed, and an
+    /// old bundle moved aside for an upgrade goes back when the new one never arrived. Work folders carry the pid of
+    /// the process doing the work (`.installing-<id>-<pid>`, `.upgrading-<id>-<pid>`, `.previous-<folder>-<pid>`,
+    /// `.uninstalling-<id>-<pid>`); those of a live process are left alone. Runs at every kernel start.
     func recoverInterruptedChanges() {
         let dir = configuration.pluginsDirectory
         for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] {
+            guard let work = WorkFolder(name), !work.ownerIsAlive else { continue }
             let path = dir + "/" + name
-            if name.hasPrefix(".installing-") || name.hasPrefix(".upgrading-") {
+            if work.kind != .previous {
                 try? FileManager.default.removeItem(atPath: path)
-            } else if name.hasPrefix(".previous-") {
-                let id = String(name.dropFirst(".previous-".count))
-                if FileManager.default.fileExists(atPath: dir + "/" + id) {
-                    try? FileManager.default.removeItem(atPath: path)
-                } else {
-                    rename(path, dir + "/" + id)
-                    log(.warn, id, "an upgrade was interrupted: the previous version is back")
-                }
+            } else if FileManager.default.fileExists(atPath: dir + "/" + work.subject) {
+                try? FileManager.default.removeItem(atPath: path)
+            } else {
+                rename(path, dir + "/" + work.subject)
+                log(.warn, nil, "an upgrade was interrupted: the previous version is back in \"\(work.subject)\"")
             }
         }
     }
 
+    /// The one bundle of installed plugin `id`: found by scanning the plugin folder and matched by the id its manifest
+    /// declares, never by folder name.
+    /// - Throws: `KernelError` when none declares it, more than one claims it, or the one found has no usable manifest.
+    func installedBundle(_ id: String) throws(KernelError) -> Bundle {
+        let claims = ExtensionStore.bundles(claiming: id, in: configuration.pluginsDirectory)
+        guard let bundle = claims.first else {
+            throw KernelError(.unknownPlugin, pluginID: id, reason: "\"\(id)\" is not installed")
+        }
+        guard claims.count == 1 else {
+            let folders = claims.map { "\"\(($0.folder as NSString).lastPathComponent)\"" }.joined(separator: ", ")
+            throw KernelError(.conflict, pluginID: id, reason: "\(claims.count) bundles claim \"\(id)\" (folders \(folders)); remove all but one by hand")
+        }
+        guard bundle.manifest?.id == id else {
+            throw KernelError(.bundle, pluginID: id,
+                              reason: "folder \"\((bundle.folder as NSString).lastPathComponent)\" has no usable manifest; fix or remove it by hand")
+        }
+        return bundle
+    }
+
     /// Installs `id` (and the dependencies it is missing) from the repositories. Returns what was installed, in order.
-    /// - Throws: `KernelError` with the reason; an install that failed is recorded `install-failed` and can be retried.
+    /// - Throws: `KernelError` with the reason (`conflict` when `id` is already installed, in any folder); an install
+    ///   that failed is recorded `install-failed` and can be retried.
     public func install(_ id: String, version: String? = nil, store: ExtensionStore, allowUnsigned: Bool = false) throws(KernelError) -> [String] {
+        if let present = ExtensionStore.bundles(claiming: id, in: configuration.pluginsDirectory).first {
+            throw KernelError(.conflict, pluginID: id, reason: ExtensionStore.alreadyInstalled(id, folder: present.folder))
+        }
         var done: [String] = []
         do {
             for offer in try store.plan(id, version: version) {
@@ -106,33 +130,76 @@ extension Kernel {
         return done
     }
 
-    /// Disables `id` (and, with `cascade`, its dependents), removes its bundle folder and forgets it; with `keepData`
-    /// its grants, tenants and configuration stay for a later reinstall. Interrupted, it is finished at the next start.
+    /// Disables `id` (and, with `cascade`, its dependents), removes its bundle folder (the one whose manifest declares
+    /// `id`) and forgets it with its signature status; with `keepData` its grants, tenants and configuration stay for a
+    /// later reinstall. Interrupted, it is finished at the next start.
     public func uninstall(_ id: String, cascade: Bool = false, keepData: Bool = false) throws(KernelError) {
-        let folder = configuration.pluginsDirectory + "/" + id
-        if !FileManager.default.fileExists(atPath: folder), let record = try? state.plugin(id),
+        rescan()
+        if ExtensionStore.bundles(claiming: id, in: configuration.pluginsDirectory).isEmpty, let record = try? state.plugin(id),
            [.installFailed, .missing].contains(record.status) {
             // A failed install (or a bundle already gone) can always be removed: only the record is left.
-            do { try state.forgetPlugin(id, everything: !keepData) } catch { throw KernelError(.state, pluginID: id, reason: error.description) }
-            return
+            return try forget(id, everything: !keepData)
         }
-        guard FileManager.default.fileExists(atPath: folder) else {
-            throw KernelError(.unknownPlugin, pluginID: id, reason: "\"\(id)\" is not installed in \(configuration.pluginsDirectory)")
-        }
+        let bundle = try installedBundle(id)
         try disable(id, cascade: cascade)
         try? state.setStatus(id, .uninstalling)
-        do { try FileManager.default.removeItem(atPath: folder) } catch {
-            throw KernelError(.bundle, pluginID: id, reason: "\(folder): cannot be removed: \(error.localizedDescription)")
+        // Out of the plugin folder in one step, then removed: a crash leaves a hidden folder recovery removes.
+        let doomed = configuration.pluginsDirectory + "/.uninstalling-\(id)-\(getpid())"
+        guard rename(bundle.folder, doomed) == 0 else {
+            throw KernelError(.bundle, pluginID: id, reason: "folder \"\((bundle.folder as NSString).lastPathComponent)\" cannot be removed: \(String(cString: strerror(errno)))")
         }
-        do { try state.forgetPlugin(id, everything: !keepData) } catch { throw KernelError(.state, pluginID: id, reason: error.description) }
+        try? FileManager.default.removeItem(atPath: doomed)
+        try forget(id, everything: !keepData)
         rescan()
     }
 
-    /// Finishes uninstalls a crash interrupted.
+    /// Forgets a plugin's record and its signature status (and, with `everything`, its grants, tenants, configuration).
+    private func forget(_ id: String, everything: Bool) throws(KernelError) {
+        do {
+            try state.forgetPlugin(id, everything: everything)
+            try state.setSetting(ExtensionStore.signatureKey(id), nil)
+        } catch { throw KernelError(.state, pluginID: id, reason: error.description) }
+    }
+
+    /// Finishes uninstalls a crash interrupted: the recorded bundle folder is removed only when its manifest still
+    /// declares the plugin's id (a folder since reused by another plugin is left alone).
     func finishUninstalls() {
         for record in (try? state.plugins()) ?? [] where record.status == .uninstalling {
-            try? FileManager.default.removeItem(atPath: configuration.pluginsDirectory + "/" + record.id)
-            try? state.forgetPlugin(record.id, everything: true)
+            let folder = record.bundlePath, name = (folder as NSString).lastPathComponent
+            if !name.isEmpty, !name.hasPrefix("."), folder == configuration.pluginsDirectory + "/" + name,
+               (try? ManifestLoader().load(path: folder + "/" + ManifestLoader.fileName))?.0.id == record.id {
+                try? FileManager.default.removeItem(atPath: folder)
+            }
+            try? forget(record.id, everything: true)
         }
+    }
+}
+
+/// A hidden folder in the plugin folder holding unfinished work: `.<kind>-<subject>-<pid>`, or without the pid when an
+/// older keel made it.
+struct WorkFolder {
+    enum Kind: String, CaseIterable { case installing, upgrading, uninstalling, previous }
+    let kind: Kind
+    /// The plugin id, or for `.previous` the bundle folder it came from.
+    let subject: String
+    let pid: pid_t?
+
+    init?(_ name: String) {
+        guard let kind = Kind.allCases.first(where: { name.hasPrefix(".\($0.rawValue)-") }) else { return nil }
+        let rest = name.dropFirst(kind.rawValue.count + 2)
+        self.kind = kind
+        if let dash = rest.lastIndex(of: "-"), let pid = pid_t(rest[rest.index(after: dash)...]), pid > 0 {
+            subject = String(rest[..<dash])
+            self.pid = pid
+        } else {
+            subject = String(rest)
+            pid = nil
+        }
+    }
+
+    /// True while the process that made it runs (a folder without a pid has no live owner).
+    var ownerIsAlive: Bool {
+        guard let pid else { return false }
+        return kill(pid, 0) == 0 || errno == EPERM
     }
 }

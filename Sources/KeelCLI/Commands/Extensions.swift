@@ -82,7 +82,8 @@ extension KeelCommand {
                 if let config {
                     guard let data = FileManager.default.contents(atPath: config) else { throw CLIError("\(config): cannot be read") }
                     let yaml = String(decoding: data, as: UTF8.self)
-                    let schema = options.pluginsDirectory + "/" + parts[0] + "/" + PluginConfig.schemaFile
+                    let folder = ExtensionStore.bundles(claiming: parts[0], in: options.pluginsDirectory).first?.folder ?? ""
+                    let schema = folder + "/" + PluginConfig.schemaFile
                     do {
                         let json = try PluginConfig.validate(yaml: yaml, file: config,
                                                              schemaPath: FileManager.default.fileExists(atPath: schema) ? schema : nil)
@@ -106,8 +107,8 @@ extension KeelCommand {
             try await reporting {
                 let info = try await throughServerOrKernel(options, id: id,
                     remote: { state in
-                        try await RemoteControl.submit("upgrade \(to ?? "-") \(allowUnsigned ? "unsigned" : "signed")", pluginID: id,
-                                                       state: state, timeout: .seconds(120))
+                        try await RemoteControl.submit(.upgrade(id: id, version: to, allowUnsigned: allowUnsigned), state: state,
+                                                       timeout: .seconds(120))
                     },
                     local: { kernel in
                         try await kernel.upgrade(id, to: to, store: ExtensionStore(state: kernel.state, pluginsDirectory: options.pluginsDirectory),
@@ -129,8 +130,7 @@ extension KeelCommand {
             try await reporting {
                 _ = try await throughServerOrKernel(options, id: nil,
                     remote: { state in
-                        try await RemoteControl.submit("uninstall \(cascade ? "cascade" : "-") \(keepData ? "keep" : "-")", pluginID: id,
-                                                       state: state)
+                        try await RemoteControl.submit(.uninstall(id: id, cascade: cascade, keepData: keepData), state: state)
                     },
                     local: { kernel in try await kernel.uninstall(id, cascade: cascade, keepData: keepData) })
                 print("uninstalled \(id)")

@@ -126,7 +126,7 @@ extension KeelCommand.Plugins {
         func run() async throws {
             try await reporting {
                 let info = try await throughServerOrKernel(options, id: id,
-                    remote: { state in try await RemoteControl.submit(tenant.map { "enable-tenant \($0)" } ?? "enable", pluginID: id, state: state) },
+                    remote: { state in try await RemoteControl.submit(.enable(id: id, tenant: tenant), state: state) },
                     local: { kernel in try await kernel.enable(id, tenant: tenant) })
                 guard let info else { return }
                 print("enabled \(id) \(info.version): \(info.routes.count) route(s), \(info.menus.count) menu entr\(info.menus.count == 1 ? "y" : "ies"), \(info.authenticators.count + info.authorizers.count) auth hook(s)")
@@ -147,8 +147,7 @@ extension KeelCommand.Plugins {
             try await reporting {
                 _ = try await throughServerOrKernel(options, id: nil,
                     remote: { state in
-                        try await RemoteControl.submit(tenant.map { "disable-tenant \($0)" } ?? "disable", pluginID: id,
-                                                       cascade: cascade, state: state)
+                        try await RemoteControl.submit(.disable(id: id, tenant: tenant, cascade: cascade), state: state)
                     },
                     local: { kernel in try await kernel.disable(id, tenant: tenant, cascade: cascade) })
                 print("disabled \(id)")
@@ -168,7 +167,7 @@ extension KeelCommand.Plugins {
         func run() async throws {
             try await reporting {
                 let info = try await throughServerOrKernel(options, id: id,
-                    remote: { state in try await RemoteControl.submit("reload", pluginID: id, state: state) },
+                    remote: { state in try await RemoteControl.submit(.reload(id: id), state: state) },
                     local: { kernel in try await kernel.reload(id) })
                 guard let info else { return }
                 print("reloaded \(id) \(info.version): \(info.status.rawValue)")
@@ -230,9 +229,8 @@ extension KeelCommand.Plugins {
 
 /// Grants and revokes through the running server when there is one, else through a kernel of our own.
 func changeGrants(_ options: GlobalOptions, _ id: String, grant: [String], revoke: [String]) async throws {
-    let op = "grants " + (grant.map { "+" + $0 } + revoke.map { "-" + $0 }).joined(separator: " ")
     _ = try await throughServerOrKernel(options, id: nil,
-        remote: { state in try await RemoteControl.submit(op, pluginID: id, state: state) },
+        remote: { state in try await RemoteControl.submit(.grants(id: id, grant: grant, revoke: revoke), state: state) },
         local: { kernel in try await kernel.setGrants(id, grant: grant, revoke: revoke) })
 }
 
@@ -284,7 +282,7 @@ extension KeelCommand.Plugins {
                 guard let data = FileManager.default.contents(atPath: file) else { throw CLIError("\(file): cannot be read") }
                 let yaml = String(decoding: data, as: UTF8.self)
                 _ = try await throughServerOrKernel(options, id: nil,
-                    remote: { state in try await RemoteControl.submit("config\n" + yaml, pluginID: id, state: state) },
+                    remote: { state in try await RemoteControl.submit(.config(id: id, yaml: yaml), state: state) },
                     local: { kernel in try await kernel.setConfig(id, yaml: yaml, file: file) })
                 print("configured \(id)")
             }

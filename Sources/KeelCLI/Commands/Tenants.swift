@@ -74,7 +74,7 @@ extension KeelCommand.Tenants {
         func run() async throws {
             try await reporting {
                 _ = try await throughServerOrKernel(options, id: nil,
-                    remote: { state in try await RemoteControl.submit("delete-tenant", pluginID: name, cascade: cascade, state: state) },
+                    remote: { state in try await RemoteControl.submit(.deleteTenant(name: name, cascade: cascade), state: state) },
                     local: { kernel in try await kernel.deleteTenant(name, cascade: cascade) })
             }
             print("removed tenant \(name)")
