@@ -68,8 +68,10 @@ let package = Package(
         .target(name: "GreeterSwift", dependencies: ["KeelPluginKit"], path: "Plugins/greeter-swift",
                 exclude: ["plugin.yaml"]),
 
+        // Test-only: an ABI struct as a later 1.x host might declare it (grown at its end).
+        .target(name: "CKeelABIGrown", dependencies: ["CKeelABI"], path: "Tests/CKeelABIGrown"),
         .testTarget(name: "KeelTests", dependencies: [
-            "Keel", "KeelHTTP", "KeelManifest", "KeelLoader", "KeelRegistry", "KeelState",
+            "Keel", "KeelHTTP", "KeelManifest", "KeelLoader", "KeelRegistry", "KeelState", "CKeelABIGrown",
         ], exclude: ["Fixtures"]),
     ]
 )

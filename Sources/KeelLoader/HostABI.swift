@@ -20,17 +20,19 @@ enum HostABI {
     }
 
     /// The common front of every registration call: a live context, a non-NULL struct, and a struct_size that
-    /// covers the 1.0 layout (the struct starts with it). Then `body` runs with the context and a copy of the struct.
+    /// covers the 1.0 layout (the struct starts with it). Then `body` runs with the context and a copy of the struct
+    /// made from the bytes struct_size covers only (`GrowableStruct`): fields a newer declaration added after the
+    /// plugin's read as zero.
     static func registration<T>(_ ctx: OpaquePointer?, _ pointer: UnsafePointer<T>?, _ what: String,
                                 _ body: (ActivationContext, T) -> keel_status) -> keel_status {
         guard let context = context(ctx) else { return KEEL_ERR_INVALID_ARGUMENT }
         guard let pointer else { return context.refuse(KEEL_ERR_INVALID_ARGUMENT, "\(what): NULL pointer") }
-        let size = UnsafeRawPointer(pointer).loadUnaligned(as: UInt32.self)
-        guard size >= UInt32(MemoryLayout<T>.size) else {
-            return context.refuse(KEEL_ERR_INVALID_ARGUMENT,
-                                  "\(what): struct_size \(size) is smaller than its ABI 1.0 size (\(MemoryLayout<T>.size))")
+        let minimum = GrowableStruct.minimumSize(of: T.self)
+        guard let (value, _) = GrowableStruct.read(UnsafeRawPointer(pointer), as: T.self, minimum: minimum) else {
+            let size = UnsafeRawPointer(pointer).loadUnaligned(as: UInt32.self)
+            return context.refuse(KEEL_ERR_INVALID_ARGUMENT, "\(what): struct_size \(size) is smaller than its ABI 1.0 size (\(minimum))")
         }
-        return body(context, pointer.pointee)
+        return body(context, value)
     }
 
     static func staticString(_ s: String) -> keel_str {

@@ -124,18 +124,21 @@ public final class PluginLibrary: @unchecked Sendable {
             throw LoadError(.descriptorTooSmall, path: path, pluginID: expectedID,
                             reason: "descriptor struct_size \(size) is too small to hold an ABI version (is it a keel_plugin?)")
         }
-        let v = p.pointee.abi_version
+        let v = raw.loadUnaligned(fromByteOffset: MemoryLayout<keel_plugin>.offset(of: \.abi_version)!, as: keel_version.self)
         let abiText = "\(v.major).\(v.minor)"
         guard Int(v.major) == StatusCode.hostABIMajor, Int(v.minor) <= StatusCode.hostABIMinor else {
             throw LoadError(.incompatibleABI, path: path, pluginID: expectedID ?? "?",
                             reason: "ABI \(abiText), this host supports \(supportedABIText)")
         }
-        let needed = descriptorSizes[Int(v.minor)] ?? MemoryLayout<keel_plugin>.size
+        let needed = descriptorSizes[Int(v.minor)] ?? GrowableStruct.minimumSize(of: keel_plugin.self)
         guard size >= needed else {
             throw LoadError(.descriptorTooSmall, path: path, pluginID: expectedID,
                             reason: "descriptor struct_size \(size) is smaller than the \(needed) bytes ABI \(abiText) requires")
         }
-        let d = p.pointee
+        // Only the bytes struct_size covers: a descriptor from an older minor version is shorter than this host's.
+        guard let (d, _) = GrowableStruct.read(raw, as: keel_plugin.self, minimum: needed) else {
+            throw LoadError(.descriptorTooSmall, path: path, pluginID: expectedID, reason: "descriptor struct_size \(size) is too small")
+        }
         guard let id = d.id.validated(limit: 64), Manifest.isValidID(id) else {
             throw LoadError(.invalidDescriptor, path: path, pluginID: expectedID,
                             reason: "descriptor id \"\(d.id.validated(limit: 64) ?? "<not UTF-8>")\" is not a valid plugin id")

@@ -70,6 +70,37 @@ struct ABICompatibilityTests {
         await kernel.shutdown()
     }
 
+    @Test("every code sample in the headers and the README compiles as C and as C++, with warnings as errors")
+    func samplesCompileAsCAndCxx() throws {
+        let header = try String(contentsOfFile: TestEnvironment.abiInclude + "/keel/keel.h", encoding: .utf8)
+        let start = try #require(header.range(of: " * MINIMAL PLUGIN\n"))
+        let end = try #require(header.range(of: " */\n#pragma once"))
+        let minimal = header[start.upperBound..<end.lowerBound].split(separator: "\n")
+            .map { $0.hasPrefix(" *   ") ? String($0.dropFirst(5)) : "" }.joined(separator: "\n")
+        // README: every C source written by a heredoc (`cat > x.c <<'EOF'` ... `EOF`).
+        let readme = try String(contentsOfFile: TestEnvironment.repository.path + "/README.md", encoding: .utf8)
+        var samples = [("keel.h minimal plugin", minimal)]
+        var current: (String, [Substring])?
+        for line in readme.split(separator: "\n", omittingEmptySubsequences: false) {
+            if var open = current {
+                if line == "EOF" { samples.append((open.0, open.1.joined(separator: "\n"))); current = nil } else { open.1.append(line); current = open }
+            } else if line.hasPrefix("cat > "), line.hasSuffix(".c <<'EOF'") {
+                current = ("README " + line.dropFirst(6).prefix { $0 != " " }, [])
+            }
+        }
+        #expect(samples.count >= 2, "the README's C walk-through was not found")
+        let dir = TestEnvironment.makeTemporaryDirectory("samples")
+        for (i, (name, source)) in samples.enumerated() {
+            let file = dir + "/sample\(i).c"
+            try source.write(toFile: file, atomically: true, encoding: .utf8)
+            for (compiler, flags) in [("cc", ["-std=c11"]), ("c++", ["-std=c++23", "-x", "c++"])] {
+                let r = try TestEnvironment.run("/usr/bin/env", [compiler] + flags + ["-Wall", "-Wextra", "-Werror", "-fsyntax-only",
+                                                                                      "-I", TestEnvironment.abiInclude, file])
+                #expect(r.status == 0, "\(name) as \(compiler): \(r.stderr)")
+            }
+        }
+    }
+
     @Test("registration outside activate is refused with KEEL_ERR_WRONG_STATE")
     func registrationAfterActivate() async throws {
         // The fixture keeps its host and ctx; calling register_route later must not succeed.

@@ -83,8 +83,13 @@ typedef struct keel_host_auth {
      * [activate-only] */
     keel_status(KEEL_ABI *register_authorizer)(keel_ctx *ctx, const keel_authorizer *hook);
 
-    /* Asks the host's authorize chain whether `principal` may do `action` on `resource` (all borrowed for the call).
-     * Writes KEEL_AUTH_ALLOW only when some hook allowed and none denied, else KEEL_AUTH_DENY.
+    /* Asks the host whether `principal` may do `action` on `resource` (all borrowed for the call). A permission
+     * item is asked as action = its action (e.g. "view"), resource = its key (e.g. "greeter.greetings"); a plugin
+     * may only ask about keys it declares under `permissions:` in plugin.yaml (anything else is denied and logged).
+     * Writes KEEL_AUTH_DENY when any authorize hook denies (or fails); else KEEL_AUTH_ALLOW when a role of the
+     * principal grants "key:action" or "key:*" (the built-in admin role, which the admin token carries, grants
+     * everything) or some hook allowed; else KEEL_AUTH_DENY. The hooks see `http` = NULL for such a question, even
+     * when it is asked from inside a handler.
      * Returns KEEL_OK, or KEEL_ERR_INVALID_ARGUMENT for NULL pointers.
      * [request] */
     keel_status(KEEL_ABI *check_permission)(keel_ctx *ctx, const keel_principal *principal, keel_str action,

@@ -26,12 +26,14 @@ typedef struct keel_http_header {
 typedef struct keel_http_request {
     uint32_t struct_size;               /* sizeof(keel_http_request) as the host knows it */
     keel_str method;                    /* "GET", "POST", ... uppercase */
-    keel_str path;                      /* full request path, e.g. "/ext/hello/items/42" */
+    keel_str path;                      /* full request path, e.g. "/ext/hello/items/42", canonical: no empty
+                                         * segment, no trailing '/', percent-escapes decoded (the hooks see the
+                                         * same path) */
     keel_str route_path;                /* the part below the plugin prefix, e.g. "/items/42" */
     keel_str query;                     /* raw query string without '?', possibly empty */
     const keel_http_header *headers;    /* headers_len request headers, names lowercase, in arrival order */
     size_t headers_len;
-    const keel_http_header *params;     /* params_len path parameters: "id" → "42"; "*" → the rest of the path */
+    const keel_http_header *params;     /* params_len path parameters, decoded: "id" → "42"; "*" → the rest */
     size_t params_len;
     const uint8_t *body;                /* body_len bytes; NULL when empty */
     size_t body_len;

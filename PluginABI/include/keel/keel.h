@@ -14,10 +14,12 @@
  *
  * RULES
  * - Versions: a plugin built for ABI major.minor loads in a host with the same major and minor >= the plugin's.
- * - Growth: every struct that may grow starts with `uint32_t struct_size` and only ever gains fields at its end.
- *   Whoever fills a struct sets struct_size to the sizeof it was compiled with; whoever reads it reads only fields
- *   inside struct_size (KEEL_HAS_FIELD). New features arrive as new services ("keel.x/1") or a new version of one
- *   ("keel.http/2"), never by changing a published declaration.
+ * - Growth (the one rule): a published declaration never changes, except that a struct starting with
+ *   `uint32_t struct_size` may gain new fields at its end in a later minor version. No field is ever removed,
+ *   reordered, renamed or retyped. Whoever fills a struct sets struct_size to the sizeof it was compiled with;
+ *   whoever reads one reads only the bytes struct_size covers (KEEL_HAS_FIELD) and treats fields beyond them as
+ *   not given (zero). The host does so for every struct a plugin fills in, so a plugin built against 1.0 loads in
+ *   every 1.x host. Larger features arrive as new services ("keel.x/1") or a new version of one ("keel.http/2").
  * - Strings are keel_str: UTF-8, pointer + length, not NUL-terminated, borrowed for the duration of the call they
  *   are passed to unless a comment says otherwise. Whoever keeps one copies it.
  * - Ownership: nothing is ever freed on the other side of the boundary. Data the host hands over (requests,
@@ -28,8 +30,12 @@
  *
  * THREAD TAGS (the last line of every function's comment)
  *   [load]           called once per loaded copy of the library, first, never concurrently with anything else.
- *   [lifecycle]      activate / deactivate: never concurrent with each other for one plugin, possibly on
- *                    different OS threads over time; may block briefly.
+ *   [lifecycle]      activate / deactivate of one generation (one load of the library): never concurrent with
+ *                    each other, possibly on different OS threads over time; may block briefly. Across a reload,
+ *                    the NEW generation's activate may run while the OLD one is still draining requests or running
+ *                    its deactivate on another thread. Each generation is a private copy of the library with its
+ *                    own globals, so only resources outside the process (files, sockets, ports) are shared: open
+ *                    them so that two generations can hold them at once, or release them in deactivate and retry.
  *   [activate-only]  a host function valid only while the plugin's activate runs, on that thread; registrations
  *                    made then are published together when activate returns KEEL_OK. Elsewhere it returns
  *                    KEEL_ERR_WRONG_STATE.
@@ -44,7 +50,7 @@
  *       return res->write(res, "hello\n", 6);
  *   }
  *   static keel_status activate(const keel_host *host, keel_ctx *ctx) {
- *       const keel_host_http *http = host->get_service(ctx, keel_cstr(KEEL_SERVICE_HTTP));
+ *       const keel_host_http *http = (const keel_host_http *)host->get_service(ctx, keel_cstr(KEEL_SERVICE_HTTP));
  *       if (!http) return KEEL_ERR_UNSUPPORTED;
  *       keel_route r = { sizeof r, KEEL_STR("GET"), KEEL_STR("/"), hello, NULL };
  *       return http->register_route(ctx, &r);
