@@ -34,6 +34,8 @@ public actor Kernel {
     public nonisolated let state: StateStore
     /// Tenants, roles and the combined auth chain; read from any thread.
     public nonisolated let access: AccessControl
+    /// What changed: every executed command, and plugin changes made without one (see `KernelEvents`).
+    public nonisolated let events = KernelEvents()
     let environment: KernelEnvironment
 
     var bundles: [String: Bundle] = [:]
@@ -183,6 +185,7 @@ public actor Kernel {
         deactivate(id)
         try? state.setEnabled(id, false, status: .failed, reason: "disabled automatically: \(reason)")
         log(.error, id, "disabled automatically: \(reason)")
+        Task { await events.emit(.pluginsChanged) }
     }
 
     // MARK: tenants
@@ -721,6 +724,7 @@ public actor Kernel {
                 try? activate(id)
             }
         }
+        if !ids.isEmpty { Task { await events.emit(.pluginsChanged) } }
     }
 
     // MARK: queries

@@ -10,12 +10,14 @@ import KeelState
 public enum RemoteControl {
     static let liveKey = "live.plugins"
 
-    /// Server side: watches for commands until the task is cancelled. Also refreshes `token` when the stored
-    /// admin token changes. Call `publishLive` after any change made in-process too.
+    /// Server side: watches for commands until the task is cancelled, and keeps the live view current (every
+    /// kernel event publishes it). Also refreshes `token` when the stored admin token changes.
     public static func serve(_ kernel: Kernel, token: AdminToken?, interval: Duration = .milliseconds(200)) async {
         // No version seen yet: the first pass takes what was queued before it started (expired commands are not run).
         var seen: Int64 = -1
         var published = await publishLive(kernel)
+        let subscription = publishOnChange(kernel)
+        defer { kernel.events.unsubscribe(subscription) }
         var ticks = 0
         while !Task.isCancelled {
             try? await Task.sleep(for: interval)
@@ -39,26 +41,25 @@ public enum RemoteControl {
     }
 
     static func run(_ stored: StateStore.Command, on kernel: Kernel) async -> (Bool, String) {
-        guard let command = try? JSONDecoder().decode(RemoteCommand.self, from: Data(stored.body.utf8)) else {
+        guard let command = try? JSONDecoder().decode(KernelCommand.self, from: Data(stored.body.utf8)) else {
             return (true, "unreadable command \"\(stored.op)\"")
         }
         do {
-            switch command {
-            case let .enable(id, tenant): try await kernel.enable(id, tenant: tenant)
-            case let .disable(id, tenant, cascade): try await kernel.disable(id, tenant: tenant, cascade: cascade)
-            case let .reload(id): try await kernel.reload(id)
-            case .rescan: await kernel.rescan()
-            case let .upgrade(id, version, allowUnsigned):
-                let store = ExtensionStore(state: kernel.state, pluginsDirectory: kernel.configuration.pluginsDirectory)
-                try await kernel.upgrade(id, to: version, store: store, allowUnsigned: allowUnsigned)
-            case let .config(id, yaml): try await kernel.setConfig(id, yaml: yaml, file: "configuration of \(id)")
-            case let .uninstall(id, cascade, keepData): try await kernel.uninstall(id, cascade: cascade, keepData: keepData)
-            case let .deleteTenant(name, cascade): try await kernel.deleteTenant(name, cascade: cascade)
-            case let .grants(id, grant, revoke): try await kernel.setGrants(id, grant: grant, revoke: revoke)
-            }
+            try await kernel.execute(command, actor: "cli")
             return (false, "ok")
         } catch {
             return (true, error.description)
+        }
+    }
+
+    /// Keeps the live view current: every executed command and every change the kernel made on its own is
+    /// published for other processes (`keel plugins list`) before the command's caller gets its answer.
+    /// Returns the subscription, for `KernelEvents.unsubscribe`.
+    @discardableResult
+    public static func publishOnChange(_ kernel: Kernel) -> Int {
+        kernel.events.subscribe { [weak kernel] _ in
+            guard let kernel else { return }
+            await publishLive(kernel)
         }
     }
 
@@ -121,43 +122,5 @@ public enum RemoteControl {
             try? await Task.sleep(for: .milliseconds(50))
         }
         return nil
-    }
-}
-
-/// A change the CLI asks the running server to make, stored as JSON in the state file's command queue.
-public enum RemoteCommand: Codable, Sendable, Hashable {
-    case enable(id: String, tenant: String?)
-    case disable(id: String, tenant: String?, cascade: Bool)
-    case reload(id: String)
-    case rescan
-    case upgrade(id: String, version: String?, allowUnsigned: Bool)
-    case config(id: String, yaml: String)
-    case uninstall(id: String, cascade: Bool, keepData: Bool)
-    case deleteTenant(name: String, cascade: Bool)
-    case grants(id: String, grant: [String], revoke: [String])
-
-    /// A short name for logs and the queue's `op` column.
-    var name: String {
-        switch self {
-        case .enable: "enable"
-        case .disable: "disable"
-        case .reload: "reload"
-        case .rescan: "rescan"
-        case .upgrade: "upgrade"
-        case .config: "config"
-        case .uninstall: "uninstall"
-        case .deleteTenant: "delete-tenant"
-        case .grants: "grants"
-        }
-    }
-
-    /// The plugin (or tenant) it is about.
-    var subject: String {
-        switch self {
-        case let .enable(id, _), let .disable(id, _, _), let .reload(id), let .upgrade(id, _, _), let .config(id, _),
-             let .uninstall(id, _, _), let .grants(id, _, _): id
-        case let .deleteTenant(name, _): name
-        case .rescan: ""
-        }
     }
 }

@@ -4,8 +4,8 @@ import Foundation
 import Hummingbird
 import Keel
 
-/// The admin API (JSON) and the health check. Every state change goes through the same kernel calls the CLI makes
-/// and is committed to SQLite before the response is sent.
+/// The admin API (JSON) and the health check. Every state change is a `KernelCommand` executed by the kernel, as the
+/// CLI's are, and is committed to SQLite (and the live view published) before the response is sent.
 ///
 /// | route | who |
 /// |---|---|
@@ -64,31 +64,25 @@ struct AdminAPI {
         admin.post("plugins/:id/enable") { request, context -> Response in
             let id = try context.parameters.require("id")
             let options = try await Self.options(request)
-            do { try await kernel.enable(id, tenant: options.tenant) } catch { throw Self.apiError(error) }
-            await RemoteControl.publishLive(kernel)
+            try await run(.enable(id: id, tenant: options.tenant))
             return JSONBody.response(try await kernel.plugin(id))
         }
         admin.post("plugins/:id/disable") { request, context -> Response in
             let id = try context.parameters.require("id")
             let options = try await Self.options(request)
-            do { try await kernel.disable(id, tenant: options.tenant, cascade: options.cascade ?? false) } catch { throw Self.apiError(error) }
-            await RemoteControl.publishLive(kernel)
+            try await run(.disable(id: id, tenant: options.tenant, cascade: options.cascade ?? false))
             return JSONBody.response(try await kernel.plugin(id))
         }
         admin.post("plugins/:id/reload") { request, context -> Response in
             let id = try context.parameters.require("id")
             _ = try await Self.options(request)
-            do { try await kernel.reload(id) } catch { throw Self.apiError(error) }
-            await RemoteControl.publishLive(kernel)
+            try await run(.reload(id: id))
             return JSONBody.response(try await kernel.plugin(id))
         }
         admin.post("plugins/:id/grants") { request, context -> Response in
             let id = try context.parameters.require("id")
             let change = try await Self.body(GrantChange.self, request)
-            do { try await kernel.setGrants(id, grant: change.grant ?? [], revoke: change.revoke ?? []) } catch {
-                throw Self.apiError(error)
-            }
-            await RemoteControl.publishLive(kernel)
+            try await run(.grants(id: id, grant: change.grant ?? [], revoke: change.revoke ?? []))
             return JSONBody.response(try await kernel.plugin(id))
         }
         admin.get("plugins/:id/config") { _, context -> Response in
@@ -100,10 +94,7 @@ struct AdminAPI {
             let id = try context.parameters.require("id")
             var request = request
             let body = try await request.collectBody(upTo: 1 << 20)
-            do { try await kernel.setConfig(id, yaml: String(decoding: body.readableBytesView, as: UTF8.self), file: "request body") } catch {
-                throw Self.apiError(error)
-            }
-            await RemoteControl.publishLive(kernel)
+            try await run(.config(id: id, yaml: String(decoding: body.readableBytesView, as: UTF8.self)))
             return JSONBody.response(try await kernel.plugin(id))
         }
         admin.get("plugins/:id/history") { _, context -> Response in
@@ -119,20 +110,19 @@ struct AdminAPI {
         }
         admin.post("tenants") { request, _ -> Response in
             let body = try await Self.body(NameBody.self, request)
-            do { try await kernel.createTenant(body.name) } catch { throw Self.apiError(error) }
+            try await run(.createTenant(name: body.name))
             return JSONBody.response(["name": body.name], status: .created)
         }
         admin.delete("tenants/:tenant") { request, context -> Response in
             let name = try context.parameters.require("tenant")
             let cascade = request.uri.queryParameters.get("cascade") == "true"
-            do { try await kernel.deleteTenant(name, cascade: cascade) } catch { throw Self.apiError(error) }
-            await RemoteControl.publishLive(kernel)
+            try await run(.deleteTenant(name: name, cascade: cascade))
             return JSONBody.response(["deleted": name])
         }
         admin.post("tenants/:tenant/members") { request, context -> Response in
             let tenant = try context.parameters.require("tenant")
             let body = try await Self.body(MemberBody.self, request)
-            do { try await kernel.setMember(tenant: tenant, principal: body.principal, role: body.role) } catch { throw Self.apiError(error) }
+            try await run(.setMember(tenant: tenant, principal: body.principal, role: body.role, member: true))
             return JSONBody.response(["tenant": tenant, "principal": body.principal, "role": body.role], status: .created)
         }
         admin.get("roles") { _, _ -> Response in
@@ -141,13 +131,13 @@ struct AdminAPI {
         }
         admin.post("roles") { request, _ -> Response in
             let body = try await Self.body(NameBody.self, request)
-            do { try await kernel.createRole(body.name) } catch { throw Self.apiError(error) }
+            try await run(.createRole(name: body.name))
             return JSONBody.response(["name": body.name], status: .created)
         }
         admin.post("roles/:role/grants") { request, context -> Response in
             let role = try context.parameters.require("role")
             let body = try await Self.body(PermissionBody.self, request)
-            do { try await kernel.setRolePermission(role, body.permission) } catch { throw Self.apiError(error) }
+            try await run(.setRolePermission(role: role, permission: body.permission, granted: true))
             return JSONBody.response(["role": role, "permission": body.permission], status: .created)
         }
         // Extension management: repositories, catalogue, install, upgrade, uninstall.
@@ -155,9 +145,7 @@ struct AdminAPI {
         admin.get("repositories") { _, _ -> Response in JSONBody.response(try kernel.state.repositories()) }
         admin.post("repositories") { request, _ -> Response in
             let body = try await Self.body(RepositoryBody.self, request)
-            let result = try kernel.state.addRepository(StateStore.Repository(name: body.name, location: body.location,
-                                                                              priority: body.priority ?? 0))
-            if case let .refused(reason) = result { throw APIError(.conflict, "directory", reason) }
+            try await run(.addRepository(name: body.name, location: body.location, priority: body.priority ?? 0))
             return JSONBody.response(["name": body.name], status: .created)
         }
         admin.get("catalog") { request, _ -> Response in
@@ -175,34 +163,31 @@ struct AdminAPI {
         admin.post("plugins/:id/install") { request, context -> Response in
             let id = try context.parameters.require("id")
             let body = try await Self.optionalBody(InstallBody.self, request) ?? InstallBody()
-            let done: [String]
-            do { done = try await kernel.install(id, version: body.version, store: store, allowUnsigned: body.allowUnsigned ?? false) } catch {
-                throw Self.apiError(error)
-            }
-            await RemoteControl.publishLive(kernel)
-            return JSONBody.response(["installed": done], status: .created)
+            let done = try await run(.install(id: id, version: body.version, allowUnsigned: body.allowUnsigned ?? false))
+            return JSONBody.response(["installed": done.installed], status: .created)
         }
         admin.post("plugins/:id/upgrade") { request, context -> Response in
             let id = try context.parameters.require("id")
             let body = try await Self.optionalBody(InstallBody.self, request) ?? InstallBody()
-            do { try await kernel.upgrade(id, to: body.version, store: store, allowUnsigned: body.allowUnsigned ?? false) } catch {
-                throw Self.apiError(error)
-            }
-            await RemoteControl.publishLive(kernel)
+            try await run(.upgrade(id: id, version: body.version, allowUnsigned: body.allowUnsigned ?? false))
             return JSONBody.response(try await kernel.plugin(id))
         }
         admin.delete("plugins/:id") { request, context -> Response in
             let id = try context.parameters.require("id")
             let q = request.uri.queryParameters
-            do { try await kernel.uninstall(id, cascade: q.get("cascade") == "true", keepData: q.get("keepData") == "true") } catch {
-                throw Self.apiError(error)
-            }
-            await RemoteControl.publishLive(kernel)
+            try await run(.uninstall(id: id, cascade: q.get("cascade") == "true", keepData: q.get("keepData") == "true"))
             return JSONBody.response(["uninstalled": id])
         }
         admin.get("routes") { _, _ -> Response in
             JSONBody.response(kernel.registry.snapshot.routes.map { RouteBody(plugin: $0.pluginID, method: $0.method, path: $0.path) })
         }
+    }
+
+    /// Executes one command for the admin API (audited as "admin-api"); kernel errors become API errors with
+    /// stable codes.
+    @discardableResult
+    func run(_ command: KernelCommand) async throws -> CommandResult {
+        do { return try await kernel.execute(command, actor: "admin-api") } catch { throw Self.apiError(error) }
     }
 
     /// The optional JSON body of enable/disable: `{"cascade": true}`. Empty is fine; malformed is a 400.

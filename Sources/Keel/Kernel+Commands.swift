@@ -1,0 +1,61 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import KeelState
+
+extension Kernel {
+    /// Executes one user command, whichever front end built it: the one entry point for changes made on behalf of
+    /// someone. Writes the audit line (who, what, outcome; never a command's arguments, which may hold secrets) and
+    /// emits `.executed` to the subscribers of `events` once the change is stored, whether it succeeded or not.
+    /// - Parameter actor: who asked, for the audit line and the event ("admin-api", "cli", "console", ...).
+    /// - Throws: `KernelError` naming the plugin (or tenant, role, repository) and the reason; the state then is as
+    ///   the failed operation documents (most change nothing).
+    @discardableResult
+    public func execute(_ command: KernelCommand, actor: String = "embedder") async throws(KernelError) -> CommandResult {
+        let outcome: Result<CommandResult, KernelError>
+        do throws(KernelError) { outcome = .success(try perform(command)) } catch { outcome = .failure(error) }
+        let failure: String?
+        if case let .failure(error) = outcome { failure = error.reason } else { failure = nil }
+        let what = command.subject.isEmpty ? command.name : "\(command.name) \(command.subject)"
+        log(failure == nil ? .info : .warn, command.pluginID, "\(actor): \(what): \(failure ?? "ok")")
+        await events.emit(.executed(command, actor: actor, failure: failure))
+        return try outcome.get()
+    }
+
+    /// The kernel operation behind each command.
+    private func perform(_ command: KernelCommand) throws(KernelError) -> CommandResult {
+        switch command {
+        case let .enable(id, tenant): try enable(id, tenant: tenant)
+        case let .disable(id, tenant, cascade): try disable(id, tenant: tenant, cascade: cascade)
+        case let .reload(id): try reload(id)
+        case .rescan: rescan()
+        case let .grants(id, grant, revoke): try setGrants(id, grant: grant, revoke: revoke)
+        case let .config(id, yaml): try setConfig(id, yaml: yaml, file: "configuration of \(id)")
+        case let .install(id, version, allowUnsigned):
+            return CommandResult(installed: try install(id, version: version, store: extensions, allowUnsigned: allowUnsigned))
+        case let .upgrade(id, version, allowUnsigned): try upgrade(id, to: version, store: extensions, allowUnsigned: allowUnsigned)
+        case let .uninstall(id, cascade, keepData): try uninstall(id, cascade: cascade, keepData: keepData)
+        case let .createTenant(name): try createTenant(name)
+        case let .deleteTenant(name, cascade): try deleteTenant(name, cascade: cascade)
+        case let .setMember(tenant, principal, role, member): try setMember(tenant: tenant, principal: principal, role: role, member: member)
+        case let .createRole(name): try createRole(name)
+        case let .setRolePermission(role, permission, granted): try setRolePermission(role, permission, granted: granted)
+        case let .addRepository(name, location, priority):
+            try stored { () throws(StateError) in try state.addRepository(StateStore.Repository(name: name, location: location, priority: priority)) }
+        case let .removeRepository(name): try stored { () throws(StateError) in try state.removeRepository(name) }
+        case let .trustKey(name, publicKey): try stored { () throws(StateError) in try state.trustKey(name: name, publicKey: publicKey) }
+        }
+        return CommandResult()
+    }
+
+    /// A change made by the state store alone; a refusal becomes a `.directory` error with the store's reason.
+    private func stored(_ change: () throws(StateError) -> StateStore.ChangeResult) throws(KernelError) {
+        let result: StateStore.ChangeResult
+        do { result = try change() } catch { throw KernelError(.state, reason: error.description) }
+        if case let .refused(reason) = result { throw KernelError(.directory, reason: reason) }
+    }
+
+    /// The repositories and the plugin folder, for install, upgrade and the catalog.
+    public nonisolated var extensions: ExtensionStore {
+        ExtensionStore(state: state, pluginsDirectory: configuration.pluginsDirectory)
+    }
+}

@@ -1,0 +1,126 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import Synchronization
+
+/// One operation a user can ask of the kernel, whichever front end asked: the admin API, the console, the `keel`
+/// CLI (in its own process, or queued to a running server as JSON), and an embedder. Each front end builds the value
+/// and hands it to `Kernel.execute`, so the audit line, the change events and the outcome are the same for all.
+/// Codable: the queue between the CLI and a running server stores it as JSON.
+public enum KernelCommand: Codable, Sendable, Hashable {
+    case enable(id: String, tenant: String?)
+    case disable(id: String, tenant: String?, cascade: Bool)
+    case reload(id: String)
+    /// Re-reads the plugin folder.
+    case rescan
+    /// Grants and revokes capabilities (`authenticate`, `route-prefix:/legacy`, ...).
+    case grants(id: String, grant: [String], revoke: [String])
+    /// Sets the plugin's configuration from YAML (checked against its schema).
+    case config(id: String, yaml: String)
+    case install(id: String, version: String?, allowUnsigned: Bool)
+    case upgrade(id: String, version: String?, allowUnsigned: Bool)
+    case uninstall(id: String, cascade: Bool, keepData: Bool)
+    case createTenant(name: String)
+    case deleteTenant(name: String, cascade: Bool)
+    /// Binds (or, with `member` false, unbinds) a principal to a role in a tenant.
+    case setMember(tenant: String, principal: String, role: String, member: Bool)
+    case createRole(name: String)
+    /// Grants (or revokes) a permission item `KEY:ACTION` to a role.
+    case setRolePermission(role: String, permission: String, granted: Bool)
+    case addRepository(name: String, location: String, priority: Int)
+    case removeRepository(name: String)
+    case trustKey(name: String, publicKey: String)
+
+    /// A short name for logs, the audit line and the queue's `op` column.
+    public var name: String {
+        switch self {
+        case .enable: "enable"
+        case .disable: "disable"
+        case .reload: "reload"
+        case .rescan: "rescan"
+        case .grants: "grants"
+        case .config: "config"
+        case .install: "install"
+        case .upgrade: "upgrade"
+        case .uninstall: "uninstall"
+        case .createTenant: "create-tenant"
+        case .deleteTenant: "delete-tenant"
+        case .setMember: "set-member"
+        case .createRole: "create-role"
+        case .setRolePermission: "set-role-permission"
+        case .addRepository: "add-repository"
+        case .removeRepository: "remove-repository"
+        case .trustKey: "trust-key"
+        }
+    }
+
+    /// What it is about: a plugin id, a tenant, a role or a repository ("" for a rescan).
+    public var subject: String {
+        switch self {
+        case let .enable(id, _), let .disable(id, _, _), let .reload(id), let .grants(id, _, _), let .config(id, _),
+             let .install(id, _, _), let .upgrade(id, _, _), let .uninstall(id, _, _): id
+        case let .createTenant(name), let .deleteTenant(name, _), let .createRole(name), let .addRepository(name, _, _),
+             let .removeRepository(name), let .trustKey(name, _): name
+        case let .setMember(tenant, _, _, _): tenant
+        case let .setRolePermission(role, _, _): role
+        case .rescan: ""
+        }
+    }
+
+    /// The plugin it changes, when it is about one plugin.
+    public var pluginID: String? {
+        switch self {
+        case let .enable(id, _), let .disable(id, _, _), let .reload(id), let .grants(id, _, _), let .config(id, _),
+             let .install(id, _, _), let .upgrade(id, _, _), let .uninstall(id, _, _): id
+        default: nil
+        }
+    }
+}
+
+/// The queue between the CLI and a running server carries kernel commands.
+public typealias RemoteCommand = KernelCommand
+
+/// What a command did, beyond succeeding.
+public struct CommandResult: Codable, Sendable, Hashable {
+    /// For an install: what was installed, dependencies first ("id version").
+    public var installed: [String] = []
+
+    public init(installed: [String] = []) { self.installed = installed }
+}
+
+/// Something that changed in the kernel.
+public enum KernelEvent: Sendable {
+    /// A command ran: who asked (`actor`: "admin-api", "cli", an embedder's name), and why it failed (nil: it
+    /// succeeded). Emitted after the change is stored.
+    case executed(KernelCommand, actor: String, failure: String?)
+    /// Plugins changed state without a command (a watched bundle was reloaded, a misbehaving plugin was disabled).
+    case pluginsChanged
+}
+
+/// Subscribers to the kernel's events: the live view other processes read, the console's live updates, audit and
+/// metrics. A subscriber is called in order of subscription, on the kernel's executor, after the change is stored,
+/// and is awaited: it must not call back into an operation that waits for the kernel's queue of commands.
+/// Thread-safe.
+public final class KernelEvents: Sendable {
+    public typealias Handler = @Sendable (KernelEvent) async -> Void
+    private let handlers = Mutex<[(id: Int, handler: Handler)]>([])
+    private let next = Mutex(0)
+
+    public init() {}
+
+    /// Adds `handler`; returns a token for `unsubscribe`.
+    @discardableResult
+    public func subscribe(_ handler: @escaping Handler) -> Int {
+        let id = next.withLock { n -> Int in n += 1; return n }
+        handlers.withLock { $0.append((id, handler)) }
+        return id
+    }
+
+    public func unsubscribe(_ token: Int) {
+        handlers.withLock { $0.removeAll { $0.id == token } }
+    }
+
+    func emit(_ event: KernelEvent) async {
+        for (_, handler) in handlers.withLock({ $0 }) { await handler(event) }
+    }
+}
