@@ -1,0 +1,230 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import KeelLoader
+import KeelManifest
+import KeelRegistry
+import KeelState
+
+/// The activation pipeline: build → private copy → probe and open → activate → publish, and the way back.
+extension Kernel {
+    // MARK: activation
+
+    /// Loads and activates one plugin whose bundle is known. On failure, records `failed` with the reason.
+    func activate(_ id: String) throws(KernelError) {
+        try publishFirst(id) { () throws(KernelError) in try loadGeneration(id) }
+    }
+
+    /// Publishes the generation `load` makes as the plugin's active one. On failure, records `failed` with the reason.
+    func publishFirst(_ id: String, _ load: () throws(KernelError) -> Generation) throws(KernelError) {
+        do throws(KernelError) {
+            let generation = try load()
+            do { try registry.publish(pluginID: id, generation.contributions) } catch {
+                retire(generation.plugin, id: id, outcome: "refused")
+                throw KernelError(.conflict, pluginID: id, reason: error.description)
+            }
+            active[id] = generation.plugin
+            activationOrder.append(id)
+            access.setDeclared(id, generation.plugin.manifest)
+            let plugin = generation.plugin, state = self.state
+            write { try? state.setStatus(id, .enabled) }
+            write { [self] in record(id, plugin, outcome: "activated") }
+            log(.info, id, "activated (generation \(generation.plugin.generation))")
+        } catch {
+            try? state.setStatus(id, .failed, reason: error.reason)
+            log(.error, id, error.reason)
+            throw error
+        }
+    }
+
+    /// Activates the plugins of `plan` (dependencies first), with the same outcome as `activate` one by one, faster:
+    /// the work that does not depend on order is done first, a batch at a time. A batch's libraries are copied on every
+    /// core, then opened in one run (the dynamic loader walks its list of loaded objects on every open; a run keeps
+    /// that list in cache); then all are activated and published in order. Batches are bounded, so that the copies'
+    /// descriptors stay few.
+    func activateAll(_ plan: [String]) {
+        var opened: [String: Result<Opened, KernelError>] = [:]
+        var builds: [Build] = []
+        let planned = Set(plan)
+        for id in plan {
+            do { builds.append(try build(id, pending: planned)) } catch { opened[id] = .failure(error) }
+        }
+        var start = 0
+        while start < builds.count {
+            let batch = Array(builds[start..<min(start + 64, builds.count)])
+            start += batch.count
+            let copies = generations.copy(batch.map { ($0.libraryPath, $0.id, $0.number) })
+            for (build, copy) in zip(batch, copies) {
+                opened[build.id] = copy.flatMap { copy in Result { () throws(KernelError) in try open(build, copy) } }
+            }
+        }
+        // In order, a batch at a time: each plugin is activated and published before its dependents; the records of
+        // a batch's successes are written together after it, outside the plugin code.
+        var next = 0
+        while next < plan.count {
+            let batch = plan[next..<min(next + 64, plan.count)]
+            next += batch.count
+            deferredWrites = []
+            for id in batch {
+                guard let result = opened[id] else { continue }
+                _ = try? publishFirst(id) { () throws(KernelError) in
+                    try activate(result.get())
+                }
+            }
+            let writes = deferredWrites ?? []
+            deferredWrites = nil
+            try? state.batch { for change in writes { change() } }
+        }
+    }
+
+    /// A loaded and activated build of a plugin, not yet published.
+    struct Generation {
+        let plugin: ActivePlugin
+        let contributions: Contributions
+    }
+
+    /// A plugin build checked against its bundle and dependencies and numbered, not yet copied or opened.
+    struct Build: Sendable {
+        let id: String
+        let bundle: Bundle
+        let manifest: Manifest
+        let libraryPath: String
+        let number: Int
+    }
+
+    /// A build whose library is open and verified, not yet activated.
+    struct Opened {
+        let build: Build
+        let library: PluginLibrary
+        let checksum: String
+    }
+
+    /// Checks the bundle and its dependencies, copies the library to a private path, opens, verifies and activates
+    /// it into a fresh context. Nothing is published; on failure nothing of it remains registered.
+    func loadGeneration(_ id: String) throws(KernelError) -> Generation {
+        let build = try build(id)
+        let copy = try generations.copy(build.libraryPath, id: id, generation: build.number)
+        return try activate(open(build, copy))
+    }
+
+    /// Checks that plugin `id` can be loaded: a usable bundle, this host's version, its dependencies installed in
+    /// a matching version and active (or in `pending`, about to be), and numbers its next generation.
+    func build(_ id: String, pending: Set<String> = []) throws(KernelError) -> Build {
+        guard let bundle = bundles[id] else {
+            throw KernelError(.unknownPlugin, pluginID: id, reason: "no plugin \"\(id)\" in the plugin folder")
+        }
+        if let problem = bundle.problem { throw KernelError(.bundle, pluginID: id, reason: problem) }
+        guard let manifest = bundle.manifest, let libraryPath = bundle.libraryPath else {
+            throw KernelError(.bundle, pluginID: id, reason: "\(bundle.manifestPath): no usable manifest")
+        }
+        if let range = manifest.hostVersions, let host = Semver(Kernel.version), !range.contains(host) {
+            throw KernelError(.dependency, pluginID: id,
+                              reason: "plugin \"\(id)\" needs keel \(range), this is \(Kernel.version)")
+        }
+        for dep in manifest.dependencies {
+            guard let other = bundles[dep.id], let otherManifest = other.manifest else {
+                throw KernelError(.dependency, pluginID: id, reason: "plugin \"\(id)\" needs \"\(dep.id)\" \(dep.versions), which is not installed")
+            }
+            guard dep.versions.contains(otherManifest.version) else {
+                throw KernelError(.dependency, pluginID: id,
+                                  reason: "plugin \"\(id)\" needs \"\(dep.id)\" \(dep.versions), but \(otherManifest.version) is installed")
+            }
+            try requireActive(dep.id, of: id, pending: pending)
+        }
+        let number = max(nextGeneration[id] ?? 0, ((try? state.lastGeneration(id)) ?? 0) + 1)
+        nextGeneration[id] = number + 1
+        return Build(id: id, bundle: bundle, manifest: manifest, libraryPath: libraryPath, number: number)
+    }
+
+    func requireActive(_ dependency: String, of id: String, pending: Set<String> = []) throws(KernelError) {
+        guard active[dependency] != nil || pending.contains(dependency) else {
+            throw KernelError(.dependency, pluginID: id, reason: "plugin \"\(id)\" needs \"\(dependency)\", which is not enabled")
+        }
+    }
+
+    /// Probes (when configured and not yet passed), opens and verifies the private copy of a build, then removes
+    /// the copy. Failures are recorded in the plugin's history.
+    func open(_ build: Build, _ copy: GenerationStore.Copy) throws(KernelError) -> Opened {
+        defer { generations.discard(copy) }
+        let id = build.id, version = "\(build.manifest.version)"
+        if let probe = configuration.probe, !((try? state.probePassed(copy.checksum)) ?? false) {
+            switch probe.run(library: copy.path, manifestPath: build.bundle.manifestPath, shownPath: build.libraryPath) {
+            case .passed:
+                let state = self.state
+                write { try? state.recordProbePassed(copy.checksum, detail: "\(id) \(version)") }
+            case let .failed(reason):
+                record(id, build.number, version: version, checksum: copy.checksum, outcome: "probe-failed", detail: reason)
+                throw KernelError(.loadFailed, pluginID: id, reason: reason)
+            }
+        }
+        do {
+            let library = try PluginLibrary.open(path: copy.path, expectedID: id, reportAs: build.libraryPath, image: copy.image)
+            try library.verify(against: build.manifest, manifestPath: build.bundle.manifestPath)
+            return Opened(build: build, library: library, checksum: copy.checksum)
+        } catch {
+            record(id, build.number, version: version, checksum: copy.checksum, outcome: "failed", detail: error.description)
+            throw KernelError(.loadFailed, pluginID: id, reason: error.description)
+        }
+    }
+
+    /// Activates an opened build into a fresh context, with its grants and configuration. Nothing is published.
+    func activate(_ opened: Opened) throws(KernelError) -> Generation {
+        let build = opened.build, library = opened.library, checksum = opened.checksum
+        let id = build.id, manifest = build.manifest
+        for dep in manifest.dependencies { try requireActive(dep.id, of: id) }
+        let granted = (try? state.grants(id)) ?? []
+        let prefixes = manifest.routePrefixes.filter { granted.contains(Capability.routePrefix($0)) }
+        let config = try configJSON(id, bundle: build.bundle)
+        let context = ActivationContext(pluginID: id, grants: effectiveGrants(id, manifest), routePrefixes: prefixes,
+                                        config: config, limits: configuration.limits,
+                                        budgets: configuration.budgets, environment: environment)
+        var seed = Contributions()
+        seed.menus = manifest.menus.map { MenuRegistration(entry: $0, fromManifest: true) }
+        let contributions: Contributions
+        // The mark survives only if the process dies inside activate: the next start quarantines the plugin.
+        activationMark.set("\(id) \(build.number) \(checksum)")
+        defer { activationMark.clear() }
+        do { contributions = try library.activate(context, seed: seed) } catch {
+            record(id, build.number, version: "\(manifest.version)", checksum: checksum, outcome: "failed", detail: error.description)
+            throw KernelError(.loadFailed, pluginID: id, reason: error.description)
+        }
+        let plugin = ActivePlugin(library: library, context: context, manifest: manifest, generation: build.number,
+                                  checksum: checksum)
+        return Generation(plugin: plugin, contributions: contributions)
+    }
+
+    /// Revokes a plugin's contributions, waits for its calls to drain, and runs its deactivate.
+    func deactivate(_ id: String) {
+        guard let plugin = active.removeValue(forKey: id) else { return }
+        activationOrder.removeAll { $0 == id }
+        registry.revoke(pluginID: id)
+        access.setDeclared(id, nil)
+        if let problem = plugin.library.deactivate(plugin.context, drainTimeout: configuration.drainTimeout) {
+            log(.warn, id, problem)
+        }
+        plugin.library.unloadIfSafe()
+        record(id, plugin, outcome: "deactivated")
+        log(.info, id, "deactivated")
+    }
+
+    /// Takes an unpublished or replaced generation down: drains its calls, deactivates it, closes it when
+    /// unload-safe. Runs on a thread of its own, so a slow drain holds up neither lifecycle work nor requests.
+    nonisolated func retire(_ plugin: ActivePlugin, id: String, outcome: String) {
+        let timeout = configuration.drainTimeout
+        Thread.detachNewThread { [self] in
+            let problem = plugin.library.deactivate(plugin.context, drainTimeout: timeout)
+            if let problem { self.log(.warn, id, "generation \(plugin.generation): \(problem)") }
+            plugin.library.unloadIfSafe()
+            self.record(id, plugin, outcome: outcome, detail: problem ?? "")
+        }
+    }
+
+    nonisolated func record(_ id: String, _ plugin: ActivePlugin, outcome: String, detail: String = "") {
+        record(id, plugin.generation, version: "\(plugin.manifest.version)", checksum: plugin.checksum, outcome: outcome, detail: detail)
+    }
+
+    nonisolated func record(_ id: String, _ generation: Int, version: String, checksum: String, outcome: String, detail: String = "") {
+        try? state.recordLoad(id, StateStore.Load(generation: generation, version: version, checksum: checksum,
+                                                  outcome: outcome, detail: detail))
+    }
+}

@@ -1,0 +1,96 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import KeelLoader
+import KeelManifest
+import KeelRegistry
+import KeelState
+
+/// Per-plugin configuration and capability grants.
+extension Kernel {
+    // MARK: configuration
+
+    /// The JSON a plugin gets at activation: its stored configuration, checked against the schema its bundle ships
+    /// now (an upgrade may tighten it). A bundle with a schema and no stored configuration gets `{}`, checked too.
+    func configJSON(_ id: String, bundle: Bundle) throws(KernelError) -> String {
+        let schemaPath = Self.schemaPath(bundle)
+        let stored = try? state.config(id)
+        guard stored != nil || schemaPath != nil else { return "" }
+        do {
+            return try PluginConfig.validate(yaml: stored?.yaml ?? "{}", file: stored == nil ? "(no configuration)" : "configuration of \(id)",
+                                             schemaPath: schemaPath)
+        } catch {
+            let hint = stored == nil ? "; give it one with `keel plugins config \(id) FILE`" : ""
+            throw KernelError(.bundle, pluginID: id, reason: "plugin \"\(id)\" needs a valid configuration: \(error)\(hint)")
+        }
+    }
+
+    /// The bundle's configuration schema, when it ships one.
+    static func schemaPath(_ bundle: Bundle) -> String? {
+        let schema = bundle.folder + "/" + PluginConfig.schemaFile
+        return Glibc.access(schema, F_OK) == 0 ? schema : nil
+    }
+
+    /// Sets a plugin's configuration from YAML (`file` names it in errors): checked against the bundle's schema,
+    /// stored, and applied by re-activating the plugin when it is active. A configuration its code rejects leaves the
+    /// old activation serving, as any failed reload does, and the previous configuration stored.
+    /// - Throws: `KernelError` with the file, the key and the reason.
+    public func setConfig(_ id: String, yaml: String, file: String) throws(KernelError) {
+        if bundles[id] == nil { rescan() }
+        guard let bundle = bundles[id] else {
+            throw KernelError(.unknownPlugin, pluginID: id, reason: "no plugin \"\(id)\" in the plugin folder")
+        }
+        let json: String
+        do { json = try PluginConfig.validate(yaml: yaml, file: file, schemaPath: Self.schemaPath(bundle)) } catch {
+            throw KernelError(.bundle, pluginID: id, reason: error.description)
+        }
+        let previous = try? state.config(id)
+        do { try state.setConfig(id, yaml: yaml, json: json) } catch { throw KernelError(.state, pluginID: id, reason: error.description) }
+        guard active[id] != nil else { return }
+        do { try reload(id) } catch {
+            try? state.setConfig(id, previous ?? nil, event: "config-rejected")
+            throw error
+        }
+    }
+
+    // MARK: capabilities
+
+    /// What a plugin may use: what its manifest asks for, limited to the trusted capabilities and the operator's
+    /// explicit grants.
+    nonisolated func effectiveGrants(_ id: String, _ manifest: Manifest) -> Set<Capability> {
+        let granted = Set(((try? state.grants(id)) ?? []).compactMap(Capability.init(rawValue:)))
+        return manifest.capabilities.intersection(configuration.trustedCapabilities.union(granted))
+    }
+
+    /// Grants (or revokes) capabilities to a plugin, persisted at once; an active plugin is reloaded so the change
+    /// takes effect (a revoke that its code cannot live with leaves the old generation serving, as any failed reload).
+    /// - Throws: `KernelError` for an unknown plugin or capability, or one the plugin does not ask for.
+    public func setGrants(_ id: String, grant: [String] = [], revoke: [String] = []) throws(KernelError) {
+        if bundles[id] == nil { rescan() }
+        guard let manifest = bundles[id]?.manifest else {
+            throw KernelError(.unknownPlugin, pluginID: id, reason: "no plugin \"\(id)\" in the plugin folder")
+        }
+        for name in grant + revoke {
+            if name.hasPrefix("route-prefix:") {
+                let prefix = String(name.dropFirst("route-prefix:".count))
+                if grant.contains(name) && !manifest.routePrefixes.contains(prefix) {
+                    throw KernelError(.bundle, pluginID: id,
+                                      reason: "plugin \"\(id)\" does not ask for \"\(name)\" in its plugin.yaml; nothing to grant")
+                }
+                continue
+            }
+            guard let capability = Capability(rawValue: name) else {
+                let known = Capability.allCases.map(\.rawValue).joined(separator: ", ")
+                throw KernelError(.bundle, pluginID: id, reason: "unknown capability \"\(name)\" (known: \(known))")
+            }
+            if grant.contains(name) && !manifest.capabilities.contains(capability) {
+                throw KernelError(.bundle, pluginID: id,
+                                  reason: "plugin \"\(id)\" does not ask for \"\(name)\" in its plugin.yaml; nothing to grant")
+            }
+        }
+        do { try state.setGrants(id, grant: grant, revoke: revoke) } catch {
+            throw KernelError(.state, pluginID: id, reason: error.description)
+        }
+        if active[id] != nil { try reload(id) }
+    }
+}

@@ -1,0 +1,66 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import KeelLoader
+import KeelManifest
+import KeelRegistry
+import KeelState
+
+/// Discovery: the plugin folder as the kernel sees it, and the order plugins start in.
+extension Kernel {
+    /// Re-reads the plugin folder and brings the stored records up to date (new bundles become `installed`,
+    /// vanished ones `missing`, unusable ones `failed` with the reason). Active plugins keep running.
+    public func rescan() {
+        let found: [Bundle]
+        do { found = try BundleScanner().scan(configuration.pluginsDirectory) } catch {
+            log(.error, nil, error.description)
+            return
+        }
+        var next: [String: Bundle] = [:]
+        // One read of every record, not one per bundle: `discovered` changes no status, so these stay current.
+        let records = Dictionary(((try? state.plugins()) ?? []).map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        for bundle in found {
+            next[bundle.id] = bundle
+            for warning in bundle.warnings { log(.warn, bundle.id, warning.description) }
+            do {
+                try state.discovered(id: bundle.id, name: bundle.manifest?.name ?? "",
+                                     version: bundle.manifest.map { "\($0.version)" } ?? "", bundlePath: bundle.folder)
+                if let problem = bundle.problem, active[bundle.id] == nil {
+                    try state.setStatus(bundle.id, .failed, reason: problem)
+                    log(.error, bundle.id, problem)
+                } else if bundle.problem == nil, let record = records[bundle.id], active[bundle.id] == nil,
+                          [.missing, .installing, .installFailed, .upgrading].contains(record.status) || (record.status == .failed && !record.enabled) {
+                    try state.setStatus(bundle.id, record.enabled ? .failed : (record.status == .missing ? .disabled : .installed),
+                                        reason: record.enabled ? record.reason : nil)
+                }
+            } catch {
+                log(.error, bundle.id, error.description)
+            }
+        }
+        for record in (try? state.plugins()) ?? [] where next[record.id] == nil && active[record.id] == nil
+            && ![.missing, .installFailed].contains(record.status) {
+            if record.status == .installing {
+                // An install interrupted by a crash: never left in a transient state.
+                try? state.setStatus(record.id, .installFailed, reason: "install interrupted; run keel install again")
+                continue
+            }
+            try? state.setStatus(record.id, .missing, reason: "bundle no longer in the plugin folder")
+        }
+        bundles = next
+    }
+
+    /// Orders `ids` so that each comes after the plugins it depends on (`DependencyPlanner`). Members of a cycle are
+    /// recorded as failed, naming the cycle, and left out.
+    func activationPlan(for ids: Set<String>) -> [String] {
+        let plan = DependencyPlanner.plan(ids) { id in (bundles[id]?.manifest?.dependencies ?? []).map(\.id) }
+        var failed: Set<String> = []
+        for cycle in plan.cycles {
+            let text = "dependency cycle: " + cycle.joined(separator: " → ")
+            for member in cycle where failed.insert(member).inserted {
+                try? state.setStatus(member, .failed, reason: text)
+                log(.error, member, text)
+            }
+        }
+        return plan.order
+    }
+}

@@ -1,0 +1,70 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import KeelLoader
+import KeelManifest
+import KeelRegistry
+import KeelState
+
+/// What the kernel reports about plugins: `PluginInfo` for the CLI, the admin API and the console.
+extension Kernel {
+    /// Every known plugin with its state and, for active ones, what it registered.
+    public func plugins() throws(KernelError) -> [PluginInfo] {
+        let records: [PluginRecord]
+        do { records = try state.plugins() } catch { throw KernelError(.state, reason: error.description) }
+        let snapshot = registry.snapshot
+        let directory = access.directory
+        return records.map { record in
+            let bundle = bundles[record.id]
+            let m = bundle?.manifest
+            let c = snapshot.plugins[record.id]
+            return PluginInfo(
+                id: record.id, name: m?.name ?? record.name, version: m.map { "\($0.version)" } ?? record.version,
+                description: m?.description ?? "", abi: m.map { "\($0.abi)" } ?? "",
+                bundlePath: bundle?.folder ?? record.bundlePath, library: m?.library ?? "",
+                enabled: record.enabled, status: record.status, reason: record.reason, changedAt: record.changedAt,
+                capabilities: ((m?.capabilities ?? []).map(\.rawValue) + (m?.routePrefixes ?? []).map(Capability.routePrefix)).sorted(),
+                grants: m.map { manifest in
+                    let granted = (try? state.grants(record.id)) ?? []
+                    return (effectiveGrants(record.id, manifest).map(\.rawValue)
+                        + manifest.routePrefixes.map(Capability.routePrefix).filter { granted.contains($0) }).sorted()
+                } ?? [],
+                dependencies: Dictionary(uniqueKeysWithValues: (m?.dependencies ?? []).map { ($0.id, $0.versions.text) }),
+                routes: (c?.routes ?? []).map { "\($0.method) \($0.fullPath(plugin: record.id))" },
+                menus: (c?.menus ?? []).map(\.entry.id),
+                authenticators: (c?.authenticators ?? []).map(\.name),
+                authorizers: (c?.authorizers ?? []).map(\.name),
+                warnings: (bundle?.warnings ?? []).map(\.description),
+                tenants: directory.pluginTenants[record.id].map { $0.sorted() },
+                permissions: (m?.permissions ?? []).flatMap { p in p.actions.map { "\(p.key):\($0)" } },
+                signature: signature(record.id, bundle: bundle))
+        }
+    }
+
+    /// How `id` was signed when installed, shown only while its bundle's library is still the library installed then
+    /// (a library replaced by hand, or another bundle with the same id, shows none).
+    func signature(_ id: String, bundle: Bundle?) -> String? {
+        guard let stored = (try? state.setting(ExtensionStore.signatureKey(id))) ?? nil, let path = bundle?.libraryPath else { return nil }
+        return ExtensionStore.signature(stored: stored, librarySum: libraryChecksum(path))
+    }
+
+    /// The SHA-256 of a library file, remembered for as long as the file's inode, size and mtime stay the same.
+    func libraryChecksum(_ path: String) -> String? {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return nil }
+        let stamp = [Int(st.st_ino), Int(st.st_size), Int(st.st_mtim.tv_sec), Int(st.st_mtim.tv_nsec)]
+        if let known = checksums[path], known.stamp == stamp { return known.sum }
+        guard let sum = GenerationStore.checksum(path) else { return nil }
+        checksums[path] = (stamp, sum)
+        return sum
+    }
+
+    /// One plugin's info.
+    /// - Throws: `KernelError.Code.unknownPlugin`.
+    public func plugin(_ id: String) throws(KernelError) -> PluginInfo {
+        guard let info = try plugins().first(where: { $0.id == id }) else {
+            throw KernelError(.unknownPlugin, pluginID: id, reason: "no plugin \"\(id)\" is known")
+        }
+        return info
+    }
+}

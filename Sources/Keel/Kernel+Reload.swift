@@ -1,0 +1,108 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import KeelLoader
+import KeelManifest
+import KeelRegistry
+import KeelState
+
+/// Reload under traffic, the load history, and watching the plugin folder.
+extension Kernel {
+    // MARK: reload
+
+    /// Loads the plugin's current build as a new generation and swaps it in: routes, menus and hooks change over
+    /// in one atomic step; requests already running finish on the old generation, which is then drained and
+    /// deactivated in the background. If the new build fails to load, verify, activate or publish, the old one keeps
+    /// serving and the failure is recorded (history and `reason`): a reload never makes things worse.
+    /// A plugin that is not active is activated when it is wanted, else only re-read.
+    /// - Throws: `KernelError` for an unknown plugin or a failed new build.
+    public func reload(_ id: String) throws(KernelError) {
+        rescan()
+        guard bundles[id] != nil else {
+            if active[id] != nil { retireMissing(id) }
+            throw KernelError(.unknownPlugin, pluginID: id, reason: "no plugin \"\(id)\" in the plugin folder")
+        }
+        guard let old = active[id] else {
+            if (try? state.plugin(id))?.enabled == true { try activate(id) }
+            return
+        }
+        let generation: Generation
+        do { generation = try loadGeneration(id) } catch {
+            try? state.setStatus(id, .enabled, reason: "reload failed, generation \(old.generation) still serving: \(error.reason)")
+            log(.error, id, "reload failed, generation \(old.generation) keeps serving: \(error.reason)")
+            throw error
+        }
+        do { try registry.publish(pluginID: id, generation.contributions) } catch {
+            retire(generation.plugin, id: id, outcome: "refused")
+            try? state.setStatus(id, .enabled, reason: "reload refused, generation \(old.generation) still serving: \(error.description)")
+            throw KernelError(.conflict, pluginID: id, reason: error.description)
+        }
+        active[id] = generation.plugin
+        access.setDeclared(id, generation.plugin.manifest)
+        try? state.setStatus(id, .enabled)
+        record(id, generation.plugin, outcome: "activated", detail: "replaced generation \(old.generation)")
+        log(.info, id, "reloaded: generation \(generation.plugin.generation) replaces \(old.generation)")
+        retire(old, id: id, outcome: "retired")
+    }
+
+    /// The bundle of an active plugin is gone: take everything it registered away and record it missing.
+    func retireMissing(_ id: String) {
+        deactivate(id)
+        try? state.setStatus(id, .missing, reason: "bundle removed from the plugin folder")
+    }
+
+    /// The load history of a plugin, oldest first.
+    public func history(_ id: String) throws(KernelError) -> [StateStore.Load] {
+        guard bundles[id] != nil || ((try? state.plugin(id)) ?? nil) != nil else {
+            throw KernelError(.unknownPlugin, pluginID: id, reason: "no plugin \"\(id)\" is known")
+        }
+        do { return try state.loads(for: id) } catch { throw KernelError(.state, pluginID: id, reason: error.description) }
+    }
+
+    // MARK: watching the plugin folder
+
+    /// Starts watching the plugin folder (inotify). A new bundle is discovered and, when its stored state says
+    /// enabled, activated; a replaced library or manifest is reloaded; a removed bundle is retired. A burst of events
+    /// for one bundle causes one reload. Stops at `shutdown()`.
+    /// - Throws: `KernelError.Code.bundle` when the folder cannot be watched.
+    public func watch() throws(KernelError) {
+        guard watcher == nil else { return }
+        try? FileManager.default.createDirectory(atPath: configuration.pluginsDirectory, withIntermediateDirectories: true)
+        let w = try PluginWatcher(directory: configuration.pluginsDirectory) { [weak self] folders in
+            guard let self else { return }
+            Task { await self.bundlesChanged(folders) }
+        }
+        watcher = w
+    }
+
+    /// Reacts to changed bundle folders (names relative to the plugin folder).
+    func bundlesChanged(_ folders: Set<String>) {
+        let before = bundles
+        rescan()
+        var ids = Set<String>()
+        for folder in folders {
+            let path = configuration.pluginsDirectory + "/" + folder
+            for (id, bundle) in before where bundle.folder == path { ids.insert(id) }
+            for (id, bundle) in bundles where bundle.folder == path { ids.insert(id) }
+        }
+        for id in ids.sorted() {
+            if bundles[id] == nil {
+                if active[id] != nil { retireMissing(id); log(.info, id, "bundle removed: retired") }
+                continue
+            }
+            if let current = active[id] {
+                guard let path = bundles[id]?.libraryPath, GenerationStore.waitUntilSettled(path) else {
+                    log(.warn, id, "library did not settle; not reloading")
+                    continue
+                }
+                let changed = GenerationStore.checksum(path) != current.checksum
+                    || bundles[id]?.manifest != current.manifest
+                if changed { try? reload(id) }
+            } else if (try? state.plugin(id))?.enabled == true {
+                if let path = bundles[id]?.libraryPath { _ = GenerationStore.waitUntilSettled(path) }
+                try? activate(id)
+            }
+        }
+        if !ids.isEmpty { Task { await events.emit(.pluginsChanged) } }
+    }
+}

@@ -1,0 +1,76 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import KeelLoader
+import KeelManifest
+import KeelRegistry
+import KeelState
+
+/// Tenants, roles and per-tenant enablement, as kernel operations over the state store and `access`.
+extension Kernel {
+    // MARK: tenants
+
+    func apply(_ result: StateStore.ChangeResult) throws(KernelError) {
+        access.refresh()
+        if case let .refused(reason) = result { throw KernelError(.directory, reason: reason) }
+    }
+
+    func directoryChange(_ body: () throws(StateError) -> StateStore.ChangeResult) throws(KernelError) {
+        let result: StateStore.ChangeResult
+        do { result = try body() } catch { throw KernelError(.state, reason: error.description) }
+        try apply(result)
+    }
+
+    public func createTenant(_ name: String) throws(KernelError) { try directoryChange { () throws(StateError) in try state.createTenant(name) } }
+    public func createRole(_ name: String) throws(KernelError) { try directoryChange { () throws(StateError) in try state.createRole(name) } }
+
+    public func setRolePermission(_ role: String, _ permission: String, granted: Bool = true) throws(KernelError) {
+        guard permission.split(separator: ":").count == 2 else {
+            throw KernelError(.directory, reason: "\"\(permission)\" is not a permission: write KEY:ACTION (e.g. hello.greetings:view) or KEY:*")
+        }
+        try directoryChange { () throws(StateError) in try state.setRolePermission(role, permission, granted: granted) }
+    }
+
+    public func setMember(tenant: String, principal: String, role: String, member: Bool = true) throws(KernelError) {
+        try directoryChange { () throws(StateError) in try state.setMember(tenant: tenant, principal: principal, role: role, member: member) }
+    }
+
+    /// Removes a tenant. With `cascade`, plugins enabled only for it are disabled.
+    public func deleteTenant(_ name: String, cascade: Bool = false) throws(KernelError) {
+        let only = access.directory.pluginTenants.filter { $0.value == [name] }.map(\.key)
+        try directoryChange { () throws(StateError) in try state.deleteTenant(name, cascade: cascade) }
+        for id in only.sorted() {
+            try disable(id, cascade: true)
+            try directoryChange { () throws(StateError) in try state.setPluginTenants(id, nil) }
+        }
+    }
+
+    /// Enables `id` for one tenant (or, with nil, for all).
+    public func enable(_ id: String, tenant: String?) throws(KernelError) {
+        guard let tenant else {
+            try directoryChange { () throws(StateError) in try state.setPluginTenants(id, nil) }
+            return try enable(id)
+        }
+        guard access.directory.tenants.contains(tenant) else { throw KernelError(.directory, pluginID: id, reason: "unknown tenant \"\(tenant)\"") }
+        let current = access.directory.pluginTenants[id]
+        let alreadyForAll = current == nil && active[id] != nil
+        if !alreadyForAll {
+            try directoryChange { () throws(StateError) in try state.setPluginTenants(id, (current ?? []).union([tenant])) }
+        }
+        try enable(id)
+    }
+
+    /// Disables `id` for one tenant (or, with nil, everywhere). When no tenant is left, the plugin is disabled.
+    public func disable(_ id: String, tenant: String?, cascade: Bool = false) throws(KernelError) {
+        guard let tenant else { return try disable(id, cascade: cascade) }
+        let d = access.directory
+        guard d.tenants.contains(tenant) else { throw KernelError(.directory, pluginID: id, reason: "unknown tenant \"\(tenant)\"") }
+        let remaining = (d.pluginTenants[id] ?? Set(d.tenants)).subtracting([tenant])
+        if remaining.isEmpty {
+            try disable(id, cascade: cascade)
+            try directoryChange { () throws(StateError) in try state.setPluginTenants(id, nil) }
+        } else {
+            try directoryChange { () throws(StateError) in try state.setPluginTenants(id, remaining) }
+        }
+    }
+}
