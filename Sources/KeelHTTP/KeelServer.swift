@@ -83,12 +83,14 @@ public struct KeelServer: Sendable {
         let lanes = PluginLanes(threads: configuration.pluginThreads, perLane: configuration.threadsPerPlugin)
         let gatekeeper = Gatekeeper(kernel: kernel, token: token, pages: PageSessions(), lanes: lanes, log: log)
         let router = Router(context: KeelRequestContext.self)
+        // Middleware applies to the routes added after it (and to "not found", where plugin paths land): plugin
+        // dispatch goes first.
+        router.add(middleware: PluginRoutesMiddleware(plugins: PluginDispatcher(
+            gatekeeper: gatekeeper, maxBodySize: configuration.maxBodySize, bodyTimeout: configuration.bodyTimeout)))
         AdminAPI(kernel: kernel, gatekeeper: gatekeeper).register(on: router)
         Console.register(on: router)
         builtinRoutes(router)
-        let responder = KeelResponder(router: router.buildResponder(),
-                                      plugins: PluginDispatcher(gatekeeper: gatekeeper, maxBodySize: configuration.maxBodySize,
-                                                                bodyTimeout: configuration.bodyTimeout))
+        let responder = KeelResponder(router: router.buildResponder())
         var logger = Logger(label: "keel.http")
         logger.logLevel = .warning
         let limiter = ConnectionLimiter(limit: configuration.maxConnections)

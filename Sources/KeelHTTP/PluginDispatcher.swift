@@ -153,14 +153,38 @@ struct PluginDispatcher: Sendable {
     }
 }
 
-/// The server's one responder: plugin paths go to the dispatcher, everything else to the (frozen) router.
+/// Plugin routes as a middleware of the host's router: requests for `/ext/<id>/...` and for the foreign prefixes the
+/// operator granted go to the plugin dispatcher; everything else goes on to the host's own routes. It is the first
+/// middleware of the router, so whatever the host adds before it (request ids, metrics, audit) sees plugin requests
+/// too; the host's own paths never reach a plugin.
+struct PluginRoutesMiddleware: RouterMiddleware {
+    typealias Context = KeelRequestContext
+    let plugins: PluginDispatcher
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let path = request.uri.path
+        // Foreign prefixes: only where a plugin route matches, and never the host's own paths.
+        func foreign() -> Bool {
+            guard Capability.reservedPrefix(of: path) == nil, path != "/" else { return false }
+            let snapshot = plugins.gatekeeper.kernel.registry.snapshot
+            return snapshot.hasForeignRoutes && snapshot.route(method: request.method.rawValue, path: path) != nil
+        }
+        guard path.hasPrefix("/ext/") || path == "/ext" || foreign() else { return try await next(request, context) }
+        do { return try await plugins.respond(to: request, context: context) } catch let error as APIError {
+            return try error.response(from: request, context: context)
+        }
+    }
+}
+
+/// The server's one responder: it makes the path canonical (one spelling for routing, the auth hooks and the
+/// handlers; a path that has none gets 400), then hands the request to the router, whose middleware stack serves
+/// plugin routes and host routes alike. Hummingbird's router is frozen once built, so plugin routes live in the
+/// registry, reached through `PluginRoutesMiddleware`.
 struct KeelResponder: HTTPResponder {
     typealias Context = KeelRequestContext
     let router: RouterResponder<KeelRequestContext>
-    let plugins: PluginDispatcher
 
     func respond(to request: Request, context: Context) async throws -> Response {
-        // One spelling of the path for routing, the auth hooks and the handlers.
         var request = request
         switch CanonicalPath.canonical(request.uri.path) {
         case let .success(path) where path == request.uri.path: break
@@ -170,18 +194,6 @@ struct KeelResponder: HTTPResponder {
             request = Request(head: head, body: request.body)
         case let .failure(problem):
             return try APIError(.badRequest, "bad-path", problem.description).response(from: request, context: context)
-        }
-        let path = request.uri.path
-        // Plugin paths: /ext/<id>/..., and the foreign prefixes the operator granted (never the host's own paths).
-        func foreign() -> Bool {
-            guard Capability.reservedPrefix(of: path) == nil, path != "/" else { return false }
-            let snapshot = plugins.gatekeeper.kernel.registry.snapshot
-            return snapshot.hasForeignRoutes && snapshot.route(method: request.method.rawValue, path: path) != nil
-        }
-        if path.hasPrefix("/ext/") || path == "/ext" || foreign() {
-            do { return try await plugins.respond(to: request, context: context) } catch let error as APIError {
-                return try error.response(from: request, context: context)
-            }
         }
         return try await router.respond(to: request, context: context)
     }
