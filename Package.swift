@@ -46,6 +46,9 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
+        ], resources: [
+            // The console's HTML, script and style, embedded in the binary (no resource folder at run time).
+            .embedInCode("Console/index.html"), .embedInCode("Console/console.js"), .embedInCode("Console/console.css"),
         ]),
         .executableTarget(name: "KeelCLI", dependencies: [
             "Keel", "KeelHTTP",

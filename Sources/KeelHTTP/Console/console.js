@@ -1,0 +1,204 @@
+'use strict';
+const state = { token: sessionStorage.getItem('keel.token') || '', admin: false, session: null };
+
+async function api(path, options = {}) {
+  const headers = Object.assign({}, options.headers || {});
+  if (state.token) headers['Authorization'] = 'Bearer ' + state.token;
+  const response = await fetch(path, Object.assign({}, options, { headers }));
+  let body = null;
+  try { body = await response.json(); } catch (_) { body = null; }
+  if (!response.ok) {
+    const message = body && body.error ? body.error.message : response.statusText;
+    const error = new Error(message); error.status = response.status; throw error;
+  }
+  return body;
+}
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k.startsWith('data-')) node.setAttribute(k, v); else node[k] = v;
+  }
+  for (const c of children) node.append(c);
+  return node;
+}
+
+function renderMenu(nodes) {
+  const list = el('ul');
+  for (const n of nodes) {
+    const link = el('a', { href: n.link || '#', textContent: n.title, 'data-menu-id': n.id });
+    link.addEventListener('click', event => { event.preventDefault(); openPage(n, link); });
+    const item = el('li', {}, link);
+    if (n.children && n.children.length) item.append(renderMenu(n.children));
+    list.append(item);
+  }
+  return list;
+}
+
+// The plugin a console link belongs to (/ext/<id>/...), or null.
+function pluginOf(link) {
+  const m = /^\/ext\/([a-z0-9][a-z0-9._-]*)(\/|$)/.exec(link || '');
+  return m ? m[1] : null;
+}
+
+// Opens a plugin page in the sandboxed frame. The page gets no credential: the host gives the frame's requests
+// to that plugin the caller's identity through a page session (an HttpOnly cookie), and the page is told who
+// is looking by a message.
+async function openPage(node, link) {
+  document.querySelectorAll('nav a.active').forEach(a => a.classList.remove('active'));
+  link.classList.add('active');
+  if (!node.link) return;
+  const plugin = pluginOf(node.link);
+  if (plugin && state.token) {
+    try {
+      await api('/api/v1/session/page', { method: 'POST', headers: { 'Content-Type': 'application/json' },
+                                          body: JSON.stringify({ plugin }) });
+    } catch (e) {
+      document.getElementById('message').textContent = 'page session for ' + plugin + ': ' + e.message;
+    }
+  }
+  const frame = document.getElementById('page');
+  frame.onload = () => {
+    if (state.session && frame.contentWindow) {
+      const s = state.session;
+      frame.contentWindow.postMessage({ type: 'keel.session', id: s.id, displayName: s.displayName, tenant: s.tenant,
+                                        roles: s.roles, anonymous: s.anonymous, admin: s.admin }, '*');
+    }
+  };
+  frame.src = node.link;
+  frame.hidden = false;
+  frame.scrollIntoView({ block: 'start' });
+}
+
+async function loadMenus() {
+  const nav = document.getElementById('nav');
+  try {
+    const tree = await api('/api/v1/menus');
+    nav.replaceChildren(tree.length ? renderMenu(tree) : el('p', { className: 'muted', textContent: 'no menu entries' }));
+  } catch (e) {
+    nav.replaceChildren(el('p', { className: 'muted', textContent: 'navigation unavailable: ' + e.message }));
+  }
+}
+
+function button(text, className, attrs, onClick) {
+  const b = el('button', Object.assign({ type: 'button', className, textContent: text }, attrs));
+  b.addEventListener('click', onClick);
+  return b;
+}
+
+// The plugin list (admin only); returns the plugins, or [] when the caller is not the admin.
+async function loadPlugins() {
+  const section = document.getElementById('admin');
+  if (!state.admin) { section.hidden = true; return []; }
+  const plugins = await api('/api/v1/plugins');
+  const rows = plugins.map(p => {
+    const on = p.status === 'enabled';
+    const action = on ? 'disable' : 'enable';
+    return el('tr', { 'data-plugin-row': p.id },
+      el('td', {}, el('strong', { textContent: p.id }), el('div', { className: 'muted', textContent: p.name })),
+      el('td', { textContent: p.version }),
+      el('td', { className: 'state-' + p.status, textContent: p.status }),
+      el('td', { className: 'reason', textContent: p.reason || '' }),
+      el('td', { className: 'actions' },
+        button(on ? 'Disable' : 'Enable', 'toggle ' + action, { 'data-plugin': p.id },
+               () => act(p.id, '/' + action, { method: 'POST' })),
+        button('Uninstall', 'uninstall', { 'data-uninstall': p.id }, () => {
+          if (confirm('Uninstall ' + p.id + '? Its files and stored state are removed.')) {
+            act(p.id, '', { method: 'DELETE' });
+          }
+        })));
+  });
+  document.querySelector('#plugins tbody').replaceChildren(...rows);
+  section.hidden = false;
+  return plugins;
+}
+
+// What the configured repositories offer (admin only), with install or upgrade buttons.
+async function loadCatalog(plugins) {
+  const section = document.getElementById('catalog');
+  if (!state.admin) { section.hidden = true; return; }
+  const catalog = await api('/api/v1/catalog');
+  const installed = new Map(plugins.map(p => [p.id, p]));
+  const rows = catalog.plugins.map(item => {
+    const have = installed.get(item.id);
+    const allowUnsigned = !item.signed;
+    const body = JSON.stringify({ allowUnsigned });
+    const post = path => act(item.id, path, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body });
+    const confirmUnsigned = () => item.signed || confirm(item.id + ' ' + item.version + ' is not signed. Install it anyway?');
+    let cell;
+    if (!have) {
+      cell = button(item.signed ? 'Install' : 'Install unsigned', 'install', { 'data-install': item.id },
+                    () => { if (confirmUnsigned()) post('/install'); });
+    } else if (have.version !== item.version) {
+      cell = button('Upgrade to ' + item.version, 'install', { 'data-upgrade': item.id },
+                    () => { if (confirmUnsigned()) post('/upgrade'); });
+    } else {
+      cell = el('span', { className: 'muted', textContent: 'installed' });
+    }
+    return el('tr', { 'data-catalog-row': item.id },
+      el('td', {}, el('strong', { textContent: item.id }), el('div', { className: 'muted', textContent: item.description })),
+      el('td', { textContent: item.version }),
+      el('td', { textContent: item.repository }),
+      el('td', { textContent: item.signed ? 'signed' : 'unsigned' }),
+      el('td', { className: 'actions' }, cell));
+  });
+  document.querySelector('#catalog-table tbody').replaceChildren(...rows);
+  document.getElementById('catalog-problems').textContent = (catalog.problems || []).join('; ');
+  section.hidden = rows.length === 0 && !(catalog.problems || []).length;
+}
+
+// One admin action on a plugin (enable, disable, install, upgrade, uninstall), then a fresh view.
+async function act(id, path, options) {
+  const message = document.getElementById('message');
+  message.textContent = '';
+  try { await api('/api/v1/plugins/' + encodeURIComponent(id) + path, options); }
+  catch (e) { message.textContent = id + ': ' + e.message; }
+  await refresh();
+}
+
+async function refresh() {
+  try {
+    const session = await api('/api/v1/session');
+    state.session = session;
+    state.admin = session.admin;
+    document.getElementById('who').textContent = session.anonymous ? 'anonymous'
+      : (session.displayName || session.id) + ' · ' + session.tenant + (session.admin ? ' · admin' : '');
+  } catch (e) {
+    state.admin = false;
+    state.session = null;
+  }
+  document.getElementById('logout-button').hidden = !state.token;
+  document.getElementById('token').hidden = !!state.token;
+  document.getElementById('login-button').hidden = !!state.token;
+  const admin = async () => loadCatalog(await loadPlugins());
+  await Promise.all([loadMenus(), admin().catch(e => {
+    document.getElementById('message').textContent = e.message;
+  })]);
+  document.body.dataset.ready = 'true';
+}
+
+document.addEventListener('DOMContentLoaded', () => {
+  document.getElementById('login').addEventListener('submit', async event => {
+    event.preventDefault();
+    state.token = document.getElementById('token').value.trim();
+    document.getElementById('token').value = '';
+    const message = document.getElementById('message');
+    message.textContent = '';
+    try {
+      // The admin token opens the plugin list; any other credential an authenticate hook accepts (an API key,
+      // a user token) shows that caller's own navigation.
+      const session = await api('/api/v1/session');
+      if (session.anonymous) throw new Error('no authenticate hook recognised that token');
+      sessionStorage.setItem('keel.token', state.token);
+    } catch (e) {
+      state.token = ''; sessionStorage.removeItem('keel.token');
+      message.textContent = 'login failed: ' + e.message;
+    }
+    await refresh();
+  });
+  document.getElementById('logout-button').addEventListener('click', async () => {
+    state.token = ''; sessionStorage.removeItem('keel.token');
+    await refresh();
+  });
+  refresh();
+});
