@@ -165,9 +165,9 @@ struct PluginRoutesMiddleware: RouterMiddleware {
         let path = request.uri.path
         // Foreign prefixes: only where a plugin route matches, and never the host's own paths.
         func foreign() -> Bool {
-            guard Capability.reservedPrefix(of: path) == nil, path != "/" else { return false }
             let snapshot = plugins.gatekeeper.kernel.registry.snapshot
-            return snapshot.hasForeignRoutes && snapshot.route(method: request.method.rawValue, path: path) != nil
+            guard snapshot.hasForeignRoutes, path != "/", Capability.reservedPrefix(of: path) == nil else { return false }
+            return snapshot.route(method: request.method.rawValue, path: path) != nil
         }
         guard path.hasPrefix("/ext/") || path == "/ext" || foreign() else { return try await next(request, context) }
         do { return try await plugins.respond(to: request, context: context) } catch let error as APIError {
