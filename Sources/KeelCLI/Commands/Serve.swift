@@ -5,6 +5,7 @@ import Dispatch
 import Foundation
 import Keel
 import KeelHTTP
+import NIOCore
 
 extension KeelCommand {
     struct Serve: AsyncParsableCommand {
@@ -32,6 +33,12 @@ extension KeelCommand {
         @Flag(inversion: .prefixedNo, help: "Watch the plugin folder and load, reload and retire bundles as they change.")
         var watch = true
 
+        func validate() throws {
+            guard (0...65535).contains(port) else {
+                throw ValidationError("--port \(port) is not a port: use 0...65535 (0 picks a free one)")
+            }
+        }
+
         func run() async throws {
             try await reporting {
                 let lock = try ServerLock(stateFile: options.stateFile, info: "starting")
@@ -40,20 +47,33 @@ extension KeelCommand {
                     configuration.limits = RegistrationLimits(routes: maxRoutes, menus: maxMenus, hooks: maxHooks)
                     configuration.budgets.hook = Double(hookBudget) / 1000
                 }
-                await kernel.start(safeMode: safeMode)
+                await withProgress("starting: loading the enabled plugins (new builds are probed first)") {
+                    await kernel.start(safeMode: safeMode)
+                }
                 if watch && !safeMode { try await kernel.watch() }
                 let token = AdminToken(state: kernel.state)
-                if let fresh = try token.ensure() {
-                    say("admin token (shown once; `keel token reset` makes a new one): \(fresh)")
-                }
+                let fresh = try token.ensure()
+                if let fresh { say("admin token (shown once; `keel token reset` makes a new one): \(fresh)") }
                 let server = KeelServer(kernel: kernel, token: token,
                                         configuration: ServerConfiguration(host: host, port: port, maxBodySize: maxBody))
                 let active = await kernel.activePlugins
                 let host = self.host
-                try await server.run { port in
-                    lock.update("http://\(host):\(port)")
-                    say("keel \(Kernel.version) listening on http://\(host):\(port) with \(active.count) plugin(s) active [\(active.joined(separator: ", "))]")
-                    say("press Ctrl-C to stop")
+                let login = fresh != nil ? "log in with the admin token above"
+                    : ProcessInfo.processInfo.environment["KEEL_ADMIN_TOKEN"].map { _ in "log in with $KEEL_ADMIN_TOKEN" }
+                    ?? "log in with the admin token printed at the first start (`keel token reset` prints a new one)"
+                do {
+                    try await server.run { port in
+                        lock.update("http://\(host):\(port)")
+                        say("keel \(Kernel.version) listening on http://\(host):\(port) with \(active.count) plugin(s) active [\(active.joined(separator: ", "))]")
+                        say("console: http://\(host):\(port)/ (\(login))")
+                        say("press Ctrl-C to stop")
+                    }
+                } catch let error as IOError where error.errnoCode == EADDRINUSE {
+                    await kernel.shutdown()
+                    throw CLIError("port \(port) on \(host) is in use; pass --port N (or --port 0 for a free one)")
+                } catch {
+                    await kernel.shutdown()
+                    throw CLIError("cannot listen on \(host):\(port): \(ErrorText.describe(error))")
                 }
                 say("keel: received \(signals.first ?? "a stop request"), shutting down")
                 await kernel.shutdown()
