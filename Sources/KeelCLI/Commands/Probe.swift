@@ -51,7 +51,7 @@ extension KeelCommand {
             } catch let error as KernelError {
                 return (3, (try? JSONEncoder().encode(ProbeAnswer(error: error.description))) ?? Data())
             } catch {
-                return (3, (try? JSONEncoder().encode(ProbeAnswer(error: "\(error)"))) ?? Data())
+                return (3, (try? JSONEncoder().encode(ProbeAnswer(error: ErrorText.describe(error)))) ?? Data())
             }
             return (0, (try? JSONEncoder().encode(answer)) ?? Data())
         }

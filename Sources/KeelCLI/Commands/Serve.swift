@@ -42,6 +42,7 @@ extension KeelCommand {
         func run() async throws {
             try await reporting {
                 let lock = try ServerLock(stateFile: options.stateFile, info: "starting")
+                try Self.requirePortFree(host: host, port: port)
                 let signals = SecondSignalExit()
                 let kernel = try options.makeKernel(logAlways: true) { configuration in
                     configuration.limits = RegistrationLimits(routes: maxRoutes, menus: maxMenus, hooks: maxHooks)
@@ -70,7 +71,7 @@ extension KeelCommand {
                     }
                 } catch let error as IOError where error.errnoCode == EADDRINUSE {
                     await kernel.shutdown()
-                    throw CLIError("port \(port) on \(host) is in use; pass --port N (or --port 0 for a free one)")
+                    throw Self.portInUse(host: host, port: port)
                 } catch {
                     await kernel.shutdown()
                     throw CLIError("cannot listen on \(host):\(port): \(ErrorText.describe(error))")
@@ -80,6 +81,32 @@ extension KeelCommand {
                 _ = lock
             }
         }
+    }
+}
+
+extension KeelCommand.Serve {
+    static func portInUse(host: String, port: Int) -> CLIError {
+        CLIError("port \(port) on \(host) is in use; pass --port N (or --port 0 for a free one)")
+    }
+
+    /// Fails before any plugin loads or a token is made when another process listens on `host:port`. Checked for an
+    /// IPv4 address (or `localhost`) and a fixed port; anything else is left to the server, whose bind error says
+    /// the same. The probe socket sets SO_REUSEADDR as the server does, so a port in TIME_WAIT counts as free.
+    static func requirePortFree(host: String, port: Int) throws {
+        guard port != 0 else { return }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        guard inet_pton(AF_INET, host == "localhost" ? "127.0.0.1" : host, &address.sin_addr) == 1 else { return }
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return }
+        defer { close(fd) }
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        if bound != 0 && errno == EADDRINUSE { throw portInUse(host: host, port: port) }
     }
 }
 
