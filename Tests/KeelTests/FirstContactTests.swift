@@ -26,12 +26,16 @@ struct FirstContactTests {
         try process.run()
         let deadline = Date().addingTimeInterval(timeout)
         while process.isRunning && Date() < deadline { usleep(20_000) }
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        let timedOut = process.isRunning
+        if timedOut { kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()
         out.fileHandleForReading.readabilityHandler = nil
         err.fileHandleForReading.readabilityHandler = nil
-        stdout.append(String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
-        stderr.append(String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
+        // After a kill, a grandchild may still hold the pipes open: read only what already arrived.
+        if !timedOut {
+            stdout.append(String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
+            stderr.append(String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
+        }
         return (process.terminationStatus, stdout.value, stderr.value)
     }
 
