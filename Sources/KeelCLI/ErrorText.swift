@@ -12,12 +12,42 @@ enum ErrorText {
     static func describe(_ error: any Error) -> String {
         if let io = error as? IOError { return plain(errno: io.errnoCode) }
         if let posix = error as? POSIXError { return plain(errno: posix.code.rawValue) }
-        if error is CocoaError || type(of: error) is NSError.Type { return foundation(error as NSError) }
-        // Keel's errors describe themselves in one line; a type without a description of its own would print as a
-        // bridged NSError, which is handled like one.
-        let text = String(describing: error)
-        if !text.contains("Error Domain=") && !text.contains("The operation could not be completed") { return oneLine(text) }
-        return foundation(error as NSError)
+        if let unknown = error as? SocketAddressError.UnknownHost {
+            return "\(unknown.host): no such host (use an IP address or a name this machine resolves)"
+        }
+        if let address = error as? SocketAddressError {
+            switch address {
+            case let .unknown(host, _): return "\(host): no such host (use an IP address or a name this machine resolves)"
+            case let .failedToParseIPString(text): return "\(text): not an IP address"
+            default: return "not a usable address"
+            }
+        }
+        let bridged = error as NSError
+        if bridged.domain == NSCocoaErrorDomain || bridged.domain == NSPOSIXErrorDomain { return foundation(bridged) }
+        return sanitize(String(describing: error))
+    }
+
+    /// Keel's own errors are one line naming the file and the reason; a few embed a Foundation error's text (its
+    /// `description` or `localizedDescription`). That part is put in plain words here.
+    static func sanitize(_ message: String) -> String {
+        var text = oneLine(message)
+        if let start = text.range(of: "Error Domain=") {
+            let dump = text[start.lowerBound...]
+            let domain = capture(#"Domain=(\S+)"#, in: dump) ?? NSCocoaErrorDomain
+            let code = capture(#"Code=(-?\d+)"#, in: dump).flatMap { Int($0) } ?? 0
+            var info: [String: Any] = [:]
+            if let posix = capture(#"NSPOSIXErrorDomain Code=(\d+)"#, in: dump).flatMap({ Int($0) }) {
+                info[NSUnderlyingErrorKey] = NSError(domain: NSPOSIXErrorDomain, code: posix)
+            }
+            text = String(text[..<start.lowerBound]) + reason(NSError(domain: domain, code: code, userInfo: info))
+        }
+        text = text.replacingOccurrences(of: "The operation could not be completed. ", with: "")
+        return text.hasSuffix(".") ? String(text.dropLast()) : text
+    }
+
+    private static func capture(_ pattern: String, in text: Substring) -> String? {
+        guard let regex = try? Regex(pattern), let match = text.firstMatch(of: regex), match.output.count > 1 else { return nil }
+        return match.output[1].substring.map(String.init)
     }
 
     /// A Foundation error as "PATH: reason" (the path from the error's user info, when it has one).

@@ -88,8 +88,13 @@ struct FirstContactTests {
         let badKey = try run(["pack", f.plugins + "/hello-c", "--out", dir + "/repo", "--key", dir + "/no-such.key"])
         #expect(badKey.status == 1)
         #expect(badKey.stderr.hasPrefix("keel: error: "), "\(badKey.stderr)")
-        for text in [index.stderr, notFolder.stderr, keyInMissingFolder.stderr, badKey.stderr] {
-            #expect(!text.contains("Error Domain") && !text.contains("NSCocoaErrorDomain"), "\(text)")
+        // A state file whose folder cannot be made: the library's message embeds Foundation's text, put in plain words.
+        let noState = try run(["plugins", "list", "--state", "/proc/keel-nope/state.db", "--plugins", dir])
+        #expect(noState.status == 1)
+        #expect(noState.stderr.hasPrefix("keel: error: /proc/keel-nope/state.db: "), "\(noState.stderr)")
+        for text in [index.stderr, notFolder.stderr, keyInMissingFolder.stderr, badKey.stderr, noState.stderr] {
+            #expect(!text.contains("Error Domain") && !text.contains("NSCocoaErrorDomain") && !text.contains("could not be completed"), "\(text)")
+            #expect(text.split(separator: "\n").count == 1, "\(text)")
         }
     }
 

@@ -74,7 +74,7 @@ extension KeelCommand {
                     throw Self.portInUse(host: host, port: port)
                 } catch {
                     await kernel.shutdown()
-                    throw CLIError("cannot listen on \(host):\(port): \(ErrorText.describe(error))")
+                    throw CLIError("cannot serve on \(host):\(port): \(ErrorText.describe(error))")
                 }
                 say("keel: received \(signals.first ?? "a stop request"), shutting down")
                 await kernel.shutdown()
