@@ -50,6 +50,12 @@ step "granting the auth capabilities and enabling the examples (each new build i
 "$bin/keel" plugins list --plugins "$plugins"
 
 if [ "$check" != 1 ]; then
+  # Run again while a server is up (after editing a plugin): that server has already taken the new build.
+  lock="${KEEL_STATE:-.keel/state.db}.lock"
+  if [ -f "$lock" ] && ! flock -n -s "$lock" true 2>/dev/null; then
+    step "a keel server already serves these plugins ($(cut -d' ' -f3- "$lock")); it has taken the new build"
+    exit 0
+  fi
   step "serving (open the console URL below in a browser; Ctrl-C stops)"
   exec "$bin/keel" serve --plugins "$plugins" --port "${KEEL_PORT:-8470}"
 fi

@@ -12,6 +12,8 @@ struct KeelCommand: AsyncParsableCommand {
         discussion: """
             Exit codes: 0 success; 1 the operation failed (the message says why); 64 bad usage.
             Defaults: --plugins $KEEL_PLUGINS_DIR or ./plugins; --state $KEEL_STATE or ./.keel/state.db.
+            -v, --plugins and --state may stand before or after the subcommand.
+            Shell completion (commands, plugin ids, tenants, roles): keel --generate-completion-script bash|zsh|fish.
             """,
         version: Kernel.version,
         subcommands: [Plugins.self, Tenants.self, Roles.self, Serve.self, Token.self, Repo.self, Search.self, Install.self,
@@ -31,6 +33,8 @@ struct KeelCommand: AsyncParsableCommand {
             reportUsage(error)
         } catch let clean as CleanExit {
             exit(withError: clean)
+        } catch where String(reflecting: type(of: error)).hasPrefix("ArgumentParser.") {
+            reportUsage(error)  // e.g. `keel help plugins list`, whose run() asks for the help screen
         } catch {
             failAndExit(ErrorText.describe(error))
         }

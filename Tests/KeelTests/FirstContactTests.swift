@@ -129,6 +129,8 @@ struct FirstContactTests {
         #expect(unknown.status == 64)
         #expect(unknown.stderr.hasPrefix("keel: error: "), "\(unknown.stderr)")
         #expect(!unknown.stderr.contains("\nError:") && !unknown.stderr.hasPrefix("Error:"))
+        let help = try run(["help", "plugins", "list"])
+        #expect(help.status == 0 && help.stdout.contains("OVERVIEW: Show every plugin"), "\(help.stderr)")
     }
 
     @Test("-v, --plugins and --state work before or after the subcommand, on every command")
