@@ -41,6 +41,13 @@ enum Completion {
         return names.filter { $0.hasPrefix(prefix) }
     }
 
+    /// The permission items (KEY:ACTION and KEY:*) the plugins in the folder declare.
+    static let permissions = CompletionKind.custom { words, _, prefix in
+        let declared = PluginFolder.manifests(locations(words).plugins).flatMap(\.permissions)
+        let items = Set(declared.flatMap { d in d.actions.map { "\(d.key):\($0)" } + ["\(d.key):*"] })
+        return items.filter { $0.hasPrefix(prefix) }.sorted()
+    }
+
     /// `--plugins` and `--state` as written on the command line being completed, else the defaults.
     static func locations(_ words: [String]) -> (plugins: String, state: String) {
         func value(_ name: String) -> String? {

@@ -317,5 +317,7 @@ struct FirstContactTests {
         #expect(try complete(["plugins", "enable"], "--tenant", ["keel", "plugins", "enable", "hello"] + located + ["--tenant", "a"]) == ["acme"])
         #expect(try complete(["tenants", "add-member"], "positional@2", ["keel", "tenants", "add-member", "acme", "alice"] + located + [""])
                 == ["admin", "editor"])
+        #expect(try complete(["roles", "grant"], "positional@1", ["keel", "roles", "grant", "editor"] + located + ["greeter."])
+                == ["greeter.greetings:*", "greeter.greetings:send", "greeter.greetings:view"])
     }
 }

@@ -211,7 +211,8 @@ extension KeelCommand.Plugins {
 
         @OptionGroup var options: GlobalOptions
         @Argument(help: "The plugin id.", completion: Completion.plugins) var id: String
-        @Argument(help: "Capabilities: routes, menus, authenticate, authorize.") var capabilities: [String]
+        @Argument(help: "Capabilities: routes, menus, authenticate, authorize, route-prefix:/PATH.",
+                  completion: .list(["routes", "menus", "authenticate", "authorize", "route-prefix:/"])) var capabilities: [String]
 
         func run() async throws {
             try await reporting { try await changeGrants(options, id, grant: capabilities, revoke: []) }

@@ -174,7 +174,7 @@ extension KeelCommand.Roles {
         static let configuration = CommandConfiguration(abstract: "Grant a permission item (KEY:ACTION or KEY:*) to a role.")
         @OptionGroup var options: GlobalOptions
         @Argument(help: "Role name.", completion: Completion.roles) var role: String
-        @Argument(help: "Permission, e.g. hello.greetings:view.") var permission: String
+        @Argument(help: "Permission, e.g. hello.greetings:view.", completion: Completion.permissions) var permission: String
         @Flag(help: "Grant it even though no plugin in the plugin folder declares it.") var force = false
 
         func validate() throws {
