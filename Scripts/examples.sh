@@ -1,14 +1,36 @@
 #!/usr/bin/env bash
 # Builds everything (kernel, `keel`, the example plugins as .so files), stages the example bundles into ./plugins
-# (plugin.yaml, its configuration schema if any, and its library), enables them, and lists what they registered.
-#   Scripts/examples.sh            debug build
-#   CONFIG=release Scripts/examples.sh
+# (plugin.yaml, its configuration schema if any, and its library), enables them, and serves them until Ctrl-C,
+# printing the console's URL and how to log in.
+#   Scripts/examples.sh                       serve on http://127.0.0.1:8470 (KEEL_PORT=N for another port)
+#   Scripts/examples.sh --check               CI: serve on a free port, ask /healthz and a plugin route, then stop
+#   KEEL_EXAMPLES_CHECK=1 Scripts/examples.sh the same as --check
+#   CONFIG=release Scripts/examples.sh        release build
+#   KEEL_BIN=DIR Scripts/examples.sh          use the keel and libraries already built in DIR (no build)
+# KEEL_PLUGINS_DIR and KEEL_STATE choose the plugin folder and state file, as for every keel command.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+check="${KEEL_EXAMPLES_CHECK:-0}"
+for arg in "$@"; do
+  case "$arg" in
+    --check) check=1 ;;
+    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "examples.sh: error: unknown argument \"$arg\" (see --help)" >&2; exit 64 ;;
+  esac
+done
+step() { echo "==> $*"; }
+
 config="${CONFIG:-debug}"
-swift build -c "$config"
-bin="$(swift build -c "$config" --show-bin-path)"
+if [ -n "${KEEL_BIN:-}" ]; then
+  bin="$KEEL_BIN"
+else
+  step "building the kernel, keel and the example plugins (swift build -c $config; the first build takes several minutes)"
+  swift build -c "$config"
+  bin="$(swift build -c "$config" --show-bin-path)"
+fi
 plugins="${KEEL_PLUGINS_DIR:-plugins}"
+
+step "staging the example plugins into $plugins"
 for bundle in Plugins/*/; do
   name="$(basename "$bundle")"
   lib="$(sed -n 's/^library:[[:space:]]*//p' "$bundle/plugin.yaml" | tr -d '"'\''[:space:]')"
@@ -18,9 +40,45 @@ for bundle in Plugins/*/; do
   # Write to a temporary name, then rename: a running host never sees a half-written library.
   cp "$bin/$lib" "$plugins/$name/.$lib.tmp" && mv -f "$plugins/$name/.$lib.tmp" "$plugins/$name/$lib"
 done
+
+step "granting the auth capabilities and enabling the examples (each new build is probed in a child process first)"
 # Auth hooks see every request: the operator grants them explicitly.
 "$bin/keel" plugins grant hello authenticate --plugins "$plugins"
 "$bin/keel" plugins grant greeter authorize --plugins "$plugins"
 "$bin/keel" plugins enable hello --plugins "$plugins"
 "$bin/keel" plugins enable greeter --plugins "$plugins"
 "$bin/keel" plugins list --plugins "$plugins"
+
+if [ "$check" != 1 ]; then
+  # Run again while a server is up (after editing a plugin): that server has already taken the new build.
+  lock="${KEEL_STATE:-.keel/state.db}.lock"
+  if [ -f "$lock" ] && ! flock -n -s "$lock" true 2>/dev/null; then
+    step "a keel server already serves these plugins ($(cut -d' ' -f3- "$lock")); it has taken the new build"
+    exit 0
+  fi
+  step "serving (open the console URL below in a browser; Ctrl-C stops)"
+  exec "$bin/keel" serve --plugins "$plugins" --port "${KEEL_PORT:-8470}"
+fi
+
+# --check: serve on a free port, wait for "listening on", ask two routes, stop with SIGTERM.
+step "checking: serving on a free port, asking /healthz and /ext/hello/greet/ci, then stopping"
+log="$(mktemp)"
+"$bin/keel" serve --plugins "$plugins" --port 0 >"$log" 2>&1 &
+server=$!
+trap 'kill "$server" 2>/dev/null || true; rm -f "$log"' EXIT
+url=""
+for _ in $(seq 1 600); do
+  url="$(sed -n 's/.*listening on \(http:[^ ]*\).*/\1/p' "$log" | head -n 1)"
+  if [ -n "$url" ] || ! kill -0 "$server" 2>/dev/null; then break; fi
+  sleep 0.1
+done
+cat "$log"
+if [ -z "$url" ]; then echo "examples.sh: error: keel serve did not start within 60 s" >&2; exit 1; fi
+health="$(curl -fsS --max-time 10 "$url/healthz")"
+echo "GET $url/healthz -> $health"
+greeting="$(curl -fsS --max-time 10 "$url/ext/hello/greet/ci")"
+echo "GET $url/ext/hello/greet/ci -> $greeting"
+kill -TERM "$server"
+wait "$server"
+trap 'rm -f "$log"' EXIT
+step "check passed: the examples were served and answered"

@@ -29,7 +29,7 @@ extension Kernel {
         case let .reload(id): try reload(id)
         case .rescan: rescan()
         case let .grants(id, grant, revoke): try setGrants(id, grant: grant, revoke: revoke)
-        case let .config(id, yaml): try setConfig(id, yaml: yaml, file: "configuration of \(id)")
+        case let .config(id, yaml, file): try setConfig(id, yaml: yaml, file: file ?? "configuration of \(id)")
         case let .install(id, version, allowUnsigned):
             return CommandResult(installed: try install(id, version: version, store: extensions, allowUnsigned: allowUnsigned))
         case let .upgrade(id, version, allowUnsigned): try upgrade(id, to: version, store: extensions, allowUnsigned: allowUnsigned)
@@ -43,6 +43,10 @@ extension Kernel {
             try stored { () throws(StateError) in try state.addRepository(StateStore.Repository(name: name, location: location, priority: priority)) }
         case let .removeRepository(name): try stored { () throws(StateError) in try state.removeRepository(name) }
         case let .trustKey(name, publicKey): try stored { () throws(StateError) in try state.trustKey(name: name, publicKey: publicKey) }
+        case .resetAdminToken:
+            do { return CommandResult(adminToken: try AdminToken(state: state, environment: [:]).reset()) } catch {
+                throw KernelError(.state, reason: error.description)
+            }
         }
         return CommandResult()
     }

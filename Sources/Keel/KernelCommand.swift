@@ -15,8 +15,8 @@ public enum KernelCommand: Codable, Sendable, Hashable {
     case rescan
     /// Grants and revokes capabilities (`authenticate`, `route-prefix:/legacy`, ...).
     case grants(id: String, grant: [String], revoke: [String])
-    /// Sets the plugin's configuration from YAML (checked against its schema).
-    case config(id: String, yaml: String)
+    /// Sets the plugin's configuration from YAML (checked against its schema); `file` names it in errors.
+    case config(id: String, yaml: String, file: String? = nil)
     case install(id: String, version: String?, allowUnsigned: Bool)
     case upgrade(id: String, version: String?, allowUnsigned: Bool)
     case uninstall(id: String, cascade: Bool, keepData: Bool)
@@ -30,6 +30,8 @@ public enum KernelCommand: Codable, Sendable, Hashable {
     case addRepository(name: String, location: String, priority: Int)
     case removeRepository(name: String)
     case trustKey(name: String, publicKey: String)
+    /// Replaces the stored admin token with a new random one (returned once, in `CommandResult.adminToken`).
+    case resetAdminToken
 
     /// A short name for logs, the audit line and the queue's `op` column.
     public var name: String {
@@ -51,26 +53,27 @@ public enum KernelCommand: Codable, Sendable, Hashable {
         case .addRepository: "add-repository"
         case .removeRepository: "remove-repository"
         case .trustKey: "trust-key"
+        case .resetAdminToken: "reset-admin-token"
         }
     }
 
     /// What it is about: a plugin id, a tenant, a role or a repository ("" for a rescan).
     public var subject: String {
         switch self {
-        case let .enable(id, _), let .disable(id, _, _), let .reload(id), let .grants(id, _, _), let .config(id, _),
+        case let .enable(id, _), let .disable(id, _, _), let .reload(id), let .grants(id, _, _), let .config(id, _, _),
              let .install(id, _, _), let .upgrade(id, _, _), let .uninstall(id, _, _): id
         case let .createTenant(name), let .deleteTenant(name, _), let .createRole(name), let .addRepository(name, _, _),
              let .removeRepository(name), let .trustKey(name, _): name
         case let .setMember(tenant, _, _, _): tenant
         case let .setRolePermission(role, _, _): role
-        case .rescan: ""
+        case .rescan, .resetAdminToken: ""
         }
     }
 
     /// The plugin it changes, when it is about one plugin.
     public var pluginID: String? {
         switch self {
-        case let .enable(id, _), let .disable(id, _, _), let .reload(id), let .grants(id, _, _), let .config(id, _),
+        case let .enable(id, _), let .disable(id, _, _), let .reload(id), let .grants(id, _, _), let .config(id, _, _),
              let .install(id, _, _), let .upgrade(id, _, _), let .uninstall(id, _, _): id
         default: nil
         }
@@ -84,8 +87,13 @@ public typealias RemoteCommand = KernelCommand
 public struct CommandResult: Codable, Sendable, Hashable {
     /// For an install: what was installed, dependencies first ("id version").
     public var installed: [String] = []
+    /// For an admin token reset: the new token, to show once (never logged, never stored in clear).
+    public var adminToken: String?
 
-    public init(installed: [String] = []) { self.installed = installed }
+    public init(installed: [String] = [], adminToken: String? = nil) {
+        self.installed = installed
+        self.adminToken = adminToken
+    }
 }
 
 /// Something that changed in the kernel.

@@ -12,10 +12,78 @@ struct KeelCommand: AsyncParsableCommand {
         discussion: """
             Exit codes: 0 success; 1 the operation failed (the message says why); 64 bad usage.
             Defaults: --plugins $KEEL_PLUGINS_DIR or ./plugins; --state $KEEL_STATE or ./.keel/state.db.
+            -v, --plugins and --state may stand before or after the subcommand.
+            Shell completion (commands, plugin ids, tenants, roles): keel --generate-completion-script bash|zsh|fish.
             """,
         version: Kernel.version,
         subcommands: [Plugins.self, Tenants.self, Roles.self, Serve.self, Token.self, Repo.self, Search.self, Install.self,
                       Upgrade.self, Uninstall.self, Pack.self, Trust.self, Probe.self])
+
+    /// Parses (global options may stand before or after the subcommand), runs, and reports every failure in one
+    /// style: `keel: error: ...` on stderr, exit 64 with the usage for bad usage, exit 1 for a failed operation.
+    static func main() async {
+        let arguments = GlobalArguments.normalize(Array(CommandLine.arguments.dropFirst()))
+        var command: ParsableCommand
+        do { command = try await asyncParseAsRoot(arguments) } catch { reportUsage(error) }
+        do {
+            if var asyncCommand = command as? AsyncParsableCommand { try await asyncCommand.run() } else { try command.run() }
+        } catch let code as ExitCode {
+            Foundation.exit(code.rawValue)
+        } catch let error as ValidationError {
+            reportUsage(error)
+        } catch let clean as CleanExit {
+            exit(withError: clean)
+        } catch where String(reflecting: type(of: error)).hasPrefix("ArgumentParser.") {
+            reportUsage(error)  // e.g. `keel help plugins list`, whose run() asks for the help screen
+        } catch {
+            failAndExit(ErrorText.describe(error))
+        }
+    }
+
+    /// A parse or validation error: help, version and completion requests go to the parser's own output (exit 0);
+    /// anything else is `keel: error: <message>` with the usage hint, exit 64.
+    private static func reportUsage(_ error: any Error) -> Never {
+        let code = exitCode(for: error)
+        guard code != .success else { exit(withError: error) }
+        var text = fullMessage(for: error)
+        if text.hasPrefix("Error: ") { text.removeFirst("Error: ".count) }
+        FileHandle.standardError.write(Data(("keel: error: " + text + (text.hasSuffix("\n") ? "" : "\n")).utf8))
+        Foundation.exit(code.rawValue)
+    }
+}
+
+/// Writes `keel: error: <message>` to stderr and exits with 1.
+func failAndExit(_ message: String) -> Never {
+    FileHandle.standardError.write(Data("keel: error: \(message)\n".utf8))
+    exit(1)
+}
+
+/// Global options (`-v`, `--plugins`, `--state`) may be written before the subcommand (`keel -v plugins list`): they
+/// are moved to just after the subcommand path, where every command's `GlobalOptions` parses them.
+enum GlobalArguments {
+    static func normalize(_ arguments: [String]) -> [String] {
+        // Completion requests carry their own argument layout.
+        if arguments.contains(where: { $0.hasPrefix("---") || $0.hasPrefix("--generate-completion") }) { return arguments }
+        var path: [String] = [], globals: [String] = [], i = 0
+        var command: ParsableCommand.Type = KeelCommand.self
+        while i < arguments.count {
+            let a = arguments[i]
+            if a == "-v" || a == "--verbose" || a.hasPrefix("--plugins=") || a.hasPrefix("--state=") {
+                globals.append(a)
+                i += 1
+            } else if (a == "--plugins" || a == "--state") && i + 1 < arguments.count {
+                globals += [a, arguments[i + 1]]
+                i += 2
+            } else if let sub = command.configuration.subcommands.first(where: { $0._commandName == a }) {
+                path.append(a)
+                command = sub
+                i += 1
+            } else {
+                break
+            }
+        }
+        return path + globals + arguments[i...]
+    }
 }
 
 /// Options every command that touches a kernel takes.
@@ -39,12 +107,12 @@ struct GlobalOptions: ParsableArguments {
         // Every new build is tried in a child `keel probe` before this process loads it.
         configuration.probe = PluginProbe.currentExecutable.map { PluginProbe(executable: $0) }
         adjust(&configuration)
-        do { return try Kernel(configuration: configuration) } catch { throw CLIError(error.description) }
+        return try Kernel(configuration: configuration)
     }
 
     /// The state file alone, for commands that must not load plugins.
     func openState() throws -> StateStore {
-        do { return try StateStore(path: stateFile) } catch { throw CLIError(error.description) }
+        return try StateStore(path: stateFile)
     }
 
     /// The running server's lock line, when `keel serve` owns this state file.
@@ -55,23 +123,21 @@ struct GlobalOptions: ParsableArguments {
 struct CLIError: Error, CustomStringConvertible {
     var description: String
     init(_ message: String) { description = message }
+    /// Any error in the words `keel: error:` uses (see `ErrorText`).
+    init(_ error: any Error) { description = ErrorText.describe(error) }
 }
 
 extension AsyncParsableCommand {
-    /// Runs `body`, turning library errors into one line on stderr and exit code 1.
+    /// Runs `body`; any error becomes one line on stderr (`ErrorText`) and exit code 1. Usage errors
+    /// (`ValidationError`) and exit requests pass through to `KeelCommand.main`.
     func reporting(_ body: () async throws -> Void) async throws {
-        do { try await body() } catch let error as CLIError {
-            fail(error.description)
-        } catch let error as KernelError {
-            fail(error.description)
-        } catch let error as StateError {
-            fail(error.description)
+        do { try await body() } catch let error as ValidationError {
+            throw error
+        } catch let error as ExitCode {
+            throw error
+        } catch {
+            failAndExit(ErrorText.describe(error))
         }
-    }
-
-    private func fail(_ message: String) -> Never {
-        FileHandle.standardError.write(Data("keel: error: \(message)\n".utf8))
-        Self.exit(withError: ExitCode.failure)
     }
 }
 

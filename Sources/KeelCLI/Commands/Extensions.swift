@@ -9,6 +9,7 @@ extension KeelCommand {
     struct Pack: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Pack a plugin bundle folder into <id>-<version>.keelpkg (signed with --key).")
+        @OptionGroup var options: GlobalOptions
         @Argument(help: "The bundle folder (plugin.yaml and its library).") var folder: String
         @Option(help: "Folder to write the archive to.") var out = "."
         @Option(help: "Signing key file made by `keel trust keygen`.") var key: String?
@@ -17,14 +18,15 @@ extension KeelCommand {
         func run() async throws {
             try await reporting {
                 let manifest: Manifest
-                do { manifest = try ManifestLoader().load(path: folder + "/" + ManifestLoader.fileName).0 } catch { throw CLIError("\(error)") }
+                do { manifest = try ManifestLoader().load(path: folder + "/" + ManifestLoader.fileName).0 } catch { throw CLIError(error) }
                 let data: Data
-                do { data = try PackageArchive.pack(folder: folder) } catch { throw CLIError("\(error)") }
+                do { data = try PackageArchive.pack(folder: folder) } catch { throw CLIError(error) }
+                try makeFolder(out)
                 let path = out + "/\(manifest.id)-\(manifest.version).\(PackageArchive.fileExtension)"
                 try data.write(to: URL(fileURLWithPath: path))
                 if let key {
                     do { try ExtensionStore.sign(data, keyFile: key).write(toFile: path + ".sig", atomically: true, encoding: .utf8) } catch {
-                        throw CLIError("\(error)")
+                        throw CLIError(error)
                     }
                     try (signer ?? "default").write(toFile: path + ".signer", atomically: true, encoding: .utf8)
                 }
@@ -37,6 +39,7 @@ extension KeelCommand {
         static let configuration = CommandConfiguration(abstract: "List what the repositories offer (the recommended version of each).")
         @OptionGroup var options: GlobalOptions
         @Argument(help: "Only plugins whose id, name or description contains this.") var word: String?
+        @Flag(help: "Print JSON: [{id, version (null: none runs here), repository, signed, description}].") var json = false
 
         func run() async throws {
             try await reporting {
@@ -46,6 +49,14 @@ extension KeelCommand {
                 let ids = Set(offers.map(\.id)).sorted().filter { id in
                     guard let word = word?.lowercased() else { return true }
                     return offers.contains { $0.id == id && ($0.id + $0.entry.name + ($0.entry.description ?? "")).lowercased().contains(word) }
+                }
+                if json {
+                    try printJSON(ids.map { id in
+                        let best = try? store.resolve(id, version: nil, offers: offers)
+                        return SearchJSON(id: id, version: best?.entry.version, repository: best?.repository.name,
+                                          signed: best.map { $0.entry.signature != nil }, description: best.map { $0.entry.description ?? $0.entry.name })
+                    })
+                    return
                 }
                 if ids.isEmpty { print("nothing found") }
                 for id in ids {
@@ -73,22 +84,20 @@ extension KeelCommand {
                 let parts = spec.split(separator: "@", maxSplits: 1).map(String.init)
                 let store = ExtensionStore(state: try options.openState(), pluginsDirectory: options.pluginsDirectory)
                 let plan: [ExtensionStore.Offer]
-                do { plan = try store.plan(parts[0], version: parts.count > 1 ? parts[1] : nil) } catch { throw CLIError("\(error)") }
+                do { plan = try store.plan(parts[0], version: parts.count > 1 ? parts[1] : nil) } catch { throw CLIError(error) }
                 print("plan: " + plan.map { "\($0.id) \($0.entry.version) from \($0.repository.name)" }.joined(separator: ", "))
                 for offer in plan {
-                    do { try store.install(offer, allowUnsigned: allowUnsigned) } catch { throw CLIError("\(error)") }
+                    do {
+                        try await withProgress("installing \(offer.id) \(offer.entry.version) (fetch, verify, probe)") {
+                            try store.install(offer, allowUnsigned: allowUnsigned)
+                        }
+                    } catch { throw CLIError(error) }
                     print("installed \(offer.id) \(offer.entry.version)")
                 }
                 if let config {
                     guard let data = FileManager.default.contents(atPath: config) else { throw CLIError("\(config): cannot be read") }
                     let yaml = String(decoding: data, as: UTF8.self)
-                    let folder = ExtensionStore.bundles(claiming: parts[0], in: options.pluginsDirectory).first?.folder ?? ""
-                    let schema = folder + "/" + PluginConfig.schemaFile
-                    do {
-                        let json = try PluginConfig.validate(yaml: yaml, file: config,
-                                                             schemaPath: FileManager.default.fileExists(atPath: schema) ? schema : nil)
-                        try options.openState().setConfig(parts[0], yaml: yaml, json: json)
-                    } catch let error as ManifestError { throw CLIError(error.description) }
+                    try await executeStored(options, .config(id: parts[0], yaml: yaml, file: config))
                     print("configured \(parts[0])")
                 }
             }
@@ -99,21 +108,23 @@ extension KeelCommand {
         static let configuration = CommandConfiguration(
             abstract: "Upgrade an installed plugin; the old version keeps running if the new one fails (rollback).")
         @OptionGroup var options: GlobalOptions
-        @Argument(help: "The plugin id.") var id: String
+        @Argument(help: "The plugin id.", completion: Completion.plugins) var id: String
         @Option(help: "The version to move to (default: the recommended one, if newer).") var to: String?
         @Flag(name: .customLong("allow-unsigned"), help: "Accept an unsigned or untrusted archive.") var allowUnsigned = false
 
         func run() async throws {
             try await reporting {
-                let info = try await throughServerOrKernel(options, id: id,
-                    remote: { state in
-                        try await RemoteControl.submit(.upgrade(id: id, version: to, allowUnsigned: allowUnsigned), state: state,
-                                                       timeout: .seconds(120))
-                    },
-                    local: { kernel in
-                        try await kernel.upgrade(id, to: to, store: ExtensionStore(state: kernel.state, pluginsDirectory: options.pluginsDirectory),
-                                                 allowUnsigned: allowUnsigned)
-                    })
+                let info: PluginInfo?
+                do {
+                    info = try await withProgress("upgrading \(id) (fetch, verify, probe, swap)") {
+                        try await throughServerOrKernel(options, id: id, command: .upgrade(id: id, version: to, allowUnsigned: allowUnsigned),
+                                                        timeout: .seconds(120))
+                    }
+                } catch where to == nil && ErrorText.describe(error).contains(" is up to date") {
+                    // Nothing newer is offered: that is a success, not a failure.
+                    print(ErrorText.describe(error).replacingOccurrences(of: "\"\(id)\"", with: id))
+                    return
+                }
                 print("upgraded \(id) to \(info?.version ?? "?")")
             }
         }
@@ -122,17 +133,13 @@ extension KeelCommand {
     struct Uninstall: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Disable and remove an installed plugin.")
         @OptionGroup var options: GlobalOptions
-        @Argument(help: "The plugin id.") var id: String
+        @Argument(help: "The plugin id.", completion: Completion.plugins) var id: String
         @Flag(help: "Also disable the enabled plugins that depend on it.") var cascade = false
         @Flag(name: .customLong("keep-data"), help: "Keep its grants and tenant settings for a later reinstall.") var keepData = false
 
         func run() async throws {
             try await reporting {
-                _ = try await throughServerOrKernel(options, id: nil,
-                    remote: { state in
-                        try await RemoteControl.submit(.uninstall(id: id, cascade: cascade, keepData: keepData), state: state)
-                    },
-                    local: { kernel in try await kernel.uninstall(id, cascade: cascade, keepData: keepData) })
+                _ = try await throughServerOrKernel(options, id: nil, command: .uninstall(id: id, cascade: cascade, keepData: keepData))
                 print("uninstalled \(id)")
             }
         }
@@ -154,7 +161,7 @@ extension KeelCommand {
                 try await reporting {
                     let location = location.hasPrefix("http") || location.hasPrefix("file://") ? location
                         : URL(fileURLWithPath: location).standardizedFileURL.path
-                    try directoryChange { try options.openState().addRepository(StateStore.Repository(name: name, location: location, priority: priority)) }
+                    try await executeStored(options, .addRepository(name: name, location: location, priority: priority))
                     print("added repository \(name) (\(location))")
                 }
             }
@@ -163,8 +170,10 @@ extension KeelCommand {
         struct List: AsyncParsableCommand {
             static let configuration = CommandConfiguration(abstract: "List repositories.")
             @OptionGroup var options: GlobalOptions
+            @Flag(help: "Print JSON: [{name, location, priority}].") var json = false
             func run() async throws {
                 try await reporting {
+                    if json { try printJSON(try options.openState().repositories()); return }
                     for r in try options.openState().repositories() { print("\(r.name)  priority \(r.priority)  \(r.location)") }
                 }
             }
@@ -175,20 +184,22 @@ extension KeelCommand {
             @OptionGroup var options: GlobalOptions
             @Argument(help: "Its name.") var name: String
             func run() async throws {
-                try await reporting { try directoryChange { try options.openState().removeRepository(name) } }
+                try await reporting { try await executeStored(options, .removeRepository(name: name)) }
                 print("removed repository \(name)")
             }
         }
 
         struct Index: AsyncParsableCommand {
             static let configuration = CommandConfiguration(abstract: "Write index.yaml for the archives in a folder.")
+            @OptionGroup var options: GlobalOptions
             @Argument(help: "The repository folder.") var folder: String
             func run() async throws {
                 try await reporting {
+                    try requireFolder(folder, hint: "put archives in it with `keel pack BUNDLE --out \(folder)`")
                     do {
                         let index = try ExtensionStore.writeIndex(folder: folder)
                         print("indexed \(index.plugins.values.map(\.count).reduce(0, +)) archive(s) in \(folder)/index.yaml")
-                    } catch { throw CLIError("\(error)") }
+                    } catch { throw CLIError(error) }
                 }
             }
         }
@@ -200,12 +211,15 @@ extension KeelCommand {
 
         struct Keygen: AsyncParsableCommand {
             static let configuration = CommandConfiguration(abstract: "Make a signing key: writes the private key file, prints the public key.")
-            @Argument(help: "Where to write the private key.") var file: String
+            @OptionGroup var options: GlobalOptions
+            @Argument(help: "Where to write the private key (a new file; mode 0600).") var file: String
+            @Flag(help: "Replace an existing regular file (its key is lost). Anything else is never replaced.") var force = false
             func run() async throws {
-                let (priv, pub) = ExtensionStore.makeKey()
-                try priv.write(toFile: file, atomically: true, encoding: .utf8)
-                chmod(file, 0o600)
-                print(pub)
+                try await reporting {
+                    let (priv, pub) = ExtensionStore.makeKey()
+                    try writePrivateFile(file, contents: priv, replacing: force)
+                    print(pub)
+                }
             }
         }
 
@@ -218,7 +232,7 @@ extension KeelCommand {
                 guard Data(base64Encoded: key)?.count == 32 else { throw ValidationError("not an ed25519 public key (32 bytes, base64)") }
             }
             func run() async throws {
-                try await reporting { try directoryChange { try options.openState().trustKey(name: name, publicKey: key) } }
+                try await reporting { try await executeStored(options, .trustKey(name: name, publicKey: key)) }
                 print("trusting \(name)")
             }
         }
@@ -226,9 +240,34 @@ extension KeelCommand {
         struct List: AsyncParsableCommand {
             static let configuration = CommandConfiguration(abstract: "List trusted keys.")
             @OptionGroup var options: GlobalOptions
+            @Flag(help: "Print JSON: [{name, publicKey}].") var json = false
             func run() async throws {
-                try await reporting { for (n, k) in try options.openState().trustedKeys().sorted(by: { $0.key < $1.key }) { print("\(n)  \(k)") } }
+                try await reporting {
+                    let keys = try options.openState().trustedKeys().sorted(by: { $0.key < $1.key })
+                    if json { try printJSON(keys.map { ["name": $0.key, "publicKey": $0.value] }); return }
+                    for (n, k) in keys { print("\(n)  \(k)") }
+                }
             }
         }
     }
+}
+
+/// `keel search --json`: one object per plugin id; `version`, `repository`, `signed` and `description` are null when
+/// no offered version runs on this host.
+struct SearchJSON: Encodable {
+    var id: String
+    var version: String?
+    var repository: String?
+    var signed: Bool?
+    var description: String?
+
+    func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(id, forKey: .id)
+        try c.encode(version, forKey: .version)
+        try c.encode(repository, forKey: .repository)
+        try c.encode(signed, forKey: .signed)
+        try c.encode(description, forKey: .description)
+    }
+    enum CodingKeys: String, CodingKey { case id, version, repository, signed, description }
 }

@@ -41,7 +41,7 @@ extension KeelCommand.Plugins {
             guard !plugins.isEmpty else { return "no plugins found\n" }
             var out = ""
             for p in plugins {
-                out += "\(p.id) \(p.version)  \(p.status.rawValue)\(p.enabled && p.status != .enabled ? " (wanted: enabled)" : "")"
+                out += "\(p.id) \(p.version)  \(Terminal.paint(p.status))\(p.enabled && p.status != .enabled ? " (wanted: enabled)" : "")"
                 out += p.name.isEmpty ? "\n" : "  — \(p.name)\n"
                 if let reason = p.reason, p.status == .failed || p.status == .missing { out += "  reason: \(reason)\n" }
                 if let signature = p.signature { out += "  signature: \(signature)\n" }
@@ -68,12 +68,13 @@ extension KeelCommand.Plugins {
                 down), without touching the state file. Exits 1 with a one-line reason for a bad file.
                 """)
 
-        @Argument(help: "A bundle folder (with plugin.yaml) or a shared object.") var path: String
+        @OptionGroup var options: GlobalOptions
+        @Argument(help: "A bundle folder (with plugin.yaml) or a shared object.", completion: .file()) var path: String
         @Flag(help: "Print JSON instead of text.") var json = false
 
         func run() async throws {
             try await reporting {
-                let report = try Self.probe(path)
+                let report = try await withProgress("probing \(path) in a child process (at most 10 s)") { try Self.probe(path) }
                 if json { try printJSON(report); return }
                 print("""
                     id:           \(report.id)\(report.name.map { "  (\($0))" } ?? "")
@@ -120,14 +121,14 @@ extension KeelCommand.Plugins {
             abstract: "Enable a plugin: load and activate it now, and at every start from now on.")
 
         @OptionGroup var options: GlobalOptions
-        @Argument(help: "The plugin id.") var id: String
-        @Option(help: "Enable it for this tenant only (others keep what they had).") var tenant: String?
+        @Argument(help: "The plugin id.", completion: Completion.plugins) var id: String
+        @Option(help: "Enable it for this tenant only (others keep what they had).", completion: Completion.tenants) var tenant: String?
 
         func run() async throws {
             try await reporting {
-                let info = try await throughServerOrKernel(options, id: id,
-                    remote: { state in try await RemoteControl.submit(.enable(id: id, tenant: tenant), state: state) },
-                    local: { kernel in try await kernel.enable(id, tenant: tenant) })
+                let info = try await withProgress("enabling \(id) (a new build is probed first, at most 10 s)") {
+                    try await throughServerOrKernel(options, id: id, command: .enable(id: id, tenant: tenant))
+                }
                 guard let info else { return }
                 print("enabled \(id) \(info.version): \(info.routes.count) route(s), \(info.menus.count) menu entr\(info.menus.count == 1 ? "y" : "ies"), \(info.authenticators.count + info.authorizers.count) auth hook(s)")
             }
@@ -139,17 +140,13 @@ extension KeelCommand.Plugins {
             abstract: "Disable a plugin: remove everything it registered and stop loading it.")
 
         @OptionGroup var options: GlobalOptions
-        @Argument(help: "The plugin id.") var id: String
+        @Argument(help: "The plugin id.", completion: Completion.plugins) var id: String
         @Flag(help: "Also disable the enabled plugins that depend on it.") var cascade = false
-        @Option(help: "Disable it for this tenant only.") var tenant: String?
+        @Option(help: "Disable it for this tenant only.", completion: Completion.tenants) var tenant: String?
 
         func run() async throws {
             try await reporting {
-                _ = try await throughServerOrKernel(options, id: nil,
-                    remote: { state in
-                        try await RemoteControl.submit(.disable(id: id, tenant: tenant, cascade: cascade), state: state)
-                    },
-                    local: { kernel in try await kernel.disable(id, tenant: tenant, cascade: cascade) })
+                _ = try await throughServerOrKernel(options, id: nil, command: .disable(id: id, tenant: tenant, cascade: cascade))
                 print("disabled \(id)")
             }
         }
@@ -162,13 +159,13 @@ extension KeelCommand.Plugins {
             abstract: "Load the plugin's current build as a new generation and swap it in; the old one keeps serving if the new one fails.")
 
         @OptionGroup var options: GlobalOptions
-        @Argument(help: "The plugin id.") var id: String
+        @Argument(help: "The plugin id.", completion: Completion.plugins) var id: String
 
         func run() async throws {
             try await reporting {
-                let info = try await throughServerOrKernel(options, id: id,
-                    remote: { state in try await RemoteControl.submit(.reload(id: id), state: state) },
-                    local: { kernel in try await kernel.reload(id) })
+                let info = try await withProgress("reloading \(id) (a new build is probed first, at most 10 s)") {
+                    try await throughServerOrKernel(options, id: id, command: .reload(id: id))
+                }
                 guard let info else { return }
                 print("reloaded \(id) \(info.version): \(info.status.rawValue)")
             }
@@ -180,7 +177,7 @@ extension KeelCommand.Plugins {
             abstract: "Show the plugin's load history: generation, version, checksum, time and outcome.")
 
         @OptionGroup var options: GlobalOptions
-        @Argument(help: "The plugin id.") var id: String
+        @Argument(help: "The plugin id.", completion: Completion.plugins) var id: String
         @Flag(help: "Print JSON instead of text.") var json = false
 
         func run() async throws {
@@ -204,8 +201,9 @@ extension KeelCommand.Plugins {
             abstract: "Grant capabilities a plugin asks for; authenticate and authorize need this before they work.")
 
         @OptionGroup var options: GlobalOptions
-        @Argument(help: "The plugin id.") var id: String
-        @Argument(help: "Capabilities: routes, menus, authenticate, authorize.") var capabilities: [String]
+        @Argument(help: "The plugin id.", completion: Completion.plugins) var id: String
+        @Argument(help: "Capabilities: routes, menus, authenticate, authorize, route-prefix:/PATH.",
+                  completion: .list(["routes", "menus", "authenticate", "authorize", "route-prefix:/"])) var capabilities: [String]
 
         func run() async throws {
             try await reporting { try await changeGrants(options, id, grant: capabilities, revoke: []) }
@@ -217,7 +215,7 @@ extension KeelCommand.Plugins {
         static let configuration = CommandConfiguration(abstract: "Take granted capabilities away from a plugin.")
 
         @OptionGroup var options: GlobalOptions
-        @Argument(help: "The plugin id.") var id: String
+        @Argument(help: "The plugin id.", completion: Completion.plugins) var id: String
         @Argument(help: "Capabilities to revoke.") var capabilities: [String]
 
         func run() async throws {
@@ -229,19 +227,17 @@ extension KeelCommand.Plugins {
 
 /// Grants and revokes through the running server when there is one, else through a kernel of our own.
 func changeGrants(_ options: GlobalOptions, _ id: String, grant: [String], revoke: [String]) async throws {
-    _ = try await throughServerOrKernel(options, id: nil,
-        remote: { state in try await RemoteControl.submit(.grants(id: id, grant: grant, revoke: revoke), state: state) },
-        local: { kernel in try await kernel.setGrants(id, grant: grant, revoke: revoke) })
+    _ = try await throughServerOrKernel(options, id: nil, command: .grants(id: id, grant: grant, revoke: revoke))
 }
 
-/// Runs a change through the running server (its command queue) when `keel serve` owns the state file, else on a
-/// kernel of this process (started, then shut down whatever happens). Returns the plugin's info afterwards when
+/// Executes `command` through the running server (its command queue) when `keel serve` owns the state file, else on
+/// a kernel of this process (started, then shut down whatever happens). Returns the plugin's info afterwards when
 /// `id` is given: the server's live view, or the local kernel's.
-func throughServerOrKernel(_ options: GlobalOptions, id: String?, remote: (StateStore) async throws -> Void,
-                           local: (Kernel) async throws -> Void) async throws -> PluginInfo? {
+func throughServerOrKernel(_ options: GlobalOptions, id: String?, command: KernelCommand,
+                           timeout: Duration = .seconds(10)) async throws -> PluginInfo? {
     if options.runningServer != nil {
         let state = try options.openState()
-        try await remote(state)
+        try await RemoteControl.submit(command, state: state, timeout: timeout)
         guard let id else { return nil }
         guard let live = try RemoteControl.livePlugins(state: state).first(where: { $0.id == id }) else {
             throw CLIError("the server does not list \(id)")
@@ -251,7 +247,7 @@ func throughServerOrKernel(_ options: GlobalOptions, id: String?, remote: (State
     let kernel = try options.makeKernel()
     await kernel.start()
     do {
-        try await local(kernel)
+        try await kernel.execute(command, actor: "cli")
         var info: PluginInfo?
         if let id { info = try await kernel.plugin(id) }
         await kernel.shutdown()
@@ -262,6 +258,12 @@ func throughServerOrKernel(_ options: GlobalOptions, id: String?, remote: (State
     }
 }
 
+/// Executes a command that changes stored facts only (tenants, roles, repositories, trusted keys) on a kernel of
+/// this process that loads no plugin. A running server sees the change at once: it watches the state file.
+func executeStored(_ options: GlobalOptions, _ command: KernelCommand) async throws {
+    try await options.makeKernel().execute(command, actor: "cli")
+}
+
 extension KeelCommand.Plugins {
     struct Config: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -269,21 +271,32 @@ extension KeelCommand.Plugins {
             discussion: "Setting it re-activates an active plugin so that the new configuration takes effect.")
 
         @OptionGroup var options: GlobalOptions
-        @Argument(help: "The plugin id.") var id: String
-        @Argument(help: "A YAML file; without it, the stored configuration is printed.") var file: String?
+        @Argument(help: "The plugin id.", completion: Completion.plugins) var id: String
+        @Argument(help: "A YAML file; without it, the stored configuration is printed.", completion: .file()) var file: String?
+        @Flag(help: "Print the stored configuration as JSON: {\"id\": ID, \"config\": OBJECT or null}.") var json = false
 
         func run() async throws {
             try await reporting {
+                let state = try options.openState()
+                guard try state.plugin(id) != nil || PluginFolder.manifests(options.pluginsDirectory).contains(where: { $0.id == id }) else {
+                    throw CLIError("no plugin \"\(id)\" in \(options.pluginsDirectory)")
+                }
                 guard let file else {
-                    guard let stored = try options.openState().config(id) else { print("\(id) has no configuration"); return }
+                    let stored = try state.config(id)
+                    if json {
+                        let object = try stored.map { try JSONSerialization.jsonObject(with: Data($0.json.utf8), options: .fragmentsAllowed) }
+                        let data = try JSONSerialization.data(withJSONObject: ["id": id, "config": object ?? NSNull()],
+                                                              options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+                        print(String(decoding: data, as: UTF8.self))
+                        return
+                    }
+                    guard let stored else { print("\(id) has no configuration"); return }
                     print(stored.yaml, terminator: stored.yaml.hasSuffix("\n") ? "" : "\n")
                     return
                 }
                 guard let data = FileManager.default.contents(atPath: file) else { throw CLIError("\(file): cannot be read") }
                 let yaml = String(decoding: data, as: UTF8.self)
-                _ = try await throughServerOrKernel(options, id: nil,
-                    remote: { state in try await RemoteControl.submit(.config(id: id, yaml: yaml), state: state) },
-                    local: { kernel in try await kernel.setConfig(id, yaml: yaml, file: file) })
+                _ = try await throughServerOrKernel(options, id: nil, command: .config(id: id, yaml: yaml, file: file))
                 print("configured \(id)")
             }
         }

@@ -15,6 +15,7 @@ extension KeelCommand {
             abstract: "Try a plugin library in this process and report as JSON (used by the host; not for people).",
             shouldDisplay: false)
 
+        @OptionGroup var options: GlobalOptions
         @Option(help: "The shared object to load.") var library: String
         @Option(help: "The bundle's plugin.yaml to check it against.") var manifest: String?
         @Option(name: .customLong("shown-path"), help: "The path to name in messages.") var shownPath: String?
@@ -50,7 +51,7 @@ extension KeelCommand {
             } catch let error as KernelError {
                 return (3, (try? JSONEncoder().encode(ProbeAnswer(error: error.description))) ?? Data())
             } catch {
-                return (3, (try? JSONEncoder().encode(ProbeAnswer(error: "\(error)"))) ?? Data())
+                return (3, (try? JSONEncoder().encode(ProbeAnswer(error: ErrorText.describe(error)))) ?? Data())
             }
             return (0, (try? JSONEncoder().encode(answer)) ?? Data())
         }

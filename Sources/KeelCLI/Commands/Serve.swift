@@ -5,6 +5,7 @@ import Dispatch
 import Foundation
 import Keel
 import KeelHTTP
+import NIOCore
 
 extension KeelCommand {
     struct Serve: AsyncParsableCommand {
@@ -39,6 +40,9 @@ extension KeelCommand {
         var watch = true
 
         func validate() throws {
+            guard (0...65535).contains(port) else {
+                throw ValidationError("--port \(port) is not a port: use 0...65535 (0 picks a free one)")
+            }
             guard idleTimeout > 0, bodyTimeout > 0, idleTimeout < 86_400, bodyTimeout < 86_400 else {
                 throw ValidationError("--idle-timeout and --body-timeout take seconds between 0 and 86400")
             }
@@ -48,17 +52,19 @@ extension KeelCommand {
         func run() async throws {
             try await reporting {
                 let lock = try ServerLock(stateFile: options.stateFile, info: "starting")
+                try Self.requirePortFree(host: host, port: port)
                 let signals = SecondSignalExit()
                 let kernel = try options.makeKernel(logAlways: true) { configuration in
                     configuration.limits = RegistrationLimits(routes: maxRoutes, menus: maxMenus, hooks: maxHooks)
                     configuration.budgets.hook = Double(hookBudget) / 1000
                 }
-                await kernel.start(safeMode: safeMode)
+                await withProgress("starting: loading the enabled plugins (new builds are probed first)") {
+                    await kernel.start(safeMode: safeMode)
+                }
                 if watch && !safeMode { try await kernel.watch() }
                 let token = AdminToken(state: kernel.state)
-                if let fresh = try token.ensure() {
-                    say("admin token (shown once; `keel token reset` makes a new one): \(fresh)")
-                }
+                let fresh = try token.ensure()
+                if let fresh { say("admin token (shown once; `keel token reset` makes a new one): \(fresh)") }
                 let server = KeelServer(kernel: kernel, token: token,
                                         configuration: ServerConfiguration(
                                             host: host, port: port, maxBodySize: maxBody,
@@ -67,16 +73,54 @@ extension KeelCommand {
                                             maxConnections: maxConnections))
                 let active = await kernel.activePlugins
                 let host = self.host
-                try await server.run { port in
-                    lock.update("http://\(host):\(port)")
-                    say("keel \(Kernel.version) listening on http://\(host):\(port) with \(active.count) plugin(s) active [\(active.joined(separator: ", "))]")
-                    say("press Ctrl-C to stop")
+                let login = fresh != nil ? "log in with the admin token above"
+                    : ProcessInfo.processInfo.environment["KEEL_ADMIN_TOKEN"].map { _ in "log in with $KEEL_ADMIN_TOKEN" }
+                    ?? "log in with the admin token printed at the first start (`keel token reset` prints a new one)"
+                do {
+                    try await server.run { port in
+                        lock.update("http://\(host):\(port)")
+                        say("keel \(Kernel.version) listening on http://\(host):\(port) with \(active.count) plugin(s) active [\(active.joined(separator: ", "))]")
+                        say("console: http://\(host):\(port)/ (\(login))")
+                        say("press Ctrl-C to stop")
+                    }
+                } catch let error as IOError where error.errnoCode == EADDRINUSE {
+                    await kernel.shutdown()
+                    throw Self.portInUse(host: host, port: port)
+                } catch {
+                    await kernel.shutdown()
+                    throw CLIError("cannot serve on \(host):\(port): \(ErrorText.describe(error))")
                 }
                 say("keel: received \(signals.first ?? "a stop request"), shutting down")
                 await kernel.shutdown()
                 _ = lock
             }
         }
+    }
+}
+
+extension KeelCommand.Serve {
+    static func portInUse(host: String, port: Int) -> CLIError {
+        CLIError("port \(port) on \(host) is in use; pass --port N (or --port 0 for a free one)")
+    }
+
+    /// Fails before any plugin loads or a token is made when another process listens on `host:port`. Checked for an
+    /// IPv4 address (or `localhost`) and a fixed port; anything else is left to the server, whose bind error says
+    /// the same. The probe socket sets SO_REUSEADDR as the server does, so a port in TIME_WAIT counts as free.
+    static func requirePortFree(host: String, port: Int) throws {
+        guard port != 0 else { return }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        guard inet_pton(AF_INET, host == "localhost" ? "127.0.0.1" : host, &address.sin_addr) == 1 else { return }
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return }
+        defer { close(fd) }
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        if bound != 0 && errno == EADDRINUSE { throw portInUse(host: host, port: port) }
     }
 }
 

@@ -20,9 +20,27 @@ extension KeelCommand {
     }
 }
 
-/// Applies a directory change and turns a refusal into a one-line error.
-func directoryChange(_ body: () throws -> StateStore.ChangeResult) throws {
-    if case let .refused(reason) = try body() { throw CLIError(reason) }
+/// `keel tenants list --json`: `[{"name", "members": [{"principal", "roles": [..]}], "plugins": [..]}]`, where
+/// `plugins` are the plugins enabled for this tenant only (not those enabled for all).
+struct TenantJSON: Encodable {
+    struct Member: Encodable { var principal: String; var roles: [String] }
+    var name: String
+    var members: [Member]
+    var plugins: [String]
+}
+
+/// `keel roles list --json`: `[{"name", "grantsEverything", "permissions": ["KEY:ACTION", ..]}]`.
+struct RoleJSON: Encodable {
+    var name: String
+    var grantsEverything: Bool
+    var permissions: [String]
+}
+
+/// Refuses a role or tenant that does not exist, saying how to make it.
+func requireDirectoryNames(_ state: StateStore, tenant: String, role: String) throws {
+    let d = try state.directory()
+    guard d.tenants.contains(tenant) else { throw CLIError("unknown tenant \"\(tenant)\"; create it with `keel tenants create \(tenant)`") }
+    guard d.roles.contains(role) else { throw CLIError("unknown role \"\(role)\"; create it with `keel roles create \(role)`") }
 }
 
 extension KeelCommand.Tenants {
@@ -36,8 +54,9 @@ extension KeelCommand.Tenants {
                 let d = try options.openState().directory()
                 if json {
                     try printJSON(d.tenants.map { t in
-                        ["name": t, "members": (d.members[t] ?? [:]).map { "\($0.key)=\($0.value.sorted().joined(separator: "+"))" }.sorted().joined(separator: " "),
-                         "plugins": d.pluginTenants.filter { $0.value.contains(t) }.map(\.key).sorted().joined(separator: " ")]
+                        TenantJSON(name: t,
+                                   members: (d.members[t] ?? [:]).sorted { $0.key < $1.key }.map { .init(principal: $0.key, roles: $0.value.sorted()) },
+                                   plugins: d.pluginTenants.filter { $0.value.contains(t) }.map(\.key).sorted())
                     })
                     return
                 }
@@ -59,7 +78,7 @@ extension KeelCommand.Tenants {
         @Argument(help: "Tenant name: lowercase letters, digits, '-', '_', '.'.") var name: String
 
         func run() async throws {
-            try await reporting { try directoryChange { try options.openState().createTenant(name) } }
+            try await reporting { try await executeStored(options, .createTenant(name: name)) }
             print("created tenant \(name)")
         }
     }
@@ -68,14 +87,12 @@ extension KeelCommand.Tenants {
         static let configuration = CommandConfiguration(
             abstract: "Remove a tenant; refused while plugins are enabled for it, unless --cascade.")
         @OptionGroup var options: GlobalOptions
-        @Argument(help: "Tenant name.") var name: String
+        @Argument(help: "Tenant name.", completion: Completion.tenants) var name: String
         @Flag(help: "Also disable the plugins enabled only for this tenant.") var cascade = false
 
         func run() async throws {
             try await reporting {
-                _ = try await throughServerOrKernel(options, id: nil,
-                    remote: { state in try await RemoteControl.submit(.deleteTenant(name: name, cascade: cascade), state: state) },
-                    local: { kernel in try await kernel.deleteTenant(name, cascade: cascade) })
+                _ = try await throughServerOrKernel(options, id: nil, command: .deleteTenant(name: name, cascade: cascade))
             }
             print("removed tenant \(name)")
         }
@@ -84,13 +101,15 @@ extension KeelCommand.Tenants {
     struct AddMember: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "add-member", abstract: "Put a principal in a tenant with a role.")
         @OptionGroup var options: GlobalOptions
-        @Argument(help: "Tenant name.") var tenant: String
+        @Argument(help: "Tenant name.", completion: Completion.tenants) var tenant: String
         @Argument(help: "Principal id, as the authenticate hooks name it.") var principal: String
-        @Argument(help: "Role name.") var role: String
+        @Argument(help: "Role name.", completion: Completion.roles) var role: String
 
         func run() async throws {
             try await reporting {
-                try directoryChange { try options.openState().setMember(tenant: tenant, principal: principal, role: role, member: true) }
+                let state = try options.openState()
+                try requireDirectoryNames(state, tenant: tenant, role: role)
+                try await executeStored(options, .setMember(tenant: tenant, principal: principal, role: role, member: true))
             }
             print("\(principal) is \(role) in \(tenant)")
         }
@@ -99,13 +118,13 @@ extension KeelCommand.Tenants {
     struct RemoveMember: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "remove-member", abstract: "Take a role in a tenant away from a principal.")
         @OptionGroup var options: GlobalOptions
-        @Argument(help: "Tenant name.") var tenant: String
+        @Argument(help: "Tenant name.", completion: Completion.tenants) var tenant: String
         @Argument(help: "Principal id.") var principal: String
-        @Argument(help: "Role name.") var role: String
+        @Argument(help: "Role name.", completion: Completion.roles) var role: String
 
         func run() async throws {
             try await reporting {
-                try directoryChange { try options.openState().setMember(tenant: tenant, principal: principal, role: role, member: false) }
+                try await executeStored(options, .setMember(tenant: tenant, principal: principal, role: role, member: false))
             }
             print("\(principal) is no longer \(role) in \(tenant)")
         }
@@ -116,10 +135,15 @@ extension KeelCommand.Roles {
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List roles and what they grant.")
         @OptionGroup var options: GlobalOptions
+        @Flag(help: "Print JSON instead of text.") var json = false
 
         func run() async throws {
             try await reporting {
                 let d = try options.openState().directory()
+                if json {
+                    try printJSON(d.roles.map { RoleJSON(name: $0, grantsEverything: $0 == "admin", permissions: (d.rolePermissions[$0] ?? []).sorted()) })
+                    return
+                }
                 for r in d.roles {
                     let grants = r == "admin" ? "everything" : (d.rolePermissions[r] ?? []).sorted().joined(separator: ", ")
                     print("\(r): \(grants.isEmpty ? "nothing yet" : grants)")
@@ -134,7 +158,7 @@ extension KeelCommand.Roles {
         @Argument(help: "Role name.") var name: String
 
         func run() async throws {
-            try await reporting { try directoryChange { try options.openState().createRole(name) } }
+            try await reporting { try await executeStored(options, .createRole(name: name)) }
             print("created role \(name)")
         }
     }
@@ -142,8 +166,9 @@ extension KeelCommand.Roles {
     struct Grant: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Grant a permission item (KEY:ACTION or KEY:*) to a role.")
         @OptionGroup var options: GlobalOptions
-        @Argument(help: "Role name.") var role: String
-        @Argument(help: "Permission, e.g. hello.greetings:view.") var permission: String
+        @Argument(help: "Role name.", completion: Completion.roles) var role: String
+        @Argument(help: "Permission, e.g. hello.greetings:view.", completion: Completion.permissions) var permission: String
+        @Flag(help: "Grant it even though no plugin in the plugin folder declares it.") var force = false
 
         func validate() throws {
             guard permission.split(separator: ":").count == 2 else {
@@ -152,7 +177,10 @@ extension KeelCommand.Roles {
         }
 
         func run() async throws {
-            try await reporting { try directoryChange { try options.openState().setRolePermission(role, permission, granted: true) } }
+            try await reporting {
+                if !force { try Self.requireDeclared(permission, pluginsDirectory: options.pluginsDirectory) }
+                try await executeStored(options, .setRolePermission(role: role, permission: permission, granted: true))
+            }
             print("role \(role) may \(permission)")
         }
     }
@@ -160,12 +188,26 @@ extension KeelCommand.Roles {
     struct Revoke: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Take a permission item away from a role.")
         @OptionGroup var options: GlobalOptions
-        @Argument(help: "Role name.") var role: String
+        @Argument(help: "Role name.", completion: Completion.roles) var role: String
         @Argument(help: "Permission.") var permission: String
 
         func run() async throws {
-            try await reporting { try directoryChange { try options.openState().setRolePermission(role, permission, granted: false) } }
+            try await reporting { try await executeStored(options, .setRolePermission(role: role, permission: permission, granted: false)) }
             print("role \(role) no longer may \(permission)")
         }
+    }
+}
+
+extension KeelCommand.Roles.Grant {
+    /// Refuses KEY:ACTION unless a plugin in the folder declares KEY with ACTION (or `*` for any declared action),
+    /// naming the items that are declared.
+    static func requireDeclared(_ permission: String, pluginsDirectory: String) throws {
+        let parts = permission.split(separator: ":").map(String.init)
+        let declared = PluginFolder.manifests(pluginsDirectory).flatMap(\.permissions)
+        if declared.contains(where: { $0.key == parts[0] && (parts[1] == "*" || $0.actions.contains(parts[1])) }) { return }
+        let items = declared.flatMap { d in d.actions.map { "\(d.key):\($0)" } }.sorted()
+        let known = items.isEmpty ? "no plugin in \(pluginsDirectory) declares permission items"
+            : "declared in \(pluginsDirectory): \(items.joined(separator: ", "))"
+        throw CLIError("no plugin declares \"\(permission)\" (\(known)); pass --force to grant it anyway")
     }
 }

@@ -16,9 +16,8 @@ extension KeelCommand {
 
             func run() async throws {
                 try await reporting {
-                    let state = try options.openState()
-                    let token = try AdminToken(state: state, environment: [:]).reset()
-                    print(token)
+                    let result = try await options.makeKernel().execute(.resetAdminToken, actor: "cli")
+                    print(result.adminToken ?? "")
                 }
             }
         }

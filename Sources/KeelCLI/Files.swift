@@ -1,0 +1,75 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import Glibc
+
+/// The file type of `path` itself (a link is not followed), or nil when nothing is there.
+func fileType(_ path: String) -> mode_t? {
+    var info = stat()
+    guard lstat(path, &info) == 0 else { return nil }
+    return info.st_mode & S_IFMT
+}
+
+/// Makes `path` a folder (with its parents) unless it is one already.
+/// - Throws: `CLIError` "PATH: not a folder" when something else is there, or the reason it cannot be made.
+func makeFolder(_ path: String) throws {
+    var isDirectory: ObjCBool = false
+    if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) {
+        guard isDirectory.boolValue else { throw CLIError("\(path): not a folder") }
+        return
+    }
+    do { try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true) } catch { throw CLIError(error) }
+}
+
+/// Throws `CLIError` "PATH: no such folder (HINT)" or "PATH: not a folder" unless `path` is an existing folder.
+func requireFolder(_ path: String, hint: String) throws {
+    var isDirectory: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+        throw CLIError("\(path): no such folder (\(hint))")
+    }
+    guard isDirectory.boolValue else { throw CLIError("\(path): not a folder") }
+}
+
+/// Writes a secret (a private key) to `path` with mode 0600 from the first byte on.
+///
+/// A new path is created; an existing regular file is replaced only with `replacing` (through a rename, so the old
+/// file is whole until the new one is); anything that is not a regular file (a device such as /dev/null, a FIFO, a
+/// folder, a symbolic link) is never replaced.
+/// - Throws: `CLIError` naming the path and the reason.
+func writePrivateFile(_ path: String, contents: String, replacing: Bool) throws {
+    if let type = fileType(path) {
+        guard type == S_IFREG else {
+            throw CLIError("\(path): not a regular file (\(describe(fileType: type))); refusing to replace it")
+        }
+        guard replacing else { throw CLIError("\(path): already exists; pass --force to replace it (the key in it is lost)") }
+    }
+    let url = URL(fileURLWithPath: path)
+    let temporary = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).\(getpid()).tmp").path
+    let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+    guard fd >= 0 else { throw CLIError("\(path): \(ErrorText.plain(errno: errno))") }
+    let bytes = Array(contents.utf8)
+    let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+    let synced = fsync(fd) == 0
+    let writeErrno = errno
+    close(fd)
+    guard written == bytes.count, synced else {
+        unlink(temporary)
+        throw CLIError("\(path): \(ErrorText.plain(errno: writeErrno))")
+    }
+    defer { unlink(temporary) }
+    // A new file: link(2) fails if something appeared at `path` meanwhile, so nothing is ever overwritten.
+    let placed = replacing ? rename(temporary, path) : link(temporary, path)
+    guard placed == 0 else { throw CLIError("\(path): \(ErrorText.plain(errno: errno))") }
+}
+
+private func describe(fileType type: mode_t) -> String {
+    switch type {
+    case S_IFDIR: return "a folder"
+    case S_IFLNK: return "a symbolic link"
+    case S_IFCHR: return "a character device"
+    case S_IFBLK: return "a block device"
+    case S_IFIFO: return "a FIFO"
+    case S_IFSOCK: return "a socket"
+    default: return "a special file"
+    }
+}

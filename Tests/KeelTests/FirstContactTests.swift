@@ -1,0 +1,323 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import Testing
+
+/// What a new user meets first: the README's first command, error messages, exit codes, global options, JSON output,
+/// terminal extras and completion. Every test runs the real `keel` binary.
+@Suite("first contact with keel")
+struct FirstContactTests {
+    var keel: String { TestEnvironment.binPath + "/keel" }
+
+    /// Runs keel (or `executable`) and kills it after `timeout` seconds (status then is the signal's), so a command
+    /// that wrongly keeps running fails the test instead of hanging it.
+    func run(_ arguments: [String], executable: String? = nil, environment: [String: String] = [:],
+             timeout: Double = 60) throws -> (status: Int32, stdout: String, stderr: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable ?? keel)
+        process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        let stdout = LockedText(), stderr = LockedText()
+        out.fileHandleForReading.readabilityHandler = { h in stdout.append(String(decoding: h.availableData, as: UTF8.self)) }
+        err.fileHandleForReading.readabilityHandler = { h in stderr.append(String(decoding: h.availableData, as: UTF8.self)) }
+        try process.run()
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { usleep(20_000) }
+        let timedOut = process.isRunning
+        if timedOut { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+        out.fileHandleForReading.readabilityHandler = nil
+        err.fileHandleForReading.readabilityHandler = nil
+        // After a kill, a grandchild may still hold the pipes open: read only what already arrived.
+        if !timedOut {
+            stdout.append(String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
+            stderr.append(String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
+        }
+        return (process.terminationStatus, stdout.value, stderr.value)
+    }
+
+    /// A fixture with the example bundles staged, hello granted and enabled.
+    func examples() throws -> (KernelFixture, [String]) {
+        let f = KernelFixture()
+        try TestEnvironment.stageExamples(into: f.plugins)
+        let common = ["--plugins", f.plugins, "--state", f.state]
+        try TestEnvironment.grantSensitive("hello", plugins: f.plugins, state: f.state)
+        return (f, common)
+    }
+
+    @Test("Scripts/examples.sh --check builds nothing with KEEL_BIN, serves the examples, answers, and stops")
+    func examplesScriptServes() throws {
+        let f = KernelFixture()
+        let r = try run(["--check"], executable: TestEnvironment.repository.path + "/Scripts/examples.sh",
+                        environment: ["KEEL_BIN": TestEnvironment.binPath, "KEEL_PLUGINS_DIR": f.plugins, "KEEL_STATE": f.state],
+                        timeout: 120)
+        #expect(r.status == 0, "\(r.stdout)\n\(r.stderr)")
+        #expect(r.stdout.contains("enabled greeter 1.0.0"), "\(r.stdout)")
+        #expect(r.stdout.contains("listening on http://127.0.0.1:"), "\(r.stdout)")
+        #expect(r.stdout.contains("console: http://127.0.0.1:"), "\(r.stdout)")
+        #expect(r.stdout.contains("admin token (shown once"), "\(r.stdout)")
+        #expect(r.stdout.contains("/ext/hello/greet/ci -> hello, ci"), "\(r.stdout)")
+        #expect(r.stdout.contains("check passed"))
+    }
+
+    @Test("pack makes its --out folder; repo index of a missing folder is one line naming it; no Foundation text")
+    func packAndIndexFolders() throws {
+        let (f, _) = try examples()
+        let dir = TestEnvironment.makeTemporaryDirectory("pack")
+        let pack = try run(["pack", f.plugins + "/hello-c", "--out", dir + "/repo/sub"])
+        #expect(pack.status == 0, "\(pack.stderr)")
+        #expect(FileManager.default.fileExists(atPath: dir + "/repo/sub/hello-1.0.0.keelpkg"))
+
+        let index = try run(["repo", "index", dir + "/missing"])
+        #expect(index.status == 1)
+        #expect(index.stderr.hasPrefix("keel: error: \(dir)/missing: no such folder"), "\(index.stderr)")
+        #expect(index.stderr.split(separator: "\n").count == 1)
+
+        try "x".write(toFile: dir + "/file", atomically: true, encoding: .utf8)
+        let notFolder = try run(["pack", f.plugins + "/hello-c", "--out", dir + "/file"])
+        #expect(notFolder.status == 1)
+        #expect(notFolder.stderr == "keel: error: \(dir)/file: not a folder\n")
+
+        let keyInMissingFolder = try run(["trust", "keygen", dir + "/nope/key"])
+        #expect(keyInMissingFolder.status == 1)
+        #expect(keyInMissingFolder.stderr == "keel: error: \(dir)/nope/key: no such file or folder\n", "\(keyInMissingFolder.stderr)")
+
+        let badKey = try run(["pack", f.plugins + "/hello-c", "--out", dir + "/repo", "--key", dir + "/no-such.key"])
+        #expect(badKey.status == 1)
+        #expect(badKey.stderr.hasPrefix("keel: error: "), "\(badKey.stderr)")
+        // A state file whose folder cannot be made: the library's message embeds Foundation's text, put in plain words.
+        let noState = try run(["plugins", "list", "--state", "/proc/keel-nope/state.db", "--plugins", dir])
+        #expect(noState.status == 1)
+        #expect(noState.stderr.hasPrefix("keel: error: /proc/keel-nope/state.db: "), "\(noState.stderr)")
+        for text in [index.stderr, notFolder.stderr, keyInMissingFolder.stderr, badKey.stderr, noState.stderr] {
+            #expect(!text.contains("Error Domain") && !text.contains("NSCocoaErrorDomain") && !text.contains("could not be completed"), "\(text)")
+            #expect(text.split(separator: "\n").count == 1, "\(text)")
+        }
+    }
+
+    @Test("serve refuses a port outside 0...65535 as bad usage (64), and names a port in use with the fix")
+    func ports() throws {
+        let f = KernelFixture()
+        let common = ["--plugins", f.plugins, "--state", f.state]
+        let tooBig = try run(["serve", "--port", "99999"] + common, timeout: 20)
+        #expect(tooBig.status == 64, "\(tooBig.stdout)")
+        #expect(tooBig.stderr.hasPrefix("keel: error: --port 99999 is not a port"), "\(tooBig.stderr)")
+        #expect(tooBig.stderr.contains("Usage: keel serve"))
+        let negative = try run(["serve", "--port=-1"] + common, timeout: 20)
+        #expect(negative.status == 64, "\(negative.stderr)")
+
+        let running = try ServerProcess(plugins: f.plugins, state: f.state)
+        defer { running.stop() }
+        let other = KernelFixture()
+        let busy = try run(["serve", "--port", "\(running.port)", "--plugins", other.plugins, "--state", other.state], timeout: 30)
+        #expect(busy.status == 1)
+        #expect(busy.stderr == "keel: error: port \(running.port) on 127.0.0.1 is in use; pass --port N (or --port 0 for a free one)\n",
+                "\(busy.stderr)")
+        #expect(!busy.stdout.contains("admin token"), "nothing is started or made before the port is known to be free")
+    }
+
+    @Test("usage errors are `keel: error:` with the usage and exit 64")
+    func usageStyle() throws {
+        let missing = try run(["plugins", "enable"])
+        #expect(missing.status == 64)
+        #expect(missing.stderr.hasPrefix("keel: error: Missing expected argument '<id>'"), "\(missing.stderr)")
+        #expect(missing.stderr.contains("Usage: keel plugins enable"))
+        let unknown = try run(["plugins", "frobnicate"])
+        #expect(unknown.status == 64)
+        #expect(unknown.stderr.hasPrefix("keel: error: "), "\(unknown.stderr)")
+        #expect(!unknown.stderr.contains("\nError:") && !unknown.stderr.hasPrefix("Error:"))
+        let help = try run(["help", "plugins", "list"])
+        #expect(help.status == 0 && help.stdout.contains("OVERVIEW: Show every plugin"), "\(help.stderr)")
+    }
+
+    @Test("-v, --plugins and --state work before or after the subcommand, on every command")
+    func globalOptionsAnywhere() throws {
+        let (f, common) = try examples()
+        let before = try run(["-v"] + common + ["plugins", "list", "--json"])
+        #expect(before.status == 0, "\(before.stderr)")
+        #expect(before.stdout.contains("\"id\" : \"hello\""), "\(before.stdout)")
+        let between = try run(["plugins", "--state", f.state, "list", "--plugins", f.plugins])
+        #expect(between.status == 0, "\(between.stderr)")
+        #expect(between.stdout.contains("hello 1.0.0"))
+        let inspect = try run(["plugins", "inspect"] + common + [f.plugins + "/hello-c"])
+        #expect(inspect.status == 0, "\(inspect.stderr)")
+        let dir = TestEnvironment.makeTemporaryDirectory("globals")
+        for arguments in [["pack", f.plugins + "/hello-c", "--out", dir] + common, ["repo", "index", dir, "-v"] + common,
+                          common + ["trust", "keygen", dir + "/k"], ["token", "reset"] + common] {
+            let r = try run(arguments)
+            #expect(r.status == 0, "\(arguments): \(r.stderr)")
+        }
+    }
+
+    @Test("tenants and roles list --json are real objects and arrays")
+    func directoryJSON() throws {
+        let (_, common) = try examples()
+        for step in [["tenants", "create", "acme"], ["roles", "create", "editor"], ["tenants", "add-member", "acme", "alice", "editor"],
+                     ["roles", "grant", "editor", "greeter.greetings:view"]] {
+            let r = try run(step + common)
+            #expect(r.status == 0, "\(step): \(r.stderr)")
+        }
+        let tenants = try run(["tenants", "list", "--json"] + common)
+        let list = try JSONSerialization.jsonObject(with: Data(tenants.stdout.utf8)) as? [[String: Any]]
+        let acme = list?.first { $0["name"] as? String == "acme" }
+        let members = acme?["members"] as? [[String: Any]]
+        #expect(members?.first?["principal"] as? String == "alice", "\(tenants.stdout)")
+        #expect(members?.first?["roles"] as? [String] == ["editor"])
+        #expect(acme?["plugins"] as? [String] == [])
+        let roles = try run(["roles", "list", "--json"] + common)
+        let roleList = try JSONSerialization.jsonObject(with: Data(roles.stdout.utf8)) as? [[String: Any]]
+        let editor = roleList?.first { $0["name"] as? String == "editor" }
+        #expect(editor?["permissions"] as? [String] == ["greeter.greetings:view"], "\(roles.stdout)")
+        #expect(editor?["grantsEverything"] as? Bool == false)
+        #expect(roleList?.first { $0["name"] as? String == "admin" }?["grantsEverything"] as? Bool == true)
+        for arguments in [["repo", "list", "--json"], ["trust", "list", "--json"], ["search", "--json"]] {
+            let r = try run(arguments + common)
+            #expect(r.status == 0, "\(arguments): \(r.stderr)")
+            #expect((try? JSONSerialization.jsonObject(with: Data(r.stdout.utf8))) is [Any], "\(arguments): \(r.stdout)")
+        }
+        let config = try run(["plugins", "config", "hello", "--json"] + common)
+        let object = try JSONSerialization.jsonObject(with: Data(config.stdout.utf8)) as? [String: Any]
+        #expect(object?["id"] as? String == "hello", "\(config.stdout)")
+        #expect(object?["config"] is NSNull)
+    }
+
+    @Test("exit codes: an up-to-date upgrade is 0 with a message, config of an unknown plugin is 1")
+    func exitCodes() throws {
+        let (f, common) = try examples()
+        let unknown = try run(["plugins", "config", "nosuch"] + common)
+        #expect(unknown.status == 1)
+        #expect(unknown.stderr == "keel: error: no plugin \"nosuch\" in \(f.plugins)\n", "\(unknown.stderr)")
+
+        let repo = TestEnvironment.makeTemporaryDirectory("uptodate")
+        for step in [["pack", f.plugins + "/hello-c", "--out", repo], ["repo", "index", repo], ["repo", "add", "main", repo]] {
+            let r = try run(step + common)
+            #expect(r.status == 0, "\(step): \(r.stderr)")
+        }
+        let upgrade = try run(["upgrade", "hello"] + common)
+        #expect(upgrade.status == 0, "\(upgrade.stderr)")
+        #expect(upgrade.stdout.hasPrefix("hello 1.0.0 is up to date"), "\(upgrade.stdout)")
+    }
+
+    @Test("add-member with an unknown role says how to create it; granting an undeclared permission needs --force")
+    func rolesHelp() throws {
+        let (_, common) = try examples()
+        #expect(try run(["tenants", "create", "acme"] + common).status == 0)
+        let noRole = try run(["tenants", "add-member", "acme", "alice", "editor"] + common)
+        #expect(noRole.status == 1)
+        #expect(noRole.stderr == "keel: error: unknown role \"editor\"; create it with `keel roles create editor`\n", "\(noRole.stderr)")
+        #expect(try run(["roles", "create", "editor"] + common).status == 0)
+        let undeclared = try run(["roles", "grant", "editor", "nosuch:view"] + common)
+        #expect(undeclared.status == 1)
+        #expect(undeclared.stderr.contains("no plugin declares \"nosuch:view\""), "\(undeclared.stderr)")
+        #expect(undeclared.stderr.contains("greeter.greetings:view"), "\(undeclared.stderr)")
+        let badAction = try run(["roles", "grant", "editor", "greeter.greetings:delete"] + common)
+        #expect(badAction.status == 1)
+        let forced = try run(["roles", "grant", "editor", "nosuch:view", "--force"] + common)
+        #expect(forced.status == 0, "\(forced.stderr)")
+        #expect(try run(["roles", "grant", "editor", "greeter.greetings:*"] + common).status == 0)
+    }
+
+    @Test("README's tenant example runs as written")
+    func readmeTenantExample() throws {
+        let readme = try String(contentsOfFile: TestEnvironment.repository.path + "/README.md", encoding: .utf8)
+        let create = try #require(readme.range(of: "`keel roles create editor`"))
+        let add = try #require(readme.range(of: "`keel tenants add-member acme alice editor`"))
+        #expect(create.lowerBound < add.lowerBound)
+        let (_, common) = try examples()
+        for step in [["tenants", "create", "acme"], ["roles", "create", "editor"], ["tenants", "add-member", "acme", "alice", "editor"]] {
+            let r = try run(step + common)
+            #expect(r.status == 0, "\(step): \(r.stderr)")
+        }
+    }
+
+    @Test("keygen never overwrites: an existing file needs --force, a FIFO or device is never replaced")
+    func keygenSafety() throws {
+        let dir = TestEnvironment.makeTemporaryDirectory("keygen")
+        let key = dir + "/acme.key"
+        let first = try run(["trust", "keygen", key])
+        #expect(first.status == 0, "\(first.stderr)")
+        let original = try String(contentsOfFile: key, encoding: .utf8)
+        let mode = try FileManager.default.attributesOfItem(atPath: key)[.posixPermissions] as? Int
+        #expect(mode == 0o600)
+        let again = try run(["trust", "keygen", key])
+        #expect(again.status == 1)
+        #expect(again.stderr == "keel: error: \(key): already exists; pass --force to replace it (the key in it is lost)\n", "\(again.stderr)")
+        #expect(try String(contentsOfFile: key, encoding: .utf8) == original)
+        let forced = try run(["trust", "keygen", key, "--force"])
+        #expect(forced.status == 0)
+        #expect(try String(contentsOfFile: key, encoding: .utf8) != original)
+
+        let fifo = dir + "/fifo"
+        #expect(mkfifo(fifo, 0o644) == 0)
+        for arguments in [["trust", "keygen", fifo], ["trust", "keygen", fifo, "--force"]] {
+            let r = try run(arguments, timeout: 20)
+            #expect(r.status == 1)
+            #expect(r.stderr == "keel: error: \(fifo): not a regular file (a FIFO); refusing to replace it\n", "\(r.stderr)")
+            var info = stat()
+            #expect(lstat(fifo, &info) == 0 && info.st_mode & S_IFMT == S_IFIFO)
+        }
+        let null = try run(["trust", "keygen", "/dev/null", "--force"])
+        #expect(null.status == 1 && null.stderr.contains("not a regular file (a character device)"))
+    }
+
+    @Test("progress and colour only on a terminal; plain output through a pipe and with NO_COLOR")
+    func terminalExtras() throws {
+        let (_, common) = try examples()
+        #expect(try run(["plugins", "enable", "hello"] + common).status == 0)
+        let piped = try run(["plugins", "inspect", try TestEnvironment.builtLibrary("libhello-c.so")])
+        #expect(piped.status == 0 && piped.stderr.isEmpty, "\(piped.stderr)")
+        let plainList = try run(["plugins", "list"] + common)
+        #expect(!plainList.stdout.contains("\u{1B}["))
+
+        // `script` runs the command on a pseudo-terminal.
+        func onTerminal(_ arguments: [String], noColor: Bool = false) throws -> String {
+            let line = ([keel] + arguments).map { "'\($0)'" }.joined(separator: " ")
+            var environment = ProcessInfo.processInfo.environment
+            environment["NO_COLOR"] = nil
+            if noColor { environment["NO_COLOR"] = "1" }
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/script")
+            process.arguments = ["-qec", line, "/dev/null"]
+            process.environment = environment
+            let out = Pipe()
+            process.standardOutput = out
+            process.standardInput = FileHandle.nullDevice
+            try process.run()
+            let data = out.fileHandleForReading.readDataToEndOfFile()
+            process.waitUntilExit()
+            return String(decoding: data, as: UTF8.self)
+        }
+        let inspect = try onTerminal(["plugins", "inspect", try TestEnvironment.builtLibrary("libhello-c.so")])
+        #expect(inspect.contains("probing "), "\(inspect)")
+        let coloured = try onTerminal(["plugins", "list"] + common)
+        #expect(coloured.contains("\u{1B}[32menabled\u{1B}[0m"), "\(coloured)")
+        let noColor = try onTerminal(["plugins", "list"] + common, noColor: true)
+        #expect(noColor.contains("hello 1.0.0  enabled") && !noColor.contains("\u{1B}[32m"), "\(noColor)")
+    }
+
+    @Test("completion scripts are generated and complete plugin ids, tenants and roles")
+    func completion() throws {
+        let (f, common) = try examples()
+        #expect(try run(["tenants", "create", "acme"] + common).status == 0)
+        #expect(try run(["roles", "create", "editor"] + common).status == 0)
+        let script = try run(["--generate-completion-script", "bash"])
+        #expect(script.status == 0 && script.stdout.contains("---completion"), "\(script.stderr)")
+        // What the bash script runs: ---completion PATH -- ARGUMENT WORD-INDEX CURSOR-INDEX WORDS...
+        func complete(_ path: [String], _ argument: String, _ words: [String]) throws -> [String] {
+            let r = try run(["---completion"] + path + ["--", argument, "\(words.count - 1)", "\(words.last?.count ?? 0)"] + words)
+            #expect(r.status == 0, "\(r.stderr)")
+            return r.stdout.split(separator: "\n").map(String.init)
+        }
+        let located = ["--plugins", f.plugins, "--state", f.state]
+        #expect(try complete(["plugins", "enable"], "positional@0", ["keel", "plugins", "enable"] + located + [""]) == ["greeter", "hello"])
+        #expect(try complete(["plugins", "enable"], "positional@0", ["keel", "plugins", "enable"] + located + ["he"]) == ["hello"])
+        #expect(try complete(["plugins", "enable"], "--tenant", ["keel", "plugins", "enable", "hello"] + located + ["--tenant", "a"]) == ["acme"])
+        #expect(try complete(["tenants", "add-member"], "positional@2", ["keel", "tenants", "add-member", "acme", "alice"] + located + [""])
+                == ["admin", "editor"])
+        #expect(try complete(["roles", "grant"], "positional@1", ["keel", "roles", "grant", "editor"] + located + ["greeter."])
+                == ["greeter.greetings:*", "greeter.greetings:send", "greeter.greetings:view"])
+    }
+}
