@@ -264,7 +264,7 @@ public actor Kernel {
         let (id, generation, checksum) = (parts[0], Int(parts[1]) ?? 0, parts[2])
         let reason = "quarantined: the host went down while activating generation \(generation) (checksum \(checksum.prefix(12))); install a new build or run `keel plugins enable \(id)` to try again"
         try? state.setEnabled(id, false, status: .failed, reason: reason)
-        try? state.setSetting(Self.quarantineKey(id), checksum)
+        try? state.setQuarantine(id, checksum: checksum)
         record(id, generation, version: bundles[id]?.manifest.map { "\($0.version)" } ?? "", checksum: checksum,
                outcome: "quarantined", detail: "the host went down during activate")
         log(.error, id, reason)
@@ -273,10 +273,10 @@ public actor Kernel {
     /// A quarantined plugin whose library changed (a new build) is wanted again.
     private func releaseRebuiltQuarantines() {
         for record in (try? state.plugins()) ?? [] {
-            guard let quarantined = try? state.setting(Self.quarantineKey(record.id)),
+            guard let quarantined = try? state.quarantinedChecksum(record.id),
                   let path = bundles[record.id]?.libraryPath, let current = GenerationStore.checksum(path),
                   current != quarantined else { continue }
-            try? state.setSetting(Self.quarantineKey(record.id), nil)
+            try? state.setQuarantine(record.id, checksum: nil)
             try? state.setEnabled(record.id, true, status: .installed)
             log(.info, record.id, "new build found: quarantine lifted")
         }
@@ -379,7 +379,7 @@ public actor Kernel {
             throw KernelError(.unknownPlugin, pluginID: id,
                               reason: "no plugin \"\(id)\" in the plugin folder")
         }
-        try? state.setSetting(Self.quarantineKey(id), nil)
+        try? state.setQuarantine(id, checksum: nil)
         do { try state.setEnabled(id, true, status: active[id] != nil ? .enabled : .installed) } catch {
             throw KernelError(.state, pluginID: id, reason: error.description)
         }
@@ -767,7 +767,7 @@ public actor Kernel {
     /// How `id` was signed when installed, shown only while its bundle's library is still the library installed then
     /// (a library replaced by hand, or another bundle with the same id, shows none).
     private func signature(_ id: String, bundle: Bundle?) -> String? {
-        guard let stored = (try? state.setting(ExtensionStore.signatureKey(id))) ?? nil, let path = bundle?.libraryPath else { return nil }
+        guard let stored = (try? state.signatureRecord(id)) ?? nil, let path = bundle?.libraryPath else { return nil }
         return ExtensionStore.signature(stored: stored, librarySum: libraryChecksum(path))
     }
 
