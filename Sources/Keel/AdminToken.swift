@@ -11,7 +11,6 @@ import Synchronization
 /// Thread-safe.
 public final class AdminToken: Sendable {
     public static let environmentVariable = "KEEL_ADMIN_TOKEN"
-    static let settingKey = "admin.token.sha256"
     let state: StateStore
     /// The token from the environment, when set: it overrides the stored hash.
     let fromEnvironment: String?
@@ -25,14 +24,14 @@ public final class AdminToken: Sendable {
 
     /// Re-reads the stored digest.
     public func refresh() {
-        let digest = fromEnvironment.map(Self.hash) ?? ((try? state.setting(Self.settingKey)) ?? nil)
+        let digest = fromEnvironment.map(Self.hash) ?? ((try? state.adminTokenDigest()) ?? nil)
         cached.withLock { $0 = digest }
     }
 
     /// Makes a token on first use. Returns the new token (to print once), or nil when one already exists or the
     /// environment supplies it.
     public func ensure() throws(StateError) -> String? {
-        guard fromEnvironment == nil, try state.setting(Self.settingKey) == nil else { return nil }
+        guard fromEnvironment == nil, try state.adminTokenDigest() == nil else { return nil }
         return try reset()
     }
 
@@ -41,7 +40,7 @@ public final class AdminToken: Sendable {
         var generator = SystemRandomNumberGenerator()
         let bytes = (0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) }
         let token = "keel_" + bytes.map { String(format: "%02x", $0) }.joined()
-        try state.setSetting(Self.settingKey, Self.hash(token))
+        try state.setAdminTokenDigest(Self.hash(token))
         refresh()
         return token
     }

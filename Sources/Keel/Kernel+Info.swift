@@ -44,7 +44,7 @@ extension Kernel {
     /// How `id` was signed when installed, shown only while its bundle's library is still the library installed then
     /// (a library replaced by hand, or another bundle with the same id, shows none).
     func signature(_ id: String, bundle: Bundle?) -> String? {
-        guard let stored = (try? state.setting(ExtensionStore.signatureKey(id))) ?? nil, let path = bundle?.libraryPath else { return nil }
+        guard let stored = (try? state.signatureRecord(id)) ?? nil, let path = bundle?.libraryPath else { return nil }
         return ExtensionStore.signature(stored: stored, librarySum: libraryChecksum(path))
     }
 

@@ -10,8 +10,6 @@ import KeelState
 extension Kernel {
     // MARK: crash-loop quarantine
 
-    static func quarantineKey(_ id: String) -> String { "quarantine.\(id)" }
-
     /// A mark left from the last run means that plugin's activate took the host down: disable it, with the reason.
     func quarantineAfterCrash() {
         guard let mark = activationMark.read() else { return }
@@ -21,7 +19,7 @@ extension Kernel {
         let (id, generation, checksum) = (parts[0], Int(parts[1]) ?? 0, parts[2])
         let reason = "quarantined: the host went down while activating generation \(generation) (checksum \(checksum.prefix(12))); install a new build or run `keel plugins enable \(id)` to try again"
         try? state.setEnabled(id, false, status: .failed, reason: reason)
-        try? state.setSetting(Self.quarantineKey(id), checksum)
+        try? state.setQuarantine(id, checksum: checksum)
         record(id, generation, version: bundles[id]?.manifest.map { "\($0.version)" } ?? "", checksum: checksum,
                outcome: "quarantined", detail: "the host went down during activate")
         log(.error, id, reason)
@@ -30,10 +28,10 @@ extension Kernel {
     /// A quarantined plugin whose library changed (a new build) is wanted again.
     func releaseRebuiltQuarantines() {
         for record in (try? state.plugins()) ?? [] {
-            guard let quarantined = try? state.setting(Self.quarantineKey(record.id)),
+            guard let quarantined = try? state.quarantinedChecksum(record.id),
                   let path = bundles[record.id]?.libraryPath, let current = GenerationStore.checksum(path),
                   current != quarantined else { continue }
-            try? state.setSetting(Self.quarantineKey(record.id), nil)
+            try? state.setQuarantine(record.id, checksum: nil)
             try? state.setEnabled(record.id, true, status: .installed)
             log(.info, record.id, "new build found: quarantine lifted")
         }

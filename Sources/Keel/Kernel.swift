@@ -138,7 +138,7 @@ public actor Kernel {
             throw KernelError(.unknownPlugin, pluginID: id,
                               reason: "no plugin \"\(id)\" in the plugin folder")
         }
-        try? state.setSetting(Self.quarantineKey(id), nil)
+        try? state.setQuarantine(id, checksum: nil)
         do { try state.setEnabled(id, true, status: active[id] != nil ? .enabled : .installed) } catch {
             throw KernelError(.state, pluginID: id, reason: error.description)
         }

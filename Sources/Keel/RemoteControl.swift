@@ -8,7 +8,6 @@ import KeelState
 /// the same kernel call the admin API runs, and writes the outcome back. Also keeps a live summary of the plugins
 /// (settings key `live.plugins`) so `keel plugins list` shows what the server has active.
 public enum RemoteControl {
-    static let liveKey = "live.plugins"
 
     /// Server side: watches for commands until the task is cancelled, and keeps the live view current (every
     /// kernel event publishes it). Also refreshes `token` when the stored admin token changes.
@@ -69,13 +68,13 @@ public enum RemoteControl {
     public static func publishLive(_ kernel: Kernel, unlessEqualTo previous: String? = nil) async -> String? {
         guard let plugins = try? await kernel.plugins(), let data = try? JSONEncoder().encode(plugins) else { return previous }
         let text = String(decoding: data, as: UTF8.self)
-        if text != previous { try? kernel.state.setSetting(liveKey, text) }
+        if text != previous { try? kernel.state.setLivePluginsJSON(text) }
         return text
     }
 
     /// Client side: the plugins as the running server last published them.
     public static func livePlugins(state: StateStore) throws -> [PluginInfo] {
-        guard let text = try state.setting(liveKey) else { return [] }
+        guard let text = try state.livePluginsJSON() else { return [] }
         return try JSONDecoder().decode([PluginInfo].self, from: Data(text.utf8))
     }
 

@@ -389,7 +389,7 @@ if wanted("http") {
     let apiRate = Double(ops) / (now() - t0)
     let raw = try StateStore(path: options.work + "/raw.db")
     let t1 = now()
-    for i in 0..<ops { try raw.setSetting("k", "\(i)") }
+    for i in 0..<ops { try raw.setLivePluginsJSON("\(i)") }
     let rawRate = Double(ops) / (now() - t1)
     rows.append(Row(name: "state: enable/disable via admin API vs raw commits", measured: String(format: "%.0f ops/s", apiRate),
                     baseline: String(format: "%.0f commits/s", rawRate), ratio: apiRate / rawRate, target: "report", met: nil))

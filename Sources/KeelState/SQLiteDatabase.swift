@@ -3,6 +3,20 @@
 import CSQLite
 import Foundation
 
+// Why a hand-written layer and not GRDB (groue/GRDB.swift 7.10.0 is in the package mirror), decided for issue 14:
+// - Small surface. The store has 15 small tables of plain rows, append-only migrations as SQL text, and needs four
+//   things: open in WAL with `synchronous=FULL`, run SQL, bind text/int/null, and an IMMEDIATE transaction. That
+//   is this file (~130 lines). GRDB's `DatabaseMigrator` and record protocols would replace the SQL strings with
+//   more code, not less, and the migrations must stay byte-for-byte what earlier files were migrated with anyway.
+// - Statement caching is measured. Re-preparing every statement was one of the costs profiled in the load
+//   benchmark (README, Benchmarks); the bounded cache below removed it, in plain sight. GRDB caches too, but behind its
+//   own queue/pool (`DatabaseQueue` serialises on a dispatch queue), which would sit on top of `StateStore`'s own
+//   lock, the `batch` transaction and the cross-process `PRAGMA data_version` polling the command queue relies on.
+// - Build time and dependencies. GRDB is a large module (Swift, plus its SQLite wrapper) to compile on the 2-core
+//   CI machine for every clean build; KeelState today depends only on the system SQLite.
+// - A second store (PostgreSQL, `StateStoring`) would not share GRDB anyway.
+// Revisit if the schema grows many record types or needs observation (GRDB's ValueObservation).
+
 /// A thin owner of one `sqlite3` connection. Not thread-safe by itself: `StateStore` serialises access.
 final class SQLiteDatabase {
     let path: String

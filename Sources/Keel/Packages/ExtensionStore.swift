@@ -169,7 +169,7 @@ public struct ExtensionStore: Sendable {
             }
             try? state.discovered(id: id, name: manifest.name, version: "\(manifest.version)", bundlePath: target)
             try? state.setStatus(id, .installed, reason: nil)
-            try? state.setSetting(Self.signatureKey(id), signatureRecord(offer, library: target + "/" + manifest.library))
+            try? state.setSignatureRecord(id, signatureRecord(offer, library: target + "/" + manifest.library))
         } catch {
             try? FileManager.default.removeItem(atPath: work)
             try? state.setStatus(id, .installFailed, reason: "\(error)")
@@ -226,8 +226,6 @@ public struct ExtensionStore: Sendable {
         }
     }
 
-    /// Settings key holding how the installed archive of `id` was signed (a `SignatureRecord` as JSON).
-    public static func signatureKey(_ id: String) -> String { "signature.\(id)" }
 
     /// How an installed plugin was signed, tied to the bytes installed: the SHA-256 of its library.
     struct SignatureRecord: Codable {

@@ -65,7 +65,7 @@ extension Kernel {
         }
         try? FileManager.default.removeItem(atPath: previous)
         try? state.discovered(id: id, name: manifest.name, version: "\(manifest.version)", bundlePath: target)
-        try? state.setSetting(ExtensionStore.signatureKey(id), store.signatureRecord(offer, library: target + "/" + manifest.library))
+        try? state.setSignatureRecord(id, store.signatureRecord(offer, library: target + "/" + manifest.library))
         try? state.setStatus(id, wasActive ? .enabled : (before == .upgradeFailed || before == .upgrading ? .installed : before))
         log(.info, id, "upgraded \(current.version) → \(manifest.version)")
     }
@@ -157,7 +157,7 @@ extension Kernel {
     private func forget(_ id: String, everything: Bool) throws(KernelError) {
         do {
             try state.forgetPlugin(id, everything: everything)
-            try state.setSetting(ExtensionStore.signatureKey(id), nil)
+            try state.setSignatureRecord(id, nil)
         } catch { throw KernelError(.state, pluginID: id, reason: error.description) }
     }
 

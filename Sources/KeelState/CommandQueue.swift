@@ -1,0 +1,91 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+
+/// The queue through which another process (the `keel` CLI) asks the running server to act.
+///
+/// The client submits a command with a deadline and waits; the server notices the commit (`dataVersion`), claims
+/// each pending command, runs it and records the outcome. Claim and cancel are each one conditional statement on
+/// the `pending` state, so exactly one of them wins. Thread-safe and blocking, like every `StateStore` call;
+/// throws `StateError` when SQLite fails.
+extension StateStore {
+    /// A request queued by another process (the CLI) for the running server.
+    ///
+    /// Its `state` moves `pending` → `running` → `done`/`failed`, or `pending` → `cancelled`. Both moves out of
+    /// `pending` are single conditional updates (`claimCommand` by the server, `cancelCommand` by the client), so
+    /// exactly one of them wins: a command the client gave up on never runs.
+    public struct Command: Sendable, Hashable {
+        public var seq: Int64
+        /// A short name for logs (`enable`, `upgrade`, ...).
+        public var op: String
+        public var pluginID: String
+        public var cascade: Bool
+        public var state: String
+        public var result: String
+        /// The command as JSON (what the server decodes and runs).
+        public var body: String
+    }
+
+    /// Queues a command that the server may start only within `timeout` seconds from now; returns its sequence number.
+    public func submitCommand(op: String, pluginID: String, body: String, timeout: Double) throws(StateError) -> Int64 {
+        let deadline = Self.timestamp.format(Date().addingTimeInterval(timeout))
+        return try locked { db throws(StateError) in
+            try db.query("INSERT INTO commands (op, plugin_id, body, deadline, created_at) VALUES (?, ?, ?, ?, ?) RETURNING seq",
+                         [.text(op), .text(pluginID), .text(body), .text(deadline), .text(Self.now())]).first?["seq"]?.int ?? 0
+        }
+    }
+
+    public func command(_ seq: Int64) throws(StateError) -> Command? {
+        try locked { db throws(StateError) in try db.query("SELECT * FROM commands WHERE seq = ?", [.int(seq)]).compactMap(Self.command).first }
+    }
+
+    /// Commands not yet handled, oldest first.
+    public func pendingCommands() throws(StateError) -> [Command] {
+        try locked { db throws(StateError) in
+            try db.query("SELECT * FROM commands WHERE state = 'pending' ORDER BY seq").compactMap(Self.command)
+        }
+    }
+
+    /// Server side: takes a pending command for running (`pending` → `running`, one statement). Returns false when
+    /// the client cancelled it, or its deadline passed (it is then marked `cancelled`): it must not run.
+    public func claimCommand(_ seq: Int64) throws(StateError) -> Bool {
+        try locked { db throws(StateError) in
+            let now = Self.now()
+            let claimed = try db.query("""
+                UPDATE commands SET state = 'running' WHERE seq = ? AND state = 'pending' AND (deadline IS NULL OR deadline > ?)
+                RETURNING seq
+                """, [.int(seq), .text(now)])
+            if !claimed.isEmpty { return true }
+            try db.query("""
+                UPDATE commands SET state = 'cancelled', result = 'its deadline passed before the server took it', done_at = ?
+                WHERE seq = ? AND state = 'pending'
+                """, [.text(now), .int(seq)])
+            return false
+        }
+    }
+
+    /// Client side: withdraws a command the server has not taken (`pending` → `cancelled`, one statement).
+    /// Returns false when the server has already claimed it: then its real outcome follows.
+    public func cancelCommand(_ seq: Int64) throws(StateError) -> Bool {
+        try locked { db throws(StateError) in
+            !(try db.query("""
+                UPDATE commands SET state = 'cancelled', result = 'cancelled by the client', done_at = ?
+                WHERE seq = ? AND state = 'pending' RETURNING seq
+                """, [.text(Self.now()), .int(seq)]).isEmpty)
+        }
+    }
+
+    /// Records a command's outcome (`done` or `failed`) and its result text.
+    public func finishCommand(_ seq: Int64, failed: Bool, result: String) throws(StateError) {
+        _ = try locked { db throws(StateError) in
+            try db.query("UPDATE commands SET state = ?, result = ?, done_at = ? WHERE seq = ?",
+                         [.text(failed ? "failed" : "done"), .text(result), .text(Self.now()), .int(seq)])
+        }
+    }
+
+    static func command(_ row: [String: SQLiteDatabase.Value]) -> Command? {
+        guard let seq = row["seq"]?.int, let op = row["op"]?.text, let id = row["plugin_id"]?.text else { return nil }
+        return Command(seq: seq, op: op, pluginID: id, cascade: (row["cascade"]?.int ?? 0) != 0,
+                       state: row["state"]?.text ?? "pending", result: row["result"]?.text ?? "", body: row["body"]?.text ?? "")
+    }
+}

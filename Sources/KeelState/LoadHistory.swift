@@ -1,0 +1,76 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+/// Each plugin's load history (one row per attempt to load a build) and the checksums that passed the
+/// child-process probe.
+///
+/// Thread-safe and blocking, like every `StateStore` call. Each write is one statement (its own transaction) and
+/// throws `StateError` when SQLite fails.
+extension StateStore {
+    /// One attempt to load a build of a plugin.
+    public struct Load: Sendable, Hashable, Codable {
+        public var generation: Int
+        public var version: String
+        /// SHA-256 of the library file, hex.
+        public var checksum: String
+        public var at: String
+        /// `activated`, `failed`, `retired`, ...
+        public var outcome: String
+        public var detail: String
+
+        public init(generation: Int, version: String, checksum: String, at: String = "", outcome: String, detail: String = "") {
+            self.generation = generation
+            self.version = version
+            self.checksum = checksum
+            self.at = at
+            self.outcome = outcome
+            self.detail = detail
+        }
+    }
+
+    /// Appends to a plugin's load history (one transaction). The time is the store's, not `load.at`.
+    public func recordLoad(_ id: String, _ load: Load) throws(StateError) {
+        _ = try locked { db throws(StateError) in
+            try db.query("""
+                INSERT INTO loads (plugin_id, generation, version, checksum, at, outcome, detail) VALUES (?, ?, ?, ?, ?, ?, ?)
+                """, [.text(id), .int(Int64(load.generation)), .text(load.version), .text(load.checksum), .text(Self.now()),
+                      .text(load.outcome), .text(load.detail)])
+        }
+    }
+
+    /// A plugin's load history, oldest first (at most the last `limit`).
+    public func loads(for id: String, limit: Int) throws(StateError) -> [Load] {
+        try locked { db throws(StateError) in
+            try db.query("""
+                SELECT * FROM (SELECT * FROM loads WHERE plugin_id = ? ORDER BY seq DESC LIMIT ?) ORDER BY seq
+                """, [.text(id), .int(Int64(limit))]).map {
+                Load(generation: Int($0["generation"]?.int ?? 0), version: $0["version"]?.text ?? "",
+                     checksum: $0["checksum"]?.text ?? "", at: $0["at"]?.text ?? "", outcome: $0["outcome"]?.text ?? "",
+                     detail: $0["detail"]?.text ?? "")
+            }
+        }
+    }
+
+    /// The highest generation number recorded for a plugin (0 when none).
+    public func lastGeneration(_ id: String) throws(StateError) -> Int {
+        try locked { db throws(StateError) in
+            Int(try db.query("SELECT MAX(generation) AS g FROM loads WHERE plugin_id = ?", [.text(id)]).first?["g"]?.int ?? 0)
+        }
+    }
+
+    // MARK: probe results
+
+    /// True when a library with this checksum already passed the child-process probe.
+    public func probePassed(_ checksum: String) throws(StateError) -> Bool {
+        try locked { db throws(StateError) in
+            !(try db.query("SELECT 1 AS ok FROM probes WHERE checksum = ?", [.text(checksum)]).isEmpty)
+        }
+    }
+
+    /// Remembers that a library with this checksum passed the probe.
+    public func recordProbePassed(_ checksum: String, detail: String) throws(StateError) {
+        _ = try locked { db throws(StateError) in
+            try db.query("INSERT OR REPLACE INTO probes (checksum, detail, at) VALUES (?, ?, ?)",
+                         [.text(checksum), .text(detail), .text(Self.now())])
+        }
+    }
+}

@@ -1,0 +1,162 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+/// What the kernel remembers about one plugin.
+public struct PluginRecord: Sendable, Hashable, Codable {
+    public var id: String
+    public var name: String
+    public var version: String
+    /// The bundle folder it was last found in.
+    public var bundlePath: String
+    /// What the operator asked for: true after `enable`, false after `disable`.
+    public var enabled: Bool
+    public var status: PluginStatus
+    /// Why it failed, when `status` is `.failed`.
+    public var reason: String?
+    /// When `status` last changed (ISO 8601, UTC).
+    public var changedAt: String
+}
+
+/// The observed state of a plugin.
+public enum PluginStatus: String, Sendable, Hashable, Codable, CaseIterable {
+    /// Discovered, never enabled.
+    case installed
+    /// Active: its contributions are published.
+    case enabled
+    /// Switched off by the operator.
+    case disabled
+    /// Could not be loaded or activated; `reason` says why.
+    case failed
+    /// Its bundle is gone from the plugin folder.
+    case missing
+    /// Being fetched and unpacked from a repository.
+    case installing
+    /// The last install attempt failed; `reason` says why. It can be retried.
+    case installFailed = "install-failed"
+    /// A new version is being fetched, verified and swapped in.
+    case upgrading
+    /// The last upgrade failed and was rolled back; `reason` says why.
+    case upgradeFailed = "upgrade-failed"
+    /// Being disabled and removed.
+    case uninstalling
+}
+
+/// Plugin records (desired and observed state) and each plugin's event history.
+///
+/// Thread-safe and blocking, like every `StateStore` call. Each change is one transaction, its history event
+/// included, and throws `StateError` when SQLite fails (nothing written then).
+extension StateStore {
+    static func record(_ row: [String: SQLiteDatabase.Value]) -> PluginRecord? {
+        guard let id = row["id"]?.text, let statusText = row["status"]?.text else { return nil }
+        return PluginRecord(id: id, name: row["name"]?.text ?? "", version: row["version"]?.text ?? "",
+                            bundlePath: row["bundle_path"]?.text ?? "", enabled: (row["enabled"]?.int ?? 0) != 0,
+                            status: PluginStatus(rawValue: statusText) ?? .failed, reason: row["reason"]?.text,
+                            changedAt: row["changed_at"]?.text ?? "")
+    }
+
+    /// Every plugin, by id.
+    public func plugins() throws(StateError) -> [PluginRecord] {
+        try locked { db throws(StateError) in try db.query("SELECT * FROM plugins ORDER BY id").compactMap(Self.record) }
+    }
+
+    public func plugin(_ id: String) throws(StateError) -> PluginRecord? {
+        try locked { db throws(StateError) in try db.query("SELECT * FROM plugins WHERE id = ?", [.text(id)]).compactMap(Self.record).first }
+    }
+
+    /// Records a bundle found on disk: a new id starts as `installed` and disabled; a known one keeps its desired
+    /// state and gets its name, version and path refreshed.
+    public func discovered(id: String, name: String, version: String, bundlePath: String) throws(StateError) {
+        try locked { db throws(StateError) in
+            try db.transaction { () throws(StateError) in
+                let now = Self.now()
+                let existing = try db.query("SELECT name, version, bundle_path FROM plugins WHERE id = ?", [.text(id)])
+                if let row = existing.first {
+                    guard row["name"]?.text != name || row["version"]?.text != version || row["bundle_path"]?.text != bundlePath
+                    else { return }
+                    try db.query("UPDATE plugins SET name = ?, version = ?, bundle_path = ? WHERE id = ?",
+                                 [.text(name), .text(version), .text(bundlePath), .text(id)])
+                } else {
+                    try db.query("""
+                        INSERT INTO plugins (id, name, version, bundle_path, enabled, status, changed_at, installed_at)
+                        VALUES (?, ?, ?, ?, 0, 'installed', ?, ?)
+                        """, [.text(id), .text(name), .text(version), .text(bundlePath), .text(now), .text(now)])
+                    try Self.event(db, id, "discovered", "\(version) at \(bundlePath)")
+                }
+            }
+        }
+    }
+
+    /// Sets what the operator wants (`enable`/`disable`) and the resulting status in one transaction.
+    public func setEnabled(_ id: String, _ enabled: Bool, status: PluginStatus, reason: String?) throws(StateError) {
+        try update(id, enabled: enabled, status: status, reason: reason, event: enabled ? "enable" : "disable")
+    }
+
+    /// Records the observed status (and the reason, for `.failed`) without touching the desired state.
+    public func setStatus(_ id: String, _ status: PluginStatus, reason: String?) throws(StateError) {
+        try update(id, enabled: nil, status: status, reason: reason, event: status.rawValue)
+    }
+
+    private func update(_ id: String, enabled: Bool?, status: PluginStatus, reason: String?, event: String) throws(StateError) {
+        try locked { db throws(StateError) in
+            try db.transaction { () throws(StateError) in
+                let now = Self.now()
+                let exists = try db.query("SELECT status, reason, enabled FROM plugins WHERE id = ?", [.text(id)])
+                if exists.isEmpty {
+                    try db.query("""
+                        INSERT INTO plugins (id, enabled, status, reason, changed_at, installed_at)
+                        VALUES (?, ?, ?, ?, ?, ?)
+                        """, [.text(id), .int((enabled ?? false) ? 1 : 0), .text(status.rawValue),
+                              reason.map { .text($0) } ?? .null, .text(now), .text(now)])
+                } else {
+                    let row = exists[0]
+                    let unchanged = row["status"]?.text == status.rawValue && row["reason"]?.text == reason
+                        && (enabled == nil || (row["enabled"]?.int ?? 0 != 0) == enabled)
+                    if unchanged { return }
+                    try db.query("""
+                        UPDATE plugins SET enabled = COALESCE(?, enabled), status = ?, reason = ?, changed_at = ? WHERE id = ?
+                        """, [enabled.map { .int($0 ? 1 : 0) } ?? .null, .text(status.rawValue),
+                              reason.map { .text($0) } ?? .null, .text(now), .text(id)])
+                }
+                try Self.event(db, id, event, reason ?? "")
+            }
+        }
+    }
+
+    /// Forgets a plugin's record (after it is uninstalled); grants, tenants and history stay unless `everything`.
+    public func forgetPlugin(_ id: String, everything: Bool) throws(StateError) {
+        try locked { db throws(StateError) in
+            try db.transaction { () throws(StateError) in
+                try db.query("DELETE FROM plugins WHERE id = ?", [.text(id)])
+                if everything {
+                    try db.query("DELETE FROM plugin_config WHERE plugin_id = ?", [.text(id)])
+                    try db.query("DELETE FROM grants WHERE plugin_id = ?", [.text(id)])
+                    try db.query("DELETE FROM plugin_tenants WHERE plugin_id = ?", [.text(id)])
+                }
+                try Self.event(db, id, "uninstalled", everything ? "" : "data kept")
+            }
+        }
+    }
+
+    // MARK: history
+
+    /// Appends an event to a plugin's history, inside the caller's transaction (the caller holds the lock).
+    static func event(_ db: SQLiteDatabase, _ id: String, _ kind: String, _ detail: String) throws(StateError) {
+        try db.query("INSERT INTO events (at, plugin_id, kind, detail) VALUES (?, ?, ?, ?)",
+                     [.text(now()), .text(id), .text(kind), .text(detail)])
+    }
+
+    /// One entry of a plugin's history.
+    public struct Event: Sendable, Hashable, Codable {
+        public var at: String
+        public var kind: String
+        public var detail: String
+    }
+
+    /// A plugin's history, oldest first.
+    public func events(for id: String) throws(StateError) -> [Event] {
+        try locked { db throws(StateError) in
+            try db.query("SELECT at, kind, detail FROM events WHERE plugin_id = ? ORDER BY seq", [.text(id)]).map {
+                Event(at: $0["at"]?.text ?? "", kind: $0["kind"]?.text ?? "", detail: $0["detail"]?.text ?? "")
+            }
+        }
+    }
+}

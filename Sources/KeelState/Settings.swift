@@ -1,0 +1,89 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+/// Small values the kernel and the front ends keep between runs, each behind a typed accessor.
+///
+/// They share one key/value table; the keys below are part of the state file's format (files written by earlier
+/// versions are read as they are), so a key is never renamed. Callers never build keys themselves.
+/// Thread-safe and blocking, like every `StateStore` call. Each write is one statement (its own transaction);
+/// throws `StateError` when SQLite fails.
+extension StateStore {
+    /// The stored keys, one per kind of setting.
+    enum SettingKey {
+        /// The checksum of the library whose activate took the host down, per plugin.
+        static func quarantine(_ id: String) -> String { "quarantine.\(id)" }
+        /// How the installed archive of a plugin was signed (JSON written by the installer), per plugin.
+        static func signature(_ id: String) -> String { "signature.\(id)" }
+        /// The running server's view of every plugin (JSON), for other processes to read.
+        static let livePlugins = "live.plugins"
+        /// The SHA-256 (hex) of the admin token.
+        static let adminTokenDigest = "admin.token.sha256"
+    }
+
+    /// A stored setting, or nil.
+    func setting(_ key: String) throws(StateError) -> String? {
+        try locked { db throws(StateError) in
+            try db.query("SELECT value FROM settings WHERE key = ?", [.text(key)]).first?["value"]?.text
+        }
+    }
+
+    /// Stores (or, with nil, removes) a setting in one transaction.
+    func setSetting(_ key: String, _ value: String?) throws(StateError) {
+        _ = try locked { db throws(StateError) in
+            if let value {
+                try db.query("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                             [.text(key), .text(value)])
+            } else {
+                try db.query("DELETE FROM settings WHERE key = ?", [.text(key)])
+            }
+        }
+    }
+
+    // MARK: crash-loop quarantine
+
+    /// The checksum of the library `id` was quarantined for (its activate took the host down), or nil when it is
+    /// not quarantined.
+    public func quarantinedChecksum(_ id: String) throws(StateError) -> String? {
+        try setting(SettingKey.quarantine(id))
+    }
+
+    /// Quarantines `id` for the library with `checksum`; nil lifts the quarantine.
+    public func setQuarantine(_ id: String, checksum: String?) throws(StateError) {
+        try setSetting(SettingKey.quarantine(id), checksum)
+    }
+
+    // MARK: signature status
+
+    /// How the installed archive of `id` was signed, as the installer recorded it (its JSON), or nil.
+    public func signatureRecord(_ id: String) throws(StateError) -> String? {
+        try setting(SettingKey.signature(id))
+    }
+
+    /// Records how the installed archive of `id` was signed; nil forgets it.
+    public func setSignatureRecord(_ id: String, _ record: String?) throws(StateError) {
+        try setSetting(SettingKey.signature(id), record)
+    }
+
+    // MARK: live view
+
+    /// The running server's last published view of every plugin (JSON), or nil when none was published.
+    public func livePluginsJSON() throws(StateError) -> String? {
+        try setting(SettingKey.livePlugins)
+    }
+
+    /// Publishes the server's view of every plugin (JSON) for other processes.
+    public func setLivePluginsJSON(_ json: String) throws(StateError) {
+        try setSetting(SettingKey.livePlugins, json)
+    }
+
+    // MARK: admin token
+
+    /// The stored SHA-256 (hex) of the admin token, or nil when none was made.
+    public func adminTokenDigest() throws(StateError) -> String? {
+        try setting(SettingKey.adminTokenDigest)
+    }
+
+    /// Stores the admin token's SHA-256 (hex), replacing the old one; nil removes it.
+    public func setAdminTokenDigest(_ digest: String?) throws(StateError) {
+        try setSetting(SettingKey.adminTokenDigest, digest)
+    }
+}
