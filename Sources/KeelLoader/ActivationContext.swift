@@ -148,6 +148,24 @@ public final class ActivationContext: Sendable {
         return over
     }
 
+    // MARK: the call running on this thread
+
+    /// The activation whose handler or hook this thread is running, so that `set_error(NULL, msg)` from plugin code
+    /// that kept no `keel_ctx` reaches the right call. Per thread; calls nest (a handler asking the auth chain runs
+    /// other plugins' hooks), so `beginCall` returns the outer one for `endCall` to put back.
+    static func beginCall(_ context: ActivationContext) -> UnsafeMutableRawPointer? {
+        let outer = pthread_getspecific(currentCallKey)
+        pthread_setspecific(currentCallKey, Unmanaged.passUnretained(context).toOpaque())
+        return outer
+    }
+
+    static func endCall(_ outer: UnsafeMutableRawPointer?) { pthread_setspecific(currentCallKey, outer) }
+
+    /// The activation whose call this thread is running, if any. Valid only during that call.
+    static var currentCall: ActivationContext? {
+        pthread_getspecific(currentCallKey).map { Unmanaged<ActivationContext>.fromOpaque($0).takeUnretainedValue() }
+    }
+
     // MARK: error channel
 
     func setError(_ message: String) { errors.withLock { $0[Self.currentThread] = message } }
@@ -282,3 +300,10 @@ public final class ActivationContext: Sendable {
     /// True when two route methods can both match one request.
     public static func methodsOverlap(_ a: String, _ b: String) -> Bool { a == b || a == "*" || b == "*" }
 }
+
+/// The per-thread slot behind `ActivationContext.currentCall` (made once, never destroyed).
+private let currentCallKey: pthread_key_t = {
+    var key = pthread_key_t()
+    pthread_key_create(&key, nil)
+    return key
+}()

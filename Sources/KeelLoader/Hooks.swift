@@ -33,7 +33,8 @@ public final class RouteHandler: @unchecked Sendable {
         guard context.enter() else {
             return .failure(PluginCallError(pluginID: pluginID, status: StatusCode.unavailable, message: "plugin is not active"))
         }
-        defer { context.leave() }
+        let outer = ActivationContext.beginCall(context)
+        defer { ActivationContext.endCall(outer); context.leave() }
         let writer = ResponseWriter(limit: Self.responseLimit)
         let started = ActivationContext.now()
         let status = HostABI.withResponse(writer) { res in function(userData, prepared.pointer, res) }
@@ -88,7 +89,8 @@ public final class AuthenticateHook: @unchecked Sendable {
         guard context.enter() else {
             return .failure(PluginCallError(pluginID: pluginID, status: StatusCode.unavailable, message: "plugin is not active"))
         }
-        defer { context.leave() }
+        let outer = ActivationContext.beginCall(context)
+        defer { ActivationContext.endCall(outer); context.leave() }
         let writer = PrincipalWriter()
         let started = ActivationContext.now()
         let status = CFrame.withRequest(request) { req in
@@ -184,7 +186,8 @@ public final class AuthorizeHook: @unchecked Sendable {
         guard context.enter() else {
             return .failure(PluginCallError(pluginID: pluginID, status: StatusCode.unavailable, message: "plugin is not active"))
         }
-        defer { context.leave() }
+        let outer = ActivationContext.beginCall(context)
+        defer { ActivationContext.endCall(outer); context.leave() }
         var decision: keel_auth_decision = -1
         let started = ActivationContext.now()
         let status = function(userData, q, &decision)

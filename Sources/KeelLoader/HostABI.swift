@@ -55,7 +55,8 @@ enum HostABI {
             context.environment.log(plugin: context.pluginID, level: LogLevel(rawValue: Int(level)) ?? .error,
                                     message: message.string)
         }
-        h.set_error = { ctx, message in HostABI.context(ctx)?.setError(message.string) }
+        // A NULL ctx means the handler or hook running on this thread (plugin code that kept no ctx).
+        h.set_error = { ctx, message in (HostABI.context(ctx) ?? ActivationContext.currentCall)?.setError(message.string) }
         h.get_service = { ctx, id in
             guard HostABI.context(ctx) != nil else { return nil }
             switch id.string {

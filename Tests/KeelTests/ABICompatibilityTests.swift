@@ -154,6 +154,23 @@ struct ABICompatibilityTests {
         await kernel.shutdown()
     }
 
+    @Test("a handler with no ctx of its own reports its error with set_error(NULL, ...)")
+    func handlerErrorWithoutContext() async throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("loner", defines: ["HANDLER_FAILS_NO_CTX"])
+        let kernel = try f.kernel()
+        await kernel.start()
+        try await kernel.enable("loner")
+        let match = try #require(kernel.registry.snapshot.route(method: "GET", path: "/ext/loner/ping"))
+        guard case let .failure(error) = match.route.handler.handle(PluginRequest(method: "GET", path: "/ext/loner/ping")) else {
+            Issue.record("handler should fail")
+            return
+        }
+        #expect(error.description == "plugin \"loner\": KEEL_ERR_INTERNAL: failed without a ctx")
+        // Outside a call, a NULL ctx reaches no one: the next failure does not inherit a stale message.
+        await kernel.shutdown()
+    }
+
     @Test("auth hooks: first principal wins, any deny wins, an erroring hook denies")
     func authChain() async throws {
         let f = KernelFixture()

@@ -13,6 +13,7 @@
  *   REGISTER_TWICE                  register ROUTE_PATH twice
  *   USE_MISSING_SYMBOL              call a function no library defines (fails under RTLD_NOW)
  *   HANDLER_FAILS                   the route handler returns an error
+ *   HANDLER_FAILS_NO_CTX            the same, reporting its message with set_error(NULL, ...)
  *   EXTRA_ROUTES=N                  register N extra routes "/r<i>"
  *   ROUTE_SET                       also register overlapping patterns under /items and /things, each answering
  *                                   "via=<label>", to check which one a path reaches
@@ -88,9 +89,13 @@ static keel_str the_config;
 static keel_ctx *the_ctx;
 
 static keel_status ping(void *user_data, const keel_http_request *req, keel_http_response *res) {
-#ifdef HANDLER_FAILS
+#if defined(HANDLER_FAILS)
     (void)req; (void)res;
     the_host->set_error(the_ctx, keel_cstr("handler failed on purpose"));
+    return KEEL_ERR_INTERNAL;
+#elif defined(HANDLER_FAILS_NO_CTX)
+    (void)req; (void)res;
+    the_host->set_error(NULL, keel_cstr("failed without a ctx"));
     return KEEL_ERR_INTERNAL;
 #else
 #ifdef SLOW_MS
