@@ -41,7 +41,7 @@ extension KeelCommand {
         func run() async throws {
             try await reporting {
                 let store = ExtensionStore(state: try options.openState(), pluginsDirectory: options.pluginsDirectory)
-                let (offers, problems) = try store.indexes()
+                let (offers, problems) = try await store.fetchIndexes()
                 for p in problems { FileHandle.standardError.write(Data("keel: warning: \(p)\n".utf8)) }
                 let ids = Set(offers.map(\.id)).sorted().filter { id in
                     guard let word = word?.lowercased() else { return true }
@@ -154,8 +154,10 @@ extension KeelCommand {
                 try await reporting {
                     let location = location.hasPrefix("http") || location.hasPrefix("file://") ? location
                         : URL(fileURLWithPath: location).standardizedFileURL.path
+                    let note: String?
+                    do { note = try ExtensionStore.checkLocation(location) } catch { throw CLIError("repository \"\(name)\": \(error)") }
                     try directoryChange { try options.openState().addRepository(StateStore.Repository(name: name, location: location, priority: priority)) }
-                    print("added repository \(name) (\(location))")
+                    print("added repository \(name) (\(location))" + (note.map { "; " + $0 } ?? ""))
                 }
             }
         }
