@@ -61,23 +61,30 @@ struct RepositorySafetyTests {
         return (Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0) * 1024
     }
 
-    /// A Python HTTP server on 127.0.0.1 that waits `delay` seconds before answering every request; it prints
+    /// A Python HTTP server on 127.0.0.1 whose GET handler is `handler` (Python, indented 8 spaces); it prints
     /// "request" per request it receives.
-    final class SlowServer: @unchecked Sendable {
+    final class PythonServer: @unchecked Sendable {
         let process = Process()
         let output = LockedText()
         private(set) var port = 0
 
-        init(delay: Double) throws {
+        /// Waits `delay` seconds, then answers with an empty index.
+        convenience init(delay: Double) throws {
+            try self.init(handler: """
+                        time.sleep(\(delay))
+                        body = b"apiVersion: 1\\nplugins: {}\\n"
+                        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
+                        self.wfile.write(body)
+                """)
+        }
+
+        init(handler: String) throws {
             let script = """
                 import http.server, socketserver, sys, time
                 class H(http.server.BaseHTTPRequestHandler):
                     def do_GET(self):
                         print("request", flush=True)
-                        time.sleep(\(delay))
-                        body = b"apiVersion: 1\\nplugins: {}\\n"
-                        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
-                        self.wfile.write(body)
+                \(handler)
                     def log_message(self, *a): pass
                 s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
                 s.daemon_threads = True
@@ -97,7 +104,7 @@ struct RepositorySafetyTests {
                 if let line = output.value.split(separator: "\n").first(where: { $0.hasPrefix("port ") }) { port = Int(line.dropFirst(5)) ?? 0 }
                 usleep(20_000)
             }
-            guard port > 0 else { stop(); throw TestFailure("the slow server did not start: \(output.value)") }
+            guard port > 0 else { stop(); throw TestFailure("the python server did not start: \(output.value)") }
         }
 
         var requests: Int { output.value.split(separator: "\n").filter { $0 == "request" }.count }
@@ -114,7 +121,7 @@ struct RepositorySafetyTests {
         try TestEnvironment.grantSensitive("hello", plugins: f.plugins, state: f.state)
         let common = ["--plugins", f.plugins, "--state", f.state]
         #expect(try TestEnvironment.run(keel, ["plugins", "enable", "hello"] + common).status == 0)
-        let slow = try SlowServer(delay: 8)
+        let slow = try PythonServer(delay: 8)
         defer { slow.stop() }
         let added = try TestEnvironment.run(keel, ["repo", "add", "slow", "http://127.0.0.1:\(slow.port)"] + common)
         #expect(added.status == 0 && added.stdout.contains("checked when it is used"), "\(added.stderr)")
@@ -197,6 +204,22 @@ struct RepositorySafetyTests {
         let remote = try #require(webOffer)
         do { try limited.install(remote, allowUnsigned: true); Issue.record("installed a 512 MiB archive over http") } catch {
             #expect("\(error)".contains("larger than the limit of 4194304 bytes"), "\(error)")
+        }
+        // A server that announces no length (HTTP/1.0, close-delimited) is cut off once the limit is passed.
+        let endless = try PythonServer(handler: """
+                    self.protocol_version = "HTTP/1.0"
+                    self.send_response(200); self.end_headers()
+                    try:
+                        for _ in range(\(size >> 20)): self.wfile.write(bytes(1 << 20))
+                    except Exception: pass
+            """)
+        defer { endless.stop() }
+        var streamed = try Self.store(repository: try Self.repository(archive: "big.keelpkg", sha256: String(repeating: "0", count: 64)))
+        streamed.archiveLimits = store.archiveLimits
+        var cut = try #require(try streamed.indexes().offers.first)
+        cut.indexURL = "http://127.0.0.1:\(endless.port)"
+        do { try streamed.install(cut, allowUnsigned: true); Issue.record("installed an endless archive") } catch {
+            #expect("\(error)".contains("larger than the limit of 4194304 bytes; download stopped and refused"), "\(error)")
         }
         #expect(Self.residentBytes() - before < size / 8)
 
