@@ -139,7 +139,7 @@ struct ExtensionStoreTests {
         http.standardOutput = Pipe()
         http.standardError = Pipe()
         try http.run()
-        defer { http.terminate() }
+        defer { kill(http.processIdentifier, SIGKILL); http.waitUntilExit() }  // SIGTERM is blocked in children of the test process
         try run(["repo", "remove", "mirror"], f)
         try run(["repo", "add", "web", "http://127.0.0.1:\(port)", "--priority", "5"], f)
         #expect(await waitFor(10) { (try? run(["search", "hello"], f, ok: false).stdout.contains("hello 1.0.0  [web]")) == true })

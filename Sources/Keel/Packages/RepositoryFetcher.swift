@@ -67,10 +67,12 @@ public struct RepositoryFetcher: Sendable {
         return out
     }
 
-    static func copyLocal(_ path: String, maxBytes: Int, _ sink: (Data) throws -> Void) throws {
-        guard FileManager.default.fileExists(atPath: path) else { throw ExtensionStore.StoreError("\(path): unreachable: no such file") }
+    /// Reads `path` in chunks into `sink`, refusing more than `maxBytes`; `shownAs` names it in errors.
+    static func copyLocal(_ path: String, shownAs: String? = nil, maxBytes: Int, _ sink: (Data) throws -> Void) throws {
+        let shown = shownAs ?? path
+        guard FileManager.default.fileExists(atPath: path) else { throw ExtensionStore.StoreError("\(shown): unreachable: no such file") }
         var source: PackageArchive.FileSource
-        do { source = try PackageArchive.FileSource(path: path) } catch { throw ExtensionStore.StoreError("\(error)") }
+        do { source = try PackageArchive.FileSource(path: path, shownAs: shown) } catch { throw ExtensionStore.StoreError("\(error)") }
         defer { source.close() }
         var total = 0
         while true {
@@ -78,7 +80,7 @@ public struct RepositoryFetcher: Sendable {
             do { chunk = try source.read(PackageArchive.chunkSize) } catch { throw ExtensionStore.StoreError("\(error)") }
             if chunk.isEmpty { return }
             total += chunk.count
-            guard total <= maxBytes else { throw ExtensionStore.StoreError("\(path): larger than the limit of \(maxBytes) bytes; refused") }
+            guard total <= maxBytes else { throw ExtensionStore.StoreError("\(shown): larger than the limit of \(maxBytes) bytes; refused") }
             try sink(chunk)
         }
     }
@@ -243,16 +245,19 @@ final class FetchLimiter: Sendable {
     }
 }
 
-/// One HTTP GET through URLSession's delegate API: checks the status, counts bytes against the limit, hands each chunk
-/// to the sink, and ends by calling `done` exactly once (success, or a one-line reason).
+/// One HTTP GET through URLSession's download API, ending by calling `done` exactly once (success, or a one-line
+/// reason). A download task, not a data task: FoundationNetworking writes what arrives to its temporary file on its
+/// own thread and tells the delegate only the counts, so a fast server cannot pile the body up in memory (a data
+/// task queues every chunk for the delegate without back-pressure). The transfer is cancelled as soon as the count
+/// (or the announced length) passes `maxBytes`; the finished file is then handed to `sink` in chunks, checked again.
 /// `@unchecked Sendable`: the mutable state lives in a mutex; URLSession calls the delegate on its own serial queue.
-final class HTTPTransfer: NSObject, URLSessionDataDelegate, @unchecked Sendable {
+final class HTTPTransfer: NSObject, URLSessionDownloadDelegate, @unchecked Sendable {
     let location: String
     let maxBytes: Int
     let fetcher: RepositoryFetcher
     let sink: @Sendable (Data) throws -> Void
     let done: @Sendable (Result<Void, ExtensionStore.StoreError>) -> Void
-    private let state = Mutex<(received: Int, failure: String?, finished: Bool, task: URLSessionDataTask?, session: URLSession?)>((0, nil, false, nil, nil))
+    private let state = Mutex<(failure: String?, finished: Bool, task: URLSessionDownloadTask?, session: URLSession?)>((nil, false, nil, nil))
 
     init(location: String, fetcher: RepositoryFetcher, maxBytes: Int, sink: @escaping @Sendable (Data) throws -> Void,
          done: @escaping @Sendable (Result<Void, ExtensionStore.StoreError>) -> Void) throws {
@@ -275,7 +280,7 @@ final class HTTPTransfer: NSObject, URLSessionDataDelegate, @unchecked Sendable 
         let session = URLSession(configuration: configuration, delegate: self, delegateQueue: queue)
         var request = URLRequest(url: url)
         request.timeoutInterval = fetcher.connectTimeout
-        let task = session.dataTask(with: request)
+        let task = session.downloadTask(with: request)
         state.withLock { $0.task = task; $0.session = session }
         let total = fetcher.totalTimeout
         DispatchQueue.global().asyncAfter(deadline: .now() + total) { [weak self] in
@@ -288,7 +293,7 @@ final class HTTPTransfer: NSObject, URLSessionDataDelegate, @unchecked Sendable 
 
     /// Stops the transfer; `reason` is what `done` reports.
     func cancel(reason: String) {
-        let task = state.withLock { s -> URLSessionDataTask? in
+        let task = state.withLock { s -> URLSessionDownloadTask? in
             guard !s.finished else { return nil }
             if s.failure == nil { s.failure = reason }
             return s.task
@@ -296,32 +301,29 @@ final class HTTPTransfer: NSObject, URLSessionDataDelegate, @unchecked Sendable 
         task?.cancel()
     }
 
-    func urlSession(_ session: URLSession, dataTask: URLSessionDataTask, didReceive response: URLResponse,
-                    completionHandler: @escaping (URLSession.ResponseDisposition) -> Void) {
-        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
-        if status != 200 {
-            cancel(reason: "HTTP \(status)")
-        } else if response.expectedContentLength > Int64(maxBytes) {
-            cancel(reason: "larger than the limit of \(maxBytes) bytes (\(response.expectedContentLength) announced); refused")
+    func urlSession(_ session: URLSession, downloadTask: URLSessionDownloadTask, didWriteData bytesWritten: Int64,
+                    totalBytesWritten: Int64, totalBytesExpectedToWrite: Int64) {
+        if totalBytesExpectedToWrite > Int64(maxBytes) {
+            cancel(reason: "larger than the limit of \(maxBytes) bytes (\(totalBytesExpectedToWrite) announced); refused")
+        } else if totalBytesWritten > Int64(maxBytes) {
+            cancel(reason: "larger than the limit of \(maxBytes) bytes; download stopped and refused")
         }
-        completionHandler(state.withLock { $0.failure } == nil ? .allow : .cancel)
     }
 
-    func urlSession(_ session: URLSession, dataTask: URLSessionDataTask, didReceive data: Data) {
-        let over = state.withLock { s -> Bool in
-            guard s.failure == nil else { return false }
-            s.received += data.count
-            return s.received > maxBytes
-        }
-        if over { return cancel(reason: "larger than the limit of \(maxBytes) bytes; download stopped and refused") }
+    func urlSession(_ session: URLSession, downloadTask: URLSessionDownloadTask, didFinishDownloadingTo file: URL) {
+        defer { try? FileManager.default.removeItem(at: file) }
         guard state.withLock({ $0.failure }) == nil else { return }
-        do { try sink(data) } catch { cancel(reason: "\(error)") }
+        let status = (downloadTask.response as? HTTPURLResponse)?.statusCode ?? 0
+        guard status == 200 else { return cancel(reason: "HTTP \(status)") }
+        do { try RepositoryFetcher.copyLocal(file.path, shownAs: location, maxBytes: maxBytes, sink) } catch {
+            state.withLock { if $0.failure == nil { $0.failure = "\(error)" } }
+        }
     }
 
     func urlSession(_ session: URLSession, task: URLSessionTask, didCompleteWithError error: (any Error)?) {
         let failure = state.withLock { $0.failure }
         if let failure {
-            finish(.failure(.init("\(location): \(failure)")))
+            finish(.failure(.init(failure.hasPrefix(location) ? failure : "\(location): \(failure)")))
         } else if let error {
             finish(.failure(.init("\(location): unreachable: \(Self.describe(error, fetcher))")))
         } else {
