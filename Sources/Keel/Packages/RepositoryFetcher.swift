@@ -246,18 +246,23 @@ final class FetchLimiter: Sendable {
 }
 
 /// One HTTP GET through URLSession's download API, ending by calling `done` exactly once (success, or a one-line
-/// reason). A download task, not a data task: FoundationNetworking writes what arrives to its temporary file on its
-/// own thread and tells the delegate only the counts, so a fast server cannot pile the body up in memory (a data
-/// task queues every chunk for the delegate without back-pressure). The transfer is cancelled as soon as the count
-/// (or the announced length) passes `maxBytes`; the finished file is then handed to `sink` in chunks, checked again.
-/// `@unchecked Sendable`: the mutable state lives in a mutex; URLSession calls the delegate on its own serial queue.
+/// reason). FoundationNetworking writes the body to its own temporary file and counts the bytes as they arrive, but
+/// it tells the delegate through a queue without back-pressure (each queued call holds its chunk), so a watchdog
+/// polls the count every 5 ms and cancels as soon as it (or the announced length) passes `maxBytes`, or the total
+/// time-out passes: what piles up is bounded by the time to cancel, not by the body's size. The finished file is
+/// handed to `sink` in chunks, checked against the limit again.
+/// `@unchecked Sendable`: the mutable state lives in a mutex; URLSession calls the delegate on its own serial queue,
+/// and the watchdog timer's own calls are thread-safe.
 final class HTTPTransfer: NSObject, URLSessionDownloadDelegate, @unchecked Sendable {
     let location: String
     let maxBytes: Int
     let fetcher: RepositoryFetcher
     let sink: @Sendable (Data) throws -> Void
     let done: @Sendable (Result<Void, ExtensionStore.StoreError>) -> Void
-    private let state = Mutex<(failure: String?, finished: Bool, task: URLSessionDownloadTask?, session: URLSession?)>((nil, false, nil, nil))
+    private let state = Mutex<(failure: String?, finished: Bool, task: URLSessionDownloadTask?, session: URLSession?, written: Int64)>((nil, false, nil, nil, 0))
+    /// Checks the limit and the total time-out (see `start`); its own calls are thread-safe.
+    private let watchdog = DispatchSource.makeTimerSource(queue: DispatchQueue.global())
+    private let started = Date()
 
     init(location: String, fetcher: RepositoryFetcher, maxBytes: Int, sink: @escaping @Sendable (Data) throws -> Void,
          done: @escaping @Sendable (Result<Void, ExtensionStore.StoreError>) -> Void) throws {
@@ -282,10 +287,22 @@ final class HTTPTransfer: NSObject, URLSessionDownloadDelegate, @unchecked Senda
         request.timeoutInterval = fetcher.connectTimeout
         let task = session.downloadTask(with: request)
         state.withLock { $0.task = task; $0.session = session }
-        let total = fetcher.totalTimeout
-        DispatchQueue.global().asyncAfter(deadline: .now() + total) { [weak self] in
-            self?.cancel(reason: "no complete answer within \(Self.seconds(total)) (the repository time-out)")
+        // A watchdog on its own queue: FoundationNetworking counts received bytes as they arrive but tells the
+        // delegate through a queue that can fall far behind a fast server (every queued call holds its chunk), so
+        // the limit and the total time-out are checked here, every 5 ms, and the transfer is cancelled at once.
+        let total = fetcher.totalTimeout, limit = Int64(maxBytes)
+        watchdog.schedule(deadline: .now() + .milliseconds(5), repeating: .milliseconds(5))
+        watchdog.setEventHandler { [weak self, weak task] in
+            guard let self, let task else { return }
+            if task.countOfBytesExpectedToReceive > limit {
+                cancel(reason: "larger than the limit of \(maxBytes) bytes (\(task.countOfBytesExpectedToReceive) announced); refused")
+            } else if task.countOfBytesReceived > limit {
+                cancel(reason: "larger than the limit of \(maxBytes) bytes; download stopped and refused")
+            } else if -started.timeIntervalSinceNow > total {
+                cancel(reason: "no complete answer within \(Self.seconds(total)) (the repository time-out)")
+            }
         }
+        watchdog.resume()
         task.resume()
     }
 
@@ -294,8 +311,9 @@ final class HTTPTransfer: NSObject, URLSessionDownloadDelegate, @unchecked Senda
     /// Stops the transfer; `reason` is what `done` reports.
     func cancel(reason: String) {
         let task = state.withLock { s -> URLSessionDownloadTask? in
-            guard !s.finished else { return nil }
-            if s.failure == nil { s.failure = reason }
+            guard !s.finished, s.failure == nil else { return nil }
+            s.failure = reason
+            s.written = max(s.written, s.task?.countOfBytesReceived ?? 0)
             return s.task
         }
         task?.cancel()
@@ -303,6 +321,7 @@ final class HTTPTransfer: NSObject, URLSessionDownloadDelegate, @unchecked Senda
 
     func urlSession(_ session: URLSession, downloadTask: URLSessionDownloadTask, didWriteData bytesWritten: Int64,
                     totalBytesWritten: Int64, totalBytesExpectedToWrite: Int64) {
+        state.withLock { $0.written = max($0.written, totalBytesWritten) }
         if totalBytesExpectedToWrite > Int64(maxBytes) {
             cancel(reason: "larger than the limit of \(maxBytes) bytes (\(totalBytesExpectedToWrite) announced); refused")
         } else if totalBytesWritten > Int64(maxBytes) {
@@ -323,12 +342,30 @@ final class HTTPTransfer: NSObject, URLSessionDownloadDelegate, @unchecked Senda
     func urlSession(_ session: URLSession, task: URLSessionTask, didCompleteWithError error: (any Error)?) {
         let failure = state.withLock { $0.failure }
         if let failure {
+            removeAbandonedFile()
             finish(.failure(.init(failure.hasPrefix(location) ? failure : "\(location): \(failure)")))
         } else if let error {
             finish(.failure(.init("\(location): unreachable: \(Self.describe(error, fetcher))")))
         } else {
             finish(.success(()))
         }
+    }
+
+    /// FoundationNetworking leaves a cancelled download's file (`<UUID>.tmp` in the temporary folder) behind and does
+    /// not say its name. Removes it when exactly one such file was written since the transfer started and holds at
+    /// least what was reported written; when that is ambiguous, the file is left for the system's clean-up.
+    private func removeAbandonedFile() {
+        let written = state.withLock { $0.written }
+        guard written > 0 else { return }
+        let folder = NSTemporaryDirectory()
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
+        let candidates = names.filter { name in
+            guard name.hasSuffix(".tmp"), UUID(uuidString: String(name.dropLast(4))) != nil else { return false }
+            var st = stat()
+            guard stat(folder + "/" + name, &st) == 0 else { return false }
+            return Int64(st.st_size) >= written && Double(st.st_mtim.tv_sec) >= started.timeIntervalSince1970.rounded(.down)
+        }
+        if candidates.count == 1 { try? FileManager.default.removeItem(atPath: folder + "/" + candidates[0]) }
     }
 
     private func finish(_ result: Result<Void, ExtensionStore.StoreError>) {
@@ -339,6 +376,7 @@ final class HTTPTransfer: NSObject, URLSessionDownloadDelegate, @unchecked Senda
             return (true, s.session)
         }
         guard first else { return }
+        watchdog.cancel()
         session?.finishTasksAndInvalidate()
         done(result)
     }
