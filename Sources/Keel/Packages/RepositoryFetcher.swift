@@ -275,7 +275,10 @@ final class HTTPTransfer: NSObject, URLSessionDownloadDelegate, @unchecked Senda
     }
 
     func start() {
-        guard let url = URL(string: location) else { return finish(.failure(.init("\(location): not a URL"))) }
+        guard let url = URL(string: location) else {
+            watchdog.resume()  // a timer source must not be released while suspended
+            return finish(.failure(.init("\(location): not a URL")))
+        }
         let configuration = URLSessionConfiguration.ephemeral
         configuration.timeoutIntervalForRequest = fetcher.connectTimeout
         configuration.timeoutIntervalForResource = fetcher.totalTimeout
