@@ -40,7 +40,12 @@ extension Kernel {
         case let .createRole(name): try createRole(name)
         case let .setRolePermission(role, permission, granted): try setRolePermission(role, permission, granted: granted)
         case let .addRepository(name, location, priority):
+            let note: String?
+            do { note = try ExtensionStore.checkLocation(location) } catch {
+                throw KernelError(.bundle, reason: "repository \"\(name)\": \(error)")
+            }
             try stored { () throws(StateError) in try state.addRepository(StateStore.Repository(name: name, location: location, priority: priority)) }
+            return CommandResult(note: note)
         case let .removeRepository(name): try stored { () throws(StateError) in try state.removeRepository(name) }
         case let .trustKey(name, publicKey): try stored { () throws(StateError) in try state.trustKey(name: name, publicKey: publicKey) }
         case .resetAdminToken:

@@ -89,10 +89,13 @@ public struct CommandResult: Codable, Sendable, Hashable {
     public var installed: [String] = []
     /// For an admin token reset: the new token, to show once (never logged, never stored in clear).
     public var adminToken: String?
+    /// Something the caller should know although it succeeded (e.g. "an http location is checked when it is used").
+    public var note: String?
 
-    public init(installed: [String] = [], adminToken: String? = nil) {
+    public init(installed: [String] = [], adminToken: String? = nil, note: String? = nil) {
         self.installed = installed
         self.adminToken = adminToken
+        self.note = note
     }
 }
 

@@ -142,6 +142,8 @@ struct AdminAPI {
         }
         // Extension management: repositories, catalogue, install, upgrade, uninstall.
         let store = ExtensionStore(state: kernel.state, pluginsDirectory: kernel.configuration.pluginsDirectory)
+        // Cached, refreshed in the background, never blocking a request thread (see RepositoryCatalog).
+        let catalog = RepositoryCatalog(store: store)
         admin.get("repositories") { _, _ -> Response in JSONBody.response(try kernel.state.repositories()) }
         admin.post("repositories") { request, _ -> Response in
             let body = try await Self.body(RepositoryBody.self, request)
@@ -150,7 +152,7 @@ struct AdminAPI {
         }
         admin.get("catalog") { request, _ -> Response in
             let word = request.uri.queryParameters.get("q")?.lowercased()
-            let (offers, problems) = try store.indexes()
+            let (offers, problems) = try await catalog.indexes()
             let ids = Set(offers.map(\.id)).sorted()
             let items = ids.compactMap { id -> CatalogItem? in
                 guard let best = try? store.resolve(id, version: nil, offers: offers) else { return nil }

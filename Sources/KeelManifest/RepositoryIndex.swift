@@ -22,9 +22,12 @@ public struct RepositoryIndex: Codable, Sendable, Hashable {
         public var abi: String
         public var host: String?
         public var dependencies: [String: String]?
+        /// What the archive's manifest asks for (capabilities and `route-prefix:` entries), when the index records
+        /// it; an install refuses an archive whose manifest asks for something else.
+        public var capabilities: [String]?
 
         public init(version: String, name: String, description: String?, archive: String, sha256: String, signature: String?,
-                    signer: String?, abi: String, host: String?, dependencies: [String: String]?) {
+                    signer: String?, abi: String, host: String?, dependencies: [String: String]?, capabilities: [String]? = nil) {
             self.version = version
             self.name = name
             self.description = description
@@ -35,6 +38,7 @@ public struct RepositoryIndex: Codable, Sendable, Hashable {
             self.abi = abi
             self.host = host
             self.dependencies = dependencies
+            self.capabilities = capabilities
         }
     }
 

@@ -139,15 +139,14 @@ struct ExtensionStoreTests {
         http.standardOutput = Pipe()
         http.standardError = Pipe()
         try http.run()
-        defer { http.terminate() }
+        defer { kill(http.processIdentifier, SIGKILL); http.waitUntilExit() }  // SIGTERM is blocked in children of the test process
         try run(["repo", "remove", "mirror"], f)
         try run(["repo", "add", "web", "http://127.0.0.1:\(port)", "--priority", "5"], f)
         #expect(await waitFor(10) { (try? run(["search", "hello"], f, ok: false).stdout.contains("hello 1.0.0  [web]")) == true })
 
-        // An unreachable repository is reported by search, not fatal.
-        try run(["repo", "add", "gone", "file:///nonexistent/repo"], f)
-        let search = try run(["search"], f)
-        #expect(search.stderr.contains("repository \"gone\"") && search.stderr.contains("no such file"))
+        // A folder that does not exist is refused when added (RepositorySafetyTests covers one that goes away).
+        let gone = try run(["repo", "add", "gone", "file:///nonexistent/repo"], f, ok: false)
+        #expect(gone.status == 1 && gone.stderr.contains("repository \"gone\": /nonexistent/repo: no such folder"), "\(gone.stderr)")
     }
 }
 

@@ -18,6 +18,10 @@ import KeelState
 public struct ExtensionStore: Sendable {
     public let state: StateStore
     public let pluginsDirectory: String
+    /// How repositories are read: time-outs and how many reads at once (see `RepositoryFetcher`).
+    public var fetcher = RepositoryFetcher.standard
+    /// How big an archive may be (see `PackageArchive.Limits`).
+    public var archiveLimits = PackageArchive.Limits.standard
 
     public init(state: StateStore, pluginsDirectory: String) {
         self.state = state
@@ -40,47 +44,73 @@ public struct ExtensionStore: Sendable {
 
     // MARK: fetching
 
-    static func fetch(_ location: String) throws -> Data {
-        if location.hasPrefix("http://") || location.hasPrefix("https://") {
-            guard let url = URL(string: location) else { throw StoreError("\(location): not a URL") }
-            let box = FetchBox()
-            let semaphore = DispatchSemaphore(value: 0)
-            var request = URLRequest(url: url)
-            request.timeoutInterval = 30
-            URLSession.shared.dataTask(with: request) { data, response, error in
-                box.set(data, (response as? HTTPURLResponse)?.statusCode ?? 0, error)
-                semaphore.signal()
-            }.resume()
-            semaphore.wait()
-            let (data, status, error) = box.value
-            if let error { throw StoreError("\(location): unreachable: \(error.localizedDescription)") }
-            guard status == 200, let data else { throw StoreError("\(location): HTTP \(status)") }
-            return data
-        }
-        let path = location.hasPrefix("file://") ? String(location.dropFirst(7)) : location
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw StoreError("\(path): \(FileManager.default.fileExists(atPath: path) ? "cannot be read" : "no such file")")
-        }
-        return data
-    }
+    /// The largest index read.
+    static let maxIndexBytes = 16 << 20
 
     static func join(_ base: String, _ name: String) -> String { base.hasSuffix("/") ? base + name : base + "/" + name }
 
+    /// Checks a repository location when it is added: a folder (or `file://`) must exist and hold `index.yaml`.
+    /// An http(s) location is not contacted here; it is checked when it is used.
+    /// - Returns: a note for the operator, or nil.
+    /// - Throws: `StoreError` naming the location and the reason.
+    public static func checkLocation(_ location: String) throws -> String? {
+        if RepositoryFetcher.isRemote(location) { return "not contacted now: an http repository is checked when it is used (keel search)" }
+        let path = RepositoryFetcher.localPath(location)
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { throw StoreError("\(path): no such folder") }
+        guard isDirectory.boolValue else { throw StoreError("\(path): not a folder") }
+        guard FileManager.default.fileExists(atPath: join(path, "index.yaml")) else {
+            throw StoreError("\(path): no index.yaml (write one with keel repo index \(path))")
+        }
+        return nil
+    }
+
     /// Every repository's index. A repository that cannot be read is reported, not fatal.
+    /// Blocking (disk and network, bounded by the fetcher's time-outs): call it from a thread of its own, never
+    /// from Swift's cooperative pool; request handlers use `fetchIndexes()` or a `RepositoryCatalog`.
     public func indexes() throws -> (offers: [Offer], problems: [String]) {
         var offers: [Offer] = [], problems: [String] = []
         for repo in try state.repositories() {
             let indexURL = Self.join(repo.location, "index.yaml")
-            do {
-                let index = try RepositoryIndex.parse(try Self.fetch(indexURL), file: indexURL)
-                for (id, entries) in index.plugins {
-                    for e in entries { offers.append(Offer(id: id, entry: e, repository: repo, indexURL: repo.location)) }
-                }
-            } catch {
-                problems.append("repository \"\(repo.name)\": \(error)")
-            }
+            Self.gather(repo, Result { try RepositoryIndex.parse(try fetcher.data(indexURL, maxBytes: Self.maxIndexBytes), file: indexURL) },
+                        into: &offers, &problems)
         }
         return (offers, problems)
+    }
+
+    /// Every repository's index, read concurrently without blocking a thread. A repository that cannot be read
+    /// is reported (`repository "NAME": reason`), not fatal.
+    public func fetchIndexes() async throws -> (offers: [Offer], problems: [String]) {
+        let repos = try state.repositories()
+        let results = await withTaskGroup(of: (Int, Result<RepositoryIndex, any Error>).self) { group in
+            for (i, repo) in repos.enumerated() { group.addTask { (i, await fetchIndex(repo)) } }
+            var out: [Int: Result<RepositoryIndex, any Error>] = [:]
+            for await (i, r) in group { out[i] = r }
+            return out
+        }
+        var offers: [Offer] = [], problems: [String] = []
+        for (i, repo) in repos.enumerated() { if let r = results[i] { Self.gather(repo, r, into: &offers, &problems) } }
+        return (offers, problems)
+    }
+
+    /// One repository's index, without blocking a thread on the network.
+    public func fetchIndex(_ repo: StateStore.Repository) async -> Result<RepositoryIndex, any Error> {
+        let indexURL = Self.join(repo.location, "index.yaml")
+        do { return .success(try RepositoryIndex.parse(try await fetcher.data(indexURL, maxBytes: Self.maxIndexBytes), file: indexURL)) } catch {
+            return .failure(error)
+        }
+    }
+
+    /// Adds one repository's offers, or its problem.
+    static func gather(_ repo: StateStore.Repository, _ result: Result<RepositoryIndex, any Error>, into offers: inout [Offer], _ problems: inout [String]) {
+        switch result {
+        case .success(let index):
+            for (id, entries) in index.plugins.sorted(by: { $0.key < $1.key }) {
+                for e in entries { offers.append(Offer(id: id, entry: e, repository: repo, indexURL: repo.location)) }
+            }
+        case .failure(let error):
+            problems.append("repository \"\(repo.name)\": \(error)")
+        }
     }
 
     /// The versions this host can run: same ABI major, minor not newer, host range satisfied.
@@ -200,24 +230,31 @@ public struct ExtensionStore: Sendable {
     }
 
     /// Fetches `offer`, checks its checksum and signature, and unpacks it into the new folder `work`.
-    /// - Returns: the unpacked bundle's manifest, checked against the index.
+    /// The archive is streamed to a hidden file beside `work` (stopped as soon as it passes
+    /// `archiveLimits.maxArchiveBytes`, hashed on the way), then unpacked entry by entry from that file.
+    /// - Returns: the unpacked bundle's manifest, checked against the index (id, version, and the capabilities when
+    ///   the index records them).
     func fetchVerified(_ offer: Offer, into work: String, allowUnsigned: Bool) throws -> Manifest {
         let id = offer.id
+        let download = work + ".download"
+        defer { try? FileManager.default.removeItem(atPath: download) }
         do {
             let archiveURL = Self.join(offer.indexURL, offer.entry.archive)
-            let data = try Self.fetch(archiveURL)
-            let digest = SHA256.hash(data: data)
+            try FileManager.default.createDirectory(atPath: pluginsDirectory, withIntermediateDirectories: true)
+            let digest = try fetcher.download(archiveURL, to: download, maxBytes: archiveLimits.maxArchiveBytes)
             let hex = digest.map { String(format: "%02x", $0) }.joined()
             guard hex == offer.entry.sha256.lowercased() else {
                 throw StoreError("\(archiveURL): sha256 \(hex) does not match the index (\(offer.entry.sha256))")
             }
             try verifySignature(offer, digest: Data(digest), allowUnsigned: allowUnsigned)
             try? FileManager.default.removeItem(atPath: work)
-            try FileManager.default.createDirectory(atPath: pluginsDirectory, withIntermediateDirectories: true)
-            do { try PackageArchive.unpack(data, into: work) } catch { throw StoreError("\(archiveURL): \(error)") }
+            do { try PackageArchive.unpack(file: download, name: archiveURL, into: work, limits: archiveLimits) } catch { throw StoreError("\(error)") }
             let (manifest, _) = try ManifestLoader().load(path: work + "/" + ManifestLoader.fileName)
             guard manifest.id == id, manifest.version == Semver(offer.entry.version) else {
                 throw StoreError("\(archiveURL): archive holds \(manifest.id) \(manifest.version), the index says \(id) \(offer.entry.version)")
+            }
+            if let listed = offer.entry.capabilities, Set(listed) != Set(Self.capabilities(of: manifest)) {
+                throw StoreError("\(archiveURL): archive asks for \(Self.capabilities(of: manifest).joined(separator: ", ")), the index says \(listed.sorted().joined(separator: ", ")); refused")
             }
             return manifest
         } catch {
@@ -247,6 +284,11 @@ public struct ExtensionStore: Sendable {
               let record = try? JSONDecoder().decode(SignatureRecord.self, from: Data(stored.utf8)),
               record.library == librarySum else { return nil }
         return record.status
+    }
+
+    /// What a manifest asks for, as the index records it: capabilities and `route-prefix:` entries, sorted.
+    static func capabilities(of manifest: Manifest) -> [String] {
+        (manifest.capabilities.map(\.rawValue) + manifest.routePrefixes.map(Capability.routePrefix)).sorted()
     }
 
     func signatureStatus(_ offer: Offer) -> String {
@@ -290,28 +332,21 @@ public struct ExtensionStore: Sendable {
         let names = try FileManager.default.contentsOfDirectory(atPath: folder).filter { $0.hasSuffix("." + PackageArchive.fileExtension) }.sorted()
         for name in names {
             let path = folder + "/" + name
-            let data = try Data(contentsOf: URL(fileURLWithPath: path))
-            guard let manifestData = try PackageArchive.entries(data).first(where: { $0.path == ManifestLoader.fileName })?.data else {
-                throw StoreError("\(path): no plugin.yaml inside")
-            }
+            // Every entry is checked (one plugin.yaml, no duplicates), so what is indexed is what installs.
+            let manifestData = try PackageArchive.manifestData(file: path, manifestName: ManifestLoader.fileName)
             let (m, _) = try ManifestLoader().parse(manifestData, file: path + "!/plugin.yaml")
+            let digest = try RepositoryFetcher.digest(ofFile: path, maxBytes: PackageArchive.Limits.standard.maxArchiveBytes)
             let signature = (try? String(contentsOfFile: path + ".sig", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
             let signer = (try? String(contentsOfFile: path + ".signer", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
             plugins[m.id, default: []].append(RepositoryIndex.Entry(
                 version: "\(m.version)", name: m.name, description: m.description, archive: name,
-                sha256: SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined(), signature: signature, signer: signer,
+                sha256: digest.map { String(format: "%02x", $0) }.joined(), signature: signature, signer: signer,
                 abi: "\(m.abi)", host: m.hostVersions?.text,
-                dependencies: m.dependencies.isEmpty ? nil : Dictionary(uniqueKeysWithValues: m.dependencies.map { ($0.id, $0.versions.text) })))
+                dependencies: m.dependencies.isEmpty ? nil : Dictionary(uniqueKeysWithValues: m.dependencies.map { ($0.id, $0.versions.text) }),
+                capabilities: capabilities(of: m)))
         }
         let index = RepositoryIndex(plugins: plugins)
         try index.yaml().write(toFile: folder + "/index.yaml", atomically: true, encoding: .utf8)
         return index
     }
-}
-
-final class FetchBox: @unchecked Sendable {
-    private let lock = NSLock()
-    private var result: (Data?, Int, (any Error)?) = (nil, 0, nil)
-    func set(_ d: Data?, _ s: Int, _ e: (any Error)?) { lock.lock(); result = (d, s, e); lock.unlock() }
-    var value: (Data?, Int, (any Error)?) { lock.lock(); defer { lock.unlock() }; return result }
 }

@@ -1,21 +1,53 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A packed plugin bundle: a ustar archive of the bundle folder's regular files (`<id>-<version>.keelpkg`).
 ///
-/// Writing takes the files of one folder. Reading is defensive: only regular files and folders, no absolute paths,
-/// no `..`, no links or devices, at most `maxFiles` entries and `maxBytes` unpacked, so that an archive can neither
-/// escape its folder nor fill the disk. Stateless and thread-safe.
+/// Writing takes the files of one folder. Reading is defensive and streams: the archive is read in chunks of
+/// `chunkSize` bytes, entry by entry, and each file is written out as it is read, so memory never holds more than a
+/// chunk whatever the archive's size. Only regular files and folders are accepted; no absolute paths, no `..`, no
+/// links or devices, no control characters in names, and no path twice (paths are normalised first: `./a`, `a` and
+/// `a/` are the same entry, and a file cannot also be a folder). At most `Limits.maxFiles` entries and
+/// `Limits.maxBytes` unpacked, so that an archive can neither escape its folder, nor fill the disk, nor show one
+/// `plugin.yaml` to the index and install another. Every refusal is one line naming the archive and the entry.
+/// Stateless and thread-safe.
 public enum PackageArchive {
     public static let fileExtension = "keelpkg"
-    public static let maxFiles = 1000
-    public static let maxBytes = 256 << 20
+    /// Bytes read or written at a time.
+    public static let chunkSize = 64 << 10
+
+    /// How big an archive may be. `standard` is the documented limit; tests use smaller ones.
+    public struct Limits: Sendable {
+        /// Entries (files and folders).
+        public var maxFiles: Int
+        /// Bytes of all files, unpacked.
+        public var maxBytes: Int
+        /// Bytes of the archive itself (a download stops as soon as it passes this).
+        public var maxArchiveBytes: Int
+
+        public init(maxFiles: Int, maxBytes: Int, maxArchiveBytes: Int) {
+            self.maxFiles = maxFiles
+            self.maxBytes = maxBytes
+            self.maxArchiveBytes = maxArchiveBytes
+        }
+
+        /// 1000 entries, 256 MiB of files, 258 MiB of archive (files plus headers).
+        public static let standard = Limits(maxFiles: 1000, maxBytes: 256 << 20, maxArchiveBytes: (256 << 20) + (2 << 20))
+    }
+
+    public static var maxFiles: Int { Limits.standard.maxFiles }
+    public static var maxBytes: Int { Limits.standard.maxBytes }
 
     public struct ArchiveError: Error, Sendable, CustomStringConvertible {
         public var reason: String
         public var description: String { reason }
     }
+
+    // MARK: writing
 
     /// The regular files under `folder` (relative paths, sorted), packed.
     public static func pack(folder: String) throws -> Data {
@@ -62,55 +94,198 @@ public enum PackageArchive {
         return Data(h)
     }
 
-    /// The files in `archive` as (relative path, contents), after every check.
-    /// - Throws: `ArchiveError` naming the entry and the reason.
-    public static func entries(_ archive: Data) throws -> [(path: String, data: Data)] {
-        let bytes = [UInt8](archive)
-        var offset = 0, total = 0
-        var out: [(String, Data)] = []
-        while offset + 512 <= bytes.count {
-            let block = bytes[offset..<offset + 512]
-            if block.allSatisfy({ $0 == 0 }) { return out }
-            let name = String(decoding: block.prefix(100).prefix { $0 != 0 }, as: UTF8.self)
-            let prefix = String(decoding: block[(offset + 345)..<(offset + 500)].prefix { $0 != 0 }, as: UTF8.self)
-            let path = prefix.isEmpty ? name : prefix + "/" + name
-            let sizeText = String(decoding: block[(offset + 124)..<(offset + 136)].prefix { $0 != 0 && $0 != 32 }, as: UTF8.self)
-            guard let size = Int(sizeText.isEmpty ? "0" : sizeText, radix: 8), size >= 0 else {
-                throw ArchiveError(reason: "\(path): bad size field")
-            }
-            let type = bytes[offset + 156]
-            offset += 512
-            switch type {
-            case UInt8(ascii: "0"), 0:
-                guard !path.hasPrefix("/"), !path.split(separator: "/").contains(".."), !path.isEmpty else {
-                    throw ArchiveError(reason: "\(path): a path that escapes the bundle folder")
-                }
-                total += size
-                guard total <= maxBytes else { throw ArchiveError(reason: "unpacks to more than \(maxBytes) bytes") }
-                guard out.count < maxFiles else { throw ArchiveError(reason: "more than \(maxFiles) files") }
-                guard offset + size <= bytes.count else { throw ArchiveError(reason: "\(path): truncated archive") }
-                out.append((path, Data(bytes[offset..<offset + size])))
-            case UInt8(ascii: "5"):
-                guard !path.split(separator: "/").contains("..") else { throw ArchiveError(reason: "\(path): a path that escapes the bundle folder") }
-            case UInt8(ascii: "1"), UInt8(ascii: "2"):
-                throw ArchiveError(reason: "\(path): links are not allowed in a plugin archive")
-            default:
-                throw ArchiveError(reason: "\(path): entry type \(Character(UnicodeScalar(type))) is not allowed in a plugin archive")
-            }
-            offset += (size + 511) / 512 * 512
-        }
-        throw ArchiveError(reason: "truncated archive (no end marker)")
+    // MARK: reading
+
+    /// The files in the in-memory `archive` as (normalised relative path, contents), after every check.
+    /// - Throws: `ArchiveError` naming `name`, the entry and the reason.
+    public static func entries(_ archive: Data, name: String = "archive", limits: Limits = .standard) throws -> [(path: String, data: Data)] {
+        var source = DataSource(data: archive)
+        return try collect(&source, name: name, limits: limits) { _ in true }
     }
 
-    /// Unpacks `archive` into the new folder `folder` (which must not exist).
-    public static func unpack(_ archive: Data, into folder: String) throws {
-        let files = try entries(archive)
-        let fm = FileManager.default
-        try fm.createDirectory(atPath: folder, withIntermediateDirectories: false)
-        for (path, data) in files {
-            let target = folder + "/" + path
-            try fm.createDirectory(atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-            try data.write(to: URL(fileURLWithPath: target))
+    /// The contents of `plugin.yaml` in the archive file at `path`, after checking every entry (streamed).
+    /// - Throws: `ArchiveError` naming the archive, the entry and the reason; also when there is no `plugin.yaml`.
+    public static func manifestData(file path: String, manifestName: String, limits: Limits = .standard) throws -> Data {
+        var source = try FileSource(path: path)
+        defer { source.close() }
+        guard let data = try collect(&source, name: path, limits: limits, keep: { $0 == manifestName }).first?.data else {
+            throw ArchiveError(reason: "\(path): no \(manifestName) inside")
+        }
+        return data
+    }
+
+    /// Unpacks the archive file at `path` into the new folder `folder` (which must not exist), entry by entry and
+    /// chunk by chunk. `name` names the archive in errors (its URL). On error the caller removes `folder`.
+    /// - Throws: `ArchiveError` naming the archive, the entry and the reason.
+    public static func unpack(file path: String, name: String, into folder: String, limits: Limits = .standard) throws {
+        var source = try FileSource(path: path, shownAs: name)
+        defer { source.close() }
+        guard mkdir(folder, 0o755) == 0 else { throw ArchiveError(reason: "\(folder): cannot be created: \(String(cString: strerror(errno)))") }
+        try walk(&source, name: name, limits: limits) { entry, isFile in
+            let target = folder + "/" + entry
+            try makeParents(of: entry, in: folder, archive: name)
+            guard isFile else {
+                guard mkdir(target, 0o755) == 0 || errno == EEXIST else { throw ArchiveError(reason: "\(name): entry \"\(entry)\": cannot be created: \(String(cString: strerror(errno)))") }
+                return nil
+            }
+            let fd = open(target, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
+            guard fd >= 0 else { throw ArchiveError(reason: "\(name): entry \"\(entry)\": cannot be written: \(String(cString: strerror(errno)))") }
+            return FileSink(fd: fd, archive: name, entry: entry)
+        }
+    }
+
+    static func makeParents(of entry: String, in folder: String, archive: String) throws {
+        var path = folder
+        for part in entry.split(separator: "/").dropLast() {
+            path += "/" + part
+            guard mkdir(path, 0o755) == 0 || errno == EEXIST else {
+                throw ArchiveError(reason: "\(archive): entry \"\(entry)\": cannot be created: \(String(cString: strerror(errno)))")
+            }
+        }
+    }
+
+    /// Collects the files whose normalised path passes `keep` in memory.
+    static func collect(_ source: inout some ByteSource, name: String, limits: Limits, keep: (String) -> Bool) throws -> [(path: String, data: Data)] {
+        let files = FileList()
+        try walk(&source, name: name, limits: limits) { path, isFile in
+            guard isFile, keep(path) else { return nil }
+            return MemorySink(path: path, into: files)
+        }
+        return files.items
+    }
+
+    /// A place a file's contents go, a chunk at a time.
+    protocol Sink {
+        func write(_ chunk: Data) throws
+        func close() throws
+    }
+
+    final class FileList { var items: [(path: String, data: Data)] = [] }
+
+    final class MemorySink: Sink {
+        let path: String, list: FileList
+        var data = Data()
+        init(path: String, into list: FileList) { self.path = path; self.list = list }
+        func write(_ chunk: Data) throws { data.append(chunk) }
+        func close() throws { list.items.append((path, data)) }
+    }
+
+    final class FileSink: Sink {
+        let fd: Int32, archive: String, entry: String
+        init(fd: Int32, archive: String, entry: String) { self.fd = fd; self.archive = archive; self.entry = entry }
+        func write(_ chunk: Data) throws {
+            let ok = chunk.withUnsafeBytes { raw -> Bool in
+                guard let base = raw.baseAddress else { return true }
+                var offset = 0
+                while offset < raw.count {
+                    let n = Glibc.write(fd, base + offset, raw.count - offset)
+                    if n < 0 && errno == EINTR { continue }
+                    guard n > 0 else { return false }
+                    offset += n
+                }
+                return true
+            }
+            guard ok else { throw ArchiveError(reason: "\(archive): entry \"\(entry)\": cannot be written: \(String(cString: strerror(errno)))") }
+        }
+        private var closed = false
+        func close() throws { if !closed { closed = true; Glibc.close(fd) } }
+        deinit { if !closed { Glibc.close(fd) } }
+    }
+
+    /// Walks the entries in order with every check. `open(path, isFile)` is called once per entry with the normalised
+    /// path; for a file it returns where the contents go (nil: skip them).
+    static func walk(_ source: inout some ByteSource, name: String, limits: Limits, open: (String, Bool) throws -> (any Sink)?) throws {
+        var files = Set<String>(), folders = Set<String>(), listedFolders = Set<String>(), entries = 0, total = 0
+        func fail(_ raw: String, _ reason: String) -> ArchiveError { ArchiveError(reason: "\(name): entry \"\(raw)\": \(reason)") }
+        while true {
+            let block = [UInt8](try source.read(512))
+            guard block.count == 512 else { throw ArchiveError(reason: "\(name): truncated archive (no end marker)") }
+            if block.allSatisfy({ $0 == 0 }) { return }
+            let nameBytes = Array(block[0..<100].prefix { $0 != 0 }), prefixBytes = Array(block[345..<500].prefix { $0 != 0 })
+            let rawBytes = prefixBytes.isEmpty ? nameBytes : prefixBytes + [UInt8(ascii: "/")] + nameBytes
+            let raw = String(decoding: rawBytes.map { $0 < 0x20 || $0 == 0x7F ? UInt8(ascii: "?") : $0 }, as: UTF8.self)
+            guard !rawBytes.contains(where: { $0 < 0x20 || $0 == 0x7F }) else { throw fail(raw, "control characters in the name") }
+            let sizeText = String(decoding: block[124..<136].prefix { $0 != 0 && $0 != 32 }, as: UTF8.self)
+            guard let size = Int(sizeText.isEmpty ? "0" : sizeText, radix: 8), size >= 0 else { throw fail(raw, "bad size field") }
+            let parts = raw.split(separator: "/").filter { $0 != "." }
+            guard !raw.hasPrefix("/"), !parts.contains("..") else { throw fail(raw, "a path that escapes the bundle folder") }
+            let path = parts.joined(separator: "/")
+            entries += 1
+            guard entries <= limits.maxFiles else { throw ArchiveError(reason: "\(name): more than \(limits.maxFiles) entries") }
+            let ancestors = parts.indices.dropLast().map { parts[...$0].joined(separator: "/") }
+            if let file = ancestors.first(where: files.contains) { throw fail(raw, "inside \"\(file)\", which is a file") }
+            switch block[156] {
+            case UInt8(ascii: "0"), 0:
+                guard !path.isEmpty else { throw fail(raw, "a file entry without a file name") }
+                guard !files.contains(path) && !folders.contains(path) else { throw fail(raw, "duplicate entry: \"\(path)\" appears twice") }
+                total += size
+                guard total <= limits.maxBytes else { throw ArchiveError(reason: "\(name): unpacks to more than \(limits.maxBytes) bytes") }
+                files.insert(path)
+                folders.formUnion(ancestors)
+                let sink = try open(path, true)
+                var left = size
+                while left > 0 {
+                    let chunk = try source.read(min(left, chunkSize))
+                    guard !chunk.isEmpty else { throw fail(raw, "truncated archive") }
+                    try sink?.write(chunk)
+                    left -= chunk.count
+                }
+                try sink?.close()
+                guard try source.read((512 - size % 512) % 512).count == (512 - size % 512) % 512 else { throw fail(raw, "truncated archive") }
+            case UInt8(ascii: "5"):
+                guard size == 0 else { throw fail(raw, "a folder entry with contents") }
+                if path.isEmpty { continue }  // "." or "./": the bundle folder itself
+                guard !files.contains(path), listedFolders.insert(path).inserted else { throw fail(raw, "duplicate entry: \"\(path)\" appears twice") }
+                folders.formUnion(ancestors + [path])
+                _ = try open(path, false)
+            case UInt8(ascii: "1"), UInt8(ascii: "2"):
+                throw fail(raw, "links are not allowed in a plugin archive")
+            case let type:
+                throw fail(raw, "entry type \(Character(UnicodeScalar(type))) is not allowed in a plugin archive")
+            }
+        }
+    }
+
+    // MARK: byte sources
+
+    protocol ByteSource {
+        /// Up to `count` bytes; fewer only at the end.
+        mutating func read(_ count: Int) throws -> Data
+    }
+
+    struct DataSource: ByteSource {
+        let data: Data
+        var offset = 0
+        mutating func read(_ count: Int) throws -> Data {
+            let end = min(data.count, offset + count)
+            defer { offset = end }
+            return data.subdata(in: (data.startIndex + offset)..<(data.startIndex + end))
+        }
+    }
+
+    /// A file read with read(2), so errors are one line.
+    struct FileSource: ByteSource {
+        let fd: Int32, shownAs: String
+        init(path: String, shownAs: String? = nil) throws {
+            self.shownAs = shownAs ?? path
+            fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { throw ArchiveError(reason: "\(self.shownAs): cannot be read: \(String(cString: strerror(errno)))") }
+        }
+        func close() { Glibc.close(fd) }
+        mutating func read(_ count: Int) throws -> Data {
+            guard count > 0 else { return Data() }
+            var out = Data(count: count), filled = 0
+            while filled < count {
+                let n = out.withUnsafeMutableBytes { buffer -> Int in
+                    guard let base = buffer.baseAddress else { return 0 }
+                    return Glibc.read(fd, base + filled, count - filled)
+                }
+                if n < 0 && errno == EINTR { continue }
+                guard n >= 0 else { throw ArchiveError(reason: "\(shownAs): cannot be read: \(String(cString: strerror(errno)))") }
+                if n == 0 { break }
+                filled += n
+            }
+            return filled == count ? out : out.prefix(filled)
         }
     }
 }

@@ -44,7 +44,7 @@ extension KeelCommand {
         func run() async throws {
             try await reporting {
                 let store = ExtensionStore(state: try options.openState(), pluginsDirectory: options.pluginsDirectory)
-                let (offers, problems) = try store.indexes()
+                let (offers, problems) = try await store.fetchIndexes()
                 for p in problems { FileHandle.standardError.write(Data("keel: warning: \(p)\n".utf8)) }
                 let ids = Set(offers.map(\.id)).sorted().filter { id in
                     guard let word = word?.lowercased() else { return true }
@@ -161,8 +161,8 @@ extension KeelCommand {
                 try await reporting {
                     let location = location.hasPrefix("http") || location.hasPrefix("file://") ? location
                         : URL(fileURLWithPath: location).standardizedFileURL.path
-                    try await executeStored(options, .addRepository(name: name, location: location, priority: priority))
-                    print("added repository \(name) (\(location))")
+                    let result = try await executeStored(options, .addRepository(name: name, location: location, priority: priority))
+                    print("added repository \(name) (\(location))" + (result.note.map { "; " + $0 } ?? ""))
                 }
             }
         }

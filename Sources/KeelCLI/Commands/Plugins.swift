@@ -260,7 +260,8 @@ func throughServerOrKernel(_ options: GlobalOptions, id: String?, command: Kerne
 
 /// Executes a command that changes stored facts only (tenants, roles, repositories, trusted keys) on a kernel of
 /// this process that loads no plugin. A running server sees the change at once: it watches the state file.
-func executeStored(_ options: GlobalOptions, _ command: KernelCommand) async throws {
+@discardableResult
+func executeStored(_ options: GlobalOptions, _ command: KernelCommand) async throws -> CommandResult {
     try await options.makeKernel().execute(command, actor: "cli")
 }
 

@@ -1,0 +1,349 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Crypto
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import Keel
+import KeelState
+import Synchronization
+import Testing
+
+/// Hostile or broken repositories: slow servers, huge archives, duplicate entries, locations that do not exist.
+@Suite("repository safety", .serialized)
+struct RepositorySafetyTests {
+    var keel: String { TestEnvironment.binPath + "/keel" }
+
+    // MARK: helpers
+
+    /// A tar file entry (or folder entry with type "5").
+    static func entry(_ name: String, _ contents: String = "", type: Character = "0") -> Data {
+        var h = PackageArchiveTestBytes.header(name: name, size: type == "0" ? contents.utf8.count : 0)
+        h[156] = type.asciiValue ?? 0
+        guard type == "0" else { return h }
+        h.append(Data(contents.utf8))
+        h.append(Data(count: (512 - contents.utf8.count % 512) % 512))
+        return h
+    }
+
+    static func archive(_ entries: [Data]) -> Data { entries.reduce(Data(), +) + Data(count: 1024) }
+
+    static func sha256(_ data: Data) -> String { SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined() }
+
+    /// A repository folder with a hand-written index offering one archive.
+    static func repository(archive name: String, sha256: String, id: String = "demo", capabilities: [String]? = nil) throws -> String {
+        let dir = TestEnvironment.makeTemporaryDirectory("safe-repo")
+        let caps = capabilities.map { "\n    capabilities: [\($0.joined(separator: ", "))]" } ?? ""
+        try """
+            apiVersion: 1
+            plugins:
+              \(id):
+              - version: 1.0.0
+                name: Demo
+                archive: \(name)
+                sha256: \(sha256)
+                abi: "1.0"\(caps)
+            """.write(toFile: dir + "/index.yaml", atomically: true, encoding: .utf8)
+        return dir
+    }
+
+    static func store(repository: String) throws -> ExtensionStore {
+        let dir = TestEnvironment.makeTemporaryDirectory("safe-state")
+        let state = try StateStore(path: dir + "/state.db")
+        _ = try state.addRepository(StateStore.Repository(name: "main", location: repository, priority: 0))
+        return ExtensionStore(state: state, pluginsDirectory: dir + "/plugins")
+    }
+
+    /// The process's resident memory (`VmRSS`) or its peak (`VmHWM`), in bytes.
+    static func memory(_ field: String = "VmRSS") -> Int {
+        let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
+        let line = status.split(separator: "\n").first { $0.hasPrefix(field + ":") } ?? ""
+        return (Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0) * 1024
+    }
+
+    /// Resets the peak (`VmHWM`) to the current resident memory, so a buffer allocated and freed since shows.
+    static func resetPeak() throws {
+        try "5".write(toFile: "/proc/self/clear_refs", atomically: false, encoding: .utf8)
+    }
+
+    /// A Python HTTP server on 127.0.0.1 whose GET handler is `handler` (Python, indented 8 spaces); it prints
+    /// "request" per request it receives.
+    final class PythonServer: @unchecked Sendable {
+        let process = Process()
+        let output = LockedText()
+        private(set) var port = 0
+
+        /// Waits `delay` seconds, then answers with an empty index.
+        convenience init(delay: Double) throws {
+            try self.init(handler: """
+                        time.sleep(\(delay))
+                        body = b"apiVersion: 1\\nplugins: {}\\n"
+                        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
+                        self.wfile.write(body)
+                """)
+        }
+
+        init(handler: String) throws {
+            let script = """
+                import http.server, socketserver, sys, time
+                class H(http.server.BaseHTTPRequestHandler):
+                    def do_GET(self):
+                        print("request", flush=True)
+                \(handler)
+                    def log_message(self, *a): pass
+                s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+                s.daemon_threads = True
+                print("port", s.server_address[1], flush=True)
+                s.serve_forever()
+                """
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            process.arguments = ["python3", "-c", script]
+            let out = Pipe()
+            process.standardOutput = out
+            process.standardError = Pipe()
+            let output = self.output
+            out.fileHandleForReading.readabilityHandler = { h in output.append(String(decoding: h.availableData, as: UTF8.self)) }
+            try process.run()
+            let deadline = Date().addingTimeInterval(10)
+            while Date() < deadline, port == 0 {
+                if let line = output.value.split(separator: "\n").first(where: { $0.hasPrefix("port ") }) { port = Int(line.dropFirst(5)) ?? 0 }
+                usleep(20_000)
+            }
+            guard port > 0 else { stop(); throw TestFailure("the python server did not start: \(output.value)") }
+        }
+
+        var requests: Int { output.value.split(separator: "\n").filter { $0 == "request" }.count }
+        /// SIGKILL: a child of the test process inherits its blocked SIGTERM.
+        func stop() { if process.isRunning { kill(process.processIdentifier, SIGKILL) }; process.waitUntilExit() }
+    }
+
+    /// A GET that blocks the calling thread (status, body); status 0 when the request failed.
+    static func blockingGet(_ url: String, token: String? = nil) -> (Int, String) {
+        guard let target = URL(string: url) else { return (0, "bad URL") }
+        var request = URLRequest(url: target, timeoutInterval: 60)
+        if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
+        let configuration = URLSessionConfiguration.ephemeral
+        configuration.httpMaximumConnectionsPerHost = 64
+        let session = URLSession(configuration: configuration)
+        defer { session.finishTasksAndInvalidate() }
+        let done = DispatchSemaphore(value: 0)
+        let result = LockedText(), status = Counter()
+        session.dataTask(with: request) { data, response, _ in
+            status.set((response as? HTTPURLResponse)?.statusCode ?? 0)
+            result.append(String(decoding: data ?? Data(), as: UTF8.self))
+            done.signal()
+        }.resume()
+        done.wait()
+        return (status.value, result.value)
+    }
+
+    // MARK: defect 5
+
+    @Test("a slow repository never blocks request threads: /healthz and plugin routes answer while catalogs wait; the catalog names it")
+    func slowRepository() async throws {
+        let f = KernelFixture()
+        try TestEnvironment.stageExamples(into: f.plugins)
+        try TestEnvironment.grantSensitive("hello", plugins: f.plugins, state: f.state)
+        let common = ["--plugins", f.plugins, "--state", f.state]
+        #expect(try TestEnvironment.run(keel, ["plugins", "enable", "hello"] + common).status == 0)
+        // Generous times: under a loaded machine (the whole suite runs in parallel on 2 cores) the host's own routes
+        // must still answer well before the catalog's time-out.
+        let slow = try PythonServer(delay: 20)
+        defer { slow.stop() }
+        let added = try TestEnvironment.run(keel, ["repo", "add", "slow", "http://127.0.0.1:\(slow.port)"] + common)
+        #expect(added.status == 0 && added.stdout.contains("checked when it is used"), "\(added.stderr)")
+        // Time-outs below the server's delay, so the catalog must give up on it.
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch"],
+                                       environment: ["KEEL_REPO_TIMEOUT": "10", "KEEL_REPO_CONNECT_TIMEOUT": "10"])
+        defer { server.stop() }
+
+        // More catalog requests than the server's cooperative pool has threads, each on its own connection. The
+        // requests are made from threads of their own, so that a busy test process cannot delay them.
+        let count = max(8, ProcessInfo.processInfo.activeProcessorCount * 2 + 2)
+        let finished = Counter(), bodies = LockedText()
+        let catalog = server.base + "/api/v1/catalog"
+        for _ in 0..<count {
+            Thread {
+                let reply = Self.blockingGet(catalog, token: ServerProcess.token)
+                bodies.append(reply.1 + "\n")
+                finished.add()
+            }.start()
+        }
+        // Once the repository is being read, the host's own routes still answer before any catalog does.
+        #expect(await waitFor(10) { slow.requests > 0 })
+        let health = Self.blockingGet(server.base + "/healthz")
+        let plugin = Self.blockingGet(server.base + "/ext/hello/greet/world")
+        let doneWhenAnswered = finished.value
+        #expect(health.0 == 200 && plugin.0 == 200, "\(health) \(plugin)")
+        #expect(doneWhenAnswered == 0, "\(doneWhenAnswered) catalog request(s) finished before /healthz answered")
+
+        #expect(await waitFor(30) { finished.value == count })
+        let lines = bodies.value.split(separator: "\n")
+        #expect(lines.count == count && lines.allSatisfy { $0.contains("repository \\\"slow\\\"") && $0.contains("time-out") }, "\(lines)")
+        // The slow repository was read once for all of them.
+        #expect(slow.requests == 1)
+    }
+
+    // MARK: defect 9
+
+    @Test("an archive past the size limit is refused as it streams: one line, and memory does not grow by its size")
+    func hugeArchive() throws {
+        let size = 1 << 30
+        let repo = try Self.repository(archive: "big.keelpkg", sha256: String(repeating: "0", count: 64))
+        let big = repo + "/big.keelpkg"
+        #expect(FileManager.default.createFile(atPath: big, contents: nil))
+        #expect(truncate(big, off_t(size)) == 0)  // sparse: costs no disk
+        var store = try Self.store(repository: repo)
+        store.archiveLimits = PackageArchive.Limits(maxFiles: 100, maxBytes: 2 << 20, maxArchiveBytes: 4 << 20)
+        let offer = try #require(try store.indexes().offers.first)
+
+        try Self.resetPeak()
+        let before = Self.memory()
+        do { try store.install(offer, allowUnsigned: true); Issue.record("installed a 1 GiB archive") } catch {
+            let text = "\(error)"
+            #expect(text.contains(big) && text.contains("larger than the limit of 4194304 bytes") && !text.contains("\n"), "\(text)")
+        }
+        let grown = Self.memory("VmHWM") - before
+        #expect(grown < size / 8, "resident memory peaked \(grown) bytes higher")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: store.pluginsDirectory).isEmpty)
+
+        // Over http the download stops at the limit too.
+        let http = Process()
+        http.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        let port = Int.random(in: 20000...40000)
+        http.arguments = ["python3", "-m", "http.server", "\(port)", "--bind", "127.0.0.1", "--directory", repo]
+        http.standardOutput = Pipe()
+        http.standardError = Pipe()
+        try http.run()
+        defer { kill(http.processIdentifier, SIGKILL); http.waitUntilExit() }
+        let web = try Self.store(repository: "http://127.0.0.1:\(port)")
+        var limited = web
+        limited.archiveLimits = store.archiveLimits
+        var webOffer: ExtensionStore.Offer?
+        for _ in 0..<50 where webOffer == nil {
+            webOffer = try limited.indexes().offers.first
+            if webOffer == nil { usleep(100_000) }
+        }
+        let remote = try #require(webOffer)
+        do { try limited.install(remote, allowUnsigned: true); Issue.record("installed a 1 GiB archive over http") } catch {
+            #expect("\(error)".contains("larger than the limit of 4194304 bytes"), "\(error)")
+        }
+        // A server that announces no length (HTTP/1.0, close-delimited) is cut off once the limit is passed.
+        let endless = try PythonServer(handler: """
+                    self.protocol_version = "HTTP/1.0"
+                    self.send_response(200); self.end_headers()
+                    try:
+                        for _ in range(\(size >> 20)): self.wfile.write(bytes(1 << 20))
+                    except Exception: pass
+            """)
+        defer { endless.stop() }
+        var streamed = try Self.store(repository: try Self.repository(archive: "big.keelpkg", sha256: String(repeating: "0", count: 64)))
+        streamed.archiveLimits = store.archiveLimits
+        var cut = try #require(try streamed.indexes().offers.first)
+        cut.indexURL = "http://127.0.0.1:\(endless.port)"
+        do { try streamed.install(cut, allowUnsigned: true); Issue.record("installed an endless archive") } catch {
+            #expect("\(error)".contains("larger than the limit of 4194304 bytes; download stopped and refused"), "\(error)")
+        }
+        // No memory check over http: FoundationNetworking queues received chunks for its delegate without
+        // back-pressure, so what piles up before the cancel lands depends on the link's speed (bounded by the time
+        // to cancel, not by the archive's size, but not small on loopback).
+
+        // An archive within the download limit whose files unpack past the limit is stopped at that entry.
+        let wide = Self.archive([Self.entry("plugin.yaml", "id: demo\n"), PackageArchiveTestBytes.header(name: "lib.so", size: 3 << 20)
+                                 + Data(count: 3 << 20)])
+        do { _ = try PackageArchive.entries(wide, name: "wide.keelpkg", limits: store.archiveLimits); Issue.record("accepted") } catch {
+            #expect("\(error)" == "wide.keelpkg: unpacks to more than 2097152 bytes")
+        }
+    }
+
+    // MARK: defect 10
+
+    @Test("duplicate entries, also under other spellings, are refused; the index records what the install checks")
+    func duplicateEntries() throws {
+        let manifest = "id: demo\nname: Demo\nversion: 1.0.0\nabi: \"1.0\"\nlibrary: lib.so\ncapabilities: [routes]\n"
+        let evil = manifest.replacingOccurrences(of: "[routes]", with: "[routes, authenticate]")
+        let cases: [([Data], String)] = [
+            ([Self.entry("plugin.yaml", manifest), Self.entry("plugin.yaml", evil)], "entry \"plugin.yaml\": duplicate entry"),
+            ([Self.entry("./plugin.yaml", manifest), Self.entry("plugin.yaml", evil)], "entry \"plugin.yaml\": duplicate entry"),
+            ([Self.entry("plugin.yaml", manifest), Self.entry(".//./plugin.yaml", evil)], "entry \".//./plugin.yaml\": duplicate entry"),
+            ([Self.entry("plugin.yaml", manifest), Self.entry("lib/../plugin.yaml", evil)], "escapes the bundle folder"),
+            ([Self.entry("lib", type: "5"), Self.entry("lib/", type: "5")], "entry \"lib/\": duplicate entry"),
+            ([Self.entry("lib", "x"), Self.entry("lib/", type: "5")], "entry \"lib/\": duplicate entry"),
+            ([Self.entry("lib", "x"), Self.entry("lib/a.so", "y")], "inside \"lib\", which is a file"),
+        ]
+        for (entries, expected) in cases {
+            do { _ = try PackageArchive.entries(Self.archive(entries), name: "dup.keelpkg"); Issue.record("accepted: \(expected)") } catch {
+                #expect("\(error)".hasPrefix("dup.keelpkg: ") && "\(error)".contains(expected), "\(error)")
+            }
+        }
+
+        // `keel repo index` refuses the archive instead of indexing its first plugin.yaml.
+        let repo = TestEnvironment.makeTemporaryDirectory("dup-repo")
+        try Self.archive(cases[0].0).write(to: URL(fileURLWithPath: repo + "/demo-1.0.0.keelpkg"))
+        let index = try TestEnvironment.run(keel, ["repo", "index", repo])
+        #expect(index.status == 1 && index.stderr.contains("demo-1.0.0.keelpkg: entry \"plugin.yaml\": duplicate entry"), "\(index.stderr)")
+        #expect(index.stderr.split(separator: "\n").count == 1)
+
+        // The index records the capabilities; an install whose manifest asks for others is refused.
+        try FileManager.default.removeItem(atPath: repo + "/demo-1.0.0.keelpkg")
+        let good = Self.archive([Self.entry("plugin.yaml", manifest), Self.entry("lib.so", "not a library")])
+        try good.write(to: URL(fileURLWithPath: repo + "/demo-1.0.0.keelpkg"))
+        #expect(try TestEnvironment.run(keel, ["repo", "index", repo]).status == 0)
+        #expect(try String(contentsOfFile: repo + "/index.yaml", encoding: .utf8).contains("capabilities:"))
+        let bait = Self.archive([Self.entry("plugin.yaml", evil), Self.entry("lib.so", "not a library")])
+        let handWritten = try Self.repository(archive: "bait.keelpkg", sha256: Self.sha256(bait), capabilities: ["routes"])
+        try bait.write(to: URL(fileURLWithPath: handWritten + "/bait.keelpkg"))
+        let store = try Self.store(repository: handWritten)
+        do { try store.install(try #require(try store.indexes().offers.first), allowUnsigned: true); Issue.record("installed the bait") } catch {
+            #expect("\(error)".contains("archive asks for authenticate, routes, the index says routes; refused"), "\(error)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: store.pluginsDirectory + "/demo"))
+    }
+
+    @Test("a \".\" entry: the folder itself is fine, a file named \".\" is one line naming the archive and the entry")
+    func dotEntry() throws {
+        let manifest = "id: demo\nname: Demo\nversion: 1.0.0\nabi: \"1.0\"\nlibrary: lib.so\ncapabilities: [routes]\n"
+        let dir = TestEnvironment.makeTemporaryDirectory("dot")
+        // What `tar -C bundle -cf x .` writes: "./" first, then "./plugin.yaml".
+        let tarStyle = Self.archive([Self.entry("./", type: "5"), Self.entry(".", type: "5"), Self.entry("./plugin.yaml", manifest)])
+        try tarStyle.write(to: URL(fileURLWithPath: dir + "/ok.keelpkg"))
+        try PackageArchive.unpack(file: dir + "/ok.keelpkg", name: "ok.keelpkg", into: dir + "/ok")
+        #expect(FileManager.default.fileExists(atPath: dir + "/ok/plugin.yaml"))
+
+        for name in [".", "./"] {
+            try Self.archive([Self.entry(name, "x"), Self.entry("plugin.yaml", manifest)]).write(to: URL(fileURLWithPath: dir + "/bad.keelpkg"))
+            do { try PackageArchive.unpack(file: dir + "/bad.keelpkg", name: "bad.keelpkg", into: dir + "/bad-\(name.count)"); Issue.record("accepted \(name)") } catch {
+                #expect("\(error)" == "bad.keelpkg: entry \"\(name)\": a file entry without a file name")
+            }
+        }
+    }
+
+    // MARK: 13.3
+
+    @Test("repo add checks a local location; search names the repository it cannot reach")
+    func repoAdd() throws {
+        let f = KernelFixture()
+        let common = ["--plugins", f.plugins, "--state", f.state]
+        let missing = try TestEnvironment.run(keel, ["repo", "add", "gone", "/nonexistent/repo"] + common)
+        #expect(missing.status == 1 && missing.stderr == "keel: error: repository \"gone\": /nonexistent/repo: no such folder\n", "\(missing.stderr)")
+        let empty = TestEnvironment.makeTemporaryDirectory("no-index")
+        let noIndex = try TestEnvironment.run(keel, ["repo", "add", "empty", "file://" + empty] + common)
+        #expect(noIndex.status == 1 && noIndex.stderr.contains("\(empty): no index.yaml"), "\(noIndex.stderr)")
+        #expect(try TestEnvironment.run(keel, ["repo", "list"] + common).stdout.isEmpty)
+
+        let repo = try Self.repository(archive: "x.keelpkg", sha256: String(repeating: "0", count: 64))
+        #expect(try TestEnvironment.run(keel, ["repo", "add", "main", repo] + common).status == 0)
+        try FileManager.default.removeItem(atPath: repo)
+        let search = try TestEnvironment.run(keel, ["search"] + common)
+        #expect(search.stderr.contains("repository \"main\": \(repo)/index.yaml: unreachable: no such file"), "\(search.stderr)")
+    }
+}
+
+/// A shared count. Safe to share: guarded by a mutex.
+final class Counter: Sendable {
+    private let count = Mutex(0)
+    func add() { count.withLock { $0 += 1 } }
+    func set(_ value: Int) { count.withLock { $0 = value } }
+    var value: Int { count.withLock { $0 } }
+}
