@@ -4,6 +4,7 @@ import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
+import Synchronization
 import Testing
 
 /// A real `keel serve` on 127.0.0.1 with a free port, a known admin token and its own plugin folder and state.
@@ -95,9 +96,8 @@ final class ServerProcess: @unchecked Sendable {
     }
 }
 
-final class LockedText: @unchecked Sendable {
-    private let lock = NSLock()
-    private var text = ""
-    func append(_ s: String) { lock.lock(); text += s; lock.unlock() }
-    var value: String { lock.lock(); defer { lock.unlock() }; return text }
+final class LockedText: Sendable {
+    private let text = Mutex("")
+    func append(_ s: String) { text.withLock { $0 += s } }
+    var value: String { text.withLock { $0 } }
 }
