@@ -119,8 +119,8 @@ enum TestEnvironment {
     static func fixtureKey(flags: [String], source: String, headerFolders: [String]) throws -> String {
         var hasher = SHA256()
         func add(_ label: String, _ data: Data) {
-            hasher.update(Data("\(label)\u{0}\(data.count)\u{0}".utf8))
-            hasher.update(data)
+            hasher.update(data: Data("\(label)\u{0}\(data.count)\u{0}".utf8))
+            hasher.update(data: data)
         }
         add("compiler", Data(compilerIdentity.utf8))
         add("flags", Data(flags.joined(separator: "\u{0}").utf8))
