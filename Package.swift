@@ -75,6 +75,7 @@ let package = Package(
         .target(name: "CKeelABIGrown", dependencies: ["CKeelABI"], path: "Tests/CKeelABIGrown"),
         .testTarget(name: "KeelTests", dependencies: [
             "Keel", "KeelHTTP", "KeelManifest", "KeelLoader", "KeelRegistry", "KeelState", "CKeelABIGrown",
+            .product(name: "Crypto", package: "swift-crypto"),
         ], exclude: ["Fixtures"]),
     ]
 )

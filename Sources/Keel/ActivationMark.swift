@@ -8,8 +8,8 @@ import Glibc
 /// down. The file is mapped shared and written through memory: the mark has to survive a crash of this process, not
 /// of the machine, and the page cache keeps it then, so setting and clearing it costs no system call (start-up sets
 /// it once per plugin). The text ends at the first NUL byte or at the end of the file.
-/// Not thread-safe: only the kernel's lifecycle thread uses it.
-final class ActivationMark: @unchecked Sendable {
+/// Not thread-safe, and not `Sendable`: the kernel actor owns it and uses it only on its lifecycle thread.
+final class ActivationMark {
     let path: String
     private static let size = 4096
     private var mapped: UnsafeMutableRawBufferPointer?

@@ -2,6 +2,7 @@
 
 import Foundation
 import KeelManifest
+import Synchronization
 
 /// A plugin bundle found on disk: a folder with a `plugin.yaml`, parsed or not.
 public struct Bundle: Sendable {
@@ -51,22 +52,22 @@ public struct BundleScanner: Sendable {
             return stat(folder, &st) == 0 && st.st_mode & S_IFMT == S_IFDIR
         }
         // Manifests are independent: read them on every core.
-        var found = [Bundle?](repeating: nil, count: folders.count)
+        // Each worker fills its own slot; the lock is held only to store a finished bundle.
+        let found = Mutex([Bundle?](repeating: nil, count: folders.count))
         let loader = self.loader
-        found.withUnsafeMutableBufferPointer { slots in
-            nonisolated(unsafe) let slots = slots
-            DispatchQueue.concurrentPerform(iterations: folders.count) { i in
-                let folder = folders[i], manifestPath = folder + "/" + ManifestLoader.fileName
-                do throws(ManifestError) {
-                    let (manifest, warnings) = try loader.load(path: manifestPath)
-                    slots[i] = Bundle(folder: folder, manifestPath: manifestPath, manifest: manifest, warnings: warnings)
-                } catch {
-                    slots[i] = Bundle(folder: folder, manifestPath: manifestPath, manifest: nil, warnings: [],
-                                      problem: error.description)
-                }
+        DispatchQueue.concurrentPerform(iterations: folders.count) { i in
+            let folder = folders[i], manifestPath = folder + "/" + ManifestLoader.fileName
+            let bundle: Bundle
+            do throws(ManifestError) {
+                let (manifest, warnings) = try loader.load(path: manifestPath)
+                bundle = Bundle(folder: folder, manifestPath: manifestPath, manifest: manifest, warnings: warnings)
+            } catch {
+                bundle = Bundle(folder: folder, manifestPath: manifestPath, manifest: nil, warnings: [],
+                                problem: error.description)
             }
+            found.withLock { $0[i] = bundle }
         }
-        var bundles = found.compactMap { $0 }
+        var bundles = found.withLock { $0 }.compactMap { $0 }
         // Same id twice: refuse every bundle that claims it.
         let byID = Dictionary(grouping: bundles.indices, by: { bundles[$0].id })
         for (id, indices) in byID where indices.count > 1 {

@@ -4,6 +4,7 @@ import CKeelSystem
 import Crypto
 import Foundation
 import Glibc
+import Synchronization
 
 /// Private copies of plugin libraries, one per load.
 ///
@@ -116,15 +117,14 @@ struct GenerationStore: Sendable {
 
     /// Copies several libraries at once, on every core: `(library, id, generation)` each, results in the same order.
     func copy(_ requests: [(library: String, id: String, generation: Int)]) -> [Result<Copy, KernelError>] {
-        var results = [Result<Copy, KernelError>?](repeating: nil, count: requests.count)
-        results.withUnsafeMutableBufferPointer { slots in
-            nonisolated(unsafe) let slots = slots
-            DispatchQueue.concurrentPerform(iterations: requests.count) { i in
-                let r = requests[i]
-                slots[i] = Result { () throws(KernelError) in try copy(r.library, id: r.id, generation: r.generation) }
-            }
+        // Each worker fills its own slot; the lock is held only to store a finished result.
+        let results = Mutex([Result<Copy, KernelError>?](repeating: nil, count: requests.count))
+        DispatchQueue.concurrentPerform(iterations: requests.count) { i in
+            let r = requests[i]
+            let result = Result { () throws(KernelError) in try copy(r.library, id: r.id, generation: r.generation) }
+            results.withLock { $0[i] = result }
         }
-        return results.map { $0 ?? .failure(KernelError(.bundle, reason: "copy not made")) }
+        return results.withLock { $0 }.map { $0 ?? .failure(KernelError(.bundle, reason: "copy not made")) }
     }
 
     /// Removes what a process that died while loading left behind: links in the link folder whose process is gone,

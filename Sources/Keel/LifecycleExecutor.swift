@@ -1,16 +1,21 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
 import Foundation
+import Synchronization
 
 /// A serial executor on a dedicated thread, for the kernel actor.
 ///
 /// Lifecycle work blocks: it copies and checksums libraries, waits for a child probe, runs plugin activate and
 /// deactivate code, waits for files to settle. Done on Swift's cooperative pool (a thread per core), that would starve
 /// request handling; on this thread it only ever delays other lifecycle work.
-final class LifecycleExecutor: SerialExecutor, @unchecked Sendable {
-    private let condition = NSCondition()
-    private var jobs: [UnownedJob] = []
-    private var stopped = false
+final class LifecycleExecutor: SerialExecutor, Sendable {
+    private struct Queue {
+        var jobs: [UnownedJob] = []
+        var stopped = false
+    }
+    private let queue = Mutex(Queue())
+    /// Signalled once per queued job and once by `stop()`: the thread waits on it while the queue is empty.
+    private let wakeups = DispatchSemaphore(value: 0)
 
     /// The thread keeps the executor alive until `stop()`.
     init(name: String = "keel.lifecycle") {
@@ -23,32 +28,27 @@ final class LifecycleExecutor: SerialExecutor, @unchecked Sendable {
 
     func enqueue(_ job: consuming ExecutorJob) {
         let unowned = UnownedJob(job)
-        condition.lock()
-        jobs.append(unowned)
-        condition.signal()
-        condition.unlock()
+        queue.withLock { $0.jobs.append(unowned) }
+        wakeups.signal()
     }
 
     func asUnownedSerialExecutor() -> UnownedSerialExecutor { UnownedSerialExecutor(ordinary: self) }
 
     /// Lets the thread end once the queued jobs have run. Called when the kernel goes away.
     func stop() {
-        condition.lock()
-        stopped = true
-        condition.signal()
-        condition.unlock()
+        queue.withLock { $0.stopped = true }
+        wakeups.signal()
     }
 
     private func run() {
         while true {
-            condition.lock()
-            while jobs.isEmpty && !stopped { condition.wait() }
-            if jobs.isEmpty {
-                condition.unlock()
-                return
+            wakeups.wait()
+            // Every job signalled once, so the queue is empty here only after `stop()`: run what is left, then end.
+            let next: UnownedJob? = queue.withLock { $0.jobs.isEmpty ? nil : $0.jobs.removeFirst() }
+            guard let job = next else {
+                if queue.withLock({ $0.stopped }) { return }
+                continue
             }
-            let job = jobs.removeFirst()
-            condition.unlock()
             job.runSynchronously(on: asUnownedSerialExecutor())
         }
     }

@@ -2,6 +2,7 @@
 
 import Foundation
 import Glibc
+import Synchronization
 
 /// Tries a library in a child process before the host ever loads it.
 ///
@@ -106,11 +107,9 @@ public struct ProbeAnswer: Codable, Sendable {
     }
 }
 
-final class CollectedOutput: @unchecked Sendable {
-    private let lock = NSLock()
-    private var out = Data()
-    private var err = Data()
-    func append(stdout d: Data) { lock.lock(); out.append(d); lock.unlock() }
-    func append(stderr d: Data) { lock.lock(); if err.count < 65536 { err.append(d) }; lock.unlock() }
-    var value: (Data, Data) { lock.lock(); defer { lock.unlock() }; return (out, err) }
+final class CollectedOutput: Sendable {
+    private let collected = Mutex((out: Data(), err: Data()))
+    func append(stdout d: Data) { collected.withLock { $0.out.append(d) } }
+    func append(stderr d: Data) { collected.withLock { if $0.err.count < 65536 { $0.err.append(d) } } }
+    var value: (Data, Data) { collected.withLock { ($0.out, $0.err) } }
 }

@@ -6,7 +6,7 @@ import Glibc
 /// Marks that a server owns a state file: an exclusive `flock` on `<state>.lock`, held while the server runs and
 /// released by the kernel when the process ends, however it ends. Other processes ask `running(stateFile:)` to
 /// decide whether to talk to the server instead of loading plugins themselves.
-public final class ServerLock: @unchecked Sendable {
+public final class ServerLock: Sendable {
     let fd: Int32
     public let path: String
 

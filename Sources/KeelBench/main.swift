@@ -8,6 +8,7 @@ import Foundation
 import Hummingbird
 import Keel
 import KeelHTTP
+import Synchronization
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
@@ -398,11 +399,10 @@ if wanted("http") {
     await k.shutdown()
 }
 
-final class PortBox: @unchecked Sendable {
-    private let lock = NSLock()
-    private var port = 0
-    func set(_ p: Int) { lock.lock(); port = p; lock.unlock() }
-    var value: Int { lock.lock(); defer { lock.unlock() }; return port }
+final class PortBox: Sendable {
+    private let port = Mutex(0)
+    func set(_ p: Int) { port.withLock { $0 = p } }
+    var value: Int { port.withLock { $0 } }
 }
 
 // MARK: report

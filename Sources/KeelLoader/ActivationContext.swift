@@ -26,6 +26,8 @@ public final class ActivationContext: Sendable {
     /// Foreign path prefixes granted to this activation (`route-prefix:/legacy`).
     public let routePrefixes: [String]
     /// The plugin's configuration as JSON, handed out through "keel.config/1" (kept as C text for the activation).
+    /// `nonisolated(unsafe)` because `keel_str` holds a pointer: the text is allocated once in `init`, never written
+    /// again, and outlives every plugin call of this activation.
     nonisolated(unsafe) let configText: keel_str
     public let limits: RegistrationLimits
     public let budgets: CallBudgets

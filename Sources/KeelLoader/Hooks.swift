@@ -6,6 +6,8 @@ import CKeelABI
 ///
 /// `handle` may be called from any thread, concurrently (the ABI's [request] tag). It refuses calls once the
 /// activation is draining, so deactivate never overlaps a call.
+/// `@unchecked` because of the C function pointer and `userData`: both are immutable, and the ABI's [request] tag
+/// makes the plugin responsible for calls on any thread at once.
 public final class RouteHandler: @unchecked Sendable {
     let function: keel_http_handler_fn
     let userData: UnsafeMutableRawPointer?
@@ -68,6 +70,8 @@ final class PrincipalWriter {
 }
 
 /// A plugin's authenticate hook.
+/// `@unchecked` for the same reason as `RouteHandler`: an immutable C function pointer and `userData`, callable from
+/// any thread at once ([request]).
 public final class AuthenticateHook: @unchecked Sendable {
     public let name: String
     let function: keel_authenticate_fn
@@ -107,6 +111,8 @@ public final class AuthenticateHook: @unchecked Sendable {
 }
 
 /// A plugin's authorize hook.
+/// `@unchecked` for the same reason as `RouteHandler`: an immutable C function pointer and `userData`, callable from
+/// any thread at once ([request]).
 public final class AuthorizeHook: @unchecked Sendable {
     public let name: String
     let function: keel_authorize_fn

@@ -42,6 +42,9 @@ enum HostABI {
         return keel_str(ptr: UnsafePointer(buffer), len: bytes.count)
     }
 
+    // The service tables below are `nonisolated(unsafe)` because they are pointers: each is built once (a `static
+    // let` is initialised exactly once, thread-safely) and never written again; plugins only read them.
+
     nonisolated(unsafe) static let host: UnsafeMutablePointer<keel_host> = {
         let table = UnsafeMutablePointer<keel_host>.allocate(capacity: 1)
         var h = keel_host()

@@ -26,6 +26,8 @@ public struct PluginDescriptor: Sendable, Hashable {
 ///
 /// `activate` and `deactivate` must not overlap for one library (the ABI's [lifecycle] tag); the kernel serialises
 /// them. Everything else is thread-safe.
+/// `@unchecked` because of `plugin`, a pointer into the library's immutable descriptor that stays mapped as long as
+/// this object lives; the dlopen handle is behind a lock.
 public final class PluginLibrary: @unchecked Sendable {
     public let path: String
     public let descriptor: PluginDescriptor
@@ -46,6 +48,7 @@ public final class PluginLibrary: @unchecked Sendable {
         self.path = path
         self.descriptor = descriptor
         self.plugin = plugin
+        // The handle is only ever used under the lock it is moved into here, so handing it over is safe.
         nonisolated(unsafe) let h: UnsafeMutableRawPointer? = handle
         self.handle = Mutex(h)
     }

@@ -5,6 +5,8 @@ import Synchronization
 
 /// Builds the one `keel_plugin` descriptor a Swift plugin exports.
 public enum PluginExport {
+    /// `@unchecked` because of the descriptor pointer: it is written once, under `exported`'s lock, before any
+    /// reader can see it, and never changed after.
     struct Exported: @unchecked Sendable {
         let type: any KeelPlugin.Type
         let descriptor: UnsafeMutablePointer<keel_plugin>
@@ -36,43 +38,35 @@ public enum PluginExport {
     static func key(_ ctx: OpaquePointer) -> UInt { UInt(bitPattern: Int(bitPattern: UnsafeRawPointer(ctx))) }
 }
 
-/// One activation's plugin instance and the boxes its C registrations point at (kept alive until deactivate).
+/// One activation's plugin instance and the callbacks its C registrations point at (kept alive until deactivate).
+/// `@unchecked` because `KeelPlugin` instances need not be `Sendable`: `plugin` is set before the activation is
+/// published in `PluginExport.activations` and only used again by `deactivate`, which the ABI's [lifecycle] tag
+/// never lets overlap `activate`; `callbacks` is behind a lock.
 final class Activation: @unchecked Sendable {
-    private let boxes = Mutex<[any AnyObject & Sendable]>([])
-    var plugin: (any KeelPlugin)?
+    private let callbacks = Mutex<[any AnyObject & Sendable]>([])
+    let plugin: any KeelPlugin
 
-    func retain(_ box: any AnyObject & Sendable) {
-        boxes.withLock { $0.append(box) }
+    init(plugin: any KeelPlugin) { self.plugin = plugin }
+
+    func retain(_ callback: any AnyObject & Sendable) {
+        callbacks.withLock { $0.append(callback) }
     }
 }
 
-final class RouteBox: @unchecked Sendable {
-    let handler: @Sendable (Request) throws -> Response
-    let host: UnsafePointer<keel_host>
-    let ctx: OpaquePointer
-    init(handler: @escaping @Sendable (Request) throws -> Response, host: UnsafePointer<keel_host>, ctx: OpaquePointer) {
-        self.handler = handler
-        self.host = host
-        self.ctx = ctx
-    }
-}
+typealias RouteHook = @Sendable (Request) throws -> Response
+typealias AuthenticateHook = @Sendable (Request) throws -> Identity?
+typealias AuthorizeHook = @Sendable (AuthorizationQuery) throws -> Decision
 
-final class AuthenticateBox: @unchecked Sendable {
-    let hook: @Sendable (Request) throws -> Identity?
+/// A registered closure and the activation it belongs to; a C registration's `user_data` points at it.
+/// `@unchecked` because of the two host pointers: the host keeps them valid and unchanged for the activation's life
+/// (the ABI's [lifecycle] tag), and the kit only hands them back to the host's thread-safe `set_error`. `hook` is
+/// `@Sendable`.
+final class Callback<Hook: Sendable>: @unchecked Sendable {
+    let hook: Hook
     let host: UnsafePointer<keel_host>
     let ctx: OpaquePointer
-    init(hook: @escaping @Sendable (Request) throws -> Identity?, host: UnsafePointer<keel_host>, ctx: OpaquePointer) {
-        self.hook = hook
-        self.host = host
-        self.ctx = ctx
-    }
-}
 
-final class AuthorizeBox: @unchecked Sendable {
-    let hook: @Sendable (AuthorizationQuery) throws -> Decision
-    let host: UnsafePointer<keel_host>
-    let ctx: OpaquePointer
-    init(hook: @escaping @Sendable (AuthorizationQuery) throws -> Decision, host: UnsafePointer<keel_host>, ctx: OpaquePointer) {
+    init(_ hook: Hook, host: UnsafePointer<keel_host>, ctx: OpaquePointer) {
         self.hook = hook
         self.host = host
         self.ctx = ctx
@@ -90,16 +84,21 @@ enum Trampolines {
         return status
     }
 
+    /// Runs `body` with the callback `userData` points at (borrowed: the activation keeps it alive); an error it
+    /// throws becomes a status and a message for the host.
+    static func call<Hook>(_ userData: UnsafeMutableRawPointer, _ body: (Callback<Hook>) throws -> keel_status) -> keel_status {
+        let callback = Unmanaged<Callback<Hook>>.fromOpaque(userData).takeUnretainedValue()
+        do { return try body(callback) } catch { return fail(callback.host, callback.ctx, error) }
+    }
+
     static let activate: @convention(c) (UnsafePointer<keel_host>?, OpaquePointer?) -> keel_status = { host, ctx in
         guard let host, let ctx, let type = PluginExport.exported.withLock({ $0?.type }) else {
             return KEEL_ERR_INVALID_ARGUMENT
         }
-        let activation = Activation()
-        let plugin = type.init()
-        activation.plugin = plugin
+        let activation = Activation(plugin: type.init())
         PluginExport.activations.withLock { $0[PluginExport.key(ctx)] = activation }
         do {
-            try plugin.activate(PluginHost(host: host, ctx: ctx, activation: activation))
+            try activation.plugin.activate(PluginHost(host: host, ctx: ctx, activation: activation))
             return KEEL_OK
         } catch {
             PluginExport.activations.withLock { _ = $0.removeValue(forKey: PluginExport.key(ctx)) }
@@ -110,7 +109,7 @@ enum Trampolines {
     static let deactivate: @convention(c) (UnsafePointer<keel_host>?, OpaquePointer?) -> keel_status = { _, ctx in
         guard let ctx else { return KEEL_ERR_INVALID_ARGUMENT }
         let activation = PluginExport.activations.withLock { $0.removeValue(forKey: PluginExport.key(ctx)) }
-        activation?.plugin?.deactivate()
+        activation?.plugin.deactivate()
         return KEEL_OK
     }
 
@@ -139,9 +138,8 @@ enum Trampolines {
     static let route: @convention(c) (UnsafeMutableRawPointer?, UnsafePointer<keel_http_request>?,
                                       UnsafeMutablePointer<keel_http_response>?) -> keel_status = { ud, req, res in
         guard let ud, let req, let res else { return KEEL_ERR_INVALID_ARGUMENT }
-        let box = Unmanaged<RouteBox>.fromOpaque(ud).takeUnretainedValue()
-        do {
-            let response = try box.handler(request(req.pointee))
+        return call(ud) { (callback: Callback<RouteHook>) in
+            let response = try callback.hook(request(req.pointee))
             var status = res.pointee.set_status(res, UInt32(clamping: response.status))
             for h in response.headers where status == KEEL_OK {
                 status = StringPack.with([h.name, h.value]) { s in res.pointee.add_header(res, s[0], s[1]) }
@@ -150,17 +148,14 @@ enum Trampolines {
                 status = response.body.withUnsafeBytes { b in res.pointee.write(res, b.baseAddress, b.count) }
             }
             return status
-        } catch {
-            return fail(box.host, box.ctx, error)
         }
     }
 
     static let authenticate: @convention(c) (UnsafeMutableRawPointer?, UnsafePointer<keel_http_request>?,
                                              UnsafeMutablePointer<keel_principal_builder>?) -> keel_status = { ud, req, out in
         guard let ud, let req, let out else { return KEEL_ERR_INVALID_ARGUMENT }
-        let box = Unmanaged<AuthenticateBox>.fromOpaque(ud).takeUnretainedValue()
-        do {
-            guard let identity = try box.hook(request(req.pointee)) else { return KEEL_OK }
+        return call(ud) { (callback: Callback<AuthenticateHook>) in
+            guard let identity = try callback.hook(request(req.pointee)) else { return KEEL_OK }
             var status = StringPack.with([identity.id, identity.displayName, identity.tenant]) { s in
                 out.pointee.set_identity(out, s[0], s[1], s[2])
             }
@@ -168,26 +163,21 @@ enum Trampolines {
                 status = StringPack.with([role]) { s in out.pointee.add_role(out, s[0]) }
             }
             return status
-        } catch {
-            return fail(box.host, box.ctx, error)
         }
     }
 
     static let authorize: @convention(c) (UnsafeMutableRawPointer?, UnsafePointer<keel_authz_request>?,
                                           UnsafeMutablePointer<keel_auth_decision>?) -> keel_status = { ud, q, out in
         guard let ud, let q, let out else { return KEEL_ERR_INVALID_ARGUMENT }
-        let box = Unmanaged<AuthorizeBox>.fromOpaque(ud).takeUnretainedValue()
-        do {
+        return call(ud) { (callback: Callback<AuthorizeHook>) in
             let query = AuthorizationQuery(caller: caller(q.pointee.principal), action: StringPack.copy(q.pointee.action),
                                            resource: StringPack.copy(q.pointee.resource))
-            switch try box.hook(query) {
+            switch try callback.hook(query) {
             case .abstain: out.pointee = KEEL_AUTH_ABSTAIN
             case .allow: out.pointee = KEEL_AUTH_ALLOW
             case .deny: out.pointee = KEEL_AUTH_DENY
             }
             return KEEL_OK
-        } catch {
-            return fail(box.host, box.ctx, error)
         }
     }
 }

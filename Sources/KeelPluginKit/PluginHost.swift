@@ -6,6 +6,8 @@ internal import CKeelABI
 /// and the log. Registration methods throw `PluginError` with the host's status when the host refuses (conflict,
 /// capability not granted, quota); they may only be called inside `activate`.
 /// Handlers run on the host's worker threads, concurrently: they must be thread-safe and must not block for long.
+/// `@unchecked` because of the host's two pointers: the host keeps them valid and unchanged for the activation's
+/// life, and its functions called through them are thread-safe where the ABI says so ([thread-safe], [request]).
 public final class PluginHost: @unchecked Sendable {
     let host: UnsafePointer<keel_host>
     let ctx: OpaquePointer
@@ -36,17 +38,25 @@ public final class PluginHost: @unchecked Sendable {
                           "\(what) refused by the host (status \(status)); see the host log")
     }
 
+    /// Registers `hook` through `call`, which gets the `user_data` to hand the host; the callback is kept alive with
+    /// the activation once the host accepts it.
+    private func register<Hook: Sendable>(_ hook: Hook, _ what: String,
+                                          _ call: (UnsafeMutableRawPointer) -> keel_status) throws {
+        let callback = Callback(hook, host: host, ctx: ctx)
+        try Self.check(call(Unmanaged.passUnretained(callback).toOpaque()), what)
+        activation.retain(callback)
+    }
+
     /// Registers `handler` for `method` (or "*") and `path` below `/ext/<id>`, e.g. "/items/:id".
     public func route(_ method: String, _ path: String, _ handler: @escaping @Sendable (Request) throws -> Response) throws {
         let http = try service(KEEL_SERVICE_HTTP, as: keel_host_http.self)
-        let box = RouteBox(handler: handler, host: host, ctx: ctx)
-        let status = StringPack.with([method, path]) { s -> keel_status in
-            var route = keel_route(struct_size: UInt32(MemoryLayout<keel_route>.size), method: s[0], path: s[1],
-                                   handler: Trampolines.route, user_data: Unmanaged.passUnretained(box).toOpaque())
-            return http.pointee.register_route(ctx, &route)
+        try register(handler as RouteHook, "route \(method) \(path)") { userData in
+            StringPack.with([method, path]) { s -> keel_status in
+                var route = keel_route(struct_size: UInt32(MemoryLayout<keel_route>.size), method: s[0], path: s[1],
+                                       handler: Trampolines.route, user_data: userData)
+                return http.pointee.register_route(ctx, &route)
+            }
         }
-        try Self.check(status, "route \(method) \(path)")
-        activation.retain(box)
     }
 
     /// Adds a console menu entry.
@@ -64,28 +74,25 @@ public final class PluginHost: @unchecked Sendable {
     /// Adds an authenticate hook: return an identity to establish the caller, nil to abstain; throwing denies.
     public func authenticator(_ name: String, _ hook: @escaping @Sendable (Request) throws -> Identity?) throws {
         let auth = try service(KEEL_SERVICE_AUTH, as: keel_host_auth.self)
-        let box = AuthenticateBox(hook: hook, host: host, ctx: ctx)
-        let status = StringPack.with([name]) { s -> keel_status in
-            var h = keel_authenticator(struct_size: UInt32(MemoryLayout<keel_authenticator>.size), name: s[0],
-                                       authenticate: Trampolines.authenticate,
-                                       user_data: Unmanaged.passUnretained(box).toOpaque())
-            return auth.pointee.register_authenticator(ctx, &h)
+        try register(hook as AuthenticateHook, "authenticate hook \(name)") { userData in
+            StringPack.with([name]) { s -> keel_status in
+                var h = keel_authenticator(struct_size: UInt32(MemoryLayout<keel_authenticator>.size), name: s[0],
+                                           authenticate: Trampolines.authenticate, user_data: userData)
+                return auth.pointee.register_authenticator(ctx, &h)
+            }
         }
-        try Self.check(status, "authenticate hook \(name)")
-        activation.retain(box)
     }
 
     /// Adds an authorize hook; throwing denies.
     public func authorizer(_ name: String, _ hook: @escaping @Sendable (AuthorizationQuery) throws -> Decision) throws {
         let auth = try service(KEEL_SERVICE_AUTH, as: keel_host_auth.self)
-        let box = AuthorizeBox(hook: hook, host: host, ctx: ctx)
-        let status = StringPack.with([name]) { s -> keel_status in
-            var h = keel_authorizer(struct_size: UInt32(MemoryLayout<keel_authorizer>.size), name: s[0],
-                                    authorize: Trampolines.authorize, user_data: Unmanaged.passUnretained(box).toOpaque())
-            return auth.pointee.register_authorizer(ctx, &h)
+        try register(hook as AuthorizeHook, "authorize hook \(name)") { userData in
+            StringPack.with([name]) { s -> keel_status in
+                var h = keel_authorizer(struct_size: UInt32(MemoryLayout<keel_authorizer>.size), name: s[0],
+                                        authorize: Trampolines.authorize, user_data: userData)
+                return auth.pointee.register_authorizer(ctx, &h)
+            }
         }
-        try Self.check(status, "authorize hook \(name)")
-        activation.retain(box)
     }
 
     /// Asks the host's authorize chain whether `caller` may do `action` on `resource`. [request]

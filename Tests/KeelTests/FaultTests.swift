@@ -190,7 +190,12 @@ struct FaultTests {
             let state = try StateStore(path: f.state)
             #expect(try state.integrityCheck() == "ok")
             let stored = try #require(try state.plugin("toggle")).enabled
-            #expect(stored == lastAcked || stored == inFlight, "round \(round): stored \(stored), acknowledged \(String(describing: lastAcked)), in flight \(String(describing: inFlight))")
+            if inFlight == nil {
+                // Everything sent was acknowledged: the file holds the last acknowledged value.
+                #expect(stored == lastAcked, "round \(round): stored \(stored), acknowledged \(String(describing: lastAcked))")
+            }
+            // Otherwise the kill landed before or after the unacknowledged toggle committed: both values are sound
+            // (the integrity check above is what must hold), and the next round continues from the stored one.
             lastAcked = stored
         }
         #expect(done == total)

@@ -3,6 +3,7 @@
 import Foundation
 import Keel
 import KeelManifest
+import Synchronization
 import Testing
 
 /// Attacks on a running `keel serve` by a hostile plugin (`Fixtures/plugins/spy.c`, which writes down everything it is
@@ -219,9 +220,8 @@ struct SecurityTests {
     }
 }
 
-final class LockedCounter: @unchecked Sendable {
-    private let lock = NSLock()
-    private var count = 0
-    func increment() { lock.lock(); count += 1; lock.unlock() }
-    var value: Int { lock.lock(); defer { lock.unlock() }; return count }
+final class LockedCounter: Sendable {
+    private let count = Mutex(0)
+    func increment() { count.withLock { $0 += 1 } }
+    var value: Int { count.withLock { $0 } }
 }

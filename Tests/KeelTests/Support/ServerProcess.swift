@@ -4,17 +4,18 @@ import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
+import Synchronization
 import Testing
 
 /// A real `keel serve` on 127.0.0.1 with a free port, a known admin token and its own plugin folder and state.
-final class ServerProcess: @unchecked Sendable {
+final class ServerProcess: Sendable {
     static let token = "keel_test_admin_token_0123456789"
     let process = Process()
     let output = LockedText()
     let errors = LockedText()
     let plugins: String
     let state: String
-    private(set) var port = 0
+    let port: Int
 
     var base: String { "http://127.0.0.1:\(port)" }
 
@@ -42,13 +43,15 @@ final class ServerProcess: @unchecked Sendable {
         err.fileHandleForReading.readabilityHandler = { h in errors.append(String(decoding: h.availableData, as: UTF8.self)) }
         try process.run()
         let deadline = Date().addingTimeInterval(30)
+        var found = 0
         while Date() < deadline && process.isRunning {
             if let range = output.value.range(of: #"listening on http://127\.0\.0\.1:(\d+)"#, options: .regularExpression) {
-                port = Int(output.value[range].split(separator: ":").last ?? "") ?? 0
+                found = Int(output.value[range].split(separator: ":").last ?? "") ?? 0
                 break
             }
             usleep(20_000)
         }
+        port = found
         guard port > 0 else {
             stop()
             throw TestFailure("keel serve did not start: \(output.value) \(errors.value)")
@@ -95,9 +98,8 @@ final class ServerProcess: @unchecked Sendable {
     }
 }
 
-final class LockedText: @unchecked Sendable {
-    private let lock = NSLock()
-    private var text = ""
-    func append(_ s: String) { lock.lock(); text += s; lock.unlock() }
-    var value: String { lock.lock(); defer { lock.unlock() }; return text }
+final class LockedText: Sendable {
+    private let text = Mutex("")
+    func append(_ s: String) { text.withLock { $0 += s } }
+    var value: String { text.withLock { $0 } }
 }

@@ -1,6 +1,8 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
+import Crypto
 import Foundation
+import KeelManifest
 import Synchronization
 import Testing
 
@@ -47,7 +49,8 @@ enum TestEnvironment {
         return dir
     }
 
-    /// Runs a program and returns its exit status and output.
+    /// Runs a program and returns its exit status and output. Both pipes are drained at once, each on its own
+    /// thread, so a child writing more than a pipe holds (64 KiB) to either stream never blocks on the other.
     @discardableResult
     static func run(_ executable: String, _ arguments: [String], environment: [String: String]? = nil,
                     currentDirectory: String? = nil) throws -> (status: Int32, stdout: String, stderr: String) {
@@ -60,23 +63,75 @@ enum TestEnvironment {
         process.standardOutput = out
         process.standardError = err
         try process.run()
+        let errData = Mutex(Data())
+        let errDone = DispatchSemaphore(value: 0)
+        let errReader = err.fileHandleForReading
+        Thread.detachNewThread {
+            let data = errReader.readDataToEndOfFile()
+            errData.withLock { $0 = data }
+            errDone.signal()
+        }
         let outData = out.fileHandleForReading.readDataToEndOfFile()
-        let errData = err.fileHandleForReading.readDataToEndOfFile()
+        errDone.wait()
         process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
+        return (process.terminationStatus, String(decoding: outData, as: UTF8.self),
+                String(decoding: errData.withLock { $0 }, as: UTF8.self))
     }
 
-    /// Builds a C plugin with `cc` (against `include`, by default the current ABI headers) into a uniquely named
-    /// shared object and returns its path.
+    /// Builds a C plugin with `cc` (against `include`, by default the current ABI headers) and returns the path of
+    /// a private copy (`<fresh temporary folder>/lib<name>.so`): callers may change or delete it.
+    ///
+    /// Builds are cached across test runs in `$TMPDIR/keel-fixture-cache/<key>/lib<name>.so`, the key being a hash
+    /// of the compiler arguments, the source file and every header in the include folder and beside the source, so
+    /// changing any of them rebuilds. A build goes to a temporary name and is renamed into place, so tests building
+    /// the same fixture in parallel (or two test processes) never see a half-written library.
     static func buildPlugin(source: String, name: String, defines: [String] = [], include: String? = nil,
                             extraFlags: [String] = []) throws -> String {
-        let dir = makeTemporaryDirectory("cc")
-        let output = dir + "/lib\(name).so"
-        let args = ["-std=c11", "-Wall", "-Werror", "-shared", "-fPIC", "-fvisibility=hidden",
-                    "-I", include ?? abiInclude] + defines.map { "-D" + $0 } + extraFlags + ["-o", output, source]
-        let result = try run("/usr/bin/env", ["cc"] + args)
-        guard result.status == 0 else { throw TestFailure("cc failed for \(name): \(result.stderr)") }
+        let includeDir = include ?? abiInclude
+        let flags = ["-std=c11", "-Wall", "-Werror", "-shared", "-fPIC", "-fvisibility=hidden",
+                     "-I", includeDir] + defines.map { "-D" + $0 } + extraFlags
+        let key = try fixtureKey(flags: flags, source: source, headerFolders: [includeDir, (source as NSString).deletingLastPathComponent])
+        let cacheDir = fixtureCache + "/" + key
+        let cached = cacheDir + "/lib\(name).so"
+        if !FileManager.default.fileExists(atPath: cached) {
+            try FileManager.default.createDirectory(atPath: cacheDir, withIntermediateDirectories: true)
+            let temporary = cacheDir + "/.lib\(name).so.\(getpid()).\(counter.wrappingAdd(1, ordering: .relaxed).newValue)"
+            let result = try run("/usr/bin/env", ["cc"] + flags + ["-o", temporary, source])
+            guard result.status == 0 else {
+                try? FileManager.default.removeItem(atPath: temporary)
+                throw TestFailure("cc failed for \(name): \(result.stderr)")
+            }
+            guard rename(temporary, cached) == 0 else { throw TestFailure("\(cached): rename failed (errno \(errno))") }
+        }
+        let output = makeTemporaryDirectory("cc") + "/lib\(name).so"
+        try FileManager.default.copyItem(atPath: cached, toPath: output)
         return output
+    }
+
+    /// `cc --version`, so that another compiler rebuilds the cache.
+    static let compilerIdentity: String = (try? run("/usr/bin/env", ["cc", "--version"]).stdout) ?? ""
+
+    /// Where compiled fixtures are kept between test runs.
+    static let fixtureCache = NSTemporaryDirectory() + "keel-fixture-cache"
+
+    /// SHA-256 (hex) over `cc --version`, the compiler `flags`, the `source` text and the name and text of every header (`.h`) found
+    /// in `headerFolders` and their subfolders.
+    static func fixtureKey(flags: [String], source: String, headerFolders: [String]) throws -> String {
+        var hasher = SHA256()
+        func add(_ label: String, _ data: Data) {
+            hasher.update(data: Data("\(label)\u{0}\(data.count)\u{0}".utf8))
+            hasher.update(data: data)
+        }
+        add("compiler", Data(compilerIdentity.utf8))
+        add("flags", Data(flags.joined(separator: "\u{0}").utf8))
+        add("source", try Data(contentsOf: URL(fileURLWithPath: source)))
+        for folder in headerFolders {
+            let headers = (FileManager.default.subpaths(atPath: folder) ?? []).filter { $0.hasSuffix(".h") }.sorted()
+            for header in headers {
+                add(folder + "/" + header, try Data(contentsOf: URL(fileURLWithPath: folder + "/" + header)))
+            }
+        }
+        return hasher.finalize().map { String(format: "%02x", $0) }.joined()
     }
 
     /// Builds `fixture.c` with `defines`.
@@ -114,11 +169,28 @@ enum TestEnvironment {
         """
     }
 
-    /// Grants `authenticate` and `authorize` (as far as the plugin asks for them) with the real `keel` command.
-    static func grantSensitive(_ id: String, plugins: String, state: String) throws {
-        for capability in ["authenticate", "authorize"] {
-            _ = try run(binPath + "/keel", ["plugins", "grant", id, capability, "--plugins", plugins, "--state", state])
+    /// Grants, with the real `keel` command, the sensitive capabilities (`authenticate`, `authorize`) that plugin `id`
+    /// asks for in its manifest under `plugins`, or `capabilities` when given. Fails when a grant is refused.
+    static func grantSensitive(_ id: String, plugins: String, state: String, capabilities: [String]? = nil) throws {
+        let wanted = try capabilities ?? sensitiveCapabilities(of: id, in: plugins)
+        for capability in wanted {
+            let r = try run(binPath + "/keel", ["plugins", "grant", id, capability, "--plugins", plugins, "--state", state])
+            guard r.status == 0 else {
+                throw TestFailure("keel plugins grant \(id) \(capability) failed (status \(r.status)): \(r.stderr)")
+            }
         }
+    }
+
+    /// The sensitive capabilities plugin `id` declares: read from the manifest in `plugins` that names `id`.
+    static func sensitiveCapabilities(of id: String, in plugins: String) throws -> [String] {
+        let folders = try FileManager.default.contentsOfDirectory(atPath: plugins).sorted()
+        for folder in folders {
+            let path = plugins + "/" + folder + "/" + ManifestLoader.fileName
+            guard FileManager.default.fileExists(atPath: path),
+                  let (manifest, _) = try? ManifestLoader().load(path: path), manifest.id == id else { continue }
+            return manifest.capabilities.filter(\.isSensitive).map(\.rawValue).sorted()
+        }
+        throw TestFailure("no manifest for plugin \"\(id)\" under \(plugins)")
     }
 
     /// Stages the example bundles from Plugins/ (manifest + library from the build folder) into `pluginsDir`.
