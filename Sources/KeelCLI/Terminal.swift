@@ -2,6 +2,7 @@
 
 import Dispatch
 import Foundation
+import Synchronization
 import Glibc
 import Keel
 
@@ -35,16 +36,15 @@ func withProgress<T>(_ label: String, _ body: () async throws -> T) async rethro
     return try await body()
 }
 
-/// The spinner behind `withProgress`. `@unchecked Sendable`: its mutable state (`frame`, `stopped`) is touched only
-/// under `lock`, from the timer queue and from `stop()`.
+/// The spinner behind `withProgress`. Its state (`frame`, `stopped`) is behind a `Mutex`, touched from the timer's
+/// queue and from `stop()`. `@unchecked Sendable` only for `timer`: a Dispatch source is thread-safe, but its Swift
+/// protocol is not marked Sendable.
 private final class ProgressTicker: @unchecked Sendable {
     private static let frames = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"]
     private let label: String
     private let start = Date()
-    private let lock = NSLock()
     private let timer = DispatchSource.makeTimerSource(queue: .global())
-    private var frame = 0
-    private var stopped = false
+    private let drawn = Mutex((frame: 0, stopped: false))
 
     init(_ label: String) {
         self.label = label
@@ -55,21 +55,21 @@ private final class ProgressTicker: @unchecked Sendable {
     }
 
     private func draw() {
-        lock.lock()
-        defer { lock.unlock() }
-        guard !stopped else { return }
-        let seconds = Int(Date().timeIntervalSince(start))
-        let line = "\r\u{1B}[K\(Self.frames[frame % Self.frames.count]) \(label)\(seconds > 0 ? " (\(seconds) s)" : "")"
-        frame += 1
-        FileHandle.standardError.write(Data(line.utf8))
+        drawn.withLock { d in
+            guard !d.stopped else { return }
+            let seconds = Int(Date().timeIntervalSince(start))
+            let line = "\r\u{1B}[K\(Self.frames[d.frame % Self.frames.count]) \(label)\(seconds > 0 ? " (\(seconds) s)" : "")"
+            d.frame += 1
+            FileHandle.standardError.write(Data(line.utf8))
+        }
     }
 
     func stop() {
         timer.cancel()
-        lock.lock()
-        defer { lock.unlock() }
-        guard !stopped else { return }
-        stopped = true
-        FileHandle.standardError.write(Data("\r\u{1B}[K".utf8))
+        drawn.withLock { d in
+            guard !d.stopped else { return }
+            d.stopped = true
+            FileHandle.standardError.write(Data("\r\u{1B}[K".utf8))
+        }
     }
 }

@@ -127,7 +127,3 @@ final class ConnectionLimiter: Sendable {
         }
     }
 }
-
-// The handler is used on its channel's event loop only (NIO's rule for channel handlers); the limiter it reports to
-// is itself thread-safe.
-extension ConnectionLimiter.Handler: @unchecked Sendable {}

@@ -20,6 +20,21 @@ public enum PackageArchive {
     /// Bytes read or written at a time.
     public static let chunkSize = 64 << 10
 
+    /// Writes all of `chunk` to `fd`, retrying short writes and EINTR. False on an error (`errno` says which).
+    static func writeAll(_ fd: Int32, _ chunk: Data) -> Bool {
+        chunk.withUnsafeBytes { raw -> Bool in
+            guard let base = raw.baseAddress else { return true }
+            var offset = 0
+            while offset < raw.count {
+                let n = Glibc.write(fd, base + offset, raw.count - offset)
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { return false }
+                offset += n
+            }
+            return true
+        }
+    }
+
     /// How big an archive may be. `standard` is the documented limit; tests use smaller ones.
     public struct Limits: Sendable {
         /// Entries (files and folders).
@@ -174,18 +189,7 @@ public enum PackageArchive {
         let fd: Int32, archive: String, entry: String
         init(fd: Int32, archive: String, entry: String) { self.fd = fd; self.archive = archive; self.entry = entry }
         func write(_ chunk: Data) throws {
-            let ok = chunk.withUnsafeBytes { raw -> Bool in
-                guard let base = raw.baseAddress else { return true }
-                var offset = 0
-                while offset < raw.count {
-                    let n = Glibc.write(fd, base + offset, raw.count - offset)
-                    if n < 0 && errno == EINTR { continue }
-                    guard n > 0 else { return false }
-                    offset += n
-                }
-                return true
-            }
-            guard ok else { throw ArchiveError(reason: "\(archive): entry \"\(entry)\": cannot be written: \(String(cString: strerror(errno)))") }
+            guard PackageArchive.writeAll(fd, chunk) else { throw ArchiveError(reason: "\(archive): entry \"\(entry)\": cannot be written: \(String(cString: strerror(errno)))") }
         }
         private var closed = false
         func close() throws { if !closed { closed = true; Glibc.close(fd) } }

@@ -176,19 +176,7 @@ final class DigestWriter: Sendable {
         let path = self.path
         try state.withLock { s in
             s.hasher.update(data: chunk)
-            let fd = s.fd
-            let ok = chunk.withUnsafeBytes { raw -> Bool in
-                guard let base = raw.baseAddress else { return true }
-                var offset = 0
-                while offset < raw.count {
-                    let n = Glibc.write(fd, base + offset, raw.count - offset)
-                    if n < 0 && errno == EINTR { continue }
-                    guard n > 0 else { return false }
-                    offset += n
-                }
-                return true
-            }
-            guard ok else { throw ExtensionStore.StoreError("\(path): cannot be written: \(String(cString: strerror(errno)))") }
+            guard PackageArchive.writeAll(s.fd, chunk) else { throw ExtensionStore.StoreError("\(path): cannot be written: \(String(cString: strerror(errno)))") }
         }
     }
 

@@ -5,6 +5,7 @@ import Dispatch
 import Foundation
 import Keel
 import KeelHTTP
+import Synchronization
 import NIOCore
 
 extension KeelCommand {
@@ -130,9 +131,10 @@ func say(_ line: String) {
 }
 
 /// Notes the first SIGINT/SIGTERM (the server's own handler stops gracefully) and exits at once on a second one.
+/// `@unchecked Sendable` only for `sources`, which `init` fills and nothing changes afterwards (they are kept to keep
+/// the signal sources alive); the signal received is behind a `Mutex`.
 final class SecondSignalExit: @unchecked Sendable {
-    private let lock = NSLock()
-    private var received: String?
+    private let received = Mutex<String?>(nil)
     private var sources: [DispatchSourceSignal] = []
 
     init() {
@@ -145,15 +147,15 @@ final class SecondSignalExit: @unchecked Sendable {
         }
     }
 
-    var first: String? { lock.lock(); defer { lock.unlock() }; return received }
+    var first: String? { received.withLock { $0 } }
 
     private func note(_ name: String) {
-        lock.lock()
-        defer { lock.unlock() }
-        if received != nil {
-            FileHandle.standardError.write(Data("keel: second \(name), exiting now\n".utf8))
-            exit(130)
+        received.withLock { received in
+            if received != nil {
+                FileHandle.standardError.write(Data("keel: second \(name), exiting now\n".utf8))
+                exit(130)
+            }
+            received = name
         }
-        received = name
     }
 }
