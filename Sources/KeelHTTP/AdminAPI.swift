@@ -18,7 +18,7 @@ struct AdminAPI {
 
     func register(on router: Router<KeelRequestContext>) {
         router.get("/healthz") { _, _ -> Response in
-            JSONBody.response(HealthBody(status: "ok", active: await kernel.activePlugins))
+            JSONBody.response(HealthBody(status: "ok", active: await kernel.activePlugins, busy: gatekeeper.lanes.refused))
         }
 
         let open = router.group("api/v1").add(middleware: AuthMiddleware(gatekeeper: gatekeeper, adminOnly: false))
@@ -272,6 +272,8 @@ struct RoleBody: Encodable {
 struct HealthBody: Encodable {
     var status: String
     var active: [String]
+    /// Calls refused with 503 (`busy`) because the plugin's lane was full, by plugin, since the server started.
+    var busy: [String: Int]
 }
 
 struct SessionBody: Encodable {

@@ -28,13 +28,16 @@ public struct ServerConfiguration: Sendable {
     public var pluginThreads: Int
     /// Of those, how many one plugin may occupy at once; its further calls wait without holding a thread.
     public var threadsPerPlugin: Int
+    /// Calls to one plugin that may wait for a thread; beyond them the host answers 503 (`busy`) and counts it.
+    public var pluginQueueLimit: Int
 
     public init(host: String = "127.0.0.1", port: Int = ServerConfiguration.defaultPort, maxBodySize: Int = 1 << 20,
                 idleTimeout: Duration = .seconds(30), bodyTimeout: Duration = .seconds(30),
                 maxConnections: Int = ServerConfiguration.defaultMaxConnections, pluginThreads: Int = 32,
-                threadsPerPlugin: Int = 8) {
+                threadsPerPlugin: Int = 8, pluginQueueLimit: Int = 1024) {
         self.pluginThreads = pluginThreads
         self.threadsPerPlugin = threadsPerPlugin
+        self.pluginQueueLimit = pluginQueueLimit
         self.host = host
         self.port = port
         self.maxBodySize = maxBodySize
@@ -80,7 +83,8 @@ public struct KeelServer: Sendable {
     /// - Parameter onRunning: called once with the bound port.
     public func run(onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
         let log = kernel.configuration.log
-        let lanes = PluginLanes(threads: configuration.pluginThreads, perLane: configuration.threadsPerPlugin)
+        let lanes = PluginLanes(threads: configuration.pluginThreads, perLane: configuration.threadsPerPlugin,
+                                queueLimit: configuration.pluginQueueLimit)
         let gatekeeper = Gatekeeper(kernel: kernel, token: token, pages: PageSessions(), lanes: lanes, log: log)
         let router = Router(context: KeelRequestContext.self)
         // Middleware applies to the routes added after it (and to "not found", where plugin paths land): plugin

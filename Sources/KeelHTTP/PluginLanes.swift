@@ -22,6 +22,10 @@ final class PluginLanes: Sendable {
     }
 
     private let lanes = Mutex<[String: Lane]>([:])
+    private let refusals = Mutex<[String: Int]>([:])
+
+    /// Calls refused with 503 because their lane's queue was full, by lane, since the server started.
+    var refused: [String: Int] { refusals.withLock { $0 } }
 
     /// The lane for the admin API's and the console's own calls into the auth chain.
     static let host = "keel"
@@ -61,7 +65,9 @@ final class PluginLanes: Sendable {
         }
         switch admission {
         case .go: return
-        case .refuse: throw Self.unavailable
+        case .refuse:
+            refusals.withLock { $0[lane, default: 0] += 1 }
+            throw Self.unavailable
         case .wait:
             // Re-checked under the lock: a place may have come free since.
             await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in

@@ -220,6 +220,38 @@ struct SecurityTests {
     }
 }
 
+extension SecurityTests {
+    @Test("when a plugin's lane and its queue are full, its callers get 503 busy, /healthz counts them, others still answer")
+    func laneFull() async throws {
+        let host = try spyHost()
+        let f = host.fixture
+        try f.fixtureBundle("slow", defines: ["SLOW_MS=1500"], capabilities: ["routes"])
+        #expect(try run(["plugins", "enable", "spy"], f).status == 0)
+        #expect(try run(["plugins", "enable", "slow"], f).status == 0)
+        let server = try serve(host, ["--threads-per-plugin", "1", "--plugin-queue", "1"])
+        defer { server.stop() }
+        let statuses = LockedText()
+        let group = DispatchGroup()
+        for _ in 0..<6 {
+            group.enter()
+            Thread.detachNewThread {
+                let reply = try? RawHTTP.request(port: server.port, "GET", "/ext/slow/ping")
+                statuses.append("\(reply?.status ?? 0)\(reply?.text.contains("\"busy\"") == true ? "busy" : "") ")
+                group.leave()
+            }
+        }
+        usleep(300_000)
+        #expect(try RawHTTP.request(port: server.port, "GET", "/ext/spy/echo").status == 200)
+        group.wait()
+        let all = statuses.value.split(separator: " ")
+        // One runs, one waits, the other four are refused at once.
+        #expect(all.filter { $0 == "200" }.count == 2, "\(all)")
+        #expect(all.filter { $0 == "503busy" }.count == 4, "\(all)")
+        let health = try await server.request("GET", "/healthz").json as? [String: Any]
+        #expect((health?["busy"] as? [String: Int])?["slow"] == 4, "\(String(describing: health))")
+    }
+}
+
 final class LockedCounter: Sendable {
     private let count = Mutex(0)
     func increment() { count.withLock { $0 += 1 } }

@@ -35,6 +35,12 @@ extension KeelCommand {
         var bodyTimeout = 30.0
         @Option(name: .customLong("max-connections"), help: "Open connections at most; over it the longest-idle one is closed to make room.")
         var maxConnections = ServerConfiguration.defaultMaxConnections
+        @Option(name: .customLong("plugin-threads"), help: "Threads that run plugin code (hooks and handlers).")
+        var pluginThreads = 32
+        @Option(name: .customLong("threads-per-plugin"), help: "Of those, how many one plugin may occupy at once.")
+        var threadsPerPlugin = 8
+        @Option(name: .customLong("plugin-queue"), help: "Calls to one plugin that may wait for a thread; more get 503 (busy).")
+        var pluginQueue = 1024
         @Flag(name: .customLong("safe-mode"), help: "Start with no plugin active (to recover from a plugin that breaks the host).")
         var safeMode = false
         @Flag(inversion: .prefixedNo, help: "Watch the plugin folder and load, reload and retire bundles as they change.")
@@ -48,6 +54,9 @@ extension KeelCommand {
                 throw ValidationError("--idle-timeout and --body-timeout take seconds between 0 and 86400")
             }
             guard maxConnections > 0 else { throw ValidationError("--max-connections must be at least 1") }
+            guard pluginThreads > 0, threadsPerPlugin > 0, pluginQueue >= 0 else {
+                throw ValidationError("--plugin-threads and --threads-per-plugin must be at least 1, --plugin-queue at least 0")
+            }
         }
 
         func run() async throws {
@@ -71,7 +80,8 @@ extension KeelCommand {
                                             host: host, port: port, maxBodySize: maxBody,
                                             idleTimeout: .milliseconds(Int64(idleTimeout * 1000)),
                                             bodyTimeout: .milliseconds(Int64(bodyTimeout * 1000)),
-                                            maxConnections: maxConnections))
+                                            maxConnections: maxConnections, pluginThreads: pluginThreads,
+                                            threadsPerPlugin: threadsPerPlugin, pluginQueueLimit: pluginQueue))
                 let active = await kernel.activePlugins
                 let host = self.host
                 let login = fresh != nil ? "log in with the admin token above"
