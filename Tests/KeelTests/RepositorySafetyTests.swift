@@ -170,12 +170,23 @@ struct RepositorySafetyTests {
                 finished.add()
             }.start()
         }
-        // Once the repository is being read, the host's own routes still answer before any catalog does.
-        #expect(await waitFor(10) { slow.requests > 0 })
-        let health = Self.blockingGet(server.base + "/healthz")
-        let plugin = Self.blockingGet(server.base + "/ext/hello/greet/world")
-        let doneWhenAnswered = finished.value
-        #expect(health.0 == 200 && plugin.0 == 200, "\(health) \(plugin)")
+        // Once the repository is being read, the host's own routes still answer before any catalog does. Checked from
+        // a thread of its own too: the whole suite runs in parallel, and a test task on a busy cooperative pool could
+        // be held up longer than the catalog's time-out.
+        let checked = LockedText(), checkedDone = DispatchSemaphore(value: 0)
+        let statuses = Counter()
+        Thread {
+            let deadline = Date().addingTimeInterval(10)
+            while slow.requests == 0 && Date() < deadline { usleep(10_000) }
+            let health = Self.blockingGet(server.base + "/healthz")
+            let plugin = Self.blockingGet(server.base + "/ext/hello/greet/world")
+            checked.append("\(finished.value)")
+            statuses.set(health.0 == 200 && plugin.0 == 200 ? 1 : 0)
+            checkedDone.signal()
+        }.start()
+        #expect(await waitFor(60) { checkedDone.wait(timeout: .now()) == .success })
+        let doneWhenAnswered = Int(checked.value) ?? -1
+        #expect(statuses.value == 1, "/healthz or the plugin route did not answer 200")
         #expect(doneWhenAnswered == 0, "\(doneWhenAnswered) catalog request(s) finished before /healthz answered")
 
         #expect(await waitFor(30) { finished.value == count })
