@@ -5,6 +5,7 @@ import KeelLoader
 import KeelManifest
 import KeelRegistry
 import KeelState
+import Synchronization
 
 /// The Keel kernel: finds plugin bundles, keeps their state in SQLite, loads and activates the enabled ones in
 /// dependency order, and composes what they register in `registry`.
@@ -41,7 +42,11 @@ public actor Kernel {
     var bundles: [String: Bundle] = [:]
     var active: [String: ActivePlugin] = [:]
     /// Ids in the order they were activated; deactivation runs in reverse.
-    var activationOrder: [String] = []
+    var activationOrder: [String] = [] {
+        didSet { activeIDs.withLock { $0 = activationOrder } }
+    }
+    /// `activationOrder` for readers off the actor (`/healthz` must answer while the kernel is busy).
+    private nonisolated let activeIDs = Mutex<[String]>([])
 
     struct ActivePlugin: Sendable {
         let library: PluginLibrary
@@ -184,6 +189,7 @@ public actor Kernel {
     public static let version = "1.0.0"
 
     /// Ids of the active plugins in activation order.
-    public var activePlugins: [String] { activationOrder }
+    /// Readable from any thread without waiting for the kernel (a lifecycle change in progress does not hold it up).
+    public nonisolated var activePlugins: [String] { activeIDs.withLock { $0 } }
 
 }

@@ -151,7 +151,7 @@ if wanted("load") {
     let t = now()
     await k.start()
     let keelSeconds = now() - t
-    let active = await k.activePlugins.count
+    let active = k.activePlugins.count
     let after = rss()
     guard active == n else { fatalError("only \(active) of \(n) plugins active") }
     rows.append(Row(name: "load: discover, load, activate \(n) plugins vs raw dlopen loop", measured: String(format: "%.0f ms", keelSeconds * 1000),

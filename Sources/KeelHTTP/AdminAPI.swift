@@ -18,7 +18,7 @@ struct AdminAPI {
 
     func register(on router: Router<KeelRequestContext>) {
         router.get("/healthz") { _, _ -> Response in
-            JSONBody.response(HealthBody(status: "ok", active: await kernel.activePlugins, busy: gatekeeper.lanes.refused))
+            JSONBody.response(HealthBody(status: "ok", active: kernel.activePlugins, busy: gatekeeper.lanes.refused))
         }
 
         let open = router.group("api/v1").add(middleware: AuthMiddleware(gatekeeper: gatekeeper, adminOnly: false))

@@ -64,7 +64,7 @@ struct KernelTests {
         #expect(try await kernel.plugins().map(\.status) == [.installed, .installed])
         try await kernel.enable("hello")
         try await kernel.enable("greeter")
-        #expect(await kernel.activePlugins == ["hello", "greeter"])
+        #expect(kernel.activePlugins == ["hello", "greeter"])
 
         let hello = try await kernel.plugin("hello")
         #expect(hello.status == .enabled)
@@ -140,7 +140,7 @@ struct KernelTests {
         }
         let again = try f.kernel()
         await again.start()
-        #expect(await again.activePlugins == ["hello", "greeter"])
+        #expect(again.activePlugins == ["hello", "greeter"])
         let statuses = try await again.plugins().map { "\($0.id)=\($0.status.rawValue)" }
         #expect(statuses == ["greeter=enabled", "hello=enabled", "third=disabled"])
         #expect(get(again, "/ext/greeter/hello/x")?.0 == 200)
@@ -276,7 +276,7 @@ struct KernelTests {
             #expect(error.description.contains("needed by enabled plugin(s) \"greeter\""))
         }
         try await kernel.disable("hello", cascade: true)
-        #expect(await kernel.activePlugins.isEmpty)
+        #expect(kernel.activePlugins.isEmpty)
         // Both want to start: dependency order decides, whatever the names say.
         try await kernel.enable("hello")
         try await kernel.enable("greeter")
@@ -285,7 +285,7 @@ struct KernelTests {
         try kernel.state.setEnabled("cyc-b", true, status: .installed)
         let again = try f.kernel()
         await again.start()
-        #expect(await again.activePlugins == ["hello", "greeter"])
+        #expect(again.activePlugins == ["hello", "greeter"])
         #expect(try await again.plugin("cyc-a").reason == "dependency cycle: cyc-a → cyc-b → cyc-a")
         #expect(try await again.plugin("cyc-b").status == .failed)
         await again.shutdown()
@@ -347,7 +347,7 @@ struct KernelTests {
 
         let kernel = try f.kernel()
         await kernel.start()
-        #expect(await Set(kernel.activePlugins) == Set(ids))
+        #expect(Set(kernel.activePlugins) == Set(ids))
         for id in ["p000", "p077", "p149"] { #expect(get(kernel, "/ext/\(id)/ping")?.1.hasPrefix("\(id) ") == true) }
         #expect(try await kernel.plugin("base").status == .failed)
         #expect(try await kernel.plugin("base").reason?.isEmpty == false)

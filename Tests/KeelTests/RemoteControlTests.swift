@@ -32,7 +32,7 @@ extension KernelTests {
         try await RemoteControl.submit(.reload(id: "rc"), state: client)
         server.cancel()
         await server.value
-        #expect(await kernel.activePlugins == ["rc"])
+        #expect(kernel.activePlugins == ["rc"])
         #expect(try client.plugin("rc")?.enabled == true)
         #expect(try client.command(orphan)?.state == "cancelled")
         #expect(FileManager.default.fileExists(atPath: f.plugins + "/rc/plugin.yaml"))

@@ -82,7 +82,7 @@ extension KeelCommand {
                                             bodyTimeout: .milliseconds(Int64(bodyTimeout * 1000)),
                                             maxConnections: maxConnections, pluginThreads: pluginThreads,
                                             threadsPerPlugin: threadsPerPlugin, pluginQueueLimit: pluginQueue))
-                let active = await kernel.activePlugins
+                let active = kernel.activePlugins
                 let host = self.host
                 let login = fresh != nil ? "log in with the admin token above"
                     : ProcessInfo.processInfo.environment["KEEL_ADMIN_TOKEN"].map { _ in "log in with $KEEL_ADMIN_TOKEN" }
