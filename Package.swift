@@ -34,8 +34,13 @@ let package = Package(
         .target(name: "KeelLoader", dependencies: ["CKeelABI", "KeelManifest"]),
         .target(name: "KeelRegistry", dependencies: ["KeelLoader", "KeelManifest"]),
         .target(name: "KeelState", dependencies: ["CSQLite"]),
+        // Extension management: repositories, packages, signatures, trust.
+        .target(name: "KeelExtensions", dependencies: [
+            "KeelManifest", "KeelLoader", "KeelState",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
         .target(name: "Keel", dependencies: [
-            "KeelManifest", "KeelLoader", "KeelRegistry", "KeelState", "CKeelSystem",
+            "KeelManifest", "KeelLoader", "KeelRegistry", "KeelState", "KeelExtensions", "CKeelSystem",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .target(name: "KeelHTTP", dependencies: [

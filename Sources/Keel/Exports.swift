@@ -24,3 +24,6 @@
 @_exported import struct KeelLoader.CallBudgets
 @_exported import struct KeelManifest.RepositoryIndex
 @_exported import enum KeelManifest.Capability
+@_exported import struct KeelManifest.PluginBundle
+@_exported import struct KeelManifest.BundleScanner
+@_exported import KeelExtensions

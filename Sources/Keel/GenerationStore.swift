@@ -45,21 +45,9 @@ struct GenerationStore: Sendable {
     }
 
     /// SHA-256 (hex) of the file at `path`, or nil when it cannot be read.
-    static func checksum(_ path: String) -> String? {
-        guard let data = FileManager.default.contents(atPath: path) else { return nil }
-        return hex(SHA256.hash(data: data))
-    }
+    static func checksum(_ path: String) -> String? { FileDigest.sha256(atPath: path) }
 
-    private static func hex(_ digest: SHA256.Digest) -> String {
-        let digits = Array("0123456789abcdef".utf8)
-        var out = [UInt8]()
-        out.reserveCapacity(64)
-        for byte in digest {
-            out.append(digits[Int(byte >> 4)])
-            out.append(digits[Int(byte & 0xF)])
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
+    private static func hex(_ digest: SHA256.Digest) -> String { FileDigest.hex(digest) }
 
     /// Waits until the file at `path` stops changing (same size and modification time `quiet` apart), at most
     /// `timeout`. A library still being written is not loaded half-written. Returns false when it never settled.

@@ -186,10 +186,13 @@ public actor Kernel {
     // MARK: queries
 
     /// The host's own version.
-    public static let version = "1.0.0"
+    public static let version = KeelVersion.current
 
     /// Ids of the active plugins in activation order.
     /// Readable from any thread without waiting for the kernel (a lifecycle change in progress does not hold it up).
     public nonisolated var activePlugins: [String] { activeIDs.withLock { $0 } }
 
 }
+
+/// A plugin bundle on disk (`KeelManifest.PluginBundle`); the short name inside the kernel.
+typealias Bundle = PluginBundle

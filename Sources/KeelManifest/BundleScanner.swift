@@ -4,8 +4,14 @@ import Foundation
 import KeelManifest
 import Synchronization
 
+/// Why a plugin folder could not be scanned: one line naming the folder and the reason.
+public struct ScanError: Error, Sendable, CustomStringConvertible {
+    public var reason: String
+    public var description: String { reason }
+}
+
 /// A plugin bundle found on disk: a folder with a `plugin.yaml`, parsed or not.
-public struct Bundle: Sendable {
+public struct PluginBundle: Sendable {
     public var folder: String
     public var manifestPath: String
     public var manifest: Manifest?
@@ -14,11 +20,11 @@ public struct Bundle: Sendable {
     public var problem: String?
 
     /// The id it is known by: the manifest's, or the folder name when the manifest is unusable.
-    public var id: String { manifest?.id ?? Bundle.fallbackID(folder) }
+    public var id: String { manifest?.id ?? PluginBundle.fallbackID(folder) }
 
     public var libraryPath: String? { manifest.map { folder + "/" + $0.library } }
 
-    static func fallbackID(_ folder: String) -> String {
+    public static func fallbackID(_ folder: String) -> String {
         let name = (folder as NSString).lastPathComponent.lowercased()
         let cleaned = String(name.map { c -> Character in
             c.isASCII && (c.isLetter || c.isNumber || c == "-" || c == "_" || c == ".") ? c : "-"
@@ -35,17 +41,17 @@ public struct BundleScanner: Sendable {
 
     public init() {}
 
-    /// - Throws: `KernelError.Code.bundle` when the folder itself cannot be listed.
-    public func scan(_ directory: String) throws(KernelError) -> [Bundle] {
+    /// - Throws: `ScanError` naming the folder when it cannot be listed.
+    public func scan(_ directory: String) throws(ScanError) -> [PluginBundle] {
         let fm = FileManager.default
         var isDirectory: ObjCBool = false
         guard fm.fileExists(atPath: directory, isDirectory: &isDirectory) else { return [] }
         guard isDirectory.boolValue else {
-            throw KernelError(.bundle, reason: "\(directory): is a file, not a plugin folder")
+            throw ScanError(reason: "\(directory): is a file, not a plugin folder")
         }
         let names: [String]
         do { names = try fm.contentsOfDirectory(atPath: directory) } catch {
-            throw KernelError(.bundle, reason: "\(directory): cannot be listed: \(error.localizedDescription)")
+            throw ScanError(reason: "\(directory): cannot be listed: \(error.localizedDescription)")
         }
         let folders = names.sorted().filter { !$0.hasPrefix(".") }.map { directory + "/" + $0 }.filter { folder in
             var st = stat()
@@ -53,16 +59,16 @@ public struct BundleScanner: Sendable {
         }
         // Manifests are independent: read them on every core.
         // Each worker fills its own slot; the lock is held only to store a finished bundle.
-        let found = Mutex([Bundle?](repeating: nil, count: folders.count))
+        let found = Mutex([PluginBundle?](repeating: nil, count: folders.count))
         let loader = self.loader
         DispatchQueue.concurrentPerform(iterations: folders.count) { i in
             let folder = folders[i], manifestPath = folder + "/" + ManifestLoader.fileName
-            let bundle: Bundle
+            let bundle: PluginBundle
             do throws(ManifestError) {
                 let (manifest, warnings) = try loader.load(path: manifestPath)
-                bundle = Bundle(folder: folder, manifestPath: manifestPath, manifest: manifest, warnings: warnings)
+                bundle = PluginBundle(folder: folder, manifestPath: manifestPath, manifest: manifest, warnings: warnings)
             } catch {
-                bundle = Bundle(folder: folder, manifestPath: manifestPath, manifest: nil, warnings: [],
+                bundle = PluginBundle(folder: folder, manifestPath: manifestPath, manifest: nil, warnings: [],
                                 problem: error.description)
             }
             found.withLock { $0[i] = bundle }
@@ -79,4 +85,9 @@ public struct BundleScanner: Sendable {
         }
         return bundles
     }
+}
+
+/// The version of the Keel host, as plugins' `host:` ranges and repository indexes see it.
+public enum KeelVersion {
+    public static let current = "1.0.0"
 }

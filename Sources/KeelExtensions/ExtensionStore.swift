@@ -116,7 +116,7 @@ public struct ExtensionStore: Sendable {
     /// The versions this host can run: same ABI major, minor not newer, host range satisfied.
     static func compatible(_ e: RepositoryIndex.Entry) -> Bool {
         guard let abi = ABIVersion(e.abi), abi.major == StatusCode.hostABIMajor, abi.minor <= StatusCode.hostABIMinor else { return false }
-        if let host = e.host, let range = VersionRange(host), let me = Semver(Kernel.version) { return range.contains(me) }
+        if let host = e.host, let range = VersionRange(host), let me = Semver(KeelVersion.current) { return range.contains(me) }
         return true
     }
 
@@ -135,11 +135,11 @@ public struct ExtensionStore: Sendable {
             guard let wanted = Semver(version), let offer = fromTop.first(where: { Semver($0.entry.version) == wanted }) else {
                 throw StoreError("repository \"\(repos.first ?? "")\" has no \"\(id)\" version \(version)")
             }
-            guard Self.compatible(offer.entry) else { throw StoreError("\"\(id)\" \(version) needs ABI \(offer.entry.abi) / keel \(offer.entry.host ?? "any"); this host is \(Kernel.version) with ABI \(PluginLibrary.supportedABIText)") }
+            guard Self.compatible(offer.entry) else { throw StoreError("\"\(id)\" \(version) needs ABI \(offer.entry.abi) / keel \(offer.entry.host ?? "any"); this host is \(KeelVersion.current) with ABI \(PluginLibrary.supportedABIText)") }
             return offer
         }
         guard let best = fromTop.filter({ Self.compatible($0.entry) }).max(by: { (Semver($0.entry.version) ?? Semver(0, 0, 0)) < (Semver($1.entry.version) ?? Semver(0, 0, 0)) }) else {
-            throw StoreError("no version of \"\(id)\" runs on this host (keel \(Kernel.version), ABI \(PluginLibrary.supportedABIText))")
+            throw StoreError("no version of \"\(id)\" runs on this host (keel \(KeelVersion.current), ABI \(PluginLibrary.supportedABIText))")
         }
         return best
     }
@@ -209,12 +209,12 @@ public struct ExtensionStore: Sendable {
 
     /// The bundles in `directory` known by `id`: by the id their manifest declares, or by folder name when the
     /// manifest is unusable (the name the scanner gives them). More than one means the id is claimed twice.
-    public static func bundles(claiming id: String, in directory: String) -> [Bundle] {
+    public static func bundles(claiming id: String, in directory: String) -> [PluginBundle] {
         ((try? BundleScanner().scan(directory)) ?? []).filter { $0.id == id }
     }
 
     /// The one-line refusal for installing an id that is already there. Names the folder, never a host path.
-    static func alreadyInstalled(_ id: String, folder: String) -> String {
+    package static func alreadyInstalled(_ id: String, folder: String) -> String {
         "\"\(id)\" is already installed (folder \"\((folder as NSString).lastPathComponent)\"); use `keel upgrade \(id)` to change its version"
     }
 
@@ -234,7 +234,7 @@ public struct ExtensionStore: Sendable {
     /// `archiveLimits.maxArchiveBytes`, hashed on the way), then unpacked entry by entry from that file.
     /// - Returns: the unpacked bundle's manifest, checked against the index (id, version, and the capabilities when
     ///   the index records them).
-    func fetchVerified(_ offer: Offer, into work: String, allowUnsigned: Bool) throws -> Manifest {
+    package func fetchVerified(_ offer: Offer, into work: String, allowUnsigned: Bool) throws -> Manifest {
         let id = offer.id
         let download = work + ".download"
         defer { try? FileManager.default.removeItem(atPath: download) }
@@ -271,15 +271,15 @@ public struct ExtensionStore: Sendable {
     }
 
     /// The record to store for `offer` installed with its library at `library`; nil when the library cannot be read.
-    func signatureRecord(_ offer: Offer, library: String) -> String? {
-        guard let sum = GenerationStore.checksum(library),
+    package func signatureRecord(_ offer: Offer, library: String) -> String? {
+        guard let sum = FileDigest.sha256(atPath: library),
               let data = try? JSONEncoder().encode(SignatureRecord(library: sum, status: signatureStatus(offer))) else { return nil }
         return String(decoding: data, as: UTF8.self)
     }
 
     /// The signature status to show for a bundle whose library now has checksum `librarySum`: the stored one only
     /// while the library is the one installed; a replaced or foreign library shows none.
-    static func signature(stored: String?, librarySum: String?) -> String? {
+    package static func signature(stored: String?, librarySum: String?) -> String? {
         guard let stored, let librarySum,
               let record = try? JSONDecoder().decode(SignatureRecord.self, from: Data(stored.utf8)),
               record.library == librarySum else { return nil }
