@@ -1,20 +1,36 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
+import Foundation
 import NIOPosix
 import Synchronization
 
 /// Where plugin code (auth hooks and route handlers) runs while the server answers requests.
 ///
-/// Never on Swift's cooperative pool: it has one thread per core, and a handler that blocks there (a slow database,
-/// a `sleep`) would stall every request of the host, `/healthz` and the admin API included. Plugin calls run on a
-/// pool of threads of their own (NIO's `NIOThreadPool`). Each lane (a plugin's routes, or the auth chain of the admin
-/// API) may occupy at most `perLane` of those threads at once; further calls wait their turn without holding a
-/// thread, at most `queueLimit` of them per lane, and beyond that get 503. So a plugin that blocks slows its own
-/// callers only. Thread-safe.
+/// Never where it could stall the host. Swift's cooperative pool has one thread per core, and a handler that blocks
+/// there (a slow database, a `sleep`) would stall every request of the host, `/healthz` and the admin API included.
+/// So plugin calls take one of two paths:
+///
+/// - **Inline, under admission control.** A call runs on the cooperative thread that serves the request when an
+///   inline slot is free and its lane has not been slow lately. There are `cores - 1` slots (at least one), so
+///   plugin code never holds more than all but one of the cooperative threads: one is always left for the host.
+///   This is the fast path: no thread hop, which on a small machine costs more than a short handler itself.
+/// - **On a pool of threads of their own** (NIO's `NIOThreadPool`), when no slot is free or the lane is marked slow.
+///   A lane (a plugin's routes, or the auth chain of the admin API) may occupy at most `perLane` of those threads at
+///   once; further calls wait their turn without holding a thread, at most `queueLimit` of them per lane, and beyond
+///   that get 503 (`busy`), counted per lane.
+///
+/// A call that takes longer than `slowCall` marks its lane slow for `slowFor`: its calls then go to the pool, so a
+/// plugin that blocks slows its own callers only. Thread-safe.
 final class PluginLanes: Sendable {
     let pool: NIOThreadPool
     let perLane: Int
     let queueLimit: Int
+    /// Calls that may run inline at once (cooperative threads less one).
+    let inlineSlots: Int
+    /// A call this long marks its lane slow.
+    let slowCall: Duration = .milliseconds(5)
+    /// How long a slow lane stays on the pool.
+    let slowFor: Duration = .seconds(10)
 
     private struct Lane {
         var running = 0
@@ -23,6 +39,8 @@ final class PluginLanes: Sendable {
 
     private let lanes = Mutex<[String: Lane]>([:])
     private let refusals = Mutex<[String: Int]>([:])
+    private let slowUntil = Mutex<[String: ContinuousClock.Instant]>([:])
+    private let inlineInUse = Atomic<Int>(0)
 
     /// Calls refused with 503 because their lane's queue was full, by lane, since the server started.
     var refused: [String: Int] { refusals.withLock { $0 } }
@@ -30,20 +48,28 @@ final class PluginLanes: Sendable {
     /// The lane for the admin API's and the console's own calls into the auth chain.
     static let host = "keel"
 
-    /// Starts `threads` threads.
-    init(threads: Int, perLane: Int, queueLimit: Int = 1024) {
+    /// Starts `threads` threads. `cores` is the width of Swift's cooperative pool (one thread per core).
+    init(threads: Int, perLane: Int, queueLimit: Int = 1024, cores: Int = ProcessInfo.processInfo.activeProcessorCount) {
         pool = NIOThreadPool(numberOfThreads: max(1, threads))
         pool.start()
         self.perLane = max(1, min(perLane, threads))
         self.queueLimit = queueLimit
+        inlineSlots = max(1, cores - 1)
     }
 
-    /// Runs `body` on a pool thread in `lane`, after waiting for a free place in the lane.
+    /// Runs `body` in `lane`: inline when a slot is free and the lane is not slow, else on a pool thread after
+    /// waiting for a free place in the lane.
     /// - Throws: `APIError` 503 when the lane's queue is full, or when the pool has been shut down.
     func run<T: Sendable>(_ lane: String, _ body: @escaping @Sendable () throws -> T) async throws -> T {
+        if takeInlineSlot(lane) {
+            defer { inlineInUse.subtract(1, ordering: .releasing) }
+            return try timed(lane, body)
+        }
         try await admit(lane)
         defer { release(lane) }
-        do { return try await pool.runIfActive(body) } catch is CancellationError {
+        do {
+            return try await pool.runIfActive { try self.timed(lane, body) }
+        } catch is CancellationError {
             throw CancellationError()
         } catch let error as APIError {
             throw error
@@ -51,6 +77,34 @@ final class PluginLanes: Sendable {
             if (error as? NIOThreadPoolError.ThreadPoolInactive) != nil { throw Self.unavailable }
             throw error
         }
+    }
+
+    /// True when the call may run inline: the lane is not marked slow and a slot was free (now taken).
+    private func takeInlineSlot(_ lane: String) -> Bool {
+        let slow = slowUntil.withLock { marks -> Bool in
+            guard let until = marks[lane] else { return false }
+            if until > .now { return true }
+            marks[lane] = nil
+            return false
+        }
+        if slow { return false }
+        var current = inlineInUse.load(ordering: .relaxed)
+        while current < inlineSlots {
+            let (exchanged, original) = inlineInUse.compareExchange(expected: current, desired: current + 1, ordering: .acquiring)
+            if exchanged { return true }
+            current = original
+        }
+        return false
+    }
+
+    /// Runs `body`, marking the lane slow when it took longer than `slowCall`.
+    private func timed<T>(_ lane: String, _ body: () throws -> T) rethrows -> T {
+        let started = ContinuousClock.now
+        defer {
+            let end = ContinuousClock.now
+            if end - started > slowCall { slowUntil.withLock { $0[lane] = end.advanced(by: slowFor) } }
+        }
+        return try body()
     }
 
     static let unavailable = APIError(.serviceUnavailable, "busy", "the plugin is busy; retry later")
