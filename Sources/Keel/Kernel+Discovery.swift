@@ -18,33 +18,23 @@ extension Kernel {
         }
         var next: [String: Bundle] = [:]
         // One read of every record, not one per bundle: `discovered` changes no status, so these stay current.
-        let records = Dictionary(((try? state.plugins()) ?? []).map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        let records = (try? state.plugins()) ?? []
         for bundle in found {
             next[bundle.id] = bundle
             for warning in bundle.warnings { log(.warn, bundle.id, warning.description) }
             do {
                 try state.discovered(id: bundle.id, name: bundle.manifest?.name ?? "",
                                      version: bundle.manifest.map { "\($0.version)" } ?? "", bundlePath: bundle.folder)
-                if let problem = bundle.problem, active[bundle.id] == nil {
-                    try state.setStatus(bundle.id, .failed, reason: problem)
-                    log(.error, bundle.id, problem)
-                } else if bundle.problem == nil, let record = records[bundle.id], active[bundle.id] == nil,
-                          [.missing, .installing, .installFailed, .upgrading].contains(record.status) || (record.status == .failed && !record.enabled) {
-                    try state.setStatus(bundle.id, record.enabled ? .failed : (record.status == .missing ? .disabled : .installed),
-                                        reason: record.enabled ? record.reason : nil)
-                }
             } catch {
                 log(.error, bundle.id, error.description)
             }
         }
-        for record in (try? state.plugins()) ?? [] where next[record.id] == nil && active[record.id] == nil
-            && ![.missing, .installFailed].contains(record.status) {
-            if record.status == .installing {
-                // An install interrupted by a crash: never left in a transient state.
-                try? state.setStatus(record.id, .installFailed, reason: "install interrupted; run keel install again")
+        for change in BundleReconciler.changes(found: found, records: records, active: Set(active.keys)) {
+            do { try state.setStatus(change.id, change.status, reason: change.reason) } catch {
+                log(.error, change.id, error.description)
                 continue
             }
-            try? state.setStatus(record.id, .missing, reason: "bundle no longer in the plugin folder")
+            if change.isProblem, let reason = change.reason { log(.error, change.id, reason) }
         }
         bundles = next
     }

@@ -1,0 +1,58 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import KeelManifest
+import KeelState
+
+/// Decides how the stored plugin records follow what a scan of the plugin folder found. Pure: it reads what it is
+/// given and returns the status changes; the kernel writes them and logs them. Active plugins are never changed
+/// here (a running generation keeps running until it is reloaded or retired).
+public enum BundleReconciler {
+    /// One status change for one plugin's record.
+    public struct Change: Sendable, Equatable {
+        public var id: String
+        public var status: PluginStatus
+        public var reason: String?
+        /// True when the change reports an unusable bundle (the kernel logs it as an error).
+        public var isProblem: Bool
+
+        public init(id: String, status: PluginStatus, reason: String?, isProblem: Bool) {
+            self.id = id
+            self.status = status
+            self.reason = reason
+            self.isProblem = isProblem
+        }
+    }
+
+    /// The changes that bring `records` up to date with `found`, given the plugins that are `active`:
+    /// - an unusable bundle is `failed` with its problem;
+    /// - a usable bundle whose record is left over from before (missing, or a transient install or upgrade state, or
+    ///   failed while not wanted) is `installed`, `disabled` (it was missing) or, when it is wanted, `failed` with
+    ///   its old reason until it is activated;
+    /// - a record whose bundle is gone is `missing`, except an interrupted install, which is `install-failed`.
+    public static func changes(found: [PluginBundle], records: [PluginRecord], active: Set<String>) -> [Change] {
+        let byID = Dictionary(records.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        var changes: [Change] = []
+        var seen = Set<String>()
+        for bundle in found {
+            seen.insert(bundle.id)
+            guard !active.contains(bundle.id) else { continue }
+            if let problem = bundle.problem {
+                changes.append(Change(id: bundle.id, status: .failed, reason: problem, isProblem: true))
+            } else if let record = byID[bundle.id],
+                      [.missing, .installing, .installFailed, .upgrading].contains(record.status) || (record.status == .failed && !record.enabled) {
+                let status: PluginStatus = record.enabled ? .failed : (record.status == .missing ? .disabled : .installed)
+                changes.append(Change(id: bundle.id, status: status, reason: record.enabled ? record.reason : nil, isProblem: false))
+            }
+        }
+        for record in records where !seen.contains(record.id) && !active.contains(record.id)
+            && ![.missing, .installFailed].contains(record.status) {
+            if record.status == .installing {
+                // An install interrupted by a crash: never left in a transient state.
+                changes.append(Change(id: record.id, status: .installFailed, reason: "install interrupted; run keel install again", isProblem: false))
+            } else {
+                changes.append(Change(id: record.id, status: .missing, reason: "bundle no longer in the plugin folder", isProblem: false))
+            }
+        }
+        return changes
+    }
+}

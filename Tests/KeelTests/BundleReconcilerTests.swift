@@ -1,0 +1,39 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import Keel
+@testable import KeelManifest
+@testable import KeelState
+import Testing
+
+@Suite("the bundle reconciler, alone")
+struct BundleReconcilerTests {
+    func bundle(_ id: String, problem: String? = nil) throws -> PluginBundle {
+        let yaml = "id: \(id)\nname: \(id)\nversion: 1.0.0\nabi: \"1.0\"\nlibrary: lib\(id).so\ncapabilities: [routes]\n"
+        let manifest = problem == nil ? try ManifestLoader().parse(Data(yaml.utf8), file: "\(id)/plugin.yaml").0 : nil
+        return PluginBundle(folder: "/p/\(id)", manifestPath: "/p/\(id)/plugin.yaml", manifest: manifest, warnings: [], problem: problem)
+    }
+
+    func record(_ id: String, _ status: PluginStatus, enabled: Bool = false, reason: String? = nil) -> PluginRecord {
+        PluginRecord(id: id, name: id, version: "1.0.0", bundlePath: "/p/\(id)", enabled: enabled, status: status, reason: reason,
+                     changedAt: "")
+    }
+
+    @Test("each rule: unusable, back from missing, leftover transient states, gone, interrupted install; active plugins untouched")
+    func rules() throws {
+        let found = [try bundle("ok"), try bundle("back"), try bundle("wanted"), try bundle("broken", problem: "bad yaml"),
+                     try bundle("running", problem: "rewritten badly")]
+        let records = [record("ok", .installed), record("back", .missing),
+                       record("wanted", .upgrading, enabled: true, reason: "it crashed"),
+                       record("gone", .enabled, enabled: true), record("half", .installing), record("lost", .missing),
+                       record("running", .enabled, enabled: true)]
+        let changes = BundleReconciler.changes(found: found, records: records, active: ["running"])
+        #expect(changes == [
+            .init(id: "back", status: .disabled, reason: nil, isProblem: false),
+            .init(id: "wanted", status: .failed, reason: "it crashed", isProblem: false),
+            .init(id: "broken", status: .failed, reason: "bad yaml", isProblem: true),
+            .init(id: "gone", status: .missing, reason: "bundle no longer in the plugin folder", isProblem: false),
+            .init(id: "half", status: .installFailed, reason: "install interrupted; run keel install again", isProblem: false),
+        ])
+    }
+}
