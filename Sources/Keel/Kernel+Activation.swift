@@ -207,16 +207,28 @@ extension Kernel {
         log(.info, id, "deactivated")
     }
 
-    /// Takes an unpublished or replaced generation down: drains its calls, deactivates it, closes it when
-    /// unload-safe. Runs on a thread of its own, so a slow drain holds up neither lifecycle work nor requests.
+    /// Takes an unpublished or replaced generation down: stops admitting calls, waits for the running ones to drain
+    /// (up to `drainTimeout`) in a task that holds no thread while it waits, then deactivates the generation on the
+    /// kernel's own thread (its deactivate is lifecycle code) and closes it when unload-safe. Neither lifecycle work
+    /// nor requests wait for the drain.
     nonisolated func retire(_ plugin: ActivePlugin, id: String, outcome: String) {
         let timeout = configuration.drainTimeout
-        Thread.detachNewThread { [self] in
-            let problem = plugin.library.deactivate(plugin.context, drainTimeout: timeout)
-            if let problem { self.log(.warn, id, "generation \(plugin.generation): \(problem)") }
-            plugin.library.unloadIfSafe()
-            self.record(id, plugin, outcome: outcome, detail: problem ?? "")
+        plugin.context.stopAdmitting()
+        Task { [self] in
+            let deadline = ContinuousClock.now.advanced(by: .milliseconds(Int64(timeout * 1000)))
+            while plugin.context.callsInFlight > 0 && ContinuousClock.now < deadline {
+                try? await Task.sleep(for: .milliseconds(1))
+            }
+            await finishRetiring(plugin, id: id, outcome: outcome, timeout: timeout)
         }
+    }
+
+    /// The end of `retire`, on the kernel's executor.
+    func finishRetiring(_ plugin: ActivePlugin, id: String, outcome: String, timeout: Double) {
+        let problem = plugin.library.finishDeactivation(plugin.context, stillRunning: plugin.context.callsInFlight, drainTimeout: timeout)
+        if let problem { log(.warn, id, "generation \(plugin.generation): \(problem)") }
+        plugin.library.unloadIfSafe()
+        record(id, plugin, outcome: outcome, detail: problem ?? "")
     }
 
     nonisolated func record(_ id: String, _ plugin: ActivePlugin, outcome: String, detail: String = "") {

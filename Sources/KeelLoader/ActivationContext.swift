@@ -74,13 +74,21 @@ public final class ActivationContext: Sendable {
 
     /// Stops new calls and waits up to `timeout` seconds for calls in flight. Returns the calls still running.
     func drain(timeout: Double) -> Int {
-        phase.withLock { $0 = .draining }
-        // Sequentially consistent with `enter`: either a call sees `admitting` false, or this sees it in flight.
-        admitting.store(false, ordering: .sequentiallyConsistent)
+        stopAdmitting()
         let deadline = Self.now() + timeout
         while inFlight.load(ordering: .sequentiallyConsistent) > 0 && Self.now() < deadline { usleep(1000) }
         return inFlight.load(ordering: .sequentiallyConsistent)
     }
+
+    /// Stops admitting calls; those already running go on (`callsInFlight` counts them). [thread-safe]
+    public func stopAdmitting() {
+        phase.withLock { $0 = .draining }
+        // Sequentially consistent with `enter`: either a call sees `admitting` false, or this sees it in flight.
+        admitting.store(false, ordering: .sequentiallyConsistent)
+    }
+
+    /// Calls into the plugin running now. [thread-safe]
+    public var callsInFlight: Int { inFlight.load(ordering: .sequentiallyConsistent) }
 
     func close() {
         phase.withLock { $0 = .closed }

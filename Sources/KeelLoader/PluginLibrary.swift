@@ -216,7 +216,13 @@ public final class PluginLibrary: @unchecked Sendable {
     /// [lifecycle]
     @discardableResult
     public func deactivate(_ context: ActivationContext, drainTimeout: Double = 5) -> String? {
-        let running = context.drain(timeout: drainTimeout)
+        finishDeactivation(context, stillRunning: context.drain(timeout: drainTimeout), drainTimeout: drainTimeout)
+    }
+
+    /// The second half of `deactivate`, for a caller that drained `context` itself (without holding a thread):
+    /// with calls still running, deactivate is skipped and the library stays mapped; else the plugin's deactivate
+    /// runs. Either way the context is closed. [lifecycle]
+    public func finishDeactivation(_ context: ActivationContext, stillRunning running: Int, drainTimeout: Double) -> String? {
         defer { context.close() }
         if running > 0 {
             return "\(running) call(s) still running after \(drainTimeout)s; deactivate skipped, library kept mapped"
