@@ -27,8 +27,10 @@ let package = Package(
         // The C ABI: headers plus a layout check that fails the build if a published struct changes.
         .target(name: "CKeelABI", path: "PluginABI", sources: ["layout_check.c"], publicHeadersPath: "include"),
         .systemLibrary(name: "CSQLite", path: "Sources/CSQLite"),
-        // System calls Swift's Glibc module leaves out (memfd_create).
+        // System calls Swift's Glibc module leaves out (memfd_create), and the one small module for the host's
+        // system calls: whole writes, in-memory files, inotify, a shared page.
         .target(name: "CKeelSystem"),
+        .target(name: "KeelSystem", dependencies: ["CKeelSystem"]),
 
         .target(name: "KeelManifest", dependencies: [.product(name: "Yams", package: "Yams")]),
         .target(name: "KeelLoader", dependencies: ["CKeelABI", "KeelManifest"]),
@@ -36,11 +38,11 @@ let package = Package(
         .target(name: "KeelState", dependencies: ["CSQLite"]),
         // Extension management: repositories, packages, signatures, trust.
         .target(name: "KeelExtensions", dependencies: [
-            "KeelManifest", "KeelLoader", "KeelState",
+            "KeelManifest", "KeelLoader", "KeelState", "KeelSystem",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .target(name: "Keel", dependencies: [
-            "KeelManifest", "KeelLoader", "KeelRegistry", "KeelState", "KeelExtensions", "CKeelSystem",
+            "KeelManifest", "KeelLoader", "KeelRegistry", "KeelState", "KeelExtensions", "KeelSystem",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .target(name: "KeelHTTP", dependencies: [

@@ -1,7 +1,7 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
 import Foundation
-import Glibc
+import KeelSystem
 
 /// Which plugin the kernel is activating right now, in a small file beside the state file (`<state>.activating`).
 /// Set before calling a plugin's activate and cleared after; a mark left behind names the plugin that took the process
@@ -11,29 +11,18 @@ import Glibc
 /// Not thread-safe, and not `Sendable`: the kernel actor owns it and uses it only on its lifecycle thread.
 final class ActivationMark {
     let path: String
-    private static let size = 4096
-    private var mapped: UnsafeMutableRawBufferPointer?
-    private var triedMapping = false
+    private let page: SharedPage
 
-    init(path: String) { self.path = path }
-
-    /// The mapping, made on first use; nil when the file cannot be created (marks are then skipped).
-    private func memory() -> UnsafeMutableRawBufferPointer? {
-        if mapped != nil || triedMapping { return mapped }
-        triedMapping = true
-        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        guard ftruncate(fd, off_t(Self.size)) == 0 else { return nil }
-        let p = mmap(nil, Self.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
-        guard let p, p != MAP_FAILED else { return nil }
-        mapped = UnsafeMutableRawBufferPointer(start: p, count: Self.size)
-        return mapped
+    init(path: String) {
+        self.path = path
+        page = SharedPage(path: path)
     }
+
+    private func memory() -> UnsafeMutableRawBufferPointer? { page.bytes }
 
     func set(_ text: String) {
         guard let memory = memory() else { return }
-        let bytes = Array(text.utf8.prefix(Self.size - 1))
+        let bytes = Array(text.utf8.prefix(SharedPage.size - 1))
         // Terminate first, so that a crash half-way leaves the old text or a prefix of the new one, never garbage.
         memory[bytes.count] = 0
         bytes.withUnsafeBytes { memory.copyMemory(from: $0) }
@@ -51,6 +40,4 @@ final class ActivationMark {
         let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
         return trimmed.isEmpty ? nil : trimmed
     }
-
-    deinit { if let mapped { munmap(mapped.baseAddress, Self.size) } }
 }

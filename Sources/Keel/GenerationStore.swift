@@ -1,6 +1,6 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
-import CKeelSystem
+import KeelSystem
 import Crypto
 import Foundation
 import Glibc
@@ -177,7 +177,7 @@ struct GenerationStore: Sendable {
     /// The copy as a memory file behind a one-use link, or nil when either cannot be made (the caller falls back
     /// to a file copy).
     private func inMemory(_ image: [UInt8], checksum: String, name: String, link: String) -> Copy? {
-        let fd = keel_memfd_create(String(name.prefix(240)))
+        let fd = SystemFile.memoryFile(name: name)
         guard fd >= 0 else { return nil }
         guard GenerationStore.writeAll(fd, image), symlink("/proc/\(getpid())/fd/\(fd)", link) == 0 else {
             close(fd)
@@ -187,13 +187,6 @@ struct GenerationStore: Sendable {
     }
 
     private static func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
-        var done = 0
-        while done < bytes.count {
-            let n = bytes.withUnsafeBytes { buffer in buffer.baseAddress.map { write(fd, $0 + done, buffer.count - done) } ?? 0 }
-            if n < 0, errno == EINTR { continue }
-            guard n > 0 else { return false }
-            done += n
-        }
-        return true
+        bytes.withUnsafeBytes { SystemFile.writeAll(fd, $0) }
     }
 }

@@ -2,6 +2,7 @@
 
 import Foundation
 import Glibc
+import KeelSystem
 import Synchronization
 
 /// Watches a plugin folder with inotify (no polling of the files) and reports which bundle folders changed.
@@ -11,7 +12,7 @@ import Synchronization
 /// set of bundle folder names, so a burst of writes (a `cp`, a build) causes one call. Runs its own thread;
 /// `onChange` is called on it. `stop()` ends it.
 public final class PluginWatcher: Sendable {
-    private let fd: Int32
+    private let inotify: Inotify
     private let directory: String
     private let quiet: Double
     private let onChange: @Sendable (Set<String>) -> Void
@@ -26,12 +27,9 @@ public final class PluginWatcher: Sendable {
         self.directory = directory
         self.quiet = quiet
         self.onChange = onChange
-        fd = inotify_init1(Int32(IN_CLOEXEC | IN_NONBLOCK))
-        guard fd >= 0 else { throw KernelError(.bundle, reason: "\(directory): inotify unavailable: \(String(cString: strerror(errno)))") }
-        let top = inotify_add_watch(fd, directory, Self.topMask)
-        guard top >= 0 else {
-            close(fd)
-            throw KernelError(.bundle, reason: "\(directory): cannot watch: \(String(cString: strerror(errno)))")
+        do { inotify = try Inotify() } catch { throw KernelError(.bundle, reason: "\(directory): \(error)") }
+        guard let top = inotify.add(directory, mask: Self.topMask) else {
+            throw KernelError(.bundle, reason: "\(directory): cannot watch: \(SystemFile.lastError)")
         }
         watches.withLock { $0[top] = "" }
         for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] { addBundle(name) }
@@ -44,8 +42,7 @@ public final class PluginWatcher: Sendable {
         guard !name.hasPrefix(".") else { return }
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: directory + "/" + name, isDirectory: &isDirectory), isDirectory.boolValue else { return }
-        let wd = inotify_add_watch(fd, directory + "/" + name, Self.bundleMask)
-        if wd >= 0 { watches.withLock { $0[wd] = name } }
+        if let wd = inotify.add(directory + "/" + name, mask: Self.bundleMask) { watches.withLock { $0[wd] = name } }
     }
 
     public func stop() { running.store(false, ordering: .releasing) }
@@ -53,16 +50,11 @@ public final class PluginWatcher: Sendable {
     private func loop() {
         var pending = Set<String>()
         var lastEvent = 0.0
-        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
         while running.load(ordering: .acquiring) {
-            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            let ready = poll(&pfd, 1, 50)
-            if ready > 0 {
-                let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-                if n > 0 {
-                    for name in parse(buffer, count: n) { pending.insert(name) }
-                    lastEvent = Self.now()
-                }
+            let events = inotify.read(waitingUpTo: 50)
+            if !events.isEmpty {
+                for name in changedFolders(events) { pending.insert(name) }
+                lastEvent = Self.now()
             }
             if !pending.isEmpty && Self.now() - lastEvent >= quiet {
                 let changed = pending
@@ -70,30 +62,20 @@ public final class PluginWatcher: Sendable {
                 onChange(changed)
             }
         }
-        close(fd)
     }
 
-    /// Bundle folder names named by the events in `buffer`; new bundle folders get their own watch.
-    private func parse(_ buffer: [UInt8], count: Int) -> [String] {
+    /// Bundle folder names the events name; new bundle folders get their own watch.
+    private func changedFolders(_ events: [Inotify.Event]) -> [String] {
         var names: [String] = []
-        var offset = 0
-        let header = 16
-        while offset + header <= count {
-            let wd = buffer.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: Int32.self) }
-            let mask = buffer.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset + 4, as: UInt32.self) }
-            let length = Int(buffer.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset + 12, as: UInt32.self) })
-            let nameBytes = buffer[(offset + header)..<min(count, offset + header + length)].prefix { $0 != 0 }
-            let name = String(decoding: nameBytes, as: UTF8.self)
-            offset += header + length
-            let folder = watches.withLock { $0[wd] }
-            guard let folder else { continue }
+        for event in events {
+            guard let folder = watches.withLock({ $0[event.watch] }) else { continue }
             if folder.isEmpty {
                 // The top folder: a bundle folder appeared, vanished or was renamed.
-                guard !name.hasPrefix(".") else { continue }
-                if mask & UInt32(IN_CREATE | IN_MOVED_TO) != 0 { addBundle(name) }
-                names.append(name)
+                guard !event.name.hasPrefix(".") else { continue }
+                if event.mask & UInt32(IN_CREATE | IN_MOVED_TO) != 0 { addBundle(event.name) }
+                names.append(event.name)
             } else {
-                if mask & UInt32(IN_IGNORED) != 0 { watches.withLock { _ = $0.removeValue(forKey: wd) } }
+                if event.mask & UInt32(IN_IGNORED) != 0 { watches.withLock { _ = $0.removeValue(forKey: event.watch) } }
                 names.append(folder)
             }
         }

@@ -1,6 +1,7 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
 import Foundation
+import KeelSystem
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -22,17 +23,7 @@ public enum PackageArchive {
 
     /// Writes all of `chunk` to `fd`, retrying short writes and EINTR. False on an error (`errno` says which).
     static func writeAll(_ fd: Int32, _ chunk: Data) -> Bool {
-        chunk.withUnsafeBytes { raw -> Bool in
-            guard let base = raw.baseAddress else { return true }
-            var offset = 0
-            while offset < raw.count {
-                let n = Glibc.write(fd, base + offset, raw.count - offset)
-                if n < 0 && errno == EINTR { continue }
-                guard n > 0 else { return false }
-                offset += n
-            }
-            return true
-        }
+        chunk.withUnsafeBytes { SystemFile.writeAll(fd, $0) }
     }
 
     /// How big an archive may be. `standard` is the documented limit; tests use smaller ones.

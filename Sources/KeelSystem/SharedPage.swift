@@ -1,0 +1,32 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Glibc
+
+/// One page of a file, mapped shared: writes through memory reach the file without a system call, and survive a
+/// crash of this process (the page cache keeps them), not of the machine. The mapping is made on first use; when
+/// the file cannot be created or mapped, `bytes` is nil and callers skip what they wanted to write.
+/// Not thread-safe: its owner serialises its use.
+public final class SharedPage {
+    public let path: String
+    public static let size = 4096
+    private var mapped: UnsafeMutableRawBufferPointer?
+    private var triedMapping = false
+
+    public init(path: String) { self.path = path }
+
+    /// The mapped page, or nil when it cannot be made.
+    public var bytes: UnsafeMutableRawBufferPointer? {
+        if mapped != nil || triedMapping { return mapped }
+        triedMapping = true
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        guard ftruncate(fd, off_t(Self.size)) == 0 else { return nil }
+        let p = mmap(nil, Self.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+        guard let p, p != MAP_FAILED else { return nil }
+        mapped = UnsafeMutableRawBufferPointer(start: p, count: Self.size)
+        return mapped
+    }
+
+    deinit { if let mapped { munmap(mapped.baseAddress, Self.size) } }
+}

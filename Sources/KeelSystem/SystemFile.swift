@@ -1,0 +1,30 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import CKeelSystem
+import Glibc
+
+/// File descriptors as the host uses them: whole writes, in-memory files. Stateless; every function is safe from any
+/// thread (each works on the descriptor it is given).
+public enum SystemFile {
+    /// Writes all of `bytes` to `fd`, retrying short writes and EINTR. False on an error (`errno` says which).
+    public static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Bool {
+        guard let base = bytes.baseAddress else { return true }
+        var offset = 0
+        while offset < bytes.count {
+            let n = write(fd, base + offset, bytes.count - offset)
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { return false }
+            offset += n
+        }
+        return true
+    }
+
+    /// An anonymous in-memory file (`memfd_create`, close-on-exec), shown as `memfd:<name>` in `/proc/<pid>/maps`.
+    /// Returns its descriptor, or -1 with `errno` (no memfd on this kernel).
+    public static func memoryFile(name: String) -> Int32 {
+        keel_memfd_create(String(name.prefix(240)))
+    }
+
+    /// The text of `errno`, for one-line messages.
+    public static var lastError: String { String(cString: strerror(errno)) }
+}
