@@ -98,35 +98,39 @@ extension KeelCommand.Tenants {
         }
     }
 
-    struct AddMember: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "add-member", abstract: "Put a principal in a tenant with a role.")
-        @OptionGroup var options: GlobalOptions
+    /// The three names both member commands take.
+    struct Member: ParsableArguments {
         @Argument(help: "Tenant name.", completion: Completion.tenants) var tenant: String
         @Argument(help: "Principal id, as the authenticate hooks name it.") var principal: String
         @Argument(help: "Role name.", completion: Completion.roles) var role: String
 
+        func command(member: Bool) -> KernelCommand {
+            .setMember(tenant: tenant, principal: principal, role: role, member: member)
+        }
+    }
+
+    struct AddMember: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "add-member", abstract: "Put a principal in a tenant with a role.")
+        @OptionGroup var options: GlobalOptions
+        @OptionGroup var member: Member
+
         func run() async throws {
             try await reporting {
-                let state = try options.openState()
-                try requireDirectoryNames(state, tenant: tenant, role: role)
-                try await executeStored(options, .setMember(tenant: tenant, principal: principal, role: role, member: true))
+                try requireDirectoryNames(try options.openState(), tenant: member.tenant, role: member.role)
+                try await executeStored(options, member.command(member: true))
             }
-            print("\(principal) is \(role) in \(tenant)")
+            print("\(member.principal) is \(member.role) in \(member.tenant)")
         }
     }
 
     struct RemoveMember: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "remove-member", abstract: "Take a role in a tenant away from a principal.")
         @OptionGroup var options: GlobalOptions
-        @Argument(help: "Tenant name.", completion: Completion.tenants) var tenant: String
-        @Argument(help: "Principal id.") var principal: String
-        @Argument(help: "Role name.", completion: Completion.roles) var role: String
+        @OptionGroup var member: Member
 
         func run() async throws {
-            try await reporting {
-                try await executeStored(options, .setMember(tenant: tenant, principal: principal, role: role, member: false))
-            }
-            print("\(principal) is no longer \(role) in \(tenant)")
+            try await reporting { try await executeStored(options, member.command(member: false)) }
+            print("\(member.principal) is no longer \(member.role) in \(member.tenant)")
         }
     }
 }
