@@ -86,14 +86,21 @@ extension KeelCommand {
                 let plan: [ExtensionStore.Offer]
                 do { plan = try store.plan(parts[0], version: parts.count > 1 ? parts[1] : nil) } catch { throw CLIError(error) }
                 print("plan: " + plan.map { "\($0.id) \($0.entry.version) from \($0.repository.name)" }.joined(separator: ", "))
-                for offer in plan {
-                    do {
-                        try await withProgress("installing \(offer.id) \(offer.entry.version) (fetch, verify, probe)") {
-                            try store.install(offer, allowUnsigned: allowUnsigned)
-                        }
-                    } catch { throw CLIError(error) }
-                    print("installed \(offer.id) \(offer.entry.version)")
+                // The kernel installs (the same command the admin API runs); the plan above is what it will do.
+                let result: CommandResult
+                do {
+                    result = try await withProgress("installing \(plan.map(\.id).joined(separator: ", ")) (fetch, verify, probe)") {
+                        try await executeStored(options, .install(id: parts[0], version: parts.count > 1 ? parts[1] : nil,
+                                                                  allowUnsigned: allowUnsigned))
+                    }
+                } catch {
+                    // Say what did get installed before the failure (dependencies come first).
+                    for offer in plan where !ExtensionStore.bundles(claiming: offer.id, in: options.pluginsDirectory).isEmpty {
+                        print("installed \(offer.id) \(offer.entry.version)")
+                    }
+                    throw error
                 }
+                for line in result.installed { print("installed \(line)") }
                 if let config {
                     guard let data = FileManager.default.contents(atPath: config) else { throw CLIError("\(config): cannot be read") }
                     let yaml = String(decoding: data, as: UTF8.self)
