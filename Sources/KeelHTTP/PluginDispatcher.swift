@@ -87,6 +87,9 @@ struct PluginDispatcher: Sendable {
     static let contentSecurityPolicy = HTTPField.Name("content-security-policy")!
     /// What a plugin's content may do: run scripts, submit forms, open pop-ups and downloads, in an opaque origin.
     static let pluginSandbox = "sandbox allow-scripts allow-forms allow-popups allow-downloads"
+    /// Made once, not per response.
+    static let sandboxField = HTTPField(name: contentSecurityPolicy, value: pluginSandbox)
+    static let nosniffField = HTTPField(name: .xContentTypeOptions, value: "nosniff")
 
     /// The body, at most `maxBodySize` bytes, within `bodyTimeout`.
     /// - Throws: `APIError` 413 when it is larger. When it is slower, the client gets 408 written straight to the
@@ -133,15 +136,16 @@ struct PluginDispatcher: Sendable {
         switch outcome {
         case let .success(response):
             var headers = HTTPFields()
+            headers.reserveCapacity(response.headers.count + 2)
             for h in response.headers {
-                guard let name = HTTPField.Name(h.name) else { continue }
+                guard let name = HTTPField.Name(h.name), name != .xContentTypeOptions else { continue }
                 headers.append(HTTPField(name: name, value: h.value))
             }
             // Plugin content runs in an opaque origin wherever it is opened (in the console's frame or on its own),
             // so its scripts cannot reach the console's storage or credentials. Added after the plugin's own
             // headers: a plugin may tighten its policy with another one (browsers enforce all), never loosen this.
-            headers.append(HTTPField(name: Self.contentSecurityPolicy, value: Self.pluginSandbox))
-            headers[.xContentTypeOptions] = "nosniff"
+            headers.append(Self.sandboxField)
+            headers.append(Self.nosniffField)
             return Response(status: .init(code: response.status), headers: headers,
                             body: ResponseBody(byteBuffer: ByteBuffer(bytes: response.body)))
         case let .failure(error) where error.status == StatusCode.unavailable:

@@ -40,6 +40,8 @@ final class PluginLanes: Sendable {
     private let lanes = Mutex<[String: Lane]>([:])
     private let refusals = Mutex<[String: Int]>([:])
     private let slowUntil = Mutex<[String: ContinuousClock.Instant]>([:])
+    /// How many lanes `slowUntil` holds: while none is slow, a call takes no lock to find out.
+    private let slowLanes = Atomic<Int>(0)
     private let inlineInUse = Atomic<Int>(0)
 
     /// Calls refused with 503 because their lane's queue was full, by lane, since the server started.
@@ -81,13 +83,16 @@ final class PluginLanes: Sendable {
 
     /// True when the call may run inline: the lane is not marked slow and a slot was free (now taken).
     private func takeInlineSlot(_ lane: String) -> Bool {
-        let slow = slowUntil.withLock { marks -> Bool in
-            guard let until = marks[lane] else { return false }
-            if until > .now { return true }
-            marks[lane] = nil
-            return false
+        if slowLanes.load(ordering: .relaxed) > 0 {
+            let slow = slowUntil.withLock { marks -> Bool in
+                guard let until = marks[lane] else { return false }
+                if until > .now { return true }
+                marks[lane] = nil
+                slowLanes.store(marks.count, ordering: .relaxed)
+                return false
+            }
+            if slow { return false }
         }
-        if slow { return false }
         var current = inlineInUse.load(ordering: .relaxed)
         while current < inlineSlots {
             let (exchanged, original) = inlineInUse.compareExchange(expected: current, desired: current + 1, ordering: .acquiring)
@@ -102,7 +107,12 @@ final class PluginLanes: Sendable {
         let started = ContinuousClock.now
         defer {
             let end = ContinuousClock.now
-            if end - started > slowCall { slowUntil.withLock { $0[lane] = end.advanced(by: slowFor) } }
+            if end - started > slowCall {
+                slowUntil.withLock { marks in
+                    marks[lane] = end.advanced(by: slowFor)
+                    slowLanes.store(marks.count, ordering: .relaxed)
+                }
+            }
         }
         return try body()
     }
