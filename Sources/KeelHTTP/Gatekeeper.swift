@@ -13,7 +13,7 @@ import Keel
 /// that fails denies the request: the chain fails closed.
 ///
 /// The host's own credentials never reach plugin code: the request plugins see (hooks and handlers alike) has no
-/// `Authorization` header when it carried the admin token, and no `keel_page` cookie. Thread-safe.
+/// `Authorization` header that carries the admin token, and no `keel_page` cookie. Thread-safe.
 struct Gatekeeper: Sendable {
     let kernel: Kernel
     let token: AdminToken
@@ -41,9 +41,8 @@ struct Gatekeeper: Sendable {
     /// The caller of `request`, or a thrown 403 when an authenticate hook failed.
     /// - Parameter pluginID: the plugin whose route the request is for (page sessions count there only).
     func identify(_ request: Request, snapshot: Snapshot, pluginID: String? = nil) throws -> Caller {
-        let isAdmin = request.headers[.authorization].map(presentsAdminToken) ?? false
-        var tickets: [String] = []
-        var seen = Self.pluginRequest(request, hidingAuthorization: isAdmin, pageTickets: &tickets)
+        var tickets: [String] = [], isAdmin = false
+        var seen = pluginRequest(request, isAdmin: &isAdmin, pageTickets: &tickets)
         if isAdmin {
             seen.principal = Self.admin
             return Caller(principal: Self.admin, isAdmin: true, seen: seen)
@@ -83,14 +82,20 @@ struct Gatekeeper: Sendable {
     }
 
     /// The request as plugins see it (no body: hooks decide on headers, path and method), without the host's own
-    /// credentials: the `Authorization` header when `hidingAuthorization` (it carried the admin token), and the
-    /// `keel_page` cookie, whose values go to `pageTickets`.
-    static func pluginRequest(_ request: Request, hidingAuthorization: Bool, pageTickets: inout [String]) -> PluginRequest {
+    /// credentials: every `Authorization` header that carries the admin token (in whatever position, so a second
+    /// header cannot smuggle it past), and the `keel_page` cookie, whose values go to `pageTickets`. `isAdmin` is
+    /// set when the first `Authorization` header is the admin token (the one the host honours).
+    func pluginRequest(_ request: Request, isAdmin: inout Bool, pageTickets: inout [String]) -> PluginRequest {
         var headers: [(name: String, value: String)] = []
         headers.reserveCapacity(request.headers.count)
+        var firstAuthorization = true
         for field in request.headers {
-            if field.name == .authorization && hidingAuthorization { continue }
-            if field.name == .cookie {
+            if field.name == .authorization {
+                let admin = presentsAdminToken(field.value)
+                if firstAuthorization { isAdmin = admin }
+                firstAuthorization = false
+                if admin { continue }
+            } else if field.name == .cookie {
                 let (tickets, rest) = PageSessions.split(cookieHeader: field.value)
                 pageTickets += tickets
                 if let rest { headers.append((name: field.name.canonicalName, value: rest)) }
@@ -99,7 +104,7 @@ struct Gatekeeper: Sendable {
             headers.append((name: field.name.canonicalName, value: field.value))
         }
         return PluginRequest(method: request.method.rawValue, path: request.uri.path, query: request.uri.query ?? "",
-                             headers: headers, requestID: request.headers[requestIDHeader] ?? "")
+                             headers: headers, requestID: request.headers[Self.requestIDHeader] ?? "")
     }
 }
 

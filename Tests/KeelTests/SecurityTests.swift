@@ -54,6 +54,12 @@ struct SecurityTests {
         // Plugin routes called with the admin token, in either spelling of the scheme: the admin, without the token.
         #expect(try await server.request("GET", "/ext/spy/echo", admin: true).text == "admin default")
         #expect(try await server.request("GET", "/ext/spy/echo", headers: ["Authorization": "bearer \(token)"]).text == "admin default")
+        // A second Authorization header cannot smuggle the token past the host.
+        let fd = try RawHTTP.connect(port: server.port)
+        RawHTTP.send(fd, "GET /ext/spy/echo HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                     + "Authorization: Bearer first-key\r\nAuthorization: Bearer \(token)\r\n\r\n")
+        #expect(RawHTTP.readAll(fd).hasPrefix("HTTP/1.1 200"))
+        close(fd)
         // A credential that is not the host's is the plugin's business.
         _ = try await server.request("GET", "/ext/spy/echo", headers: ["Authorization": "Bearer my-own-api-key"])
 
@@ -75,6 +81,7 @@ struct SecurityTests {
         #expect(seen.contains("authz-resource /api/v1/plugins GET"), "the hooks ran on the admin API call")
         #expect(seen.contains("handler-header authorization Bearer my-own-api-key"))
         #expect(seen.contains("handler-header cookie theme=dark"))
+        #expect(seen.contains("handler-header authorization Bearer first-key"))
         #expect(!seen.contains(token), "a plugin saw the admin token")
         #expect(!seen.contains(ticket), "a plugin saw the page session")
     }
