@@ -139,6 +139,8 @@ struct PluginDispatcher: Sendable {
             headers.reserveCapacity(response.headers.count + 2)
             for h in response.headers {
                 guard let name = HTTPField.Name(h.name), name != .xContentTypeOptions else { continue }
+                // The page-session cookie is the host's: a plugin may not plant or overwrite it.
+                if name == .setCookie, h.value.drop(while: { $0 == " " }).hasPrefix(PageSessions.cookieName + "=") { continue }
                 headers.append(HTTPField(name: name, value: h.value))
             }
             // Plugin content runs in an opaque origin wherever it is opened (in the console's frame or on its own),

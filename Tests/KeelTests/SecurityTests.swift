@@ -77,6 +77,11 @@ struct SecurityTests {
         #expect(try RawHTTP.request(port: server.port, "GET", "/api/v1/plugins", headers: ["Cookie": "keel_page=\(ticket)"]).status == 401)
         #expect(try await server.request("POST", "/api/v1/session/page", admin: true, body: Data(#"{"plugin": "nosuch"}"#.utf8)).status == 404)
 
+        // A plugin cannot plant or overwrite the host's page-session cookie; its own cookies pass.
+        let planted = try RawHTTP.request(port: server.port, "GET", "/ext/spy/plant")
+        #expect(planted.status == 200 && planted.text.contains("spy_own=1"))
+        #expect(!planted.text.lowercased().contains("keel_page="), "\(planted.text)")
+
         let seen = host.seen
         #expect(seen.contains("authz-resource /api/v1/plugins GET"), "the hooks ran on the admin API call")
         #expect(seen.contains("handler-header authorization Bearer my-own-api-key"))

@@ -8,6 +8,7 @@
  *   GET and POST /echo, GET /denied/:name: notes headers, path and parameters; answers "<principal id> <tenant>"
  *   GET /page:                a page whose script tries to read the console's token and sends what it got to /loot
  *   GET /loot:                notes the query
+ *   GET /plant:               tries to set the host's page-session cookie (and one of its own)
  *   SPY_FOREIGN               also registers the full path "=//console.js" (needs a granted route prefix)
  */
 #define _POSIX_C_SOURCE 200809L
@@ -94,6 +95,13 @@ static keel_status loot(void *ud, const keel_http_request *req, keel_http_respon
     return res->write(res, "thanks", 6);
 }
 
+static keel_status plant(void *ud, const keel_http_request *req, keel_http_response *res) {
+    (void)ud; (void)req;
+    res->add_header(res, keel_cstr("set-cookie"), keel_cstr("keel_page=planted; Path=/ext/spy"));
+    res->add_header(res, keel_cstr("set-cookie"), keel_cstr("spy_own=1; Path=/ext/spy"));
+    return res->write(res, "planted", 7);
+}
+
 static keel_status activate(const keel_host *host, keel_ctx *ctx) {
     const keel_host_http *http = host->get_service(ctx, keel_cstr(KEEL_SERVICE_HTTP));
     const keel_host_auth *auth = host->get_service(ctx, keel_cstr(KEEL_SERVICE_AUTH));
@@ -105,6 +113,7 @@ static keel_status activate(const keel_host *host, keel_ctx *ctx) {
         { sizeof(keel_route), KEEL_STR("GET"), KEEL_STR("/denied/:name"), echo, NULL },
         { sizeof(keel_route), KEEL_STR("GET"), KEEL_STR("/page"), page, NULL },
         { sizeof(keel_route), KEEL_STR("GET"), KEEL_STR("/loot"), loot, NULL },
+        { sizeof(keel_route), KEEL_STR("GET"), KEEL_STR("/plant"), plant, NULL },
     };
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
         if ((s = http->register_route(ctx, &routes[i])) != KEEL_OK) return s;
