@@ -1,4 +1,4 @@
-/* Locks the layout of ABI 1.0 (LP64). A failing assertion means a published struct changed: that breaks every
+/* Locks the layout of ABI 1.0 and 1.1 (LP64). A failing assertion means a published struct changed: that breaks every
  * plugin built against 1.0. Append fields instead, and add a check for them here. */
 #include <keel/keel.h>
 #include <stddef.h>
@@ -93,6 +93,28 @@ CHECK_OFFSET(keel_host_auth, check_permission, 24);
 CHECK_SIZE(keel_host_auth, 32);
 CHECK_OFFSET(keel_host_config, get, 8);
 CHECK_SIZE(keel_host_config, 16);
+
+/* ABI 1.1: services between plugins. */
+CHECK_OFFSET(keel_service_provision, interface_id, 8);
+CHECK_OFFSET(keel_service_provision, table, 24);
+CHECK_SIZE(keel_service_provision, 32);
+CHECK_OFFSET(keel_service_info, version, 4);
+CHECK_OFFSET(keel_service_info, interface_id, 16);
+CHECK_OFFSET(keel_service_info, provider_id, 32);
+CHECK_OFFSET(keel_service_info, provider_version, 48);
+CHECK_OFFSET(keel_service_info, generation, 64);
+CHECK_OFFSET(keel_service_info, table_size, 72);
+CHECK_SIZE(keel_service_info, 80);
+CHECK_OFFSET(keel_service_listener, interface_id, 8);
+CHECK_OFFSET(keel_service_listener, changed, 24);
+CHECK_OFFSET(keel_service_listener, user_data, 32);
+CHECK_SIZE(keel_service_listener, 40);
+CHECK_OFFSET(keel_host_services, provide, 8);
+CHECK_OFFSET(keel_host_services, listen, 16);
+CHECK_OFFSET(keel_host_services, acquire, 24);
+CHECK_OFFSET(keel_host_services, release, 32);
+CHECK_OFFSET(keel_host_services, describe, 40);
+CHECK_SIZE(keel_host_services, 48);
 #endif
 
 /* The C target needs one symbol of its own. */

@@ -26,6 +26,10 @@ public struct Manifest: Sendable, Hashable {
     public var routePrefixes: [String] = []
     /// Permission items the plugin defines (like KubeSphere's RoleTemplate); the operator grants them to roles.
     public var permissions: [PermissionDeclaration] = []
+    /// Interfaces the plugin provides to others (ABI 1.1), each with a table registered during activate.
+    public var provides: [ProvidedInterface] = []
+    /// Interfaces the plugin consumes from others (ABI 1.1).
+    public var consumes: [ConsumedInterface] = []
 
     public init(id: String, name: String, version: Semver, description: String = "", abi: ABIVersion,
                 library: String, capabilities: Set<Capability> = [], menus: [MenuDeclaration] = [],

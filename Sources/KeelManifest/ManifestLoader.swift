@@ -137,8 +137,10 @@ struct NodeReader {
 
     static let knownKeys: Set<String> = [
         "id", "name", "version", "description", "abi", "library", "capabilities", "menus", "dependencies", "host",
-        "permissions",
+        "permissions", "provides", "consumes",
     ]
+    static let providesKeys: Set<String> = ["interface", "version", "ranking"]
+    static let consumesKeys: Set<String> = ["interface", "version", "optional"]
     static let permissionKeys: Set<String> = ["key", "description", "actions"]
     static let menuKeys: Set<String> = ["id", "title", "parent", "link", "order", "icon", "permission"]
 
@@ -266,7 +268,97 @@ struct NodeReader {
                                                                   actions: names))
             }
         }
+        manifest.provides = try provides(fields["provides"])
+        manifest.consumes = try consumes(fields["consumes"])
         return manifest
+    }
+
+    /// `provides:`: a list of {interface: name/major, version, ranking}; one entry per interface.
+    mutating func provides(_ node: Node?) throws(ManifestError) -> [ProvidedInterface] {
+        guard let node else { return [] }
+        guard let seq = node.sequence else {
+            throw fail(node, "provides", "expected a list such as [{interface: gitops.sync/1}], found \(Self.kind(node))")
+        }
+        var out: [ProvidedInterface] = []
+        for (i, item) in seq.enumerated() {
+            let path = "provides[\(i)]"
+            let f = try interfaceEntry(item, path: path, known: Self.providesKeys)
+            let text = try string(f, "interface", in: item, prefix: path + ".")
+            guard let id = InterfaceID(text) else {
+                throw fail(f["interface"], path + ".interface", "\"\(text)\" is not an interface id like gitops.sync/1 (a name of lowercase letters, digits, '.', '-', '_', then /MAJOR)")
+            }
+            var version: Semver?
+            if let v = try optionalString(f, "version", prefix: path + ".") {
+                guard let parsed = Semver(v) else { throw fail(f["version"], path + ".version", "\"\(v)\" is not a semantic version") }
+                guard parsed.major == id.major else {
+                    throw fail(f["version"], path + ".version", "version \(v) is not in major version \(id.major) of \(id)")
+                }
+                version = parsed
+            }
+            var ranking = 0
+            if let r = f["ranking"] {
+                guard let scalar = r.scalar, let value = Int(scalar.string) else {
+                    throw fail(r, path + ".ranking", "expected an integer, found \(Self.kind(r))")
+                }
+                ranking = value
+            }
+            guard !out.contains(where: { $0.interface == id }) else {
+                throw fail(item, path + ".interface", "\(id) is declared twice: a plugin provides an interface once")
+            }
+            out.append(ProvidedInterface(interface: id, version: version, ranking: ranking))
+        }
+        return out
+    }
+
+    /// `consumes:`: a list of {interface: name or name/major, version: range within one major, optional}.
+    mutating func consumes(_ node: Node?) throws(ManifestError) -> [ConsumedInterface] {
+        guard let node else { return [] }
+        guard let seq = node.sequence else {
+            throw fail(node, "consumes", "expected a list such as [{interface: gitops.sync, version: \"^1\"}], found \(Self.kind(node))")
+        }
+        var out: [ConsumedInterface] = []
+        for (i, item) in seq.enumerated() {
+            let path = "consumes[\(i)]"
+            let f = try interfaceEntry(item, path: path, known: Self.consumesKeys)
+            let text = try string(f, "interface", in: item, prefix: path + ".")
+            var range: VersionRange?
+            if let v = try optionalString(f, "version", prefix: path + ".") {
+                guard let parsed = VersionRange(v) else {
+                    throw fail(f["version"], path + ".version", "\"\(v)\" is not a version range (try \"^1\" or \"^1.2\")")
+                }
+                range = parsed
+            }
+            let id: InterfaceID
+            if let withMajor = InterfaceID(text) {
+                id = withMajor
+            } else if InterfaceID.isValidName(text) {
+                guard let major = range?.lowestMajor else {
+                    throw fail(f["interface"], path + ".interface", "\"\(text)\" needs a major version: write \(text)/1, or a range with a lower bound such as version: \"^1\"")
+                }
+                id = InterfaceID(name: text, major: major)
+            } else {
+                throw fail(f["interface"], path + ".interface", "\"\(text)\" is not an interface name (lowercase letters, digits, '.', '-', '_', optionally /MAJOR)")
+            }
+            var optional = false
+            if let o = f["optional"] {
+                guard let scalar = o.scalar, let value = Bool(scalar.string.lowercased()) else {
+                    throw fail(o, path + ".optional", "expected true or false, found \(Self.kind(o))")
+                }
+                optional = value
+            }
+            guard !out.contains(where: { $0.interface.name == id.name }) else {
+                throw fail(item, path + ".interface", "\(id.name) is declared twice")
+            }
+            out.append(ConsumedInterface(interface: id, versions: range, optional: optional))
+        }
+        return out
+    }
+
+    private mutating func interfaceEntry(_ item: Node, path: String, known: Set<String>) throws(ManifestError) -> [String: Node] {
+        guard let map = item.mapping else {
+            throw fail(item, path, "expected a mapping with interface, found \(Self.kind(item))")
+        }
+        return try entries(map, known: known, path: path + ".")
     }
 
     mutating func menu(_ node: Node, path: String) throws(ManifestError) -> MenuDeclaration {

@@ -50,6 +50,18 @@ public struct VersionRange: Sendable, Hashable, CustomStringConvertible {
         self.text = trimmed
     }
 
+    /// The lowest major version the range admits, read from its lower bounds (`^1.2` → 1, `>=2.0.0 <4` → 2); nil
+    /// when some alternative has no lower bound (`*`, `<2`).
+    public var lowestMajor: Int? {
+        var lowest: Int?
+        for comparators in alternatives {
+            let bounds = comparators.filter { $0.op == .ge || $0.op == .gt || $0.op == .eq }.map(\.version.major)
+            guard let m = bounds.max() else { return nil }
+            lowest = min(lowest ?? m, m)
+        }
+        return lowest
+    }
+
     /// True when `version` lies in the range.
     public func contains(_ version: Semver) -> Bool {
         alternatives.contains { comparators in

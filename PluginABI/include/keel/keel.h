@@ -1,4 +1,4 @@
-/* Keel plugin ABI 1.0 — the only header a plugin includes.
+/* Keel plugin ABI 1.1 — the only header a plugin includes.
  *
  * Headers, in reading order:
  *   version.h   KEEL_ABI_VERSION_*, keel_version, the compatibility rule
@@ -11,6 +11,7 @@
  *   menu.h      service "keel.menu/1": console navigation entries
  *   auth.h      service "keel.auth/1": authenticate and authorize hooks, permission checks
  *   config.h    service "keel.config/1": the plugin's configuration, validated by the host
+ *   services.h  service "keel.services/1" (1.1): interfaces plugins provide to each other, leases, listeners
  *
  * RULES
  * - Versions: a plugin built for ABI major.minor loads in a host with the same major and minor >= the plugin's.
@@ -72,3 +73,4 @@
 #include "menu.h"
 #include "auth.h"
 #include "config.h"
+#include "services.h"

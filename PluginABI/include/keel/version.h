@@ -11,7 +11,7 @@
 KEEL_EXTERN_C_BEGIN
 
 #define KEEL_ABI_VERSION_MAJOR 1
-#define KEEL_ABI_VERSION_MINOR 0
+#define KEEL_ABI_VERSION_MINOR 1
 #define KEEL_ABI_VERSION_PATCH 0
 
 typedef struct keel_version {
