@@ -21,6 +21,8 @@ public struct InspectReport: Sendable, Codable, Hashable {
     public var authenticators: [String]
     public var authorizers: [String]
     public var warnings: [String]
+    /// Interfaces it registered tables for, as `name/major version`.
+    public var services: [String] = []
 }
 
 /// Loads a bundle folder or a bare `.so`, checks it as the kernel would, runs a trial activation against a
@@ -68,7 +70,10 @@ public enum Inspector {
         let registry = PluginRegistry()
         let environment = KernelEnvironment(registry: registry, log: KernelConfiguration.silentLog)
         let grants = manifest?.capabilities ?? Set(Capability.allCases)
+        // Interfaces it consumes have no provider here: a probe or an inspection runs the plugin alone.
         let context = ActivationContext(pluginID: id, grants: grants, routePrefixes: manifest?.routePrefixes ?? [], limits: limits,
+                                        identity: ServiceIdentity(version: library.descriptor.version, generation: 1,
+                                                                  provides: manifest?.provides ?? [], consumes: manifest?.consumes ?? []),
                                         environment: environment)
         var seed = Contributions()
         seed.menus = (manifest?.menus ?? []).map { MenuRegistration(entry: $0, fromManifest: true) }
@@ -84,6 +89,6 @@ public enum Inspector {
             dependencies: Dictionary(uniqueKeysWithValues: (manifest?.dependencies ?? []).map { ($0.id, $0.versions.text) }),
             routes: c.routes.map { "\($0.method) \($0.fullPath(plugin: id))" }, menus: c.menus.map(\.entry.id),
             authenticators: c.authenticators.map(\.name), authorizers: c.authorizers.map(\.name),
-            warnings: warnings.map(\.description))
+            warnings: warnings.map(\.description), services: c.services.map { "\($0.interface) \($0.version)" })
     }
 }

@@ -19,10 +19,12 @@ extension Kernel {
     func publishFirst(_ id: String, _ load: () throws(KernelError) -> Generation) throws(KernelError) {
         do throws(KernelError) {
             let generation = try load()
+            let before = registry.snapshot
             do { try registry.publish(pluginID: id, generation.contributions) } catch {
                 retire(generation.plugin, id: id, outcome: "refused")
                 throw KernelError(.conflict, pluginID: id, reason: error.description)
             }
+            notifyServiceChanges(since: before)
             active[id] = generation.plugin
             activationOrder.append(id)
             access.setDeclared(id, generation.plugin.manifest)
@@ -131,6 +133,7 @@ extension Kernel {
             }
             try requireActive(dep.id, of: id, pending: pending)
         }
+        if let missing = missingInterface(manifest, pending: pending) { throw KernelError(.dependency, pluginID: id, reason: missing) }
         let number = max(nextGeneration[id] ?? 0, ((try? state.lastGeneration(id)) ?? 0) + 1)
         nextGeneration[id] = number + 1
         return Build(id: id, bundle: bundle, manifest: manifest, libraryPath: libraryPath, number: number)
@@ -172,12 +175,16 @@ extension Kernel {
         let build = opened.build, library = opened.library, checksum = opened.checksum
         let id = build.id, manifest = build.manifest
         for dep in manifest.dependencies { try requireActive(dep.id, of: id) }
+        if let missing = missingInterface(manifest) { throw KernelError(.dependency, pluginID: id, reason: missing) }
         let granted = (try? state.grants(id)) ?? []
         let prefixes = manifest.routePrefixes.filter { granted.contains(Capability.routePrefix($0)) }
         let config = try configJSON(id, bundle: build.bundle)
         let context = ActivationContext(pluginID: id, grants: effectiveGrants(id, manifest), routePrefixes: prefixes,
                                         config: config, limits: configuration.limits,
-                                        budgets: configuration.budgets, environment: environment)
+                                        budgets: configuration.budgets,
+                                        identity: ServiceIdentity(version: "\(manifest.version)", generation: build.number,
+                                                                  provides: manifest.provides, consumes: manifest.consumes),
+                                        environment: environment)
         var seed = Contributions()
         seed.menus = manifest.menus.map { MenuRegistration(entry: $0, fromManifest: true) }
         let contributions: Contributions
@@ -197,8 +204,11 @@ extension Kernel {
     func deactivate(_ id: String) {
         guard let plugin = active.removeValue(forKey: id) else { return }
         activationOrder.removeAll { $0 == id }
+        let before = registry.snapshot
         registry.revoke(pluginID: id)
         access.setDeclared(id, nil)
+        // Consumers hear of the change before the provider is drained: leases they hold keep it up until released.
+        notifyServiceChanges(since: before)
         if let problem = plugin.library.deactivate(plugin.context, drainTimeout: configuration.drainTimeout) {
             log(.warn, id, problem)
         }

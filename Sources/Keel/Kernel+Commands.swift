@@ -48,6 +48,7 @@ extension Kernel {
             return CommandResult(note: note)
         case let .removeRepository(name): try stored { () throws(StateError) in try state.removeRepository(name) }
         case let .trustKey(name, publicKey): try stored { () throws(StateError) in try state.trustKey(name: name, publicKey: publicKey) }
+        case let .useProvider(interface, plugin, tenant): try useProvider(interface, plugin: plugin, tenant: tenant)
         case .resetAdminToken:
             do { return CommandResult(adminToken: try AdminToken(state: state, environment: [:]).reset()) } catch {
                 throw KernelError(.state, reason: error.description)

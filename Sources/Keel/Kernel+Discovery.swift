@@ -42,10 +42,15 @@ extension Kernel {
     /// Orders `ids` so that each comes after the plugins it depends on (`DependencyPlanner`). Members of a cycle are
     /// recorded as failed, naming the cycle, and left out.
     func activationPlan(for ids: Set<String>) -> [String] {
-        let plan = DependencyPlanner.plan(ids) { id in (bundles[id]?.manifest?.dependencies ?? []).map(\.id) }
+        let plan = DependencyPlanner.plan(ids) { id in startupDependencies(id).map(\.id) }
         var failed: Set<String> = []
         for cycle in plan.cycles {
-            let text = "dependency cycle: " + cycle.joined(separator: " → ")
+            // Each step names the interface it goes through, if it does: "a → b (gitops.sync/1) → a".
+            let steps = cycle.enumerated().map { i, id -> String in
+                guard i > 0, let via = startupDependencies(cycle[i - 1]).first(where: { $0.id == id })?.via else { return id }
+                return "\(id) (\(via))"
+            }
+            let text = "dependency cycle: " + steps.joined(separator: " → ")
             for member in cycle where failed.insert(member).inserted {
                 try? state.setStatus(member, .failed, reason: text)
                 log(.error, member, text)

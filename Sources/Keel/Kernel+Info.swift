@@ -37,7 +37,15 @@ extension Kernel {
                 warnings: (bundle?.warnings ?? []).map(\.description),
                 tenants: directory.pluginTenants[record.id].map { $0.sorted() },
                 permissions: (m?.permissions ?? []).flatMap { p in p.actions.map { "\(p.key):\($0)" } },
-                signature: signature(record.id, bundle: bundle))
+                signature: signature(record.id, bundle: bundle),
+                provides: (m?.provides ?? []).map { p in
+                    let scopes = snapshot.services.scopes(p.interface).filter {
+                        snapshot.services.resolve(p.interface, tenant: $0)?.providerID == record.id
+                    }
+                    let serving = scopes.map { $0.isEmpty ? "host-wide (\(snapshot.services.resolution(p.interface, tenant: "")?.reason.rawValue ?? ""))" : "tenant \($0)" }
+                    return "\(p.interface) \(p.version) ranking \(p.ranking)" + (serving.isEmpty ? "" : ", serving " + serving.joined(separator: ", "))
+                },
+                consumes: (m?.consumes ?? []).map { "\($0.interface) \($0.versions) \($0.optional ? "optional" : "required")" })
         }
     }
 

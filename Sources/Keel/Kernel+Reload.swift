@@ -32,11 +32,13 @@ extension Kernel {
             log(.error, id, "reload failed, generation \(old.generation) keeps serving: \(error.reason)")
             throw error
         }
+        let before = registry.snapshot
         do { try registry.publish(pluginID: id, generation.contributions) } catch {
             retire(generation.plugin, id: id, outcome: "refused")
             try? state.setStatus(id, .enabled, reason: "reload refused, generation \(old.generation) still serving: \(error.description)")
             throw KernelError(.conflict, pluginID: id, reason: error.description)
         }
+        notifyServiceChanges(since: before)
         active[id] = generation.plugin
         access.setDeclared(id, generation.plugin.manifest)
         try? state.setStatus(id, .enabled)

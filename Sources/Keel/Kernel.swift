@@ -110,6 +110,7 @@ public actor Kernel {
             log(.warn, nil, "safe mode: no plugin is activated")
             return
         }
+        loadServiceSelections()
         let wanted = ((try? state.plugins()) ?? []).filter { $0.enabled && bundles[$0.id] != nil }.map(\.id)
         activateAll(activationPlan(for: Set(wanted)).filter { active[$0] == nil })
     }
@@ -122,9 +123,9 @@ public actor Kernel {
     /// A plugin whose calls keep failing is taken down and recorded failed (and not wanted) with the reason.
     func disableMisbehaving(_ id: String, reason: String) {
         guard active[id] != nil else { return }
-        for other in activationOrder.reversed() where active[other]?.manifest.dependencies.contains(where: { $0.id == id }) == true {
+        for (other, needs) in dependents(of: id).reversed() {
             deactivate(other)
-            try? state.setStatus(other, .failed, reason: "its dependency \"\(id)\" was disabled automatically")
+            try? state.setStatus(other, .failed, reason: "its dependency (\(needs)) was disabled automatically")
         }
         deactivate(id)
         try? state.setEnabled(id, false, status: .failed, reason: "disabled automatically: \(reason)")
@@ -159,15 +160,14 @@ public actor Kernel {
         guard bundles[id] != nil || ((try? state.plugin(id)) ?? nil) != nil else {
             throw KernelError(.unknownPlugin, pluginID: id, reason: "no plugin \"\(id)\" is known")
         }
-        let dependents = activationOrder.filter { other in
-            active[other]?.manifest.dependencies.contains { $0.id == id } ?? false
-        }
+        let dependents = dependents(of: id)
         if !dependents.isEmpty {
             guard cascade else {
+                let named = dependents.map { "\"\($0.id)\"" + ($0.needs.hasPrefix("interface") ? " (through \($0.needs))" : "") }
                 throw KernelError(.dependency, pluginID: id,
-                                  reason: "plugin \"\(id)\" is needed by enabled plugin(s) \(dependents.map { "\"\($0)\"" }.joined(separator: ", ")); disable them first or use --cascade")
+                                  reason: "plugin \"\(id)\" is needed by enabled plugin(s) \(named.joined(separator: ", ")); disable them first or use --cascade")
             }
-            for other in dependents.reversed() { try disable(other, cascade: true) }
+            for other in dependents.reversed() { try disable(other.id, cascade: true) }
         }
         deactivate(id)
         do { try state.setEnabled(id, false, status: .disabled) } catch {

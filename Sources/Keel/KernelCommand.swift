@@ -30,6 +30,8 @@ public enum KernelCommand: Codable, Sendable, Hashable {
     case addRepository(name: String, location: String, priority: Int)
     case removeRepository(name: String)
     case trustKey(name: String, publicKey: String)
+    /// Makes `plugin` serve `interface` (`gitops.sync/1`) host-wide or for `tenant`; `plugin` nil forgets the choice.
+    case useProvider(interface: String, plugin: String?, tenant: String?)
     /// Replaces the stored admin token with a new random one (returned once, in `CommandResult.adminToken`).
     case resetAdminToken
 
@@ -54,6 +56,7 @@ public enum KernelCommand: Codable, Sendable, Hashable {
         case .removeRepository: "remove-repository"
         case .trustKey: "trust-key"
         case .resetAdminToken: "reset-admin-token"
+        case .useProvider: "use-provider"
         }
     }
 
@@ -66,6 +69,7 @@ public enum KernelCommand: Codable, Sendable, Hashable {
              let .removeRepository(name), let .trustKey(name, _): name
         case let .setMember(tenant, _, _, _): tenant
         case let .setRolePermission(role, _, _): role
+        case let .useProvider(interface, _, _): interface
         case .rescan, .resetAdminToken: ""
         }
     }

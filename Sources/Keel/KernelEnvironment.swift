@@ -1,6 +1,7 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
 import KeelLoader
+import KeelManifest
 import KeelRegistry
 import Synchronization
 
@@ -37,6 +38,10 @@ final class KernelEnvironment: PluginEnvironment {
     func misbehaving(plugin: String, reason: String) {
         sink(LogRecord(level: .error, pluginID: plugin, message: "misbehaving: \(reason)"))
         misbehaviour.withLock { $0 }?(plugin, reason)
+    }
+
+    func resolveService(_ interface: InterfaceID, tenant: String) -> ServiceProvision? {
+        registry.resolveService(interface, tenant: tenant)
     }
 
     func log(plugin: String, level: LogLevel, message: String) {

@@ -35,4 +35,8 @@ public struct PluginInfo: Sendable, Codable, Hashable {
     /// How the installed archive was signed ("signed by acme", "unsigned (allowed by the operator)"); nil when the
     /// bundle was put in place by hand rather than installed from a repository.
     public var signature: String?
+    /// Interfaces it provides, e.g. `gitops.sync/1 1.1.0 ranking 10, serving host-wide (chosen by the operator)`.
+    public var provides: [String] = []
+    /// Interfaces it consumes, e.g. `gitops.sync/1 ^1 required`.
+    public var consumes: [String] = []
 }

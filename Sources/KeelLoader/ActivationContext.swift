@@ -31,6 +31,8 @@ public final class ActivationContext: Sendable {
     nonisolated(unsafe) let configText: keel_str
     public let limits: RegistrationLimits
     public let budgets: CallBudgets
+    /// Who this activation is, as consumers of its services see it, and the interfaces it declares.
+    public let identity: ServiceIdentity
     let environment: any PluginEnvironment
     private let consecutiveFailures = Atomic<Int>(0)
     private let reportedMisbehaving = Atomic<Bool>(false)
@@ -43,8 +45,10 @@ public final class ActivationContext: Sendable {
     private let admitting = Atomic<Bool>(false)
 
     public init(pluginID: String, grants: Set<Capability>, routePrefixes: [String] = [], config: String = "",
-                limits: RegistrationLimits = .default, budgets: CallBudgets = .default, environment: any PluginEnvironment) {
+                limits: RegistrationLimits = .default, budgets: CallBudgets = .default, identity: ServiceIdentity = ServiceIdentity(),
+                environment: any PluginEnvironment) {
         configText = HostABI.staticString(config)
+        self.identity = identity
         self.pluginID = pluginID
         self.grants = grants
         self.routePrefixes = routePrefixes
@@ -90,9 +94,17 @@ public final class ActivationContext: Sendable {
     /// Calls into the plugin running now. [thread-safe]
     public var callsInFlight: Int { inFlight.load(ordering: .sequentiallyConsistent) }
 
+    /// Closes the activation: no call is admitted any more, and leases it still holds on other plugins' services
+    /// are released (and logged), so that their providers can be taken down.
     func close() {
         phase.withLock { $0 = .closed }
         admitting.store(false, ordering: .sequentiallyConsistent)
+        let leftover = LeaseTable.releaseAll(heldBy: self)
+        if !leftover.isEmpty {
+            let names = Set(leftover.map(\.description)).sorted().joined(separator: ", ")
+            environment.log(plugin: pluginID, level: .warn,
+                            message: "\(leftover.count) service lease(s) still held after deactivate (\(names)); released by the host")
+        }
     }
 
     public var isActive: Bool { admitting.load(ordering: .sequentiallyConsistent) }
@@ -195,11 +207,12 @@ public final class ActivationContext: Sendable {
         return status
     }
 
-    private func admitRegistration(_ capability: Capability, what: String) -> Int32? {
+    private func admitRegistration(_ capability: Capability?, what: String) -> Int32? {
         let state = phase.withLock { $0 }
         guard case let .activating(thread) = state, thread == Self.currentThread else {
             return refuse(StatusCode.wrongState, "\(what): registrations are only accepted during activate, on its thread")
         }
+        guard let capability else { return nil }
         guard grants.contains(capability) else {
             let fix = capability.isSensitive ? "grant it with `keel plugins grant \(pluginID) \(capability.rawValue)`"
                 : "ask for it under capabilities: in plugin.yaml"
@@ -305,6 +318,69 @@ public final class ActivationContext: Sendable {
             p[keyPath: list].append(hook)
             return StatusCode.ok
         }
+    }
+
+    /// Registers this activation's table for `text` (an interface it declares under provides:).
+    func addProvision(_ text: String, table: UnsafeRawPointer) -> Int32 {
+        let what = "service \(text)"
+        if let refusal = admitRegistration(nil, what: what) { return refusal }
+        guard let declared = identity.provides.first(where: { $0.interface.description == text }) else {
+            let known = identity.provides.map(\.interface.description)
+            return refuse(StatusCode.denied, "\(what): not declared under provides: in plugin.yaml" +
+                          (known.isEmpty ? "" : " (declared: \(known.joined(separator: ", ")))"))
+        }
+        let size = Int(table.loadUnaligned(as: UInt32.self))
+        guard size >= 8 else {
+            return refuse(StatusCode.invalidArgument, "\(what): the table's struct_size is \(size); a table starts with uint32_t struct_size set to its sizeof")
+        }
+        return pending.withLock { p -> Int32 in
+            guard !p.services.contains(where: { $0.interface == declared.interface }) else {
+                return refuse(StatusCode.conflict, "\(what) is provided twice by plugin \"\(pluginID)\"")
+            }
+            p.services.append(ServiceProvision(interface: declared.interface, version: declared.version, ranking: declared.ranking,
+                                               providerID: pluginID, providerVersion: identity.version,
+                                               generation: identity.generation, table: table, context: self))
+            return StatusCode.ok
+        }
+    }
+
+    /// Registers a listener for changes of the provider of `text` (an interface declared under consumes:).
+    func addListener(_ text: String, function: keel_service_changed_fn, userData: UnsafeMutableRawPointer?) -> Int32 {
+        let what = "service listener for \(text)"
+        if let refusal = admitRegistration(nil, what: what) { return refusal }
+        guard let consumed = identity.consumed(text) else {
+            return refuse(StatusCode.denied, "\(what): \(text) is not declared under consumes: in plugin.yaml")
+        }
+        return pending.withLock { p -> Int32 in
+            guard p.listeners.count < 16 else { return refuse(StatusCode.limit, "\(what): over the limit of 16 listeners per plugin") }
+            p.listeners.append(ServiceListener(interface: consumed.interface, function: function, userData: userData, context: self))
+            return StatusCode.ok
+        }
+    }
+
+    /// Leases the table serving `text` for `tenant`: checks the declaration, the provider's version and table size,
+    /// and retries once or twice when the chosen provider is being taken down just then. [thread-safe]
+    func acquire(_ text: String, tenant: String, minSize: Int) -> Result<ServiceLease, PluginCallError> {
+        func failure(_ status: Int32, _ message: String, log: Bool = true) -> Result<ServiceLease, PluginCallError> {
+            if log { environment.log(plugin: pluginID, level: .warn, message: message) }
+            return .failure(PluginCallError(pluginID: pluginID, status: status, message: message))
+        }
+        guard let consumed = identity.consumed(text) else {
+            return failure(StatusCode.denied, "service \(text) denied: not declared under consumes: in plugin.yaml")
+        }
+        for _ in 0..<3 {
+            guard let provision = environment.resolveService(consumed.interface, tenant: tenant) else {
+                return failure(StatusCode.notFound, "no enabled plugin provides \(consumed.interface)", log: false)
+            }
+            guard consumed.versions.contains(provision.version) else {
+                return failure(StatusCode.unsupported, "\(consumed.interface) is served by \"\(provision.providerID)\" in version \(provision.version), outside the declared range \(consumed.versions)")
+            }
+            guard provision.tableSize >= minSize else {
+                return failure(StatusCode.unsupported, "\(consumed.interface) is served by \"\(provision.providerID)\" with a table of \(provision.tableSize) bytes; \(minSize) are needed")
+            }
+            if provision.retain() { return .success(ServiceLease(provision: provision, consumer: self)) }
+        }
+        return failure(StatusCode.unavailable, "the provider of \(consumed.interface) is being taken down; retry", log: false)
     }
 
     /// True when two route methods can both match one request.

@@ -41,10 +41,16 @@ public struct Contributions: Sendable {
     public var menus: [MenuRegistration] = []
     public var authenticators: [AuthenticateHook] = []
     public var authorizers: [AuthorizeHook] = []
+    /// Tables this activation provides for interfaces ("keel.services/1").
+    public var services: [ServiceProvision] = []
+    /// Its requests to hear about provider changes.
+    public var listeners: [ServiceListener] = []
 
     public init() {}
 
-    public var isEmpty: Bool { routes.isEmpty && menus.isEmpty && authenticators.isEmpty && authorizers.isEmpty }
+    public var isEmpty: Bool {
+        routes.isEmpty && menus.isEmpty && authenticators.isEmpty && authorizers.isEmpty && services.isEmpty && listeners.isEmpty
+    }
 }
 
 /// Per-plugin ceilings on what one activation may register. Going over is an error (`KEEL_ERR_LIMIT`).
@@ -93,6 +99,9 @@ public protocol PluginEnvironment: AnyObject, Sendable {
     /// The host's authorize chain for `principal` doing `action` on `resource`, asked by `plugin` (which may only ask
     /// about the permission items it declares).
     func checkPermission(plugin: String, _ principal: Principal, action: String, resource: String) -> AuthDecision
+    /// The table serving `interface` for `tenant` ("" host-wide), by the operator's choice or the ranking rule; nil
+    /// when no provider serves it.
+    func resolveService(_ interface: InterfaceID, tenant: String) -> ServiceProvision?
     /// Writes a line attributed to `plugin`.
     func log(plugin: String, level: LogLevel, message: String)
     /// `plugin` failed `CallBudgets.failureThreshold` calls in a row; called once per activation.

@@ -10,7 +10,7 @@ import CKeelABI
 /// only the bytes `struct_size` covers (never more than the host's declaration) into a zeroed value: fields beyond
 /// the plugin's struct read as zero, which every later field must treat as "not given". Stateless.
 public enum GrowableStruct {
-    /// The sizes of the ABI 1.0 declarations, frozen (PluginABI/layout_check.c asserts the same numbers): the least a
+    /// The sizes of the ABI 1.0 declarations (and of 1.1's new ones), frozen (PluginABI/layout_check.c asserts the same numbers): the least a
     /// plugin's struct_size may say.
     static let v1_0: [ObjectIdentifier: Int] = [
         ObjectIdentifier(keel_plugin.self): 80,
@@ -18,6 +18,9 @@ public enum GrowableStruct {
         ObjectIdentifier(keel_menu_entry.self): 112,
         ObjectIdentifier(keel_authenticator.self): 40,
         ObjectIdentifier(keel_authorizer.self): 40,
+        // Published in 1.1: their 1.1 sizes.
+        ObjectIdentifier(keel_service_provision.self): 32,
+        ObjectIdentifier(keel_service_listener.self): 40,
     ]
 
     /// The least struct_size accepted for `T`: its 1.0 size (its current size for a struct not published in 1.0).

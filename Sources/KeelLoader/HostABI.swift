@@ -67,6 +67,7 @@ enum HostABI {
             case KEEL_SERVICE_MENU: return UnsafeRawPointer(HostABI.menu)
             case KEEL_SERVICE_AUTH: return UnsafeRawPointer(HostABI.auth)
             case KEEL_SERVICE_CONFIG: return UnsafeRawPointer(HostABI.config)
+            case KEEL_SERVICE_SERVICES: return UnsafeRawPointer(HostABI.services)
             default: return nil
             }
         }

@@ -36,7 +36,7 @@ public final class PluginLibrary: @unchecked Sendable {
     private let contexts = Mutex<[ActivationContext]>([])
 
     /// Minimum descriptor size per ABI minor version of the current major.
-    static let descriptorSizes: [Int: Int] = [0: 80]
+    static let descriptorSizes: [Int: Int] = [0: 80, 1: 80]
 
     /// The versions this host loads, for messages: "1.0–1.3".
     public static var supportedABIText: String {
@@ -184,9 +184,10 @@ public final class PluginLibrary: @unchecked Sendable {
             throw LoadError(.manifestMismatch, path: path, pluginID: manifest.id,
                             reason: "library says version \(descriptor.version) but \(manifestPath) says \(manifest.version)")
         }
-        if descriptor.abi != manifest.abi {
+        // The manifest names the ABI the plugin needs; the library may have been built against a later minor header.
+        if descriptor.abi.major != manifest.abi.major || descriptor.abi.minor < manifest.abi.minor {
             throw LoadError(.manifestMismatch, path: path, pluginID: manifest.id,
-                            reason: "library was built for ABI \(descriptor.abi) but \(manifestPath) says \(manifest.abi)")
+                            reason: "library was built for ABI \(descriptor.abi) but \(manifestPath) says it needs \(manifest.abi)")
         }
     }
 
@@ -200,7 +201,16 @@ public final class PluginLibrary: @unchecked Sendable {
         context.seed(seed)
         context.beginActivation()
         let status = plugin.pointee.activate?(HostABI.host, HostABI.pointer(to: context)) ?? KEEL_ERR_INVALID_ARGUMENT
-        let contributions = context.endActivation(success: status == KEEL_OK)
+        var contributions = context.endActivation(success: status == KEEL_OK)
+        if status == KEEL_OK, let missing = context.identity.provides.first(where: { p in
+            !contributions.services.contains { $0.interface == p.interface } }) {
+            // A declared interface without a table: consumers would be promised what is not there. The plugin is
+            // taken down again (nothing was published, so nothing can be running in it).
+            contributions = Contributions()
+            _ = finishDeactivation(context, stillRunning: 0, drainTimeout: 0)
+            throw LoadError(.activationFailed, path: path, pluginID: descriptor.id,
+                            reason: "declares provides \(missing.interface) in plugin.yaml but registered no table for it during activate")
+        }
         guard status == KEEL_OK else {
             let message = context.takeError()
             let refusal = context.takeRefusal()

@@ -37,6 +37,12 @@ public final class PluginRegistry: Sendable {
         }
     }
 
+    /// Changes the composition in place under the lock.
+    func update(_ change: (inout Snapshot) -> Void) { current.withLock { change(&$0) } }
+
+    /// Reads the composition under the lock, without copying it.
+    func read<T>(_ body: (borrowing Snapshot) -> T) -> T { current.withLock { body($0) } }
+
     /// Takes away everything `pluginID` contributed. Returns what was removed (nil if it had nothing published).
     @discardableResult
     public func revoke(pluginID: String) -> Contributions? {
@@ -72,6 +78,8 @@ public struct Snapshot: Sendable {
     public private(set) var authenticators: [AuthenticateHook] = []
     /// Authorize hooks in publish order.
     public private(set) var authorizers: [AuthorizeHook] = []
+    /// Interfaces: providers, listeners, the operator's choices.
+    public internal(set) var services = ServiceDirectory()
 
     public init() {}
 
@@ -81,6 +89,7 @@ public struct Snapshot: Sendable {
         absoluteRoutes.removeAll { $0.pluginID == pluginID }
         if !old.authenticators.isEmpty { authenticators.removeAll { $0.pluginID == pluginID } }
         if !old.authorizers.isEmpty { authorizers.removeAll { $0.pluginID == pluginID } }
+        if !old.services.isEmpty || !old.listeners.isEmpty { services.remove(old.services, old.listeners) }
         for route in old.routes {
             let shape = route.fullShape(plugin: pluginID)
             routeOwners[shape]?.removeAll { $0.plugin == pluginID }
@@ -116,6 +125,7 @@ public struct Snapshot: Sendable {
         order.append(pluginID)
         authenticators += c.authenticators
         authorizers += c.authorizers
+        if !c.services.isEmpty || !c.listeners.isEmpty { services.add(c.services, c.listeners) }
     }
 
     // MARK: lookups

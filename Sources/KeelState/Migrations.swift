@@ -98,6 +98,11 @@ extension StateStore {
         UPDATE commands SET state = 'cancelled', result = 'queued by an older keel; not run',
                             done_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE state IN ('pending', 'running');
         """,
+        // The operator's choice of provider per interface: tenant '' is the host-wide choice.
+        """
+        CREATE TABLE service_selections (interface TEXT NOT NULL, tenant TEXT NOT NULL DEFAULT '',
+                                         plugin_id TEXT NOT NULL, at TEXT NOT NULL, PRIMARY KEY (interface, tenant));
+        """,
     ]
 
     /// The schema version this Keel writes: the number of migrations.

@@ -11,3 +11,7 @@ typedef struct keel_route_grown {
     void *user_data;
     uint64_t added_in_a_later_minor; /* zero when the plugin's struct is a 1.0 one */
 } keel_route_grown;
+
+/* A table the host provides for interface "test.echo/1" (the layout of Fixtures/plugins/services.c): its echo answers
+ * "tag=host echo=<x>". Static, valid for the life of the process. */
+const void *keel_test_host_echo_table(void);

@@ -1,0 +1,239 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import KeelLoader
+import KeelManifest
+import KeelRegistry
+import KeelState
+
+/// Interfaces between plugins ("keel.services/1"): the operator's choice of provider, the dependencies interfaces
+/// make, telling consumers about changes, and the host's own tables.
+extension Kernel {
+    // MARK: the operator's choice
+
+    /// Makes `plugin` serve `interfaceText` (e.g. `gitops.sync/1`) host-wide, or for `tenant`; with `plugin` nil,
+    /// forgets the choice so the ranking rule decides again. Stored in one transaction, then in effect at once: new
+    /// acquires reach the new provider, consumers' listeners are told, leases on the old one finish undisturbed.
+    /// - Throws: `KernelError` for a malformed interface id, a plugin that does not provide it (naming those that
+    ///   do), an unknown tenant, or a state write failure.
+    public func useProvider(_ interfaceText: String, plugin: String?, tenant: String?) throws(KernelError) {
+        guard let interface = InterfaceID(interfaceText) else {
+            throw KernelError(.dependency, reason: "\"\(interfaceText)\" is not an interface id like gitops.sync/1")
+        }
+        let scope = tenant ?? ""
+        if !scope.isEmpty, !access.directory.tenants.contains(scope) {
+            throw KernelError(.directory, reason: "no tenant \"\(scope)\"")
+        }
+        if let plugin {
+            let providers = installedProviders(of: interface)
+            guard providers.contains(plugin) else {
+                let known = providers.isEmpty ? "no installed plugin provides it" : "it is provided by \(providers.map { "\"\($0)\"" }.joined(separator: ", "))"
+                throw KernelError(.dependency, pluginID: plugin,
+                                  reason: "plugin \"\(plugin)\" does not provide \(interface) (\(known))")
+            }
+        }
+        do { try state.setServiceSelection(interface: interface.description, tenant: scope, plugin: plugin) } catch {
+            throw KernelError(.state, pluginID: plugin, reason: error.description)
+        }
+        let before = registry.snapshot
+        loadServiceSelections()
+        notifyServiceChanges(since: before)
+        let serving = registry.snapshot.services.resolution(interface, tenant: scope)
+        log(.info, plugin, "\(interface)\(scope.isEmpty ? "" : " for tenant \(scope)"): \(serving.map { "served by \"\($0.provision.providerID)\" (\($0.reason.rawValue))" } ?? "no provider enabled")")
+    }
+
+    /// Plugins whose manifest provides `interface` (installed, enabled or not), and "keel" when the host does.
+    func installedProviders(of interface: InterfaceID) -> [String] {
+        var ids = bundles.values.compactMap(\.manifest).filter { $0.provides.contains { $0.interface == interface } }.map(\.id).sorted()
+        if registry.snapshot.services.providers[interface]?.contains(where: { $0.providerID == ServiceProvision.hostID }) == true {
+            ids.append(ServiceProvision.hostID)
+        }
+        return ids
+    }
+
+    /// Hands the stored choices to the registry, where every acquire reads them.
+    func loadServiceSelections() {
+        var choices: [String: [InterfaceID: String]] = [:]
+        for s in (try? state.serviceSelections()) ?? [] {
+            guard let id = InterfaceID(s.interface) else { continue }
+            choices[s.tenant, default: [:]][id] = s.plugin
+        }
+        registry.setServiceSelections(choices)
+    }
+
+    // MARK: telling consumers
+
+    /// Tells the listeners of every interface whose serving provider changed since `before` (per tenant with a
+    /// choice of its own, and host-wide). Called after each change of the composition, on the kernel's thread.
+    func notifyServiceChanges(since before: Snapshot) {
+        let after = registry.snapshot.services
+        guard !after.listeners.isEmpty else { return }
+        for (interface, listeners) in after.listeners {
+            for tenant in Set(after.scopes(interface) + before.services.scopes(interface)).sorted() {
+                let old = before.services.resolve(interface, tenant: tenant), now = after.resolve(interface, tenant: tenant)
+                guard old !== now else { continue }
+                for listener in listeners { listener.notify(tenant: tenant, now: now) }
+            }
+        }
+    }
+
+    // MARK: dependencies through interfaces
+
+    /// Why `manifest`'s plugin cannot activate now: a required interface that no active plugin (nor one in
+    /// `pending`, about to be) nor the host provides in a version it accepts. Nil when all are there.
+    func missingInterface(_ manifest: Manifest, pending: Set<String> = []) -> String? {
+        let services = registry.snapshot.services
+        for need in manifest.consumes where !need.optional {
+            if services.providers[need.interface]?.contains(where: { need.versions.contains($0.version) }) == true { continue }
+            let upcoming = pending.contains { id in
+                id != manifest.id && (bundles[id]?.manifest?.provides.contains(where: need.accepts) ?? false)
+            }
+            if upcoming { continue }
+            let installed = installedProviders(of: need.interface).filter { $0 != manifest.id }
+            let hint = installed.isEmpty ? "no installed plugin provides it" : "enable one of \(installed.map { "\"\($0)\"" }.joined(separator: ", "))"
+            return "plugin \"\(manifest.id)\" needs interface \(need.interface) \(need.versions), which no enabled plugin provides (\(hint))"
+        }
+        return nil
+    }
+
+    /// The active plugins that need `id` as a dependency, or as the last active provider of an interface they
+    /// require; in activation order, each with what it needs.
+    func dependents(of id: String) -> [(id: String, needs: String)] {
+        let services = registry.snapshot.services
+        return activationOrder.compactMap { other -> (String, String)? in
+            guard other != id, let manifest = active[other]?.manifest else { return nil }
+            if manifest.dependencies.contains(where: { $0.id == id }) { return (other, "plugin \"\(id)\"") }
+            for need in manifest.consumes where !need.optional {
+                let others = (services.providers[need.interface] ?? []).filter { $0.providerID != id && need.versions.contains($0.version) }
+                let mine = services.providers[need.interface]?.contains { $0.providerID == id } ?? false
+                if mine && others.isEmpty { return (other, "interface \(need.interface)") }
+            }
+            return nil
+        }
+    }
+
+    /// The plugins `id` waits for at start-up: its plugin dependencies and the providers of interfaces it requires.
+    /// An edge to a provider is labelled with the interface, for naming a cycle.
+    func startupDependencies(_ id: String) -> [(id: String, via: InterfaceID?)] {
+        guard let manifest = bundles[id]?.manifest else { return [] }
+        var deps = manifest.dependencies.map { (id: $0.id, via: InterfaceID?.none) }
+        for need in manifest.consumes where !need.optional {
+            for (other, bundle) in bundles where other != id && bundle.manifest?.provides.contains(where: need.accepts) == true {
+                deps.append((id: other, via: need.interface))
+            }
+        }
+        return deps
+    }
+
+    // MARK: the host's own tables
+
+    /// Offers `table` to plugins as a provider of `interface` (e.g. an appliance's `appliance.gpio/1`), under the
+    /// provider id "keel". Consumers that are waiting for it are told; plugins requiring it can activate from now.
+    /// The table must start with `uint32_t struct_size` and stay valid for the life of the process.
+    /// - Throws: `KernelError.Code.dependency` for a malformed id, a version outside its major, or a second table
+    ///   for the same interface.
+    public func provide(_ interfaceText: String, version: String? = nil, ranking: Int = 0, table: HostTable) throws(KernelError) {
+        guard let interface = InterfaceID(interfaceText) else {
+            throw KernelError(.dependency, reason: "\"\(interfaceText)\" is not an interface id like appliance.gpio/1")
+        }
+        let v = version.flatMap(Semver.init) ?? Semver(interface.major, 0, 0)
+        guard v.major == interface.major else {
+            throw KernelError(.dependency, reason: "version \(v) is not in major version \(interface.major) of \(interface)")
+        }
+        guard Int(table.pointer.loadUnaligned(as: UInt32.self)) >= 8 else {
+            throw KernelError(.dependency, reason: "\(interface): the table must start with uint32_t struct_size set to its sizeof")
+        }
+        if registry.snapshot.services.providers[interface]?.contains(where: { $0.providerID == ServiceProvision.hostID }) == true {
+            throw KernelError(.dependency, reason: "the host already provides \(interface)")
+        }
+        let before = registry.snapshot
+        registry.publishHostServices([.host(interface, version: v, ranking: ranking, table: table.pointer)])
+        notifyServiceChanges(since: before)
+    }
+
+    // MARK: what `keel services list` shows
+
+    /// Every interface that some installed plugin provides or consumes, or the host provides: its providers, which
+    /// serves (host-wide and per tenant with a choice) and why, and its consumers.
+    public func services() -> [InterfaceInfo] {
+        let directory = registry.snapshot.services
+        var ids = Set(directory.providers.keys)
+        for manifest in bundles.values.compactMap(\.manifest) {
+            ids.formUnion(manifest.provides.map(\.interface))
+            ids.formUnion(manifest.consumes.map(\.interface))
+        }
+        return ids.sorted().map { interface in
+            let live = directory.providers[interface] ?? []
+            var providers: [InterfaceInfo.Provider] = bundles.values.compactMap(\.manifest).compactMap { m in
+                guard let p = m.provides.first(where: { $0.interface == interface }) else { return nil }
+                let provision = live.first { $0.providerID == m.id }
+                return .init(plugin: m.id, pluginVersion: "\(m.version)", version: "\(p.version)", ranking: p.ranking,
+                             active: provision != nil, generation: provision?.generation, leases: provision?.leasesHeld ?? 0)
+            }.sorted { ($0.ranking, $1.plugin) > ($1.ranking, $0.plugin) }
+            for host in live where host.providerID == ServiceProvision.hostID {
+                providers.append(.init(plugin: host.providerID, pluginVersion: "", version: "\(host.version)", ranking: host.ranking,
+                                       active: true, generation: 0, leases: host.leasesHeld))
+            }
+            let scopes = directory.scopes(interface)
+            let serving = scopes.map { tenant -> InterfaceInfo.Serving in
+                let r = directory.resolution(interface, tenant: tenant)
+                return .init(tenant: tenant, choice: directory.selections[tenant]?[interface], provider: r?.provision.providerID,
+                             reason: r?.reason.rawValue ?? "no provider enabled")
+            }
+            let consumers = bundles.values.compactMap(\.manifest).compactMap { m -> InterfaceInfo.Consumer? in
+                guard let c = m.consumes.first(where: { $0.interface == interface }) else { return nil }
+                return .init(plugin: m.id, versions: c.versions.text, optional: c.optional, active: active[m.id] != nil)
+            }.sorted { $0.plugin < $1.plugin }
+            return InterfaceInfo(interface: interface.description, providers: providers, serving: serving, consumers: consumers)
+        }
+    }
+}
+
+/// A table the host or an embedding program provides (`Kernel.provide`): a pointer to constant data that starts with
+/// `uint32_t struct_size` and stays valid for the life of the process.
+/// `@unchecked Sendable` because it holds a pointer: the data behind it is constant and never freed, so any thread may
+/// read it.
+public struct HostTable: @unchecked Sendable {
+    public let pointer: UnsafeRawPointer
+    public init(_ pointer: UnsafeRawPointer) { self.pointer = pointer }
+}
+
+/// One interface as `keel services list` shows it.
+public struct InterfaceInfo: Sendable, Codable, Hashable {
+    /// `name/major`, e.g. `gitops.sync/1`.
+    public var interface: String
+    /// Installed providers, the one the rule prefers first.
+    public var providers: [Provider]
+    /// Who serves: host-wide (tenant "") first, then each tenant with a choice of its own.
+    public var serving: [Serving]
+    /// Installed plugins that consume it.
+    public var consumers: [Consumer]
+
+    public struct Provider: Sendable, Codable, Hashable {
+        public var plugin: String
+        public var pluginVersion: String
+        /// The interface version it implements.
+        public var version: String
+        public var ranking: Int
+        public var active: Bool
+        public var generation: Int?
+        /// Leases held on it now.
+        public var leases: Int
+    }
+
+    public struct Serving: Sendable, Codable, Hashable {
+        /// "" host-wide.
+        public var tenant: String
+        /// The operator's choice for this scope, if any (it may name a plugin that is not enabled).
+        public var choice: String?
+        /// The plugin serving now, or nil.
+        public var provider: String?
+        public var reason: String
+    }
+
+    public struct Consumer: Sendable, Codable, Hashable {
+        public var plugin: String
+        public var versions: String
+        public var optional: Bool
+        public var active: Bool
+    }
+}

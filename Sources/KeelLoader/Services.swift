@@ -1,0 +1,221 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import CKeelABI
+import KeelManifest
+import Synchronization
+
+/// What an activation is, as consumers of its services see it, and the interfaces its manifest declares.
+public struct ServiceIdentity: Sendable, Hashable {
+    /// The plugin's version.
+    public var version: String
+    /// Which load of the plugin it is (1, 2, ...).
+    public var generation: Int
+    public var provides: [ProvidedInterface]
+    public var consumes: [ConsumedInterface]
+
+    public init(version: String = "", generation: Int = 0, provides: [ProvidedInterface] = [], consumes: [ConsumedInterface] = []) {
+        self.version = version
+        self.generation = generation
+        self.provides = provides
+        self.consumes = consumes
+    }
+
+    /// The consumed interface `text` names (`gitops.sync` or `gitops.sync/1`), if declared.
+    public func consumed(_ text: String) -> ConsumedInterface? {
+        if let id = InterfaceID(text) { return consumes.first { $0.interface == id } }
+        return consumes.first { $0.interface.name == text }
+    }
+}
+
+/// One provider's table for one interface ("keel.services/1"), as an activation registered it during activate, or
+/// as the host (or its embedder) provides it.
+///
+/// Immutable after creation but for the count of leases held. The `keel_service_info` handed to consumers is built
+/// once here and freed with the object; a lease keeps the object alive, so what `describe` hands out stays valid while
+/// the lease is held.
+/// `@unchecked Sendable` because of `table` and `info`, pointers: the table is the provider's constant data (valid
+/// while its activation is, which the leases keep alive), and `info` is written once in `init` and only read after.
+public final class ServiceProvision: @unchecked Sendable {
+    public let interface: InterfaceID
+    /// The interface version implemented.
+    public let version: Semver
+    /// Preference when the operator chose no provider: higher serves first.
+    public let ranking: Int
+    /// The providing plugin's id, or `ServiceProvision.hostID` for the host's own.
+    public let providerID: String
+    public let providerVersion: String
+    /// Which load of the provider it is; 0 for the host.
+    public let generation: Int
+    /// The table's own struct_size.
+    public let tableSize: Int
+    let table: UnsafeRawPointer
+    /// The provider's activation; nil for the host's own tables (which are never taken down).
+    let context: ActivationContext?
+    private let held = Atomic<Int>(0)
+    let info: UnsafeMutablePointer<keel_service_info>
+
+    /// The provider id the host's own provisions carry.
+    public static let hostID = "keel"
+
+    init(interface: InterfaceID, version: Semver, ranking: Int, providerID: String, providerVersion: String,
+         generation: Int, table: UnsafeRawPointer, context: ActivationContext?) {
+        self.interface = interface
+        self.version = version
+        self.ranking = ranking
+        self.providerID = providerID
+        self.providerVersion = providerVersion
+        self.generation = generation
+        self.table = table
+        self.tableSize = Int(table.loadUnaligned(as: UInt32.self))
+        self.context = context
+        info = .allocate(capacity: 1)
+        var i = keel_service_info()
+        i.struct_size = UInt32(MemoryLayout<keel_service_info>.size)
+        i.version = keel_version(major: UInt32(clamping: version.major), minor: UInt32(clamping: version.minor),
+                                 patch: UInt32(clamping: version.patch))
+        i.interface_id = HostABI.staticString(interface.description)
+        i.provider_id = HostABI.staticString(providerID)
+        i.provider_version = HostABI.staticString(providerVersion)
+        i.generation = UInt64(generation)
+        i.table_size = UInt32(tableSize)
+        info.initialize(to: i)
+    }
+
+    /// A table the host (or an embedding program) provides: never taken down, so leases on it need no drain.
+    /// `table` must start with `uint32_t struct_size` and stay valid for the life of the process.
+    public static func host(_ interface: InterfaceID, version: Semver, ranking: Int = 0, table: UnsafeRawPointer) -> ServiceProvision {
+        ServiceProvision(interface: interface, version: version, ranking: ranking, providerID: hostID,
+                         providerVersion: "", generation: 0, table: table, context: nil)
+    }
+
+    deinit {
+        for s in [info.pointee.interface_id, info.pointee.provider_id, info.pointee.provider_version] {
+            s.ptr.map { UnsafeMutablePointer(mutating: $0).deallocate() }
+        }
+        info.deallocate()
+    }
+
+    /// Leases held on this table now. [thread-safe]
+    public var leasesHeld: Int { held.load(ordering: .relaxed) }
+
+    /// True while the provider's activation admits calls (always for the host's own).
+    public var isServing: Bool { context?.isActive ?? true }
+
+    /// Takes a lease: counts as a call in flight of the provider's activation, so it is not deactivated while the
+    /// lease is held. False when the activation no longer admits calls.
+    func retain() -> Bool {
+        if let context, !context.enter() { return false }
+        held.wrappingAdd(1, ordering: .relaxed)
+        return true
+    }
+
+    func releaseLease() {
+        held.wrappingSubtract(1, ordering: .relaxed)
+        context?.leave()
+    }
+}
+
+/// A consumer's request to hear about changes of the provider of one interface.
+public final class ServiceListener: Sendable {
+    public let interface: InterfaceID
+    nonisolated(unsafe) let function: keel_service_changed_fn
+    nonisolated(unsafe) let userData: UnsafeMutableRawPointer?
+    let context: ActivationContext
+
+    init(interface: InterfaceID, function: keel_service_changed_fn, userData: UnsafeMutableRawPointer?, context: ActivationContext) {
+        self.interface = interface
+        self.function = function
+        self.userData = userData
+        self.context = context
+    }
+
+    /// The consumer's plugin id.
+    public var pluginID: String { context.pluginID }
+
+    /// Tells the consumer that `now` (nil: none) serves the interface for `tenant` ("" host-wide). Skipped when the
+    /// consumer's activation no longer admits calls. Over the hook budget is logged. [lifecycle]: the kernel's thread.
+    public func notify(tenant: String, now: ServiceProvision?) {
+        guard context.enter() else { return }
+        defer { context.leave() }
+        let outer = ActivationContext.beginCall(context)
+        defer { ActivationContext.endCall(outer) }
+        let started = ActivationContext.now()
+        interface.description.withKeelStr { id in
+            tenant.withKeelStr { t in
+                withExtendedLifetime(now) { function(userData, id, t, now.map { UnsafePointer($0.info) }) }
+            }
+        }
+        _ = context.account("service listener for \(interface)", started: started, budget: context.budgets.handler,
+                            failed: false, detail: "")
+    }
+}
+
+/// A lease a consumer holds: which provision, for which consumer. The `keel_service_lease *` a plugin holds is this
+/// object's address; the host looks it up in `LeaseTable` before touching it, so a stale or doubled release is
+/// caught rather than followed.
+final class ServiceLease: Sendable {
+    let provision: ServiceProvision
+    let consumer: ActivationContext
+
+    init(provision: ServiceProvision, consumer: ActivationContext) {
+        self.provision = provision
+        self.consumer = consumer
+    }
+
+    var handle: UInt { UInt(bitPattern: Unmanaged.passUnretained(self).toOpaque()) }
+}
+
+/// Every lease held in the process, by handle, in shards so that threads acquiring at once rarely meet on a lock.
+/// Thread-safe.
+enum LeaseTable {
+    final class Shard: Sendable {
+        let leases = Mutex<[UInt: ServiceLease]>([:])
+    }
+
+    static let shards: [Shard] = (0..<16).map { _ in Shard() }
+
+    static func shard(_ handle: UInt) -> Shard { shards[Int((handle >> 4) & 15)] }
+
+    static func add(_ lease: ServiceLease) -> UInt {
+        let handle = lease.handle
+        shard(handle).leases.withLock { $0[handle] = lease }
+        return handle
+    }
+
+    /// Removes and returns the lease with `handle`, or nil when no such lease is held (released already, or never
+    /// a lease).
+    static func remove(_ handle: UInt) -> ServiceLease? {
+        shard(handle).leases.withLock { $0.removeValue(forKey: handle) }
+    }
+
+    static func find(_ handle: UInt) -> ServiceLease? {
+        shard(handle).leases.withLock { $0[handle] }
+    }
+
+    /// Releases every lease `consumer` still holds (its activation is over). Returns how many there were.
+    static func releaseAll(heldBy consumer: ActivationContext) -> [InterfaceID] {
+        var released: [InterfaceID] = []
+        for shard in shards {
+            let mine = shard.leases.withLock { leases -> [ServiceLease] in
+                let found = leases.values.filter { $0.consumer === consumer }
+                for lease in found { leases.removeValue(forKey: lease.handle) }
+                return found
+            }
+            for lease in mine {
+                lease.provision.releaseLease()
+                released.append(lease.provision.interface)
+            }
+        }
+        return released
+    }
+}
+
+extension String {
+    /// Runs `body` with this string as a borrowed `keel_str`.
+    func withKeelStr<R>(_ body: (keel_str) -> R) -> R {
+        var copy = self
+        return copy.withUTF8 { bytes in
+            bytes.withMemoryRebound(to: CChar.self) { body(keel_str(ptr: $0.baseAddress, len: $0.count)) }
+        }
+    }
+}

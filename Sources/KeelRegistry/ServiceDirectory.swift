@@ -1,0 +1,96 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import KeelLoader
+import KeelManifest
+
+/// Who provides which interface, who listens, and the operator's choices: the services part of a `Snapshot`.
+///
+/// Which provider serves an interface for a tenant: the tenant's own choice if its plugin provides the interface
+/// now; else the host-wide choice, likewise; else the highest ranking, then the one published first (enabled first).
+/// Immutable value, read from any thread inside a snapshot.
+public struct ServiceDirectory: Sendable {
+    /// Providers per interface, in the rule's order: ranking (highest first), then publish order.
+    public private(set) var providers: [InterfaceID: [ServiceProvision]] = [:]
+    /// Listeners per interface, in publish order.
+    public private(set) var listeners: [InterfaceID: [ServiceListener]] = [:]
+    /// The operator's choices: tenant ("" host-wide) → interface → plugin id.
+    public private(set) var selections: [String: [InterfaceID: String]] = [:]
+
+    public init() {}
+
+    /// Why a provider serves.
+    public enum Reason: String, Sendable, Codable {
+        /// The operator chose it for this tenant.
+        case tenantChoice = "chosen for the tenant"
+        /// The operator chose it host-wide.
+        case operatorChoice = "chosen by the operator"
+        /// The highest ranking among the enabled providers (no choice, or the chosen plugin is not enabled).
+        case ranking = "highest ranking"
+        /// Ranking ties: the one enabled first.
+        case firstEnabled = "first enabled"
+    }
+
+    /// The provider serving `interface` for `tenant` ("" host-wide), or nil when none is enabled.
+    public func resolve(_ interface: InterfaceID, tenant: String) -> ServiceProvision? {
+        resolution(interface, tenant: tenant)?.provision
+    }
+
+    /// The provider serving `interface` for `tenant`, and why.
+    public func resolution(_ interface: InterfaceID, tenant: String) -> (provision: ServiceProvision, reason: Reason)? {
+        guard let candidates = providers[interface], let first = candidates.first else { return nil }
+        if !tenant.isEmpty, let chosen = selections[tenant]?[interface],
+           let p = candidates.first(where: { $0.providerID == chosen }) { return (p, .tenantChoice) }
+        if let chosen = selections[""]?[interface], let p = candidates.first(where: { $0.providerID == chosen }) {
+            return (p, .operatorChoice)
+        }
+        let tie = candidates.count > 1 && candidates[1].ranking == first.ranking
+        return (first, tie ? .firstEnabled : .ranking)
+    }
+
+    /// The tenants with a choice of their own for `interface`, and "" (host-wide).
+    public func scopes(_ interface: InterfaceID) -> [String] {
+        [""] + selections.filter { $0.key != "" && $0.value[interface] != nil }.map(\.key).sorted()
+    }
+
+    mutating func add(_ provisions: [ServiceProvision], _ newListeners: [ServiceListener]) {
+        for p in provisions {
+            var list = providers[p.interface] ?? []
+            // After every provider of the same or a higher ranking: ties keep publish order.
+            let index = list.firstIndex { $0.ranking < p.ranking } ?? list.count
+            list.insert(p, at: index)
+            providers[p.interface] = list
+        }
+        for l in newListeners { listeners[l.interface, default: []].append(l) }
+    }
+
+    mutating func remove(_ provisions: [ServiceProvision], _ oldListeners: [ServiceListener]) {
+        for p in provisions {
+            providers[p.interface]?.removeAll { $0 === p }
+            if providers[p.interface]?.isEmpty == true { providers[p.interface] = nil }
+        }
+        for l in oldListeners {
+            listeners[l.interface]?.removeAll { $0 === l }
+            if listeners[l.interface]?.isEmpty == true { listeners[l.interface] = nil }
+        }
+    }
+
+    mutating func setSelections(_ choices: [String: [InterfaceID: String]]) { selections = choices }
+}
+
+extension PluginRegistry {
+    /// Adds tables the host (or its embedder) provides. They are never revoked.
+    public func publishHostServices(_ provisions: [ServiceProvision]) {
+        update { $0.services.add(provisions, []) }
+    }
+
+    /// Replaces the operator's choices of provider (tenant "" host-wide → interface → plugin id).
+    public func setServiceSelections(_ choices: [String: [InterfaceID: String]]) {
+        update { $0.services.setSelections(choices) }
+    }
+
+    /// The provider serving `interface` for `tenant`, looked up under the lock without copying the snapshot: the
+    /// path every `acquire` takes. [thread-safe]
+    public func resolveService(_ interface: InterfaceID, tenant: String) -> ServiceProvision? {
+        read { $0.services.resolve(interface, tenant: tenant) }
+    }
+}

@@ -1,0 +1,293 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import CKeelABIGrown
+import Foundation
+import Keel
+import KeelLoader
+import KeelManifest
+import Synchronization
+import Testing
+
+/// Plugins built from Fixtures/plugins/services.c: providers of "test.echo/1" and consumers of it.
+struct ServicesFixture {
+    let f = KernelFixture()
+
+    /// A provider bundle: `provides` is the manifest's entry text (after "interface:").
+    func provider(_ id: String, tag: String, ranking: Int = 0, version: String? = nil, defines: [String] = [],
+                  provides: String = "test.echo/1", consumes: String = "") throws {
+        var extra = "provides:\n  - interface: \(provides)\n    ranking: \(ranking)\n"
+        if let version { extra += "    version: \"\(version)\"\n" }
+        if !consumes.isEmpty { extra += "consumes:\n  - interface: \(consumes)\n" }
+        try bundle(id, ["PROVIDER", "TAG=\"\(tag)\""] + defines, extra: extra)
+    }
+
+    /// A consumer bundle: `consumes` is its manifest's `consumes:` list.
+    func consumer(_ id: String, consumes: String = "[{interface: test.echo, version: \"^1\"}]", defines: [String] = []) throws {
+        try bundle(id, ["CONSUMER"] + defines, extra: "consumes: \(consumes)\n")
+    }
+
+    func bundle(_ id: String, _ defines: [String], extra: String) throws {
+        let lib = try TestEnvironment.buildPlugin(source: TestEnvironment.fixtures + "/plugins/services.c", name: id,
+                                                  defines: ["PLUGIN_ID=\"\(id)\""] + defines)
+        try TestEnvironment.makeBundle(in: f.plugins, folder: id, manifest: TestEnvironment.manifest(
+            id: id, library: "lib\(id).so", abi: "1.1", capabilities: ["routes", "menus"], extra: extra), library: lib)
+    }
+
+    func kernel() throws -> Kernel { try f.kernel() }
+}
+
+/// Calls a consumer's route in-process, as `tenant`.
+func call(_ kernel: Kernel, _ path: String, query: String = "", tenant: String = Principal.defaultTenant) -> (status: Int, text: String) {
+    let snapshot = kernel.registry.snapshot
+    guard let match = snapshot.route(method: "GET", path: path) else { return (404, "no route") }
+    let request = PluginRequest(method: "GET", path: path, routePath: match.routePath, query: query, parameters: match.parameters,
+                                principal: Principal(id: "tester", tenant: tenant, authenticatedBy: "keel"))
+    switch match.route.handler.handle(request) {
+    case let .success(r): return (r.status, r.bodyText)
+    case let .failure(e): return (500, e.description)
+    }
+}
+
+@Suite("services between plugins")
+struct ServicesTests {
+    @Test("a consumer calls the provider the rule picks, then the one the operator picks, host-wide and per tenant; choices survive a restart")
+    func chooseProvider() async throws {
+        let s = ServicesFixture()
+        try s.provider("alpha", tag: "A", ranking: 5)
+        try s.provider("beta", tag: "B", ranking: 10, version: "1.2.0")
+        try s.consumer("user")
+        let kernel = try s.kernel()
+        await kernel.start()
+        for id in ["alpha", "beta", "user"] { try await kernel.enable(id) }
+
+        var r = call(kernel, "/ext/user/call", query: "hi")
+        #expect(r.status == 200)
+        #expect(r.text == "tag=B echo=hi provider=beta gen=1 v=1.2.0", "highest ranking serves: \(r.text)")
+        var info = try #require(await kernel.services().first { $0.interface == "test.echo/1" })
+        #expect(info.serving.first?.provider == "beta")
+        #expect(info.serving.first?.reason == "highest ranking")
+        #expect(info.providers.map(\.plugin) == ["beta", "alpha"])
+        #expect(info.consumers.map(\.plugin) == ["user"])
+
+        try await kernel.execute(.useProvider(interface: "test.echo/1", plugin: "alpha", tenant: nil))
+        r = call(kernel, "/ext/user/call", query: "again")
+        #expect(r.text.hasPrefix("tag=A echo=again provider=alpha"), "\(r.text)")
+        #expect(call(kernel, "/ext/user/heard").text == "notes=1 last=alpha", "the listener was told of the switch")
+        info = try #require(await kernel.services().first { $0.interface == "test.echo/1" })
+        #expect(info.serving.first?.reason == "chosen by the operator")
+
+        try await kernel.execute(.createTenant(name: "acme"))
+        try await kernel.execute(.useProvider(interface: "test.echo/1", plugin: "beta", tenant: "acme"))
+        #expect(call(kernel, "/ext/user/call", query: "x", tenant: "acme").text.contains("provider=beta"))
+        #expect(call(kernel, "/ext/user/call", query: "x").text.contains("provider=alpha"), "other tenants keep the host-wide choice")
+        #expect(call(kernel, "/ext/user/heard").text == "notes=2 last=beta@acme")
+        let inspect = try await kernel.plugin("beta")
+        #expect(inspect.provides == ["test.echo/1 1.2.0 ranking 10, serving tenant acme"], "\(inspect.provides)")
+        await kernel.shutdown()
+
+        let again = try s.kernel()
+        await again.start()
+        #expect(call(again, "/ext/user/call", query: "x").text.contains("provider=alpha"), "the host-wide choice is stored")
+        #expect(call(again, "/ext/user/call", query: "x", tenant: "acme").text.contains("provider=beta"), "so is the tenant's")
+        try await again.execute(.useProvider(interface: "test.echo/1", plugin: nil, tenant: nil))
+        #expect(call(again, "/ext/user/call", query: "x").text.contains("provider=beta"), "forgetting the choice brings the rule back")
+        await again.shutdown()
+    }
+
+    @Test("a required interface without a provider keeps the consumer down, naming it; an optional one activates and hears when a provider comes")
+    func requiredAndOptional() async throws {
+        let s = ServicesFixture()
+        try s.provider("alpha", tag: "A")
+        try s.consumer("needy")
+        try s.consumer("relaxed", consumes: "[{interface: test.echo/1, optional: true}]")
+        try s.consumer("picky", consumes: "[{interface: test.echo, version: \"^1.3\"}]")
+        let kernel = try s.kernel()
+        await kernel.start()
+
+        await #expect { try await kernel.enable("needy") } throws: { error in
+            "\(error)" == "plugin \"needy\" needs interface test.echo/1 ^1, which no enabled plugin provides (enable one of \"alpha\")"
+        }
+        #expect(try await kernel.plugin("needy").status == .failed)
+        try await kernel.enable("relaxed")
+        #expect(call(kernel, "/ext/relaxed/call").text == "status=\(StatusCode.notFound)", "no provider yet")
+        try await kernel.enable("alpha")
+        #expect(call(kernel, "/ext/relaxed/heard").text == "notes=1 last=alpha", "told when the provider appeared")
+        #expect(call(kernel, "/ext/relaxed/call", query: "now").text.hasPrefix("tag=A echo=now"))
+        try await kernel.enable("needy")
+        #expect(call(kernel, "/ext/needy/call", query: "ok").status == 200)
+        await #expect { try await kernel.enable("picky") } throws: { error in
+            "\(error)".contains("needs interface test.echo/1 ^1.3, which no enabled plugin provides")
+        }
+        await kernel.shutdown()
+    }
+
+    @Test("disabling the last provider of a required interface is refused unless --cascade; a second provider takes over")
+    func disableLastProvider() async throws {
+        let s = ServicesFixture()
+        try s.provider("alpha", tag: "A")
+        try s.provider("beta", tag: "B")
+        try s.consumer("user")
+        let kernel = try s.kernel()
+        await kernel.start()
+        for id in ["alpha", "beta", "user"] { try await kernel.enable(id) }
+        #expect(call(kernel, "/ext/user/call").text.contains("provider=alpha"), "a ranking tie: the first enabled")
+
+        try await kernel.disable("alpha")
+        #expect(call(kernel, "/ext/user/call").text.contains("provider=beta"), "the other provider serves at once")
+        #expect(call(kernel, "/ext/user/heard").text == "notes=1 last=beta")
+        await #expect { try await kernel.disable("beta") } throws: { error in
+            "\(error)" == "plugin \"beta\" is needed by enabled plugin(s) \"user\" (through interface test.echo/1); disable them first or use --cascade"
+        }
+        #expect(call(kernel, "/ext/user/call").status == 200, "a refused disable changes nothing")
+        try await kernel.disable("beta", cascade: true)
+        #expect(kernel.activePlugins.isEmpty)
+        await kernel.shutdown()
+    }
+
+    @Test("a cycle through interfaces is refused at start-up, naming the plugins and the interfaces")
+    func cycle() async throws {
+        let s = ServicesFixture()
+        try s.provider("one", tag: "1", provides: "x.one/1", consumes: "x.two/1")
+        try s.provider("two", tag: "2", provides: "x.two/1", consumes: "x.one/1")
+        let kernel = try s.kernel()
+        for id in ["one", "two"] { try kernel.state.setEnabled(id, true, status: .installed) }
+        await kernel.start()
+        #expect(kernel.activePlugins.isEmpty)
+        let reason = try await kernel.plugin("one").reason ?? ""
+        #expect(reason == "dependency cycle: one → two (x.two/1) → one (x.one/1)", "\(reason)")
+        await kernel.shutdown()
+    }
+
+    @Test("bad registrations fail the provider's activation with one line each, register nothing, and leave other plugins serving")
+    func badProviders() async throws {
+        let s = ServicesFixture()
+        try s.provider("good", tag: "G")
+        try s.consumer("user")
+        try s.provider("undeclared", tag: "U", defines: ["PROVIDE_ID=\"other.thing/1\""])
+        try s.provider("twice", tag: "T", defines: ["PROVIDE_TWICE"])
+        try s.provider("tiny", tag: "S", defines: ["TABLE_SIZE=4"])
+        try s.provider("silent", tag: "N", defines: ["NO_PROVIDE"])
+        let kernel = try s.kernel()
+        await kernel.start()
+        try await kernel.enable("good")
+        try await kernel.enable("user")
+        let expected = [
+            "undeclared": "service other.thing/1: not declared under provides: in plugin.yaml (declared: test.echo/1)",
+            "twice": "service test.echo/1 is provided twice by plugin \"twice\"",
+            "tiny": "service test.echo/1: the table's struct_size is 4",
+            "silent": "declares provides test.echo/1 in plugin.yaml but registered no table for it during activate",
+        ]
+        for (id, reason) in expected.sorted(by: { $0.key < $1.key }) {
+            await #expect(throws: KernelError.self) { try await kernel.enable(id) }
+            let info = try await kernel.plugin(id)
+            #expect(info.status == .failed)
+            #expect(info.reason?.contains(reason) == true, "\(id): \(info.reason ?? "")")
+            #expect(info.routes.isEmpty)
+        }
+        let info = try #require(await kernel.services().first { $0.interface == "test.echo/1" })
+        #expect(info.providers.filter(\.active).map(\.plugin) == ["good"], "nothing half-registered")
+        #expect(call(kernel, "/ext/user/call", query: "still").text.hasPrefix("tag=G echo=still"))
+
+        await #expect { try await kernel.execute(.useProvider(interface: "test.echo/1", plugin: "user", tenant: nil)) } throws: { error in
+            "\(error)" == "plugin \"user\" does not provide test.echo/1 (it is provided by \"good\", \"silent\", \"tiny\", \"twice\", \"undeclared\")"
+        }
+        await #expect { try await kernel.execute(.useProvider(interface: "test.echo", plugin: "good", tenant: nil)) } throws: { error in
+            "\(error)" == "\"test.echo\" is not an interface id like gitops.sync/1"
+        }
+        await #expect { try await kernel.execute(.useProvider(interface: "test.echo/1", plugin: "good", tenant: "nowhere")) } throws: { error in
+            "\(error)" == "no tenant \"nowhere\""
+        }
+        await kernel.shutdown()
+    }
+
+    @Test("a consumer asking for an undeclared interface is denied and logged; one needing a bigger table gets UNSUPPORTED, naming both sizes")
+    func badConsumers() async throws {
+        let s = ServicesFixture()
+        try s.provider("good", tag: "G")
+        try s.consumer("sneaky", defines: ["ACQUIRE_ID=\"secret.vault\"", "LISTEN_ID=\"test.echo\""])
+        try s.consumer("greedy", defines: ["MIN_SIZE=64"])
+        try s.consumer("deaf", defines: ["LISTEN_ID=\"secret.vault\""])
+        let kernel = try s.kernel()
+        await kernel.start()
+        for id in ["good", "sneaky", "greedy"] { try await kernel.enable(id) }
+        #expect(call(kernel, "/ext/sneaky/call").text == "status=\(StatusCode.denied)")
+        #expect(s.f.log.lines.contains { $0.contains("sneaky") && $0.contains("service secret.vault denied: not declared under consumes:") })
+        #expect(call(kernel, "/ext/greedy/call").text == "status=\(StatusCode.unsupported)")
+        #expect(s.f.log.lines.contains { $0.contains("served by \"good\" with a table of 16 bytes; 64 are needed") })
+        await #expect { try await kernel.enable("deaf") } throws: { error in
+            "\(error)".contains("service listener for secret.vault: secret.vault is not declared under consumes:")
+        }
+        await kernel.shutdown()
+    }
+
+    @Test("the host (or an embedding program) provides an interface: consumers waiting for it activate and call it")
+    func hostProvides() async throws {
+        let s = ServicesFixture()
+        try s.consumer("user")
+        let kernel = try s.kernel()
+        await kernel.start()
+        await #expect(throws: KernelError.self) { try await kernel.enable("user") }
+        try await kernel.provide("test.echo/1", version: "1.4.0", table: HostTable(keel_test_host_echo_table()))
+        try await kernel.enable("user")
+        #expect(call(kernel, "/ext/user/call", query: "gpio").text == "tag=host echo=gpio provider=keel gen=0 v=1.4.0")
+        await #expect { try await kernel.provide("test.echo/1", table: HostTable(keel_test_host_echo_table())) } throws: { error in
+            "\(error)" == "the host already provides test.echo/1"
+        }
+        await kernel.shutdown()
+    }
+
+    @Test("50 switches and disables under concurrent calls: no failed call, no call into a deactivated provider")
+    func switchUnderLoad() async throws {
+        let s = ServicesFixture()
+        try s.provider("alpha", tag: "A", defines: ["CALL_SLEEP_US=200"])
+        try s.provider("beta", tag: "B", defines: ["CALL_SLEEP_US=200"])
+        try s.consumer("user")
+        let kernel = try s.kernel()
+        await kernel.start()
+        for id in ["alpha", "beta", "user"] { try await kernel.enable(id) }
+
+        let stop = StopFlag()
+        let tally = Mutex<(ok: Int, failed: Int, a: Int, b: Int, failures: [String])>((0, 0, 0, 0, []))
+        // Callers on threads of their own, as the server's plugin lanes are.
+        let callers = (0..<4).map { _ in
+            let t = Thread {
+                while !stop.isSet {
+                    let r = call(kernel, "/ext/user/call", query: "x")
+                    tally.withLock { t in
+                        if r.status == 200 {
+                            t.ok += 1
+                            if r.text.hasPrefix("tag=A") { t.a += 1 } else { t.b += 1 }
+                        } else {
+                            t.failed += 1
+                            if t.failures.count < 5 { t.failures.append("\(r.status) \(r.text)") }
+                        }
+                    }
+                }
+            }
+            t.start()
+            return t
+        }
+        for i in 0..<50 {
+            let (target, other) = i % 2 == 0 ? ("beta", "alpha") : ("alpha", "beta")
+            if i % 4 < 2 {
+                try await kernel.execute(.useProvider(interface: "test.echo/1", plugin: target, tenant: nil))
+            } else {
+                // Take the serving provider down under traffic: the rule moves calls to the other, and the old one is
+                // deactivated only after its leases are released.
+                try await kernel.execute(.useProvider(interface: "test.echo/1", plugin: nil, tenant: nil))
+                try await kernel.disable(other)
+                try await kernel.enable(other)
+            }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        stop.set()
+        while callers.contains(where: { $0.isExecuting }) { try await Task.sleep(for: .milliseconds(5)) }
+        let t = tally.withLock { $0 }
+        #expect(t.failed == 0, "\(t.failures)")
+        #expect(t.a > 0 && t.b > 0, "both providers served: \(t)")
+        #expect(call(kernel, "/ext/user/dead").text == "dead=0", "no call reached a deactivated provider")
+        let info = try #require(await kernel.services().first { $0.interface == "test.echo/1" })
+        #expect(info.providers.allSatisfy { $0.leases == 0 }, "every lease was released")
+        await kernel.shutdown()
+    }
+}
