@@ -33,7 +33,7 @@ typedef struct gitops_sync_v1 {
      * [thread-safe]: called concurrently from request threads, while the caller holds a lease. */
     keel_str(KEEL_ABI *engine)(void);
 
-    /* Syncs `app` (not empty) to `revision` (a branch, tag or commit) and writes a one-line result, such as
+    /* Syncs `app` (not empty) to `revision` (a branch, tag or commit; empty: "main") and writes a one-line result, such as
      * "argocd synced shop to main", into out[0 .. *out_len): UTF-8, no newline, not NUL-terminated. `app` and
      * `revision` are borrowed for the call. Returns KEEL_OK; KEEL_ERR_INVALID_ARGUMENT (empty app, NULL out_len,
      * NULL out with out_cap > 0); KEEL_ERR_LIMIT when the line needs more than out_cap bytes (*out_len is then the
