@@ -33,12 +33,12 @@ typedef struct gitops_sync_v1 {
      * [thread-safe]: called concurrently from request threads, while the caller holds a lease. */
     keel_str(KEEL_ABI *engine)(void);
 
-    /* Syncs `app` (not empty) to `revision` (a branch, tag or commit; empty: "main") and writes a one-line result, such as
-     * "argocd synced shop to main", into out[0 .. *out_len): UTF-8, no newline, not NUL-terminated. `app` and
-     * `revision` are borrowed for the call. Returns KEEL_OK; KEEL_ERR_INVALID_ARGUMENT (empty app, NULL out_len,
-     * NULL out with out_cap > 0); KEEL_ERR_LIMIT when the line needs more than out_cap bytes (*out_len is then the
-     * size it needs and out holds nothing usable); KEEL_ERR_WRONG_STATE when the provider is shutting down; any
-     * other status when the engine failed.
+    /* Syncs `app` (not empty) to `revision` (a branch, tag or commit; empty: "main") and writes a one-line result,
+     * such as "argocd synced shop to main", into out[0 .. *out_len): UTF-8, no newline, not NUL-terminated. `app`
+     * and `revision` are borrowed for the call. Returns KEEL_OK; KEEL_ERR_INVALID_ARGUMENT (empty app, NULL
+     * out_len, NULL out with out_cap > 0); KEEL_ERR_LIMIT when the line needs more than out_cap bytes (*out_len is
+     * then the size it needs and out holds nothing usable); KEEL_ERR_WRONG_STATE when the provider is shutting
+     * down; any other status when the engine failed.
      * [thread-safe]: called concurrently from request threads, while the caller holds a lease; must not block for
      * long. */
     keel_status(KEEL_ABI *sync)(keel_str app, keel_str revision, char *out, size_t out_cap, size_t *out_len);
