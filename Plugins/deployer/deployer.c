@@ -185,7 +185,8 @@ static void provider_changed(void *user_data, keel_str interface_id, keel_str te
     } else {
         n = snprintf(line, sizeof line, "%.*s: no provider (%s%.*s)", STR_ARG(interface_id), scope, STR_ARG(tenant));
     }
-    if (n > 0) host->log(plugin_ctx, KEEL_LOG_INFO, (keel_str){ line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1 });
+    if (n <= 0) return;
+    host->log(plugin_ctx, KEEL_LOG_INFO, (keel_str){ line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1 });
 }
 
 static keel_status activate(const keel_host *h, keel_ctx *ctx) {

@@ -164,7 +164,13 @@ fn sync_line(app: &[u8], revision: &[u8]) -> Vec<u8> {
 }
 
 /// gitops_sync_v1.sync. [thread-safe]
-unsafe extern "C" fn sync(app: KeelStr, revision: KeelStr, out: *mut u8, out_cap: usize, out_len: *mut usize) -> KeelStatus {
+unsafe extern "C" fn sync(
+    app: KeelStr,
+    revision: KeelStr,
+    out: *mut u8,
+    out_cap: usize,
+    out_len: *mut usize,
+) -> KeelStatus {
     catch_unwind(AssertUnwindSafe(|| {
         if STOPPED.load(Ordering::Acquire) {
             return KEEL_ERR_WRONG_STATE;
@@ -254,7 +260,8 @@ mod tests {
     fn call(app: &str, rev: &str, cap: usize) -> (KeelStatus, String, usize) {
         let mut buf = vec![0u8; cap];
         let mut len = 0usize;
-        let s = unsafe { sync(KeelStr::from_static(leak(app)), KeelStr::from_static(leak(rev)), buf.as_mut_ptr(), cap, &mut len) };
+        let (app, rev) = (KeelStr::from_static(leak(app)), KeelStr::from_static(leak(rev)));
+        let s = unsafe { sync(app, rev, buf.as_mut_ptr(), cap, &mut len) };
         buf.truncate(len.min(cap));
         (s, String::from_utf8(buf).unwrap(), len)
     }
