@@ -13,6 +13,8 @@ let package = Package(
         // Example plugins, built as real shared objects (lib<name>.so in the build folder).
         .library(name: "hello-c", type: .dynamic, targets: ["HelloC"]),
         .library(name: "greeter-swift", type: .dynamic, targets: ["GreeterSwift"]),
+        .library(name: "argo-sync", type: .dynamic, targets: ["ArgoSync"]),
+        .library(name: "deployer", type: .dynamic, targets: ["Deployer"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -77,6 +79,12 @@ let package = Package(
                 sources: ["hello.c"], publicHeadersPath: "."),
         .target(name: "GreeterSwift", dependencies: ["KeelPluginKit"], path: "Plugins/greeter-swift",
                 exclude: ["plugin.yaml"]),
+        // Services between plugins (ABI 1.1): argo-sync provides gitops.sync/1, deployer consumes it; the
+        // interface header ships with the consumer. (flux-sync, the Rust provider: Scripts/build-rust-example.sh.)
+        .target(name: "ArgoSync", dependencies: ["CKeelABI"], path: "Plugins/argo-sync", exclude: ["plugin.yaml"],
+                sources: ["argo_sync.c"], publicHeadersPath: ".", cSettings: [.headerSearchPath("../deployer")]),
+        .target(name: "Deployer", dependencies: ["CKeelABI"], path: "Plugins/deployer", exclude: ["plugin.yaml"],
+                sources: ["deployer.c"], publicHeadersPath: "."),
 
         // Test-only: an ABI struct as a later 1.x host might declare it (grown at its end).
         .target(name: "CKeelABIGrown", dependencies: ["CKeelABI"], path: "Tests/CKeelABIGrown"),

@@ -30,10 +30,19 @@ else
 fi
 plugins="${KEEL_PLUGINS_DIR:-plugins}"
 
+step "building the Rust example plugin flux-sync into $bin (rustc; skipped without it)"
+Scripts/build-rust-example.sh "$bin"
+
 step "staging the example plugins into $plugins"
+staged=" "
 for bundle in Plugins/*/; do
   name="$(basename "$bundle")"
   lib="$(sed -n 's/^library:[[:space:]]*//p' "$bundle/plugin.yaml" | tr -d '"'\''[:space:]')"
+  if [ ! -f "$bin/$lib" ]; then
+    echo "examples.sh: notice: $bin/$lib is missing, $name is not staged"
+    continue
+  fi
+  staged+="$name "
   mkdir -p "$plugins/$name"
   cp "$bundle/plugin.yaml" "$plugins/$name/plugin.yaml"
   if [ -f "$bundle/config.schema.yaml" ]; then cp "$bundle/config.schema.yaml" "$plugins/$name/"; fi
@@ -47,6 +56,11 @@ step "granting the auth capabilities and enabling the examples (each new build i
 "$bin/keel" plugins grant greeter authorize --plugins "$plugins"
 "$bin/keel" plugins enable hello --plugins "$plugins"
 "$bin/keel" plugins enable greeter --plugins "$plugins"
+# Services between plugins: two providers of gitops.sync/1 (argo-sync ranks higher, so it serves until the operator
+# chooses with `keel services use`), then their consumer. The folder names equal the plugin ids.
+for id in argo-sync flux-sync deployer; do
+  if [[ "$staged" == *" $id "* ]]; then "$bin/keel" plugins enable "$id" --plugins "$plugins"; fi
+done
 "$bin/keel" plugins list --plugins "$plugins"
 
 if [ "$check" != 1 ]; then
@@ -60,8 +74,8 @@ if [ "$check" != 1 ]; then
   exec "$bin/keel" serve --plugins "$plugins" --port "${KEEL_PORT:-8470}"
 fi
 
-# --check: serve on a free port, wait for "listening on", ask two routes, stop with SIGTERM.
-step "checking: serving on a free port, asking /healthz and /ext/hello/greet/ci, then stopping"
+# --check: serve on a free port, wait for "listening on", ask the routes, stop with SIGTERM.
+step "checking: serving on a free port, asking /healthz, /ext/hello/greet/ci and /ext/deployer/sync/ci, then stopping"
 log="$(mktemp)"
 "$bin/keel" serve --plugins "$plugins" --port 0 >"$log" 2>&1 &
 server=$!
@@ -78,6 +92,10 @@ health="$(curl -fsS --max-time 10 "$url/healthz")"
 echo "GET $url/healthz -> $health"
 greeting="$(curl -fsS --max-time 10 "$url/ext/hello/greet/ci")"
 echo "GET $url/ext/hello/greet/ci -> $greeting"
+if [[ "$staged" == *" deployer "* ]]; then
+  synced="$(curl -fsS --max-time 10 "$url/ext/deployer/sync/ci")"
+  echo "GET $url/ext/deployer/sync/ci -> $synced"
+fi
 kill -TERM "$server"
 wait "$server"
 trap 'rm -f "$log"' EXIT
