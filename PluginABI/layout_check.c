@@ -94,6 +94,7 @@ CHECK_SIZE(keel_host_auth, 32);
 CHECK_OFFSET(keel_host_config, get, 8);
 CHECK_SIZE(keel_host_config, 16);
 
+#if KEEL_ABI_VERSION_GE(1, 1, 0) /* compiled against the frozen 1.0 headers, only 1.0's checks apply */
 /* ABI 1.1: services between plugins. */
 CHECK_OFFSET(keel_service_provision, interface_id, 8);
 CHECK_OFFSET(keel_service_provision, table, 24);
@@ -115,6 +116,7 @@ CHECK_OFFSET(keel_host_services, acquire, 24);
 CHECK_OFFSET(keel_host_services, release, 32);
 CHECK_OFFSET(keel_host_services, describe, 40);
 CHECK_SIZE(keel_host_services, 48);
+#endif
 #endif
 
 /* The C target needs one symbol of its own. */

@@ -18,7 +18,11 @@ cc "${cflags[@]}" -DBENCH_TAG='"A"' -o "$work/libbenchA.so" "$src"
 cc "${cflags[@]}" -DBENCH_TAG='"B"' -o "$work/libbenchB.so" "$src"
 for i in 1 2 3; do cc "${cflags[@]}" -DBENCH_ID="\"authz$i\"" -DBENCH_AUTHZ -o "$work/libauthz$i.so" "$src"; done
 cc "${cflags[@]}" -DBENCH_ID='"b00000"' -o "$work/libtemplate.so" "$src"
+cc "${cflags[@]}" -DBENCH_ID='"prova"' -DBENCH_PROVIDER -o "$work/libprova.so" "$src"
+cc "${cflags[@]}" -DBENCH_ID='"provb"' -DBENCH_PROVIDER -o "$work/libprovb.so" "$src"
+cc "${cflags[@]}" -DBENCH_ID='"user"' -DBENCH_CONSUMER -o "$work/libuser.so" "$src"
 cc -O2 -o "$work/raw_loader" Scripts/raw_loader.c -ldl
 "$bin/keel-bench" --work "$work/run" --plugin-a "$work/libbenchA.so" --plugin-b "$work/libbenchB.so" \
   --authz "$work/libauthz1.so" --authz "$work/libauthz2.so" --authz "$work/libauthz3.so" \
-  --load-template "$work/libtemplate.so" --raw-loader "$work/raw_loader" "$@"
+  --load-template "$work/libtemplate.so" --raw-loader "$work/raw_loader" \
+  --provider-a "$work/libprova.so" --provider-b "$work/libprovb.so" --consumer "$work/libuser.so" "$@"

@@ -1,6 +1,10 @@
 /* The benchmark plugin. The same source is built twice: into the benchmark binary (the "compiled into the host"
  * baseline) and, by Scripts/bench.sh, as a plugin .so (the Keel path). BENCH_ID and BENCH_TAG vary the plugin build. */
+#define _POSIX_C_SOURCE 200809L
 #include "bench_plugin.h"
+#include <string.h>
+
+#define KEEL_STR_EMPTY_VALUE ((keel_str){ NULL, 0 })
 
 #ifndef BENCH_ID
 #define BENCH_ID "bench"
@@ -25,10 +29,97 @@ static keel_status abstain(void *ud, const keel_authz_request *q, keel_auth_deci
     return KEEL_OK;
 }
 
+/* Interface "bench.add/1": one function. BENCH_PROVIDER builds a provider of it, BENCH_CONSUMER a consumer. */
+typedef struct bench_add_v1 {
+    uint32_t struct_size;
+    int (*add)(int a, int b);
+} bench_add_v1;
+
+#ifdef BENCH_PROVIDER
+static const bench_add_v1 add_table = { sizeof(bench_add_v1), keel_bench_add };
+#endif
+
+#ifdef BENCH_CONSUMER
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+static const keel_host_services *services;
+static keel_ctx *consumer_ctx;
+
+static double seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* GET /call: acquire, one call, release: what a consumer does per request. */
+static keel_status call(void *ud, const keel_http_request *req, keel_http_response *res) {
+    (void)ud;
+    keel_service_lease *lease;
+    const void *t;
+    if (services->acquire(consumer_ctx, keel_cstr("bench.add"), req->principal->tenant, sizeof(bench_add_v1), &lease, &t) != KEEL_OK) {
+        res->set_status(res, 503);
+        return KEEL_OK;
+    }
+    int sum = ((const bench_add_v1 *)t)->add(2, 40);
+    services->release(lease);
+    return res->write(res, sum == 42 ? "42\n" : "??\n", 3);
+}
+
+/* GET /loop?N: N calls through a held lease's table, N through a plain function pointer to the same function, and
+ * N/10 acquire+call+release; answers "lease=<ns> plain=<ns> acquire=<ns>" per call. */
+static keel_status loop(void *ud, const keel_http_request *req, keel_http_response *res) {
+    (void)ud;
+    char text[32] = { 0 };
+    memcpy(text, req->query.ptr, req->query.len < 31 ? req->query.len : 31);
+    long n = atol(text);
+    if (n <= 0) n = 1000000;
+    keel_service_lease *lease;
+    const void *t;
+    if (services->acquire(consumer_ctx, keel_cstr("bench.add"), KEEL_STR_EMPTY_VALUE, sizeof(bench_add_v1), &lease, &t) != KEEL_OK)
+        return KEEL_ERR_NOT_FOUND;
+    const bench_add_v1 *volatile table = t;
+    int (*volatile plain)(int, int) = ((const bench_add_v1 *)t)->add;
+    volatile int sink = 0;
+    double a = seconds();
+    for (long i = 0; i < n; i++) sink += table->add((int)i, 1);
+    double b = seconds();
+    for (long i = 0; i < n; i++) sink += plain((int)i, 1);
+    double c = seconds();
+    services->release(lease);
+    long m = n / 10;
+    double d = seconds();
+    for (long i = 0; i < m; i++) {
+        keel_service_lease *l;
+        const void *tt;
+        services->acquire(consumer_ctx, keel_cstr("bench.add"), KEEL_STR_EMPTY_VALUE, sizeof(bench_add_v1), &l, &tt);
+        sink += ((const bench_add_v1 *)tt)->add((int)i, 1);
+        services->release(l);
+    }
+    double e = seconds();
+    char out[128];
+    int len = snprintf(out, sizeof out, "lease=%.3f plain=%.3f acquire=%.3f", (b - a) / n * 1e9, (c - b) / n * 1e9, (e - d) / m * 1e9);
+    return res->write(res, out, (size_t)len);
+}
+#endif
+
 static keel_status activate(const keel_host *host, keel_ctx *ctx) {
     const keel_host_http *http = host->get_service(ctx, keel_cstr(KEEL_SERVICE_HTTP));
     keel_route r = { sizeof r, KEEL_STR("GET"), KEEL_STR("/ping"), keel_bench_ping, NULL };
     keel_status s = http->register_route(ctx, &r);
+#ifdef BENCH_PROVIDER
+    const keel_host_services *svc = host->get_service(ctx, keel_cstr(KEEL_SERVICE_SERVICES));
+    keel_service_provision p = { sizeof p, KEEL_STR("bench.add/1"), &add_table };
+    if (s == KEEL_OK) s = svc->provide(ctx, &p);
+#endif
+#ifdef BENCH_CONSUMER
+    consumer_ctx = ctx;
+    services = host->get_service(ctx, keel_cstr(KEEL_SERVICE_SERVICES));
+    keel_route rc = { sizeof rc, KEEL_STR("GET"), KEEL_STR("/call"), call, NULL };
+    keel_route rl = { sizeof rl, KEEL_STR("GET"), KEEL_STR("/loop"), loop, NULL };
+    if (s == KEEL_OK) s = http->register_route(ctx, &rc);
+    if (s == KEEL_OK) s = http->register_route(ctx, &rl);
+#endif
 #ifdef BENCH_AUTHZ
     const keel_host_auth *auth = host->get_service(ctx, keel_cstr(KEEL_SERVICE_AUTH));
     keel_authorizer z = { sizeof z, KEEL_STR("abstain"), abstain, NULL };

@@ -66,10 +66,21 @@ public enum RemoteControl {
     /// Returns what is stored.
     @discardableResult
     public static func publishLive(_ kernel: Kernel, unlessEqualTo previous: String? = nil) async -> String? {
-        guard let plugins = try? await kernel.plugins(), let data = try? JSONEncoder().encode(plugins) else { return previous }
-        let text = String(decoding: data, as: UTF8.self)
-        if text != previous { try? kernel.state.setLivePluginsJSON(text) }
+        guard let plugins = try? await kernel.plugins(), let data = try? JSONEncoder().encode(plugins),
+              let services = try? JSONEncoder().encode(await kernel.services()) else { return previous }
+        let pluginsText = String(decoding: data, as: UTF8.self), servicesText = String(decoding: services, as: UTF8.self)
+        let text = pluginsText + "\n" + servicesText
+        if text != previous {
+            try? kernel.state.setLivePluginsJSON(pluginsText)
+            try? kernel.state.setLiveServicesJSON(servicesText)
+        }
         return text
+    }
+
+    /// Client side: the interfaces as the running server last published them.
+    public static func liveServices(state: StateStore) throws -> [InterfaceInfo] {
+        guard let text = try state.liveServicesJSON() else { return [] }
+        return try JSONDecoder().decode([InterfaceInfo].self, from: Data(text.utf8))
     }
 
     /// Client side: the plugins as the running server last published them.

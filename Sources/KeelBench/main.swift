@@ -15,10 +15,11 @@ import FoundationNetworking
 
 struct Options {
     var quick = false
-    /// Run only this section: abi, dispatch, http, load.
+    /// Run only this section: abi, dispatch, http, load, services.
     var only: String?
     var work = NSTemporaryDirectory() + "keel-bench-\(getpid())"
     var pluginA = "", pluginB = "", authz: [String] = [], loadTemplate = "", rawLoader = ""
+    var providerA = "", providerB = "", consumer = ""
 
     init() {
         var args = CommandLine.arguments.dropFirst().makeIterator()
@@ -32,6 +33,9 @@ struct Options {
             case "--authz": authz.append(args.next() ?? "")
             case "--load-template": loadTemplate = args.next() ?? ""
             case "--raw-loader": rawLoader = args.next() ?? ""
+            case "--provider-a": providerA = args.next() ?? ""
+            case "--provider-b": providerB = args.next() ?? ""
+            case "--consumer": consumer = args.next() ?? ""
             default: FileHandle.standardError.write(Data("keel-bench: unknown argument \(a)\n".utf8)); exit(64)
             }
         }
@@ -75,10 +79,10 @@ func rss() -> Int {
     return Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0
 }
 
-func bundle(_ dir: String, id: String, library: String, capabilities: String = "[routes, authorize]") throws {
+func bundle(_ dir: String, id: String, library: String, capabilities: String = "[routes, authorize]", extra: String = "") throws {
     let folder = dir + "/" + id
     try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-    try "id: \(id)\nname: \(id)\nversion: 1.0.0\nabi: \"1.0\"\nlibrary: lib.so\ncapabilities: \(capabilities)\n"
+    try "id: \(id)\nname: \(id)\nversion: 1.0.0\nabi: \"1.0\"\nlibrary: lib.so\ncapabilities: \(capabilities)\n\(extra)"
         .write(toFile: folder + "/plugin.yaml", atomically: true, encoding: .utf8)
     try? FileManager.default.removeItem(atPath: folder + "/lib.so")
     try FileManager.default.copyItem(atPath: library, toPath: folder + "/lib.so")
@@ -404,6 +408,8 @@ final class PortBox: Sendable {
     func set(_ p: Int) { port.withLock { $0 = p } }
     var value: Int { port.withLock { $0 } }
 }
+
+if wanted("services") && !options.consumer.isEmpty { try await servicesBenchmarks() }
 
 // MARK: report
 

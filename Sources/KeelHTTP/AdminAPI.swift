@@ -12,6 +12,7 @@ import Keel
 /// | `GET /healthz` | anyone |
 /// | `GET /api/v1/menus`, `GET /api/v1/session`, `POST /api/v1/session/page` | anyone the auth chain lets through; menus filtered per caller |
 /// | `GET /api/v1/plugins[/<id>[/history]]`, `POST /api/v1/plugins/<id>/enable|disable|reload|grants`, `GET /api/v1/routes` | admin token only |
+/// | `GET /api/v1/services`, `PUT|DELETE /api/v1/services/<name>/<major>/provider` (AdminAPI+Services.swift) | admin token only |
 struct AdminAPI {
     let kernel: Kernel
     let gatekeeper: Gatekeeper
@@ -180,6 +181,7 @@ struct AdminAPI {
             try await run(.uninstall(id: id, cascade: q.get("cascade") == "true", keepData: q.get("keepData") == "true"))
             return JSONBody.response(["uninstalled": id])
         }
+        registerServices(on: admin)
         admin.get("routes") { _, _ -> Response in
             JSONBody.response(kernel.registry.snapshot.routes.map { RouteBody(plugin: $0.pluginID, method: $0.method, path: $0.path) })
         }

@@ -15,6 +15,8 @@ extension StateStore {
         static func signature(_ id: String) -> String { "signature.\(id)" }
         /// The running server's view of every plugin (JSON), for other processes to read.
         static let livePlugins = "live.plugins"
+        /// The running server's view of every interface between plugins (JSON).
+        static let liveServices = "live.services"
         /// The SHA-256 (hex) of the admin token.
         static let adminTokenDigest = "admin.token.sha256"
     }
@@ -73,6 +75,16 @@ extension StateStore {
     /// Publishes the server's view of every plugin (JSON) for other processes.
     public func setLivePluginsJSON(_ json: String) throws(StateError) {
         try setSetting(SettingKey.livePlugins, json)
+    }
+
+    /// The running server's last published view of the interfaces between plugins (JSON), or nil.
+    public func liveServicesJSON() throws(StateError) -> String? {
+        try setting(SettingKey.liveServices)
+    }
+
+    /// Publishes the server's view of the interfaces between plugins (JSON) for other processes.
+    public func setLiveServicesJSON(_ json: String) throws(StateError) {
+        try setSetting(SettingKey.liveServices, json)
     }
 
     // MARK: admin token

@@ -85,6 +85,8 @@ public protocol StateStoring: AnyObject, Sendable {
     func setSignatureRecord(_ id: String, _ record: String?) throws(StateError)
     func livePluginsJSON() throws(StateError) -> String?
     func setLivePluginsJSON(_ json: String) throws(StateError)
+    func liveServicesJSON() throws(StateError) -> String?
+    func setLiveServicesJSON(_ json: String) throws(StateError)
     func serviceSelections() throws(StateError) -> [StateStore.ServiceSelection]
     func setServiceSelection(interface: String, tenant: String, plugin: String?) throws(StateError)
     func adminTokenDigest() throws(StateError) -> String?

@@ -61,7 +61,7 @@ struct CLITests {
         let bundle = try TestEnvironment.run(keel, ["plugins", "inspect", f.plugins + "/greeter-swift"])
         #expect(bundle.status == 0, "\(bundle.stderr)")
         #expect(bundle.stdout.contains("id:           greeter  (Greeter (Swift))"))
-        #expect(bundle.stdout.contains("abi:          1.0.0"))
+        #expect(bundle.stdout.contains("abi:          1.1.0"))
         #expect(bundle.stdout.contains("capabilities: authorize, menus, routes"))
         #expect(bundle.stdout.contains("dependencies: hello ^1.0"))
         let bare = try TestEnvironment.run(keel, ["plugins", "inspect", "--json", try TestEnvironment.builtLibrary("libhello-c.so")])

@@ -22,7 +22,7 @@ struct LoaderTests {
         let lib = try PluginLibrary.open(path: try TestEnvironment.builtLibrary("libhello-c.so"))
         #expect(lib.descriptor.id == "hello")
         #expect(lib.descriptor.version == "1.0.0")
-        #expect(lib.descriptor.abi == ABIVersion(1, 0))
+        #expect(lib.descriptor.abi == ABIVersion(1, 1), "built against the current headers")
         #expect(!lib.descriptor.unloadSafe)
     }
 
@@ -120,7 +120,7 @@ struct LoaderTests {
     func structSize() throws {
         let small = try TestEnvironment.buildFixture("small", ["STRUCT_SIZE=40"])
         #expect(loadError(small, id: "fixture")?.description
-                == "plugin \"fixture\" (\(small)): descriptor struct_size 40 is smaller than the 80 bytes ABI 1.0 requires")
+                == "plugin \"fixture\" (\(small)): descriptor struct_size 40 is smaller than the 80 bytes ABI 1.1 requires")
         let tiny = try TestEnvironment.buildFixture("tiny", ["STRUCT_SIZE=8"])
         #expect(loadError(tiny)?.code == .descriptorTooSmall)
     }

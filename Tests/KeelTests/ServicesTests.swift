@@ -291,3 +291,51 @@ struct ServicesTests {
         await kernel.shutdown()
     }
 }
+
+@Suite("services through the admin API and the CLI", .serialized)
+struct ServicesFrontEndTests {
+    @Test("GET/PUT/DELETE /api/v1/services and `keel services list|use|clear` switch a running server's provider")
+    func frontEnds() async throws {
+        let s = ServicesFixture()
+        try s.provider("alpha", tag: "A", ranking: 5)
+        try s.provider("beta", tag: "B", ranking: 1)
+        try s.consumer("user")
+        let keel = TestEnvironment.binPath + "/keel"
+        let at = ["--plugins", s.f.plugins, "--state", s.f.state]
+        for id in ["alpha", "beta", "user"] {
+            #expect(try TestEnvironment.run(keel, ["plugins", "enable", id] + at).status == 0)
+        }
+        let server = try ServerProcess(plugins: s.f.plugins, state: s.f.state, extraArguments: ["--no-watch"])
+        defer { server.stop() }
+        #expect(try await server.request("GET", "/ext/user/call?hello").text.hasPrefix("tag=A echo=hello provider=alpha"))
+
+        let listed = try await server.request("GET", "/api/v1/services", admin: true)
+        let first = (listed.json as? [[String: Any]])?.first
+        #expect(first?["interface"] as? String == "test.echo/1")
+        #expect(((first?["serving"] as? [[String: Any]])?.first?["provider"]) as? String == "alpha")
+        #expect(try await server.request("GET", "/api/v1/services").status == 401, "admin only")
+
+        let put = try await server.request("PUT", "/api/v1/services/test.echo/1/provider", admin: true,
+                                           body: Data(#"{"plugin": "beta"}"#.utf8))
+        #expect(put.status == 200, "\(put.text)")
+        #expect(try await server.request("GET", "/ext/user/call?x").text.contains("provider=beta"))
+        let wrong = try await server.request("PUT", "/api/v1/services/test.echo/1/provider", admin: true,
+                                             body: Data(#"{"plugin": "user"}"#.utf8))
+        #expect(wrong.status == 409 && wrong.errorCode == "dependency", "\(wrong.text)")
+        #expect(try await server.request("DELETE", "/api/v1/services/test.echo/1/provider", admin: true).status == 200)
+        #expect(try await server.request("GET", "/ext/user/call?x").text.contains("provider=alpha"), "the ranking rule again")
+
+        // The CLI goes through the running server (its queue), and reads the server's live view.
+        let use = try TestEnvironment.run(keel, ["services", "use", "test.echo/1", "beta"] + at)
+        #expect(use.status == 0, "\(use.stderr)")
+        #expect(try await server.request("GET", "/ext/user/call?x").text.contains("provider=beta"))
+        let list = try TestEnvironment.run(keel, ["services", "list"] + at)
+        #expect(list.stdout.contains("test.echo/1\n  serving: beta (chosen by the operator)\n"), "\(list.stdout)")
+        #expect(list.stdout.contains("consumer user  ^1 required, active"))
+        let bad = try TestEnvironment.run(keel, ["services", "use", "test.echo/1", "nobody"] + at)
+        #expect(bad.status == 1)
+        #expect(bad.stderr == "keel: error: plugin \"nobody\" does not provide test.echo/1 (it is provided by \"alpha\", \"beta\")\n", "\(bad.stderr)")
+        #expect(try TestEnvironment.run(keel, ["services", "clear", "test.echo/1"] + at).status == 0)
+        #expect(try await server.request("GET", "/ext/user/call?x").text.contains("provider=alpha"))
+    }
+}

@@ -54,6 +54,8 @@ extension KeelCommand.Plugins {
                 if !p.menus.isEmpty { out += "  menus:  \(p.menus.joined(separator: ", "))\n" }
                 let hooks = p.authenticators.map { "authenticate \($0)" } + p.authorizers.map { "authorize \($0)" }
                 if !hooks.isEmpty { out += "  hooks:  \(hooks.joined(separator: ", "))\n" }
+                for p in p.provides { out += "  provides: \(p)\n" }
+                for c in p.consumes { out += "  consumes: \(c)\n" }
                 for warning in p.warnings { out += "  \(warning)\n" }
             }
             return out
@@ -86,6 +88,7 @@ extension KeelCommand.Plugins {
                     menus:        \(report.menus.joined(separator: ", "))
                     hooks:        \((report.authenticators.map { "authenticate \($0)" } + report.authorizers.map { "authorize \($0)" }).joined(separator: ", "))
                     """)
+                if !report.services.isEmpty { print("provides:     " + report.services.joined(separator: ", ")) }
                 if !report.dependencies.isEmpty {
                     print("dependencies: " + report.dependencies.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
                 }

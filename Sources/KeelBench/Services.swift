@@ -1,0 +1,78 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+//
+// The services section: a call through a service lease against the same call through a plain function pointer, what
+// acquiring a lease per call adds, and switching the provider under HTTP load.
+
+import Foundation
+import Hummingbird
+import Keel
+import KeelHTTP
+
+@MainActor
+func servicesBenchmarks() async throws {
+    let plugins = options.work + "/services", state = options.work + "/services.db"
+    let provides = "provides: [{interface: bench.add/1}]\n"
+    try bundle(plugins, id: "prova", library: options.providerA, capabilities: "[routes]", extra: provides)
+    try bundle(plugins, id: "provb", library: options.providerB, capabilities: "[routes]", extra: provides)
+    try bundle(plugins, id: "user", library: options.consumer, capabilities: "[routes]", extra: "consumes: [{interface: bench.add/1}]\n")
+    let k = try kernel(plugins, state)
+    await k.start()
+    for id in ["prova", "provb", "user"] { try await k.enable(id) }
+
+    // 1. Calls, measured inside the consumer (C), in one run: through the lease's table vs a plain pointer.
+    guard let loop = k.registry.snapshot.route(method: "GET", path: "/ext/user/loop") else { fatalError("no /loop") }
+    let n = options.quick ? 2_000_000 : 20_000_000
+    var lease: [Double] = [], plain: [Double] = [], acquire: [Double] = []
+    for _ in 0..<(options.quick ? 3 : 7) {
+        let request = PluginRequest(method: "GET", path: "/ext/user/loop", routePath: "/loop", query: "\(n)")
+        guard case let .success(r) = loop.route.handler.handle(request) else { fatalError("loop failed") }
+        var values: [String: Double] = [:]
+        for part in r.bodyText.split(separator: " ") {
+            let kv = part.split(separator: "=")
+            if kv.count == 2 { values[String(kv[0])] = Double(kv[1]) }
+        }
+        lease.append(values["lease"] ?? .nan)
+        plain.append(values["plain"] ?? .nan)
+        acquire.append(values["acquire"] ?? .nan)
+    }
+    func median(_ xs: [Double]) -> Double { xs.sorted()[xs.count / 2] }
+    let (l, p, a) = (median(lease), median(plain), median(acquire))
+    rows.append(Row(name: "service call through a lease vs plain function pointer", measured: String(format: "%.2f ns", l),
+                    baseline: String(format: "%.2f ns", p), ratio: l / p, target: "≤ 1.2", met: l / p <= 1.2))
+    rows.append(Row(name: "service acquire + call + release vs plain call", measured: String(format: "%.0f ns", a),
+                    baseline: String(format: "%.2f ns", p), ratio: a / p, target: "report", met: nil))
+
+    // 2. Switching the provider while wrk calls the consumer (acquire, call, release per request).
+    let token = AdminToken(state: k.state, environment: ["KEEL_ADMIN_TOKEN": "bench"])
+    let server = KeelServer(kernel: k, token: token, configuration: ServerConfiguration(port: 0))
+    let portBox = PortBox()
+    let serverTask = Task { try await server.run { port in portBox.set(port) } }
+    while portBox.value == 0 { try await Task.sleep(for: .milliseconds(20)) }
+    let url = "http://127.0.0.1:\(portBox.value)/ext/user/call"
+    pinServerThreads()
+    _ = wrk(url, seconds: 1)
+    func switches(_ count: Int) async throws -> [Double] {
+        var times: [Double] = []
+        for i in 0..<count {
+            let t = now()
+            try await k.execute(.useProvider(interface: "bench.add/1", plugin: i % 2 == 0 ? "provb" : "prova", tenant: nil))
+            times.append((now() - t) * 1000)
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return times.sorted()
+    }
+    let count = options.quick ? 20 : 100
+    let idle = try await switches(count)
+    let load = Task.detached { wrk(url, seconds: options.quick ? 3 : 8) }
+    try await Task.sleep(for: .milliseconds(300))
+    let busy = try await switches(count)
+    let traffic = await load.value
+    let (i50, b50, b99) = (idle[idle.count / 2], busy[busy.count / 2], busy[min(busy.count - 1, Int(Double(busy.count) * 0.99))])
+    rows.append(Row(name: "provider switch latency under load (p50 / p99)", measured: String(format: "%.2f / %.2f ms", b50, b99),
+                    baseline: String(format: "%.2f ms idle p50", i50), ratio: b50 / i50, target: "report", met: nil))
+    rows.append(Row(name: "failed requests during provider switches", measured: "\(traffic.failed)",
+                    baseline: String(format: "%.0f req/s served", traffic.rps), ratio: nil, target: "0", met: traffic.failed == 0))
+    serverTask.cancel()
+    _ = try? await serverTask.value
+    await k.shutdown()
+}

@@ -1,0 +1,101 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import ArgumentParser
+import Foundation
+import Keel
+
+extension KeelCommand {
+    struct Services: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Interfaces plugins provide to each other, and which provider serves each.",
+            discussion: """
+                Several plugins may provide one interface (e.g. gitops.sync/1 from argo-sync and flux-sync). Without a \
+                choice, the provider with the highest ranking in its plugin.yaml serves, then the one enabled first. \
+                A running server switches at once: new calls go to the new provider, calls already running finish.
+                """,
+            subcommands: [List.self, Use.self, Clear.self])
+    }
+}
+
+extension KeelCommand.Services {
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show every interface: its providers, which one serves (host-wide and per tenant) and why, its consumers.")
+        @OptionGroup var options: GlobalOptions
+        @Flag(help: "Print JSON instead of text.") var json = false
+
+        func run() async throws {
+            try await reporting {
+                let services: [InterfaceInfo]
+                if options.runningServer != nil {
+                    services = try RemoteControl.liveServices(state: try options.openState())
+                } else {
+                    let kernel = try options.makeKernel()
+                    await kernel.start()
+                    services = await kernel.services()
+                    await kernel.shutdown()
+                }
+                if json { try printJSON(services) } else { print(Self.render(services), terminator: "") }
+            }
+        }
+
+        static func render(_ services: [InterfaceInfo]) -> String {
+            guard !services.isEmpty else { return "no plugin provides or consumes an interface\n" }
+            var out = ""
+            for s in services {
+                out += "\(s.interface)\n"
+                for serving in s.serving {
+                    let scope = serving.tenant.isEmpty ? "serving" : "tenant \(serving.tenant)"
+                    let who = serving.provider.map { "\($0) (\(serving.reason))" } ?? "none (\(serving.reason))"
+                    var line = "  \(scope): \(who)"
+                    if let choice = serving.choice, choice != serving.provider { line += "; chosen \(choice) is not enabled" }
+                    out += line + "\n"
+                }
+                for p in s.providers {
+                    var line = "  provider \(p.plugin)"
+                    if !p.pluginVersion.isEmpty { line += " \(p.pluginVersion)" }
+                    line += "  implements \(p.version), ranking \(p.ranking), "
+                    line += p.active ? "active (generation \(p.generation ?? 0), \(p.leases) lease\(p.leases == 1 ? "" : "s") held)" : "not enabled"
+                    out += line + "\n"
+                }
+                if s.providers.isEmpty { out += "  provider: none installed\n" }
+                for c in s.consumers {
+                    out += "  consumer \(c.plugin)  \(c.versions) \(c.optional ? "optional" : "required"), \(c.active ? "active" : "not active")\n"
+                }
+            }
+            return out
+        }
+    }
+
+    struct Use: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Choose the plugin that serves an interface, host-wide or for one tenant.",
+            discussion: "Stored in the state file; a running server switches at once.")
+        @OptionGroup var options: GlobalOptions
+        @Argument(help: "The interface, as name/major: gitops.sync/1.") var interface: String
+        @Argument(help: "A plugin that provides it (or \"keel\" when the host does).", completion: Completion.plugins) var plugin: String
+        @Option(help: "Only for this tenant.", completion: Completion.tenants) var tenant: String?
+
+        func run() async throws {
+            try await reporting {
+                _ = try await throughServerOrKernel(options, id: nil, command: .useProvider(interface: interface, plugin: plugin, tenant: tenant))
+            }
+            print("\(interface)\(tenant.map { " for tenant \($0)" } ?? ""): served by \(plugin)")
+        }
+    }
+
+    struct Clear: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Forget the choice of provider for an interface: the highest ranking serves again.")
+        @OptionGroup var options: GlobalOptions
+        @Argument(help: "The interface, as name/major: gitops.sync/1.") var interface: String
+        @Option(help: "Only this tenant's choice.", completion: Completion.tenants) var tenant: String?
+
+        func run() async throws {
+            try await reporting {
+                _ = try await throughServerOrKernel(options, id: nil, command: .useProvider(interface: interface, plugin: nil, tenant: tenant))
+            }
+            print("\(interface)\(tenant.map { " for tenant \($0)" } ?? ""): no choice; the ranking rule decides")
+        }
+    }
+}
