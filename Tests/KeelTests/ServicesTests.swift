@@ -339,3 +339,47 @@ struct ServicesFrontEndTests {
         #expect(try await server.request("GET", "/ext/user/call?x").text.contains("provider=alpha"))
     }
 }
+
+@Suite("the README's services walk-through", .serialized)
+struct ServicesReadmeTests {
+    @Test("Choosing an implementation: argo-sync (C) and flux-sync (Rust) serve deployer (C); keel services use switches the running server")
+    func walkThrough() async throws {
+        let f = KernelFixture()
+        let rustOut = TestEnvironment.makeTemporaryDirectory("rust")
+        let built = try TestEnvironment.run(TestEnvironment.repository.path + "/Scripts/build-rust-example.sh", [rustOut])
+        #expect(built.status == 0, "\(built.stderr)")
+        let libraries = ["argo-sync": try TestEnvironment.builtLibrary("libargo-sync.so"),
+                         "flux-sync": rustOut + "/libflux-sync.so", "deployer": try TestEnvironment.builtLibrary("libdeployer.so")]
+        for (folder, library) in libraries {
+            try TestEnvironment.makeBundle(in: f.plugins, folder: folder, manifest: String(
+                contentsOfFile: TestEnvironment.repository.path + "/Plugins/\(folder)/plugin.yaml", encoding: .utf8), library: library)
+        }
+        let keel = TestEnvironment.binPath + "/keel"
+        let at = ["--plugins", f.plugins, "--state", f.state]
+        func run(_ arguments: [String]) throws -> String {
+            let r = try TestEnvironment.run(keel, arguments + at)
+            #expect(r.status == 0, "keel \(arguments.joined(separator: " ")): \(r.stderr)")
+            return r.stdout
+        }
+        for id in ["argo-sync", "flux-sync", "deployer"] { _ = try run(["plugins", "enable", id]) }
+        let server = try ServerProcess(plugins: f.plugins, state: f.state)
+        defer { server.stop() }
+
+        var reply = try await server.request("GET", "/ext/deployer/sync/shop")
+        #expect(reply.text.hasPrefix("argocd synced shop to main (provider argo-sync 1.0.0 generation "), "\(reply.text)")
+        #expect(reply.text.contains(", gitops.sync 1.1.0)"))
+        let list = try run(["services", "list"])
+        #expect(list.hasPrefix("gitops.sync/1\n  serving: argo-sync (highest ranking)\n  provider argo-sync 1.0.0  implements 1.1.0, ranking 10, active"), "\(list)")
+        #expect(list.contains("  provider flux-sync 1.0.0  implements 1.0.0, ranking 5, active"))
+        #expect(list.hasSuffix("  consumer deployer  ^1 required, active\n"))
+        #expect(try run(["services", "use", "gitops.sync/1", "flux-sync"]) == "gitops.sync/1: served by flux-sync\n")
+        reply = try await server.request("GET", "/ext/deployer/sync/shop?rev=v2")
+        #expect(reply.text.hasPrefix("flux synced shop to v2 (provider flux-sync 1.0.0 generation "), "\(reply.text)")
+        _ = try run(["tenants", "create", "acme"])
+        _ = try run(["services", "use", "gitops.sync/1", "argo-sync", "--tenant", "acme"])
+        #expect(try run(["services", "list"]).contains("  tenant acme: argo-sync (chosen for the tenant)\n"))
+        _ = try run(["services", "clear", "gitops.sync/1"])
+        reply = try await server.request("GET", "/ext/deployer/provider")
+        #expect(reply.text.contains("\"provider\":\"argo-sync\""), "\(reply.text)")
+    }
+}
