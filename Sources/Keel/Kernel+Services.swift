@@ -37,8 +37,6 @@ extension Kernel {
         let before = registry.snapshot
         loadServiceSelections()
         notifyServiceChanges(since: before)
-        let serving = registry.snapshot.services.resolution(interface, tenant: scope)
-        log(.info, plugin, "\(interface)\(scope.isEmpty ? "" : " for tenant \(scope)"): \(serving.map { "served by \"\($0.provision.providerID)\" (\($0.reason.rawValue))" } ?? "no provider enabled")")
     }
 
     /// Plugins whose manifest provides `interface` (installed, enabled or not), and "keel" when the host does.
@@ -62,16 +60,26 @@ extension Kernel {
 
     // MARK: telling consumers
 
-    /// Tells the listeners of every interface whose serving provider changed since `before` (per tenant with a
-    /// choice of its own, and host-wide). Called after each change of the composition, on the kernel's thread.
+    /// Logs every change of the provider serving an interface since `before` (per tenant with a choice of its own,
+    /// and host-wide), and tells the listeners of that interface. Called after each change of the composition, on the
+    /// kernel's thread. A takeover by ranking (a newly enabled provider that ranks higher) is a warning: the calls of
+    /// every consumer of that interface now go to it.
     func notifyServiceChanges(since before: Snapshot) {
         let after = registry.snapshot.services
-        guard !after.listeners.isEmpty else { return }
-        for (interface, listeners) in after.listeners {
+        let interfaces = Set(after.providers.keys).union(before.services.providers.keys)
+        for interface in interfaces.sorted() {
             for tenant in Set(after.scopes(interface) + before.services.scopes(interface)).sorted() {
-                let old = before.services.resolve(interface, tenant: tenant), now = after.resolve(interface, tenant: tenant)
-                guard old !== now else { continue }
-                for listener in listeners { listener.notify(tenant: tenant, now: now) }
+                let old = before.services.resolve(interface, tenant: tenant)
+                let now = after.resolution(interface, tenant: tenant)
+                guard old !== now?.provision else { continue }
+                let scope = tenant.isEmpty ? "" : " for tenant \(tenant)"
+                // Out-ranked while still enabled (not replaced because it went away).
+                let takeover = now?.reason == .ranking && (after.providers[interface]?.contains { $0 === old } ?? false)
+                log(takeover ? .warn : .info, now?.provision.providerID,
+                    "\(interface)\(scope) is now served by \(now.map { "\"\($0.provision.providerID)\" (\($0.reason.rawValue))" } ?? "no plugin")"
+                    + (old.map { " instead of \"\($0.providerID)\"" } ?? "")
+                    + (takeover ? "; keep the old one with `keel services use \(interface) \(old?.providerID ?? "")`" : ""))
+                for listener in after.listeners[interface] ?? [] { listener.notify(tenant: tenant, now: now?.provision) }
             }
         }
     }

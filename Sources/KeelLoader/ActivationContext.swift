@@ -41,6 +41,8 @@ public final class ActivationContext: Sendable {
     private let errors = Mutex([UInt: String]())
     private let lastRefusal = Mutex<String?>(nil)
     private let inFlight = Atomic<Int>(0)
+    /// Service leases this activation holds on other plugins' tables.
+    private let leases = Atomic<Int>(0)
     /// True exactly while the phase is `.active`: what `enter` reads on the request path, without the lock.
     private let admitting = Atomic<Bool>(false)
 
@@ -320,6 +322,9 @@ public final class ActivationContext: Sendable {
         }
     }
 
+    /// A lease this activation held was released.
+    func leaseReleased() { leases.wrappingSubtract(1, ordering: .relaxed) }
+
     /// Registers this activation's table for `text` (an interface it declares under provides:).
     func addProvision(_ text: String, table: UnsafeRawPointer) -> Int32 {
         let what = "service \(text)"
@@ -378,7 +383,12 @@ public final class ActivationContext: Sendable {
             guard provision.tableSize >= minSize else {
                 return failure(StatusCode.unsupported, "\(consumed.interface) is served by \"\(provision.providerID)\" with a table of \(provision.tableSize) bytes; \(minSize) are needed")
             }
+            guard leases.wrappingAdd(1, ordering: .relaxed).newValue <= ServiceLease.limitPerConsumer else {
+                leases.wrappingSubtract(1, ordering: .relaxed)
+                return failure(StatusCode.limit, "\(ServiceLease.limitPerConsumer) service leases held at once; release each lease when its work is done")
+            }
             if provision.retain() { return .success(ServiceLease(provision: provision, consumer: self)) }
+            leases.wrappingSubtract(1, ordering: .relaxed)
         }
         return failure(StatusCode.unavailable, "the provider of \(consumed.interface) is being taken down; retry", log: false)
     }

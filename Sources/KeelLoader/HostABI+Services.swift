@@ -57,7 +57,7 @@ extension HostABI {
                 }
                 return
             }
-            held.provision.releaseLease()
+            held.release()
         }
         s.describe = { lease, out in
             guard let lease, let out, let held = LeaseTable.find(UInt(bitPattern: UnsafeRawPointer(lease))) else {

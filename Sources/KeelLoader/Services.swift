@@ -10,21 +10,26 @@ public struct ServiceIdentity: Sendable, Hashable {
     public var version: String
     /// Which load of the plugin it is (1, 2, ...).
     public var generation: Int
-    public var provides: [ProvidedInterface]
-    public var consumes: [ConsumedInterface]
+    public let provides: [ProvidedInterface]
+    public let consumes: [ConsumedInterface]
+    /// `consumes` by both spellings a plugin may use (`gitops.sync`, `gitops.sync/1`): one look-up per acquire.
+    private let byName: [String: ConsumedInterface]
 
     public init(version: String = "", generation: Int = 0, provides: [ProvidedInterface] = [], consumes: [ConsumedInterface] = []) {
         self.version = version
         self.generation = generation
         self.provides = provides
         self.consumes = consumes
+        var names: [String: ConsumedInterface] = [:]
+        for c in consumes {
+            names[c.interface.name] = c
+            names[c.interface.description] = c
+        }
+        byName = names
     }
 
     /// The consumed interface `text` names (`gitops.sync` or `gitops.sync/1`), if declared.
-    public func consumed(_ text: String) -> ConsumedInterface? {
-        if let id = InterfaceID(text) { return consumes.first { $0.interface == id } }
-        return consumes.first { $0.interface.name == text }
-    }
+    public func consumed(_ text: String) -> ConsumedInterface? { byName[text] }
 }
 
 /// One provider's table for one interface ("keel.services/1"), as an activation registered it during activate, or
@@ -157,12 +162,22 @@ final class ServiceLease: Sendable {
     let provision: ServiceProvision
     let consumer: ActivationContext
 
+    /// The most leases one activation may hold at once: a consumer that never releases cannot grow the host's memory
+    /// without bound, and the refusal says what is wrong.
+    static let limitPerConsumer = 4096
+
     init(provision: ServiceProvision, consumer: ActivationContext) {
         self.provision = provision
         self.consumer = consumer
     }
 
     var handle: UInt { UInt(bitPattern: Unmanaged.passUnretained(self).toOpaque()) }
+
+    /// Ends the lease on both sides: the provider may drain, the consumer may lease again.
+    func release() {
+        provision.releaseLease()
+        consumer.leaseReleased()
+    }
 }
 
 /// Every lease held in the process, by handle, in shards so that threads acquiring at once rarely meet on a lock.
@@ -202,7 +217,7 @@ enum LeaseTable {
                 return found
             }
             for lease in mine {
-                lease.provision.releaseLease()
+                lease.release()
                 released.append(lease.provision.interface)
             }
         }

@@ -63,6 +63,9 @@ struct ServicesTests {
         var r = call(kernel, "/ext/user/call", query: "hi")
         #expect(r.status == 200)
         #expect(r.text == "tag=B echo=hi provider=beta gen=1 v=1.2.0", "highest ranking serves: \(r.text)")
+        #expect(s.f.log.lines.contains {
+            $0.contains("test.echo/1 is now served by \"beta\" (highest ranking) instead of \"alpha\"; keep the old one with `keel services use test.echo/1 alpha`")
+        }, "a takeover by ranking is logged, with the command that undoes it")
         var info = try #require(await kernel.services().first { $0.interface == "test.echo/1" })
         #expect(info.serving.first?.provider == "beta")
         #expect(info.serving.first?.reason == "highest ranking")
@@ -217,6 +220,25 @@ struct ServicesTests {
         await #expect { try await kernel.enable("deaf") } throws: { error in
             "\(error)".contains("service listener for secret.vault: secret.vault is not declared under consumes:")
         }
+        await kernel.shutdown()
+    }
+
+    @Test("a consumer that never releases is stopped at 4096 leases, and its leases are released when it is disabled")
+    func leakingConsumer() async throws {
+        let s = ServicesFixture()
+        try s.provider("good", tag: "G")
+        try s.consumer("leaky", defines: ["NO_RELEASE"])
+        let kernel = try s.kernel()
+        await kernel.start()
+        for id in ["good", "leaky"] { try await kernel.enable(id) }
+        for _ in 0..<4096 { #expect(call(kernel, "/ext/leaky/call").status == 200) }
+        #expect(call(kernel, "/ext/leaky/call").text == "status=\(StatusCode.limit)")
+        #expect(try #require(await kernel.services().first)?.providers.first?.leases == 4096)
+        try await kernel.disable("leaky")
+        #expect(try #require(await kernel.services().first)?.providers.first?.leases == 0)
+        #expect(s.f.log.lines.contains { $0.contains("4096 service lease(s) still held after deactivate (test.echo/1); released by the host") })
+        try await kernel.disable("good")
+        #expect(s.f.log.lines.allSatisfy { !$0.contains("still running") }, "the provider drained at once")
         await kernel.shutdown()
     }
 

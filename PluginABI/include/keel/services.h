@@ -111,7 +111,8 @@ typedef struct keel_host_services {
      * Returns KEEL_OK; KEEL_ERR_INVALID_ARGUMENT (NULL out pointers); KEEL_ERR_DENIED (not declared under
      * consumes:; logged); KEEL_ERR_NOT_FOUND (no enabled provider); KEEL_ERR_UNSUPPORTED (the serving provider's
      * table is smaller than min_size, or its version is outside the declared range); KEEL_ERR_UNAVAILABLE (the
-     * provider is being taken down and no other serves yet: retry).
+     * provider is being taken down and no other serves yet: retry); KEEL_ERR_LIMIT (this activation already holds
+     * 4096 leases).
      * [thread-safe] */
     keel_status(KEEL_ABI *acquire)(keel_ctx *ctx, keel_str interface_id, keel_str tenant, uint32_t min_size,
                                    keel_service_lease **out_lease, const void **out_table);

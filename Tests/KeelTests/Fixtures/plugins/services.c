@@ -12,6 +12,7 @@
  *   ACQUIRE_ID                      the interface id passed to acquire (default "test.echo")
  *   LISTEN_ID                       the interface id passed to listen (default ACQUIRE_ID)
  *   MIN_SIZE                        min_size passed to acquire (default sizeof(test_echo_v1))
+ *   NO_RELEASE                      /call never releases its lease (a leak)
  *   Routes: GET /call?x  acquire for the caller's tenant, echo(x), describe, release; answers
  *                        "<echo answer> provider=<id> gen=<generation> v=<major.minor.patch>", or 503 "status=<n>"
  *           GET /heard   "notes=<n> last=<provider id or none>[@tenant]" from the listener
@@ -112,7 +113,9 @@ static keel_status call(void *ud, const keel_http_request *req, keel_http_respon
     n += snprintf(buf + n, sizeof buf - (size_t)n, " provider=%.*s gen=%llu v=%u.%u.%u", (int)info.provider_id.len,
                   info.provider_id.ptr, (unsigned long long)info.generation, info.version.major, info.version.minor,
                   info.version.patch);
+#ifndef NO_RELEASE
     services->release(lease);
+#endif
     return answer(res, 200, buf, n);
 }
 
