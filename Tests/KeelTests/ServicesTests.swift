@@ -405,3 +405,43 @@ struct ServicesReadmeTests {
         #expect(reply.text.contains("\"provider\":\"argo-sync\""), "\(reply.text)")
     }
 }
+
+@Suite("plugin.yaml: provides and consumes")
+struct InterfaceManifestTests {
+    func parse(_ tail: String) throws(ManifestError) -> Manifest {
+        try ManifestLoader().parse(Data("id: x\nname: X\nversion: 1.0.0\nabi: \"1.1\"\nlibrary: lib.so\n\(tail)".utf8), file: "x/plugin.yaml").0
+    }
+
+    func error(_ tail: String) -> String {
+        do { _ = try parse(tail); return "no error" } catch { return error.description }
+    }
+
+    @Test("provides and consumes parse, with defaults: version <major>.0.0, ranking 0, range ^<major>, required")
+    func parses() throws {
+        let m = try parse("""
+            provides:
+              - interface: gitops.sync/1
+                version: "1.2.0"
+                ranking: 10
+              - interface: logs.sink/2
+            consumes:
+              - {interface: gitops.sync, version: "^1.1"}
+              - {interface: appliance.gpio/3, optional: true}
+            """)
+        #expect(m.provides.map { "\($0.interface) \($0.version) \($0.ranking)" } == ["gitops.sync/1 1.2.0 10", "logs.sink/2 2.0.0 0"])
+        #expect(m.consumes.map { "\($0.interface) \($0.versions) \($0.optional)" } == ["gitops.sync/1 ^1.1 false", "appliance.gpio/3 ^3 true"])
+        #expect(m.consumed("gitops.sync")?.interface.major == 1 && m.consumed("appliance.gpio/3") != nil && m.consumed("nope") == nil)
+    }
+
+    @Test("bad interface declarations name the file, line and key")
+    func errors() {
+        #expect(error("provides:\n  - interface: gitops.sync\n") == "x/plugin.yaml:7: key \"provides[0].interface\": \"gitops.sync\" is not an interface id like gitops.sync/1 (a name of lowercase letters, digits, '.', '-', '_', then /MAJOR)")
+        #expect(error("provides:\n  - {interface: a.b/1, version: \"2.0.0\"}\n") == "x/plugin.yaml:7: key \"provides[0].version\": version 2.0.0 is not in major version 1 of a.b/1")
+        #expect(error("provides:\n  - {interface: a.b/1, ranking: high}\n").hasSuffix("key \"provides[0].ranking\": expected an integer, found \"high\""))
+        #expect(error("provides:\n  - {interface: a.b/1}\n  - {interface: a.b/1}\n").hasSuffix("a.b/1 is declared twice: a plugin provides an interface once"))
+        #expect(error("consumes:\n  - {interface: a.b, version: \"*\"}\n").hasSuffix("\"a.b\" needs a major version: write a.b/1, or a range with a lower bound such as version: \"^1\""))
+        #expect(error("consumes:\n  - {interface: A.B/1}\n").hasSuffix("\"A.B/1\" is not an interface name (lowercase letters, digits, '.', '-', '_', optionally /MAJOR)"))
+        #expect(error("consumes:\n  - {interface: a.b/1, optional: maybe}\n").hasSuffix("expected true or false, found \"maybe\""))
+        #expect(error("consumes: gitops\n").hasSuffix("expected a list such as [{interface: gitops.sync, version: \"^1\"}], found \"gitops\""))
+    }
+}
