@@ -3,7 +3,8 @@
 import Hummingbird
 
 /// The web console: static HTML, CSS and JavaScript served by the host, no build step. It renders the navigation
-/// from `/api/v1/menus`, opens plugin pages in a frame, and gives an admin the plugin list with switches.
+/// from `/api/v1/menus`, opens plugin pages in a frame, and gives an admin the plugin list with switches and the
+/// services between plugins with the choice of provider (`/api/v1/services`).
 enum Console {
     static func register(on router: Router<KeelRequestContext>) {
         router.get("/") { _, _ in asset(ConsoleAssets.html, "text/html; charset=utf-8") }

@@ -10,24 +10,12 @@ uninstalls it again through the page. Exits 0 when every step held; prints one l
                     [--install ID --install-menu MENU]
 """
 import argparse
-import shutil
 import sys
 
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
-from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
-from selenium.webdriver.support.ui import WebDriverWait
 
-
-def browser():
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,900"):
-        options.add_argument(flag)
-    driver = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-    return webdriver.Chrome(service=Service(executable_path=driver), options=options)
+from keel_browser import Steps
 
 
 def main():
@@ -42,25 +30,10 @@ def main():
     parser.add_argument("--screenshot")
     args = parser.parse_args()
 
-    passed, failed = 0, 0
-    d = browser()
-    wait = WebDriverWait(d, 15, ignored_exceptions=[StaleElementReferenceException])
+    steps = Steps()
+    d, wait, click, step = steps.driver, steps.wait, steps.click, steps.step
     menu = f'nav a[data-menu-id="{args.menu}"]'
     row_state = f'tr[data-plugin-row="{args.plugin}"] td:nth-child(3)'
-
-    def click(selector):
-        # The page re-renders its lists after every change: find and click in one retried step.
-        wait.until(lambda _: d.find_element(By.CSS_SELECTOR, selector).click() or True)
-
-    def step(name, check):
-        nonlocal passed, failed
-        try:
-            check()
-            passed += 1
-            print(f"ok: {name}")
-        except Exception as e:  # noqa: BLE001 - report every failed step, then go on
-            failed += 1
-            print(f"FAILED: {name}: {type(e).__name__}: {e}".splitlines()[0])
 
     try:
         d.get(args.url + "/")
@@ -149,10 +122,8 @@ def main():
         if args.screenshot:
             d.save_screenshot(args.screenshot)
     finally:
-        d.quit()
-    print(f"{passed} passed, {failed} failed")
-    expected = (9 if args.install else 6) + (1 if args.hostile_menu else 0)
-    return 0 if failed == 0 and passed == expected else 1
+        result = steps.finish((9 if args.install else 6) + (1 if args.hostile_menu else 0))
+    return result
 
 
 if __name__ == "__main__":

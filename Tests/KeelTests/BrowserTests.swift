@@ -5,7 +5,7 @@ import Testing
 
 /// The console in real headless Chromium. `.ci/run` installs Chromium, chromedriver and Selenium, and sets CI, so
 /// there the test always runs; elsewhere it runs when they are installed.
-@Suite("the console in Chromium")
+@Suite("the console in Chromium", .serialized)  // one Chromium at a time
 struct BrowserTests {
     static var available: Bool {
         if ProcessInfo.processInfo.environment["CI"] != nil { return true }
@@ -60,5 +60,41 @@ struct BrowserTests {
         let loot = seen.split(separator: "\n").filter { $0.hasPrefix("loot ") }.joined(separator: "\n")
         #expect(loot.contains("parent%3Dblocked") && loot.contains("own%3Dblocked") && loot.contains("top%3Dblocked"), "\(loot)")
         #expect(!seen.contains(ServerProcess.token), "a plugin saw the admin token")
+    }
+
+    @Test("the Services section: who serves and why, pick a provider, back to the ranking rule, clear a tenant's choice, show a stale choice's error",
+          .enabled(if: BrowserTests.available, "needs chromium, chromedriver and python3 selenium (CI installs them)"))
+    func servicesSection() async throws {
+        let s = ServicesFixture()
+        try s.provider("alpha", tag: "A", ranking: 5)
+        try s.provider("beta", tag: "B", ranking: 10)
+        try s.provider("gamma", tag: "G", ranking: 1)
+        try s.consumer("user")
+        let keel = TestEnvironment.binPath + "/keel"
+        let at = ["--plugins", s.f.plugins, "--state", s.f.state]
+        for id in ["alpha", "beta", "user"] {
+            #expect(try TestEnvironment.run(keel, ["plugins", "enable", id] + at).status == 0)
+        }
+        #expect(try TestEnvironment.run(keel, ["tenants", "create", "acme"] + at).status == 0)
+        #expect(try TestEnvironment.run(keel, ["services", "use", "test.echo/1", "alpha", "--tenant", "acme"] + at).status == 0)
+        let server = try ServerProcess(plugins: s.f.plugins, state: s.f.state, extraArguments: ["--no-watch"])
+        defer { server.stop() }
+
+        let screenshot = ProcessInfo.processInfo.environment["KEEL_SERVICES_SCREENSHOT"]
+        let script = TestEnvironment.repository.path + "/Tests/Browser/services_test.py"
+        let r = try TestEnvironment.run("/usr/bin/env", ["python3", script, "--url", server.base, "--token", ServerProcess.token,
+                                                         "--interface", "test.echo/1", "--top", "beta", "--other", "alpha",
+                                                         "--inactive", "gamma", "--consumer", "user", "--tenant", "acme"]
+                                                        + (screenshot.map { ["--screenshot", $0] } ?? []))
+        #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
+        #expect(r.stdout.contains("7 passed, 0 failed"), "\(r.stdout)")
+        #expect(r.stdout.contains("call: tag=A echo=x provider=alpha"), "the page's choice reached the consumer: \(r.stdout)")
+        #expect(r.stdout.contains("call: tag=B echo=x provider=beta"), "the ranking rule again: \(r.stdout)")
+        // What the page did is what the server holds now: no choice left, host-wide or for acme; alpha is gone.
+        let listed = try await server.request("GET", "/api/v1/services", admin: true)
+        let echo = (listed.json as? [[String: Any]])?.first { $0["interface"] as? String == "test.echo/1" }
+        let serving = echo?["serving"] as? [[String: Any]] ?? []
+        #expect(serving.count == 1 && serving.first?["provider"] as? String == "beta" && !(serving.first?["choice"] is String), "\(listed.text)")
+        #expect(try await server.request("GET", "/ext/user/call?x").text.contains("provider=beta"))
     }
 }

@@ -17,7 +17,7 @@ async function api(path, options = {}) {
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs || {})) {
-    if (k.startsWith('data-')) node.setAttribute(k, v); else node[k] = v;
+    if (k.startsWith('data-') || k.startsWith('aria-')) node.setAttribute(k, v); else node[k] = v;
   }
   for (const c of children) node.append(c);
   return node;
@@ -147,12 +147,92 @@ async function loadCatalog(plugins) {
   section.hidden = rows.length === 0 && !(catalog.problems || []).length;
 }
 
+// Interfaces between plugins (admin only): who serves each one host-wide and why, a choice of provider, the
+// choices per tenant, and the consumers.
+async function loadServices() {
+  const section = document.getElementById('services');
+  if (!state.admin) { section.hidden = true; return; }
+  const services = await api('/api/v1/services');
+  const rows = services.map(s => {
+    const hostWide = s.serving.find(v => v.tenant === '')
+      || { tenant: '', choice: null, provider: null, reason: 'no provider enabled' };
+    const forget = tenant => () => choose(s.interface, { method: 'DELETE' }, tenant);
+    return el('tr', { 'data-service-row': s.interface },
+      el('td', {}, el('strong', { textContent: s.interface })),
+      el('td', { className: 'serving', 'data-serving': hostWide.provider || '' },
+        el(hostWide.provider ? 'strong' : 'span', { className: hostWide.provider ? '' : 'muted',
+                                                    textContent: hostWide.provider || 'none' }),
+        el('div', { className: 'muted', textContent: why(hostWide) })),
+      el('td', { className: 'actions' }, providerSelect(s, hostWide),
+        button('Use ranking', 'ranking', { 'data-use-ranking': s.interface, disabled: !hostWide.choice,
+                                           title: hostWide.choice ? 'forget the choice: the highest ranking serves'
+                                                                  : 'no choice: the ranking rule decides' }, forget())),
+      el('td', {}, list(s.serving.filter(v => v.tenant !== ''), 'no tenant choices', t =>
+        el('li', { 'data-tenant': t.tenant }, el('strong', { textContent: t.tenant + ': ' }), t.provider || 'none',
+          el('span', { className: 'muted', textContent: ' (' + why(t) + ')' }),
+          button('Clear', 'clear', { 'data-clear-tenant': t.tenant,
+                                     'aria-label': 'clear the choice for tenant ' + t.tenant }, forget(t.tenant))))),
+      el('td', {}, list(s.consumers, 'none', c =>
+        el('li', { 'data-consumer': c.plugin }, el('strong', { textContent: c.plugin }),
+          ' ' + c.versions + ' ' + (c.optional ? 'optional' : 'required'),
+          c.active ? '' : el('span', { className: 'muted', textContent: ' (not enabled)' })))));
+  });
+  document.querySelector('#services-table tbody').replaceChildren(...rows);
+  section.hidden = rows.length === 0;
+}
+
+// A plain list of `items` made by `item`, or `empty` in grey.
+function list(items, empty, item) {
+  return items.length ? el('ul', { className: 'plain' }, ...items.map(item))
+    : el('span', { className: 'muted', textContent: empty });
+}
+
+// Why a provider serves a scope, and which choice is not in effect (it names a plugin that is not enabled).
+function why(serving) {
+  const idle = serving.choice && serving.choice !== serving.provider;
+  return serving.reason + (idle ? '; chosen ' + serving.choice + ' is not enabled' : '');
+}
+
+// The host-wide provider of one interface, as a labelled <select>: enabled providers can be picked, the others
+// are shown disabled. Picking one chooses it (PUT) at once.
+function providerSelect(service, hostWide) {
+  const select = el('select', { 'data-provider-select': service.interface });
+  if (!hostWide.provider) select.append(el('option', { value: '', textContent: '(none enabled)', disabled: true }));
+  for (const p of service.providers) {
+    const label = p.plugin + (p.pluginVersion ? ' ' + p.pluginVersion : '') + ' (ranking ' + p.ranking + ')'
+      + (p.active ? '' : ' (not enabled)');
+    select.append(el('option', { value: p.plugin, textContent: label, disabled: !p.active }));
+  }
+  select.value = hostWide.provider || '';
+  select.addEventListener('change', () => {
+    select.disabled = true;
+    choose(service.interface, { method: 'PUT', headers: { 'Content-Type': 'application/json' },
+                                body: JSON.stringify({ plugin: select.value }) });
+  });
+  const text = el('span', { className: 'sr-only', textContent: 'Host-wide provider of ' + service.interface });
+  return el('label', {}, text, select);
+}
+
+// Chooses (PUT) or forgets (DELETE) the provider of `iface` host-wide, or for `tenant`; then a fresh view.
+function choose(iface, options, tenant) {
+  const slash = iface.lastIndexOf('/');
+  const path = '/api/v1/services/' + encodeURIComponent(iface.slice(0, slash)) + '/'
+    + encodeURIComponent(iface.slice(slash + 1)) + '/provider'
+    + (tenant && options.method === 'DELETE' ? '?tenant=' + encodeURIComponent(tenant) : '');
+  return perform(iface + (tenant ? ' for tenant ' + tenant : ''), path, options);
+}
+
 // One admin action on a plugin (enable, disable, install, upgrade, uninstall), then a fresh view.
-async function act(id, path, options) {
+function act(id, path, options) {
+  return perform(id, '/api/v1/plugins/' + encodeURIComponent(id) + path, options);
+}
+
+// One admin request; its error is shown as "<what>: <message>". Then a fresh view either way.
+async function perform(what, path, options) {
   const message = document.getElementById('message');
   message.textContent = '';
-  try { await api('/api/v1/plugins/' + encodeURIComponent(id) + path, options); }
-  catch (e) { message.textContent = id + ': ' + e.message; }
+  try { await api(path, options); }
+  catch (e) { message.textContent = what + ': ' + e.message; }
   await refresh();
 }
 
@@ -170,7 +250,10 @@ async function refresh() {
   document.getElementById('logout-button').hidden = !state.token;
   document.getElementById('token').hidden = !!state.token;
   document.getElementById('login-button').hidden = !!state.token;
-  const admin = async () => loadCatalog(await loadPlugins());
+  const admin = async () => {
+    const plugins = await loadPlugins();
+    await Promise.all([loadCatalog(plugins), loadServices()]);
+  };
   await Promise.all([loadMenus(), admin().catch(e => {
     document.getElementById('message').textContent = e.message;
   })]);

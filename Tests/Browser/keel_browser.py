@@ -1,0 +1,46 @@
+"""What the console's browser tests share: headless Chromium through Debian's chromedriver, and a list of named
+steps that reports each one ("ok: ..." or "FAILED: ...") and goes on after a failure."""
+import shutil
+
+from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+
+def browser():
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,900"):
+        options.add_argument(flag)
+    driver = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+    return webdriver.Chrome(service=Service(executable_path=driver), options=options)
+
+
+class Steps:
+    """One browser session and the count of steps that held and failed."""
+
+    def __init__(self):
+        self.driver = browser()
+        self.wait = WebDriverWait(self.driver, 15, ignored_exceptions=[StaleElementReferenceException])
+        self.passed, self.failed = 0, 0
+
+    def click(self, selector):
+        # The page re-renders its lists after every change: find and click in one retried step.
+        self.wait.until(lambda d: d.find_element(By.CSS_SELECTOR, selector).click() or True)
+
+    def step(self, name, check):
+        try:
+            check()
+            self.passed += 1
+            print(f"ok: {name}")
+        except Exception as e:  # noqa: BLE001 - report every failed step, then go on
+            self.failed += 1
+            print(f"FAILED: {name}: {type(e).__name__}: {e}".splitlines()[0])
+
+    def finish(self, expected):
+        """Closes the browser and prints the tally; the exit status: 0 when all `expected` steps held."""
+        self.driver.quit()
+        print(f"{self.passed} passed, {self.failed} failed")
+        return 0 if self.failed == 0 and self.passed == expected else 1
