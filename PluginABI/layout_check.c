@@ -116,6 +116,12 @@ CHECK_OFFSET(keel_host_services, acquire, 24);
 CHECK_OFFSET(keel_host_services, release, 32);
 CHECK_OFFSET(keel_host_services, describe, 40);
 CHECK_SIZE(keel_host_services, 48);
+CHECK_SIZE(keel_bytes, 16);
+CHECK_OFFSET(keel_output, host_data, 8);
+CHECK_OFFSET(keel_output, write, 16);
+CHECK_SIZE(keel_output, 24);
+CHECK_OFFSET(keel_host_commands, call, 8);
+CHECK_SIZE(keel_host_commands, 16);
 #endif
 #endif
 

@@ -27,3 +27,6 @@
 @_exported import struct KeelManifest.PluginBundle
 @_exported import struct KeelManifest.BundleScanner
 @_exported import KeelExtensions
+@_exported import enum KeelLoader.CommandArgument
+@_exported import enum KeelLoader.CommandValue
+@_exported import struct KeelLoader.CommandError

@@ -23,6 +23,8 @@ public struct InspectReport: Sendable, Codable, Hashable {
     public var warnings: [String]
     /// Interfaces it registered tables for, as `name/major version`.
     public var services: [String] = []
+    /// Commands, as `name (signature)`.
+    public var commands: [String] = []
 }
 
 /// Loads a bundle folder or a bare `.so`, checks it as the kernel would, runs a trial activation against a
@@ -73,15 +75,29 @@ public enum Inspector {
         // Interfaces it consumes have no provider here: a probe or an inspection runs the plugin alone.
         let context = ActivationContext(pluginID: id, grants: grants, routePrefixes: manifest?.routePrefixes ?? [], limits: limits,
                                         identity: ServiceIdentity(version: library.descriptor.version, generation: 1,
-                                                                  provides: manifest?.provides ?? [], consumes: manifest?.consumes ?? []),
+                                                                  provides: manifest?.provides ?? [], consumes: manifest?.consumes ?? [],
+                                                                  calls: manifest?.calls ?? []),
                                         environment: environment)
         var seed = Contributions()
         seed.menus = (manifest?.menus ?? []).map { MenuRegistration(entry: $0, fromManifest: true) }
         let c: Contributions
-        do { c = try library.activate(context, seed: seed) } catch {
+        do {
+            // Every command's symbol must be exported (checked here, in the probe's child process, before the host
+            // maps the library).
+            seed.commands = try library.prepareCommands(manifest?.commands ?? [], context: context)
+            c = try library.activate(context, seed: seed)
+        } catch {
             throw KernelError(.loadFailed, pluginID: id, reason: error.description)
         }
-        library.deactivate(context)
+        defer { library.deactivate(context) }
+        // Commands that declare sample arguments are called once: a crash or an error fails the probe.
+        for command in c.commands {
+            guard let sample = command.declaration.probe else { continue }
+            let result = Result { () throws(CommandError) in try command.check(sample.map(CommandArgument.text)) }.flatMap(command.invoke)
+            if case let .failure(error) = result {
+                throw KernelError(.loadFailed, pluginID: id, reason: "command \"\(command.name)\" failed its probe call: \(error.message)")
+            }
+        }
         return InspectReport(
             path: path, library: shownPath ?? libraryPath, id: id, name: manifest?.name, version: library.descriptor.version,
             abi: "\(library.descriptor.abi).\(library.descriptor.abiPatch)", unloadSafe: library.descriptor.unloadSafe,
@@ -89,6 +105,7 @@ public enum Inspector {
             dependencies: Dictionary(uniqueKeysWithValues: (manifest?.dependencies ?? []).map { ($0.id, $0.versions.text) }),
             routes: c.routes.map { "\($0.method) \($0.fullPath(plugin: id))" }, menus: c.menus.map(\.entry.id),
             authenticators: c.authenticators.map(\.name), authorizers: c.authorizers.map(\.name),
-            warnings: warnings.map(\.description), services: c.services.map { "\($0.interface) \($0.version)" })
+            warnings: warnings.map(\.description), services: c.services.map { "\($0.interface) \($0.version)" },
+            commands: c.commands.map { "\($0.name) \($0.declaration.signature)" })
     }
 }

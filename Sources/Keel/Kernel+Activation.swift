@@ -183,10 +183,15 @@ extension Kernel {
                                         config: config, limits: configuration.limits,
                                         budgets: configuration.budgets,
                                         identity: ServiceIdentity(version: "\(manifest.version)", generation: build.number,
-                                                                  provides: manifest.provides, consumes: manifest.consumes),
+                                                                  provides: manifest.provides, consumes: manifest.consumes,
+                                                                  calls: manifest.calls),
                                         environment: environment)
         var seed = Contributions()
         seed.menus = manifest.menus.map { MenuRegistration(entry: $0, fromManifest: true) }
+        do { seed.commands = try library.prepareCommands(manifest.commands, context: context) } catch {
+            record(id, build.number, version: "\(manifest.version)", checksum: checksum, outcome: "failed", detail: error.description)
+            throw KernelError(.loadFailed, pluginID: id, reason: error.description)
+        }
         let contributions: Contributions
         // The mark survives only if the process dies inside activate: the next start quarantines the plugin.
         activationMark.set("\(id) \(build.number) \(checksum)")

@@ -1,5 +1,6 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
+import KeelLoader
 import KeelState
 
 extension Kernel {
@@ -49,6 +50,11 @@ extension Kernel {
         case let .removeRepository(name): try stored { () throws(StateError) in try state.removeRepository(name) }
         case let .trustKey(name, publicKey): try stored { () throws(StateError) in try state.trustKey(name: name, publicKey: publicKey) }
         case let .useProvider(interface, plugin, tenant): try useProvider(interface, plugin: plugin, tenant: tenant)
+        case let .call(plugin, command, arguments):
+            switch call(plugin, command, arguments: arguments.map(CommandArgument.text), as: Kernel.operatorPrincipal) {
+            case let .success(value): return CommandResult(output: value.json)
+            case let .failure(error): throw KernelError(.command, pluginID: plugin, reason: error.message)
+            }
         case .resetAdminToken:
             do { return CommandResult(adminToken: try AdminToken(state: state, environment: [:]).reset()) } catch {
                 throw KernelError(.state, reason: error.description)

@@ -45,7 +45,8 @@ extension Kernel {
                     let serving = scopes.map { $0.isEmpty ? "host-wide (\(snapshot.services.resolution(p.interface, tenant: "")?.reason.rawValue ?? ""))" : "tenant \($0)" }
                     return "\(p.interface) \(p.version) ranking \(p.ranking)" + (serving.isEmpty ? "" : ", serving " + serving.joined(separator: ", "))
                 },
-                consumes: (m?.consumes ?? []).map { "\($0.interface) \($0.versions) \($0.optional ? "optional" : "required")" })
+                consumes: (m?.consumes ?? []).map { "\($0.interface) \($0.versions) \($0.optional ? "optional" : "required")" },
+                commands: (m?.commands ?? []).map { CommandInfo(plugin: record.id, $0) })
         }
     }
 

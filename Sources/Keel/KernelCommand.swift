@@ -32,6 +32,8 @@ public enum KernelCommand: Codable, Sendable, Hashable {
     case trustKey(name: String, publicKey: String)
     /// Makes `plugin` serve `interface` (`gitops.sync/1`) host-wide or for `tenant`; `plugin` nil forgets the choice.
     case useProvider(interface: String, plugin: String?, tenant: String?)
+    /// Calls a plugin's command as the operator (an admin); the result, as JSON, is in `CommandResult.output`.
+    case call(plugin: String, command: String, arguments: [String])
     /// Replaces the stored admin token with a new random one (returned once, in `CommandResult.adminToken`).
     case resetAdminToken
 
@@ -57,6 +59,7 @@ public enum KernelCommand: Codable, Sendable, Hashable {
         case .trustKey: "trust-key"
         case .resetAdminToken: "reset-admin-token"
         case .useProvider: "use-provider"
+        case .call: "call"
         }
     }
 
@@ -70,6 +73,7 @@ public enum KernelCommand: Codable, Sendable, Hashable {
         case let .setMember(tenant, _, _, _): tenant
         case let .setRolePermission(role, _, _): role
         case let .useProvider(interface, _, _): interface
+        case let .call(plugin, command, _): "\(plugin).\(command)"
         case .rescan, .resetAdminToken: ""
         }
     }
@@ -95,11 +99,14 @@ public struct CommandResult: Codable, Sendable, Hashable {
     public var adminToken: String?
     /// Something the caller should know although it succeeded (e.g. "an http location is checked when it is used").
     public var note: String?
+    /// For a command call: its result as JSON text.
+    public var output: String?
 
-    public init(installed: [String] = [], adminToken: String? = nil, note: String? = nil) {
+    public init(installed: [String] = [], adminToken: String? = nil, note: String? = nil, output: String? = nil) {
         self.installed = installed
         self.adminToken = adminToken
         self.note = note
+        self.output = output
     }
 }
 

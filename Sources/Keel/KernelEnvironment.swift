@@ -44,6 +44,14 @@ final class KernelEnvironment: PluginEnvironment {
         registry.resolveService(interface, tenant: tenant)
     }
 
+    func callCommand(caller: String, plugin: String, name: String, arguments: String, principal: Principal) -> Result<String, CommandError> {
+        guard let access = access.withLock({ $0 }) else { return .failure(CommandError(.unavailable, "the host is starting")) }
+        let result = CommandRunner(registry: registry, access: access)
+            .call(caller: caller, plugin: plugin, name: name, arguments: arguments, principal: principal)
+        if case let .failure(e) = result, e.code == .forbidden { log(plugin: caller, level: .warn, message: e.message) }
+        return result
+    }
+
     func log(plugin: String, level: LogLevel, message: String) {
         sink(LogRecord(level: level, pluginID: plugin, message: message))
     }

@@ -19,6 +19,8 @@ public struct KernelError: Error, Sendable, CustomStringConvertible {
         public static let bundle = Code(name: "bundle")
         /// A tenant, role or binding change was refused (unknown name, still in use, ...).
         public static let directory = Code(name: "directory")
+        /// A plugin command could not be called or failed (unknown, bad argument, refused, its own error status).
+        public static let command = Code(name: "command")
     }
 
     public var code: Code

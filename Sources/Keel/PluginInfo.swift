@@ -39,4 +39,6 @@ public struct PluginInfo: Sendable, Codable, Hashable {
     public var provides: [String] = []
     /// Interfaces it consumes, e.g. `gitops.sync/1 ^1 required`.
     public var consumes: [String] = []
+    /// Commands it declares (ABI 1.1).
+    public var commands: [CommandInfo] = []
 }

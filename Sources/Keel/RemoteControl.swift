@@ -44,8 +44,10 @@ public enum RemoteControl {
             return (true, "unreadable command \"\(stored.op)\"")
         }
         do {
-            try await kernel.execute(command, actor: "cli")
-            return (false, "ok")
+            let result = try await kernel.execute(command, actor: "cli")
+            // Only a command call's output goes back through the state file (never an admin token).
+            guard let output = result.output, let json = try? JSONEncoder().encode(CommandResult(output: output)) else { return (false, "ok") }
+            return (false, String(decoding: json, as: UTF8.self))
         } catch {
             return (true, error.description)
         }
@@ -94,7 +96,8 @@ public enum RemoteControl {
     /// reported as failed never runs later. One the server took is waited for up to `timeout` more.
     /// - Throws: `KernelError` with the server's reason when it failed, or saying it was cancelled and nothing
     ///   changed, or that the server took it and has not finished yet.
-    public static func submit(_ command: RemoteCommand, state: StateStore, timeout: Duration = .seconds(10)) async throws(KernelError) {
+    @discardableResult
+    public static func submit(_ command: RemoteCommand, state: StateStore, timeout: Duration = .seconds(10)) async throws(KernelError) -> CommandResult {
         let subject = command.subject
         let seq: Int64
         do {
@@ -117,13 +120,15 @@ public enum RemoteControl {
     }
 
     /// Polls command `seq` until it is done, failed or cancelled, or `timeout` passes (nil).
-    static func outcome(_ seq: Int64, state: StateStore, within timeout: Duration) async -> Result<Void, KernelError>? {
+    static func outcome(_ seq: Int64, state: StateStore, within timeout: Duration) async -> Result<CommandResult, KernelError>? {
         let clock = ContinuousClock()
         let deadline = clock.now.advanced(by: timeout)
         while clock.now < deadline {
             if let command = try? state.command(seq) {
                 switch command.state {
-                case "done": return .success(())
+                case "done":
+                    let carried = command.result.hasPrefix("{") ? try? JSONDecoder().decode(CommandResult.self, from: Data(command.result.utf8)) : nil
+                    return .success(carried ?? CommandResult())
                 case "failed": return .failure(KernelError(.loadFailed, pluginID: command.pluginID, reason: command.result))
                 case "cancelled": return .failure(KernelError(.state, pluginID: command.pluginID, reason: "not run: \(command.result)"))
                 default: break

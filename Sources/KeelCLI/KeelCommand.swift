@@ -16,7 +16,7 @@ struct KeelCommand: AsyncParsableCommand {
             Shell completion (commands, plugin ids, tenants, roles): keel --generate-completion-script bash|zsh|fish.
             """,
         version: Kernel.version,
-        subcommands: [Plugins.self, Services.self, Tenants.self, Roles.self, Serve.self, Token.self, Repo.self, Search.self, Install.self,
+        subcommands: [Plugins.self, Services.self, Call.self, Commands.self, Tenants.self, Roles.self, Serve.self, Token.self, Repo.self, Search.self, Install.self,
                       Upgrade.self, Uninstall.self, Pack.self, Trust.self, Probe.self])
 
     /// Parses (global options may stand before or after the subcommand), runs, and reports every failure in one
@@ -82,7 +82,28 @@ enum GlobalArguments {
                 break
             }
         }
-        return path + globals + arguments[i...]
+        var rest = Array(arguments[i...])
+        // `keel call` passes its arguments through untouched (a "-5" is a number, not an option), so its global
+        // options are picked out of them here, up to a "--".
+        if command == KeelCommand.Call.self {
+            var kept: [String] = [], j = 0
+            while j < rest.count {
+                let a = rest[j]
+                if a == "--" { kept += rest[(j + 1)...]; break }
+                if a == "-v" || a == "--verbose" || a.hasPrefix("--plugins=") || a.hasPrefix("--state=") {
+                    globals.append(a)
+                    j += 1
+                } else if (a == "--plugins" || a == "--state") && j + 1 < rest.count {
+                    globals += [a, rest[j + 1]]
+                    j += 2
+                } else {
+                    kept.append(a)
+                    j += 1
+                }
+            }
+            rest = kept
+        }
+        return path + globals + rest
     }
 }
 

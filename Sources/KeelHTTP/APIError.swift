@@ -33,7 +33,13 @@ enum JSONBody {
     static func response<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) -> Response {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        let data = (try? encoder.encode(value)) ?? Data("{}".utf8)
+        return raw((try? encoder.encode(value)) ?? Data("{}".utf8), status: status)
+    }
+
+    /// A response whose JSON text the caller made (e.g. a command's result, already JSON).
+    static func rawResponse(_ json: String, status: HTTPResponse.Status = .ok) -> Response { raw(Data(json.utf8), status: status) }
+
+    private static func raw(_ data: Data, status: HTTPResponse.Status) -> Response {
         var headers = HTTPFields()
         headers[.contentType] = "application/json; charset=utf-8"
         headers[.cacheControl] = "no-store"

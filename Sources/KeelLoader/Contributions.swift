@@ -45,12 +45,18 @@ public struct Contributions: Sendable {
     public var services: [ServiceProvision] = []
     /// Its requests to hear about provider changes.
     public var listeners: [ServiceListener] = []
+    /// Its commands, prepared for calls ("keel.commands/1"); seeded by the host from the manifest.
+    public var commands: [PluginCommand] = []
 
     public init() {}
 
     public var isEmpty: Bool {
         routes.isEmpty && menus.isEmpty && authenticators.isEmpty && authorizers.isEmpty && services.isEmpty && listeners.isEmpty
+            && commands.isEmpty
     }
+
+    /// The command named `name`, if this activation has one.
+    public func command(_ name: String) -> PluginCommand? { commands.first { $0.name == name } }
 }
 
 /// Per-plugin ceilings on what one activation may register. Going over is an error (`KEEL_ERR_LIMIT`).
@@ -102,6 +108,9 @@ public protocol PluginEnvironment: AnyObject, Sendable {
     /// The table serving `interface` for `tenant` ("" host-wide), by the operator's choice or the ranking rule; nil
     /// when no provider serves it.
     func resolveService(_ interface: InterfaceID, tenant: String) -> ServiceProvision?
+    /// Calls `plugin`'s command `name` for `caller` (which declared it under calls:) on behalf of `principal`;
+    /// `arguments` is a JSON array. Returns the result as JSON text.
+    func callCommand(caller: String, plugin: String, name: String, arguments: String, principal: Principal) -> Result<String, CommandError>
     /// Writes a line attributed to `plugin`.
     func log(plugin: String, level: LogLevel, message: String)
     /// `plugin` failed `CallBudgets.failureThreshold` calls in a row; called once per activation.

@@ -57,6 +57,8 @@ final class ResponseWriter {
     var headers: [HeaderField] = []
     var body: [UInt8] = []
     let limit: Int
+    /// A write went past `limit` (and was refused).
+    var overflowed = false
 
     init(limit: Int) { self.limit = limit }
 }

@@ -68,6 +68,7 @@ enum HostABI {
             case KEEL_SERVICE_AUTH: return UnsafeRawPointer(HostABI.auth)
             case KEEL_SERVICE_CONFIG: return UnsafeRawPointer(HostABI.config)
             case KEEL_SERVICE_SERVICES: return UnsafeRawPointer(HostABI.services)
+            case KEEL_SERVICE_COMMANDS: return UnsafeRawPointer(HostABI.commands)
             default: return nil
             }
         }

@@ -191,6 +191,30 @@ public final class PluginLibrary: @unchecked Sendable {
         }
     }
 
+    /// The address of the exported symbol `name`, or nil when the library does not export it.
+    public func symbol(_ name: String) -> UnsafeRawPointer? {
+        handle.withLock { h in h.flatMap { dlsym($0, name) }.map { UnsafeRawPointer($0) } }
+    }
+
+    /// Finds and prepares each declared command for calls into this library under `context`.
+    /// - Throws: `LoadError.Code.manifestMismatch` naming the command whose symbol is not exported, or whose
+    ///   signature libffi refuses.
+    public func prepareCommands(_ declarations: [CommandDeclaration], context: ActivationContext) throws(LoadError) -> [PluginCommand] {
+        var out: [PluginCommand] = []
+        for d in declarations {
+            guard let function = symbol(d.symbol) else {
+                throw LoadError(.manifestMismatch, path: path, pluginID: descriptor.id,
+                                reason: "command \"\(d.name)\": the library exports no function \(d.symbol) (define it with KEEL_EXPORT)")
+            }
+            guard let command = PluginCommand(d, function: function, context: context) else {
+                throw LoadError(.manifestMismatch, path: path, pluginID: descriptor.id,
+                                reason: "command \"\(d.name)\": libffi cannot prepare a call of \(d.signature)")
+            }
+            out.append(command)
+        }
+        return out
+    }
+
     /// Runs the plugin's activate with `context`; `seed` holds what the host registers on its behalf first.
     /// - Returns: everything registered, to publish as one unit.
     /// - Throws: `LoadError.Code.activationFailed` with the plugin's message (or the host's last refusal); nothing

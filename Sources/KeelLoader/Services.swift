@@ -12,10 +12,14 @@ public struct ServiceIdentity: Sendable, Hashable {
     public var generation: Int
     public let provides: [ProvidedInterface]
     public let consumes: [ConsumedInterface]
+    /// Other plugins' commands it may call, as `plugin.command` (`calls:`).
+    public let calls: Set<String>
     /// `consumes` by both spellings a plugin may use (`gitops.sync`, `gitops.sync/1`): one look-up per acquire.
     private let byName: [String: ConsumedInterface]
 
-    public init(version: String = "", generation: Int = 0, provides: [ProvidedInterface] = [], consumes: [ConsumedInterface] = []) {
+    public init(version: String = "", generation: Int = 0, provides: [ProvidedInterface] = [], consumes: [ConsumedInterface] = [],
+                calls: [String] = []) {
+        self.calls = Set(calls)
         self.version = version
         self.generation = generation
         self.provides = provides

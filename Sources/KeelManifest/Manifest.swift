@@ -30,6 +30,10 @@ public struct Manifest: Sendable, Hashable {
     public var provides: [ProvidedInterface] = []
     /// Interfaces the plugin consumes from others (ABI 1.1).
     public var consumes: [ConsumedInterface] = []
+    /// Plain C functions callable by name (ABI 1.1, "keel.commands/1").
+    public var commands: [CommandDeclaration] = []
+    /// Other plugins' commands this plugin calls, as `plugin.command`.
+    public var calls: [String] = []
 
     public init(id: String, name: String, version: Semver, description: String = "", abi: ABIVersion,
                 library: String, capabilities: Set<Capability> = [], menus: [MenuDeclaration] = [],

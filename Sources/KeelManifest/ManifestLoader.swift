@@ -137,8 +137,9 @@ struct NodeReader {
 
     static let knownKeys: Set<String> = [
         "id", "name", "version", "description", "abi", "library", "capabilities", "menus", "dependencies", "host",
-        "permissions", "provides", "consumes",
+        "permissions", "provides", "consumes", "commands", "calls",
     ]
+    static let commandKeys: Set<String> = ["name", "symbol", "signature", "description", "permission", "probe"]
     static let providesKeys: Set<String> = ["interface", "version", "ranking"]
     static let consumesKeys: Set<String> = ["interface", "version", "optional"]
     static let permissionKeys: Set<String> = ["key", "description", "actions"]
@@ -270,7 +271,64 @@ struct NodeReader {
         }
         manifest.provides = try provides(fields["provides"])
         manifest.consumes = try consumes(fields["consumes"])
+        manifest.commands = try commands(fields["commands"], permissions: manifest.permissions, pluginID: id)
+        if let node = fields["calls"] {
+            guard let seq = node.sequence else { throw fail(node, "calls", "expected a list such as [calc.add], found \(Self.kind(node))") }
+            for (i, item) in seq.enumerated() {
+                guard let text = item.scalar?.string, let dot = text.lastIndex(of: "."),
+                      Manifest.isValidID(String(text[..<dot])), CommandDeclaration.isValidName(String(text[text.index(after: dot)...])) else {
+                    throw fail(item, "calls[\(i)]", "expected PLUGIN.COMMAND such as calc.add, found \(Self.kind(item))")
+                }
+                manifest.calls.append(text)
+            }
+        }
         return manifest
+    }
+
+    /// `commands:`: a list of {name, symbol, signature, description, permission, probe}.
+    mutating func commands(_ node: Node?, permissions: [PermissionDeclaration], pluginID: String) throws(ManifestError) -> [CommandDeclaration] {
+        guard let node else { return [] }
+        guard let seq = node.sequence else {
+            throw fail(node, "commands", "expected a list of {name, symbol, signature}, found \(Self.kind(node))")
+        }
+        var out: [CommandDeclaration] = []
+        for (i, item) in seq.enumerated() {
+            let path = "commands[\(i)]"
+            guard let map = item.mapping else { throw fail(item, path, "expected a mapping with name, symbol and signature, found \(Self.kind(item))") }
+            let f = try entries(map, known: Self.commandKeys, path: path + ".")
+            let name = try string(f, "name", in: item, prefix: path + ".")
+            guard CommandDeclaration.isValidName(name) else {
+                throw fail(f["name"], path + ".name", "\"\(name)\" is not a command name (lowercase letters, digits, '-', '_', starting with a letter; at most 64)")
+            }
+            guard !out.contains(where: { $0.name == name }) else { throw fail(f["name"], path + ".name", "command \"\(name)\" is declared twice") }
+            let symbol = try string(f, "symbol", in: item, prefix: path + ".")
+            guard CommandDeclaration.isValidSymbol(symbol) else {
+                throw fail(f["symbol"], path + ".symbol", "\"\(symbol)\" is not a C function name")
+            }
+            let text = try string(f, "signature", in: item, prefix: path + ".")
+            let signature: CommandSignature
+            do { signature = try CommandSignature(parsing: text) } catch {
+                throw fail(f["signature"], path + ".signature", error.description)
+            }
+            let permission = try optionalString(f, "permission", prefix: path + ".") ?? ""
+            if !permission.isEmpty {
+                let parts = permission.split(separator: ":", maxSplits: 1).map(String.init)
+                guard parts.count == 2, permissions.contains(where: { $0.key == parts[0] && $0.actions.contains(parts[1]) }) else {
+                    throw fail(f["permission"], path + ".permission", "\"\(permission)\" must be KEY:ACTION of a permission item declared under permissions: in this file")
+                }
+            }
+            var probe: [String]?
+            if let p = f["probe"] {
+                guard let items = p.sequence, items.count == signature.arguments.count else {
+                    throw fail(p, path + ".probe", "expected a list of \(signature.arguments.count) sample argument(s)")
+                }
+                probe = items.map { $0.scalar?.string ?? "" }
+            }
+            out.append(CommandDeclaration(name: name, symbol: symbol, signature: signature,
+                                          description: try optionalString(f, "description", prefix: path + ".") ?? "",
+                                          permission: permission, probe: probe))
+        }
+        return out
     }
 
     /// `provides:`: a list of {interface: name/major, version, ranking}; one entry per interface.

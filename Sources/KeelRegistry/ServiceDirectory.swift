@@ -88,6 +88,12 @@ extension PluginRegistry {
         update { $0.services.setSelections(choices) }
     }
 
+    /// The command `name` of active plugin `pluginID`, looked up under the lock without copying the snapshot.
+    /// [thread-safe]
+    public func command(plugin pluginID: String, name: String) -> PluginCommand? {
+        read { $0.plugins[pluginID]?.command(name) }
+    }
+
     /// The provider serving `interface` for `tenant`, looked up under the lock without copying the snapshot: the
     /// path every `acquire` takes. [thread-safe]
     public func resolveService(_ interface: InterfaceID, tenant: String) -> ServiceProvision? {

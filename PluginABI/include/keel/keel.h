@@ -12,6 +12,7 @@
  *   auth.h      service "keel.auth/1": authenticate and authorize hooks, permission checks
  *   config.h    service "keel.config/1": the plugin's configuration, validated by the host
  *   services.h  service "keel.services/1" (1.1): interfaces plugins provide to each other, leases, listeners
+ *   commands.h  service "keel.commands/1" (1.1): plain C functions called by name with checked arguments
  *
  * RULES
  * - Versions: a plugin built for ABI major.minor loads in a host with the same major and minor >= the plugin's.
@@ -74,3 +75,4 @@
 #include "auth.h"
 #include "config.h"
 #include "services.h"
+#include "commands.h"

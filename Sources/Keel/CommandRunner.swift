@@ -1,0 +1,87 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import KeelLoader
+import KeelManifest
+import KeelRegistry
+
+/// Calls plugin commands by name ("keel.commands/1"), for every caller: the admin API, the CLI (through
+/// `KernelCommand.call`), the console, and other plugins. One place decides who may: the plugin must serve the
+/// caller's tenant, and the caller must hold the command's permission (`key:action` through the auth chain and role
+/// grants; a command without one is for admins only). Then the arguments are checked against the signature and the
+/// command is called on the calling thread, which must not be one of Swift's cooperative pool (plugin code).
+/// Thread-safe.
+struct CommandRunner: Sendable {
+    let registry: PluginRegistry
+    let access: AccessControl
+
+    func call(plugin: String, name: String, arguments: [CommandArgument], principal: Principal) -> Result<CommandValue, CommandError> {
+        guard let command = registry.command(plugin: plugin, name: name), access.isVisible(plugin, tenant: principal.tenant) else {
+            return .failure(CommandError(.unknown, "no command \(plugin).\(name)" + (registry.snapshot.plugins[plugin] == nil ? " (plugin \"\(plugin)\" is not active)" : "")))
+        }
+        if let refusal = refusal(command, principal) { return .failure(refusal) }
+        do { return command.invoke(try command.check(arguments)) } catch { return .failure(error) }
+    }
+
+    /// Why `principal` may not call `command`, or nil when it may.
+    func refusal(_ command: PluginCommand, _ principal: Principal) -> CommandError? {
+        let permission = command.declaration.permission
+        let who = principal.isAnonymous ? "an anonymous caller" : "\"\(principal.id)\""
+        if permission.isEmpty {
+            return access.rolesAllow(principal, key: "keel", action: "admin") && principal.roles.contains("admin") ? nil
+                : CommandError(.forbidden, "\(command.pluginID).\(command.name) is for admins only; \(who) is not one")
+        }
+        let parts = permission.split(separator: ":", maxSplits: 1).map(String.init)
+        guard parts.count == 2, access.authorize(principal, action: parts[1], resource: parts[0], snapshot: registry.snapshot).0 == .allow else {
+            return CommandError(.forbidden, "\(command.pluginID).\(command.name) needs permission \(permission), which \(who) does not hold")
+        }
+        return nil
+    }
+
+    /// A plugin calling another plugin's command: declared under `calls:`, arguments as a JSON array, result as JSON.
+    /// (The loader has checked the `calls:` declaration.)
+    func call(caller: String, plugin: String, name: String, arguments json: String, principal: Principal) -> Result<String, CommandError> {
+        guard let data = json.data(using: .utf8), let arguments = try? JSONDecoder().decode([CommandArgument].self, from: data) else {
+            return .failure(CommandError(.badArgument, "arguments of \(plugin).\(name) are not a JSON array of numbers, true/false, strings or null"))
+        }
+        return call(plugin: plugin, name: name, arguments: arguments, principal: principal).map(\.json)
+    }
+}
+
+/// A command as `keel commands` and the admin API list it.
+public struct CommandInfo: Sendable, Codable, Hashable {
+    public var plugin: String
+    public var name: String
+    public var signature: String
+    public var description: String
+    /// `key:action`, or "" (admins only).
+    public var permission: String
+
+    init(plugin: String, _ d: CommandDeclaration) {
+        self.plugin = plugin
+        name = d.name
+        signature = "\(d.signature)"
+        description = d.description
+        permission = d.permission
+    }
+}
+
+extension Kernel {
+    /// Calls `plugin`'s command `name` on behalf of `principal`, on the calling thread (not on Swift's cooperative
+    /// pool: it runs plugin code; the admin API runs it in the plugin's lane). [thread-safe]
+    /// - Returns: the result, or a `CommandError` with a stable code: unknown-command, bad-argument (naming the
+    ///   argument), forbidden, command-failed (the plugin's status and message), unavailable, result-too-large.
+    public nonisolated func call(_ plugin: String, _ name: String, arguments: [CommandArgument],
+                                 as principal: Principal) -> Result<CommandValue, CommandError> {
+        CommandRunner(registry: registry, access: access).call(plugin: plugin, name: name, arguments: arguments, principal: principal)
+    }
+
+    /// The commands of every installed plugin (or of `plugin`), from their manifests.
+    public func commands(_ plugin: String? = nil) -> [CommandInfo] {
+        bundles.values.compactMap(\.manifest).filter { plugin == nil || $0.id == plugin }.sorted { $0.id < $1.id }
+            .flatMap { m in m.commands.map { CommandInfo(plugin: m.id, $0) } }
+    }
+
+    /// The principal the operator's own tools act as (the CLI on this host): an admin.
+    public static let operatorPrincipal = Principal(id: "operator", displayName: "Operator", roles: ["admin"], authenticatedBy: "keel")
+}

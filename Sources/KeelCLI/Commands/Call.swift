@@ -1,0 +1,68 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import ArgumentParser
+import Foundation
+import Keel
+
+extension KeelCommand {
+    struct Call: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Call a plugin's command with arguments checked against its signature, and print the result.",
+            discussion: """
+                Arguments are read as the signature's types: `keel call calc add 2 40` prints 42. Strings are taken as \
+                written; bytes are base64. With a running server the call runs there (through its queue); else a \
+                kernel of this process loads the plugins first. The operator calls as an admin.
+                """)
+        @OptionGroup var options: GlobalOptions
+        @Argument(help: "The plugin id.", completion: Completion.plugins) var plugin: String
+        @Argument(help: "The command name (keel commands lists them).") var command: String
+        @Argument(parsing: .captureForPassthrough, help: "The arguments.") var arguments: [String] = []
+
+        func run() async throws {
+            try await reporting {
+                let call = KernelCommand.call(plugin: plugin, command: command, arguments: arguments)
+                let result: CommandResult
+                if options.runningServer != nil {
+                    result = try await RemoteControl.submit(call, state: try options.openState(), timeout: .seconds(30))
+                } else {
+                    let kernel = try options.makeKernel()
+                    await kernel.start()
+                    do { result = try await kernel.execute(call, actor: "cli") } catch {
+                        await kernel.shutdown()
+                        throw error
+                    }
+                    await kernel.shutdown()
+                }
+                print(Self.text(result.output ?? "null"))
+            }
+        }
+
+        /// A JSON string result prints as its text; anything else as JSON.
+        static func text(_ json: String) -> String {
+            guard json.hasPrefix("\""), let data = json.data(using: .utf8),
+                  let s = try? JSONDecoder().decode(String.self, from: data) else { return json }
+            return s
+        }
+    }
+
+    struct Commands: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List plugins' commands with their signatures and descriptions.")
+        @OptionGroup var options: GlobalOptions
+        @Argument(help: "Only this plugin's.", completion: Completion.plugins) var plugin: String?
+        @Flag(help: "Print JSON instead of text.") var json = false
+
+        func run() async throws {
+            try await reporting {
+                let kernel = try options.makeKernel()
+                await kernel.rescan()
+                let commands = await kernel.commands(plugin)
+                if json { try printJSON(commands); return }
+                if commands.isEmpty { print(plugin.map { "plugin \($0) declares no command" } ?? "no plugin declares a command") }
+                for c in commands {
+                    print("\(c.plugin) \(c.name) \(c.signature)\(c.permission.isEmpty ? "  [admins]" : "  [\(c.permission)]")")
+                    if !c.description.isEmpty { print("  \(c.description)") }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,48 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import Hummingbird
+import Keel
+
+/// The admin API's part for plugin commands ("keel.commands/1").
+///
+/// | route | who |
+/// |---|---|
+/// | `GET /api/v1/commands[?plugin=ID]` | admin token only: every declared command with its signature |
+/// | `POST /api/v1/plugins/<id>/commands/<name>` `{"args": [2, 40]}` → `{"result": 42}` | anyone the auth chain lets through who holds the command's permission (admins for a command without one) |
+///
+/// A call runs in the plugin's lane, like its routes. Errors: 404 `unknown-command`, 400 `bad-argument` (naming the
+/// argument), 403 `forbidden`, 500 `command-failed` (the plugin's status and message), 503 `unavailable` or `busy`.
+extension AdminAPI {
+    func registerCommands(open: RouterGroup<KeelRequestContext>, admin: RouterGroup<KeelRequestContext>) {
+        admin.get("commands") { request, _ -> Response in
+            JSONBody.response(await kernel.commands(request.uri.queryParameters.get("plugin").map { "\($0)" }))
+        }
+        open.post("plugins/:id/commands/:name") { request, context -> Response in
+            let id = try context.parameters.require("id"), name = try context.parameters.require("name")
+            let body = try await Self.optionalBody(CommandCall.self, request) ?? CommandCall(args: [])
+            let principal = context.principal
+            let outcome = try await gatekeeper.lanes.run(id) { kernel.call(id, name, arguments: body.args, as: principal) }
+            switch outcome {
+            case let .success(value):
+                return JSONBody.rawResponse("{\"result\":\(value.json)}")
+            case let .failure(error):
+                throw APIError(Self.status(of: error), error.code.rawValue, error.message)
+            }
+        }
+    }
+
+    static func status(of error: CommandError) -> HTTPResponse.Status {
+        switch error.code {
+        case .unknown: .notFound
+        case .badArgument: .badRequest
+        case .forbidden: .forbidden
+        case .failed, .tooLarge: .internalServerError
+        case .unavailable: .serviceUnavailable
+        }
+    }
+}
+
+struct CommandCall: Decodable {
+    var args: [CommandArgument]
+}

@@ -1,0 +1,360 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import CKeelABI
+import CKeelFFI
+import Foundation
+import KeelManifest
+
+/// An argument as a caller gave it, before it is checked against a command's signature: a word from the command
+/// line, or a JSON value from the admin API or another plugin.
+public enum CommandArgument: Sendable, Hashable, Decodable, CustomStringConvertible {
+    /// Untyped text (the CLI): read as the declared type.
+    case text(String)
+    case bool(Bool)
+    case int(Int64)
+    case uint(UInt64)
+    case double(Double)
+    case string(String)
+    case null
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if c.decodeNil() { self = .null } else if let b = try? c.decode(Bool.self) { self = .bool(b) }
+        else if let i = try? c.decode(Int64.self) { self = .int(i) } else if let u = try? c.decode(UInt64.self) { self = .uint(u) }
+        else if let d = try? c.decode(Double.self) { self = .double(d) } else if let s = try? c.decode(String.self) { self = .string(s) }
+        else { throw DecodingError.dataCorruptedError(in: c, debugDescription: "expected a number, true/false, a string or null") }
+    }
+
+    /// As the caller wrote it, for messages.
+    public var description: String {
+        switch self {
+        case let .text(s), let .string(s): "\"\(s.count > 64 ? s.prefix(64) + "…" : s)\""
+        case let .bool(b): "\(b)"
+        case let .int(i): "\(i)"
+        case let .uint(u): "\(u)"
+        case let .double(d): "\(d)"
+        case .null: "null"
+        }
+    }
+}
+
+/// A checked value of one of the signature's types, or a command's result.
+public enum CommandValue: Sendable, Hashable {
+    case int(Int64)
+    case uint(UInt64)
+    case double(Double)
+    case bool(Bool)
+    case string(String)
+    case bytes([UInt8])
+    /// JSON text a status(json) command wrote (checked to be JSON).
+    case json(String)
+    /// void, or status: nothing to return.
+    case none
+
+    /// The value as JSON text: a number, true/false, a string, the command's JSON, or null.
+    public var json: String {
+        switch self {
+        case let .int(i): return "\(i)"
+        case let .uint(u): return "\(u)"
+        case let .double(d): return d.isFinite ? "\(d)" : "null"
+        case let .bool(b): return b ? "true" : "false"
+        case let .string(s): return Self.quoted(s)
+        case let .bytes(b): return Self.quoted(Data(b).base64EncodedString())
+        case let .json(j): return j
+        case .none: return "null"
+        }
+    }
+
+    static func quoted(_ s: String) -> String {
+        let data = (try? JSONEncoder().encode([s])) ?? Data("[\"\"]".utf8)
+        return String(decoding: data.dropFirst().dropLast(), as: UTF8.self)
+    }
+}
+
+/// Why a command call did not succeed. `code` is stable (the admin API's error code); `message` names the command
+/// and, for a bad argument, the argument.
+public struct CommandError: Error, Sendable, CustomStringConvertible {
+    public enum Code: String, Sendable {
+        case unknown = "unknown-command"
+        case badArgument = "bad-argument"
+        case forbidden
+        case failed = "command-failed"
+        case unavailable
+        case tooLarge = "result-too-large"
+    }
+
+    public var code: Code
+    public var message: String
+    /// The keel_status the command returned, for `failed`.
+    public var status: Int32
+
+    public init(_ code: Code, _ message: String, status: Int32 = StatusCode.internalError) {
+        self.code = code
+        self.message = message
+        self.status = status
+    }
+
+    public var description: String { message }
+}
+
+/// One command of one activation: the declaration, the function found with dlsym, and the libffi call prepared once.
+/// Thread-safe: calls run concurrently, like route handlers.
+/// `@unchecked Sendable` because of `function` and `call`, pointers: the function lives in the library, mapped while
+/// this object lives; the prepared call is immutable after `init` and freed only in `deinit`, after the last call.
+public final class PluginCommand: @unchecked Sendable {
+    public let declaration: CommandDeclaration
+    let function: UnsafeRawPointer
+    let call: OpaquePointer
+    public let context: ActivationContext
+    private let kinds: [UInt8]
+
+    /// The output limit of a status(str|json) command.
+    public static let outputLimit = 1 << 20
+
+    init?(_ declaration: CommandDeclaration, function: UnsafeRawPointer, context: ActivationContext) {
+        var kinds = declaration.signature.arguments.map(Self.kind)
+        if declaration.signature.result.writesOutput { kinds.append(UInt8(KEEL_FFI_POINTER)) }
+        let result: UInt8 = switch declaration.signature.result {
+        case .void: UInt8(KEEL_FFI_VOID)
+        case let .value(t): Self.kind(t)
+        case .status, .statusText, .statusJSON: UInt8(KEEL_FFI_I32)
+        }
+        guard let call = kinds.withUnsafeBufferPointer({ keel_ffi_prepare($0.baseAddress, $0.count, result) }) else { return nil }
+        self.declaration = declaration
+        self.function = function
+        self.call = call
+        self.context = context
+        self.kinds = kinds
+    }
+
+    deinit { keel_ffi_free(call) }
+
+    public var pluginID: String { context.pluginID }
+    public var name: String { declaration.name }
+
+    static func kind(_ t: CommandSignature.ArgumentType) -> UInt8 {
+        switch t {
+        case .i32: UInt8(KEEL_FFI_I32)
+        case .i64: UInt8(KEEL_FFI_I64)
+        case .u32: UInt8(KEEL_FFI_U32)
+        case .u64: UInt8(KEEL_FFI_U64)
+        case .f64: UInt8(KEEL_FFI_F64)
+        case .bool: UInt8(KEEL_FFI_BOOL)
+        case .str: UInt8(KEEL_FFI_STR)
+        case .bytes: UInt8(KEEL_FFI_BYTES)
+        }
+    }
+
+    /// Checks `arguments` against the signature: count, type, range, UTF-8, base64 for bytes.
+    /// - Throws: `CommandError.badArgument`, e.g. `argument 1 of calc.add: "two" is not an i64`.
+    public func check(_ arguments: [CommandArgument]) throws(CommandError) -> [CommandValue] {
+        let types = declaration.signature.arguments
+        guard arguments.count == types.count else {
+            throw CommandError(.badArgument, "\(pluginID).\(name) takes \(types.count) argument(s) \(declaration.signature), got \(arguments.count)")
+        }
+        var values: [CommandValue] = []
+        for (i, (argument, type)) in zip(arguments, types).enumerated() {
+            values.append(try CommandArgumentReader.read(argument, as: type, position: i + 1, command: "\(pluginID).\(name)"))
+        }
+        return values
+    }
+
+    /// Calls the function with checked `values` (from `check`). Admitted like a route call: not before activate
+    /// returned, not after deactivation started; a reload lets it finish on this generation. Timed against the
+    /// handler budget; an error status counts as a failed call. [request]
+    public func invoke(_ values: [CommandValue]) -> Result<CommandValue, CommandError> {
+        guard context.enter() else { return .failure(CommandError(.unavailable, "plugin \"\(pluginID)\" is not active")) }
+        defer { context.leave() }
+        let outer = ActivationContext.beginCall(context)
+        defer { ActivationContext.endCall(outer) }
+        let writer = ResponseWriter(limit: Self.outputLimit)
+        let started = ActivationContext.now()
+        var result = (UInt64(0), UInt64(0))
+        CommandFrame.with(values, output: declaration.signature.result.writesOutput ? writer : nil) { arguments in
+            withUnsafeMutableBytes(of: &result) { keel_ffi_invoke(call, function, $0.baseAddress, arguments) }
+        }
+        let outcome = decode(result, writer: writer)
+        let failed: Bool
+        if case .failure = outcome { failed = true } else { failed = false }
+        _ = context.account("command \(name)", started: started, budget: context.budgets.handler, failed: failed,
+                            detail: (try? outcome.get()).map { _ in "" } ?? "\(outcome)")
+        return outcome
+    }
+
+    private func decode(_ result: (UInt64, UInt64), writer: ResponseWriter) -> Result<CommandValue, CommandError> {
+        var r = result
+        let raw = withUnsafeBytes(of: &r) { $0 }
+        func status() -> Int32 { raw.loadUnaligned(as: Int32.self) }
+        switch declaration.signature.result {
+        case .void: return .success(.none)
+        case let .value(t):
+            switch t {
+            case .i32: return .success(.int(Int64(raw.loadUnaligned(as: Int32.self))))
+            case .i64: return .success(.int(raw.loadUnaligned(as: Int64.self)))
+            case .u32: return .success(.uint(UInt64(raw.loadUnaligned(as: UInt32.self))))
+            case .u64: return .success(.uint(raw.loadUnaligned(as: UInt64.self)))
+            case .f64: return .success(.double(raw.loadUnaligned(as: Double.self)))
+            case .bool: return .success(.bool(raw.loadUnaligned(as: UInt8.self) != 0))
+            case .str, .bytes: return .success(.none)
+            }
+        case .status, .statusText, .statusJSON:
+            let s = status()
+            if writer.overflowed {
+                return .failure(CommandError(.tooLarge, "\(pluginID).\(name) wrote more than \(Self.outputLimit) bytes"))
+            }
+            guard s == StatusCode.ok else {
+                let message = context.takeError()
+                return .failure(CommandError(.failed, "\(pluginID).\(name) returned \(StatusCode.name(s))\(message.isEmpty ? "" : ": " + message)", status: s))
+            }
+            switch declaration.signature.result {
+            case .statusText:
+                guard let text = String(validating: writer.body, as: UTF8.self) else {
+                    return .failure(CommandError(.failed, "\(pluginID).\(name) wrote text that is not UTF-8"))
+                }
+                return .success(.string(text))
+            case .statusJSON:
+                let text = String(decoding: writer.body, as: UTF8.self)
+                guard (try? JSONSerialization.jsonObject(with: Data(writer.body), options: [.fragmentsAllowed])) != nil else {
+                    return .failure(CommandError(.failed, "\(pluginID).\(name) wrote output that is not JSON: \(text.prefix(80))"))
+                }
+                return .success(.json(text))
+            default: return .success(.none)
+            }
+        }
+    }
+}
+
+/// The arguments of one call laid out for libffi: one slot per argument (strings and bytes copied to memory that lives
+/// for the call), and the output writer's pointer last when the result is written.
+enum CommandFrame {
+    static func with(_ values: [CommandValue], output: ResponseWriter?, _ body: (UnsafeMutablePointer<UnsafeMutableRawPointer?>) -> Void) {
+        let count = values.count + (output == nil ? 0 : 1)
+        let slots = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * 16, alignment: 16)
+        let pointers = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: max(count, 1))
+        var owned: [UnsafeMutableRawPointer] = []
+        defer {
+            for p in owned { p.deallocate() }
+            slots.deallocate()
+            pointers.deallocate()
+        }
+        func copy(_ bytes: [UInt8]) -> UnsafeMutableRawPointer {
+            let p = UnsafeMutableRawPointer.allocate(byteCount: max(bytes.count, 1), alignment: 1)
+            bytes.withUnsafeBytes { if let base = $0.baseAddress { p.copyMemory(from: base, byteCount: bytes.count) } }
+            owned.append(p)
+            return p
+        }
+        for (i, value) in values.enumerated() {
+            let slot = slots + i * 16
+            pointers[i] = slot
+            switch value {
+            case let .int(v): slot.storeBytes(of: v, as: Int64.self)
+            case let .uint(v): slot.storeBytes(of: v, as: UInt64.self)
+            case let .double(v): slot.storeBytes(of: v, as: Double.self)
+            case let .bool(v): slot.storeBytes(of: UInt8(v ? 1 : 0), as: UInt8.self)
+            case let .string(s):
+                let bytes = Array(s.utf8)
+                slot.storeBytes(of: keel_str(ptr: copy(bytes).assumingMemoryBound(to: CChar.self), len: bytes.count), as: keel_str.self)
+            case let .bytes(b):
+                slot.storeBytes(of: keel_bytes(ptr: copy(b).assumingMemoryBound(to: UInt8.self), len: b.count), as: keel_bytes.self)
+            case .json, .none: slot.storeBytes(of: 0, as: UInt64.self)
+            }
+        }
+        // A narrower integer goes in the low bytes of its slot (little-endian): i32, u32 and bool read correctly.
+        guard let output else { body(pointers); return }
+        HostABI.withOutput(output) { out in
+            let slot = slots + values.count * 16
+            slot.storeBytes(of: UnsafeMutableRawPointer(out), as: UnsafeMutableRawPointer.self)
+            pointers[values.count] = slot
+            body(pointers)
+        }
+    }
+}
+
+/// Reads caller arguments as the signature's types. Stateless.
+enum CommandArgumentReader {
+    static func read(_ a: CommandArgument, as type: CommandSignature.ArgumentType, position: Int,
+                     command: String) throws(CommandError) -> CommandValue {
+        func bad(_ why: String? = nil) -> CommandError {
+            CommandError(.badArgument, "argument \(position) of \(command): \(a) \(why ?? "is not \(type == .i32 || type == .i64 ? "an" : "a") \(type.rawValue)")")
+        }
+        switch type {
+        case .i32, .i64:
+            let v: Int64
+            switch a {
+            case let .int(i): v = i
+            case let .uint(u): guard u <= UInt64(Int64.max) else { throw bad("is out of range for \(type.rawValue)") }; v = Int64(u)
+            case let .double(d): guard d.rounded() == d, let i = Int64(exactly: d) else { throw bad() }; v = i
+            case let .text(t):
+                guard let i = Int64(t) else { throw UInt64(t) != nil ? bad("is out of range for \(type.rawValue)") : bad() }
+                v = i
+            default: throw bad()
+            }
+            if type == .i32, Int32(exactly: v) == nil { throw bad("is out of range for i32") }
+            return .int(v)
+        case .u32, .u64:
+            let v: UInt64
+            switch a {
+            case let .int(i): guard i >= 0 else { throw bad("is out of range for \(type.rawValue)") }; v = UInt64(i)
+            case let .uint(u): v = u
+            case let .double(d): guard d.rounded() == d, let u = UInt64(exactly: d) else { throw bad() }; v = u
+            case let .text(t):
+                guard let u = UInt64(t) else { throw Int64(t) != nil ? bad("is out of range for \(type.rawValue)") : bad() }
+                v = u
+            default: throw bad()
+            }
+            if type == .u32, UInt32(exactly: v) == nil { throw bad("is out of range for u32") }
+            return .uint(v)
+        case .f64:
+            switch a {
+            case let .int(i): return .double(Double(i))
+            case let .uint(u): return .double(Double(u))
+            case let .double(d): return .double(d)
+            case let .text(t): guard let d = Double(t), d.isFinite else { throw bad() }; return .double(d)
+            default: throw bad()
+            }
+        case .bool:
+            switch a {
+            case let .bool(b): return .bool(b)
+            case .text("true"): return .bool(true)
+            case .text("false"): return .bool(false)
+            default: throw bad()
+            }
+        case .str:
+            switch a {
+            case let .string(s), let .text(s):
+                guard !s.utf8.contains(0) else { throw bad("contains a NUL byte") }
+                return .string(s)
+            default: throw bad()
+            }
+        case .bytes:
+            switch a {
+            case let .string(s), let .text(s):
+                guard let d = Data(base64Encoded: s) else { throw bad("is not base64") }
+                return .bytes([UInt8](d))
+            default: throw bad()
+            }
+        }
+    }
+}
+
+extension HostABI {
+    /// A `keel_output` over `writer` for the duration of `body`.
+    static func withOutput(_ writer: ResponseWriter, _ body: (UnsafeMutablePointer<keel_output>) -> Void) {
+        var out = keel_output()
+        out.struct_size = UInt32(MemoryLayout<keel_output>.size)
+        out.host_data = Unmanaged.passUnretained(writer).toOpaque()
+        out.write = { out, data, len in
+            guard let host = out?.pointee.host_data else { return KEEL_ERR_INVALID_ARGUMENT }
+            let w = Unmanaged<ResponseWriter>.fromOpaque(host).takeUnretainedValue()
+            guard len > 0 else { return KEEL_OK }
+            guard let data else { return KEEL_ERR_INVALID_ARGUMENT }
+            guard w.body.count + len <= w.limit else {
+                w.overflowed = true
+                return KEEL_ERR_LIMIT
+            }
+            w.body.append(contentsOf: UnsafeRawBufferPointer(start: data, count: len))
+            return KEEL_OK
+        }
+        withExtendedLifetime(writer) { body(&out) }
+    }
+}

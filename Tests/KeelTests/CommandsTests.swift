@@ -1,0 +1,289 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import Keel
+import KeelLoader
+import KeelManifest
+import Testing
+
+/// The "calc" plugin (Fixtures/plugins/commands.c) with its commands declared.
+struct CommandsFixture {
+    let f = KernelFixture()
+
+    static let calcManifest = """
+        permissions:
+          - {key: calc.math, actions: [run]}
+        commands:
+          - {name: add, symbol: calc_add, signature: "(i64, i64) -> i64", description: Adds two numbers., permission: "calc.math:run", probe: [2, 40]}
+          - {name: neg32, symbol: calc_neg32, signature: "(i32) -> i32"}
+          - {name: twice32, symbol: calc_twice32, signature: "(u32) -> u32"}
+          - {name: half, symbol: calc_half, signature: "(f64) -> f64"}
+          - {name: not, symbol: calc_not, signature: "(bool) -> bool"}
+          - {name: len, symbol: calc_len, signature: "(bytes) -> u64"}
+          - {name: nothing, symbol: calc_nothing, signature: "() -> void"}
+          - {name: div, symbol: calc_div, signature: "(i64, i64) -> status(json)"}
+          - {name: greet, symbol: calc_greet, signature: "(str) -> status(str)"}
+          - {name: tag, symbol: calc_tag, signature: "(i64) -> status(str)"}
+          - {name: big, symbol: calc_big, signature: "(u64) -> status(str)"}
+          - {name: broken, symbol: calc_broken, signature: "() -> status(json)"}
+        """
+
+    func calc(id: String = "calc", tag: String = "-", extra: String = "", manifest: String = CommandsFixture.calcManifest) throws {
+        try bundle(id, ["TAG=\"\(tag)\""], extra: manifest + "\n" + extra)
+    }
+
+    func bundle(_ id: String, _ defines: [String], extra: String) throws {
+        let lib = try TestEnvironment.buildPlugin(source: TestEnvironment.fixtures + "/plugins/commands.c", name: id,
+                                                  defines: ["PLUGIN_ID=\"\(id)\""] + defines)
+        try TestEnvironment.makeBundle(in: f.plugins, folder: id, manifest: TestEnvironment.manifest(
+            id: id, library: "lib\(id).so", abi: "1.1", capabilities: ["routes"], extra: extra), library: lib)
+    }
+}
+
+let admin = Kernel.operatorPrincipal
+
+func run(_ kernel: Kernel, _ name: String, _ args: [CommandArgument], as principal: Principal = admin, plugin: String = "calc") -> String {
+    switch kernel.call(plugin, name, arguments: args, as: principal) {
+    case let .success(v): return v.json
+    case let .failure(e): return "\(e.code.rawValue): \(e.message)"
+    }
+}
+
+@Suite("commands: plugin functions called by name")
+struct CommandsTests {
+    @Test("every type crosses: integers, floats, booleans, strings, bytes, void, status(json), status(str)")
+    func types() async throws {
+        let c = CommandsFixture()
+        try c.calc()
+        let kernel = try c.f.kernel()
+        await kernel.start()
+        try await kernel.enable("calc")
+        #expect(run(kernel, "add", [.text("2"), .text("40")]) == "42")
+        #expect(run(kernel, "add", [.int(-5), .uint(7)]) == "2")
+        #expect(run(kernel, "add", [.int(Int64.max), .int(0)]) == "\(Int64.max)")
+        #expect(run(kernel, "neg32", [.text("7")]) == "-7")
+        #expect(run(kernel, "twice32", [.int(21)]) == "42")
+        #expect(run(kernel, "half", [.text("5")]) == "2.5")
+        #expect(run(kernel, "not", [.bool(false)]) == "true")
+        #expect(run(kernel, "not", [.text("true")]) == "false")
+        #expect(run(kernel, "len", [.string(Data([0, 1, 2, 255]).base64EncodedString())]) == "4")
+        #expect(run(kernel, "nothing", []) == "null")
+        #expect(run(kernel, "div", [.int(84), .int(2)]) == "{\"quotient\":42}")
+        #expect(run(kernel, "greet", [.string("Ada \"Lovelace\" ✓")]) == "\"hello, Ada \\\"Lovelace\\\" ✓\"")
+        await kernel.shutdown()
+    }
+
+    @Test("bad calls: unknown command, wrong count, wrong type, out of range, not base64, NUL; each names the command and argument")
+    func badArguments() async throws {
+        let c = CommandsFixture()
+        try c.calc()
+        let kernel = try c.f.kernel()
+        await kernel.start()
+        try await kernel.enable("calc")
+        #expect(run(kernel, "add", [.text("two"), .text("40")]) == "bad-argument: argument 1 of calc.add: \"two\" is not an i64")
+        #expect(run(kernel, "add", [.int(1)]) == "bad-argument: calc.add takes 2 argument(s) (i64, i64) -> i64, got 1")
+        #expect(run(kernel, "add", [.int(1), .double(2.5)]) == "bad-argument: argument 2 of calc.add: 2.5 is not an i64")
+        #expect(run(kernel, "add", [.text("99999999999999999999"), .int(1)]) == "bad-argument: argument 1 of calc.add: \"99999999999999999999\" is not an i64")
+        #expect(run(kernel, "add", [.uint(UInt64.max), .int(1)]) == "bad-argument: argument 1 of calc.add: \(UInt64.max) is out of range for i64")
+        #expect(run(kernel, "neg32", [.int(3_000_000_000)]) == "bad-argument: argument 1 of calc.neg32: 3000000000 is out of range for i32")
+        #expect(run(kernel, "twice32", [.int(-1)]) == "bad-argument: argument 1 of calc.twice32: -1 is out of range for u32")
+        #expect(run(kernel, "not", [.text("yes")]) == "bad-argument: argument 1 of calc.not: \"yes\" is not a bool")
+        #expect(run(kernel, "len", [.string("%%%")]) == "bad-argument: argument 1 of calc.len: \"%%%\" is not base64")
+        #expect(run(kernel, "greet", [.string("a\u{0}b")]).hasPrefix("bad-argument: argument 1 of calc.greet:"))
+        #expect(run(kernel, "greet", [.int(5)]) == "bad-argument: argument 1 of calc.greet: 5 is not a str")
+        #expect(run(kernel, "ghost", []) == "unknown-command: no command calc.ghost")
+        #expect(run(kernel, "add", [], plugin: "nobody") == "unknown-command: no command nobody.add (plugin \"nobody\" is not active)")
+        await kernel.shutdown()
+    }
+
+    @Test("failures: an error status with the plugin's message, output past 1 MiB, output that is not JSON; the host goes on")
+    func failures() async throws {
+        let c = CommandsFixture()
+        try c.calc()
+        let kernel = try c.f.kernel()
+        await kernel.start()
+        try await kernel.enable("calc")
+        #expect(run(kernel, "div", [.int(1), .int(0)]) == "command-failed: calc.div returned KEEL_ERR_INVALID_ARGUMENT: division by zero")
+        #expect(run(kernel, "big", [.int(2 << 20)]) == "result-too-large: calc.big wrote more than 1048576 bytes")
+        #expect(run(kernel, "broken", []) == "command-failed: calc.broken wrote output that is not JSON: {not json")
+        #expect(run(kernel, "add", [.int(1), .int(1)]) == "2", "the plugin keeps serving")
+        await kernel.shutdown()
+    }
+
+    @Test("who may call: the command's permission through role grants; a command without one is for admins only")
+    func permissions() async throws {
+        let c = CommandsFixture()
+        try c.calc()
+        let kernel = try c.f.kernel()
+        await kernel.start()
+        try await kernel.enable("calc")
+        let ada = Principal(id: "ada", roles: ["mathematician"], authenticatedBy: "test")
+        #expect(run(kernel, "add", [.int(1), .int(2)], as: ada) == "forbidden: calc.add needs permission calc.math:run, which \"ada\" does not hold")
+        try await kernel.execute(.createRole(name: "mathematician"))
+        try await kernel.execute(.setRolePermission(role: "mathematician", permission: "calc.math:run", granted: true))
+        #expect(run(kernel, "add", [.int(1), .int(2)], as: ada) == "3")
+        #expect(run(kernel, "neg32", [.int(1)], as: ada) == "forbidden: calc.neg32 is for admins only; \"ada\" is not one")
+        #expect(run(kernel, "add", [.int(1), .int(2)], as: .anonymous).hasPrefix("forbidden: calc.add needs permission calc.math:run, which an anonymous caller"))
+        await kernel.shutdown()
+    }
+
+    @Test("a reload during a call finishes the call on the old generation; the next call reaches the new one")
+    func reloadDuringCall() async throws {
+        let c = CommandsFixture()
+        try c.calc(tag: "old")
+        let kernel = try c.f.kernel()
+        await kernel.start()
+        try await kernel.enable("calc")
+        let slow = Task.detached { run(kernel, "tag", [.int(300)]) }
+        try await Task.sleep(for: .milliseconds(50))
+        try c.calc(tag: "new")
+        try await kernel.reload("calc")
+        #expect(await slow.value == "\"old\"", "the call in flight finished on its own generation")
+        #expect(run(kernel, "tag", [.int(0)]) == "\"new\"")
+        await kernel.shutdown()
+    }
+
+    @Test("a plugin calls another's command through keel.commands/1: declared under calls:, as the request's principal")
+    func pluginToPlugin() async throws {
+        let c = CommandsFixture()
+        try c.calc()
+        try c.bundle("user", ["CALLER"], extra: "calls: [calc.add]\n")
+        try c.bundle("rogue", ["CALLER"], extra: "")
+        let kernel = try c.f.kernel()
+        await kernel.start()
+        for id in ["calc", "user", "rogue"] { try await kernel.enable(id) }
+        func use(_ plugin: String, _ args: String, as principal: Principal) -> (Int, String) {
+            let request = PluginRequest(method: "GET", path: "/ext/\(plugin)/use", routePath: "/use", query: args, principal: principal)
+            guard let match = kernel.registry.snapshot.route(method: "GET", path: "/ext/\(plugin)/use"),
+                  case let .success(r) = match.route.handler.handle(request) else { return (0, "") }
+            return (r.status, r.bodyText)
+        }
+        #expect(use("user", "2,40", as: admin) == (200, "42"))
+        #expect(use("user", "\"two\",40", as: admin) == (502, "status=\(StatusCode.invalidArgument)"))
+        let ada = Principal(id: "ada", roles: [], authenticatedBy: "test")
+        #expect(use("user", "2,40", as: ada) == (502, "status=\(StatusCode.denied)"), "the caller's principal needs the permission")
+        #expect(use("rogue", "2,40", as: admin) == (502, "status=\(StatusCode.denied)"), "not declared under calls:")
+        #expect(c.f.log.lines.contains { $0.contains("rogue") && $0.contains("called calc.add, which it does not declare under calls: in plugin.yaml: denied") })
+        await kernel.shutdown()
+    }
+
+    @Test("a symbol missing from the library fails the activation, naming the command and the symbol")
+    func missingSymbol() async throws {
+        let c = CommandsFixture()
+        try c.calc(manifest: "commands:\n  - {name: ghost, symbol: calc_ghost, signature: \"() -> void\"}\n")
+        let kernel = try c.f.kernel()
+        await kernel.start()
+        await #expect { try await kernel.enable("calc") } throws: { error in
+            "\(error)".contains("command \"ghost\": the library exports no function calc_ghost (define it with KEEL_EXPORT)")
+        }
+        await kernel.shutdown()
+    }
+}
+
+@Suite("commands: the admin API, the CLI and the probe", .serialized)
+struct CommandsFrontEndTests {
+    @Test("POST /api/v1/plugins/calc/commands/add {\"args\": [2, 40]} answers {\"result\": 42}; errors have stable codes")
+    func adminAPI() async throws {
+        let c = CommandsFixture()
+        try c.calc()
+        let keel = TestEnvironment.binPath + "/keel"
+        let at = ["--plugins", c.f.plugins, "--state", c.f.state]
+        #expect(try TestEnvironment.run(keel, ["plugins", "enable", "calc"] + at).status == 0)
+        let server = try ServerProcess(plugins: c.f.plugins, state: c.f.state, extraArguments: ["--no-watch"])
+        defer { server.stop() }
+        func post(_ name: String, _ body: String, admin: Bool = true) async throws -> ServerProcess.Reply {
+            try await server.request("POST", "/api/v1/plugins/calc/commands/\(name)", admin: admin, body: Data(body.utf8))
+        }
+        var r = try await post("add", #"{"args": [2, 40]}"#)
+        #expect(r.status == 200 && r.text == #"{"result":42}"#, "\(r.text)")
+        r = try await post("div", #"{"args": [84, 2]}"#)
+        #expect(r.text == #"{"result":{"quotient":42}}"#)
+        r = try await post("add", #"{"args": ["two", 40]}"#)
+        #expect(r.status == 400 && r.errorCode == "bad-argument", "\(r.text)")
+        #expect(r.text.contains(#"argument 1 of calc.add: \"two\" is not an i64"#))
+        r = try await post("ghost", #"{"args": []}"#)
+        #expect(r.status == 404 && r.errorCode == "unknown-command")
+        r = try await post("add", #"{"args": [2, 40]}"#, admin: false)
+        #expect(r.status == 403 && r.errorCode == "forbidden", "anonymous callers lack calc.math:run")
+        r = try await post("div", #"{"args": [1, 0]}"#)
+        #expect(r.status == 500 && r.errorCode == "command-failed" && r.text.contains("division by zero"))
+        r = try await post("add", #"{"args": [2, 40"#)
+        #expect(r.status == 400 && r.errorCode == "malformed-json")
+        let listed = try await server.request("GET", "/api/v1/commands?plugin=calc", admin: true)
+        #expect((listed.json as? [[String: Any]])?.first?["signature"] as? String == "(i64, i64) -> i64")
+
+        // The CLI goes through the running server.
+        let call = try TestEnvironment.run(keel, ["call", "calc", "add", "2", "40"] + at)
+        #expect(call.status == 0 && call.stdout == "42\n", "\(call.stdout) \(call.stderr)")
+        let greet = try TestEnvironment.run(keel, ["call", "calc", "greet", "Ada"] + at)
+        #expect(greet.stdout == "hello, Ada\n")
+        let bad = try TestEnvironment.run(keel, ["call", "calc", "add", "two", "40"] + at)
+        #expect(bad.status == 1 && bad.stderr == "keel: error: argument 1 of calc.add: \"two\" is not an i64\n", "\(bad.stderr)")
+        let list = try TestEnvironment.run(keel, ["commands", "calc"] + at)
+        #expect(list.stdout.hasPrefix("calc add (i64, i64) -> i64  [calc.math:run]\n  Adds two numbers.\n"), "\(list.stdout)")
+    }
+
+    @Test("keel call without a server loads the plugins itself; inspect runs the probe calls in a child, a crash is contained")
+    func offlineAndProbe() async throws {
+        let c = CommandsFixture()
+        try c.calc()
+        let keel = TestEnvironment.binPath + "/keel"
+        let at = ["--plugins", c.f.plugins, "--state", c.f.state]
+        #expect(try TestEnvironment.run(keel, ["plugins", "enable", "calc"] + at).status == 0)
+        let call = try TestEnvironment.run(keel, ["call", "calc", "half", "5"] + at)
+        #expect(call.stdout == "2.5\n", "\(call.stderr)")
+        let inspect = try TestEnvironment.run(keel, ["plugins", "inspect", c.f.plugins + "/calc"])
+        #expect(inspect.status == 0, "\(inspect.stderr)")
+
+        try c.calc(id: "crashy", manifest: "commands:\n  - {name: crash, symbol: calc_crash, signature: \"() -> void\", probe: []}\n")
+        let crashed = try TestEnvironment.run(keel, ["plugins", "inspect", c.f.plugins + "/crashy"])
+        #expect(crashed.status == 1)
+        #expect(crashed.stderr.contains("crashed with SIGSEGV"), "\(crashed.stderr)")
+        try c.calc(id: "failing", manifest: "commands:\n  - {name: div, symbol: calc_div, signature: \"(i64, i64) -> status(json)\", probe: [1, 0]}\n")
+        let failing = try TestEnvironment.run(keel, ["plugins", "inspect", c.f.plugins + "/failing"])
+        #expect(failing.stderr.contains("command \"div\" failed its probe call: failing.div returned KEEL_ERR_INVALID_ARGUMENT: division by zero"), "\(failing.stderr)")
+    }
+}
+
+@Suite("plugin.yaml: commands")
+struct CommandManifestTests {
+    func error(_ tail: String) -> String {
+        do {
+            _ = try ManifestLoader().parse(Data("id: x\nname: X\nversion: 1.0.0\nabi: \"1.1\"\nlibrary: lib.so\n\(tail)".utf8), file: "x/plugin.yaml")
+            return "no error"
+        } catch { return error.description }
+    }
+
+    @Test("signatures parse, and bad ones are refused naming the key")
+    func signatures() throws {
+        #expect("\(try CommandSignature(parsing: "( i64,str ,bytes)->status(json)"))" == "(i64, str, bytes) -> status(json)")
+        #expect("\(try CommandSignature(parsing: "() -> void"))" == "() -> void")
+        #expect(error("commands:\n  - {name: a, symbol: f, signature: \"(i128) -> i64\"}\n").hasSuffix("key \"commands[0].signature\": argument 1 type \"i128\" is not one of i32, i64, u32, u64, f64, bool, str, bytes"))
+        #expect(error("commands:\n  - {name: a, symbol: f, signature: \"(i64)\"}\n").hasSuffix("\"(i64)\" has no result: write -> TYPE (or -> void)"))
+        #expect(error("commands:\n  - {name: a, symbol: f, signature: \"() -> str\"}\n").hasSuffix("a result of type str cannot be returned by value: use status(str) and write it to the keel_output"))
+        #expect(error("commands:\n  - {name: a, symbol: f, signature: \"() -> void\"}\n  - {name: a, symbol: g, signature: \"() -> void\"}\n").hasSuffix("command \"a\" is declared twice"))
+        #expect(error("commands:\n  - {name: a, symbol: \"f()\", signature: \"() -> void\"}\n").hasSuffix("\"f()\" is not a C function name"))
+        #expect(error("commands:\n  - {name: a, symbol: f, signature: \"() -> void\", permission: \"x.y:run\"}\n").hasSuffix("\"x.y:run\" must be KEY:ACTION of a permission item declared under permissions: in this file"))
+        #expect(error("commands:\n  - {name: a, symbol: f, signature: \"(i64) -> void\", probe: []}\n").hasSuffix("expected a list of 1 sample argument(s)"))
+        #expect(error("calls: [calc]\n").hasSuffix("expected PLUGIN.COMMAND such as calc.add, found \"calc\""))
+    }
+}
+
+@Suite("commands: budgets")
+struct CommandBudgetTests {
+    @Test("a command over the handler budget is logged with its name; failed calls count toward disabling the plugin")
+    func budgets() async throws {
+        let c = CommandsFixture()
+        try c.calc()
+        let kernel = try c.f.kernel(budgets: CallBudgets(handler: 0.05, hook: 0.25, failureThreshold: 3))
+        await kernel.start()
+        try await kernel.enable("calc")
+        #expect(run(kernel, "tag", [.int(120)]) == "\"-\"")
+        #expect(c.f.log.lines.contains { $0.contains("command tag took") && $0.contains("over its budget of 50 ms") })
+        for _ in 0..<3 { _ = run(kernel, "div", [.int(1), .int(0)]) }
+        for _ in 0..<100 where kernel.activePlugins.contains("calc") { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(!kernel.activePlugins.contains("calc"), "three failed calls in a row disabled it")
+        #expect(try await kernel.plugin("calc").reason?.contains("3 calls in a row failed (last: command div") == true)
+        await kernel.shutdown()
+    }
+}

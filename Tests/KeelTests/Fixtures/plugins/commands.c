@@ -1,0 +1,118 @@
+/* A test plugin for "keel.commands/1" (ABI 1.1): plain C functions the host calls by name, and a route that calls
+ * another plugin's command. Built with cc and -D switches:
+ *   PLUGIN_ID, TAG   the descriptor id (default "calc"), and what calc_tag writes
+ *   CALLER           also register GET /use?A,B: calls CALL_PLUGIN.CALL_NAME (default calc.add) with [A, B] through
+ *                    keel.commands/1 as the request's principal; answers the JSON result, or 502 "status=<n> <msg>"
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <keel/keel.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#ifndef PLUGIN_ID
+#define PLUGIN_ID "calc"
+#endif
+#ifndef TAG
+#define TAG "-"
+#endif
+#ifndef CALL_PLUGIN
+#define CALL_PLUGIN "calc"
+#endif
+#ifndef CALL_NAME
+#define CALL_NAME "add"
+#endif
+
+static const keel_host *the_host;
+
+KEEL_EXPORT int64_t calc_add(int64_t a, int64_t b) { return a + b; }
+KEEL_EXPORT int32_t calc_neg32(int32_t a) { return -a; }
+KEEL_EXPORT uint32_t calc_twice32(uint32_t a) { return a * 2; }
+KEEL_EXPORT double calc_half(double x) { return x / 2; }
+KEEL_EXPORT bool calc_not(bool b) { return !b; }
+KEEL_EXPORT uint64_t calc_len(keel_bytes b) { return b.len; }
+KEEL_EXPORT void calc_nothing(void) {}
+
+/* (i64, i64) -> status(json): {"quotient": a / b}, or an error for b == 0. */
+KEEL_EXPORT keel_status calc_div(int64_t a, int64_t b, keel_output *out) {
+    if (b == 0) {
+        the_host->set_error(NULL, keel_cstr("division by zero"));
+        return KEEL_ERR_INVALID_ARGUMENT;
+    }
+    char buf[64];
+    int n = snprintf(buf, sizeof buf, "{\"quotient\":%lld}", (long long)(a / b));
+    return out->write(out, buf, (size_t)n);
+}
+
+/* (str) -> status(str): "hello, <name>" */
+KEEL_EXPORT keel_status calc_greet(keel_str name, keel_output *out) {
+    keel_status s = out->write(out, "hello, ", 7);
+    return s == KEEL_OK ? out->write(out, name.ptr, name.len) : s;
+}
+
+/* () -> status(str): the build's TAG, after sleeping `ms` (i64) milliseconds. */
+KEEL_EXPORT keel_status calc_tag(int64_t ms, keel_output *out) {
+    struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000L };
+    nanosleep(&ts, NULL);
+    return out->write(out, TAG, strlen(TAG));
+}
+
+/* (u64) -> status(str): writes n bytes of 'x' (to go past the output limit). */
+KEEL_EXPORT keel_status calc_big(uint64_t n, keel_output *out) {
+    char x[4096];
+    memset(x, 'x', sizeof x);
+    for (uint64_t done = 0; done < n;) {
+        size_t step = n - done < sizeof x ? (size_t)(n - done) : sizeof x;
+        keel_status s = out->write(out, x, step);
+        if (s != KEEL_OK) return s;
+        done += step;
+    }
+    return KEEL_OK;
+}
+
+/* () -> status(json): writes text that is not JSON (a broken command). */
+KEEL_EXPORT keel_status calc_broken(keel_output *out) { return out->write(out, "{not json", 9); }
+
+/* () -> void: takes the process down (for the probe's containment). */
+KEEL_EXPORT void calc_crash(void) { *(volatile int *)0 = 1; }
+
+#ifdef CALLER
+static const keel_host_commands *commands;
+static keel_ctx *the_ctx;
+
+static keel_status use(void *ud, const keel_http_request *req, keel_http_response *res) {
+    (void)ud;
+    char args[128], out[256], msg[64];
+    int n = snprintf(args, sizeof args, "[%.*s]", (int)req->query.len, req->query.ptr ? req->query.ptr : "");
+    size_t len = 0;
+    keel_status s = commands->call(the_ctx, keel_cstr(CALL_PLUGIN), keel_cstr(CALL_NAME),
+                                   (keel_str){ args, (size_t)n }, req->principal, out, sizeof out, &len);
+    if (s != KEEL_OK) {
+        res->set_status(res, 502);
+        int m = snprintf(msg, sizeof msg, "status=%d", s);
+        return res->write(res, msg, (size_t)m);
+    }
+    return res->write(res, out, len);
+}
+#endif
+
+static keel_status activate(const keel_host *host, keel_ctx *ctx) {
+    the_host = host;
+#ifdef CALLER
+    the_ctx = ctx;
+    commands = host->get_service(ctx, keel_cstr(KEEL_SERVICE_COMMANDS));
+    const keel_host_http *http = host->get_service(ctx, keel_cstr(KEEL_SERVICE_HTTP));
+    if (!commands || !http) return KEEL_ERR_UNSUPPORTED;
+    keel_route r = { sizeof r, KEEL_STR("GET"), KEEL_STR("/use"), use, NULL };
+    return http->register_route(ctx, &r);
+#else
+    (void)ctx;
+    return KEEL_OK;
+#endif
+}
+
+static const keel_plugin plugin = {
+    sizeof(keel_plugin), KEEL_ABI_VERSION_INIT, KEEL_STR(PLUGIN_ID), KEEL_STR("1.0.0"), 0, activate, NULL, NULL,
+};
+KEEL_PLUGIN_ENTRY(plugin)
