@@ -69,7 +69,7 @@ let package = Package(
         // The benchmark suite (Scripts/bench.sh), separate from the tests.
         .target(name: "CKeelBenchNative", dependencies: ["CKeelABI"]),
         .executableTarget(name: "KeelBench", dependencies: [
-            "Keel", "KeelHTTP", "KeelLoader", "CKeelABI", "CKeelBenchNative",
+            "Keel", "KeelHTTP", "KeelLoader", "CKeelABI", "CKeelBenchNative", "CKeelFFI",
             .product(name: "Hummingbird", package: "hummingbird"),
         ]),
 

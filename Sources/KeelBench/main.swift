@@ -15,7 +15,7 @@ import FoundationNetworking
 
 struct Options {
     var quick = false
-    /// Run only this section: abi, dispatch, http, load, services.
+    /// Run only this section: abi, dispatch, http, load, services, commands.
     var only: String?
     var work = NSTemporaryDirectory() + "keel-bench-\(getpid())"
     var pluginA = "", pluginB = "", authz: [String] = [], loadTemplate = "", rawLoader = ""
@@ -265,10 +265,10 @@ func pinServerThreads() {
     for task in tasks.compactMap({ Int32($0) }) { _ = keel_bench_pin_thread(task, 0) }
 }
 
-func wrk(_ url: String, seconds: Int) -> WRK {
+func wrk(_ url: String, seconds: Int, script: String? = nil) -> WRK {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    p.arguments = loadCores + ["wrk", "-t1", "-c32", "-d\(seconds)s", "--latency", url]
+    p.arguments = loadCores + ["wrk", "-t1", "-c32", "-d\(seconds)s", "--latency"] + (script.map { ["-s", $0] } ?? []) + [url]
     let out = Pipe()
     p.standardOutput = out
     p.standardError = Pipe()
@@ -410,6 +410,7 @@ final class PortBox: Sendable {
 }
 
 if wanted("services") && !options.consumer.isEmpty { try await servicesBenchmarks() }
+if wanted("commands") { try await commandsBenchmarks() }
 
 // MARK: report
 

@@ -167,10 +167,10 @@ public final class PluginCommand: @unchecked Sendable {
         defer { context.leave() }
         let outer = ActivationContext.beginCall(context)
         defer { ActivationContext.endCall(outer) }
-        let writer = ResponseWriter(limit: Self.outputLimit)
+        let writer = declaration.signature.result.writesOutput ? ResponseWriter(limit: Self.outputLimit) : nil
         let started = ActivationContext.now()
         var result = (UInt64(0), UInt64(0))
-        CommandFrame.with(values, output: declaration.signature.result.writesOutput ? writer : nil) { arguments in
+        CommandFrame.with(values, output: writer) { arguments in
             withUnsafeMutableBytes(of: &result) { keel_ffi_invoke(call, function, $0.baseAddress, arguments) }
         }
         let outcome = decode(result, writer: writer)
@@ -181,7 +181,7 @@ public final class PluginCommand: @unchecked Sendable {
         return outcome
     }
 
-    private func decode(_ result: (UInt64, UInt64), writer: ResponseWriter) -> Result<CommandValue, CommandError> {
+    private func decode(_ result: (UInt64, UInt64), writer: ResponseWriter?) -> Result<CommandValue, CommandError> {
         var r = result
         let raw = withUnsafeBytes(of: &r) { $0 }
         func status() -> Int32 { raw.loadUnaligned(as: Int32.self) }
@@ -199,13 +199,13 @@ public final class PluginCommand: @unchecked Sendable {
             }
         case .status, .statusText, .statusJSON:
             let s = status()
+            guard let writer, declaration.signature.result.writesOutput else {
+                return s == StatusCode.ok ? .success(.none) : .failure(failure(s))
+            }
             if writer.overflowed {
                 return .failure(CommandError(.tooLarge, "\(pluginID).\(name) wrote more than \(Self.outputLimit) bytes"))
             }
-            guard s == StatusCode.ok else {
-                let message = context.takeError()
-                return .failure(CommandError(.failed, "\(pluginID).\(name) returned \(StatusCode.name(s))\(message.isEmpty ? "" : ": " + message)", status: s))
-            }
+            guard s == StatusCode.ok else { return .failure(failure(s)) }
             switch declaration.signature.result {
             case .statusText:
                 guard let text = String(validating: writer.body, as: UTF8.self) else {
@@ -222,6 +222,12 @@ public final class PluginCommand: @unchecked Sendable {
             }
         }
     }
+
+    /// The command returned error status `s`: with the message it set, if any.
+    private func failure(_ s: Int32) -> CommandError {
+        let message = context.takeError()
+        return CommandError(.failed, "\(pluginID).\(name) returned \(StatusCode.name(s))\(message.isEmpty ? "" : ": " + message)", status: s)
+    }
 }
 
 /// The arguments of one call laid out for libffi: one slot per argument (strings and bytes copied to memory that lives
@@ -229,43 +235,43 @@ public final class PluginCommand: @unchecked Sendable {
 enum CommandFrame {
     static func with(_ values: [CommandValue], output: ResponseWriter?, _ body: (UnsafeMutablePointer<UnsafeMutableRawPointer?>) -> Void) {
         let count = values.count + (output == nil ? 0 : 1)
-        let slots = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * 16, alignment: 16)
-        let pointers = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: max(count, 1))
-        var owned: [UnsafeMutableRawPointer] = []
-        defer {
-            for p in owned { p.deallocate() }
-            slots.deallocate()
-            pointers.deallocate()
-        }
-        func copy(_ bytes: [UInt8]) -> UnsafeMutableRawPointer {
-            let p = UnsafeMutableRawPointer.allocate(byteCount: max(bytes.count, 1), alignment: 1)
-            bytes.withUnsafeBytes { if let base = $0.baseAddress { p.copyMemory(from: base, byteCount: bytes.count) } }
-            owned.append(p)
-            return p
-        }
-        for (i, value) in values.enumerated() {
-            let slot = slots + i * 16
-            pointers[i] = slot
-            switch value {
-            case let .int(v): slot.storeBytes(of: v, as: Int64.self)
-            case let .uint(v): slot.storeBytes(of: v, as: UInt64.self)
-            case let .double(v): slot.storeBytes(of: v, as: Double.self)
-            case let .bool(v): slot.storeBytes(of: UInt8(v ? 1 : 0), as: UInt8.self)
-            case let .string(s):
-                let bytes = Array(s.utf8)
-                slot.storeBytes(of: keel_str(ptr: copy(bytes).assumingMemoryBound(to: CChar.self), len: bytes.count), as: keel_str.self)
-            case let .bytes(b):
-                slot.storeBytes(of: keel_bytes(ptr: copy(b).assumingMemoryBound(to: UInt8.self), len: b.count), as: keel_bytes.self)
-            case .json, .none: slot.storeBytes(of: 0, as: UInt64.self)
+        // On the stack: a call allocates nothing unless it passes strings or bytes.
+        withUnsafeTemporaryAllocation(byteCount: max(count, 1) * 16, alignment: 16) { slotBuffer in
+            withUnsafeTemporaryAllocation(of: UnsafeMutableRawPointer?.self, capacity: max(count, 1)) { pointerBuffer in
+                guard let slots = slotBuffer.baseAddress, let pointers = pointerBuffer.baseAddress else { return }
+                var owned: [UnsafeMutableRawPointer] = []
+                defer { for p in owned { p.deallocate() } }
+                func copy(_ bytes: [UInt8]) -> UnsafeMutableRawPointer {
+                    let p = UnsafeMutableRawPointer.allocate(byteCount: max(bytes.count, 1), alignment: 1)
+                    bytes.withUnsafeBytes { if let base = $0.baseAddress { p.copyMemory(from: base, byteCount: bytes.count) } }
+                    owned.append(p)
+                    return p
+                }
+                for (i, value) in values.enumerated() {
+                    let slot = slots + i * 16
+                    pointers[i] = slot
+                    // A narrower integer goes in the low bytes of its slot (little-endian): i32, u32 and bool read right.
+                    switch value {
+                    case let .int(v): slot.storeBytes(of: v, as: Int64.self)
+                    case let .uint(v): slot.storeBytes(of: v, as: UInt64.self)
+                    case let .double(v): slot.storeBytes(of: v, as: Double.self)
+                    case let .bool(v): slot.storeBytes(of: UInt8(v ? 1 : 0), as: UInt8.self)
+                    case let .string(s):
+                        let bytes = Array(s.utf8)
+                        slot.storeBytes(of: keel_str(ptr: copy(bytes).assumingMemoryBound(to: CChar.self), len: bytes.count), as: keel_str.self)
+                    case let .bytes(b):
+                        slot.storeBytes(of: keel_bytes(ptr: copy(b).assumingMemoryBound(to: UInt8.self), len: b.count), as: keel_bytes.self)
+                    case .json, .none: slot.storeBytes(of: 0, as: UInt64.self)
+                    }
+                }
+                guard let output else { body(pointers); return }
+                HostABI.withOutput(output) { out in
+                    let slot = slots + values.count * 16
+                    slot.storeBytes(of: UnsafeMutableRawPointer(out), as: UnsafeMutableRawPointer.self)
+                    pointers[values.count] = slot
+                    body(pointers)
+                }
             }
-        }
-        // A narrower integer goes in the low bytes of its slot (little-endian): i32, u32 and bool read correctly.
-        guard let output else { body(pointers); return }
-        HostABI.withOutput(output) { out in
-            let slot = slots + values.count * 16
-            slot.storeBytes(of: UnsafeMutableRawPointer(out), as: UnsafeMutableRawPointer.self)
-            pointers[values.count] = slot
-            body(pointers)
         }
     }
 }
