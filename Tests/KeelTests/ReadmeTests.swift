@@ -86,3 +86,18 @@ final class TemporaryFile {
     var text: String { (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }
     deinit { try? handle.close() }
 }
+
+extension ReadmeRepositoryTests {
+    @Test("Commands: the 10-line C plugin builds, enables, and keel call / keel commands answer as the README says")
+    func commands() throws {
+        let dir = try Self.checkout()
+        let blocks = try Self.blocks(under: "Commands")
+        #expect(blocks.count == 1)
+        let r = try bash(blocks.joined(separator: "\n"), in: dir)
+        #expect(r.status == 0, "\(r.stdout)\n\(r.stderr)")
+        #expect(r.stdout.contains("enabled calc 1.0.0"), "\(r.stdout)")
+        #expect(r.stdout.contains("\n42\nhello, Ada\n"), "\(r.stdout)")
+        #expect(r.stderr.contains("keel: error: argument 1 of calc.add: \"two\" is not an i64"), "\(r.stderr)")
+        #expect(r.stdout.contains("calc add (i64, i64) -> i64  [calc.math:run]\n  Adds two numbers.\ncalc greet (str) -> status(str)  [admins]\n  Greets someone.\n"), "\(r.stdout)")
+    }
+}
