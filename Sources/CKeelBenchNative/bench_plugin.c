@@ -2,6 +2,7 @@
  * baseline) and, by Scripts/bench.sh, as a plugin .so (the Keel path). BENCH_ID and BENCH_TAG vary the plugin build. */
 #define _POSIX_C_SOURCE 200809L
 #include "bench_plugin.h"
+#include <stdio.h>
 #include <string.h>
 
 #define KEEL_STR_EMPTY_VALUE ((keel_str){ NULL, 0 })
@@ -20,6 +21,23 @@ KEEL_EXPORT int keel_bench_add(int a, int b) { return a + b; }
 KEEL_EXPORT keel_status keel_bench_ping(void *user_data, const keel_http_request *req, keel_http_response *res) {
     (void)user_data; (void)req;
     return res->write(res, "pong " BENCH_TAG "\n", 7);
+}
+
+/* POST /add with {"args": [A, B]} → {"result": A+B}: the work of the command bench.add, as a route. */
+static keel_status add_route(void *user_data, const keel_http_request *req, keel_http_response *res) {
+    (void)user_data;
+    long long a = 0, b = 0;
+    const char *p = req->body ? memchr(req->body, '[', req->body_len) : NULL;
+    if (!p) { res->set_status(res, 400); return KEEL_OK; }
+    char buf[64];
+    size_t n = req->body_len - (size_t)(p - (const char *)req->body);
+    if (n >= sizeof buf) n = sizeof buf - 1;
+    memcpy(buf, p, n);
+    buf[n] = 0;
+    if (sscanf(buf, "[%lld , %lld", &a, &b) != 2) { res->set_status(res, 400); return KEEL_OK; }
+    int len = snprintf(buf, sizeof buf, "{\"result\":%d}", keel_bench_add((int)a, (int)b));
+    res->add_header(res, keel_cstr("content-type"), keel_cstr("application/json"));
+    return res->write(res, buf, (size_t)len);
 }
 
 /* Abstains on everything: three of them make the auth chain longer without changing its outcome. */
@@ -107,6 +125,8 @@ static keel_status activate(const keel_host *host, keel_ctx *ctx) {
     const keel_host_http *http = host->get_service(ctx, keel_cstr(KEEL_SERVICE_HTTP));
     keel_route r = { sizeof r, KEEL_STR("GET"), KEEL_STR("/ping"), keel_bench_ping, NULL };
     keel_status s = http->register_route(ctx, &r);
+    keel_route add = { sizeof add, KEEL_STR("POST"), KEEL_STR("/add"), add_route, NULL };
+    if (s == KEEL_OK) s = http->register_route(ctx, &add);
 #ifdef BENCH_PROVIDER
     const keel_host_services *svc = host->get_service(ctx, keel_cstr(KEEL_SERVICE_SERVICES));
     keel_service_provision p = { sizeof p, KEEL_STR("bench.add/1"), &add_table };

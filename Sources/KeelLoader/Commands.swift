@@ -18,10 +18,11 @@ public enum CommandArgument: Sendable, Hashable, Decodable, CustomStringConverti
     case null
 
     public init(from decoder: any Decoder) throws {
+        // Most arguments are integers: tried first, so that the common case costs no failed attempt.
         let c = try decoder.singleValueContainer()
-        if c.decodeNil() { self = .null } else if let b = try? c.decode(Bool.self) { self = .bool(b) }
-        else if let i = try? c.decode(Int64.self) { self = .int(i) } else if let u = try? c.decode(UInt64.self) { self = .uint(u) }
-        else if let d = try? c.decode(Double.self) { self = .double(d) } else if let s = try? c.decode(String.self) { self = .string(s) }
+        if let i = try? c.decode(Int64.self) { self = .int(i) } else if let s = try? c.decode(String.self) { self = .string(s) }
+        else if let b = try? c.decode(Bool.self) { self = .bool(b) } else if let u = try? c.decode(UInt64.self) { self = .uint(u) }
+        else if let d = try? c.decode(Double.self) { self = .double(d) } else if c.decodeNil() { self = .null }
         else { throw DecodingError.dataCorruptedError(in: c, debugDescription: "expected a number, true/false, a string or null") }
     }
 
@@ -153,6 +154,7 @@ public final class PluginCommand: @unchecked Sendable {
             throw CommandError(.badArgument, "\(pluginID).\(name) takes \(types.count) argument(s) \(declaration.signature), got \(arguments.count)")
         }
         var values: [CommandValue] = []
+        values.reserveCapacity(types.count)
         for (i, (argument, type)) in zip(arguments, types).enumerated() {
             values.append(try CommandArgumentReader.read(argument, as: type, position: i + 1, command: "\(pluginID).\(name)"))
         }
@@ -279,9 +281,9 @@ enum CommandFrame {
 /// Reads caller arguments as the signature's types. Stateless.
 enum CommandArgumentReader {
     static func read(_ a: CommandArgument, as type: CommandSignature.ArgumentType, position: Int,
-                     command: String) throws(CommandError) -> CommandValue {
+                     command: @autoclosure () -> String) throws(CommandError) -> CommandValue {
         func bad(_ why: String? = nil) -> CommandError {
-            CommandError(.badArgument, "argument \(position) of \(command): \(a) \(why ?? "is not \(type == .i32 || type == .i64 ? "an" : "a") \(type.rawValue)")")
+            CommandError(.badArgument, "argument \(position) of \(command()): \(a) \(why ?? "is not \(type == .i32 || type == .i64 ? "an" : "a") \(type.rawValue)")")
         }
         switch type {
         case .i32, .i64:
