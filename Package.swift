@@ -31,7 +31,7 @@ let package = Package(
         .systemLibrary(name: "CSQLite", path: "Sources/CSQLite"),
         // System calls Swift's Glibc module leaves out (memfd_create), and the one small module for the host's
         // system calls: whole writes, in-memory files, inotify, a shared page.
-        .target(name: "CKeelSystem"),
+        .target(name: "CKeelSystem", linkerSettings: [.linkedLibrary("z")]),
         .target(name: "KeelSystem", dependencies: ["CKeelSystem"]),
 
         .target(name: "KeelManifest", dependencies: [.product(name: "Yams", package: "Yams")]),

@@ -2,5 +2,23 @@
 #define _GNU_SOURCE
 #include <sys/mman.h>
 #include "keel_system.h"
+#include <string.h>
 
 int keel_memfd_create(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
+
+#include <zlib.h>
+
+size_t keel_gzip(const uint8_t *in, size_t len, uint8_t *out, size_t cap) {
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    /* 15 + 16: a gzip header and trailer around the deflate stream. */
+    if (deflateInit2(&z, Z_BEST_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) return 0;
+    z.next_in = (Bytef *)in;
+    z.avail_in = (uInt)len;
+    z.next_out = out;
+    z.avail_out = (uInt)cap;
+    int r = deflate(&z, Z_FINISH);
+    size_t n = z.total_out;
+    deflateEnd(&z);
+    return r == Z_STREAM_END ? n : 0;
+}

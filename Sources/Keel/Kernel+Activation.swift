@@ -192,6 +192,11 @@ extension Kernel {
             record(id, build.number, version: "\(manifest.version)", checksum: checksum, outcome: "failed", detail: error.description)
             throw KernelError(.loadFailed, pluginID: id, reason: error.description)
         }
+        // The bundle's assets/ folder, served by the host under /ext/<id>/assets/ with the plugin's routes.
+        if let assets = BundleAssets(bundleFolder: build.bundle.folder),
+           let route = RouteRegistration.hostServed("/assets/*", context: context, serve: assets.serve) {
+            seed.routes.append(route)
+        }
         let contributions: Contributions
         // The mark survives only if the process dies inside activate: the next start quarantines the plugin.
         activationMark.set("\(id) \(build.number) \(checksum)")

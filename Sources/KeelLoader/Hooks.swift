@@ -9,8 +9,10 @@ import CKeelABI
 /// `@unchecked` because of the C function pointer and `userData`: both are immutable, and the ABI's [request] tag
 /// makes the plugin responsible for calls on any thread at once.
 public final class RouteHandler: @unchecked Sendable {
-    let function: keel_http_handler_fn
+    let function: keel_http_handler_fn?
     let userData: UnsafeMutableRawPointer?
+    /// A route the host serves on the plugin's behalf (its bundle's assets), instead of `function`.
+    let host: (@Sendable (PluginRequest) -> PluginResponse)?
     public let context: ActivationContext
     /// Largest body a handler may write (bytes).
     public static let responseLimit = 16 * 1024 * 1024
@@ -18,6 +20,15 @@ public final class RouteHandler: @unchecked Sendable {
     init(function: keel_http_handler_fn, userData: UnsafeMutableRawPointer?, context: ActivationContext) {
         self.function = function
         self.userData = userData
+        self.host = nil
+        self.context = context
+    }
+
+    /// A route served by the host for the plugin: admitted, drained and guarded like the plugin's own routes.
+    public init(hostServed serve: @escaping @Sendable (PluginRequest) -> PluginResponse, context: ActivationContext) {
+        function = nil
+        userData = nil
+        host = serve
         self.context = context
     }
 
@@ -34,6 +45,10 @@ public final class RouteHandler: @unchecked Sendable {
     public func handle(_ prepared: PreparedRequest) -> Result<PluginResponse, PluginCallError> {
         guard context.enter() else {
             return .failure(PluginCallError(pluginID: pluginID, status: StatusCode.unavailable, message: "plugin is not active"))
+        }
+        guard let function else {
+            defer { context.leave() }
+            return .success(host.map { $0(prepared.request) } ?? PluginResponse(status: 404))
         }
         let outer = ActivationContext.beginCall(context)
         defer { ActivationContext.endCall(outer); context.leave() }

@@ -26,5 +26,16 @@ public enum SystemFile {
     }
 
     /// The text of `errno`, for one-line messages.
+    /// `bytes` compressed as gzip, or nil when that does not make them smaller (or zlib fails).
+    public static func gzip(_ bytes: [UInt8]) -> [UInt8]? {
+        guard !bytes.isEmpty else { return nil }
+        var out = [UInt8](repeating: 0, count: bytes.count)
+        let n = bytes.withUnsafeBufferPointer { input in
+            out.withUnsafeMutableBufferPointer { keel_gzip(input.baseAddress, input.count, $0.baseAddress, $0.count) }
+        }
+        guard n > 0, n < bytes.count else { return nil }
+        return Array(out.prefix(n))
+    }
+
     public static var lastError: String { String(cString: strerror(errno)) }
 }

@@ -6,4 +6,11 @@
 /* Creates an anonymous in-memory file (memfd_create(2), close-on-exec). Returns the descriptor, or -1 with errno. */
 int keel_memfd_create(const char *name);
 
+#include <stddef.h>
+#include <stdint.h>
+
+/* Compresses `len` bytes at `in` as gzip (zlib, best compression) into `out` (`cap` bytes). Returns the compressed
+ * length, or 0 when it does not fit or zlib fails. */
+size_t keel_gzip(const uint8_t *in, size_t len, uint8_t *out, size_t cap);
+
 #endif

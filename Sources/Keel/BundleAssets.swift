@@ -1,0 +1,125 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Crypto
+import Foundation
+import Glibc
+import KeelLoader
+import KeelSystem
+import Synchronization
+
+/// Serves a bundle's `assets/` folder under `/ext/<id>/assets/...`: the files a plugin's pages load (scripts, styles,
+/// images), without plugin code. The route is published with the plugin's own, so it passes the same auth chain,
+/// tenant check and sandboxing headers, and it comes and goes with the plugin's generation.
+///
+/// - Strong ETags from the content's SHA-256; `If-None-Match` answers 304. A file whose name carries a content hash
+///   (`app.3f2a9c1e.js`: a `.` or `-` then 8 or more hex digits before the extension) is `immutable` for a year; any
+///   other is `no-cache` (revalidated each time, so a changed file is served at once).
+/// - gzip when the client accepts it and it makes the file smaller (text types); `Vary: Accept-Encoding`.
+/// - Refused (404): hidden names (a segment starting with `.`), anything whose real path leaves the folder
+///   (symbolic links out), anything that is not a regular file. Files over `maxFileSize` are refused with 403.
+/// - A file is read once and kept while its inode, size and modification time stay the same.
+/// Thread-safe.
+final class BundleAssets: Sendable {
+    /// The real path of the bundle's `assets/` folder.
+    let root: String
+    private let cache = Mutex<[String: Entry]>([:])
+
+    /// Largest asset served (bytes).
+    static let maxFileSize = 16 * 1024 * 1024
+
+    struct Entry {
+        let stamp: [Int]
+        let etag: String
+        let body: [UInt8]
+        let gzipped: [UInt8]?
+    }
+
+    /// The assets of the bundle at `folder`, or nil when it has no `assets/` folder.
+    init?(bundleFolder folder: String) {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: folder + "/assets", isDirectory: &isDirectory), isDirectory.boolValue,
+              let real = realpath(folder + "/assets", nil) else { return nil }
+        root = String(cString: real)
+        free(real)
+    }
+
+    func serve(_ request: PluginRequest) -> PluginResponse {
+        let rest = request.parameters.first { $0.name == "*" }?.value ?? ""
+        guard !rest.isEmpty, !rest.split(separator: "/").contains(where: { $0.hasPrefix(".") }) else { return Self.notFound }
+        guard let real = realpath(root + "/" + rest, nil) else { return Self.notFound }
+        let path = String(cString: real)
+        free(real)
+        guard path.hasPrefix(root + "/") else { return Self.notFound }
+        var st = stat()
+        guard stat(path, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { return Self.notFound }
+        guard Int(st.st_size) <= Self.maxFileSize else {
+            return PluginResponse(status: 403, headers: [HeaderField(name: "content-type", value: "text/plain; charset=utf-8")],
+                                  body: Array("\(rest): over the \(Self.maxFileSize / (1 << 20)) MiB limit for an asset\n".utf8))
+        }
+        let stamp = [Int(st.st_ino), Int(st.st_size), Int(st.st_mtim.tv_sec), Int(st.st_mtim.tv_nsec)]
+        guard let entry = entry(path, stamp: stamp) else { return Self.notFound }
+
+        let name = (rest as NSString).lastPathComponent
+        let type = Self.contentType(name)
+        var headers = [HeaderField(name: "etag", value: entry.etag),
+                       HeaderField(name: "cache-control", value: Self.isHashed(name) ? "public, max-age=31536000, immutable" : "no-cache"),
+                       HeaderField(name: "vary", value: "accept-encoding")]
+        let match = request.headers.first { $0.name == "if-none-match" }?.value
+        if let match, match.split(separator: ",").contains(where: { $0.trimmingCharacters(in: .whitespaces) == entry.etag || $0 == "*" }) {
+            return PluginResponse(status: 304, headers: headers)
+        }
+        headers.append(HeaderField(name: "content-type", value: type))
+        let gzipOK = request.headers.contains { $0.name == "accept-encoding" && $0.value.lowercased().contains("gzip") }
+        var body = entry.body
+        if gzipOK, let gz = entry.gzipped {
+            body = gz
+            headers.append(HeaderField(name: "content-encoding", value: "gzip"))
+        }
+        return PluginResponse(status: 200, headers: headers, body: request.method == "HEAD" ? [] : body)
+    }
+
+    /// The cached file, re-read when its stamp changed.
+    private func entry(_ path: String, stamp: [Int]) -> Entry? {
+        if let hit = cache.withLock({ $0[path] }), hit.stamp == stamp { return hit }
+        guard let data = FileManager.default.contents(atPath: path), data.count <= Self.maxFileSize else { return nil }
+        let body = [UInt8](data)
+        let digest = SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
+        let compressible = Self.contentType(path).hasPrefix("text/") || Self.contentType(path).contains("javascript")
+            || Self.contentType(path).contains("json") || Self.contentType(path).contains("svg")
+        let entry = Entry(stamp: stamp, etag: "\"\(digest.prefix(32))\"", body: body,
+                          gzipped: compressible && body.count > 256 ? SystemFile.gzip(body) : nil)
+        cache.withLock { $0[path] = entry }
+        return entry
+    }
+
+    static let notFound = PluginResponse(status: 404, headers: [HeaderField(name: "content-type", value: "text/plain; charset=utf-8")],
+                                         body: Array("no such asset\n".utf8))
+
+    /// `app.3f2a9c1e.js`, `logo-0123abcd.svg`: a content hash in the name.
+    static func isHashed(_ name: String) -> Bool {
+        let stem = (name as NSString).deletingPathExtension
+        guard let cut = stem.lastIndex(where: { $0 == "." || $0 == "-" }) else { return false }
+        let hash = stem[stem.index(after: cut)...]
+        return hash.count >= 8 && hash.allSatisfy(\.isHexDigit)
+    }
+
+    static func contentType(_ name: String) -> String {
+        switch (name as NSString).pathExtension.lowercased() {
+        case "html", "htm": "text/html; charset=utf-8"
+        case "js", "mjs": "text/javascript; charset=utf-8"
+        case "css": "text/css; charset=utf-8"
+        case "json", "map": "application/json"
+        case "svg": "image/svg+xml"
+        case "png": "image/png"
+        case "jpg", "jpeg": "image/jpeg"
+        case "gif": "image/gif"
+        case "webp": "image/webp"
+        case "ico": "image/x-icon"
+        case "woff2": "font/woff2"
+        case "woff": "font/woff"
+        case "txt", "md": "text/plain; charset=utf-8"
+        case "wasm": "application/wasm"
+        default: "application/octet-stream"
+        }
+    }
+}
