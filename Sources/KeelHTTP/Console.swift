@@ -4,7 +4,8 @@ import Hummingbird
 
 /// The web console: static HTML, CSS and JavaScript served by the host, no build step. It renders the navigation
 /// from `/api/v1/menus`, opens plugin pages in a frame, and gives an admin the plugin list with switches and the
-/// services between plugins with the choice of provider (`/api/v1/services`).
+/// services between plugins with the choice of provider (`/api/v1/services`), and the plugins' commands with a form
+/// per signature that runs one (`POST /api/v1/plugins/<id>/commands/<name>`).
 enum Console {
     static func register(on router: Router<KeelRequestContext>) {
         router.get("/") { _, _ in asset(ConsoleAssets.html, "text/html; charset=utf-8") }

@@ -39,15 +39,9 @@ def main():
         d.get(args.url + "/")
         step("the console loads and shows the navigation from /api/v1/menus",
              lambda: wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, menu))))
-        step("the admin section is hidden before login",
-             lambda: wait.until(lambda _: not d.find_element(By.ID, "admin").is_displayed()))
-
-        def login():
-            d.find_element(By.ID, "token").send_keys(args.token)
-            d.find_element(By.ID, "login-button").click()
-            wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, f'tr[data-plugin-row="{args.plugin}"]')))
+        def enabled():
             assert d.find_element(By.CSS_SELECTOR, row_state).text == "enabled"
-        step("logging in with the admin token shows the plugin list", login)
+        steps.hidden_until_login("admin", "the plugin list", args.token, f'tr[data-plugin-row="{args.plugin}"]', enabled)
 
         def open_page():
             click(menu)

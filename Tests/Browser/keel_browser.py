@@ -6,6 +6,7 @@ from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
 
@@ -29,6 +30,20 @@ class Steps:
     def click(self, selector):
         # The page re-renders its lists after every change: find and click in one retried step.
         self.wait.until(lambda d: d.find_element(By.CSS_SELECTOR, selector).click() or True)
+
+    def hidden_until_login(self, section, name, token, shown, then=lambda: None):
+        """Two steps: the admin `section` (an element id) is hidden before login; logging in with `token` shows the
+        `shown` element (a CSS selector), and `then` holds. `name` says what logging in shows."""
+        d = self.driver
+        self.step(f"the {section} section is hidden before login",
+                  lambda: self.wait.until(lambda _: not d.find_element(By.ID, section).is_displayed()))
+
+        def login():
+            d.find_element(By.ID, "token").send_keys(token)
+            d.find_element(By.ID, "login-button").click()
+            self.wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, shown)))
+            then()
+        self.step("logging in with the admin token shows " + name, login)
 
     def step(self, name, check):
         try:

@@ -17,7 +17,6 @@ import sys
 import urllib.request
 
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select
 
 from keel_browser import Steps
@@ -57,14 +56,7 @@ def main():
 
     try:
         d.get(args.url + "/")
-        step("the services section is hidden before login",
-             lambda: wait.until(lambda _: not d.find_element(By.ID, "services").is_displayed()))
-
-        def login():
-            d.find_element(By.ID, "token").send_keys(args.token)
-            d.find_element(By.ID, "login-button").click()
-            wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, row)))
-        step("logging in with the admin token shows the services table", login)
+        steps.hidden_until_login("services", "the services table", args.token, row)
 
         def initial():
             serving(args.top, "highest ranking")

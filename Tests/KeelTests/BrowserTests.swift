@@ -97,4 +97,23 @@ struct BrowserTests {
         #expect(serving.count == 1 && serving.first?["provider"] as? String == "beta" && !(serving.first?["choice"] is String), "\(listed.text)")
         #expect(try await server.request("GET", "/ext/user/call?x").text.contains("provider=beta"))
     }
+
+    @Test("the Commands section: a labelled form per signature runs the command; results unrounded, the server's errors shown",
+          .enabled(if: BrowserTests.available, "needs chromium, chromedriver and python3 selenium (CI installs them)"))
+    func commandsSection() throws {
+        let c = CommandsFixture()
+        try c.calc()
+        let keel = TestEnvironment.binPath + "/keel"
+        #expect(try TestEnvironment.run(keel, ["plugins", "enable", "calc", "--plugins", c.f.plugins, "--state", c.f.state]).status == 0)
+        let server = try ServerProcess(plugins: c.f.plugins, state: c.f.state, extraArguments: ["--no-watch"])
+        defer { server.stop() }
+
+        let screenshot = ProcessInfo.processInfo.environment["KEEL_COMMANDS_SCREENSHOT"]
+        let script = TestEnvironment.repository.path + "/Tests/Browser/commands_test.py"
+        let r = try TestEnvironment.run("/usr/bin/env", ["python3", script, "--url", server.base, "--token", ServerProcess.token,
+                                                         "--plugin", "calc"] + (screenshot.map { ["--screenshot", $0] } ?? []))
+        #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
+        #expect(r.stdout.contains("9 passed, 0 failed"), "\(r.stdout)")
+        #expect(!r.stdout.contains("FAILED"))
+    }
 }

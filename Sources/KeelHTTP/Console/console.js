@@ -1,17 +1,29 @@
 'use strict';
 const state = { token: sessionStorage.getItem('keel.token') || '', admin: false, session: null };
 
-async function api(path, options = {}) {
+// One request with the caller's token; the response body as text. A failed request throws an Error with the API's
+// message (or the status text), its `code` (e.g. "bad-argument", or undefined) and `status`.
+async function request(path, options = {}) {
   const headers = Object.assign({}, options.headers || {});
   if (state.token) headers['Authorization'] = 'Bearer ' + state.token;
   const response = await fetch(path, Object.assign({}, options, { headers }));
-  let body = null;
-  try { body = await response.json(); } catch (_) { body = null; }
+  const text = await response.text();
   if (!response.ok) {
-    const message = body && body.error ? body.error.message : response.statusText;
-    const error = new Error(message); error.status = response.status; throw error;
+    const body = parse(text);
+    const error = new Error(body && body.error ? body.error.message : response.statusText);
+    error.status = response.status; error.code = body && body.error ? body.error.code : undefined;
+    throw error;
   }
-  return body;
+  return text;
+}
+
+// The response body as JSON (null when it is not JSON); errors as `request`'s.
+async function api(path, options = {}) {
+  return parse(await request(path, options));
+}
+
+function parse(text) {
+  try { return JSON.parse(text); } catch (_) { return null; }
 }
 
 function el(tag, attrs, ...children) {
@@ -181,6 +193,95 @@ async function loadServices() {
   section.hidden = rows.length === 0;
 }
 
+// Every installed plugin's commands (admin only), from the plugin list: what each takes and who may call it, and a
+// form built from its signature that runs it with the caller's token. Running one changes nothing the page shows,
+// so the result stays next to its form until the next refresh.
+function loadCommands(plugins) {
+  const section = document.getElementById('commands');
+  if (!state.admin) { section.hidden = true; return; }
+  const rows = plugins.flatMap(p => (p.commands || []).map(c => commandRow(c, p.status === 'enabled')));
+  document.querySelector('#commands-table tbody').replaceChildren(...rows);
+  section.hidden = rows.length === 0;
+}
+
+const integerTypes = new Set(['i32', 'i64', 'u32', 'u64']);
+
+// The argument types of a signature such as "(i64, str) -> status(json)": ['i64', 'str'].
+function argumentTypes(signature) {
+  const inner = (/^\(([^)]*)\)/.exec(signature) || ['', ''])[1].trim();
+  return inner ? inner.split(',').map(t => t.trim()) : [];
+}
+
+function commandRow(command, enabled) {
+  const full = command.plugin + '.' + command.name;
+  const args = argumentTypes(command.signature).map((type, i) => argumentInput(full, type, i + 1));
+  const result = el('output', { className: 'command-result', 'data-command-result': full, 'aria-live': 'polite' });
+  const run = el('button', { type: 'submit', textContent: 'Run', disabled: !enabled, 'data-run': full,
+                             'aria-label': 'Run ' + full, title: enabled ? '' : command.plugin + ' is not enabled' });
+  const form = el('form', { className: 'command-form', noValidate: true, 'data-command': full },
+                  ...args.map(a => a.label), run, result);
+  form.addEventListener('submit', async event => {
+    event.preventDefault();
+    // The body is written by hand: each argument's JSON text comes from what was typed (see argumentJSON).
+    const body = '{"args":[' + args.map(a => a.json()).join(',') + ']}';
+    const path = '/api/v1/plugins/' + encodeURIComponent(command.plugin) + '/commands/' + encodeURIComponent(command.name);
+    run.disabled = true;
+    result.classList.remove('error');
+    result.textContent = '…';
+    try {
+      result.textContent = resultText(await request(path, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body }));
+    } catch (e) {
+      result.classList.add('error');
+      result.textContent = (e.code ? e.code + ': ' : '') + e.message;
+    } finally {
+      run.disabled = false;
+    }
+  });
+  return el('tr', { 'data-command-row': full },
+    el('td', { textContent: command.plugin }),
+    el('td', {}, el('strong', { textContent: command.name }),
+      command.description ? el('div', { className: 'muted', textContent: command.description }) : ''),
+    el('td', {}, el('code', { textContent: command.signature })),
+    el('td', { className: 'permission' }, command.permission ? el('code', { textContent: command.permission })
+                                                             : el('span', { className: 'muted', textContent: 'admins only' })),
+    el('td', {}, form));
+}
+
+// One labelled input for argument `n` (1-based) of `command`: a number field for integers (step 1) and f64, a
+// checkbox for bool, a text field for str and for bytes (base64 text). Its label names the type; `json` gives the
+// argument's JSON text.
+function argumentInput(command, type, n) {
+  const attrs = { 'data-arg': String(n), autocomplete: 'off' };
+  let input;
+  if (type === 'bool') input = el('input', Object.assign({ type: 'checkbox' }, attrs));
+  else if (integerTypes.has(type)) input = el('input', Object.assign({ type: 'number', step: '1' }, attrs));
+  else if (type === 'f64') input = el('input', Object.assign({ type: 'number', step: 'any' }, attrs));
+  else input = el('input', Object.assign({ type: 'text', spellcheck: false }, attrs));
+  const label = el('label', { className: 'argument' },
+    el('span', { className: 'sr-only', textContent: 'argument ' + n + ' of ' + command + ', ' }),
+    el('span', { className: 'type', textContent: type === 'bytes' ? 'bytes, base64' : type }), input);
+  return { label, json: () => argumentJSON(type, input) };
+}
+
+// An argument's JSON text. An integer is written from the field's text, not through a JS number, so 64-bit values
+// past 2^53 reach the host exactly. Text that is not a number (an empty field, "1.5" for an integer) goes as a JSON
+// string: the host rejects it with a bad-argument message that names the argument and the value.
+function argumentJSON(type, input) {
+  if (type === 'bool') return input.checked ? 'true' : 'false';
+  const text = input.value.trim();
+  if (integerTypes.has(type) && /^-?\d+$/.test(text)) return text.replace(/^(-?)0+(?=\d)/, '$1');
+  if (type === 'f64' && text !== '' && Number.isFinite(Number(text))) return JSON.stringify(Number(text));
+  return JSON.stringify(type === 'str' || type === 'bytes' ? input.value : text);
+}
+
+// A command's result as the host wrote it ({"result":<JSON>}), so large integers are shown unrounded.
+function resultText(text) {
+  const prefix = '{"result":';
+  if (text.startsWith(prefix) && text.endsWith('}')) return text.slice(prefix.length, -1);
+  const body = parse(text);
+  return JSON.stringify(body ? body.result : null);
+}
+
 // A plain list of `items` made by `item`, or `empty` in grey.
 function list(items, empty, item) {
   return items.length ? el('ul', { className: 'plain' }, ...items.map(item))
@@ -252,6 +353,7 @@ async function refresh() {
   document.getElementById('login-button').hidden = !!state.token;
   const admin = async () => {
     const plugins = await loadPlugins();
+    loadCommands(plugins);
     await Promise.all([loadCatalog(plugins), loadServices()]);
   };
   await Promise.all([loadMenus(), admin().catch(e => {
