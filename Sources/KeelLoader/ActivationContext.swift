@@ -185,6 +185,22 @@ public final class ActivationContext: Sendable {
 
     static func endCall(_ outer: UnsafeMutableRawPointer?) { pthread_setspecific(currentCallKey, outer) }
 
+    /// The principal the host handed to the route handler running on this thread (nil outside a handler): the only
+    /// principal a plugin may act for when it calls another plugin's command, so it cannot name a caller of its own.
+    /// Set and put back around each handler call, like `beginCall`.
+    static func beginRequest(_ principal: UnsafePointer<keel_principal>?) -> UnsafeMutableRawPointer? {
+        let outer = pthread_getspecific(currentPrincipalKey)
+        pthread_setspecific(currentPrincipalKey, principal.map { UnsafeRawPointer($0) })
+        return outer
+    }
+
+    static func endRequest(_ outer: UnsafeMutableRawPointer?) { pthread_setspecific(currentPrincipalKey, outer) }
+
+    /// True when `principal` is the one handed to the handler running on this thread.
+    static func isCurrentPrincipal(_ principal: UnsafePointer<keel_principal>) -> Bool {
+        pthread_getspecific(currentPrincipalKey) == UnsafeMutableRawPointer(mutating: principal)
+    }
+
     /// The activation whose call this thread is running, if any. Valid only during that call.
     static var currentCall: ActivationContext? {
         pthread_getspecific(currentCallKey).map { Unmanaged<ActivationContext>.fromOpaque($0).takeUnretainedValue() }
@@ -399,6 +415,13 @@ public final class ActivationContext: Sendable {
 
 /// The per-thread slot behind `ActivationContext.currentCall` (made once, never destroyed).
 private let currentCallKey: pthread_key_t = {
+    var key = pthread_key_t()
+    pthread_key_create(&key, nil)
+    return key
+}()
+
+/// The per-thread slot behind `ActivationContext.isCurrentPrincipal` (made once, never destroyed).
+private let currentPrincipalKey: pthread_key_t = {
     var key = pthread_key_t()
     pthread_key_create(&key, nil)
     return key

@@ -51,7 +51,8 @@ public final class RouteHandler: @unchecked Sendable {
             return .success(host.map { $0(prepared.request) } ?? PluginResponse(status: 404))
         }
         let outer = ActivationContext.beginCall(context)
-        defer { ActivationContext.endCall(outer); context.leave() }
+        let outerRequest = ActivationContext.beginRequest(prepared.pointer.pointee.principal)
+        defer { ActivationContext.endRequest(outerRequest); ActivationContext.endCall(outer); context.leave() }
         let writer = ResponseWriter(limit: Self.responseLimit)
         let started = ActivationContext.now()
         let status = HostABI.withResponse(writer) { res in function(userData, prepared.pointer, res) }

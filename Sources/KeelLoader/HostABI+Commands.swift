@@ -19,6 +19,13 @@ extension HostABI {
                 context.setError("commands.call: a plugin id, name or argument text that is not UTF-8 or too long")
                 return KEEL_ERR_INVALID_ARGUMENT
             }
+            // On behalf of the caller of the request being served, and no one else: a plugin cannot make up a principal.
+            guard ActivationContext.isCurrentPrincipal(principal) else {
+                let message = "called \(p).\(n) for a principal that is not the caller of the request it is serving: denied"
+                context.environment.log(plugin: context.pluginID, level: .warn, message: message)
+                context.setError(message)
+                return KEEL_ERR_DENIED
+            }
             guard context.identity.calls.contains("\(p).\(n)") else {
                 let message = "called \(p).\(n), which it does not declare under calls: in plugin.yaml: denied"
                 context.environment.log(plugin: context.pluginID, level: .warn, message: message)

@@ -149,9 +149,10 @@ struct CommandsTests {
         try c.calc()
         try c.bundle("user", ["CALLER"], extra: "calls: [calc.add]\n")
         try c.bundle("rogue", ["CALLER"], extra: "")
+        try c.bundle("forger", ["CALLER", "FORGE"], extra: "calls: [calc.add]\n")
         let kernel = try c.f.kernel()
         await kernel.start()
-        for id in ["calc", "user", "rogue"] { try await kernel.enable(id) }
+        for id in ["calc", "user", "rogue", "forger"] { try await kernel.enable(id) }
         func use(_ plugin: String, _ args: String, as principal: Principal) -> (Int, String) {
             let request = PluginRequest(method: "GET", path: "/ext/\(plugin)/use", routePath: "/use", query: args, principal: principal)
             guard let match = kernel.registry.snapshot.route(method: "GET", path: "/ext/\(plugin)/use"),
@@ -164,6 +165,8 @@ struct CommandsTests {
         #expect(use("user", "2,40", as: ada) == (502, "status=\(StatusCode.denied)"), "the caller's principal needs the permission")
         #expect(use("rogue", "2,40", as: admin) == (502, "status=\(StatusCode.denied)"), "not declared under calls:")
         #expect(c.f.log.lines.contains { $0.contains("rogue") && $0.contains("called calc.add, which it does not declare under calls: in plugin.yaml: denied") })
+        #expect(use("forger", "2,40", as: ada) == (502, "status=\(StatusCode.denied)"), "a made-up admin principal is refused")
+        #expect(c.f.log.lines.contains { $0.contains("forger") && $0.contains("for a principal that is not the caller of the request it is serving: denied") })
         await kernel.shutdown()
     }
 

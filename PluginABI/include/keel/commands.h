@@ -61,15 +61,16 @@ struct keel_output {
 typedef struct keel_host_commands {
     uint32_t struct_size; /* sizeof(keel_host_commands) as the host knows it */
 
-    /* Calls command `name` of plugin `plugin_id` on behalf of `principal` (the caller of the request being served;
-     * never NULL), with `args_json`, a JSON array of the arguments (numbers, true/false, strings; bytes as base64
+    /* Calls command `name` of plugin `plugin_id` on behalf of `principal`, which must be the `req->principal` the host
+     * handed to the route handler running on this thread (anything else, a copy included, is KEEL_ERR_DENIED: a
+     * plugin acts only for the caller it serves), with `args_json`, a JSON array of the arguments (numbers, true/false, strings; bytes as base64
      * strings). The command must be declared under calls: in this plugin's plugin.yaml ("calc.add"), and the
      * principal must hold the command's permission. The result is written as JSON text (a number, true/false, a
      * string, a JSON value, or null) into `out` (`out_cap` bytes; *out_len set to the length, or to the length
      * needed when it does not fit).
      * Returns KEEL_OK; KEEL_ERR_INVALID_ARGUMENT (NULL pointers, args not a JSON array of the right count and types;
-     * the message names the argument); KEEL_ERR_DENIED (not declared under calls:, or the principal lacks the
-     * permission; logged); KEEL_ERR_NOT_FOUND (no such plugin or command, or the plugin is not active);
+     * the message names the argument); KEEL_ERR_DENIED (not declared under calls:, not the handler's principal,
+     * or the principal lacks the permission; logged); KEEL_ERR_NOT_FOUND (no such plugin or command, or the plugin is not active);
      * KEEL_ERR_LIMIT (the result does not fit in out_cap); or the error status the command itself returned.
      * [request] */
     keel_status(KEEL_ABI *call)(keel_ctx *ctx, keel_str plugin_id, keel_str name, keel_str args_json,
