@@ -184,6 +184,7 @@ struct AdminAPI {
         }
         registerServices(on: admin)
         registerCommands(open: open, admin: admin)
+        registerEvents(admin: admin)
         admin.get("routes") { _, _ -> Response in
             JSONBody.response(kernel.registry.snapshot.routes.map { RouteBody(plugin: $0.pluginID, method: $0.method, path: $0.path) })
         }

@@ -6,4 +6,5 @@ enum ConsoleAssets {
     static let html = String(decoding: PackageResources.index_html, as: UTF8.self)
     static let script = String(decoding: PackageResources.console_js, as: UTF8.self)
     static let style = String(decoding: PackageResources.console_css, as: UTF8.self)
+    static let live = String(decoding: PackageResources.live_js, as: UTF8.self)
 }

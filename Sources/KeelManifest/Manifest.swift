@@ -105,6 +105,7 @@ public enum Capability: String, Sendable, Hashable, CaseIterable, Comparable {
 
     /// Paths no plugin may take: the host's own (the console's page `/` itself is taken too, exactly).
     public static let reservedPrefixes = ["/ext", "/api", "/healthz", "/metrics", "/console", "/console.js", "/console.css",
+                                          "/console-live.js",
                                           "/favicon.ico"]
 
     /// The reserved prefix that covers `path` (compared without case, by whole segments), or nil.

@@ -1,0 +1,61 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import Hummingbird
+import Keel
+import ServiceLifecycle
+
+/// `GET /api/v1/events` (admin token only): the kernel's change events as server-sent events, so that the console
+/// updates within a moment when the CLI, another admin or the kernel itself (a watched reload, an automatic disable)
+/// changes something.
+///
+/// Each event is `event: change` with one line of JSON: `{"kind":"executed","op":"disable","subject":"hello",
+/// "actor":"cli","ok":true}` or `{"kind":"plugins-changed"}`. A comment line every 15 s keeps the connection (and
+/// its idle timer) alive. The stream ends when the client goes away or the server shuts down gracefully (so it never
+/// holds a shutdown up). Events are only a signal to re-read: a slow client loses old ones (at most 64 are kept), never
+/// the latest.
+extension AdminAPI {
+    func registerEvents(admin: RouterGroup<KeelRequestContext>) {
+        let kernel = self.kernel
+        admin.get("events") { _, _ -> Response in
+            let (stream, continuation) = AsyncStream<ByteBuffer>.makeStream(bufferingPolicy: .bufferingNewest(64))
+            let token = kernel.events.subscribe { event in continuation.yield(ByteBuffer(string: Self.eventText(event))) }
+            continuation.onTermination = { _ in kernel.events.unsubscribe(token) }
+            continuation.yield(ByteBuffer(string: ": connected\n\n"))
+            var headers = HTTPFields()
+            headers[.contentType] = "text/event-stream; charset=utf-8"
+            headers[.cacheControl] = "no-store"
+            return Response(status: .ok, headers: headers, body: ResponseBody { writer in
+                // The heartbeat, and the end of the stream on a graceful shutdown.
+                let beat = Task {
+                    while !Task.isCancelled {
+                        try? await Task.sleep(for: .seconds(15))
+                        continuation.yield(ByteBuffer(string: ": ping\n\n"))
+                    }
+                }
+                defer { beat.cancel() }
+                try await withGracefulShutdownHandler {
+                    for await chunk in stream { try await writer.write(chunk) }
+                } onGracefulShutdown: {
+                    continuation.finish()
+                }
+                continuation.finish()
+                try await writer.finish(nil)
+            })
+        }
+    }
+
+    /// One event as SSE text.
+    static func eventText(_ event: KernelEvent) -> String {
+        struct Body: Encodable { var kind: String; var op: String?; var subject: String?; var actor: String?; var ok: Bool? }
+        let body: Body
+        switch event {
+        case let .executed(command, actor, failure):
+            body = Body(kind: "executed", op: command.name, subject: command.subject, actor: actor, ok: failure == nil)
+        case .pluginsChanged:
+            body = Body(kind: "plugins-changed")
+        }
+        let json = (try? JSONEncoder().encode(body)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+        return "event: change\ndata: \(json)\n\n"
+    }
+}
