@@ -30,3 +30,4 @@
 @_exported import enum KeelLoader.CommandArgument
 @_exported import enum KeelLoader.CommandValue
 @_exported import struct KeelLoader.CommandError
+@_exported import struct KeelManifest.ProxyDeclaration

@@ -192,6 +192,12 @@ extension Kernel {
             record(id, build.number, version: "\(manifest.version)", checksum: checksum, outcome: "failed", detail: error.description)
             throw KernelError(.loadFailed, pluginID: id, reason: error.description)
         }
+        // Upstream apps: on this machine, or anywhere once the operator granted proxy-remote.
+        for p in manifest.proxies where !p.isLoopback && !context.grants.contains(.proxyRemote) {
+            throw KernelError(.loadFailed, pluginID: id,
+                              reason: "proxy \(p.prefix): upstream \(p.upstream) is not on this machine; grant it with `keel plugins grant \(id) proxy-remote`")
+        }
+        seed.proxies = manifest.proxies
         // The bundle's assets/ folder, served by the host under /ext/<id>/assets/ with the plugin's routes.
         if let assets = BundleAssets(bundleFolder: build.bundle.folder),
            let route = RouteRegistration.hostServed("/assets/*", context: context, serve: assets.serve) {

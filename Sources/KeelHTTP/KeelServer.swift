@@ -89,8 +89,9 @@ public struct KeelServer: Sendable {
         let router = Router(context: KeelRequestContext.self)
         // Middleware applies to the routes added after it (and to "not found", where plugin paths land): plugin
         // dispatch goes first.
+        let proxy = PluginProxy(gatekeeper: gatekeeper, maxBodySize: configuration.maxBodySize)
         router.add(middleware: PluginRoutesMiddleware(plugins: PluginDispatcher(
-            gatekeeper: gatekeeper, maxBodySize: configuration.maxBodySize, bodyTimeout: configuration.bodyTimeout)))
+            gatekeeper: gatekeeper, maxBodySize: configuration.maxBodySize, bodyTimeout: configuration.bodyTimeout, proxy: proxy)))
         AdminAPI(kernel: kernel, gatekeeper: gatekeeper).register(on: router)
         Console.register(on: router)
         builtinRoutes(router)
@@ -112,9 +113,11 @@ public struct KeelServer: Sendable {
         let remote = Task { await RemoteControl.serve(kernel, token: token) }
         defer { remote.cancel() }
         do { try await app.runService() } catch {
+            await proxy.shutdown()
             await lanes.shutdown()
             throw error
         }
+        await proxy.shutdown()
         await lanes.shutdown()
     }
 }

@@ -16,10 +16,15 @@ struct PluginDispatcher: Sendable {
     let maxBodySize: Int
     /// How long the whole body may take to arrive; a slower client gets 408 and its connection is closed.
     let bodyTimeout: Duration
+    /// Upstream apps plugins bring in (`proxy:`).
+    let proxy: PluginProxy
 
     func respond(to request: Request, context: KeelRequestContext) async throws -> Response {
-        var snapshot = gatekeeper.kernel.registry.snapshot
         let method = request.method.rawValue, path = request.uri.path
+        if let proxied = gatekeeper.kernel.registry.proxy(for: path) {
+            return try await proxy.respond(to: request, pluginID: proxied.pluginID, proxy: proxied.proxy, rest: proxied.rest)
+        }
+        var snapshot = gatekeeper.kernel.registry.snapshot
         guard var match = snapshot.route(method: method, path: path) else { throw APIError.notFound }
         let lanes = gatekeeper.lanes, gatekeeper = self.gatekeeper, first = match, firstSnapshot = snapshot
 

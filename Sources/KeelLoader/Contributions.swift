@@ -54,6 +54,8 @@ public struct Contributions: Sendable {
     public var listeners: [ServiceListener] = []
     /// Its commands, prepared for calls ("keel.commands/1"); seeded by the host from the manifest.
     public var commands: [PluginCommand] = []
+    /// Upstream apps served under its prefix (`proxy:`); seeded by the host from the manifest.
+    public var proxies: [ProxyDeclaration] = []
 
     public init() {}
 

@@ -34,6 +34,8 @@ public struct Manifest: Sendable, Hashable {
     public var commands: [CommandDeclaration] = []
     /// Other plugins' commands this plugin calls, as `plugin.command`.
     public var calls: [String] = []
+    /// Existing web apps it brings in under `/ext/<id>/<prefix>/` (`proxy:`).
+    public var proxies: [ProxyDeclaration] = []
 
     public init(id: String, name: String, version: Semver, description: String = "", abi: ABIVersion,
                 library: String, capabilities: Set<Capability> = [], menus: [MenuDeclaration] = [],
@@ -93,12 +95,14 @@ public enum Capability: String, Sendable, Hashable, CaseIterable, Comparable {
     case menus
     case authenticate
     case authorize
+    /// Proxying to an upstream that is not on this machine (`proxy:` with a remote upstream). Sensitive.
+    case proxyRemote = "proxy-remote"
 
     public static func < (lhs: Capability, rhs: Capability) -> Bool { lhs.rawValue < rhs.rawValue }
 
     /// Capabilities that see or decide every request: asking for them in plugin.yaml is not enough, the operator
     /// must grant them (`keel plugins grant ID CAPABILITY`).
-    public var isSensitive: Bool { self == .authenticate || self == .authorize }
+    public var isSensitive: Bool { self == .authenticate || self == .authorize || self == .proxyRemote }
 
     /// The capability string for serving a foreign prefix.
     public static func routePrefix(_ prefix: String) -> String { "route-prefix:" + prefix }

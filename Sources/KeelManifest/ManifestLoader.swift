@@ -137,8 +137,9 @@ struct NodeReader {
 
     static let knownKeys: Set<String> = [
         "id", "name", "version", "description", "abi", "library", "capabilities", "menus", "dependencies", "host",
-        "permissions", "provides", "consumes", "commands", "calls",
+        "permissions", "provides", "consumes", "commands", "calls", "proxy",
     ]
+    static let proxyKeys: Set<String> = ["prefix", "upstream", "timeout"]
     static let commandKeys: Set<String> = ["name", "symbol", "signature", "description", "permission", "probe"]
     static let providesKeys: Set<String> = ["interface", "version", "ranking"]
     static let consumesKeys: Set<String> = ["interface", "version", "optional"]
@@ -272,6 +273,30 @@ struct NodeReader {
         manifest.provides = try provides(fields["provides"])
         manifest.consumes = try consumes(fields["consumes"])
         manifest.commands = try commands(fields["commands"], permissions: manifest.permissions, pluginID: id)
+        if let node = fields["proxy"] {
+            guard let seq = node.sequence else { throw fail(node, "proxy", "expected a list of {prefix, upstream}, found \(Self.kind(node))") }
+            for (i, item) in seq.enumerated() {
+                let path = "proxy[\(i)]"
+                guard let map = item.mapping else { throw fail(item, path, "expected a mapping with prefix and upstream, found \(Self.kind(item))") }
+                let f = try entries(map, known: Self.proxyKeys, path: path + ".")
+                let prefix = try string(f, "prefix", in: item, prefix: path + ".")
+                if let problem = Capability.problem(withPrefix: "/x" + prefix).map({ $0.replacingOccurrences(of: "\"/x", with: "\"") }) {
+                    throw fail(f["prefix"], path + ".prefix", "prefix \(problem)")
+                }
+                guard !manifest.proxies.contains(where: { $0.prefix == prefix }) else { throw fail(f["prefix"], path + ".prefix", "prefix \(prefix) is declared twice") }
+                var timeout = 30.0
+                if let t = f["timeout"] {
+                    guard let value = t.scalar.flatMap({ Double($0.string) }), value > 0, value <= 3600 else {
+                        throw fail(t, path + ".timeout", "expected seconds between 0 and 3600, found \(Self.kind(t))")
+                    }
+                    timeout = value
+                }
+                let upstream = try string(f, "upstream", in: item, prefix: path + ".")
+                do throws(SignatureError) { manifest.proxies.append(try ProxyDeclaration(prefix: prefix, upstream: upstream, timeout: timeout)) } catch {
+                    throw fail(f["upstream"], path + ".upstream", error.description)
+                }
+            }
+        }
         if let node = fields["calls"] {
             guard let seq = node.sequence else { throw fail(node, "calls", "expected a list such as [calc.add], found \(Self.kind(node))") }
             for (i, item) in seq.enumerated() {

@@ -19,6 +19,8 @@ extension StateStore {
         static let liveServices = "live.services"
         /// The SHA-256 (hex) of the admin token.
         static let adminTokenDigest = "admin.token.sha256"
+        /// The host's secret for signing the identity it forwards to proxied apps (hex, 32 bytes).
+        static let proxySecret = "proxy.secret"
     }
 
     /// A stored setting, or nil.
@@ -85,6 +87,20 @@ extension StateStore {
     /// Publishes the server's view of the interfaces between plugins (JSON) for other processes.
     public func setLiveServicesJSON(_ json: String) throws(StateError) {
         try setSetting(SettingKey.liveServices, json)
+    }
+
+    // MARK: proxy secret
+
+    /// The host's secret for signing forwarded identities, made (randomly) on first use and kept.
+    public func proxySecret() throws(StateError) -> String {
+        if let existing = try setting(SettingKey.proxySecret) { return existing }
+        var bytes = [UInt8](repeating: 0, count: 32)
+        for i in bytes.indices { bytes[i] = UInt8.random(in: 0...255) }
+        let made = bytes.map { String(format: "%02x", $0) }.joined()
+        _ = try locked { db throws(StateError) in
+            try db.query("INSERT OR IGNORE INTO settings (key, value) VALUES (?, ?)", [.text(SettingKey.proxySecret), .text(made)])
+        }
+        return try setting(SettingKey.proxySecret) ?? made
     }
 
     // MARK: admin token

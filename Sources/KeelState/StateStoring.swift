@@ -89,6 +89,7 @@ public protocol StateStoring: AnyObject, Sendable {
     func setLiveServicesJSON(_ json: String) throws(StateError)
     func serviceSelections() throws(StateError) -> [StateStore.ServiceSelection]
     func setServiceSelection(interface: String, tenant: String, plugin: String?) throws(StateError)
+    func proxySecret() throws(StateError) -> String
     func adminTokenDigest() throws(StateError) -> String?
     func setAdminTokenDigest(_ digest: String?) throws(StateError)
 }

@@ -10,7 +10,7 @@ extension KeelCommand {
         static let configuration = CommandConfiguration(
             abstract: "List, inspect, enable and disable plugins.",
             discussion: "While `keel serve` runs on the same state file, enable/disable/list go through the server and take effect in it at once.",
-            subcommands: [List.self, Inspect.self, Enable.self, Disable.self, Reload.self, History.self, Grant.self, Revoke.self, Config.self])
+            subcommands: [List.self, Inspect.self, Enable.self, Disable.self, Reload.self, History.self, Grant.self, Revoke.self, Config.self, ProxyKey.self])
     }
 }
 
@@ -269,6 +269,19 @@ func executeStored(_ options: GlobalOptions, _ command: KernelCommand) async thr
 }
 
 extension KeelCommand.Plugins {
+    struct ProxyKey: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "proxy-key",
+            abstract: "Print the key a plugin's proxied app checks the forwarded identity with (X-Keel-Signature).",
+            discussion: "HMAC-SHA256 of the plugin id under this host's secret (kept in the state file); the same every time.")
+        @OptionGroup var options: GlobalOptions
+        @Argument(help: "The plugin id.", completion: Completion.plugins) var id: String
+
+        func run() async throws {
+            try await reporting { print(ProxyIdentity.key(for: id, secret: try options.openState().proxySecret())) }
+        }
+    }
+
     struct Config: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Show a plugin's configuration, or set it from a YAML file (checked against the bundle's schema).",

@@ -1,0 +1,120 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import AsyncHTTPClient
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Keel
+import NIOCore
+import NIOHTTP1
+
+/// Existing web apps a plugin brings in (`proxy:` in its plugin.yaml): a request under `/ext/<id>/<prefix>/...`
+/// passes the auth chain like the plugin's routes (the caller identified, the plugin visible in the caller's tenant,
+/// the authorize hooks asked), then goes to the upstream with the caller's identity (`ProxyIdentity`), and the answer
+/// streams back, with the same sandboxing headers as plugin content.
+///
+/// - What the upstream sees: the method, the path below the prefix (under the upstream's own base path), the query,
+///   the body (streamed), and the client's headers as plugins see them (the admin token and the console's page cookie
+///   removed), without hop-by-hop headers and without any `X-Keel-*` header the client sent; then the host's identity
+///   headers, signed.
+/// - Connections to upstreams are pooled and kept alive; redirects are passed back, not followed.
+/// - An upstream that refuses or drops the connection: 502 `upstream-unavailable`; one that sends no response head
+///   within the declared `timeout` (30 s by default): 504 `upstream-timeout`.
+/// - Not yet: WebSocket upgrades.
+/// Thread-safe.
+final class PluginProxy: Sendable {
+    let gatekeeper: Gatekeeper
+    let client: HTTPClient
+    let maxBodySize: Int
+
+    init(gatekeeper: Gatekeeper, maxBodySize: Int) {
+        self.gatekeeper = gatekeeper
+        self.maxBodySize = maxBodySize
+        var configuration = HTTPClient.Configuration(redirectConfiguration: .disallow, timeout: .init(connect: .seconds(5)),
+                                                     decompression: .disabled)
+        configuration.connectionPool = .init(idleTimeout: .seconds(60))
+        client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }
+
+    func shutdown() async { try? await client.shutdown() }
+
+    static let hopByHop: Set<String> = ["connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+                                        "trailer", "transfer-encoding", "upgrade", "host", "content-length"]
+
+    func respond(to request: Request, pluginID: String, proxy: ProxyDeclaration, rest: String) async throws -> Response {
+        let gatekeeper = self.gatekeeper
+        let snapshot = gatekeeper.kernel.registry.snapshot
+        // The auth chain is plugin code: it runs in the plugin's lane, like its routes.
+        let caller = try await gatekeeper.lanes.run(pluginID) { () throws -> Gatekeeper.Caller in
+            let caller = try gatekeeper.identify(request, snapshot: snapshot, pluginID: pluginID)
+            guard gatekeeper.kernel.access.isVisible(pluginID, tenant: caller.principal.tenant) else { throw APIError.notFound }
+            try gatekeeper.authorize(caller, request, snapshot: snapshot)
+            return caller
+        }
+        if let length = request.headers[.contentLength].flatMap(Int.init), length > maxBodySize { throw APIError.tooLarge(maxBodySize) }
+
+        let target = proxy.basePath + (rest.isEmpty ? "/" : rest) + (request.uri.query.map { "?" + $0 } ?? "")
+        let hostPart = proxy.host.contains(":") ? "[\(proxy.host)]" : proxy.host
+        var upstream = HTTPClientRequest(url: "\(proxy.scheme)://\(hostPart):\(proxy.port)\(target)")
+        upstream.method = NIOHTTP1.HTTPMethod(rawValue: request.method.rawValue)
+        for (name, value) in caller.seen.headers where !Self.hopByHop.contains(name) && !name.hasPrefix("x-keel-") {
+            upstream.headers.add(name: name, value: value)
+        }
+        upstream.headers.add(name: "host", value: proxy.port == 80 || proxy.port == 443 ? hostPart : "\(hostPart):\(proxy.port)")
+        let key = ProxyIdentity.key(for: pluginID, secret: (try? gatekeeper.kernel.state.proxySecret()) ?? "")
+        for (name, value) in ProxyIdentity.headers(caller.principal, method: request.method.rawValue, target: target, key: key) {
+            upstream.headers.add(name: name, value: value)
+        }
+        let bodyless = request.headers[.contentLength] == nil && request.headers[.transferEncoding] == nil
+        if !bodyless {
+            let limit = maxBodySize
+            let length = request.headers[.contentLength].flatMap(Int64.init)
+            upstream.body = .stream(LimitedBody(base: request.body, limit: limit), length: length.map { .known($0) } ?? .unknown)
+        }
+
+        let response: HTTPClientResponse
+        do { response = try await client.execute(upstream, timeout: .nanoseconds(Int64(proxy.timeout * 1e9))) } catch {
+            let timedOut = (error as? HTTPClientError) == .deadlineExceeded || (error as? HTTPClientError) == .readTimeout
+            gatekeeper.log(LogRecord(level: .warn, pluginID: pluginID, message: "proxy \(proxy.prefix) → \(proxy.upstream): \(error)"))
+            if timedOut {
+                throw APIError(.gatewayTimeout, "upstream-timeout", "the upstream of /ext/\(pluginID)\(proxy.prefix) did not answer within \(proxy.timeout) s")
+            }
+            throw APIError(.badGateway, "upstream-unavailable", "the upstream of /ext/\(pluginID)\(proxy.prefix) cannot be reached")
+        }
+        var headers = HTTPFields()
+        for (name, value) in response.headers {
+            let lower = name.lowercased()
+            guard !Self.hopByHop.contains(lower) || lower == "content-length", let field = HTTPField.Name(lower),
+                  field != .xContentTypeOptions else { continue }
+            // The console's page cookie is the host's: an upstream may not plant or overwrite it.
+            if field == .setCookie, value.drop(while: { $0 == " " }).hasPrefix(PageSessions.cookieName + "=") { continue }
+            headers.append(HTTPField(name: field, value: value))
+        }
+        headers.append(PluginDispatcher.sandboxField)
+        headers.append(PluginDispatcher.nosniffField)
+        return Response(status: .init(code: Int(response.status.code)), headers: headers,
+                        body: ResponseBody(asyncSequence: response.body))
+    }
+}
+
+/// A request body that ends with an error past `limit` bytes, so a proxied upload is bounded like a route's.
+struct LimitedBody: AsyncSequence, Sendable {
+    typealias Element = ByteBuffer
+    let base: RequestBody
+    let limit: Int
+
+    struct AsyncIterator: AsyncIteratorProtocol {
+        var inner: RequestBody.AsyncIterator
+        var seen = 0
+        let limit: Int
+
+        mutating func next() async throws -> ByteBuffer? {
+            guard let chunk = try await inner.next() else { return nil }
+            seen += chunk.readableBytes
+            if seen > limit { throw APIError.tooLarge(limit) }
+            return chunk
+        }
+    }
+
+    func makeAsyncIterator() -> AsyncIterator { AsyncIterator(inner: base.makeAsyncIterator(), limit: limit) }
+}

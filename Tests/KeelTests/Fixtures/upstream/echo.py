@@ -1,0 +1,42 @@
+#!/usr/bin/env python3
+"""A small upstream web app for the proxy tests: answers every request with JSON describing it (method, path with
+query, headers, body), except /slow (sleeps 3 s first) and /redirect (302 to /elsewhere). Listens on 127.0.0.1 on a
+free port, prints "port N" once ready, serves until killed."""
+import json
+import sys
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Echo(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def answer(self):
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length).decode("utf-8", "replace") if length else ""
+        if self.path.endswith("/slow"):
+            time.sleep(3)
+        if self.path.endswith("/redirect"):
+            self.send_response(302)
+            self.send_header("Location", "/elsewhere")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        data = json.dumps({"method": self.command, "path": self.path, "body": body,
+                           "headers": {k.lower(): v for k, v in self.headers.items()}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Set-Cookie", "keel_page=planted; Path=/")
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = do_PUT = do_DELETE = answer
+
+    def log_message(self, *args):
+        pass
+
+
+server = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+print(f"port {server.server_address[1]}", flush=True)
+server.serve_forever()

@@ -1,0 +1,104 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Crypto
+import Foundation
+import Keel
+import Testing
+
+/// The echo upstream (Fixtures/upstream/echo.py) as a child process on a free port.
+final class Upstream {
+    let process = Process()
+    let port: Int
+
+    init() throws {
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", TestEnvironment.fixtures + "/upstream/echo.py"]
+        let out = Pipe()
+        process.standardOutput = out
+        try process.run()
+        let line = String(decoding: out.fileHandleForReading.availableData, as: UTF8.self)
+        guard let p = Int(line.split(separator: " ").last?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") else {
+            process.terminate()
+            throw TestFailure("the upstream did not start: \(line)")
+        }
+        port = p
+    }
+
+    /// SIGKILL: a child may inherit a blocked SIGTERM from the test runner's threads.
+    func stop() {
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+    }
+
+    deinit { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+}
+
+@Suite("apps behind the proxy: /ext/<id>/<prefix>/ with the caller's identity", .serialized)
+struct ProxyTests {
+    @Test("the upstream gets the path, query, body and a signed identity; forged identity headers and the admin token never reach it; 302 passes back; slow is 504, down is 502")
+    func proxy() async throws {
+        let upstream = try Upstream()
+        defer { upstream.stop() }
+        let f = KernelFixture()
+        let lib = try TestEnvironment.buildFixture("web", ["PLUGIN_ID=\"web\""])
+        try TestEnvironment.makeBundle(in: f.plugins, folder: "web", manifest: TestEnvironment.manifest(
+            id: "web", library: "libweb.so", capabilities: ["routes"],
+            extra: "proxy:\n  - {prefix: /app, upstream: \"http://127.0.0.1:\(upstream.port)/base\", timeout: 1}\n"), library: lib)
+        let keel = TestEnvironment.binPath + "/keel"
+        let at = ["--plugins", f.plugins, "--state", f.state]
+        #expect(try TestEnvironment.run(keel, ["plugins", "enable", "web"] + at).status == 0)
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch"])
+        defer { server.stop() }
+
+        var reply = try await server.request("GET", "/ext/web/app/hello/there?x=1&y=%C3%A9", admin: true,
+                                             headers: ["X-Keel-User": "mallory", "X-Keel-Roles": "admin", "X-Other": "kept"])
+        #expect(reply.status == 200, "\(reply.text)")
+        let seen = try #require(reply.json as? [String: Any])
+        let headers = try #require(seen["headers"] as? [String: String])
+        #expect(seen["path"] as? String == "/base/hello/there?x=1&y=%C3%A9")
+        #expect(headers["x-keel-user"] == "admin" && headers["x-keel-roles"] == "admin" && headers["x-keel-tenant"] == "default")
+        #expect(headers["x-other"] == "kept")
+        #expect(headers["authorization"] == nil, "the admin token never reaches the app")
+        #expect(headers["host"] == "127.0.0.1:\(upstream.port)")
+        // The signature verifies with the key the operator hands the app.
+        let key = try TestEnvironment.run(keel, ["plugins", "proxy-key", "web"] + at).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(key.count == 64)
+        let message = "\(headers["x-keel-timestamp"] ?? "")\nGET\n/base/hello/there?x=1&y=%C3%A9\nadmin\ndefault\nadmin"
+        let mac = HMAC<SHA256>.authenticationCode(for: Data(message.utf8), using: SymmetricKey(data: Data(key.utf8)))
+        #expect(headers["x-keel-signature"] == mac.map { String(format: "%02x", $0) }.joined())
+        #expect(reply.headers["content-security-policy"]?.hasPrefix("sandbox") == true, "the app's pages are sandboxed like plugin content")
+        #expect(reply.headers["set-cookie"] == nil, "the app cannot plant the console's page cookie")
+
+        reply = try await server.request("GET", "/ext/web/app/anon")
+        #expect(((reply.json as? [String: Any])?["headers"] as? [String: String])?["x-keel-user"] == "", "anonymous: an empty user")
+
+        reply = try await server.request("POST", "/ext/web/app/items", admin: true, body: Data(#"{"name": "ada"}"#.utf8))
+        #expect((reply.json as? [String: Any])?["body"] as? String == #"{"name": "ada"}"#)
+        #expect((reply.json as? [String: Any])?["method"] as? String == "POST")
+
+        let redirect = try curl(server.base + "/ext/web/app/redirect")
+        #expect(redirect.head.hasPrefix("http/1.1 302") && redirect.head.contains("location: /elsewhere"), "\(redirect.head)")
+
+        reply = try await server.request("GET", "/ext/web/app/slow")
+        #expect(reply.status == 504 && reply.errorCode == "upstream-timeout", "\(reply.text)")
+        #expect(try await server.request("GET", "/ext/web/other").status == 404, "only the declared prefix is proxied")
+
+        upstream.stop()
+        reply = try await server.request("GET", "/ext/web/app/hello")
+        #expect(reply.status == 502 && reply.errorCode == "upstream-unavailable", "\(reply.text)")
+        #expect(try await server.request("GET", "/healthz").status == 200, "the host goes on")
+    }
+
+    @Test("an upstream that is not on this machine needs the operator's grant of proxy-remote")
+    func remote() async throws {
+        let f = KernelFixture()
+        let lib = try TestEnvironment.buildFixture("far", ["PLUGIN_ID=\"far\""])
+        try TestEnvironment.makeBundle(in: f.plugins, folder: "far", manifest: TestEnvironment.manifest(
+            id: "far", library: "libfar.so", capabilities: ["routes", "proxy-remote"],
+            extra: "proxy:\n  - {prefix: /app, upstream: \"http://apps.example.invalid:9000\"}\n"), library: lib)
+        let keel = TestEnvironment.binPath + "/keel"
+        let r = try TestEnvironment.run(keel, ["plugins", "enable", "far", "--plugins", f.plugins, "--state", f.state])
+        #expect(r.status == 1)
+        #expect(r.stderr.contains("proxy /app: upstream http://apps.example.invalid:9000 is not on this machine; grant it with `keel plugins grant far proxy-remote`"), "\(r.stderr)")
+    }
+}
