@@ -1,0 +1,80 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import CKeelABI
+import KeelManifest
+
+/// The "keel.services/1" half of an activation: the tables it provides and the listeners it registers (while activate
+/// runs), and the leases it takes on other plugins' tables (at any time). Thread-safe, like the rest of
+/// `ActivationContext`.
+extension ActivationContext {
+    /// A lease this activation held was released.
+    func leaseReleased() { leases.wrappingSubtract(1, ordering: .relaxed) }
+
+    /// Registers this activation's table for `text` (an interface it declares under provides:).
+    func addProvision(_ text: String, table: UnsafeRawPointer) -> Int32 {
+        let what = "service \(text)"
+        if let refusal = admitRegistration(nil, what: what) { return refusal }
+        guard let declared = identity.provides.first(where: { $0.interface.description == text }) else {
+            let known = identity.provides.map(\.interface.description)
+            return refuse(StatusCode.denied, "\(what): not declared under provides: in plugin.yaml" +
+                          (known.isEmpty ? "" : " (declared: \(known.joined(separator: ", ")))"))
+        }
+        let size = Int(table.loadUnaligned(as: UInt32.self))
+        guard size >= 8 else {
+            return refuse(StatusCode.invalidArgument, "\(what): the table's struct_size is \(size); a table starts with uint32_t struct_size set to its sizeof")
+        }
+        return pending.withLock { p -> Int32 in
+            guard !p.services.contains(where: { $0.interface == declared.interface }) else {
+                return refuse(StatusCode.conflict, "\(what) is provided twice by plugin \"\(pluginID)\"")
+            }
+            p.services.append(ServiceProvision(interface: declared.interface, version: declared.version, ranking: declared.ranking,
+                                               providerID: pluginID, providerVersion: identity.version,
+                                               generation: identity.generation, table: table, context: self))
+            return StatusCode.ok
+        }
+    }
+
+    /// Registers a listener for changes of the provider of `text` (an interface declared under consumes:).
+    func addListener(_ text: String, function: keel_service_changed_fn, userData: UnsafeMutableRawPointer?) -> Int32 {
+        let what = "service listener for \(text)"
+        if let refusal = admitRegistration(nil, what: what) { return refusal }
+        guard let consumed = identity.consumed(text) else {
+            return refuse(StatusCode.denied, "\(what): \(text) is not declared under consumes: in plugin.yaml")
+        }
+        return pending.withLock { p -> Int32 in
+            guard p.listeners.count < 16 else { return refuse(StatusCode.limit, "\(what): over the limit of 16 listeners per plugin") }
+            p.listeners.append(ServiceListener(interface: consumed.interface, function: function, userData: userData, context: self))
+            return StatusCode.ok
+        }
+    }
+
+    /// Leases the table serving `text` for `tenant`: checks the declaration, the provider's version and table size,
+    /// and retries once or twice when the chosen provider is being taken down just then. [thread-safe]
+    func acquire(_ text: String, tenant: String, minSize: Int) -> Result<ServiceLease, PluginCallError> {
+        func failure(_ status: Int32, _ message: String, log: Bool = true) -> Result<ServiceLease, PluginCallError> {
+            if log { environment.log(plugin: pluginID, level: .warn, message: message) }
+            return .failure(PluginCallError(pluginID: pluginID, status: status, message: message))
+        }
+        guard let consumed = identity.consumed(text) else {
+            return failure(StatusCode.denied, "service \(text) denied: not declared under consumes: in plugin.yaml")
+        }
+        for _ in 0..<3 {
+            guard let provision = environment.resolveService(consumed.interface, tenant: tenant) else {
+                return failure(StatusCode.notFound, "no enabled plugin provides \(consumed.interface)", log: false)
+            }
+            guard consumed.versions.contains(provision.version) else {
+                return failure(StatusCode.unsupported, "\(consumed.interface) is served by \"\(provision.providerID)\" in version \(provision.version), outside the declared range \(consumed.versions)")
+            }
+            guard provision.tableSize >= minSize else {
+                return failure(StatusCode.unsupported, "\(consumed.interface) is served by \"\(provision.providerID)\" with a table of \(provision.tableSize) bytes; \(minSize) are needed")
+            }
+            guard leases.wrappingAdd(1, ordering: .relaxed).newValue <= ServiceLease.limitPerConsumer else {
+                leases.wrappingSubtract(1, ordering: .relaxed)
+                return failure(StatusCode.limit, "\(ServiceLease.limitPerConsumer) service leases held at once; release each lease when its work is done")
+            }
+            if provision.retain() { return .success(ServiceLease(provision: provision, consumer: self)) }
+            leases.wrappingSubtract(1, ordering: .relaxed)
+        }
+        return failure(StatusCode.unavailable, "the provider of \(consumed.interface) is being taken down; retry", log: false)
+    }
+}
