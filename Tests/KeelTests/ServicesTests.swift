@@ -242,6 +242,22 @@ struct ServicesTests {
         await kernel.shutdown()
     }
 
+    @Test("a lease released twice, or a made-up one, is logged and ignored: the provider's count stays right")
+    func doubleRelease() async throws {
+        let s = ServicesFixture()
+        try s.provider("good", tag: "G")
+        try s.consumer("sloppy", defines: ["DOUBLE_RELEASE"])
+        let kernel = try s.kernel()
+        await kernel.start()
+        for id in ["good", "sloppy"] { try await kernel.enable(id) }
+        for _ in 0..<3 { #expect(call(kernel, "/ext/sloppy/call").status == 200) }
+        #expect(try #require(await kernel.services().first)?.providers.first?.leases == 0)
+        #expect(s.f.log.lines.filter { $0.contains("sloppy") && $0.contains("released a service lease that is not held (released twice?); ignored") }.count == 6)
+        try await kernel.disable("good", cascade: true)
+        #expect(s.f.log.lines.allSatisfy { !$0.contains("still running") })
+        await kernel.shutdown()
+    }
+
     @Test("the host (or an embedding program) provides an interface: consumers waiting for it activate and call it")
     func hostProvides() async throws {
         let s = ServicesFixture()

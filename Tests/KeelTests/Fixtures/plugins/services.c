@@ -13,6 +13,7 @@
  *   LISTEN_ID                       the interface id passed to listen (default ACQUIRE_ID)
  *   MIN_SIZE                        min_size passed to acquire (default sizeof(test_echo_v1))
  *   NO_RELEASE                      /call never releases its lease (a leak)
+ *   DOUBLE_RELEASE                  /call releases its lease twice, and a made-up one
  *   Routes: GET /call?x  acquire for the caller's tenant, echo(x), describe, release; answers
  *                        "<echo answer> provider=<id> gen=<generation> v=<major.minor.patch>", or 503 "status=<n>"
  *           GET /heard   "notes=<n> last=<provider id or none>[@tenant]" from the listener
@@ -115,6 +116,10 @@ static keel_status call(void *ud, const keel_http_request *req, keel_http_respon
                   info.version.patch);
 #ifndef NO_RELEASE
     services->release(lease);
+#endif
+#ifdef DOUBLE_RELEASE
+    services->release(lease);
+    services->release((keel_service_lease *)(uintptr_t)0x1234);
 #endif
     return answer(res, 200, buf, n);
 }
