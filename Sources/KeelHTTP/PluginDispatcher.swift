@@ -21,11 +21,12 @@ struct PluginDispatcher: Sendable {
 
     func respond(to request: Request, context: KeelRequestContext) async throws -> Response {
         let method = request.method.rawValue, path = request.uri.path
-        if let proxied = gatekeeper.kernel.registry.proxy(for: path) {
+        var snapshot = gatekeeper.kernel.registry.snapshot
+        guard var match = snapshot.route(method: method, path: path) else {
+            // No route: a prefix the plugin proxies, looked up only now so that routed requests pay nothing for it.
+            guard let proxied = snapshot.proxy(for: path) else { throw APIError.notFound }
             return try await proxy.respond(to: request, pluginID: proxied.pluginID, proxy: proxied.proxy, rest: proxied.rest)
         }
-        var snapshot = gatekeeper.kernel.registry.snapshot
-        guard var match = snapshot.route(method: method, path: path) else { throw APIError.notFound }
         let lanes = gatekeeper.lanes, gatekeeper = self.gatekeeper, first = match, firstSnapshot = snapshot
 
         // Plugin code (the hooks, the handler) runs in the plugin's lane, off the cooperative pool. A request with

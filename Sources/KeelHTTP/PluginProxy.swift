@@ -8,8 +8,8 @@ import Keel
 import NIOCore
 import NIOHTTP1
 
-/// Existing web apps a plugin brings in (`proxy:` in its plugin.yaml): a request under `/ext/<id>/<prefix>/...`
-/// passes the auth chain like the plugin's routes (the caller identified, the plugin visible in the caller's tenant,
+/// Existing web apps a plugin brings in (`proxy:` in its plugin.yaml): a request under `/ext/<id>/<prefix>/...` that
+/// no route of the plugin matches passes the auth chain like the plugin's routes (the caller identified, the plugin visible in the caller's tenant,
 /// the authorize hooks asked), then goes to the upstream with the caller's identity (`ProxyIdentity`), and the answer
 /// streams back, with the same sandboxing headers as plugin content.
 ///

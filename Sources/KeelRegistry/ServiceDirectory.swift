@@ -88,22 +88,6 @@ extension PluginRegistry {
         update { $0.services.setSelections(choices) }
     }
 
-    /// The upstream serving the full request `path` (`/ext/<id>/<prefix>/...`) and the path below its prefix, when an
-    /// active plugin proxies that prefix. [thread-safe]
-    public func proxy(for path: String) -> (pluginID: String, proxy: ProxyDeclaration, rest: String)? {
-        guard path.hasPrefix("/ext/") else { return nil }
-        let tail = path.dropFirst(5)
-        let slash = tail.firstIndex(of: "/") ?? tail.endIndex
-        let id = String(tail[..<slash]), below = String(tail[slash...])
-        return read { snapshot in
-            guard let proxies = snapshot.plugins[id]?.proxies, !proxies.isEmpty else { return nil }
-            for p in proxies where below == p.prefix || below.hasPrefix(p.prefix + "/") {
-                return (id, p, String(below.dropFirst(p.prefix.count)))
-            }
-            return nil
-        }
-    }
-
     /// The command `name` of active plugin `pluginID`, looked up under the lock without copying the snapshot.
     /// [thread-safe]
     public func command(plugin pluginID: String, name: String) -> PluginCommand? {
@@ -114,5 +98,21 @@ extension PluginRegistry {
     /// path every `acquire` takes. [thread-safe]
     public func resolveService(_ interface: InterfaceID, tenant: String) -> ServiceProvision? {
         read { $0.services.resolve(interface, tenant: tenant) }
+    }
+}
+
+extension Snapshot {
+    /// The upstream serving the full request `path` (`/ext/<id>/<prefix>/...`) and the path below its prefix, when an
+    /// active plugin proxies that prefix (`proxy:`).
+    public func proxy(for path: String) -> (pluginID: String, proxy: ProxyDeclaration, rest: String)? {
+        guard path.hasPrefix("/ext/") else { return nil }
+        let tail = path.dropFirst(5)
+        let slash = tail.firstIndex(of: "/") ?? tail.endIndex
+        let below = String(tail[slash...])
+        guard let proxies = plugins[String(tail[..<slash])]?.proxies else { return nil }
+        for p in proxies where below == p.prefix || below.hasPrefix(p.prefix + "/") {
+            return (String(tail[..<slash]), p, String(below.dropFirst(p.prefix.count)))
+        }
+        return nil
     }
 }

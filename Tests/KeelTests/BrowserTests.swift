@@ -98,15 +98,21 @@ struct BrowserTests {
         #expect(try await server.request("GET", "/ext/user/call?x").text.contains("provider=beta"))
     }
 
+    /// The "calc" commands plugin, enabled with the real CLI, and a server serving it.
+    static func servedCalc() throws -> (CommandsFixture, ServerProcess) {
+        let c = CommandsFixture()
+        try c.calc()
+        let r = try TestEnvironment.run(TestEnvironment.binPath + "/keel", ["plugins", "enable", "calc", "--plugins", c.f.plugins, "--state", c.f.state])
+        #expect(r.status == 0, "\(r.stderr)")
+        return (c, try ServerProcess(plugins: c.f.plugins, state: c.f.state, extraArguments: ["--no-watch"]))
+    }
+
     @Test("live updates: a plugin disabled and enabled from the CLI shows in the console within a second, without a click",
           .enabled(if: BrowserTests.available, "needs chromium, chromedriver and python3 selenium (CI installs them)"))
     func liveUpdates() throws {
-        let c = CommandsFixture()
-        try c.calc()
-        let keel = TestEnvironment.binPath + "/keel"
-        #expect(try TestEnvironment.run(keel, ["plugins", "enable", "calc", "--plugins", c.f.plugins, "--state", c.f.state]).status == 0)
-        let server = try ServerProcess(plugins: c.f.plugins, state: c.f.state, extraArguments: ["--no-watch"])
+        let (c, server) = try Self.servedCalc()
         defer { server.stop() }
+        let keel = TestEnvironment.binPath + "/keel"
         let script = TestEnvironment.repository.path + "/Tests/Browser/live_test.py"
         let r = try TestEnvironment.run("/usr/bin/env", ["python3", script, "--url", server.base, "--token", ServerProcess.token,
                                                          "--keel", keel, "--plugins", c.f.plugins, "--state", c.f.state,
@@ -118,11 +124,7 @@ struct BrowserTests {
     @Test("the Commands section: a labelled form per signature runs the command; results unrounded, the server's errors shown",
           .enabled(if: BrowserTests.available, "needs chromium, chromedriver and python3 selenium (CI installs them)"))
     func commandsSection() throws {
-        let c = CommandsFixture()
-        try c.calc()
-        let keel = TestEnvironment.binPath + "/keel"
-        #expect(try TestEnvironment.run(keel, ["plugins", "enable", "calc", "--plugins", c.f.plugins, "--state", c.f.state]).status == 0)
-        let server = try ServerProcess(plugins: c.f.plugins, state: c.f.state, extraArguments: ["--no-watch"])
+        let (_, server) = try Self.servedCalc()
         defer { server.stop() }
 
         let screenshot = ProcessInfo.processInfo.environment["KEEL_COMMANDS_SCREENSHOT"]
