@@ -15,6 +15,7 @@ import Synchronization
 ///   (`app.3f2a9c1e.js`: a `.` or `-` then 8 or more hex digits before the extension) is `immutable` for a year; any
 ///   other is `no-cache` (revalidated each time, so a changed file is served at once).
 /// - gzip when the client accepts it and it makes the file smaller (text types); `Vary: Accept-Encoding`.
+/// - `Access-Control-Allow-Origin: *`: they are public static files, loaded by console pages from an opaque origin.
 /// - Refused (404): hidden names (a segment starting with `.`), anything whose real path leaves the folder
 ///   (symbolic links out), anything that is not a regular file. Files over `maxFileSize` are refused with 403.
 /// - A file is read once and kept while its inode, size and modification time stay the same.
@@ -63,7 +64,10 @@ final class BundleAssets: Sendable {
         let type = Self.contentType(name)
         var headers = [HeaderField(name: "etag", value: entry.etag),
                        HeaderField(name: "cache-control", value: Self.isHashed(name) ? "public, max-age=31536000, immutable" : "no-cache"),
-                       HeaderField(name: "vary", value: "accept-encoding")]
+                       HeaderField(name: "vary", value: "accept-encoding"),
+                       // Public static files: console pages run in an opaque origin, and their module scripts are
+                       // CORS requests. No credential is needed or sent for them (see PageShells).
+                       HeaderField(name: "access-control-allow-origin", value: "*")]
         let match = request.headers.first { $0.name == "if-none-match" }?.value
         if let match, match.split(separator: ",").contains(where: { $0.trimmingCharacters(in: .whitespaces) == entry.etag || $0 == "*" }) {
             return PluginResponse(status: 304, headers: headers)

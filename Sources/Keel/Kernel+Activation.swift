@@ -203,6 +203,7 @@ extension Kernel {
            let route = RouteRegistration.hostServed("/assets/*", context: context, serve: assets.serve) {
             seed.routes.append(route)
         }
+        try seedConsole(manifest, bundle: build.bundle, context: context, into: &seed)
         let contributions: Contributions
         // The mark survives only if the process dies inside activate: the next start quarantines the plugin.
         activationMark.set("\(id) \(build.number) \(checksum)")

@@ -56,6 +56,8 @@ public struct Contributions: Sendable {
     public var commands: [PluginCommand] = []
     /// Upstream apps served under its prefix (`proxy:`); seeded by the host from the manifest.
     public var proxies: [ProxyDeclaration] = []
+    /// Console pages and the host endpoints they may call (`console:`); seeded by the host from the manifest.
+    public var console: ConsoleDeclaration?
 
     public init() {}
 

@@ -98,6 +98,47 @@ struct BrowserTests {
         #expect(try await server.request("GET", "/ext/user/call?x").text.contains("provider=beta"))
     }
 
+    @Test("plugin console pages: the inventory page shows the caller and its route's items; a hostile page cannot reach the token or beyond its plugin",
+          .enabled(if: BrowserTests.available, "needs chromium, chromedriver and python3 selenium (CI installs them)"))
+    func consolePages() throws {
+        let f = KernelFixture()
+        let keel = TestEnvironment.binPath + "/keel"
+        try stageInventory(into: f.plugins)
+        // The hostile page comes with the spy plugin (Fixtures/plugins/spy.c), which writes down every header its
+        // hooks and handlers see: the console's token must never be among them.
+        let spy = try TestEnvironment.buildPlugin(source: TestEnvironment.fixtures + "/plugins/spy.c", name: "spy")
+        let bundle = try TestEnvironment.makeBundle(in: f.plugins, folder: "spy", manifest: TestEnvironment.manifest(
+            id: "spy", library: "libspy.so", capabilities: ["routes", "menus", "authenticate", "authorize"], extra: """
+            console:
+              pages:
+                - {path: hostile, title: Hostile, entry: assets/hostile.js, menu: {order: 99}}
+              fetch: ["GET /api/v1/session"]
+            """), library: spy)
+        try FileManager.default.createDirectory(atPath: bundle + "/assets", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: TestEnvironment.fixtures + "/pages/hostile.js", toPath: bundle + "/assets/hostile.js")
+        try TestEnvironment.grantSensitive("spy", plugins: f.plugins, state: f.state)
+        for id in ["inventory", "spy"] {
+            #expect(try TestEnvironment.run(keel, ["plugins", "enable", id, "--plugins", f.plugins, "--state", f.state]).status == 0)
+        }
+        let spyFile = (f.state as NSString).deletingLastPathComponent + "/spy.log"
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch"], environment: ["SPY_FILE": spyFile])
+        defer { server.stop() }
+
+        let screenshot = ProcessInfo.processInfo.environment["KEEL_PAGES_SCREENSHOT"]
+        let script = TestEnvironment.repository.path + "/Tests/Browser/pages_test.py"
+        let r = try TestEnvironment.run("/usr/bin/env", ["python3", script, "--url", server.base, "--token", ServerProcess.token,
+                                                         "--menu", "inventory.page.items", "--items", "4",
+                                                         "--hostile-menu", "spy.page.hostile", "--hostile-url", "/ext/spy/pages/hostile"]
+                                                        + (screenshot.map { ["--screenshot", $0] } ?? []))
+        #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
+        #expect(r.stdout.contains("4 passed, 0 failed"), "\(r.stdout)")
+        // keel.fetch reached the spy's own route, without the console's token or the page-session cookie.
+        let seen = (try? String(contentsOfFile: spyFile, encoding: .utf8)) ?? ""
+        #expect(seen.contains("handler-path /ext/spy/echo"), "\(seen)")
+        #expect(!seen.contains(ServerProcess.token), "plugin code saw the admin token")
+        #expect(!seen.contains("keel_page"), "plugin code saw the page-session cookie")
+    }
+
     /// The "calc" commands plugin, enabled with the real CLI, and a server serving it.
     static func servedCalc() throws -> (CommandsFixture, ServerProcess) {
         let c = CommandsFixture()
