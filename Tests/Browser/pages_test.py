@@ -2,7 +2,7 @@
 """Plugin console pages in real headless Chromium: the inventory example's page, opened from its menu entry, shows
 the logged-in caller (keel.user) and the items of its own route (keel.fetch); a hostile page's every attempt to read
 the console's token or to reach beyond its plugin fails, as it reports in its own DOM; a page opened on its own
-still runs in an opaque origin. Exits 0 when every step held; prints one line per step.
+still runs in an opaque origin; keel.navigate reaches the console. Exits 0 when every step held; prints one line per step.
 
     pages_test.py --url http://127.0.0.1:PORT --token TOKEN --menu inventory.page.items --items 4
                   --hostile-menu spy.page.hostile --hostile-url /ext/spy/pages/hostile
@@ -109,6 +109,17 @@ def main():
             assert d.execute_script("return sessionStorage.getItem('keel.token')") == args.token
         step("a hostile page cannot read the token nor reach beyond its routes and declared endpoints", hostile)
 
+        def navigate():
+            ask = ("const done = arguments[arguments.length - 1];"
+                   "Promise.allSettled([keel.navigate('//127.0.0.2/x'), keel.navigate('/plugins')])"
+                   ".then(r => done(r.map(x => x.status === 'fulfilled' ? 'ok' : x.reason.code)));")
+            outcomes = in_frame(lambda: d.execute_async_script(ask))
+            assert outcomes == ["bad-path", "ok"], outcomes
+            # The console's own navigation (KeelConsole.navigate), or without it the request shown in #message.
+            wait.until(lambda _: "/plugins" in d.execute_script(
+                "const m = document.getElementById('message'); return location.hash + ' ' + (m ? m.textContent : '')"))
+        step("keel.navigate asks the console to open one of its paths, never another address", navigate)
+
         def top_level():
             d.get(args.url + args.hostile_url)
             wait.until(EC.presence_of_element_located((By.ID, "attempts")))
@@ -123,7 +134,7 @@ def main():
             in_frame(lambda: wait.until(lambda _: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true"))
             d.save_screenshot(args.screenshot)
     finally:
-        result = steps.finish(4)
+        result = steps.finish(5)
     return result
 
 

@@ -131,7 +131,7 @@ struct BrowserTests {
                                                          "--hostile-menu", "spy.page.hostile", "--hostile-url", "/ext/spy/pages/hostile"]
                                                         + (screenshot.map { ["--screenshot", $0] } ?? []))
         #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
-        #expect(r.stdout.contains("4 passed, 0 failed"), "\(r.stdout)")
+        #expect(r.stdout.contains("5 passed, 0 failed"), "\(r.stdout)")
         // keel.fetch reached the spy's own route, without the console's token or the page-session cookie.
         let seen = (try? String(contentsOfFile: spyFile, encoding: .utf8)) ?? ""
         #expect(seen.contains("handler-path /ext/spy/echo"), "\(seen)")
