@@ -8,8 +8,9 @@ import KeelSystem
 import Synchronization
 
 /// Serves a bundle's `assets/` folder under `/ext/<id>/assets/...`: the files a plugin's pages load (scripts, styles,
-/// images), without plugin code. The route is published with the plugin's own, so it passes the same auth chain,
-/// tenant check and sandboxing headers, and it comes and goes with the plugin's generation.
+/// images), without plugin code. The route is published with the plugin's own, so it passes the same auth chain and
+/// sandboxing headers, and it comes and goes with the plugin's generation. It serves callers of every tenant while the
+/// plugin is enabled for any (`everyTenant`): console pages load assets from an opaque origin, which sends no cookie.
 ///
 /// - Strong ETags from the content's SHA-256; `If-None-Match` answers 304. A file whose name carries a content hash
 ///   (`app.3f2a9c1e.js`: a `.` or `-` then 8 or more hex digits before the extension) is `immutable` for a year; any

@@ -140,6 +140,9 @@ struct PagesHTTPTests {
         let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch"])
         defer { server.stop() }
         #expect(try await server.request("GET", "/ext/inventory/pages/items").status == 404)
+        // Its public static files are served to everyone: its pages load them from an opaque origin, without cookies.
+        #expect(try await server.request("GET", "/ext/inventory/assets/items.js").status == 200)
+        #expect(try await server.request("GET", "/ext/inventory/items").status == 404)
         #expect(try await server.request("GET", "/api/v1/pages").text == "[]")
         #expect(!(try await server.request("GET", "/api/v1/menus").text.contains("inventory.page.items")))
         #expect(try await server.request("POST", "/api/v1/session/page", headers: ["Content-Type": "application/json"],
