@@ -82,7 +82,7 @@
     notify: (text, level) => call('notify', { text: String(text), level: String(level || 'info') }),
   });
 
-  if (inConsole) post({ op: 'hello' });
-  else failReady(problem('not-in-console', 'this page is not open inside the Keel console'));
+  // The console sends the caller and the channel when the frame has loaded.
+  if (!inConsole) failReady(problem('not-in-console', 'this page is not open inside the Keel console'));
   ready.catch(() => {});
 })();

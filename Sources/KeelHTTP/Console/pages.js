@@ -165,8 +165,7 @@
     if (!m || m.keel !== 'page/1' || !event.source) return;
     for (const [frame, entry] of frames) {
       if (event.source !== frame.contentWindow) continue;
-      // "hello" needs no answer: the frame's load event sends the channel.
-      if (m.op === 'hello' || !entry.channel || m.channel !== entry.channel || typeof m.id !== 'number') return;
+      if (!entry.channel || m.channel !== entry.channel || typeof m.id !== 'number') return;
       answer(frame, entry, m);
       return;
     }
