@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "greeter-swift", type: .dynamic, targets: ["GreeterSwift"]),
         .library(name: "argo-sync", type: .dynamic, targets: ["ArgoSync"]),
         .library(name: "deployer", type: .dynamic, targets: ["Deployer"]),
+        .library(name: "inventory", type: .dynamic, targets: ["Inventory"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -62,6 +63,8 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
         ], resources: [
+            // The plugin page bridge: the console's half and the half inside each page's frame (PageBridge.swift).
+            .embedInCode("Console/pages.js"), .embedInCode("Console/keel-page.js"),
             // The console's HTML, script and style, embedded in the binary (no resource folder at run time).
             .embedInCode("Console/index.html"), .embedInCode("Console/console.js"), .embedInCode("Console/console.css"),
             .embedInCode("Console/live.js"),
@@ -92,6 +95,9 @@ let package = Package(
                 sources: ["argo_sync.c"], publicHeadersPath: ".", cSettings: [.headerSearchPath("../deployer")]),
         .target(name: "Deployer", dependencies: ["CKeelABI"], path: "Plugins/deployer", exclude: ["plugin.yaml"],
                 sources: ["deployer.c"], publicHeadersPath: "."),
+        // A console page from a plugin: a JSON route in C, a page as a plain ES module in assets/ (no build step).
+        .target(name: "Inventory", dependencies: ["CKeelABI"], path: "Plugins/inventory", exclude: ["plugin.yaml", "assets"],
+                sources: ["inventory.c"], publicHeadersPath: "."),
 
         // Test-only: an ABI struct as a later 1.x host might declare it (grown at its end).
         .target(name: "CKeelABIGrown", dependencies: ["CKeelABI"], path: "Tests/CKeelABIGrown"),

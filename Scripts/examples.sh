@@ -46,6 +46,7 @@ for bundle in Plugins/*/; do
   mkdir -p "$plugins/$name"
   cp "$bundle/plugin.yaml" "$plugins/$name/plugin.yaml"
   if [ -f "$bundle/config.schema.yaml" ]; then cp "$bundle/config.schema.yaml" "$plugins/$name/"; fi
+  if [ -d "$bundle/assets" ]; then rm -rf "$plugins/$name/assets" && cp -R "$bundle/assets" "$plugins/$name/assets"; fi
   # Write to a temporary name, then rename: a running host never sees a half-written library.
   cp "$bin/$lib" "$plugins/$name/.$lib.tmp" && mv -f "$plugins/$name/.$lib.tmp" "$plugins/$name/$lib"
 done
@@ -58,7 +59,7 @@ step "granting the auth capabilities and enabling the examples (each new build i
 "$bin/keel" plugins enable greeter --plugins "$plugins"
 # Services between plugins: two providers of gitops.sync/1 (argo-sync ranks higher, so it serves until the operator
 # chooses with `keel services use`), then their consumer. The folder names equal the plugin ids.
-for id in argo-sync flux-sync deployer; do
+for id in argo-sync flux-sync deployer inventory; do
   if [[ "$staged" == *" $id "* ]]; then "$bin/keel" plugins enable "$id" --plugins "$plugins"; fi
 done
 "$bin/keel" plugins list --plugins "$plugins"

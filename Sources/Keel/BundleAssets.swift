@@ -8,13 +8,15 @@ import KeelSystem
 import Synchronization
 
 /// Serves a bundle's `assets/` folder under `/ext/<id>/assets/...`: the files a plugin's pages load (scripts, styles,
-/// images), without plugin code. The route is published with the plugin's own, so it passes the same auth chain,
-/// tenant check and sandboxing headers, and it comes and goes with the plugin's generation.
+/// images), without plugin code. The route is published with the plugin's own, so it passes the same auth chain and
+/// sandboxing headers, and it comes and goes with the plugin's generation. It serves callers of every tenant while the
+/// plugin is enabled for any (`everyTenant`): console pages load assets from an opaque origin, which sends no cookie.
 ///
 /// - Strong ETags from the content's SHA-256; `If-None-Match` answers 304. A file whose name carries a content hash
 ///   (`app.3f2a9c1e.js`: a `.` or `-` then 8 or more hex digits before the extension) is `immutable` for a year; any
 ///   other is `no-cache` (revalidated each time, so a changed file is served at once).
 /// - gzip when the client accepts it and it makes the file smaller (text types); `Vary: Accept-Encoding`.
+/// - `Access-Control-Allow-Origin: *`: they are public static files, loaded by console pages from an opaque origin.
 /// - Refused (404): hidden names (a segment starting with `.`), anything whose real path leaves the folder
 ///   (symbolic links out), anything that is not a regular file. Files over `maxFileSize` are refused with 403.
 /// - A file is read once and kept while its inode, size and modification time stay the same.
@@ -63,7 +65,10 @@ final class BundleAssets: Sendable {
         let type = Self.contentType(name)
         var headers = [HeaderField(name: "etag", value: entry.etag),
                        HeaderField(name: "cache-control", value: Self.isHashed(name) ? "public, max-age=31536000, immutable" : "no-cache"),
-                       HeaderField(name: "vary", value: "accept-encoding")]
+                       HeaderField(name: "vary", value: "accept-encoding"),
+                       // Public static files: console pages run in an opaque origin, and their module scripts are
+                       // CORS requests. No credential is needed or sent for them (see PageShells).
+                       HeaderField(name: "access-control-allow-origin", value: "*")]
         let match = request.headers.first { $0.name == "if-none-match" }?.value
         if let match, match.split(separator: ",").contains(where: { $0.trimmingCharacters(in: .whitespaces) == entry.etag || $0 == "*" }) {
             return PluginResponse(status: 304, headers: headers)

@@ -200,9 +200,10 @@ extension Kernel {
         seed.proxies = manifest.proxies
         // The bundle's assets/ folder, served by the host under /ext/<id>/assets/ with the plugin's routes.
         if let assets = BundleAssets(bundleFolder: build.bundle.folder),
-           let route = RouteRegistration.hostServed("/assets/*", context: context, serve: assets.serve) {
+           let route = RouteRegistration.hostServed("/assets/*", context: context, everyTenant: true, serve: assets.serve) {
             seed.routes.append(route)
         }
+        try seedConsole(manifest, bundle: build.bundle, context: context, into: &seed)
         let contributions: Contributions
         // The mark survives only if the process dies inside activate: the next start quarantines the plugin.
         activationMark.set("\(id) \(build.number) \(checksum)")

@@ -13,6 +13,7 @@ import Keel
 /// | `GET /api/v1/menus`, `GET /api/v1/session`, `POST /api/v1/session/page` | anyone the auth chain lets through; menus filtered per caller |
 /// | `GET /api/v1/plugins[/<id>[/history]]`, `POST /api/v1/plugins/<id>/enable|disable|reload|grants`, `GET /api/v1/routes` | admin token only |
 /// | `GET /api/v1/services`, `PUT|DELETE /api/v1/services/<name>/<major>/provider` (AdminAPI+Services.swift) | admin token only |
+/// | `GET /api/v1/pages` (AdminAPI+Pages.swift) | anyone; the caller's visible console pages |
 /// | `GET /api/v1/commands`; `POST /api/v1/plugins/<id>/commands/<name>` (AdminAPI+Commands.swift) | admin; the command's permission |
 struct AdminAPI {
     let kernel: Kernel
@@ -185,6 +186,7 @@ struct AdminAPI {
         registerServices(on: admin)
         registerCommands(open: open, admin: admin)
         registerEvents(admin: admin)
+        registerPages(open: open)
         admin.get("routes") { _, _ -> Response in
             JSONBody.response(kernel.registry.snapshot.routes.map { RouteBody(plugin: $0.pluginID, method: $0.method, path: $0.path) })
         }

@@ -94,6 +94,7 @@ public struct KeelServer: Sendable {
             gatekeeper: gatekeeper, maxBodySize: configuration.maxBodySize, bodyTimeout: configuration.bodyTimeout, proxy: proxy)))
         AdminAPI(kernel: kernel, gatekeeper: gatekeeper).register(on: router)
         Console.register(on: router)
+        PageBridge.register(on: router)
         builtinRoutes(router)
         let responder = KeelResponder(router: router.buildResponder())
         var logger = Logger(label: "keel.http")

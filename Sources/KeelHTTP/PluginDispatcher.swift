@@ -36,8 +36,11 @@ struct PluginDispatcher: Sendable {
         var (caller, outcome) = try await lanes.run(match.pluginID) { () throws -> (Gatekeeper.Caller, Result<PluginResponse, PluginCallError>?) in
             // The request as plugins see it is built once and shared by the hooks and the handler.
             var caller = try gatekeeper.identify(request, snapshot: firstSnapshot, pluginID: first.pluginID)
-            // A plugin enabled for other tenants only does not exist for this caller.
-            guard gatekeeper.kernel.access.isVisible(first.pluginID, tenant: caller.principal.tenant) else { throw APIError.notFound }
+            // A plugin enabled for other tenants only does not exist for this caller (its public static files aside:
+            // console pages load them from an opaque origin, as an anonymous caller).
+            guard first.route.handler.everyTenant || gatekeeper.kernel.access.isVisible(first.pluginID, tenant: caller.principal.tenant) else {
+                throw APIError.notFound
+            }
             caller.seen.routePath = first.routePath
             caller.seen.parameters = first.parameters
             guard bodiless else {

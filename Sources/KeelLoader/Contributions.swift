@@ -12,11 +12,13 @@ public struct RouteRegistration: Sendable {
     /// Registered with a leading `=`: a full path under one of the plugin's granted route prefixes.
     public var absolute: Bool = false
 
-    /// `GET <path>` served by the host for the plugin (its bundle's assets); `path` must parse as a route pattern.
-    public static func hostServed(_ path: String, context: ActivationContext,
+    /// `GET <path>` served by the host for the plugin (its bundle's assets, its console pages); `path` must parse as
+    /// a route pattern. `everyTenant`: see `RouteHandler.everyTenant`.
+    public static func hostServed(_ path: String, context: ActivationContext, everyTenant: Bool = false,
                                   serve: @escaping @Sendable (PluginRequest) -> PluginResponse) -> RouteRegistration? {
         guard case let .success(pattern) = RoutePattern.parse(path) else { return nil }
-        return RouteRegistration(method: "GET", pattern: pattern, handler: RouteHandler(hostServed: serve, context: context))
+        return RouteRegistration(method: "GET", pattern: pattern,
+                                 handler: RouteHandler(hostServed: serve, everyTenant: everyTenant, context: context))
     }
 
     /// The full request path pattern this route answers.
@@ -56,6 +58,8 @@ public struct Contributions: Sendable {
     public var commands: [PluginCommand] = []
     /// Upstream apps served under its prefix (`proxy:`); seeded by the host from the manifest.
     public var proxies: [ProxyDeclaration] = []
+    /// Console pages and the host endpoints they may call (`console:`); seeded by the host from the manifest.
+    public var console: ConsoleDeclaration?
 
     public init() {}
 

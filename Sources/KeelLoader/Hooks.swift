@@ -13,6 +13,9 @@ public final class RouteHandler: @unchecked Sendable {
     let userData: UnsafeMutableRawPointer?
     /// A route the host serves on the plugin's behalf (its bundle's assets), instead of `function`.
     let host: (@Sendable (PluginRequest) -> PluginResponse)?
+    /// Public static files the host serves for the plugin (its bundle's assets): served to callers of every tenant
+    /// while the plugin is enabled for any, because console pages load them from an opaque origin, without cookies.
+    public let everyTenant: Bool
     public let context: ActivationContext
     /// Largest body a handler may write (bytes).
     public static let responseLimit = 16 * 1024 * 1024
@@ -21,14 +24,17 @@ public final class RouteHandler: @unchecked Sendable {
         self.function = function
         self.userData = userData
         self.host = nil
+        self.everyTenant = false
         self.context = context
     }
 
     /// A route served by the host for the plugin: admitted, drained and guarded like the plugin's own routes.
-    public init(hostServed serve: @escaping @Sendable (PluginRequest) -> PluginResponse, context: ActivationContext) {
+    public init(hostServed serve: @escaping @Sendable (PluginRequest) -> PluginResponse, everyTenant: Bool = false,
+                context: ActivationContext) {
         function = nil
         userData = nil
         host = serve
+        self.everyTenant = everyTenant
         self.context = context
     }
 

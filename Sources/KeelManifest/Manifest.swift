@@ -36,6 +36,8 @@ public struct Manifest: Sendable, Hashable {
     public var calls: [String] = []
     /// Existing web apps it brings in under `/ext/<id>/<prefix>/` (`proxy:`).
     public var proxies: [ProxyDeclaration] = []
+    /// Console pages and the host endpoints they may call (`console:`); nil when the plugin declares none.
+    public var console: ConsoleDeclaration?
 
     public init(id: String, name: String, version: Semver, description: String = "", abi: ABIVersion,
                 library: String, capabilities: Set<Capability> = [], menus: [MenuDeclaration] = [],
@@ -109,7 +111,7 @@ public enum Capability: String, Sendable, Hashable, CaseIterable, Comparable {
 
     /// Paths no plugin may take: the host's own (the console's page `/` itself is taken too, exactly).
     public static let reservedPrefixes = ["/ext", "/api", "/healthz", "/metrics", "/console", "/console.js", "/console.css",
-                                          "/console-live.js",
+                                          "/console-live.js", "/console-pages.js", "/keel-page.js",
                                           "/favicon.ico"]
 
     /// The reserved prefix that covers `path` (compared without case, by whole segments), or nil.

@@ -137,7 +137,7 @@ struct NodeReader {
 
     static let knownKeys: Set<String> = [
         "id", "name", "version", "description", "abi", "library", "capabilities", "menus", "dependencies", "host",
-        "permissions", "provides", "consumes", "commands", "calls", "proxy",
+        "permissions", "provides", "consumes", "commands", "calls", "proxy", "console",
     ]
     static let proxyKeys: Set<String> = ["prefix", "upstream", "timeout"]
     static let commandKeys: Set<String> = ["name", "symbol", "signature", "description", "permission", "probe"]
@@ -275,6 +275,7 @@ struct NodeReader {
         manifest.commands = try commands(fields["commands"], permissions: manifest.permissions, pluginID: id)
         manifest.proxies = try proxies(fields["proxy"])
         manifest.calls = try calls(fields["calls"])
+        manifest.console = try console(fields["console"], pluginID: id)
         return manifest
     }
 

@@ -98,6 +98,64 @@ struct BrowserTests {
         #expect(try await server.request("GET", "/ext/user/call?x").text.contains("provider=beta"))
     }
 
+    @Test("plugin console pages: the inventory page shows the caller and its route's items, also for a tenant-limited plugin; a hostile page cannot reach the token or beyond its plugin",
+          .enabled(if: BrowserTests.available, "needs chromium, chromedriver and python3 selenium (CI installs them)"))
+    func consolePages() async throws {
+        let f = KernelFixture()
+        let keel = TestEnvironment.binPath + "/keel"
+        let at = ["--plugins", f.plugins, "--state", f.state]
+        try stageInventory(into: f.plugins)
+        // hello's API key stands for "demo", a viewer in tenant acme: the caller of a tenant-limited plugin's page.
+        try TestEnvironment.stageExamples(into: f.plugins)
+        try TestEnvironment.grantSensitive("hello", plugins: f.plugins, state: f.state)
+        for command in [["plugins", "enable", "hello"], ["tenants", "create", "acme"], ["roles", "create", "viewer"],
+                        ["tenants", "add-member", "acme", "demo", "viewer"]] {
+            #expect(try TestEnvironment.run(keel, command + at).status == 0, "\(command)")
+        }
+        // The hostile page comes with the spy plugin (Fixtures/plugins/spy.c), which writes down every header its
+        // hooks and handlers see: the console's token must never be among them.
+        let spy = try TestEnvironment.buildPlugin(source: TestEnvironment.fixtures + "/plugins/spy.c", name: "spy")
+        let bundle = try TestEnvironment.makeBundle(in: f.plugins, folder: "spy", manifest: TestEnvironment.manifest(
+            id: "spy", library: "libspy.so", capabilities: ["routes", "menus", "authenticate", "authorize"], extra: """
+            console:
+              pages:
+                - {path: hostile, title: Hostile, entry: assets/hostile.js, menu: {order: 99}}
+              fetch: ["GET /api/v1/session"]
+            """), library: spy)
+        try FileManager.default.createDirectory(atPath: bundle + "/assets", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: TestEnvironment.fixtures + "/pages/hostile.js", toPath: bundle + "/assets/hostile.js")
+        try TestEnvironment.grantSensitive("spy", plugins: f.plugins, state: f.state)
+        for id in ["inventory", "spy"] {
+            #expect(try TestEnvironment.run(keel, ["plugins", "enable", id, "--plugins", f.plugins, "--state", f.state]).status == 0)
+        }
+        let spyFile = (f.state as NSString).deletingLastPathComponent + "/spy.log"
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch"], environment: ["SPY_FILE": spyFile])
+        defer { server.stop() }
+
+        let screenshot = ProcessInfo.processInfo.environment["KEEL_PAGES_SCREENSHOT"]
+        let script = TestEnvironment.repository.path + "/Tests/Browser/pages_test.py"
+        let r = try TestEnvironment.run("/usr/bin/env", ["python3", script, "--url", server.base, "--token", ServerProcess.token,
+                                                         "--menu", "inventory.page.items", "--items", "4",
+                                                         "--hostile-menu", "spy.page.hostile", "--hostile-url", "/ext/spy/pages/hostile"]
+                                                        + (screenshot.map { ["--screenshot", $0] } ?? []))
+        #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
+        #expect(r.stdout.contains("5 passed, 0 failed"), "\(r.stdout)")
+        // keel.fetch reached the spy's own route, without the console's token or the page-session cookie.
+        let seen = (try? String(contentsOfFile: spyFile, encoding: .utf8)) ?? ""
+        #expect(seen.contains("handler-path /ext/spy/echo"), "\(seen)")
+        #expect(!seen.contains(ServerProcess.token), "plugin code saw the admin token")
+        #expect(!seen.contains("keel_page"), "plugin code saw the page-session cookie")
+
+        // Enabled for acme only: the page opens for acme's caller (the frame's navigation carries the page session,
+        // its assets load as public files, keel.fetch reaches the route as that caller).
+        #expect(try await server.request("POST", "/api/v1/plugins/inventory/disable", admin: true).status == 200)
+        #expect(try await server.request("POST", "/api/v1/plugins/inventory/enable", admin: true,
+                                         headers: ["Content-Type": "application/json"], body: Data(#"{"tenant":"acme"}"#.utf8)).status == 200)
+        let tenant = try TestEnvironment.run("/usr/bin/env", ["python3", script, "--url", server.base, "--token", "hello-demo-key",
+                                                              "--user", "demo", "--display-name", "Demo User", "--only-inventory"])
+        #expect(tenant.status == 0 && tenant.stdout.contains("2 passed, 0 failed"), "\(tenant.stdout)\(tenant.stderr)")
+    }
+
     /// The "calc" commands plugin, enabled with the real CLI, and a server serving it.
     static func servedCalc() throws -> (CommandsFixture, ServerProcess) {
         let c = CommandsFixture()

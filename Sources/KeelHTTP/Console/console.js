@@ -70,13 +70,9 @@ async function openPage(node, link) {
     }
   }
   const frame = document.getElementById('page');
-  frame.onload = () => {
-    if (state.session && frame.contentWindow) {
-      const s = state.session;
-      frame.contentWindow.postMessage({ type: 'keel.session', id: s.id, displayName: s.displayName, tenant: s.tenant,
-                                        roles: s.roles, anonymous: s.anonymous, admin: s.admin }, '*');
-    }
-  };
+  // console-pages.js tells the page who is looking and answers its bridge (window.keel) requests.
+  if (plugin && window.KeelPages) window.KeelPages.attach(frame, plugin, state.session);
+  else if (window.KeelPages) window.KeelPages.detach(frame);
   frame.src = node.link;
   frame.hidden = false;
   frame.scrollIntoView({ block: 'start' });

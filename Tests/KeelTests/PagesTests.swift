@@ -1,0 +1,161 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import Keel
+import KeelManifest
+import Testing
+
+@Suite("console: pages in plugin.yaml")
+struct ConsoleManifestTests {
+    func parse(_ console: String) throws(ManifestError) -> Manifest {
+        try ManifestLoader().parse(Data((TestEnvironment.manifest(id: "inv", library: "libinv.so") + console).utf8),
+                                   file: "inv/plugin.yaml").0
+    }
+
+    func problem(_ console: String) -> String {
+        do { _ = try parse(console); return "" } catch { return error.description }
+    }
+
+    @Test("pages, styles, a menu entry and the host endpoints a page may call")
+    func parses() throws {
+        let m = try parse("""
+            console:
+              pages:
+                - path: items
+                  title: Items
+                  entry: assets/items.js
+                  styles: [assets/items.css]
+                  menu: {parent: inv.main, order: 10, icon: box}
+                - {path: reports/daily, title: Daily, entry: assets/js/daily.mjs}
+              fetch: ["GET /api/v1/session", "POST /api/v1/plugins/inv/commands/count"]
+            """)
+        let console = try #require(m.console)
+        #expect(console.pages.map(\.path) == ["items", "reports/daily"])
+        #expect(console.pages[0].styles == ["assets/items.css"] && console.pages[1].menu == nil)
+        let menu = try #require(console.pages[0].menu)
+        #expect(menu == MenuDeclaration(id: "inv.page.items", title: "Items", parent: "inv.main", link: "/ext/inv/pages/items",
+                                        order: 10, icon: "box"))
+        #expect(console.fetch.map(\.description) == ["GET /api/v1/session", "POST /api/v1/plugins/inv/commands/count"])
+    }
+
+    @Test("bad values: one line naming plugin.yaml, the key and the reason", arguments: [
+        ("console: [x]", #"key "console": expected a mapping"#),
+        ("console:\n  pages:\n    - {path: /items, title: I, entry: assets/i.js}", #"key "console.pages[0].path": "/items" must be a plain path"#),
+        ("console:\n  pages:\n    - {path: a/../b, title: I, entry: assets/i.js}", #"key "console.pages[0].path""#),
+        ("console:\n  pages:\n    - {path: i, title: I, entry: main.js}", #"key "console.pages[0].entry": "main.js" must be an ES module inside the bundle's assets/ folder"#),
+        ("console:\n  pages:\n    - {path: i, title: I, entry: assets/../lib.js}", #"key "console.pages[0].entry""#),
+        ("console:\n  pages:\n    - {path: i, title: I, entry: assets/i.css}", #"key "console.pages[0].entry""#),
+        ("console:\n  pages:\n    - {path: i, title: I, entry: assets/i.js, styles: [x.css]}", #"key "console.pages[0].styles[0]""#),
+        ("console:\n  pages:\n    - {path: i, entry: assets/i.js}", #"key "console.pages[0].title": required key is missing"#),
+        ("console:\n  pages:\n    - {path: i, title: I, entry: assets/i.js}\n    - {path: i, title: J, entry: assets/j.js}", "declared twice"),
+        ("console:\n  fetch: [\"GET /ext/other/items\"]", #"key "console.fetch[0]": expected "METHOD /api/v1/PATH""#),
+        ("console:\n  fetch: [\"FETCH /api/v1/session\"]", #"key "console.fetch[0]""#),
+        ("console:\n  fetch: [\"GET /api/v1/../../x\"]", #"key "console.fetch[0]""#),
+        ("console:\n  fetch: [\"GET /api/v1/session?x=1\"]", #"key "console.fetch[0]""#),
+    ])
+    func refused(_ yaml: String, _ expected: String) {
+        let text = problem("\n" + yaml)
+        #expect(text.hasPrefix("inv/plugin.yaml:") && text.contains(expected) && !text.contains("\n"), "\(text)")
+    }
+
+    @Test("entry and styles must exist inside the bundle's assets/ folder")
+    func files() throws {
+        let folder = TestEnvironment.makeTemporaryDirectory("console-files")
+        try FileManager.default.createDirectory(atPath: folder + "/assets", withIntermediateDirectories: true)
+        try "export {}\n".write(toFile: folder + "/assets/i.js", atomically: true, encoding: .utf8)
+        try FileManager.default.createSymbolicLink(atPath: folder + "/assets/out.css", withDestinationPath: "/etc/hostname")
+        let ok = ConsoleDeclaration(pages: [ConsolePage(path: "i", title: "I", entry: "assets/i.js")])
+        #expect(ok.missingFile(bundleFolder: folder, manifestPath: folder + "/plugin.yaml") == nil)
+        let missing = ConsoleDeclaration(pages: [ConsolePage(path: "i", title: "I", entry: "assets/i.js", styles: ["assets/nope.css"])])
+        #expect(missing.missingFile(bundleFolder: folder, manifestPath: "b/plugin.yaml")?.description
+                == #"b/plugin.yaml: key "console.pages[0].styles[0]": assets/nope.css is not a file in the bundle"#)
+        let escaping = ConsoleDeclaration(pages: [ConsolePage(path: "i", title: "I", entry: "assets/i.js", styles: ["assets/out.css"])])
+        #expect(escaping.missingFile(bundleFolder: folder, manifestPath: "b/plugin.yaml") != nil, "a link leaving assets/ counts as missing")
+    }
+}
+
+/// The inventory example (Plugins/inventory: plugin.yaml, assets/, and the libinventory.so `swift build` made),
+/// staged into `plugins`.
+func stageInventory(into plugins: String) throws {
+    let source = TestEnvironment.repository.path + "/Plugins/inventory"
+    let bundle = try TestEnvironment.makeBundle(in: plugins, folder: "inventory",
+                                                manifest: String(contentsOfFile: source + "/plugin.yaml", encoding: .utf8),
+                                                library: TestEnvironment.builtLibrary("libinventory.so"))
+    try? FileManager.default.removeItem(atPath: bundle + "/assets")
+    try FileManager.default.copyItem(atPath: source + "/assets", toPath: bundle + "/assets")
+}
+
+@Suite("console pages served by the host", .serialized)
+struct PagesHTTPTests {
+    let keel = TestEnvironment.binPath + "/keel"
+
+    @Test("the shell's headers and HTML, CORS on assets, the bridge scripts, GET /api/v1/pages, the menu entry; all gone when disabled")
+    func shell() async throws {
+        let f = KernelFixture()
+        try stageInventory(into: f.plugins)
+        #expect(try TestEnvironment.run(keel, ["plugins", "enable", "inventory", "--plugins", f.plugins, "--state", f.state]).status == 0)
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch"])
+        defer { server.stop() }
+
+        var r = try curl(server.base + "/ext/inventory/pages/items")
+        #expect(r.head.hasPrefix("http/1.1 200") && r.head.contains("content-type: text/html; charset=utf-8"), "\(r.head)")
+        #expect(r.head.contains("content-security-policy: \(PageShells.policy.lowercased())"), "\(r.head)")
+        let html = String(decoding: r.body, as: UTF8.self)
+        #expect(html.contains(#"<script src="/keel-page.js"></script>"#))
+        #expect(html.contains(#"<script type="module" src="/ext/inventory/assets/items.js"></script>"#))
+        #expect(html.contains(#"<link rel="stylesheet" href="/ext/inventory/assets/items.css">"#))
+        #expect(html.contains("<title>Inventory</title>"))
+        #expect(try curl(server.base + "/ext/inventory/pages/nope").head.hasPrefix("http/1.1 404"))
+
+        r = try curl(server.base + "/ext/inventory/assets/items.js", ["-H", "Origin: null"])
+        #expect(r.head.contains("access-control-allow-origin: *"), "module scripts from an opaque origin are CORS requests: \(r.head)")
+        r = try curl(server.base + "/ext/inventory/items")
+        #expect(String(decoding: r.body, as: UTF8.self).contains(#""sku":"BLT-100""#))
+        #expect(!r.head.contains("access-control-allow-origin"), "only assets are open to other origins: \(r.head)")
+
+        #expect(try await server.request("GET", "/keel-page.js").text.contains("window.keel"))
+        #expect(try await server.request("GET", "/console-pages.js").text.contains("window.KeelPages"))
+        #expect(try await server.request("GET", "/").text.contains(#"<script src="/console-pages.js" defer></script>"#))
+
+        let pages = try await server.request("GET", "/api/v1/pages")
+        let listed = (pages.json as? [[String: Any]])?.first { $0["plugin"] as? String == "inventory" }
+        #expect(listed?["fetch"] as? [String] == ["GET /api/v1/session"], "\(pages.text)")
+        #expect(((listed?["pages"] as? [[String: Any]])?.first?["url"] as? String) == "/ext/inventory/pages/items", "\(pages.text)")
+        let menus = try await server.request("GET", "/api/v1/menus").text
+        #expect(menus.contains(#""id":"inventory.page.items""#) && menus.contains(#""link":"/ext/inventory/pages/items""#), "\(menus)")
+
+        #expect(try await server.request("POST", "/api/v1/plugins/inventory/disable", admin: true).status == 200)
+        #expect(try curl(server.base + "/ext/inventory/pages/items").head.hasPrefix("http/1.1 404"), "a disabled plugin has no pages")
+        #expect(try await server.request("GET", "/api/v1/pages").text == "[]")
+        #expect(!(try await server.request("GET", "/api/v1/menus").text.contains("inventory.page.items")))
+    }
+
+    @Test("a plugin enabled for another tenant has no page, page list entry or menu entry for this caller")
+    func tenants() async throws {
+        let f = KernelFixture()
+        try stageInventory(into: f.plugins)
+        let at = ["--plugins", f.plugins, "--state", f.state]
+        #expect(try TestEnvironment.run(keel, ["tenants", "create", "acme"] + at).status == 0)
+        #expect(try TestEnvironment.run(keel, ["plugins", "enable", "inventory", "--tenant", "acme"] + at).status == 0)
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch"])
+        defer { server.stop() }
+        #expect(try await server.request("GET", "/ext/inventory/pages/items").status == 404)
+        // Its public static files are served to everyone: its pages load them from an opaque origin, without cookies.
+        #expect(try await server.request("GET", "/ext/inventory/assets/items.js").status == 200)
+        #expect(try await server.request("GET", "/ext/inventory/items").status == 404)
+        #expect(try await server.request("GET", "/api/v1/pages").text == "[]")
+        #expect(!(try await server.request("GET", "/api/v1/menus").text.contains("inventory.page.items")))
+        #expect(try await server.request("POST", "/api/v1/session/page", headers: ["Content-Type": "application/json"],
+                                         body: Data(#"{"plugin":"inventory"}"#.utf8)).status == 404)
+    }
+
+    @Test("an entry file missing from the bundle fails the load with one line naming plugin.yaml and the key")
+    func missingEntry() throws {
+        let f = KernelFixture()
+        try stageInventory(into: f.plugins)
+        try FileManager.default.removeItem(atPath: f.plugins + "/inventory/assets/items.js")
+        let r = try TestEnvironment.run(keel, ["plugins", "enable", "inventory", "--plugins", f.plugins, "--state", f.state])
+        #expect(r.status == 1)
+        #expect(r.stderr.contains(#"inventory/plugin.yaml: key "console.pages[0].entry": assets/items.js is not a file in the bundle"#), "\(r.stderr)")
+    }
+}
