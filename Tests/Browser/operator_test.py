@@ -16,6 +16,7 @@ view at 1280 px and the overview at 400 px as PNG. Prints one line per step; exi
 """
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -54,6 +55,13 @@ def main():
     def cli(verb):
         subprocess.run([args.keel, "plugins", verb, args.plugin, "--plugins", args.plugins, "--state", args.state],
                        check=True, capture_output=True)
+
+    def screenshot(name):
+        """Saves the window as docs-sized PNG: quantized with pngquant when it is installed."""
+        path = os.path.join(args.screenshots, name)
+        d.save_screenshot(path)
+        if shutil.which("pngquant"):
+            subprocess.run(["pngquant", "--quality", "60-85", "--speed", "1", "--force", "--output", path, path], check=False)
 
     try:
         d.get(args.url + "/")
@@ -161,7 +169,7 @@ def main():
                 section = {"": "overview", "plugins": "admin"}.get(view, view.split("/")[0])
                 shown(section)
                 time.sleep(0.5)
-                d.save_screenshot(os.path.join(shots, "console-" + (view.split("/")[0] or "overview") + ".png"))
+                screenshot("console-" + (view.split("/")[0] or "overview") + ".png")
 
         def narrow():
             d.set_window_size(400, 860)
@@ -183,7 +191,7 @@ def main():
             d.get(args.url + "/")
             wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, "#plugin-counts")))
             if shots:
-                d.save_screenshot(os.path.join(shots, "console-overview-400.png"))
+                screenshot("console-overview-400.png")
             assert not css("#nav").is_displayed(), "the navigation folds at 400 px"
             toggle = css("#nav-toggle")
             assert toggle.is_displayed() and toggle.get_attribute("aria-expanded") == "false"

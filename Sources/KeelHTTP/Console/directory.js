@@ -95,7 +95,7 @@ defineView('repositories', { section: 'repositories', title: 'Repositories and t
       smallTable('repositories-table', ['Name', 'Location', 'Priority', ''], repoRows, 'no repositories: the catalog is empty')),
     el('section', { className: 'panel', 'aria-labelledby': 'trust-list' },
       el('h3', { id: 'trust-list', textContent: 'Trusted signing keys' }),
-      el('p', { className: 'muted', textContent: 'Packages signed by these keys install without asking. Make a key pair with `keel keygen`.' }),
+      el('p', { className: 'muted', textContent: 'Packages signed by these keys install without asking. Make a key pair with `keel trust keygen`.' }),
       keptForm('trust', () => smallForm('trust', [{ name: 'name', label: 'Signer', placeholder: 'acme' },
         { name: 'publicKey', label: 'Public key (base64)', placeholder: '32 bytes, base64' }], 'Trust key',
         v => api('/api/v1/trust', json('POST', v)))),

@@ -92,8 +92,8 @@ function drawPlugins() {
     const on = p.status === 'enabled';
     const action = on ? 'disable' : 'enable';
     return el('tr', { 'data-plugin-row': p.id },
-      el('td', { className: 'plugin-name' }, icon(pluginIcons.get(p.id), p.id),
-         el('div', {}, el('strong', {}, pluginLink(p.id)), el('div', { className: 'muted', textContent: p.name }))),
+      el('td', {}, el('div', { className: 'plugin-name' }, icon(pluginIcons.get(p.id), p.id),
+         el('div', {}, el('strong', {}, pluginLink(p.id)), el('div', { className: 'muted', textContent: p.name })))),
       el('td', { textContent: p.version }),
       el('td', { className: 'state-' + p.status, textContent: p.status }),
       el('td', { className: 'reason', textContent: p.reason || '' }),
