@@ -98,9 +98,10 @@ function currentRoute() {
 async function route(focus) {
   const r = currentRoute();
   const view = views[r.view];
-  const allowed = !view.admin || state.admin;
+  // An admin view before the admin logs in shows the overview's invitation to log in instead.
+  const shown = !view.admin || state.admin ? view : views.overview;
   state.route = r;
-  for (const v of Object.values(views)) document.getElementById(v.section).hidden = !(v === view && (allowed || v.name === 'overview'));
+  for (const v of Object.values(views)) document.getElementById(v.section).hidden = v !== shown;
   for (const v of Object.values(views)) if (v !== view && v.leave) v.leave();
   document.querySelectorAll('nav a').forEach(a => {
     const here = a.dataset.view === r.view || (r.view === 'plugin' && a.dataset.view === 'plugins')
@@ -111,7 +112,7 @@ async function route(focus) {
   if (focus) {
     document.body.classList.remove('nav-open');
     document.getElementById('nav-toggle').setAttribute('aria-expanded', 'false');
-    const heading = document.querySelector('#' + view.section + ' h2');
+    const heading = document.querySelector('#' + shown.section + ' h2');
     heading.tabIndex = -1;
     heading.focus({ preventScroll: true });
   }
@@ -124,7 +125,7 @@ async function loadView() {
   const r = state.route;
   if (!r) return;
   const view = views[r.view];
-  if (view.admin && !state.admin) { if (view.load && view.name === 'overview') await view.load(r.argument); return; }
+  if (view.admin && !state.admin) { await views.overview.load(''); return; }
   try { if (view.load) await view.load(r.argument); }
   catch (e) { document.getElementById('message').textContent = (view.title || r.view) + ': ' + errorText(e); }
 }
