@@ -8,7 +8,8 @@ the failure with its reason; `keel plugins disable --plugin` (the real CLI) show
 recent events within --within seconds, without a click; keyboard only (Tab, Enter) reaches the Plugins view with a
 visible focus; --granted's page shows its grants and load history, and revoking and granting its capability works;
 --plugin's configuration form refuses retries 9 with the server's bad-config error and stores retries 3; at 400 px
-wide the navigation folds behind a button and no view scrolls sideways. With --screenshots DIR it also saves each
+wide the navigation folds behind a button and no view scrolls sideways; `KeelConsole` (what console-pages.js calls)
+navigates inside the console only and shows notices as text. With --screenshots DIR it also saves each
 view at 1280 px and the overview at 400 px as PNG. Prints one line per step; exits 0 when every step held.
 
     operator_test.py --url URL --token TOKEN --keel KEEL --plugins DIR --state FILE --plugin calc --granted hello
@@ -161,6 +162,20 @@ def main():
             assert css('input[data-config-key="retries"]').get_attribute("value") == "3"
         step("the configuration form refuses retries 9 with the server's bad-config error and stores retries 3", config)
 
+        def bridge():
+            # What console-pages.js calls for a plugin page: navigation stays inside the console; notices are text.
+            assert d.execute_script("return KeelConsole.navigate('https://evil.example/')") is False
+            assert d.execute_script("return KeelConsole.navigate('//evil.example/x')") is False
+            assert d.execute_script("return KeelConsole.navigate('javascript:alert(1)')") is False
+            assert d.execute_script("return KeelConsole.navigate('/plugins')") is True
+            shown("admin")
+            assert d.current_url.startswith(args.url + "/#/plugins"), d.current_url
+            d.execute_script("KeelConsole.notify('<b>saved</b>', 'success')")
+            notice = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, "#notices .notice.success")))
+            assert notice.text == "<b>saved</b>", notice.text
+            assert d.find_element(By.ID, "notices").get_attribute("aria-live") == "polite"
+        step("KeelConsole: a plugin page may navigate inside the console only, and its notices are shown as text", bridge)
+
         shots = args.screenshots
         if shots:
             os.makedirs(shots, exist_ok=True)
@@ -203,7 +218,7 @@ def main():
             assert not css("#nav").is_displayed(), "the navigation folds again after a choice"
         step("at 400 px the navigation folds behind a button and no view scrolls sideways", narrow)
     finally:
-        result = steps.finish(9)
+        result = steps.finish(10)
     return result
 
 
