@@ -167,6 +167,9 @@ def main():
             assert d.execute_script("return KeelConsole.navigate('https://evil.example/')") is False
             assert d.execute_script("return KeelConsole.navigate('//evil.example/x')") is False
             assert d.execute_script("return KeelConsole.navigate('javascript:alert(1)')") is False
+            # A plugin page's address is resolved before the frame loads it and the page session is asked for.
+            assert d.execute_script("return KeelConsole.navigate('/ext/hello/x/../../greeter/')") is True
+            wait.until(lambda _: css("#page").get_dom_attribute("src") == "/ext/greeter/" and css("#page").is_displayed())
             assert d.execute_script("return KeelConsole.navigate('/plugins')") is True
             shown("admin")
             assert d.current_url.startswith(args.url + "/#/plugins"), d.current_url

@@ -145,7 +145,14 @@ function pluginOf(link) {
 // Opens a plugin page in the sandboxed frame, in place of the view that was open. The page gets no credential: the
 // host gives the frame's requests to that plugin the caller's identity through a page session (an HttpOnly cookie),
 // and console-pages.js (when present) or a message tells the page who is looking.
-async function openPage(link) {
+async function openPage(address) {
+  // Resolved first ("/ext/a/../b/" is /ext/b/): the page session goes to the plugin whose page is loaded.
+  const url = new URL(address, location.origin);
+  if (url.origin !== location.origin) {
+    document.getElementById('message').textContent = 'not a page of this host: ' + address;
+    return;
+  }
+  const link = url.pathname + url.search;
   if (state.openLink === link) return;
   state.openLink = link;
   const plugin = pluginOf(link);
