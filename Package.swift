@@ -67,7 +67,9 @@ let package = Package(
             .embedInCode("Console/pages.js"), .embedInCode("Console/keel-page.js"),
             // The console's HTML, script and style, embedded in the binary (no resource folder at run time).
             .embedInCode("Console/index.html"), .embedInCode("Console/console.js"), .embedInCode("Console/console.css"),
-            .embedInCode("Console/live.js"),
+            .embedInCode("Console/live.js"), .embedInCode("Console/icons.js"), .embedInCode("Console/views.js"),
+            .embedInCode("Console/plugin.js"), .embedInCode("Console/config.js"), .embedInCode("Console/sections.js"),
+            .embedInCode("Console/directory.js"),
         ]),
         .executableTarget(name: "KeelCLI", dependencies: [
             "Keel", "KeelHTTP",

@@ -31,6 +31,19 @@ extension Kernel {
         return Glibc.access(schema, F_OK) == 0 ? schema : nil
     }
 
+    /// The configuration schema `id`'s bundle ships, as JSON; nil when it ships none.
+    /// - Throws: `KernelError` for an unknown plugin, or `.bundle` naming the schema file when it cannot be read.
+    public func configSchema(_ id: String) throws(KernelError) -> String? {
+        guard let bundle = bundles[id] else {
+            throw KernelError(.unknownPlugin, pluginID: id, reason: "no plugin \"\(id)\" in the plugin folder")
+        }
+        guard let path = Self.schemaPath(bundle) else { return nil }
+        do { return try PluginConfig.schemaJSON(at: path) } catch {
+            // The reason without the host's path: it reaches API clients.
+            throw KernelError(.bundle, pluginID: id, reason: "\(PluginConfig.schemaFile) of \(id): \(error.reason)")
+        }
+    }
+
     /// Sets a plugin's configuration from YAML (`file` names it in errors): checked against the bundle's schema,
     /// stored, and applied by re-activating the plugin when it is active. A configuration its code rejects leaves the
     /// old activation serving, as any failed reload does, and the previous configuration stored.

@@ -15,6 +15,7 @@ import Keel
 /// | `GET /api/v1/services`, `PUT|DELETE /api/v1/services/<name>/<major>/provider` (AdminAPI+Services.swift) | admin token only |
 /// | `GET /api/v1/pages` (AdminAPI+Pages.swift) | anyone; the caller's visible console pages |
 /// | `GET /api/v1/commands`; `POST /api/v1/plugins/<id>/commands/<name>` (AdminAPI+Commands.swift) | admin; the command's permission |
+/// | `GET /api/v1/overview`, `GET /api/v1/plugins/<id>/config/schema`, `GET|POST /api/v1/trust` (AdminAPI+Console.swift) | admin token only |
 struct AdminAPI {
     let kernel: Kernel
     let gatekeeper: Gatekeeper
@@ -97,7 +98,12 @@ struct AdminAPI {
             let id = try context.parameters.require("id")
             var request = request
             let body = try await request.collectBody(upTo: 1 << 20)
-            try await run(.config(id: id, yaml: String(decoding: body.readableBytesView, as: UTF8.self)))
+            // A configuration the schema (or YAML) refuses is the caller's mistake: 422 bad-config, file, key and reason.
+            do throws(KernelError) {
+                try await kernel.execute(.config(id: id, yaml: String(decoding: body.readableBytesView, as: UTF8.self)), actor: "admin-api")
+            } catch {
+                throw error.code == .bundle ? APIError(.unprocessableContent, "bad-config", error.description) : Self.apiError(error)
+            }
             return JSONBody.response(try await kernel.plugin(id))
         }
         admin.get("plugins/:id/history") { _, context -> Response in
@@ -187,6 +193,7 @@ struct AdminAPI {
         registerCommands(open: open, admin: admin)
         registerEvents(admin: admin)
         registerPages(open: open)
+        registerConsole(admin: admin)
         admin.get("routes") { _, _ -> Response in
             JSONBody.response(kernel.registry.snapshot.routes.map { RouteBody(plugin: $0.pluginID, method: $0.method, path: $0.path) })
         }

@@ -2,17 +2,20 @@
 
 import Hummingbird
 
-/// The web console: static HTML, CSS and JavaScript served by the host, no build step. It renders the navigation
-/// from `/api/v1/menus`, opens plugin pages in a frame, and gives an admin the plugin list with switches and the
-/// services between plugins with the choice of provider (`/api/v1/services`), and the plugins' commands with a form
-/// per signature that runs one (`POST /api/v1/plugins/<id>/commands/<name>`). `live.js` keeps it current through the
-/// kernel's change events (`GET /api/v1/events`).
+/// The web console: static HTML, CSS and JavaScript served by the host, no build step. One view at a time, by hash
+/// route (`#/`, `#/plugins`, `#/plugin/<id>`, `#/services`, `#/commands`, `#/tenants`, `#/repositories`,
+/// `#/catalog`, and `#/ext/<id>/...` for a plugin page in the sandboxed frame): the overview (`/api/v1/overview`),
+/// the plugin list, a page per plugin with its grants, configuration form and load history, the services and
+/// commands, tenants and roles, repositories and trust, and the catalog. `live.js` keeps the open view current
+/// through the kernel's change events (`GET /api/v1/events`). `/console-pages.js` (the plugin page bridge) is served
+/// by its own code when present.
 enum Console {
     static func register(on router: Router<KeelRequestContext>) {
         router.get("/") { _, _ in asset(ConsoleAssets.html, "text/html; charset=utf-8") }
-        router.get("/console.js") { _, _ in asset(ConsoleAssets.script, "text/javascript; charset=utf-8") }
         router.get("/console.css") { _, _ in asset(ConsoleAssets.style, "text/css; charset=utf-8") }
-        router.get("/console-live.js") { _, _ in asset(ConsoleAssets.live, "text/javascript; charset=utf-8") }
+        for (path, text) in ConsoleAssets.scripts {
+            router.get(RouterPath(path)) { _, _ in asset(text, "text/javascript; charset=utf-8") }
+        }
     }
 
     static func asset(_ text: String, _ type: String) -> Response {

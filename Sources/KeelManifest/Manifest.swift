@@ -110,14 +110,20 @@ public enum Capability: String, Sendable, Hashable, CaseIterable, Comparable {
     public static func routePrefix(_ prefix: String) -> String { "route-prefix:" + prefix }
 
     /// Paths no plugin may take: the host's own (the console's page `/` itself is taken too, exactly).
-    public static let reservedPrefixes = ["/ext", "/api", "/healthz", "/metrics", "/console", "/console.js", "/console.css",
-                                          "/console-live.js", "/console-pages.js", "/keel-page.js",
-                                          "/favicon.ico"]
+    public static let reservedPrefixes = ["/ext", "/api", "/healthz", "/metrics", "/favicon.ico"]
 
-    /// The reserved prefix that covers `path` (compared without case, by whole segments), or nil.
+    /// First path segments no plugin may take however they go on: the console's files (`/console.js`,
+    /// `/console-views.js`, ...) and the page bridge (`/keel-page.js`) live there, so a file the console adds later is
+    /// the host's without a change here. A plugin script served at such a path would run in the console's origin.
+    public static let reservedSegmentStarts = ["console", "keel"]
+
+    /// The reserved prefix that covers `path` (compared without case, by whole segments; the first segment also by
+    /// its start, see `reservedSegmentStarts`), or nil.
     public static func reservedPrefix(of path: String) -> String? {
         let lower = path.lowercased()
-        return reservedPrefixes.first { lower == $0 || lower.hasPrefix($0 + "/") }
+        if let reserved = reservedPrefixes.first(where: { lower == $0 || lower.hasPrefix($0 + "/") }) { return reserved }
+        let first = lower.dropFirst().prefix { $0 != "/" }
+        return reservedSegmentStarts.contains { first.hasPrefix($0) } ? "/" + first : nil
     }
 
     /// Why `prefix` cannot be a plugin's foreign prefix, or nil when it can. A prefix has one spelling only: `/`

@@ -34,6 +34,17 @@ public enum PluginConfig {
         return String(decoding: data, as: UTF8.self)
     }
 
+    /// The schema at `schemaPath` as compact JSON (keys sorted), for a form built from it (the console's).
+    /// - Throws: `ManifestError` naming the file when it cannot be read, is not YAML or not a mapping.
+    public static func schemaJSON(at schemaPath: String) throws(ManifestError) -> String {
+        guard let text = try? String(contentsOfFile: schemaPath, encoding: .utf8),
+              let schema = (try? Yams.load(yaml: text)) as? [String: Any],
+              let data = try? JSONSerialization.data(withJSONObject: schema, options: [.sortedKeys]) else {
+            throw ManifestError(file: schemaPath, reason: "the plugin's configuration schema cannot be read")
+        }
+        return String(decoding: data, as: UTF8.self)
+    }
+
     static func kind(_ v: Any) -> String {
         switch v {
         case is [String: Any]: return "a mapping"

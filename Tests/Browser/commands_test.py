@@ -55,7 +55,7 @@ def main():
         return out.text, "error" in out.get_attribute("class").split()
 
     try:
-        d.get(args.url + "/")
+        d.get(args.url + "/#/commands")
         steps.hidden_until_login("commands", "the commands table", args.token, row("add"))
 
         def rows():

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Drives the Keel console in real headless Chromium (Selenium + Debian's chromedriver).
 
-Logs in with the admin token, opens a plugin page from the navigation, disables the plugin through the page and
-checks that its menu entry is gone, then enables it and checks that the entry is back. With --install, it also
+Logs in with the admin token, opens a plugin page from the navigation (in place of the plugin list), disables the
+plugin in the Plugins view and checks that its menu entry is gone, then enables it and checks that the entry is back. With --install, it also
 installs that plugin from the catalog (the repositories the server knows), enables it, checks its menu entry, and
 uninstalls it again through the page. Exits 0 when every step held; prints one line per step.
 
@@ -36,7 +36,7 @@ def main():
     row_state = f'tr[data-plugin-row="{args.plugin}"] td:nth-child(3)'
 
     try:
-        d.get(args.url + "/")
+        d.get(args.url + "/#/plugins")
         step("the console loads and shows the navigation from /api/v1/menus",
              lambda: wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, menu))))
         def enabled():
@@ -53,7 +53,8 @@ def main():
                 wait.until(lambda _: greeting.text == "Hello, Administrator!")
             finally:
                 d.switch_to.default_content()
-            # The page opens where the admin can see it, above the tables.
+            # The page opens in place of the view that was open, where the admin can see it.
+            assert not d.find_element(By.ID, "admin").is_displayed(), "the plugin list is still shown"
             top = d.execute_script("return document.getElementById('page').getBoundingClientRect().top")
             assert 0 <= top < 400, f"the page frame starts at {top}px"
         step("a menu entry opens the plugin's page inside the console, as the logged-in caller, in view", open_page)
@@ -72,6 +73,7 @@ def main():
             step("a hostile plugin page runs sandboxed: it knows the caller but cannot reach the console's token", hostile_page)
 
         def disable():
+            click('nav a[data-view="plugins"]')
             click(f'button[data-plugin="{args.plugin}"]')
             wait.until(lambda _: d.find_element(By.CSS_SELECTOR, row_state).text == "disabled")
             wait.until(lambda _: len(d.find_elements(By.CSS_SELECTOR, menu)) == 0)
@@ -92,11 +94,13 @@ def main():
                 d.switch_to.alert.accept()
 
             def install():
+                click('nav a[data-view="catalog"]')
                 wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, f'tr[data-catalog-row="{args.install}"]')))
                 click(f'button[data-install="{args.install}"]')
                 accept_confirmation()  # the catalog entry is unsigned: the page asks first
-                wait.until(lambda _: d.find_element(By.CSS_SELECTOR, new_row + " td:nth-child(3)").text == "installed")
                 wait.until(lambda _: d.find_element(By.CSS_SELECTOR, f'tr[data-catalog-row="{args.install}"] td:nth-child(5)').text == "installed")
+                click('nav a[data-view="plugins"]')
+                wait.until(lambda _: d.find_element(By.CSS_SELECTOR, new_row + " td:nth-child(3)").text == "installed")
             step("installing a plugin from the catalog adds it to the plugin list", install)
 
             def enable_new():
@@ -110,6 +114,7 @@ def main():
                 accept_confirmation()
                 wait.until(lambda _: len(d.find_elements(By.CSS_SELECTOR, new_row)) == 0)
                 wait.until(lambda _: len(d.find_elements(By.CSS_SELECTOR, new_menu)) == 0)
+                click('nav a[data-view="catalog"]')
                 wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, f'button[data-install="{args.install}"]')))
             step("uninstalling it through the page removes it, its menu entry, and offers it again", uninstall)
 

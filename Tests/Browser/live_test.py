@@ -25,7 +25,7 @@ def main():
 
     steps = Steps()
     d, wait, step = steps.driver, steps.wait, steps.step
-    d.get(args.url + "/")
+    d.get(args.url + "/#/plugins")
     row = f'tr[data-plugin-row="{args.plugin}"]'
     steps.hidden_until_login("admin", "the plugins table and opens the event stream", args.token, row,
                              then=lambda: wait.until(lambda _: d.find_element(By.TAG_NAME, "body").get_attribute("data-live") == "true"))

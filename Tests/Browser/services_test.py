@@ -55,7 +55,7 @@ def main():
             return r.status
 
     try:
-        d.get(args.url + "/")
+        d.get(args.url + "/#/services")
         steps.hidden_until_login("services", "the services table", args.token, row)
 
         def initial():

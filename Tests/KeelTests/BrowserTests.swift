@@ -25,16 +25,8 @@ struct BrowserTests {
             #expect(try TestEnvironment.run(keel, ["plugins", "enable", id, "--plugins", f.plugins, "--state", f.state]).status == 0)
         }
         // A repository offering one more plugin (unsigned), known to the server before it starts.
+        try Self.catalogRepository(f)
         let root = (f.state as NSString).deletingLastPathComponent
-        let lib = try TestEnvironment.buildFixture("catalogdemo", ["PLUGIN_ID=\"catalogdemo\"", "MENU_ID=\"catalogdemo.main\""])
-        try TestEnvironment.makeBundle(in: root + "/staging", folder: "catalogdemo", manifest: TestEnvironment.manifest(
-            id: "catalogdemo", library: "libcatalogdemo.so", capabilities: ["routes", "menus"]), library: lib)
-        let repo = root + "/repo"
-        try FileManager.default.createDirectory(atPath: repo, withIntermediateDirectories: true)
-        let packed = try TestEnvironment.run(keel, ["pack", root + "/staging/catalogdemo", "--out", repo])
-        #expect(packed.status == 0, "\(packed.stderr)")
-        #expect(try TestEnvironment.run(keel, ["repo", "index", repo]).status == 0)
-        #expect(try TestEnvironment.run(keel, ["repo", "add", "local", repo, "--plugins", f.plugins, "--state", f.state]).status == 0)
 
         // A hostile plugin whose page tries to read the console's token and send it home (Fixtures/plugins/spy.c).
         let spy = try TestEnvironment.buildPlugin(source: TestEnvironment.fixtures + "/plugins/spy.c", name: "spy")
@@ -156,6 +148,22 @@ struct BrowserTests {
         #expect(tenant.status == 0 && tenant.stdout.contains("2 passed, 0 failed"), "\(tenant.stdout)\(tenant.stderr)")
     }
 
+    /// A repository "local" offering the unsigned plugin "catalogdemo" (menu entry "catalogdemo.main"), added to the
+    /// state of `f` with the real CLI.
+    static func catalogRepository(_ f: KernelFixture) throws {
+        let keel = TestEnvironment.binPath + "/keel"
+        let root = (f.state as NSString).deletingLastPathComponent
+        let lib = try TestEnvironment.buildFixture("catalogdemo", ["PLUGIN_ID=\"catalogdemo\"", "MENU_ID=\"catalogdemo.main\""])
+        try TestEnvironment.makeBundle(in: root + "/staging", folder: "catalogdemo", manifest: TestEnvironment.manifest(
+            id: "catalogdemo", library: "libcatalogdemo.so", capabilities: ["routes", "menus"]), library: lib)
+        let repo = root + "/repo"
+        try FileManager.default.createDirectory(atPath: repo, withIntermediateDirectories: true)
+        let packed = try TestEnvironment.run(keel, ["pack", root + "/staging/catalogdemo", "--out", repo])
+        #expect(packed.status == 0, "\(packed.stderr)")
+        #expect(try TestEnvironment.run(keel, ["repo", "index", repo]).status == 0)
+        #expect(try TestEnvironment.run(keel, ["repo", "add", "local", repo, "--plugins", f.plugins, "--state", f.state]).status == 0)
+    }
+
     /// The "calc" commands plugin, enabled with the real CLI, and a server serving it.
     static func servedCalc() throws -> (CommandsFixture, ServerProcess) {
         let c = CommandsFixture()
@@ -192,5 +200,54 @@ struct BrowserTests {
         #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
         #expect(r.stdout.contains("9 passed, 0 failed"), "\(r.stdout)")
         #expect(!r.stdout.contains("FAILED"))
+    }
+    @Test("the operator's views: overview live within a second of a CLI change, keyboard only, a plugin's grants and load history, the configuration form, the page bridge, 400 px",
+          .enabled(if: BrowserTests.available, "needs chromium, chromedriver and python3 selenium (CI installs them)"))
+    func operatorViews() async throws {
+        let c = CommandsFixture()
+        try c.calc()
+        let f = c.f
+        let keel = TestEnvironment.binPath + "/keel"
+        let at = ["--plugins", f.plugins, "--state", f.state]
+        try """
+            type: object
+            additionalProperties: false
+            properties:
+              retries: {type: integer, minimum: 0, maximum: 5}
+              greeting: {type: string, enum: [hello, hi, salut]}
+              verbose: {type: boolean}
+            """.write(toFile: f.plugins + "/calc/config.schema.yaml", atomically: true, encoding: .utf8)
+        // "tuned" needs a configuration it was never given: enabling it fails, with the reason.
+        try f.fixtureBundle("tuned", capabilities: ["routes"])
+        try "type: object\nrequired: [level]\nproperties:\n  level: {type: integer}\n"
+            .write(toFile: f.plugins + "/tuned/config.schema.yaml", atomically: true, encoding: .utf8)
+        try TestEnvironment.stageExamples(into: f.plugins)
+        for id in ["hello", "greeter"] { try TestEnvironment.grantSensitive(id, plugins: f.plugins, state: f.state) }
+        for id in ["calc", "hello", "greeter"] {
+            let r = try TestEnvironment.run(keel, ["plugins", "enable", id] + at)
+            #expect(r.status == 0, "\(r.stderr)")
+        }
+        #expect(try TestEnvironment.run(keel, ["plugins", "enable", "tuned"] + at).status != 0)
+        #expect(try TestEnvironment.run(keel, ["tenants", "create", "acme"] + at).status == 0)
+        #expect(try TestEnvironment.run(keel, ["roles", "create", "viewer"] + at).status == 0)
+        #expect(try TestEnvironment.run(keel, ["roles", "grant", "viewer", "calc.math:run"] + at).status == 0)
+        #expect(try TestEnvironment.run(keel, ["tenants", "add-member", "acme", "ada", "viewer"] + at).status == 0)
+        #expect(try TestEnvironment.run(keel, ["trust", "add", "acme-release", Data(repeating: 7, count: 32).base64EncodedString()] + at).status == 0)
+        try Self.catalogRepository(f)
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch"])
+        defer { server.stop() }
+
+        let screenshots = ProcessInfo.processInfo.environment["KEEL_CONSOLE_SCREENSHOTS"]
+        let script = TestEnvironment.repository.path + "/Tests/Browser/operator_test.py"
+        let r = try TestEnvironment.run("/usr/bin/env", ["python3", script, "--url", server.base, "--token", ServerProcess.token,
+                                                         "--keel", keel, "--plugin", "calc", "--granted", "hello",
+                                                         "--capability", "authenticate", "--failing", "tuned"] + at
+                                                        + (screenshots.map { ["--screenshots", $0] } ?? []))
+        #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
+        #expect(r.stdout.contains("10 passed, 0 failed"), "\(r.stdout)")
+        #expect(!r.stdout.contains("FAILED"))
+        // What the form stored is what the server holds.
+        let stored = try await server.request("GET", "/api/v1/plugins/calc/config", admin: true)
+        #expect(((stored.json as? [String: Any])?["json"] as? String) == #"{"greeting":"hi","retries":3}"#, "\(stored.text)")
     }
 }

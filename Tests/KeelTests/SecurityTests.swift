@@ -146,7 +146,8 @@ struct SecurityTests {
 
     @Test("a granted route prefix cannot alias the host's own paths, however it is spelled")
     func reservedPrefixes() async throws {
-        for prefix in ["//console.js", "/%63onsole.js", "/API", "/Console.js", "/console/x", "/legacy//x", "/ext", "/metrics", "/a b"] {
+        for prefix in ["//console.js", "/%63onsole.js", "/API", "/Console.js", "/console/x", "/legacy//x", "/ext", "/metrics", "/a b",
+                       "/console-views.js", "/Console-Future.js", "/keel-page.js", "/keelx"] {
             #expect(Capability.problem(withPrefix: prefix) != nil, "\(prefix) was accepted")
         }
         #expect(Capability.problem(withPrefix: "/legacy") == nil)

@@ -1,5 +1,8 @@
 'use strict';
-const state = { token: sessionStorage.getItem('keel.token') || '', admin: false, session: null };
+// The console's core: requests with the caller's token, the DOM helper, the views and their hash routes, login,
+// plugin pages in the sandboxed frame, and `window.KeelConsole` for console-pages.js. The views themselves are in
+// console-views.js, console-plugin.js, console-sections.js and console-directory.js; live.js refreshes.
+const state = { token: sessionStorage.getItem('keel.token') || '', admin: false, session: null, route: null, openLink: null };
 
 // One request with the caller's token; the response body as text. A failed request throws an Error with the API's
 // message (or the status text), its `code` (e.g. "bad-argument", or undefined) and `status`.
@@ -22,70 +25,27 @@ async function api(path, options = {}) {
   return parse(await request(path, options));
 }
 
+// A JSON request body with its content type, for `api`'s options.
+function json(method, value) {
+  return { method, headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(value) };
+}
+
 function parse(text) {
   try { return JSON.parse(text); } catch (_) { return null; }
+}
+
+// An error as the console shows it: "<code>: <message>".
+function errorText(e) {
+  return (e.code ? e.code + ': ' : '') + e.message;
 }
 
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs || {})) {
-    if (k.startsWith('data-') || k.startsWith('aria-')) node.setAttribute(k, v); else node[k] = v;
+    if (k.startsWith('data-') || k.startsWith('aria-') || k === 'role' || k === 'for') node.setAttribute(k, v); else node[k] = v;
   }
-  for (const c of children) node.append(c);
+  for (const c of children) if (c !== null && c !== undefined) node.append(c);
   return node;
-}
-
-function renderMenu(nodes) {
-  const list = el('ul');
-  for (const n of nodes) {
-    const link = el('a', { href: n.link || '#', textContent: n.title, 'data-menu-id': n.id });
-    link.addEventListener('click', event => { event.preventDefault(); openPage(n, link); });
-    const item = el('li', {}, link);
-    if (n.children && n.children.length) item.append(renderMenu(n.children));
-    list.append(item);
-  }
-  return list;
-}
-
-// The plugin a console link belongs to (/ext/<id>/...), or null.
-function pluginOf(link) {
-  const m = /^\/ext\/([a-z0-9][a-z0-9._-]*)(\/|$)/.exec(link || '');
-  return m ? m[1] : null;
-}
-
-// Opens a plugin page in the sandboxed frame. The page gets no credential: the host gives the frame's requests
-// to that plugin the caller's identity through a page session (an HttpOnly cookie), and the page is told who
-// is looking by a message.
-async function openPage(node, link) {
-  document.querySelectorAll('nav a.active').forEach(a => a.classList.remove('active'));
-  link.classList.add('active');
-  if (!node.link) return;
-  const plugin = pluginOf(node.link);
-  if (plugin && state.token) {
-    try {
-      await api('/api/v1/session/page', { method: 'POST', headers: { 'Content-Type': 'application/json' },
-                                          body: JSON.stringify({ plugin }) });
-    } catch (e) {
-      document.getElementById('message').textContent = 'page session for ' + plugin + ': ' + e.message;
-    }
-  }
-  const frame = document.getElementById('page');
-  // console-pages.js tells the page who is looking and answers its bridge (window.keel) requests.
-  if (plugin && window.KeelPages) window.KeelPages.attach(frame, plugin, state.session);
-  else if (window.KeelPages) window.KeelPages.detach(frame);
-  frame.src = node.link;
-  frame.hidden = false;
-  frame.scrollIntoView({ block: 'start' });
-}
-
-async function loadMenus() {
-  const nav = document.getElementById('nav');
-  try {
-    const tree = await api('/api/v1/menus');
-    nav.replaceChildren(tree.length ? renderMenu(tree) : el('p', { className: 'muted', textContent: 'no menu entries' }));
-  } catch (e) {
-    nav.replaceChildren(el('p', { className: 'muted', textContent: 'navigation unavailable: ' + e.message }));
-  }
 }
 
 function button(text, className, attrs, onClick) {
@@ -94,229 +54,211 @@ function button(text, className, attrs, onClick) {
   return b;
 }
 
-// The plugin list (admin only); returns the plugins, or [] when the caller is not the admin.
-async function loadPlugins() {
-  const section = document.getElementById('admin');
-  if (!state.admin) { section.hidden = true; return []; }
-  const plugins = await api('/api/v1/plugins');
-  const rows = plugins.map(p => {
-    const on = p.status === 'enabled';
-    const action = on ? 'disable' : 'enable';
-    return el('tr', { 'data-plugin-row': p.id },
-      el('td', {}, el('strong', { textContent: p.id }), el('div', { className: 'muted', textContent: p.name })),
-      el('td', { textContent: p.version }),
-      el('td', { className: 'state-' + p.status, textContent: p.status }),
-      el('td', { className: 'reason', textContent: p.reason || '' }),
-      el('td', { className: 'actions' },
-        button(on ? 'Disable' : 'Enable', 'toggle ' + action, { 'data-plugin': p.id },
-               () => act(p.id, '/' + action, { method: 'POST' })),
-        button('Uninstall', 'uninstall', { 'data-uninstall': p.id }, () => {
-          if (confirm('Uninstall ' + p.id + '? Its files and stored state are removed.')) {
-            act(p.id, '', { method: 'DELETE' });
-          }
-        })));
-  });
-  document.querySelector('#plugins tbody').replaceChildren(...rows);
-  section.hidden = false;
-  return plugins;
-}
-
-// What the configured repositories offer (admin only), with install or upgrade buttons.
-async function loadCatalog(plugins) {
-  const section = document.getElementById('catalog');
-  if (!state.admin) { section.hidden = true; return; }
-  const catalog = await api('/api/v1/catalog');
-  const installed = new Map(plugins.map(p => [p.id, p]));
-  const rows = catalog.plugins.map(item => {
-    const have = installed.get(item.id);
-    const allowUnsigned = !item.signed;
-    const body = JSON.stringify({ allowUnsigned });
-    const post = path => act(item.id, path, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body });
-    const confirmUnsigned = () => item.signed || confirm(item.id + ' ' + item.version + ' is not signed. Install it anyway?');
-    let cell;
-    if (!have) {
-      cell = button(item.signed ? 'Install' : 'Install unsigned', 'install', { 'data-install': item.id },
-                    () => { if (confirmUnsigned()) post('/install'); });
-    } else if (have.version !== item.version) {
-      cell = button('Upgrade to ' + item.version, 'install', { 'data-upgrade': item.id },
-                    () => { if (confirmUnsigned()) post('/upgrade'); });
-    } else {
-      cell = el('span', { className: 'muted', textContent: 'installed' });
-    }
-    return el('tr', { 'data-catalog-row': item.id },
-      el('td', {}, el('strong', { textContent: item.id }), el('div', { className: 'muted', textContent: item.description })),
-      el('td', { textContent: item.version }),
-      el('td', { textContent: item.repository }),
-      el('td', { textContent: item.signed ? 'signed' : 'unsigned' }),
-      el('td', { className: 'actions' }, cell));
-  });
-  document.querySelector('#catalog-table tbody').replaceChildren(...rows);
-  document.getElementById('catalog-problems').textContent = (catalog.problems || []).join('; ');
-  section.hidden = rows.length === 0 && !(catalog.problems || []).length;
-}
-
-// Interfaces between plugins (admin only): who serves each one host-wide and why, a choice of provider, the
-// choices per tenant, and the consumers.
-async function loadServices() {
-  const section = document.getElementById('services');
-  if (!state.admin) { section.hidden = true; return; }
-  const services = await api('/api/v1/services');
-  const rows = services.map(s => {
-    const hostWide = s.serving.find(v => v.tenant === '')
-      || { tenant: '', choice: null, provider: null, reason: 'no provider enabled' };
-    const forget = tenant => () => choose(s.interface, { method: 'DELETE' }, tenant);
-    return el('tr', { 'data-service-row': s.interface },
-      el('td', {}, el('strong', { textContent: s.interface })),
-      el('td', { className: 'serving', 'data-serving': hostWide.provider || '' },
-        el(hostWide.provider ? 'strong' : 'span', { className: hostWide.provider ? '' : 'muted',
-                                                    textContent: hostWide.provider || 'none' }),
-        el('div', { className: 'muted', textContent: why(hostWide) })),
-      el('td', { className: 'actions' }, providerSelect(s, hostWide),
-        button('Use ranking', 'ranking', { 'data-use-ranking': s.interface, disabled: !hostWide.choice,
-                                           title: hostWide.choice ? 'forget the choice: the highest ranking serves'
-                                                                  : 'no choice: the ranking rule decides' }, forget())),
-      el('td', {}, list(s.serving.filter(v => v.tenant !== ''), 'no tenant choices', t =>
-        el('li', { 'data-tenant': t.tenant }, el('strong', { textContent: t.tenant + ': ' }), t.provider || 'none',
-          el('span', { className: 'muted', textContent: ' (' + why(t) + ')' }),
-          button('Clear', 'clear', { 'data-clear-tenant': t.tenant,
-                                     'aria-label': 'clear the choice for tenant ' + t.tenant }, forget(t.tenant))))),
-      el('td', {}, list(s.consumers, 'none', c =>
-        el('li', { 'data-consumer': c.plugin }, el('strong', { textContent: c.plugin }),
-          ' ' + c.versions + ' ' + (c.optional ? 'optional' : 'required'),
-          c.active ? '' : el('span', { className: 'muted', textContent: ' (not enabled)' })))));
-  });
-  document.querySelector('#services-table tbody').replaceChildren(...rows);
-  section.hidden = rows.length === 0;
-}
-
-// Every installed plugin's commands (admin only), from the plugin list: what each takes and who may call it, and a
-// form built from its signature that runs it with the caller's token. Running one changes nothing the page shows,
-// so the result stays next to its form until the next refresh.
-function loadCommands(plugins) {
-  const section = document.getElementById('commands');
-  if (!state.admin) { section.hidden = true; return; }
-  const rows = plugins.flatMap(p => (p.commands || []).map(c => commandRow(c, p.status === 'enabled')));
-  document.querySelector('#commands-table tbody').replaceChildren(...rows);
-  section.hidden = rows.length === 0;
-}
-
-const integerTypes = new Set(['i32', 'i64', 'u32', 'u64']);
-
-// The argument types of a signature such as "(i64, str) -> status(json)": ['i64', 'str'].
-function argumentTypes(signature) {
-  const inner = (/^\(([^)]*)\)/.exec(signature) || ['', ''])[1].trim();
-  return inner ? inner.split(',').map(t => t.trim()) : [];
-}
-
-function commandRow(command, enabled) {
-  const full = command.plugin + '.' + command.name;
-  const args = argumentTypes(command.signature).map((type, i) => argumentInput(full, type, i + 1));
-  const result = el('output', { className: 'command-result', 'data-command-result': full, 'aria-live': 'polite' });
-  const run = el('button', { type: 'submit', textContent: 'Run', disabled: !enabled, 'data-run': full,
-                             'aria-label': 'Run ' + full, title: enabled ? '' : command.plugin + ' is not enabled' });
-  const form = el('form', { className: 'command-form', noValidate: true, 'data-command': full },
-                  ...args.map(a => a.label), run, result);
-  form.addEventListener('submit', async event => {
-    event.preventDefault();
-    // The body is written by hand: each argument's JSON text comes from what was typed (see argumentJSON).
-    const body = '{"args":[' + args.map(a => a.json()).join(',') + ']}';
-    const path = '/api/v1/plugins/' + encodeURIComponent(command.plugin) + '/commands/' + encodeURIComponent(command.name);
-    run.disabled = true;
-    result.classList.remove('error');
-    result.textContent = '…';
-    try {
-      result.textContent = resultText(await request(path, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body }));
-    } catch (e) {
-      result.classList.add('error');
-      result.textContent = (e.code ? e.code + ': ' : '') + e.message;
-    } finally {
-      run.disabled = false;
-    }
-  });
-  return el('tr', { 'data-command-row': full },
-    el('td', { textContent: command.plugin }),
-    el('td', {}, el('strong', { textContent: command.name }),
-      command.description ? el('div', { className: 'muted', textContent: command.description }) : ''),
-    el('td', {}, el('code', { textContent: command.signature })),
-    el('td', { className: 'permission' }, command.permission ? el('code', { textContent: command.permission })
-                                                             : el('span', { className: 'muted', textContent: 'admins only' })),
-    el('td', {}, form));
-}
-
-// One labelled input for argument `n` (1-based) of `command`: a number field for integers (step 1) and f64, a
-// checkbox for bool, a text field for str and for bytes (base64 text). Its label names the type; `json` gives the
-// argument's JSON text.
-function argumentInput(command, type, n) {
-  const attrs = { 'data-arg': String(n), autocomplete: 'off' };
-  let input;
-  if (type === 'bool') input = el('input', Object.assign({ type: 'checkbox' }, attrs));
-  else if (integerTypes.has(type)) input = el('input', Object.assign({ type: 'number', step: '1' }, attrs));
-  else if (type === 'f64') input = el('input', Object.assign({ type: 'number', step: 'any' }, attrs));
-  else input = el('input', Object.assign({ type: 'text', spellcheck: false }, attrs));
-  const label = el('label', { className: 'argument' },
-    el('span', { className: 'sr-only', textContent: 'argument ' + n + ' of ' + command + ', ' }),
-    el('span', { className: 'type', textContent: type === 'bytes' ? 'bytes, base64' : type }), input);
-  return { label, json: () => argumentJSON(type, input) };
-}
-
-// An argument's JSON text. An integer is written from the field's text, not through a JS number, so 64-bit values
-// past 2^53 reach the host exactly. Text that is not a number (an empty field, "1.5" for an integer) goes as a JSON
-// string: the host rejects it with a bad-argument message that names the argument and the value.
-function argumentJSON(type, input) {
-  if (type === 'bool') return input.checked ? 'true' : 'false';
-  const text = input.value.trim();
-  if (integerTypes.has(type) && /^-?\d+$/.test(text)) return text.replace(/^(-?)0+(?=\d)/, '$1');
-  if (type === 'f64' && text !== '' && Number.isFinite(Number(text))) return JSON.stringify(Number(text));
-  return JSON.stringify(type === 'str' || type === 'bytes' ? input.value : text);
-}
-
-// A command's result as the host wrote it ({"result":<JSON>}), so large integers are shown unrounded.
-function resultText(text) {
-  const prefix = '{"result":';
-  if (text.startsWith(prefix) && text.endsWith('}')) return text.slice(prefix.length, -1);
-  const body = parse(text);
-  return JSON.stringify(body ? body.result : null);
-}
-
 // A plain list of `items` made by `item`, or `empty` in grey.
 function list(items, empty, item) {
   return items.length ? el('ul', { className: 'plain' }, ...items.map(item))
     : el('span', { className: 'muted', textContent: empty });
 }
 
-// Why a provider serves a scope, and which choice is not in effect (it names a plugin that is not enabled).
-function why(serving) {
-  const idle = serving.choice && serving.choice !== serving.provider;
-  return serving.reason + (idle ? '; chosen ' + serving.choice + ' is not enabled' : '');
-}
-
-// The host-wide provider of one interface, as a labelled <select>: enabled providers can be picked, the others
-// are shown disabled. Picking one chooses it (PUT) at once.
-function providerSelect(service, hostWide) {
-  const select = el('select', { 'data-provider-select': service.interface });
-  if (!hostWide.provider) select.append(el('option', { value: '', textContent: '(none enabled)', disabled: true }));
-  for (const p of service.providers) {
-    const label = p.plugin + (p.pluginVersion ? ' ' + p.pluginVersion : '') + ' (ranking ' + p.ranking + ')'
-      + (p.active ? '' : ' (not enabled)');
-    select.append(el('option', { value: p.plugin, textContent: label, disabled: !p.active }));
+// Replaces `container`'s children with `nodes`, keeping the keyboard focus: when the focused element had a data-*
+// attribute, the new element with the same attribute and value gets the focus back.
+function replaceKeepingFocus(container, nodes) {
+  const active = document.activeElement;
+  const key = active && container.contains(active)
+    ? Array.from(active.attributes).find(a => a.name.startsWith('data-')) : null;
+  container.replaceChildren(...nodes);
+  if (key) {
+    const again = container.querySelector('[' + key.name + '="' + CSS.escape(key.value) + '"]');
+    if (again) again.focus();
   }
-  select.value = hostWide.provider || '';
-  select.addEventListener('change', () => {
-    select.disabled = true;
-    choose(service.interface, { method: 'PUT', headers: { 'Content-Type': 'application/json' },
-                                body: JSON.stringify({ plugin: select.value }) });
-  });
-  const text = el('span', { className: 'sr-only', textContent: 'Host-wide provider of ' + service.interface });
-  return el('label', {}, text, select);
 }
 
-// Chooses (PUT) or forgets (DELETE) the provider of `iface` host-wide, or for `tenant`; then a fresh view.
-function choose(iface, options, tenant) {
-  const slash = iface.lastIndexOf('/');
-  const path = '/api/v1/services/' + encodeURIComponent(iface.slice(0, slash)) + '/'
-    + encodeURIComponent(iface.slice(slash + 1)) + '/provider'
-    + (tenant && options.method === 'DELETE' ? '?tenant=' + encodeURIComponent(tenant) : '');
-  return perform(iface + (tenant ? ' for tenant ' + tenant : ''), path, options);
+// ---- views and routes ----------------------------------------------------------------------------------------
+// A view is one screen: `#/<name>[/<argument>]`. `load(argument)` (re)draws it from the API; it is called when the
+// view opens and on every refresh while it is open. `leave()`, when given, is called while another view is shown.
+const views = {};
+
+function defineView(name, options) {
+  views[name] = Object.assign({ admin: true, nav: true }, options, { name });
+}
+
+// The route in the address: { view, argument }. "#/ext/..." and other paths are plugin pages in the frame.
+function currentRoute() {
+  let path;
+  try { path = decodeURIComponent(location.hash.replace(/^#/, '')) || '/'; } catch (_) { path = '/'; }
+  if (!path.startsWith('/')) return state.route || { view: 'overview', argument: '' };
+  const m = /^\/([a-z]*)(?:[/?](.*))?$/.exec(path);
+  if (m && m[1] === '') return { view: 'overview', argument: '' };
+  if (m && views[m[1]] && m[1] !== 'frame') return { view: m[1], argument: m[2] || '' };
+  return { view: 'frame', argument: path };
+}
+
+// Shows the view the address names (hiding every other: one screen at a time, no layout shift) and loads it.
+// `focus`: move the keyboard focus to its heading (after a user's navigation, not on the first load).
+async function route(focus) {
+  const r = currentRoute();
+  const view = views[r.view];
+  // An admin view before the admin logs in shows the overview's invitation to log in instead.
+  const shown = !view.admin || state.admin ? view : views.overview;
+  state.route = r;
+  for (const v of Object.values(views)) document.getElementById(v.section).hidden = v !== shown;
+  for (const v of Object.values(views)) if (v !== view && v.leave) v.leave();
+  document.querySelectorAll('nav a').forEach(a => {
+    const here = a.dataset.view === r.view || (r.view === 'plugin' && a.dataset.view === 'plugins')
+      || (r.view === 'frame' && a.getAttribute('href') === '#' + r.argument);
+    if (here) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
+    a.classList.toggle('active', here);
+  });
+  if (focus) {
+    document.body.classList.remove('nav-open');
+    document.getElementById('nav-toggle').setAttribute('aria-expanded', 'false');
+    const heading = document.querySelector('#' + shown.section + ' h2');
+    heading.tabIndex = -1;
+    heading.focus({ preventScroll: true });
+  }
+  document.title = (view.title ? view.title + ' · ' : '') + 'Keel console';
+  await loadView();
+}
+
+// (Re)draws the open view; its errors go to the message line.
+async function loadView() {
+  const r = state.route;
+  if (!r) return;
+  const view = views[r.view];
+  if (view.admin && !state.admin) { await views.overview.load(''); return; }
+  try { if (view.load) await view.load(r.argument); }
+  catch (e) { document.getElementById('message').textContent = (view.title || r.view) + ': ' + errorText(e); }
+}
+
+function go(hash) {
+  if (location.hash === hash) route(true); else location.hash = hash;
+}
+
+// ---- plugin pages --------------------------------------------------------------------------------------------
+
+// The plugin a console link belongs to (/ext/<id>/...), or null.
+function pluginOf(link) {
+  const m = /^\/ext\/([a-z0-9][a-z0-9._-]*)(\/|$)/.exec(link || '');
+  return m ? m[1] : null;
+}
+
+// Opens a plugin page in the sandboxed frame, in place of the view that was open. The page gets no credential: the
+// host gives the frame's requests to that plugin the caller's identity through a page session (an HttpOnly cookie),
+// and console-pages.js (when present) or a message tells the page who is looking.
+async function openPage(address) {
+  // Resolved first ("/ext/a/../b/" is /ext/b/): the page session goes to the plugin whose page is loaded.
+  const url = new URL(address, location.origin);
+  if (url.origin !== location.origin) {
+    document.getElementById('message').textContent = 'not a page of this host: ' + address;
+    return;
+  }
+  const link = url.pathname + url.search;
+  if (state.openLink === link) return;
+  state.openLink = link;
+  const plugin = pluginOf(link);
+  if (plugin && state.token) {
+    try {
+      await api('/api/v1/session/page', json('POST', { plugin }));
+    } catch (e) {
+      document.getElementById('message').textContent = 'page session for ' + plugin + ': ' + errorText(e);
+    }
+  }
+  const frame = document.getElementById('page');
+  // console-pages.js tells the page who is looking and answers its bridge (window.keel) requests.
+  if (plugin && window.KeelPages) window.KeelPages.attach(frame, plugin, state.session);
+  else if (window.KeelPages) window.KeelPages.detach(frame);
+  frame.src = link;
+  frame.hidden = false;
+  document.getElementById('frame-title').textContent = 'Plugin page ' + link;
+}
+
+// Leaves the plugin page: the frame is emptied so that its script stops.
+function closePage() {
+  if (!state.openLink) return;
+  const frame = document.getElementById('page');
+  if (window.KeelPages) window.KeelPages.detach(frame);
+  frame.onload = null;
+  frame.src = 'about:blank';
+  frame.hidden = true;
+  state.openLink = null;
+}
+
+defineView('frame', { section: 'frame-view', admin: false, nav: false, load: link => openPage(link), leave: closePage });
+
+// ---- notices and the page bridge -------------------------------------------------------------------------------
+
+// Shows `text` for a few seconds in the notice area (read out politely); `level`: info, success, warning or error.
+function notify(text, level) {
+  const kind = ['info', 'success', 'warning', 'error'].includes(level) ? level : 'info';
+  const notice = el('p', { className: 'notice ' + kind, textContent: String(text).slice(0, 500) });
+  const area = document.getElementById('notices');
+  area.append(notice);
+  while (area.children.length > 3) area.firstChild.remove();
+  setTimeout(() => notice.remove(), 6000);
+}
+
+// What console-pages.js calls on behalf of a plugin page: navigation inside the console only (a console view such
+// as "/plugins", or a plugin page under "/ext/"), never to another address; and a notice.
+window.KeelConsole = Object.freeze({
+  navigate(consolePath) {
+    const path = String(consolePath || '').replace(/^#/, '');
+    if (!/^\/[A-Za-z0-9._~!$&'()*+,;=:@%\/?-]*$/.test(path) || path.startsWith('//')) return false;
+    go('#' + path);
+    return true;
+  },
+  notify(text, level) { notify(text, level); },
+});
+
+// ---- navigation, session, login ------------------------------------------------------------------------------
+
+function renderMenu(nodes) {
+  const listNode = el('ul', { className: 'nav-list' });
+  for (const n of nodes) {
+    const local = (n.link || '').startsWith('/');
+    const link = el('a', { href: local ? '#' + n.link : (n.link || '#'), 'data-menu-id': n.id },
+                    icon(n.icon, n.title), el('span', { textContent: n.title }));
+    if (!local && n.link) link.rel = 'noopener noreferrer';
+    const item = el('li', {}, link);
+    if (n.children && n.children.length) item.append(renderMenu(n.children));
+    listNode.append(item);
+  }
+  return listNode;
+}
+
+// The icon each plugin's first menu entry names, by plugin id (for the plugin list and pages).
+const pluginIcons = new Map();
+
+async function loadMenus() {
+  const menu = document.getElementById('menu');
+  try {
+    const tree = await api('/api/v1/menus');
+    pluginIcons.clear();
+    const walk = nodes => nodes.forEach(n => {
+      if (n.pluginID && n.icon && !pluginIcons.has(n.pluginID)) pluginIcons.set(n.pluginID, n.icon);
+      walk(n.children || []);
+    });
+    walk(tree);
+    replaceKeepingFocus(menu, [tree.length ? renderMenu(tree) : el('p', { className: 'muted', textContent: 'no menu entries' })]);
+  } catch (e) {
+    menu.replaceChildren(el('p', { className: 'muted', textContent: 'navigation unavailable: ' + errorText(e) }));
+  }
+  const nav = document.getElementById('views-nav');
+  nav.hidden = !state.admin;
+  if (state.admin && !nav.children.length) {
+    for (const v of Object.values(views).filter(v => v.nav)) {
+      nav.append(el('li', {}, el('a', { href: '#/' + (v.name === 'overview' ? '' : v.name), 'data-view': v.name },
+                                 icon(v.icon, v.title), el('span', { textContent: v.title }))));
+    }
+  }
+}
+
+// One admin request; its error is shown as "<what>: <code>: <message>". Then a fresh view either way.
+async function perform(what, path, options) {
+  const message = document.getElementById('message');
+  message.textContent = '';
+  try { await api(path, options); }
+  catch (e) { message.textContent = what + ': ' + errorText(e); }
+  await refresh();
 }
 
 // One admin action on a plugin (enable, disable, install, upgrade, uninstall), then a fresh view.
@@ -324,15 +266,7 @@ function act(id, path, options) {
   return perform(id, '/api/v1/plugins/' + encodeURIComponent(id) + path, options);
 }
 
-// One admin request; its error is shown as "<what>: <message>". Then a fresh view either way.
-async function perform(what, path, options) {
-  const message = document.getElementById('message');
-  message.textContent = '';
-  try { await api(path, options); }
-  catch (e) { message.textContent = what + ': ' + e.message; }
-  await refresh();
-}
-
+// Re-reads who is logged in, the navigation and the open view.
 async function refresh() {
   try {
     const session = await api('/api/v1/session');
@@ -347,14 +281,9 @@ async function refresh() {
   document.getElementById('logout-button').hidden = !state.token;
   document.getElementById('token').hidden = !!state.token;
   document.getElementById('login-button').hidden = !!state.token;
-  const admin = async () => {
-    const plugins = await loadPlugins();
-    loadCommands(plugins);
-    await Promise.all([loadCatalog(plugins), loadServices()]);
-  };
-  await Promise.all([loadMenus(), admin().catch(e => {
-    document.getElementById('message').textContent = e.message;
-  })]);
+  if (!state.admin) document.getElementById('views-nav').replaceChildren();
+  await loadMenus();
+  await route(false);
   document.body.dataset.ready = 'true';
 }
 
@@ -366,20 +295,45 @@ document.addEventListener('DOMContentLoaded', () => {
     const message = document.getElementById('message');
     message.textContent = '';
     try {
-      // The admin token opens the plugin list; any other credential an authenticate hook accepts (an API key,
+      // The admin token opens the admin views; any other credential an authenticate hook accepts (an API key,
       // a user token) shows that caller's own navigation.
       const session = await api('/api/v1/session');
       if (session.anonymous) throw new Error('no authenticate hook recognised that token');
       sessionStorage.setItem('keel.token', state.token);
     } catch (e) {
       state.token = ''; sessionStorage.removeItem('keel.token');
-      message.textContent = 'login failed: ' + e.message;
+      message.textContent = 'login failed: ' + errorText(e);
     }
     await refresh();
   });
   document.getElementById('logout-button').addEventListener('click', async () => {
     state.token = ''; sessionStorage.removeItem('keel.token');
     await refresh();
+  });
+  document.getElementById('nav-toggle').addEventListener('click', () => {
+    const open = document.body.classList.toggle('nav-open');
+    document.getElementById('nav-toggle').setAttribute('aria-expanded', String(open));
+    if (open) { const first = document.querySelector('#nav a'); if (first) first.focus(); }
+  });
+  document.addEventListener('keydown', event => {
+    if (event.key === 'Escape' && document.body.classList.contains('nav-open')) {
+      document.body.classList.remove('nav-open');
+      document.getElementById('nav-toggle').setAttribute('aria-expanded', 'false');
+      document.getElementById('nav-toggle').focus();
+    }
+  });
+  window.addEventListener('hashchange', () => {
+    if (location.hash && !location.hash.startsWith('#/')) return; // not a route (an anchor)
+    document.getElementById('message').textContent = '';
+    route(true);
+  });
+  // The skip link moves the focus to the open view without touching the address (which holds the route).
+  document.querySelector('.skip-link').addEventListener('click', event => {
+    event.preventDefault();
+    const view = state.route && document.getElementById(views[state.route.view].section);
+    const target = view && !view.hidden ? view.querySelector('h2') : document.getElementById('main');
+    target.tabIndex = -1;
+    target.focus();
   });
   refresh();
 });

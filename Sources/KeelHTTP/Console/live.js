@@ -2,7 +2,8 @@
 // Live updates: while an admin is logged in, the console keeps one stream of the kernel's change events open
 // (GET /api/v1/events, server-sent events read with fetch so that the token travels in the Authorization header, as
 // for every other request) and re-reads what it shows within a moment of a change made anywhere: the CLI, another
-// admin, the kernel itself. A dropped stream is reopened. Uses `state` and `refresh` from console.js.
+// admin, the kernel itself: the navigation and the open view (overview, plugin list, plugin page, ...). A dropped
+// stream is reopened. Uses `state` and `refresh` from console.js.
 (function () {
   let open = null; // the token the open stream was made with
   let pending = null;

@@ -1,0 +1,124 @@
+'use strict';
+// A plugin's configuration form, generated from its bundle's config.schema.yaml (GET .../config/schema, the subset
+// PluginConfig checks: type, properties, required, enum, minimum, maximum). It only helps to type: what it sends
+// (PUT .../config, JSON text, which is YAML) is checked by the server, whose error is shown next to the form with
+// its code. Without a schema, or for nested values, the operator writes YAML.
+
+// The form for plugin `id`: { node, refresh() }. `refresh` re-reads the stored configuration and the schema; it
+// fills the fields only while the operator has not started editing them.
+function configForm(id) {
+  const base = '/api/v1/plugins/' + encodeURIComponent(id) + '/config';
+  const fields = el('div', { className: 'config-fields' });
+  const raw = el('textarea', { id: 'config-yaml', rows: 6, spellcheck: false, 'data-config-yaml': '' });
+  const rawBox = el('details', { className: 'config-raw' },
+    el('summary', { textContent: 'Edit as YAML' }), el('label', { htmlFor: 'config-yaml', className: 'sr-only', textContent: 'configuration as YAML' }), raw);
+  const save = el('button', { type: 'submit', className: 'enable', textContent: 'Save configuration', 'data-config-save': id });
+  const result = el('output', { className: 'config-result', 'data-config-result': id, 'aria-live': 'polite' });
+  const stored = el('pre', { className: 'config-stored', 'data-config-stored': id });
+  const form = el('form', { className: 'config-form', noValidate: true, 'data-config-form': id }, fields, rawBox,
+                  el('div', { className: 'actions' }, save, result));
+  const node = el('div', {}, form, el('h4', { textContent: 'Stored' }), stored);
+  let schema, schemaText = null, dirty = false, inputs = [];
+
+  form.addEventListener('input', () => { dirty = true; });
+  rawBox.addEventListener('toggle', () => { if (rawBox.open) raw.value = yamlOf(collect()); });
+
+  form.addEventListener('submit', async event => {
+    event.preventDefault();
+    const text = rawBox.open || !inputs.length ? raw.value : JSON.stringify(collect());
+    result.classList.remove('error');
+    result.textContent = '…';
+    save.disabled = true;
+    try {
+      await request(base, { method: 'PUT', headers: { 'Content-Type': 'application/yaml' }, body: text });
+      dirty = false;
+      result.textContent = 'stored';
+      await refresh();
+      result.textContent = 'stored';
+    } catch (e) {
+      result.classList.add('error');
+      result.textContent = errorText(e);
+    } finally {
+      save.disabled = false;
+    }
+  });
+
+  // The fields' values as an object: empty fields left out, numbers typed as numbers (anything else goes as text,
+  // for the server to refuse with its reason).
+  function collect() {
+    const value = {};
+    for (const f of inputs) {
+      const text = f.input.value.trim();
+      if (text === '') continue;
+      if (f.kind === 'integer' && /^-?\d+$/.test(text)) value[f.key] = Number(text);
+      else if (f.kind === 'number' && text !== '' && Number.isFinite(Number(text))) value[f.key] = Number(text);
+      else if (f.kind === 'boolean') value[f.key] = text === 'true';
+      else if (f.kind === 'json') value[f.key] = parse(text) === null && text !== 'null' ? text : parse(text);
+      else value[f.key] = f.input.value;
+    }
+    return value;
+  }
+
+  function draw() {
+    const props = schema && schema.properties ? schema.properties : {};
+    const required = new Set(schema && schema.required ? schema.required : []);
+    inputs = Object.keys(props).sort().map(key => field(key, props[key] || {}, required.has(key)));
+    fields.replaceChildren(...(inputs.length ? inputs.map(f => f.node)
+      : [el('p', { className: 'muted', textContent: schema ? 'The schema names no keys: write the configuration as YAML.'
+                                                              : 'The bundle ships no config.schema.yaml: any mapping is accepted.' })]));
+    if (!inputs.length) rawBox.open = true;
+  }
+
+  function field(key, spec, required) {
+    const inputID = 'config-' + id + '-' + key;
+    const type = spec.type || (spec.enum ? 'string' : 'json');
+    const attrs = { id: inputID, name: key, 'data-config-key': key, required, autocomplete: 'off' };
+    let input, kind = type;
+    if (Array.isArray(spec.enum) || type === 'boolean') {
+      const options = type === 'boolean' ? [true, false] : spec.enum;
+      input = el('select', attrs, el('option', { value: '', textContent: required ? '(choose)' : '(not set)' }),
+                 ...options.map(o => el('option', { value: String(o), textContent: String(o) })));
+      if (type !== 'boolean' && options.some(o => typeof o !== 'string')) kind = 'json';
+    } else if (type === 'integer' || type === 'number') {
+      input = el('input', Object.assign({ type: 'number', step: type === 'integer' ? '1' : 'any' }, attrs));
+      if (typeof spec.minimum === 'number') input.min = spec.minimum;
+      if (typeof spec.maximum === 'number') input.max = spec.maximum;
+    } else if (type === 'string') {
+      input = el('input', Object.assign({ type: 'text', spellcheck: false }, attrs));
+    } else {
+      kind = 'json';
+      input = el('textarea', Object.assign({ rows: 2, spellcheck: false, placeholder: type === 'array' ? '["a", "b"]' : '{"key": "value"}' }, attrs));
+    }
+    const limits = [typeof spec.minimum === 'number' ? 'min ' + spec.minimum : '', typeof spec.maximum === 'number' ? 'max ' + spec.maximum : '']
+      .filter(Boolean).join(', ');
+    const hint = [type + (kind === 'json' && type !== 'string' ? ' as JSON' : ''), limits, required ? 'required' : ''].filter(Boolean).join(' · ');
+    const node = el('div', { className: 'config-field' },
+      el('label', { htmlFor: inputID }, el('span', { textContent: key }), required ? el('span', { className: 'required', textContent: ' *', 'aria-hidden': 'true' }) : null),
+      input, el('span', { className: 'hint', id: inputID + '-hint', textContent: hint + (spec.description ? ' — ' + spec.description : '') }));
+    input.setAttribute('aria-describedby', inputID + '-hint');
+    return { key, kind, input, node };
+  }
+
+  function fill(values) {
+    for (const f of inputs) {
+      const v = values ? values[f.key] : undefined;
+      f.input.value = v === undefined || v === null ? '' : (f.kind === 'json' && typeof v !== 'string' ? JSON.stringify(v) : String(v));
+    }
+  }
+
+  async function refresh() {
+    const [s, current] = await Promise.all([api(base + '/schema'), api(base)]);
+    const text = JSON.stringify(s.schema);
+    if (text !== schemaText) { schema = s.schema; schemaText = text; draw(); dirty = false; }
+    const values = current.json ? parse(current.json) : null;
+    stored.textContent = current.yaml ? JSON.stringify(values, null, 2) : '(none stored)';
+    if (!dirty) { fill(values); raw.value = current.yaml || ''; }
+  }
+
+  return { node, refresh };
+}
+
+// An object as YAML text for the raw editor: JSON per value, which YAML reads.
+function yamlOf(value) {
+  return Object.entries(value).map(([k, v]) => k + ': ' + JSON.stringify(v)).join('\n') + (Object.keys(value).length ? '\n' : '');
+}
