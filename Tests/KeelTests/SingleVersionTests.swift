@@ -1,0 +1,78 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import Keel
+import KeelLoader
+import KeelManifest
+import Testing
+
+/// The plugin's version is written once: a descriptor may leave it empty and the host takes plugin.yaml's; a
+/// descriptor that gives one must still agree with plugin.yaml. Built from the frozen 1.0 headers, so 1.0 plugins
+/// are covered both ways.
+@Suite("the version in one place")
+struct SingleVersionTests {
+    static let frozen = TestEnvironment.fixtures + "/abi-1.0"
+
+    /// The frozen 1.0 plugin with its descriptor's version (`KEEL_STR("1.0.0")`) replaced by `version` (C source).
+    static func frozenPlugin(version: String, name: String) throws -> String {
+        let source = try String(contentsOfFile: frozen + "/plugin_v1_0.c", encoding: .utf8)
+        let dir = TestEnvironment.makeTemporaryDirectory("version")
+        let changed = source.replacingOccurrences(of: #"KEEL_STR("abi10"), KEEL_STR("1.0.0")"#, with: #"KEEL_STR("abi10"), "# + version)
+        #expect(changed != source, "the frozen plugin's descriptor line was not found")
+        try changed.write(toFile: dir + "/\(name).c", atomically: true, encoding: .utf8)
+        return try TestEnvironment.buildPlugin(source: dir + "/\(name).c", name: name, include: frozen + "/include", extraFlags: ["-pedantic"])
+    }
+
+    static func manifest(version: String, library: String) throws -> String {
+        try String(contentsOfFile: frozen + "/plugin.yaml", encoding: .utf8)
+            .replacingOccurrences(of: "version: 1.0.0", with: "version: \(version)")
+            .replacingOccurrences(of: "library: libabi10.so", with: "library: \(library)")
+    }
+
+    @Test("a 1.0 plugin whose descriptor leaves the version empty takes plugin.yaml's", arguments: [
+        ("KEEL_STR_EMPTY", "empty"), (#"KEEL_STR("")"#, "emptytext"),
+    ])
+    func emptyVersionTakesTheManifests(version: String, name: String) async throws {
+        let lib = try Self.frozenPlugin(version: version, name: name)
+        #expect(try PluginLibrary.open(path: lib).descriptor.version == nil)
+        let f = KernelFixture()
+        try TestEnvironment.makeBundle(in: f.plugins, folder: "abi10", manifest: Self.manifest(version: "2.3.4", library: "lib\(name).so"), library: lib)
+        let kernel = try f.kernel()
+        await kernel.start()
+        try await kernel.enable("abi10")
+        #expect(try await kernel.plugin("abi10").version == "2.3.4")
+        #expect(get(kernel, "/ext/abi10/v1/a")?.1 == "abi10 /v1/a")
+        await kernel.shutdown()
+
+        // `keel plugins inspect` (the probe) reports the manifest's version too.
+        let bundle = f.plugins + "/abi10"
+        let parsed = try ManifestLoader().load(path: bundle + "/plugin.yaml").0
+        let report = try Inspector.inspect(library: bundle + "/lib\(name).so", manifest: parsed, manifestPath: bundle + "/plugin.yaml")
+        #expect(report.version == "2.3.4")
+    }
+
+    @Test("the frozen 1.0 plugin, which states its version, still loads, and a plugin.yaml disagreeing with it is refused")
+    func statedVersionMustAgree() async throws {
+        let lib = try TestEnvironment.buildPlugin(source: Self.frozen + "/plugin_v1_0.c", name: "abi10",
+                                                  include: Self.frozen + "/include", extraFlags: ["-pedantic"])
+        let library = try PluginLibrary.open(path: lib)
+        #expect(library.descriptor.version == "1.0.0")
+        let agreeing = Manifest(id: "abi10", name: "x", version: Semver(1, 0, 0), abi: ABIVersion(1, 0), library: "libabi10.so")
+        try library.verify(against: agreeing, manifestPath: "b/plugin.yaml")
+        var disagreeing = agreeing
+        disagreeing.version = Semver(2, 0, 0)
+        do { try library.verify(against: disagreeing, manifestPath: "b/plugin.yaml"); Issue.record("a mismatch was accepted") } catch {
+            #expect(error.code == .manifestMismatch)
+            #expect(error.description.hasSuffix("library says version 1.0.0 but b/plugin.yaml says 2.0.0"))
+        }
+    }
+
+    @Test("a descriptor version that is neither empty nor semver is still refused")
+    func badVersionRefused() throws {
+        let lib = try Self.frozenPlugin(version: #"KEEL_STR("1.0")"#, name: "badversion")
+        do { _ = try PluginLibrary.open(path: lib); Issue.record("\"1.0\" was accepted") } catch {
+            #expect(error.code == .invalidDescriptor)
+            #expect(error.description.contains(#"descriptor version "1.0" is not a semantic version"#))
+        }
+    }
+}
