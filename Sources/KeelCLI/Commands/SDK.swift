@@ -36,7 +36,7 @@ extension KeelCommand {
             static let configuration = CommandConfiguration(
                 abstract: "Print the include folder of the installed plugin SDK (what `pkg-config --cflags keel-plugin` adds).",
                 discussion: """
-                    Without --prefix: the prefix pkg-config finds keel-plugin under, else the default prefix. Exit 1 when
+                    Without --prefix: the prefix pkg-config finds keel-plugin under, else the default prefix. Exit 1 when \
                     no SDK is installed there; a warning on stderr when it is from another Keel version.
                     """)
             @Option(help: "The prefix it was installed under.") var prefix: String?
