@@ -98,6 +98,9 @@ struct PluginKitTests {
         try #require(build.status == 0, "make: \(build.stdout)\(build.stderr)")
         let test = try TestEnvironment.run("/usr/bin/env", ["make", "test"], environment: env, currentDirectory: project)
         #expect(test.status == 0, "make test: \(test.stdout)\(test.stderr)")
+        if lang == "rust" {
+            #expect(test.stdout.contains("declarations_match_the_installed_headers ... ok"), "src/abi.rs checked against the SDK: \(test.stdout)")
+        }
         let bundle = project + "/bundle/" + id
         #expect(try FileManager.default.contentsOfDirectory(atPath: bundle).sorted() == ["lib\(ident).so", "plugin.yaml"])
 

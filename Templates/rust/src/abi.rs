@@ -144,3 +144,68 @@ pub struct KeelHostHttp {
     pub struct_size: u32,
     pub register_route: Option<unsafe extern "C" fn(*mut KeelCtx, *const KeelRoute) -> KeelStatus>,
 }
+
+/// The declarations above against the installed headers (`keel sdk install`): a C program built with
+/// `pkg-config --cflags keel-plugin` prints every size and offset, and they must equal Rust's. Skipped, with a
+/// note, where pkg-config or cc cannot be run.
+#[cfg(test)]
+mod layout {
+    use super::*;
+    use std::process::Command;
+
+    macro_rules! layout {
+        ($($rust:ident = $c:literal { $($field:ident),* })*) => {{
+            let (mut c, mut rust) = (String::new(), String::new());
+            $(
+                c += &format!("    printf(\"{0} %zu\\n\", sizeof({0}));\n", $c);
+                rust += &format!("{} {}\n", $c, std::mem::size_of::<$rust>());
+                $(
+                    c += &format!("    printf(\"{0}.{1} %zu\\n\", offsetof({0}, {1}));\n", $c, stringify!($field));
+                    rust += &format!("{}.{} {}\n", $c, stringify!($field), std::mem::offset_of!($rust, $field));
+                )*
+            )*
+            (c, rust)
+        }};
+    }
+
+    #[test]
+    fn declarations_match_the_installed_headers() {
+        let (c, rust) = layout! {
+            KeelStr = "keel_str" { ptr, len }
+            KeelVersion = "keel_version" { major, minor, patch }
+            KeelPlugin = "keel_plugin" { struct_size, abi_version, id, version, flags, activate, deactivate, get_extension }
+            KeelHost = "keel_host" { struct_size, abi_version, host_name, host_version, log, set_error, get_service }
+            KeelHttpHeader = "keel_http_header" { name, value }
+            KeelHttpRequest = "keel_http_request" { struct_size, method, path, route_path, query, headers, headers_len,
+                                                    params, params_len, body, body_len, principal, request_id }
+            KeelHttpResponse = "keel_http_response" { struct_size, host_data, set_status, add_header, write }
+            KeelRoute = "keel_route" { struct_size, method, path, handler, user_data }
+            KeelHostHttp = "keel_host_http" { struct_size, register_route }
+        };
+        let cflags = match Command::new("pkg-config").args(["--cflags", "keel-plugin"]).output() {
+            Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
+            _ => {
+                eprintln!("skipped: pkg-config cannot find keel-plugin (run `keel sdk install`)");
+                return;
+            }
+        };
+        let dir = std::env::temp_dir().join(format!("keel-layout-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let source = dir.join("layout.c");
+        let program = format!("#include <keel/keel.h>\n#include <stddef.h>\n#include <stdio.h>\nint main(void) {{\n{}    return 0;\n}}\n", c);
+        std::fs::write(&source, program).unwrap();
+        let exe = dir.join("layout");
+        let built = Command::new("cc").args(cflags.split_whitespace()).arg("-o").arg(&exe).arg(&source).output();
+        match built {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => panic!("cc failed on the layout program: {}", String::from_utf8_lossy(&out.stderr)),
+            Err(_) => {
+                eprintln!("skipped: cc cannot be run");
+                return;
+            }
+        }
+        let printed = Command::new(&exe).output().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(String::from_utf8_lossy(&printed.stdout), rust, "src/abi.rs has drifted from the Keel headers");
+    }
+}
