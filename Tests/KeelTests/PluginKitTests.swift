@@ -178,4 +178,18 @@ struct PluginKitTests {
         #expect(r.stdout.contains(expected), "\(r.stdout)")
         #expect(r.stdout.hasSuffix(" check(s) failed\n"), "\(r.stdout)")
     }
+
+    @Test("the example plugins pass keel plugins validate", arguments: ["hello-c", "greeter-swift", "argo-sync", "deployer"])
+    func examplesPassValidate(example: String) throws {
+        let source = TestEnvironment.repository.path + "/Plugins/" + example
+        let manifest = try String(contentsOfFile: source + "/plugin.yaml", encoding: .utf8)
+        let library = try #require(manifest.split(separator: "\n").first { $0.hasPrefix("library: ") }).dropFirst("library: ".count)
+        let bundle = try TestEnvironment.makeBundle(in: TestEnvironment.makeTemporaryDirectory("examples"), folder: example, manifest: manifest,
+                                                    library: TestEnvironment.builtLibrary(String(library)))
+        if FileManager.default.fileExists(atPath: source + "/config.schema.yaml") {
+            try FileManager.default.copyItem(atPath: source + "/config.schema.yaml", toPath: bundle + "/config.schema.yaml")
+        }
+        let r = try TestEnvironment.run(Self.keel, ["plugins", "validate", bundle])
+        #expect(r.status == 0 && r.stdout.hasSuffix("\(bundle): all 7 checks passed\n"), "\(r.stdout)")
+    }
 }
