@@ -32,6 +32,9 @@ public enum Validator {
     /// Runs every check on the bundle folder at `path`, handing each result to `report` as soon as it is known (a
     /// later check may crash the process). Stops after a check that leaves nothing to test.
     public static func run(bundle path: String, report: (ValidationCheck) -> Void) {
+        // A thread name of its own, which threads the plugin starts inherit: the calling thread may have been
+        // started from a Dispatch worker, whose "…-qos" names the thread check leaves out.
+        try? Data("keel-validate".utf8).write(to: URL(fileURLWithPath: "/proc/thread-self/comm"))
         let manifestPath = path + "/" + ManifestLoader.fileName
         let manifest: Manifest
         do { manifest = try ManifestLoader().load(path: manifestPath).0 } catch {
@@ -52,6 +55,7 @@ public enum Validator {
         report(exportedSymbols(libraryPath, allowed: Set([KEEL_ENTRY_NAME] + manifest.commands.map(\.symbol))))
 
         var registered: [String]?
+        let threadsBefore = threadIDs()
         var cycle = ValidationCheck(name: "activate and deactivate \(rounds) times", passed: true, detail: "")
         for round in 1...rounds {
             let context = makeContext(manifest, grants: manifest.capabilities)
@@ -76,6 +80,7 @@ public enum Validator {
         if cycle.passed { cycle.detail = "the same \(registered?.count ?? 0) registration(s) each time" }
         report(cycle)
         guard cycle.passed else { return }
+        report(threadsStopped(since: threadsBefore))
 
         report(concurrentRequests(library, manifest))
         report(unknownExtension(library))
@@ -124,6 +129,35 @@ public enum Validator {
                                    + (extra.count > 10 ? " and \(extra.count - 10) more" : "") + " (build with -fvisibility=hidden, mark only the entry KEEL_EXPORT)")
         }
         return ValidationCheck(name: name, passed: true, detail: mangled == 0 ? "only the entry point" : "plus \(mangled) language-mangled symbol(s)")
+    }
+
+    /// The ids of this process's threads (`/proc/self/task`), without Dispatch's own workers (named after their
+    /// queue's quality of service: "…default-qos", "…-qos.overcommit"), which the host's waits may start and which stay idle.
+    static func threadIDs() -> Set<String> {
+        let ids = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
+        return Set(ids.filter { !threadName($0).contains("-qos") })
+    }
+
+    static func threadName(_ id: String) -> String {
+        ((try? String(contentsOfFile: "/proc/self/task/\(id)/comm", encoding: .utf8)) ?? "?").trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// Threads started during the activate/deactivate rounds must be gone once deactivate has returned (given a
+    /// second to finish exiting).
+    static func threadsStopped(since before: Set<String>) -> ValidationCheck {
+        let name = "leaves no thread running after deactivate"
+        var left = threadIDs().subtracting(before)
+        let deadline = Date().addingTimeInterval(1)
+        while !left.isEmpty && Date() < deadline {
+            usleep(20_000)
+            left = threadIDs().subtracting(before)
+        }
+        guard left.isEmpty else {
+            let names = left.sorted().prefix(3).map(threadName)
+            return ValidationCheck(name: name, passed: false,
+                                   detail: "\(left.count) thread(s) still running after \(rounds) deactivations (\(names.joined(separator: ", "))): stop them in deactivate")
+        }
+        return ValidationCheck(name: name, passed: true, detail: "none left")
     }
 
     /// A request path for `pattern`: parameters filled with "x", the rest with "x/y".

@@ -109,7 +109,7 @@ struct PluginKitTests {
 
         // The conformance run passes.
         let validated = try TestEnvironment.run(Self.keel, ["plugins", "validate", bundle])
-        #expect(validated.status == 0 && validated.stdout.contains("\(bundle): all 7 checks passed"), "\(validated.stdout)\(validated.stderr)")
+        #expect(validated.status == 0 && validated.stdout.contains("\(bundle): all 8 checks passed"), "\(validated.stdout)\(validated.stderr)")
 
         // Served by a real host; the version is plugin.yaml's (the descriptor leaves it empty).
         let served = TestEnvironment.makeTemporaryDirectory("served-\(lang)")
@@ -157,6 +157,7 @@ struct PluginKitTests {
         ("HANDLER_FAILS", "FAIL answers 4 threads × 25 concurrent requests on every route: 100 of 100 calls failed"),
         ("CTOR_MODE=1", "FAIL the plugin crashed the validating process with signal 11 after \"plugin.yaml is valid\""),
         ("EXTRA_EXPORT", "FAIL exports no C symbol beyond keel_plugin_entry and its commands: also exports leaked_helper"),
+        ("THREAD_LEAK", "FAIL leaves no thread running after deactivate: 10 thread(s) still running after 10 deactivations"),
     ])
     func validateFailsHostilePlugins(defect: String, expected: String) throws {
         var source = TestEnvironment.fixtures + "/plugins/fixture.c"
@@ -167,6 +168,25 @@ struct PluginKitTests {
             let text = try String(contentsOfFile: source, encoding: .utf8) + "\nKEEL_EXPORT int leaked_helper(void);\nKEEL_EXPORT int leaked_helper(void) { return 1; }\n"
             source = dir + "/fixture.c"
             try text.write(toFile: source, atomically: true, encoding: .utf8)
+        } else if defect == "THREAD_LEAK" {
+            // A plugin whose activate starts a thread that deactivate never stops.
+            let dir = TestEnvironment.makeTemporaryDirectory("thread-leak")
+            source = dir + "/leak.c"
+            try """
+                #define _POSIX_C_SOURCE 200809L
+                #include <keel/keel.h>
+                #include <pthread.h>
+                #include <unistd.h>
+                static void *spin(void *arg) { (void)arg; for (;;) sleep(1); return NULL; }
+                static keel_status activate(const keel_host *host, keel_ctx *ctx) {
+                    (void)host; (void)ctx;
+                    pthread_t t;
+                    return pthread_create(&t, NULL, spin, NULL) == 0 ? KEEL_OK : KEEL_ERR_INTERNAL;
+                }
+                static const keel_plugin d = { sizeof d, KEEL_ABI_VERSION_INIT, KEEL_STR("bad"), KEEL_STR_EMPTY, 0, activate, NULL, NULL };
+                KEEL_PLUGIN_ENTRY(d)
+                """.write(toFile: source, atomically: true, encoding: .utf8)
+            defines.append("THREAD_LEAK")
         } else {
             defines.append(defect)
         }
@@ -190,6 +210,6 @@ struct PluginKitTests {
             try FileManager.default.copyItem(atPath: source + "/config.schema.yaml", toPath: bundle + "/config.schema.yaml")
         }
         let r = try TestEnvironment.run(Self.keel, ["plugins", "validate", bundle])
-        #expect(r.status == 0 && r.stdout.hasSuffix("\(bundle): all 7 checks passed\n"), "\(r.stdout)")
+        #expect(r.status == 0 && r.stdout.hasSuffix("\(bundle): all 8 checks passed\n"), "\(r.stdout)")
     }
 }

@@ -13,7 +13,8 @@ extension KeelCommand.Plugins {
             abstract: "Run the conformance checks on a built bundle folder and print each one; exit 1 if any fails.",
             discussion: """
                 In a child process: loads the library, checks it agrees with plugin.yaml and exports no C symbol beyond \
-                keel_plugin_entry and its commands, activates and deactivates it \(Validator.rounds) times, sends \
+                keel_plugin_entry and its commands, activates and deactivates it \(Validator.rounds) times (leaving no thread \
+                running), sends \
                 \(Validator.threads) threads of concurrent requests to every route, asks it for an unknown extension, and \
                 activates it without capabilities. A crash or a hang fails the run, naming the check. No state is touched.
                 """)
