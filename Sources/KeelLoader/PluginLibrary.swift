@@ -7,6 +7,7 @@ import Synchronization
 
 /// What a library says about itself in its `keel_plugin` descriptor.
 public struct PluginDescriptor: Sendable, Hashable {
+    /// The descriptor's id, or the manifest's when the descriptor leaves it empty (see `PluginLibrary.open`).
     public var id: String
     /// The descriptor's version, or nil when it leaves it empty: then the bundle's plugin.yaml is the one place the
     /// version is written, and the host takes it from there (`verify(against:manifestPath:)`).
@@ -55,7 +56,8 @@ public final class PluginLibrary: @unchecked Sendable {
         self.handle = Mutex(h)
     }
 
-    /// Opens and checks the library at `path`. `expectedID` (from the manifest) names the plugin in errors, and
+    /// Opens and checks the library at `path`. `expectedID` (from the manifest) names the plugin in errors and is its
+    /// id when the descriptor leaves the id empty (without it, such a descriptor is refused), and
     /// `reportAs` the file (when `path` is a private copy of it). `image`, the file's bytes when the caller already
     /// holds them, spares the header check a read.
     /// - Throws: `LoadError` with a one-line reason for each way a file can fail to be a plugin for this host.
@@ -144,9 +146,15 @@ public final class PluginLibrary: @unchecked Sendable {
         guard let (d, _) = GrowableStruct.read(raw, as: keel_plugin.self, minimum: needed) else {
             throw LoadError(.descriptorTooSmall, path: path, pluginID: expectedID, reason: "descriptor struct_size \(size) is too small")
         }
-        guard let id = d.id.validated(limit: 64), Manifest.isValidID(id) else {
+        // An empty id (like an empty version) is the manifest's, given as `expectedID`: written once, in plugin.yaml.
+        let statedID = d.id.validated(limit: 64)
+        if statedID == "", expectedID == nil {
+            throw LoadError(.invalidDescriptor, path: path, pluginID: nil,
+                            reason: "the descriptor leaves its id to plugin.yaml: check the bundle folder, not the bare library")
+        }
+        guard let id = statedID == "" ? expectedID : statedID, Manifest.isValidID(id) else {
             throw LoadError(.invalidDescriptor, path: path, pluginID: expectedID,
-                            reason: "descriptor id \"\(d.id.validated(limit: 64) ?? "<not UTF-8>")\" is not a valid plugin id")
+                            reason: "descriptor id \"\(statedID ?? "<not UTF-8>")\" is not a valid plugin id")
         }
         // An empty version (KEEL_STR_EMPTY, or NULL with length 0) defers to the manifest; anything else must be semver.
         guard let text = d.version.validated(limit: 64), text.isEmpty || Semver(text) != nil else {

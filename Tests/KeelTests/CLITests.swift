@@ -134,7 +134,7 @@ struct ReadmeTests {
         // The mistake the README shows gives the message it shows: a descriptor stating 0.1.0, plugin.yaml saying 0.2.0.
         let source = home + "/counter/src/plugin.c"
         let stated = try String(contentsOfFile: source, encoding: .utf8)
-            .replacingOccurrences(of: #"KEEL_STR("counter"), KEEL_STR_EMPTY"#, with: #"KEEL_STR("counter"), KEEL_STR("0.1.0")"#)
+            .replacingOccurrences(of: #"KEEL_STR_EMPTY, KEEL_STR_EMPTY, 0, activate"#, with: #"KEEL_STR("counter"), KEEL_STR("0.1.0"), 0, activate"#)
         #expect(stated.contains(#"KEEL_STR("0.1.0")"#))
         try stated.write(toFile: source, atomically: true, encoding: .utf8)
         let rebuilt = try TestEnvironment.run("/usr/bin/env", ["make"], environment: ["PKG_CONFIG_PATH": home + "/.local/lib/pkgconfig"],

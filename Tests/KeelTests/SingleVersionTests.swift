@@ -6,18 +6,19 @@ import KeelLoader
 import KeelManifest
 import Testing
 
-/// The plugin's version is written once: a descriptor may leave it empty and the host takes plugin.yaml's; a
-/// descriptor that gives one must still agree with plugin.yaml. Built from the frozen 1.0 headers, so 1.0 plugins
+/// The plugin's id and version are written once: a descriptor may leave them empty and the host takes plugin.yaml's;
+/// a descriptor that gives them must still agree with plugin.yaml. Built from the frozen 1.0 headers, so 1.0 plugins
 /// are covered both ways.
 @Suite("the version in one place")
 struct SingleVersionTests {
     static let frozen = TestEnvironment.fixtures + "/abi-1.0"
 
-    /// The frozen 1.0 plugin with its descriptor's version (`KEEL_STR("1.0.0")`) replaced by `version` (C source).
-    static func frozenPlugin(version: String, name: String) throws -> String {
+    /// The frozen 1.0 plugin with its descriptor's id and version (`KEEL_STR("abi10")`, `KEEL_STR("1.0.0")`)
+    /// replaced by `id` and `version` (C source).
+    static func frozenPlugin(id: String = #"KEEL_STR("abi10")"#, version: String, name: String) throws -> String {
         let source = try String(contentsOfFile: frozen + "/plugin_v1_0.c", encoding: .utf8)
         let dir = TestEnvironment.makeTemporaryDirectory("version")
-        let changed = source.replacingOccurrences(of: #"KEEL_STR("abi10"), KEEL_STR("1.0.0")"#, with: #"KEEL_STR("abi10"), "# + version)
+        let changed = source.replacingOccurrences(of: #"KEEL_STR("abi10"), KEEL_STR("1.0.0")"#, with: id + ", " + version)
         #expect(changed != source, "the frozen plugin's descriptor line was not found")
         try changed.write(toFile: dir + "/\(name).c", atomically: true, encoding: .utf8)
         return try TestEnvironment.buildPlugin(source: dir + "/\(name).c", name: name, include: frozen + "/include", extraFlags: ["-pedantic"])
@@ -65,6 +66,24 @@ struct SingleVersionTests {
             #expect(error.code == .manifestMismatch)
             #expect(error.description.hasSuffix("library says version 1.0.0 but b/plugin.yaml says 2.0.0"))
         }
+    }
+
+    @Test("a 1.0 plugin whose descriptor leaves the id empty too takes plugin.yaml's; a bare library cannot be checked")
+    func emptyIDTakesTheManifests() async throws {
+        let lib = try Self.frozenPlugin(id: "KEEL_STR_EMPTY", version: "KEEL_STR_EMPTY", name: "noid")
+        do { _ = try PluginLibrary.open(path: lib); Issue.record("a bare library without an id was accepted") } catch {
+            #expect(error.code == .invalidDescriptor)
+            #expect(error.description.hasSuffix("the descriptor leaves its id to plugin.yaml: check the bundle folder, not the bare library"))
+        }
+        #expect(try PluginLibrary.open(path: lib, expectedID: "abi10").descriptor.id == "abi10")
+        let f = KernelFixture()
+        try TestEnvironment.makeBundle(in: f.plugins, folder: "abi10", manifest: Self.manifest(version: "3.0.0", library: "libnoid.so"), library: lib)
+        let kernel = try f.kernel()
+        await kernel.start()
+        try await kernel.enable("abi10")
+        #expect(try await kernel.plugin("abi10").version == "3.0.0")
+        #expect(get(kernel, "/ext/abi10/v1/b")?.1 == "abi10 /v1/b")
+        await kernel.shutdown()
     }
 
     @Test("a descriptor version that is neither empty nor semver is still refused")

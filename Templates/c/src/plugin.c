@@ -30,8 +30,8 @@ static keel_status activate(const keel_host *host, keel_ctx *ctx) {
     return http->register_route(ctx, &route);
 }
 
-/* The version is left empty: the host takes plugin.yaml's. */
+/* The id and the version are left empty: the host takes plugin.yaml's, the one place they are written. */
 static const keel_plugin plugin = {
-    sizeof plugin, KEEL_ABI_VERSION_INIT, KEEL_STR("{{id}}"), KEEL_STR_EMPTY, 0, activate, NULL, NULL,
+    sizeof plugin, KEEL_ABI_VERSION_INIT, KEEL_STR_EMPTY, KEEL_STR_EMPTY, 0, activate, NULL, NULL,
 };
 KEEL_PLUGIN_ENTRY(plugin)

@@ -67,6 +67,7 @@ pub type ActivateFn = unsafe extern "C" fn(*const KeelHost, *mut KeelCtx) -> Kee
 pub struct KeelPlugin {
     pub struct_size: u32,
     pub abi_version: KeelVersion,
+    /// Empty: the host takes plugin.yaml's id.
     pub id: KeelStr,
     /// Empty: the host takes plugin.yaml's version.
     pub version: KeelStr,

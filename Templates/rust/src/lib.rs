@@ -69,8 +69,8 @@ unsafe extern "C" fn activate(host: *const KeelHost, ctx: *mut KeelCtx) -> KeelS
 static PLUGIN: KeelPlugin = KeelPlugin {
     struct_size: size_of::<KeelPlugin>() as u32,
     abi_version: KEEL_ABI_VERSION,
-    id: KeelStr::from_static("{{id}}"),
-    version: KeelStr::EMPTY, // the host takes plugin.yaml's
+    id: KeelStr::EMPTY,      // the host takes plugin.yaml's id
+    version: KeelStr::EMPTY, // and its version: both are written once, there
     flags: 0,
     activate: Some(activate),
     deactivate: None,
@@ -93,9 +93,9 @@ mod tests {
     }
 
     #[test]
-    fn descriptor_names_the_plugin() {
+    fn descriptor_leaves_id_and_version_to_plugin_yaml() {
         let d = unsafe { &*keel_plugin_entry() };
-        assert_eq!(unsafe { d.id.bytes() }, Some("{{id}}".as_bytes()));
+        assert_eq!(d.id.len, 0);
         assert_eq!(d.version.len, 0);
         assert_eq!(d.struct_size, 80); // sizeof(keel_plugin) on LP64
     }

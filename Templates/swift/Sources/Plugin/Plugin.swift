@@ -47,15 +47,15 @@ let activate: @convention(c) (UnsafePointer<keel_host>?, OpaquePointer?) -> keel
     return http.pointee.register_route(ctx, &route)
 }
 
-/// The descriptor, built once and never freed or changed (the host reads it in place). The version is left empty:
-/// the host takes plugin.yaml's.
+/// The descriptor, built once and never freed or changed (the host reads it in place). The id and the version are
+/// left empty: the host takes plugin.yaml's, the one place they are written.
 nonisolated(unsafe) let descriptor: UnsafeMutablePointer<keel_plugin> = {
     let d = UnsafeMutablePointer<keel_plugin>.allocate(capacity: 1)
     d.initialize(to: keel_plugin(
         struct_size: UInt32(MemoryLayout<keel_plugin>.size),
         abi_version: keel_version(major: UInt32(KEEL_ABI_VERSION_MAJOR), minor: UInt32(KEEL_ABI_VERSION_MINOR),
                                   patch: UInt32(KEEL_ABI_VERSION_PATCH)),
-        id: staticStr("{{id}}"), version: keel_str(ptr: nil, len: 0), flags: 0,
+        id: keel_str(ptr: nil, len: 0), version: keel_str(ptr: nil, len: 0), flags: 0,
         activate: activate, deactivate: nil, get_extension: nil))
     return d
 }()
