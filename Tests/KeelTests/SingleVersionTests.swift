@@ -30,23 +30,31 @@ struct SingleVersionTests {
             .replacingOccurrences(of: "library: libabi10.so", with: "library: \(library)")
     }
 
+    /// Serves `lib` as the bundle abi10 with plugin.yaml saying `version`; returns the bundle folder, the version the
+    /// kernel reports and the answer to GET /ext/abi10/v1/a.
+    static func serve(_ lib: String, version: String) async throws -> (bundle: String, version: String, answer: String?) {
+        let f = KernelFixture()
+        let name = (lib as NSString).lastPathComponent
+        let bundle = try TestEnvironment.makeBundle(in: f.plugins, folder: "abi10", manifest: manifest(version: version, library: name), library: lib)
+        let kernel = try f.kernel()
+        await kernel.start()
+        try await kernel.enable("abi10")
+        let reported = try await kernel.plugin("abi10").version
+        let answer = get(kernel, "/ext/abi10/v1/a")?.1
+        await kernel.shutdown()
+        return (bundle, reported, answer)
+    }
+
     @Test("a 1.0 plugin whose descriptor leaves the version empty takes plugin.yaml's", arguments: [
         ("KEEL_STR_EMPTY", "empty"), (#"KEEL_STR("")"#, "emptytext"),
     ])
     func emptyVersionTakesTheManifests(version: String, name: String) async throws {
         let lib = try Self.frozenPlugin(version: version, name: name)
         #expect(try PluginLibrary.open(path: lib).descriptor.version == nil)
-        let f = KernelFixture()
-        try TestEnvironment.makeBundle(in: f.plugins, folder: "abi10", manifest: Self.manifest(version: "2.3.4", library: "lib\(name).so"), library: lib)
-        let kernel = try f.kernel()
-        await kernel.start()
-        try await kernel.enable("abi10")
-        #expect(try await kernel.plugin("abi10").version == "2.3.4")
-        #expect(get(kernel, "/ext/abi10/v1/a")?.1 == "abi10 /v1/a")
-        await kernel.shutdown()
+        let (bundle, version, answer) = try await Self.serve(lib, version: "2.3.4")
+        #expect(version == "2.3.4" && answer == "abi10 /v1/a")
 
         // `keel plugins inspect` (the probe) reports the manifest's version too.
-        let bundle = f.plugins + "/abi10"
         let parsed = try ManifestLoader().load(path: bundle + "/plugin.yaml").0
         let report = try Inspector.inspect(library: bundle + "/lib\(name).so", manifest: parsed, manifestPath: bundle + "/plugin.yaml")
         #expect(report.version == "2.3.4")
@@ -76,14 +84,8 @@ struct SingleVersionTests {
             #expect(error.description.hasSuffix("the descriptor leaves its id to plugin.yaml: check the bundle folder, not the bare library"))
         }
         #expect(try PluginLibrary.open(path: lib, expectedID: "abi10").descriptor.id == "abi10")
-        let f = KernelFixture()
-        try TestEnvironment.makeBundle(in: f.plugins, folder: "abi10", manifest: Self.manifest(version: "3.0.0", library: "libnoid.so"), library: lib)
-        let kernel = try f.kernel()
-        await kernel.start()
-        try await kernel.enable("abi10")
-        #expect(try await kernel.plugin("abi10").version == "3.0.0")
-        #expect(get(kernel, "/ext/abi10/v1/b")?.1 == "abi10 /v1/b")
-        await kernel.shutdown()
+        let (_, version, answer) = try await Self.serve(lib, version: "3.0.0")
+        #expect(version == "3.0.0" && answer == "abi10 /v1/a")
     }
 
     @Test("a descriptor version that is neither empty nor semver is still refused")
