@@ -71,10 +71,14 @@ let package = Package(
             .embedInCode("Console/plugin.js"), .embedInCode("Console/config.js"), .embedInCode("Console/sections.js"),
             .embedInCode("Console/directory.js"),
         ]),
+        // The plugin SDK (headers, pkg-config template) and the `keel new` templates, embedded in the binary at build
+        // time by the EmbedSDK plugin, so an installed `keel` needs no checkout (`keel sdk install`, `keel new`).
+        .executableTarget(name: "KeelEmbed", path: "BuildTools/KeelEmbed"),
+        .plugin(name: "EmbedSDK", capability: .buildTool(), dependencies: ["KeelEmbed"], path: "BuildTools/EmbedSDK"),
         .executableTarget(name: "KeelCLI", dependencies: [
             "Keel", "KeelHTTP",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        ]),
+        ], plugins: ["EmbedSDK"]),
 
         // The benchmark suite (Scripts/bench.sh), separate from the tests.
         .target(name: "CKeelBenchNative", dependencies: ["CKeelABI"]),

@@ -125,5 +125,10 @@ CHECK_SIZE(keel_host_commands, 16);
 #endif
 #endif
 
-/* The C target needs one symbol of its own. */
+/* The C target needs one symbol of its own. Hidden: SwiftPM links this file into every plugin built in the
+ * repository, and a plugin exports nothing beyond its entry point (`keel plugins validate`). */
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((visibility("hidden")))
+#endif
+int keel_abi_layout_checked(void);
 int keel_abi_layout_checked(void) { return 1; }

@@ -4,8 +4,7 @@
 import KeelPluginKit
 
 final class Greeter: KeelPlugin {
-    static let id = "greeter"
-    static let version = "1.0.0"
+    static let id = "greeter"  // the version is plugin.yaml's: KeelPlugin.version defaults to ""
 
     init() {}
 

@@ -69,12 +69,14 @@ public enum Inspector {
             throw KernelError(.loadFailed, pluginID: manifest?.id, reason: error.description)
         }
         let id = library.descriptor.id
+        // A descriptor without a version takes the manifest's; a bare library without either has none to show.
+        let version = library.descriptor.version ?? manifest?.version.description ?? "unset (the bundle's plugin.yaml gives it)"
         let registry = PluginRegistry()
         let environment = KernelEnvironment(registry: registry, log: KernelConfiguration.silentLog)
         let grants = manifest?.capabilities ?? Set(Capability.allCases)
         // Interfaces it consumes have no provider here: a probe or an inspection runs the plugin alone.
         let context = ActivationContext(pluginID: id, grants: grants, routePrefixes: manifest?.routePrefixes ?? [], limits: limits,
-                                        identity: ServiceIdentity(version: library.descriptor.version, generation: 1,
+                                        identity: ServiceIdentity(version: version, generation: 1,
                                                                   provides: manifest?.provides ?? [], consumes: manifest?.consumes ?? [],
                                                                   calls: manifest?.calls ?? []),
                                         environment: environment)
@@ -99,7 +101,7 @@ public enum Inspector {
             }
         }
         return InspectReport(
-            path: path, library: shownPath ?? libraryPath, id: id, name: manifest?.name, version: library.descriptor.version,
+            path: path, library: shownPath ?? libraryPath, id: id, name: manifest?.name, version: version,
             abi: "\(library.descriptor.abi).\(library.descriptor.abiPatch)", unloadSafe: library.descriptor.unloadSafe,
             capabilities: (grants.map(\.rawValue) + (manifest?.routePrefixes ?? []).map(Capability.routePrefix)).sorted(),
             dependencies: Dictionary(uniqueKeysWithValues: (manifest?.dependencies ?? []).map { ($0.id, $0.versions.text) }),

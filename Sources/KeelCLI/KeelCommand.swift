@@ -17,7 +17,7 @@ struct KeelCommand: AsyncParsableCommand {
             """,
         version: Kernel.version,
         subcommands: [Plugins.self, Services.self, Call.self, Commands.self, Tenants.self, Roles.self, Serve.self, Token.self, Repo.self, Search.self, Install.self,
-                      Upgrade.self, Uninstall.self, Pack.self, Trust.self, Probe.self])
+                      Upgrade.self, Uninstall.self, Pack.self, Trust.self, SDK.self, New.self, Probe.self, ValidateRun.self])
 
     /// Parses (global options may stand before or after the subcommand), runs, and reports every failure in one
     /// style: `keel: error: ...` on stderr, exit 64 with the usage for bad usage, exit 1 for a failed operation.

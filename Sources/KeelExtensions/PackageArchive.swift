@@ -1,6 +1,7 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
 import Foundation
+import KeelManifest
 import KeelSystem
 #if canImport(Glibc)
 import Glibc
@@ -55,8 +56,32 @@ public enum PackageArchive {
 
     // MARK: writing
 
-    /// The regular files under `folder` (relative paths, sorted), packed.
-    public static func pack(folder: String) throws -> Data {
+    /// Whether `path` (relative to a bundle folder) is something the bundle needs at run time: its manifest, its
+    /// configuration schema, its library (`library`, the manifest's path) or a file under `assets/`. Sources, build
+    /// files and notes beside them are not.
+    public static func isBundleFile(_ path: String, library: String) -> Bool {
+        path == ManifestLoader.fileName || path == PluginConfig.schemaFile || path == library || path.hasPrefix("assets/")
+    }
+
+    /// The files of the bundle at `folder` that it needs (`isBundleFile`), packed, and the paths left out.
+    /// - Throws: `ArchiveError` naming the file and the reason; also when the library is not in the folder.
+    public static func packBundle(folder: String, library: String) throws -> (archive: Data, leftOut: [String]) {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: folder + "/" + library, isDirectory: &isDirectory), !isDirectory.boolValue else {
+            throw ArchiveError(reason: "\(folder)/\(library): no such file (the library plugin.yaml names; build it first)")
+        }
+        var leftOut: [String] = []
+        let archive = try pack(folder: folder) { path in
+            if isBundleFile(path, library: library) { return true }
+            leftOut.append(path)
+            return false
+        }
+        return (archive, leftOut.sorted())
+    }
+
+    /// The regular files under `folder` (relative paths, sorted) for which `keep` is true, packed. Hidden files and
+    /// folders are never packed.
+    public static func pack(folder: String, keep: (String) -> Bool = { _ in true }) throws -> Data {
         let fm = FileManager.default
         guard let walker = fm.enumerator(atPath: folder) else { throw ArchiveError(reason: "\(folder): cannot be read") }
         var names: [String] = []
@@ -68,7 +93,7 @@ public enum PackageArchive {
             guard attributes[.type] as? FileAttributeType == .typeRegular else {
                 throw ArchiveError(reason: "\(path): not a regular file (links and devices are not packed)")
             }
-            if !name.split(separator: "/").contains(where: { $0.hasPrefix(".") }) { names.append(name) }
+            if !name.split(separator: "/").contains(where: { $0.hasPrefix(".") }), keep(name) { names.append(name) }
         }
         var out = Data()
         for name in names.sorted() {

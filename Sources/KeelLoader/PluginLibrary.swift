@@ -7,8 +7,11 @@ import Synchronization
 
 /// What a library says about itself in its `keel_plugin` descriptor.
 public struct PluginDescriptor: Sendable, Hashable {
+    /// The descriptor's id, or the manifest's when the descriptor leaves it empty (see `PluginLibrary.open`).
     public var id: String
-    public var version: String
+    /// The descriptor's version, or nil when it leaves it empty: then the bundle's plugin.yaml is the one place the
+    /// version is written, and the host takes it from there (`verify(against:manifestPath:)`).
+    public var version: String?
     public var abi: ABIVersion
     public var abiPatch: Int
     /// The plugin declares `KEEL_PLUGIN_FLAG_UNLOAD_SAFE`.
@@ -53,7 +56,8 @@ public final class PluginLibrary: @unchecked Sendable {
         self.handle = Mutex(h)
     }
 
-    /// Opens and checks the library at `path`. `expectedID` (from the manifest) names the plugin in errors, and
+    /// Opens and checks the library at `path`. `expectedID` (from the manifest) names the plugin in errors and is its
+    /// id when the descriptor leaves the id empty (without it, such a descriptor is refused), and
     /// `reportAs` the file (when `path` is a private copy of it). `image`, the file's bytes when the caller already
     /// holds them, spares the header check a read.
     /// - Throws: `LoadError` with a one-line reason for each way a file can fail to be a plugin for this host.
@@ -142,14 +146,22 @@ public final class PluginLibrary: @unchecked Sendable {
         guard let (d, _) = GrowableStruct.read(raw, as: keel_plugin.self, minimum: needed) else {
             throw LoadError(.descriptorTooSmall, path: path, pluginID: expectedID, reason: "descriptor struct_size \(size) is too small")
         }
-        guard let id = d.id.validated(limit: 64), Manifest.isValidID(id) else {
-            throw LoadError(.invalidDescriptor, path: path, pluginID: expectedID,
-                            reason: "descriptor id \"\(d.id.validated(limit: 64) ?? "<not UTF-8>")\" is not a valid plugin id")
+        // An empty id (like an empty version) is the manifest's, given as `expectedID`: written once, in plugin.yaml.
+        let statedID = d.id.validated(limit: 64)
+        if statedID == "", expectedID == nil {
+            throw LoadError(.invalidDescriptor, path: path, pluginID: nil,
+                            reason: "the descriptor leaves its id to plugin.yaml: check the bundle folder, not the bare library")
         }
-        guard let version = d.version.validated(limit: 64), Semver(version) != nil else {
+        guard let id = statedID == "" ? expectedID : statedID, Manifest.isValidID(id) else {
+            throw LoadError(.invalidDescriptor, path: path, pluginID: expectedID,
+                            reason: "descriptor id \"\(statedID ?? "<not UTF-8>")\" is not a valid plugin id")
+        }
+        // An empty version (KEEL_STR_EMPTY, or NULL with length 0) defers to the manifest; anything else must be semver.
+        guard let text = d.version.validated(limit: 64), text.isEmpty || Semver(text) != nil else {
             throw LoadError(.invalidDescriptor, path: path, pluginID: id,
                             reason: "descriptor version \"\(d.version.validated(limit: 64) ?? "<not UTF-8>")\" is not a semantic version")
         }
+        let version: String? = text.isEmpty ? nil : text
         guard d.activate != nil else {
             throw LoadError(.invalidDescriptor, path: path, pluginID: id, reason: "descriptor has no activate function")
         }
@@ -173,21 +185,32 @@ public final class PluginLibrary: @unchecked Sendable {
         return LoadError(.dlopenFailed, path: path, pluginID: pluginID, reason: "dynamic loader: \(message)")
     }
 
-    /// Checks that the descriptor agrees with the bundle's manifest.
+    /// Checks that the descriptor agrees with the bundle's manifest. A descriptor without a version takes the
+    /// manifest's; one with a version must name the same one.
     /// - Throws: `LoadError.Code.manifestMismatch` naming both values.
     public func verify(against manifest: Manifest, manifestPath: String) throws(LoadError) {
         if descriptor.id != manifest.id {
             throw LoadError(.manifestMismatch, path: path, pluginID: manifest.id,
                             reason: "library says id \"\(descriptor.id)\" but \(manifestPath) says \"\(manifest.id)\"")
         }
-        if Semver(descriptor.version) != manifest.version {
+        if let version = descriptor.version, Semver(version) != manifest.version {
             throw LoadError(.manifestMismatch, path: path, pluginID: manifest.id,
-                            reason: "library says version \(descriptor.version) but \(manifestPath) says \(manifest.version)")
+                            reason: "library says version \(version) but \(manifestPath) says \(manifest.version)")
         }
         // The manifest names the ABI the plugin needs; the library may have been built against a later minor header.
         if descriptor.abi.major != manifest.abi.major || descriptor.abi.minor < manifest.abi.minor {
             throw LoadError(.manifestMismatch, path: path, pluginID: manifest.id,
                             reason: "library was built for ABI \(descriptor.abi) but \(manifestPath) says it needs \(manifest.abi)")
+        }
+    }
+
+    /// The plugin's answer to `get_extension(id)`: its table for that extension, or nil when it has none (or no
+    /// get_extension at all). [thread-safe]
+    public func extensionTable(_ id: String) -> UnsafeRawPointer? {
+        guard let getExtension = plugin.pointee.get_extension else { return nil }
+        var id = id
+        return id.withUTF8 { bytes in
+            bytes.withMemoryRebound(to: CChar.self) { getExtension(keel_str(ptr: $0.baseAddress, len: $0.count)) }
         }
     }
 

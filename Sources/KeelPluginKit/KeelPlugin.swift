@@ -10,7 +10,7 @@
 ///
 /// final class Greeter: KeelPlugin {
 ///     static let id = "greeter"          // must match plugin.yaml
-///     static let version = "1.0.0"       // must match plugin.yaml
+///     // No `version`: plugin.yaml's is taken (or state one, which must then match it).
 ///     init() {}
 ///     func activate(_ host: PluginHost) throws {
 ///         try host.route("GET", "/hello/:name") { request in
@@ -28,7 +28,8 @@
 public protocol KeelPlugin: AnyObject {
     /// The plugin id; must equal `id` in plugin.yaml.
     static var id: String { get }
-    /// The semver version; must equal `version` in plugin.yaml.
+    /// The semver version, which must equal `version` in plugin.yaml; or "" (the default) to take plugin.yaml's,
+    /// so that the version is written in one place.
     static var version: String { get }
 
     init()
@@ -42,6 +43,7 @@ public protocol KeelPlugin: AnyObject {
 }
 
 extension KeelPlugin {
+    public static var version: String { "" }
     public func deactivate() {}
 }
 

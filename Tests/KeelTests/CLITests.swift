@@ -118,15 +118,30 @@ struct ReadmeTests {
         try FileManager.default.createDirectory(atPath: dir + "/.build", withIntermediateDirectories: true)
         try FileManager.default.createSymbolicLink(atPath: dir + "/.build/debug", withDestinationPath: TestEnvironment.binPath)
         try ("set -e\n" + script).write(toFile: dir + "/walk.sh", atomically: true, encoding: .utf8)
-        let r = try TestEnvironment.run("/bin/bash", [dir + "/walk.sh"], environment: ["KEEL_PLUGINS_DIR": "", "KEEL_STATE": ""],
+        // A home of its own: the walk-through installs the SDK under ~/.local and makes the project in ~/counter.
+        let home = TestEnvironment.makeTemporaryDirectory("home")
+        let r = try TestEnvironment.run("/bin/bash", [dir + "/walk.sh"], environment: ["KEEL_PLUGINS_DIR": "", "KEEL_STATE": "", "HOME": home],
                                         currentDirectory: dir)
         #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("-I\(home)/.local/include") && !r.stdout.contains("PluginABI"), "built against the installed SDK: \(r.stdout)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir + "/plugins/counter").sorted() == ["libcounter.so", "plugin.yaml"])
+        #expect(r.stdout.contains("version:      0.1.0"), "the version is plugin.yaml's")
         #expect(r.stdout.contains("routes:       GET /ext/counter/hits"))
         #expect(r.stdout.contains("enabled counter 0.1.0: 1 route(s), 1 menu entry, 1 auth hook(s)"))
         #expect(r.stdout.contains("counter 0.1.0  enabled  — Hit counter"))
         #expect(r.stdout.contains("hooks:  authorize no-delete"))
 
-        // The mistake the README shows gives the message it shows.
+        // The mistake the README shows gives the message it shows: a descriptor stating 0.1.0, plugin.yaml saying 0.2.0.
+        let source = home + "/counter/src/plugin.c"
+        let stated = try String(contentsOfFile: source, encoding: .utf8)
+            .replacingOccurrences(of: #"KEEL_STR_EMPTY, KEEL_STR_EMPTY, 0, activate"#, with: #"KEEL_STR("counter"), KEEL_STR("0.1.0"), 0, activate"#)
+        #expect(stated.contains(#"KEEL_STR("0.1.0")"#))
+        try stated.write(toFile: source, atomically: true, encoding: .utf8)
+        let rebuilt = try TestEnvironment.run("/usr/bin/env", ["make"], environment: ["PKG_CONFIG_PATH": home + "/.local/lib/pkgconfig"],
+                                              currentDirectory: home + "/counter")
+        #expect(rebuilt.status == 0, "\(rebuilt.stderr)")
+        try FileManager.default.removeItem(atPath: dir + "/plugins/counter/libcounter.so")
+        try FileManager.default.copyItem(atPath: home + "/counter/bundle/counter/libcounter.so", toPath: dir + "/plugins/counter/libcounter.so")
         let manifest = dir + "/plugins/counter/plugin.yaml"
         try String(contentsOfFile: manifest, encoding: .utf8).replacingOccurrences(of: "version: 0.1.0", with: "version: 0.2.0")
             .write(toFile: manifest, atomically: true, encoding: .utf8)

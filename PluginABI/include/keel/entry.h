@@ -20,8 +20,11 @@ KEEL_EXTERN_C_BEGIN
 typedef struct keel_plugin {
     uint32_t struct_size;     /* sizeof(keel_plugin); the host refuses a size smaller than the claimed ABI needs */
     keel_version abi_version; /* KEEL_ABI_VERSION_INIT: the header the plugin was compiled against */
-    keel_str id;              /* must equal `id` in plugin.yaml, e.g. "hello" */
-    keel_str version;         /* semver, must equal `version` in plugin.yaml, e.g. "1.2.0" */
+    keel_str id;              /* KEEL_STR_EMPTY: the host takes `id` from plugin.yaml; or the id, which must equal
+                               * plugin.yaml's, e.g. "hello" */
+    keel_str version;         /* KEEL_STR_EMPTY: the host takes `version` from plugin.yaml; or a semver that must
+                               * equal plugin.yaml's, e.g. "1.2.0". Left empty, id and version are written once, in
+                               * plugin.yaml (hosts older than this rule refuse an empty id or version) */
     uint64_t flags;           /* KEEL_PLUGIN_FLAG_* */
 
     /* Brings the plugin up: look up services with host->get_service and register routes, menu entries and auth

@@ -8,7 +8,8 @@ import KeelManifest
 extension KeelCommand {
     struct Pack: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Pack a plugin bundle folder into <id>-<version>.keelpkg (signed with --key).")
+            abstract: "Pack a plugin bundle folder into <id>-<version>.keelpkg (signed with --key).",
+            discussion: "Packs plugin.yaml, config.schema.yaml, the library and assets/; sources and other files are left out.")
         @OptionGroup var options: GlobalOptions
         @Argument(help: "The bundle folder (plugin.yaml and its library).") var folder: String
         @Option(help: "Folder to write the archive to.") var out = "."
@@ -19,8 +20,9 @@ extension KeelCommand {
             try await reporting {
                 let manifest: Manifest
                 do { manifest = try ManifestLoader().load(path: folder + "/" + ManifestLoader.fileName).0 } catch { throw CLIError(error) }
-                let data: Data
-                do { data = try PackageArchive.pack(folder: folder) } catch { throw CLIError(error) }
+                // Only what the bundle needs at run time: a project's sources and build files stay behind.
+                let data: Data, leftOut: [String]
+                do { (data, leftOut) = try PackageArchive.packBundle(folder: folder, library: manifest.library) } catch { throw CLIError(error) }
                 try makeFolder(out)
                 let path = out + "/\(manifest.id)-\(manifest.version).\(PackageArchive.fileExtension)"
                 try data.write(to: URL(fileURLWithPath: path))
@@ -31,6 +33,10 @@ extension KeelCommand {
                     try (signer ?? "default").write(toFile: path + ".signer", atomically: true, encoding: .utf8)
                 }
                 print("packed \(path)\(key == nil ? " (unsigned)" : " (signed)")")
+                if !leftOut.isEmpty {
+                    print("left out \(leftOut.count) file(s) the bundle does not need: \(leftOut.prefix(8).joined(separator: ", "))"
+                          + (leftOut.count > 8 ? ", ..." : ""))
+                }
             }
         }
     }

@@ -1,0 +1,236 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import KeelLoader
+import KeelManifest
+import KeelRegistry
+import Synchronization
+
+/// One check of `keel plugins validate`: its name, whether it passed, and what was found.
+public struct ValidationCheck: Sendable, Codable, Hashable {
+    public var name: String
+    public var passed: Bool
+    public var detail: String
+
+    public init(name: String, passed: Bool, detail: String) {
+        self.name = name
+        self.passed = passed
+        self.detail = detail
+    }
+}
+
+/// A conformance run on a built bundle (`keel plugins validate`, like clap-validator): it loads the library, checks
+/// what it exports, activates and deactivates it repeatedly, sends concurrent requests to every route, asks it for
+/// an extension it cannot know, and activates it without capabilities. Runs plugin code in the calling process:
+/// the CLI runs it in a child process, so that a crash is reported rather than suffered. Touches no state file.
+public enum Validator {
+    /// Activate/deactivate rounds, and threads × calls per route.
+    public static let rounds = 10
+    public static let threads = 4
+    public static let callsPerThread = 25
+
+    /// Runs every check on the bundle folder at `path`, handing each result to `report` as soon as it is known (a
+    /// later check may crash the process). Stops after a check that leaves nothing to test.
+    public static func run(bundle path: String, report: (ValidationCheck) -> Void) {
+        // A thread name of its own, which threads the plugin starts inherit: the calling thread may have been
+        // started from a Dispatch worker, whose "…-qos" names the thread check leaves out.
+        try? Data("keel-validate".utf8).write(to: URL(fileURLWithPath: "/proc/thread-self/comm"))
+        let manifestPath = path + "/" + ManifestLoader.fileName
+        let manifest: Manifest
+        do { manifest = try ManifestLoader().load(path: manifestPath).0 } catch {
+            return report(ValidationCheck(name: "plugin.yaml is valid", passed: false, detail: error.description))
+        }
+        report(ValidationCheck(name: "plugin.yaml is valid", passed: true, detail: "\(manifest.id) \(manifest.version), ABI \(manifest.abi)"))
+
+        let libraryPath = path + "/" + manifest.library
+        let library: PluginLibrary
+        do {
+            library = try PluginLibrary.open(path: libraryPath, expectedID: manifest.id)
+            try library.verify(against: manifest, manifestPath: manifestPath)
+        } catch {
+            return report(ValidationCheck(name: "the library loads and agrees with plugin.yaml", passed: false, detail: error.description))
+        }
+        report(ValidationCheck(name: "the library loads and agrees with plugin.yaml", passed: true,
+                               detail: "ABI \(library.descriptor.abi), version \(library.descriptor.version.map { "\($0) in the descriptor" } ?? "from plugin.yaml")"))
+        report(exportedSymbols(libraryPath, allowed: Set([KEEL_ENTRY_NAME] + manifest.commands.map(\.symbol))))
+
+        var registered: [String]?
+        let threadsBefore = threadIDs()
+        var cycle = ValidationCheck(name: "activate and deactivate \(rounds) times", passed: true, detail: "")
+        for round in 1...rounds {
+            let context = makeContext(manifest, grants: manifest.capabilities)
+            do {
+                let c = try library.activate(context, seed: seed(manifest))
+                let now = c.routes.map { "\($0.method) \($0.pattern)" } + c.menus.map(\.entry.id) + c.authenticators.map(\.name) + c.authorizers.map(\.name)
+                if let problem = library.deactivate(context, drainTimeout: 2) {
+                    cycle = ValidationCheck(name: cycle.name, passed: false, detail: "round \(round): \(problem)")
+                    break
+                }
+                if let registered, registered != now {
+                    cycle = ValidationCheck(name: cycle.name, passed: false,
+                                            detail: "round \(round) registered \(now) but round 1 registered \(registered)")
+                    break
+                }
+                registered = now
+            } catch {
+                cycle = ValidationCheck(name: cycle.name, passed: false, detail: "round \(round): \(error.description)")
+                break
+            }
+        }
+        if cycle.passed { cycle.detail = "the same \(registered?.count ?? 0) registration(s) each time" }
+        report(cycle)
+        guard cycle.passed else { return }
+        report(threadsStopped(since: threadsBefore))
+
+        report(concurrentRequests(library, manifest))
+        report(unknownExtension(library))
+        report(withoutCapabilities(library, manifest))
+    }
+
+    static let KEEL_ENTRY_NAME = "keel_plugin_entry"
+
+    static func makeContext(_ manifest: Manifest, grants: Set<Capability>) -> ActivationContext {
+        let environment = KernelEnvironment(registry: PluginRegistry(), log: KernelConfiguration.silentLog)
+        return ActivationContext(pluginID: manifest.id, grants: grants, routePrefixes: manifest.routePrefixes,
+                                 identity: ServiceIdentity(version: manifest.version.description, generation: 1,
+                                                           provides: manifest.provides, consumes: manifest.consumes,
+                                                           calls: manifest.calls),
+                                 environment: environment)
+    }
+
+    static func seed(_ manifest: Manifest) -> Contributions {
+        var seed = Contributions()
+        seed.menus = manifest.menus.map { MenuRegistration(entry: $0, fromManifest: true) }
+        return seed
+    }
+
+    /// The library's dynamic symbols (`nm -D --defined-only`): C-named ones beyond the entry point and the declared
+    /// commands fail; the linker's own and language-mangled ones (Swift `$s`, C++/Rust `_Z`, `_R`) are only counted.
+    static func exportedSymbols(_ path: String, allowed: Set<String>) -> ValidationCheck {
+        let name = "exports no C symbol beyond keel_plugin_entry and its commands"
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["nm", "-D", "--defined-only", path]
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = FileHandle.nullDevice
+        do { try process.run() } catch { return ValidationCheck(name: name, passed: true, detail: "skipped: nm cannot be run") }
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else { return ValidationCheck(name: name, passed: true, detail: "skipped: nm failed (install binutils)") }
+        let linker: Set<String> = ["_init", "_fini", "_edata", "_end", "__bss_start"]
+        var extra: [String] = [], mangled = 0
+        for line in text.split(separator: "\n") {
+            guard let symbol = line.split(separator: " ").last.map(String.init), !allowed.contains(symbol), !linker.contains(symbol) else { continue }
+            if symbol.hasPrefix("$s") || symbol.hasPrefix("_Z") || symbol.hasPrefix("_R") || symbol.hasPrefix("__") { mangled += 1 } else { extra.append(symbol) }
+        }
+        guard extra.isEmpty else {
+            return ValidationCheck(name: name, passed: false, detail: "also exports \(extra.sorted().prefix(10).joined(separator: ", "))"
+                                   + (extra.count > 10 ? " and \(extra.count - 10) more" : "") + " (build with -fvisibility=hidden, mark only the entry KEEL_EXPORT)")
+        }
+        return ValidationCheck(name: name, passed: true, detail: mangled == 0 ? "only the entry point" : "plus \(mangled) language-mangled symbol(s)")
+    }
+
+    /// The ids of this process's threads (`/proc/self/task`), without Dispatch's own workers (named after their
+    /// queue's quality of service: "…default-qos", "…-qos.overcommit"), which the host's waits may start and which stay idle.
+    static func threadIDs() -> Set<String> {
+        let ids = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
+        return Set(ids.filter { !threadName($0).contains("-qos") })
+    }
+
+    static func threadName(_ id: String) -> String {
+        ((try? String(contentsOfFile: "/proc/self/task/\(id)/comm", encoding: .utf8)) ?? "?").trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// Threads started during the activate/deactivate rounds must be gone once deactivate has returned (given a
+    /// second to finish exiting).
+    static func threadsStopped(since before: Set<String>) -> ValidationCheck {
+        let name = "leaves no thread running after deactivate"
+        var left = threadIDs().subtracting(before)
+        let deadline = Date().addingTimeInterval(1)
+        while !left.isEmpty && Date() < deadline {
+            usleep(20_000)
+            left = threadIDs().subtracting(before)
+        }
+        guard left.isEmpty else {
+            let names = left.sorted().prefix(3).map(threadName)
+            return ValidationCheck(name: name, passed: false,
+                                   detail: "\(left.count) thread(s) still running after \(rounds) deactivations (\(names.joined(separator: ", "))): stop them in deactivate")
+        }
+        return ValidationCheck(name: name, passed: true, detail: "none left")
+    }
+
+    /// A request path for `pattern`: parameters filled with "x", the rest with "x/y".
+    static func samplePath(_ pattern: RoutePattern) -> (path: String, parameters: [(name: String, value: String)]) {
+        var parts: [String] = [], parameters: [(name: String, value: String)] = []
+        for segment in pattern.segments {
+            switch segment {
+            case let .literal(text): parts.append(text)
+            case let .parameter(name): parts.append("x"); parameters.append((name, "x"))
+            case .rest: parts.append("x/y"); parameters.append(("*", "x/y"))
+            }
+        }
+        return ("/" + parts.joined(separator: "/"), parameters)
+    }
+
+    static func concurrentRequests(_ library: PluginLibrary, _ manifest: Manifest) -> ValidationCheck {
+        let name = "answers \(threads) threads × \(callsPerThread) concurrent requests on every route"
+        let context = makeContext(manifest, grants: manifest.capabilities)
+        let c: Contributions
+        do { c = try library.activate(context, seed: seed(manifest)) } catch {
+            return ValidationCheck(name: name, passed: false, detail: error.description)
+        }
+        defer { library.deactivate(context, drainTimeout: 5) }
+        let routes = c.routes.filter { !$0.absolute }
+        guard !routes.isEmpty else { return ValidationCheck(name: name, passed: true, detail: "no routes") }
+        let failures = Failures()
+        DispatchQueue.concurrentPerform(iterations: threads) { _ in
+            for i in 0..<callsPerThread {
+                let route = routes[i % routes.count]
+                let (path, parameters) = samplePath(route.pattern)
+                let method = route.method == "*" ? "GET" : route.method
+                let request = PluginRequest(method: method, path: "/ext/\(manifest.id)" + path, routePath: path, parameters: parameters)
+                if case let .failure(error) = route.handler.handle(request) { failures.add("\(method) \(route.pattern): \(error.message)") }
+            }
+        }
+        let (count, first) = failures.summary
+        guard count == 0 else {
+            return ValidationCheck(name: name, passed: false, detail: "\(count) of \(threads * callsPerThread) calls failed, e.g. \(first ?? "")")
+        }
+        return ValidationCheck(name: name, passed: true, detail: "\(threads * callsPerThread) calls on \(routes.count) route(s), none failed")
+    }
+
+    static func unknownExtension(_ library: PluginLibrary) -> ValidationCheck {
+        let name = "returns NULL for an extension it does not know"
+        let table = library.extensionTable("keel.validate.unknown-\(UInt32.random(in: 0...UInt32.max))/1")
+        return ValidationCheck(name: name, passed: table == nil, detail: table == nil ? "NULL" : "returned a table for a made-up extension id")
+    }
+
+    /// With no capability granted every registration is refused: activate must fail with a message (or succeed
+    /// having registered nothing), not crash.
+    static func withoutCapabilities(_ library: PluginLibrary, _ manifest: Manifest) -> ValidationCheck {
+        let name = "activates or refuses cleanly without the capabilities it asks for"
+        let context = makeContext(manifest, grants: [])
+        do {
+            _ = try library.activate(context, seed: Contributions())
+            library.deactivate(context, drainTimeout: 2)
+            return ValidationCheck(name: name, passed: true, detail: "activated")
+        } catch {
+            return ValidationCheck(name: name, passed: true, detail: "refused: \(error.description)")
+        }
+    }
+}
+
+/// Failed calls of the concurrent-requests check, from several threads: how many, and the first message.
+private final class Failures: Sendable {
+    private let state = Mutex<(count: Int, first: String?)>((0, nil))
+
+    func add(_ message: String) {
+        state.withLock { s in
+            s.count += 1
+            if s.first == nil { s.first = message }
+        }
+    }
+
+    var summary: (Int, String?) { state.withLock { ($0.count, $0.first) } }
+}

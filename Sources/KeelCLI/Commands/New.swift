@@ -1,0 +1,87 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import ArgumentParser
+import Foundation
+import KeelManifest
+
+extension KeelCommand {
+    /// `keel new ID --lang c|swift|rust [--dir DIR]`: a plugin project outside Keel's checkout, from the templates
+    /// embedded in this binary (Templates/<lang>/ in Keel's repository).
+    struct New: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create a plugin project (C, Swift or Rust) that builds into a ready bundle with `make`.",
+            discussion: """
+                `make` builds with the language's tool (cc with pkg-config, swift build, cargo build) and assembles \
+                bundle/ID/ (plugin.yaml + library, no sources); `make test` runs the project's own tests. C and Swift \
+                need the plugin SDK on pkg-config's path: `keel sdk install`.
+                """)
+
+        @Argument(help: "The plugin id (lowercase letters, digits, '-', '_', '.'; starts with a letter or digit).") var id: String
+        @Option(help: "The language: c, swift or rust.") var lang: ProjectTemplate.Language
+        @Option(help: "The project folder to create (default: ./ID); it must not exist or be empty.") var dir: String?
+
+        func validate() throws {
+            guard Manifest.isValidID(id) else {
+                throw ValidationError("\"\(id)\" is not a plugin id: use 1 to 64 lowercase letters, digits, '-', '_' or '.', starting with a letter or digit")
+            }
+        }
+
+        func run() async throws {
+            try await reporting {
+                let folder = absolute(dir ?? id)
+                let written = try ProjectTemplate(language: lang, id: id).write(into: folder)
+                print("created \(folder) (\(lang.rawValue) plugin \(id), \(written.count) files)")
+                if lang != .rust && (try? PluginSDK.runTool(["pkg-config", "--exists", PluginSDK.packageName]).status) != 0 {
+                    print("pkg-config cannot find keel-plugin: run `keel sdk install` (and set PKG_CONFIG_PATH as it says)")
+                }
+                print("next: cd \(folder) && make && make test   # builds bundle/\(id)/")
+            }
+        }
+    }
+}
+
+/// One of the project templates this binary carries, rendered for a plugin id. Placeholders: `{{id}}` the plugin
+/// id, `{{ident}}` the id as an identifier (library, crate and product names: `-` and `.` become `_`), `{{abi}}`
+/// the ABI of the embedded headers ("1.1"). A template file named `gitignore` is written as `.gitignore`.
+struct ProjectTemplate {
+    enum Language: String, CaseIterable, ExpressibleByArgument {
+        case c, swift, rust
+    }
+
+    var language: Language
+    var id: String
+
+    var ident: String { String(id.map { $0 == "-" || $0 == "." ? "_" : $0 }) }
+
+    /// (path in the project, rendered text), sorted by path.
+    var files: [(path: String, text: String)] {
+        let root = "Templates/\(language.rawValue)/"
+        return EmbeddedFiles.files.compactMap { path, text in
+            guard path.hasPrefix(root) else { return nil }
+            var relative = String(path.dropFirst(root.count))
+            if relative == "gitignore" { relative = ".gitignore" }
+            return (relative, render(text))
+        }.sorted { $0.path < $1.path }
+    }
+
+    func render(_ text: String) -> String {
+        text.replacingOccurrences(of: "{{id}}", with: id)
+            .replacingOccurrences(of: "{{ident}}", with: ident)
+            .replacingOccurrences(of: "{{abi}}", with: PluginSDK.abiMajorMinor)
+    }
+
+    /// Writes the project into `folder`, which must not exist or be empty; returns the paths written.
+    /// - Throws: `CLIError` naming the folder or file and the reason.
+    func write(into folder: String) throws -> [String] {
+        if let existing = try? FileManager.default.contentsOfDirectory(atPath: folder), !existing.isEmpty {
+            throw CLIError("\(folder): already exists and is not empty; pass --dir with a new folder")
+        }
+        try makeFolder(folder)
+        var written: [String] = []
+        for (path, text) in files {
+            try PluginSDK.writeText(text, to: folder + "/" + path)
+            written.append(folder + "/" + path)
+        }
+        return written
+    }
+}

@@ -1,0 +1,130 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import ArgumentParser
+import Foundation
+import Glibc
+import Keel
+
+extension KeelCommand.Plugins {
+    /// `keel plugins validate PATH`: the conformance run of `Validator`, in a child `keel validate-run`, so that a
+    /// plugin that crashes or hangs fails the run with a reason instead of taking the command down.
+    struct Validate: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Run the conformance checks on a built bundle folder and print each one; exit 1 if any fails.",
+            discussion: """
+                In a child process: loads the library, checks it agrees with plugin.yaml and exports no C symbol beyond \
+                keel_plugin_entry and its commands, activates and deactivates it \(Validator.rounds) times (leaving no thread \
+                running), sends \
+                \(Validator.threads) threads of concurrent requests to every route, asks it for an unknown extension, and \
+                activates it without capabilities. A crash or a hang fails the run, naming the check. No state is touched.
+                """)
+
+        @Argument(help: "The bundle folder (plugin.yaml and its library).", completion: .directory) var path: String
+        @Option(help: "Seconds the whole run may take.") var timeout: Double = 120
+
+        func run() async throws {
+            try await reporting {
+                try requireFolder(path, hint: "pass a bundle folder, such as bundle/ID of a `keel new` project")
+                guard let keel = PluginProbe.currentExecutable else { throw CLIError("cannot find the keel executable to run the checks in") }
+                let (checks, end) = try Self.runChild(keel, bundle: path, timeout: timeout)
+                var failed = 0
+                for check in checks {
+                    if !check.passed { failed += 1 }
+                    print("\(check.passed ? "ok  " : "FAIL") \(check.name): \(check.detail)")
+                }
+                if let end {
+                    failed += 1
+                    print("FAIL \(end)")
+                }
+                if failed > 0 {
+                    print("\(path): \(failed) check(s) failed")
+                    throw ExitCode(1)
+                }
+                print("\(path): all \(checks.count) checks passed")
+            }
+        }
+
+        /// Runs `keel validate-run` and returns the checks it printed, and what went wrong with the child when it
+        /// did not finish normally (a signal, a hang, an exit code).
+        static func runChild(_ keel: String, bundle: String, timeout: Double) throws -> ([ValidationCheck], String?) {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: keel)
+            process.arguments = ["validate-run", "--bundle", bundle]
+            process.environment = ProcessInfo.processInfo.environment.merging(["SWIFT_BACKTRACE": "enable=no"]) { $1 }
+            let output = TemporaryOutput()
+            process.standardOutput = output.handle
+            process.standardError = FileHandle.nullDevice
+            process.standardInput = FileHandle.nullDevice
+            do { try process.run() } catch { throw CLIError("cannot start \(keel) validate-run: \(ErrorText.describe(error))") }
+            let deadline = Date().addingTimeInterval(timeout)
+            while process.isRunning && Date() < deadline { usleep(10_000) }
+            let hung = process.isRunning
+            if hung { kill(process.processIdentifier, SIGKILL) }
+            process.waitUntilExit()
+            let lines = output.text.split(separator: "\n")
+            let checks = lines.compactMap { try? JSONDecoder().decode(ValidationCheck.self, from: Data($0.utf8)) }
+            let next = "after \"\(checks.last?.name ?? "start")\""
+            if hung { return (checks, "the run did not finish within \(Int(timeout)) s (hung \(next))") }
+            if process.terminationReason == .uncaughtSignal {
+                return (checks, "the plugin crashed the validating process with signal \(process.terminationStatus) \(next)")
+            }
+            if process.terminationStatus != 0 { return (checks, "the validating process exited with code \(process.terminationStatus) \(next)") }
+            return (checks, nil)
+        }
+    }
+}
+
+/// A child's standard output through an unlinked temporary file: no pipe to fill up while the parent waits.
+private final class TemporaryOutput {
+    let handle: FileHandle
+    private let fd: Int32
+
+    init() {
+        var template = Array((NSTemporaryDirectory() + "/keel-validate-XXXXXX").utf8CString)
+        fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        if fd >= 0 { template.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) } }
+        handle = FileHandle(fileDescriptor: fd >= 0 ? fd : open("/dev/null", O_WRONLY), closeOnDealloc: true)
+    }
+
+    var text: String {
+        guard fd >= 0, lseek(fd, 0, SEEK_SET) == 0 else { return "" }
+        var data = Data()
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = read(fd, &buffer, buffer.count)
+            guard n > 0 else { break }
+            data.append(contentsOf: buffer[0..<n])
+        }
+        return String(decoding: data, as: UTF8.self)
+    }
+}
+
+extension KeelCommand {
+    /// The child side of `keel plugins validate`: runs `Validator` and prints each check as one JSON line as soon as
+    /// it is known. Exit 0 whatever the checks found (the parent judges); any other end is the plugin's doing.
+    struct ValidateRun: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "validate-run",
+            abstract: "Run the conformance checks in this process (used by `keel plugins validate`; not for people).",
+            shouldDisplay: false)
+
+        @Option(help: "The bundle folder.") var bundle: String
+
+        func run() async throws {
+            var noCore = rlimit(rlim_cur: 0, rlim_max: 0)
+            setrlimit(Int32(RLIMIT_CORE.rawValue), &noCore)
+            let bundle = bundle
+            // Plugin code runs here: give it a full-size stack, as the host's lifecycle thread has.
+            await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+                let thread = Thread {
+                    Validator.run(bundle: bundle) { check in
+                        if let line = try? JSONEncoder().encode(check) { FileHandle.standardOutput.write(line + Data("\n".utf8)) }
+                    }
+                    done.resume()
+                }
+                thread.stackSize = 16 << 20
+                thread.start()
+            }
+        }
+    }
+}
