@@ -49,11 +49,6 @@ def main():
         print(f"call: {answer}")
         return answer
 
-    def api(method, path):
-        request = urllib.request.Request(args.url + path, method=method, headers={"Authorization": "Bearer " + args.token})
-        with urllib.request.urlopen(request, timeout=10) as r:
-            return r.status
-
     try:
         d.get(args.url + "/#/services")
         steps.hidden_until_login("services", "the services table", args.token, row)
@@ -97,9 +92,16 @@ def main():
         step("a tenant's \"Clear\" forgets that tenant's choice", clear_tenant)
 
         def stale_choice():
-            # Another operator uninstalls the other provider; this page still offers it.
-            assert api("DELETE", f"/api/v1/plugins/{args.other}") == 200
-            Select(d.find_element(By.CSS_SELECTOR, select)).select_by_value(args.other)
+            # Another operator uninstalls the other provider while this page still offers it. The uninstall and the
+            # pick run in one task of the page (a synchronous request), so the live update the uninstall causes
+            # cannot redraw the row in between: the pick is of a provider that has just gone.
+            status = d.execute_script(
+                "const x = new XMLHttpRequest(); x.open('DELETE', arguments[0], false);"
+                "x.setRequestHeader('Authorization', 'Bearer ' + arguments[1]); x.send();"
+                "const s = document.querySelector(arguments[2]); s.value = arguments[3];"
+                "s.dispatchEvent(new Event('change')); return x.status;",
+                f"/api/v1/plugins/{args.other}", args.token, select, args.other)
+            assert status == 200, status
             wait.until(lambda _: f'plugin "{args.other}" does not provide {args.interface}' in text("#message"))
             assert text("#message").startswith(args.interface + ": "), text("#message")
             wait.until(lambda _: args.other not in [o.get_attribute("value")
