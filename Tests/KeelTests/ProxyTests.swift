@@ -5,14 +5,14 @@ import Foundation
 import Keel
 import Testing
 
-/// The echo upstream (Fixtures/upstream/echo.py) as a child process on a free port.
+/// An upstream app from Fixtures/upstream (echo.py by default) as a child process on a free port.
 final class Upstream {
     let process = Process()
     let port: Int
 
-    init() throws {
+    init(script: String = "echo.py") throws {
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", TestEnvironment.fixtures + "/upstream/echo.py"]
+        process.arguments = ["python3", TestEnvironment.fixtures + "/upstream/" + script]
         let out = Pipe()
         process.standardOutput = out
         try process.run()
