@@ -82,6 +82,9 @@ let package = Package(
         .executableTarget(name: "KeelBench", dependencies: [
             "Keel", "KeelHTTP", "KeelLoader", "CKeelABI", "CKeelBenchNative", "CKeelFFI",
             .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
 
         // The Swift side of the plugin ABI for plugin authors: hides pointers, trampolines and lifetimes.
