@@ -42,8 +42,8 @@ struct KeelHTTPChannel: ServerChildChannel, HTTPChannelHandler {
             let webSockets = self.webSockets, http1 = self.http1
             try channel.pipeline.syncOperations.addHandler(limiter.admission())
             // Until the first request head is read, the idle timeout is kept here (Hummingbird's handler comes after).
-            let deadline = http1.idleTimeout.map(FirstRequestDeadline.init)
-            if let deadline { try channel.pipeline.syncOperations.addHandler(deadline) }
+            let deadline = http1.idleTimeout.map { NIOLoopBound(FirstRequestDeadline($0), eventLoop: channel.eventLoop) }
+            if let deadline { try channel.pipeline.syncOperations.addHandler(deadline.value) }
             let attempted = NIOLoopBoundBox(false, eventLoop: channel.eventLoop)
             let upgrader = NIOTypedWebSocketServerUpgrader<Negotiated>(
                 maxFrameSize: WebSocketProxy.maxFrameSize,
@@ -55,7 +55,7 @@ struct KeelHTTPChannel: ServerChildChannel, HTTPChannelHandler {
                 },
                 upgradePipelineHandler: { channel, _ in
                     channel.eventLoop.makeCompletedFuture {
-                        if let deadline { channel.pipeline.syncOperations.removeHandler(deadline, promise: nil) }
+                        if let deadline { channel.pipeline.syncOperations.removeHandler(deadline.value, promise: nil) }
                         guard let session = webSockets.takeSession(for: channel) else { throw ChannelError.inappropriateOperationForState }
                         let frames = try NIOAsyncChannel<WebSocketFrame, WebSocketFrame>(
                             wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
@@ -64,7 +64,7 @@ struct KeelHTTPChannel: ServerChildChannel, HTTPChannelHandler {
                 })
             let upgrades = NIOTypedHTTPServerUpgradeConfiguration<Negotiated>(upgraders: [upgrader], notUpgradingCompletionHandler: { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    if let deadline { channel.pipeline.syncOperations.removeHandler(deadline, promise: nil) }
+                    if let deadline { channel.pipeline.syncOperations.removeHandler(deadline.value, promise: nil) }
                     try channel.pipeline.syncOperations.addHandler(HTTP1ToHTTPServerCodec(secure: false))
                     try channel.pipeline.syncOperations.addHandlers(http1.additionalChannelHandlers())
                     try channel.pipeline.syncOperations.addHandler(

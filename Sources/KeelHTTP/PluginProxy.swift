@@ -7,6 +7,7 @@ import Hummingbird
 import Keel
 import NIOCore
 import NIOHTTP1
+import Synchronization
 
 /// Existing web apps a plugin brings in (`proxy:` in its plugin.yaml): a request under `/ext/<id>/<prefix>/...` that
 /// no route of the plugin matches passes the auth chain like the plugin's routes (the caller identified, the plugin visible in the caller's tenant,
@@ -28,13 +29,17 @@ final class PluginProxy: Sendable {
     let gatekeeper: Gatekeeper
     let client: HTTPClient
     let maxBodySize: Int
+    /// Proxy keys by plugin id.
+    private let keys = Mutex<[String: String]>([:])
 
     init(gatekeeper: Gatekeeper, maxBodySize: Int) {
         self.gatekeeper = gatekeeper
         self.maxBodySize = maxBodySize
         var configuration = HTTPClient.Configuration(redirectConfiguration: .disallow, timeout: .init(connect: .seconds(5)),
                                                      decompression: .disabled)
-        configuration.connectionPool = .init(idleTimeout: .seconds(60))
+        // As many kept-alive connections per upstream as clients the host serves at once (AsyncHTTPClient's default,
+        // 8, queues the rest behind them).
+        configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 256)
         client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }
 
@@ -78,9 +83,18 @@ final class PluginProxy: Sendable {
             headers.append((name, value))
         }
         headers.append(("host", proxy.port == 80 || proxy.port == 443 ? proxy.hostPart : "\(proxy.hostPart):\(proxy.port)"))
-        let key = ProxyIdentity.key(for: pluginID, secret: (try? gatekeeper.kernel.state.proxySecret()) ?? "")
+        let key = proxyKey(pluginID)
         headers += ProxyIdentity.headers(caller.principal, method: method, target: target, key: key)
         return headers
+    }
+
+    /// The plugin's proxy key, derived once per plugin (the host's secret never changes once made).
+    func proxyKey(_ pluginID: String) -> String {
+        if let key = keys.withLock({ $0[pluginID] }) { return key }
+        guard let secret = try? gatekeeper.kernel.state.proxySecret() else { return ProxyIdentity.key(for: pluginID, secret: "") }
+        let key = ProxyIdentity.key(for: pluginID, secret: secret)
+        keys.withLock { $0[pluginID] = key }
+        return key
     }
 
     func respond(to request: Request, pluginID: String, proxy: ProxyDeclaration, rest: String) async throws -> Response {
