@@ -10,8 +10,9 @@ import WSClient
 /// WebSockets through the proxy: a real upstream (Fixtures/upstream/ws_echo.py) and a real client (WSClient).
 @Suite("WebSockets through the proxy", .serialized)
 struct ProxyWebSocketTests {
-    /// A manifest-only bundle `ws` proxying /app to `upstream`, served with a 2 s idle timeout.
-    static func serve(_ upstream: Upstream, timeout: Double = 2) throws -> ServerProcess {
+    /// A manifest-only bundle `ws` proxying /app to `upstream`, served with an `idle` timeout (the default 30 s but for
+    /// the test of it: a loaded machine must not end a WebSocket in the middle of a test).
+    static func serve(_ upstream: Upstream, timeout: Double = 5, idle: Int = 30) throws -> ServerProcess {
         let f = KernelFixture()
         _ = try TestEnvironment.makeBundle(in: f.plugins, folder: "ws", manifest: """
             id: ws
@@ -24,7 +25,7 @@ struct ProxyWebSocketTests {
             """, library: nil)
         let keel = TestEnvironment.binPath + "/keel"
         #expect(try TestEnvironment.run(keel, ["plugins", "enable", "ws", "--plugins", f.plugins, "--state", f.state]).status == 0)
-        return try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch", "--idle-timeout", "2"])
+        return try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch", "--idle-timeout", "\(idle)"])
     }
 
     static var logger: Logger {
@@ -141,7 +142,7 @@ struct ProxyWebSocketTests {
     func idle() async throws {
         let upstream = try Upstream(script: "ws_echo.py")
         defer { upstream.stop() }
-        let server = try Self.serve(upstream)
+        let server = try Self.serve(upstream, idle: 2)
         defer { server.stop() }
         let seen = try await Self.session(server, "/ext/ws/app/quiet") { frames, _ in
             while try await frames.next() != nil {}
