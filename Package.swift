@@ -27,6 +27,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        // The WebSocket client a proxied app's WebSocket is opened with (the server side is NIOWebSocket).
+        .package(url: "https://github.com/hummingbird-project/swift-websocket", from: "1.6.2"),
     ],
     targets: [
         // The C ABI: headers plus a layout check that fails the build if a published struct changes.
@@ -62,6 +64,10 @@ let package = Package(
             .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOWebSocket", package: "swift-nio"),
+            .product(name: "NIOHTTPTypesHTTP1", package: "swift-nio-extras"),
+            .product(name: "WSClient", package: "swift-websocket"),
         ], resources: [
             // The plugin page bridge: the console's half and the half inside each page's frame (PageBridge.swift).
             .embedInCode("Console/pages.js"), .embedInCode("Console/keel-page.js"),
@@ -85,6 +91,9 @@ let package = Package(
         .executableTarget(name: "KeelBench", dependencies: [
             "Keel", "KeelHTTP", "KeelLoader", "CKeelABI", "CKeelBenchNative", "CKeelFFI",
             .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
 
         // The Swift side of the plugin ABI for plugin authors: hides pointers, trampolines and lifetimes.
@@ -110,6 +119,8 @@ let package = Package(
         .testTarget(name: "KeelTests", dependencies: [
             "Keel", "KeelHTTP", "KeelManifest", "KeelLoader", "KeelRegistry", "KeelState", "CKeelABIGrown",
             .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "WSClient", package: "swift-websocket"),
+            .product(name: "HTTPTypes", package: "swift-http-types"),
         ], exclude: ["Fixtures"]),
     ]
 )

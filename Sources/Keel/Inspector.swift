@@ -46,12 +46,27 @@ public enum Inspector {
             do { (manifest, warnings) = try ManifestLoader().load(path: manifestPath) } catch {
                 throw KernelError(.bundle, reason: error.description)
             }
-            libraryPath = path + "/" + (manifest?.library ?? "")
+            guard let manifest, let library = manifest.library else {
+                return manifest.map { Self.report(manifestOnly: $0, path: path, warnings: warnings) }
+                    ?? InspectReport(path: path, library: "", id: "", version: "", abi: "", unloadSafe: false, capabilities: [],
+                                     dependencies: [:], routes: [], menus: [], authenticators: [], authorizers: [], warnings: [])
+            }
+            libraryPath = path + "/" + library
         }
         var report = try inspect(library: libraryPath, manifest: manifest, manifestPath: manifestPath, warnings: warnings,
                                  limits: limits)
         report.path = path
         return report
+    }
+
+    /// What a manifest-only bundle contributes: its manifest's menus and proxies; no code is loaded or run.
+    public static func report(manifestOnly manifest: Manifest, path: String, warnings: [ManifestWarning]) -> InspectReport {
+        InspectReport(
+            path: path, library: "", id: manifest.id, name: manifest.name, version: "\(manifest.version)", abi: "\(manifest.abi)",
+            unloadSafe: true, capabilities: manifest.capabilities.map(\.rawValue).sorted(),
+            dependencies: Dictionary(uniqueKeysWithValues: manifest.dependencies.map { ($0.id, $0.versions.text) }),
+            routes: manifest.proxies.map { "* /ext/\(manifest.id)\($0.prefix)/… → \($0.upstream)" }, menus: manifest.menus.map(\.id),
+            authenticators: [], authorizers: [], warnings: warnings.map(\.description))
     }
 
     /// Checks the library at `library` (possibly a private copy; `shownPath` names it in messages) against

@@ -51,11 +51,16 @@ extension Kernel {
         for id in plan {
             do { builds.append(try build(id, pending: planned)) } catch { opened[id] = .failure(error) }
         }
+        // A manifest-only bundle has nothing to copy or open.
+        for build in builds where build.libraryPath == nil {
+            opened[build.id] = Result { () throws(KernelError) in try openManifestOnly(build) }
+        }
+        builds.removeAll { $0.libraryPath == nil }
         var start = 0
         while start < builds.count {
             let batch = Array(builds[start..<min(start + 64, builds.count)])
             start += batch.count
-            let copies = generations.copy(batch.map { ($0.libraryPath, $0.id, $0.number) })
+            let copies = generations.copy(batch.map { ($0.libraryPath ?? "", $0.id, $0.number) })
             for (build, copy) in zip(batch, copies) {
                 opened[build.id] = copy.flatMap { copy in Result { () throws(KernelError) in try open(build, copy) } }
             }
@@ -90,14 +95,16 @@ extension Kernel {
         let id: String
         let bundle: Bundle
         let manifest: Manifest
-        let libraryPath: String
+        /// Nil for a manifest-only bundle.
+        let libraryPath: String?
         let number: Int
     }
 
-    /// A build whose library is open and verified, not yet activated.
+    /// A build whose library is open and verified (or a manifest-only build, `library` nil), not yet activated.
     struct Opened {
         let build: Build
-        let library: PluginLibrary
+        let library: PluginLibrary?
+        /// SHA-256 of the library, or of plugin.yaml for a manifest-only build.
         let checksum: String
     }
 
@@ -105,7 +112,8 @@ extension Kernel {
     /// it into a fresh context. Nothing is published; on failure nothing of it remains registered.
     func loadGeneration(_ id: String) throws(KernelError) -> Generation {
         let build = try build(id)
-        let copy = try generations.copy(build.libraryPath, id: id, generation: build.number)
+        guard let libraryPath = build.libraryPath else { return try activate(openManifestOnly(build)) }
+        let copy = try generations.copy(libraryPath, id: id, generation: build.number)
         return try activate(open(build, copy))
     }
 
@@ -116,7 +124,7 @@ extension Kernel {
             throw KernelError(.unknownPlugin, pluginID: id, reason: "no plugin \"\(id)\" in the plugin folder")
         }
         if let problem = bundle.problem { throw KernelError(.bundle, pluginID: id, reason: problem) }
-        guard let manifest = bundle.manifest, let libraryPath = bundle.libraryPath else {
+        guard let manifest = bundle.manifest else {
             throw KernelError(.bundle, pluginID: id, reason: "\(bundle.manifestPath): no usable manifest")
         }
         if let range = manifest.hostVersions, let host = Semver(Kernel.version), !range.contains(host) {
@@ -136,7 +144,7 @@ extension Kernel {
         if let missing = missingInterface(manifest, pending: pending) { throw KernelError(.dependency, pluginID: id, reason: missing) }
         let number = max(nextGeneration[id] ?? 0, ((try? state.lastGeneration(id)) ?? 0) + 1)
         nextGeneration[id] = number + 1
-        return Build(id: id, bundle: bundle, manifest: manifest, libraryPath: libraryPath, number: number)
+        return Build(id: id, bundle: bundle, manifest: manifest, libraryPath: bundle.libraryPath, number: number)
     }
 
     func requireActive(_ dependency: String, of id: String, pending: Set<String> = []) throws(KernelError) {
@@ -145,13 +153,21 @@ extension Kernel {
         }
     }
 
+    /// A manifest-only build: nothing to probe, copy or open; its checksum is its plugin.yaml's.
+    func openManifestOnly(_ build: Build) throws(KernelError) -> Opened {
+        guard let checksum = GenerationStore.checksum(build.bundle.manifestPath) else {
+            throw KernelError(.bundle, pluginID: build.id, reason: "\(build.bundle.manifestPath): cannot be read")
+        }
+        return Opened(build: build, library: nil, checksum: checksum)
+    }
+
     /// Probes (when configured and not yet passed), opens and verifies the private copy of a build, then removes
     /// the copy. Failures are recorded in the plugin's history.
     func open(_ build: Build, _ copy: GenerationStore.Copy) throws(KernelError) -> Opened {
         defer { generations.discard(copy) }
         let id = build.id, version = "\(build.manifest.version)"
         if let probe = configuration.probe, !((try? state.probePassed(copy.checksum)) ?? false) {
-            switch probe.run(library: copy.path, manifestPath: build.bundle.manifestPath, shownPath: build.libraryPath) {
+            switch probe.run(library: copy.path, manifestPath: build.bundle.manifestPath, shownPath: build.libraryPath ?? "") {
             case .passed:
                 let state = self.state
                 write { try? state.recordProbePassed(copy.checksum, detail: "\(id) \(version)") }
@@ -161,7 +177,7 @@ extension Kernel {
             }
         }
         do {
-            let library = try PluginLibrary.open(path: copy.path, expectedID: id, reportAs: build.libraryPath, image: copy.image)
+            let library = try PluginLibrary.open(path: copy.path, expectedID: id, reportAs: build.libraryPath ?? "", image: copy.image)
             try library.verify(against: build.manifest, manifestPath: build.bundle.manifestPath)
             return Opened(build: build, library: library, checksum: copy.checksum)
         } catch {
@@ -188,7 +204,7 @@ extension Kernel {
                                         environment: environment)
         var seed = Contributions()
         seed.menus = manifest.menus.map { MenuRegistration(entry: $0, fromManifest: true) }
-        do { seed.commands = try library.prepareCommands(manifest.commands, context: context) } catch {
+        do { seed.commands = try library?.prepareCommands(manifest.commands, context: context) ?? [] } catch {
             record(id, build.number, version: "\(manifest.version)", checksum: checksum, outcome: "failed", detail: error.description)
             throw KernelError(.loadFailed, pluginID: id, reason: error.description)
         }
@@ -204,6 +220,11 @@ extension Kernel {
             seed.routes.append(route)
         }
         try seedConsole(manifest, bundle: build.bundle, context: context, into: &seed)
+        guard let library else {
+            // Manifest-only: no code runs; what the host contributes on its behalf goes live as it is.
+            let plugin = ActivePlugin(library: nil, context: context, manifest: manifest, generation: build.number, checksum: checksum)
+            return Generation(plugin: plugin, contributions: context.activateWithoutCode(seed))
+        }
         let contributions: Contributions
         // The mark survives only if the process dies inside activate: the next start quarantines the plugin.
         activationMark.set("\(id) \(build.number) \(checksum)")
@@ -226,10 +247,12 @@ extension Kernel {
         access.setDeclared(id, nil)
         // Consumers hear of the change before the provider is drained: leases they hold keep it up until released.
         notifyServiceChanges(since: before)
-        if let problem = plugin.library.deactivate(plugin.context, drainTimeout: configuration.drainTimeout) {
+        let timeout = configuration.drainTimeout
+        if let problem = plugin.library.map({ $0.deactivate(plugin.context, drainTimeout: timeout) })
+            ?? plugin.context.closeWithoutCode(stillRunning: plugin.context.drain(timeout: timeout), drainTimeout: timeout) {
             log(.warn, id, problem)
         }
-        plugin.library.unloadIfSafe()
+        plugin.library?.unloadIfSafe()
         record(id, plugin, outcome: "deactivated")
         log(.info, id, "deactivated")
     }
@@ -252,9 +275,11 @@ extension Kernel {
 
     /// The end of `retire`, on the kernel's executor.
     func finishRetiring(_ plugin: ActivePlugin, id: String, outcome: String, timeout: Double) {
-        let problem = plugin.library.finishDeactivation(plugin.context, stillRunning: plugin.context.callsInFlight, drainTimeout: timeout)
+        let running = plugin.context.callsInFlight
+        let problem = plugin.library.map { $0.finishDeactivation(plugin.context, stillRunning: running, drainTimeout: timeout) }
+            ?? plugin.context.closeWithoutCode(stillRunning: running, drainTimeout: timeout)
         if let problem { log(.warn, id, "generation \(plugin.generation): \(problem)") }
-        plugin.library.unloadIfSafe()
+        plugin.library?.unloadIfSafe()
         record(id, plugin, outcome: outcome, detail: problem ?? "")
     }
 

@@ -22,6 +22,7 @@ extension Kernel {
                 id: record.id, name: m?.name ?? record.name, version: m.map { "\($0.version)" } ?? record.version,
                 description: m?.description ?? "", abi: m.map { "\($0.abi)" } ?? "",
                 bundlePath: bundle?.folder ?? record.bundlePath, library: m?.library ?? "",
+                manifestOnly: m?.isManifestOnly ?? false,
                 enabled: record.enabled, status: record.status, reason: record.reason, changedAt: record.changedAt,
                 capabilities: ((m?.capabilities ?? []).map(\.rawValue) + (m?.routePrefixes ?? []).map(Capability.routePrefix)).sorted(),
                 grants: m.map { manifest in
@@ -46,14 +47,15 @@ extension Kernel {
                     return "\(p.interface) \(p.version) ranking \(p.ranking)" + (serving.isEmpty ? "" : ", serving " + serving.joined(separator: ", "))
                 },
                 consumes: (m?.consumes ?? []).map { "\($0.interface) \($0.versions) \($0.optional ? "optional" : "required")" },
-                commands: (m?.commands ?? []).map { CommandInfo(plugin: record.id, $0) })
+                commands: (m?.commands ?? []).map { CommandInfo(plugin: record.id, $0) },
+                proxies: (c?.proxies ?? []).map { "/ext/\(record.id)\($0.prefix)/ → \($0.upstream)" })
         }
     }
 
-    /// How `id` was signed when installed, shown only while its bundle's library is still the library installed then
-    /// (a library replaced by hand, or another bundle with the same id, shows none).
+    /// How `id` was signed when installed, shown only while its bundle's library (plugin.yaml for a manifest-only
+    /// bundle) is still the one installed then (a file replaced by hand, or another bundle with the same id, shows none).
     func signature(_ id: String, bundle: Bundle?) -> String? {
-        guard let stored = (try? state.signatureRecord(id)) ?? nil, let path = bundle?.libraryPath else { return nil }
+        guard let stored = (try? state.signatureRecord(id)) ?? nil, let path = bundle?.buildPath else { return nil }
         return ExtensionStore.signature(stored: stored, librarySum: libraryChecksum(path))
     }
 

@@ -40,9 +40,9 @@ extension Kernel {
         try? FileManager.default.removeItem(atPath: work)
         let manifest: Manifest
         do { manifest = try store.fetchVerified(offer, into: work, allowUnsigned: allowUnsigned) } catch { throw fail("\(error)") }
-        if let probe = configuration.probe {
-            if case let .failed(reason) = probe.run(library: work + "/" + manifest.library, manifestPath: work + "/" + ManifestLoader.fileName,
-                                                     shownPath: target + "/" + manifest.library) {
+        if let probe = configuration.probe, let library = manifest.library {
+            if case let .failed(reason) = probe.run(library: work + "/" + library, manifestPath: work + "/" + ManifestLoader.fileName,
+                                                     shownPath: target + "/" + library) {
                 throw fail(reason)
             }
         }
@@ -65,7 +65,7 @@ extension Kernel {
         }
         try? FileManager.default.removeItem(atPath: previous)
         try? state.discovered(id: id, name: manifest.name, version: "\(manifest.version)", bundlePath: target)
-        try? state.setSignatureRecord(id, store.signatureRecord(offer, library: target + "/" + manifest.library))
+        try? state.setSignatureRecord(id, store.signatureRecord(offer, library: target + "/" + (manifest.library ?? ManifestLoader.fileName)))
         try? state.setStatus(id, wasActive ? .enabled : (before == .upgradeFailed || before == .upgrading ? .installed : before))
         log(.info, id, "upgraded \(current.version) → \(manifest.version)")
     }

@@ -93,7 +93,7 @@ extension Kernel {
                 continue
             }
             if let current = active[id] {
-                guard let path = bundles[id]?.libraryPath, GenerationStore.waitUntilSettled(path) else {
+                guard let path = bundles[id]?.buildPath, GenerationStore.waitUntilSettled(path) else {
                     log(.warn, id, "library did not settle; not reloading")
                     continue
                 }
@@ -101,7 +101,7 @@ extension Kernel {
                     || bundles[id]?.manifest != current.manifest
                 if changed { try? reload(id) }
             } else if (try? state.plugin(id))?.enabled == true {
-                if let path = bundles[id]?.libraryPath { _ = GenerationStore.waitUntilSettled(path) }
+                if let path = bundles[id]?.buildPath { _ = GenerationStore.waitUntilSettled(path) }
                 try? activate(id)
             }
         }

@@ -49,7 +49,8 @@ public actor Kernel {
     private nonisolated let activeIDs = Mutex<[String]>([])
 
     struct ActivePlugin: Sendable {
-        let library: PluginLibrary
+        /// Nil for a manifest-only bundle.
+        let library: PluginLibrary?
         let context: ActivationContext
         let manifest: Manifest
         /// Which load of this plugin it is (1, 2, ...), across restarts.

@@ -10,7 +10,10 @@ public struct PluginInfo: Sendable, Codable, Hashable {
     public var description: String
     public var abi: String
     public var bundlePath: String
+    /// "" for a manifest-only bundle.
     public var library: String
+    /// True when the bundle has no library: it runs no code and contributes only what plugin.yaml declares.
+    public var manifestOnly: Bool
     /// What the operator asked for.
     public var enabled: Bool
     public var status: PluginStatus
@@ -41,4 +44,6 @@ public struct PluginInfo: Sendable, Codable, Hashable {
     public var consumes: [String] = []
     /// Commands it declares (ABI 1.1).
     public var commands: [CommandInfo] = []
+    /// Apps it proxies while active, as `/ext/<id>/<prefix>/ → upstream`.
+    public var proxies: [String] = []
 }

@@ -15,7 +15,7 @@ public enum ProxyIdentity {
     /// The plugin's proxy key (hex): HMAC-SHA256 of the plugin id under the host's secret.
     public static func key(for pluginID: String, secret: String) -> String {
         let mac = HMAC<SHA256>.authenticationCode(for: Data(pluginID.utf8), using: SymmetricKey(data: Data(secret.utf8)))
-        return mac.map { String(format: "%02x", $0) }.joined()
+        return hex(mac)
     }
 
     /// The headers to send with a request `method` `target` (path and query as sent upstream) for `principal`.
@@ -25,6 +25,18 @@ public enum ProxyIdentity {
         let message = "\(now)\n\(method)\n\(target)\n\(principal.id)\n\(principal.tenant)\n\(roles)"
         let mac = HMAC<SHA256>.authenticationCode(for: Data(message.utf8), using: SymmetricKey(data: Data(key.utf8)))
         return [("x-keel-user", principal.id), ("x-keel-tenant", principal.tenant), ("x-keel-roles", roles),
-                ("x-keel-timestamp", "\(now)"), ("x-keel-signature", mac.map { String(format: "%02x", $0) }.joined())]
+                ("x-keel-timestamp", "\(now)"), ("x-keel-signature", hex(mac))]
+    }
+
+    /// Lowercase hex, without `String(format:)` (which cost a tenth of a proxied request's time).
+    static func hex<Bytes: Sequence<UInt8>>(_ bytes: Bytes) -> String {
+        let digits = Array("0123456789abcdef".utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(64)
+        for b in bytes {
+            out.append(digits[Int(b >> 4)])
+            out.append(digits[Int(b & 0x0f)])
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 }

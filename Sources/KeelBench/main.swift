@@ -13,9 +13,12 @@ import Synchronization
 import FoundationNetworking
 #endif
 
+// The proxy section's upstream runs as this binary in a child process (see Proxy.swift).
+if CommandLine.arguments.count == 3, CommandLine.arguments[1] == "--upstream" { try runUpstream(portFile: CommandLine.arguments[2]) }
+
 struct Options {
     var quick = false
-    /// Run only this section: abi, dispatch, http, load, services, commands.
+    /// Run only this section: abi, dispatch, http, load, services, commands, proxy.
     var only: String?
     var work = NSTemporaryDirectory() + "keel-bench-\(getpid())"
     var pluginA = "", pluginB = "", authz: [String] = [], loadTemplate = "", rawLoader = ""
@@ -265,10 +268,11 @@ func pinServerThreads() {
     for task in tasks.compactMap({ Int32($0) }) { _ = keel_bench_pin_thread(task, 0) }
 }
 
-func wrk(_ url: String, seconds: Int, script: String? = nil) -> WRK {
+/// `cores`: the taskset prefix for wrk (default `loadCores`).
+func wrk(_ url: String, seconds: Int, script: String? = nil, cores: [String]? = nil) -> WRK {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    p.arguments = loadCores + ["wrk", "-t1", "-c32", "-d\(seconds)s", "--latency"] + (script.map { ["-s", $0] } ?? []) + [url]
+    p.arguments = (cores ?? loadCores) + ["wrk", "-t1", "-c32", "-d\(seconds)s", "--latency"] + (script.map { ["-s", $0] } ?? []) + [url]
     let out = Pipe()
     p.standardOutput = out
     p.standardError = Pipe()
@@ -411,6 +415,7 @@ final class PortBox: Sendable {
 
 if wanted("services") && !options.consumer.isEmpty { try await servicesBenchmarks() }
 if wanted("commands") { try await commandsBenchmarks() }
+if wanted("proxy") { try await proxyBenchmarks() }
 
 // MARK: report
 

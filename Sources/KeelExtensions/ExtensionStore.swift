@@ -199,7 +199,7 @@ public struct ExtensionStore: Sendable {
             }
             try? state.discovered(id: id, name: manifest.name, version: "\(manifest.version)", bundlePath: target)
             try? state.setStatus(id, .installed, reason: nil)
-            try? state.setSignatureRecord(id, signatureRecord(offer, library: target + "/" + manifest.library))
+            try? state.setSignatureRecord(id, signatureRecord(offer, library: target + "/" + (manifest.library ?? ManifestLoader.fileName)))
         } catch {
             try? FileManager.default.removeItem(atPath: work)
             try? state.setStatus(id, .installFailed, reason: "\(error)")

@@ -5,16 +5,18 @@
 /// A path is made canonical once, when the request arrives: empty segments (`//`) and a trailing `/` are dropped,
 /// and percent-escapes are decoded, so `/ext//hello/greet/root/` and `/ext/hello/greet/%72oot` are the same request
 /// as `/ext/hello/greet/root` for everyone who looks at it. A path that cannot be made canonical without changing
-/// its meaning is refused: `.` and `..` segments (raw or encoded), an encoded `/` (`%2F`), a broken escape, a NUL,
-/// and bytes that are not UTF-8. Stateless and thread-safe.
+/// its meaning is refused: `.` and `..` segments (raw or encoded), an encoded `/` (`%2F`), an encoded `?` or `#` or
+/// control character (decoded, they would end the path or split a request line), a broken escape, a NUL, and bytes
+/// that are not UTF-8. Stateless and thread-safe.
 enum CanonicalPath {
     enum Problem: Error, Sendable, CustomStringConvertible {
-        case dotSegment, encodedSlash, badEscape, notUTF8
+        case dotSegment, encodedSlash, encodedDelimiter, badEscape, notUTF8
 
         var description: String {
             switch self {
             case .dotSegment: return "the path has a '.' or '..' segment"
             case .encodedSlash: return "the path has an encoded '/' (%2F)"
+            case .encodedDelimiter: return "the path has an encoded '?', '#' or control character"
             case .badEscape: return "the path has a broken percent-escape or a NUL"
             case .notUTF8: return "the path is not UTF-8"
             }
@@ -39,6 +41,9 @@ enum CanonicalPath {
                     let decoded = hi << 4 | lo
                     if decoded == UInt8(ascii: "/") { return .failure(.encodedSlash) }
                     if decoded == 0 { return .failure(.badEscape) }
+                    if decoded == UInt8(ascii: "?") || decoded == UInt8(ascii: "#") || decoded < 0x20 || decoded == 0x7F {
+                        return .failure(.encodedDelimiter)
+                    }
                     bytes.append(decoded)
                     i = part.index(i, offsetBy: 3)
                 } else {

@@ -33,9 +33,11 @@ final class ConnectionLimiter: Sendable {
     /// The number of open connections (for tests and metrics).
     var count: Int { table.withLock { $0.entries.count } }
 
-    /// Admits `channel`; returns false when it must be closed (the limit is reached and nothing is idle).
+    /// Admits `channel`; returns false when it must be closed (the limit is reached and nothing is idle). A channel
+    /// already admitted stays as it is.
     func open(_ channel: any Channel) -> Bool {
         let victim = table.withLock { t -> (any Channel)?? in
+            if t.entries[ObjectIdentifier(channel)] != nil { return .some(nil) }
             var victim: (any Channel)?
             if t.entries.count >= limit {
                 guard let oldest = t.entries.filter({ $0.value.busy == 0 }).min(by: { $0.value.idleSince < $1.value.idleSince }) else {
@@ -69,6 +71,38 @@ final class ConnectionLimiter: Sendable {
             e.busy = max(0, e.busy - 1)
             e.idleSince = tick
             t.entries[ObjectIdentifier(channel)] = e
+        }
+    }
+
+    /// The handler that admits a connection from its first byte, before it is known to be HTTP or a WebSocket; it
+    /// sits first in the pipeline. `handler()` then counts its requests.
+    func admission() -> Admission { Admission(limiter: self) }
+
+    final class Admission: ChannelInboundHandler, RemovableChannelHandler {
+        typealias InboundIn = ByteBuffer
+        let limiter: ConnectionLimiter
+        private var registered = false
+
+        init(limiter: ConnectionLimiter) { self.limiter = limiter }
+
+        func handlerAdded(context: ChannelHandlerContext) {
+            if context.channel.isActive { admit(context) }
+        }
+
+        func channelActive(context: ChannelHandlerContext) {
+            admit(context)
+            context.fireChannelActive()
+        }
+
+        private func admit(_ context: ChannelHandlerContext) {
+            guard !registered else { return }
+            registered = true
+            if !limiter.open(context.channel) { context.close(promise: nil) }
+        }
+
+        func channelInactive(context: ChannelHandlerContext) {
+            limiter.close(context.channel)
+            context.fireChannelInactive()
         }
     }
 

@@ -90,6 +90,7 @@ public struct KeelServer: Sendable {
         // Middleware applies to the routes added after it (and to "not found", where plugin paths land): plugin
         // dispatch goes first.
         let proxy = PluginProxy(gatekeeper: gatekeeper, maxBodySize: configuration.maxBodySize)
+        let webSockets = WebSocketProxy(proxy: proxy, idleTimeout: configuration.idleTimeout)
         router.add(middleware: PluginRoutesMiddleware(plugins: PluginDispatcher(
             gatekeeper: gatekeeper, maxBodySize: configuration.maxBodySize, bodyTimeout: configuration.bodyTimeout, proxy: proxy)))
         AdminAPI(kernel: kernel, gatekeeper: gatekeeper).register(on: router)
@@ -106,7 +107,9 @@ public struct KeelServer: Sendable {
             idleTimeout: TimeAmount.nanoseconds(idle.seconds * 1_000_000_000 + idle.attoseconds / 1_000_000_000))
         let app = Application(
             responder: responder,
-            server: .http1(configuration: http1),
+            server: HTTPServerBuilder { responder in
+                KeelHTTPChannel(responder: responder, http1: http1, limiter: limiter, webSockets: webSockets)
+            },
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "keel"),
             onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? 0) },
             logger: logger)

@@ -25,6 +25,11 @@ struct PluginDispatcher: Sendable {
         guard var match = snapshot.route(method: method, path: path) else {
             // No route: a prefix the plugin proxies, looked up only now so that routed requests pay nothing for it.
             guard let proxied = snapshot.proxy(for: path) else { throw APIError.notFound }
+            if WebSocketProxy.isHandshake(request.headers) {
+                // Not upgraded (a refused upgrade is answered before routing): not the connection's first request.
+                _ = try await proxy.admit(request, pluginID: proxied.pluginID)
+                throw APIError(.badRequest, "bad-websocket-handshake", "a WebSocket handshake must be the first request on its connection")
+            }
             return try await proxy.respond(to: request, pluginID: proxied.pluginID, proxy: proxied.proxy, rest: proxied.rest)
         }
         let lanes = gatekeeper.lanes, gatekeeper = self.gatekeeper, first = match, firstSnapshot = snapshot

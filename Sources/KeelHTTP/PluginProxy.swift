@@ -7,32 +7,39 @@ import Hummingbird
 import Keel
 import NIOCore
 import NIOHTTP1
+import Synchronization
 
 /// Existing web apps a plugin brings in (`proxy:` in its plugin.yaml): a request under `/ext/<id>/<prefix>/...` that
 /// no route of the plugin matches passes the auth chain like the plugin's routes (the caller identified, the plugin visible in the caller's tenant,
 /// the authorize hooks asked), then goes to the upstream with the caller's identity (`ProxyIdentity`), and the answer
 /// streams back, with the same sandboxing headers as plugin content.
 ///
-/// - What the upstream sees: the method, the path below the prefix (under the upstream's own base path), the query,
+/// - What the upstream sees: the method, the path below the prefix (canonical, re-encoded segment by segment, under
+///   the upstream's own base path), the query,
 ///   the body (streamed), and the client's headers as plugins see them (the admin token and the console's page cookie
 ///   removed), without hop-by-hop headers and without any `X-Keel-*` header the client sent; then the host's identity
 ///   headers, signed.
 /// - Connections to upstreams are pooled and kept alive; redirects are passed back, not followed.
 /// - An upstream that refuses or drops the connection: 502 `upstream-unavailable`; one that sends no response head
 ///   within the declared `timeout` (30 s by default): 504 `upstream-timeout`.
-/// - Not yet: WebSocket upgrades.
+/// - WebSocket handshakes under a prefix go to `WebSocketProxy` (through `KeelHTTPChannel`), with the same auth
+///   chain and headers.
 /// Thread-safe.
 final class PluginProxy: Sendable {
     let gatekeeper: Gatekeeper
     let client: HTTPClient
     let maxBodySize: Int
+    /// Proxy keys by plugin id.
+    private let keys = Mutex<[String: String]>([:])
 
     init(gatekeeper: Gatekeeper, maxBodySize: Int) {
         self.gatekeeper = gatekeeper
         self.maxBodySize = maxBodySize
         var configuration = HTTPClient.Configuration(redirectConfiguration: .disallow, timeout: .init(connect: .seconds(5)),
                                                      decompression: .disabled)
-        configuration.connectionPool = .init(idleTimeout: .seconds(60))
+        // As many kept-alive connections per upstream as clients the host serves at once (AsyncHTTPClient's default,
+        // 8, queues the rest behind them).
+        configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 256)
         client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }
 
@@ -41,28 +48,63 @@ final class PluginProxy: Sendable {
     static let hopByHop: Set<String> = ["connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
                                         "trailer", "transfer-encoding", "upgrade", "host", "content-length"]
 
-    func respond(to request: Request, pluginID: String, proxy: ProxyDeclaration, rest: String) async throws -> Response {
+    /// Runs the auth chain for a request under one of `pluginID`'s proxy prefixes, in the plugin's lane like its
+    /// routes: the caller identified, the plugin visible in the caller's tenant, the authorize hooks asked.
+    /// - Throws: `APIError` (401/403/404).
+    func admit(_ request: Request, pluginID: String) async throws -> Gatekeeper.Caller {
         let gatekeeper = self.gatekeeper
         let snapshot = gatekeeper.kernel.registry.snapshot
-        // The auth chain is plugin code: it runs in the plugin's lane, like its routes.
-        let caller = try await gatekeeper.lanes.run(pluginID) { () throws -> Gatekeeper.Caller in
+        return try await gatekeeper.lanes.run(pluginID) { () throws -> Gatekeeper.Caller in
             let caller = try gatekeeper.identify(request, snapshot: snapshot, pluginID: pluginID)
             guard gatekeeper.kernel.access.isVisible(pluginID, tenant: caller.principal.tenant) else { throw APIError.notFound }
             try gatekeeper.authorize(caller, request, snapshot: snapshot)
             return caller
         }
+    }
+
+    /// The path and query sent upstream: the upstream's base path, then `rest` (the canonical path below the
+    /// prefix, decoded) percent-encoded again segment by segment, so a decoded `?`, `#`, space or control character
+    /// stays inside its segment; then the client's query as it came.
+    func target(_ proxy: ProxyDeclaration, rest: String, query: String?) -> String {
+        let path = rest.split(separator: "/", omittingEmptySubsequences: false)
+            .map { $0.addingPercentEncoding(withAllowedCharacters: Self.segmentCharacters) ?? "" }.joined(separator: "/")
+        return proxy.basePath + (path.isEmpty ? "/" : path) + (query.map { "?" + $0 } ?? "")
+    }
+
+    /// RFC 3986 `pchar` less `%` (re-encoded): unreserved, sub-delims, `:` and `@`.
+    static let segmentCharacters = CharacterSet(charactersIn: "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=:@")
+
+    /// The headers for the upstream: the client's headers as plugins see them (host credentials removed), less
+    /// hop-by-hop headers and every `X-Keel-*` header the client sent; then `Host` and the signed identity.
+    func upstreamHeaders(_ caller: Gatekeeper.Caller, pluginID: String, proxy: ProxyDeclaration, method: String,
+                         target: String) -> [(String, String)] {
+        var headers: [(String, String)] = []
+        for (name, value) in caller.seen.headers where !Self.hopByHop.contains(name) && !name.hasPrefix("x-keel-") {
+            headers.append((name, value))
+        }
+        headers.append(("host", proxy.port == 80 || proxy.port == 443 ? proxy.hostPart : "\(proxy.hostPart):\(proxy.port)"))
+        let key = proxyKey(pluginID)
+        headers += ProxyIdentity.headers(caller.principal, method: method, target: target, key: key)
+        return headers
+    }
+
+    /// The plugin's proxy key, derived once per plugin (the host's secret never changes once made).
+    func proxyKey(_ pluginID: String) -> String {
+        if let key = keys.withLock({ $0[pluginID] }) { return key }
+        guard let secret = try? gatekeeper.kernel.state.proxySecret() else { return ProxyIdentity.key(for: pluginID, secret: "") }
+        let key = ProxyIdentity.key(for: pluginID, secret: secret)
+        keys.withLock { $0[pluginID] = key }
+        return key
+    }
+
+    func respond(to request: Request, pluginID: String, proxy: ProxyDeclaration, rest: String) async throws -> Response {
+        let caller = try await admit(request, pluginID: pluginID)
         if let length = request.headers[.contentLength].flatMap(Int.init), length > maxBodySize { throw APIError.tooLarge(maxBodySize) }
 
-        let target = proxy.basePath + (rest.isEmpty ? "/" : rest) + (request.uri.query.map { "?" + $0 } ?? "")
-        let hostPart = proxy.host.contains(":") ? "[\(proxy.host)]" : proxy.host
-        var upstream = HTTPClientRequest(url: "\(proxy.scheme)://\(hostPart):\(proxy.port)\(target)")
+        let target = target(proxy, rest: rest, query: request.uri.query)
+        var upstream = HTTPClientRequest(url: "\(proxy.scheme)://\(proxy.hostPart):\(proxy.port)\(target)")
         upstream.method = NIOHTTP1.HTTPMethod(rawValue: request.method.rawValue)
-        for (name, value) in caller.seen.headers where !Self.hopByHop.contains(name) && !name.hasPrefix("x-keel-") {
-            upstream.headers.add(name: name, value: value)
-        }
-        upstream.headers.add(name: "host", value: proxy.port == 80 || proxy.port == 443 ? hostPart : "\(hostPart):\(proxy.port)")
-        let key = ProxyIdentity.key(for: pluginID, secret: (try? gatekeeper.kernel.state.proxySecret()) ?? "")
-        for (name, value) in ProxyIdentity.headers(caller.principal, method: request.method.rawValue, target: target, key: key) {
+        for (name, value) in upstreamHeaders(caller, pluginID: pluginID, proxy: proxy, method: request.method.rawValue, target: target) {
             upstream.headers.add(name: name, value: value)
         }
         let bodyless = request.headers[.contentLength] == nil && request.headers[.transferEncoding] == nil
@@ -72,6 +114,7 @@ final class PluginProxy: Sendable {
             upstream.body = .stream(LimitedBody(base: request.body, limit: limit), length: length.map { .known($0) } ?? .unknown)
         }
 
+        let gatekeeper = self.gatekeeper
         let response: HTTPClientResponse
         do { response = try await client.execute(upstream, timeout: .nanoseconds(Int64(proxy.timeout * 1e9))) } catch {
             let timedOut = (error as? HTTPClientError) == .deadlineExceeded || (error as? HTTPClientError) == .readTimeout
@@ -95,6 +138,11 @@ final class PluginProxy: Sendable {
         return Response(status: .init(code: Int(response.status.code)), headers: headers,
                         body: ResponseBody(asyncSequence: response.body))
     }
+}
+
+extension ProxyDeclaration {
+    /// The host as it goes in a URL (an IPv6 address in brackets).
+    var hostPart: String { host.contains(":") ? "[\(host)]" : host }
 }
 
 /// A request body that ends with an error past `limit` bytes, so a proxied upload is bounded like a route's.

@@ -79,8 +79,23 @@ public final class ActivationContext: Sendable {
     /// Adds contributions the host makes on the plugin's behalf (its manifest's menus) before activate.
     func seed(_ contributions: Contributions) { pending.withLock { $0 = contributions } }
 
+    /// A manifest-only bundle's activation: no plugin code runs; `seed` (what the host contributes on its behalf:
+    /// menus, assets, proxies) goes live at once and is returned as the contributions. [lifecycle]
+    public func activateWithoutCode(_ seed: Contributions) -> Contributions {
+        self.seed(seed)
+        beginActivation()
+        return endActivation(success: true)
+    }
+
+    /// Closes a manifest-only activation after a drain (`drain` or the caller's own wait) left `running` calls:
+    /// there is no deactivate to run. Returns a problem to report, or nil. [lifecycle]
+    public func closeWithoutCode(stillRunning running: Int, drainTimeout: Double) -> String? {
+        close()
+        return running > 0 ? "\(running) host-served call(s) still running after \(drainTimeout)s" : nil
+    }
+
     /// Stops new calls and waits up to `timeout` seconds for calls in flight. Returns the calls still running.
-    func drain(timeout: Double) -> Int {
+    public func drain(timeout: Double) -> Int {
         stopAdmitting()
         let deadline = Self.now() + timeout
         while inFlight.load(ordering: .sequentiallyConsistent) > 0 && Self.now() < deadline { usleep(1000) }

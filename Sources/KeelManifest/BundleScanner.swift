@@ -22,7 +22,15 @@ public struct PluginBundle: Sendable {
     /// The id it is known by: the manifest's, or the folder name when the manifest is unusable.
     public var id: String { manifest?.id ?? PluginBundle.fallbackID(folder) }
 
-    public var libraryPath: String? { manifest.map { folder + "/" + $0.library } }
+    /// The library's path; nil without a usable manifest or for a manifest-only bundle.
+    public var libraryPath: String? { manifest?.library.map { folder + "/" + $0 } }
+
+    /// The file whose bytes identify a build (its checksum in load history, reload and signature checks): the
+    /// library, or plugin.yaml for a manifest-only bundle; nil without a usable manifest.
+    public var buildPath: String? {
+        guard let manifest else { return nil }
+        return manifest.library.map { folder + "/" + $0 } ?? manifestPath
+    }
 
     public static func fallbackID(_ folder: String) -> String {
         let name = (folder as NSString).lastPathComponent.lowercased()

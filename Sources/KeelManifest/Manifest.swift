@@ -10,10 +10,12 @@ public struct Manifest: Sendable, Hashable {
     public var name: String
     public var version: Semver
     public var description: String
-    /// The ABI the library was built against, as `major.minor`.
+    /// The ABI the library was built against, as `major.minor` (for a manifest-only bundle: the host contract its
+    /// manifest keys are written for).
     public var abi: ABIVersion
-    /// The shared object, relative to the bundle folder (no absolute path, no `..`).
-    public var library: String
+    /// The shared object, relative to the bundle folder (no absolute path, no `..`); nil for a manifest-only bundle,
+    /// which runs no code and contributes only what its manifest declares (menus, assets, proxies, permissions).
+    public var library: String?
     public var capabilities: Set<Capability>
     /// Menu entries shown while the plugin is enabled, without any code running.
     public var menus: [MenuDeclaration]
@@ -40,7 +42,7 @@ public struct Manifest: Sendable, Hashable {
     public var console: ConsoleDeclaration?
 
     public init(id: String, name: String, version: Semver, description: String = "", abi: ABIVersion,
-                library: String, capabilities: Set<Capability> = [], menus: [MenuDeclaration] = [],
+                library: String?, capabilities: Set<Capability> = [], menus: [MenuDeclaration] = [],
                 dependencies: [Dependency] = [], hostVersions: VersionRange? = nil) {
         self.id = id
         self.name = name
@@ -53,6 +55,9 @@ public struct Manifest: Sendable, Hashable {
         self.dependencies = dependencies
         self.hostVersions = hostVersions
     }
+
+    /// True for a manifest-only bundle: no library, no code.
+    public var isManifestOnly: Bool { library == nil }
 
     /// True when `id` is a valid plugin id.
     public static func isValidID(_ id: String) -> Bool {

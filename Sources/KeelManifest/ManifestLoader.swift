@@ -172,9 +172,12 @@ struct NodeReader {
         guard let abi = ABIVersion(abiText) else {
             throw fail(fields["abi"], "abi", "expected an ABI version like \"1.0\", found \"\(abiText)\"")
         }
-        let library = try string(fields, "library", in: root)
-        guard !library.isEmpty, !library.hasPrefix("/"), !library.split(separator: "/").contains("..") else {
-            throw fail(fields["library"], "library", "\"\(library)\" must be a path inside the bundle folder")
+        // No `library:` at all: a manifest-only bundle (checked below for declarations that need code).
+        let library = try optionalString(fields, "library")
+        if let library {
+            guard !library.isEmpty, !library.hasPrefix("/"), !library.split(separator: "/").contains("..") else {
+                throw fail(fields["library"], "library", "\"\(library)\" must be a path inside the bundle folder")
+            }
         }
 
         var capabilities: Set<Capability> = []
@@ -276,7 +279,22 @@ struct NodeReader {
         manifest.proxies = try proxies(fields["proxy"])
         manifest.calls = try calls(fields["calls"])
         manifest.console = try console(fields["console"], pluginID: id)
+        if library == nil { try requireNoCode(manifest, fields) }
         return manifest
+    }
+
+    /// A manifest-only bundle declares nothing that needs code: no route, hook, service or command.
+    func requireNoCode(_ m: Manifest, _ fields: [String: Node]) throws(ManifestError) {
+        let codeCapabilities = m.capabilities.intersection([.routes, .authenticate, .authorize]).map(\.rawValue).sorted()
+            + m.routePrefixes.map(Capability.routePrefix)
+        var needsCode: [(key: String, what: String)] = codeCapabilities.map { ("capabilities", "capability \($0)") }
+        if !m.provides.isEmpty { needsCode.append(("provides", "provides")) }
+        if !m.consumes.isEmpty { needsCode.append(("consumes", "consumes")) }
+        if !m.commands.isEmpty { needsCode.append(("commands", "commands")) }
+        if !m.calls.isEmpty { needsCode.append(("calls", "calls")) }
+        guard let first = needsCode.first else { return }
+        throw fail(fields[first.key], first.key,
+                   "\(first.what) needs code, and this bundle has no library: add `library:` or declare only proxy, menus, permissions and assets/")
     }
 
     mutating func menu(_ node: Node, path: String) throws(ManifestError) -> MenuDeclaration {

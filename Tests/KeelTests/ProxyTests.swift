@@ -5,14 +5,14 @@ import Foundation
 import Keel
 import Testing
 
-/// The echo upstream (Fixtures/upstream/echo.py) as a child process on a free port.
+/// An upstream app from Fixtures/upstream (echo.py by default) as a child process on a free port.
 final class Upstream {
     let process = Process()
     let port: Int
 
-    init() throws {
+    init(script: String = "echo.py") throws {
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", TestEnvironment.fixtures + "/upstream/echo.py"]
+        process.arguments = ["python3", TestEnvironment.fixtures + "/upstream/" + script]
         let out = Pipe()
         process.standardOutput = out
         try process.run()
@@ -100,5 +100,63 @@ struct ProxyTests {
         let r = try TestEnvironment.run(keel, ["plugins", "enable", "far", "--plugins", f.plugins, "--state", f.state])
         #expect(r.status == 1)
         #expect(r.stderr.contains("proxy /app: upstream http://apps.example.invalid:9000 is not on this machine; grant it with `keel plugins grant far proxy-remote`"), "\(r.stderr)")
+    }
+}
+
+@Suite("the plain proxy: streaming, keep-alive, paths, hostile upstreams", .serialized)
+struct ProxyStreamingTests {
+    @Test("a manifest-only bundle proxies an app: the answer streams as the app writes it, the upstream connection is kept alive, decoded path characters are re-encoded, a 1 MiB upstream header is a 502")
+    func plain() async throws {
+        let upstream = try Upstream()
+        defer { upstream.stop() }
+        let f = KernelFixture()
+        _ = try TestEnvironment.makeBundle(in: f.plugins, folder: "app", manifest: """
+            id: app
+            name: An app
+            version: 1.0.0
+            abi: "1.0"
+            proxy:
+              - {prefix: /ui, upstream: "http://127.0.0.1:\(upstream.port)"}
+
+            """, library: nil)
+        let keel = TestEnvironment.binPath + "/keel"
+        #expect(try TestEnvironment.run(keel, ["plugins", "enable", "app", "--plugins", f.plugins, "--state", f.state]).status == 0)
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch"])
+        defer { server.stop() }
+
+        // Streamed: "first" reaches the client while the app still waits (for the marker) to send "second".
+        let marker = TestEnvironment.makeTemporaryDirectory("marker") + "/go"
+        let fd = try RawHTTP.connect(port: server.port)
+        defer { close(fd) }
+        RawHTTP.send(fd, "GET /ext/app/ui/stream?marker=\(marker) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        var seen = ""
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while !seen.contains("first") {
+            let n = recv(fd, &buffer, buffer.count, 0)
+            guard n > 0 else { break }
+            seen += String(decoding: buffer[..<n], as: UTF8.self)
+        }
+        #expect(seen.contains("first") && !seen.contains("second"), "the answer was held back: \(seen)")
+        FileManager.default.createFile(atPath: marker, contents: Data())
+        seen += RawHTTP.readAll(fd)
+        #expect(seen.contains("second"))
+
+        // Kept alive: two requests in a row reach the app on one connection.
+        let one = try await server.request("GET", "/ext/app/ui/a")
+        let two = try await server.request("GET", "/ext/app/ui/b")
+        let peers = [one, two].compactMap { ($0.json as? [String: Any])?["peer"] as? Int }
+        #expect(peers.count == 2 && peers[0] == peers[1], "a new upstream connection per request: \(peers)")
+
+        // Decoded characters stay inside their segment; an encoded '?', '#' or line break is refused before routing.
+        let encoded = try await server.request("GET", "/ext/app/ui/a%20b%C3%A9;x=1?q=%0D%0A")
+        #expect((encoded.json as? [String: Any])?["path"] as? String == "/a%20b%C3%A9;x=1?q=%0D%0A", "\(encoded.text)")
+        for path in ["/ext/app/ui/a%3Fb", "/ext/app/ui/a%23b", "/ext/app/ui/a%0D%0AX-Keel-User:%20mallory"] {
+            let refused = try await server.request("GET", path)
+            #expect(refused.status == 400 && refused.errorCode == "bad-path", "\(path): \(refused.status) \(refused.text)")
+        }
+
+        let huge = try await server.request("GET", "/ext/app/ui/huge")
+        #expect(huge.status == 502 && huge.errorCode == "upstream-unavailable", "\(huge.status) \(huge.text.prefix(200))")
+        #expect(try await server.request("GET", "/healthz").status == 200)
     }
 }

@@ -50,7 +50,9 @@ extension KeelCommand.Plugins {
                     let caps = p.capabilities.map { p.grants.contains($0) ? $0 : "\($0) (not granted)" }
                     out += "  capabilities: \(caps.joined(separator: ", "))\n"
                 }
+                if p.manifestOnly { out += "  library: none (manifest only)\n" }
                 if !p.routes.isEmpty { out += "  routes: \(p.routes.joined(separator: ", "))\n" }
+                for proxy in p.proxies { out += "  proxy:  \(proxy)\n" }
                 if !p.menus.isEmpty { out += "  menus:  \(p.menus.joined(separator: ", "))\n" }
                 let hooks = p.authenticators.map { "authenticate \($0)" } + p.authorizers.map { "authorize \($0)" }
                 if !hooks.isEmpty { out += "  hooks:  \(hooks.joined(separator: ", "))\n" }
@@ -82,7 +84,7 @@ extension KeelCommand.Plugins {
                     id:           \(report.id)\(report.name.map { "  (\($0))" } ?? "")
                     version:      \(report.version)
                     abi:          \(report.abi)\(report.unloadSafe ? " (unload-safe)" : "")
-                    library:      \(report.library)
+                    library:      \(report.library.isEmpty ? "none (manifest only)" : report.library)
                     capabilities: \(report.capabilities.joined(separator: ", "))
                     routes:       \(report.routes.joined(separator: ", "))
                     menus:        \(report.menus.joined(separator: ", "))
@@ -104,10 +106,13 @@ extension KeelCommand.Plugins {
             }
             var library = path, manifestPath: String?
             if isDirectory.boolValue {
-                manifestPath = path + "/" + ManifestLoader.fileName
-                do { library = path + "/" + (try ManifestLoader().load(path: manifestPath!).0.library) } catch {
-                    throw CLIError(error.description)
-                }
+                let file = path + "/" + ManifestLoader.fileName
+                manifestPath = file
+                let (manifest, warnings): (Manifest, [ManifestWarning])
+                do { (manifest, warnings) = try ManifestLoader().load(path: file) } catch { throw CLIError(error.description) }
+                // Manifest-only: no code to load, nothing to isolate in a child.
+                guard let name = manifest.library else { return Inspector.report(manifestOnly: manifest, path: path, warnings: warnings) }
+                library = path + "/" + name
             }
             guard let executable = PluginProbe.currentExecutable else { throw CLIError("cannot find the keel executable to probe with") }
             switch PluginProbe(executable: executable).run(library: library, manifestPath: manifestPath, shownPath: library) {

@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
 """A small upstream web app for the proxy tests: answers every request with JSON describing it (method, path with
-query, headers, body), except /slow (sleeps 3 s first) and /redirect (302 to /elsewhere). Listens on 127.0.0.1 on a
+query, headers, body, and the client's port as "peer"), except /slow (sleeps 3 s first), /redirect (302 to
+/elsewhere), /huge (a 1 MiB response header) and /stream?marker=FILE (chunked: "first", then, once FILE exists,
+"second"). Listens on 127.0.0.1 on a
 free port, prints "port N" once ready, serves until killed."""
 import json
+import os
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,13 +19,32 @@ class Echo(BaseHTTPRequestHandler):
         body = self.rfile.read(length).decode("utf-8", "replace") if length else ""
         if self.path.endswith("/slow"):
             time.sleep(3)
+        if self.path.endswith("/huge"):
+            self.send_response(200)
+            self.send_header("X-Huge", "x" * (1 << 20))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if "/stream?marker=" in self.path:
+            marker = self.path.split("marker=", 1)[1]
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(b"5\r\nfirst\r\n")
+            self.wfile.flush()
+            for _ in range(200):
+                if os.path.exists(marker):
+                    break
+                time.sleep(0.05)
+            self.wfile.write(b"6\r\nsecond\r\n0\r\n\r\n")
+            return
         if self.path.endswith("/redirect"):
             self.send_response(302)
             self.send_header("Location", "/elsewhere")
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
-        data = json.dumps({"method": self.command, "path": self.path, "body": body,
+        data = json.dumps({"method": self.command, "path": self.path, "body": body, "peer": self.client_address[1],
                            "headers": {k.lower(): v for k, v in self.headers.items()}}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")

@@ -1,0 +1,151 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdCore
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOHTTPTypes
+import NIOHTTPTypesHTTP1
+import NIOWebSocket
+
+/// Keel's HTTP/1.1 connection: Hummingbird's HTTP/1 channel, plus WebSocket upgrades for the apps plugins proxy.
+///
+/// The first request of a connection that asks for a WebSocket is offered to `WebSocketProxy.prepare`: it upgrades
+/// only a request the proxy accepts (a proxied prefix, the auth chain passed, the upstream's own WebSocket open).
+/// A refused handshake is answered with the refusal's status and stable error code (401/403/404, 400 `bad-path`,
+/// 502 `upstream-unavailable`, 504 `upstream-timeout`) and the connection is closed; every other request is served
+/// as plain HTTP by the router.
+/// The connection limiter counts a connection from its first byte, upgraded or not.
+struct KeelHTTPChannel: ServerChildChannel, HTTPChannelHandler {
+    enum Negotiated: Sendable {
+        case http(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>)
+        /// A WebSocket handshake that was not upgraded (its request head was consumed by the upgrade attempt).
+        case refused(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>)
+        case webSocket(NIOAsyncChannel<WebSocketFrame, WebSocketFrame>, WebSocketProxy.Session)
+    }
+
+    struct Value: ServerChildChannelValue {
+        let negotiated: EventLoopFuture<Negotiated>
+        let channel: any Channel
+    }
+
+    let responder: HTTPChannelHandler.Responder
+    let http1: HTTP1Channel.Configuration
+    let limiter: ConnectionLimiter
+    let webSockets: WebSocketProxy
+
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        channel.eventLoop.makeCompletedFuture {
+            let webSockets = self.webSockets, http1 = self.http1
+            try channel.pipeline.syncOperations.addHandler(limiter.admission())
+            // Until the first request head is read, the idle timeout is kept here (Hummingbird's handler comes after).
+            let deadline = http1.idleTimeout.map { NIOLoopBound(FirstRequestDeadline($0), eventLoop: channel.eventLoop) }
+            if let deadline { try channel.pipeline.syncOperations.addHandler(deadline.value) }
+            let attempted = NIOLoopBoundBox(false, eventLoop: channel.eventLoop)
+            let upgrader = NIOTypedWebSocketServerUpgrader<Negotiated>(
+                maxFrameSize: WebSocketProxy.maxFrameSize,
+                shouldUpgrade: { channel, head in
+                    attempted.value = true
+                    let promise = channel.eventLoop.makePromise(of: HTTPHeaders?.self)
+                    promise.completeWithTask { await webSockets.prepare(head, channel: channel) }
+                    return promise.futureResult
+                },
+                upgradePipelineHandler: { channel, _ in
+                    channel.eventLoop.makeCompletedFuture {
+                        if let deadline { channel.pipeline.syncOperations.removeHandler(deadline.value, promise: nil) }
+                        guard let session = webSockets.takeSession(for: channel) else { throw ChannelError.inappropriateOperationForState }
+                        let frames = try NIOAsyncChannel<WebSocketFrame, WebSocketFrame>(
+                            wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
+                        return .webSocket(frames, session)
+                    }
+                })
+            let upgrades = NIOTypedHTTPServerUpgradeConfiguration<Negotiated>(upgraders: [upgrader], notUpgradingCompletionHandler: { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    if let deadline { channel.pipeline.syncOperations.removeHandler(deadline.value, promise: nil) }
+                    try channel.pipeline.syncOperations.addHandler(HTTP1ToHTTPServerCodec(secure: false))
+                    try channel.pipeline.syncOperations.addHandlers(http1.additionalChannelHandlers())
+                    try channel.pipeline.syncOperations.addHandler(
+                        HTTPConnectionStateHandler(idleTimeout: http1.idleTimeout.map { .nanoseconds($0.nanoseconds) }, logger: logger))
+                    let http = try NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>(
+                        wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
+                    return attempted.value ? .refused(http) : .http(http)
+                }
+            })
+            var configuration = NIOUpgradableHTTPServerPipelineConfiguration<Negotiated>(upgradeConfiguration: upgrades)
+            configuration.enablePipelining = false  // NIOAsyncChannel reads one request at a time
+            configuration.enableErrorHandling = false  // Hummingbird answers parse errors
+            configuration.enableResponseHeaderValidation = false  // HTTPTypes validates
+            configuration.decoderConfiguration.maxHeaderFieldSize = http1.httpDecoder.maxHeaderFieldSize
+            configuration.decoderConfiguration.maxHeaderListSize = http1.httpDecoder.maxHeaderListSize
+            configuration.decoderConfiguration.maxHeaderFieldCount = http1.httpDecoder.maxHeaderFieldCount
+            let negotiated = try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(configuration: configuration)
+            return Value(negotiated: negotiated, channel: channel)
+        }
+    }
+
+    /// Answers `error` as JSON (like `APIError.response`) and closes the connection.
+    static func answer(_ http: NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>, _ error: APIError) async throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let body = (try? encoder.encode(["error": ["code": error.code, "message": error.message]])) ?? Data()
+        try await http.executeThenClose { _, outbound in
+            let head = HTTPResponse(status: error.status, headerFields: [
+                .contentType: "application/json; charset=utf-8", .cacheControl: "no-store", .contentLength: "\(body.count)",
+                .connection: "close",
+            ])
+            try await outbound.write(.head(head))
+            try await outbound.write(.body(ByteBuffer(bytes: body)))
+            try await outbound.write(.end(nil))
+        }
+    }
+
+    func handle(value: Value, logger: Logger) async {
+        do {
+            switch try await value.negotiated.get() {
+            case let .http(http): await handleHTTP(asyncChannel: http, logger: logger)
+            case let .refused(http):
+                let refusal = webSockets.takeRefusal(for: value.channel)
+                    ?? APIError(.badRequest, "bad-websocket-handshake", "this path does not take WebSocket handshakes")
+                try await Self.answer(http, refusal)
+            case let .webSocket(frames, session): await session.relay(frames)
+            }
+        } catch {
+            logger.debug("connection ended before its first request was handled: \(error)")
+        }
+    }
+}
+
+/// Closes a connection whose first request head has not arrived within `timeout` (an idle or slow-header client);
+/// removed once the head is read. Event-loop bound, like every channel handler.
+final class FirstRequestDeadline: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    let timeout: TimeAmount
+    private var task: Scheduled<Void>?
+
+    init(_ timeout: TimeAmount) { self.timeout = timeout }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { arm(context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        arm(context)
+        context.fireChannelActive()
+    }
+
+    private func arm(_ context: ChannelHandlerContext) {
+        guard task == nil else { return }
+        let channel = context.channel
+        task = context.eventLoop.scheduleTask(in: timeout) { channel.close(promise: nil) }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) { task?.cancel() }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        task?.cancel()
+        context.fireChannelInactive()
+    }
+}

@@ -1,0 +1,175 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import HTTPTypes
+import Logging
+import NIOCore
+import Testing
+import WSClient
+
+/// WebSockets through the proxy: a real upstream (Fixtures/upstream/ws_echo.py) and a real client (WSClient).
+@Suite("WebSockets through the proxy", .serialized)
+struct ProxyWebSocketTests {
+    /// A manifest-only bundle `ws` proxying /app to `upstream`, served with an `idle` timeout (the default 30 s but for
+    /// the test of it: a loaded machine must not end a WebSocket in the middle of a test).
+    static func serve(_ upstream: Upstream, timeout: Double = 5, idle: Int = 30) throws -> ServerProcess {
+        let f = KernelFixture()
+        _ = try TestEnvironment.makeBundle(in: f.plugins, folder: "ws", manifest: """
+            id: ws
+            name: WebSocket app
+            version: 1.0.0
+            abi: "1.0"
+            proxy:
+              - {prefix: /app, upstream: "http://127.0.0.1:\(upstream.port)/base", timeout: \(timeout)}
+
+            """, library: nil)
+        let keel = TestEnvironment.binPath + "/keel"
+        #expect(try TestEnvironment.run(keel, ["plugins", "enable", "ws", "--plugins", f.plugins, "--state", f.state]).status == 0)
+        return try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch", "--idle-timeout", "\(idle)"])
+    }
+
+    static var logger: Logger {
+        var logger = Logger(label: "test.ws")
+        logger.logLevel = .critical
+        return logger
+    }
+
+    /// What a client saw on one WebSocket: the upstream's greeting (JSON), the echoes, and how it was closed.
+    struct Seen {
+        var greeting: [String: Any] = [:]
+        var echoes: [String] = []
+        var close: Int?
+    }
+
+    /// Connects to `path` on `server`, then runs `talk` with the first (greeting) message already read.
+    static func session(_ server: ServerProcess, _ path: String, headers: [String: String] = [:],
+                        talk: @escaping @Sendable (inout WebSocketInboundStream.AsyncIterator, WebSocketOutboundWriter) async throws -> [String] = { _, _ in [] }) async throws -> Seen {
+        var fields = HTTPFieldsBuilder()
+        for (k, v) in headers { fields.add(k, v) }
+        let box = LockedBox()
+        let close = try await WebSocketClient.connect(url: "ws://127.0.0.1:\(server.port)\(path)",
+                                                      configuration: .init(maxFrameSize: 1 << 20, additionalHeaders: fields.fields), logger: logger) { inbound, outbound, _ in
+            var frames = inbound.makeAsyncIterator()
+            guard let first = try await frames.next() else { return }
+            box.set(greeting: String(buffer: first.data))
+            box.set(echoes: try await talk(&frames, outbound))
+        }
+        var seen = Seen()
+        seen.greeting = (try? JSONSerialization.jsonObject(with: Data(box.greeting.utf8)) as? [String: Any]) ?? [:]
+        seen.echoes = box.echoes
+        seen.close = close.map { Int(UInt16(webSocketErrorCode: $0.closeCode)) }
+        return seen
+    }
+
+    /// A WebSocket handshake by curl (which stops at the answer when it is not 101).
+    static func handshake(_ url: String, _ extra: [String] = []) throws -> (head: String, body: String) {
+        let r = try curl(url, ["-H", "Connection: Upgrade", "-H", "Upgrade: websocket", "-H", "Sec-WebSocket-Version: 13",
+                               "-H", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "--max-time", "10"] + extra)
+        return (r.head, String(decoding: r.body, as: UTF8.self))
+    }
+
+    @Test("frames both ways with the caller's identity and forged X-Keel-* headers dropped; a client close reaches the app with its code; the app's close reaches the client")
+    func relay() async throws {
+        let upstream = try Upstream(script: "ws_echo.py")
+        defer { upstream.stop() }
+        let server = try Self.serve(upstream)
+        defer { server.stop() }
+
+        var seen = try await Self.session(server, "/ext/ws/app/chat?room=1",
+                                          headers: ["Authorization": "Bearer \(ServerProcess.token)", "X-Keel-User": "mallory",
+                                                    "X-Keel-Roles": "admin", "X-Other": "kept"]) { frames, out in
+            var echoes: [String] = []
+            try await out.write(.text("hi"))
+            echoes.append(String(buffer: try #require(try await frames.next()).data))
+            let big = String(repeating: "x", count: 200_000)
+            try await out.write(.binary(ByteBuffer(string: big)))
+            var total = 0
+            while total < big.utf8.count, let frame = try await frames.next() { total += frame.data.readableBytes }
+            echoes.append("binary \(total)")
+            try await out.withTextMessageWriter { write in
+                try await write("frag")
+                try await write("mented")
+            }
+            var text = ""
+            while let frame = try await frames.next() {
+                text += String(buffer: frame.data)
+                if frame.fin { break }
+            }
+            echoes.append(text)
+            return echoes
+        }
+        let headers = try #require(seen.greeting["headers"] as? [String: String])
+        #expect(seen.greeting["path"] as? String == "/base/chat?room=1")
+        #expect(headers["x-keel-user"] == "admin" && headers["x-keel-roles"] == "admin" && headers["x-keel-signature"]?.count == 64)
+        #expect(headers["authorization"] == nil && headers["x-other"] == "kept")
+        #expect(seen.echoes == ["hi", "binary 200000", "fragmented"])
+
+        // The client's close (1000) reached the app: it reports it on the next handshake.
+        seen = try await Self.session(server, "/ext/ws/app/again", headers: ["X-Keel-User": "mallory"]) { frames, out in
+            try await out.write(.text("close-me"))
+            while try await frames.next() != nil {}
+            return []
+        }
+        #expect(seen.greeting["last_close"] as? Int == 1000)
+        #expect((seen.greeting["headers"] as? [String: String])?["x-keel-user"] == "", "anonymous: the forged user is dropped")
+        #expect(seen.close == 1000, "the app closed (4000): the client's WebSocket ends normally")
+    }
+
+    @Test("refusals answer with a stable code: the app refusing (502), the app down (502), a body on the handshake (400), a dot segment (400)")
+    func refusals() async throws {
+        let upstream = try Upstream(script: "ws_echo.py")
+        defer { upstream.stop() }
+        let server = try Self.serve(upstream)
+        defer { server.stop() }
+
+        var r = try Self.handshake(server.base + "/ext/ws/app/refuse")
+        #expect(r.head.hasPrefix("http/1.1 502") && r.body.contains("\"upstream-unavailable\""), "\(r.head)\(r.body)")
+        // A handshake with a body is never upgraded: refused (400) or the connection is closed.
+        let smuggled = try? Self.handshake(server.base + "/ext/ws/app/x", ["-X", "GET", "--data-binary", "GET /smuggled HTTP/1.1\r\n\r\n"])
+        #expect(smuggled == nil || smuggled?.head.hasPrefix("http/1.1 400") == true, "\(smuggled?.head ?? "")")
+        r = try Self.handshake(server.base + "/ext/ws/app/%2e%2e/%2e%2e/api/v1/plugins", ["--path-as-is"])
+        #expect(r.head.hasPrefix("http/1.1 400") && r.body.contains("\"bad-path\""), "\(r.head)\(r.body)")
+        r = try Self.handshake(server.base + "/ext/ws/other")
+        #expect(r.head.hasPrefix("http/1.1 404"), "only the declared prefix is proxied: \(r.head)")
+
+        upstream.stop()
+        r = try Self.handshake(server.base + "/ext/ws/app/x")
+        #expect(r.head.hasPrefix("http/1.1 502") && r.body.contains("\"upstream-unavailable\""), "\(r.head)\(r.body)")
+        #expect(try await server.request("GET", "/healthz").status == 200, "the host goes on")
+    }
+
+    @Test("a WebSocket with no frame either way for the idle timeout is closed on both sides (1001)")
+    func idle() async throws {
+        let upstream = try Upstream(script: "ws_echo.py")
+        defer { upstream.stop() }
+        let server = try Self.serve(upstream, idle: 2)
+        defer { server.stop() }
+        let seen = try await Self.session(server, "/ext/ws/app/quiet") { frames, _ in
+            while try await frames.next() != nil {}
+            return []
+        }
+        #expect(seen.close == 1001)
+        let next = try await Self.session(server, "/ext/ws/app/after")
+        #expect(next.greeting["last_close"] as? Int == 1001, "the app was told too")
+    }
+}
+
+/// Collects what a WebSocket handler saw (the handler is @Sendable).
+final class LockedBox: @unchecked Sendable {
+    // Safe: every access holds `lock`.
+    private let lock = NSLock()
+    private var _greeting = ""
+    private var _echoes: [String] = []
+    var greeting: String { lock.withLock { _greeting } }
+    var echoes: [String] { lock.withLock { _echoes } }
+    func set(greeting: String) { lock.withLock { _greeting = greeting } }
+    func set(echoes: [String]) { lock.withLock { _echoes = echoes } }
+}
+
+/// HTTP header fields from plain strings.
+struct HTTPFieldsBuilder {
+    var fields = HTTPFields()
+    mutating func add(_ name: String, _ value: String) {
+        if let n = HTTPField.Name(name) { fields.append(HTTPField(name: n, value: value)) }
+    }
+}
