@@ -42,7 +42,12 @@ public enum Validator {
         }
         report(ValidationCheck(name: "plugin.yaml is valid", passed: true, detail: "\(manifest.id) \(manifest.version), ABI \(manifest.abi)"))
 
-        let libraryPath = path + "/" + manifest.library
+        guard let libraryName = manifest.library else {
+            // A manifest-only bundle runs no code: what plugin.yaml declares is all there is to check.
+            return report(ValidationCheck(name: "no library: a manifest-only bundle runs no code", passed: true,
+                                          detail: "\(manifest.proxies.count) proxies, \(manifest.menus.count) menu entries"))
+        }
+        let libraryPath = path + "/" + libraryName
         let library: PluginLibrary
         do {
             library = try PluginLibrary.open(path: libraryPath, expectedID: manifest.id)

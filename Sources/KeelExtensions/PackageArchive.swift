@@ -59,15 +59,16 @@ public enum PackageArchive {
     /// Whether `path` (relative to a bundle folder) is something the bundle needs at run time: its manifest, its
     /// configuration schema, its library (`library`, the manifest's path) or a file under `assets/`. Sources, build
     /// files and notes beside them are not.
-    public static func isBundleFile(_ path: String, library: String) -> Bool {
+    public static func isBundleFile(_ path: String, library: String?) -> Bool {
         path == ManifestLoader.fileName || path == PluginConfig.schemaFile || path == library || path.hasPrefix("assets/")
     }
 
-    /// The files of the bundle at `folder` that it needs (`isBundleFile`), packed, and the paths left out.
+    /// The files of the bundle at `folder` that it needs (`isBundleFile`), packed, and the paths left out. `library`
+    /// is nil for a manifest-only bundle.
     /// - Throws: `ArchiveError` naming the file and the reason; also when the library is not in the folder.
-    public static func packBundle(folder: String, library: String) throws -> (archive: Data, leftOut: [String]) {
+    public static func packBundle(folder: String, library: String?) throws -> (archive: Data, leftOut: [String]) {
         var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: folder + "/" + library, isDirectory: &isDirectory), !isDirectory.boolValue else {
+        if let library, !FileManager.default.fileExists(atPath: folder + "/" + library, isDirectory: &isDirectory) || isDirectory.boolValue {
             throw ArchiveError(reason: "\(folder)/\(library): no such file (the library plugin.yaml names; build it first)")
         }
         var leftOut: [String] = []

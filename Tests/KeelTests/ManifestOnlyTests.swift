@@ -3,6 +3,7 @@
 import Foundation
 import Keel
 import KeelManifest
+import KeelExtensions
 import Testing
 
 /// A bundle with a plugin.yaml and no library: it runs no code and contributes what its manifest declares.
@@ -109,6 +110,16 @@ struct ManifestOnlyTests {
         #expect(try TestEnvironment.run(keel, ["plugins", "enable", "mo"] + at).status == 0)
         let list = try TestEnvironment.run(keel, ["plugins", "list"] + at)
         #expect(list.stdout.contains("library: none (manifest only)") && list.stdout.contains("proxy:  /ext/mo/app/ → http://127.0.0.1:9/"), "\(list.stdout)")
+
+        // Packed without a library, and validated as a bundle that runs no code.
+        let out = TestEnvironment.makeTemporaryDirectory("mo-pack")
+        let packed = try TestEnvironment.run(keel, ["pack", bundle, "--out", out])
+        #expect(packed.status == 0, "\(packed.stdout)\(packed.stderr)")
+        let archives = (try? FileManager.default.contentsOfDirectory(atPath: out)) ?? []
+        let archive = try Data(contentsOf: URL(fileURLWithPath: out + "/" + (archives.first ?? "none")))
+        #expect(try PackageArchive.entries(archive).map(\.path) == ["plugin.yaml"])
+        let validated = try TestEnvironment.run(keel, ["plugins", "validate", bundle])
+        #expect(validated.status == 0 && validated.stdout.contains("a manifest-only bundle runs no code"), "\(validated.stdout)\(validated.stderr)")
     }
 }
 
