@@ -164,6 +164,51 @@ struct BrowserTests {
         #expect(try TestEnvironment.run(keel, ["repo", "add", "local", repo, "--plugins", f.plugins, "--state", f.state]).status == 0)
     }
 
+    @Test("a proxied app inside the console: its page names the logged-in caller with a signature it verifies; forged identity headers never reach it",
+          .enabled(if: BrowserTests.available, "needs chromium, chromedriver and python3 selenium (CI installs them)"))
+    func proxiedApp() async throws {
+        let f = KernelFixture()
+        let root = (f.state as NSString).deletingLastPathComponent
+        let keyFile = root + "/wiki.key", log = root + "/wiki.log"
+        // An existing app (Fixtures/upstream/app.py) that knows Keel only by its identity headers.
+        let app = try Upstream(script: "app.py", arguments: ["--key-file", keyFile, "--log", log])
+        defer { app.stop() }
+        // A manifest-only bundle: no library, just the app's prefix and the menu entry that opens it.
+        try TestEnvironment.makeBundle(in: f.plugins, folder: "wiki", manifest: """
+            id: wiki
+            name: Wiki
+            version: 1.0.0
+            abi: "1.0"
+            menus:
+              - {id: wiki.app, title: Wiki, link: /ext/wiki/app/, icon: book}
+            proxy:
+              - {prefix: /app, upstream: "http://127.0.0.1:\(app.port)"}
+            """, library: nil)
+        let keel = TestEnvironment.binPath + "/keel"
+        let at = ["--plugins", f.plugins, "--state", f.state]
+        #expect(try TestEnvironment.run(keel, ["plugins", "enable", "wiki"] + at).status == 0)
+        let key = try TestEnvironment.run(keel, ["plugins", "proxy-key", "wiki"] + at).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(key.count == 64, "\(key)")
+        try key.write(toFile: keyFile, atomically: true, encoding: .utf8)
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch"])
+        defer { server.stop() }
+        let session = try await server.request("GET", "/api/v1/session", admin: true).json as? [String: Any] ?? [:]
+        let user = session["id"] as? String ?? "", tenant = session["tenant"] as? String ?? ""
+        #expect(!user.isEmpty && !tenant.isEmpty, "\(session)")
+
+        let screenshot = ProcessInfo.processInfo.environment["KEEL_PROXY_SCREENSHOT"]
+        let script = TestEnvironment.repository.path + "/Tests/Browser/proxy_app_test.py"
+        let r = try TestEnvironment.run("/usr/bin/env", ["python3", script, "--url", server.base, "--token", ServerProcess.token,
+                                                         "--menu", "wiki.app", "--app", "/ext/wiki/app", "--user", user,
+                                                         "--tenant", tenant] + (screenshot.map { ["--screenshot", $0] } ?? []))
+        #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
+        #expect(r.stdout.contains("4 passed, 0 failed"), "\(r.stdout)")
+        // What the app saw, request by request: the host's identity only, never the client's claim or the token.
+        let seen = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        #expect(seen.contains("\"user\": \"\(user)\""), "\(seen)")
+        #expect(!seen.contains("mallory") && !seen.contains(ServerProcess.token) && !seen.contains("keel_page"), "\(seen)")
+    }
+
     /// The "calc" commands plugin, enabled with the real CLI, and a server serving it.
     static func servedCalc() throws -> (CommandsFixture, ServerProcess) {
         let c = CommandsFixture()

@@ -10,9 +10,9 @@ final class Upstream {
     let process = Process()
     let port: Int
 
-    init(script: String = "echo.py") throws {
+    init(script: String = "echo.py", arguments: [String] = []) throws {
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", TestEnvironment.fixtures + "/upstream/" + script]
+        process.arguments = ["python3", TestEnvironment.fixtures + "/upstream/" + script] + arguments
         let out = Pipe()
         process.standardOutput = out
         try process.run()

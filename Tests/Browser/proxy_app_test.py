@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""An existing web app (Tests/KeelTests/Fixtures/upstream/app.py) joined to the console through a manifest-only
+bundle's `proxy:`, driven in real headless Chromium.
+
+Logs in with --token, opens the app's menu entry (--menu) and checks, inside the console's sandboxed frame, that the
+app's page names the logged-in caller (--user, --tenant) with a signature the app could verify; then that a request
+carrying forged identity headers reaches the app as the host says, not as the client claims; that the app's page,
+which loads /keel-page.js, reaches its own back end as the caller through keel.fetch, while a link it follows from the
+sandboxed frame goes anonymous (an opaque origin sends no page session). Prints one line per
+step; exits 0 when every step held.
+
+    proxy_app_test.py --url http://127.0.0.1:PORT --token TOKEN --menu wiki.app --app /ext/wiki/app --user admin
+                      --tenant default [--screenshot FILE]
+"""
+import argparse
+import json
+import sys
+
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+
+from keel_browser import Steps
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    for name in ("url", "token", "menu", "app", "user", "tenant"):
+        parser.add_argument("--" + name, required=True)
+    parser.add_argument("--screenshot")
+    args = parser.parse_args()
+
+    steps = Steps()
+    d, wait, click, step = steps.driver, steps.wait, steps.click, steps.step
+
+    def in_frame(check):
+        frame = wait.until(EC.visibility_of_element_located((By.ID, "page")))
+        d.switch_to.frame(frame)
+        try:
+            return check()
+        finally:
+            d.switch_to.default_content()
+
+    try:
+        def login():
+            d.get(args.url + "/")
+            d.find_element(By.ID, "token").send_keys(args.token)
+            d.find_element(By.ID, "login-button").click()
+            wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, f'nav a[data-menu-id="{args.menu}"]')))
+        step("logged in, the console's navigation has the app's entry", login)
+
+        def app_page():
+            click(f'nav a[data-menu-id="{args.menu}"]')
+
+            def check():
+                wait.until(EC.presence_of_element_located((By.ID, "verified")))
+                seen = {k: d.find_element(By.ID, k).text for k in ("user", "tenant", "roles", "verified")}
+                assert seen["user"] == args.user and seen["tenant"] == args.tenant, seen
+                assert seen["verified"] == "true", f"the app could not verify the host's signature: {seen}"
+                assert d.execute_script("return self.origin") == "null", "the app runs in an opaque origin"
+            in_frame(check)
+            if args.screenshot:
+                d.save_screenshot(args.screenshot)
+        step("the app's page opens inside the console and names the logged-in caller, signed", app_page)
+
+        def bridge():
+            # The app's page loads /keel-page.js: its own back end is reached as the caller through keel.fetch.
+            ask = ("const done = arguments[arguments.length - 1];"
+                   "keel.ready.then(() => keel.fetch(arguments[0])).then(r => done(r.body), e => done('error ' + e.code));")
+            seen = json.loads(in_frame(lambda: d.execute_async_script(ask, args.app + "/whoami")))
+            assert seen["user"] == args.user and seen["verified"] is True, seen
+
+            # Its own navigation, from the frame's opaque origin, carries no page session: anonymous.
+            def follow():
+                d.execute_script("location.href = 'whoami'")
+                wait.until(lambda _: '"path": "/whoami"' in d.find_element(By.TAG_NAME, "body").text)
+                return json.loads(d.find_element(By.TAG_NAME, "body").text)
+            seen = in_frame(follow)
+            assert seen["user"] == "" and seen["verified"] is True, seen
+        step("the app reaches its own back end as the caller through keel.fetch; its own links from the sandbox go anonymous", bridge)
+
+        def forged():
+            # From the console's own origin (which holds the app's page session): a client that claims to be
+            # someone else. The app must see the host's word only.
+            ask = ("const done = arguments[arguments.length - 1];"
+                   "fetch(arguments[0], { headers: { 'X-Keel-User': 'mallory', 'X-Keel-Tenant': 'evil',"
+                   " 'X-Keel-Roles': 'admin', 'X-Keel-Signature': 'f00d', 'X-Forged': 'plain header' } })"
+                   ".then(r => r.text()).then(done, e => done('error ' + e));")
+            seen = json.loads(d.execute_async_script(ask, args.app + "/whoami"))
+            assert seen["user"] == args.user and seen["tenant"] == args.tenant, seen
+            assert "mallory" not in json.dumps(seen) and "evil" not in json.dumps(seen), seen
+            assert seen["verified"] is True, seen
+            assert seen["forged"] == "plain header", "ordinary headers still pass"
+            assert args.token not in json.dumps(seen), "the app saw the console's token"
+        step("forged identity headers from the client never reach the app; the host's signed ones do", forged)
+    finally:
+        result = steps.finish(4)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())
