@@ -1,0 +1,73 @@
+//! notes-rust — a Keel plugin on the Rust SDK (sdk/rust/keel-plugin), without a line of unsafe.
+//!   GET  /ext/notes-rust/notes        "<title>: N notes" and the notes, one a line (title from the configuration)
+//!   POST /ext/notes-rust/notes        adds the body as a note (201), logged with the caller's id
+//!   GET  /ext/notes-rust/notes/:n     note n (from 1), or 404
+//!   GET  /ext/notes-rust/whoami       the caller as the auth chain established it
+//!   GET  /ext/notes-rust/panic        panics: the SDK answers 500 and the plugin keeps serving
+//! and a console menu entry "Notes".
+
+use keel_plugin::json::Json;
+use keel_plugin::{plugin, Activation, MenuEntry, Plugin, Request, Response, Result};
+use std::sync::{Arc, Mutex};
+
+struct Notes;
+
+fn listing(title: &str, notes: &[String]) -> String {
+    let mut out = format!("{}: {} notes\n", title, notes.len());
+    for note in notes {
+        out += &format!("- {}\n", note);
+    }
+    out
+}
+
+impl Plugin for Notes {
+    fn activate(a: &mut Activation) -> Result<Notes> {
+        let config = a.config()?.json()?;
+        let title = config.get("title").and_then(Json::as_str).unwrap_or("Notes").to_string();
+        let notes = Arc::new(Mutex::new(Vec::<String>::new()));
+        let host = a.host();
+
+        let list = notes.clone();
+        a.route("GET", "/notes", move |_: &Request| {
+            Response::text(listing(&title, &list.lock().unwrap_or_else(|e| e.into_inner())))
+        })?;
+        let add = notes.clone();
+        a.route("POST", "/notes", move |req: &Request| {
+            let text = String::from_utf8_lossy(req.body()).trim().to_string();
+            if text.is_empty() {
+                return Response::text("a note needs a body\n").with_status(400);
+            }
+            let who = req.principal().map(|p| p.id().to_string()).unwrap_or_default();
+            host.info(&format!("note added by {}", if who.is_empty() { "anonymous" } else { &who }));
+            add.lock().unwrap_or_else(|e| e.into_inner()).push(text);
+            Response::text("added\n").with_status(201)
+        })?;
+        let one = notes;
+        a.route("GET", "/notes/:n", move |req: &Request| {
+            let notes = one.lock().unwrap_or_else(|e| e.into_inner());
+            let n = req.param("n").and_then(|n| n.parse::<usize>().ok()).unwrap_or(0);
+            match n.checked_sub(1).and_then(|i| notes.get(i)) {
+                Some(note) => Response::text(format!("{}\n", note)),
+                None => Response::text("no such note\n").with_status(404),
+            }
+        })?;
+        a.route("GET", "/whoami", |req: &Request| match req.principal() {
+            Some(p) if !p.is_anonymous() => format!("{} in {} (roles: {})\n", p.id(), p.tenant(), p.roles().join(", ")),
+            _ => "anonymous\n".to_string(),
+        })?;
+        a.route("GET", "/panic", |_: &Request| -> Response { panic!("notes-rust panics on purpose") })?;
+        a.menu(&MenuEntry { order: 20, icon: "note".into(), ..MenuEntry::new("notes-rust.main", "Notes", "/ext/notes-rust/notes") })?;
+        host.info("notes-rust active");
+        Ok(Notes)
+    }
+}
+
+plugin!(Notes);
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn lists_notes_under_the_title() {
+        assert_eq!(super::listing("Team", &["a".into(), "b".into()]), "Team: 2 notes\n- a\n- b\n");
+    }
+}
