@@ -1,3 +1,5 @@
+#![doc = include_str!("../README.md")]
+//!
 //! Safe Rust wrappers over the Keel plugin ABI 1.1. A plugin is a type implementing [`Plugin`], exported with
 //! [`plugin!`]; its `activate` registers routes, menu entries, auth hooks, service tables and listeners through
 //! [`Activation`], whose closures run on the host's threads. The raw `#[repr(C)]` declarations are in [`sys`].
