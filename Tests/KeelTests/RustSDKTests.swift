@@ -37,7 +37,7 @@ struct RustSDKTests {
         }
     }
 
-    @Test("notes-rust, on the Rust SDK: routes, a menu, its configuration, the caller, and a panic answers 500")
+    @Test("notes-rust, on the Rust SDK: routes, a menu, its configuration, the caller, a command, and a panic answers 500")
     func notesExampleServes() async throws {
         let f = KernelFixture()
         let out = TestEnvironment.makeTemporaryDirectory("notes-rust")
@@ -80,6 +80,10 @@ struct RustSDKTests {
         #expect(try await server.request("GET", "/ext/notes-rust/notes/1").text == "buy milk\n")
         let menus = try await server.request("GET", "/api/v1/menus").text
         #expect(menus.contains("notes-rust.main") && menus.contains("/ext/notes-rust/notes"), "\(menus)")
+        // A command written with the SDK (command_output), called through the admin API.
+        let shout = try await server.request("POST", "/api/v1/plugins/notes-rust/commands/shout", admin: true,
+                                             body: Data(#"{"args": ["quiet"]}"#.utf8))
+        #expect(shout.status == 200 && shout.text == #"{"result":{"text":"QUIET"}}"#, "\(shout.status) \(shout.text)")
         let logged = server.output.value + server.errors.value
         #expect(logged.contains("notes-rust active") && logged.contains("note added by anonymous"), "\(logged)")
         #expect(logged.contains("panic: notes-rust panics on purpose"), "\(logged)")

@@ -4,10 +4,12 @@
 //!   GET  /ext/notes-rust/notes/:n     note n (from 1), or 404
 //!   GET  /ext/notes-rust/whoami       the caller as the auth chain established it
 //!   GET  /ext/notes-rust/panic        panics: the SDK answers 500 and the plugin keeps serving
-//! and a console menu entry "Notes".
+//! a console menu entry "Notes", and the command `shout` (`keel call notes-rust shout hi` → {"text":"HI"}).
+//! The command is the one place with `unsafe`: the host calls it as a plain C function with raw arguments.
 
-use keel_plugin::json::Json;
-use keel_plugin::{plugin, Activation, MenuEntry, Plugin, Request, Response, Result};
+use keel_plugin::json::{self, Json};
+use keel_plugin::sys::{KeelOutput, KeelStatus, KeelStr};
+use keel_plugin::{command_output, plugin, Activation, MenuEntry, Plugin, Request, Response, Result};
 use std::sync::{Arc, Mutex};
 
 struct Notes;
@@ -63,6 +65,15 @@ impl Plugin for Notes {
 }
 
 plugin!(Notes);
+
+/// Command `shout`, signature "(str) -> status(json)" (plugin.yaml). A panic or error becomes the call's status.
+///
+/// # Safety
+/// Called by the host with a borrowed UTF-8 string and its output writer.
+#[no_mangle]
+pub unsafe extern "C" fn notes_shout(text: KeelStr, out: *mut KeelOutput) -> KeelStatus {
+    command_output(out, || Ok(format!("{{\"text\":{}}}", json::quote(&text.as_str().to_uppercase()))))
+}
 
 #[cfg(test)]
 mod tests {

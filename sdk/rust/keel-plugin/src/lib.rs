@@ -20,7 +20,7 @@ mod runtime;
 mod services;
 
 pub use http::{AuthzRequest, Decision, IntoResponse, Principal, PrincipalBuilder, Request, Response};
-pub use runtime::{Activation, Config, Host, Level, MenuEntry, Plugin};
+pub use runtime::{command_output, Activation, Config, Host, Level, MenuEntry, Plugin};
 pub use services::{Lease, ServiceInfo, ServiceTable};
 
 use sys::*;

@@ -424,3 +424,25 @@ unsafe extern "C" fn listen_trampoline(user_data: *mut c_void, interface: KeelSt
         Ok(())
     });
 }
+
+/// The body of a command whose signature returns `status(str)` or `status(json)`: runs `f` and writes the text it
+/// returns into the host's `out`. An error or a panic in `f` reaches the host as its status and a set_error message
+/// (nothing unwinds out). For example, with `signature: "(str) -> status(json)"` in plugin.yaml:
+///
+/// ```
+/// use keel_plugin::{command_output, json, sys::{KeelOutput, KeelStatus, KeelStr}};
+/// #[no_mangle]
+/// pub unsafe extern "C" fn notes_echo(text: KeelStr, out: *mut KeelOutput) -> KeelStatus {
+///     command_output(out, || Ok(format!("{{\"echo\":{}}}", json::quote(text.as_str()))))
+/// }
+/// ```
+///
+/// # Safety
+/// `out` is the `keel_output *` the host passed to the running command.
+pub unsafe fn command_output(out: *mut KeelOutput, f: impl FnOnce() -> Result<String>) -> KeelStatus {
+    guard(std::ptr::null_mut(), || {
+        let text = f()?;
+        let write = out.as_ref().and_then(|o| o.write).ok_or_else(|| Error::new(KEEL_ERR_INVALID_ARGUMENT, "NULL output"))?;
+        Error::check(write(out, text.as_ptr() as *const c_void, text.len()), "writing the command's result")
+    })
+}

@@ -313,3 +313,25 @@ fn a_plugin_through_the_abi() {
     assert_eq!(unsafe { d.deactivate.unwrap()(&HOST.0, ctx) }, KEEL_OK);
     assert_eq!(DROPPED.load(Ordering::SeqCst), 1, "deactivate drops the plugin value");
 }
+
+unsafe extern "C" fn output_write(out: *mut KeelOutput, data: *const c_void, len: usize) -> KeelStatus {
+    (*((*out).host_data as *mut Vec<u8>)).extend_from_slice(std::slice::from_raw_parts(data as *const u8, len));
+    KEEL_OK
+}
+
+#[test]
+fn a_command_writes_its_result_and_catches_its_panic() {
+    let mut text = Vec::new();
+    let mut out = KeelOutput {
+        struct_size: size_of::<KeelOutput>() as u32,
+        host_data: &mut text as *mut Vec<u8> as *mut c_void,
+        write: Some(output_write),
+    };
+    assert_eq!(unsafe { command_output(&mut out, || Ok(json::quote("a\"b"))) }, KEEL_OK);
+    assert_eq!(String::from_utf8(text.clone()).unwrap(), r#""a\"b""#);
+    std::panic::set_hook(Box::new(|_| {}));
+    let status = unsafe { command_output(&mut out, || -> Result<String> { panic!("bad") }) };
+    let _ = std::panic::take_hook();
+    assert_eq!(status, KEEL_ERR_INTERNAL);
+    assert_eq!(unsafe { command_output(&mut out, || Err(Error::new(KEEL_ERR_DENIED, "no"))) }, KEEL_ERR_DENIED);
+}
