@@ -14,13 +14,15 @@
 
 pub mod sys;
 
+mod boundary;
 mod http;
 pub mod json;
 mod runtime;
 mod services;
 
 pub use http::{AuthzRequest, Decision, IntoResponse, Principal, PrincipalBuilder, Request, Response};
-pub use runtime::{command_output, Activation, Config, Host, Level, MenuEntry, Plugin};
+pub use boundary::command_output;
+pub use runtime::{Activation, Config, Host, Level, MenuEntry, Plugin};
 pub use services::{Lease, ServiceInfo, ServiceTable};
 
 use sys::*;
@@ -107,5 +109,5 @@ macro_rules! plugin {
 
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::runtime::{activate, deactivate, descriptor};
+    pub use crate::boundary::{activate, deactivate, descriptor};
 }

@@ -1,15 +1,13 @@
-//! Activation, the host handle, and the trampolines every host → plugin call goes through.
+//! What a plugin sees: the Plugin trait, Activation (what activate registers with), and the Host handle.
 
 use crate::http::{AuthzRequest, IntoResponse, PrincipalBuilder, Request, Decision};
 use crate::services::{Lease, ServiceInfo, ServiceTable};
+use crate::boundary::{authenticate_trampoline, authorize_trampoline, listen_trampoline, route_trampoline};
 use crate::sys::*;
 use crate::{Error, Principal, Result};
 use std::any::Any;
 use std::ffi::c_void;
 use std::mem::size_of;
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicPtr, Ordering};
-use std::sync::Mutex;
 
 /// A Keel plugin. `activate` builds the value and registers everything through `a`; the value is dropped at
 /// deactivate (implement `Drop` to stop threads or flush state).
@@ -30,8 +28,8 @@ pub enum Level {
 /// Valid until the plugin's deactivate returns; do not use it from a thread that outlives that.
 #[derive(Clone, Copy)]
 pub struct Host {
-    host: *const KeelHost,
-    ctx: *mut KeelCtx,
+    pub(crate) host: *const KeelHost,
+    pub(crate) ctx: *mut KeelCtx,
 }
 
 // Safe: the host table is static for the process and its functions are [thread-safe] (host.h); the ctx stays valid
@@ -168,16 +166,16 @@ impl MenuEntry {
     }
 }
 
-type RouteFn = dyn Fn(&Request) -> Result<crate::Response> + Send + Sync;
-type AuthenticateFn = dyn Fn(&Request, &mut PrincipalBuilder) -> Result<()> + Send + Sync;
-type AuthorizeFn = dyn Fn(&AuthzRequest) -> Result<Decision> + Send + Sync;
-type ListenFn = dyn Fn(&str, &str, Option<ServiceInfo>) + Send + Sync;
+pub(crate) type RouteFn = dyn Fn(&Request) -> Result<crate::Response> + Send + Sync;
+pub(crate) type AuthenticateFn = dyn Fn(&Request, &mut PrincipalBuilder) -> Result<()> + Send + Sync;
+pub(crate) type AuthorizeFn = dyn Fn(&AuthzRequest) -> Result<Decision> + Send + Sync;
+pub(crate) type ListenFn = dyn Fn(&str, &str, Option<ServiceInfo>) + Send + Sync;
 
 /// What `activate` registers with. Everything is published when activate returns Ok, and discarded with its
 /// closures when it returns an error.
 pub struct Activation {
-    host: Host,
-    owned: Vec<Box<dyn Any + Send + Sync>>,
+    pub(crate) host: Host,
+    pub(crate) owned: Vec<Box<dyn Any + Send + Sync>>,
 }
 
 impl Activation {
@@ -294,155 +292,4 @@ impl Activation {
         };
         Error::check(unsafe { listen(self.host.ctx, &raw) }, &format!("listening to {}", interface))
     }
-}
-
-// ---- the runtime behind plugin! ----
-
-/// The host table, for set_error from handlers (it is static: host.h).
-static HOST: AtomicPtr<KeelHost> = AtomicPtr::new(std::ptr::null_mut());
-
-/// Live activations by ctx address: the plugin value and the closures registered.
-static LIVE: Mutex<Vec<(usize, Box<dyn Any + Send>)>> = Mutex::new(Vec::new());
-
-fn live() -> std::sync::MutexGuard<'static, Vec<(usize, Box<dyn Any + Send>)>> {
-    LIVE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        format!("panic: {}", s)
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        format!("panic: {}", s)
-    } else {
-        "panic".to_string()
-    }
-}
-
-/// Runs `f`, turning an error or a panic into set_error(ctx, message) and a status. Nothing unwinds out.
-pub(crate) fn guard(ctx: *mut KeelCtx, f: impl FnOnce() -> Result<()>) -> KeelStatus {
-    let error = match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(Ok(())) => return KEEL_OK,
-        Ok(Err(e)) => e,
-        Err(payload) => Error::internal(panic_message(&*payload)),
-    };
-    let _ = catch_unwind(AssertUnwindSafe(|| {
-        let host = HOST.load(Ordering::Acquire);
-        if let Some(set_error) = unsafe { host.as_ref() }.and_then(|h| h.set_error) {
-            unsafe { set_error(ctx, KeelStr::borrow(&error.message)) }
-        }
-    }));
-    error.status
-}
-
-/// The descriptor `plugin!` exports: empty id and version take plugin.yaml's.
-pub const fn descriptor(id: &'static str, version: &'static str, activate: KeelLifecycleFn, deactivate: KeelLifecycleFn)
-    -> KeelPlugin {
-    KeelPlugin {
-        struct_size: size_of::<KeelPlugin>() as u32,
-        abi_version: KEEL_ABI_VERSION,
-        id: KeelStr::from_static(id),
-        version: KeelStr::from_static(version),
-        flags: 0,
-        activate: Some(activate),
-        deactivate: Some(deactivate),
-        get_extension: None,
-    }
-}
-
-struct Live<T> {
-    _plugin: T,
-    _owned: Vec<Box<dyn Any + Send + Sync>>,
-}
-
-/// keel_plugin.activate for `T`.
-///
-/// # Safety
-/// `host` and `ctx` are the host's, valid until deactivate returns.
-pub unsafe fn activate<T: Plugin>(host: *const KeelHost, ctx: *mut KeelCtx) -> KeelStatus {
-    if host.is_null() {
-        return KEEL_ERR_INVALID_ARGUMENT;
-    }
-    HOST.store(host as *mut KeelHost, Ordering::Release);
-    guard(ctx, || {
-        let mut a = Activation { host: Host { host, ctx }, owned: Vec::new() };
-        let plugin = T::activate(&mut a)?;
-        live().push((ctx as usize, Box::new(Live { _plugin: plugin, _owned: a.owned })));
-        Ok(())
-    })
-}
-
-/// keel_plugin.deactivate: drops the plugin value and its closures.
-///
-/// # Safety
-/// As for [`activate`].
-pub unsafe fn deactivate(_host: *const KeelHost, ctx: *mut KeelCtx) -> KeelStatus {
-    guard(ctx, || {
-        let taken = {
-            let mut all = live();
-            all.iter().position(|(c, _)| *c == ctx as usize).map(|i| all.swap_remove(i))
-        };
-        drop(taken); // outside the lock: a Drop may log or join threads
-        Ok(())
-    })
-}
-
-unsafe extern "C" fn route_trampoline(user_data: *mut c_void, req: *const KeelHttpRequest, res: *mut KeelHttpResponse) -> KeelStatus {
-    guard(std::ptr::null_mut(), || {
-        let (Some(req), false) = (req.as_ref(), res.is_null()) else {
-            return Err(Error::new(KEEL_ERR_INVALID_ARGUMENT, "NULL request or response"));
-        };
-        let f = &*(user_data as *const Box<RouteFn>);
-        f(&Request::from_raw(req))?.send(res)
-    })
-}
-
-unsafe extern "C" fn authenticate_trampoline(user_data: *mut c_void, req: *const KeelHttpRequest, out: *mut KeelPrincipalBuilder) -> KeelStatus {
-    guard(std::ptr::null_mut(), || {
-        let (Some(req), Some(out)) = (req.as_ref(), out.as_mut()) else {
-            return Err(Error::new(KEEL_ERR_INVALID_ARGUMENT, "NULL request or builder"));
-        };
-        let f = &*(user_data as *const Box<AuthenticateFn>);
-        f(&Request::from_raw(req), &mut PrincipalBuilder::from_raw(out))
-    })
-}
-
-unsafe extern "C" fn authorize_trampoline(user_data: *mut c_void, q: *const KeelAuthzRequest, out: *mut KeelAuthDecision) -> KeelStatus {
-    guard(std::ptr::null_mut(), || {
-        let (Some(q), false) = (q.as_ref(), out.is_null()) else {
-            return Err(Error::new(KEEL_ERR_INVALID_ARGUMENT, "NULL question or decision"));
-        };
-        let f = &*(user_data as *const Box<AuthorizeFn>);
-        *out = f(&AuthzRequest::from_raw(q))? as KeelAuthDecision;
-        Ok(())
-    })
-}
-
-unsafe extern "C" fn listen_trampoline(user_data: *mut c_void, interface: KeelStr, tenant: KeelStr, now: *const KeelServiceInfo) {
-    let _ = guard(std::ptr::null_mut(), || {
-        let f = &*(user_data as *const Box<ListenFn>);
-        f(interface.as_str(), tenant.as_str(), now.as_ref().map(|i| ServiceInfo::from_raw(i)));
-        Ok(())
-    });
-}
-
-/// The body of a command whose signature returns `status(str)` or `status(json)`: runs `f` and writes the text it
-/// returns into the host's `out`. An error or a panic in `f` reaches the host as its status and a set_error message
-/// (nothing unwinds out). For example, with `signature: "(str) -> status(json)"` in plugin.yaml:
-///
-/// ```
-/// use keel_plugin::{command_output, json, sys::{KeelOutput, KeelStatus, KeelStr}};
-/// #[no_mangle]
-/// pub unsafe extern "C" fn notes_echo(text: KeelStr, out: *mut KeelOutput) -> KeelStatus {
-///     command_output(out, || Ok(format!("{{\"echo\":{}}}", json::quote(text.as_str()))))
-/// }
-/// ```
-///
-/// # Safety
-/// `out` is the `keel_output *` the host passed to the running command.
-pub unsafe fn command_output(out: *mut KeelOutput, f: impl FnOnce() -> Result<String>) -> KeelStatus {
-    guard(std::ptr::null_mut(), || {
-        let text = f()?;
-        let write = out.as_ref().and_then(|o| o.write).ok_or_else(|| Error::new(KEEL_ERR_INVALID_ARGUMENT, "NULL output"))?;
-        Error::check(write(out, text.as_ptr() as *const c_void, text.len()), "writing the command's result")
-    })
 }

@@ -1,7 +1,7 @@
 //! The safe wrappers against a host written here in Rust: plugin! exports a descriptor that leaves id and version
 //! to plugin.yaml; routes answer through the response writer; an Error and a panic become a status and a
 //! set_error message, never an unwind; leases release on drop; commands, permissions, menus, the configuration
-//! and the authorize hook reach the host's tables; deactivate drops the plugin value.
+//! auth hooks and service listeners reach the host's tables; deactivate drops the plugin value.
 
 use keel_plugin::sys::*;
 use keel_plugin::*;
@@ -24,6 +24,7 @@ unsafe extern "C" fn twice(x: i32) -> i32 {
 }
 static ECHO: Echo = Echo { struct_size: size_of::<Echo>() as u32, twice };
 
+static CHANGES: Mutex<Vec<String>> = Mutex::new(Vec::new());
 static DROPPED: AtomicUsize = AtomicUsize::new(0);
 
 struct Demo;
@@ -58,7 +59,18 @@ impl Plugin for Demo {
         })?;
         a.menu(&MenuEntry::new("demo.main", "Demo", "/ext/demo/hello/x"))?;
         a.authorizer("demo", |q: &AuthzRequest| Ok(if q.action() == "delete" { Decision::Deny } else { Decision::Abstain }))?;
+        a.authenticator("key", |req: &Request, b: &mut PrincipalBuilder| {
+            if req.query_param("q") == Some("yes") {
+                b.set_identity("bob", "Bob", "")?;
+                b.add_role("editor")?;
+            }
+            Ok(())
+        })?;
         a.provide("test.echo/1", &ECHO)?;
+        a.listen("test.echo", |interface: &str, tenant: &str, now: Option<ServiceInfo>| {
+            let who = now.map(|i| i.provider_id).unwrap_or_else(|| "none".into());
+            CHANGES.lock().unwrap().push(format!("{} [{}] {}", interface, tenant, who));
+        })?;
         Ok(Demo)
     }
 }
@@ -75,6 +87,8 @@ struct Recorded {
     menus: Vec<String>,
     authorizers: Vec<(KeelAuthorizeFn, usize)>,
     provided: Vec<String>,
+    listeners: Vec<(KeelServiceChangedFn, usize)>,
+    authenticators: Vec<(KeelAuthenticateFn, usize)>,
 }
 static RECORDED: Mutex<Option<Recorded>> = Mutex::new(None);
 static RELEASED: AtomicUsize = AtomicUsize::new(0);
@@ -109,6 +123,19 @@ unsafe extern "C" fn add_entry(_: *mut KeelCtx, e: *const KeelMenuEntry) -> Keel
 unsafe extern "C" fn config_get(_: *mut KeelCtx) -> KeelStr {
     KeelStr::from_static(r#"{"greeting": "hello"}"#)
 }
+unsafe extern "C" fn register_authenticator(_: *mut KeelCtx, h: *const KeelAuthenticator) -> KeelStatus {
+    let h = &*h;
+    record(|r| r.authenticators.push((h.authenticate.unwrap(), h.user_data as usize)));
+    KEEL_OK
+}
+unsafe extern "C" fn set_identity(b: *mut KeelPrincipalBuilder, id: KeelStr, name: KeelStr, tenant: KeelStr) -> KeelStatus {
+    (*((*b).host_data as *mut Vec<String>)).push(format!("{} {} [{}]", text(id), text(name), text(tenant)));
+    KEEL_OK
+}
+unsafe extern "C" fn add_role(b: *mut KeelPrincipalBuilder, role: KeelStr) -> KeelStatus {
+    (*((*b).host_data as *mut Vec<String>)).push(format!("role {}", text(role)));
+    KEEL_OK
+}
 unsafe extern "C" fn register_authorizer(_: *mut KeelCtx, h: *const KeelAuthorizer) -> KeelStatus {
     let h = &*h;
     record(|r| r.authorizers.push((h.authorize.unwrap(), h.user_data as usize)));
@@ -121,6 +148,11 @@ unsafe extern "C" fn check_permission(_: *mut KeelCtx, _: *const KeelPrincipal, 
 unsafe extern "C" fn provide(_: *mut KeelCtx, p: *const KeelServiceProvision) -> KeelStatus {
     let id = text((*p).interface_id);
     record(|r| r.provided.push(id));
+    KEEL_OK
+}
+unsafe extern "C" fn listen(_: *mut KeelCtx, l: *const KeelServiceListener) -> KeelStatus {
+    let l = &*l;
+    record(|r| r.listeners.push((l.changed.unwrap(), l.user_data as usize)));
     KEEL_OK
 }
 unsafe extern "C" fn acquire(_: *mut KeelCtx, _: KeelStr, _: KeelStr, min: u32, lease: *mut *mut KeelServiceLease, table: *mut *const c_void) -> KeelStatus {
@@ -153,14 +185,14 @@ static MENU: KeelHostMenu = KeelHostMenu { struct_size: size_of::<KeelHostMenu>(
 static CONFIG: KeelHostConfig = KeelHostConfig { struct_size: size_of::<KeelHostConfig>() as u32, get: Some(config_get) };
 static AUTH: KeelHostAuth = KeelHostAuth {
     struct_size: size_of::<KeelHostAuth>() as u32,
-    register_authenticator: None,
+    register_authenticator: Some(register_authenticator),
     register_authorizer: Some(register_authorizer),
     check_permission: Some(check_permission),
 };
 static SERVICES: KeelHostServices = KeelHostServices {
     struct_size: size_of::<KeelHostServices>() as u32,
     provide: Some(provide),
-    listen: None,
+    listen: Some(listen),
     acquire: Some(acquire),
     release: Some(release),
     describe: Some(describe),
@@ -308,6 +340,48 @@ fn a_plugin_through_the_abi() {
         assert_eq!(unsafe { authorize(user_data as *mut c_void, &q, &mut decision) }, KEEL_OK);
         assert_eq!(decision, expected, "{}", action);
     }
+
+    let (authenticate, user_data) = record(|r| r.authenticators[0]);
+    let mut built: Vec<String> = Vec::new();
+    let mut builder = KeelPrincipalBuilder {
+        struct_size: size_of::<KeelPrincipalBuilder>() as u32,
+        host_data: &mut built as *mut Vec<String> as *mut c_void,
+        set_identity: Some(set_identity),
+        add_role: Some(add_role),
+    };
+    let req = KeelHttpRequest {
+        struct_size: size_of::<KeelHttpRequest>() as u32,
+        method: KeelStr::from_static("GET"),
+        path: KeelStr::EMPTY,
+        route_path: KeelStr::EMPTY,
+        query: KeelStr::from_static("q=yes"),
+        headers: std::ptr::null(),
+        headers_len: 0,
+        params: std::ptr::null(),
+        params_len: 0,
+        body: std::ptr::null(),
+        body_len: 0,
+        principal: &principal,
+        request_id: KeelStr::EMPTY,
+    };
+    assert_eq!(unsafe { authenticate(user_data as *mut c_void, &req, &mut builder) }, KEEL_OK);
+    assert_eq!(built, ["bob Bob []", "role editor"]);
+
+    let (changed, user_data) = record(|r| r.listeners[0]);
+    let info = KeelServiceInfo {
+        struct_size: size_of::<KeelServiceInfo>() as u32,
+        version: KEEL_ABI_VERSION,
+        interface_id: KeelStr::from_static("test.echo/1"),
+        provider_id: KeelStr::from_static("beta"),
+        provider_version: KeelStr::from_static("2.0.0"),
+        generation: 3,
+        table_size: 16,
+    };
+    unsafe {
+        changed(user_data as *mut c_void, KeelStr::from_static("test.echo/1"), KeelStr::EMPTY, &info);
+        changed(user_data as *mut c_void, KeelStr::from_static("test.echo/1"), KeelStr::from_static("acme"), std::ptr::null());
+    }
+    assert_eq!(*CHANGES.lock().unwrap(), ["test.echo/1 [] beta", "test.echo/1 [acme] none"]);
 
     assert_eq!(DROPPED.load(Ordering::SeqCst), 0);
     assert_eq!(unsafe { d.deactivate.unwrap()(&HOST.0, ctx) }, KEEL_OK);
