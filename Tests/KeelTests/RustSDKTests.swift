@@ -84,8 +84,8 @@ struct RustSDKTests {
         let shout = try await server.request("POST", "/api/v1/plugins/notes-rust/commands/shout", admin: true,
                                              body: Data(#"{"args": ["quiet"]}"#.utf8))
         #expect(shout.status == 200 && shout.text == #"{"result":{"text":"QUIET"}}"#, "\(shout.status) \(shout.text)")
+        // keel serve prints warnings and errors (the SDK's info lines are checked by its own tests).
         let logged = server.output.value + server.errors.value
-        #expect(logged.contains("notes-rust active") && logged.contains("note added by anonymous"), "\(logged)")
         #expect(logged.contains("panic: notes-rust panics on purpose"), "\(logged)")
     }
 }
