@@ -37,7 +37,7 @@ struct RustSDKTests {
         }
     }
 
-    @Test("notes-rust, on the Rust SDK: routes, a menu, its configuration, the caller, a command, and a panic answers 500")
+    @Test("notes-rust, on the Rust SDK: passes validate; routes, a menu, its configuration, the caller, a command; a panic answers 500")
     func notesExampleServes() async throws {
         let f = KernelFixture()
         let out = TestEnvironment.makeTemporaryDirectory("notes-rust")
@@ -53,9 +53,11 @@ struct RustSDKTests {
             contentsOfFile: example + "/plugin.yaml", encoding: .utf8), library: out + "/libnotes_rust.so")
         try FileManager.default.copyItem(atPath: example + "/config.schema.yaml", toPath: bundle + "/config.schema.yaml")
         let keel = TestEnvironment.binPath + "/keel"
+        let validated = try TestEnvironment.run(keel, ["plugins", "validate", bundle])
+        #expect(validated.status == 0 && validated.stdout.hasSuffix("\(bundle): all 8 checks passed\n"), "\(validated.stdout)")
         let at = ["--plugins", f.plugins, "--state", f.state]
         let config = out + "/notes.yaml"
-        try "title: Team notes\n".write(toFile: config, atomically: true, encoding: .utf8)
+        try "title: Team notes\npanic_route: true\n".write(toFile: config, atomically: true, encoding: .utf8)
         for arguments in [["plugins", "enable", "notes-rust"], ["plugins", "config", "notes-rust", config]] {
             let r = try TestEnvironment.run(keel, arguments + at)
             #expect(r.status == 0, "keel \(arguments.joined(separator: " ")): \(r.stderr)")

@@ -3,7 +3,8 @@
 //!   POST /ext/notes-rust/notes        adds the body as a note (201), logged with the caller's id
 //!   GET  /ext/notes-rust/notes/:n     note n (from 1), or 404
 //!   GET  /ext/notes-rust/whoami       the caller as the auth chain established it
-//!   GET  /ext/notes-rust/panic        panics: the SDK answers 500 and the plugin keeps serving
+//!   GET  /ext/notes-rust/panic        with `panic_route: true` configured: panics; the SDK answers 500 and the
+//!                                     plugin keeps serving
 //! a console menu entry "Notes", and the command `shout` (`keel call notes-rust shout hi` → {"text":"HI"}).
 //! The command is the one place with `unsafe`: the host calls it as a plain C function with raw arguments.
 
@@ -57,7 +58,9 @@ impl Plugin for Notes {
             Some(p) if !p.is_anonymous() => format!("{} in {} (roles: {})\n", p.id(), p.tenant(), p.roles().join(", ")),
             _ => "anonymous\n".to_string(),
         })?;
-        a.route("GET", "/panic", |_: &Request| -> Response { panic!("notes-rust panics on purpose") })?;
+        if config.get("panic_route").and_then(Json::as_bool) == Some(true) {
+            a.route("GET", "/panic", |_: &Request| -> Response { panic!("notes-rust panics on purpose") })?;
+        }
         a.menu(&MenuEntry { order: 20, icon: "note".into(), ..MenuEntry::new("notes-rust.main", "Notes", "/ext/notes-rust/notes") })?;
         host.info("notes-rust active");
         Ok(Notes)
