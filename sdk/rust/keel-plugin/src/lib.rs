@@ -85,6 +85,19 @@ pub fn status_name(status: KeelStatus) -> &'static str {
 /// Exports `keel_plugin_entry` for the [`Plugin`] type `$ty`. The descriptor leaves id and version empty, so the
 /// host takes both from plugin.yaml (written once); `plugin!(T, id = "x", version = "1.0.0")` states them instead
 /// (they must then equal plugin.yaml's). Use it once per library.
+///
+/// ```
+/// use keel_plugin::{plugin, Activation, Plugin, Result};
+/// struct Counter;
+/// impl Plugin for Counter {
+///     fn activate(_: &mut Activation) -> Result<Counter> {
+///         Ok(Counter)
+///     }
+/// }
+/// plugin!(Counter, id = "counter", version = "0.1.0");
+/// let descriptor = unsafe { &*keel_plugin_entry() };
+/// assert_eq!(unsafe { (descriptor.id.as_str(), descriptor.version.as_str()) }, ("counter", "0.1.0"));
+/// ```
 #[macro_export]
 macro_rules! plugin {
     ($ty:ty) => {
