@@ -37,7 +37,7 @@ struct RustSDKTests {
         }
     }
 
-    @Test("notes-rust, on the Rust SDK: passes validate; routes, a menu, its configuration, the caller, a command; a panic answers 500")
+    @Test("notes-rust, on the Rust SDK: passes validate; routes, a menu, its configuration, the caller, a lease, a command; a panic answers 500")
     func notesExampleServes() async throws {
         let f = KernelFixture()
         let out = TestEnvironment.makeTemporaryDirectory("notes-rust")
@@ -55,10 +55,14 @@ struct RustSDKTests {
         let keel = TestEnvironment.binPath + "/keel"
         let validated = try TestEnvironment.run(keel, ["plugins", "validate", bundle])
         #expect(validated.status == 0 && validated.stdout.hasSuffix("\(bundle): all 8 checks passed\n"), "\(validated.stdout)")
+        // A provider of gitops.sync/1 (C), for the SDK's typed lease.
+        try TestEnvironment.makeBundle(in: f.plugins, folder: "argo-sync", manifest: String(
+            contentsOfFile: Self.repository + "/Plugins/argo-sync/plugin.yaml", encoding: .utf8),
+            library: TestEnvironment.builtLibrary("libargo-sync.so"))
         let at = ["--plugins", f.plugins, "--state", f.state]
         let config = out + "/notes.yaml"
         try "title: Team notes\npanic_route: true\n".write(toFile: config, atomically: true, encoding: .utf8)
-        for arguments in [["plugins", "enable", "notes-rust"], ["plugins", "config", "notes-rust", config]] {
+        for arguments in [["plugins", "enable", "argo-sync"], ["plugins", "enable", "notes-rust"], ["plugins", "config", "notes-rust", config]] {
             let r = try TestEnvironment.run(keel, arguments + at)
             #expect(r.status == 0, "keel \(arguments.joined(separator: " ")): \(r.stderr)")
         }
@@ -82,6 +86,14 @@ struct RustSDKTests {
         #expect(try await server.request("GET", "/ext/notes-rust/notes/1").text == "buy milk\n")
         let menus = try await server.request("GET", "/api/v1/menus").text
         #expect(menus.contains("notes-rust.main") && menus.contains("/ext/notes-rust/notes"), "\(menus)")
+        // A typed lease on the provider's table, released when dropped (the host counts no lease held afterwards).
+        let engine = try await server.request("GET", "/ext/notes-rust/engine")
+        #expect(engine.text == "argocd (provider argo-sync 1.0.0)\n", "\(engine.status) \(engine.text)")
+        let services = try await server.request("GET", "/api/v1/services", admin: true).json as? [[String: Any]]
+        let providers = services?.first { $0["interface"] as? String == "gitops.sync/1" }?["providers"] as? [[String: Any]]
+        let argo = providers?.first { $0["plugin"] as? String == "argo-sync" }
+        #expect(argo?["active"] as? Bool == true && argo?["leases"] as? Int == 0, "\(String(describing: services))")
+
         // A command written with the SDK (command_output), called through the admin API.
         let shout = try await server.request("POST", "/api/v1/plugins/notes-rust/commands/shout", admin: true,
                                              body: Data(#"{"args": ["quiet"]}"#.utf8))

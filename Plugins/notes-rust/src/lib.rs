@@ -3,17 +3,29 @@
 //!   POST /ext/notes-rust/notes        adds the body as a note (201), logged with the caller's id
 //!   GET  /ext/notes-rust/notes/:n     note n (from 1), or 404
 //!   GET  /ext/notes-rust/whoami       the caller as the auth chain established it
+//!   GET  /ext/notes-rust/engine       the engine of the gitops.sync/1 provider, through a lease (503 without one)
 //!   GET  /ext/notes-rust/panic        with `panic_route: true` configured: panics; the SDK answers 500 and the
 //!                                     plugin keeps serving
 //! a console menu entry "Notes", and the command `shout` (`keel call notes-rust shout hi` → {"text":"HI"}).
 //! The command is the one place with `unsafe`: the host calls it as a plain C function with raw arguments.
 
 use keel_plugin::json::{self, Json};
-use keel_plugin::sys::{KeelOutput, KeelStatus, KeelStr};
-use keel_plugin::{command_output, plugin, Activation, MenuEntry, Plugin, Request, Response, Result};
+use keel_plugin::sys::{KeelOutput, KeelStatus, KeelStr, KEEL_ERR_NOT_FOUND};
+use keel_plugin::{command_output, plugin, Activation, MenuEntry, Plugin, Request, Response, Result, ServiceTable};
 use std::sync::{Arc, Mutex};
 
 struct Notes;
+
+/// gitops_sync_v1 (Plugins/deployer/gitops_sync.h): the table a gitops.sync/1 provider registers.
+#[repr(C)]
+struct GitopsSyncV1 {
+    struct_size: u32,
+    engine: unsafe extern "C" fn() -> KeelStr,
+    sync: unsafe extern "C" fn(KeelStr, KeelStr, *mut u8, usize, *mut usize) -> KeelStatus,
+}
+
+// Safe: #[repr(C)] as in gitops_sync.h, starting with struct_size; the provider's functions are thread-safe.
+unsafe impl ServiceTable for GitopsSyncV1 {}
 
 fn listing(title: &str, notes: &[String]) -> String {
     let mut out = format!("{}: {} notes\n", title, notes.len());
@@ -58,6 +70,17 @@ impl Plugin for Notes {
             Some(p) if !p.is_anonymous() => format!("{} in {} (roles: {})\n", p.id(), p.tenant(), p.roles().join(", ")),
             _ => "anonymous\n".to_string(),
         })?;
+        a.route("GET", "/engine", move |req: &Request| -> Result<Response> {
+            let tenant = req.principal().map(|p| p.tenant()).unwrap_or("");
+            let lease = match host.acquire::<GitopsSyncV1>("gitops.sync/1", tenant) {
+                Ok(lease) => lease,
+                Err(e) if e.status == KEEL_ERR_NOT_FOUND => return Ok(Response::text("no provider\n").with_status(503)),
+                Err(e) => return Err(e),
+            };
+            let engine = unsafe { (lease.engine)().as_str() }.to_string();
+            let info = lease.info()?;
+            Ok(Response::text(format!("{} (provider {} {})\n", engine, info.provider_id, info.provider_version)))
+        })?; // the lease is released here, when it is dropped
         if config.get("panic_route").and_then(Json::as_bool) == Some(true) {
             a.route("GET", "/panic", |_: &Request| -> Response { panic!("notes-rust panics on purpose") })?;
         }
