@@ -32,6 +32,8 @@ plugins="${KEEL_PLUGINS_DIR:-plugins}"
 
 step "building the Rust example plugin flux-sync into $bin (rustc; skipped without it)"
 Scripts/build-rust-example.sh "$bin"
+step "building the Rust SDK example plugin notes-rust into $bin (cargo --offline; skipped without it)"
+Scripts/build-rust-sdk-example.sh "$bin"
 
 step "staging the example plugins into $plugins"
 staged=" "
@@ -58,8 +60,9 @@ step "granting the auth capabilities and enabling the examples (each new build i
 "$bin/keel" plugins enable hello --plugins "$plugins"
 "$bin/keel" plugins enable greeter --plugins "$plugins"
 # Services between plugins: two providers of gitops.sync/1 (argo-sync ranks higher, so it serves until the operator
-# chooses with `keel services use`), then their consumer. The folder names equal the plugin ids.
-for id in argo-sync flux-sync deployer inventory; do
+# chooses with `keel services use`), then their consumer; and notes-rust, on the Rust SDK. The folder names equal
+# the plugin ids.
+for id in argo-sync flux-sync deployer inventory notes-rust; do
   if [[ "$staged" == *" $id "* ]]; then "$bin/keel" plugins enable "$id" --plugins "$plugins"; fi
 done
 "$bin/keel" plugins list --plugins "$plugins"

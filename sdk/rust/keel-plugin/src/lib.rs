@@ -1,0 +1,126 @@
+#![doc = include_str!("../README.md")]
+//!
+//! Safe Rust wrappers over the Keel plugin ABI 1.1. A plugin is a type implementing [`Plugin`], exported with
+//! [`plugin!`]; its `activate` registers routes, menu entries, auth hooks, service tables and listeners through
+//! [`Activation`], whose closures run on the host's threads. The raw `#[repr(C)]` declarations are in [`sys`].
+//!
+//! Contract of every call the host makes into a plugin built with this crate:
+//! - no panic crosses the FFI boundary: each is caught, its message handed to `set_error`, and the call returns
+//!   `KEEL_ERR_INTERNAL` (the host logs it; an HTTP client sees a 500);
+//! - an [`Error`] returned by a handler or hook reaches the host the same way, with its status;
+//! - the plugin value and every closure registered live from `activate` until `deactivate`, where they are dropped
+//!   (the host calls deactivate only when no handler runs). A plugin that starts threads stops them in `Drop`: a
+//!   [`Host`] must not be used after deactivate.
+
+pub mod sys;
+
+mod boundary;
+mod http;
+pub mod json;
+mod runtime;
+mod services;
+
+pub use http::{AuthzRequest, Decision, IntoResponse, Principal, PrincipalBuilder, Request, Response};
+pub use boundary::command_output;
+pub use runtime::{Activation, Config, Host, Level, MenuEntry, Plugin};
+pub use services::{Lease, ServiceInfo, ServiceTable};
+
+use sys::*;
+
+/// A failure with the ABI status it maps to and a message for the host's log (never shown to an HTTP client).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    pub status: KeelStatus,
+    pub message: String,
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// An error with `status` (one of the `KEEL_ERR_*` of [`sys`]; `KEEL_OK` is turned into `KEEL_ERR_INTERNAL`).
+    pub fn new(status: KeelStatus, message: impl Into<String>) -> Error {
+        Error { status: if status == KEEL_OK { KEEL_ERR_INTERNAL } else { status }, message: message.into() }
+    }
+
+    /// KEEL_ERR_INTERNAL with `message`.
+    pub fn internal(message: impl Into<String>) -> Error {
+        Error::new(KEEL_ERR_INTERNAL, message)
+    }
+
+    /// The error for `status` returned by the host from `what`, or Ok for KEEL_OK.
+    pub(crate) fn check(status: KeelStatus, what: &str) -> Result<()> {
+        if status == KEEL_OK {
+            Ok(())
+        } else {
+            Err(Error::new(status, format!("{} failed: {}", what, status_name(status))))
+        }
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, status_name(self.status))
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// The name of a status code, e.g. "KEEL_ERR_DENIED"; an unknown code is internal (status.h).
+pub fn status_name(status: KeelStatus) -> &'static str {
+    match status {
+        KEEL_OK => "KEEL_OK",
+        KEEL_ERR_INVALID_ARGUMENT => "KEEL_ERR_INVALID_ARGUMENT",
+        KEEL_ERR_CONFLICT => "KEEL_ERR_CONFLICT",
+        KEEL_ERR_DENIED => "KEEL_ERR_DENIED",
+        KEEL_ERR_NOT_FOUND => "KEEL_ERR_NOT_FOUND",
+        KEEL_ERR_UNSUPPORTED => "KEEL_ERR_UNSUPPORTED",
+        KEEL_ERR_WRONG_STATE => "KEEL_ERR_WRONG_STATE",
+        KEEL_ERR_LIMIT => "KEEL_ERR_LIMIT",
+        KEEL_ERR_NO_MEMORY => "KEEL_ERR_NO_MEMORY",
+        KEEL_ERR_UNAVAILABLE => "KEEL_ERR_UNAVAILABLE",
+        _ => "KEEL_ERR_INTERNAL",
+    }
+}
+
+/// Exports `keel_plugin_entry` for the [`Plugin`] type `$ty`. The descriptor leaves id and version empty, so the
+/// host takes both from plugin.yaml (written once); `plugin!(T, id = "x", version = "1.0.0")` states them instead
+/// (they must then equal plugin.yaml's). Use it once per library.
+///
+/// ```
+/// use keel_plugin::{plugin, Activation, Plugin, Result};
+/// struct Counter;
+/// impl Plugin for Counter {
+///     fn activate(_: &mut Activation) -> Result<Counter> {
+///         Ok(Counter)
+///     }
+/// }
+/// plugin!(Counter, id = "counter", version = "0.1.0");
+/// let descriptor = unsafe { &*keel_plugin_entry() };
+/// assert_eq!(unsafe { (descriptor.id.as_str(), descriptor.version.as_str()) }, ("counter", "0.1.0"));
+/// ```
+#[macro_export]
+macro_rules! plugin {
+    ($ty:ty) => {
+        $crate::plugin!($ty, id = "", version = "");
+    };
+    ($ty:ty, id = $id:expr, version = $version:expr) => {
+        unsafe extern "C" fn __keel_plugin_activate(host: *const $crate::sys::KeelHost, ctx: *mut $crate::sys::KeelCtx) -> i32 {
+            $crate::__private::activate::<$ty>(host, ctx)
+        }
+        unsafe extern "C" fn __keel_plugin_deactivate(host: *const $crate::sys::KeelHost, ctx: *mut $crate::sys::KeelCtx) -> i32 {
+            $crate::__private::deactivate(host, ctx)
+        }
+        static __KEEL_PLUGIN_DESCRIPTOR: $crate::sys::KeelPlugin =
+            $crate::__private::descriptor($id, $version, __keel_plugin_activate, __keel_plugin_deactivate);
+        /// The one exported symbol: the host calls it once per loaded copy of the library.
+        #[no_mangle]
+        pub extern "C" fn keel_plugin_entry() -> *const $crate::sys::KeelPlugin {
+            &__KEEL_PLUGIN_DESCRIPTOR
+        }
+    };
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::boundary::{activate, deactivate, descriptor};
+}
