@@ -116,6 +116,9 @@ struct DevLoopTests {
         try Self.save(project, greeting: "ahoy")
         try await dev.waitFor("reloaded \(Self.id) 0.1.0 in ")
         #expect(try await HTTPProbe.get("http://127.0.0.1:\(port)/ext/\(Self.id)/hello/ci") == "ahoy, ci, from \(Self.id)\n")
+        for (total, build, reload) in Self.figures(dev.output.value) {
+            print("keel dev (C, --serve): save to serving \(total) ms, build \(build) ms, reload \(reload) ms")
+        }
         #expect(dev.interrupt() == 0, "\(dev.output.value)\(dev.errors.value)")
     }
 
