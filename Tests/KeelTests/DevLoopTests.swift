@@ -22,12 +22,17 @@ struct DevLoopTests {
         return (project, PluginKitTests.buildEnvironment(prefix: prefix))
     }
 
-    /// Saves src/plugin.c with the route's greeting replaced (and, with `broken`, a missing semicolon).
-    static func save(_ project: String, greeting: String, broken: Bool = false) throws {
+    /// Saves src/plugin.c with the route's greeting replaced (and, with `broken`, a missing semicolon; with `logs`,
+    /// a log line from activate).
+    static func save(_ project: String, greeting: String, broken: Bool = false, logs: String? = nil) throws {
         let path = project + "/src/plugin.c"
         let template = try String(contentsOfFile: project + "/.template.c", encoding: .utf8)
         var text = template.replacingOccurrences(of: "\"hello, %.*s, from", with: "\"\(greeting), %.*s, from")
         if broken { text = text.replacingOccurrences(of: "return http->register_route(ctx, &route);", with: "return http->register_route(ctx, &route)") }
+        if let logs {
+            let anchor = "    const keel_host_http *http = host->get_service"
+            text = text.replacingOccurrences(of: anchor, with: "    host->log(ctx, KEEL_LOG_INFO, keel_cstr(\"\(logs)\"));\n" + anchor)
+        }
         try text.write(toFile: path, atomically: true, encoding: .utf8)
     }
 
@@ -99,7 +104,7 @@ struct DevLoopTests {
         #expect(dev.output.value.hasSuffix("keel dev: stopped\n"), "\(dev.output.value)")
     }
 
-    @Test("keel dev --serve serves the project in its own process and reloads it on a save")
+    @Test("keel dev --serve serves the project in its own process, reloads it on a save and shows the plugin's log lines")
     func serveInProcess() async throws {
         let (project, env) = try Self.makeProject()
         try FileManager.default.copyItem(atPath: project + "/src/plugin.c", toPath: project + "/.template.c")
@@ -113,9 +118,11 @@ struct DevLoopTests {
             .flatMap { Int(text[$0].split(separator: ":").last ?? "") }, "\(text)")
         let answer = try await HTTPProbe.get("http://127.0.0.1:\(port)/ext/\(Self.id)/hello/ci")
         #expect(answer == "hello, ci, from \(Self.id)\n")
-        try Self.save(project, greeting: "ahoy")
+        try Self.save(project, greeting: "ahoy", logs: "ahoy is active")
         try await dev.waitFor("reloaded \(Self.id) 0.1.0 in ")
         #expect(try await HTTPProbe.get("http://127.0.0.1:\(port)/ext/\(Self.id)/hello/ci") == "ahoy, ci, from \(Self.id)\n")
+        // The plugin's own log lines are shown.
+        #expect(dev.errors.value.contains("keel: info: [\(Self.id)] ahoy is active"), "\(dev.errors.value)")
         for (total, build, reload) in Self.figures(dev.output.value) {
             print("keel dev (C, --serve): save to serving \(total) ms, build \(build) ms, reload \(reload) ms")
         }
