@@ -48,7 +48,15 @@ struct DevLoop: Sendable {
     var id: String
     var buildCommand: String
     var pluginsDirectory: String
+    /// The host's state file (absolute).
+    var stateFile: String
     var host: any DevHost
+
+    /// The host's files, which a project may hold (`keel dev` run with the default `./plugins`): never sources.
+    var hostFiles: [String] {
+        let stateFolder = URL(fileURLWithPath: stateFile).deletingLastPathComponent().path
+        return [pluginsDirectory, stateFolder + "/generations"] + ["", "-wal", "-shm", "-journal", ".lock"].map { stateFile + $0 }
+    }
 
     var bundle: String { project + "/bundle/" + id }
     var installed: String { pluginsDirectory + "/" + id }

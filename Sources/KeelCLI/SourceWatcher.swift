@@ -12,7 +12,8 @@ import Synchronization
 /// It watches the root and every folder below it except build outputs and tool folders (`bundle`, `build`,
 /// `target`, `node_modules`, and hidden ones such as `.build` and `.git`), so the project's own build never
 /// triggers a rebuild. A save counts when a file is written and closed, moved in, moved away or removed; editor
-/// droppings (hidden files, `~` backups, `.swp`, vim's `4913` probe) do not. New folders get their own watch.
+/// droppings (hidden files, `~` backups, `.swp`, vim's `4913` probe) do not, nor anything under `excluded` (absolute
+/// paths: the host's plugin folder and state files, when they lie inside the project). New folders get their own watch.
 /// `stop()` ends the thread within 50 ms.
 final class SourceWatcher: Sendable {
     static let skippedFolders: Set<String> = ["bundle", "build", "target", "node_modules"]
@@ -20,15 +21,17 @@ final class SourceWatcher: Sendable {
 
     private let inotify: Inotify
     private let root: String
+    private let excluded: Set<String> // relative to the root
     private let quiet: Duration
     private let onBurst: @Sendable (ContinuousClock.Instant, [String]) -> Void
     private let running = Atomic<Bool>(true)
     private let watches = Mutex<[Int32: String]>([:]) // wd → folder relative to the root ("" for the root)
 
     /// - Throws: `CLIError` naming the folder when inotify is unavailable or the root cannot be watched.
-    init(root: String, quiet: Duration = .milliseconds(60),
+    init(root: String, excluding excluded: [String] = [], quiet: Duration = .milliseconds(60),
          onBurst: @escaping @Sendable (ContinuousClock.Instant, [String]) -> Void) throws {
         self.root = root
+        self.excluded = Set(excluded.compactMap { path in path.hasPrefix(root + "/") ? String(path.dropFirst(root.count + 1)) : nil })
         self.quiet = quiet
         self.onBurst = onBurst
         do { inotify = try Inotify() } catch { throw CLIError("\(root): \(error.description)") }
@@ -59,7 +62,8 @@ final class SourceWatcher: Sendable {
     }
 
     private func isWatchedFolder(_ parent: String, _ name: String) -> Bool {
-        guard !Self.ignored(name), !(parent.isEmpty && Self.skippedFolders.contains(name)) else { return false }
+        let relative = parent.isEmpty ? name : parent + "/" + name
+        guard !Self.ignored(name), !(parent.isEmpty && Self.skippedFolders.contains(name)), !excluded.contains(relative) else { return false }
         var isDirectory: ObjCBool = false
         let path = root + "/" + (parent.isEmpty ? name : parent + "/" + name)
         return FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && isDirectory.boolValue
@@ -102,6 +106,7 @@ final class SourceWatcher: Sendable {
         if event.mask & UInt32(IN_IGNORED) != 0 { watches.withLock { _ = $0.removeValue(forKey: event.watch) } }
         guard let folder = watches.withLock({ $0[event.watch] }), !event.name.isEmpty, !Self.ignored(event.name) else { return nil }
         let path = folder.isEmpty ? event.name : folder + "/" + event.name
+        guard !excluded.contains(path) else { return nil }
         let isCreate = event.mask & UInt32(IN_CREATE) != 0
         if event.mask & UInt32(IN_ISDIR) != 0 {
             if folder.isEmpty && Self.skippedFolders.contains(event.name) { return nil }

@@ -108,9 +108,11 @@ struct DevLoopTests {
     func serveInProcess() async throws {
         let (project, env) = try Self.makeProject()
         try FileManager.default.copyItem(atPath: project + "/src/plugin.c", toPath: project + "/.template.c")
-        let host = TestEnvironment.makeTemporaryDirectory("dev-serve")
-        let dev = try ChildProcess(PluginKitTests.keel, ["dev", project, "--serve", "--port", "0", "--plugins", host + "/plugins", "--state", host + "/state.db"],
-                                   environment: env.merging(["KEEL_ADMIN_TOKEN": ServerProcess.token]) { $1 })
+        // Run inside the project with the default plugin folder (./plugins) and a state file there: the host's
+        // files in the project are not sources (no rebuild when the bundle is copied or the state written).
+        let dev = try ChildProcess(PluginKitTests.keel, ["dev", "--serve", "--port", "0", "--state", "state.db"],
+                                   environment: env.merging(["KEEL_ADMIN_TOKEN": ServerProcess.token, "KEEL_PLUGINS_DIR": ""]) { $1 },
+                                   currentDirectory: project)
         defer { dev.stop() }
         try await dev.waitFor("watching \(project)")
         let text = dev.output.value
@@ -123,6 +125,9 @@ struct DevLoopTests {
         #expect(try await HTTPProbe.get("http://127.0.0.1:\(port)/ext/\(Self.id)/hello/ci") == "ahoy, ci, from \(Self.id)\n")
         // The plugin's own log lines are shown.
         #expect(dev.errors.value.contains("keel: info: [\(Self.id)] ahoy is active"), "\(dev.errors.value)")
+        #expect(FileManager.default.fileExists(atPath: project + "/plugins/\(Self.id)/plugin.yaml"))
+        try await Task.sleep(for: .milliseconds(400))
+        #expect(dev.output.value.components(separatedBy: "building \(Self.id)").count - 1 == 1, "one save, one build: \(dev.output.value)")
         for (total, build, reload) in Self.figures(dev.output.value) {
             print("keel dev (C, --serve): save to serving \(total) ms, build \(build) ms, reload \(reload) ms")
         }
@@ -148,8 +153,9 @@ final class ChildProcess: Sendable {
     let output = LockedText()
     let errors = LockedText()
 
-    init(_ executable: String, _ arguments: [String], environment: [String: String]) throws {
+    init(_ executable: String, _ arguments: [String], environment: [String: String], currentDirectory: String? = nil) throws {
         process.executableURL = URL(fileURLWithPath: executable)
+        if let currentDirectory { process.currentDirectoryURL = URL(fileURLWithPath: currentDirectory) }
         process.arguments = arguments
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         let out = Pipe(), err = Pipe()

@@ -49,14 +49,15 @@ extension KeelCommand {
                 let id: String
                 do { id = try ManifestLoader().load(path: manifestPath).0.id } catch { throw CLIError(error) }
                 let plugins = URL(fileURLWithPath: absolute(options.pluginsDirectory)).standardizedFileURL.path
+                let stateFile = URL(fileURLWithPath: absolute(options.stateFile)).standardizedFileURL.path
                 if let server = options.runningServer {
                     let loop = DevLoop(project: project, id: id, buildCommand: build, pluginsDirectory: plugins,
-                                       host: RunningServerHost(state: try options.openState()))
+                                       stateFile: stateFile, host: RunningServerHost(state: try options.openState()))
                     say("keel dev: \(id) in \(project) → \(plugins)/\(id), reloaded in the running server (\(server))")
                     let signals = StopSignal()
                     try await Self.watchUntilStopped(loop) { await signals.stopped() }
                 } else if serve {
-                    try await serveAndWatch(id: id, project: project, plugins: plugins)
+                    try await serveAndWatch(id: id, project: project, plugins: plugins, stateFile: stateFile)
                 } else {
                     throw CLIError("no keel server runs on \(options.stateFile): start `keel serve` with the same --plugins and --state, or pass --serve to serve in this process")
                 }
@@ -68,7 +69,7 @@ extension KeelCommand {
         static func watchUntilStopped(_ loop: DevLoop, until stopped: () async -> Void) async throws {
             let (bursts, feed) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
             let pending = PendingSaves()
-            let watcher = try SourceWatcher(root: loop.project) { at, changed in
+            let watcher = try SourceWatcher(root: loop.project, excluding: loop.hostFiles) { at, changed in
                 pending.add(at: at, changed)
                 feed.yield()
             }
@@ -91,7 +92,7 @@ extension KeelCommand {
 
         /// `--serve`: a kernel and an HTTP server of this process (as `keel serve` makes them, without the plugin
         /// folder watcher: this loop reloads), serving until SIGINT or SIGTERM; the dev loop reloads into it.
-        private func serveAndWatch(id: String, project: String, plugins: String) async throws {
+        private func serveAndWatch(id: String, project: String, plugins: String, stateFile: String) async throws {
             let lock = try ServerLock(stateFile: options.stateFile, info: "starting (keel dev --serve)")
             try KeelCommand.Serve.requirePortFree(host: host, port: port)
             let onlyID = id, verbose = options.verbose
@@ -105,7 +106,8 @@ extension KeelCommand {
             let token = AdminToken(state: kernel.state)
             if let fresh = try token.ensure() { say("admin token (shown once; `keel token reset` makes a new one): \(fresh)") }
             let server = KeelServer(kernel: kernel, token: token, configuration: ServerConfiguration(host: host, port: port))
-            let loop = DevLoop(project: project, id: id, buildCommand: build, pluginsDirectory: plugins, host: InProcessHost(kernel: kernel))
+            let loop = DevLoop(project: project, id: id, buildCommand: build, pluginsDirectory: plugins, stateFile: stateFile,
+                               host: InProcessHost(kernel: kernel))
             let host = self.host
             let served = Task {
                 do {
