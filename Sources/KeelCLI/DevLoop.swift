@@ -19,8 +19,13 @@ protocol DevHost: Sendable {
 /// A `keel serve` on the same state file, reached through the command queue the CLI uses (`RemoteControl`).
 struct RunningServerHost: DevHost {
     let state: StateStore
+    let stateFile: String
 
+    /// - Throws: `CLIError` at once when the server has stopped (rather than waiting out the queue's time-out).
     func execute(_ command: KernelCommand) async throws {
+        guard ServerLock.running(stateFile: stateFile) != nil else {
+            throw CLIError("the keel server on \(stateFile) has stopped; start it again (the next save reloads into it)")
+        }
         // A new build is probed in a child process first, which may take up to 10 s.
         try await RemoteControl.submit(command, state: state, timeout: .seconds(15))
     }
@@ -97,6 +102,8 @@ struct DevLoop: Sendable {
             }
             say("\(active ? "reloaded" : "enabled") \(id) \(after?.version ?? "") in \(Self.ms(clock.now - savedAt)) ms "
                 + "(build \(Self.ms(buildTime)) ms, reload \(Self.ms(reloadTime)) ms)")
+        } catch let error as CLIError {
+            say("not reloaded: \(error.description); waiting for the next save")
         } catch {
             say("reload failed: \(ErrorText.describe(error)); the host keeps serving the last good build; waiting for the next save")
         }

@@ -99,6 +99,11 @@ struct DevLoopTests {
             print("keel dev (C, running server): save to serving \(total) ms, build \(build) ms, reload \(reload) ms")
         }
 
+        // The server stops: a save says so at once (no wait for the command queue's time-out).
+        #expect(server.stop() == 0)
+        try Self.save(project, greeting: "gone")
+        try await dev.waitFor("not reloaded: the keel server on \(host)/state.db has stopped; start it again", seconds: 5)
+
         // Ctrl-C stops it cleanly.
         #expect(dev.interrupt() == 0, "\(dev.output.value)\(dev.errors.value)")
         #expect(dev.output.value.hasSuffix("keel dev: stopped\n"), "\(dev.output.value)")

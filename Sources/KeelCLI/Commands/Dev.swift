@@ -52,8 +52,9 @@ extension KeelCommand {
                 let stateFile = URL(fileURLWithPath: absolute(options.stateFile)).standardizedFileURL.path
                 if let server = options.runningServer {
                     let loop = DevLoop(project: project, id: id, buildCommand: build, pluginsDirectory: plugins,
-                                       stateFile: stateFile, host: RunningServerHost(state: try options.openState()))
-                    say("keel dev: \(id) in \(project) → \(plugins)/\(id), reloaded in the running server (\(server))")
+                                       stateFile: stateFile, host: RunningServerHost(state: try options.openState(), stateFile: options.stateFile))
+                    say("keel dev: \(id) in \(project) → \(plugins)/\(id), reloaded in the running server (\(server))"
+                        + (serve ? "; --serve is not needed" : ""))
                     let signals = StopSignal()
                     try await Self.watchUntilStopped(loop) { await signals.stopped() }
                 } else if serve {
