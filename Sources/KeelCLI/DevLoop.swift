@@ -139,39 +139,71 @@ final class PendingSaves: Sendable {
 }
 
 /// The project's build command, run through `/bin/sh -c` in the project folder, with standard output and error
-/// in one stream (the compiler's messages in the order it wrote them). `stop()` ends the build that runs.
+/// in one stream (the compiler's messages in the order it wrote them). The build runs in a process group of its own,
+/// with every signal unblocked and at its default action (this process ignores SIGINT and blocks others on its
+/// threads, which a child would otherwise inherit), so `stop()` ends it and everything it started.
 enum BuildProcess {
-    private static let running = Atomic<Int32>(0)
+    private static let running = Atomic<Int32>(0) // the build's process group, 0 when none runs
 
     static func run(_ command: String, in folder: String) async -> (status: Int32, output: String) {
         await withCheckedContinuation { (done: CheckedContinuation<(status: Int32, output: String), Never>) in
             // Its own thread: reading the pipe to its end and waiting for the exit both block.
-            Thread.detachNewThread {
-                let process = Process()
-                process.executableURL = URL(fileURLWithPath: "/bin/sh")
-                process.arguments = ["-c", command]
-                process.currentDirectoryURL = URL(fileURLWithPath: folder)
-                let pipe = Pipe()
-                process.standardOutput = pipe
-                process.standardError = pipe
-                process.standardInput = FileHandle.nullDevice
-                do { try process.run() } catch {
-                    done.resume(returning: (127, "cannot run /bin/sh -c \(command): \(ErrorText.describe(error))"))
-                    return
-                }
-                running.store(process.processIdentifier, ordering: .releasing)
-                let data = pipe.fileHandleForReading.readDataToEndOfFile()
-                process.waitUntilExit()
-                running.store(0, ordering: .releasing)
-                done.resume(returning: (process.terminationStatus, String(decoding: data, as: UTF8.self)))
-            }
+            Thread.detachNewThread { done.resume(returning: spawn(command, in: folder)) }
         }
     }
 
-    /// Sends SIGTERM to the running build, if one runs.
+    /// Sends SIGTERM to the running build's process group (make and its compilers), if one runs.
     static func stop() {
-        let pid = running.load(ordering: .acquiring)
-        if pid > 0 { kill(pid, SIGTERM) }
+        let group = running.load(ordering: .acquiring)
+        if group > 0 { killpg(group, SIGTERM) }
+    }
+
+    private static func spawn(_ command: String, in folder: String) -> (status: Int32, output: String) {
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { return (127, "cannot run the build: \(ErrorText.plain(errno: errno))") }
+        // Not inherited by other children of this process (a probe started meanwhile would hold the pipe open).
+        for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, fds[1], 2)
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var none = sigset_t(), all = sigset_t()
+        sigemptyset(&none)
+        sigfillset(&all)
+        posix_spawnattr_setsigmask(&attributes, &none)
+        posix_spawnattr_setsigdefault(&attributes, &all)
+        posix_spawnattr_setpgroup(&attributes, 0)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP))
+        // In the project folder: the shell changes there, then runs the command as `sh -c` would.
+        let words = ["/bin/sh", "-c", "cd -- \"$1\" && eval \"$2\"", "keel-dev-build", folder, command]
+        let argv: [UnsafeMutablePointer<CChar>?] = words.map { strdup($0) } + [nil]
+        defer { for a in argv { free(a) } }
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, "/bin/sh", &actions, &attributes, argv, environ)
+        close(fds[1])
+        guard spawned == 0 else {
+            close(fds[0])
+            return (127, "cannot run /bin/sh -c \(command) in \(folder): \(ErrorText.plain(errno: spawned))")
+        }
+        running.store(pid, ordering: .releasing)
+        var output = [UInt8]()
+        var buffer = [UInt8](repeating: 0, count: 16 * 1024)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(fds[0], $0.baseAddress, $0.count) }
+            if n > 0 { output += buffer[0..<n] } else if n < 0 && errno == EINTR { continue } else { break }
+        }
+        close(fds[0])
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        running.store(0, ordering: .releasing)
+        // Exited: the code; ended by a signal: 128 + the signal, as a shell reports it.
+        let code = status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        return (code, String(decoding: output, as: UTF8.self))
     }
 }
 

@@ -139,6 +139,32 @@ struct DevLoopTests {
         #expect(dev.interrupt() == 0, "\(dev.output.value)\(dev.errors.value)")
     }
 
+    @Test("Ctrl-C during a build ends the build and the processes it started")
+    func interruptEndsTheBuild() async throws {
+        let (project, env) = try Self.makeProject()
+        let host = TestEnvironment.makeTemporaryDirectory("dev-stop")
+        // A build that starts a process of its own and waits for it (as make waits for cc).
+        let dev = try ChildProcess(PluginKitTests.keel, ["dev", project, "--build", "sleep 30 & echo $! > .sleeper; wait", "--serve", "--port", "0",
+                                                         "--plugins", host + "/plugins", "--state", host + "/state.db"], environment: env)
+        defer { dev.stop() }
+        let deadline = Date().addingTimeInterval(10)
+        var sleeper: Int32?
+        while sleeper == nil && Date() < deadline {
+            sleeper = (try? String(contentsOfFile: project + "/.sleeper", encoding: .utf8)).flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let pid = try #require(sleeper, "the build did not start: \(dev.output.value)\(dev.errors.value)")
+        #expect(dev.interrupt() == 0, "\(dev.output.value)\(dev.errors.value)")
+        // Gone (or a zombie waiting for its new parent to reap it), well before its 30 s.
+        let ended = Date().addingTimeInterval(5)
+        func running() -> Bool {
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return false }
+            return !stat[stat.index(after: close)...].hasPrefix(" Z")
+        }
+        while running() && Date() < ended { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(!running(), "the build's own process \(pid) still runs")
+    }
+
     @Test("keel dev refuses a folder that is not a plugin project, and a state file no server runs on, with one line each")
     func refusesBadInput() throws {
         let empty = TestEnvironment.makeTemporaryDirectory("dev-empty")

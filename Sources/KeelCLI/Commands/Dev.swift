@@ -94,6 +94,8 @@ extension KeelCommand {
         /// `--serve`: a kernel and an HTTP server of this process (as `keel serve` makes them, without the plugin
         /// folder watcher: this loop reloads), serving until SIGINT or SIGTERM; the dev loop reloads into it.
         private func serveAndWatch(id: String, project: String, plugins: String, stateFile: String) async throws {
+            // Signals are taken first: a Ctrl-C before the server listens must not end the process half-way.
+            let signals = StopSignal()
             let lock = try ServerLock(stateFile: options.stateFile, info: "starting (keel dev --serve)")
             try KeelCommand.Serve.requirePortFree(host: host, port: port)
             let onlyID = id, verbose = options.verbose
@@ -111,6 +113,7 @@ extension KeelCommand {
                                host: InProcessHost(kernel: kernel))
             let host = self.host
             let served = Task {
+                defer { signals.stop() } // a server that ends by itself (its port taken) ends the loop too
                 do {
                     try await server.run { port in
                         lock.update("http://\(host):\(port)")
@@ -123,8 +126,11 @@ extension KeelCommand {
                     return "cannot serve on \(host):\(port): \(ErrorText.describe(error))"
                 }
             }
-            // The server stops on SIGINT/SIGTERM by itself (gracefully); the loop stops when it has.
-            try await Self.watchUntilStopped(loop) { _ = await served.value }
+            try await Self.watchUntilStopped(loop) { await signals.stopped() }
+            // The server stops gracefully on SIGINT/SIGTERM by itself, and on cancellation when the signal came
+            // before it listened.
+            served.cancel()
+            _ = await served.value
             await kernel.shutdown()
             _ = lock
             if let message = await served.value { throw CLIError(message) }
@@ -133,7 +139,7 @@ extension KeelCommand {
 }
 
 /// SIGINT and SIGTERM, noted instead of ending the process, for `keel dev` to stop cleanly; `stopped()` returns once
-/// one arrived. `@unchecked Sendable` only for `sources`, which `init` fills and nothing changes afterwards (kept to
+/// one arrived (or `stop()` was called). `@unchecked Sendable` only for `sources`, which `init` fills and nothing changes afterwards (kept to
 /// keep the signal sources alive); the waiters are behind a `Mutex`.
 final class StopSignal: @unchecked Sendable {
     private let state = Mutex<(signalled: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
@@ -143,13 +149,14 @@ final class StopSignal: @unchecked Sendable {
         for number in [SIGINT, SIGTERM] {
             signal(number, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
-            source.setEventHandler { [weak self] in self?.fire() }
+            source.setEventHandler { [weak self] in self?.stop() }
             source.resume()
             sources.append(source)
         }
     }
 
-    private func fire() {
+    /// Ends the wait as a signal would.
+    func stop() {
         let waiters = state.withLock { s in
             s.signalled = true
             defer { s.waiters = [] }
