@@ -82,7 +82,7 @@ let package = Package(
         .executableTarget(name: "KeelEmbed", path: "BuildTools/KeelEmbed"),
         .plugin(name: "EmbedSDK", capability: .buildTool(), dependencies: ["KeelEmbed"], path: "BuildTools/EmbedSDK"),
         .executableTarget(name: "KeelCLI", dependencies: [
-            "Keel", "KeelHTTP",
+            "Keel", "KeelHTTP", "KeelSystem",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], plugins: ["EmbedSDK"]),
 

@@ -1,0 +1,178 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import ArgumentParser
+import Dispatch
+import Foundation
+import Keel
+import KeelHTTP
+import KeelManifest
+import NIOCore
+import Synchronization
+
+extension KeelCommand {
+    /// `keel dev [DIR]`: the plugin author's loop. Watches the project's sources, rebuilds on each save, copies the
+    /// bundle into the host's plugin folder and reloads it, and prints the time from the save to serving.
+    struct Dev: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Rebuild and hot-reload a plugin project on every save (the author's edit-build-reload loop).",
+            discussion: """
+                DIR is a plugin project (`keel new`: a Makefile and plugin.yaml). On each save under DIR (build \
+                outputs and hidden folders aside) it runs the build command, copies bundle/ID/ into the plugin folder \
+                (--plugins) and reloads it in the host: a running `keel serve` on the same state file (--state), \
+                through its command queue, or with --serve a server of this process. Each cycle prints the time from \
+                the save to serving; a failed build prints the compiler's output and the host keeps serving the last \
+                good build. Ctrl-C stops.
+                """)
+
+        @OptionGroup var options: GlobalOptions
+        @Argument(help: "The plugin project folder (default: the current folder).", completion: .directory) var dir = "."
+        @Option(help: "The build command, run with /bin/sh -c in DIR; it must produce bundle/ID/.") var build = "make"
+        @Flag(help: "When no server runs on the state file, serve in this process (on --host and --port).") var serve = false
+        @Option(help: "With --serve: the address to listen on.") var host = "127.0.0.1"
+        @Option(help: "With --serve: the port; 0 picks a free one (printed).") var port = ServerConfiguration.defaultPort
+
+        func validate() throws {
+            guard (0...65535).contains(port) else { throw ValidationError("--port \(port) is not a port: use 0...65535 (0 picks a free one)") }
+        }
+
+        func run() async throws {
+            try await reporting {
+                let project = URL(fileURLWithPath: absolute(dir)).standardizedFileURL.path
+                try requireFolder(project, hint: "pass the folder of a plugin project, e.g. one `keel new` made")
+                let manifestPath = project + "/" + ManifestLoader.fileName
+                guard FileManager.default.fileExists(atPath: manifestPath) else {
+                    throw CLIError("\(project): no plugin.yaml; `keel dev` runs in a plugin project (`keel new ID --lang c` makes one)")
+                }
+                if build == "make" && !["Makefile", "makefile", "GNUmakefile"].contains(where: { FileManager.default.fileExists(atPath: project + "/" + $0) }) {
+                    throw CLIError("\(project): no Makefile; pass --build with the command that builds bundle/ID/")
+                }
+                let id: String
+                do { id = try ManifestLoader().load(path: manifestPath).0.id } catch { throw CLIError(error) }
+                let plugins = URL(fileURLWithPath: absolute(options.pluginsDirectory)).standardizedFileURL.path
+                let stateFile = URL(fileURLWithPath: absolute(options.stateFile)).standardizedFileURL.path
+                if let server = options.runningServer {
+                    let loop = DevLoop(project: project, id: id, buildCommand: build, pluginsDirectory: plugins,
+                                       stateFile: stateFile, host: RunningServerHost(state: try options.openState(), stateFile: options.stateFile))
+                    say("keel dev: \(id) in \(project) → \(plugins)/\(id), reloaded in the running server (\(server))"
+                        + (serve ? "; --serve is not needed" : ""))
+                    let signals = StopSignal()
+                    try await Self.watchUntilStopped(loop) { await signals.stopped() }
+                } else if serve {
+                    try await serveAndWatch(id: id, project: project, plugins: plugins, stateFile: stateFile)
+                } else {
+                    throw CLIError("no keel server runs on \(options.stateFile): start `keel serve` with the same --plugins and --state, or pass --serve to serve in this process")
+                }
+            }
+        }
+
+        /// Builds once, then rebuilds on each burst of saves until `stopped` returns (Ctrl-C); a build running then is
+        /// ended. Watching starts before the first build, so a save during it is not lost.
+        static func watchUntilStopped(_ loop: DevLoop, until stopped: () async -> Void) async throws {
+            let (bursts, feed) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+            let pending = PendingSaves()
+            let watcher = try SourceWatcher(root: loop.project, excluding: loop.hostFiles) { at, changed in
+                pending.add(at: at, changed)
+                feed.yield()
+            }
+            let work = Task {
+                await loop.cycle(savedAt: ContinuousClock.now, changed: [])
+                say("watching \(loop.project) (Ctrl-C to stop)")
+                for await _ in bursts {
+                    guard let burst = pending.take() else { continue }
+                    await loop.cycle(savedAt: burst.at, changed: burst.changed)
+                }
+            }
+            await stopped()
+            // Not waited for: a reload the host is executing finishes there on its own.
+            watcher.stop()
+            feed.finish()
+            BuildProcess.stop()
+            work.cancel()
+            say("keel dev: stopped")
+        }
+
+        /// `--serve`: a kernel and an HTTP server of this process (as `keel serve` makes them, without the plugin
+        /// folder watcher: this loop reloads), serving until SIGINT or SIGTERM; the dev loop reloads into it.
+        private func serveAndWatch(id: String, project: String, plugins: String, stateFile: String) async throws {
+            // Signals are taken first: a Ctrl-C before the server listens must not end the process half-way.
+            let signals = StopSignal()
+            let lock = try ServerLock(stateFile: options.stateFile, info: "starting (keel dev --serve)")
+            try KeelCommand.Serve.requirePortFree(host: host, port: port)
+            let onlyID = id, verbose = options.verbose
+            // The plugin's own log lines always; the kernel's and other plugins' warnings and errors; all with -v.
+            let kernel = try options.makeKernel { configuration in
+                configuration.log = { record in
+                    if verbose || record.pluginID == onlyID || record.level >= .warn { KernelConfiguration.standardErrorLog(record) }
+                }
+            }
+            await kernel.start()
+            let token = AdminToken(state: kernel.state)
+            if let fresh = try token.ensure() { say("admin token (shown once; `keel token reset` makes a new one): \(fresh)") }
+            let server = KeelServer(kernel: kernel, token: token, configuration: ServerConfiguration(host: host, port: port))
+            let loop = DevLoop(project: project, id: id, buildCommand: build, pluginsDirectory: plugins, stateFile: stateFile,
+                               host: InProcessHost(kernel: kernel))
+            let host = self.host
+            let served = Task {
+                defer { signals.stop() } // a server that ends by itself (its port taken) ends the loop too
+                do {
+                    try await server.run { port in
+                        lock.update("http://\(host):\(port)")
+                        say("keel dev: serving on http://\(host):\(port) (in this process; state \(kernel.configuration.stateFile))")
+                    }
+                    return nil as String?
+                } catch let error as IOError where error.errnoCode == EADDRINUSE {
+                    return KeelCommand.Serve.portInUse(host: host, port: port).description
+                } catch {
+                    return "cannot serve on \(host):\(port): \(ErrorText.describe(error))"
+                }
+            }
+            try await Self.watchUntilStopped(loop) { await signals.stopped() }
+            // The server stops gracefully on SIGINT/SIGTERM by itself, and on cancellation when the signal came
+            // before it listened.
+            served.cancel()
+            _ = await served.value
+            await kernel.shutdown()
+            _ = lock
+            if let message = await served.value { throw CLIError(message) }
+        }
+    }
+}
+
+/// SIGINT and SIGTERM, noted instead of ending the process, for `keel dev` to stop cleanly; `stopped()` returns once
+/// one arrived (or `stop()` was called). `@unchecked Sendable` only for `sources`, which `init` fills and nothing changes afterwards (kept to
+/// keep the signal sources alive); the waiters are behind a `Mutex`.
+final class StopSignal: @unchecked Sendable {
+    private let state = Mutex<(signalled: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+    private var sources: [DispatchSourceSignal] = []
+
+    init() {
+        for number in [SIGINT, SIGTERM] {
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler { [weak self] in self?.stop() }
+            source.resume()
+            sources.append(source)
+        }
+    }
+
+    /// Ends the wait as a signal would.
+    func stop() {
+        let waiters = state.withLock { s in
+            s.signalled = true
+            defer { s.waiters = [] }
+            return s.waiters
+        }
+        for w in waiters { w.resume() }
+    }
+
+    /// Returns when SIGINT or SIGTERM has arrived.
+    func stopped() async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let now = state.withLock { s in
+                if !s.signalled { s.waiters.append(c) }
+                return s.signalled
+            }
+            if now { c.resume() }
+        }
+    }
+}

@@ -1,0 +1,241 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import Glibc
+import Keel
+import KeelManifest
+import Synchronization
+
+/// The host `keel dev` reloads into: a running `keel serve` (through its command queue, as every CLI command
+/// reaches it), or a kernel of this process (`keel dev --serve`). Either way the kernel executes the change; the
+/// CLI never writes the state store itself.
+protocol DevHost: Sendable {
+    /// Executes `command` in the host's kernel. - Throws: `KernelError` with the kernel's reason.
+    func execute(_ command: KernelCommand) async throws
+    /// The host's current view of plugin `id`, nil when it does not know it.
+    func plugin(_ id: String) async throws -> PluginInfo?
+}
+
+/// A `keel serve` on the same state file, reached through the command queue the CLI uses (`RemoteControl`).
+struct RunningServerHost: DevHost {
+    let state: StateStore
+    let stateFile: String
+
+    /// - Throws: `CLIError` at once when the server has stopped (rather than waiting out the queue's time-out).
+    func execute(_ command: KernelCommand) async throws {
+        guard ServerLock.running(stateFile: stateFile) != nil else {
+            throw CLIError("the keel server on \(stateFile) has stopped; start it again (the next save reloads into it)")
+        }
+        // A new build is probed in a child process first, which may take up to 10 s.
+        try await RemoteControl.submit(command, state: state, timeout: .seconds(15))
+    }
+
+    func plugin(_ id: String) async throws -> PluginInfo? {
+        try RemoteControl.livePlugins(state: state).first { $0.id == id }
+    }
+}
+
+/// A kernel of this process (`keel dev --serve`).
+struct InProcessHost: DevHost {
+    let kernel: Kernel
+
+    func execute(_ command: KernelCommand) async throws { _ = try await kernel.execute(command, actor: "dev") }
+
+    func plugin(_ id: String) async throws -> PluginInfo? { try? await kernel.plugin(id) }
+}
+
+/// One plugin project in `keel dev`'s loop: each burst of saves is built with the project's command, the bundle
+/// is copied into the host's plugin folder and reloaded, and the time from the save to serving is printed.
+/// Cycles run one at a time on the caller's task; saves during a cycle make one more cycle after it.
+struct DevLoop: Sendable {
+    /// The project folder (absolute), its plugin id, and where its build puts the bundle.
+    var project: String
+    var id: String
+    var buildCommand: String
+    var pluginsDirectory: String
+    /// The host's state file (absolute).
+    var stateFile: String
+    var host: any DevHost
+
+    /// The host's files, which a project may hold (`keel dev` run with the default `./plugins`): never sources.
+    var hostFiles: [String] {
+        let stateFolder = URL(fileURLWithPath: stateFile).deletingLastPathComponent().path
+        return [pluginsDirectory, stateFolder + "/generations"] + ["", "-wal", "-shm", "-journal", ".lock"].map { stateFile + $0 }
+    }
+
+    var bundle: String { project + "/bundle/" + id }
+    var installed: String { pluginsDirectory + "/" + id }
+
+    /// Builds, installs and (re)loads once. `savedAt` is when the first save of the burst was seen (or the start);
+    /// `changed` names the saved files. Prints one outcome line; build errors are printed with the compiler's output.
+    func cycle(savedAt: ContinuousClock.Instant, changed: [String]) async {
+        let clock = ContinuousClock()
+        if !changed.isEmpty { say("building \(id) (\(Self.describe(changed)) changed)") }
+        let buildStart = clock.now
+        let build = await BuildProcess.run(buildCommand, in: project)
+        let buildTime = clock.now - buildStart
+        guard build.status == 0 else {
+            let text = build.output.hasSuffix("\n") || build.output.isEmpty ? build.output : build.output + "\n"
+            FileHandle.standardOutput.write(Data(text.utf8))
+            say("build failed (`\(buildCommand)` exited with \(build.status) after \(Self.ms(buildTime)) ms); "
+                + "the host keeps serving the last good build; waiting for the next save")
+            return
+        }
+        let reloadStart = clock.now
+        do {
+            guard FileManager.default.fileExists(atPath: bundle + "/" + ManifestLoader.fileName) else {
+                throw CLIError("\(bundle): `\(buildCommand)` made no bundle with a plugin.yaml here")
+            }
+            let copied = try BundleCopy.update(from: bundle, to: installed)
+            let before = try await host.plugin(id)
+            let active = before?.status == .enabled && before?.enabled == true
+            if copied.isEmpty && active {
+                say("\(id): the build changed nothing in the bundle (build \(Self.ms(buildTime)) ms); still serving")
+                return
+            }
+            try await host.execute(active ? .reload(id: id) : .enable(id: id, tenant: nil))
+            let after = try await host.plugin(id)
+            let reloadTime = clock.now - reloadStart
+            if let after, after.status != .enabled {
+                say("\(id) is \(after.status.rawValue): \(after.reason ?? "no reason given"); waiting for the next save")
+                return
+            }
+            say("\(active ? "reloaded" : "enabled") \(id) \(after?.version ?? "") in \(Self.ms(clock.now - savedAt)) ms "
+                + "(build \(Self.ms(buildTime)) ms, reload \(Self.ms(reloadTime)) ms)")
+        } catch let error as CLIError {
+            say("not reloaded: \(error.description); waiting for the next save")
+        } catch {
+            say("reload failed: \(ErrorText.describe(error)); the host keeps serving the last good build; waiting for the next save")
+        }
+    }
+
+    static func ms(_ d: Duration) -> Int {
+        Int(d.components.seconds * 1000 + d.components.attoseconds / 1_000_000_000_000_000)
+    }
+
+    static func describe(_ changed: [String]) -> String {
+        changed.count <= 3 ? changed.joined(separator: ", ") : changed.prefix(3).joined(separator: ", ") + " and \(changed.count - 3) more"
+    }
+}
+
+/// The saves not built yet, merged across bursts: the moment of the first one and the paths. Thread-safe.
+final class PendingSaves: Sendable {
+    private let saves = Mutex<(at: ContinuousClock.Instant, changed: [String])?>(nil)
+
+    func add(at: ContinuousClock.Instant, _ changed: [String]) {
+        saves.withLock { s in
+            let known = s?.changed ?? []
+            s = (s?.at ?? at, known + changed.filter { !known.contains($0) })
+        }
+    }
+
+    /// The pending saves, which are then no longer pending; nil when there are none.
+    func take() -> (at: ContinuousClock.Instant, changed: [String])? {
+        saves.withLock { s in
+            defer { s = nil }
+            return s
+        }
+    }
+}
+
+/// The project's build command, run through `/bin/sh -c` in the project folder, with standard output and error
+/// in one stream (the compiler's messages in the order it wrote them). The build runs in a process group of its own,
+/// with every signal unblocked and at its default action (this process ignores SIGINT and blocks others on its
+/// threads, which a child would otherwise inherit), so `stop()` ends it and everything it started.
+enum BuildProcess {
+    private static let running = Atomic<Int32>(0) // the build's process group, 0 when none runs
+
+    static func run(_ command: String, in folder: String) async -> (status: Int32, output: String) {
+        await withCheckedContinuation { (done: CheckedContinuation<(status: Int32, output: String), Never>) in
+            // Its own thread: reading the pipe to its end and waiting for the exit both block.
+            Thread.detachNewThread { done.resume(returning: spawn(command, in: folder)) }
+        }
+    }
+
+    /// Sends SIGTERM to the running build's process group (make and its compilers), if one runs.
+    static func stop() {
+        let group = running.load(ordering: .acquiring)
+        if group > 0 { killpg(group, SIGTERM) }
+    }
+
+    private static func spawn(_ command: String, in folder: String) -> (status: Int32, output: String) {
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { return (127, "cannot run the build: \(ErrorText.plain(errno: errno))") }
+        // Not inherited by other children of this process (a probe started meanwhile would hold the pipe open).
+        for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, fds[1], 2)
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var none = sigset_t(), all = sigset_t()
+        sigemptyset(&none)
+        sigfillset(&all)
+        posix_spawnattr_setsigmask(&attributes, &none)
+        posix_spawnattr_setsigdefault(&attributes, &all)
+        posix_spawnattr_setpgroup(&attributes, 0)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP))
+        // In the project folder: the shell changes there, then runs the command as `sh -c` would.
+        let words = ["/bin/sh", "-c", "cd -- \"$1\" && eval \"$2\"", "keel-dev-build", folder, command]
+        let argv: [UnsafeMutablePointer<CChar>?] = words.map { strdup($0) } + [nil]
+        defer { for a in argv { free(a) } }
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, "/bin/sh", &actions, &attributes, argv, environ)
+        close(fds[1])
+        guard spawned == 0 else {
+            close(fds[0])
+            return (127, "cannot run /bin/sh -c \(command) in \(folder): \(ErrorText.plain(errno: spawned))")
+        }
+        running.store(pid, ordering: .releasing)
+        var output = [UInt8]()
+        var buffer = [UInt8](repeating: 0, count: 16 * 1024)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(fds[0], $0.baseAddress, $0.count) }
+            if n > 0 { output += buffer[0..<n] } else if n < 0 && errno == EINTR { continue } else { break }
+        }
+        close(fds[0])
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        running.store(0, ordering: .releasing)
+        // Exited: the code; ended by a signal: 128 + the signal, as a shell reports it.
+        let code = status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        return (code, String(decoding: output, as: UTF8.self))
+    }
+}
+
+/// Copies a built bundle into the plugin folder so that the host never sees half a file: each file that differs
+/// is written under a hidden temporary name beside its target and renamed over it (a library the host has mapped
+/// is replaced, never truncated).
+enum BundleCopy {
+    /// Copies the files of `source` that differ from `target`'s; returns their paths relative to the bundle.
+    /// - Throws: `CLIError` naming the file and the reason.
+    static func update(from source: String, to target: String) throws -> [String] {
+        try makeFolder(target)
+        var copied: [String] = []
+        let files = (FileManager.default.enumerator(atPath: source)?.allObjects as? [String] ?? []).sorted()
+        for relative in files {
+            let from = source + "/" + relative, to = target + "/" + relative
+            guard let type = fileType(from) else { continue }
+            if type == S_IFDIR { try makeFolder(to); continue }
+            guard type == S_IFREG else { continue }
+            guard let data = FileManager.default.contents(atPath: from) else { throw CLIError("\(from): cannot be read") }
+            if FileManager.default.contents(atPath: to) == data { continue }
+            let url = URL(fileURLWithPath: to)
+            let temporary = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).dev-\(getpid())").path
+            do { try data.write(to: URL(fileURLWithPath: temporary)) } catch { throw CLIError("\(temporary): \(ErrorText.describe(error))") }
+            var info = stat()
+            if stat(from, &info) == 0 { chmod(temporary, info.st_mode & 0o777) }
+            guard rename(temporary, to) == 0 else {
+                let reason = ErrorText.plain(errno: errno)
+                unlink(temporary)
+                throw CLIError("\(to): \(reason)")
+            }
+            copied.append(relative)
+        }
+        return copied
+    }
+}

@@ -1,0 +1,239 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import Testing
+
+/// `keel dev`, the author's edit-build-reload loop, with the real tools: a `keel new` C project built by `make`
+/// with cc and pkg-config, a real `keel serve` (or `keel dev --serve`), and saves made the way an editor makes
+/// them (a new file renamed over the old one).
+@Suite("keel dev: the author's edit-build-reload loop")
+struct DevLoopTests {
+    static let id = "devloop"
+
+    /// A `keel new` C project whose hello route answers `greeting` instead of "hello".
+    static func makeProject() throws -> (project: String, env: [String: String]) {
+        let prefix = try PluginKitTests.sdk.get()
+        let project = TestEnvironment.makeTemporaryDirectory("dev") + "/project"
+        let created = try TestEnvironment.run(PluginKitTests.keel, ["new", id, "--lang", "c", "--dir", project])
+        try #require(created.status == 0, "\(created.stderr)")
+        return (project, PluginKitTests.buildEnvironment(prefix: prefix))
+    }
+
+    /// Saves src/plugin.c with the route's greeting replaced (and, with `broken`, a missing semicolon; with `logs`,
+    /// a log line from activate).
+    static func save(_ project: String, greeting: String, broken: Bool = false, logs: String? = nil) throws {
+        let path = project + "/src/plugin.c"
+        let template = try String(contentsOfFile: project + "/.template.c", encoding: .utf8)
+        var text = template.replacingOccurrences(of: "\"hello, %.*s, from", with: "\"\(greeting), %.*s, from")
+        if broken { text = text.replacingOccurrences(of: "return http->register_route(ctx, &route);", with: "return http->register_route(ctx, &route)") }
+        if let logs {
+            let anchor = "    const keel_host_http *http = host->get_service"
+            text = text.replacingOccurrences(of: anchor, with: "    host->log(ctx, KEEL_LOG_INFO, keel_cstr(\"\(logs)\"));\n" + anchor)
+        }
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+    }
+
+    /// Asks the route until it answers `text` or `seconds` pass; returns the last answer.
+    static func waitForAnswer(_ server: ServerProcess, _ text: String, seconds: Double = 20) async throws -> String {
+        let deadline = Date().addingTimeInterval(seconds)
+        var last = ""
+        while Date() < deadline {
+            let reply = try await server.request("GET", "/ext/\(id)/hello/ci")
+            last = "\(reply.status) \(reply.text)"
+            if reply.status == 200 && reply.text == text { return reply.text }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        return last
+    }
+
+    /// The save-to-serving figures `keel dev` printed: (total, build, reload) in ms per reload.
+    static func figures(_ output: String) -> [(Int, Int, Int)] {
+        output.split(separator: "\n").compactMap { line in
+            guard line.hasPrefix("reloaded \(id) ") else { return nil }
+            let numbers = line.split(whereSeparator: { !$0.isNumber }).compactMap { Int($0) }
+            // "reloaded devloop 0.1.0 in T ms (build B ms, reload R ms)": the last three numbers.
+            guard numbers.count >= 3 else { return nil }
+            return (numbers[numbers.count - 3], numbers[numbers.count - 2], numbers[numbers.count - 1])
+        }
+    }
+
+    @Test("each save is rebuilt and served by the running server; a broken save shows the compiler's error while the last good build serves on")
+    func saveBuildReloadAgainstRunningServer() async throws {
+        let (project, env) = try Self.makeProject()
+        try FileManager.default.copyItem(atPath: project + "/src/plugin.c", toPath: project + "/.template.c")
+        let host = TestEnvironment.makeTemporaryDirectory("dev-host")
+        try FileManager.default.createDirectory(atPath: host + "/plugins", withIntermediateDirectories: true)
+        let server = try ServerProcess(plugins: host + "/plugins", state: host + "/state.db")
+        defer { server.stop() }
+
+        let dev = try ChildProcess(PluginKitTests.keel, ["dev", project, "--plugins", host + "/plugins", "--state", host + "/state.db"], environment: env)
+        defer { dev.stop() }
+        // The first build is enabled in the server.
+        try await dev.waitFor("watching \(project)")
+        #expect(dev.output.value.contains("enabled \(Self.id) 0.1.0 in "), "\(dev.output.value)\(dev.errors.value)")
+        #expect(try await Self.waitForAnswer(server, "hello, ci, from \(Self.id)\n") == "hello, ci, from \(Self.id)\n")
+
+        // A save: rebuilt, reloaded, served, with the time from the save to serving.
+        try Self.save(project, greeting: "howdy")
+        #expect(try await Self.waitForAnswer(server, "howdy, ci, from \(Self.id)\n") == "howdy, ci, from \(Self.id)\n", "\(dev.output.value)")
+        try await dev.waitFor("reloaded \(Self.id) 0.1.0 in ")
+        #expect(dev.output.value.contains("building \(Self.id) (src/plugin.c changed)"), "\(dev.output.value)")
+
+        // A broken save: the compiler's error is shown, and the last good build keeps serving.
+        try Self.save(project, greeting: "broken", broken: true)
+        try await dev.waitFor("build failed (`make` exited with 2 after ")
+        let shown = dev.output.value
+        // The compiler's own words (gcc quotes with ‘’ in a UTF-8 locale, clang with '').
+        #expect(shown.contains("src/plugin.c:") && shown.contains("error: expected ") && shown.contains(";"), "\(shown)")
+        #expect(shown.contains("the host keeps serving the last good build; waiting for the next save"))
+        #expect(try await Self.waitForAnswer(server, "howdy, ci, from \(Self.id)\n", seconds: 1) == "howdy, ci, from \(Self.id)\n")
+
+        // Fixed: served again.
+        try Self.save(project, greeting: "hiya")
+        #expect(try await Self.waitForAnswer(server, "hiya, ci, from \(Self.id)\n") == "hiya, ci, from \(Self.id)\n", "\(dev.output.value)")
+        try await dev.waitFor("reloaded \(Self.id) 0.1.0 in ", count: 2)
+        for (total, build, reload) in Self.figures(dev.output.value) {
+            print("keel dev (C, running server): save to serving \(total) ms, build \(build) ms, reload \(reload) ms")
+        }
+
+        // The server stops: a save says so at once (no wait for the command queue's time-out).
+        #expect(server.stop() == 0)
+        try Self.save(project, greeting: "gone")
+        try await dev.waitFor("not reloaded: the keel server on \(host)/state.db has stopped; start it again", seconds: 5)
+
+        // Ctrl-C stops it cleanly.
+        #expect(dev.interrupt() == 0, "\(dev.output.value)\(dev.errors.value)")
+        #expect(dev.output.value.hasSuffix("keel dev: stopped\n"), "\(dev.output.value)")
+    }
+
+    @Test("keel dev --serve serves the project in its own process, reloads it on a save and shows the plugin's log lines")
+    func serveInProcess() async throws {
+        let (project, env) = try Self.makeProject()
+        try FileManager.default.copyItem(atPath: project + "/src/plugin.c", toPath: project + "/.template.c")
+        // Run inside the project with the default plugin folder (./plugins) and a state file there: the host's
+        // files in the project are not sources (no rebuild when the bundle is copied or the state written).
+        let dev = try ChildProcess(PluginKitTests.keel, ["dev", "--serve", "--port", "0", "--state", "state.db"],
+                                   environment: env.merging(["KEEL_ADMIN_TOKEN": ServerProcess.token, "KEEL_PLUGINS_DIR": ""]) { $1 },
+                                   currentDirectory: project)
+        defer { dev.stop() }
+        try await dev.waitFor("watching \(project)")
+        let text = dev.output.value
+        let port = try #require(text.range(of: #"serving on http://127\.0\.0\.1:\d+"#, options: .regularExpression)
+            .flatMap { Int(text[$0].split(separator: ":").last ?? "") }, "\(text)")
+        let answer = try await HTTPProbe.get("http://127.0.0.1:\(port)/ext/\(Self.id)/hello/ci")
+        #expect(answer == "hello, ci, from \(Self.id)\n")
+        try Self.save(project, greeting: "ahoy", logs: "ahoy is active")
+        try await dev.waitFor("reloaded \(Self.id) 0.1.0 in ")
+        #expect(try await HTTPProbe.get("http://127.0.0.1:\(port)/ext/\(Self.id)/hello/ci") == "ahoy, ci, from \(Self.id)\n")
+        // The plugin's own log lines are shown.
+        #expect(dev.errors.value.contains("keel: info: [\(Self.id)] ahoy is active"), "\(dev.errors.value)")
+        #expect(FileManager.default.fileExists(atPath: project + "/plugins/\(Self.id)/plugin.yaml"))
+        try await Task.sleep(for: .milliseconds(400))
+        #expect(dev.output.value.components(separatedBy: "building \(Self.id)").count - 1 == 1, "one save, one build: \(dev.output.value)")
+        for (total, build, reload) in Self.figures(dev.output.value) {
+            print("keel dev (C, --serve): save to serving \(total) ms, build \(build) ms, reload \(reload) ms")
+        }
+        #expect(dev.interrupt() == 0, "\(dev.output.value)\(dev.errors.value)")
+    }
+
+    @Test("Ctrl-C during a build ends the build and the processes it started")
+    func interruptEndsTheBuild() async throws {
+        let (project, env) = try Self.makeProject()
+        let host = TestEnvironment.makeTemporaryDirectory("dev-stop")
+        // A build that starts a process of its own and waits for it (as make waits for cc).
+        let dev = try ChildProcess(PluginKitTests.keel, ["dev", project, "--build", "sleep 30 & echo $! > .sleeper; wait", "--serve", "--port", "0",
+                                                         "--plugins", host + "/plugins", "--state", host + "/state.db"], environment: env)
+        defer { dev.stop() }
+        let deadline = Date().addingTimeInterval(10)
+        var sleeper: Int32?
+        while sleeper == nil && Date() < deadline {
+            sleeper = (try? String(contentsOfFile: project + "/.sleeper", encoding: .utf8)).flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let pid = try #require(sleeper, "the build did not start: \(dev.output.value)\(dev.errors.value)")
+        #expect(dev.interrupt() == 0, "\(dev.output.value)\(dev.errors.value)")
+        // Gone (or a zombie waiting for its new parent to reap it), well before its 30 s.
+        let ended = Date().addingTimeInterval(5)
+        func running() -> Bool {
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return false }
+            return !stat[stat.index(after: close)...].hasPrefix(" Z")
+        }
+        while running() && Date() < ended { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(!running(), "the build's own process \(pid) still runs")
+    }
+
+    @Test("keel dev refuses a folder that is not a plugin project, and a state file no server runs on, with one line each")
+    func refusesBadInput() throws {
+        let empty = TestEnvironment.makeTemporaryDirectory("dev-empty")
+        let noProject = try TestEnvironment.run(PluginKitTests.keel, ["dev", empty, "--state", empty + "/state.db"])
+        #expect(noProject.status == 1)
+        #expect(noProject.stderr == "keel: error: \(empty): no plugin.yaml; `keel dev` runs in a plugin project (`keel new ID --lang c` makes one)\n")
+        let (project, _) = try Self.makeProject()
+        let noServer = try TestEnvironment.run(PluginKitTests.keel, ["dev", project, "--state", empty + "/state.db", "--plugins", empty + "/plugins"])
+        #expect(noServer.status == 1)
+        #expect(noServer.stderr == "keel: error: no keel server runs on \(empty)/state.db: start `keel serve` with the same --plugins and --state, or pass --serve to serve in this process\n")
+    }
+}
+
+/// A child process whose output the test reads while it runs.
+final class ChildProcess: Sendable {
+    let process = Process()
+    let output = LockedText()
+    let errors = LockedText()
+
+    init(_ executable: String, _ arguments: [String], environment: [String: String], currentDirectory: String? = nil) throws {
+        process.executableURL = URL(fileURLWithPath: executable)
+        if let currentDirectory { process.currentDirectoryURL = URL(fileURLWithPath: currentDirectory) }
+        process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        let output = self.output, errors = self.errors
+        out.fileHandleForReading.readabilityHandler = { h in output.append(String(decoding: h.availableData, as: UTF8.self)) }
+        err.fileHandleForReading.readabilityHandler = { h in errors.append(String(decoding: h.availableData, as: UTF8.self)) }
+        try process.run()
+    }
+
+    /// Waits until the output holds `text` `count` times (at most `seconds`).
+    func waitFor(_ text: String, count: Int = 1, seconds: Double = 30) async throws {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if output.value.components(separatedBy: text).count - 1 >= count { return }
+            guard process.isRunning else { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw TestFailure("no \"\(text)\" (×\(count)) in: \(output.value)\(errors.value)")
+    }
+
+    /// Sends SIGINT (Ctrl-C) and waits for the exit (at most 15 s, then SIGKILL); returns the exit status.
+    func interrupt() -> Int32 {
+        kill(process.processIdentifier, SIGINT)
+        let deadline = Date().addingTimeInterval(15)
+        while process.isRunning && Date() < deadline { usleep(20_000) }
+        return stop()
+    }
+
+    /// Kills it if it still runs; returns the exit status.
+    @discardableResult
+    func stop() -> Int32 {
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
+    deinit { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+}
+
+/// One plain GET, for a server the test did not start through `ServerProcess`.
+enum HTTPProbe {
+    static func get(_ url: String) async throws -> String {
+        var request = URLRequest(url: try #require(URL(string: url)))
+        request.httpShouldHandleCookies = false
+        let (data, _) = try await URLSession.shared.data(for: request)
+        return String(decoding: data, as: UTF8.self)
+    }
+}
