@@ -19,7 +19,8 @@ import Synchronization
 ///   the body (streamed), and the client's headers as plugins see them (the admin token and the console's page cookie
 ///   removed), without hop-by-hop headers and without any `X-Keel-*` header the client sent; then the host's identity
 ///   headers, signed.
-/// - Connections to upstreams are pooled and kept alive; redirects are passed back, not followed.
+/// - Connections to upstreams are pooled and kept alive (`UpstreamPool` for http, AsyncHTTPClient for https);
+///   redirects are passed back, not followed.
 /// - An upstream that refuses or drops the connection: 502 `upstream-unavailable`; one that sends no response head
 ///   within the declared `timeout` (30 s by default): 504 `upstream-timeout`.
 /// - WebSocket handshakes under a prefix go to `WebSocketProxy` (through `KeelHTTPChannel`), with the same auth
@@ -31,8 +32,6 @@ final class PluginProxy: Sendable {
     let client: HTTPClient
     /// For plain-http upstreams, the usual case (loopback apps): the hot path.
     let pool = UpstreamPool()
-    /// TEMPORARY (measurement): KEEL_PROXY_CLIENT=ahc sends plain-http requests through AsyncHTTPClient too.
-    let plainThroughClient = ProcessInfo.processInfo.environment["KEEL_PROXY_CLIENT"] == "ahc"
     let maxBodySize: Int
     /// Proxy keys by plugin id.
     private let keys = Mutex<[String: String]>([:])
@@ -115,7 +114,7 @@ final class PluginProxy: Sendable {
         let length = request.headers[.contentLength].flatMap(Int64.init)
         let body = bodyless ? nil : LimitedBody(base: request.body, limit: maxBodySize)
         do {
-            if proxy.scheme == "http" && !plainThroughClient {
+            if proxy.scheme == "http" {
                 var head = HTTPRequestHead(version: .http1_1, method: NIOHTTP1.HTTPMethod(rawValue: request.method.rawValue),
                                            uri: target, headers: HTTPHeaders(identity))
                 if let length { head.headers.add(name: "content-length", value: String(length)) }
