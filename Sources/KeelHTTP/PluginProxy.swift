@@ -19,7 +19,8 @@ import Synchronization
 ///   the body (streamed), and the client's headers as plugins see them (the admin token and the console's page cookie
 ///   removed), without hop-by-hop headers and without any `X-Keel-*` header the client sent; then the host's identity
 ///   headers, signed.
-/// - Connections to upstreams are pooled and kept alive; redirects are passed back, not followed.
+/// - Connections to upstreams are pooled and kept alive (`UpstreamPool` for http, AsyncHTTPClient for https);
+///   redirects are passed back, not followed.
 /// - An upstream that refuses or drops the connection: 502 `upstream-unavailable`; one that sends no response head
 ///   within the declared `timeout` (30 s by default): 504 `upstream-timeout`.
 /// - WebSocket handshakes under a prefix go to `WebSocketProxy` (through `KeelHTTPChannel`), with the same auth
@@ -27,7 +28,10 @@ import Synchronization
 /// Thread-safe.
 final class PluginProxy: Sendable {
     let gatekeeper: Gatekeeper
+    /// For https upstreams.
     let client: HTTPClient
+    /// For plain-http upstreams, the usual case (loopback apps): the hot path.
+    let pool = UpstreamPool()
     let maxBodySize: Int
     /// Proxy keys by plugin id.
     private let keys = Mutex<[String: String]>([:])
@@ -43,7 +47,10 @@ final class PluginProxy: Sendable {
         client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }
 
-    func shutdown() async { try? await client.shutdown() }
+    func shutdown() async {
+        pool.shutdown()
+        try? await client.shutdown()
+    }
 
     static let hopByHop: Set<String> = ["connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
                                         "trailer", "transfer-encoding", "upgrade", "host", "content-length"]
@@ -102,30 +109,47 @@ final class PluginProxy: Sendable {
         if let length = request.headers[.contentLength].flatMap(Int.init), length > maxBodySize { throw APIError.tooLarge(maxBodySize) }
 
         let target = target(proxy, rest: rest, query: request.uri.query)
-        var upstream = HTTPClientRequest(url: "\(proxy.scheme)://\(proxy.hostPart):\(proxy.port)\(target)")
-        upstream.method = NIOHTTP1.HTTPMethod(rawValue: request.method.rawValue)
-        for (name, value) in upstreamHeaders(caller, pluginID: pluginID, proxy: proxy, method: request.method.rawValue, target: target) {
-            upstream.headers.add(name: name, value: value)
-        }
+        let identity = upstreamHeaders(caller, pluginID: pluginID, proxy: proxy, method: request.method.rawValue, target: target)
         let bodyless = request.headers[.contentLength] == nil && request.headers[.transferEncoding] == nil
-        if !bodyless {
-            let limit = maxBodySize
-            let length = request.headers[.contentLength].flatMap(Int64.init)
-            upstream.body = .stream(LimitedBody(base: request.body, limit: limit), length: length.map { .known($0) } ?? .unknown)
-        }
-
-        let gatekeeper = self.gatekeeper
-        let response: HTTPClientResponse
-        do { response = try await client.execute(upstream, timeout: .nanoseconds(Int64(proxy.timeout * 1e9))) } catch {
-            let timedOut = (error as? HTTPClientError) == .deadlineExceeded || (error as? HTTPClientError) == .readTimeout
+        let length = request.headers[.contentLength].flatMap(Int64.init)
+        let body = bodyless ? nil : LimitedBody(base: request.body, limit: maxBodySize)
+        do {
+            if proxy.scheme == "http" {
+                var head = HTTPRequestHead(version: .http1_1, method: NIOHTTP1.HTTPMethod(rawValue: request.method.rawValue),
+                                           uri: target, headers: HTTPHeaders(identity))
+                if let length { head.headers.add(name: "content-length", value: String(length)) }
+                else if !bodyless { head.headers.add(name: "transfer-encoding", value: "chunked") }
+                else if request.method != .get && request.method != .head { head.headers.add(name: "content-length", value: "0") }
+                let (answer, stream) = try await pool.execute(host: proxy.host, port: proxy.port, head: head, body: body,
+                                                              timeout: .nanoseconds(Int64(proxy.timeout * 1e9)))
+                return answerResponse(status: answer.status.code, headers: answer.headers, body: ResponseBody(asyncSequence: stream))
+            }
+            var upstream = HTTPClientRequest(url: "\(proxy.scheme)://\(proxy.hostPart):\(proxy.port)\(target)")
+            upstream.method = NIOHTTP1.HTTPMethod(rawValue: request.method.rawValue)
+            upstream.headers = HTTPHeaders(identity)
+            if let body { upstream.body = .stream(body, length: length.map { .known($0) } ?? .unknown) }
+            let response = try await client.execute(upstream, timeout: .nanoseconds(Int64(proxy.timeout * 1e9)))
+            return answerResponse(status: response.status.code, headers: response.headers, body: ResponseBody(asyncSequence: response.body))
+        } catch {
+            let timedOut: Bool
+            switch error {
+            case UpstreamFailure.timeout: timedOut = true
+            case let error as HTTPClientError: timedOut = error == .deadlineExceeded || error == .readTimeout
+            default: timedOut = false
+            }
             gatekeeper.log(LogRecord(level: .warn, pluginID: pluginID, message: "proxy \(proxy.prefix) → \(proxy.upstream): \(error)"))
             if timedOut {
                 throw APIError(.gatewayTimeout, "upstream-timeout", "the upstream of /ext/\(pluginID)\(proxy.prefix) did not answer within \(proxy.timeout) s")
             }
             throw APIError(.badGateway, "upstream-unavailable", "the upstream of /ext/\(pluginID)\(proxy.prefix) cannot be reached")
         }
+    }
+
+    /// The upstream's answer as the client gets it: hop-by-hop headers (but the length) and `X-Content-Type-Options`
+    /// dropped, no `Set-Cookie` for the console's page cookie, then the sandboxing headers of plugin content.
+    func answerResponse(status: UInt, headers upstreamHeaders: HTTPHeaders, body: ResponseBody) -> Response {
         var headers = HTTPFields()
-        for (name, value) in response.headers {
+        for (name, value) in upstreamHeaders {
             let lower = name.lowercased()
             guard !Self.hopByHop.contains(lower) || lower == "content-length", let field = HTTPField.Name(lower),
                   field != .xContentTypeOptions else { continue }
@@ -135,8 +159,7 @@ final class PluginProxy: Sendable {
         }
         headers.append(PluginDispatcher.sandboxField)
         headers.append(PluginDispatcher.nosniffField)
-        return Response(status: .init(code: Int(response.status.code)), headers: headers,
-                        body: ResponseBody(asyncSequence: response.body))
+        return Response(status: .init(code: Int(status)), headers: headers, body: body)
     }
 }
 

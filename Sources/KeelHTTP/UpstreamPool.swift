@@ -1,0 +1,298 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Synchronization
+
+/// Why an exchange with a plain-http upstream failed.
+enum UpstreamFailure: Error, Sendable {
+    /// No response head within the timeout.
+    case timeout
+    /// Refused, dropped, or not HTTP (e.g. a response head over the decoder's limits). `reused`: it happened on a
+    /// kept-alive connection before any of the answer arrived, so a request without a body may be sent once more on a
+    /// new connection (the upstream may have closed the idle connection just as it was taken).
+    case unavailable(reused: Bool)
+}
+
+/// The body of an upstream's answer, as it arrives; reading it slowly slows the upstream connection down.
+typealias UpstreamBody = NIOThrowingAsyncSequenceProducer<
+    ByteBuffer, any Error, NIOAsyncSequenceProducerBackPressureStrategies.HighLowWatermark, UpstreamConnection.Demand>
+
+/// Kept-alive HTTP/1.1 connections to plain-http upstreams (the proxy's hot path; AsyncHTTPClient's per-request
+/// work was most of the proxy's cost): one request per connection at a time, idle connections reused last-in
+/// first-out, at most `maxIdle` idle per upstream, each closed after `idleTimeout` unused. Connections run on NIO's
+/// shared event loop group (the server's). Thread-safe; `shutdown` closes the idle connections.
+final class UpstreamPool: Sendable {
+    let maxIdle: Int
+    let idleTimeout: TimeAmount
+    private let idle = Mutex<[String: [any Channel]]>([:])
+    private let closed = Atomic<Bool>(false)
+
+    init(maxIdle: Int = 256, idleTimeout: TimeAmount = .seconds(60)) {
+        self.maxIdle = maxIdle
+        self.idleTimeout = idleTimeout
+    }
+
+    /// Sends `head` (then `body`, streamed, if any) and returns the answer's head and its body as it arrives.
+    /// - Throws: `UpstreamFailure` (no answer head within `timeout`, or the upstream unreachable or not answering
+    ///   HTTP). A failure of `body` (e.g. past the size limit) closes the connection: the upstream sees a cut request.
+    func execute(host: String, port: Int, head: HTTPRequestHead, body: LimitedBody?,
+                 timeout: TimeAmount) async throws -> (HTTPResponseHead, UpstreamBody) {
+        var attempt = 0
+        while true {
+            attempt += 1
+            let (channel, reused) = try await checkout(host: host, port: port)
+            let exchange = Exchange(head: head, bodyless: body == nil, timeout: timeout, reused: reused,
+                                    promise: channel.eventLoop.makePromise())
+            channel.writeAndFlush(UpstreamConnection.Outbound.start(exchange)).whenFailure { _ in
+                exchange.fail(.unavailable(reused: reused))
+            }
+            if let body {
+                Task {
+                    do {
+                        for try await chunk in body {
+                            try await channel.writeAndFlush(UpstreamConnection.Outbound.part(.body(.byteBuffer(chunk)))).get()
+                        }
+                        try await channel.writeAndFlush(UpstreamConnection.Outbound.part(.end(nil))).get()
+                    } catch { channel.close(promise: nil) }
+                }
+            }
+            do { return try await exchange.promise.futureResult.get() } catch UpstreamFailure.unavailable(reused: true) where attempt == 1 && body == nil {
+                continue
+            }
+        }
+    }
+
+    /// Closes the idle connections; connections in use close when their exchange ends.
+    func shutdown() {
+        closed.store(true, ordering: .sequentiallyConsistent)
+        for channel in idle.withLock({ all in defer { all = [:] }; return all.values.flatMap { $0 } }) { channel.close(promise: nil) }
+    }
+
+    private func checkout(host: String, port: Int) async throws -> (any Channel, Bool) {
+        let key = "\(host):\(port)"
+        while let channel = idle.withLock({ $0[key]?.popLast() }) {
+            if channel.isActive { return (channel, true) }
+        }
+        let handler = UpstreamConnection(idleTimeout: idleTimeout, onIdle: { [self] in checkin($0, key: key) },
+                                         onClose: { [self] in forget($0, key: key) })
+        do {
+            let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connectTimeout(.seconds(5))
+                .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                        try channel.pipeline.syncOperations.addHandler(handler)
+                    }
+                }
+                .connect(host: host, port: port).get()
+            return (channel, false)
+        } catch { throw UpstreamFailure.unavailable(reused: false) }
+    }
+
+    private func checkin(_ channel: any Channel, key: String) {
+        let kept = !closed.load(ordering: .sequentiallyConsistent) && idle.withLock { idle -> Bool in
+            guard idle[key, default: []].count < maxIdle else { return false }
+            idle[key, default: []].append(channel)
+            return true
+        }
+        if !kept { channel.close(promise: nil) }
+    }
+
+    private func forget(_ channel: any Channel, key: String) {
+        idle.withLock { $0[key]?.removeAll { $0 === channel } }
+    }
+}
+
+/// One request and its answer on an upstream connection. Created on any thread, then used on the connection's event
+/// loop only, except `promise`, which is thread-safe.
+final class Exchange: @unchecked Sendable {
+    // @unchecked: the mutable state is touched on the connection's event loop only (the handler's callbacks and
+    // futures of that loop).
+    let head: HTTPRequestHead
+    let bodyless: Bool
+    let timeout: TimeAmount
+    let reused: Bool
+    let promise: EventLoopPromise<(HTTPResponseHead, UpstreamBody)>
+    var answered = false
+    var source: UpstreamBody.Source?
+    var timer: Scheduled<Void>?
+    var requestDone = false
+    var responseDone = false
+
+    init(head: HTTPRequestHead, bodyless: Bool, timeout: TimeAmount, reused: Bool,
+         promise: EventLoopPromise<(HTTPResponseHead, UpstreamBody)>) {
+        self.head = head
+        self.bodyless = bodyless
+        self.timeout = timeout
+        self.reused = reused
+        self.promise = promise
+    }
+
+    /// On the connection's loop: fails the answer if it has not come yet, else ends its body with an error.
+    func fail(_ failure: UpstreamFailure) {
+        timer?.cancel()
+        if !answered {
+            answered = true
+            promise.fail(failure)
+        } else if !responseDone {
+            responseDone = true
+            source?.finish(failure)
+        }
+    }
+}
+
+/// The handler at the end of an upstream connection's pipeline: runs one `Exchange` at a time, holds reads back
+/// while the answer's reader is behind, and hands the connection back (`onIdle`) once request and answer are both
+/// complete and both sides keep it alive. Used on the connection's event loop only.
+final class UpstreamConnection: ChannelDuplexHandler, @unchecked Sendable {
+    // @unchecked: every method runs on the channel's event loop (handler callbacks, or hops with `execute`).
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundIn = Outbound
+    typealias OutboundOut = HTTPClientRequestPart
+
+    enum Outbound: Sendable {
+        case start(Exchange)
+        case part(HTTPClientRequestPart)
+    }
+
+    /// The answer's reader asking for more, or gone.
+    struct Demand: NIOAsyncSequenceProducerDelegate {
+        let connection: UpstreamConnection
+        let exchange: Exchange
+        let loop: any EventLoop
+
+        func produceMore() { loop.execute { connection.resume(exchange) } }
+        func didTerminate() { loop.execute { connection.readerGone(exchange) } }
+    }
+
+    let idleTimeout: TimeAmount
+    let onIdle: @Sendable (any Channel) -> Void
+    let onClose: @Sendable (any Channel) -> Void
+    private var context: ChannelHandlerContext?
+    private var exchange: Exchange?
+    private var keepAlive = true
+    private var paused = false
+    private var pendingRead = false
+    private var idleTimer: Scheduled<Void>?
+
+    init(idleTimeout: TimeAmount, onIdle: @escaping @Sendable (any Channel) -> Void,
+         onClose: @escaping @Sendable (any Channel) -> Void) {
+        self.idleTimeout = idleTimeout
+        self.onIdle = onIdle
+        self.onClose = onClose
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        switch unwrapOutboundIn(data) {
+        case let .start(exchange):
+            guard self.exchange == nil else {
+                exchange.fail(.unavailable(reused: exchange.reused))
+                return
+            }
+            idleTimer?.cancel()
+            self.exchange = exchange
+            keepAlive = exchange.head.isKeepAlive
+            exchange.timer = context.eventLoop.scheduleTask(in: exchange.timeout) { [self] in fail(exchange, .timeout) }
+            context.write(wrapOutboundOut(.head(exchange.head)), promise: exchange.bodyless ? nil : promise)
+            if exchange.bodyless {
+                exchange.requestDone = true
+                context.write(wrapOutboundOut(.end(nil)), promise: promise)
+            }
+        case let .part(part):
+            guard let exchange else {
+                promise?.fail(ChannelError.ioOnClosedChannel)
+                return
+            }
+            if case .end = part { exchange.requestDone = true }
+            context.write(wrapOutboundOut(part), promise: promise)
+            if exchange.requestDone && exchange.responseDone { finish(context) }
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard let exchange else { return }
+        switch unwrapInboundIn(data) {
+        case let .head(head):
+            // Informational answers (100 Continue) precede the real one.
+            guard head.status.code >= 200 || head.status.code == 101, !exchange.answered else { return }
+            exchange.timer?.cancel()
+            keepAlive = keepAlive && head.isKeepAlive
+            let made = UpstreamBody.makeSequence(
+                backPressureStrategy: .init(lowWatermark: 2, highWatermark: 8), finishOnDeinit: false,
+                delegate: Demand(connection: self, exchange: exchange, loop: context.eventLoop))
+            exchange.source = made.source
+            exchange.answered = true
+            exchange.promise.succeed((head, made.sequence))
+        case let .body(chunk):
+            if exchange.source?.yield(chunk) == .stopProducing { paused = true }
+        case .end:
+            exchange.responseDone = true
+            exchange.source?.finish()
+            if exchange.requestDone { finish(context) } else { close(context) }
+        }
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if paused { pendingRead = true } else { context.read() }
+    }
+
+    /// A reset on a kept-alive connection before the answer may be retried; an answer that is not HTTP may not.
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        close(context, retry: !(error is HTTPParserError))
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if let exchange { fail(exchange, .unavailable(reused: exchange.reused && !exchange.answered)) }
+        idleTimer?.cancel()
+        onClose(context.channel)
+        context.fireChannelInactive()
+    }
+
+    /// Both halves of the exchange are complete: the connection goes back to the pool, or closes.
+    private func finish(_ context: ChannelHandlerContext) {
+        exchange = nil
+        unpause(context)
+        guard keepAlive else { return close(context) }
+        let channel = context.channel
+        idleTimer = context.eventLoop.scheduleTask(in: idleTimeout) { channel.close(promise: nil) }
+        onIdle(channel)
+    }
+
+    private func fail(_ exchange: Exchange, _ failure: UpstreamFailure) {
+        exchange.fail(failure)
+        guard self.exchange === exchange, let context else { return }
+        close(context)
+    }
+
+    private func close(_ context: ChannelHandlerContext, retry: Bool = false) {
+        let current = exchange
+        exchange = nil
+        current?.fail(.unavailable(reused: retry && current?.reused == true && current?.answered == false))
+        context.close(promise: nil)
+    }
+
+    private func unpause(_ context: ChannelHandlerContext) {
+        paused = false
+        if pendingRead {
+            pendingRead = false
+            context.read()
+        }
+    }
+
+    fileprivate func resume(_ exchange: Exchange) {
+        guard self.exchange === exchange, let context else { return }
+        unpause(context)
+    }
+
+    /// The answer's reader stopped before its end (the client went away): the rest of the answer is not wanted.
+    fileprivate func readerGone(_ exchange: Exchange) {
+        guard self.exchange === exchange, !exchange.responseDone, let context else { return }
+        close(context)
+    }
+}
