@@ -147,7 +147,8 @@ struct DevLoopTests {
         let dev = try ChildProcess(PluginKitTests.keel, ["dev", project, "--build", "sleep 30 & echo $! > .sleeper; wait", "--serve", "--port", "0",
                                                          "--plugins", host + "/plugins", "--state", host + "/state.db"], environment: env)
         defer { dev.stop() }
-        let deadline = Date().addingTimeInterval(10)
+        // Generous: keel dev starts a server first, and the suite's parallel builds can load the machine for seconds.
+        let deadline = Date().addingTimeInterval(60)
         var sleeper: Int32?
         while sleeper == nil && Date() < deadline {
             sleeper = (try? String(contentsOfFile: project + "/.sleeper", encoding: .utf8)).flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
