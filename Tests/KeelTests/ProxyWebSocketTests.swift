@@ -10,9 +10,11 @@ import WSClient
 /// WebSockets through the proxy: a real upstream (Fixtures/upstream/ws_echo.py) and a real client (WSClient).
 @Suite("WebSockets through the proxy", .serialized)
 struct ProxyWebSocketTests {
-    /// A manifest-only bundle `ws` proxying /app to `upstream`, served with an `idle` timeout (the default 30 s but for
-    /// the test of it: a loaded machine must not end a WebSocket in the middle of a test).
-    static func serve(_ upstream: Upstream, timeout: Double = 5, idle: Int = 30) throws -> ServerProcess {
+    /// A manifest-only bundle `ws` proxying /app to `upstream`, served with an `idle` timeout. It is long by default
+    /// (short only for the test of it): this test process's two-thread cooperative pool can be held for tens of
+    /// seconds by the suite's tests that wait on child processes, and a client that cannot send meanwhile must not be
+    /// taken for an idle one (a full parallel run once lost the relay test that way after 30 s).
+    static func serve(_ upstream: Upstream, timeout: Double = 30, idle: Int = 300) throws -> ServerProcess {
         let f = KernelFixture()
         _ = try TestEnvironment.makeBundle(in: f.plugins, folder: "ws", manifest: """
             id: ws
