@@ -37,16 +37,18 @@ struct DevLoopTests {
     }
 
     /// Asks the route until it answers `text` or `seconds` pass; returns the last answer.
-    static func waitForAnswer(_ server: ServerProcess, _ text: String, seconds: Double = 20) async throws -> String {
+    static func waitForAnswer(_ server: ServerProcess, _ text: String, seconds: Double = 60) async throws -> String {
         let deadline = Date().addingTimeInterval(seconds)
         var last = ""
-        while Date() < deadline {
+        repeat {
             let reply = try await server.request("GET", "/ext/\(id)/hello/ci")
             last = "\(reply.status) \(reply.text)"
             if reply.status == 200 && reply.text == text { return reply.text }
             try await Task.sleep(for: .milliseconds(50))
-        }
-        return last
+        } while Date() < deadline
+        // Once more after the deadline (a starved pool can wake this loop only after it).
+        let reply = try await server.request("GET", "/ext/\(id)/hello/ci")
+        return reply.status == 200 && reply.text == text ? reply.text : last
     }
 
     /// The save-to-serving figures `keel dev` printed: (total, build, reload) in ms per reload.
@@ -200,13 +202,17 @@ final class ChildProcess: Sendable {
     }
 
     /// Waits until the output holds `text` `count` times (at most `seconds`).
-    func waitFor(_ text: String, count: Int = 1, seconds: Double = 30) async throws {
+    /// Waits for `text` in the output. Looks once more after the deadline: the suite's tests that block on child
+    /// processes can hold this process's two-thread cooperative pool past it while the text has long arrived.
+    func waitFor(_ text: String, count: Int = 1, seconds: Double = 90) async throws {
         let deadline = Date().addingTimeInterval(seconds)
+        func seen() -> Bool { output.value.components(separatedBy: text).count - 1 >= count }
         while Date() < deadline {
-            if output.value.components(separatedBy: text).count - 1 >= count { return }
+            if seen() { return }
             guard process.isRunning else { break }
             try await Task.sleep(for: .milliseconds(20))
         }
+        if seen() { return }
         throw TestFailure("no \"\(text)\" (×\(count)) in: \(output.value)\(errors.value)")
     }
 
