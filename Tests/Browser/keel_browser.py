@@ -45,6 +45,15 @@ class Steps:
             then()
         self.step("logging in with the admin token shows " + name, login)
 
+    def in_frame(self, check):
+        """Runs `check` inside the console's plugin frame (iframe#page, once visible); returns what it returns."""
+        frame = self.wait.until(EC.visibility_of_element_located((By.ID, "page")))
+        self.driver.switch_to.frame(frame)
+        try:
+            return check()
+        finally:
+            self.driver.switch_to.default_content()
+
     def step(self, name, check):
         try:
             check()

@@ -32,13 +32,7 @@ def main():
     steps = Steps()
     d, wait, click, step = steps.driver, steps.wait, steps.click, steps.step
 
-    def in_frame(check):
-        frame = wait.until(EC.visibility_of_element_located((By.ID, "page")))
-        d.switch_to.frame(frame)
-        try:
-            return check()
-        finally:
-            d.switch_to.default_content()
+    in_frame = steps.in_frame
 
     try:
         def login():
