@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "KeelPluginKit", targets: ["KeelPluginKit"]),
         .executable(name: "keel", targets: ["KeelCLI"]),
         .executable(name: "keel-bench", targets: ["KeelBench"]),
+        .executable(name: "keel-icount", targets: ["KeelICount"]),
         // Example plugins, built as real shared objects (lib<name>.so in the build folder).
         .library(name: "hello-c", type: .dynamic, targets: ["HelloC"]),
         .library(name: "greeter-swift", type: .dynamic, targets: ["GreeterSwift"]),
@@ -95,6 +96,9 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
+
+        // The instruction-count gate's fixed work (Scripts/icount.sh runs it under callgrind).
+        .executableTarget(name: "KeelICount", dependencies: ["Keel", "KeelLoader", "CKeelBenchNative"]),
 
         // The Swift side of the plugin ABI for plugin authors: hides pointers, trampolines and lifetimes.
         .target(name: "KeelPluginKit", dependencies: ["CKeelABI"]),

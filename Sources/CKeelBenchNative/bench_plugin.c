@@ -140,6 +140,15 @@ static keel_status activate(const keel_host *host, keel_ctx *ctx) {
     if (s == KEEL_OK) s = http->register_route(ctx, &rc);
     if (s == KEEL_OK) s = http->register_route(ctx, &rl);
 #endif
+#ifdef BENCH_ROUTES
+    /* The scaling plugin: 48 more routes, half of them with a parameter, so that each plugin has 50. */
+    static char paths[48][24];
+    for (int i = 0; i < 48 && s == KEEL_OK; i++) {
+        int len = snprintf(paths[i], sizeof paths[i], i % 2 ? "/items/:id/v%d" : "/static/v%d", i);
+        keel_route extra = { sizeof extra, KEEL_STR("GET"), { paths[i], (size_t)len }, keel_bench_ping, NULL };
+        s = http->register_route(ctx, &extra);
+    }
+#endif
 #ifdef BENCH_AUTHZ
     const keel_host_auth *auth = host->get_service(ctx, keel_cstr(KEEL_SERVICE_AUTH));
     keel_authorizer z = { sizeof z, KEEL_STR("abstain"), abstain, NULL };

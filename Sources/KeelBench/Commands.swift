@@ -87,13 +87,8 @@ func commandsBenchmarks() async throws {
 
     // Over HTTP, both with the admin token and the same JSON body: the admin API's command call vs a plugin route that
     // reads the arguments from the body, adds and answers JSON.
-    let token = AdminToken(state: k.state, environment: ["KEEL_ADMIN_TOKEN": "bench"])
-    let server = KeelServer(kernel: k, token: token, configuration: ServerConfiguration(port: 0))
-    let portBox = PortBox()
-    let serverTask = Task { try await server.run { port in portBox.set(port) } }
-    while portBox.value == 0 { try await Task.sleep(for: .milliseconds(20)) }
-    let base = "http://127.0.0.1:\(portBox.value)"
-    pinServerThreads()
+    let server = try await BenchServer.start(k)
+    let base = server.base
     let post = options.work + "/post.lua"
     try """
         wrk.method = "POST"
@@ -124,7 +119,6 @@ func commandsBenchmarks() async throws {
     let ratio = median(ratios)
     rows.append(Row(name: "HTTP: admin API command call vs plugin POST route (same work)", measured: String(format: "%.0f req/s", median(api)),
                     baseline: String(format: "%.0f req/s", median(route)), ratio: ratio, target: "≥ 0.91", met: ratio >= 1 / 1.1))
-    serverTask.cancel()
-    _ = try? await serverTask.value
+    await server.stop()
     await k.shutdown()
 }

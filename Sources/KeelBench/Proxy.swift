@@ -104,13 +104,8 @@ func proxyBenchmarks() async throws {
         let k = try kernel(plugins, state)
         await k.start()
         try await k.enable("app")
-        let token = AdminToken(state: k.state, environment: ["KEEL_ADMIN_TOKEN": "bench"])
-        let server = KeelServer(kernel: k, token: token, configuration: ServerConfiguration(port: 0))
-        let portBox = PortBox()
-        let serverTask = Task { try await server.run { port in portBox.set(port) } }
-        while portBox.value == 0 { try await Task.sleep(for: .milliseconds(20)) }
-        pinServerThreads()
-        let direct = "http://127.0.0.1:\(upstreamPort)/ping", proxied = "http://127.0.0.1:\(portBox.value)/ext/app/app/ping"
+        let server = try await BenchServer.start(k)
+        let direct = "http://127.0.0.1:\(upstreamPort)/ping", proxied = server.base + "/ext/app/app/ping"
         let seconds = options.quick ? 2 : 5
         func run(_ url: String, _ s: Int) -> WRK { wrk(url, seconds: s, cores: wrkCores) }
         _ = run(direct, 1)
@@ -138,8 +133,7 @@ func proxyBenchmarks() async throws {
         rows.append(Row(name: "proxy p99 latency vs direct (\(label))", measured: String(format: "%.2f ms", median(pairs.map(\.proxied.p99ms))),
                         baseline: String(format: "%.2f ms", median(pairs.map(\.direct.p99ms))),
                         ratio: median(pairs.map { $0.proxied.p99ms / $0.direct.p99ms }), target: "report", met: nil))
-        serverTask.cancel()
-        _ = try? await serverTask.value
+        await server.stop()
         await k.shutdown()
     }
 }

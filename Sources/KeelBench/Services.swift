@@ -43,13 +43,8 @@ func servicesBenchmarks() async throws {
                     baseline: String(format: "%.2f ns", p), ratio: a / p, target: "report", met: nil))
 
     // 2. Switching the provider while wrk calls the consumer (acquire, call, release per request).
-    let token = AdminToken(state: k.state, environment: ["KEEL_ADMIN_TOKEN": "bench"])
-    let server = KeelServer(kernel: k, token: token, configuration: ServerConfiguration(port: 0))
-    let portBox = PortBox()
-    let serverTask = Task { try await server.run { port in portBox.set(port) } }
-    while portBox.value == 0 { try await Task.sleep(for: .milliseconds(20)) }
-    let url = "http://127.0.0.1:\(portBox.value)/ext/user/call"
-    pinServerThreads()
+    let server = try await BenchServer.start(k)
+    let url = server.base + "/ext/user/call"
     _ = wrk(url, seconds: 1)
     func switches(_ count: Int) async throws -> [Double] {
         var times: [Double] = []
@@ -72,7 +67,6 @@ func servicesBenchmarks() async throws {
                     baseline: String(format: "%.2f ms idle p50", i50), ratio: b50 / i50, target: "report", met: nil))
     rows.append(Row(name: "failed requests during provider switches", measured: "\(traffic.failed)",
                     baseline: String(format: "%.0f req/s served", traffic.rps), ratio: nil, target: "0", met: traffic.failed == 0))
-    serverTask.cancel()
-    _ = try? await serverTask.value
+    await server.stop()
     await k.shutdown()
 }

@@ -18,11 +18,15 @@ if CommandLine.arguments.count == 3, CommandLine.arguments[1] == "--upstream" { 
 
 struct Options {
     var quick = false
-    /// Run only this section: abi, dispatch, http, load, services, commands, proxy.
+    /// Run only this section: abi, dispatch, http, load, services, commands, proxy, alternatives, scaling.
     var only: String?
     var work = NSTemporaryDirectory() + "keel-bench-\(getpid())"
     var pluginA = "", pluginB = "", authz: [String] = [], loadTemplate = "", rawLoader = ""
     var providerA = "", providerB = "", consumer = ""
+    /// `--extism PATH`: libextism for the alternatives section (skipped without it).
+    var extism = ""
+    /// `--routes-template PATH`: the scaling plugin (50 routes, empty id) for the scaling section.
+    var routesTemplate = ""
 
     init() {
         var args = CommandLine.arguments.dropFirst().makeIterator()
@@ -39,6 +43,8 @@ struct Options {
             case "--provider-a": providerA = args.next() ?? ""
             case "--provider-b": providerB = args.next() ?? ""
             case "--consumer": consumer = args.next() ?? ""
+            case "--extism": extism = args.next() ?? ""
+            case "--routes-template": routesTemplate = args.next() ?? ""
             default: FileHandle.standardError.write(Data("keel-bench: unknown argument \(a)\n".utf8)); exit(64)
             }
         }
@@ -313,15 +319,10 @@ if wanted("http") {
     let k = try kernel(plugins, state)
     await k.start()
     try await k.enable("bench")
-    let token = AdminToken(state: k.state, environment: ["KEEL_ADMIN_TOKEN": "bench"])
-    let server = KeelServer(kernel: k, token: token, configuration: ServerConfiguration(port: 0)) { router in
+    let server = try await BenchServer.start(k) { router in
         router.get("/builtin/ping") { _, _ in Response(status: .ok, body: ResponseBody(byteBuffer: ByteBuffer(string: "pong A\n"))) }
     }
-    let portBox = PortBox()
-    let serverTask = Task { try await server.run { port in portBox.set(port) } }
-    while portBox.value == 0 { try await Task.sleep(for: .milliseconds(20)) }
-    let base = "http://127.0.0.1:\(portBox.value)"
-    pinServerThreads()
+    let base = server.base
     let (rounds, seconds) = options.quick ? (2, 2) : (5, 5)
     _ = wrk(base + "/builtin/ping", seconds: 1)
     _ = wrk(base + "/ext/bench/ping", seconds: 1)
@@ -402,9 +403,29 @@ if wanted("http") {
     let rawRate = Double(ops) / (now() - t1)
     rows.append(Row(name: "state: enable/disable via admin API vs raw commits", measured: String(format: "%.0f ops/s", apiRate),
                     baseline: String(format: "%.0f commits/s", rawRate), ratio: apiRate / rawRate, target: "report", met: nil))
-    serverTask.cancel()
-    _ = try? await serverTask.value
+    await server.stop()
     await k.shutdown()
+}
+
+/// `k` served on a free port of 127.0.0.1 (admin token "bench"), with the process's threads pinned (`loadCores`).
+struct BenchServer {
+    let base: String
+    let task: Task<Void, Error>
+
+    static func start(_ k: Kernel, builtinRoutes: @escaping @Sendable (Router<KeelRequestContext>) -> Void = { _ in }) async throws -> BenchServer {
+        let token = AdminToken(state: k.state, environment: ["KEEL_ADMIN_TOKEN": "bench"])
+        let server = KeelServer(kernel: k, token: token, configuration: ServerConfiguration(port: 0), builtinRoutes: builtinRoutes)
+        let portBox = PortBox()
+        let task = Task { try await server.run { port in portBox.set(port) } }
+        while portBox.value == 0 { try await Task.sleep(for: .milliseconds(20)) }
+        pinServerThreads()
+        return BenchServer(base: "http://127.0.0.1:\(portBox.value)", task: task)
+    }
+
+    func stop() async {
+        task.cancel()
+        _ = try? await task.value
+    }
 }
 
 final class PortBox: Sendable {
@@ -416,6 +437,8 @@ final class PortBox: Sendable {
 if wanted("services") && !options.consumer.isEmpty { try await servicesBenchmarks() }
 if wanted("commands") { try await commandsBenchmarks() }
 if wanted("proxy") { try await proxyBenchmarks() }
+if wanted("alternatives") { try await alternativesBenchmarks() }
+if wanted("scaling") { try await scalingBenchmarks() }
 
 // MARK: report
 

@@ -70,52 +70,6 @@ public struct RoutePattern: Sendable, Hashable, CustomStringConvertible {
         }.joined(separator: "/")
     }
 
-    /// The non-empty segments of a request path, split on `/` byte by byte (`String.split` on a `Character` walks
-    /// grapheme clusters, which costs more than the rest of a route lookup).
-    public static func segments(of path: String) -> [Substring] {
-        var result: [Substring] = []
-        let utf8 = path.utf8
-        var start = utf8.startIndex
-        var i = start
-        while i != utf8.endIndex {
-            if utf8[i] == UInt8(ascii: "/") {
-                if start != i { result.append(path[start..<i]) }
-                start = utf8.index(after: i)
-            }
-            i = utf8.index(after: i)
-        }
-        if start != utf8.endIndex { result.append(path[start..<utf8.endIndex]) }
-        return result
-    }
-
-    /// True when the path segments match, without building the parameters (the common miss costs no allocation).
-    public func matches(_ path: [Substring]) -> Bool {
-        for (i, segment) in segments.enumerated() {
-            switch segment {
-            case .rest: return true
-            case let .literal(l): guard i < path.count, path[i] == l else { return false }
-            case .parameter: guard i < path.count else { return false }
-            }
-        }
-        return path.count == segments.count
-    }
-
-    /// Matches path segments; returns the parameters on success. A `*` requires nothing after it may be empty.
-    public func match(_ path: [Substring]) -> [(name: String, value: String)]? {
-        guard matches(path) else { return nil }
-        var params: [(name: String, value: String)] = []
-        for (i, segment) in segments.enumerated() {
-            switch segment {
-            case .rest:
-                params.append((name: "*", value: path[min(i, path.count)...].joined(separator: "/")))
-                return params
-            case .literal: break
-            case let .parameter(name): params.append((name: name, value: String(path[i])))
-            }
-        }
-        return params
-    }
-
     public struct PatternError: Error, Sendable {
         public var reason: String
     }

@@ -72,8 +72,10 @@ public struct Snapshot: Sendable {
     /// Route table: full path shape → routes (method, owner) for conflict checks and listing.
     var routeOwners: [String: [(method: String, plugin: String)]] = [:]
     var menuOwners: [String: String] = [:]
-    /// Routes under granted foreign prefixes, outside `/ext/`.
-    var absoluteRoutes: [(pluginID: String, route: RouteRegistration)] = []
+    /// Each plugin's routes below `/ext/<id>`, compiled for lookup.
+    var routeTables: [String: RouteTable] = [:]
+    /// Routes under granted foreign prefixes, outside `/ext/`, compiled for lookup.
+    var absoluteRoutes = RouteTable(entries: [])
     /// Authenticate hooks in publish order, kept as a list so that requests do not gather them from every plugin.
     public private(set) var authenticators: [AuthenticateHook] = []
     /// Authorize hooks in publish order.
@@ -86,7 +88,8 @@ public struct Snapshot: Sendable {
     mutating func remove(_ pluginID: String) {
         guard let old = plugins.removeValue(forKey: pluginID) else { return }
         order.removeAll { $0 == pluginID }
-        absoluteRoutes.removeAll { $0.pluginID == pluginID }
+        routeTables[pluginID] = nil
+        if old.routes.contains(where: \.absolute) { absoluteRoutes = RouteTable(entries: absoluteRoutes.entries.filter { $0.pluginID != pluginID }) }
         if !old.authenticators.isEmpty { authenticators.removeAll { $0.pluginID == pluginID } }
         if !old.authorizers.isEmpty { authorizers.removeAll { $0.pluginID == pluginID } }
         if !old.services.isEmpty || !old.listeners.isEmpty { services.remove(old.services, old.listeners) }
@@ -119,7 +122,10 @@ public struct Snapshot: Sendable {
     /// Adds contributions already checked with `conflict`, after `remove` took the plugin's old ones away.
     mutating func insert(_ pluginID: String, _ c: Contributions) {
         for route in c.routes { routeOwners[route.fullShape(plugin: pluginID), default: []].append((route.method, pluginID)) }
-        absoluteRoutes += c.routes.filter(\.absolute).map { (pluginID: pluginID, route: $0) }
+        routeTables[pluginID] = RouteTable(pluginID: pluginID, routes: c.routes.lazy.filter { !$0.absolute })
+        if c.routes.contains(where: \.absolute) {
+            absoluteRoutes = RouteTable(entries: absoluteRoutes.entries + RouteTable(pluginID: pluginID, routes: c.routes.lazy.filter(\.absolute)).entries)
+        }
         for menu in c.menus { menuOwners[menu.entry.id] = pluginID }
         plugins[pluginID] = c
         order.append(pluginID)
@@ -149,47 +155,6 @@ public struct Snapshot: Sendable {
         public let parameters: [(name: String, value: String)]
     }
 
-    /// Finds the route for `method` and the full request `path` (`/ext/<id>/...`). Literal segments beat
-    /// parameters, which beat `*`; an exact method beats `*`.
-    public func route(method: String, path: String) -> RouteMatch? {
-        let segments = RoutePattern.segments(of: path)
-        var best: Candidate?
-        if segments.count >= 2, segments[0] == "ext" {
-            let pluginID = String(segments[1])
-            guard let contributions = plugins[pluginID] else { return nil }
-            let rest = Array(segments.dropFirst(2))
-            for route in contributions.routes where !route.absolute { Self.consider(pluginID, route, method, rest, &best) }
-            return best?.match(rest, routePath: "/" + rest.joined(separator: "/"))
-        }
-        guard !absoluteRoutes.isEmpty else { return nil }
-        let all = Array(segments)
-        for (pluginID, route) in absoluteRoutes { Self.consider(pluginID, route, method, all, &best) }
-        return best?.match(all, routePath: path)
-    }
-
-    /// The most specific route seen so far.
-    struct Candidate {
-        let pluginID: String
-        let route: RouteRegistration
-        let exactMethod: Bool
-
-        func match(_ segments: [Substring], routePath: String) -> RouteMatch? {
-            route.pattern.match(segments).map { RouteMatch(pluginID: pluginID, route: route, routePath: routePath, parameters: $0) }
-        }
-    }
-
-    /// Keeps in `best` the more specific of it and `route`, when `route` serves `method` and matches `segments`.
-    /// Literal segments beat parameters, which beat `*`, segment by segment; then an exact method beats `*`.
-    /// On a tie the first seen stays.
-    static func consider(_ pluginID: String, _ route: RouteRegistration, _ method: String, _ segments: [Substring],
-                         _ best: inout Candidate?) {
-        guard route.method == method || route.method == "*" || (method == "HEAD" && route.method == "GET"),
-              route.pattern.matches(segments) else { return }
-        let exact = route.method != "*"
-        if let b = best, !precedes(b.route.pattern.specificity, b.exactMethod, route.pattern.specificity, exact) { return }
-        best = Candidate(pluginID: pluginID, route: route, exactMethod: exact)
-    }
-
     /// Whether `a` followed by its method score sorts before `b` followed by its own (lexicographic order, the
     /// shorter first on a tie), without building either sequence.
     static func precedes(_ a: [UInt8], _ aExact: Bool, _ b: [UInt8], _ bExact: Bool) -> Bool {
@@ -210,7 +175,7 @@ public struct Snapshot: Sendable {
     }
 
     /// True when some plugin serves a path outside `/ext/` (a granted foreign prefix).
-    public var hasForeignRoutes: Bool { !absoluteRoutes.isEmpty }
+    public var hasForeignRoutes: Bool { !absoluteRoutes.entries.isEmpty }
 
     /// Every route, as `(plugin, method, full path pattern)`, sorted.
     public var routes: [(pluginID: String, method: String, path: String)] {
