@@ -44,7 +44,7 @@ public enum RemoteControl {
             return (true, "unreadable command \"\(stored.op)\"")
         }
         do {
-            let result = try await kernel.execute(command, actor: "cli")
+            let result = try await kernel.execute(command, actor: "cli", origin: "local")
             // Only a command call's output goes back through the state file (never an admin token).
             guard let output = result.output, let json = try? JSONEncoder().encode(CommandResult(output: output)) else { return (false, "ok") }
             return (false, String(decoding: json, as: UTF8.self))

@@ -27,7 +27,7 @@ extension KeelCommand {
                 } else {
                     let kernel = try options.makeKernel()
                     await kernel.start()
-                    do { result = try await kernel.execute(call, actor: "cli") } catch {
+                    do { result = try await kernel.executeAsCLI(call) } catch {
                         await kernel.shutdown()
                         throw error
                     }
