@@ -97,14 +97,17 @@ struct AuditTests {
         #expect(try await server.request("POST", "/api/v1/tenants", admin: true, headers: ["X-Keel-Client": "console"],
                                          body: Data(#"{"name": "acme"}"#.utf8)).status == 201)
         #expect(try await server.request("GET", "/api/v1/audit").status == 401)
+        // The CLI while the server runs: queued, and audited with its OS user.
+        #expect(try TestEnvironment.run(keel, ["plugins", "disable", "hello"] + at).status == 0)
 
         let reply = try await server.request("GET", "/api/v1/audit?since=1h", admin: true)
         let rows = try #require(reply.json as? [[String: Any]], "\(reply.text)")
         let summary = rows.map { r in ["actor", "principal", "origin", "command", "target", "outcome"].map { r[$0] as? String ?? "-" }.joined(separator: " ") }
-        #expect(summary.suffix(3) == [
+        #expect(summary.suffix(4) == [
             "admin-api admin 127.0.0.1 config hello ok",
             "console admin 127.0.0.1 config hello bundle",
             "console admin 127.0.0.1 create-tenant acme ok",
+            "cli \(NSUserName()) local disable hello ok",
         ], "\(summary)")
         #expect(summary.prefix(2) == ["cli \(NSUserName()) local grants hello ok", "cli \(NSUserName()) local enable hello ok"], "\(summary)")
         #expect(!reply.text.contains(Self.secret))

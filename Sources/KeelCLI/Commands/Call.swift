@@ -23,7 +23,7 @@ extension KeelCommand {
                 let call = KernelCommand.call(plugin: plugin, command: command, arguments: arguments)
                 let result: CommandResult
                 if options.runningServer != nil {
-                    result = try await RemoteControl.submit(call, state: try options.openState(), timeout: .seconds(30))
+                    result = try await RemoteControl.submit(call, state: try options.openState(), timeout: .seconds(30), user: Kernel.osUser)
                 } else {
                     let kernel = try options.makeKernel()
                     await kernel.start()
