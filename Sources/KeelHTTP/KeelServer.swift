@@ -102,14 +102,15 @@ public struct KeelServer: Sendable {
         router.add(middleware: PluginRoutesMiddleware(plugins: PluginDispatcher(
             gatekeeper: gatekeeper, maxBodySize: configuration.maxBodySize, bodyTimeout: configuration.bodyTimeout, proxy: proxy)))
         AdminAPI(kernel: kernel, gatekeeper: gatekeeper).register(on: router)
-        ServerMetrics.register(on: router, metrics: metrics, gatekeeper: gatekeeper, metricsToken: configuration.metricsToken)
+        let limiter = ConnectionLimiter(limit: configuration.maxConnections)
+        ServerMetrics.register(on: router, metrics: metrics, gatekeeper: gatekeeper, metricsToken: configuration.metricsToken,
+                               connections: { limiter.count })
         Console.register(on: router)
         PageBridge.register(on: router)
         builtinRoutes(router)
         let responder = KeelResponder(router: router.buildResponder())
         var logger = Logger(label: "keel.http")
         logger.logLevel = .warning
-        let limiter = ConnectionLimiter(limit: configuration.maxConnections)
         let idle = configuration.idleTimeout.components
         let http1 = HTTP1Channel.Configuration(
             additionalChannelHandlers: [limiter.handler()],

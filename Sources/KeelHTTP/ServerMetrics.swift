@@ -30,6 +30,7 @@ import Synchronization
 /// | `keel_plugin_activation_duration_seconds` | histogram | plugin (activations while the server runs) |
 /// | `keel_plugin_last_activation_seconds` | gauge | plugin (its last activation, start-up included) |
 /// | `keel_plugins` | gauge | state (`installed`, `enabled`, `disabled`, `failed`, `missing`), set at each scrape |
+/// | `keel_open_connections` | gauge | none, set at each scrape |
 final class ServerMetrics: Sendable {
     let registry = PrometheusCollectorRegistry()
     private let factory: PrometheusMetricsFactory
@@ -158,8 +159,9 @@ final class ServerMetrics: Sendable {
     }
 
     /// The Prometheus text exposition, with the gauges set first: plugin counts by state from `plugins`, the last
-    /// activation time of each plugin from `activations`.
-    func scrape(plugins: [PluginInfo], activations: [String: Double]) -> String {
+    /// activation time of each plugin from `activations`, the open connections.
+    func scrape(plugins: [PluginInfo], activations: [String: Double], connections: Int) -> String {
+        CoreMetrics.Gauge(label: "keel_open_connections", factory: factory).record(connections)
         let known = Set(plugins.map(\.id))
         for (plugin, seconds) in activations where known.contains(plugin) {
             CoreMetrics.Gauge(label: "keel_plugin_last_activation_seconds", dimensions: [("plugin", plugin)], factory: factory)
@@ -178,7 +180,9 @@ final class ServerMetrics: Sendable {
 extension ServerMetrics {
     /// `GET /metrics`: the Prometheus text format, for a caller that presents the admin token or the metrics token
     /// (`Authorization: Bearer <token>`); anyone else gets 401 and learns nothing. 404 when metrics are off.
-    static func register(on router: Router<KeelRequestContext>, metrics: ServerMetrics?, gatekeeper: Gatekeeper, metricsToken: String?) {
+    /// `connections` tells how many connections are open, at each scrape.
+    static func register(on router: Router<KeelRequestContext>, metrics: ServerMetrics?, gatekeeper: Gatekeeper, metricsToken: String?,
+                         connections: @escaping @Sendable () -> Int) {
         router.get("/metrics") { request, _ -> Response in
             guard let metrics else { throw APIError.notFound }
             let presented = request.headers[.authorization] ?? ""
@@ -186,7 +190,8 @@ extension ServerMetrics {
                 throw APIError.unauthorized
             }
             let kernel = gatekeeper.kernel
-            let text = metrics.scrape(plugins: (try? await kernel.plugins()) ?? [], activations: kernel.metrics.lastActivationSeconds)
+            let text = metrics.scrape(plugins: (try? await kernel.plugins()) ?? [], activations: kernel.metrics.lastActivationSeconds,
+                                      connections: connections())
             var headers = HTTPFields()
             headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
             headers[.cacheControl] = "no-store"

@@ -64,6 +64,9 @@ struct MetricsTests {
         #expect(Self.sample(text, "keel_plugins", ["state": "enabled"]) == 2)
         #expect(Self.sample(text, "keel_plugins", ["state": "installed"]) == 1, "greeter is staged, not enabled")
         #expect((Self.sample(text, "keel_plugin_last_activation_seconds", ["plugin": "hello"]) ?? -1) > 0)
+        #expect((Self.sample(text, "keel_open_connections") ?? 0) >= 1)
+        // The metrics token reads metrics and nothing else.
+        #expect(try await server.request("GET", "/api/v1/plugins", headers: ["Authorization": "Bearer \(Self.metricsToken)"]).status == 401)
         // Labels are route patterns, never raw paths.
         #expect(!text.contains("ada") && !text.contains("nowhere") && !text.contains("/greet/secret"))
     }
