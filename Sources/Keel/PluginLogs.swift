@@ -8,8 +8,9 @@ import Synchronization
 /// a plugin. Kept in memory only (a restart starts empty).
 ///
 /// Bounded: the last `perPlugin` lines of each plugin, for at most `plugins` plugin ids (the one silent longest is
-/// dropped first). Lines carry what their writer put in them; the kernel's own lines never quote a configuration
-/// value (Kernel+Audit.swift). Thread-safe; an append takes one short lock.
+/// dropped first). Lines carry what their writer put in them: the host's own lines never quote a configuration value
+/// (Kernel+Audit.swift), a plugin's lines are as the plugin wrote them. Thread-safe; an append takes one short lock
+/// and moves no other line.
 public final class PluginLogs: Sendable {
     /// One line.
     public struct Line: Sendable, Codable, Hashable {
@@ -24,8 +25,22 @@ public final class PluginLogs: Sendable {
 
     public let perPlugin: Int
     public let plugins: Int
+    /// One plugin's lines: a ring once full (`start` is the oldest), so an append never moves the others.
+    private struct Ring {
+        var lines: [Line] = []
+        var start = 0
+        mutating func append(_ line: Line, capacity: Int) {
+            if lines.count < capacity {
+                lines.append(line)
+            } else {
+                lines[start] = line
+                start = (start + 1) % capacity
+            }
+        }
+        var ordered: [Line] { Array(lines[start...] + lines[..<start]) }
+    }
     private struct Rings {
-        var lines: [String: [Line]] = [:]
+        var lines: [String: Ring] = [:]
         var lastWrite: [String: Int64] = [:]
         var seq: Int64 = 0
     }
@@ -48,14 +63,13 @@ public final class PluginLogs: Sendable {
                 r.lines[quiet] = nil
                 r.lastWrite[quiet] = nil
             }
-            r.lines[id, default: []].append(Line(seq: r.seq, at: at, level: level, message: record.message))
-            if r.lines[id]!.count > perPlugin { r.lines[id]!.removeFirst(r.lines[id]!.count - perPlugin) }
+            r.lines[id, default: Ring()].append(Line(seq: r.seq, at: at, level: level, message: record.message), capacity: perPlugin)
             r.lastWrite[id] = r.seq
         }
     }
 
     /// The kept lines of `pluginID` with `seq` above `after`, oldest first.
     public func lines(_ pluginID: String, after: Int64 = 0) -> [Line] {
-        rings.withLock { r in (r.lines[pluginID] ?? []).filter { $0.seq > after } }
+        rings.withLock { r in (r.lines[pluginID]?.ordered ?? []).filter { $0.seq > after } }
     }
 }
