@@ -157,6 +157,25 @@ struct DenialReasonTests {
         #expect(log.contains(#"POST /api/v1/plugins/secretive/enable denied to "admin""#), "\(log)")
     }
 
+    @Test("a failing authenticate hook denies: the audit row of the refused call names its plugin; the client sees forbidden")
+    func authenticateFailure() async throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("broken", defines: ["AUTH_MODE=2"], capabilities: ["routes", "authenticate"])
+        let keel = TestEnvironment.binPath + "/keel"
+        try TestEnvironment.grantSensitive("broken", plugins: f.plugins, state: f.state, capabilities: ["authenticate"])
+        #expect(try TestEnvironment.run(keel, ["plugins", "enable", "broken", "--plugins", f.plugins, "--state", f.state]).status == 0)
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch"])
+        defer { server.stop() }
+        let r = try await server.request("POST", "/api/v1/session/page", body: Data(#"{"plugin": "broken"}"#.utf8))
+        #expect(r.status == 403 && r.text == #"{"error":{"code":"forbidden","message":"access denied"}}"#, "\(r.text)")
+        let rows = try #require(try await server.request("GET", "/api/v1/audit", admin: true).json as? [[String: Any]])
+        let refused = try #require(rows.last)
+        #expect(refused["command"] as? String == "POST /api/v1/session/page" && refused["outcome"] as? String == "forbidden", "\(rows)")
+        #expect(refused["detail"] as? String == #"authenticate hook of plugin "broken" failed"#, "\(refused)")
+        server.stop()
+        #expect(server.errors.value.contains("authenticate hook failed, request denied"), "\(server.errors.value)")
+    }
+
     @Test("a command call without the command's permission: the log and the audit row name the permission; the client sees forbidden")
     func missingPermission() async throws {
         let c = CommandsFixture()
