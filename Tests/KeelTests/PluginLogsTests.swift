@@ -54,6 +54,10 @@ struct PluginLogsTests {
 
         let cli = try TestEnvironment.run(keel, ["logs", "flaky"] + at, environment: ["KEEL_ADMIN_TOKEN": ServerProcess.token])
         #expect(cli.status == 0 && cli.stdout.components(separatedBy: "GET /ext/flaky/ping failed").count == 3, "\(cli.stdout) \(cli.stderr)")
+        let recent = try TestEnvironment.run(keel, ["logs", "flaky", "--since", "10m"] + at, environment: ["KEEL_ADMIN_TOKEN": ServerProcess.token])
+        #expect(recent.stdout == cli.stdout, "\(recent.stdout) \(recent.stderr)")
+        let future = try TestEnvironment.run(keel, ["logs", "flaky", "--since", "2999-01-01"] + at, environment: ["KEEL_ADMIN_TOKEN": ServerProcess.token])
+        #expect(future.status == 0 && future.stdout.isEmpty, "\(future.stdout)")
         let noToken = try TestEnvironment.run(keel, ["logs", "flaky"] + at, environment: ["KEEL_ADMIN_TOKEN": ""])
         #expect(noToken.status == 1 && noToken.stderr.contains("admin token"), "\(noToken.stderr)")
     }

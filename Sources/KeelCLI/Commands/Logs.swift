@@ -21,6 +21,13 @@ extension KeelCommand {
         @Argument(help: "The plugin id.", completion: Completion.plugins) var id: String
         @Flag(name: .shortAndLong, help: "Follow: keep printing new lines.") var follow = false
         @Option(help: "The admin token (default $KEEL_ADMIN_TOKEN).") var token: String?
+        @Option(help: "Only lines since then: a duration back from now (90s, 15m, 2h) or an ISO 8601 time.") var since: String?
+
+        func validate() throws {
+            if let since, StateStore.auditTime(since) == nil {
+                throw ValidationError("--since \"\(since)\" is neither a duration (15m, 2h, 7d) nor an ISO 8601 time")
+            }
+        }
 
         func run() async throws {
             try await reporting {
@@ -34,9 +41,10 @@ extension KeelCommand {
                     throw CLIError("keel logs needs the admin token: pass --token or set KEEL_ADMIN_TOKEN")
                 }
                 var after: Int64 = 0
+                let from = since.flatMap { StateStore.auditTime($0) } ?? ""
                 repeat {
                     let lines = try await Self.fetch(base: base, id: id, after: after, token: token)
-                    for l in lines { print("\(l.at)  \(l.level)  \(l.message)") }
+                    for l in lines where l.at >= from { print("\(l.at)  \(l.level)  \(l.message)") }
                     after = lines.last?.seq ?? after
                     if follow { try await Task.sleep(for: .milliseconds(500)) }
                 } while follow
