@@ -43,7 +43,9 @@ struct PluginDispatcher: Sendable {
             measured.record(status: Int(response.status.code), elapsed: ContinuousClock.now - started)
             return response
         } catch {
-            measured.record(status: (error as? APIError).map { Int($0.status.code) } ?? 500, elapsed: ContinuousClock.now - started)
+            // A body that did not arrive in time was answered 408 on the connection (see `readBody`).
+            let status = error is CancellationError ? 408 : (error as? APIError).map { Int($0.status.code) } ?? 500
+            measured.record(status: status, elapsed: ContinuousClock.now - started)
             throw error
         }
     }
