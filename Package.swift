@@ -30,6 +30,9 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         // The WebSocket client a proxied app's WebSocket is opened with (the server side is NIOWebSocket).
         .package(url: "https://github.com/hummingbird-project/swift-websocket", from: "1.6.2"),
+        // Metrics (`GET /metrics`): the swift-metrics API, exported in Prometheus text format.
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // The C ABI: headers plus a layout check that fails the build if a published struct changes.
@@ -69,6 +72,8 @@ let package = Package(
             .product(name: "NIOWebSocket", package: "swift-nio"),
             .product(name: "NIOHTTPTypesHTTP1", package: "swift-nio-extras"),
             .product(name: "WSClient", package: "swift-websocket"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
         ], resources: [
             // The plugin page bridge: the console's half and the half inside each page's frame (PageBridge.swift).
             .embedInCode("Console/pages.js"), .embedInCode("Console/keel-page.js"),

@@ -32,8 +32,13 @@ struct CommandRunner: Sendable {
                 : CommandError(.forbidden, "\(command.pluginID).\(command.name) is for admins only; \(who) is not one")
         }
         let parts = permission.split(separator: ":", maxSplits: 1).map(String.init)
-        guard parts.count == 2, access.authorize(principal, action: parts[1], resource: parts[0], snapshot: registry.snapshot).0 == .allow else {
+        guard parts.count == 2 else {
             return CommandError(.forbidden, "\(command.pluginID).\(command.name) needs permission \(permission), which \(who) does not hold")
+        }
+        let (decision, reason) = access.authorize(principal, action: parts[1], resource: parts[0], snapshot: registry.snapshot)
+        guard decision == .allow else {
+            return CommandError(.forbidden, "\(command.pluginID).\(command.name) needs permission \(permission), which \(who) does not hold"
+                                + (reason.map { " (\($0))" } ?? ""))
         }
         return nil
     }

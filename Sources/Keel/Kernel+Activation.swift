@@ -188,6 +188,15 @@ extension Kernel {
 
     /// Activates an opened build into a fresh context, with its grants and configuration. Nothing is published.
     func activate(_ opened: Opened) throws(KernelError) -> Generation {
+        let started = ContinuousClock.now
+        var ok = false
+        defer { metrics.report(.activated(plugin: opened.build.id, seconds: KernelMetrics.seconds(since: started), ok: ok)) }
+        let generation = try activateNow(opened)
+        ok = true
+        return generation
+    }
+
+    private func activateNow(_ opened: Opened) throws(KernelError) -> Generation {
         let build = opened.build, library = opened.library, checksum = opened.checksum
         let id = build.id, manifest = build.manifest
         for dep in manifest.dependencies { try requireActive(dep.id, of: id) }

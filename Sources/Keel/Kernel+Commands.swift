@@ -5,20 +5,30 @@ import KeelState
 
 extension Kernel {
     /// Executes one user command, whichever front end built it: the one entry point for changes made on behalf of
-    /// someone. Writes the audit line (who, what, outcome; never a command's arguments, which may hold secrets) and
-    /// emits `.executed` to the subscribers of `events` once the change is stored, whether it succeeded or not.
-    /// - Parameter actor: who asked, for the audit line and the event ("admin-api", "cli", "console", ...).
+    /// someone. Writes the audit line and the audit row (who, from where, what, outcome; never a command's
+    /// arguments, which may hold secrets, see Kernel+Audit.swift) and emits `.executed` to the subscribers of
+    /// `events` once the change is stored, whether it succeeded or not.
+    /// - Parameters:
+    ///   - actor: who asked, for the audit and the event ("admin-api", "cli", "console", ...).
+    ///   - principal: the caller's principal id, when known ("admin", the OS user of the CLI).
+    ///   - origin: where the call came from: a remote address, "local", or nil.
     /// - Throws: `KernelError` naming the plugin (or tenant, role, repository) and the reason; the state then is as
     ///   the failed operation documents (most change nothing).
     @discardableResult
-    public func execute(_ command: KernelCommand, actor: String = "embedder") async throws(KernelError) -> CommandResult {
+    public func execute(_ command: KernelCommand, actor: String = "embedder", principal: String? = nil,
+                        origin: String? = nil) async throws(KernelError) -> CommandResult {
         let outcome: Result<CommandResult, KernelError>
         do throws(KernelError) { outcome = .success(try perform(command)) } catch { outcome = .failure(error) }
         let failure: String?
         if case let .failure(error) = outcome { failure = error.reason } else { failure = nil }
+        var code = "ok"
+        if case let .failure(error) = outcome { code = error.code.description }
         let what = command.subject.isEmpty ? command.name : "\(command.name) \(command.subject)"
-        log(failure == nil ? .info : .warn, command.pluginID, "\(actor): \(what): \(failure ?? "ok")")
-        await events.emit(.executed(command, actor: actor, failure: failure))
+        let said = failure.map { command.mayQuoteArguments ? "failed (\(code))" : $0 } ?? "ok"
+        log(failure == nil ? .info : .warn, command.pluginID, "\(actor): \(what): \(said)")
+        audit(StateStore.AuditEntry(actor: actor, principal: principal, origin: origin, command: command.name,
+                                    target: command.subject, outcome: code))
+        await events.emit(.executed(command, actor: actor, failure: failure == nil ? nil : said))
         return try outcome.get()
     }
 

@@ -17,6 +17,15 @@ extension Kernel {
     /// A plugin that is not active is activated when it is wanted, else only re-read.
     /// - Throws: `KernelError` for an unknown plugin or a failed new build.
     public func reload(_ id: String) throws(KernelError) {
+        let started = ContinuousClock.now
+        do throws(KernelError) { try reloadNow(id) } catch {
+            metrics.report(.reloaded(plugin: id, seconds: KernelMetrics.seconds(since: started), ok: false))
+            throw error
+        }
+        metrics.report(.reloaded(plugin: id, seconds: KernelMetrics.seconds(since: started), ok: true))
+    }
+
+    private func reloadNow(_ id: String) throws(KernelError) {
         rescan()
         guard bundles[id] != nil else {
             if active[id] != nil { retireMissing(id) }

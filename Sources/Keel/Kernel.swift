@@ -37,6 +37,12 @@ public actor Kernel {
     public nonisolated let access: AccessControl
     /// What changed: every executed command, and plugin changes made without one (see `KernelEvents`).
     public nonisolated let events = KernelEvents()
+    /// How long activations and reloads took, for `GET /metrics` (see `KernelMetrics`).
+    public nonisolated let metrics = KernelMetrics()
+    /// The recent log lines of each plugin (see `PluginLogs`).
+    public nonisolated let logs: PluginLogs
+    /// `configuration.log`, keeping every line about a plugin in `logs` too: the log for the host's front ends.
+    public nonisolated let logSink: @Sendable (LogRecord) -> Void
     let environment: KernelEnvironment
 
     var bundles: [String: Bundle] = [:]
@@ -76,15 +82,23 @@ public actor Kernel {
         do { state = try StateStore(path: configuration.stateFile) } catch {
             throw KernelError(.state, reason: error.description)
         }
-        environment = KernelEnvironment(registry: registry, log: configuration.log)
-        access = AccessControl(registry: registry, state: state, log: configuration.log)
+        // Every log line about a plugin is also kept in that plugin's ring (`logs`).
+        let logs = PluginLogs(), base = configuration.log
+        let log: @Sendable (LogRecord) -> Void = { record in
+            logs.append(record)
+            base(record)
+        }
+        self.logs = logs
+        logSink = log
+        environment = KernelEnvironment(registry: registry, log: log)
+        access = AccessControl(registry: registry, state: state, log: log)
         environment.attach(access)
         generations = GenerationStore(stateFile: configuration.stateFile, inMemory: configuration.copiesInMemory)
         activationMark = ActivationMark(path: configuration.stateFile + ".activating")
     }
 
     nonisolated func log(_ level: LogLevel, _ pluginID: String?, _ message: String) {
-        configuration.log(LogRecord(level: level, pluginID: pluginID, message: message))
+        logSink(LogRecord(level: level, pluginID: pluginID, message: message))
     }
 
     // MARK: start-up and discovery

@@ -39,12 +39,21 @@ public enum RemoteControl {
         }
     }
 
+    /// A queued command with the OS user of the CLI that queued it, for the audit trail (as that CLI reports it: any
+    /// process that may write the state file may queue commands). A bare `KernelCommand` is read too.
+    struct Queued: Codable {
+        var command: KernelCommand
+        var user: String?
+    }
+
     static func run(_ stored: StateStore.Command, on kernel: Kernel) async -> (Bool, String) {
-        guard let command = try? JSONDecoder().decode(KernelCommand.self, from: Data(stored.body.utf8)) else {
+        let body = Data(stored.body.utf8)
+        guard let queued = (try? JSONDecoder().decode(Queued.self, from: body))
+                ?? (try? JSONDecoder().decode(KernelCommand.self, from: body)).map({ Queued(command: $0) }) else {
             return (true, "unreadable command \"\(stored.op)\"")
         }
         do {
-            let result = try await kernel.execute(command, actor: "cli")
+            let result = try await kernel.execute(queued.command, actor: "cli", principal: queued.user, origin: "local")
             // Only a command call's output goes back through the state file (never an admin token).
             guard let output = result.output, let json = try? JSONEncoder().encode(CommandResult(output: output)) else { return (false, "ok") }
             return (false, String(decoding: json, as: UTF8.self))
@@ -93,15 +102,18 @@ public enum RemoteControl {
 
     /// Client side: queues `command` for the server and waits for its outcome. When the server has not taken it
     /// within `timeout`, it is cancelled (atomically: either the cancel or the server's claim wins), so a command
-    /// reported as failed never runs later. One the server took is waited for up to `timeout` more.
+    /// reported as failed never runs later. One the server took is waited for up to `timeout` more. `user` (the OS
+    /// user of the CLI) goes with the command into the server's audit trail.
     /// - Throws: `KernelError` with the server's reason when it failed, or saying it was cancelled and nothing
     ///   changed, or that the server took it and has not finished yet.
     @discardableResult
-    public static func submit(_ command: RemoteCommand, state: StateStore, timeout: Duration = .seconds(10)) async throws(KernelError) -> CommandResult {
+    public static func submit(_ command: RemoteCommand, state: StateStore, timeout: Duration = .seconds(10),
+                              user: String? = nil) async throws(KernelError) -> CommandResult {
         let subject = command.subject
         let seq: Int64
         do {
-            let body = String(decoding: try JSONEncoder().encode(command), as: UTF8.self)
+            let encoded = try user.map { try JSONEncoder().encode(Queued(command: command, user: $0)) } ?? JSONEncoder().encode(command)
+            let body = String(decoding: encoded, as: UTF8.self)
             let seconds = Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18
             seq = try state.submitCommand(op: command.name, pluginID: subject, body: body, timeout: seconds)
         } catch {

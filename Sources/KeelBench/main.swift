@@ -354,6 +354,36 @@ if wanted("http") {
                         baseline: String(format: "%.2f ms", median(pairs.map(\.builtin.p99ms))), ratio: p99, target: "≤ 1.1", met: p99 <= 1.1))
     }
     compare("plugin route vs built-in")
+
+    // The cost of metrics: the plugin route on this server (metrics on) and on a second one of the same kernel with
+    // metrics off, in alternating pairs (ABBA); the median ratio of the pairs.
+    var unmeasured = ServerConfiguration(port: 0)
+    unmeasured.metrics = false
+    let offPort = PortBox()
+    let offServer = KeelServer(kernel: k, token: token, configuration: unmeasured)
+    let offTask = Task { try await offServer.run { port in offPort.set(port) } }
+    while offPort.value == 0 { try await Task.sleep(for: .milliseconds(20)) }
+    let offBase = "http://127.0.0.1:\(offPort.value)"
+    _ = wrk(offBase + "/ext/bench/ping", seconds: 1)
+    var metricPairs: [(on: WRK, off: WRK)] = []
+    for round in 0..<rounds {
+        if round % 2 == 0 {
+            let on = wrk(base + "/ext/bench/ping", seconds: seconds)
+            metricPairs.append((on, wrk(offBase + "/ext/bench/ping", seconds: seconds)))
+        } else {
+            let off = wrk(offBase + "/ext/bench/ping", seconds: seconds)
+            metricPairs.append((wrk(base + "/ext/bench/ping", seconds: seconds), off))
+        }
+    }
+    offTask.cancel()
+    _ = try? await offTask.value
+    let metricRatios = metricPairs.map { $0.on.rps / $0.off.rps }.sorted()
+    let metricRatio = metricRatios[metricRatios.count / 2]
+    rows.append(Row(name: "HTTP throughput, plugin route with metrics vs without",
+                    measured: String(format: "%.0f req/s", metricPairs.map(\.on.rps).sorted()[rounds / 2]),
+                    baseline: String(format: "%.0f req/s (%.2f–%.2f)", metricPairs.map(\.off.rps).sorted()[rounds / 2],
+                                     metricRatios.first ?? 0, metricRatios.last ?? 0),
+                    ratio: metricRatio, target: "≥ 0.97", met: metricRatio >= 0.97))
     for i in 1...options.authz.count { try await k.enable("authz\(i)") }
     compare("with 3 authorize hooks vs built-in")
     for i in 1...options.authz.count { try await k.disable("authz\(i)") }

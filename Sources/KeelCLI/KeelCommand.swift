@@ -16,7 +16,7 @@ struct KeelCommand: AsyncParsableCommand {
             Shell completion (commands, plugin ids, tenants, roles): keel --generate-completion-script bash|zsh|fish.
             """,
         version: Kernel.version,
-        subcommands: [Plugins.self, Services.self, Call.self, Commands.self, Tenants.self, Roles.self, Serve.self, Dev.self, Token.self, Repo.self, Search.self, Install.self,
+        subcommands: [Plugins.self, Services.self, Call.self, Commands.self, Tenants.self, Roles.self, Serve.self, Dev.self, Token.self, Audit.self, Logs.self, Repo.self, Search.self, Install.self,
                       Upgrade.self, Uninstall.self, Pack.self, Trust.self, SDK.self, New.self, Probe.self, ValidateRun.self])
 
     /// Parses (global options may stand before or after the subcommand), runs, and reports every failure in one

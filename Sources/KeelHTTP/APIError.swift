@@ -9,6 +9,9 @@ public struct APIError: HTTPResponseError, Sendable {
     public var status: HTTPResponse.Status
     public var code: String
     public var message: String
+    /// Why the auth chain refused (which hook, which missing permission), for the log and the audit trail only:
+    /// never part of the response.
+    var denial: String?
 
     public init(_ status: HTTPResponse.Status, _ code: String, _ message: String) {
         self.status = status
@@ -22,6 +25,12 @@ public struct APIError: HTTPResponseError, Sendable {
 
     static let unauthorized = APIError(.unauthorized, "unauthorized", "authentication required")
     static let forbidden = APIError(.forbidden, "forbidden", "access denied")
+    /// A 403 `forbidden` whose reason (`denial`) goes to the log and the audit trail, not to the client.
+    static func forbidden(because denial: String) -> APIError {
+        var error = forbidden
+        error.denial = denial
+        return error
+    }
     static let notFound = APIError(.notFound, "not-found", "no such resource")
     static func tooLarge(_ limit: Int) -> APIError {
         APIError(.contentTooLarge, "body-too-large", "request body is over the \(limit)-byte limit")

@@ -12,7 +12,7 @@ import Keel
 /// | `POST /api/v1/plugins/<id>/commands/<name>` `{"args": [2, 40]}` → `{"result": 42}` | anyone the auth chain lets through who holds the command's permission (admins for a command without one) |
 ///
 /// A call runs in the plugin's lane, like its routes. Errors: 404 `unknown-command`, 400 `bad-argument` (naming the
-/// argument), 403 `forbidden`, 500 `command-failed` (the plugin's status and message), 503 `unavailable` or `busy`.
+/// argument), 403 `forbidden` (which permission is missing goes to the log and the audit trail only), 500 `command-failed` (the plugin's status and message), 503 `unavailable` or `busy`.
 extension AdminAPI {
     func registerCommands(open: RouterGroup<KeelRequestContext>, admin: RouterGroup<KeelRequestContext>) {
         admin.get("commands") { request, _ -> Response in
@@ -26,6 +26,12 @@ extension AdminAPI {
             switch outcome {
             case let .success(value):
                 return JSONBody.rawResponse("{\"result\":\(value.json)}")
+            case let .failure(error) where error.code == .forbidden:
+                // The operator learns which permission (or hook) refused; the client only that it was forbidden.
+                gatekeeper.log(LogRecord(level: .info, pluginID: id, message: "POST \(request.uri.path) denied: \(error.message)"))
+                let refusal = APIError.forbidden(because: error.message)
+                gatekeeper.auditRefusal(request, principal: principal, channel: context.channel, refusal)
+                throw refusal
             case let .failure(error):
                 throw APIError(Self.status(of: error), error.code.rawValue, error.message)
             }

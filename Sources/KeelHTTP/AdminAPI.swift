@@ -16,6 +16,7 @@ import Keel
 /// | `GET /api/v1/pages` (AdminAPI+Pages.swift) | anyone; the caller's visible console pages |
 /// | `GET /api/v1/commands`; `POST /api/v1/plugins/<id>/commands/<name>` (AdminAPI+Commands.swift) | admin; the command's permission |
 /// | `GET /api/v1/overview`, `GET /api/v1/plugins/<id>/config/schema`, `GET|POST /api/v1/trust` (AdminAPI+Console.swift) | admin token only |
+/// | `GET /api/v1/audit` (AdminAPI+Audit.swift), `GET /api/v1/plugins/<id>/logs|health` (AdminAPI+PluginLogs.swift) | admin token only |
 struct AdminAPI {
     let kernel: Kernel
     let gatekeeper: Gatekeeper
@@ -100,7 +101,7 @@ struct AdminAPI {
             let body = try await request.collectBody(upTo: 1 << 20)
             // A configuration the schema (or YAML) refuses is the caller's mistake: 422 bad-config, file, key and reason.
             do throws(KernelError) {
-                try await kernel.execute(.config(id: id, yaml: String(decoding: body.readableBytesView, as: UTF8.self)), actor: "admin-api")
+                try await execute(.config(id: id, yaml: String(decoding: body.readableBytesView, as: UTF8.self)))
             } catch {
                 throw error.code == .bundle ? APIError(.unprocessableContent, "bad-config", error.description) : Self.apiError(error)
             }
@@ -194,16 +195,24 @@ struct AdminAPI {
         registerEvents(admin: admin)
         registerPages(open: open)
         registerConsole(admin: admin)
+        registerAudit(admin: admin)
+        registerPluginLogs(admin: admin)
         admin.get("routes") { _, _ -> Response in
             JSONBody.response(kernel.registry.snapshot.routes.map { RouteBody(plugin: $0.pluginID, method: $0.method, path: $0.path) })
         }
     }
 
-    /// Executes one command for the admin API (audited as "admin-api"); kernel errors become API errors with
-    /// stable codes.
+    /// Executes one command for the admin API (audited with the caller `AuthMiddleware` established, as
+    /// "admin-api" or "console"); kernel errors become API errors with stable codes.
     @discardableResult
     func run(_ command: KernelCommand) async throws -> CommandResult {
-        do { return try await kernel.execute(command, actor: "admin-api") } catch { throw Self.apiError(error) }
+        do { return try await execute(command) } catch { throw Self.apiError(error) }
+    }
+
+    /// `Kernel.execute` with the caller of this request (`AuditCaller.current`) for the audit trail.
+    func execute(_ command: KernelCommand) async throws(KernelError) -> CommandResult {
+        let caller = AuditCaller.current
+        return try await kernel.execute(command, actor: caller?.actor ?? "admin-api", principal: caller?.principal, origin: caller?.origin)
     }
 
     /// The optional JSON body of enable/disable: `{"cascade": true}`. Empty is fine; malformed is a 400.

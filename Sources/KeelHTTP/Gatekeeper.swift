@@ -3,6 +3,7 @@
 import HTTPTypes
 import Hummingbird
 import Keel
+import NIOCore
 
 /// Establishes who is calling and whether the auth chain lets them through. Shared by the admin API middleware
 /// and the plugin dispatcher, so both see one auth chain.
@@ -21,6 +22,8 @@ struct Gatekeeper: Sendable {
     /// Where plugin code runs (never on the cooperative pool).
     let lanes: PluginLanes
     let log: @Sendable (LogRecord) -> Void
+    /// Where denials are counted (nil: metrics off).
+    var metrics: ServerMetrics? = nil
 
     /// Made once, not per request.
     static let requestIDHeader = HTTPField.Name("x-request-id")!
@@ -57,8 +60,17 @@ struct Gatekeeper: Sendable {
             return Caller(principal: principal, isAdmin: false, seen: seen)
         case let .failure(error):
             log(LogRecord(level: .warn, pluginID: error.pluginID, message: "authenticate hook failed, request denied: \(error)"))
-            throw APIError.forbidden
+            throw APIError.forbidden(because: "authenticate hook of plugin \"\(error.pluginID)\" failed")
         }
+    }
+
+    /// Records a refused admin call that would change something (not GET or HEAD) in the audit trail, with the
+    /// reason the auth chain gave (`error.denial`).
+    func auditRefusal(_ request: Request, principal: Principal?, channel: (any Channel)?, _ error: APIError) {
+        guard request.method != .get, request.method != .head, let denial = error.denial else { return }
+        let caller = AuditCaller(request, principal: principal ?? .anonymous, channel: channel)
+        kernel.auditRefusal(actor: caller.actor, principal: caller.principal, origin: caller.origin,
+                            call: "\(request.method) \(request.uri.path)", reason: denial)
     }
 
     /// True when an `Authorization` value is `Bearer <admin token>` (scheme in any case).
@@ -75,8 +87,16 @@ struct Gatekeeper: Sendable {
         let (decision, reason) = kernel.access.authorize(caller.principal, action: request.method.rawValue, resource: caller.seen.path,
                                                          request: caller.seen, prepared: prepared, snapshot: snapshot)
         if decision == .deny {
-            log(LogRecord(level: .info, pluginID: nil, message: "\(request.method) \(caller.seen.path) denied: \(reason ?? "denied")"))
-            throw APIError.forbidden
+            // The operator learns which hook denied (or failed); the client only that it was forbidden.
+            let why = reason ?? "denied by the auth chain"
+            let who = caller.principal.isAnonymous ? "an anonymous caller" : "\"\(caller.principal.id)\""
+            // The hook that denied, from the registered hooks (never from the text: a failure message is no label).
+            let hook = reason.flatMap { reason in
+                snapshot.authorizers.first { reason.hasPrefix("authorize hook \"\($0.name)\"") && reason.contains("\"\($0.pluginID)\"") }
+            }
+            log(LogRecord(level: .info, pluginID: hook?.pluginID, message: "\(request.method) \(caller.seen.path) denied to \(who): \(why)"))
+            if let metrics, let hook { metrics.hookDenied(plugin: hook.pluginID, hook: hook.name) }
+            throw APIError.forbidden(because: why)
         }
         return decision
     }
@@ -119,15 +139,25 @@ struct AuthMiddleware: RouterMiddleware {
         let snapshot = gatekeeper.kernel.registry.snapshot
         let gatekeeper = self.gatekeeper, adminOnly = self.adminOnly
         // The hooks are plugin code: they run in the host's lane, off the cooperative pool.
+        let channel = context.channel
         let caller = try await gatekeeper.lanes.run(PluginLanes.host) { () throws -> Gatekeeper.Caller in
-            let caller = try gatekeeper.identify(request, snapshot: snapshot)
+            let caller: Gatekeeper.Caller
+            do { caller = try gatekeeper.identify(request, snapshot: snapshot) } catch let error as APIError {
+                gatekeeper.auditRefusal(request, principal: nil, channel: channel, error)
+                throw error
+            }
             if adminOnly && !caller.isAdmin { throw APIError.unauthorized }
-            try gatekeeper.authorize(caller, request, snapshot: snapshot)
+            do { try gatekeeper.authorize(caller, request, snapshot: snapshot) } catch let error as APIError {
+                gatekeeper.auditRefusal(request, principal: caller.principal, channel: channel, error)
+                throw error
+            }
             return caller
         }
         var context = context
         context.principal = caller.principal
         context.isAdmin = caller.isAdmin
-        return try await next(request, context)
+        return try await AuditCaller.$current.withValue(AuditCaller(request, principal: caller.principal, channel: context.channel)) {
+            try await next(request, context)
+        }
     }
 }

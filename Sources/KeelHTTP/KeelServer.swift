@@ -30,6 +30,10 @@ public struct ServerConfiguration: Sendable {
     public var threadsPerPlugin: Int
     /// Calls to one plugin that may wait for a thread; beyond them the host answers 503 (`busy`) and counts it.
     public var pluginQueueLimit: Int
+    /// Whether `GET /metrics` is served and requests are measured (ServerMetrics.swift).
+    public var metrics = true
+    /// Besides the admin token, the token that may read `GET /metrics` (`KEEL_METRICS_TOKEN`); nil: admin only.
+    public var metricsToken: String?
 
     public init(host: String = "127.0.0.1", port: Int = ServerConfiguration.defaultPort, maxBodySize: Int = 1 << 20,
                 idleTimeout: Duration = .seconds(30), bodyTimeout: Duration = .seconds(30),
@@ -82,10 +86,14 @@ public struct KeelServer: Sendable {
     /// Also runs `RemoteControl` so the CLI can enable and disable plugins while it runs.
     /// - Parameter onRunning: called once with the bound port.
     public func run(onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
-        let log = kernel.configuration.log
+        let log = kernel.logSink
         let lanes = PluginLanes(threads: configuration.pluginThreads, perLane: configuration.threadsPerPlugin,
                                 queueLimit: configuration.pluginQueueLimit)
-        let gatekeeper = Gatekeeper(kernel: kernel, token: token, pages: PageSessions(), lanes: lanes, log: log)
+        var gatekeeper = Gatekeeper(kernel: kernel, token: token, pages: PageSessions(), lanes: lanes, log: log)
+        let metrics = configuration.metrics ? ServerMetrics(handlerBudget: kernel.configuration.budgets.handler) : nil
+        if let metrics { kernel.metrics.attach { metrics.record($0) } }
+        defer { if metrics != nil { kernel.metrics.attach(nil) } }
+        gatekeeper.metrics = metrics
         let router = Router(context: KeelRequestContext.self)
         // Middleware applies to the routes added after it (and to "not found", where plugin paths land): plugin
         // dispatch goes first.
@@ -94,13 +102,15 @@ public struct KeelServer: Sendable {
         router.add(middleware: PluginRoutesMiddleware(plugins: PluginDispatcher(
             gatekeeper: gatekeeper, maxBodySize: configuration.maxBodySize, bodyTimeout: configuration.bodyTimeout, proxy: proxy)))
         AdminAPI(kernel: kernel, gatekeeper: gatekeeper).register(on: router)
+        let limiter = ConnectionLimiter(limit: configuration.maxConnections)
+        ServerMetrics.register(on: router, metrics: metrics, gatekeeper: gatekeeper, metricsToken: configuration.metricsToken,
+                               connections: { limiter.count })
         Console.register(on: router)
         PageBridge.register(on: router)
         builtinRoutes(router)
         let responder = KeelResponder(router: router.buildResponder())
         var logger = Logger(label: "keel.http")
         logger.logLevel = .warning
-        let limiter = ConnectionLimiter(limit: configuration.maxConnections)
         let idle = configuration.idleTimeout.components
         let http1 = HTTP1Channel.Configuration(
             additionalChannelHandlers: [limiter.handler()],

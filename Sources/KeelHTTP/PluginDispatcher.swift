@@ -32,6 +32,29 @@ struct PluginDispatcher: Sendable {
             }
             return try await proxy.respond(to: request, pluginID: proxied.pluginID, proxy: proxied.proxy, rest: proxied.rest)
         }
+        // Metrics per route pattern (never the raw path); the status of an error answer counts too.
+        guard let measured = gatekeeper.metrics?.route(plugin: match.pluginID, method: match.route.method,
+                                                       pattern: match.route.pattern.description) else {
+            return try await dispatch(request, context: context, match: match, snapshot: snapshot, measured: nil)
+        }
+        let started = ContinuousClock.now
+        do {
+            let response = try await dispatch(request, context: context, match: match, snapshot: snapshot, measured: measured)
+            measured.record(status: Int(response.status.code), elapsed: ContinuousClock.now - started)
+            return response
+        } catch {
+            // A body that did not arrive in time was answered 408 on the connection (see `readBody`).
+            let status = error is CancellationError ? 408 : (error as? APIError).map { Int($0.status.code) } ?? 500
+            measured.record(status: status, elapsed: ContinuousClock.now - started)
+            throw error
+        }
+    }
+
+    /// Serves a request that matched a plugin route: the auth chain, the body, the handler (see `respond`).
+    private func dispatch(_ request: Request, context: KeelRequestContext, match: Snapshot.RouteMatch, snapshot: Snapshot,
+                          measured: ServerMetrics.RouteMetrics?) async throws -> Response {
+        let method = request.method.rawValue, path = request.uri.path
+        var match = match, snapshot = snapshot
         let lanes = gatekeeper.lanes, gatekeeper = self.gatekeeper, first = match, firstSnapshot = snapshot
 
         // Plugin code (the hooks, the handler) runs in the plugin's lane, off the cooperative pool. A request with
@@ -56,7 +79,7 @@ struct PluginDispatcher: Sendable {
             let (authorized, result) = PreparedRequest.prepare(caller.seen) { frame -> (Result<AuthDecision, Error>, Result<PluginResponse, PluginCallError>?) in
                 let authorized = Result { try gatekeeper.authorize(checked, request, snapshot: firstSnapshot, prepared: frame) }
                 guard case .success = authorized else { return (authorized, nil) }
-                return (authorized, first.route.handler.handle(frame))
+                return (authorized, ServerMetrics.timed(measured) { first.route.handler.handle(frame) })
             }
             _ = try authorized.get()
             return (caller, result)
@@ -85,7 +108,7 @@ struct PluginDispatcher: Sendable {
                 result = outcome
             } else {
                 let route = match.route, asked = seen
-                result = try await lanes.run(match.pluginID) { route.handler.handle(asked) }
+                result = try await lanes.run(match.pluginID) { ServerMetrics.timed(measured) { route.handler.handle(asked) } }
             }
             outcome = nil
             if let response = try respond(result, method: method, path: path) { return response }

@@ -103,6 +103,13 @@ extension StateStore {
         CREATE TABLE service_selections (interface TEXT NOT NULL, tenant TEXT NOT NULL DEFAULT '',
                                          plugin_id TEXT NOT NULL, at TEXT NOT NULL, PRIMARY KEY (interface, tenant));
         """,
+        // The audit trail (Audit.swift): bounded to the last StateStore.auditCapacity rows by every insert.
+        """
+        CREATE TABLE audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, actor TEXT NOT NULL,
+                            principal TEXT, origin TEXT, command TEXT NOT NULL, target TEXT NOT NULL DEFAULT '',
+                            outcome TEXT NOT NULL, detail TEXT);
+        CREATE INDEX audit_at ON audit(at);
+        """,
     ]
 
     /// The schema version this Keel writes: the number of migrations.

@@ -16,7 +16,7 @@ public struct StateError: Error, Sendable, CustomStringConvertible {
 /// The operations are grouped by concern, one extension per file: `PluginRecords.swift` (records and history),
 /// `LoadHistory.swift` (loads and probes), `Grants.swift`, `Directory.swift` (tenants, roles, members),
 /// `CommandQueue.swift` (CLI → server), `Configuration.swift`, `Repositories.swift` (repositories, trusted keys),
-/// `Settings.swift` (typed settings) and `Migrations.swift` (the schema). `StateStoring` names the operations a
+/// `Settings.swift` (typed settings), `Audit.swift` (the audit trail) and `Migrations.swift` (the schema). `StateStoring` names the operations a
 /// second store must provide.
 ///
 /// Thread-safe: calls are serialised on one connection. Blocking (disk I/O): call it off latency-sensitive paths.

@@ -92,6 +92,13 @@ public protocol StateStoring: AnyObject, Sendable {
     func proxySecret() throws(StateError) -> String
     func adminTokenDigest() throws(StateError) -> String?
     func setAdminTokenDigest(_ digest: String?) throws(StateError)
+
+    // MARK: audit
+    // The audit trail (Audit.swift): who did what, from where, when, with what outcome; never a command's arguments.
+    // Bounded: an implementation keeps at least the last `StateStore.auditCapacity` rows and prunes older ones as it
+    // inserts. `since` is an ISO 8601 UTC time as `StateStore.now()` writes it.
+    func recordAudit(_ entry: StateStore.AuditEntry) throws(StateError)
+    func audit(since: String?, limit: Int) throws(StateError) -> [StateStore.AuditEntry]
 }
 
 extension StateStoring {

@@ -23,11 +23,11 @@ extension KeelCommand {
                 let call = KernelCommand.call(plugin: plugin, command: command, arguments: arguments)
                 let result: CommandResult
                 if options.runningServer != nil {
-                    result = try await RemoteControl.submit(call, state: try options.openState(), timeout: .seconds(30))
+                    result = try await RemoteControl.submit(call, state: try options.openState(), timeout: .seconds(30), user: Kernel.osUser)
                 } else {
                     let kernel = try options.makeKernel()
                     await kernel.start()
-                    do { result = try await kernel.execute(call, actor: "cli") } catch {
+                    do { result = try await kernel.executeAsCLI(call) } catch {
                         await kernel.shutdown()
                         throw error
                     }

@@ -245,7 +245,7 @@ func throughServerOrKernel(_ options: GlobalOptions, id: String?, command: Kerne
                            timeout: Duration = .seconds(10)) async throws -> PluginInfo? {
     if options.runningServer != nil {
         let state = try options.openState()
-        try await RemoteControl.submit(command, state: state, timeout: timeout)
+        try await RemoteControl.submit(command, state: state, timeout: timeout, user: Kernel.osUser)
         guard let id else { return nil }
         guard let live = try RemoteControl.livePlugins(state: state).first(where: { $0.id == id }) else {
             throw CLIError("the server does not list \(id)")
@@ -255,7 +255,7 @@ func throughServerOrKernel(_ options: GlobalOptions, id: String?, command: Kerne
     let kernel = try options.makeKernel()
     await kernel.start()
     do {
-        try await kernel.execute(command, actor: "cli")
+        try await kernel.executeAsCLI(command)
         var info: PluginInfo?
         if let id { info = try await kernel.plugin(id) }
         await kernel.shutdown()
@@ -270,7 +270,7 @@ func throughServerOrKernel(_ options: GlobalOptions, id: String?, command: Kerne
 /// this process that loads no plugin. A running server sees the change at once: it watches the state file.
 @discardableResult
 func executeStored(_ options: GlobalOptions, _ command: KernelCommand) async throws -> CommandResult {
-    try await options.makeKernel().execute(command, actor: "cli")
+    try await options.makeKernel().executeAsCLI(command)
 }
 
 extension KeelCommand.Plugins {

@@ -46,6 +46,21 @@ extension KeelCommand {
         @Flag(inversion: .prefixedNo, help: "Watch the plugin folder and load, reload and retire bundles as they change.")
         var watch = true
 
+        @Flag(inversion: .prefixedNo, help: "Measure requests and serve GET /metrics (admin token or $KEEL_METRICS_TOKEN).")
+        var metrics = true
+
+        /// The server's settings from the options; the metrics token from $KEEL_METRICS_TOKEN.
+        var serverConfiguration: ServerConfiguration {
+            var c = ServerConfiguration(host: host, port: port, maxBodySize: maxBody,
+                                        idleTimeout: .milliseconds(Int64(idleTimeout * 1000)),
+                                        bodyTimeout: .milliseconds(Int64(bodyTimeout * 1000)),
+                                        maxConnections: maxConnections, pluginThreads: pluginThreads,
+                                        threadsPerPlugin: threadsPerPlugin, pluginQueueLimit: pluginQueue)
+            c.metrics = metrics
+            c.metricsToken = ProcessInfo.processInfo.environment["KEEL_METRICS_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
+            return c
+        }
+
         func validate() throws {
             guard (0...65535).contains(port) else {
                 throw ValidationError("--port \(port) is not a port: use 0...65535 (0 picks a free one)")
@@ -76,12 +91,7 @@ extension KeelCommand {
                 let fresh = try token.ensure()
                 if let fresh { say("admin token (shown once; `keel token reset` makes a new one): \(fresh)") }
                 let server = KeelServer(kernel: kernel, token: token,
-                                        configuration: ServerConfiguration(
-                                            host: host, port: port, maxBodySize: maxBody,
-                                            idleTimeout: .milliseconds(Int64(idleTimeout * 1000)),
-                                            bodyTimeout: .milliseconds(Int64(bodyTimeout * 1000)),
-                                            maxConnections: maxConnections, pluginThreads: pluginThreads,
-                                            threadsPerPlugin: threadsPerPlugin, pluginQueueLimit: pluginQueue))
+                                        configuration: serverConfiguration)
                 let active = kernel.activePlugins
                 let host = self.host
                 let login = fresh != nil ? "log in with the admin token above"

@@ -16,7 +16,7 @@ extension KeelCommand {
 
             func run() async throws {
                 try await reporting {
-                    let result = try await options.makeKernel().execute(.resetAdminToken, actor: "cli")
+                    let result = try await options.makeKernel().executeAsCLI(.resetAdminToken)
                     print(result.adminToken ?? "")
                 }
             }

@@ -1,0 +1,41 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import KeelState
+
+/// The audit trail (`StateStore.recordAudit`): every executed command and every admin call the auth chain refused.
+/// Rows never hold a command's arguments (configuration, keys, tokens, call arguments), and neither does the log line
+/// of a command whose failure reason might quote them (`KernelCommand.mayQuoteArguments`).
+extension Kernel {
+    /// Stores one audit row; a store that cannot take it is logged (the command's outcome stands either way).
+    nonisolated func audit(_ entry: StateStore.AuditEntry) {
+        do { try state.recordAudit(entry) } catch {
+            log(.warn, nil, "audit row for \(entry.command) \(entry.target) not stored: \(error)")
+        }
+    }
+
+    /// Records an admin call the auth chain refused (a deny from an authorize hook, a missing permission): the row
+    /// names the call (`METHOD /path`), the caller and `reason` (which hook or which permission); the outcome is
+    /// `forbidden`. `reason` must not carry request data beyond the path.
+    public nonisolated func auditRefusal(actor: String, principal: String?, origin: String?, call: String, reason: String) {
+        audit(StateStore.AuditEntry(actor: actor, principal: principal, origin: origin, command: call, target: "",
+                                    outcome: "forbidden", detail: reason))
+    }
+
+    /// The audit rows at or after `since` (ISO 8601 UTC; nil: all kept), oldest first, at most the newest `limit`.
+    /// - Throws: `KernelError.Code.state` when the store cannot be read.
+    public nonisolated func auditTrail(since: String? = nil, limit: Int = StateStore.auditCapacity) throws(KernelError) -> [StateStore.AuditEntry] {
+        do { return try state.audit(since: since, limit: limit) } catch { throw KernelError(.state, reason: error.description) }
+    }
+}
+
+extension KernelCommand {
+    /// True when a failure reason may quote the command's arguments (a configuration value in a schema or YAML
+    /// error, a command argument, a repository location with credentials): its log line and audit row then carry
+    /// the error code only.
+    public var mayQuoteArguments: Bool {
+        switch self {
+        case .config, .call, .addRepository, .trustKey: true
+        default: false
+        }
+    }
+}

@@ -1,0 +1,42 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Synchronization
+
+/// Where the kernel reports how long its lifecycle work took (activations, reloads), for `GET /metrics`. The kernel
+/// depends on no metrics library: the HTTP server attaches a sink that records into its Prometheus registry, and
+/// without one a report costs one lock and nothing else. Thread-safe; the sink is called on the kernel's thread and
+/// must not block.
+public final class KernelMetrics: Sendable {
+    /// One finished piece of lifecycle work.
+    public enum Event: Sendable {
+        /// A generation of `plugin` was loaded and activated (`ok`) or failed to, in `seconds`.
+        case activated(plugin: String, seconds: Double, ok: Bool)
+        /// A reload of `plugin` swapped in a new generation (`ok`) or left the old one serving, in `seconds`.
+        case reloaded(plugin: String, seconds: Double, ok: Bool)
+    }
+
+    private let sink = Mutex<(@Sendable (Event) -> Void)?>(nil)
+    private let lastActivation = Mutex<[String: Double]>([:])
+
+    public init() {}
+
+    /// Sends every later event to `handler` (nil: nowhere).
+    public func attach(_ handler: (@Sendable (Event) -> Void)?) {
+        sink.withLock { $0 = handler }
+    }
+
+    func report(_ event: Event) {
+        if case let .activated(plugin, seconds, true) = event { lastActivation.withLock { $0[plugin] = seconds } }
+        sink.withLock { $0 }?(event)
+    }
+
+    /// Seconds the last successful activation of each plugin took, whether a sink was attached then or not (a
+    /// server attaches one after start-up activated the enabled plugins).
+    public var lastActivationSeconds: [String: Double] { lastActivation.withLock { $0 } }
+
+    /// Seconds since `start` on the continuous clock.
+    static func seconds(since start: ContinuousClock.Instant) -> Double {
+        let d = ContinuousClock.now - start
+        return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+    }
+}

@@ -1,0 +1,50 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import HTTPTypes
+import Hummingbird
+import Keel
+import NIOCore
+
+/// The admin API's audit trail.
+///
+/// | route | who |
+/// |---|---|
+/// | `GET /api/v1/audit[?since=15m|2026-11-29T09:00:00Z][&limit=N]` | admin token only: the audit rows, oldest first |
+///
+/// Who is calling reaches `Kernel.execute` through `AuditCaller.current`, which `AuthMiddleware` sets for the
+/// request's task: the front end (`console` when the console says so in `X-Keel-Client`, else `admin-api`), the
+/// principal and the remote address.
+extension AdminAPI {
+    func registerAudit(admin: RouterGroup<KeelRequestContext>) {
+        admin.get("audit") { request, _ -> Response in
+            let q = request.uri.queryParameters
+            var since: String?
+            if let text = q.get("since") {
+                guard let time = StateStore.auditTime(text) else {
+                    throw APIError(.badRequest, "bad-since", "since: \"\(text)\" is neither a duration (15m, 2h, 7d) nor an ISO 8601 time")
+                }
+                since = time
+            }
+            let limit = q.get("limit").flatMap(Int.init) ?? StateStore.auditCapacity
+            do { return JSONBody.response(try kernel.auditTrail(since: since, limit: limit)) } catch { throw Self.apiError(error) }
+        }
+    }
+}
+
+/// Who is calling the admin API, for the audit trail; set by `AuthMiddleware` for the request's task.
+struct AuditCaller: Sendable {
+    /// The header the console sends (`X-Keel-Client: console`); informational only, it grants nothing.
+    static let clientHeader = HTTPField.Name("x-keel-client")!
+
+    @TaskLocal static var current: AuditCaller?
+
+    var actor: String
+    var principal: String?
+    var origin: String?
+
+    init(_ request: Request, principal: Principal, channel: (any Channel)?) {
+        actor = request.headers[Self.clientHeader] == "console" ? "console" : "admin-api"
+        self.principal = principal.isAnonymous ? nil : principal.id
+        origin = channel?.remoteAddress?.ipAddress
+    }
+}

@@ -1,0 +1,64 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import Keel
+import Testing
+
+/// Per-plugin logs (Keel/PluginLogs.swift) and health (KeelHTTP/PluginHealth.swift).
+@Suite("plugin logs and health", .serialized)
+struct PluginLogsTests {
+    @Test("the ring keeps the last lines of each plugin, for a bounded number of plugins; lines without a plugin are not kept")
+    func ring() {
+        let logs = PluginLogs(perPlugin: 3, plugins: 2)
+        for i in 1...5 { logs.append(LogRecord(level: .info, pluginID: "a", message: "a\(i)")) }
+        logs.append(LogRecord(level: .error, pluginID: "b", message: "b1"))
+        logs.append(LogRecord(level: .warn, pluginID: nil, message: "host"))
+        #expect(logs.lines("a").map(\.message) == ["a3", "a4", "a5"])
+        #expect(logs.lines("b").map(\.level) == ["error"])
+        let after = logs.lines("a")[1].seq
+        #expect(logs.lines("a", after: after).map(\.message) == ["a5"])
+        logs.append(LogRecord(level: .info, pluginID: "c", message: "c1"))  // a was silent longest: dropped
+        #expect(logs.lines("a").isEmpty && logs.lines("b").count == 1 && logs.lines("c").count == 1)
+    }
+
+    @Test("a real server: GET /api/v1/plugins/<id>/logs and /health after failing and good requests; keel logs prints them")
+    func server() async throws {
+        let f = KernelFixture()
+        try TestEnvironment.stageExamples(into: f.plugins)
+        try f.fixtureBundle("flaky", defines: ["HANDLER_FAILS"], capabilities: ["routes"])
+        let keel = TestEnvironment.binPath + "/keel"
+        let at = ["--plugins", f.plugins, "--state", f.state]
+        try TestEnvironment.grantSensitive("hello", plugins: f.plugins, state: f.state)
+        for id in ["hello", "flaky"] { #expect(try TestEnvironment.run(keel, ["plugins", "enable", id] + at).status == 0) }
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch"])
+        defer { server.stop() }
+        for _ in 0..<2 { #expect(try await server.request("GET", "/ext/flaky/ping").status == 500) }
+        for _ in 0..<3 { #expect(try await server.request("GET", "/ext/hello/greet/ada").status == 200) }
+
+        #expect(try await server.request("GET", "/api/v1/plugins/flaky/logs").status == 401)
+        #expect(try await server.request("GET", "/api/v1/plugins/nosuch/logs", admin: true).status == 404)
+        let logs = try await server.request("GET", "/api/v1/plugins/flaky/logs", admin: true)
+        let lines = try #require((logs.json as? [String: Any])?["lines"] as? [[String: Any]], "\(logs.text)")
+        let failures = lines.filter { ($0["message"] as? String)?.contains("GET /ext/flaky/ping failed") == true }
+        #expect(failures.count == 2 && failures.allSatisfy { $0["level"] as? String == "error" }, "\(lines)")
+
+        let health = try #require(try await server.request("GET", "/api/v1/plugins/flaky/health", admin: true).json as? [String: Any])
+        #expect(health["state"] as? String == "enabled" && (health["generation"] as? Int ?? 0) >= 1, "\(health)")
+        #expect(health["requests"] as? Int == 2 && health["failed"] as? Int == 2 && health["errorRate"] as? Double == 1, "\(health)")
+        #expect(((health["lastError"] as? [String: Any])?["message"] as? String)?.contains("handler failed on purpose") == true, "\(health)")
+        #expect((health["p99Milliseconds"] as? Double).map { $0 >= 0 } == true, "\(health)")
+        let good = try #require(try await server.request("GET", "/api/v1/plugins/hello/health", admin: true).json as? [String: Any])
+        #expect(good["requests"] as? Int == 3 && good["errorRate"] as? Double == 0 && good["lastError"] is NSNull, "\(good)")
+        let idle = try #require(try await server.request("GET", "/api/v1/plugins/greeter/health", admin: true).json as? [String: Any])
+        #expect(idle["state"] as? String == "installed" && idle["generation"] is NSNull && idle["p99Milliseconds"] is NSNull, "\(idle)")
+
+        let cli = try TestEnvironment.run(keel, ["logs", "flaky"] + at, environment: ["KEEL_ADMIN_TOKEN": ServerProcess.token])
+        #expect(cli.status == 0 && cli.stdout.components(separatedBy: "GET /ext/flaky/ping failed").count == 3, "\(cli.stdout) \(cli.stderr)")
+        let recent = try TestEnvironment.run(keel, ["logs", "flaky", "--since", "10m"] + at, environment: ["KEEL_ADMIN_TOKEN": ServerProcess.token])
+        #expect(recent.stdout == cli.stdout, "\(recent.stdout) \(recent.stderr)")
+        let future = try TestEnvironment.run(keel, ["logs", "flaky", "--since", "2999-01-01"] + at, environment: ["KEEL_ADMIN_TOKEN": ServerProcess.token])
+        #expect(future.status == 0 && future.stdout.isEmpty, "\(future.stdout)")
+        let noToken = try TestEnvironment.run(keel, ["logs", "flaky"] + at, environment: ["KEEL_ADMIN_TOKEN": ""])
+        #expect(noToken.status == 1 && noToken.stderr.contains("admin token"), "\(noToken.stderr)")
+    }
+}
