@@ -359,11 +359,8 @@ if wanted("http") {
     // metrics off, in alternating pairs (ABBA); the median ratio of the pairs.
     var unmeasured = ServerConfiguration(port: 0)
     unmeasured.metrics = false
-    let offPort = PortBox()
-    let offServer = KeelServer(kernel: k, token: token, configuration: unmeasured)
-    let offTask = Task { try await offServer.run { port in offPort.set(port) } }
-    while offPort.value == 0 { try await Task.sleep(for: .milliseconds(20)) }
-    let offBase = "http://127.0.0.1:\(offPort.value)"
+    let offServer = try await BenchServer.start(k, configuration: unmeasured)
+    let offBase = offServer.base
     _ = wrk(offBase + "/ext/bench/ping", seconds: 1)
     var metricPairs: [(on: WRK, off: WRK)] = []
     for round in 0..<rounds {
@@ -375,8 +372,7 @@ if wanted("http") {
             metricPairs.append((wrk(base + "/ext/bench/ping", seconds: seconds), off))
         }
     }
-    offTask.cancel()
-    _ = try? await offTask.value
+    await offServer.stop()
     let metricRatios = metricPairs.map { $0.on.rps / $0.off.rps }.sorted()
     let metricRatio = metricRatios[metricRatios.count / 2]
     rows.append(Row(name: "HTTP throughput, plugin route with metrics vs without",
@@ -442,9 +438,10 @@ struct BenchServer {
     let base: String
     let task: Task<Void, Error>
 
-    static func start(_ k: Kernel, builtinRoutes: @escaping @Sendable (Router<KeelRequestContext>) -> Void = { _ in }) async throws -> BenchServer {
+    static func start(_ k: Kernel, configuration: ServerConfiguration = ServerConfiguration(port: 0),
+                      builtinRoutes: @escaping @Sendable (Router<KeelRequestContext>) -> Void = { _ in }) async throws -> BenchServer {
         let token = AdminToken(state: k.state, environment: ["KEEL_ADMIN_TOKEN": "bench"])
-        let server = KeelServer(kernel: k, token: token, configuration: ServerConfiguration(port: 0), builtinRoutes: builtinRoutes)
+        let server = KeelServer(kernel: k, token: token, configuration: configuration, builtinRoutes: builtinRoutes)
         let portBox = PortBox()
         let task = Task { try await server.run { port in portBox.set(port) } }
         while portBox.value == 0 { try await Task.sleep(for: .milliseconds(20)) }
