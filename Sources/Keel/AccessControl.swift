@@ -112,6 +112,25 @@ public final class AccessControl: Sendable {
         return (decision, reason)
     }
 
+    // MARK: a request for a plugin route (HTTP's dispatcher and `Kernel.dispatch` alike)
+
+    /// True when `match`'s handler serves a caller of `tenant`: its plugin serves that tenant, or the route is
+    /// served to every tenant (a plugin's public static files).
+    public func serves(_ match: Snapshot.RouteMatch, tenant: String) -> Bool {
+        match.route.handler.everyTenant || isVisible(match.pluginID, tenant: tenant)
+    }
+
+    /// The chain's verdict on `request` (its method on its path) by its principal: nil when allowed, else why it is
+    /// denied (logged). `prepared`, when given, is the request already laid out for the handler: the hooks are asked
+    /// about it.
+    public func denial(of request: PluginRequest, prepared: PreparedRequest? = nil, snapshot: Snapshot) -> String? {
+        let (decision, reason) = authorize(request.principal, action: request.method, resource: request.path,
+                                           request: request, prepared: prepared, snapshot: snapshot)
+        guard decision == .deny else { return nil }
+        log(LogRecord(level: .info, pluginID: nil, message: "\(request.method) \(request.path) denied: \(reason ?? "denied")"))
+        return reason ?? "denied"
+    }
+
     /// True when `principal` may see a menu entry of `pluginID`: the plugin serves its tenant, and the entry needs
     /// no permission or the chain allows it (`key:action`; a bare key means `key:view`).
     public func canSee(_ entry: MenuDeclaration, of pluginID: String, _ principal: Principal, snapshot: Snapshot) -> Bool {

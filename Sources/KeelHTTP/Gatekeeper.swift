@@ -67,18 +67,10 @@ struct Gatekeeper: Sendable {
         return token.verify(String(value.dropFirst(7)).trimmingCharacters(in: .whitespaces))
     }
 
-    /// Runs the authorize hooks about the caller's request; throws 403 on a deny (or a failing hook). Returns the
-    /// decision otherwise. `prepared`, when given, is the request already laid out for the handler: the hooks are
-    /// asked about it.
-    @discardableResult
-    func authorize(_ caller: Caller, _ request: Request, snapshot: Snapshot, prepared: PreparedRequest? = nil) throws -> AuthDecision {
-        let (decision, reason) = kernel.access.authorize(caller.principal, action: request.method.rawValue, resource: caller.seen.path,
-                                                         request: caller.seen, prepared: prepared, snapshot: snapshot)
-        if decision == .deny {
-            log(LogRecord(level: .info, pluginID: nil, message: "\(request.method) \(caller.seen.path) denied: \(reason ?? "denied")"))
-            throw APIError.forbidden
-        }
-        return decision
+    /// Runs the auth chain about the caller's request (`AccessControl.denial`); throws 403 on a deny (or a failing
+    /// hook). `prepared`, when given, is the request already laid out for the handler: the hooks are asked about it.
+    func authorize(_ caller: Caller, _ request: Request, snapshot: Snapshot, prepared: PreparedRequest? = nil) throws {
+        if kernel.access.denial(of: caller.seen, prepared: prepared, snapshot: snapshot) != nil { throw APIError.forbidden }
     }
 
     /// The request as plugins see it (no body: hooks decide on headers, path and method), without the host's own
