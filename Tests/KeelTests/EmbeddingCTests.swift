@@ -76,12 +76,17 @@ struct EmbeddingCTests {
         #expect(r.stdout.split(separator: "\n").count >= 40, "\(r.stdout)")
     }
 
-    @Test("an appliance that never calls keel_close exits normally")
-    func neverCloses() throws {
-        let app = try Self.build(TestEnvironment.repository.path + "/Examples/appliance/appliance.c", "appliance-open")
-        let r = try TestEnvironment.run(app, [try Self.plugins(), "--no-close"])
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout.contains("NULL handle: KEEL_MISUSE\n") && !r.stdout.contains("after close"), "\(r.stdout)")
+    @Test("under LeakSanitizer: no leak reported, whether the appliance closes its kernel or never does")
+    func leakSanitizer() throws {
+        let app = try Self.build(TestEnvironment.repository.path + "/Examples/appliance/appliance.c", "appliance-lsan",
+                                 flags: "-fsanitize=leak -g")
+        let plugins = try Self.plugins()
+        for arguments in [[plugins], [plugins, "--no-close"]] {
+            let r = try TestEnvironment.run(app, arguments, environment: ["LSAN_OPTIONS": "exitcode=23"])
+            #expect(r.status == 0 && !r.stderr.contains("LeakSanitizer"), "\(arguments): \(r.stderr)")
+            #expect(r.stdout.contains("NULL handle: KEEL_MISUSE\n"), "\(r.stdout)")
+            #expect(r.stdout.contains("after close") == (arguments.count == 1), "\(r.stdout)")
+        }
     }
 
     @Test("the README's C embedding example is the example appliance's code")

@@ -73,6 +73,7 @@ struct EmbeddingTests {
         // --- README: in memory (keep in sync) ---
         var configuration = KernelConfiguration(pluginsDirectory: "", stateFile: StateStore.inMemory)
         configuration.bundleFolders = [helloBundle]        // e.g. "/usr/lib/appliance/bundles/hello-c"
+        configuration.trustedCapabilities = Set(Capability.allCases)  // it trusts the plugins it ships
         let kernel = try Kernel(configuration: configuration)
         await kernel.start()
         try await kernel.enable("hello")
