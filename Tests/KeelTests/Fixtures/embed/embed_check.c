@@ -41,7 +41,13 @@ typedef struct test_echo_v1 {
     uint32_t struct_size;
     int (*echo)(keel_str x, char *out, size_t cap);
 } test_echo_v1;
+static keel *echo_kernel = NULL;
+static atomic_int echo_reentry = 0;   /* what a keel_ call from inside the table's function returned (+1000) */
 static int echo(keel_str x, char *out, size_t cap) {
+    /* Called by a plugin, here on the thread of keel_dispatch: a call back into the API is refused. */
+    keel_plugin_list *list = NULL;
+    if (echo_kernel) atomic_store(&echo_reentry, keel_plugins(echo_kernel, &list) + 1000);
+    keel_plugin_list_free(list);
     return snprintf(out, cap, "tag=appliance echo=%.*s", (int)x.len, x.ptr);
 }
 static const test_echo_v1 echo_table = { sizeof(test_echo_v1), echo };
@@ -179,7 +185,11 @@ int main(int argc, char **argv) {
     check(keel_provide_service(k, "test.echo/1", NULL, &echo_table) == KEEL_ERR_CONFLICT, "provide twice", keel_errmsg());
     check(keel_provide_service(k, "not an id", NULL, &echo_table) == KEEL_ERR_INVALID_ARGUMENT, "provide a malformed id", keel_errmsg());
     check(keel_enable(k, "user") == KEEL_OK, "a consumer of the appliance's service enables", keel_errmsg());
+    echo_kernel = k;
     res = get(k, "/ext/user/call?gpio", &s);
+    echo_kernel = NULL;
+    snprintf(detail, sizeof detail, "got %d", atomic_load(&echo_reentry) - 1000);
+    check(atomic_load(&echo_reentry) == KEEL_MISUSE + 1000, "a call from plugin code keel_dispatch runs returns KEEL_MISUSE", detail);
     snprintf(detail, sizeof detail, "%s", res ? (const char *)res->body : keel_errmsg());
     check(s == KEEL_OK && res && strcmp((const char *)res->body, "tag=appliance echo=gpio provider=keel gen=0 v=1.0.0") == 0,
           "the plugin calls the appliance's table", detail);
