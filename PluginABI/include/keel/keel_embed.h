@@ -60,8 +60,9 @@ typedef struct keel keel;
 
 /* Receives one log line of the kernel or a plugin, at KEEL_LOG_DEBUG ... KEEL_LOG_ERROR (types.h). `plugin_id` is NULL when the line concerns no plugin. Both
  * strings are borrowed for the call. Calls are serialised (never two at once) and never made after keel_close
- * returns. API calls made from inside it return KEEL_MISUSE.
- * [any thread of the library: the lifecycle thread, a request thread, the caller of keel_dispatch] */
+ * returns. API calls made from inside it return KEEL_MISUSE. It must return quickly: it may run on any thread of the
+ * library (the lifecycle thread, the HTTP server's, Swift's cooperative pool) or on the caller of keel_dispatch.
+ * [any thread of the library] */
 typedef void (*keel_log_fn)(void *user_data, keel_log_level level, const char *plugin_id, const char *message);
 
 /* How keel_open sets up a kernel. Start from KEEL_CONFIG_INIT; fields grow only at the end (struct_size). */
