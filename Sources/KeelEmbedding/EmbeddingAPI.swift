@@ -44,6 +44,13 @@ public func keel_open(_ config: UnsafePointer<keel_config>?, _ out: UnsafeMutabl
         }
     }
     if c.trust_all != 0 { configuration.trustedCapabilities = Set(Capability.allCases) }
+    guard c.handler_budget_s >= 0, c.hook_budget_s >= 0, c.failure_threshold >= 0, c.drain_timeout_s >= 0 else {
+        return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_open: a budget in config is negative")
+    }
+    if c.handler_budget_s > 0 { configuration.budgets.handler = c.handler_budget_s }
+    if c.hook_budget_s > 0 { configuration.budgets.hook = c.hook_budget_s }
+    if c.failure_threshold > 0 { configuration.budgets.failureThreshold = Int(c.failure_threshold) }
+    if c.drain_timeout_s > 0 { configuration.drainTimeout = c.drain_timeout_s }
     let gate = c.log.map { LogGate(fn: $0, userData: c.log_user_data) }
     if let gate { configuration.log = { gate.log($0) } }
     do {

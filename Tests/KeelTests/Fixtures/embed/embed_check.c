@@ -124,8 +124,14 @@ int main(int argc, char **argv) {
     keel_plugin_list_free(NULL);
     keel_free(NULL);
 
+    keel_config negative = KEEL_CONFIG_INIT;
+    negative.hook_budget_s = -1;
+    check(keel_open(&negative, &k) == KEEL_ERR_INVALID_ARGUMENT && strstr(keel_errmsg(), "budget"), "open with a negative budget", keel_errmsg());
+
     keel_config cfg = KEEL_CONFIG_INIT;
     cfg.plugins_dir = argv[1];
+    cfg.hook_budget_s = 1;
+    cfg.drain_timeout_s = 2;
     cfg.log = on_log;
     cfg.trust_all = 1;
     check(keel_open(&cfg, &k) == KEEL_OK && k != NULL, "open in memory", keel_errmsg());
