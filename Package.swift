@@ -11,6 +11,9 @@ let package = Package(
         .executable(name: "keel", targets: ["KeelCLI"]),
         .executable(name: "keel-bench", targets: ["KeelBench"]),
         .executable(name: "keel-icount", targets: ["KeelICount"]),
+        // The C embedding API (keel/keel_embed.h). Built as libkeel-embed.so (the executable owns the name "keel");
+        // `keel sdk install` installs it as libkeel.so.
+        .library(name: "keel-embed", type: .dynamic, targets: ["KeelEmbedding"]),
         // Example plugins, built as real shared objects (lib<name>.so in the build folder).
         .library(name: "hello-c", type: .dynamic, targets: ["HelloC"]),
         .library(name: "greeter-swift", type: .dynamic, targets: ["GreeterSwift"]),
@@ -91,6 +94,10 @@ let package = Package(
             "Keel", "KeelHTTP", "KeelSystem",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], plugins: ["EmbedSDK"]),
+
+        // The C embedding API: @_cdecl functions over Keel and KeelHTTP (the one other module that sees C types:
+        // those of keel_embed.h, through CKeelABI.Embed).
+        .target(name: "KeelEmbedding", dependencies: ["Keel", "KeelHTTP", "CKeelABI"]),
 
         // The benchmark suite (Scripts/bench.sh), separate from the tests.
         .target(name: "CKeelBenchNative", dependencies: ["CKeelABI"]),

@@ -112,6 +112,39 @@ public final class AccessControl: Sendable {
         return (decision, reason)
     }
 
+    // MARK: a request for a plugin route (HTTP's dispatcher and `Kernel.dispatch` alike)
+
+    /// True when `match`'s handler serves a caller of `tenant`: its plugin serves that tenant, or the route is
+    /// served to every tenant (a plugin's public static files).
+    public func serves(_ match: Snapshot.RouteMatch, tenant: String) -> Bool {
+        match.route.handler.everyTenant || isVisible(match.pluginID, tenant: tenant)
+    }
+
+    /// Why the auth chain refused a request: for the operator (log, audit), never for the client.
+    public struct Denial: Sendable {
+        /// The chain's reason: the hook that denied or failed, and its message.
+        public let reason: String
+        /// The registered hook that denied, when one did (nil when the chain failed without a hook to name).
+        public let hook: AuthorizeHook?
+    }
+
+    /// The chain's verdict on `request` (its method on its path) by its principal: nil when allowed, else why it is
+    /// denied, logged with the caller and the denying hook's plugin. `prepared`, when given, is the request already
+    /// laid out for the handler: the hooks are asked about it.
+    public func denial(of request: PluginRequest, prepared: PreparedRequest? = nil, snapshot: Snapshot) -> Denial? {
+        let (decision, reason) = authorize(request.principal, action: request.method, resource: request.path,
+                                           request: request, prepared: prepared, snapshot: snapshot)
+        guard decision == .deny else { return nil }
+        let why = reason ?? "denied by the auth chain"
+        let who = request.principal.isAnonymous ? "an anonymous caller" : "\"\(request.principal.id)\""
+        // The hook that denied, from the registered hooks (never from the text: a failure message is no label).
+        let hook = reason.flatMap { reason in
+            snapshot.authorizers.first { reason.hasPrefix("authorize hook \"\($0.name)\"") && reason.contains("\"\($0.pluginID)\"") }
+        }
+        log(LogRecord(level: .info, pluginID: hook?.pluginID, message: "\(request.method) \(request.path) denied to \(who): \(why)"))
+        return Denial(reason: why, hook: hook)
+    }
+
     /// True when `principal` may see a menu entry of `pluginID`: the plugin serves its tenant, and the entry needs
     /// no permission or the chain allows it (`key:action`; a bare key means `key:view`).
     public func canSee(_ entry: MenuDeclaration, of pluginID: String, _ principal: Principal, snapshot: Snapshot) -> Bool {

@@ -1,5 +1,6 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
+import KeelState
 import KeelSystem
 import Crypto
 import Foundation
@@ -28,9 +29,14 @@ struct GenerationStore: Sendable {
     /// Where the one-use links to memory copies go; nil when memory copies are not used.
     let linkDirectory: String?
 
+    /// False when the state lives in memory (`StateStore.inMemory`): then nothing may be written to disk, and a load
+    /// that cannot have a memory copy fails instead of falling back to a file.
+    let filesAllowed: Bool
+
     init(stateFile: String, inMemory: Bool = true) {
         let folder = (stateFile as NSString).deletingLastPathComponent
         directory = (folder.isEmpty ? "." : folder) + "/generations"
+        filesAllowed = stateFile != StateStore.inMemory
         linkDirectory = inMemory && access("/dev/shm", W_OK | X_OK) == 0 && access("/proc/self/fd", X_OK) == 0 ? "/dev/shm" : nil
     }
 
@@ -78,6 +84,9 @@ struct GenerationStore: Sendable {
         if let linkDirectory, let copy = inMemory(image, checksum: checksum, name: "keel-\(id)-g\(generation)",
                                                   link: "\(linkDirectory)/.keel-\(getpid())-\(unique).so") {
             return copy
+        }
+        guard filesAllowed else {
+            throw KernelError(.bundle, pluginID: id, reason: "\(library): no memory copy can be made (memfd_create or a writable /dev/shm is missing) and the state lives in memory, so no file copy is written")
         }
         let target = directory + "/\(id)-g\(generation)-\(checksum.prefix(12))-\(UInt32.random(in: 0...UInt32.max)).so"
         do {
@@ -127,7 +136,7 @@ struct GenerationStore: Sendable {
                 unlink(linkDirectory + "/" + name)
             }
         }
-        guard let names = try? fm.contentsOfDirectory(atPath: directory) else { return }
+        guard filesAllowed, let names = try? fm.contentsOfDirectory(atPath: directory) else { return }
         let now = time(nil)
         for name in names where name.hasSuffix(".so") || name.hasSuffix(".tmp") {
             var st = stat()

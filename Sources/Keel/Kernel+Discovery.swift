@@ -12,7 +12,7 @@ extension Kernel {
     /// vanished ones `missing`, unusable ones `failed` with the reason). Active plugins keep running.
     public func rescan() {
         let found: [Bundle]
-        do { found = try BundleScanner().scan(configuration.pluginsDirectory) } catch {
+        do { found = try BundleScanner().scan(configuration.pluginsDirectory, bundleFolders: configuration.bundleFolders) } catch {
             log(.error, nil, error.description)
             return
         }

@@ -94,7 +94,8 @@ public actor Kernel {
         access = AccessControl(registry: registry, state: state, log: log)
         environment.attach(access)
         generations = GenerationStore(stateFile: configuration.stateFile, inMemory: configuration.copiesInMemory)
-        activationMark = ActivationMark(path: configuration.stateFile + ".activating")
+        // With the state in memory nothing goes to disk: the mark goes to /dev/null, which cannot be mapped (no-op).
+        activationMark = ActivationMark(path: state.isInMemory ? "/dev/null" : configuration.stateFile + ".activating")
     }
 
     nonisolated func log(_ level: LogLevel, _ pluginID: String?, _ message: String) {

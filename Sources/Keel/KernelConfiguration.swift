@@ -9,7 +9,12 @@ public struct KernelConfiguration: Sendable {
     /// The folder holding plugin bundles (one sub-folder each, with `plugin.yaml`).
     /// Default: `$KEEL_PLUGINS_DIR`, else `./plugins`.
     public var pluginsDirectory: String
-    /// The SQLite state file. Default: `$KEEL_STATE`, else `./.keel/state.db`.
+    /// Bundle folders registered from code, in addition to the plugin folder's (which may then be "" for none).
+    /// They are scanned on every rescan, as the plugin folder's are, but not watched and not managed by install.
+    public var bundleFolders: [String] = []
+    /// The SQLite state file. Default: `$KEEL_STATE`, else `./.keel/state.db`. `StateStore.inMemory` (`:memory:`)
+    /// keeps the state in memory and writes nothing to disk: no state file, no activation mark, no file copies of
+    /// libraries (a load that cannot be copied into memory fails instead).
     public var stateFile: String
     /// Ceilings per plugin on routes, menu entries and hooks.
     public var limits: RegistrationLimits

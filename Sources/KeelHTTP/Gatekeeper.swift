@@ -79,26 +79,13 @@ struct Gatekeeper: Sendable {
         return token.verify(String(value.dropFirst(7)).trimmingCharacters(in: .whitespaces))
     }
 
-    /// Runs the authorize hooks about the caller's request; throws 403 on a deny (or a failing hook). Returns the
-    /// decision otherwise. `prepared`, when given, is the request already laid out for the handler: the hooks are
-    /// asked about it.
-    @discardableResult
-    func authorize(_ caller: Caller, _ request: Request, snapshot: Snapshot, prepared: PreparedRequest? = nil) throws -> AuthDecision {
-        let (decision, reason) = kernel.access.authorize(caller.principal, action: request.method.rawValue, resource: caller.seen.path,
-                                                         request: caller.seen, prepared: prepared, snapshot: snapshot)
-        if decision == .deny {
-            // The operator learns which hook denied (or failed); the client only that it was forbidden.
-            let why = reason ?? "denied by the auth chain"
-            let who = caller.principal.isAnonymous ? "an anonymous caller" : "\"\(caller.principal.id)\""
-            // The hook that denied, from the registered hooks (never from the text: a failure message is no label).
-            let hook = reason.flatMap { reason in
-                snapshot.authorizers.first { reason.hasPrefix("authorize hook \"\($0.name)\"") && reason.contains("\"\($0.pluginID)\"") }
-            }
-            log(LogRecord(level: .info, pluginID: hook?.pluginID, message: "\(request.method) \(caller.seen.path) denied to \(who): \(why)"))
-            if let metrics, let hook { metrics.hookDenied(plugin: hook.pluginID, hook: hook.name) }
-            throw APIError.forbidden(because: why)
-        }
-        return decision
+    /// Runs the auth chain about the caller's request (`AccessControl.denial`, which logs who was denied and why);
+    /// throws 403 on a deny (or a failing hook), counting the denying hook. `prepared`, when given, is the request
+    /// already laid out for the handler: the hooks are asked about it.
+    func authorize(_ caller: Caller, _ request: Request, snapshot: Snapshot, prepared: PreparedRequest? = nil) throws {
+        guard let denial = kernel.access.denial(of: caller.seen, prepared: prepared, snapshot: snapshot) else { return }
+        if let metrics, let hook = denial.hook { metrics.hookDenied(plugin: hook.pluginID, hook: hook.name) }
+        throw APIError.forbidden(because: denial.reason)
     }
 
     /// The request as plugins see it (no body: hooks decide on headers, path and method), without the host's own

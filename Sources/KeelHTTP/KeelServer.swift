@@ -34,6 +34,9 @@ public struct ServerConfiguration: Sendable {
     public var metrics = true
     /// Besides the admin token, the token that may read `GET /metrics` (`KEEL_METRICS_TOKEN`); nil: admin only.
     public var metricsToken: String?
+    /// Whether SIGINT and SIGTERM stop the server gracefully (`keel serve`). An embedder that owns the process's
+    /// signals sets it false and stops the server by cancelling the task that runs it.
+    public var stopsOnSignals = true
 
     public init(host: String = "127.0.0.1", port: Int = ServerConfiguration.defaultPort, maxBodySize: Int = 1 << 20,
                 idleTimeout: Duration = .seconds(30), bodyTimeout: Duration = .seconds(30),
@@ -126,7 +129,7 @@ public struct KeelServer: Sendable {
         let kernel = self.kernel, token = self.token
         let remote = Task { await RemoteControl.serve(kernel, token: token) }
         defer { remote.cancel() }
-        do { try await app.runService() } catch {
+        do { try await app.runService(gracefulShutdownSignals: configuration.stopsOnSignals ? [.sigterm, .sigint] : []) } catch {
             await proxy.shutdown()
             await lanes.shutdown()
             throw error

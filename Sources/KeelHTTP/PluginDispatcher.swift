@@ -66,9 +66,7 @@ struct PluginDispatcher: Sendable {
             var caller = try gatekeeper.identify(request, snapshot: firstSnapshot, pluginID: first.pluginID)
             // A plugin enabled for other tenants only does not exist for this caller (its public static files aside:
             // console pages load them from an opaque origin, as an anonymous caller).
-            guard first.route.handler.everyTenant || gatekeeper.kernel.access.isVisible(first.pluginID, tenant: caller.principal.tenant) else {
-                throw APIError.notFound
-            }
+            guard gatekeeper.kernel.access.serves(first, tenant: caller.principal.tenant) else { throw APIError.notFound }
             caller.seen.routePath = first.routePath
             caller.seen.parameters = first.parameters
             guard bodiless else {
@@ -76,12 +74,12 @@ struct PluginDispatcher: Sendable {
                 return (caller, nil)
             }
             let checked = caller
-            let (authorized, result) = PreparedRequest.prepare(caller.seen) { frame -> (Result<AuthDecision, Error>, Result<PluginResponse, PluginCallError>?) in
+            let (authorized, result) = PreparedRequest.prepare(caller.seen) { frame -> (Result<Void, Error>, Result<PluginResponse, PluginCallError>?) in
                 let authorized = Result { try gatekeeper.authorize(checked, request, snapshot: firstSnapshot, prepared: frame) }
                 guard case .success = authorized else { return (authorized, nil) }
                 return (authorized, ServerMetrics.timed(measured) { first.route.handler.handle(frame) })
             }
-            _ = try authorized.get()
+            try authorized.get()
             return (caller, result)
         }
         if !bodiless {

@@ -49,22 +49,29 @@ public struct BundleScanner: Sendable {
 
     public init() {}
 
+    /// - Parameters:
+    ///   - directory: the plugin folder; one that does not exist holds no bundles.
+    ///   - bundleFolders: bundle folders named one by one (an embedder's, from code), scanned after the plugin folder's;
+    ///     one that is not a folder is reported as a bundle with a problem.
     /// - Throws: `ScanError` naming the folder when it cannot be listed.
-    public func scan(_ directory: String) throws(ScanError) -> [PluginBundle] {
+    public func scan(_ directory: String, bundleFolders: [String] = []) throws(ScanError) -> [PluginBundle] {
         let fm = FileManager.default
         var isDirectory: ObjCBool = false
-        guard fm.fileExists(atPath: directory, isDirectory: &isDirectory) else { return [] }
-        guard isDirectory.boolValue else {
-            throw ScanError(reason: "\(directory): is a file, not a plugin folder")
+        var listed: [String] = []
+        if fm.fileExists(atPath: directory, isDirectory: &isDirectory) {
+            guard isDirectory.boolValue else {
+                throw ScanError(reason: "\(directory): is a file, not a plugin folder")
+            }
+            let names: [String]
+            do { names = try fm.contentsOfDirectory(atPath: directory) } catch {
+                throw ScanError(reason: "\(directory): cannot be listed: \(error.localizedDescription)")
+            }
+            listed = names.sorted().filter { !$0.hasPrefix(".") }.map { directory + "/" + $0 }.filter { folder in
+                var st = stat()
+                return stat(folder, &st) == 0 && st.st_mode & S_IFMT == S_IFDIR
+            }
         }
-        let names: [String]
-        do { names = try fm.contentsOfDirectory(atPath: directory) } catch {
-            throw ScanError(reason: "\(directory): cannot be listed: \(error.localizedDescription)")
-        }
-        let folders = names.sorted().filter { !$0.hasPrefix(".") }.map { directory + "/" + $0 }.filter { folder in
-            var st = stat()
-            return stat(folder, &st) == 0 && st.st_mode & S_IFMT == S_IFDIR
-        }
+        let folders = listed + bundleFolders.filter { !listed.contains($0) }
         // Manifests are independent: read them on every core.
         // Each worker fills its own slot; the lock is held only to store a finished bundle.
         let found = Mutex([PluginBundle?](repeating: nil, count: folders.count))

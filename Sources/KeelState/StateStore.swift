@@ -28,7 +28,14 @@ public final class StateStore: StateStoring, @unchecked Sendable {
     private let database: SQLiteDatabase
     public let path: String
 
-    /// Opens the state file at `path`, creating it and migrating its schema as needed.
+    /// The `path` of a store that lives in memory only (SQLite's `:memory:`): nothing is written to disk, and the
+    /// state ends with the process. For appliances with read-only disks.
+    public static let inMemory = ":memory:"
+    /// True for a store opened with `StateStore.inMemory`.
+    public var isInMemory: Bool { path == Self.inMemory }
+
+    /// Opens the state file at `path` (or an in-memory store for `StateStore.inMemory`), creating it and migrating
+    /// its schema as needed.
     /// - Throws: `StateError` when it cannot be opened, is not a database, or was written by a newer Keel.
     public init(path: String) throws(StateError) {
         let database = try SQLiteDatabase(path: path)

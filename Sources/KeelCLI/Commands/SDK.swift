@@ -13,7 +13,7 @@ extension KeelCommand {
 
         struct Install: AsyncParsableCommand {
             static let configuration = CommandConfiguration(
-                abstract: "Write the plugin headers to PREFIX/include/keel and PREFIX/lib/pkgconfig/keel-plugin.pc.",
+                abstract: "Write the plugin headers to PREFIX/include/keel and PREFIX/lib/pkgconfig/keel-plugin.pc, and libkeel.so with keel.pc.",
                 discussion: "The default prefix is /usr/local for root (on pkg-config's default path), else ~/.local.")
             @Option(help: "Where to install (default: /usr/local for root, else ~/.local).") var prefix: String?
 
@@ -24,6 +24,12 @@ extension KeelCommand {
                     print("installed the Keel plugin SDK (ABI \(PluginSDK.abiVersion)) in \(prefix)")
                     print("  headers:    \(PluginSDK.includeDirectory(prefix: prefix))/keel (\(written.count - 1) files)")
                     print("  pkg-config: \(PluginSDK.pcDirectory(prefix: prefix))/\(PluginSDK.packageName).pc")
+                    let embedding = try EmbeddingSDK.install(prefix: prefix)
+                    if embedding.isEmpty {
+                        print("  no libkeel.so beside this keel: the embedding library (keel.pc) is not installed")
+                    } else {
+                        print("  embedding:  \(embedding.joined(separator: ", ")) (cc app.c $(pkg-config --cflags --libs keel))")
+                    }
                     if !PluginSDK.pkgConfigSearches(prefix: prefix) {
                         print("pkg-config does not search \(PluginSDK.pcDirectory(prefix: prefix)); add it to your shell profile:")
                         print("  export PKG_CONFIG_PATH=\"\(PluginSDK.pcDirectory(prefix: prefix))${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}\"")

@@ -8,11 +8,11 @@
 /// its meaning is refused: `.` and `..` segments (raw or encoded), an encoded `/` (`%2F`), an encoded `?` or `#` or
 /// control character (decoded, they would end the path or split a request line), a broken escape, a NUL, and bytes
 /// that are not UTF-8. Stateless and thread-safe.
-enum CanonicalPath {
-    enum Problem: Error, Sendable, CustomStringConvertible {
+public enum CanonicalPath {
+    public enum Problem: Error, Sendable, CustomStringConvertible {
         case dotSegment, encodedSlash, encodedDelimiter, badEscape, notUTF8
 
-        var description: String {
+        public var description: String {
             switch self {
             case .dotSegment: return "the path has a '.' or '..' segment"
             case .encodedSlash: return "the path has an encoded '/' (%2F)"
@@ -25,7 +25,7 @@ enum CanonicalPath {
 
     /// The canonical form of `raw` (the path without its query), or why it has none. A path that is already
     /// canonical comes back unchanged, without allocating.
-    static func canonical(_ raw: String) -> Result<String, Problem> {
+    public static func canonical(_ raw: String) -> Result<String, Problem> {
         if isCanonical(raw) { return .success(raw) }
         var segments: [String] = []
         for part in raw.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: true) {

@@ -1,0 +1,152 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import CKeelABI
+import CKeelABI.Embed
+import Foundation
+import Keel
+import Synchronization
+
+/// The embedder's log callback. Calls are serialised by a lock, so the embedder never sees two at once, and `close`
+/// takes the same lock: once it returns, no call is in progress and none follows. The callback runs with the thread
+/// marked busy, so an API call from inside it is refused rather than left to deadlock.
+/// `@unchecked Sendable`: the C function pointer and its user data are only read, under the lock.
+final class LogGate: @unchecked Sendable {
+    private let open = Mutex(true)
+    private let fn: keel_log_fn
+    private let userData: UnsafeMutableRawPointer?
+
+    init(fn: keel_log_fn, userData: UnsafeMutableRawPointer?) {
+        self.fn = fn
+        self.userData = userData
+    }
+
+    func log(_ record: LogRecord) {
+        open.withLock { isOpen in
+            guard isOpen else { return }
+            ThreadState.busy {
+                if let id = record.pluginID {
+                    id.withCString { fn(userData, keel_log_level(record.level.rawValue), $0, record.message) }
+                } else {
+                    fn(userData, keel_log_level(record.level.rawValue), nil, record.message)
+                }
+            }
+        }
+    }
+
+    func close() { open.withLock { $0 = false } }
+}
+
+/// Delivers the kernel's events to the embedder's subscribers on a thread of its own (one per handle), in order,
+/// one at a time. The kernel only queues an item (it never waits for embedder code); this thread turns it into
+/// `keel_event`s: the command that ran, then one `KEEL_EVENT_PLUGIN_STATE` per plugin whose stored status or reason
+/// changed since the last look. Subscribers are called under a lock that `unsubscribe` and `stop` take too, so after
+/// either returns the callback is not running and is not called again.
+/// `@unchecked Sendable`: the subscribers' C pointers are used only under `subscribers`' lock; `seen` only on the
+/// event thread.
+final class EventPump: @unchecked Sendable {
+    enum Item: Sendable {
+        case command(name: String, pluginID: String?, failure: String?)
+        /// Look at the stored plugin states again.
+        case refresh
+    }
+
+    /// `@unchecked Sendable`: a C function and the embedder's pointer for it, only ever passed back to that function
+    /// (the header makes the embedder keep it valid until unsubscribed).
+    private struct Subscriber: @unchecked Sendable {
+        let token: Int64
+        let fn: keel_event_fn
+        let userData: UnsafeMutableRawPointer?
+    }
+
+    private let queue = Mutex<(items: [Item], stopped: Bool)>(([], false))
+    private let wakeups = DispatchSemaphore(value: 0)
+    private let finished = DispatchSemaphore(value: 0)
+    private let subscribers = Mutex<[Subscriber]>([])
+    private let nextToken = Atomic<Int64>(0)
+    private let state: StateStore
+    /// Status and reason per plugin as last delivered. Event thread only.
+    private var seen: [String: (PluginStatus, String?)] = [:]
+
+    init(state: StateStore) {
+        self.state = state
+        seen = Self.read(state)
+        let thread = Thread { [self] in run() }
+        thread.name = "keel.events"
+        thread.start()
+    }
+
+    func post(_ item: Item) {
+        queue.withLock { $0.items.append(item) }
+        wakeups.signal()
+    }
+
+    func subscribe(_ fn: keel_event_fn, _ userData: UnsafeMutableRawPointer?) -> Int64 {
+        let token = nextToken.add(1, ordering: .relaxed).newValue
+        subscribers.withLock { $0.append(Subscriber(token: token, fn: fn, userData: userData)) }
+        return token
+    }
+
+    func unsubscribe(_ token: Int64) -> Bool {
+        subscribers.withLock { list in
+            guard let i = list.firstIndex(where: { $0.token == token }) else { return false }
+            list.remove(at: i)
+            return true
+        }
+    }
+
+    /// Delivers what is queued, then ends the thread; no callback runs after it returns.
+    func stop() {
+        queue.withLock { $0.stopped = true }
+        wakeups.signal()
+        finished.wait()
+        subscribers.withLock { $0.removeAll() }
+    }
+
+    private static func read(_ state: StateStore) -> [String: (PluginStatus, String?)] {
+        let records = (try? state.plugins()) ?? []
+        return Dictionary(records.map { ($0.id, ($0.status, $0.reason)) }, uniquingKeysWith: { a, _ in a })
+    }
+
+    private func run() {
+        while true {
+            wakeups.wait()
+            // One signal per item and one from `stop`: the queue is empty here only after `stop`, with all delivered.
+            let (next, stopped): (Item?, Bool) = queue.withLock { q in (q.items.isEmpty ? nil : q.items.removeFirst(), q.stopped) }
+            guard let item = next else {
+                if stopped { finished.signal(); return }
+                continue
+            }
+            if case let .command(name, pluginID, failure) = item {
+                deliver(KEEL_EVENT_COMMAND, pluginID: pluginID, command: name, status: nil, message: failure)
+            }
+            let now = Self.read(state)
+            for (id, entry) in now.sorted(by: { $0.key < $1.key }) {
+                if let old = seen[id], old.0 == entry.0, old.1 == entry.1 { continue }
+                deliver(KEEL_EVENT_PLUGIN_STATE, pluginID: id, command: nil, status: entry.0.rawValue, message: entry.1)
+            }
+            seen = now
+        }
+    }
+
+    private func deliver(_ kind: Int32, pluginID: String?, command: String?, status: String?, message: String?) {
+        withOptionalCString(pluginID) { plugin in
+            withOptionalCString(command) { command in
+                withOptionalCString(status) { status in
+                    withOptionalCString(message) { message in
+                        var event = keel_event(struct_size: UInt32(MemoryLayout<keel_event>.size), kind: kind, plugin_id: plugin,
+                                               command: command, status: status, message: message)
+                        subscribers.withLock { list in
+                            ThreadState.busy { for s in list { s.fn(s.userData, &event) } }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `body` with a C string for `text`, or NULL for nil; the pointer is valid only inside `body`.
+func withOptionalCString<T>(_ text: String?, _ body: (UnsafePointer<CChar>?) -> T) -> T {
+    guard let text else { return body(nil) }
+    return text.withCString { body($0) }
+}

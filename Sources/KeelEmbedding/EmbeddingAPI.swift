@@ -1,0 +1,277 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import CKeelABI
+import CKeelABI.Embed
+import Foundation
+import Glibc
+import Keel
+
+// The C embedding API (PluginABI/include/keel/keel_embed.h): every function the header declares, with the same
+// contract. No Swift error or trap crosses into C: each function returns a keel_status and leaves a message for
+// keel_errmsg. Kernel operations run on the kernel's own thread; the caller's thread waits (`blocking`).
+
+private let versionText: StaticString = "1.0.0"
+
+@_cdecl("keel_libversion")
+public func keel_libversion() -> UnsafePointer<CChar>? {
+    UnsafeRawPointer(versionText.utf8Start).assumingMemoryBound(to: CChar.self)
+}
+
+private let emptyText: StaticString = ""
+
+@_cdecl("keel_errmsg")
+public func keel_errmsg() -> UnsafePointer<CChar>? {
+    ThreadState.error ?? UnsafeRawPointer(emptyText.utf8Start).assumingMemoryBound(to: CChar.self)
+}
+
+@_cdecl("keel_open")
+public func keel_open(_ config: UnsafePointer<keel_config>?, _ out: UnsafeMutablePointer<OpaquePointer?>?) -> keel_status {
+    if let refusal = ThreadState.refusal { return fail(KEEL_MISUSE, refusal) }
+    ThreadState.setError(nil)
+    out?.pointee = nil
+    guard let config, let out else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_open: config and out_kernel must not be NULL") }
+    let c = config.pointee
+    guard Int(c.struct_size) >= MemoryLayout<keel_config>.size else {
+        return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_open: config.struct_size is \(c.struct_size), expected \(MemoryLayout<keel_config>.size) (start from KEEL_CONFIG_INIT)")
+    }
+    var configuration = KernelConfiguration(pluginsDirectory: c.plugins_dir.map { String(cString: $0) } ?? "",
+                                            stateFile: c.state.map { String(cString: $0) } ?? StateStore.inMemory)
+    if c.bundle_count > 0 {
+        guard let list = c.bundles else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_open: config.bundles is NULL with bundle_count \(c.bundle_count)") }
+        for i in 0..<c.bundle_count {
+            guard let path = list[i] else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_open: config.bundles[\(i)] is NULL") }
+            configuration.bundleFolders.append(String(cString: path))
+        }
+    }
+    if c.trust_all != 0 { configuration.trustedCapabilities = Set(Capability.allCases) }
+    guard c.handler_budget_s >= 0, c.hook_budget_s >= 0, c.failure_threshold >= 0, c.drain_timeout_s >= 0 else {
+        return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_open: a budget in config is negative")
+    }
+    if c.handler_budget_s > 0 { configuration.budgets.handler = c.handler_budget_s }
+    if c.hook_budget_s > 0 { configuration.budgets.hook = c.hook_budget_s }
+    if c.failure_threshold > 0 { configuration.budgets.failureThreshold = Int(c.failure_threshold) }
+    if c.drain_timeout_s > 0 { configuration.drainTimeout = c.drain_timeout_s }
+    let gate = c.log.map { LogGate(fn: $0, userData: c.log_user_data) }
+    if let gate { configuration.log = { gate.log($0) } }
+    do {
+        let embedded = try EmbeddedKernel(configuration: configuration, logGate: gate)
+        out.pointee = Handles.add(embedded)
+        return KEEL_OK
+    } catch {
+        return fail(KEEL_ERR_INTERNAL, error.description)
+    }
+}
+
+@_cdecl("keel_start")
+public func keel_start(_ k: OpaquePointer?) -> keel_status {
+    withKernel(k) { e in
+        guard !e.started.exchange(true, ordering: .acquiringAndReleasing) else {
+            return fail(KEEL_ERR_WRONG_STATE, "keel_start: the kernel is already started")
+        }
+        let kernel = e.kernel
+        blocking { await kernel.start() }
+        e.events.post(.refresh)
+        return KEEL_OK
+    }
+}
+
+@_cdecl("keel_enable")
+public func keel_enable(_ k: OpaquePointer?, _ id: UnsafePointer<CChar>?) -> keel_status {
+    withKernel(k) { e in
+        guard let id else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_enable: id is NULL") }
+        return execute(e, .enable(id: String(cString: id), tenant: nil))
+    }
+}
+
+@_cdecl("keel_disable")
+public func keel_disable(_ k: OpaquePointer?, _ id: UnsafePointer<CChar>?, _ cascade: Int32) -> keel_status {
+    withKernel(k) { e in
+        guard let id else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_disable: id is NULL") }
+        return execute(e, .disable(id: String(cString: id), tenant: nil, cascade: cascade != 0))
+    }
+}
+
+@_cdecl("keel_grant")
+public func keel_grant(_ k: OpaquePointer?, _ id: UnsafePointer<CChar>?, _ capability: UnsafePointer<CChar>?) -> keel_status {
+    withKernel(k) { e in
+        guard let id, let capability else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_grant: id and capability must not be NULL") }
+        return execute(e, .grants(id: String(cString: id), grant: [String(cString: capability)], revoke: []))
+    }
+}
+
+/// Runs `command` through `Kernel.execute` (audit line and events as for every front end) as "embedder".
+private func execute(_ e: EmbeddedKernel, _ command: KernelCommand) -> keel_status {
+    let kernel = e.kernel
+    let outcome = blocking { () async -> Result<CommandResult, KernelError> in
+        do throws(KernelError) { return .success(try await kernel.execute(command, actor: "embedder")) } catch { return .failure(error) }
+    }
+    guard case let .failure(error) = outcome else { return KEEL_OK }
+    return fail(status(of: error), error.description)
+}
+
+private func status(of error: KernelError) -> keel_status {
+    switch error.code {
+    case .unknownPlugin: KEEL_ERR_NOT_FOUND
+    case .dependency, .conflict: KEEL_ERR_CONFLICT
+    default: KEEL_ERR_INTERNAL
+    }
+}
+
+@_cdecl("keel_plugins")
+public func keel_plugins(_ k: OpaquePointer?, _ out: UnsafeMutablePointer<UnsafeMutablePointer<keel_plugin_list>?>?) -> keel_status {
+    withKernel(k) { e in
+        guard let out else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_plugins: out_list is NULL") }
+        out.pointee = nil
+        let records: [PluginRecord]
+        do { records = try e.kernel.state.plugins().sorted { $0.id < $1.id } } catch {
+            return fail(KEEL_ERR_INTERNAL, "\(error)")
+        }
+        out.pointee = CResults.pluginList(records)
+        return KEEL_OK
+    }
+}
+
+@_cdecl("keel_plugin_list_free")
+public func keel_plugin_list_free(_ list: UnsafeMutablePointer<keel_plugin_list>?) {
+    CResults.free(list)
+}
+
+@_cdecl("keel_dispatch")
+public func keel_dispatch(_ k: OpaquePointer?, _ request: UnsafePointer<keel_request>?,
+                          _ out: UnsafeMutablePointer<UnsafeMutablePointer<keel_response>?>?) -> keel_status {
+    withKernel(k) { e in
+        guard let out else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_dispatch: out_response is NULL") }
+        out.pointee = nil
+        guard let request else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_dispatch: request is NULL") }
+        let r = request.pointee
+        guard Int(r.struct_size) >= MemoryLayout<keel_request>.size else {
+            return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_dispatch: request.struct_size is \(r.struct_size), expected \(MemoryLayout<keel_request>.size) (start from KEEL_REQUEST_INIT)")
+        }
+        guard let method = r.method, let path = r.path else {
+            return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_dispatch: request.method and request.path must not be NULL")
+        }
+        var headers: [(name: String, value: String)] = []
+        if r.header_count > 0 {
+            guard let list = r.headers else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_dispatch: request.headers is NULL with header_count \(r.header_count)") }
+            for i in 0..<r.header_count {
+                guard let name = list[i].name, let value = list[i].value else {
+                    return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_dispatch: request.headers[\(i)] has a NULL name or value")
+                }
+                headers.append((name: String(cString: name), value: String(cString: value)))
+            }
+        }
+        var body: [UInt8] = []
+        if r.body_len > 0 {
+            guard let bytes = r.body else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_dispatch: request.body is NULL with body_len \(r.body_len)") }
+            body = Array(UnsafeRawBufferPointer(start: bytes, count: r.body_len))
+        }
+        let seen = PluginRequest(method: String(cString: method), path: String(cString: path), headers: headers, body: body)
+        let response = e.kernel.dispatch(seen, tenant: r.tenant.map { String(cString: $0) })
+        out.pointee = CResults.response(response)
+        return KEEL_OK
+    }
+}
+
+@_cdecl("keel_response_free")
+public func keel_response_free(_ response: UnsafeMutablePointer<keel_response>?) {
+    CResults.free(response)
+}
+
+@_cdecl("keel_command")
+public func keel_command(_ k: OpaquePointer?, _ plugin: UnsafePointer<CChar>?, _ name: UnsafePointer<CChar>?, _ argc: Int32,
+                         _ argv: UnsafePointer<UnsafePointer<CChar>?>?, _ out: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> keel_status {
+    withKernel(k) { e in
+        guard let out else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_command: out_json is NULL") }
+        out.pointee = nil
+        guard let plugin, let name else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_command: plugin and name must not be NULL") }
+        guard argc >= 0, argc == 0 || argv != nil else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_command: argv is NULL with argc \(argc)") }
+        var arguments: [CommandArgument] = []
+        for i in 0..<Int(argc) {
+            guard let text = argv?[i] else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_command: argv[\(i)] is NULL") }
+            arguments.append(.text(String(cString: text)))
+        }
+        let (pluginID, command) = (String(cString: plugin), String(cString: name))
+        let result = e.kernel.call(pluginID, command, arguments: arguments, as: Kernel.operatorPrincipal)
+        switch result {
+        case let .success(value):
+            e.events.post(.command(name: "call", pluginID: pluginID, failure: nil))
+            out.pointee = strdup(value.json)
+            return KEEL_OK
+        case let .failure(error):
+            e.events.post(.command(name: "call", pluginID: pluginID, failure: error.message))
+            let status: keel_status = switch error.code {
+            case .unknown: KEEL_ERR_NOT_FOUND
+            case .badArgument: KEEL_ERR_INVALID_ARGUMENT
+            case .forbidden: KEEL_ERR_DENIED
+            case .unavailable: KEEL_ERR_UNAVAILABLE
+            case .tooLarge: KEEL_ERR_LIMIT
+            case .failed: KEEL_ERR_INTERNAL
+            }
+            return fail(status, error.message)
+        }
+    }
+}
+
+@_cdecl("keel_free")
+public func keel_free(_ pointer: UnsafeMutableRawPointer?) {
+    free(pointer)
+}
+
+@_cdecl("keel_subscribe")
+public func keel_subscribe(_ k: OpaquePointer?, _ fn: keel_event_fn?, _ userData: UnsafeMutableRawPointer?,
+                           _ token: UnsafeMutablePointer<Int64>?) -> keel_status {
+    withKernel(k) { e in
+        guard let fn else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_subscribe: fn is NULL") }
+        let t = e.events.subscribe(fn, userData)
+        token?.pointee = t
+        return KEEL_OK
+    }
+}
+
+@_cdecl("keel_unsubscribe")
+public func keel_unsubscribe(_ k: OpaquePointer?, _ token: Int64) -> keel_status {
+    withKernel(k) { e in
+        e.events.unsubscribe(token) ? KEEL_OK : fail(KEEL_ERR_NOT_FOUND, "keel_unsubscribe: no subscription \(token)")
+    }
+}
+
+@_cdecl("keel_serve")
+public func keel_serve(_ k: OpaquePointer?, _ host: UnsafePointer<CChar>?, _ port: Int32, _ outPort: UnsafeMutablePointer<Int32>?) -> keel_status {
+    withKernel(k) { e in
+        guard let host else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_serve: host is NULL") }
+        guard (0...65535).contains(port) else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_serve: port \(port) is not 0...65535") }
+        guard !e.isServing else { return fail(KEEL_ERR_WRONG_STATE, "keel_serve: already serving") }
+        switch e.serve(host: String(cString: host), port: Int(port)) {
+        case let .success(bound):
+            outPort?.pointee = Int32(bound)
+            return KEEL_OK
+        case let .failure(failure):
+            return fail(KEEL_ERR_UNAVAILABLE, failure.reason)
+        }
+    }
+}
+
+@_cdecl("keel_provide_service")
+public func keel_provide_service(_ k: OpaquePointer?, _ interface: UnsafePointer<CChar>?, _ version: UnsafePointer<CChar>?,
+                                 _ table: UnsafeRawPointer?) -> keel_status {
+    withKernel(k) { e in
+        guard let interface, let table else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_provide_service: interface and table must not be NULL") }
+        let (id, v, kernel, host) = (String(cString: interface), version.map { String(cString: $0) }, e.kernel, HostTable(table))
+        if let v, Semver(v) == nil { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_provide_service: version \"\(v)\" is not a semantic version") }
+        let outcome = blocking { () async -> KernelError? in
+            do throws(KernelError) { try await kernel.provide(id, version: v, table: host); return nil } catch { return error }
+        }
+        guard let error = outcome else { return KEEL_OK }
+        return fail(error.reason.contains("already provides") ? KEEL_ERR_CONFLICT : KEEL_ERR_INVALID_ARGUMENT, error.description)
+    }
+}
+
+@_cdecl("keel_close")
+public func keel_close(_ k: OpaquePointer?) -> keel_status {
+    if let refusal = ThreadState.refusal { return fail(KEEL_MISUSE, refusal) }
+    ThreadState.setError(nil)
+    guard k != nil else { return KEEL_OK }
+    guard let embedded = Handles.remove(k) else { return fail(KEEL_MISUSE, "keel_close: not an open keel handle (closed, or never opened)") }
+    ThreadState.busy { embedded.close() }
+    return KEEL_OK
+}

@@ -1,0 +1,106 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import Testing
+
+/// The C embedding API as an appliance's developer meets it: `keel sdk install` into a temporary prefix, a C program
+/// built with `cc app.c $(pkg-config --cflags --libs keel)` against the installed libkeel.so, run with real plugins
+/// (Plugins/hello-c, the commands and services fixtures) in a plugin folder.
+@Suite("the C embedding API (libkeel.so)")
+struct EmbeddingCTests {
+    /// One prefix with the SDK for the whole suite (the programs only read it).
+    static let sdk: Result<String, TestFailure> = {
+        let prefix = TestEnvironment.makeTemporaryDirectory("embed-sdk")
+        guard let r = try? TestEnvironment.run(TestEnvironment.binPath + "/keel", ["sdk", "install", "--prefix", prefix]), r.status == 0 else {
+            return .failure(TestFailure("keel sdk install failed"))
+        }
+        return .success(prefix)
+    }()
+
+    /// Builds `source` the documented way, in a shell: `cc SOURCE $(pkg-config --cflags --libs keel) -o OUT`.
+    static func build(_ source: String, _ name: String, flags: String = "") throws -> String {
+        let prefix = try sdk.get()
+        let out = TestEnvironment.makeTemporaryDirectory("embed-app") + "/" + name
+        let r = try TestEnvironment.run("/bin/sh", ["-c", "cc -Wall -Wextra -Werror \(flags) '\(source)' $(pkg-config --cflags --libs keel) -lpthread -o '\(out)'"],
+                                        environment: ["PKG_CONFIG_PATH": prefix + "/lib/pkgconfig"])
+        guard r.status == 0 else { throw TestFailure("cc \(source): \(r.stderr)") }
+        return out
+    }
+
+    /// A plugin folder with hello (C example), calc (commands) and user (a consumer of test.echo/1).
+    static func plugins() throws -> String {
+        let dir = TestEnvironment.makeTemporaryDirectory("embed-plugins")
+        try TestEnvironment.stageExamples(into: dir)
+        try FileManager.default.removeItem(atPath: dir + "/greeter-swift")
+        let calc = try TestEnvironment.buildPlugin(source: TestEnvironment.fixtures + "/plugins/commands.c", name: "calc",
+                                                   defines: ["PLUGIN_ID=\"calc\"", "TAG=\"-\""])
+        try TestEnvironment.makeBundle(in: dir, folder: "calc", manifest: TestEnvironment.manifest(
+            id: "calc", library: "libcalc.so", abi: "1.1", capabilities: ["routes"], extra: CommandsFixture.calcManifest), library: calc)
+        let user = try TestEnvironment.buildPlugin(source: TestEnvironment.fixtures + "/plugins/services.c", name: "user",
+                                                   defines: ["PLUGIN_ID=\"user\"", "CONSUMER"])
+        try TestEnvironment.makeBundle(in: dir, folder: "user", manifest: TestEnvironment.manifest(
+            id: "user", library: "libuser.so", abi: "1.1", capabilities: ["routes", "menus"],
+            extra: "consumes: [{interface: test.echo, version: \"^1\"}]\n"), library: user)
+        return dir
+    }
+
+    @Test("keel sdk install puts libkeel.so, keel_embed.h and keel.pc in place; the example appliance builds with pkg-config and runs")
+    func exampleAppliance() throws {
+        let prefix = try Self.sdk.get()
+        #expect(FileManager.default.fileExists(atPath: prefix + "/lib/libkeel.so"))
+        #expect(FileManager.default.fileExists(atPath: prefix + "/include/keel/keel_embed.h"))
+        #expect(FileManager.default.fileExists(atPath: prefix + "/lib/pkgconfig/keel.pc"))
+        let app = try Self.build(TestEnvironment.repository.path + "/Examples/appliance/appliance.c", "appliance")
+        let r = try TestEnvironment.run(app, [try Self.plugins()])
+        #expect(r.status == 0, "\(r.stderr)")
+        let out = r.stdout
+        #expect(out.contains("enable hello: ok\n") && out.contains("enable calc: ok\n"), "\(out)")
+        // The route answered without HTTP, after hello's authenticate hook recognised the API key.
+        #expect(out.contains("GET /ext/hello/greet/ada -> 200 hello, ada (as demo)\n"), "\(out)")
+        #expect(out.contains("calc.add 2 40 = 42\n"), "\(out)")
+        #expect(out.contains("hello enabled event: yes; a call from the callback: KEEL_MISUSE\n"), "\(out)")
+        #expect(out.contains("event command enable hello\n") && out.contains("event state hello enabled\n"), "\(out)")
+        #expect(out.contains("event command disable hello\n") && out.contains("event state hello disabled\n"), "\(out)")
+        #expect(out.contains(#"GET /ext/hello/greet/ada -> 404 {"error":{"code":"not-found","message":"no such resource"}}"#), "\(out)")
+        // Events arrive on their own thread: their lines may come between these.
+        for line in ["NULL handle: KEEL_MISUSE\n", "after close: KEEL_MISUSE\n", "close again: KEEL_MISUSE\n"] {
+            #expect(out.contains(line), "\(out)")
+        }
+        // The log callback got the kernel's lines.
+        #expect(r.stderr.contains("log 1 [hello] embedder: enable hello: ok"), "\(r.stderr)")
+    }
+
+    @Test("bad input from C: NULL, made-up and closed handles, re-entry from a callback, bad requests; serve, commands, a host service")
+    func badInput() throws {
+        let check = try Self.build(TestEnvironment.fixtures + "/embed/embed_check.c", "embed_check")
+        let r = try TestEnvironment.run(check, [try Self.plugins()])
+        let failed = r.stdout.split(separator: "\n").filter { !$0.hasPrefix("ok ") }
+        #expect(r.status == 0 && failed.isEmpty, "\(failed.joined(separator: "\n"))\n\(r.stderr)")
+        #expect(r.stdout.split(separator: "\n").count >= 40, "\(r.stdout)")
+    }
+
+    @Test("under LeakSanitizer: no leak reported, whether the appliance closes its kernel or never does")
+    func leakSanitizer() throws {
+        let app = try Self.build(TestEnvironment.repository.path + "/Examples/appliance/appliance.c", "appliance-lsan",
+                                 flags: "-fsanitize=leak -g")
+        let plugins = try Self.plugins()
+        for arguments in [[plugins], [plugins, "--no-close"]] {
+            let r = try TestEnvironment.run(app, arguments, environment: ["LSAN_OPTIONS": "exitcode=23"])
+            #expect(r.status == 0 && !r.stderr.contains("LeakSanitizer"), "\(arguments): \(r.stderr)")
+            #expect(r.stdout.contains("NULL handle: KEEL_MISUSE\n"), "\(r.stdout)")
+            #expect(r.stdout.contains("after close") == (arguments.count == 1), "\(r.stdout)")
+        }
+    }
+
+    @Test("the README's C embedding example is the example appliance's code")
+    func readmeExample() throws {
+        let readme = try String(contentsOfFile: TestEnvironment.repository.path + "/README.md", encoding: .utf8)
+        let example = try String(contentsOfFile: TestEnvironment.repository.path + "/Examples/appliance/appliance.c", encoding: .utf8)
+        let start = try #require(readme.range(of: "```c\n/* appliance.c (excerpt) */\n"))
+        let end = try #require(readme.range(of: "```", range: start.upperBound..<readme.endIndex))
+        let lines = readme[start.upperBound..<end.lowerBound].split(separator: "\n", omittingEmptySubsequences: false)
+            .filter { !$0.trimmingCharacters(in: .whitespaces).isEmpty && $0 != "..." }
+        #expect(lines.count > 10)
+        for line in lines { #expect(example.contains(line), "README line not in Examples/appliance/appliance.c: \(line)") }
+    }
+}

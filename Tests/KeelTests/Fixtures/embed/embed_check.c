@@ -1,0 +1,234 @@
+/* Bad input and the less common calls of the embedding API (keel/keel_embed.h), checked from C against the real
+ * libkeel.so. Usage: embed_check PLUGIN_FOLDER. The folder holds hello (Plugins/hello-c), calc (commands.c) and
+ * user (services.c, a consumer of test.echo/1). Prints "ok <check>" or "FAIL <check>: ..." per check; the exit
+ * status is the number of failures. Run by EmbeddingCTests. */
+#define _POSIX_C_SOURCE 200809L
+#include <keel/keel_embed.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+static void pause_ms(long ms) {
+    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+    nanosleep(&ts, NULL);
+}
+
+static int failures = 0;
+static void check(int ok, const char *name, const char *detail) {
+    if (ok) printf("ok %s\n", name);
+    else { printf("FAIL %s: %s\n", name, detail ? detail : ""); failures++; }
+    fflush(stdout);
+}
+
+static keel *the_kernel = NULL;
+static atomic_int log_reentry = 0;      /* what a keel_ call from inside the log callback returned */
+static atomic_int log_lines = 0;
+
+static void on_log(void *ud, keel_log_level level, const char *plugin_id, const char *message) {
+    (void)ud; (void)level; (void)plugin_id; (void)message;
+    atomic_fetch_add(&log_lines, 1);
+    if (the_kernel && atomic_load(&log_reentry) == 0) atomic_store(&log_reentry, keel_disable(the_kernel, "hello", 0) + 1000);
+}
+
+/* The interface test.echo/1 (Tests/KeelTests/Fixtures/plugins/services.c), provided by this program. */
+typedef struct test_echo_v1 {
+    uint32_t struct_size;
+    int (*echo)(keel_str x, char *out, size_t cap);
+} test_echo_v1;
+static keel *echo_kernel = NULL;
+static atomic_int echo_reentry = 0;   /* what a keel_ call from inside the table's function returned (+1000) */
+static int echo(keel_str x, char *out, size_t cap) {
+    /* Called by a plugin, here on the thread of keel_dispatch: a call back into the API is refused. */
+    keel_plugin_list *list = NULL;
+    if (echo_kernel) atomic_store(&echo_reentry, keel_plugins(echo_kernel, &list) + 1000);
+    keel_plugin_list_free(list);
+    return snprintf(out, cap, "tag=appliance echo=%.*s", (int)x.len, x.ptr);
+}
+static const test_echo_v1 echo_table = { sizeof(test_echo_v1), echo };
+
+static keel_response *get(keel *k, const char *path, keel_status *out_status) {
+    keel_request req = KEEL_REQUEST_INIT;
+    req.method = "GET";
+    req.path = path;
+    keel_response *res = NULL;
+    *out_status = keel_dispatch(k, &req, &res);
+    return res;
+}
+
+/* Dispatches in a loop until the handle is closed under it: every call returns KEEL_OK or KEEL_MISUSE. */
+static atomic_int racing_bad = 0, racing_misuse = 0;
+static void *race(void *arg) {
+    keel *k = arg;
+    for (int i = 0; i < 1000000; i++) {
+        keel_status s;
+        keel_response *res = get(k, "/ext/hello/greet/race", &s);
+        keel_response_free(res);
+        if (s == KEEL_MISUSE) { atomic_store(&racing_misuse, 1); break; }
+        if (s != KEEL_OK) { atomic_store(&racing_bad, s); break; }
+    }
+    return NULL;
+}
+
+static int http_get(int port, const char *path, char *out, size_t cap) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) { close(fd); return -1; }
+    char req[256];
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", path);
+    if (write(fd, req, (size_t)n) != n) { close(fd); return -1; }
+    size_t got = 0;
+    ssize_t r;
+    while (got + 1 < cap && (r = read(fd, out + got, cap - 1 - got)) > 0) got += (size_t)r;
+    out[got] = 0;
+    close(fd);
+    return (int)got;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) return 100;
+    keel_status s;
+    char detail[512];
+
+    check(keel_libversion() && strlen(keel_libversion()) > 0, "version", NULL);
+    check(strcmp(keel_errmsg(), "") == 0, "errmsg empty before any failure", keel_errmsg());
+
+    /* Opening with bad configuration. */
+    keel *k = (keel *)&s;
+    check(keel_open(NULL, &k) == KEEL_ERR_INVALID_ARGUMENT && k == NULL, "open with NULL config", keel_errmsg());
+    keel_config small = KEEL_CONFIG_INIT;
+    small.struct_size = 4;
+    s = keel_open(&small, &k);
+    check(s == KEEL_ERR_INVALID_ARGUMENT && strstr(keel_errmsg(), "struct_size"), "open with a short struct_size", keel_errmsg());
+    keel_config bad_state = KEEL_CONFIG_INIT;
+    bad_state.state = "/proc/keel-no-such-folder/state.db";
+    s = keel_open(&bad_state, &k);
+    check(s == KEEL_ERR_INTERNAL && strstr(keel_errmsg(), "/proc/keel-no-such-folder/state.db") && k == NULL,
+          "open with an unusable state file names it", keel_errmsg());
+
+    /* NULL, made-up handles. */
+    check(keel_enable(NULL, "hello") == KEEL_MISUSE && strstr(keel_errmsg(), "NULL"), "NULL handle", keel_errmsg());
+    check(keel_start((keel *)(uintptr_t)0x12345670) == KEEL_MISUSE && strstr(keel_errmsg(), "not an open keel handle"),
+          "made-up handle", keel_errmsg());
+    check(keel_close(NULL) == KEEL_OK, "closing NULL is a no-op", keel_errmsg());
+    keel_response_free(NULL);
+    keel_plugin_list_free(NULL);
+    keel_free(NULL);
+
+    keel_config negative = KEEL_CONFIG_INIT;
+    negative.hook_budget_s = -1;
+    check(keel_open(&negative, &k) == KEEL_ERR_INVALID_ARGUMENT && strstr(keel_errmsg(), "budget"), "open with a negative budget", keel_errmsg());
+
+    keel_config cfg = KEEL_CONFIG_INIT;
+    cfg.plugins_dir = argv[1];
+    cfg.hook_budget_s = 1;
+    cfg.drain_timeout_s = 2;
+    cfg.log = on_log;
+    cfg.trust_all = 1;
+    check(keel_open(&cfg, &k) == KEEL_OK && k != NULL, "open in memory", keel_errmsg());
+    check(keel_start(k) == KEEL_OK, "start", keel_errmsg());
+    check(keel_start(k) == KEEL_ERR_WRONG_STATE, "start twice", keel_errmsg());
+    check(keel_enable(k, NULL) == KEEL_ERR_INVALID_ARGUMENT, "enable NULL id", keel_errmsg());
+    s = keel_enable(k, "nope");
+    check(s == KEEL_ERR_NOT_FOUND && strstr(keel_errmsg(), "nope"), "enable an unknown plugin", keel_errmsg());
+    check(keel_enable(k, "hello") == KEEL_OK && keel_enable(k, "calc") == KEEL_OK, "enable hello and calc", keel_errmsg());
+
+    /* A call from inside the log callback is refused and does nothing: hello stays enabled. */
+    the_kernel = k;
+    keel_grant(k, "hello", "authenticate");   /* logs a line (the audit line) */
+    the_kernel = NULL;
+    snprintf(detail, sizeof detail, "got %d", atomic_load(&log_reentry) - 1000);
+    check(atomic_load(&log_reentry) == KEEL_MISUSE + 1000, "a call from the log callback returns KEEL_MISUSE", detail);
+    keel_response *res = get(k, "/ext/hello/greet/ada", &s);
+    check(s == KEEL_OK && res && res->status == 200, "hello still enabled after the refused call", keel_errmsg());
+    keel_response_free(res);
+
+    /* Dispatch: bad requests. */
+    check(keel_dispatch(k, NULL, &res) == KEEL_ERR_INVALID_ARGUMENT, "dispatch NULL request", keel_errmsg());
+    keel_request req = KEEL_REQUEST_INIT;
+    req.method = "GET";
+    req.path = "/ext/hello/greet/ada";
+    req.header_count = 2;
+    res = (keel_response *)&s;
+    check(keel_dispatch(k, &req, &res) == KEEL_ERR_INVALID_ARGUMENT && res == NULL, "dispatch with NULL headers and a count", keel_errmsg());
+    req.header_count = 0;
+    check(keel_dispatch(k, &req, NULL) == KEEL_ERR_INVALID_ARGUMENT, "dispatch with NULL out_response", keel_errmsg());
+    req.path = NULL;
+    check(keel_dispatch(k, &req, &res) == KEEL_ERR_INVALID_ARGUMENT, "dispatch with NULL path", keel_errmsg());
+    res = get(k, "/ext/hello/%2e%2e/x", &s);
+    check(s == KEEL_OK && res && res->status == 400, "a dot segment is 400", NULL);
+    keel_response_free(res);
+    res = get(k, "/ext/ghost/x", &s);
+    check(s == KEEL_OK && res && res->status == 404 && strstr((const char *)res->body, "not-found"), "no route is 404", NULL);
+    keel_response_free(res);
+
+    /* Commands. */
+    char *json = NULL;
+    const char *two[] = { "2", "40" };
+    check(keel_command(k, "calc", "add", 2, two, &json) == KEEL_OK && json && strcmp(json, "42") == 0, "command calc.add", keel_errmsg());
+    keel_free(json);
+    const char *words[] = { "two", "forty" };
+    s = keel_command(k, "calc", "add", 2, words, &json);
+    check(s == KEEL_ERR_INVALID_ARGUMENT && json == NULL, "command with a bad argument", keel_errmsg());
+    check(keel_command(k, "calc", "ghost", 0, NULL, &json) == KEEL_ERR_NOT_FOUND, "unknown command", keel_errmsg());
+    check(keel_command(k, "calc", "add", 2, NULL, &json) == KEEL_ERR_INVALID_ARGUMENT, "command with NULL argv", keel_errmsg());
+
+    /* Events. */
+    check(keel_subscribe(k, NULL, NULL, NULL) == KEEL_ERR_INVALID_ARGUMENT, "subscribe NULL", keel_errmsg());
+    check(keel_unsubscribe(k, 987654) == KEEL_ERR_NOT_FOUND, "unsubscribe an unknown token", keel_errmsg());
+
+    /* A service the appliance provides to plugins. */
+    check(keel_provide_service(k, "test.echo/1", "1.0.0", &echo_table) == KEEL_OK, "provide test.echo/1", keel_errmsg());
+    check(keel_provide_service(k, "test.echo/1", NULL, &echo_table) == KEEL_ERR_CONFLICT, "provide twice", keel_errmsg());
+    check(keel_provide_service(k, "not an id", NULL, &echo_table) == KEEL_ERR_INVALID_ARGUMENT, "provide a malformed id", keel_errmsg());
+    check(keel_enable(k, "user") == KEEL_OK, "a consumer of the appliance's service enables", keel_errmsg());
+    echo_kernel = k;
+    res = get(k, "/ext/user/call?gpio", &s);
+    echo_kernel = NULL;
+    snprintf(detail, sizeof detail, "got %d", atomic_load(&echo_reentry) - 1000);
+    check(atomic_load(&echo_reentry) == KEEL_MISUSE + 1000, "a call from plugin code keel_dispatch runs returns KEEL_MISUSE", detail);
+    snprintf(detail, sizeof detail, "%s", res ? (const char *)res->body : keel_errmsg());
+    check(s == KEEL_OK && res && strcmp((const char *)res->body, "tag=appliance echo=gpio provider=keel gen=0 v=1.0.0") == 0,
+          "the plugin calls the appliance's table", detail);
+    keel_response_free(res);
+
+    /* HTTP on a free port, the process's signals left alone. */
+    int32_t port = 0;
+    check(keel_serve(k, "127.0.0.1", 0, &port) == KEEL_OK && port > 0, "serve", keel_errmsg());
+    char page[4096];
+    http_get(port, "/ext/hello/greet/web", page, sizeof page);
+    check(strstr(page, "HTTP/1.1 200") && strstr(page, "hello, web (as anonymous)"), "a request over HTTP", page);
+    check(keel_serve(k, "127.0.0.1", 0, &port) == KEEL_ERR_WRONG_STATE, "serve twice", keel_errmsg());
+
+    /* keel_plugins. */
+    keel_plugin_list *list = NULL;
+    check(keel_plugins(k, NULL) == KEEL_ERR_INVALID_ARGUMENT, "plugins with NULL out_list", keel_errmsg());
+    check(keel_plugins(k, &list) == KEEL_OK && list->count == 3 && strcmp(list->items[0].id, "calc") == 0 &&
+          strcmp(list->items[1].status, "enabled") == 0, "plugins", keel_errmsg());
+    keel_plugin_list_free(list);
+
+    /* Close while another thread dispatches: its calls end with KEEL_MISUSE, none crashes. */
+    pthread_t racer;
+    pthread_create(&racer, NULL, race, k);
+    pause_ms(20);
+    check(keel_close(k) == KEEL_OK, "close under calls", keel_errmsg());
+    pthread_join(racer, NULL);
+    snprintf(detail, sizeof detail, "bad=%d misuse=%d", atomic_load(&racing_bad), atomic_load(&racing_misuse));
+    check(atomic_load(&racing_bad) == 0 && atomic_load(&racing_misuse) == 1, "calls racing close get KEEL_MISUSE", detail);
+    int lines = atomic_load(&log_lines);
+    check(keel_enable(k, "hello") == KEEL_MISUSE && strstr(keel_errmsg(), "not an open keel handle"), "a call after close", keel_errmsg());
+    check(keel_close(k) == KEEL_MISUSE, "close twice", keel_errmsg());
+    pause_ms(100);
+    check(atomic_load(&log_lines) == lines, "no log callback after close", NULL);
+    check(http_get(port, "/healthz", page, sizeof page) <= 0, "the server stopped with close", page);
+    return failures;
+}
