@@ -20,7 +20,9 @@ __thread int keel_crash_thread_ready __attribute__((tls_model("initial-exec")));
 
 /* MARK: alternate stacks */
 
-enum { ALT_STACK = 64 * 1024 };
+/* Pages are only touched when a handler runs on them: the Swift runtime's backtracer, handed a crash of the host's
+ * own, runs here too. */
+enum { ALT_STACK = 256 * 1024 };
 
 static pthread_key_t alt_key;
 /* Set once the handler is installed: before that (a process that never installs it) threads get no stack. */
@@ -267,20 +269,18 @@ static void on_fatal(int signal, siginfo_t *info, void *context) {
             close(fd);
         }
     }
-    if (!code && !site) {
-        /* The host's own crash: whoever handled it before (the Swift runtime's backtracer) still reports it. */
+    if (!code && !site && (si_code > 0 || (signal == SIGABRT && si_code == SI_TKILL))) {
+        /* The host's own crash: handed back to whoever handled it before (the Swift runtime's backtracer), as if
+         * this handler were not there: a fault re-runs its instruction on return, and abort() raises again after a
+         * handler returned. (A fatal signal sent from outside goes on to die: a handler that returns would leave
+         * the process running.) */
         for (int i = 0; i < FATAL_COUNT; i++) {
-            if (fatal_signals[i] != signal) continue;
             struct sigaction *p = &previous[i];
-            if ((p->sa_flags & SA_SIGINFO) && p->sa_sigaction) {
-                sigaction(signal, p, NULL);
-                errno = saved;
-                p->sa_sigaction(signal, info, context);
-            } else if (p->sa_handler != SIG_DFL && p->sa_handler != SIG_IGN && p->sa_handler) {
-                sigaction(signal, p, NULL);
-                errno = saved;
-                p->sa_handler(signal);
-            }
+            if (fatal_signals[i] != signal || p->sa_handler == SIG_DFL || p->sa_handler == SIG_IGN) continue;
+            sigaction(signal, p, NULL);
+            if (si_code <= 0) raise(signal);  /* abort(): delivered to that handler once this one returns */
+            errno = saved;
+            return;
         }
     }
     die(signal);

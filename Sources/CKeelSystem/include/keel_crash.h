@@ -27,7 +27,7 @@ extern __thread const keel_crash_site *keel_crash_current __attribute__((tls_mod
 /* Nonzero once this thread has its alternate signal stack (or needs none). */
 extern __thread int keel_crash_thread_ready __attribute__((tls_model("initial-exec")));
 
-/* Gives the calling thread an alternate signal stack (64 KiB plus a guard page, released when the thread ends), so
+/* Gives the calling thread an alternate signal stack (256 KiB plus a guard page, released when the thread ends), so
  * that the handler runs even when plugin code overflowed the thread's stack. Does nothing when the thread has one,
  * or before keel_crash_install (a thread marked ready earlier keeps its own stack for the handler).
  * [any thread; not from a signal handler] */
