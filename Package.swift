@@ -49,7 +49,7 @@ let package = Package(
         .target(name: "KeelManifest", dependencies: [.product(name: "Yams", package: "Yams")]),
         // libffi (Debian's libffi-dev): commands are called through a call prepared once per generation.
         .target(name: "CKeelFFI", linkerSettings: [.linkedLibrary("ffi")]),
-        .target(name: "KeelLoader", dependencies: ["CKeelABI", "CKeelFFI", "KeelManifest"]),
+        .target(name: "KeelLoader", dependencies: ["CKeelABI", "CKeelFFI", "CKeelSystem", "KeelManifest"]),
         .target(name: "KeelRegistry", dependencies: ["KeelLoader", "KeelManifest"]),
         .target(name: "KeelState", dependencies: ["CSQLite"]),
         // Extension management: repositories, packages, signatures, trust.

@@ -10,19 +10,54 @@ import KeelState
 extension Kernel {
     // MARK: crash-loop quarantine
 
-    /// A mark left from the last run means that plugin's activate took the host down: disable it, with the reason.
+    /// A crash record left from the last run names the plugin that took the host down while serving (or activating):
+    /// disable it, with the reason. Else a mark left from the last run means that plugin's activate took the host
+    /// down: the same, with that reason.
     func quarantineAfterCrash() {
+        let crashed = quarantineRecordedCrash()
         guard let mark = activationMark.read() else { return }
         activationMark.clear()
         let parts = mark.split(separator: " ").map(String.init)
         guard parts.count == 3 else { return }
         let (id, generation, checksum) = (parts[0], Int(parts[1]) ?? 0, parts[2])
+        // The same death, told better by the crash record.
+        if id == crashed { return }
         let reason = "quarantined: the host went down while activating generation \(generation) (checksum \(checksum.prefix(12))); install a new build or run `keel plugins enable \(id)` to try again"
         try? state.setEnabled(id, false, status: .failed, reason: reason)
         try? state.setQuarantine(id, checksum: checksum)
         record(id, generation, version: bundles[id]?.manifest.map { "\($0.version)" } ?? "", checksum: checksum,
                outcome: "quarantined", detail: "the host went down during activate")
         log(.error, id, reason)
+    }
+
+    /// Where the fatal-signal handler writes its crash record: beside the state file, as an absolute path (the
+    /// handler cannot resolve one).
+    nonisolated var crashRecordPath: String { URL(fileURLWithPath: configuration.stateFile + ".crash").path }
+
+    /// Reads the crash record the last run left, if any, and moves it aside (`<record>.last`). A record naming a plugin
+    /// disables and quarantines it (lifted by a new build, or by enabling it), with the reason, and adds it to its
+    /// load history; a crash of the host's own is logged. Returns the plugin quarantined.
+    func quarantineRecordedCrash() -> String? {
+        let path = crashRecordPath
+        guard let data = FileManager.default.contents(atPath: path) else { return nil }
+        _ = rename(path, path + ".last")
+        guard let crash = CrashRecord(text: String(decoding: data, as: UTF8.self)) else {
+            log(.warn, nil, "\(path): not a readable crash record; kept as \(path).last")
+            return nil
+        }
+        guard !crash.plugin.isEmpty else {
+            log(.error, nil, "the last run crashed with \(crash.signalName) outside any plugin (\(crash.address.map { "address \($0), " } ?? "")instruction \(crash.pc)); the record is in \(path).last")
+            return nil
+        }
+        let id = crash.plugin
+        let load = ((try? state.loads(for: id, limit: 1000)) ?? []).last { $0.generation == crash.generation }
+        let reason = "\(crash.reason); install a new build or run `keel plugins enable \(id)` to try again"
+        try? state.setEnabled(id, false, status: .failed, reason: reason)
+        if let checksum = load?.checksum, !checksum.isEmpty { try? state.setQuarantine(id, checksum: checksum) }
+        record(id, crash.generation, version: load?.version ?? bundles[id]?.manifest.map { "\($0.version)" } ?? "",
+               checksum: load?.checksum ?? "", outcome: "crashed", detail: crash.detail)
+        log(.error, id, reason)
+        return id
     }
 
     /// A quarantined plugin whose library changed (a new build) is wanted again.

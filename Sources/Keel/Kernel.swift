@@ -122,6 +122,7 @@ public actor Kernel {
             quarantineAfterCrash()
             releaseRebuiltQuarantines()
         }
+        if configuration.recordsCrashes { CrashGuard.install(recordPath: crashRecordPath) }
         if safeMode {
             log(.warn, nil, "safe mode: no plugin is activated")
             return

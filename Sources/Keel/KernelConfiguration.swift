@@ -34,6 +34,11 @@ public struct KernelConfiguration: Sendable {
     /// one-use link in `/dev/shm`; `false`: a file under `<state dir>/generations/`, removed once mapped. Memory is
     /// used only where it works; files are the fallback either way.
     public var copiesInMemory: Bool = true
+    /// When set, `start()` installs the process's fatal-signal handler: if the process dies of SIGSEGV, SIGBUS,
+    /// SIGILL, SIGFPE or SIGABRT, a crash record beside the state file names the plugin that was running, and the
+    /// next start quarantines it (see `CrashGuard`). Process-wide: the last kernel started names the file. Default:
+    /// false (an embedder opts in); `keel serve` sets it.
+    public var recordsCrashes: Bool = false
     /// Where the kernel and plugins log. Called from any thread. Default: one line per record to stderr.
     public var log: @Sendable (LogRecord) -> Void
 

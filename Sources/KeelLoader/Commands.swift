@@ -108,6 +108,8 @@ public final class PluginCommand: @unchecked Sendable {
     let call: OpaquePointer
     public let context: ActivationContext
     private let kinds: [UInt8]
+    /// Names this command when the host dies inside it.
+    private let site: CrashSite
 
     /// The output limit of a status(str|json) command.
     public static let outputLimit = 1 << 20
@@ -126,6 +128,7 @@ public final class PluginCommand: @unchecked Sendable {
         self.call = call
         self.context = context
         self.kinds = kinds
+        site = context.crashSite("command \(declaration.name)")
     }
 
     deinit { keel_ffi_free(call) }
@@ -173,7 +176,7 @@ public final class PluginCommand: @unchecked Sendable {
         let started = ActivationContext.now()
         var result = (UInt64(0), UInt64(0))
         CommandFrame.with(values, output: writer) { arguments in
-            withUnsafeMutableBytes(of: &result) { keel_ffi_invoke(call, function, $0.baseAddress, arguments) }
+            withUnsafeMutableBytes(of: &result) { r in site.around { keel_ffi_invoke(call, function, r.baseAddress, arguments) } }
         }
         let outcome = decode(result, writer: writer)
         let failed: Bool

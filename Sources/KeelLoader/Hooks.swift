@@ -13,6 +13,8 @@ public final class RouteHandler: @unchecked Sendable {
     let userData: UnsafeMutableRawPointer?
     /// A route the host serves on the plugin's behalf (its bundle's assets), instead of `function`.
     let host: (@Sendable (PluginRequest) -> PluginResponse)?
+    /// Names this route when the host dies inside `function` (nil for a host-served route).
+    let site: CrashSite?
     /// Public static files the host serves for the plugin (its bundle's assets): served to callers of every tenant
     /// while the plugin is enabled for any, because console pages load them from an opaque origin, without cookies.
     public let everyTenant: Bool
@@ -20,10 +22,12 @@ public final class RouteHandler: @unchecked Sendable {
     /// Largest body a handler may write (bytes).
     public static let responseLimit = 16 * 1024 * 1024
 
-    init(function: keel_http_handler_fn, userData: UnsafeMutableRawPointer?, context: ActivationContext) {
+    /// `route` names the route in a crash record, e.g. `GET /ext/x/items/:id`.
+    init(function: keel_http_handler_fn, userData: UnsafeMutableRawPointer?, route: String, context: ActivationContext) {
         self.function = function
         self.userData = userData
         self.host = nil
+        site = context.crashSite("handler " + route)
         self.everyTenant = false
         self.context = context
     }
@@ -34,6 +38,7 @@ public final class RouteHandler: @unchecked Sendable {
         function = nil
         userData = nil
         host = serve
+        site = nil
         self.everyTenant = everyTenant
         self.context = context
     }
@@ -52,7 +57,7 @@ public final class RouteHandler: @unchecked Sendable {
         guard context.enter() else {
             return .failure(PluginCallError(pluginID: pluginID, status: StatusCode.unavailable, message: "plugin is not active"))
         }
-        guard let function else {
+        guard let function, let site else {
             defer { context.leave() }
             return .success(host.map { $0(prepared.request) } ?? PluginResponse(status: 404))
         }
@@ -61,7 +66,7 @@ public final class RouteHandler: @unchecked Sendable {
         defer { ActivationContext.endRequest(outerRequest); ActivationContext.endCall(outer); context.leave() }
         let writer = ResponseWriter(limit: Self.responseLimit)
         let started = ActivationContext.now()
-        let status = HostABI.withResponse(writer) { res in function(userData, prepared.pointer, res) }
+        let status = HostABI.withResponse(writer) { res in site.around { function(userData, prepared.pointer, res) } }
         let message = status == KEEL_OK ? "" : context.takeError()
         let request = prepared.request
         _ = context.account("\(request.method) \(request.path) handler", started: started, budget: context.budgets.handler,
@@ -102,11 +107,15 @@ public final class AuthenticateHook: @unchecked Sendable {
     let userData: UnsafeMutableRawPointer?
     public let context: ActivationContext
 
+    /// Names this hook when the host dies inside it.
+    let site: CrashSite
+
     init(name: String, function: keel_authenticate_fn, userData: UnsafeMutableRawPointer?, context: ActivationContext) {
         self.name = name
         self.function = function
         self.userData = userData
         self.context = context
+        site = context.crashSite("authenticate hook \"\(name)\"")
     }
 
     public var pluginID: String { context.pluginID }
@@ -122,7 +131,7 @@ public final class AuthenticateHook: @unchecked Sendable {
         let writer = PrincipalWriter()
         let started = ActivationContext.now()
         let status = CFrame.withRequest(request) { req in
-            HostABI.withPrincipalBuilder(writer) { b in function(userData, req, b) }
+            HostABI.withPrincipalBuilder(writer) { b in site.around { function(userData, req, b) } }
         }
         if let error = context.finishHook("authenticate hook \"\(name)\"", started: started, status: status) {
             return .failure(error)
@@ -143,11 +152,15 @@ public final class AuthorizeHook: @unchecked Sendable {
     let userData: UnsafeMutableRawPointer?
     public let context: ActivationContext
 
+    /// Names this hook when the host dies inside it.
+    let site: CrashSite
+
     init(name: String, function: keel_authorize_fn, userData: UnsafeMutableRawPointer?, context: ActivationContext) {
         self.name = name
         self.function = function
         self.userData = userData
         self.context = context
+        site = context.crashSite("authorize hook \"\(name)\"")
     }
 
     public var pluginID: String { context.pluginID }
@@ -220,7 +233,7 @@ public final class AuthorizeHook: @unchecked Sendable {
         defer { ActivationContext.endCall(outer); context.leave() }
         var decision: keel_auth_decision = -1
         let started = ActivationContext.now()
-        let status = function(userData, q, &decision)
+        let status = site.around { function(userData, q, &decision) }
         if let error = context.finishHook("authorize hook \"\(name)\"", started: started, status: status) {
             return .failure(error)
         }

@@ -84,8 +84,11 @@ enum HostABI {
                 guard let method = r.method.validated(limit: 16), let path = r.path.validated(limit: 1024) else {
                     return context.refuse(KEEL_ERR_INVALID_ARGUMENT, "route: method or path is not UTF-8 or too long")
                 }
+                // As callers see it, for a crash record: the plugin's prefix, or the foreign path after "=".
+                let shown = path.hasPrefix("=") ? String(path.dropFirst()) : "/ext/\(context.pluginID)" + (path.hasPrefix("/") ? "" : "/") + path
                 return context.addRoute(method: method.uppercased(), path: path,
-                                        handler: RouteHandler(function: handler, userData: r.user_data, context: context))
+                                        handler: RouteHandler(function: handler, userData: r.user_data,
+                                                              route: "\(method.uppercased()) \(shown)", context: context))
             }
         })
         return table

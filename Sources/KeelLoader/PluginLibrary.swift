@@ -118,6 +118,7 @@ public final class PluginLibrary: @unchecked Sendable {
             return h.map { UInt(bitPattern: $0) }
         }
         guard let h, let pointer = UnsafeMutableRawPointer(bitPattern: h) else { return false }
+        CrashGuard.unregister(UnsafeRawPointer(plugin))
         return dlclose(pointer) == 0
     }
 
@@ -247,7 +248,10 @@ public final class PluginLibrary: @unchecked Sendable {
         contexts.withLock { $0.append(context) }
         context.seed(seed)
         context.beginActivation()
-        let status = plugin.pointee.activate?(HostABI.host, HostABI.pointer(to: context)) ?? KEEL_ERR_INVALID_ARGUMENT
+        CrashGuard.register(UnsafeRawPointer(plugin), plugin: context.pluginID, generation: context.identity.generation)
+        let status = context.crashSite("activate").around {
+            plugin.pointee.activate?(HostABI.host, HostABI.pointer(to: context)) ?? KEEL_ERR_INVALID_ARGUMENT
+        }
         var contributions = context.endActivation(success: status == KEEL_OK)
         if status == KEEL_OK, let missing = context.identity.provides.first(where: { p in
             !contributions.services.contains { $0.interface == p.interface } }) {
@@ -285,7 +289,7 @@ public final class PluginLibrary: @unchecked Sendable {
             return "\(running) call(s) still running after \(drainTimeout)s; deactivate skipped, library kept mapped"
         }
         guard let deactivate = plugin.pointee.deactivate else { return nil }
-        let status = deactivate(HostABI.host, HostABI.pointer(to: context))
+        let status = context.crashSite("deactivate").around { deactivate(HostABI.host, HostABI.pointer(to: context)) }
         guard status == KEEL_OK else {
             let message = context.takeError()
             return "deactivate returned \(StatusCode.name(status))\(message.isEmpty ? "" : ": " + message)"

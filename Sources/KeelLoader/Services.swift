@@ -136,7 +136,11 @@ public final class ServiceListener: Sendable {
         self.function = function
         self.userData = userData
         self.context = context
+        site = context.crashSite("service listener for \(interface)")
     }
+
+    /// Names this listener when the host dies inside it.
+    private let site: CrashSite
 
     /// The consumer's plugin id.
     public var pluginID: String { context.pluginID }
@@ -151,7 +155,7 @@ public final class ServiceListener: Sendable {
         let started = ActivationContext.now()
         interface.description.withKeelStr { id in
             tenant.withKeelStr { t in
-                withExtendedLifetime(now) { function(userData, id, t, now.map { UnsafePointer($0.info) }) }
+                withExtendedLifetime(now) { site.around { function(userData, id, t, now.map { UnsafePointer($0.info) }) } }
             }
         }
         _ = context.account("service listener for \(interface)", started: started, budget: context.budgets.handler,

@@ -82,6 +82,7 @@ extension KeelCommand {
                 let kernel = try options.makeKernel(logAlways: true) { configuration in
                     configuration.limits = RegistrationLimits(routes: maxRoutes, menus: maxMenus, hooks: maxHooks)
                     configuration.budgets.hook = Double(hookBudget) / 1000
+                    configuration.recordsCrashes = true
                 }
                 await withProgress("starting: loading the enabled plugins (new builds are probed first)") {
                     await kernel.start(safeMode: safeMode)

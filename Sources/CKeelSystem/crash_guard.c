@@ -1,0 +1,311 @@
+/* Keel — a microkernel plugin host. Licensed under Apache-2.0.
+ * Crash attribution (keel_crash.h): the per-thread call sites, the table of plugin library ranges, and the fatal
+ * signal handler that writes the crash record. Everything the handler touches is prepared beforehand: the record's
+ * path, the range table (fixed size, published slot by slot with release stores), the sites (owned by the host). */
+#define _GNU_SOURCE
+#include "keel_crash.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <link.h>
+#include <pthread.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+__thread const keel_crash_site *keel_crash_current __attribute__((tls_model("initial-exec")));
+__thread int keel_crash_thread_ready __attribute__((tls_model("initial-exec")));
+
+/* MARK: alternate stacks */
+
+/* Pages are only touched when a handler runs on them: the Swift runtime's backtracer, handed a crash of the host's
+ * own, runs here too. */
+enum { ALT_STACK = 256 * 1024 };
+
+static pthread_key_t alt_key;
+/* Set once the handler is installed: before that (a process that never installs it) threads get no stack. */
+static int installed;
+static pthread_once_t alt_once = PTHREAD_ONCE_INIT;
+static long page_size;
+
+/* A thread that ends gives its alternate stack back (disabled first: the kernel must never deliver onto it again). */
+static void release_alt_stack(void *memory) {
+    stack_t off = { .ss_flags = SS_DISABLE };
+    sigaltstack(&off, NULL);
+    munmap(memory, (size_t)page_size + ALT_STACK);
+}
+
+static void make_alt_key(void) {
+    page_size = sysconf(_SC_PAGESIZE);
+    if (page_size <= 0) page_size = 4096;
+    pthread_key_create(&alt_key, release_alt_stack);
+}
+
+void keel_crash_prepare_thread(void) {
+    keel_crash_thread_ready = 1;
+    if (!__atomic_load_n(&installed, __ATOMIC_ACQUIRE)) return;
+    pthread_once(&alt_once, make_alt_key);
+    stack_t current;
+    if (sigaltstack(NULL, &current) == 0 && !(current.ss_flags & SS_DISABLE)) return;
+    void *memory = mmap(NULL, (size_t)page_size + ALT_STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (memory == MAP_FAILED) return;
+    /* A guard page below: a handler that overflowed its stack faults instead of writing over other memory. */
+    mprotect(memory, (size_t)page_size, PROT_NONE);
+    stack_t stack = { .ss_sp = (char *)memory + page_size, .ss_size = ALT_STACK, .ss_flags = 0 };
+    if (sigaltstack(&stack, NULL) != 0) { munmap(memory, (size_t)page_size + ALT_STACK); return; }
+    pthread_setspecific(alt_key, memory);
+}
+
+/* MARK: sites */
+
+static void copy_cut(char *to, size_t cap, const char *from) {
+    size_t n = from ? strlen(from) : 0;
+    if (n >= cap) n = cap - 1;
+    if (n) memcpy(to, from, n);
+    to[n] = 0;
+    /* One line per field in the record: a control character in a name cannot start another. */
+    for (size_t i = 0; i < n; i++) if ((unsigned char)to[i] < 0x20 || to[i] == 0x7f) to[i] = '?';
+}
+
+void keel_crash_site_init(keel_crash_site *site, const char *plugin, uint64_t generation, const char *what) {
+    memset(site, 0, sizeof *site);
+    copy_cut(site->plugin, sizeof site->plugin, plugin);
+    site->generation = generation;
+    copy_cut(site->what, sizeof site->what, what);
+}
+
+/* MARK: library ranges */
+
+enum { RANGES = 1024 };
+
+struct range {
+    int used;              /* published with a release store after the rest is written; read with acquire */
+    uintptr_t start, end;  /* [start, end): the library's loaded segments */
+    uint64_t generation;
+    char plugin[72];
+};
+
+static struct range ranges[RANGES];
+static pthread_mutex_t ranges_lock = PTHREAD_MUTEX_INITIALIZER;
+
+struct finding { uintptr_t address, start, end; };
+
+/* dl_iterate_phdr callback: the object whose loaded segments contain the address, and their bounds. */
+static int find_object(struct dl_phdr_info *info, size_t size, void *data) {
+    (void)size;
+    struct finding *f = data;
+    uintptr_t low = UINTPTR_MAX, high = 0;
+    int contains = 0;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_LOAD) continue;
+        uintptr_t s = info->dlpi_addr + ph->p_vaddr, e = s + ph->p_memsz;
+        if (s < low) low = s;
+        if (e > high) high = e;
+        if (f->address >= s && f->address < e) contains = 1;
+    }
+    if (!contains) return 0;
+    f->start = low;
+    f->end = high;
+    return 1;
+}
+
+int keel_crash_register_library(const void *address_in_library, const char *plugin, uint64_t generation) {
+    struct finding f = { (uintptr_t)address_in_library, 0, 0 };
+    if (!dl_iterate_phdr(find_object, &f)) return -1;
+    int result = -1;
+    pthread_mutex_lock(&ranges_lock);
+    for (int i = 0; i < RANGES; i++) {
+        struct range *r = &ranges[i];
+        int used = __atomic_load_n(&r->used, __ATOMIC_ACQUIRE);
+        if (used && r->start == f.start) __atomic_store_n(&r->used, 0, __ATOMIC_RELEASE);  /* registered again */
+        else if (used) continue;
+        r->start = f.start;
+        r->end = f.end;
+        r->generation = generation;
+        copy_cut(r->plugin, sizeof r->plugin, plugin);
+        __atomic_store_n(&r->used, 1, __ATOMIC_RELEASE);
+        result = 0;
+        break;
+    }
+    pthread_mutex_unlock(&ranges_lock);
+    return result;
+}
+
+void keel_crash_unregister_library(const void *address_in_library) {
+    uintptr_t a = (uintptr_t)address_in_library;
+    pthread_mutex_lock(&ranges_lock);
+    for (int i = 0; i < RANGES; i++) {
+        struct range *r = &ranges[i];
+        if (__atomic_load_n(&r->used, __ATOMIC_ACQUIRE) && a >= r->start && a < r->end)
+            __atomic_store_n(&r->used, 0, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock(&ranges_lock);
+}
+
+/* The registered range containing `a`, or NULL. Lock-free: safe in the signal handler. */
+static const struct range *owner_of(uintptr_t a) {
+    for (int i = 0; i < RANGES; i++) {
+        const struct range *r = &ranges[i];
+        if (__atomic_load_n(&r->used, __ATOMIC_ACQUIRE) && a >= r->start && a < r->end) return r;
+    }
+    return NULL;
+}
+
+int64_t keel_crash_owner(const void *address, char *out, size_t cap) {
+    const struct range *r = owner_of((uintptr_t)address);
+    if (!r) return -1;
+    if (out && cap) copy_cut(out, cap, r->plugin);
+    return (int64_t)r->generation;
+}
+
+/* MARK: the handler */
+
+static char record_path[4096];
+static int fatal_signals[] = { SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT };
+enum { FATAL_COUNT = sizeof fatal_signals / sizeof fatal_signals[0] };
+/* What was installed before (the Swift runtime's backtracer, say): still called for a crash of the host's own. */
+static struct sigaction previous[FATAL_COUNT];
+static int claimed;
+
+/* A small buffer of text built without libc formatting (snprintf is not async-signal-safe). */
+struct text { char bytes[1024]; size_t len; };
+
+static void put(struct text *t, const char *s) {
+    while (*s && t->len < sizeof t->bytes) t->bytes[t->len++] = *s++;
+}
+
+static void put_unsigned(struct text *t, uint64_t v, unsigned base) {
+    char digits[24];
+    int n = 0;
+    do { digits[n++] = "0123456789abcdef"[v % base]; v /= base; } while (v && n < 24);
+    if (base == 16) put(t, "0x");
+    while (n > 0 && t->len < sizeof t->bytes) t->bytes[t->len++] = digits[--n];
+}
+
+static void put_line(struct text *t, const char *key, const char *value) {
+    put(t, key); put(t, " "); put(t, value); put(t, "\n");
+}
+
+static uintptr_t instruction_address(const void *context) {
+    const ucontext_t *uc = context;
+    if (!uc) return 0;
+#if defined(__x86_64__)
+    return (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
+#elif defined(__aarch64__)
+    return (uintptr_t)uc->uc_mcontext.pc;
+#else
+    return 0;
+#endif
+}
+
+static void die(int signal) {
+    struct sigaction fallback;
+    memset(&fallback, 0, sizeof fallback);
+    fallback.sa_handler = SIG_DFL;
+    sigemptyset(&fallback.sa_mask);
+    sigaction(signal, &fallback, NULL);
+    raise(signal);
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, signal);
+    sigprocmask(SIG_UNBLOCK, &mask, NULL);
+    /* Still here (the signal is ignored by a tracer, say): returning re-runs a faulting instruction, which now kills. */
+}
+
+static void on_fatal(int signal, siginfo_t *info, void *context) {
+    int saved = errno;
+    if (__atomic_exchange_n(&claimed, 1, __ATOMIC_ACQ_REL)) {
+        /* Another thread is writing the record and will end the process; give it time, then die anyway. */
+        struct timespec pause = { 0, 10 * 1000 * 1000 };
+        for (int i = 0; i < 500; i++) nanosleep(&pause, NULL);
+        die(signal);
+        return;
+    }
+    uintptr_t pc = instruction_address(context);
+    const keel_crash_site *site = keel_crash_current;
+    const struct range *code = pc ? owner_of(pc) : NULL;
+    /* The faulting instruction's library names the plugin (a provider's service called by another plugin's
+     * handler, a plugin's own thread); else the thread's site does (an abort, or a fault in libc on its behalf). */
+    const char *plugin = code ? code->plugin : site ? site->plugin : "";
+    uint64_t generation = code ? code->generation : site ? site->generation : 0;
+    int same = code && site && strcmp(code->plugin, site->plugin) == 0;
+    struct timespec now = { 0, 0 };
+    clock_gettime(CLOCK_REALTIME, &now);
+
+    struct text t = { .len = 0 };
+    put(&t, "keel-crash 1\n");
+    put_line(&t, "plugin", plugin);
+    put(&t, "generation "); put_unsigned(&t, generation, 10); put(&t, "\n");
+    put(&t, "signal "); put_unsigned(&t, (uint64_t)signal, 10); put(&t, "\n");
+    /* A signal the kernel raised for a fault has a positive si_code and a faulting address; one sent by kill,
+     * raise or abort has neither. */
+    int si_code = info ? info->si_code : 0;
+    put(&t, "code "); if (si_code < 0) put(&t, "-"); put_unsigned(&t, (uint64_t)(si_code < 0 ? -(int64_t)si_code : si_code), 10); put(&t, "\n");
+    if (si_code > 0) { put(&t, "address "); put_unsigned(&t, (uint64_t)(uintptr_t)info->si_addr, 16); put(&t, "\n"); }
+    put(&t, "pc "); put_unsigned(&t, pc, 16); put(&t, "\n");
+    if (code) { put(&t, "offset "); put_unsigned(&t, pc - code->start, 16); put(&t, "\n"); }
+    put_line(&t, "by", code && site ? (same ? "address+call" : "address") : code ? "address" : site ? "call" : "none");
+    put(&t, "site ");
+    if (site && (!code || same)) put(&t, site->what);
+    else if (code && site) { put(&t, "a call from plugin "); put(&t, site->plugin); put(&t, " ("); put(&t, site->what); put(&t, ")"); }
+    else if (code) put(&t, "a thread of its own");
+    put(&t, "\n");
+    put(&t, "time "); put_unsigned(&t, (uint64_t)now.tv_sec, 10); put(&t, "\n");
+    put(&t, "end\n");
+    if (record_path[0]) {
+        int fd = open(record_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd >= 0) {
+            size_t done = 0;
+            while (done < t.len) {
+                ssize_t n = write(fd, t.bytes + done, t.len - done);
+                if (n < 0 && errno == EINTR) continue;
+                if (n <= 0) break;
+                done += (size_t)n;
+            }
+            fsync(fd);
+            close(fd);
+        }
+    }
+    if (!code && !site && (si_code > 0 || (signal == SIGABRT && si_code == SI_TKILL))) {
+        /* The host's own crash: handed back to whoever handled it before (the Swift runtime's backtracer), as if
+         * this handler were not there: a fault re-runs its instruction on return, and abort() raises again after a
+         * handler returned. (A fatal signal sent from outside goes on to die: a handler that returns would leave
+         * the process running.) */
+        for (int i = 0; i < FATAL_COUNT; i++) {
+            struct sigaction *p = &previous[i];
+            if (fatal_signals[i] != signal || p->sa_handler == SIG_DFL || p->sa_handler == SIG_IGN) continue;
+            sigaction(signal, p, NULL);
+            if (si_code <= 0) raise(signal);  /* abort(): delivered to that handler once this one returns */
+            errno = saved;
+            return;
+        }
+    }
+    die(signal);
+    errno = saved;
+}
+
+int keel_crash_install(const char *path) {
+    size_t n = strlen(path);
+    if (n >= sizeof record_path) return -1;
+    /* Terminated first: a crash during the copy finds no path rather than half of one. */
+    record_path[0] = 0;
+    memcpy(record_path + 1, path + 1, n > 0 ? n - 1 : 0);
+    record_path[n] = 0;
+    if (n > 0) __atomic_store_n(&record_path[0], path[0], __ATOMIC_RELEASE);
+    if (__atomic_load_n(&installed, __ATOMIC_ACQUIRE)) return 0;
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_sigaction = on_fatal;
+    action.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&action.sa_mask);
+    for (int i = 0; i < FATAL_COUNT; i++) sigaddset(&action.sa_mask, fatal_signals[i]);
+    for (int i = 0; i < FATAL_COUNT; i++) {
+        if (sigaction(fatal_signals[i], &action, &previous[i]) != 0) return -1;
+    }
+    __atomic_store_n(&installed, 1, __ATOMIC_RELEASE);
+    keel_crash_prepare_thread();
+    return 0;
+}

@@ -1,0 +1,64 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+
+/// What the fatal-signal handler (`keel_crash.h`) wrote when the host died: which plugin was running, where, and of
+/// which signal. One `key value` line per field, first `keel-crash 1`; a record cut short (the process died while
+/// writing it) is read as far as it goes, and refused without a signal.
+struct CrashRecord: Sendable, Equatable {
+    /// The plugin the crash is attributed to; empty for a crash of the host's own.
+    var plugin: String
+    var generation: Int
+    var signal: Int32
+    /// The faulting address (`si_addr`) as hex text, nil for a signal that was sent (kill, raise, abort).
+    var address: String?
+    /// The instruction's address, as hex text.
+    var pc: String
+    /// The instruction's offset in the plugin's library, when it was in one (for addr2line).
+    var offset: String?
+    /// What the host was calling: `handler GET /ext/x/items/:id`, `authorize hook "h"`, `activate`, ...
+    var site: String
+    /// How it was attributed: `address` (the instruction is in the library), `call` (the thread's call), both, none.
+    var by: String
+    /// Seconds since 1970 (UTC).
+    var time: Int
+
+    init?(text: String) {
+        var fields: [String: String] = [:]
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        guard lines.first == "keel-crash 1" else { return nil }
+        for line in lines.dropFirst() {
+            guard let space = line.firstIndex(of: " ") else { continue }
+            fields[String(line[..<space])] = String(line[line.index(after: space)...])
+        }
+        guard let signal = fields["signal"].flatMap({ Int32($0) }) else { return nil }
+        plugin = fields["plugin"] ?? ""
+        generation = fields["generation"].flatMap { Int($0) } ?? 0
+        self.signal = signal
+        address = fields["address"]
+        pc = fields["pc"] ?? ""
+        offset = fields["offset"]
+        site = fields["site"] ?? ""
+        by = fields["by"] ?? ""
+        time = fields["time"].flatMap { Int($0) } ?? 0
+    }
+
+    var signalName: String { PluginProbe.signalName(signal) }
+
+    /// The failure reason the plugin is quarantined with, e.g.
+    /// `crashed the host with SIGSEGV in handler GET /ext/x/items/:id (generation 3)`.
+    var reason: String {
+        "crashed the host with \(signalName)\(site.isEmpty ? "" : " in " + site) (generation \(generation))"
+    }
+
+    /// The details kept in the load history: the reason, where, and when.
+    var detail: String {
+        var parts = [reason]
+        if let address { parts.append("at address \(address)") }
+        parts.append("instruction \(pc)")
+        if let offset { parts.append("offset \(offset) in the library") }
+        parts.append("attributed by \(by)")
+        parts.append("time \(ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: TimeInterval(time))))")
+        return parts.joined(separator: ", ")
+    }
+}

@@ -1,0 +1,75 @@
+/* A plugin that crashes the host on request, for the crash attribution tests (CrashAttributionTests).
+ *   GET /ext/<id>/items/:id    id "segv": writes through NULL; "abort": abort(); "fpe": divides by a volatile zero;
+ *                              anything else: 200 "item <id>"
+ *   authorize hook "gate"      the same three, when the resource (the request path) contains "authz-segv",
+ *                              "authz-abort" or "authz-fpe"; else abstains
+ *   PLUGIN_ID                  the descriptor's id (default "crasher")
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <keel/keel.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef PLUGIN_ID
+#define PLUGIN_ID "crasher"
+#endif
+
+static int contains(keel_str s, const char *what) {
+    size_t n = strlen(what);
+    for (size_t i = 0; i + n <= s.len; i++)
+        if (memcmp(s.ptr + i, what, n) == 0) return 1;
+    return 0;
+}
+
+/* Crashes as `mode` says ("segv", "abort", "fpe"); returns a value otherwise. */
+static int crash(keel_str mode, const char *prefix) {
+    char name[32];
+    snprintf(name, sizeof name, "%ssegv", prefix);
+    if (contains(mode, name)) *(volatile int *)0 = 1;
+    snprintf(name, sizeof name, "%sabort", prefix);
+    if (contains(mode, name)) abort();
+    snprintf(name, sizeof name, "%sfpe", prefix);
+    if (contains(mode, name)) {
+        /* Both volatile: the compiler turns `1 / x` into a comparison, with no division left to trap. */
+        volatile int seven = 7, zero = 0;
+        return seven / zero;
+    }
+    return 0;
+}
+
+static keel_status item(void *user_data, const keel_http_request *req, keel_http_response *res) {
+    (void)user_data;
+    keel_str id = req->params_len > 0 ? req->params[0].value : req->route_path;
+    char buf[160];
+    int n = snprintf(buf, sizeof buf, "item %.*s %d", (int)id.len, id.ptr, crash(id, ""));
+    res->set_status(res, 200);
+    return res->write(res, buf, (size_t)n);
+}
+
+static keel_status gate(void *user_data, const keel_authz_request *q, keel_auth_decision *out) {
+    (void)user_data;
+    *out = crash(q->resource, "authz-") ? KEEL_AUTH_DENY : KEEL_AUTH_ABSTAIN;
+    return KEEL_OK;
+}
+
+static keel_status activate(const keel_host *host, keel_ctx *ctx) {
+    const keel_host_http *http = host->get_service(ctx, keel_cstr(KEEL_SERVICE_HTTP));
+    const keel_host_auth *auth = host->get_service(ctx, keel_cstr(KEEL_SERVICE_AUTH));
+    if (!http || !auth) return KEEL_ERR_UNSUPPORTED;
+    keel_route r = { sizeof r, KEEL_STR("GET"), KEEL_STR("/items/:id"), item, NULL };
+    keel_status s = http->register_route(ctx, &r);
+    if (s != KEEL_OK) return s;
+    keel_authorizer h = { sizeof h, KEEL_STR("gate"), gate, NULL };
+    return auth->register_authorizer(ctx, &h);
+}
+
+static const keel_plugin descriptor = {
+    .struct_size = sizeof(keel_plugin),
+    .abi_version = { KEEL_ABI_VERSION_MAJOR, KEEL_ABI_VERSION_MINOR, KEEL_ABI_VERSION_PATCH },
+    .id = KEEL_STR(PLUGIN_ID),
+    .version = KEEL_STR("1.0.0"),
+    .activate = activate,
+};
+
+KEEL_PLUGIN_ENTRY(descriptor)
