@@ -29,6 +29,9 @@ public struct KernelConfiguration: Sendable {
     /// one-use link in `/dev/shm`; `false`: a file under `<state dir>/generations/`, removed once mapped. Memory is
     /// used only where it works; files are the fallback either way.
     public var copiesInMemory: Bool = true
+    /// The operator's idle time-out for every lazy plugin (seconds), in place of each manifest's `idle-timeout:`;
+    /// 0 keeps lazy plugins loaded once used. Default: nil (each manifest decides).
+    public var lazyIdleTimeout: Double?
     /// Where the kernel and plugins log. Called from any thread. Default: one line per record to stderr.
     public var log: @Sendable (LogRecord) -> Void
 

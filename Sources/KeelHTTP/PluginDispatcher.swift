@@ -23,6 +23,8 @@ struct PluginDispatcher: Sendable {
         let method = request.method.rawValue, path = request.uri.path
         var snapshot = gatekeeper.kernel.registry.snapshot
         guard var match = snapshot.route(method: method, path: path) else {
+            // The first request of an idle lazy plugin activates it and is then served by it.
+            if try await wakeIdlePlugin(path) { return try await respond(to: request, context: context) }
             // No route: a prefix the plugin proxies, looked up only now so that routed requests pay nothing for it.
             guard let proxied = snapshot.proxy(for: path) else { throw APIError.notFound }
             if WebSocketProxy.isHandshake(request.headers) {
