@@ -77,7 +77,11 @@ struct PluginDispatcher: Sendable {
         while true {
             if attempt > 0 {
                 snapshot = gatekeeper.kernel.registry.snapshot
-                guard let next = snapshot.route(method: method, path: path) else { throw APIError.notFound }
+                guard let next = snapshot.route(method: method, path: path) else {
+                    // Its generation went idle (idle-timeout) as this request reached it: wake it again.
+                    if try await wakeIdlePlugin(path) { continue }
+                    throw APIError.notFound
+                }
                 match = next
                 seen.routePath = match.routePath
                 seen.parameters = match.parameters
