@@ -176,6 +176,19 @@ struct LazyServerTests {
         #expect(try Lazy.outcomes(f.state, "lzweb") == ["activated", "deactivated", "activated"])
     }
 
+    @Test("keel serve --lazy-idle-timeout unloads a lazy plugin whose manifest sets no idle-timeout")
+    func operatorIdleTimeout() async throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("lzop", capabilities: ["routes"], extra: "activation: lazy\n")
+        _ = try Lazy.enable("lzop", plugins: f.plugins, state: f.state)
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch", "--lazy-idle-timeout", "0.5"])
+        defer { server.stop() }
+        #expect(try await server.request("GET", "/ext/lzop/ping").status == 200)
+        let wentIdle = try await Lazy.eventually(10) { try await Lazy.shown(server, "lzop") == "enabled (idle)" }
+        #expect(wentIdle)
+        #expect(try await server.request("GET", "/ext/lzop/ping").status == 200)
+    }
+
     @Test("concurrent first requests activate the plugin once and are all served by it")
     func concurrentFirstRequests() async throws {
         let f = KernelFixture()
