@@ -14,30 +14,46 @@ import KeelRegistry
 struct CommandRunner: Sendable {
     let registry: PluginRegistry
     let access: AccessControl
+    /// Where idle lazy plugins are woken.
+    let environment: KernelEnvironment
+
+    /// Wakes `plugin` when it is an idle lazy plugin and `principal` may call its command `name` (checked against
+    /// its manifest first, so a caller refused anyway loads nothing). The error to answer, or nil to go on.
+    func wakeIfIdle(_ plugin: String, _ name: String, _ principal: Principal) -> CommandError? {
+        guard let manifest = environment.idleManifest(plugin) else { return nil }
+        guard let declaration = manifest.commands.first(where: { $0.name == name }), access.isVisible(plugin, tenant: principal.tenant) else {
+            return CommandError(.unknown, "no command \(plugin).\(name)")
+        }
+        if let refusal = refusal(plugin, declaration, principal) { return refusal }
+        guard let error = environment.wake(.plugin(plugin)) else { return nil }
+        return CommandError(.unavailable, "plugin \"\(plugin)\" could not be activated: \(error.reason)")
+    }
 
     func call(plugin: String, name: String, arguments: [CommandArgument], principal: Principal) -> Result<CommandValue, CommandError> {
+        if let failure = wakeIfIdle(plugin, name, principal) { return .failure(failure) }
         guard let command = registry.command(plugin: plugin, name: name), access.isVisible(plugin, tenant: principal.tenant) else {
             return .failure(CommandError(.unknown, "no command \(plugin).\(name)" + (registry.snapshot.plugins[plugin] == nil ? " (plugin \"\(plugin)\" is not active)" : "")))
         }
-        if let refusal = refusal(command, principal) { return .failure(refusal) }
+        if let refusal = refusal(plugin, command.declaration, principal) { return .failure(refusal) }
         do { return command.invoke(try command.check(arguments)) } catch { return .failure(error) }
     }
 
-    /// Why `principal` may not call `command`, or nil when it may.
-    func refusal(_ command: PluginCommand, _ principal: Principal) -> CommandError? {
-        let permission = command.declaration.permission
+    /// Why `principal` may not call `plugin`'s command `declaration`, or nil when it may. Decided from the
+    /// declaration alone, so also for a plugin not loaded yet (an idle lazy one).
+    func refusal(_ plugin: String, _ declaration: CommandDeclaration, _ principal: Principal) -> CommandError? {
+        let permission = declaration.permission, name = declaration.name
         let who = principal.isAnonymous ? "an anonymous caller" : "\"\(principal.id)\""
         if permission.isEmpty {
             return principal.roles.contains("admin") ? nil
-                : CommandError(.forbidden, "\(command.pluginID).\(command.name) is for admins only; \(who) is not one")
+                : CommandError(.forbidden, "\(plugin).\(name) is for admins only; \(who) is not one")
         }
         let parts = permission.split(separator: ":", maxSplits: 1).map(String.init)
         guard parts.count == 2 else {
-            return CommandError(.forbidden, "\(command.pluginID).\(command.name) needs permission \(permission), which \(who) does not hold")
+            return CommandError(.forbidden, "\(plugin).\(name) needs permission \(permission), which \(who) does not hold")
         }
         let (decision, reason) = access.authorize(principal, action: parts[1], resource: parts[0], snapshot: registry.snapshot)
         guard decision == .allow else {
-            return CommandError(.forbidden, "\(command.pluginID).\(command.name) needs permission \(permission), which \(who) does not hold"
+            return CommandError(.forbidden, "\(plugin).\(name) needs permission \(permission), which \(who) does not hold"
                                 + (reason.map { " (\($0))" } ?? ""))
         }
         return nil
@@ -78,7 +94,7 @@ extension Kernel {
     ///   argument), forbidden, command-failed (the plugin's status and message), unavailable, result-too-large.
     public nonisolated func call(_ plugin: String, _ name: String, arguments: [CommandArgument],
                                  as principal: Principal) -> Result<CommandValue, CommandError> {
-        CommandRunner(registry: registry, access: access).call(plugin: plugin, name: name, arguments: arguments, principal: principal)
+        CommandRunner(registry: registry, access: access, environment: environment).call(plugin: plugin, name: name, arguments: arguments, principal: principal)
     }
 
     /// The commands of every installed plugin (or of `plugin`), from their manifests.

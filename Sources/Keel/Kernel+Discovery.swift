@@ -37,6 +37,8 @@ extension Kernel {
             if change.isProblem, let reason = change.reason { log(.error, change.id, reason) }
         }
         bundles = next
+        // An idle plugin whose bundle went or became unusable is idle no more (the records above say why).
+        for id in idle where bundles[id]?.manifest == nil || bundles[id]?.problem != nil || !isLazy(id) { unpark(id) }
     }
 
     /// Orders `ids` so that each comes after the plugins it depends on (`DependencyPlanner`). Members of a cycle are

@@ -48,7 +48,10 @@ extension Kernel {
                 },
                 consumes: (m?.consumes ?? []).map { "\($0.interface) \($0.versions) \($0.optional ? "optional" : "required")" },
                 commands: (m?.commands ?? []).map { CommandInfo(plugin: record.id, $0) },
-                proxies: (c?.proxies ?? []).map { "/ext/\(record.id)\($0.prefix)/ → \($0.upstream)" })
+                proxies: (c?.proxies ?? []).map { "/ext/\(record.id)\($0.prefix)/ → \($0.upstream)" },
+                activation: m?.activation.rawValue ?? "eager",
+                activity: m?.activation == .lazy && record.status == .enabled
+                    ? (idle.contains(record.id) ? "idle" : active[record.id] != nil ? "active" : nil) : nil)
         }
     }
 

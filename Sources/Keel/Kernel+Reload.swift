@@ -32,6 +32,8 @@ extension Kernel {
             throw KernelError(.unknownPlugin, pluginID: id, reason: "no plugin \"\(id)\" in the plugin folder")
         }
         guard let old = active[id] else {
+            // An idle lazy plugin stays idle: its next use loads the current build.
+            if idle.contains(id) { return park(id) }
             if (try? state.plugin(id))?.enabled == true { try activate(id) }
             return
         }

@@ -74,6 +74,17 @@ public actor Kernel {
     /// one transaction after the batch: plugin code and child processes never run inside an open write transaction.
     var deferredWrites: [() -> Void]?
     var watcher: PluginWatcher?
+    /// Enabled lazy plugins not loaded now (`activation: lazy`): only their manifest's menu entries are published.
+    var idle: Set<String> = [] {
+        didSet {
+            let added = idle.subtracting(oldValue).compactMap { id in bundles[id]?.manifest.map { (id, $0) } }
+            environment.updateIdle(adding: added, removing: oldValue.subtracting(idle))
+        }
+    }
+    /// When each active lazy plugin with an idle time-out was last seen in use (see `Kernel+Lazy`).
+    var lastUse: [String: ContinuousClock.Instant] = [:]
+    /// The task that deactivates lazy plugins left unused past their idle time-out; nil while none could be.
+    var idleSweeper: Task<Void, Never>?
 
     /// Opens the state file (creating and migrating it as needed). Loads nothing yet: call `start()`.
     /// - Throws: `KernelError.Code.state` when the state file cannot be used.
@@ -112,6 +123,7 @@ public actor Kernel {
             guard let self else { return }
             Task { await self.disableMisbehaving(id, reason: reason) }
         }
+        environment.onIdleNeeded { [weak self] need in self?.wakeBlocking(need) }
         generations.removeLeftovers()
         recoverInterruptedChanges()
         finishUninstalls()
@@ -129,7 +141,9 @@ public actor Kernel {
         }
         loadServiceSelections()
         let wanted = ((try? state.plugins()) ?? []).filter { $0.enabled && bundles[$0.id] != nil }.map(\.id)
-        activateAll(activationPlan(for: Set(wanted)).filter { active[$0] == nil })
+        let (eager, parked) = splitLazy(Set(wanted))
+        activateAll(activationPlan(for: eager).filter { active[$0] == nil })
+        park(parked.sorted(), batched: true)
     }
 
     /// Runs a state write now, or, while a start-up batch collects them, after the batch (in one transaction).
@@ -166,6 +180,11 @@ public actor Kernel {
             throw KernelError(.state, pluginID: id, reason: error.description)
         }
         guard active[id] == nil else { return }
+        if isLazy(id) {
+            park(id)
+            return
+        }
+        try wakeDependencies(of: id)
         try activate(id)
     }
 
@@ -186,6 +205,7 @@ public actor Kernel {
             }
             for other in dependents.reversed() { try disable(other.id, cascade: true) }
         }
+        unpark(id)
         deactivate(id)
         do { try state.setEnabled(id, false, status: .disabled) } catch {
             throw KernelError(.state, pluginID: id, reason: error.description)
@@ -197,6 +217,8 @@ public actor Kernel {
     public func shutdown() {
         watcher?.stop()
         watcher = nil
+        idleSweeper?.cancel()
+        idleSweeper = nil
         for id in activationOrder.reversed() { deactivate(id) }
     }
 

@@ -39,6 +39,9 @@ public struct KernelConfiguration: Sendable {
     /// next start quarantines it (see `CrashGuard`). Process-wide: the last kernel started names the file. Default:
     /// false (an embedder opts in); `keel serve` sets it.
     public var recordsCrashes: Bool = false
+    /// The operator's idle time-out for every lazy plugin (seconds), in place of each manifest's `idle-timeout:`;
+    /// 0 keeps lazy plugins loaded once used. Default: nil (each manifest decides).
+    public var lazyIdleTimeout: Double?
     /// Where the kernel and plugins log. Called from any thread. Default: one line per record to stderr.
     public var log: @Sendable (LogRecord) -> Void
 

@@ -41,12 +41,43 @@ final class KernelEnvironment: PluginEnvironment {
     }
 
     func resolveService(_ interface: InterfaceID, tenant: String) -> ServiceProvision? {
-        registry.resolveService(interface, tenant: tenant)
+        if let provision = registry.resolveService(interface, tenant: tenant) { return provision }
+        // No provider active: an idle lazy one is woken (acquires come from plugin code on a lane thread).
+        guard wake(.interface(interface)) == nil else { return nil }
+        return registry.resolveService(interface, tenant: tenant)
     }
+
+    /// Something an idle lazy plugin is woken for.
+    enum Need: Sendable {
+        case plugin(String)
+        case interface(InterfaceID)
+    }
+
+    /// The manifests of the idle lazy plugins, by id (the kernel's `idle`, readable off the actor).
+    private let idle = Mutex<[String: Manifest]>([:])
+    private let waker = Mutex<(@Sendable (Need) -> KernelError?)?>(nil)
+
+    func updateIdle(adding: [(String, Manifest)], removing: Set<String>) {
+        idle.withLock { all in
+            for id in removing { all[id] = nil }
+            for (id, manifest) in adding { all[id] = manifest }
+        }
+    }
+    func idleManifest(_ id: String) -> Manifest? { idle.withLock { $0[id] } }
+    /// The idle plugin that provides `interface` (the first by id), if any.
+    func idleProvider(of interface: InterfaceID) -> String? {
+        idle.withLock { all in all.filter { $0.value.provides.contains { $0.interface == interface } }.keys.min() }
+    }
+
+    /// Who wakes idle lazy plugins (the kernel, waiting for the activation).
+    func onIdleNeeded(_ handler: @escaping @Sendable (Need) -> KernelError?) { waker.withLock { $0 = handler } }
+
+    /// Wakes what `need` names when it is idle, waiting for it; nil when it is active now or nothing was idle.
+    func wake(_ need: Need) -> KernelError? { waker.withLock { $0 }?(need) }
 
     func callCommand(caller: String, plugin: String, name: String, arguments: String, principal: Principal) -> Result<String, CommandError> {
         guard let access = access.withLock({ $0 }) else { return .failure(CommandError(.unavailable, "the host is starting")) }
-        let result = CommandRunner(registry: registry, access: access)
+        let result = CommandRunner(registry: registry, access: access, environment: self)
             .call(caller: caller, plugin: plugin, name: name, arguments: arguments, principal: principal)
         if case let .failure(e) = result, e.code == .forbidden { log(plugin: caller, level: .warn, message: e.message) }
         return result

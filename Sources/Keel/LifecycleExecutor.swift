@@ -16,6 +16,8 @@ final class LifecycleExecutor: SerialExecutor, Sendable {
     private let queue = Mutex(Queue())
     /// Signalled once per queued job and once by `stop()`: the thread waits on it while the queue is empty.
     private let wakeups = DispatchSemaphore(value: 0)
+    /// The thread's `pthread_self()`, once it runs (0 before).
+    private let threadID = Atomic<UInt>(0)
 
     /// The thread keeps the executor alive until `stop()`.
     init(name: String = "keel.lifecycle") {
@@ -40,7 +42,11 @@ final class LifecycleExecutor: SerialExecutor, Sendable {
         wakeups.signal()
     }
 
+    /// True on the executor's own thread: work there must never wait for the kernel (it would wait for itself).
+    var isCurrentThread: Bool { threadID.load(ordering: .relaxed) == UInt(pthread_self()) }
+
     private func run() {
+        threadID.store(UInt(pthread_self()), ordering: .relaxed)
         while true {
             wakeups.wait()
             // Every job signalled once, so the queue is empty here only after `stop()`: run what is left, then end.

@@ -46,4 +46,11 @@ public struct PluginInfo: Sendable, Codable, Hashable {
     public var commands: [CommandInfo] = []
     /// Apps it proxies while active, as `/ext/<id>/<prefix>/ → upstream`.
     public var proxies: [String] = []
+    /// `eager` or `lazy` (plugin.yaml's `activation:`).
+    public var activation: String = "eager"
+    /// For an enabled lazy plugin: `idle` (not loaded) or `active`; nil otherwise. Shown as `enabled (idle)`.
+    public var activity: String?
+
+    /// The status as `keel plugins list` shows it: `enabled (idle)` / `enabled (active)` for a lazy plugin.
+    public var statusText: String { status.rawValue + (activity.map { " (\($0))" } ?? "") }
 }

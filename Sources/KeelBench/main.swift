@@ -15,10 +15,12 @@ import FoundationNetworking
 
 // The proxy section's upstream runs as this binary in a child process (see Proxy.swift).
 if CommandLine.arguments.count == 3, CommandLine.arguments[1] == "--upstream" { try runUpstream(portFile: CommandLine.arguments[2]) }
+// The lazy section measures each start in a fresh child process (see Lazy.swift).
+if CommandLine.arguments.count == 6, CommandLine.arguments[1] == "--start-child" { try await runStartChild(Array(CommandLine.arguments.dropFirst(2))) }
 
 struct Options {
     var quick = false
-    /// Run only this section: abi, dispatch, http, load, services, commands, proxy, alternatives, scaling.
+    /// Run only this section: abi, dispatch, http, load, services, commands, proxy, alternatives, scaling, lazy.
     var only: String?
     var work = NSTemporaryDirectory() + "keel-bench-\(getpid())"
     var pluginA = "", pluginB = "", authz: [String] = [], loadTemplate = "", rawLoader = ""
@@ -105,13 +107,10 @@ func kernel(_ plugins: String, _ state: String) throws -> Kernel {
 
 func wanted(_ section: String) -> Bool { options.only == nil || options.only == section }
 
-// MARK: 1. Load: discover, load and activate N plugins vs a raw dlopen loop
-// First, in a process that has loaded nothing yet, like the C baselines it is compared with.
-
-if wanted("load") {
-    let n = options.quick ? 100 : 1000
-    let plugins = options.work + "/load", state = options.work + "/load.db", raw = options.work + "/raw"
-    try FileManager.default.createDirectory(atPath: raw, withIntermediateDirectories: true)
+/// Writes `n` bundles `b00000`... under `plugins`, each a copy of the load template with its id patched in, with
+/// `extra` appended to each plugin.yaml; with `raw`, also the bare libraries there. Returns the raw list (one per line).
+func generatePlugins(_ n: Int, into plugins: String, raw: String? = nil, extra: String = "") throws -> String {
+    if let raw { try FileManager.default.createDirectory(atPath: raw, withIntermediateDirectories: true) }
     let template = try Data(contentsOf: URL(fileURLWithPath: options.loadTemplate))
     let marker = Data("b00000".utf8)
     var rawList = ""
@@ -123,29 +122,42 @@ if wanted("load") {
             copy.replaceSubrange(r, with: Data(id.utf8))
             range = copy.range(of: marker, in: r.upperBound..<copy.count)
         }
-        try copy.write(to: URL(fileURLWithPath: raw + "/lib\(id).so"))
-        rawList += raw + "/lib\(id).so\n"
+        if let raw {
+            try copy.write(to: URL(fileURLWithPath: raw + "/lib\(id).so"))
+            rawList += raw + "/lib\(id).so\n"
+        }
         let folder = plugins + "/" + id
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         try copy.write(to: URL(fileURLWithPath: folder + "/lib.so"))
-        try "id: \(id)\nname: \(id)\nversion: 1.0.0\nabi: \"1.0\"\nlibrary: lib.so\ncapabilities: [routes]\n"
+        try "id: \(id)\nname: \(id)\nversion: 1.0.0\nabi: \"1.0\"\nlibrary: lib.so\ncapabilities: [routes]\n\(extra)"
             .write(toFile: folder + "/plugin.yaml", atomically: true, encoding: .utf8)
     }
-    /// Runs Scripts/raw_loader.c over `list` (one library per line); the seconds it took.
-    func runRawLoader(_ list: String, _ arguments: [String] = []) throws -> Double {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: options.rawLoader)
-        p.arguments = arguments
-        let input = Pipe(), output = Pipe()
-        p.standardInput = input
-        p.standardOutput = output
-        try p.run()
-        input.fileHandleForWriting.write(Data(list.utf8))
-        try input.fileHandleForWriting.close()
-        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        return (Double(text.split(separator: " ").first ?? "") ?? .nan) / 1e9
-    }
+    return rawList
+}
+
+/// Runs Scripts/raw_loader.c over `list` (one library per line); the seconds it took.
+func runRawLoader(_ list: String, _ arguments: [String] = []) throws -> Double {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: options.rawLoader)
+    p.arguments = arguments
+    let input = Pipe(), output = Pipe()
+    p.standardInput = input
+    p.standardOutput = output
+    try p.run()
+    input.fileHandleForWriting.write(Data(list.utf8))
+    try input.fileHandleForWriting.close()
+    let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    p.waitUntilExit()
+    return (Double(text.split(separator: " ").first ?? "") ?? .nan) / 1e9
+}
+
+// MARK: 1. Load: discover, load and activate N plugins vs a raw dlopen loop
+// First, in a process that has loaded nothing yet, like the C baselines it is compared with.
+
+if wanted("load") {
+    let n = options.quick ? 100 : 1000
+    let plugins = options.work + "/load", state = options.work + "/load.db", raw = options.work + "/raw"
+    let rawList = try generatePlugins(n, into: plugins, raw: raw)
     // Baseline: a C program that only dlopens, dlsyms and calls the entry of the same files.
     let rawSeconds = try runRawLoader(rawList)
     // Second baseline: the same C loop doing the file work a safe host cannot skip (read the manifest, copy the
@@ -466,6 +478,7 @@ if wanted("commands") { try await commandsBenchmarks() }
 if wanted("proxy") { try await proxyBenchmarks() }
 if wanted("alternatives") { try await alternativesBenchmarks() }
 if wanted("scaling") { try await scalingBenchmarks() }
+if wanted("lazy") { try await lazyBenchmarks() }
 
 // MARK: report
 

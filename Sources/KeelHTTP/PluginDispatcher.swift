@@ -23,6 +23,8 @@ struct PluginDispatcher: Sendable {
         let method = request.method.rawValue, path = request.uri.path
         var snapshot = gatekeeper.kernel.registry.snapshot
         guard var match = snapshot.route(method: method, path: path) else {
+            // The first request of an idle lazy plugin activates it and is then served by it.
+            if try await wakeIdlePlugin(path) { return try await respond(to: request, context: context) }
             // No route: a prefix the plugin proxies, looked up only now so that routed requests pay nothing for it.
             guard let proxied = snapshot.proxy(for: path) else { throw APIError.notFound }
             if WebSocketProxy.isHandshake(request.headers) {
@@ -96,7 +98,11 @@ struct PluginDispatcher: Sendable {
         while true {
             if attempt > 0 {
                 snapshot = gatekeeper.kernel.registry.snapshot
-                guard let next = snapshot.route(method: method, path: path) else { throw APIError.notFound }
+                guard let next = snapshot.route(method: method, path: path) else {
+                    // Its generation went idle (idle-timeout) as this request reached it: wake it again.
+                    if try await wakeIdlePlugin(path) { continue }
+                    throw APIError.notFound
+                }
                 match = next
                 seen.routePath = match.routePath
                 seen.parameters = match.parameters

@@ -46,6 +46,8 @@ public final class ActivationContext: Sendable {
     let leases = Atomic<Int>(0)
     /// True exactly while the phase is `.active`: what `enter` reads on the request path, without the lock.
     private let admitting = Atomic<Bool>(false)
+    /// Set by every admitted call, cleared by `takeUsed`: how the kernel tells a lazy plugin nobody uses.
+    private let used = Atomic<Bool>(false)
 
     public init(pluginID: String, grants: Set<Capability>, routePrefixes: [String] = [], config: String = "",
                 limits: RegistrationLimits = .default, budgets: CallBudgets = .default, identity: ServiceIdentity = ServiceIdentity(),
@@ -109,6 +111,9 @@ public final class ActivationContext: Sendable {
         admitting.store(false, ordering: .sequentiallyConsistent)
     }
 
+    /// True when a call was admitted since the last `takeUsed`; clears the mark. [thread-safe]
+    public func takeUsed() -> Bool { used.exchange(false, ordering: .relaxed) }
+
     /// Calls into the plugin running now. [thread-safe]
     public var callsInFlight: Int { inFlight.load(ordering: .sequentiallyConsistent) }
 
@@ -143,7 +148,11 @@ public final class ActivationContext: Sendable {
     /// Admits one call into the plugin; false once the activation is draining or closed.
     func enter() -> Bool {
         inFlight.wrappingAdd(1, ordering: .sequentiallyConsistent)
-        if admitting.load(ordering: .sequentiallyConsistent) { return true }
+        if admitting.load(ordering: .sequentiallyConsistent) {
+            // Read first: the flag's cache line is written once per idle check, not once per call.
+            if !used.load(ordering: .relaxed) { used.store(true, ordering: .relaxed) }
+            return true
+        }
         inFlight.wrappingSubtract(1, ordering: .sequentiallyConsistent)
         return false
     }

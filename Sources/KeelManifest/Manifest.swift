@@ -40,6 +40,10 @@ public struct Manifest: Sendable, Hashable {
     public var proxies: [ProxyDeclaration] = []
     /// Console pages and the host endpoints they may call (`console:`); nil when the plugin declares none.
     public var console: ConsoleDeclaration?
+    /// When the library is loaded (`activation:`): at start (eager, the default) or on first use (lazy).
+    public var activation: Activation = .eager
+    /// Seconds a lazy plugin may go unused before it is deactivated again (`idle-timeout:`); nil keeps it loaded.
+    public var idleTimeout: Double?
 
     public init(id: String, name: String, version: Semver, description: String = "", abi: ABIVersion,
                 library: String?, capabilities: Set<Capability> = [], menus: [MenuDeclaration] = [],
@@ -67,6 +71,15 @@ public struct Manifest: Sendable, Hashable {
     }
 
     static func isLowerAlnum(_ b: UInt8) -> Bool { (b >= 97 && b <= 122) || (b >= 48 && b <= 57) }
+}
+
+/// When a plugin's library is loaded and activated.
+public enum Activation: String, Sendable, Hashable, CaseIterable {
+    /// At start, and whenever the plugin is enabled.
+    case eager
+    /// On first use: a request under `/ext/<id>/`, one of its commands called, or one of its interfaces needed.
+    /// Until then the manifest alone shows the plugin (its info and static menu entries); no code is loaded.
+    case lazy
 }
 
 /// An ABI version as `major.minor`. A plugin of minor M runs in a host of the same major and minor >= M.

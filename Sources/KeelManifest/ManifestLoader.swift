@@ -138,6 +138,7 @@ struct NodeReader {
     static let knownKeys: Set<String> = [
         "id", "name", "version", "description", "abi", "library", "capabilities", "menus", "dependencies", "host",
         "permissions", "provides", "consumes", "commands", "calls", "proxy", "console",
+        "activation", "idle-timeout",
     ]
     static let proxyKeys: Set<String> = ["prefix", "upstream", "timeout"]
     static let commandKeys: Set<String> = ["name", "symbol", "signature", "description", "permission", "probe"]
@@ -279,6 +280,7 @@ struct NodeReader {
         manifest.proxies = try proxies(fields["proxy"])
         manifest.calls = try calls(fields["calls"])
         manifest.console = try console(fields["console"], pluginID: id)
+        try readActivation(fields, into: &manifest)
         if library == nil { try requireNoCode(manifest, fields) }
         return manifest
     }

@@ -41,7 +41,7 @@ extension KeelCommand.Plugins {
             guard !plugins.isEmpty else { return "no plugins found\n" }
             var out = ""
             for p in plugins {
-                out += "\(p.id) \(p.version)  \(Terminal.paint(p.status))\(p.enabled && p.status != .enabled ? " (wanted: enabled)" : "")"
+                out += "\(p.id) \(p.version)  \(Terminal.paint(p.status))\(p.activity.map { " (\($0))" } ?? "")\(p.enabled && p.status != .enabled ? " (wanted: enabled)" : "")"
                 out += p.name.isEmpty ? "\n" : "  — \(p.name)\n"
                 if let reason = p.reason, p.status == .failed || p.status == .missing { out += "  reason: \(reason)\n" }
                 if let signature = p.signature { out += "  signature: \(signature)\n" }
@@ -138,6 +138,10 @@ extension KeelCommand.Plugins {
                     try await throughServerOrKernel(options, id: id, command: .enable(id: id, tenant: tenant))
                 }
                 guard let info else { return }
+                if info.activity == "idle" {
+                    print("enabled \(id) \(info.version): lazy, idle until first used (\(info.menus.count) menu entr\(info.menus.count == 1 ? "y" : "ies") shown)")
+                    return
+                }
                 print("enabled \(id) \(info.version): \(info.routes.count) route(s), \(info.menus.count) menu entr\(info.menus.count == 1 ? "y" : "ies"), \(info.authenticators.count + info.authorizers.count) auth hook(s)")
             }
         }

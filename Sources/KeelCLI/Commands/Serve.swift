@@ -41,6 +41,8 @@ extension KeelCommand {
         var threadsPerPlugin = 8
         @Option(name: .customLong("plugin-queue"), help: "Calls to one plugin that may wait for a thread; more get 503 (busy).")
         var pluginQueue = 1024
+        @Option(name: .customLong("lazy-idle-timeout"), help: "Seconds a lazy plugin may go unused before it is unloaded, for every lazy plugin (in place of its idle-timeout:); 0 keeps them loaded once used.")
+        var lazyIdleTimeout: Double?
         @Flag(name: .customLong("safe-mode"), help: "Start with no plugin active (to recover from a plugin that breaks the host).")
         var safeMode = false
         @Flag(inversion: .prefixedNo, help: "Watch the plugin folder and load, reload and retire bundles as they change.")
@@ -68,6 +70,9 @@ extension KeelCommand {
             guard idleTimeout > 0, bodyTimeout > 0, idleTimeout < 86_400, bodyTimeout < 86_400 else {
                 throw ValidationError("--idle-timeout and --body-timeout take seconds between 0 and 86400")
             }
+            if let t = lazyIdleTimeout, !(0...604_800).contains(t) {
+                throw ValidationError("--lazy-idle-timeout takes seconds between 0 and 604800 (7 days)")
+            }
             guard maxConnections > 0 else { throw ValidationError("--max-connections must be at least 1") }
             guard pluginThreads > 0, threadsPerPlugin > 0, pluginQueue >= 0 else {
                 throw ValidationError("--plugin-threads and --threads-per-plugin must be at least 1, --plugin-queue at least 0")
@@ -83,6 +88,7 @@ extension KeelCommand {
                     configuration.limits = RegistrationLimits(routes: maxRoutes, menus: maxMenus, hooks: maxHooks)
                     configuration.budgets.hook = Double(hookBudget) / 1000
                     configuration.recordsCrashes = true
+                    configuration.lazyIdleTimeout = lazyIdleTimeout
                 }
                 await withProgress("starting: loading the enabled plugins (new builds are probed first)") {
                     await kernel.start(safeMode: safeMode)

@@ -79,7 +79,7 @@ function drawPluginHead(p) {
   replaceKeepingFocus(pluginParts.head, [
     icon(pluginIcons.get(p.id), p.id),
     el('div', {}, el('strong', { className: 'big', textContent: p.name }), ' ', el('span', { className: 'muted', textContent: p.id + ' ' + p.version }),
-       ' ', el('span', { className: 'badge state-' + p.status, 'data-plugin-state': p.status, textContent: p.status })),
+       ' ', el('span', { className: 'badge state-' + p.status, 'data-plugin-state': p.status, textContent: p.status + (p.activity ? ' (' + p.activity + ')' : '') })),
     el('div', { className: 'actions' },
       button(on ? 'Disable' : 'Enable', 'toggle ' + (on ? 'disable' : 'enable'), { 'data-page-toggle': p.id },
              () => pluginAction(on ? 'disable' : 'enable', base + (on ? '/disable' : '/enable'), { method: 'POST' })),

@@ -95,7 +95,7 @@ function drawPlugins() {
       el('td', {}, el('div', { className: 'plugin-name' }, icon(pluginIcons.get(p.id), p.id),
          el('div', {}, el('strong', {}, pluginLink(p.id)), el('div', { className: 'muted', textContent: p.name })))),
       el('td', { textContent: p.version }),
-      el('td', { className: 'state-' + p.status, textContent: p.status }),
+      el('td', { className: 'state-' + p.status, textContent: p.status + (p.activity ? ' (' + p.activity + ')' : '') }),
       el('td', { className: 'reason', textContent: p.reason || '' }),
       el('td', { className: 'actions' },
         button(on ? 'Disable' : 'Enable', 'toggle ' + action, { 'data-plugin': p.id, 'aria-label': (on ? 'Disable ' : 'Enable ') + p.id },

@@ -1,0 +1,201 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import KeelLoader
+import KeelManifest
+import KeelRegistry
+import KeelState
+import Synchronization
+
+/// Lazy activation (`activation: lazy` in plugin.yaml): an enabled lazy plugin is *idle* — its library is neither
+/// copied nor opened, only its manifest's menu entries are published — until something needs it: a request under
+/// `/ext/<id>/` (`PluginDispatcher`), one of its commands called, one of its interfaces acquired or required by a
+/// plugin being activated. Then it is activated through the kernel like any other (serialised with every lifecycle
+/// change: concurrent first uses wait for the one activation) and goes back to idle after its `idle-timeout:` unused.
+extension Kernel {
+    /// True when `id`'s manifest asks for lazy activation (and it has a library to load).
+    func isLazy(_ id: String) -> Bool {
+        guard let manifest = bundles[id]?.manifest else { return false }
+        return manifest.activation == .lazy && manifest.library != nil
+    }
+
+    /// The idle time-out for a lazy plugin, in seconds: the operator's, else its manifest's; nil for none.
+    func idleTimeout(_ manifest: Manifest) -> Double? {
+        guard manifest.activation == .lazy else { return nil }
+        let seconds = configuration.lazyIdleTimeout ?? manifest.idleTimeout
+        return seconds.flatMap { $0 > 0 ? $0 : nil }
+    }
+
+    /// Splits the plugins to start into those to activate now — eager ones and the lazy ones they need, as
+    /// dependencies or providers of interfaces they require — and those left idle.
+    func splitLazy(_ wanted: Set<String>) -> (activate: Set<String>, idle: Set<String>) {
+        var now = wanted.filter { !isLazy($0) }
+        var queue = Array(now)
+        while let id = queue.popLast() {
+            for dep in startupDependencies(id) where wanted.contains(dep.id) && !now.contains(dep.id) {
+                now.insert(dep.id)
+                queue.append(dep.id)
+            }
+        }
+        return (now, wanted.subtracting(now))
+    }
+
+    /// Leaves enabled lazy plugin `id` idle: nothing loaded, its manifest's menu entries and permission items shown.
+    func park(_ id: String) { park([id]) }
+
+    /// Leaves enabled lazy plugins `ids` idle, in one change of `idle`. Start-up parks many at once and passes
+    /// `batched`: the status records are then written in one transaction (only while nothing else writes).
+    func park(_ ids: [String], batched: Bool = false) {
+        let parked = ids.filter { bundles[$0]?.manifest != nil && active[$0] == nil }
+        idle.formUnion(parked)
+        func each() {
+            for id in parked {
+                guard let manifest = bundles[id]?.manifest else { continue }
+                if !manifest.menus.isEmpty {
+                    var placeholder = Contributions()
+                    placeholder.menus = manifest.menus.map { MenuRegistration(entry: $0, fromManifest: true) }
+                    do { try registry.publish(pluginID: id, placeholder) } catch {
+                        log(.warn, id, "its menu entries are not shown while idle: \(error.description)")
+                    }
+                }
+                access.setDeclared(id, manifest)
+                if ((try? state.plugin(id)) ?? nil)?.status != .enabled { try? state.setStatus(id, .enabled) }
+            }
+        }
+        if !batched || (try? state.batch(each)) == nil { each() }
+    }
+
+    /// Ends `id`'s idle state without activating it (disabled, removed, or its activation failed).
+    func unpark(_ id: String) {
+        guard idle.remove(id) != nil else { return }
+        registry.revoke(pluginID: id)
+        access.setDeclared(id, nil)
+    }
+
+    /// Activates idle plugin `id` now (its idle lazy dependencies first); nothing when it is active already, so
+    /// requests that queued up behind the first one's activation find it done.
+    /// - Throws: `KernelError` when `id` is neither active nor idle (disabled, failed, unknown), or fails to
+    ///   activate: it is then recorded `failed` with the reason and stays wanted, and is not retried until enabled
+    ///   again or the host restarts.
+    public func wake(_ id: String) throws(KernelError) {
+        try wake(id, visiting: [])
+    }
+
+    private func wake(_ id: String, visiting: Set<String>) throws(KernelError) {
+        if active[id] != nil { return }
+        guard idle.contains(id) else {
+            throw KernelError(.loadFailed, pluginID: id, reason: "plugin \"\(id)\" is not enabled")
+        }
+        do throws(KernelError) {
+            try wakeDependencies(of: id, visiting: visiting.union([id]))
+            try activate(id)
+        } catch {
+            unpark(id)
+            try? state.setStatus(id, .failed, reason: error.reason)
+            throw error
+        }
+        idle.remove(id)
+        log(.info, id, "activated on first use")
+        if let manifest = active[id]?.manifest, idleTimeout(manifest) != nil {
+            lastUse[id] = .now
+            startIdleSweeper()
+        }
+    }
+
+    /// Wakes the idle plugins `id` needs: its plugin dependencies, and providers of interfaces it requires when no
+    /// active plugin provides them.
+    func wakeDependencies(of id: String, visiting: Set<String> = []) throws(KernelError) {
+        guard let manifest = bundles[id]?.manifest else { return }
+        let providersMissing = missingInterface(manifest) != nil
+        for dep in startupDependencies(id) where idle.contains(dep.id) && !visiting.contains(dep.id) {
+            if dep.via != nil && !providersMissing { continue }
+            try wake(dep.id, visiting: visiting.union([id]))
+        }
+    }
+
+    /// Wakes `need` (an idle plugin, or an idle provider of an interface) from a thread that is not the kernel's,
+    /// waiting for the activation. For synchronous callers: commands, service acquires. [thread-safe; never on the
+    /// kernel's thread, where it refuses, nor on Swift's cooperative pool, which it would block]
+    /// - Returns: nil when there is nothing to wake or it is active now, else why it is not.
+    nonisolated func wakeBlocking(_ need: KernelEnvironment.Need) -> KernelError? {
+        let id: String
+        switch need {
+        case let .plugin(plugin):
+            guard environment.idleManifest(plugin) != nil else { return nil }
+            id = plugin
+        case let .interface(interface):
+            guard let provider = environment.idleProvider(of: interface) else { return nil }
+            id = provider
+        }
+        guard !executor.isCurrentThread else {
+            return KernelError(.loadFailed, pluginID: id, reason: "plugin \"\(id)\" is idle and cannot be activated from lifecycle code")
+        }
+        let outcome = WakeOutcome()
+        Task { [self] in
+            do throws(KernelError) { try await wake(id) } catch { outcome.error.withLock { $0 = error } }
+            outcome.done.signal()
+        }
+        outcome.done.wait()
+        return outcome.error.withLock { $0 }
+    }
+
+    /// How `wakeBlocking` hears from its task.
+    private final class WakeOutcome: Sendable {
+        let done = DispatchSemaphore(value: 0)
+        let error = Mutex<KernelError?>(nil)
+    }
+
+    /// True while `id` is enabled, lazy and not loaded. [thread-safe]
+    public nonisolated func isIdle(_ id: String) -> Bool { environment.idleManifest(id) != nil }
+
+    // MARK: idle time-out
+
+    /// Starts the task that deactivates lazy plugins left unused past their idle time-out, unless it runs.
+    func startIdleSweeper() {
+        guard idleSweeper == nil else { return }
+        idleSweeper = Task { [weak self] in
+            while !Task.isCancelled {
+                guard let pause = await self?.sweepIdle() else { return }
+                try? await Task.sleep(for: pause)
+            }
+        }
+    }
+
+    /// Takes every active lazy plugin unused for its idle time-out back to idle, through `deactivate` (its calls in
+    /// flight drain first). In use means: a call admitted since the last look, a call running, a lease a consumer
+    /// holds on one of its tables, or an active plugin that needs it. Returns how long to wait before the next look
+    /// (a quarter of the shortest time-out, 50 ms to 5 s), or nil, ending the sweeper, when no plugin has one.
+    func sweepIdle() -> Duration? {
+        let now = ContinuousClock.now
+        let snapshot = registry.snapshot
+        var shortest: Double?
+        for id in activationOrder {
+            guard let plugin = active[id], plugin.library != nil, let timeout = idleTimeout(plugin.manifest) else { continue }
+            shortest = min(shortest ?? timeout, timeout)
+            let leased = snapshot.plugins[id]?.services.contains { $0.leasesHeld > 0 } ?? false
+            let used = plugin.context.takeUsed()
+            guard let since = lastUse[id], !used, plugin.context.callsInFlight == 0, !leased, dependents(of: id).isEmpty else {
+                lastUse[id] = now
+                continue
+            }
+            guard now - since >= .milliseconds(Int64(timeout * 1000)) else { continue }
+            goIdle(id, after: timeout)
+        }
+        guard let shortest else {
+            idleSweeper = nil
+            return nil
+        }
+        return .milliseconds(Int64(min(5000, max(50, shortest * 250))))
+    }
+
+    /// Deactivates lazy plugin `id` and leaves it idle. It is idle before its routes go, so that a request arriving
+    /// meanwhile wakes it again (after this change, in the kernel's order) instead of finding nothing.
+    func goIdle(_ id: String, after timeout: Double) {
+        idle.insert(id)
+        deactivate(id)
+        lastUse[id] = nil
+        idle.remove(id)
+        park(id)
+        log(.info, id, "unused for \(timeout)s: deactivated, idle until next used")
+    }
+}

@@ -1,0 +1,116 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+//
+// The lazy section: start-up with many installed plugins of which few are used (lazy vs eager vs the raw dlopen
+// loop), the first request of a lazy plugin, and the resident memory of an idle host with 0, 10 and 100 plugins.
+// Every start runs in a fresh child process (this binary with --start-child), so that one measurement's mappings and
+// heap do not count in the next.
+
+import Foundation
+import Keel
+import KeelLoader
+
+/// What one child start measured.
+struct StartFigures {
+    /// `start()` alone, and start plus the first request of each used plugin (seconds).
+    var start: Double, toUsed: Double
+    /// Median of the used plugins' first requests: wake (if lazy) + route call (seconds).
+    var firstRequest: Double
+    /// RSS of the child before the kernel was made, and with the kernel started and the used plugins served (KiB).
+    var bareKiB: Int, hostKiB: Int
+}
+
+/// The child: starts a kernel on `plugins`/`state`, then serves one request of each of the first `used` plugins
+/// as the HTTP dispatcher would (an idle one is woken first). Prints the figures on one line and exits.
+func runStartChild(_ arguments: [String]) async throws -> Never {
+    let plugins = arguments[1], state = arguments[2], used = Int(arguments[3]) ?? 0
+    let bare = rss()
+    let k = try kernel(plugins, state)
+    let t = now()
+    await k.start()
+    let started = now() - t
+    var first: [Double] = []
+    for i in 0..<used {
+        let id = String(format: "b%05d", i), path = "/ext/\(id)/ping"
+        let t1 = now()
+        if k.isIdle(id) { try await k.wake(id) }
+        guard let match = k.registry.snapshot.route(method: "GET", path: path),
+              case .success = match.route.handler.handle(PluginRequest(method: "GET", path: path, routePath: "/ping", query: ""))
+        else { fatalError("\(path) was not served") }
+        first.append(now() - t1)
+    }
+    let total = now() - t
+    let median = first.isEmpty ? 0 : first.sorted()[first.count / 2]
+    print("\(started) \(total) \(median) \(bare) \(rss())")
+    exit(0)
+}
+
+/// Runs one child start; `mode` only labels it (the manifests decide).
+func startChild(_ mode: String, plugins: String, state: String, used: Int) throws -> StartFigures {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/proc/self/exe")
+    p.arguments = ["--start-child", mode, plugins, state, "\(used)"]
+    let output = Pipe()
+    p.standardOutput = output
+    try p.run()
+    let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    p.waitUntilExit()
+    let v = text.split(whereSeparator: \.isWhitespace).map { Double($0) ?? .nan }
+    guard v.count == 5 else { fatalError("start child (\(mode), \(plugins)) printed \"\(text)\"") }
+    return StartFigures(start: v[0], toUsed: v[1], firstRequest: v[2], bareKiB: Int(v[3]), hostKiB: Int(v[4]))
+}
+
+/// `n` generated plugins under `dir`, all enabled in `state`; lazy ones when `lazy`. Returns the raw list.
+@MainActor
+func enabledPlugins(_ n: Int, dir: String, state: String, lazy: Bool, raw: String? = nil) async throws -> String {
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    let list = try generatePlugins(n, into: dir, raw: raw, extra: lazy ? "activation: lazy\n" : "")
+    let k = try kernel(dir, state)
+    await k.start(safeMode: true)
+    for i in 0..<n { try k.state.setEnabled(String(format: "b%05d", i), true, status: .installed) }
+    return list
+}
+
+@MainActor
+func lazyBenchmarks() async throws {
+    let n = options.quick ? 100 : 1000, used = 10
+    let base = options.work + "/lazy"
+    let rawList = try await enabledPlugins(n, dir: base + "/eager", state: base + "/eager.db", lazy: false, raw: base + "/raw")
+    _ = try await enabledPlugins(n, dir: base + "/lazy", state: base + "/lazy.db", lazy: true)
+    let rawSeconds = (0..<3).map { _ in (try? runRawLoader(rawList)) ?? .nan }.min() ?? .nan
+    let eager = try startChild("eager", plugins: base + "/eager", state: base + "/eager.db", used: used)
+    let lazy = try startChild("lazy", plugins: base + "/lazy", state: base + "/lazy.db", used: used)
+    func ms(_ s: Double) -> String { String(format: "%.1f ms", s * 1000) }
+    rows.append(Row(name: "start-up: \(n) installed lazy, \(used) used, vs raw dlopen loop", measured: ms(lazy.toUsed),
+                    baseline: ms(rawSeconds), ratio: lazy.toUsed / rawSeconds, target: "≤ 0.2", met: lazy.toUsed / rawSeconds <= 0.2))
+    rows.append(Row(name: "start-up: \(n) installed eager, \(used) used, vs raw dlopen loop", measured: ms(eager.toUsed),
+                    baseline: ms(rawSeconds), ratio: eager.toUsed / rawSeconds, target: "report", met: nil))
+    rows.append(Row(name: "start-up: \(n) lazy, start() alone (nothing loaded)", measured: ms(lazy.start),
+                    baseline: ms(eager.start) + " eager", ratio: lazy.start / eager.start, target: "report", met: nil))
+    rows.append(Row(name: "first request of a lazy plugin (wake + call, median of \(used))", measured: ms(lazy.firstRequest),
+                    baseline: ms(eager.firstRequest) + " eager", ratio: nil, target: "report", met: nil))
+
+    // Resident memory of an idle host (kernel started, nothing served) by number of installed, enabled plugins.
+    var figures: [String: StartFigures] = [:]
+    for count in [0, 10, 100] {
+        for lazyMode in [false, true] where count > 0 || !lazyMode {
+            let label = "\(lazyMode ? "lazy" : "eager")\(count)"
+            _ = try await enabledPlugins(count, dir: base + "/" + label, state: base + "/\(label).db", lazy: lazyMode)
+            figures[label] = try startChild(label, plugins: base + "/" + label, state: base + "/\(label).db", used: 0)
+        }
+    }
+    guard let empty = figures["eager0"] else { return }
+    figures["lazy0"] = empty
+    for count in [0, 10, 100] {
+        guard let e = figures["eager\(count)"], let l = figures["lazy\(count)"] else { continue }
+        let overBare = Double(l.hostKiB - l.bareKiB) / 1024
+        let met: Bool? = count == 10 ? overBare < 15 : nil
+        rows.append(Row(name: "RSS idle host, \(count) plugins lazy (eager), over bare process",
+                        measured: String(format: "%.1f MiB", overBare),
+                        baseline: String(format: "%.1f MiB eager", Double(e.hostKiB - e.bareKiB) / 1024),
+                        ratio: nil, target: count == 10 ? "< 15 MiB" : "report", met: met))
+    }
+    if let l = figures["lazy10"] {
+        rows.append(Row(name: "start-up of an idle host with 10 lazy plugins", measured: ms(l.start), baseline: "",
+                        ratio: nil, target: "< 50 ms", met: l.start < 0.05))
+    }
+}

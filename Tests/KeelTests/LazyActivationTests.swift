@@ -1,0 +1,239 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import Keel
+import KeelLoader
+import KeelManifest
+import KeelState
+import Testing
+
+/// Helpers for lazy plugins: the mapped libraries of a process, and waiting for a plugin's state.
+enum Lazy {
+    /// True when process `pid` has a private copy of plugin `id`'s library mapped (memfd `keel-<id>-g<n>` or a
+    /// file copy under generations/).
+    static func mapped(_ id: String, pid: Int32) -> Bool {
+        // Read to the end: procfs reports a size of 0, which a whole-file read may trust.
+        let maps = FileHandle(forReadingAtPath: "/proc/\(pid)/maps").map { String(decoding: $0.readDataToEndOfFile(), as: UTF8.self) } ?? ""
+        return maps.contains("keel-\(id)-g") || maps.contains("/generations/\(id)")
+    }
+
+    /// How plugin `id` shows in the admin API: "enabled (idle)", "enabled (active)", "failed", ...
+    static func shown(_ server: ServerProcess, _ id: String) async throws -> String {
+        let r = try await server.request("GET", "/api/v1/plugins/\(id)", admin: true)
+        let info = r.json as? [String: Any]
+        let status = info?["status"] as? String ?? "?"
+        return status + ((info?["activity"] as? String).map { " (\($0))" } ?? "")
+    }
+
+    /// Waits up to `seconds` for `condition`, looking every 50 ms; true when it held.
+    static func eventually(_ seconds: Double, _ condition: () async throws -> Bool) async rethrows -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if try await condition() { return true }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        return try await condition()
+    }
+
+    /// Outcomes of plugin `id`'s loads, oldest first, read from the state file.
+    static func outcomes(_ state: String, _ id: String) throws -> [String] {
+        try StateStore(path: state).loads(for: id).map(\.outcome)
+    }
+
+    static func enable(_ id: String, plugins: String, state: String) throws -> String {
+        let r = try TestEnvironment.run(TestEnvironment.binPath + "/keel", ["plugins", "enable", id, "--plugins", plugins, "--state", state])
+        guard r.status == 0 else { throw TestFailure("keel plugins enable \(id): \(r.stderr)") }
+        return r.stdout
+    }
+}
+
+@Suite("lazy activation: manifest")
+struct LazyManifestTests {
+    func error(_ extra: String, library: Bool = true) -> String {
+        let text = "id: lazy\nname: Lazy\nversion: 1.0.0\nabi: \"1.1\"\n" + (library ? "library: liblazy.so\n" : "") + extra
+        do { _ = try ManifestLoader().parse(Data(text.utf8), file: "plugins/lazy/plugin.yaml") } catch { return error.description }
+        return "no error"
+    }
+
+    @Test("activation and idle-timeout are read; bad values name plugin.yaml, the line and the key")
+    func keys() throws {
+        let text = "id: lazy\nname: Lazy\nversion: 1.0.0\nabi: \"1.1\"\nlibrary: liblazy.so\nactivation: lazy\nidle-timeout: 10m\n"
+        let (m, warnings) = try ManifestLoader().parse(Data(text.utf8), file: "plugin.yaml")
+        #expect(m.activation == .lazy && m.idleTimeout == 600 && warnings.isEmpty)
+        let (eager, _) = try ManifestLoader().parse(Data("id: e\nname: E\nversion: 1.0.0\nabi: \"1.0\"\nlibrary: l.so\n".utf8), file: "plugin.yaml")
+        #expect(eager.activation == .eager && eager.idleTimeout == nil, "eager by default")
+        #expect(error("activation: sometimes\n") == "plugins/lazy/plugin.yaml:6: key \"activation\": expected eager or lazy, found \"sometimes\"")
+        #expect(error("activation: lazy\nidle-timeout: 10x\n")
+            == "plugins/lazy/plugin.yaml:7: key \"idle-timeout\": expected a duration such as 30s, 10m or 2h (at most 7 days), found \"10x\"")
+        #expect(error("activation: lazy\nidle-timeout: -1s\n").contains("key \"idle-timeout\": expected a duration"))
+        #expect(error("idle-timeout: 1s\n") == "plugins/lazy/plugin.yaml:6: key \"idle-timeout\": applies only to a plugin with activation: lazy")
+        #expect(error("activation: lazy\ncapabilities: [routes, authorize]\n").hasSuffix(
+            "key \"activation\": a lazy plugin cannot have capability authorize: its hooks decide every request, so they must be loaded at start"))
+        #expect(error("activation: lazy\ncapabilities: [\"route-prefix:/legacy\"]\n").hasSuffix(
+            "key \"activation\": a lazy plugin serves only under /ext/lazy/, not route-prefix:/legacy"))
+        #expect(error("activation: lazy\n", library: false).hasSuffix("key \"activation\": lazy needs a library: a manifest-only bundle loads no code anyway"))
+    }
+}
+
+@Suite("lazy activation: kernel")
+struct LazyKernelTests {
+    @Test("an enabled lazy plugin is not loaded at start: its manifest's menu entry shows; wake loads it; a required interface wakes its provider")
+    func idleUntilWoken() async throws {
+        let s = ServicesFixture()
+        try s.f.fixtureBundle("lzidle", capabilities: ["routes", "menus"],
+                              extra: "activation: lazy\nmenus:\n  - {id: lzidle.main, title: Lazy, link: /ext/lzidle/ping}\n")
+        try s.provider("lzprov", tag: "P", provides: "test.echo/1")
+        // The provider is lazy too: its manifest gets the key after the fixture wrote it.
+        let manifestPath = s.f.plugins + "/lzprov/plugin.yaml"
+        try (String(contentsOfFile: manifestPath, encoding: .utf8) + "\nactivation: lazy\n").write(toFile: manifestPath, atomically: true, encoding: .utf8)
+        try s.consumer("lzuser")
+        let kernel = try s.kernel()
+        await kernel.start()
+        try await kernel.enable("lzidle")
+        try await kernel.enable("lzprov")
+        #expect(kernel.isIdle("lzidle") && kernel.isIdle("lzprov"))
+        #expect(!Lazy.mapped("lzidle", pid: getpid()) && !Lazy.mapped("lzprov", pid: getpid()), "no copy of either library is mapped")
+        #expect(kernel.activePlugins.isEmpty)
+        var info = try await kernel.plugin("lzidle")
+        #expect(info.statusText == "enabled (idle)" && info.activation == "lazy")
+        #expect(info.menus == ["lzidle.main"], "the manifest's menu entry is shown while idle")
+        #expect(kernel.registry.snapshot.route(method: "GET", path: "/ext/lzidle/ping") == nil)
+
+        try await kernel.wake("lzidle")
+        #expect(Lazy.mapped("lzidle", pid: getpid()))
+        #expect(get(kernel, "/ext/lzidle/ping")?.0 == 200)
+        info = try await kernel.plugin("lzidle")
+        #expect(info.statusText == "enabled (active)")
+        try await kernel.wake("lzidle") // nothing to do: already active
+
+        // Enabling a consumer that requires test.echo/1 wakes the idle provider first.
+        try await kernel.enable("lzuser")
+        #expect(!kernel.isIdle("lzprov") && kernel.activePlugins.contains("lzprov"))
+        #expect(call(kernel, "/ext/lzuser/call", query: "hi").text.hasPrefix("tag=P echo=hi provider=lzprov"))
+        await kernel.shutdown()
+
+        // The next start: lzidle stays idle, the provider starts with the consumer that needs it.
+        let again = try s.kernel()
+        await again.start()
+        #expect(again.isIdle("lzidle") && !again.isIdle("lzprov"))
+        #expect(Set(again.activePlugins) == ["lzprov", "lzuser"])
+        await again.shutdown()
+    }
+
+    @Test("an optional interface acquired at request time wakes its idle provider; disable ends the idle state")
+    func acquireWakesProvider() async throws {
+        let s = ServicesFixture()
+        try s.provider("lzopt", tag: "O", provides: "test.echo/1")
+        let manifestPath = s.f.plugins + "/lzopt/plugin.yaml"
+        try (String(contentsOfFile: manifestPath, encoding: .utf8) + "\nactivation: lazy\n").write(toFile: manifestPath, atomically: true, encoding: .utf8)
+        try s.consumer("lzrelaxed", consumes: "[{interface: test.echo/1, optional: true}]")
+        let kernel = try s.kernel()
+        await kernel.start()
+        try await kernel.enable("lzopt")
+        try await kernel.enable("lzrelaxed")
+        #expect(kernel.isIdle("lzopt"))
+        // Plugin code runs on a thread of its own (the HTTP server uses the plugin's lane), never on Swift's pool.
+        let text = await withCheckedContinuation { c in
+            Thread { c.resume(returning: call(kernel, "/ext/lzrelaxed/call", query: "x").text) }.start()
+        }
+        #expect(text.hasPrefix("tag=O echo=x provider=lzopt"), "\(text)")
+        #expect(!kernel.isIdle("lzopt"))
+        try await kernel.disable("lzrelaxed")
+        try await kernel.disable("lzopt")
+        #expect(!kernel.isIdle("lzopt") && kernel.activePlugins.isEmpty)
+        await kernel.shutdown()
+    }
+}
+
+@Suite("lazy activation: keel serve", .serialized)
+struct LazyServerTests {
+    @Test("the first request loads a lazy plugin and is served by it; idle-timeout unloads it; the next request loads it again")
+    func firstRequestAndIdleTimeout() async throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("lzweb", defines: ["UNLOAD_SAFE"], capabilities: ["routes", "menus"],
+                            extra: "activation: lazy\nidle-timeout: 1s\n")
+        let enabled = try Lazy.enable("lzweb", plugins: f.plugins, state: f.state)
+        #expect(enabled.contains("lazy, idle until first used"), "\(enabled)")
+        let list = try TestEnvironment.run(TestEnvironment.binPath + "/keel", ["plugins", "list", "--plugins", f.plugins, "--state", f.state])
+        #expect(list.stdout.contains("lzweb 1.0.0  enabled (idle)"), "\(list.stdout)")
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch"])
+        defer { server.stop() }
+        let pid = server.process.processIdentifier
+        #expect(!Lazy.mapped("lzweb", pid: pid), "not loaded after start")
+        #expect(try await Lazy.shown(server, "lzweb") == "enabled (idle)")
+
+        var r = try await server.request("GET", "/ext/lzweb/ping")
+        #expect(r.status == 200 && r.text.hasPrefix("lzweb 1.0.0"), "the first request is served by the plugin: \(r.status) \(r.text)")
+        #expect(Lazy.mapped("lzweb", pid: pid))
+        #expect(try await Lazy.shown(server, "lzweb") == "enabled (active)")
+
+        // Unused for 1 s: deactivated (and, unload-safe, unmapped), idle again.
+        let wentIdle = try await Lazy.eventually(10) { try await Lazy.shown(server, "lzweb") == "enabled (idle)" }
+        #expect(wentIdle)
+        #expect(!Lazy.mapped("lzweb", pid: pid), "its library is unmapped")
+        r = try await server.request("GET", "/ext/lzweb/ping")
+        #expect(r.status == 200 && r.text.hasPrefix("lzweb 1.0.0"))
+        #expect(try Lazy.outcomes(f.state, "lzweb") == ["activated", "deactivated", "activated"])
+    }
+
+    @Test("keel serve --lazy-idle-timeout unloads a lazy plugin whose manifest sets no idle-timeout")
+    func operatorIdleTimeout() async throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("lzop", capabilities: ["routes"], extra: "activation: lazy\n")
+        _ = try Lazy.enable("lzop", plugins: f.plugins, state: f.state)
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch", "--lazy-idle-timeout", "0.5"])
+        defer { server.stop() }
+        #expect(try await server.request("GET", "/ext/lzop/ping").status == 200)
+        let wentIdle = try await Lazy.eventually(10) { try await Lazy.shown(server, "lzop") == "enabled (idle)" }
+        #expect(wentIdle)
+        #expect(try await server.request("GET", "/ext/lzop/ping").status == 200)
+    }
+
+    @Test("concurrent first requests activate the plugin once and are all served by it")
+    func concurrentFirstRequests() async throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("lzmany", defines: ["SLOW_MS=50"], capabilities: ["routes"], extra: "activation: lazy\n")
+        _ = try Lazy.enable("lzmany", plugins: f.plugins, state: f.state)
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch"])
+        defer { server.stop() }
+        let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
+            for _ in 0..<8 { group.addTask { try await server.request("GET", "/ext/lzmany/ping").status } }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(statuses == Array(repeating: 200, count: 8), "\(statuses)")
+        #expect(try Lazy.outcomes(f.state, "lzmany") == ["activated"], "one activation")
+    }
+
+    @Test("a lazy plugin that fails to activate on its first request answers 503 plugin-activation-failed and is recorded failed")
+    func failedActivation() async throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("lzbad", defines: ["ACTIVATE_FAILS"], capabilities: ["routes"], extra: "activation: lazy\n")
+        _ = try Lazy.enable("lzbad", plugins: f.plugins, state: f.state)
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch"])
+        defer { server.stop() }
+        var r = try await server.request("GET", "/ext/lzbad/ping")
+        #expect(r.status == 503 && r.errorCode == "plugin-activation-failed", "\(r.status) \(r.text)")
+        #expect(!r.text.contains("frobnicator"), "the reason is not told to the caller: \(r.text)")
+        let info = try await server.request("GET", "/api/v1/plugins/lzbad", admin: true).json as? [String: Any]
+        #expect(info?["status"] as? String == "failed")
+        let reason = info?["reason"] as? String
+        #expect(reason?.contains("cannot reach the frobnicator") == true, "\(reason ?? "no reason")")
+        r = try await server.request("GET", "/ext/lzbad/ping")
+        #expect(r.status == 404, "not retried on every request: once per enable")
+        let outcomes = try Lazy.outcomes(f.state, "lzbad")
+        #expect(outcomes.count == 1 && outcomes.first?.hasSuffix("failed") == true, "one attempt (the probe's): \(outcomes)")
+    }
+
+    @Test("calling a command of an idle lazy plugin activates it and returns the result")
+    func commandWakes() async throws {
+        let c = CommandsFixture()
+        try c.calc(extra: "activation: lazy\n")
+        _ = try Lazy.enable("calc", plugins: c.f.plugins, state: c.f.state)
+        let server = try ServerProcess(plugins: c.f.plugins, state: c.f.state, extraArguments: ["--no-watch"])
+        defer { server.stop() }
+        #expect(try await Lazy.shown(server, "calc") == "enabled (idle)")
+        let r = try await server.request("POST", "/api/v1/plugins/calc/commands/add", admin: true, body: Data(#"{"args": [2, 40]}"#.utf8))
+        #expect(r.status == 200 && r.text == #"{"result":42}"#, "\(r.status) \(r.text)")
+        #expect(try await Lazy.shown(server, "calc") == "enabled (active)")
+    }
+}
