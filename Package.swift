@@ -29,6 +29,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         // The WebSocket client a proxied app's WebSocket is opened with (the server side is NIOWebSocket).
         .package(url: "https://github.com/hummingbird-project/swift-websocket", from: "1.6.2"),
+        // PostgreSQL as the shared state store (KeelStatePostgres), for hosts that share one state.
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
     ],
     targets: [
         // The C ABI: headers plus a layout check that fails the build if a published struct changes.
@@ -45,6 +47,14 @@ let package = Package(
         .target(name: "KeelLoader", dependencies: ["CKeelABI", "CKeelFFI", "KeelManifest"]),
         .target(name: "KeelRegistry", dependencies: ["KeelLoader", "KeelManifest"]),
         .target(name: "KeelState", dependencies: ["CSQLite"]),
+        // The same state store on PostgreSQL, shared by several hosts; only the CLI links it, so embedders of `Keel`
+        // who keep SQLite do not.
+        .target(name: "KeelStatePostgres", dependencies: [
+            "KeelState",
+            .product(name: "PostgresNIO", package: "postgres-nio"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+        ]),
         // Extension management: repositories, packages, signatures, trust.
         .target(name: "KeelExtensions", dependencies: [
             "KeelManifest", "KeelLoader", "KeelState", "KeelSystem",
@@ -82,7 +92,7 @@ let package = Package(
         .executableTarget(name: "KeelEmbed", path: "BuildTools/KeelEmbed"),
         .plugin(name: "EmbedSDK", capability: .buildTool(), dependencies: ["KeelEmbed"], path: "BuildTools/EmbedSDK"),
         .executableTarget(name: "KeelCLI", dependencies: [
-            "Keel", "KeelHTTP", "KeelSystem",
+            "Keel", "KeelHTTP", "KeelSystem", "KeelStatePostgres",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], plugins: ["EmbedSDK"]),
 
@@ -117,7 +127,7 @@ let package = Package(
         // Test-only: an ABI struct as a later 1.x host might declare it (grown at its end).
         .target(name: "CKeelABIGrown", dependencies: ["CKeelABI"], path: "Tests/CKeelABIGrown"),
         .testTarget(name: "KeelTests", dependencies: [
-            "Keel", "KeelHTTP", "KeelManifest", "KeelLoader", "KeelRegistry", "KeelState", "CKeelABIGrown",
+            "Keel", "KeelHTTP", "KeelManifest", "KeelLoader", "KeelRegistry", "KeelState", "KeelStatePostgres", "CKeelABIGrown",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "WSClient", package: "swift-websocket"),
             .product(name: "HTTPTypes", package: "swift-http-types"),
