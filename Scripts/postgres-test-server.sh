@@ -36,7 +36,7 @@ case "${1:-}" in
     as_postgres "$bin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --no-sync >"$dir/initdb.log" 2>&1 || {
       echo "postgres-test-server.sh: initdb failed (log: $dir/initdb.log)" >&2; exit 1; }
     as_postgres "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-      -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" start >/dev/null || {
+      -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" start </dev/null >/dev/null 2>&1 || {
       echo "postgres-test-server.sh: the server did not start (log: $dir/server.log)" >&2; exit 1; }
     echo "$dir $port" >"$record"
     echo "postgres://postgres@127.0.0.1:$port/postgres"
@@ -49,7 +49,7 @@ case "${1:-}" in
     ;;
   restart)
     read -r dir _ <"$record"
-    as_postgres "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -m fast -w restart >/dev/null
+    as_postgres "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -m fast -w restart </dev/null >/dev/null 2>&1
     ;;
   url)
     read -r _ port <"$record"

@@ -3,14 +3,26 @@
 import Foundation
 import KeelLoader
 import KeelManifest
+import KeelState
 
 /// How a kernel is set up. Plain data; every field has a documented default.
 public struct KernelConfiguration: Sendable {
     /// The folder holding plugin bundles (one sub-folder each, with `plugin.yaml`).
     /// Default: `$KEEL_PLUGINS_DIR`, else `./plugins`.
     public var pluginsDirectory: String
-    /// The SQLite state file. Default: `$KEEL_STATE`, else `./.keel/state.db`.
+    /// The SQLite state file. Default: `$KEEL_STATE`, else `./.keel/state.db`. With `openState` set (a shared
+    /// store), it only anchors this host's own files: the server lock, the libraries' private copies.
     public var stateFile: String
+    /// Opens the state store. Default nil: the SQLite file at `stateFile`. A shared store (PostgreSQL, from
+    /// `KeelStatePostgres.PostgresStore.open`) is opened through this, so `Keel` itself never links its driver.
+    /// Called once, from `Kernel.init`; its `StateError` becomes `KernelError.Code.state`.
+    public var openState: (@Sendable () throws(StateError) -> StateStore)?
+
+    /// Opens the state store: `openState`, else the SQLite file at `stateFile`.
+    func makeState() throws(StateError) -> StateStore {
+        if let openState { return try openState() }
+        return try StateStore(path: stateFile)
+    }
     /// Ceilings per plugin on routes, menu entries and hooks.
     public var limits: RegistrationLimits
     /// How long deactivation waits for a plugin's calls in flight (seconds).
