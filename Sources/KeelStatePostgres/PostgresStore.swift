@@ -34,6 +34,12 @@ public enum PostgresStore {
         }
     }
 
+    /// Keeps the change listener up: starts it again when its connection was lost (PostgreSQL restarted), which
+    /// observers hear as a change with table "". No-op for a SQLite store or a listener that is up.
+    public static func listen(_ store: StateStore) throws(StateError) {
+        try store.withDatabase { db throws(StateError) in try (db as? PostgresDatabase)?.listen() }
+    }
+
     /// The schema steps this Keel writes (for the check that PostgreSQL's list keeps pace with SQLite's).
     public static var schemaVersion: Int { PostgresSchema.migrations.count }
 }
