@@ -5,6 +5,11 @@ import Foundation
 import KeelStatePostgres
 import Testing
 
+/// The suites that use the PostgreSQL test server, one at a time: `SharedStateTests` restarts it, which would break
+/// a state test running on it at that moment.
+@Suite("on the PostgreSQL test server, one suite at a time", .serialized)
+enum PostgresBackedTests {}
+
 /// The engines a state test runs on: SQLite always; PostgreSQL when `KEEL_TEST_POSTGRES` names a server
 /// (`postgres://user@127.0.0.1:PORT/db`, as `.ci/run` sets it from Scripts/postgres-test-server.sh).
 enum StateEngine: String, CaseIterable, CustomTestStringConvertible, Sendable {
