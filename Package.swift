@@ -36,6 +36,8 @@ let package = Package(
         // Metrics (`GET /metrics`): the swift-metrics API, exported in Prometheus text format.
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        // PostgreSQL as the shared state store (KeelStatePostgres), for hosts that share one state.
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
     ],
     targets: [
         // The C ABI: headers plus a layout check that fails the build if a published struct changes.
@@ -52,6 +54,14 @@ let package = Package(
         .target(name: "KeelLoader", dependencies: ["CKeelABI", "CKeelFFI", "CKeelSystem", "KeelManifest"]),
         .target(name: "KeelRegistry", dependencies: ["KeelLoader", "KeelManifest"]),
         .target(name: "KeelState", dependencies: ["CSQLite"]),
+        // The same state store on PostgreSQL, shared by several hosts; only the CLI links it, so embedders of `Keel`
+        // who keep SQLite do not.
+        .target(name: "KeelStatePostgres", dependencies: [
+            "KeelState",
+            .product(name: "PostgresNIO", package: "postgres-nio"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+        ]),
         // Extension management: repositories, packages, signatures, trust.
         .target(name: "KeelExtensions", dependencies: [
             "KeelManifest", "KeelLoader", "KeelState", "KeelSystem",
@@ -91,7 +101,7 @@ let package = Package(
         .executableTarget(name: "KeelEmbed", path: "BuildTools/KeelEmbed"),
         .plugin(name: "EmbedSDK", capability: .buildTool(), dependencies: ["KeelEmbed"], path: "BuildTools/EmbedSDK"),
         .executableTarget(name: "KeelCLI", dependencies: [
-            "Keel", "KeelHTTP", "KeelSystem",
+            "Keel", "KeelHTTP", "KeelSystem", "KeelStatePostgres",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], plugins: ["EmbedSDK"]),
 
@@ -133,7 +143,7 @@ let package = Package(
         // Test-only: an ABI struct as a later 1.x host might declare it (grown at its end).
         .target(name: "CKeelABIGrown", dependencies: ["CKeelABI"], path: "Tests/CKeelABIGrown"),
         .testTarget(name: "KeelTests", dependencies: [
-            "Keel", "KeelHTTP", "KeelManifest", "KeelLoader", "KeelRegistry", "KeelState", "CKeelABIGrown",
+            "Keel", "KeelHTTP", "KeelManifest", "KeelLoader", "KeelRegistry", "KeelState", "KeelStatePostgres", "CKeelABIGrown",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "WSClient", package: "swift-websocket"),
             .product(name: "HTTPTypes", package: "swift-http-types"),

@@ -90,7 +90,7 @@ public actor Kernel {
     /// - Throws: `KernelError.Code.state` when the state file cannot be used.
     public init(configuration: KernelConfiguration = KernelConfiguration()) throws(KernelError) {
         self.configuration = configuration
-        do { state = try StateStore(path: configuration.stateFile) } catch {
+        do { state = try configuration.makeState() } catch {
             throw KernelError(.state, reason: error.description)
         }
         // Every log line about a plugin is also kept in that plugin's ring (`logs`).

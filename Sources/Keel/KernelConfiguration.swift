@@ -3,6 +3,7 @@
 import Foundation
 import KeelLoader
 import KeelManifest
+import KeelState
 
 /// How a kernel is set up. Plain data; every field has a documented default.
 public struct KernelConfiguration: Sendable {
@@ -12,10 +13,22 @@ public struct KernelConfiguration: Sendable {
     /// Bundle folders registered from code, in addition to the plugin folder's (which may then be "" for none).
     /// They are scanned on every rescan, as the plugin folder's are, but not watched and not managed by install.
     public var bundleFolders: [String] = []
-    /// The SQLite state file. Default: `$KEEL_STATE`, else `./.keel/state.db`. `StateStore.inMemory` (`:memory:`)
+    /// The SQLite state file. Default: `$KEEL_STATE`, else `./.keel/state.db`. With `openState` set (a shared
+    /// store), it only anchors this host's own files: the server lock, the libraries' private copies.
+    /// `StateStore.inMemory` (`:memory:`)
     /// keeps the state in memory and writes nothing to disk: no state file, no activation mark, no file copies of
     /// libraries (a load that cannot be copied into memory fails instead).
     public var stateFile: String
+    /// Opens the state store. Default nil: the SQLite file at `stateFile`. A shared store (PostgreSQL, from
+    /// `KeelStatePostgres.PostgresStore.open`) is opened through this, so `Keel` itself never links its driver.
+    /// Called once, from `Kernel.init`; its `StateError` becomes `KernelError.Code.state`.
+    public var openState: (@Sendable () throws(StateError) -> StateStore)?
+
+    /// Opens the state store: `openState`, else the SQLite file at `stateFile`.
+    func makeState() throws(StateError) -> StateStore {
+        if let openState { return try openState() }
+        return try StateStore(path: stateFile)
+    }
     /// Ceilings per plugin on routes, menu entries and hooks.
     public var limits: RegistrationLimits
     /// How long deactivation waits for a plugin's calls in flight (seconds).

@@ -3,6 +3,7 @@
 import ArgumentParser
 import Foundation
 import Keel
+import KeelStatePostgres
 
 @main
 struct KeelCommand: AsyncParsableCommand {
@@ -16,7 +17,7 @@ struct KeelCommand: AsyncParsableCommand {
             Shell completion (commands, plugin ids, tenants, roles): keel --generate-completion-script bash|zsh|fish.
             """,
         version: Kernel.version,
-        subcommands: [Plugins.self, Services.self, Call.self, Commands.self, Tenants.self, Roles.self, Serve.self, Dev.self, Token.self, Audit.self, Logs.self, Repo.self, Search.self, Install.self,
+        subcommands: [Plugins.self, Services.self, Call.self, Commands.self, Tenants.self, Roles.self, Hosts.self, Serve.self, Dev.self, Token.self, Audit.self, Logs.self, Repo.self, Search.self, Install.self,
                       Upgrade.self, Uninstall.self, Pack.self, Trust.self, SDK.self, New.self, Probe.self, ValidateRun.self])
 
     /// Parses (global options may stand before or after the subcommand), runs, and reports every failure in one
@@ -112,8 +113,11 @@ struct GlobalOptions: ParsableArguments {
     @Option(name: .customLong("plugins"), help: "Plugin folder: one bundle (plugin.yaml + .so) per sub-folder.")
     var pluginsDirectory: String = KernelConfiguration.defaultPluginsDirectory
 
-    @Option(name: .customLong("state"), help: "SQLite state file.")
+    @Option(name: .customLong("state"), help: "SQLite state file, or postgres://user@host:port/database: a state several hosts share (password in PGPASSWORD).")
     var stateFile: String = KernelConfiguration.defaultStateFile
+
+    @Option(name: .customLong("host-dir"), help: "With a postgres:// --state: this host's own files (server lock, library copies).")
+    var hostDirectory: String = ProcessInfo.processInfo.environment["KEEL_HOST_DIR"].flatMap { $0.isEmpty ? nil : $0 } ?? ".keel/host"
 
     @Flag(name: .shortAndLong, help: "Print the kernel's and plugins' log lines on stderr.")
     var verbose = false
@@ -122,8 +126,12 @@ struct GlobalOptions: ParsableArguments {
     /// --verbose; a long-running server (`logAlways`) logs warnings and errors always, everything with --verbose.
     func makeKernel(logAlways: Bool = false, adjust: (inout KernelConfiguration) -> Void = { _ in }) throws -> Kernel {
         let verbose = self.verbose
-        var configuration = KernelConfiguration(pluginsDirectory: pluginsDirectory, stateFile: stateFile) { record in
+        var configuration = KernelConfiguration(pluginsDirectory: pluginsDirectory, stateFile: localStateFile) { record in
             if verbose || (logAlways && record.level >= .warn) { KernelConfiguration.standardErrorLog(record) }
+        }
+        if PostgresURL.isPostgres(stateFile) {
+            let url = stateFile
+            configuration.openState = { () throws(StateError) in try PostgresStore.open(url) }
         }
         // Every new build is tried in a child `keel probe` before this process loads it.
         configuration.probe = PluginProbe.currentExecutable.map { PluginProbe(executable: $0) }
@@ -131,13 +139,21 @@ struct GlobalOptions: ParsableArguments {
         return try Kernel(configuration: configuration)
     }
 
-    /// The state file alone, for commands that must not load plugins.
+    /// The state store alone, for commands that must not load plugins: the SQLite file, or the PostgreSQL database
+    /// `--state` names by URL.
     func openState() throws -> StateStore {
+        if PostgresURL.isPostgres(stateFile) { return try PostgresStore.open(stateFile) }
         return try StateStore(path: stateFile)
     }
 
-    /// The running server's lock line, when `keel serve` owns this state file.
-    var runningServer: String? { ServerLock.running(stateFile: stateFile) }
+    /// The file this host's own files (lock, library copies) are named after: the state file itself, or, with a
+    /// shared PostgreSQL state, one in `--host-dir`.
+    var localStateFile: String {
+        PostgresURL.isPostgres(stateFile) ? (hostDirectory as NSString).appendingPathComponent("host") : stateFile
+    }
+
+    /// The running server's lock line, when `keel serve` owns this state file (this host's, for a shared state).
+    var runningServer: String? { ServerLock.running(stateFile: localStateFile) }
 }
 
 /// A failure reported as one line on stderr with exit code 1.

@@ -155,6 +155,8 @@ struct AdminAPI {
         // Cached, refreshed in the background, never blocking a request thread (see RepositoryCatalog).
         let catalog = RepositoryCatalog(store: store)
         admin.get("repositories") { _, _ -> Response in JSONBody.response(try kernel.state.repositories()) }
+        // The hosts sharing this state (PostgreSQL): id, address, version, heartbeat, plugins at their generation.
+        admin.get("hosts") { _, _ -> Response in JSONBody.response(try kernel.state.hosts()) }
         admin.post("repositories") { request, _ -> Response in
             let body = try await Self.body(RepositoryBody.self, request)
             try await run(.addRepository(name: body.name, location: body.location, priority: body.priority ?? 0))

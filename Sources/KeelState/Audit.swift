@@ -54,7 +54,7 @@ extension StateStore {
 
     /// Appends `entry` (stamped with the store's time) and drops the rows beyond `auditCapacity`, in one transaction.
     public func recordAudit(_ entry: AuditEntry) throws(StateError) {
-        func optional(_ s: String?) -> SQLiteDatabase.Value { s.map { .text($0) } ?? .null }
+        func optional(_ s: String?) -> StateValue { s.map { .text($0) } ?? .null }
         try locked { db throws(StateError) in
             try db.transaction { () throws(StateError) in
                 try db.query("""
@@ -72,7 +72,7 @@ extension StateStore {
     public func audit(since: String?, limit: Int) throws(StateError) -> [AuditEntry] {
         try locked { db throws(StateError) in
             try db.query("""
-                SELECT * FROM (SELECT * FROM audit WHERE at >= ? ORDER BY seq DESC LIMIT ?) ORDER BY seq
+                SELECT * FROM (SELECT * FROM audit WHERE at >= ? ORDER BY seq DESC LIMIT ?) AS recent ORDER BY seq
                 """, [.text(since ?? ""), .int(Int64(max(0, limit)))]).map { row in
                 AuditEntry(seq: row["seq"]?.int ?? 0, at: row["at"]?.text ?? "", actor: row["actor"]?.text ?? "",
                            principal: row["principal"]?.text, origin: row["origin"]?.text,

@@ -20,7 +20,10 @@ extension StateStore {
         try locked { db throws(StateError) in
             try db.transaction { () throws(StateError) in
                 if let config {
-                    try db.query("INSERT OR REPLACE INTO plugin_config (plugin_id, yaml, json, updated_at) VALUES (?, ?, ?, ?)",
+                    try db.query("""
+                        INSERT INTO plugin_config (plugin_id, yaml, json, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (plugin_id)
+                        DO UPDATE SET yaml = excluded.yaml, json = excluded.json, updated_at = excluded.updated_at
+                        """,
                                  [.text(id), .text(config.yaml), .text(config.json), .text(Self.now())])
                 } else {
                     try db.query("DELETE FROM plugin_config WHERE plugin_id = ?", [.text(id)])

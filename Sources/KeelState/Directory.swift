@@ -81,7 +81,7 @@ extension StateStore {
         try change { db throws(StateError) in
             guard try Self.exists(db, "roles", role) else { return "unknown role \"\(role)\"" }
             if granted {
-                try db.query("INSERT OR IGNORE INTO role_permissions (role, permission) VALUES (?, ?)", [.text(role), .text(permission)])
+                try db.query("INSERT INTO role_permissions (role, permission) VALUES (?, ?) ON CONFLICT DO NOTHING", [.text(role), .text(permission)])
             } else {
                 try db.query("DELETE FROM role_permissions WHERE role = ? AND permission = ?", [.text(role), .text(permission)])
             }
@@ -96,7 +96,7 @@ extension StateStore {
             guard try Self.exists(db, "roles", role) else { return "unknown role \"\(role)\"" }
             guard !principal.isEmpty, principal.utf8.count <= 256 else { return "a principal id must be 1–256 bytes" }
             if member {
-                try db.query("INSERT OR IGNORE INTO members (tenant, principal, role) VALUES (?, ?, ?)", [.text(tenant), .text(principal), .text(role)])
+                try db.query("INSERT INTO members (tenant, principal, role) VALUES (?, ?, ?) ON CONFLICT DO NOTHING", [.text(tenant), .text(principal), .text(role)])
             } else {
                 try db.query("DELETE FROM members WHERE tenant = ? AND principal = ? AND role = ?", [.text(tenant), .text(principal), .text(role)])
             }

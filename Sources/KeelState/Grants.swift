@@ -16,7 +16,7 @@ extension StateStore {
         try locked { db throws(StateError) in
             try db.transaction { () throws(StateError) in
                 for c in grant {
-                    try db.query("INSERT OR IGNORE INTO grants (plugin_id, capability, at) VALUES (?, ?, ?)", [.text(id), .text(c), .text(Self.now())])
+                    try db.query("INSERT INTO grants (plugin_id, capability, at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING", [.text(id), .text(c), .text(Self.now())])
                 }
                 for c in revoke {
                     try db.query("DELETE FROM grants WHERE plugin_id = ? AND capability = ?", [.text(id), .text(c)])

@@ -41,7 +41,7 @@ extension StateStore {
     public func loads(for id: String, limit: Int) throws(StateError) -> [Load] {
         try locked { db throws(StateError) in
             try db.query("""
-                SELECT * FROM (SELECT * FROM loads WHERE plugin_id = ? ORDER BY seq DESC LIMIT ?) ORDER BY seq
+                SELECT * FROM (SELECT * FROM loads WHERE plugin_id = ? ORDER BY seq DESC LIMIT ?) AS recent ORDER BY seq
                 """, [.text(id), .int(Int64(limit))]).map {
                 Load(generation: Int($0["generation"]?.int ?? 0), version: $0["version"]?.text ?? "",
                      checksum: $0["checksum"]?.text ?? "", at: $0["at"]?.text ?? "", outcome: $0["outcome"]?.text ?? "",
@@ -69,7 +69,10 @@ extension StateStore {
     /// Remembers that a library with this checksum passed the probe.
     public func recordProbePassed(_ checksum: String, detail: String) throws(StateError) {
         _ = try locked { db throws(StateError) in
-            try db.query("INSERT OR REPLACE INTO probes (checksum, detail, at) VALUES (?, ?, ?)",
+            try db.query("""
+                INSERT INTO probes (checksum, detail, at) VALUES (?, ?, ?)
+                ON CONFLICT (checksum) DO UPDATE SET detail = excluded.detail, at = excluded.at
+                """,
                          [.text(checksum), .text(detail), .text(Self.now())])
         }
     }

@@ -139,7 +139,7 @@ extension StateStore {
     // MARK: history
 
     /// Appends an event to a plugin's history, inside the caller's transaction (the caller holds the lock).
-    static func event(_ db: SQLiteDatabase, _ id: String, _ kind: String, _ detail: String) throws(StateError) {
+    static func event(_ db: any StateDatabase, _ id: String, _ kind: String, _ detail: String) throws(StateError) {
         try db.query("INSERT INTO events (at, plugin_id, kind, detail) VALUES (?, ?, ?, ?)",
                      [.text(now()), .text(id), .text(kind), .text(detail)])
     }

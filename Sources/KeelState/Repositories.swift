@@ -64,7 +64,10 @@ extension StateStore {
     public func trustKey(name: String, publicKey: String) throws(StateError) -> ChangeResult {
         try change { db throws(StateError) in
             guard Self.isName(name) else { return "\"\(name)\" is not a valid key name" }
-            try db.query("INSERT OR REPLACE INTO trusted_keys (name, public_key, added_at) VALUES (?, ?, ?)",
+            try db.query("""
+                INSERT INTO trusted_keys (name, public_key, added_at) VALUES (?, ?, ?)
+                ON CONFLICT (name) DO UPDATE SET public_key = excluded.public_key, added_at = excluded.added_at
+                """,
                          [.text(name), .text(publicKey), .text(Self.now())])
             return nil
         }

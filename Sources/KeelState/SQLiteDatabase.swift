@@ -18,7 +18,7 @@ import Foundation
 // Revisit if the schema grows many record types or needs observation (GRDB's ValueObservation).
 
 /// A thin owner of one `sqlite3` connection. Not thread-safe by itself: `StateStore` serialises access.
-final class SQLiteDatabase {
+final class SQLiteDatabase: StateDatabase {
     let path: String
     private var db: OpaquePointer?
     /// Prepared statements by SQL text, reused across calls (preparing costs more than running most of them).
@@ -66,15 +66,13 @@ final class SQLiteDatabase {
         }
     }
 
-    enum Value {
-        case text(String)
-        case int(Int64)
-        case null
-    }
+    typealias Value = StateValue
+
+    var location: String { path }
 
     /// Runs `sql` with `bindings` and returns every row as columns by name.
     @discardableResult
-    func query(_ sql: String, _ bindings: [Value] = []) throws(StateError) -> [[String: Value]] {
+    func query(_ sql: String, _ bindings: [Value]) throws(StateError) -> [[String: Value]] {
         let stmt = try prepared(sql)
         defer {
             sqlite3_reset(stmt)
@@ -125,23 +123,16 @@ final class SQLiteDatabase {
         return stmt
     }
 
-    /// Runs `body` in one IMMEDIATE transaction: committed when it returns, rolled back when it throws. Inside an
-    /// open transaction (a `StateStore.batch`) it simply joins it.
-    func transaction<T>(_ body: () throws(StateError) -> T) throws(StateError) -> T {
-        if sqlite3_get_autocommit(db) == 0 { return try body() }
-        try execute("BEGIN IMMEDIATE")
-        do {
-            let result = try body()
-            try execute("COMMIT")
-            return result
-        } catch {
-            try? execute("ROLLBACK")
-            throw error
-        }
-    }
-}
+    var inTransaction: Bool { sqlite3_get_autocommit(db) == 0 }
 
-extension SQLiteDatabase.Value {
-    var text: String? { if case let .text(s) = self { return s } else { return nil } }
-    var int: Int64? { if case let .int(n) = self { return n } else { return nil } }
+    func begin() throws(StateError) { try execute("BEGIN IMMEDIATE") }
+
+    /// A number that changes whenever another connection commits to the file (PRAGMA data_version).
+    func dataVersion() throws(StateError) -> Int64 {
+        try query("PRAGMA data_version").first?["data_version"]?.int ?? 0
+    }
+
+    func integrityCheck() throws(StateError) -> String {
+        try query("PRAGMA integrity_check").first?["integrity_check"]?.text ?? "no answer"
+    }
 }

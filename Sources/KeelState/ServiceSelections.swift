@@ -36,7 +36,10 @@ extension StateStore {
                                           [.text(interface), .text(tenant)]).first?["plugin_id"]?.text
                 let scope = tenant.isEmpty ? "" : " for tenant \(tenant)"
                 if let plugin {
-                    try db.query("INSERT OR REPLACE INTO service_selections (interface, tenant, plugin_id, at) VALUES (?, ?, ?, ?)",
+                    try db.query("""
+                        INSERT INTO service_selections (interface, tenant, plugin_id, at) VALUES (?, ?, ?, ?)
+                        ON CONFLICT (interface, tenant) DO UPDATE SET plugin_id = excluded.plugin_id, at = excluded.at
+                        """,
                                  [.text(interface), .text(tenant), .text(plugin), .text(Self.now())])
                     try Self.event(db, plugin, "service-selected", "\(interface)\(scope)")
                 } else {

@@ -98,7 +98,7 @@ extension StateStore {
         for i in bytes.indices { bytes[i] = UInt8.random(in: 0...255) }
         let made = bytes.map { String(format: "%02x", $0) }.joined()
         _ = try locked { db throws(StateError) in
-            try db.query("INSERT OR IGNORE INTO settings (key, value) VALUES (?, ?)", [.text(SettingKey.proxySecret), .text(made)])
+            try db.query("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT DO NOTHING", [.text(SettingKey.proxySecret), .text(made)])
         }
         return try setting(SettingKey.proxySecret) ?? made
     }

@@ -8,6 +8,11 @@ public struct StateError: Error, Sendable, CustomStringConvertible {
     public var path: String
     public var reason: String
     public var description: String { "\(path): \(reason)" }
+
+    public init(path: String, reason: String) {
+        self.path = path
+        self.reason = reason
+    }
 }
 
 /// The kernel's persistent state in one SQLite file (WAL, full fsync): plugins, their desired and observed state,
@@ -25,7 +30,8 @@ public final class StateStore: StateStoring, @unchecked Sendable {
     // @unchecked Sendable: the only mutable state is the connection inside `database`, and every use of it goes
     // through `locked`, which holds `lock` for the whole call.
     private let lock = Mutex(())
-    private let database: SQLiteDatabase
+    private let database: any StateDatabase
+    /// The state file's path, or (PostgreSQL) the database URL without its password.
     public let path: String
 
     /// The `path` of a store that lives in memory only (SQLite's `:memory:`): nothing is written to disk, and the
@@ -44,21 +50,34 @@ public final class StateStore: StateStoring, @unchecked Sendable {
         self.database = database
     }
 
+    /// A store on another engine's connection (PostgreSQL: `KeelStatePostgres`), already migrated by its opener.
+    /// The store owns the connection from now on and serialises every use of it.
+    public init(database: any StateDatabase) {
+        self.path = database.location
+        self.database = database
+    }
+
     /// ISO 8601 with milliseconds, UTC. (A formatter made per call cost more than the write it stamps.)
     static let timestamp = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
 
     static func now() -> String { timestamp.format(Date()) }
 
     /// Runs `body` with the connection, holding the lock: the one way the extensions reach the database.
-    func locked<T>(_ body: (SQLiteDatabase) throws(StateError) -> T) throws(StateError) -> T {
+    func locked<T>(_ body: (any StateDatabase) throws(StateError) -> T) throws(StateError) -> T {
         try lock.withLock { (_: inout Void) throws(StateError) -> T in try body(database) }
+    }
+
+    /// Runs `body` with the connection under the lock, for an engine's own module (PostgreSQL's change channel and
+    /// hosts table). Operations belong in `StateStore` itself, so that both engines share them.
+    public func withDatabase<T>(_ body: (any StateDatabase) throws(StateError) -> T) throws(StateError) -> T {
+        try locked(body)
     }
 
     /// Runs `body` with every change it makes in one transaction, committed (and synced) once at the end; if it
     /// throws, nothing it wrote remains. For start-up, where many small records are written in a row: call it only
     /// while no other thread writes through this store, because such writes would join the open transaction.
     public func batch<T>(_ body: () throws -> T) throws -> T {
-        try locked { db throws(StateError) in try db.execute("BEGIN IMMEDIATE") }
+        try locked { db throws(StateError) in try db.begin() }
         do {
             let result = try body()
             try locked { db throws(StateError) in try db.execute("COMMIT") }
@@ -74,9 +93,9 @@ public final class StateStore: StateStoring, @unchecked Sendable {
 
     /// Runs `body` in one IMMEDIATE transaction under the lock. `body` returns nil to commit, or a refusal (one
     /// line for the operator) to roll back everything it wrote; a thrown `StateError` also rolls back.
-    func change(_ body: (SQLiteDatabase) throws(StateError) -> String?) throws(StateError) -> ChangeResult {
+    func change(_ body: (any StateDatabase) throws(StateError) -> String?) throws(StateError) -> ChangeResult {
         try locked { db throws(StateError) in
-            try db.execute("BEGIN IMMEDIATE")
+            try db.begin()
             do throws(StateError) {
                 if let refusal = try body(db) {
                     try? db.execute("ROLLBACK")
@@ -91,16 +110,14 @@ public final class StateStore: StateStoring, @unchecked Sendable {
         }
     }
 
-    /// A number that changes whenever another connection commits to the file (PRAGMA data_version).
+    /// A number that changes whenever another connection commits (SQLite: PRAGMA data_version).
     public func dataVersion() throws(StateError) -> Int64 {
-        try locked { db throws(StateError) in try db.query("PRAGMA data_version").first?["data_version"]?.int ?? 0 }
+        try locked { db throws(StateError) in try db.dataVersion() }
     }
 
-    /// Runs SQLite's own consistency check; "ok" when the file is sound.
+    /// Runs the engine's own consistency check; "ok" when the state is sound.
     public func integrityCheck() throws(StateError) -> String {
-        try locked { db throws(StateError) in
-            try db.query("PRAGMA integrity_check").first?["integrity_check"]?.text ?? "no answer"
-        }
+        try locked { db throws(StateError) in try db.integrityCheck() }
     }
 
     /// True for a name the operator may give a tenant, role, repository or key: 1–64 bytes of lowercase ASCII
@@ -111,7 +128,7 @@ public final class StateStore: StateStoring, @unchecked Sendable {
     }
 
     /// True when `table` has a row whose `name` column is `name`. `table` is one of our own table names, never input.
-    static func exists(_ db: SQLiteDatabase, _ table: String, _ name: String) throws(StateError) -> Bool {
+    static func exists(_ db: any StateDatabase, _ table: String, _ name: String) throws(StateError) -> Bool {
         !(try db.query("SELECT 1 AS x FROM \(table) WHERE name = ?", [.text(name)]).isEmpty)
     }
 }

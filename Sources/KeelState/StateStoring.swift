@@ -2,8 +2,8 @@
 
 /// The operations the kernel and the front ends (HTTP admin API, `keel` CLI) need from the state store.
 ///
-/// `StateStore` (one SQLite file) is the implementation today, and callers still name it directly; this protocol
-/// fixes what a second store (PostgreSQL, a later issue) must provide so callers can switch to `any StateStoring`.
+/// `StateStore` is the implementation on both engines: a SQLite file, or PostgreSQL (`KeelStatePostgres`, through
+/// `StateStore(database:)`); both run the same code for every operation. Callers still name `StateStore` directly.
 /// The value types (`PluginRecord`, `StateStore.Load`, `StateStore.Command`, `StateStore.Directory`, ...) are
 /// shared by every implementation.
 ///
@@ -18,7 +18,7 @@
 /// - **Change detection.** `dataVersion()` returns a value that differs from the last one returned whenever another
 ///   process (another connection) committed since; the server polls it and then reads `pendingCommands()`. A
 ///   value may also change without a new command (a spurious wake is harmless), but a committed command must never
-///   go unnoticed. (SQLite: `PRAGMA data_version`; PostgreSQL might use LISTEN/NOTIFY or a counter row.)
+///   go unnoticed. (SQLite: `PRAGMA data_version`; PostgreSQL: a change sequence and the LISTEN/NOTIFY notifications received.)
 /// - **Claim/cancel atomicity.** `claimCommand` (server) and `cancelCommand` (client) each move a command out of
 ///   `pending` in one conditional step, so for one command exactly one of them returns true. `claimCommand` also
 ///   refuses (and marks `cancelled`) a command whose deadline passed. A command whose cancel won never runs.

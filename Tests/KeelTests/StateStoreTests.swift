@@ -1,86 +1,208 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
 @testable import KeelState
+import KeelStatePostgres
 import Testing
 
-@Suite("the state store")
-struct StateStoreTests {
-    /// The typed settings use the keys earlier versions wrote, so a state file from before them reads the same.
-    @Test("typed settings read and write the keys existing state files hold")
-    func typedSettingsKeepStoredKeys() throws {
-        let path = TestEnvironment.makeTemporaryDirectory("store") + "/state.db"
-        do {
-            // Written as an earlier keel wrote them: string keys.
-            let old = try StateStore(path: path)
-            try old.setSetting("quarantine.p", "sum1")
-            try old.setSetting("signature.p", #"{"library":"sum1","status":"signed by k"}"#)
-            try old.setSetting("live.plugins", "[]")
-            try old.setSetting("admin.token.sha256", "digest")
+extension PostgresBackedTests {
+    /// Every test here runs on each engine of `StateEngine.available`: SQLite, and PostgreSQL when KEEL_TEST_POSTGRES
+    /// is set (each test in a fresh schema).
+    @Suite("the state store")
+    struct StateStoreTests {
+        /// Says, as a skipped test with its reason, that the PostgreSQL variants did not run.
+        @Test("the state tests also run on PostgreSQL", .enabled(if: StateEngine.postgresURL != nil,
+              "KEEL_TEST_POSTGRES is not set: the state tests ran on SQLite only (Scripts/postgres-test-server.sh start prints a URL)"))
+        func postgresVariantsRun() throws {
+            let store = try StateEngine.postgres.open(StateEngine.postgres.freshLocation())
+            #expect(try store.integrityCheck() == "ok")
         }
-        let store = try StateStore(path: path)
-        #expect(try store.quarantinedChecksum("p") == "sum1")
-        #expect(try store.signatureRecord("p") == #"{"library":"sum1","status":"signed by k"}"#)
-        #expect(try store.livePluginsJSON() == "[]")
-        #expect(try store.adminTokenDigest() == "digest")
-        #expect(try store.quarantinedChecksum("other") == nil)
 
-        try store.setQuarantine("q", checksum: "sum2")
-        try store.setSignatureRecord("q", "record")
-        try store.setLivePluginsJSON("[{}]")
-        try store.setAdminTokenDigest("digest2")
-        #expect(try store.setting("quarantine.q") == "sum2")
-        #expect(try store.setting("signature.q") == "record")
-        #expect(try store.setting("live.plugins") == "[{}]")
-        #expect(try store.setting("admin.token.sha256") == "digest2")
-
-        try store.setQuarantine("q", checksum: nil)
-        try store.setSignatureRecord("q", nil)
-        #expect(try store.setting("quarantine.q") == nil)
-        #expect(try store.setting("signature.q") == nil)
-    }
-
-    /// What `StateStoring` promises a second store must do, checked on the SQLite one through the protocol alone.
-    @Test("through StateStoring: one change per call, claim and cancel exclude each other, data_version moves")
-    func protocolContract() throws {
-        let path = TestEnvironment.makeTemporaryDirectory("store") + "/state.db"
-        let store: any StateStoring = try StateStore(path: path)
-        let other: any StateStoring = try StateStore(path: path)
-
-        try store.discovered(id: "p", name: "P", version: "1.0.0", bundlePath: "/x/p")
-        try store.setStatus("p", .failed, reason: "boom")
-        try store.setEnabled("p", true, status: .installed)
-        #expect(try other.plugin("p")?.enabled == true)
-        #expect(try other.plugin("p")?.status == .installed)
-        #expect(try other.events(for: "p").map(\.kind) == ["discovered", "failed", "enable"])
-
-        // A refused directory change leaves nothing written.
-        guard case .refused = try store.setPluginTenants("p", ["nobody"]) else {
-            Issue.record("an unknown tenant was accepted")
-            return
+        /// The PostgreSQL schema mirrors SQLite's step for step, so a schema version means the same on both.
+        @Test("the PostgreSQL schema has a step for every SQLite migration")
+        func schemasKeepPace() {
+            #expect(PostgresStore.schemaVersion == StateStore.schemaVersion)
         }
-        #expect(try store.directory().pluginTenants["p"] == nil)
 
-        // A commit by the other connection is seen as a new data version.
-        let before = try store.dataVersion()
-        let cancelled = try other.submitCommand(op: "reload", pluginID: "p", body: "{}", timeout: 60)
-        #expect(try store.dataVersion() != before)
-        #expect(try store.pendingCommands().map(\.seq) == [cancelled])
+        /// The typed settings use the keys earlier versions wrote, so a state file from before them reads the same.
+        @Test("typed settings read and write the keys existing state files hold", arguments: StateEngine.available)
+        func typedSettingsKeepStoredKeys(engine: StateEngine) throws {
+            let path = engine.freshLocation()
+            do {
+                // Written as an earlier keel wrote them: string keys.
+                let old = try engine.open(path)
+                try old.setSetting("quarantine.p", "sum1")
+                try old.setSetting("signature.p", #"{"library":"sum1","status":"signed by k"}"#)
+                try old.setSetting("live.plugins", "[]")
+                try old.setSetting("admin.token.sha256", "digest")
+            }
+            let store = try engine.open(path)
+            #expect(try store.quarantinedChecksum("p") == "sum1")
+            #expect(try store.signatureRecord("p") == #"{"library":"sum1","status":"signed by k"}"#)
+            #expect(try store.livePluginsJSON() == "[]")
+            #expect(try store.adminTokenDigest() == "digest")
+            #expect(try store.quarantinedChecksum("other") == nil)
 
-        // Exactly one of cancel and claim wins, in either order.
-        #expect(try other.cancelCommand(cancelled))
-        #expect(try !store.claimCommand(cancelled))
-        let claimed = try other.submitCommand(op: "reload", pluginID: "p", body: "{}", timeout: 60)
-        #expect(try store.claimCommand(claimed))
-        #expect(try !other.cancelCommand(claimed))
-        try store.finishCommand(claimed, failed: false, result: "ok")
-        #expect(try other.command(claimed)?.state == "done")
-        #expect(try other.command(cancelled)?.state == "cancelled")
+            try store.setQuarantine("q", checksum: "sum2")
+            try store.setSignatureRecord("q", "record")
+            try store.setLivePluginsJSON("[{}]")
+            try store.setAdminTokenDigest("digest2")
+            #expect(try store.setting("quarantine.q") == "sum2")
+            #expect(try store.setting("signature.q") == "record")
+            #expect(try store.setting("live.plugins") == "[{}]")
+            #expect(try store.setting("admin.token.sha256") == "digest2")
 
-        // The convenience overloads resolve on the protocol.
-        try store.setConfig("p", yaml: "a: 1", json: #"{"a":1}"#)
-        #expect(try other.config("p")?.json == #"{"a":1}"#)
-        try store.setConfig("p", nil)
-        #expect(try other.config("p") == nil)
-        #expect(try store.loads(for: "p").isEmpty)
+            try store.setQuarantine("q", checksum: nil)
+            try store.setSignatureRecord("q", nil)
+            #expect(try store.setting("quarantine.q") == nil)
+            #expect(try store.setting("signature.q") == nil)
+        }
+
+        /// What `StateStoring` promises a second store must do, checked on the SQLite one through the protocol alone.
+        @Test("through StateStoring: one change per call, claim and cancel exclude each other, data_version moves",
+              arguments: StateEngine.available)
+        func protocolContract(engine: StateEngine) throws {
+            let path = engine.freshLocation()
+            let store: any StateStoring = try engine.open(path)
+            let other: any StateStoring = try engine.open(path)
+
+            try store.discovered(id: "p", name: "P", version: "1.0.0", bundlePath: "/x/p")
+            try store.setStatus("p", .failed, reason: "boom")
+            try store.setEnabled("p", true, status: .installed)
+            #expect(try other.plugin("p")?.enabled == true)
+            #expect(try other.plugin("p")?.status == .installed)
+            #expect(try other.events(for: "p").map(\.kind) == ["discovered", "failed", "enable"])
+
+            // A refused directory change leaves nothing written.
+            guard case .refused = try store.setPluginTenants("p", ["nobody"]) else {
+                Issue.record("an unknown tenant was accepted")
+                return
+            }
+            #expect(try store.directory().pluginTenants["p"] == nil)
+
+            // A commit by the other connection is seen as a new data version.
+            let before = try store.dataVersion()
+            let cancelled = try other.submitCommand(op: "reload", pluginID: "p", body: "{}", timeout: 60)
+            #expect(try store.dataVersion() != before)
+            #expect(try store.pendingCommands().map(\.seq) == [cancelled])
+
+            // Exactly one of cancel and claim wins, in either order.
+            #expect(try other.cancelCommand(cancelled))
+            #expect(try !store.claimCommand(cancelled))
+            let claimed = try other.submitCommand(op: "reload", pluginID: "p", body: "{}", timeout: 60)
+            #expect(try store.claimCommand(claimed))
+            #expect(try !other.cancelCommand(claimed))
+            try store.finishCommand(claimed, failed: false, result: "ok")
+            #expect(try other.command(claimed)?.state == "done")
+            #expect(try other.command(cancelled)?.state == "cancelled")
+
+            // The convenience overloads resolve on the protocol.
+            try store.setConfig("p", yaml: "a: 1", json: #"{"a":1}"#)
+            #expect(try other.config("p")?.json == #"{"a":1}"#)
+            try store.setConfig("p", nil)
+            #expect(try other.config("p") == nil)
+            #expect(try store.loads(for: "p").isEmpty)
+        }
+
+        /// `batch` commits its body's writes together, and none of them when the body throws.
+        @Test("batch is atomic: all of its writes or none", arguments: StateEngine.available)
+        func batchIsAtomic(engine: StateEngine) throws {
+            let path = engine.freshLocation()
+            let store = try engine.open(path)
+            let other = try engine.open(path)
+            struct Stop: Error {}
+            #expect(throws: Stop.self) {
+                try store.batch {
+                    try store.discovered(id: "a", name: "A", version: "1.0.0", bundlePath: "/x/a")
+                    try store.setEnabled("a", true, status: .enabled)
+                    throw Stop()
+                }
+            }
+            #expect(try other.plugins().isEmpty)
+            #expect(try store.events(for: "a").isEmpty)
+            try store.batch {
+                try store.discovered(id: "a", name: "A", version: "1.0.0", bundlePath: "/x/a")
+                try store.setEnabled("a", true, status: .enabled)
+            }
+            #expect(try other.plugin("a")?.enabled == true)
+            #expect(try other.events(for: "a").map(\.kind) == ["discovered", "enable"])
+        }
+
+        /// Every kind of record reads back as written, with the same ordering and refusals on both engines.
+        @Test("every operation reads back what it wrote", arguments: StateEngine.available)
+        func operationsRoundTrip(engine: StateEngine) throws {
+            let path = engine.freshLocation()
+            let store = try engine.open(path)
+            let other = try engine.open(path)
+            // Loads: oldest first, the last `limit`; generations; probes replace.
+            for g in 1...3 { try store.recordLoad("p", .init(generation: g, version: "1.0.\(g)", checksum: "c\(g)", outcome: "activated")) }
+            #expect(try other.loads(for: "p", limit: 2).map(\.generation) == [2, 3])
+            #expect(try other.lastGeneration("p") == 3)
+            #expect(try other.lastGeneration("none") == 0)
+            try store.recordProbePassed("c1", detail: "first")
+            try store.recordProbePassed("c1", detail: "again")
+            #expect(try other.probePassed("c1"))
+            #expect(try !other.probePassed("c2"))
+            // Grants: a grant given twice is one grant.
+            try store.setGrants("p", grant: ["authenticate", "authenticate", "routes"], revoke: [])
+            try store.setGrants("p", grant: [], revoke: ["routes"])
+            #expect(try other.grants("p") == ["authenticate"])
+            // Directory: refusals write nothing; members and permissions twice are once.
+            guard case .ok = try store.createTenant("acme"), case .ok = try store.createRole("viewer") else {
+                Issue.record("creating a tenant or a role was refused")
+                return
+            }
+            guard case .refused = try store.createTenant("acme"), case .refused = try store.createTenant("Bad Name") else {
+                Issue.record("a duplicate or bad tenant name was accepted")
+                return
+            }
+            _ = try store.setRolePermission("viewer", "p:read", granted: true)
+            _ = try store.setRolePermission("viewer", "p:read", granted: true)
+            _ = try store.setMember(tenant: "acme", principal: "ann", role: "viewer", member: true)
+            _ = try store.setMember(tenant: "acme", principal: "ann", role: "viewer", member: true)
+            _ = try store.setPluginTenants("p", ["acme"])
+            let d = try other.directory()
+            #expect(d.tenants == ["acme", "default"])
+            #expect(d.roles == ["admin", "viewer"])
+            #expect(d.rolePermissions["viewer"] == ["p:read"])
+            #expect(d.members["acme"]?["ann"] == ["viewer"])
+            #expect(d.pluginTenants["p"] == ["acme"])
+            guard case .refused = try store.deleteTenant("acme", cascade: false), case .ok = try store.deleteTenant("acme", cascade: true) else {
+                Issue.record("deleting a tenant in use was not refused, or with --cascade was refused")
+                return
+            }
+            #expect(try other.directory().pluginTenants["p"] == nil)
+            // Repositories and keys: by priority then name; a key of the same name is replaced.
+            _ = try store.addRepository(.init(name: "b", location: "/b", priority: 1))
+            _ = try store.addRepository(.init(name: "a", location: "/a", priority: 1))
+            _ = try store.addRepository(.init(name: "z", location: "/z", priority: 9))
+            guard case .refused = try store.addRepository(.init(name: "a", location: "/a2", priority: 0)) else {
+                Issue.record("a duplicate repository was accepted")
+                return
+            }
+            #expect(try other.repositories().map(\.name) == ["z", "a", "b"])
+            _ = try store.trustKey(name: "k", publicKey: "one")
+            _ = try store.trustKey(name: "k", publicKey: "two")
+            #expect(try other.trustedKeys() == ["k": "two"])
+            // Configuration replaces; service selections replace and forget, with history on both plugins.
+            try store.setConfig("p", yaml: "a: 1", json: "{}")
+            try store.setConfig("p", yaml: "a: 2", json: #"{"a":2}"#)
+            #expect(try other.config("p")?.yaml == "a: 2")
+            try store.setServiceSelection(interface: "i/1", tenant: "", plugin: "p")
+            try store.setServiceSelection(interface: "i/1", tenant: "", plugin: "q")
+            #expect(try other.serviceSelections() == [.init(interface: "i/1", tenant: "", plugin: "q")])
+            #expect(try other.events(for: "p").map(\.kind).suffix(2) == ["service-selected", "service-unselected"])
+            try store.setServiceSelection(interface: "i/1", tenant: "", plugin: nil)
+            #expect(try other.serviceSelections().isEmpty)
+            // The proxy secret is made once and kept.
+            let secret = try store.proxySecret()
+            #expect(try other.proxySecret() == secret)
+            // Forgetting a plugin with everything removes its grants, tenants and configuration, and records it.
+            try store.setEnabled("p", true, status: .enabled)
+            try store.forgetPlugin("p", everything: true)
+            #expect(try other.plugin("p") == nil)
+            #expect(try other.grants("p").isEmpty)
+            #expect(try other.config("p") == nil)
+            #expect(try other.events(for: "p").last?.kind == "uninstalled")
+        }
     }
 }

@@ -81,7 +81,7 @@ extension KeelCommand {
 
         func run() async throws {
             try await reporting {
-                let lock = try ServerLock(stateFile: options.stateFile, info: "starting")
+                let lock = try ServerLock(stateFile: options.localStateFile, info: "starting")
                 try Self.requirePortFree(host: host, port: port)
                 let signals = SecondSignalExit()
                 let kernel = try options.makeKernel(logAlways: true) { configuration in
@@ -94,6 +94,9 @@ extension KeelCommand {
                     await kernel.start(safeMode: safeMode)
                 }
                 if watch && !safeMode { try await kernel.watch() }
+                // Several hosts on one PostgreSQL state: apply what the others change, report in the hosts table.
+                let shared = kernel.state.isShared ? SharedStateLoop(kernel: kernel) : nil
+                try shared?.start()
                 let token = AdminToken(state: kernel.state)
                 let fresh = try token.ensure()
                 if let fresh { say("admin token (shown once; `keel token reset` makes a new one): \(fresh)") }
@@ -107,6 +110,7 @@ extension KeelCommand {
                 do {
                     try await server.run { port in
                         lock.update("http://\(host):\(port)")
+                        shared?.listening(at: "http://\(host):\(port)")
                         say("keel \(Kernel.version) listening on http://\(host):\(port) with \(active.count) plugin(s) active [\(active.joined(separator: ", "))]")
                         say("console: http://\(host):\(port)/ (\(login))")
                         say("press Ctrl-C to stop")
@@ -119,6 +123,7 @@ extension KeelCommand {
                     throw CLIError("cannot serve on \(host):\(port): \(ErrorText.describe(error))")
                 }
                 say("keel: received \(signals.first ?? "a stop request"), shutting down")
+                shared?.stop()
                 await kernel.shutdown()
                 _ = lock
             }

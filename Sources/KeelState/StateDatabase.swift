@@ -1,0 +1,60 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+/// A value bound to a statement or read from a row.
+public enum StateValue: Sendable, Hashable {
+    case text(String)
+    case int(Int64)
+    case null
+
+    public var text: String? { if case let .text(s) = self { return s } else { return nil } }
+    public var int: Int64? { if case let .int(n) = self { return n } else { return nil } }
+}
+
+/// One connection to the engine that holds the state: SQLite (`SQLiteDatabase`) or PostgreSQL
+/// (`KeelStatePostgres`). `StateStore` runs all of its SQL through this, so both engines share one implementation
+/// of every operation and so the same semantics.
+///
+/// The SQL `StateStore` sends is the dialect both engines accept: `?` placeholders (an implementation may rewrite
+/// them), `INSERT ... ON CONFLICT`, `RETURNING`, aliased subqueries; engine-specific statements (`PRAGMA`, the
+/// schema) stay behind this protocol. An operation added to `StateStore` must keep to that dialect, and a migration
+/// added to `StateStore.migrations` needs its counterpart in the PostgreSQL schema (a test compares the counts).
+///
+/// Not thread-safe by itself: `StateStore` serialises every call under its lock. Errors are `StateError` naming
+/// `location`, never a raw driver error.
+public protocol StateDatabase: AnyObject {
+    /// What errors name: the file path, or the URL without its password.
+    var location: String { get }
+    /// Runs statements without results.
+    func execute(_ sql: String) throws(StateError)
+    /// Runs `sql` with `bindings` and returns every row as columns by name.
+    @discardableResult
+    func query(_ sql: String, _ bindings: [StateValue]) throws(StateError) -> [[String: StateValue]]
+    /// True while a transaction is open on this connection.
+    var inTransaction: Bool { get }
+    /// Opens a write transaction (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: `BEGIN`).
+    func begin() throws(StateError)
+    /// A number that changes whenever another connection committed (see `StateStoring.dataVersion`).
+    func dataVersion() throws(StateError) -> Int64
+    /// The engine's own consistency check: "ok" when sound.
+    func integrityCheck() throws(StateError) -> String
+}
+
+extension StateDatabase {
+    @discardableResult
+    public func query(_ sql: String) throws(StateError) -> [[String: StateValue]] { try query(sql, []) }
+
+    /// Runs `body` in one write transaction: committed when it returns, rolled back when it throws. Inside an
+    /// open transaction (a `StateStore.batch`) it simply joins it.
+    public func transaction<T>(_ body: () throws(StateError) -> T) throws(StateError) -> T {
+        if inTransaction { return try body() }
+        try begin()
+        do {
+            let result = try body()
+            try execute("COMMIT")
+            return result
+        } catch {
+            try? execute("ROLLBACK")
+            throw error
+        }
+    }
+}
