@@ -360,7 +360,7 @@ if wanted("http") {
     var unmeasured = ServerConfiguration(port: 0)
     unmeasured.metrics = false
     let offPort = PortBox()
-    let offServer = KeelServer(kernel: k, token: token, configuration: unmeasured)
+    let offServer = KeelServer(kernel: k, token: AdminToken(state: k.state, environment: ["KEEL_ADMIN_TOKEN": "bench"]), configuration: unmeasured)
     let offTask = Task { try await offServer.run { port in offPort.set(port) } }
     while offPort.value == 0 { try await Task.sleep(for: .milliseconds(20)) }
     let offBase = "http://127.0.0.1:\(offPort.value)"
