@@ -35,7 +35,7 @@ extension Validator {
     }
 
     /// Generation after generation, as the kernel reloads: a fresh copy of the library is opened and activated while
-    /// the current one serves, swapped in, and the old one drained and deactivated, \(reloads) times, while
+    /// the current one serves, swapped in, and the old one drained and deactivated, `reloads` times, while
     /// `threads` threads keep calling every route. A call the old generation refuses because it is stopping is sent
     /// again to the new one (as the HTTP server does); any other failure, a failed activation or deactivation fails.
     static func reloadUnderCalls(_ library: PluginLibrary, _ manifest: Manifest, libraryPath: String) -> ValidationCheck {
