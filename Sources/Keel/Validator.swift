@@ -20,8 +20,9 @@ public struct ValidationCheck: Sendable, Codable, Hashable {
 }
 
 /// A conformance run on a built bundle (`keel plugins validate`, like clap-validator): it loads the library, checks
-/// what it exports, activates and deactivates it repeatedly, sends concurrent requests to every route, asks it for
-/// an extension it cannot know, and activates it without capabilities. Runs plugin code in the calling process:
+/// what it exports and its descriptor's struct_size, activates and deactivates it repeatedly, checks the struct sizes
+/// it hands the host, sends concurrent requests to every route, reloads it while calls run, asks it for an extension
+/// it cannot know, and activates it without capabilities. Runs plugin code in the calling process:
 /// the CLI runs it in a child process, so that a crash is reported rather than suffered. Touches no state file.
 public enum Validator {
     /// Activate/deactivate rounds, and threads × calls per route.
@@ -58,6 +59,7 @@ public enum Validator {
         report(ValidationCheck(name: "the library loads and agrees with plugin.yaml", passed: true,
                                detail: "ABI \(library.descriptor.abi), version \(library.descriptor.version.map { "\($0) in the descriptor" } ?? "from plugin.yaml")"))
         report(exportedSymbols(libraryPath, allowed: Set([KEEL_ENTRY_NAME] + manifest.commands.map(\.symbol))))
+        report(descriptorSize(library))
 
         var registered: [String]?
         let threadsBefore = threadIDs()
@@ -87,15 +89,18 @@ public enum Validator {
         guard cycle.passed else { return }
         report(threadsStopped(since: threadsBefore))
 
+        report(hostStructSizes(library, manifest))
         report(concurrentRequests(library, manifest))
+        report(reloadUnderCalls(library, manifest, libraryPath: libraryPath))
         report(unknownExtension(library))
         report(withoutCapabilities(library, manifest))
     }
 
     static let KEEL_ENTRY_NAME = "keel_plugin_entry"
 
-    static func makeContext(_ manifest: Manifest, grants: Set<Capability>) -> ActivationContext {
-        let environment = KernelEnvironment(registry: PluginRegistry(), log: KernelConfiguration.silentLog)
+    static func makeContext(_ manifest: Manifest, grants: Set<Capability>,
+                            log: @escaping @Sendable (LogRecord) -> Void = KernelConfiguration.silentLog) -> ActivationContext {
+        let environment = KernelEnvironment(registry: PluginRegistry(), log: log)
         return ActivationContext(pluginID: manifest.id, grants: grants, routePrefixes: manifest.routePrefixes,
                                  identity: ServiceIdentity(version: manifest.version.description, generation: 1,
                                                            provides: manifest.provides, consumes: manifest.consumes,
@@ -227,7 +232,7 @@ public enum Validator {
 }
 
 /// Failed calls of the concurrent-requests check, from several threads: how many, and the first message.
-private final class Failures: Sendable {
+final class Failures: Sendable {
     private let state = Mutex<(count: Int, first: String?)>((0, nil))
 
     func add(_ message: String) {

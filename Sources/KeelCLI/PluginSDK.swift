@@ -11,6 +11,7 @@ enum PluginSDK {
     static let packageName = "keel-plugin"
     private static let headerSource = "PluginABI/include/"
     private static let pcTemplate = "PluginABI/sdk/keel-plugin.pc.in"
+    private static let rustCrateSource = "sdk/rust/keel-plugin/"
 
     /// The public headers as (path under `include/`, text): `keel/keel.h`, `keel/private/macros.h`, ... The module
     /// map that builds Keel itself is not part of the SDK.
@@ -43,7 +44,16 @@ enum PluginSDK {
         return (ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()) + "/.local"
     }
 
+    /// The Rust SDK crate's sources as (path inside the crate, text): `Cargo.toml`, `src/lib.rs`, ...
+    static var rustCrate: [(path: String, text: String)] {
+        EmbeddedFiles.files.compactMap { path, text in
+            path.hasPrefix(rustCrateSource) ? (String(path.dropFirst(rustCrateSource.count)), text) : nil
+        }.sorted { $0.path < $1.path }
+    }
+
     static func includeDirectory(prefix: String) -> String { prefix + "/include" }
+    /// Where `install` puts the Rust SDK crate, which `keel new --lang rust` projects name as a path dependency.
+    static func rustCrateDirectory(prefix: String) -> String { prefix + "/share/keel/rust/keel-plugin" }
     static func pcDirectory(prefix: String) -> String { prefix + "/lib/pkgconfig" }
 
     /// The pkg-config file for headers installed under `prefix`.
@@ -54,14 +64,19 @@ enum PluginSDK {
             .replacingOccurrences(of: "@KEEL_VERSION@", with: Kernel.version)
     }
 
-    /// Writes the headers to `prefix/include/keel/` and `prefix/lib/pkgconfig/keel-plugin.pc` (each file replaced
-    /// whole, through a rename), and returns the paths written.
+    /// Writes the headers to `prefix/include/keel/`, `prefix/lib/pkgconfig/keel-plugin.pc` and the Rust SDK crate to
+    /// `rustCrateDirectory(prefix:)` (each file replaced whole, through a rename), and returns the paths written.
     /// - Throws: `CLIError` naming the file and the reason.
     @discardableResult
     static func install(prefix: String) throws -> [String] {
         var written: [String] = []
         for (path, text) in headers {
             let target = includeDirectory(prefix: prefix) + "/" + path
+            try writeText(text, to: target)
+            written.append(target)
+        }
+        for (path, text) in rustCrate {
+            let target = rustCrateDirectory(prefix: prefix) + "/" + path
             try writeText(text, to: target)
             written.append(target)
         }

@@ -71,7 +71,8 @@ struct DevLoopTests {
         let server = try ServerProcess(plugins: host + "/plugins", state: host + "/state.db")
         defer { server.stop() }
 
-        let dev = try ChildProcess(PluginKitTests.keel, ["dev", project, "--plugins", host + "/plugins", "--state", host + "/state.db"], environment: env)
+        let dev = try ChildProcess(PluginKitTests.keel, ["dev", project, "--plugins", host + "/plugins", "--state", host + "/state.db"],
+                                   environment: env.merging(["KEEL_ADMIN_TOKEN": ServerProcess.token]) { $1 })
         defer { dev.stop() }
         // The first build is enabled in the server.
         try await dev.waitFor("watching \(project)")
@@ -79,10 +80,12 @@ struct DevLoopTests {
         #expect(try await Self.waitForAnswer(server, "hello, ci, from \(Self.id)\n") == "hello, ci, from \(Self.id)\n")
 
         // A save: rebuilt, reloaded, served, with the time from the save to serving.
-        try Self.save(project, greeting: "howdy")
+        try Self.save(project, greeting: "howdy", logs: "howdy is active")
         #expect(try await Self.waitForAnswer(server, "howdy, ci, from \(Self.id)\n") == "howdy, ci, from \(Self.id)\n", "\(dev.output.value)")
         try await dev.waitFor("reloaded \(Self.id) 0.1.0 in ")
         #expect(dev.output.value.contains("building \(Self.id) (src/plugin.c changed)"), "\(dev.output.value)")
+        // The plugin's log lines, followed from the running server with the admin token.
+        try await dev.waitFor("\(Self.id): info  howdy is active", seconds: 10)
 
         // A broken save: the compiler's error is shown, and the last good build keeps serving.
         try Self.save(project, greeting: "broken", broken: true)

@@ -44,6 +44,13 @@ struct PluginKitTests {
                     == FileManager.default.contents(atPath: source + "/keel/" + header), "\(header)")
         }
         #expect(!FileManager.default.fileExists(atPath: prefix + "/include/module.modulemap"))
+        // The Rust SDK crate, byte for byte, without build output.
+        let crate = TestEnvironment.repository.path + "/sdk/rust/keel-plugin"
+        for file in ["Cargo.toml", "README.md", "src/lib.rs", "src/sys.rs", "tests/layout.rs"] {
+            #expect(FileManager.default.contents(atPath: prefix + "/share/keel/rust/keel-plugin/" + file)
+                    == FileManager.default.contents(atPath: crate + "/" + file), "\(file)")
+        }
+        #expect(installed.stdout.contains("  Rust crate: \(prefix)/share/keel/rust/keel-plugin ("), "\(installed.stdout)")
 
         let env = Self.buildEnvironment(prefix: prefix)
         let cflags = try TestEnvironment.run("/usr/bin/env", ["pkg-config", "--cflags", "keel-plugin"], environment: env)
@@ -74,6 +81,12 @@ struct PluginKitTests {
         #expect(full.status == 1 && full.stderr == "keel: error: \(dir): already exists and is not empty; pass --dir with a new folder\n")
         let lang = try TestEnvironment.run(Self.keel, ["new", "x", "--lang", "cobol"])
         #expect(lang.status == 64)
+        // A Rust project needs the SDK crate where `keel sdk path` looks (here: headers without the crate).
+        let prefix = TestEnvironment.makeTemporaryDirectory("sdk-no-crate")
+        #expect(try TestEnvironment.run(Self.keel, ["sdk", "install", "--prefix", prefix]).status == 0)
+        try FileManager.default.removeItem(atPath: prefix + "/share")
+        let rust = try TestEnvironment.run(Self.keel, ["new", "r", "--lang", "rust", "--dir", dir + "/r"], environment: Self.buildEnvironment(prefix: prefix))
+        #expect(rust.status == 1 && rust.stderr == "keel: error: no Rust SDK crate in \(prefix)/share/keel/rust/keel-plugin; run `keel sdk install --prefix \(prefix)` (and set PKG_CONFIG_PATH as it says)\n", "\(rust.stderr)")
     }
 
     @Test("keel new makes a project that builds with its own tool and pkg-config, passes its own tests, and serves its route",
@@ -83,7 +96,7 @@ struct PluginKitTests {
         let id = "kit-\(lang).demo"
         let ident = "kit_\(lang)_demo"
         let project = TestEnvironment.makeTemporaryDirectory("new-\(lang)") + "/project"
-        let created = try TestEnvironment.run(Self.keel, ["new", id, "--lang", lang, "--dir", project])
+        let created = try TestEnvironment.run(Self.keel, ["new", id, "--lang", lang, "--dir", project], environment: Self.buildEnvironment(prefix: prefix))
         #expect(created.status == 0, "\(created.stderr)")
         for file in [".gitignore", "README.md", "plugin.yaml", "Makefile"] {
             #expect(FileManager.default.fileExists(atPath: project + "/" + file), "\(file)")
@@ -99,7 +112,12 @@ struct PluginKitTests {
         let test = try TestEnvironment.run("/usr/bin/env", ["make", "test"], environment: env, currentDirectory: project)
         #expect(test.status == 0, "make test: \(test.stdout)\(test.stderr)")
         if lang == "rust" {
-            #expect(test.stdout.contains("declarations_match_the_installed_headers ... ok"), "src/abi.rs checked against the SDK: \(test.stdout)")
+            // On the installed SDK crate, by the path `keel sdk path` resolved to; built offline (`make` says so).
+            let cargo = try String(contentsOfFile: project + "/Cargo.toml", encoding: .utf8)
+            #expect(cargo.contains("keel-plugin = { path = \"\(prefix)/share/keel/rust/keel-plugin\" }"), "\(cargo)")
+            #expect(!FileManager.default.fileExists(atPath: project + "/src/abi.rs"))
+            #expect(build.stdout.contains("cargo build --release --offline"), "\(build.stdout)")
+            #expect(test.stdout.contains("greets_by_name ... ok"), "\(test.stdout)")
         }
         let bundle = project + "/bundle/" + id
         #expect(try FileManager.default.contentsOfDirectory(atPath: bundle).sorted() == ["lib\(ident).so", "plugin.yaml"])
@@ -109,7 +127,7 @@ struct PluginKitTests {
 
         // The conformance run passes.
         let validated = try TestEnvironment.run(Self.keel, ["plugins", "validate", bundle])
-        #expect(validated.status == 0 && validated.stdout.contains("\(bundle): all 8 checks passed"), "\(validated.stdout)\(validated.stderr)")
+        #expect(validated.status == 0 && validated.stdout.contains("\(bundle): all 11 checks passed"), "\(validated.stdout)\(validated.stderr)")
 
         // Served by a real host; the version is plugin.yaml's (the descriptor leaves it empty).
         let served = TestEnvironment.makeTemporaryDirectory("served-\(lang)")
@@ -210,6 +228,6 @@ struct PluginKitTests {
             try FileManager.default.copyItem(atPath: source + "/config.schema.yaml", toPath: bundle + "/config.schema.yaml")
         }
         let r = try TestEnvironment.run(Self.keel, ["plugins", "validate", bundle])
-        #expect(r.status == 0 && r.stdout.hasSuffix("\(bundle): all 8 checks passed\n"), "\(r.stdout)")
+        #expect(r.status == 0 && r.stdout.hasSuffix("\(bundle): all 11 checks passed\n"), "\(r.stdout)")
     }
 }

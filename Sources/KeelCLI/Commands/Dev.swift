@@ -21,7 +21,8 @@ extension KeelCommand {
                 (--plugins) and reloads it in the host: a running `keel serve` on the same state file (--state), \
                 through its command queue, or with --serve a server of this process. Each cycle prints the time from \
                 the save to serving; a failed build prints the compiler's output and the host keeps serving the last \
-                good build. Ctrl-C stops.
+                good build. The plugin's log lines are shown: with --serve from this process, from a running server with \
+                the admin token ($KEEL_ADMIN_TOKEN or --token). Ctrl-C stops.
                 """)
 
         @OptionGroup var options: GlobalOptions
@@ -30,6 +31,7 @@ extension KeelCommand {
         @Flag(help: "When no server runs on the state file, serve in this process (on --host and --port).") var serve = false
         @Option(help: "With --serve: the address to listen on.") var host = "127.0.0.1"
         @Option(help: "With --serve: the port; 0 picks a free one (printed).") var port = ServerConfiguration.defaultPort
+        @Option(help: "With a running server: the admin token, to show the plugin's log lines here (default $KEEL_ADMIN_TOKEN).") var token: String?
 
         func validate() throws {
             guard (0...65535).contains(port) else { throw ValidationError("--port \(port) is not a port: use 0...65535 (0 picks a free one)") }
@@ -56,11 +58,36 @@ extension KeelCommand {
                     say("keel dev: \(id) in \(project) → \(plugins)/\(id), reloaded in the running server (\(server))"
                         + (serve ? "; --serve is not needed" : ""))
                     let signals = StopSignal()
+                    let logs = Self.followLogs(id: id, server: server, token: token ?? ProcessInfo.processInfo.environment[AdminToken.environmentVariable])
                     try await Self.watchUntilStopped(loop) { await signals.stopped() }
+                    logs?.cancel()
                 } else if serve {
                     try await serveAndWatch(id: id, project: project, plugins: plugins, stateFile: stateFile)
                 } else {
                     throw CLIError("no keel server runs on \(options.stateFile): start `keel serve` with the same --plugins and --state, or pass --serve to serve in this process")
+                }
+            }
+        }
+
+        /// Prints plugin `id`'s log lines as the running server keeps them (`GET /api/v1/plugins/ID/logs?after=`, polled
+        /// every 500 ms like `keel logs -f`), from a second before now on. Needs the admin token; without one it says
+        /// where the lines are and returns nil. A failed poll (the plugin not known yet, the server restarting) is
+        /// retried quietly. Runs until the task is cancelled.
+        static func followLogs(id: String, server: String, token: String?) -> Task<Void, Never>? {
+            guard let base = server.split(separator: " ").last.map(String.init), base.hasPrefix("http://") else { return nil }
+            guard let token, !token.isEmpty else {
+                say("\(id)'s log lines: pass --token or set KEEL_ADMIN_TOKEN to see them here (the server prints them too)")
+                return nil
+            }
+            let from = StateStore.auditTime("1s") ?? ""
+            return Task {
+                var after: Int64 = 0
+                while !Task.isCancelled {
+                    if let lines = try? await Logs.fetch(base: base, id: id, after: after, token: token) {
+                        for l in lines where l.at >= from { say("\(id): \(l.level)  \(l.message)") }
+                        after = lines.last?.seq ?? after
+                    }
+                    try? await Task.sleep(for: .milliseconds(500))
                 }
             }
         }

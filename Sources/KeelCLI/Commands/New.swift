@@ -13,7 +13,8 @@ extension KeelCommand {
             discussion: """
                 `make` builds with the language's tool (cc with pkg-config, swift build, cargo build) and assembles \
                 bundle/ID/ (plugin.yaml + library, no sources); `make test` runs the project's own tests. C and Swift \
-                need the plugin SDK on pkg-config's path: `keel sdk install`.
+                need the plugin SDK on pkg-config's path: `keel sdk install`; Rust needs its crate, which `keel sdk install` \
+                installs too (the project's Cargo.toml names the path `keel sdk path` resolves to, here and now).
                 """)
 
         @Argument(help: "The plugin id (lowercase letters, digits, '-', '_', '.'; starts with a letter or digit).") var id: String
@@ -29,9 +30,11 @@ extension KeelCommand {
         func run() async throws {
             try await reporting {
                 let folder = absolute(dir ?? id)
-                let written = try ProjectTemplate(language: lang, id: id).write(into: folder)
+                var template = ProjectTemplate(language: lang, id: id)
+                if lang == .rust { template.rustCrate = try ProjectTemplate.installedRustCrate() }
+                let written = try template.write(into: folder)
                 print("created \(folder) (\(lang.rawValue) plugin \(id), \(written.count) files)")
-                if lang != .rust && (try? PluginSDK.runTool(["pkg-config", "--exists", PluginSDK.packageName]).status) != 0 {
+                if (try? PluginSDK.runTool(["pkg-config", "--exists", PluginSDK.packageName]).status) != 0 {
                     print("pkg-config cannot find keel-plugin: run `keel sdk install` (and set PKG_CONFIG_PATH as it says)")
                 }
                 print("next: cd \(folder) && make && make test   # builds bundle/\(id)/")
@@ -42,7 +45,8 @@ extension KeelCommand {
 
 /// One of the project templates this binary carries, rendered for a plugin id. Placeholders: `{{id}}` the plugin
 /// id, `{{ident}}` the id as an identifier (library, crate and product names: `-` and `.` become `_`), `{{abi}}`
-/// the ABI of the embedded headers ("1.1"). A template file named `gitignore` is written as `.gitignore`.
+/// the ABI of the embedded headers ("1.1"), `{{keel_plugin_crate}}` the installed Rust SDK crate's folder. A template
+/// file named `gitignore` is written as `.gitignore`.
 struct ProjectTemplate {
     enum Language: String, CaseIterable, ExpressibleByArgument {
         case c, swift, rust
@@ -50,6 +54,19 @@ struct ProjectTemplate {
 
     var language: Language
     var id: String
+    /// The Rust SDK crate's folder, for a Rust project's Cargo.toml.
+    var rustCrate = ""
+
+    /// The Rust SDK crate under the prefix `keel sdk path` resolves to (pkg-config's, else the default prefix).
+    /// - Throws: `CLIError` naming the folder and the fix when no crate is installed there.
+    static func installedRustCrate() throws -> String {
+        let prefix = absolute(PluginSDK.prefixFromPkgConfig() ?? PluginSDK.defaultPrefix)
+        let crate = PluginSDK.rustCrateDirectory(prefix: prefix)
+        guard FileManager.default.fileExists(atPath: crate + "/Cargo.toml") else {
+            throw CLIError("no Rust SDK crate in \(crate); run `keel sdk install --prefix \(prefix)` (and set PKG_CONFIG_PATH as it says)")
+        }
+        return crate
+    }
 
     var ident: String { String(id.map { $0 == "-" || $0 == "." ? "_" : $0 }) }
 
@@ -68,6 +85,7 @@ struct ProjectTemplate {
         text.replacingOccurrences(of: "{{id}}", with: id)
             .replacingOccurrences(of: "{{ident}}", with: ident)
             .replacingOccurrences(of: "{{abi}}", with: PluginSDK.abiMajorMinor)
+            .replacingOccurrences(of: "{{keel_plugin_crate}}", with: rustCrate)
     }
 
     /// Writes the project into `folder`, which must not exist or be empty; returns the paths written.

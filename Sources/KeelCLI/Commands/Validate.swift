@@ -13,9 +13,10 @@ extension KeelCommand.Plugins {
             abstract: "Run the conformance checks on a built bundle folder and print each one; exit 1 if any fails.",
             discussion: """
                 In a child process: loads the library, checks it agrees with plugin.yaml and exports no C symbol beyond \
-                keel_plugin_entry and its commands, activates and deactivates it \(Validator.rounds) times (leaving no thread \
-                running), sends \
-                \(Validator.threads) threads of concurrent requests to every route, asks it for an unknown extension, and \
+                keel_plugin_entry and its commands and states a sane descriptor struct_size, activates and deactivates it \(Validator.rounds) times (leaving no thread \
+                running) and checks the host refused no struct_size it passed, sends \
+                \(Validator.threads) threads of concurrent requests to every route, reloads it \(Validator.reloads) times while \
+                they run (no call may fail), asks it for an unknown extension, and \
                 activates it without capabilities. A crash or a hang fails the run, naming the check. No state is touched.
                 """)
 
