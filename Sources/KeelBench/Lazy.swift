@@ -109,6 +109,20 @@ func lazyBenchmarks() async throws {
                         baseline: String(format: "%.1f MiB eager", Double(e.hostKiB - e.bareKiB) / 1024),
                         ratio: nil, target: count == 10 ? "< 15 MiB" : "report", met: met))
     }
+    // The same plugins in a plain C program that dlopens them (Scripts/raw_loader.c): its memory over its own bare
+    // process, and its time, against the idle host's.
+    for count in [10, 100] {
+        let list = try generatePlugins(count, into: base + "/c\(count)", raw: base + "/craw\(count)")
+        let c = try rawLoaderRun(list)
+        guard let e = figures["eager\(count)"], let l = figures["lazy\(count)"] else { continue }
+        rows.append(Row(name: "RSS, \(count) plugins: plain C program that dlopens them, over its bare process",
+                        measured: String(format: "%.1f MiB", Double(c.rssKiB - c.bareKiB) / 1024),
+                        baseline: String(format: "Keel %.1f lazy / %.1f eager", Double(l.hostKiB - l.bareKiB) / 1024,
+                                         Double(e.hostKiB - e.bareKiB) / 1024),
+                        ratio: nil, target: "report", met: nil))
+        rows.append(Row(name: "start-up, \(count) plugins: plain C dlopen loop vs Keel idle host (lazy)", measured: ms(c.seconds),
+                        baseline: ms(l.start) + " Keel", ratio: nil, target: "report", met: nil))
+    }
     if let l = figures["lazy10"] {
         rows.append(Row(name: "start-up of an idle host with 10 lazy plugins", measured: ms(l.start), baseline: "",
                         ratio: nil, target: "< 50 ms", met: l.start < 0.05))

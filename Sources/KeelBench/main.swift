@@ -137,6 +137,12 @@ func generatePlugins(_ n: Int, into plugins: String, raw: String? = nil, extra: 
 
 /// Runs Scripts/raw_loader.c over `list` (one library per line); the seconds it took.
 func runRawLoader(_ list: String, _ arguments: [String] = []) throws -> Double {
+    try rawLoaderRun(list, arguments).seconds
+}
+
+/// Runs Scripts/raw_loader.c over `list` (one library per line): the seconds it took, and its resident memory after
+/// the loads and before them (KiB).
+func rawLoaderRun(_ list: String, _ arguments: [String] = []) throws -> (seconds: Double, rssKiB: Int, bareKiB: Int) {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: options.rawLoader)
     p.arguments = arguments
@@ -148,7 +154,9 @@ func runRawLoader(_ list: String, _ arguments: [String] = []) throws -> Double {
     try input.fileHandleForWriting.close()
     let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
     p.waitUntilExit()
-    return (Double(text.split(separator: " ").first ?? "") ?? .nan) / 1e9
+    let fields = text.split(whereSeparator: { $0 == " " || $0 == "\n" })
+    func field(_ i: Int) -> Double { i < fields.count ? Double(fields[i]) ?? .nan : .nan }
+    return (field(0) / 1e9, Int(field(2).isNaN ? 0 : field(2)), Int(field(3).isNaN ? 0 : field(3)))
 }
 
 // MARK: 1. Load: discover, load and activate N plugins vs a raw dlopen loop
