@@ -124,12 +124,12 @@ macro_rules! command {
         #[no_mangle]
         pub unsafe extern "C" fn $name(
             $($arg: <$ty as $crate::__private::CommandArg>::Raw,)*
-            out: *mut $crate::sys::KeelOutput,
+            __keel_out: *mut $crate::sys::KeelOutput,
         ) -> $crate::sys::KeelStatus {
-            fn body($($arg: $ty),*) -> $ret $body
-            $crate::command_output(out, || {
+            fn __keel_command_body($($arg: $ty),*) -> $ret $body
+            $crate::command_output(__keel_out, || {
                 $(let $arg = <$ty as $crate::__private::CommandArg>::from_raw($arg, stringify!($arg))?;)*
-                body($($arg),*).map($crate::__private::CommandOutput::into_text)
+                __keel_command_body($($arg),*).map($crate::__private::CommandOutput::into_text)
             })
         }
     };

@@ -22,6 +22,14 @@ command!(fn test_add(a: i64, b: i64) -> Result<i64> {
     a.checked_add(b).ok_or_else(|| Error::new(KEEL_ERR_INVALID_ARGUMENT, "overflow"))
 });
 
+// A parameter may have any name, `out` included, and a body may call a function named `body`.
+fn body(text: &str) -> String {
+    format!("<{}>", text)
+}
+command!(pub fn test_names(out: &str) -> Result<String> {
+    Ok(body(out))
+});
+
 command!(fn test_panic(text: &str) -> Result<()> {
     panic!("test_panic: {}", text)
 });
@@ -47,6 +55,7 @@ fn call(f: impl FnOnce(*mut KeelOutput) -> KeelStatus) -> (KeelStatus, String) {
 fn a_str_command_writes_its_result() {
     assert_eq!(call(|out| unsafe { test_shout(KeelStr::borrow("hi"), out) }), (KEEL_OK, r#"{"text":"HI"}"#.to_string()));
     assert_eq!(call(|out| unsafe { test_shout(KeelStr::EMPTY, out) }), (KEEL_OK, r#"{"text":""}"#.to_string()));
+    assert_eq!(call(|out| unsafe { test_names(KeelStr::borrow("x"), out) }), (KEEL_OK, "<x>".to_string()));
 }
 
 #[test]
