@@ -94,7 +94,7 @@ struct RustSDKTests {
         let argo = providers?.first { $0["plugin"] as? String == "argo-sync" }
         #expect(argo?["active"] as? Bool == true && argo?["leases"] as? Int == 0, "\(String(describing: services))")
 
-        // A command written with the SDK (command_output), called through the admin API.
+        // A command written with the SDK (command!, no unsafe), called through the admin API.
         let shout = try await server.request("POST", "/api/v1/plugins/notes-rust/commands/shout", admin: true,
                                              body: Data(#"{"args": ["quiet"]}"#.utf8))
         #expect(shout.status == 200 && shout.text == #"{"result":{"text":"QUIET"}}"#, "\(shout.status) \(shout.text)")

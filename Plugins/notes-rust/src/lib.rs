@@ -6,12 +6,12 @@
 //!   GET  /ext/notes-rust/engine       the engine of the gitops.sync/1 provider, through a lease (503 without one)
 //!   GET  /ext/notes-rust/panic        with `panic_route: true` configured: panics; the SDK answers 500 and the
 //!                                     plugin keeps serving
-//! a console menu entry "Notes", and the command `shout` (`keel call notes-rust shout hi` → {"text":"HI"}).
-//! The command is the one place with `unsafe`: the host calls it as a plain C function with raw arguments.
+//! a console menu entry "Notes", and the command `shout` (`keel call notes-rust shout hi` → {"text":"HI"}), which
+//! `command!` exports as the plain C function the host calls.
 
 use keel_plugin::json::{self, Json};
-use keel_plugin::sys::{KeelOutput, KeelStatus, KeelStr, KEEL_ERR_NOT_FOUND};
-use keel_plugin::{command_output, plugin, Activation, MenuEntry, Plugin, Request, Response, Result, ServiceTable};
+use keel_plugin::sys::{KeelStatus, KeelStr, KEEL_ERR_NOT_FOUND};
+use keel_plugin::{command, plugin, Activation, MenuEntry, Plugin, Request, Response, Result, ServiceTable};
 use std::sync::{Arc, Mutex};
 
 struct Notes;
@@ -92,14 +92,13 @@ impl Plugin for Notes {
 
 plugin!(Notes);
 
-/// Command `shout`, signature "(str) -> status(json)" (plugin.yaml). A panic or error becomes the call's status.
-///
-/// # Safety
-/// Called by the host with a borrowed UTF-8 string and its output writer.
-#[no_mangle]
-pub unsafe extern "C" fn notes_shout(text: KeelStr, out: *mut KeelOutput) -> KeelStatus {
-    command_output(out, || Ok(format!("{{\"text\":{}}}", json::quote(&text.as_str().to_uppercase()))))
-}
+command!(
+    /// Command `shout`, symbol notes_shout, signature "(str) -> status(json)" (plugin.yaml). An error or a panic
+    /// becomes the call's status.
+    fn notes_shout(text: &str) -> Result<String> {
+        Ok(format!("{{\"text\":{}}}", json::quote(&text.to_uppercase())))
+    }
+);
 
 #[cfg(test)]
 mod tests {

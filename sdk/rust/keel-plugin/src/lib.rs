@@ -15,6 +15,7 @@
 pub mod sys;
 
 mod boundary;
+mod command;
 mod http;
 pub mod json;
 mod runtime;
@@ -22,6 +23,7 @@ mod services;
 
 pub use http::{AuthzRequest, Decision, IntoResponse, Principal, PrincipalBuilder, Request, Response};
 pub use boundary::command_output;
+pub use command::{CommandArg, CommandOutput};
 pub use runtime::{Activation, Config, Host, Level, MenuEntry, Plugin};
 pub use services::{Lease, ServiceInfo, ServiceTable};
 
@@ -123,4 +125,5 @@ macro_rules! plugin {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::boundary::{activate, deactivate, descriptor};
+    pub use crate::command::{CommandArg, CommandOutput};
 }

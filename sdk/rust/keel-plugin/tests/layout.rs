@@ -53,12 +53,15 @@ fn include_flags() -> Option<Vec<String>> {
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).split_whitespace().map(String::from).collect())
 }
 
-/// The names of every struct the headers define (`typedef struct keel_x {` or `struct keel_x {`).
+/// The names of every struct the plugin ABI's headers define (`typedef struct keel_x {` or `struct keel_x {`): the
+/// headers keel.h includes, not the folder's other headers (keel_embed.h is the embedding API, not the ABI).
 fn header_structs(flags: &[String]) -> Vec<String> {
     let dir = PathBuf::from(flags[0].trim_start_matches("-I")).join("keel");
+    let umbrella = std::fs::read_to_string(dir.join("keel.h")).expect("keel/keel.h");
     let mut names = Vec::new();
-    for entry in std::fs::read_dir(&dir).expect("the headers' folder").flatten() {
-        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+    for line in umbrella.lines() {
+        let Some(header) = line.strip_prefix("#include \"").and_then(|rest| rest.strip_suffix('"')) else { continue };
+        let text = std::fs::read_to_string(dir.join(header)).unwrap_or_default();
         for line in text.lines() {
             let words: Vec<&str> = line.split_whitespace().collect();
             let at = if words.first() == Some(&"typedef") { 1 } else { 0 };
