@@ -220,14 +220,25 @@ struct RepositorySafetyTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: store.pluginsDirectory).isEmpty)
 
         // Over http the download stops at the limit too.
+        // Port 0: the server picks a free port and prints it (a random fixed port could be taken, and a busy machine
+        // may take seconds to start python).
         let http = Process()
         http.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        let port = Int.random(in: 20000...40000)
-        http.arguments = ["python3", "-m", "http.server", "\(port)", "--bind", "127.0.0.1", "--directory", repo]
-        http.standardOutput = Pipe()
+        http.arguments = ["python3", "-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory", repo]
+        let served = LockedText(), out = Pipe()
+        http.standardOutput = out
         http.standardError = Pipe()
+        out.fileHandleForReading.readabilityHandler = { h in served.append(String(decoding: h.availableData, as: UTF8.self)) }
         try http.run()
         defer { kill(http.processIdentifier, SIGKILL); http.waitUntilExit() }
+        var port = 0
+        for _ in 0..<300 where port == 0 {
+            if let range = served.value.range(of: " port ") {
+                port = Int(served.value[range.upperBound...].prefix { $0.isNumber }) ?? 0
+            }
+            if port == 0 { usleep(100_000) }
+        }
+        #expect(port > 0, "python's http.server did not start: \(served.value)")
         let web = try Self.store(repository: "http://127.0.0.1:\(port)")
         var limited = web
         limited.archiveLimits = store.archiveLimits
