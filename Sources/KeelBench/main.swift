@@ -274,64 +274,6 @@ if wanted("dispatch") {
 
 // MARK: 4–6. HTTP: dispatch, auth hooks, reload under load
 
-struct WRK {
-    var rps: Double
-    var p99ms: Double
-    var failed: Int
-}
-
-/// On a machine with more than one core, the server's threads keep to the first core and wrk to the others, so that
-/// the two do not take turns on one core (which swings results between runs more than anything measured).
-let loadCores: [String] = {
-    let cores = ProcessInfo.processInfo.activeProcessorCount
-    guard cores > 1, FileManager.default.isExecutableFile(atPath: "/usr/bin/taskset") else { return [] }
-    return ["/usr/bin/taskset", "-c", "1-\(cores - 1)"]
-}()
-
-/// Keeps every thread of this process, and the threads they start, on core 0 (see `loadCores`).
-func pinServerThreads() {
-    guard !loadCores.isEmpty, let tasks = try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task") else { return }
-    for task in tasks.compactMap({ Int32($0) }) { _ = keel_bench_pin_thread(task, 0) }
-}
-
-/// `cores`: the taskset prefix for wrk (default `loadCores`).
-func wrk(_ url: String, seconds: Int, script: String? = nil, cores: [String]? = nil) -> WRK {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    p.arguments = (cores ?? loadCores) + ["wrk", "-t1", "-c32", "-d\(seconds)s", "--latency"] + (script.map { ["-s", $0] } ?? []) + [url]
-    let out = Pipe()
-    p.standardOutput = out
-    p.standardError = Pipe()
-    try? p.run()
-    let data = out.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    let text = String(decoding: data, as: UTF8.self)
-    func number(after label: String) -> Double? {
-        guard let line = text.split(separator: "\n").first(where: { $0.contains(label) }) else { return nil }
-        let token = line.split(separator: " ").last.map(String.init) ?? ""
-        if token.hasSuffix("ms") { return Double(token.dropLast(2)) }
-        if token.hasSuffix("us") { return Double(token.dropLast(2)).map { $0 / 1000 } }
-        if token.hasSuffix("s") { return Double(token.dropLast(1)).map { $0 * 1000 } }
-        return Double(token)
-    }
-    var failed = 0
-    if let line = text.split(separator: "\n").first(where: { $0.contains("Non-2xx") }) {
-        failed += Int(line.split(separator: " ").last ?? "") ?? 0
-    }
-    if let line = text.split(separator: "\n").first(where: { $0.contains("Socket errors") }) {
-        failed += line.split(separator: ",").compactMap { Int($0.split(separator: " ").last ?? "") }.reduce(0, +)
-    }
-    let p99 = text.split(separator: "\n").first { $0.trimmingCharacters(in: .whitespaces).hasPrefix("99%") }
-        .flatMap { line -> Double? in
-            let t = String(line.split(separator: " ").last ?? "")
-            if t.hasSuffix("ms") { return Double(t.dropLast(2)) }
-            if t.hasSuffix("us") { return Double(t.dropLast(2)).map { $0 / 1000 } }
-            if t.hasSuffix("s") { return Double(t.dropLast(1)).map { $0 * 1000 } }
-            return nil
-        } ?? .nan
-    return WRK(rps: number(after: "Requests/sec") ?? 0, p99ms: p99, failed: failed)
-}
-
 if wanted("http") {
     let plugins = options.work + "/http", state = options.work + "/http.db"
     try bundle(plugins, id: "bench", library: options.pluginA)
@@ -350,16 +292,8 @@ if wanted("http") {
     /// Runs the built-in and the plugin route in alternating pairs (ABBA order, so that a drift in the machine's load
     /// weighs on both alike) and reports the median of the per-pair ratios.
     func compare(_ label: String) {
-        var pairs: [(builtin: WRK, plugin: WRK)] = []
-        for round in 0..<rounds {
-            if round % 2 == 0 {
-                let b = wrk(base + "/builtin/ping", seconds: seconds)
-                pairs.append((b, wrk(base + "/ext/bench/ping", seconds: seconds)))
-            } else {
-                let p = wrk(base + "/ext/bench/ping", seconds: seconds)
-                pairs.append((wrk(base + "/builtin/ping", seconds: seconds), p))
-            }
-        }
+        let pairs = abbaPairs(base + "/builtin/ping", base + "/ext/bench/ping", rounds: rounds, seconds: seconds)
+            .map { (builtin: $0.a, plugin: $0.b) }
         func median(_ xs: [Double]) -> Double {
             let s = xs.sorted()
             return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
@@ -382,16 +316,8 @@ if wanted("http") {
     let offServer = try await BenchServer.start(k, configuration: unmeasured)
     let offBase = offServer.base
     _ = wrk(offBase + "/ext/bench/ping", seconds: 1)
-    var metricPairs: [(on: WRK, off: WRK)] = []
-    for round in 0..<rounds {
-        if round % 2 == 0 {
-            let on = wrk(base + "/ext/bench/ping", seconds: seconds)
-            metricPairs.append((on, wrk(offBase + "/ext/bench/ping", seconds: seconds)))
-        } else {
-            let off = wrk(offBase + "/ext/bench/ping", seconds: seconds)
-            metricPairs.append((wrk(base + "/ext/bench/ping", seconds: seconds), off))
-        }
-    }
+    let metricPairs = abbaPairs(base + "/ext/bench/ping", offBase + "/ext/bench/ping", rounds: rounds, seconds: seconds)
+        .map { (on: $0.a, off: $0.b) }
     await offServer.stop()
     let metricRatios = metricPairs.map { $0.on.rps / $0.off.rps }.sorted()
     let metricRatio = metricRatios[metricRatios.count / 2]
@@ -451,34 +377,6 @@ if wanted("http") {
                     baseline: String(format: "%.0f commits/s", rawRate), ratio: apiRate / rawRate, target: "report", met: nil))
     await server.stop()
     await k.shutdown()
-}
-
-/// `k` served on a free port of 127.0.0.1 (admin token "bench"), with the process's threads pinned (`loadCores`).
-struct BenchServer {
-    let base: String
-    let task: Task<Void, Error>
-
-    static func start(_ k: Kernel, configuration: ServerConfiguration = ServerConfiguration(port: 0),
-                      builtinRoutes: @escaping @Sendable (Router<KeelRequestContext>) -> Void = { _ in }) async throws -> BenchServer {
-        let token = AdminToken(state: k.state, environment: ["KEEL_ADMIN_TOKEN": "bench"])
-        let server = KeelServer(kernel: k, token: token, configuration: configuration, builtinRoutes: builtinRoutes)
-        let portBox = PortBox()
-        let task = Task { try await server.run { port in portBox.set(port) } }
-        while portBox.value == 0 { try await Task.sleep(for: .milliseconds(20)) }
-        pinServerThreads()
-        return BenchServer(base: "http://127.0.0.1:\(portBox.value)", task: task)
-    }
-
-    func stop() async {
-        task.cancel()
-        _ = try? await task.value
-    }
-}
-
-final class PortBox: Sendable {
-    private let port = Mutex(0)
-    func set(_ p: Int) { port.withLock { $0 = p } }
-    var value: Int { port.withLock { $0 } }
 }
 
 if wanted("services") && !options.consumer.isEmpty { try await servicesBenchmarks() }
