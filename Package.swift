@@ -33,6 +33,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         // The WebSocket client a proxied app's WebSocket is opened with (the server side is NIOWebSocket).
         .package(url: "https://github.com/hummingbird-project/swift-websocket", from: "1.6.2"),
+        // The structured log (`keel serve --log-format json|text`): swift-log, with a handler of Keel's.
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         // Metrics (`GET /metrics`): the swift-metrics API, exported in Prometheus text format.
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
@@ -87,6 +89,7 @@ let package = Package(
             .product(name: "WSClient", package: "swift-websocket"),
             .product(name: "CoreMetrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "Logging", package: "swift-log"),
         ], resources: [
             // The plugin page bridge: the console's half and the half inside each page's frame (PageBridge.swift).
             .embedInCode("Console/pages.js"), .embedInCode("Console/keel-page.js"),

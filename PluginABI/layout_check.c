@@ -122,6 +122,8 @@ CHECK_OFFSET(keel_output, write, 16);
 CHECK_SIZE(keel_output, 24);
 CHECK_OFFSET(keel_host_commands, call, 8);
 CHECK_SIZE(keel_host_commands, 16);
+CHECK_OFFSET(keel_health_v1, check, 8);
+CHECK_SIZE(keel_health_v1, 16);
 #endif
 #endif
 

@@ -46,7 +46,11 @@ public actor Kernel {
     let environment: KernelEnvironment
 
     var bundles: [String: Bundle] = [:]
-    var active: [String: ActivePlugin] = [:]
+    var active: [String: ActivePlugin] = [:] {
+        didSet { serving.update(active.mapValues(\.generation)) }
+    }
+    /// The generation of each active plugin, for the log sink off the actor.
+    nonisolated let serving: ServingGenerations
     /// Ids in the order they were activated; deactivation runs in reverse.
     var activationOrder: [String] = [] {
         didSet { activeIDs.withLock { $0 = activationOrder } }
@@ -93,9 +97,14 @@ public actor Kernel {
         do { state = try configuration.makeState() } catch {
             throw KernelError(.state, reason: error.description)
         }
-        // Every log line about a plugin is also kept in that plugin's ring (`logs`).
-        let logs = PluginLogs(), base = configuration.log
+        // Every log line about a plugin is also kept in that plugin's ring (`logs`). A line logged while a thread
+        // serves a request carries its id; a line about a plugin carries the generation serving, unless it names one.
+        let logs = PluginLogs(), base = configuration.log, serving = ServingGenerations()
+        self.serving = serving
         let log: @Sendable (LogRecord) -> Void = { record in
+            var record = record
+            if record.requestID == nil { record.requestID = RequestScope.current }
+            if record.generation == nil, let id = record.pluginID { record.generation = serving[id] }
             logs.append(record)
             base(record)
         }

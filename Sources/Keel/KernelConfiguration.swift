@@ -92,15 +92,23 @@ public struct LogRecord: Sendable, CustomStringConvertible {
     /// The plugin it concerns, if any.
     public var pluginID: String?
     public var message: String
+    /// The plugin's generation it concerns: the one that logged it, or the one serving when the host logged it.
+    public var generation: Int?
+    /// The HTTP request it happened in, when it happened in one (`X-Request-Id`, or the id the server gave it).
+    public var requestID: String?
 
-    public init(level: LogLevel, pluginID: String?, message: String) {
+    public init(level: LogLevel, pluginID: String?, message: String, generation: Int? = nil, requestID: String? = nil) {
         self.level = level
         self.pluginID = pluginID
         self.message = message
+        self.generation = generation
+        self.requestID = requestID
     }
 
+    /// `debug`, `info`, `warning` or `error`.
+    public var levelName: String { ["debug", "info", "warning", "error"][level.rawValue] }
+
     public var description: String {
-        let l = ["debug", "info", "warning", "error"][level.rawValue]
-        return pluginID.map { "keel: \(l): [\($0)] \(message)" } ?? "keel: \(l): \(message)"
+        pluginID.map { "keel: \(levelName): [\($0)] \(message)" } ?? "keel: \(levelName): \(message)"
     }
 }

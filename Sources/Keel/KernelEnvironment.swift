@@ -83,7 +83,12 @@ final class KernelEnvironment: PluginEnvironment {
         return result
     }
 
+    func log(plugin: String, generation: Int?, level: LogLevel, message: String) {
+        // Generation 0: a context made for a check (validate, inspect), not a load.
+        sink(LogRecord(level: level, pluginID: plugin, message: message, generation: generation.flatMap { $0 > 0 ? $0 : nil }))
+    }
+
     func log(plugin: String, level: LogLevel, message: String) {
-        sink(LogRecord(level: level, pluginID: plugin, message: message))
+        log(plugin: plugin, generation: nil, level: level, message: message)
     }
 }

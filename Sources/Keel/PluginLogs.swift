@@ -21,6 +21,10 @@ public final class PluginLogs: Sendable {
         /// `debug`, `info`, `warning` or `error`.
         public var level: String
         public var message: String
+        /// The plugin's generation the line is about, when known.
+        public var generation: Int?
+        /// The HTTP request it happened in, if any.
+        public var requestID: String?
     }
 
     public let perPlugin: Int
@@ -56,14 +60,15 @@ public final class PluginLogs: Sendable {
     public func append(_ record: LogRecord) {
         guard let id = record.pluginID, !id.isEmpty else { return }
         let at = Self.timestamp.format(Date())
-        let level = ["debug", "info", "warning", "error"][record.level.rawValue]
+        let level = record.levelName
         rings.withLock { r in
             r.seq += 1
             if r.lines[id] == nil, r.lines.count >= plugins, let quiet = r.lastWrite.min(by: { $0.value < $1.value })?.key {
                 r.lines[quiet] = nil
                 r.lastWrite[quiet] = nil
             }
-            r.lines[id, default: Ring()].append(Line(seq: r.seq, at: at, level: level, message: record.message), capacity: perPlugin)
+            r.lines[id, default: Ring()].append(Line(seq: r.seq, at: at, level: level, message: record.message,
+                                                     generation: record.generation, requestID: record.requestID), capacity: perPlugin)
             r.lastWrite[id] = r.seq
         }
     }

@@ -3,6 +3,7 @@
 import ArgumentParser
 import Foundation
 import Keel
+import KeelHTTP
 import KeelStatePostgres
 
 @main
@@ -124,10 +125,12 @@ struct GlobalOptions: ParsableArguments {
 
     /// A kernel for this command. One-shot commands report failures in their own output, so they log only with
     /// --verbose; a long-running server (`logAlways`) logs warnings and errors always, everything with --verbose.
-    func makeKernel(logAlways: Bool = false, adjust: (inout KernelConfiguration) -> Void = { _ in }) throws -> Kernel {
-        let verbose = self.verbose
+    /// The records that pass go to stderr through the structured log, in `logFormat`.
+    func makeKernel(logAlways: Bool = false, logFormat: LogFormat = .text,
+                    adjust: (inout KernelConfiguration) -> Void = { _ in }) throws -> Kernel {
+        let verbose = self.verbose, output = StructuredLog.sink(format: logFormat)
         var configuration = KernelConfiguration(pluginsDirectory: pluginsDirectory, stateFile: localStateFile) { record in
-            if verbose || (logAlways && record.level >= .warn) { KernelConfiguration.standardErrorLog(record) }
+            if verbose || (logAlways && record.level >= .warn) { output(record) }
         }
         if PostgresURL.isPostgres(stateFile) {
             let url = stateFile

@@ -9,7 +9,7 @@ import Keel
 /// | route | who |
 /// |---|---|
 /// | `GET /api/v1/plugins/<id>/logs[?after=SEQ]` | admin token only: `{"plugin", "lines": [{seq, at, level, message}]}`, oldest first |
-/// | `GET /api/v1/plugins/<id>/health` | admin token only: state, generation, last error, requests, error rate and p99 over the last minute |
+/// | `GET /api/v1/plugins/<id>/health` | admin token only: state, generation, last error, requests, error rate and p99 over the last minute, the plugin's own check (`check`, null without one) |
 extension AdminAPI {
     func registerPluginLogs(admin: RouterGroup<KeelRequestContext>) {
         admin.get("plugins/:id/logs") { request, context -> Response in
@@ -29,7 +29,7 @@ extension AdminAPI {
                 reason: info.reason, lastError: lastError, measured: window != nil, requests: window?.requests ?? 0,
                 failed: window?.failed ?? 0,
                 errorRate: window.flatMap { $0.requests > 0 ? Double($0.failed) / Double($0.requests) : nil },
-                p99Milliseconds: window?.p99Milliseconds))
+                p99Milliseconds: window?.p99Milliseconds, check: gatekeeper.health?.result(id)))
         }
     }
 }
@@ -55,6 +55,8 @@ struct HealthDetail: Encodable {
     var failed: Int
     var errorRate: Double?
     var p99Milliseconds: Double?
+    /// The last result of the plugin's own health check ("keel.health/1"), nil when it has none or it has not run.
+    var check: HealthMonitor.Result?
 
     func encode(to encoder: any Encoder) throws {
         // Explicit nulls: a reader sees every key.
@@ -64,9 +66,10 @@ struct HealthDetail: Encodable {
         try c.encode(lastError, forKey: .lastError); try c.encode(measured, forKey: .measured)
         try c.encode(requests, forKey: .requests); try c.encode(failed, forKey: .failed)
         try c.encode(errorRate, forKey: .errorRate); try c.encode(p99Milliseconds, forKey: .p99Milliseconds)
+        try c.encode(check, forKey: .check)
     }
 
     enum CodingKeys: String, CodingKey {
-        case plugin, state, enabled, generation, reason, lastError, measured, requests, failed, errorRate, p99Milliseconds
+        case plugin, state, enabled, generation, reason, lastError, measured, requests, failed, errorRate, p99Milliseconds, check
     }
 }

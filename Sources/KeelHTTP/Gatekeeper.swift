@@ -24,6 +24,8 @@ struct Gatekeeper: Sendable {
     let log: @Sendable (LogRecord) -> Void
     /// Where denials are counted (nil: metrics off).
     var metrics: ServerMetrics? = nil
+    /// The plugins' health checks (nil: not run).
+    var health: HealthMonitor? = nil
 
     /// Made once, not per request.
     static let requestIDHeader = HTTPField.Name("x-request-id")!

@@ -34,6 +34,10 @@ public struct ServerConfiguration: Sendable {
     public var metrics = true
     /// Besides the admin token, the token that may read `GET /metrics` (`KEEL_METRICS_TOKEN`); nil: admin only.
     public var metricsToken: String?
+    /// How often plugins' health checks ("keel.health/1") run; nil: never.
+    public var healthInterval: Duration? = .seconds(30)
+    /// How long one health check may take before it is reported unhealthy and counted as an overrun.
+    public var healthBudget: Duration = .seconds(1)
     /// Whether SIGINT and SIGTERM stop the server gracefully (`keel serve`). An embedder that owns the process's
     /// signals sets it false and stops the server by cancelling the task that runs it.
     public var stopsOnSignals = true
@@ -94,9 +98,21 @@ public struct KeelServer: Sendable {
                                 queueLimit: configuration.pluginQueueLimit)
         var gatekeeper = Gatekeeper(kernel: kernel, token: token, pages: PageSessions(), lanes: lanes, log: log)
         let metrics = configuration.metrics ? ServerMetrics(handlerBudget: kernel.configuration.budgets.handler) : nil
-        if let metrics { kernel.metrics.attach { metrics.record($0) } }
-        defer { if metrics != nil { kernel.metrics.attach(nil) } }
+        if let metrics {
+            kernel.metrics.attach { metrics.record($0) }
+            kernel.state.observeCommits { metrics.stateCommitted($0) }
+        }
+        defer {
+            if metrics != nil {
+                kernel.metrics.attach(nil)
+                kernel.state.observeCommits(nil)
+            }
+        }
         gatekeeper.metrics = metrics
+        let health = configuration.healthInterval.map {
+            HealthMonitor(interval: $0, budget: configuration.healthBudget, pool: lanes.pool, metrics: metrics, log: log)
+        }
+        gatekeeper.health = health
         let router = Router(context: KeelRequestContext.self)
         // Middleware applies to the routes added after it (and to "not found", where plugin paths land): plugin
         // dispatch goes first.
@@ -129,11 +145,15 @@ public struct KeelServer: Sendable {
         let kernel = self.kernel, token = self.token
         let remote = Task { await RemoteControl.serve(kernel, token: token) }
         defer { remote.cancel() }
+        let checking = health.map { monitor in Task { await monitor.run(kernel) } }
+        defer { checking?.cancel() }
         do { try await app.runService(gracefulShutdownSignals: configuration.stopsOnSignals ? [.sigterm, .sigint] : []) } catch {
+            checking?.cancel()
             await proxy.shutdown()
             await lanes.shutdown()
             throw error
         }
+        checking?.cancel()
         await proxy.shutdown()
         await lanes.shutdown()
     }

@@ -58,31 +58,37 @@ struct PluginDispatcher: Sendable {
         let method = request.method.rawValue, path = request.uri.path
         var match = match, snapshot = snapshot
         let lanes = gatekeeper.lanes, gatekeeper = self.gatekeeper, first = match, firstSnapshot = snapshot
+        // The request's id: the client's X-Request-Id when sane, else the server's. Lines logged while plugin code
+        // runs for this request carry it (RequestScope), and so does the response.
+        let tag = RequestScope.Tag(RequestScope.sane(request.headers[Gatekeeper.requestIDHeader]) ?? context.id)
 
         // Plugin code (the hooks, the handler) runs in the plugin's lane, off the cooperative pool. A request with
         // neither a length nor a chunked body has none (HTTP/1.1): nothing to wait for, and the request is laid out
         // for C once, for the authorize hooks and the handler both, in one trip to the lane.
         let bodiless = request.headers[.contentLength] == nil && request.headers[.transferEncoding] == nil
         var (caller, outcome) = try await lanes.run(match.pluginID) { () throws -> (Gatekeeper.Caller, Result<PluginResponse, PluginCallError>?) in
-            // The request as plugins see it is built once and shared by the hooks and the handler.
-            var caller = try gatekeeper.identify(request, snapshot: firstSnapshot, pluginID: first.pluginID)
-            // A plugin enabled for other tenants only does not exist for this caller (its public static files aside:
-            // console pages load them from an opaque origin, as an anonymous caller).
-            guard gatekeeper.kernel.access.serves(first, tenant: caller.principal.tenant) else { throw APIError.notFound }
-            caller.seen.routePath = first.routePath
-            caller.seen.parameters = first.parameters
-            guard bodiless else {
-                try gatekeeper.authorize(caller, request, snapshot: firstSnapshot)
-                return (caller, nil)
+            try RequestScope.with(tag) { () throws -> (Gatekeeper.Caller, Result<PluginResponse, PluginCallError>?) in
+                // The request as plugins see it is built once and shared by the hooks and the handler.
+                var caller = try gatekeeper.identify(request, snapshot: firstSnapshot, pluginID: first.pluginID)
+                // A plugin enabled for other tenants only does not exist for this caller (its public static files aside:
+                // console pages load them from an opaque origin, as an anonymous caller).
+                guard gatekeeper.kernel.access.serves(first, tenant: caller.principal.tenant) else { throw APIError.notFound }
+                caller.seen.routePath = first.routePath
+                caller.seen.parameters = first.parameters
+                caller.seen.requestID = tag.id
+                guard bodiless else {
+                    try gatekeeper.authorize(caller, request, snapshot: firstSnapshot)
+                    return (caller, nil)
+                }
+                let checked = caller
+                let (authorized, result) = PreparedRequest.prepare(caller.seen) { frame -> (Result<Void, Error>, Result<PluginResponse, PluginCallError>?) in
+                    let authorized = Result { try gatekeeper.authorize(checked, request, snapshot: firstSnapshot, prepared: frame) }
+                    guard case .success = authorized else { return (authorized, nil) }
+                    return (authorized, ServerMetrics.timed(measured) { first.route.handler.handle(frame) })
+                }
+                try authorized.get()
+                return (caller, result)
             }
-            let checked = caller
-            let (authorized, result) = PreparedRequest.prepare(caller.seen) { frame -> (Result<Void, Error>, Result<PluginResponse, PluginCallError>?) in
-                let authorized = Result { try gatekeeper.authorize(checked, request, snapshot: firstSnapshot, prepared: frame) }
-                guard case .success = authorized else { return (authorized, nil) }
-                return (authorized, ServerMetrics.timed(measured) { first.route.handler.handle(frame) })
-            }
-            try authorized.get()
-            return (caller, result)
         }
         if !bodiless {
             if let length = request.headers[.contentLength].flatMap(Int.init), length > maxBodySize {
@@ -112,13 +118,18 @@ struct PluginDispatcher: Sendable {
                 result = outcome
             } else {
                 let route = match.route, asked = seen
-                result = try await lanes.run(match.pluginID) { ServerMetrics.timed(measured) { route.handler.handle(asked) } }
+                result = try await lanes.run(match.pluginID) {
+                    RequestScope.with(tag) { ServerMetrics.timed(measured) { route.handler.handle(asked) } }
+                }
             }
             outcome = nil
-            if let response = try respond(result, method: method, path: path) { return response }
+            if var response = try respond(result, method: method, path: path, requestID: tag.id) {
+                response.headers[Gatekeeper.requestIDHeader] = tag.id
+                return response
+            }
             guard attempt < 3 else {
                 gatekeeper.log(LogRecord(level: .error, pluginID: match.pluginID,
-                                         message: "\(method) \(path): the plugin kept refusing calls while stopping"))
+                                         message: "\(method) \(path): the plugin kept refusing calls while stopping", requestID: tag.id))
                 throw APIError(.serviceUnavailable, "plugin-unavailable", "the plugin is being stopped; retry")
             }
             attempt += 1
@@ -173,7 +184,8 @@ struct PluginDispatcher: Sendable {
     /// The HTTP response for a handler's outcome; nil when the generation it reached stopped admitting calls (a
     /// reload swapped it out just now) and the request should go to the current one.
     /// - Throws: `APIError` 500 for a failed handler (details only in the log).
-    private func respond(_ outcome: Result<PluginResponse, PluginCallError>, method: String, path: String) throws -> Response? {
+    private func respond(_ outcome: Result<PluginResponse, PluginCallError>, method: String, path: String,
+                         requestID: String) throws -> Response? {
         switch outcome {
         case let .success(response):
             var headers = HTTPFields()
@@ -194,7 +206,8 @@ struct PluginDispatcher: Sendable {
         case let .failure(error) where error.status == StatusCode.unavailable:
             return nil
         case let .failure(error):
-            gatekeeper.log(LogRecord(level: .error, pluginID: error.pluginID, message: "\(method) \(path) failed: \(error)"))
+            gatekeeper.log(LogRecord(level: .error, pluginID: error.pluginID, message: "\(method) \(path) failed: \(error)",
+                                     requestID: requestID))
             throw APIError(.internalServerError, "plugin-error", "the plugin failed to handle the request")
         }
     }

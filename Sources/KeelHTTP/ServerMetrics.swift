@@ -31,6 +31,9 @@ import Synchronization
 /// | `keel_plugin_last_activation_seconds` | gauge | plugin (its last activation, start-up included) |
 /// | `keel_plugins` | gauge | state (`installed`, `enabled`, `disabled`, `failed`, `missing`), set at each scrape |
 /// | `keel_open_connections` | gauge | none, set at each scrape |
+/// | `keel_plugin_healthy` | gauge | plugin: 1 when its last health check passed, else 0 (plugins with a check only) |
+/// | `keel_plugin_health_checks_total` | counter | plugin, outcome (`healthy`, `unhealthy`, `overrun`) |
+/// | `keel_state_commit_duration_seconds` | histogram | none: SQLite commits of the state store (KeelState) |
 final class ServerMetrics: Sendable {
     let registry = PrometheusCollectorRegistry()
     private let factory: PrometheusMetricsFactory
@@ -40,6 +43,7 @@ final class ServerMetrics: Sendable {
     private let counters = Mutex<[CounterKey: CoreMetrics.Counter]>([:])
     private let timers = Mutex<[CounterKey: CoreMetrics.Timer]>([:])
     private let windows = Mutex<[String: PluginWindow]>([:])
+    private let commitTimer: CoreMetrics.Timer
 
     init(handlerBudget: Double) {
         var factory = PrometheusMetricsFactory(registry: registry)
@@ -48,6 +52,7 @@ final class ServerMetrics: Sendable {
                                                    .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500),
                                                    .seconds(1), .milliseconds(2500), .seconds(5), .seconds(10)]
         self.factory = factory
+        commitTimer = CoreMetrics.Timer(label: "keel_state_commit_duration_seconds", factory: factory)
         self.handlerBudget = .nanoseconds(Int64(handlerBudget * 1e9))
     }
 
@@ -145,6 +150,19 @@ final class ServerMetrics: Sendable {
     /// An authorize hook denied (or failed and so denied) a request.
     func hookDenied(plugin: String, hook: String) {
         counter("keel_hook_denials_total", [("plugin", plugin), ("hook", hook)]).increment()
+    }
+
+    /// One commit of the state store took `elapsed` (StateStore.observeCommits).
+    func stateCommitted(_ elapsed: Duration) {
+        let c = elapsed.components
+        commitTimer.recordNanoseconds(c.seconds * 1_000_000_000 + c.attoseconds / 1_000_000_000)
+    }
+
+    /// A plugin's health check ended (HealthMonitor): healthy or not, or ran over its budget.
+    func healthChecked(plugin: String, healthy: Bool, overrun: Bool) {
+        let outcome = overrun ? "overrun" : healthy ? "healthy" : "unhealthy"
+        counter("keel_plugin_health_checks_total", [("plugin", plugin), ("outcome", outcome)]).increment()
+        CoreMetrics.Gauge(label: "keel_plugin_healthy", dimensions: [("plugin", plugin)], factory: factory).record(healthy ? 1 : 0)
     }
 
     /// Records what the kernel reports about activations and reloads.

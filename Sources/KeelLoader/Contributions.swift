@@ -124,8 +124,15 @@ public protocol PluginEnvironment: AnyObject, Sendable {
     /// Calls `plugin`'s command `name` for `caller` (which declared it under calls:) on behalf of `principal`;
     /// `arguments` is a JSON array. Returns the result as JSON text.
     func callCommand(caller: String, plugin: String, name: String, arguments: String, principal: Principal) -> Result<String, CommandError>
-    /// Writes a line attributed to `plugin`.
-    func log(plugin: String, level: LogLevel, message: String)
+    /// Writes a line attributed to `plugin`; `generation` names the activation it came from, when known.
+    func log(plugin: String, generation: Int?, level: LogLevel, message: String)
     /// `plugin` failed `CallBudgets.failureThreshold` calls in a row; called once per activation.
     func misbehaving(plugin: String, reason: String)
+}
+
+extension PluginEnvironment {
+    /// Writes a line attributed to `plugin`, about no generation in particular.
+    func log(plugin: String, level: LogLevel, message: String) {
+        log(plugin: plugin, generation: nil, level: level, message: message)
+    }
 }

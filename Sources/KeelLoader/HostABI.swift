@@ -55,8 +55,8 @@ enum HostABI {
         h.host_version = staticString(hostVersion)
         h.log = { ctx, level, message in
             guard let context = HostABI.context(ctx) else { return }
-            context.environment.log(plugin: context.pluginID, level: LogLevel(rawValue: Int(level)) ?? .error,
-                                    message: message.string)
+            context.environment.log(plugin: context.pluginID, generation: context.identity.generation,
+                                    level: LogLevel(rawValue: Int(level)) ?? .error, message: message.string)
         }
         // A NULL ctx means the handler or hook running on this thread (plugin code that kept no ctx).
         h.set_error = { ctx, message in (HostABI.context(ctx) ?? ActivationContext.currentCall)?.setError(message.string) }

@@ -23,6 +23,8 @@ final class SQLiteDatabase: StateDatabase {
     private var db: OpaquePointer?
     /// Prepared statements by SQL text, reused across calls (preparing costs more than running most of them).
     private var statements: [String: OpaquePointer] = [:]
+    /// Told how long each commit took (see `StateStore.observeCommits`).
+    var commitObserver: (@Sendable (Duration) -> Void)?
 
     /// Opens (creating if needed) the database at `path`, in WAL mode with full fsync on commit.
     /// - Throws: `StateError` when the file cannot be opened or is not a database.
@@ -59,6 +61,9 @@ final class SQLiteDatabase: StateDatabase {
     /// Runs one or more statements without results.
     func execute(_ sql: String) throws(StateError) {
         var message: UnsafeMutablePointer<CChar>?
+        // A transaction's COMMIT is where the write reaches the disk (WAL, synchronous=FULL): timed.
+        let started = commitObserver != nil && sql == "COMMIT" ? ContinuousClock.now : nil
+        defer { if let started { commitObserver?(ContinuousClock.now - started) } }
         guard sqlite3_exec(db, sql, nil, nil, &message) == SQLITE_OK else {
             let text = message.map { String(cString: $0) } ?? "unknown error"
             sqlite3_free(message)
@@ -87,6 +92,10 @@ final class SQLiteDatabase: StateDatabase {
             case .null: sqlite3_bind_null(stmt, index)
             }
         }
+        // A write outside a transaction commits on its own: timed as a commit.
+        let started = commitObserver != nil && sqlite3_get_autocommit(db) != 0 && sqlite3_stmt_readonly(stmt) == 0
+            ? ContinuousClock.now : nil
+        defer { if let started { commitObserver?(ContinuousClock.now - started) } }
         var rows: [[String: Value]] = []
         while true {
             let rc = sqlite3_step(stmt)

@@ -38,7 +38,7 @@ struct ABICompatibilityTests {
 
     @Test("every header compiles on its own as C11 and C++ with warnings as errors", arguments: [
         "keel.h", "version.h", "status.h", "types.h", "host.h", "entry.h", "identity.h", "http.h", "menu.h", "auth.h", "config.h",
-        "services.h", "commands.h", "keel_embed.h",
+        "services.h", "commands.h", "health.h", "keel_embed.h",
     ])
     func headersStandAlone(header: String) throws {
         let dir = TestEnvironment.makeTemporaryDirectory("hdr")

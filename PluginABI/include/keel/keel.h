@@ -13,6 +13,7 @@
  *   config.h    service "keel.config/1": the plugin's configuration, validated by the host
  *   services.h  service "keel.services/1" (1.1): interfaces plugins provide to each other, leases, listeners
  *   commands.h  service "keel.commands/1" (1.1): plain C functions called by name with checked arguments
+ *   health.h    extension "keel.health/1": a health check the host calls on a schedule, under a budget
  *
  * RULES
  * - Versions: a plugin built for ABI major.minor loads in a host with the same major and minor >= the plugin's.
@@ -76,3 +77,4 @@
 #include "config.h"
 #include "services.h"
 #include "commands.h"
+#include "health.h"

@@ -31,15 +31,7 @@ extension KeelCommand {
 
         func run() async throws {
             try await reporting {
-                guard let line = options.runningServer else {
-                    throw CLIError("no keel serve runs on \(options.stateFile); the logs are kept by the running server")
-                }
-                guard let base = line.split(separator: " ").last.map(String.init), base.hasPrefix("http://") else {
-                    throw CLIError("the server on \(options.stateFile) is still starting; try again")
-                }
-                guard let token = token ?? ProcessInfo.processInfo.environment["KEEL_ADMIN_TOKEN"], !token.isEmpty else {
-                    throw CLIError("keel logs needs the admin token: pass --token or set KEEL_ADMIN_TOKEN")
-                }
+                let (base, token) = try Self.runningServer(options, token: token, what: "the logs are kept by the running server")
                 var after: Int64 = 0
                 let from = since.flatMap { StateStore.auditTime($0) } ?? ""
                 repeat {
@@ -51,10 +43,34 @@ extension KeelCommand {
             }
         }
 
+        /// The running server's address and the admin token, for commands that ask it over HTTP.
+        /// - Throws: `CLIError` saying what is missing (`what` tells why the server is needed).
+        static func runningServer(_ options: GlobalOptions, token: String?, what: String) throws -> (base: String, token: String) {
+            guard let line = options.runningServer else {
+                throw CLIError("no keel serve runs on \(options.stateFile); \(what)")
+            }
+            guard let base = line.split(separator: " ").last.map(String.init), base.hasPrefix("http://") else {
+                throw CLIError("the server on \(options.stateFile) is still starting; try again")
+            }
+            guard let token = token ?? ProcessInfo.processInfo.environment["KEEL_ADMIN_TOKEN"], !token.isEmpty else {
+                throw CLIError("this command needs the admin token: pass --token or set KEEL_ADMIN_TOKEN")
+            }
+            return (base, token)
+        }
+
         struct Body: Decodable { var lines: [PluginLogs.Line] }
 
         static func fetch(base: String, id: String, after: Int64, token: String) async throws -> [PluginLogs.Line] {
-            guard let url = URL(string: "\(base)/api/v1/plugins/\(id)/logs?after=\(after)") else {
+            let data = try await get(base: base, path: "plugins/\(id)/logs?after=\(after)", id: id, token: token)
+            do { return try JSONDecoder().decode(Body.self, from: data).lines } catch {
+                throw CLIError("the server at \(base) sent an unreadable answer")
+            }
+        }
+
+        /// `GET /api/v1/<path>` of the running server with the admin token; the body of a 200.
+        /// - Throws: `CLIError` for an unreachable server, a refused token, an unknown plugin `id` or another status.
+        static func get(base: String, path: String, id: String, token: String) async throws -> Data {
+            guard Manifest.isValidID(id), let url = URL(string: "\(base)/api/v1/\(path)") else {
                 throw CLIError("\"\(id)\" is not a plugin id")
             }
             var request = URLRequest(url: url)
@@ -65,13 +81,55 @@ extension KeelCommand {
             }
             let status = (response as? HTTPURLResponse)?.statusCode ?? 0
             switch status {
-            case 200: break
+            case 200: return data
             case 401: throw CLIError("the server at \(base) refused the admin token")
             case 404: throw CLIError("no plugin \"\(id)\" is known")
             default: throw CLIError("the server at \(base) answered \(status)")
             }
-            do { return try JSONDecoder().decode(Body.self, from: data).lines } catch {
-                throw CLIError("the server at \(base) sent an unreadable answer")
+        }
+    }
+}
+
+extension KeelCommand.Plugins {
+    struct Health: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show a plugin's health from the running server: its state, its last minute of requests and its own check.",
+            discussion: """
+                Asks the running `keel serve` of this state file (GET /api/v1/plugins/<id>/health) with the admin token \
+                ($KEEL_ADMIN_TOKEN or --token). The check is the plugin's own (keel.health/1), run every \
+                --health-interval seconds; "none" when the plugin offers none. Exits 1 when the check says unhealthy.
+                """)
+
+        @OptionGroup var options: GlobalOptions
+        @Argument(help: "The plugin id.", completion: Completion.plugins) var id: String
+        @Option(help: "The admin token (default $KEEL_ADMIN_TOKEN).") var token: String?
+        @Flag(help: "Print the server's JSON.") var json = false
+
+        func run() async throws {
+            try await reporting {
+                let (base, token) = try KeelCommand.Logs.runningServer(options, token: token, what: "health is measured by the running server")
+                let data = try await KeelCommand.Logs.get(base: base, path: "plugins/\(id)/health", id: id, token: token)
+                guard let h = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+                    throw CLIError("the server at \(base) sent an unreadable answer")
+                }
+                if json {
+                    print(String(decoding: data, as: UTF8.self))
+                } else {
+                    print("\(id): \(h["state"] as? String ?? "?")" + ((h["generation"] as? Int).map { ", generation \($0)" } ?? ""))
+                    if let requests = h["requests"] as? Int, h["measured"] as? Bool == true {
+                        let rate = (h["errorRate"] as? Double).map { String(format: "%.1f %%", $0 * 100) } ?? "-"
+                        let p99 = (h["p99Milliseconds"] as? Double).map { String(format: "%.1f ms", $0) } ?? "-"
+                        print("last minute: \(requests) request(s), errors \(rate), p99 \(p99)")
+                    }
+                    if let check = h["check"] as? [String: Any] {
+                        let healthy = check["healthy"] as? Bool == true
+                        print("check: " + (healthy ? "healthy" : "unhealthy: \(check["message"] as? String ?? "")")
+                              + " (at \(check["at"] as? String ?? "?"), overruns \(check["overruns"] as? Int ?? 0))")
+                    } else {
+                        print("check: none (the plugin offers none, or it has not run yet)")
+                    }
+                }
+                if let check = h["check"] as? [String: Any], check["healthy"] as? Bool == false { throw ExitCode(1) }
             }
         }
     }

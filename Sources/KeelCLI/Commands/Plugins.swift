@@ -10,7 +10,7 @@ extension KeelCommand {
         static let configuration = CommandConfiguration(
             abstract: "List, inspect, enable and disable plugins.",
             discussion: "While `keel serve` runs on the same state file, enable/disable/list go through the server and take effect in it at once.",
-            subcommands: [List.self, Inspect.self, Validate.self, Enable.self, Disable.self, Reload.self, History.self, Grant.self, Revoke.self, Config.self, ProxyKey.self])
+            subcommands: [List.self, Inspect.self, Validate.self, Enable.self, Disable.self, Reload.self, History.self, Grant.self, Revoke.self, Config.self, ProxyKey.self, Health.self])
     }
 }
 

@@ -29,6 +29,8 @@ extension KeelCommand {
         @Option(name: .customLong("max-hooks"), help: "Auth hooks one plugin may register.") var maxHooks = RegistrationLimits.default.hooks
         @Option(name: .customLong("hook-budget-ms"), help: "Milliseconds an auth hook may take before it counts as deny.")
         var hookBudget = Int(CallBudgets.default.hook * 1000)
+        @Option(name: .customLong("handler-budget-ms"), help: "Milliseconds a route handler may take before it is logged and counted as a budget overrun.")
+        var handlerBudget = Int(CallBudgets.default.handler * 1000)
         @Option(name: .customLong("idle-timeout"), help: "Seconds a connection may stay idle, or take to send its request headers, before it is closed.")
         var idleTimeout = 30.0
         @Option(name: .customLong("body-timeout"), help: "Seconds a request body may take to arrive (408 and the connection closed after).")
@@ -50,6 +52,12 @@ extension KeelCommand {
 
         @Flag(inversion: .prefixedNo, help: "Measure requests and serve GET /metrics (admin token or $KEEL_METRICS_TOKEN).")
         var metrics = true
+        @Option(name: .customLong("health-interval"), help: "Seconds between runs of the plugins' own health checks (keel.health/1); 0 runs none.")
+        var healthInterval = 30.0
+        @Option(name: .customLong("health-budget-ms"), help: "Milliseconds a health check may take before it counts as unhealthy (an overrun).")
+        var healthBudget = 1000
+        @Option(name: .customLong("log-format"), help: "How the log on stderr is written: text, or json (one object per line, with plugin, generation and request_id).")
+        var logFormat = LogFormat.text
 
         /// The server's settings from the options; the metrics token from $KEEL_METRICS_TOKEN.
         var serverConfiguration: ServerConfiguration {
@@ -59,6 +67,8 @@ extension KeelCommand {
                                         maxConnections: maxConnections, pluginThreads: pluginThreads,
                                         threadsPerPlugin: threadsPerPlugin, pluginQueueLimit: pluginQueue)
             c.metrics = metrics
+            c.healthInterval = healthInterval > 0 ? .milliseconds(Int64(healthInterval * 1000)) : nil
+            c.healthBudget = .milliseconds(healthBudget)
             c.metricsToken = ProcessInfo.processInfo.environment["KEEL_METRICS_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
             return c
         }
@@ -73,6 +83,10 @@ extension KeelCommand {
             if let t = lazyIdleTimeout, !(0...604_800).contains(t) {
                 throw ValidationError("--lazy-idle-timeout takes seconds between 0 and 604800 (7 days)")
             }
+            guard hookBudget > 0, handlerBudget > 0 else { throw ValidationError("--hook-budget-ms and --handler-budget-ms must be at least 1") }
+            guard (0...86_400).contains(healthInterval), (1...600_000).contains(healthBudget) else {
+                throw ValidationError("--health-interval takes seconds between 0 and 86400, --health-budget-ms 1 to 600000")
+            }
             guard maxConnections > 0 else { throw ValidationError("--max-connections must be at least 1") }
             guard pluginThreads > 0, threadsPerPlugin > 0, pluginQueue >= 0 else {
                 throw ValidationError("--plugin-threads and --threads-per-plugin must be at least 1, --plugin-queue at least 0")
@@ -84,9 +98,11 @@ extension KeelCommand {
                 let lock = try ServerLock(stateFile: options.localStateFile, info: "starting")
                 try Self.requirePortFree(host: host, port: port)
                 let signals = SecondSignalExit()
-                let kernel = try options.makeKernel(logAlways: true) { configuration in
+                if logFormat == .json { StructuredLog.bootstrap(.json) }
+                let kernel = try options.makeKernel(logAlways: true, logFormat: logFormat) { configuration in
                     configuration.limits = RegistrationLimits(routes: maxRoutes, menus: maxMenus, hooks: maxHooks)
                     configuration.budgets.hook = Double(hookBudget) / 1000
+                    configuration.budgets.handler = Double(handlerBudget) / 1000
                     configuration.recordsCrashes = true
                     configuration.lazyIdleTimeout = lazyIdleTimeout
                 }
@@ -130,6 +146,8 @@ extension KeelCommand {
         }
     }
 }
+
+extension LogFormat: ExpressibleByArgument {}
 
 extension KeelCommand.Serve {
     static func portInUse(host: String, port: Int) -> CLIError {

@@ -25,6 +25,9 @@
  *   CTOR_MODE                       a constructor that 1: raises SIGSEGV, 2: calls _exit(7), 3: never returns
  *   CRASH_IN_HOST                   activate raises SIGSEGV unless KEEL_PROBE is set (passes the probe, then takes
  *                                   the host down)
+ *   HANDLER_LOGS                    the handler logs "handling <route path>" (warning) through host->log
+ *   HEALTH_MODE                     offer "keel.health/1": 1 healthy, 2 unhealthy ("database unreachable"),
+ *                                   3 sleeps HEALTH_SLOW_MS (default 3000) then healthy
  */
 #define _POSIX_C_SOURCE 200809L
 #include <keel/keel.h>
@@ -98,6 +101,11 @@ static keel_status ping(void *user_data, const keel_http_request *req, keel_http
     the_host->set_error(NULL, keel_cstr("failed without a ctx"));
     return KEEL_ERR_INTERNAL;
 #else
+#ifdef HANDLER_LOGS
+    char line[300];
+    int len = snprintf(line, sizeof line, "handling %.*s", (int)req->route_path.len, req->route_path.ptr);
+    the_host->log(the_ctx, KEEL_LOG_WARN, (keel_str){ line, len > 0 && (size_t)len < sizeof line ? (size_t)len : 0 });
+#endif
 #ifdef SLOW_MS
     struct timespec ts = { SLOW_MS / 1000, (SLOW_MS % 1000) * 1000000L };
     nanosleep(&ts, NULL);
@@ -240,9 +248,36 @@ static keel_status activate(const keel_host *host, keel_ctx *ctx) {
     return KEEL_OK;
 }
 
+#ifdef HEALTH_MODE
+#ifndef HEALTH_SLOW_MS
+#define HEALTH_SLOW_MS 3000
+#endif
+static keel_status health_check(keel_ctx *ctx) {
+#if HEALTH_MODE == 2
+    the_host->set_error(ctx, keel_cstr("database unreachable"));
+    return KEEL_ERR_UNAVAILABLE;
+#else
+    (void)ctx;
+#if HEALTH_MODE == 3
+    struct timespec ts = { HEALTH_SLOW_MS / 1000, (HEALTH_SLOW_MS % 1000) * 1000000L };
+    nanosleep(&ts, NULL);
+#endif
+    return KEEL_OK;
+#endif
+}
+static const keel_health_v1 health = { sizeof health, health_check };
+static const void *get_extension(keel_str id) {
+    return id.len == sizeof KEEL_EXTENSION_HEALTH - 1 && memcmp(id.ptr, KEEL_EXTENSION_HEALTH, id.len) == 0 ? &health : NULL;
+}
+#define FIXTURE_EXTENSIONS get_extension
+#else
+#define FIXTURE_EXTENSIONS NULL
+#endif
+
 #ifndef NO_ENTRY
 static const keel_plugin descriptor = {
-    STRUCT_SIZE, { ABI_MAJOR, ABI_MINOR, 0 }, KEEL_STR(PLUGIN_ID), KEEL_STR(PLUGIN_VERSION), FIXTURE_FLAGS, activate, NULL, NULL,
+    STRUCT_SIZE, { ABI_MAJOR, ABI_MINOR, 0 }, KEEL_STR(PLUGIN_ID), KEEL_STR(PLUGIN_VERSION), FIXTURE_FLAGS, activate, NULL,
+    FIXTURE_EXTENSIONS,
 };
 #ifdef ENTRY_RETURNS_NULL
 KEEL_EXPORT const keel_plugin *keel_plugin_entry(void);

@@ -1,0 +1,186 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import Keel
+import NIOPosix
+import Synchronization
+
+/// Calls the plugins' health checks ("keel.health/1", keel/health.h) every `interval`, each under `budget`, and
+/// keeps the last result of each plugin for `GET /api/v1/plugins/<id>/health` and `/metrics`.
+///
+/// Never on Swift's cooperative pool and never blocking the server: each check runs on a thread of the plugin pool
+/// (`PluginLanes.pool`), and the round waits for it at most `budget`. A check still running then is reported
+/// unhealthy ("did not return within ...") and counted as an overrun; it is not waited for, and the plugin's next
+/// check is skipped (reported the same way) until it returns, so a hung check holds at most one thread. The results
+/// are the operator's only: nothing is disabled or rerouted because of them. Thread-safe.
+final class HealthMonitor: Sendable {
+    /// The last result of one plugin's check.
+    struct Result: Sendable, Encodable {
+        var healthy: Bool
+        /// Why not, when not: the plugin's message (set_error), or the host's reason (overrun, still running).
+        var message: String?
+        /// When the check was started, ISO 8601 UTC.
+        var at: String
+        /// How long it took; for an overrun, the budget.
+        var milliseconds: Double
+        var generation: Int
+        /// Checks of this plugin that ran over the budget, since the server started.
+        var overruns: Int
+
+        func encode(to encoder: any Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(healthy, forKey: .healthy); try c.encode(message, forKey: .message); try c.encode(at, forKey: .at)
+            try c.encode(milliseconds, forKey: .milliseconds); try c.encode(generation, forKey: .generation)
+            try c.encode(overruns, forKey: .overruns)
+        }
+        enum CodingKeys: String, CodingKey { case healthy, message, at, milliseconds, generation, overruns }
+    }
+
+    let interval: Duration
+    let budget: Duration
+    private let pool: NIOThreadPool
+    private let metrics: ServerMetrics?
+    private let log: @Sendable (LogRecord) -> Void
+    private struct State {
+        var checks: [String: (generation: Int, check: HealthCheck?)] = [:]
+        var results: [String: Result] = [:]
+        var overruns: [String: Int] = [:]
+    }
+    private let state = Mutex(State())
+    private static let timestamp = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+
+    init(interval: Duration, budget: Duration, pool: NIOThreadPool, metrics: ServerMetrics?, log: @escaping @Sendable (LogRecord) -> Void) {
+        self.interval = interval
+        self.budget = budget
+        self.pool = pool
+        self.metrics = metrics
+        self.log = log
+    }
+
+    /// The last result of `id`'s check; nil when it has none (no check, not active, or not run yet).
+    func result(_ id: String) -> Result? { state.withLock { $0.results[id] } }
+
+    /// Checks every `interval`, the first round at once, until the task is cancelled.
+    func run(_ kernel: Kernel) async {
+        while !Task.isCancelled {
+            await round(kernel)
+            try? await Task.sleep(for: interval)
+        }
+    }
+
+    /// One round: every active plugin's check, one after another (so at most one check thread is added per round
+    /// and per plugin). Results of plugins no longer active are dropped.
+    func round(_ kernel: Kernel) async {
+        let known = state.withLock { $0.checks.mapValues(\.generation) }
+        let (active, fresh) = await kernel.healthChecks(known: known)
+        let checks = state.withLock { s -> [(String, Int, HealthCheck)] in
+            for (id, check) in fresh { s.checks[id] = (active[id] ?? 0, check) }
+            for id in s.checks.keys where active[id] == nil {
+                s.checks[id] = nil
+                s.results[id] = nil
+            }
+            return s.checks.compactMap { id, c in c.check.map { (id, c.generation, $0) } }.sorted { $0.0 < $1.0 }
+        }
+        for (id, generation, check) in checks where !Task.isCancelled {
+            await checkOne(id, generation: generation, check)
+        }
+    }
+
+    private func checkOne(_ id: String, generation: Int, _ check: HealthCheck) async {
+        let at = Self.timestamp.format(Date()), started = ContinuousClock.now
+        let outcome: HealthCheck.Outcome?
+        if check.isRunning {
+            outcome = .busy
+        } else {
+            outcome = await withBudget { check.run() }
+        }
+        let elapsed = ContinuousClock.now - started
+        var result = Result(healthy: false, message: nil, at: at, milliseconds: Self.milliseconds(elapsed),
+                            generation: generation, overruns: 0)
+        switch outcome {
+        case .healthy: result.healthy = true
+        case let .unhealthy(message): result.message = message
+        case .inactive: return
+        case .busy, nil:
+            result.message = outcome == nil ? "the check did not return within \(Self.milliseconds(budget)) ms"
+                : "the previous check has not returned yet"
+            result.milliseconds = Self.milliseconds(budget)
+        }
+        let overrun = outcome == nil || outcome == .busy
+        result.overruns = state.withLock { s in
+            if overrun { s.overruns[id, default: 0] += 1 }
+            let previous = s.results[id]
+            s.results[id] = result
+            // Logged when it changes (and for every overrun), not at every round.
+            if overrun || previous?.healthy != result.healthy {
+                log(LogRecord(level: result.healthy ? .info : .warn, pluginID: id,
+                              message: result.healthy ? "health check: healthy" : "health check: unhealthy: \(result.message ?? "")",
+                              generation: generation))
+            }
+            s.results[id]?.overruns = s.overruns[id] ?? 0
+            return s.overruns[id] ?? 0
+        }
+        metrics?.healthChecked(plugin: id, healthy: result.healthy, overrun: overrun)
+    }
+
+    /// Runs `body` on a pool thread; its outcome, or nil when `budget` passed first (the body goes on, unwaited).
+    private func withBudget(_ body: @escaping @Sendable () -> HealthCheck.Outcome) async -> HealthCheck.Outcome? {
+        let once = Once()
+        let timer = Task { [budget] in
+            try? await Task.sleep(for: budget)
+            once.resume(nil)
+        }
+        defer { timer.cancel() }
+        return await withCheckedContinuation { (continuation: CheckedContinuation<HealthCheck.Outcome?, Never>) in
+            once.set(continuation)
+            pool.submit { state in
+                guard case .active = state else { return once.resume(.inactive) }
+                once.resume(body())
+            }
+        }
+    }
+
+    static func milliseconds(_ d: Duration) -> Double {
+        let c = d.components
+        return ((Double(c.seconds) * 1000 + Double(c.attoseconds) / 1e15) * 1000).rounded() / 1000
+    }
+
+    /// A continuation resumed by whichever comes first: the check or the timer; later resumes are dropped.
+    private final class Once: Sendable {
+        private enum Slot {
+            case empty
+            case waiting(CheckedContinuation<HealthCheck.Outcome?, Never>)
+            case early(HealthCheck.Outcome?)
+            case finished
+        }
+        private let slot = Mutex<Slot>(.empty)
+
+        func set(_ continuation: CheckedContinuation<HealthCheck.Outcome?, Never>) {
+            let early = slot.withLock { s -> HealthCheck.Outcome?? in
+                if case let .early(value) = s {
+                    s = .finished
+                    return .some(value)
+                }
+                s = .waiting(continuation)
+                return nil
+            }
+            if let early { continuation.resume(returning: early) }
+        }
+
+        func resume(_ value: HealthCheck.Outcome?) {
+            let waiting = slot.withLock { s -> CheckedContinuation<HealthCheck.Outcome?, Never>? in
+                switch s {
+                case let .waiting(c):
+                    s = .finished
+                    return c
+                case .empty:
+                    s = .early(value)
+                    return nil
+                case .early, .finished:
+                    return nil
+                }
+            }
+            waiting?.resume(returning: value)
+        }
+    }
+}

@@ -1,0 +1,132 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import Testing
+
+/// The structured log (KeelHTTP/StructuredLog.swift), plugin health checks (keel/health.h, KeelHTTP/HealthMonitor.swift)
+/// and the metrics they add, against a real `keel serve`.
+@Suite("observability", .serialized)
+struct ObservabilityTests {
+    static let keel = TestEnvironment.binPath + "/keel"
+
+    /// The JSON objects among `text`'s lines that satisfy `where`.
+    static func jsonLines(_ text: String, where match: ([String: Any]) -> Bool = { _ in true }) -> [[String: Any]] {
+        text.split(separator: "\n").compactMap { line in
+            try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+        }.filter(match)
+    }
+
+    /// Polls `body` until it returns a value or 20 s pass.
+    static func eventually<T>(_ body: () async throws -> T?) async throws -> T? {
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline {
+            if let value = try await body() { return value }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        return nil
+    }
+
+    @Test("--log-format json: one JSON object per stderr line; a handler's host->log line carries plugin, generation and the request's id")
+    func jsonLog() async throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("chatty", defines: ["HANDLER_LOGS"], capabilities: ["routes"])
+        let at = ["--plugins", f.plugins, "--state", f.state]
+        #expect(try TestEnvironment.run(Self.keel, ["plugins", "enable", "chatty"] + at).status == 0)
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch", "--log-format", "json"])
+        defer { server.stop() }
+
+        let given = try await server.request("GET", "/ext/chatty/ping", headers: ["X-Request-Id": "trace-4711.a"])
+        #expect(given.status == 200 && given.headers["x-request-id"] == "trace-4711.a", "\(given.headers)")
+        // An id that could forge log fields (a quote, a newline) or is too long is replaced by one of the server's.
+        let hostile = try await server.request("GET", "/ext/chatty/ping", headers: ["X-Request-Id": #"x","level":"error"#])
+        let made = try #require(hostile.headers["x-request-id"])
+        #expect(hostile.status == 200 && !made.contains("\"") && !made.isEmpty, "\(made)")
+
+        let handled = try await Self.eventually { () -> [[String: Any]]? in
+            let lines = Self.jsonLines(server.errors.value) { ($0["message"] as? String) == "handling /ping" }
+            return lines.count == 2 ? lines : nil
+        }
+        let lines = try #require(handled, "stderr: \(server.errors.value)")
+        for line in lines {
+            #expect(line["plugin"] as? String == "chatty" && line["level"] as? String == "warning", "\(line)")
+            #expect((line["generation"] as? Int ?? 0) >= 1 && line["ts"] is String && line["label"] as? String == "keel", "\(line)")
+        }
+        #expect(lines.map { $0["request_id"] as? String } == ["trace-4711.a", made], "\(lines)")
+        // Every line the server wrote to stderr is JSON.
+        let stderr = server.errors.value.split(separator: "\n")
+        #expect(!stderr.isEmpty && stderr.allSatisfy { (try? JSONSerialization.jsonObject(with: Data($0.utf8))) is [String: Any] },
+                "\(server.errors.value)")
+    }
+
+    @Test("a plugin's keel.health/1 check runs on a schedule under a budget: healthy, unhealthy with its reason, a slow one as an overrun that does not block the server")
+    func healthChecks() async throws {
+        let f = KernelFixture()
+        try TestEnvironment.stageExamples(into: f.plugins)
+        try f.fixtureBundle("fine", defines: ["HEALTH_MODE=1"], capabilities: ["routes"])
+        try f.fixtureBundle("sick", defines: ["HEALTH_MODE=2"], capabilities: ["routes"])
+        try f.fixtureBundle("stuck", defines: ["HEALTH_MODE=3", "HEALTH_SLOW_MS=2500"], capabilities: ["routes"])
+        let at = ["--plugins", f.plugins, "--state", f.state]
+        try TestEnvironment.grantSensitive("hello", plugins: f.plugins, state: f.state)
+        for id in ["fine", "sick", "stuck", "hello"] { #expect(try TestEnvironment.run(Self.keel, ["plugins", "enable", id] + at).status == 0) }
+        let server = try ServerProcess(plugins: f.plugins, state: f.state,
+                                       extraArguments: ["--no-watch", "--health-interval", "0.5", "--health-budget-ms", "700"])
+        defer { server.stop() }
+
+        func check(_ id: String) async throws -> [String: Any]? {
+            let health = try await server.request("GET", "/api/v1/plugins/\(id)/health", admin: true).json as? [String: Any]
+            return health?["check"] as? [String: Any]
+        }
+        let fine = try #require(try await Self.eventually { try await check("fine") })
+        #expect(fine["healthy"] as? Bool == true && fine["message"] is NSNull && (fine["generation"] as? Int ?? 0) >= 1, "\(fine)")
+        let sick = try #require(try await Self.eventually { try await check("sick") })
+        #expect(sick["healthy"] as? Bool == false && sick["message"] as? String == "database unreachable", "\(sick)")
+        let stuck = try #require(try await Self.eventually { try await check("stuck") })
+        #expect(stuck["healthy"] as? Bool == false && (stuck["overruns"] as? Int ?? 0) >= 1, "\(stuck)")
+        #expect((stuck["message"] as? String)?.contains("did not return within 700") == true, "\(stuck)")
+        // While the slow check holds its thread, the server answers.
+        #expect(try await server.request("GET", "/healthz").status == 200)
+        #expect(try await server.request("GET", "/ext/stuck/ping").status == 200)
+        let hello = try #require(try await server.request("GET", "/api/v1/plugins/hello/health", admin: true).json as? [String: Any])
+        #expect(hello["check"] is NSNull, "\(hello)")
+
+        let metrics = try await server.request("GET", "/metrics", admin: true).text
+        #expect(MetricsTests.sample(metrics, "keel_plugin_healthy", ["plugin": "fine"]) == 1, "\(metrics)")
+        #expect(MetricsTests.sample(metrics, "keel_plugin_healthy", ["plugin": "sick"]) == 0)
+        #expect((MetricsTests.sample(metrics, "keel_plugin_health_checks_total", ["plugin": "stuck", "outcome": "overrun"]) ?? 0) >= 1)
+        #expect((MetricsTests.sample(metrics, "keel_plugin_health_checks_total", ["plugin": "sick", "outcome": "unhealthy"]) ?? 0) >= 1)
+
+        let env = ["KEEL_ADMIN_TOKEN": ServerProcess.token]
+        let good = try TestEnvironment.run(Self.keel, ["plugins", "health", "fine"] + at, environment: env)
+        #expect(good.status == 0 && good.stdout.contains("check: healthy"), "\(good.stdout) \(good.stderr)")
+        let bad = try TestEnvironment.run(Self.keel, ["plugins", "health", "sick"] + at, environment: env)
+        #expect(bad.status == 1 && bad.stdout.contains("check: unhealthy: database unreachable"), "\(bad.stdout) \(bad.stderr)")
+        let none = try TestEnvironment.run(Self.keel, ["plugins", "health", "hello"] + at, environment: env)
+        #expect(none.status == 0 && none.stdout.contains("check: none"), "\(none.stdout) \(none.stderr)")
+    }
+
+    @Test("/metrics: a handler over its budget counts as an overrun on its route; state store commits are timed")
+    func overrunsAndCommits() async throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("slowpoke", defines: ["SLOW_MS=300"], capabilities: ["routes"])
+        try f.fixtureBundle("quick", capabilities: ["routes"])
+        let at = ["--plugins", f.plugins, "--state", f.state]
+        #expect(try TestEnvironment.run(Self.keel, ["plugins", "enable", "slowpoke"] + at).status == 0)
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch", "--handler-budget-ms", "100"])
+        defer { server.stop() }
+
+        let before = try await server.request("GET", "/metrics", admin: true).text
+        let commitsBefore = MetricsTests.sample(before, "keel_state_commit_duration_seconds_count") ?? 0
+        for _ in 0..<2 { #expect(try await server.request("GET", "/ext/slowpoke/ping").status == 200) }
+        #expect(try await server.request("POST", "/api/v1/plugins/quick/enable", admin: true).status == 200)
+        #expect(try await server.request("GET", "/ext/quick/ping").status == 200)
+
+        let text = try await server.request("GET", "/metrics", admin: true).text
+        #expect(MetricsTests.sample(text, "keel_handler_budget_overruns_total", ["plugin": "slowpoke", "method": "GET", "route": "/ping"]) == 2, "\(text)")
+        #expect(MetricsTests.sample(text, "keel_handler_budget_overruns_total", ["plugin": "quick", "method": "GET", "route": "/ping"]) == 0)
+        // Enabling wrote the plugin's state (and its load record): at least one more commit, each timed.
+        let commits = try #require(MetricsTests.sample(text, "keel_state_commit_duration_seconds_count"), "\(text)")
+        #expect(commits > commitsBefore, "\(commitsBefore) → \(commits)")
+        #expect((MetricsTests.sample(text, "keel_state_commit_duration_seconds_sum") ?? -1) >= 0)
+        #expect(text.contains("keel_state_commit_duration_seconds_bucket{le=\"0.005\"}"), "\(text)")
+    }
+}
