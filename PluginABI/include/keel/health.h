@@ -21,6 +21,7 @@
  */
 #pragma once
 
+#include "status.h"
 #include "types.h"
 
 KEEL_EXTERN_C_BEGIN
