@@ -232,6 +232,22 @@ struct BrowserTests {
         #expect(r.stdout.contains("4 passed, 0 failed"), "\(r.stdout)")
     }
 
+    @Test("a plugin page shows the plugin's log live: a line it logs while the page is open appears without a reload",
+          .enabled(if: BrowserTests.available, "needs chromium, chromedriver and python3 selenium (CI installs them)"))
+    func pluginLogLive() throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("chatty", defines: ["HANDLER_LOGS"], capabilities: ["routes"])
+        let keel = TestEnvironment.binPath + "/keel"
+        #expect(try TestEnvironment.run(keel, ["plugins", "enable", "chatty", "--plugins", f.plugins, "--state", f.state]).status == 0)
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch"])
+        defer { server.stop() }
+        let script = TestEnvironment.repository.path + "/Tests/Browser/logs_test.py"
+        let r = try TestEnvironment.run("/usr/bin/env", ["python3", script, "--url", server.base, "--token", ServerProcess.token,
+                                                         "--plugin", "chatty", "--path", "/ext/chatty/ping", "--expect", "handling /ping"])
+        #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
+        #expect(r.stdout.contains("4 passed, 0 failed"), "\(r.stdout)")
+    }
+
     @Test("the Commands section: a labelled form per signature runs the command; results unrounded, the server's errors shown",
           .enabled(if: BrowserTests.available, "needs chromium, chromedriver and python3 selenium (CI installs them)"))
     func commandsSection() throws {

@@ -1,6 +1,7 @@
 'use strict';
 // A page per plugin (#/plugin/<id>): what it is, its state per tenant, its signature, its grants with grant and
-// revoke, its configuration form (console-config.js), its load history, its commands and services. A refresh
+// revoke, its configuration form (console-config.js), its load history, its commands and services, and its log, live
+// (new lines fetched every second while the page is open). A refresh
 // redraws every part but the configuration form, so that a live update never wipes what the operator is typing.
 
 // The parts of the open plugin page, made once per plugin: { id, head, facts, tenants, grants, config, history, ... }.
@@ -27,6 +28,7 @@ function facts(pairs) {
 
 function leavePlugin() {
   if (!pluginParts) return;
+  clearTimeout(pluginParts.logTimer);
   pluginParts = null;
   document.getElementById('plugin-body').replaceChildren();
 }
@@ -39,6 +41,7 @@ defineView('plugin', { section: 'plugin', title: 'Plugin', nav: false, leave: le
   if (!pluginParts || pluginParts.id !== id) {
     pluginParts = { id, head: el('div', { className: 'plugin-head' }), message: el('p', { className: 'error', role: 'alert' }) };
     for (const key of ['about', 'tenants', 'grants', 'history', 'commands', 'services']) pluginParts[key] = el('div');
+    pluginParts.log = el('ol', { className: 'plugin-log', 'aria-live': 'polite' });
     pluginParts.config = configForm(id);
     body.dataset.plugin = id;
     body.replaceChildren(pluginParts.head, pluginParts.message,
@@ -51,7 +54,9 @@ defineView('plugin', { section: 'plugin', title: 'Plugin', nav: false, leave: le
         panel('config', 'Configuration', pluginParts.config.node)),
       panel('history', 'Load history', pluginParts.history),
       panel('commands', 'Commands', pluginParts.commands),
-      panel('services', 'Services', pluginParts.services));
+      panel('services', 'Services', pluginParts.services),
+      panel('log', 'Log', pluginParts.log));
+    followPluginLog(pluginParts);
   }
   document.getElementById('plugin-title').textContent = p.name + ' (' + p.id + ')';
   document.title = p.name + ' · Keel console';
@@ -64,6 +69,27 @@ defineView('plugin', { section: 'plugin', title: 'Plugin', nav: false, leave: le
   drawPluginServices(p);
   await pluginParts.config.refresh();
 } });
+
+// The plugin's log, live: what it and the host logged about it (GET .../logs?after=SEQ), new lines every second
+// while its page is open; the newest 200 stay on the page. Lines are text, never markup.
+function followPluginLog(parts) {
+  let after = 0;
+  const poll = async () => {
+    if (pluginParts !== parts) return;
+    try {
+      const r = await api('/api/v1/plugins/' + encodeURIComponent(parts.id) + '/logs?after=' + after);
+      for (const l of r.lines) {
+        parts.log.append(el('li', { className: 'log-' + l.level, textContent: l.at + '  ' + l.level + '  ' + l.message }));
+        after = l.seq;
+      }
+      while (parts.log.children.length > 200) parts.log.firstChild.remove();
+    } catch (_) {
+      // the next poll tries again
+    }
+    if (pluginParts === parts) parts.logTimer = setTimeout(poll, 1000);
+  };
+  poll();
+}
 
 // A change on this page: its error is shown on the page, with the API's code; then a fresh view.
 async function pluginAction(what, path, options) {
