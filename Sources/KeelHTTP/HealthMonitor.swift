@@ -107,18 +107,17 @@ final class HealthMonitor: Sendable {
             result.milliseconds = Self.milliseconds(budget)
         }
         let overrun = outcome == nil || outcome == .busy
-        result.overruns = state.withLock { s in
+        let changed = state.withLock { s -> Bool in
             if overrun { s.overruns[id, default: 0] += 1 }
-            let previous = s.results[id]
-            s.results[id] = result
-            // Logged when it changes (and for every overrun), not at every round.
-            if overrun || previous?.healthy != result.healthy {
-                log(LogRecord(level: result.healthy ? .info : .warn, pluginID: id,
-                              message: result.healthy ? "health check: healthy" : "health check: unhealthy: \(result.message ?? "")",
-                              generation: generation))
-            }
-            s.results[id]?.overruns = s.overruns[id] ?? 0
-            return s.overruns[id] ?? 0
+            result.overruns = s.overruns[id] ?? 0
+            defer { s.results[id] = result }
+            return s.results[id]?.healthy != result.healthy
+        }
+        // Logged when the answer changes, and at every overrun; not at every round.
+        if changed || overrun {
+            log(LogRecord(level: result.healthy ? .info : .warn, pluginID: id,
+                          message: result.healthy ? "health check: healthy" : "health check: unhealthy: \(result.message ?? "")",
+                          generation: generation))
         }
         metrics?.healthChecked(plugin: id, healthy: result.healthy, overrun: overrun)
     }

@@ -90,15 +90,20 @@ public struct KeelLogHandler: LogHandler {
 
     /// One JSON object: ts, level, label, message, then the metadata (generation as a number when it is one).
     func json(_ event: LogEvent, _ metadata: Logger.Metadata) -> String {
+        Self.jsonLine(level: "\(event.level)", label: label, message: "\(event.message)",
+                      metadata: metadata.sorted { $0.key < $1.key }.map { ($0.key, "\($0.value)") })
+    }
+
+    /// The JSON line for one message (without its newline): `{"ts":...,"level":...,"label":...,"message":...,
+    /// <metadata>}`. Every string is escaped, so no message or metadata value can end the line or add a field.
+    public static func jsonLine(level: String, label: String, message: String, metadata: [(String, String)]) -> String {
         var fields: [(String, String)] = [
-            ("ts", Self.quoted(Self.timestamp.format(Date()))), ("level", Self.quoted("\(event.level)")),
-            ("label", Self.quoted(label)), ("message", Self.quoted("\(event.message)")),
+            ("ts", quoted(timestamp.format(Date()))), ("level", quoted(level)), ("label", quoted(label)), ("message", quoted(message)),
         ]
-        for (key, value) in metadata.sorted(by: { $0.key < $1.key }) {
-            let text = "\(value)"
-            fields.append((key, key == "generation" && Int(text) != nil ? text : Self.quoted(text)))
+        for (key, value) in metadata {
+            fields.append((key, key == "generation" && Int(value) != nil ? value : quoted(value)))
         }
-        return "{" + fields.map { Self.quoted($0.0) + ":" + $0.1 }.joined(separator: ",") + "}"
+        return "{" + fields.map { quoted($0.0) + ":" + $0.1 }.joined(separator: ",") + "}"
     }
 
     /// `text` as a JSON string: quotes, backslashes and control characters escaped, so a message can never break

@@ -1,6 +1,7 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
 import Foundation
+import KeelHTTP
 import Testing
 
 /// The structured log (KeelHTTP/StructuredLog.swift), plugin health checks (keel/health.h, KeelHTTP/HealthMonitor.swift)
@@ -56,6 +57,17 @@ struct ObservabilityTests {
         let stderr = server.errors.value.split(separator: "\n")
         #expect(!stderr.isEmpty && stderr.allSatisfy { (try? JSONSerialization.jsonObject(with: Data($0.utf8))) is [String: Any] },
                 "\(server.errors.value)")
+    }
+
+    @Test("a JSON log line escapes quotes, backslashes and control characters: no message or metadata value can end the line or add a field")
+    func jsonEscaping() throws {
+        let message = "a\"b\nc\u{1}\\ \u{2028}"
+        let line = KeelLogHandler.jsonLine(level: "warning", label: "keel", message: message,
+                                           metadata: [("generation", "3"), ("plugin", #"x","level":"error"#)])
+        #expect(!line.contains("\n") && !line.contains("\u{2028}"), "\(line)")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], "\(line)")
+        #expect(object["message"] as? String == message && object["level"] as? String == "warning", "\(object)")
+        #expect(object["plugin"] as? String == #"x","level":"error"# && object["generation"] as? Int == 3, "\(object)")
     }
 
     @Test("a plugin's keel.health/1 check runs on a schedule under a budget: healthy, unhealthy with its reason, a slow one as an overrun that does not block the server")
