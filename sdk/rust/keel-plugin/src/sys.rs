@@ -1,6 +1,6 @@
 //! The raw Keel plugin ABI 1.1: every public struct, function pointer and constant of the C headers
 //! (keel/types.h, version.h, status.h, host.h, entry.h, identity.h, http.h, menu.h, auth.h, config.h,
-//! services.h, commands.h), declared with `#[repr(C)]` in the headers' field order. `tests/layout.rs` compiles a C
+//! services.h, commands.h, health.h), declared with `#[repr(C)]` in the headers' field order. `tests/layout.rs` compiles a C
 //! program against the headers and compares every size, offset and constant, so these cannot drift.
 //!
 //! Structs the host hands over may be longer than declared here (structs only grow at their end): never copy one by
@@ -392,4 +392,15 @@ pub struct KeelHostCommands {
             out_len: *mut usize,
         ) -> KeelStatus,
     >,
+}
+
+// ---- health.h ----
+pub const KEEL_EXTENSION_HEALTH: &str = "keel.health/1";
+
+/// The plugin's half of "keel.health/1", returned from the descriptor's get_extension: `check` returns KEEL_OK for
+/// healthy, else an error explained with set_error; the host calls it on a schedule, under a budget.
+#[repr(C)]
+pub struct KeelHealthV1 {
+    pub struct_size: u32,
+    pub check: Option<unsafe extern "C" fn(ctx: *mut KeelCtx) -> KeelStatus>,
 }

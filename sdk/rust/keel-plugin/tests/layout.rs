@@ -104,6 +104,7 @@ fn declarations_match_the_headers() {
         KeelBytes = "keel_bytes" { ptr, len }
         KeelOutput = "keel_output" { struct_size, host_data, write }
         KeelHostCommands = "keel_host_commands" { struct_size, call }
+        KeelHealthV1 = "keel_health_v1" { struct_size, check }
     };
     let (c_constants, rust_constants) = constants! {
         ints {
@@ -116,7 +117,7 @@ fn declarations_match_the_headers() {
         }
         strs {
             KEEL_ENTRY_SYMBOL, KEEL_SERVICE_HTTP, KEEL_SERVICE_MENU, KEEL_SERVICE_AUTH, KEEL_SERVICE_CONFIG,
-            KEEL_SERVICE_SERVICES, KEEL_SERVICE_COMMANDS
+            KEEL_SERVICE_SERVICES, KEEL_SERVICE_COMMANDS, KEEL_EXTENSION_HEALTH
         }
     };
     let Some(flags) = include_flags() else {
