@@ -81,20 +81,23 @@ struct ObservabilityTests {
         try TestEnvironment.grantSensitive("hello", plugins: f.plugins, state: f.state)
         for id in ["fine", "sick", "stuck", "hello"] { #expect(try TestEnvironment.run(Self.keel, ["plugins", "enable", id] + at).status == 0) }
         let server = try ServerProcess(plugins: f.plugins, state: f.state,
-                                       extraArguments: ["--no-watch", "--health-interval", "0.5", "--health-budget-ms", "700"])
+                                       extraArguments: ["--no-watch", "--health-interval", "0.5", "--health-budget-ms", "1000"])
         defer { server.stop() }
 
         func check(_ id: String) async throws -> [String: Any]? {
             let health = try await server.request("GET", "/api/v1/plugins/\(id)/health", admin: true).json as? [String: Any]
             return health?["check"] as? [String: Any]
         }
-        let fine = try #require(try await Self.eventually { try await check("fine") })
+        // Each waits for the answer it expects (a busy machine may make a round late, never the answer different).
+        let fine = try #require(try await Self.eventually { try await check("fine").flatMap { $0["healthy"] as? Bool == true ? $0 : nil } })
         #expect(fine["healthy"] as? Bool == true && fine["message"] is NSNull && (fine["generation"] as? Int ?? 0) >= 1, "\(fine)")
-        let sick = try #require(try await Self.eventually { try await check("sick") })
+        let sick = try #require(try await Self.eventually { try await check("sick").flatMap { $0["message"] as? String == "database unreachable" ? $0 : nil } })
         #expect(sick["healthy"] as? Bool == false && sick["message"] as? String == "database unreachable", "\(sick)")
-        let stuck = try #require(try await Self.eventually { try await check("stuck") })
+        let stuck = try #require(try await Self.eventually { try await check("stuck").flatMap { ($0["overruns"] as? Int ?? 0) >= 1 ? $0 : nil } })
         #expect(stuck["healthy"] as? Bool == false && (stuck["overruns"] as? Int ?? 0) >= 1, "\(stuck)")
-        #expect((stuck["message"] as? String)?.contains("did not return within 700") == true, "\(stuck)")
+        // The round that found it over its budget, or a later one that found it still running.
+        let reason = stuck["message"] as? String ?? ""
+        #expect(reason.contains("did not return within 1000") || reason.contains("has not returned yet"), "\(stuck)")
         // While the slow check holds its thread, the server answers.
         #expect(try await server.request("GET", "/healthz").status == 200)
         #expect(try await server.request("GET", "/ext/stuck/ping").status == 200)
