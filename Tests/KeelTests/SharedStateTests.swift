@@ -123,5 +123,110 @@ extension PostgresBackedTests {
             let p50 = sorted[sorted.count / 2], p99 = sorted[min(sorted.count - 1, Int(Double(sorted.count) * 0.99))]
             print(String(format: "SharedStateTests: convergence over %d host changes: p50 %.0f ms, p99 %.0f ms", sorted.count, p50 * 1000, p99 * 1000))
         }
+
+        /// Before, a host that lacked the bundle of a plugin enabled on the shared state left it alone, silently: the
+        /// operator saw it enabled, and the host did not serve it.
+        @Test("a host lacking an enabled plugin installs it from the repository; one the repository lacks is that host's failure",
+              .enabled(if: StateEngine.postgresURL != nil, "KEEL_TEST_POSTGRES is not set: no multi-host run"))
+        func missingBundlesComeFromTheRepository() async throws {
+            let url = StateEngine.postgres.freshLocation()
+            let root = TestEnvironment.makeTemporaryDirectory("hostsrepo")
+            let cli = { (arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) in
+                try TestEnvironment.run(self.keel, arguments + ["--plugins", root + "/cli-plugins", "--state", url, "--host-dir", root + "/cli"])
+            }
+            // A repository with hello, signed by a key the shared state trusts; greeter is not in it.
+            try TestEnvironment.stageExamples(into: root + "/staging")
+            try TestEnvironment.stageExamples(into: root + "/cli-plugins")
+            try FileManager.default.createDirectory(atPath: root + "/repo", withIntermediateDirectories: true)
+            let key = try TestEnvironment.run(keel, ["trust", "keygen", root + "/acme.key"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            #expect(try TestEnvironment.run(keel, ["pack", root + "/staging/hello-c", "--out", root + "/repo", "--key", root + "/acme.key",
+                                                   "--signer", "acme"]).status == 0)
+            #expect(try TestEnvironment.run(keel, ["repo", "index", root + "/repo"]).status == 0)
+            for arguments in [["trust", "add", "acme", key], ["repo", "add", "main", root + "/repo"],
+                              ["plugins", "grant", "hello", "authenticate"], ["plugins", "grant", "greeter", "authorize"]] {
+                let r = try cli(arguments)
+                #expect(r.status == 0, "\(arguments): \(r.stderr)")
+            }
+            // Host a has both bundles; host b has none.
+            try TestEnvironment.stageExamples(into: root + "/plugins-a")
+            try FileManager.default.createDirectory(atPath: root + "/plugins-b", withIntermediateDirectories: true)
+            let a = try ServerProcess(plugins: root + "/plugins-a", state: url, extraArguments: ["--host-dir", root + "/host-a"])
+            let b = try ServerProcess(plugins: root + "/plugins-b", state: url, extraArguments: ["--host-dir", root + "/host-b"])
+            defer { a.stop(); b.stop() }
+
+            #expect(try await a.request("POST", "/api/v1/plugins/hello/enable", admin: true).status == 200)
+            var served = 0
+            for _ in 0..<200 where served != 200 {
+                served = (try? await b.request("GET", "/ext/hello/greet/ada").status) ?? 0
+                if served != 200 { try await Task.sleep(for: .milliseconds(50)) }
+            }
+            #expect(served == 200, "host b did not serve hello: \(b.errors.value)")
+            #expect(((try? FileManager.default.contentsOfDirectory(atPath: root + "/plugins-b")) ?? []).contains("hello"))
+
+            // greeter: host a runs it; host b records why it cannot, in its own row, and keeps serving hello.
+            #expect(try await a.request("POST", "/api/v1/plugins/greeter/enable", admin: true).status == 200)
+            func observed(_ host: ServerProcess, _ plugin: String) async throws -> [String: Any]? {
+                let rows = try await a.request("GET", "/api/v1/hosts", admin: true).json as? [[String: Any]] ?? []
+                let row = rows.first { $0["address"] as? String == host.base }
+                return (row?["observed"] as? [String: Any])?[plugin] as? [String: Any]
+            }
+            var failure: [String: Any]?
+            for _ in 0..<200 where failure?["status"] as? String != "install-failed" {
+                failure = try await observed(b, "greeter")
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            let reason = failure?["reason"] as? String ?? ""
+            #expect(failure?["status"] as? String == "install-failed", "\(String(describing: failure)) \(b.errors.value)")
+            #expect(reason.contains("greeter") && !reason.contains("\n"), "\(reason)")
+            let greeterOnA = try await observed(a, "greeter")
+            #expect(greeterOnA?["status"] as? String == "enabled" && (greeterOnA?["generation"] as? Int ?? 0) > 0, "\(String(describing: greeterOnA))")
+            #expect(try await b.request("GET", "/ext/hello/greet/ada").status == 200)
+            let listed = try cli(["hosts", "list"])
+            #expect(listed.stdout.contains("  greeter: install-failed: "), "\(listed.stdout)")
+        }
+
+        /// Before, `keel plugins disable` took the plugin down first and then failed to record it when PostgreSQL was
+        /// away: the plugin stopped serving on that host while the shared state still said enabled.
+        @Test("PostgreSQL going away: plugins keep serving, changes are refused naming the store, the host reconnects",
+              .enabled(if: StateEngine.postgresURL != nil, "KEEL_TEST_POSTGRES is not set: no PostgreSQL server to stop"))
+        func postgresGoesAway() async throws {
+            // A server of its own (Scripts/postgres-test-server.sh with its own record), so no other test loses its server.
+            let root = TestEnvironment.makeTemporaryDirectory("pgdown")
+            let server = "KEEL_PG_STATE='\(root)/server.path' /bin/bash '\(TestEnvironment.repository.path)/Scripts/postgres-test-server.sh'"
+            // system(3), not Process: Foundation's Process was seen never to reap a script whose child daemonises.
+            #expect(system("\(server) start > '\(root)/url' 2> '\(root)/start.log'") == 0)
+            defer { _ = system("\(server) stop") }
+            let url = try String(contentsOfFile: root + "/url", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+            try TestEnvironment.stageExamples(into: root + "/plugins")
+            let grant = try TestEnvironment.run(keel, ["plugins", "grant", "hello", "authenticate", "--plugins", root + "/plugins",
+                                                       "--state", url, "--host-dir", root + "/cli"])
+            #expect(grant.status == 0, "\(grant.stderr)")
+            let host = try ServerProcess(plugins: root + "/plugins", state: url, extraArguments: ["--host-dir", root + "/host"])
+            defer { host.stop() }
+            #expect(try await host.request("POST", "/api/v1/plugins/hello/enable", admin: true).status == 200)
+            #expect(try await host.request("GET", "/ext/hello/greet/ada").status == 200)
+
+            #expect(system("\(server) down") == 0)
+            #expect(try await host.request("GET", "/ext/hello/greet/ada").status == 200)
+            let refused = try await host.request("POST", "/api/v1/plugins/hello/disable", admin: true)
+            let message = ((refused.json as? [String: Any])?["error"] as? [String: Any])?["message"] as? String ?? ""
+            #expect(refused.status == 500 && message.contains(url) && !message.contains("\n"), "\(refused.status) \(refused.text)")
+            #expect(try await host.request("GET", "/ext/hello/greet/ada").status == 200)
+
+            #expect(system("\(server) up") == 0)
+            var answered = 0
+            for _ in 0..<200 where answered != 200 {
+                answered = (try? await host.request("POST", "/api/v1/plugins/hello/disable", admin: true).status) ?? 0
+                if answered != 200 { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            #expect(answered == 200, "the host did not reconnect: \(host.errors.value)")
+            #expect(try await host.request("GET", "/ext/hello/greet/ada").status == 404)
+            var rows: [[String: Any]] = []
+            for _ in 0..<50 where rows.count != 1 {
+                rows = try await host.request("GET", "/api/v1/hosts", admin: true).json as? [[String: Any]] ?? []
+                if rows.count != 1 { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            #expect(rows.count == 1, "the heartbeat did not resume")
+        }
     }
 }
