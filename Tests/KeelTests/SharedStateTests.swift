@@ -1,6 +1,8 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
 import Foundation
+import KeelState
+import KeelStatePostgres
 import Testing
 
 extension PostgresBackedTests {
@@ -34,7 +36,9 @@ extension PostgresBackedTests {
 
         /// Three hosts on one database: enabling or disabling through any host, or through the CLI against the
         /// database, reaches every host; a host killed with SIGKILL and a PostgreSQL restart leave them converging.
-        /// Convergence times (from the change's answer to each host showing it) are printed, not asserted.
+        /// Convergence times are printed, not asserted, two ways: as this test saw them (from the change's answer to
+        /// each host's /healthz showing it: this process's scheduling included, which the rest of the suite running
+        /// beside it delays), and as the hosts recorded them (from the change's commit to each host's own status row).
         @Test("three hosts converge on changes made through any host and the CLI, across a SIGKILL and a PostgreSQL restart",
               .enabled(if: StateEngine.postgresURL != nil, "KEEL_TEST_POSTGRES is not set: no multi-host run"))
         func threeHostsConverge() async throws {
@@ -52,10 +56,23 @@ extension PostgresBackedTests {
             }
             var hosts = try (0..<3).map(host)
             defer { for h in hosts { h.stop() } }
-            var samples: [Double] = []
+            var samples: [Double] = [], recorded: [Double] = []
+            let store = try PostgresStore.open(url)
+            let stamp = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
 
             /// Waits (up to 20 s) until every host in `servers` shows hello active (or not); records each host's time.
             func converge(_ servers: [ServerProcess], active: Bool, _ what: String) async throws {
+                defer {
+                    // The hosts' own record: the last enable/disable's commit to each host's status of hello.
+                    let change = (try? store.events(for: "hello"))?.last { $0.kind == "enable" || $0.kind == "disable" }
+                    let observed = (try? store.observations()) ?? [:]
+                    for server in servers {
+                        let id = "\(ProcessInfo.processInfo.hostName)-\(server.process.processIdentifier)"
+                        guard let change, let seen = observed[id]?["hello"], seen.status == (active ? "enabled" : "disabled"),
+                              let from = try? stamp.parse(change.at), let to = try? stamp.parse(seen.changedAt), to >= from else { continue }
+                        recorded.append(to.timeIntervalSince(from))
+                    }
+                }
                 let start = ContinuousClock.now
                 for server in servers {
                     var reached = false
@@ -119,9 +136,12 @@ extension PostgresBackedTests {
                 print("SharedStateTests: KEEL_TEST_POSTGRES is not the server of Scripts/postgres-test-server.sh; not restarting it")
             }
 
-            let sorted = samples.sorted()
-            let p50 = sorted[sorted.count / 2], p99 = sorted[min(sorted.count - 1, Int(Double(sorted.count) * 0.99))]
-            print(String(format: "SharedStateTests: convergence over %d host changes: p50 %.0f ms, p99 %.0f ms", sorted.count, p50 * 1000, p99 * 1000))
+            for (label, values) in [("as the test saw it", samples), ("as the hosts recorded it", recorded)] where !values.isEmpty {
+                let sorted = values.sorted()
+                let p50 = sorted[sorted.count / 2], p99 = sorted[min(sorted.count - 1, Int(Double(sorted.count) * 0.99))]
+                print(String(format: "SharedStateTests: convergence %@ over %d host changes: p50 %.0f ms, p99 %.0f ms",
+                             label, sorted.count, p50 * 1000, p99 * 1000))
+            }
         }
 
         /// Before, a host that lacked the bundle of a plugin enabled on the shared state left it alone, silently: the
