@@ -21,6 +21,7 @@ final class SharedStateLoop: Sendable {
     private let address = Mutex("")
     private let wake = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
     private let tasks = Mutex<[Task<Void, Never>]>([])
+    /// The safety net's period (25 ticks of the 200 ms loop).
     static let reconcileEvery: Duration = .seconds(5)
 
     /// Makes the kernel's store observe for this host: call it before the kernel loads anything.
@@ -41,12 +42,15 @@ final class SharedStateLoop: Sendable {
         }
         let apply = Task { [kernel, stream = wake.stream] in await kernel.followSharedState(stream) }
         let heartbeat = Task { [self] in
+            // Every 200 ms the listener is kept up (after PostgreSQL restarted, the host hears of changes again within
+            // that); every second the heartbeat; every `reconcileEvery` a pass in any case.
             var tick = 0
             while !Task.isCancelled {
-                await beat()
+                try? PostgresStore.listen(kernel.state)
+                if tick % 5 == 0 { await beat() }
                 tick += 1
-                if tick % 5 == 0 { continuation.yield() }
-                try? await Task.sleep(for: .seconds(1))
+                if tick % 25 == 0 { continuation.yield() }
+                try? await Task.sleep(for: .milliseconds(200))
             }
             continuation.finish()
         }
@@ -54,11 +58,10 @@ final class SharedStateLoop: Sendable {
         tasks.withLock { $0 = [apply, heartbeat] }
     }
 
-    /// One heartbeat: this host's row, and the change listener kept up (after PostgreSQL restarted, listening again
-    /// counts as a change, so the host reconciles).
+    /// One heartbeat: this host's row with what it runs. (The change listener is kept up beside it: after PostgreSQL
+    /// restarted, listening again counts as a change, so the host reconciles.)
     private func beat() async {
         let plugins = await kernel.runningGenerations()
-        try? PostgresStore.listen(kernel.state)
         try? kernel.state.heartbeat(.init(id: id, address: address.withLock { $0 }, version: Kernel.version,
                                           startedAt: startedAt, plugins: plugins))
     }
