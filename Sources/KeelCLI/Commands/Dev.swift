@@ -147,7 +147,7 @@ extension KeelCommand {
                 do {
                     try await server.run { port in
                         lock.update("http://\(host):\(port)")
-                        say("keel dev: serving on http://\(host):\(port) (in this process; state \(kernel.configuration.stateFile))")
+                        say("keel dev: serving on http://\(host):\(port) (in this process; state \(kernel.state.path))")
                     }
                     return nil as String?
                 } catch let error as IOError where error.errnoCode == EADDRINUSE {
