@@ -4,6 +4,8 @@
 #   Scripts/postgres-test-server.sh start   prints its URL (postgres://postgres@127.0.0.1:PORT/postgres)
 #   Scripts/postgres-test-server.sh stop    stops it and removes its folder
 #   Scripts/postgres-test-server.sh url     prints the URL of the running one
+#   Scripts/postgres-test-server.sh down    stops it, keeping its folder (for a test of PostgreSQL going away)
+#   Scripts/postgres-test-server.sh up      starts it again after `down`, on the same port and data
 # KEEL_PG_PORT=N picks the port (default: a free one). The folder is recorded in $KEEL_PG_STATE
 # (default /tmp/keel-postgres-test.path), so `stop` finds what `start` made.
 # Needs Debian's postgresql package (PostgreSQL 15); as root it runs the server as the postgres user, which
@@ -51,12 +53,21 @@ case "${1:-}" in
     read -r dir _ <"$record"
     as_postgres "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -m fast -w restart </dev/null >/dev/null 2>&1
     ;;
+  down)
+    read -r dir _ <"$record"
+    as_postgres "$bin/pg_ctl" -D "$dir/data" -m fast -w stop </dev/null >/dev/null 2>&1
+    ;;
+  up)
+    read -r dir port <"$record"
+    as_postgres "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+      -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" start </dev/null >/dev/null 2>&1
+    ;;
   url)
     read -r _ port <"$record"
     echo "postgres://postgres@127.0.0.1:$port/postgres"
     ;;
   *)
-    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
     exit 64
     ;;
 esac

@@ -1,42 +1,89 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
+import KeelState
+
 /// Several hosts on one shared state (PostgreSQL): each applies the desired state the others, or the CLI, wrote.
 extension Kernel {
     /// What `applyDesiredState` changed on this host.
     public struct Convergence: Sendable, Equatable {
         public var activated: [String] = []
         public var deactivated: [String] = []
-        public var isEmpty: Bool { activated.isEmpty && deactivated.isEmpty }
+        /// Installed from the repositories because this host lacked the bundle ("id version").
+        public var installed: [String] = []
+        public var isEmpty: Bool { activated.isEmpty && deactivated.isEmpty && installed.isEmpty }
     }
 
-    /// Brings this host in line with the stored desired state: activates the plugins recorded enabled that are not
-    /// active here (dependencies first), deactivates the active ones recorded disabled (dependents first). A plugin
-    /// recorded `failed` is not retried until some host records another status for it (so hosts do not retry a
-    /// broken build in a loop); one whose bundle this host lacks is left alone. Idempotent: called after each change
-    /// notification and periodically, it changes nothing once the host has converged.
+    /// Brings this host in line with the stored desired state: installs from the repositories the plugins recorded
+    /// enabled whose bundle this host lacks, activates the plugins recorded enabled that are not active here
+    /// (dependencies first), deactivates the active ones recorded disabled (dependents first). Statuses are this
+    /// host's own when the store observes for it (`StateStore.observe(as:)`): a plugin that failed here (or whose
+    /// install failed here) is not retried until its desired state is set again (an enable or disable on any host),
+    /// so hosts do not retry a broken build in a loop, and one host's failure does not stop the others. Idempotent:
+    /// called after each change notification and periodically, it changes nothing once the host has converged.
     ///
-    /// Runs on the kernel's executor like every lifecycle change. A state read that fails changes nothing (the host
-    /// keeps serving what it has and catches up on a later call).
+    /// Runs on the kernel's executor like every lifecycle change (an install blocks it for the download). A state
+    /// read that fails changes nothing (the host keeps serving what it has and catches up on a later call).
     public func applyDesiredState() -> Convergence {
-        guard let records = try? state.plugins() else { return Convergence() }
+        guard var records = try? state.plugins() else { return Convergence() }
         var changed = Convergence()
+        var installed: Set<String> = []
+        if records.contains(where: { $0.enabled && bundles[$0.id] == nil }) {
+            rescan()
+            (changed.installed, installed) = installMissing(records)
+            if !installed.isEmpty { records = (try? state.plugins()) ?? records }
+        }
         let byID = Dictionary(records.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
-        if records.contains(where: { $0.enabled && bundles[$0.id] == nil }) { rescan() }
         for id in activationOrder.reversed() where byID[id].map({ !$0.enabled }) == true {
             deactivate(id)
+            try? state.setStatus(id, .disabled)
             changed.deactivated.append(id)
         }
-        let wanted = Set(records.filter { $0.enabled && $0.status != .failed && bundles[$0.id] != nil && active[$0.id] == nil }.map(\.id))
+        let wanted = Set(records.filter {
+            $0.enabled && ($0.status != .failed || installed.contains($0.id)) && bundles[$0.id] != nil && active[$0.id] == nil
+        }.map(\.id))
         if !wanted.isEmpty {
             let plan = activationPlan(for: wanted).filter { active[$0] == nil }
             activateAll(plan)
             changed.activated = plan.filter { active[$0] != nil }
         }
         if !changed.isEmpty {
-            log(.info, nil, "applied the shared state: activated [\(changed.activated.joined(separator: ", "))], deactivated [\(changed.deactivated.joined(separator: ", "))]")
+            log(.info, nil, "applied the shared state: installed [\(changed.installed.joined(separator: ", "))], activated [\(changed.activated.joined(separator: ", "))], deactivated [\(changed.deactivated.joined(separator: ", "))]")
             Task { await events.emit(.pluginsChanged) }
         }
         return changed
+    }
+
+    /// Installs from the configured repositories every plugin `records` has enabled whose bundle this host lacks
+    /// (verified as `keel install` verifies: checksum, and a signature by a trusted key), unless its install already
+    /// failed here. A failure is recorded `install-failed` with the reason, for this host.
+    /// Returns what was installed ("id version", dependencies included) and the ids enabled that now have a bundle.
+    private func installMissing(_ records: [PluginRecord]) -> ([String], Set<String>) {
+        let missing = records.filter { $0.enabled && bundles[$0.id] == nil && $0.status != .installFailed }.map(\.id)
+        guard !missing.isEmpty else { return ([], []) }
+        var done: [String] = [], ready: Set<String> = []
+        for id in missing where bundles[id] == nil {
+            do {
+                done += try install(id, store: extensions)
+                if bundles[id] != nil { ready.insert(id) }
+                log(.info, id, "installed from the repositories: enabled on the shared state, missing here")
+            } catch {
+                let reason = ((try? state.repositories()) ?? []).isEmpty
+                    ? "enabled on the shared state but not installed here, and no repository is configured"
+                    : "enabled on the shared state but not installed here: \(error.reason)"
+                try? state.setStatus(id, .installFailed, reason: reason)
+                log(.error, id, reason)
+            }
+        }
+        return (done, ready)
+    }
+
+    /// Applies the desired state each time `wakes` yields, until it finishes: the loop of a host on a shared state.
+    ///
+    /// It runs on the kernel's own executor from the first wake to the last: a wake resumes it there directly, so
+    /// neither the wake nor the work waits for Swift's cooperative pool (which blocking work elsewhere in the host may
+    /// occupy under load). `onApplied` is called after each pass (on the kernel's executor: return quickly).
+    public func followSharedState(_ wakes: AsyncStream<Void>, onApplied: @Sendable (Convergence) -> Void = { _ in }) async {
+        for await _ in wakes { onApplied(applyDesiredState()) }
     }
 
     /// Which plugins this host runs, at which generation (for the hosts table).

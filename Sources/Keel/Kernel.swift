@@ -197,7 +197,7 @@ public actor Kernel {
         try activate(id)
     }
 
-    /// Disables `id`: takes away everything it registered at once, deactivates it, records the wish.
+    /// Disables `id`: records the wish, then takes away everything it registered at once and deactivates it.
     /// - Parameter cascade: also disable the enabled plugins that depend on it (in reverse dependency order);
     ///   without it, a plugin others depend on is refused, naming them.
     /// - Throws: `KernelError` for an unknown plugin, a blocking dependent, or a state write failure.
@@ -214,11 +214,13 @@ public actor Kernel {
             }
             for other in dependents.reversed() { try disable(other.id, cascade: true) }
         }
-        unpark(id)
-        deactivate(id)
+        // The wish first: a store that cannot be written (PostgreSQL away) refuses the change before anything is
+        // taken down, so the plugin keeps serving.
         do { try state.setEnabled(id, false, status: .disabled) } catch {
             throw KernelError(.state, pluginID: id, reason: error.description)
         }
+        unpark(id)
+        deactivate(id)
     }
 
     /// Deactivates every active plugin in reverse activation order. The state keeps them enabled, so the next

@@ -11,18 +11,24 @@ public enum RemoteControl {
 
     /// Server side: watches for commands until the task is cancelled, and keeps the live view current (every
     /// kernel event publishes it). Also refreshes `token` when the stored admin token changes.
+    ///
+    /// On a shared store (several hosts, `StateStore.isShared`) the live view is published only after a command this
+    /// server ran: its settings row would be every host's, and publishing it on every change anywhere (each one a
+    /// full `Kernel.plugins()` on the kernel's executor, and a write that woke every other host) kept the kernels
+    /// of all hosts busy exactly when they had a change to apply.
     public static func serve(_ kernel: Kernel, token: AdminToken?, interval: Duration = .milliseconds(200)) async {
         // No version seen yet: the first pass takes what was queued before it started (expired commands are not run).
         var seen: Int64 = -1
-        var published = await publishLive(kernel)
-        let subscription = publishOnChange(kernel)
-        defer { kernel.events.unsubscribe(subscription) }
+        let shared = kernel.state.isShared
+        var published = shared ? nil : await publishLive(kernel)
+        let subscription = shared ? nil : publishOnChange(kernel)
+        defer { if let subscription { kernel.events.unsubscribe(subscription) } }
         var ticks = 0
         while !Task.isCancelled {
             try? await Task.sleep(for: interval)
             ticks += 1
             // Changes made inside the server (a watcher reload, an automatic disable) show up within ~2 s.
-            if ticks % 10 == 0 { published = await publishLive(kernel, unlessEqualTo: published) }
+            if ticks % 10 == 0 && !shared { published = await publishLive(kernel, unlessEqualTo: published) }
             guard let version = try? kernel.state.dataVersion(), version != seen else { continue }
             seen = version
             token?.refresh()
@@ -35,7 +41,7 @@ public enum RemoteControl {
                 published = await publishLive(kernel, unlessEqualTo: published)
                 try? kernel.state.finishCommand(command.seq, failed: failed, result: result)
             }
-            published = await publishLive(kernel, unlessEqualTo: published)
+            if !shared { published = await publishLive(kernel, unlessEqualTo: published) }
         }
     }
 

@@ -6,68 +6,70 @@ import KeelStatePostgres
 import Synchronization
 
 /// Keeps a `keel serve` on a shared state (PostgreSQL) in line with the other hosts: applies the desired state
-/// after each change notification (within a second) and every `reconcileEvery` as a safety net for a notification
-/// missed, and reports itself in the hosts table every second.
+/// after each change notification and every `reconcileEvery` as a safety net for a notification missed, and reports
+/// itself in the hosts table every second. Its store observes for this host (`StateStore.observe(as:)`), so each
+/// host records its own status of each plugin.
 ///
-/// Threads: notifications arrive on the store's event loop and only wake the loop task; the kernel work runs on
-/// the kernel's executor, the state calls on the task. A failing state (PostgreSQL away) leaves the host serving
-/// what it runs; it catches up when the state answers again.
+/// Threads: notifications arrive on the store's event loop and only wake the apply loop, which runs on the kernel's
+/// own executor (`Kernel.followSharedState`): a change reaches the kernel without waiting for Swift's cooperative
+/// pool, which blocking state calls elsewhere in the host occupy under load. The heartbeat runs on a task of its own.
+/// A failing state (PostgreSQL away) leaves the host serving what it runs; it catches up when the state answers again.
 final class SharedStateLoop: Sendable {
     let kernel: Kernel
     let id: String
     private let startedAt = Date.ISO8601FormatStyle(includingFractionalSeconds: true).format(Date())
     private let address = Mutex("")
     private let wake = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
-    private let task = Mutex<Task<Void, Never>?>(nil)
+    private let tasks = Mutex<[Task<Void, Never>]>([])
+    /// The safety net's period (25 ticks of the 200 ms loop).
     static let reconcileEvery: Duration = .seconds(5)
 
+    /// Makes the kernel's store observe for this host: call it before the kernel loads anything.
     init(kernel: Kernel) {
         self.kernel = kernel
         id = "\(ProcessInfo.processInfo.hostName)-\(getpid())"
+        kernel.state.observe(as: id)
     }
 
     /// Where this host serves, once it listens.
     func listening(at url: String) { address.withLock { $0 = url } }
 
-    /// Starts listening for changes and the loop. - Throws: `StateError` when it cannot listen.
+    /// Starts listening for changes, the apply loop and the heartbeat. - Throws: `StateError` when it cannot listen.
     func start() throws(StateError) {
         let continuation = wake.continuation
         try PostgresStore.observeChanges(of: kernel.state) { table in
             if table == "plugins" || table.isEmpty { continuation.yield() }
         }
-        let stream = wake.stream
-        let started = Task { [self] in
-            await withTaskGroup(of: Void.self) { group in
-                group.addTask { [kernel] in
-                    for await _ in stream { _ = await kernel.applyDesiredState() }
-                }
-                group.addTask { [self] in
-                    var tick = 0
-                    while !Task.isCancelled {
-                        await beat()
-                        tick += 1
-                        if tick % 5 == 0 { continuation.yield() }
-                        try? await Task.sleep(for: .seconds(1))
-                    }
-                    continuation.finish()
-                }
+        let apply = Task { [kernel, stream = wake.stream] in await kernel.followSharedState(stream) }
+        let heartbeat = Task { [self] in
+            // Every 200 ms the listener is kept up (after PostgreSQL restarted, the host hears of changes again within
+            // that); every second the heartbeat; every `reconcileEvery` a pass in any case.
+            var tick = 0
+            while !Task.isCancelled {
+                try? PostgresStore.listen(kernel.state)
+                if tick % 5 == 0 { await beat() }
+                tick += 1
+                if tick % 25 == 0 { continuation.yield() }
+                try? await Task.sleep(for: .milliseconds(200))
             }
+            continuation.finish()
         }
-        task.withLock { $0 = started }
+        continuation.yield()
+        tasks.withLock { $0 = [apply, heartbeat] }
     }
 
-    /// One heartbeat: this host's row, and the change listener kept up (after PostgreSQL restarted, listening again
-    /// counts as a change, so the host reconciles).
+    /// One heartbeat: this host's row with what it runs. (The change listener is kept up beside it: after PostgreSQL
+    /// restarted, listening again counts as a change, so the host reconciles.)
     private func beat() async {
         let plugins = await kernel.runningGenerations()
-        try? PostgresStore.listen(kernel.state)
         try? kernel.state.heartbeat(.init(id: id, address: address.withLock { $0 }, version: Kernel.version,
                                           startedAt: startedAt, plugins: plugins))
     }
 
     /// Stops the loop and removes this host's row (a host killed leaves its row, with a heartbeat that stops).
     func stop() {
-        task.withLock { $0?.cancel() }
+        tasks.withLock { for task in $0 { task.cancel() } }
+        wake.continuation.finish()
         try? kernel.state.removeHost(id)
     }
 }

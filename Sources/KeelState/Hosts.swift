@@ -20,14 +20,18 @@ extension StateStore {
         public var heartbeat: String
         /// The plugins it runs, at which generation.
         public var plugins: [String: Int]
+        /// What it observed of each plugin it knows: status (a failure with its reason) and generation.
+        public var observed: [String: Observation]
 
-        public init(id: String, address: String, version: String, startedAt: String, heartbeat: String = "", plugins: [String: Int]) {
+        public init(id: String, address: String, version: String, startedAt: String, heartbeat: String = "", plugins: [String: Int],
+                    observed: [String: Observation] = [:]) {
             self.id = id
             self.address = address
             self.version = version
             self.startedAt = startedAt
             self.heartbeat = heartbeat
             self.plugins = plugins
+            self.observed = observed
         }
     }
 
@@ -36,16 +40,18 @@ extension StateStore {
         (try? locked { db throws(StateError) in !(db is SQLiteDatabase) }) ?? false
     }
 
-    /// Every host that reported, by id; empty for a store that is not shared.
+    /// Every host that reported, by id, with its observations; empty for a store that is not shared.
     public func hosts() throws(StateError) -> [Host] {
         guard isShared else { return [] }
+        let observed = try observations()
         return try locked { db throws(StateError) in
             try db.query("SELECT * FROM hosts ORDER BY id", []).compactMap { row in
                 guard let id = row["id"]?.text else { return nil }
                 let plugins = (row["plugins"]?.text?.data(using: .utf8))
                     .flatMap { try? JSONDecoder().decode([String: Int].self, from: $0) } ?? [:]
                 return Host(id: id, address: row["address"]?.text ?? "", version: row["version"]?.text ?? "",
-                            startedAt: row["started_at"]?.text ?? "", heartbeat: row["heartbeat"]?.text ?? "", plugins: plugins)
+                            startedAt: row["started_at"]?.text ?? "", heartbeat: row["heartbeat"]?.text ?? "", plugins: plugins,
+                            observed: observed[id] ?? [:])
             }
         }
     }
@@ -63,9 +69,14 @@ extension StateStore {
         }
     }
 
-    /// Forgets a host (one that stopped cleanly).
+    /// Forgets a host (one that stopped cleanly) and its observations.
     public func removeHost(_ id: String) throws(StateError) {
         guard isShared else { return }
-        _ = try locked { db throws(StateError) in try db.query("DELETE FROM hosts WHERE id = ?", [.text(id)]) }
+        try locked { db throws(StateError) in
+            try db.transaction { () throws(StateError) in
+                try db.query("DELETE FROM hosts WHERE id = ?", [.text(id)])
+                try db.query("DELETE FROM host_plugins WHERE host = ?", [.text(id)])
+            }
+        }
     }
 }

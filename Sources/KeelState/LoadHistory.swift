@@ -27,13 +27,18 @@ extension StateStore {
         }
     }
 
-    /// Appends to a plugin's load history (one transaction). The time is the store's, not `load.at`.
+    /// Appends to a plugin's load history (one transaction). The time is the store's, not `load.at`. An
+    /// `activated` load also records its generation as the observing host's (see `observe(as:)`).
     public func recordLoad(_ id: String, _ load: Load) throws(StateError) {
-        _ = try locked { db throws(StateError) in
-            try db.query("""
-                INSERT INTO loads (plugin_id, generation, version, checksum, at, outcome, detail) VALUES (?, ?, ?, ?, ?, ?, ?)
-                """, [.text(id), .int(Int64(load.generation)), .text(load.version), .text(load.checksum), .text(Self.now()),
-                      .text(load.outcome), .text(load.detail)])
+        let host = load.outcome == "activated" ? observingHost : nil
+        try locked { db throws(StateError) in
+            try db.transaction { () throws(StateError) in
+                try db.query("""
+                    INSERT INTO loads (plugin_id, generation, version, checksum, at, outcome, detail) VALUES (?, ?, ?, ?, ?, ?, ?)
+                    """, [.text(id), .int(Int64(load.generation)), .text(load.version), .text(load.checksum), .text(Self.now()),
+                          .text(load.outcome), .text(load.detail)])
+                if let host { try Self.observeGeneration(db, host: host, id, load.generation) }
+            }
         }
     }
 

@@ -110,6 +110,13 @@ extension StateStore {
                             outcome TEXT NOT NULL, detail TEXT);
         CREATE INDEX audit_at ON audit(at);
         """,
+        // What each host sharing the state observes of each plugin (HostObservations.swift): its own status, reason
+        // and generation, instead of one row every host overwrites. Empty on a store no host shares.
+        """
+        CREATE TABLE host_plugins (host TEXT NOT NULL, plugin_id TEXT NOT NULL, status TEXT NOT NULL, reason TEXT,
+                                   generation INTEGER NOT NULL DEFAULT 0, changed_at TEXT NOT NULL,
+                                   PRIMARY KEY (host, plugin_id));
+        """,
     ]
 
     /// The schema version this Keel writes: the number of migrations.

@@ -53,24 +53,29 @@ extension StateStore {
                             changedAt: row["changed_at"]?.text ?? "")
     }
 
-    /// Every plugin, by id.
+    /// Every plugin, by id (with this store's host's own status over the shared one: `observe(as:)`).
     public func plugins() throws(StateError) -> [PluginRecord] {
-        try locked { db throws(StateError) in try db.query("SELECT * FROM plugins ORDER BY id").compactMap(Self.record) }
+        let (sql, bindings) = Self.recordsQuery(host: observingHost, id: nil)
+        return try locked { db throws(StateError) in try db.query(sql, bindings).compactMap(Self.record) }
     }
 
     public func plugin(_ id: String) throws(StateError) -> PluginRecord? {
-        try locked { db throws(StateError) in try db.query("SELECT * FROM plugins WHERE id = ?", [.text(id)]).compactMap(Self.record).first }
+        let (sql, bindings) = Self.recordsQuery(host: observingHost, id: id)
+        return try locked { db throws(StateError) in try db.query(sql, bindings).compactMap(Self.record).first }
     }
 
     /// Records a bundle found on disk: a new id starts as `installed` and disabled; a known one keeps its desired
-    /// state and gets its name, version and path refreshed.
+    /// state and gets its name, version and path refreshed, except through a store that observes for a host
+    /// (`observe(as:)`): each host has its own plugin folder, and hosts refreshing the one shared row in turn would
+    /// wake each other without end.
     public func discovered(id: String, name: String, version: String, bundlePath: String) throws(StateError) {
+        let shared = observingHost != nil
         try locked { db throws(StateError) in
             try db.transaction { () throws(StateError) in
                 let now = Self.now()
                 let existing = try db.query("SELECT name, version, bundle_path FROM plugins WHERE id = ?", [.text(id)])
                 if let row = existing.first {
-                    guard row["name"]?.text != name || row["version"]?.text != version || row["bundle_path"]?.text != bundlePath
+                    guard !shared, row["name"]?.text != name || row["version"]?.text != version || row["bundle_path"]?.text != bundlePath
                     else { return }
                     try db.query("UPDATE plugins SET name = ?, version = ?, bundle_path = ? WHERE id = ?",
                                  [.text(name), .text(version), .text(bundlePath), .text(id)])
@@ -85,21 +90,39 @@ extension StateStore {
         }
     }
 
-    /// Sets what the operator wants (`enable`/`disable`) and the resulting status in one transaction.
+    /// Sets what the operator wants (`enable`/`disable`) and the resulting status in one transaction (for a store
+    /// that observes for a host, see `observe(as:)`).
     public func setEnabled(_ id: String, _ enabled: Bool, status: PluginStatus, reason: String?) throws(StateError) {
         try update(id, enabled: enabled, status: status, reason: reason, event: enabled ? "enable" : "disable")
     }
 
-    /// Records the observed status (and the reason, for `.failed`) without touching the desired state.
+    /// Records the observed status (and the reason, for `.failed`) without touching the desired state (for a store
+    /// that observes for a host, in that host's row only: see `observe(as:)`).
     public func setStatus(_ id: String, _ status: PluginStatus, reason: String?) throws(StateError) {
         try update(id, enabled: nil, status: status, reason: reason, event: status.rawValue)
     }
 
     private func update(_ id: String, enabled: Bool?, status: PluginStatus, reason: String?, event: String) throws(StateError) {
+        let host = observingHost
         try locked { db throws(StateError) in
             try db.transaction { () throws(StateError) in
                 let now = Self.now()
                 let exists = try db.query("SELECT status, reason, enabled FROM plugins WHERE id = ?", [.text(id)])
+                var status = status, reason = reason
+                if let host {
+                    let changed = try Self.observe(db, host: host, id, status, reason: reason)
+                    if enabled == nil && !exists.isEmpty {
+                        // An observation: this host's alone; the shared row is every host's desired state.
+                        if changed { try Self.event(db, id, event, "on \(host)" + (reason.map { ": \($0)" } ?? "")) }
+                        return
+                    }
+                    if let enabled {
+                        // A new desired state: every host tries it again, and the shared row records the wish.
+                        try db.query("DELETE FROM host_plugins WHERE plugin_id = ? AND host <> ? AND status IN ('failed', 'install-failed')",
+                                     [.text(id), .text(host)])
+                        if enabled { (status, reason) = (.enabled, nil) }
+                    }
+                }
                 if exists.isEmpty {
                     try db.query("""
                         INSERT INTO plugins (id, enabled, status, reason, changed_at, installed_at)
@@ -126,6 +149,7 @@ extension StateStore {
         try locked { db throws(StateError) in
             try db.transaction { () throws(StateError) in
                 try db.query("DELETE FROM plugins WHERE id = ?", [.text(id)])
+                try db.query("DELETE FROM host_plugins WHERE plugin_id = ?", [.text(id)])
                 if everything {
                     try db.query("DELETE FROM plugin_config WHERE plugin_id = ?", [.text(id)])
                     try db.query("DELETE FROM grants WHERE plugin_id = ?", [.text(id)])

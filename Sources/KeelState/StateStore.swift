@@ -33,6 +33,8 @@ public final class StateStore: StateStoring, @unchecked Sendable {
     private let database: any StateDatabase
     /// The state file's path, or (PostgreSQL) the database URL without its password.
     public let path: String
+    /// The host whose observations this store records and reads back (see `observe(as:)`), nil for none.
+    let observer = Mutex<String?>(nil)
 
     /// The `path` of a store that lives in memory only (SQLite's `:memory:`): nothing is written to disk, and the
     /// state ends with the process. For appliances with read-only disks.

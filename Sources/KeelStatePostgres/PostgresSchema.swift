@@ -91,10 +91,18 @@ enum PostgresSchema {
             """,
             "CREATE INDEX audit_at ON audit(at)",
         ],
+        [
+            """
+            CREATE TABLE host_plugins (host TEXT NOT NULL, plugin_id TEXT NOT NULL, status TEXT NOT NULL, reason TEXT,
+                                       generation BIGINT NOT NULL DEFAULT 0, changed_at TEXT NOT NULL,
+                                       PRIMARY KEY (host, plugin_id))
+            """,
+        ],
     ]
 
     /// The tables whose changes other hosts must see: every table of `migrations` but the audit trail, which no host
-    /// acts on (and which every command writes: watching it would wake every host twice per change).
+    /// acts on (and which every command writes: watching it would wake every host twice per change). Shared step 2
+    /// stops watching `unwatchedTables`; `host_plugins` (each host's own observations) was never watched.
     static let watchedTables = [
         "plugins", "events", "settings", "commands", "loads", "probes", "grants", "tenants", "roles", "role_permissions",
         "members", "plugin_tenants", "repositories", "trusted_keys", "plugin_config", "service_selections",
@@ -105,7 +113,7 @@ enum PostgresSchema {
 
     /// What only a shared store has. Step 1: every row change bumps `keel_change_seq` and notifies `keel_state` from
     /// inside its own transaction (PostgreSQL delivers the notification when, and only if, it commits); the hosts
-    /// table each running host keeps its heartbeat in.
+    /// table each running host keeps its heartbeat in. Step 2: `unwatchedTables` are no longer announced.
     static let shared: [[String]] = [
         [
             "CREATE SEQUENCE keel_change_seq",
@@ -125,7 +133,12 @@ enum PostgresSchema {
                                 started_at TEXT NOT NULL, heartbeat TEXT NOT NULL, plugins TEXT NOT NULL DEFAULT '{}')
             """,
         ],
+        unwatchedTables.map { "DROP TRIGGER IF EXISTS keel_changed ON \($0)" },
     ]
+
+    /// History and caches no host acts on, written by every activation on every host: announcing them woke every
+    /// host's command poller several times per change (the convergence figure under load was the price).
+    static let unwatchedTables = ["events", "loads", "probes"]
 
     /// SQLite's `strftime('%Y-%m-%dT%H:%M:%fZ', 'now')` in PostgreSQL.
     private static let now = #"to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"#

@@ -204,5 +204,39 @@ extension PostgresBackedTests {
             #expect(try other.config("p") == nil)
             #expect(try other.events(for: "p").last?.kind == "uninstalled")
         }
+
+        /// Before, every host wrote its status into the one shared row: a host that failed a plugin recorded it
+        /// `failed` for all, and the others stopped trying it; the hosts list could not say which host failed.
+        @Test("each host records its own status, reason and generation; an enable is tried again by every host",
+              arguments: StateEngine.available)
+        func perHostObservations(engine: StateEngine) throws {
+            let path = engine.freshLocation()
+            let a = try engine.open(path), b = try engine.open(path), cli = try engine.open(path)
+            a.observe(as: "host-a")
+            b.observe(as: "host-b")
+            try cli.discovered(id: "p", name: "P", version: "1.0.0", bundlePath: "/x/p")
+            try a.setEnabled("p", true, status: .installed)
+            #expect(try cli.plugin("p")?.status == .enabled && cli.plugin("p")?.enabled == true)
+            try a.setStatus("p", .enabled)
+            try a.recordLoad("p", .init(generation: 3, version: "1.0.0", checksum: "c", outcome: "activated"))
+            try b.setStatus("p", .failed, reason: "ABI 2.0, this host supports 1.0")
+            // Each reads its own status; the shared row and a store of no host are untouched by the observations.
+            #expect(try a.plugin("p")?.status == .enabled)
+            #expect(try b.plugin("p")?.status == .failed && b.plugins().first?.reason == "ABI 2.0, this host supports 1.0")
+            #expect(try cli.plugin("p")?.status == .enabled)
+            let seen = try cli.observations()
+            #expect(seen["host-a"]?["p"] == .init(status: "enabled", reason: nil, generation: 3, changedAt: seen["host-a"]?["p"]?.changedAt ?? ""))
+            #expect(seen["host-b"]?["p"]?.status == "failed" && seen["host-b"]?["p"]?.reason == "ABI 2.0, this host supports 1.0")
+            // An enable through any host is a new desired state: every host's failure of it is forgotten.
+            try a.setEnabled("p", true, status: .enabled)
+            #expect(try b.plugin("p")?.status == .enabled)
+            #expect(try cli.observations()["host-b"]?["p"] == nil)
+            // A disable on one host is that host's observation and the shared wish.
+            try b.setEnabled("p", false, status: .disabled)
+            #expect(try cli.plugin("p")?.enabled == false && cli.plugin("p")?.status == .disabled)
+            #expect(try a.plugin("p")?.status == .enabled)
+            try cli.forgetPlugin("p", everything: false)
+            #expect(try cli.observations().isEmpty)
+        }
     }
 }

@@ -4,6 +4,7 @@ import ArgumentParser
 import Dispatch
 import Foundation
 import Keel
+import KeelStatePostgres
 import KeelHTTP
 import KeelManifest
 import NIOCore
@@ -51,10 +52,11 @@ extension KeelCommand {
                 let id: String
                 do { id = try ManifestLoader().load(path: manifestPath).0.id } catch { throw CLIError(error) }
                 let plugins = URL(fileURLWithPath: absolute(options.pluginsDirectory)).standardizedFileURL.path
-                let stateFile = URL(fileURLWithPath: absolute(options.stateFile)).standardizedFileURL.path
+                // This host's own file: the SQLite state, or with a postgres:// --state the one in --host-dir.
+                let stateFile = URL(fileURLWithPath: absolute(options.localStateFile)).standardizedFileURL.path
                 if let server = options.runningServer {
                     let loop = DevLoop(project: project, id: id, buildCommand: build, pluginsDirectory: plugins,
-                                       stateFile: stateFile, host: RunningServerHost(state: try options.openState(), stateFile: options.stateFile))
+                                       stateFile: stateFile, host: RunningServerHost(state: try options.openState(), stateFile: options.localStateFile))
                     say("keel dev: \(id) in \(project) → \(plugins)/\(id), reloaded in the running server (\(server))"
                         + (serve ? "; --serve is not needed" : ""))
                     let signals = StopSignal()
@@ -64,7 +66,8 @@ extension KeelCommand {
                 } else if serve {
                     try await serveAndWatch(id: id, project: project, plugins: plugins, stateFile: stateFile)
                 } else {
-                    throw CLIError("no keel server runs on \(options.stateFile): start `keel serve` with the same --plugins and --state, or pass --serve to serve in this process")
+                    let shown = (try? PostgresURL(options.stateFile))?.redacted ?? options.stateFile
+                    throw CLIError("no keel server runs on \(shown): start `keel serve` with the same --plugins and --state, or pass --serve to serve in this process")
                 }
             }
         }
@@ -123,7 +126,7 @@ extension KeelCommand {
         private func serveAndWatch(id: String, project: String, plugins: String, stateFile: String) async throws {
             // Signals are taken first: a Ctrl-C before the server listens must not end the process half-way.
             let signals = StopSignal()
-            let lock = try ServerLock(stateFile: options.stateFile, info: "starting (keel dev --serve)")
+            let lock = try ServerLock(stateFile: options.localStateFile, info: "starting (keel dev --serve)")
             try KeelCommand.Serve.requirePortFree(host: host, port: port)
             let onlyID = id, verbose = options.verbose
             // The plugin's own log lines always; the kernel's and other plugins' warnings and errors; all with -v.
@@ -144,7 +147,7 @@ extension KeelCommand {
                 do {
                     try await server.run { port in
                         lock.update("http://\(host):\(port)")
-                        say("keel dev: serving on http://\(host):\(port) (in this process; state \(kernel.configuration.stateFile))")
+                        say("keel dev: serving on http://\(host):\(port) (in this process; state \(kernel.state.path))")
                     }
                     return nil as String?
                 } catch let error as IOError where error.errnoCode == EADDRINUSE {

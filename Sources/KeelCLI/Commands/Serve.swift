@@ -106,12 +106,13 @@ extension KeelCommand {
                     configuration.recordsCrashes = true
                     configuration.lazyIdleTimeout = lazyIdleTimeout
                 }
+                // Several hosts on one PostgreSQL state: this one records its own status of each plugin from the start.
+                let shared = kernel.state.isShared ? SharedStateLoop(kernel: kernel) : nil
                 await withProgress("starting: loading the enabled plugins (new builds are probed first)") {
                     await kernel.start(safeMode: safeMode)
                 }
                 if watch && !safeMode { try await kernel.watch() }
-                // Several hosts on one PostgreSQL state: apply what the others change, report in the hosts table.
-                let shared = kernel.state.isShared ? SharedStateLoop(kernel: kernel) : nil
+                // Apply what the other hosts change, report in the hosts table.
                 try shared?.start()
                 let token = AdminToken(state: kernel.state)
                 let fresh = try token.ensure()
