@@ -31,3 +31,5 @@
 @_exported import enum KeelLoader.CommandValue
 @_exported import struct KeelLoader.CommandError
 @_exported import struct KeelManifest.ProxyDeclaration
+@_exported import struct KeelIsolation.IsolationPolicy
+@_exported import enum KeelManifest.Isolation
