@@ -1,5 +1,6 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
+import Glibc
 import KeelLoader
 import KeelManifest
 
@@ -24,6 +25,51 @@ enum Wire {
 /// Why bytes from the other side could not be read. Never shown to a client; the host kills the worker.
 struct WireError: Error, CustomStringConvertible {
     let description: String
+}
+
+/// Frames read from a socket through a buffer: one `read` usually brings several small frames, or a whole one.
+/// Not thread-safe: one reader at a time (callers serialise).
+struct FrameSource {
+    let socket: Int32
+    private var buffer: [UInt8] = []
+    private var start = 0
+
+    init(socket: Int32) { self.socket = socket }
+
+    /// The next frame (without its length), or nil at the end of the stream, on a read error, or when the other
+    /// side sent a length out of bounds (`malformed` is then set).
+    mutating func next() -> [UInt8]? {
+        while true {
+            let available = buffer.count - start
+            if available >= 4 {
+                let length = Int(buffer[start]) | Int(buffer[start + 1]) << 8 | Int(buffer[start + 2]) << 16
+                    | Int(buffer[start + 3]) << 24
+                guard length >= 9, length <= Wire.maximumFrame else {
+                    malformed = true
+                    return nil
+                }
+                if available >= 4 + length {
+                    defer { start += 4 + length }
+                    return Array(buffer[(start + 4)..<(start + 4 + length)])
+                }
+            }
+            // Keep what is left at the front, then read more.
+            if start > 0 {
+                buffer.removeSubrange(0..<start)
+                start = 0
+            }
+            let old = buffer.count
+            buffer.append(contentsOf: repeatElement(0, count: 65536))
+            let n = buffer.withUnsafeMutableBytes { Glibc.read(socket, $0.baseAddress! + old, 65536) }
+            buffer.removeSubrange((old + max(n, 0))...)
+            if n > 0 { continue }
+            if n < 0 && errno == EINTR { continue }
+            return nil
+        }
+    }
+
+    /// The other side sent a frame length out of bounds.
+    private(set) var malformed = false
 }
 
 /// Builds one frame. Not thread-safe (one per message).

@@ -167,14 +167,9 @@ final class WorkerConnection: Sendable {
 
     private func read(_ handlers: Handlers) {
         var reason = "closed its socket"
-        while true {
-            guard let head = readExactly(4) else { break }
-            let length = Int(head[0]) | Int(head[1]) << 8 | Int(head[2]) << 16 | Int(head[3]) << 24
-            guard length >= 9, length <= Wire.maximumFrame, let body = readExactly(length) else {
-                reason = "sent a frame of a bad size"
-                kill(pid, SIGKILL)
-                break
-            }
+        var violated = false
+        var source = FrameSource(socket: socket)
+        while let body = source.next() {
             do throws(WireError) {
                 var frame = try WireReader(frame: body)
                 if frame.kind == .log {
@@ -190,13 +185,20 @@ final class WorkerConnection: Sendable {
                     slot.done.signal()
                 }
             } catch {
-                reason = "sent a malformed frame (\(error))"
+                reason = "sent a malformed frame (\(error)); killed"
+                violated = true
                 kill(pid, SIGKILL)
                 break
             }
         }
+        if source.malformed {
+            reason = "sent a frame of a bad size; killed"
+            violated = true
+            kill(pid, SIGKILL)
+        }
         close(socket)
-        reason = Self.reap(pid) ?? reason
+        let end = Self.reap(pid)
+        if !violated, let end { reason = end }
         let slots = pending.withLock { p -> [Slot] in
             p.ended = reason
             defer { p.slots = [:] }
@@ -207,18 +209,6 @@ final class WorkerConnection: Sendable {
             slot.done.signal()
         }
         handlers.exited(self, reason)
-    }
-
-    private func readExactly(_ n: Int) -> [UInt8]? {
-        var out = [UInt8](repeating: 0, count: n)
-        var got = 0
-        while got < n {
-            let r = out.withUnsafeMutableBytes { Glibc.read(socket, $0.baseAddress! + got, n - got) }
-            if r > 0 { got += r; continue }
-            if r < 0 && errno == EINTR { continue }
-            return nil
-        }
-        return out
     }
 
     /// Waits for the worker and says how it ended, e.g. "crashed with SIGSEGV".

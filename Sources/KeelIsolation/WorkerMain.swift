@@ -33,41 +33,58 @@ public enum WorkerMain {
     }
 }
 
-/// The worker's side of the socket. Its state is set once by `activate`, on the reading thread, before any call is
-/// read; calls only read it.
+/// The worker's side of the socket.
+///
+/// Leader and followers: up to `threads` threads take turns reading the socket; the one that read a call runs it
+/// and answers it, while the next one reads (no hand-over between threads per call). A handler that blocks holds
+/// one thread; the others go on. Its state is set once by `activate`, before the host sends any call.
 private final class WorkerServer: @unchecked Sendable {
-    // `@unchecked`: `library`, `context` and `contributions` are written once, on the reading thread, before the
-    // first call frame is read; the calls dispatched after that only read them.
+    // `@unchecked`: `library`, `context` and `contributions` are written once, by `activate`, before its answer is
+    // sent; the host sends no call before that answer, and calls only read them.
     let socket: Int32
     let writing = Mutex(())
+    let reading: Mutex<FrameSource>
     var library: PluginLibrary?
     var context: ActivationContext?
     var contributions = Contributions()
+    /// Calls one worker runs at once.
+    static let threads = 16
 
-    init(socket: Int32) { self.socket = socket }
+    init(socket: Int32) {
+        self.socket = socket
+        reading = Mutex(FrameSource(socket: socket))
+    }
 
+    /// Reads and runs frames until the host ends the worker; the first thread starts the others once activated.
     func serve() {
-        while let frame = readFrame() {
+        while true {
+            guard let body = reading.withLock({ $0.next() }), let frame = try? WireReader(frame: body) else { exit(0) }
             switch frame.kind {
-            case .activate:
+            case .activate where library == nil:
                 var frame = frame
-                guard let activation = try? frame.activation() else { return }
-                activate(activation, id: frame.id)
+                guard let activation = try? frame.activation() else { exit(70) }
+                if activate(activation, id: frame.id) {
+                    for _ in 1..<Self.threads {
+                        let follower = Thread { self.serve() }
+                        follower.stackSize = 8 << 20
+                        follower.start()
+                    }
+                }
             case .handle, .authenticate, .authorize:
-                let call = frame
-                DispatchQueue.global().async { self.answer(call) }
+                answer(frame)
             case .deactivate:
                 deactivate(id: frame.id)
-                return
+                exit(0)
             default:
-                return
+                exit(70)
             }
         }
     }
 
     // MARK: lifecycle
 
-    private func activate(_ a: WorkerActivation, id: UInt64) {
+    /// Loads and activates the plugin, and answers; true when it is active.
+    private func activate(_ a: WorkerActivation, id: UInt64) -> Bool {
         if a.memoryLimitBytes > 0 {
             var limit = rlimit(rlim_cur: rlim_t(a.memoryLimitBytes), rlim_max: rlim_t(a.memoryLimitBytes))
             setrlimit(Int32(RLIMIT_AS.rawValue), &limit)
@@ -96,10 +113,12 @@ private final class WorkerServer: @unchecked Sendable {
             var w = WireWriter(.activated, id: id)
             w.registrations(RemoteRegistrations(contributions))
             send(w.frame)
+            return true
         } catch {
             var w = WireWriter(.activationFailed, id: id)
             w.string(error.message)
             send(w.frame)
+            return false
         }
     }
 
@@ -163,25 +182,6 @@ private final class WorkerServer: @unchecked Sendable {
     func send(_ frame: [UInt8]) {
         let ok = writing.withLock { _ in frame.withUnsafeBytes { SystemFile.writeAll(socket, $0) } }
         if !ok { exit(0) }
-    }
-
-    private func readFrame() -> WireReader? {
-        guard let head = readExactly(4) else { return nil }
-        let length = Int(head[0]) | Int(head[1]) << 8 | Int(head[2]) << 16 | Int(head[3]) << 24
-        guard length >= 9, length <= Wire.maximumFrame, let body = readExactly(length) else { return nil }
-        return try? WireReader(frame: body)
-    }
-
-    private func readExactly(_ n: Int) -> [UInt8]? {
-        var out = [UInt8](repeating: 0, count: n)
-        var got = 0
-        while got < n {
-            let r = out.withUnsafeMutableBytes { Glibc.read(socket, $0.baseAddress! + got, n - got) }
-            if r > 0 { got += r; continue }
-            if r < 0 && errno == EINTR { continue }
-            return nil
-        }
-        return out
     }
 }
 

@@ -22,9 +22,14 @@ public struct IsolationPolicy: Sendable, Hashable {
     /// Address-space limit of a worker (bytes, RLIMIT_AS) and its CPU time (seconds, RLIMIT_CPU); 0 is none.
     public var memoryLimitBytes: Int
     public var cpuSeconds: Int
+    /// Keep one started, not yet activated worker process ready per plugin, so that a restart after a crash costs
+    /// only the library's load and activate, not a process start (calls, auth hooks above all, wait for it).
+    public var spare: Bool
 
     public init(callTimeout: Double = 10, startTimeout: Double = 10, crashLimit: Int = 20, crashWindow: Double = 60,
-                backoff: Double = 0.05, maximumBackoff: Double = 5, memoryLimitBytes: Int = 0, cpuSeconds: Int = 0) {
+                backoff: Double = 0.05, maximumBackoff: Double = 5, memoryLimitBytes: Int = 0, cpuSeconds: Int = 0,
+                spare: Bool = true) {
+        self.spare = spare
         self.callTimeout = callTimeout
         self.startTimeout = startTimeout
         self.crashLimit = crashLimit
@@ -57,6 +62,8 @@ public final class WorkerSupervisor: RemoteCalls, Sendable {
 
     private struct State {
         var connection: WorkerConnection?
+        /// A started worker with nothing loaded yet, for the next restart (`IsolationPolicy.spare`).
+        var spare: WorkerConnection?
         var registrations = RemoteRegistrations()
         var crashes: [Double] = []
         var crashesInARow = 0
@@ -86,6 +93,7 @@ public final class WorkerSupervisor: RemoteCalls, Sendable {
             $0.connection = connection
             $0.registrations = registrations
         }
+        prepareSpare()
         return registrations
     }
 
@@ -99,10 +107,12 @@ public final class WorkerSupervisor: RemoteCalls, Sendable {
     /// exits; one that does not within `drainTimeout` (plus a second) is killed. Returns a problem to report, or nil.
     /// [lifecycle; blocks]
     public func stop(drainTimeout: Double) -> String? {
-        let connection = state.withLock { s -> WorkerConnection? in
+        let (connection, spare) = state.withLock { s -> (WorkerConnection?, WorkerConnection?) in
             s.stopped = true
-            return s.connection
+            defer { s.spare = nil }
+            return (s.connection, s.spare)
         }
+        spare?.terminate()
         guard let connection, connection.isRunning else { return nil }
         let answer = connection.call({ id in WireWriter(.deactivate, id: id).frame }, timeout: drainTimeout + 1)
         defer { connection.terminate() }
@@ -207,15 +217,39 @@ public final class WorkerSupervisor: RemoteCalls, Sendable {
 
     // MARK: starting and restarting
 
-    /// Spawns a worker and activates the plugin in it.
-    private func launch() throws(LoadError) -> (WorkerConnection, RemoteRegistrations) {
+    /// Starts a worker process with nothing loaded.
+    private func spawn() throws(LoadError) -> WorkerConnection {
         let handlers = WorkerConnection.Handlers(
             log: { [log] level, message in log(LogLevel(rawValue: level) ?? .error, message) },
             exited: { [weak self] connection, reason in self?.exited(connection, reason: reason) })
-        let connection: WorkerConnection
-        do { connection = try WorkerConnection.spawn(executable: executable, arguments: [], handlers: handlers) } catch {
+        do { return try WorkerConnection.spawn(executable: executable, arguments: [], handlers: handlers) } catch {
             throw refusal("\(error)")
         }
+    }
+
+    /// Starts a spare worker in the background, when the policy asks for one and none is ready.
+    private func prepareSpare() {
+        guard policy.spare, state.withLock({ !$0.stopped && $0.spare == nil }) else { return }
+        let thread = Thread { [self] in
+            guard let spare = try? spawn() else { return }
+            let kept = state.withLock { s -> Bool in
+                guard !s.stopped, s.spare == nil else { return false }
+                s.spare = spare
+                return true
+            }
+            if !kept { spare.terminate() }
+        }
+        thread.start()
+    }
+
+    /// Activates the plugin in the spare worker, or in a new one.
+    private func launch() throws(LoadError) -> (WorkerConnection, RemoteRegistrations) {
+        let spare = state.withLock { s -> WorkerConnection? in
+            defer { s.spare = nil }
+            return s.spare
+        }
+        let connection: WorkerConnection
+        if let spare, spare.isRunning { connection = spare } else { connection = try spawn() }
         let activation = self.activation
         let answer = connection.call({ id in
             var w = WireWriter(.activate, id: id)
@@ -245,6 +279,7 @@ public final class WorkerSupervisor: RemoteCalls, Sendable {
     /// The reader thread of `connection` saw it end.
     private func exited(_ connection: WorkerConnection, reason: String) {
         let decision: (restart: Bool, delay: Double, failure: String?) = state.withLock { s in
+            if s.spare === connection { s.spare = nil }
             guard s.connection === connection, !s.stopped else { return (false, 0, nil) }
             s.connection = nil
             let time = Self.monotonic()
@@ -281,6 +316,7 @@ public final class WorkerSupervisor: RemoteCalls, Sendable {
                 s.restarts += 1
                 return true
             }
+            if accepted { prepareSpare() }
             guard accepted else {
                 connection.terminate()
                 if !state.withLock({ $0.stopped }) {

@@ -51,6 +51,10 @@ extension KeelCommand.Plugins {
                     out += "  capabilities: \(caps.joined(separator: ", "))\n"
                 }
                 if p.manifestOnly { out += "  library: none (manifest only)\n" }
+                if p.isolation == "process" {
+                    out += "  isolation: process" + (p.workerPID.map { ", worker pid \($0)" } ?? "")
+                        + (p.workerRestarts.map { $0 > 0 ? ", \($0) restart(s) after crashes" : "" } ?? "") + "\n"
+                }
                 if !p.routes.isEmpty { out += "  routes: \(p.routes.joined(separator: ", "))\n" }
                 for proxy in p.proxies { out += "  proxy:  \(proxy)\n" }
                 if !p.menus.isEmpty { out += "  menus:  \(p.menus.joined(separator: ", "))\n" }
