@@ -69,8 +69,10 @@ let package = Package(
             "KeelManifest", "KeelLoader", "KeelState", "KeelSystem",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
+        // Plugins in worker processes (`isolation: process`): the host's side and the worker's, and their wire.
+        .target(name: "KeelIsolation", dependencies: ["KeelLoader", "KeelManifest", "KeelSystem"]),
         .target(name: "Keel", dependencies: [
-            "KeelManifest", "KeelLoader", "KeelRegistry", "KeelState", "KeelExtensions", "KeelSystem",
+            "KeelManifest", "KeelLoader", "KeelRegistry", "KeelState", "KeelExtensions", "KeelSystem", "KeelIsolation",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .target(name: "KeelHTTP", dependencies: [
@@ -104,7 +106,7 @@ let package = Package(
         .executableTarget(name: "KeelEmbed", path: "BuildTools/KeelEmbed"),
         .plugin(name: "EmbedSDK", capability: .buildTool(), dependencies: ["KeelEmbed"], path: "BuildTools/EmbedSDK"),
         .executableTarget(name: "KeelCLI", dependencies: [
-            "Keel", "KeelHTTP", "KeelSystem", "KeelStatePostgres",
+            "Keel", "KeelHTTP", "KeelSystem", "KeelStatePostgres", "KeelIsolation",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], plugins: ["EmbedSDK"]),
 
@@ -115,7 +117,7 @@ let package = Package(
         // The benchmark suite (Scripts/bench.sh), separate from the tests.
         .target(name: "CKeelBenchNative", dependencies: ["CKeelABI"]),
         .executableTarget(name: "KeelBench", dependencies: [
-            "Keel", "KeelHTTP", "KeelLoader", "CKeelABI", "CKeelBenchNative", "CKeelFFI",
+            "Keel", "KeelHTTP", "KeelLoader", "KeelIsolation", "CKeelABI", "CKeelBenchNative", "CKeelFFI",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),

@@ -33,3 +33,5 @@
 @_exported import struct KeelManifest.ProxyDeclaration
 @_exported import enum KeelLoader.RequestScope
 @_exported import class KeelLoader.HealthCheck
+@_exported import struct KeelIsolation.IsolationPolicy
+@_exported import enum KeelManifest.Isolation

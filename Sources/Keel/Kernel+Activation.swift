@@ -51,11 +51,11 @@ extension Kernel {
         for id in plan {
             do { builds.append(try build(id, pending: planned)) } catch { opened[id] = .failure(error) }
         }
-        // A manifest-only bundle has nothing to copy or open.
-        for build in builds where build.libraryPath == nil {
+        // A manifest-only bundle has nothing to copy or open, nor has a plugin that runs in a worker (the worker opens it).
+        for build in builds where build.libraryPath == nil || build.isolated {
             opened[build.id] = Result { () throws(KernelError) in try openManifestOnly(build) }
         }
-        builds.removeAll { $0.libraryPath == nil }
+        builds.removeAll { $0.libraryPath == nil || $0.isolated }
         var start = 0
         while start < builds.count {
             let batch = Array(builds[start..<min(start + 64, builds.count)])
@@ -98,6 +98,8 @@ extension Kernel {
         /// Nil for a manifest-only bundle.
         let libraryPath: String?
         let number: Int
+        /// Runs in a worker process (`isolation: process`): the host never opens its library.
+        var isolated = false
     }
 
     /// A build whose library is open and verified (or a manifest-only build, `library` nil), not yet activated.
@@ -112,7 +114,7 @@ extension Kernel {
     /// it into a fresh context. Nothing is published; on failure nothing of it remains registered.
     func loadGeneration(_ id: String) throws(KernelError) -> Generation {
         let build = try build(id)
-        guard let libraryPath = build.libraryPath else { return try activate(openManifestOnly(build)) }
+        guard let libraryPath = build.libraryPath, !build.isolated else { return try activate(openManifestOnly(build)) }
         let copy = try generations.copy(libraryPath, id: id, generation: build.number)
         return try activate(open(build, copy))
     }
@@ -144,7 +146,8 @@ extension Kernel {
         if let missing = missingInterface(manifest, pending: pending) { throw KernelError(.dependency, pluginID: id, reason: missing) }
         let number = max(nextGeneration[id] ?? 0, ((try? state.lastGeneration(id)) ?? 0) + 1)
         nextGeneration[id] = number + 1
-        return Build(id: id, bundle: bundle, manifest: manifest, libraryPath: bundle.libraryPath, number: number)
+        return Build(id: id, bundle: bundle, manifest: manifest, libraryPath: bundle.libraryPath, number: number,
+                     isolated: bundle.libraryPath != nil && isolation(of: id, manifest) == .process)
     }
 
     func requireActive(_ dependency: String, of id: String, pending: Set<String> = []) throws(KernelError) {
@@ -153,10 +156,12 @@ extension Kernel {
         }
     }
 
-    /// A manifest-only build: nothing to probe, copy or open; its checksum is its plugin.yaml's.
+    /// A build the host does not open: a manifest-only one (its checksum is its plugin.yaml's) or one that runs in a
+    /// worker (its library's).
     func openManifestOnly(_ build: Build) throws(KernelError) -> Opened {
-        guard let checksum = GenerationStore.checksum(build.bundle.manifestPath) else {
-            throw KernelError(.bundle, pluginID: build.id, reason: "\(build.bundle.manifestPath): cannot be read")
+        let file = build.isolated ? build.libraryPath ?? build.bundle.manifestPath : build.bundle.manifestPath
+        guard let checksum = GenerationStore.checksum(file) else {
+            throw KernelError(.bundle, pluginID: build.id, reason: "\(file): cannot be read")
         }
         return Opened(build: build, library: nil, checksum: checksum)
     }
@@ -229,6 +234,9 @@ extension Kernel {
             seed.routes.append(route)
         }
         try seedConsole(manifest, bundle: build.bundle, context: context, into: &seed)
+        if build.isolated {
+            return try activateInWorker(build, context: context, seed: seed, checksum: checksum, config: config)
+        }
         guard let library else {
             // Manifest-only: no code runs; what the host contributes on its behalf goes live as it is.
             let plugin = ActivePlugin(library: nil, context: context, manifest: manifest, generation: build.number, checksum: checksum)
@@ -257,10 +265,9 @@ extension Kernel {
         // Consumers hear of the change before the provider is drained: leases they hold keep it up until released.
         notifyServiceChanges(since: before)
         let timeout = configuration.drainTimeout
-        if let problem = plugin.library.map({ $0.deactivate(plugin.context, drainTimeout: timeout) })
-            ?? plugin.context.closeWithoutCode(stillRunning: plugin.context.drain(timeout: timeout), drainTimeout: timeout) {
-            log(.warn, id, problem)
-        }
+        let problem = plugin.library.map { $0.deactivate(plugin.context, drainTimeout: timeout) }
+            ?? plugin.finishTakingDown(stillRunning: plugin.context.drain(timeout: timeout), drainTimeout: timeout)
+        if let problem { log(.warn, id, problem) }
         plugin.library?.unloadIfSafe()
         record(id, plugin, outcome: "deactivated")
         log(.info, id, "deactivated")
@@ -285,8 +292,7 @@ extension Kernel {
     /// The end of `retire`, on the kernel's executor.
     func finishRetiring(_ plugin: ActivePlugin, id: String, outcome: String, timeout: Double) {
         let running = plugin.context.callsInFlight
-        let problem = plugin.library.map { $0.finishDeactivation(plugin.context, stillRunning: running, drainTimeout: timeout) }
-            ?? plugin.context.closeWithoutCode(stillRunning: running, drainTimeout: timeout)
+        let problem = plugin.finishTakingDown(stillRunning: running, drainTimeout: timeout)
         if let problem { log(.warn, id, "generation \(plugin.generation): \(problem)") }
         plugin.library?.unloadIfSafe()
         record(id, plugin, outcome: outcome, detail: problem ?? "")

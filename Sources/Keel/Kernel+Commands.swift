@@ -41,6 +41,7 @@ extension Kernel {
         case .rescan: rescan()
         case let .grants(id, grant, revoke): try setGrants(id, grant: grant, revoke: revoke)
         case let .config(id, yaml, file): try setConfig(id, yaml: yaml, file: file ?? "configuration of \(id)")
+        case let .isolation(id, mode): try setIsolation(id, mode)
         case let .install(id, version, allowUnsigned):
             return CommandResult(installed: try install(id, version: version, store: extensions, allowUnsigned: allowUnsigned))
         case let .upgrade(id, version, allowUnsigned): try upgrade(id, to: version, store: extensions, allowUnsigned: allowUnsigned)

@@ -18,7 +18,7 @@ extension Kernel {
             let bundle = bundles[record.id]
             let m = bundle?.manifest
             let c = snapshot.plugins[record.id]
-            return PluginInfo(
+            var info = PluginInfo(
                 id: record.id, name: m?.name ?? record.name, version: m.map { "\($0.version)" } ?? record.version,
                 description: m?.description ?? "", abi: m.map { "\($0.abi)" } ?? "",
                 bundlePath: bundle?.folder ?? record.bundlePath, library: m?.library ?? "",
@@ -52,6 +52,12 @@ extension Kernel {
                 activation: m?.activation.rawValue ?? "eager",
                 activity: m?.activation == .lazy && record.status == .enabled
                     ? (idle.contains(record.id) ? "idle" : active[record.id] != nil ? "active" : nil) : nil)
+            if let m, m.library != nil { info.isolation = isolation(of: record.id, m).rawValue }
+            if let worker = active[record.id]?.worker {
+                info.workerPID = worker.workerPID
+                info.workerRestarts = worker.restarts
+            }
+            return info
         }
     }
 

@@ -1,6 +1,7 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
 import Foundation
+import KeelIsolation
 import KeelLoader
 import KeelManifest
 import KeelRegistry
@@ -67,6 +68,8 @@ public actor Kernel {
         let generation: Int
         /// SHA-256 of the library it was loaded from.
         let checksum: String
+        /// The worker process it runs in (`isolation: process`); nil in the host.
+        var worker: WorkerSupervisor? = nil
     }
 
     let generations: GenerationStore

@@ -17,6 +17,9 @@ public enum KernelCommand: Codable, Sendable, Hashable {
     case grants(id: String, grant: [String], revoke: [String])
     /// Sets the plugin's configuration from YAML (checked against its schema); `file` names it in errors.
     case config(id: String, yaml: String, file: String? = nil)
+    /// Runs the plugin in the host (`in-process`) or in a worker process of its own (`process`); nil goes back to
+    /// what its manifest asks for. An active plugin is reloaded into its new place.
+    case isolation(id: String, mode: Isolation?)
     case install(id: String, version: String?, allowUnsigned: Bool)
     case upgrade(id: String, version: String?, allowUnsigned: Bool)
     case uninstall(id: String, cascade: Bool, keepData: Bool)
@@ -46,6 +49,7 @@ public enum KernelCommand: Codable, Sendable, Hashable {
         case .rescan: "rescan"
         case .grants: "grants"
         case .config: "config"
+        case .isolation: "isolation"
         case .install: "install"
         case .upgrade: "upgrade"
         case .uninstall: "uninstall"
@@ -67,7 +71,7 @@ public enum KernelCommand: Codable, Sendable, Hashable {
     public var subject: String {
         switch self {
         case let .enable(id, _), let .disable(id, _, _), let .reload(id), let .grants(id, _, _), let .config(id, _, _),
-             let .install(id, _, _), let .upgrade(id, _, _), let .uninstall(id, _, _): id
+             let .install(id, _, _), let .upgrade(id, _, _), let .uninstall(id, _, _), let .isolation(id, _): id
         case let .createTenant(name), let .deleteTenant(name, _), let .createRole(name), let .addRepository(name, _, _),
              let .removeRepository(name), let .trustKey(name, _): name
         case let .setMember(tenant, _, _, _): tenant
@@ -82,7 +86,7 @@ public enum KernelCommand: Codable, Sendable, Hashable {
     public var pluginID: String? {
         switch self {
         case let .enable(id, _), let .disable(id, _, _), let .reload(id), let .grants(id, _, _), let .config(id, _, _),
-             let .install(id, _, _), let .upgrade(id, _, _), let .uninstall(id, _, _): id
+             let .install(id, _, _), let .upgrade(id, _, _), let .uninstall(id, _, _), let .isolation(id, _): id
         default: nil
         }
     }

@@ -1,6 +1,7 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
 import Foundation
+import KeelIsolation
 import KeelLoader
 import KeelManifest
 import KeelState
@@ -55,6 +56,11 @@ public struct KernelConfiguration: Sendable {
     /// The operator's idle time-out for every lazy plugin (seconds), in place of each manifest's `idle-timeout:`;
     /// 0 keeps lazy plugins loaded once used. Default: nil (each manifest decides).
     public var lazyIdleTimeout: Double?
+    /// The `keel` executable that runs plugins with `isolation: process` (as `keel worker`). Default: nil, and such
+    /// a plugin fails to activate with a reason that says so (an embedder opts in); `keel serve` sets it.
+    public var workerExecutable: String?
+    /// Call budget, restarts and resource limits of worker processes.
+    public var isolation: IsolationPolicy = .default
     /// Where the kernel and plugins log. Called from any thread. Default: one line per record to stderr.
     public var log: @Sendable (LogRecord) -> Void
 

@@ -50,6 +50,11 @@ public struct PluginInfo: Sendable, Codable, Hashable {
     public var activation: String = "eager"
     /// For an enabled lazy plugin: `idle` (not loaded) or `active`; nil otherwise. Shown as `enabled (idle)`.
     public var activity: String?
+    /// Where its code runs: `in-process` or `process` (the operator's choice, else plugin.yaml's `isolation:`).
+    public var isolation: String = "in-process"
+    /// While it runs in a worker process: the worker's process id, and how often the worker was restarted after a crash.
+    public var workerPID: Int32?
+    public var workerRestarts: Int?
 
     /// The status as `keel plugins list` shows it: `enabled (idle)` / `enabled (active)` for a lazy plugin.
     public var statusText: String { status.rawValue + (activity.map { " (\($0))" } ?? "") }

@@ -8,19 +8,22 @@ import Foundation
 import Hummingbird
 import Keel
 import KeelHTTP
+import KeelIsolation
 import Synchronization
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
 
 // The proxy section's upstream runs as this binary in a child process (see Proxy.swift).
+// The isolation section's workers run as this binary in its `worker` mode (see Isolation.swift).
+if CommandLine.arguments.count == 2, CommandLine.arguments[1] == "worker" { WorkerMain.run(socket: 0) }
 if CommandLine.arguments.count == 3, CommandLine.arguments[1] == "--upstream" { try runUpstream(portFile: CommandLine.arguments[2]) }
 // The lazy section measures each start in a fresh child process (see Lazy.swift).
 if CommandLine.arguments.count == 6, CommandLine.arguments[1] == "--start-child" { try await runStartChild(Array(CommandLine.arguments.dropFirst(2))) }
 
 struct Options {
     var quick = false
-    /// Run only this section: abi, dispatch, http, load, services, commands, proxy, alternatives, scaling, lazy.
+    /// Run only this section: abi, dispatch, http, load, services, commands, proxy, alternatives, scaling, lazy, isolation.
     var only: String?
     var work = NSTemporaryDirectory() + "keel-bench-\(getpid())"
     var pluginA = "", pluginB = "", authz: [String] = [], loadTemplate = "", rawLoader = ""
@@ -385,6 +388,7 @@ if wanted("proxy") { try await proxyBenchmarks() }
 if wanted("alternatives") { try await alternativesBenchmarks() }
 if wanted("scaling") { try await scalingBenchmarks() }
 if wanted("lazy") { try await lazyBenchmarks() }
+if wanted("isolation") { try await isolationBenchmarks() }
 
 // MARK: report
 

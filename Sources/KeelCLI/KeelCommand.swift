@@ -19,7 +19,7 @@ struct KeelCommand: AsyncParsableCommand {
             """,
         version: Kernel.version,
         subcommands: [Plugins.self, Services.self, Call.self, Commands.self, Tenants.self, Roles.self, Hosts.self, Serve.self, Dev.self, Token.self, Audit.self, Logs.self, Repo.self, Search.self, Install.self,
-                      Upgrade.self, Uninstall.self, Pack.self, Trust.self, SDK.self, New.self, Probe.self, ValidateRun.self])
+                      Upgrade.self, Uninstall.self, Pack.self, Trust.self, SDK.self, New.self, Probe.self, Worker.self, ValidateRun.self])
 
     /// Parses (global options may stand before or after the subcommand), runs, and reports every failure in one
     /// style: `keel: error: ...` on stderr, exit 64 with the usage for bad usage, exit 1 for a failed operation.
@@ -138,6 +138,7 @@ struct GlobalOptions: ParsableArguments {
         }
         // Every new build is tried in a child `keel probe` before this process loads it.
         configuration.probe = PluginProbe.currentExecutable.map { PluginProbe(executable: $0) }
+        configuration.workerExecutable = PluginProbe.currentExecutable
         adjust(&configuration)
         return try Kernel(configuration: configuration)
     }

@@ -90,6 +90,19 @@ struct AdminAPI {
             try await run(.grants(id: id, grant: change.grant ?? [], revoke: change.revoke ?? []))
             return JSONBody.response(try await kernel.plugin(id))
         }
+        // {"isolation": "process" | "in-process" | null}: where the plugin runs (null: as its manifest asks).
+        admin.put("plugins/:id/isolation") { request, context -> Response in
+            let id = try context.parameters.require("id")
+            let change = try await Self.body(IsolationChange.self, request)
+            let mode = try change.isolation.map { text throws(APIError) -> Isolation in
+                guard let mode = Isolation(rawValue: text) else {
+                    throw APIError(.badRequest, "bad-isolation", "isolation must be in-process, process or null, not \"\(text)\"")
+                }
+                return mode
+            }
+            try await run(.isolation(id: id, mode: mode))
+            return JSONBody.response(try await kernel.plugin(id))
+        }
         admin.get("plugins/:id/config") { _, context -> Response in
             let id = try context.parameters.require("id")
             guard let stored = try kernel.state.config(id) else { return JSONBody.response(["yaml": "", "json": ""]) }
@@ -267,6 +280,11 @@ struct AdminAPI {
 struct GrantChange: Decodable {
     var grant: [String]?
     var revoke: [String]?
+}
+
+/// `PUT /api/v1/plugins/<id>/isolation`.
+struct IsolationChange: Decodable {
+    var isolation: String?
 }
 
 struct ChangeOptions: Decodable {

@@ -205,6 +205,12 @@ struct PluginDispatcher: Sendable {
                             body: ResponseBody(byteBuffer: ByteBuffer(bytes: response.body)))
         case let .failure(error) where error.status == StatusCode.unavailable:
             return nil
+        case let .failure(error) where error.status == StatusCode.workerCrashed:
+            gatekeeper.log(LogRecord(level: .error, pluginID: error.pluginID, message: "\(method) \(path) failed: \(error.message)"))
+            throw APIError(.badGateway, "plugin-crashed", "the plugin's worker process crashed while handling the request")
+        case let .failure(error) where error.status == StatusCode.workerTimedOut:
+            gatekeeper.log(LogRecord(level: .error, pluginID: error.pluginID, message: "\(method) \(path) failed: \(error.message)"))
+            throw APIError(.gatewayTimeout, "plugin-timeout", "the plugin did not answer within its budget")
         case let .failure(error):
             gatekeeper.log(LogRecord(level: .error, pluginID: error.pluginID, message: "\(method) \(path) failed: \(error)",
                                      requestID: requestID))

@@ -162,16 +162,21 @@ public final class ActivationContext: Sendable {
     /// Accounts for a finished auth hook call. Returns the error to deny with: the hook failed, or it ran over its
     /// budget (a hook too slow to trust decides nothing).
     func finishHook(_ what: @autoclosure () -> String, started: Double, status: Int32) -> PluginCallError? {
-        let message = status == StatusCode.ok ? "" : takeError()
+        let failure = status == StatusCode.ok ? nil : PluginCallError(pluginID: pluginID, status: status, message: takeError())
+        return finishHook(what(), started: started, failure: failure)
+    }
+
+    /// Same as `finishHook(_:started:status:)` for a call that already has its outcome (a hook in a worker process).
+    func finishHook(_ what: @autoclosure () -> String, started: Double, failure: PluginCallError?) -> PluginCallError? {
         let budget = budgets.hook
         let late = Self.now() - started > budget
-        _ = account(what(), started: started, budget: budget, failed: status != StatusCode.ok || late,
-                    detail: "\(StatusCode.name(status)) \(message)")
+        _ = account(what(), started: started, budget: budget, failed: failure != nil || late,
+                    detail: failure.map { "\(StatusCode.name($0.status)) \($0.message)" } ?? "KEEL_OK")
         if late {
             return PluginCallError(pluginID: pluginID, status: StatusCode.limit,
                                    message: "\(what()) ran over its \(Int(budget * 1000)) ms budget")
         }
-        return status == StatusCode.ok ? nil : PluginCallError(pluginID: pluginID, status: status, message: message)
+        return failure
     }
 
     /// Accounts for one finished call: logs it when it ran over `budget`, and counts failures in a row.

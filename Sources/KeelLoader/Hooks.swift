@@ -15,6 +15,8 @@ public final class RouteHandler: @unchecked Sendable {
     let host: (@Sendable (PluginRequest) -> PluginResponse)?
     /// Names this route when the host dies inside `function` (nil for a host-served route).
     let site: CrashSite?
+    /// A route of a plugin running in a worker process: the call goes there instead (see `RemoteCalls`).
+    let remote: RemoteTarget?
     /// Public static files the host serves for the plugin (its bundle's assets): served to callers of every tenant
     /// while the plugin is enabled for any, because console pages load them from an opaque origin, without cookies.
     public let everyTenant: Bool
@@ -28,7 +30,19 @@ public final class RouteHandler: @unchecked Sendable {
         self.userData = userData
         self.host = nil
         site = context.crashSite("handler " + route)
+        remote = nil
         self.everyTenant = false
+        self.context = context
+    }
+
+    /// Route number `index` of a plugin running in a worker process, reached through `calls`.
+    init(remote calls: any RemoteCalls, index: Int, context: ActivationContext) {
+        function = nil
+        userData = nil
+        host = nil
+        site = nil
+        remote = RemoteTarget(calls: calls, index: index)
+        everyTenant = false
         self.context = context
     }
 
@@ -39,6 +53,7 @@ public final class RouteHandler: @unchecked Sendable {
         userData = nil
         host = serve
         site = nil
+        remote = nil
         self.everyTenant = everyTenant
         self.context = context
     }
@@ -57,6 +72,7 @@ public final class RouteHandler: @unchecked Sendable {
         guard context.enter() else {
             return .failure(PluginCallError(pluginID: pluginID, status: StatusCode.unavailable, message: "plugin is not active"))
         }
+        if let remote { return handleRemotely(remote, prepared.request) }
         guard let function, let site else {
             defer { context.leave() }
             return .success(host.map { $0(prepared.request) } ?? PluginResponse(status: 404))
@@ -75,6 +91,17 @@ public final class RouteHandler: @unchecked Sendable {
             return .failure(PluginCallError(pluginID: pluginID, status: status, message: message))
         }
         return .success(PluginResponse(status: writer.status, headers: writer.headers, body: writer.body))
+    }
+
+    /// The call to a worker process, admitted and accounted for like a call into a library in this process.
+    private func handleRemotely(_ remote: RemoteTarget, _ request: PluginRequest) -> Result<PluginResponse, PluginCallError> {
+        defer { context.leave() }
+        let started = ActivationContext.now()
+        let result = remote.calls.handle(route: remote.index, request)
+        _ = context.account("\(request.method) \(request.path) handler", started: started, budget: context.budgets.handler,
+                            failed: (try? result.get()) == nil,
+                            detail: { if case let .failure(e) = result { return "\(e)" }; return "" }())
+        return result
     }
 }
 
@@ -103,8 +130,10 @@ final class PrincipalWriter {
 /// any thread at once ([request]).
 public final class AuthenticateHook: @unchecked Sendable {
     public let name: String
-    let function: keel_authenticate_fn
+    /// Nil for a hook of a plugin running in a worker process (`remote`).
+    let function: keel_authenticate_fn?
     let userData: UnsafeMutableRawPointer?
+    let remote: RemoteTarget?
     public let context: ActivationContext
 
     /// Names this hook when the host dies inside it.
@@ -114,6 +143,17 @@ public final class AuthenticateHook: @unchecked Sendable {
         self.name = name
         self.function = function
         self.userData = userData
+        self.remote = nil
+        self.context = context
+        site = context.crashSite("authenticate hook \"\(name)\"")
+    }
+
+    /// Hook number `index` of a plugin running in a worker process, reached through `calls`.
+    init(name: String, remote calls: any RemoteCalls, index: Int, context: ActivationContext) {
+        self.name = name
+        function = nil
+        userData = nil
+        remote = RemoteTarget(calls: calls, index: index)
         self.context = context
         site = context.crashSite("authenticate hook \"\(name)\"")
     }
@@ -126,6 +166,16 @@ public final class AuthenticateHook: @unchecked Sendable {
         guard context.enter() else {
             return .failure(PluginCallError(pluginID: pluginID, status: StatusCode.unavailable, message: "plugin is not active"))
         }
+        if let remote {
+            defer { context.leave() }
+            let started = ActivationContext.now()
+            let result = remote.calls.authenticate(hook: remote.index, request)
+            if let error = context.finishHook("authenticate hook \"\(name)\"", started: started, failure: result.failure) {
+                return .failure(error)
+            }
+            return result
+        }
+        guard let function else { context.leave(); return .success(nil) }
         let outer = ActivationContext.beginCall(context)
         defer { ActivationContext.endCall(outer); context.leave() }
         let writer = PrincipalWriter()
@@ -148,8 +198,10 @@ public final class AuthenticateHook: @unchecked Sendable {
 /// any thread at once ([request]).
 public final class AuthorizeHook: @unchecked Sendable {
     public let name: String
-    let function: keel_authorize_fn
+    /// Nil for a hook of a plugin running in a worker process (`remote`).
+    let function: keel_authorize_fn?
     let userData: UnsafeMutableRawPointer?
+    let remote: RemoteTarget?
     public let context: ActivationContext
 
     /// Names this hook when the host dies inside it.
@@ -159,6 +211,17 @@ public final class AuthorizeHook: @unchecked Sendable {
         self.name = name
         self.function = function
         self.userData = userData
+        self.remote = nil
+        self.context = context
+        site = context.crashSite("authorize hook \"\(name)\"")
+    }
+
+    /// Hook number `index` of a plugin running in a worker process, reached through `calls`.
+    init(name: String, remote calls: any RemoteCalls, index: Int, context: ActivationContext) {
+        self.name = name
+        function = nil
+        userData = nil
+        remote = RemoteTarget(calls: calls, index: index)
         self.context = context
         site = context.crashSite("authorize hook \"\(name)\"")
     }
@@ -169,8 +232,11 @@ public final class AuthorizeHook: @unchecked Sendable {
     /// [request]
     public func authorize(_ principal: Principal, action: String, resource: String,
                           request: PluginRequest? = nil) -> Result<AuthDecision, PluginCallError> {
+        if remote != nil { return call(nil, (principal, action, resource, request)) }
         var result: Result<AuthDecision, PluginCallError> = .success(.abstain)
-        Self.withQuestion(principal, action: action, resource: resource, request: request) { q in result = call(q) }
+        Self.withQuestion(principal, action: action, resource: resource, request: request) { q in
+            result = call(q, (principal, action, resource, request))
+        }
         return result
     }
 
@@ -185,7 +251,7 @@ public final class AuthorizeHook: @unchecked Sendable {
         withQuestion(principal, action: action, resource: resource, request: request, prepared: prepared) { q in
             var allowed = false
             for hook in hooks {
-                switch hook.call(q) {
+                switch hook.call(q, (principal, action, resource, request ?? prepared?.request)) {
                 case .success(.deny):
                     outcome = (.deny, "authorize hook \"\(hook.name)\" of plugin \"\(hook.pluginID)\" denied")
                     return
@@ -224,11 +290,24 @@ public final class AuthorizeHook: @unchecked Sendable {
         }
     }
 
-    /// One call into the hook with a prepared question.
-    func call(_ q: UnsafeMutablePointer<keel_authz_request>) -> Result<AuthDecision, PluginCallError> {
+    /// One call into the hook with a prepared question `q` (nil when the hook is remote); a remote hook is sent
+    /// `question` instead.
+    func call(_ q: UnsafeMutablePointer<keel_authz_request>?,
+              _ question: @autoclosure () -> (Principal, String, String, PluginRequest?)) -> Result<AuthDecision, PluginCallError> {
         guard context.enter() else {
             return .failure(PluginCallError(pluginID: pluginID, status: StatusCode.unavailable, message: "plugin is not active"))
         }
+        if let remote {
+            defer { context.leave() }
+            let (principal, action, resource, request) = question()
+            let started = ActivationContext.now()
+            let result = remote.calls.authorize(hook: remote.index, principal, action: action, resource: resource, request: request)
+            if let error = context.finishHook("authorize hook \"\(name)\"", started: started, failure: result.failure) {
+                return .failure(error)
+            }
+            return result
+        }
+        guard let function, let q else { context.leave(); return .success(.abstain) }
         let outer = ActivationContext.beginCall(context)
         defer { ActivationContext.endCall(outer); context.leave() }
         var decision: keel_auth_decision = -1

@@ -15,6 +15,11 @@ public enum StatusCode {
     public static let limit: Int32 = KEEL_ERR_LIMIT
     public static let noMemory: Int32 = KEEL_ERR_NO_MEMORY
     public static let unavailable: Int32 = KEEL_ERR_UNAVAILABLE
+    /// Host-side only, never passed to or from a plugin: the worker process running the plugin (`isolation:
+    /// process`) died while the call was in flight.
+    public static let workerCrashed: Int32 = -1001
+    /// Host-side only: the call ran past the worker's call budget; the worker was killed.
+    public static let workerTimedOut: Int32 = -1002
 
     /// A readable name; unknown codes read as what the host treats them as, an internal error.
     public static func name(_ status: Int32) -> String {
@@ -30,6 +35,8 @@ public enum StatusCode {
         case KEEL_ERR_NO_MEMORY: return "KEEL_ERR_NO_MEMORY"
         case KEEL_ERR_UNAVAILABLE: return "KEEL_ERR_UNAVAILABLE"
         case KEEL_ERR_INTERNAL: return "KEEL_ERR_INTERNAL"
+        case workerCrashed: return "worker crashed"
+        case workerTimedOut: return "worker timed out"
         default: return "KEEL_ERR_INTERNAL (unknown status \(status))"
         }
     }

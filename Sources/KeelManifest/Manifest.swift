@@ -42,6 +42,9 @@ public struct Manifest: Sendable, Hashable {
     public var console: ConsoleDeclaration?
     /// When the library is loaded (`activation:`): at start (eager, the default) or on first use (lazy).
     public var activation: Activation = .eager
+    /// Where the plugin's code runs (`isolation:`), unless the operator chose otherwise: in the host (the default)
+    /// or in a worker process of its own.
+    public var isolation: Isolation = .inProcess
     /// Seconds a lazy plugin may go unused before it is deactivated again (`idle-timeout:`); nil keeps it loaded.
     public var idleTimeout: Double?
 
@@ -74,6 +77,14 @@ public struct Manifest: Sendable, Hashable {
 }
 
 /// When a plugin's library is loaded and activated.
+/// Where a plugin's code runs.
+public enum Isolation: String, Sendable, Hashable, CaseIterable, Codable {
+    /// In the host process: the fastest calls; a crash in the plugin takes the host down (and is attributed).
+    case inProcess = "in-process"
+    /// In a `keel worker` child process of its own: a crash fails only the requests in flight in it.
+    case process
+}
+
 public enum Activation: String, Sendable, Hashable, CaseIterable {
     /// At start, and whenever the plugin is enabled.
     case eager

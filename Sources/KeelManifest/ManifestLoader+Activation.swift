@@ -2,12 +2,18 @@
 
 import Yams
 
-/// `activation:` and `idle-timeout:`. Same rules as the rest of `NodeReader`: errors name the file, the line and the key.
+/// `activation:`, `idle-timeout:` and `isolation:`. Same rules as the rest of `NodeReader`: errors name the file, the line and the key.
 extension NodeReader {
     /// Reads `activation: eager|lazy` and `idle-timeout: 10m` into `manifest` (after its capabilities are read).
     /// A lazy plugin must have a library, must not decide other plugins' requests (authenticate, authorize: while it
     /// is idle its hooks would be missing from the chain) and serves only under `/ext/<id>/` (no foreign prefix).
     func readActivation(_ fields: [String: Node], into manifest: inout Manifest) throws(ManifestError) {
+        if let text = try optionalString(fields, "isolation") {
+            guard let mode = Isolation(rawValue: text) else {
+                throw fail(fields["isolation"], "isolation", "expected in-process or process, found \"\(text)\"")
+            }
+            manifest.isolation = mode
+        }
         if let text = try optionalString(fields, "activation") {
             guard let mode = Activation(rawValue: text) else {
                 throw fail(fields["activation"], "activation", "expected eager or lazy, found \"\(text)\"")

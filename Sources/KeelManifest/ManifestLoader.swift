@@ -138,7 +138,7 @@ struct NodeReader {
     static let knownKeys: Set<String> = [
         "id", "name", "version", "description", "abi", "library", "capabilities", "menus", "dependencies", "host",
         "permissions", "provides", "consumes", "commands", "calls", "proxy", "console",
-        "activation", "idle-timeout",
+        "activation", "idle-timeout", "isolation",
     ]
     static let proxyKeys: Set<String> = ["prefix", "upstream", "timeout"]
     static let commandKeys: Set<String> = ["name", "symbol", "signature", "description", "permission", "probe"]

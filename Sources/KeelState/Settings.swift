@@ -13,6 +13,8 @@ extension StateStore {
         static func quarantine(_ id: String) -> String { "quarantine.\(id)" }
         /// How the installed archive of a plugin was signed (JSON written by the installer), per plugin.
         static func signature(_ id: String) -> String { "signature.\(id)" }
+        /// The operator's choice of where a plugin runs (`in-process` or `process`), per plugin.
+        static func isolation(_ id: String) -> String { "isolation.\(id)" }
         /// The running server's view of every plugin (JSON), for other processes to read.
         static let livePlugins = "live.plugins"
         /// The running server's view of every interface between plugins (JSON).
@@ -40,6 +42,16 @@ extension StateStore {
                 try db.query("DELETE FROM settings WHERE key = ?", [.text(key)])
             }
         }
+    }
+
+    // MARK: isolation
+
+    /// The operator's choice of where `id` runs (`in-process`, `process`), or nil when its manifest decides.
+    public func isolationChoice(_ id: String) throws(StateError) -> String? { try setting(SettingKey.isolation(id)) }
+
+    /// Stores the operator's choice of where `id` runs; nil leaves it to the manifest.
+    public func setIsolationChoice(_ id: String, _ mode: String?) throws(StateError) {
+        try setSetting(SettingKey.isolation(id), mode)
     }
 
     // MARK: crash-loop quarantine

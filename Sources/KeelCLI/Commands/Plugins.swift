@@ -10,7 +10,7 @@ extension KeelCommand {
         static let configuration = CommandConfiguration(
             abstract: "List, inspect, enable and disable plugins.",
             discussion: "While `keel serve` runs on the same state file, enable/disable/list go through the server and take effect in it at once.",
-            subcommands: [List.self, Inspect.self, Validate.self, Enable.self, Disable.self, Reload.self, History.self, Grant.self, Revoke.self, Config.self, ProxyKey.self, Health.self])
+            subcommands: [List.self, Inspect.self, Validate.self, Enable.self, Disable.self, Reload.self, History.self, Grant.self, Revoke.self, Config.self, Isolate.self, ProxyKey.self, Health.self])
     }
 }
 
@@ -51,6 +51,10 @@ extension KeelCommand.Plugins {
                     out += "  capabilities: \(caps.joined(separator: ", "))\n"
                 }
                 if p.manifestOnly { out += "  library: none (manifest only)\n" }
+                if p.isolation == "process" {
+                    out += "  isolation: process" + (p.workerPID.map { ", worker pid \($0)" } ?? "")
+                        + (p.workerRestarts.map { $0 > 0 ? ", \($0) restart(s) after crashes" : "" } ?? "") + "\n"
+                }
                 if !p.routes.isEmpty { out += "  routes: \(p.routes.joined(separator: ", "))\n" }
                 for proxy in p.proxies { out += "  proxy:  \(proxy)\n" }
                 if !p.menus.isEmpty { out += "  menus:  \(p.menus.joined(separator: ", "))\n" }
@@ -324,6 +328,35 @@ extension KeelCommand.Plugins {
                 let yaml = String(decoding: data, as: UTF8.self)
                 _ = try await throughServerOrKernel(options, id: nil, command: .config(id: id, yaml: yaml, file: file))
                 print("configured \(id)")
+            }
+        }
+    }
+
+    struct Isolate: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Run a plugin in the host (in-process) or in a worker process of its own (process).",
+            discussion: """
+                In a worker, a crash in the plugin fails only the requests in flight in it (502 plugin-crashed); the \
+                worker restarts, and a plugin whose worker keeps crashing is disabled. `manifest` goes back to what \
+                plugin.yaml asks for (isolation:, in-process by default). An active plugin is reloaded into its new place.
+                """)
+
+        @OptionGroup var options: GlobalOptions
+        @Argument(help: "The plugin id.", completion: Completion.plugins) var id: String
+        @Argument(help: "in-process, process, or manifest.") var mode: String
+
+        func validate() throws {
+            guard mode == "manifest" || Isolation(rawValue: mode) != nil else {
+                throw ValidationError("expected in-process, process or manifest, found \"\(mode)\"")
+            }
+        }
+
+        func run() async throws {
+            try await reporting {
+                let isolation = Isolation(rawValue: mode)
+                _ = try await throughServerOrKernel(options, id: id, command: .isolation(id: id, mode: isolation))
+                print(isolation.map { "\(id) runs \($0 == .process ? "in a worker process" : "in the host process")" }
+                      ?? "\(id) runs where its manifest says")
             }
         }
     }

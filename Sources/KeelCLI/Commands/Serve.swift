@@ -45,6 +45,14 @@ extension KeelCommand {
         var pluginQueue = 1024
         @Option(name: .customLong("lazy-idle-timeout"), help: "Seconds a lazy plugin may go unused before it is unloaded, for every lazy plugin (in place of its idle-timeout:); 0 keeps them loaded once used.")
         var lazyIdleTimeout: Double?
+        @Option(name: .customLong("worker-call-timeout"), help: "Seconds a call into a plugin in a worker process may take; past it the worker is killed (504).")
+        var workerCallTimeout = IsolationPolicy.default.callTimeout
+        @Option(name: .customLong("worker-crash-limit"), help: "Crashes of a plugin's worker within a minute after which the plugin is disabled as failed.")
+        var workerCrashLimit = IsolationPolicy.default.crashLimit
+        @Option(name: .customLong("worker-memory-mb"), help: "Address-space limit of each worker process in MiB (RLIMIT_AS); 0 for none.")
+        var workerMemoryMB = 0
+        @Option(name: .customLong("worker-cpu-seconds"), help: "CPU time limit of each worker process in seconds (RLIMIT_CPU); 0 for none.")
+        var workerCPUSeconds = 0
         @Flag(name: .customLong("safe-mode"), help: "Start with no plugin active (to recover from a plugin that breaks the host).")
         var safeMode = false
         @Flag(inversion: .prefixedNo, help: "Watch the plugin folder and load, reload and retire bundles as they change.")
@@ -87,6 +95,9 @@ extension KeelCommand {
             guard (0...86_400).contains(healthInterval), (1...600_000).contains(healthBudget) else {
                 throw ValidationError("--health-interval takes seconds between 0 and 86400, --health-budget-ms 1 to 600000")
             }
+            guard workerCallTimeout > 0, workerCallTimeout <= 3600, workerMemoryMB >= 0, workerCPUSeconds >= 0, workerCrashLimit >= 1 else {
+                throw ValidationError("--worker-call-timeout takes seconds between 0 and 3600; --worker-memory-mb and --worker-cpu-seconds at least 0; --worker-crash-limit at least 1")
+            }
             guard maxConnections > 0 else { throw ValidationError("--max-connections must be at least 1") }
             guard pluginThreads > 0, threadsPerPlugin > 0, pluginQueue >= 0 else {
                 throw ValidationError("--plugin-threads and --threads-per-plugin must be at least 1, --plugin-queue at least 0")
@@ -105,6 +116,10 @@ extension KeelCommand {
                     configuration.budgets.handler = Double(handlerBudget) / 1000
                     configuration.recordsCrashes = true
                     configuration.lazyIdleTimeout = lazyIdleTimeout
+                    configuration.isolation.callTimeout = workerCallTimeout
+                    configuration.isolation.crashLimit = workerCrashLimit
+                    configuration.isolation.memoryLimitBytes = workerMemoryMB << 20
+                    configuration.isolation.cpuSeconds = workerCPUSeconds
                 }
                 // Several hosts on one PostgreSQL state: this one records its own status of each plugin from the start.
                 let shared = kernel.state.isShared ? SharedStateLoop(kernel: kernel) : nil

@@ -1,6 +1,6 @@
 /* A plugin that crashes the host on request, for the crash attribution tests (CrashAttributionTests).
  *   GET /ext/<id>/items/:id    id "segv": writes through NULL; "abort": abort(); "fpe": divides by a volatile zero;
- *                              anything else: 200 "item <id>"
+ *                              "hang": never returns; anything else: 200 "item <id>"
  *   authorize hook "gate"      the same three, when the resource (the request path) contains "authz-segv",
  *                              "authz-abort" or "authz-fpe"; else abstains
  *   PLUGIN_ID                  the descriptor's id (default "crasher")
@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #ifndef PLUGIN_ID
 #define PLUGIN_ID "crasher"
@@ -29,6 +30,8 @@ static int crash(keel_str mode, const char *prefix) {
     if (contains(mode, name)) *(volatile int *)0 = 1;
     snprintf(name, sizeof name, "%sabort", prefix);
     if (contains(mode, name)) abort();
+    snprintf(name, sizeof name, "%shang", prefix);
+    if (contains(mode, name)) for (;;) sleep(1);
     snprintf(name, sizeof name, "%sfpe", prefix);
     if (contains(mode, name)) {
         /* Both volatile: the compiler turns `1 / x` into a comparison, with no division left to trap. */

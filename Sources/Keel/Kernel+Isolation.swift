@@ -1,0 +1,95 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import KeelIsolation
+import KeelLoader
+import KeelManifest
+
+/// Plugins in worker processes (`isolation: process`): where a plugin runs, and its activation in a worker.
+extension Kernel {
+    /// Where `id` runs: the operator's choice, else its manifest's `isolation:`.
+    nonisolated func isolation(of id: String, _ manifest: Manifest) -> Isolation {
+        ((try? state.isolationChoice(id)).flatMap { $0 }).flatMap(Isolation.init(rawValue:)) ?? manifest.isolation
+    }
+
+    /// Stores where `id` runs (nil: as its manifest asks) and reloads it there when it is active.
+    /// - Throws: `KernelError` for an unknown plugin, a state failure, or a reload that failed (the old generation
+    ///   then goes on serving, and the choice is put back).
+    public func setIsolation(_ id: String, _ mode: Isolation?) throws(KernelError) {
+        if bundles[id] == nil { rescan() }
+        guard let bundle = bundles[id] else {
+            throw KernelError(.unknownPlugin, pluginID: id, reason: "no plugin \"\(id)\" in the plugin folder")
+        }
+        if mode == .process, bundle.libraryPath == nil {
+            throw KernelError(.bundle, pluginID: id, reason: "plugin \"\(id)\" has no library: it runs no code to isolate")
+        }
+        let previous = (try? state.isolationChoice(id)) ?? nil
+        do { try state.setIsolationChoice(id, mode?.rawValue) } catch {
+            throw KernelError(.state, pluginID: id, reason: error.description)
+        }
+        guard active[id] != nil else { return }
+        do { try reload(id) } catch {
+            try? state.setIsolationChoice(id, previous)
+            throw error
+        }
+    }
+
+    /// Starts a worker for `build`, activates the plugin in it, and registers what it reported into `context`
+    /// through the same checks as an in-process activation. Nothing is published.
+    func activateInWorker(_ build: Build, context: ActivationContext, seed: Contributions,
+                          checksum: String, config: String) throws(KernelError) -> Generation {
+        let id = build.id, manifest = build.manifest, version = "\(manifest.version)"
+        func fail(_ reason: String) -> KernelError {
+            record(id, build.number, version: version, checksum: checksum, outcome: "failed", detail: reason)
+            return KernelError(.loadFailed, pluginID: id, reason: reason)
+        }
+        guard let libraryPath = build.libraryPath else { throw fail("plugin \"\(id)\" has no library to run in a worker") }
+        guard let executable = configuration.workerExecutable else {
+            throw fail("plugin \"\(id)\" asks for isolation: process, but this host has no worker executable (KernelConfiguration.workerExecutable; `keel serve` sets it)")
+        }
+        if !manifest.commands.isEmpty || !manifest.provides.isEmpty {
+            throw fail("plugin \"\(id)\" declares \(manifest.commands.isEmpty ? "provides:" : "commands:"), which a plugin in a worker process cannot offer yet; use isolation: in-process")
+        }
+        let prefixes = context.routePrefixes
+        let activation = WorkerActivation(
+            pluginID: id, libraryPath: libraryPath, manifestPath: build.bundle.manifestPath,
+            grants: context.grants.map(\.rawValue).sorted(), routePrefixes: prefixes, config: config,
+            limits: context.limits, budgets: context.budgets, version: version, generation: build.number,
+            memoryLimitBytes: configuration.isolation.memoryLimitBytes, cpuSeconds: configuration.isolation.cpuSeconds)
+        let environment = self.environment
+        let supervisor = WorkerSupervisor(
+            pluginID: id, executable: executable, activation: activation, policy: configuration.isolation,
+            log: { level, message in environment.log(plugin: id, level: level, message: message) },
+            failed: { reason in environment.misbehaving(plugin: id, reason: reason) })
+        let contributions: Contributions
+        do {
+            let registrations = try supervisor.start()
+            contributions = try context.register(registrations, calls: supervisor, seed: seed, path: libraryPath)
+        } catch {
+            _ = supervisor.stop(drainTimeout: 0)
+            throw fail(error.description)
+        }
+        let plugin = ActivePlugin(library: nil, context: context, manifest: manifest, generation: build.number,
+                                  checksum: checksum, worker: supervisor)
+        log(.info, id, "running in worker process \(supervisor.workerPID.map(String.init) ?? "?")")
+        return Generation(plugin: plugin, contributions: contributions)
+    }
+}
+
+extension Kernel.ActivePlugin {
+    /// Ends an activation whose calls were stopped and drained (`running` still in flight): its deactivate runs (in
+    /// the library, or in the worker, which then exits), and the context is closed. Returns a problem to report.
+    /// [lifecycle]
+    func finishTakingDown(stillRunning running: Int, drainTimeout: Double) -> String? {
+        if let worker {
+            let problem = worker.stop(drainTimeout: drainTimeout)
+            let leftover = context.closeWithoutCode(stillRunning: running, drainTimeout: drainTimeout)
+            return [leftover, problem].compactMap { $0 }.joined(separator: "; ").nilIfEmpty
+        }
+        if let library { return library.finishDeactivation(context, stillRunning: running, drainTimeout: drainTimeout) }
+        return context.closeWithoutCode(stillRunning: running, drainTimeout: drainTimeout)
+    }
+}
+
+private extension String {
+    var nilIfEmpty: String? { isEmpty ? nil : self }
+}

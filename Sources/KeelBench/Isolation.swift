@@ -1,0 +1,67 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+//
+// The isolation section: the same plugin route served in-process and from a worker process (`isolation: process`),
+// by one server, in alternating pairs (ABBA), as ratios of throughput and p99; the worker's start time (enable with
+// isolation, against enable in-process) and its memory (the worker's RSS).
+//
+// The worker is this binary in its `worker` mode (see main.swift), which runs the same `WorkerMain` as `keel worker`.
+
+import Foundation
+import Keel
+
+@MainActor
+func isolationBenchmarks() async throws {
+    guard let executable = Bundle.main.executablePath ?? CommandLine.arguments.first else { fatalError("no executable path") }
+    let plugins = options.work + "/isolation", state = options.work + "/isolation.db"
+    try bundle(plugins, id: "inproc", library: options.pluginA)
+    try bundle(plugins, id: "worker", library: options.pluginA, extra: "isolation: process\n")
+    var c = KernelConfiguration(pluginsDirectory: plugins, stateFile: state, log: KernelConfiguration.silentLog)
+    c.trustedCapabilities = [.routes, .menus, .authorize]
+    c.workerExecutable = executable
+    let k = try Kernel(configuration: c)
+    await k.start()
+
+    // Start: enable (load and activate) in-process vs in a worker, median of a few.
+    var inProcess: [Double] = [], inWorker: [Double] = []
+    for _ in 0..<(options.quick ? 3 : 9) {
+        var t = now()
+        try await k.enable("inproc")
+        inProcess.append((now() - t) * 1000)
+        t = now()
+        try await k.enable("worker")
+        inWorker.append((now() - t) * 1000)
+        try await k.disable("inproc")
+        try await k.disable("worker")
+    }
+    let startIn = inProcess.sorted()[inProcess.count / 2], startWorker = inWorker.sorted()[inWorker.count / 2]
+    rows.append(Row(name: "worker start: enable with isolation: process vs in-process", measured: String(format: "%.1f ms", startWorker),
+                    baseline: String(format: "%.1f ms", startIn), ratio: startWorker / startIn, target: "report", met: nil))
+
+    try await k.enable("inproc")
+    try await k.enable("worker")
+    if let pid = try await k.plugin("worker").workerPID, let rss = residentKiB(pid) {
+        rows.append(Row(name: "worker memory (RSS of one worker process)", measured: String(format: "%.1f MiB", Double(rss) / 1024),
+                        baseline: "", ratio: nil, target: "report", met: nil))
+    }
+    let server = try await BenchServer.start(k)
+    let base = server.base
+    let (rounds, seconds) = options.quick ? (2, 2) : (5, 5)
+    _ = wrk(base + "/ext/inproc/ping", seconds: 1)
+    _ = wrk(base + "/ext/worker/ping", seconds: 1)
+    let pairs = abbaPairs(base + "/ext/inproc/ping", base + "/ext/worker/ping", rounds: rounds, seconds: seconds)
+    func median(_ xs: [Double]) -> Double { xs.sorted()[xs.count / 2] }
+    let rps = median(pairs.map { $0.b.rps / $0.a.rps }), p99 = median(pairs.map { $0.b.p99ms / $0.a.p99ms })
+    rows.append(Row(name: "HTTP throughput, plugin route in a worker vs in-process", measured: String(format: "%.0f req/s", median(pairs.map(\.b.rps))),
+                    baseline: String(format: "%.0f req/s", median(pairs.map(\.a.rps))), ratio: rps, target: "≥ 0.6", met: rps >= 0.6))
+    rows.append(Row(name: "HTTP p99 latency, plugin route in a worker vs in-process", measured: String(format: "%.2f ms", median(pairs.map(\.b.p99ms))),
+                    baseline: String(format: "%.2f ms", median(pairs.map(\.a.p99ms))), ratio: p99, target: "≤ 2", met: p99 <= 2))
+    await server.stop()
+    await k.shutdown()
+}
+
+/// The resident set of process `pid` in KiB (VmRSS), or nil.
+func residentKiB(_ pid: Int32) -> Int? {
+    guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+          let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }) else { return nil }
+    return Int(line.split(separator: " ").dropFirst().first ?? "")
+}

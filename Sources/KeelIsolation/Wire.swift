@@ -1,0 +1,234 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Glibc
+import KeelLoader
+import KeelManifest
+
+/// The messages between the host and a worker process, on one Unix stream socket.
+///
+/// A frame is a 32-bit little-endian length (of what follows, at most `Wire.maximumFrame`), a kind byte, a 64-bit
+/// call id and the payload. Numbers are little-endian; a string or byte string is a 32-bit length and its bytes.
+/// Calls carry an id the answer repeats, so that many calls are in flight on one socket at once. The host treats
+/// everything a worker sends as hostile: a malformed frame kills the worker (see `WorkerConnection`).
+enum Wire {
+    /// Largest frame either side accepts: a request or response body (16 MiB) plus its head.
+    static let maximumFrame = 17 * 1024 * 1024
+
+    enum Kind: UInt8 {
+        // host → worker
+        case activate = 1, handle, authenticate, authorize, deactivate
+        // worker → host
+        case activated = 20, activationFailed, response, principal, decision, log, deactivated
+    }
+}
+
+/// Why bytes from the other side could not be read. Never shown to a client; the host kills the worker.
+struct WireError: Error, CustomStringConvertible {
+    let description: String
+}
+
+/// Frames read from a socket through a buffer: one `read` usually brings several small frames, or a whole one.
+/// Not thread-safe: one reader at a time (callers serialise).
+struct FrameSource {
+    let socket: Int32
+    private var buffer: [UInt8] = []
+    private var start = 0
+
+    init(socket: Int32) { self.socket = socket }
+
+    /// The next frame (without its length), or nil at the end of the stream, on a read error, or when the other
+    /// side sent a length out of bounds (`malformed` is then set).
+    mutating func next() -> [UInt8]? {
+        while true {
+            let available = buffer.count - start
+            if available >= 4 {
+                let length = Int(buffer[start]) | Int(buffer[start + 1]) << 8 | Int(buffer[start + 2]) << 16
+                    | Int(buffer[start + 3]) << 24
+                guard length >= 9, length <= Wire.maximumFrame else {
+                    malformed = true
+                    return nil
+                }
+                if available >= 4 + length {
+                    defer { start += 4 + length }
+                    return Array(buffer[(start + 4)..<(start + 4 + length)])
+                }
+            }
+            // Keep what is left at the front, then read more.
+            if start > 0 {
+                buffer.removeSubrange(0..<start)
+                start = 0
+            }
+            let old = buffer.count
+            buffer.append(contentsOf: repeatElement(0, count: 65536))
+            let n = buffer.withUnsafeMutableBytes { Glibc.read(socket, $0.baseAddress! + old, 65536) }
+            buffer.removeSubrange((old + max(n, 0))...)
+            if n > 0 { continue }
+            if n < 0 && errno == EINTR { continue }
+            return nil
+        }
+    }
+
+    /// The other side sent a frame length out of bounds.
+    private(set) var malformed = false
+}
+
+/// Builds one frame. Not thread-safe (one per message).
+struct WireWriter {
+    private var buffer: [UInt8]
+
+    /// Starts a frame of `kind` for call `id`; the length is filled in by `frame`.
+    init(_ kind: Wire.Kind, id: UInt64, capacity: Int = 256) {
+        buffer = []
+        buffer.reserveCapacity(capacity)
+        u32(0)
+        u8(kind.rawValue)
+        u64(id)
+    }
+
+    /// The finished frame, its length in place.
+    var frame: [UInt8] {
+        var out = buffer
+        let n = UInt32(out.count - 4)
+        for i in 0..<4 { out[i] = UInt8(truncatingIfNeeded: n >> (8 * UInt32(i))) }
+        return out
+    }
+
+    mutating func u8(_ v: UInt8) { buffer.append(v) }
+    mutating func bool(_ v: Bool) { buffer.append(v ? 1 : 0) }
+    mutating func u32(_ v: UInt32) { for i in 0..<4 { buffer.append(UInt8(truncatingIfNeeded: v >> (8 * UInt32(i)))) } }
+    mutating func u64(_ v: UInt64) { for i in 0..<8 { buffer.append(UInt8(truncatingIfNeeded: v >> (8 * UInt64(i)))) } }
+    mutating func i32(_ v: Int32) { u32(UInt32(bitPattern: v)) }
+    mutating func int(_ v: Int) { u64(UInt64(bitPattern: Int64(v))) }
+    mutating func double(_ v: Double) { u64(v.bitPattern) }
+    mutating func bytes(_ v: [UInt8]) { u32(UInt32(v.count)); buffer.append(contentsOf: v) }
+    mutating func string(_ v: String) { u32(UInt32(v.utf8.count)); buffer.append(contentsOf: v.utf8) }
+    mutating func strings(_ v: [String]) { u32(UInt32(v.count)); for s in v { string(s) } }
+    mutating func pairs(_ v: [(name: String, value: String)]) {
+        u32(UInt32(v.count))
+        for p in v { string(p.name); string(p.value) }
+    }
+}
+
+/// Reads one frame's payload. Every read checks the bounds. Not thread-safe.
+struct WireReader {
+    let kind: Wire.Kind
+    let id: UInt64
+    private let buffer: [UInt8]
+    private var offset: Int
+
+    /// `frame` is what follows the length: the kind, the id, the payload.
+    init(frame: [UInt8]) throws(WireError) {
+        guard frame.count >= 9, let kind = Wire.Kind(rawValue: frame[0]) else {
+            throw WireError(description: "a frame of \(frame.count) bytes with an unknown kind")
+        }
+        self.kind = kind
+        buffer = frame
+        offset = 1
+        var id: UInt64 = 0
+        for i in 0..<8 { id |= UInt64(frame[1 + i]) << (8 * UInt64(i)) }
+        self.id = id
+        offset = 9
+    }
+
+    private mutating func take(_ n: Int) throws(WireError) -> ArraySlice<UInt8> {
+        guard n >= 0, n <= buffer.count - offset else { throw WireError(description: "a \(kind) frame cut short") }
+        defer { offset += n }
+        return buffer[offset..<offset + n]
+    }
+
+    mutating func u8() throws(WireError) -> UInt8 { try take(1).first ?? 0 }
+    mutating func bool() throws(WireError) -> Bool { try u8() != 0 }
+    mutating func u32() throws(WireError) -> UInt32 {
+        var v: UInt32 = 0
+        for (i, b) in try take(4).enumerated() { v |= UInt32(b) << (8 * UInt32(i)) }
+        return v
+    }
+    mutating func u64() throws(WireError) -> UInt64 {
+        var v: UInt64 = 0
+        for (i, b) in try take(8).enumerated() { v |= UInt64(b) << (8 * UInt64(i)) }
+        return v
+    }
+    mutating func i32() throws(WireError) -> Int32 { Int32(bitPattern: try u32()) }
+    mutating func int() throws(WireError) -> Int { Int(Int64(bitPattern: try u64())) }
+    mutating func double() throws(WireError) -> Double { Double(bitPattern: try u64()) }
+    mutating func bytes() throws(WireError) -> [UInt8] { Array(try take(Int(try u32()))) }
+    mutating func string() throws(WireError) -> String { String(decoding: try take(Int(try u32())), as: UTF8.self) }
+    /// A count of items, each at least `minimumSize` bytes: refused when the frame cannot hold that many.
+    mutating func count(minimumSize: Int) throws(WireError) -> Int {
+        let n = Int(try u32())
+        guard n <= (buffer.count - offset) / max(minimumSize, 1) else { throw WireError(description: "a \(kind) frame with a bad count") }
+        return n
+    }
+    mutating func strings() throws(WireError) -> [String] {
+        var out: [String] = []
+        for _ in 0..<(try count(minimumSize: 4)) { out.append(try string()) }
+        return out
+    }
+    mutating func pairs() throws(WireError) -> [(name: String, value: String)] {
+        var out: [(name: String, value: String)] = []
+        for _ in 0..<(try count(minimumSize: 8)) { out.append((try string(), try string())) }
+        return out
+    }
+}
+
+// MARK: the values that cross
+
+extension WireWriter {
+    mutating func principal(_ p: Principal) {
+        string(p.id); string(p.displayName); string(p.tenant); strings(p.roles); string(p.authenticatedBy)
+    }
+
+    mutating func request(_ r: PluginRequest) {
+        string(r.method); string(r.path); string(r.routePath); string(r.query)
+        pairs(r.headers); pairs(r.parameters); bytes(r.body); principal(r.principal); string(r.requestID)
+    }
+
+    mutating func response(_ r: PluginResponse) {
+        int(r.status)
+        pairs(r.headers.map { ($0.name, $0.value) })
+        bytes(r.body)
+    }
+
+    mutating func registrations(_ r: RemoteRegistrations) {
+        u32(UInt32(r.routes.count))
+        for route in r.routes { string(route.method); string(route.path) }
+        u32(UInt32(r.menus.count))
+        for m in r.menus {
+            string(m.id); string(m.title); string(m.parent); string(m.link); int(m.order); string(m.icon); string(m.permission)
+        }
+        strings(r.authenticators)
+        strings(r.authorizers)
+        strings(r.unsupported)
+    }
+}
+
+extension WireReader {
+    mutating func principal() throws(WireError) -> Principal {
+        Principal(id: try string(), displayName: try string(), tenant: try string(), roles: try strings(),
+                  authenticatedBy: try string())
+    }
+
+    mutating func request() throws(WireError) -> PluginRequest {
+        PluginRequest(method: try string(), path: try string(), routePath: try string(), query: try string(),
+                      headers: try pairs(), parameters: try pairs(), body: try bytes(), principal: try principal(),
+                      requestID: try string())
+    }
+
+    mutating func response() throws(WireError) -> PluginResponse {
+        PluginResponse(status: try int(), headers: try pairs().map { HeaderField(name: $0.name, value: $0.value) },
+                       body: try bytes())
+    }
+
+    mutating func registrations() throws(WireError) -> RemoteRegistrations {
+        var r = RemoteRegistrations()
+        for _ in 0..<(try count(minimumSize: 8)) { r.routes.append(.init(method: try string(), path: try string())) }
+        for _ in 0..<(try count(minimumSize: 32)) {
+            r.menus.append(MenuDeclaration(id: try string(), title: try string(), parent: try string(), link: try string(),
+                                           order: try int(), icon: try string(), permission: try string()))
+        }
+        r.authenticators = try strings()
+        r.authorizers = try strings()
+        r.unsupported = try strings()
+        return r
+    }
+}

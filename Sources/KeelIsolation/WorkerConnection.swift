@@ -1,0 +1,236 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Dispatch
+import Foundation
+import Glibc
+import KeelSystem
+import Synchronization
+
+/// One running worker process and the socket to it, host side.
+///
+/// `spawn` starts `keel worker` with one end of a socket pair as its standard input; a reader thread takes the
+/// worker's frames and hands each answer to the call waiting for it. Calls may be made from any number of threads
+/// at once; each blocks its thread until the answer, the worker's death or its deadline (then the worker is killed:
+/// a call cannot be abandoned while the plugin code goes on, and a worker is cheap to replace). Everything the
+/// worker sends is checked; a malformed frame kills it. Thread-safe.
+final class WorkerConnection: Sendable {
+    /// Why a call got no answer.
+    enum Failure: Error, Sendable {
+        /// The worker died (or was killed) with the call in flight, or before it was sent.
+        case crashed(String)
+        /// The call ran past its deadline; the worker was killed.
+        case timedOut(Double)
+    }
+
+    let pid: pid_t
+    private let socket: Int32
+    private let pending = Mutex(Pending())
+    private let writing = Mutex(())
+    /// Set by a call that got its answer: the worker has served since it started (for the restart back-off).
+    let served = Atomic<Bool>(false)
+
+    private struct Pending {
+        var next: UInt64 = 1
+        var slots: [UInt64: Slot] = [:]
+        /// Why the worker is gone; set once.
+        var ended: String?
+    }
+
+    /// One call's wait. `answer` is written once, before `done` is signalled, and read only after the wait:
+    /// `@unchecked` because the semaphore orders the two.
+    private final class Slot: @unchecked Sendable {
+        let done = DispatchSemaphore(value: 0)
+        var answer: Result<WireReader, Failure> = .failure(.crashed("no answer"))
+    }
+
+    /// What the reader thread does with frames that answer no call (logs) and with the worker's end.
+    struct Handlers: Sendable {
+        var log: @Sendable (Int, String) -> Void
+        var exited: @Sendable (WorkerConnection, String) -> Void
+    }
+
+    private init(pid: pid_t, socket: Int32) {
+        self.pid = pid
+        self.socket = socket
+    }
+
+    /// Starts `executable worker` with its end of a new socket pair as standard input (its output and errors go to
+    /// the host's). `environment` entries are added to the host's.
+    /// - Throws: `WorkerConnection.Failure.crashed` with the system's reason when the process cannot be started.
+    static func spawn(executable: String, arguments: [String], handlers: Handlers) throws(Failure) -> WorkerConnection {
+        var fds: [Int32] = [0, 0]
+        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0 else {
+            throw .crashed("cannot make a socket pair: \(SystemFile.lastError)")
+        }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, fds[1], 0)
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        // A clean signal state in the child: the host may block or ignore signals the plugin relies on.
+        var none = sigset_t(), all = sigset_t()
+        sigemptyset(&none)
+        sigfillset(&all)
+        posix_spawnattr_setsigmask(&attributes, &none)
+        posix_spawnattr_setsigdefault(&attributes, &all)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+
+        let argv = ([executable, "worker"] + arguments).map { strdup($0) } + [nil]
+        // No Swift crash backtracer in the worker: a crash is expected there, and reported by the host.
+        var environment = ProcessInfo.processInfo.environment.filter { !isSecret($0.key) }
+        environment["SWIFT_BACKTRACE"] = "enable=no"
+        let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { for p in argv + envp { free(p) } }
+        var pid: pid_t = 0
+        let status = posix_spawn(&pid, executable, &actions, &attributes, argv, envp)
+        close(fds[1])
+        guard status == 0 else {
+            close(fds[0])
+            throw .crashed("cannot start \(executable): \(String(cString: strerror(status)))")
+        }
+        // A worker that stops reading cannot block a caller for ever: its writes time out, and the call fails.
+        var sendTimeout = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(fds[0], SOL_SOCKET, SO_SNDTIMEO, &sendTimeout, socklen_t(MemoryLayout<timeval>.size))
+        let connection = WorkerConnection(pid: pid, socket: fds[0])
+        let reader = Thread { connection.read(handlers) }
+        reader.name = "keel-worker-\(pid)"
+        reader.start()
+        return connection
+    }
+
+    /// Environment variables a worker does not inherit: the host's own settings (`KEEL_*`, which may name the
+    /// state database with its password, or hold the metrics token) and anything named like a secret.
+    static func isSecret(_ name: String) -> Bool {
+        let upper = name.uppercased()
+        return upper.hasPrefix("KEEL_") || ["TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL"].contains { upper.contains($0) }
+    }
+
+    /// Sends a call and waits for its answer, at most `timeout` seconds (then the worker is killed).
+    func call(_ frame: (UInt64) -> [UInt8], timeout: Double) -> Result<WireReader, Failure> {
+        let slot = Slot()
+        let registered: Result<UInt64, Failure> = pending.withLock { p in
+            if let ended = p.ended { return .failure(.crashed(ended)) }
+            let id = p.next
+            p.next += 1
+            p.slots[id] = slot
+            return .success(id)
+        }
+        let id: UInt64
+        switch registered {
+        case let .success(n): id = n
+        case let .failure(f): return .failure(f)
+        }
+        guard send(frame(id)) else {
+            kill(pid, SIGKILL)
+            _ = slot.done.wait(timeout: .now() + 5)
+            return pending.withLock { p in
+                p.slots[id] = nil
+                return .failure(.crashed(p.ended ?? "the worker stopped reading"))
+            }
+        }
+        guard slot.done.wait(timeout: .now() + timeout) == .success else {
+            pending.withLock { _ = $0.slots.removeValue(forKey: id) }
+            kill(pid, SIGKILL)
+            return .failure(.timedOut(timeout))
+        }
+        if case .success = slot.answer { served.store(true, ordering: .relaxed) }
+        return slot.answer
+    }
+
+    /// Writes one frame whole; false when the worker is gone or stopped reading for longer than a write may block
+    /// (`SO_SNDTIMEO`). Never raises SIGPIPE in the host.
+    func send(_ frame: [UInt8]) -> Bool {
+        writing.withLock { _ in
+            frame.withUnsafeBytes { bytes in
+                guard let base = bytes.baseAddress else { return true }
+                var offset = 0
+                while offset < bytes.count {
+                    let n = Glibc.send(socket, base + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
+                    if n < 0 && errno == EINTR { continue }
+                    guard n > 0 else { return false }
+                    offset += n
+                }
+                return true
+            }
+        }
+    }
+
+    /// Kills the worker (it is reaped, and its calls failed, by the reader thread).
+    func terminate() { kill(pid, SIGKILL) }
+
+    /// True while the worker has not ended.
+    var isRunning: Bool { pending.withLock { $0.ended == nil } }
+
+    // MARK: the reader thread
+
+    private func read(_ handlers: Handlers) {
+        var reason = "closed its socket"
+        var violated = false
+        var source = FrameSource(socket: socket)
+        while let body = source.next() {
+            do throws(WireError) {
+                var frame = try WireReader(frame: body)
+                if frame.kind == .log {
+                    let level = try frame.int()
+                    var message = try frame.string()
+                    if message.utf8.count > 4096 { message = String(message.prefix(4096)) + "…" }
+                    handlers.log(level, message)
+                    continue
+                }
+                let slot = pending.withLock { $0.slots.removeValue(forKey: frame.id) }
+                if let slot {
+                    slot.answer = .success(frame)
+                    slot.done.signal()
+                }
+            } catch {
+                reason = "sent a malformed frame (\(error)); killed"
+                violated = true
+                kill(pid, SIGKILL)
+                break
+            }
+        }
+        if source.malformed {
+            reason = "sent a frame of a bad size; killed"
+            violated = true
+            kill(pid, SIGKILL)
+        }
+        close(socket)
+        let end = Self.reap(pid)
+        if !violated, let end { reason = end }
+        let slots = pending.withLock { p -> [Slot] in
+            p.ended = reason
+            defer { p.slots = [:] }
+            return Array(p.slots.values)
+        }
+        for slot in slots {
+            slot.answer = .failure(.crashed(reason))
+            slot.done.signal()
+        }
+        handlers.exited(self, reason)
+    }
+
+    /// Waits for the worker and says how it ended, e.g. "crashed with SIGSEGV".
+    private static func reap(_ pid: pid_t) -> String? {
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 { if errno != EINTR { return nil } }
+        let signal = status & 0x7f
+        if signal != 0 { return "crashed with \(signalName(signal))" }
+        let code = (status >> 8) & 0xff
+        return "exited with code \(code)"
+    }
+
+    static func signalName(_ s: Int32) -> String {
+        switch s {
+        case SIGSEGV: "SIGSEGV"
+        case SIGBUS: "SIGBUS"
+        case SIGABRT: "SIGABRT"
+        case SIGILL: "SIGILL"
+        case SIGFPE: "SIGFPE"
+        case SIGKILL: "SIGKILL"
+        case SIGXCPU: "SIGXCPU (over its CPU time limit)"
+        default: "signal \(s)"
+        }
+    }
+}

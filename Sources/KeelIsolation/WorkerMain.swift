@@ -1,0 +1,261 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Dispatch
+import Foundation
+import Glibc
+import KeelLoader
+import KeelManifest
+import KeelSystem
+import Synchronization
+
+/// The worker process (`keel worker`): one plugin, loaded through the same loader and ABI as in the host, serving
+/// the host's calls over the socket on its standard input.
+///
+/// The first frame must be `activate`; the worker sets its resource limits, opens and checks the library, activates
+/// it and reports what it registered. Then every call runs on a thread of its own (a handler may block), and its
+/// answer goes back with the call's id. `deactivate` drains, runs the plugin's deactivate, answers, and exits. The
+/// worker exits too when the host closes the socket (the host died or gave up on it).
+public enum WorkerMain {
+    /// Runs the worker on `socket` until the host ends it. Never returns.
+    public static func run(socket: Int32 = 0) -> Never {
+        var noCore = rlimit(rlim_cur: 0, rlim_max: 0)
+        setrlimit(Int32(RLIMIT_CORE.rawValue), &noCore)
+        let done = DispatchSemaphore(value: 0)
+        // Plugin activate runs here: a full-size stack, as the host's lifecycle thread has.
+        let thread = Thread {
+            WorkerServer(socket: socket).serve()
+            done.signal()
+        }
+        thread.stackSize = 16 << 20
+        thread.start()
+        done.wait()
+        exit(0)
+    }
+}
+
+/// The worker's side of the socket.
+///
+/// Leader and followers: up to `threads` threads take turns reading the socket; the one that read a call runs it
+/// and answers it, while the next one reads (no hand-over between threads per call). A handler that blocks holds
+/// one thread; the others go on. Its state is set once by `activate`, before the host sends any call.
+private final class WorkerServer: @unchecked Sendable {
+    // `@unchecked`: `library`, `context` and `contributions` are written once, by `activate`, before its answer is
+    // sent; the host sends no call before that answer, and calls only read them.
+    let socket: Int32
+    let writing = Mutex(())
+    let reading: Mutex<FrameSource>
+    var library: PluginLibrary?
+    var context: ActivationContext?
+    var contributions = Contributions()
+    /// Calls one worker runs at once.
+    static let threads = 16
+
+    init(socket: Int32) {
+        self.socket = socket
+        reading = Mutex(FrameSource(socket: socket))
+    }
+
+    /// Reads and runs frames until the host ends the worker; the first thread starts the others once activated.
+    func serve() {
+        while true {
+            guard let body = reading.withLock({ $0.next() }), let frame = try? WireReader(frame: body) else { exit(0) }
+            switch frame.kind {
+            case .activate where library == nil:
+                var frame = frame
+                guard let activation = try? frame.activation() else { exit(70) }
+                if activate(activation, id: frame.id) {
+                    for _ in 1..<Self.threads {
+                        let follower = Thread { self.serve() }
+                        follower.stackSize = 8 << 20
+                        follower.start()
+                    }
+                }
+            case .handle, .authenticate, .authorize:
+                answer(frame)
+            case .deactivate:
+                deactivate(id: frame.id)
+                exit(0)
+            default:
+                exit(70)
+            }
+        }
+    }
+
+    // MARK: lifecycle
+
+    /// Loads and activates the plugin, and answers; true when it is active.
+    private func activate(_ a: WorkerActivation, id: UInt64) -> Bool {
+        if a.memoryLimitBytes > 0 {
+            var limit = rlimit(rlim_cur: rlim_t(a.memoryLimitBytes), rlim_max: rlim_t(a.memoryLimitBytes))
+            setrlimit(Int32(RLIMIT_AS.rawValue), &limit)
+        }
+        if a.cpuSeconds > 0 {
+            var limit = rlimit(rlim_cur: rlim_t(a.cpuSeconds), rlim_max: rlim_t(a.cpuSeconds + 1))
+            setrlimit(Int32(RLIMIT_CPU.rawValue), &limit)
+        }
+        do throws(WorkerRefusal) {
+            let manifest: Manifest
+            do { (manifest, _) = try ManifestLoader().load(path: a.manifestPath) } catch { throw WorkerRefusal(error.description) }
+            let library: PluginLibrary
+            do {
+                library = try PluginLibrary.open(path: a.libraryPath, expectedID: a.pluginID)
+                try library.verify(against: manifest, manifestPath: a.manifestPath)
+            } catch { throw WorkerRefusal(error.description) }
+            let context = ActivationContext(
+                pluginID: a.pluginID, grants: Set(a.grants.compactMap(Capability.init(rawValue:))), routePrefixes: a.routePrefixes,
+                config: a.config, limits: a.limits, budgets: a.budgets,
+                identity: ServiceIdentity(version: a.version, generation: a.generation, provides: manifest.provides,
+                                          consumes: manifest.consumes, calls: manifest.calls),
+                environment: WorkerEnvironment(server: self))
+            do { contributions = try library.activate(context) } catch { throw WorkerRefusal(error.description) }
+            self.library = library
+            self.context = context
+            var w = WireWriter(.activated, id: id)
+            w.registrations(RemoteRegistrations(contributions))
+            send(w.frame)
+            return true
+        } catch {
+            var w = WireWriter(.activationFailed, id: id)
+            w.string(error.message)
+            send(w.frame)
+            return false
+        }
+    }
+
+    private func deactivate(id: UInt64) {
+        var w = WireWriter(.deactivated, id: id)
+        if let library, let context {
+            w.string(library.deactivate(context, drainTimeout: 5) ?? "")
+        } else {
+            w.string("")
+        }
+        send(w.frame)
+    }
+
+    // MARK: calls
+
+    private func answer(_ call: WireReader) {
+        var call = call
+        do throws(WireError) {
+            switch call.kind {
+            case .handle:
+                let index = try call.int(), request = try call.request()
+                let result = contributions.routes.indices.contains(index)
+                    ? contributions.routes[index].handler.handle(request)
+                    : .failure(PluginCallError(pluginID: context?.pluginID ?? "", status: StatusCode.notFound, message: "no route \(index)"))
+                var w = WireWriter(.response, id: call.id, capacity: 64 + ((try? result.get())?.body.count ?? 0))
+                w.outcome(result.map { _ in () })
+                if case let .success(response) = result { w.response(response) }
+                send(w.frame)
+            case .authenticate:
+                let index = try call.int(), request = try call.request()
+                let result = contributions.authenticators.indices.contains(index)
+                    ? contributions.authenticators[index].authenticate(request) : .success(nil)
+                var w = WireWriter(.principal, id: call.id)
+                w.outcome(result.map { _ in () })
+                if case let .success(principal) = result {
+                    w.bool(principal != nil)
+                    if let principal { w.principal(principal) }
+                }
+                send(w.frame)
+            case .authorize:
+                let index = try call.int(), principal = try call.principal(), action = try call.string()
+                let resource = try call.string()
+                let request = try call.bool() ? try call.request() : nil
+                let result = contributions.authorizers.indices.contains(index)
+                    ? contributions.authorizers[index].authorize(principal, action: action, resource: resource, request: request)
+                    : .success(.abstain)
+                var w = WireWriter(.decision, id: call.id)
+                w.outcome(result.map { _ in () })
+                if case let .success(decision) = result { w.u8(decision.wireValue) }
+                send(w.frame)
+            default:
+                return
+            }
+        } catch {
+            exit(70)
+        }
+    }
+
+    // MARK: the socket
+
+    func send(_ frame: [UInt8]) {
+        let ok = writing.withLock { _ in frame.withUnsafeBytes { SystemFile.writeAll(socket, $0) } }
+        if !ok { exit(0) }
+    }
+}
+
+private struct WorkerRefusal: Error {
+    let message: String
+    init(_ message: String) { self.message = message }
+}
+
+/// The host services a plugin in a worker sees: the log goes to the host; what needs the host's registry (other
+/// plugins' services and commands, the permission check) is not offered in a worker.
+private final class WorkerEnvironment: PluginEnvironment {
+    let server: WorkerServer
+    init(server: WorkerServer) { self.server = server }
+
+    // The host checks conflicts again when it registers what the worker reports.
+    func routeOwner(method: String, shape: String, excluding plugin: String) -> String? { nil }
+    func menuOwner(id: String, excluding plugin: String) -> String? { nil }
+    func checkPermission(plugin: String, _ principal: Principal, action: String, resource: String) -> AuthDecision {
+        log(plugin: plugin, level: .warn, message: "permission checks are not offered to a plugin in a worker process; denied")
+        return .deny
+    }
+    func resolveService(_ interface: InterfaceID, tenant: String) -> ServiceProvision? { nil }
+    func callCommand(caller: String, plugin: String, name: String, arguments: String, principal: Principal) -> Result<String, CommandError> {
+        .failure(CommandError(.unavailable, "a plugin in a worker process cannot call other plugins' commands"))
+    }
+    func log(plugin: String, level: LogLevel, message: String) {
+        var w = WireWriter(.log, id: 0)
+        w.int(level.rawValue)
+        w.string(message)
+        server.send(w.frame)
+    }
+    // The host counts failed calls itself.
+    func misbehaving(plugin: String, reason: String) {}
+}
+
+// MARK: outcomes on the wire
+
+extension WireWriter {
+    /// A call's status: `KEEL_OK`, or the plugin's status and message.
+    mutating func outcome(_ result: Result<Void, PluginCallError>) {
+        switch result {
+        case .success: i32(StatusCode.ok); string("")
+        case let .failure(e): i32(e.status); string(e.message)
+        }
+    }
+}
+
+extension WireReader {
+    /// The status a worker reported, as the error of the call when it is not `KEEL_OK`. A status a worker may not
+    /// send (the host's own codes) reads as an internal error.
+    mutating func outcome(pluginID: String) throws(WireError) -> PluginCallError? {
+        var status = try i32()
+        let message = try string()
+        guard status != StatusCode.ok else { return nil }
+        if status < 0 { status = StatusCode.internalError }
+        return PluginCallError(pluginID: pluginID, status: status, message: String(message.prefix(4096)))
+    }
+}
+
+extension AuthDecision {
+    var wireValue: UInt8 {
+        switch self {
+        case .abstain: 0
+        case .allow: 1
+        case .deny: 2
+        }
+    }
+
+    init?(wireValue: UInt8) {
+        switch wireValue {
+        case 0: self = .abstain
+        case 1: self = .allow
+        case 2: self = .deny
+        default: return nil
+        }
+    }
+}

@@ -1,0 +1,352 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Dispatch
+import Foundation
+import Glibc
+import KeelLoader
+import Synchronization
+
+/// How workers are run: their call budget, restarts, and resource limits. Documented in the README.
+public struct IsolationPolicy: Sendable, Hashable {
+    /// Seconds a call into a worker may take; a call past it gets 504 and the worker is killed and restarted.
+    public var callTimeout: Double
+    /// Seconds a worker may take to start and activate.
+    public var startTimeout: Double
+    /// A plugin whose worker crashes `crashLimit` times within `crashWindow` seconds is marked failed.
+    public var crashLimit: Int
+    public var crashWindow: Double
+    /// Delay before the first restart after a crash that follows a served call; doubled for each crash in a row
+    /// with no call served in between, up to `maximumBackoff`.
+    public var backoff: Double
+    public var maximumBackoff: Double
+    /// Address-space limit of a worker (bytes, RLIMIT_AS) and its CPU time (seconds, RLIMIT_CPU); 0 is none.
+    public var memoryLimitBytes: Int
+    public var cpuSeconds: Int
+    /// Keep one started, not yet activated worker process ready per plugin, so that a restart after a crash costs
+    /// only the library's load and activate, not a process start (calls, auth hooks above all, wait for it).
+    public var spare: Bool
+
+    public init(callTimeout: Double = 10, startTimeout: Double = 10, crashLimit: Int = 20, crashWindow: Double = 60,
+                backoff: Double = 0.05, maximumBackoff: Double = 5, memoryLimitBytes: Int = 0, cpuSeconds: Int = 0,
+                spare: Bool = true) {
+        self.spare = spare
+        self.callTimeout = callTimeout
+        self.startTimeout = startTimeout
+        self.crashLimit = crashLimit
+        self.crashWindow = crashWindow
+        self.backoff = backoff
+        self.maximumBackoff = maximumBackoff
+        self.memoryLimitBytes = memoryLimitBytes
+        self.cpuSeconds = cpuSeconds
+    }
+
+    public static let `default` = IsolationPolicy()
+}
+
+/// One plugin generation running in a worker process, host side: what its remote routes and hooks call.
+///
+/// It starts the worker and activates the plugin there (`start`), sends calls to the current worker, and when the
+/// worker dies, fails the calls in flight in it (`StatusCode.workerCrashed`), restarts it after a back-off and
+/// activates the plugin again (its registrations must be the same). A call that arrives while the worker restarts
+/// waits for it (up to the start timeout). After `crashLimit` crashes within `crashWindow`, it stops restarting and
+/// reports the plugin as failed through `failed`. Thread-safe; calls block their thread (make them off the
+/// cooperative pool).
+public final class WorkerSupervisor: RemoteCalls, Sendable {
+    public let pluginID: String
+    let executable: String
+    let activation: WorkerActivation
+    let policy: IsolationPolicy
+    let log: @Sendable (LogLevel, String) -> Void
+    let failed: @Sendable (String) -> Void
+    private let state = Mutex(State())
+
+    private struct State {
+        var connection: WorkerConnection?
+        /// A started worker with nothing loaded yet, for the next restart (`IsolationPolicy.spare`).
+        var spare: WorkerConnection?
+        var registrations = RemoteRegistrations()
+        var crashes: [Double] = []
+        var crashesInARow = 0
+        var restarts = 0
+        /// Set by `stop` or after too many crashes: no restart.
+        var stopped = false
+    }
+
+    /// `log` receives the worker's log lines and the host's lines about it; `failed` is told once when the plugin
+    /// crashed too often.
+    public init(pluginID: String, executable: String, activation: WorkerActivation, policy: IsolationPolicy,
+                log: @escaping @Sendable (LogLevel, String) -> Void, failed: @escaping @Sendable (String) -> Void) {
+        self.pluginID = pluginID
+        self.executable = executable
+        self.activation = activation
+        self.policy = policy
+        self.log = log
+        self.failed = failed
+    }
+
+    /// Starts the first worker and activates the plugin in it. [lifecycle; blocks up to the start timeout]
+    /// - Returns: what the plugin registered, for the host to check and register (`ActivationContext.register`).
+    /// - Throws: `LoadError` with the worker's reason (its load or activate failed, it crashed, it hung).
+    public func start() throws(LoadError) -> RemoteRegistrations {
+        let (connection, registrations) = try launch()
+        state.withLock {
+            $0.connection = connection
+            $0.registrations = registrations
+        }
+        prepareSpare()
+        return registrations
+    }
+
+    /// The worker's process id, while one runs.
+    public var workerPID: Int32? { state.withLock { $0.connection?.pid } }
+
+    /// How many times the worker was restarted after a crash.
+    public var restarts: Int { state.withLock { $0.restarts } }
+
+    /// Takes the plugin down: its deactivate runs in the worker (which drains its calls first), then the worker
+    /// exits; one that does not within `drainTimeout` (plus a second) is killed. Returns a problem to report, or nil.
+    /// [lifecycle; blocks]
+    public func stop(drainTimeout: Double) -> String? {
+        let (connection, spare) = state.withLock { s -> (WorkerConnection?, WorkerConnection?) in
+            s.stopped = true
+            defer { s.spare = nil }
+            return (s.connection, s.spare)
+        }
+        spare?.terminate()
+        guard let connection, connection.isRunning else { return nil }
+        let answer = connection.call({ id in WireWriter(.deactivate, id: id).frame }, timeout: drainTimeout + 1)
+        defer { connection.terminate() }
+        switch answer {
+        case var .success(frame):
+            let problem = (try? frame.string()) ?? ""
+            return problem.isEmpty ? nil : problem
+        case .failure(.timedOut):
+            return "the worker did not finish deactivating within \(drainTimeout + 1) s; killed"
+        case let .failure(.crashed(reason)):
+            return "the worker \(reason) while deactivating"
+        }
+    }
+
+    // MARK: calls (RemoteCalls)
+
+    public func handle(route: Int, _ request: PluginRequest) -> Result<PluginResponse, PluginCallError> {
+        call({ id in
+            var w = WireWriter(.handle, id: id, capacity: 256 + request.body.count)
+            w.int(route)
+            w.request(request)
+            return w.frame
+        }) { (frame: inout WireReader) throws(WireError) -> Result<PluginResponse, PluginCallError> in
+            if let error = try frame.outcome(pluginID: pluginID) { return .failure(error) }
+            let response = try frame.response()
+            guard response.body.count <= RouteHandler.responseLimit else {
+                return .failure(PluginCallError(pluginID: pluginID, status: StatusCode.limit, message: "response body over the limit"))
+            }
+            return .success(response)
+        }
+    }
+
+    public func authenticate(hook: Int, _ request: PluginRequest) -> Result<Principal?, PluginCallError> {
+        call({ id in
+            var w = WireWriter(.authenticate, id: id, capacity: 256 + request.body.count)
+            w.int(hook)
+            w.request(request)
+            return w.frame
+        }) { (frame: inout WireReader) throws(WireError) -> Result<Principal?, PluginCallError> in
+            if let error = try frame.outcome(pluginID: pluginID) { return .failure(error) }
+            guard try frame.bool() else { return .success(nil) }
+            var principal = try frame.principal()
+            // Who established it is the host's to say.
+            principal.authenticatedBy = pluginID
+            return .success(principal)
+        }
+    }
+
+    public func authorize(hook: Int, _ principal: Principal, action: String, resource: String,
+                          request: PluginRequest?) -> Result<AuthDecision, PluginCallError> {
+        call({ id in
+            var w = WireWriter(.authorize, id: id, capacity: 256 + (request?.body.count ?? 0))
+            w.int(hook)
+            w.principal(principal)
+            w.string(action)
+            w.string(resource)
+            w.bool(request != nil)
+            if let request { w.request(request) }
+            return w.frame
+        }) { (frame: inout WireReader) throws(WireError) -> Result<AuthDecision, PluginCallError> in
+            if let error = try frame.outcome(pluginID: pluginID) { return .failure(error) }
+            guard let decision = AuthDecision(wireValue: try frame.u8()) else {
+                throw WireError(description: "an unknown decision")
+            }
+            return .success(decision)
+        }
+    }
+
+    /// Sends one call to the current worker (waiting for a restart in progress) and reads its answer.
+    private func call<T>(_ frame: (UInt64) -> [UInt8],
+                         _ read: (inout WireReader) throws(WireError) -> Result<T, PluginCallError>) -> Result<T, PluginCallError> {
+        guard let connection = currentConnection() else {
+            return .failure(PluginCallError(pluginID: pluginID, status: StatusCode.workerCrashed,
+                                            message: "the plugin's worker process is not running"))
+        }
+        switch connection.call(frame, timeout: policy.callTimeout) {
+        case var .success(answer):
+            do throws(WireError) { return try read(&answer) } catch {
+                connection.terminate()
+                return .failure(PluginCallError(pluginID: pluginID, status: StatusCode.workerCrashed,
+                                                message: "the worker sent a malformed answer (\(error)); killed"))
+            }
+        case let .failure(.crashed(reason)):
+            return .failure(PluginCallError(pluginID: pluginID, status: StatusCode.workerCrashed,
+                                            message: "the worker process \(reason) during the call"))
+        case let .failure(.timedOut(seconds)):
+            return .failure(PluginCallError(pluginID: pluginID, status: StatusCode.workerTimedOut,
+                                            message: "the call ran past its budget of \(seconds) s; the worker was killed"))
+        }
+    }
+
+    /// The running worker; while a restart is in progress, waits for it up to the start timeout.
+    private func currentConnection() -> WorkerConnection? {
+        let deadline = ContinuousClock.now + .milliseconds(Int64(policy.startTimeout * 1000))
+        while true {
+            let (connection, stopped) = state.withLock { ($0.connection, $0.stopped) }
+            if let connection, connection.isRunning { return connection }
+            if stopped || ContinuousClock.now > deadline { return nil }
+            usleep(1000)
+        }
+    }
+
+    // MARK: starting and restarting
+
+    /// Starts a worker process with nothing loaded.
+    private func spawn() throws(LoadError) -> WorkerConnection {
+        let handlers = WorkerConnection.Handlers(
+            log: { [log] level, message in log(LogLevel(rawValue: level) ?? .error, message) },
+            exited: { [weak self] connection, reason in self?.exited(connection, reason: reason) })
+        do { return try WorkerConnection.spawn(executable: executable, arguments: [], handlers: handlers) } catch {
+            throw refusal("\(error)")
+        }
+    }
+
+    /// Starts a spare worker in the background, when the policy asks for one and none is ready.
+    private func prepareSpare() {
+        guard policy.spare, state.withLock({ !$0.stopped && $0.spare == nil }) else { return }
+        let thread = Thread { [self] in
+            guard let spare = try? spawn() else { return }
+            let kept = state.withLock { s -> Bool in
+                guard !s.stopped, s.spare == nil else { return false }
+                s.spare = spare
+                return true
+            }
+            if !kept { spare.terminate() }
+        }
+        thread.start()
+    }
+
+    /// Activates the plugin in the spare worker, or in a new one.
+    private func launch() throws(LoadError) -> (WorkerConnection, RemoteRegistrations) {
+        let spare = state.withLock { s -> WorkerConnection? in
+            defer { s.spare = nil }
+            return s.spare
+        }
+        let connection: WorkerConnection
+        if let spare, spare.isRunning { connection = spare } else { connection = try spawn() }
+        let activation = self.activation
+        let answer = connection.call({ id in
+            var w = WireWriter(.activate, id: id)
+            w.activation(activation)
+            return w.frame
+        }, timeout: policy.startTimeout)
+        switch answer {
+        case var .success(frame) where frame.kind == .activated:
+            do throws(WireError) { return (connection, try frame.registrations()) } catch {
+                connection.terminate()
+                throw refusal("the worker sent malformed registrations (\(error))")
+            }
+        case var .success(frame):
+            connection.terminate()
+            throw refusal((try? frame.string()) ?? "the worker refused the activation")
+        case let .failure(.crashed(reason)):
+            throw refusal("the worker process \(reason) while loading or activating the plugin")
+        case let .failure(.timedOut(seconds)):
+            throw refusal("the worker did not load and activate the plugin within \(seconds) s; killed")
+        }
+    }
+
+    private func refusal(_ reason: String) -> LoadError {
+        LoadError(.activationFailed, path: activation.libraryPath, pluginID: pluginID, reason: reason)
+    }
+
+    /// The reader thread of `connection` saw it end.
+    private func exited(_ connection: WorkerConnection, reason: String) {
+        let decision: (restart: Bool, delay: Double, failure: String?) = state.withLock { s in
+            if s.spare === connection { s.spare = nil }
+            guard s.connection === connection, !s.stopped else { return (false, 0, nil) }
+            s.connection = nil
+            let time = Self.monotonic()
+            s.crashes = s.crashes.filter { time - $0 < policy.crashWindow } + [time]
+            s.crashesInARow = connection.served.load(ordering: .relaxed) ? 1 : s.crashesInARow + 1
+            if s.crashes.count >= policy.crashLimit {
+                s.stopped = true
+                return (false, 0, "its worker process crashed \(s.crashes.count) times within \(Int(policy.crashWindow)) s (last: \(reason))")
+            }
+            let delay = s.crashesInARow <= 1 ? 0 : min(policy.backoff * pow(2, Double(s.crashesInARow - 2)), policy.maximumBackoff)
+            return (true, delay, nil)
+        }
+        if let failure = decision.failure {
+            log(.error, failure)
+            failed(failure)
+            return
+        }
+        guard decision.restart else { return }
+        log(.error, "worker process \(connection.pid) \(reason); restarting" + (decision.delay > 0 ? " in \(Int(decision.delay * 1000)) ms" : ""))
+        let restart = Thread { [self] in
+            if decision.delay > 0 { usleep(UInt32(decision.delay * 1_000_000)) }
+            restartNow()
+        }
+        restart.start()
+    }
+
+    private func restartNow() {
+        guard !state.withLock({ $0.stopped }) else { return }
+        do throws(LoadError) {
+            let (connection, registrations) = try launch()
+            let accepted = state.withLock { s -> Bool in
+                guard !s.stopped, registrations == s.registrations else { return false }
+                s.connection = connection
+                s.restarts += 1
+                return true
+            }
+            if accepted { prepareSpare() }
+            guard accepted else {
+                connection.terminate()
+                if !state.withLock({ $0.stopped }) {
+                    state.withLock { $0.stopped = true }
+                    failed("registered different routes or hooks after its worker restarted")
+                }
+                return
+            }
+        } catch {
+            // Counted as a crash of its own: a worker that cannot start again backs off, then fails the plugin.
+            let time = Self.monotonic()
+            let give: String? = state.withLock { s in
+                guard !s.stopped else { return nil }
+                s.crashes = s.crashes.filter { time - $0 < policy.crashWindow } + [time]
+                s.crashesInARow += 1
+                if s.crashes.count >= policy.crashLimit { s.stopped = true; return error.reason }
+                return ""
+            }
+            guard let give else { return }
+            if !give.isEmpty { failed("its worker could not be restarted: \(give)"); return }
+            log(.error, "the worker could not be restarted: \(error.reason)")
+            let delay = min(policy.backoff * pow(2, Double(state.withLock { $0.crashesInARow })), policy.maximumBackoff)
+            usleep(UInt32(delay * 1_000_000))
+            restartNow()
+        }
+    }
+
+    static func monotonic() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+}

@@ -1,0 +1,101 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import KeelManifest
+
+/// How the host reaches a plugin that runs in a worker process (`isolation: process`): its routes and auth hooks by
+/// number, in the order the worker reported them.
+///
+/// Implemented over the worker's socket (KeelIsolation); the loader only calls it. Every call blocks the calling
+/// thread until the worker answers, dies, or runs past its budget, so it must be made off Swift's cooperative pool
+/// (the plugin lanes do). A worker that dies fails the call with `StatusCode.workerCrashed`, a call past its budget
+/// with `StatusCode.workerTimedOut`. Thread-safe: calls may run on any number of threads at once.
+public protocol RemoteCalls: AnyObject, Sendable {
+    func handle(route: Int, _ request: PluginRequest) -> Result<PluginResponse, PluginCallError>
+    func authenticate(hook: Int, _ request: PluginRequest) -> Result<Principal?, PluginCallError>
+    func authorize(hook: Int, _ principal: Principal, action: String, resource: String,
+                   request: PluginRequest?) -> Result<AuthDecision, PluginCallError>
+}
+
+/// A route or hook of a plugin in a worker process: where to send the call, and its number there.
+struct RemoteTarget: Sendable {
+    let calls: any RemoteCalls
+    let index: Int
+}
+
+/// What a plugin running in a worker registered during its activate, as the worker reported it. The host does not
+/// trust it: `ActivationContext.register(_:calls:seed:)` puts every item through the checks a plugin's own
+/// registration call gets (grants, reserved paths, conflicts, limits).
+public struct RemoteRegistrations: Sendable, Hashable {
+    public struct Route: Sendable, Hashable {
+        public var method: String
+        /// As the plugin registered it: below its prefix, or `=/full/path` under a granted foreign prefix.
+        public var path: String
+        public init(method: String, path: String) {
+            self.method = method
+            self.path = path
+        }
+    }
+
+    public var routes: [Route] = []
+    public var menus: [MenuDeclaration] = []
+    public var authenticators: [String] = []
+    public var authorizers: [String] = []
+    /// What the worker cannot hand over (tables of services, listeners): named, so the host can refuse with a reason.
+    public var unsupported: [String] = []
+
+    public init() {}
+
+    /// What `contributions` (a worker's own activation) holds, as it is reported to the host.
+    public init(_ contributions: Contributions) {
+        routes = contributions.routes.map { Route(method: $0.method, path: ($0.absolute ? "=" : "") + $0.pattern.text) }
+        menus = contributions.menus.filter { !$0.fromManifest }.map(\.entry)
+        authenticators = contributions.authenticators.map(\.name)
+        authorizers = contributions.authorizers.map(\.name)
+        unsupported = contributions.services.map { "service table \($0.interface)" }
+            + (contributions.listeners.isEmpty ? [] : ["service listeners"])
+    }
+}
+
+extension ActivationContext {
+    /// Activates this context for a plugin that runs in a worker process: `seed` (what the host contributes on its
+    /// behalf) and `registrations` (what the worker reported) go through the same checks as a plugin's own
+    /// registration calls, on this thread, and the routes and hooks call `calls`. [lifecycle]
+    /// - Throws: `LoadError` naming the first registration the host refused; nothing of it is published.
+    public func register(_ registrations: RemoteRegistrations, calls: any RemoteCalls, seed: Contributions,
+                         path: String) throws(LoadError) -> Contributions {
+        self.seed(seed)
+        beginActivation()
+        var refused: String?
+        func check(_ status: Int32) {
+            if status != StatusCode.ok, refused == nil { refused = takeRefusal() ?? StatusCode.name(status) }
+        }
+        if let first = registrations.unsupported.first {
+            refused = "registered a \(first) in activate; a plugin in a worker process cannot provide services to other plugins (use isolation: in-process)"
+        }
+        for (index, route) in registrations.routes.enumerated() where refused == nil {
+            check(addRoute(method: route.method, path: route.path,
+                           handler: RouteHandler(remote: calls, index: index, context: self)))
+        }
+        for menu in registrations.menus where refused == nil { check(addMenu(menu)) }
+        for (index, name) in registrations.authenticators.enumerated() where refused == nil {
+            check(addAuthenticator(AuthenticateHook(name: name, remote: calls, index: index, context: self)))
+        }
+        for (index, name) in registrations.authorizers.enumerated() where refused == nil {
+            check(addAuthorizer(AuthorizeHook(name: name, remote: calls, index: index, context: self)))
+        }
+        let contributions = endActivation(success: refused == nil)
+        if let refused {
+            close()
+            throw LoadError(.activationFailed, path: path, pluginID: pluginID, reason: refused)
+        }
+        return contributions
+    }
+}
+
+extension Result {
+    /// The error, or nil for a success.
+    var failure: Failure? {
+        if case let .failure(error) = self { return error }
+        return nil
+    }
+}

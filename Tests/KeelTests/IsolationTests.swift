@@ -1,0 +1,155 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import Testing
+
+/// `isolation: process`: the crashing plugin of the crash attribution tests, run in a `keel worker` child of a real
+/// `keel serve`. Its crashes and hangs fail only the requests in flight in the worker; the host and its other plugins
+/// go on serving.
+@Suite("process isolation")
+struct IsolationTests {
+    var keel: String { TestEnvironment.binPath + "/keel" }
+
+    /// The crash attribution tests' two plugins ("crasher" with a crashing route and authorize hook, "fine"), both
+    /// enabled; the crasher is put in a worker with the CLI (`keel plugins isolate`), unless `manifestAsks`, in which
+    /// case its plugin.yaml asks for `isolation: process`.
+    func stage(manifestAsks: Bool = false) throws -> KernelFixture {
+        let f = KernelFixture()
+        let crasher = try TestEnvironment.buildPlugin(source: TestEnvironment.fixtures + "/plugins/crasher.c", name: "crasher")
+        var manifest = TestEnvironment.manifest(id: "crasher", library: "libcrasher.so", capabilities: ["routes", "authorize"])
+        if manifestAsks { manifest += "isolation: process\n" }
+        try TestEnvironment.makeBundle(in: f.plugins, folder: "crasher", manifest: manifest, library: crasher)
+        try f.fixtureBundle("fine", defines: ["ROUTE_PATH=\"/items/:id\""])
+        try TestEnvironment.grantSensitive("crasher", plugins: f.plugins, state: f.state)
+        for id in ["crasher", "fine"] {
+            let r = try TestEnvironment.run(keel, ["plugins", "enable", id, "--plugins", f.plugins, "--state", f.state])
+            guard r.status == 0 else { throw TestFailure("enable \(id): \(r.stderr)") }
+        }
+        if !manifestAsks {
+            let r = try TestEnvironment.run(keel, ["plugins", "isolate", "crasher", "process", "--plugins", f.plugins, "--state", f.state])
+            guard r.status == 0, r.stdout.contains("crasher runs in a worker process") else { throw TestFailure("isolate: \(r.stdout) \(r.stderr)") }
+        }
+        return f
+    }
+
+    func info(_ server: ServerProcess, _ id: String) async throws -> [String: Any] {
+        try await server.request("GET", "/api/v1/plugins/\(id)", admin: true).json as? [String: Any] ?? [:]
+    }
+
+    @Test("100 requests of which every tenth crashes the worker: 90 successes, 10 clean 502s, the host never dies")
+    func crashesFailOnlyTheirRequests() async throws {
+        let f = try stage()
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, environment: CrashAttributionTests.environment)
+        defer { server.stop() }
+        let before = try await info(server, "crasher")
+        #expect(before["isolation"] as? String == "process")
+        let firstWorker = before["workerPID"] as? Int
+        #expect(firstWorker != nil && firstWorker != Int(server.process.processIdentifier))
+
+        var ok = 0, crashed = 0, other: [String] = []
+        let modes = ["segv", "abort", "fpe"]
+        for i in 1...100 {
+            let path = i % 10 == 0 ? "/ext/crasher/items/\(modes[(i / 10) % 3])" : "/ext/crasher/items/\(i)"
+            let reply = try await server.request("GET", path)
+            let code = ((reply.json as? [String: Any])?["error"] as? [String: Any])?["code"] as? String
+            if reply.status == 200, reply.text.hasPrefix("item \(i) ") { ok += 1 } else if reply.status == 502, code == "plugin-crashed" {
+                crashed += 1
+            } else {
+                other.append("\(path): \(reply.status) \(reply.text)")
+            }
+        }
+        #expect(ok == 90 && crashed == 10, "\(other)")
+        #expect(server.process.isRunning)
+        // The host's other plugin and its own API never noticed.
+        #expect(try await server.request("GET", "/ext/fine/items/1").status == 200)
+        let after = try await info(server, "crasher")
+        #expect(after["status"] as? String == "enabled")
+        #expect(after["workerRestarts"] as? Int == 10)
+        #expect(after["workerPID"] as? Int != firstWorker)
+        #expect(server.errors.value.contains("crashed with SIGSEGV; restarting"), "\(server.errors.value.suffix(2000))")
+    }
+
+    @Test("a crash in an authorize hook in a worker denies that request only (fails closed); the next one is decided again")
+    func crashingHookDenies() async throws {
+        let f = try stage(manifestAsks: true)
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, environment: CrashAttributionTests.environment)
+        defer { server.stop() }
+        #expect(try await info(server, "crasher")["isolation"] as? String == "process")
+        #expect(try await server.request("GET", "/ext/fine/items/authz-abort").status == 403)
+        #expect(server.process.isRunning)
+        let next = try await server.request("GET", "/ext/fine/items/2")
+        #expect(next.status == 200, "\(next.status) \(next.text) \(server.errors.value.suffix(1500))")
+        #expect(try await server.request("GET", "/ext/crasher/items/3").text.hasPrefix("item 3"))
+    }
+
+    @Test("a handler that never returns is answered 504 after the worker's call budget, and its worker is replaced")
+    func hangingHandlerIsKilled() async throws {
+        let f = try stage()
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--worker-call-timeout", "1"],
+                                       environment: CrashAttributionTests.environment)
+        defer { server.stop() }
+        let worker = try await info(server, "crasher")["workerPID"] as? Int
+        let hung = try await server.request("GET", "/ext/crasher/items/hang")
+        #expect(hung.status == 504)
+        #expect(((hung.json as? [String: Any])?["error"] as? [String: Any])?["code"] as? String == "plugin-timeout")
+        if let worker {
+            // Killed at once; gone (reaped by the host) a moment later.
+            let deadline = Date().addingTimeInterval(10)
+            while kill(pid_t(worker), 0) == 0 && Date() < deadline { usleep(10_000) }
+            #expect(kill(pid_t(worker), 0) != 0, "the hung worker still runs")
+        }
+        #expect(try await server.request("GET", "/ext/crasher/items/4").text.hasPrefix("item 4"))
+        #expect(try await info(server, "crasher")["workerPID"] as? Int != worker)
+    }
+
+    @Test("a worker that crashes too often disables its plugin as failed, with the reason")
+    func crashLoopFailsThePlugin() async throws {
+        let f = try stage()
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--worker-crash-limit", "3"],
+                                       environment: CrashAttributionTests.environment)
+        defer { server.stop() }
+        for _ in 1...3 {
+            let reply = try await server.request("GET", "/ext/crasher/items/segv")
+            #expect(reply.status == 502, "\(reply.status) \(reply.text)")
+        }
+        var crasher: [String: Any] = [:]
+        let deadline = Date().addingTimeInterval(20)
+        repeat {
+            crasher = try await info(server, "crasher")
+            if crasher["status"] as? String == "failed" { break }
+            try await Task.sleep(for: .milliseconds(50))
+        } while Date() < deadline
+        #expect(crasher["status"] as? String == "failed")
+        #expect((crasher["reason"] as? String ?? "").contains("its worker process crashed 3 times within 60 s"), "\(crasher)")
+        #expect(try await server.request("GET", "/ext/crasher/items/5").status == 404)
+        #expect(try await server.request("GET", "/ext/fine/items/1").status == 200)
+    }
+
+    @Test("the admin API moves a plugin between the host and a worker; a bad value is refused")
+    func adminAPIMovesAPlugin() async throws {
+        let f = try stage(manifestAsks: false)
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, environment: CrashAttributionTests.environment)
+        defer { server.stop() }
+        let back = try await server.request("PUT", "/api/v1/plugins/crasher/isolation", admin: true,
+                                            body: Data(#"{"isolation":"in-process"}"#.utf8))
+        #expect(back.status == 200, "\(back.text)")
+        let info = back.json as? [String: Any] ?? [:]
+        #expect(info["isolation"] as? String == "in-process")
+        #expect(info["workerPID"] == nil)
+        #expect(try await server.request("GET", "/ext/crasher/items/6").text.hasPrefix("item 6"))
+        let bad = try await server.request("PUT", "/api/v1/plugins/crasher/isolation", admin: true,
+                                           body: Data(#"{"isolation":"sandbox"}"#.utf8))
+        #expect(bad.status == 400)
+        let anonymous = try await server.request("PUT", "/api/v1/plugins/crasher/isolation", body: Data(#"{"isolation":"process"}"#.utf8))
+        #expect(anonymous.status == 401)
+        let moved = try await server.request("PUT", "/api/v1/plugins/crasher/isolation", admin: true,
+                                             body: Data(#"{"isolation":"process"}"#.utf8))
+        #expect((moved.json as? [String: Any])?["workerPID"] as? Int != nil, "\(moved.text)")
+        // The host survives what would have killed it in-process.
+        #expect(try await server.request("GET", "/ext/crasher/items/segv").status == 502)
+        #expect(try await server.request("GET", "/ext/crasher/items/7").text.hasPrefix("item 7"))
+    }
+}
