@@ -58,7 +58,9 @@ extension Kernel {
         let environment = self.environment
         let supervisor = WorkerSupervisor(
             pluginID: id, executable: executable, activation: activation, policy: configuration.isolation,
-            log: { level, message in environment.log(plugin: id, level: level, message: message) },
+            log: { [generation = build.number] level, message in
+                environment.log(plugin: id, generation: generation, level: level, message: message)
+            },
             failed: { reason in environment.misbehaving(plugin: id, reason: reason) })
         let contributions: Contributions
         do {

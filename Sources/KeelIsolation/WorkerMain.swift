@@ -200,14 +200,14 @@ private final class WorkerEnvironment: PluginEnvironment {
     func routeOwner(method: String, shape: String, excluding plugin: String) -> String? { nil }
     func menuOwner(id: String, excluding plugin: String) -> String? { nil }
     func checkPermission(plugin: String, _ principal: Principal, action: String, resource: String) -> AuthDecision {
-        log(plugin: plugin, level: .warn, message: "permission checks are not offered to a plugin in a worker process; denied")
+        log(plugin: plugin, generation: nil, level: .warn, message: "permission checks are not offered to a plugin in a worker process; denied")
         return .deny
     }
     func resolveService(_ interface: InterfaceID, tenant: String) -> ServiceProvision? { nil }
     func callCommand(caller: String, plugin: String, name: String, arguments: String, principal: Principal) -> Result<String, CommandError> {
         .failure(CommandError(.unavailable, "a plugin in a worker process cannot call other plugins' commands"))
     }
-    func log(plugin: String, level: LogLevel, message: String) {
+    func log(plugin: String, generation: Int?, level: LogLevel, message: String) {
         var w = WireWriter(.log, id: 0)
         w.int(level.rawValue)
         w.string(message)
