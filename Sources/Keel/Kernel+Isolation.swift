@@ -46,8 +46,8 @@ extension Kernel {
         guard let executable = configuration.workerExecutable else {
             throw fail("plugin \"\(id)\" asks for isolation: process, but this host has no worker executable (KernelConfiguration.workerExecutable; `keel serve` sets it)")
         }
-        if !manifest.commands.isEmpty || !manifest.provides.isEmpty {
-            throw fail("plugin \"\(id)\" declares \(manifest.commands.isEmpty ? "provides:" : "commands:"), which a plugin in a worker process cannot offer yet; use isolation: in-process")
+        if !manifest.provides.isEmpty {
+            throw fail("plugin \"\(id)\" declares provides:, which a plugin in a worker process cannot offer yet (service tables are called in place); use isolation: in-process")
         }
         let prefixes = context.routePrefixes
         let activation = WorkerActivation(
@@ -62,6 +62,10 @@ extension Kernel {
                 environment.log(plugin: id, generation: generation, level: level, message: message)
             },
             failed: { reason in environment.misbehaving(plugin: id, reason: reason) })
+        var seed = seed
+        seed.commands = manifest.commands.enumerated().map { index, declaration in
+            PluginCommand(declaration, remote: supervisor, index: index, context: context)
+        }
         let contributions: Contributions
         do {
             let registrations = try supervisor.start()

@@ -16,9 +16,9 @@ enum Wire {
 
     enum Kind: UInt8 {
         // host → worker
-        case activate = 1, handle, authenticate, authorize, deactivate
+        case activate = 1, handle, authenticate, authorize, deactivate, command
         // worker → host
-        case activated = 20, activationFailed, response, principal, decision, log, deactivated
+        case activated = 20, activationFailed, response, principal, decision, log, deactivated, commandResult
     }
 }
 
@@ -230,5 +230,61 @@ extension WireReader {
         r.authorizers = try strings()
         r.unsupported = try strings()
         return r
+    }
+}
+
+// MARK: command values
+
+extension WireWriter {
+    mutating func value(_ v: CommandValue) {
+        switch v {
+        case let .int(i): u8(1); u64(UInt64(bitPattern: i))
+        case let .uint(u): u8(2); u64(u)
+        case let .double(d): u8(3); double(d)
+        case let .bool(b): u8(4); bool(b)
+        case let .string(t): u8(5); string(t)
+        case let .bytes(b): u8(6); bytes(b)
+        case let .json(j): u8(7); string(j)
+        case .none: u8(0)
+        }
+    }
+
+    /// A command's outcome: 0 and the value, or 1, the error's code, message and status.
+    mutating func commandOutcome(_ r: Result<CommandValue, CommandError>) {
+        switch r {
+        case let .success(v): u8(0); value(v)
+        case let .failure(e): u8(1); string(e.code.rawValue); string(e.message); i32(e.status)
+        }
+    }
+}
+
+extension WireReader {
+    mutating func value() throws(WireError) -> CommandValue {
+        switch try u8() {
+        case 0: return .none
+        case 1: return .int(Int64(bitPattern: try u64()))
+        case 2: return .uint(try u64())
+        case 3: return .double(try double())
+        case 4: return .bool(try bool())
+        case 5: return .string(try string())
+        case 6: return .bytes(try bytes())
+        case 7: return .json(try string())
+        default: throw WireError(description: "an unknown command value")
+        }
+    }
+
+    mutating func values() throws(WireError) -> [CommandValue] {
+        var out: [CommandValue] = []
+        for _ in 0..<(try count(minimumSize: 1)) { out.append(try value()) }
+        return out
+    }
+
+    mutating func commandOutcome(pluginID: String) throws(WireError) -> Result<CommandValue, CommandError> {
+        guard try u8() == 1 else { return .success(try value()) }
+        let code = CommandError.Code(rawValue: try string()) ?? .failed
+        let message = String(try string().prefix(4096))
+        var status = try i32()
+        if status < 0 { status = StatusCode.internalError }
+        return .failure(CommandError(code, message, status: status))
     }
 }

@@ -70,7 +70,7 @@ private final class WorkerServer: @unchecked Sendable {
                         follower.start()
                     }
                 }
-            case .handle, .authenticate, .authorize:
+            case .handle, .authenticate, .authorize, .command:
                 answer(frame)
             case .deactivate:
                 deactivate(id: frame.id)
@@ -107,7 +107,11 @@ private final class WorkerServer: @unchecked Sendable {
                 identity: ServiceIdentity(version: a.version, generation: a.generation, provides: manifest.provides,
                                           consumes: manifest.consumes, calls: manifest.calls),
                 environment: WorkerEnvironment(server: self))
-            do { contributions = try library.activate(context) } catch { throw WorkerRefusal(error.description) }
+            var seed = Contributions()
+            do { seed.commands = try library.prepareCommands(manifest.commands, context: context) } catch {
+                throw WorkerRefusal(error.description)
+            }
+            do { contributions = try library.activate(context, seed: seed) } catch { throw WorkerRefusal(error.description) }
             self.library = library
             self.context = context
             var w = WireWriter(.activated, id: id)
@@ -168,6 +172,14 @@ private final class WorkerServer: @unchecked Sendable {
                 var w = WireWriter(.decision, id: call.id)
                 w.outcome(result.map { _ in () })
                 if case let .success(decision) = result { w.u8(decision.wireValue) }
+                send(w.frame)
+            case .command:
+                let index = try call.int(), values = try call.values()
+                let result = contributions.commands.indices.contains(index)
+                    ? contributions.commands[index].invoke(values)
+                    : .failure(CommandError(.unknown, "no command \(index)"))
+                var w = WireWriter(.commandResult, id: call.id)
+                w.commandOutcome(result)
                 send(w.frame)
             default:
                 return

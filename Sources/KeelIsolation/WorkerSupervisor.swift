@@ -181,6 +181,22 @@ public final class WorkerSupervisor: RemoteCalls, Sendable {
         }
     }
 
+    public func command(_ index: Int, _ values: [CommandValue]) -> Result<CommandValue, CommandError> {
+        let outcome: Result<Result<CommandValue, CommandError>, PluginCallError> = call({ id in
+            var w = WireWriter(.command, id: id)
+            w.int(index)
+            w.u32(UInt32(values.count))
+            for v in values { w.value(v) }
+            return w.frame
+        }) { (frame: inout WireReader) throws(WireError) -> Result<Result<CommandValue, CommandError>, PluginCallError> in
+            .success(try frame.commandOutcome(pluginID: pluginID))
+        }
+        switch outcome {
+        case let .success(result): return result
+        case let .failure(error): return .failure(CommandError(.failed, "\(pluginID): \(error.message)", status: error.status))
+        }
+    }
+
     /// Sends one call to the current worker (waiting for a restart in progress) and reads its answer.
     private func call<T>(_ frame: (UInt64) -> [UInt8],
                          _ read: (inout WireReader) throws(WireError) -> Result<T, PluginCallError>) -> Result<T, PluginCallError> {

@@ -104,8 +104,11 @@ public struct CommandError: Error, Sendable, CustomStringConvertible {
 /// this object lives; the prepared call is immutable after `init` and freed only in `deinit`, after the last call.
 public final class PluginCommand: @unchecked Sendable {
     public let declaration: CommandDeclaration
-    let function: UnsafeRawPointer
-    let call: OpaquePointer
+    /// Nil for a command of a plugin running in a worker process (`remote`).
+    let function: UnsafeRawPointer?
+    let call: OpaquePointer?
+    /// A command of a plugin running in a worker process: the checked values go there instead.
+    let remote: RemoteTarget?
     public let context: ActivationContext
     private let kinds: [UInt8]
     /// Names this command when the host dies inside it.
@@ -126,12 +129,25 @@ public final class PluginCommand: @unchecked Sendable {
         self.declaration = declaration
         self.function = function
         self.call = call
+        remote = nil
         self.context = context
         self.kinds = kinds
         site = context.crashSite("command \(declaration.name)")
     }
 
-    deinit { keel_ffi_free(call) }
+    /// Command number `index` (in the manifest's order) of a plugin running in a worker process, reached through
+    /// `calls`. Arguments are checked here, against `declaration`, before they are sent.
+    public init(_ declaration: CommandDeclaration, remote calls: any RemoteCalls, index: Int, context: ActivationContext) {
+        self.declaration = declaration
+        function = nil
+        call = nil
+        remote = RemoteTarget(calls: calls, index: index)
+        self.context = context
+        kinds = []
+        site = context.crashSite("command \(declaration.name)")
+    }
+
+    deinit { if let call { keel_ffi_free(call) } }
 
     public var pluginID: String { context.pluginID }
     public var name: String { declaration.name }
@@ -170,6 +186,26 @@ public final class PluginCommand: @unchecked Sendable {
     public func invoke(_ values: [CommandValue]) -> Result<CommandValue, CommandError> {
         guard context.enter() else { return .failure(CommandError(.unavailable, "plugin \"\(pluginID)\" is not active")) }
         defer { context.leave() }
+        if let remote {
+            let started = ActivationContext.now()
+            let outcome = remote.calls.command(remote.index, values).flatMap { value -> Result<CommandValue, CommandError> in
+                // The worker's answer is checked as the plugin's own result would be: the declared kind, JSON that is JSON.
+                switch (declaration.signature.result, value) {
+                case (.void, .none), (.status, .none), (.statusText, .string), (.value, .int), (.value, .uint), (.value, .double),
+                     (.value, .bool):
+                    return .success(value)
+                case let (.statusJSON, .json(text))
+                    where (try? JSONSerialization.jsonObject(with: Data(text.utf8), options: [.fragmentsAllowed])) != nil:
+                    return .success(value)
+                default:
+                    return .failure(CommandError(.failed, "\(pluginID).\(name): its worker answered a value of the wrong kind"))
+                }
+            }
+            _ = context.account("command \(name)", started: started, budget: context.budgets.handler,
+                                failed: outcome.failure != nil, detail: outcome.failure.map { "\($0)" } ?? "")
+            return outcome
+        }
+        guard let call, let function else { return .failure(CommandError(.unavailable, "plugin \"\(pluginID)\" has no code")) }
         let outer = ActivationContext.beginCall(context)
         defer { ActivationContext.endCall(outer) }
         let writer = declaration.signature.result.writesOutput ? ResponseWriter(limit: Self.outputLimit) : nil

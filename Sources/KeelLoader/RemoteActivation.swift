@@ -3,7 +3,7 @@
 import KeelManifest
 
 /// How the host reaches a plugin that runs in a worker process (`isolation: process`): its routes and auth hooks by
-/// number, in the order the worker reported them.
+/// number, in the order the worker reported them, and its commands in the manifest's order.
 ///
 /// Implemented over the worker's socket (KeelIsolation); the loader only calls it. Every call blocks the calling
 /// thread until the worker answers, dies, or runs past its budget, so it must be made off Swift's cooperative pool
@@ -14,6 +14,8 @@ public protocol RemoteCalls: AnyObject, Sendable {
     func authenticate(hook: Int, _ request: PluginRequest) -> Result<Principal?, PluginCallError>
     func authorize(hook: Int, _ principal: Principal, action: String, resource: String,
                    request: PluginRequest?) -> Result<AuthDecision, PluginCallError>
+    /// Command number `index` (manifest order) with values already checked against its signature.
+    func command(_ index: Int, _ values: [CommandValue]) -> Result<CommandValue, CommandError>
 }
 
 /// A route or hook of a plugin in a worker process: where to send the call, and its number there.

@@ -4,6 +4,8 @@ import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
+import Keel
+import KeelLoader
 import Testing
 
 /// `isolation: process`: the crashing plugin of the crash attribution tests, run in a `keel worker` child of a real
@@ -151,5 +153,39 @@ struct IsolationTests {
         // The host survives what would have killed it in-process.
         #expect(try await server.request("GET", "/ext/crasher/items/segv").status == 502)
         #expect(try await server.request("GET", "/ext/crasher/items/7").text.hasPrefix("item 7"))
+    }
+
+    @Test("commands of a plugin in a worker: every type crosses, errors keep their codes, the host checks arguments first")
+    func commandsInAWorker() async throws {
+        let c = CommandsFixture()
+        try c.calc(extra: "isolation: process")
+        let kernel = try c.f.kernel(workerExecutable: keel)
+        await kernel.start()
+        try await kernel.enable("calc")
+        #expect(try await kernel.plugin("calc").workerPID != nil)
+        #expect(run(kernel, "add", [.text("2"), .text("40")]) == "42")
+        #expect(run(kernel, "neg32", [.text("7")]) == "-7")
+        #expect(run(kernel, "half", [.text("5")]) == "2.5")
+        #expect(run(kernel, "not", [.bool(false)]) == "true")
+        #expect(run(kernel, "len", [.string(Data([0, 1, 2, 255]).base64EncodedString())]) == "4")
+        #expect(run(kernel, "nothing", []) == "null")
+        #expect(run(kernel, "div", [.int(84), .int(2)]) == "{\"quotient\":42}")
+        #expect(run(kernel, "greet", [.string("Ada ✓")]) == "\"hello, Ada ✓\"")
+        #expect(run(kernel, "div", [.int(1), .int(0)]).hasPrefix("command-failed: calc.div returned KEEL_ERR_INVALID_ARGUMENT"))
+        #expect(run(kernel, "add", [.text("two"), .text("40")]) == "bad-argument: argument 1 of calc.add: \"two\" is not an i64")
+        await kernel.shutdown()
+    }
+
+    @Test("a host with no worker executable refuses isolation: process with a reason that says so")
+    func noWorkerExecutable() async throws {
+        let c = CommandsFixture()
+        try c.calc(extra: "isolation: process")
+        let kernel = try c.f.kernel()
+        await kernel.start()
+        await #expect(throws: KernelError.self) { try await kernel.enable("calc") }
+        let info = try await kernel.plugin("calc")
+        #expect(info.status == .failed)
+        #expect(info.reason?.contains("asks for isolation: process, but this host has no worker executable") == true, "\(info.reason ?? "")")
+        await kernel.shutdown()
     }
 }

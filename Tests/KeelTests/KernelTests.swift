@@ -20,10 +20,12 @@ struct KernelFixture {
         try? FileManager.default.createDirectory(atPath: plugins, withIntermediateDirectories: true)
     }
 
-    func kernel(probe: PluginProbe? = nil, budgets: CallBudgets = .default, copiesInMemory: Bool = true) throws -> Kernel {
+    func kernel(probe: PluginProbe? = nil, budgets: CallBudgets = .default, copiesInMemory: Bool = true,
+                workerExecutable: String? = nil) throws -> Kernel {
         let log = self.log
         var configuration = KernelConfiguration(pluginsDirectory: plugins, stateFile: state) { log.append($0.description) }
         configuration.copiesInMemory = copiesInMemory
+        configuration.workerExecutable = workerExecutable
         configuration.probe = probe
         configuration.budgets = budgets
         configuration.trustedCapabilities = Set(Capability.allCases) // grants have their own tests
