@@ -99,18 +99,20 @@ public final class StateStore: StateStoring, @unchecked Sendable {
     /// `body` throws, nothing it wrote remains. Keep `body` to state calls: never plugin code or anything that waits
     /// for another thread using this store (it would wait for ever).
     public func transaction<T>(_ body: () throws -> T) throws -> T {
+        // The body's own error, carried past the typed-throws layers below and thrown as it was.
         var failure: (any Error)?
-        let result: T? = try locked { db throws(StateError) -> T? in
-            try db.transaction { () throws(StateError) -> T? in
-                do { return try body() } catch let error as StateError { throw error } catch {
-                    failure = error
-                    throw StateError(path: path, reason: "rolled back")
+        do {
+            return try locked { db throws(StateError) -> T in
+                try db.transaction { () throws(StateError) -> T in
+                    do { return try body() } catch let error as StateError { throw error } catch {
+                        failure = error
+                        throw StateError(path: path, reason: "rolled back")
+                    }
                 }
             }
+        } catch {
+            throw failure ?? error
         }
-        if let failure { throw failure }
-        guard let result else { throw StateError(path: path, reason: "rolled back") }
-        return result
     }
 
     /// Runs `body` with the commits this thread makes through the store not waiting for the disk, then makes all of

@@ -154,11 +154,13 @@ extension PostgresBackedTests {
                 }
                 // The other thread's write is held up (with `batch` it would have joined this transaction).
                 #expect(done.wait(timeout: .now() + 0.2) == .timedOut)
-                #expect(try other.plugin("b") == nil && other.plugin("a") == nil)
+                #expect(try other.plugin("b") == nil)
+                #expect(try other.plugin("a") == nil)
                 try store.recordAudit(StateStore.AuditEntry(actor: "cli", command: "enable", target: "a", outcome: "ok"))
             }
             done.wait()
-            #expect(try other.plugin("a")?.enabled == true && other.plugin("b")?.enabled == true)
+            #expect(try other.plugin("a")?.enabled == true)
+            #expect(try other.plugin("b")?.enabled == true)
             #expect(try other.audit(since: nil, limit: 10).map(\.target) == ["a"])
         }
 
@@ -173,7 +175,7 @@ extension PostgresBackedTests {
             func synchronous() throws -> Int64? {
                 try store.withDatabase { db throws(StateError) in try db.query("PRAGMA synchronous").first?["synchronous"]?.int }
             }
-            try store.settling { () throws(StateError) in
+            try store.settling { () throws in
                 try store.setEnabled("a", true, status: .installed)
                 #expect(try other.plugin("a")?.enabled == true)
                 try store.setStatus("a", .enabled)
@@ -184,7 +186,8 @@ extension PostgresBackedTests {
             #expect(try reopened.plugin("a")?.status == .enabled)
             #expect(try reopened.events(for: "a").map(\.kind) == ["enable", "enabled"])
             try store.setLiveView(plugins: "[3]", services: "[4]")
-            #expect(try reopened.livePluginsJSON() == "[3]" && reopened.liveServicesJSON() == "[4]")
+            #expect(try reopened.livePluginsJSON() == "[3]")
+            #expect(try reopened.liveServicesJSON() == "[4]")
         }
 
         /// Every kind of record reads back as written, with the same ordering and refusals on both engines.
