@@ -29,8 +29,8 @@ extension Kernel {
             activationOrder.append(id)
             access.setDeclared(id, generation.plugin.manifest)
             let plugin = generation.plugin, state = self.state
-            write { try? state.setStatus(id, .enabled) }
-            write { [self] in record(id, plugin, outcome: "activated") }
+            // Status and load history in one transaction (one wait for the disk, not two).
+            write { [self] in _ = try? state.transaction { try? state.setStatus(id, .enabled); record(id, plugin, outcome: "activated") } }
             log(.info, id, "activated (generation \(generation.plugin.generation))")
         } catch {
             try? state.setStatus(id, .failed, reason: error.reason)
@@ -68,16 +68,21 @@ extension Kernel {
         // In order, a batch at a time: each plugin is activated and published before its dependents; the records of
         // a batch's successes are written together after it, outside the plugin code.
         var next = 0
+        // Inside a command that holds its records back (`Kernel.execute`), they join those.
+        let outer = deferredWrites
+        defer { if let outer { deferredWrites = outer + (deferredWrites ?? []) } }
+        if outer != nil { deferredWrites = [] }
         while next < plan.count {
             let batch = plan[next..<min(next + 64, plan.count)]
             next += batch.count
-            deferredWrites = []
+            if outer == nil { deferredWrites = [] }
             for id in batch {
                 guard let result = opened[id] else { continue }
                 _ = try? publishFirst(id) { () throws(KernelError) in
                     try activate(result.get())
                 }
             }
+            if outer != nil { continue }
             let writes = deferredWrites ?? []
             deferredWrites = nil
             try? state.batch { for change in writes { change() } }

@@ -7,8 +7,20 @@ import KeelState
 /// of a command whose failure reason might quote them (`KernelCommand.mayQuoteArguments`).
 extension Kernel {
     /// Stores one audit row; a store that cannot take it is logged (the command's outcome stands either way).
-    nonisolated func audit(_ entry: StateStore.AuditEntry) {
-        do { try state.recordAudit(entry) } catch {
+    /// `records` (the command's deferred state writes, which never throw) are written in the same transaction; if
+    /// the row cannot be stored, they are written without it.
+    nonisolated func audit(_ entry: StateStore.AuditEntry, with records: [() -> Void] = []) {
+        do {
+            if records.isEmpty {
+                try state.recordAudit(entry)
+            } else {
+                try state.transaction {
+                    for record in records { record() }
+                    try state.recordAudit(entry)
+                }
+            }
+        } catch {
+            for record in records { record() }
             log(.warn, nil, "audit row for \(entry.command) \(entry.target) not stored: \(error)")
         }
     }
@@ -29,6 +41,15 @@ extension Kernel {
 }
 
 extension KernelCommand {
+    /// True for the commands whose records written after plugin code ran are held back and written together with
+    /// the audit row (`Kernel.execute`): those whose flow writes nothing else after them (checked one by one).
+    var foldsRecords: Bool {
+        switch self {
+        case .enable, .disable: true
+        default: false
+        }
+    }
+
     /// True when a failure reason may quote the command's arguments (a configuration value in a schema or YAML
     /// error, a command argument, a repository location with credentials): its log line and audit row then carry
     /// the error code only.

@@ -17,17 +17,27 @@ extension Kernel {
     @discardableResult
     public func execute(_ command: KernelCommand, actor: String = "embedder", principal: String? = nil,
                         origin: String? = nil) async throws(KernelError) -> CommandResult {
-        let outcome: Result<CommandResult, KernelError>
-        do throws(KernelError) { outcome = .success(try perform(command)) } catch { outcome = .failure(error) }
-        let failure: String?
-        if case let .failure(error) = outcome { failure = error.reason } else { failure = nil }
-        var code = "ok"
-        if case let .failure(error) = outcome { code = error.code.description }
-        let what = command.subject.isEmpty ? command.name : "\(command.name) \(command.subject)"
-        let said = failure.map { command.mayQuoteArguments ? "failed (\(code))" : $0 } ?? "ok"
-        log(failure == nil ? .info : .warn, command.pluginID, "\(actor): \(what): \(said)")
-        audit(StateStore.AuditEntry(actor: actor, principal: principal, origin: origin, command: command.name,
-                                    target: command.subject, outcome: code))
+        // The command's records and its audit row reach the disk with one sync at the end (see `settling`); for
+        // enable and disable, the records written after the plugin's code ran (`write`) share the audit row's
+        // transaction.
+        let (outcome, failure, said) = state.settling { () -> (Result<CommandResult, KernelError>, String?, String) in
+            let outcome: Result<CommandResult, KernelError>
+            let folds = deferredWrites == nil && command.foldsRecords
+            if folds { deferredWrites = [] }
+            do throws(KernelError) { outcome = .success(try perform(command)) } catch { outcome = .failure(error) }
+            let records = folds ? deferredWrites ?? [] : []
+            if folds { deferredWrites = nil }
+            let failure: String?
+            if case let .failure(error) = outcome { failure = error.reason } else { failure = nil }
+            var code = "ok"
+            if case let .failure(error) = outcome { code = error.code.description }
+            let what = command.subject.isEmpty ? command.name : "\(command.name) \(command.subject)"
+            let said = failure.map { command.mayQuoteArguments ? "failed (\(code))" : $0 } ?? "ok"
+            log(failure == nil ? .info : .warn, command.pluginID, "\(actor): \(what): \(said)")
+            audit(StateStore.AuditEntry(actor: actor, principal: principal, origin: origin, command: command.name,
+                                        target: command.subject, outcome: code), with: records)
+            return (outcome, failure, said)
+        }
         await events.emit(.executed(command, actor: actor, failure: failure == nil ? nil : said))
         return try outcome.get()
     }

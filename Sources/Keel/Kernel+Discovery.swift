@@ -19,12 +19,16 @@ extension Kernel {
         var next: [String: Bundle] = [:]
         // One read of every record, not one per bundle: `discovered` changes no status, so these stay current.
         let records = (try? state.plugins()) ?? []
+        let known = Dictionary(records.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
         for bundle in found {
             next[bundle.id] = bundle
             for warning in bundle.warnings { log(.warn, bundle.id, warning.description) }
+            let name = bundle.manifest?.name ?? "", version = bundle.manifest.map { "\($0.version)" } ?? ""
+            // A record that already says so needs no write (`discovered` would change nothing).
+            if let record = known[bundle.id], record.name == name, record.version == version,
+               record.bundlePath == bundle.folder { continue }
             do {
-                try state.discovered(id: bundle.id, name: bundle.manifest?.name ?? "",
-                                     version: bundle.manifest.map { "\($0.version)" } ?? "", bundlePath: bundle.folder)
+                try state.discovered(id: bundle.id, name: name, version: version, bundlePath: bundle.folder)
             } catch {
                 log(.error, bundle.id, error.description)
             }

@@ -10,8 +10,17 @@ import KeelState
 extension Kernel {
     /// Every known plugin with its state and, for active ones, what it registered.
     public func plugins() throws(KernelError) -> [PluginInfo] {
+        try plugins(only: nil)
+    }
+
+    /// Every known plugin's info, or only `id`'s (one record read, one info built).
+    func plugins(only id: String?) throws(KernelError) -> [PluginInfo] {
         let records: [PluginRecord]
-        do { records = try state.plugins() } catch { throw KernelError(.state, reason: error.description) }
+        do throws(StateError) {
+            if let id { records = try state.plugin(id).map { [$0] } ?? [] } else { records = try state.plugins() }
+        } catch {
+            throw KernelError(.state, reason: error.description)
+        }
         let snapshot = registry.snapshot
         let directory = access.directory
         return records.map { record in
@@ -82,7 +91,7 @@ extension Kernel {
     /// One plugin's info.
     /// - Throws: `KernelError.Code.unknownPlugin`.
     public func plugin(_ id: String) throws(KernelError) -> PluginInfo {
-        guard let info = try plugins().first(where: { $0.id == id }) else {
+        guard let info = try plugins(only: id).first else {
             throw KernelError(.unknownPlugin, pluginID: id, reason: "no plugin \"\(id)\" is known")
         }
         return info

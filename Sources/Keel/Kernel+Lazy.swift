@@ -48,6 +48,9 @@ extension Kernel {
     func park(_ ids: [String], batched: Bool = false) {
         let parked = ids.filter { bundles[$0]?.manifest != nil && active[$0] == nil }
         idle.formUnion(parked)
+        // Many at once: one read of every record, not one per plugin.
+        let statuses = parked.count > 1
+            ? Dictionary(((try? state.plugins()) ?? []).map { ($0.id, $0.status) }, uniquingKeysWith: { first, _ in first }) : [:]
         func each() {
             for id in parked {
                 guard let manifest = bundles[id]?.manifest else { continue }
@@ -59,7 +62,7 @@ extension Kernel {
                     }
                 }
                 access.setDeclared(id, manifest)
-                if ((try? state.plugin(id)) ?? nil)?.status != .enabled { try? state.setStatus(id, .enabled) }
+                if (statuses[id] ?? ((try? state.plugin(id)) ?? nil)?.status) != .enabled { try? state.setStatus(id, .enabled) }
             }
         }
         if !batched || (try? state.batch(each)) == nil { each() }

@@ -62,8 +62,9 @@ extension Kernel {
 
     /// A quarantined plugin whose library changed (a new build) is wanted again.
     func releaseRebuiltQuarantines() {
-        for record in (try? state.plugins()) ?? [] {
-            guard let quarantined = try? state.quarantinedChecksum(record.id),
+        // One read of every quarantine, not one per plugin.
+        for (id, quarantined) in ((try? state.quarantinedChecksums()) ?? [:]).sorted(by: { $0.key < $1.key }) {
+            guard let record = (try? state.plugin(id)) ?? nil,
                   let path = bundles[record.id]?.libraryPath, let current = GenerationStore.checksum(path),
                   current != quarantined else { continue }
             try? state.setQuarantine(record.id, checksum: nil)

@@ -52,8 +52,11 @@ extension Kernel {
         notifyServiceChanges(since: before)
         active[id] = generation.plugin
         access.setDeclared(id, generation.plugin.manifest)
-        try? state.setStatus(id, .enabled)
-        record(id, generation.plugin, outcome: "activated", detail: "replaced generation \(old.generation)")
+        // Both records in one transaction: one wait for the disk on the swap's path, not two.
+        _ = try? state.transaction {
+            try? state.setStatus(id, .enabled)
+            record(id, generation.plugin, outcome: "activated", detail: "replaced generation \(old.generation)")
+        }
         log(.info, id, "reloaded: generation \(generation.plugin.generation) replaces \(old.generation)")
         retire(old, id: id, outcome: "retired")
     }

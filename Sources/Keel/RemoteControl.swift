@@ -87,10 +87,7 @@ public enum RemoteControl {
               let services = try? JSONEncoder().encode(await kernel.services()) else { return previous }
         let pluginsText = String(decoding: data, as: UTF8.self), servicesText = String(decoding: services, as: UTF8.self)
         let text = pluginsText + "\n" + servicesText
-        if text != previous {
-            try? kernel.state.setLivePluginsJSON(pluginsText)
-            try? kernel.state.setLiveServicesJSON(servicesText)
-        }
+        if text != previous { try? kernel.state.setLiveView(plugins: pluginsText, services: servicesText) }
         return text
     }
 

@@ -23,7 +23,8 @@ if CommandLine.arguments.count == 6, CommandLine.arguments[1] == "--start-child"
 
 struct Options {
     var quick = false
-    /// Run only this section: abi, dispatch, http, load, services, commands, proxy, alternatives, scaling, lazy, isolation.
+    /// Run only this section: abi, dispatch, http, load, services, commands, proxy, alternatives, scaling, lazy,
+    /// operations, isolation.
     var only: String?
     var work = NSTemporaryDirectory() + "keel-bench-\(getpid())"
     var pluginA = "", pluginB = "", authz: [String] = [], loadTemplate = "", rawLoader = ""
@@ -361,23 +362,6 @@ if wanted("http") {
     rows.append(Row(name: "failed requests during reloads", measured: "\(traffic.failed)", baseline: String(format: "%.0f req/s served", traffic.rps),
                     ratio: nil, target: "0", met: traffic.failed == 0))
 
-    // State: durable enable/disable through the admin API vs raw durable SQLite commits.
-    let ops = options.quick ? 40 : 300
-    let t0 = now()
-    for i in 0..<ops {
-        var r = URLRequest(url: URL(string: base + "/api/v1/plugins/authz1/" + (i % 2 == 0 ? "enable" : "disable"))!)
-        r.httpMethod = "POST"
-        r.setValue("Bearer bench", forHTTPHeaderField: "Authorization")
-        let (_, response) = try await session.data(for: r)
-        guard (response as? HTTPURLResponse)?.statusCode == 200 else { fatalError("state op failed") }
-    }
-    let apiRate = Double(ops) / (now() - t0)
-    let raw = try StateStore(path: options.work + "/raw.db")
-    let t1 = now()
-    for i in 0..<ops { try raw.setLivePluginsJSON("\(i)") }
-    let rawRate = Double(ops) / (now() - t1)
-    rows.append(Row(name: "state: enable/disable via admin API vs raw commits", measured: String(format: "%.0f ops/s", apiRate),
-                    baseline: String(format: "%.0f commits/s", rawRate), ratio: apiRate / rawRate, target: "report", met: nil))
     await server.stop()
     await k.shutdown()
 }
@@ -389,6 +373,7 @@ if wanted("alternatives") { try await alternativesBenchmarks() }
 if wanted("scaling") { try await scalingBenchmarks() }
 if wanted("lazy") { try await lazyBenchmarks() }
 if wanted("isolation") { try await isolationBenchmarks() }
+if wanted("operations") { try await operationsBenchmarks() }
 
 // MARK: report
 

@@ -269,11 +269,12 @@ public final class ActivationContext: Sendable {
         return nil
     }
 
+    static let validMethods: Set<String> = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "*"]
+
     func addRoute(method: String, path: String, handler: RouteHandler) -> Int32 {
         let what = "route \(method) \(path)"
         if let refusal = admitRegistration(.routes, what: what) { return refusal }
-        let validMethods: Set<String> = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "*"]
-        guard validMethods.contains(method) else {
+        guard Self.validMethods.contains(method) else {
             return refuse(StatusCode.invalidArgument, "\(what): unknown method \"\(method)\"")
         }
         // "=/legacy/items" is a full path: allowed only under a granted foreign prefix.
@@ -307,7 +308,11 @@ public final class ActivationContext: Sendable {
             guard p.routes.count < limits.routes else {
                 return refuse(StatusCode.limit, "\(what): over the limit of \(limits.routes) routes per plugin")
             }
-            if let mine = p.routes.first(where: { $0.fullShape(plugin: pluginID) == shape && Self.methodsOverlap($0.method, method) }) {
+            // Same kind (both relative or both absolute): the stored shapes compare without building full paths.
+            if let mine = p.routes.first(where: {
+                Self.methodsOverlap($0.method, method)
+                    && ($0.absolute == absolute ? $0.pattern.shape == pattern.shape : $0.fullShape(plugin: pluginID) == shape)
+            }) {
                 return refuse(StatusCode.conflict, "\(what) conflicts with \(mine.method) \(mine.pattern) of the same plugin \"\(pluginID)\"")
             }
             if let owner = environment.routeOwner(method: method, shape: shape, excluding: pluginID) {

@@ -13,10 +13,20 @@ public struct RoutePattern: Sendable, Hashable, CustomStringConvertible {
     public let text: String
     /// Per segment, how specific it is (literal 3, parameter 2, `*` 1): computed once, compared per request.
     public let specificity: [UInt8]
+    /// The pattern with parameter names erased: equal shapes conflict. Computed once: registration compares each new
+    /// route with every earlier one of its plugin.
+    public let shape: String
 
     init(segments: [Segment], text: String) {
         self.segments = segments
         self.text = text
+        shape = "/" + segments.map { s -> String in
+            switch s {
+            case let .literal(l): return l
+            case .parameter: return ":"
+            case .rest: return "*"
+            }
+        }.joined(separator: "/")
         specificity = segments.map { s -> UInt8 in
             switch s {
             case .literal: return 3
@@ -58,17 +68,6 @@ public struct RoutePattern: Sendable, Hashable, CustomStringConvertible {
     }
 
     public var description: String { text }
-
-    /// The pattern with parameter names erased: equal shapes conflict.
-    public var shape: String {
-        "/" + segments.map { s -> String in
-            switch s {
-            case let .literal(l): return l
-            case .parameter: return ":"
-            case .rest: return "*"
-            }
-        }.joined(separator: "/")
-    }
 
     public struct PatternError: Error, Sendable {
         public var reason: String

@@ -134,6 +134,22 @@ final class SQLiteDatabase: StateDatabase {
 
     var inTransaction: Bool { sqlite3_get_autocommit(db) == 0 }
 
+    /// FULL: each commit syncs the write-ahead log. NORMAL: commits only write it (SQLite still syncs it before
+    /// each checkpoint, so the database file stays sound).
+    func setDurable(_ durable: Bool) throws(StateError) {
+        try execute(durable ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL")
+    }
+
+    /// Syncs the write-ahead log, which holds every commit not yet checkpointed (nothing to do in memory).
+    func syncToDisk() throws(StateError) {
+        guard path != StateStore.inMemory else { return }
+        let fd = open(path + "-wal", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return }  // no log yet: every commit is in the database file, synced by its checkpoint
+        defer { close(fd) }
+        // fdatasync, as SQLite itself syncs on Linux: the data and the size, not the times.
+        guard fdatasync(fd) == 0 else { throw StateError(path: path, reason: "cannot sync its write-ahead log (errno \(errno))") }
+    }
+
     func begin() throws(StateError) { try execute("BEGIN IMMEDIATE") }
 
     /// A number that changes whenever another connection commits to the file (PRAGMA data_version).

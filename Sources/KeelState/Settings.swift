@@ -62,6 +62,19 @@ extension StateStore {
         try setting(SettingKey.quarantine(id))
     }
 
+    /// Every quarantined plugin with its checksum (`quarantinedChecksum` of each), in one read.
+    public func quarantinedChecksums() throws(StateError) -> [String: String] {
+        let prefix = SettingKey.quarantine("")
+        return try locked { db throws(StateError) in
+            var result: [String: String] = [:]
+            for row in try db.query("SELECT key, value FROM settings WHERE key LIKE ?", [.text(prefix + "%")]) {
+                guard let key = row["key"]?.text, let value = row["value"]?.text, key.hasPrefix(prefix) else { continue }
+                result[String(key.dropFirst(prefix.count))] = value
+            }
+            return result
+        }
+    }
+
     /// Quarantines `id` for the library with `checksum`; nil lifts the quarantine.
     public func setQuarantine(_ id: String, checksum: String?) throws(StateError) {
         try setSetting(SettingKey.quarantine(id), checksum)
@@ -99,6 +112,20 @@ extension StateStore {
     /// Publishes the server's view of the interfaces between plugins (JSON) for other processes.
     public func setLiveServicesJSON(_ json: String) throws(StateError) {
         try setSetting(SettingKey.liveServices, json)
+    }
+
+    /// Publishes both views (`setLivePluginsJSON`, `setLiveServicesJSON`) in one transaction that does not wait for
+    /// the disk: the live view describes a running server and is rewritten by the next one, so after a power cut an
+    /// older view is as good as none. A reader sees both or neither.
+    public func setLiveView(plugins: String, services: String) throws(StateError) {
+        try settling(sync: false) { () throws(StateError) in
+            try locked { db throws(StateError) in
+                try db.transaction { () throws(StateError) in
+                    try setSetting(SettingKey.livePlugins, plugins)
+                    try setSetting(SettingKey.liveServices, services)
+                }
+            }
+        }
     }
 
     // MARK: proxy secret

@@ -37,9 +37,18 @@ public protocol StateDatabase: AnyObject {
     func dataVersion() throws(StateError) -> Int64
     /// The engine's own consistency check: "ok" when sound.
     func integrityCheck() throws(StateError) -> String
+    /// Whether a commit waits until it is on disk (true, the default) or only until it is in the operating system's
+    /// cache (`StateStore.settling`). Called between transactions only. An engine without the choice ignores it.
+    func setDurable(_ durable: Bool) throws(StateError)
+    /// Waits until every commit made so far is on disk (the end of `StateStore.settling`). An engine whose commits
+    /// are always durable does nothing.
+    func syncToDisk() throws(StateError)
 }
 
 extension StateDatabase {
+    public func setDurable(_ durable: Bool) throws(StateError) {}
+    public func syncToDisk() throws(StateError) {}
+
     @discardableResult
     public func query(_ sql: String) throws(StateError) -> [[String: StateValue]] { try query(sql, []) }
 

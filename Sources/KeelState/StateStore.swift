@@ -29,8 +29,13 @@ public struct StateError: Error, Sendable, CustomStringConvertible {
 public final class StateStore: StateStoring, @unchecked Sendable {
     // @unchecked Sendable: the only mutable state is the connection inside `database`, and every use of it goes
     // through `locked`, which holds `lock` for the whole call.
-    private let lock = Mutex(())
+    // The lock's value is whether the connection currently waits for the disk on commit (see `settling`).
+    private let lock = Mutex(true)
     private let database: any StateDatabase
+    /// The thread holding `lock` (0: none), so that `transaction`'s body can call the store's own methods.
+    private let owner = Atomic<UInt>(0)
+    /// The thread inside `settling` (0: none): its commits do not wait for the disk.
+    private let settlingThread = Atomic<UInt>(0)
     /// The state file's path, or (PostgreSQL) the database URL without its password.
     public let path: String
     /// The host whose observations this store records and reads back (see `observe(as:)`), nil for none.
@@ -71,9 +76,76 @@ public final class StateStore: StateStoring, @unchecked Sendable {
 
     static func now() -> String { timestamp.format(Date()) }
 
-    /// Runs `body` with the connection, holding the lock: the one way the extensions reach the database.
+    /// This thread's identity for `owner` and `settlingThread`.
+    private static var currentThread: UInt {
+        #if os(Linux)
+        UInt(pthread_self())
+        #else
+        UInt(bitPattern: pthread_self())
+        #endif
+    }
+
+    /// Runs `body` with the connection, holding the lock: the one way the extensions reach the database. Re-entrant
+    /// on the thread that holds it (inside `transaction`).
     func locked<T>(_ body: (any StateDatabase) throws(StateError) -> T) throws(StateError) -> T {
-        try lock.withLock { (_: inout Void) throws(StateError) -> T in try body(database) }
+        let me = Self.currentThread
+        if owner.load(ordering: .acquiring) == me { return try body(database) }
+        let settling = settlingThread.load(ordering: .relaxed) == me
+        return try lock.withLock { (durable: inout Bool) throws(StateError) -> T in
+            owner.store(me, ordering: .releasing)
+            defer { owner.store(0, ordering: .releasing) }
+            // The mode is switched only between transactions (an open `batch` keeps the one it began with).
+            if durable == settling, !database.inTransaction {
+                try database.setDurable(!settling)
+                durable = !settling
+            }
+            return try body(database)
+        }
+    }
+
+    /// Runs `body` with every change it makes through this store, on this thread, in one transaction, holding the
+    /// store for the whole time: other threads' calls wait, and nothing of it is seen before the single commit. If
+    /// `body` throws, nothing it wrote remains. Keep `body` to state calls: never plugin code or anything that waits
+    /// for another thread using this store (it would wait for ever).
+    public func transaction<T>(_ body: () throws -> T) throws -> T {
+        // The body's own error, carried past the typed-throws layers below and thrown as it was.
+        var failure: (any Error)?
+        do {
+            return try locked { db throws(StateError) -> T in
+                try db.transaction { () throws(StateError) -> T in
+                    do { return try body() } catch let error as StateError { throw error } catch {
+                        failure = error
+                        throw StateError(path: path, reason: "rolled back")
+                    }
+                }
+            }
+        } catch {
+            throw failure ?? error
+        }
+    }
+
+    /// Runs `body` with the commits this thread makes through the store not waiting for the disk, then makes all of
+    /// them durable with one sync before it returns (also when `body` throws). Each commit is still atomic and seen
+    /// by other connections at once; a crash of the process loses none of them (they are in the operating system's
+    /// cache); a power cut before the sync loses a suffix of them, never a middle part (the write-ahead log is
+    /// replayed in order). Other threads' commits wait for the disk as always. For a command that writes several
+    /// records in a row (`Kernel.execute`): one sync instead of one per record. On PostgreSQL every commit is
+    /// durable as before. Nests (an inner call leaves the sync to the outer one).
+    public func settling<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
+        try settling(sync: true, body)
+    }
+
+    /// `settling`, with the sync at the end only when `sync` (without it the commits reach the disk with the next
+    /// durable commit or checkpoint: for records that are worthless after a crash, such as the live view).
+    func settling<T, E: Error>(sync: Bool, _ body: () throws(E) -> T) throws(E) -> T {
+        let me = Self.currentThread
+        guard settlingThread.load(ordering: .relaxed) != me else { return try body() }
+        settlingThread.store(me, ordering: .relaxed)
+        defer {
+            settlingThread.store(0, ordering: .relaxed)
+            if sync { try? locked { db throws(StateError) in try db.syncToDisk() } }
+        }
+        return try body()
     }
 
     /// Runs `body` with the connection under the lock, for an engine's own module (PostgreSQL's change channel and

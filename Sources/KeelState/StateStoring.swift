@@ -27,6 +27,8 @@
 public protocol StateStoring: AnyObject, Sendable {
     // MARK: store
     func batch<T>(_ body: () throws -> T) throws -> T
+    func transaction<T>(_ body: () throws -> T) throws -> T
+    func settling<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T
     func dataVersion() throws(StateError) -> Int64
     func integrityCheck() throws(StateError) -> String
 
@@ -80,6 +82,7 @@ public protocol StateStoring: AnyObject, Sendable {
 
     // MARK: settings
     func quarantinedChecksum(_ id: String) throws(StateError) -> String?
+    func quarantinedChecksums() throws(StateError) -> [String: String]
     func setQuarantine(_ id: String, checksum: String?) throws(StateError)
     func signatureRecord(_ id: String) throws(StateError) -> String?
     func setSignatureRecord(_ id: String, _ record: String?) throws(StateError)
@@ -87,6 +90,7 @@ public protocol StateStoring: AnyObject, Sendable {
     func setLivePluginsJSON(_ json: String) throws(StateError)
     func liveServicesJSON() throws(StateError) -> String?
     func setLiveServicesJSON(_ json: String) throws(StateError)
+    func setLiveView(plugins: String, services: String) throws(StateError)
     func serviceSelections() throws(StateError) -> [StateStore.ServiceSelection]
     func setServiceSelection(interface: String, tenant: String, plugin: String?) throws(StateError)
     func proxySecret() throws(StateError) -> String

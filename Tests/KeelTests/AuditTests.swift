@@ -51,6 +51,33 @@ struct AuditTests {
         #expect(logged.contains("console: config hello: failed (bundle)"), "\(logged)")
     }
 
+    /// Enable and disable write their records and the audit row in one go at the end (Kernel.execute): when
+    /// execute returns, another connection sees all of it, in order, and the connection waits for the disk again.
+    @Test("enable and disable: the state, the load history and the audit row are all stored when execute returns")
+    func commandRecordsStoredTogether() async throws {
+        let f = KernelFixture()
+        try TestEnvironment.stageExamples(into: f.plugins)
+        let kernel = try f.kernel()
+        await kernel.start()
+        let other = try StateStore(path: f.state)
+        try await kernel.execute(.enable(id: "hello", tenant: nil), actor: "admin-api", principal: "admin")
+        #expect(try other.plugin("hello")?.status == .enabled)
+        #expect(try other.plugin("hello")?.enabled == true)
+        #expect(try other.loads(for: "hello").map(\.outcome) == ["activated"])
+        #expect(try other.audit(since: nil, limit: 10).map { "\($0.command) \($0.outcome)" } == ["enable ok"])
+        try await kernel.execute(.disable(id: "hello", tenant: nil, cascade: false), actor: "admin-api", principal: "admin")
+        await #expect(throws: KernelError.self) { try await kernel.execute(.enable(id: "nosuch", tenant: nil)) }
+        #expect(try other.plugin("hello")?.status == .disabled)
+        #expect(try other.plugin("hello")?.enabled == false)
+        #expect(try other.loads(for: "hello").map(\.outcome) == ["activated", "deactivated"])
+        #expect(try other.events(for: "hello").map(\.kind).suffix(3) == ["enable", "enabled", "disable"])
+        #expect(try other.audit(since: nil, limit: 10).map { "\($0.command) \($0.outcome)" }
+                == ["enable ok", "disable ok", "enable unknown-plugin"])
+        let mode = try kernel.state.withDatabase { db throws(StateError) in try db.query("PRAGMA synchronous").first?["synchronous"]?.int }
+        #expect(mode == 2)
+        await kernel.shutdown()
+    }
+
     @Test("the trail keeps the last 10,000 rows: each insert drops the oldest beyond them")
     func bounded() throws {
         let dir = TestEnvironment.makeTemporaryDirectory("audit")

@@ -1,5 +1,6 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
+import Foundation
 @testable import KeelState
 import KeelStatePostgres
 import Testing
@@ -41,6 +42,7 @@ extension PostgresBackedTests {
             #expect(try store.livePluginsJSON() == "[]")
             #expect(try store.adminTokenDigest() == "digest")
             #expect(try store.quarantinedChecksum("other") == nil)
+            #expect(try store.quarantinedChecksums() == ["p": "sum1"])
 
             try store.setQuarantine("q", checksum: "sum2")
             try store.setSignatureRecord("q", "record")
@@ -125,6 +127,67 @@ extension PostgresBackedTests {
             }
             #expect(try other.plugin("a")?.enabled == true)
             #expect(try other.events(for: "a").map(\.kind) == ["discovered", "enable"])
+        }
+
+        /// `transaction` commits its body's writes (made through the store's own methods) together, none when the
+        /// body throws, and holds the store meanwhile: another thread's write waits instead of joining it.
+        @Test("transaction is atomic and holds the store: another thread's write waits for its end",
+              arguments: StateEngine.available)
+        func transactionHoldsTheStore(engine: StateEngine) throws {
+            let path = engine.freshLocation()
+            let store = try engine.open(path)
+            let other = try engine.open(path)
+            struct Stop: Error {}
+            #expect(throws: Stop.self) {
+                try store.transaction {
+                    try store.setEnabled("a", true, status: .enabled)
+                    throw Stop()
+                }
+            }
+            #expect(try other.plugins().isEmpty)
+            let done = DispatchSemaphore(value: 0)
+            try store.transaction {
+                try store.setEnabled("a", true, status: .enabled)
+                Thread.detachNewThread {
+                    try? store.setEnabled("b", true, status: .installed)
+                    done.signal()
+                }
+                // The other thread's write is held up (with `batch` it would have joined this transaction).
+                #expect(done.wait(timeout: .now() + 0.2) == .timedOut)
+                #expect(try other.plugin("b") == nil)
+                #expect(try other.plugin("a") == nil)
+                try store.recordAudit(StateStore.AuditEntry(actor: "cli", command: "enable", target: "a", outcome: "ok"))
+            }
+            done.wait()
+            #expect(try other.plugin("a")?.enabled == true)
+            #expect(try other.plugin("b")?.enabled == true)
+            #expect(try other.audit(since: nil, limit: 10).map(\.target) == ["a"])
+        }
+
+        /// `settling`: each commit inside is seen by other connections at once and is on disk once it returns; only
+        /// the settling thread's commits skip the wait (SQLite: synchronous NORMAL inside, FULL again after).
+        @Test("settling: commits are seen at once, and the connection waits for the disk again after it",
+              arguments: StateEngine.available)
+        func settlingCommits(engine: StateEngine) throws {
+            let path = engine.freshLocation()
+            let store = try engine.open(path)
+            let other = try engine.open(path)
+            func synchronous() throws -> Int64? {
+                try store.withDatabase { db throws(StateError) in try db.query("PRAGMA synchronous").first?["synchronous"]?.int }
+            }
+            try store.settling { () throws in
+                try store.setEnabled("a", true, status: .installed)
+                #expect(try other.plugin("a")?.enabled == true)
+                try store.setStatus("a", .enabled)
+                if engine == .sqlite { #expect(try synchronous() == 1) }
+            }
+            if engine == .sqlite { #expect(try synchronous() == 2) }
+            let reopened = try engine.open(path)
+            #expect(try reopened.plugin("a")?.status == .enabled)
+            #expect(try reopened.events(for: "a").map(\.kind) == ["enable", "enabled"])
+            try store.setLiveView(plugins: "[3]", services: "[4]")
+            #expect(try reopened.livePluginsJSON() == "[3]")
+            #expect(try reopened.liveServicesJSON() == "[4]")
         }
 
         /// Every kind of record reads back as written, with the same ordering and refusals on both engines.
