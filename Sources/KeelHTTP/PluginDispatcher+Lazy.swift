@@ -16,7 +16,8 @@ extension PluginDispatcher {
         let id = String(path.dropFirst(5).prefix { $0 != "/" })
         let kernel = gatekeeper.kernel
         guard !id.isEmpty, kernel.isIdle(id) else { return false }
-        do { try await kernel.wake(id) } catch {
+        // Activation loads code: off the connection's event loop (the kernel actor would run on it otherwise).
+        do { try await offEventLoop { try await kernel.wake(id) } } catch {
             throw APIError(.serviceUnavailable, "plugin-activation-failed", "plugin \"\(id)\" could not be activated; see its status")
         }
         return true
