@@ -19,7 +19,6 @@ import NIOWebSocket
 /// 502 `upstream-unavailable`, 504 `upstream-timeout`) and the connection is closed; every other request is served
 /// as plain HTTP by the router.
 /// The connection limiter counts a connection from its first byte, upgraded or not.
-/// Plain HTTP requests are read and answered on the connection's event loop; see `handle(value:logger:)`.
 struct KeelHTTPChannel: ServerChildChannel, HTTPChannelHandler {
     enum Negotiated: Sendable {
         case http(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>)
@@ -106,13 +105,7 @@ struct KeelHTTPChannel: ServerChildChannel, HTTPChannelHandler {
     func handle(value: Value, logger: Logger) async {
         do {
             switch try await value.negotiated.get() {
-            case let .http(http):
-                // The connection's task runs on the connection's event loop: a proxied request then reaches its
-                // upstream (a channel of the same loop) and answers without a thread hop. Everything that may block
-                // (the host's routes, plugin routes, plugin hooks) goes off the loop (`offEventLoop`).
-                await withTaskExecutorPreference(EventLoopTaskExecutor(value.channel.eventLoop)) {
-                    await handleHTTP(asyncChannel: http, logger: logger)
-                }
+            case let .http(http): await handleHTTP(asyncChannel: http, logger: logger)
             case let .refused(http):
                 let refusal = webSockets.takeRefusal(for: value.channel)
                     ?? APIError(.badRequest, "bad-websocket-handshake", "this path does not take WebSocket handshakes")

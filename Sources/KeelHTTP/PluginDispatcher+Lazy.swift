@@ -16,8 +16,7 @@ extension PluginDispatcher {
         let id = String(path.dropFirst(5).prefix { $0 != "/" })
         let kernel = gatekeeper.kernel
         guard !id.isEmpty, kernel.isIdle(id) else { return false }
-        // Activation loads code: off the connection's event loop (the kernel actor would run on it otherwise).
-        do { try await offEventLoop { try await kernel.wake(id) } } catch {
+        do { try await kernel.wake(id) } catch {
             throw APIError(.serviceUnavailable, "plugin-activation-failed", "plugin \"\(id)\" could not be activated; see its status")
         }
         return true

@@ -19,12 +19,10 @@ struct PluginDispatcher: Sendable {
     /// Upstream apps plugins bring in (`proxy:`).
     let proxy: PluginProxy
 
-    /// May be called on the connection's event loop (see `KeelHTTPChannel`): a plugin route is served off it, a
-    /// proxied request on it (its auth chain off it when plugin hooks take part).
     func respond(to request: Request, context: KeelRequestContext) async throws -> Response {
         let method = request.method.rawValue, path = request.uri.path
-        let snapshot = gatekeeper.kernel.registry.snapshot
-        guard let match = snapshot.route(method: method, path: path) else {
+        var snapshot = gatekeeper.kernel.registry.snapshot
+        guard var match = snapshot.route(method: method, path: path) else {
             // The first request of an idle lazy plugin activates it and is then served by it.
             if try await wakeIdlePlugin(path) { return try await respond(to: request, context: context) }
             // No route: a prefix the plugin proxies, looked up only now so that routed requests pay nothing for it.
@@ -37,12 +35,6 @@ struct PluginDispatcher: Sendable {
             return try await proxy.respond(to: request, pluginID: proxied.pluginID, proxy: proxied.proxy, rest: proxied.rest,
                                            loop: context.channel?.eventLoop)
         }
-        return try await offEventLoop { try await routed(request, context: context, match: match, snapshot: snapshot) }
-    }
-
-    /// Serves a request that matched a plugin route, with the route's metrics. Never on an event loop.
-    private func routed(_ request: Request, context: KeelRequestContext, match: Snapshot.RouteMatch,
-                        snapshot: Snapshot) async throws -> Response {
         // Metrics per route pattern (never the raw path); the status of an error answer counts too.
         guard let measured = gatekeeper.metrics?.route(plugin: match.pluginID, method: match.route.method,
                                                        pattern: match.route.pattern.description) else {
@@ -225,8 +217,7 @@ struct PluginRoutesMiddleware: RouterMiddleware {
             guard snapshot.hasForeignRoutes, path != "/", Capability.reservedPrefix(of: path) == nil else { return false }
             return snapshot.route(method: request.method.rawValue, path: path) != nil
         }
-        // The host's own routes may block (the state store): off the connection's event loop.
-        guard path.hasPrefix("/ext/") || path == "/ext" || foreign() else { return try await offEventLoop { try await next(request, context) } }
+        guard path.hasPrefix("/ext/") || path == "/ext" || foreign() else { return try await next(request, context) }
         do { return try await plugins.respond(to: request, context: context) } catch let error as APIError {
             return try error.response(from: request, context: context)
         }

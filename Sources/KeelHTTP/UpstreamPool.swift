@@ -26,25 +26,11 @@ enum UpstreamAnswer: Sendable {
     case streamed(UpstreamBody)
 }
 
-/// An event loop as a Swift task executor: a task that prefers it (`withTaskExecutorPreference`) runs its
-/// nonisolated code on the loop's thread, so that it talks to channels of that loop without a thread hop. Only for
-/// code that never blocks. Thread-safe.
-final class EventLoopTaskExecutor: TaskExecutor {
-    let loop: any EventLoop
-
-    init(_ loop: any EventLoop) { self.loop = loop }
-
-    func enqueue(_ job: consuming ExecutorJob) {
-        let job = UnownedJob(job)
-        loop.execute { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
-    }
-}
-
 /// Kept-alive HTTP/1.1 connections to plain-http upstreams (the proxy's hot path; AsyncHTTPClient's per-request
 /// work was most of the proxy's cost): one request per connection at a time, idle connections reused last-in
 /// first-out, at most `maxIdle` idle per upstream and event loop, each closed after `idleTimeout` unused.
 /// Connections run on NIO's shared event loop group (the server's), each on the loop of the client connection that
-/// asked for it (`loop`), so that a proxied exchange stays on one thread. Thread-safe; `shutdown` closes the idle
+/// asked for it (`loop`), so that the upstream's answer is read on the thread that writes it to the client. Thread-safe; `shutdown` closes the idle
 /// connections.
 final class UpstreamPool: Sendable {
     let maxIdle: Int
