@@ -32,7 +32,8 @@ struct PluginDispatcher: Sendable {
                 _ = try await proxy.admit(request, pluginID: proxied.pluginID)
                 throw APIError(.badRequest, "bad-websocket-handshake", "a WebSocket handshake must be the first request on its connection")
             }
-            return try await proxy.respond(to: request, pluginID: proxied.pluginID, proxy: proxied.proxy, rest: proxied.rest)
+            return try await proxy.respond(to: request, pluginID: proxied.pluginID, proxy: proxied.proxy, rest: proxied.rest,
+                                           loop: context.channel?.eventLoop)
         }
         // Metrics per route pattern (never the raw path); the status of an error answer counts too.
         guard let measured = gatekeeper.metrics?.route(plugin: match.pluginID, method: match.route.method,

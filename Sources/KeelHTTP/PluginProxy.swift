@@ -56,30 +56,55 @@ final class PluginProxy: Sendable {
                                         "trailer", "transfer-encoding", "upgrade", "host", "content-length"]
 
     /// Runs the auth chain for a request under one of `pluginID`'s proxy prefixes, in the plugin's lane like its
-    /// routes: the caller identified, the plugin visible in the caller's tenant, the authorize hooks asked.
+    /// routes: the caller identified, the plugin visible in the caller's tenant, the authorize hooks asked. With no
+    /// authenticate or authorize hook registered no plugin code runs, and the chain runs inline, without the lane.
     /// - Throws: `APIError` (401/403/404).
     func admit(_ request: Request, pluginID: String) async throws -> Gatekeeper.Caller {
         let gatekeeper = self.gatekeeper
         let snapshot = gatekeeper.kernel.registry.snapshot
-        return try await gatekeeper.lanes.run(pluginID) { () throws -> Gatekeeper.Caller in
+        let chain = { @Sendable () throws -> Gatekeeper.Caller in
             let caller = try gatekeeper.identify(request, snapshot: snapshot, pluginID: pluginID)
             guard gatekeeper.kernel.access.isVisible(pluginID, tenant: caller.principal.tenant) else { throw APIError.notFound }
             try gatekeeper.authorize(caller, request, snapshot: snapshot)
             return caller
         }
+        if snapshot.authenticators.isEmpty && snapshot.authorizers.isEmpty { return try chain() }
+        return try await gatekeeper.lanes.run(pluginID, chain)
     }
 
     /// The path and query sent upstream: the upstream's base path, then `rest` (the canonical path below the
     /// prefix, decoded) percent-encoded again segment by segment, so a decoded `?`, `#`, space or control character
     /// stays inside its segment; then the client's query as it came.
     func target(_ proxy: ProxyDeclaration, rest: String, query: String?) -> String {
-        let path = rest.split(separator: "/", omittingEmptySubsequences: false)
-            .map { $0.addingPercentEncoding(withAllowedCharacters: Self.segmentCharacters) ?? "" }.joined(separator: "/")
+        let path = Self.encodeSegments(rest)
         return proxy.basePath + (path.isEmpty ? "/" : path) + (query.map { "?" + $0 } ?? "")
     }
 
+    /// `path` with every byte outside RFC 3986 `pchar` less `%` (unreserved, sub-delims, `:` and `@`) and `/`
+    /// percent-encoded (UTF-8, uppercase hex); a path with none such comes back as it is.
+    static func encodeSegments(_ path: String) -> String {
+        let utf8 = path.utf8
+        guard utf8.contains(where: { !isSegmentByte($0) && $0 != UInt8(ascii: "/") }) else { return path }
+        let digits = Array("0123456789ABCDEF".utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(utf8.count * 3)
+        for byte in utf8 {
+            if isSegmentByte(byte) || byte == UInt8(ascii: "/") {
+                out.append(byte)
+            } else {
+                out += [UInt8(ascii: "%"), digits[Int(byte >> 4)], digits[Int(byte & 0x0f)]]
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
     /// RFC 3986 `pchar` less `%` (re-encoded): unreserved, sub-delims, `:` and `@`.
-    static let segmentCharacters = CharacterSet(charactersIn: "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=:@")
+    static func isSegmentByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"): true
+        default: "-._~!$&'()*+,;=:@".utf8.contains(byte)
+        }
+    }
 
     /// The headers for the upstream: the client's headers as plugins see them (host credentials removed), less
     /// hop-by-hop headers and every `X-Keel-*` header the client sent; then `Host` and the signed identity.
@@ -104,7 +129,9 @@ final class PluginProxy: Sendable {
         return key
     }
 
-    func respond(to request: Request, pluginID: String, proxy: ProxyDeclaration, rest: String) async throws -> Response {
+    /// Proxies `request`. `loop`: the client connection's event loop; the upstream exchange runs on it.
+    func respond(to request: Request, pluginID: String, proxy: ProxyDeclaration, rest: String,
+                 loop: (any EventLoop)?) async throws -> Response {
         let caller = try await admit(request, pluginID: pluginID)
         if let length = request.headers[.contentLength].flatMap(Int.init), length > maxBodySize { throw APIError.tooLarge(maxBodySize) }
 
@@ -120,9 +147,19 @@ final class PluginProxy: Sendable {
                 if let length { head.headers.add(name: "content-length", value: String(length)) }
                 else if !bodyless { head.headers.add(name: "transfer-encoding", value: "chunked") }
                 else if request.method != .get && request.method != .head { head.headers.add(name: "content-length", value: "0") }
-                let (answer, stream) = try await pool.execute(host: proxy.host, port: proxy.port, head: head, body: body,
-                                                              timeout: .nanoseconds(Int64(proxy.timeout * 1e9)))
-                return answerResponse(status: answer.status.code, headers: answer.headers, body: ResponseBody(asyncSequence: stream))
+                let (answer, answerBody) = try await pool.execute(host: proxy.host, port: proxy.port, head: head, body: body,
+                                                                  timeout: .nanoseconds(Int64(proxy.timeout * 1e9)), on: loop)
+                switch answerBody {
+                case let .streamed(stream):
+                    return answerResponse(status: answer.status.code, headers: answer.headers, body: ResponseBody(asyncSequence: stream))
+                case let .complete(bytes) where bytes.readableBytes > 0 || answer.headers.contains(name: "content-length"):
+                    // Head, body and end go to the client in one write.
+                    return answerResponse(status: answer.status.code, headers: answer.headers, body: ResponseBody(byteBuffer: bytes))
+                case .complete:
+                    // No body and no length (204, 304, a HEAD answered without one): none is added.
+                    return answerResponse(status: answer.status.code, headers: answer.headers,
+                                          body: ResponseBody(asyncSequence: EmptyBody()))
+                }
             }
             var upstream = HTTPClientRequest(url: "\(proxy.scheme)://\(proxy.hostPart):\(proxy.port)\(target)")
             upstream.method = NIOHTTP1.HTTPMethod(rawValue: request.method.rawValue)
@@ -161,6 +198,13 @@ final class PluginProxy: Sendable {
         headers.append(PluginDispatcher.nosniffField)
         return Response(status: .init(code: Int(status)), headers: headers, body: body)
     }
+}
+
+/// No bytes.
+struct EmptyBody: AsyncSequence, AsyncIteratorProtocol, Sendable {
+    typealias Element = ByteBuffer
+    mutating func next() async -> ByteBuffer? { nil }
+    func makeAsyncIterator() -> EmptyBody { self }
 }
 
 extension ProxyDeclaration {

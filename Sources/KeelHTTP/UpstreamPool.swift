@@ -19,30 +19,48 @@ enum UpstreamFailure: Error, Sendable {
 typealias UpstreamBody = NIOThrowingAsyncSequenceProducer<
     ByteBuffer, any Error, NIOAsyncSequenceProducerBackPressureStrategies.HighLowWatermark, UpstreamConnection.Demand>
 
+/// An upstream's answer body: whole, when all of it came in the same read as the head (the usual case for small
+/// answers: no stream to set up, and the server writes head, body and end at once), else streamed as it arrives.
+enum UpstreamAnswer: Sendable {
+    case complete(ByteBuffer)
+    case streamed(UpstreamBody)
+}
+
 /// Kept-alive HTTP/1.1 connections to plain-http upstreams (the proxy's hot path; AsyncHTTPClient's per-request
 /// work was most of the proxy's cost): one request per connection at a time, idle connections reused last-in
-/// first-out, at most `maxIdle` idle per upstream, each closed after `idleTimeout` unused. Connections run on NIO's
-/// shared event loop group (the server's). Thread-safe; `shutdown` closes the idle connections.
+/// first-out, at most `maxIdle` idle per upstream and event loop, each closed after `idleTimeout` unused.
+/// Connections run on NIO's shared event loop group (the server's), each on the loop of the client connection that
+/// asked for it (`loop`), so that the upstream's answer is read on the thread that writes it to the client. Thread-safe; `shutdown` closes the idle
+/// connections.
 final class UpstreamPool: Sendable {
     let maxIdle: Int
     let idleTimeout: TimeAmount
-    private let idle = Mutex<[String: [any Channel]]>([:])
+    /// Idle connections by upstream and event loop.
+    private let idle = Mutex<[Key: [any Channel]]>([:])
     private let closed = Atomic<Bool>(false)
+
+    struct Key: Hashable {
+        let host: String
+        let port: Int
+        let loop: ObjectIdentifier
+    }
 
     init(maxIdle: Int = 256, idleTimeout: TimeAmount = .seconds(60)) {
         self.maxIdle = maxIdle
         self.idleTimeout = idleTimeout
     }
 
-    /// Sends `head` (then `body`, streamed, if any) and returns the answer's head and its body as it arrives.
+    /// Sends `head` (then `body`, streamed, if any) and returns the answer's head and its body, whole or as it
+    /// arrives. `loop`: the event loop to talk to the upstream on (the client connection's), any when nil.
     /// - Throws: `UpstreamFailure` (no answer head within `timeout`, or the upstream unreachable or not answering
     ///   HTTP). A failure of `body` (e.g. past the size limit) closes the connection: the upstream sees a cut request.
-    func execute(host: String, port: Int, head: HTTPRequestHead, body: LimitedBody?,
-                 timeout: TimeAmount) async throws -> (HTTPResponseHead, UpstreamBody) {
+    func execute(host: String, port: Int, head: HTTPRequestHead, body: LimitedBody?, timeout: TimeAmount,
+                 on loop: (any EventLoop)? = nil) async throws -> (HTTPResponseHead, UpstreamAnswer) {
+        let loop = loop ?? MultiThreadedEventLoopGroup.singleton.next()
         var attempt = 0
         while true {
             attempt += 1
-            let (channel, reused) = try await checkout(host: host, port: port)
+            let (channel, reused) = try await checkout(Key(host: host, port: port, loop: ObjectIdentifier(loop)), on: loop)
             let exchange = Exchange(head: head, bodyless: body == nil, timeout: timeout, reused: reused,
                                     promise: channel.eventLoop.makePromise())
             channel.writeAndFlush(UpstreamConnection.Outbound.start(exchange)).whenFailure { _ in
@@ -70,15 +88,14 @@ final class UpstreamPool: Sendable {
         for channel in idle.withLock({ all in defer { all = [:] }; return all.values.flatMap { $0 } }) { channel.close(promise: nil) }
     }
 
-    private func checkout(host: String, port: Int) async throws -> (any Channel, Bool) {
-        let key = "\(host):\(port)"
+    private func checkout(_ key: Key, on loop: any EventLoop) async throws -> (any Channel, Bool) {
         while let channel = idle.withLock({ $0[key]?.popLast() }) {
             if channel.isActive { return (channel, true) }
         }
         let handler = UpstreamConnection(idleTimeout: idleTimeout, onIdle: { [self] in checkin($0, key: key) },
                                          onClose: { [self] in forget($0, key: key) })
         do {
-            let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            let channel = try await ClientBootstrap(group: loop)
                 .connectTimeout(.seconds(5))
                 .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
                 .channelInitializer { channel in
@@ -87,12 +104,12 @@ final class UpstreamPool: Sendable {
                         try channel.pipeline.syncOperations.addHandler(handler)
                     }
                 }
-                .connect(host: host, port: port).get()
+                .connect(host: key.host, port: key.port).get()
             return (channel, false)
         } catch { throw UpstreamFailure.unavailable(reused: false) }
     }
 
-    private func checkin(_ channel: any Channel, key: String) {
+    private func checkin(_ channel: any Channel, key: Key) {
         let kept = !closed.load(ordering: .sequentiallyConsistent) && idle.withLock { idle -> Bool in
             guard idle[key, default: []].count < maxIdle else { return false }
             idle[key, default: []].append(channel)
@@ -101,7 +118,7 @@ final class UpstreamPool: Sendable {
         if !kept { channel.close(promise: nil) }
     }
 
-    private func forget(_ channel: any Channel, key: String) {
+    private func forget(_ channel: any Channel, key: Key) {
         idle.withLock { $0[key]?.removeAll { $0 === channel } }
     }
 }
@@ -115,7 +132,12 @@ final class Exchange: @unchecked Sendable {
     let bodyless: Bool
     let timeout: TimeAmount
     let reused: Bool
-    let promise: EventLoopPromise<(HTTPResponseHead, UpstreamBody)>
+    let promise: EventLoopPromise<(HTTPResponseHead, UpstreamAnswer)>
+    /// The answer's head has arrived (it may not be handed on yet: see `pending`).
+    var headArrived = false
+    /// The head and the body so far, held until the read that brought them is over or the answer is complete.
+    var pending: (head: HTTPResponseHead, body: ByteBuffer?)?
+    /// The promise is completed.
     var answered = false
     var source: UpstreamBody.Source?
     var timer: Scheduled<Void>?
@@ -123,7 +145,7 @@ final class Exchange: @unchecked Sendable {
     var responseDone = false
 
     init(head: HTTPRequestHead, bodyless: Bool, timeout: TimeAmount, reused: Bool,
-         promise: EventLoopPromise<(HTTPResponseHead, UpstreamBody)>) {
+         promise: EventLoopPromise<(HTTPResponseHead, UpstreamAnswer)>) {
         self.head = head
         self.bodyless = bodyless
         self.timeout = timeout
@@ -136,6 +158,7 @@ final class Exchange: @unchecked Sendable {
         timer?.cancel()
         if !answered {
             answered = true
+            pending = nil
             promise.fail(failure)
         } else if !responseDone {
             responseDone = true
@@ -215,27 +238,58 @@ final class UpstreamConnection: ChannelDuplexHandler, @unchecked Sendable {
         }
     }
 
+    /// An answer whose body passes this many bytes within the read that brought its head is streamed from there.
+    static let wholeLimit = 64 * 1024
+
+    /// The head is held until the end of the read that brought it: an answer complete by then is handed on whole,
+    /// any other as a stream.
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard let exchange else { return }
         switch unwrapInboundIn(data) {
         case let .head(head):
             // Informational answers (100 Continue) precede the real one.
-            guard head.status.code >= 200 || head.status.code == 101, !exchange.answered else { return }
+            guard head.status.code >= 200 || head.status.code == 101, !exchange.headArrived else { return }
             exchange.timer?.cancel()
+            exchange.headArrived = true
             keepAlive = keepAlive && head.isKeepAlive
-            let made = UpstreamBody.makeSequence(
-                backPressureStrategy: .init(lowWatermark: 2, highWatermark: 8), finishOnDeinit: false,
-                delegate: Demand(connection: self, exchange: exchange, loop: context.eventLoop))
-            exchange.source = made.source
-            exchange.answered = true
-            exchange.promise.succeed((head, made.sequence))
-        case let .body(chunk):
-            if exchange.source?.yield(chunk) == .stopProducing { paused = true }
+            exchange.pending = (head, nil)
+        case var .body(chunk):
+            if var pending = exchange.pending {
+                exchange.pending = nil  // one reference to the held bytes, so that appending does not copy them
+                if pending.body == nil { pending.body = chunk } else { pending.body?.writeBuffer(&chunk) }
+                exchange.pending = pending
+                if (pending.body?.readableBytes ?? 0) > Self.wholeLimit { stream(exchange, context) }
+            } else if exchange.source?.yield(chunk) == .stopProducing {
+                paused = true
+            }
         case .end:
+            if let pending = exchange.pending {
+                exchange.pending = nil
+                exchange.answered = true
+                exchange.promise.succeed((pending.head, .complete(pending.body ?? ByteBuffer())))
+            }
             exchange.responseDone = true
             exchange.source?.finish()
             if exchange.requestDone { finish(context) } else { close(context) }
         }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if let exchange, exchange.pending != nil { stream(exchange, context) }
+        context.fireChannelReadComplete()
+    }
+
+    /// Hands the answer on as a stream that starts with the body held so far.
+    private func stream(_ exchange: Exchange, _ context: ChannelHandlerContext) {
+        guard let pending = exchange.pending else { return }
+        exchange.pending = nil
+        let made = UpstreamBody.makeSequence(
+            backPressureStrategy: .init(lowWatermark: 2, highWatermark: 8), finishOnDeinit: false,
+            delegate: Demand(connection: self, exchange: exchange, loop: context.eventLoop))
+        exchange.source = made.source
+        if let body = pending.body, made.source.yield(body) == .stopProducing { paused = true }
+        exchange.answered = true
+        exchange.promise.succeed((pending.head, .streamed(made.sequence)))
     }
 
     func read(context: ChannelHandlerContext) {
@@ -248,7 +302,7 @@ final class UpstreamConnection: ChannelDuplexHandler, @unchecked Sendable {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        if let exchange { fail(exchange, .unavailable(reused: exchange.reused && !exchange.answered)) }
+        if let exchange { fail(exchange, .unavailable(reused: exchange.reused && !exchange.headArrived)) }
         idleTimer?.cancel()
         onClose(context.channel)
         context.fireChannelInactive()
@@ -273,7 +327,7 @@ final class UpstreamConnection: ChannelDuplexHandler, @unchecked Sendable {
     private func close(_ context: ChannelHandlerContext, retry: Bool = false) {
         let current = exchange
         exchange = nil
-        current?.fail(.unavailable(reused: retry && current?.reused == true && current?.answered == false))
+        current?.fail(.unavailable(reused: retry && current?.reused == true && current?.headArrived == false))
         context.close(promise: nil)
     }
 

@@ -159,4 +159,39 @@ struct ProxyStreamingTests {
         #expect(huge.status == 502 && huge.errorCode == "upstream-unavailable", "\(huge.status) \(huge.text.prefix(200))")
         #expect(try await server.request("GET", "/healthz").status == 200)
     }
+
+    @Test("an answer that arrives whole goes to the client whole, with its length; a 204 stays without body or length; a 200 KiB answer arrives byte for byte")
+    func wholeAnswers() async throws {
+        let upstream = try Upstream()
+        defer { upstream.stop() }
+        let f = KernelFixture()
+        _ = try TestEnvironment.makeBundle(in: f.plugins, folder: "app", manifest: """
+            id: app
+            name: An app
+            version: 1.0.0
+            abi: "1.0"
+            proxy:
+              - {prefix: /ui, upstream: "http://127.0.0.1:\(upstream.port)"}
+
+            """, library: nil)
+        let keel = TestEnvironment.binPath + "/keel"
+        #expect(try TestEnvironment.run(keel, ["plugins", "enable", "app", "--plugins", f.plugins, "--state", f.state]).status == 0)
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch"])
+        defer { server.stop() }
+
+        // The app sends head and chunked body in one write: the client gets them at once, with a length.
+        let whole = try RawHTTP.request(port: server.port, "GET", "/ext/app/ui/whole")
+        let head = whole.text.components(separatedBy: "\r\n\r\n").first?.lowercased() ?? ""
+        #expect(whole.status == 200 && whole.text.hasSuffix("\r\n\r\nhello"), "\(whole.text)")
+        #expect(head.contains("content-length: 5") && !head.contains("transfer-encoding"), "\(head)")
+        #expect(head.contains("content-security-policy: sandbox"), "\(head)")
+
+        let nothing = try RawHTTP.request(port: server.port, "GET", "/ext/app/ui/nothing")
+        #expect(nothing.status == 204 && nothing.text.hasSuffix("\r\n\r\n"), "\(nothing.text)")
+        #expect(nothing.text.lowercased().contains("x-app: yes") && !nothing.text.lowercased().contains("content-length"), "\(nothing.text)")
+
+        let big = try await server.request("GET", "/ext/app/ui/big")
+        #expect(big.status == 200 && big.body == Data((0..<200 * 1024).map { UInt8($0 % 251) }), "\(big.status) \(big.body.count) bytes")
+        #expect(try await server.request("GET", "/ext/app/ui/a").status == 200)
+    }
 }

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """A small upstream web app for the proxy tests: answers every request with JSON describing it (method, path with
 query, headers, body, and the client's port as "peer"), except /slow (sleeps 3 s first), /redirect (302 to
-/elsewhere), /huge (a 1 MiB response header) and /stream?marker=FILE (chunked: "first", then, once FILE exists,
-"second"). Listens on 127.0.0.1 on a
+/elsewhere), /huge (a 1 MiB response header), /stream?marker=FILE (chunked: "first", then, once FILE exists,
+"second"), /whole (a chunked "hello" sent with its head in one write), /nothing (204, no length) and /big (200 KiB
+of a repeating pattern, with its length, in one write). Listens on 127.0.0.1 on a
 free port, prints "port N" once ready, serves until killed."""
 import json
 import os
@@ -37,6 +38,17 @@ class Echo(BaseHTTPRequestHandler):
                     break
                 time.sleep(0.05)
             self.wfile.write(b"6\r\nsecond\r\n0\r\n\r\n")
+            return
+        if self.path.endswith("/whole"):
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             b"5\r\nhello\r\n0\r\n\r\n")
+            return
+        if self.path.endswith("/nothing"):
+            self.wfile.write(b"HTTP/1.1 204 No Content\r\nX-App: yes\r\n\r\n")
+            return
+        if self.path.endswith("/big"):
+            data = bytes(i % 251 for i in range(200 * 1024))
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(data) + data)
             return
         if self.path.endswith("/redirect"):
             self.send_response(302)
