@@ -12,51 +12,57 @@ import Keel
 @MainActor
 func isolationBenchmarks() async throws {
     guard let executable = Bundle.main.executablePath ?? CommandLine.arguments.first else { fatalError("no executable path") }
-    let plugins = options.work + "/isolation", state = options.work + "/isolation.db"
-    try bundle(plugins, id: "inproc", library: options.pluginA)
-    try bundle(plugins, id: "worker", library: options.pluginA, extra: "isolation: process\n")
-    var c = KernelConfiguration(pluginsDirectory: plugins, stateFile: state, log: KernelConfiguration.silentLog)
-    c.trustedCapabilities = [.routes, .menus, .authorize]
-    c.workerExecutable = executable
-    let k = try Kernel(configuration: c)
-    await k.start()
+    // The bench plugin's library names itself "bench": one kernel runs it in-process, a second one in a worker.
+    func host(_ name: String, isolation: String) async throws -> Kernel {
+        let plugins = options.work + "/isolation-" + name, state = options.work + "/isolation-\(name).db"
+        try bundle(plugins, id: "bench", library: options.pluginA, extra: "isolation: \(isolation)\n")
+        var c = KernelConfiguration(pluginsDirectory: plugins, stateFile: state, log: KernelConfiguration.silentLog)
+        c.trustedCapabilities = [.routes, .menus, .authorize]
+        c.workerExecutable = executable
+        let k = try Kernel(configuration: c)
+        await k.start()
+        return k
+    }
+    let inProcessHost = try await host("in", isolation: "in-process"), workerHost = try await host("worker", isolation: "process")
 
     // Start: enable (load and activate) in-process vs in a worker, median of a few.
     var inProcess: [Double] = [], inWorker: [Double] = []
     for _ in 0..<(options.quick ? 3 : 9) {
         var t = now()
-        try await k.enable("inproc")
+        try await inProcessHost.enable("bench")
         inProcess.append((now() - t) * 1000)
         t = now()
-        try await k.enable("worker")
+        try await workerHost.enable("bench")
         inWorker.append((now() - t) * 1000)
-        try await k.disable("inproc")
-        try await k.disable("worker")
+        try await inProcessHost.disable("bench")
+        try await workerHost.disable("bench")
     }
     let startIn = inProcess.sorted()[inProcess.count / 2], startWorker = inWorker.sorted()[inWorker.count / 2]
     rows.append(Row(name: "worker start: enable with isolation: process vs in-process", measured: String(format: "%.1f ms", startWorker),
                     baseline: String(format: "%.1f ms", startIn), ratio: startWorker / startIn, target: "report", met: nil))
 
-    try await k.enable("inproc")
-    try await k.enable("worker")
-    if let pid = try await k.plugin("worker").workerPID, let rss = residentKiB(pid) {
+    try await inProcessHost.enable("bench")
+    try await workerHost.enable("bench")
+    if let pid = try await workerHost.plugin("bench").workerPID, let rss = residentKiB(pid) {
         rows.append(Row(name: "worker memory (RSS of one worker process)", measured: String(format: "%.1f MiB", Double(rss) / 1024),
                         baseline: "", ratio: nil, target: "report", met: nil))
     }
-    let server = try await BenchServer.start(k)
-    let base = server.base
+    let inServer = try await BenchServer.start(inProcessHost), workerServer = try await BenchServer.start(workerHost)
+    let inURL = inServer.base + "/ext/bench/ping", workerURL = workerServer.base + "/ext/bench/ping"
     let (rounds, seconds) = options.quick ? (2, 2) : (5, 5)
-    _ = wrk(base + "/ext/inproc/ping", seconds: 1)
-    _ = wrk(base + "/ext/worker/ping", seconds: 1)
-    let pairs = abbaPairs(base + "/ext/inproc/ping", base + "/ext/worker/ping", rounds: rounds, seconds: seconds)
+    _ = wrk(inURL, seconds: 1)
+    _ = wrk(workerURL, seconds: 1)
+    let pairs = abbaPairs(inURL, workerURL, rounds: rounds, seconds: seconds)
     func median(_ xs: [Double]) -> Double { xs.sorted()[xs.count / 2] }
     let rps = median(pairs.map { $0.b.rps / $0.a.rps }), p99 = median(pairs.map { $0.b.p99ms / $0.a.p99ms })
     rows.append(Row(name: "HTTP throughput, plugin route in a worker vs in-process", measured: String(format: "%.0f req/s", median(pairs.map(\.b.rps))),
                     baseline: String(format: "%.0f req/s", median(pairs.map(\.a.rps))), ratio: rps, target: "≥ 0.6", met: rps >= 0.6))
     rows.append(Row(name: "HTTP p99 latency, plugin route in a worker vs in-process", measured: String(format: "%.2f ms", median(pairs.map(\.b.p99ms))),
                     baseline: String(format: "%.2f ms", median(pairs.map(\.a.p99ms))), ratio: p99, target: "≤ 2", met: p99 <= 2))
-    await server.stop()
-    await k.shutdown()
+    await inServer.stop()
+    await workerServer.stop()
+    await inProcessHost.shutdown()
+    await workerHost.shutdown()
 }
 
 /// The resident set of process `pid` in KiB (VmRSS), or nil.

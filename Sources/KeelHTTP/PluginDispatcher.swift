@@ -84,7 +84,8 @@ struct PluginDispatcher: Sendable {
                 let checked = caller
                 let (authorized, result) = PreparedRequest.prepare(caller.seen) { frame -> (Result<Void, Error>, Result<PluginResponse, PluginCallError>?) in
                     let authorized = Result { try gatekeeper.authorize(checked, request, snapshot: firstSnapshot, prepared: frame) }
-                    guard case .success = authorized else { return (authorized, nil) }
+                    // A plugin in a worker is called below, without holding a thread while it works.
+                    guard case .success = authorized, !first.route.handler.isRemote else { return (authorized, nil) }
                     return (authorized, ServerMetrics.timed(measured) { first.route.handler.handle(frame) })
                 }
                 try authorized.get()
@@ -119,8 +120,14 @@ struct PluginDispatcher: Sendable {
                 result = outcome
             } else {
                 let route = match.route, asked = seen
-                result = try await lanes.run(match.pluginID) {
-                    RequestScope.with(tag) { ServerMetrics.timed(measured) { route.handler.handle(asked) } }
+                if route.handler.isRemote {
+                    let started = ContinuousClock.now
+                    result = await route.handler.handleAsync(asked)
+                    if let measured, ContinuousClock.now - started > measured.budget { measured.overruns.increment() }
+                } else {
+                    result = try await lanes.run(match.pluginID) {
+                        RequestScope.with(tag) { ServerMetrics.timed(measured) { route.handler.handle(asked) } }
+                    }
                 }
             }
             outcome = nil

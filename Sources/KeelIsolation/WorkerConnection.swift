@@ -36,11 +36,26 @@ final class WorkerConnection: Sendable {
         var ended: String?
     }
 
-    /// One call's wait. `answer` is written once, before `done` is signalled, and read only after the wait:
-    /// `@unchecked` because the semaphore orders the two.
+    /// One call's wait: a thread on `done`, or a task on `continuation`. Whoever removes the slot from `slots` (under
+    /// the lock) finishes it, exactly once, through `finish`. `@unchecked` because `answer` is written once, before
+    /// `done` is signalled, and read only after the wait.
     private final class Slot: @unchecked Sendable {
         let done = DispatchSemaphore(value: 0)
         var answer: Result<WireReader, Failure> = .failure(.crashed("no answer"))
+        /// Set for an async call, before the slot is registered.
+        var continuation: CheckedContinuation<Result<WireReader, Failure>, Never>?
+        /// For an async call: when the sweeper fails it (a thread's wait has its own time-out), and its budget.
+        var deadline: Double = .infinity
+        var budget: Double = 0
+
+        func finish(_ result: Result<WireReader, Failure>) {
+            if let continuation {
+                continuation.resume(returning: result)
+            } else {
+                answer = result
+                done.signal()
+            }
+        }
     }
 
     /// What the reader thread does with frames that answer no call (logs) and with the worker's end.
@@ -139,6 +154,63 @@ final class WorkerConnection: Sendable {
         return slot.answer
     }
 
+    /// Sends a call and suspends the task until its answer, at most `timeout` seconds (then the worker is killed):
+    /// no thread waits. The write itself is one `send` on a socket the worker drains.
+    func call(_ frame: (UInt64) -> [UInt8], timeout: Double) async -> Result<WireReader, Failure> {
+        let answer = await withCheckedContinuation { (continuation: CheckedContinuation<Result<WireReader, Failure>, Never>) in
+            let slot = Slot()
+            slot.continuation = continuation
+            slot.deadline = Self.monotonic() + timeout
+            slot.budget = timeout
+            let registered: UInt64? = pending.withLock { p in
+                guard p.ended == nil else { return nil }
+                let id = p.next
+                p.next += 1
+                p.slots[id] = slot
+                return id
+            }
+            guard let id = registered else {
+                continuation.resume(returning: .failure(.crashed(pending.withLock { $0.ended } ?? "ended")))
+                return
+            }
+            startSweeper()
+            if !send(frame(id)) {
+                // The reader fails the slot when the worker is gone.
+                kill(pid, SIGKILL)
+            }
+        }
+        if case .success = answer { served.store(true, ordering: .relaxed) }
+        return answer
+    }
+
+    private let sweeping = Atomic<Bool>(false)
+
+    /// Starts, once, the thread that fails async calls past their deadline (and kills the worker for them).
+    private func startSweeper() {
+        guard !sweeping.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        let sweeper = Thread { [self] in
+            while isRunning {
+                usleep(50_000)
+                let now = Self.monotonic()
+                let late = pending.withLock { p -> [Slot] in
+                    let ids = p.slots.filter { $0.value.deadline < now }.map(\.key)
+                    return ids.compactMap { p.slots.removeValue(forKey: $0) }
+                }
+                guard !late.isEmpty else { continue }
+                kill(pid, SIGKILL)
+                for slot in late { slot.finish(.failure(.timedOut(slot.budget))) }
+            }
+        }
+        sweeper.name = "keel-worker-sweep-\(pid)"
+        sweeper.start()
+    }
+
+    static func monotonic() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+
     /// Writes one frame whole; false when the worker is gone or stopped reading for longer than a write may block
     /// (`SO_SNDTIMEO`). Never raises SIGPIPE in the host.
     func send(_ frame: [UInt8]) -> Bool {
@@ -179,11 +251,7 @@ final class WorkerConnection: Sendable {
                     handlers.log(level, message)
                     continue
                 }
-                let slot = pending.withLock { $0.slots.removeValue(forKey: frame.id) }
-                if let slot {
-                    slot.answer = .success(frame)
-                    slot.done.signal()
-                }
+                pending.withLock { $0.slots.removeValue(forKey: frame.id) }?.finish(.success(frame))
             } catch {
                 reason = "sent a malformed frame (\(error)); killed"
                 violated = true
@@ -204,10 +272,7 @@ final class WorkerConnection: Sendable {
             defer { p.slots = [:] }
             return Array(p.slots.values)
         }
-        for slot in slots {
-            slot.answer = .failure(.crashed(reason))
-            slot.done.signal()
-        }
+        for slot in slots { slot.finish(.failure(.crashed(reason))) }
         handlers.exited(self, reason)
     }
 

@@ -135,14 +135,42 @@ public final class WorkerSupervisor: RemoteCalls, Sendable {
             w.int(route)
             w.request(request)
             return w.frame
-        }) { (frame: inout WireReader) throws(WireError) -> Result<PluginResponse, PluginCallError> in
-            if let error = try frame.outcome(pluginID: pluginID) { return .failure(error) }
-            let response = try frame.response()
-            guard response.body.count <= RouteHandler.responseLimit else {
-                return .failure(PluginCallError(pluginID: pluginID, status: StatusCode.limit, message: "response body over the limit"))
+        }, readResponse)
+    }
+
+    public func handleAsync(route: Int, _ request: PluginRequest) async -> Result<PluginResponse, PluginCallError> {
+        var connection = state.withLock { $0.connection }
+        if connection == nil || connection?.isRunning != true {
+            // A restart is in progress: wait for it without holding a thread.
+            let deadline = ContinuousClock.now + .milliseconds(Int64(policy.startTimeout * 1000))
+            while ContinuousClock.now < deadline {
+                let (current, stopped) = state.withLock { ($0.connection, $0.stopped) }
+                if let current, current.isRunning { connection = current; break }
+                if stopped { break }
+                try? await Task.sleep(for: .milliseconds(2))
             }
-            return .success(response)
         }
+        guard let connection, connection.isRunning else {
+            return .failure(PluginCallError(pluginID: pluginID, status: StatusCode.workerCrashed,
+                                            message: "the plugin's worker process is not running"))
+        }
+        let answer = await connection.call({ id in
+            var w = WireWriter(.handle, id: id, capacity: 256 + request.body.count)
+            w.int(route)
+            w.request(request)
+            return w.frame
+        }, timeout: policy.callTimeout)
+        return finish(answer, connection: connection, read: readResponse)
+    }
+
+    /// A `handle` answer: the outcome, then the response within the size limit.
+    private func readResponse(_ frame: inout WireReader) throws(WireError) -> Result<PluginResponse, PluginCallError> {
+        if let error = try frame.outcome(pluginID: pluginID) { return .failure(error) }
+        let response = try frame.response()
+        guard response.body.count <= RouteHandler.responseLimit else {
+            return .failure(PluginCallError(pluginID: pluginID, status: StatusCode.limit, message: "response body over the limit"))
+        }
+        return .success(response)
     }
 
     public func authenticate(hook: Int, _ request: PluginRequest) -> Result<Principal?, PluginCallError> {
@@ -204,7 +232,13 @@ public final class WorkerSupervisor: RemoteCalls, Sendable {
             return .failure(PluginCallError(pluginID: pluginID, status: StatusCode.workerCrashed,
                                             message: "the plugin's worker process is not running"))
         }
-        switch connection.call(frame, timeout: policy.callTimeout) {
+        return finish(connection.call(frame, timeout: policy.callTimeout), connection: connection, read: read)
+    }
+
+    /// A call's answer read with `read`, or the failure that took its place.
+    private func finish<T>(_ answer: Result<WireReader, WorkerConnection.Failure>, connection: WorkerConnection,
+                           read: (inout WireReader) throws(WireError) -> Result<T, PluginCallError>) -> Result<T, PluginCallError> {
+        switch answer {
         case var .success(answer):
             do throws(WireError) { return try read(&answer) } catch {
                 connection.terminate()

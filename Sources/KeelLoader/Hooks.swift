@@ -93,6 +93,24 @@ public final class RouteHandler: @unchecked Sendable {
         return .success(PluginResponse(status: writer.status, headers: writer.headers, body: writer.body))
     }
 
+    /// True for a route of a plugin running in a worker process: `handleAsync` reaches it without holding a thread.
+    public var isRemote: Bool { remote != nil }
+
+    /// For a remote route (`isRemote`): the call, suspending the task while the worker works; admitted and accounted
+    /// for like any call. For any other route, the same as `handle(_:)`.
+    public func handleAsync(_ request: PluginRequest) async -> Result<PluginResponse, PluginCallError> {
+        guard let remote else { return handle(request) }
+        guard context.enter() else {
+            return .failure(PluginCallError(pluginID: pluginID, status: StatusCode.unavailable, message: "plugin is not active"))
+        }
+        defer { context.leave() }
+        let started = ActivationContext.now()
+        let result = await remote.calls.handleAsync(route: remote.index, request)
+        _ = context.account("\(request.method) \(request.path) handler", started: started, budget: context.budgets.handler,
+                            failed: result.failure != nil, detail: result.failure.map { "\($0)" } ?? "")
+        return result
+    }
+
     /// The call to a worker process, admitted and accounted for like a call into a library in this process.
     private func handleRemotely(_ remote: RemoteTarget, _ request: PluginRequest) -> Result<PluginResponse, PluginCallError> {
         defer { context.leave() }

@@ -11,6 +11,8 @@ import KeelManifest
 /// with `StatusCode.workerTimedOut`. Thread-safe: calls may run on any number of threads at once.
 public protocol RemoteCalls: AnyObject, Sendable {
     func handle(route: Int, _ request: PluginRequest) -> Result<PluginResponse, PluginCallError>
+    /// The same call, suspending the task instead of blocking a thread: for the HTTP server's request tasks.
+    func handleAsync(route: Int, _ request: PluginRequest) async -> Result<PluginResponse, PluginCallError>
     func authenticate(hook: Int, _ request: PluginRequest) -> Result<Principal?, PluginCallError>
     func authorize(hook: Int, _ principal: Principal, action: String, resource: String,
                    request: PluginRequest?) -> Result<AuthDecision, PluginCallError>
