@@ -6,43 +6,6 @@ import Glibc
 import KeelLoader
 import Synchronization
 
-/// How workers are run: their call budget, restarts, and resource limits. Documented in the README.
-public struct IsolationPolicy: Sendable, Hashable {
-    /// Seconds a call into a worker may take; a call past it gets 504 and the worker is killed and restarted.
-    public var callTimeout: Double
-    /// Seconds a worker may take to start and activate.
-    public var startTimeout: Double
-    /// A plugin whose worker crashes `crashLimit` times within `crashWindow` seconds is marked failed.
-    public var crashLimit: Int
-    public var crashWindow: Double
-    /// Delay before the first restart after a crash that follows a served call; doubled for each crash in a row
-    /// with no call served in between, up to `maximumBackoff`.
-    public var backoff: Double
-    public var maximumBackoff: Double
-    /// Address-space limit of a worker (bytes, RLIMIT_AS) and its CPU time (seconds, RLIMIT_CPU); 0 is none.
-    public var memoryLimitBytes: Int
-    public var cpuSeconds: Int
-    /// Keep one started, not yet activated worker process ready per plugin, so that a restart after a crash costs
-    /// only the library's load and activate, not a process start (calls, auth hooks above all, wait for it).
-    public var spare: Bool
-
-    public init(callTimeout: Double = 10, startTimeout: Double = 10, crashLimit: Int = 20, crashWindow: Double = 60,
-                backoff: Double = 0.05, maximumBackoff: Double = 5, memoryLimitBytes: Int = 0, cpuSeconds: Int = 0,
-                spare: Bool = true) {
-        self.spare = spare
-        self.callTimeout = callTimeout
-        self.startTimeout = startTimeout
-        self.crashLimit = crashLimit
-        self.crashWindow = crashWindow
-        self.backoff = backoff
-        self.maximumBackoff = maximumBackoff
-        self.memoryLimitBytes = memoryLimitBytes
-        self.cpuSeconds = cpuSeconds
-    }
-
-    public static let `default` = IsolationPolicy()
-}
-
 /// One plugin generation running in a worker process, host side: what its remote routes and hooks call.
 ///
 /// It starts the worker and activates the plugin there (`start`), sends calls to the current worker, and when the
