@@ -162,8 +162,16 @@ public final class ActivationContext: Sendable {
     /// Accounts for a finished auth hook call. Returns the error to deny with: the hook failed, or it ran over its
     /// budget (a hook too slow to trust decides nothing).
     func finishHook(_ what: @autoclosure () -> String, started: Double, status: Int32) -> PluginCallError? {
-        let failure = status == StatusCode.ok ? nil : PluginCallError(pluginID: pluginID, status: status, message: takeError())
-        return finishHook(what(), started: started, failure: failure)
+        let message = status == StatusCode.ok ? "" : takeError()
+        let budget = budgets.hook
+        let late = Self.now() - started > budget
+        _ = account(what(), started: started, budget: budget, failed: status != StatusCode.ok || late,
+                    detail: "\(StatusCode.name(status)) \(message)")
+        if late {
+            return PluginCallError(pluginID: pluginID, status: StatusCode.limit,
+                                   message: "\(what()) ran over its \(Int(budget * 1000)) ms budget")
+        }
+        return status == StatusCode.ok ? nil : PluginCallError(pluginID: pluginID, status: status, message: message)
     }
 
     /// Same as `finishHook(_:started:status:)` for a call that already has its outcome (a hook in a worker process).

@@ -250,11 +250,9 @@ public final class AuthorizeHook: @unchecked Sendable {
     /// [request]
     public func authorize(_ principal: Principal, action: String, resource: String,
                           request: PluginRequest? = nil) -> Result<AuthDecision, PluginCallError> {
-        if remote != nil { return call(nil, (principal, action, resource, request)) }
+        if remote != nil { return callRemote(principal, action: action, resource: resource, request: request) }
         var result: Result<AuthDecision, PluginCallError> = .success(.abstain)
-        Self.withQuestion(principal, action: action, resource: resource, request: request) { q in
-            result = call(q, (principal, action, resource, request))
-        }
+        Self.withQuestion(principal, action: action, resource: resource, request: request) { q in result = call(q) }
         return result
     }
 
@@ -269,7 +267,9 @@ public final class AuthorizeHook: @unchecked Sendable {
         withQuestion(principal, action: action, resource: resource, request: request, prepared: prepared) { q in
             var allowed = false
             for hook in hooks {
-                switch hook.call(q, (principal, action, resource, request ?? prepared?.request)) {
+                let answer = hook.remote == nil ? hook.call(q)
+                    : hook.callRemote(principal, action: action, resource: resource, request: request ?? prepared?.request)
+                switch answer {
                 case .success(.deny):
                     outcome = (.deny, "authorize hook \"\(hook.name)\" of plugin \"\(hook.pluginID)\" denied")
                     return
@@ -308,24 +308,12 @@ public final class AuthorizeHook: @unchecked Sendable {
         }
     }
 
-    /// One call into the hook with a prepared question `q` (nil when the hook is remote); a remote hook is sent
-    /// `question` instead.
-    func call(_ q: UnsafeMutablePointer<keel_authz_request>?,
-              _ question: @autoclosure () -> (Principal, String, String, PluginRequest?)) -> Result<AuthDecision, PluginCallError> {
+    /// One call into the hook with a prepared question (a hook in this process; see `callRemote`).
+    func call(_ q: UnsafeMutablePointer<keel_authz_request>) -> Result<AuthDecision, PluginCallError> {
         guard context.enter() else {
             return .failure(PluginCallError(pluginID: pluginID, status: StatusCode.unavailable, message: "plugin is not active"))
         }
-        if let remote {
-            defer { context.leave() }
-            let (principal, action, resource, request) = question()
-            let started = ActivationContext.now()
-            let result = remote.calls.authorize(hook: remote.index, principal, action: action, resource: resource, request: request)
-            if let error = context.finishHook("authorize hook \"\(name)\"", started: started, failure: result.failure) {
-                return .failure(error)
-            }
-            return result
-        }
-        guard let function, let q else { context.leave(); return .success(.abstain) }
+        guard let function else { context.leave(); return .success(.abstain) }
         let outer = ActivationContext.beginCall(context)
         defer { ActivationContext.endCall(outer); context.leave() }
         var decision: keel_auth_decision = -1
@@ -342,5 +330,21 @@ public final class AuthorizeHook: @unchecked Sendable {
             return .failure(PluginCallError(pluginID: pluginID, status: StatusCode.invalidArgument,
                                             message: "authorize hook \"\(name)\" wrote unknown decision \(decision)"))
         }
+    }
+
+    /// One call into a hook of a plugin running in a worker process, with the question as values.
+    func callRemote(_ principal: Principal, action: String, resource: String,
+                    request: PluginRequest?) -> Result<AuthDecision, PluginCallError> {
+        guard let remote else { return .success(.abstain) }
+        guard context.enter() else {
+            return .failure(PluginCallError(pluginID: pluginID, status: StatusCode.unavailable, message: "plugin is not active"))
+        }
+        defer { context.leave() }
+        let started = ActivationContext.now()
+        let result = remote.calls.authorize(hook: remote.index, principal, action: action, resource: resource, request: request)
+        if let error = context.finishHook("authorize hook \"\(name)\"", started: started, failure: result.failure) {
+            return .failure(error)
+        }
+        return result
     }
 }
