@@ -132,7 +132,7 @@ struct ProxyStreamingTests {
         var seen = ""
         var buffer = [UInt8](repeating: 0, count: 4096)
         while !seen.contains("first") {
-            let n = recv(fd, &buffer, buffer.count, 0)
+            let n = RawHTTP.receive(fd, &buffer)
             guard n > 0 else { break }
             seen += String(decoding: buffer[..<n], as: UTF8.self)
         }
@@ -153,10 +153,14 @@ struct ProxyStreamingTests {
         for letter in ["a", "b", "c", "d"] {
             RawHTTP.send(kept, "GET /ext/app/ui/\(letter) HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             var answer = ""
+            let asked = ContinuousClock.now
             // Whole (with a length: ends with the JSON) or streamed (chunked: ends with the last, empty chunk).
             while !answer.contains("\"peer\"") || !(answer.hasSuffix("}") || answer.hasSuffix("0\r\n\r\n")) {
-                let n = recv(kept, &chunk, chunk.count, 0)
-                guard n > 0 else { break }
+                let n = RawHTTP.receive(kept, &chunk)
+                guard n > 0 else {
+                    answers += "[\(letter): \(n == 0 ? "closed by the server" : String(cString: strerror(errno))) after \(ContinuousClock.now - asked)]"
+                    break
+                }
                 answer += String(decoding: chunk[..<n], as: UTF8.self)
             }
             answers += answer

@@ -29,12 +29,23 @@ enum RawHTTP {
         _ = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
     }
 
+    /// One `recv`, tried again when a signal interrupts it (a receive time-out makes the kernel return EINTR
+    /// instead of restarting the call, and the test process gets signals from the children it runs).
+    /// Returns the count, 0 at end of file, -1 on an error or the time-out (`errno` says which).
+    static func receive(_ fd: Int32, _ buffer: inout [UInt8]) -> Int {
+        while true {
+            let n = recv(fd, &buffer, buffer.count, 0)
+            if n < 0 && errno == EINTR { continue }
+            return n
+        }
+    }
+
     /// Reads until the peer closes (or the 10 s receive time-out); returns what arrived.
     static func readAll(_ fd: Int32) -> String {
         var data = [UInt8]()
         var buffer = [UInt8](repeating: 0, count: 4096)
         while true {
-            let n = recv(fd, &buffer, buffer.count, 0)
+            let n = receive(fd, &buffer)
             if n <= 0 { break }
             data += buffer[0..<n]
         }
