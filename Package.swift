@@ -125,7 +125,9 @@ let package = Package(
         ]),
 
         // The instruction-count gate's fixed work (Scripts/icount.sh runs it under callgrind).
-        .executableTarget(name: "KeelICount", dependencies: ["Keel", "KeelLoader", "CKeelBenchNative"]),
+        .executableTarget(name: "KeelICount", dependencies: [
+            "Keel", "KeelHTTP", "KeelLoader", "CKeelBenchNative", .product(name: "Hummingbird", package: "hummingbird"),
+        ]),
 
         // The Swift side of the plugin ABI for plugin authors: hides pointers, trampolines and lifetimes.
         .target(name: "KeelPluginKit", dependencies: ["CKeelABI"]),

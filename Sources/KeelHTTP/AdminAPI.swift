@@ -114,7 +114,7 @@ struct AdminAPI {
             let body = try await request.collectBody(upTo: 1 << 20)
             // A configuration the schema (or YAML) refuses is the caller's mistake: 422 bad-config, file, key and reason.
             do throws(KernelError) {
-                try await execute(.config(id: id, yaml: String(decoding: body.readableBytesView, as: UTF8.self)))
+                _ = try await execute(.config(id: id, yaml: String(decoding: body.readableBytesView, as: UTF8.self)))
             } catch {
                 throw error.code == .bundle ? APIError(.unprocessableContent, "bad-config", error.description) : Self.apiError(error)
             }

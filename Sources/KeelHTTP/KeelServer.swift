@@ -30,6 +30,9 @@ public struct ServerConfiguration: Sendable {
     public var threadsPerPlugin: Int
     /// Calls to one plugin that may wait for a thread; beyond them the host answers 503 (`busy`) and counts it.
     public var pluginQueueLimit: Int
+    /// A plugin call (hook or handler) that takes longer than this sends its plugin's later calls to the plugin
+    /// threads for a while instead of running them inline (`PluginLanes`).
+    public var slowPluginCall: Duration = .milliseconds(5)
     /// Whether `GET /metrics` is served and requests are measured (ServerMetrics.swift).
     public var metrics = true
     /// Besides the admin token, the token that may read `GET /metrics` (`KEEL_METRICS_TOKEN`); nil: admin only.
@@ -95,7 +98,7 @@ public struct KeelServer: Sendable {
     public func run(onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
         let log = kernel.logSink
         let lanes = PluginLanes(threads: configuration.pluginThreads, perLane: configuration.threadsPerPlugin,
-                                queueLimit: configuration.pluginQueueLimit)
+                                queueLimit: configuration.pluginQueueLimit, slowCall: configuration.slowPluginCall)
         var gatekeeper = Gatekeeper(kernel: kernel, token: token, pages: PageSessions(), lanes: lanes, log: log)
         let metrics = configuration.metrics ? ServerMetrics(handlerBudget: kernel.configuration.budgets.handler) : nil
         if let metrics {

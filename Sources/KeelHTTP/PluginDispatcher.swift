@@ -61,7 +61,7 @@ struct PluginDispatcher: Sendable {
         let lanes = gatekeeper.lanes, gatekeeper = self.gatekeeper, first = match, firstSnapshot = snapshot
         // The request's id: the client's X-Request-Id when sane, else the server's. Lines logged while plugin code
         // runs for this request carry it (RequestScope), and so does the response.
-        let tag = RequestScope.Tag(RequestScope.sane(request.headers[Gatekeeper.requestIDHeader]) ?? context.id)
+        let tag = RequestScope.Tag(RequestScope.sane(request.headers[Gatekeeper.requestIDHeader]) ?? RequestIDs.next())
 
         // Plugin code (the hooks, the handler) runs in the plugin's lane, off the cooperative pool. A request with
         // neither a length nor a chunked body has none (HTTP/1.1): nothing to wait for, and the request is laid out

@@ -28,7 +28,7 @@ final class PluginLanes: Sendable {
     /// Calls that may run inline at once (cooperative threads less one).
     let inlineSlots: Int
     /// A call this long marks its lane slow.
-    let slowCall: Duration = .milliseconds(5)
+    let slowCall: Duration
     /// How long a slow lane stays on the pool.
     let slowFor: Duration = .seconds(10)
 
@@ -51,7 +51,9 @@ final class PluginLanes: Sendable {
     static let host = "keel"
 
     /// Starts `threads` threads. `cores` is the width of Swift's cooperative pool (one thread per core).
-    init(threads: Int, perLane: Int, queueLimit: Int = 1024, cores: Int = ProcessInfo.processInfo.activeProcessorCount) {
+    init(threads: Int, perLane: Int, queueLimit: Int = 1024, slowCall: Duration = .milliseconds(5),
+         cores: Int = ProcessInfo.processInfo.activeProcessorCount) {
+        self.slowCall = slowCall
         pool = NIOThreadPool(numberOfThreads: max(1, threads))
         pool.start()
         self.perLane = max(1, min(perLane, threads))

@@ -14,7 +14,7 @@ import KeelLoader
 /// lookups among 1 and among 100 plugins of 50 routes each (`routes`: the scaling plugin, built with an empty id so
 /// that one file serves every bundle). Prints one line, `icount-phases: NAME...`, naming the dumps in order (dump 1 is
 /// the set-up before the first mark; a phase named `-` is set-up the gate ignores); the counts come from the dumps.
-func runInstructionCounts(n: Int, work: String, plugin: String, authz: [String], routes: String) async throws {
+func runInstructionCounts(n: Int, httpN: Int, work: String, plugin: String, authz: [String], routes: String) async throws {
     let plugins = work + "/plugins", state = work + "/state.db"
     try bundle(plugins, id: "bench", library: plugin)
     for (i, lib) in authz.enumerated() { try bundle(plugins, id: "authz\(i + 1)", library: lib) }
@@ -57,10 +57,20 @@ func runInstructionCounts(n: Int, work: String, plugin: String, authz: [String],
     guard many.route(method: "GET", path: "/ext/r099/items/42/v47") != nil else { fatalError("keel-bench: no route in r099") }
     keel_bench_icount_mark("lookup-5000-routes")
     for _ in 0..<n { if let m = many.route(method: "GET", path: "/ext/r099/items/42/v47") { sink &+= m.routePath.utf8.count } }
-    keel_bench_icount_mark("end")
-    print("icount-phases: handler lookup lookup-miss authorize - lookup-50-routes - lookup-5000-routes")
-    if sink == 42 { print("") }
+    // HTTP, on a kernel of its own with the bench plugin only (the server's periodic live view costs in proportion
+    // to the plugins installed): the built-in route, the plugin route, then with the authorize hooks.
+    keel_bench_icount_mark("-")
     await k.shutdown()
+    let httpPlugins = work + "/http-plugins"
+    try bundle(httpPlugins, id: "bench", library: plugin)
+    for (i, lib) in authz.enumerated() { try bundle(httpPlugins, id: "authz\(i + 1)", library: lib) }
+    let served = try kernel(httpPlugins, work + "/http-state.db")
+    await served.start()
+    try await served.enable("bench")
+    let http = try await runHTTPCounts(served, n: httpN, authz: authz.indices.map { "authz\($0 + 1)" })
+    print("icount-phases: handler lookup lookup-miss authorize - lookup-50-routes - lookup-5000-routes - " + http.joined(separator: " "))
+    if sink == 42 { print("") }
+    await served.shutdown()
 }
 
 /// A bundle folder `dir/id` with a plugin.yaml and a copy of `library`.

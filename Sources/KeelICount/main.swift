@@ -15,7 +15,7 @@ guard arguments.count >= 4, let n = Int(arguments[3]), n > 0 else {
 let done = DispatchSemaphore(value: 0)
 Task.detached {
     do {
-        try await runInstructionCounts(n: n, work: arguments[0], plugin: arguments[1], authz: Array(arguments.dropFirst(4)),
+        try await runInstructionCounts(n: n, httpN: max(1, n / 10), work: arguments[0], plugin: arguments[1], authz: Array(arguments.dropFirst(4)),
                                        routes: arguments[2])
     } catch {
         FileHandle.standardError.write(Data("keel-icount: \(error)\n".utf8))

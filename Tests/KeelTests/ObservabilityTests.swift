@@ -42,6 +42,9 @@ struct ObservabilityTests {
         let hostile = try await server.request("GET", "/ext/chatty/ping", headers: ["X-Request-Id": #"x","level":"error"#])
         let made = try #require(hostile.headers["x-request-id"])
         #expect(hostile.status == 200 && !made.contains("\"") && !made.isEmpty, "\(made)")
+        // The server's ids: 32 lowercase hex digits, a new one per request.
+        let again = try #require(try await server.request("GET", "/ext/chatty/ping").headers["x-request-id"])
+        #expect(made.count == 32 && made.allSatisfy { $0.isHexDigit && !$0.isUppercase } && again != made, "\(made) \(again)")
 
         let handled = try await Self.eventually { () -> [[String: Any]]? in
             let lines = Self.jsonLines(server.errors.value) { ($0["message"] as? String) == "handling /ping" }
