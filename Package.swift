@@ -112,7 +112,7 @@ let package = Package(
 
         // The C embedding API: @_cdecl functions over Keel and KeelHTTP (the one other module that sees C types:
         // those of keel_embed.h, through CKeelABI.Embed).
-        .target(name: "KeelEmbedding", dependencies: ["Keel", "KeelHTTP", "CKeelABI"]),
+        .target(name: "KeelEmbedding", dependencies: ["Keel", "KeelHTTP", "KeelStatePostgres", "CKeelABI"]),
 
         // The benchmark suite (Scripts/bench.sh), separate from the tests.
         .target(name: "CKeelBenchNative", dependencies: ["CKeelABI"]),

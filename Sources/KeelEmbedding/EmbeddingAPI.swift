@@ -5,6 +5,7 @@ import CKeelABI.Embed
 import Foundation
 import Glibc
 import Keel
+import KeelStatePostgres
 
 // The C embedding API (PluginABI/include/keel/keel_embed.h): every function the header declares, with the same
 // contract. No Swift error or trap crosses into C: each function returns a keel_status and leaves a message for
@@ -34,8 +35,16 @@ public func keel_open(_ config: UnsafePointer<keel_config>?, _ out: UnsafeMutabl
     guard Int(c.struct_size) >= MemoryLayout<keel_config>.size else {
         return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_open: config.struct_size is \(c.struct_size), expected \(MemoryLayout<keel_config>.size) (start from KEEL_CONFIG_INIT)")
     }
+    let state = c.state.map { String(cString: $0) } ?? StateStore.inMemory
     var configuration = KernelConfiguration(pluginsDirectory: c.plugins_dir.map { String(cString: $0) } ?? "",
-                                            stateFile: c.state.map { String(cString: $0) } ?? StateStore.inMemory)
+                                            stateFile: state)
+    // A state several hosts share: this host's own files (library copies, the activation mark) go in
+    // $KEEL_HOST_DIR, else ./.keel/host, as for the keel command.
+    if PostgresURL.isPostgres(state) {
+        let hostDirectory = ProcessInfo.processInfo.environment["KEEL_HOST_DIR"].flatMap { $0.isEmpty ? nil : $0 } ?? ".keel/host"
+        configuration.stateFile = (hostDirectory as NSString).appendingPathComponent("host")
+        configuration.openState = { () throws(StateError) in try PostgresStore.open(state) }
+    }
     if c.bundle_count > 0 {
         guard let list = c.bundles else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_open: config.bundles is NULL with bundle_count \(c.bundle_count)") }
         for i in 0..<c.bundle_count {

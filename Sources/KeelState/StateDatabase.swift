@@ -43,6 +43,9 @@ public protocol StateDatabase: AnyObject {
     /// Waits until every commit made so far is on disk (the end of `StateStore.settling`). An engine whose commits
     /// are always durable does nothing.
     func syncToDisk() throws(StateError)
+    /// Called with the duration of each commit (a transaction's COMMIT, or a write outside a transaction), on the
+    /// writing thread, while the store's lock is held: it must be short and must not use the store. nil: none.
+    var commitObserver: (@Sendable (Duration) -> Void)? { get set }
 }
 
 extension StateDatabase {

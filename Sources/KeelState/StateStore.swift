@@ -64,11 +64,12 @@ public final class StateStore: StateStoring, @unchecked Sendable {
         self.database = database
     }
 
-    /// Calls `observer` with the duration of each commit to the SQLite state file (a write transaction's COMMIT, or
-    /// a write outside one), on the writing thread, while the store's lock is held: it must be short and must not
-    /// use the store. nil stops it. A no-op for other engines. For the `keel_state_commit_duration_seconds` metric.
+    /// Calls `observer` with the duration of each commit to the state (a write transaction's COMMIT, or a write
+    /// outside one; on PostgreSQL the round trip that commits), on the writing thread, while the store's lock is
+    /// held: it must be short and must not use the store. nil stops it. For the `keel_state_commit_duration_seconds`
+    /// metric.
     public func observeCommits(_ observer: (@Sendable (Duration) -> Void)?) {
-        lock.withLock { _ in (database as? SQLiteDatabase)?.commitObserver = observer }
+        lock.withLock { _ in database.commitObserver = observer }
     }
 
     /// ISO 8601 with milliseconds, UTC. (A formatter made per call cost more than the write it stamps.)

@@ -44,6 +44,7 @@ final class PostgresDatabase: StateDatabase {
     private var listener: PostgresConnection?
     private let logger: Logger
     private(set) var inTransaction = false
+    var commitObserver: (@Sendable (Duration) -> Void)?
 
     /// Connects (a first connection, so a wrong URL or an unreachable server fails here) and migrates the schema.
     init(url: PostgresURL) throws(StateError) {
@@ -120,7 +121,16 @@ final class PostgresDatabase: StateDatabase {
 
     @discardableResult
     func query(_ sql: String, _ bindings: [StateValue]) throws(StateError) -> [[String: StateValue]] {
-        try run(try connected(), sql, bindings).map(Self.row)
+        // A commit: COMMIT itself, or a write outside a transaction (which commits on its own).
+        let started = commitObserver != nil && (sql == "COMMIT" || (!inTransaction && Self.writes(sql))) ? ContinuousClock.now : nil
+        defer { if let started { commitObserver?(ContinuousClock.now - started) } }
+        return try run(try connected(), sql, bindings).map(Self.row)
+    }
+
+    /// Whether `sql` changes data (its first word is INSERT, UPDATE or DELETE).
+    static func writes(_ sql: String) -> Bool {
+        let word = sql.drop { $0 == " " || $0 == "\n" }.prefix { $0.isLetter }.uppercased()
+        return word == "INSERT" || word == "UPDATE" || word == "DELETE"
     }
 
     func begin() throws(StateError) {

@@ -3,6 +3,7 @@
 import Foundation
 @testable import KeelState
 import KeelStatePostgres
+import Synchronization
 import Testing
 
 extension PostgresBackedTests {
@@ -106,6 +107,28 @@ extension PostgresBackedTests {
         }
 
         /// `batch` commits its body's writes together, and none of them when the body throws.
+        @Test("every commit is reported to the commit observer, a write alone or a transaction, and reads are not",
+              arguments: StateEngine.available)
+        func commitsObserved(engine: StateEngine) throws {
+            let store = try engine.open(engine.freshLocation())
+            let seen = Mutex<[Duration]>([])
+            store.observeCommits { duration in seen.withLock { $0.append(duration) } }
+            try store.discovered(id: "p", name: "P", version: "1.0.0", bundlePath: "/x/p")
+            let afterOne = seen.withLock { $0.count }
+            #expect(afterOne >= 1, "a write outside a transaction commits")
+            _ = try store.plugins()
+            #expect(seen.withLock { $0.count } == afterOne, "a read commits nothing")
+            try store.transaction {
+                try store.setStatus("p", .failed, reason: "boom")
+                try store.setStatus("p", .disabled, reason: nil)
+            }
+            #expect(seen.withLock { $0.count } == afterOne + 1, "a transaction commits once")
+            #expect(seen.withLock { $0.allSatisfy { $0 >= .zero } })
+            store.observeCommits(nil)
+            try store.setStatus("p", .failed, reason: "again")
+            #expect(seen.withLock { $0.count } == afterOne + 1, "no observer, no calls")
+        }
+
         @Test("batch is atomic: all of its writes or none", arguments: StateEngine.available)
         func batchIsAtomic(engine: StateEngine) throws {
             let path = engine.freshLocation()

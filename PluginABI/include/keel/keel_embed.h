@@ -69,7 +69,10 @@ typedef void (*keel_log_fn)(void *user_data, keel_log_level level, const char *p
 typedef struct keel_config {
     uint32_t struct_size;       /* sizeof(keel_config), set by KEEL_CONFIG_INIT */
     const char *plugins_dir;    /* the plugin folder (one sub-folder per bundle); NULL or "": none */
-    const char *state;          /* the SQLite state file (created if missing), or KEEL_STATE_IN_MEMORY; NULL: in memory */
+    const char *state;          /* the SQLite state file (created if missing), KEEL_STATE_IN_MEMORY, or a
+                                   postgres://user@host:port/database URL (a state several hosts share; password in
+                                   $PGPASSWORD; this host's own files in $KEEL_HOST_DIR, else ./.keel/host);
+                                   NULL: in memory */
     keel_log_fn log;            /* NULL: one line per record to stderr */
     void *log_user_data;        /* passed to `log`; must stay valid until keel_close returns */
     const char *const *bundles; /* bundle folders registered by path, in addition to plugins_dir's; may be NULL */
