@@ -51,19 +51,35 @@ public struct PluginProbe: Sendable {
         process.standardError = err
         process.standardInput = FileHandle.nullDevice
         let collected = CollectedOutput()
-        out.fileHandleForReading.readabilityHandler = { collected.append(stdout: $0.availableData) }
-        err.fileHandleForReading.readabilityHandler = { collected.append(stderr: $0.availableData) }
         do { try process.run() } catch {
             return .failed("\(shownPath): cannot start the probe (\(executable)): \(error.localizedDescription)")
+        }
+        // Each pipe is read on a thread of its own until end of file (not with `readabilityHandler`, whose dispatch
+        // source, armed on a pipe whose handle is then closed, can crash the process in libdispatch).
+        let drained = DispatchGroup()
+        for (handle, isOut) in [(out.fileHandleForReading, true), (err.fileHandleForReading, false)] {
+            drained.enter()
+            Thread.detachNewThread {
+                // Plain read(2): FileHandle.read(upToCount:) waits until it has that many bytes.
+                var buffer = [UInt8](repeating: 0, count: 65536)
+                let fd = handle.fileDescriptor
+                while true {
+                    let n = read(fd, &buffer, buffer.count)
+                    if n < 0 && errno == EINTR { continue }
+                    guard n > 0 else { break }
+                    let data = Data(buffer[..<n])
+                    if isOut { collected.append(stdout: data) } else { collected.append(stderr: data) }
+                }
+                drained.leave()
+            }
         }
         let deadline = Date().addingTimeInterval(timeout)
         while process.isRunning && Date() < deadline { usleep(5_000) }
         let hung = process.isRunning
         if hung { kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()
-        out.fileHandleForReading.readabilityHandler = nil
-        err.fileHandleForReading.readabilityHandler = nil
-        collected.append(stdout: out.fileHandleForReading.readDataToEndOfFile())
+        // A grandchild the plugin started may hold the pipes open: what arrived within a second is enough.
+        _ = drained.wait(timeout: .now() + 1)
         let (stdout, _) = collected.value
 
         if hung {

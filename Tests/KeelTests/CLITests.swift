@@ -85,7 +85,7 @@ struct CLITests {
         process.standardError = Pipe()
         try process.run()
         let text = LockedText()
-        out.fileHandleForReading.readabilityHandler = { h in text.append(String(decoding: h.availableData, as: UTF8.self)) }
+        let drain = PipeDrain(out.fileHandleForReading, into: text)
         let deadline = Date().addingTimeInterval(30)
         while !text.value.contains("press Ctrl-C") && Date() < deadline && process.isRunning { usleep(20_000) }
         #expect(text.value.contains("1 plugin(s) active [hello]"), "\(text.value)")
@@ -94,9 +94,7 @@ struct CLITests {
         while process.isRunning && Date() < exitDeadline { usleep(20_000) }
         if process.isRunning { kill(process.processIdentifier, SIGKILL); Issue.record("serve ignored SIGTERM") }
         process.waitUntilExit()
-        out.fileHandleForReading.readabilityHandler = nil
-        // What the handler has not delivered yet (a loaded machine can be slow to call it): read to the end.
-        text.append(String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
+        drain.wait()
         #expect(process.terminationStatus == 0)
         #expect(text.value.contains("received SIGTERM, shutting down"), "\(text.value)")
     }

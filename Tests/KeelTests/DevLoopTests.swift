@@ -198,10 +198,9 @@ final class ChildProcess: Sendable {
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
         process.standardError = err
-        let output = self.output, errors = self.errors
-        out.fileHandleForReading.readabilityHandler = { h in output.append(String(decoding: h.availableData, as: UTF8.self)) }
-        err.fileHandleForReading.readabilityHandler = { h in errors.append(String(decoding: h.availableData, as: UTF8.self)) }
         try process.run()
+        PipeDrain(out.fileHandleForReading, into: output)
+        PipeDrain(err.fileHandleForReading, into: errors)
     }
 
     /// Waits until the output holds `text` `count` times (at most `seconds`).

@@ -21,21 +21,15 @@ struct FirstContactTests {
         process.standardOutput = out
         process.standardError = err
         let stdout = LockedText(), stderr = LockedText()
-        out.fileHandleForReading.readabilityHandler = { h in stdout.append(String(decoding: h.availableData, as: UTF8.self)) }
-        err.fileHandleForReading.readabilityHandler = { h in stderr.append(String(decoding: h.availableData, as: UTF8.self)) }
         try process.run()
+        let drains = [PipeDrain(out.fileHandleForReading, into: stdout), PipeDrain(err.fileHandleForReading, into: stderr)]
         let deadline = Date().addingTimeInterval(timeout)
         while process.isRunning && Date() < deadline { usleep(20_000) }
         let timedOut = process.isRunning
         if timedOut { kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()
-        out.fileHandleForReading.readabilityHandler = nil
-        err.fileHandleForReading.readabilityHandler = nil
-        // After a kill, a grandchild may still hold the pipes open: read only what already arrived.
-        if !timedOut {
-            stdout.append(String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
-            stderr.append(String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
-        }
+        // After a kill, a grandchild may still hold the pipes open: take only what arrived by then.
+        for drain in drains { drain.wait(seconds: timedOut ? 1 : 30) }
         return (process.terminationStatus, stdout.value, stderr.value)
     }
 

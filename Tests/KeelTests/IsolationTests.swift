@@ -113,9 +113,15 @@ struct IsolationTests {
         let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--worker-crash-limit", "3"],
                                        environment: CrashAttributionTests.environment)
         defer { server.stop() }
-        for _ in 1...3 {
+        for crash in 1...3 {
             let reply = try await server.request("GET", "/ext/crasher/items/segv")
             #expect(reply.status == 502, "\(reply.status) \(reply.text)")
+            // Each request must reach a worker (a loaded machine can be slow to start the next one): a request that
+            // comes while none is up is refused without a crash to count.
+            let deadline = Date().addingTimeInterval(20)
+            while crash < 3, try await info(server, "crasher")["workerRestarts"] as? Int ?? 0 < crash, Date() < deadline {
+                try await Task.sleep(for: .milliseconds(50))
+            }
         }
         var crasher: [String: Any] = [:]
         let deadline = Date().addingTimeInterval(20)

@@ -102,9 +102,8 @@ struct RepositorySafetyTests {
             let out = Pipe()
             process.standardOutput = out
             process.standardError = Pipe()
-            let output = self.output
-            out.fileHandleForReading.readabilityHandler = { h in output.append(String(decoding: h.availableData, as: UTF8.self)) }
             try process.run()
+            PipeDrain(out.fileHandleForReading, into: output)
             let deadline = Date().addingTimeInterval(10)
             while Date() < deadline, port == 0 {
                 if let line = output.value.split(separator: "\n").first(where: { $0.hasPrefix("port ") }) { port = Int(line.dropFirst(5)) ?? 0 }
@@ -228,8 +227,8 @@ struct RepositorySafetyTests {
         let served = LockedText(), out = Pipe()
         http.standardOutput = out
         http.standardError = Pipe()
-        out.fileHandleForReading.readabilityHandler = { h in served.append(String(decoding: h.availableData, as: UTF8.self)) }
         try http.run()
+        PipeDrain(out.fileHandleForReading, into: served)
         defer { kill(http.processIdentifier, SIGKILL); http.waitUntilExit() }
         var port = 0
         for _ in 0..<300 where port == 0 {

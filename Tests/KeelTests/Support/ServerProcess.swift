@@ -39,9 +39,9 @@ final class ServerProcess: Sendable {
         process.standardOutput = out
         process.standardError = err
         let output = self.output, errors = self.errors
-        out.fileHandleForReading.readabilityHandler = { h in output.append(String(decoding: h.availableData, as: UTF8.self)) }
-        err.fileHandleForReading.readabilityHandler = { h in errors.append(String(decoding: h.availableData, as: UTF8.self)) }
         try process.run()
+        PipeDrain(out.fileHandleForReading, into: output)
+        PipeDrain(err.fileHandleForReading, into: errors)
         let deadline = Date().addingTimeInterval(30)
         var found = 0
         while Date() < deadline && process.isRunning {
@@ -102,4 +102,33 @@ final class LockedText: Sendable {
     private let text = Mutex("")
     func append(_ s: String) { text.withLock { $0 += s } }
     var value: String { text.withLock { $0 } }
+}
+
+/// Reads a child's pipe on a thread of its own until end of file, appending to `text`. Not `readabilityHandler`:
+/// its dispatch source, left armed on a pipe whose handle was then closed, crashed the whole test process in
+/// libdispatch's event loop (a bad pointer in `_dispatch_event_loop_drain`, seen in CI).
+final class PipeDrain: Sendable {
+    private let done = DispatchSemaphore(value: 0)
+
+    @discardableResult
+    init(_ handle: FileHandle, into text: LockedText) {
+        let done = self.done
+        Thread.detachNewThread {
+            // Plain read(2): FileHandle.read(upToCount:) waits until it has that many bytes.
+            var buffer = [UInt8](repeating: 0, count: 65536)
+            let fd = handle.fileDescriptor
+            while true {
+                let n = read(fd, &buffer, buffer.count)
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { break }
+                text.append(String(decoding: buffer[..<n], as: UTF8.self))
+            }
+            done.signal()
+        }
+    }
+
+    /// Waits up to `seconds` for the end of file (every writer, grandchildren included, closed the pipe); true when
+    /// it came.
+    @discardableResult
+    func wait(seconds: Double = 10) -> Bool { done.wait(timeout: .now() + seconds) == .success }
 }
