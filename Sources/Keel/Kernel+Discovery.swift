@@ -12,7 +12,10 @@ extension Kernel {
     /// vanished ones `missing`, unusable ones `failed` with the reason). Active plugins keep running.
     public func rescan() {
         let found: [Bundle]
-        do { found = try BundleScanner().scan(configuration.pluginsDirectory, bundleFolders: configuration.bundleFolders) } catch {
+        do {
+            found = try BundleScanner().scan(configuration.pluginsDirectory, bundleFolders: configuration.bundleFolders,
+                                             cache: manifestCache, log: { log(.warn, nil, $0) })
+        } catch {
             log(.error, nil, error.description)
             return
         }
@@ -43,6 +46,12 @@ extension Kernel {
         bundles = next
         // An idle plugin whose bundle went or became unusable is idle no more (the records above say why).
         for id in idle where bundles[id]?.manifest == nil || bundles[id]?.problem != nil || !isLazy(id) { unpark(id) }
+    }
+
+    /// Where parsed manifests are kept between starts (`ManifestCache`): `<state file>.manifests`, beside the state
+    /// and the activation mark; none when the state lives in memory (nothing is written to disk then).
+    var manifestCache: ManifestCache? {
+        state.isInMemory ? nil : ManifestCache(path: configuration.stateFile + ".manifests")
     }
 
     /// Orders `ids` so that each comes after the plugins it depends on (`DependencyPlanner`). Members of a cycle are
