@@ -10,7 +10,10 @@ import KeelState
 extension Kernel {
     /// Re-reads the plugin folder and brings the stored records up to date (new bundles become `installed`,
     /// vanished ones `missing`, unusable ones `failed` with the reason). Active plugins keep running.
-    public func rescan() {
+    public func rescan() { rescan(records: nil) }
+
+    /// `rescan()`, with the plugin records when the caller has just read them (nil: read them here).
+    func rescan(records given: [PluginRecord]?) {
         let found: [Bundle]
         do {
             found = try BundleScanner().scan(configuration.pluginsDirectory, bundleFolders: configuration.bundleFolders,
@@ -21,7 +24,7 @@ extension Kernel {
         }
         var next: [String: Bundle] = [:]
         // One read of every record, not one per bundle: `discovered` changes no status, so these stay current.
-        let records = (try? state.plugins()) ?? []
+        let records = given ?? (try? state.plugins()) ?? []
         let known = Dictionary(records.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
         for bundle in found {
             next[bundle.id] = bundle

@@ -138,11 +138,11 @@ public actor Kernel {
         environment.onIdleNeeded { [weak self] need in self?.wakeBlocking(need) }
         generations.removeLeftovers()
         recoverInterruptedChanges()
-        finishUninstalls()
+        let unchanged = finishUninstalls()
         // Start-up writes many small records: they go to SQLite in few transactions, none of them open while plugin
         // code or a probe runs (activateAll batches its own writes).
         try? state.batch {
-            rescan()
+            rescan(records: unchanged)
             quarantineAfterCrash()
             releaseRebuiltQuarantines()
         }

@@ -66,14 +66,7 @@ public struct BundleScanner: Sendable {
             guard isDirectory.boolValue else {
                 throw ScanError(reason: "\(directory): is a file, not a plugin folder")
             }
-            let names: [String]
-            do { names = try fm.contentsOfDirectory(atPath: directory) } catch {
-                throw ScanError(reason: "\(directory): cannot be listed: \(error.localizedDescription)")
-            }
-            listed = names.sorted().filter { !$0.hasPrefix(".") }.map { directory + "/" + $0 }.filter { folder in
-                var st = stat()
-                return stat(folder, &st) == 0 && st.st_mode & S_IFMT == S_IFDIR
-            }
+            listed = try Self.subfolders(of: directory)
         }
         let folders = listed + bundleFolders.filter { !listed.contains($0) }
         let cached: [String: ManifestCache.Entry] = cache.map { cache in
@@ -131,6 +124,32 @@ public struct BundleScanner: Sendable {
             }
         }
         return bundles
+    }
+}
+
+extension BundleScanner {
+    /// The sub-folders of `directory` (hidden ones left out), sorted, as paths. The listing's entry types say which
+    /// are folders; only a symbolic link, or an entry of unknown type, costs a `stat` (which follows the link).
+    /// - Throws: `ScanError` naming the folder when it cannot be listed.
+    static func subfolders(of directory: String) throws(ScanError) -> [String] {
+        guard let dir = opendir(directory) else {
+            throw ScanError(reason: "\(directory): cannot be listed: \(String(cString: strerror(errno)))")
+        }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let type = entry.pointee.d_type
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            guard !name.hasPrefix("."), type == DT_DIR || type == DT_LNK || type == DT_UNKNOWN else { continue }
+            if type != DT_DIR {
+                var st = stat()
+                guard stat(directory + "/" + name, &st) == 0, st.st_mode & S_IFMT == S_IFDIR else { continue }
+            }
+            names.append(name)
+        }
+        return names.sorted().map { directory + "/" + $0 }
     }
 }
 

@@ -134,6 +134,20 @@ struct ManifestCacheTests {
         #expect(try f.scan()["alpha"]?.manifest?.name == "Test alpha")
     }
 
+    @Test("the listing: a folder and a symbolic link to one are bundles; a file, a hidden folder and a dangling link are not")
+    func listing() throws {
+        let f = try Folder(["alpha"])
+        let elsewhere = TestEnvironment.makeTemporaryDirectory("mcache-elsewhere")
+        try TestEnvironment.makeBundle(in: elsewhere, folder: "linked", manifest: TestEnvironment.manifest(id: "linked", library: "libhello-c.so"), library: nil)
+        try FileManager.default.createSymbolicLink(atPath: f.plugins + "/linked", withDestinationPath: elsewhere + "/linked")
+        try FileManager.default.createSymbolicLink(atPath: f.plugins + "/dangling", withDestinationPath: elsewhere + "/none")
+        try "not a bundle".write(toFile: f.plugins + "/README", atomically: true, encoding: .utf8)
+        try f.write(".hidden", TestEnvironment.manifest(id: "hidden", library: "libhello-c.so"))
+        let found = try f.scan()
+        #expect(Set(found.keys) == ["alpha", "linked"])
+        #expect(found["linked"]?.folder == f.plugins + "/linked")
+    }
+
     @Test("a corrupt or cut-short cache file is ignored with one line naming it, and written anew")
     func corruptCache() throws {
         for damage in ["garbage", "cut", "flipped"] {
