@@ -19,7 +19,7 @@ extension Kernel {
     func publishFirst(_ id: String, _ load: () throws(KernelError) -> Generation) throws(KernelError) {
         do throws(KernelError) {
             let generation = try load()
-            let before = registry.snapshot
+            let before = registry.snapshot.services
             do { try registry.publish(pluginID: id, generation.contributions) } catch {
                 retire(generation.plugin, id: id, outcome: "refused")
                 throw KernelError(.conflict, pluginID: id, reason: error.description)
@@ -264,7 +264,7 @@ extension Kernel {
     func deactivate(_ id: String) {
         guard let plugin = active.removeValue(forKey: id) else { return }
         activationOrder.removeAll { $0 == id }
-        let before = registry.snapshot
+        let before = registry.snapshot.services
         registry.revoke(pluginID: id)
         access.setDeclared(id, nil)
         // Consumers hear of the change before the provider is drained: leases they hold keep it up until released.

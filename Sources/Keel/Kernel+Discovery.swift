@@ -10,15 +10,21 @@ import KeelState
 extension Kernel {
     /// Re-reads the plugin folder and brings the stored records up to date (new bundles become `installed`,
     /// vanished ones `missing`, unusable ones `failed` with the reason). Active plugins keep running.
-    public func rescan() {
+    public func rescan() { rescan(records: nil) }
+
+    /// `rescan()`, with the plugin records when the caller has just read them (nil: read them here).
+    func rescan(records given: [PluginRecord]?) {
         let found: [Bundle]
-        do { found = try BundleScanner().scan(configuration.pluginsDirectory, bundleFolders: configuration.bundleFolders) } catch {
+        do {
+            found = try BundleScanner().scan(configuration.pluginsDirectory, bundleFolders: configuration.bundleFolders,
+                                             cache: manifestCache, log: { log(.warn, nil, $0) })
+        } catch {
             log(.error, nil, error.description)
             return
         }
         var next: [String: Bundle] = [:]
         // One read of every record, not one per bundle: `discovered` changes no status, so these stay current.
-        let records = (try? state.plugins()) ?? []
+        let records = given ?? (try? state.plugins()) ?? []
         let known = Dictionary(records.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
         for bundle in found {
             next[bundle.id] = bundle
@@ -43,6 +49,12 @@ extension Kernel {
         bundles = next
         // An idle plugin whose bundle went or became unusable is idle no more (the records above say why).
         for id in idle where bundles[id]?.manifest == nil || bundles[id]?.problem != nil || !isLazy(id) { unpark(id) }
+    }
+
+    /// Where parsed manifests are kept between starts (`ManifestCache`): `<state file>.manifests`, beside the state
+    /// and the activation mark; none when the state lives in memory (nothing is written to disk then).
+    var manifestCache: ManifestCache? {
+        state.isInMemory ? nil : ManifestCache(path: configuration.stateFile + ".manifests")
     }
 
     /// Orders `ids` so that each comes after the plugins it depends on (`DependencyPlanner`). Members of a cycle are

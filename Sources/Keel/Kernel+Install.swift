@@ -163,8 +163,12 @@ extension Kernel {
 
     /// Finishes uninstalls a crash interrupted: the recorded bundle folder is removed only when its manifest still
     /// declares the plugin's id (a folder since reused by another plugin is left alone).
-    func finishUninstalls() {
-        for record in (try? state.plugins()) ?? [] where record.status == .uninstalling {
+    /// - Returns: the plugin records it read when it changed none of them (start-up's discovery goes on with them);
+    ///   nil when it forgot one or could not read them.
+    func finishUninstalls() -> [PluginRecord]? {
+        guard let records = try? state.plugins() else { return nil }
+        let unfinished = records.filter { $0.status == .uninstalling }
+        for record in unfinished {
             let folder = record.bundlePath, name = (folder as NSString).lastPathComponent
             if !name.isEmpty, !name.hasPrefix("."), folder == configuration.pluginsDirectory + "/" + name,
                (try? ManifestLoader().load(path: folder + "/" + ManifestLoader.fileName))?.0.id == record.id {
@@ -172,6 +176,7 @@ extension Kernel {
             }
             try? forget(record.id, everything: true)
         }
+        return unfinished.isEmpty ? records : nil
     }
 }
 

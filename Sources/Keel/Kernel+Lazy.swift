@@ -44,13 +44,14 @@ extension Kernel {
     func park(_ id: String) { park([id]) }
 
     /// Leaves enabled lazy plugins `ids` idle, in one change of `idle`. Start-up parks many at once and passes
-    /// `batched`: the status records are then written in one transaction (only while nothing else writes).
-    func park(_ ids: [String], batched: Bool = false) {
+    /// `batched`: the status records are then written in one transaction (only while nothing else writes), and the
+    /// `records` it has just read (their statuses are what parking compares with; none is read again).
+    func park(_ ids: [String], batched: Bool = false, records: [PluginRecord]? = nil) {
         let parked = ids.filter { bundles[$0]?.manifest != nil && active[$0] == nil }
         idle.formUnion(parked)
         // Many at once: one read of every record, not one per plugin.
         let statuses = parked.count > 1
-            ? Dictionary(((try? state.plugins()) ?? []).map { ($0.id, $0.status) }, uniquingKeysWith: { first, _ in first }) : [:]
+            ? Dictionary((records ?? (try? state.plugins()) ?? []).map { ($0.id, $0.status) }, uniquingKeysWith: { first, _ in first }) : [:]
         func each() {
             for id in parked {
                 guard let manifest = bundles[id]?.manifest else { continue }

@@ -43,7 +43,7 @@ extension Kernel {
             log(.error, id, "reload failed, generation \(old.generation) keeps serving: \(error.reason)")
             throw error
         }
-        let before = registry.snapshot
+        let before = registry.snapshot.services
         do { try registry.publish(pluginID: id, generation.contributions) } catch {
             retire(generation.plugin, id: id, outcome: "refused")
             try? state.setStatus(id, .enabled, reason: "reload refused, generation \(old.generation) still serving: \(error.description)")

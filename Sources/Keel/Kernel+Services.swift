@@ -34,7 +34,7 @@ extension Kernel {
         do { try state.setServiceSelection(interface: interface.description, tenant: scope, plugin: plugin) } catch {
             throw KernelError(.state, pluginID: plugin, reason: error.description)
         }
-        let before = registry.snapshot
+        let before = registry.snapshot.services
         loadServiceSelections()
         notifyServiceChanges(since: before)
     }
@@ -64,12 +64,12 @@ extension Kernel {
     /// and host-wide), and tells the listeners of that interface. Called after each change of the composition, on the
     /// kernel's thread. A takeover by ranking (a newly enabled provider that ranks higher) is a warning: the calls of
     /// every consumer of that interface now go to it.
-    func notifyServiceChanges(since before: Snapshot) {
+    func notifyServiceChanges(since before: ServiceDirectory) {
         let after = registry.snapshot.services
-        let interfaces = Set(after.providers.keys).union(before.services.providers.keys)
+        let interfaces = Set(after.providers.keys).union(before.providers.keys)
         for interface in interfaces.sorted() {
-            for tenant in Set(after.scopes(interface) + before.services.scopes(interface)).sorted() {
-                let old = before.services.resolve(interface, tenant: tenant)
+            for tenant in Set(after.scopes(interface) + before.scopes(interface)).sorted() {
+                let old = before.resolve(interface, tenant: tenant)
                 let now = after.resolution(interface, tenant: tenant)
                 guard old !== now?.provision else { continue }
                 let scope = tenant.isEmpty ? "" : " for tenant \(tenant)"
@@ -153,7 +153,7 @@ extension Kernel {
         if registry.snapshot.services.providers[interface]?.contains(where: { $0.providerID == ServiceProvision.hostID }) == true {
             throw KernelError(.dependency, reason: "the host already provides \(interface)")
         }
-        let before = registry.snapshot
+        let before = registry.snapshot.services
         registry.publishHostServices([.host(interface, version: v, ranking: ranking, table: table.pointer)])
         notifyServiceChanges(since: before)
     }

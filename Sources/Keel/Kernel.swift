@@ -138,11 +138,11 @@ public actor Kernel {
         environment.onIdleNeeded { [weak self] need in self?.wakeBlocking(need) }
         generations.removeLeftovers()
         recoverInterruptedChanges()
-        finishUninstalls()
+        let unchanged = finishUninstalls()
         // Start-up writes many small records: they go to SQLite in few transactions, none of them open while plugin
         // code or a probe runs (activateAll batches its own writes).
         try? state.batch {
-            rescan()
+            rescan(records: unchanged)
             quarantineAfterCrash()
             releaseRebuiltQuarantines()
         }
@@ -152,10 +152,12 @@ public actor Kernel {
             return
         }
         loadServiceSelections()
-        let wanted = ((try? state.plugins()) ?? []).filter { $0.enabled && bundles[$0.id] != nil }.map(\.id)
+        let records = (try? state.plugins()) ?? []
+        let wanted = records.filter { $0.enabled && bundles[$0.id] != nil }.map(\.id)
         let (eager, parked) = splitLazy(Set(wanted))
         activateAll(activationPlan(for: eager).filter { active[$0] == nil })
-        park(parked.sorted(), batched: true)
+        // Activating the eager ones wrote only their own records: the parked ones' are as read above.
+        park(parked.sorted(), batched: true, records: records)
     }
 
     /// Runs a state write now, or, while a start-up batch collects them, after the batch (in one transaction).

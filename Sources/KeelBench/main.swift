@@ -388,4 +388,6 @@ for r in rows {
 let missed = rows.filter { $0.met == false }.count
 print("")
 print("\(rows.filter { $0.met == true }.count) targets met, \(missed) missed (\(options.quick ? "quick" : "full") run, \(ProcessInfo.processInfo.activeProcessorCount) cores)")
-try? FileManager.default.removeItem(atPath: options.work)
+// KEEL_BENCH_KEEP=1 leaves the generated plugins and state files behind, to profile one start on its own
+// (`keel-bench --start-child MODE PLUGINS STATE USED`).
+if ProcessInfo.processInfo.environment["KEEL_BENCH_KEEP"] == nil { try? FileManager.default.removeItem(atPath: options.work) }

@@ -53,8 +53,12 @@ public struct BundleScanner: Sendable {
     ///   - directory: the plugin folder; one that does not exist holds no bundles.
     ///   - bundleFolders: bundle folders named one by one (an embedder's, from code), scanned after the plugin folder's;
     ///     one that is not a folder is reported as a bundle with a problem.
+    ///   - cache: parsed manifests kept from an earlier scan (`ManifestCache`): a bundle whose plugin.yaml is unchanged
+    ///     is not parsed again, and the cache is rewritten when anything changed. Nil reads every manifest.
+    ///   - log: told, in one line, when the cache cannot be used or written (the scan goes on without it).
     /// - Throws: `ScanError` naming the folder when it cannot be listed.
-    public func scan(_ directory: String, bundleFolders: [String] = []) throws(ScanError) -> [PluginBundle] {
+    public func scan(_ directory: String, bundleFolders: [String] = [], cache: ManifestCache? = nil,
+                     log: (String) -> Void = { _ in }) throws(ScanError) -> [PluginBundle] {
         let fm = FileManager.default
         var isDirectory: ObjCBool = false
         var listed: [String] = []
@@ -62,33 +66,54 @@ public struct BundleScanner: Sendable {
             guard isDirectory.boolValue else {
                 throw ScanError(reason: "\(directory): is a file, not a plugin folder")
             }
-            let names: [String]
-            do { names = try fm.contentsOfDirectory(atPath: directory) } catch {
-                throw ScanError(reason: "\(directory): cannot be listed: \(error.localizedDescription)")
-            }
-            listed = names.sorted().filter { !$0.hasPrefix(".") }.map { directory + "/" + $0 }.filter { folder in
-                var st = stat()
-                return stat(folder, &st) == 0 && st.st_mode & S_IFMT == S_IFDIR
-            }
+            listed = try Self.subfolders(of: directory)
         }
         let folders = listed + bundleFolders.filter { !listed.contains($0) }
+        let cached: [String: ManifestCache.Entry] = cache.map { cache in
+            let (entries, problem) = cache.load()
+            if let problem { log(problem) }
+            return entries
+        } ?? [:]
         // Manifests are independent: read them on every core.
         // Each worker fills its own slot; the lock is held only to store a finished bundle.
-        let found = Mutex([PluginBundle?](repeating: nil, count: folders.count))
+        let found = Mutex([(bundle: PluginBundle, entry: ManifestCache.Entry?, changed: Bool)?](repeating: nil, count: folders.count))
         let loader = self.loader
         DispatchQueue.concurrentPerform(iterations: folders.count) { i in
             let folder = folders[i], manifestPath = folder + "/" + ManifestLoader.fileName
-            let bundle: PluginBundle
+            let result: (PluginBundle, ManifestCache.Entry?, Bool)
             do throws(ManifestError) {
-                let (manifest, warnings) = try loader.load(path: manifestPath)
-                bundle = PluginBundle(folder: folder, manifestPath: manifestPath, manifest: manifest, warnings: warnings)
+                if let cache, let stamp = ManifestCache.Stamp(path: manifestPath) {
+                    var refresh = false
+                    if let entry = cached[folder], let (manifest, warnings) = cache.lookup(entry, stamp: stamp, manifestPath: manifestPath, refresh: &refresh) {
+                        let kept = refresh ? ManifestCache.Entry(stamp: stamp, content: nil, payload: entry.payload) : entry
+                        result = (PluginBundle(folder: folder, manifestPath: manifestPath, manifest: manifest, warnings: warnings), kept, refresh)
+                    } else {
+                        let bytes = try loader.readBytes(path: manifestPath)
+                        let (manifest, warnings) = try loader.parse(Data(bytes), file: manifestPath)
+                        let entry = cache.entry(manifest, warnings: warnings, stamp: stamp, bytes: bytes)
+                        result = (PluginBundle(folder: folder, manifestPath: manifestPath, manifest: manifest, warnings: warnings),
+                                  entry, true)
+                    }
+                } else {
+                    let (manifest, warnings) = try loader.load(path: manifestPath)
+                    result = (PluginBundle(folder: folder, manifestPath: manifestPath, manifest: manifest, warnings: warnings), nil, cached[folder] != nil)
+                }
             } catch {
-                bundle = PluginBundle(folder: folder, manifestPath: manifestPath, manifest: nil, warnings: [],
-                                problem: error.description)
+                result = (PluginBundle(folder: folder, manifestPath: manifestPath, manifest: nil, warnings: [], problem: error.description),
+                          nil, cached[folder] != nil)
             }
-            found.withLock { $0[i] = bundle }
+            found.withLock { $0[i] = result }
         }
-        var bundles = found.withLock { $0 }.compactMap { $0 }
+        let results = found.withLock { $0 }.compactMap { $0 }
+        if let cache {
+            var entries: [String: ManifestCache.Entry] = [:]
+            for r in results { if let entry = r.entry { entries[r.bundle.folder] = entry } }
+            // Rewritten when a manifest was read, an entry went, or one needs its content no more.
+            if results.contains(where: \.changed) || cached.keys.contains(where: { entries[$0] == nil }) {
+                if let problem = cache.save(entries) { log(problem) }
+            }
+        }
+        var bundles = results.map(\.bundle)
         // Same id twice: refuse every bundle that claims it.
         let byID = Dictionary(grouping: bundles.indices, by: { bundles[$0].id })
         for (id, indices) in byID where indices.count > 1 {
@@ -99,6 +124,32 @@ public struct BundleScanner: Sendable {
             }
         }
         return bundles
+    }
+}
+
+extension BundleScanner {
+    /// The sub-folders of `directory` (hidden ones left out), sorted, as paths. The listing's entry types say which
+    /// are folders; only a symbolic link, or an entry of unknown type, costs a `stat` (which follows the link).
+    /// - Throws: `ScanError` naming the folder when it cannot be listed.
+    static func subfolders(of directory: String) throws(ScanError) -> [String] {
+        guard let dir = opendir(directory) else {
+            throw ScanError(reason: "\(directory): cannot be listed: \(String(cString: strerror(errno)))")
+        }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let type = entry.pointee.d_type
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            guard !name.hasPrefix("."), type == DT_DIR || type == DT_LNK || type == DT_UNKNOWN else { continue }
+            if type != DT_DIR {
+                var st = stat()
+                guard stat(directory + "/" + name, &st) == 0, st.st_mode & S_IFMT == S_IFDIR else { continue }
+            }
+            names.append(name)
+        }
+        return names.sorted().map { directory + "/" + $0 }
     }
 }
 

@@ -24,6 +24,12 @@ public struct ManifestLoader: Sendable {
     /// - Throws: `ManifestError` when the file is missing, unreadable, too large, not UTF-8, not YAML, or does not
     ///   describe a plugin.
     public func load(path: String) throws(ManifestError) -> (Manifest, [ManifestWarning]) {
+        try parse(Data(readBytes(path: path)), file: path)
+    }
+
+    /// The bytes of the manifest at `path`, at most one byte past `maximumSize` (`parse` refuses that).
+    /// - Throws: `ManifestError` when the file is missing, unreadable or a directory, or over the limit by its size.
+    func readBytes(path: String) throws(ManifestError) -> ArraySlice<UInt8> {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
             throw ManifestError(file: path, reason: errno == ENOENT ? "missing: a plugin bundle needs a \(Self.fileName)"
@@ -54,7 +60,7 @@ public struct ManifestLoader: Sendable {
             if n == 0 { break }
             count += n
         }
-        return try parse(Data(bytes[..<count]), file: path)
+        return bytes[..<count]
     }
 
     /// Parses manifest bytes; `file` is used only in messages.

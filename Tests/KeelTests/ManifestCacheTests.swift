@@ -1,0 +1,257 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import Keel
+import KeelState
+@testable import KeelManifest
+import Testing
+
+/// The manifest cache (`ManifestCache`): a bundle's parsed manifest is taken from the cache only while its
+/// plugin.yaml is the very file that was parsed. Real bundle folders with real libraries; the cache entries the tests
+/// plant are written through the cache's own file format.
+@Suite("manifest cache: unchanged manifests are not parsed again, changed ones always are")
+struct ManifestCacheTests {
+    /// A plugin folder with bundles `ids` (the hello-c library, manifests naming them "Test <id>"), and a cache file.
+    struct Folder {
+        let plugins: String
+        let cache: ManifestCache
+        let log = LogCollector()
+
+        init(_ ids: [String], racyMargin: Double = 2) throws {
+            let dir = TestEnvironment.makeTemporaryDirectory("mcache")
+            plugins = dir + "/plugins"
+            var cache = ManifestCache(path: dir + "/state.db.manifests")
+            cache.racyMargin = racyMargin
+            self.cache = cache
+            let library = try TestEnvironment.builtLibrary("libhello-c.so")
+            for id in ids { try write(id, TestEnvironment.manifest(id: id, library: "libhello-c.so"), library: library) }
+        }
+
+        func write(_ id: String, _ text: String, library: String? = nil) throws {
+            try TestEnvironment.makeBundle(in: plugins, folder: id, manifest: text, library: library)
+        }
+
+        func path(_ id: String) -> String { plugins + "/" + id + "/plugin.yaml" }
+
+        /// Overwrites `id`'s plugin.yaml in place (same inode), then sets its modification time back to what it was.
+        func overwriteKeepingTimes(_ id: String, _ text: String) throws {
+            var before = stat()
+            #expect(stat(path(id), &before) == 0)
+            let fd = open(path(id), O_WRONLY | O_TRUNC)
+            #expect(fd >= 0)
+            _ = text.withCString { Glibc.write(fd, $0, strlen($0)) }
+            var times = [before.st_atim, before.st_mtim]
+            #expect(futimens(fd, &times) == 0)
+            close(fd)
+        }
+
+        func scan() throws -> [String: PluginBundle] {
+            let found = try BundleScanner().scan(plugins, cache: cache, log: { log.append($0) })
+            return Dictionary(found.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        }
+
+        /// The cache file's entries by folder (nil when the file is not a valid cache).
+        func entries() -> [String: ManifestCache.Entry]? {
+            (try? ManifestCache.readFile(cache.path)).flatMap(ManifestCache.decode)
+        }
+
+        /// Plants an entry for `id` whose manifest is `manifest`, stamped with the file's current identity.
+        func plant(_ id: String, _ manifest: Manifest, content: [UInt8]? = nil) throws {
+            var all = entries() ?? [:]
+            let stamp = try #require(ManifestCache.Stamp(path: path(id)))
+            let payload = try #require(ManifestCodec.encode(manifest, warnings: []))
+            all[plugins + "/" + id] = ManifestCache.Entry(stamp: stamp, content: content, payload: payload)
+            #expect(cache.save(all) == nil)
+        }
+    }
+
+    @Test("an unchanged plugin.yaml is taken from the cache: a planted entry with the file's identity is what the scan returns")
+    func unchangedFromCache() throws {
+        let f = try Folder(["alpha", "beta"], racyMargin: 0)
+        #expect(try f.scan()["alpha"]?.manifest?.name == "Test alpha")
+        #expect(f.entries()?.count == 2)
+        var planted = try #require(f.scan()["alpha"]?.manifest)
+        planted.name = "From the cache"
+        try f.plant("alpha", planted)
+        let found = try f.scan()
+        #expect(found["alpha"]?.manifest?.name == "From the cache")
+        #expect(found["beta"]?.manifest?.name == "Test beta")
+        #expect(f.log.lines.isEmpty, "\(f.log.lines)")
+    }
+
+    @Test("an edited plugin.yaml is read again (other size), and the cache then holds the new manifest")
+    func staleAfterEdit() throws {
+        let f = try Folder(["alpha"], racyMargin: 0)
+        _ = try f.scan()
+        try f.write("alpha", TestEnvironment.manifest(id: "alpha", version: "2.0.0", library: "libhello-c.so", extra: "description: longer now\n"))
+        #expect(try f.scan()["alpha"]?.manifest?.version == Semver(2, 0, 0))
+        let payload = try #require(f.entries()?[f.plugins + "/alpha"]?.payload)
+        #expect(ManifestCodec.decode(payload)?.manifest.version == Semver(2, 0, 0))
+    }
+
+    @Test("a same-size edit in place with the modification time set back is read again (the change time moved)")
+    func sameSizeSameTimeEdit() throws {
+        let f = try Folder(["alpha"], racyMargin: 0)
+        #expect(try f.scan()["alpha"]?.manifest?.version == Semver(1, 0, 0))
+        try f.overwriteKeepingTimes("alpha", TestEnvironment.manifest(id: "alpha", version: "1.0.1", library: "libhello-c.so"))
+        #expect(try f.scan()["alpha"]?.manifest?.version == Semver(1, 0, 1))
+    }
+
+    @Test("a fresh entry keeps the file's bytes: a same-size edit that leaves every time stamp equal is still read again")
+    func sameTickEdit() throws {
+        let f = try Folder(["alpha"])
+        let old = Array(TestEnvironment.manifest(id: "alpha", library: "libhello-c.so").utf8)
+        #expect(try f.scan()["alpha"]?.manifest?.version == Semver(1, 0, 0))
+        #expect(f.entries()?[f.plugins + "/alpha"]?.content == old, "a file changed just now is cached with its bytes")
+        // A second write within the same clock tick: same size, and (planted) the very same identity as the entry.
+        try f.overwriteKeepingTimes("alpha", TestEnvironment.manifest(id: "alpha", version: "1.0.2", library: "libhello-c.so"))
+        var stale = try #require(ManifestLoader().parse(Data(old), file: f.path("alpha")).0)
+        stale.name = "stale"
+        try f.plant("alpha", stale, content: old)
+        let manifest = try f.scan()["alpha"]?.manifest
+        #expect(manifest?.version == Semver(1, 0, 2) && manifest?.name == "Test alpha")
+    }
+
+    @Test("a removed bundle leaves the scan and the cache; an added one is read and cached")
+    func removedAndAdded() throws {
+        let f = try Folder(["alpha", "beta"])
+        _ = try f.scan()
+        try FileManager.default.removeItem(atPath: f.plugins + "/beta")
+        try f.write("gamma", TestEnvironment.manifest(id: "gamma", library: "libhello-c.so"), library: TestEnvironment.builtLibrary("libhello-c.so"))
+        let found = try f.scan()
+        #expect(Set(found.keys) == ["alpha", "gamma"])
+        #expect(found["gamma"]?.manifest?.name == "Test gamma")
+        #expect(Set(f.entries()?.keys.map { ($0 as NSString).lastPathComponent } ?? []) == ["alpha", "gamma"])
+    }
+
+    @Test("a broken plugin.yaml is reported as before and not cached; fixed, it is read")
+    func brokenNotCached() throws {
+        let f = try Folder(["alpha"])
+        try f.write("alpha", "id: alpha\nname: [unclosed\n")
+        #expect(try f.scan()["alpha"]?.problem != nil)
+        #expect(f.entries()?[f.plugins + "/alpha"] == nil)
+        try f.write("alpha", TestEnvironment.manifest(id: "alpha", library: "libhello-c.so"))
+        #expect(try f.scan()["alpha"]?.manifest?.name == "Test alpha")
+    }
+
+    @Test("the listing: a folder and a symbolic link to one are bundles; a file, a hidden folder and a dangling link are not")
+    func listing() throws {
+        let f = try Folder(["alpha"])
+        let elsewhere = TestEnvironment.makeTemporaryDirectory("mcache-elsewhere")
+        try TestEnvironment.makeBundle(in: elsewhere, folder: "linked", manifest: TestEnvironment.manifest(id: "linked", library: "libhello-c.so"), library: nil)
+        try FileManager.default.createSymbolicLink(atPath: f.plugins + "/linked", withDestinationPath: elsewhere + "/linked")
+        try FileManager.default.createSymbolicLink(atPath: f.plugins + "/dangling", withDestinationPath: elsewhere + "/none")
+        try "not a bundle".write(toFile: f.plugins + "/README", atomically: true, encoding: .utf8)
+        try f.write(".hidden", TestEnvironment.manifest(id: "hidden", library: "libhello-c.so"))
+        let found = try f.scan()
+        #expect(Set(found.keys) == ["alpha", "linked"])
+        #expect(found["linked"]?.folder == f.plugins + "/linked")
+    }
+
+    @Test("a corrupt or cut-short cache file is ignored with one line naming it, and written anew")
+    func corruptCache() throws {
+        for damage in ["garbage", "cut", "flipped"] {
+            let f = try Folder(["alpha", "beta"])
+            _ = try f.scan()
+            var bytes = try ManifestCache.readFile(f.cache.path)
+            switch damage {
+            case "garbage": bytes = Array("not a cache at all".utf8)
+            case "cut": bytes.removeLast(bytes.count / 3)
+            default: bytes[bytes.count / 2] ^= 0x40
+            }
+            try Data(bytes).write(to: URL(fileURLWithPath: f.cache.path))
+            let found = try f.scan()
+            #expect(found["alpha"]?.manifest?.name == "Test alpha" && found["beta"]?.manifest?.name == "Test beta", "\(damage)")
+            #expect(f.log.lines.count == 1 && f.log.lines.first?.hasPrefix(f.cache.path + ": ") == true, "\(damage): \(f.log.lines)")
+            #expect(f.entries()?.count == 2, "\(damage): rewritten")
+        }
+    }
+
+    @Test("a cache of an older format version, or written by another Keel version, is ignored and rebuilt")
+    func olderFormat() throws {
+        let f = try Folder(["alpha"])
+        _ = try f.scan()
+        // The same entries in a file claiming format version 0, with a valid checksum.
+        var bytes = try ManifestCache.readFile(f.cache.path)
+        let at = ManifestCache.magic.count
+        for i in 0..<8 { bytes[at + i] = 0 }
+        bytes.removeLast(8)
+        withUnsafeBytes(of: ManifestCache.checksum(bytes[...]).littleEndian) { bytes.append(contentsOf: $0) }
+        try Data(bytes).write(to: URL(fileURLWithPath: f.cache.path))
+        #expect(try f.scan()["alpha"]?.manifest?.name == "Test alpha")
+        #expect(f.log.lines.count == 1 && f.log.lines.first?.contains("not a manifest cache of this Keel version") == true, "\(f.log.lines)")
+        #expect(f.entries()?.count == 1)
+    }
+
+    @Test("every example plugin's manifest, and a manifest using every section, survives the cache's encoding exactly")
+    func codecRoundTrip() throws {
+        let folders = try FileManager.default.contentsOfDirectory(atPath: TestEnvironment.repository.path + "/Plugins")
+        var texts = try folders.sorted().map { try String(contentsOfFile: TestEnvironment.repository.path + "/Plugins/\($0)/plugin.yaml", encoding: .utf8) }
+        texts.append("""
+            id: rich
+            name: Rich
+            version: 1.2.3-beta.1+b5
+            abi: "1.1"
+            library: librich.so
+            capabilities: [routes, menus]
+            host: ">=1.0.0 <2.0.0"
+            dependencies:
+              other: "^1.2"
+            menus:
+              - {id: rich.main, title: Main, link: /ext/rich/, order: 3}
+            permissions:
+              - {key: rich.math, actions: [run]}
+            commands:
+              - {name: add, symbol: calc_add, signature: "(i64, i64) -> i64", permission: "rich.math:run", probe: [2, 40]}
+              - {name: greet, symbol: calc_greet, signature: "(str) -> status(str)"}
+            proxy:
+              - {prefix: /app, upstream: "http://127.0.0.1:9/base", timeout: 5}
+            activation: lazy
+            idle-timeout: 10m
+            unknown-key: kept as a warning
+
+            """)
+        texts.append("id: prefixed\nname: P\nversion: 1.0.0\nabi: \"1.0\"\nlibrary: lib.so\ncapabilities: [routes, \"route-prefix:/legacy\"]\n")
+        for text in texts {
+            let (manifest, warnings) = try ManifestLoader().parse(Data(text.utf8), file: "x/plugin.yaml")
+            let bytes = try #require(ManifestCodec.encode(manifest, warnings: warnings), "\(manifest.id)")
+            let back = try #require(ManifestCodec.decode(bytes))
+            #expect(back.manifest == manifest && back.warnings == warnings)
+        }
+    }
+
+    @Test("a kernel keeps its cache beside the state file, and a restart after a same-size edit shows the new manifest")
+    func kernelRestart() async throws {
+        let dir = TestEnvironment.makeTemporaryDirectory("mcache-kernel")
+        let plugins = dir + "/plugins", state = dir + "/state.db"
+        try TestEnvironment.stageExamples(into: plugins)
+        func started() async throws -> Kernel {
+            var configuration = KernelConfiguration(pluginsDirectory: plugins, stateFile: state, log: KernelConfiguration.silentLog)
+            configuration.trustedCapabilities = Set(Capability.allCases)
+            let k = try Kernel(configuration: configuration)
+            await k.start()
+            return k
+        }
+        var k = try await started()
+        try await k.enable("hello")
+        await k.shutdown()
+        #expect(FileManager.default.fileExists(atPath: state + ".manifests"))
+        let manifest = plugins + "/hello-c/plugin.yaml"
+        let text = try String(contentsOfFile: manifest, encoding: .utf8)
+        try text.replacingOccurrences(of: "name: Hello (C)", with: "name: Hallo (C)").write(toFile: manifest, atomically: false, encoding: .utf8)
+        k = try await started()
+        #expect(try await k.plugin("hello").name == "Hallo (C)")
+        #expect(k.activePlugins.contains("hello"))
+        await k.shutdown()
+    }
+
+    @Test("a kernel whose state lives in memory writes no cache")
+    func inMemoryState() async throws {
+        let dir = TestEnvironment.makeTemporaryDirectory("mcache-memory")
+        try TestEnvironment.stageExamples(into: dir + "/plugins")
+        let k = try Kernel(configuration: KernelConfiguration(pluginsDirectory: dir + "/plugins", stateFile: StateStore.inMemory, log: KernelConfiguration.silentLog))
+        await k.start()
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == ["plugins"])
+        await k.shutdown()
+    }
+}
