@@ -17,8 +17,13 @@ enum Wire {
     enum Kind: UInt8 {
         // host → worker
         case activate = 1, handle, authenticate, authorize, deactivate, command
+        /// Answers to the worker's own calls (`callCommand`, `checkPermission`), with the id the worker chose.
+        case commandAnswer = 10, permissionAnswer
         // worker → host
         case activated = 20, activationFailed, response, principal, decision, log, deactivated, commandResult
+        /// The plugin calls another plugin's command (keel.commands/1) or asks the permission check: the host answers
+        /// with `commandAnswer` / `permissionAnswer` and the same id. See `HostServices`.
+        case callCommand = 30, checkPermission
     }
 }
 
