@@ -100,7 +100,7 @@ extension WireWriter {
     mutating func commandText(_ r: Result<String, CommandError>) {
         switch r {
         case let .success(json): u8(0); string(json)
-        case let .failure(e): u8(1); string(e.code.rawValue); string(e.message); i32(e.status)
+        case let .failure(e): commandError(e)
         }
     }
 }
@@ -108,8 +108,6 @@ extension WireWriter {
 extension WireReader {
     mutating func commandText() throws(WireError) -> Result<String, CommandError> {
         guard try u8() == 1 else { return .success(try string()) }
-        let code = CommandError.Code(rawValue: try string()) ?? .failed
-        let message = try string()
-        return .failure(CommandError(code, message, status: try i32()))
+        return .failure(try commandError())
     }
 }
