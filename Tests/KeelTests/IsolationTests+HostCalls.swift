@@ -25,9 +25,12 @@ extension IsolationTests {
         try c.bundle("user", ["CALLER"], extra: "calls: [calc.add]\nisolation: process\n")
         try c.bundle("rogue", ["CALLER"], extra: "isolation: process\n")
         try c.bundle("forger", ["CALLER", "FORGE"], extra: "calls: [calc.add]\nisolation: process\n")
+        // Calls a command of its own: the host calls back into the same worker while a handler there waits.
+        try c.bundle("looper", ["CALLER", "CALL_PLUGIN=\"looper\""], extra:
+            "calls: [looper.add]\ncommands:\n  - {name: add, symbol: calc_add, signature: \"(i64, i64) -> i64\"}\nisolation: process\n")
         let kernel = try c.f.kernel(workerExecutable: keel)
         await kernel.start()
-        for id in ["calc", "user", "rogue", "forger"] { try await kernel.enable(id) }
+        for id in ["calc", "user", "rogue", "forger", "looper"] { try await kernel.enable(id) }
         #expect(try await kernel.plugin("user").workerPID != nil)
         func use(_ plugin: String, _ args: String, as principal: Principal) -> (Int, String) {
             let request = PluginRequest(method: "GET", path: "/ext/\(plugin)/use", routePath: "/use", query: args, principal: principal)
@@ -36,6 +39,7 @@ extension IsolationTests {
             return (r.status, r.bodyText)
         }
         #expect(use("user", "2,40", as: admin) == (200, "42"))
+        #expect(use("looper", "1,2", as: admin) == (200, "3"))
         #expect(use("user", "\"two\",40", as: admin) == (502, "status=\(StatusCode.invalidArgument)"))
         let ada = Principal(id: "ada", roles: [], authenticatedBy: "test")
         #expect(use("user", "2,40", as: ada) == (502, "status=\(StatusCode.denied)"), "the caller's principal needs the permission")
@@ -120,12 +124,14 @@ extension IsolationTests {
 }
 
 extension IsolationTests {
-    /// A plugin whose activate starts a thread that logs "flood <n>" (warnings) without end.
+    /// A plugin whose activate starts a thread that logs "flood <n>" (warnings) without end: 500 lines every 100 ms,
+    /// a flood that leaves the CPU to the tests running beside it.
     static let flooderSource = """
         #define _POSIX_C_SOURCE 200809L
         #include <keel/keel.h>
         #include <pthread.h>
         #include <stdio.h>
+        #include <time.h>
         static const keel_host *host; static keel_ctx *c;
         static void *flood(void *u) {
             (void)u;
@@ -133,6 +139,10 @@ extension IsolationTests {
             for (unsigned long i = 0;; i++) {
                 int n = snprintf(line, sizeof line, "flood %lu", i);
                 host->log(c, KEEL_LOG_WARN, (keel_str){ line, (size_t)n });
+                if (i % 500 == 499) {
+                    struct timespec pause = { 0, 100000000L };
+                    nanosleep(&pause, NULL);
+                }
             }
             return NULL;
         }
