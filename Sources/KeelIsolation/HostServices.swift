@@ -75,7 +75,8 @@ extension WorkerConnection {
             }
         case .checkPermission:
             let principal = try frame.principal(), action = try frame.string(), resource = try frame.string()
-            guard admitHostCall() else {
+            // Permission keys and actions are short names; anything longer is no item of the plugin's.
+            guard action.utf8.count <= 256, resource.utf8.count <= 256, admitHostCall() else {
                 var w = WireWriter(.permissionAnswer, id: id)
                 w.u8(AuthDecision.deny.wireValue)
                 _ = send(w.frame)
