@@ -4,7 +4,8 @@ import Glibc
 
 /// Starting a child process with `posix_spawn` as the host does it everywhere: a clean signal state (no signal
 /// blocked, every signal at its default: the host may block or ignore signals the child relies on), standard
-/// descriptors set as asked, optionally in a process group of its own. Stateless; safe from any thread.
+/// descriptors set as asked and no other descriptor inherited, optionally in a process group of its own.
+/// Stateless; safe from any thread.
 public enum ChildProcess {
     /// What one of the child's standard descriptors (0, 1, 2) is.
     public enum Descriptor: Sendable {
@@ -40,6 +41,9 @@ public enum ChildProcess {
             case let .descriptor(source): posix_spawn_file_actions_adddup2(&actions, source, Int32(fd))
             }
         }
+        // Nothing else: a pipe another thread made meanwhile without close-on-exec (Foundation's Process does) must
+        // not stay open in this child, or whoever reads that pipe to its end waits as long as the child lives.
+        posix_spawn_file_actions_addclosefrom_np(&actions, 3)
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
