@@ -1,5 +1,6 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
+import CKeelSystem
 import Glibc
 
 /// Starting a child process with `posix_spawn` as the host does it everywhere: a clean signal state (no signal
@@ -43,7 +44,7 @@ public enum ChildProcess {
         }
         // Nothing else: a pipe another thread made meanwhile without close-on-exec (Foundation's Process does) must
         // not stay open in this child, or whoever reads that pipe to its end waits as long as the child lives.
-        posix_spawn_file_actions_addclosefrom_np(&actions, 3)
+        keel_spawn_closefrom(&actions, 3)
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
