@@ -6,6 +6,10 @@
 
 int keel_memfd_create(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
 
+int keel_spawn_closefrom(posix_spawn_file_actions_t *actions, int from) {
+    return posix_spawn_file_actions_addclosefrom_np(actions, from);
+}
+
 #include <zlib.h>
 
 size_t keel_gzip(const uint8_t *in, size_t len, uint8_t *out, size_t cap) {

@@ -22,6 +22,9 @@ extension Kernel {
         if mode == .process, bundle.libraryPath == nil {
             throw KernelError(.bundle, pluginID: id, reason: "plugin \"\(id)\" has no library: it runs no code to isolate")
         }
+        if mode == .process, let manifest = bundle.manifest, let refusal = Self.servicesRefusal(id, manifest) {
+            throw KernelError(.bundle, pluginID: id, reason: refusal)
+        }
         let previous = (try? state.isolationChoice(id)) ?? nil
         do { try state.setIsolationChoice(id, mode?.rawValue) } catch {
             throw KernelError(.state, pluginID: id, reason: error.description)
@@ -46,9 +49,7 @@ extension Kernel {
         guard let executable = configuration.workerExecutable else {
             throw fail("plugin \"\(id)\" asks for isolation: process, but this host has no worker executable (KernelConfiguration.workerExecutable; `keel serve` sets it)")
         }
-        if !manifest.provides.isEmpty {
-            throw fail("plugin \"\(id)\" declares provides:, which a plugin in a worker process cannot offer yet (service tables are called in place); use isolation: in-process")
-        }
+        if let refusal = Self.servicesRefusal(id, manifest) { throw fail(refusal) }
         let prefixes = context.routePrefixes
         let activation = WorkerActivation(
             pluginID: id, libraryPath: libraryPath, manifestPath: build.bundle.manifestPath,
@@ -56,8 +57,17 @@ extension Kernel {
             limits: context.limits, budgets: context.budgets, version: version, generation: build.number,
             memoryLimitBytes: configuration.isolation.memoryLimitBytes, cpuSeconds: configuration.isolation.cpuSeconds)
         let environment = self.environment
+        // Answered as for a plugin in the host, as this plugin (never as whom the worker says it is).
+        let services = HostServices(
+            calls: Set(manifest.calls),
+            command: { plugin, name, arguments, principal in
+                environment.callCommand(caller: id, plugin: plugin, name: name, arguments: arguments, principal: principal)
+            },
+            permission: { principal, action, resource in
+                environment.checkPermission(plugin: id, principal, action: action, resource: resource)
+            })
         let supervisor = WorkerSupervisor(
-            pluginID: id, executable: executable, activation: activation, policy: configuration.isolation,
+            pluginID: id, executable: executable, activation: activation, policy: configuration.isolation, services: services,
             log: { [generation = build.number] level, message in
                 environment.log(plugin: id, generation: generation, level: level, message: message)
             },
@@ -78,6 +88,23 @@ extension Kernel {
                                   checksum: checksum, worker: supervisor)
         log(.info, id, "running in worker process \(supervisor.workerPID.map(String.init) ?? "?")")
         return Generation(plugin: plugin, contributions: contributions)
+    }
+}
+
+extension Kernel {
+    /// Why `manifest`'s plugin cannot run in a worker process for the services it provides or consumes, or nil.
+    /// A service is a C table of functions the ABI leaves undescribed (keel/services.h: "the host knows nothing of
+    /// the functions inside"): with no signature to marshal its arguments by, no call through it can cross a
+    /// process boundary. Commands can (their signatures are declared), so they are the way between processes.
+    nonisolated static func servicesRefusal(_ id: String, _ manifest: Manifest) -> String? {
+        let why = "a service table's functions are not declared with signatures, so it cannot cross a process boundary"
+        if let provided = manifest.provides.first {
+            return "plugin \"\(id)\" provides \(provided.interface), but \(why); use isolation: in-process, or offer its functions as commands (commands:)"
+        }
+        if let consumed = manifest.consumes.first {
+            return "plugin \"\(id)\" consumes \(consumed.interface), but \(why); use isolation: in-process, or call the provider's commands (calls:)"
+        }
+        return nil
     }
 }
 

@@ -4,6 +4,7 @@ import Foundation
 import Glibc
 import Keel
 import KeelManifest
+import KeelSystem
 import Synchronization
 
 /// The host `keel dev` reloads into: a running `keel serve` (through its command queue, as every CLI command
@@ -163,33 +164,18 @@ enum BuildProcess {
         guard pipe(&fds) == 0 else { return (127, "cannot run the build: \(ErrorText.plain(errno: errno))") }
         // Not inherited by other children of this process (a probe started meanwhile would hold the pipe open).
         for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
-        posix_spawn_file_actions_adddup2(&actions, fds[1], 2)
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var none = sigset_t(), all = sigset_t()
-        sigemptyset(&none)
-        sigfillset(&all)
-        posix_spawnattr_setsigmask(&attributes, &none)
-        posix_spawnattr_setsigdefault(&attributes, &all)
-        posix_spawnattr_setpgroup(&attributes, 0)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP))
         // In the project folder: the shell changes there, then runs the command as `sh -c` would.
         let words = ["/bin/sh", "-c", "cd -- \"$1\" && eval \"$2\"", "keel-dev-build", folder, command]
-        let argv: [UnsafeMutablePointer<CChar>?] = words.map { strdup($0) } + [nil]
-        defer { for a in argv { free(a) } }
-        var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, "/bin/sh", &actions, &attributes, argv, environ)
-        close(fds[1])
-        guard spawned == 0 else {
+        let pid: pid_t
+        do {
+            pid = try ChildProcess.spawn("/bin/sh", arguments: words, standard: [.null, .descriptor(fds[1]), .descriptor(fds[1])],
+                                         ownGroup: true)
+        } catch {
             close(fds[0])
-            return (127, "cannot run /bin/sh -c \(command) in \(folder): \(ErrorText.plain(errno: spawned))")
+            close(fds[1])
+            return (127, "cannot run /bin/sh -c \(command) in \(folder): \(ErrorText.plain(errno: error.code))")
         }
+        close(fds[1])
         running.store(pid, ordering: .releasing)
         var output = [UInt8]()
         var buffer = [UInt8](repeating: 0, count: 16 * 1024)

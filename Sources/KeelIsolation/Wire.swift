@@ -17,8 +17,13 @@ enum Wire {
     enum Kind: UInt8 {
         // host → worker
         case activate = 1, handle, authenticate, authorize, deactivate, command
+        /// Answers to the worker's own calls (`callCommand`, `checkPermission`), with the id the worker chose.
+        case commandAnswer = 10, permissionAnswer
         // worker → host
         case activated = 20, activationFailed, response, principal, decision, log, deactivated, commandResult
+        /// The plugin calls another plugin's command (keel.commands/1) or asks the permission check: the host answers
+        /// with `commandAnswer` / `permissionAnswer` and the same id. See `HostServices`.
+        case callCommand = 30, checkPermission
     }
 }
 
@@ -253,8 +258,13 @@ extension WireWriter {
     mutating func commandOutcome(_ r: Result<CommandValue, CommandError>) {
         switch r {
         case let .success(v): u8(0); value(v)
-        case let .failure(e): u8(1); string(e.code.rawValue); string(e.message); i32(e.status)
+        case let .failure(e): commandError(e)
         }
+    }
+
+    /// A failed command: 1, the error's code, message and status.
+    mutating func commandError(_ e: CommandError) {
+        u8(1); string(e.code.rawValue); string(e.message); i32(e.status)
     }
 }
 
@@ -281,10 +291,16 @@ extension WireReader {
 
     mutating func commandOutcome(pluginID: String) throws(WireError) -> Result<CommandValue, CommandError> {
         guard try u8() == 1 else { return .success(try value()) }
+        return .failure(try commandError())
+    }
+
+    /// A failed command's code, message (cut at 4 KiB) and status (a host-only negative one reads as internal),
+    /// after its leading 1.
+    mutating func commandError() throws(WireError) -> CommandError {
         let code = CommandError.Code(rawValue: try string()) ?? .failed
         let message = String(try string().prefix(4096))
         var status = try i32()
         if status < 0 { status = StatusCode.internalError }
-        return .failure(CommandError(code, message, status: status))
+        return CommandError(code, message, status: status)
     }
 }

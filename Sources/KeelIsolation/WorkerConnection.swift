@@ -3,6 +3,7 @@
 import Dispatch
 import Foundation
 import Glibc
+import KeelLoader
 import KeelSystem
 import Synchronization
 
@@ -47,6 +48,8 @@ final class WorkerConnection: Sendable {
         /// For an async call: when the sweeper fails it (a thread's wait has its own time-out), and its budget.
         var deadline: Double = .infinity
         var budget: Double = 0
+        /// For a `handle` call: the request's principal, the only one the worker may act for while it serves it.
+        var principal: Principal?
 
         func finish(_ result: Result<WireReader, Failure>) {
             if let continuation {
@@ -58,16 +61,20 @@ final class WorkerConnection: Sendable {
         }
     }
 
-    /// What the reader thread does with frames that answer no call (logs) and with the worker's end.
+    /// What the reader thread does with frames that answer no call (logs, the worker's own calls) and with the
+    /// worker's end.
     struct Handlers: Sendable {
         var log: @Sendable (Int, String) -> Void
         var exited: @Sendable (WorkerConnection, String) -> Void
+        var services: HostServices = .none
     }
 
     private init(pid: pid_t, socket: Int32) {
         self.pid = pid
         self.socket = socket
     }
+
+    deinit { close(socket) }
 
     /// Starts `executable worker` with its end of a new socket pair as standard input (its output and errors go to
     /// the host's). `environment` entries are added to the host's.
@@ -77,34 +84,20 @@ final class WorkerConnection: Sendable {
         guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0 else {
             throw .crashed("cannot make a socket pair: \(SystemFile.lastError)")
         }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_adddup2(&actions, fds[1], 0)
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        // A clean signal state in the child: the host may block or ignore signals the plugin relies on.
-        var none = sigset_t(), all = sigset_t()
-        sigemptyset(&none)
-        sigfillset(&all)
-        posix_spawnattr_setsigmask(&attributes, &none)
-        posix_spawnattr_setsigdefault(&attributes, &all)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-
-        let argv = ([executable, "worker"] + arguments).map { strdup($0) } + [nil]
         // No Swift crash backtracer in the worker: a crash is expected there, and reported by the host.
         var environment = ProcessInfo.processInfo.environment.filter { !isSecret($0.key) }
         environment["SWIFT_BACKTRACE"] = "enable=no"
-        let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer { for p in argv + envp { free(p) } }
-        var pid: pid_t = 0
-        let status = posix_spawn(&pid, executable, &actions, &attributes, argv, envp)
-        close(fds[1])
-        guard status == 0 else {
+        let pid: pid_t
+        do {
+            pid = try ChildProcess.spawn(executable, arguments: [executable, "worker"] + arguments,
+                                         environment: environment.map { "\($0.key)=\($0.value)" },
+                                         standard: [.descriptor(fds[1]), .inherit, .inherit])
+        } catch {
             close(fds[0])
-            throw .crashed("cannot start \(executable): \(String(cString: strerror(status)))")
+            close(fds[1])
+            throw .crashed("cannot start \(executable): \(error)")
         }
+        close(fds[1])
         // A worker that stops reading cannot block a caller for ever: its writes time out, and the call fails.
         var sendTimeout = timeval(tv_sec: 10, tv_usec: 0)
         setsockopt(fds[0], SOL_SOCKET, SO_SNDTIMEO, &sendTimeout, socklen_t(MemoryLayout<timeval>.size))
@@ -122,9 +115,11 @@ final class WorkerConnection: Sendable {
         return upper.hasPrefix("KEEL_") || ["TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL"].contains { upper.contains($0) }
     }
 
-    /// Sends a call and waits for its answer, at most `timeout` seconds (then the worker is killed).
-    func call(_ frame: (UInt64) -> [UInt8], timeout: Double) -> Result<WireReader, Failure> {
+    /// Sends a call and waits for its answer, at most `timeout` seconds (then the worker is killed). `principal`:
+    /// the request's, for a `handle` call (see `principal(ofCall:)`).
+    func call(_ frame: (UInt64) -> [UInt8], timeout: Double, principal: Principal? = nil) -> Result<WireReader, Failure> {
         let slot = Slot()
+        slot.principal = principal
         let registered: Result<UInt64, Failure> = pending.withLock { p in
             if let ended = p.ended { return .failure(.crashed(ended)) }
             let id = p.next
@@ -156,9 +151,10 @@ final class WorkerConnection: Sendable {
 
     /// Sends a call and suspends the task until its answer, at most `timeout` seconds (then the worker is killed):
     /// no thread waits. The write itself is one `send` on a socket the worker drains.
-    func call(_ frame: (UInt64) -> [UInt8], timeout: Double) async -> Result<WireReader, Failure> {
+    func call(_ frame: (UInt64) -> [UInt8], timeout: Double, principal: Principal? = nil) async -> Result<WireReader, Failure> {
         let answer = await withCheckedContinuation { (continuation: CheckedContinuation<Result<WireReader, Failure>, Never>) in
             let slot = Slot()
+            slot.principal = principal
             slot.continuation = continuation
             slot.deadline = Self.monotonic() + timeout
             slot.budget = timeout
@@ -229,6 +225,23 @@ final class WorkerConnection: Sendable {
         }
     }
 
+    /// The principal of the host's call `id` to this worker while it is in flight (a `handle` call; nil for any
+    /// other call, or once it was answered): on whose behalf the worker may call a command while serving it.
+    func principal(ofCall id: UInt64) -> Principal? {
+        pending.withLock { $0.slots[id]?.principal }
+    }
+
+    private let hostCalls = Atomic<Int>(0)
+
+    /// Takes one of the worker's `HostServices.concurrentCalls`; false when all are taken.
+    func admitHostCall() -> Bool {
+        if hostCalls.add(1, ordering: .acquiringAndReleasing).newValue <= HostServices.concurrentCalls { return true }
+        hostCalls.subtract(1, ordering: .acquiringAndReleasing)
+        return false
+    }
+
+    func endHostCall() { hostCalls.subtract(1, ordering: .acquiringAndReleasing) }
+
     /// Kills the worker (it is reaped, and its calls failed, by the reader thread).
     func terminate() { kill(pid, SIGKILL) }
 
@@ -241,17 +254,27 @@ final class WorkerConnection: Sendable {
         var reason = "closed its socket"
         var violated = false
         var source = FrameSource(socket: socket)
+        var logs = LogBudget(now: Self.monotonic())
         while let body = source.next() {
             do throws(WireError) {
                 var frame = try WireReader(frame: body)
-                if frame.kind == .log {
+                if let dropped = logs.tick(now: Self.monotonic()) { handlers.log(LogLevel.warn.rawValue, dropped) }
+                switch frame.kind {
+                case .log:
                     let level = try frame.int()
                     var message = try frame.string()
+                    guard logs.admit(now: Self.monotonic()) else { continue }
                     if message.utf8.count > 4096 { message = String(message.prefix(4096)) + "…" }
                     handlers.log(level, message)
-                    continue
+                case .callCommand, .checkPermission:
+                    try serveHostCall(frame, services: handlers.services) { level, message in
+                        if logs.admit(now: Self.monotonic()) { handlers.log(level, message) }
+                    }
+                case .activated, .activationFailed, .response, .principal, .decision, .deactivated, .commandResult:
+                    pending.withLock { $0.slots.removeValue(forKey: frame.id) }?.finish(.success(frame))
+                default:
+                    throw WireError(description: "a \(frame.kind) frame from a worker")
                 }
-                pending.withLock { $0.slots.removeValue(forKey: frame.id) }?.finish(.success(frame))
             } catch {
                 reason = "sent a malformed frame (\(error)); killed"
                 violated = true
@@ -264,7 +287,10 @@ final class WorkerConnection: Sendable {
             violated = true
             kill(pid, SIGKILL)
         }
-        close(socket)
+        if let dropped = logs.tick(now: Self.monotonic(), force: true) { handlers.log(LogLevel.warn.rawValue, dropped) }
+        // Shut, not closed: a late answer to one of the worker's own calls may still be sent on it, and must not
+        // reach a file that reused the number. Closed with the connection.
+        shutdown(socket, Int32(SHUT_RDWR))
         let end = Self.reap(pid)
         if !violated, let end { reason = end }
         let slots = pending.withLock { p -> [Slot] in

@@ -35,10 +35,12 @@ public enum WorkerMain {
 
 /// The worker's side of the socket.
 ///
-/// Leader and followers: up to `threads` threads take turns reading the socket; the one that read a call runs it
-/// and answers it, while the next one reads (no hand-over between threads per call). A handler that blocks holds
-/// one thread; the others go on. Its state is set once by `activate`, before the host sends any call.
-private final class WorkerServer: @unchecked Sendable {
+/// Leader and followers: `threads` threads take turns reading the socket; the one that read a call runs it and
+/// answers it, while the next one reads (no hand-over between threads per call). A handler that blocks holds one
+/// thread; the others go on. When the last reader takes a call, another thread is started (up to `maximumThreads`),
+/// so that some thread always reads: a handler waiting for the host's answer to its own call (a command, a
+/// permission check) is woken by a reader. Its state is set once by `activate`, before the host sends any call.
+final class WorkerServer: @unchecked Sendable {
     // `@unchecked`: `library`, `context` and `contributions` are written once, by `activate`, before its answer is
     // sent; the host sends no call before that answer, and calls only read them.
     let socket: Int32
@@ -47,8 +49,17 @@ private final class WorkerServer: @unchecked Sendable {
     var library: PluginLibrary?
     var context: ActivationContext?
     var contributions = Contributions()
-    /// Calls one worker runs at once.
+    /// Threads started with the plugin, and the most a worker runs.
     static let threads = 16
+    static let maximumThreads = 64
+    /// Threads reading (or waiting to read) the socket, and threads started.
+    private let readers = Atomic<Int>(0)
+    private let started = Atomic<Int>(1)
+    /// The plugin's own calls to the host, waiting for their answers.
+    let hostCalls = HostCallTable()
+    /// Set once activate returned: before, the only thread that reads the socket is the one running activate, so a
+    /// call to the host from there would wait for ever.
+    let active = Atomic<Bool>(false)
 
     init(socket: Int32) {
         self.socket = socket
@@ -58,20 +69,22 @@ private final class WorkerServer: @unchecked Sendable {
     /// Reads and runs frames until the host ends the worker; the first thread starts the others once activated.
     func serve() {
         while true {
-            guard let body = reading.withLock({ $0.next() }), let frame = try? WireReader(frame: body) else { exit(0) }
+            readers.add(1, ordering: .relaxed)
+            let body = reading.withLock { $0.next() }
+            let stillReading = readers.subtract(1, ordering: .relaxed).newValue
+            guard let body, let frame = try? WireReader(frame: body) else { exit(0) }
             switch frame.kind {
             case .activate where library == nil:
                 var frame = frame
                 guard let activation = try? frame.activation() else { exit(70) }
                 if activate(activation, id: frame.id) {
-                    for _ in 1..<Self.threads {
-                        let follower = Thread { self.serve() }
-                        follower.stackSize = 8 << 20
-                        follower.start()
-                    }
+                    for _ in 1..<Self.threads { startFollower() }
                 }
             case .handle, .authenticate, .authorize, .command:
+                if stillReading == 0, library != nil { startFollower() }
                 answer(frame)
+            case .commandAnswer, .permissionAnswer:
+                hostCalls.deliver(frame)
             case .deactivate:
                 deactivate(id: frame.id)
                 exit(0)
@@ -79,6 +92,17 @@ private final class WorkerServer: @unchecked Sendable {
                 exit(70)
             }
         }
+    }
+
+    /// Starts one more thread taking turns at the socket, unless `maximumThreads` run.
+    private func startFollower() {
+        guard started.add(1, ordering: .relaxed).newValue <= Self.maximumThreads else {
+            started.subtract(1, ordering: .relaxed)
+            return
+        }
+        let follower = Thread { self.serve() }
+        follower.stackSize = 8 << 20
+        follower.start()
     }
 
     // MARK: lifecycle
@@ -114,6 +138,7 @@ private final class WorkerServer: @unchecked Sendable {
             do { contributions = try library.activate(context, seed: seed) } catch { throw WorkerRefusal(error.description) }
             self.library = library
             self.context = context
+            active.store(true, ordering: .releasing)
             var w = WireWriter(.activated, id: id)
             w.registrations(RemoteRegistrations(contributions))
             send(w.frame)
@@ -145,7 +170,7 @@ private final class WorkerServer: @unchecked Sendable {
             case .handle:
                 let index = try call.int(), request = try call.request()
                 let result = contributions.routes.indices.contains(index)
-                    ? contributions.routes[index].handler.handle(request)
+                    ? HostCallTable.serving(call.id) { contributions.routes[index].handler.handle(request) }
                     : .failure(PluginCallError(pluginID: context?.pluginID ?? "", status: StatusCode.notFound, message: "no route \(index)"))
                 var w = WireWriter(.response, id: call.id, capacity: 64 + ((try? result.get())?.body.count ?? 0))
                 w.outcome(result.map { _ in () })
@@ -200,33 +225,6 @@ private final class WorkerServer: @unchecked Sendable {
 private struct WorkerRefusal: Error {
     let message: String
     init(_ message: String) { self.message = message }
-}
-
-/// The host services a plugin in a worker sees: the log goes to the host; what needs the host's registry (other
-/// plugins' services and commands, the permission check) is not offered in a worker.
-private final class WorkerEnvironment: PluginEnvironment {
-    let server: WorkerServer
-    init(server: WorkerServer) { self.server = server }
-
-    // The host checks conflicts again when it registers what the worker reports.
-    func routeOwner(method: String, shape: String, excluding plugin: String) -> String? { nil }
-    func menuOwner(id: String, excluding plugin: String) -> String? { nil }
-    func checkPermission(plugin: String, _ principal: Principal, action: String, resource: String) -> AuthDecision {
-        log(plugin: plugin, generation: nil, level: .warn, message: "permission checks are not offered to a plugin in a worker process; denied")
-        return .deny
-    }
-    func resolveService(_ interface: InterfaceID, tenant: String) -> ServiceProvision? { nil }
-    func callCommand(caller: String, plugin: String, name: String, arguments: String, principal: Principal) -> Result<String, CommandError> {
-        .failure(CommandError(.unavailable, "a plugin in a worker process cannot call other plugins' commands"))
-    }
-    func log(plugin: String, generation: Int?, level: LogLevel, message: String) {
-        var w = WireWriter(.log, id: 0)
-        w.int(level.rawValue)
-        w.string(message)
-        server.send(w.frame)
-    }
-    // The host counts failed calls itself.
-    func misbehaving(plugin: String, reason: String) {}
 }
 
 // MARK: outcomes on the wire

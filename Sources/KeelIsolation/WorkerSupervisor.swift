@@ -21,6 +21,7 @@ public final class WorkerSupervisor: RemoteCalls, Sendable {
     let policy: IsolationPolicy
     let log: @Sendable (LogLevel, String) -> Void
     let failed: @Sendable (String) -> Void
+    let services: HostServices
     private let state = Mutex(State())
 
     private struct State {
@@ -36,9 +37,11 @@ public final class WorkerSupervisor: RemoteCalls, Sendable {
     }
 
     /// `log` receives the worker's log lines and the host's lines about it; `failed` is told once when the plugin
-    /// crashed too often.
+    /// crashed too often; `services` answers the plugin's command calls and permission checks.
     public init(pluginID: String, executable: String, activation: WorkerActivation, policy: IsolationPolicy,
+                services: HostServices? = nil,
                 log: @escaping @Sendable (LogLevel, String) -> Void, failed: @escaping @Sendable (String) -> Void) {
+        self.services = services ?? .none
         self.pluginID = pluginID
         self.executable = executable
         self.activation = activation
@@ -98,7 +101,7 @@ public final class WorkerSupervisor: RemoteCalls, Sendable {
             w.int(route)
             w.request(request)
             return w.frame
-        }, readResponse)
+        }, principal: request.principal, readResponse)
     }
 
     public func handleAsync(route: Int, _ request: PluginRequest) async -> Result<PluginResponse, PluginCallError> {
@@ -122,7 +125,7 @@ public final class WorkerSupervisor: RemoteCalls, Sendable {
             w.int(route)
             w.request(request)
             return w.frame
-        }, timeout: policy.callTimeout)
+        }, timeout: policy.callTimeout, principal: request.principal)
         return finish(answer, connection: connection, read: readResponse)
     }
 
@@ -189,13 +192,13 @@ public final class WorkerSupervisor: RemoteCalls, Sendable {
     }
 
     /// Sends one call to the current worker (waiting for a restart in progress) and reads its answer.
-    private func call<T>(_ frame: (UInt64) -> [UInt8],
+    private func call<T>(_ frame: (UInt64) -> [UInt8], principal: Principal? = nil,
                          _ read: (inout WireReader) throws(WireError) -> Result<T, PluginCallError>) -> Result<T, PluginCallError> {
         guard let connection = currentConnection() else {
             return .failure(PluginCallError(pluginID: pluginID, status: StatusCode.workerCrashed,
                                             message: "the plugin's worker process is not running"))
         }
-        return finish(connection.call(frame, timeout: policy.callTimeout), connection: connection, read: read)
+        return finish(connection.call(frame, timeout: policy.callTimeout, principal: principal), connection: connection, read: read)
     }
 
     /// A call's answer read with `read`, or the failure that took its place.
@@ -234,7 +237,7 @@ public final class WorkerSupervisor: RemoteCalls, Sendable {
     private func spawn() throws(LoadError) -> WorkerConnection {
         let handlers = WorkerConnection.Handlers(
             log: { [log] level, message in log(LogLevel(rawValue: level) ?? .error, message) },
-            exited: { [weak self] connection, reason in self?.exited(connection, reason: reason) })
+            exited: { [weak self] connection, reason in self?.exited(connection, reason: reason) }, services: services)
         do { return try WorkerConnection.spawn(executable: executable, arguments: [], handlers: handlers) } catch {
             throw refusal("\(error)")
         }

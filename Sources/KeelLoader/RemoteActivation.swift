@@ -74,7 +74,7 @@ extension ActivationContext {
             if status != StatusCode.ok, refused == nil { refused = takeRefusal() ?? StatusCode.name(status) }
         }
         if let first = registrations.unsupported.first {
-            refused = "registered a \(first) in activate; a plugin in a worker process cannot provide services to other plugins (use isolation: in-process)"
+            refused = "registered a \(first) in activate, which cannot cross a process boundary (a service table's functions are not declared with signatures); use isolation: in-process"
         }
         for (index, route) in registrations.routes.enumerated() where refused == nil {
             check(addRoute(method: route.method, path: route.path,

@@ -98,34 +98,37 @@ struct TenancyTests {
         #expect(try run(["tenants", "delete", "default"], f).stderr == "keel: error: the default tenant cannot be removed\n")
     }
 
+    /// A plugin "asker" with GET /ask: asks the permission check about "other.things" (undeclared) and
+    /// "asker.things" (declared), for the request's principal; answers "undeclared:<d> declared:<d>".
+    static let askerSource = """
+        #include <keel/keel.h>
+        static const keel_host_auth *auth; static keel_ctx *c;
+        static keel_status ask(void *u, const keel_http_request *q, keel_http_response *r) {
+            (void)u;
+            keel_auth_decision d = KEEL_AUTH_ABSTAIN;
+            keel_status s = auth->check_permission(c, q->principal, keel_cstr("view"), keel_cstr("other.things"), &d);
+            keel_auth_decision d2 = KEEL_AUTH_ABSTAIN;
+            auth->check_permission(c, q->principal, keel_cstr("view"), keel_cstr("asker.things"), &d2);
+            const char *a = (s == KEEL_OK && d == KEEL_AUTH_ALLOW) ? "undeclared:allow " : "undeclared:deny ";
+            const char *b = d2 == KEEL_AUTH_ALLOW ? "declared:allow" : "declared:deny";
+            r->write(r, a, strlen(a));
+            return r->write(r, b, strlen(b));
+        }
+        static keel_status act(const keel_host *h, keel_ctx *ctx) {
+            c = ctx;
+            auth = h->get_service(ctx, keel_cstr(KEEL_SERVICE_AUTH));
+            const keel_host_http *http = h->get_service(ctx, keel_cstr(KEEL_SERVICE_HTTP));
+            keel_route x = { sizeof x, KEEL_STR("GET"), KEEL_STR("/ask"), ask, NULL };
+            return http->register_route(ctx, &x);
+        }
+        static const keel_plugin d = { sizeof d, KEEL_ABI_VERSION_INIT, KEEL_STR("asker"), KEEL_STR("1.0.0"), 0, act, NULL, NULL };
+        KEEL_PLUGIN_ENTRY(d)
+        """
+
     @Test("a plugin asking about a permission it did not declare is denied, and the host logs it")
     func undeclaredPermission() async throws {
-        let source = """
-            #include <keel/keel.h>
-            static const keel_host_auth *auth; static keel_ctx *c;
-            static keel_status ask(void *u, const keel_http_request *q, keel_http_response *r) {
-                (void)u;
-                keel_auth_decision d = KEEL_AUTH_ABSTAIN;
-                keel_status s = auth->check_permission(c, q->principal, keel_cstr("view"), keel_cstr("other.things"), &d);
-                keel_auth_decision d2 = KEEL_AUTH_ABSTAIN;
-                auth->check_permission(c, q->principal, keel_cstr("view"), keel_cstr("asker.things"), &d2);
-                const char *a = (s == KEEL_OK && d == KEEL_AUTH_ALLOW) ? "undeclared:allow " : "undeclared:deny ";
-                const char *b = d2 == KEEL_AUTH_ALLOW ? "declared:allow" : "declared:deny";
-                r->write(r, a, strlen(a));
-                return r->write(r, b, strlen(b));
-            }
-            static keel_status act(const keel_host *h, keel_ctx *ctx) {
-                c = ctx;
-                auth = h->get_service(ctx, keel_cstr(KEEL_SERVICE_AUTH));
-                const keel_host_http *http = h->get_service(ctx, keel_cstr(KEEL_SERVICE_HTTP));
-                keel_route x = { sizeof x, KEEL_STR("GET"), KEEL_STR("/ask"), ask, NULL };
-                return http->register_route(ctx, &x);
-            }
-            static const keel_plugin d = { sizeof d, KEEL_ABI_VERSION_INIT, KEEL_STR("asker"), KEEL_STR("1.0.0"), 0, act, NULL, NULL };
-            KEEL_PLUGIN_ENTRY(d)
-            """
         let dir = TestEnvironment.makeTemporaryDirectory("asker")
-        try source.write(toFile: dir + "/asker.c", atomically: true, encoding: .utf8)
+        try Self.askerSource.write(toFile: dir + "/asker.c", atomically: true, encoding: .utf8)
         let lib = try TestEnvironment.buildPlugin(source: dir + "/asker.c", name: "asker")
         let f = KernelFixture()
         try TestEnvironment.makeBundle(in: f.plugins, folder: "asker", manifest: TestEnvironment.manifest(id: "asker", library: "libasker.so",

@@ -6,6 +6,11 @@
 /* Creates an anonymous in-memory file (memfd_create(2), close-on-exec). Returns the descriptor, or -1 with errno. */
 int keel_memfd_create(const char *name);
 
+#include <spawn.h>
+/* Adds to `actions` the closing of every descriptor from `from` up in the child (glibc's
+ * posix_spawn_file_actions_addclosefrom_np, which Swift's Glibc module does not show). Returns its status. */
+int keel_spawn_closefrom(posix_spawn_file_actions_t *actions, int from);
+
 #include <stddef.h>
 #include <stdint.h>
 

@@ -4,6 +4,9 @@
  *   CALLER           also register GET /use?A,B: calls CALL_PLUGIN.CALL_NAME (default calc.add) with [A, B] through
  *                    keel.commands/1 as the request's principal; answers the JSON result, or 502 "status=<n> <msg>"
  *   FORGE            /use passes a principal it made up (an admin) instead of the request's
+ *   RAW_FRAME=N      (in a worker process) /use skips keel.commands/1 and writes a callCommand frame of its own to
+ *                    the worker's socket (standard input), on behalf of host call N; answers "sent" (a hostile
+ *                    worker that bypasses the worker's own checks)
  */
 #define _POSIX_C_SOURCE 200809L
 #include <keel/keel.h>
@@ -11,6 +14,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #ifndef PLUGIN_ID
 #define PLUGIN_ID "calc"
@@ -87,6 +91,26 @@ static keel_status use(void *ud, const keel_http_request *req, keel_http_respons
     char args[128], out[256], msg[64];
     int n = snprintf(args, sizeof args, "[%.*s]", (int)req->query.len, req->query.ptr ? req->query.ptr : "");
     size_t len = 0;
+#ifdef RAW_FRAME
+    /* The frame layout of Sources/KeelIsolation/Wire.swift: u32 length, kind 30 (callCommand), u64 id, u64 on behalf
+     * of, then the plugin, command and arguments as u32-length strings. */
+    unsigned char f[512];
+    size_t at = 4;
+    f[at++] = 30;
+    for (int i = 0; i < 8; i++) f[at++] = (unsigned char)((uint64_t)7777 >> (8 * i));
+    for (int i = 0; i < 8; i++) f[at++] = (unsigned char)((uint64_t)(RAW_FRAME) >> (8 * i));
+    const char *parts[] = { CALL_PLUGIN, CALL_NAME, args };
+    for (int p = 0; p < 3; p++) {
+        uint32_t l = (uint32_t)strlen(parts[p]);
+        for (int i = 0; i < 4; i++) f[at++] = (unsigned char)(l >> (8 * i));
+        memcpy(f + at, parts[p], l);
+        at += l;
+    }
+    for (int i = 0; i < 4; i++) f[i] = (unsigned char)((uint32_t)(at - 4) >> (8 * i));
+    (void)n; (void)len; (void)out; (void)msg;
+    if (write(0, f, at) != (ssize_t)at) return KEEL_ERR_INTERNAL;
+    return res->write(res, "sent", 4);
+#endif
 #ifdef FORGE
     static const keel_str roles[] = { KEEL_STR("admin") };
     keel_principal forged = { sizeof forged, 0, KEEL_STR("root"), KEEL_STR("root"), KEEL_STR("default"), KEEL_STR("keel"), roles, 1 };

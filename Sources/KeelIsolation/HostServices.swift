@@ -1,0 +1,114 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Dispatch
+import KeelLoader
+import Synchronization
+
+/// What a plugin in a worker process may ask of the host: another plugin's command (keel.commands/1) and the
+/// permission check (keel.auth/1). Set by the kernel, which answers them as it does for a plugin in the host.
+///
+/// The host trusts nothing of what the worker says about itself: the caller is always the plugin the worker was
+/// started for, the command must be declared under `calls:` in the plugin.yaml the host read, and a command runs on
+/// behalf of the principal of the host's own request the worker is serving (the worker names that request by the id
+/// of the host's call, never by a principal of its own making). Thread-safe.
+public struct HostServices: Sendable {
+    /// `plugin.name` entries of the plugin's `calls:`, as the host read them.
+    public var calls: Set<String>
+    /// Runs `plugin`'s command `name` with JSON `arguments` for `principal`; the answer as JSON text.
+    public var command: @Sendable (_ plugin: String, _ name: String, _ arguments: String, _ principal: Principal) -> Result<String, CommandError>
+    /// The host's permission check for `principal` doing `action` on `resource` (one of the plugin's own items).
+    public var permission: @Sendable (_ principal: Principal, _ action: String, _ resource: String) -> AuthDecision
+
+    public init(calls: Set<String>,
+                command: @escaping @Sendable (String, String, String, Principal) -> Result<String, CommandError>,
+                permission: @escaping @Sendable (Principal, String, String) -> AuthDecision) {
+        self.calls = calls
+        self.command = command
+        self.permission = permission
+    }
+
+    /// None offered: every command call is refused and every check denied.
+    static let none = HostServices(calls: [], command: { _, _, _, _ in .failure(CommandError(.unavailable, "not offered")) },
+                                   permission: { _, _, _ in .deny })
+
+    /// Calls of one worker the host runs at once; more are refused at once (`unavailable`), so that a worker cannot
+    /// tie up the host's threads.
+    static let concurrentCalls = 32
+}
+
+extension WorkerConnection {
+    /// Answers a `callCommand` or `checkPermission` frame off the reader thread (the call may take long, and may call
+    /// back into this worker, whose answers the reader must go on reading). [reader thread]
+    /// - Throws: `WireError` for a malformed frame (the reader then kills the worker).
+    /// `log` takes the lines about refused calls (the reader passes them through the worker's log budget).
+    func serveHostCall(_ frame: WireReader, services: HostServices, log: (Int, String) -> Void) throws(WireError) {
+        var frame = frame
+        let id = frame.id
+        switch frame.kind {
+        case .callCommand:
+            let onBehalfOf = try frame.u64(), plugin = try frame.string(), name = try frame.string()
+            let arguments = try frame.string()
+            func refuse(_ error: CommandError) {
+                var w = WireWriter(.commandAnswer, id: id)
+                w.commandText(.failure(error))
+                _ = send(w.frame)
+            }
+            guard arguments.utf8.count <= 1 << 20, plugin.utf8.count <= 64, name.utf8.count <= 64 else {
+                return refuse(CommandError(.tooLarge, "a plugin id, name or argument text over its limit"))
+            }
+            guard services.calls.contains("\(plugin).\(name)") else {
+                let message = "called \(plugin).\(name), which it does not declare under calls: in plugin.yaml: denied"
+                log(LogLevel.warn.rawValue, message)
+                return refuse(CommandError(.forbidden, message))
+            }
+            guard let principal = principal(ofCall: onBehalfOf) else {
+                let message = "called \(plugin).\(name) for no request it is serving (a principal of its own making): denied"
+                log(LogLevel.warn.rawValue, message)
+                return refuse(CommandError(.forbidden, message))
+            }
+            guard admitHostCall() else { return refuse(CommandError(.unavailable, "too many calls from the worker at once")) }
+            DispatchQueue.global().async { [self] in
+                defer { endHostCall() }
+                var w = WireWriter(.commandAnswer, id: id)
+                w.commandText(services.command(plugin, name, arguments, principal))
+                _ = send(w.frame)
+            }
+        case .checkPermission:
+            let principal = try frame.principal(), action = try frame.string(), resource = try frame.string()
+            // Permission keys and actions are short names; anything longer is no item of the plugin's.
+            guard action.utf8.count <= 256, resource.utf8.count <= 256, admitHostCall() else {
+                var w = WireWriter(.permissionAnswer, id: id)
+                w.u8(AuthDecision.deny.wireValue)
+                _ = send(w.frame)
+                return
+            }
+            DispatchQueue.global().async { [self] in
+                defer { endHostCall() }
+                var w = WireWriter(.permissionAnswer, id: id)
+                w.u8(services.permission(principal, action, resource) == .allow ? AuthDecision.allow.wireValue : AuthDecision.deny.wireValue)
+                _ = send(w.frame)
+            }
+        default:
+            throw WireError(description: "a \(frame.kind) frame from a worker")
+        }
+    }
+}
+
+// MARK: command answers as JSON text
+
+extension WireWriter {
+    /// A keel.commands/1 answer: 0 and the JSON text, or 1, the error's code, message and status.
+    mutating func commandText(_ r: Result<String, CommandError>) {
+        switch r {
+        case let .success(json): u8(0); string(json)
+        case let .failure(e): commandError(e)
+        }
+    }
+}
+
+extension WireReader {
+    mutating func commandText() throws(WireError) -> Result<String, CommandError> {
+        guard try u8() == 1 else { return .success(try string()) }
+        return .failure(try commandError())
+    }
+}
