@@ -48,14 +48,14 @@ struct ObservabilityTests {
 
         let handled = try await Self.eventually { () -> [[String: Any]]? in
             let lines = Self.jsonLines(server.errors.value) { ($0["message"] as? String) == "handling /ping" }
-            return lines.count == 2 ? lines : nil
+            return lines.count == 3 ? lines : nil
         }
         let lines = try #require(handled, "stderr: \(server.errors.value)")
         for line in lines {
             #expect(line["plugin"] as? String == "chatty" && line["level"] as? String == "warning", "\(line)")
             #expect((line["generation"] as? Int ?? 0) >= 1 && line["ts"] is String && line["label"] as? String == "keel", "\(line)")
         }
-        #expect(lines.map { $0["request_id"] as? String } == ["trace-4711.a", made], "\(lines)")
+        #expect(lines.map { $0["request_id"] as? String } == ["trace-4711.a", made, again], "\(lines)")
         // Every line the server wrote to stderr is JSON.
         let stderr = server.errors.value.split(separator: "\n")
         #expect(!stderr.isEmpty && stderr.allSatisfy { (try? JSONSerialization.jsonObject(with: Data($0.utf8))) is [String: Any] },
