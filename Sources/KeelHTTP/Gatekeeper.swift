@@ -46,8 +46,8 @@ struct Gatekeeper: Sendable {
     /// The caller of `request`, or a thrown 403 when an authenticate hook failed.
     /// - Parameter pluginID: the plugin whose route the request is for (page sessions count there only).
     func identify(_ request: Request, snapshot: Snapshot, pluginID: String? = nil) throws -> Caller {
-        var tickets: [String] = [], isAdmin = false
-        var seen = pluginRequest(request, isAdmin: &isAdmin, pageTickets: &tickets)
+        var tickets: [String] = [], isAdmin = false, tenant: String?
+        var seen = pluginRequest(request, isAdmin: &isAdmin, pageTickets: &tickets, tenant: &tenant)
         if isAdmin {
             seen.principal = Self.admin
             return Caller(principal: Self.admin, isAdmin: true, seen: seen)
@@ -56,7 +56,7 @@ struct Gatekeeper: Sendable {
             seen.principal = principal
             return Caller(principal: principal, isAdmin: false, seen: seen)
         }
-        switch kernel.access.identify(seen, tenant: request.headers[Self.tenantHeader], snapshot: snapshot) {
+        switch kernel.access.identify(seen, tenant: tenant, snapshot: snapshot) {
         case let .success(principal):
             seen.principal = principal
             return Caller(principal: principal, isAdmin: false, seen: seen)
@@ -93,12 +93,20 @@ struct Gatekeeper: Sendable {
     /// The request as plugins see it (no body: hooks decide on headers, path and method), without the host's own
     /// credentials: every `Authorization` header that carries the admin token (in whatever position, so a second
     /// header cannot smuggle it past), and the `keel_page` cookie, whose values go to `pageTickets`. `isAdmin` is
-    /// set when the first `Authorization` header is the admin token (the one the host honours).
-    func pluginRequest(_ request: Request, isAdmin: inout Bool, pageTickets: inout [String]) -> PluginRequest {
+    /// set when the first `Authorization` header is the admin token (the one the host honours). `tenant` gets the
+    /// `X-Keel-Tenant` value (several joined with ", ", as `HTTPFields` reads them); the request id, the
+    /// `X-Request-Id` value likewise. One pass over the headers finds them all.
+    func pluginRequest(_ request: Request, isAdmin: inout Bool, pageTickets: inout [String], tenant: inout String?) -> PluginRequest {
         var headers: [(name: String, value: String)] = []
         headers.reserveCapacity(request.headers.count)
         var firstAuthorization = true
+        var requestID: String?
         for field in request.headers {
+            if field.name == Self.requestIDHeader {
+                requestID = requestID.map { $0 + ", " + field.value } ?? field.value
+            } else if field.name == Self.tenantHeader {
+                tenant = tenant.map { $0 + ", " + field.value } ?? field.value
+            }
             if field.name == .authorization {
                 let admin = presentsAdminToken(field.value)
                 if firstAuthorization { isAdmin = admin }
@@ -113,7 +121,7 @@ struct Gatekeeper: Sendable {
             headers.append((name: field.name.canonicalName, value: field.value))
         }
         return PluginRequest(method: request.method.rawValue, path: request.uri.path, query: request.uri.query ?? "",
-                             headers: headers, requestID: request.headers[Self.requestIDHeader] ?? "")
+                             headers: headers, requestID: requestID ?? "")
     }
 }
 

@@ -60,13 +60,20 @@ struct PluginDispatcher: Sendable {
         var match = match, snapshot = snapshot
         let lanes = gatekeeper.lanes, gatekeeper = self.gatekeeper, first = match, firstSnapshot = snapshot
         // The request's id: the client's X-Request-Id when sane, else the server's. Lines logged while plugin code
-        // runs for this request carry it (RequestScope), and so does the response.
-        let tag = RequestScope.Tag(RequestScope.sane(request.headers[Gatekeeper.requestIDHeader]) ?? RequestIDs.next())
-
-        // Plugin code (the hooks, the handler) runs in the plugin's lane, off the cooperative pool. A request with
-        // neither a length nor a chunked body has none (HTTP/1.1): nothing to wait for, and the request is laid out
-        // for C once, for the authorize hooks and the handler both, in one trip to the lane.
-        let bodiless = request.headers[.contentLength] == nil && request.headers[.transferEncoding] == nil
+        // runs for this request carry it (RequestScope), and so does the response. A request with neither a length
+        // nor a chunked body has none (HTTP/1.1): nothing to wait for, and the request is laid out for C once, for
+        // the authorize hooks and the handler both, in one trip to the lane. One pass over the headers finds both
+        // (several X-Request-Id fields read joined, as `HTTPFields` reads them).
+        // Plugin code (the hooks, the handler) runs in the plugin's lane, off the cooperative pool.
+        var hasBody = false, givenID: String?
+        for field in request.headers {
+            if field.name == .contentLength || field.name == .transferEncoding {
+                hasBody = true
+            } else if field.name == Gatekeeper.requestIDHeader {
+                givenID = givenID.map { $0 + ", " + field.value } ?? field.value
+            }
+        }
+        let bodiless = !hasBody, tag = RequestScope.Tag(RequestScope.sane(givenID) ?? RequestIDs.next())
         var (caller, outcome) = try await lanes.run(match.pluginID) { () throws -> (Gatekeeper.Caller, Result<PluginResponse, PluginCallError>?) in
             try RequestScope.with(tag) { () throws -> (Gatekeeper.Caller, Result<PluginResponse, PluginCallError>?) in
                 // The request as plugins see it is built once and shared by the hooks and the handler.
@@ -131,10 +138,7 @@ struct PluginDispatcher: Sendable {
                 }
             }
             outcome = nil
-            if var response = try respond(result, method: method, path: path, requestID: tag.id) {
-                response.headers[Gatekeeper.requestIDHeader] = tag.id
-                return response
-            }
+            if let response = try respond(result, method: method, path: path, requestID: tag.id) { return response }
             guard attempt < 3 else {
                 gatekeeper.log(LogRecord(level: .error, pluginID: match.pluginID,
                                          message: "\(method) \(path): the plugin kept refusing calls while stopping", requestID: tag.id))
@@ -189,26 +193,37 @@ struct PluginDispatcher: Sendable {
         channel.writeAndFlush(HTTPResponsePart.end(nil)).whenComplete { _ in channel.close(promise: nil) }
     }
 
-    /// The HTTP response for a handler's outcome; nil when the generation it reached stopped admitting calls (a
-    /// reload swapped it out just now) and the request should go to the current one.
+    /// The HTTP response for a handler's outcome, with the request's id as its `X-Request-Id` (any the plugin set is
+    /// dropped); nil when the generation it reached stopped admitting calls (a reload swapped it out just now) and
+    /// the request should go to the current one.
     /// - Throws: `APIError` 500 for a failed handler (details only in the log).
     private func respond(_ outcome: Result<PluginResponse, PluginCallError>, method: String, path: String,
                          requestID: String) throws -> Response? {
         switch outcome {
         case let .success(response):
-            var headers = HTTPFields()
-            headers.reserveCapacity(response.headers.count + 2)
+            // Gathered in an array and added to the fields in one call (each `HTTPFields.append` is a generic call
+            // of its own), with the body's length when the plugin gave none (what `Response.init` would add through
+            // the fields' subscript, at several times the cost).
+            var fields: [HTTPField] = []
+            fields.reserveCapacity(response.headers.count + 4)
+            var hasLength = false
             for h in response.headers {
-                guard let name = HTTPField.Name(h.name), name != .xContentTypeOptions else { continue }
+                guard let name = HTTPField.Name(h.name), name != .xContentTypeOptions, name != Gatekeeper.requestIDHeader else { continue }
                 // The page-session cookie is the host's: a plugin may not plant or overwrite it.
                 if name == .setCookie, h.value.drop(while: { $0 == " " }).hasPrefix(PageSessions.cookieName + "=") { continue }
-                headers.append(HTTPField(name: name, value: h.value))
+                if name == .contentLength { hasLength = true }
+                fields.append(HTTPField(name: name, value: h.value))
             }
             // Plugin content runs in an opaque origin wherever it is opened (in the console's frame or on its own),
             // so its scripts cannot reach the console's storage or credentials. Added after the plugin's own
             // headers: a plugin may tighten its policy with another one (browsers enforce all), never loosen this.
-            headers.append(Self.sandboxField)
-            headers.append(Self.nosniffField)
+            fields.append(Self.sandboxField)
+            fields.append(Self.nosniffField)
+            fields.append(HTTPField(name: Gatekeeper.requestIDHeader, value: requestID))
+            if !hasLength { fields.append(HTTPField(name: .contentLength, value: String(response.body.count))) }
+            var headers = HTTPFields()
+            headers.reserveCapacity(fields.count)
+            headers.append(contentsOf: fields)
             return Response(status: .init(code: response.status), headers: headers,
                             body: ResponseBody(byteBuffer: ByteBuffer(bytes: response.body)))
         case let .failure(error) where error.status == StatusCode.unavailable:

@@ -44,6 +44,35 @@ struct StringArena {
     }
 }
 
+/// Strings copied one after the other into a buffer sized for all of them (`CFrame.withRequest`), each handed out
+/// as a `keel_str` borrowing its bytes; an empty string is `(NULL, 0)`.
+struct FrameStrings {
+    private let buffer: UnsafeMutableRawBufferPointer
+    private var used = 0
+
+    init(_ buffer: UnsafeMutableRawBufferPointer) { self.buffer = buffer }
+
+    /// Copies `s` after the strings before it. The buffer must have room for it (the caller sized it).
+    mutating func add(_ s: String) -> keel_str {
+        let start = used
+        let buffer = self.buffer
+        let copied = s.utf8.withContiguousStorageIfAvailable { utf8 -> Int in
+            UnsafeMutableRawBufferPointer(rebasing: buffer[start..<start + utf8.count]).copyMemory(from: UnsafeRawBufferPointer(utf8))
+            return utf8.count
+        }
+        if let copied {
+            used += copied
+        } else {
+            for byte in s.utf8 {
+                buffer[used] = byte
+                used += 1
+            }
+        }
+        guard used > start, let base = buffer.baseAddress else { return keel_str(ptr: nil, len: 0) }
+        return keel_str(ptr: UnsafePointer((base + start).assumingMemoryBound(to: CChar.self)), len: used - start)
+    }
+}
+
 /// Lays out a principal (and, optionally, a request) as the C structs the ABI defines, valid during `body`.
 enum CFrame {
     struct PrincipalSlots {
@@ -83,42 +112,59 @@ enum CFrame {
         return arena.withStrings { str in slots.withPrincipal(str, body) }
     }
 
+    /// Lays out `r` as a `keel_http_request` valid during `body`: every string copied once into one buffer, the
+    /// header, parameter and role arrays beside it, all in temporary storage (on the stack when small), so that a
+    /// request crosses the boundary without building Swift arrays of slots first.
     static func withRequest<R>(_ r: PluginRequest, _ body: (UnsafePointer<keel_http_request>) -> R) -> R {
-        // Sized for every string it will hold, so that it is allocated once and never grows.
+        // Sized for every string it will hold, so that it never grows.
         let who = r.principal
         let size = r.method.utf8.count + r.path.utf8.count + r.routePath.utf8.count + r.query.utf8.count + r.requestID.utf8.count
             + r.headers.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count }
             + r.parameters.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count }
             + who.id.utf8.count + who.displayName.utf8.count + who.tenant.utf8.count
             + who.authenticatedBy.utf8.count + who.roles.reduce(0) { $0 + $1.utf8.count }
-        var arena = StringArena(capacity: size)
-        let method = arena.add(r.method), path = arena.add(r.path), routePath = arena.add(r.routePath)
-        let query = arena.add(r.query), requestID = arena.add(r.requestID)
-        let headers = r.headers.map { (arena.add($0.name), arena.add($0.value)) }
-        let params = r.parameters.map { (arena.add($0.name), arena.add($0.value)) }
-        let principal = PrincipalSlots(r.principal, &arena)
-        return arena.withStrings { str in
-            let cHeaders = headers.map { keel_http_header(name: str($0.0), value: str($0.1)) }
-            let cParams = params.map { keel_http_header(name: str($0.0), value: str($0.1)) }
-            return principal.withPrincipal(str) { cPrincipal in
-                cHeaders.withUnsafeBufferPointer { h in
-                    cParams.withUnsafeBufferPointer { p in
-                        r.body.withUnsafeBufferPointer { b in
-                            var req = keel_http_request()
-                            req.struct_size = UInt32(MemoryLayout<keel_http_request>.size)
-                            req.method = str(method)
-                            req.path = str(path)
-                            req.route_path = str(routePath)
-                            req.query = str(query)
-                            req.headers = h.baseAddress
-                            req.headers_len = h.count
-                            req.params = p.baseAddress
-                            req.params_len = p.count
-                            req.body = b.count > 0 ? b.baseAddress : nil
-                            req.body_len = b.count
-                            req.principal = cPrincipal
-                            req.request_id = str(requestID)
-                            return withUnsafePointer(to: &req) { body($0) }
+        // The closures below see these (one retain each), not `r`, which they would copy.
+        let headers = r.headers, parameters = r.parameters, roles = who.roles, requestBody = r.body
+        return withUnsafeTemporaryAllocation(byteCount: size, alignment: 1) { bytes in
+            var strings = FrameStrings(bytes)
+            var req = keel_http_request()
+            req.struct_size = UInt32(MemoryLayout<keel_http_request>.size)
+            req.method = strings.add(r.method)
+            req.path = strings.add(r.path)
+            req.route_path = strings.add(r.routePath)
+            req.query = strings.add(r.query)
+            req.request_id = strings.add(r.requestID)
+            var principal = keel_principal()
+            principal.struct_size = UInt32(MemoryLayout<keel_principal>.size)
+            principal.flags = who.isAnonymous ? UInt32(KEEL_PRINCIPAL_ANONYMOUS) : 0
+            principal.id = strings.add(who.id)
+            principal.display_name = strings.add(who.displayName)
+            principal.tenant = strings.add(who.tenant)
+            principal.authenticated_by = strings.add(who.authenticatedBy)
+            return withUnsafeTemporaryAllocation(of: keel_http_header.self, capacity: headers.count) { h in
+                for i in headers.indices {
+                    h.initializeElement(at: i, to: keel_http_header(name: strings.add(headers[i].name), value: strings.add(headers[i].value)))
+                }
+                return withUnsafeTemporaryAllocation(of: keel_http_header.self, capacity: parameters.count) { p in
+                    for i in parameters.indices {
+                        p.initializeElement(at: i, to: keel_http_header(name: strings.add(parameters[i].name),
+                                                                         value: strings.add(parameters[i].value)))
+                    }
+                    return withUnsafeTemporaryAllocation(of: keel_str.self, capacity: roles.count) { cRoles in
+                        for i in roles.indices { cRoles.initializeElement(at: i, to: strings.add(roles[i])) }
+                        principal.roles = UnsafePointer(cRoles.baseAddress)
+                        principal.roles_len = cRoles.count
+                        return withUnsafePointer(to: &principal) { cPrincipal in
+                            requestBody.withUnsafeBufferPointer { b in
+                                req.headers = UnsafePointer(h.baseAddress)
+                                req.headers_len = h.count
+                                req.params = UnsafePointer(p.baseAddress)
+                                req.params_len = p.count
+                                req.body = b.count > 0 ? b.baseAddress : nil
+                                req.body_len = b.count
+                                req.principal = cPrincipal
+                                return withUnsafePointer(to: &req) { body($0) }
+                            }
                         }
                     }
                 }
