@@ -61,7 +61,7 @@ struct DevLoop: Sendable {
     /// The host's files, which a project may hold (`keel dev` run with the default `./plugins`): never sources.
     var hostFiles: [String] {
         let stateFolder = URL(fileURLWithPath: stateFile).deletingLastPathComponent().path
-        return [pluginsDirectory, stateFolder + "/generations"] + ["", "-wal", "-shm", "-journal", ".lock"].map { stateFile + $0 }
+        return [pluginsDirectory, stateFolder + "/generations"] + ["", "-wal", "-shm", "-journal", ".lock", ".manifests", ".activating", ".crash"].map { stateFile + $0 }
     }
 
     var bundle: String { project + "/bundle/" + id }

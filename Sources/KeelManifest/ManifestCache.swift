@@ -86,7 +86,9 @@ public struct ManifestCache: Sendable {
     /// the next start reads the manifests again).
     func save(_ entries: [String: Entry]) -> String? {
         let bytes = Self.encode(entries)
-        let temporary = path + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        // A hidden name beside the cache (file watchers, such as `keel dev`'s, ignore hidden files).
+        let slash = path.lastIndex(of: "/").map { path.index(after: $0) } ?? path.startIndex
+        let temporary = String(path[..<slash]) + "." + String(path[slash...]) + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard fd >= 0 else { return "\(path): cannot be written (\(String(cString: strerror(errno)))); the next start reads the manifests again" }
         // No fsync: a cache lost in a power cut is rebuilt; one cut short fails its checksum and is rebuilt.
