@@ -1,7 +1,6 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
 import Foundation
-import KeelManifest
 import Synchronization
 
 /// Why a plugin folder could not be scanned: one line naming the folder and the reason.
