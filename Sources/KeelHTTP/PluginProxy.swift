@@ -151,7 +151,23 @@ final class PluginProxy: Sendable {
                                                                   timeout: .nanoseconds(Int64(proxy.timeout * 1e9)), on: loop)
                 switch answerBody {
                 case let .streamed(stream):
-                    return answerResponse(status: answer.status.code, headers: answer.headers, body: ResponseBody(asyncSequence: stream))
+                    // An answer cut after its head reaches the client as a closed connection; the log says why.
+                    let gatekeeper = self.gatekeeper, prefix = proxy.prefix, upstream = proxy.upstream
+                    let body = ResponseBody { writer in
+                        var sent = 0
+                        do {
+                            for try await chunk in stream {
+                                sent += chunk.readableBytes
+                                try await writer.write(chunk)
+                            }
+                        } catch {
+                            gatekeeper.log(LogRecord(level: .warn, pluginID: pluginID,
+                                                     message: "proxy \(prefix) → \(upstream): the answer was cut after \(sent) bytes of its body: \(error)"))
+                            throw error
+                        }
+                        try await writer.finish(nil)
+                    }
+                    return answerResponse(status: answer.status.code, headers: answer.headers, body: body)
                 case let .complete(bytes) where bytes.readableBytes > 0 || answer.headers.contains(name: "content-length"):
                     // Head, body and end go to the client in one write.
                     return answerResponse(status: answer.status.code, headers: answer.headers, body: ResponseBody(byteBuffer: bytes))

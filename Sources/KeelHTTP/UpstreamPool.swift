@@ -6,13 +6,21 @@ import NIOPosix
 import Synchronization
 
 /// Why an exchange with a plain-http upstream failed.
-enum UpstreamFailure: Error, Sendable {
+enum UpstreamFailure: Error, Sendable, CustomStringConvertible {
     /// No response head within the timeout.
     case timeout
     /// Refused, dropped, or not HTTP (e.g. a response head over the decoder's limits). `reused`: it happened on a
     /// kept-alive connection before any of the answer arrived, so a request without a body may be sent once more on a
-    /// new connection (the upstream may have closed the idle connection just as it was taken).
-    case unavailable(reused: Bool)
+    /// new connection (the upstream may have closed the idle connection just as it was taken). `cause`: what happened,
+    /// for the log.
+    case unavailable(reused: Bool, cause: String)
+
+    var description: String {
+        switch self {
+        case .timeout: "no answer within the timeout"
+        case let .unavailable(_, cause): cause
+        }
+    }
 }
 
 /// The body of an upstream's answer, as it arrives; reading it slowly slows the upstream connection down.
@@ -63,8 +71,8 @@ final class UpstreamPool: Sendable {
             let (channel, reused) = try await checkout(Key(host: host, port: port, loop: ObjectIdentifier(loop)), on: loop)
             let exchange = Exchange(head: head, bodyless: body == nil, timeout: timeout, reused: reused,
                                     promise: channel.eventLoop.makePromise())
-            channel.writeAndFlush(UpstreamConnection.Outbound.start(exchange)).whenFailure { _ in
-                exchange.fail(.unavailable(reused: reused))
+            channel.writeAndFlush(UpstreamConnection.Outbound.start(exchange)).whenFailure { error in
+                exchange.fail(.unavailable(reused: reused, cause: "the request could not be sent: \(error)"))
             }
             if let body {
                 Task {
@@ -76,7 +84,7 @@ final class UpstreamPool: Sendable {
                     } catch { channel.close(promise: nil) }
                 }
             }
-            do { return try await exchange.promise.futureResult.get() } catch UpstreamFailure.unavailable(reused: true) where attempt == 1 && body == nil {
+            do { return try await exchange.promise.futureResult.get() } catch UpstreamFailure.unavailable(reused: true, _) where attempt == 1 && body == nil {
                 continue
             }
         }
@@ -106,7 +114,7 @@ final class UpstreamPool: Sendable {
                 }
                 .connect(host: key.host, port: key.port).get()
             return (channel, false)
-        } catch { throw UpstreamFailure.unavailable(reused: false) }
+        } catch { throw UpstreamFailure.unavailable(reused: false, cause: "cannot connect: \(error)") }
     }
 
     private func checkin(_ channel: any Channel, key: Key) {
@@ -215,7 +223,8 @@ final class UpstreamConnection: ChannelDuplexHandler, @unchecked Sendable {
         switch unwrapOutboundIn(data) {
         case let .start(exchange):
             guard self.exchange == nil else {
-                exchange.fail(.unavailable(reused: exchange.reused))
+                exchange.fail(.unavailable(reused: exchange.reused, cause: "the connection was still busy"))
+                promise?.fail(ChannelError.inappropriateOperationForState)
                 return
             }
             idleTimer?.cancel()
@@ -270,7 +279,7 @@ final class UpstreamConnection: ChannelDuplexHandler, @unchecked Sendable {
             }
             exchange.responseDone = true
             exchange.source?.finish()
-            if exchange.requestDone { finish(context) } else { close(context) }
+            if exchange.requestDone { finish(context) } else { close(context, cause: "answered before the request was sent whole") }
         }
     }
 
@@ -298,11 +307,13 @@ final class UpstreamConnection: ChannelDuplexHandler, @unchecked Sendable {
 
     /// A reset on a kept-alive connection before the answer may be retried; an answer that is not HTTP may not.
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        close(context, retry: !(error is HTTPParserError))
+        close(context, retry: !(error is HTTPParserError), cause: error is HTTPParserError ? "not an HTTP answer (\(error))" : "\(error)")
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        if let exchange { fail(exchange, .unavailable(reused: exchange.reused && !exchange.headArrived)) }
+        if let exchange {
+            fail(exchange, .unavailable(reused: exchange.reused && !exchange.headArrived, cause: "the upstream closed the connection"))
+        }
         idleTimer?.cancel()
         onClose(context.channel)
         context.fireChannelInactive()
@@ -312,7 +323,7 @@ final class UpstreamConnection: ChannelDuplexHandler, @unchecked Sendable {
     private func finish(_ context: ChannelHandlerContext) {
         exchange = nil
         unpause(context)
-        guard keepAlive else { return close(context) }
+        guard keepAlive else { return close(context, cause: "not kept alive") }
         let channel = context.channel
         idleTimer = context.eventLoop.scheduleTask(in: idleTimeout) { channel.close(promise: nil) }
         onIdle(channel)
@@ -321,13 +332,14 @@ final class UpstreamConnection: ChannelDuplexHandler, @unchecked Sendable {
     private func fail(_ exchange: Exchange, _ failure: UpstreamFailure) {
         exchange.fail(failure)
         guard self.exchange === exchange, let context else { return }
-        close(context)
+        close(context, cause: failure.description)
     }
 
-    private func close(_ context: ChannelHandlerContext, retry: Bool = false) {
+    /// Closes the connection; the exchange in progress, if any, fails with `cause`.
+    private func close(_ context: ChannelHandlerContext, retry: Bool = false, cause: String) {
         let current = exchange
         exchange = nil
-        current?.fail(.unavailable(reused: retry && current?.reused == true && current?.headArrived == false))
+        current?.fail(.unavailable(reused: retry && current?.reused == true && current?.headArrived == false, cause: cause))
         context.close(promise: nil)
     }
 
@@ -347,6 +359,6 @@ final class UpstreamConnection: ChannelDuplexHandler, @unchecked Sendable {
     /// The answer's reader stopped before its end (the client went away): the rest of the answer is not wanted.
     fileprivate func readerGone(_ exchange: Exchange) {
         guard self.exchange === exchange, !exchange.responseDone, let context else { return }
-        close(context)
+        close(context, cause: "the client stopped reading the answer")
     }
 }

@@ -169,7 +169,8 @@ struct ProxyStreamingTests {
             }
             try await Task.sleep(for: .milliseconds(200))
         }
-        #expect(peers.count == 4 && Set(peers).count < 4, "a new upstream connection per request: \(peers) \(answers)")
+        #expect(peers.count == 4 && Set(peers).count < 4,
+                "a new upstream connection per request: \(peers) \(answers); the server said: \(server.errors.value.suffix(2000))")
 
         // Decoded characters stay inside their segment; an encoded '?', '#' or line break is refused before routing.
         let encoded = try await server.request("GET", "/ext/app/ui/a%20b%C3%A9;x=1?q=%0D%0A")
