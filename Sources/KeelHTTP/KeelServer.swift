@@ -132,7 +132,8 @@ public struct KeelServer: Sendable {
         builtinRoutes(router)
         let responder = KeelResponder(router: router.buildResponder())
         var logger = Logger(label: "keel.http")
-        logger.logLevel = .warning
+        // KEEL_HTTP_LOG=debug|trace: why connections end (a debugging aid; the default logs warnings only).
+        logger.logLevel = ProcessInfo.processInfo.environment["KEEL_HTTP_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
         let idle = configuration.idleTimeout.components
         let http1 = HTTP1Channel.Configuration(
             additionalChannelHandlers: [limiter.handler()],

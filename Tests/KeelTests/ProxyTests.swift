@@ -121,7 +121,8 @@ struct ProxyStreamingTests {
             """, library: nil)
         let keel = TestEnvironment.binPath + "/keel"
         #expect(try TestEnvironment.run(keel, ["plugins", "enable", "app", "--plugins", f.plugins, "--state", f.state]).status == 0)
-        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch"])
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch"],
+                                       environment: ["KEEL_HTTP_LOG": "trace"])
         defer { server.stop() }
 
         // Streamed: "first" reaches the client while the app still waits (for the marker) to send "second".
@@ -150,7 +151,9 @@ struct ProxyStreamingTests {
         setsockopt(kept, SOL_SOCKET, SO_RCVTIMEO, &patience, socklen_t(MemoryLayout<timeval>.size))
         var peers: [Int] = [], answers = ""
         var chunk = [UInt8](repeating: 0, count: 4096)
+        let keptPort = RawHTTP.localPort(kept)
         for letter in ["a", "b", "c", "d"] {
+            if RawHTTP.localPort(kept) != keptPort { answers += "[\(letter): the descriptor is no longer this connection's: port \(RawHTTP.localPort(kept)) not \(keptPort)]" }
             RawHTTP.send(kept, "GET /ext/app/ui/\(letter) HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             var answer = ""
             let asked = ContinuousClock.now
