@@ -2,7 +2,7 @@
 //
 // The isolation section: the same plugin route served in-process and from a worker process (`isolation: process`),
 // by one server, in alternating pairs (ABBA), as ratios of throughput and p99; the worker's start time (enable with
-// isolation, against enable in-process) and its memory (the worker's RSS).
+// isolation, against enable in-process), its memory (the worker's RSS) and the CPU per request of host and worker.
 //
 // The worker is this binary in its `worker` mode (see main.swift), which runs the same `WorkerMain` as `keel worker`.
 
