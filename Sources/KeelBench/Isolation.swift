@@ -2,7 +2,7 @@
 //
 // The isolation section: the same plugin route served in-process and from a worker process (`isolation: process`),
 // by one server, in alternating pairs (ABBA), as ratios of throughput and p99; the worker's start time (enable with
-// isolation, against enable in-process) and its memory (the worker's RSS).
+// isolation, against enable in-process), its memory (the worker's RSS) and the CPU per request of host and worker.
 //
 // The worker is this binary in its `worker` mode (see main.swift), which runs the same `WorkerMain` as `keel worker`.
 
@@ -59,6 +59,21 @@ func isolationBenchmarks() async throws {
                     baseline: String(format: "%.0f req/s", median(pairs.map(\.a.rps))), ratio: rps, target: "≥ 0.6", met: rps >= 0.6))
     rows.append(Row(name: "HTTP p99 latency, plugin route in a worker vs in-process", measured: String(format: "%.2f ms", median(pairs.map(\.b.p99ms))),
                     baseline: String(format: "%.2f ms", median(pairs.map(\.a.p99ms))), ratio: p99, target: "≤ 2", met: p99 <= 2))
+    // CPU per request (user + system): this process, and for the worker route the worker process too; less noisy
+    // on a shared machine than the rates above.
+    let workerPID = try await workerHost.plugin("bench").workerPID
+    func cpuPerRequest(_ url: String, worker: Int32?) -> (host: Double, worker: Double) {
+        let hostBefore = processCPUSeconds(), workerBefore = worker.flatMap(childCPUSeconds) ?? 0
+        let run = wrk(url, seconds: seconds)
+        let requests = max(run.rps * Double(seconds), 1)
+        let hostUsed = processCPUSeconds() - hostBefore, workerUsed = (worker.flatMap(childCPUSeconds) ?? 0) - workerBefore
+        return (hostUsed / requests * 1e6, workerUsed / requests * 1e6)
+    }
+    let cpuIn = cpuPerRequest(inURL, worker: nil), cpuWorker = cpuPerRequest(workerURL, worker: workerPID)
+    let cpuTotal = cpuWorker.host + cpuWorker.worker
+    rows.append(Row(name: "CPU per request, worker route (host + worker) vs in-process",
+                    measured: String(format: "%.1f+%.1f µs", cpuWorker.host, cpuWorker.worker),
+                    baseline: String(format: "%.1f µs", cpuIn.host), ratio: cpuTotal / cpuIn.host, target: "report", met: nil))
     await inServer.stop()
     await workerServer.stop()
     await inProcessHost.shutdown()
@@ -70,4 +85,21 @@ func residentKiB(_ pid: Int32) -> Int? {
     guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
           let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }) else { return nil }
     return Int(line.split(separator: " ").dropFirst().first ?? "")
+}
+
+/// CPU time (user + system) this process used so far, in seconds.
+func processCPUSeconds() -> Double {
+    var usage = rusage()
+    getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
+    return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
+}
+
+/// CPU time (user + system) process `pid` used so far, in seconds (from /proc/pid/stat), or nil.
+func childCPUSeconds(_ pid: Int32) -> Double? {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+          let close = stat.lastIndex(of: ")") else { return nil }
+    // After the command's closing parenthesis: state is field 3, utime 14 and stime 15.
+    let fields = stat[stat.index(after: close)...].split(separator: " ")
+    guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
+    return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
 }

@@ -33,19 +33,26 @@ struct WireError: Error, CustomStringConvertible {
 }
 
 /// Frames read from a socket through a buffer: one `read` usually brings several small frames, or a whole one.
+/// The buffer is kept from read to read (grown for a large frame, never zero-filled); each frame is copied out once.
 /// Not thread-safe: one reader at a time (callers serialise).
-struct FrameSource {
+final class FrameSource {
     let socket: Int32
-    private var buffer: [UInt8] = []
-    private var start = 0
+    private var buffer: UnsafeMutableRawBufferPointer
+    /// The unread bytes are `start..<end`.
+    private var start = 0, end = 0
 
-    init(socket: Int32) { self.socket = socket }
+    init(socket: Int32) {
+        self.socket = socket
+        buffer = .allocate(byteCount: 65536, alignment: 8)
+    }
+
+    deinit { buffer.deallocate() }
 
     /// The next frame (without its length), or nil at the end of the stream, on a read error, or when the other
     /// side sent a length out of bounds (`malformed` is then set).
-    mutating func next() -> [UInt8]? {
+    func next() -> [UInt8]? {
         while true {
-            let available = buffer.count - start
+            let available = end - start
             if available >= 4 {
                 let length = Int(buffer[start]) | Int(buffer[start + 1]) << 8 | Int(buffer[start + 2]) << 16
                     | Int(buffer[start + 3]) << 24
@@ -55,22 +62,43 @@ struct FrameSource {
                 }
                 if available >= 4 + length {
                     defer { start += 4 + length }
-                    return Array(buffer[(start + 4)..<(start + 4 + length)])
+                    return Array(UnsafeRawBufferPointer(rebasing: buffer[(start + 4)..<(start + 4 + length)]))
                 }
+                // Room for the whole frame, and a read's worth more.
+                if 4 + length > buffer.count - start { makeRoom(for: 4 + length) }
             }
-            // Keep what is left at the front, then read more.
-            if start > 0 {
-                buffer.removeSubrange(0..<start)
+            if start == end {
                 start = 0
+                end = 0
+            } else if buffer.count - end < 4096 {
+                makeRoom(for: max(available, 4))
             }
-            let old = buffer.count
-            buffer.append(contentsOf: repeatElement(0, count: 65536))
-            let n = buffer.withUnsafeMutableBytes { Glibc.read(socket, $0.baseAddress! + old, 65536) }
-            buffer.removeSubrange((old + max(n, 0))...)
-            if n > 0 { continue }
+            guard let base = buffer.baseAddress else { return nil }
+            let n = Glibc.read(socket, base + end, buffer.count - end)
+            if n > 0 {
+                end += n
+                continue
+            }
             if n < 0 && errno == EINTR { continue }
             return nil
         }
+    }
+
+    /// Moves the unread bytes to the front, into a larger buffer when `needed` bytes (from `start`) do not fit.
+    private func makeRoom(for needed: Int) {
+        let available = end - start
+        if needed + 4096 > buffer.count {
+            let larger = UnsafeMutableRawBufferPointer.allocate(byteCount: max(needed + 65536, buffer.count * 2), alignment: 8)
+            if available > 0, let to = larger.baseAddress, let from = buffer.baseAddress {
+                to.copyMemory(from: from + start, byteCount: available)
+            }
+            buffer.deallocate()
+            buffer = larger
+        } else if start > 0, let base = buffer.baseAddress {
+            memmove(base, base + start, available)
+        }
+        start = 0
+        end = available
     }
 
     /// The other side sent a frame length out of bounds.
@@ -90,12 +118,13 @@ struct WireWriter {
         u64(id)
     }
 
-    /// The finished frame, its length in place.
+    /// The finished frame, its length in place (written into the buffer, so that the bytes are not copied).
     var frame: [UInt8] {
-        var out = buffer
-        let n = UInt32(out.count - 4)
-        for i in 0..<4 { out[i] = UInt8(truncatingIfNeeded: n >> (8 * UInt32(i))) }
-        return out
+        mutating get {
+            let n = UInt32(buffer.count - 4)
+            for i in 0..<4 { buffer[i] = UInt8(truncatingIfNeeded: n >> (8 * UInt32(i))) }
+            return buffer
+        }
     }
 
     mutating func u8(_ v: UInt8) { buffer.append(v) }

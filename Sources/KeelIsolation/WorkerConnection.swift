@@ -26,7 +26,9 @@ final class WorkerConnection: Sendable {
     let pid: pid_t
     private let socket: Int32
     private let pending = Mutex(Pending())
-    private let writing = Mutex(())
+    /// Held while a frame is written: a lock that sleeps at once (a pthread mutex), since the holder is in a system
+    /// call that may block (`Mutex` spins first).
+    private let writing = NSLock()
     /// Set by a call that got its answer: the worker has served since it started (for the restart back-off).
     let served = Atomic<Bool>(false)
 
@@ -41,7 +43,8 @@ final class WorkerConnection: Sendable {
     /// the lock) finishes it, exactly once, through `finish`. `@unchecked` because `answer` is written once, before
     /// `done` is signalled, and read only after the wait.
     private final class Slot: @unchecked Sendable {
-        let done = DispatchSemaphore(value: 0)
+        /// For a thread's call only (an async call resumes `continuation`, and needs no semaphore).
+        let done: DispatchSemaphore?
         var answer: Result<WireReader, Failure> = .failure(.crashed("no answer"))
         /// Set for an async call, before the slot is registered.
         var continuation: CheckedContinuation<Result<WireReader, Failure>, Never>?
@@ -51,12 +54,14 @@ final class WorkerConnection: Sendable {
         /// For a `handle` call: the request's principal, the only one the worker may act for while it serves it.
         var principal: Principal?
 
+        init(waiting: Bool) { done = waiting ? DispatchSemaphore(value: 0) : nil }
+
         func finish(_ result: Result<WireReader, Failure>) {
             if let continuation {
                 continuation.resume(returning: result)
             } else {
                 answer = result
-                done.signal()
+                done?.signal()
             }
         }
     }
@@ -118,7 +123,7 @@ final class WorkerConnection: Sendable {
     /// Sends a call and waits for its answer, at most `timeout` seconds (then the worker is killed). `principal`:
     /// the request's, for a `handle` call (see `principal(ofCall:)`).
     func call(_ frame: (UInt64) -> [UInt8], timeout: Double, principal: Principal? = nil) -> Result<WireReader, Failure> {
-        let slot = Slot()
+        let slot = Slot(waiting: true)
         slot.principal = principal
         let registered: Result<UInt64, Failure> = pending.withLock { p in
             if let ended = p.ended { return .failure(.crashed(ended)) }
@@ -134,13 +139,13 @@ final class WorkerConnection: Sendable {
         }
         guard send(frame(id)) else {
             kill(pid, SIGKILL)
-            _ = slot.done.wait(timeout: .now() + 5)
+            _ = slot.done?.wait(timeout: .now() + 5)
             return pending.withLock { p in
                 p.slots[id] = nil
                 return .failure(.crashed(p.ended ?? "the worker stopped reading"))
             }
         }
-        guard slot.done.wait(timeout: .now() + timeout) == .success else {
+        guard slot.done?.wait(timeout: .now() + timeout) == .success else {
             pending.withLock { _ = $0.slots.removeValue(forKey: id) }
             kill(pid, SIGKILL)
             return .failure(.timedOut(timeout))
@@ -153,7 +158,7 @@ final class WorkerConnection: Sendable {
     /// no thread waits. The write itself is one `send` on a socket the worker drains.
     func call(_ frame: (UInt64) -> [UInt8], timeout: Double, principal: Principal? = nil) async -> Result<WireReader, Failure> {
         let answer = await withCheckedContinuation { (continuation: CheckedContinuation<Result<WireReader, Failure>, Never>) in
-            let slot = Slot()
+            let slot = Slot(waiting: false)
             slot.principal = principal
             slot.continuation = continuation
             slot.deadline = Self.monotonic() + timeout
@@ -210,7 +215,7 @@ final class WorkerConnection: Sendable {
     /// Writes one frame whole; false when the worker is gone or stopped reading for longer than a write may block
     /// (`SO_SNDTIMEO`). Never raises SIGPIPE in the host.
     func send(_ frame: [UInt8]) -> Bool {
-        writing.withLock { _ in
+        writing.withLock {
             frame.withUnsafeBytes { bytes in
                 guard let base = bytes.baseAddress else { return true }
                 var offset = 0
@@ -253,7 +258,7 @@ final class WorkerConnection: Sendable {
     private func read(_ handlers: Handlers) {
         var reason = "closed its socket"
         var violated = false
-        var source = FrameSource(socket: socket)
+        let source = FrameSource(socket: socket)
         var logs = LogBudget(now: Self.monotonic())
         while let body = source.next() {
             do throws(WireError) {

@@ -42,10 +42,15 @@ public enum WorkerMain {
 /// permission check) is woken by a reader. Its state is set once by `activate`, before the host sends any call.
 final class WorkerServer: @unchecked Sendable {
     // `@unchecked`: `library`, `context` and `contributions` are written once, by `activate`, before its answer is
-    // sent; the host sends no call before that answer, and calls only read them.
+    // sent; the host sends no call before that answer, and calls only read them. `source` is used under `reading`.
     let socket: Int32
-    let writing = Mutex(())
-    let reading: Mutex<FrameSource>
+    /// The write side and the read side, each taken by one thread at a time. Locks that sleep at once (`NSLock`, a
+    /// pthread mutex), not `Mutex`: the reader holds its lock while it blocks in `read` for the host's next call,
+    /// and a `Mutex` spins before it sleeps, so the waiting threads burned more CPU than the calls themselves.
+    let writing = NSLock()
+    private let reading = NSLock()
+    /// Read only under `reading` (hence `@unchecked` above too).
+    private var source: FrameSource
     var library: PluginLibrary?
     var context: ActivationContext?
     var contributions = Contributions()
@@ -63,14 +68,14 @@ final class WorkerServer: @unchecked Sendable {
 
     init(socket: Int32) {
         self.socket = socket
-        reading = Mutex(FrameSource(socket: socket))
+        source = FrameSource(socket: socket)
     }
 
     /// Reads and runs frames until the host ends the worker; the first thread starts the others once activated.
     func serve() {
         while true {
             readers.add(1, ordering: .relaxed)
-            let body = reading.withLock { $0.next() }
+            let body = reading.withLock { source.next() }
             let stillReading = readers.subtract(1, ordering: .relaxed).newValue
             guard let body, let frame = try? WireReader(frame: body) else { exit(0) }
             switch frame.kind {
@@ -217,7 +222,7 @@ final class WorkerServer: @unchecked Sendable {
     // MARK: the socket
 
     func send(_ frame: [UInt8]) {
-        let ok = writing.withLock { _ in frame.withUnsafeBytes { SystemFile.writeAll(socket, $0) } }
+        let ok = writing.withLock { frame.withUnsafeBytes { SystemFile.writeAll(socket, $0) } }
         if !ok { exit(0) }
     }
 }

@@ -80,7 +80,10 @@ public final class WorkerSupervisor: RemoteCalls, Sendable {
         }
         spare?.terminate()
         guard let connection, connection.isRunning else { return nil }
-        let answer = connection.call({ id in WireWriter(.deactivate, id: id).frame }, timeout: drainTimeout + 1)
+        let answer = connection.call({ id in
+            var w = WireWriter(.deactivate, id: id)
+            return w.frame
+        }, timeout: drainTimeout + 1)
         defer { connection.terminate() }
         switch answer {
         case var .success(frame):
