@@ -71,6 +71,20 @@ struct MetricsTests {
         #expect(!text.contains("ada") && !text.contains("nowhere") && !text.contains("/greet/secret"))
     }
 
+    @Test("an authenticate hook over the hook budget is counted per plugin and hook; the request it was asked about is denied")
+    func hookOverrun() async throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("sluggish", defines: ["AUTH_MODE=1", "SLOW_HOOK_MS=300"], capabilities: ["routes", "authenticate"])
+        let at = ["--plugins", f.plugins, "--state", f.state]
+        try TestEnvironment.grantSensitive("sluggish", plugins: f.plugins, state: f.state, capabilities: ["authenticate"])
+        #expect(try TestEnvironment.run(TestEnvironment.binPath + "/keel", ["plugins", "enable", "sluggish"] + at).status == 0)
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch", "--hook-budget-ms", "100"])
+        defer { server.stop() }
+        #expect(try await server.request("GET", "/ext/sluggish/ping").status == 403)
+        let text = try await server.request("GET", "/metrics", admin: true).text
+        #expect(Self.sample(text, "keel_hook_budget_overruns_total", ["plugin": "sluggish", "hook": "bearer"]) == 1, "\(text)")
+    }
+
     @Test("--no-metrics: nothing is measured and GET /metrics is 404")
     func off() async throws {
         let f = KernelFixture()
