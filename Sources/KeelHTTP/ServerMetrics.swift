@@ -30,7 +30,7 @@ import Synchronization
 /// | `keel_plugin_reload_duration_seconds` | histogram | plugin |
 /// | `keel_plugin_activation_duration_seconds` | histogram | plugin (activations while the server runs) |
 /// | `keel_plugin_last_activation_seconds` | gauge | plugin (its last activation, start-up included) |
-/// | `keel_plugins` | gauge | state (`installed`, `enabled`, `disabled`, `failed`, `missing`), set at each scrape |
+/// | `keel_plugins` | gauge | state (every `PluginStatus`: `installed`, `enabled`, `disabled`, `failed`, `missing`, ...), set at each scrape |
 /// | `keel_open_connections` | gauge | none, set at each scrape |
 /// | `keel_plugin_healthy` | gauge | plugin: 1 when its last health check passed, else 0 (plugins with a check only) |
 /// | `keel_plugin_health_checks_total` | counter | plugin, outcome (`healthy`, `unhealthy`, `overrun`) |
