@@ -26,6 +26,7 @@ import Synchronization
 /// | `keel_handler_budget_overruns_total` | counter | plugin, method, route |
 /// | `keel_hook_denials_total` | counter | plugin, hook |
 /// | `keel_hook_budget_overruns_total` | counter | plugin, hook: authenticate and authorize hooks over the hook budget |
+/// | `keel_plugin_failed_calls_total` | counter | plugin: handler, hook, command and service listener calls that failed |
 /// | `keel_plugin_reloads_total` | counter | plugin, outcome (`ok`, `failed`) |
 /// | `keel_plugin_reload_duration_seconds` | histogram | plugin |
 /// | `keel_plugin_activation_duration_seconds` | histogram | plugin (activations while the server runs) |
@@ -166,7 +167,7 @@ final class ServerMetrics: Sendable {
         CoreMetrics.Gauge(label: "keel_plugin_healthy", dimensions: [("plugin", plugin)], factory: factory).record(healthy ? 1 : 0)
     }
 
-    /// Records what the kernel reports: activations, reloads, hooks over their budget.
+    /// Records what the kernel reports: activations, reloads, hooks over their budget, failed calls.
     func record(_ event: KernelMetrics.Event) {
         switch event {
         case let .activated(plugin, seconds, _):
@@ -176,6 +177,8 @@ final class ServerMetrics: Sendable {
             timer("keel_plugin_reload_duration_seconds", [("plugin", plugin)]).recordSeconds(seconds)
         case let .hookOverran(plugin, hook):
             counter("keel_hook_budget_overruns_total", [("plugin", plugin), ("hook", hook)]).increment()
+        case let .callFailed(plugin):
+            counter("keel_plugin_failed_calls_total", [("plugin", plugin)]).increment()
         }
     }
 

@@ -189,7 +189,8 @@ public final class ActivationContext: Sendable {
         return failure
     }
 
-    /// Accounts for one finished call: logs it when it ran over `budget`, and counts failures in a row.
+    /// Accounts for one finished call: logs it when it ran over `budget`, counts failures in a row, and reports
+    /// each failure to the environment (metrics).
     /// - Returns: true when the call ran over its budget.
     /// `what` and `detail` are only built when there is something to report (calls are on the request path).
     func account(_ what: @autoclosure () -> String, started: Double, budget: Double, failed: Bool,
@@ -205,6 +206,7 @@ public final class ActivationContext: Sendable {
             if consecutiveFailures.load(ordering: .relaxed) != 0 { consecutiveFailures.store(0, ordering: .relaxed) }
             return over
         }
+        environment.callFailed(plugin: pluginID)
         let count = consecutiveFailures.wrappingAdd(1, ordering: .relaxed).newValue
         if count >= budgets.failureThreshold, !reportedMisbehaving.exchange(true, ordering: .acquiringAndReleasing) {
             environment.misbehaving(plugin: pluginID, reason: "\(count) calls in a row failed (last: \(what()): \(detail()))")
