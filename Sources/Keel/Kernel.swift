@@ -39,7 +39,7 @@ public actor Kernel {
     /// What changed: every executed command, and plugin changes made without one (see `KernelEvents`).
     public nonisolated let events = KernelEvents()
     /// How long activations and reloads took, for `GET /metrics` (see `KernelMetrics`).
-    public nonisolated let metrics = KernelMetrics()
+    public nonisolated let metrics: KernelMetrics
     /// The recent log lines of each plugin (see `PluginLogs`).
     public nonisolated let logs: PluginLogs
     /// `configuration.log`, keeping every line about a plugin in `logs` too: the log for the host's front ends.
@@ -113,7 +113,9 @@ public actor Kernel {
         }
         self.logs = logs
         logSink = log
-        environment = KernelEnvironment(registry: registry, log: log)
+        let metrics = KernelMetrics()
+        self.metrics = metrics
+        environment = KernelEnvironment(registry: registry, log: log, metrics: metrics)
         access = AccessControl(registry: registry, state: state, log: log)
         environment.attach(access)
         generations = GenerationStore(stateFile: configuration.stateFile, inMemory: configuration.copiesInMemory)

@@ -9,12 +9,18 @@ import Synchronization
 final class KernelEnvironment: PluginEnvironment {
     let registry: PluginRegistry
     let sink: @Sendable (LogRecord) -> Void
+    /// Where hook overruns and failed calls are counted (the kernel's; nil for a validator or inspector).
+    let metrics: KernelMetrics?
     private let misbehaviour = Mutex<(@Sendable (String, String) -> Void)?>(nil)
 
-    init(registry: PluginRegistry, log: @escaping @Sendable (LogRecord) -> Void) {
+    init(registry: PluginRegistry, log: @escaping @Sendable (LogRecord) -> Void, metrics: KernelMetrics? = nil) {
         self.registry = registry
         self.sink = log
+        self.metrics = metrics
     }
+
+    func hookOverran(plugin: String, hook: String) { metrics?.report(.hookOverran(plugin: plugin, hook: hook)) }
+    func callFailed(plugin: String) { metrics?.report(.callFailed(plugin: plugin)) }
 
     func routeOwner(method: String, shape: String, excluding plugin: String) -> String? {
         registry.snapshot.routeOwner(method: method, shape: shape, excluding: plugin)

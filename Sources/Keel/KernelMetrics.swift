@@ -2,10 +2,10 @@
 
 import Synchronization
 
-/// Where the kernel reports how long its lifecycle work took (activations, reloads), for `GET /metrics`. The kernel
-/// depends on no metrics library: the HTTP server attaches a sink that records into its Prometheus registry, and
-/// without one a report costs one lock and nothing else. Thread-safe; the sink is called on the kernel's thread and
-/// must not block.
+/// Where the kernel reports how long its lifecycle work took (activations, reloads), hooks over their budget and
+/// failed calls into plugin code, for `GET /metrics`. The kernel depends on no metrics library: the HTTP server attaches a sink that records into
+/// its Prometheus registry, and without one a report costs one lock and nothing else. Thread-safe; the sink is
+/// called on the kernel's thread (lifecycle) or a calling one (overruns, failures) and must not block.
 public final class KernelMetrics: Sendable {
     /// One finished piece of lifecycle work.
     public enum Event: Sendable {
@@ -13,6 +13,12 @@ public final class KernelMetrics: Sendable {
         case activated(plugin: String, seconds: Double, ok: Bool)
         /// A reload of `plugin` swapped in a new generation (`ok`) or left the old one serving, in `seconds`.
         case reloaded(plugin: String, seconds: Double, ok: Bool)
+        /// An authenticate or authorize hook `hook` of `plugin` ran over the hook budget (its call counts as failed,
+        /// so the request is denied). Reported from the request's thread.
+        case hookOverran(plugin: String, hook: String)
+        /// A call into `plugin`'s code failed: a handler, hook, command or service listener returned an error
+        /// status, or a hook ran over its budget. Reported from the calling thread.
+        case callFailed(plugin: String)
     }
 
     private let sink = Mutex<(@Sendable (Event) -> Void)?>(nil)

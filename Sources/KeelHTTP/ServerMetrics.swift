@@ -25,11 +25,13 @@ import Synchronization
 /// | `keel_request_duration_seconds` | histogram | plugin, method, route |
 /// | `keel_handler_budget_overruns_total` | counter | plugin, method, route |
 /// | `keel_hook_denials_total` | counter | plugin, hook |
+/// | `keel_hook_budget_overruns_total` | counter | plugin, hook: authenticate and authorize hooks over the hook budget |
+/// | `keel_plugin_failed_calls_total` | counter | plugin: handler, hook, command and service listener calls that failed |
 /// | `keel_plugin_reloads_total` | counter | plugin, outcome (`ok`, `failed`) |
 /// | `keel_plugin_reload_duration_seconds` | histogram | plugin |
 /// | `keel_plugin_activation_duration_seconds` | histogram | plugin (activations while the server runs) |
 /// | `keel_plugin_last_activation_seconds` | gauge | plugin (its last activation, start-up included) |
-/// | `keel_plugins` | gauge | state (`installed`, `enabled`, `disabled`, `failed`, `missing`), set at each scrape |
+/// | `keel_plugins` | gauge | state (every `PluginStatus`: `installed`, `enabled`, `disabled`, `failed`, `missing`, ...), set at each scrape |
 /// | `keel_open_connections` | gauge | none, set at each scrape |
 /// | `keel_plugin_healthy` | gauge | plugin: 1 when its last health check passed, else 0 (plugins with a check only) |
 /// | `keel_plugin_health_checks_total` | counter | plugin, outcome (`healthy`, `unhealthy`, `overrun`) |
@@ -165,7 +167,7 @@ final class ServerMetrics: Sendable {
         CoreMetrics.Gauge(label: "keel_plugin_healthy", dimensions: [("plugin", plugin)], factory: factory).record(healthy ? 1 : 0)
     }
 
-    /// Records what the kernel reports about activations and reloads.
+    /// Records what the kernel reports: activations, reloads, hooks over their budget, failed calls.
     func record(_ event: KernelMetrics.Event) {
         switch event {
         case let .activated(plugin, seconds, _):
@@ -173,6 +175,10 @@ final class ServerMetrics: Sendable {
         case let .reloaded(plugin, seconds, ok):
             counter("keel_plugin_reloads_total", [("plugin", plugin), ("outcome", ok ? "ok" : "failed")]).increment()
             timer("keel_plugin_reload_duration_seconds", [("plugin", plugin)]).recordSeconds(seconds)
+        case let .hookOverran(plugin, hook):
+            counter("keel_hook_budget_overruns_total", [("plugin", plugin), ("hook", hook)]).increment()
+        case let .callFailed(plugin):
+            counter("keel_plugin_failed_calls_total", [("plugin", plugin)]).increment()
         }
     }
 

@@ -161,33 +161,36 @@ public final class ActivationContext: Sendable {
 
     /// Accounts for a finished auth hook call. Returns the error to deny with: the hook failed, or it ran over its
     /// budget (a hook too slow to trust decides nothing).
-    func finishHook(_ what: @autoclosure () -> String, started: Double, status: Int32) -> PluginCallError? {
+    func finishHook(_ what: @autoclosure () -> String, hook: String, started: Double, status: Int32) -> PluginCallError? {
         let message = status == StatusCode.ok ? "" : takeError()
         let budget = budgets.hook
         let late = Self.now() - started > budget
         _ = account(what(), started: started, budget: budget, failed: status != StatusCode.ok || late,
                     detail: "\(StatusCode.name(status)) \(message)")
         if late {
+            environment.hookOverran(plugin: pluginID, hook: hook)
             return PluginCallError(pluginID: pluginID, status: StatusCode.limit,
                                    message: "\(what()) ran over its \(Int(budget * 1000)) ms budget")
         }
         return status == StatusCode.ok ? nil : PluginCallError(pluginID: pluginID, status: status, message: message)
     }
 
-    /// Same as `finishHook(_:started:status:)` for a call that already has its outcome (a hook in a worker process).
-    func finishHook(_ what: @autoclosure () -> String, started: Double, failure: PluginCallError?) -> PluginCallError? {
+    /// Same as `finishHook(_:hook:started:status:)` for a call that already has its outcome (a hook in a worker process).
+    func finishHook(_ what: @autoclosure () -> String, hook: String, started: Double, failure: PluginCallError?) -> PluginCallError? {
         let budget = budgets.hook
         let late = Self.now() - started > budget
         _ = account(what(), started: started, budget: budget, failed: failure != nil || late,
                     detail: failure.map { "\(StatusCode.name($0.status)) \($0.message)" } ?? "KEEL_OK")
         if late {
+            environment.hookOverran(plugin: pluginID, hook: hook)
             return PluginCallError(pluginID: pluginID, status: StatusCode.limit,
                                    message: "\(what()) ran over its \(Int(budget * 1000)) ms budget")
         }
         return failure
     }
 
-    /// Accounts for one finished call: logs it when it ran over `budget`, and counts failures in a row.
+    /// Accounts for one finished call: logs it when it ran over `budget`, counts failures in a row, and reports
+    /// each failure to the environment (metrics).
     /// - Returns: true when the call ran over its budget.
     /// `what` and `detail` are only built when there is something to report (calls are on the request path).
     func account(_ what: @autoclosure () -> String, started: Double, budget: Double, failed: Bool,
@@ -203,6 +206,7 @@ public final class ActivationContext: Sendable {
             if consecutiveFailures.load(ordering: .relaxed) != 0 { consecutiveFailures.store(0, ordering: .relaxed) }
             return over
         }
+        environment.callFailed(plugin: pluginID)
         let count = consecutiveFailures.wrappingAdd(1, ordering: .relaxed).newValue
         if count >= budgets.failureThreshold, !reportedMisbehaving.exchange(true, ordering: .acquiringAndReleasing) {
             environment.misbehaving(plugin: pluginID, reason: "\(count) calls in a row failed (last: \(what()): \(detail()))")

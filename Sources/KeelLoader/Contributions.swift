@@ -128,9 +128,18 @@ public protocol PluginEnvironment: AnyObject, Sendable {
     func log(plugin: String, generation: Int?, level: LogLevel, message: String)
     /// `plugin` failed `CallBudgets.failureThreshold` calls in a row; called once per activation.
     func misbehaving(plugin: String, reason: String)
+    /// The authenticate or authorize hook `hook` of `plugin` ran over its budget (for metrics; already logged).
+    func hookOverran(plugin: String, hook: String)
+    /// A call into `plugin`'s code failed: an error status, or a hook over its budget (for metrics).
+    func callFailed(plugin: String)
 }
 
 extension PluginEnvironment {
+    /// Counted nowhere unless the environment says otherwise.
+    public func hookOverran(plugin: String, hook: String) {}
+    /// Counted nowhere unless the environment says otherwise.
+    public func callFailed(plugin: String) {}
+
     /// Writes a line attributed to `plugin`, about no generation in particular.
     func log(plugin: String, level: LogLevel, message: String) {
         log(plugin: plugin, generation: nil, level: level, message: message)

@@ -188,7 +188,7 @@ public final class AuthenticateHook: @unchecked Sendable {
             defer { context.leave() }
             let started = ActivationContext.now()
             let result = remote.calls.authenticate(hook: remote.index, request)
-            if let error = context.finishHook("authenticate hook \"\(name)\"", started: started, failure: result.failure) {
+            if let error = context.finishHook("authenticate hook \"\(name)\"", hook: name, started: started, failure: result.failure) {
                 return .failure(error)
             }
             return result
@@ -201,7 +201,7 @@ public final class AuthenticateHook: @unchecked Sendable {
         let status = CFrame.withRequest(request) { req in
             HostABI.withPrincipalBuilder(writer) { b in site.around { function(userData, req, b) } }
         }
-        if let error = context.finishHook("authenticate hook \"\(name)\"", started: started, status: status) {
+        if let error = context.finishHook("authenticate hook \"\(name)\"", hook: name, started: started, status: status) {
             return .failure(error)
         }
         guard let id = writer.id else { return .success(nil) }
@@ -319,7 +319,7 @@ public final class AuthorizeHook: @unchecked Sendable {
         var decision: keel_auth_decision = -1
         let started = ActivationContext.now()
         let status = site.around { function(userData, q, &decision) }
-        if let error = context.finishHook("authorize hook \"\(name)\"", started: started, status: status) {
+        if let error = context.finishHook("authorize hook \"\(name)\"", hook: name, started: started, status: status) {
             return .failure(error)
         }
         switch decision {
@@ -342,7 +342,7 @@ public final class AuthorizeHook: @unchecked Sendable {
         defer { context.leave() }
         let started = ActivationContext.now()
         let result = remote.calls.authorize(hook: remote.index, principal, action: action, resource: resource, request: request)
-        if let error = context.finishHook("authorize hook \"\(name)\"", started: started, failure: result.failure) {
+        if let error = context.finishHook("authorize hook \"\(name)\"", hook: name, started: started, failure: result.failure) {
             return .failure(error)
         }
         return result

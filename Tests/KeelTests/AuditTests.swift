@@ -106,7 +106,7 @@ struct AuditTests {
         #expect(StateStore.auditTime("yesterday") == nil && StateStore.auditTime("-5m") == nil && StateStore.auditTime("") == nil)
     }
 
-    @Test("a real server: admin API and console calls are audited with principal and address; GET /api/v1/audit and keel audit show them; no secret in the server's output")
+    @Test("a real server: admin API and console calls are audited with principal and address; GET /api/v1/audit and keel audit show them; no secret in the server's output or the plugin's log")
     func server() async throws {
         let f = KernelFixture()
         try TestEnvironment.stageExamples(into: f.plugins)
@@ -146,6 +146,11 @@ struct AuditTests {
         let json = try TestEnvironment.run(keel, ["audit", "--json"] + at)
         #expect((try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [Any])?.count == rows.count)
         #expect(try TestEnvironment.run(keel, ["audit", "--since", "soon"] + at).status == 64)
+        // The plugin's own log (its ring: GET .../logs, keel logs) has the failed configuration's line, not the value.
+        let ring = try await server.request("GET", "/api/v1/plugins/hello/logs", admin: true).text
+        #expect(ring.contains("config hello: failed (bundle)") && !ring.contains(Self.secret), "\(ring)")
+        let logs = try TestEnvironment.run(keel, ["logs", "hello"] + at, environment: ["KEEL_ADMIN_TOKEN": ServerProcess.token])
+        #expect(logs.status == 0 && logs.stdout.contains("config hello: ok") && !logs.stdout.contains(Self.secret), "\(logs.stdout)")
         server.stop()
         let output = server.output.value + server.errors.value
         #expect(output.contains("config hello: failed (bundle)"), "\(output)")

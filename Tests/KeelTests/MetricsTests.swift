@@ -71,6 +71,26 @@ struct MetricsTests {
         #expect(!text.contains("ada") && !text.contains("nowhere") && !text.contains("/greet/secret"))
     }
 
+    @Test("a hook over the hook budget is counted per plugin and hook (its request denied); failed calls per plugin")
+    func hookOverrunAndFailedCalls() async throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("sluggish", defines: ["AUTH_MODE=1", "SLOW_HOOK_MS=300"], capabilities: ["routes", "authenticate"])
+        try f.fixtureBundle("flaky", defines: ["HANDLER_FAILS"], capabilities: ["routes"])
+        let at = ["--plugins", f.plugins, "--state", f.state]
+        try TestEnvironment.grantSensitive("sluggish", plugins: f.plugins, state: f.state, capabilities: ["authenticate"])
+        for id in ["sluggish", "flaky"] { #expect(try TestEnvironment.run(TestEnvironment.binPath + "/keel", ["plugins", "enable", id] + at).status == 0) }
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch", "--hook-budget-ms", "100"])
+        defer { server.stop() }
+        #expect(try await server.request("GET", "/ext/sluggish/ping").status == 403)
+        // With the admin token no hook runs: the handler fails twice.
+        for _ in 0..<2 { #expect(try await server.request("GET", "/ext/flaky/ping", admin: true).status == 500) }
+        let text = try await server.request("GET", "/metrics", admin: true).text
+        #expect(Self.sample(text, "keel_hook_budget_overruns_total", ["plugin": "sluggish", "hook": "bearer"]) == 1, "\(text)")
+        #expect(Self.sample(text, "keel_plugin_failed_calls_total", ["plugin": "sluggish"]) == 1, "\(text)")
+        #expect(Self.sample(text, "keel_plugin_failed_calls_total", ["plugin": "flaky"]) == 2, "\(text)")
+        #expect(Self.sample(text, "keel_requests_total", ["plugin": "flaky", "method": "GET", "route": "/ping", "status": "5xx"]) == 2)
+    }
+
     @Test("--no-metrics: nothing is measured and GET /metrics is 404")
     func off() async throws {
         let f = KernelFixture()

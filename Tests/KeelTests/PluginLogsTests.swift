@@ -21,7 +21,7 @@ struct PluginLogsTests {
         #expect(logs.lines("a").isEmpty && logs.lines("b").count == 1 && logs.lines("c").count == 1)
     }
 
-    @Test("a real server: GET /api/v1/plugins/<id>/logs and /health after failing and good requests; keel logs prints them")
+    @Test("a real server: GET /api/v1/plugins/<id>/logs and /health after failing and good requests; keel logs prints them, -f into a pipe each line as it comes")
     func server() async throws {
         let f = KernelFixture()
         try TestEnvironment.stageExamples(into: f.plugins)
@@ -60,5 +60,27 @@ struct PluginLogsTests {
         #expect(future.status == 0 && future.stdout.isEmpty, "\(future.stdout)")
         let noToken = try TestEnvironment.run(keel, ["logs", "flaky"] + at, environment: ["KEEL_ADMIN_TOKEN": ""])
         #expect(noToken.status == 1 && noToken.stderr.contains("admin token"), "\(noToken.stderr)")
+
+        // -f into a pipe (`keel logs flaky -f | grep ...`): the lines there, then a new one, arrive while it runs.
+        let follow = Process(), out = Pipe(), followed = LockedText()
+        follow.executableURL = URL(fileURLWithPath: keel)
+        follow.arguments = ["logs", "flaky", "-f"] + at
+        follow.environment = ProcessInfo.processInfo.environment.merging(["KEEL_ADMIN_TOKEN": ServerProcess.token]) { $1 }
+        follow.standardOutput = out
+        follow.standardError = FileHandle.nullDevice
+        try follow.run()
+        defer { if follow.isRunning { follow.terminate() }; follow.waitUntilExit() }
+        PipeDrain(out.fileHandleForReading, into: followed)
+        func seen() -> Int { followed.value.components(separatedBy: "GET /ext/flaky/ping failed").count - 1 }
+        func waitFor(_ count: Int) async throws -> Bool {
+            for _ in 0..<200 where follow.isRunning {
+                if seen() >= count { return true }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            return seen() >= count
+        }
+        #expect(try await waitFor(2), "\(followed.value)")
+        #expect(try await server.request("GET", "/ext/flaky/ping").status == 500)
+        #expect(try await waitFor(3), "\(followed.value)")
     }
 }

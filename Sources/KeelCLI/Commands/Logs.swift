@@ -37,6 +37,8 @@ extension KeelCommand {
                 repeat {
                     let lines = try await Self.fetch(base: base, id: id, after: after, token: token)
                     for l in lines where l.at >= from { print("\(l.at)  \(l.level)  \(l.message)") }
+                    // Each batch now: into a pipe stdout is block-buffered, and `keel logs -f | grep` would show nothing.
+                    fflush(nil)  // every output stream: naming `stdout` is not concurrency-safe in Swift 6
                     after = lines.last?.seq ?? after
                     if follow { try await Task.sleep(for: .milliseconds(500)) }
                 } while follow
