@@ -105,11 +105,7 @@ struct KeelHTTPChannel: ServerChildChannel, HTTPChannelHandler {
     func handle(value: Value, logger: Logger) async {
         do {
             switch try await value.negotiated.get() {
-            case let .http(http):
-                // On the connection's loop: see `LoopExecutor` (and `KeelResponder` for what leaves it).
-                await withTaskExecutorPreference(LoopExecutor(value.channel.eventLoop)) {
-                    await handleHTTP(asyncChannel: http, logger: logger)
-                }
+            case let .http(http): await handleHTTP(asyncChannel: http, logger: logger)
             case let .refused(http):
                 let refusal = webSockets.takeRefusal(for: value.channel)
                     ?? APIError(.badRequest, "bad-websocket-handshake", "this path does not take WebSocket handshakes")

@@ -130,7 +130,7 @@ public struct KeelServer: Sendable {
         Console.register(on: router)
         PageBridge.register(on: router)
         builtinRoutes(router)
-        let responder = KeelResponder(router: router.buildResponder(), kernel: kernel)
+        let responder = KeelResponder(router: router.buildResponder())
         var logger = Logger(label: "keel.http")
         logger.logLevel = .warning
         let idle = configuration.idleTimeout.components

@@ -269,14 +269,9 @@ struct PluginRoutesMiddleware: RouterMiddleware {
 /// handlers; a path that has none gets 400), then hands the request to the router, whose middleware stack serves
 /// plugin routes and host routes alike. Hummingbird's router is frozen once built, so plugin routes live in the
 /// registry, reached through `PluginRoutesMiddleware`.
-///
-/// Threads: a connection's requests arrive on its event loop (`LoopExecutor`). A request the proxy serves stays
-/// there (the proxy only waits on I/O); every other one is served on Swift's cooperative pool, as plugin code, the
-/// admin API and the console may block, and its answer is written from the loop again.
 struct KeelResponder: HTTPResponder {
     typealias Context = KeelRequestContext
     let router: RouterResponder<KeelRequestContext>
-    let kernel: Kernel
 
     func respond(to request: Request, context: Context) async throws -> Response {
         var request = request
@@ -289,17 +284,6 @@ struct KeelResponder: HTTPResponder {
         case let .failure(problem):
             return try APIError(.badRequest, "bad-path", problem.description).response(from: request, context: context)
         }
-        if servedByProxy(request) { return try await router.respond(to: request, context: context) }
-        return try await withTaskExecutorPreference(globalConcurrentExecutor) { try await router.respond(to: request, context: context) }
-    }
-
-    /// True when `PluginDispatcher` will hand `request` to the proxy: no plugin route matches it, its plugin is not
-    /// idle (waking it loads the plugin), and it is under one of the plugin's proxy prefixes.
-    func servedByProxy(_ request: Request) -> Bool {
-        let path = request.uri.path
-        guard path.hasPrefix("/ext/") else { return false }
-        let snapshot = kernel.registry.snapshot
-        guard snapshot.route(method: request.method.rawValue, path: path) == nil, let proxied = snapshot.proxy(for: path) else { return false }
-        return !kernel.isIdle(proxied.pluginID)
+        return try await router.respond(to: request, context: context)
     }
 }

@@ -57,8 +57,7 @@ final class PluginProxy: Sendable {
 
     /// Runs the auth chain for a request under one of `pluginID`'s proxy prefixes, in the plugin's lane like its
     /// routes: the caller identified, the plugin visible in the caller's tenant, the authorize hooks asked. With no
-    /// authenticate or authorize hook registered no plugin code runs, and the chain runs inline, without the lane;
-    /// else it runs from Swift's cooperative pool, never on the connection's event loop (`LoopExecutor`).
+    /// authenticate or authorize hook registered no plugin code runs, and the chain runs inline, without the lane.
     /// - Throws: `APIError` (401/403/404).
     func admit(_ request: Request, pluginID: String) async throws -> Gatekeeper.Caller {
         let gatekeeper = self.gatekeeper
@@ -70,7 +69,7 @@ final class PluginProxy: Sendable {
             return caller
         }
         if snapshot.authenticators.isEmpty && snapshot.authorizers.isEmpty { return try chain() }
-        return try await withTaskExecutorPreference(globalConcurrentExecutor) { try await gatekeeper.lanes.run(pluginID, chain) }
+        return try await gatekeeper.lanes.run(pluginID, chain)
     }
 
     /// The path and query sent upstream: the upstream's base path, then `rest` (the canonical path below the
