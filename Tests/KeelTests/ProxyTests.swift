@@ -230,7 +230,7 @@ struct ProxySignatureTests {
             let mac = HMAC<SHA256>.authenticationCode(for: Data(message.utf8), using: SymmetricKey(data: Data(key.utf8)))
             #expect(signer.sign(message) == mac.map { String(format: "%02x", $0) }.joined(), "\(message)")
         }
-        let principal = Principal(id: "ada", tenant: "default", roles: ["admin", "ops"])
+        let principal = Principal(id: "ada", tenant: "default", roles: ["admin", "ops"], authenticatedBy: "test")
         #expect(ProxyIdentity.headers(principal, method: "GET", target: "/a", key: key, now: 5).map { "\($0.0)=\($0.1)" }
             == ProxyIdentity.headers(principal, method: "GET", target: "/a", signer: signer, now: 5).map { "\($0.0)=\($0.1)" })
     }
