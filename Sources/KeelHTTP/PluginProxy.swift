@@ -33,8 +33,8 @@ final class PluginProxy: Sendable {
     /// For plain-http upstreams, the usual case (loopback apps): the hot path.
     let pool = UpstreamPool()
     let maxBodySize: Int
-    /// Proxy keys by plugin id.
-    private let keys = Mutex<[String: String]>([:])
+    /// Proxy keys by plugin id, ready to sign with.
+    private let signers = Mutex<[String: ProxyIdentity.Signer]>([:])
 
     init(gatekeeper: Gatekeeper, maxBodySize: Int) {
         self.gatekeeper = gatekeeper
@@ -115,18 +115,20 @@ final class PluginProxy: Sendable {
             headers.append((name, value))
         }
         headers.append(("host", proxy.port == 80 || proxy.port == 443 ? proxy.hostPart : "\(proxy.hostPart):\(proxy.port)"))
-        let key = proxyKey(pluginID)
-        headers += ProxyIdentity.headers(caller.principal, method: method, target: target, key: key)
+        headers += ProxyIdentity.headers(caller.principal, method: method, target: target, signer: signer(pluginID))
         return headers
     }
 
-    /// The plugin's proxy key, derived once per plugin (the host's secret never changes once made).
-    func proxyKey(_ pluginID: String) -> String {
-        if let key = keys.withLock({ $0[pluginID] }) { return key }
-        guard let secret = try? gatekeeper.kernel.state.proxySecret() else { return ProxyIdentity.key(for: pluginID, secret: "") }
-        let key = ProxyIdentity.key(for: pluginID, secret: secret)
-        keys.withLock { $0[pluginID] = key }
-        return key
+    /// The plugin's proxy key, derived and made ready to sign with once per plugin (the host's secret never changes
+    /// once made).
+    func signer(_ pluginID: String) -> ProxyIdentity.Signer {
+        if let signer = signers.withLock({ $0[pluginID] }) { return signer }
+        guard let secret = try? gatekeeper.kernel.state.proxySecret() else {
+            return ProxyIdentity.Signer(key: ProxyIdentity.key(for: pluginID, secret: ""))
+        }
+        let signer = ProxyIdentity.Signer(key: ProxyIdentity.key(for: pluginID, secret: secret))
+        signers.withLock { $0[pluginID] = signer }
+        return signer
     }
 
     /// Proxies `request`. `loop`: the client connection's event loop; the upstream exchange runs on it.

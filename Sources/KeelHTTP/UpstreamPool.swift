@@ -141,6 +141,8 @@ final class Exchange: @unchecked Sendable {
     let timeout: TimeAmount
     let reused: Bool
     let promise: EventLoopPromise<(HTTPResponseHead, UpstreamAnswer)>
+    /// When the answer's head is due (set when the request starts on the connection).
+    var deadline = NIODeadline.distantFuture
     /// The answer's head has arrived (it may not be handed on yet: see `pending`).
     var headArrived = false
     /// The head and the body so far, held until the read that brought them is over or the answer is complete.
@@ -148,7 +150,6 @@ final class Exchange: @unchecked Sendable {
     /// The promise is completed.
     var answered = false
     var source: UpstreamBody.Source?
-    var timer: Scheduled<Void>?
     var requestDone = false
     var responseDone = false
 
@@ -163,7 +164,6 @@ final class Exchange: @unchecked Sendable {
 
     /// On the connection's loop: fails the answer if it has not come yet, else ends its body with an error.
     func fail(_ failure: UpstreamFailure) {
-        timer?.cancel()
         if !answered {
             answered = true
             pending = nil
@@ -207,7 +207,13 @@ final class UpstreamConnection: ChannelDuplexHandler, @unchecked Sendable {
     private var keepAlive = true
     private var paused = false
     private var pendingRead = false
+    /// The connection's two timers, each armed at most once at a time and re-armed when it fires early, so that a
+    /// kept-alive connection schedules no timer per request (scheduling and cancelling two per request cost more
+    /// than the rest of the exchange's bookkeeping): `headTimer` for the answer's head (`Exchange.deadline`),
+    /// `idleTimer` for the idle time-out (from `idleSince`).
+    private var headTimer: Scheduled<Void>?
     private var idleTimer: Scheduled<Void>?
+    private var idleSince: NIODeadline?
 
     init(idleTimeout: TimeAmount, onIdle: @escaping @Sendable (any Channel) -> Void,
          onClose: @escaping @Sendable (any Channel) -> Void) {
@@ -227,10 +233,11 @@ final class UpstreamConnection: ChannelDuplexHandler, @unchecked Sendable {
                 promise?.fail(ChannelError.inappropriateOperationForState)
                 return
             }
-            idleTimer?.cancel()
+            idleSince = nil
             self.exchange = exchange
             keepAlive = exchange.head.isKeepAlive
-            exchange.timer = context.eventLoop.scheduleTask(in: exchange.timeout) { [self] in fail(exchange, .timeout) }
+            exchange.deadline = .now() + exchange.timeout
+            armHeadTimer(context.eventLoop, at: exchange.deadline)
             context.write(wrapOutboundOut(.head(exchange.head)), promise: exchange.bodyless ? nil : promise)
             if exchange.bodyless {
                 exchange.requestDone = true
@@ -258,7 +265,6 @@ final class UpstreamConnection: ChannelDuplexHandler, @unchecked Sendable {
         case let .head(head):
             // Informational answers (100 Continue) precede the real one.
             guard head.status.code >= 200 || head.status.code == 101, !exchange.headArrived else { return }
-            exchange.timer?.cancel()
             exchange.headArrived = true
             keepAlive = keepAlive && head.isKeepAlive
             exchange.pending = (head, nil)
@@ -314,7 +320,10 @@ final class UpstreamConnection: ChannelDuplexHandler, @unchecked Sendable {
         if let exchange {
             fail(exchange, .unavailable(reused: exchange.reused && !exchange.headArrived, cause: "the upstream closed the connection"))
         }
+        headTimer?.cancel()
+        headTimer = nil
         idleTimer?.cancel()
+        idleTimer = nil
         onClose(context.channel)
         context.fireChannelInactive()
     }
@@ -324,9 +333,36 @@ final class UpstreamConnection: ChannelDuplexHandler, @unchecked Sendable {
         exchange = nil
         unpause(context)
         guard keepAlive else { return close(context, cause: "not kept alive") }
-        let channel = context.channel
-        idleTimer = context.eventLoop.scheduleTask(in: idleTimeout) { channel.close(promise: nil) }
-        onIdle(channel)
+        let now = NIODeadline.now()
+        idleSince = now
+        if idleTimer == nil { armIdleTimer(context.eventLoop, at: now + idleTimeout) }
+        onIdle(context.channel)
+    }
+
+    /// Arms the head timer for `deadline` unless it is already armed for then or earlier (it re-arms itself then).
+    private func armHeadTimer(_ loop: any EventLoop, at deadline: NIODeadline) {
+        if let armed = headTimer {
+            guard deadline < armedHeadDeadline else { return }
+            armed.cancel()
+        }
+        armedHeadDeadline = deadline
+        headTimer = loop.scheduleTask(deadline: deadline) { [self] in
+            headTimer = nil
+            // No exchange waiting for its head: nothing to time; the next exchange arms the timer again.
+            guard let exchange, !exchange.headArrived, !exchange.answered else { return }
+            if NIODeadline.now() >= exchange.deadline { fail(exchange, .timeout) } else { armHeadTimer(loop, at: exchange.deadline) }
+        }
+    }
+    private var armedHeadDeadline = NIODeadline.distantFuture
+
+    /// Arms the idle timer for `deadline`; when it fires, a connection idle for `idleTimeout` by then is closed, one
+    /// used since is timed again from its last use.
+    private func armIdleTimer(_ loop: any EventLoop, at deadline: NIODeadline) {
+        idleTimer = loop.scheduleTask(deadline: deadline) { [self] in
+            idleTimer = nil
+            guard exchange == nil, let idleSince, let context else { return }
+            if NIODeadline.now() >= idleSince + idleTimeout { context.close(promise: nil) } else { armIdleTimer(loop, at: idleSince + idleTimeout) }
+        }
     }
 
     private func fail(_ exchange: Exchange, _ failure: UpstreamFailure) {

@@ -223,3 +223,19 @@ struct ProxyStreamingTests {
         #expect(try await server.request("GET", "/ext/app/ui/a").status == 200)
     }
 }
+
+@Suite("the proxy's identity signature")
+struct ProxySignatureTests {
+    @Test("a key made ready once signs every message as a fresh HMAC-SHA256 under the key does (the keyed state is copied per message, never used up)")
+    func preparedSigner() {
+        let key = ProxyIdentity.key(for: "web", secret: "host secret")
+        let signer = ProxyIdentity.Signer(key: key)
+        for message in ["1700000000\nGET\n/a\nada\ndefault\nadmin", "1700000001\nPOST\n/b?x=%C3%A9\n\ndefault\n", "1700000000\nGET\n/a\nada\ndefault\nadmin"] {
+            let mac = HMAC<SHA256>.authenticationCode(for: Data(message.utf8), using: SymmetricKey(data: Data(key.utf8)))
+            #expect(signer.sign(message) == mac.map { String(format: "%02x", $0) }.joined(), "\(message)")
+        }
+        let principal = Principal(id: "ada", tenant: "default", roles: ["admin", "ops"], authenticatedBy: "test")
+        #expect(ProxyIdentity.headers(principal, method: "GET", target: "/a", key: key, now: 5).map { "\($0.0)=\($0.1)" }
+            == ProxyIdentity.headers(principal, method: "GET", target: "/a", signer: signer, now: 5).map { "\($0.0)=\($0.1)" })
+    }
+}
