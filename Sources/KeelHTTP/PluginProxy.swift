@@ -108,23 +108,28 @@ final class PluginProxy: Sendable {
 
     /// The headers for the upstream: the client's headers as plugins see them (host credentials removed), less
     /// hop-by-hop headers and every `X-Keel-*` header the client sent; then `Host` and the signed identity.
+    /// - Throws: `APIError` 503 `proxy-key-unavailable` when the host's secret cannot be read (see `signer`).
     func upstreamHeaders(_ caller: Gatekeeper.Caller, pluginID: String, proxy: ProxyDeclaration, method: String,
-                         target: String) -> [(String, String)] {
+                         target: String) throws(APIError) -> [(String, String)] {
         var headers: [(String, String)] = []
         for (name, value) in caller.seen.headers where !Self.hopByHop.contains(name) && !name.hasPrefix("x-keel-") {
             headers.append((name, value))
         }
         headers.append(("host", proxy.port == 80 || proxy.port == 443 ? proxy.hostPart : "\(proxy.hostPart):\(proxy.port)"))
-        headers += ProxyIdentity.headers(caller.principal, method: method, target: target, signer: signer(pluginID))
+        headers += ProxyIdentity.headers(caller.principal, method: method, target: target, signer: try signer(pluginID))
         return headers
     }
 
     /// The plugin's proxy key, derived and made ready to sign with once per plugin (the host's secret never changes
     /// once made).
-    func signer(_ pluginID: String) -> ProxyIdentity.Signer {
+    /// - Throws: `APIError` 503 `proxy-key-unavailable` when the host's secret cannot be read (the state store
+    ///   down): the request is refused, never signed with a key anyone could compute.
+    func signer(_ pluginID: String) throws(APIError) -> ProxyIdentity.Signer {
         if let signer = signers.withLock({ $0[pluginID] }) { return signer }
-        guard let secret = try? gatekeeper.kernel.state.proxySecret() else {
-            return ProxyIdentity.Signer(key: ProxyIdentity.key(for: pluginID, secret: ""))
+        let secret: String
+        do { secret = try gatekeeper.kernel.state.proxySecret() } catch {
+            gatekeeper.log(LogRecord(level: .error, pluginID: pluginID, message: "proxy: the host's proxy secret cannot be read (\(error)); requests refused"))
+            throw APIError(.serviceUnavailable, "proxy-key-unavailable", "the host cannot sign the caller's identity for /ext/\(pluginID) now; retry")
         }
         let signer = ProxyIdentity.Signer(key: ProxyIdentity.key(for: pluginID, secret: secret))
         signers.withLock { $0[pluginID] = signer }
@@ -138,7 +143,7 @@ final class PluginProxy: Sendable {
         if let length = request.headers[.contentLength].flatMap(Int.init), length > maxBodySize { throw APIError.tooLarge(maxBodySize) }
 
         let target = target(proxy, rest: rest, query: request.uri.query)
-        let identity = upstreamHeaders(caller, pluginID: pluginID, proxy: proxy, method: request.method.rawValue, target: target)
+        let identity = try upstreamHeaders(caller, pluginID: pluginID, proxy: proxy, method: request.method.rawValue, target: target)
         let bodyless = request.headers[.contentLength] == nil && request.headers[.transferEncoding] == nil
         let length = request.headers[.contentLength].flatMap(Int64.init)
         let body = bodyless ? nil : LimitedBody(base: request.body, limit: maxBodySize)

@@ -88,7 +88,11 @@ final class WebSocketProxy: Sendable {
         }
         let target = proxy.target(proxied.proxy, rest: proxied.rest, query: request.uri.query)
         var headers = HTTPFields()
-        for (name, value) in proxy.upstreamHeaders(caller, pluginID: proxied.pluginID, proxy: proxied.proxy, method: "GET", target: target)
+        let identity: [(String, String)]
+        do { identity = try proxy.upstreamHeaders(caller, pluginID: proxied.pluginID, proxy: proxied.proxy, method: "GET", target: target) } catch {
+            return refuse(error)
+        }
+        for (name, value) in identity
         where !name.hasPrefix("sec-websocket-") && name != "host" {
             if let field = HTTPField.Name(name) { headers.append(HTTPField(name: field, value: value)) }
         }

@@ -101,6 +101,39 @@ struct ProxyTests {
         #expect(r.status == 1)
         #expect(r.stderr.contains("proxy /app: upstream http://apps.example.invalid:9000 is not on this machine; grant it with `keel plugins grant far proxy-remote`"), "\(r.stderr)")
     }
+
+    @Test("a host that cannot read its proxy secret refuses the request (503 proxy-key-unavailable) and never signs with a key anyone could compute")
+    func secretUnreadable() async throws {
+        let upstream = try Upstream()
+        defer { upstream.stop() }
+        let f = KernelFixture()
+        _ = try TestEnvironment.makeBundle(in: f.plugins, folder: "app", manifest: """
+            id: app
+            name: An app
+            version: 1.0.0
+            abi: "1.0"
+            proxy:
+              - {prefix: /ui, upstream: "http://127.0.0.1:\(upstream.port)"}
+
+            """, library: nil)
+        let keel = TestEnvironment.binPath + "/keel"
+        #expect(try TestEnvironment.run(keel, ["plugins", "enable", "app", "--plugins", f.plugins, "--state", f.state]).status == 0)
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch"])
+        defer { server.stop() }
+        // The settings table out of reach of the server's connection (a real failure of the store, made from outside).
+        func sql(_ statement: String) throws {
+            let r = try TestEnvironment.run("/usr/bin/env", ["python3", "-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1], timeout=10); c.execute(sys.argv[2]); c.commit()", f.state, statement])
+            #expect(r.status == 0, "\(r.stderr)")
+        }
+        try sql("ALTER TABLE settings RENAME TO settings_away")
+        let refused = try await server.request("GET", "/ext/app/ui/a")
+        #expect(refused.status == 503 && refused.errorCode == "proxy-key-unavailable", "\(refused.status) \(refused.text)")
+        #expect(server.errors.value.contains("the host's proxy secret cannot be read"), "\(server.errors.value)")
+        try sql("ALTER TABLE settings_away RENAME TO settings")
+        let served = try await server.request("GET", "/ext/app/ui/a")
+        let headers = (served.json as? [String: Any])?["headers"] as? [String: String] ?? [:]
+        #expect(served.status == 200 && !(headers["x-keel-signature"] ?? "").isEmpty, "\(served.status) \(served.text)")
+    }
 }
 
 @Suite("the plain proxy: streaming, keep-alive, paths, hostile upstreams", .serialized)
