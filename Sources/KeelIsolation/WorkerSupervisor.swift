@@ -223,6 +223,8 @@ public final class WorkerSupervisor: RemoteCalls, Sendable {
         }
     }
 
+    public func waitForWorker() { _ = currentConnection() }
+
     /// The running worker; while a restart is in progress, waits for it up to the start timeout.
     private func currentConnection() -> WorkerConnection? {
         let deadline = ContinuousClock.now + .milliseconds(Int64(policy.startTimeout * 1000))

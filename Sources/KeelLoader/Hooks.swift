@@ -186,6 +186,7 @@ public final class AuthenticateHook: @unchecked Sendable {
         }
         if let remote {
             defer { context.leave() }
+            remote.calls.waitForWorker()
             let started = ActivationContext.now()
             let result = remote.calls.authenticate(hook: remote.index, request)
             if let error = context.finishHook("authenticate hook \"\(name)\"", hook: name, started: started, failure: result.failure) {
@@ -340,6 +341,7 @@ public final class AuthorizeHook: @unchecked Sendable {
             return .failure(PluginCallError(pluginID: pluginID, status: StatusCode.unavailable, message: "plugin is not active"))
         }
         defer { context.leave() }
+        remote.calls.waitForWorker()
         let started = ActivationContext.now()
         let result = remote.calls.authorize(hook: remote.index, principal, action: action, resource: resource, request: request)
         if let error = context.finishHook("authorize hook \"\(name)\"", hook: name, started: started, failure: result.failure) {

@@ -18,6 +18,9 @@ public protocol RemoteCalls: AnyObject, Sendable {
                    request: PluginRequest?) -> Result<AuthDecision, PluginCallError>
     /// Command number `index` (manifest order) with values already checked against its signature.
     func command(_ index: Int, _ values: [CommandValue]) -> Result<CommandValue, CommandError>
+    /// Returns once the worker runs, waiting (up to its start timeout) while it restarts after a crash, so that a
+    /// hook's budget is timed from there: the restart is the host's time, not the plugin's.
+    func waitForWorker()
 }
 
 /// A route or hook of a plugin in a worker process: where to send the call, and its number there.

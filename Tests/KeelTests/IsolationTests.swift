@@ -119,6 +119,19 @@ struct IsolationTests {
         #expect(try await info(server, "crasher")["workerPID"] as? Int != worker)
     }
 
+    @Test("a request that waits for its hook's worker to restart is decided by the hook: the restart does not count toward the hook budget")
+    func restartIsNotTheHooksTime() async throws {
+        let f = try stage()
+        // Each activation of the crasher takes 600 ms, over the 250 ms hook budget.
+        let server = try ServerProcess(plugins: f.plugins, state: f.state,
+                                       environment: CrashAttributionTests.environment.merging(["CRASHER_SLOW_ACTIVATE_MS": "600"]) { $1 })
+        defer { server.stop() }
+        #expect(try await server.request("GET", "/ext/crasher/items/segv").status == 502)
+        // At once: the worker is being restarted; the authorize hook's call waits for it, then abstains in time.
+        let next = try await server.request("GET", "/ext/crasher/items/7")
+        #expect(next.status == 200 && next.text.hasPrefix("item 7 "), "\(next.status) \(next.text) \(server.errors.value.suffix(1500))")
+    }
+
     @Test("a worker that crashes too often disables its plugin as failed, with the reason")
     func crashLoopFailsThePlugin() async throws {
         let f = try stage()

@@ -4,12 +4,14 @@
  *   authorize hook "gate"      the same three, when the resource (the request path) contains "authz-segv",
  *                              "authz-abort" or "authz-fpe"; else abstains
  *   PLUGIN_ID                  the descriptor's id (default "crasher")
+ *   CRASHER_SLOW_ACTIVATE_MS   (environment) activate sleeps this long first: a worker that restarts slowly
  */
 #define _POSIX_C_SOURCE 200809L
 #include <keel/keel.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef PLUGIN_ID
@@ -57,6 +59,12 @@ static keel_status gate(void *user_data, const keel_authz_request *q, keel_auth_
 }
 
 static keel_status activate(const keel_host *host, keel_ctx *ctx) {
+    const char *slow = getenv("CRASHER_SLOW_ACTIVATE_MS");
+    if (slow) {
+        int ms = atoi(slow);
+        struct timespec t = { ms / 1000, (long)(ms % 1000) * 1000000L };
+        nanosleep(&t, NULL);
+    }
     const keel_host_http *http = host->get_service(ctx, keel_cstr(KEEL_SERVICE_HTTP));
     const keel_host_auth *auth = host->get_service(ctx, keel_cstr(KEEL_SERVICE_AUTH));
     if (!http || !auth) return KEEL_ERR_UNSUPPORTED;
