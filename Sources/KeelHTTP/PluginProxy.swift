@@ -158,19 +158,22 @@ final class PluginProxy: Sendable {
                                                                   timeout: .nanoseconds(Int64(proxy.timeout * 1e9)), on: loop)
                 switch answerBody {
                 case let .streamed(stream):
-                    // An answer cut after its head reaches the client as a closed connection; the log says why.
+                    // An answer the upstream cut after its head reaches the client as a closed connection; the log
+                    // says why (a client that went away is not logged).
                     let gatekeeper = self.gatekeeper, prefix = proxy.prefix, upstream = proxy.upstream
                     let body = ResponseBody { writer in
                         var sent = 0
-                        do {
-                            for try await chunk in stream {
-                                sent += chunk.readableBytes
-                                try await writer.write(chunk)
+                        var chunks = stream.makeAsyncIterator()
+                        while true {
+                            let chunk: ByteBuffer?
+                            do { chunk = try await chunks.next() } catch {
+                                gatekeeper.log(LogRecord(level: .warn, pluginID: pluginID,
+                                                         message: "proxy \(prefix) → \(upstream): the answer was cut after \(sent) bytes of its body: \(error)"))
+                                throw error
                             }
-                        } catch {
-                            gatekeeper.log(LogRecord(level: .warn, pluginID: pluginID,
-                                                     message: "proxy \(prefix) → \(upstream): the answer was cut after \(sent) bytes of its body: \(error)"))
-                            throw error
+                            guard let chunk else { break }
+                            sent += chunk.readableBytes
+                            try await writer.write(chunk)
                         }
                         try await writer.finish(nil)
                     }

@@ -128,6 +128,11 @@ struct ProxyTests {
         try sql("ALTER TABLE settings RENAME TO settings_away")
         let refused = try await server.request("GET", "/ext/app/ui/a")
         #expect(refused.status == 503 && refused.errorCode == "proxy-key-unavailable", "\(refused.status) \(refused.text)")
+        // The log line comes through the server's stderr pipe, maybe after the answer.
+        let logged = Date().addingTimeInterval(10)
+        while !server.errors.value.contains("the host's proxy secret cannot be read") && Date() < logged {
+            try await Task.sleep(for: .milliseconds(20))
+        }
         #expect(server.errors.value.contains("the host's proxy secret cannot be read"), "\(server.errors.value)")
         try sql("ALTER TABLE settings_away RENAME TO settings")
         let served = try await server.request("GET", "/ext/app/ui/a")
