@@ -31,6 +31,22 @@ final class Upstream {
     }
 
     deinit { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+    /// A fixture with "app" enabled: a manifest-only bundle that proxies `/ext/app/ui/` to `upstream`.
+    static func enabledApp(proxying upstream: Upstream) throws -> KernelFixture {
+        let f = KernelFixture()
+        _ = try TestEnvironment.makeBundle(in: f.plugins, folder: "app", manifest: """
+            id: app
+            name: An app
+            version: 1.0.0
+            abi: "1.0"
+            proxy:
+              - {prefix: /ui, upstream: "http://127.0.0.1:\(upstream.port)"}
+
+            """, library: nil)
+        let r = try TestEnvironment.run(TestEnvironment.binPath + "/keel", ["plugins", "enable", "app", "--plugins", f.plugins, "--state", f.state])
+        guard r.status == 0 else { throw TestFailure("enable app: \(r.stderr)") }
+        return f
+    }
 }
 
 @Suite("apps behind the proxy: /ext/<id>/<prefix>/ with the caller's identity", .serialized)
@@ -106,18 +122,7 @@ struct ProxyTests {
     func secretUnreadable() async throws {
         let upstream = try Upstream()
         defer { upstream.stop() }
-        let f = KernelFixture()
-        _ = try TestEnvironment.makeBundle(in: f.plugins, folder: "app", manifest: """
-            id: app
-            name: An app
-            version: 1.0.0
-            abi: "1.0"
-            proxy:
-              - {prefix: /ui, upstream: "http://127.0.0.1:\(upstream.port)"}
-
-            """, library: nil)
-        let keel = TestEnvironment.binPath + "/keel"
-        #expect(try TestEnvironment.run(keel, ["plugins", "enable", "app", "--plugins", f.plugins, "--state", f.state]).status == 0)
+        let f = try Upstream.enabledApp(proxying: upstream)
         let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch"])
         defer { server.stop() }
         // The settings table out of reach of the server's connection (a real failure of the store, made from outside).
@@ -147,18 +152,7 @@ struct ProxyStreamingTests {
     func plain() async throws {
         let upstream = try Upstream()
         defer { upstream.stop() }
-        let f = KernelFixture()
-        _ = try TestEnvironment.makeBundle(in: f.plugins, folder: "app", manifest: """
-            id: app
-            name: An app
-            version: 1.0.0
-            abi: "1.0"
-            proxy:
-              - {prefix: /ui, upstream: "http://127.0.0.1:\(upstream.port)"}
-
-            """, library: nil)
-        let keel = TestEnvironment.binPath + "/keel"
-        #expect(try TestEnvironment.run(keel, ["plugins", "enable", "app", "--plugins", f.plugins, "--state", f.state]).status == 0)
+        let f = try Upstream.enabledApp(proxying: upstream)
         let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch"],
                                        environment: ["KEEL_HTTP_LOG": "trace"])
         defer { server.stop() }
@@ -239,18 +233,7 @@ struct ProxyStreamingTests {
     func wholeAnswers() async throws {
         let upstream = try Upstream()
         defer { upstream.stop() }
-        let f = KernelFixture()
-        _ = try TestEnvironment.makeBundle(in: f.plugins, folder: "app", manifest: """
-            id: app
-            name: An app
-            version: 1.0.0
-            abi: "1.0"
-            proxy:
-              - {prefix: /ui, upstream: "http://127.0.0.1:\(upstream.port)"}
-
-            """, library: nil)
-        let keel = TestEnvironment.binPath + "/keel"
-        #expect(try TestEnvironment.run(keel, ["plugins", "enable", "app", "--plugins", f.plugins, "--state", f.state]).status == 0)
+        let f = try Upstream.enabledApp(proxying: upstream)
         let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch"])
         defer { server.stop() }
 
