@@ -278,14 +278,19 @@ final class UpstreamConnection: ChannelDuplexHandler, @unchecked Sendable {
                 paused = true
             }
         case .end:
-            if let pending = exchange.pending {
-                exchange.pending = nil
+            let pending = exchange.pending
+            exchange.pending = nil
+            exchange.responseDone = true
+            // Back in the pool before the answer's end reaches its reader, who may ask again at once (on another
+            // thread): handed on first, the next request found no idle connection and opened one.
+            let reusable = exchange.requestDone
+            if reusable { finish(context) }
+            if let pending {
                 exchange.answered = true
                 exchange.promise.succeed((pending.head, .complete(pending.body ?? ByteBuffer())))
             }
-            exchange.responseDone = true
             exchange.source?.finish()
-            if exchange.requestDone { finish(context) } else { close(context, cause: "answered before the request was sent whole") }
+            if !reusable { close(context, cause: "answered before the request was sent whole") }
         }
     }
 
