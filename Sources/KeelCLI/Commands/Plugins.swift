@@ -276,7 +276,9 @@ func throughServerOrKernel(_ options: GlobalOptions, id: String?, command: Kerne
 
 /// Executes a command that changes stored facts only (tenants, roles, repositories, trusted keys) on a kernel of
 /// this process that loads no plugin. A running server sees the change at once: it watches the state file.
-@discardableResult
+// Never inlined: inlined into a caller's closure, this call of a typed-throws async function crashed Swift 6.3.1's
+// optimizer (signal 11 while splitting the caller's coroutine), so `swift build -c release` of `keel` failed.
+@discardableResult @inline(never)
 func executeStored(_ options: GlobalOptions, _ command: KernelCommand) async throws -> CommandResult {
     try await options.makeKernel().executeAsCLI(command)
 }
