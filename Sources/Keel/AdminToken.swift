@@ -39,7 +39,7 @@ public final class AdminToken: Sendable {
     public func reset() throws(StateError) -> String {
         var generator = SystemRandomNumberGenerator()
         let bytes = (0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) }
-        let token = "keel_" + bytes.map { String(format: "%02x", $0) }.joined()
+        let token = "keel_" + Hex.lowercase(bytes)
         try state.setAdminTokenDigest(Self.hash(token))
         refresh()
         return token
@@ -54,6 +54,6 @@ public final class AdminToken: Sendable {
     }
 
     static func hash(_ token: String) -> String {
-        SHA256.hash(data: Data(token.utf8)).map { String(format: "%02x", $0) }.joined()
+        Hex.lowercase(SHA256.hash(data: Data(token.utf8)))
     }
 }

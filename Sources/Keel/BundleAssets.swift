@@ -4,6 +4,7 @@ import Crypto
 import Foundation
 import Glibc
 import KeelLoader
+import KeelState
 import KeelSystem
 import Synchronization
 
@@ -88,7 +89,7 @@ final class BundleAssets: Sendable {
         if let hit = cache.withLock({ $0[path] }), hit.stamp == stamp { return hit }
         guard let data = FileManager.default.contents(atPath: path), data.count <= Self.maxFileSize else { return nil }
         let body = [UInt8](data)
-        let digest = SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
+        let digest = Hex.lowercase(SHA256.hash(data: data))
         let compressible = Self.contentType(path).hasPrefix("text/") || Self.contentType(path).contains("javascript")
             || Self.contentType(path).contains("json") || Self.contentType(path).contains("svg")
         let entry = Entry(stamp: stamp, etag: "\"\(digest.prefix(32))\"", body: body,

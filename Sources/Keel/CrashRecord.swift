@@ -58,7 +58,7 @@ struct CrashRecord: Sendable, Equatable {
         parts.append("instruction \(pc)")
         if let offset { parts.append("offset \(offset) in the library") }
         parts.append("attributed by \(by)")
-        parts.append("time \(ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: TimeInterval(time))))")
+        parts.append("time \(Date(timeIntervalSince1970: TimeInterval(time)).formatted(.iso8601))")
         return parts.joined(separator: ", ")
     }
 }

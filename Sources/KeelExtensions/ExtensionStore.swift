@@ -242,7 +242,7 @@ public struct ExtensionStore: Sendable {
             let archiveURL = Self.join(offer.indexURL, offer.entry.archive)
             try FileManager.default.createDirectory(atPath: pluginsDirectory, withIntermediateDirectories: true)
             let digest = try fetcher.download(archiveURL, to: download, maxBytes: archiveLimits.maxArchiveBytes)
-            let hex = digest.map { String(format: "%02x", $0) }.joined()
+            let hex = Hex.lowercase(digest)
             guard hex == offer.entry.sha256.lowercased() else {
                 throw StoreError("\(archiveURL): sha256 \(hex) does not match the index (\(offer.entry.sha256))")
             }
@@ -340,7 +340,7 @@ public struct ExtensionStore: Sendable {
             let signer = (try? String(contentsOfFile: path + ".signer", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
             plugins[m.id, default: []].append(RepositoryIndex.Entry(
                 version: "\(m.version)", name: m.name, description: m.description, archive: name,
-                sha256: digest.map { String(format: "%02x", $0) }.joined(), signature: signature, signer: signer,
+                sha256: Hex.lowercase(digest), signature: signature, signer: signer,
                 abi: "\(m.abi)", host: m.hostVersions?.text,
                 dependencies: m.dependencies.isEmpty ? nil : Dictionary(uniqueKeysWithValues: m.dependencies.map { ($0.id, $0.versions.text) }),
                 capabilities: capabilities(of: m)))

@@ -2,6 +2,7 @@
 
 import Crypto
 import Foundation
+import KeelState
 
 /// SHA-256 of files, as lowercase hex: what load history, probe results and signature records key on.
 public enum FileDigest {
@@ -11,15 +12,6 @@ public enum FileDigest {
         return hex(SHA256.hash(data: data))
     }
 
-    /// Lowercase hex, without per-byte formatting (this runs once per plugin at start-up).
-    public static func hex(_ digest: SHA256.Digest) -> String {
-        let digits = Array("0123456789abcdef".utf8)
-        var out = [UInt8]()
-        out.reserveCapacity(64)
-        for byte in digest {
-            out.append(digits[Int(byte >> 4)])
-            out.append(digits[Int(byte & 0xF)])
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
+    /// Lowercase hex (`Hex.lowercase`).
+    public static func hex(_ digest: SHA256.Digest) -> String { Hex.lowercase(digest) }
 }

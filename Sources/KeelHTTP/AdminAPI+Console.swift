@@ -30,7 +30,7 @@ extension AdminAPI {
                 OverviewBody.Failure(id: $0.id, name: $0.name, status: $0.status.rawValue, reason: $0.reason ?? "", since: $0.changedAt)
             }
             return JSONBody.response(OverviewBody(
-                version: Kernel.version, startedAt: ISO8601DateFormatter().string(from: started),
+                version: Kernel.version, startedAt: started.formatted(.iso8601),
                 uptimeSeconds: Int(Date().timeIntervalSince(started)), plugins: plugins.count, byState: counts,
                 failures: failures, tenants: kernel.access.directory.tenants.count,
                 repositories: (try? kernel.state.repositories().count) ?? 0, events: recent.events))
@@ -76,7 +76,7 @@ final class RecentEvents: Sendable {
     var events: [OverviewBody.Event] { kept.withLock { $0 } }
 
     private func add(_ event: KernelEvent) {
-        let at = ISO8601DateFormatter().string(from: Date())
+        let at = Date().formatted(.iso8601)
         let entry: OverviewBody.Event
         switch event {
         case let .executed(command, actor, failure):

@@ -2,6 +2,7 @@
 
 import Foundation
 import Keel
+import KeelState
 import Synchronization
 
 /// Who is looking at a plugin page inside the console, without handing the page any credential of the console.
@@ -36,7 +37,7 @@ final class PageSessions: Sendable {
     /// A new ticket for `principal` on `pluginID`'s pages.
     func issue(_ principal: Principal, pluginID: String) -> String {
         var generator = SystemRandomNumberGenerator()
-        let ticket = (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
+        let ticket = Hex.lowercase((0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) })
         let now = ContinuousClock.now
         sessions.withLock { all in
             if all.count >= capacity {

@@ -135,7 +135,7 @@ extension StateStore {
         if let existing = try setting(SettingKey.proxySecret) { return existing }
         var bytes = [UInt8](repeating: 0, count: 32)
         for i in bytes.indices { bytes[i] = UInt8.random(in: 0...255) }
-        let made = bytes.map { String(format: "%02x", $0) }.joined()
+        let made = Hex.lowercase(bytes)
         _ = try locked { db throws(StateError) in
             try db.query("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT DO NOTHING", [.text(SettingKey.proxySecret), .text(made)])
         }
