@@ -38,6 +38,7 @@ extension Kernel {
                                         target: command.subject, outcome: code), with: records)
             return (outcome, failure, said)
         }
+        announcedChanges = changeCount
         await events.emit(.executed(command, actor: actor, failure: failure == nil ? nil : said))
         return try outcome.get()
     }

@@ -119,6 +119,6 @@ extension Kernel {
                 try? activate(id)
             }
         }
-        if !ids.isEmpty { Task { await events.emit(.pluginsChanged) } }
+        if !ids.isEmpty { noteChanged() }
     }
 }

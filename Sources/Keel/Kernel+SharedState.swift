@@ -48,7 +48,7 @@ extension Kernel {
         }
         if !changed.isEmpty {
             log(.info, nil, "applied the shared state: installed [\(changed.installed.joined(separator: ", "))], activated [\(changed.activated.joined(separator: ", "))], deactivated [\(changed.deactivated.joined(separator: ", "))]")
-            Task { await events.emit(.pluginsChanged) }
+            noteChanged()
         }
         return changed
     }

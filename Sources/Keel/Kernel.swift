@@ -48,7 +48,11 @@ public actor Kernel {
 
     var bundles: [String: Bundle] = [:]
     var active: [String: ActivePlugin] = [:] {
-        didSet { serving.update(active.mapValues(\.generation)) }
+        didSet {
+            let generations = active.mapValues(\.generation)
+            serving.update(generations)
+            if generations != oldValue.mapValues(\.generation) { noteChanged() }
+        }
     }
     /// The generation of each active plugin, for the log sink off the actor.
     nonisolated let serving: ServingGenerations
@@ -86,8 +90,13 @@ public actor Kernel {
         didSet {
             let added = idle.subtracting(oldValue).compactMap { id in bundles[id]?.manifest.map { (id, $0) } }
             environment.updateIdle(adding: added, removing: oldValue.subtracting(idle))
+            if idle != oldValue { noteChanged() }
         }
     }
+    /// Changes of what is active or idle so far, and how many of them an event has told subscribers about (see
+    /// `noteChanged`).
+    var changeCount = 0
+    var announcedChanges = 0
     /// When each active lazy plugin with an idle time-out was last seen in use (see `Kernel+Lazy`).
     var lastUse: [String: ContinuousClock.Instant] = [:]
     /// The task that deactivates lazy plugins left unused past their idle time-out; nil while none could be.
@@ -167,6 +176,21 @@ public actor Kernel {
         if deferredWrites != nil { deferredWrites?.append(change) } else { change() }
     }
 
+    /// Tells `events` subscribers (the live view, the console) that plugins changed, once for a run of changes:
+    /// the event is emitted after the kernel's current job, so a start-up that activates a thousand plugins, or a
+    /// lazy plugin woken by a request, makes one event. A command's own `.executed` event covers the changes it made.
+    func noteChanged() {
+        let scheduled = changeCount != announcedChanges
+        changeCount += 1
+        if !scheduled { Task { await announceChanges() } }
+    }
+
+    private func announceChanges() async {
+        guard changeCount != announcedChanges else { return }
+        announcedChanges = changeCount
+        await events.emit(.pluginsChanged)
+    }
+
     /// A plugin whose calls keep failing is taken down and recorded failed (and not wanted) with the reason.
     func disableMisbehaving(_ id: String, reason: String) {
         guard active[id] != nil else { return }
@@ -177,7 +201,7 @@ public actor Kernel {
         deactivate(id)
         try? state.setEnabled(id, false, status: .failed, reason: "disabled automatically: \(reason)")
         log(.error, id, "disabled automatically: \(reason)")
-        Task { await events.emit(.pluginsChanged) }
+        noteChanged()
     }
 
     // MARK: enable / disable

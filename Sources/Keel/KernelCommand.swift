@@ -119,7 +119,9 @@ public enum KernelEvent: Sendable {
     /// A command ran: who asked (`actor`: "admin-api", "cli", an embedder's name), and why it failed (nil: it
     /// succeeded). Emitted after the change is stored.
     case executed(KernelCommand, actor: String, failure: String?)
-    /// Plugins changed state without a command (a watched bundle was reloaded, a misbehaving plugin was disabled).
+    /// Plugins changed state without a command: a watched bundle was reloaded, a lazy plugin was woken by its first
+    /// use or went idle, a misbehaving plugin was disabled, another host's change to the shared state was applied.
+    /// One event may stand for several changes.
     case pluginsChanged
 }
 

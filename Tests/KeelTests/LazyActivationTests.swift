@@ -5,6 +5,7 @@ import Keel
 import KeelLoader
 import KeelManifest
 import KeelState
+import Synchronization
 import Testing
 
 /// Helpers for lazy plugins: the mapped libraries of a process, and waiting for a plugin's state.
@@ -141,6 +142,31 @@ struct LazyKernelTests {
         try await kernel.disable("lzrelaxed")
         try await kernel.disable("lzopt")
         #expect(!kernel.isIdle("lzopt") && kernel.activePlugins.isEmpty)
+        await kernel.shutdown()
+    }
+}
+
+extension LazyKernelTests {
+    @Test("a lazy plugin woken by its first use tells the events' subscribers (the live view, the console) once; a command's own event covers what it changed")
+    func wakeIsAnEvent() async throws {
+        let s = ServicesFixture()
+        try s.f.fixtureBundle("lzev", capabilities: ["routes"], extra: "activation: lazy\n")
+        let kernel = try s.kernel()
+        await kernel.start()
+        let seen = Mutex<[String]>([])
+        kernel.events.subscribe { event in
+            switch event {
+            case let .executed(command, _, _): seen.withLock { $0.append("executed \(command.name)") }
+            case .pluginsChanged: seen.withLock { $0.append("plugins changed") }
+            }
+        }
+        try await kernel.execute(.enable(id: "lzev", tenant: nil))
+        #expect(kernel.isIdle("lzev"))
+        try await kernel.wake("lzev")
+        let expected = ["executed enable", "plugins changed"]
+        #expect(await Lazy.eventually(10) { seen.withLock { $0 } == expected }, "\(seen.withLock { $0 })")
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(seen.withLock { $0 } == expected, "no second event for one change")
         await kernel.shutdown()
     }
 }
