@@ -27,7 +27,8 @@ public enum RemoteControl {
         while !Task.isCancelled {
             try? await Task.sleep(for: interval)
             ticks += 1
-            // Changes made inside the server (a watcher reload, an automatic disable) show up within ~2 s.
+            // Every change of what is active comes as an event (`publishOnChange`); what changes without one (a
+            // worker restarted: its process id and restart count) shows up within ~2 s.
             if ticks % 10 == 0 && !shared { published = await publishLive(kernel, unlessEqualTo: published) }
             guard let version = try? kernel.state.dataVersion(), version != seen else { continue }
             seen = version
