@@ -62,6 +62,7 @@ struct Gatekeeper: Sendable {
             return Caller(principal: principal, isAdmin: false, seen: seen)
         case let .failure(error):
             log(LogRecord(level: .warn, pluginID: error.pluginID, message: "authenticate hook failed, request denied: \(error)"))
+            if let metrics, let hook = error.hook { metrics.hookDenied(plugin: error.pluginID, hook: hook) }
             throw APIError.forbidden(because: "authenticate hook of plugin \"\(error.pluginID)\" failed")
         }
     }

@@ -99,6 +99,8 @@ public struct PluginCallError: Error, Sendable, CustomStringConvertible {
     public var status: Int32
     /// The plugin's own message from `set_error`, if any.
     public var message: String
+    /// The auth hook that failed, when the call was one (for the denial's log line and metrics).
+    public var hook: String?
 
     public init(pluginID: String, status: Int32, message: String) {
         self.pluginID = pluginID

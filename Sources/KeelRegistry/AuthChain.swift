@@ -23,7 +23,9 @@ extension Snapshot {
             case let .success(principal?):
                 if accept(hook, principal) { return .success(principal) }
             case .success(nil): continue
-            case let .failure(error): return .failure(error)
+            case var .failure(error):
+                error.hook = hook.name
+                return .failure(error)
             }
         }
         return .success(.anonymous)

@@ -71,7 +71,7 @@ struct MetricsTests {
         #expect(!text.contains("ada") && !text.contains("nowhere") && !text.contains("/greet/secret"))
     }
 
-    @Test("a hook over the hook budget is counted per plugin and hook (its request denied); failed calls per plugin")
+    @Test("a hook over the hook budget is counted per plugin and hook, and so is the denial it caused; failed calls per plugin")
     func hookOverrunAndFailedCalls() async throws {
         let f = KernelFixture()
         try f.fixtureBundle("sluggish", defines: ["AUTH_MODE=1", "SLOW_HOOK_MS=300"], capabilities: ["routes", "authenticate"])
@@ -86,6 +86,7 @@ struct MetricsTests {
         for _ in 0..<2 { #expect(try await server.request("GET", "/ext/flaky/ping", admin: true).status == 500) }
         let text = try await server.request("GET", "/metrics", admin: true).text
         #expect(Self.sample(text, "keel_hook_budget_overruns_total", ["plugin": "sluggish", "hook": "bearer"]) == 1, "\(text)")
+        #expect(Self.sample(text, "keel_hook_denials_total", ["plugin": "sluggish", "hook": "bearer"]) == 1, "a failing authenticate hook denies the request: \(text)")
         #expect(Self.sample(text, "keel_plugin_failed_calls_total", ["plugin": "sluggish"]) == 1, "\(text)")
         #expect(Self.sample(text, "keel_plugin_failed_calls_total", ["plugin": "flaky"]) == 2, "\(text)")
         #expect(Self.sample(text, "keel_requests_total", ["plugin": "flaky", "method": "GET", "route": "/ping", "status": "5xx"]) == 2)
