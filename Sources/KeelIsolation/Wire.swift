@@ -17,10 +17,14 @@ enum Wire {
     enum Kind: UInt8 {
         // host → worker
         case activate = 1, handle, authenticate, authorize, deactivate, command
+        /// A consumer in the host calls a function of a service table this worker provides.
+        case serviceCall = 7
         /// Answers to the worker's own calls (`callCommand`, `checkPermission`), with the id the worker chose.
         case commandAnswer = 10, permissionAnswer
         // worker → host
         case activated = 20, activationFailed, response, principal, decision, log, deactivated, commandResult
+        /// The answer to `serviceCall`.
+        case serviceResult = 28
         /// The plugin calls another plugin's command (keel.commands/1) or asks the permission check: the host answers
         /// with `commandAnswer` / `permissionAnswer` and the same id. See `HostServices`.
         case callCommand = 30, checkPermission
@@ -232,6 +236,8 @@ extension WireWriter {
         }
         strings(r.authenticators)
         strings(r.authorizers)
+        u32(UInt32(r.services.count))
+        for service in r.services { string(service.interface); int(service.tableSize) }
         strings(r.unsupported)
     }
 }
@@ -262,6 +268,9 @@ extension WireReader {
         }
         r.authenticators = try strings()
         r.authorizers = try strings()
+        for _ in 0..<(try count(minimumSize: 12)) {
+            r.services.append(.init(interface: try string(), tableSize: try int()))
+        }
         r.unsupported = try strings()
         return r
     }
@@ -331,5 +340,43 @@ extension WireReader {
         var status = try i32()
         if status < 0 { status = StatusCode.internalError }
         return CommandError(code, message, status: status)
+    }
+}
+
+// MARK: service calls
+
+extension WireWriter {
+    mutating func serviceCall(_ c: ServiceCall) {
+        u32(UInt32(c.arguments.count))
+        for a in c.arguments {
+            switch a {
+            case let .scalar(v): u8(0); u64(v)
+            case let .bytes(b): u8(1); bytes(b)
+            }
+        }
+        int(c.outCap)
+    }
+
+    mutating func serviceAnswer(_ a: ServiceAnswer) {
+        u64(a.value); u64(a.length); bytes(a.bytes)
+    }
+}
+
+extension WireReader {
+    mutating func serviceCall() throws(WireError) -> ServiceCall {
+        var c = ServiceCall(arguments: [])
+        for _ in 0..<(try count(minimumSize: 5)) {
+            switch try u8() {
+            case 0: c.arguments.append(.scalar(try u64()))
+            case 1: c.arguments.append(.bytes(try bytes()))
+            default: throw WireError(description: "an unknown service argument")
+            }
+        }
+        c.outCap = try int()
+        return c
+    }
+
+    mutating func serviceAnswer() throws(WireError) -> ServiceAnswer {
+        ServiceAnswer(value: try u64(), length: try u64(), bytes: try bytes())
     }
 }

@@ -275,7 +275,7 @@ final class WorkerConnection: Sendable {
                     try serveHostCall(frame, services: handlers.services) { level, message in
                         if logs.admit(now: Self.monotonic()) { handlers.log(level, message) }
                     }
-                case .activated, .activationFailed, .response, .principal, .decision, .deactivated, .commandResult:
+                case .activated, .activationFailed, .response, .principal, .decision, .deactivated, .commandResult, .serviceResult:
                     pending.withLock { $0.slots.removeValue(forKey: frame.id) }?.finish(.success(frame))
                 default:
                     throw WireError(description: "a \(frame.kind) frame from a worker")

@@ -54,6 +54,8 @@ final class WorkerServer: @unchecked Sendable {
     var library: PluginLibrary?
     var context: ActivationContext?
     var contributions = Contributions()
+    /// The provided service tables, in the order reported to the host, each with its declared functions.
+    var serviceTables: [ServiceTableCaller] = []
     /// Threads started with the plugin, and the most a worker runs.
     static let threads = 16
     static let maximumThreads = 64
@@ -85,7 +87,7 @@ final class WorkerServer: @unchecked Sendable {
                 if activate(activation, id: frame.id) {
                     for _ in 1..<Self.threads { startFollower() }
                 }
-            case .handle, .authenticate, .authorize, .command:
+            case .handle, .authenticate, .authorize, .command, .serviceCall:
                 if stillReading == 0, library != nil { startFollower() }
                 answer(frame)
             case .commandAnswer, .permissionAnswer:
@@ -143,6 +145,9 @@ final class WorkerServer: @unchecked Sendable {
             do { contributions = try library.activate(context, seed: seed) } catch { throw WorkerRefusal(error.description) }
             self.library = library
             self.context = context
+            serviceTables = contributions.services.map { provision in
+                ServiceTableCaller(provision, functions: manifest.provides.first { $0.interface == provision.interface }?.functions ?? [])
+            }
             active.store(true, ordering: .releasing)
             var w = WireWriter(.activated, id: id)
             w.registrations(RemoteRegistrations(contributions))
@@ -210,6 +215,14 @@ final class WorkerServer: @unchecked Sendable {
                     : .failure(CommandError(.unknown, "no command \(index)"))
                 var w = WireWriter(.commandResult, id: call.id)
                 w.commandOutcome(result)
+                send(w.frame)
+            case .serviceCall:
+                let table = try call.int(), function = try call.int(), arguments = try call.serviceCall()
+                let answer = serviceTables.indices.contains(table) ? serviceTables[table].call(function, arguments) : nil
+                var w = WireWriter(.serviceResult, id: call.id, capacity: 64 + (answer?.bytes.count ?? 0))
+                w.outcome(answer == nil ? .failure(PluginCallError(pluginID: context?.pluginID ?? "", status: StatusCode.unsupported,
+                                                                   message: "no function \(function) in service table \(table)")) : .success(()))
+                if let answer { w.serviceAnswer(answer) }
                 send(w.frame)
             default:
                 return

@@ -11,7 +11,8 @@ extension ActivationContext {
     func leaseReleased() { leases.wrappingSubtract(1, ordering: .relaxed) }
 
     /// Registers this activation's table for `text` (an interface it declares under provides:).
-    func addProvision(_ text: String, table: UnsafeRawPointer) -> Int32 {
+    /// `owner`: what keeps a table the host made alive (see `ServiceProvision.owner`).
+    func addProvision(_ text: String, table: UnsafeRawPointer, owner: AnyObject? = nil) -> Int32 {
         let what = "service \(text)"
         if let refusal = admitRegistration(nil, what: what) { return refusal }
         guard let declared = identity.provides.first(where: { $0.interface.description == text }) else {
@@ -29,7 +30,7 @@ extension ActivationContext {
             }
             p.services.append(ServiceProvision(interface: declared.interface, version: declared.version, ranking: declared.ranking,
                                                providerID: pluginID, providerVersion: identity.version,
-                                               generation: identity.generation, table: table, context: self))
+                                               generation: identity.generation, table: table, context: self, owner: owner))
             return StatusCode.ok
         }
     }

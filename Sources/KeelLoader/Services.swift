@@ -62,12 +62,15 @@ public final class ServiceProvision: @unchecked Sendable {
     let context: ActivationContext?
     private let held = Atomic<Int>(0)
     let info: UnsafeMutablePointer<keel_service_info>
+    /// What owns `table` when the host made it (a provider in a worker: `ServiceProxyTable`); kept as long as this.
+    let owner: AnyObject?
 
     /// The provider id the host's own provisions carry.
     public static let hostID = "keel"
 
     init(interface: InterfaceID, version: Semver, ranking: Int, providerID: String, providerVersion: String,
-         generation: Int, table: UnsafeRawPointer, context: ActivationContext?) {
+         generation: Int, table: UnsafeRawPointer, context: ActivationContext?, owner: AnyObject? = nil) {
+        self.owner = owner
         self.interface = interface
         self.version = version
         self.ranking = ranking
