@@ -30,7 +30,8 @@ extension ActivationContext {
             }
             p.services.append(ServiceProvision(interface: declared.interface, version: declared.version, ranking: declared.ranking,
                                                providerID: pluginID, providerVersion: identity.version,
-                                               generation: identity.generation, table: table, context: self, owner: owner))
+                                               generation: identity.generation, table: table, context: self,
+                                               functions: declared.functions, owner: owner))
             return StatusCode.ok
         }
     }
@@ -65,6 +66,10 @@ extension ActivationContext {
             }
             guard consumed.versions.contains(provision.version) else {
                 return failure(StatusCode.unsupported, "\(consumed.interface) is served by \"\(provision.providerID)\" in version \(provision.version), outside the declared range \(consumed.versions)")
+            }
+            if !consumed.functions.isEmpty, !provision.functions.isEmpty,
+               let difference = provision.functions.firstDifference(from: consumed.functions) {
+                return failure(StatusCode.unsupported, "\(consumed.interface): the functions: of consumer \"\(pluginID)\" and provider \"\(provision.providerID)\" disagree: \(difference)")
             }
             guard provision.tableSize >= minSize else {
                 return failure(StatusCode.unsupported, "\(consumed.interface) is served by \"\(provision.providerID)\" with a table of \(provision.tableSize) bytes; \(minSize) are needed")

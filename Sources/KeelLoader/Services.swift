@@ -62,6 +62,8 @@ public final class ServiceProvision: @unchecked Sendable {
     let context: ActivationContext?
     private let held = Atomic<Int>(0)
     let info: UnsafeMutablePointer<keel_service_info>
+    /// The table's functions as the provider's plugin.yaml declares them (`functions:`); empty when undeclared.
+    public let functions: [ServiceFunction]
     /// What owns `table` when the host made it (a provider in a worker: `ServiceProxyTable`); kept as long as this.
     let owner: AnyObject?
 
@@ -69,8 +71,10 @@ public final class ServiceProvision: @unchecked Sendable {
     public static let hostID = "keel"
 
     init(interface: InterfaceID, version: Semver, ranking: Int, providerID: String, providerVersion: String,
-         generation: Int, table: UnsafeRawPointer, context: ActivationContext?, owner: AnyObject? = nil) {
+         generation: Int, table: UnsafeRawPointer, context: ActivationContext?, functions: [ServiceFunction] = [],
+         owner: AnyObject? = nil) {
         self.owner = owner
+        self.functions = functions
         self.interface = interface
         self.version = version
         self.ranking = ranking
