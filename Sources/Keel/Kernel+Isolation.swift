@@ -65,7 +65,8 @@ extension Kernel {
             },
             permission: { principal, action, resource in
                 environment.checkPermission(plugin: id, principal, action: action, resource: resource)
-            })
+            },
+            leases: { RemoteLeases(context: context) })
         let supervisor = WorkerSupervisor(
             pluginID: id, executable: executable, activation: activation, policy: configuration.isolation, services: services,
             log: { [generation = build.number] level, message in
@@ -99,8 +100,8 @@ extension Kernel {
         if let provided = manifest.provides.first(where: { $0.functions.isEmpty }) {
             return "plugin \"\(id)\" provides \(provided.interface), whose functions are not declared, so its table cannot cross a process boundary; declare them under functions: of its provides: entry in plugin.yaml, or use isolation: in-process"
         }
-        if let consumed = manifest.consumes.first {
-            return "plugin \"\(id)\" consumes \(consumed.interface); a consumer of services cannot run in a worker process yet; use isolation: in-process, or call the provider's commands (calls:)"
+        if let consumed = manifest.consumes.first(where: { $0.functions.isEmpty }) {
+            return "plugin \"\(id)\" consumes \(consumed.interface), whose functions are not declared, so it cannot call the table from a worker process; declare them under functions: of its consumes: entry in plugin.yaml, or use isolation: in-process"
         }
         return nil
     }

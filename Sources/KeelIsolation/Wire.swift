@@ -21,6 +21,8 @@ enum Wire {
         case serviceCall = 7
         /// Answers to the worker's own calls (`callCommand`, `checkPermission`), with the id the worker chose.
         case commandAnswer = 10, permissionAnswer
+        /// Answers to the worker's `serviceAcquire` and `serviceInvoke`; `serviceChanged` tells its listeners (id 0).
+        case serviceGrant = 12, serviceReturn, serviceChanged
         // worker → host
         case activated = 20, activationFailed, response, principal, decision, log, deactivated, commandResult
         /// The answer to `serviceCall`.
@@ -28,6 +30,8 @@ enum Wire {
         /// The plugin calls another plugin's command (keel.commands/1) or asks the permission check: the host answers
         /// with `commandAnswer` / `permissionAnswer` and the same id. See `HostServices`.
         case callCommand = 30, checkPermission
+        /// The plugin leases a table through the host (keel.services/1), releases a lease, calls through one.
+        case serviceAcquire = 32, serviceRelease, serviceInvoke
     }
 }
 
@@ -238,6 +242,7 @@ extension WireWriter {
         strings(r.authorizers)
         u32(UInt32(r.services.count))
         for service in r.services { string(service.interface); int(service.tableSize) }
+        strings(r.listeners)
         strings(r.unsupported)
     }
 }
@@ -271,6 +276,7 @@ extension WireReader {
         for _ in 0..<(try count(minimumSize: 12)) {
             r.services.append(.init(interface: try string(), tableSize: try int()))
         }
+        r.listeners = try strings()
         r.unsupported = try strings()
         return r
     }
@@ -378,5 +384,19 @@ extension WireReader {
 
     mutating func serviceAnswer() throws(WireError) -> ServiceAnswer {
         ServiceAnswer(value: try u64(), length: try u64(), bytes: try bytes())
+    }
+}
+
+extension WireWriter {
+    /// Who serves: version, provider id and version, generation, table size.
+    mutating func grant(_ g: RemoteLeaseGrant) {
+        u64(g.id); string(g.version); string(g.providerID); string(g.providerVersion); int(g.generation); int(g.tableSize)
+    }
+}
+
+extension WireReader {
+    mutating func grant() throws(WireError) -> RemoteLeaseGrant {
+        RemoteLeaseGrant(id: try u64(), version: try string(), providerID: try string(), providerVersion: try string(),
+                         generation: try int(), tableSize: try int())
     }
 }

@@ -62,6 +62,8 @@ final class WorkerServer: @unchecked Sendable {
     /// Threads reading (or waiting to read) the socket, and threads started.
     private let readers = Atomic<Int>(0)
     private let started = Atomic<Int>(1)
+    /// Runs the listeners for the host's notices, in their order, off the reader threads.
+    let notices = DispatchQueue(label: "keel-worker-notices")
     /// The plugin's own calls to the host, waiting for their answers.
     let hostCalls = HostCallTable()
     /// Set once activate returned: before, the only thread that reads the socket is the one running activate, so a
@@ -90,8 +92,24 @@ final class WorkerServer: @unchecked Sendable {
             case .handle, .authenticate, .authorize, .command, .serviceCall:
                 if stillReading == 0, library != nil { startFollower() }
                 answer(frame)
-            case .commandAnswer, .permissionAnswer:
+            case .commandAnswer, .permissionAnswer, .serviceGrant, .serviceReturn:
                 hostCalls.deliver(frame)
+            case .serviceChanged:
+                var frame = frame
+                guard let interface = try? frame.string(), let tenant = try? frame.string(), let present = try? frame.bool(),
+                      let id = InterfaceID(interface) else { exit(70) }
+                var grant: RemoteLeaseGrant?
+                if present {
+                    guard let g = try? frame.grant() else { exit(70) }
+                    grant = g
+                }
+                notices.async { [self, grant] in
+                    let now = grant.map {
+                        ServiceProvision.describing(id, version: $0.version, providerID: $0.providerID, providerVersion: $0.providerVersion,
+                                                    generation: $0.generation, tableSize: $0.tableSize)
+                    }
+                    for listener in contributions.listeners where listener.interface == id { listener.notify(tenant: tenant, now: now) }
+                }
             case .deactivate:
                 deactivate(id: frame.id)
                 exit(0)

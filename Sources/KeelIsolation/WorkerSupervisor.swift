@@ -209,6 +209,19 @@ public final class WorkerSupervisor: RemoteCalls, Sendable {
         }
     }
 
+    public func serviceChanged(_ interface: String, tenant: String, _ now: ServiceProvision?) {
+        guard let connection = state.withLock({ $0.connection }), connection.isRunning else { return }
+        var w = WireWriter(.serviceChanged, id: 0)
+        w.string(interface)
+        w.string(tenant)
+        w.bool(now != nil)
+        if let now {
+            w.grant(RemoteLeaseGrant(id: 0, version: "\(now.version)", providerID: now.providerID, providerVersion: now.providerVersion,
+                                     generation: now.generation, tableSize: now.tableSize))
+        }
+        _ = connection.send(w.frame)
+    }
+
     /// Sends one call to the current worker (waiting for a restart in progress) and reads its answer.
     private func call<T>(_ frame: (UInt64) -> [UInt8], principal: Principal? = nil,
                          _ read: (inout WireReader) throws(WireError) -> Result<T, PluginCallError>) -> Result<T, PluginCallError> {

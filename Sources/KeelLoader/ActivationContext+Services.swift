@@ -37,7 +37,8 @@ extension ActivationContext {
     }
 
     /// Registers a listener for changes of the provider of `text` (an interface declared under consumes:).
-    func addListener(_ text: String, function: keel_service_changed_fn, userData: UnsafeMutableRawPointer?) -> Int32 {
+    func addListener(_ text: String, function: keel_service_changed_fn?, userData: UnsafeMutableRawPointer?,
+                     forward: (@Sendable (String, ServiceProvision?) -> Void)? = nil) -> Int32 {
         let what = "service listener for \(text)"
         if let refusal = admitRegistration(nil, what: what) { return refusal }
         guard let consumed = identity.consumed(text) else {
@@ -45,7 +46,8 @@ extension ActivationContext {
         }
         return pending.withLock { p -> Int32 in
             guard p.listeners.count < 16 else { return refuse(StatusCode.limit, "\(what): over the limit of 16 listeners per plugin") }
-            p.listeners.append(ServiceListener(interface: consumed.interface, function: function, userData: userData, context: self))
+            p.listeners.append(ServiceListener(interface: consumed.interface, function: function, userData: userData, context: self,
+                                               forward: forward))
             return StatusCode.ok
         }
     }
@@ -60,6 +62,7 @@ extension ActivationContext {
         guard let consumed = identity.consumed(text) else {
             return failure(StatusCode.denied, "service \(text) denied: not declared under consumes: in plugin.yaml")
         }
+        if let broker = environment.serviceBroker { return acquireRemote(consumed, tenant: tenant, minSize: minSize, broker: broker) }
         for _ in 0..<3 {
             guard let provision = environment.resolveService(consumed.interface, tenant: tenant) else {
                 return failure(StatusCode.notFound, "no enabled plugin provides \(consumed.interface)", log: false)

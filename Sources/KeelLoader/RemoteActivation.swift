@@ -21,6 +21,8 @@ public protocol RemoteCalls: AnyObject, Sendable {
     /// Function `function` (0: the first after struct_size) of the service table number `provision` (in the order
     /// the worker reported them), with arguments checked against its declared signature.
     func service(_ provision: Int, function: Int, _ call: ServiceCall) -> Result<ServiceAnswer, PluginCallError>
+    /// Tells the worker's listeners of `interface` that `now` (nil: none) serves it for `tenant`. Does not wait.
+    func serviceChanged(_ interface: String, tenant: String, _ now: ServiceProvision?)
     /// Returns once the worker runs, waiting (up to its start timeout) while it restarts after a crash, so that a
     /// hook's budget is timed from there: the restart is the host's time, not the plugin's.
     func waitForWorker()
@@ -52,7 +54,9 @@ public struct RemoteRegistrations: Sendable, Hashable {
     public var authorizers: [String] = []
     /// Service tables it provides: the interface id and the table's struct_size.
     public var services: [Service] = []
-    /// What the worker cannot hand over (listeners): named, so the host can refuse with a reason.
+    /// Interfaces whose changes of provider it listens for (`listen`), as it named them.
+    public var listeners: [String] = []
+    /// What the worker cannot hand over: named, so the host can refuse with a reason.
     public var unsupported: [String] = []
 
     public struct Service: Sendable, Hashable {
@@ -73,7 +77,7 @@ public struct RemoteRegistrations: Sendable, Hashable {
         authenticators = contributions.authenticators.map(\.name)
         authorizers = contributions.authorizers.map(\.name)
         services = contributions.services.map { Service(interface: $0.interface.description, tableSize: $0.tableSize) }
-        unsupported = contributions.listeners.isEmpty ? [] : ["service listener"]
+        listeners = contributions.listeners.map(\.interface.description)
     }
 }
 
@@ -103,12 +107,15 @@ extension ActivationContext {
                 continue
             }
             guard let proxy = ServiceProxyTable(interface: declared.interface, declared: declared.functions,
-                                                count: (service.tableSize - 8) / 8, remote: RemoteTarget(calls: calls, index: index),
-                                                context: self) else {
+                                                count: (service.tableSize - 8) / 8, context: self,
+                                                send: { function, call in calls.service(index, function: function, call) }) else {
                 refused = "service \(service.interface): the host could not make its proxy table (libffi refused a signature)"
                 continue
             }
             check(addProvision(service.interface, table: proxy.table, owner: proxy))
+        }
+        for text in registrations.listeners where refused == nil {
+            check(addRemoteListener(text) { tenant, now in calls.serviceChanged(text, tenant: tenant, now) })
         }
         for (index, route) in registrations.routes.enumerated() where refused == nil {
             check(addRoute(method: route.method, path: route.path,

@@ -4,12 +4,13 @@ import CKeelFFI
 import KeelManifest
 import Synchronization
 
-/// The table the host registers for a provider running in a worker process (`isolation: process`): `struct_size`
-/// and one libffi closure per declared function (`functions:` under provides:). A consumer calls it like any
-/// table; each call copies its arguments into a frame, the worker calls its real table and answers, and the closure
-/// writes the answer back. The consumer's thread blocks for the call (never more than the worker's call budget).
+/// A table whose functions run in another process: `struct_size` and one libffi closure per declared function
+/// (`functions:`). The host registers one for a provider running in a worker process (`isolation: process`); a
+/// worker hands one to a consumer it runs, per lease. A consumer calls it like any table; each call copies its
+/// arguments into a frame, the other side calls the real table and answers, and the closure writes the answer back.
+/// The consumer's thread blocks for the call (never more than the worker's call budget).
 ///
-/// What a worker answers is bounded here: a `status(buf)` answer must fit the caller's out_cap (else it is refused,
+/// What the other side answers is bounded here: a `status(buf)` answer must fit the caller's out_cap (else it is refused,
 /// nothing copied, and the caller gets KEEL_ERR_UNAVAILABLE), a status outside the ABI's reads as
 /// KEEL_ERR_INTERNAL, a `str` over 64 KiB reads as empty. A worker that crashes or runs past its budget during a
 /// call gives KEEL_ERR_UNAVAILABLE (zero or an empty `str` for functions without a status).
@@ -23,13 +24,15 @@ final class ServiceProxyTable: @unchecked Sendable {
 
     /// `count` of `declared` become the table (the worker's own table may be shorter than the declaration).
     /// Nil when libffi cannot make a closure.
-    init?(interface: InterfaceID, declared: [ServiceFunction], count: Int, remote: RemoteTarget, context: ActivationContext) {
+    /// `send` makes the call in the other process (function index, call).
+    init?(interface: InterfaceID, declared: [ServiceFunction], count: Int, context: ActivationContext,
+          send: @escaping @Sendable (Int, ServiceCall) -> Result<ServiceAnswer, PluginCallError>) {
         let n = max(0, min(count, declared.count))
         let strings = StringPool()
         var made: [ProxyFunction] = []
         for (i, f) in declared.prefix(n).enumerated() {
             guard let prepared = PreparedServiceCall(f.signature) else { return nil }
-            made.append(ProxyFunction(what: "service \(interface) \(f.name)", index: i, prepared: prepared, remote: remote,
+            made.append(ProxyFunction(what: "service \(interface) \(f.name)", index: i, prepared: prepared, send: send,
                                       context: context, strings: strings))
         }
         functions = made
@@ -83,15 +86,16 @@ private final class ProxyFunction: Sendable {
     let what: String
     let index: Int
     let prepared: PreparedServiceCall
-    let remote: RemoteTarget
+    let send: @Sendable (Int, ServiceCall) -> Result<ServiceAnswer, PluginCallError>
     let context: ActivationContext
     let strings: StringPool
 
-    init(what: String, index: Int, prepared: PreparedServiceCall, remote: RemoteTarget, context: ActivationContext, strings: StringPool) {
+    init(what: String, index: Int, prepared: PreparedServiceCall, send: @escaping @Sendable (Int, ServiceCall) -> Result<ServiceAnswer, PluginCallError>,
+         context: ActivationContext, strings: StringPool) {
         self.what = what
         self.index = index
         self.prepared = prepared
-        self.remote = remote
+        self.send = send
         self.context = context
         self.strings = strings
     }
@@ -132,7 +136,7 @@ private final class ProxyFunction: Sendable {
         guard context.enter() else { return fail(StatusCode.unavailable) }
         defer { context.leave() }
         let started = ActivationContext.now()
-        let answer = remote.calls.service(remote.index, function: index, call)
+        let answer = send(index, call)
         var problem: String?
         switch answer {
         case let .failure(error):

@@ -124,6 +124,57 @@ extension IsolationTests {
         await kernel.shutdown()
     }
 
+    @Test("deployer in a worker consumes the in-process argo-sync; its listener hears a switch of provider")
+    func exampleConsumerInAWorker() async throws {
+        let g = GitOpsFixture()
+        for folder in ["argo-sync", "deployer"] {
+            var manifest = try String(contentsOfFile: TestEnvironment.repository.path + "/Plugins/\(folder)/plugin.yaml", encoding: .utf8)
+            if folder == "deployer" { manifest += "isolation: process\n" }
+            try TestEnvironment.makeBundle(in: g.f.plugins, folder: folder, manifest: manifest,
+                                           library: try TestEnvironment.builtLibrary("lib\(folder).so"))
+        }
+        try g.provider("other")
+        let kernel = try g.f.kernel(workerExecutable: keel)
+        await kernel.start()
+        for id in ["argo-sync", "other", "deployer"] { try await kernel.enable(id) }
+        #expect(try await kernel.plugin("deployer").workerPID != nil)
+        var r = call(kernel, "/ext/deployer/sync/shop", query: "rev=v2")
+        #expect(r.status == 200 && r.text == "argocd synced shop to v2 (provider argo-sync 1.0.0 generation 1, gitops.sync 1.1.0)\n", "\(r)")
+        r = call(kernel, "/ext/deployer/provider")
+        #expect(r.text.contains("\"provider\":\"argo-sync\""), "\(r)")
+        try await kernel.execute(.useProvider(interface: "gitops.sync/1", plugin: "other", tenant: nil))
+        #expect(await logged(g.f.log, "[deployer]", "gitops.sync/1 now served by other 1.0.0 (host-wide)"), "the listener in the worker was told")
+        r = call(kernel, "/ext/deployer/sync/shop")
+        #expect(r.text.hasPrefix("other synced shop to main (provider other 1.0.0"), "\(r)")
+        let info = try #require(await kernel.services().first { $0.interface == "gitops.sync/1" })
+        #expect(info.providers.allSatisfy { $0.leases == 0 }, "the worker's leases were released on the host")
+        await kernel.shutdown()
+    }
+
+    @Test("a consumer and a provider, each in a worker: calls cross both, KEEL_ERR_LIMIT with the needed size; lease ids are the worker's own")
+    func bothInWorkers() async throws {
+        let g = GitOpsFixture()
+        try g.provider("remote", extra: "isolation: process\n")
+        try g.consumer("user", extra: "isolation: process\n")
+        try g.bundle("rogue", ["CONSUMER", "RAW_FRAMES"], extra: "consumes:\n  - interface: gitops.sync/1\n" + GitOpsFixture.functions + "isolation: process\n")
+        let kernel = try g.f.kernel(workerExecutable: keel)
+        await kernel.start()
+        for id in ["remote", "user", "rogue"] { try await kernel.enable(id) }
+        var r = call(kernel, "/ext/user/sync/shop")
+        #expect(r.status == 200 && r.text == "remote synced shop to main engine=remote", "\(r)")
+        r = call(kernel, "/ext/user/sync/shop", query: "cap=4")
+        #expect(r.status == 502 && r.text == "status=8 len=26 engine=remote", "\(r)")
+        // The rogue releases and calls lease 1, which is not its own: refused and logged, the worker not killed.
+        #expect(call(kernel, "/ext/rogue/raw").text == "sent")
+        #expect(await logged(g.f.log, "[rogue]", "released a service lease it does not hold"))
+        r = call(kernel, "/ext/rogue/sync/app")
+        #expect(r.status == 200 && r.text == "remote synced app to main engine=remote", "\(r)")
+        #expect(try await kernel.plugin("rogue").workerRestarts ?? 0 == 0)
+        let info = try #require(await kernel.services().first { $0.interface == "gitops.sync/1" })
+        #expect(info.providers.first?.leases == 0)
+        await kernel.shutdown()
+    }
+
     @Test("a provider without functions: is refused in a worker, saying to declare them; a consumer is refused with its reason")
     func servicesRefusedInAWorker() async throws {
         let s = ServicesFixture()
@@ -135,7 +186,7 @@ extension IsolationTests {
         try await kernel.enable("user")
         // The operator moves the consumer: refused up front, and it goes on serving in the host.
         await #expect { try await kernel.setIsolation("user", .process) } throws: { error in
-            "\(error)".contains("plugin \"user\" consumes test.echo/1; a consumer of services cannot run in a worker process yet")
+            "\(error)".contains("plugin \"user\" consumes test.echo/1, whose functions are not declared, so it cannot call the table from a worker process; declare them under functions: of its consumes: entry")
         }
         #expect(try await kernel.plugin("user").workerPID == nil)
         #expect(call(kernel, "/ext/user/call", query: "hi").status == 200)

@@ -4,10 +4,13 @@
  *   "<engine> synced <app> to <revision>", and faults when app is "crash".
  * CONSUMER: GET /sync/:app?cap=N acquires gitops.sync for the caller's tenant and calls sync(app, "main") with a
  *   buffer of N bytes (default 256, at most 256); answers 200 "<line> engine=<engine>" or 502
- *   "status=<n> len=<out_len> engine=<engine>", or 503 "acquire=<n>" when acquire failed. */
+ *   "status=<n> len=<out_len> engine=<engine>", or 503 "acquire=<n>" when acquire failed.
+ *   RAW_FRAMES (in a worker): GET /raw writes a serviceRelease and a serviceInvoke frame for lease 1, which it does
+ *   not hold, to the host itself, and answers "sent". */
 #include <keel/keel.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include "gitops_sync.h"
 
 #ifndef PLUGIN_ID
@@ -44,6 +47,21 @@ static keel_status answer(keel_http_response *res, int status, const char *text,
     res->set_status(res, (uint32_t)status);
     return res->write(res, text, (size_t)n);
 }
+
+#ifdef RAW_FRAMES
+static void put(unsigned char *at, uint64_t v, int n) { for (int i = 0; i < n; i++) at[i] = (unsigned char)(v >> (8 * i)); }
+
+static keel_status raw_route(void *ud, const keel_http_request *req, keel_http_response *res) {
+    (void)ud; (void)req;
+    unsigned char release[21], invoke[41];
+    put(release, 17, 4); release[4] = 33; put(release + 5, 4241, 8); put(release + 13, 1, 8);
+    put(invoke, 37, 4); invoke[4] = 34; put(invoke + 5, 4242, 8); put(invoke + 13, 1, 8); put(invoke + 21, 0, 8);
+    put(invoke + 29, 0, 4); put(invoke + 33, 64, 8);
+    if (write(0, release, sizeof release) != (ssize_t)sizeof release || write(0, invoke, sizeof invoke) != (ssize_t)sizeof invoke)
+        return answer(res, 500, "write", 5);
+    return answer(res, 200, "sent", 4);
+}
+#endif
 
 static keel_status sync_route(void *ud, const keel_http_request *req, keel_http_response *res) {
     (void)ud;
@@ -91,6 +109,10 @@ static keel_status activate(const keel_host *host, keel_ctx *ctx) {
     keel_route route = { sizeof(keel_route), KEEL_STR("GET"), KEEL_STR("/sync/:app"), sync_route, NULL };
     keel_status rs = http->register_route(ctx, &route);
     if (rs != KEEL_OK) return rs;
+#ifdef RAW_FRAMES
+    keel_route raw = { sizeof(keel_route), KEEL_STR("GET"), KEEL_STR("/raw"), raw_route, NULL };
+    if ((rs = http->register_route(ctx, &raw)) != KEEL_OK) return rs;
+#endif
 #endif
     return KEEL_OK;
 }
