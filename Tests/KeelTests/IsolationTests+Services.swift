@@ -175,6 +175,22 @@ extension IsolationTests {
         await kernel.shutdown()
     }
 
+    @Test("a consumer in a worker cannot call a provider that declares no functions: KEEL_ERR_UNSUPPORTED, logged naming it")
+    func undeclaredProviderForAWorker() async throws {
+        let s = ServicesFixture()
+        try s.provider("echoer", tag: "E")
+        try s.consumer("user", consumes: "[{interface: test.echo/1, functions: [{name: echo, signature: \"(str) -> i32\"}]}]\nisolation: process")
+        let kernel = try s.f.kernel(workerExecutable: keel)
+        await kernel.start()
+        try await kernel.enable("echoer")
+        try await kernel.enable("user")
+        #expect(try await kernel.plugin("user").workerPID != nil)
+        let r = call(kernel, "/ext/user/call", query: "hi")
+        #expect(r.status == 503 && r.text == "status=6", "\(r)")
+        #expect(await logged(s.f.log, "[user]", "test.echo/1 is served by \"echoer\", which does not declare its functions under functions:, so a consumer in a worker process cannot call it"))
+        await kernel.shutdown()
+    }
+
     @Test("a provider without functions: is refused in a worker, saying to declare them; a consumer is refused with its reason")
     func servicesRefusedInAWorker() async throws {
         let s = ServicesFixture()
