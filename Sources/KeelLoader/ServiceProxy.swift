@@ -84,11 +84,14 @@ final class PreparedServiceCall: @unchecked Sendable {
 public final class ServiceTableCaller: @unchecked Sendable {
     public let provision: ServiceProvision
     private let functions: [PreparedServiceCall?]
+    /// Names the provider when the process dies inside its table (nil for the host's own tables).
+    private let site: CrashSite?
 
     /// `functions`: the provider's `functions:` for the interface.
     public init(_ provision: ServiceProvision, functions: [ServiceFunction]) {
         self.provision = provision
         self.functions = functions.map { PreparedServiceCall($0.signature) }
+        site = provision.context?.crashSite("service \(provision.interface)")
     }
 
     /// Calls function `index` (0: the first after struct_size) with `call`. Nil when the table has no such function
@@ -141,7 +144,8 @@ public final class ServiceTableCaller: @unchecked Sendable {
         }
         var result = (UInt64(0), UInt64(0))
         withUnsafeMutableBytes(of: &result) { r in
-            keel_ffi_invoke(prepared.call, function, r.baseAddress, UnsafeMutablePointer(mutating: pointers))
+            let invoke = { keel_ffi_invoke(prepared.call, function, r.baseAddress, UnsafeMutablePointer(mutating: pointers)) }
+            if let site { site.around(invoke) } else { invoke() }
         }
         return withUnsafeBytes(of: &result) { r -> ServiceAnswer in
             guard let base = r.baseAddress else { return ServiceAnswer() }
