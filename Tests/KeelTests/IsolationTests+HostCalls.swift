@@ -5,8 +5,8 @@ import Keel
 import KeelLoader
 import Testing
 
-/// What a plugin in a worker asks of the host: other plugins' commands, the permission check, services (refused),
-/// its log (rate-limited). The host checks again whatever a worker asks.
+/// What a plugin in a worker asks of the host: other plugins' commands, the permission check, its log (rate-limited);
+/// services are in IsolationTests+Services. The host checks again whatever a worker asks.
 extension IsolationTests {
     /// Waits (up to 10 s) for a line of `log` that contains every one of `parts`.
     func logged(_ log: LogCollector, _ parts: String...) async -> Bool {
