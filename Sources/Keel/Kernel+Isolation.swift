@@ -65,7 +65,8 @@ extension Kernel {
             },
             permission: { principal, action, resource in
                 environment.checkPermission(plugin: id, principal, action: action, resource: resource)
-            })
+            },
+            leases: { RemoteLeases(context: context) })
         let supervisor = WorkerSupervisor(
             pluginID: id, executable: executable, activation: activation, policy: configuration.isolation, services: services,
             log: { [generation = build.number] level, message in
@@ -93,16 +94,14 @@ extension Kernel {
 
 extension Kernel {
     /// Why `manifest`'s plugin cannot run in a worker process for the services it provides or consumes, or nil.
-    /// A service is a C table of functions the ABI leaves undescribed (keel/services.h: "the host knows nothing of
-    /// the functions inside"): with no signature to marshal its arguments by, no call through it can cross a
-    /// process boundary. Commands can (their signatures are declared), so they are the way between processes.
+    /// A service is a C table of functions the host knows nothing of (keel/services.h): only a table whose functions
+    /// are declared with signatures (`functions:` of its provides: entry) can be proxied across a process boundary.
     nonisolated static func servicesRefusal(_ id: String, _ manifest: Manifest) -> String? {
-        let why = "a service table's functions are not declared with signatures, so it cannot cross a process boundary"
-        if let provided = manifest.provides.first {
-            return "plugin \"\(id)\" provides \(provided.interface), but \(why); use isolation: in-process, or offer its functions as commands (commands:)"
+        if let provided = manifest.provides.first(where: { $0.functions.isEmpty }) {
+            return "plugin \"\(id)\" provides \(provided.interface), whose functions are not declared, so its table cannot cross a process boundary; declare them under functions: of its provides: entry in plugin.yaml, or use isolation: in-process"
         }
-        if let consumed = manifest.consumes.first {
-            return "plugin \"\(id)\" consumes \(consumed.interface), but \(why); use isolation: in-process, or call the provider's commands (calls:)"
+        if let consumed = manifest.consumes.first(where: { $0.functions.isEmpty }) {
+            return "plugin \"\(id)\" consumes \(consumed.interface), whose functions are not declared, so it cannot call the table from a worker process; declare them under functions: of its consumes: entry in plugin.yaml, or use isolation: in-process"
         }
         return nil
     }

@@ -18,13 +18,17 @@ public struct HostServices: Sendable {
     public var command: @Sendable (_ plugin: String, _ name: String, _ arguments: String, _ principal: Principal) -> Result<String, CommandError>
     /// The host's permission check for `principal` doing `action` on `resource` (one of the plugin's own items).
     public var permission: @Sendable (_ principal: Principal, _ action: String, _ resource: String) -> AuthDecision
+    /// Makes the lease table of one worker process (keel.services/1 through the host); nil: none offered.
+    public var leases: (@Sendable () -> RemoteLeases)?
 
     public init(calls: Set<String>,
                 command: @escaping @Sendable (String, String, String, Principal) -> Result<String, CommandError>,
-                permission: @escaping @Sendable (Principal, String, String) -> AuthDecision) {
+                permission: @escaping @Sendable (Principal, String, String) -> AuthDecision,
+                leases: (@Sendable () -> RemoteLeases)? = nil) {
         self.calls = calls
         self.command = command
         self.permission = permission
+        self.leases = leases
     }
 
     /// None offered: every command call is refused and every check denied.
@@ -41,7 +45,8 @@ extension WorkerConnection {
     /// back into this worker, whose answers the reader must go on reading). [reader thread]
     /// - Throws: `WireError` for a malformed frame (the reader then kills the worker).
     /// `log` takes the lines about refused calls (the reader passes them through the worker's log budget).
-    func serveHostCall(_ frame: WireReader, services: HostServices, log: (Int, String) -> Void) throws(WireError) {
+    func serveHostCall(_ frame: WireReader, services: HostServices, leases: RemoteLeases?,
+                       log: (Int, String) -> Void) throws(WireError) {
         var frame = frame
         let id = frame.id
         switch frame.kind {
@@ -87,6 +92,44 @@ extension WorkerConnection {
                 var w = WireWriter(.permissionAnswer, id: id)
                 w.u8(services.permission(principal, action, resource) == .allow ? AuthDecision.allow.wireValue : AuthDecision.deny.wireValue)
                 _ = send(w.frame)
+            }
+        case .serviceAcquire:
+            let interface = try frame.string(), tenant = try frame.string(), minSize = try frame.int()
+            @Sendable func answer(_ result: Result<RemoteLeaseGrant, PluginCallError>) {
+                var w = WireWriter(.serviceGrant, id: id)
+                w.outcome(result.map { _ in () })
+                if case let .success(grant) = result { w.grant(grant) }
+                _ = send(w.frame)
+            }
+            guard let leases else {
+                return answer(.failure(PluginCallError(pluginID: "", status: StatusCode.unsupported, message: "services are not offered")))
+            }
+            guard interface.utf8.count <= 160, tenant.utf8.count <= 128, admitHostCall() else {
+                return answer(.failure(PluginCallError(pluginID: "", status: StatusCode.invalidArgument, message: "an interface or tenant over its limit, or too many calls at once")))
+            }
+            DispatchQueue.global().async { [self] in
+                defer { endHostCall() }
+                answer(leases.acquire(interface, tenant: tenant, minSize: max(0, minSize)))
+            }
+        case .serviceRelease:
+            let lease = try frame.u64()
+            if leases?.release(lease) != true {
+                log(LogLevel.warn.rawValue, "released a service lease it does not hold (released twice, or not its own); ignored")
+            }
+        case .serviceInvoke:
+            let lease = try frame.u64(), function = try frame.int(), call = try frame.serviceCall()
+            @Sendable func answer(_ result: Result<ServiceAnswer, PluginCallError>) {
+                var w = WireWriter(.serviceReturn, id: id, capacity: 64 + ((try? result.get())?.bytes.count ?? 0))
+                w.outcome(result.map { _ in () })
+                if case let .success(a) = result { w.serviceAnswer(a) }
+                _ = send(w.frame)
+            }
+            guard let leases, admitHostCall() else {
+                return answer(.failure(PluginCallError(pluginID: "", status: StatusCode.unavailable, message: "too many calls from the worker at once")))
+            }
+            DispatchQueue.global().async { [self] in
+                defer { endHostCall() }
+                answer(leases.call(lease, function: function, call))
             }
         default:
             throw WireError(description: "a \(frame.kind) frame from a worker")

@@ -17,13 +17,21 @@ enum Wire {
     enum Kind: UInt8 {
         // host → worker
         case activate = 1, handle, authenticate, authorize, deactivate, command
+        /// A consumer in the host calls a function of a service table this worker provides.
+        case serviceCall = 7
         /// Answers to the worker's own calls (`callCommand`, `checkPermission`), with the id the worker chose.
         case commandAnswer = 10, permissionAnswer
+        /// Answers to the worker's `serviceAcquire` and `serviceInvoke`; `serviceChanged` tells its listeners (id 0).
+        case serviceGrant = 12, serviceReturn, serviceChanged
         // worker → host
         case activated = 20, activationFailed, response, principal, decision, log, deactivated, commandResult
+        /// The answer to `serviceCall`.
+        case serviceResult = 28
         /// The plugin calls another plugin's command (keel.commands/1) or asks the permission check: the host answers
         /// with `commandAnswer` / `permissionAnswer` and the same id. See `HostServices`.
         case callCommand = 30, checkPermission
+        /// The plugin leases a table through the host (keel.services/1), releases a lease, calls through one.
+        case serviceAcquire = 32, serviceRelease, serviceInvoke
     }
 }
 
@@ -232,6 +240,9 @@ extension WireWriter {
         }
         strings(r.authenticators)
         strings(r.authorizers)
+        u32(UInt32(r.services.count))
+        for service in r.services { string(service.interface); int(service.tableSize) }
+        strings(r.listeners)
         strings(r.unsupported)
     }
 }
@@ -262,6 +273,10 @@ extension WireReader {
         }
         r.authenticators = try strings()
         r.authorizers = try strings()
+        for _ in 0..<(try count(minimumSize: 12)) {
+            r.services.append(.init(interface: try string(), tableSize: try int()))
+        }
+        r.listeners = try strings()
         r.unsupported = try strings()
         return r
     }

@@ -260,6 +260,9 @@ final class WorkerConnection: Sendable {
         var violated = false
         let source = FrameSource(socket: socket)
         var logs = LogBudget(now: Self.monotonic())
+        // The leases this worker holds on the host's tables: all released when it ends.
+        let leases = handlers.services.leases?()
+        defer { leases?.releaseAll() }
         while let body = source.next() {
             do throws(WireError) {
                 var frame = try WireReader(frame: body)
@@ -271,11 +274,11 @@ final class WorkerConnection: Sendable {
                     guard logs.admit(now: Self.monotonic()) else { continue }
                     if message.utf8.count > 4096 { message = String(message.prefix(4096)) + "…" }
                     handlers.log(level, message)
-                case .callCommand, .checkPermission:
-                    try serveHostCall(frame, services: handlers.services) { level, message in
+                case .callCommand, .checkPermission, .serviceAcquire, .serviceRelease, .serviceInvoke:
+                    try serveHostCall(frame, services: handlers.services, leases: leases) { level, message in
                         if logs.admit(now: Self.monotonic()) { handlers.log(level, message) }
                     }
-                case .activated, .activationFailed, .response, .principal, .decision, .deactivated, .commandResult:
+                case .activated, .activationFailed, .response, .principal, .decision, .deactivated, .commandResult, .serviceResult:
                     pending.withLock { $0.slots.removeValue(forKey: frame.id) }?.finish(.success(frame))
                 default:
                     throw WireError(description: "a \(frame.kind) frame from a worker")

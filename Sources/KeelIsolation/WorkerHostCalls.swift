@@ -68,9 +68,8 @@ private let servingKey: pthread_key_t = {
 
 /// The host services a plugin in a worker sees. The log goes to the host; a command call and a permission check are
 /// asked of the host, which checks them again (`HostServices`): the worker's own checks (calls:, the principal of
-/// the request) run first, as in the host, but are not what protects anything. Services between plugins are not
-/// offered: their tables are C functions whose signatures no manifest declares, so they cannot cross a process
-/// boundary (the host refuses such a plugin in a worker before it starts).
+/// the request) run first, as in the host, but are not what protects anything. Services between plugins are leased
+/// through the host (`RemoteServiceBroker`), which checks every acquire, lease id and call again.
 final class WorkerEnvironment: PluginEnvironment {
     let server: WorkerServer
     init(server: WorkerServer) { self.server = server }
@@ -94,7 +93,10 @@ final class WorkerEnvironment: PluginEnvironment {
         return (try? answer?.u8()).flatMap { AuthDecision(wireValue: $0) } ?? .deny
     }
 
+    /// Never asked: leases go through the host (`serviceBroker`).
     func resolveService(_ interface: InterfaceID, tenant: String) -> ServiceProvision? { nil }
+
+    var serviceBroker: (any RemoteServiceBroker)? { self }
 
     /// `principal` is not sent: the host acts for the principal of the request this thread serves.
     func callCommand(caller: String, plugin: String, name: String, arguments: String, principal: Principal) -> Result<String, CommandError> {
@@ -124,4 +126,52 @@ final class WorkerEnvironment: PluginEnvironment {
 
     // The host counts failed calls itself.
     func misbehaving(plugin: String, reason: String) {}
+}
+
+extension WorkerEnvironment: RemoteServiceBroker {
+    func acquireRemote(_ interface: String, tenant: String, minSize: Int) -> Result<RemoteLeaseGrant, PluginCallError> {
+        let pluginID = server.context?.pluginID ?? ""
+        guard server.active.load(ordering: .acquiring) else {
+            return .failure(PluginCallError(pluginID: pluginID, status: StatusCode.wrongState,
+                                            message: "acquired \(interface) during activate, which a plugin in a worker process cannot"))
+        }
+        let answer = server.hostCalls.ask({ id in
+            var w = WireWriter(.serviceAcquire, id: id)
+            w.string(interface)
+            w.string(tenant)
+            w.int(minSize)
+            return w.frame
+        }, send: server.send)
+        do throws(WireError) {
+            guard var answer else { throw WireError(description: "no answer") }
+            if let error = try answer.outcome(pluginID: pluginID) { return .failure(error) }
+            return .success(try answer.grant())
+        } catch {
+            return .failure(PluginCallError(pluginID: pluginID, status: StatusCode.unavailable, message: "the host did not answer the acquire of \(interface)"))
+        }
+    }
+
+    func releaseRemote(_ lease: UInt64) {
+        var w = WireWriter(.serviceRelease, id: 0)
+        w.u64(lease)
+        server.send(w.frame)
+    }
+
+    func callRemote(lease: UInt64, function: Int, _ call: ServiceCall) -> Result<ServiceAnswer, PluginCallError> {
+        let pluginID = server.context?.pluginID ?? ""
+        let answer = server.hostCalls.ask({ id in
+            var w = WireWriter(.serviceInvoke, id: id)
+            w.u64(lease)
+            w.int(function)
+            w.serviceCall(call)
+            return w.frame
+        }, send: server.send)
+        do throws(WireError) {
+            guard var answer else { throw WireError(description: "no answer") }
+            if let error = try answer.outcome(pluginID: pluginID) { return .failure(error) }
+            return .success(try answer.serviceAnswer())
+        } catch {
+            return .failure(PluginCallError(pluginID: pluginID, status: StatusCode.unavailable, message: "the host did not answer the call"))
+        }
+    }
 }

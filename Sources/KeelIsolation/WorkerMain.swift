@@ -54,12 +54,16 @@ final class WorkerServer: @unchecked Sendable {
     var library: PluginLibrary?
     var context: ActivationContext?
     var contributions = Contributions()
+    /// The provided service tables, in the order reported to the host, each with its declared functions.
+    var serviceTables: [ServiceTableCaller] = []
     /// Threads started with the plugin, and the most a worker runs.
     static let threads = 16
     static let maximumThreads = 64
     /// Threads reading (or waiting to read) the socket, and threads started.
     private let readers = Atomic<Int>(0)
     private let started = Atomic<Int>(1)
+    /// Runs the listeners for the host's notices, in their order, off the reader threads.
+    let notices = DispatchQueue(label: "keel-worker-notices")
     /// The plugin's own calls to the host, waiting for their answers.
     let hostCalls = HostCallTable()
     /// Set once activate returned: before, the only thread that reads the socket is the one running activate, so a
@@ -85,11 +89,27 @@ final class WorkerServer: @unchecked Sendable {
                 if activate(activation, id: frame.id) {
                     for _ in 1..<Self.threads { startFollower() }
                 }
-            case .handle, .authenticate, .authorize, .command:
+            case .handle, .authenticate, .authorize, .command, .serviceCall:
                 if stillReading == 0, library != nil { startFollower() }
                 answer(frame)
-            case .commandAnswer, .permissionAnswer:
+            case .commandAnswer, .permissionAnswer, .serviceGrant, .serviceReturn:
                 hostCalls.deliver(frame)
+            case .serviceChanged:
+                var frame = frame
+                guard let interface = try? frame.string(), let tenant = try? frame.string(), let present = try? frame.bool(),
+                      let id = InterfaceID(interface) else { exit(70) }
+                var grant: RemoteLeaseGrant?
+                if present {
+                    guard let g = try? frame.grant() else { exit(70) }
+                    grant = g
+                }
+                notices.async { [self, grant] in
+                    let now = grant.map {
+                        ServiceProvision.describing(id, version: $0.version, providerID: $0.providerID, providerVersion: $0.providerVersion,
+                                                    generation: $0.generation, tableSize: $0.tableSize)
+                    }
+                    for listener in contributions.listeners where listener.interface == id { listener.notify(tenant: tenant, now: now) }
+                }
             case .deactivate:
                 deactivate(id: frame.id)
                 exit(0)
@@ -143,6 +163,9 @@ final class WorkerServer: @unchecked Sendable {
             do { contributions = try library.activate(context, seed: seed) } catch { throw WorkerRefusal(error.description) }
             self.library = library
             self.context = context
+            serviceTables = contributions.services.map { provision in
+                ServiceTableCaller(provision, functions: manifest.provides.first { $0.interface == provision.interface }?.functions ?? [])
+            }
             active.store(true, ordering: .releasing)
             var w = WireWriter(.activated, id: id)
             w.registrations(RemoteRegistrations(contributions))
@@ -210,6 +233,14 @@ final class WorkerServer: @unchecked Sendable {
                     : .failure(CommandError(.unknown, "no command \(index)"))
                 var w = WireWriter(.commandResult, id: call.id)
                 w.commandOutcome(result)
+                send(w.frame)
+            case .serviceCall:
+                let table = try call.int(), function = try call.int(), arguments = try call.serviceCall()
+                let answer = serviceTables.indices.contains(table) ? serviceTables[table].call(function, arguments) : nil
+                var w = WireWriter(.serviceResult, id: call.id, capacity: 64 + (answer?.bytes.count ?? 0))
+                w.outcome(answer == nil ? .failure(PluginCallError(pluginID: context?.pluginID ?? "", status: StatusCode.unsupported,
+                                                                   message: "no function \(function) in service table \(table)")) : .success(()))
+                if let answer { w.serviceAnswer(answer) }
                 send(w.frame)
             default:
                 return

@@ -194,6 +194,34 @@ public final class WorkerSupervisor: RemoteCalls, Sendable {
         }
     }
 
+    public func service(_ provision: Int, function: Int, _ call: ServiceCall) -> Result<ServiceAnswer, PluginCallError> {
+        self.call({ id in
+            var w = WireWriter(.serviceCall, id: id, capacity: 64 + call.arguments.reduce(0) {
+                if case let .bytes(b) = $1 { return $0 + 5 + b.count } else { return $0 + 9 }
+            })
+            w.int(provision)
+            w.int(function)
+            w.serviceCall(call)
+            return w.frame
+        }) { (frame: inout WireReader) throws(WireError) -> Result<ServiceAnswer, PluginCallError> in
+            if let error = try frame.outcome(pluginID: pluginID) { return .failure(error) }
+            return .success(try frame.serviceAnswer())
+        }
+    }
+
+    public func serviceChanged(_ interface: String, tenant: String, _ now: ServiceProvision?) {
+        guard let connection = state.withLock({ $0.connection }), connection.isRunning else { return }
+        var w = WireWriter(.serviceChanged, id: 0)
+        w.string(interface)
+        w.string(tenant)
+        w.bool(now != nil)
+        if let now {
+            w.grant(RemoteLeaseGrant(id: 0, version: "\(now.version)", providerID: now.providerID, providerVersion: now.providerVersion,
+                                     generation: now.generation, tableSize: now.tableSize))
+        }
+        _ = connection.send(w.frame)
+    }
+
     /// Sends one call to the current worker (waiting for a restart in progress) and reads its answer.
     private func call<T>(_ frame: (UInt64) -> [UInt8], principal: Principal? = nil,
                          _ read: (inout WireReader) throws(WireError) -> Result<T, PluginCallError>) -> Result<T, PluginCallError> {

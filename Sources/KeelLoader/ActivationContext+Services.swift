@@ -11,7 +11,8 @@ extension ActivationContext {
     func leaseReleased() { leases.wrappingSubtract(1, ordering: .relaxed) }
 
     /// Registers this activation's table for `text` (an interface it declares under provides:).
-    func addProvision(_ text: String, table: UnsafeRawPointer) -> Int32 {
+    /// `owner`: what keeps a table the host made alive (see `ServiceProvision.owner`).
+    func addProvision(_ text: String, table: UnsafeRawPointer, owner: AnyObject? = nil) -> Int32 {
         let what = "service \(text)"
         if let refusal = admitRegistration(nil, what: what) { return refusal }
         guard let declared = identity.provides.first(where: { $0.interface.description == text }) else {
@@ -29,13 +30,15 @@ extension ActivationContext {
             }
             p.services.append(ServiceProvision(interface: declared.interface, version: declared.version, ranking: declared.ranking,
                                                providerID: pluginID, providerVersion: identity.version,
-                                               generation: identity.generation, table: table, context: self))
+                                               generation: identity.generation, table: table, context: self,
+                                               functions: declared.functions, owner: owner))
             return StatusCode.ok
         }
     }
 
     /// Registers a listener for changes of the provider of `text` (an interface declared under consumes:).
-    func addListener(_ text: String, function: keel_service_changed_fn, userData: UnsafeMutableRawPointer?) -> Int32 {
+    func addListener(_ text: String, function: keel_service_changed_fn?, userData: UnsafeMutableRawPointer?,
+                     forward: (@Sendable (String, ServiceProvision?) -> Void)? = nil) -> Int32 {
         let what = "service listener for \(text)"
         if let refusal = admitRegistration(nil, what: what) { return refusal }
         guard let consumed = identity.consumed(text) else {
@@ -43,7 +46,8 @@ extension ActivationContext {
         }
         return pending.withLock { p -> Int32 in
             guard p.listeners.count < 16 else { return refuse(StatusCode.limit, "\(what): over the limit of 16 listeners per plugin") }
-            p.listeners.append(ServiceListener(interface: consumed.interface, function: function, userData: userData, context: self))
+            p.listeners.append(ServiceListener(interface: consumed.interface, function: function, userData: userData, context: self,
+                                               forward: forward))
             return StatusCode.ok
         }
     }
@@ -58,12 +62,17 @@ extension ActivationContext {
         guard let consumed = identity.consumed(text) else {
             return failure(StatusCode.denied, "service \(text) denied: not declared under consumes: in plugin.yaml")
         }
+        if let broker = environment.serviceBroker { return acquireRemote(consumed, tenant: tenant, minSize: minSize, broker: broker) }
         for _ in 0..<3 {
             guard let provision = environment.resolveService(consumed.interface, tenant: tenant) else {
                 return failure(StatusCode.notFound, "no enabled plugin provides \(consumed.interface)", log: false)
             }
             guard consumed.versions.contains(provision.version) else {
                 return failure(StatusCode.unsupported, "\(consumed.interface) is served by \"\(provision.providerID)\" in version \(provision.version), outside the declared range \(consumed.versions)")
+            }
+            if !consumed.functions.isEmpty, !provision.functions.isEmpty,
+               let difference = provision.functions.firstDifference(from: consumed.functions) {
+                return failure(StatusCode.unsupported, "\(consumed.interface): the functions: of consumer \"\(pluginID)\" and provider \"\(provision.providerID)\" disagree: \(difference)")
             }
             guard provision.tableSize >= minSize else {
                 return failure(StatusCode.unsupported, "\(consumed.interface) is served by \"\(provision.providerID)\" with a table of \(provision.tableSize) bytes; \(minSize) are needed")

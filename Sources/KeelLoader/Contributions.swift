@@ -132,9 +132,13 @@ public protocol PluginEnvironment: AnyObject, Sendable {
     func hookOverran(plugin: String, hook: String)
     /// A call into `plugin`'s code failed: an error status, or a hook over its budget (for metrics).
     func callFailed(plugin: String)
+    /// Where leases are taken when they are not served in this process (a worker's host); nil in the host.
+    var serviceBroker: (any RemoteServiceBroker)? { get }
 }
 
 extension PluginEnvironment {
+    /// Leases are served in this process unless the environment says otherwise.
+    public var serviceBroker: (any RemoteServiceBroker)? { nil }
     /// Counted nowhere unless the environment says otherwise.
     public func hookOverran(plugin: String, hook: String) {}
     /// Counted nowhere unless the environment says otherwise.

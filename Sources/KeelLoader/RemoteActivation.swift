@@ -18,6 +18,11 @@ public protocol RemoteCalls: AnyObject, Sendable {
                    request: PluginRequest?) -> Result<AuthDecision, PluginCallError>
     /// Command number `index` (manifest order) with values already checked against its signature.
     func command(_ index: Int, _ values: [CommandValue]) -> Result<CommandValue, CommandError>
+    /// Function `function` (0: the first after struct_size) of the service table number `provision` (in the order
+    /// the worker reported them), with arguments checked against its declared signature.
+    func service(_ provision: Int, function: Int, _ call: ServiceCall) -> Result<ServiceAnswer, PluginCallError>
+    /// Tells the worker's listeners of `interface` that `now` (nil: none) serves it for `tenant`. Does not wait.
+    func serviceChanged(_ interface: String, tenant: String, _ now: ServiceProvision?)
     /// Returns once the worker runs, waiting (up to its start timeout) while it restarts after a crash, so that a
     /// hook's budget is timed from there: the restart is the host's time, not the plugin's.
     func waitForWorker()
@@ -47,8 +52,21 @@ public struct RemoteRegistrations: Sendable, Hashable {
     public var menus: [MenuDeclaration] = []
     public var authenticators: [String] = []
     public var authorizers: [String] = []
-    /// What the worker cannot hand over (tables of services, listeners): named, so the host can refuse with a reason.
+    /// Service tables it provides: the interface id and the table's struct_size.
+    public var services: [Service] = []
+    /// Interfaces whose changes of provider it listens for (`listen`), as it named them.
+    public var listeners: [String] = []
+    /// What the worker cannot hand over: named, so the host can refuse with a reason.
     public var unsupported: [String] = []
+
+    public struct Service: Sendable, Hashable {
+        public var interface: String
+        public var tableSize: Int
+        public init(interface: String, tableSize: Int) {
+            self.interface = interface
+            self.tableSize = tableSize
+        }
+    }
 
     public init() {}
 
@@ -58,8 +76,8 @@ public struct RemoteRegistrations: Sendable, Hashable {
         menus = contributions.menus.filter { !$0.fromManifest }.map(\.entry)
         authenticators = contributions.authenticators.map(\.name)
         authorizers = contributions.authorizers.map(\.name)
-        unsupported = contributions.services.map { "service table \($0.interface)" }
-            + (contributions.listeners.isEmpty ? [] : ["service listeners"])
+        services = contributions.services.map { Service(interface: $0.interface.description, tableSize: $0.tableSize) }
+        listeners = contributions.listeners.map(\.interface.description)
     }
 }
 
@@ -77,7 +95,27 @@ extension ActivationContext {
             if status != StatusCode.ok, refused == nil { refused = takeRefusal() ?? StatusCode.name(status) }
         }
         if let first = registrations.unsupported.first {
-            refused = "registered a \(first) in activate, which cannot cross a process boundary (a service table's functions are not declared with signatures); use isolation: in-process"
+            refused = "registered a \(first) in activate, which cannot cross a process boundary yet; use isolation: in-process"
+        }
+        for (index, service) in registrations.services.enumerated() where refused == nil {
+            guard let declared = identity.provides.first(where: { $0.interface.description == service.interface }) else {
+                check(addProvision(service.interface, table: Self.emptyTable))
+                continue
+            }
+            guard !declared.functions.isEmpty else {
+                refused = "service \(service.interface): its functions are not declared, so its table cannot cross a process boundary; declare them under functions: of its provides: entry in plugin.yaml, or use isolation: in-process"
+                continue
+            }
+            guard let proxy = ServiceProxyTable(interface: declared.interface, declared: declared.functions,
+                                                count: (service.tableSize - 8) / 8, context: self,
+                                                send: { function, call in calls.service(index, function: function, call) }) else {
+                refused = "service \(service.interface): the host could not make its proxy table (libffi refused a signature)"
+                continue
+            }
+            check(addProvision(service.interface, table: proxy.table, owner: proxy))
+        }
+        for text in registrations.listeners where refused == nil {
+            check(addRemoteListener(text) { tenant, now in calls.serviceChanged(text, tenant: tenant, now) })
         }
         for (index, route) in registrations.routes.enumerated() where refused == nil {
             check(addRoute(method: route.method, path: route.path,
@@ -97,6 +135,15 @@ extension ActivationContext {
         }
         return contributions
     }
+}
+
+extension ActivationContext {
+    /// A table of no functions, for an undeclared interface a worker reports: `addProvision` refuses it by name.
+    nonisolated(unsafe) static let emptyTable: UnsafeRawPointer = {
+        let t = UnsafeMutableRawPointer.allocate(byteCount: 8, alignment: 8)
+        t.storeBytes(of: UInt64(8), as: UInt64.self)
+        return UnsafeRawPointer(t)
+    }()
 }
 
 extension Result {

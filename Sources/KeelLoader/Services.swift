@@ -62,12 +62,22 @@ public final class ServiceProvision: @unchecked Sendable {
     let context: ActivationContext?
     private let held = Atomic<Int>(0)
     let info: UnsafeMutablePointer<keel_service_info>
+    /// The table's functions as the provider's plugin.yaml declares them (`functions:`); empty when undeclared.
+    public let functions: [ServiceFunction]
+    /// What owns `table` when the host made it (a provider in a worker: `ServiceProxyTable`); kept as long as this.
+    let owner: AnyObject?
+    /// Run when a lease on it ends, after the count: a lease a worker holds through its host tells the host.
+    let released: (@Sendable () -> Void)?
 
     /// The provider id the host's own provisions carry.
     public static let hostID = "keel"
 
     init(interface: InterfaceID, version: Semver, ranking: Int, providerID: String, providerVersion: String,
-         generation: Int, table: UnsafeRawPointer, context: ActivationContext?) {
+         generation: Int, table: UnsafeRawPointer, context: ActivationContext?, functions: [ServiceFunction] = [],
+         owner: AnyObject? = nil, released: (@Sendable () -> Void)? = nil) {
+        self.owner = owner
+        self.released = released
+        self.functions = functions
         self.interface = interface
         self.version = version
         self.ranking = ranking
@@ -121,21 +131,26 @@ public final class ServiceProvision: @unchecked Sendable {
     func releaseLease() {
         held.wrappingSubtract(1, ordering: .relaxed)
         context?.leave()
+        released?()
     }
 }
 
 /// A consumer's request to hear about changes of the provider of one interface.
 public final class ServiceListener: Sendable {
     public let interface: InterfaceID
-    nonisolated(unsafe) let function: keel_service_changed_fn
+    nonisolated(unsafe) let function: keel_service_changed_fn?
     nonisolated(unsafe) let userData: UnsafeMutableRawPointer?
     let context: ActivationContext
+    /// For a consumer in a worker process: sends the notice there instead (the worker calls its listeners).
+    let forward: (@Sendable (_ tenant: String, _ now: ServiceProvision?) -> Void)?
 
-    init(interface: InterfaceID, function: keel_service_changed_fn, userData: UnsafeMutableRawPointer?, context: ActivationContext) {
+    init(interface: InterfaceID, function: keel_service_changed_fn?, userData: UnsafeMutableRawPointer?, context: ActivationContext,
+         forward: (@Sendable (String, ServiceProvision?) -> Void)? = nil) {
         self.interface = interface
         self.function = function
         self.userData = userData
         self.context = context
+        self.forward = forward
         site = context.crashSite("service listener for \(interface)")
     }
 
@@ -150,6 +165,8 @@ public final class ServiceListener: Sendable {
     public func notify(tenant: String, now: ServiceProvision?) {
         guard context.enter() else { return }
         defer { context.leave() }
+        if let forward { return forward(tenant, now) }
+        guard let function else { return }
         let outer = ActivationContext.beginCall(context)
         defer { ActivationContext.endCall(outer) }
         let started = ActivationContext.now()

@@ -39,11 +39,15 @@ public struct ProvidedInterface: Sendable, Hashable {
     public var version: Semver
     /// Higher serves first when the operator chose none.
     public var ranking: Int
+    /// The table's functions in order (`functions:`); empty when undeclared (then the table cannot cross a process
+    /// boundary).
+    public var functions: [ServiceFunction]
 
-    public init(interface: InterfaceID, version: Semver? = nil, ranking: Int = 0) {
+    public init(interface: InterfaceID, version: Semver? = nil, ranking: Int = 0, functions: [ServiceFunction] = []) {
         self.interface = interface
         self.version = version ?? Semver(interface.major, 0, 0)
         self.ranking = ranking
+        self.functions = functions
     }
 }
 
@@ -55,11 +59,14 @@ public struct ConsumedInterface: Sendable, Hashable {
     public var versions: VersionRange
     /// True: the plugin activates without a provider and is told when one appears.
     public var optional: Bool
+    /// The table's functions the consumer uses, in order (`functions:`); empty when undeclared.
+    public var functions: [ServiceFunction]
 
-    public init(interface: InterfaceID, versions: VersionRange? = nil, optional: Bool = false) {
+    public init(interface: InterfaceID, versions: VersionRange? = nil, optional: Bool = false, functions: [ServiceFunction] = []) {
         self.interface = interface
         self.versions = versions ?? VersionRange("^\(interface.major)") ?? VersionRange("*")!
         self.optional = optional
+        self.functions = functions
     }
 
     /// True when a provider of `provided` will do.

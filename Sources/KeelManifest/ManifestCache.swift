@@ -27,7 +27,7 @@ public struct ManifestCache: Sendable {
     var racyMargin: Double = 2
 
     /// Bumped whenever the layout of the file or of `ManifestCodec`'s bytes changes.
-    static let formatVersion: UInt64 = 1
+    static let formatVersion: UInt64 = 2
     static let magic = Array("KEELMANI".utf8)
 
     public init(path: String) { self.path = path }

@@ -55,6 +55,11 @@ struct ByteWriter {
     mutating func optionalInt(_ v: Int?) { bool(v != nil); if let v { int(v) } }
     mutating func optionalDouble(_ v: Double?) { bool(v != nil); if let v { double(v) } }
 
+    mutating func functions(_ list: [ServiceFunction]) {
+        count(list.count)
+        for f in list { string(f.name); string(f.signature.description) }
+    }
+
     mutating func menu(_ m: MenuDeclaration) {
         for s in [m.id, m.title, m.parent, m.link] { string(s) }
         int(m.order)
@@ -77,9 +82,9 @@ struct ByteWriter {
         count(m.permissions.count)
         for p in m.permissions { string(p.key); string(p.description); strings(p.actions) }
         count(m.provides.count)
-        for p in m.provides { string(p.interface.description); string(p.version.description); int(p.ranking) }
+        for p in m.provides { string(p.interface.description); string(p.version.description); int(p.ranking); functions(p.functions) }
         count(m.consumes.count)
-        for c in m.consumes { string(c.interface.description); string(c.versions.text); bool(c.optional) }
+        for c in m.consumes { string(c.interface.description); string(c.versions.text); bool(c.optional); functions(c.functions) }
         count(m.commands.count)
         for c in m.commands {
             for s in [c.name, c.symbol, c.signature.description, c.description, c.permission] { string(s) }
@@ -167,6 +172,13 @@ struct ByteReader {
         return out
     }
 
+    mutating func functions() -> [ServiceFunction]? {
+        list { r -> ServiceFunction? in
+            guard let name = r.string(), let signature = r.string().flatMap({ try? ServiceSignature(parsing: $0) }) else { return nil }
+            return ServiceFunction(name: name, signature: signature)
+        }
+    }
+
     mutating func menu() -> MenuDeclaration? {
         guard let id = string(), let title = string(), let parent = string(), let link = string(), let order = int(),
               let icon = string(), let permission = string() else { return nil }
@@ -196,13 +208,13 @@ struct ByteReader {
               }),
               let provides = list({ r -> ProvidedInterface? in
                   guard let interface = r.string().flatMap(InterfaceID.init), let version = r.string().flatMap(Semver.init),
-                        let ranking = r.int() else { return nil }
-                  return ProvidedInterface(interface: interface, version: version, ranking: ranking)
+                        let ranking = r.int(), let functions = r.functions() else { return nil }
+                  return ProvidedInterface(interface: interface, version: version, ranking: ranking, functions: functions)
               }),
               let consumes = list({ r -> ConsumedInterface? in
                   guard let interface = r.string().flatMap(InterfaceID.init), let versions = r.string().flatMap(VersionRange.init),
-                        let optional = r.bool() else { return nil }
-                  return ConsumedInterface(interface: interface, versions: versions, optional: optional)
+                        let optional = r.bool(), let functions = r.functions() else { return nil }
+                  return ConsumedInterface(interface: interface, versions: versions, optional: optional, functions: functions)
               }),
               let commands = list({ r -> CommandDeclaration? in
                   guard let name = r.string(), let symbol = r.string(), let text = r.string(),

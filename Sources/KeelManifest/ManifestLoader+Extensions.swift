@@ -83,7 +83,8 @@ extension NodeReader {
             guard !out.contains(where: { $0.interface == id }) else {
                 throw fail(item, path + ".interface", "\(id) is declared twice: a plugin provides an interface once")
             }
-            out.append(ProvidedInterface(interface: id, version: version, ranking: ranking))
+            out.append(ProvidedInterface(interface: id, version: version, ranking: ranking,
+                                         functions: try functions(f["functions"], path: path + ".functions")))
         }
         return out
     }
@@ -127,7 +128,32 @@ extension NodeReader {
             guard !out.contains(where: { $0.interface.name == id.name }) else {
                 throw fail(item, path + ".interface", "\(id.name) is declared twice")
             }
-            out.append(ConsumedInterface(interface: id, versions: range, optional: optional))
+            out.append(ConsumedInterface(interface: id, versions: range, optional: optional,
+                                         functions: try functions(f["functions"], path: path + ".functions")))
+        }
+        return out
+    }
+
+    /// `functions:` of an interface entry: a list of {name, signature}, the table's functions in order.
+    private mutating func functions(_ node: Node?, path: String) throws(ManifestError) -> [ServiceFunction] {
+        guard let node else { return [] }
+        guard let seq = node.sequence else {
+            throw fail(node, path, "expected a list such as [{name: sync, signature: \"(str, str) -> status(buf)\"}], found \(Self.kind(node))")
+        }
+        guard seq.count <= 64 else { throw fail(node, path, "\(seq.count) functions: at most 64") }
+        var out: [ServiceFunction] = []
+        for (i, item) in seq.enumerated() {
+            let at = "\(path)[\(i)]"
+            guard let map = item.mapping else { throw fail(item, at, "expected a mapping with name and signature, found \(Self.kind(item))") }
+            let f = try entries(map, known: ["name", "signature"], path: at + ".")
+            let name = try string(f, "name", in: item, prefix: at + ".")
+            guard CommandDeclaration.isValidName(name) else {
+                throw fail(f["name"], at + ".name", "\"\(name)\" is not a function name (lowercase letters, digits, '-', '_', starting with a letter; at most 64)")
+            }
+            let text = try string(f, "signature", in: item, prefix: at + ".")
+            do { out.append(ServiceFunction(name: name, signature: try ServiceSignature(parsing: text))) } catch {
+                throw fail(f["signature"], at + ".signature", error.description)
+            }
         }
         return out
     }

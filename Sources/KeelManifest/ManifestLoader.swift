@@ -148,8 +148,8 @@ struct NodeReader {
     ]
     static let proxyKeys: Set<String> = ["prefix", "upstream", "timeout"]
     static let commandKeys: Set<String> = ["name", "symbol", "signature", "description", "permission", "probe"]
-    static let providesKeys: Set<String> = ["interface", "version", "ranking"]
-    static let consumesKeys: Set<String> = ["interface", "version", "optional"]
+    static let providesKeys: Set<String> = ["interface", "version", "ranking", "functions"]
+    static let consumesKeys: Set<String> = ["interface", "version", "optional", "functions"]
     static let permissionKeys: Set<String> = ["key", "description", "actions"]
     static let menuKeys: Set<String> = ["id", "title", "parent", "link", "order", "icon", "permission"]
 

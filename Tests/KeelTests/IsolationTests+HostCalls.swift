@@ -5,8 +5,8 @@ import Keel
 import KeelLoader
 import Testing
 
-/// What a plugin in a worker asks of the host: other plugins' commands, the permission check, services (refused),
-/// its log (rate-limited). The host checks again whatever a worker asks.
+/// What a plugin in a worker asks of the host: other plugins' commands, the permission check, its log (rate-limited);
+/// services are in IsolationTests+Services. The host checks again whatever a worker asks.
 extension IsolationTests {
     /// Waits (up to 10 s) for a line of `log` that contains every one of `parts`.
     func logged(_ log: LogCollector, _ parts: String...) async -> Bool {
@@ -94,31 +94,6 @@ extension IsolationTests {
         let reply = try match.route.handler.handle(PluginRequest(method: "GET", path: "/ext/asker/ask", principal: ann)).get()
         #expect(reply.bodyText == "undeclared:deny declared:allow")
         #expect(await logged(f.log, "[asker] asked about permission \"other.things\", which it does not declare: denied"))
-        await kernel.shutdown()
-    }
-
-    @Test("services cannot cross a process boundary: a provider or consumer in a worker is refused with the reason")
-    func servicesRefusedInAWorker() async throws {
-        let s = ServicesFixture()
-        try s.provider("echoer", tag: "E")
-        try s.consumer("user")
-        let kernel = try s.f.kernel(workerExecutable: keel)
-        await kernel.start()
-        try await kernel.enable("echoer")
-        try await kernel.enable("user")
-        let reason = "a service table's functions are not declared with signatures, so it cannot cross a process boundary"
-        // The operator moves the consumer: refused up front, and it goes on serving in the host.
-        await #expect { try await kernel.setIsolation("user", .process) } throws: { error in
-            "\(error)".contains("plugin \"user\" consumes test.echo/1, but \(reason); use isolation: in-process, or call the provider's commands (calls:)")
-        }
-        #expect(try await kernel.plugin("user").workerPID == nil)
-        #expect(call(kernel, "/ext/user/call", query: "hi").status == 200)
-        // A provider whose manifest asks for a worker fails to activate, with the reason.
-        try s.bundle("remote-echoer", ["PROVIDER", "TAG=\"R\""], extra: "provides:\n  - interface: test.echo/1\nisolation: process\n")
-        await #expect(throws: KernelError.self) { try await kernel.enable("remote-echoer") }
-        let info = try await kernel.plugin("remote-echoer")
-        #expect(info.status == .failed)
-        #expect(info.reason?.contains("plugin \"remote-echoer\" provides test.echo/1, but \(reason)") == true, "\(info.reason ?? "")")
         await kernel.shutdown()
     }
 }

@@ -20,6 +20,11 @@
  *     - interface: gitops.sync       # with or without /<major>
  *       version: "^1"                # a range within one major (default: the major given, else ^1)
  *       optional: false              # true: the plugin activates without a provider and is told when one comes
+ *   (either entry)  functions:       # optional: the table's functions after struct_size, in order, so that the
+ *       - {name: engine, signature: "() -> str"}              # table can cross a process boundary
+ *       - {name: sync, signature: "(str, str) -> status(buf)"} # (isolation: process). Command signatures, plus
+ *                                    # -> str (keel_str by value) and -> status(buf) (trailing char *out,
+ *                                    # size_t out_cap, size_t *out_len; KEEL_ERR_LIMIT sets *out_len to the need)
  *
  * Ids: "<name>/<major>", name of 1–128 lowercase letters, digits, '.', '-' and '_', starting with a letter.
  *

@@ -31,3 +31,21 @@ void keel_ffi_invoke(const keel_ffi_call *call, const void *function, void *resu
 
 /* Frees a prepared call. */
 void keel_ffi_free(keel_ffi_call *call);
+
+/* As keel_ffi_prepare, and a `result` of KEEL_FFI_STR (a keel_str returned by value) is allowed too: for the
+ * functions of service tables (keel/services.h), which commands' signatures lack. */
+keel_ffi_call *keel_ffi_prepare_service(const uint8_t *kinds, size_t count, uint8_t result);
+
+/* What a closure runs: `result` is 16 bytes, aligned, zeroed, for the value of the prepared call's result kind (an
+ * int32_t for KEEL_FFI_I32, a keel_str for KEEL_FFI_STR...); `arguments` are libffi's (count pointers, each to a
+ * value of its kind). Called on the caller's thread. */
+typedef void (*keel_ffi_handler)(void *user_data, void *result, void **arguments);
+
+/* A C function made at run time: calling *out_function with the prepared call's arguments runs `handler` with
+ * `user_data`. `call` must outlive the closure. Returns NULL when libffi cannot make one. */
+typedef struct keel_ffi_closure keel_ffi_closure;
+keel_ffi_closure *keel_ffi_closure_make(const keel_ffi_call *call, keel_ffi_handler handler, void *user_data,
+                                        void **out_function);
+
+/* Frees a closure; its function must not be called any more. */
+void keel_ffi_closure_free(keel_ffi_closure *closure);

@@ -1,0 +1,128 @@
+/* A test plugin for gitops.sync/1 across processes (Plugins/deployer/gitops_sync.h), built with cc and -D switches.
+ *   PLUGIN_ID                      the descriptor id
+ * PROVIDER: provides gitops.sync/1 with engine "ENGINE" (default "fixture"); sync writes
+ *   "<engine> synced <app> to <revision>", and faults when app is "crash".
+ * CONSUMER: GET /sync/:app?cap=N acquires gitops.sync for the caller's tenant and calls sync(app, "main") with a
+ *   buffer of N bytes (default 256, at most 256); answers 200 "<line> engine=<engine>" or 502
+ *   "status=<n> len=<out_len> engine=<engine>", or 503 "acquire=<n>" when acquire failed.
+ *   RAW_FRAMES (in a worker): GET /raw writes a serviceRelease and a serviceInvoke frame for lease 1, which it does
+ *   not hold, to the host itself, and answers "sent". */
+#include <keel/keel.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+#include "gitops_sync.h"
+
+#ifndef PLUGIN_ID
+#define PLUGIN_ID "gitops"
+#endif
+#ifndef ENGINE
+#define ENGINE "fixture"
+#endif
+
+#ifdef PROVIDER
+static keel_str engine(void) { return keel_cstr(ENGINE); }
+
+static keel_status sync_app(keel_str app, keel_str revision, char *out, size_t out_cap, size_t *out_len) {
+    if (!out_len || (!out && out_cap) || !app.len) return KEEL_ERR_INVALID_ARGUMENT;
+    if (app.len == 5 && memcmp(app.ptr, "crash", 5) == 0) *(volatile int *)0 = 1;
+    char line[512];
+    int n = snprintf(line, sizeof line, ENGINE " synced %.*s to %.*s", (int)app.len, app.ptr,
+                     revision.len ? (int)revision.len : 4, revision.len ? revision.ptr : "main");
+    if (n < 0) return KEEL_ERR_INTERNAL;
+    *out_len = (size_t)n;
+    if ((size_t)n > out_cap) return KEEL_ERR_LIMIT;
+    memcpy(out, line, (size_t)n);
+    return KEEL_OK;
+}
+
+static const gitops_sync_v1 table = { sizeof(gitops_sync_v1), engine, sync_app };
+#endif
+
+#ifdef CONSUMER
+static const keel_host_services *services;
+static keel_ctx *the_ctx;
+
+static keel_status answer(keel_http_response *res, int status, const char *text, int n) {
+    res->set_status(res, (uint32_t)status);
+    return res->write(res, text, (size_t)n);
+}
+
+#ifdef RAW_FRAMES
+static void put(unsigned char *at, uint64_t v, int n) { for (int i = 0; i < n; i++) at[i] = (unsigned char)(v >> (8 * i)); }
+
+static keel_status raw_route(void *ud, const keel_http_request *req, keel_http_response *res) {
+    (void)ud; (void)req;
+    unsigned char release[21], invoke[41];
+    put(release, 17, 4); release[4] = 33; put(release + 5, 4241, 8); put(release + 13, 1, 8);
+    put(invoke, 37, 4); invoke[4] = 34; put(invoke + 5, 4242, 8); put(invoke + 13, 1, 8); put(invoke + 21, 0, 8);
+    put(invoke + 29, 0, 4); put(invoke + 33, 64, 8);
+    if (write(0, release, sizeof release) != (ssize_t)sizeof release || write(0, invoke, sizeof invoke) != (ssize_t)sizeof invoke)
+        return answer(res, 500, "write", 5);
+    return answer(res, 200, "sent", 4);
+}
+#endif
+
+static keel_status sync_route(void *ud, const keel_http_request *req, keel_http_response *res) {
+    (void)ud;
+    char body[700], line[256];
+    keel_str app = KEEL_STR_EMPTY;
+    for (size_t i = 0; i < req->params_len; i++)
+        if (req->params[i].name.len == 3 && memcmp(req->params[i].name.ptr, "app", 3) == 0) app = req->params[i].value;
+    size_t cap = sizeof line;
+    if (req->query.len > 4 && memcmp(req->query.ptr, "cap=", 4) == 0) {
+        char digits[16] = { 0 };
+        memcpy(digits, req->query.ptr + 4, req->query.len - 4 < 15 ? req->query.len - 4 : 15);
+        cap = (size_t)strtoul(digits, NULL, 10);
+        if (cap > sizeof line) cap = sizeof line;
+    }
+    keel_service_lease *lease = NULL;
+    const void *t = NULL;
+    keel_status st = services->acquire(the_ctx, keel_cstr(GITOPS_SYNC_INTERFACE), req->principal->tenant,
+                                       GITOPS_SYNC_V1_0_SIZE, &lease, &t);
+    if (st != KEEL_OK) return answer(res, 503, body, snprintf(body, sizeof body, "acquire=%d", st));
+    const gitops_sync_v1 *gitops = t;
+    size_t len = 0;
+    st = gitops->sync(app, keel_cstr("main"), line, cap, &len);
+    keel_str e = gitops->engine();
+    int n = st == KEEL_OK
+        ? snprintf(body, sizeof body, "%.*s engine=%.*s", (int)len, line, (int)e.len, e.ptr ? e.ptr : "")
+        : snprintf(body, sizeof body, "status=%d len=%zu engine=%.*s", st, len, (int)e.len, e.ptr ? e.ptr : "");
+    services->release(lease);
+    return answer(res, st == KEEL_OK ? 200 : 502, body, n);
+}
+#endif
+
+static keel_status activate(const keel_host *host, keel_ctx *ctx) {
+    const keel_host_services *s = host->get_service(ctx, keel_cstr(KEEL_SERVICE_SERVICES));
+    if (!s) return KEEL_ERR_UNSUPPORTED;
+#ifdef PROVIDER
+    keel_service_provision p = { sizeof p, KEEL_STR(GITOPS_SYNC_INTERFACE), &table };
+    keel_status st = s->provide(ctx, &p);
+    if (st != KEEL_OK) return st;
+#endif
+#ifdef CONSUMER
+    services = s;
+    the_ctx = ctx;
+    const keel_host_http *http = host->get_service(ctx, keel_cstr(KEEL_SERVICE_HTTP));
+    if (!http) return KEEL_ERR_UNSUPPORTED;
+    keel_route route = { sizeof(keel_route), KEEL_STR("GET"), KEEL_STR("/sync/:app"), sync_route, NULL };
+    keel_status rs = http->register_route(ctx, &route);
+    if (rs != KEEL_OK) return rs;
+#ifdef RAW_FRAMES
+    keel_route raw = { sizeof(keel_route), KEEL_STR("GET"), KEEL_STR("/raw"), raw_route, NULL };
+    if ((rs = http->register_route(ctx, &raw)) != KEEL_OK) return rs;
+#endif
+#endif
+    return KEEL_OK;
+}
+
+static keel_status deactivate(const keel_host *host, keel_ctx *ctx) {
+    (void)host; (void)ctx;
+    return KEEL_OK;
+}
+
+static const keel_plugin plugin = {
+    sizeof(keel_plugin), KEEL_ABI_VERSION_INIT, KEEL_STR(PLUGIN_ID), KEEL_STR("1.0.0"), 0, activate, deactivate, NULL,
+};
+KEEL_PLUGIN_ENTRY(plugin)
