@@ -25,7 +25,7 @@ extension Kernel {
                 throw KernelError(.conflict, pluginID: id, reason: error.description)
             }
             notifyServiceChanges(since: before)
-            active[id] = generation.plugin
+            setActive(id, generation.plugin)
             activationOrder.append(id)
             access.setDeclared(id, generation.plugin.manifest)
             let plugin = generation.plugin, state = self.state
@@ -262,7 +262,8 @@ extension Kernel {
 
     /// Revokes a plugin's contributions, waits for its calls to drain, and runs its deactivate.
     func deactivate(_ id: String) {
-        guard let plugin = active.removeValue(forKey: id) else { return }
+        guard let plugin = active[id] else { return }
+        setActive(id, nil)
         activationOrder.removeAll { $0 == id }
         let before = registry.snapshot.services
         registry.revoke(pluginID: id)

@@ -13,8 +13,10 @@ extension Kernel {
 /// plugin with the generation serving then. Thread-safe.
 final class ServingGenerations: Sendable {
     private let map = Mutex<[String: Int]>([:])
-    func update(_ generations: [String: Int]) { map.withLock { $0 = generations } }
-    subscript(_ id: String) -> Int? { map.withLock { $0[id] } }
+    subscript(_ id: String) -> Int? {
+        get { map.withLock { $0[id] } }
+        set { map.withLock { $0[id] = newValue } }
+    }
 }
 
 extension Kernel {

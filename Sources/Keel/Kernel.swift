@@ -47,13 +47,9 @@ public actor Kernel {
     let environment: KernelEnvironment
 
     var bundles: [String: Bundle] = [:]
-    var active: [String: ActivePlugin] = [:] {
-        didSet {
-            let generations = active.mapValues(\.generation)
-            serving.update(generations)
-            if generations != oldValue.mapValues(\.generation) { noteChanged() }
-        }
-    }
+    /// Changed only through `setActive`, which keeps `serving` and the change notice in step, per plugin (not per
+    /// dictionary: a start-up activating 5,000 plugins must not copy the whole map for each).
+    private(set) var active: [String: ActivePlugin] = [:]
     /// The generation of each active plugin, for the log sink off the actor.
     nonisolated let serving: ServingGenerations
     /// Ids in the order they were activated; deactivation runs in reverse.
@@ -90,7 +86,7 @@ public actor Kernel {
         didSet {
             let added = idle.subtracting(oldValue).compactMap { id in bundles[id]?.manifest.map { (id, $0) } }
             environment.updateIdle(adding: added, removing: oldValue.subtracting(idle))
-            if idle != oldValue { noteChanged() }
+            if idle.count != oldValue.count { noteChanged() }  // only inserts and removals change it
         }
     }
     /// Changes of what is active or idle so far, and how many of them an event has told subscribers about (see
@@ -174,6 +170,13 @@ public actor Kernel {
     /// Runs a state write now, or, while a start-up batch collects them, after the batch (in one transaction).
     func write(_ change: @escaping () -> Void) {
         if deferredWrites != nil { deferredWrites?.append(change) } else { change() }
+    }
+
+    /// Makes `plugin` the active generation of `id` (nil: none), for readers on and off the actor.
+    func setActive(_ id: String, _ plugin: ActivePlugin?) {
+        active[id] = plugin
+        serving[id] = plugin?.generation
+        noteChanged()
     }
 
     /// Tells `events` subscribers (the live view, the console) that plugins changed, once for a run of changes:

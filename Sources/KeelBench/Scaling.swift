@@ -30,6 +30,7 @@ func scalingBenchmarks() async throws {
     // 1. Start-up time and memory per plugin. Libraries stay mapped after a shutdown (RTLD_NODELETE), so each size
     //    is measured as what its own start added to the process.
     var previousPerPlugin: Double?
+    var startPoints: [(x: Double, y: Double)] = [], memoryPoints: [(x: Double, y: Double)] = [], httpPoints: [(x: Double, y: Double)] = []
     for n in options.quick ? [10, 100] : [10, 100, 1_000, 5_000] {
         let (plugins, state) = try await installed(n, "load\(n)")
         let before = rss()
@@ -47,6 +48,8 @@ func scalingBenchmarks() async throws {
                         baseline: String(format: "RSS +%.1f MiB (%.0f KiB each)", Double(after - before) / 1024, Double(after - before) / Double(n)),
                         ratio: growth, target: growth == nil ? "report" : "≤ 1.5", met: growth.map { $0 <= 1.5 }))
         previousPerPlugin = perPlugin
+        startPoints.append((Double(n), perPlugin * 1e6))
+        memoryPoints.append((Double(n), Double(after - before) / Double(n)))
         await k.shutdown()
     }
 
@@ -65,7 +68,17 @@ func scalingBenchmarks() async throws {
                         baseline: String(format: "p99 %.2f ms, %d failed", result.p99ms, result.failed), ratio: ratio,
                         target: ratio == nil ? "report" : "≥ 0.9", met: ratio.map { $0 >= 0.9 }))
         first = first ?? result.rps
+        httpPoints.append((Double(n), result.rps))
         await server.stop()
         await k.shutdown()
+    }
+    if let dir = options.plot {
+        let path = dir + "/scaling.svg"
+        try Plot.write([PlotPanel(title: "start-up per plugin", unit: "µs", points: startPoints),
+                        PlotPanel(title: "memory per plugin", unit: "KiB", points: memoryPoints),
+                        PlotPanel(title: "HTTP, last route of the last plugin", unit: "req/s", points: httpPoints)],
+                       caption: "plugins of 50 routes each (x: number of plugins, log scale); \(options.quick ? "quick" : "full") run, \(ProcessInfo.processInfo.activeProcessorCount) cores",
+                       to: path)
+        print("scaling: plot written to \(path)")
     }
 }

@@ -33,6 +33,8 @@ struct Options {
     var extism = ""
     /// `--routes-template PATH`: the scaling plugin (50 routes, empty id) for the scaling section.
     var routesTemplate = ""
+    /// `--plot DIR`: where sections that draw their results (scaling) write SVG plots.
+    var plot: String?
 
     init() {
         var args = CommandLine.arguments.dropFirst().makeIterator()
@@ -51,6 +53,7 @@ struct Options {
             case "--consumer": consumer = args.next() ?? ""
             case "--extism": extism = args.next() ?? ""
             case "--routes-template": routesTemplate = args.next() ?? ""
+            case "--plot": plot = args.next()
             default: FileHandle.standardError.write(Data("keel-bench: unknown argument \(a)\n".utf8)); exit(64)
             }
         }
