@@ -60,7 +60,8 @@ extension Kernel {
         while start < builds.count {
             let batch = Array(builds[start..<min(start + 64, builds.count)])
             start += batch.count
-            let copies = generations.copy(batch.map { ($0.libraryPath ?? "", $0.id, $0.number) })
+            let copies = generations.copy(batch.map { ($0.libraryPath ?? "", $0.id, $0.number) },
+                                          owned: configuration.pluginsDirectory)
             for (build, copy) in zip(batch, copies) {
                 opened[build.id] = copy.flatMap { copy in Result { () throws(KernelError) in try open(build, copy) } }
             }
@@ -120,7 +121,7 @@ extension Kernel {
     func loadGeneration(_ id: String) throws(KernelError) -> Generation {
         let build = try build(id)
         guard let libraryPath = build.libraryPath, !build.isolated else { return try activate(openManifestOnly(build)) }
-        let copy = try generations.copy(libraryPath, id: id, generation: build.number)
+        let copy = try generations.copy(libraryPath, id: id, generation: build.number, owned: configuration.pluginsDirectory)
         return try activate(open(build, copy))
     }
 
