@@ -25,12 +25,15 @@ extension Kernel {
                 throw KernelError(.conflict, pluginID: id, reason: error.description)
             }
             notifyServiceChanges(since: before)
-            active[id] = generation.plugin
+            setActive(id, generation.plugin)
             activationOrder.append(id)
             access.setDeclared(id, generation.plugin.manifest)
-            let plugin = generation.plugin, state = self.state
-            // Status and load history in one transaction (one wait for the disk, not two).
-            write { [self] in _ = try? state.transaction { try? state.setStatus(id, .enabled); record(id, plugin, outcome: "activated") } }
+            let plugin = generation.plugin, state = self.state, wait = activationRecordsWait
+            // Status and load history in one transaction (one wait for the disk, not two; none on a first use).
+            write { [self] in
+                let commit = { _ = try? state.transaction { try? state.setStatus(id, .enabled); self.record(id, plugin, outcome: "activated") } }
+                if wait { commit() } else { state.settling(sync: false, commit) }
+            }
             log(.info, id, "activated (generation \(generation.plugin.generation))")
         } catch {
             try? state.setStatus(id, .failed, reason: error.reason)
@@ -215,7 +218,7 @@ extension Kernel {
         let granted = (try? state.grants(id)) ?? []
         let prefixes = manifest.routePrefixes.filter { granted.contains(Capability.routePrefix($0)) }
         let config = try configJSON(id, bundle: build.bundle)
-        let context = ActivationContext(pluginID: id, grants: effectiveGrants(id, manifest), routePrefixes: prefixes,
+        let context = ActivationContext(pluginID: id, grants: effectiveGrants(manifest, granted: granted), routePrefixes: prefixes,
                                         config: config, limits: configuration.limits,
                                         budgets: configuration.budgets,
                                         identity: ServiceIdentity(version: "\(manifest.version)", generation: build.number,
@@ -263,7 +266,7 @@ extension Kernel {
 
     /// Revokes a plugin's contributions, waits for its calls to drain, and runs its deactivate.
     func deactivate(_ id: String) {
-        guard let plugin = active.removeValue(forKey: id) else { return }
+        guard let plugin = removeActive(id) else { return }
         activationOrder.removeAll { $0 == id }
         let before = registry.snapshot.services
         registry.revoke(pluginID: id)

@@ -13,7 +13,7 @@ extension Kernel {
 /// plugin with the generation serving then. Thread-safe.
 final class ServingGenerations: Sendable {
     private let map = Mutex<[String: Int]>([:])
-    func update(_ generations: [String: Int]) { map.withLock { $0 = generations } }
+    func set(_ id: String, _ generation: Int?) { map.withLock { $0[id] = generation } }
     subscript(_ id: String) -> Int? { map.withLock { $0[id] } }
 }
 

@@ -50,7 +50,7 @@ extension Kernel {
             throw KernelError(.conflict, pluginID: id, reason: error.description)
         }
         notifyServiceChanges(since: before)
-        active[id] = generation.plugin
+        setActive(id, generation.plugin)
         access.setDeclared(id, generation.plugin.manifest)
         // Both records in one transaction: one wait for the disk on the swap's path, not two.
         _ = try? state.transaction {

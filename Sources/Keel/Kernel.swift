@@ -47,9 +47,8 @@ public actor Kernel {
     let environment: KernelEnvironment
 
     var bundles: [String: Bundle] = [:]
-    var active: [String: ActivePlugin] = [:] {
-        didSet { serving.update(active.mapValues(\.generation)) }
-    }
+    /// Changed only through `setActive` and `removeActive`, which keep `serving` in step one plugin at a time.
+    private(set) var active: [String: ActivePlugin] = [:]
     /// The generation of each active plugin, for the log sink off the actor.
     nonisolated let serving: ServingGenerations
     /// Ids in the order they were activated; deactivation runs in reverse.
@@ -80,6 +79,9 @@ public actor Kernel {
     /// While start-up activates a batch of plugins, the records of their success are collected here and written in
     /// one transaction after the batch: plugin code and child processes never run inside an open write transaction.
     var deferredWrites: [() -> Void]?
+    /// False while a lazy plugin is activated on first use: the record of its activation (status and load history)
+    /// is then committed without waiting for the disk (see `wake`).
+    var activationRecordsWait = true
     var watcher: PluginWatcher?
     /// Enabled lazy plugins not loaded now (`activation: lazy`): only their manifest's menu entries are published.
     var idle: Set<String> = [] {
@@ -143,10 +145,11 @@ public actor Kernel {
         let unchanged = finishUninstalls()
         // Start-up writes many small records: they go to SQLite in few transactions, none of them open while plugin
         // code or a probe runs (activateAll batches its own writes).
+        var changed = unchanged == nil
         try? state.batch {
-            rescan(records: unchanged)
-            quarantineAfterCrash()
-            releaseRebuiltQuarantines()
+            if rescan(records: unchanged) { changed = true }
+            if quarantineAfterCrash() { changed = true }
+            if releaseRebuiltQuarantines() { changed = true }
         }
         if configuration.recordsCrashes { CrashGuard.install(recordPath: crashRecordPath) }
         if safeMode {
@@ -154,7 +157,8 @@ public actor Kernel {
             return
         }
         loadServiceSelections()
-        let records = (try? state.plugins()) ?? []
+        // The records as read before the batch, unless it changed one: one read of them per start, not two.
+        let records = (changed ? nil : unchanged) ?? (try? state.plugins()) ?? []
         let wanted = records.filter { $0.enabled && bundles[$0.id] != nil }.map(\.id)
         let (eager, parked) = splitLazy(Set(wanted))
         activateAll(activationPlan(for: eager).filter { active[$0] == nil })
@@ -248,6 +252,19 @@ public actor Kernel {
     /// Ids of the active plugins in activation order.
     /// Readable from any thread without waiting for the kernel (a lifecycle change in progress does not hold it up).
     public nonisolated var activePlugins: [String] { activeIDs.withLock { $0 } }
+
+    /// Makes `plugin` the active generation of `id`. (Once per plugin, not a copy of every generation per change:
+    /// start-up with many plugins was quadratic.)
+    func setActive(_ id: String, _ plugin: ActivePlugin) {
+        active[id] = plugin
+        serving.set(id, plugin.generation)
+    }
+
+    /// Takes `id` out of the active plugins; returns the generation that was active.
+    func removeActive(_ id: String) -> ActivePlugin? {
+        serving.set(id, nil)
+        return active.removeValue(forKey: id)
+    }
 
 }
 
