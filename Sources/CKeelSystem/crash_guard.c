@@ -4,6 +4,7 @@
  * path, the range table (fixed size, published slot by slot with release stores), the sites (owned by the host). */
 #define _GNU_SOURCE
 #include "keel_crash.h"
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <link.h>
@@ -112,9 +113,24 @@ static int find_object(struct dl_phdr_info *info, size_t size, void *data) {
     return 1;
 }
 
+/* The bounds of the loaded object containing f->address: glibc's _dl_find_object where there is one (a lookup in a
+ * sorted table, where dl_iterate_phdr walks every loaded object: registering each of n plugins was O(n)), else a walk.
+ * Both give the mapping from its lowest to its highest loaded segment (_dl_find_object rounded to pages). */
+static int find_range(struct finding *f) {
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 35))
+    struct dl_find_object found;
+    if (_dl_find_object((void *)f->address, &found) == 0) {
+        f->start = (uintptr_t)found.dlfo_map_start;
+        f->end = (uintptr_t)found.dlfo_map_end;
+        return 1;
+    }
+#endif
+    return dl_iterate_phdr(find_object, f);
+}
+
 int keel_crash_register_library(const void *address_in_library, const char *plugin, uint64_t generation) {
     struct finding f = { (uintptr_t)address_in_library, 0, 0 };
-    if (!dl_iterate_phdr(find_object, &f)) return -1;
+    if (!find_range(&f)) return -1;
     int result = -1;
     pthread_mutex_lock(&ranges_lock);
     for (int i = 0; i < RANGES; i++) {

@@ -6,6 +6,32 @@
 
 int keel_memfd_create(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
 
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+int keel_open_beneath(const char *root, const char *relative) {
+#ifdef SYS_openat2
+    int dir = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0) return -1;
+    struct open_how how = {
+        .flags = O_RDONLY | O_NOFOLLOW | O_CLOEXEC,
+        .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV,
+    };
+    int fd = (int)syscall(SYS_openat2, dir, relative, &how, sizeof how);
+    int saved = errno;
+    close(dir);
+    errno = saved;
+    return fd;
+#else
+    (void)root; (void)relative;
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
 int keel_spawn_closefrom(posix_spawn_file_actions_t *actions, int from) {
     return posix_spawn_file_actions_addclosefrom_np(actions, from);
 }

@@ -22,7 +22,10 @@ import Synchronization
 /// microseconds. Where there is no memfd or no writable `/dev/shm`, the copy is a file under
 /// `<state dir>/generations/`, removed once mapped.
 ///
-/// Thread-safe: every call works on its own files.
+/// A library Keel installed needs no copy (`owned`): it is loaded where it lies, through the same kind of one-use link
+/// to the descriptor its checks were made on (see `inPlace`).
+///
+/// Thread-safe: every call works on its own files; the set of files loaded in place is behind a lock.
 struct GenerationStore: Sendable {
     /// Where file copies go when memory copies are not available.
     let directory: String
@@ -32,6 +35,10 @@ struct GenerationStore: Sendable {
     /// False when the state lives in memory (`StateStore.inMemory`): then nothing may be written to disk, and a load
     /// that cannot have a memory copy fails instead of falling back to a file.
     let filesAllowed: Bool
+
+    /// The files (device, inode) loaded in place so far: a second load of one is copied, so that the dynamic loader
+    /// (which matches an open library by device and inode) opens a fresh library for every generation.
+    private let mappedInPlace = InodeSet()
 
     init(stateFile: String, inMemory: Bool = true) {
         let folder = (stateFile as NSString).deletingLastPathComponent
@@ -46,8 +53,10 @@ struct GenerationStore: Sendable {
         let checksum: String
         /// The library's bytes, as copied.
         let image: [UInt8]
-        /// The memory file's descriptor, or -1 for a file copy.
+        /// The memory file's (or, in place, the library's) descriptor, or -1 for a file copy.
         let descriptor: Int32
+        /// Loaded where it lies, not from a copy.
+        var inPlace = false
     }
 
     /// SHA-256 (hex) of the file at `path`, or nil when it cannot be read.
@@ -77,10 +86,16 @@ struct GenerationStore: Sendable {
     /// Copies `library` to a fresh private copy for plugin `id`, generation `generation`. Call `discard` once the
     /// copy is loaded (or failed to load).
     /// - Throws: `KernelError.Code.bundle` when the library cannot be read or the copy cannot be written.
-    func copy(_ library: String, id: String, generation: Int) throws(KernelError) -> Copy {
+    /// With `owned` (the plugin folder), a library below it that passes `inPlace`'s checks is not copied: the
+    /// result's `inPlace` says so.
+    func copy(_ library: String, id: String, generation: Int, owned: String? = nil) throws(KernelError) -> Copy {
+        let unique = "\(id)-g\(generation)-\(UInt32.random(in: 0...UInt32.max))"
+        if let owned, let linkDirectory,
+           let copy = inPlace(library, below: owned, link: "\(linkDirectory)/.keel-\(getpid())-\(unique).so") {
+            return copy
+        }
         let image = try read(library, id: id)
         let checksum = GenerationStore.hex(SHA256.hash(data: image))
-        let unique = "\(id)-g\(generation)-\(UInt32.random(in: 0...UInt32.max))"
         if let linkDirectory, let copy = inMemory(image, checksum: checksum, name: "keel-\(id)-g\(generation)",
                                                   link: "\(linkDirectory)/.keel-\(getpid())-\(unique).so") {
             return copy
@@ -113,12 +128,12 @@ struct GenerationStore: Sendable {
     }
 
     /// Copies several libraries at once, on every core: `(library, id, generation)` each, results in the same order.
-    func copy(_ requests: [(library: String, id: String, generation: Int)]) -> [Result<Copy, KernelError>] {
+    func copy(_ requests: [(library: String, id: String, generation: Int)], owned: String? = nil) -> [Result<Copy, KernelError>] {
         // Each worker fills its own slot; the lock is held only to store a finished result.
         let results = Mutex([Result<Copy, KernelError>?](repeating: nil, count: requests.count))
         DispatchQueue.concurrentPerform(iterations: requests.count) { i in
             let r = requests[i]
-            let result = Result { () throws(KernelError) in try copy(r.library, id: r.id, generation: r.generation) }
+            let result = Result { () throws(KernelError) in try copy(r.library, id: r.id, generation: r.generation, owned: owned) }
             results.withLock { $0[i] = result }
         }
         return results.withLock { $0 }.map { $0 ?? .failure(KernelError(.bundle, reason: "copy not made")) }
@@ -151,6 +166,9 @@ struct GenerationStore: Sendable {
         if copy.descriptor >= 0 { close(copy.descriptor) }
     }
 
+    /// The largest library loaded.
+    static let maxLibraryBytes = 512 * 1024 * 1024
+
     /// The library's bytes, after checking it is a regular file of a sane size.
     private func read(_ library: String, id: String) throws(KernelError) -> [UInt8] {
         func failure(_ reason: String) -> KernelError {
@@ -167,20 +185,62 @@ struct GenerationStore: Sendable {
         guard st.st_mode & S_IFMT == S_IFREG else {
             throw failure(st.st_mode & S_IFMT == S_IFDIR ? "a directory, not a shared library" : "not a regular file, not a shared library")
         }
-        guard st.st_size <= 512 * 1024 * 1024 else {
+        guard st.st_size <= GenerationStore.maxLibraryBytes else {
             throw failure("\(st.st_size) bytes is over the 512 MiB limit for a library")
         }
-        var image = [UInt8](repeating: 0, count: Int(st.st_size))
+        guard let image = GenerationStore.readAll(fd, size: Int(st.st_size)) else {
+            throw failure("cannot be read: \(errno == 0 ? "it shrank while being read" : String(cString: strerror(errno)))")
+        }
+        return image
+    }
+
+    /// `size` bytes of `fd` from its start, or nil when it could not be read (errno 0: the file was shorter).
+    private static func readAll(_ fd: Int32, size: Int) -> [UInt8]? {
+        var image = [UInt8](repeating: 0, count: size)
         var done = 0
         while done < image.count {
             let n = image.withUnsafeMutableBytes { buffer in
                 buffer.baseAddress.map { pread(fd, $0 + done, buffer.count - done, off_t(done)) } ?? 0
             }
             if n < 0, errno == EINTR { continue }
-            guard n > 0 else { throw failure("cannot be read: \(n == 0 ? "it shrank while being read" : String(cString: strerror(errno)))") }
+            guard n > 0 else {
+                if n == 0 { errno = 0 }
+                return nil
+            }
             done += n
         }
         return image
+    }
+
+    /// The library opened for a load where it lies, or nil when it does not qualify (the caller copies it).
+    ///
+    /// It qualifies when Keel owns it: it lies in a bundle folder directly below `root` (the plugin folder, where
+    /// installs and upgrades rename each unpacked package into place) and is reached from `root` without a symbolic
+    /// link or mount point (`SystemFile.openBeneath`); it is a regular file owned by this process's user that no one
+    /// may write (no write bit at all: an install leaves every file so, `PackageArchive.installedFileMode`); and no
+    /// generation was loaded from the same file before (see `mappedInPlace`). The checks are made on the descriptor
+    /// that the dynamic loader then opens, through a one-use link to `/proc/<pid>/fd/<fd>`, so no file swapped in by
+    /// name afterwards is loaded instead. No one but this user (or root) can change the file's bytes, and Keel never
+    /// does: an install or upgrade unpacks a new folder. Someone who can write the plugin folder but is not this user
+    /// can only rename the folder away (the mapping keeps the file) or put a bundle of their own there, which fails
+    /// the owner check and is copied.
+    private func inPlace(_ library: String, below root: String, link: String) -> Copy? {
+        let prefix = root.hasSuffix("/") ? root : root + "/"
+        guard library.hasPrefix(prefix) else { return nil }
+        let relative = String(library.dropFirst(prefix.count))
+        guard relative.contains("/"), !relative.hasPrefix(".") else { return nil }
+        let fd = SystemFile.openBeneath(root, relative)
+        guard fd >= 0 else { return nil }
+        var st = stat()
+        guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG, st.st_uid == geteuid(), st.st_mode & 0o222 == 0,
+              st.st_size <= GenerationStore.maxLibraryBytes,
+              mappedInPlace.insert(device: UInt64(st.st_dev), inode: UInt64(st.st_ino)),
+              let image = GenerationStore.readAll(fd, size: Int(st.st_size)),
+              symlink("/proc/\(getpid())/fd/\(fd)", link) == 0 else {
+            close(fd)
+            return nil
+        }
+        return Copy(path: link, checksum: GenerationStore.hex(SHA256.hash(data: image)), image: image, descriptor: fd, inPlace: true)
     }
 
     /// The copy as a memory file behind a one-use link, or nil when either cannot be made (the caller falls back
@@ -197,5 +257,15 @@ struct GenerationStore: Sendable {
 
     private static func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
         bytes.withUnsafeBytes { SystemFile.writeAll(fd, $0) }
+    }
+}
+
+/// A set of files by (device, inode), shared by the copies of a `GenerationStore`. Thread-safe (a lock).
+final class InodeSet: Sendable {
+    private let members = Mutex<Set<[UInt64]>>([])
+
+    /// Adds the file; false when it was there already.
+    func insert(device: UInt64, inode: UInt64) -> Bool {
+        members.withLock { $0.insert([device, inode]).inserted }
     }
 }

@@ -28,9 +28,12 @@ extension Kernel {
             setActive(id, generation.plugin)
             activationOrder.append(id)
             access.setDeclared(id, generation.plugin.manifest)
-            let plugin = generation.plugin, state = self.state
-            // Status and load history in one transaction (one wait for the disk, not two).
-            write { [self] in _ = try? state.transaction { try? state.setStatus(id, .enabled); record(id, plugin, outcome: "activated") } }
+            let plugin = generation.plugin, state = self.state, wait = activationRecordsWait
+            // Status and load history in one transaction (one wait for the disk, not two; none on a first use).
+            write { [self] in
+                let commit = { _ = try? state.transaction { try? state.setStatus(id, .enabled); self.record(id, plugin, outcome: "activated") } }
+                if wait { commit() } else { state.settling(sync: false, commit) }
+            }
             log(.info, id, "activated (generation \(generation.plugin.generation))")
         } catch {
             try? state.setStatus(id, .failed, reason: error.reason)
@@ -60,7 +63,8 @@ extension Kernel {
         while start < builds.count {
             let batch = Array(builds[start..<min(start + 64, builds.count)])
             start += batch.count
-            let copies = generations.copy(batch.map { ($0.libraryPath ?? "", $0.id, $0.number) })
+            let copies = generations.copy(batch.map { ($0.libraryPath ?? "", $0.id, $0.number) },
+                                          owned: configuration.pluginsDirectory)
             for (build, copy) in zip(batch, copies) {
                 opened[build.id] = copy.flatMap { copy in Result { () throws(KernelError) in try open(build, copy) } }
             }
@@ -120,7 +124,7 @@ extension Kernel {
     func loadGeneration(_ id: String) throws(KernelError) -> Generation {
         let build = try build(id)
         guard let libraryPath = build.libraryPath, !build.isolated else { return try activate(openManifestOnly(build)) }
-        let copy = try generations.copy(libraryPath, id: id, generation: build.number)
+        let copy = try generations.copy(libraryPath, id: id, generation: build.number, owned: configuration.pluginsDirectory)
         return try activate(open(build, copy))
     }
 
@@ -214,7 +218,7 @@ extension Kernel {
         let granted = (try? state.grants(id)) ?? []
         let prefixes = manifest.routePrefixes.filter { granted.contains(Capability.routePrefix($0)) }
         let config = try configJSON(id, bundle: build.bundle)
-        let context = ActivationContext(pluginID: id, grants: effectiveGrants(id, manifest), routePrefixes: prefixes,
+        let context = ActivationContext(pluginID: id, grants: effectiveGrants(manifest, granted: granted), routePrefixes: prefixes,
                                         config: config, limits: configuration.limits,
                                         budgets: configuration.budgets,
                                         identity: ServiceIdentity(version: "\(manifest.version)", generation: build.number,
@@ -262,8 +266,7 @@ extension Kernel {
 
     /// Revokes a plugin's contributions, waits for its calls to drain, and runs its deactivate.
     func deactivate(_ id: String) {
-        guard let plugin = active[id] else { return }
-        setActive(id, nil)
+        guard let plugin = removeActive(id) else { return }
         activationOrder.removeAll { $0 == id }
         let before = registry.snapshot.services
         registry.revoke(pluginID: id)

@@ -71,8 +71,12 @@ extension Kernel {
     /// What a plugin may use: what its manifest asks for, limited to the trusted capabilities and the operator's
     /// explicit grants.
     nonisolated func effectiveGrants(_ id: String, _ manifest: Manifest) -> Set<Capability> {
-        let granted = Set(((try? state.grants(id)) ?? []).compactMap(Capability.init(rawValue:)))
-        return manifest.capabilities.intersection(configuration.trustedCapabilities.union(granted))
+        effectiveGrants(manifest, granted: (try? state.grants(id)) ?? [])
+    }
+
+    /// `effectiveGrants(id, manifest)` for a caller that has just read the plugin's grants.
+    nonisolated func effectiveGrants(_ manifest: Manifest, granted: Set<String>) -> Set<Capability> {
+        manifest.capabilities.intersection(configuration.trustedCapabilities.union(granted.compactMap(Capability.init(rawValue:))))
     }
 
     /// Grants (or revokes) capabilities to a plugin, persisted at once; an active plugin is reloaded so the change

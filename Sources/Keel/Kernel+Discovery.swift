@@ -13,15 +13,18 @@ extension Kernel {
     public func rescan() { rescan(records: nil) }
 
     /// `rescan()`, with the plugin records when the caller has just read them (nil: read them here).
-    func rescan(records given: [PluginRecord]?) {
+    /// - Returns: true when it wrote a record (or tried to).
+    @discardableResult
+    func rescan(records given: [PluginRecord]?) -> Bool {
         let found: [Bundle]
         do {
             found = try BundleScanner().scan(configuration.pluginsDirectory, bundleFolders: configuration.bundleFolders,
                                              cache: manifestCache, log: { log(.warn, nil, $0) })
         } catch {
             log(.error, nil, error.description)
-            return
+            return false
         }
+        var wrote = false
         var next: [String: Bundle] = [:]
         // One read of every record, not one per bundle: `discovered` changes no status, so these stay current.
         let records = given ?? (try? state.plugins()) ?? []
@@ -33,6 +36,7 @@ extension Kernel {
             // A record that already says so needs no write (`discovered` would change nothing).
             if let record = known[bundle.id], record.name == name, record.version == version,
                record.bundlePath == bundle.folder { continue }
+            wrote = true
             do {
                 try state.discovered(id: bundle.id, name: name, version: version, bundlePath: bundle.folder)
             } catch {
@@ -40,6 +44,7 @@ extension Kernel {
             }
         }
         for change in BundleReconciler.changes(found: found, records: records, active: Set(active.keys)) {
+            wrote = true
             do { try state.setStatus(change.id, change.status, reason: change.reason) } catch {
                 log(.error, change.id, error.description)
                 continue
@@ -49,6 +54,7 @@ extension Kernel {
         bundles = next
         // An idle plugin whose bundle went or became unusable is idle no more (the records above say why).
         for id in idle where bundles[id]?.manifest == nil || bundles[id]?.problem != nil || !isLazy(id) { unpark(id) }
+        return wrote
     }
 
     /// Where parsed manifests are kept between starts (`ManifestCache`): `<state file>.manifests`, beside the state

@@ -13,10 +13,8 @@ extension Kernel {
 /// plugin with the generation serving then. Thread-safe.
 final class ServingGenerations: Sendable {
     private let map = Mutex<[String: Int]>([:])
-    subscript(_ id: String) -> Int? {
-        get { map.withLock { $0[id] } }
-        set { map.withLock { $0[id] = newValue } }
-    }
+    func set(_ id: String, _ generation: Int?) { map.withLock { $0[id] = generation } }
+    subscript(_ id: String) -> Int? { map.withLock { $0[id] } }
 }
 
 extension Kernel {

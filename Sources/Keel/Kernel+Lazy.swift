@@ -90,6 +90,13 @@ extension Kernel {
         guard idle.contains(id) else {
             throw KernelError(.loadFailed, pluginID: id, reason: "plugin \"\(id)\" is not enabled")
         }
+        // The first use's record (status and load history) is committed without waiting for the disk: the request
+        // that woke the plugin does not wait for a sync. A crash of the process loses none of it (it is in the
+        // operating system's cache); a power cut before the next durable commit may lose it, and then the history
+        // misses that activation, while the wish (enabled) was stored durably before.
+        let wait = activationRecordsWait
+        activationRecordsWait = false
+        defer { activationRecordsWait = wait }
         do throws(KernelError) {
             try wakeDependencies(of: id, visiting: visiting.union([id]))
             try activate(id)

@@ -12,22 +12,24 @@ extension Kernel {
 
     /// A crash record left from the last run names the plugin that took the host down while serving (or activating):
     /// disable it, with the reason. Else a mark left from the last run means that plugin's activate took the host
-    /// down: the same, with that reason.
-    func quarantineAfterCrash() {
+    /// down: the same, with that reason. Returns true when it changed a plugin's records.
+    @discardableResult
+    func quarantineAfterCrash() -> Bool {
         let crashed = quarantineRecordedCrash()
-        guard let mark = activationMark.read() else { return }
+        guard let mark = activationMark.read() else { return crashed != nil }
         activationMark.clear()
         let parts = mark.split(separator: " ").map(String.init)
-        guard parts.count == 3 else { return }
+        guard parts.count == 3 else { return crashed != nil }
         let (id, generation, checksum) = (parts[0], Int(parts[1]) ?? 0, parts[2])
         // The same death, told better by the crash record.
-        if id == crashed { return }
+        if id == crashed { return true }
         let reason = "quarantined: the host went down while activating generation \(generation) (checksum \(checksum.prefix(12))); install a new build or run `keel plugins enable \(id)` to try again"
         try? state.setEnabled(id, false, status: .failed, reason: reason)
         try? state.setQuarantine(id, checksum: checksum)
         record(id, generation, version: bundles[id]?.manifest.map { "\($0.version)" } ?? "", checksum: checksum,
                outcome: "quarantined", detail: "the host went down during activate")
         log(.error, id, reason)
+        return true
     }
 
     /// Where the fatal-signal handler writes its crash record: beside the state file, as an absolute path (the
@@ -60,8 +62,10 @@ extension Kernel {
         return id
     }
 
-    /// A quarantined plugin whose library changed (a new build) is wanted again.
-    func releaseRebuiltQuarantines() {
+    /// A quarantined plugin whose library changed (a new build) is wanted again. Returns true when it lifted one.
+    @discardableResult
+    func releaseRebuiltQuarantines() -> Bool {
+        var lifted = false
         // One read of every quarantine, not one per plugin.
         for (id, quarantined) in ((try? state.quarantinedChecksums()) ?? [:]).sorted(by: { $0.key < $1.key }) {
             guard let record = (try? state.plugin(id)) ?? nil,
@@ -70,6 +74,8 @@ extension Kernel {
             try? state.setQuarantine(record.id, checksum: nil)
             try? state.setEnabled(record.id, true, status: .installed)
             log(.info, record.id, "new build found: quarantine lifted")
+            lifted = true
         }
+        return lifted
     }
 }

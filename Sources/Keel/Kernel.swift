@@ -47,8 +47,8 @@ public actor Kernel {
     let environment: KernelEnvironment
 
     var bundles: [String: Bundle] = [:]
-    /// Changed only through `setActive`, which keeps `serving` and the change notice in step, per plugin (not per
-    /// dictionary: a start-up activating 5,000 plugins must not copy the whole map for each).
+    /// Changed only through `setActive` and `removeActive`, which keep `serving` and the change notice in step one
+    /// plugin at a time (a start-up activating 5,000 plugins must not copy the whole map for each).
     private(set) var active: [String: ActivePlugin] = [:]
     /// The generation of each active plugin, for the log sink off the actor.
     nonisolated let serving: ServingGenerations
@@ -80,6 +80,9 @@ public actor Kernel {
     /// While start-up activates a batch of plugins, the records of their success are collected here and written in
     /// one transaction after the batch: plugin code and child processes never run inside an open write transaction.
     var deferredWrites: [() -> Void]?
+    /// False while a lazy plugin is activated on first use: the record of its activation (status and load history)
+    /// is then committed without waiting for the disk (see `wake`).
+    var activationRecordsWait = true
     var watcher: PluginWatcher?
     /// Enabled lazy plugins not loaded now (`activation: lazy`): only their manifest's menu entries are published.
     var idle: Set<String> = [] {
@@ -148,10 +151,11 @@ public actor Kernel {
         let unchanged = finishUninstalls()
         // Start-up writes many small records: they go to SQLite in few transactions, none of them open while plugin
         // code or a probe runs (activateAll batches its own writes).
+        var changed = unchanged == nil
         try? state.batch {
-            rescan(records: unchanged)
-            quarantineAfterCrash()
-            releaseRebuiltQuarantines()
+            if rescan(records: unchanged) { changed = true }
+            if quarantineAfterCrash() { changed = true }
+            if releaseRebuiltQuarantines() { changed = true }
         }
         if configuration.recordsCrashes { CrashGuard.install(recordPath: crashRecordPath) }
         if safeMode {
@@ -159,7 +163,8 @@ public actor Kernel {
             return
         }
         loadServiceSelections()
-        let records = (try? state.plugins()) ?? []
+        // The records as read before the batch, unless it changed one: one read of them per start, not two.
+        let records = (changed ? nil : unchanged) ?? (try? state.plugins()) ?? []
         let wanted = records.filter { $0.enabled && bundles[$0.id] != nil }.map(\.id)
         let (eager, parked) = splitLazy(Set(wanted))
         activateAll(activationPlan(for: eager).filter { active[$0] == nil })
@@ -170,13 +175,6 @@ public actor Kernel {
     /// Runs a state write now, or, while a start-up batch collects them, after the batch (in one transaction).
     func write(_ change: @escaping () -> Void) {
         if deferredWrites != nil { deferredWrites?.append(change) } else { change() }
-    }
-
-    /// Makes `plugin` the active generation of `id` (nil: none), for readers on and off the actor.
-    func setActive(_ id: String, _ plugin: ActivePlugin?) {
-        active[id] = plugin
-        serving[id] = plugin?.generation
-        noteChanged()
     }
 
     /// Tells `events` subscribers (the live view, the console) that plugins changed, once for a run of changes:
@@ -275,6 +273,22 @@ public actor Kernel {
     /// Ids of the active plugins in activation order.
     /// Readable from any thread without waiting for the kernel (a lifecycle change in progress does not hold it up).
     public nonisolated var activePlugins: [String] { activeIDs.withLock { $0 } }
+
+    /// Makes `plugin` the active generation of `id`. (Once per plugin, not a copy of every generation per change:
+    /// start-up with many plugins was quadratic.)
+    func setActive(_ id: String, _ plugin: ActivePlugin) {
+        active[id] = plugin
+        serving.set(id, plugin.generation)
+        noteChanged()
+    }
+
+    /// Takes `id` out of the active plugins; returns the generation that was active.
+    func removeActive(_ id: String) -> ActivePlugin? {
+        serving.set(id, nil)
+        guard let removed = active.removeValue(forKey: id) else { return nil }
+        noteChanged()
+        return removed
+    }
 
 }
 

@@ -46,7 +46,8 @@ public struct KernelConfiguration: Sendable {
     public var budgets: CallBudgets = .default
     /// Where each load's private copy of a library lives. `true` (default): in memory (memfd), reached through a
     /// one-use link in `/dev/shm`; `false`: a file under `<state dir>/generations/`, removed once mapped. Memory is
-    /// used only where it works; files are the fallback either way.
+    /// used only where it works; files are the fallback either way. An installed package's library is loaded without
+    /// a copy through such a one-use link (see `GenerationStore`), so with `false` it is copied too.
     public var copiesInMemory: Bool = true
     /// When set, `start()` installs the process's fatal-signal handler: if the process dies of SIGSEGV, SIGBUS,
     /// SIGILL, SIGFPE or SIGABRT, a crash record beside the state file names the plugin that was running, and the

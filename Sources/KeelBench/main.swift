@@ -171,38 +171,43 @@ func rawLoaderRun(_ list: String, _ arguments: [String] = []) throws -> (seconds
 
 if wanted("load") {
     let n = options.quick ? 100 : 1000
-    let plugins = options.work + "/load", state = options.work + "/load.db", raw = options.work + "/raw"
-    let rawList = try generatePlugins(n, into: plugins, raw: raw)
+    let base = options.work + "/load", raw = options.work + "/raw"
+    // Two kinds of plugins: bundles put into a plugins/ folder by hand (each library loaded from a private copy), and
+    // installed packages, left as an install leaves them (every file read-only: loaded where they lie, no copy).
+    let rawList = try await enabledPlugins(n, dir: base + "/copied", state: base + "/copied.db", lazy: false, raw: raw)
+    _ = try await enabledPlugins(n, dir: base + "/installed", state: base + "/installed.db", lazy: false, installed: true)
+    _ = try await enabledPlugins(0, dir: base + "/none", state: base + "/none.db", lazy: false)
     // Baseline: a C program that only dlopens, dlsyms and calls the entry of the same files.
-    let rawSeconds = try runRawLoader(rawList)
-    // Second baseline: the same C loop doing the file work a safe host cannot skip (read the manifest, copy the
+    // Second baseline: the same C loop doing the file work a copying host cannot skip (read the manifest, copy the
     // library privately so that a rebuild written over it cannot touch the mapped code).
-    let bundleList = (0..<n).map { plugins + String(format: "/b%05d/lib.so", $0) }.joined(separator: "\n") + "\n"
-    let rawCopySeconds = try runRawLoader(bundleList, ["--copy"])
-
-    // Keel: the stored state says all enabled; measure a start.
-    do {
-        let k = try kernel(plugins, state)
-        await k.start()
-        for i in 0..<n { try k.state.setEnabled(String(format: "b%05d", i), true, status: .installed) }
+    let bundleList = (0..<n).map { base + String(format: "/copied/b%05d/lib.so", $0) }.joined(separator: "\n") + "\n"
+    // Each start in a fresh process that has loaded nothing yet, like the C baselines; three rounds, alternating, the
+    // best of each (the machine is shared).
+    var rawSeconds = Double.infinity, rawCopySeconds = Double.infinity
+    var copied: StartFigures?, installed: StartFigures?, empty: StartFigures?
+    func better(_ a: StartFigures?, _ b: StartFigures) -> StartFigures { a.map { $0.start <= b.start ? $0 : b } ?? b }
+    for _ in 0..<3 {
+        rawSeconds = min(rawSeconds, try runRawLoader(rawList))
+        rawCopySeconds = min(rawCopySeconds, try runRawLoader(bundleList, ["--copy"]))
+        copied = better(copied, try startChild("eager", plugins: base + "/copied", state: base + "/copied.db", used: 0))
+        installed = better(installed, try startChild("eager", plugins: base + "/installed", state: base + "/installed.db", used: 0))
     }
-    let before = rss()
-    let k = try kernel(plugins, state)
-    let t = now()
-    await k.start()
-    let keelSeconds = now() - t
-    let active = k.activePlugins.count
-    let after = rss()
-    guard active == n else { fatalError("only \(active) of \(n) plugins active") }
-    rows.append(Row(name: "load: discover, load, activate \(n) plugins vs raw dlopen loop", measured: String(format: "%.0f ms", keelSeconds * 1000),
-                    baseline: String(format: "%.0f ms", rawSeconds * 1000), ratio: keelSeconds / rawSeconds, target: "≤ 1.5",
-                    met: keelSeconds / rawSeconds <= 1.5))
-    rows.append(Row(name: "load, same, vs a C loop that also reads manifests and copies", measured: String(format: "%.0f ms", keelSeconds * 1000),
-                    baseline: String(format: "%.0f ms", rawCopySeconds * 1000), ratio: keelSeconds / rawCopySeconds,
-                    target: "report", met: nil))
-    rows.append(Row(name: "memory per idle plugin", measured: String(format: "%.1f KiB", Double(after - before) / Double(n)),
-                    baseline: "RSS \(before) → \(after) KiB", ratio: nil, target: "report", met: nil))
-    await k.shutdown()
+    empty = try startChild("eager", plugins: base + "/none", state: base + "/none.db", used: 0)
+    guard let copied, let installed, let empty else { fatalError("no load figures") }
+    guard copied.active == n, installed.active == n, copied.copies == n, installed.copies == 0 else {
+        fatalError("plugins/ folder: \(copied.active) active, \(copied.copies) copies; installed: \(installed.active) active, \(installed.copies) copies")
+    }
+    func ms(_ s: Double) -> String { String(format: "%.0f ms", s * 1000) }
+    rows.append(Row(name: "load: \(n) plugins in a plugins/ folder (private copies) vs raw dlopen loop", measured: ms(copied.start),
+                    baseline: ms(rawSeconds), ratio: copied.start / rawSeconds, target: "≤ 1.5", met: copied.start / rawSeconds <= 1.5))
+    rows.append(Row(name: "load: \(n) installed packages (no copy) vs raw dlopen loop", measured: ms(installed.start),
+                    baseline: ms(rawSeconds), ratio: installed.start / rawSeconds, target: "≤ 1.5", met: installed.start / rawSeconds <= 1.5))
+    rows.append(Row(name: "load, plugins/ folder, vs a C loop that also reads manifests and copies", measured: ms(copied.start),
+                    baseline: ms(rawCopySeconds), ratio: copied.start / rawCopySeconds, target: "report", met: nil))
+    let perPlugin = Double((copied.hostKiB - copied.bareKiB) - (empty.hostKiB - empty.bareKiB)) / Double(n)
+    rows.append(Row(name: "memory per idle plugin (plugins/ folder; installed)", measured: String(format: "%.1f KiB", perPlugin),
+                    baseline: String(format: "%.1f KiB installed", Double((installed.hostKiB - installed.bareKiB) - (empty.hostKiB - empty.bareKiB)) / Double(n)),
+                    ratio: nil, target: "report", met: nil))
 }
 
 // MARK: 2. ABI call

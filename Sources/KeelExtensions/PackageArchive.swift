@@ -146,8 +146,15 @@ public enum PackageArchive {
         return data
     }
 
+    /// The mode of every file an install unpacks: readable, and writable by no one, so that no one but the host's
+    /// user (who would have to change the mode first) or root can change an installed file in place. The loader maps
+    /// such a library where it lies, without a private copy (`GenerationStore`); folders stay writable by the host's
+    /// user, so that an uninstall or upgrade can remove them.
+    public static let installedFileMode: mode_t = 0o444
+
     /// Unpacks the archive file at `path` into the new folder `folder` (which must not exist), entry by entry and
-    /// chunk by chunk. `name` names the archive in errors (its URL). On error the caller removes `folder`.
+    /// chunk by chunk, every file read-only (`installedFileMode`). `name` names the archive in errors (its URL). On
+    /// error the caller removes `folder`.
     /// - Throws: `ArchiveError` naming the archive, the entry and the reason.
     public static func unpack(file path: String, name: String, into folder: String, limits: Limits = .standard) throws {
         var source = try FileSource(path: path, shownAs: name)
@@ -160,7 +167,7 @@ public enum PackageArchive {
                 guard mkdir(target, 0o755) == 0 || errno == EEXIST else { throw ArchiveError(reason: "\(name): entry \"\(entry)\": cannot be created: \(String(cString: strerror(errno)))") }
                 return nil
             }
-            let fd = open(target, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
+            let fd = open(target, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, installedFileMode)
             guard fd >= 0 else { throw ArchiveError(reason: "\(name): entry \"\(entry)\": cannot be written: \(String(cString: strerror(errno)))") }
             return FileSink(fd: fd, archive: name, entry: entry)
         }

@@ -22,6 +22,11 @@ public struct Semver: Sendable, Hashable, Comparable, CustomStringConvertible {
 
     /// Parses `text`; returns nil when it is not a full `MAJOR.MINOR.PATCH` version.
     public init?(_ text: String) {
+        // The common case, "1.2.3", byte by byte (start-up parses one per plugin and descriptor); else the full rules.
+        if let (a, b, c) = Semver.plain(text.utf8) {
+            self.init(a, b, c)
+            return
+        }
         var rest = Substring(text)
         if rest.first == "v" { rest = rest.dropFirst() }
         var build: [String] = []
@@ -80,6 +85,30 @@ public struct Semver: Sendable, Hashable, Comparable, CustomStringConvertible {
         hasher.combine(minor)
         hasher.combine(patch)
         hasher.combine(prerelease)
+    }
+
+    /// MAJOR.MINOR.PATCH of plain decimal numbers (at most 9 digits, no leading zero), or nil for anything else:
+    /// the same numbers `number` accepts, without a prerelease or build part.
+    static func plain(_ bytes: String.UTF8View) -> (Int, Int, Int)? {
+        var parts = (0, 0, 0), index = 0, value = 0, digits = 0, leadingZero = false
+        for byte in bytes {
+            if byte == UInt8(ascii: ".") {
+                guard digits > 0, index < 2 else { return nil }
+                if index == 0 { parts.0 = value } else { parts.1 = value }
+                index += 1
+                value = 0
+                digits = 0
+                leadingZero = false
+                continue
+            }
+            guard byte >= 48, byte <= 57, digits < 9, !leadingZero else { return nil }
+            leadingZero = digits == 0 && byte == 48
+            value = value * 10 + Int(byte - 48)
+            digits += 1
+        }
+        guard index == 2, digits > 0 else { return nil }
+        parts.2 = value
+        return parts
     }
 
     static func number(_ s: Substring) -> Int? {

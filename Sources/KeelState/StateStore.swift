@@ -138,7 +138,7 @@ public final class StateStore: StateStoring, @unchecked Sendable {
 
     /// `settling`, with the sync at the end only when `sync` (without it the commits reach the disk with the next
     /// durable commit or checkpoint: for records that are worthless after a crash, such as the live view).
-    func settling<T, E: Error>(sync: Bool, _ body: () throws(E) -> T) throws(E) -> T {
+    package func settling<T, E: Error>(sync: Bool, _ body: () throws(E) -> T) throws(E) -> T {
         let me = Self.currentThread
         guard settlingThread.load(ordering: .relaxed) != me else { return try body() }
         settlingThread.store(me, ordering: .relaxed)

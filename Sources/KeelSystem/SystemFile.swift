@@ -25,6 +25,13 @@ public enum SystemFile {
         keel_memfd_create(String(name.prefix(240)))
     }
 
+    /// Opens `relative` read-only below the folder `root`, following no symbolic link (nor mount point) from `root`
+    /// down (`openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`). Returns the descriptor (close-on-exec), or -1
+    /// with `errno` (ENOSYS on a kernel before 5.6).
+    public static func openBeneath(_ root: String, _ relative: String) -> Int32 {
+        keel_open_beneath(root, relative)
+    }
+
     /// The text of `errno`, for one-line messages.
     /// `bytes` compressed as gzip, or nil when that does not make them smaller (or zlib fails).
     public static func gzip(_ bytes: [UInt8]) -> [UInt8]? {

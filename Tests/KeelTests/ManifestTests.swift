@@ -148,6 +148,16 @@ struct VersionTests {
         #expect(Semver("1.0.0+build.5") == Semver(1, 0, 0))
     }
 
+    @Test("plain MAJOR.MINOR.PATCH (read byte by byte) keeps the full rules")
+    func plainVersions() {
+        #expect(Semver("0.0.0") == Semver(0, 0, 0) && Semver("10.20.30") == Semver(10, 20, 30))
+        #expect(Semver("0.1.0") == Semver(0, 1, 0) && Semver("123456789.0.1") == Semver(123_456_789, 0, 1))
+        for text in ["01.2.3", "1.02.3", "1.2.03", "1..3", "1.2.", ".1.2", "1.2.3.4", "1234567890.0.0", "1.2.x", "1.2.3 "] {
+            #expect(Semver(text) == nil, "\(text)")
+        }
+        #expect(Semver("1.2.3-rc.1") == Semver(1, 2, 3, prerelease: ["rc", "1"]) && Semver("v1.2.3") == Semver(1, 2, 3))
+    }
+
     @Test("ranges", arguments: [
         ("^1.2", "1.9.9", true), ("^1.2", "2.0.0", false), ("^1.2", "1.1.0", false), ("^0.3.1", "0.3.9", true),
         ("^0.3.1", "0.4.0", false), ("~1.2.3", "1.2.9", true), ("~1.2.3", "1.3.0", false), (">=1.0.0 <2.0.0", "1.5.0", true),

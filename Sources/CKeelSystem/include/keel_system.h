@@ -6,6 +6,12 @@
 /* Creates an anonymous in-memory file (memfd_create(2), close-on-exec). Returns the descriptor, or -1 with errno. */
 int keel_memfd_create(const char *name);
 
+/* Opens `relative` read-only below the folder `root` without following any symbolic link on the way (openat2(2) with
+ * RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV; links above `root` are followed).
+ * Returns the descriptor (close-on-exec), or -1 with errno (ENOSYS before Linux 5.6, ELOOP for a link, EXDEV for a
+ * path that leaves `root` or crosses a mount). */
+int keel_open_beneath(const char *root, const char *relative);
+
 #include <spawn.h>
 /* Adds to `actions` the closing of every descriptor from `from` up in the child (glibc's
  * posix_spawn_file_actions_addclosefrom_np, which Swift's Glibc module does not show). Returns its status. */
