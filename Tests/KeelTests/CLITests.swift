@@ -129,6 +129,7 @@ struct ReadmeTests {
         #expect(r.stdout.contains("enabled counter 0.1.0: 1 route(s), 1 menu entry, 1 auth hook(s)"))
         #expect(r.stdout.contains("counter 0.1.0  enabled  — Hit counter"))
         #expect(r.stdout.contains("hooks:  authorize no-delete"))
+        #expect(r.stdout.contains("ok: GET /hits counts; DELETE under /ext/counter/ is denied, elsewhere left to others"), "make test ran the walk-through's own test")
 
         // The mistake the README shows gives the message it shows: a descriptor stating 0.1.0, plugin.yaml saying 0.2.0.
         let source = home + "/counter/src/plugin.c"
