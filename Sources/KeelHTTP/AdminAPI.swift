@@ -90,13 +90,15 @@ struct AdminAPI {
             try await run(.grants(id: id, grant: change.grant ?? [], revoke: change.revoke ?? []))
             return JSONBody.response(try await kernel.plugin(id))
         }
-        // {"isolation": "process" | "in-process" | null}: where the plugin runs (null: as its manifest asks).
+        // {"isolation": "process" | "in-process" | "manifest" | null}: where the plugin runs ("manifest" or null: as
+        // its manifest asks, as `keel plugins isolate ID manifest` says it).
         admin.put("plugins/:id/isolation") { request, context -> Response in
             let id = try context.parameters.require("id")
             let change = try await Self.body(IsolationChange.self, request)
-            let mode = try change.isolation.map { text throws(APIError) -> Isolation in
+            let mode = try change.isolation.flatMap { text throws(APIError) -> Isolation? in
+                if text == "manifest" { return nil }
                 guard let mode = Isolation(rawValue: text) else {
-                    throw APIError(.badRequest, "bad-isolation", "isolation must be in-process, process or null, not \"\(text)\"")
+                    throw APIError(.badRequest, "bad-isolation", "isolation must be in-process, process, manifest or null, not \"\(text)\"")
                 }
                 return mode
             }
@@ -253,13 +255,28 @@ struct AdminAPI {
         return value
     }
 
+    /// What was wrong with a JSON body, in plain words (never Foundation's decoder text): `cascade: expected true or
+    /// false`, `missing key plugin`, `not valid JSON`.
     static func describe(_ error: any Error) -> String {
+        func at(_ c: DecodingError.Context) -> String {
+            let path = c.codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+            return path.isEmpty ? "" : path + ": "
+        }
+        func expected(_ type: Any.Type) -> String {
+            switch type {
+            case is Bool.Type, is Bool?.Type: "true or false"
+            case is String.Type, is String?.Type: "a string"
+            case is Int.Type, is Int?.Type, is Int64.Type, is Double.Type, is UInt32.Type: "a number"
+            case is [String].Type, is [String]?.Type: "a list of strings"
+            default: String(describing: type).hasPrefix("Array") ? "a list" : "an object"
+            }
+        }
         switch error as? DecodingError {
-        case let .typeMismatch(_, c)?, let .valueNotFound(_, c)?, let .dataCorrupted(c)?:
-            let path = c.codingPath.map(\.stringValue).joined(separator: ".")
-            return path.isEmpty ? c.debugDescription : "\(path): \(c.debugDescription)"
-        case let .keyNotFound(key, _)?: return "missing key \(key.stringValue)"
-        default: return "\(error)"
+        case let .typeMismatch(type, c)?: return at(c) + "expected " + expected(type)
+        case let .valueNotFound(type, c)?: return at(c) + "expected " + expected(type) + ", found null"
+        case let .keyNotFound(key, c)?: return at(c) + "missing key " + key.stringValue
+        case let .dataCorrupted(c)?: return c.codingPath.isEmpty ? "not valid JSON" : at(c) + "not a valid value"
+        default: return "not valid JSON"
         }
     }
 

@@ -74,7 +74,10 @@ struct HTTPTests {
 
         let malformed = try await server.request("POST", "/api/v1/plugins/hello/disable", admin: true, body: Data("{\"cascade\": tr".utf8))
         #expect(malformed.status == 400 && malformed.errorCode == "malformed-json")
-        #expect((malformed.json as? [String: [String: String]])?["error"]?["message"]?.hasPrefix("malformed JSON body") == true)
+        #expect((malformed.json as? [String: [String: String]])?["error"]?["message"] == "malformed JSON body: not valid JSON", "\(malformed.text)")
+        // Plain words, never the decoder's own text ("Expected to decode Bool but found a string instead.").
+        let mistyped = try await server.request("POST", "/api/v1/plugins/hello/disable", admin: true, body: Data(#"{"cascade": "yes"}"#.utf8))
+        #expect((mistyped.json as? [String: [String: String]])?["error"]?["message"] == "malformed JSON body: cascade: expected true or false", "\(mistyped.text)")
 
         for headers in [[:], ["Authorization": "Bearer nope"], ["Authorization": "Basic YWRtaW46YWRtaW4="], ["Authorization": "Bearer hello-demo-key"]] {
             let r = try await server.request("GET", "/api/v1/plugins", headers: headers)

@@ -183,6 +183,10 @@ struct IsolationTests {
         try await waitForRestarts(server, 1)
         let after = try await server.request("GET", "/ext/crasher/items/7")
         #expect(after.text.hasPrefix("item 7"), "\(after.status) \(after.text)")
+        // "manifest", as `keel plugins isolate ID manifest` says it: back to what plugin.yaml asks (in-process here).
+        let manifest = try await server.request("PUT", "/api/v1/plugins/crasher/isolation", admin: true,
+                                                body: Data(#"{"isolation":"manifest"}"#.utf8))
+        #expect(manifest.status == 200 && (manifest.json as? [String: Any])?["isolation"] as? String == "in-process", "\(manifest.text)")
     }
 
     @Test("commands of a plugin in a worker: every type crosses, errors keep their codes, the host checks arguments first")
