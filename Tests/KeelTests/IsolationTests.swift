@@ -210,6 +210,18 @@ struct IsolationTests {
         await kernel.shutdown()
     }
 
+    @Test("keel plugins isolate says where a plugin runs, and that one not enabled runs there once enabled")
+    func isolateSays() throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("later", defines: ["ROUTE_PATH=\"/items/:id\""])
+        let at = ["--plugins", f.plugins, "--state", f.state]
+        let r = try TestEnvironment.run(keel, ["plugins", "isolate", "later", "process"] + at)
+        #expect(r.status == 0 && r.stdout == "later will run, once enabled, in a worker process\n", "\(r.stdout) \(r.stderr)")
+        #expect(try TestEnvironment.run(keel, ["plugins", "enable", "later"] + at).status == 0)
+        let back = try TestEnvironment.run(keel, ["plugins", "isolate", "later", "manifest"] + at)
+        #expect(back.stdout == "later runs where its manifest says (in-process)\n", "\(back.stdout) \(back.stderr)")
+    }
+
     @Test("a host with no worker executable refuses isolation: process with a reason that says so")
     func noWorkerExecutable() async throws {
         let c = CommandsFixture()

@@ -356,9 +356,10 @@ extension KeelCommand.Plugins {
         func run() async throws {
             try await reporting {
                 let isolation = Isolation(rawValue: mode)
-                _ = try await throughServerOrKernel(options, id: id, command: .isolation(id: id, mode: isolation))
-                print(isolation.map { "\(id) runs \($0 == .process ? "in a worker process" : "in the host process")" }
-                      ?? "\(id) runs where its manifest says")
+                let info = try await throughServerOrKernel(options, id: id, command: .isolation(id: id, mode: isolation))
+                let runs = info?.enabled == true ? "runs" : "will run, once enabled,"
+                print(isolation.map { "\(id) \(runs) \($0 == .process ? "in a worker process" : "in the host process")" }
+                      ?? "\(id) \(runs) where its manifest says (\(info?.isolation ?? "in-process"))")
             }
         }
     }
