@@ -201,6 +201,17 @@ static void put_unsigned(struct text *t, uint64_t v, unsigned base) {
     while (n > 0 && t->len < sizeof t->bytes) t->bytes[t->len++] = digits[--n];
 }
 
+static const char *signal_name(int signal) {
+    switch (signal) {
+    case SIGSEGV: return "SIGSEGV";
+    case SIGBUS: return "SIGBUS";
+    case SIGILL: return "SIGILL";
+    case SIGFPE: return "SIGFPE";
+    case SIGABRT: return "SIGABRT";
+    default: return "a fatal signal";
+    }
+}
+
 static void put_line(struct text *t, const char *key, const char *value) {
     put(t, key); put(t, " "); put(t, value); put(t, "\n");
 }
@@ -283,6 +294,23 @@ static void on_fatal(int signal, siginfo_t *info, void *context) {
             }
             fsync(fd);
             close(fd);
+        }
+    }
+    if (plugin[0]) {
+        /* One line for whoever watches the host's output: the process is about to die of the signal, and the reason
+         * would otherwise show only at the next start. */
+        struct text e = { .len = 0 };
+        put(&e, "keel: plugin \""); put(&e, plugin); put(&e, "\" (generation "); put_unsigned(&e, generation, 10);
+        put(&e, ") crashed the host with "); put(&e, signal_name(signal));
+        put(&e, record_path[0] ? "; the next start quarantines it (crash record: " : "");
+        if (record_path[0]) { put(&e, record_path); put(&e, ")"); }
+        put(&e, "\n");
+        size_t done = 0;
+        while (done < e.len) {
+            ssize_t n = write(2, e.bytes + done, e.len - done);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) break;
+            done += (size_t)n;
         }
     }
     if (!code && !site && (si_code > 0 || (signal == SIGABRT && si_code == SI_TKILL))) {

@@ -55,6 +55,10 @@ struct CrashAttributionTests {
         var server = try ServerProcess(plugins: f.plugins, state: f.state, environment: Self.environment)
         #expect(try await server.request("GET", "/ext/crasher/items/7").text.hasPrefix("item 7"))
         #expect(await crash(server, path: path) == signal, "\(server.errors.value)")
+        // Said as it dies, not only at the next start.
+        let name = reason.prefix { $0 != " " }
+        #expect(await waitFor(5) { server.errors.value.contains("keel: plugin \"crasher\" (generation ") && server.errors.value.contains(") crashed the host with \(name); the next start quarantines it (crash record: ") },
+                "\(server.errors.value)")
 
         server = try ServerProcess(plugins: f.plugins, state: f.state, environment: Self.environment)
         defer { server.stop() }
