@@ -146,7 +146,11 @@ extension KeelCommand.Plugins {
                     print("enabled \(id) \(info.version): lazy, idle until first used (\(info.menus.count) menu entr\(info.menus.count == 1 ? "y" : "ies") shown)")
                     return
                 }
-                print("enabled \(id) \(info.version): \(info.routes.count) route(s), \(info.menus.count) menu entr\(info.menus.count == 1 ? "y" : "ies"), \(info.authenticators.count + info.authorizers.count) auth hook(s)")
+                // What else it brings, when it brings it (a provider or a commands-only plugin has no route).
+                let more = (info.commands.isEmpty ? [] : ["\(info.commands.count) command(s)"])
+                    + (info.provides.isEmpty ? [] : ["provides " + info.provides.joined(separator: ", ")])
+                print("enabled \(id) \(info.version): \(info.routes.count) route(s), \(info.menus.count) menu entr\(info.menus.count == 1 ? "y" : "ies"), \(info.authenticators.count + info.authorizers.count) auth hook(s)"
+                      + more.map { ", " + $0 }.joined())
             }
         }
     }
