@@ -90,10 +90,22 @@ struct ABICompatibilityTests {
             }
         }
         #expect(samples.count >= 2, "the README's C walk-through was not found")
+        // Each sample at the path its heredoc writes, in a folder of its own; a test (tests/...) gets the walk-through's
+        // src/plugin.c written beside it, which it includes as "../src/plugin.c".
         let dir = TestEnvironment.makeTemporaryDirectory("samples")
+        var files: [String] = []
         for (i, (name, source)) in samples.enumerated() {
-            let file = dir + "/sample\(i).c"
+            let path = name.hasPrefix("README ") ? String(name.dropFirst(7)) : "sample\(i).c"
+            let file = dir + "/\(i)/" + path
+            files.append(file)
+            try FileManager.default.createDirectory(atPath: (file as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
             try source.write(toFile: file, atomically: true, encoding: .utf8)
+            if path.hasPrefix("tests/"), i > 0, let plugin = samples[..<i].lastIndex(where: { $0.0 == "README src/plugin.c" }) {
+                try FileManager.default.createDirectory(atPath: dir + "/\(i)/src", withIntermediateDirectories: true)
+                try samples[plugin].1.write(toFile: dir + "/\(i)/src/plugin.c", atomically: true, encoding: .utf8)
+            }
+        }
+        for ((name, _), file) in zip(samples, files) {
             for (compiler, flags) in [("cc", ["-std=c11"]), ("c++", ["-std=c++23", "-x", "c++"])] {
                 let r = try TestEnvironment.run("/usr/bin/env", [compiler] + flags + ["-Wall", "-Wextra", "-Werror", "-fsyntax-only",
                                                                                       "-I", TestEnvironment.abiInclude, file])
