@@ -346,10 +346,11 @@ if wanted("http") {
     let reloads = options.quick ? 10 : 50
     let load = Task.detached { wrk(base + "/ext/bench/ping", seconds: options.quick ? 4 : 15) }
     try await Task.sleep(for: .milliseconds(300))
-    // Swap latency: from asking for the reload until a request is answered by the new build, asked for all along by a
-    // client of its own (as traffic sees the swap). The reload call itself returns later, once the load's records
-    // are on disk: reported apart.
-    var latencies: [Double] = [], calls: [Double] = []
+    // Swap latency: from asking for the reload until it returned. The new build serves from its publish, inside the
+    // call, before the load's records are written, so this bounds the swap from above. A client asking all along is
+    // timed too, until it first gets an answer from the new build: that adds its own requests' time in the queue
+    // behind wrk's connections (and a request already under way at the swap is answered by the old build).
+    var calls: [Double] = [], seen: [Double] = []
     let session = URLSession(configuration: .ephemeral)
     for i in 0..<reloads {
         let (lib, tag) = i % 2 == 0 ? (options.pluginB, "pong B") : (options.pluginA, "pong A")
@@ -363,7 +364,7 @@ if wanted("http") {
             let (data, _) = try await session.data(from: URL(string: base + "/ext/bench/ping")!)
             if String(decoding: data, as: UTF8.self).hasPrefix(tag) { break }
         }
-        latencies.append((now() - t) * 1000)
+        seen.append((now() - t) * 1000)
         calls.append((try await reload.value - t) * 1000)
     }
     let traffic = await load.value
@@ -371,10 +372,10 @@ if wanted("http") {
         let s = xs.sorted()
         return (s[s.count / 2], s[min(s.count - 1, Int(Double(s.count) * 0.99))])
     }
-    let (p50, p99) = percentiles(latencies), (c50, c99) = percentiles(calls)
-    rows.append(Row(name: "reload swap latency under load (p50 / p99)", measured: String(format: "%.1f / %.1f ms", p50, p99),
+    let (p50, p99) = percentiles(calls), (s50, s99) = percentiles(seen)
+    rows.append(Row(name: "reload swap latency under load: the reload call, swap and records (p50 / p99)", measured: String(format: "%.1f / %.1f ms", p50, p99),
                     baseline: "\(reloads) reloads", ratio: nil, target: "p99 < 50 ms", met: p99 < 50))
-    rows.append(Row(name: "reload call under load, swap + its records on disk (p50 / p99)", measured: String(format: "%.1f / %.1f ms", c50, c99),
+    rows.append(Row(name: "the same, until a client asking all along first gets the new build (p50 / p99)", measured: String(format: "%.1f / %.1f ms", s50, s99),
                     baseline: "\(reloads) reloads", ratio: nil, target: "report", met: nil))
     rows.append(Row(name: "failed requests during reloads", measured: "\(traffic.failed)", baseline: String(format: "%.0f req/s served", traffic.rps),
                     ratio: nil, target: "0", met: traffic.failed == 0))
