@@ -135,20 +135,13 @@ extension WorkerEnvironment: RemoteServiceBroker {
             return .failure(PluginCallError(pluginID: pluginID, status: StatusCode.wrongState,
                                             message: "acquired \(interface) during activate, which a plugin in a worker process cannot"))
         }
-        let answer = server.hostCalls.ask({ id in
+        return askHost("the acquire of \(interface)", { id in
             var w = WireWriter(.serviceAcquire, id: id)
             w.string(interface)
             w.string(tenant)
             w.int(minSize)
             return w.frame
-        }, send: server.send)
-        do throws(WireError) {
-            guard var answer else { throw WireError(description: "no answer") }
-            if let error = try answer.outcome(pluginID: pluginID) { return .failure(error) }
-            return .success(try answer.grant())
-        } catch {
-            return .failure(PluginCallError(pluginID: pluginID, status: StatusCode.unavailable, message: "the host did not answer the acquire of \(interface)"))
-        }
+        }, read: { (answer: inout WireReader) throws(WireError) in try answer.grant() })
     }
 
     func releaseRemote(_ lease: UInt64) {
@@ -158,20 +151,27 @@ extension WorkerEnvironment: RemoteServiceBroker {
     }
 
     func callRemote(lease: UInt64, function: Int, _ call: ServiceCall) -> Result<ServiceAnswer, PluginCallError> {
-        let pluginID = server.context?.pluginID ?? ""
-        let answer = server.hostCalls.ask({ id in
+        askHost("the call", { id in
             var w = WireWriter(.serviceInvoke, id: id)
             w.u64(lease)
             w.int(function)
             w.serviceCall(call)
             return w.frame
-        }, send: server.send)
+        }, read: { (answer: inout WireReader) throws(WireError) in try answer.serviceAnswer() })
+    }
+
+    /// Sends the frame `build` makes (with the call's id) and reads the host's answer with `read`. A failure the host
+    /// answered is returned as it is; no answer, or one that does not read, is `unavailable`, naming `what`.
+    private func askHost<T>(_ what: String, _ build: (UInt64) -> [UInt8],
+                            read: (inout WireReader) throws(WireError) -> T) -> Result<T, PluginCallError> {
+        let pluginID = server.context?.pluginID ?? ""
+        let answer = server.hostCalls.ask(build, send: server.send)
         do throws(WireError) {
             guard var answer else { throw WireError(description: "no answer") }
             if let error = try answer.outcome(pluginID: pluginID) { return .failure(error) }
-            return .success(try answer.serviceAnswer())
+            return .success(try read(&answer))
         } catch {
-            return .failure(PluginCallError(pluginID: pluginID, status: StatusCode.unavailable, message: "the host did not answer the call"))
+            return .failure(PluginCallError(pluginID: pluginID, status: StatusCode.unavailable, message: "the host did not answer \(what)"))
         }
     }
 }
