@@ -65,7 +65,6 @@ step "granting the auth capabilities and enabling the examples (each new build i
 for id in argo-sync flux-sync deployer inventory notes-rust; do
   if [[ "$staged" == *" $id "* ]]; then "$bin/keel" plugins enable "$id" --plugins "$plugins"; fi
 done
-"$bin/keel" plugins list --plugins "$plugins"
 
 if [ "$check" != 1 ]; then
   # Run again while a server is up (after editing a plugin): that server has already taken the new build.

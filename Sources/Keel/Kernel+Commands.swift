@@ -73,6 +73,9 @@ extension Kernel {
         case let .trustKey(name, publicKey): try stored { () throws(StateError) in try state.trustKey(name: name, publicKey: publicKey) }
         case let .useProvider(interface, plugin, tenant): try useProvider(interface, plugin: plugin, tenant: tenant)
         case let .call(plugin, command, arguments):
+            // This runs on the kernel's thread, where a call cannot wake an idle plugin on its own (`wakeBlocking`
+            // refuses there): wake it, and what it needs, first.
+            if idle.contains(plugin) { try wake(plugin) }
             switch call(plugin, command, arguments: arguments.map(CommandArgument.text), as: Kernel.operatorPrincipal) {
             case let .success(value): return CommandResult(output: value.json)
             case let .failure(error): throw KernelError(.command, pluginID: plugin, reason: error.message)

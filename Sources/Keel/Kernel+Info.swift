@@ -52,15 +52,18 @@ extension Kernel {
                     let scopes = snapshot.services.scopes(p.interface).filter {
                         snapshot.services.resolve(p.interface, tenant: $0)?.providerID == record.id
                     }
-                    let serving = scopes.map { $0.isEmpty ? "host-wide (\(snapshot.services.resolution(p.interface, tenant: "")?.reason.rawValue ?? ""))" : "tenant \($0)" }
+                    // A kernel that starts idle does not know who serves: the providers it left idle are not in
+                    // its registry (the server decides when it runs).
+                    let serving = configuration.startsIdle ? [] : scopes.map { $0.isEmpty ? "host-wide (\(snapshot.services.resolution(p.interface, tenant: "")?.reason.rawValue ?? ""))" : "tenant \($0)" }
                     return "\(p.interface) \(p.version) ranking \(p.ranking)" + (serving.isEmpty ? "" : ", serving " + serving.joined(separator: ", "))
                 },
                 consumes: (m?.consumes ?? []).map { "\($0.interface) \($0.versions) \($0.optional ? "optional" : "required")" },
                 commands: (m?.commands ?? []).map { CommandInfo(plugin: record.id, $0) },
                 proxies: (c?.proxies ?? []).map { "/ext/\(record.id)\($0.prefix)/ → \($0.upstream)" },
                 activation: m?.activation.rawValue ?? "eager",
-                activity: m?.activation == .lazy && record.status == .enabled
-                    ? (idle.contains(record.id) ? "idle" : active[record.id] != nil ? "active" : nil) : nil)
+                activity: isLazy(record.id) && record.status == .enabled
+                    ? (idle.contains(record.id) ? (m?.activation == .lazy ? "idle" : "not loaded")
+                        : active[record.id] != nil ? "active" : nil) : nil)
             if let m, m.library != nil { info.isolation = isolation(of: record.id, m).rawValue }
             if let worker = active[record.id]?.worker {
                 info.workerPID = worker.workerPID

@@ -16,7 +16,7 @@ extension Kernel {
     /// True when `id`'s manifest asks for lazy activation (and it has a library to load).
     func isLazy(_ id: String) -> Bool {
         guard let manifest = bundles[id]?.manifest else { return false }
-        return manifest.activation == .lazy && manifest.library != nil
+        return (manifest.activation == .lazy || configuration.startsIdle) && manifest.library != nil
     }
 
     /// The idle time-out for a lazy plugin, in seconds: the operator's, else its manifest's; nil for none.
@@ -45,12 +45,13 @@ extension Kernel {
 
     /// Leaves enabled lazy plugins `ids` idle, in one change of `idle`. Start-up parks many at once and passes
     /// `batched`: the status records are then written in one transaction (only while nothing else writes), and the
-    /// `records` it has just read (their statuses are what parking compares with; none is read again).
-    func park(_ ids: [String], batched: Bool = false, records: [PluginRecord]? = nil) {
+    /// `records` it has just read (their statuses are what parking compares with; none is read again). Without
+    /// `recording`, no status is written (a kernel that starts everything idle leaves a stored failure as it was).
+    func park(_ ids: [String], batched: Bool = false, records: [PluginRecord]? = nil, recording: Bool = true) {
         let parked = ids.filter { bundles[$0]?.manifest != nil && active[$0] == nil }
         idle.formUnion(parked)
         // Many at once: one read of every record, not one per plugin.
-        let statuses = parked.count > 1
+        let statuses = parked.count > 1 && recording
             ? Dictionary((records ?? (try? state.plugins()) ?? []).map { ($0.id, $0.status) }, uniquingKeysWith: { first, _ in first }) : [:]
         func each() {
             for id in parked {
@@ -63,7 +64,7 @@ extension Kernel {
                     }
                 }
                 access.setDeclared(id, manifest)
-                if (statuses[id] ?? ((try? state.plugin(id)) ?? nil)?.status) != .enabled { try? state.setStatus(id, .enabled) }
+                if recording, (statuses[id] ?? ((try? state.plugin(id)) ?? nil)?.status) != .enabled { try? state.setStatus(id, .enabled) }
             }
         }
         if !batched || (try? state.batch(each)) == nil { each() }

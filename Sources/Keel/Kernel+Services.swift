@@ -104,10 +104,11 @@ extension Kernel {
     }
 
     /// The active plugins that need `id` as a dependency, or as the last active provider of an interface they
-    /// require; in activation order, each with what it needs.
-    func dependents(of id: String) -> [(id: String, needs: String)] {
+    /// require; in activation order, each with what it needs. With `includingIdle`, then the idle ones (enabled,
+    /// not loaded) that would need it when they wake, by their manifests, in id order.
+    func dependents(of id: String, includingIdle: Bool = false) -> [(id: String, needs: String)] {
         let services = registry.snapshot.services
-        return activationOrder.compactMap { other -> (String, String)? in
+        let running = activationOrder.compactMap { other -> (String, String)? in
             guard other != id, let manifest = active[other]?.manifest else { return nil }
             if manifest.dependencies.contains(where: { $0.id == id }) { return (other, "plugin \"\(id)\"") }
             for need in manifest.consumes where !need.optional {
@@ -117,6 +118,19 @@ extension Kernel {
             }
             return nil
         }
+        guard includingIdle, let mine = bundles[id]?.manifest else { return running }
+        // An idle plugin's providers are whichever enabled plugins' manifests offer the interface, loaded or not.
+        let providers = Set(activationOrder).union(idle).subtracting([id])
+        let sleeping = idle.subtracting([id]).sorted().compactMap { other -> (String, String)? in
+            guard let manifest = bundles[other]?.manifest else { return nil }
+            if manifest.dependencies.contains(where: { $0.id == id }) { return (other, "plugin \"\(id)\"") }
+            for need in manifest.consumes where !need.optional && mine.provides.contains(where: need.accepts) {
+                let others = providers.contains { bundles[$0]?.manifest?.provides.contains(where: need.accepts) == true }
+                if !others { return (other, "interface \(need.interface)") }
+            }
+            return nil
+        }
+        return running + sleeping
     }
 
     /// The plugins `id` waits for at start-up: its plugin dependencies and the providers of interfaces it requires.

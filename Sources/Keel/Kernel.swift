@@ -169,7 +169,9 @@ public actor Kernel {
         let (eager, parked) = splitLazy(Set(wanted))
         activateAll(activationPlan(for: eager).filter { active[$0] == nil })
         // Activating the eager ones wrote only their own records: the parked ones' are as read above.
-        park(parked.sorted(), batched: true, records: records)
+        // A kernel that starts everything idle runs one command: it leaves stored statuses (a failure and its
+        // reason) as the host that ran them left them.
+        park(parked.sorted(), batched: true, records: records, recording: !configuration.startsIdle)
     }
 
     /// Runs a state write now, or, while a start-up batch collects them, after the batch (in one transaction).
@@ -223,6 +225,9 @@ public actor Kernel {
         guard active[id] == nil else { return }
         if isLazy(id) {
             park(id)
+            // A one-command kernel activates what it enables (an eager plugin), so that the operator sees a
+            // failure now.
+            if configuration.startsIdle && bundles[id]?.manifest?.activation != .lazy { try wake(id) }
             return
         }
         try wakeDependencies(of: id)
@@ -237,7 +242,7 @@ public actor Kernel {
         guard bundles[id] != nil || ((try? state.plugin(id)) ?? nil) != nil else {
             throw KernelError(.unknownPlugin, pluginID: id, reason: "no plugin \"\(id)\" is known")
         }
-        let dependents = dependents(of: id)
+        let dependents = dependents(of: id, includingIdle: true)
         if !dependents.isEmpty {
             guard cascade else {
                 let named = dependents.map { "\"\($0.id)\"" + ($0.needs.hasPrefix("interface") ? " (through \($0.needs))" : "") }

@@ -57,6 +57,12 @@ public struct KernelConfiguration: Sendable {
     /// The operator's idle time-out for every lazy plugin (seconds), in place of each manifest's `idle-timeout:`;
     /// 0 keeps lazy plugins loaded once used. Default: nil (each manifest decides).
     public var lazyIdleTimeout: Double?
+    /// Every enabled plugin with a library starts idle, as a lazy one does, and is activated only when something
+    /// needs it: a command call, a service acquire, or `enable` (which activates it, so that a failure shows at
+    /// once). Nothing idle is written back to the state store (a stored failure and its reason stay as they are).
+    /// For a kernel that runs one operator command and stops: the CLI's own kernel when no server runs, so that
+    /// `keel plugins list` runs no plugin code and adds no generation to any plugin's history. Default: false.
+    public var startsIdle: Bool = false
     /// The `keel` executable that runs plugins with `isolation: process` (as `keel worker`). Default: nil, and such
     /// a plugin fails to activate with a reason that says so (an embedder opts in); `keel serve` sets it.
     public var workerExecutable: String?

@@ -143,6 +143,13 @@ struct GlobalOptions: ParsableArguments {
         return try Kernel(configuration: configuration)
     }
 
+    /// A kernel that runs one command while no server owns the state: it starts every enabled plugin idle and
+    /// activates only what the command needs (`KernelConfiguration.startsIdle`), so a `keel plugins list` runs no
+    /// plugin code and a `disable` loads nothing.
+    func makeOneShotKernel() throws -> Kernel {
+        try makeKernel { $0.startsIdle = true }
+    }
+
     /// The state store alone, for commands that must not load plugins: the SQLite file, or the PostgreSQL database
     /// `--state` names by URL.
     func openState() throws -> StateStore {

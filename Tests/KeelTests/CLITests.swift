@@ -1,6 +1,7 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
 import Foundation
+import KeelState
 import Testing
 
 @Suite("the keel command")
@@ -29,8 +30,16 @@ struct CLITests {
         let plugins = try JSONSerialization.jsonObject(with: Data(list.stdout.utf8)) as? [[String: Any]]
         let hello = plugins?.first { $0["id"] as? String == "hello" }
         #expect(hello?["status"] as? String == "enabled")
-        #expect(hello?["routes"] as? [String] == ["GET /ext/hello/greet/:name"])
         #expect(plugins?.first { $0["id"] as? String == "greeter" }?["status"] as? String == "installed")
+        // Without a server, listing loads nothing: no plugin code runs, no generation is added, nothing is shown as
+        // registered, and a stored failure keeps its reason.
+        #expect(hello?["activity"] as? String == "not loaded" && hello?["routes"] as? [String] == [], "\(list.stdout)")
+        let generations = try StateStore(path: f.state).lastGeneration("hello")
+        let again = try TestEnvironment.run(keel, ["plugins", "list"] + common)
+        #expect(again.stdout.contains("hello 1.0.0  enabled (not loaded)") && !again.stdout.contains("routes:"), "\(again.stdout)")
+        #expect(again.stdout.contains("(no server runs on this state: nothing is loaded; routes and hooks show while `keel serve` runs)"))
+        _ = try TestEnvironment.run(keel, ["services", "list"] + common)
+        #expect(try StateStore(path: f.state).lastGeneration("hello") == generations, "list and services list loaded hello")
 
         let disable = try TestEnvironment.run(keel, ["plugins", "disable", "hello"] + common)
         #expect(disable.status == 0 && disable.stdout == "disabled hello\n")
@@ -127,8 +136,7 @@ struct ReadmeTests {
         #expect(r.stdout.contains("version:      0.1.0"), "the version is plugin.yaml's")
         #expect(r.stdout.contains("routes:       GET /ext/counter/hits"))
         #expect(r.stdout.contains("enabled counter 0.1.0: 1 route(s), 1 menu entry, 1 auth hook(s)"))
-        #expect(r.stdout.contains("counter 0.1.0  enabled  — Hit counter"))
-        #expect(r.stdout.contains("hooks:  authorize no-delete"))
+        #expect(r.stdout.contains("counter 0.1.0  enabled (not loaded)  — Hit counter"), "\(r.stdout)")
         #expect(r.stdout.contains("ok: GET /hits counts; DELETE under /ext/counter/ is denied, elsewhere left to others"), "make test ran the walk-through's own test")
 
         // The mistake the README shows gives the message it shows: a descriptor stating 0.1.0, plugin.yaml saying 0.2.0.

@@ -21,9 +21,10 @@ struct KernelFixture {
     }
 
     func kernel(probe: PluginProbe? = nil, budgets: CallBudgets = .default, copiesInMemory: Bool = true,
-                workerExecutable: String? = nil) throws -> Kernel {
+                workerExecutable: String? = nil, startsIdle: Bool = false) throws -> Kernel {
         let log = self.log
         var configuration = KernelConfiguration(pluginsDirectory: plugins, stateFile: state) { log.append($0.description) }
+        configuration.startsIdle = startsIdle
         configuration.copiesInMemory = copiesInMemory
         configuration.workerExecutable = workerExecutable
         configuration.probe = probe

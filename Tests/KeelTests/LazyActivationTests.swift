@@ -121,6 +121,41 @@ struct LazyKernelTests {
         await again.shutdown()
     }
 
+    @Test("a kernel that starts idle (the CLI's without a server) loads nothing until needed, keeps stored failures, and still refuses to disable what idle plugins need")
+    func startsIdle() async throws {
+        let s = ServicesFixture()
+        try s.provider("ciprov", tag: "P", provides: "test.echo/1")
+        try s.consumer("ciuser")
+        try s.f.fixtureBundle("cibroken", defines: ["USE_MISSING_SYMBOL"])
+        let first = try s.kernel()
+        await first.start()
+        try await first.enable("ciprov")
+        try await first.enable("ciuser")
+        await #expect(throws: KernelError.self) { try await first.enable("cibroken") }
+        let reason = try #require(try StateStore(path: s.f.state).plugin("cibroken")?.reason)
+        await first.shutdown()
+        let generations = try StateStore(path: s.f.state).lastGeneration("ciprov")
+
+        let once = try s.f.kernel(startsIdle: true)
+        await once.start()
+        #expect(once.activePlugins.isEmpty)
+        #expect(try await once.plugin("ciuser").statusText == "enabled (not loaded)")
+        let broken = try await once.plugin("cibroken")
+        #expect(broken.status == .failed && broken.reason == reason, "the stored failure and its reason are left as they were")
+        // The consumer is not loaded, yet it needs the only provider of test.echo/1: the refusal names it.
+        await #expect { try await once.disable("ciprov") } throws: { error in
+            (error as? KernelError)?.description.contains("needed by enabled plugin(s) \"ciuser\" (through interface test.echo/1)") == true
+        }
+        #expect(try StateStore(path: s.f.state).lastGeneration("ciprov") == generations, "nothing was loaded")
+        // Enabling activates (and so checks) the plugin and what it needs.
+        try await once.enable("ciuser")
+        #expect(Set(once.activePlugins) == ["ciprov", "ciuser"])
+        #expect(call(once, "/ext/ciuser/call", query: "hi").text.hasPrefix("tag=P echo=hi provider=ciprov"))
+        try await once.disable("ciprov", cascade: true)
+        #expect(try await once.plugin("ciuser").status == .disabled)
+        await once.shutdown()
+    }
+
     @Test("an optional interface acquired at request time wakes its idle provider; disable ends the idle state")
     func acquireWakesProvider() async throws {
         let s = ServicesFixture()

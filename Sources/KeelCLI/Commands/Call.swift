@@ -25,7 +25,7 @@ extension KeelCommand {
                 if options.runningServer != nil {
                     result = try await RemoteControl.submit(call, state: try options.openState(), timeout: .seconds(30), user: Kernel.osUser)
                 } else {
-                    let kernel = try options.makeKernel()
+                    let kernel = try options.makeOneShotKernel()
                     await kernel.start()
                     do { result = try await kernel.executeAsCLI(call) } catch {
                         await kernel.shutdown()

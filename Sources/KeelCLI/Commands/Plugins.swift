@@ -28,12 +28,16 @@ extension KeelCommand.Plugins {
                 if options.runningServer != nil {
                     plugins = try RemoteControl.livePlugins(state: try options.openState())
                 } else {
-                    let kernel = try options.makeKernel()
+                    let kernel = try options.makeOneShotKernel()
                     await kernel.start()
                     plugins = try await kernel.plugins()
                     await kernel.shutdown()
                 }
-                if json { try printJSON(plugins) } else { print(Self.render(plugins), terminator: "") }
+                if json { try printJSON(plugins); return }
+                print(Self.render(plugins), terminator: "")
+                if options.runningServer == nil, plugins.contains(where: \.enabled) {
+                    print("(no server runs on this state: nothing is loaded; routes and hooks show while `keel serve` runs)")
+                }
             }
         }
 
@@ -264,7 +268,7 @@ func throughServerOrKernel(_ options: GlobalOptions, id: String?, command: Kerne
         }
         return live
     }
-    let kernel = try options.makeKernel()
+    let kernel = try options.makeOneShotKernel()
     await kernel.start()
     do {
         try await kernel.executeAsCLI(command)

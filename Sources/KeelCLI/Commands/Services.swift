@@ -30,7 +30,7 @@ extension KeelCommand.Services {
                 if options.runningServer != nil {
                     services = try RemoteControl.liveServices(state: try options.openState())
                 } else {
-                    let kernel = try options.makeKernel()
+                    let kernel = try options.makeOneShotKernel()
                     await kernel.start()
                     services = await kernel.services()
                     await kernel.shutdown()
