@@ -146,6 +146,10 @@ public actor Kernel {
             Task { await self.disableMisbehaving(id, reason: reason) }
         }
         environment.onIdleNeeded { [weak self] need in self?.wakeBlocking(need) }
+        environment.onChanged { [weak self] in
+            guard let self else { return }
+            Task { await self.noteChanged() }
+        }
         generations.removeLeftovers()
         recoverInterruptedChanges()
         let unchanged = finishUninstalls()

@@ -12,6 +12,7 @@ final class KernelEnvironment: PluginEnvironment {
     /// Where hook overruns and failed calls are counted (the kernel's; nil for a validator or inspector).
     let metrics: KernelMetrics?
     private let misbehaviour = Mutex<(@Sendable (String, String) -> Void)?>(nil)
+    private let changes = Mutex<(@Sendable () -> Void)?>(nil)
 
     init(registry: PluginRegistry, log: @escaping @Sendable (LogRecord) -> Void, metrics: KernelMetrics? = nil) {
         self.registry = registry
@@ -40,6 +41,12 @@ final class KernelEnvironment: PluginEnvironment {
 
     /// Who to tell when a plugin keeps failing (the kernel, which disables it).
     func onMisbehaving(_ handler: @escaping @Sendable (String, String) -> Void) { misbehaviour.withLock { $0 = handler } }
+
+    /// Who to tell when something shown about plugins changed outside a lifecycle change (a worker restarted: its
+    /// process id and restart count): the kernel, which emits `.pluginsChanged`.
+    func onChanged(_ handler: @escaping @Sendable () -> Void) { changes.withLock { $0 = handler } }
+
+    func changed() { changes.withLock { $0 }?() }
 
     func misbehaving(plugin: String, reason: String) {
         sink(LogRecord(level: .error, pluginID: plugin, message: "misbehaving: \(reason)"))

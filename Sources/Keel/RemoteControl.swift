@@ -23,13 +23,10 @@ public enum RemoteControl {
         var published = shared ? nil : await publishLive(kernel)
         let subscription = shared ? nil : publishOnChange(kernel)
         defer { if let subscription { kernel.events.unsubscribe(subscription) } }
-        var ticks = 0
         while !Task.isCancelled {
             try? await Task.sleep(for: interval)
-            ticks += 1
-            // Every change of what is active comes as an event (`publishOnChange`); what changes without one (a
-            // worker restarted: its process id and restart count) shows up within ~2 s.
-            if ticks % 10 == 0 && !shared { published = await publishLive(kernel, unlessEqualTo: published) }
+            // Every change of what is shown comes as an event (`publishOnChange`), a worker's restart too: nothing is
+            // published while nothing changes.
             guard let version = try? kernel.state.dataVersion(), version != seen else { continue }
             seen = version
             token?.refresh()

@@ -21,6 +21,7 @@ public final class WorkerSupervisor: RemoteCalls, Sendable {
     let policy: IsolationPolicy
     let log: @Sendable (LogLevel, String) -> Void
     let failed: @Sendable (String) -> Void
+    let restarted: @Sendable () -> Void
     let services: HostServices
     private let state = Mutex(State())
 
@@ -37,10 +38,13 @@ public final class WorkerSupervisor: RemoteCalls, Sendable {
     }
 
     /// `log` receives the worker's log lines and the host's lines about it; `failed` is told once when the plugin
-    /// crashed too often; `services` answers the plugin's command calls and permission checks.
+    /// crashed too often; `restarted`, after each restart that serves again (from the restarting thread);
+    /// `services` answers the plugin's command calls and permission checks.
     public init(pluginID: String, executable: String, activation: WorkerActivation, policy: IsolationPolicy,
                 services: HostServices? = nil,
-                log: @escaping @Sendable (LogLevel, String) -> Void, failed: @escaping @Sendable (String) -> Void) {
+                log: @escaping @Sendable (LogLevel, String) -> Void, failed: @escaping @Sendable (String) -> Void,
+                restarted: @escaping @Sendable () -> Void = {}) {
+        self.restarted = restarted
         self.services = services ?? .none
         self.pluginID = pluginID
         self.executable = executable
@@ -365,7 +369,10 @@ public final class WorkerSupervisor: RemoteCalls, Sendable {
                 s.restarts += 1
                 return true
             }
-            if accepted { prepareSpare() }
+            if accepted {
+                prepareSpare()
+                restarted()
+            }
             guard accepted else {
                 connection.terminate()
                 if !state.withLock({ $0.stopped }) {

@@ -82,6 +82,17 @@ struct IsolationTests {
         #expect(after["workerRestarts"] as? Int == 10)
         #expect(after["workerPID"] as? Int != firstWorker)
         #expect(server.errors.value.contains("crashed with SIGSEGV; restarting"), "\(server.errors.value.suffix(2000))")
+        // The CLI's list reads the server's live view: a restart is a change of its own (the view is not refreshed
+        // on a timer), so the new worker shows there within a second.
+        var listed: [String: Any] = [:]
+        let deadline = Date().addingTimeInterval(1)
+        repeat {
+            let r = try TestEnvironment.run(TestEnvironment.binPath + "/keel", ["plugins", "list", "--json", "--plugins", f.plugins, "--state", f.state])
+            listed = ((try? JSONSerialization.jsonObject(with: Data(r.stdout.utf8))) as? [[String: Any]])?.first { $0["id"] as? String == "crasher" } ?? [:]
+            if listed["workerRestarts"] as? Int == 10 { break }
+            try await Task.sleep(for: .milliseconds(100))
+        } while Date() < deadline
+        #expect(listed["workerRestarts"] as? Int == 10 && listed["workerPID"] as? Int == after["workerPID"] as? Int, "\(listed)")
     }
 
     @Test("a crash in an authorize hook in a worker denies that request only (fails closed); the next one is decided again")
