@@ -104,6 +104,31 @@ extension IsolationTests {
         await kernel.shutdown()
     }
 
+    @Test("a provider's worker that forges answers claiming more bytes than the caller's buffer holds: refused, KEEL_ERR_UNAVAILABLE, nothing written past out_cap, logged")
+    func forgedOverlongAnswer() async throws {
+        let g = GitOpsFixture()
+        try g.bundle("forger", ["PROVIDER", "ENGINE=\"forger\"", "FORGE_ANSWERS"],
+                     extra: "provides:\n  - interface: gitops.sync/1\n" + GitOpsFixture.functions + "isolation: process\n")
+        try g.consumer("user")
+        let kernel = try g.f.kernel(workerExecutable: keel)
+        await kernel.start()
+        try await kernel.enable("forger")
+        try await kernel.enable("user")
+        #expect(try await kernel.plugin("forger").workerPID != nil)
+        // A buffer of 256 and of 16 bytes: the forged 1,000-byte answer fits neither.
+        for cap in ["", "cap=16"] {
+            let r = call(kernel, "/ext/user/sync/forge", query: cap)
+            #expect(r.status == 502 && r.text.hasPrefix("status=10 "), "\(cap): \(r)")
+        }
+        #expect(await logged(g.f.log, "[forger]", "its worker answered 1000 bytes for a buffer of 256; refused"))
+        #expect(await logged(g.f.log, "[forger]", "its worker answered 1000 bytes for a buffer of 16; refused"))
+        // The real answers that came after the forged ones answered nothing; the worker kept serving.
+        let r = call(kernel, "/ext/user/sync/shop")
+        #expect(r.status == 200 && r.text == "forger synced shop to main engine=forger", "\(r)")
+        #expect(try await kernel.plugin("forger").workerRestarts == 0)
+        await kernel.shutdown()
+    }
+
     @Test("provider and consumer functions: that disagree: acquire is KEEL_ERR_UNSUPPORTED, logged naming both plugins and the function")
     func functionsMismatch() async throws {
         let g = GitOpsFixture()

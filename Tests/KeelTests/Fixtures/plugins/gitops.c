@@ -6,10 +6,16 @@
  *   buffer of N bytes (default 256, at most 256); answers 200 "<line> engine=<engine>" or 502
  *   "status=<n> len=<out_len> engine=<engine>", or 503 "acquire=<n>" when acquire failed.
  *   RAW_FRAMES (in a worker): GET /raw writes a serviceRelease and a serviceInvoke frame for lease 1, which it does
- *   not hold, to the host itself, and answers "sent". */
+ *   not hold, to the host itself, and answers "sent".
+ *   FORGE_ANSWERS (a provider in a worker): sync of app "forge" first writes, to the host itself, a serviceResult
+ *   frame for every call id from 1 to 512 (the host's call is among them) claiming KEEL_OK with 1,000 bytes of 'X',
+ *   more than any caller's buffer here; then answers as usual.
+ * The consumer's buffer is followed by a canary: a host that wrote past out_cap would show as "canary=broken". */
 #include <keel/keel.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 #include "gitops_sync.h"
 
@@ -23,8 +29,31 @@
 #ifdef PROVIDER
 static keel_str engine(void) { return keel_cstr(ENGINE); }
 
+#ifdef FORGE_ANSWERS
+static void forge_answers(void) {
+    enum { BYTES = 1000, SIZE = 4 + 1 + 8 + 4 + 4 + 8 + 8 + 4 + BYTES };
+    static unsigned char frame[SIZE];
+    for (uint64_t id = 1; id <= 512; id++) {
+        unsigned char *p = frame;
+        uint32_t len = SIZE - 4;
+        for (int i = 0; i < 4; i++) *p++ = (unsigned char)(len >> (8 * i));
+        *p++ = 28;                                              /* serviceResult */
+        for (int i = 0; i < 8; i++) *p++ = (unsigned char)(id >> (8 * i));
+        for (int i = 0; i < 8; i++) *p++ = 0;                   /* outcome: KEEL_OK, no message */
+        for (int i = 0; i < 8; i++) *p++ = 0;                   /* value: the status KEEL_OK */
+        for (int i = 0; i < 8; i++) *p++ = (unsigned char)((uint64_t)BYTES >> (8 * i)); /* length */
+        for (int i = 0; i < 4; i++) *p++ = (unsigned char)((uint32_t)BYTES >> (8 * i));
+        memset(p, 'X', BYTES);
+        if (write(0, frame, SIZE) != SIZE) return;
+    }
+}
+#endif
+
 static keel_status sync_app(keel_str app, keel_str revision, char *out, size_t out_cap, size_t *out_len) {
     if (!out_len || (!out && out_cap) || !app.len) return KEEL_ERR_INVALID_ARGUMENT;
+#ifdef FORGE_ANSWERS
+    if (app.len == 5 && memcmp(app.ptr, "forge", 5) == 0) forge_answers();
+#endif
     if (app.len == 5 && memcmp(app.ptr, "crash", 5) == 0) *(volatile int *)0 = 1;
     char line[512];
     int n = snprintf(line, sizeof line, ENGINE " synced %.*s to %.*s", (int)app.len, app.ptr,
@@ -65,16 +94,19 @@ static keel_status raw_route(void *ud, const keel_http_request *req, keel_http_r
 
 static keel_status sync_route(void *ud, const keel_http_request *req, keel_http_response *res) {
     (void)ud;
-    char body[700], line[256];
+    char body[700];
+    struct { char line[256]; char canary[64]; } buffer;
+    char *line = buffer.line;
+    memset(buffer.canary, 'c', sizeof buffer.canary);
     keel_str app = KEEL_STR_EMPTY;
     for (size_t i = 0; i < req->params_len; i++)
         if (req->params[i].name.len == 3 && memcmp(req->params[i].name.ptr, "app", 3) == 0) app = req->params[i].value;
-    size_t cap = sizeof line;
+    size_t cap = sizeof buffer.line;
     if (req->query.len > 4 && memcmp(req->query.ptr, "cap=", 4) == 0) {
         char digits[16] = { 0 };
         memcpy(digits, req->query.ptr + 4, req->query.len - 4 < 15 ? req->query.len - 4 : 15);
         cap = (size_t)strtoul(digits, NULL, 10);
-        if (cap > sizeof line) cap = sizeof line;
+        if (cap > sizeof buffer.line) cap = sizeof buffer.line;
     }
     keel_service_lease *lease = NULL;
     const void *t = NULL;
@@ -89,6 +121,8 @@ static keel_status sync_route(void *ud, const keel_http_request *req, keel_http_
         ? snprintf(body, sizeof body, "%.*s engine=%.*s", (int)len, line, (int)e.len, e.ptr ? e.ptr : "")
         : snprintf(body, sizeof body, "status=%d len=%zu engine=%.*s", st, len, (int)e.len, e.ptr ? e.ptr : "");
     services->release(lease);
+    for (size_t i = 0; i < sizeof buffer.canary; i++)
+        if (buffer.canary[i] != 'c') return answer(res, 500, "canary=broken", 13);
     return answer(res, st == KEEL_OK ? 200 : 502, body, n);
 }
 #endif
