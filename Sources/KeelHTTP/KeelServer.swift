@@ -6,6 +6,7 @@ import HummingbirdCore
 import NIOCore
 import Keel
 import Logging
+import ServiceLifecycle
 
 /// Where and how the HTTP server listens, and how long and how many clients it waits for.
 public struct ServerConfiguration: Sendable {
@@ -92,7 +93,8 @@ public struct KeelServer: Sendable {
         self.builtinRoutes = builtinRoutes
     }
 
-    /// Serves until SIGINT or SIGTERM (graceful: requests in flight finish) or until the task is cancelled.
+    /// Serves until SIGINT or SIGTERM or until the task is cancelled (each graceful: requests in flight finish; what
+    /// is still open 10 s later is cut).
     /// Also runs `RemoteControl` so the CLI can enable and disable plugins while it runs.
     /// - Parameter onRunning: called once with the bound port.
     public func run(onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
@@ -151,7 +153,23 @@ public struct KeelServer: Sendable {
         defer { remote.cancel() }
         let checking = health.map { monitor in Task { await monitor.run(kernel) } }
         defer { checking?.cancel() }
-        do { try await app.runService(gracefulShutdownSignals: configuration.stopsOnSignals ? [.sigterm, .sigint] : []) } catch {
+        // Cancelling the task that runs this is a graceful stop, as a signal is: requests in flight finish, and the
+        // server ends without the error lines a cancelled listener logs.
+        // A connection that outlives 10 s of the stop (a proxied WebSocket) is then cut.
+        var lifecycle = ServiceGroupConfiguration(
+            services: [app], gracefulShutdownSignals: configuration.stopsOnSignals ? [.sigterm, .sigint] : [], logger: logger)
+        lifecycle.maximumGracefulShutdownDuration = .seconds(10)
+        let group = ServiceGroup(configuration: lifecycle)
+        // The group runs in a task of its own, which the caller's cancellation does not reach: that cancellation
+        // triggers the group's graceful shutdown instead, and the group ends once its connections have.
+        let serving = Task { try await group.run() }
+        do {
+            try await withTaskCancellationHandler {
+                try await serving.value
+            } onCancel: {
+                Task { await group.triggerGracefulShutdown() }
+            }
+        } catch {
             checking?.cancel()
             await proxy.shutdown()
             await lanes.shutdown()
