@@ -42,6 +42,35 @@ func servicesBenchmarks() async throws {
     rows.append(Row(name: "service acquire + call + release vs plain call", measured: String(format: "%.0f ns", a),
                     baseline: String(format: "%.2f ns", p), ratio: a / p, target: "report", met: nil))
 
+    // 1b. The same calls when the provider runs in a worker process (`isolation: process`, its table declared under
+    // `functions:`): each call through the lease is a round trip to the worker.
+    do {
+        guard let executable = Bundle.main.executablePath else { fatalError("no executable path") }
+        let remotePlugins = options.work + "/services-worker"
+        try bundle(remotePlugins, id: "prova", library: options.providerA, capabilities: "[routes]",
+                   extra: "provides: [{interface: bench.add/1, functions: [{name: add, signature: \"(i32, i32) -> i32\"}]}]\nisolation: process\n")
+        try bundle(remotePlugins, id: "user", library: options.consumer, capabilities: "[routes]", extra: "consumes: [{interface: bench.add/1}]\n")
+        var c = KernelConfiguration(pluginsDirectory: remotePlugins, stateFile: remotePlugins + ".db", log: KernelConfiguration.silentLog)
+        c.workerExecutable = executable
+        let remote = try Kernel(configuration: c)
+        await remote.start()
+        for id in ["prova", "user"] { try await remote.enable(id) }
+        guard let remoteLoop = remote.registry.snapshot.route(method: "GET", path: "/ext/user/loop") else { fatalError("no /loop") }
+        let calls = options.quick ? 2_000 : 20_000
+        var perCall: [Double] = []
+        for _ in 0..<3 {
+            let request = PluginRequest(method: "GET", path: "/ext/user/loop", routePath: "/loop", query: "\(calls)")
+            guard case let .success(r) = remoteLoop.route.handler.handle(request) else { fatalError("loop failed") }
+            let lease = r.bodyText.split(separator: " ").first { $0.hasPrefix("lease=") }.flatMap { Double($0.dropFirst(6)) }
+            perCall.append(lease ?? .nan)
+        }
+        let w = median(perCall)
+        rows.append(Row(name: "service call into a provider in a worker vs in-process (through a lease)",
+                        measured: String(format: "%.1f µs", w / 1000), baseline: String(format: "%.2f ns", l), ratio: w / l,
+                        target: "report", met: nil))
+        await remote.shutdown()
+    }
+
     // 2. Switching the provider while wrk calls the consumer (acquire, call, release per request).
     let server = try await BenchServer.start(k)
     let url = server.base + "/ext/user/call"

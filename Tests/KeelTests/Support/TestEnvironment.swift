@@ -32,9 +32,20 @@ enum TestEnvironment {
         return path
     }
 
+    /// This run's scratch folder, `keel-tests-<pid>` in the temporary folder: removed when the test process exits
+    /// normally (`KEEL_TESTS_KEEP=1` keeps it, to look at), and at the start of a later run when its process is gone
+    /// (a run that crashed). A run leaves tens of megabytes of libraries and state files there.
     static let scratch: String = {
-        let dir = NSTemporaryDirectory() + "keel-tests-\(getpid())"
+        let temporary = NSTemporaryDirectory()
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: temporary)) ?? [] where name.hasPrefix("keel-tests-") {
+            guard let pid = pid_t(name.dropFirst("keel-tests-".count)), pid != getpid() else { continue }
+            if kill(pid, 0) != 0 && errno == ESRCH { try? FileManager.default.removeItem(atPath: temporary + name) }
+        }
+        let dir = temporary + "keel-tests-\(getpid())"
         try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        if ProcessInfo.processInfo.environment["KEEL_TESTS_KEEP"] == nil {
+            atexit { try? FileManager.default.removeItem(atPath: TestEnvironment.scratch) }
+        }
         return dir
     }()
 
