@@ -13,7 +13,8 @@ import Synchronization
 /// plugin being activated. Then it is activated through the kernel like any other (serialised with every lifecycle
 /// change: concurrent first uses wait for the one activation) and goes back to idle after its `idle-timeout:` unused.
 extension Kernel {
-    /// True when `id`'s manifest asks for lazy activation (and it has a library to load).
+    /// True when `id` starts idle: its manifest asks for lazy activation, or this kernel starts every plugin idle
+    /// (`KernelConfiguration.startsIdle`); and it has a library to load.
     func isLazy(_ id: String) -> Bool {
         guard let manifest = bundles[id]?.manifest else { return false }
         return (manifest.activation == .lazy || configuration.startsIdle) && manifest.library != nil
