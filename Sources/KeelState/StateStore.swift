@@ -75,38 +75,8 @@ public final class StateStore: StateStoring, @unchecked Sendable {
     /// ISO 8601 with milliseconds, UTC. (A formatter made per call cost more than the write it stamps.)
     static let timestamp = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
 
-    /// The time now as `timestamp` formats it (`2026-11-30T00:45:36.123Z`: milliseconds cut, not rounded), written by
-    /// hand: the format style's first use sets up calendars and time zones, a millisecond or two that a lazy
-    /// plugin's first request would otherwise pay.
-    static func now() -> String {
-        var now = timespec()
-        clock_gettime(CLOCK_REALTIME, &now)
-        return utc(seconds: now.tv_sec, milliseconds: Int(now.tv_nsec / 1_000_000))
-    }
-
-    static func utc(seconds: Int, milliseconds: Int) -> String {
-        var t = time_t(seconds), parts = tm()
-        gmtime_r(&t, &parts)
-        var text: [UInt8] = []
-        text.reserveCapacity(24)
-        func digits(_ value: Int32, _ width: Int, then separator: Character?) {
-            var divisor: Int32 = 1
-            for _ in 1..<width { divisor *= 10 }
-            while divisor > 0 {
-                text.append(UInt8(ascii: "0") + UInt8(value / divisor % 10))
-                divisor /= 10
-            }
-            if let separator, let byte = separator.asciiValue { text.append(byte) }
-        }
-        digits(parts.tm_year + 1900, 4, then: "-")
-        digits(parts.tm_mon + 1, 2, then: "-")
-        digits(parts.tm_mday, 2, then: "T")
-        digits(parts.tm_hour, 2, then: ":")
-        digits(parts.tm_min, 2, then: ":")
-        digits(parts.tm_sec, 2, then: ".")
-        digits(Int32(milliseconds), 3, then: "Z")
-        return String(decoding: text, as: UTF8.self)
-    }
+    /// The time now as `timestamp` formats it (`Timestamp.now`).
+    static func now() -> String { Timestamp.now() }
 
     /// This thread's identity for `owner` and `settlingThread`.
     private static var currentThread: UInt {

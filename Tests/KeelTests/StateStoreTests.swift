@@ -25,12 +25,12 @@ extension PostgresBackedTests {
             #expect(PostgresStore.schemaVersion == StateStore.schemaVersion)
         }
 
-        /// `StateStore.now()` is written by hand: it must give exactly what the ISO 8601 format style gives.
+        /// `Timestamp` is written by hand: it must give exactly what the ISO 8601 format style gives.
         @Test("record times are ISO 8601 in UTC with milliseconds, as the format style writes them")
         func timestampsMatchFormatStyle() throws {
             for (seconds, millis) in [(0, 0), (951_782_400, 500), (1_796_083_199, 125), (1_764_460_800, 250), (4_102_444_799, 875)] {
                 let date = Date(timeIntervalSince1970: Double(seconds) + Double(millis) / 1000)
-                #expect(StateStore.utc(seconds: seconds, milliseconds: millis) == StateStore.timestamp.format(date))
+                #expect(Timestamp.utc(seconds: seconds, milliseconds: millis) == StateStore.timestamp.format(date))
             }
             let now = StateStore.now()
             let parsed = try StateStore.timestamp.parse(now)
