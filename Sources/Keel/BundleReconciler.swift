@@ -38,14 +38,13 @@ public enum BundleReconciler {
             guard !active.contains(bundle.id) else { continue }
             if let problem = bundle.problem {
                 changes.append(Change(id: bundle.id, status: .failed, reason: problem, isProblem: true))
-            } else if let record = byID[bundle.id],
-                      [.missing, .installing, .installFailed, .upgrading].contains(record.status) || (record.status == .failed && !record.enabled) {
+            } else if let record = byID[bundle.id], isLeftover(record) {
                 let status: PluginStatus = record.enabled ? .failed : (record.status == .missing ? .disabled : .installed)
                 changes.append(Change(id: bundle.id, status: status, reason: record.enabled ? record.reason : nil, isProblem: false))
             }
         }
         for record in records where !seen.contains(record.id) && !active.contains(record.id)
-            && ![.missing, .installFailed].contains(record.status) {
+            && record.status != .missing && record.status != .installFailed {
             if record.status == .installing {
                 // An install interrupted by a crash: never left in a transient state.
                 changes.append(Change(id: record.id, status: .installFailed, reason: "install interrupted; run keel install again", isProblem: false))
@@ -54,5 +53,15 @@ public enum BundleReconciler {
             }
         }
         return changes
+    }
+
+    /// True when a usable bundle's record is left over from before: missing, a transient install or upgrade state,
+    /// or failed while not wanted. (A switch, not a list literal: this runs for every bundle at every start.)
+    static func isLeftover(_ record: PluginRecord) -> Bool {
+        switch record.status {
+        case .missing, .installing, .installFailed, .upgrading: true
+        case .failed: !record.enabled
+        default: false
+        }
     }
 }

@@ -25,7 +25,7 @@ extension Kernel {
             return false
         }
         var wrote = false
-        var next: [String: Bundle] = [:]
+        var next = [String: Bundle](minimumCapacity: found.count)
         // One read of every record, not one per bundle: `discovered` changes no status, so these stay current.
         let records = given ?? (try? state.plugins()) ?? []
         let known = Dictionary(records.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })

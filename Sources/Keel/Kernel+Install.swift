@@ -76,7 +76,7 @@ extension Kernel {
     /// `.uninstalling-<id>-<pid>`); those of a live process are left alone. Runs at every kernel start.
     func recoverInterruptedChanges() {
         let dir = configuration.pluginsDirectory
-        for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] {
+        for name in Self.hiddenEntries(of: dir) {
             guard let work = WorkFolder(name), !work.ownerIsAlive else { continue }
             let path = dir + "/" + name
             if work.kind != .previous {
@@ -88,6 +88,22 @@ extension Kernel {
                 log(.warn, nil, "an upgrade was interrupted: the previous version is back in \"\(work.subject)\"")
             }
         }
+    }
+
+    /// The names in `directory` that start with a dot (work folders are hidden), by one listing that makes no string
+    /// of the others (a start with a thousand bundles lists the folder twice); none when it cannot be listed.
+    static func hiddenEntries(of directory: String) -> [String] {
+        guard let dir = opendir(directory) else { return [] }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                guard raw.first == UInt8(ascii: ".") else { return }
+                let name = String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+                if name != ".", name != ".." { names.append(name) }
+            }
+        }
+        return names
     }
 
     /// The one bundle of installed plugin `id`: found by scanning the plugin folder and matched by the id its manifest

@@ -50,7 +50,7 @@ extension Kernel {
     /// `recording`, no status is written (a kernel that starts everything idle leaves a stored failure as it was).
     func park(_ ids: [String], batched: Bool = false, records: [PluginRecord]? = nil, recording: Bool = true) {
         let parked = ids.filter { bundles[$0]?.manifest != nil && active[$0] == nil }
-        idle.formUnion(parked)
+        markIdle(parked)
         // Many at once: one read of every record, not one per plugin.
         let statuses = parked.count > 1 && recording
             ? Dictionary((records ?? (try? state.plugins()) ?? []).map { ($0.id, $0.status) }, uniquingKeysWith: { first, _ in first }) : [:]
@@ -73,7 +73,7 @@ extension Kernel {
 
     /// Ends `id`'s idle state without activating it (disabled, removed, or its activation failed).
     func unpark(_ id: String) {
-        guard idle.remove(id) != nil else { return }
+        guard unmarkIdle(id) else { return }
         registry.revoke(pluginID: id)
         access.setDeclared(id, nil)
     }
@@ -107,7 +107,7 @@ extension Kernel {
             try? state.setStatus(id, .failed, reason: error.reason)
             throw error
         }
-        idle.remove(id)
+        unmarkIdle(id)
         log(.info, id, "activated on first use")
         if let manifest = active[id]?.manifest, idleTimeout(manifest) != nil {
             lastUse[id] = .now
@@ -204,10 +204,10 @@ extension Kernel {
     /// Deactivates lazy plugin `id` and leaves it idle. It is idle before its routes go, so that a request arriving
     /// meanwhile wakes it again (after this change, in the kernel's order) instead of finding nothing.
     func goIdle(_ id: String, after timeout: Double) {
-        idle.insert(id)
+        markIdle([id])
         deactivate(id)
         lastUse[id] = nil
-        idle.remove(id)
+        unmarkIdle(id)
         park(id)
         log(.info, id, "unused for \(timeout)s: deactivated, idle until next used")
     }

@@ -85,12 +85,30 @@ public actor Kernel {
     var activationRecordsWait = true
     var watcher: PluginWatcher?
     /// Enabled lazy plugins not loaded now (`activation: lazy`): only their manifest's menu entries are published.
-    var idle: Set<String> = [] {
-        didSet {
-            let added = idle.subtracting(oldValue).compactMap { id in bundles[id]?.manifest.map { (id, $0) } }
-            environment.updateIdle(adding: added, removing: oldValue.subtracting(idle))
-            if idle.count != oldValue.count { noteChanged() }  // only inserts and removals change it
+    /// Changed only through `markIdle` and `unmarkIdle`, which keep the environment's copy in step (by the ids
+    /// changed: a wake among a thousand idle plugins does not compare the whole set).
+    private(set) var idle: Set<String> = []
+
+    /// Adds `ids` to `idle` (with their manifests, for lookups off the actor); tells subscribers when one was new.
+    func markIdle(_ ids: [String]) {
+        var added: [(String, Manifest)] = []
+        var changed = false
+        for id in ids where idle.insert(id).inserted {
+            changed = true
+            if let manifest = bundles[id]?.manifest { added.append((id, manifest)) }
         }
+        guard changed else { return }
+        environment.updateIdle(adding: added, removing: [])
+        noteChanged()
+    }
+
+    /// Removes `id` from `idle`. Returns false when it was not idle.
+    @discardableResult
+    func unmarkIdle(_ id: String) -> Bool {
+        guard idle.remove(id) != nil else { return false }
+        environment.updateIdle(adding: [], removing: [id])
+        noteChanged()
+        return true
     }
     /// Changes of what is active or idle so far, and how many of them an event has told subscribers about (see
     /// `noteChanged`).

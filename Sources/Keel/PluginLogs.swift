@@ -1,6 +1,7 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
 import Foundation
+import KeelState
 import Synchronization
 
 /// What each plugin logged (through `host->log`) and what the host logged about it, in a bounded ring per plugin,
@@ -49,7 +50,6 @@ public final class PluginLogs: Sendable {
         var seq: Int64 = 0
     }
     private let rings = Mutex(Rings())
-    private static let timestamp = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
 
     public init(perPlugin: Int = 1000, plugins: Int = 512) {
         self.perPlugin = max(1, perPlugin)
@@ -59,7 +59,7 @@ public final class PluginLogs: Sendable {
     /// Keeps `record` when it names a plugin.
     public func append(_ record: LogRecord) {
         guard let id = record.pluginID, !id.isEmpty else { return }
-        let at = Self.timestamp.format(Date())
+        let at = Timestamp.now()
         let level = record.levelName
         rings.withLock { r in
             r.seq += 1

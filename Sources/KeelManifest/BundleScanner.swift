@@ -68,6 +68,9 @@ public struct BundleScanner: Sendable {
             listed = try Self.subfolders(of: directory)
         }
         let folders = listed + bundleFolders.filter { !listed.contains($0) }
+        // The plugin folder's bundles are stat'ed relative to it: a path of two components to walk, not the whole one.
+        let inDirectory = listed.count, directoryFD = listed.isEmpty ? -1 : open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        defer { if directoryFD >= 0 { close(directoryFD) } }
         let cached: [String: ManifestCache.Entry] = cache.map { cache in
             let (entries, problem) = cache.load()
             if let problem { log(problem) }
@@ -81,7 +84,10 @@ public struct BundleScanner: Sendable {
             let folder = folders[i], manifestPath = folder + "/" + ManifestLoader.fileName
             let result: (PluginBundle, ManifestCache.Entry?, Bool)
             do throws(ManifestError) {
-                if let cache, let stamp = ManifestCache.Stamp(path: manifestPath) {
+                let stamp = cache == nil ? nil : i < inDirectory && directoryFD >= 0
+                    ? ManifestCache.Stamp(at: directoryFD, String(manifestPath.utf8.dropFirst(directory.utf8.count + 1)) ?? manifestPath)
+                    : ManifestCache.Stamp(path: manifestPath)
+                if let cache, let stamp {
                     var refresh = false
                     if let entry = cached[folder], let (manifest, warnings) = cache.lookup(entry, stamp: stamp, manifestPath: manifestPath, refresh: &refresh) {
                         let kept = refresh ? ManifestCache.Entry(stamp: stamp, content: nil, payload: entry.payload) : entry
@@ -105,15 +111,22 @@ public struct BundleScanner: Sendable {
         }
         let results = found.withLock { $0 }.compactMap { $0 }
         if let cache {
-            var entries: [String: ManifestCache.Entry] = [:]
-            for r in results { if let entry = r.entry { entries[r.bundle.folder] = entry } }
-            // Rewritten when a manifest was read, an entry went, or one needs its content no more.
-            if results.contains(where: \.changed) || cached.keys.contains(where: { entries[$0] == nil }) {
-                if let problem = cache.save(entries) { log(problem) }
+            // Rewritten when a manifest was read, an entry went, or one needs its content no more. Nothing read and
+            // every cached entry used (as many distinct folders hit as there are entries): nothing to write.
+            let hits = results.lazy.filter { $0.entry != nil }
+            let distinctHits = bundleFolders.isEmpty ? hits.count : Set(hits.map(\.bundle.folder)).count
+            if results.contains(where: \.changed) || distinctHits != cached.count {
+                var entries: [String: ManifestCache.Entry] = [:]
+                for r in results { if let entry = r.entry { entries[r.bundle.folder] = entry } }
+                if results.contains(where: \.changed) || cached.keys.contains(where: { entries[$0] == nil }) {
+                    if let problem = cache.save(entries) { log(problem) }
+                }
             }
         }
         var bundles = results.map(\.bundle)
-        // Same id twice: refuse every bundle that claims it.
+        // Same id twice: refuse every bundle that claims it (grouped only when some id is claimed twice).
+        var ids = Set<String>(minimumCapacity: bundles.count)
+        guard !bundles.allSatisfy({ ids.insert($0.id).inserted }) else { return bundles }
         let byID = Dictionary(grouping: bundles.indices, by: { bundles[$0].id })
         for (id, indices) in byID where indices.count > 1 {
             let folders = indices.map { bundles[$0].folder }

@@ -4,63 +4,162 @@ import Foundation
 
 /// What a plugin bundle's `plugin.yaml` declares. Plain data, checked when parsed (see `ManifestLoader`).
 public struct Manifest: Sendable, Hashable {
+    /// The declared values, behind one reference (`storage`): a manifest is copied wherever a bundle is looked up or
+    /// a plugin's state is kept, and a start with a thousand plugins must not pay a reference count for each of
+    /// twenty fields at every copy.
+    struct Fields: Sendable, Hashable {
+        var id: String
+        var name: String
+        var version: Semver
+        var description: String
+        var abi: ABIVersion
+        var library: String?
+        var capabilities: Set<Capability>
+        var menus: [MenuDeclaration]
+        var dependencies: [Dependency]
+        var hostVersions: VersionRange?
+        var routePrefixes: [String] = []
+        var permissions: [PermissionDeclaration] = []
+        var provides: [ProvidedInterface] = []
+        var consumes: [ConsumedInterface] = []
+        var commands: [CommandDeclaration] = []
+        var calls: [String] = []
+        var proxies: [ProxyDeclaration] = []
+        var console: ConsoleDeclaration?
+        var activation: Activation = .eager
+        var isolation: Isolation = .inProcess
+        var idleTimeout: Double?
+    }
+
+    /// Copy on write: `mutate` copies it first unless this manifest is its only holder.
+    /// `@unchecked Sendable`: `fields` is written only through `mutate`, which first makes sure that no other
+    /// manifest holds this storage (`isKnownUniquelyReferenced`), so a storage shared between threads is never written.
+    private final class Storage: @unchecked Sendable {
+        var fields: Fields
+        init(_ fields: Fields) { self.fields = fields }
+    }
+    private var storage: Storage
+
+    private mutating func mutate(_ change: (inout Fields) -> Void) {
+        if !isKnownUniquelyReferenced(&storage) { storage = Storage(storage.fields) }
+        change(&storage.fields)
+    }
+
+    public static func == (a: Manifest, b: Manifest) -> Bool { a.storage === b.storage || a.storage.fields == b.storage.fields }
+    public func hash(into hasher: inout Hasher) { storage.fields.hash(into: &hasher) }
+
     /// Unique plugin id: lowercase letters, digits, `-`, `_` and `.`, starting with a letter or digit, at most 64.
     /// It names the route prefix `/ext/<id>/`.
-    public var id: String
-    public var name: String
-    public var version: Semver
-    public var description: String
+    public var id: String {
+        get { storage.fields.id }
+        set { mutate { $0.id = newValue } }
+    }
+    public var name: String {
+        get { storage.fields.name }
+        set { mutate { $0.name = newValue } }
+    }
+    public var version: Semver {
+        get { storage.fields.version }
+        set { mutate { $0.version = newValue } }
+    }
+    public var description: String {
+        get { storage.fields.description }
+        set { mutate { $0.description = newValue } }
+    }
     /// The ABI the library was built against, as `major.minor` (for a manifest-only bundle: the host contract its
     /// manifest keys are written for).
-    public var abi: ABIVersion
+    public var abi: ABIVersion {
+        get { storage.fields.abi }
+        set { mutate { $0.abi = newValue } }
+    }
     /// The shared object, relative to the bundle folder (no absolute path, no `..`); nil for a manifest-only bundle,
     /// which runs no code and contributes only what its manifest declares (menus, assets, proxies, permissions).
-    public var library: String?
-    public var capabilities: Set<Capability>
+    public var library: String? {
+        get { storage.fields.library }
+        set { mutate { $0.library = newValue } }
+    }
+    public var capabilities: Set<Capability> {
+        get { storage.fields.capabilities }
+        set { mutate { $0.capabilities = newValue } }
+    }
     /// Menu entries shown while the plugin is enabled, without any code running.
-    public var menus: [MenuDeclaration]
+    public var menus: [MenuDeclaration] {
+        get { storage.fields.menus }
+        set { mutate { $0.menus = newValue } }
+    }
     /// Other plugins this one needs, by id, with the versions it accepts.
-    public var dependencies: [Dependency]
+    public var dependencies: [Dependency] {
+        get { storage.fields.dependencies }
+        set { mutate { $0.dependencies = newValue } }
+    }
     /// The host versions this plugin runs in; nil means any.
-    public var hostVersions: VersionRange?
+    public var hostVersions: VersionRange? {
+        get { storage.fields.hostVersions }
+        set { mutate { $0.hostVersions = newValue } }
+    }
     /// Path prefixes outside `/ext/<id>/` the plugin asks to serve (capability `route-prefix:/legacy`). Sensitive:
     /// each needs the operator's grant.
-    public var routePrefixes: [String] = []
+    public var routePrefixes: [String] {
+        get { storage.fields.routePrefixes }
+        set { mutate { $0.routePrefixes = newValue } }
+    }
     /// Permission items the plugin defines (like KubeSphere's RoleTemplate); the operator grants them to roles.
-    public var permissions: [PermissionDeclaration] = []
+    public var permissions: [PermissionDeclaration] {
+        get { storage.fields.permissions }
+        set { mutate { $0.permissions = newValue } }
+    }
     /// Interfaces the plugin provides to others (ABI 1.1), each with a table registered during activate.
-    public var provides: [ProvidedInterface] = []
+    public var provides: [ProvidedInterface] {
+        get { storage.fields.provides }
+        set { mutate { $0.provides = newValue } }
+    }
     /// Interfaces the plugin consumes from others (ABI 1.1).
-    public var consumes: [ConsumedInterface] = []
+    public var consumes: [ConsumedInterface] {
+        get { storage.fields.consumes }
+        set { mutate { $0.consumes = newValue } }
+    }
     /// Plain C functions callable by name (ABI 1.1, "keel.commands/1").
-    public var commands: [CommandDeclaration] = []
+    public var commands: [CommandDeclaration] {
+        get { storage.fields.commands }
+        set { mutate { $0.commands = newValue } }
+    }
     /// Other plugins' commands this plugin calls, as `plugin.command`.
-    public var calls: [String] = []
+    public var calls: [String] {
+        get { storage.fields.calls }
+        set { mutate { $0.calls = newValue } }
+    }
     /// Existing web apps it brings in under `/ext/<id>/<prefix>/` (`proxy:`).
-    public var proxies: [ProxyDeclaration] = []
+    public var proxies: [ProxyDeclaration] {
+        get { storage.fields.proxies }
+        set { mutate { $0.proxies = newValue } }
+    }
     /// Console pages and the host endpoints they may call (`console:`); nil when the plugin declares none.
-    public var console: ConsoleDeclaration?
+    public var console: ConsoleDeclaration? {
+        get { storage.fields.console }
+        set { mutate { $0.console = newValue } }
+    }
     /// When the library is loaded (`activation:`): at start (eager, the default) or on first use (lazy).
-    public var activation: Activation = .eager
+    public var activation: Activation {
+        get { storage.fields.activation }
+        set { mutate { $0.activation = newValue } }
+    }
     /// Where the plugin's code runs (`isolation:`), unless the operator chose otherwise: in the host (the default)
     /// or in a worker process of its own.
-    public var isolation: Isolation = .inProcess
+    public var isolation: Isolation {
+        get { storage.fields.isolation }
+        set { mutate { $0.isolation = newValue } }
+    }
     /// Seconds a lazy plugin may go unused before it is deactivated again (`idle-timeout:`); nil keeps it loaded.
-    public var idleTimeout: Double?
+    public var idleTimeout: Double? {
+        get { storage.fields.idleTimeout }
+        set { mutate { $0.idleTimeout = newValue } }
+    }
 
     public init(id: String, name: String, version: Semver, description: String = "", abi: ABIVersion,
                 library: String?, capabilities: Set<Capability> = [], menus: [MenuDeclaration] = [],
                 dependencies: [Dependency] = [], hostVersions: VersionRange? = nil) {
-        self.id = id
-        self.name = name
-        self.version = version
-        self.description = description
-        self.abi = abi
-        self.library = library
-        self.capabilities = capabilities
-        self.menus = menus
-        self.dependencies = dependencies
-        self.hostVersions = hostVersions
+        storage = Storage(Fields(id: id, name: name, version: version, description: description, abi: abi, library: library,
+                                 capabilities: capabilities, menus: menus, dependencies: dependencies, hostVersions: hostVersions))
     }
 
     /// True for a manifest-only bundle: no library, no code.

@@ -27,7 +27,7 @@ public struct ManifestCache: Sendable {
     var racyMargin: Double = 2
 
     /// Bumped whenever the layout of the file or of `ManifestCodec`'s bytes changes.
-    static let formatVersion: UInt64 = 2
+    static let formatVersion: UInt64 = 3
     static let magic = Array("KEELMANI".utf8)
 
     public init(path: String) { self.path = path }
@@ -39,7 +39,20 @@ public struct ManifestCache: Sendable {
 
         init?(path: String) {
             var st = stat()
-            guard stat(path, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { return nil }
+            guard stat(path, &st) == 0 else { return nil }
+            self.init(st)
+        }
+
+        /// The identity of the file at `relativePath` in the folder open as `directoryFD` (a link is followed).
+        init?(at directoryFD: Int32, _ relativePath: String) {
+            var st = stat()
+            guard fstatat(directoryFD, relativePath, &st, 0) == 0 else { return nil }
+            self.init(st)
+        }
+
+        /// Nil unless `st` describes a regular file.
+        private init?(_ st: stat) {
+            guard st.st_mode & S_IFMT == S_IFREG else { return nil }
             device = UInt64(st.st_dev)
             inode = UInt64(st.st_ino)
             size = Int64(st.st_size)
@@ -199,12 +212,16 @@ public struct ManifestCache: Sendable {
         }
     }
 
-    /// FNV-1a, 64 bits: catches a file cut short or damaged, not a forgery (whoever can write the state folder can
-    /// write the state itself).
+    /// FNV-1a, 64 bits, taken eight bytes at a time (then the rest byte by byte): catches a file cut short or
+    /// damaged, not a forgery (whoever can write the state folder can write the state itself).
     static func checksum(_ bytes: ArraySlice<UInt8>) -> UInt64 {
-        bytes.withUnsafeBufferPointer { buffer in
+        bytes.withUnsafeBytes { buffer in
             var h: UInt64 = 0xcbf2_9ce4_8422_2325
-            for b in buffer { h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01b3 }
+            let words = buffer.count / 8
+            for i in 0..<words {
+                h = (h ^ UInt64(littleEndian: buffer.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self))) &* 0x0000_0100_0000_01b3
+            }
+            for b in buffer[(words * 8)...] { h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01b3 }
             return h
         }
     }

@@ -78,7 +78,9 @@ public struct ManifestLoader: Sendable {
         let root: Node
         do {
             // Every value is read as text (no implicit typing): the basic resolver skips Yams's regular expressions.
-            guard let node = try Yams.compose(yaml: text, .basic) else {
+            // UTF-8 named, not Yams's default, which reads the whole process environment on every parse (a third
+            // of a cold start's time with a thousand manifests).
+            guard let node = try Yams.compose(yaml: text, .basic, .default, .utf8) else {
                 throw ManifestError(file: file, reason: "empty: expected a mapping with id, name, version, abi and library")
             }
             root = node

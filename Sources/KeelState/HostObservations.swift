@@ -63,7 +63,10 @@ extension StateStore {
     static func recordsQuery(host: String?, id: String?) -> (String, [StateValue]) {
         let filter = id == nil ? "" : " WHERE p.id = ?"
         guard let host else {
-            return ("SELECT * FROM plugins AS p\(filter) ORDER BY p.id", id.map { [.text($0)] } ?? [])
+            return ("""
+                SELECT p.id AS id, p.name AS name, p.version AS version, p.bundle_path AS bundle_path, p.enabled AS enabled,
+                       p.status AS status, p.reason AS reason, p.changed_at AS changed_at FROM plugins AS p\(filter) ORDER BY p.id
+                """, id.map { [.text($0)] } ?? [])
         }
         return ("""
             SELECT p.id AS id, p.name AS name, p.version AS version, p.bundle_path AS bundle_path, p.enabled AS enabled,

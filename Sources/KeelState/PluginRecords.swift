@@ -45,23 +45,25 @@ public enum PluginStatus: String, Sendable, Hashable, Codable, CaseIterable {
 /// Thread-safe and blocking, like every `StateStore` call. Each change is one transaction, its history event
 /// included, and throws `StateError` when SQLite fails (nothing written then).
 extension StateStore {
-    static func record(_ row: [String: SQLiteDatabase.Value]) -> PluginRecord? {
-        guard let id = row["id"]?.text, let statusText = row["status"]?.text else { return nil }
-        return PluginRecord(id: id, name: row["name"]?.text ?? "", version: row["version"]?.text ?? "",
-                            bundlePath: row["bundle_path"]?.text ?? "", enabled: (row["enabled"]?.int ?? 0) != 0,
-                            status: PluginStatus(rawValue: statusText) ?? .failed, reason: row["reason"]?.text,
-                            changedAt: row["changed_at"]?.text ?? "")
+    /// The columns `recordsQuery` selects, in order, as `record` reads them.
+    static let recordColumns = ["id", "name", "version", "bundle_path", "enabled", "status", "reason", "changed_at"]
+
+    static func record(_ v: [StateValue]) -> PluginRecord? {
+        guard v.count == recordColumns.count, let id = v[0].text, let statusText = v[5].text else { return nil }
+        return PluginRecord(id: id, name: v[1].text ?? "", version: v[2].text ?? "", bundlePath: v[3].text ?? "",
+                            enabled: (v[4].int ?? 0) != 0, status: PluginStatus(rawValue: statusText) ?? .failed,
+                            reason: v[6].text, changedAt: v[7].text ?? "")
     }
 
     /// Every plugin, by id (with this store's host's own status over the shared one: `observe(as:)`).
     public func plugins() throws(StateError) -> [PluginRecord] {
         let (sql, bindings) = Self.recordsQuery(host: observingHost, id: nil)
-        return try locked { db throws(StateError) in try db.query(sql, bindings).compactMap(Self.record) }
+        return try locked { db throws(StateError) in try db.rows(sql, bindings, columns: Self.recordColumns).compactMap(Self.record) }
     }
 
     public func plugin(_ id: String) throws(StateError) -> PluginRecord? {
         let (sql, bindings) = Self.recordsQuery(host: observingHost, id: id)
-        return try locked { db throws(StateError) in try db.query(sql, bindings).compactMap(Self.record).first }
+        return try locked { db throws(StateError) in try db.rows(sql, bindings, columns: Self.recordColumns).compactMap(Self.record).first }
     }
 
     /// Records a bundle found on disk: a new id starts as `installed` and disabled; a known one keeps its desired

@@ -83,27 +83,22 @@ final class SQLiteDatabase: StateDatabase {
             sqlite3_reset(stmt)
             sqlite3_clear_bindings(stmt)
         }
-        let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
-        for (i, value) in bindings.enumerated() {
-            let index = Int32(i + 1)
-            switch value {
-            case let .text(s): sqlite3_bind_text(stmt, index, s, -1, transient)
-            case let .int(n): sqlite3_bind_int64(stmt, index, n)
-            case .null: sqlite3_bind_null(stmt, index)
-            }
-        }
+        try bind(bindings, to: stmt)
         // A write outside a transaction commits on its own: timed as a commit.
         let started = commitObserver != nil && sqlite3_get_autocommit(db) != 0 && sqlite3_stmt_readonly(stmt) == 0
             ? ContinuousClock.now : nil
         defer { if let started { commitObserver?(ContinuousClock.now - started) } }
         var rows: [[String: Value]] = []
+        // The column names once per run, at its first row, not once per row (a start reads every plugin's record).
+        var columns: [String]?
         while true {
             let rc = sqlite3_step(stmt)
             if rc == SQLITE_DONE { break }
             guard rc == SQLITE_ROW else { throw error("step") }
-            var row: [String: Value] = [:]
-            for c in 0..<sqlite3_column_count(stmt) {
-                let name = String(cString: sqlite3_column_name(stmt, c))
+            let names = columns ?? (0..<sqlite3_column_count(stmt)).map { String(cString: sqlite3_column_name(stmt, $0)) }
+            columns = names
+            var row = [String: Value](minimumCapacity: names.count)
+            for (c, name) in zip(Int32(0)..., names) {
                 switch sqlite3_column_type(stmt, c) {
                 case SQLITE_INTEGER: row[name] = .int(sqlite3_column_int64(stmt, c))
                 case SQLITE_NULL: row[name] = .null
@@ -113,6 +108,49 @@ final class SQLiteDatabase: StateDatabase {
             rows.append(row)
         }
         return rows
+    }
+
+    /// `query`'s rows as values in the order of `columns`: read by position when the statement's result columns
+    /// are exactly `columns`, else by name.
+    func rows(_ sql: String, _ bindings: [Value], columns: [String]) throws(StateError) -> [[Value]] {
+        let stmt = try prepared(sql)
+        let count = sqlite3_column_count(stmt)
+        let inOrder = Int(count) == columns.count
+            && columns.indices.allSatisfy { String(cString: sqlite3_column_name(stmt, Int32($0))) == columns[$0] }
+        guard inOrder, sqlite3_stmt_readonly(stmt) != 0 else {
+            return try query(sql, bindings).map { row in columns.map { row[$0] ?? .null } }
+        }
+        defer {
+            sqlite3_reset(stmt)
+            sqlite3_clear_bindings(stmt)
+        }
+        try bind(bindings, to: stmt)
+        var rows: [[Value]] = []
+        while true {
+            let rc = sqlite3_step(stmt)
+            if rc == SQLITE_DONE { break }
+            guard rc == SQLITE_ROW else { throw error("step") }
+            rows.append((0..<count).map { c in
+                switch sqlite3_column_type(stmt, c) {
+                case SQLITE_INTEGER: .int(sqlite3_column_int64(stmt, c))
+                case SQLITE_NULL: .null
+                default: .text(String(cString: sqlite3_column_text(stmt, c)))
+                }
+            })
+        }
+        return rows
+    }
+
+    private func bind(_ bindings: [Value], to stmt: OpaquePointer) throws(StateError) {
+        let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
+        for (i, value) in bindings.enumerated() {
+            let index = Int32(i + 1)
+            switch value {
+            case let .text(s): sqlite3_bind_text(stmt, index, s, -1, transient)
+            case let .int(n): sqlite3_bind_int64(stmt, index, n)
+            case .null: sqlite3_bind_null(stmt, index)
+            }
+        }
     }
 
     /// The cached statement for `sql`, prepared on first use. The cache is bounded: SQL built at run time cannot

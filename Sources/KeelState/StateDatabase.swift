@@ -29,6 +29,9 @@ public protocol StateDatabase: AnyObject {
     /// Runs `sql` with `bindings` and returns every row as columns by name.
     @discardableResult
     func query(_ sql: String, _ bindings: [StateValue]) throws(StateError) -> [[String: StateValue]]
+    /// Runs `sql` with `bindings` and returns every row's values in the order of `columns`, the names of its result
+    /// columns (a column not in the result reads as null). For reads of many rows: no map per row.
+    func rows(_ sql: String, _ bindings: [StateValue], columns: [String]) throws(StateError) -> [[StateValue]]
     /// True while a transaction is open on this connection.
     var inTransaction: Bool { get }
     /// Opens a write transaction (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: `BEGIN`).
@@ -54,6 +57,10 @@ extension StateDatabase {
 
     @discardableResult
     public func query(_ sql: String) throws(StateError) -> [[String: StateValue]] { try query(sql, []) }
+
+    public func rows(_ sql: String, _ bindings: [StateValue], columns: [String]) throws(StateError) -> [[StateValue]] {
+        try query(sql, bindings).map { row in columns.map { row[$0] ?? .null } }
+    }
 
     /// Runs `body` in one write transaction: committed when it returns, rolled back when it throws. Inside an
     /// open transaction (a `StateStore.batch`) it simply joins it.

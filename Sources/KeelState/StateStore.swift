@@ -75,7 +75,8 @@ public final class StateStore: StateStoring, @unchecked Sendable {
     /// ISO 8601 with milliseconds, UTC. (A formatter made per call cost more than the write it stamps.)
     static let timestamp = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
 
-    static func now() -> String { timestamp.format(Date()) }
+    /// The time now as `timestamp` formats it (`Timestamp.now`).
+    static func now() -> String { Timestamp.now() }
 
     /// This thread's identity for `owner` and `settlingThread`.
     private static var currentThread: UInt {

@@ -124,6 +124,38 @@ struct ManifestCacheTests {
         #expect(Set(f.entries()?.keys.map { ($0 as NSString).lastPathComponent } ?? []) == ["alpha", "gamma"])
     }
 
+    @Test("a scan that changes nothing leaves the cache file as it is; one that drops a bundle rewrites it")
+    func unchangedNotRewritten() throws {
+        let f = try Folder(["alpha", "beta"], racyMargin: 0)
+        _ = try f.scan()
+        var first = stat(), second = stat()
+        #expect(stat(f.cache.path, &first) == 0)
+        #expect(try f.scan()["beta"]?.manifest?.name == "Test beta")
+        #expect(stat(f.cache.path, &second) == 0)
+        #expect(first.st_ino == second.st_ino, "the cache is replaced by a rename when written: same inode, not written")
+        try FileManager.default.removeItem(atPath: f.plugins + "/beta")
+        #expect(Set(try f.scan().keys) == ["alpha"])
+        #expect(f.entries().map { Set($0.keys) } == [f.plugins + "/alpha"])
+    }
+
+    @Test("a bundle folder named by path outside the plugin folder is cached, and its edit is read again")
+    func namedFolderEdit() throws {
+        let f = try Folder(["alpha"], racyMargin: 0)
+        let outside = TestEnvironment.makeTemporaryDirectory("mcache-outside")
+        try TestEnvironment.makeBundle(in: outside, folder: "beta", manifest: TestEnvironment.manifest(id: "beta", library: "libhello-c.so"),
+                                       library: TestEnvironment.builtLibrary("libhello-c.so"))
+        func scan() throws -> [String: PluginBundle] {
+            let found = try BundleScanner().scan(f.plugins, bundleFolders: [outside + "/beta"], cache: f.cache)
+            return Dictionary(found.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        }
+        #expect(try scan()["beta"]?.manifest?.version == Semver(1, 0, 0))
+        #expect(f.entries()?[outside + "/beta"] != nil)
+        try TestEnvironment.makeBundle(in: outside, folder: "beta", manifest: TestEnvironment.manifest(
+            id: "beta", version: "2.0.0", library: "libhello-c.so", extra: "description: longer now\n"), library: nil)
+        #expect(try scan()["beta"]?.manifest?.version == Semver(2, 0, 0))
+        #expect(try scan()["alpha"]?.manifest?.name == "Test alpha")
+    }
+
     @Test("a broken plugin.yaml is reported as before and not cached; fixed, it is read")
     func brokenNotCached() throws {
         let f = try Folder(["alpha"])
@@ -243,6 +275,34 @@ struct ManifestCacheTests {
         #expect(try await k.plugin("hello").name == "Hallo (C)")
         #expect(k.activePlugins.contains("hello"))
         await k.shutdown()
+    }
+
+    @Test("lazy plugins start idle and wake the same with the cache missing, damaged, or of an older format")
+    func lazyWithoutUsableCache() async throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("lzcache", capabilities: ["routes", "menus"], extra: "activation: lazy\n")
+        var k = try f.kernel()
+        await k.start()
+        try await k.enable("lzcache")
+        await k.shutdown()
+        let cache = f.state + ".manifests"
+        for damage in ["missing", "damaged", "older"] {
+            switch damage {
+            case "missing": try FileManager.default.removeItem(atPath: cache)
+            case "damaged": try Data("KEELMANI and then nothing useful".utf8).write(to: URL(fileURLWithPath: cache))
+            default:
+                var bytes = try ManifestCache.readFile(cache)
+                bytes[ManifestCache.magic.count] = 2  // format version 2, whose checksum was taken byte by byte
+                try Data(bytes).write(to: URL(fileURLWithPath: cache))
+            }
+            k = try f.kernel()
+            await k.start()
+            #expect(k.isIdle("lzcache"), "\(damage)")
+            try await k.wake("lzcache")
+            #expect(get(k, "/ext/lzcache/ping")?.0 == 200, "\(damage)")
+            await k.shutdown()
+            #expect(ManifestCache(path: cache).load().entries.count == 1, "\(damage): written anew")
+        }
     }
 
     @Test("a kernel whose state lives in memory writes no cache")

@@ -135,6 +135,30 @@ struct ManifestTests {
     }
 }
 
+@Suite("manifest values")
+struct ManifestValueTests {
+    /// A manifest is one reference inside (cheap to copy): copies must still behave as independent values.
+    @Test("a changed copy of a manifest leaves the original as it was; equal manifests are equal and hash alike")
+    func copiesAreValues() throws {
+        let text = "id: alpha\nname: Alpha\nversion: 1.0.0\nabi: \"1.0\"\nlibrary: liba.so\nmenus:\n  - id: a\n    title: A\n    link: /ext/alpha/\n"
+        let (original, _) = try ManifestLoader().parse(Data(text.utf8), file: "plugin.yaml")
+        var copy = original
+        #expect(copy == original)
+        copy.name = "Changed"
+        copy.menus.removeAll()
+        copy.activation = .lazy
+        #expect(original.name == "Alpha" && original.menus.count == 1 && original.activation == .eager)
+        #expect(copy.name == "Changed" && copy.menus.isEmpty && copy.activation == .lazy)
+        #expect(copy != original)
+        let (again, _) = try ManifestLoader().parse(Data(text.utf8), file: "plugin.yaml")
+        #expect(again == original && again.hashValue == original.hashValue && Set([again, original]).count == 1)
+        copy.name = "Alpha"
+        copy.menus = original.menus
+        copy.activation = .eager
+        #expect(copy == original)
+    }
+}
+
 @Suite("versions")
 struct VersionTests {
     @Test("semver precedence follows semver.org")

@@ -25,6 +25,18 @@ extension PostgresBackedTests {
             #expect(PostgresStore.schemaVersion == StateStore.schemaVersion)
         }
 
+        /// `Timestamp` is written by hand: it must give exactly what the ISO 8601 format style gives.
+        @Test("record times are ISO 8601 in UTC with milliseconds, as the format style writes them")
+        func timestampsMatchFormatStyle() throws {
+            for (seconds, millis) in [(0, 0), (951_782_400, 500), (1_796_083_199, 125), (1_764_460_800, 250), (4_102_444_799, 875)] {
+                let date = Date(timeIntervalSince1970: Double(seconds) + Double(millis) / 1000)
+                #expect(Timestamp.utc(seconds: seconds, milliseconds: millis) == StateStore.timestamp.format(date))
+            }
+            let now = StateStore.now()
+            let parsed = try StateStore.timestamp.parse(now)
+            #expect(abs(parsed.timeIntervalSinceNow) < 60 && now.count == 24 && now.hasSuffix("Z"))
+        }
+
         /// The typed settings use the keys earlier versions wrote, so a state file from before them reads the same.
         @Test("typed settings read and write the keys existing state files hold", arguments: StateEngine.available)
         func typedSettingsKeepStoredKeys(engine: StateEngine) throws {
