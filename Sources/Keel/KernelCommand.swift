@@ -131,16 +131,17 @@ public enum KernelEvent: Sendable {
 /// Thread-safe.
 public final class KernelEvents: Sendable {
     public typealias Handler = @Sendable (KernelEvent) async -> Void
-    private let handlers = Mutex<[(id: Int, handler: Handler)]>([])
+    private let handlers = Mutex<[(id: Int, executed: Bool, handler: Handler)]>([])
     private let next = Mutex(0)
 
     public init() {}
 
-    /// Adds `handler`; returns a token for `unsubscribe`.
+    /// Adds `handler`; returns a token for `unsubscribe`. With `executed` false it is not called for `.executed`
+    /// events (a command then costs it no call, and the kernel no hop off its thread and back).
     @discardableResult
-    public func subscribe(_ handler: @escaping Handler) -> Int {
+    public func subscribe(executed: Bool = true, _ handler: @escaping Handler) -> Int {
         let id = next.withLock { n -> Int in n += 1; return n }
-        handlers.withLock { $0.append((id, handler)) }
+        handlers.withLock { $0.append((id, executed, handler)) }
         return id
     }
 
@@ -148,7 +149,12 @@ public final class KernelEvents: Sendable {
         handlers.withLock { $0.removeAll { $0.id == token } }
     }
 
+    /// True when some handler wants `.executed` events (`Kernel.execute` then emits one; else it need not leave
+    /// its thread at all).
+    var wantsExecuted: Bool { handlers.withLock { $0.contains { $0.executed } } }
+
     func emit(_ event: KernelEvent) async {
-        for (_, handler) in handlers.withLock({ $0 }) { await handler(event) }
+        let executed = if case .executed = event { true } else { false }
+        for (_, wants, handler) in handlers.withLock({ $0 }) where wants || !executed { await handler(event) }
     }
 }

@@ -21,8 +21,13 @@ public enum RemoteControl {
         var seen: Int64 = -1
         let shared = kernel.state.isShared
         var published = shared ? nil : await publishLive(kernel)
-        let subscription = shared ? nil : publishOnChange(kernel)
-        defer { if let subscription { kernel.events.unsubscribe(subscription) } }
+        let subscription = shared ? nil : await publishOnChange(kernel)
+        defer {
+            if let subscription {
+                kernel.events.unsubscribe(subscription)
+                Task { await kernel.setPublishesLiveView(false) }
+            }
+        }
         var ticks = 0
         while !Task.isCancelled {
             try? await Task.sleep(for: interval)
@@ -70,26 +75,24 @@ public enum RemoteControl {
     }
 
     /// Keeps the live view current: every executed command and every change the kernel made on its own is
-    /// published for other processes (`keel plugins list`) before the command's caller gets its answer.
-    /// Returns the subscription, for `KernelEvents.unsubscribe`.
+    /// published for other processes (`keel plugins list`) before the command's caller gets its answer (a command
+    /// stores it in its own audit transaction, see `Kernel.execute`). Returns the subscription, for
+    /// `KernelEvents.unsubscribe`.
     @discardableResult
-    public static func publishOnChange(_ kernel: Kernel) -> Int {
-        kernel.events.subscribe { [weak kernel] _ in
+    public static func publishOnChange(_ kernel: Kernel) async -> Int {
+        await kernel.setPublishesLiveView(true)
+        // A command stores the view with its audit row: only the changes made without one are published here.
+        return kernel.events.subscribe(executed: false) { [weak kernel] _ in
             guard let kernel else { return }
             await publishLive(kernel)
         }
     }
 
-    /// Stores the server's current view of every plugin for other processes to read (unless it is `previous`).
-    /// Returns what is stored.
+    /// Stores the server's current view of every plugin for other processes to read (unless `previous` is given
+    /// and the view is what this kernel stored last). Returns what is stored.
     @discardableResult
     public static func publishLive(_ kernel: Kernel, unlessEqualTo previous: String? = nil) async -> String? {
-        guard let plugins = try? await kernel.plugins(), let data = try? JSONEncoder().encode(plugins),
-              let services = try? JSONEncoder().encode(await kernel.services()) else { return previous }
-        let pluginsText = String(decoding: data, as: UTF8.self), servicesText = String(decoding: services, as: UTF8.self)
-        let text = pluginsText + "\n" + servicesText
-        if text != previous { try? kernel.state.setLiveView(plugins: pluginsText, services: servicesText) }
-        return text
+        await kernel.publishLiveView(unlessUnchanged: previous != nil) ?? previous
     }
 
     /// Client side: the interfaces as the running server last published them.
@@ -153,5 +156,37 @@ public enum RemoteControl {
             try? await Task.sleep(for: .milliseconds(50))
         }
         return nil
+    }
+}
+
+/// The live view on the kernel's side: built and stored on its executor, with no hop per part.
+extension Kernel {
+    /// Whether each command stores the live view with its audit row (`RemoteControl.publishOnChange`).
+    func setPublishesLiveView(_ on: Bool) {
+        liveViewPublishers = max(0, liveViewPublishers + (on ? 1 : -1))
+    }
+
+    /// The live view now (plugins and interfaces as JSON), or nil when it cannot be built.
+    func liveView() -> (plugins: String, services: String)? {
+        guard let plugins = try? plugins(), let data = try? JSONEncoder().encode(plugins),
+              let services = try? JSONEncoder().encode(services()) else { return nil }
+        return (String(decoding: data, as: UTF8.self), String(decoding: services, as: UTF8.self))
+    }
+
+    /// Stores the live view (with `unlessUnchanged`, only when it differs from what this kernel stored last).
+    /// Returns its text, or what was stored last when it cannot be built. Inside a state transaction, it reads and
+    /// stores the state as that transaction left it (`execute` calls it after the command's records).
+    @discardableResult
+    func publishLiveView(unlessUnchanged: Bool) -> String? {
+        guard let view = liveView() else { return publishedLiveView }
+        let text = view.plugins + "\n" + view.services
+        if unlessUnchanged && text == publishedLiveView { return text }
+        do {
+            try state.setLiveView(plugins: view.plugins, services: view.services)
+            publishedLiveView = text
+        } catch {
+            log(.warn, nil, "live view not stored: \(error)")
+        }
+        return text
     }
 }

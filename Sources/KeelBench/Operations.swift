@@ -7,6 +7,7 @@
 import Foundation
 import Keel
 import KeelState
+import Synchronization
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
@@ -26,15 +27,45 @@ func operationsBenchmarks() async throws {
     let ops = options.quick ? 40 : 300
 
     func viaAPI() async throws -> Double {
-        let t0 = now()
-        for i in 0..<ops {
-            var r = URLRequest(url: URL(string: server.base + "/api/v1/plugins/authz1/" + (i % 2 == 0 ? "enable" : "disable"))!)
-            r.httpMethod = "POST"
-            r.setValue("Bearer bench", forHTTPHeaderField: "Authorization")
-            let (_, response) = try await session.data(for: r)
-            guard (response as? HTTPURLResponse)?.statusCode == 200 else { fatalError("state op failed") }
+        let base = server.base
+        return try await onClientThread {
+            let connection = try LeanHTTPConnection(base: base)
+            let t0 = now()
+            for i in 0..<ops {
+                let status = try connection.request("POST", "/api/v1/plugins/authz1/" + (i % 2 == 0 ? "enable" : "disable"),
+                                                    headers: ["Authorization": "Bearer bench"])
+                guard status == 200 else { throw LeanHTTPError(description: "state op answered \(status)") }
+            }
+            return Double(ops) / (now() - t0)
         }
-        return Double(ops) / (now() - t0)
+    }
+    func diag() async throws {
+        let base = server.base
+        let t0 = now()
+        for _ in 0..<ops {
+            var r = URLRequest(url: URL(string: base + "/api/v1/plugins/authz1")!)
+            r.setValue("Bearer bench", forHTTPHeaderField: "Authorization")
+            _ = try await session.data(for: r)
+        }
+        print("DIAG urlsession GET info", (now() - t0) / Double(ops) * 1e6, "us")
+        let t1 = now()
+        for _ in 0..<ops {
+            let r = URLRequest(url: URL(string: base + "/healthz")!)
+            _ = try await session.data(for: r)
+        }
+        print("DIAG urlsession GET healthz", (now() - t1) / Double(ops) * 1e6, "us")
+        try await onClientThread {
+            let connection = try LeanHTTPConnection(base: base)
+            let t0 = now()
+            for _ in 0..<ops { _ = try connection.request("GET", "/api/v1/plugins/authz1", headers: ["Authorization": "Bearer bench"]) }
+            print("DIAG lean GET info", (now() - t0) / Double(ops) * 1e6, "us")
+            let t1 = now()
+            for _ in 0..<ops { _ = try connection.request("GET", "/healthz") }
+            print("DIAG lean GET healthz", (now() - t1) / Double(ops) * 1e6, "us")
+        }
+        let t2 = now()
+        for _ in 0..<ops { _ = try await k.plugin("authz1") }
+        print("DIAG kernel.plugin", (now() - t2) / Double(ops) * 1e6, "us")
     }
     func viaKernel() async throws -> Double {
         let t0 = now()
@@ -50,7 +81,16 @@ func operationsBenchmarks() async throws {
         return Double(ops) / (now() - t0)
     }
     // Interleaved, twice each, so that a change in the machine's load weighs on all alike; the better of the two.
+    if let mode = ProcessInfo.processInfo.environment["OPS_PROFILE"] {
+        var r = 0.0
+        let commits = Mutex(0)
+        k.state.observeCommits { _ in commits.withLock { $0 += 1 } }
+        for _ in 0..<5 { r = mode == "kernel" ? try await viaKernel() : mode == "raw" ? try rawCommits() : try await viaAPI() }
+        print("PROFILE", mode, r, "commits", commits.withLock { $0 })
+        return
+    }
     _ = try await viaAPI()
+    try await diag()
     var api: [Double] = [], direct: [Double] = [], commits: [Double] = []
     for _ in 0..<2 {
         commits.append(try rawCommits())
