@@ -104,6 +104,8 @@ public actor Kernel {
     /// in its own audit transaction (`execute`). The text stored last by this kernel, nil before the first.
     var liveViewPublishers = 0
     var publishedLiveView: String?
+    /// Each plugin's part of the live view as last encoded, by id: an unchanged plugin is not encoded again.
+    var liveViewParts: [String: (info: PluginInfo, json: String)] = [:]
 
     /// Opens the state file (creating and migrating it as needed). Loads nothing yet: call `start()`.
     /// - Throws: `KernelError.Code.state` when the state file cannot be used.

@@ -166,11 +166,27 @@ extension Kernel {
         liveViewPublishers = max(0, liveViewPublishers + (on ? 1 : -1))
     }
 
-    /// The live view now (plugins and interfaces as JSON), or nil when it cannot be built.
+    /// The live view now (plugins and interfaces as JSON, as `JSONEncoder` writes the arrays), or nil when it
+    /// cannot be built. A plugin whose info is as last time is not encoded again (`liveViewParts`): encoding was
+    /// most of what building the view cost a command.
     func liveView() -> (plugins: String, services: String)? {
-        guard let plugins = try? plugins(), let data = try? JSONEncoder().encode(plugins),
-              let services = try? JSONEncoder().encode(services()) else { return nil }
-        return (String(decoding: data, as: UTF8.self), String(decoding: services, as: UTF8.self))
+        let encoder = JSONEncoder()
+        guard let plugins = try? plugins(), let services = try? encoder.encode(services()) else { return nil }
+        var parts: [String] = [], encoded: [String: (info: PluginInfo, json: String)] = [:]
+        parts.reserveCapacity(plugins.count)
+        for info in plugins {
+            if let known = liveViewParts[info.id], known.info == info {
+                parts.append(known.json)
+                encoded[info.id] = known
+                continue
+            }
+            guard let data = try? encoder.encode(info) else { return nil }
+            let json = String(decoding: data, as: UTF8.self)
+            parts.append(json)
+            encoded[info.id] = (info, json)
+        }
+        liveViewParts = encoded
+        return ("[" + parts.joined(separator: ",") + "]", String(decoding: services, as: UTF8.self))
     }
 
     /// Stores the live view (with `unlessUnchanged`, only when it differs from what this kernel stored last).

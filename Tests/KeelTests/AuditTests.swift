@@ -3,6 +3,7 @@
 import Foundation
 import Keel
 import KeelState
+import Synchronization
 import Testing
 
 /// The audit trail (KeelState/Audit.swift, Kernel+Audit.swift) and the reasons for denials (issue 21).
@@ -75,6 +76,39 @@ struct AuditTests {
                 == ["enable ok", "disable ok", "enable unknown-plugin"])
         let mode = try kernel.state.withDatabase { db throws(StateError) in try db.query("PRAGMA synchronous").first?["synchronous"]?.int }
         #expect(mode == 2)
+        await kernel.shutdown()
+    }
+
+    /// An enable or a disable is two commits, and one wait for the disk: the wish before the plugin's code runs,
+    /// then the records written after it, the audit row and (while a server keeps it) the live view, together. It
+    /// used to be four and three, and the live view a commit of its own after a hop off the kernel's thread and back.
+    @Test("enable and disable: the wish, then records, audit row and live view in one transaction; the live view as the command left it")
+    func twoCommitsPerCommand() async throws {
+        let f = KernelFixture()
+        try TestEnvironment.stageExamples(into: f.plugins)
+        let kernel = try f.kernel()
+        await kernel.start()
+        let subscription = await RemoteControl.publishOnChange(kernel)
+        let commits = Mutex(0)
+        kernel.state.observeCommits { _ in commits.withLock { $0 += 1 } }
+        func commitsOf(_ command: KernelCommand) async throws -> Int {
+            commits.withLock { $0 = 0 }
+            try await kernel.execute(command, actor: "admin-api")
+            return commits.withLock { $0 }
+        }
+        let other = try StateStore(path: f.state)
+        func live() throws -> PluginInfo? { try RemoteControl.livePlugins(state: other).first { $0.id == "hello" } }
+
+        #expect(try await commitsOf(.enable(id: "hello", tenant: nil)) == 2)
+        #expect(try live()?.status == .enabled && live()?.enabled == true)
+        #expect(try await commitsOf(.disable(id: "hello", tenant: nil, cascade: false)) == 2)
+        #expect(try live()?.status == .disabled && live()?.enabled == false)
+        #expect(try await commitsOf(.enable(id: "hello", tenant: nil)) == 2)
+        #expect(try live()?.status == .enabled)
+        #expect(try other.loads(for: "hello").map(\.outcome) == ["activated", "deactivated", "activated"])
+        #expect(try other.audit(since: nil, limit: 10).map { "\($0.command) \($0.outcome)" } == ["enable ok", "disable ok", "enable ok"])
+        kernel.state.observeCommits(nil)
+        kernel.events.unsubscribe(subscription)
         await kernel.shutdown()
     }
 
