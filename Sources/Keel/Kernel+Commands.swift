@@ -41,7 +41,8 @@ extension Kernel {
             return (outcome, failure, said)
         }
         announcedChanges = changeCount
-        if events.wantsExecuted { await events.emit(.executed(command, actor: actor, failure: failure == nil ? nil : said)) }
+        let event = KernelEvent.executed(command, actor: actor, failure: failure == nil ? nil : said)
+        if events.emitNow(event) { await events.emitLater(event) }
         return try outcome.get()
     }
 
