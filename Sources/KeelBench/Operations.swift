@@ -2,15 +2,13 @@
 //
 // The operations section: enable/disable through the admin API (HTTP, admin token, a real plugin activated and
 // deactivated each time, the audit row, the live view) against raw durable commits to a state file on the same
-// disk, and the same commands through `Kernel.execute` without HTTP, to tell the two costs apart.
+// disk, and the same commands through `Kernel.execute` without HTTP, to tell the two costs apart. The requests are
+// made one after another on one keep-alive connection by a lean client (LeanHTTP.swift): URLSession, which this
+// section used before, cost more per request than the server's whole admin call.
 
 import Foundation
 import Keel
 import KeelState
-import Synchronization
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 
 @MainActor
 func operationsBenchmarks() async throws {
@@ -23,7 +21,6 @@ func operationsBenchmarks() async throws {
     let k = try kernel(plugins, state)
     await k.start()
     let server = try await BenchServer.start(k)
-    let session = URLSession(configuration: .ephemeral)
     let ops = options.quick ? 40 : 300
 
     func viaAPI() async throws -> Double {
@@ -39,34 +36,6 @@ func operationsBenchmarks() async throws {
             return Double(ops) / (now() - t0)
         }
     }
-    func diag() async throws {
-        let base = server.base
-        let t0 = now()
-        for _ in 0..<ops {
-            var r = URLRequest(url: URL(string: base + "/api/v1/plugins/authz1")!)
-            r.setValue("Bearer bench", forHTTPHeaderField: "Authorization")
-            _ = try await session.data(for: r)
-        }
-        print("DIAG urlsession GET info", (now() - t0) / Double(ops) * 1e6, "us")
-        let t1 = now()
-        for _ in 0..<ops {
-            let r = URLRequest(url: URL(string: base + "/healthz")!)
-            _ = try await session.data(for: r)
-        }
-        print("DIAG urlsession GET healthz", (now() - t1) / Double(ops) * 1e6, "us")
-        try await onClientThread {
-            let connection = try LeanHTTPConnection(base: base)
-            let t0 = now()
-            for _ in 0..<ops { _ = try connection.request("GET", "/api/v1/plugins/authz1", headers: ["Authorization": "Bearer bench"]) }
-            print("DIAG lean GET info", (now() - t0) / Double(ops) * 1e6, "us")
-            let t1 = now()
-            for _ in 0..<ops { _ = try connection.request("GET", "/healthz") }
-            print("DIAG lean GET healthz", (now() - t1) / Double(ops) * 1e6, "us")
-        }
-        let t2 = now()
-        for _ in 0..<ops { _ = try await k.plugin("authz1") }
-        print("DIAG kernel.plugin", (now() - t2) / Double(ops) * 1e6, "us")
-    }
     func viaKernel() async throws -> Double {
         let t0 = now()
         for i in 0..<ops {
@@ -81,16 +50,7 @@ func operationsBenchmarks() async throws {
         return Double(ops) / (now() - t0)
     }
     // Interleaved, twice each, so that a change in the machine's load weighs on all alike; the better of the two.
-    if let mode = ProcessInfo.processInfo.environment["OPS_PROFILE"] {
-        var r = 0.0
-        let commits = Mutex(0)
-        k.state.observeCommits { _ in commits.withLock { $0 += 1 } }
-        for _ in 0..<5 { r = mode == "kernel" ? try await viaKernel() : mode == "raw" ? try rawCommits() : try await viaAPI() }
-        print("PROFILE", mode, r, "commits", commits.withLock { $0 })
-        return
-    }
     _ = try await viaAPI()
-    try await diag()
     var api: [Double] = [], direct: [Double] = [], commits: [Double] = []
     for _ in 0..<2 {
         commits.append(try rawCommits())
