@@ -46,13 +46,14 @@ extension Kernel {
         return try outcome.get()
     }
 
-    /// `execute`, then the info of plugin `id` as the command left it, in one visit to the kernel: the admin API's
-    /// answer to a command on a plugin.
+    /// `execute`, then the info of plugin `id` as the command left it, as JSON (sorted keys, slashes as they are),
+    /// in one visit to the kernel: the admin API's answer to a command on a plugin. The live view's text of the
+    /// plugin is reused when it is current (one encoding per command, not two).
     /// - Throws: as `execute`; `KernelError.Code.unknownPlugin` when `id` is not known afterwards.
     public func execute(_ command: KernelCommand, actor: String, principal: String?, origin: String?,
-                        describing id: String) async throws(KernelError) -> PluginInfo {
+                        describing id: String) async throws(KernelError) -> String {
         try await execute(command, actor: actor, principal: principal, origin: origin)
-        return try plugin(id)
+        return try pluginJSON(id)
     }
 
     /// The kernel operation behind each command.

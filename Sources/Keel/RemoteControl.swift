@@ -170,7 +170,7 @@ extension Kernel {
     /// cannot be built. A plugin whose info is as last time is not encoded again (`liveViewParts`): encoding was
     /// most of what building the view cost a command.
     func liveView() -> (plugins: String, services: String)? {
-        let encoder = JSONEncoder()
+        let encoder = Kernel.encoder()
         guard let plugins = try? plugins(), let services = try? encoder.encode(services()) else { return nil }
         var parts: [String] = [], encoded: [String: (info: PluginInfo, json: String)] = [:]
         parts.reserveCapacity(plugins.count)
@@ -187,6 +187,21 @@ extension Kernel {
         }
         liveViewParts = encoded
         return ("[" + parts.joined(separator: ",") + "]", String(decoding: services, as: UTF8.self))
+    }
+
+    /// The encoder of the live view and of the admin API's answers: sorted keys, slashes as they are.
+    public static func encoder() -> JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return encoder
+    }
+
+    /// Plugin `id`'s info as JSON (`encoder`): the live view's text of it when that is current, else encoded now.
+    /// - Throws: `KernelError.Code.unknownPlugin`.
+    func pluginJSON(_ id: String) throws(KernelError) -> String {
+        let info = try plugin(id)
+        if let known = liveViewParts[id], known.info == info { return known.json }
+        return (try? Self.encoder().encode(info)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
     }
 
     /// Stores the live view (with `unlessUnchanged`, only when it differs from what this kernel stored last).

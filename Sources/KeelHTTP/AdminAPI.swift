@@ -230,7 +230,7 @@ struct AdminAPI {
     func answer(_ command: KernelCommand, plugin id: String) async throws -> Response {
         let c = Self.caller
         do {
-            return JSONBody.response(try await kernel.execute(command, actor: c.actor, principal: c.principal, origin: c.origin, describing: id))
+            return JSONBody.rawResponse(try await kernel.execute(command, actor: c.actor, principal: c.principal, origin: c.origin, describing: id))
         } catch {
             throw Self.apiError(error)
         }
