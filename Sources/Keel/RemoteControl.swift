@@ -166,9 +166,8 @@ extension Kernel {
         liveViewPublishers = max(0, liveViewPublishers + (on ? 1 : -1))
     }
 
-    /// The live view now (plugins and interfaces as JSON, as `JSONEncoder` writes the arrays), or nil when it
-    /// cannot be built. A plugin whose info is as last time is not encoded again (`liveViewParts`): encoding was
-    /// most of what building the view cost a command.
+    /// The live view now (plugins and interfaces as JSON, as `encoder()` writes them), or nil when it cannot be
+    /// built. A plugin whose info is as last time is not written again (`liveViewParts`).
     func liveView() -> (plugins: String, services: String)? {
         let encoder = Kernel.encoder()
         guard let plugins = try? plugins(), let services = try? encoder.encode(services()) else { return nil }
@@ -180,8 +179,7 @@ extension Kernel {
                 encoded[info.id] = known
                 continue
             }
-            guard let data = try? encoder.encode(info) else { return nil }
-            let json = String(decoding: data, as: UTF8.self)
+            let json = info.json
             parts.append(json)
             encoded[info.id] = (info, json)
         }
@@ -201,7 +199,7 @@ extension Kernel {
     func pluginJSON(_ id: String) throws(KernelError) -> String {
         let info = try plugin(id)
         if let known = liveViewParts[id], known.info == info { return known.json }
-        return (try? Self.encoder().encode(info)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+        return info.json
     }
 
     /// Stores the live view (with `unlessUnchanged`, only when it differs from what this kernel stored last).

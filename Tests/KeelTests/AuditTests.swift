@@ -112,6 +112,34 @@ struct AuditTests {
         await kernel.shutdown()
     }
 
+    /// The live view and the admin API's answer write `PluginInfo` by hand (PluginInfo+JSON.swift): the text must
+    /// be JSONEncoder's, byte for byte, for a plugin with every field set and strings that need escaping.
+    @Test("plugin info as JSON is JSONEncoder's text (sorted keys, slashes as they are), every field set")
+    func pluginInfoJSON() throws {
+        let odd = "a\"b\\c/d\n\r\t\u{08}\u{0C}\u{01}\u{1F}\u{7F} é ✓ \u{2028} 😀"
+        let fields: [String: Any] = [
+            "id": "hello", "name": odd, "version": "1.2.3", "description": "says \"hello\"", "abi": "1.1", "bundlePath": "/p/hello",
+            "library": "lib.so", "manifestOnly": false, "enabled": true, "status": "failed", "reason": odd,
+            "changedAt": "2026-11-30T00:00:00.000Z", "capabilities": ["routes", "route-prefix:/x"], "grants": [String](),
+            "dependencies": ["b": "^1", "a": ">=2 <3", "Z": "*"], "routes": ["GET /ext/hello/greet/:name"], "menus": ["m1", "m2"],
+            "authenticators": ["auth"], "authorizers": [String](), "warnings": [odd], "tenants": ["acme", "beta"],
+            "permissions": ["notes:read"], "signature": "signed by acme", "provides": ["gitops.sync/1 1.1.0 ranking 10"],
+            "consumes": ["x/1 ^1 required"], "proxies": ["/ext/hello/app/ → http://127.0.0.1:9"], "activation": "lazy",
+            "activity": "idle", "isolation": "process", "workerPID": 4242, "workerRestarts": 3,
+            "commands": [["plugin": "hello", "name": "ping", "signature": "(text) -> text", "description": odd, "permission": ""]],
+        ]
+        let info = try JSONDecoder().decode(PluginInfo.self, from: JSONSerialization.data(withJSONObject: fields))
+        #expect(info.workerRestarts == 3 && info.commands.count == 1 && info.tenants?.count == 2)
+        #expect(info.json == String(decoding: try Kernel.encoder().encode(info), as: UTF8.self))
+        #expect(try JSONDecoder().decode(PluginInfo.self, from: Data(info.json.utf8)) == info)
+        // Without the optional fields, and with empty collections.
+        var bare = fields
+        for key in ["reason", "tenants", "signature", "activity", "workerPID", "workerRestarts"] { bare[key] = nil }
+        (bare["commands"], bare["dependencies"], bare["routes"]) = ([Any](), [String: String](), [String]())
+        let plain = try JSONDecoder().decode(PluginInfo.self, from: JSONSerialization.data(withJSONObject: bare))
+        #expect(plain.json == String(decoding: try Kernel.encoder().encode(plain), as: UTF8.self))
+    }
+
     @Test("the trail keeps the last 10,000 rows: each insert drops the oldest beyond them")
     func bounded() throws {
         let dir = TestEnvironment.makeTemporaryDirectory("audit")
