@@ -278,7 +278,8 @@ extension Kernel {
             ?? plugin.finishTakingDown(stillRunning: plugin.context.drain(timeout: timeout), drainTimeout: timeout)
         if let problem { log(.warn, id, problem) }
         plugin.library?.unloadIfSafe()
-        record(id, plugin, outcome: "deactivated")
+        // Written after the plugin's code ran: with a disable's audit row when it is one (see `write`).
+        write { [self] in record(id, plugin, outcome: "deactivated") }
         log(.info, id, "deactivated")
     }
 

@@ -19,14 +19,16 @@ extension Kernel {
                         origin: String? = nil) async throws(KernelError) -> CommandResult {
         // The command's records and its audit row reach the disk with one sync at the end (see `settling`); for
         // enable and disable, the records written after the plugin's code ran (`write`) share the audit row's
-        // transaction.
+        // transaction, and so does the live view when a server keeps it (`RemoteControl.publishOnChange`).
         let (outcome, failure, said) = state.settling { () -> (Result<CommandResult, KernelError>, String?, String) in
             let outcome: Result<CommandResult, KernelError>
             let folds = deferredWrites == nil && command.foldsRecords
             if folds { deferredWrites = [] }
             do throws(KernelError) { outcome = .success(try perform(command)) } catch { outcome = .failure(error) }
-            let records = folds ? deferredWrites ?? [] : []
+            var records = folds ? deferredWrites ?? [] : []
             if folds { deferredWrites = nil }
+            // The live view other processes read, in the same transaction (no write and no hop of its own).
+            if liveViewPublishers > 0 { records.append { [self] in publishLiveView(unlessUnchanged: false) } }
             let failure: String?
             if case let .failure(error) = outcome { failure = error.reason } else { failure = nil }
             var code = "ok"
@@ -39,8 +41,19 @@ extension Kernel {
             return (outcome, failure, said)
         }
         announcedChanges = changeCount
-        await events.emit(.executed(command, actor: actor, failure: failure == nil ? nil : said))
+        let event = KernelEvent.executed(command, actor: actor, failure: failure == nil ? nil : said)
+        if events.emitNow(event) { await events.emitLater(event) }
         return try outcome.get()
+    }
+
+    /// `execute`, then the info of plugin `id` as the command left it, as JSON (sorted keys, slashes as they are),
+    /// in one visit to the kernel: the admin API's answer to a command on a plugin. The live view's text of the
+    /// plugin is reused when it is current (one encoding per command, not two).
+    /// - Throws: as `execute`; `KernelError.Code.unknownPlugin` when `id` is not known afterwards.
+    public func execute(_ command: KernelCommand, actor: String, principal: String?, origin: String?,
+                        describing id: String) async throws(KernelError) -> String {
+        try await execute(command, actor: actor, principal: principal, origin: origin)
+        return try pluginJSON(id)
     }
 
     /// The kernel operation behind each command.

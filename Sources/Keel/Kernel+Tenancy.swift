@@ -48,7 +48,10 @@ extension Kernel {
     /// Enables `id` for one tenant (or, with nil, for all).
     public func enable(_ id: String, tenant: String?) throws(KernelError) {
         guard let tenant else {
-            try directoryChange { () throws(StateError) in try state.setPluginTenants(id, nil) }
+            // Already for all tenants: nothing to write (no event, no directory reload on every enable).
+            if access.directory.pluginTenants[id] != nil {
+                try directoryChange { () throws(StateError) in try state.setPluginTenants(id, nil) }
+            }
             return try enable(id)
         }
         guard access.directory.tenants.contains(tenant) else { throw KernelError(.directory, pluginID: id, reason: "unknown tenant \"\(tenant)\"") }

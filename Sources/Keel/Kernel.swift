@@ -118,6 +118,12 @@ public actor Kernel {
     var lastUse: [String: ContinuousClock.Instant] = [:]
     /// The task that deactivates lazy plugins left unused past their idle time-out; nil while none could be.
     var idleSweeper: Task<Void, Never>?
+    /// How many servers keep the live view (`RemoteControl.publishOnChange`); while any does, each command stores it
+    /// in its own audit transaction (`execute`). The text stored last by this kernel, nil before the first.
+    var liveViewPublishers = 0
+    var publishedLiveView: String?
+    /// Each plugin's part of the live view as last encoded, by id: an unchanged plugin is not encoded again.
+    var liveViewParts: [String: (info: PluginInfo, json: String)] = [:]
 
     /// Opens the state file (creating and migrating it as needed). Loads nothing yet: call `start()`.
     /// - Throws: `KernelError.Code.state` when the state file cannot be used.
@@ -196,7 +202,8 @@ public actor Kernel {
         park(parked.sorted(), batched: true, records: records, recording: !configuration.startsIdle)
     }
 
-    /// Runs a state write now, or, while a start-up batch collects them, after the batch (in one transaction).
+    /// Runs a state write now, or, while a start-up batch or an enable/disable command (`execute`) collects them,
+    /// after it, in one transaction (with the command's audit row).
     func write(_ change: @escaping () -> Void) {
         if deferredWrites != nil { deferredWrites?.append(change) } else { change() }
     }
@@ -240,7 +247,8 @@ public actor Kernel {
             throw KernelError(.unknownPlugin, pluginID: id,
                               reason: "no plugin \"\(id)\" in the plugin folder")
         }
-        try? state.setQuarantine(id, checksum: nil)
+        // The operator's enable lifts a quarantine (a plugin that is not quarantined has nothing to clear).
+        if ((try? state.quarantinedChecksum(id)) ?? nil) != nil { try? state.setQuarantine(id, checksum: nil) }
         do { try state.setEnabled(id, true, status: active[id] != nil ? .enabled : .installed) } catch {
             throw KernelError(.state, pluginID: id, reason: error.description)
         }

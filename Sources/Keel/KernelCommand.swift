@@ -128,19 +128,34 @@ public enum KernelEvent: Sendable {
 /// Subscribers to the kernel's events: the live view other processes read, the console's live updates, audit and
 /// metrics. A subscriber is called in order of subscription, on the kernel's executor, after the change is stored,
 /// and is awaited: it must not call back into an operation that waits for the kernel's queue of commands.
-/// Thread-safe.
+/// Subscribers added with `subscribeNow` are called first, synchronously, on the kernel's own thread (no hop off it
+/// and back); they must be short and must not block or call the kernel. Thread-safe.
 public final class KernelEvents: Sendable {
     public typealias Handler = @Sendable (KernelEvent) async -> Void
-    private let handlers = Mutex<[(id: Int, handler: Handler)]>([])
+    public typealias ImmediateHandler = @Sendable (KernelEvent) -> Void
+    private enum Call { case later(Handler), now(ImmediateHandler) }
+    private let handlers = Mutex<[(id: Int, executed: Bool, call: Call)]>([])
     private let next = Mutex(0)
 
     public init() {}
 
-    /// Adds `handler`; returns a token for `unsubscribe`.
+    /// Adds `handler`; returns a token for `unsubscribe`. With `executed` false it is not called for `.executed`
+    /// events (a command then costs it no call, and the kernel no hop off its thread and back).
     @discardableResult
-    public func subscribe(_ handler: @escaping Handler) -> Int {
+    public func subscribe(executed: Bool = true, _ handler: @escaping Handler) -> Int {
+        add(executed: executed, .later(handler))
+    }
+
+    /// Adds a handler called synchronously on the kernel's thread, before the awaited ones; returns a token for
+    /// `unsubscribe`. For a handler that only records or hands the event on (a ring, a stream's continuation).
+    @discardableResult
+    public func subscribeNow(_ handler: @escaping ImmediateHandler) -> Int {
+        add(executed: true, .now(handler))
+    }
+
+    private func add(executed: Bool, _ call: Call) -> Int {
         let id = next.withLock { n -> Int in n += 1; return n }
-        handlers.withLock { $0.append((id, handler)) }
+        handlers.withLock { $0.append((id, executed, call)) }
         return id
     }
 
@@ -148,7 +163,28 @@ public final class KernelEvents: Sendable {
         handlers.withLock { $0.removeAll { $0.id == token } }
     }
 
+    /// Calls the immediate handlers of `event`; true when awaited ones want it too (`emitLater`).
+    func emitNow(_ event: KernelEvent) -> Bool {
+        let executed = if case .executed = event { true } else { false }
+        var later = false
+        for (_, wants, call) in handlers.withLock({ $0 }) where wants || !executed {
+            switch call {
+            case let .now(handler): handler(event)
+            case .later: later = true
+            }
+        }
+        return later
+    }
+
+    /// Awaits the handlers of `event` added with `subscribe`.
+    func emitLater(_ event: KernelEvent) async {
+        let executed = if case .executed = event { true } else { false }
+        for (_, wants, call) in handlers.withLock({ $0 }) where wants || !executed {
+            if case let .later(handler) = call { await handler(event) }
+        }
+    }
+
     func emit(_ event: KernelEvent) async {
-        for (_, handler) in handlers.withLock({ $0 }) { await handler(event) }
+        if emitNow(event) { await emitLater(event) }
     }
 }

@@ -21,8 +21,13 @@ public enum RemoteControl {
         var seen: Int64 = -1
         let shared = kernel.state.isShared
         var published = shared ? nil : await publishLive(kernel)
-        let subscription = shared ? nil : publishOnChange(kernel)
-        defer { if let subscription { kernel.events.unsubscribe(subscription) } }
+        let subscription = shared ? nil : await publishOnChange(kernel)
+        defer {
+            if let subscription {
+                kernel.events.unsubscribe(subscription)
+                Task { await kernel.setPublishesLiveView(false) }
+            }
+        }
         while !Task.isCancelled {
             try? await Task.sleep(for: interval)
             // Every change of what is shown comes as an event (`publishOnChange`), a worker's restart too: nothing is
@@ -67,26 +72,24 @@ public enum RemoteControl {
     }
 
     /// Keeps the live view current: every executed command and every change the kernel made on its own is
-    /// published for other processes (`keel plugins list`) before the command's caller gets its answer.
-    /// Returns the subscription, for `KernelEvents.unsubscribe`.
+    /// published for other processes (`keel plugins list`) before the command's caller gets its answer (a command
+    /// stores it in its own audit transaction, see `Kernel.execute`). Returns the subscription, for
+    /// `KernelEvents.unsubscribe`.
     @discardableResult
-    public static func publishOnChange(_ kernel: Kernel) -> Int {
-        kernel.events.subscribe { [weak kernel] _ in
+    public static func publishOnChange(_ kernel: Kernel) async -> Int {
+        await kernel.setPublishesLiveView(true)
+        // A command stores the view with its audit row: only the changes made without one are published here.
+        return kernel.events.subscribe(executed: false) { [weak kernel] _ in
             guard let kernel else { return }
             await publishLive(kernel)
         }
     }
 
-    /// Stores the server's current view of every plugin for other processes to read (unless it is `previous`).
-    /// Returns what is stored.
+    /// Stores the server's current view of every plugin for other processes to read (unless `previous` is given
+    /// and the view is what this kernel stored last). Returns what is stored.
     @discardableResult
     public static func publishLive(_ kernel: Kernel, unlessEqualTo previous: String? = nil) async -> String? {
-        guard let plugins = try? await kernel.plugins(), let data = try? JSONEncoder().encode(plugins),
-              let services = try? JSONEncoder().encode(await kernel.services()) else { return previous }
-        let pluginsText = String(decoding: data, as: UTF8.self), servicesText = String(decoding: services, as: UTF8.self)
-        let text = pluginsText + "\n" + servicesText
-        if text != previous { try? kernel.state.setLiveView(plugins: pluginsText, services: servicesText) }
-        return text
+        await kernel.publishLiveView(unlessUnchanged: previous != nil) ?? previous
     }
 
     /// Client side: the interfaces as the running server last published them.
@@ -150,5 +153,66 @@ public enum RemoteControl {
             try? await Task.sleep(for: .milliseconds(50))
         }
         return nil
+    }
+}
+
+/// The live view on the kernel's side: built and stored on its executor, with no hop per part.
+extension Kernel {
+    /// Whether each command stores the live view with its audit row (`RemoteControl.publishOnChange`).
+    func setPublishesLiveView(_ on: Bool) {
+        liveViewPublishers = max(0, liveViewPublishers + (on ? 1 : -1))
+    }
+
+    /// The live view now (plugins and interfaces as JSON, as `encoder()` writes them), or nil when it cannot be
+    /// built. A plugin whose info is as last time is not written again (`liveViewParts`).
+    func liveView() -> (plugins: String, services: String)? {
+        let encoder = Kernel.encoder()
+        guard let plugins = try? plugins(), let services = try? encoder.encode(services()) else { return nil }
+        var parts: [String] = [], encoded: [String: (info: PluginInfo, json: String)] = [:]
+        parts.reserveCapacity(plugins.count)
+        for info in plugins {
+            if let known = liveViewParts[info.id], known.info == info {
+                parts.append(known.json)
+                encoded[info.id] = known
+                continue
+            }
+            let json = info.json
+            parts.append(json)
+            encoded[info.id] = (info, json)
+        }
+        liveViewParts = encoded
+        return ("[" + parts.joined(separator: ",") + "]", String(decoding: services, as: UTF8.self))
+    }
+
+    /// The encoder of the live view and of the admin API's answers: sorted keys, slashes as they are.
+    public static func encoder() -> JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return encoder
+    }
+
+    /// Plugin `id`'s info as JSON (`encoder`): the live view's text of it when that is current, else encoded now.
+    /// - Throws: `KernelError.Code.unknownPlugin`.
+    func pluginJSON(_ id: String) throws(KernelError) -> String {
+        let info = try plugin(id)
+        if let known = liveViewParts[id], known.info == info { return known.json }
+        return info.json
+    }
+
+    /// Stores the live view (with `unlessUnchanged`, only when it differs from what this kernel stored last).
+    /// Returns its text, or what was stored last when it cannot be built. Inside a state transaction, it reads and
+    /// stores the state as that transaction left it (`execute` calls it after the command's records).
+    @discardableResult
+    func publishLiveView(unlessUnchanged: Bool) -> String? {
+        guard let view = liveView() else { return publishedLiveView }
+        let text = view.plugins + "\n" + view.services
+        if unlessUnchanged && text == publishedLiveView { return text }
+        do {
+            try state.setLiveView(plugins: view.plugins, services: view.services)
+            publishedLiveView = text
+        } catch {
+            log(.warn, nil, "live view not stored: \(error)")
+        }
+        return text
     }
 }

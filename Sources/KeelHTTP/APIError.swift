@@ -2,6 +2,7 @@
 
 import Foundation
 import Hummingbird
+import Keel
 
 /// An error answered as JSON: `{"error": {"code": "<stable code>", "message": "<reason>"}}`.
 /// Messages never name internals (paths of the host, plugin messages): those go to the log.
@@ -40,9 +41,7 @@ public struct APIError: HTTPResponseError, Sendable {
 /// JSON responses.
 enum JSONBody {
     static func response<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) -> Response {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return raw((try? encoder.encode(value)) ?? Data("{}".utf8), status: status)
+        raw((try? Kernel.encoder().encode(value)) ?? Data("{}".utf8), status: status)
     }
 
     /// A response whose JSON text the caller made (e.g. a command's result, already JSON).

@@ -70,7 +70,7 @@ final class RecentEvents: Sendable {
     init(limit: Int) { self.limit = limit }
 
     func follow(_ events: KernelEvents) {
-        events.subscribe { [self] event in self.add(event) }
+        events.subscribeNow { [self] event in self.add(event) }
     }
 
     var events: [OverviewBody.Event] { kept.withLock { $0 } }

@@ -19,7 +19,7 @@ extension AdminAPI {
         let kernel = self.kernel
         admin.get("events") { _, _ -> Response in
             let (stream, continuation) = AsyncStream<ByteBuffer>.makeStream(bufferingPolicy: .bufferingNewest(64))
-            let token = kernel.events.subscribe { event in continuation.yield(ByteBuffer(string: Self.eventText(event))) }
+            let token = kernel.events.subscribeNow { event in continuation.yield(ByteBuffer(string: Self.eventText(event))) }
             continuation.onTermination = { _ in kernel.events.unsubscribe(token) }
             continuation.yield(ByteBuffer(string: ": connected\n\n"))
             var headers = HTTPFields()

@@ -69,26 +69,22 @@ struct AdminAPI {
         admin.post("plugins/:id/enable") { request, context -> Response in
             let id = try context.parameters.require("id")
             let options = try await Self.options(request)
-            try await run(.enable(id: id, tenant: options.tenant))
-            return JSONBody.response(try await kernel.plugin(id))
+            return try await answer(.enable(id: id, tenant: options.tenant), plugin: id)
         }
         admin.post("plugins/:id/disable") { request, context -> Response in
             let id = try context.parameters.require("id")
             let options = try await Self.options(request)
-            try await run(.disable(id: id, tenant: options.tenant, cascade: options.cascade ?? false))
-            return JSONBody.response(try await kernel.plugin(id))
+            return try await answer(.disable(id: id, tenant: options.tenant, cascade: options.cascade ?? false), plugin: id)
         }
         admin.post("plugins/:id/reload") { request, context -> Response in
             let id = try context.parameters.require("id")
             _ = try await Self.options(request)
-            try await run(.reload(id: id))
-            return JSONBody.response(try await kernel.plugin(id))
+            return try await answer(.reload(id: id), plugin: id)
         }
         admin.post("plugins/:id/grants") { request, context -> Response in
             let id = try context.parameters.require("id")
             let change = try await Self.body(GrantChange.self, request)
-            try await run(.grants(id: id, grant: change.grant ?? [], revoke: change.revoke ?? []))
-            return JSONBody.response(try await kernel.plugin(id))
+            return try await answer(.grants(id: id, grant: change.grant ?? [], revoke: change.revoke ?? []), plugin: id)
         }
         // {"isolation": "process" | "in-process" | "manifest" | null}: where the plugin runs ("manifest" or null: as
         // its manifest asks, as `keel plugins isolate ID manifest` says it).
@@ -102,8 +98,7 @@ struct AdminAPI {
                 }
                 return mode
             }
-            try await run(.isolation(id: id, mode: mode))
-            return JSONBody.response(try await kernel.plugin(id))
+            return try await answer(.isolation(id: id, mode: mode), plugin: id)
         }
         admin.get("plugins/:id/config") { _, context -> Response in
             let id = try context.parameters.require("id")
@@ -198,8 +193,7 @@ struct AdminAPI {
         admin.post("plugins/:id/upgrade") { request, context -> Response in
             let id = try context.parameters.require("id")
             let body = try await Self.optionalBody(InstallBody.self, request) ?? InstallBody()
-            try await run(.upgrade(id: id, version: body.version, allowUnsigned: body.allowUnsigned ?? false))
-            return JSONBody.response(try await kernel.plugin(id))
+            return try await answer(.upgrade(id: id, version: body.version, allowUnsigned: body.allowUnsigned ?? false), plugin: id)
         }
         admin.delete("plugins/:id") { request, context -> Response in
             let id = try context.parameters.require("id")
@@ -228,8 +222,24 @@ struct AdminAPI {
 
     /// `Kernel.execute` with the caller of this request (`AuditCaller.current`) for the audit trail.
     func execute(_ command: KernelCommand) async throws(KernelError) -> CommandResult {
+        let c = Self.caller
+        return try await kernel.execute(command, actor: c.actor, principal: c.principal, origin: c.origin)
+    }
+
+    /// `run`, answered with plugin `id`'s info as the command left it, in one visit to the kernel.
+    func answer(_ command: KernelCommand, plugin id: String) async throws -> Response {
+        let c = Self.caller
+        do {
+            return JSONBody.rawResponse(try await kernel.execute(command, actor: c.actor, principal: c.principal, origin: c.origin, describing: id))
+        } catch {
+            throw Self.apiError(error)
+        }
+    }
+
+    /// The caller of this request for the audit trail (`AuditCaller.current`; "admin-api" when none was set).
+    static var caller: (actor: String, principal: String?, origin: String?) {
         let caller = AuditCaller.current
-        return try await kernel.execute(command, actor: caller?.actor ?? "admin-api", principal: caller?.principal, origin: caller?.origin)
+        return (caller?.actor ?? "admin-api", caller?.principal, caller?.origin)
     }
 
     /// The optional JSON body of enable/disable: `{"cascade": true}`. Empty is fine; malformed is a 400.

@@ -3,6 +3,7 @@
 import Foundation
 import Keel
 import KeelState
+import Synchronization
 import Testing
 
 /// The audit trail (KeelState/Audit.swift, Kernel+Audit.swift) and the reasons for denials (issue 21).
@@ -76,6 +77,67 @@ struct AuditTests {
         let mode = try kernel.state.withDatabase { db throws(StateError) in try db.query("PRAGMA synchronous").first?["synchronous"]?.int }
         #expect(mode == 2)
         await kernel.shutdown()
+    }
+
+    /// An enable or a disable is two commits, and one wait for the disk: the wish before the plugin's code runs,
+    /// then the records written after it, the audit row and (while a server keeps it) the live view, together. It
+    /// used to be four and three, and the live view a commit of its own after a hop off the kernel's thread and back.
+    @Test("enable and disable: the wish, then records, audit row and live view in one transaction; the live view as the command left it")
+    func twoCommitsPerCommand() async throws {
+        let f = KernelFixture()
+        try TestEnvironment.stageExamples(into: f.plugins)
+        let kernel = try f.kernel()
+        await kernel.start()
+        let subscription = await RemoteControl.publishOnChange(kernel)
+        let commits = Mutex(0)
+        kernel.state.observeCommits { _ in commits.withLock { $0 += 1 } }
+        func commitsOf(_ command: KernelCommand) async throws -> Int {
+            commits.withLock { $0 = 0 }
+            try await kernel.execute(command, actor: "admin-api")
+            return commits.withLock { $0 }
+        }
+        let other = try StateStore(path: f.state)
+        func live() throws -> PluginInfo? { try RemoteControl.livePlugins(state: other).first { $0.id == "hello" } }
+
+        #expect(try await commitsOf(.enable(id: "hello", tenant: nil)) == 2)
+        #expect(try live()?.status == .enabled && live()?.enabled == true)
+        #expect(try await commitsOf(.disable(id: "hello", tenant: nil, cascade: false)) == 2)
+        #expect(try live()?.status == .disabled && live()?.enabled == false)
+        #expect(try await commitsOf(.enable(id: "hello", tenant: nil)) == 2)
+        #expect(try live()?.status == .enabled)
+        #expect(try other.loads(for: "hello").map(\.outcome) == ["activated", "deactivated", "activated"])
+        #expect(try other.audit(since: nil, limit: 10).map { "\($0.command) \($0.outcome)" } == ["enable ok", "disable ok", "enable ok"])
+        kernel.state.observeCommits(nil)
+        kernel.events.unsubscribe(subscription)
+        await kernel.shutdown()
+    }
+
+    /// The live view and the admin API's answer write `PluginInfo` by hand (PluginInfo+JSON.swift): the text must
+    /// be JSONEncoder's, byte for byte, for a plugin with every field set and strings that need escaping.
+    @Test("plugin info as JSON is JSONEncoder's text (sorted keys, slashes as they are), every field set")
+    func pluginInfoJSON() throws {
+        let odd = "a\"b\\c/d\n\r\t\u{08}\u{0C}\u{01}\u{1F}\u{7F} é ✓ \u{2028} 😀"
+        let fields: [String: Any] = [
+            "id": "hello", "name": odd, "version": "1.2.3", "description": "says \"hello\"", "abi": "1.1", "bundlePath": "/p/hello",
+            "library": "lib.so", "manifestOnly": false, "enabled": true, "status": "failed", "reason": odd,
+            "changedAt": "2026-11-30T00:00:00.000Z", "capabilities": ["routes", "route-prefix:/x"], "grants": [String](),
+            "dependencies": ["b": "^1", "a": ">=2 <3", "Z": "*"], "routes": ["GET /ext/hello/greet/:name"], "menus": ["m1", "m2"],
+            "authenticators": ["auth"], "authorizers": [String](), "warnings": [odd], "tenants": ["acme", "beta"],
+            "permissions": ["notes:read"], "signature": "signed by acme", "provides": ["gitops.sync/1 1.1.0 ranking 10"],
+            "consumes": ["x/1 ^1 required"], "proxies": ["/ext/hello/app/ → http://127.0.0.1:9"], "activation": "lazy",
+            "activity": "idle", "isolation": "process", "workerPID": 4242, "workerRestarts": 3,
+            "commands": [["plugin": "hello", "name": "ping", "signature": "(text) -> text", "description": odd, "permission": ""]],
+        ]
+        let info = try JSONDecoder().decode(PluginInfo.self, from: JSONSerialization.data(withJSONObject: fields))
+        #expect(info.workerRestarts == 3 && info.commands.count == 1 && info.tenants?.count == 2)
+        #expect(info.json == String(decoding: try Kernel.encoder().encode(info), as: UTF8.self))
+        #expect(try JSONDecoder().decode(PluginInfo.self, from: Data(info.json.utf8)) == info)
+        // Without the optional fields, and with empty collections.
+        var bare = fields
+        for key in ["reason", "tenants", "signature", "activity", "workerPID", "workerRestarts"] { bare[key] = nil }
+        (bare["commands"], bare["dependencies"], bare["routes"]) = ([Any](), [String: String](), [String]())
+        let plain = try JSONDecoder().decode(PluginInfo.self, from: JSONSerialization.data(withJSONObject: bare))
+        #expect(plain.json == String(decoding: try Kernel.encoder().encode(plain), as: UTF8.self))
     }
 
     @Test("the trail keeps the last 10,000 rows: each insert drops the oldest beyond them")

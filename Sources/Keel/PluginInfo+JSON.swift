@@ -1,0 +1,142 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+/// `PluginInfo` as JSON text, written by hand: the bytes `Kernel.encoder()` (JSONEncoder, sorted keys, slashes as they
+/// are) writes, at a small part of the cost. JSONEncoder was most of what building a command's live view and its
+/// admin API answer cost. A field added to `PluginInfo` must be added here too, in key order (the test "plugin info
+/// as JSON is JSONEncoder's text" compares the two on a plugin with every field set).
+extension PluginInfo {
+    public var json: String {
+        var w = JSONText()
+        w.begin()
+        w.key("abi"); w.string(abi)
+        w.key("activation"); w.string(activation)
+        if let activity { w.key("activity"); w.string(activity) }
+        w.key("authenticators"); w.strings(authenticators)
+        w.key("authorizers"); w.strings(authorizers)
+        w.key("bundlePath"); w.string(bundlePath)
+        w.key("capabilities"); w.strings(capabilities)
+        w.key("changedAt"); w.string(changedAt)
+        w.key("commands"); w.array(commands) { w, c in
+            w.begin()
+            w.key("description"); w.string(c.description)
+            w.key("name"); w.string(c.name)
+            w.key("permission"); w.string(c.permission)
+            w.key("plugin"); w.string(c.plugin)
+            w.key("signature"); w.string(c.signature)
+            w.end()
+        }
+        w.key("consumes"); w.strings(consumes)
+        w.key("dependencies"); w.begin()
+        for (name, versions) in dependencies.sorted(by: { $0.key < $1.key }) { w.key(name); w.string(versions) }
+        w.end()
+        w.key("description"); w.string(description)
+        w.key("enabled"); w.raw(enabled ? "true" : "false")
+        w.key("grants"); w.strings(grants)
+        w.key("id"); w.string(id)
+        w.key("isolation"); w.string(isolation)
+        w.key("library"); w.string(library)
+        w.key("manifestOnly"); w.raw(manifestOnly ? "true" : "false")
+        w.key("menus"); w.strings(menus)
+        w.key("name"); w.string(name)
+        w.key("permissions"); w.strings(permissions)
+        w.key("provides"); w.strings(provides)
+        w.key("proxies"); w.strings(proxies)
+        if let reason { w.key("reason"); w.string(reason) }
+        w.key("routes"); w.strings(routes)
+        if let signature { w.key("signature"); w.string(signature) }
+        w.key("status"); w.string(status.rawValue)
+        if let tenants { w.key("tenants"); w.strings(tenants) }
+        w.key("version"); w.string(version)
+        w.key("warnings"); w.strings(warnings)
+        if let workerPID { w.key("workerPID"); w.raw(String(workerPID)) }
+        if let workerRestarts { w.key("workerRestarts"); w.raw(String(workerRestarts)) }
+        w.end()
+        return w.text
+    }
+}
+
+/// JSON text as JSONEncoder writes it (compact; strings escaped as its writer escapes them, slashes left as they are).
+struct JSONText {
+    private(set) var text = ""
+    /// Whether the next member or element needs a comma before it.
+    private var needsComma = false
+
+    init() { text.reserveCapacity(1024) }
+
+    mutating func begin() {
+        separate()
+        text += "{"
+        needsComma = false
+    }
+
+    mutating func end() {
+        text += "}"
+        needsComma = true
+    }
+
+    mutating func key(_ name: String) {
+        separate()
+        quoted(name)
+        text += ":"
+        needsComma = false
+    }
+
+    mutating func string(_ value: String) {
+        separate()
+        quoted(value)
+        needsComma = true
+    }
+
+    /// A literal (number, true, false) as it is.
+    mutating func raw(_ literal: String) {
+        separate()
+        text += literal
+        needsComma = true
+    }
+
+    mutating func strings(_ values: [String]) {
+        array(values) { w, s in w.string(s) }
+    }
+
+    mutating func array<T>(_ values: [T], _ element: (inout JSONText, T) -> Void) {
+        separate()
+        text += "["
+        needsComma = false
+        for value in values { element(&self, value) }
+        text += "]"
+        needsComma = true
+    }
+
+    private mutating func separate() {
+        if needsComma { text += "," }
+    }
+
+    private mutating func quoted(_ s: String) {
+        text += "\""
+        var plain = true
+        for byte in s.utf8 where byte < 0x20 || byte == 0x22 || byte == 0x5C {
+            plain = false
+            break
+        }
+        if plain {
+            text += s
+        } else {
+            for scalar in s.unicodeScalars {
+                switch scalar {
+                case "\"": text += "\\\""
+                case "\\": text += "\\\\"
+                case "\u{08}": text += "\\b"
+                case "\u{0C}": text += "\\f"
+                case "\n": text += "\\n"
+                case "\r": text += "\\r"
+                case "\t": text += "\\t"
+                case "\u{00}"..."\u{1F}":
+                    let hex = String(scalar.value, radix: 16)
+                    text += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+                default: text.unicodeScalars.append(scalar)
+                }
+            }
+        }
+        text += "\""
+    }
+}
