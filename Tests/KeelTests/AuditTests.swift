@@ -130,6 +130,9 @@ struct AuditTests {
         ]
         let info = try JSONDecoder().decode(PluginInfo.self, from: JSONSerialization.data(withJSONObject: fields))
         #expect(info.workerRestarts == 3 && info.commands.count == 1 && info.tenants?.count == 2)
+        // A field added to PluginInfo fails here until it is set above, and then below until PluginInfo+JSON.swift
+        // writes it.
+        #expect(Set(Mirror(reflecting: info).children.compactMap(\.label)) == Set(fields.keys), "PluginInfo's fields and this test's")
         #expect(info.json == String(decoding: try Kernel.encoder().encode(info), as: UTF8.self))
         #expect(try JSONDecoder().decode(PluginInfo.self, from: Data(info.json.utf8)) == info)
         // Without the optional fields, and with empty collections.
