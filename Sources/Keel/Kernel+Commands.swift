@@ -1,5 +1,6 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
+import Foundation
 import KeelLoader
 import KeelState
 
@@ -20,11 +21,24 @@ extension Kernel {
         // The command's records and its audit row reach the disk with one sync at the end (see `settling`); for
         // enable and disable, the records written after the plugin's code ran (`write`) share the audit row's
         // transaction, and so does the live view when a server keeps it (`RemoteControl.publishOnChange`).
+        // A command call runs the plugin's code on a thread of its own, not the kernel's: a slow command would hold
+        // every lifecycle change and lazy wake behind it. The kernel is free meanwhile (a call that finds its plugin
+        // idle wakes it through the kernel, as a request does).
+        var called: Result<CommandResult, KernelError>?
+        if case let .call(plugin, name, arguments) = command {
+            called = await Self.offKernel { [self] in
+                call(plugin, name, arguments: arguments.map(CommandArgument.text), as: Kernel.operatorPrincipal)
+                    .map { CommandResult(output: $0.json) }
+                    .mapError { KernelError(.command, pluginID: plugin, reason: $0.message) }
+            }
+        }
         let (outcome, failure, said) = state.settling { () -> (Result<CommandResult, KernelError>, String?, String) in
             let outcome: Result<CommandResult, KernelError>
             let folds = deferredWrites == nil && command.foldsRecords
             if folds { deferredWrites = [] }
-            do throws(KernelError) { outcome = .success(try perform(command)) } catch { outcome = .failure(error) }
+            if let called { outcome = called } else {
+                do throws(KernelError) { outcome = .success(try perform(command)) } catch { outcome = .failure(error) }
+            }
             var records = folds ? deferredWrites ?? [] : []
             if folds { deferredWrites = nil }
             // The live view other processes read, in the same transaction (no write and no hop of its own).
@@ -85,20 +99,25 @@ extension Kernel {
         case let .removeRepository(name): try stored { () throws(StateError) in try state.removeRepository(name) }
         case let .trustKey(name, publicKey): try stored { () throws(StateError) in try state.trustKey(name: name, publicKey: publicKey) }
         case let .useProvider(interface, plugin, tenant): try useProvider(interface, plugin: plugin, tenant: tenant)
-        case let .call(plugin, command, arguments):
-            // This runs on the kernel's thread, where a call cannot wake an idle plugin on its own (`wakeBlocking`
-            // refuses there): wake it, and what it needs, first.
-            if idle.contains(plugin) { try wake(plugin) }
-            switch call(plugin, command, arguments: arguments.map(CommandArgument.text), as: Kernel.operatorPrincipal) {
-            case let .success(value): return CommandResult(output: value.json)
-            case let .failure(error): throw KernelError(.command, pluginID: plugin, reason: error.message)
-            }
+        case let .call(plugin, _, _):
+            // Run by `execute` before this, off the kernel's thread.
+            throw KernelError(.command, pluginID: plugin, reason: "internal error: a command call reached the kernel's thread")
         case .resetAdminToken:
             do { return CommandResult(adminToken: try AdminToken(state: state, environment: [:]).reset()) } catch {
                 throw KernelError(.state, reason: error.description)
             }
         }
         return CommandResult()
+    }
+
+    /// Runs `body` (plugin code) on a new thread with a full-size stack, as the kernel's lifecycle thread has, and
+    /// returns its result: never on the kernel's thread nor on Swift's cooperative pool, which it could block.
+    nonisolated static func offKernel<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+        await withCheckedContinuation { (done: CheckedContinuation<T, Never>) in
+            let thread = Thread { done.resume(returning: body()) }
+            thread.stackSize = 16 << 20
+            thread.start()
+        }
     }
 
     /// A change made by the state store alone; a refusal becomes a `.directory` error with the store's reason.

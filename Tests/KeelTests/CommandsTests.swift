@@ -4,6 +4,8 @@ import Foundation
 import Keel
 import KeelLoader
 import KeelManifest
+import Synchronization
+import KeelState
 import Testing
 
 /// The "calc" plugin (Fixtures/plugins/commands.c) with its commands declared.
@@ -124,6 +126,30 @@ struct CommandsTests {
         #expect(run(kernel, "add", [.int(1), .int(2)], as: ada) == "3")
         #expect(run(kernel, "neg32", [.int(1)], as: ada) == "forbidden: calc.neg32 is for admins only; \"ada\" is not one")
         #expect(run(kernel, "add", [.int(1), .int(2)], as: .anonymous).hasPrefix("forbidden: calc.add needs permission calc.math:run, which an anonymous caller"))
+        await kernel.shutdown()
+    }
+
+    @Test("a command call through Kernel.execute (the CLI's, or queued to a server) runs off the kernel's thread: a lifecycle change made meanwhile does not wait for it")
+    func callOffTheKernelsThread() async throws {
+        let c = CommandsFixture()
+        try c.calc(tag: "slow")
+        try c.f.fixtureBundle("other", capabilities: ["routes"])
+        let kernel = try c.f.kernel()
+        await kernel.start()
+        try await kernel.enable("calc")
+        let order = Mutex<[String]>([])
+        let slow = Task.detached {
+            let result = try await kernel.execute(.call(plugin: "calc", command: "tag", arguments: ["1500"]), actor: "cli")
+            order.withLock { $0.append("call") }
+            return result.output
+        }
+        try await Task.sleep(for: .milliseconds(200))
+        try await kernel.execute(.enable(id: "other", tenant: nil), actor: "cli")
+        order.withLock { $0.append("enable") }
+        #expect(try await slow.value == "\"slow\"")
+        #expect(order.withLock { $0 } == ["enable", "call"], "the enable waited for the command call")
+        let rows = try StateStore(path: c.f.state).audit(since: nil, limit: 10).map { "\($0.command) \($0.target) \($0.outcome)" }
+        #expect(rows.contains("call calc.tag ok"), "\(rows)")
         await kernel.shutdown()
     }
 
