@@ -115,7 +115,7 @@ extension Kernel {
     nonisolated static func offKernel<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
         await withCheckedContinuation { (done: CheckedContinuation<T, Never>) in
             let thread = Thread { done.resume(returning: body()) }
-            thread.stackSize = 16 << 20
+            thread.stackSize = LifecycleExecutor.pluginStackSize
             thread.start()
         }
     }

@@ -19,12 +19,15 @@ final class LifecycleExecutor: SerialExecutor, Sendable {
     /// The thread's `pthread_self()`, once it runs (0 before).
     private let threadID = Atomic<UInt>(0)
 
+    /// The stack of a thread that runs plugin code (activate, deactivate, a command call): a full-size one, not a
+    /// concurrency worker's small one.
+    static let pluginStackSize = 16 << 20
+
     /// The thread keeps the executor alive until `stop()`.
     init(name: String = "keel.lifecycle") {
         let thread = Thread { [self] in self.run() }
         thread.name = name
-        // Plugin code runs here (activate, deactivate): a full-size stack, not a concurrency worker's small one.
-        thread.stackSize = 16 << 20
+        thread.stackSize = Self.pluginStackSize
         thread.start()
     }
 
