@@ -11,7 +11,8 @@ command -v valgrind >/dev/null || { echo "icount: valgrind is not installed (apt
 n=20000
 budget=Scripts/icount-budget.txt
 out="$(mktemp -d)"
-trap 'rm -rf "$out"' EXIT
+# KEEL_ICOUNT_KEEP=1 keeps the callgrind dumps (their folder is printed) for callgrind_annotate.
+if [ -n "${KEEL_ICOUNT_KEEP:-}" ]; then echo "icount: dumps in $out" >&2; else trap 'rm -rf "$out"' EXIT; fi
 swift build -c release --product keel-icount >&2
 bin="$(swift build -c release --show-bin-path)"
 Scripts/bench-plugins.sh "$out"

@@ -39,7 +39,22 @@ public enum RemoteControl {
             for command in (try? kernel.state.pendingCommands()) ?? [] {
                 // Claimed first: a command its client cancelled (or whose deadline passed) is never run.
                 guard (try? kernel.state.claimCommand(command.seq)) == true else { continue }
-                let (failed, result) = await run(command, on: kernel)
+                guard let queued = decode(command) else {
+                    try? kernel.state.finishCommand(command.seq, failed: true, result: "unreadable command \"\(command.op)\"")
+                    continue
+                }
+                // A command call runs beside the queue, in a task of its own that nothing waits for: a plugin's
+                // command may take long or never return, and must not hold an enable or disable queued behind it,
+                // nor the server's stop (plugin code cannot be cancelled; its outcome is written when it ends).
+                if case .call = queued.command {
+                    let seq = command.seq
+                    Task {
+                        let (failed, result) = await run(queued, on: kernel)
+                        try? kernel.state.finishCommand(seq, failed: failed, result: result)
+                    }
+                    continue
+                }
+                let (failed, result) = await run(queued, on: kernel)
                 // The live view first, so that the CLI that waits for this command reads the state it produced.
                 published = await publishLive(kernel, unlessEqualTo: published)
                 try? kernel.state.finishCommand(command.seq, failed: failed, result: result)
@@ -50,17 +65,20 @@ public enum RemoteControl {
 
     /// A queued command with the OS user of the CLI that queued it, for the audit trail (as that CLI reports it: any
     /// process that may write the state file may queue commands). A bare `KernelCommand` is read too.
-    struct Queued: Codable {
+    struct Queued: Codable, Sendable {
         var command: KernelCommand
         var user: String?
     }
 
-    static func run(_ stored: StateStore.Command, on kernel: Kernel) async -> (Bool, String) {
+    /// The command `stored` carries, nil when its body is not one.
+    static func decode(_ stored: StateStore.Command) -> Queued? {
         let body = Data(stored.body.utf8)
-        guard let queued = (try? JSONDecoder().decode(Queued.self, from: body))
-                ?? (try? JSONDecoder().decode(KernelCommand.self, from: body)).map({ Queued(command: $0) }) else {
-            return (true, "unreadable command \"\(stored.op)\"")
-        }
+        return (try? JSONDecoder().decode(Queued.self, from: body))
+            ?? (try? JSONDecoder().decode(KernelCommand.self, from: body)).map({ Queued(command: $0) })
+    }
+
+    /// Executes `queued` as the CLI's user; returns whether it failed and what goes back to the CLI.
+    static func run(_ queued: Queued, on kernel: Kernel) async -> (Bool, String) {
         do {
             let result = try await kernel.execute(queued.command, actor: "cli", principal: queued.user, origin: "local")
             // Only a command call's output goes back through the state file (never an admin token).

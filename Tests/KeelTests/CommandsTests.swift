@@ -153,6 +153,36 @@ struct CommandsTests {
         await kernel.shutdown()
     }
 
+    @Test("a command call queued by the CLI runs beside the server's queue: an enable queued after it is not held by it")
+    func queuedCallDoesNotHoldTheQueue() async throws {
+        let c = CommandsFixture()
+        try c.calc(tag: "slow")
+        try c.f.fixtureBundle("other", capabilities: ["routes"])
+        let kernel = try c.f.kernel()
+        await kernel.start()
+        try await kernel.enable("calc")
+        let server = Task { await RemoteControl.serve(kernel, token: nil, interval: .milliseconds(20)) }
+        let client = try StateStore(path: c.f.state)
+        // A call that takes 3 s, queued as the CLI queues it; then, once the server has taken it, an enable.
+        let body = String(decoding: try JSONEncoder().encode(RemoteCommand.call(plugin: "calc", command: "tag", arguments: ["3000"])),
+                          as: UTF8.self)
+        let call = try client.submitCommand(op: "call", pluginID: "calc", body: body, timeout: 120)
+        // Generous deadlines (a loaded machine delays the server's polls); only the order is asserted.
+        let deadline = ContinuousClock.now + .seconds(60)
+        while try client.command(call)?.state == "pending", ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(try client.command(call)?.state == "running")
+        try await RemoteControl.submit(.enable(id: "other", tenant: nil), state: client, timeout: .seconds(120))
+        #expect(try client.command(call)?.state == "running", "the enable was answered while the call still ran")
+        #expect(kernel.activePlugins.contains("other"))
+        while try client.command(call)?.state == "running", ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        let finished = try client.command(call)
+        #expect(finished?.state == "done")
+        #expect(finished?.result.contains("slow") == true, "\(finished?.result ?? "")")
+        server.cancel()
+        await server.value
+        await kernel.shutdown()
+    }
+
     @Test("a reload during a call finishes the call on the old generation; the next call reaches the new one")
     func reloadDuringCall() async throws {
         let c = CommandsFixture()
