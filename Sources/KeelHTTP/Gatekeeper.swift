@@ -15,7 +15,9 @@ import NIOCore
 ///
 /// The host's own credentials never reach plugin code: the request plugins see (hooks and handlers alike) has no
 /// `Authorization` header that carries the admin token, and no `keel_page` cookie. Thread-safe.
-struct Gatekeeper: Sendable {
+///
+/// A class: every request's closures capture it, and a reference is one retain where the struct's seven were.
+final class Gatekeeper: Sendable {
     let kernel: Kernel
     let token: AdminToken
     let pages: PageSessions
@@ -23,9 +25,20 @@ struct Gatekeeper: Sendable {
     let lanes: PluginLanes
     let log: @Sendable (LogRecord) -> Void
     /// Where denials are counted (nil: metrics off).
-    var metrics: ServerMetrics? = nil
+    let metrics: ServerMetrics?
     /// The plugins' health checks (nil: not run).
-    var health: HealthMonitor? = nil
+    let health: HealthMonitor?
+
+    init(kernel: Kernel, token: AdminToken, pages: PageSessions, lanes: PluginLanes, log: @escaping @Sendable (LogRecord) -> Void,
+         metrics: ServerMetrics? = nil, health: HealthMonitor? = nil) {
+        self.kernel = kernel
+        self.token = token
+        self.pages = pages
+        self.lanes = lanes
+        self.log = log
+        self.metrics = metrics
+        self.health = health
+    }
 
     /// Made once, not per request.
     static let requestIDHeader = HTTPField.Name("x-request-id")!
@@ -52,7 +65,7 @@ struct Gatekeeper: Sendable {
             seen.principal = Self.admin
             return Caller(principal: Self.admin, isAdmin: true, seen: seen)
         }
-        if let pluginID, let principal = tickets.lazy.compactMap({ pages.principal(ticket: $0, pluginID: pluginID) }).first {
+        if let pluginID, let principal = tickets.lazy.compactMap({ self.pages.principal(ticket: $0, pluginID: pluginID) }).first {
             seen.principal = principal
             return Caller(principal: principal, isAdmin: false, seen: seen)
         }

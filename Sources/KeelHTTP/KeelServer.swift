@@ -101,7 +101,6 @@ public struct KeelServer: Sendable {
         let log = kernel.logSink
         let lanes = PluginLanes(threads: configuration.pluginThreads, perLane: configuration.threadsPerPlugin,
                                 queueLimit: configuration.pluginQueueLimit, slowCall: configuration.slowPluginCall)
-        var gatekeeper = Gatekeeper(kernel: kernel, token: token, pages: PageSessions(), lanes: lanes, log: log)
         let metrics = configuration.metrics ? ServerMetrics(handlerBudget: kernel.configuration.budgets.handler) : nil
         if let metrics {
             kernel.metrics.attach { metrics.record($0) }
@@ -113,11 +112,11 @@ public struct KeelServer: Sendable {
                 kernel.state.observeCommits(nil)
             }
         }
-        gatekeeper.metrics = metrics
         let health = configuration.healthInterval.map {
             HealthMonitor(interval: $0, budget: configuration.healthBudget, pool: lanes.pool, metrics: metrics, log: log)
         }
-        gatekeeper.health = health
+        let gatekeeper = Gatekeeper(kernel: kernel, token: token, pages: PageSessions(), lanes: lanes, log: log,
+                                    metrics: metrics, health: health)
         let router = Router(context: KeelRequestContext.self)
         // Middleware applies to the routes added after it (and to "not found", where plugin paths land): plugin
         // dispatch goes first.
