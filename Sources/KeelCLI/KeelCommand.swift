@@ -157,6 +157,19 @@ struct GlobalOptions: ParsableArguments {
         return try StateStore(path: stateFile)
     }
 
+    /// For commands that only read (`plugins list`, `services list`, `audit`): fails when `--state` (or `$KEEL_STATE`)
+    /// names a SQLite file that does not exist in a folder that does not exist either, which is a typo far more often
+    /// than a new host, instead of creating both and showing an empty host. The default `.keel/state.db` is made as
+    /// before (a fresh checkout's first `keel plugins list`).
+    /// - Throws: `CLIError` naming the path.
+    func requireStateToRead() throws {
+        guard !PostgresURL.isPostgres(stateFile), stateFile != ".keel/state.db" else { return }
+        let fm = FileManager.default, folder = (stateFile as NSString).deletingLastPathComponent
+        guard !fm.fileExists(atPath: stateFile), !folder.isEmpty, !fm.fileExists(atPath: folder) else { return }
+        throw CLIError("\(stateFile): no state file here, and its folder \(folder) does not exist (check --state or " +
+                       "$KEEL_STATE; `keel plugins enable` or `keel serve` makes a new state)")
+    }
+
     /// The file this host's own files (lock, library copies) are named after: the state file itself, or, with a
     /// shared PostgreSQL state, one in `--host-dir`.
     var localStateFile: String {

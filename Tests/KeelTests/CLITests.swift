@@ -63,6 +63,23 @@ struct CLITests {
         #expect(inspect.stdout.isEmpty)
     }
 
+    @Test("a read-only command on a mistyped --state or --plugins says so and creates nothing")
+    func mistypedPaths() throws {
+        let root = TestEnvironment.makeTemporaryDirectory("typo")
+        let state = root + "/missing/state.db", plugins = root + "/no-plugins"
+        for command in [["plugins", "list"], ["audit"], ["services", "list"]] {
+            let result = try TestEnvironment.run(keel, command + ["--plugins", plugins, "--state", state])
+            #expect(result.status == 1, "\(command)")
+            #expect(result.stderr == "keel: error: \(state): no state file here, and its folder \(root)/missing does not exist " +
+                    "(check --state or $KEEL_STATE; `keel plugins enable` or `keel serve` makes a new state)\n", "\(command)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: root + "/missing"), "nothing was created")
+        // A state in an existing folder is a new host: listed, and the missing plugin folder named.
+        let fresh = try TestEnvironment.run(keel, ["plugins", "list", "--plugins", plugins, "--state", root + "/state.db"])
+        #expect(fresh.status == 0)
+        #expect(fresh.stdout == "no plugins found: the plugin folder \(plugins) does not exist (--plugins or $KEEL_PLUGINS_DIR)\n")
+    }
+
     @Test("inspect prints id, version, ABI and capabilities of a bundle and of a bare .so")
     func inspect() throws {
         let f = KernelFixture()

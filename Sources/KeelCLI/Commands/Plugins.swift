@@ -24,6 +24,7 @@ extension KeelCommand.Plugins {
 
         func run() async throws {
             try await reporting {
+                try options.requireStateToRead()
                 let plugins: [PluginInfo]
                 if options.runningServer != nil {
                     plugins = try RemoteControl.livePlugins(state: try options.openState())
@@ -34,6 +35,10 @@ extension KeelCommand.Plugins {
                     await kernel.shutdown()
                 }
                 if json { try printJSON(plugins); return }
+                if plugins.isEmpty, !FileManager.default.fileExists(atPath: options.pluginsDirectory) {
+                    print("no plugins found: the plugin folder \(options.pluginsDirectory) does not exist (--plugins or $KEEL_PLUGINS_DIR)")
+                    return
+                }
                 print(Self.render(plugins), terminator: "")
                 if options.runningServer == nil, plugins.contains(where: \.enabled) {
                     print("(no server runs on this state: nothing is loaded; routes and hooks show while `keel serve` runs)")

@@ -26,6 +26,7 @@ extension KeelCommand.Services {
 
         func run() async throws {
             try await reporting {
+                try options.requireStateToRead()
                 let services: [InterfaceInfo]
                 if options.runningServer != nil {
                     services = try RemoteControl.liveServices(state: try options.openState())
