@@ -52,6 +52,7 @@ final class EmbeddedKernel: Sendable {
         let ready = DispatchSemaphore(value: 0)
         var configuration = ServerConfiguration(host: host, port: port)
         configuration.stopsOnSignals = false
+        configuration.logsThroughKernel = true
         let http = KeelServer(kernel: kernel, token: AdminToken(state: kernel.state), configuration: configuration)
         let task = Task.detached {
             try await http.run { port in

@@ -45,6 +45,9 @@ public struct ServerConfiguration: Sendable {
     /// Whether SIGINT and SIGTERM stop the server gracefully (`keel serve`). An embedder that owns the process's
     /// signals sets it false and stops the server by cancelling the task that runs it.
     public var stopsOnSignals = true
+    /// Whether the HTTP server's own log lines (Hummingbird's: why a connection ended, a parse error) go to the
+    /// kernel's log sink as records, not to the process's swift-log backend: for an embedder whose log is a callback.
+    public var logsThroughKernel = false
 
     public init(host: String = "127.0.0.1", port: Int = ServerConfiguration.defaultPort, maxBodySize: Int = 1 << 20,
                 idleTimeout: Duration = .seconds(30), bodyTimeout: Duration = .seconds(30),
@@ -132,7 +135,10 @@ public struct KeelServer: Sendable {
         PageBridge.register(on: router)
         builtinRoutes(router)
         let responder = KeelResponder(router: router.buildResponder())
-        var logger = Logger(label: "keel.http")
+        let sink = kernel.logSink
+        var logger = configuration.logsThroughKernel
+            ? Logger(label: "keel.http") { label in StructuredLog.handler(label: label, sink: sink) }
+            : Logger(label: "keel.http")
         // KEEL_HTTP_LOG=debug|trace: why connections end (a debugging aid; the default logs warnings only).
         logger.logLevel = ProcessInfo.processInfo.environment["KEEL_HTTP_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
         let idle = configuration.idleTimeout.components

@@ -41,6 +41,12 @@ public enum StructuredLog {
         LoggingSystem.bootstrap { label in KeelLogHandler(label: label, format: format) }
     }
 
+    /// A swift-log handler that hands every message to `sink` as a `LogRecord` (metadata appended as `key=value`):
+    /// for the HTTP server's own lines where the process's log is a callback (an embedder's), not stderr.
+    static func handler(label: String, sink: @escaping @Sendable (LogRecord) -> Void) -> some LogHandler {
+        KernelSinkLogHandler(label: label, sink: sink)
+    }
+
     static func level(_ level: LogLevel) -> Logger.Level {
         switch level {
         case .debug: .debug
@@ -124,5 +130,32 @@ public struct KeelLogHandler: LogHandler {
             }
         }
         return out + "\""
+    }
+}
+
+/// Passes swift-log messages on to the kernel's log sink, as records of no plugin. Thread-safe (the sink is).
+struct KernelSinkLogHandler: LogHandler {
+    let label: String
+    let sink: @Sendable (LogRecord) -> Void
+    var logLevel: Logger.Level = .warning
+    var metadata: Logger.Metadata = [:]
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        var all = metadata
+        if let more = event.metadata { all.merge(more) { $1 } }
+        var message = "\(label): \(event.message)"
+        for (key, value) in all.sorted(by: { $0.key < $1.key }) { message += " \(key)=\(value)" }
+        let level: LogLevel = switch event.level {
+        case .trace, .debug: .debug
+        case .info, .notice: .info
+        case .warning: .warn
+        case .error, .critical: .error
+        }
+        sink(LogRecord(level: level, pluginID: nil, message: message))
     }
 }

@@ -73,12 +73,15 @@ struct EmbeddingCTests {
     @Test("bad input from C: NULL, made-up and closed handles, re-entry from a callback, bad requests; serve, commands, a host service")
     func badInput() throws {
         let check = try Self.build(TestEnvironment.fixtures + "/embed/embed_check.c", "embed_check")
-        let r = try TestEnvironment.run(check, [try Self.plugins()])
+        let r = try TestEnvironment.run(check, [try Self.plugins()], environment: ["KEEL_HTTP_LOG": "info"])
         let failed = r.stdout.split(separator: "\n").filter { !$0.hasPrefix("ok ") }
         #expect(r.status == 0 && failed.isEmpty, "\(failed.joined(separator: "\n"))\n\(r.stderr)")
         #expect(r.stdout.split(separator: "\n").count >= 40, "\(r.stdout)")
         // keel_close stops the server gracefully: no error lines from the HTTP server on stderr.
         #expect(!r.stderr.contains("Already closed") && !r.stderr.contains("CancellationError"), "\(r.stderr)")
+        // The HTTP server's own lines reach the log callback, not stderr (swift-log's default handler).
+        #expect(r.stderr.contains("http-log 1 keel.http: Server started and listening on 127.0.0.1:"), "\(r.stderr)")
+        #expect(!r.stderr.contains("info keel.http"), "\(r.stderr)")
     }
 
     @Test("under LeakSanitizer: no leak reported, whether the appliance closes its kernel or never does")

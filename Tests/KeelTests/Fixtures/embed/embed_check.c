@@ -31,8 +31,10 @@ static atomic_int log_reentry = 0;      /* what a keel_ call from inside the log
 static atomic_int log_lines = 0;
 
 static void on_log(void *ud, keel_log_level level, const char *plugin_id, const char *message) {
-    (void)ud; (void)level; (void)plugin_id; (void)message;
+    (void)ud; (void)plugin_id;
     atomic_fetch_add(&log_lines, 1);
+    /* The HTTP server's own lines come here too (KEEL_HTTP_LOG=info shows its start). */
+    if (message && strncmp(message, "keel.http: ", 11) == 0) fprintf(stderr, "http-log %d %s\n", (int)level, message);
     if (the_kernel && atomic_load(&log_reentry) == 0) atomic_store(&log_reentry, keel_disable(the_kernel, "hello", 0) + 1000);
 }
 
