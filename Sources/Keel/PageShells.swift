@@ -93,6 +93,13 @@ extension Kernel {
         if let missing = console.missingFile(bundleFolder: bundle.folder, manifestPath: bundle.manifestPath) {
             throw KernelError(.loadFailed, pluginID: manifest.id, reason: missing.description)
         }
+        // A host endpoint that changes something runs with the rights of whoever views the page: the operator grants
+        // that, as the other capabilities that act for every caller.
+        if let write = console.fetch.first(where: { $0.method != "GET" && $0.method != "HEAD" }), !context.grants.contains(.consoleWrite) {
+            throw KernelError(.loadFailed, pluginID: manifest.id,
+                              reason: "console.fetch: \(write) would change the host with the rights of whoever views the page; " +
+                                      "ask for console-write under capabilities: and grant it with `keel plugins grant \(manifest.id) console-write`")
+        }
         seed.console = console
         guard !console.pages.isEmpty else { return }
         let shells = PageShells(pluginID: manifest.id, pages: console.pages)

@@ -227,12 +227,15 @@ public enum Capability: String, Sendable, Hashable, CaseIterable, Comparable {
     case authorize
     /// Proxying to an upstream that is not on this machine (`proxy:` with a remote upstream). Sensitive.
     case proxyRemote = "proxy-remote"
+    /// Console pages whose `console.fetch` names a host endpoint that changes something (anything but GET and HEAD),
+    /// which then runs with the rights of whoever views the page. Sensitive.
+    case consoleWrite = "console-write"
 
     public static func < (lhs: Capability, rhs: Capability) -> Bool { lhs.rawValue < rhs.rawValue }
 
     /// Capabilities that see or decide every request: asking for them in plugin.yaml is not enough, the operator
     /// must grant them (`keel plugins grant ID CAPABILITY`).
-    public var isSensitive: Bool { self == .authenticate || self == .authorize || self == .proxyRemote }
+    public var isSensitive: Bool { self == .authenticate || self == .authorize || self == .proxyRemote || self == .consoleWrite }
 
     /// The capability string for serving a foreign prefix.
     public static func routePrefix(_ prefix: String) -> String { "route-prefix:" + prefix }

@@ -58,6 +58,45 @@ struct ConsoleManifestTests {
         #expect(text.hasPrefix("inv/plugin.yaml:") && text.contains(expected) && !text.contains("\n"), "\(text)")
     }
 
+    @Test("a console.fetch entry that changes something (not GET or HEAD) needs the operator's grant of console-write")
+    func writeNeedsGrant() async throws {
+        let f = KernelFixture()
+        func stage(capabilities: String) throws {
+            let bundle = try TestEnvironment.makeBundle(in: f.plugins, folder: "pg", manifest: """
+                id: pg
+                name: Pages
+                version: 1.0.0
+                abi: "1.0"
+                \(capabilities)
+                console:
+                  pages:
+                    - {path: items, title: Items, entry: assets/items.js}
+                  fetch: ["GET /api/v1/session", "POST /api/v1/plugins/pg/reload"]
+
+                """, library: nil)
+            try FileManager.default.createDirectory(atPath: bundle + "/assets", withIntermediateDirectories: true)
+            try "export {}\n".write(toFile: bundle + "/assets/items.js", atomically: true, encoding: .utf8)
+        }
+        try stage(capabilities: "")
+        // The host's defaults: only routes and menus are trusted without a grant.
+        let kernel = try Kernel(configuration: KernelConfiguration(pluginsDirectory: f.plugins, stateFile: f.state) { _ in })
+        await kernel.start()
+        let refusal = "console.fetch: POST /api/v1/plugins/pg/reload would change the host with the rights of whoever views " +
+            "the page; ask for console-write under capabilities: and grant it with `keel plugins grant pg console-write`"
+        await #expect(throws: KernelError.self) { try await kernel.enable("pg") }
+        #expect(try await kernel.plugin("pg").reason == refusal)
+        // Asked for but not granted: still refused; granted: the page and its list are served.
+        try stage(capabilities: "capabilities: [console-write]")
+        await kernel.rescan()
+        await #expect(throws: KernelError.self) { try await kernel.enable("pg") }
+        #expect(try await kernel.plugin("pg").reason == refusal)
+        try await kernel.setGrants("pg", grant: ["console-write"])
+        try await kernel.enable("pg")
+        #expect(kernel.registry.snapshot.plugins["pg"]?.console?.fetch.map(\.description)
+                == ["GET /api/v1/session", "POST /api/v1/plugins/pg/reload"])
+        await kernel.shutdown()
+    }
+
     @Test("entry and styles must exist inside the bundle's assets/ folder")
     func files() throws {
         let folder = TestEnvironment.makeTemporaryDirectory("console-files")
