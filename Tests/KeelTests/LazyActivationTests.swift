@@ -212,7 +212,7 @@ struct LazyServerTests {
     func firstRequestAndIdleTimeout() async throws {
         let f = KernelFixture()
         try f.fixtureBundle("lzweb", defines: ["UNLOAD_SAFE"], capabilities: ["routes", "menus"],
-                            extra: "activation: lazy\nidle-timeout: 5s\n")
+                            extra: "activation: lazy\nidle-timeout: 8s\n")
         let enabled = try Lazy.enable("lzweb", plugins: f.plugins, state: f.state)
         #expect(enabled.contains("lazy, idle until first used"), "\(enabled)")
         let list = try TestEnvironment.run(TestEnvironment.binPath + "/keel", ["plugins", "list", "--plugins", f.plugins, "--state", f.state])
@@ -224,12 +224,18 @@ struct LazyServerTests {
         #expect(try await Lazy.shown(server, "lzweb") == "enabled (idle)")
 
         var r = try await server.request("GET", "/ext/lzweb/ping")
+        let served = ContinuousClock.now
         #expect(r.status == 200 && r.text.hasPrefix("lzweb 1.0.0"), "the first request is served by the plugin: \(r.status) \(r.text)")
-        #expect(Lazy.mapped("lzweb", pid: pid))
-        #expect(try await Lazy.shown(server, "lzweb") == "enabled (active)")
+        let mapped = Lazy.mapped("lzweb", pid: pid), shown = try await Lazy.shown(server, "lzweb")
+        // Asserted only while its idle time-out cannot have passed: a machine loaded enough to take 8 s over the two
+        // looks has unloaded it again, as it should (the history below still shows the activation).
+        if ContinuousClock.now - served < .seconds(7) {
+            #expect(mapped)
+            #expect(shown == "enabled (active)")
+        }
 
-        // Unused for 5 s: deactivated (and, unload-safe, unmapped), idle again. (5 s, not less: on a busy machine the
-        // two checks above can take more than a second, and the plugin must still be active for them.)
+        // Unused for 8 s: deactivated (and, unload-safe, unmapped), idle again. (8 s, not less: on a busy machine the
+        // two checks above can take seconds, and the plugin must still be active for them.)
         let wentIdle = try await Lazy.eventually(30) { try await Lazy.shown(server, "lzweb") == "enabled (idle)" }
         #expect(wentIdle)
         #expect(!Lazy.mapped("lzweb", pid: pid), "its library is unmapped")
