@@ -43,6 +43,11 @@ public final class AccessControl: Sendable {
     }
 
     /// True when `pluginID` serves callers of `tenant`.
+    /// Whether `pluginID` is enabled for some tenants only (else it serves every tenant).
+    public func isTenantLimited(_ pluginID: String) -> Bool {
+        current.withLock { $0.pluginTenants[pluginID] != nil }
+    }
+
     public func isVisible(_ pluginID: String, tenant: String) -> Bool {
         guard let tenants = current.withLock({ $0.pluginTenants[pluginID] }) else { return true }
         return tenants.contains(tenant)

@@ -248,6 +248,30 @@ struct LazyServerTests {
         #expect(Array(outcomes.prefix(3)) == ["activated", "deactivated", "activated"], "\(outcomes)")
     }
 
+    @Test("a lazy plugin enabled for one tenant is woken only by a caller of that tenant: another's request loads none of its code")
+    func tenantBeforeWake() async throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("idp", defines: ["AUTH_MODE=3", "ROUTE_PATH=\"/me\""])
+        try f.fixtureBundle("lzt", capabilities: ["routes"], extra: "activation: lazy\n")
+        for args in [["tenants", "create", "acme"], ["roles", "create", "editor"], ["tenants", "add-member", "acme", "alice", "editor"],
+                     ["plugins", "grant", "idp", "authenticate"], ["plugins", "enable", "idp"], ["plugins", "enable", "lzt", "--tenant", "acme"]] {
+            let r = try TestEnvironment.run(TestEnvironment.binPath + "/keel", args + ["--plugins", f.plugins, "--state", f.state])
+            #expect(r.status == 0, "\(args): \(r.stderr)")
+        }
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch"])
+        defer { server.stop() }
+        let pid = server.process.processIdentifier
+        // Anonymous (the default tenant) and bob (in no tenant): 404, as for a plugin that does not exist, and nothing loaded.
+        #expect(try await server.request("GET", "/ext/lzt/ping").status == 404)
+        #expect(try await server.request("GET", "/ext/lzt/ping", headers: ["Authorization": "Bearer bob"]).status == 404)
+        #expect(!Lazy.mapped("lzt", pid: pid))
+        #expect(try await Lazy.shown(server, "lzt") == "enabled (idle)")
+        // alice is in acme: her request wakes it and is served by it.
+        let r = try await server.request("GET", "/ext/lzt/ping", headers: ["Authorization": "Bearer alice"])
+        #expect(r.status == 200 && r.text.hasPrefix("lzt 1.0.0"), "\(r.status) \(r.text)")
+        #expect(Lazy.mapped("lzt", pid: pid))
+    }
+
     @Test("keel serve --lazy-idle-timeout unloads a lazy plugin whose manifest sets no idle-timeout")
     func operatorIdleTimeout() async throws {
         let f = KernelFixture()
