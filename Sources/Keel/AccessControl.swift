@@ -42,12 +42,12 @@ public final class AccessControl: Sendable {
         declared.withLock { $0[pluginID] = manifest.map { Set($0.permissions.map(\.key)) } }
     }
 
-    /// True when `pluginID` serves callers of `tenant`.
     /// Whether `pluginID` is enabled for some tenants only (else it serves every tenant).
     public func isTenantLimited(_ pluginID: String) -> Bool {
         current.withLock { $0.pluginTenants[pluginID] != nil }
     }
 
+    /// True when `pluginID` serves callers of `tenant`.
     public func isVisible(_ pluginID: String, tenant: String) -> Bool {
         guard let tenants = current.withLock({ $0.pluginTenants[pluginID] }) else { return true }
         return tenants.contains(tenant)
