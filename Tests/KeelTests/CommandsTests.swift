@@ -163,21 +163,23 @@ struct CommandsTests {
         try await kernel.enable("calc")
         let server = Task { await RemoteControl.serve(kernel, token: nil, interval: .milliseconds(20)) }
         let client = try StateStore(path: c.f.state)
-        // A call that takes 3 s, queued as the CLI queues it; then, once the server has taken it, an enable.
-        let body = String(decoding: try JSONEncoder().encode(RemoteCommand.call(plugin: "calc", command: "tag", arguments: ["3000"])),
+        // A call that takes 10 s, queued as the CLI queues it; then, once the server has taken it, an enable.
+        let body = String(decoding: try JSONEncoder().encode(RemoteCommand.call(plugin: "calc", command: "tag", arguments: ["10000"])),
                           as: UTF8.self)
         let call = try client.submitCommand(op: "call", pluginID: "calc", body: body, timeout: 120)
-        // Generous deadlines (a loaded machine delays the server's polls); only the order is asserted.
-        let deadline = ContinuousClock.now + .seconds(60)
+        // Generous deadlines (a loaded machine delays the server's polls); only the order is asserted, read from the
+        // audit trail, whose rows are written as each command finishes.
+        let deadline = ContinuousClock.now + .seconds(120)
         while try client.command(call)?.state == "pending", ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
-        #expect(try client.command(call)?.state == "running")
         try await RemoteControl.submit(.enable(id: "other", tenant: nil), state: client, timeout: .seconds(120))
-        #expect(try client.command(call)?.state == "running", "the enable was answered while the call still ran")
         #expect(kernel.activePlugins.contains("other"))
         while try client.command(call)?.state == "running", ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
         let finished = try client.command(call)
         #expect(finished?.state == "done")
         #expect(finished?.result.contains("slow") == true, "\(finished?.result ?? "")")
+        let rows = try client.audit(since: nil, limit: 50).map { "\($0.command) \($0.target) \($0.outcome)" }
+        let enabled = rows.firstIndex(of: "enable other ok"), called = rows.firstIndex(of: "call calc.tag ok")
+        #expect(enabled != nil && called != nil && enabled! < called!, "the queued enable waited for the command call: \(rows)")
         server.cancel()
         await server.value
         await kernel.shutdown()
