@@ -129,14 +129,21 @@ struct CommandsTests {
         await kernel.shutdown()
     }
 
-    @Test("a command call through Kernel.execute (the CLI's, or queued to a server) runs off the kernel's thread: a lifecycle change made meanwhile does not wait for it")
-    func callOffTheKernelsThread() async throws {
+    /// A started kernel with `calc` (tag "slow": its `tag` command sleeps as long as asked) enabled, and `other`
+    /// staged, for the tests of lifecycle changes made while a command call runs.
+    static func slowCalcAndOther() async throws -> (CommandsFixture, Kernel) {
         let c = CommandsFixture()
         try c.calc(tag: "slow")
         try c.f.fixtureBundle("other", capabilities: ["routes"])
         let kernel = try c.f.kernel()
         await kernel.start()
         try await kernel.enable("calc")
+        return (c, kernel)
+    }
+
+    @Test("a command call through Kernel.execute (the CLI's, or queued to a server) runs off the kernel's thread: a lifecycle change made meanwhile does not wait for it")
+    func callOffTheKernelsThread() async throws {
+        let (c, kernel) = try await Self.slowCalcAndOther()
         let order = Mutex<[String]>([])
         let slow = Task.detached {
             let result = try await kernel.execute(.call(plugin: "calc", command: "tag", arguments: ["1500"]), actor: "cli")
@@ -155,12 +162,7 @@ struct CommandsTests {
 
     @Test("a command call queued by the CLI runs beside the server's queue: an enable queued after it is not held by it")
     func queuedCallDoesNotHoldTheQueue() async throws {
-        let c = CommandsFixture()
-        try c.calc(tag: "slow")
-        try c.f.fixtureBundle("other", capabilities: ["routes"])
-        let kernel = try c.f.kernel()
-        await kernel.start()
-        try await kernel.enable("calc")
+        let (c, kernel) = try await Self.slowCalcAndOther()
         let server = Task { await RemoteControl.serve(kernel, token: nil, interval: .milliseconds(20)) }
         let client = try StateStore(path: c.f.state)
         // A call that takes 10 s, queued as the CLI queues it; then, once the server has taken it, an enable.
