@@ -80,8 +80,12 @@ extension Kernel {
     }
 
     /// Grants (or revokes) capabilities to a plugin, persisted at once; an active plugin is reloaded so the change
-    /// takes effect (a revoke that its code cannot live with leaves the old generation serving, as any failed reload).
-    /// - Throws: `KernelError` for an unknown plugin or capability, or one the plugin does not ask for.
+    /// takes effect. A grant whose reload fails leaves the old generation serving, as any failed reload; a revoke
+    /// never does (the old generation holds the right the operator took back): the plugin, and those that depend on
+    /// it, are taken down and recorded failed with the reason, and stay enabled, so `enable` after a new grant or a
+    /// fixed bundle brings them back.
+    /// - Throws: `KernelError` for an unknown plugin or capability, or one the plugin does not ask for, or a reload
+    ///   that failed (the grants are stored all the same).
     public func setGrants(_ id: String, grant: [String] = [], revoke: [String] = []) throws(KernelError) {
         if bundles[id] == nil { rescan() }
         guard let manifest = bundles[id]?.manifest else {
@@ -108,6 +112,11 @@ extension Kernel {
         do { try state.setGrants(id, grant: grant, revoke: revoke) } catch {
             throw KernelError(.state, pluginID: id, reason: error.description)
         }
-        if active[id] != nil { try reload(id) }
+        guard active[id] != nil else { return }
+        do { try reload(id) } catch where !revoke.isEmpty {
+            let reason = "revoked \(revoke.joined(separator: ", ")) and it cannot run without: \(error.reason)"
+            takeDown(id, wanted: true, reason: reason, dependentsReason: "had a capability revoked and was stopped")
+            throw KernelError(error.code, pluginID: id, reason: reason)
+        }
     }
 }

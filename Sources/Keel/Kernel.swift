@@ -226,13 +226,19 @@ public actor Kernel {
     /// A plugin whose calls keep failing is taken down and recorded failed (and not wanted) with the reason.
     func disableMisbehaving(_ id: String, reason: String) {
         guard active[id] != nil else { return }
+        takeDown(id, wanted: false, reason: "disabled automatically: \(reason)", dependentsReason: "was disabled automatically")
+    }
+
+    /// Deactivates an active plugin the host will not let run, with the plugins that depend on it, and records them
+    /// failed with the reason (`wanted`: whether it stays enabled, so that `enable` after a fix brings it back).
+    func takeDown(_ id: String, wanted: Bool, reason: String, dependentsReason: String) {
         for (other, needs) in dependents(of: id).reversed() {
             deactivate(other)
-            try? state.setStatus(other, .failed, reason: "its dependency (\(needs)) was disabled automatically")
+            try? state.setStatus(other, .failed, reason: "its dependency (\(needs)) \(dependentsReason)")
         }
         deactivate(id)
-        try? state.setEnabled(id, false, status: .failed, reason: "disabled automatically: \(reason)")
-        log(.error, id, "disabled automatically: \(reason)")
+        try? state.setEnabled(id, wanted, status: .failed, reason: reason)
+        log(.error, id, reason)
         noteChanged()
     }
 

@@ -58,7 +58,7 @@ struct ConsoleManifestTests {
         #expect(text.hasPrefix("inv/plugin.yaml:") && text.contains(expected) && !text.contains("\n"), "\(text)")
     }
 
-    @Test("a console.fetch entry that changes something (not GET or HEAD) needs the operator's grant of console-write")
+    @Test("a console.fetch entry that changes something (not GET or HEAD) needs the operator's grant of console-write; revoking it stops the plugin")
     func writeNeedsGrant() async throws {
         let f = KernelFixture()
         func stage(capabilities: String) throws {
@@ -94,6 +94,17 @@ struct ConsoleManifestTests {
         try await kernel.enable("pg")
         #expect(kernel.registry.snapshot.plugins["pg"]?.console?.fetch.map(\.description)
                 == ["GET /api/v1/session", "POST /api/v1/plugins/pg/reload"])
+        // Revoked while it runs: its new generation is refused, and the old one must not keep the right: the plugin
+        // stops, recorded failed and still wanted; a new grant and `enable` bring it back.
+        await #expect(throws: KernelError.self) { try await kernel.setGrants("pg", revoke: ["console-write"]) }
+        #expect(kernel.registry.snapshot.plugins["pg"] == nil)
+        let stopped = try await kernel.plugin("pg")
+        #expect(stopped.status == .failed && stopped.enabled)
+        #expect(stopped.reason == "revoked console-write and it cannot run without: " + refusal)
+        try await kernel.setGrants("pg", grant: ["console-write"])
+        try await kernel.enable("pg")
+        #expect(kernel.registry.snapshot.plugins["pg"] != nil)
+        #expect(try await kernel.plugin("pg").status == .enabled)
         await kernel.shutdown()
     }
 
