@@ -53,6 +53,14 @@ public final class AccessControl: Sendable {
         return tenants.contains(tenant)
     }
 
+    /// Which plugins serve `tenant` ("" for work done for no tenant, which only plugins enabled for every tenant
+    /// serve), as a filter on plugin ids; nil when every plugin serves every tenant (nothing to filter).
+    public func servingFilter(tenant: String) -> (@Sendable (String) -> Bool)? {
+        let limited = current.withLock { $0.pluginTenants }
+        guard !limited.isEmpty else { return nil }
+        return { id in limited[id].map { $0.contains(tenant) } ?? true }
+    }
+
     /// Fills in the tenant and the bound roles of an authenticated caller.
     public func enrich(_ p: Principal) -> Principal {
         if p.isAnonymous { return Principal(id: "", tenant: Principal.defaultTenant, authenticatedBy: p.authenticatedBy) }

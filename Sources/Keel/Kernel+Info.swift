@@ -50,11 +50,11 @@ extension Kernel {
                 signature: signature(record.id, bundle: bundle),
                 provides: (m?.provides ?? []).map { p in
                     let scopes = snapshot.services.scopes(p.interface).filter {
-                        snapshot.services.resolve(p.interface, tenant: $0)?.providerID == record.id
+                        snapshot.services.resolve(p.interface, tenant: $0, serving: access.servingFilter(tenant: $0))?.providerID == record.id
                     }
                     // A kernel that starts idle does not know who serves: the providers it left idle are not in
                     // its registry (the server decides when it runs).
-                    let serving = configuration.startsIdle ? [] : scopes.map { $0.isEmpty ? "host-wide (\(snapshot.services.resolution(p.interface, tenant: "")?.reason.rawValue ?? ""))" : "tenant \($0)" }
+                    let serving = configuration.startsIdle ? [] : scopes.map { $0.isEmpty ? "host-wide (\(snapshot.services.resolution(p.interface, tenant: "", serving: access.servingFilter(tenant: ""))?.reason.rawValue ?? ""))" : "tenant \($0)" }
                     return "\(p.interface) \(p.version) ranking \(p.ranking)" + (serving.isEmpty ? "" : ", serving " + serving.joined(separator: ", "))
                 },
                 consumes: (m?.consumes ?? []).map { "\($0.interface) \($0.versions) \($0.optional ? "optional" : "required")" },

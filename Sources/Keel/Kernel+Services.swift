@@ -69,8 +69,9 @@ extension Kernel {
         let interfaces = Set(after.providers.keys).union(before.providers.keys)
         for interface in interfaces.sorted() {
             for tenant in Set(after.scopes(interface) + before.scopes(interface)).sorted() {
-                let old = before.resolve(interface, tenant: tenant)
-                let now = after.resolution(interface, tenant: tenant)
+                let serving = access.servingFilter(tenant: tenant)
+                let old = before.resolve(interface, tenant: tenant, serving: serving)
+                let now = after.resolution(interface, tenant: tenant, serving: serving)
                 guard old !== now?.provision else { continue }
                 let scope = tenant.isEmpty ? "" : " for tenant \(tenant)"
                 // Out-ranked while still enabled (not replaced because it went away).
@@ -197,7 +198,7 @@ extension Kernel {
             }
             let scopes = directory.scopes(interface)
             let serving = scopes.map { tenant -> InterfaceInfo.Serving in
-                let r = directory.resolution(interface, tenant: tenant)
+                let r = directory.resolution(interface, tenant: tenant, serving: access.servingFilter(tenant: tenant))
                 return .init(tenant: tenant, choice: directory.selections[tenant]?[interface], provider: r?.provision.providerID,
                              reason: r?.reason.rawValue ?? "no provider enabled")
             }

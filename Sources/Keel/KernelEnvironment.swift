@@ -53,11 +53,14 @@ final class KernelEnvironment: PluginEnvironment {
         misbehaviour.withLock { $0 }?(plugin, reason)
     }
 
+    /// The provider serving `interface` for `tenant`: only a plugin that serves that tenant (a provider enabled for
+    /// some tenants only never serves another tenant's acquire, nor one made for no tenant).
     func resolveService(_ interface: InterfaceID, tenant: String) -> ServiceProvision? {
-        if let provision = registry.resolveService(interface, tenant: tenant) { return provision }
+        let serving = access.withLock { $0 }?.servingFilter(tenant: tenant)
+        if let provision = registry.resolveService(interface, tenant: tenant, serving: serving) { return provision }
         // No provider active: an idle lazy one is woken (acquires come from plugin code on a lane thread).
         guard wake(.interface(interface)) == nil else { return nil }
-        return registry.resolveService(interface, tenant: tenant)
+        return registry.resolveService(interface, tenant: tenant, serving: serving)
     }
 
     /// Something an idle lazy plugin is woken for.

@@ -31,13 +31,20 @@ public struct ServiceDirectory: Sendable {
     }
 
     /// The provider serving `interface` for `tenant` ("" host-wide), or nil when none is enabled.
-    public func resolve(_ interface: InterfaceID, tenant: String) -> ServiceProvision? {
-        resolution(interface, tenant: tenant)?.provision
+    /// - Parameter serving: which providers serve that tenant (nil: all; see `resolution`).
+    public func resolve(_ interface: InterfaceID, tenant: String, serving: ((String) -> Bool)? = nil) -> ServiceProvision? {
+        resolution(interface, tenant: tenant, serving: serving)?.provision
     }
 
     /// The provider serving `interface` for `tenant`, and why.
-    public func resolution(_ interface: InterfaceID, tenant: String) -> (provision: ServiceProvision, reason: Reason)? {
-        guard let candidates = providers[interface], let first = candidates.first else { return nil }
+    /// - Parameter serving: given a provider's plugin id, whether that plugin serves `tenant` (a plugin enabled for
+    ///   some tenants only does not serve the others, nor an acquire made for no tenant); nil when every plugin
+    ///   serves every tenant. The others are not candidates, chosen or not.
+    public func resolution(_ interface: InterfaceID, tenant: String,
+                           serving: ((String) -> Bool)? = nil) -> (provision: ServiceProvision, reason: Reason)? {
+        guard var candidates = providers[interface] else { return nil }
+        if let serving { candidates.removeAll { !serving($0.providerID) } }
+        guard let first = candidates.first else { return nil }
         if !tenant.isEmpty, let chosen = selections[tenant]?[interface],
            let p = candidates.first(where: { $0.providerID == chosen }) { return (p, .tenantChoice) }
         if let chosen = selections[""]?[interface], let p = candidates.first(where: { $0.providerID == chosen }) {
@@ -95,9 +102,9 @@ extension PluginRegistry {
     }
 
     /// The provider serving `interface` for `tenant`, looked up under the lock without copying the snapshot: the
-    /// path every `acquire` takes. [thread-safe]
-    public func resolveService(_ interface: InterfaceID, tenant: String) -> ServiceProvision? {
-        read { $0.services.resolve(interface, tenant: tenant) }
+    /// path every `acquire` takes (`serving`: see `ServiceDirectory.resolution`). [thread-safe]
+    public func resolveService(_ interface: InterfaceID, tenant: String, serving: ((String) -> Bool)? = nil) -> ServiceProvision? {
+        read { $0.services.resolve(interface, tenant: tenant, serving: serving) }
     }
 }
 

@@ -97,6 +97,32 @@ struct ServicesTests {
         await again.shutdown()
     }
 
+    @Test("a provider enabled for some tenants only serves those tenants' acquires, never another tenant's nor one made for no tenant")
+    func tenantLimitedProvider() async throws {
+        let s = ServicesFixture()
+        try s.provider("alpha", tag: "A", ranking: 5)
+        try s.provider("beta", tag: "B", ranking: 10)
+        try s.consumer("user")
+        let kernel = try s.kernel()
+        await kernel.start()
+        try await kernel.execute(.createTenant(name: "acme"))
+        try await kernel.execute(.enable(id: "beta", tenant: "acme"))
+        try await kernel.enable("user")
+        // beta ranks higher but is acme's only: every other caller gets no provider at all.
+        #expect(call(kernel, "/ext/user/call", query: "x", tenant: "acme").text.contains("provider=beta"))
+        #expect(call(kernel, "/ext/user/call", query: "x") == (503, "status=\(StatusCode.notFound)"), "the default tenant's acquire finds none")
+        #expect(call(kernel, "/ext/user/call", query: "x", tenant: "") == (503, "status=\(StatusCode.notFound)"), "nor does one for no tenant")
+        // With a provider for everyone, the others get it, and the operator's host-wide choice of beta does not reach them.
+        try await kernel.enable("alpha")
+        #expect(call(kernel, "/ext/user/call", query: "x").text.contains("provider=alpha"))
+        #expect(call(kernel, "/ext/user/call", query: "x", tenant: "acme").text.contains("provider=beta"))
+        try await kernel.execute(.useProvider(interface: "test.echo/1", plugin: "beta", tenant: nil))
+        #expect(call(kernel, "/ext/user/call", query: "x").text.contains("provider=alpha"))
+        let info = try #require(await kernel.services().first { $0.interface == "test.echo/1" })
+        #expect(info.serving.first?.provider == "alpha", "host-wide, beta does not serve")
+        await kernel.shutdown()
+    }
+
     @Test("a required interface without a provider keeps the consumer down, naming it; an optional one activates and hears when a provider comes")
     func requiredAndOptional() async throws {
         let s = ServicesFixture()
