@@ -24,7 +24,7 @@ struct PluginDispatcher: Sendable {
         var snapshot = gatekeeper.kernel.registry.snapshot
         guard var match = snapshot.route(method: method, path: path) else {
             // The first request of an idle lazy plugin activates it and is then served by it.
-            if try await wakeIdlePlugin(path, for: request) { return try await respond(to: request, context: context) }
+            if try await gatekeeper.wakeIdlePlugin(path, for: request) { return try await respond(to: request, context: context) }
             // No route: a prefix the plugin proxies, looked up only now so that routed requests pay nothing for it.
             guard let proxied = snapshot.proxy(for: path) else { throw APIError.notFound }
             if WebSocketProxy.isHandshake(request.headers) {
@@ -115,7 +115,7 @@ struct PluginDispatcher: Sendable {
                 snapshot = gatekeeper.kernel.registry.snapshot
                 guard let next = snapshot.route(method: method, path: path) else {
                     // Its generation went idle (idle-timeout) as this request reached it: wake it again.
-                    if try await wakeIdlePlugin(path, for: nil) { continue }
+                    if try await gatekeeper.wakeIdlePlugin(path, for: nil) { continue }
                     throw APIError.notFound
                 }
                 match = next

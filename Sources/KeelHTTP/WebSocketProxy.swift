@@ -71,7 +71,17 @@ final class WebSocketProxy: Sendable {
         }
         canonicalHead.path = path + (raw.uri.query.map { "?" + $0 } ?? "")
         let request = Request(head: canonicalHead, body: RequestBody(buffer: ByteBuffer()))
-        let snapshot = proxy.gatekeeper.kernel.registry.snapshot
+        var snapshot = proxy.gatekeeper.kernel.registry.snapshot
+        if snapshot.route(method: request.method.rawValue, path: path) == nil, snapshot.proxy(for: path) == nil {
+            // The first request of an idle lazy plugin wakes it, a handshake as any other.
+            do {
+                if try await proxy.gatekeeper.wakeIdlePlugin(path, for: request) { snapshot = proxy.gatekeeper.kernel.registry.snapshot }
+            } catch let error as APIError {
+                return refuse(error)
+            } catch {
+                return refuse(APIError.forbidden)
+            }
+        }
         guard snapshot.route(method: request.method.rawValue, path: path) == nil, let proxied = snapshot.proxy(for: path) else {
             return refuse(APIError.notFound)
         }

@@ -70,6 +70,31 @@ struct ProxyWebSocketTests {
         return (r.head, String(decoding: r.body, as: UTF8.self))
     }
 
+    @Test("a WebSocket handshake as the first request wakes the idle lazy plugin proxying its path")
+    func wakesLazyPlugin() async throws {
+        let upstream = try Upstream(script: "ws_echo.py")
+        defer { upstream.stop() }
+        // A plugin with code (a manifest-only bundle loads none, so it cannot be lazy) that also proxies /app.
+        let f = KernelFixture()
+        try f.fixtureBundle("ws", capabilities: ["routes"], extra: """
+            activation: lazy
+            proxy:
+              - {prefix: /app, upstream: "http://127.0.0.1:\(upstream.port)/base"}
+
+            """)
+        #expect(try TestEnvironment.run(TestEnvironment.binPath + "/keel", ["plugins", "enable", "ws", "--plugins", f.plugins, "--state", f.state]).status == 0)
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch"])
+        defer { server.stop() }
+        #expect(try await Lazy.shown(server, "ws") == "enabled (idle)")
+        let seen = try await Self.session(server, "/ext/ws/app/first") { frames, out in
+            try await out.write(.text("hi"))
+            return [String(buffer: try #require(try await frames.next()).data)]
+        }
+        #expect(seen.greeting["path"] as? String == "/base/first")
+        #expect(seen.echoes == ["hi"])
+        #expect(try await Lazy.shown(server, "ws") == "enabled (active)")
+    }
+
     @Test("frames both ways with the caller's identity and forged X-Keel-* headers dropped; a client close reaches the app with its code; the app's close reaches the client")
     func relay() async throws {
         let upstream = try Upstream(script: "ws_echo.py")

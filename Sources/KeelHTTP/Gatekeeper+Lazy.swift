@@ -3,9 +3,11 @@
 import Hummingbird
 import Keel
 
-extension PluginDispatcher {
-    /// Activates the idle lazy plugin whose prefix `/ext/<id>/` the (canonical) `path` is under, through the kernel:
-    /// serialised with every other lifecycle change, so concurrent first requests wait for one activation. Any caller
+extension Gatekeeper {
+    /// Activates the idle lazy plugin whose prefix `/ext/<id>/` the (canonical) `path` is under, whatever it asks for
+    /// (a route, a static file, a proxied prefix, a WebSocket handshake: an idle plugin's registrations are not known),
+    /// through the kernel: serialised with every other lifecycle change, so concurrent first requests wait for one
+    /// activation. Used by the dispatcher and by the WebSocket proxy's handshake. Any caller
     /// the plugin would serve may trigger it, authenticated or not: it is what the plugin's first route would need
     /// anyway, and a plugin whose activation failed is not idle any more, so it is tried once per enable. A plugin
     /// enabled for some tenants only is woken only for a caller in one of them (`request`'s caller, identified through
@@ -18,11 +20,11 @@ extension PluginDispatcher {
     func wakeIdlePlugin(_ path: String, for request: Request?) async throws -> Bool {
         guard path.hasPrefix("/ext/") else { return false }
         let id = String(path.dropFirst(5).prefix { $0 != "/" })
-        let kernel = gatekeeper.kernel
+        let kernel = self.kernel
         guard !id.isEmpty, kernel.isIdle(id) else { return false }
         if let request, kernel.access.isTenantLimited(id), !path.hasPrefix("/ext/\(id)/assets/") {
-            let gatekeeper = self.gatekeeper, snapshot = kernel.registry.snapshot
-            let caller = try await gatekeeper.lanes.run(id) { try gatekeeper.identify(request, snapshot: snapshot, pluginID: id) }
+            let gatekeeper = self, snapshot = kernel.registry.snapshot
+            let caller = try await lanes.run(id) { try gatekeeper.identify(request, snapshot: snapshot, pluginID: id) }
             guard kernel.access.isVisible(id, tenant: caller.principal.tenant) else { return false }
         }
         do { try await kernel.wake(id) } catch {
