@@ -24,13 +24,30 @@ extension Kernel {
         // A command call runs the plugin's code on a thread of its own, not the kernel's: a slow command would hold
         // every lifecycle change and lazy wake behind it. The kernel is free meanwhile (a call that finds its plugin
         // idle wakes it through the kernel, as a request does).
+        // Installs and upgrades likewise download, verify and probe off the kernel's thread (one such change at a
+        // time; see Kernel+Install.swift).
         var called: Result<CommandResult, KernelError>?
-        if case let .call(plugin, name, arguments) = command {
+        switch command {
+        case let .call(plugin, name, arguments):
             called = await Self.offKernel { [self] in
                 call(plugin, name, arguments: arguments.map(CommandArgument.text), as: Kernel.operatorPrincipal)
                     .map { CommandResult(output: $0.json) }
                     .mapError { KernelError(.command, pluginID: plugin, reason: $0.message) }
             }
+        case let .install(id, version, allowUnsigned):
+            do throws(KernelError) {
+                called = .success(CommandResult(installed: try await install(id, version: version, store: extensions,
+                                                                             allowUnsigned: allowUnsigned)))
+            } catch { called = .failure(error) }
+        case let .upgrade(id, version, allowUnsigned):
+            do throws(KernelError) {
+                try await upgrade(id, to: version, store: extensions, allowUnsigned: allowUnsigned)
+                called = .success(CommandResult())
+            } catch { called = .failure(error) }
+        case .uninstall:
+            // Not while an install or upgrade is on its way (it would refuse: see `uninstall`).
+            await waitForExtensionChanges()
+        default: break
         }
         let (outcome, failure, said) = state.settling { () -> (Result<CommandResult, KernelError>, String?, String) in
             let outcome: Result<CommandResult, KernelError>
@@ -80,9 +97,6 @@ extension Kernel {
         case let .grants(id, grant, revoke): try setGrants(id, grant: grant, revoke: revoke)
         case let .config(id, yaml, file): try setConfig(id, yaml: yaml, file: file ?? "configuration of \(id)")
         case let .isolation(id, mode): try setIsolation(id, mode)
-        case let .install(id, version, allowUnsigned):
-            return CommandResult(installed: try install(id, version: version, store: extensions, allowUnsigned: allowUnsigned))
-        case let .upgrade(id, version, allowUnsigned): try upgrade(id, to: version, store: extensions, allowUnsigned: allowUnsigned)
         case let .uninstall(id, cascade, keepData): try uninstall(id, cascade: cascade, keepData: keepData)
         case let .createTenant(name): try createTenant(name)
         case let .deleteTenant(name, cascade): try deleteTenant(name, cascade: cascade)
@@ -99,9 +113,9 @@ extension Kernel {
         case let .removeRepository(name): try stored { () throws(StateError) in try state.removeRepository(name) }
         case let .trustKey(name, publicKey): try stored { () throws(StateError) in try state.trustKey(name: name, publicKey: publicKey) }
         case let .useProvider(interface, plugin, tenant): try useProvider(interface, plugin: plugin, tenant: tenant)
-        case let .call(plugin, _, _):
+        case .call, .install, .upgrade:
             // Run by `execute` before this, off the kernel's thread.
-            throw KernelError(.command, pluginID: plugin, reason: "internal error: a command call reached the kernel's thread")
+            throw KernelError(.command, pluginID: command.pluginID, reason: "internal error: \(command.name) reached the kernel's thread")
         case .resetAdminToken:
             do { return CommandResult(adminToken: try AdminToken(state: state, environment: [:]).reset()) } catch {
                 throw KernelError(.state, reason: error.description)

@@ -10,8 +10,12 @@ extension Kernel {
     /// bundle folders are swapped and an active plugin is reloaded. If the new version fails to load or activate, the
     /// old folder is put back and the old version keeps running (rollback), and the reason is stored as
     /// `upgrade-failed`. Enabled state, grants, tenants and history are keyed by id and survive.
+    /// The download, its checks and the probe run off the kernel's thread: other lifecycle changes, lazy wakes and
+    /// command calls go on meanwhile (the swap is done on the kernel, with the bundle checked again first).
     /// - Throws: `KernelError` naming the plugin and the reason.
-    public func upgrade(_ id: String, to version: String? = nil, store: ExtensionStore, allowUnsigned: Bool = false) throws(KernelError) {
+    public func upgrade(_ id: String, to version: String? = nil, store: ExtensionStore, allowUnsigned: Bool = false) async throws(KernelError) {
+        await beginExtensionChange(id)
+        defer { endExtensionChange() }
         rescan()
         let bundle = try installedBundle(id)
         guard let current = bundle.manifest else { throw KernelError(.bundle, pluginID: id, reason: "\"\(id)\" has no usable manifest") }
@@ -28,7 +32,6 @@ extension Kernel {
         let target = bundle.folder
         let work = configuration.pluginsDirectory + "/.upgrading-\(id)-\(getpid())"
         let previous = configuration.pluginsDirectory + "/.previous-\((target as NSString).lastPathComponent)-\(getpid())"
-        let wasActive = active[id] != nil
         let before = (try? state.plugin(id))?.status ?? .installed
         try? state.setStatus(id, .upgrading)
         func fail(_ reason: String) -> KernelError {
@@ -38,14 +41,22 @@ extension Kernel {
             return KernelError(.loadFailed, pluginID: id, reason: "upgrade of \"\(id)\" to \(next) failed, \(current.version) kept: \(reason)")
         }
         try? FileManager.default.removeItem(atPath: work)
-        let manifest: Manifest
-        do { manifest = try store.fetchVerified(offer, into: work, allowUnsigned: allowUnsigned) } catch { throw fail("\(error)") }
-        if let probe = configuration.probe, let library = manifest.library {
-            if case let .failed(reason) = probe.run(library: work + "/" + library, manifestPath: work + "/" + ManifestLoader.fileName,
-                                                     shownPath: target + "/" + library) {
-                throw fail(reason)
+        let probe = configuration.probe
+        let fetched = await Self.offKernel { () -> (Manifest?, String?) in
+            let manifest: Manifest
+            do { manifest = try store.fetchVerified(offer, into: work, allowUnsigned: allowUnsigned) } catch { return (nil, "\(error)") }
+            if let probe, let library = manifest.library,
+               case let .failed(reason) = probe.run(library: work + "/" + library, manifestPath: work + "/" + ManifestLoader.fileName,
+                                                    shownPath: target + "/" + library) {
+                return (nil, reason)
             }
+            return (manifest, nil)
         }
+        guard let manifest = fetched.0 else { throw fail(fetched.1 ?? "the new version could not be fetched") }
+        // The kernel went on meanwhile: the swap goes to the folder that declares the plugin now, or not at all.
+        rescan()
+        guard (try? installedBundle(id))?.folder == target else { throw fail("its bundle folder changed while the new version was fetched") }
+        let wasActive = active[id] != nil
         // Swap the folders; put the old one back if the new version does not come up.
         try? FileManager.default.removeItem(atPath: previous)
         guard rename(target, previous) == 0 else { throw fail("cannot move the old bundle aside: \(String(cString: strerror(errno)))") }
@@ -126,12 +137,36 @@ extension Kernel {
     }
 
     /// Installs `id` (and the dependencies it is missing) from the repositories. Returns what was installed, in order.
+    /// The downloads, their checks and the moves into the plugin folder run on a thread of their own: other lifecycle
+    /// changes, lazy wakes and command calls go on meanwhile. One install or upgrade runs at a time; the next waits.
     /// - Throws: `KernelError` with the reason (`conflict` when `id` is already installed, in any folder); an install
     ///   that failed is recorded `install-failed` and can be retried.
-    public func install(_ id: String, version: String? = nil, store: ExtensionStore, allowUnsigned: Bool = false) throws(KernelError) -> [String] {
+    public func install(_ id: String, version: String? = nil, store: ExtensionStore, allowUnsigned: Bool = false) async throws(KernelError) -> [String] {
+        await beginExtensionChange(id)
+        defer { endExtensionChange() }
+        try refuseInstalled(id)
+        let done = await Self.offKernel { Self.installPlan(id, version: version, store: store, allowUnsigned: allowUnsigned) }
+        rescan()
+        return try done.get()
+    }
+
+    /// `install` on the kernel's thread, for the shared state's reconciliation (which runs there, start-up included).
+    func installBlocking(_ id: String, store: ExtensionStore) throws(KernelError) -> [String] {
+        try refuseInstalled(id)
+        let done = Self.installPlan(id, version: nil, store: store, allowUnsigned: false)
+        rescan()
+        return try done.get()
+    }
+
+    private func refuseInstalled(_ id: String) throws(KernelError) {
         if let present = ExtensionStore.bundles(claiming: id, in: configuration.pluginsDirectory).first {
             throw KernelError(.conflict, pluginID: id, reason: ExtensionStore.alreadyInstalled(id, folder: present.folder))
         }
+    }
+
+    /// Fetches, verifies and moves into place `id` and the dependencies it lacks; touches no kernel state.
+    private nonisolated static func installPlan(_ id: String, version: String?, store: ExtensionStore,
+                                                allowUnsigned: Bool) -> Result<[String], KernelError> {
         var done: [String] = []
         do {
             for offer in try store.plan(id, version: version) {
@@ -139,17 +174,39 @@ extension Kernel {
                 done.append("\(offer.id) \(offer.entry.version)")
             }
         } catch {
-            rescan()
-            throw KernelError(.bundle, pluginID: id, reason: "\(error)")
+            return .failure(KernelError(.bundle, pluginID: id, reason: "\(error)"))
         }
-        rescan()
-        return done
+        return .success(done)
+    }
+
+    /// Waits for its turn, then marks `id`'s install or upgrade as the one running: they change the plugin folder
+    /// through work folders named by id and pid, so two at once could meet in one. Pair with `endExtensionChange()`.
+    func beginExtensionChange(_ id: String) async {
+        await waitForExtensionChanges()
+        extensionChange = id
+    }
+
+    /// Returns once no install or upgrade is running (another may start before the caller's next suspension).
+    func waitForExtensionChanges() async {
+        while extensionChange != nil { await withCheckedContinuation { extensionChangeWaiters.append($0) } }
+    }
+
+    /// Ends the running install or upgrade and wakes every waiter; the first to run takes the next turn, the others
+    /// wait again.
+    func endExtensionChange() {
+        extensionChange = nil
+        let waiters = extensionChangeWaiters
+        extensionChangeWaiters = []
+        for waiter in waiters { waiter.resume() }
     }
 
     /// Disables `id` (and, with `cascade`, its dependents), removes its bundle folder (the one whose manifest declares
     /// `id`) and forgets it with its signature status; with `keepData` its grants, tenants and configuration stay for a
     /// later reinstall. Interrupted, it is finished at the next start.
     public func uninstall(_ id: String, cascade: Bool = false, keepData: Bool = false) throws(KernelError) {
+        if let running = extensionChange {
+            throw KernelError(.conflict, pluginID: id, reason: "an install or upgrade of \"\(running)\" is running; retry when it is done")
+        }
         rescan()
         if ExtensionStore.bundles(claiming: id, in: configuration.pluginsDirectory).isEmpty, let record = try? state.plugin(id),
            [.installFailed, .missing].contains(record.status) {

@@ -58,12 +58,13 @@ extension Kernel {
     /// failed here. A failure is recorded `install-failed` with the reason, for this host.
     /// Returns what was installed ("id version", dependencies included) and the ids enabled that now have a bundle.
     private func installMissing(_ records: [PluginRecord]) -> ([String], Set<String>) {
-        let missing = records.filter { $0.enabled && bundles[$0.id] == nil && $0.status != .installFailed }.map(\.id)
+        // Not one an install command is fetching right now.
+        let missing = records.filter { $0.enabled && bundles[$0.id] == nil && $0.status != .installFailed && $0.id != extensionChange }.map(\.id)
         guard !missing.isEmpty else { return ([], []) }
         var done: [String] = [], ready: Set<String> = []
         for id in missing where bundles[id] == nil {
             do {
-                done += try install(id, store: extensions)
+                done += try installBlocking(id, store: extensions)
                 if bundles[id] != nil { ready.insert(id) }
                 log(.info, id, "installed from the repositories: enabled on the shared state, missing here")
             } catch {

@@ -124,6 +124,10 @@ public actor Kernel {
     var publishedLiveView: String?
     /// Each plugin's part of the live view as last encoded, by id: an unchanged plugin is not encoded again.
     var liveViewParts: [String: (info: PluginInfo, json: String)] = [:]
+    /// The plugin an install, upgrade or uninstall command is changing (its download runs off the kernel's thread,
+    /// so the kernel serves other work meanwhile), and the commands waiting for their turn (see `Kernel+Install`).
+    var extensionChange: String?
+    var extensionChangeWaiters: [CheckedContinuation<Void, Never>] = []
 
     /// Opens the state file (creating and migrating it as needed). Loads nothing yet: call `start()`.
     /// - Throws: `KernelError.Code.state` when the state file cannot be used.

@@ -46,13 +46,17 @@ public enum RemoteControl {
                 // A command call runs beside the queue, in a task of its own that nothing waits for: a plugin's
                 // command may take long or never return, and must not hold an enable or disable queued behind it,
                 // nor the server's stop (plugin code cannot be cancelled; its outcome is written when it ends).
-                if case .call = queued.command {
-                    let seq = command.seq
+                // So do an install and an upgrade: their downloads may take as long as the repository's time-outs.
+                switch queued.command {
+                case .call, .install, .upgrade:
+                    let seq = command.seq, changes = queued.command.changesExtensions
                     Task {
                         let (failed, result) = await run(queued, on: kernel)
+                        if changes { _ = await publishLive(kernel, unlessEqualTo: nil) }
                         try? kernel.state.finishCommand(seq, failed: failed, result: result)
                     }
                     continue
+                default: break
                 }
                 let (failed, result) = await run(queued, on: kernel)
                 // The live view first, so that the CLI that waits for this command reads the state it produced.

@@ -21,8 +21,8 @@ struct PluginDispatcher: Sendable {
 
     func respond(to request: Request, context: KeelRequestContext) async throws -> Response {
         let method = request.method.rawValue, path = request.uri.path
-        var snapshot = gatekeeper.kernel.registry.snapshot
-        guard var match = snapshot.route(method: method, path: path) else {
+        let snapshot = gatekeeper.kernel.registry.snapshot
+        guard let match = snapshot.route(method: method, path: path) else {
             // The first request of an idle lazy plugin activates it and is then served by it.
             if try await gatekeeper.wakeIdlePlugin(path, for: request) { return try await respond(to: request, context: context) }
             // No route: a prefix the plugin proxies, looked up only now so that routed requests pay nothing for it.

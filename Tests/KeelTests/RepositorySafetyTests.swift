@@ -139,6 +139,31 @@ struct RepositorySafetyTests {
 
     // MARK: defect 5
 
+    @Test("an install waiting on a slow repository holds no other lifecycle change: an enable asked meanwhile is done first")
+    func slowInstallHoldsNothing() async throws {
+        let slow = try PythonServer(delay: 4)
+        defer { slow.stop() }
+        let f = KernelFixture()
+        try f.fixtureBundle("quick")
+        let kernel = try f.kernel()
+        await kernel.start()
+        try await kernel.execute(.addRepository(name: "slow", location: "http://127.0.0.1:\(slow.port)", priority: 0))
+        let install = Task { () -> String in
+            do { try await kernel.execute(.install(id: "absent", version: nil, allowUnsigned: false)); return "installed" } catch {
+                return "\(error)"
+            }
+        }
+        let deadline = Date().addingTimeInterval(60)
+        while slow.requests == 0 && Date() < deadline { try await Task.sleep(for: .milliseconds(10)) }
+        try await kernel.execute(.enable(id: "quick", tenant: nil))
+        #expect(await install.value.contains("absent"), "the empty index offers nothing")
+        // The order the commands finished in, from the audit trail (oldest first).
+        let rows = try kernel.auditTrail().map { "\($0.command) \($0.target)" }
+        let enabled = rows.firstIndex(of: "enable quick"), installed = rows.firstIndex(of: "install absent")
+        #expect(enabled != nil && installed != nil && enabled! < installed!, "the enable waited for the download: \(rows)")
+        await kernel.shutdown()
+    }
+
     @Test("a slow repository never blocks request threads: /healthz and plugin routes answer while catalogs wait; the catalog names it")
     func slowRepository() async throws {
         let f = KernelFixture()
