@@ -57,8 +57,7 @@ struct PluginDispatcher: Sendable {
     private func dispatch(_ request: Request, context: KeelRequestContext, match: Snapshot.RouteMatch, snapshot: Snapshot,
                           measured: ServerMetrics.RouteMetrics?) async throws -> Response {
         let method = request.method.rawValue, path = request.uri.path
-        var match = match, snapshot = snapshot
-        let lanes = gatekeeper.lanes, gatekeeper = self.gatekeeper, first = match, firstSnapshot = snapshot
+        let lanes = gatekeeper.lanes, gatekeeper = self.gatekeeper
         // The request's id: the client's X-Request-Id when sane, else the server's. Lines logged while plugin code
         // runs for this request carry it (RequestScope), and so does the response. A request with neither a length
         // nor a chunked body has none (HTTP/1.1): nothing to wait for, and the request is laid out for C once, for
@@ -74,46 +73,62 @@ struct PluginDispatcher: Sendable {
             }
         }
         let bodiless = !hasBody, tag = RequestScope.Tag(RequestScope.sane(givenID) ?? RequestIDs.next())
-        var (caller, outcome) = try await lanes.run(match.pluginID) { () throws -> (Gatekeeper.Caller, Result<PluginResponse, PluginCallError>?) in
-            try RequestScope.with(tag) { () throws -> (Gatekeeper.Caller, Result<PluginResponse, PluginCallError>?) in
+        /// The request as plugins see it, and the handler's outcome when it was called already.
+        typealias Checked = (seen: PluginRequest, outcome: Result<PluginResponse, PluginCallError>?)
+        /// Identifies the caller, runs the auth chain, and, for a request without a body, the handler. A local
+        /// function, not a closure: run inline (the common case) it is called directly, with nothing copied into a
+        /// closure context on the heap; only a call that goes to the lane's threads makes one.
+        @Sendable func checkAndHandle() throws -> Checked {
+            try RequestScope.with(tag) { () throws -> Checked in
                 // The request as plugins see it is built once and shared by the hooks and the handler.
-                var caller = try gatekeeper.identify(request, snapshot: firstSnapshot, pluginID: first.pluginID)
+                var identified = try gatekeeper.identify(request, snapshot: snapshot, pluginID: match.pluginID)
                 // A plugin enabled for other tenants only does not exist for this caller (its public static files aside:
                 // console pages load them from an opaque origin, as an anonymous caller).
-                guard gatekeeper.kernel.access.serves(first, tenant: caller.principal.tenant) else { throw APIError.notFound }
-                caller.seen.routePath = first.routePath
-                caller.seen.parameters = first.parameters
-                caller.seen.requestID = tag.id
+                guard gatekeeper.kernel.access.serves(match, tenant: identified.principal.tenant) else { throw APIError.notFound }
+                identified.seen.routePath = match.routePath
+                identified.seen.parameters = match.parameters
+                identified.seen.requestID = tag.id
+                // A constant from here: the closure below borrows it instead of copying it.
+                let caller = identified
                 guard bodiless else {
-                    try gatekeeper.authorize(caller, request, snapshot: firstSnapshot)
-                    return (caller, nil)
+                    try gatekeeper.authorize(caller, request, snapshot: snapshot)
+                    return (caller.seen, nil)
                 }
-                let checked = caller
                 let (authorized, result) = PreparedRequest.prepare(caller.seen) { frame -> (Result<Void, Error>, Result<PluginResponse, PluginCallError>?) in
-                    let authorized = Result { try gatekeeper.authorize(checked, request, snapshot: firstSnapshot, prepared: frame) }
+                    let authorized = Result { try gatekeeper.authorize(caller, request, snapshot: snapshot, prepared: frame) }
                     // A plugin in a worker is called below, without holding a thread while it works.
-                    guard case .success = authorized, !first.route.handler.isRemote else { return (authorized, nil) }
-                    return (authorized, ServerMetrics.timed(measured) { first.route.handler.handle(frame) })
+                    guard case .success = authorized, !match.route.handler.isRemote else { return (authorized, nil) }
+                    return (authorized, ServerMetrics.timed(measured) { match.route.handler.handle(frame) })
                 }
                 try authorized.get()
-                return (caller, result)
+                return (caller.seen, result)
             }
         }
+        let checked: Checked = if let inline = try lanes.runInline(match.pluginID, checkAndHandle) {
+            inline
+        } else {
+            try await lanes.run(match.pluginID, checkAndHandle)
+        }
+        // The common case: the handler answered in the same trip.
+        var attempt = 0
+        if let outcome = checked.outcome {
+            if let response = try respond(outcome, method: method, path: path, requestID: tag.id) { return response }
+            attempt = 1
+        }
+        var seen = checked.seen
         if !bodiless {
             if let length = request.headers[.contentLength].flatMap(Int.init), length > maxBodySize {
                 throw APIError.tooLarge(maxBodySize)
             }
-            caller.seen.body = try await readBody(request, context: context)
+            seen.body = try await readBody(request, context: context)
         }
-        var seen = caller.seen
 
         // A reload swaps generations atomically, but a request that looked up the old generation just before the
         // swap may reach it after it stopped admitting calls: such a request goes to the current generation.
-        var attempt = 0
+        var match = match
         while true {
             if attempt > 0 {
-                snapshot = gatekeeper.kernel.registry.snapshot
-                guard let next = snapshot.route(method: method, path: path) else {
+                guard let next = gatekeeper.kernel.registry.snapshot.route(method: method, path: path) else {
                     // Its generation went idle (idle-timeout) as this request reached it: wake it again.
                     if try await gatekeeper.wakeIdlePlugin(path, for: nil) { continue }
                     throw APIError.notFound
@@ -123,21 +138,16 @@ struct PluginDispatcher: Sendable {
                 seen.parameters = match.parameters
             }
             let result: Result<PluginResponse, PluginCallError>
-            if let outcome {
-                result = outcome
+            let route = match.route, asked = seen
+            if route.handler.isRemote {
+                let started = ContinuousClock.now
+                result = await route.handler.handleAsync(asked)
+                if let measured, ContinuousClock.now - started > measured.budget { measured.overruns.increment() }
             } else {
-                let route = match.route, asked = seen
-                if route.handler.isRemote {
-                    let started = ContinuousClock.now
-                    result = await route.handler.handleAsync(asked)
-                    if let measured, ContinuousClock.now - started > measured.budget { measured.overruns.increment() }
-                } else {
-                    result = try await lanes.run(match.pluginID) {
-                        RequestScope.with(tag) { ServerMetrics.timed(measured) { route.handler.handle(asked) } }
-                    }
+                result = try await lanes.run(match.pluginID) {
+                    RequestScope.with(tag) { ServerMetrics.timed(measured) { route.handler.handle(asked) } }
                 }
             }
-            outcome = nil
             if let response = try respond(result, method: method, path: path, requestID: tag.id) { return response }
             guard attempt < 3 else {
                 gatekeeper.log(LogRecord(level: .error, pluginID: match.pluginID,

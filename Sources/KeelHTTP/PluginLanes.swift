@@ -65,10 +65,7 @@ final class PluginLanes: Sendable {
     /// waiting for a free place in the lane.
     /// - Throws: `APIError` 503 when the lane's queue is full, or when the pool has been shut down.
     func run<T: Sendable>(_ lane: String, _ body: @escaping @Sendable () throws -> T) async throws -> T {
-        if takeInlineSlot(lane) {
-            defer { inlineInUse.subtract(1, ordering: .releasing) }
-            return try timed(lane, body)
-        }
+        if let result = try runInline(lane, body) { return result }
         try await admit(lane)
         defer { release(lane) }
         do {
@@ -81,6 +78,14 @@ final class PluginLanes: Sendable {
             if (error as? NIOThreadPoolError.ThreadPoolInactive) != nil { throw Self.unavailable }
             throw error
         }
+    }
+
+    /// Runs `body` inline when a slot is free and the lane is not slow; nil, having run nothing, otherwise (then
+    /// `run` it). For a caller that would otherwise build an escaping closure on every call for the rare other path.
+    func runInline<T>(_ lane: String, _ body: () throws -> T) rethrows -> T? {
+        guard takeInlineSlot(lane) else { return nil }
+        defer { inlineInUse.subtract(1, ordering: .releasing) }
+        return try timed(lane, body)
     }
 
     /// True when the call may run inline: the lane is not marked slow and a slot was free (now taken).

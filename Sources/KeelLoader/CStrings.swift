@@ -74,6 +74,7 @@ struct FrameStrings {
 }
 
 /// Lays out a principal (and, optionally, a request) as the C structs the ABI defines, valid during `body`.
+@usableFromInline
 enum CFrame {
     struct PrincipalSlots {
         var id, displayName, tenant, authenticatedBy: StringArena.Slot
@@ -172,6 +173,13 @@ enum CFrame {
         }
     }
 
+    /// `withRequest` without a result: not generic, so that code inlined into other modules (`PreparedRequest.prepare`)
+    /// calls it without looking up generic type metadata on every request.
+    @usableFromInline
+    static func layOut(_ r: PluginRequest, _ body: (UnsafePointer<keel_http_request>) -> Void) {
+        withRequest(r, body)
+    }
+
     /// A Swift principal from a borrowed C one.
     static func principal(_ p: UnsafePointer<keel_principal>) -> Principal {
         let c = p.pointee
@@ -188,10 +196,20 @@ enum CFrame {
 public struct PreparedRequest {
     /// The request it was laid out from.
     public let request: PluginRequest
-    let pointer: UnsafePointer<keel_http_request>
+    @usableFromInline let pointer: UnsafePointer<keel_http_request>
 
-    /// Lays out `request` and runs `body` with it.
+    @usableFromInline init(request: PluginRequest, pointer: UnsafePointer<keel_http_request>) {
+        self.request = request
+        self.pointer = pointer
+    }
+
+    /// Lays out `request` and runs `body` with it. Inlinable, so that a caller in another module (the HTTP dispatcher,
+    /// on every request) gets it specialized for its result type.
+    @inlinable
     public static func prepare<R>(_ request: PluginRequest, _ body: (PreparedRequest) -> R) -> R {
-        CFrame.withRequest(request) { body(PreparedRequest(request: request, pointer: $0)) }
+        var result: R?
+        CFrame.layOut(request) { result = body(PreparedRequest(request: request, pointer: $0)) }
+        guard let result else { preconditionFailure("CFrame.layOut returned without calling its body") }
+        return result
     }
 }

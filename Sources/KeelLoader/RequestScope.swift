@@ -13,6 +13,9 @@ public enum RequestScope {
     }
 
     /// Runs `body` with `tag` as this thread's request; puts the outer one back afterwards. [thread-safe]
+    /// Inlinable: the dispatcher calls it twice per request, and a generic call across modules would look up the
+    /// result type's metadata each time.
+    @inlinable
     public static func with<T, E: Error>(_ tag: Tag?, _ body: () throws(E) -> T) throws(E) -> T {
         guard let tag else { return try body() }
         let outer = pthread_getspecific(requestKey)
@@ -39,7 +42,8 @@ public enum RequestScope {
 }
 
 /// The per-thread slot behind `RequestScope.current` (made once, never destroyed).
-private let requestKey: pthread_key_t = {
+@usableFromInline
+let requestKey: pthread_key_t = {
     var key = pthread_key_t()
     pthread_key_create(&key, nil)
     return key
