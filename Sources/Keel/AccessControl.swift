@@ -56,7 +56,11 @@ public final class AccessControl: Sendable {
     /// Which plugins serve `tenant` ("" for work done for no tenant, which only plugins enabled for every tenant
     /// serve), as a filter on plugin ids; nil when every plugin serves every tenant (nothing to filter).
     public func servingFilter(tenant: String) -> (@Sendable (String) -> Bool)? {
-        let limited = current.withLock { $0.pluginTenants }
+        Self.servingFilter(current.withLock { $0.pluginTenants }, tenant: tenant)
+    }
+
+    /// `servingFilter(tenant:)` for the per-plugin tenants `limited` (a directory's `pluginTenants`).
+    public static func servingFilter(_ limited: [String: Set<String>], tenant: String) -> (@Sendable (String) -> Bool)? {
         guard !limited.isEmpty else { return nil }
         return { id in limited[id].map { $0.contains(tenant) } ?? true }
     }

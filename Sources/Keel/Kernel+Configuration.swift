@@ -81,9 +81,9 @@ extension Kernel {
 
     /// Grants (or revokes) capabilities to a plugin, persisted at once; an active plugin is reloaded so the change
     /// takes effect. A grant whose reload fails leaves the old generation serving, as any failed reload; a revoke
-    /// never does (the old generation holds the right the operator took back): the plugin, and those that depend on
-    /// it, are taken down and recorded failed with the reason, and stay enabled, so `enable` after a new grant or a
-    /// fixed bundle brings them back.
+    /// that took a right away (one granted and not trusted anyway) never does (the old generation holds the right the
+    /// operator took back): the plugin, and those that depend on it, are taken down and recorded failed with the
+    /// reason, and stay enabled, so `enable` (of each) after a new grant or a fixed bundle brings them back.
     /// - Throws: `KernelError` for an unknown plugin or capability, or one the plugin does not ask for, or a reload
     ///   that failed (the grants are stored all the same).
     public func setGrants(_ id: String, grant: [String] = [], revoke: [String] = []) throws(KernelError) {
@@ -109,12 +109,17 @@ extension Kernel {
                                   reason: "plugin \"\(id)\" does not ask for \"\(name)\" in its plugin.yaml; nothing to grant")
             }
         }
+        // The rights this revoke really takes away: granted before, and not trusted without a grant.
+        let held = (try? state.grants(id)) ?? []
+        let taken = revoke.filter { name in
+            held.contains(name) && !(Capability(rawValue: name).map(configuration.trustedCapabilities.contains) ?? false)
+        }
         do { try state.setGrants(id, grant: grant, revoke: revoke) } catch {
             throw KernelError(.state, pluginID: id, reason: error.description)
         }
         guard active[id] != nil else { return }
-        do { try reload(id) } catch where !revoke.isEmpty {
-            let reason = "revoked \(revoke.joined(separator: ", ")) and it cannot run without: \(error.reason)"
+        do { try reload(id) } catch where !taken.isEmpty {
+            let reason = "revoked \(taken.joined(separator: ", ")) and it cannot run without: \(error.reason)"
             takeDown(id, wanted: true, reason: reason, dependentsReason: "had a capability revoked and was stopped")
             throw KernelError(error.code, pluginID: id, reason: reason)
         }

@@ -44,6 +44,9 @@ extension Kernel {
             }
         }
         for change in BundleReconciler.changes(found: found, records: records, active: Set(active.keys)) {
+            // An install or upgrade on its way (its download runs off this thread) owns its records' transient
+            // states: they are not left over from a crash.
+            if extensionChange != nil, let status = known[change.id]?.status, status == .installing || status == .upgrading { continue }
             wrote = true
             do { try state.setStatus(change.id, change.status, reason: change.reason) } catch {
                 log(.error, change.id, error.description)

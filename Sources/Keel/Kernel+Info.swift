@@ -49,12 +49,12 @@ extension Kernel {
                 permissions: (m?.permissions ?? []).flatMap { p in p.actions.map { "\(p.key):\($0)" } },
                 signature: signature(record.id, bundle: bundle),
                 provides: (m?.provides ?? []).map { p in
-                    let scopes = snapshot.services.scopes(p.interface).filter {
-                        snapshot.services.resolve(p.interface, tenant: $0, serving: access.servingFilter(tenant: $0))?.providerID == record.id
+                    let scopes = snapshot.services.scopes(p.interface, providerTenants: directory.pluginTenants).filter {
+                        snapshot.services.resolve(p.interface, tenant: $0, serving: AccessControl.servingFilter(directory.pluginTenants, tenant: $0))?.providerID == record.id
                     }
                     // A kernel that starts idle does not know who serves: the providers it left idle are not in
                     // its registry (the server decides when it runs).
-                    let serving = configuration.startsIdle ? [] : scopes.map { $0.isEmpty ? "host-wide (\(snapshot.services.resolution(p.interface, tenant: "", serving: access.servingFilter(tenant: ""))?.reason.rawValue ?? ""))" : "tenant \($0)" }
+                    let serving = configuration.startsIdle ? [] : scopes.map { $0.isEmpty ? "host-wide (\(snapshot.services.resolution(p.interface, tenant: "", serving: AccessControl.servingFilter(directory.pluginTenants, tenant: ""))?.reason.rawValue ?? ""))" : "tenant \($0)" }
                     return "\(p.interface) \(p.version) ranking \(p.ranking)" + (serving.isEmpty ? "" : ", serving " + serving.joined(separator: ", "))
                 },
                 consumes: (m?.consumes ?? []).map { "\($0.interface) \($0.versions) \($0.optional ? "optional" : "required")" },

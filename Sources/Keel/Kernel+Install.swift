@@ -53,9 +53,12 @@ extension Kernel {
             return (manifest, nil)
         }
         guard let manifest = fetched.0 else { throw fail(fetched.1 ?? "the new version could not be fetched") }
-        // The kernel went on meanwhile: the swap goes to the folder that declares the plugin now, or not at all.
+        // The kernel went on meanwhile: the swap goes to the bundle the upgrade started from, or not at all (a
+        // bundle edited in place since could be a version the check above never saw).
         rescan()
-        guard (try? installedBundle(id))?.folder == target else { throw fail("its bundle folder changed while the new version was fetched") }
+        guard let now = try? installedBundle(id), now.folder == target, now.manifest == current else {
+            throw fail("its bundle changed while the new version was fetched")
+        }
         let wasActive = active[id] != nil
         // Swap the folders; put the old one back if the new version does not come up.
         try? FileManager.default.removeItem(atPath: previous)
@@ -77,7 +80,12 @@ extension Kernel {
         try? FileManager.default.removeItem(atPath: previous)
         try? state.discovered(id: id, name: manifest.name, version: "\(manifest.version)", bundlePath: target)
         try? state.setSignatureRecord(id, store.signatureRecord(offer, library: target + "/" + (manifest.library ?? ManifestLoader.fileName)))
-        try? state.setStatus(id, wasActive ? .enabled : (before == .upgradeFailed || before == .upgrading ? .installed : before))
+        // A status another change set meanwhile (a disable, a revoke that stopped it) is its own, and stays.
+        if wasActive {
+            try? state.setStatus(id, .enabled)
+        } else if (try? state.plugin(id))?.status == .upgrading {
+            try? state.setStatus(id, before == .upgradeFailed || before == .upgrading ? .installed : before)
+        }
         log(.info, id, "upgraded \(current.version) → \(manifest.version)")
     }
 

@@ -136,8 +136,8 @@ extension Kernel {
         case let .plugin(plugin):
             guard environment.idleManifest(plugin) != nil else { return nil }
             id = plugin
-        case let .interface(interface):
-            guard let provider = environment.idleProvider(of: interface) else { return nil }
+        case let .interface(interface, serving):
+            guard let provider = environment.idleProvider(of: interface, serving: serving) else { return nil }
             id = provider
         }
         guard !executor.isCurrentThread else {

@@ -64,14 +64,17 @@ extension Kernel {
     /// and host-wide), and tells the listeners of that interface. Called after each change of the composition, on the
     /// kernel's thread. A takeover by ranking (a newly enabled provider that ranks higher) is a warning: the calls of
     /// every consumer of that interface now go to it.
-    func notifyServiceChanges(since before: ServiceDirectory) {
+    /// - Parameter tenantsBefore: the plugins' tenants before the change, when the change was of those (else the
+    ///   current ones are used for both sides).
+    func notifyServiceChanges(since before: ServiceDirectory, tenantsBefore: [String: Set<String>]? = nil) {
         let after = registry.snapshot.services
+        let tenantsNow = access.directory.pluginTenants, tenantsThen = tenantsBefore ?? tenantsNow
         let interfaces = Set(after.providers.keys).union(before.providers.keys)
         for interface in interfaces.sorted() {
-            for tenant in Set(after.scopes(interface) + before.scopes(interface)).sorted() {
-                let serving = access.servingFilter(tenant: tenant)
-                let old = before.resolve(interface, tenant: tenant, serving: serving)
-                let now = after.resolution(interface, tenant: tenant, serving: serving)
+            let scopes = after.scopes(interface, providerTenants: tenantsNow) + before.scopes(interface, providerTenants: tenantsThen)
+            for tenant in Set(scopes).sorted() {
+                let old = before.resolve(interface, tenant: tenant, serving: AccessControl.servingFilter(tenantsThen, tenant: tenant))
+                let now = after.resolution(interface, tenant: tenant, serving: AccessControl.servingFilter(tenantsNow, tenant: tenant))
                 guard old !== now?.provision else { continue }
                 let scope = tenant.isEmpty ? "" : " for tenant \(tenant)"
                 // Out-ranked while still enabled (not replaced because it went away).
@@ -196,7 +199,7 @@ extension Kernel {
                 providers.append(.init(plugin: host.providerID, pluginVersion: "", version: "\(host.version)", ranking: host.ranking,
                                        active: true, generation: 0, leases: host.leasesHeld))
             }
-            let scopes = directory.scopes(interface)
+            let scopes = directory.scopes(interface, providerTenants: access.directory.pluginTenants)
             let serving = scopes.map { tenant -> InterfaceInfo.Serving in
                 let r = directory.resolution(interface, tenant: tenant, serving: access.servingFilter(tenant: tenant))
                 return .init(tenant: tenant, choice: directory.selections[tenant]?[interface], provider: r?.provision.providerID,

@@ -24,7 +24,9 @@ extension Kernel {
     /// Runs on the kernel's executor like every lifecycle change (an install blocks it for the download). A state
     /// read that fails changes nothing (the host keeps serving what it has and catches up on a later call).
     public func applyDesiredState() -> Convergence {
-        guard var records = try? state.plugins() else { return Convergence() }
+        // Not while an install or upgrade of this host is on its way (its download runs off this thread, writing
+        // records and work folders this pass would also touch): the next pass catches up.
+        guard extensionChange == nil, var records = try? state.plugins() else { return Convergence() }
         var changed = Convergence()
         var installed: Set<String> = []
         if records.contains(where: { $0.enabled && bundles[$0.id] == nil }) {
@@ -58,8 +60,7 @@ extension Kernel {
     /// failed here. A failure is recorded `install-failed` with the reason, for this host.
     /// Returns what was installed ("id version", dependencies included) and the ids enabled that now have a bundle.
     private func installMissing(_ records: [PluginRecord]) -> ([String], Set<String>) {
-        // Not one an install command is fetching right now.
-        let missing = records.filter { $0.enabled && bundles[$0.id] == nil && $0.status != .installFailed && $0.id != extensionChange }.map(\.id)
+        let missing = records.filter { $0.enabled && bundles[$0.id] == nil && $0.status != .installFailed }.map(\.id)
         guard !missing.isEmpty else { return ([], []) }
         var done: [String] = [], ready: Set<String> = []
         for id in missing where bundles[id] == nil {

@@ -21,6 +21,14 @@ extension Kernel {
         try apply(result)
     }
 
+    /// A change of the tenants a plugin serves: applied, then the consumers of the interfaces it provides are told
+    /// who serves each tenant now (the providers a tenant's acquire may reach changed).
+    func tenancyChange(_ body: () throws(StateError) -> StateStore.ChangeResult) throws(KernelError) {
+        let before = registry.snapshot.services, tenantsBefore = access.directory.pluginTenants
+        try directoryChange(body)
+        notifyServiceChanges(since: before, tenantsBefore: tenantsBefore)
+    }
+
     public func createTenant(_ name: String) throws(KernelError) { try directoryChange { () throws(StateError) in try state.createTenant(name) } }
     public func createRole(_ name: String) throws(KernelError) { try directoryChange { () throws(StateError) in try state.createRole(name) } }
 
@@ -41,7 +49,7 @@ extension Kernel {
         try directoryChange { () throws(StateError) in try state.deleteTenant(name, cascade: cascade) }
         for id in only.sorted() {
             try disable(id, cascade: true)
-            try directoryChange { () throws(StateError) in try state.setPluginTenants(id, nil) }
+            try tenancyChange { () throws(StateError) in try state.setPluginTenants(id, nil) }
         }
     }
 
@@ -50,7 +58,7 @@ extension Kernel {
         guard let tenant else {
             // Already for all tenants: nothing to write (no event, no directory reload on every enable).
             if access.directory.pluginTenants[id] != nil {
-                try directoryChange { () throws(StateError) in try state.setPluginTenants(id, nil) }
+                try tenancyChange { () throws(StateError) in try state.setPluginTenants(id, nil) }
             }
             return try enable(id)
         }
@@ -58,7 +66,7 @@ extension Kernel {
         let current = access.directory.pluginTenants[id]
         let alreadyForAll = current == nil && active[id] != nil
         if !alreadyForAll {
-            try directoryChange { () throws(StateError) in try state.setPluginTenants(id, (current ?? []).union([tenant])) }
+            try tenancyChange { () throws(StateError) in try state.setPluginTenants(id, (current ?? []).union([tenant])) }
         }
         try enable(id)
     }
@@ -71,9 +79,9 @@ extension Kernel {
         let remaining = (d.pluginTenants[id] ?? Set(d.tenants)).subtracting([tenant])
         if remaining.isEmpty {
             try disable(id, cascade: cascade)
-            try directoryChange { () throws(StateError) in try state.setPluginTenants(id, nil) }
+            try tenancyChange { () throws(StateError) in try state.setPluginTenants(id, nil) }
         } else {
-            try directoryChange { () throws(StateError) in try state.setPluginTenants(id, remaining) }
+            try tenancyChange { () throws(StateError) in try state.setPluginTenants(id, remaining) }
         }
     }
 }

@@ -83,14 +83,6 @@ public enum KernelCommand: Codable, Sendable, Hashable {
     }
 
     /// The plugin it changes, when it is about one plugin.
-    /// Install and upgrade: they download (for as long as a repository's time-outs allow) and change the plugin folder.
-    var changesExtensions: Bool {
-        switch self {
-        case .install, .upgrade: true
-        default: false
-        }
-    }
-
     public var pluginID: String? {
         switch self {
         case let .enable(id, _), let .disable(id, _, _), let .reload(id), let .grants(id, _, _), let .config(id, _, _),

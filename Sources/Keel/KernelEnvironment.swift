@@ -59,14 +59,15 @@ final class KernelEnvironment: PluginEnvironment {
         let serving = access.withLock { $0 }?.servingFilter(tenant: tenant)
         if let provision = registry.resolveService(interface, tenant: tenant, serving: serving) { return provision }
         // No provider active: an idle lazy one is woken (acquires come from plugin code on a lane thread).
-        guard wake(.interface(interface)) == nil else { return nil }
+        guard wake(.interface(interface, serving: serving)) == nil else { return nil }
         return registry.resolveService(interface, tenant: tenant, serving: serving)
     }
 
     /// Something an idle lazy plugin is woken for.
     enum Need: Sendable {
         case plugin(String)
-        case interface(InterfaceID)
+        /// An idle provider of the interface, among the plugins `serving` accepts (nil: any).
+        case interface(InterfaceID, serving: (@Sendable (String) -> Bool)?)
     }
 
     /// The manifests of the idle lazy plugins, by id (the kernel's `idle`, readable off the actor).
@@ -80,9 +81,12 @@ final class KernelEnvironment: PluginEnvironment {
         }
     }
     func idleManifest(_ id: String) -> Manifest? { idle.withLock { $0[id] } }
-    /// The idle plugin that provides `interface` (the first by id), if any.
-    func idleProvider(of interface: InterfaceID) -> String? {
-        idle.withLock { all in all.filter { $0.value.provides.contains { $0.interface == interface } }.keys.min() }
+    /// The idle plugin that provides `interface` (the first by id) among those `serving` accepts (nil: any), if any:
+    /// an acquire for one tenant never loads a provider enabled for other tenants only.
+    func idleProvider(of interface: InterfaceID, serving: ((String) -> Bool)? = nil) -> String? {
+        idle.withLock { all in
+            all.filter { $0.value.provides.contains { $0.interface == interface } && serving?($0.key) != false }.keys.min()
+        }
     }
 
     /// Who wakes idle lazy plugins (the kernel, waiting for the activation).

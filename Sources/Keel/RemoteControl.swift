@@ -46,13 +46,16 @@ public enum RemoteControl {
                 // A command call runs beside the queue, in a task of its own that nothing waits for: a plugin's
                 // command may take long or never return, and must not hold an enable or disable queued behind it,
                 // nor the server's stop (plugin code cannot be cancelled; its outcome is written when it ends).
-                // So do an install and an upgrade: their downloads may take as long as the repository's time-outs.
+                // So do an install and an upgrade: their downloads may take as long as the repository's time-outs; and
+                // an uninstall, which waits for them.
                 switch queued.command {
-                case .call, .install, .upgrade:
-                    let seq = command.seq, changes = queued.command.changesExtensions
+                case .call, .install, .upgrade, .uninstall:
+                    // What changed the plugin folder is in the live view before its caller hears back.
+                    let seq = command.seq, publishes: Bool
+                    if case .call = queued.command { publishes = false } else { publishes = true }
                     Task {
                         let (failed, result) = await run(queued, on: kernel)
-                        if changes { _ = await publishLive(kernel, unlessEqualTo: nil) }
+                        if publishes { _ = await publishLive(kernel, unlessEqualTo: nil) }
                         try? kernel.state.finishCommand(seq, failed: failed, result: result)
                     }
                     continue

@@ -71,6 +71,11 @@ final class WebSocketProxy: Sendable {
         }
         canonicalHead.path = path + (raw.uri.query.map { "?" + $0 } ?? "")
         let request = Request(head: canonicalHead, body: RequestBody(buffer: ByteBuffer()))
+        // A handshake is a GET without a body: anything else could hide a second request behind the upgrade.
+        guard request.method == .get, fields.headerFields[.contentLength].map({ $0 == "0" }) ?? true,
+              fields.headerFields[.transferEncoding] == nil else {
+            return refuse(APIError(.badRequest, "bad-websocket-handshake", "a WebSocket handshake is a GET without a body"))
+        }
         var snapshot = proxy.gatekeeper.kernel.registry.snapshot
         if snapshot.route(method: request.method.rawValue, path: path) == nil, snapshot.proxy(for: path) == nil {
             // The first request of an idle lazy plugin wakes it, a handshake as any other.
@@ -84,11 +89,6 @@ final class WebSocketProxy: Sendable {
         }
         guard snapshot.route(method: request.method.rawValue, path: path) == nil, let proxied = snapshot.proxy(for: path) else {
             return refuse(APIError.notFound)
-        }
-        // A handshake is a GET without a body: anything else could hide a second request behind the upgrade.
-        guard request.method == .get, fields.headerFields[.contentLength].map({ $0 == "0" }) ?? true,
-              fields.headerFields[.transferEncoding] == nil else {
-            return refuse(APIError(.badRequest, "bad-websocket-handshake", "a WebSocket handshake is a GET without a body"))
         }
         let caller: Gatekeeper.Caller
         do { caller = try await proxy.admit(request, pluginID: proxied.pluginID) } catch let error as APIError {

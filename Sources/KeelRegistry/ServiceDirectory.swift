@@ -54,9 +54,12 @@ public struct ServiceDirectory: Sendable {
         return (first, tie ? .firstEnabled : .ranking)
     }
 
-    /// The tenants with a choice of their own for `interface`, and "" (host-wide).
-    public func scopes(_ interface: InterfaceID) -> [String] {
-        [""] + selections.filter { $0.key != "" && $0.value[interface] != nil }.map(\.key).sorted()
+    /// "" (host-wide) and the tenants that may be served otherwise: those with a choice of their own for `interface`,
+    /// and those of its providers enabled for some tenants only (`providerTenants`: plugin id → its tenants).
+    public func scopes(_ interface: InterfaceID, providerTenants: [String: Set<String>] = [:]) -> [String] {
+        var tenants = Set(selections.filter { $0.key != "" && $0.value[interface] != nil }.map(\.key))
+        for p in providers[interface] ?? [] { tenants.formUnion(providerTenants[p.providerID] ?? []) }
+        return [""] + tenants.sorted()
     }
 
     mutating func add(_ provisions: [ServiceProvision], _ newListeners: [ServiceListener]) {

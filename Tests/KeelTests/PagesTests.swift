@@ -105,6 +105,12 @@ struct ConsoleManifestTests {
         try await kernel.enable("pg")
         #expect(kernel.registry.snapshot.plugins["pg"] != nil)
         #expect(try await kernel.plugin("pg").status == .enabled)
+        // A revoke that takes nothing away (never granted) stops nothing, even when the reload fails for another
+        // reason (here a broken plugin.yaml): the old generation keeps serving, as on any failed reload.
+        try "id: pg\nname: [broken\n".write(toFile: f.plugins + "/pg/plugin.yaml", atomically: true, encoding: .utf8)
+        await #expect(throws: KernelError.self) { try await kernel.setGrants("pg", revoke: ["proxy-remote"]) }
+        #expect(kernel.registry.snapshot.plugins["pg"] != nil)
+        #expect(try await kernel.plugin("pg").reason?.hasPrefix("reload failed, generation") == true)
         await kernel.shutdown()
     }
 

@@ -164,6 +164,46 @@ struct RepositorySafetyTests {
         await kernel.shutdown()
     }
 
+    @Test("an upgrade waiting on a slow download holds no lifecycle change, and a disable made meanwhile is kept (not overwritten by the upgrade)")
+    func slowUpgradeKeepsChangesMadeMeanwhile() async throws {
+        // InPlaceLoadTests' repository (plugin up 1.0.0 and 1.1.0), served over http with each archive 3 s late.
+        let repo = try InPlaceLoadTests().repository()
+        let slow = try PythonServer(handler: """
+                    import os
+                    path = self.path.split("?")[0].lstrip("/")
+                    if path.endswith(".keelpkg"): time.sleep(3)
+                    try:
+                        body = open(os.path.join("\(repo)", path), "rb").read(); code = 200
+                    except Exception:
+                        body = b""; code = 404
+                    self.send_response(code); self.send_header("Content-Length", str(len(body))); self.end_headers()
+                    self.wfile.write(body)
+            """)
+        defer { slow.stop() }
+        let f = KernelFixture()
+        let kernel = try f.kernel()
+        await kernel.start()
+        try await kernel.execute(.addRepository(name: "slow", location: "http://127.0.0.1:\(slow.port)", priority: 0))
+        try await kernel.execute(.install(id: "up", version: "1.0.0", allowUnsigned: true))
+        try await kernel.execute(.enable(id: "up", tenant: nil))
+        let upgrade = Task { () -> String in
+            do { try await kernel.execute(.upgrade(id: "up", version: "1.1.0", allowUnsigned: true)); return "upgraded" } catch {
+                return "\(error)"
+            }
+        }
+        let deadline = ContinuousClock.now + .seconds(60)
+        while try await kernel.plugin("up").status != .upgrading, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+        try await kernel.execute(.disable(id: "up", tenant: nil, cascade: false))
+        #expect(await upgrade.value == "upgraded")
+        let after = try await kernel.plugin("up")
+        #expect(after.version == "1.1.0")
+        #expect(after.status == .disabled && !after.enabled, "the disable made during the download stands: \(after.status)")
+        let rows = try kernel.auditTrail().map { "\($0.command) \($0.target)" }
+        let disabled = rows.firstIndex(of: "disable up"), upgraded = rows.firstIndex(of: "upgrade up")
+        #expect(disabled != nil && upgraded != nil && disabled! < upgraded!, "the disable waited for the download: \(rows)")
+        await kernel.shutdown()
+    }
+
     @Test("a slow repository never blocks request threads: /healthz and plugin routes answer while catalogs wait; the catalog names it")
     func slowRepository() async throws {
         let f = KernelFixture()

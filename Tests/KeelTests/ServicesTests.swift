@@ -119,7 +119,14 @@ struct ServicesTests {
         try await kernel.execute(.useProvider(interface: "test.echo/1", plugin: "beta", tenant: nil))
         #expect(call(kernel, "/ext/user/call", query: "x").text.contains("provider=alpha"))
         let info = try #require(await kernel.services().first { $0.interface == "test.echo/1" })
-        #expect(info.serving.first?.provider == "alpha", "host-wide, beta does not serve")
+        #expect(info.serving.map { "\($0.tenant)=\($0.provider ?? "-")" } == ["=alpha", "acme=beta"],
+                "host-wide alpha serves; beta serves acme: \(info.serving)")
+        #expect(try await kernel.plugin("beta").provides == ["test.echo/1 1.0.0 ranking 10, serving tenant acme"])
+        // The consumer's listener hears of each tenant's provider, a change of tenancy included.
+        #expect(call(kernel, "/ext/user/heard").text == "notes=1 last=alpha", "alpha came for everyone but acme")
+        try await kernel.execute(.disable(id: "beta", tenant: "acme", cascade: false))
+        #expect(call(kernel, "/ext/user/heard").text == "notes=2 last=alpha@acme", "acme is served by alpha now")
+        #expect(call(kernel, "/ext/user/call", query: "x", tenant: "acme").text.contains("provider=alpha"))
         await kernel.shutdown()
     }
 
