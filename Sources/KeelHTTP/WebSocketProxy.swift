@@ -25,6 +25,9 @@ import WSClient
 ///   its code; a close from the app ends the client's WebSocket (1000); an upstream that drops the connection ends
 ///   it with 1014 (bad gateway).
 /// - A WebSocket with no frame either way for `idleTimeout` is closed on both sides (1001).
+/// - A WebSocket whose plugin no longer proxies its prefix to the same upstream for the caller (disabled, uninstalled,
+///   stopped by a revoke, reloaded with another upstream, or no longer enabled for the caller's tenant) is closed on
+///   both sides within a second (1008 to the client); one whose lazy plugin was unloaded for idleness stays open.
 /// - Not relayed: subprotocols (`Sec-WebSocket-Protocol`) and extensions (no compression).
 /// Thread-safe.
 final class WebSocketProxy: Sendable {
@@ -108,7 +111,15 @@ final class WebSocketProxy: Sendable {
         }
         let p = proxied.proxy
         let scheme = p.scheme == "https" ? "wss" : "ws"
-        let session = Session(pluginID: proxied.pluginID, idleTimeout: idleTimeout, log: proxy.gatekeeper.log)
+        let kernel = proxy.gatekeeper.kernel, pluginID = proxied.pluginID, upstream = p.upstream, tenant = caller.principal.tenant
+        let stillServed: @Sendable () -> Bool = {
+            if kernel.isIdle(pluginID) { return true }
+            guard let now = kernel.registry.snapshot.proxy(for: path), now.pluginID == pluginID, now.proxy.upstream == upstream else {
+                return false
+            }
+            return kernel.access.isVisible(pluginID, tenant: tenant)
+        }
+        let session = Session(pluginID: proxied.pluginID, idleTimeout: idleTimeout, log: proxy.gatekeeper.log, stillServed: stillServed)
         let url = "\(scheme)://\(p.hostPart):\(p.port)\(target)"
         let outcome = await session.connect(url: url, headers: headers, timeout: p.timeout)
         switch outcome {
@@ -151,6 +162,8 @@ final class WebSocketProxy: Sendable {
         let pluginID: String
         let idleTimeout: Duration
         let log: @Sendable (LogRecord) -> Void
+        /// Whether the plugin still proxies this WebSocket for its caller; asked about once a second while it relays.
+        let stillServed: @Sendable () -> Bool
         private struct State {
             var outcome: CheckedContinuation<Outcome, Never>?
             var upstream: Upstream?
@@ -162,10 +175,12 @@ final class WebSocketProxy: Sendable {
         /// When a frame last went either way (monotonic nanoseconds).
         private let activity = Atomic<Int64>(0)
 
-        init(pluginID: String, idleTimeout: Duration, log: @escaping @Sendable (LogRecord) -> Void) {
+        init(pluginID: String, idleTimeout: Duration, log: @escaping @Sendable (LogRecord) -> Void,
+             stillServed: @escaping @Sendable () -> Bool = { true }) {
             self.pluginID = pluginID
             self.idleTimeout = idleTimeout
             self.log = log
+            self.stillServed = stillServed
         }
 
         /// Opens the upstream WebSocket; waits at most `timeout` seconds for its handshake.
@@ -242,6 +257,7 @@ final class WebSocketProxy: Sendable {
             case upstreamFailed
             case clientFailed
             case idle
+            case revoked
         }
 
         /// Relays frames between the upgraded client connection and the upstream until one side closes or the
@@ -299,6 +315,7 @@ final class WebSocketProxy: Sendable {
                         while !Task.isCancelled {
                             let quiet = Self.now() - self.activity.load(ordering: .relaxed)
                             if quiet >= limit { return .idle }
+                            if !self.stillServed() { return .revoked }
                             try? await Task.sleep(for: .nanoseconds(min(limit - quiet, 1_000_000_000)))
                         }
                         return .idle
@@ -322,6 +339,10 @@ final class WebSocketProxy: Sendable {
                     log(LogRecord(level: .info, pluginID: pluginID, message: "proxied WebSocket idle for \(idle): closed"))
                     try? await upstream.outbound.close(.goingAway, reason: "idle")
                     try? await Self.sendClose(outbound, .goingAway)
+                case .revoked:
+                    log(LogRecord(level: .info, pluginID: pluginID, message: "proxied WebSocket closed: the plugin no longer serves it to its caller"))
+                    try? await upstream.outbound.close(.goingAway, reason: nil)
+                    try? await Self.sendClose(outbound, .policyViolation)
                 }
             }
             finish()

@@ -95,6 +95,30 @@ struct ProxyWebSocketTests {
         #expect(try await Lazy.shown(server, "ws") == "enabled (active)")
     }
 
+    @Test("an open WebSocket outlives a reload that keeps its upstream, and is closed (1008) once its plugin is disabled")
+    func disableCloses() async throws {
+        let upstream = try Upstream(script: "ws_echo.py")
+        defer { upstream.stop() }
+        let server = try Self.serve(upstream)
+        defer { server.stop() }
+        let keel = TestEnvironment.binPath + "/keel", at = ["--plugins", server.plugins, "--state", server.state]
+        let seen = try await Self.session(server, "/ext/ws/app/live") { frames, out in
+            var echoes: [String] = []
+            let reload = try TestEnvironment.run(keel, ["plugins", "reload", "ws"] + at)
+            #expect(reload.status == 0, "\(reload.stderr)")
+            try await out.write(.text("after reload"))
+            echoes.append(String(buffer: try #require(try await frames.next()).data))
+            let disable = try TestEnvironment.run(keel, ["plugins", "disable", "ws"] + at)
+            #expect(disable.status == 0, "\(disable.stderr)")
+            let disabled = ContinuousClock.now
+            while try await frames.next() != nil {}
+            echoes.append(ContinuousClock.now - disabled < .seconds(10) ? "closed" : "closed late")
+            return echoes
+        }
+        #expect(seen.echoes == ["after reload", "closed"])
+        #expect(seen.close == 1008)
+    }
+
     @Test("frames both ways with the caller's identity and forged X-Keel-* headers dropped; a client close reaches the app with its code; the app's close reaches the client")
     func relay() async throws {
         let upstream = try Upstream(script: "ws_echo.py")
