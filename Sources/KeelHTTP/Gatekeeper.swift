@@ -57,10 +57,12 @@ final class Gatekeeper: Sendable {
     }
 
     /// The caller of `request`, or a thrown 403 when an authenticate hook failed.
-    /// - Parameter pluginID: the plugin whose route the request is for (page sessions count there only).
-    func identify(_ request: Request, snapshot: Snapshot, pluginID: String? = nil) throws -> Caller {
+    /// - Parameters:
+    ///   - pluginID: the plugin whose route the request is for (page sessions count there only).
+    ///   - path: `request.uri.path` when the caller has read it already (each read decodes it anew).
+    func identify(_ request: Request, snapshot: Snapshot, pluginID: String? = nil, path: String? = nil) throws -> Caller {
         var tickets: [String] = [], isAdmin = false, tenant: String?
-        var seen = pluginRequest(request, isAdmin: &isAdmin, pageTickets: &tickets, tenant: &tenant)
+        var seen = pluginRequest(request, path: path ?? request.uri.path, isAdmin: &isAdmin, pageTickets: &tickets, tenant: &tenant)
         if isAdmin {
             seen.principal = Self.admin
             return Caller(principal: Self.admin, isAdmin: true, seen: seen)
@@ -114,7 +116,7 @@ final class Gatekeeper: Sendable {
     /// set when the first `Authorization` header is the admin token (the one the host honours). `tenant` gets the
     /// `X-Keel-Tenant` value (several joined with ", ", as `HTTPFields` reads them); the request id, the
     /// `X-Request-Id` value likewise. One pass over the headers finds them all.
-    func pluginRequest(_ request: Request, isAdmin: inout Bool, pageTickets: inout [String], tenant: inout String?) -> PluginRequest {
+    func pluginRequest(_ request: Request, path: String, isAdmin: inout Bool, pageTickets: inout [String], tenant: inout String?) -> PluginRequest {
         var headers: [(name: String, value: String)] = []
         headers.reserveCapacity(request.headers.count)
         var firstAuthorization = true
@@ -138,7 +140,7 @@ final class Gatekeeper: Sendable {
             }
             headers.append((name: field.name.canonicalName, value: field.value))
         }
-        return PluginRequest(method: request.method.rawValue, path: request.uri.path, query: request.uri.query ?? "",
+        return PluginRequest(method: request.method.rawValue, path: path, query: request.uri.query ?? "",
                              headers: headers, requestID: requestID ?? "")
     }
 }

@@ -19,12 +19,13 @@ struct PluginDispatcher: Sendable {
     /// Upstream apps plugins bring in (`proxy:`).
     let proxy: PluginProxy
 
-    func respond(to request: Request, context: KeelRequestContext) async throws -> Response {
-        let method = request.method.rawValue, path = request.uri.path
+    /// - Parameter path: `request.uri.path`, read once by the caller (each read decodes it anew).
+    func respond(to request: Request, context: KeelRequestContext, path: String) async throws -> Response {
+        let method = request.method.rawValue
         let snapshot = gatekeeper.kernel.registry.snapshot
         guard let match = snapshot.route(method: method, path: path) else {
             // The first request of an idle lazy plugin activates it and is then served by it.
-            if try await gatekeeper.wakeIdlePlugin(path, for: request) { return try await respond(to: request, context: context) }
+            if try await gatekeeper.wakeIdlePlugin(path, for: request) { return try await respond(to: request, context: context, path: path) }
             // No route: a prefix the plugin proxies, looked up only now so that routed requests pay nothing for it.
             guard let proxied = snapshot.proxy(for: path) else { throw APIError.notFound }
             if WebSocketProxy.isHandshake(request.headers) {
@@ -38,11 +39,11 @@ struct PluginDispatcher: Sendable {
         // Metrics per route pattern (never the raw path); the status of an error answer counts too.
         guard let measured = gatekeeper.metrics?.route(plugin: match.pluginID, method: match.route.method,
                                                        pattern: match.route.pattern.description) else {
-            return try await dispatch(request, context: context, match: match, snapshot: snapshot, measured: nil)
+            return try await dispatch(request, context: context, path: path, match: match, snapshot: snapshot, measured: nil)
         }
         let started = ContinuousClock.now
         do {
-            let response = try await dispatch(request, context: context, match: match, snapshot: snapshot, measured: measured)
+            let response = try await dispatch(request, context: context, path: path, match: match, snapshot: snapshot, measured: measured)
             measured.record(status: Int(response.status.code), elapsed: ContinuousClock.now - started)
             return response
         } catch {
@@ -54,9 +55,9 @@ struct PluginDispatcher: Sendable {
     }
 
     /// Serves a request that matched a plugin route: the auth chain, the body, the handler (see `respond`).
-    private func dispatch(_ request: Request, context: KeelRequestContext, match: Snapshot.RouteMatch, snapshot: Snapshot,
+    private func dispatch(_ request: Request, context: KeelRequestContext, path: String, match: Snapshot.RouteMatch, snapshot: Snapshot,
                           measured: ServerMetrics.RouteMetrics?) async throws -> Response {
-        let method = request.method.rawValue, path = request.uri.path
+        let method = request.method.rawValue
         let lanes = gatekeeper.lanes, gatekeeper = self.gatekeeper
         // The request's id: the client's X-Request-Id when sane, else the server's. Lines logged while plugin code
         // runs for this request carry it (RequestScope), and so does the response. A request with neither a length
@@ -81,7 +82,7 @@ struct PluginDispatcher: Sendable {
         @Sendable func checkAndHandle() throws -> Checked {
             try RequestScope.with(tag) { () throws -> Checked in
                 // The request as plugins see it is built once and shared by the hooks and the handler.
-                var identified = try gatekeeper.identify(request, snapshot: snapshot, pluginID: match.pluginID)
+                var identified = try gatekeeper.identify(request, snapshot: snapshot, pluginID: match.pluginID, path: path)
                 // A plugin enabled for other tenants only does not exist for this caller (its public static files aside:
                 // console pages load them from an opaque origin, as an anonymous caller).
                 guard gatekeeper.kernel.access.serves(match, tenant: identified.principal.tenant) else { throw APIError.notFound }
@@ -269,7 +270,7 @@ struct PluginRoutesMiddleware: RouterMiddleware {
             return snapshot.route(method: request.method.rawValue, path: path) != nil
         }
         guard path.hasPrefix("/ext/") || path == "/ext" || foreign() else { return try await next(request, context) }
-        do { return try await plugins.respond(to: request, context: context) } catch let error as APIError {
+        do { return try await plugins.respond(to: request, context: context, path: path) } catch let error as APIError {
             return try error.response(from: request, context: context)
         }
     }
@@ -285,8 +286,9 @@ struct KeelResponder: HTTPResponder {
 
     func respond(to request: Request, context: Context) async throws -> Response {
         var request = request
-        switch CanonicalPath.canonical(request.uri.path) {
-        case let .success(path) where path == request.uri.path: break
+        let given = request.uri.path
+        switch CanonicalPath.canonical(given) {
+        case let .success(path) where path == given: break
         case let .success(path):
             var head = request.head
             head.path = path + (request.uri.query.map { "?" + $0 } ?? "")
