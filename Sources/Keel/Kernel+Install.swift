@@ -158,14 +158,6 @@ extension Kernel {
         return try done.get()
     }
 
-    /// `install` on the kernel's thread, for the shared state's reconciliation (which runs there, start-up included).
-    func installBlocking(_ id: String, store: ExtensionStore) throws(KernelError) -> [String] {
-        try refuseInstalled(id)
-        let done = Self.installPlan(id, version: nil, store: store, allowUnsigned: false)
-        rescan()
-        return try done.get()
-    }
-
     private func refuseInstalled(_ id: String) throws(KernelError) {
         if let present = ExtensionStore.bundles(claiming: id, in: configuration.pluginsDirectory).first {
             throw KernelError(.conflict, pluginID: id, reason: ExtensionStore.alreadyInstalled(id, folder: present.folder))

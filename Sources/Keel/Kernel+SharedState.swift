@@ -21,9 +21,10 @@ extension Kernel {
     /// so hosts do not retry a broken build in a loop, and one host's failure does not stop the others. Idempotent:
     /// called after each change notification and periodically, it changes nothing once the host has converged.
     ///
-    /// Runs on the kernel's executor like every lifecycle change (an install blocks it for the download). A state
-    /// read that fails changes nothing (the host keeps serving what it has and catches up on a later call).
-    public func applyDesiredState() -> Convergence {
+    /// Runs on the kernel's executor like every lifecycle change; an install's download runs off it (as `install`'s
+    /// does), and the records are read again after it. A state read that fails changes nothing (the host keeps
+    /// serving what it has and catches up on a later call).
+    public func applyDesiredState() async -> Convergence {
         // Not while an install or upgrade of this host is on its way (its download runs off this thread, writing
         // records and work folders this pass would also touch): the next pass catches up.
         guard extensionChange == nil, var records = try? state.plugins() else { return Convergence() }
@@ -31,7 +32,7 @@ extension Kernel {
         var installed: Set<String> = []
         if records.contains(where: { $0.enabled && bundles[$0.id] == nil }) {
             rescan()
-            (changed.installed, installed) = installMissing(records)
+            (changed.installed, installed) = await installMissing(records)
             if !installed.isEmpty { records = (try? state.plugins()) ?? records }
         }
         let byID = Dictionary(records.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
@@ -59,16 +60,19 @@ extension Kernel {
     /// (verified as `keel install` verifies: checksum, and a signature by a trusted key), unless its install already
     /// failed here. A failure is recorded `install-failed` with the reason, for this host.
     /// Returns what was installed ("id version", dependencies included) and the ids enabled that now have a bundle.
-    private func installMissing(_ records: [PluginRecord]) -> ([String], Set<String>) {
+    private func installMissing(_ records: [PluginRecord]) async -> ([String], Set<String>) {
         let missing = records.filter { $0.enabled && bundles[$0.id] == nil && $0.status != .installFailed }.map(\.id)
         guard !missing.isEmpty else { return ([], []) }
         var done: [String] = [], ready: Set<String> = []
         for id in missing where bundles[id] == nil {
             do {
-                done += try installBlocking(id, store: extensions)
+                done += try await install(id, store: extensions)
                 if bundles[id] != nil { ready.insert(id) }
                 log(.info, id, "installed from the repositories: enabled on the shared state, missing here")
             } catch {
+                // Installed meanwhile by a command (the download let other work run): nothing failed.
+                rescan()
+                if bundles[id] != nil { ready.insert(id); continue }
                 let reason = ((try? state.repositories()) ?? []).isEmpty
                     ? "enabled on the shared state but not installed here, and no repository is configured"
                     : "enabled on the shared state but not installed here: \(error.reason)"
@@ -85,7 +89,7 @@ extension Kernel {
     /// neither the wake nor the work waits for Swift's cooperative pool (which blocking work elsewhere in the host may
     /// occupy under load). `onApplied` is called after each pass (on the kernel's executor: return quickly).
     public func followSharedState(_ wakes: AsyncStream<Void>, onApplied: @Sendable (Convergence) -> Void = { _ in }) async {
-        for await _ in wakes { onApplied(applyDesiredState()) }
+        for await _ in wakes { onApplied(await applyDesiredState()) }
     }
 
     /// Which plugins this host runs, at which generation (for the hosts table).
