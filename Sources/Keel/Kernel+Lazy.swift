@@ -161,6 +161,9 @@ extension Kernel {
     /// True while `id` is enabled, lazy and not loaded. [thread-safe]
     public nonisolated func isIdle(_ id: String) -> Bool { environment.idleManifest(id) != nil }
 
+    /// The manifest of `id` while it is idle (enabled, lazy, not loaded); nil otherwise. [thread-safe]
+    public nonisolated func idleManifest(_ id: String) -> Manifest? { environment.idleManifest(id) }
+
     // MARK: idle time-out
 
     /// Starts the task that deactivates lazy plugins left unused past their idle time-out, unless it runs.

@@ -32,8 +32,11 @@ extension Kernel {
         var installed: Set<String> = []
         if records.contains(where: { $0.enabled && bundles[$0.id] == nil }) {
             rescan()
-            (changed.installed, installed) = await installMissing(records)
-            if !installed.isEmpty { records = (try? state.plugins()) ?? records }
+            let waited: Bool
+            (changed.installed, installed, waited) = await installMissing(records)
+            // The kernel went on during the downloads (a disable, a shutdown): act on what is stored now.
+            if isShutDown { return changed }
+            if waited { records = (try? state.plugins()) ?? records }
         }
         let byID = Dictionary(records.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         for id in activationOrder.reversed() where byID[id].map({ !$0.enabled }) == true {
@@ -59,10 +62,11 @@ extension Kernel {
     /// Installs from the configured repositories every plugin `records` has enabled whose bundle this host lacks
     /// (verified as `keel install` verifies: checksum, and a signature by a trusted key), unless its install already
     /// failed here. A failure is recorded `install-failed` with the reason, for this host.
-    /// Returns what was installed ("id version", dependencies included) and the ids enabled that now have a bundle.
-    private func installMissing(_ records: [PluginRecord]) async -> ([String], Set<String>) {
+    /// Returns what was installed ("id version", dependencies included), the ids enabled that now have a bundle, and
+    /// whether it waited for a download (the records may have changed meanwhile).
+    private func installMissing(_ records: [PluginRecord]) async -> ([String], Set<String>, Bool) {
         let missing = records.filter { $0.enabled && bundles[$0.id] == nil && $0.status != .installFailed }.map(\.id)
-        guard !missing.isEmpty else { return ([], []) }
+        guard !missing.isEmpty else { return ([], [], false) }
         var done: [String] = [], ready: Set<String> = []
         for id in missing where bundles[id] == nil {
             do {
@@ -80,7 +84,7 @@ extension Kernel {
                 log(.error, id, reason)
             }
         }
-        return (done, ready)
+        return (done, ready, true)
     }
 
     /// Applies the desired state each time `wakes` yields, until it finishes: the loop of a host on a shared state.

@@ -127,6 +127,9 @@ public actor Kernel {
     /// The plugin an install or upgrade is changing (its download runs off the kernel's thread, so the kernel serves
     /// other work meanwhile), and the installs, upgrades and uninstalls waiting for it to end (see `Kernel+Install`).
     var extensionChange: String?
+    /// Set by `shutdown()`: work that was waiting off the kernel's thread (a shared-state pass's download) starts
+    /// nothing afterwards.
+    var isShutDown = false
     var extensionChangeWaiters: [CheckedContinuation<Void, Never>] = []
 
     /// Opens the state file (creating and migrating it as needed). Loads nothing yet: call `start()`.
@@ -303,6 +306,7 @@ public actor Kernel {
     /// Deactivates every active plugin in reverse activation order. The state keeps them enabled, so the next
     /// start brings the same set back.
     public func shutdown() {
+        isShutDown = true
         watcher?.stop()
         watcher = nil
         idleSweeper?.cancel()

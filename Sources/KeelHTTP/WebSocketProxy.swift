@@ -25,9 +25,10 @@ import WSClient
 ///   its code; a close from the app ends the client's WebSocket (1000); an upstream that drops the connection ends
 ///   it with 1014 (bad gateway).
 /// - A WebSocket with no frame either way for `idleTimeout` is closed on both sides (1001).
-/// - A WebSocket whose plugin no longer proxies its prefix to the same upstream for the caller (disabled, uninstalled,
-///   stopped by a revoke, reloaded with another upstream, or no longer enabled for the caller's tenant) is closed on
-///   both sides within a second (1008 to the client); one whose lazy plugin was unloaded for idleness stays open.
+/// - A WebSocket whose plugin no longer proxies its prefix to the same upstream for the caller's tenant (disabled,
+///   uninstalled, stopped by a revoke, reloaded or upgraded with another prefix or upstream, or no longer enabled for
+///   that tenant) is closed on both sides within about two seconds (1008 to the client); one whose lazy plugin was
+///   unloaded for idleness stays open. The caller's own rights (roles, hooks) are not checked again.
 /// - Not relayed: subprotocols (`Sec-WebSocket-Protocol`) and extensions (no compression).
 /// Thread-safe.
 final class WebSocketProxy: Sendable {
@@ -111,13 +112,16 @@ final class WebSocketProxy: Sendable {
         }
         let p = proxied.proxy
         let scheme = p.scheme == "https" ? "wss" : "ws"
-        let kernel = proxy.gatekeeper.kernel, pluginID = proxied.pluginID, upstream = p.upstream, tenant = caller.principal.tenant
+        // Whether the plugin still proxies this prefix to this upstream for the caller's tenant: loaded, or idle (a
+        // lazy plugin unloaded for idleness) with the same declaration in its manifest.
+        let kernel = proxy.gatekeeper.kernel, pluginID = proxied.pluginID, declared = p, tenant = caller.principal.tenant
         let stillServed: @Sendable () -> Bool = {
-            if kernel.isIdle(pluginID) { return true }
-            guard let now = kernel.registry.snapshot.proxy(for: path), now.pluginID == pluginID, now.proxy.upstream == upstream else {
-                return false
+            guard kernel.access.isVisible(pluginID, tenant: tenant) else { return false }
+            if let idle = kernel.idleManifest(pluginID) {
+                return idle.proxies.contains { $0.prefix == declared.prefix && $0.upstream == declared.upstream }
             }
-            return kernel.access.isVisible(pluginID, tenant: tenant)
+            guard let now = kernel.registry.snapshot.proxy(for: path) else { return false }
+            return now.pluginID == pluginID && now.proxy.prefix == declared.prefix && now.proxy.upstream == declared.upstream
         }
         let session = Session(pluginID: proxied.pluginID, idleTimeout: idleTimeout, log: proxy.gatekeeper.log, stillServed: stillServed)
         let url = "\(scheme)://\(p.hostPart):\(p.port)\(target)"
@@ -312,10 +316,13 @@ final class WebSocketProxy: Sendable {
                     }
                     group.addTask {
                         let limit = Int64(idle.components.seconds) * 1_000_000_000 + idle.components.attoseconds / 1_000_000_000
+                        // Two checks in a row must fail: a lazy plugin going idle is briefly neither loaded nor idle.
+                        var refusals = 0
                         while !Task.isCancelled {
                             let quiet = Self.now() - self.activity.load(ordering: .relaxed)
                             if quiet >= limit { return .idle }
-                            if !self.stillServed() { return .revoked }
+                            refusals = self.stillServed() ? 0 : refusals + 1
+                            if refusals >= 2 { return .revoked }
                             try? await Task.sleep(for: .nanoseconds(min(limit - quiet, 1_000_000_000)))
                         }
                         return .idle
@@ -340,9 +347,10 @@ final class WebSocketProxy: Sendable {
                     try? await upstream.outbound.close(.goingAway, reason: "idle")
                     try? await Self.sendClose(outbound, .goingAway)
                 case .revoked:
+                    // The client first: an upstream that does not read must not hold the client's close back.
                     log(LogRecord(level: .info, pluginID: pluginID, message: "proxied WebSocket closed: the plugin no longer serves it to its caller"))
-                    try? await upstream.outbound.close(.goingAway, reason: nil)
                     try? await Self.sendClose(outbound, .policyViolation)
+                    try? await upstream.outbound.close(.goingAway, reason: nil)
                 }
             }
             finish()
