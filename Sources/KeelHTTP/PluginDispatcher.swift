@@ -129,14 +129,29 @@ struct PluginDispatcher: Sendable {
         var match = match
         while true {
             if attempt > 0 {
-                guard let next = gatekeeper.kernel.registry.snapshot.route(method: method, path: path) else {
+                let current = gatekeeper.kernel.registry.snapshot
+                guard let next = current.route(method: method, path: path) else {
                     // Its generation went idle (idle-timeout) as this request reached it: wake it again.
                     if try await gatekeeper.wakeIdlePlugin(path, for: nil) { continue }
                     throw APIError.notFound
                 }
+                // The current generation's route: the same plugin's (a path under a granted foreign prefix could now
+                // be another plugin's), serving the caller's tenant, and passing the auth chain as it is now (its
+                // hooks may have changed with the reload).
+                guard next.pluginID == match.pluginID else {
+                    throw APIError(.serviceUnavailable, "plugin-unavailable", "the plugin is being stopped; retry")
+                }
+                guard gatekeeper.kernel.access.serves(next, tenant: seen.principal.tenant) else { throw APIError.notFound }
                 match = next
                 seen.routePath = match.routePath
                 seen.parameters = match.parameters
+                let asked = seen
+                try await lanes.run(match.pluginID) {
+                    try RequestScope.with(tag) {
+                        try gatekeeper.authorize(Gatekeeper.Caller(principal: asked.principal, isAdmin: false, seen: asked), request,
+                                                 snapshot: current)
+                    }
+                }
             }
             let result: Result<PluginResponse, PluginCallError>
             let route = match.route, asked = seen
@@ -240,10 +255,12 @@ struct PluginDispatcher: Sendable {
         case let .failure(error) where error.status == StatusCode.unavailable:
             return nil
         case let .failure(error) where error.status == StatusCode.workerCrashed:
-            gatekeeper.log(LogRecord(level: .error, pluginID: error.pluginID, message: "\(method) \(path) failed: \(error.message)"))
+            gatekeeper.log(LogRecord(level: .error, pluginID: error.pluginID, message: "\(method) \(path) failed: \(error.message)",
+                                     requestID: requestID))
             throw APIError(.badGateway, "plugin-crashed", "the plugin's worker process crashed while handling the request")
         case let .failure(error) where error.status == StatusCode.workerTimedOut:
-            gatekeeper.log(LogRecord(level: .error, pluginID: error.pluginID, message: "\(method) \(path) failed: \(error.message)"))
+            gatekeeper.log(LogRecord(level: .error, pluginID: error.pluginID, message: "\(method) \(path) failed: \(error.message)",
+                                     requestID: requestID))
             throw APIError(.gatewayTimeout, "plugin-timeout", "the plugin did not answer within its budget")
         case let .failure(error):
             gatekeeper.log(LogRecord(level: .error, pluginID: error.pluginID, message: "\(method) \(path) failed: \(error)",
