@@ -119,6 +119,29 @@ struct ProxyWebSocketTests {
         #expect(seen.close == 1008)
     }
 
+    @Test("a WebSocket whose caller's tenant the plugin stops serving is closed (1008); the plugin serves its other tenants on")
+    func tenantDisableCloses() async throws {
+        let upstream = try Upstream(script: "ws_echo.py")
+        defer { upstream.stop() }
+        let server = try Self.serve(upstream)
+        defer { server.stop() }
+        let keel = TestEnvironment.binPath + "/keel", at = ["--plugins", server.plugins, "--state", server.state]
+        // Served to default and beta (not acme); an anonymous caller is in default.
+        for args in [["tenants", "create", "acme"], ["tenants", "create", "beta"], ["plugins", "disable", "ws", "--tenant", "acme"]] {
+            let r = try TestEnvironment.run(keel, args + at)
+            #expect(r.status == 0, "\(args): \(r.stderr)")
+        }
+        let seen = try await Self.session(server, "/ext/ws/app/tenant") { frames, _ in
+            let r = try TestEnvironment.run(keel, ["plugins", "disable", "ws", "--tenant", "default"] + at)
+            #expect(r.status == 0, "\(r.stderr)")
+            while try await frames.next() != nil {}
+            return []
+        }
+        #expect(seen.close == 1008)
+        let info = try await server.request("GET", "/api/v1/plugins/ws", admin: true).json as? [String: Any]
+        #expect(info?["status"] as? String == "enabled" && info?["tenants"] as? [String] == ["beta"], "\(String(describing: info))")
+    }
+
     @Test("frames both ways with the caller's identity and forged X-Keel-* headers dropped; a client close reaches the app with its code; the app's close reaches the client")
     func relay() async throws {
         let upstream = try Upstream(script: "ws_echo.py")
