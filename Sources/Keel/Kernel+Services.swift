@@ -181,7 +181,7 @@ extension Kernel {
     /// Every interface that some installed plugin provides or consumes, or the host provides: its providers, which
     /// serves (host-wide and per tenant with a choice) and why, and its consumers.
     public func services() -> [InterfaceInfo] {
-        let directory = registry.snapshot.services
+        let directory = registry.snapshot.services, tenants = access.directory.pluginTenants
         var ids = Set(directory.providers.keys)
         for manifest in bundles.values.compactMap(\.manifest) {
             ids.formUnion(manifest.provides.map(\.interface))
@@ -199,9 +199,9 @@ extension Kernel {
                 providers.append(.init(plugin: host.providerID, pluginVersion: "", version: "\(host.version)", ranking: host.ranking,
                                        active: true, generation: 0, leases: host.leasesHeld))
             }
-            let scopes = directory.scopes(interface, providerTenants: access.directory.pluginTenants)
+            let scopes = directory.scopes(interface, providerTenants: tenants)
             let serving = scopes.map { tenant -> InterfaceInfo.Serving in
-                let r = directory.resolution(interface, tenant: tenant, serving: access.servingFilter(tenant: tenant))
+                let r = directory.resolution(interface, tenant: tenant, serving: AccessControl.servingFilter(tenants, tenant: tenant))
                 return .init(tenant: tenant, choice: directory.selections[tenant]?[interface], provider: r?.provision.providerID,
                              reason: r?.reason.rawValue ?? "no provider enabled")
             }
