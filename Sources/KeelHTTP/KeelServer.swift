@@ -134,7 +134,8 @@ public struct KeelServer: Sendable {
         Console.register(on: router)
         PageBridge.register(on: router)
         builtinRoutes(router)
-        let responder = KeelResponder(router: router.buildResponder())
+        let responder = KeelResponder(router: router.buildResponder(),
+                                      plugins: router.middlewares.constructResponder(finalResponder: UnroutedResponder()))
         let sink = kernel.logSink
         var logger = configuration.logsThroughKernel
             ? Logger(label: "keel.http") { label in StructuredLog.handler(label: label, sink: sink) }

@@ -297,22 +297,42 @@ struct PluginRoutesMiddleware: RouterMiddleware {
 /// handlers; a path that has none gets 400), then hands the request to the router, whose middleware stack serves
 /// plugin routes and host routes alike. Hummingbird's router is frozen once built, so plugin routes live in the
 /// registry, reached through `PluginRoutesMiddleware`.
+///
+/// A path under `/ext/` skips the router's own route tree (which holds host routes only, and whose look-up would
+/// miss): it goes to the router's middleware stack directly, `plugins`, the same stack the router puts in front of
+/// "not found" and of every host route, so the same middleware sees it and `PluginRoutesMiddleware` serves it.
 struct KeelResponder: HTTPResponder {
     typealias Context = KeelRequestContext
     let router: RouterResponder<KeelRequestContext>
+    /// The router's middleware stack in front of `UnroutedResponder`: made from `Router.middlewares` once every
+    /// middleware is added.
+    let plugins: any HTTPResponder<KeelRequestContext>
 
     func respond(to request: Request, context: Context) async throws -> Response {
         var request = request
         let given = request.uri.path
+        let path: String
         switch CanonicalPath.canonical(given) {
-        case let .success(path) where path == given: break
-        case let .success(path):
+        case let .success(canonical) where canonical == given: path = given
+        case let .success(canonical):
             var head = request.head
-            head.path = path + (request.uri.query.map { "?" + $0 } ?? "")
+            head.path = canonical + (request.uri.query.map { "?" + $0 } ?? "")
             request = Request(head: head, body: request.body)
+            path = canonical
         case let .failure(problem):
             return try APIError(.badRequest, "bad-path", problem.description).response(from: request, context: context)
         }
-        return try await router.respond(to: request, context: context)
+        guard path.hasPrefix("/ext/") || path == "/ext" else { return try await router.respond(to: request, context: context) }
+        do { return try await plugins.respond(to: request, context: context) } catch let error as any HTTPResponseError {
+            // As the router answers an error its middleware throws.
+            return try error.response(from: request, context: context)
+        }
     }
+}
+
+/// The end of the middleware stack `KeelResponder` sends plugin paths through: `PluginRoutesMiddleware` answers every
+/// one of them, so this is reached only if that middleware is missing from the stack.
+struct UnroutedResponder: HTTPResponder {
+    typealias Context = KeelRequestContext
+    func respond(to request: Request, context: Context) throws -> Response { throw HTTPError(.notFound) }
 }
