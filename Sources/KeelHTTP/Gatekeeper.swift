@@ -50,10 +50,11 @@ final class Gatekeeper: Sendable {
 
     /// A caller as the gatekeeper established it, with the request as plugins may see it.
     struct Caller: Sendable {
-        var principal: Principal
         var isAdmin: Bool
         /// The request for hooks and handlers: host credentials removed, the principal filled in.
         var seen: PluginRequest
+        /// Who is calling (kept in `seen` only: one copy, not two, on every plugin request).
+        var principal: Principal { seen.principal }
     }
 
     /// The caller of `request`, or a thrown 403 when an authenticate hook failed.
@@ -65,16 +66,16 @@ final class Gatekeeper: Sendable {
         var seen = pluginRequest(request, path: path ?? request.uri.path, isAdmin: &isAdmin, pageTickets: &tickets, tenant: &tenant)
         if isAdmin {
             seen.principal = Self.admin
-            return Caller(principal: Self.admin, isAdmin: true, seen: seen)
+            return Caller(isAdmin: true, seen: seen)
         }
         if let pluginID, let principal = tickets.lazy.compactMap({ self.pages.principal(ticket: $0, pluginID: pluginID) }).first {
             seen.principal = principal
-            return Caller(principal: principal, isAdmin: false, seen: seen)
+            return Caller(isAdmin: false, seen: seen)
         }
         switch kernel.access.identify(seen, tenant: tenant, snapshot: snapshot) {
         case let .success(principal):
             seen.principal = principal
-            return Caller(principal: principal, isAdmin: false, seen: seen)
+            return Caller(isAdmin: false, seen: seen)
         case let .failure(error):
             log(LogRecord(level: .warn, pluginID: error.pluginID, message: "authenticate hook failed, request denied: \(error)"))
             if let metrics, let hook = error.hook { metrics.hookDenied(plugin: error.pluginID, hook: hook) }

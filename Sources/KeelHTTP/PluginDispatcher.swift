@@ -74,8 +74,6 @@ struct PluginDispatcher: Sendable {
             }
         }
         let bodiless = !hasBody, tag = RequestScope.Tag(RequestScope.sane(givenID) ?? RequestIDs.next())
-        /// The request as plugins see it, and the handler's outcome when it was called already.
-        typealias Checked = (seen: PluginRequest, outcome: Result<PluginResponse, PluginCallError>?)
         /// Identifies the caller, runs the auth chain, and, for a request without a body, the handler. A local
         /// function, not a closure: run inline (the common case) it is called directly, with nothing copied into a
         /// closure context on the heap; only a call that goes to the lane's threads makes one.
@@ -93,7 +91,7 @@ struct PluginDispatcher: Sendable {
                 let caller = identified
                 guard bodiless else {
                     try gatekeeper.authorize(caller, request, snapshot: snapshot)
-                    return (caller.seen, nil)
+                    return Checked(seen: caller.seen, outcome: nil)
                 }
                 let (authorized, result) = PreparedRequest.prepare(caller.seen) { frame -> (Result<Void, Error>, Result<PluginResponse, PluginCallError>?) in
                     let authorized = Result { try gatekeeper.authorize(caller, request, snapshot: snapshot, prepared: frame) }
@@ -102,7 +100,7 @@ struct PluginDispatcher: Sendable {
                     return (authorized, ServerMetrics.timed(measured) { match.route.handler.handle(frame) })
                 }
                 try authorized.get()
-                return (caller.seen, result)
+                return Checked(seen: caller.seen, outcome: result)
             }
         }
         let checked: Checked = if let inline = try lanes.runInline(match.pluginID, checkAndHandle) {
@@ -148,7 +146,7 @@ struct PluginDispatcher: Sendable {
                 let asked = seen
                 try await lanes.run(match.pluginID) {
                     try RequestScope.with(tag) {
-                        try gatekeeper.authorize(Gatekeeper.Caller(principal: asked.principal, isAdmin: false, seen: asked), request,
+                        try gatekeeper.authorize(Gatekeeper.Caller(isAdmin: false, seen: asked), request,
                                                  snapshot: current)
                     }
                 }
@@ -172,6 +170,13 @@ struct PluginDispatcher: Sendable {
             }
             attempt += 1
         }
+    }
+
+    /// The request as plugins see it, and the handler's outcome when it was called already. A struct, not a tuple:
+    /// a tuple of these was copied and destroyed through the run-time's generic tuple witnesses.
+    private struct Checked: Sendable {
+        var seen: PluginRequest
+        var outcome: Result<PluginResponse, PluginCallError>?
     }
 
     static let contentSecurityPolicy = HTTPField.Name("content-security-policy")!

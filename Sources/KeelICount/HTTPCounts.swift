@@ -116,34 +116,39 @@ final class BlockingClient: Sendable {
         }
     }
 
-    /// nil while the answer is incomplete; else whether it is a 200. Works on the bytes, without Foundation (the
-    /// client's own instructions are counted with the server's, so they must stay few).
+    /// nil while the answer is incomplete; else whether it is a 200. Works on the bytes with `memchr`, without
+    /// Foundation: the client's own instructions are counted with the server's, so they must stay few, and must not
+    /// grow much with the answer's headers (a byte-by-byte scan cost more than a tenth of what the plugin path adds to
+    /// a request).
     private static func complete(_ answer: [UInt8]) -> Bool? {
-        var end = -1
-        var i = 3
-        while i < answer.count {
-            if answer[i] == 10 && answer[i - 1] == 13 && answer[i - 2] == 10 && answer[i - 3] == 13 { end = i + 1; break }
-            i += 1
-        }
-        guard end > 0 else { return nil }
-        // "content-length:" at the start of a line, any case; then the digits.
-        let name = Array("content-length:".utf8)
-        var length = -1
-        var line = 0
-        while line < end {
-            if line + name.count < end, (0..<name.count).allSatisfy({ answer[line + $0] | 0x20 == name[$0] | 0x20 }) {
-                var j = line + name.count, value = 0
-                while answer[j] == 32 { j += 1 }
-                while answer[j] >= 48 && answer[j] <= 57 { value = value * 10 + Int(answer[j] - 48); j += 1 }
-                length = value
-                break
+        answer.withUnsafeBufferPointer { bytes -> Bool? in
+            guard let base = bytes.baseAddress else { return nil }
+            let count = bytes.count
+            /// The offset just past the next "\n" at or after `from`, or nil.
+            func lineAfter(_ from: Int) -> Int? {
+                guard from < count, let found = memchr(base + from, 10, count - from) else { return nil }
+                return UnsafeRawPointer(found) - UnsafeRawPointer(base) + 1
             }
-            while line < end && answer[line] != 10 { line += 1 }
-            line += 1
+            // Line by line to the blank line that ends the head, noting "content-length:" (any case) on the way.
+            var length = -1, line = 0, end = -1
+            while let next = lineAfter(line) {
+                if next - line == 2, bytes[line] == 13 { end = next; break }
+                if length < 0, next - line > 17, bytes[line] | 0x20 == 0x63, bytes[line + 14] == 58,
+                   Self.contentLength.indices.allSatisfy({ bytes[line + $0] | 0x20 == Self.contentLength[$0] }) {
+                    var j = line + 15, value = 0
+                    while bytes[j] == 32 { j += 1 }
+                    while bytes[j] >= 48 && bytes[j] <= 57 { value = value * 10 + Int(bytes[j] - 48); j += 1 }
+                    length = value
+                }
+                line = next
+            }
+            guard end > 0 else { return nil }
+            guard length >= 0 else { return false }
+            guard count - end >= length else { return nil }
+            // "HTTP/1.1 200"
+            return count > 12 && bytes[9] == 50 && bytes[10] == 48 && bytes[11] == 48
         }
-        guard length >= 0 else { return false }
-        guard answer.count - end >= length else { return nil }
-        // "HTTP/1.1 200"
-        return answer.count > 12 && answer[9] == 50 && answer[10] == 48 && answer[11] == 48
     }
+
+    private static let contentLength = Array("content-length".utf8)
 }
