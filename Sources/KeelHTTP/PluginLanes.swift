@@ -58,7 +58,8 @@ final class PluginLanes: Sendable {
         pool.start()
         self.perLane = max(1, min(perLane, threads))
         self.queueLimit = queueLimit
-        inlineSlots = max(1, cores - 1)
+        // One cooperative thread (of as many as cores) never runs plugin code: none on a single core.
+        inlineSlots = max(0, cores - 1)
     }
 
     /// Runs `body` in `lane`: inline when a slot is free and the lane is not slow, else on a pool thread after
