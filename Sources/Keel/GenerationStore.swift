@@ -262,10 +262,16 @@ struct GenerationStore: Sendable {
 
 /// A set of files by (device, inode), shared by the copies of a `GenerationStore`. Thread-safe (a lock).
 final class InodeSet: Sendable {
-    private let members = Mutex<Set<[UInt64]>>([])
+    /// A file's identity. A struct, not a two-element array: no allocation per insert, and no run-time conformance
+    /// look-up for `Array<UInt64>: Hashable` on a lazy plugin's first request.
+    private struct FileID: Hashable {
+        let device: UInt64, inode: UInt64
+    }
+
+    private let members = Mutex<Set<FileID>>([])
 
     /// Adds the file; false when it was there already.
     func insert(device: UInt64, inode: UInt64) -> Bool {
-        members.withLock { $0.insert([device, inode]).inserted }
+        members.withLock { $0.insert(FileID(device: device, inode: inode)).inserted }
     }
 }

@@ -161,7 +161,9 @@ extension BundleScanner {
             }
             names.append(name)
         }
-        return names.sorted().map { directory + "/" + $0 }
+        // By bytes: the same order as `String`'s for the ASCII names ids are, at a fraction of the cost (a thousand
+        // names are sorted at every start).
+        return names.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }.map { directory + "/" + $0 }
     }
 }
 
