@@ -1,0 +1,97 @@
+/* A plugin that attacks its host from a worker process (isolation: process), for HostileWorkerTests. Its native code
+ * owns the worker: it writes raw wire frames (Sources/KeelIsolation/Wire.swift) to the worker's socket, fd 0.
+ *   GET|POST /ext/<id>/items/:id
+ *     "status"  forges `response` answers (kind 22) with HTTP status 5000 for call ids 1...4000, then answers 200
+ *     "biglog"  sends 10 `log` frames (kind 25), each one grapheme cluster of 4 MiB ("a" + 2 Mi x U+0301)
+ *     "stall"   forks a child that keeps the socket open and never reads it (for 120 s), and the worker dies
+ *     anything else: 200 "ok"
+ */
+#define _DEFAULT_SOURCE
+#include <keel/keel.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static int is(keel_str s, const char *what) { return s.len == strlen(what) && memcmp(s.ptr, what, s.len) == 0; }
+
+static void put32(unsigned char *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i)); }
+static void put64(unsigned char *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i)); }
+
+static void write_all(const unsigned char *p, size_t n) {
+    while (n > 0) {
+        ssize_t w = write(0, p, n);
+        if (w <= 0) return;
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+/* A `response` answer to call `id`: outcome ok (i32 0, empty message), status, no headers, empty body. */
+static void forge_response(uint64_t id, int64_t status) {
+    unsigned char f[4 + 1 + 8 + 4 + 4 + 8 + 4 + 4];
+    put32(f, sizeof f - 4);
+    f[4] = 22;
+    put64(f + 5, id);
+    put32(f + 13, 0);
+    put32(f + 17, 0);
+    put64(f + 21, (uint64_t)status);
+    put32(f + 29, 0);
+    put32(f + 33, 0);
+    write_all(f, sizeof f);
+}
+
+/* A `log` frame: level (int), then one message that is a single grapheme cluster of `marks` combining accents. */
+static void forge_big_log(size_t marks) {
+    size_t text = 1 + 2 * marks, length = 1 + 8 + 8 + 4 + text;
+    unsigned char *f = malloc(4 + length);
+    if (!f) return;
+    put32(f, (uint32_t)length);
+    f[4] = 25;
+    put64(f + 5, 0);
+    put64(f + 13, 2);
+    put32(f + 21, (uint32_t)text);
+    f[25] = 'a';
+    for (size_t i = 0; i < marks; i++) { f[26 + 2 * i] = 0xCC; f[27 + 2 * i] = 0x81; }
+    write_all(f, 4 + length);
+    free(f);
+}
+
+static keel_status item(void *user_data, const keel_http_request *req, keel_http_response *res) {
+    (void)user_data;
+    keel_str id = req->params_len > 0 ? req->params[0].value : req->route_path;
+    if (is(id, "status")) {
+        for (uint64_t i = 1; i <= 4000; i++) forge_response(i, 5000);
+    } else if (is(id, "biglog")) {
+        for (int i = 0; i < 10; i++) forge_big_log((size_t)2 << 20);
+    } else if (is(id, "stall")) {
+        if (fork() == 0) {
+            alarm(120); /* the test's own clean-up */
+            for (;;) pause();
+        }
+        kill(getpid(), SIGKILL);
+    }
+    res->set_status(res, 200);
+    return res->write(res, "ok", 2);
+}
+
+static keel_status activate(const keel_host *host, keel_ctx *ctx) {
+    const keel_host_http *http = host->get_service(ctx, keel_cstr(KEEL_SERVICE_HTTP));
+    if (!http) return KEEL_ERR_UNSUPPORTED;
+    keel_route get = { sizeof get, KEEL_STR("GET"), KEEL_STR("/items/:id"), item, NULL };
+    keel_status s = http->register_route(ctx, &get);
+    if (s != KEEL_OK) return s;
+    keel_route post = { sizeof post, KEEL_STR("POST"), KEEL_STR("/items/:id"), item, NULL };
+    return http->register_route(ctx, &post);
+}
+
+static const keel_plugin descriptor = {
+    .struct_size = sizeof(keel_plugin),
+    .abi_version = { KEEL_ABI_VERSION_MAJOR, KEEL_ABI_VERSION_MINOR, KEEL_ABI_VERSION_PATCH },
+    .id = KEEL_STR("hostile"),
+    .version = KEEL_STR("1.0.0"),
+    .activate = activate,
+};
+
+KEEL_PLUGIN_ENTRY(descriptor)

@@ -1,0 +1,80 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import Testing
+
+/// A plugin whose native code attacks the host from its worker process (`isolation: process`) by writing raw frames to
+/// its socket (Fixtures/plugins/hostile.c). README: "The host treats the worker's socket as hostile input ... a
+/// crash, abort, hang or runaway allocation in the plugin ends only its worker". These tests FAIL on the current
+/// code: each is a finding of the attacker's review.
+@Suite("hostile worker", .serialized)
+struct HostileWorkerTests {
+    func stage() throws -> KernelFixture {
+        let f = KernelFixture()
+        let library = try TestEnvironment.buildPlugin(source: TestEnvironment.fixtures + "/plugins/hostile.c", name: "hostile")
+        let manifest = TestEnvironment.manifest(id: "hostile", library: "libhostile.so", capabilities: ["routes"], extra: "isolation: process")
+        try TestEnvironment.makeBundle(in: f.plugins, folder: "hostile", manifest: manifest, library: library)
+        let r = try TestEnvironment.run(TestEnvironment.binPath + "/keel", ["plugins", "enable", "hostile", "--plugins", f.plugins, "--state", f.state])
+        guard r.status == 0 else { throw TestFailure("enable: \(r.stderr)") }
+        return f
+    }
+
+    static func residentKiB(_ pid: Int32) -> Int {
+        let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+        let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
+        return Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0
+    }
+
+    @Test("a worker that answers a handle call with HTTP status 5000 does not take the host down")
+    func forgedStatus() async throws {
+        let f = try stage()
+        let server = try ServerProcess(plugins: f.plugins, state: f.state)
+        defer { server.stop() }
+        #expect(try await server.request("GET", "/ext/hostile/items/fine").status == 200)
+        let reply = try? await server.request("GET", "/ext/hostile/items/status")
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(server.process.isRunning, "keel serve died: \(server.errors.value.suffix(600))")
+        #expect(reply.map { $0.status >= 500 && $0.status <= 599 } == true, "\(String(describing: reply?.status))")
+    }
+
+    @Test("a worker's log line is cut to 4096 bytes, whatever its characters")
+    func logLineCap() async throws {
+        let f = try stage()
+        let server = try ServerProcess(plugins: f.plugins, state: f.state)
+        defer { server.stop() }
+        let before = Self.residentKiB(server.process.processIdentifier)
+        #expect(try await server.request("GET", "/ext/hostile/items/biglog").status == 200)
+        try await Task.sleep(for: .seconds(2))
+        let after = Self.residentKiB(server.process.processIdentifier)
+        let logs = try await server.request("GET", "/api/v1/plugins/hostile/logs", admin: true)
+        print("hostile worker: host RSS \(before) KiB -> \(after) KiB; logs endpoint \(logs.body.count) bytes")
+        // 10 lines of at most 4 KiB (plus escaping) each, not 10 x 4 MiB.
+        #expect(logs.body.count < 1 << 20, "the log endpoint returned \(logs.body.count) bytes")
+        #expect(after - before < 32 * 1024, "host RSS grew by \(after - before) KiB")
+    }
+
+    @Test("a worker that stops reading its socket (a forked child keeps it open) does not stall /healthz")
+    func stalledSocket() async throws {
+        let f = try stage()
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--worker-call-timeout", "2"])
+        defer { server.stop() }
+        #expect(try await server.request("GET", "/ext/hostile/items/fine").status == 200)
+        let stalled = try await server.request("GET", "/ext/hostile/items/stall")
+        #expect(stalled.status == 504, "\(stalled.status)")
+        // Requests with bodies fill the socket nobody reads.
+        let body = Data(repeating: 0x61, count: 512 * 1024)
+        let posts = (0..<4).map { _ in
+            Task { try? await server.request("POST", "/ext/hostile/items/x", body: body).status }
+        }
+        try await Task.sleep(for: .milliseconds(700))
+        let started = Date()
+        let health = try await server.request("GET", "/healthz")
+        let took = Date().timeIntervalSince(started)
+        print("hostile worker: /healthz took \(took) s (status \(health.status))")
+        #expect(took < 3, "/healthz took \(took) s while a worker's socket was full")
+        for p in posts { _ = await p.value }
+    }
+}
