@@ -342,9 +342,25 @@ extension WireReader {
     /// after its leading 1.
     mutating func commandError() throws(WireError) -> CommandError {
         let code = CommandError.Code(rawValue: try string()) ?? .failed
-        let message = String(try string().prefix(4096))
+        let message = try string().prefix(utf8Bytes: 4096)
         var status = try i32()
         if status < 0 { status = StatusCode.internalError }
         return CommandError(code, message, status: status)
+    }
+}
+
+extension String {
+    /// The longest prefix of whole Unicode scalars that is at most `limit` bytes of UTF-8. Not `prefix(_:)`, which
+    /// counts Characters: one grapheme cluster ("a" and a million combining accents) can fill a whole frame.
+    func prefix(utf8Bytes limit: Int) -> String {
+        guard utf8.count > limit else { return self }
+        var scalars = String.UnicodeScalarView()
+        var used = 0
+        for scalar in unicodeScalars {
+            used += UTF8.width(scalar)
+            guard used <= limit else { break }
+            scalars.append(scalar)
+        }
+        return String(scalars)
     }
 }

@@ -272,7 +272,7 @@ final class WorkerConnection: Sendable {
                     let level = try frame.int()
                     var message = try frame.string()
                     guard logs.admit(now: Self.monotonic()) else { continue }
-                    if message.utf8.count > 4096 { message = String(message.prefix(4096)) + "…" }
+                    if message.utf8.count > 4096 { message = message.prefix(utf8Bytes: 4096) + "…" }
                     handlers.log(level, message)
                 case .callCommand, .checkPermission, .serviceAcquire, .serviceRelease, .serviceInvoke:
                     try serveHostCall(frame, services: handlers.services, leases: leases) { level, message in

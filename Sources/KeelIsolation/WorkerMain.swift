@@ -283,7 +283,7 @@ extension WireReader {
         let message = try string()
         guard status != StatusCode.ok else { return nil }
         if status < 0 { status = StatusCode.internalError }
-        return PluginCallError(pluginID: pluginID, status: status, message: String(message.prefix(4096)))
+        return PluginCallError(pluginID: pluginID, status: status, message: message.prefix(utf8Bytes: 4096))
     }
 }
 

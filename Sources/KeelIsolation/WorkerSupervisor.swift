@@ -140,6 +140,12 @@ public final class WorkerSupervisor: RemoteCalls, Sendable {
     private func readResponse(_ frame: inout WireReader) throws(WireError) -> Result<PluginResponse, PluginCallError> {
         if let error = try frame.outcome(pluginID: pluginID) { return .failure(error) }
         let response = try frame.response()
+        // What `keel_http_response` lets an in-process plugin write (HostABI.withResponse): a status the HTTP layer
+        // would trap on, or a header it would refuse, is a malformed answer.
+        guard (100...599).contains(response.status) else { throw WireError(description: "a response status of \(response.status)") }
+        guard response.headers.count <= 100, response.headers.allSatisfy({ h in
+            !h.name.isEmpty && h.name.utf8.count <= 256 && h.value.utf8.count <= 8192
+        }) else { throw WireError(description: "response headers over their limits") }
         guard response.body.count <= RouteHandler.responseLimit else {
             return .failure(PluginCallError(pluginID: pluginID, status: StatusCode.limit, message: "response body over the limit"))
         }
@@ -156,6 +162,12 @@ public final class WorkerSupervisor: RemoteCalls, Sendable {
             if let error = try frame.outcome(pluginID: pluginID) { return .failure(error) }
             guard try frame.bool() else { return .success(nil) }
             var principal = try frame.principal()
+            // The limits of `keel_principal_builder` (HostABI.withPrincipalBuilder), as for an in-process hook.
+            guard !principal.id.isEmpty, principal.id.utf8.count <= 256, principal.displayName.utf8.count <= 256,
+                  principal.tenant.utf8.count <= 128, principal.roles.count <= 64,
+                  principal.roles.allSatisfy({ !$0.isEmpty && $0.utf8.count <= 128 }) else {
+                throw WireError(description: "a principal over its limits")
+            }
             // Who established it is the host's to say.
             principal.authenticatedBy = pluginID
             return .success(principal)
