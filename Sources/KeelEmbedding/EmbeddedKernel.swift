@@ -17,7 +17,13 @@ final class EmbeddedKernel: Sendable {
     private let calls = Mutex<(running: Int, closing: Bool)>((0, false))
     private let idle = DispatchSemaphore(value: 0)
     let started = Atomic<Bool>(false)
-    private let server = Mutex<Task<Void, Error>?>(nil)
+    private let server = Mutex<ServerSlot>(.none)
+
+    /// The HTTP server of this handle: none, one starting (`keel_serve` in progress on some thread), or running.
+    private enum ServerSlot {
+        case none, starting
+        case running(Task<Void, Error>)
+    }
 
     init(configuration: KernelConfiguration, logGate: LogGate?) throws(KernelError) {
         let kernel = try Kernel(configuration: configuration)
@@ -46,8 +52,15 @@ final class EmbeddedKernel: Sendable {
         if calls.withLock({ c in c.running -= 1; return c.closing && c.running == 0 }) { idle.signal() }
     }
 
-    /// Starts serving HTTP; returns the bound port, or the reason it could not listen.
+    /// Starts serving HTTP; returns the bound port, or the reason it could not listen (`alreadyServing`, when a
+    /// server runs or another thread is starting one: the slot is taken under the lock before anything binds).
     func serve(host: String, port: Int) -> Result<Int, ServeFailure> {
+        let free = server.withLock { slot -> Bool in
+            guard case .none = slot else { return false }
+            slot = .starting
+            return true
+        }
+        guard free else { return .failure(ServeFailure(reason: "keel_serve: already serving", alreadyServing: true)) }
         let bound = Mutex<Int?>(nil)
         let ready = DispatchSemaphore(value: 0)
         var configuration = ServerConfiguration(host: host, port: port)
@@ -66,9 +79,10 @@ final class EmbeddedKernel: Sendable {
         }
         ready.wait()
         if let port = bound.withLock({ $0 }) {
-            server.withLock { $0 = task }
+            server.withLock { $0 = .running(task) }
             return .success(port)
         }
+        server.withLock { $0 = .none }
         return .failure(ServeFailure(reason: blocking {
             switch await task.result {
             case .success: "\(host):\(port): the server stopped at once"
@@ -77,12 +91,15 @@ final class EmbeddedKernel: Sendable {
         }))
     }
 
-    var isServing: Bool { server.withLock { $0 != nil } }
-
     /// Waits for the calls in progress, stops the server, shuts the kernel down, stops the callbacks.
     func close() {
         if calls.withLock({ c in c.closing = true; return c.running > 0 }) { idle.wait() }
-        if let task = server.withLock({ $0.take() }) {
+        let running = server.withLock { slot -> Task<Void, Error>? in
+            defer { slot = .none }
+            if case let .running(task) = slot { return task }
+            return nil
+        }
+        if let task = running {
             task.cancel()
             blocking { _ = await task.result }
         }
@@ -97,4 +114,5 @@ final class EmbeddedKernel: Sendable {
 /// Why `keel_serve` could not listen: one line naming the address.
 struct ServeFailure: Error {
     let reason: String
+    var alreadyServing = false
 }

@@ -31,10 +31,12 @@ public func keel_open(_ config: UnsafePointer<keel_config>?, _ out: UnsafeMutabl
     ThreadState.setError(nil)
     out?.pointee = nil
     guard let config, let out else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_open: config and out_kernel must not be NULL") }
-    let c = config.pointee
-    guard Int(c.struct_size) >= MemoryLayout<keel_config>.size else {
-        return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_open: config.struct_size is \(c.struct_size), expected \(MemoryLayout<keel_config>.size) (start from KEEL_CONFIG_INIT)")
+    // The size first: nothing past what the caller says it allocated is read.
+    let configSize = UnsafeRawPointer(config).loadUnaligned(as: UInt32.self)
+    guard Int(configSize) >= MemoryLayout<keel_config>.size else {
+        return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_open: config.struct_size is \(configSize), expected \(MemoryLayout<keel_config>.size) (start from KEEL_CONFIG_INIT)")
     }
+    let c = config.pointee
     let state = c.state.map { String(cString: $0) } ?? StateStore.inMemory
     var configuration = KernelConfiguration(pluginsDirectory: c.plugins_dir.map { String(cString: $0) } ?? "",
                                             stateFile: state)
@@ -152,10 +154,12 @@ public func keel_dispatch(_ k: OpaquePointer?, _ request: UnsafePointer<keel_req
         guard let out else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_dispatch: out_response is NULL") }
         out.pointee = nil
         guard let request else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_dispatch: request is NULL") }
-        let r = request.pointee
-        guard Int(r.struct_size) >= MemoryLayout<keel_request>.size else {
-            return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_dispatch: request.struct_size is \(r.struct_size), expected \(MemoryLayout<keel_request>.size) (start from KEEL_REQUEST_INIT)")
+        // The size first: nothing past what the caller says it allocated is read.
+        let requestSize = UnsafeRawPointer(request).loadUnaligned(as: UInt32.self)
+        guard Int(requestSize) >= MemoryLayout<keel_request>.size else {
+            return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_dispatch: request.struct_size is \(requestSize), expected \(MemoryLayout<keel_request>.size) (start from KEEL_REQUEST_INIT)")
         }
+        let r = request.pointee
         guard let method = r.method, let path = r.path else {
             return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_dispatch: request.method and request.path must not be NULL")
         }
@@ -249,13 +253,12 @@ public func keel_serve(_ k: OpaquePointer?, _ host: UnsafePointer<CChar>?, _ por
     withKernel(k) { e in
         guard let host else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_serve: host is NULL") }
         guard (0...65535).contains(port) else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_serve: port \(port) is not 0...65535") }
-        guard !e.isServing else { return fail(KEEL_ERR_WRONG_STATE, "keel_serve: already serving") }
         switch e.serve(host: String(cString: host), port: Int(port)) {
         case let .success(bound):
             outPort?.pointee = Int32(bound)
             return KEEL_OK
         case let .failure(failure):
-            return fail(KEEL_ERR_UNAVAILABLE, failure.reason)
+            return fail(failure.alreadyServing ? KEEL_ERR_WRONG_STATE : KEEL_ERR_UNAVAILABLE, failure.reason)
         }
     }
 }

@@ -231,6 +231,11 @@ struct PluginDispatcher: Sendable {
     private func respond(_ outcome: Result<PluginResponse, PluginCallError>, method: String, path: String,
                          requestID: String) throws -> Response? {
         switch outcome {
+        case let .success(response) where !(100...599).contains(response.status):
+            // Both paths to a handler hold it to 100...599 already; HTTPTypes traps on a status outside 0...999.
+            gatekeeper.log(LogRecord(level: .error, pluginID: nil, message: "\(method) \(path): the plugin answered status \(response.status)",
+                                     requestID: requestID))
+            throw APIError(.internalServerError, "plugin-error", "the plugin failed to handle the request")
         case let .success(response):
             // Gathered in an array and added to the fields in one call (each `HTTPFields.append` is a generic call
             // of its own), with the body's length when the plugin gave none (what `Response.init` would add through

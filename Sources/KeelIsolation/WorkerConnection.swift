@@ -26,9 +26,21 @@ final class WorkerConnection: Sendable {
     let pid: pid_t
     private let socket: Int32
     private let pending = Mutex(Pending())
-    /// Held while a frame is written: a lock that sleeps at once (a pthread mutex), since the holder is in a system
-    /// call that may block (`Mutex` spins first).
-    private let writing = NSLock()
+    /// Frames for the writer thread, the only one that writes to the socket: no caller (a task on Swift's
+    /// cooperative pool, the reader thread, the kernel's thread) ever blocks on a worker that stopped reading.
+    private let outbox = Mutex(Outbox())
+    /// Signalled once per frame put in `outbox`, and once when the connection ends.
+    private let outboxReady = DispatchSemaphore(value: 0)
+    /// The bytes that may wait in `outbox`; a frame beyond them fails its call (and the worker is killed).
+    static let outboxLimit = 64 << 20
+    /// How long one write may block on a worker that does not read before the worker is killed.
+    static let writeTimeout = 5
+
+    private struct Outbox {
+        var frames: [[UInt8]] = []
+        var bytes = 0
+        var closed = false
+    }
     /// Set by a call that got its answer: the worker has served since it started (for the restart back-off).
     let served = Atomic<Bool>(false)
 
@@ -94,22 +106,26 @@ final class WorkerConnection: Sendable {
         environment["SWIFT_BACKTRACE"] = "enable=no"
         let pid: pid_t
         do {
+            // In a process group of its own: killing the worker kills what it started too (see `terminate`).
             pid = try ChildProcess.spawn(executable, arguments: [executable, "worker"] + arguments,
                                          environment: environment.map { "\($0.key)=\($0.value)" },
-                                         standard: [.descriptor(fds[1]), .inherit, .inherit])
+                                         standard: [.descriptor(fds[1]), .inherit, .inherit], ownGroup: true)
         } catch {
             close(fds[0])
             close(fds[1])
             throw .crashed("cannot start \(executable): \(error)")
         }
         close(fds[1])
-        // A worker that stops reading cannot block a caller for ever: its writes time out, and the call fails.
-        var sendTimeout = timeval(tv_sec: 10, tv_usec: 0)
+        // A worker that stops reading holds the writer thread at most this long; then it is killed.
+        var sendTimeout = timeval(tv_sec: writeTimeout, tv_usec: 0)
         setsockopt(fds[0], SOL_SOCKET, SO_SNDTIMEO, &sendTimeout, socklen_t(MemoryLayout<timeval>.size))
         let connection = WorkerConnection(pid: pid, socket: fds[0])
         let reader = Thread { connection.read(handlers) }
         reader.name = "keel-worker-\(pid)"
         reader.start()
+        let writer = Thread { connection.write() }
+        writer.name = "keel-worker-out-\(pid)"
+        writer.start()
         return connection
     }
 
@@ -138,7 +154,7 @@ final class WorkerConnection: Sendable {
         case let .failure(f): return .failure(f)
         }
         guard send(frame(id)) else {
-            kill(pid, SIGKILL)
+            terminate()
             _ = slot.done?.wait(timeout: .now() + 5)
             return pending.withLock { p in
                 p.slots[id] = nil
@@ -147,7 +163,7 @@ final class WorkerConnection: Sendable {
         }
         guard slot.done?.wait(timeout: .now() + timeout) == .success else {
             pending.withLock { _ = $0.slots.removeValue(forKey: id) }
-            kill(pid, SIGKILL)
+            terminate()
             return .failure(.timedOut(timeout))
         }
         if case .success = slot.answer { served.store(true, ordering: .relaxed) }
@@ -177,7 +193,7 @@ final class WorkerConnection: Sendable {
             startSweeper()
             if !send(frame(id)) {
                 // The reader fails the slot when the worker is gone.
-                kill(pid, SIGKILL)
+                terminate()
             }
         }
         if case .success = answer { served.store(true, ordering: .relaxed) }
@@ -198,7 +214,7 @@ final class WorkerConnection: Sendable {
                     return ids.compactMap { p.slots.removeValue(forKey: $0) }
                 }
                 guard !late.isEmpty else { continue }
-                kill(pid, SIGKILL)
+                terminate()
                 for slot in late { slot.finish(.failure(.timedOut(slot.budget))) }
             }
         }
@@ -212,21 +228,66 @@ final class WorkerConnection: Sendable {
         return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
     }
 
-    /// Writes one frame whole; false when the worker is gone or stopped reading for longer than a write may block
-    /// (`SO_SNDTIMEO`). Never raises SIGPIPE in the host.
+    /// Queues one frame for the writer thread; false, having queued nothing, when the connection ended or
+    /// `outboxLimit` bytes wait already (a worker that does not read). Never blocks.
+    @discardableResult
     func send(_ frame: [UInt8]) -> Bool {
-        writing.withLock {
-            frame.withUnsafeBytes { bytes in
-                guard let base = bytes.baseAddress else { return true }
-                var offset = 0
-                while offset < bytes.count {
-                    let n = Glibc.send(socket, base + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
-                    if n < 0 && errno == EINTR { continue }
-                    guard n > 0 else { return false }
-                    offset += n
-                }
-                return true
+        let queued = outbox.withLock { o -> Bool in
+            guard !o.closed, o.bytes + frame.count <= Self.outboxLimit else { return false }
+            o.frames.append(frame)
+            o.bytes += frame.count
+            return true
+        }
+        if queued { outboxReady.signal() }
+        return queued
+    }
+
+    /// The writer thread: writes the queued frames whole, in order. A write that fails or blocks past
+    /// `writeTimeout` (the worker stopped reading) kills the worker; its calls then fail.
+    private func write() {
+        while true {
+            outboxReady.wait()
+            let next = outbox.withLock { o -> [UInt8]? in
+                guard !o.closed, !o.frames.isEmpty else { return nil }
+                let frame = o.frames.removeFirst()
+                o.bytes -= frame.count
+                return frame
             }
+            guard let frame = next else {
+                if outbox.withLock({ $0.closed }) { return }
+                continue
+            }
+            guard writeWhole(frame) else {
+                closeOutbox()
+                terminate()
+                return
+            }
+        }
+    }
+
+    /// Ends the writer thread and drops what it had not written.
+    private func closeOutbox() {
+        outbox.withLock { o in
+            o.closed = true
+            o.frames = []
+            o.bytes = 0
+        }
+        outboxReady.signal()
+    }
+
+    /// One frame, whole; false when the worker is gone or stopped reading for longer than a write may block
+    /// (`SO_SNDTIMEO`). Never raises SIGPIPE in the host.
+    private func writeWhole(_ frame: [UInt8]) -> Bool {
+        frame.withUnsafeBytes { bytes in
+            guard let base = bytes.baseAddress else { return true }
+            var offset = 0
+            while offset < bytes.count {
+                let n = Glibc.send(socket, base + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { return false }
+                offset += n
+            }
+            return true
         }
     }
 
@@ -247,8 +308,20 @@ final class WorkerConnection: Sendable {
 
     func endHostCall() { hostCalls.subtract(1, ordering: .acquiringAndReleasing) }
 
-    /// Kills the worker (it is reaped, and its calls failed, by the reader thread).
-    func terminate() { kill(pid, SIGKILL) }
+    /// Kills the worker and its process group, and shuts the host's end of the socket, so that the reader thread
+    /// sees the end even when something the worker started (a forked child) still holds the other end; the reader
+    /// then reaps the worker and fails its calls.
+    func terminate() {
+        // Once reaped, its pid may be another process's.
+        if !reaping.load(ordering: .acquiring) {
+            kill(-pid, SIGKILL)
+            kill(pid, SIGKILL)
+        }
+        shutdown(socket, Int32(SHUT_RDWR))
+    }
+
+    /// Set by the reader thread just before it reaps the worker.
+    private let reaping = Atomic<Bool>(false)
 
     /// True while the worker has not ended.
     var isRunning: Bool { pending.withLock { $0.ended == nil } }
@@ -286,19 +359,23 @@ final class WorkerConnection: Sendable {
             } catch {
                 reason = "sent a malformed frame (\(error)); killed"
                 violated = true
-                kill(pid, SIGKILL)
+                terminate()
                 break
             }
         }
         if source.malformed {
             reason = "sent a frame of a bad size; killed"
             violated = true
-            kill(pid, SIGKILL)
+            terminate()
         }
         if let dropped = logs.tick(now: Self.monotonic(), force: true) { handlers.log(LogLevel.warn.rawValue, dropped) }
         // Shut, not closed: a late answer to one of the worker's own calls may still be sent on it, and must not
         // reach a file that reused the number. Closed with the connection.
         shutdown(socket, Int32(SHUT_RDWR))
+        closeOutbox()
+        // What the worker started goes with it.
+        kill(-pid, SIGKILL)
+        reaping.store(true, ordering: .releasing)
         let end = Self.reap(pid)
         if !violated, let end { reason = end }
         let slots = pending.withLock { p -> [Slot] in

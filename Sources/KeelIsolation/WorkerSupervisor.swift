@@ -91,7 +91,7 @@ public final class WorkerSupervisor: RemoteCalls, Sendable {
         defer { connection.terminate() }
         switch answer {
         case var .success(frame):
-            let problem = (try? frame.string()) ?? ""
+            let problem = ((try? frame.string()) ?? "").prefix(utf8Bytes: 4096)
             return problem.isEmpty ? nil : problem
         case .failure(.timedOut):
             return "the worker did not finish deactivating within \(drainTimeout + 1) s; killed"
@@ -329,7 +329,8 @@ public final class WorkerSupervisor: RemoteCalls, Sendable {
             }
         case var .success(frame):
             connection.terminate()
-            throw refusal((try? frame.string()) ?? "the worker refused the activation")
+            // The worker's words go into the load history and the failure reason: bounded.
+            throw refusal((try? frame.string()).map { $0.prefix(utf8Bytes: 4096) } ?? "the worker refused the activation")
         case let .failure(.crashed(reason)):
             throw refusal("the worker process \(reason) while loading or activating the plugin")
         case let .failure(.timedOut(seconds)):

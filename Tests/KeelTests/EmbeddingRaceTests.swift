@@ -3,7 +3,8 @@
 import Foundation
 import Testing
 
-/// Races in the C embedding API found by the attacker's review. FAILS on the current code.
+/// Races in the C embedding API found by an attacker's review: concurrent `keel_serve` calls on one handle start one
+/// server (the slot is taken under the lock before binding), and `keel_close` stops it.
 @Suite("the C embedding API under concurrent calls")
 struct EmbeddingRaceTests {
     @Test("two threads calling keel_serve at once: one server, and none listening after keel_close")

@@ -8,8 +8,9 @@ import Testing
 
 /// A plugin whose native code attacks the host from its worker process (`isolation: process`) by writing raw frames to
 /// its socket (Fixtures/plugins/hostile.c). README: "The host treats the worker's socket as hostile input ... a
-/// crash, abort, hang or runaway allocation in the plugin ends only its worker". These tests FAIL on the current
-/// code: each is a finding of the attacker's review.
+/// crash, abort, hang or runaway allocation in the plugin ends only its worker". Each test is a finding of an
+/// attacker's review: a forged status that trapped the host, a log line past its cap, a stalled socket that blocked
+/// the cooperative pool.
 @Suite("hostile worker", .serialized)
 struct HostileWorkerTests {
     func stage() throws -> KernelFixture {

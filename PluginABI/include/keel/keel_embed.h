@@ -233,8 +233,9 @@ KEEL_EXPORT keel_status keel_unsubscribe(keel *k, int64_t token);
 /* Serves HTTP on `host`:`port` (port 0 picks a free one, reported in *out_port, which may be NULL): plugin routes
  * under /ext/, the admin API under /api/v1/ (admin token from $KEEL_ADMIN_TOKEN or the state store), /healthz and
  * the console, on the library's own threads until keel_close. The process's signals are left alone.
- * Returns KEEL_OK once it listens; KEEL_ERR_WRONG_STATE when already serving; KEEL_ERR_UNAVAILABLE when the address
- * cannot be bound; KEEL_ERR_INVALID_ARGUMENT; KEEL_MISUSE. `host` is borrowed. [no-callback] */
+ * Returns KEEL_OK once it listens; KEEL_ERR_WRONG_STATE when already serving (or another thread is starting this
+ * handle's server); KEEL_ERR_UNAVAILABLE when the address cannot be bound; KEEL_ERR_INVALID_ARGUMENT; KEEL_MISUSE.
+ * `host` is borrowed. [no-callback] */
 KEEL_EXPORT keel_status keel_serve(keel *k, const char *host, int32_t port, int32_t *out_port);
 
 /* Offers `table` to plugins as the provider of `interface` ("appliance.gpio/1", version "1.0.0" or NULL for
