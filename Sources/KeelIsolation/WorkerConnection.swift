@@ -26,21 +26,9 @@ final class WorkerConnection: Sendable {
     let pid: pid_t
     private let socket: Int32
     private let pending = Mutex(Pending())
-    /// Frames for the writer thread, the only one that writes to the socket: no caller (a task on Swift's
-    /// cooperative pool, the reader thread, the kernel's thread) ever blocks on a worker that stopped reading.
-    private let outbox = Mutex(Outbox())
-    /// Signalled once per frame put in `outbox`, and once when the connection ends.
-    private let outboxReady = DispatchSemaphore(value: 0)
-    /// The bytes that may wait in `outbox`; a frame beyond them fails its call (and the worker is killed).
-    static let outboxLimit = 64 << 20
-    /// How long one write may block on a worker that does not read before the worker is killed.
-    static let writeTimeout = 5
-
-    private struct Outbox {
-        var frames: [[UInt8]] = []
-        var bytes = 0
-        var closed = false
-    }
+    /// What goes to the worker, written by a thread of its own: no caller (a task on Swift's cooperative pool, the
+    /// reader thread, the kernel's thread) ever blocks on a worker that stopped reading.
+    private let outbox: WorkerOutbox
     /// Set by a call that got its answer: the worker has served since it started (for the restart back-off).
     let served = Atomic<Bool>(false)
 
@@ -89,6 +77,7 @@ final class WorkerConnection: Sendable {
     private init(pid: pid_t, socket: Int32) {
         self.pid = pid
         self.socket = socket
+        outbox = WorkerOutbox(socket: socket)
     }
 
     deinit { close(socket) }
@@ -116,16 +105,11 @@ final class WorkerConnection: Sendable {
             throw .crashed("cannot start \(executable): \(error)")
         }
         close(fds[1])
-        // A worker that stops reading holds the writer thread at most this long; then it is killed.
-        var sendTimeout = timeval(tv_sec: writeTimeout, tv_usec: 0)
-        setsockopt(fds[0], SOL_SOCKET, SO_SNDTIMEO, &sendTimeout, socklen_t(MemoryLayout<timeval>.size))
         let connection = WorkerConnection(pid: pid, socket: fds[0])
         let reader = Thread { connection.read(handlers) }
         reader.name = "keel-worker-\(pid)"
         reader.start()
-        let writer = Thread { connection.write() }
-        writer.name = "keel-worker-out-\(pid)"
-        writer.start()
+        connection.outbox.start(name: "keel-worker-out-\(pid)") { connection.terminate() }
         return connection
     }
 
@@ -228,68 +212,10 @@ final class WorkerConnection: Sendable {
         return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
     }
 
-    /// Queues one frame for the writer thread; false, having queued nothing, when the connection ended or
-    /// `outboxLimit` bytes wait already (a worker that does not read). Never blocks.
+    /// Queues one frame for the worker (`WorkerOutbox.send`); false when the connection ended or the worker does
+    /// not read. Never blocks.
     @discardableResult
-    func send(_ frame: [UInt8]) -> Bool {
-        let queued = outbox.withLock { o -> Bool in
-            guard !o.closed, o.bytes + frame.count <= Self.outboxLimit else { return false }
-            o.frames.append(frame)
-            o.bytes += frame.count
-            return true
-        }
-        if queued { outboxReady.signal() }
-        return queued
-    }
-
-    /// The writer thread: writes the queued frames whole, in order. A write that fails or blocks past
-    /// `writeTimeout` (the worker stopped reading) kills the worker; its calls then fail.
-    private func write() {
-        while true {
-            outboxReady.wait()
-            let next = outbox.withLock { o -> [UInt8]? in
-                guard !o.closed, !o.frames.isEmpty else { return nil }
-                let frame = o.frames.removeFirst()
-                o.bytes -= frame.count
-                return frame
-            }
-            guard let frame = next else {
-                if outbox.withLock({ $0.closed }) { return }
-                continue
-            }
-            guard writeWhole(frame) else {
-                closeOutbox()
-                terminate()
-                return
-            }
-        }
-    }
-
-    /// Ends the writer thread and drops what it had not written.
-    private func closeOutbox() {
-        outbox.withLock { o in
-            o.closed = true
-            o.frames = []
-            o.bytes = 0
-        }
-        outboxReady.signal()
-    }
-
-    /// One frame, whole; false when the worker is gone or stopped reading for longer than a write may block
-    /// (`SO_SNDTIMEO`). Never raises SIGPIPE in the host.
-    private func writeWhole(_ frame: [UInt8]) -> Bool {
-        frame.withUnsafeBytes { bytes in
-            guard let base = bytes.baseAddress else { return true }
-            var offset = 0
-            while offset < bytes.count {
-                let n = Glibc.send(socket, base + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
-                if n < 0 && errno == EINTR { continue }
-                guard n > 0 else { return false }
-                offset += n
-            }
-            return true
-        }
-    }
+    func send(_ frame: [UInt8]) -> Bool { outbox.send(frame) }
 
     /// The principal of the host's call `id` to this worker while it is in flight (a `handle` call; nil for any
     /// other call, or once it was answered): on whose behalf the worker may call a command while serving it.
@@ -372,7 +298,7 @@ final class WorkerConnection: Sendable {
         // Shut, not closed: a late answer to one of the worker's own calls may still be sent on it, and must not
         // reach a file that reused the number. Closed with the connection.
         shutdown(socket, Int32(SHUT_RDWR))
-        closeOutbox()
+        outbox.close()
         // What the worker started goes with it.
         kill(-pid, SIGKILL)
         reaping.store(true, ordering: .releasing)

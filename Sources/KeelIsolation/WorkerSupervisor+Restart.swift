@@ -1,0 +1,144 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import Glibc
+import KeelLoader
+import Synchronization
+
+/// Starting a worker, activating the plugin in it, and restarting it after it ends (with a back-off, up to the
+/// crash limit). Called from `start`, from the reader thread that saw a worker end, and from restart threads.
+extension WorkerSupervisor {
+    /// Starts a worker process with nothing loaded.
+    func spawn() throws(LoadError) -> WorkerConnection {
+        let handlers = WorkerConnection.Handlers(
+            log: { [log] level, message in log(LogLevel(rawValue: level) ?? .error, message) },
+            exited: { [weak self] connection, reason in self?.exited(connection, reason: reason) }, services: services)
+        do { return try WorkerConnection.spawn(executable: executable, arguments: [], handlers: handlers) } catch {
+            throw refusal("\(error)")
+        }
+    }
+
+    /// Starts a spare worker in the background, when the policy asks for one and none is ready.
+    func prepareSpare() {
+        guard policy.spare, state.withLock({ !$0.stopped && $0.spare == nil }) else { return }
+        let thread = Thread { [self] in
+            guard let spare = try? spawn() else { return }
+            let kept = state.withLock { s -> Bool in
+                guard !s.stopped, s.spare == nil else { return false }
+                s.spare = spare
+                return true
+            }
+            if !kept { spare.terminate() }
+        }
+        thread.start()
+    }
+
+    /// Activates the plugin in the spare worker, or in a new one.
+    func launch() throws(LoadError) -> (WorkerConnection, RemoteRegistrations) {
+        let spare = state.withLock { s -> WorkerConnection? in
+            defer { s.spare = nil }
+            return s.spare
+        }
+        let connection: WorkerConnection
+        if let spare, spare.isRunning { connection = spare } else { connection = try spawn() }
+        let activation = self.activation
+        let answer = connection.call({ id in
+            var w = WireWriter(.activate, id: id)
+            w.activation(activation)
+            return w.frame
+        }, timeout: policy.startTimeout)
+        switch answer {
+        case var .success(frame) where frame.kind == .activated:
+            // Serving is answering calls after the activation: a worker that crashes right after activating
+            // again and again backs off longer each time.
+            connection.served.store(false, ordering: .relaxed)
+            do throws(WireError) { return (connection, try frame.registrations()) } catch {
+                connection.terminate()
+                throw refusal("the worker sent malformed registrations (\(error))")
+            }
+        case var .success(frame):
+            connection.terminate()
+            // The worker's words go into the load history and the failure reason: bounded.
+            throw refusal((try? frame.string()).map { $0.prefix(utf8Bytes: 4096) } ?? "the worker refused the activation")
+        case let .failure(.crashed(reason)):
+            throw refusal("the worker process \(reason) while loading or activating the plugin")
+        case let .failure(.timedOut(seconds)):
+            throw refusal("the worker did not load and activate the plugin within \(seconds) s; killed")
+        }
+    }
+
+    func refusal(_ reason: String) -> LoadError {
+        LoadError(.activationFailed, path: activation.libraryPath, pluginID: pluginID, reason: reason)
+    }
+
+    /// The reader thread of `connection` saw it end.
+    func exited(_ connection: WorkerConnection, reason: String) {
+        let decision: (restart: Bool, delay: Double, failure: String?) = state.withLock { s in
+            if s.spare === connection { s.spare = nil }
+            guard s.connection === connection, !s.stopped else { return (false, 0, nil) }
+            s.connection = nil
+            let time = Self.monotonic()
+            s.crashes = s.crashes.filter { time - $0 < policy.crashWindow } + [time]
+            s.crashesInARow = connection.served.load(ordering: .relaxed) ? 1 : s.crashesInARow + 1
+            if s.crashes.count >= policy.crashLimit {
+                s.stopped = true
+                return (false, 0, "its worker process crashed \(s.crashes.count) times within \(Int(policy.crashWindow)) s (last: \(reason))")
+            }
+            let delay = s.crashesInARow <= 1 ? 0 : min(policy.backoff * pow(2, Double(s.crashesInARow - 2)), policy.maximumBackoff)
+            return (true, delay, nil)
+        }
+        if let failure = decision.failure {
+            log(.error, failure)
+            failed(failure)
+            return
+        }
+        guard decision.restart else { return }
+        log(.error, "worker process \(connection.pid) \(reason); restarting" + (decision.delay > 0 ? " in \(Int(decision.delay * 1000)) ms" : ""))
+        let restart = Thread { [self] in
+            if decision.delay > 0 { usleep(UInt32(decision.delay * 1_000_000)) }
+            restartNow()
+        }
+        restart.start()
+    }
+
+    func restartNow() {
+        guard !state.withLock({ $0.stopped }) else { return }
+        do throws(LoadError) {
+            let (connection, registrations) = try launch()
+            let accepted = state.withLock { s -> Bool in
+                guard !s.stopped, registrations == s.registrations else { return false }
+                s.connection = connection
+                s.restarts += 1
+                return true
+            }
+            if accepted {
+                prepareSpare()
+                restarted()
+            }
+            guard accepted else {
+                connection.terminate()
+                if !state.withLock({ $0.stopped }) {
+                    state.withLock { $0.stopped = true }
+                    failed("registered different routes or hooks after its worker restarted")
+                }
+                return
+            }
+        } catch {
+            // Counted as a crash of its own: a worker that cannot start again backs off, then fails the plugin.
+            let time = Self.monotonic()
+            let give: String? = state.withLock { s in
+                guard !s.stopped else { return nil }
+                s.crashes = s.crashes.filter { time - $0 < policy.crashWindow } + [time]
+                s.crashesInARow += 1
+                if s.crashes.count >= policy.crashLimit { s.stopped = true; return error.reason }
+                return ""
+            }
+            guard let give else { return }
+            if !give.isEmpty { failed("its worker could not be restarted: \(give)"); return }
+            log(.error, "the worker could not be restarted: \(error.reason)")
+            let delay = min(policy.backoff * pow(2, Double(state.withLock { $0.crashesInARow })), policy.maximumBackoff)
+            usleep(UInt32(delay * 1_000_000))
+            restartNow()
+        }
+    }
+}
