@@ -20,6 +20,10 @@ public enum WorkerMain {
     public static func run(socket: Int32 = 0) -> Never {
         var noCore = rlimit(rlim_cur: 0, rlim_max: 0)
         setrlimit(Int32(RLIMIT_CORE.rawValue), &noCore)
+        // Before any plugin code: it may not signal, trace or read the host (or any process but this one).
+        if let problem = Confinement.confineWorker() {
+            FileHandle.standardError.write(Array("keel worker: running unconfined: \(problem)\n".utf8).withUnsafeBytes { Data($0) })
+        }
         let done = DispatchSemaphore(value: 0)
         // Plugin activate runs here: a full-size stack, as the host's lifecycle thread has.
         let thread = Thread {

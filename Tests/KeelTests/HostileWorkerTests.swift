@@ -41,6 +41,19 @@ struct HostileWorkerTests {
         #expect(reply.map { $0.status >= 500 && $0.status <= 599 } == true, "\(String(describing: reply?.status))")
     }
 
+    @Test("a worker cannot signal or trace the host: kill, tgkill and ptrace of its parent are refused")
+    func cannotKillHost() async throws {
+        let f = try stage()
+        let server = try ServerProcess(plugins: f.plugins, state: f.state)
+        defer { server.stop() }
+        let reply = try await server.request("GET", "/ext/hostile/items/killhost")
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(server.process.isRunning, "keel serve died: \(server.errors.value.prefix(700))")
+        #expect(reply.status == 200)
+        #expect(String(decoding: reply.body, as: UTF8.self) == "denied")
+        #expect(try await server.request("GET", "/healthz").status == 200)
+    }
+
     @Test("a worker's log line is cut to 4096 bytes, whatever its characters")
     func logLineCap() async throws {
         let f = try stage()

@@ -24,4 +24,11 @@ int keel_spawn_closefrom(posix_spawn_file_actions_t *actions, int from);
  * length, or 0 when it does not fit or zlib fails. */
 size_t keel_gzip(const uint8_t *in, size_t len, uint8_t *out, size_t cap);
 
+/* Confines the calling process (a `keel worker`, before it loads plugin code) with a seccomp filter: it may signal
+ * (kill, tgkill, rt_sigqueueinfo, rt_tgsigqueueinfo, pidfd_open) only itself, its own process group or group 0; ptrace, process_vm_readv/writev and
+ * tkill are refused with EPERM; another architecture's system calls kill it. Sets no_new_privs. Inherited by its
+ * children (which may then signal only that worker). Returns 0, or -1 with errno (ENOSYS on an architecture it does
+ * not know). */
+int keel_confine_worker(void);
+
 #endif

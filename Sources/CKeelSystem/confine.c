@@ -1,0 +1,69 @@
+/* Keel — a microkernel plugin host. Licensed under Apache-2.0.
+ * A worker process's confinement: a seccomp filter that keeps plugin code from signalling, tracing or reading the
+ * memory of any process but its own (see keel_system.h). */
+#define _GNU_SOURCE
+#include "keel_system.h"
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <unistd.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+
+#if defined(__x86_64__)
+#define KEEL_AUDIT_ARCH AUDIT_ARCH_X86_64
+#elif defined(__aarch64__)
+#define KEEL_AUDIT_ARCH AUDIT_ARCH_AARCH64
+#endif
+
+int keel_confine_worker(void) {
+#ifdef KEEL_AUDIT_ARCH
+    uint32_t self = (uint32_t)getpid();
+    uint32_t group = (uint32_t)(-(int32_t)self);
+    enum { NR = offsetof(struct seccomp_data, nr), ARCH = offsetof(struct seccomp_data, arch),
+           ARG0 = offsetof(struct seccomp_data, args[0]) };
+    const uint32_t deny = SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA);
+    struct sock_filter filter[] = {
+        /* Another architecture's calling convention (x32, i386 on x86_64): refused whole. */
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARCH),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, KEEL_AUDIT_ARCH, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, NR),
+#if defined(__x86_64__)
+        BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x40000000, 0, 1), /* __X32_SYSCALL_BIT */
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+#endif
+        /* Never: tracing, another process's memory, a signal by thread id alone. */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_ptrace, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, deny),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_process_vm_readv, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, deny),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_process_vm_writev, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, deny),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_tkill, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, deny),
+        /* Signals and pidfds: only for this process, its own group, or 0 (its group). */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_kill, 5, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_tgkill, 4, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_pidfd_open, 3, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_rt_sigqueueinfo, 2, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_rt_tgsigqueueinfo, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, self, 3, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, group, 2, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, deny),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog program = { .len = (unsigned short)(sizeof filter / sizeof filter[0]), .filter = filter };
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return -1;
+    return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &program);
+#else
+    errno = ENOSYS;
+    return -1;
+#endif
+}
