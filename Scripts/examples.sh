@@ -92,7 +92,11 @@ for _ in $(seq 1 600); do
   sleep 0.1
 done
 cat "$log"
-if [ -z "$url" ]; then echo "examples.sh: error: keel serve did not start within 60 s" >&2; exit 1; fi
+if [ -z "$url" ]; then
+  if ! kill -0 "$server" 2>/dev/null; then echo "examples.sh: error: keel serve exited before listening (its error is above)" >&2
+  else echo "examples.sh: error: keel serve did not start within 60 s" >&2; fi
+  exit 1
+fi
 health="$(curl -fsS --max-time 10 "$url/healthz")"
 echo "GET $url/healthz -> $health"
 greeting="$(curl -fsS --max-time 10 "$url/ext/hello/greet/ci")"
