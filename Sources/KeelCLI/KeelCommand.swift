@@ -183,6 +183,8 @@ struct GlobalOptions: ParsableArguments {
 /// A failure reported as one line on stderr with exit code 1.
 struct CLIError: Error, CustomStringConvertible {
     var description: String
+    /// True when a running server refused the admin token (401): retrying with the same token cannot help.
+    var refusedToken = false
     init(_ message: String) { description = message }
     /// Any error in the words `keel: error:` uses (see `ErrorText`).
     init(_ error: any Error) { description = ErrorText.describe(error) }

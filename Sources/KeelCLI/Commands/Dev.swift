@@ -75,7 +75,7 @@ extension KeelCommand {
         /// Prints plugin `id`'s log lines as the running server keeps them (`GET /api/v1/plugins/ID/logs?after=`, polled
         /// every 500 ms like `keel logs -f`), from a second before now on. Needs the admin token; without one it says
         /// where the lines are and returns nil. A failed poll (the plugin not known yet, the server restarting) is
-        /// retried quietly. Runs until the task is cancelled.
+        /// retried quietly; a refused token is said once and ends the following. Runs until the task is cancelled.
         static func followLogs(id: String, server: String, token: String?) -> Task<Void, Never>? {
             guard let base = server.split(separator: " ").last.map(String.init), base.hasPrefix("http://") else { return nil }
             guard let token, !token.isEmpty else {
@@ -86,10 +86,15 @@ extension KeelCommand {
             return Task {
                 var after: Int64 = 0
                 while !Task.isCancelled {
-                    if let lines = try? await Logs.fetch(base: base, id: id, after: after, token: token) {
+                    do {
+                        let lines = try await Logs.fetch(base: base, id: id, after: after, token: token)
                         for l in lines where l.at >= from { say("\(id): \(l.level)  \(l.message)") }
                         after = lines.last?.seq ?? after
-                    }
+                    } catch let error as CLIError where error.refusedToken {
+                        // The same token will not be taken later: say so once, instead of showing nothing.
+                        say("\(id)'s log lines: \(error.description); pass the right one with --token or KEEL_ADMIN_TOKEN")
+                        return
+                    } catch {}
                     try? await Task.sleep(for: .milliseconds(500))
                 }
             }

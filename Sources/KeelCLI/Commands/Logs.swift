@@ -84,7 +84,10 @@ extension KeelCommand {
             let status = (response as? HTTPURLResponse)?.statusCode ?? 0
             switch status {
             case 200: return data
-            case 401: throw CLIError("the server at \(base) refused the admin token")
+            case 401:
+                var refused = CLIError("the server at \(base) refused the admin token")
+                refused.refusedToken = true
+                throw refused
             case 404: throw CLIError("no plugin \"\(id)\" is known")
             default: throw CLIError("the server at \(base) answered \(status)")
             }
