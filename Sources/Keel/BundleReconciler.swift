@@ -24,7 +24,7 @@ public enum BundleReconciler {
     }
 
     /// The changes that bring `records` up to date with `found`, given the plugins that are `active`:
-    /// - an unusable bundle is `failed` with its problem;
+    /// - an unusable bundle is `failed` with its problem (no change when its record already says so);
     /// - a usable bundle whose record is left over from before (missing, or a transient install or upgrade state, or
     ///   failed while not wanted) is `installed`, `disabled` (it was missing) or, when it is wanted, `failed` with
     ///   its old reason until it is activated;
@@ -37,6 +37,8 @@ public enum BundleReconciler {
             seen.insert(bundle.id)
             guard !active.contains(bundle.id) else { continue }
             if let problem = bundle.problem {
+                // Already recorded with this problem: no write, and no second log line at every rescan of the folder.
+                if let record = byID[bundle.id], record.status == .failed, record.reason == problem { continue }
                 changes.append(Change(id: bundle.id, status: .failed, reason: problem, isProblem: true))
             } else if let record = byID[bundle.id], isLeftover(record) {
                 let status: PluginStatus = record.enabled ? .failed : (record.status == .missing ? .disabled : .installed)

@@ -29,9 +29,16 @@ extension Kernel {
         // One read of every record, not one per bundle: `discovered` changes no status, so these stay current.
         let records = given ?? (try? state.plugins()) ?? []
         let known = Dictionary(records.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
+        // An unusable bundle is logged when this kernel first finds it so, or finds another problem: not again at
+        // every rescan of the folder (any bundle's change rescans it).
+        var logged = Set<String>()
         for bundle in found {
             next[bundle.id] = bundle
             for warning in bundle.warnings { log(.warn, bundle.id, warning.description) }
+            if let problem = bundle.problem, bundles[bundle.id]?.problem != problem {
+                log(.error, bundle.id, problem)
+                logged.insert(bundle.id)
+            }
             let name = bundle.manifest?.name ?? "", version = bundle.manifest.map { "\($0.version)" } ?? ""
             // A record that already says so needs no write (`discovered` would change nothing).
             if let record = known[bundle.id], record.name == name, record.version == version,
@@ -52,7 +59,7 @@ extension Kernel {
                 log(.error, change.id, error.description)
                 continue
             }
-            if change.isProblem, let reason = change.reason { log(.error, change.id, reason) }
+            if change.isProblem, !logged.contains(change.id), let reason = change.reason { log(.error, change.id, reason) }
         }
         bundles = next
         // An idle plugin whose bundle went or became unusable is idle no more (the records above say why).

@@ -36,4 +36,13 @@ struct BundleReconcilerTests {
             .init(id: "half", status: .installFailed, reason: "install interrupted; run keel install again", isProblem: false),
         ])
     }
+
+    @Test("an unusable bundle already recorded with the same problem changes nothing (one log line, not one per rescan)")
+    func problemRecordedOnce() throws {
+        let found = [try bundle("broken", problem: "bad yaml"), try bundle("worse", problem: "worse yaml")]
+        let records = [record("broken", .failed, reason: "bad yaml"), record("worse", .failed, reason: "bad yaml")]
+        #expect(BundleReconciler.changes(found: found, records: records, active: []) == [
+            .init(id: "worse", status: .failed, reason: "worse yaml", isProblem: true),
+        ])
+    }
 }
