@@ -29,7 +29,9 @@ public enum BundleReconciler {
     ///   failed while not wanted) is `installed`, `disabled` (it was missing) or, when it is wanted, `failed` with
     ///   its old reason until it is activated;
     /// - a record whose bundle is gone is `missing`, except an interrupted install, which is `install-failed`.
-    public static func changes(found: [PluginBundle], records: [PluginRecord], active: Set<String>) -> [Change] {
+    /// A plugin in `quarantined` (its crash took the host down) keeps its failure and reason: it is not left over.
+    public static func changes(found: [PluginBundle], records: [PluginRecord], active: Set<String>,
+                               quarantined: Set<String> = []) -> [Change] {
         let byID = Dictionary(records.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         var changes: [Change] = []
         var seen = Set<String>()
@@ -40,7 +42,7 @@ public enum BundleReconciler {
                 // Already recorded with this problem: no write, and no second log line at every rescan of the folder.
                 if let record = byID[bundle.id], record.status == .failed, record.reason == problem { continue }
                 changes.append(Change(id: bundle.id, status: .failed, reason: problem, isProblem: true))
-            } else if let record = byID[bundle.id], isLeftover(record) {
+            } else if let record = byID[bundle.id], isLeftover(record), !quarantined.contains(bundle.id) {
                 let status: PluginStatus = record.enabled ? .failed : (record.status == .missing ? .disabled : .installed)
                 changes.append(Change(id: bundle.id, status: status, reason: record.enabled ? record.reason : nil, isProblem: false))
             }

@@ -50,7 +50,12 @@ extension Kernel {
                 log(.error, bundle.id, error.description)
             }
         }
-        for change in BundleReconciler.changes(found: found, records: records, active: Set(active.keys)) {
+        // A quarantine is a failure the operator did not ask for, kept until a new build or `enable`: read only when a
+        // record could be one (failed, not wanted), so a start with none pays nothing for it.
+        let quarantined = records.contains { $0.status == .failed && !$0.enabled }
+            ? Set(((try? state.quarantinedChecksums()) ?? [:]).keys) : []
+        for change in BundleReconciler.changes(found: found, records: records, active: Set(active.keys),
+                                               quarantined: quarantined) {
             // An install or upgrade on its way (its download runs off this thread) owns its records' transient
             // states: they are not left over from a crash.
             if extensionChange != nil, let status = known[change.id]?.status, status == .installing || status == .upgrading { continue }

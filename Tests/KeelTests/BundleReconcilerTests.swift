@@ -37,6 +37,15 @@ struct BundleReconcilerTests {
         ])
     }
 
+    @Test("a quarantined plugin (failed, not wanted) keeps its reason; an unquarantined one is installed again")
+    func quarantineKept() throws {
+        let found = [try bundle("crashed"), try bundle("fixed")]
+        let records = [record("crashed", .failed, reason: "crashed the host with SIGSEGV"), record("fixed", .failed, reason: "bad yaml")]
+        #expect(BundleReconciler.changes(found: found, records: records, active: [], quarantined: ["crashed"]) == [
+            .init(id: "fixed", status: .installed, reason: nil, isProblem: false),
+        ])
+    }
+
     @Test("an unusable bundle already recorded with the same problem changes nothing (one log line, not one per rescan)")
     func problemRecordedOnce() throws {
         let found = [try bundle("broken", problem: "bad yaml"), try bundle("worse", problem: "worse yaml")]

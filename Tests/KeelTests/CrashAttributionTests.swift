@@ -83,6 +83,26 @@ struct CrashAttributionTests {
         #expect(list.stdout.contains("reason: crashed the host with \(reason) (generation \(generation))"), "\(list.stdout)")
     }
 
+    @Test("a quarantine keeps its reason through later starts: a CLI command on another plugin and the next server")
+    func quarantineKeepsItsReason() async throws {
+        let f = try stage()
+        var server = try ServerProcess(plugins: f.plugins, state: f.state, environment: Self.environment)
+        #expect(await crash(server, path: "/ext/crasher/items/segv") == SIGSEGV, "\(server.errors.value)")
+        // Without a server, a lifecycle command on another plugin starts a kernel of the CLI's own (it rescans the folder).
+        let disable = try TestEnvironment.run(keel, ["plugins", "disable", "fine", "--plugins", f.plugins, "--state", f.state])
+        #expect(disable.status == 0, "\(disable.stderr)")
+        server = try ServerProcess(plugins: f.plugins, state: f.state, environment: Self.environment)
+        server.stop()
+        server = try ServerProcess(plugins: f.plugins, state: f.state, environment: Self.environment)
+        defer { server.stop() }
+        let plugins = try await server.request("GET", "/api/v1/plugins", admin: true).json as? [[String: Any]] ?? []
+        let crasher = plugins.first { $0["id"] as? String == "crasher" }
+        #expect(crasher?["status"] as? String == "failed")
+        #expect((crasher?["reason"] as? String ?? "").hasPrefix("crashed the host with SIGSEGV in handler GET /ext/crasher/items/:id"),
+                "\(String(describing: crasher))")
+        #expect(try await server.request("GET", "/ext/crasher/items/7").status == 404)
+    }
+
     @Test("a crash outside any plugin is logged as the host's own and quarantines nothing; enabling the plugin again lifts a quarantine")
     func hostsOwnCrash() async throws {
         let f = try stage()
