@@ -79,7 +79,7 @@ extension KeelCommand {
         static func followLogs(id: String, server: String, token: String?) -> Task<Void, Never>? {
             guard let base = server.split(separator: " ").last.map(String.init), base.hasPrefix("http://") else { return nil }
             guard let token, !token.isEmpty else {
-                say("\(id)'s log lines: pass --token or set KEEL_ADMIN_TOKEN to see them here (the server prints them too)")
+                say("\(id)'s log lines: pass --token or set KEEL_ADMIN_TOKEN to see them here (the server prints the warnings and errors among them; `keel serve -v` all)")
                 return nil
             }
             let from = StateStore.auditTime("1s") ?? ""
