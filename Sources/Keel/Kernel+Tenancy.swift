@@ -64,7 +64,9 @@ extension Kernel {
         }
         guard access.directory.tenants.contains(tenant) else { throw KernelError(.directory, pluginID: id, reason: "unknown tenant \"\(tenant)\"") }
         let current = access.directory.pluginTenants[id]
-        let alreadyForAll = current == nil && active[id] != nil
+        // Enabled for every tenant already (running, parked idle, or just stored so, as a CLI's own kernel sees it):
+        // enabling it for one more changes nothing; it must not narrow it to that one.
+        let alreadyForAll = current == nil && (active[id] != nil || (try? state.plugin(id))??.enabled == true)
         if !alreadyForAll {
             try tenancyChange { () throws(StateError) in try state.setPluginTenants(id, (current ?? []).union([tenant])) }
         }

@@ -125,6 +125,22 @@ struct TenancyTests {
         KEEL_PLUGIN_ENTRY(d)
         """
 
+    @Test("enable --tenant on a plugin enabled for all tenants keeps it for all, with no server running too")
+    func enableForOneKeepsAll() throws {
+        let f = KernelFixture()
+        try TestEnvironment.stageExamples(into: f.plugins)
+        try TestEnvironment.grantSensitive("hello", plugins: f.plugins, state: f.state)
+        #expect(try run(["tenants", "create", "acme"], f).status == 0)
+        #expect(try run(["plugins", "enable", "hello"], f).status == 0)
+        #expect(try run(["plugins", "enable", "hello", "--tenant", "acme"], f).status == 0)
+        let info = try run(["plugins", "list", "--json"], f)
+        let list = try JSONSerialization.jsonObject(with: Data(info.stdout.utf8)) as? [[String: Any]] ?? []
+        let object = list.first { $0["id"] as? String == "hello" }
+        // No "tenants" list: enabled for every tenant (it was narrowed to acme alone without a server).
+        #expect(object?["enabled"] as? Bool == true)
+        #expect(object?["tenants"] == nil, "\(info.stdout)")
+    }
+
     @Test("a plugin asking about a permission it did not declare is denied, and the host logs it")
     func undeclaredPermission() async throws {
         let dir = TestEnvironment.makeTemporaryDirectory("asker")
