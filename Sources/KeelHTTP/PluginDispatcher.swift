@@ -296,7 +296,13 @@ struct PluginRoutesMiddleware: RouterMiddleware {
             guard snapshot.hasForeignRoutes, path != "/", Capability.reservedPrefix(of: path) == nil else { return false }
             return snapshot.route(method: request.method.rawValue, path: path) != nil
         }
-        guard path.hasPrefix("/ext/") || path == "/ext" || foreign() else { return try await next(request, context) }
+        guard path.hasPrefix("/ext/") || path == "/ext" || foreign() else {
+            guard path.hasPrefix("/api/") else { return try await next(request, context) }
+            // An admin API path no route serves (or not with this method): the API's own error body, not an empty 404.
+            do { return try await next(request, context) } catch let error as HTTPError where error.status == .notFound {
+                return try APIError(.notFound, "not-found", "no such endpoint: \(request.method) \(path)").response(from: request, context: context)
+            }
+        }
         do { return try await plugins.respond(to: request, context: context, path: path) } catch let error as APIError {
             return try error.response(from: request, context: context)
         }

@@ -163,7 +163,7 @@ final class PluginProxy: Sendable {
                     let gatekeeper = self.gatekeeper, prefix = proxy.prefix, upstream = proxy.upstream
                     let body = ResponseBody { writer in
                         var sent = 0
-                        var chunks = stream.makeAsyncIterator()
+                        let chunks = stream.makeAsyncIterator()
                         while true {
                             let chunk: ByteBuffer?
                             do { chunk = try await chunks.next() } catch {

@@ -166,7 +166,7 @@ public final class ActivationContext: Sendable {
         let budget = budgets.hook
         let late = Self.now() - started > budget
         _ = account(what(), started: started, budget: budget, failed: status != StatusCode.ok || late,
-                    detail: "\(StatusCode.name(status)) \(message)")
+                    detail: StatusCode.name(status) + (message.isEmpty ? "" : " " + message))
         if late {
             environment.hookOverran(plugin: pluginID, hook: hook)
             return PluginCallError(pluginID: pluginID, status: StatusCode.limit,
@@ -180,7 +180,7 @@ public final class ActivationContext: Sendable {
         let budget = budgets.hook
         let late = Self.now() - started > budget
         _ = account(what(), started: started, budget: budget, failed: failure != nil || late,
-                    detail: failure.map { "\(StatusCode.name($0.status)) \($0.message)" } ?? "KEEL_OK")
+                    detail: failure.map { StatusCode.name($0.status) + ($0.message.isEmpty ? "" : " " + $0.message) } ?? "KEEL_OK")
         if late {
             environment.hookOverran(plugin: pluginID, hook: hook)
             return PluginCallError(pluginID: pluginID, status: StatusCode.limit,

@@ -138,7 +138,7 @@ public final class ServiceProvision: @unchecked Sendable {
 /// A consumer's request to hear about changes of the provider of one interface.
 public final class ServiceListener: Sendable {
     public let interface: InterfaceID
-    nonisolated(unsafe) let function: keel_service_changed_fn?
+    let function: keel_service_changed_fn?
     nonisolated(unsafe) let userData: UnsafeMutableRawPointer?
     let context: ActivationContext
     /// For a consumer in a worker process: sends the notice there instead (the worker calls its listeners).

@@ -50,6 +50,11 @@ struct HTTPTests {
         #expect(disabled.status == 200)
         let gone = try await server.request("GET", "/ext/echo/items/1")
         #expect(gone.status == 404 && gone.errorCode == "not-found")
+        // An admin API path no route serves, or not with that method: the API's JSON error too.
+        let unknown = try await server.request("GET", "/api/v1/nosuch", admin: true)
+        #expect(unknown.status == 404 && unknown.errorCode == "not-found")
+        let wrongMethod = try await server.request("PUT", "/api/v1/plugins", admin: true)
+        #expect(wrongMethod.status == 404 && wrongMethod.errorCode == "not-found")
     }
 
     @Test("bad input: plugin errors are 500 without internals, big bodies 413, malformed JSON 400, bad tokens 401")

@@ -10,7 +10,7 @@ extension KeelCommand {
 
         struct Reset: AsyncParsableCommand {
             static let configuration = CommandConfiguration(
-                abstract: "Make a new admin token and print it once; the old one stops working (a running server too).")
+                abstract: "Make a new admin token and print it once; the old one stops working (a running server within 0.2 s).")
 
             @OptionGroup var options: GlobalOptions
 
