@@ -26,7 +26,7 @@ public enum BundleReconciler {
     /// The changes that bring `records` up to date with `found`, given the plugins that are `active`:
     /// - an unusable bundle is `failed` with its problem (no change when its record already says so);
     /// - a usable bundle whose record is left over from before (missing, or a transient install or upgrade state, or
-    ///   failed while not wanted) is `installed`, `disabled` (it was missing) or, when it is wanted, `failed` with
+    ///   failed with a problem of its bundle while not wanted) is `installed`, `disabled` (it was missing) or, when it is wanted, `failed` with
     ///   its old reason until it is activated;
     /// - a record whose bundle is gone is `missing`, except an interrupted install, which is `install-failed`.
     /// A plugin in `quarantined` (its crash took the host down) keeps its failure and reason: it is not left over.
@@ -42,7 +42,8 @@ public enum BundleReconciler {
                 // Already recorded with this problem: no write, and no second log line at every rescan of the folder.
                 if let record = byID[bundle.id], record.status == .failed, record.reason == problem { continue }
                 changes.append(Change(id: bundle.id, status: .failed, reason: problem, isProblem: true))
-            } else if let record = byID[bundle.id], isLeftover(record), !quarantined.contains(bundle.id) {
+            } else if let record = byID[bundle.id], isLeftover(record), !quarantined.contains(bundle.id),
+                      record.status != .failed || isBundleProblem(record.reason, of: bundle) {
                 let status: PluginStatus = record.enabled ? .failed : (record.status == .missing ? .disabled : .installed)
                 changes.append(Change(id: bundle.id, status: status, reason: record.enabled ? record.reason : nil, isProblem: false))
             }
@@ -57,6 +58,15 @@ public enum BundleReconciler {
             }
         }
         return changes
+    }
+
+    /// True when a failure's reason is a problem of the bundle itself (it names the bundle's plugin.yaml first, as
+    /// `ManifestError` and the scanner do), or there is none: a fixed bundle clears it. Any other failure of a plugin
+    /// that is not wanted (disabled automatically after failing calls, or as a dependent of one) is the host's
+    /// verdict and stays, with its reason, until `enable`.
+    static func isBundleProblem(_ reason: String?, of bundle: PluginBundle) -> Bool {
+        guard let reason else { return true }
+        return reason.hasPrefix(bundle.manifestPath + ":") || reason.hasPrefix(bundle.folder + ":")
     }
 
     /// True when a usable bundle's record is left over from before: missing, a transient install or upgrade state,

@@ -75,6 +75,9 @@ public enum RemoteControl {
     struct Queued: Codable, Sendable {
         var command: KernelCommand
         var user: String?
+        /// The front end that queued it, for the audit trail: "cli" (the default) or "dev" (`keel dev`); any other
+        /// value is taken as "cli" (the queue's writer cannot pose as the admin API or the console).
+        var actor: String?
     }
 
     /// The command `stored` carries, nil when its body is not one.
@@ -87,7 +90,8 @@ public enum RemoteControl {
     /// Executes `queued` as the CLI's user; returns whether it failed and what goes back to the CLI.
     static func run(_ queued: Queued, on kernel: Kernel) async -> (Bool, String) {
         do {
-            let result = try await kernel.execute(queued.command, actor: "cli", principal: queued.user, origin: "local")
+            let actor = queued.actor == "dev" ? "dev" : "cli"
+            let result = try await kernel.execute(queued.command, actor: actor, principal: queued.user, origin: "local")
             // Only a command call's output goes back through the state file (never an admin token).
             guard let output = result.output, let json = try? JSONEncoder().encode(CommandResult(output: output)) else { return (false, "ok") }
             return (false, String(decoding: json, as: UTF8.self))
@@ -137,11 +141,12 @@ public enum RemoteControl {
     ///   changed, or that the server took it and has not finished yet.
     @discardableResult
     public static func submit(_ command: RemoteCommand, state: StateStore, timeout: Duration = .seconds(10),
-                              user: String? = nil) async throws(KernelError) -> CommandResult {
+                              user: String? = nil, actor: String? = nil) async throws(KernelError) -> CommandResult {
         let subject = command.subject
         let seq: Int64
         do {
-            let encoded = try user.map { try JSONEncoder().encode(Queued(command: command, user: $0)) } ?? JSONEncoder().encode(command)
+            let encoded = user == nil && actor == nil ? try JSONEncoder().encode(command)
+                : try JSONEncoder().encode(Queued(command: command, user: user, actor: actor))
             let body = String(decoding: encoded, as: UTF8.self)
             let seconds = Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18
             seq = try state.submitCommand(op: command.name, pluginID: subject, body: body, timeout: seconds)

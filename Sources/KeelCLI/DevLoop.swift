@@ -28,7 +28,7 @@ struct RunningServerHost: DevHost {
             throw CLIError("the keel server on \(stateFile) has stopped; start it again (the next save reloads into it)")
         }
         // A new build is probed in a child process first, which may take up to 10 s.
-        try await RemoteControl.submit(command, state: state, timeout: .seconds(15))
+        try await RemoteControl.submit(command, state: state, timeout: .seconds(15), user: Kernel.osUser, actor: "dev")
     }
 
     func plugin(_ id: String) async throws -> PluginInfo? {

@@ -40,9 +40,23 @@ struct BundleReconcilerTests {
     @Test("a quarantined plugin (failed, not wanted) keeps its reason; an unquarantined one is installed again")
     func quarantineKept() throws {
         let found = [try bundle("crashed"), try bundle("fixed")]
-        let records = [record("crashed", .failed, reason: "crashed the host with SIGSEGV"), record("fixed", .failed, reason: "bad yaml")]
+        let records = [record("crashed", .failed, reason: "crashed the host with SIGSEGV"),
+                       record("fixed", .failed, reason: "/p/fixed/plugin.yaml: bad yaml")]
         #expect(BundleReconciler.changes(found: found, records: records, active: [], quarantined: ["crashed"]) == [
             .init(id: "fixed", status: .installed, reason: nil, isProblem: false),
+        ])
+    }
+
+    @Test("a plugin the host disabled automatically (and its dependents) keeps its failure and reason through a rescan")
+    func verdictKept() throws {
+        let found = [try bundle("flaky"), try bundle("user"), try bundle("fixed"), try bundle("blank")]
+        let records = [record("flaky", .failed, reason: "disabled automatically: 20 calls in a row failed"),
+                       record("user", .failed, reason: "was disabled automatically"),
+                       record("fixed", .failed, reason: "/p/fixed/plugin.yaml:3: key \"version\": bad"),
+                       record("blank", .failed)]
+        #expect(BundleReconciler.changes(found: found, records: records, active: []) == [
+            .init(id: "fixed", status: .installed, reason: nil, isProblem: false),
+            .init(id: "blank", status: .installed, reason: nil, isProblem: false),
         ])
     }
 

@@ -104,6 +104,12 @@ struct DevLoopTests {
             print("keel dev (C, running server): save to serving \(total) ms, build \(build) ms, reload \(reload) ms")
         }
 
+        // Its reloads are audited as keel dev's, with the user who ran it.
+        let audit = try await server.request("GET", "/api/v1/audit?since=1h", admin: true)
+        let rows = try #require(audit.json as? [[String: Any]], "\(audit.text)")
+        #expect(rows.contains { $0["actor"] as? String == "dev" && $0["principal"] as? String == NSUserName() && $0["command"] as? String == "reload" },
+                "\(audit.text)")
+
         // The server stops: a save says so at once (no wait for the command queue's time-out).
         #expect(server.stop() == 0)
         try Self.save(project, greeting: "gone")
