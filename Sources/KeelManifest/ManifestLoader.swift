@@ -142,6 +142,8 @@ public struct ManifestLoader: Sendable {
 struct NodeReader {
     let file: String
     var warnings: [ManifestWarning] = []
+    /// The keys that were not known, for the hint a missing required key gets (ManifestLoader+Hints.swift).
+    var unknownKeys: [(path: String, key: String, line: Int?)] = []
 
     static let knownKeys: Set<String> = [
         "id", "name", "version", "description", "abi", "library", "capabilities", "menus", "dependencies", "host",
@@ -340,6 +342,7 @@ struct NodeReader {
             }
             if !known.contains(key) {
                 warnings.append(ManifestWarning(file: file, line: keyNode.mark?.line, message: "unknown key \"\(path)\(key)\" is ignored"))
+                unknownKeys.append((path, key, keyNode.mark?.line))
                 continue
             }
             out[key] = value
@@ -349,7 +352,7 @@ struct NodeReader {
 
     func string(_ fields: [String: Node], _ key: String, in parent: Node, prefix: String = "") throws(ManifestError) -> String {
         guard let value = try optionalString(fields, key, prefix: prefix) else {
-            throw fail(parent, prefix + key, "required key is missing")
+            throw fail(parent, prefix + key, "required key is missing" + misspelling(of: key, prefix: prefix))
         }
         return value
     }

@@ -55,6 +55,15 @@ struct ManifestTests {
         #expect(e?.description == "p/plugin.yaml:1: key \"version\": required key is missing")
     }
 
+    @Test("a missing key with a misspelling of it beside: the error points at the misspelling")
+    func misspelledKey() {
+        let e = error("id: hello\nname: Hello\nverison: 1.0.0\nabi: \"1.0\"\nlibrary: x.so\n")
+        #expect(e?.description == "p/plugin.yaml:1: key \"version\": required key is missing (is \"verison\" on line 3 a misspelling of it?)")
+        // Nothing near: no hint.
+        #expect(error("id: hello\nname: Hello\nrelease: 1.0.0\nabi: \"1.0\"\nlibrary: x.so\n")?.description
+            == "p/plugin.yaml:1: key \"version\": required key is missing")
+    }
+
     @Test("a wrong type names the line and the key")
     func wrongType() {
         let e = error("id: hello\nname: [a, b]\nversion: 1.0.0\nabi: \"1.0\"\nlibrary: x.so\n")
