@@ -208,7 +208,7 @@ enum BundleCopy {
             guard let type = fileType(from) else { continue }
             if type == S_IFDIR { try makeFolder(to); continue }
             guard type == S_IFREG else { continue }
-            guard let data = FileManager.default.contents(atPath: from) else { throw CLIError("\(from): cannot be read") }
+            let data = try readFile(from)
             if FileManager.default.contents(atPath: to) == data { continue }
             let url = URL(fileURLWithPath: to)
             let temporary = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).dev-\(getpid())").path

@@ -10,6 +10,18 @@ func fileType(_ path: String) -> mode_t? {
     return info.st_mode & S_IFMT
 }
 
+/// The bytes of the file at `path`.
+/// - Throws: `CLIError` "PATH: REASON", the reason in plain words ("no such file or folder", "is a folder").
+func readFile(_ path: String) throws -> Data {
+    guard let handle = FileHandle(forReadingAtPath: path) else {
+        throw CLIError("\(path): \(ErrorText.plain(errno: errno == 0 ? ENOENT : errno))")
+    }
+    defer { try? handle.close() }
+    do { return try handle.readToEnd() ?? Data() } catch {
+        throw CLIError("\(path): \(ErrorText.plain(errno: errno == 0 ? EIO : errno))")
+    }
+}
+
 /// Makes `path` a folder (with its parents) unless it is one already.
 /// - Throws: `CLIError` "PATH: not a folder" when something else is there, or the reason it cannot be made.
 func makeFolder(_ path: String) throws {

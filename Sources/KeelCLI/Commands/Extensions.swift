@@ -108,7 +108,7 @@ extension KeelCommand {
                 }
                 for line in result.installed { print("installed \(line)") }
                 if let config {
-                    guard let data = FileManager.default.contents(atPath: config) else { throw CLIError("\(config): cannot be read") }
+                    let data = try readFile(config)
                     let yaml = String(decoding: data, as: UTF8.self)
                     try await executeStored(options, .config(id: parts[0], yaml: yaml, file: config))
                     print("configured \(parts[0])")

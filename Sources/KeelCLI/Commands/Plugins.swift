@@ -339,7 +339,7 @@ extension KeelCommand.Plugins {
                     print(stored.yaml, terminator: stored.yaml.hasSuffix("\n") ? "" : "\n")
                     return
                 }
-                guard let data = FileManager.default.contents(atPath: file) else { throw CLIError("\(file): cannot be read") }
+                let data = try readFile(file)
                 let yaml = String(decoding: data, as: UTF8.self)
                 _ = try await throughServerOrKernel(options, id: nil, command: .config(id: id, yaml: yaml, file: file))
                 print("configured \(id)")
