@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <unistd.h>
 #include <linux/audit.h>
+#include <linux/capability.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <sys/prctl.h>
@@ -19,7 +20,25 @@
 #define KEEL_AUDIT_ARCH AUDIT_ARCH_AARCH64
 #endif
 
+int keel_make_undumpable(void) { return prctl(PR_SET_DUMPABLE, 0, 0, 0, 0); }
+
+/* Drops CAP_SYS_PTRACE (a worker run as root could otherwise still open a non-dumpable host's /proc/<pid>/mem):
+ * from the bounding set and from the effective, permitted and inheritable sets. Best effort; a process without it
+ * has nothing to drop. */
+static void drop_ptrace_capability(void) {
+    prctl(PR_CAPBSET_DROP, CAP_SYS_PTRACE, 0, 0, 0);
+    struct __user_cap_header_struct header = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
+    struct __user_cap_data_struct data[2];
+    if (syscall(SYS_capget, &header, data) != 0) return;
+    unsigned word = CAP_SYS_PTRACE / 32, bit = 1u << (CAP_SYS_PTRACE % 32);
+    data[word].effective &= ~bit;
+    data[word].permitted &= ~bit;
+    data[word].inheritable &= ~bit;
+    syscall(SYS_capset, &header, data);
+}
+
 int keel_confine_worker(void) {
+    drop_ptrace_capability();
 #ifdef KEEL_AUDIT_ARCH
     uint32_t self = (uint32_t)getpid();
     uint32_t group = (uint32_t)(-(int32_t)self);

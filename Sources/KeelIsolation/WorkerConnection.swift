@@ -90,6 +90,8 @@ final class WorkerConnection: Sendable {
         guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0 else {
             throw .crashed("cannot make a socket pair: \(SystemFile.lastError)")
         }
+        // Its /proc/<pid>/mem, descriptors and environment are no worker's to open.
+        Confinement.closeHostToWorkers()
         // No Swift crash backtracer in the worker: a crash is expected there, and reported by the host.
         var environment = ProcessInfo.processInfo.environment.filter { !isSecret($0.key) }
         environment["SWIFT_BACKTRACE"] = "enable=no"

@@ -11,4 +11,11 @@ public enum Confinement {
     public static func confineWorker() -> String? {
         keel_confine_worker() == 0 ? nil : String(cString: strerror(errno))
     }
+
+    /// Closes this process (the host, once it starts workers) to them: not dumpable, so another process of the same
+    /// user cannot open its `/proc/<pid>/mem`, descriptors or environment without `CAP_SYS_PTRACE` (which a worker
+    /// drops). No core file is written for it afterwards. Once per process; later calls do nothing.
+    public static func closeHostToWorkers() { _ = hostClosed }
+
+    private static let hostClosed: Bool = keel_make_undumpable() == 0
 }

@@ -26,9 +26,14 @@ size_t keel_gzip(const uint8_t *in, size_t len, uint8_t *out, size_t cap);
 
 /* Confines the calling process (a `keel worker`, before it loads plugin code) with a seccomp filter: it may signal
  * (kill, tgkill, rt_sigqueueinfo, rt_tgsigqueueinfo, pidfd_open) only itself, its own process group or group 0; ptrace, process_vm_readv/writev and
- * tkill are refused with EPERM; another architecture's system calls kill it. Sets no_new_privs. Inherited by its
+ * tkill are refused with EPERM; another architecture's system calls kill it. Drops CAP_SYS_PTRACE and sets
+ * no_new_privs. Inherited by its
  * children (which may then signal only that worker). Returns 0, or -1 with errno (ENOSYS on an architecture it does
  * not know). */
 int keel_confine_worker(void);
+
+/* Makes this process not dumpable (prctl PR_SET_DUMPABLE 0): no core file, and its /proc/<pid>/mem, fd and environ
+ * are closed to other processes of the same user without CAP_SYS_PTRACE (a worker drops it). Returns 0, or -1. */
+int keel_make_undumpable(void);
 
 #endif

@@ -4,13 +4,15 @@
  *     "status"  forges `response` answers (kind 22) with HTTP status 5000 for call ids 1...4000, then answers 200
  *     "biglog"  sends 10 `log` frames (kind 25), each one grapheme cluster of 4 MiB ("a" + 2 Mi x U+0301)
  *     "stall"   forks a child that keeps the socket open and never reads it (for 120 s), and the worker dies
- *     "killhost" sends SIGKILL to its parent (the host), tries to trace it, and answers 200 "denied" when all of it
- *               was refused with EPERM (else "sent")
+ *     "killhost" sends SIGKILL to its parent (the host), tries to trace it and to open its /proc/<pid>/mem, and
+ *               answers 200 "denied" when all of it was refused (else "sent")
  *     anything else: 200 "ok"
  */
 #define _DEFAULT_SOURCE
 #include <keel/keel.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <signal.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
@@ -82,7 +84,12 @@ static keel_status item(void *user_data, const keel_http_request *req, keel_http
         int group = kill(-getpgid(host), SIGKILL) == 0 || errno != EPERM;
         int thread = syscall(SYS_tgkill, host, host, SIGKILL) == 0 || errno != EPERM;
         int traced = ptrace(PTRACE_ATTACH, host, NULL, NULL) == 0 || errno != EPERM;
-        const char *said = killed || group || thread || traced ? "sent" : "denied";
+        char mem[64];
+        snprintf(mem, sizeof mem, "/proc/%d/mem", (int)host);
+        int fd = open(mem, O_RDONLY);
+        int peeked = fd >= 0;
+        if (fd >= 0) close(fd);
+        const char *said = killed || group || thread || traced || peeked ? "sent" : "denied";
         res->set_status(res, 200);
         return res->write(res, said, strlen(said));
     }
