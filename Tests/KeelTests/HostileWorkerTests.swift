@@ -54,6 +54,35 @@ struct HostileWorkerTests {
         #expect(try await server.request("GET", "/healthz").status == 200)
     }
 
+    @Test("a worker cannot signal the host through pidfd_send_signal on /proc/<pid> or an F_SETOWN/F_SETSIG pipe",
+          arguments: ["pidfdhost", "sigiohost"])
+    func cannotKillHostIndirectly(route: String) async throws {
+        let f = try stage()
+        let server = try ServerProcess(plugins: f.plugins, state: f.state)
+        defer { server.stop() }
+        _ = try? await server.request("GET", "/ext/hostile/items/\(route)")
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(server.process.isRunning, "keel serve died (\(route)): \(server.errors.value.prefix(700))")
+    }
+
+    @Test("every thread of a worker runs under its seccomp filter (threads started before it too)")
+    func everyThreadConfined() async throws {
+        let f = try stage()
+        let server = try ServerProcess(plugins: f.plugins, state: f.state)
+        defer { server.stop() }
+        let reply = try await server.request("GET", "/ext/hostile/items/threads")
+        #expect(String(decoding: reply.body, as: UTF8.self) == "confined")
+    }
+
+    @Test("a worker may still kill a process it started itself (a tool run with a time-out)")
+    func killsItsOwnChild() async throws {
+        let f = try stage()
+        let server = try ServerProcess(plugins: f.plugins, state: f.state)
+        defer { server.stop() }
+        let reply = try await server.request("GET", "/ext/hostile/items/killchild")
+        #expect(String(decoding: reply.body, as: UTF8.self) == "killed")
+    }
+
     @Test("a worker's log line is cut to 4096 bytes, whatever its characters")
     func logLineCap() async throws {
         let f = try stage()

@@ -6,14 +6,21 @@
  *     "stall"   forks a child that keeps the socket open and never reads it (for 120 s), and the worker dies
  *     "killhost" sends SIGKILL to its parent (the host), tries to trace it and to open its /proc/<pid>/mem, and
  *               answers 200 "denied" when all of it was refused (else "sent")
+ *     "pidfdhost" SIGKILLs its parent through pidfd_send_signal on an open /proc/<ppid> (not a pidfd_open pidfd)
+ *     "sigiohost" makes the kernel SIGKILL its parent: a pipe owned by it (F_SETOWN), F_SETSIG SIGKILL, O_ASYNC
+ *     "threads" answers "confined", or "unconfined N" when N of the worker's threads have no seccomp filter
+ *     "killchild" forks a child and SIGKILLs it (what any plugin that runs a tool with a time-out does): "killed"
+ *               or "refused"
  *     anything else: 200 "ok"
  */
 #define _DEFAULT_SOURCE
 #include <keel/keel.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <stdio.h>
 #include <signal.h>
+#include <stdio.h>
+#include <sys/wait.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
 #include <stdint.h>
@@ -90,6 +97,52 @@ static keel_status item(void *user_data, const keel_http_request *req, keel_http
         int peeked = fd >= 0;
         if (fd >= 0) close(fd);
         const char *said = killed || group || thread || traced || peeked ? "sent" : "denied";
+        res->set_status(res, 200);
+        return res->write(res, said, strlen(said));
+    } else if (is(id, "pidfdhost")) {
+        char path[64];
+        snprintf(path, sizeof path, "/proc/%d", (int)getppid());
+        int fd = open(path, O_RDONLY | O_DIRECTORY);
+        long r = syscall(424 /* SYS_pidfd_send_signal */, fd, SIGKILL, NULL, 0);
+        const char *said = r == 0 ? "sent" : "denied";
+        res->set_status(res, 200);
+        return res->write(res, said, strlen(said));
+    } else if (is(id, "sigiohost")) {
+        int p[2];
+        if (pipe(p) == 0) {
+            fcntl(p[0], F_SETOWN, getppid());
+            fcntl(p[0], 10 /* F_SETSIG */, SIGKILL);
+            fcntl(p[0], F_SETFL, O_ASYNC | O_NONBLOCK);
+            (void)!write(p[1], "x", 1);
+        }
+        res->set_status(res, 200);
+        return res->write(res, "sent", 4);
+    } else if (is(id, "threads")) {
+        int unconfined = 0;
+        DIR *d = opendir("/proc/self/task");
+        struct dirent *e;
+        while (d && (e = readdir(d))) {
+            if (e->d_name[0] == '.') continue;
+            char path[300], buf[4096];
+            snprintf(path, sizeof path, "/proc/self/task/%s/status", e->d_name);
+            int fd = open(path, O_RDONLY);
+            ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof buf - 1);
+            if (fd >= 0) close(fd);
+            if (n <= 0) continue;
+            buf[n] = 0;
+            const char *line = strstr(buf, "Seccomp:");
+            if (line && strtol(line + 8, NULL, 10) == 0) unconfined++;
+        }
+        if (d) closedir(d);
+        char said[64];
+        if (unconfined) snprintf(said, sizeof said, "unconfined %d", unconfined); else snprintf(said, sizeof said, "confined");
+        res->set_status(res, 200);
+        return res->write(res, said, strlen(said));
+    } else if (is(id, "killchild")) {
+        pid_t child = fork();
+        if (child == 0) { alarm(30); for (;;) pause(); }
+        const char *said = kill(child, SIGKILL) == 0 ? "killed" : "refused";
+        if (said[0] == 'k') waitpid(child, NULL, 0);
         res->set_status(res, 200);
         return res->write(res, said, strlen(said));
     }
