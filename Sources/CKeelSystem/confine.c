@@ -4,12 +4,14 @@
 #define _GNU_SOURCE
 #include "keel_system.h"
 #include <errno.h>
+#include <fcntl.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <unistd.h>
 #include <linux/audit.h>
 #include <linux/capability.h>
 #include <linux/filter.h>
+#include <linux/sockios.h>
 #include <linux/seccomp.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -43,7 +45,8 @@ int keel_confine_worker(void) {
     uint32_t self = (uint32_t)getpid();
     uint32_t group = (uint32_t)(-(int32_t)self);
     enum { NR = offsetof(struct seccomp_data, nr), ARCH = offsetof(struct seccomp_data, arch),
-           ARG0 = offsetof(struct seccomp_data, args[0]) };
+           ARG0 = offsetof(struct seccomp_data, args[0]), ARG1 = offsetof(struct seccomp_data, args[1]),
+           ARG2 = offsetof(struct seccomp_data, args[2]) };
     const uint32_t deny = SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA);
     struct sock_filter filter[] = {
         /* Another architecture's calling convention (x32, i386 on x86_64): refused whole. */
@@ -64,6 +67,26 @@ int keel_confine_worker(void) {
         BPF_STMT(BPF_RET | BPF_K, deny),
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_tkill, 0, 1),
         BPF_STMT(BPF_RET | BPF_K, deny),
+        /* A pidfd may be an open /proc/<pid> of any process, which the filter cannot see: "not implemented", so that
+         * callers fall back to kill, which it checks. */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_pidfd_send_signal, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (ENOSYS & SECCOMP_RET_DATA)),
+        /* The owner of a descriptor's SIGIO (any signal with F_SETSIG), set through a pointer: refused. */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_ioctl, 0, 5),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG1),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, FIOSETOWN, 2, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SIOCSPGRP, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_STMT(BPF_RET | BPF_K, deny),
+        /* fcntl: F_SETOWN_EX refused (a pointer); F_SETOWN checked as kill is. */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_fcntl, 0, 7),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG1),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, F_SETOWN_EX, 4, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, F_SETOWN, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG2),
+        BPF_STMT(BPF_JMP | BPF_JA | BPF_K, 8), /* to the check of the target below */
+        BPF_STMT(BPF_RET | BPF_K, deny),
         /* Signals and pidfds: only for this process, its own group, or 0 (its group). */
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_kill, 5, 0),
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_tgkill, 4, 0),
@@ -80,7 +103,10 @@ int keel_confine_worker(void) {
     };
     struct sock_fprog program = { .len = (unsigned short)(sizeof filter / sizeof filter[0]), .filter = filter };
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return -1;
-    return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &program);
+    /* Every thread: the run-time started some (Dispatch's pools) before this, and plugin code may run on them. */
+    long r = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, &program);
+    if (r > 0) { errno = EAGAIN; return -1; } /* a thread (its id) could not be synchronised */
+    return (int)r;
 #else
     errno = ENOSYS;
     return -1;

@@ -25,11 +25,13 @@ int keel_spawn_closefrom(posix_spawn_file_actions_t *actions, int from);
 size_t keel_gzip(const uint8_t *in, size_t len, uint8_t *out, size_t cap);
 
 /* Confines the calling process (a `keel worker`, before it loads plugin code) with a seccomp filter: it may signal
- * (kill, tgkill, rt_sigqueueinfo, rt_tgsigqueueinfo, pidfd_open) only itself, its own process group or group 0; ptrace, process_vm_readv/writev and
- * tkill are refused with EPERM; another architecture's system calls kill it. Drops CAP_SYS_PTRACE and sets
- * no_new_privs. Inherited by its
- * children (which may then signal only that worker). Returns 0, or -1 with errno (ENOSYS on an architecture it does
- * not know). */
+ * (kill, tgkill, rt_sigqueueinfo, rt_tgsigqueueinfo, pidfd_open, fcntl F_SETOWN) only itself, its own process group
+ * or group 0; ptrace, process_vm_readv/writev, tkill, F_SETOWN_EX and the FIOSETOWN/SIOCSPGRP ioctls are refused with
+ * EPERM, pidfd_send_signal with ENOSYS (its pidfd may be an open /proc/<pid>); another architecture's system calls
+ * kill it. Applies to every thread of the process (TSYNC). Drops CAP_SYS_PTRACE and sets no_new_privs. Inherited by
+ * its children, which may then signal only that worker and its group: a process the plugin starts cannot be
+ * signalled by it (a filter cannot tell descendants). Returns 0, or -1 with errno (ENOSYS on an architecture it does
+ * not know, EAGAIN when a thread could not be synchronised). */
 int keel_confine_worker(void);
 
 /* Makes this process not dumpable (prctl PR_SET_DUMPABLE 0): no core file, and its /proc/<pid>/mem, fd and environ
