@@ -11,7 +11,7 @@ import Synchronization
 /// So plugin calls take one of two paths:
 ///
 /// - **Inline, under admission control.** A call runs on the cooperative thread that serves the request when an
-///   inline slot is free and its lane has not been slow lately. There are `cores - 1` slots (at least one), so
+///   inline slot is free and its lane has not been slow lately. There are `cores - 1` slots (none on one core), so
 ///   plugin code never holds more than all but one of the cooperative threads: one is always left for the host.
 ///   This is the fast path: no thread hop, which on a small machine costs more than a short handler itself.
 /// - **On a pool of threads of their own** (NIO's `NIOThreadPool`), when no slot is free or the lane is marked slow.
