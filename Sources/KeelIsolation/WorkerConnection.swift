@@ -111,7 +111,9 @@ final class WorkerConnection: Sendable {
         let reader = Thread { connection.read(handlers) }
         reader.name = "keel-worker-\(pid)"
         reader.start()
-        connection.outbox.start(name: "keel-worker-out-\(pid)") { connection.terminate() }
+        connection.outbox.start(name: "keel-worker-out-\(pid)") {
+            connection.terminate(because: "stopped reading its socket for \(WorkerOutbox.writeTimeout) s")
+        }
         return connection
     }
 
@@ -140,7 +142,7 @@ final class WorkerConnection: Sendable {
         case let .failure(f): return .failure(f)
         }
         guard send(frame(id)) else {
-            terminate()
+            terminate(because: "left \(WorkerOutbox.limit >> 20) MiB sent to it unread")
             _ = slot.done?.wait(timeout: .now() + 5)
             return pending.withLock { p in
                 p.slots[id] = nil
@@ -179,7 +181,7 @@ final class WorkerConnection: Sendable {
             startSweeper()
             if !send(frame(id)) {
                 // The reader fails the slot when the worker is gone.
-                terminate()
+                terminate(because: "left \(WorkerOutbox.limit >> 20) MiB sent to it unread")
             }
         }
         if case .success = answer { served.store(true, ordering: .relaxed) }
@@ -239,17 +241,22 @@ final class WorkerConnection: Sendable {
     /// Kills the worker and its process group, and shuts the host's end of the socket, so that the reader thread
     /// sees the end even when something the worker started (a forked child) still holds the other end; the reader
     /// then reaps the worker and fails its calls.
-    func terminate() {
-        // Once reaped, its pid may be another process's.
-        if !reaping.load(ordering: .acquiring) {
+    /// - Parameter why: said as the reason the worker ended (instead of "crashed with SIGKILL"), when given.
+    func terminate(because why: String? = nil) {
+        // Once reaped, its pid may be another process's: the check and the signals are one step under the lock the
+        // reader takes to mark it reaped, so they reach the worker (not yet reaped) or nothing.
+        signalling.withLock { s in
+            guard !s.reaped else { return }
+            if s.why == nil { s.why = why }
             kill(-pid, SIGKILL)
             kill(pid, SIGKILL)
         }
         shutdown(socket, Int32(SHUT_RDWR))
     }
 
-    /// Set by the reader thread just before it reaps the worker.
-    private let reaping = Atomic<Bool>(false)
+    /// Whether the reader thread is about to reap (or reaped) the worker, set under the lock `terminate` signals in;
+    /// and why the host killed it, when it said.
+    private let signalling = Mutex<(reaped: Bool, why: String?)>((false, nil))
 
     /// True while the worker has not ended.
     var isRunning: Bool { pending.withLock { $0.ended == nil } }
@@ -302,10 +309,14 @@ final class WorkerConnection: Sendable {
         shutdown(socket, Int32(SHUT_RDWR))
         outbox.close()
         // What the worker started goes with it.
-        kill(-pid, SIGKILL)
-        reaping.store(true, ordering: .releasing)
+        let why = signalling.withLock { s -> String? in
+            kill(-pid, SIGKILL)
+            s.reaped = true
+            return s.why
+        }
         let end = Self.reap(pid)
-        if !violated, let end { reason = end }
+        // The host's reason, when the host's SIGKILL is what ended it (not a crash of its own meanwhile).
+        if !violated, let end { reason = (end == "crashed with SIGKILL" ? why.map { "\($0); killed" } : nil) ?? end }
         let slots = pending.withLock { p -> [Slot] in
             p.ended = reason
             defer { p.slots = [:] }
