@@ -64,9 +64,17 @@ public enum BundleReconciler {
     /// `ManifestError` and the scanner do), or there is none: a fixed bundle clears it. Any other failure of a plugin
     /// that is not wanted (disabled automatically after failing calls, or as a dependent of one) is the host's
     /// verdict and stays, with its reason, until `enable`.
+    /// The path is compared by its end (the bundle's folder name, and plugin.yaml): the CLI and a server may name the
+    /// same plugin folder by a relative and an absolute path.
     static func isBundleProblem(_ reason: String?, of bundle: PluginBundle) -> Bool {
         guard let reason else { return true }
-        return reason.hasPrefix(bundle.manifestPath + ":") || reason.hasPrefix(bundle.folder + ":")
+        guard let colon = reason.firstIndex(of: ":") else { return false }
+        let path = reason[..<colon]
+        let name = bundle.folder.split(separator: "/").last.map(String.init) ?? bundle.folder
+        for named in [name + "/" + ManifestLoader.fileName, name] where path == named || path.hasSuffix("/" + named) {
+            return true
+        }
+        return false
     }
 
     /// True when a usable bundle's record is left over from before: missing, a transient install or upgrade state,

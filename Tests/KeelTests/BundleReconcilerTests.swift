@@ -49,14 +49,17 @@ struct BundleReconcilerTests {
 
     @Test("a plugin the host disabled automatically (and its dependents) keeps its failure and reason through a rescan")
     func verdictKept() throws {
-        let found = [try bundle("flaky"), try bundle("user"), try bundle("fixed"), try bundle("blank")]
+        let found = [try bundle("flaky"), try bundle("user"), try bundle("fixed"), try bundle("blank"), try bundle("relative")]
         let records = [record("flaky", .failed, reason: "disabled automatically: 20 calls in a row failed"),
                        record("user", .failed, reason: "was disabled automatically"),
                        record("fixed", .failed, reason: "/p/fixed/plugin.yaml:3: key \"version\": bad"),
-                       record("blank", .failed)]
+                       record("blank", .failed),
+                       // Recorded by a CLI that named the plugin folder relatively.
+                       record("relative", .failed, reason: "plugins/relative/plugin.yaml: missing: a plugin bundle needs a plugin.yaml")]
         #expect(BundleReconciler.changes(found: found, records: records, active: []) == [
             .init(id: "fixed", status: .installed, reason: nil, isProblem: false),
             .init(id: "blank", status: .installed, reason: nil, isProblem: false),
+            .init(id: "relative", status: .installed, reason: nil, isProblem: false),
         ])
     }
 
