@@ -3,6 +3,7 @@
 import Dispatch
 import Foundation
 import Glibc
+import KeelSystem
 import Synchronization
 
 /// The frames going to one worker, and the thread that writes them to its socket, whole and in order.
@@ -80,26 +81,11 @@ final class WorkerOutbox: Sendable {
                 if queue.withLock({ $0.closed }) { return true }
                 continue
             }
-            guard writeWhole(frame) else {
+            // Whole; false when the worker is gone or stopped reading for longer than `writeTimeout`.
+            guard frame.withUnsafeBytes({ SystemFile.sendAll(socket, $0) }) else {
                 close()
                 return false
             }
-        }
-    }
-
-    /// One frame, whole; false when the worker is gone or stopped reading for longer than `writeTimeout`. Never
-    /// raises SIGPIPE in the host.
-    private func writeWhole(_ frame: [UInt8]) -> Bool {
-        frame.withUnsafeBytes { bytes in
-            guard let base = bytes.baseAddress else { return true }
-            var offset = 0
-            while offset < bytes.count {
-                let n = Glibc.send(socket, base + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
-                if n < 0 && errno == EINTR { continue }
-                guard n > 0 else { return false }
-                offset += n
-            }
-            return true
         }
     }
 }

@@ -8,10 +8,20 @@ import Glibc
 public enum SystemFile {
     /// Writes all of `bytes` to `fd`, retrying short writes and EINTR. False on an error (`errno` says which).
     public static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Bool {
+        whole(bytes) { write(fd, $0, $1) }
+    }
+
+    /// Sends all of `bytes` on the socket `fd` as `writeAll` writes them, never raising SIGPIPE (MSG_NOSIGNAL). False
+    /// on an error, or when the socket's send time-out (`SO_SNDTIMEO`) passed.
+    public static func sendAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Bool {
+        whole(bytes) { send(fd, $0, $1, Int32(MSG_NOSIGNAL)) }
+    }
+
+    private static func whole(_ bytes: UnsafeRawBufferPointer, _ put: (UnsafeRawPointer, Int) -> Int) -> Bool {
         guard let base = bytes.baseAddress else { return true }
         var offset = 0
         while offset < bytes.count {
-            let n = write(fd, base + offset, bytes.count - offset)
+            let n = put(base + offset, bytes.count - offset)
             if n < 0 && errno == EINTR { continue }
             guard n > 0 else { return false }
             offset += n

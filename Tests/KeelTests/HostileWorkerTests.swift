@@ -23,12 +23,6 @@ struct HostileWorkerTests {
         return f
     }
 
-    static func residentKiB(_ pid: Int32) -> Int {
-        let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
-        let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
-        return Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0
-    }
-
     @Test("a worker that answers a handle call with HTTP status 5000 does not take the host down")
     func forgedStatus() async throws {
         let f = try stage()
@@ -89,10 +83,10 @@ struct HostileWorkerTests {
         let f = try stage()
         let server = try ServerProcess(plugins: f.plugins, state: f.state)
         defer { server.stop() }
-        let before = Self.residentKiB(server.process.processIdentifier)
+        let before = ReloadUnderTrafficTests.rss(server.process.processIdentifier)
         #expect(try await server.request("GET", "/ext/hostile/items/biglog").status == 200)
         try await Task.sleep(for: .seconds(2))
-        let after = Self.residentKiB(server.process.processIdentifier)
+        let after = ReloadUnderTrafficTests.rss(server.process.processIdentifier)
         let logs = try await server.request("GET", "/api/v1/plugins/hostile/logs", admin: true)
         print("hostile worker: host RSS \(before) KiB -> \(after) KiB; logs endpoint \(logs.body.count) bytes")
         // 10 lines of at most 4 KiB (plus escaping) each, not 10 x 4 MiB.
