@@ -150,7 +150,7 @@ let package = Package(
         // Test-only: an ABI struct as a later 1.x host might declare it (grown at its end).
         .target(name: "CKeelABIGrown", dependencies: ["CKeelABI"], path: "Tests/CKeelABIGrown"),
         .testTarget(name: "KeelTests", dependencies: [
-            "Keel", "KeelHTTP", "KeelManifest", "KeelLoader", "KeelRegistry", "KeelState", "KeelStatePostgres", "CKeelABIGrown",
+            "Keel", "KeelHTTP", "KeelManifest", "KeelLoader", "KeelRegistry", "KeelState", "KeelStatePostgres", "KeelSystem", "CKeelABIGrown",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "WSClient", package: "swift-websocket"),
             .product(name: "HTTPTypes", package: "swift-http-types"),

@@ -85,7 +85,9 @@ final class WorkerConnection: Sendable {
     /// Starts `executable worker` with its end of a new socket pair as standard input (its output and errors go to
     /// the host's). `environment` entries are added to the host's.
     /// - Throws: `WorkerConnection.Failure.crashed` with the system's reason when the process cannot be started.
-    static func spawn(executable: String, arguments: [String], handlers: Handlers) throws(Failure) -> WorkerConnection {
+    /// - Parameter readable: the folders the worker may read besides the system's (its plugin's bundle); the rest of
+    ///   the file system is closed to it where the kernel has Landlock (`WorkerMain.readable`).
+    static func spawn(executable: String, arguments: [String], readable: [String], handlers: Handlers) throws(Failure) -> WorkerConnection {
         var fds: [Int32] = [0, 0]
         guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0 else {
             throw .crashed("cannot make a socket pair: \(SystemFile.lastError)")
@@ -95,6 +97,7 @@ final class WorkerConnection: Sendable {
         // No Swift crash backtracer in the worker: a crash is expected there, and reported by the host.
         var environment = ProcessInfo.processInfo.environment.filter { !isSecret($0.key) }
         environment["SWIFT_BACKTRACE"] = "enable=no"
+        environment[WorkerMain.readableVariable] = readable.joined(separator: "\n")
         let pid: pid_t
         do {
             // In a process group of its own: killing the worker kills what it started too (see `terminate`).

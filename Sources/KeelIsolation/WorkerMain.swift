@@ -18,12 +18,25 @@ import Synchronization
 public enum WorkerMain {
     /// Runs the worker on `socket` until the host ends it. Never returns.
     public static func run(socket: Int32 = 0) -> Never {
-        var noCore = rlimit(rlim_cur: 0, rlim_max: 0)
-        setrlimit(Int32(RLIMIT_CORE.rawValue), &noCore)
-        // Before any plugin code: it may not signal, trace or read the host (or any process but this one).
-        if let problem = Confinement.confineWorker() {
-            FileHandle.standardError.write(Array("keel worker: running unconfined: \(problem)\n".utf8).withUnsafeBytes { Data($0) })
+        if getenv(confinedMarker) == nil {
+            var noCore = rlimit(rlim_cur: 0, rlim_max: 0)
+            setrlimit(Int32(RLIMIT_CORE.rawValue), &noCore)
+            // Before any plugin code: it may not signal, trace or read the host (or any process but this one).
+            if let problem = Confinement.confineWorker() { say("running unconfined: \(problem)") }
+            // Landlock confines this thread and what it starts, not the run-time's threads that exist already:
+            // confined, the worker executes itself again, so that every thread it will ever have is confined. The
+            // seccomp filter, the limits and the dropped capability carry over.
+            switch Confinement.restrictFiles(readable: readable(), writable: ["/dev/null"]) {
+            case .success:
+                setenv(confinedMarker, "1", 1)
+                execv("/proc/self/exe", CommandLine.unsafeArgv)
+                say("cannot execute itself again, confined: \(String(cString: strerror(errno)))")
+                exit(71)
+            case let .failure(problem):
+                say("running without file-system confinement: \(problem)")
+            }
         }
+        unsetenv(confinedMarker)
         let done = DispatchSemaphore(value: 0)
         // Plugin activate runs here: a full-size stack, as the host's lifecycle thread has.
         let thread = Thread {
@@ -34,6 +47,36 @@ public enum WorkerMain {
         thread.start()
         done.wait()
         exit(0)
+    }
+
+    /// Set for the confined re-execution of a worker (`run`).
+    static let confinedMarker = "KEEL_WORKER_CONFINED"
+    /// The folders the host lets this worker read, one per line (its plugin's bundle: `WorkerConnection.spawn`).
+    static let readableVariable = "KEEL_WORKER_READ"
+
+    /// What a worker may read and execute: its plugin's folders (from the host), the system's folders, its own
+    /// executable and the libraries it has mapped, and the folder of the Swift run-time (a Swift plugin loads more of
+    /// it). Not the host's state, not other plugins, not the user's files.
+    static func readable() -> [String] {
+        var paths = ["/usr", "/lib", "/lib64", "/lib32", "/libx32", "/bin", "/sbin", "/etc", "/proc", "/sys",
+                     "/dev/zero", "/dev/urandom", "/dev/random"]
+        if let given = getenv(readableVariable) {
+            paths += String(cString: given).split(separator: "\n").map(String.init).filter { $0.hasPrefix("/") }
+        }
+        // Read to its end: /proc files say they are empty, and a read by their size gets nothing.
+        let maps = String(decoding: FileHandle(forReadingAtPath: "/proc/self/maps")?.readDataToEndOfFile() ?? Data(), as: UTF8.self)
+        var mapped = Set<String>()
+        for line in maps.split(separator: "\n") {
+            guard let slash = line.firstIndex(of: "/") else { continue }
+            let file = String(line[slash...])
+            guard !file.hasPrefix("/memfd:"), !file.hasSuffix(" (deleted)") else { continue }
+            mapped.insert(file.contains("/libswiftCore.so") ? (file as NSString).deletingLastPathComponent : file)
+        }
+        return paths + mapped.sorted()
+    }
+
+    private static func say(_ text: String) {
+        FileHandle.standardError.write(Data("keel worker: \(text)\n".utf8))
     }
 }
 

@@ -10,10 +10,12 @@ import Synchronization
 extension WorkerSupervisor {
     /// Starts a worker process with nothing loaded.
     func spawn() throws(LoadError) -> WorkerConnection {
+        // The plugin's bundle: its library and plugin.yaml (and what lies beside them).
+        let readable = Set([activation.libraryPath, activation.manifestPath].map { ($0 as NSString).deletingLastPathComponent }).sorted()
         let handlers = WorkerConnection.Handlers(
             log: { [log] level, message in log(LogLevel(rawValue: level) ?? .error, message) },
             exited: { [weak self] connection, reason in self?.exited(connection, reason: reason) }, services: services)
-        do { return try WorkerConnection.spawn(executable: executable, arguments: [], handlers: handlers) } catch {
+        do { return try WorkerConnection.spawn(executable: executable, arguments: [], readable: readable, handlers: handlers) } catch {
             throw refusal("\(error)")
         }
     }

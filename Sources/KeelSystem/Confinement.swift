@@ -12,6 +12,29 @@ public enum Confinement {
         keel_confine_worker() == 0 ? nil : String(cString: strerror(errno))
     }
 
+    /// Confines this thread, and every thread and process it starts afterwards, to reading and executing below
+    /// `readable` and writing (not creating or removing) below `writable`, with Landlock (`keel_restrict_files`):
+    /// the rest of the file system is out of reach, and from Landlock ABI 6 on signals reach only its own
+    /// processes. Threads that exist already are not confined: a caller that has some re-executes itself (see
+    /// `WorkerMain`). Returns the Landlock ABI version applied, or the reason it could not (a kernel without it).
+    public static func restrictFiles(readable: [String], writable: [String]) -> Result<Int, FileConfinementError> {
+        func cStrings(_ paths: [String]) -> [UnsafePointer<CChar>?] { paths.map { UnsafePointer(strdup($0)) } }
+        let r = cStrings(readable), w = cStrings(writable)
+        defer { for p in r + w { free(UnsafeMutablePointer(mutating: p)) } }
+        let abi = keel_restrict_files(r, r.count, w, w.count)
+        guard abi > 0 else { return .failure(FileConfinementError(reason: String(cString: strerror(errno)))) }
+        return .success(Int(abi))
+    }
+
+    /// The Landlock ABI version this kernel offers, or nil without Landlock.
+    public static var landlockABI: Int? { let abi = keel_landlock_abi(); return abi > 0 ? Int(abi) : nil }
+
+    /// Why a process could not be confined to its files.
+    public struct FileConfinementError: Error, Sendable, CustomStringConvertible {
+        public var reason: String
+        public var description: String { reason }
+    }
+
     /// Closes this process (the host, once it starts workers) to them: not dumpable, so another process of the same
     /// user cannot open its `/proc/<pid>/mem`, descriptors or environment without `CAP_SYS_PTRACE` (which a worker
     /// drops). No core file is written for it afterwards. Once per process; later calls do nothing.

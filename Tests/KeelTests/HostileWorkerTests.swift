@@ -4,6 +4,7 @@ import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
+import KeelSystem
 import Testing
 
 /// A plugin whose native code attacks the host from its worker process (`isolation: process`) by writing raw frames to
@@ -13,6 +14,9 @@ import Testing
 /// the cooperative pool.
 @Suite("hostile worker", .serialized)
 struct HostileWorkerTests {
+    /// Whether this kernel offers Landlock (the worker's file-system confinement needs it).
+    static var landlock: Bool { Confinement.landlockABI != nil }
+
     func stage() throws -> KernelFixture {
         let f = KernelFixture()
         let library = try TestEnvironment.buildPlugin(source: TestEnvironment.fixtures + "/plugins/hostile.c", name: "hostile")
@@ -76,6 +80,30 @@ struct HostileWorkerTests {
         let reply = try await server.request("GET", "/ext/hostile/items/killchild")
         #expect(String(decoding: reply.body, as: UTF8.self) == "refused")
         #expect(server.process.isRunning)
+    }
+
+    @Test("a worker reads its own bundle and the system's folders, but not the state file, another plugin or the user's files, and writes nowhere",
+          .enabled(if: landlock, "the kernel has no Landlock"))
+    func confinedToItsFiles() async throws {
+        let f = try stage()
+        try TestEnvironment.makeBundle(in: f.plugins, folder: "other", manifest: TestEnvironment.manifest(id: "other", library: "libother.so"), library: nil)
+        let server = try ServerProcess(plugins: f.plugins, state: f.state)
+        defer { server.stop() }
+        func open(_ mode: String, _ path: String) async throws -> String {
+            let reply = try await server.request("GET", "/ext/hostile/items/open?\(mode)=\(path)")
+            return String(decoding: reply.body, as: UTF8.self)
+        }
+        let eacces = "refused \(EACCES)"
+        #expect(try await open("r", f.plugins + "/hostile/plugin.yaml") == "opened")
+        #expect(try await open("r", "/etc/passwd") == "opened")
+        #expect(try await open("r", f.state) == eacces, "the state file")
+        #expect(try await open("r", "/proc/self/root" + f.state) == eacces, "the state file through /proc")
+        #expect(try await open("r", f.plugins + "/other/plugin.yaml") == eacces, "another plugin's bundle")
+        #expect(try await open("r", NSHomeDirectory() + "/.bashrc").hasPrefix("refused"), "the user's files")
+        #expect(try await open("w", f.plugins + "/hostile/planted.so") == eacces, "a write into its own bundle")
+        #expect(try await open("w", (f.state as NSString).deletingLastPathComponent + "/planted") == eacces)
+        #expect(!FileManager.default.fileExists(atPath: f.plugins + "/hostile/planted.so"))
+        #expect(try await server.request("GET", "/healthz").status == 200)
     }
 
     @Test("a worker's log line is cut to 4096 bytes, whatever its characters")

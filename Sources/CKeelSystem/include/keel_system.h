@@ -34,6 +34,18 @@ size_t keel_gzip(const uint8_t *in, size_t len, uint8_t *out, size_t cap);
  * not know, EAGAIN when a thread could not be synchronised). */
 int keel_confine_worker(void);
 
+/* The Landlock ABI version this kernel offers (1 and up), or -1 without Landlock. */
+int keel_landlock_abi(void);
+
+/* Confines the calling thread, and every thread and process it starts afterwards (not threads that exist already:
+ * a caller with other threads re-executes itself after this), with Landlock: files and folders may be read and
+ * executed only below the `readable` paths, and written (not created or removed) only below the `writable` ones;
+ * nothing else on the file system is reachable. From ABI 6 on, signals and abstract Unix sockets reach only
+ * processes in the same domain. A listed path that does not exist is skipped. Sets no_new_privs. Returns the ABI
+ * version applied, or -1 with errno (ENOSYS or EOPNOTSUPP when the kernel has no Landlock). */
+int keel_restrict_files(const char *const *readable, size_t readable_count,
+                        const char *const *writable, size_t writable_count);
+
 /* Makes this process not dumpable (prctl PR_SET_DUMPABLE 0): no core file, and its /proc/<pid>/mem, fd and environ
  * are closed to other processes of the same user without CAP_SYS_PTRACE (a worker drops it). Returns 0, or -1. */
 int keel_make_undumpable(void);

@@ -138,6 +138,18 @@ static keel_status item(void *user_data, const keel_http_request *req, keel_http
         if (unconfined) snprintf(said, sizeof said, "unconfined %d", unconfined); else snprintf(said, sizeof said, "confined");
         res->set_status(res, 200);
         return res->write(res, said, strlen(said));
+    } else if (is(id, "open")) {
+        /* ?r=<path> opens it for reading, ?w=<path> creates it for writing: "opened", or "refused <errno>". */
+        char path[1024];
+        size_t n = req->query.len > 2 && req->query.len - 2 < sizeof path ? req->query.len - 2 : 0;
+        memcpy(path, req->query.ptr + 2, n);
+        path[n] = 0;
+        int writing = req->query.len > 0 && req->query.ptr[0] == 'w';
+        int fd = open(path, writing ? O_WRONLY | O_CREAT | O_TRUNC : O_RDONLY, 0600);
+        char said[64];
+        if (fd >= 0) { close(fd); snprintf(said, sizeof said, "opened"); } else snprintf(said, sizeof said, "refused %d", errno);
+        res->set_status(res, 200);
+        return res->write(res, said, strlen(said));
     } else if (is(id, "killchild")) {
         pid_t child = fork();
         if (child == 0) { alarm(30); for (;;) pause(); }
