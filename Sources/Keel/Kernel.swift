@@ -124,6 +124,8 @@ public actor Kernel {
     var publishedLiveView: String?
     /// Each plugin's part of the live view as last encoded, by id: an unchanged plugin is not encoded again.
     var liveViewParts: [String: (info: PluginInfo, json: String)] = [:]
+    /// The services of the live view as last written, with their JSON: most commands change no service.
+    var liveViewServices: (value: [InterfaceInfo], json: String)?
     /// The plugin an install or upgrade is changing (its download runs off the kernel's thread, so the kernel serves
     /// other work meanwhile), and the installs, upgrades and uninstalls waiting for it to end (see `Kernel+Install`).
     var extensionChange: String?

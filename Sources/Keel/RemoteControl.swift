@@ -196,8 +196,13 @@ extension Kernel {
     /// The live view now (plugins and interfaces as JSON, as `encoder()` writes them), or nil when it cannot be
     /// built. A plugin whose info is as last time is not written again (`liveViewParts`).
     func liveView() -> (plugins: String, services: String)? {
-        let encoder = Kernel.encoder()
-        guard let plugins = try? plugins(), let services = try? encoder.encode(services()) else { return nil }
+        guard let plugins = try? plugins() else { return nil }
+        let services: String, now = self.services()
+        if let known = liveViewServices, known.value == now { services = known.json } else {
+            guard let json = try? Kernel.encoder().encode(now) else { return nil }
+            services = String(decoding: json, as: UTF8.self)
+            liveViewServices = (now, services)
+        }
         var parts: [String] = [], encoded: [String: (info: PluginInfo, json: String)] = [:]
         parts.reserveCapacity(plugins.count)
         for info in plugins {
@@ -211,7 +216,7 @@ extension Kernel {
             encoded[info.id] = (info, json)
         }
         liveViewParts = encoded
-        return ("[" + parts.joined(separator: ",") + "]", String(decoding: services, as: UTF8.self))
+        return ("[" + parts.joined(separator: ",") + "]", services)
     }
 
     /// The encoder of the live view and of the admin API's answers: sorted keys, slashes as they are.

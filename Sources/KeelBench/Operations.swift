@@ -36,6 +36,20 @@ func operationsBenchmarks() async throws {
             return Double(ops) / (now() - t0)
         }
     }
+    // The floor under the admin API's figure: a read of the same plugin through it (HTTP, the admin token, the
+    // plugin's JSON), with no command.
+    func readsViaAPI() async throws -> Double {
+        let base = server.base
+        return try await onClientThread {
+            let connection = try LeanHTTPConnection(base: base)
+            let t0 = now()
+            for _ in 0..<ops {
+                let status = try connection.request("GET", "/api/v1/plugins/authz1", headers: ["Authorization": "Bearer bench"])
+                guard status == 200 else { throw LeanHTTPError(description: "plugin read answered \(status)") }
+            }
+            return Double(ops) / (now() - t0)
+        }
+    }
     func viaKernel() async throws -> Double {
         let t0 = now()
         for i in 0..<ops {
@@ -51,11 +65,12 @@ func operationsBenchmarks() async throws {
     }
     // Interleaved, twice each, so that a change in the machine's load weighs on all alike; the better of the two.
     _ = try await viaAPI()
-    var api: [Double] = [], direct: [Double] = [], commits: [Double] = []
+    var api: [Double] = [], direct: [Double] = [], commits: [Double] = [], reads: [Double] = []
     for _ in 0..<2 {
         commits.append(try rawCommits())
         api.append(try await viaAPI())
         direct.append(try await viaKernel())
+        reads.append(try await readsViaAPI())
         commits.append(try rawCommits())
     }
     let (apiRate, kernelRate, rawRate) = (api.max() ?? 0, direct.max() ?? 0, commits.max() ?? 1)
@@ -64,6 +79,10 @@ func operationsBenchmarks() async throws {
                     met: apiRate / rawRate >= 0.3))
     rows.append(Row(name: "state: enable/disable via Kernel.execute vs raw commits", measured: String(format: "%.0f ops/s", kernelRate),
                     baseline: String(format: "%.0f commits/s", rawRate), ratio: kernelRate / rawRate, target: "report", met: nil))
+    let readRate = reads.max() ?? 0
+    rows.append(Row(name: "admin API: a read of the same plugin (HTTP, token, its JSON; no command)",
+                    measured: String(format: "%.0f reads/s", readRate), baseline: String(format: "%.0f µs each", 1e6 / readRate),
+                    ratio: nil, target: "report", met: nil))
     await server.stop()
     await k.shutdown()
 }

@@ -3,6 +3,7 @@
 import Foundation
 import Hummingbird
 import Keel
+import KeelState
 import Synchronization
 
 /// The admin API's part for the console's views (admin token only). Reads answer from the kernel and the state
@@ -76,7 +77,7 @@ final class RecentEvents: Sendable {
     var events: [OverviewBody.Event] { kept.withLock { $0 } }
 
     private func add(_ event: KernelEvent) {
-        let at = Date().formatted(.iso8601)
+        let at = Timestamp.now()
         let entry: OverviewBody.Event
         switch event {
         case let .executed(command, actor, failure):
