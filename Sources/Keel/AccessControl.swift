@@ -112,7 +112,7 @@ public final class AccessControl: Sendable {
     /// True when a role of `principal` grants `key:action`.
     public func rolesAllow(_ principal: Principal, key: String, action: String) -> Bool {
         if principal.roles.isEmpty { return false }
-        if principal.roles.contains("admin") { return true }
+        if principal.roles.contains(StateStore.Directory.adminRole) { return true }
         let grants = current.withLock { d in principal.roles.reduce(into: Set<String>()) { $0.formUnion(d.rolePermissions[$1] ?? []) } }
         return grants.contains("\(key):\(action)") || grants.contains("\(key):*")
     }

@@ -122,11 +122,7 @@ struct AdminAPI {
             do { return JSONBody.response(try await kernel.history(id)) } catch { throw Self.apiError(error) }
         }
         admin.get("tenants") { _, _ -> Response in
-            let d = kernel.access.directory
-            return JSONBody.response(d.tenants.map { t in
-                TenantBody(name: t, members: (d.members[t] ?? [:]).mapValues { $0.sorted() },
-                           plugins: d.pluginTenants.filter { $0.value.contains(t) }.map(\.key).sorted())
-            })
+            JSONBody.response(kernel.access.directory.tenantViews)
         }
         admin.post("tenants") { request, _ -> Response in
             let body = try await Self.body(NameBody.self, request)
@@ -146,8 +142,7 @@ struct AdminAPI {
             return JSONBody.response(["tenant": tenant, "principal": body.principal, "role": body.role], status: .created)
         }
         admin.get("roles") { _, _ -> Response in
-            let d = kernel.access.directory
-            return JSONBody.response(d.roles.map { RoleBody(name: $0, permissions: (d.rolePermissions[$0] ?? []).sorted()) })
+            JSONBody.response(kernel.access.directory.roleViews)
         }
         admin.post("roles") { request, _ -> Response in
             let body = try await Self.body(NameBody.self, request)
@@ -327,17 +322,6 @@ struct CatalogItem: Encodable { var id, version, repository: String; var signed:
 struct CatalogBody: Encodable { var plugins: [CatalogItem]; var problems: [String] }
 struct MemberBody: Decodable { var principal: String; var role: String }
 struct PermissionBody: Decodable { var permission: String }
-
-struct TenantBody: Encodable {
-    var name: String
-    var members: [String: [String]]
-    var plugins: [String]
-}
-
-struct RoleBody: Encodable {
-    var name: String
-    var permissions: [String]
-}
 
 struct HealthBody: Encodable {
     var status: String

@@ -199,6 +199,9 @@ def main():
                 d.get(args.url + "/#/" + view)
                 wait.until(lambda _: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true")
                 time.sleep(0.3)
+                if view == "tenants":
+                    member = css('[data-tenant-row="acme"] li[data-member="ada"]')
+                    assert member.text == "ada viewer", f"acme's member shows as {member.text!r}"
                 wide = d.execute_script("return document.documentElement.scrollWidth - document.documentElement.clientWidth")
                 culprits = d.execute_script("""
                     const w = document.documentElement.clientWidth;

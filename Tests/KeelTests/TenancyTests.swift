@@ -125,6 +125,36 @@ struct TenancyTests {
         KEEL_PLUGIN_ENTRY(d)
         """
 
+    @Test("the admin API and the CLI print tenants and roles in one shape")
+    func oneShapeForTenantsAndRoles() async throws {
+        let f = KernelFixture()
+        try TestEnvironment.stageExamples(into: f.plugins)
+        try TestEnvironment.grantSensitive("hello", plugins: f.plugins, state: f.state)
+        for args in [["tenants", "create", "acme"], ["roles", "create", "editor"], ["roles", "grant", "editor", "greeter.greetings:view"],
+                     ["tenants", "add-member", "acme", "alice", "editor"], ["tenants", "add-member", "acme", "alice", "admin"],
+                     ["plugins", "enable", "hello", "--tenant", "acme"]] {
+            let r = try run(args, f)
+            #expect(r.status == 0, "\(args): \(r.stderr)")
+        }
+        let server = try ServerProcess(plugins: f.plugins, state: f.state)
+        defer { server.stop() }
+        for (cli, api) in [(["tenants", "list", "--json"], "/api/v1/tenants"), (["roles", "list", "--json"], "/api/v1/roles")] {
+            let printed = try run(cli, f)
+            let served = try await server.request("GET", api, admin: true)
+            let a = try JSONSerialization.jsonObject(with: Data(printed.stdout.utf8)) as? NSArray
+            let b = try JSONSerialization.jsonObject(with: served.body) as? NSArray
+            #expect(a != nil && a == b, "\(cli.joined(separator: " ")): \(printed.stdout)\n\(api): \(String(decoding: served.body, as: UTF8.self))")
+        }
+        let tenants = try JSONSerialization.jsonObject(with: try await server.request("GET", "/api/v1/tenants", admin: true).body) as? [[String: Any]]
+        let members = tenants?.first?["members"] as? [[String: Any]]
+        #expect(members?.first?["principal"] as? String == "alice")
+        #expect(members?.first?["roles"] as? [String] == ["admin", "editor"])
+        #expect(tenants?.first?["plugins"] as? [String] == ["hello"])
+        let roles = try JSONSerialization.jsonObject(with: try await server.request("GET", "/api/v1/roles", admin: true).body) as? [[String: Any]]
+        #expect(roles?.first { $0["name"] as? String == "admin" }?["grantsEverything"] as? Bool == true)
+        #expect(roles?.first { $0["name"] as? String == "editor" }?["permissions"] as? [String] == ["greeter.greetings:view"])
+    }
+
     @Test("enable --tenant on a plugin enabled for all tenants keeps it for all, with no server running too")
     func enableForOneKeepsAll() throws {
         let f = KernelFixture()

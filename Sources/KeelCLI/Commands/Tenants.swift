@@ -20,22 +20,6 @@ extension KeelCommand {
     }
 }
 
-/// `keel tenants list --json`: `[{"name", "members": [{"principal", "roles": [..]}], "plugins": [..]}]`, where
-/// `plugins` are the plugins enabled for this tenant only (not those enabled for all).
-struct TenantJSON: Encodable {
-    struct Member: Encodable { var principal: String; var roles: [String] }
-    var name: String
-    var members: [Member]
-    var plugins: [String]
-}
-
-/// `keel roles list --json`: `[{"name", "grantsEverything", "permissions": ["KEY:ACTION", ..]}]`.
-struct RoleJSON: Encodable {
-    var name: String
-    var grantsEverything: Bool
-    var permissions: [String]
-}
-
 /// Refuses a role or tenant that does not exist, saying how to make it.
 func requireDirectoryNames(_ state: StateStore, tenant: String, role: String) throws {
     let d = try state.directory()
@@ -53,11 +37,7 @@ extension KeelCommand.Tenants {
             try await reporting {
                 let d = try options.openState().directory()
                 if json {
-                    try printJSON(d.tenants.map { t in
-                        TenantJSON(name: t,
-                                   members: (d.members[t] ?? [:]).sorted { $0.key < $1.key }.map { .init(principal: $0.key, roles: $0.value.sorted()) },
-                                   plugins: d.pluginTenants.filter { $0.value.contains(t) }.map(\.key).sorted())
-                    })
+                    try printJSON(d.tenantViews)
                     return
                 }
                 for t in d.tenants {
@@ -145,7 +125,7 @@ extension KeelCommand.Roles {
             try await reporting {
                 let d = try options.openState().directory()
                 if json {
-                    try printJSON(d.roles.map { RoleJSON(name: $0, grantsEverything: $0 == "admin", permissions: (d.rolePermissions[$0] ?? []).sorted()) })
+                    try printJSON(d.roleViews)
                     return
                 }
                 for r in d.roles {

@@ -51,8 +51,8 @@ defineView('tenants', { section: 'tenants', title: 'Tenants and roles', icon: 't
   const roleNames = roles.map(r => r.name);
   const tenantRows = tenants.map(t => el('tr', { 'data-tenant-row': t.name },
     el('td', {}, el('strong', { textContent: t.name })),
-    el('td', {}, list(Object.entries(t.members).sort(), 'no members', ([who, rs]) =>
-      el('li', { 'data-member': who }, el('strong', { textContent: who }), ' ' + rs.join(', ')))),
+    el('td', {}, list(t.members, 'no members', m =>
+      el('li', { 'data-member': m.principal }, el('strong', { textContent: m.principal }), ' ' + m.roles.join(', ')))),
     el('td', {}, list(t.plugins, 'every enabled plugin', id => el('li', {}, pluginLink(id)))),
     el('td', {}, keptForm('member-' + t.name + '-' + roleNames.join(','), () => smallForm('member-' + t.name,
       [{ name: 'principal', label: 'Principal', placeholder: 'user id' }, { name: 'role', label: 'Role', options: roleNames }],
