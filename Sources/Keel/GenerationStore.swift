@@ -228,7 +228,8 @@ struct GenerationStore: Sendable {
         let prefix = root.hasSuffix("/") ? root : root + "/"
         guard library.hasPrefix(prefix) else { return nil }
         let relative = String(library.dropFirst(prefix.count))
-        guard relative.contains("/"), !relative.hasPrefix(".") else { return nil }
+        // By bytes: `String.contains` of a string goes through Foundation (CFStringFind), for every load.
+        guard relative.utf8.contains(UInt8(ascii: "/")), !relative.hasPrefix(".") else { return nil }
         let fd = SystemFile.openBeneath(root, relative)
         guard fd >= 0 else { return nil }
         var st = stat()
