@@ -37,6 +37,7 @@ public enum WorkerMain {
             }
         }
         unsetenv(confinedMarker)
+        watchHost(socket)
         let done = DispatchSemaphore(value: 0)
         // Plugin activate runs here: a full-size stack, as the host's lifecycle thread has.
         let thread = Thread {
@@ -47,6 +48,23 @@ public enum WorkerMain {
         thread.start()
         done.wait()
         exit(0)
+    }
+
+    /// Ends the worker the moment the host's end of the socket closes (the host died, or killed it and shut the
+    /// socket), whatever its threads are doing: a plugin busy in its activate or in handlers holds every reader, so
+    /// none would read the end of the stream, and the worker would outlive its host. A thread of its own that only
+    /// polls for the hang-up; it reads nothing.
+    static func watchHost(_ socket: Int32) {
+        let watcher = Thread {
+            let hangUp: Int16 = 0x2000  // POLLRDHUP (Linux), which Glibc's Swift module does not carry
+            var fd = pollfd(fd: socket, events: hangUp, revents: 0)
+            while true {
+                if poll(&fd, 1, -1) > 0, fd.revents & (hangUp | Int16(POLLHUP | POLLERR | POLLNVAL)) != 0 { _exit(0) }
+            }
+        }
+        watcher.name = "keel-worker-watch"
+        watcher.stackSize = 64 << 10
+        watcher.start()
     }
 
     /// Set for the confined re-execution of a worker (`run`).

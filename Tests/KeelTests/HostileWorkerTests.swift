@@ -106,6 +106,53 @@ struct HostileWorkerTests {
         #expect(try await server.request("GET", "/healthz").status == 200)
     }
 
+    @Test("a worker whose plugin code is busy (an activate that sleeps) ends with its host when the host is killed")
+    func endsWithItsHost() async throws {
+        let f = try stage()
+        let server = try ServerProcess(plugins: f.plugins, state: f.state)
+        defer { server.stop() }
+        let host = server.process.processIdentifier
+        let before = Self.children(of: host)
+        #expect(!before.isEmpty, "no worker runs")
+        // The next worker's activate sleeps for 30 s: a reload starts it, and the host waits for it.
+        FileManager.default.createFile(atPath: f.plugins + "/hostile/block-activate", contents: Data())
+        let reload = Task { try? await server.request("POST", "/api/v1/plugins/hostile/reload", admin: true) }
+        var busy: Set<pid_t> = []
+        for _ in 0..<100 where busy.isEmpty {
+            try await Task.sleep(for: .milliseconds(100))
+            busy = Self.children(of: host).subtracting(before)
+        }
+        #expect(!busy.isEmpty, "no new worker started for the reload")
+        try await Task.sleep(for: .milliseconds(500))  // well inside its activate
+        kill(host, SIGKILL)
+        let deadline = Date().addingTimeInterval(5)
+        var left = Set(busy.union(before).filter(Self.isRunning))
+        while !left.isEmpty, Date() < deadline {
+            try await Task.sleep(for: .milliseconds(100))
+            left = left.filter(Self.isRunning)
+        }
+        reload.cancel()
+        #expect(left.isEmpty, "workers \(left.sorted()) outlived their killed host")
+        for pid in left { kill(pid, SIGKILL) }
+    }
+
+    /// The processes whose parent is `pid` (from /proc).
+    static func children(of pid: pid_t) -> Set<pid_t> {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return Set(entries.compactMap { pid_t($0) }.filter { child in
+            guard let stat = try? String(contentsOfFile: "/proc/\(child)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")") else { return false }
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            return fields.count > 1 && pid_t(fields[1]) == pid
+        })
+    }
+
+    /// Whether `pid` still runs (a zombie waiting for its reaper does not).
+    static func isRunning(_ pid: pid_t) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return false }
+        return stat[stat.index(after: close)...].split(separator: " ").first != "Z"
+    }
+
     @Test("a worker's log line is cut to 4096 bytes, whatever its characters")
     func logLineCap() async throws {
         let f = try stage()
