@@ -1,6 +1,7 @@
 /* Keel — a microkernel plugin host. Licensed under Apache-2.0.
  * A worker process's confinement: a seccomp filter that keeps plugin code from signalling, tracing or reading the
- * memory of any process but its own (see keel_system.h). */
+ * memory of any process but its own, from changing files' metadata and from Unix sockets on the file system, and the
+ * capabilities it drops (see keel_system.h). */
 #define _GNU_SOURCE
 #include "keel_system.h"
 #include <errno.h>
@@ -13,8 +14,19 @@
 #include <linux/filter.h>
 #include <linux/sockios.h>
 #include <linux/seccomp.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
+
+/* System calls newer than some build machines' headers: one number on every architecture. */
+#define KEEL_SYS_io_uring_setup 425
+#define KEEL_SYS_fchmodat2 452
+#define KEEL_SYS_setxattrat 463
+#define KEEL_SYS_removexattrat 466
+#define KEEL_SYS_file_setattr 469
+/* One filter step: system call `nr` is refused with EPERM (needs `deny` in scope). */
+#define DENY(nr) BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (nr), 0, 1), BPF_STMT(BPF_RET | BPF_K, deny)
 
 #if defined(__x86_64__)
 #define KEEL_AUDIT_ARCH AUDIT_ARCH_X86_64
@@ -24,23 +36,21 @@
 
 int keel_make_undumpable(void) { return prctl(PR_SET_DUMPABLE, 0, 0, 0, 0); }
 
-/* Drops CAP_SYS_PTRACE (a worker run as root could otherwise still open a non-dumpable host's /proc/<pid>/mem):
- * from the bounding set and from the effective, permitted and inheritable sets. Best effort; a process without it
- * has nothing to drop. */
-static void drop_ptrace_capability(void) {
-    prctl(PR_CAPBSET_DROP, CAP_SYS_PTRACE, 0, 0, 0);
+/* Drops every capability: from the bounding set (so that no program it executes gets one back, the worker's own
+ * re-execution included) and from the ambient, effective, permitted and inheritable sets. A worker run as root keeps
+ * uid 0 but none of root's powers: CAP_SYS_PTRACE would open a non-dumpable host's /proc/<pid>/mem, CAP_SYS_ADMIN
+ * and CAP_PERFMON its /proc/<pid>/environ (the admin token) despite Landlock, and the others reboot, load modules,
+ * or type into a terminal. Best effort; a process without them has nothing to drop. */
+static void drop_capabilities(void) {
+    for (int cap = 0; prctl(PR_CAPBSET_READ, cap, 0, 0, 0) >= 0; cap++) prctl(PR_CAPBSET_DROP, cap, 0, 0, 0);
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
     struct __user_cap_header_struct header = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
-    struct __user_cap_data_struct data[2];
-    if (syscall(SYS_capget, &header, data) != 0) return;
-    unsigned word = CAP_SYS_PTRACE / 32, bit = 1u << (CAP_SYS_PTRACE % 32);
-    data[word].effective &= ~bit;
-    data[word].permitted &= ~bit;
-    data[word].inheritable &= ~bit;
-    syscall(SYS_capset, &header, data);
+    struct __user_cap_data_struct none[2] = { { 0, 0, 0 }, { 0, 0, 0 } };
+    syscall(SYS_capset, &header, none);
 }
 
 int keel_confine_worker(void) {
-    drop_ptrace_capability();
+    drop_capabilities();
 #ifdef KEEL_AUDIT_ARCH
     uint32_t self = (uint32_t)getpid();
     uint32_t group = (uint32_t)(-(int32_t)self);
@@ -67,15 +77,40 @@ int keel_confine_worker(void) {
         BPF_STMT(BPF_RET | BPF_K, deny),
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_tkill, 0, 1),
         BPF_STMT(BPF_RET | BPF_K, deny),
+        /* Never: a file's mode, owner, times or extended attributes, which Landlock does not guard (the state file's
+         * mode, the user's files). */
+#ifdef SYS_chmod
+        DENY(SYS_chmod), DENY(SYS_chown), DENY(SYS_lchown), DENY(SYS_utime), DENY(SYS_utimes), DENY(SYS_futimesat),
+#endif
+        DENY(SYS_fchmod), DENY(SYS_fchmodat), DENY(KEEL_SYS_fchmodat2), DENY(SYS_fchown), DENY(SYS_fchownat),
+        DENY(SYS_utimensat), DENY(SYS_setxattr), DENY(SYS_lsetxattr), DENY(SYS_fsetxattr), DENY(SYS_removexattr),
+        DENY(SYS_lremovexattr), DENY(SYS_fremovexattr), DENY(KEEL_SYS_setxattrat), DENY(KEEL_SYS_removexattrat),
+        DENY(KEEL_SYS_file_setattr),
+        /* Never: a Unix socket of its own, which could connect to any socket on the file system (Landlock does not
+         * guard connect: a database with peer authentication, the user's session bus or ssh-agent, docker.sock). A
+         * socket pair has no address. */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_socket, 0, 4),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AF_UNIX, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, deny),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        /* io_uring runs its operations (socket, connect, setxattr...) where this filter does not see them: "not
+         * implemented", so that callers fall back to the system calls. */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, KEEL_SYS_io_uring_setup, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (ENOSYS & SECCOMP_RET_DATA)),
         /* A pidfd may be an open /proc/<pid> of any process, which the filter cannot see: "not implemented", so that
          * callers fall back to kill, which it checks. */
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_pidfd_send_signal, 0, 1),
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (ENOSYS & SECCOMP_RET_DATA)),
-        /* The owner of a descriptor's SIGIO (any signal with F_SETSIG), set through a pointer: refused. */
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_ioctl, 0, 5),
+        /* The owner of a descriptor's SIGIO (any signal with F_SETSIG), set through a pointer: refused. So is typing
+         * into a terminal (TIOCSTI, TIOCLINUX): the host's standard error, inherited, may be the user's terminal, whose
+         * shell would run the line once the host ends. The command is an int: its low 32 bits are all the kernel reads. */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_ioctl, 0, 7),
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG1),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, FIOSETOWN, 2, 0),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SIOCSPGRP, 1, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, FIOSETOWN, 4, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SIOCSPGRP, 3, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, TIOCSTI, 2, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, TIOCLINUX, 1, 0),
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
         BPF_STMT(BPF_RET | BPF_K, deny),
         /* fcntl: F_SETOWN_EX refused (a pointer); F_SETOWN checked as kill is. */

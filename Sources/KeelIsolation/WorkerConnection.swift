@@ -87,7 +87,12 @@ final class WorkerConnection: Sendable {
     /// - Throws: `WorkerConnection.Failure.crashed` with the system's reason when the process cannot be started.
     /// - Parameter readable: the folders the worker may read besides the system's (its plugin's bundle); the rest of
     ///   the file system is closed to it where the kernel has Landlock (`WorkerMain.readable`).
+    ///   A folder with a line break in its path is refused (`.crashed`): the worker reads them one per line, and
+    ///   plugin.yaml names the library's folder, so "x\n/home/me/lib.so" would add /home/me.
     static func spawn(executable: String, arguments: [String], readable: [String], handlers: Handlers) throws(Failure) -> WorkerConnection {
+        if let folder = readable.first(where: { $0.contains("\n") }) {
+            throw .crashed("the plugin's folder \"\(folder.replacingOccurrences(of: "\n", with: "\\n"))\" has a line break in its path: no worker is started for it")
+        }
         var fds: [Int32] = [0, 0]
         guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0 else {
             throw .crashed("cannot make a socket pair: \(SystemFile.lastError)")

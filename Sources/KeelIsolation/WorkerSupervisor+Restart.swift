@@ -10,8 +10,13 @@ import Synchronization
 extension WorkerSupervisor {
     /// Starts a worker process with nothing loaded.
     func spawn() throws(LoadError) -> WorkerConnection {
-        // The plugin's bundle: its library and plugin.yaml (and what lies beside them).
-        let readable = Set([activation.libraryPath, activation.manifestPath].map { ($0 as NSString).deletingLastPathComponent }).sorted()
+        // The plugin's bundle: its library and plugin.yaml (and what lies beside them), absolute: the worker allows
+        // only absolute folders, and a host started with relative ones (the default ./plugins) passes them on.
+        let here = FileManager.default.currentDirectoryPath
+        let readable = Set([activation.libraryPath, activation.manifestPath].map { path in
+            let folder = (path as NSString).deletingLastPathComponent
+            return folder.hasPrefix("/") ? folder : here + "/" + folder
+        }).sorted()
         let handlers = WorkerConnection.Handlers(
             log: { [log] level, message in log(LogLevel(rawValue: level) ?? .error, message) },
             exited: { [weak self] connection, reason in self?.exited(connection, reason: reason) }, services: services)

@@ -5,8 +5,10 @@ import Glibc
 
 /// What a `keel worker` process may do to other processes once it runs plugin code.
 public enum Confinement {
-    /// Confines this process (`keel_confine_worker`): from now on it, and what it starts, may signal only itself and
-    /// its own process group, and cannot trace or read another process's memory. Call before loading plugin code.
+    /// Confines this process (`keel_confine_worker`): from now on it, and what it starts, holds no capability, may
+    /// signal only itself and its own process group, cannot trace or read another process's memory, change a file's
+    /// metadata, open a Unix socket (socket pairs aside), use io_uring or type into a terminal. Call before loading
+    /// plugin code.
     /// Returns nil, or the reason it could not (an architecture or kernel without seccomp filters).
     public static func confineWorker() -> String? {
         keel_confine_worker() == 0 ? nil : String(cString: strerror(errno))
@@ -36,8 +38,8 @@ public enum Confinement {
     }
 
     /// Closes this process (the host, once it starts workers) to them: not dumpable, so another process of the same
-    /// user cannot open its `/proc/<pid>/mem`, descriptors or environment without `CAP_SYS_PTRACE` (which a worker
-    /// drops). No core file is written for it afterwards. Once per process; later calls do nothing.
+    /// user cannot open its `/proc/<pid>/mem`, descriptors or environment without `CAP_SYS_PTRACE` (a worker drops
+    /// every capability). No core file is written for it afterwards. Once per process; later calls do nothing.
     public static func closeHostToWorkers() { _ = hostClosed }
 
     private static let hostClosed: Bool = keel_make_undumpable() == 0

@@ -153,6 +153,100 @@ struct HostileWorkerTests {
         return stat[stat.index(after: close)...].split(separator: " ").first != "Z"
     }
 
+    /// The body of the hostile plugin's answer to `GET /ext/hostile/items/<route>`.
+    func answer(_ server: ServerProcess, _ route: String) async throws -> String {
+        try await server.request("GET", "/ext/hostile/items/" + route).text
+    }
+
+    @Test("a worker holds no capability: under a host run as root it still cannot read the host's environment (its admin token)")
+    func noCapabilities() async throws {
+        let f = try stage()
+        let server = try ServerProcess(plugins: f.plugins, state: f.state)
+        defer { server.stop() }
+        let capabilities = try await answer(server, "caps")
+        #expect(capabilities == "none")
+        let environ = try await answer(server, "open?r=/proc/\(server.process.processIdentifier)/environ")
+        #expect(environ.hasPrefix("refused"), "the host's /proc/<pid>/environ: \(environ)")
+    }
+
+    @Test("a worker cannot change a file's mode, owner, times or extended attributes: not the state file's")
+    func cannotChangeMetadata() async throws {
+        let f = try stage()
+        let server = try ServerProcess(plugins: f.plugins, state: f.state)
+        defer { server.stop() }
+        let before = try FileManager.default.attributesOfItem(atPath: f.state)
+        let changed = try await answer(server, "meta?p=" + f.state)
+        #expect(changed == "refused")
+        let after = try FileManager.default.attributesOfItem(atPath: f.state)
+        #expect(after[.posixPermissions] as? Int == before[.posixPermissions] as? Int)
+    }
+
+    @Test("a worker cannot connect to a Unix socket on the file system (a database's, the user's session bus), nor use io_uring, whose operations the filter does not see")
+    func noUnixSockets() async throws {
+        let f = try stage()
+        // A service of the user's, listening in a folder the worker cannot read.
+        let path = (f.state as NSString).deletingLastPathComponent + "/service.sock"
+        let listener = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(listener); unlink(path) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: path.utf8.prefix($0.count - 1)) }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        #expect(bound == 0 && listen(listener, 4) == 0)
+        let server = try ServerProcess(plugins: f.plugins, state: f.state)
+        defer { server.stop() }
+        let unix = try await answer(server, "unix?p=" + path), uring = try await answer(server, "uring")
+        #expect(unix == "refused \(EPERM)")
+        #expect(uring == "refused \(ENOSYS)")
+        #expect(try await server.request("GET", "/healthz").status == 200)
+    }
+
+    @Test("a worker cannot type into the terminal the host runs on (TIOCSTI): the shell would run it once the host ends",
+          .enabled(if: ServerProcess.terminals, "no util-linux script, or no terminals to open"))
+    func cannotTypeIntoTheTerminal() async throws {
+        let f = try stage()
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, terminal: true)
+        defer { server.stop() }
+        let typed = try await answer(server, "sti")
+        #expect(typed == "refused \(EPERM)")
+    }
+
+    @Test("a worker of a host started with a relative plugin folder (the default ./plugins) reads its bundle",
+          .enabled(if: landlock, "the kernel has no Landlock"))
+    func relativePluginFolder() async throws {
+        let f = try stage()
+        let folder = (f.plugins as NSString).deletingLastPathComponent
+        let server = try ServerProcess(plugins: "plugins", state: f.state, directory: folder)
+        defer { server.stop() }
+        let bundle = try await answer(server, "open?r=" + f.plugins + "/hostile/plugin.yaml")
+        #expect(bundle == "opened")
+        let state = try await answer(server, "open?r=" + f.state)
+        #expect(state == "refused \(EACCES)")
+    }
+
+    @Test("a library path with a line break in plugin.yaml cannot add a folder (here the state's) to what its worker may read",
+          .enabled(if: landlock, "the kernel has no Landlock"))
+    func lineBreakInLibraryPath() async throws {
+        let f = KernelFixture()
+        let library = try TestEnvironment.buildPlugin(source: TestEnvironment.fixtures + "/plugins/hostile.c", name: "hostile")
+        // The bundle holds folder "x\n" and below it the state's folder again, so the library is found.
+        let stateFolder = (f.state as NSString).deletingLastPathComponent
+        let inner = f.plugins + "/hostile/x\n" + stateFolder
+        try FileManager.default.createDirectory(atPath: inner, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: library, toPath: inner + "/libhostile.so")
+        let manifest = TestEnvironment.manifest(id: "hostile", library: "\"x\\n\(stateFolder)/libhostile.so\"", capabilities: ["routes"],
+                                                extra: "isolation: process")
+        try TestEnvironment.makeBundle(in: f.plugins, folder: "hostile", manifest: manifest, library: nil)
+        let enable = try TestEnvironment.run(TestEnvironment.binPath + "/keel", ["plugins", "enable", "hostile", "--plugins", f.plugins, "--state", f.state])
+        #expect(enable.status != 0 && enable.stderr.contains("line break"), "\(enable.stderr)")
+        let server = try ServerProcess(plugins: f.plugins, state: f.state)
+        defer { server.stop() }
+        let state = try await answer(server, "open?r=" + f.state)
+        #expect(state != "opened")
+    }
+
     @Test("a worker's log line is cut to 4096 bytes, whatever its characters")
     func logLineCap() async throws {
         let f = try stage()

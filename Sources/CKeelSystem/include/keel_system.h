@@ -27,8 +27,10 @@ size_t keel_gzip(const uint8_t *in, size_t len, uint8_t *out, size_t cap);
 /* Confines the calling process (a `keel worker`, before it loads plugin code) with a seccomp filter: it may signal
  * (kill, tgkill, rt_sigqueueinfo, rt_tgsigqueueinfo, pidfd_open, fcntl F_SETOWN) only itself, its own process group
  * or group 0; ptrace, process_vm_readv/writev, tkill, F_SETOWN_EX and the FIOSETOWN/SIOCSPGRP ioctls are refused with
- * EPERM, pidfd_send_signal with ENOSYS (its pidfd may be an open /proc/<pid>); another architecture's system calls
- * kill it. Applies to every thread of the process (TSYNC). Drops CAP_SYS_PTRACE and sets no_new_privs. Inherited by
+ * EPERM, pidfd_send_signal with ENOSYS (its pidfd may be an open /proc/<pid>); so are (EPERM) changes of a file's
+ * mode, owner, times and extended attributes, socket(AF_UNIX) (socketpair is allowed) and the TIOCSTI/TIOCLINUX
+ * ioctls, and io_uring_setup (ENOSYS); another architecture's system calls kill it. Applies to every thread of the
+ * process (TSYNC). Drops every capability (bounding set included) and sets no_new_privs. Inherited by
  * its children, which may then signal only that worker and its group: a process the plugin starts cannot be
  * signalled by it (a filter cannot tell descendants). Returns 0, or -1 with errno (ENOSYS on an architecture it does
  * not know, EAGAIN when a thread could not be synchronised). */

@@ -20,13 +20,21 @@ final class ServerProcess: Sendable {
     var base: String { "http://127.0.0.1:\(port)" }
 
     /// - Parameter fileLimit: the server's descriptor limit (`ulimit -n`), when the test needs a low one.
+    /// - Parameter directory: the server's working folder (relative `plugins` and `state` are below it).
+    /// - Parameter terminal: runs the server on a terminal of its own, its controlling one (`script`), as from a shell:
+    ///   its output and errors (and its workers') go to that terminal, and from there to `output`.
     init(plugins: String, state: String, extraArguments: [String] = [], environment: [String: String] = [:],
-         fileLimit: Int? = nil) throws {
+         fileLimit: Int? = nil, directory: String? = nil, terminal: Bool = false) throws {
         self.plugins = plugins
         self.state = state
         let keel = TestEnvironment.binPath + "/keel"
         let arguments = ["serve", "--port", "0", "--plugins", plugins, "--state", state] + extraArguments
-        if let fileLimit {
+        if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
+        if terminal {
+            process.executableURL = URL(fileURLWithPath: Self.script)
+            let command = ([keel] + arguments).map { "'" + $0.replacingOccurrences(of: "'", with: "'\\''") + "'" }
+            process.arguments = ["-qfec", "exec " + command.joined(separator: " "), "/dev/null"]
+        } else if let fileLimit {
             process.executableURL = URL(fileURLWithPath: "/bin/sh")
             process.arguments = ["-c", "ulimit -n \(fileLimit) && exec \"$0\" \"$@\"", keel] + arguments
         } else {
@@ -57,6 +65,17 @@ final class ServerProcess: Sendable {
             throw TestFailure("keel serve did not start: \(output.value) \(errors.value)")
         }
     }
+
+    /// util-linux `script`, which runs a command on a new terminal (`terminal:`).
+    static let script = "/usr/bin/script"
+
+    /// Whether `terminal:` can work here: `script` is installed and a pseudo-terminal can be opened.
+    static let terminals: Bool = {
+        guard FileManager.default.isExecutableFile(atPath: script) else { return false }
+        let master = open("/dev/ptmx", O_RDWR | O_NOCTTY)
+        if master >= 0 { close(master) }
+        return master >= 0
+    }()
 
     /// Sends SIGTERM and waits; returns the exit status.
     @discardableResult

@@ -11,7 +11,15 @@
  *     "threads" answers "confined", or "unconfined N" when N of the worker's threads have no seccomp filter
  *     "killchild" forks a child and SIGKILLs it (what any plugin that runs a tool with a time-out does): "killed"
  *               or "refused"
- *     "open"    ?r=PATH opens PATH for reading, ?w=PATH creates it for writing: "opened" or "refused <errno>"
+ *     "open?r=PATH" or "open?w=PATH" opens PATH for reading, or creates it for writing: "opened" or "refused <errno>"
+ *     "caps"    "none" when the worker holds no capability (effective, permitted, inheritable, ambient; not the
+ *               bounding set, which only root can empty), else the lines
+ *     "meta?p=PATH" changes PATH's mode, owner (to its own user), times and an extended attribute: "refused" when all
+ *               four were, else the ones that were done
+ *     "unix?p=PATH" connects a Unix socket to PATH: "connected" or "refused <errno>"
+ *     "uring"   makes an io_uring (its operations are not seen by the seccomp filter): "made" or "refused <errno>"
+ *     "sti"     pushes a line into the input of the terminal on its standard error (TIOCSTI): "injected",
+ *               "refused <errno>", or "no terminal"
  *     anything else: 200 "ok"
  * Its activate sleeps 30 s when a file named "block-activate" lies beside the library.
  */
@@ -23,9 +31,14 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
+#include <sys/xattr.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,6 +86,55 @@ static void forge_big_log(size_t marks) {
     for (size_t i = 0; i < marks; i++) { f[26 + 2 * i] = 0xCC; f[27 + 2 * i] = 0x81; }
     write_all(f, 4 + length);
     free(f);
+}
+
+/* The query's value after its "x=": at most `size - 1` bytes, NUL-terminated. */
+static const char *query_value(const keel_http_request *req, char *out, size_t size) {
+    size_t n = req->query.len > 2 && req->query.len - 2 < size ? req->query.len - 2 : 0;
+    memcpy(out, req->query.ptr + 2, n);
+    out[n] = 0;
+    return out;
+}
+
+static keel_status say(keel_http_response *res, const char *text) {
+    res->set_status(res, 200);
+    return res->write(res, text, strlen(text));
+}
+
+static keel_status refused_or(keel_http_response *res, int ok, const char *done) {
+    char said[64];
+    if (ok) snprintf(said, sizeof said, "%s", done); else snprintf(said, sizeof said, "refused %d", errno);
+    return say(res, said);
+}
+
+/* "none" when every Cap* line of /proc/self/status but CapBnd is zero, else those lines. */
+static keel_status capabilities(keel_http_response *res) {
+    char buf[8192], lines[1024] = "";
+    int fd = open("/proc/self/status", O_RDONLY);
+    ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof buf - 1);
+    if (fd >= 0) close(fd);
+    if (n <= 0) return say(res, "unreadable");
+    buf[n] = 0;
+    int held = 0;
+    for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n")) {
+        if (strncmp(line, "Cap", 3) != 0 || strncmp(line, "CapBnd", 6) == 0) continue;
+        const char *value = strchr(line, ':');
+        if (value && strtoull(value + 1, NULL, 16) != 0) held = 1;
+        strncat(lines, line, sizeof lines - strlen(lines) - 2);
+        strcat(lines, " ");
+    }
+    return say(res, held ? lines : "none");
+}
+
+/* Each change of PATH's metadata that the kernel made. */
+static keel_status metadata(const char *path, keel_http_response *res) {
+    char done[128] = "";
+    struct timespec times[2] = { { 0, UTIME_NOW }, { 0, UTIME_NOW } };
+    if (chmod(path, 0666) == 0) strcat(done, "chmod ");
+    if (chown(path, getuid(), (gid_t)-1) == 0) strcat(done, "chown ");
+    if (utimensat(AT_FDCWD, path, times, 0) == 0) strcat(done, "utimes ");
+    if (setxattr(path, "user.keel", "x", 1, 0) == 0) strcat(done, "xattr ");
+    return say(res, done[0] ? done : "refused");
 }
 
 static keel_status item(void *user_data, const keel_http_request *req, keel_http_response *res) {
@@ -142,17 +204,34 @@ static keel_status item(void *user_data, const keel_http_request *req, keel_http
         res->set_status(res, 200);
         return res->write(res, said, strlen(said));
     } else if (is(id, "open")) {
-        /* ?r=<path> opens it for reading, ?w=<path> creates it for writing: "opened", or "refused <errno>". */
         char path[1024];
-        size_t n = req->query.len > 2 && req->query.len - 2 < sizeof path ? req->query.len - 2 : 0;
-        memcpy(path, req->query.ptr + 2, n);
-        path[n] = 0;
         int writing = req->query.len > 0 && req->query.ptr[0] == 'w';
-        int fd = open(path, writing ? O_WRONLY | O_CREAT | O_TRUNC : O_RDONLY, 0600);
-        char said[64];
-        if (fd >= 0) { close(fd); snprintf(said, sizeof said, "opened"); } else snprintf(said, sizeof said, "refused %d", errno);
-        res->set_status(res, 200);
-        return res->write(res, said, strlen(said));
+        int fd = open(query_value(req, path, sizeof path), writing ? O_WRONLY | O_CREAT | O_TRUNC : O_RDONLY, 0600);
+        if (fd >= 0) close(fd);
+        return refused_or(res, fd >= 0, "opened");
+    } else if (is(id, "caps")) {
+        return capabilities(res);
+    } else if (is(id, "meta")) {
+        char path[1024];
+        return metadata(query_value(req, path, sizeof path), res);
+    } else if (is(id, "unix")) {
+        struct sockaddr_un address = { .sun_family = AF_UNIX };
+        query_value(req, address.sun_path, sizeof address.sun_path);
+        int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+        int connected = fd >= 0 && connect(fd, (struct sockaddr *)&address, sizeof address) == 0;
+        int saved = errno;
+        if (fd >= 0) close(fd);
+        errno = saved;
+        return refused_or(res, connected, "connected");
+    } else if (is(id, "uring")) {
+        unsigned char params[120] = { 0 }; /* struct io_uring_params, zeroed */
+        long fd = syscall(425 /* SYS_io_uring_setup */, 4, params);
+        if (fd >= 0) close((int)fd);
+        return refused_or(res, fd >= 0, "made");
+    } else if (is(id, "sti")) {
+        if (!isatty(2)) return say(res, "no terminal");
+        char c = '#';
+        return refused_or(res, ioctl(2, TIOCSTI, &c) == 0, "injected");
     } else if (is(id, "killchild")) {
         pid_t child = fork();
         if (child == 0) { alarm(30); for (;;) pause(); }
