@@ -32,6 +32,10 @@ public enum WorkerMain {
                 execv("/proc/self/exe", CommandLine.unsafeArgv)
                 say("cannot execute itself again, confined: \(String(cString: strerror(errno)))")
                 exit(71)
+            case let .failure(problem) where Confinement.landlockABI != nil:
+                // The kernel has Landlock and the rules could not be set: fail closed, never run the plugin open.
+                say("cannot confine itself to its files: \(problem)")
+                exit(71)
             case let .failure(problem):
                 say("running without file-system confinement: \(problem)")
             }
