@@ -52,3 +52,5 @@ size_t keel_gzip(const uint8_t *in, size_t len, uint8_t *out, size_t cap) {
     deflateEnd(&z);
     return r == Z_STREAM_END ? n : 0;
 }
+
+int keel_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }

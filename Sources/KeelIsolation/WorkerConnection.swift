@@ -103,18 +103,26 @@ final class WorkerConnection: Sendable {
         var environment = ProcessInfo.processInfo.environment.filter { !isSecret($0.key) }
         environment["SWIFT_BACKTRACE"] = "enable=no"
         environment[WorkerMain.readableVariable] = readable.joined(separator: "\n")
+        // Its standard output and error: a pipe the host reads and logs as the plugin's (`WorkerOutput`), never
+        // the host's own (a log file it could truncate, a terminal).
+        guard let output = SystemFile.pipe() else {
+            close(fds[0])
+            close(fds[1])
+            throw .crashed("cannot make a pipe for its output: \(SystemFile.lastError)")
+        }
         let pid: pid_t
         do {
             // In a process group of its own: killing the worker kills what it started too (see `terminate`).
             pid = try ChildProcess.spawn(executable, arguments: [executable, "worker"] + arguments,
                                          environment: environment.map { "\($0.key)=\($0.value)" },
-                                         standard: [.descriptor(fds[1]), .inherit, .inherit], ownGroup: true)
+                                         standard: [.descriptor(fds[1]), .descriptor(output.write), .descriptor(output.write)], ownGroup: true)
         } catch {
-            close(fds[0])
-            close(fds[1])
+            for fd in [fds[0], fds[1], output.read, output.write] { close(fd) }
             throw .crashed("cannot start \(executable): \(error)")
         }
         close(fds[1])
+        close(output.write)
+        WorkerOutput.drain(output.read, name: "keel-worker-output-\(pid)", log: handlers.log)
         let connection = WorkerConnection(pid: pid, socket: fds[0])
         let reader = Thread { connection.read(handlers) }
         reader.name = "keel-worker-\(pid)"

@@ -6,6 +6,13 @@ import Glibc
 /// File descriptors as the host uses them: whole writes, in-memory files. Stateless; every function is safe from any
 /// thread (each works on the descriptor it is given).
 public enum SystemFile {
+    /// A pipe, both ends close-on-exec from the start: `(read, write)`, or nil (`errno` says why).
+    public static func pipe() -> (read: Int32, write: Int32)? {
+        var fds: [Int32] = [0, 0]
+        guard keel_pipe_cloexec(&fds) == 0 else { return nil }
+        return (fds[0], fds[1])
+    }
+
     /// Writes all of `bytes` to `fd`, retrying short writes and EINTR. False on an error (`errno` says which).
     public static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Bool {
         whole(bytes) { write(fd, $0, $1) }

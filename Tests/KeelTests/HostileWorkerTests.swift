@@ -209,8 +209,10 @@ struct HostileWorkerTests {
         let f = try stage()
         let server = try ServerProcess(plugins: f.plugins, state: f.state, terminal: true)
         defer { server.stop() }
+        // Its standard error is the host's pipe, not the terminal; /dev/tty is closed to it (Landlock, EACCES), and
+        // TIOCSTI is refused on any descriptor (seccomp, EPERM).
         let typed = try await answer(server, "sti")
-        #expect(typed == "refused \(EPERM)")
+        #expect(typed == "refused \(EACCES)" || typed == "refused \(EPERM)", "\(typed)")
     }
 
     @Test("a worker of a host started with a relative plugin folder (the default ./plugins) reads its bundle",
@@ -245,6 +247,21 @@ struct HostileWorkerTests {
         defer { server.stop() }
         let state = try await answer(server, "open?r=" + f.state)
         #expect(state != "opened")
+    }
+
+    @Test("a worker's standard output and error reach the host's log as the plugin's lines, never the host's own files")
+    func outputThroughTheHost() async throws {
+        let f = try stage()
+        let server = try ServerProcess(plugins: f.plugins, state: f.state)
+        defer { server.stop() }
+        // A pipe: nothing to truncate (before, the host's own standard error: a log file could be emptied).
+        #expect(try await answer(server, "output") == "refused \(EINVAL)")
+        try await Task.sleep(for: .milliseconds(300))
+        let logs = try await server.request("GET", "/api/v1/plugins/hostile/logs", admin: true).text
+        #expect(logs.contains("output: forged by the worker"), "\(logs.prefix(2000))")
+        // In the host's own log it is the plugin's line, not a bare one.
+        let bare = server.errors.value.split(separator: "\n").filter { $0 == "forged by the worker" }
+        #expect(bare.isEmpty, "the worker wrote to the host's standard error")
     }
 
     @Test("a worker's log line is cut to 4096 bytes, whatever its characters")

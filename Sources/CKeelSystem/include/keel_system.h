@@ -6,6 +6,10 @@
 /* Creates an anonymous in-memory file (memfd_create(2), close-on-exec). Returns the descriptor, or -1 with errno. */
 int keel_memfd_create(const char *name);
 
+/* A pipe whose two ends are close-on-exec from the start (pipe2 O_CLOEXEC): no child started meanwhile by another
+ * thread inherits it. Returns 0, or -1 with errno. */
+int keel_pipe_cloexec(int fds[2]);
+
 /* Opens `relative` read-only below the folder `root` without following any symbolic link on the way (openat2(2) with
  * RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV; links above `root` are followed).
  * Returns the descriptor (close-on-exec), or -1 with errno (ENOSYS before Linux 5.6, ELOOP for a link, EXDEV for a

@@ -18,8 +18,10 @@
  *               four were, else the ones that were done
  *     "unix?p=PATH" connects a Unix socket to PATH: "connected" or "refused <errno>"
  *     "uring"   makes an io_uring (its operations are not seen by the seccomp filter): "made" or "refused <errno>"
- *     "sti"     pushes a line into the input of the terminal on its standard error (TIOCSTI): "injected",
- *               "refused <errno>", or "no terminal"
+ *     "sti"     pushes a line into the input of its terminal (its standard error, else /dev/tty) (TIOCSTI):
+ *               "injected" or "refused <errno>"
+ *     "output"  writes "forged by the worker" to its standard output and error, then truncates them (ftruncate):
+ *               "truncated", or "refused <errno>" (a pipe cannot be truncated)
  *     anything else: 200 "ok"
  * Its activate sleeps 30 s when a file named "block-activate" lies beside the library.
  */
@@ -228,10 +230,22 @@ static keel_status item(void *user_data, const keel_http_request *req, keel_http
         long fd = syscall(425 /* SYS_io_uring_setup */, 4, params);
         if (fd >= 0) close((int)fd);
         return refused_or(res, fd >= 0, "made");
+    } else if (is(id, "output")) {
+        const char *line = "forged by the worker\n";
+        (void)!write(1, line, strlen(line));
+        (void)!write(2, line, strlen(line));
+        int ok = ftruncate(1, 0) == 0 || ftruncate(2, 0) == 0;
+        return refused_or(res, ok, "truncated");
     } else if (is(id, "sti")) {
-        if (!isatty(2)) return say(res, "no terminal");
+        /* Its standard error is a pipe to the host now: the controlling terminal is still /dev/tty. */
+        int fd = isatty(2) ? 2 : open("/dev/tty", O_RDWR | O_NOCTTY);
+        if (fd < 0) return refused_or(res, 0, "");
         char c = '#';
-        return refused_or(res, ioctl(2, TIOCSTI, &c) == 0, "injected");
+        int injected = ioctl(fd, TIOCSTI, &c) == 0;
+        int saved = errno;
+        if (fd != 2) close(fd);
+        errno = saved;
+        return refused_or(res, injected, "injected");
     } else if (is(id, "killchild")) {
         pid_t child = fork();
         if (child == 0) { alarm(30); for (;;) pause(); }

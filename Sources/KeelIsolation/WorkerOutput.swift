@@ -1,0 +1,47 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import Glibc
+import KeelLoader
+import KeelSystem
+
+/// What a worker writes to its standard output and standard error: a pipe whose other end only the host holds, read
+/// by a thread of its own and logged line by line as the plugin's (warn, `output: ...`).
+///
+/// A worker never gets the host's own standard output or error: through them (a log file, a terminal) it could
+/// truncate or overwrite the host's log, or write lines that look like the host's. Lines are cut to 4 KiB of UTF-8,
+/// and held to the worker log budget (`LogBudget`, a budget of their own); the rest are dropped and counted. A
+/// worker that writes faster than the host reads waits on the pipe; nothing in the host waits on it.
+enum WorkerOutput {
+    /// The longest line logged; a longer one is cut (the rest, up to its line break, dropped).
+    static let lineBytes = 4096
+
+    /// Reads `fd` (the read end) to its end on a new thread, logging each line through `log`, then closes it.
+    static func drain(_ fd: Int32, name: String, log: @escaping @Sendable (Int, String) -> Void) {
+        let thread = Thread {
+            var budget = LogBudget(now: WorkerConnection.monotonic())
+            var line: [UInt8] = [], cut = false
+            func emit() {
+                if let dropped = budget.tick(now: WorkerConnection.monotonic()) { log(LogLevel.warn.rawValue, dropped) }
+                defer { line.removeAll(keepingCapacity: true); cut = false }
+                guard !line.isEmpty || cut, budget.admit(now: WorkerConnection.monotonic()) else { return }
+                log(LogLevel.warn.rawValue, "output: " + String(decoding: line, as: UTF8.self).prefix(utf8Bytes: lineBytes) + (cut ? "…" : ""))
+            }
+            var buffer = [UInt8](repeating: 0, count: 16 * 1024)
+            while true {
+                let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                if n < 0, errno == EINTR { continue }
+                guard n > 0 else { break }
+                for byte in buffer[0..<n] {
+                    if byte == UInt8(ascii: "\n") { emit() } else if line.count < lineBytes { line.append(byte) } else { cut = true }
+                }
+            }
+            if !line.isEmpty { emit() }
+            if let dropped = budget.tick(now: WorkerConnection.monotonic(), force: true) { log(LogLevel.warn.rawValue, dropped) }
+            close(fd)
+        }
+        thread.name = name
+        thread.stackSize = 256 << 10
+        thread.start()
+    }
+}
