@@ -6,6 +6,7 @@
 #include "keel_system.h"
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -22,7 +23,7 @@ enum {
     LL_EXECUTE = 1 << 0, LL_WRITE_FILE = 1 << 1, LL_READ_FILE = 1 << 2, LL_READ_DIR = 1 << 3,
     LL_V1_ALL = (1 << 13) - 1, LL_REFER = 1 << 13, LL_TRUNCATE = 1 << 14, LL_IOCTL_DEV = 1 << 15,
     LL_FILE_RIGHTS = LL_EXECUTE | LL_WRITE_FILE | LL_READ_FILE | LL_TRUNCATE | LL_IOCTL_DEV,
-    LL_SCOPE_ABSTRACT_UNIX_SOCKET = 1 << 0, LL_SCOPE_SIGNAL = 1 << 1,
+    LL_SCOPE_ABSTRACT_UNIX_SOCKET = 1 << 0, LL_SCOPE_SIGNAL = 1 << 1, LL_NET_BIND_TCP = 1 << 0,
     LL_RULE_PATH_BENEATH = 1, LL_CREATE_RULESET_VERSION = 1,
 };
 
@@ -60,6 +61,12 @@ int keel_restrict_files(const char *const *readable, size_t readable_count,
     if (abi >= 5) handled |= LL_IOCTL_DEV;
     struct ll_ruleset_attr attr = { .handled_access_fs = handled };
     size_t size = sizeof attr.handled_access_fs;
+    if (abi >= 4) {
+        /* TCP: binding a port refused (no rule allows one), so a plugin cannot listen on the network; connecting out
+         * stays allowed (plugins call other services). */
+        attr.handled_access_net = LL_NET_BIND_TCP;
+        size = offsetof(struct ll_ruleset_attr, scoped);
+    }
     if (abi >= 6) {
         /* Signals (kill, pidfd, SIGIO owners) and abstract Unix sockets only within this domain: its own processes. */
         attr.scoped = LL_SCOPE_ABSTRACT_UNIX_SOCKET | LL_SCOPE_SIGNAL;

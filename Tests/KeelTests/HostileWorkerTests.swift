@@ -249,6 +249,19 @@ struct HostileWorkerTests {
         #expect(state != "opened")
     }
 
+    @Test("a worker cannot listen on a TCP port (Landlock ABI 4), and still connects out",
+          .enabled(if: (Confinement.landlockABI ?? 0) >= 4, "the kernel's Landlock has no TCP rules"))
+    func cannotListen() async throws {
+        let f = try stage()
+        let server = try ServerProcess(plugins: f.plugins, state: f.state)
+        defer { server.stop() }
+        #expect(try await answer(server, "listen") == "refused \(EACCES)")
+        // Connecting out is allowed: to the host's own port, here.
+        let port = URLComponents(string: server.base)?.port ?? 0
+        #expect(port > 0)
+        #expect(try await answer(server, "connect?p=\(port)") == "connected")
+    }
+
     @Test("a worker's standard output and error reach the host's log as the plugin's lines, never the host's own files")
     func outputThroughTheHost() async throws {
         let f = try stage()

@@ -46,7 +46,8 @@ int keel_landlock_abi(void);
 /* Confines the calling thread, and every thread and process it starts afterwards (not threads that exist already:
  * a caller with other threads re-executes itself after this), with Landlock: files and folders may be read and
  * executed only below the `readable` paths, and written (not created or removed) only below the `writable` ones;
- * nothing else on the file system is reachable. From ABI 6 on, signals and abstract Unix sockets reach only
+ * nothing else on the file system is reachable. From ABI 4 on, binding a TCP port is refused (connecting is not).
+ * From ABI 6 on, signals and abstract Unix sockets reach only
  * processes in the same domain. A listed path that does not exist is skipped. Sets no_new_privs. Returns the ABI
  * version applied, or -1 with errno (ENOSYS or EOPNOTSUPP when the kernel has no Landlock). */
 int keel_restrict_files(const char *const *readable, size_t readable_count,

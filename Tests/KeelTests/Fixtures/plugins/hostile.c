@@ -17,6 +17,8 @@
  *     "meta?p=PATH" changes PATH's mode, owner (to its own user), times and an extended attribute: "refused" when all
  *               four were, else the ones that were done
  *     "unix?p=PATH" connects a Unix socket to PATH: "connected" or "refused <errno>"
+ *     "listen"  binds a TCP socket to a port of 127.0.0.1 and listens: "listening" or "refused <errno>"
+ *     "connect?p=PORT" connects a TCP socket to 127.0.0.1:PORT: "connected" or "refused <errno>"
  *     "uring"   makes an io_uring (its operations are not seen by the seccomp filter): "made" or "refused <errno>"
  *     "sti"     pushes a line into the input of its terminal (its standard error, else /dev/tty) (TIOCSTI):
  *               "injected" or "refused <errno>"
@@ -27,7 +29,9 @@
  */
 #define _GNU_SOURCE
 #include <keel/keel.h>
+#include <arpa/inet.h>
 #include <dirent.h>
+#include <netinet/in.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -220,6 +224,25 @@ static keel_status item(void *user_data, const keel_http_request *req, keel_http
         struct sockaddr_un address = { .sun_family = AF_UNIX };
         query_value(req, address.sun_path, sizeof address.sun_path);
         int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+        int connected = fd >= 0 && connect(fd, (struct sockaddr *)&address, sizeof address) == 0;
+        int saved = errno;
+        if (fd >= 0) close(fd);
+        errno = saved;
+        return refused_or(res, connected, "connected");
+    } else if (is(id, "listen")) {
+        struct sockaddr_in address = { .sin_family = AF_INET, .sin_port = 0, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        int listening = fd >= 0 && bind(fd, (struct sockaddr *)&address, sizeof address) == 0 && listen(fd, 1) == 0;
+        int saved = errno;
+        if (fd >= 0) close(fd);
+        errno = saved;
+        return refused_or(res, listening, "listening");
+    } else if (is(id, "connect")) {
+        char port[16];
+        query_value(req, port, sizeof port);
+        struct sockaddr_in address = { .sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(port)),
+                                       .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
         int connected = fd >= 0 && connect(fd, (struct sockaddr *)&address, sizeof address) == 0;
         int saved = errno;
         if (fd >= 0) close(fd);
