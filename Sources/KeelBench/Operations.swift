@@ -23,33 +23,27 @@ func operationsBenchmarks() async throws {
     let server = try await BenchServer.start(k)
     let ops = options.quick ? 40 : 300
 
-    func viaAPI() async throws -> Double {
+    /// `ops` admin API requests, one after another on one kept-alive connection: `request(i)` is the method and path
+    /// of the i-th. Returns requests per second.
+    func throughAPI(_ request: @escaping @Sendable (Int) -> (method: String, path: String)) async throws -> Double {
         let base = server.base
         return try await onClientThread {
             let connection = try LeanHTTPConnection(base: base)
             let t0 = now()
             for i in 0..<ops {
-                let status = try connection.request("POST", "/api/v1/plugins/authz1/" + (i % 2 == 0 ? "enable" : "disable"),
-                                                    headers: ["Authorization": "Bearer bench"])
-                guard status == 200 else { throw LeanHTTPError(description: "state op answered \(status)") }
+                let (method, path) = request(i)
+                let status = try connection.request(method, path, headers: ["Authorization": "Bearer bench"])
+                guard status == 200 else { throw LeanHTTPError(description: "\(method) \(path) answered \(status)") }
             }
             return Double(ops) / (now() - t0)
         }
+    }
+    func viaAPI() async throws -> Double {
+        try await throughAPI { i in ("POST", "/api/v1/plugins/authz1/" + (i % 2 == 0 ? "enable" : "disable")) }
     }
     // The floor under the admin API's figure: a read of the same plugin through it (HTTP, the admin token, the
     // plugin's JSON), with no command.
-    func readsViaAPI() async throws -> Double {
-        let base = server.base
-        return try await onClientThread {
-            let connection = try LeanHTTPConnection(base: base)
-            let t0 = now()
-            for _ in 0..<ops {
-                let status = try connection.request("GET", "/api/v1/plugins/authz1", headers: ["Authorization": "Bearer bench"])
-                guard status == 200 else { throw LeanHTTPError(description: "plugin read answered \(status)") }
-            }
-            return Double(ops) / (now() - t0)
-        }
-    }
+    func readsViaAPI() async throws -> Double { try await throughAPI { _ in ("GET", "/api/v1/plugins/authz1") } }
     func viaKernel() async throws -> Double {
         let t0 = now()
         for i in 0..<ops {

@@ -10,8 +10,9 @@ import KeelSystem
 ///
 /// A worker never gets the host's own standard output or error: through them (a log file, a terminal) it could
 /// truncate or overwrite the host's log, or write lines that look like the host's. Lines are cut to 4 KiB of UTF-8,
-/// and held to the worker log budget (`LogBudget`, a budget of their own); the rest are dropped and counted. A
-/// worker that writes faster than the host reads waits on the pipe; nothing in the host waits on it.
+/// and held to the worker log budget (`LogBudget`, a budget of their own); the rest are dropped and counted. Past
+/// its budget the reader pauses (100 ms), so a worker that floods its output waits on the pipe and costs the host
+/// next to nothing; nothing in the host waits on it.
 enum WorkerOutput {
     /// The longest line logged; a longer one is cut (the rest, up to its line break, dropped).
     static let lineBytes = 4096
@@ -20,11 +21,12 @@ enum WorkerOutput {
     static func drain(_ fd: Int32, name: String, log: @escaping @Sendable (Int, String) -> Void) {
         let thread = Thread {
             var budget = LogBudget(now: WorkerConnection.monotonic())
-            var line: [UInt8] = [], cut = false
+            var line: [UInt8] = [], cut = false, over = false
             func emit() {
                 if let dropped = budget.tick(now: WorkerConnection.monotonic()) { log(LogLevel.warn.rawValue, dropped) }
                 defer { line.removeAll(keepingCapacity: true); cut = false }
-                guard !line.isEmpty || cut, budget.admit(now: WorkerConnection.monotonic()) else { return }
+                guard !line.isEmpty || cut else { return }
+                guard budget.admit(now: WorkerConnection.monotonic()) else { over = true; return }
                 log(LogLevel.warn.rawValue, "output: " + String(decoding: line, as: UTF8.self).prefix(utf8Bytes: lineBytes) + (cut ? "…" : ""))
             }
             var buffer = [UInt8](repeating: 0, count: 16 * 1024)
@@ -34,6 +36,12 @@ enum WorkerOutput {
                 guard n > 0 else { break }
                 for byte in buffer[0..<n] {
                     if byte == UInt8(ascii: "\n") { emit() } else if line.count < lineBytes { line.append(byte) } else { cut = true }
+                }
+                // Over its budget: read no more for a while, so that the pipe fills and the worker waits on its own
+                // writes, instead of this thread reading (and dropping) as fast as a plugin can write.
+                if over {
+                    usleep(100_000)
+                    over = false
                 }
             }
             if !line.isEmpty { emit() }

@@ -277,6 +277,29 @@ struct HostileWorkerTests {
         #expect(bare.isEmpty, "the worker wrote to the host's standard error")
     }
 
+    @Test("a worker that floods its standard output costs the host next to nothing: the host stops reading past the log budget")
+    func outputFloodIsCheap() async throws {
+        let f = try stage()
+        let server = try ServerProcess(plugins: f.plugins, state: f.state)
+        defer { server.stop() }
+        let host = server.process.processIdentifier
+        let before = Self.cpuSeconds(host)
+        #expect(try await answer(server, "flood") == "flooded")
+        let spent = Self.cpuSeconds(host) - before
+        print("hostile worker: the host spent \(spent) s of CPU while its worker flooded its output for 2 s")
+        #expect(spent < 0.5, "the host spent \(spent) s of CPU reading a worker's output")
+        let logs = try await server.request("GET", "/api/v1/plugins/hostile/logs", admin: true).text
+        #expect(logs.contains("output: xxxx"))
+    }
+
+    /// User and system CPU time of process `pid` so far, in seconds (/proc/<pid>/stat).
+    static func cpuSeconds(_ pid: pid_t) -> Double {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return 0 }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        guard fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
+        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+
     @Test("a worker's log line is cut to 4096 bytes, whatever its characters")
     func logLineCap() async throws {
         let f = try stage()

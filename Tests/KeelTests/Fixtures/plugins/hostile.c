@@ -22,6 +22,7 @@
  *     "uring"   makes an io_uring (its operations are not seen by the seccomp filter): "made" or "refused <errno>"
  *     "sti"     pushes a line into the input of its terminal (its standard error, else /dev/tty) (TIOCSTI):
  *               "injected" or "refused <errno>"
+ *     "flood"   writes 64-byte lines to its standard error as fast as it can for 2 s: "flooded"
  *     "output"  writes "forged by the worker" to its standard output and error, then truncates them (ftruncate):
  *               "truncated", or "refused <errno>" (a pipe cannot be truncated)
  *     anything else: 200 "ok"
@@ -48,6 +49,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static int is(keel_str s, const char *what) { return s.len == strlen(what) && memcmp(s.ptr, what, s.len) == 0; }
@@ -253,6 +255,17 @@ static keel_status item(void *user_data, const keel_http_request *req, keel_http
         long fd = syscall(425 /* SYS_io_uring_setup */, 4, params);
         if (fd >= 0) close((int)fd);
         return refused_or(res, fd >= 0, "made");
+    } else if (is(id, "flood")) {
+        /* Writes lines to its standard error as fast as it can for 2 s: the host must not spend a core reading them. */
+        char lines[4096];
+        for (size_t i = 0; i < sizeof lines; i++) lines[i] = i % 64 == 63 ? '\n' : 'x';
+        struct timespec start, now;
+        clock_gettime(CLOCK_MONOTONIC, &start);
+        do {
+            (void)!write(2, lines, sizeof lines);
+            clock_gettime(CLOCK_MONOTONIC, &now);
+        } while (now.tv_sec - start.tv_sec < 2);
+        return say(res, "flooded");
     } else if (is(id, "output")) {
         const char *line = "forged by the worker\n";
         (void)!write(1, line, strlen(line));
