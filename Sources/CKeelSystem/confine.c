@@ -1,7 +1,7 @@
 /* Keel — a microkernel plugin host. Licensed under Apache-2.0.
  * A worker process's confinement: a seccomp filter that keeps plugin code from signalling, tracing or reading the
- * memory of any process but its own, from changing files' metadata and from Unix sockets on the file system, and the
- * capabilities it drops (see keel_system.h). */
+ * memory of any process but its own, from changing files' metadata, from Unix sockets on the file system and, unless
+ * the network was granted, from every other socket; and the capabilities it drops (see keel_system.h). */
 #define _GNU_SOURCE
 #include "keel_system.h"
 #include <errno.h>
@@ -49,7 +49,7 @@ static void drop_capabilities(void) {
     syscall(SYS_capset, &header, none);
 }
 
-int keel_confine_worker(void) {
+int keel_confine_worker(int network) {
     drop_capabilities();
 #ifdef KEEL_AUDIT_ARCH
     uint32_t self = (uint32_t)getpid();
@@ -91,9 +91,11 @@ int keel_confine_worker(void) {
          * socket pair has no address. */
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_socket, 0, 4),
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG0),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AF_UNIX, 0, 1),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AF_UNIX, 1, 0),
+        /* Any other family only with the network granted: without it no socket at all (no TCP or UDP out, IPv4 or
+         * IPv6, no netlink, no raw or packet socket). */
+        BPF_STMT(BPF_RET | BPF_K, network ? SECCOMP_RET_ALLOW : deny),
         BPF_STMT(BPF_RET | BPF_K, deny),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
         /* io_uring runs its operations (socket, connect, setxattr...) where this filter does not see them: "not
          * implemented", so that callers fall back to the system calls. */
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, KEEL_SYS_io_uring_setup, 0, 1),

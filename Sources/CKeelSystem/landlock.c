@@ -23,7 +23,7 @@ enum {
     LL_EXECUTE = 1 << 0, LL_WRITE_FILE = 1 << 1, LL_READ_FILE = 1 << 2, LL_READ_DIR = 1 << 3,
     LL_V1_ALL = (1 << 13) - 1, LL_REFER = 1 << 13, LL_TRUNCATE = 1 << 14, LL_IOCTL_DEV = 1 << 15,
     LL_FILE_RIGHTS = LL_EXECUTE | LL_WRITE_FILE | LL_READ_FILE | LL_TRUNCATE | LL_IOCTL_DEV,
-    LL_SCOPE_ABSTRACT_UNIX_SOCKET = 1 << 0, LL_SCOPE_SIGNAL = 1 << 1, LL_NET_BIND_TCP = 1 << 0,
+    LL_SCOPE_ABSTRACT_UNIX_SOCKET = 1 << 0, LL_SCOPE_SIGNAL = 1 << 1, LL_NET_BIND_TCP = 1 << 0, LL_NET_CONNECT_TCP = 1 << 1,
     LL_RULE_PATH_BENEATH = 1, LL_CREATE_RULESET_VERSION = 1,
 };
 
@@ -52,7 +52,7 @@ static int allow(int ruleset, const char *path, uint64_t rights, uint64_t handle
 }
 
 int keel_restrict_files(const char *const *readable, size_t readable_count,
-                        const char *const *writable, size_t writable_count) {
+                        const char *const *writable, size_t writable_count, int network) {
     int abi = keel_landlock_abi();
     if (abi < 1) { if (errno != EOPNOTSUPP) errno = ENOSYS; return -1; }
     uint64_t handled = LL_V1_ALL;
@@ -63,8 +63,8 @@ int keel_restrict_files(const char *const *readable, size_t readable_count,
     size_t size = sizeof attr.handled_access_fs;
     if (abi >= 4) {
         /* TCP: binding a port refused (no rule allows one), so a plugin cannot listen on the network; connecting out
-         * stays allowed (plugins call other services). */
-        attr.handled_access_net = LL_NET_BIND_TCP;
+         * too without the network granted (a second layer under the seccomp filter, which refuses the socket). */
+        attr.handled_access_net = LL_NET_BIND_TCP | (network ? 0 : LL_NET_CONNECT_TCP);
         size = offsetof(struct ll_ruleset_attr, scoped);
     }
     if (abi >= 6) {

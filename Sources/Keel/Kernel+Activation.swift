@@ -237,6 +237,9 @@ extension Kernel {
                               reason: "proxy \(p.prefix): upstream \(p.upstream) is not on this machine; grant it with `keel plugins grant \(id) proxy-remote`")
         }
         seed.proxies = manifest.proxies
+        if build.isolated, manifest.capabilities.contains(.network), !context.grants.contains(.network) {
+            log(.warn, id, "network: asked for in plugin.yaml, not granted: its worker opens no socket; grant it with `keel plugins grant \(id) network`")
+        }
         // The bundle's assets/ folder, served by the host under /ext/<id>/assets/ with the plugin's routes.
         if let assets = BundleAssets(bundleFolder: build.bundle.folder),
            let route = RouteRegistration.hostServed("/assets/*", context: context, everyTenant: true, serve: assets.serve) {

@@ -89,7 +89,8 @@ final class WorkerConnection: Sendable {
     ///   the file system is closed to it where the kernel has Landlock (`WorkerMain.readable`).
     ///   A folder with a line break in its path is refused (`.crashed`): the worker reads them one per line, and
     ///   plugin.yaml names the library's folder, so "x\n/home/me/lib.so" would add /home/me.
-    static func spawn(executable: String, arguments: [String], readable: [String], handlers: Handlers) throws(Failure) -> WorkerConnection {
+    static func spawn(executable: String, arguments: [String], readable: [String], network: Bool,
+                      handlers: Handlers) throws(Failure) -> WorkerConnection {
         if let folder = readable.first(where: { $0.contains("\n") }) {
             throw .crashed("the plugin's folder \"\(folder.replacingOccurrences(of: "\n", with: "\\n"))\" has a line break in its path: no worker is started for it")
         }
@@ -103,6 +104,7 @@ final class WorkerConnection: Sendable {
         var environment = ProcessInfo.processInfo.environment.filter { !isSecret($0.key) }
         environment["SWIFT_BACKTRACE"] = "enable=no"
         environment[WorkerMain.readableVariable] = readable.joined(separator: "\n")
+        if network { environment[WorkerMain.networkVariable] = "1" } else { environment[WorkerMain.networkVariable] = nil }
         // Its standard output and error: a pipe the host reads and logs as the plugin's (`WorkerOutput`), never
         // the host's own (a log file it could truncate, a terminal).
         guard let output = SystemFile.pipe() else {

@@ -22,11 +22,13 @@ public enum WorkerMain {
             var noCore = rlimit(rlim_cur: 0, rlim_max: 0)
             setrlimit(Int32(RLIMIT_CORE.rawValue), &noCore)
             // Before any plugin code: it may not signal, trace or read the host (or any process but this one).
-            if let problem = Confinement.confineWorker() { say("running unconfined: \(problem)") }
+            // The network only when the operator granted it (`networkVariable`, from the host).
+            let network = getenv(networkVariable) != nil
+            if let problem = Confinement.confineWorker(network: network) { say("running unconfined: \(problem)") }
             // Landlock confines this thread and what it starts, not the run-time's threads that exist already:
             // confined, the worker executes itself again, so that every thread it will ever have is confined. The
             // seccomp filter, the limits and the dropped capability carry over.
-            switch Confinement.restrictFiles(readable: readable(), writable: ["/dev/null"]) {
+            switch Confinement.restrictFiles(readable: readable(), writable: ["/dev/null"], network: network) {
             case .success:
                 setenv(confinedMarker, "1", 1)
                 execv("/proc/self/exe", CommandLine.unsafeArgv)
@@ -75,6 +77,8 @@ public enum WorkerMain {
     static let confinedMarker = "KEEL_WORKER_CONFINED"
     /// The folders the host lets this worker read, one per line (its plugin's bundle: `WorkerConnection.spawn`).
     static let readableVariable = "KEEL_WORKER_READ"
+    /// Set when the plugin was granted `network`: its worker may open sockets and connect out.
+    static let networkVariable = "KEEL_WORKER_NETWORK"
 
     /// What a worker may read and execute: its plugin's folders (from the host), the system's folders, its own
     /// executable and the libraries it has mapped, and the folder of the Swift run-time (a Swift plugin loads more of

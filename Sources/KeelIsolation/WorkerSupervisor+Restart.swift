@@ -3,6 +3,7 @@
 import Foundation
 import Glibc
 import KeelLoader
+import KeelManifest
 import Synchronization
 
 /// Starting a worker, activating the plugin in it, and restarting it after it ends (with a back-off, up to the
@@ -20,7 +21,8 @@ extension WorkerSupervisor {
         let handlers = WorkerConnection.Handlers(
             log: { [log] level, message in log(LogLevel(rawValue: level) ?? .error, message) },
             exited: { [weak self] connection, reason in self?.exited(connection, reason: reason) }, services: services)
-        do { return try WorkerConnection.spawn(executable: executable, arguments: [], readable: readable, handlers: handlers) } catch {
+        do { return try WorkerConnection.spawn(executable: executable, arguments: [], readable: readable,
+                                                   network: activation.grants.contains(Capability.network.rawValue), handlers: handlers) } catch {
             throw refusal("\(error)")
         }
     }

@@ -230,12 +230,15 @@ public enum Capability: String, Sendable, Hashable, CaseIterable, Comparable {
     /// Console pages whose `console.fetch` names a host endpoint that changes something (anything but GET and HEAD),
     /// which then runs with the rights of whoever views the page. Sensitive.
     case consoleWrite = "console-write"
+    /// Connecting out (any socket: TCP, UDP, IPv4, IPv6) from a worker process (`isolation: process`); a worker without
+    /// it opens no socket. A plugin in the host's process has the host's rights whatever it asks. Sensitive.
+    case network
 
     public static func < (lhs: Capability, rhs: Capability) -> Bool { lhs.rawValue < rhs.rawValue }
 
     /// Capabilities that see or decide every request: asking for them in plugin.yaml is not enough, the operator
     /// must grant them (`keel plugins grant ID CAPABILITY`).
-    public var isSensitive: Bool { self == .authenticate || self == .authorize || self == .proxyRemote || self == .consoleWrite }
+    public var isSensitive: Bool { self == .authenticate || self == .authorize || self == .proxyRemote || self == .consoleWrite || self == .network }
 
     /// The capability string for serving a foreign prefix.
     public static func routePrefix(_ prefix: String) -> String { "route-prefix:" + prefix }

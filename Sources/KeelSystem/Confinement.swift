@@ -7,23 +7,23 @@ import Glibc
 public enum Confinement {
     /// Confines this process (`keel_confine_worker`): from now on it, and what it starts, holds no capability, may
     /// signal only itself and its own process group, cannot trace or read another process's memory, change a file's
-    /// metadata, open a Unix socket (socket pairs aside), use io_uring or type into a terminal. Call before loading
-    /// plugin code.
+    /// metadata, open a Unix socket (socket pairs aside), use io_uring or type into a terminal; without `network`
+    /// it opens no socket at all (no TCP or UDP, IPv4 or IPv6). Call before loading plugin code.
     /// Returns nil, or the reason it could not (an architecture or kernel without seccomp filters).
-    public static func confineWorker() -> String? {
-        keel_confine_worker() == 0 ? nil : String(cString: strerror(errno))
+    public static func confineWorker(network: Bool) -> String? {
+        keel_confine_worker(network ? 1 : 0) == 0 ? nil : String(cString: strerror(errno))
     }
 
     /// Confines this thread, and every thread and process it starts afterwards, to reading and executing below
     /// `readable` and writing (not creating or removing) below `writable`, with Landlock (`keel_restrict_files`):
-    /// the rest of the file system is out of reach, and from Landlock ABI 6 on signals reach only its own
-    /// processes. Threads that exist already are not confined: a caller that has some re-executes itself (see
+    /// the rest of the file system is out of reach; from Landlock ABI 4 on binding a TCP port is refused, and
+    /// connecting to one too without `network`; from ABI 6 on signals reach only its own processes. Threads that exist already are not confined: a caller that has some re-executes itself (see
     /// `WorkerMain`). Returns the Landlock ABI version applied, or the reason it could not (a kernel without it).
-    public static func restrictFiles(readable: [String], writable: [String]) -> Result<Int, FileConfinementError> {
+    public static func restrictFiles(readable: [String], writable: [String], network: Bool) -> Result<Int, FileConfinementError> {
         func cStrings(_ paths: [String]) -> [UnsafePointer<CChar>?] { paths.map { UnsafePointer(strdup($0)) } }
         let r = cStrings(readable), w = cStrings(writable)
         defer { for p in r + w { free(UnsafeMutablePointer(mutating: p)) } }
-        let abi = keel_restrict_files(r, r.count, w, w.count)
+        let abi = keel_restrict_files(r, r.count, w, w.count, network ? 1 : 0)
         guard abi > 0 else { return .failure(FileConfinementError(reason: String(cString: strerror(errno)))) }
         return .success(Int(abi))
     }

@@ -17,12 +17,20 @@ struct HostileWorkerTests {
     /// Whether this kernel offers Landlock (the worker's file-system confinement needs it).
     static var landlock: Bool { Confinement.landlockABI != nil }
 
-    func stage() throws -> KernelFixture {
+    /// The hostile plugin, enabled in a worker. `network`: it asks for the `network` capability in its plugin.yaml;
+    /// `granted`: the operator granted it.
+    func stage(network: Bool = false, granted: Bool = false) throws -> KernelFixture {
         let f = KernelFixture()
         let library = try TestEnvironment.buildPlugin(source: TestEnvironment.fixtures + "/plugins/hostile.c", name: "hostile")
-        let manifest = TestEnvironment.manifest(id: "hostile", library: "libhostile.so", capabilities: ["routes"], extra: "isolation: process")
+        let manifest = TestEnvironment.manifest(id: "hostile", library: "libhostile.so", capabilities: network ? ["routes", "network"] : ["routes"],
+                                                extra: "isolation: process")
         try TestEnvironment.makeBundle(in: f.plugins, folder: "hostile", manifest: manifest, library: library)
-        let r = try TestEnvironment.run(TestEnvironment.binPath + "/keel", ["plugins", "enable", "hostile", "--plugins", f.plugins, "--state", f.state])
+        let keel = TestEnvironment.binPath + "/keel", at = ["--plugins", f.plugins, "--state", f.state]
+        if granted {
+            let r = try TestEnvironment.run(keel, ["plugins", "grant", "hostile", "network"] + at)
+            guard r.status == 0 else { throw TestFailure("grant: \(r.stderr)") }
+        }
+        let r = try TestEnvironment.run(keel, ["plugins", "enable", "hostile"] + at)
         guard r.status == 0 else { throw TestFailure("enable: \(r.stderr)") }
         return f
     }
@@ -249,10 +257,10 @@ struct HostileWorkerTests {
         #expect(state != "opened")
     }
 
-    @Test("a worker cannot listen on a TCP port (Landlock ABI 4), and still connects out",
+    @Test("a worker granted the network cannot listen on a TCP port (Landlock ABI 4), and connects out",
           .enabled(if: (Confinement.landlockABI ?? 0) >= 4, "the kernel's Landlock has no TCP rules"))
     func cannotListen() async throws {
-        let f = try stage()
+        let f = try stage(network: true, granted: true)
         let server = try ServerProcess(plugins: f.plugins, state: f.state)
         defer { server.stop() }
         #expect(try await answer(server, "listen") == "refused \(EACCES)")
@@ -260,6 +268,46 @@ struct HostileWorkerTests {
         let port = URLComponents(string: server.base)?.port ?? 0
         #expect(port > 0)
         #expect(try await answer(server, "connect?p=\(port)") == "connected")
+    }
+
+    @Test("a worker opens no socket unless the operator granted it the network: no TCP connection, no UDP datagram out; granted, both work")
+    func noNetworkUnlessGranted() async throws {
+        // A UDP port of the test's, where an exfiltrated datagram would arrive.
+        let receiver = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        defer { close(receiver) }
+        var address = sockaddr_in(sin_family: sa_family_t(AF_INET), sin_port: 0, sin_addr: in_addr(s_addr: in_addr_t(0x7f00_0001).bigEndian), sin_zero: (0, 0, 0, 0, 0, 0, 0, 0))
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(receiver, $0, length) == 0 && getsockname(receiver, $0, &length) == 0 }
+        }
+        #expect(bound)
+        let udpPort = Int(UInt16(bigEndian: address.sin_port))
+        var timeout = timeval(tv_sec: 0, tv_usec: 300_000)
+        setsockopt(receiver, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        func received() -> String {
+            var buffer = [UInt8](repeating: 0, count: 64)
+            let n = recv(receiver, &buffer, buffer.count, 0)
+            return n > 0 ? String(decoding: buffer[..<n], as: UTF8.self) : ""
+        }
+
+        for (asks, granted) in [(false, false), (true, false), (true, true)] {
+            let f = try stage(network: asks, granted: granted)
+            let server = try ServerProcess(plugins: f.plugins, state: f.state)
+            defer { server.stop() }
+            let port = URLComponents(string: server.base)?.port ?? 0
+            let tcp = try await answer(server, "connect?p=\(port)"), udp = try await answer(server, "udp?p=\(udpPort)")
+            if granted {
+                #expect(tcp == "connected" && udp == "sent", "\(tcp) \(udp)")
+                #expect(received() == "exfiltrated")
+            } else {
+                #expect(tcp == "refused \(EPERM)" && udp == "refused \(EPERM)", "asks: \(asks): \(tcp) \(udp)")
+                #expect(received() == "", "a datagram left the worker")
+            }
+            // A plugin that asks for the network and was not granted it: the host's log says how to grant it.
+            let said = server.errors.value.contains("network: asked for in plugin.yaml, not granted")
+            #expect(said == (asks && !granted), "\(server.errors.value.suffix(1000))")
+            #expect(try await server.request("GET", "/healthz").status == 200)
+        }
     }
 
     @Test("a worker's standard output and error reach the host's log as the plugin's lines, never the host's own files")

@@ -32,13 +32,14 @@ size_t keel_gzip(const uint8_t *in, size_t len, uint8_t *out, size_t cap);
  * (kill, tgkill, rt_sigqueueinfo, rt_tgsigqueueinfo, pidfd_open, fcntl F_SETOWN) only itself, its own process group
  * or group 0; ptrace, process_vm_readv/writev, tkill, F_SETOWN_EX and the FIOSETOWN/SIOCSPGRP ioctls are refused with
  * EPERM, pidfd_send_signal with ENOSYS (its pidfd may be an open /proc/<pid>); so are (EPERM) changes of a file's
- * mode, owner, times and extended attributes, socket(AF_UNIX) (socketpair is allowed) and the TIOCSTI/TIOCLINUX
- * ioctls, and io_uring_setup (ENOSYS); another architecture's system calls kill it. Applies to every thread of the
+ * mode, owner, times and extended attributes, socket(AF_UNIX) (socketpair is allowed), every other socket() unless
+ * `network` is non-zero, and the TIOCSTI/TIOCLINUX ioctls, and io_uring_setup (ENOSYS); another architecture's
+ * system calls kill it. Applies to every thread of the
  * process (TSYNC). Drops every capability (bounding set included) and sets no_new_privs. Inherited by
  * its children, which may then signal only that worker and its group: a process the plugin starts cannot be
  * signalled by it (a filter cannot tell descendants). Returns 0, or -1 with errno (ENOSYS on an architecture it does
  * not know, EAGAIN when a thread could not be synchronised). */
-int keel_confine_worker(void);
+int keel_confine_worker(int network);
 
 /* The Landlock ABI version this kernel offers (1 and up), or -1 without Landlock. */
 int keel_landlock_abi(void);
@@ -46,12 +47,13 @@ int keel_landlock_abi(void);
 /* Confines the calling thread, and every thread and process it starts afterwards (not threads that exist already:
  * a caller with other threads re-executes itself after this), with Landlock: files and folders may be read and
  * executed only below the `readable` paths, and written (not created or removed) only below the `writable` ones;
- * nothing else on the file system is reachable. From ABI 4 on, binding a TCP port is refused (connecting is not).
+ * nothing else on the file system is reachable. From ABI 4 on, binding a TCP port is refused, and connecting to
+ * one too unless `network` is non-zero.
  * From ABI 6 on, signals and abstract Unix sockets reach only
  * processes in the same domain. A listed path that does not exist is skipped. Sets no_new_privs. Returns the ABI
  * version applied, or -1 with errno (ENOSYS or EOPNOTSUPP when the kernel has no Landlock). */
 int keel_restrict_files(const char *const *readable, size_t readable_count,
-                        const char *const *writable, size_t writable_count);
+                        const char *const *writable, size_t writable_count, int network);
 
 /* Makes this process not dumpable (prctl PR_SET_DUMPABLE 0): no core file, and its /proc/<pid>/mem, fd and environ
  * are closed to other processes of the same user without CAP_SYS_PTRACE (a worker drops it). Returns 0, or -1. */

@@ -16,6 +16,7 @@ final class ServerProcess: Sendable {
     let plugins: String
     let state: String
     let port: Int
+    private let stopped = Mutex(false)
 
     var base: String { "http://127.0.0.1:\(port)" }
 
@@ -80,6 +81,12 @@ final class ServerProcess: Sendable {
     /// Sends SIGTERM and waits; returns the exit status.
     @discardableResult
     func stop() -> Int32 {
+        // A server that ended before the test stopped it (a crash) says so in the test's output, with its last
+        // errors: a request that failed for that reason is otherwise only a reset connection.
+        if !process.isRunning, !stopped.withLock({ $0 }) {
+            print("ServerProcess: keel serve (\(base)) had ended before stop(), \(process.terminationReason == .uncaughtSignal ? "signal" : "status") \(process.terminationStatus); its errors:\n\(errors.value.suffix(4000))")
+        }
+        stopped.withLock { $0 = true }
         if process.isRunning { process.terminate() }
         let deadline = Date().addingTimeInterval(30)
         while process.isRunning && Date() < deadline { usleep(20_000) }

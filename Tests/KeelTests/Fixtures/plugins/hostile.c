@@ -19,6 +19,8 @@
  *     "unix?p=PATH" connects a Unix socket to PATH: "connected" or "refused <errno>"
  *     "listen"  binds a TCP socket to a port of 127.0.0.1 and listens: "listening" or "refused <errno>"
  *     "connect?p=PORT" connects a TCP socket to 127.0.0.1:PORT: "connected" or "refused <errno>"
+ *     "udp?p=PORT" sends the datagram "exfiltrated" to 127.0.0.1:PORT over UDP: "sent" or
+ *               "refused <errno>"
  *     "uring"   makes an io_uring (its operations are not seen by the seccomp filter): "made" or "refused <errno>"
  *     "sti"     pushes a line into the input of its terminal (its standard error, else /dev/tty) (TIOCSTI):
  *               "injected" or "refused <errno>"
@@ -107,6 +109,15 @@ static const char *query_value(const keel_http_request *req, char *out, size_t s
 static keel_status say(keel_http_response *res, const char *text) {
     res->set_status(res, 200);
     return res->write(res, text, strlen(text));
+}
+
+/* 127.0.0.1 at the port in the request's query (`?p=PORT`). */
+static struct sockaddr_in loopback_port(const keel_http_request *req) {
+    char port[16];
+    query_value(req, port, sizeof port);
+    struct sockaddr_in address = { .sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(port)),
+                                   .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    return address;
 }
 
 static keel_status refused_or(keel_http_response *res, int ok, const char *done) {
@@ -240,16 +251,21 @@ static keel_status item(void *user_data, const keel_http_request *req, keel_http
         errno = saved;
         return refused_or(res, listening, "listening");
     } else if (is(id, "connect")) {
-        char port[16];
-        query_value(req, port, sizeof port);
-        struct sockaddr_in address = { .sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(port)),
-                                       .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        struct sockaddr_in address = loopback_port(req);
         int fd = socket(AF_INET, SOCK_STREAM, 0);
         int connected = fd >= 0 && connect(fd, (struct sockaddr *)&address, sizeof address) == 0;
         int saved = errno;
         if (fd >= 0) close(fd);
         errno = saved;
         return refused_or(res, connected, "connected");
+    } else if (is(id, "udp")) {
+        struct sockaddr_in address = loopback_port(req);
+        int fd = socket(AF_INET, SOCK_DGRAM, 0);
+        int sent = fd >= 0 && sendto(fd, "exfiltrated", 11, 0, (struct sockaddr *)&address, sizeof address) == 11;
+        int saved = errno;
+        if (fd >= 0) close(fd);
+        errno = saved;
+        return refused_or(res, sent, "sent");
     } else if (is(id, "uring")) {
         unsigned char params[120] = { 0 }; /* struct io_uring_params, zeroed */
         long fd = syscall(425 /* SYS_io_uring_setup */, 4, params);
