@@ -1,6 +1,7 @@
 /* Keel — a microkernel plugin host. Licensed under Apache-2.0.
  * A worker process's confinement: a seccomp filter that keeps plugin code from signalling, tracing or reading the
- * memory of any process but its own, from changing files' metadata, from Unix sockets on the file system and, unless
+ * memory of any process but its own, from changing files' metadata, from Unix sockets on the file system (a datagram
+ * socket pair's end included) and, unless
  * the network was granted, from every other socket; and the capabilities it drops (see keel_system.h). */
 #define _GNU_SOURCE
 #include "keel_system.h"
@@ -88,7 +89,7 @@ int keel_confine_worker(int network) {
         DENY(KEEL_SYS_file_setattr),
         /* Never: a Unix socket of its own, which could connect to any socket on the file system (Landlock does not
          * guard connect: a database with peer authentication, the user's session bus or ssh-agent, docker.sock). A
-         * socket pair has no address. */
+         * stream socket pair has no address, and gets none (below). */
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_socket, 0, 4),
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG0),
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AF_UNIX, 1, 0),
@@ -96,6 +97,18 @@ int keel_confine_worker(int network) {
          * IPv6, no netlink, no raw or packet socket). */
         BPF_STMT(BPF_RET | BPF_K, network ? SECCOMP_RET_ALLOW : deny),
         BPF_STMT(BPF_RET | BPF_K, deny),
+        /* A socket pair: Unix, and a stream or sequenced one only, which stays connected to its other end. A datagram
+         * pair's end (SOCK_RAW makes one too) sends to any Unix socket on the file system (sendto with an address,
+         * or connect): the system log, the journal, whatever datagram service listens there. */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_socketpair, 0, 8),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AF_UNIX, 0, 4),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG1),
+        BPF_STMT(BPF_ALU | BPF_AND | BPF_K, 0xf), /* SOCK_TYPE_MASK: the flags (SOCK_CLOEXEC...) aside */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SOCK_STREAM, 2, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SOCK_SEQPACKET, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, deny),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
         /* io_uring runs its operations (socket, connect, setxattr...) where this filter does not see them: "not
          * implemented", so that callers fall back to the system calls. */
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, KEEL_SYS_io_uring_setup, 0, 1),

@@ -239,6 +239,9 @@ extension Kernel {
         seed.proxies = manifest.proxies
         if build.isolated, manifest.capabilities.contains(.network), !context.grants.contains(.network) {
             log(.warn, id, "network: asked for in plugin.yaml, not granted: its worker opens no socket; grant it with `keel plugins grant \(id) network`")
+        } else if !build.isolated, manifest.capabilities.contains(.network) {
+            // The grant confines a worker only: in the host's process the plugin has the host's network either way.
+            log(.info, id, "network: no effect in the host's process, where the plugin has the host's network granted or not; `isolation: process` confines it")
         }
         // The bundle's assets/ folder, served by the host under /ext/<id>/assets/ with the plugin's routes.
         if let assets = BundleAssets(bundleFolder: build.bundle.folder),

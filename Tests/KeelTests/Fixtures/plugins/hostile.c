@@ -21,6 +21,13 @@
  *     "connect?p=PORT" connects a TCP socket to 127.0.0.1:PORT: "connected" or "refused <errno>"
  *     "udp?p=PORT" sends the datagram "exfiltrated" to 127.0.0.1:PORT over UDP: "sent" or
  *               "refused <errno>"
+ *     "dgram?p=PATH" sends the datagram "exfiltrated" to the Unix socket at PATH from a socket pair's end (SOCK_DGRAM,
+ *               then SOCK_RAW, which the kernel makes a datagram socket): "sent" or "refused <errno>"
+ *     "fds"     the worker's sockets other than its socket to the host (fd 0), as "fd:target" pairs, or "none"
+ *     "bash?p=PORT" runs bash, which sends "exfiltrated" to 127.0.0.1:PORT over UDP (/dev/udp): "sent",
+ *               "refused <exit status>", or "no bash"
+ *     "x32?p=PORT" makes a UDP socket through the x32 system call numbers (x86_64), sends "exfiltrated" to
+ *               127.0.0.1:PORT: "sent", "refused <errno>" or "not x86_64" (the filter kills the worker instead)
  *     "uring"   makes an io_uring (its operations are not seen by the seccomp filter): "made" or "refused <errno>"
  *     "sti"     pushes a line into the input of its terminal (its standard error, else /dev/tty) (TIOCSTI):
  *               "injected" or "refused <errno>"
@@ -266,6 +273,70 @@ static keel_status item(void *user_data, const keel_http_request *req, keel_http
         if (fd >= 0) close(fd);
         errno = saved;
         return refused_or(res, sent, "sent");
+    } else if (is(id, "dgram")) {
+        struct sockaddr_un address = { .sun_family = AF_UNIX };
+        query_value(req, address.sun_path, sizeof address.sun_path);
+        int sent = 0;
+        const int types[] = { SOCK_DGRAM, SOCK_RAW };
+        for (int i = 0; i < 2 && !sent; i++) {
+            int pair[2];
+            if (socketpair(AF_UNIX, types[i], 0, pair) != 0) continue;
+            sent = sendto(pair[0], "exfiltrated", 11, 0, (struct sockaddr *)&address, sizeof address) == 11;
+            int saved = errno;
+            close(pair[0]);
+            close(pair[1]);
+            errno = saved;
+        }
+        return refused_or(res, sent, "sent");
+    } else if (is(id, "fds")) {
+        char said[2048] = "", link[256], path[64];
+        struct stat own;
+        int known = fstat(0, &own) == 0;
+        DIR *d = opendir("/proc/self/fd");
+        struct dirent *e;
+        while (d && (e = readdir(d))) {
+            if (e->d_name[0] == '.') continue;
+            int fd = atoi(e->d_name);
+            struct stat st;
+            if (fd == dirfd(d) || fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode)) continue;
+            if (known && st.st_ino == own.st_ino && st.st_dev == own.st_dev) continue;
+            snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+            ssize_t n = readlink(path, link, sizeof link - 1);
+            link[n > 0 ? n : 0] = 0;
+            snprintf(said + strlen(said), sizeof said - strlen(said), "%d:%s ", fd, link);
+        }
+        if (d) closedir(d);
+        return say(res, said[0] ? said : "none");
+    } else if (is(id, "bash")) {
+        char port[16], script[128];
+        query_value(req, port, sizeof port);
+        snprintf(script, sizeof script, "echo -n exfiltrated >/dev/udp/127.0.0.1/%d", atoi(port));
+        if (access("/bin/bash", X_OK) != 0) return say(res, "no bash");
+        pid_t child = fork();
+        if (child == 0) {
+            int null = open("/dev/null", O_WRONLY);
+            if (null >= 0) { dup2(null, 1); dup2(null, 2); }
+            execl("/bin/bash", "bash", "-c", script, (char *)NULL);
+            _exit(127);
+        }
+        int status = -1;
+        if (child > 0) waitpid(child, &status, 0);
+        char said[64];
+        if (WIFEXITED(status) && WEXITSTATUS(status) == 0) snprintf(said, sizeof said, "sent");
+        else snprintf(said, sizeof said, "refused %d", status);
+        return say(res, said);
+    } else if (is(id, "x32")) {
+#if defined(__x86_64__)
+        struct sockaddr_in address = loopback_port(req);
+        long fd = syscall(0x40000000 | SYS_socket, AF_INET, SOCK_DGRAM, 0);
+        int sent = fd >= 0 && syscall(0x40000000 | SYS_sendto, fd, "exfiltrated", 11, 0, &address, sizeof address) == 11;
+        int saved = errno;
+        if (fd >= 0) close((int)fd);
+        errno = saved;
+        return refused_or(res, sent, "sent");
+#else
+        return say(res, "not x86_64");
+#endif
     } else if (is(id, "uring")) {
         unsigned char params[120] = { 0 }; /* struct io_uring_params, zeroed */
         long fd = syscall(425 /* SYS_io_uring_setup */, 4, params);
