@@ -96,6 +96,17 @@ struct WorkerNetworkTests {
         #expect(receiver.received() == "", "a datagram left bash run by the worker")
     }
 
+    @Test("the limit the README states: granted the network, a worker binds a UDP port (not a TCP one); without it, neither")
+    func udpBindOnlyWhenGranted() async throws {
+        for granted in [false, true] {
+            let f = try HostileWorkerTests().stage(network: granted, granted: granted)
+            let server = try ServerProcess(plugins: f.plugins, state: f.state)
+            defer { server.stop() }
+            let bound = try await answer(server, "udpbind")
+            #expect(bound == (granted ? "bound" : "refused \(EPERM)"), "granted: \(granted): \(bound)")
+        }
+    }
+
     #if arch(x86_64)
     @Test("a worker cannot open a socket through the x32 system call numbers: the filter ends the worker")
     func noX32Socket() async throws {
@@ -123,8 +134,14 @@ struct WorkerNetworkTests {
             let reply = try await server.request("POST", "/api/v1/plugins/hostile/grants", admin: true, body: body)
             #expect(reply.status == 200, "\(key): \(reply.status) \(reply.text)")
         }
+        let granted = try await server.request("GET", "/api/v1/plugins/hostile", admin: true).json as? [String: Any]
+        let old = (granted?["workerPID"] as? Int).map { pid_t($0) }
         try await change("revoke")
         #expect(try await answer(server, "connect?p=\(port)") == "refused \(EPERM)", "after the revoke")
+        // The worker that held the network is gone once drained, and no spare of its generation is left behind.
+        for _ in 0..<50 where old.map(HostileWorkerTests.isRunning) == true { try await Task.sleep(for: .milliseconds(100)) }
+        #expect(old.map(HostileWorkerTests.isRunning) == false, "the granted worker \(String(describing: old)) still runs")
+        #expect(HostileWorkerTests.children(of: server.process.processIdentifier).filter(HostileWorkerTests.isRunning).count <= 2, "more workers than one and its spare")
         // The operator sees it: asked for, not granted (admin API and `keel plugins list`).
         let revoked = try await server.request("GET", "/api/v1/plugins/hostile", admin: true).json as? [String: Any]
         #expect((revoked?["capabilities"] as? [String])?.contains("network") == true)

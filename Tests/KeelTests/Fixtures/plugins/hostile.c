@@ -18,6 +18,7 @@
  *               four were, else the ones that were done
  *     "unix?p=PATH" connects a Unix socket to PATH: "connected" or "refused <errno>"
  *     "listen"  binds a TCP socket to a port of 127.0.0.1 and listens: "listening" or "refused <errno>"
+ *     "udpbind" binds a UDP socket to a port of 127.0.0.1: "bound" or "refused <errno>"
  *     "connect?p=PORT" connects a TCP socket to 127.0.0.1:PORT: "connected" or "refused <errno>"
  *     "udp?p=PORT" sends the datagram "exfiltrated" to 127.0.0.1:PORT over UDP: "sent" or
  *               "refused <errno>"
@@ -257,6 +258,14 @@ static keel_status item(void *user_data, const keel_http_request *req, keel_http
         if (fd >= 0) close(fd);
         errno = saved;
         return refused_or(res, listening, "listening");
+    } else if (is(id, "udpbind")) {
+        struct sockaddr_in address = { .sin_family = AF_INET, .sin_port = 0, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        int fd = socket(AF_INET, SOCK_DGRAM, 0);
+        int bound = fd >= 0 && bind(fd, (struct sockaddr *)&address, sizeof address) == 0;
+        int saved = errno;
+        if (fd >= 0) close(fd);
+        errno = saved;
+        return refused_or(res, bound, "bound");
     } else if (is(id, "connect")) {
         struct sockaddr_in address = loopback_port(req);
         int fd = socket(AF_INET, SOCK_STREAM, 0);
