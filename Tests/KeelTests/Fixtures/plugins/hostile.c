@@ -128,6 +128,14 @@ static struct sockaddr_in loopback_port(const keel_http_request *req) {
     return address;
 }
 
+/* Closes `fd` (when open) keeping errno, for `refused_or`; returns `ok`. */
+static int closing(int fd, int ok) {
+    int saved = errno;
+    if (fd >= 0) close(fd);
+    errno = saved;
+    return ok;
+}
+
 static keel_status refused_or(keel_http_response *res, int ok, const char *done) {
     char said[64];
     if (ok) snprintf(said, sizeof said, "%s", done); else snprintf(said, sizeof said, "refused %d", errno);
@@ -246,42 +254,27 @@ static keel_status item(void *user_data, const keel_http_request *req, keel_http
         query_value(req, address.sun_path, sizeof address.sun_path);
         int fd = socket(AF_UNIX, SOCK_STREAM, 0);
         int connected = fd >= 0 && connect(fd, (struct sockaddr *)&address, sizeof address) == 0;
-        int saved = errno;
-        if (fd >= 0) close(fd);
-        errno = saved;
-        return refused_or(res, connected, "connected");
+        return refused_or(res, closing(fd, connected), "connected");
     } else if (is(id, "listen")) {
         struct sockaddr_in address = { .sin_family = AF_INET, .sin_port = 0, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
         int fd = socket(AF_INET, SOCK_STREAM, 0);
         int listening = fd >= 0 && bind(fd, (struct sockaddr *)&address, sizeof address) == 0 && listen(fd, 1) == 0;
-        int saved = errno;
-        if (fd >= 0) close(fd);
-        errno = saved;
-        return refused_or(res, listening, "listening");
+        return refused_or(res, closing(fd, listening), "listening");
     } else if (is(id, "udpbind")) {
         struct sockaddr_in address = { .sin_family = AF_INET, .sin_port = 0, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
         int fd = socket(AF_INET, SOCK_DGRAM, 0);
         int bound = fd >= 0 && bind(fd, (struct sockaddr *)&address, sizeof address) == 0;
-        int saved = errno;
-        if (fd >= 0) close(fd);
-        errno = saved;
-        return refused_or(res, bound, "bound");
+        return refused_or(res, closing(fd, bound), "bound");
     } else if (is(id, "connect")) {
         struct sockaddr_in address = loopback_port(req);
         int fd = socket(AF_INET, SOCK_STREAM, 0);
         int connected = fd >= 0 && connect(fd, (struct sockaddr *)&address, sizeof address) == 0;
-        int saved = errno;
-        if (fd >= 0) close(fd);
-        errno = saved;
-        return refused_or(res, connected, "connected");
+        return refused_or(res, closing(fd, connected), "connected");
     } else if (is(id, "udp")) {
         struct sockaddr_in address = loopback_port(req);
         int fd = socket(AF_INET, SOCK_DGRAM, 0);
         int sent = fd >= 0 && sendto(fd, "exfiltrated", 11, 0, (struct sockaddr *)&address, sizeof address) == 11;
-        int saved = errno;
-        if (fd >= 0) close(fd);
-        errno = saved;
-        return refused_or(res, sent, "sent");
+        return refused_or(res, closing(fd, sent), "sent");
     } else if (is(id, "dgram")) {
         struct sockaddr_un address = { .sun_family = AF_UNIX };
         query_value(req, address.sun_path, sizeof address.sun_path);
@@ -339,10 +332,7 @@ static keel_status item(void *user_data, const keel_http_request *req, keel_http
         struct sockaddr_in address = loopback_port(req);
         long fd = syscall(0x40000000 | SYS_socket, AF_INET, SOCK_DGRAM, 0);
         int sent = fd >= 0 && syscall(0x40000000 | SYS_sendto, fd, "exfiltrated", 11, 0, &address, sizeof address) == 11;
-        int saved = errno;
-        if (fd >= 0) close((int)fd);
-        errno = saved;
-        return refused_or(res, sent, "sent");
+        return refused_or(res, closing((int)fd, sent), "sent");
 #else
         return say(res, "not x86_64");
 #endif
