@@ -7,7 +7,7 @@ import Glibc
 public enum Confinement {
     /// Confines this process (`keel_confine_worker`): from now on it, and what it starts, holds no capability, may
     /// signal only itself and its own process group, cannot trace or read another process's memory, change a file's
-    /// metadata, open a Unix socket (socket pairs aside), use io_uring or type into a terminal; without `network`
+    /// metadata, open a Unix socket (stream socket pairs aside), use io_uring or type into a terminal; without `network`
     /// it opens no socket at all (no TCP or UDP, IPv4 or IPv6). Call before loading plugin code.
     /// Returns nil, or the reason it could not (an architecture or kernel without seccomp filters).
     public static func confineWorker(network: Bool) -> String? {

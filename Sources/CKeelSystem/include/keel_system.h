@@ -32,7 +32,7 @@ size_t keel_gzip(const uint8_t *in, size_t len, uint8_t *out, size_t cap);
  * (kill, tgkill, rt_sigqueueinfo, rt_tgsigqueueinfo, pidfd_open, fcntl F_SETOWN) only itself, its own process group
  * or group 0; ptrace, process_vm_readv/writev, tkill, F_SETOWN_EX and the FIOSETOWN/SIOCSPGRP ioctls are refused with
  * EPERM, pidfd_send_signal with ENOSYS (its pidfd may be an open /proc/<pid>); so are (EPERM) changes of a file's
- * mode, owner, times and extended attributes, socket(AF_UNIX) (socketpair is allowed), every other socket() unless
+ * mode, owner, times and extended attributes, socket(AF_UNIX) and a datagram socketpair (a stream or seqpacket Unix pair is allowed), every other socket() unless
  * `network` is non-zero, and the TIOCSTI/TIOCLINUX ioctls, and io_uring_setup (ENOSYS); another architecture's
  * system calls kill it. Applies to every thread of the
  * process (TSYNC). Drops every capability (bounding set included) and sets no_new_privs. Inherited by
