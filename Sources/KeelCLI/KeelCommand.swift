@@ -25,6 +25,12 @@ struct KeelCommand: AsyncParsableCommand {
     /// style: `keel: error: ...` on stderr, exit 64 with the usage for bad usage, exit 1 for a failed operation.
     static func main() async {
         let arguments = GlobalArguments.normalize(Array(CommandLine.arguments.dropFirst()))
+        // Copied: a secret on the command line is blanked where other processes read it (`SecretArguments`). A worker
+        // and the validation child (plugin code) hold no token; `serve` closes itself once it starts workers.
+        let hidden = SecretArguments.hide()
+        if let first = arguments.first, !["worker", "validate-run", "serve"].contains(first) {
+            SecretArguments.closeIfHoldingToken(onCommandLine: hidden)
+        }
         var command: ParsableCommand
         do { command = try await asyncParseAsRoot(arguments) } catch { reportUsage(error) }
         do {

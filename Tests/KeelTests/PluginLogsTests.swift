@@ -61,11 +61,12 @@ struct PluginLogsTests {
         let noToken = try TestEnvironment.run(keel, ["logs", "flaky"] + at, environment: ["KEEL_ADMIN_TOKEN": ""])
         #expect(noToken.status == 1 && noToken.stderr.contains("admin token"), "\(noToken.stderr)")
 
-        // -f into a pipe (`keel logs flaky -f | grep ...`): the lines there, then a new one, arrive while it runs.
+        // -f into a pipe (`keel logs flaky -f | grep ...`): the lines there, then a new one, arrive while it runs. The
+        // token on its command line is blanked where every process (a plugin's worker too) reads it.
         let follow = Process(), out = Pipe(), followed = LockedText()
         follow.executableURL = URL(fileURLWithPath: keel)
-        follow.arguments = ["logs", "flaky", "-f"] + at
-        follow.environment = ProcessInfo.processInfo.environment.merging(["KEEL_ADMIN_TOKEN": ServerProcess.token]) { $1 }
+        follow.arguments = ["logs", "flaky", "-f", "--token", ServerProcess.token] + at
+        follow.environment = ProcessInfo.processInfo.environment.merging(["KEEL_ADMIN_TOKEN": ""]) { $1 }
         follow.standardOutput = out
         follow.standardError = FileHandle.nullDevice
         try follow.run()
@@ -80,6 +81,8 @@ struct PluginLogsTests {
             return seen() >= count
         }
         #expect(try await waitFor(2), "\(followed.value)")
+        let shown = (try? String(contentsOfFile: "/proc/\(follow.processIdentifier)/cmdline", encoding: .utf8)) ?? ""
+        #expect(shown.contains("--token") && !shown.contains(ServerProcess.token), "\(shown)")
         #expect(try await server.request("GET", "/ext/flaky/ping").status == 500)
         #expect(try await waitFor(3), "\(followed.value)")
     }
