@@ -104,7 +104,7 @@ final class WorkerConnection: Sendable {
         var environment = ProcessInfo.processInfo.environment.filter { !isSecret($0.key) }
         environment["SWIFT_BACKTRACE"] = "enable=no"
         environment[WorkerMain.readableVariable] = readable.joined(separator: "\n")
-        if network { environment[WorkerMain.networkVariable] = "1" } else { environment[WorkerMain.networkVariable] = nil }
+        environment[WorkerMain.networkVariable] = network ? "1" : nil
         // Its standard output and error: a pipe the host reads and logs as the plugin's (`WorkerOutput`), never
         // the host's own (a log file it could truncate, a terminal).
         guard let output = SystemFile.pipe() else {

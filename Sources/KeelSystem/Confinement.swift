@@ -17,8 +17,8 @@ public enum Confinement {
     /// Confines this thread, and every thread and process it starts afterwards, to reading and executing below
     /// `readable` and writing (not creating or removing) below `writable`, with Landlock (`keel_restrict_files`):
     /// the rest of the file system is out of reach; from Landlock ABI 4 on binding a TCP port is refused, and
-    /// connecting to one too without `network`; from ABI 6 on signals reach only its own processes. Threads that exist already are not confined: a caller that has some re-executes itself (see
-    /// `WorkerMain`). Returns the Landlock ABI version applied, or the reason it could not (a kernel without it).
+    /// connecting to one too without `network`; from ABI 6 on signals reach only its own processes. Threads that
+    /// exist already are not confined: a caller that has some re-executes itself (see `WorkerMain`). Returns the Landlock ABI version applied, or the reason it could not (a kernel without it).
     public static func restrictFiles(readable: [String], writable: [String], network: Bool) -> Result<Int, FileConfinementError> {
         func cStrings(_ paths: [String]) -> [UnsafePointer<CChar>?] { paths.map { UnsafePointer(strdup($0)) } }
         let r = cStrings(readable), w = cStrings(writable)
