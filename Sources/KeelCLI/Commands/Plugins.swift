@@ -227,12 +227,15 @@ extension KeelCommand.Plugins {
 extension KeelCommand.Plugins {
     struct Grant: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Grant capabilities a plugin asks for; authenticate and authorize need this before they work.")
+            abstract: "Grant capabilities a plugin asks for; the sensitive ones (\(Capability.allCases.filter(\.isSensitive).map(\.rawValue).joined(separator: ", "))) need this before they work.")
+
+        /// Every capability there is, and the start of a foreign prefix: for the help and shell completion.
+        static let names = Capability.allCases.map(\.rawValue) + ["route-prefix:/"]
 
         @OptionGroup var options: GlobalOptions
         @Argument(help: "The plugin id.", completion: Completion.plugins) var id: String
-        @Argument(help: "Capabilities: routes, menus, authenticate, authorize, route-prefix:/PATH.",
-                  completion: .list(["routes", "menus", "authenticate", "authorize", "route-prefix:/"])) var capabilities: [String]
+        @Argument(help: ArgumentHelp("Capabilities: \(Capability.allCases.map(\.rawValue).joined(separator: ", ")), route-prefix:/PATH."),
+                  completion: .list(Grant.names)) var capabilities: [String]
 
         func run() async throws {
             try await reporting { try await changeGrants(options, id, grant: capabilities, revoke: []) }
@@ -245,7 +248,7 @@ extension KeelCommand.Plugins {
 
         @OptionGroup var options: GlobalOptions
         @Argument(help: "The plugin id.", completion: Completion.plugins) var id: String
-        @Argument(help: "Capabilities to revoke.") var capabilities: [String]
+        @Argument(help: "Capabilities to revoke.", completion: .list(Grant.names)) var capabilities: [String]
 
         func run() async throws {
             try await reporting { try await changeGrants(options, id, grant: [], revoke: capabilities) }
