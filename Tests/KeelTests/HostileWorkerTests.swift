@@ -273,23 +273,9 @@ struct HostileWorkerTests {
     @Test("a worker opens no socket unless the operator granted it the network: no TCP connection, no UDP datagram out; granted, both work")
     func noNetworkUnlessGranted() async throws {
         // A UDP port of the test's, where an exfiltrated datagram would arrive.
-        let receiver = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
-        defer { close(receiver) }
-        var address = sockaddr_in(sin_family: sa_family_t(AF_INET), sin_port: 0, sin_addr: in_addr(s_addr: in_addr_t(0x7f00_0001).bigEndian), sin_zero: (0, 0, 0, 0, 0, 0, 0, 0))
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(receiver, $0, length) == 0 && getsockname(receiver, $0, &length) == 0 }
-        }
-        #expect(bound)
-        let udpPort = Int(UInt16(bigEndian: address.sin_port))
-        var timeout = timeval(tv_sec: 0, tv_usec: 300_000)
-        setsockopt(receiver, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        func received() -> String {
-            var buffer = [UInt8](repeating: 0, count: 64)
-            let n = recv(receiver, &buffer, buffer.count, 0)
-            return n > 0 ? String(decoding: buffer[..<n], as: UTF8.self) : ""
-        }
-
+        let receiver = WorkerNetworkTests.Receiver()
+        let udpPort = receiver.port
+        #expect(udpPort > 0)
         for (asks, granted) in [(false, false), (true, false), (true, true)] {
             let f = try stage(network: asks, granted: granted)
             let server = try ServerProcess(plugins: f.plugins, state: f.state)
@@ -298,10 +284,10 @@ struct HostileWorkerTests {
             let tcp = try await answer(server, "connect?p=\(port)"), udp = try await answer(server, "udp?p=\(udpPort)")
             if granted {
                 #expect(tcp == "connected" && udp == "sent", "\(tcp) \(udp)")
-                #expect(received() == "exfiltrated")
+                #expect(receiver.received() == "exfiltrated")
             } else {
                 #expect(tcp == "refused \(EPERM)" && udp == "refused \(EPERM)", "asks: \(asks): \(tcp) \(udp)")
-                #expect(received() == "", "a datagram left the worker")
+                #expect(receiver.received() == "", "a datagram left the worker")
             }
             // A plugin that asks for the network and was not granted it: the host's log says how to grant it.
             let said = server.errors.value.contains("network: asked for in plugin.yaml, not granted")

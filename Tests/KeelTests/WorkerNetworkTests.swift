@@ -56,7 +56,7 @@ struct WorkerNetworkTests {
     }
 
     func answer(_ server: ServerProcess, _ route: String) async throws -> String {
-        try await server.request("GET", "/ext/hostile/items/" + route).text
+        try await HostileWorkerTests().answer(server, route)
     }
 
     @Test("a worker cannot send a datagram to a Unix socket on the file system through a socket pair's end (SOCK_DGRAM or SOCK_RAW): the system log, the journal")
