@@ -12,14 +12,15 @@ extension Kernel {
     /// vanished ones `missing`, unusable ones `failed` with the reason). Active plugins keep running.
     public func rescan() { rescan(records: nil) }
 
-    /// `rescan()`, with the plugin records when the caller has just read them (nil: read them here).
+    /// `rescan()`, with the plugin records, and the plugin folder's listing and manifest cache, when the caller has
+    /// just read them (nil: read here).
     /// - Returns: true when it wrote a record (or tried to).
     @discardableResult
-    func rescan(records given: [PluginRecord]?) -> Bool {
+    func rescan(records given: [PluginRecord]?, prefetched: BundleScanner.Prefetch? = nil) -> Bool {
         let found: [Bundle]
         do {
             found = try BundleScanner().scan(configuration.pluginsDirectory, bundleFolders: configuration.bundleFolders,
-                                             cache: manifestCache, log: { log(.warn, nil, $0) })
+                                             cache: manifestCache, prefetched: prefetched, log: { log(.warn, nil, $0) })
         } catch {
             log(.error, nil, error.description)
             return false

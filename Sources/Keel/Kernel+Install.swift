@@ -93,10 +93,15 @@ extension Kernel {
     /// old bundle moved aside for an upgrade goes back when the new one never arrived. Work folders carry the pid of
     /// the process doing the work (`.installing-<id>-<pid>`, `.upgrading-<id>-<pid>`, `.previous-<folder>-<pid>`,
     /// `.uninstalling-<id>-<pid>`); those of a live process are left alone. Runs at every kernel start.
-    func recoverInterruptedChanges() {
+    /// - Parameter hidden: the hidden entries of the plugin folder when the caller listed it (nil: listed here).
+    /// - Returns: true when it changed the plugin folder.
+    @discardableResult
+    func recoverInterruptedChanges(hidden: [String]? = nil) -> Bool {
         let dir = configuration.pluginsDirectory
-        for name in Self.hiddenEntries(of: dir) {
+        var changed = false
+        for name in hidden ?? (try? BundleScanner.list(dir))?.hidden ?? [] {
             guard let work = WorkFolder(name), !work.ownerIsAlive else { continue }
+            changed = true
             let path = dir + "/" + name
             if work.kind != .previous {
                 try? FileManager.default.removeItem(atPath: path)
@@ -107,22 +112,7 @@ extension Kernel {
                 log(.warn, nil, "an upgrade was interrupted: the previous version is back in \"\(work.subject)\"")
             }
         }
-    }
-
-    /// The names in `directory` that start with a dot (work folders are hidden), by one listing that makes no string
-    /// of the others (a start with a thousand bundles lists the folder twice); none when it cannot be listed.
-    static func hiddenEntries(of directory: String) -> [String] {
-        guard let dir = opendir(directory) else { return [] }
-        defer { closedir(dir) }
-        var names: [String] = []
-        while let entry = readdir(dir) {
-            withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                guard raw.first == UInt8(ascii: ".") else { return }
-                let name = String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-                if name != ".", name != ".." { names.append(name) }
-            }
-        }
-        return names
+        return changed
     }
 
     /// The one bundle of installed plugin `id`: found by scanning the plugin folder and matched by the id its manifest
@@ -238,8 +228,9 @@ extension Kernel {
     /// declares the plugin's id (a folder since reused by another plugin is left alone).
     /// - Returns: the plugin records it read when it changed none of them (start-up's discovery goes on with them);
     ///   nil when it forgot one or could not read them.
-    func finishUninstalls() -> [PluginRecord]? {
-        guard let records = try? state.plugins() else { return nil }
+    /// - Parameter given: the records when the caller read them (nil: read here).
+    func finishUninstalls(_ given: [PluginRecord]? = nil) -> [PluginRecord]? {
+        guard let records = given ?? (try? state.plugins()) else { return nil }
         let unfinished = records.filter { $0.status == .uninstalling }
         for record in unfinished {
             let folder = record.bundlePath, name = (folder as NSString).lastPathComponent

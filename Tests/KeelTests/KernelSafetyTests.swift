@@ -46,11 +46,7 @@ extension KernelTests {
     @Test("start-up recovery removes work folders of dead processes only, and puts an interrupted upgrade back")
     func recoveryLeavesLiveWork() async throws {
         let f = KernelFixture()
-        let exited = Process()
-        exited.executableURL = URL(fileURLWithPath: "/bin/true")
-        try exited.run()
-        exited.waitUntilExit()
-        let dead = exited.processIdentifier, live = getpid()
+        let dead = try Self.deadProcessID(), live = getpid()
         let names = [".installing-a-\(live)", ".installing-a-\(dead)", ".upgrading-b-\(live)", ".upgrading-b-\(dead)",
                      ".uninstalling-c-\(dead)", ".previous-d-folder-\(live)", ".previous-e-folder-\(dead)"]
         for name in names { try FileManager.default.createDirectory(atPath: f.plugins + "/" + name, withIntermediateDirectories: true) }
@@ -59,5 +55,28 @@ extension KernelTests {
         let left = try FileManager.default.contentsOfDirectory(atPath: f.plugins).sorted()
         #expect(left == [".installing-a-\(live)", ".previous-d-folder-\(live)", ".upgrading-b-\(live)", "e-folder"], "\(left)")
         await kernel.shutdown()
+    }
+
+    @Test("a bundle put back from an interrupted upgrade is found by the same start, not the next")
+    func recoveredBundleFoundAtOnce() async throws {
+        let f = KernelFixture()
+        // Start-up reads the folder's listing ahead, beside the records: the put-back must not be missed by it.
+        let previous = f.plugins + "/.previous-app-\(try Self.deadProcessID())"
+        try FileManager.default.createDirectory(atPath: previous, withIntermediateDirectories: true)
+        try "id: app\nname: App\nversion: 1.0.0\nabi: \"1.0\"\n".write(toFile: previous + "/plugin.yaml", atomically: true, encoding: .utf8)
+        let kernel = try f.kernel()
+        await kernel.start()
+        #expect(FileManager.default.fileExists(atPath: f.plugins + "/app/plugin.yaml"))
+        #expect(try await kernel.plugins().map(\.id) == ["app"])
+        await kernel.shutdown()
+    }
+
+    /// The id of a process that has ended (the owner of a work folder left by a crash).
+    static func deadProcessID() throws -> pid_t {
+        let exited = Process()
+        exited.executableURL = URL(fileURLWithPath: "/bin/true")
+        try exited.run()
+        exited.waitUntilExit()
+        return exited.processIdentifier
     }
 }
