@@ -65,6 +65,17 @@ final class PageSessions: Sendable {
         "\(Self.cookieName)=\(ticket); Path=/ext/\(pluginID); Max-Age=\(lifetime.components.seconds); HttpOnly; SameSite=Strict"
     }
 
+    /// True when a `Set-Cookie` value would set the page-session cookie: its name (before the first `=`) is
+    /// `keel_page`, in any case, once the spaces, tabs and control characters around it are gone, as browsers trim them
+    /// and as `HTTPField` drops a leading one. Such a header from a plugin or a proxied app is dropped.
+    static func setsPageCookie(_ value: String) -> Bool {
+        let blank = { (c: Character) in c.unicodeScalars.allSatisfy { $0.value <= 0x20 || $0.value == 0x7f } }
+        guard let equals = value.firstIndex(of: "="), !value[..<equals].contains(";") else { return false }
+        var name = value[..<equals].drop(while: blank)
+        while let last = name.last, blank(last) { name = name.dropLast() }
+        return name.lowercased() == cookieName
+    }
+
     /// The `keel_page` values in a `Cookie` header, and the header without them (nil when nothing else is left).
     static func split(cookieHeader: String) -> (tickets: [String], rest: String?) {
         guard cookieHeader.contains(cookieName) else { return ([], cookieHeader) }

@@ -34,7 +34,7 @@ struct PluginDispatcher: Sendable {
                 throw APIError(.badRequest, "bad-websocket-handshake", "a WebSocket handshake must be the first request on its connection")
             }
             return try await proxy.respond(to: request, pluginID: proxied.pluginID, proxy: proxied.proxy, rest: proxied.rest,
-                                           loop: context.channel?.eventLoop)
+                                           peer: context.channel?.remoteAddress?.ipAddress, loop: context.channel?.eventLoop)
         }
         // Metrics per route pattern (never the raw path); the status of an error answer counts too.
         guard let measured = gatekeeper.metrics?.route(plugin: match.pluginID, method: match.route.method,
@@ -237,6 +237,10 @@ struct PluginDispatcher: Sendable {
                                      requestID: requestID))
             throw APIError(.internalServerError, "plugin-error", "the plugin failed to handle the request")
         case let .success(response):
+            // The framing is the host's: a status that has no body (1xx, 204, 304) is sent without one, any other with
+            // its body's own length, never the plugin's (bytes past the length the client reads would be read as the
+            // answer to the connection's next request). An answer to HEAD may give the length a GET would have.
+            let bodiless = response.status < 200 || response.status == 204 || response.status == 304
             // Gathered in an array and added to the fields in one call (each `HTTPFields.append` is a generic call
             // of its own), with the body's length when the plugin gave none (what `Response.init` would add through
             // the fields' subscript, at several times the cost).
@@ -246,8 +250,11 @@ struct PluginDispatcher: Sendable {
             for h in response.headers {
                 guard let name = HTTPField.Name(h.name), name != .xContentTypeOptions, name != Gatekeeper.requestIDHeader else { continue }
                 // The page-session cookie is the host's: a plugin may not plant or overwrite it.
-                if name == .setCookie, h.value.drop(while: { $0 == " " }).hasPrefix(PageSessions.cookieName + "=") { continue }
-                if name == .contentLength { hasLength = true }
+                if name == .setCookie, PageSessions.setsPageCookie(h.value) { continue }
+                if name == .contentLength {
+                    guard method == "HEAD" else { continue }
+                    hasLength = true
+                }
                 fields.append(HTTPField(name: name, value: h.value))
             }
             // Plugin content runs in an opaque origin wherever it is opened (in the console's frame or on its own),
@@ -256,12 +263,12 @@ struct PluginDispatcher: Sendable {
             fields.append(Self.sandboxField)
             fields.append(Self.nosniffField)
             fields.append(HTTPField(name: Gatekeeper.requestIDHeader, value: requestID))
-            if !hasLength { fields.append(HTTPField(name: .contentLength, value: String(response.body.count))) }
+            if !hasLength && !bodiless { fields.append(HTTPField(name: .contentLength, value: String(response.body.count))) }
             var headers = HTTPFields()
             headers.reserveCapacity(fields.count)
             headers.append(contentsOf: fields)
             return Response(status: .init(code: response.status), headers: headers,
-                            body: ResponseBody(byteBuffer: ByteBuffer(bytes: response.body)))
+                            body: ResponseBody(byteBuffer: bodiless ? ByteBuffer() : ByteBuffer(bytes: response.body)))
         case let .failure(error) where error.status == StatusCode.unavailable:
             return nil
         case let .failure(error) where error.status == StatusCode.workerCrashed:

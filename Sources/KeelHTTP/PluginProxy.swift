@@ -17,8 +17,9 @@ import Synchronization
 /// - What the upstream sees: the method, the path below the prefix (canonical, re-encoded segment by segment, under
 ///   the upstream's own base path), the query,
 ///   the body (streamed), and the client's headers as plugins see them (the admin token and the console's page cookie
-///   removed), without hop-by-hop headers and without any `X-Keel-*` header the client sent; then the host's identity
-///   headers, signed.
+///   removed), without hop-by-hop headers, without any `X-Keel-*` header the client sent and without the forwarding
+///   headers a client could forge (`Forwarded`, `X-Forwarded-*`, `X-Real-IP`); then `X-Forwarded-For` with the
+///   client's address and the host's identity headers, signed.
 /// - Connections to upstreams are pooled and kept alive (`UpstreamPool` for http, AsyncHTTPClient for https);
 ///   redirects are passed back, not followed.
 /// - An upstream that refuses or drops the connection: 502 `upstream-unavailable`; one that sends no response head
@@ -107,15 +108,19 @@ final class PluginProxy: Sendable {
     }
 
     /// The headers for the upstream: the client's headers as plugins see them (host credentials removed), less
-    /// hop-by-hop headers and every `X-Keel-*` header the client sent; then `Host` and the signed identity.
+    /// hop-by-hop headers, every `X-Keel-*` header the client sent and the forwarding headers an app behind a proxy
+    /// trusts (`Forwarded`, `X-Forwarded-*`, `X-Real-IP`: a client could claim any address, host or scheme with them);
+    /// then `Host`, `X-Forwarded-For` with `peer` (the client's address, when known) and the signed identity.
     /// - Throws: `APIError` 503 `proxy-key-unavailable` when the host's secret cannot be read (see `signer`).
     func upstreamHeaders(_ caller: Gatekeeper.Caller, pluginID: String, proxy: ProxyDeclaration, method: String,
-                         target: String) throws(APIError) -> [(String, String)] {
+                         target: String, peer: String?) throws(APIError) -> [(String, String)] {
         var headers: [(String, String)] = []
-        for (name, value) in caller.seen.headers where !Self.hopByHop.contains(name) && !name.hasPrefix("x-keel-") {
+        for (name, value) in caller.seen.headers where !Self.hopByHop.contains(name) && !name.hasPrefix("x-keel-")
+            && !name.hasPrefix("x-forwarded-") && name != "forwarded" && name != "x-real-ip" {
             headers.append((name, value))
         }
         headers.append(("host", proxy.port == 80 || proxy.port == 443 ? proxy.hostPart : "\(proxy.hostPart):\(proxy.port)"))
+        if let peer { headers.append(("x-forwarded-for", peer)) }
         headers += ProxyIdentity.headers(caller.principal, method: method, target: target, signer: try signer(pluginID))
         return headers
     }
@@ -136,14 +141,16 @@ final class PluginProxy: Sendable {
         return signer
     }
 
-    /// Proxies `request`. `loop`: the client connection's event loop; the upstream exchange runs on it.
-    func respond(to request: Request, pluginID: String, proxy: ProxyDeclaration, rest: String,
+    /// Proxies `request`. `peer`: the client's address (`X-Forwarded-For`); `loop`: the client connection's event
+    /// loop, where the upstream exchange runs.
+    func respond(to request: Request, pluginID: String, proxy: ProxyDeclaration, rest: String, peer: String?,
                  loop: (any EventLoop)?) async throws -> Response {
         let caller = try await admit(request, pluginID: pluginID)
         if let length = request.headers[.contentLength].flatMap(Int.init), length > maxBodySize { throw APIError.tooLarge(maxBodySize) }
 
         let target = target(proxy, rest: rest, query: request.uri.query)
-        let identity = try upstreamHeaders(caller, pluginID: pluginID, proxy: proxy, method: request.method.rawValue, target: target)
+        let identity = try upstreamHeaders(caller, pluginID: pluginID, proxy: proxy, method: request.method.rawValue, target: target,
+                                       peer: peer)
         let bodyless = request.headers[.contentLength] == nil && request.headers[.transferEncoding] == nil
         let length = request.headers[.contentLength].flatMap(Int64.init)
         let body = bodyless ? nil : LimitedBody(base: request.body, limit: maxBodySize)
@@ -217,7 +224,7 @@ final class PluginProxy: Sendable {
             guard !Self.hopByHop.contains(lower) || lower == "content-length", let field = HTTPField.Name(lower),
                   field != .xContentTypeOptions else { continue }
             // The console's page cookie is the host's: an upstream may not plant or overwrite it.
-            if field == .setCookie, value.drop(while: { $0 == " " }).hasPrefix(PageSessions.cookieName + "=") { continue }
+            if field == .setCookie, PageSessions.setsPageCookie(value) { continue }
             headers.append(HTTPField(name: field, value: value))
         }
         headers.append(PluginDispatcher.sandboxField)

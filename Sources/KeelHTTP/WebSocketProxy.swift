@@ -103,7 +103,8 @@ final class WebSocketProxy: Sendable {
         let target = proxy.target(proxied.proxy, rest: proxied.rest, query: request.uri.query)
         var headers = HTTPFields()
         let identity: [(String, String)]
-        do { identity = try proxy.upstreamHeaders(caller, pluginID: proxied.pluginID, proxy: proxied.proxy, method: "GET", target: target) } catch {
+        do { identity = try proxy.upstreamHeaders(caller, pluginID: proxied.pluginID, proxy: proxied.proxy, method: "GET", target: target,
+                                                         peer: channel.remoteAddress?.ipAddress) } catch {
             return refuse(error)
         }
         for (name, value) in identity

@@ -67,13 +67,19 @@ struct ProxyTests {
         defer { server.stop() }
 
         var reply = try await server.request("GET", "/ext/web/app/hello/there?x=1&y=%C3%A9", admin: true,
-                                             headers: ["X-Keel-User": "mallory", "X-Keel-Roles": "admin", "X-Other": "kept"])
+                                             headers: ["X-Keel-User": "mallory", "X-Keel-Roles": "admin", "X-Other": "kept",
+                                                       "X-Forwarded-For": "10.0.0.1", "X-Forwarded-Host": "evil.example",
+                                                       "X-Forwarded-Proto": "https", "Forwarded": "for=10.0.0.1", "X-Real-IP": "10.0.0.1"])
         #expect(reply.status == 200, "\(reply.text)")
         let seen = try #require(reply.json as? [String: Any])
         let headers = try #require(seen["headers"] as? [String: String])
         #expect(seen["path"] as? String == "/base/hello/there?x=1&y=%C3%A9")
         #expect(headers["x-keel-user"] == "admin" && headers["x-keel-roles"] == "admin" && headers["x-keel-tenant"] == "default")
         #expect(headers["x-other"] == "kept")
+        // An app behind a loopback proxy trusts what its proxy forwards: the client cannot claim an address, host or
+        // scheme; the host says which address the request came from.
+        #expect(headers["x-forwarded-for"] == "127.0.0.1" && headers["x-forwarded-host"] == nil && headers["x-forwarded-proto"] == nil
+                && headers["forwarded"] == nil && headers["x-real-ip"] == nil, "\(headers)")
         #expect(headers["authorization"] == nil, "the admin token never reaches the app")
         #expect(headers["host"] == "127.0.0.1:\(upstream.port)")
         // The signature verifies with the key the operator hands the app.

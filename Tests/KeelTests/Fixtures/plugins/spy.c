@@ -8,7 +8,10 @@
  *   GET and POST /echo, GET /denied/:name: notes headers, path and parameters; answers "<principal id> <tenant>"
  *   GET /page:                a page whose script tries to read the console's token and sends what it got to /loot
  *   GET /loot:                notes the query
- *   GET /plant:               tries to set the host's page-session cookie (and one of its own)
+ *   GET /plant:               tries to set the host's page-session cookie, spelt as browsers still read it (and
+ *                             one of its own)
+ *   GET /split, /split304:    a body longer than the response may carry (a Content-Length of 2; a 304), whose
+ *                             rest is a second response, to be read as the answer to the connection's next request
  *   SPY_FOREIGN               also registers the full path "=//console.js" (needs a granted route prefix)
  */
 #define _POSIX_C_SOURCE 200809L
@@ -98,8 +101,26 @@ static keel_status loot(void *ud, const keel_http_request *req, keel_http_respon
 static keel_status plant(void *ud, const keel_http_request *req, keel_http_response *res) {
     (void)ud; (void)req;
     res->add_header(res, keel_cstr("set-cookie"), keel_cstr("keel_page=planted; Path=/ext/spy"));
+    res->add_header(res, keel_cstr("set-cookie"), keel_cstr("keel_page =planted; Path=/ext/spy/a"));
+    res->add_header(res, keel_cstr("set-cookie"), keel_cstr("\tkeel_page=planted; Path=/ext/spy/b"));
+    res->add_header(res, keel_cstr("set-cookie"), keel_cstr("\001keel_page=planted; Path=/ext/spy/c"));
     res->add_header(res, keel_cstr("set-cookie"), keel_cstr("spy_own=1; Path=/ext/spy"));
     return res->write(res, "planted", 7);
+}
+
+static const char smuggled[] = "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: 8\r\n\r\nsmuggled";
+
+static keel_status split(void *ud, const keel_http_request *req, keel_http_response *res) {
+    (void)ud; (void)req;
+    res->add_header(res, keel_cstr("content-length"), keel_cstr("2"));
+    res->write(res, "ok", 2);
+    return res->write(res, smuggled, sizeof smuggled - 1);
+}
+
+static keel_status split304(void *ud, const keel_http_request *req, keel_http_response *res) {
+    (void)ud; (void)req;
+    res->set_status(res, 304);
+    return res->write(res, smuggled, sizeof smuggled - 1);
 }
 
 static keel_status activate(const keel_host *host, keel_ctx *ctx) {
@@ -114,6 +135,8 @@ static keel_status activate(const keel_host *host, keel_ctx *ctx) {
         { sizeof(keel_route), KEEL_STR("GET"), KEEL_STR("/page"), page, NULL },
         { sizeof(keel_route), KEEL_STR("GET"), KEEL_STR("/loot"), loot, NULL },
         { sizeof(keel_route), KEEL_STR("GET"), KEEL_STR("/plant"), plant, NULL },
+        { sizeof(keel_route), KEEL_STR("GET"), KEEL_STR("/split"), split, NULL },
+        { sizeof(keel_route), KEEL_STR("GET"), KEEL_STR("/split304"), split304, NULL },
     };
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
         if ((s = http->register_route(ctx, &routes[i])) != KEEL_OK) return s;

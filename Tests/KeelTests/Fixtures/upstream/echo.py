@@ -62,6 +62,7 @@ class Echo(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Set-Cookie", "keel_page=planted; Path=/")
+        self.send_header("Set-Cookie", "keel_page =planted; Path=/ext")
         self.end_headers()
         self.wfile.write(data)
 
