@@ -109,6 +109,15 @@ struct SecurityTests {
         #expect(answers.map(\.status) == [200, 304, 200], "\(answers)")
         #expect(answers.first?.body.hasPrefix("okHTTP/1.1") == true, "the whole body, with its true length")
         #expect(answers.last?.body.contains("\"status\":\"ok\"") == true, "the host's own answer came third: \(answers)")
+        // HEAD reaches the GET handler: its answer carries no body at all, whatever length it declares.
+        let head = try RawHTTP.connect(port: server.port)
+        defer { close(head) }
+        RawHTTP.send(head, "HEAD /ext/spy/split HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        RawHTTP.send(head, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        let text = RawHTTP.readAll(head)
+        let afterHead = text.range(of: "\r\n\r\n").map { String(text[$0.upperBound...]) } ?? ""
+        #expect(text.hasPrefix("HTTP/1.1 200") && afterHead.hasPrefix("HTTP/1.1 200"), "no body after HEAD's head: \(text)")
+        #expect(afterHead.contains("\"status\":\"ok\""), "the host's own answer came second: \(text)")
     }
 
     /// The answers in `bytes`, read as a client reads a kept-alive connection: each head, then as many body bytes as
