@@ -41,6 +41,9 @@ enum ELFHeader {
         defer { close(fd) }
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw LoadError(.fileUnreadable, path: path, reason: "cannot be read") }
+        if st.st_mode & S_IFMT == S_IFDIR {
+            throw LoadError(.notSharedObject, path: path, reason: "a folder, not a shared library file")
+        }
         var header = [UInt8](repeating: 0, count: 64)
         let got = header.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 64, 0) }
         try check(prefix: header.prefix(max(got, 0)), fileSize: Int(st.st_size), path: path)

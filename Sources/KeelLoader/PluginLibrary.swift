@@ -183,6 +183,11 @@ public final class PluginLibrary: @unchecked Sendable {
             return LoadError(.dlopenFailed, path: path, pluginID: pluginID,
                              reason: "undefined symbol \(message[range.upperBound...]): a function it calls is in no library it links")
         }
+        if message.contains("cannot dynamically load position-independent executable") {
+            // A PIE is ELF type ET_DYN like a library, so only the loader tells them apart: `cc x.c -o libx.so`.
+            return LoadError(.notSharedObject, path: path, pluginID: pluginID,
+                             reason: "an executable, not a shared library: link it with -shared -fPIC")
+        }
         return LoadError(.dlopenFailed, path: path, pluginID: pluginID, reason: "dynamic loader: \(message)")
     }
 

@@ -70,6 +70,13 @@ struct LoaderTests {
         try TestEnvironment.run("/usr/bin/env", ["cc", "-no-pie", dir + "/x.c", "-o", dir + "/x.bin"])
         #expect(loadError(dir + "/x.o")?.description.contains("a relocatable object (.o), not a shared library") == true)
         #expect(loadError(dir + "/x.bin")?.description.contains("an executable, not a shared library") == true)
+        // `cc x.c -o libx.so` (no -shared) makes a position-independent executable, which dlopen refuses in its words.
+        try TestEnvironment.run("/usr/bin/env", ["cc", "-pie", "-fPIE", dir + "/x.c", "-o", dir + "/libpie.so"])
+        #expect(loadError(dir + "/libpie.so")?.description == "\(dir)/libpie.so: an executable, not a shared library: link it with -shared -fPIC")
+        #expect(loadError(dir + "/libpie.so")?.code == .notSharedObject)
+        // A folder named like the library (mkdir in the wrong place) is not a file without ELF magic.
+        try FileManager.default.createDirectory(atPath: dir + "/libdir.so", withIntermediateDirectories: false)
+        #expect(loadError(dir + "/libdir.so")?.description == "\(dir)/libdir.so: a folder, not a shared library file")
     }
 
     @Test("a missing dependency library is named")
