@@ -32,7 +32,13 @@ struct KeelCommand: AsyncParsableCommand {
             SecretArguments.closeIfHoldingToken(onCommandLine: hidden)
         }
         var command: ParsableCommand
-        do { command = try await asyncParseAsRoot(arguments) } catch { reportUsage(error) }
+        do { command = try await asyncParseAsRoot(arguments) } catch {
+            if let unknown = UnknownCommand.message(for: arguments) {
+                FileHandle.standardError.write(Data("keel: error: \(unknown)\n".utf8))
+                Foundation.exit(ExitCode.validationFailure.rawValue)
+            }
+            reportUsage(error)
+        }
         do {
             if var asyncCommand = command as? AsyncParsableCommand { try await asyncCommand.run() } else { try command.run() }
         } catch let code as ExitCode {

@@ -126,6 +126,15 @@ struct FirstContactTests {
         #expect(unknown.status == 64)
         #expect(unknown.stderr.hasPrefix("keel: error: "), "\(unknown.stderr)")
         #expect(!unknown.stderr.contains("\nError:") && !unknown.stderr.hasPrefix("Error:"))
+        // A mistyped command word is named as the mistake, with the nearest command or the list of them.
+        let singular = try run(["plugin", "list"])
+        #expect(singular.status == 64)
+        #expect(singular.stderr.hasPrefix("keel: error: \"keel plugin\" is not a command; did you mean \"keel plugins\"?\n"), "\(singular.stderr)")
+        let info = try run(["plugins", "info", "counter"])
+        #expect(info.status == 64)
+        #expect(info.stderr.hasPrefix("keel: error: \"keel plugins info\" is not a command; the commands of \"keel plugins\" are: list, inspect,"), "\(info.stderr)")
+        #expect(try run(["-v", "--state", "x.db", "plugns", "list"]).stderr.hasPrefix("keel: error: \"keel plugns\" is not a command; did you mean \"keel plugins\"?"))
+        #expect(try run(["tenants", "lst"]).stderr.hasPrefix("keel: error: \"keel tenants lst\" is not a command; did you mean \"keel tenants list\"?"))
         let help = try run(["help", "plugins", "list"])
         #expect(help.status == 0 && help.stdout.contains("OVERVIEW: Show every plugin"), "\(help.stderr)")
     }

@@ -1,0 +1,61 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import ArgumentParser
+
+/// Names a mistyped subcommand (`keel plugins info`, `keel plugin list`) instead of the parser's
+/// "2 unexpected arguments: 'plugin', 'list'", which does not say that the first word is the mistake.
+enum UnknownCommand {
+    /// The message (one line, then where help is) for `arguments` (already normalized: the subcommand path first) when a word where a
+    /// subcommand belongs names none, with the closest name when one is near and the valid ones otherwise; nil when
+    /// the arguments fail for another reason. Pure; called on the main thread after a failed parse.
+    static func message(for arguments: [String]) -> String? {
+        var command: ParsableCommand.Type = KeelCommand.self
+        var path = ["keel"]
+        var skipValue = false
+        for word in arguments {
+            // Global options stay in front when the subcommand path is not recognised: `keel -v plugns list`.
+            if skipValue { skipValue = false; continue }
+            if word == "--plugins" || word == "--state" { skipValue = true; continue }
+            if word == "-v" || word == "--verbose" || word.hasPrefix("--plugins=") || word.hasPrefix("--state=") { continue }
+            let subcommands = command.configuration.subcommands
+            if let sub = subcommands.first(where: { $0._commandName == word }) {
+                command = sub
+                path.append(word)
+                continue
+            }
+            guard !subcommands.isEmpty, command.configuration.defaultSubcommand == nil, !word.hasPrefix("-") else { return nil }
+            let names = subcommands.filter { $0.configuration.shouldDisplay }.map { $0._commandName }
+            let here = path.joined(separator: " ")
+            let see = "\n  See '\(here) --help' for more information."
+            if let near = closest(to: word, in: names) {
+                return "\"\(here) \(word)\" is not a command; did you mean \"\(here) \(near)\"?" + see
+            }
+            return "\"\(here) \(word)\" is not a command; the commands of \"\(here)\" are: \(names.joined(separator: ", "))" + see
+        }
+        return nil
+    }
+
+    /// The name that `word` is a prefix of or extends (`plugin`, `pluginss`), or at most 2 edits from.
+    static func closest(to word: String, in names: [String]) -> String? {
+        let w = word.lowercased()
+        if let prefix = names.first(where: { $0.hasPrefix(w) || w.hasPrefix($0) }), w.count >= 3 { return prefix }
+        let scored = names.map { ($0, distance(w, $0)) }.filter { $0.1 <= 2 && $0.1 < w.count }
+        return scored.min { $0.1 < $1.1 }?.0
+    }
+
+    /// Levenshtein distance.
+    static func distance(_ a: String, _ b: String) -> Int {
+        let a = Array(a), b = Array(b)
+        var row = Array(0...b.count)
+        for i in 1...max(a.count, 1) where !a.isEmpty {
+            var previous = row[0]
+            row[0] = i
+            for j in stride(from: 1, through: b.count, by: 1) {
+                let old = row[j]
+                row[j] = min(row[j] + 1, row[j - 1] + 1, previous + (a[i - 1] == b[j - 1] ? 0 : 1))
+                previous = old
+            }
+        }
+        return a.isEmpty ? b.count : row[b.count]
+    }
+}
