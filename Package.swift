@@ -7,6 +7,8 @@ let package = Package(
     name: "Keel",
     products: [
         .library(name: "Keel", targets: ["Keel"]),
+        // The HTTP server for an embedder (README, "Embedding the kernel": `KeelServer`).
+        .library(name: "KeelHTTP", targets: ["KeelHTTP"]),
         .library(name: "KeelPluginKit", targets: ["KeelPluginKit"]),
         .executable(name: "keel", targets: ["KeelCLI"]),
         .executable(name: "keel-bench", targets: ["KeelBench"]),

@@ -57,6 +57,22 @@ struct ReadmeRepositoryTests {
         return (process.terminationStatus, out.text, err.text)
     }
 
+    @Test("Embedding the kernel: every product the section tells an appliance to add is a library product of Package.swift")
+    func embeddingProducts() throws {
+        let readme = try String(contentsOfFile: TestEnvironment.repository.path + "/README.md", encoding: .utf8)
+        let start = try #require(readme.range(of: "\n## Embedding the kernel"))
+        let rest = readme[start.upperBound...]
+        let section = String(rest[..<(rest.range(of: "\n## ")?.lowerBound ?? rest.endIndex)])
+        let package = try String(contentsOfFile: TestEnvironment.repository.path + "/Package.swift", encoding: .utf8)
+        // "The `Keel` library product", "add the `KeelHTTP` product", `.product(name: "Keel", ...)`.
+        let named = section.matches(of: /`(\w+)`( library)? product/).map { String($0.output.1) }
+            + section.matches(of: /\.product\(name: "(\w+)"/).map { String($0.output.1) }
+        #expect(Set(named).isSuperset(of: ["Keel", "KeelHTTP"]), "\(named)")
+        for name in Set(named) {
+            #expect(package.contains(".library(name: \"\(name)\""), "README names product \(name), which Package.swift does not offer")
+        }
+    }
+
     @Test("Repositories: publish the examples signed, install them into a second host, uninstall")
     func repositories() throws {
         let dir = try Self.checkout()
