@@ -170,9 +170,10 @@ struct AdminAPI {
         admin.get("catalog") { request, _ -> Response in
             let word = request.uri.queryParameters.get("q")?.lowercased()
             let (offers, problems) = try await catalog.indexes()
-            let ids = Set(offers.map(\.id)).sorted()
-            let items = ids.compactMap { id -> CatalogItem? in
-                guard let best = try? store.resolve(id, version: nil, offers: offers) else { return nil }
+            // Grouped by id first: resolving each id against every offer is quadratic in the index's size.
+            let byID = Dictionary(grouping: offers, by: \.id)
+            let items = byID.keys.sorted().compactMap { id -> CatalogItem? in
+                guard let best = try? store.resolve(id, version: nil, offers: byID[id] ?? []) else { return nil }
                 if let word, !(id + best.entry.name + (best.entry.description ?? "")).lowercased().contains(word) { return nil }
                 return CatalogItem(id: id, version: best.entry.version, repository: best.repository.name,
                                    signed: best.entry.signature != nil, description: best.entry.description ?? best.entry.name)

@@ -10,20 +10,42 @@ import Yams
 /// boolean), `properties`, `required`, `additionalProperties: false`, `items`, `enum`, `minimum`, `maximum`.
 public enum PluginConfig {
     public static let schemaFile = "config.schema.yaml"
+    /// The largest configuration, and the largest schema, in bytes; neither may hold more values than that once its
+    /// aliases are expanded (no more than a document of that size holds without them).
+    public static let maxBytes = 1 << 20
+
+    /// `text` as Swift values (nil when empty), refused when it is over `maxBytes` or its aliases expand it past
+    /// `maxBytes` values (see `BoundedYAML`).
+    /// - Throws: `ManifestError` naming `file`.
+    static func load(_ text: String, file: String) throws(ManifestError) -> Any? {
+        guard text.utf8.count <= maxBytes else { throw ManifestError(file: file, reason: "over the 1 MiB limit") }
+        let node: Node?
+        do { node = try Yams.compose(yaml: text) } catch { throw ManifestError(file: file, reason: "not valid YAML: \(error)") }
+        guard let node else { return nil }
+        guard BoundedYAML.fits(node, maxValues: maxBytes) else {
+            throw ManifestError(file: file, reason: "more than \(maxBytes) values once its aliases are expanded")
+        }
+        return node.any
+    }
+
+    /// The schema at `schemaPath` as Swift values; nil when it cannot be read, is over `maxBytes` or expands past it.
+    static func loadSchema(_ schemaPath: String) -> [String: Any]? {
+        guard let handle = FileHandle(forReadingAtPath: schemaPath) else { return nil }
+        defer { try? handle.close() }
+        guard let data = try? handle.read(upToCount: maxBytes + 1), let text = String(validating: data, as: UTF8.self) else { return nil }
+        return (try? load(text, file: schemaPath)) as? [String: Any]
+    }
 
     /// Checks `yaml` (named `file` in errors) against the schema at `schemaPath` (nil: the bundle ships none, so any
     /// mapping is accepted) and returns it as compact JSON.
     /// - Throws: `ManifestError` naming the file, the key and the reason.
     public static func validate(yaml: String, file: String, schemaPath: String?) throws(ManifestError) -> String {
-        guard yaml.utf8.count <= 1 << 20 else { throw ManifestError(file: file, reason: "over the 1 MiB limit for a configuration") }
-        let value: Any?
-        do { value = try Yams.load(yaml: yaml) } catch { throw ManifestError(file: file, reason: "not valid YAML: \(error)") }
-        guard let object = value as? [String: Any] else {
+        guard yaml.utf8.count <= maxBytes else { throw ManifestError(file: file, reason: "over the 1 MiB limit for a configuration") }
+        guard let object = try load(yaml, file: file) as? [String: Any] else {
             throw ManifestError(file: file, reason: "a configuration must be a mapping")
         }
         if let schemaPath {
-            guard let text = try? String(contentsOfFile: schemaPath, encoding: .utf8),
-                  let schema = (try? Yams.load(yaml: text)) as? [String: Any] else {
+            guard let schema = loadSchema(schemaPath) else {
                 throw ManifestError(file: schemaPath, reason: "the plugin's configuration schema cannot be read")
             }
             try check(object, schema, path: "", file: file)
@@ -37,8 +59,7 @@ public enum PluginConfig {
     /// The schema at `schemaPath` as compact JSON (keys sorted), for a form built from it (the console's).
     /// - Throws: `ManifestError` naming the file when it cannot be read, is not YAML or not a mapping.
     public static func schemaJSON(at schemaPath: String) throws(ManifestError) -> String {
-        guard let text = try? String(contentsOfFile: schemaPath, encoding: .utf8),
-              let schema = (try? Yams.load(yaml: text)) as? [String: Any],
+        guard let schema = loadSchema(schemaPath),
               let data = try? JSONSerialization.data(withJSONObject: schema, options: [.sortedKeys]) else {
             throw ManifestError(file: schemaPath, reason: "the plugin's configuration schema cannot be read")
         }

@@ -47,14 +47,40 @@ public struct RepositoryIndex: Codable, Sendable, Hashable {
         self.plugins = plugins
     }
 
-    /// Parses an index; `file` names it in errors.
+    /// The largest index, in bytes; it may not hold more values than that once its aliases are expanded.
+    public static let maxBytes = 16 << 20
+
+    /// The part of an index read as a whole: everything but `plugins`, which is read id by id.
+    private struct Head: Decodable { var apiVersion: Int }
+
+    /// Parses an index; `file` names it in errors. Takes time in proportion to its size: aliases may not expand it
+    /// past `maxBytes` values (`BoundedYAML`), and `plugins` is read id by id (decoding the mapping as a dictionary
+    /// looks each key up from the start: quadratic, minutes for a large index).
     /// - Throws: `ManifestError` with the reason.
     public static func parse(_ data: Data, file: String) throws(ManifestError) -> RepositoryIndex {
-        guard data.count <= 16 << 20 else { throw ManifestError(file: file, reason: "index over 16 MiB") }
+        guard data.count <= maxBytes else { throw ManifestError(file: file, reason: "index over 16 MiB") }
         guard let text = String(validating: data, as: UTF8.self) else { throw ManifestError(file: file, reason: "not valid UTF-8") }
-        let index: RepositoryIndex
-        do { index = try YAMLDecoder().decode(RepositoryIndex.self, from: text) } catch {
-            throw ManifestError(file: file, reason: "malformed index: \(String(describing: error).split(separator: "\n").first ?? "")")
+        func malformed(_ error: Any) -> ManifestError {
+            ManifestError(file: file, reason: "malformed index: \(String(describing: error).split(separator: "\n").first ?? "")")
+        }
+        var index = RepositoryIndex(plugins: [:])
+        do {
+            guard let root = try Yams.compose(yaml: text) else { throw malformed("empty") }
+            guard BoundedYAML.fits(root, maxValues: maxBytes) else {
+                throw ManifestError(file: file, reason: "malformed index: more than \(maxBytes) values once its aliases are expanded")
+            }
+            index.apiVersion = try YAMLDecoder().decode(Head.self, from: root).apiVersion
+            guard case .mapping(let plugins)? = root["plugins"] else { throw malformed("\"plugins\" must be a mapping of ids") }
+            for (key, entries) in plugins {
+                guard let id = key.string, index.plugins[id] == nil else {
+                    throw ManifestError(file: file, key: "plugins.\(key.string ?? "?")", reason: "listed twice, or not a plugin id")
+                }
+                index.plugins[id] = try YAMLDecoder().decode([Entry].self, from: entries)
+            }
+        } catch let error as ManifestError {
+            throw error
+        } catch {
+            throw malformed(error)
         }
         guard index.apiVersion == 1 else { throw ManifestError(file: file, reason: "index apiVersion \(index.apiVersion) is not supported (1)") }
         for (id, entries) in index.plugins {

@@ -52,13 +52,15 @@ extension KeelCommand {
                 let store = ExtensionStore(state: try options.openState(), pluginsDirectory: options.pluginsDirectory)
                 let (offers, problems) = try await store.fetchIndexes()
                 for p in problems { FileHandle.standardError.write(Data("keel: warning: \(p)\n".utf8)) }
-                let ids = Set(offers.map(\.id)).sorted().filter { id in
+                // Grouped by id first: looking each id up among every offer is quadratic in the index's size.
+                let byID = Dictionary(grouping: offers, by: \.id)
+                let ids = byID.keys.sorted().filter { id in
                     guard let word = word?.lowercased() else { return true }
-                    return offers.contains { $0.id == id && ($0.id + $0.entry.name + ($0.entry.description ?? "")).lowercased().contains(word) }
+                    return byID[id, default: []].contains { ($0.id + $0.entry.name + ($0.entry.description ?? "")).lowercased().contains(word) }
                 }
                 if json {
                     try printJSON(ids.map { id in
-                        let best = try? store.resolve(id, version: nil, offers: offers)
+                        let best = try? store.resolve(id, version: nil, offers: byID[id] ?? [])
                         return SearchJSON(id: id, version: best?.entry.version, repository: best?.repository.name,
                                           signed: best.map { $0.entry.signature != nil }, description: best.map { $0.entry.description ?? $0.entry.name })
                     })
@@ -66,7 +68,7 @@ extension KeelCommand {
                 }
                 if ids.isEmpty { print("nothing found") }
                 for id in ids {
-                    if let best = try? store.resolve(id, version: nil, offers: offers) {
+                    if let best = try? store.resolve(id, version: nil, offers: byID[id] ?? []) {
                         print("\(id) \(best.entry.version)  [\(best.repository.name)]\(best.entry.signature == nil ? " unsigned" : "")  \(best.entry.description ?? best.entry.name)")
                     } else {
                         print("\(id)  (no version runs on this host)")
