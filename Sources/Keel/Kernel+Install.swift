@@ -255,7 +255,9 @@ struct WorkFolder {
 
     init?(_ name: String) {
         guard let kind = Kind.allCases.first(where: { name.hasPrefix(".\($0.rawValue)-") }) else { return nil }
-        let rest = name.dropFirst(kind.rawValue.count + 2)
+        var rest = name.dropFirst(kind.rawValue.count + 2)
+        // An install's or upgrade's archive lies beside its folder as `.<kind>-<id>-<pid>.download`: same owner.
+        if kind != .previous, rest.hasSuffix(ExtensionStore.downloadSuffix) { rest = rest.dropLast(ExtensionStore.downloadSuffix.count) }
         self.kind = kind
         if let dash = rest.lastIndex(of: "-"), let pid = pid_t(rest[rest.index(after: dash)...]), pid > 0 {
             subject = String(rest[..<dash])

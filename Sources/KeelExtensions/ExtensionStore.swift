@@ -229,6 +229,10 @@ public struct ExtensionStore: Sendable {
         return candidate
     }
 
+    /// What `fetchVerified` appends to the work folder's name for the archive it downloads there: start-up recovery
+    /// reads the owner's pid from what comes before it.
+    package static let downloadSuffix = ".download"
+
     /// Fetches `offer`, checks its checksum and signature, and unpacks it into the new folder `work`.
     /// The archive is streamed to a hidden file beside `work` (stopped as soon as it passes
     /// `archiveLimits.maxArchiveBytes`, hashed on the way), then unpacked entry by entry from that file.
@@ -236,7 +240,7 @@ public struct ExtensionStore: Sendable {
     ///   the index records them).
     package func fetchVerified(_ offer: Offer, into work: String, allowUnsigned: Bool) throws -> Manifest {
         let id = offer.id
-        let download = work + ".download"
+        let download = work + Self.downloadSuffix
         defer { try? FileManager.default.removeItem(atPath: download) }
         do {
             let archiveURL = Self.join(offer.indexURL, offer.entry.archive)

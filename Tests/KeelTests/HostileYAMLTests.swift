@@ -5,8 +5,9 @@ import Testing
 
 /// YAML from outside the host, crafted to cost what its size does not show: a bundle's `config.schema.yaml`, an
 /// operator's configuration and a repository's index whose aliases stand for billions of values, and an index large
-/// enough that reading it id by id from the start takes minutes.
-@Suite("hostile YAML", .serialized)
+/// enough that reading it id by id from the start takes minutes. And the work files of a live install, which start-up
+/// recovery in another process leaves alone.
+@Suite("hostile YAML and live work files", .serialized)
 struct HostileYAMLTests {
     var keel: String { TestEnvironment.binPath + "/keel" }
 
@@ -78,5 +79,19 @@ struct HostileYAMLTests {
         #expect(try keel(["repo", "add", "large", large], g).status == 0)
         let search = try keel(["search", "p29999"], g, seconds: 40)
         #expect(search.status == 0 && search.stdout.hasPrefix("p29999 1.0.0  [large]"), "\(search.status) \(search.stdout.prefix(200))")
+    }
+
+    @Test("start-up recovery in another process leaves a live install's download alone and removes a dead one's")
+    func liveDownloadSurvivesRecovery() throws {
+        let f = KernelFixture()
+        let dead = Process()
+        dead.executableURL = URL(fileURLWithPath: "/bin/true")
+        try dead.run()
+        dead.waitUntilExit()
+        let live = f.plugins + "/.installing-demo-\(getpid()).download", gone = f.plugins + "/.installing-demo-\(dead.processIdentifier).download"
+        for path in [live, gone] { try Data("partial".utf8).write(to: URL(fileURLWithPath: path)) }
+        #expect(try keel(["plugins", "list"], f).status == 0)
+        #expect(FileManager.default.fileExists(atPath: live))
+        #expect(!FileManager.default.fileExists(atPath: gone))
     }
 }
