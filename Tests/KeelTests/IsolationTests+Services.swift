@@ -115,15 +115,29 @@ extension IsolationTests {
         try await kernel.enable("forger")
         try await kernel.enable("user")
         #expect(try await kernel.plugin("forger").workerPID != nil)
-        // A buffer of 256 and of 16 bytes: the forged 1,000-byte answer fits neither.
+        // A buffer of 256 and of 16 bytes: the forged 1,000-byte answer fits neither. The second call's forged frame can
+        // be beaten by the first call's leftovers (read and dropped before the call was made): then the real answer
+        // (27 bytes, over 16) comes through as KEEL_ERR_LIMIT. Either way nothing is written past the buffer (the
+        // consumer's canary would answer 500).
+        var refused16 = false
         for cap in ["", "cap=16"] {
             let r = call(kernel, "/ext/user/sync/forge", query: cap)
-            #expect(r.status == 502 && r.text.hasPrefix("status=10 "), "\(cap): \(r)")
+            let limit = cap == "cap=16" && r.status == 502 && r.text == "status=8 len=27 engine=forger"
+            #expect((r.status == 502 && r.text.hasPrefix("status=10 ")) || limit, "\(cap): \(r)")
+            if cap == "cap=16" { refused16 = !limit }
         }
         #expect(await logged(g.f.log, "[forger]", "its worker answered 1000 bytes for a buffer of 256; refused"))
-        #expect(await logged(g.f.log, "[forger]", "its worker answered 1000 bytes for a buffer of 16; refused"))
-        // The real answers that came after the forged ones answered nothing; the worker kept serving.
-        let r = call(kernel, "/ext/user/sync/shop")
+        if refused16 { #expect(await logged(g.f.log, "[forger]", "its worker answered 1000 bytes for a buffer of 16; refused")) }
+        // The real answers that came after the forged ones answered nothing; the worker kept serving. Forged frames for
+        // call ids the host had not used yet may still be on their way (the host reads them as they come): the calls
+        // they reach get them as any answer of the worker's (a `sync` refused, an `engine` name of X's), never more
+        // bytes than their buffer holds, until the real answers come through.
+        var r = call(kernel, "/ext/user/sync/shop")
+        for _ in 0..<512 where r.text != "forger synced shop to main engine=forger" {
+            #expect((r.status == 502 && r.text.hasPrefix("status=10 len=0 engine=")) || (r.status == 200 && r.text.hasSuffix("XXXX")),
+                    "a forged answer is refused or bounded: \(r.status) \(r.text.prefix(80))")
+            r = call(kernel, "/ext/user/sync/shop")
+        }
         #expect(r.status == 200 && r.text == "forger synced shop to main engine=forger", "\(r)")
         #expect(try await kernel.plugin("forger").workerRestarts == 0)
         await kernel.shutdown()

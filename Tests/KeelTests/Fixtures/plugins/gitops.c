@@ -12,6 +12,8 @@
  *   more than any caller's buffer here; then answers as usual.
  * The consumer's buffer is followed by a canary: a host that wrote past out_cap would show as "canary=broken". */
 #include <keel/keel.h>
+#include <errno.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,7 +46,13 @@ static void forge_answers(void) {
         for (int i = 0; i < 8; i++) *p++ = (unsigned char)((uint64_t)BYTES >> (8 * i)); /* length */
         for (int i = 0; i < 4; i++) *p++ = (unsigned char)((uint32_t)BYTES >> (8 * i));
         memset(p, 'X', BYTES);
-        if (write(0, frame, SIZE) != SIZE) return;
+        /* Every byte, waiting while the host's end is full (the socket may not block). */
+        for (size_t done = 0; done < SIZE;) {
+            ssize_t n = write(0, frame + done, SIZE - done);
+            if (n > 0) { done += (size_t)n; continue; }
+            if (n < 0 && (errno == EAGAIN || errno == EINTR)) { struct pollfd w = { 0, POLLOUT, 0 }; poll(&w, 1, 1000); continue; }
+            return;
+        }
     }
 }
 #endif
