@@ -148,11 +148,7 @@ struct ByteReader {
     mutating func string() -> String? {
         guard let n = count() else { return nil }
         defer { at += n }
-        let bytes = UnsafeBufferPointer(rebasing: buffer[at..<at + n])
-        // Nearly every string of a manifest is ASCII, valid as it is: `String(decoding:)` takes those without the
-        // generic validation (whose metadata look-up cost more than the copy); anything else is validated.
-        if bytes.allSatisfy({ $0 < 0x80 }) { return String(decoding: bytes, as: UTF8.self) }
-        return String(validating: bytes, as: UTF8.self)
+        return String(validating: UnsafeBufferPointer(rebasing: buffer[at..<at + n]), as: UTF8.self)
     }
     mutating func strings() -> [String]? {
         guard let n = count() else { return nil }
