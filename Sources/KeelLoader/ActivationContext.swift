@@ -342,6 +342,9 @@ public final class ActivationContext: Sendable {
             return refuse(StatusCode.invalidArgument, "\(what): id must be 1–128 letters, digits, '.', '_' or '-'")
         }
         guard !entry.title.isEmpty else { return refuse(StatusCode.invalidArgument, "\(what): title is empty") }
+        if let problem = MenuDeclaration.linkProblem(entry.link) {
+            return refuse(StatusCode.invalidArgument, "\(what): the link \(problem)")
+        }
         return pending.withLock { p -> Int32 in
             guard p.menus.count < limits.menus else {
                 return refuse(StatusCode.limit, "\(what): over the limit of \(limits.menus) menu entries per plugin")

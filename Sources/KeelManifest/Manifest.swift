@@ -302,6 +302,26 @@ public struct MenuDeclaration: Sendable, Hashable {
         self.icon = icon
         self.permission = permission
     }
+
+    /// Why `link` cannot be a menu entry's link, or nil when it can: empty (no link), a console path (`/…`, not
+    /// `//…`), or an absolute `http://` / `https://` URL with a host; at most 2,048 bytes, no spaces or control
+    /// characters. Anything else — `javascript:`, `data:`, a relative path — would run or resolve in the console's
+    /// origin, so it is refused where it is declared (plugin.yaml) or registered (`register_menu`). [pure]
+    public static func linkProblem(_ link: String) -> String? {
+        let bytes = Array(link.utf8)
+        if bytes.isEmpty { return nil }
+        guard bytes.count <= 2048 else { return "is over 2,048 bytes" }
+        guard !bytes.contains(where: { $0 <= 0x20 || $0 == 0x7F }) else { return "contains a space or a control character" }
+        if bytes[0] == UInt8(ascii: "/") {
+            return bytes.count > 1 && bytes[1] == UInt8(ascii: "/") ? "starts with \"//\" (a console path starts with one \"/\")" : nil
+        }
+        let lower = link.lowercased()
+        for scheme in ["https://", "http://"] where lower.hasPrefix(scheme) {
+            let rest = lower.dropFirst(scheme.count)
+            return rest.isEmpty || rest.hasPrefix("/") ? "has no host" : nil
+        }
+        return "must be a console path starting with \"/\" or an http(s) URL, not \"\(link.prefix(40))\""
+    }
 }
 
 /// A permission item: `key` (the plugin id or under it, `hello.greetings`), what it is for, and its actions.

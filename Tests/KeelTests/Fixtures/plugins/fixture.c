@@ -6,7 +6,8 @@
  *   NO_ENTRY                        export no entry symbol
  *   ACTIVATE_FAILS                  activate registers a route, then fails with a message
  *   ROUTE_PATH, ROUTE_METHOD        the route registered (default GET "/ping")
- *   MENU_ID                         also add this menu entry (MENU_PERMISSION: the permission it needs)
+ *   MENU_ID                         also add this menu entry (MENU_PERMISSION: the permission it needs; MENU_LINK:
+ *                                   its link, default "/ext/<id>/ping")
  *   AUTH_MODE                       1: authenticate "Bearer <id>" headers (tenant acme, role admin); 2: an
  *                                   authenticate hook that errors; 3: "Bearer <id>" with no tenant and no role
  *   AUTHZ_MODE                      1: allow everything; 2: deny resources containing "secret"; 3: error
@@ -224,9 +225,12 @@ static keel_status activate(const keel_host *host, keel_ctx *ctx) {
 #ifndef MENU_PERMISSION
 #define MENU_PERMISSION ""
 #endif
+#ifndef MENU_LINK
+#define MENU_LINK "/ext/" PLUGIN_ID "/ping"
+#endif
 #ifdef MENU_ID
     const keel_host_menu *menu = host->get_service(ctx, keel_cstr(KEEL_SERVICE_MENU));
-    keel_menu_entry e = { sizeof e, KEEL_STR(MENU_ID), KEEL_STR("Fixture"), KEEL_STR_EMPTY, KEEL_STR("/ext/" PLUGIN_ID "/ping"),
+    keel_menu_entry e = { sizeof e, KEEL_STR(MENU_ID), KEEL_STR("Fixture"), KEEL_STR_EMPTY, KEEL_STR(MENU_LINK),
                           5, KEEL_STR_EMPTY, KEEL_STR(MENU_PERMISSION) };
     if ((s = menu->add_entry(ctx, &e)) != KEEL_OK) return s;
 #endif
