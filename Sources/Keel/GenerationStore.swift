@@ -143,15 +143,14 @@ struct GenerationStore: Sendable {
     /// and file copies older than a minute (a copy lives for the duration of one load; another process sharing the
     /// state folder may be in the middle of one).
     func removeLeftovers() {
-        let fm = FileManager.default
-        if let linkDirectory, let names = try? fm.contentsOfDirectory(atPath: linkDirectory) {
+        if let linkDirectory, let names = SystemFile.names(in: linkDirectory) {
             for name in names where name.hasPrefix(".keel-") {
                 guard let pid = Int32(name.dropFirst(".keel-".count).prefix { $0 != "-" }), pid > 0,
                       kill(pid, 0) != 0, errno == ESRCH else { continue }
                 unlink(linkDirectory + "/" + name)
             }
         }
-        guard filesAllowed, let names = try? fm.contentsOfDirectory(atPath: directory) else { return }
+        guard filesAllowed, let names = SystemFile.names(in: directory) else { return }
         let now = time(nil)
         for name in names where name.hasSuffix(".so") || name.hasSuffix(".tmp") {
             var st = stat()

@@ -29,7 +29,7 @@ extension Kernel {
         var next = [String: Bundle](minimumCapacity: found.count)
         // One read of every record, not one per bundle: `discovered` changes no status, so these stay current.
         let records = given ?? (try? state.plugins()) ?? []
-        let known = Dictionary(records.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
+        let known = BundleReconciler.byID(records)
         // An unusable bundle is logged when this kernel first finds it so, or finds another problem: not again at
         // every rescan of the folder (any bundle's change rescans it).
         var logged = Set<String>()
@@ -56,7 +56,7 @@ extension Kernel {
         let quarantined = records.contains { $0.status == .failed && !$0.enabled }
             ? Set(((try? state.quarantinedChecksums()) ?? [:]).keys) : []
         for change in BundleReconciler.changes(found: found, records: records, active: Set(active.keys),
-                                               quarantined: quarantined) {
+                                               quarantined: quarantined, recordsByID: known, foundByID: next) {
             // An install or upgrade on its way (its download runs off this thread) owns its records' transient
             // states: they are not left over from a crash.
             if extensionChange != nil, let status = known[change.id]?.status, status == .installing || status == .upgrading { continue }
