@@ -4,7 +4,9 @@ import KeelState
 
 /// The audit trail (`StateStore.recordAudit`): every executed command and every admin call the auth chain refused.
 /// Rows never hold a command's arguments (configuration, keys, tokens, call arguments), and neither does the log line
-/// of a command whose failure reason might quote them (`KernelCommand.mayQuoteArguments`).
+/// of a command whose failure reason might quote them (`KernelCommand.mayQuoteArguments`). An install's or upgrade's
+/// row says what it did to the plugin's pinned signer, or why the signer was refused (names and key fingerprints:
+/// public facts, never secrets).
 extension Kernel {
     /// Stores one audit row; a store that cannot take it is logged (the command's outcome stands either way).
     /// `records` (the command's deferred state writes, which never throw) are written in the same transaction; if
@@ -47,6 +49,16 @@ extension KernelCommand {
         switch self {
         case .enable, .disable: true
         default: false
+        }
+    }
+
+    /// The audit row's detail for this command's `outcome`: for an install or upgrade, what it did to the plugin's
+    /// pinned signer (`CommandResult.note`), or the signer refusal (`signer-mismatch`); nil for everything else.
+    func auditDetail(_ outcome: Result<CommandResult, KernelError>) -> String? {
+        switch (self, outcome) {
+        case (.install, .success(let result)), (.upgrade, .success(let result)): result.note
+        case (.install, .failure(let error)), (.upgrade, .failure(let error)): error.code == .signerMismatch ? error.reason : nil
+        default: nil
         }
     }
 

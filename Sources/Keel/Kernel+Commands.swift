@@ -34,15 +34,16 @@ extension Kernel {
                     .map { CommandResult(output: $0.json) }
                     .mapError { KernelError(.command, pluginID: plugin, reason: $0.message) }
             }
-        case let .install(id, version, allowUnsigned):
+        case let .install(id, version, allowUnsigned, signer):
             do throws(KernelError) {
-                called = .success(CommandResult(installed: try await install(id, version: version, store: extensions,
-                                                                             allowUnsigned: allowUnsigned)))
+                let (installed, notes) = try await installNoting(id, version: version, store: extensions,
+                                                                 allowUnsigned: allowUnsigned, signer: signer)
+                called = .success(CommandResult(installed: installed, note: notes.isEmpty ? nil : notes.joined(separator: "; ")))
             } catch { called = .failure(error) }
-        case let .upgrade(id, version, allowUnsigned):
+        case let .upgrade(id, version, allowUnsigned, signer):
             do throws(KernelError) {
-                try await upgrade(id, to: version, store: extensions, allowUnsigned: allowUnsigned)
-                called = .success(CommandResult())
+                let note = try await upgrade(id, to: version, store: extensions, allowUnsigned: allowUnsigned, signer: signer)
+                called = .success(CommandResult(note: note))
             } catch { called = .failure(error) }
         case .uninstall:
             // Not while an install or upgrade is on its way (it would refuse: see `uninstall`).
@@ -68,7 +69,8 @@ extension Kernel {
             let said = failure.map { command.mayQuoteArguments ? "failed (\(code))" : $0 } ?? "ok"
             log(failure == nil ? .info : .warn, command.pluginID, "\(actor): \(what): \(said)")
             audit(StateStore.AuditEntry(actor: actor, principal: principal, origin: origin, command: command.name,
-                                        target: command.subject, outcome: code), with: records)
+                                        target: command.subject, outcome: code, detail: command.auditDetail(outcome)),
+                  with: records)
             return (outcome, failure, said)
         }
         announcedChanges = changeCount

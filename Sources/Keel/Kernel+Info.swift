@@ -23,6 +23,9 @@ extension Kernel {
         }
         let snapshot = registry.snapshot
         let directory = access.directory
+        // The pins in one read (a listing does not cost a query per plugin).
+        var pins: [String: StateStore.PinnedSigner] = [:]
+        if let id { pins[id] = try? state.pinnedSigner(id) } else { pins = (try? state.pinnedSigners()) ?? [:] }
         return records.map { record in
             let bundle = bundles[record.id]
             let m = bundle?.manifest
@@ -64,6 +67,7 @@ extension Kernel {
                 activity: isLazy(record.id) && record.status == .enabled
                     ? (idle.contains(record.id) ? (m?.activation == .lazy ? "idle" : "not loaded")
                         : active[record.id] != nil ? "active" : nil) : nil)
+            info.signer = pins[record.id].map(ExtensionStore.describe)
             if let m, m.library != nil { info.isolation = isolation(of: record.id, m).rawValue }
             if let worker = active[record.id]?.worker {
                 info.workerPID = worker.workerPID

@@ -12,8 +12,15 @@ extension Kernel {
     /// `upgrade-failed`. Enabled state, grants, tenants and history are keyed by id and survive.
     /// The download, its checks and the probe run off the kernel's thread: other lifecycle changes, lazy wakes and
     /// command calls go on meanwhile (the swap is done on the kernel, with the bundle checked again first).
-    /// - Throws: `KernelError` naming the plugin and the reason.
-    public func upgrade(_ id: String, to version: String? = nil, store: ExtensionStore, allowUnsigned: Bool = false) async throws(KernelError) {
+    /// A plugin pinned to a signing key takes only a package signed by that key, unless `signer` moves it to another
+    /// trusted key (`.key`) or forgets the pin (`.forget`); an unsigned plugin is pinned to the key of its first signed
+    /// package. That check comes first: a refused signer changes nothing, not even the plugin's status.
+    /// - Returns: what it did to the plugin's pinned signer (for the audit trail), or nil when the pin stayed.
+    /// - Throws: `KernelError` naming the plugin and the reason; `signerMismatch` for a package not signed by the
+    ///   pinned (or named) key.
+    @discardableResult
+    public func upgrade(_ id: String, to version: String? = nil, store: ExtensionStore, allowUnsigned: Bool = false,
+                        signer change: SignerChange? = nil) async throws(KernelError) -> String? {
         await beginExtensionChange(id)
         defer { endExtensionChange() }
         rescan()
@@ -27,6 +34,7 @@ extension Kernel {
         if version == nil && next <= current.version {
             throw KernelError(.bundle, pluginID: id, reason: "\"\(id)\" \(current.version) is up to date (the repositories offer \(next))")
         }
+        let check = try signerCheck(offer, change: change, store: store, command: "upgrade")
         // The new version takes the old one's folder; the work folders carry our pid, so that recovery in another
         // process leaves them alone while we live.
         let target = bundle.folder
@@ -44,7 +52,7 @@ extension Kernel {
         let probe = configuration.probe
         let fetched = await Self.offKernel { () -> (Manifest?, String?) in
             let manifest: Manifest
-            do { manifest = try store.fetchVerified(offer, into: work, allowUnsigned: allowUnsigned) } catch { return (nil, "\(error)") }
+            do { manifest = try store.fetchVerified(offer, into: work, allowUnsigned: allowUnsigned, signer: check) } catch { return (nil, "\(error)") }
             if let probe, let library = manifest.library,
                case let .failed(reason) = probe.run(library: work + "/" + library, manifestPath: work + "/" + ManifestLoader.fileName,
                                                     shownPath: target + "/" + library) {
@@ -79,7 +87,7 @@ extension Kernel {
         }
         try? FileManager.default.removeItem(atPath: previous)
         try? state.discovered(id: id, name: manifest.name, version: "\(manifest.version)", bundlePath: target)
-        try? state.setSignatureRecord(id, store.signatureRecord(offer, library: target + "/" + (manifest.library ?? ManifestLoader.fileName)))
+        store.recordSignature(offer, library: target + "/" + (manifest.library ?? ManifestLoader.fileName), check: check)
         // A status another change set meanwhile (a disable, a revoke that stopped it) is its own, and stays.
         if wasActive {
             try? state.setStatus(id, .enabled)
@@ -87,6 +95,24 @@ extension Kernel {
             try? state.setStatus(id, before == .upgradeFailed || before == .upgrading ? .installed : before)
         }
         log(.info, id, "upgraded \(current.version) → \(manifest.version)")
+        if let note = check.note { log(change == nil ? .info : .warn, id, note) }
+        return check.note
+    }
+
+    /// `store.checkSigner`, its refusal as `signerMismatch` (logged), any other failure as `bundle`.
+    nonisolated func signerCheck(_ offer: ExtensionStore.Offer, change: SignerChange?, store: ExtensionStore,
+                                 command: String) throws(KernelError) -> ExtensionStore.SignerCheck {
+        do { return try store.checkSigner(offer, change: change, command: command) } catch {
+            throw Self.installError(error, pluginID: offer.id)
+        }
+    }
+
+    /// An install's or upgrade's failure as a `KernelError`: `signerMismatch` for a refused signer, else `bundle`.
+    nonisolated static func installError(_ error: any Error, pluginID: String) -> KernelError {
+        if let mismatch = error as? SignerMismatch {
+            return KernelError(.signerMismatch, pluginID: mismatch.pluginID, reason: mismatch.description)
+        }
+        return KernelError(.bundle, pluginID: pluginID, reason: "\(error)")
     }
 
     /// Finishes or undoes what a crashed process left: hidden install/upgrade/uninstall folders are removed, and an
@@ -137,15 +163,26 @@ extension Kernel {
     /// Installs `id` (and the dependencies it is missing) from the repositories. Returns what was installed, in order.
     /// The downloads, their checks and the moves into the plugin folder run on a thread of their own: other lifecycle
     /// changes, lazy wakes and command calls go on meanwhile. One install or upgrade runs at a time; the next waits.
-    /// - Throws: `KernelError` with the reason (`conflict` when `id` is already installed, in any folder); an install
-    ///   that failed is recorded `install-failed` and can be retried.
-    public func install(_ id: String, version: String? = nil, store: ExtensionStore, allowUnsigned: Bool = false) async throws(KernelError) -> [String] {
+    /// A plugin still pinned to a signing key (see `upgrade`) must come signed by it unless `signer` says otherwise.
+    /// - Throws: `KernelError` with the reason (`conflict` when `id` is already installed, in any folder;
+    ///   `signerMismatch` for a package not signed by the pinned key, refused before anything is fetched); an
+    ///   install that failed otherwise is recorded `install-failed` and can be retried.
+    public func install(_ id: String, version: String? = nil, store: ExtensionStore, allowUnsigned: Bool = false,
+                        signer: SignerChange? = nil) async throws(KernelError) -> [String] {
+        try await installNoting(id, version: version, store: store, allowUnsigned: allowUnsigned, signer: signer).installed
+    }
+
+    /// `install`, also returning what it did to the pinned signers (one note per plugin whose pin it set or moved).
+    func installNoting(_ id: String, version: String?, store: ExtensionStore, allowUnsigned: Bool,
+                       signer: SignerChange?) async throws(KernelError) -> (installed: [String], notes: [String]) {
         await beginExtensionChange(id)
         defer { endExtensionChange() }
         try refuseInstalled(id)
-        let done = await Self.offKernel { Self.installPlan(id, version: version, store: store, allowUnsigned: allowUnsigned) }
+        let done = await Self.offKernel { Self.installPlan(id, version: version, store: store, allowUnsigned: allowUnsigned, signer: signer) }
         rescan()
-        return try done.get()
+        let result = try done.get()
+        for note in result.notes { log(signer == nil ? .info : .warn, id, note) }
+        return result
     }
 
     private func refuseInstalled(_ id: String) throws(KernelError) {
@@ -154,19 +191,22 @@ extension Kernel {
         }
     }
 
-    /// Fetches, verifies and moves into place `id` and the dependencies it lacks; touches no kernel state.
-    private nonisolated static func installPlan(_ id: String, version: String?, store: ExtensionStore,
-                                                allowUnsigned: Bool) -> Result<[String], KernelError> {
-        var done: [String] = []
+    /// Fetches, verifies and moves into place `id` and the dependencies it lacks; touches no kernel state. `signer`
+    /// applies to `id` alone; each dependency keeps its own pin.
+    private nonisolated static func installPlan(_ id: String, version: String?, store: ExtensionStore, allowUnsigned: Bool,
+                                                signer: SignerChange?) -> Result<(installed: [String], notes: [String]), KernelError> {
+        var done: [String] = [], notes: [String] = []
         do {
             for offer in try store.plan(id, version: version) {
-                try store.install(offer, allowUnsigned: allowUnsigned)
+                if let note = try store.install(offer, allowUnsigned: allowUnsigned, signer: offer.id == id ? signer : nil) {
+                    notes.append(note)
+                }
                 done.append("\(offer.id) \(offer.entry.version)")
             }
         } catch {
-            return .failure(KernelError(.bundle, pluginID: id, reason: "\(error)"))
+            return .failure(installError(error, pluginID: id))
         }
-        return .success(done)
+        return .success((done, notes))
     }
 
     /// Waits for its turn, then marks `id`'s install or upgrade as the one running: they change the plugin folder

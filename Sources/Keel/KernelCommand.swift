@@ -1,6 +1,7 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
 import Foundation
+import KeelExtensions
 import Synchronization
 
 /// One operation a user can ask of the kernel, whichever front end asked: the admin API, the console, the `keel`
@@ -20,8 +21,12 @@ public enum KernelCommand: Codable, Sendable, Hashable {
     /// Runs the plugin in the host (`in-process`) or in a worker process of its own (`process`); nil goes back to
     /// what its manifest asks for. An active plugin is reloaded into its new place.
     case isolation(id: String, mode: Isolation?)
-    case install(id: String, version: String?, allowUnsigned: Bool)
-    case upgrade(id: String, version: String?, allowUnsigned: Bool)
+    /// Installs from the repositories. `signer` is the operator's word on the plugin's pinned signer (see
+    /// `SignerChange`); nil keeps the pin (a plugin uninstalled with `--keep-data` stays pinned).
+    case install(id: String, version: String?, allowUnsigned: Bool, signer: SignerChange? = nil)
+    /// Upgrades (or moves to `version`): the package must be signed by the key the plugin is pinned to, unless
+    /// `signer` deliberately moves it to another key (`.key`) or forgets the pin (`.forget`).
+    case upgrade(id: String, version: String?, allowUnsigned: Bool, signer: SignerChange? = nil)
     case uninstall(id: String, cascade: Bool, keepData: Bool)
     case createTenant(name: String)
     case deleteTenant(name: String, cascade: Bool)
@@ -71,7 +76,7 @@ public enum KernelCommand: Codable, Sendable, Hashable {
     public var subject: String {
         switch self {
         case let .enable(id, _), let .disable(id, _, _), let .reload(id), let .grants(id, _, _), let .config(id, _, _),
-             let .install(id, _, _), let .upgrade(id, _, _), let .uninstall(id, _, _), let .isolation(id, _): id
+             let .install(id, _, _, _), let .upgrade(id, _, _, _), let .uninstall(id, _, _), let .isolation(id, _): id
         case let .createTenant(name), let .deleteTenant(name, _), let .createRole(name), let .addRepository(name, _, _),
              let .removeRepository(name), let .trustKey(name, _): name
         case let .setMember(tenant, _, _, _): tenant
@@ -86,7 +91,7 @@ public enum KernelCommand: Codable, Sendable, Hashable {
     public var pluginID: String? {
         switch self {
         case let .enable(id, _), let .disable(id, _, _), let .reload(id), let .grants(id, _, _), let .config(id, _, _),
-             let .install(id, _, _), let .upgrade(id, _, _), let .uninstall(id, _, _), let .isolation(id, _): id
+             let .install(id, _, _, _), let .upgrade(id, _, _, _), let .uninstall(id, _, _), let .isolation(id, _): id
         default: nil
         }
     }

@@ -21,6 +21,9 @@ public struct KernelError: Error, Sendable, CustomStringConvertible {
         public static let directory = Code(name: "directory")
         /// A plugin command could not be called or failed (unknown, bad argument, refused, its own error status).
         public static let command = Code(name: "command")
+        /// An install or upgrade was refused because the package is not signed by the key the plugin is pinned to
+        /// (or by the key the operator named with `--signer`). Nothing was installed or changed.
+        public static let signerMismatch = Code(name: "signer-mismatch")
     }
 
     public var code: Code

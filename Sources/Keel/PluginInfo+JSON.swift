@@ -44,6 +44,7 @@ extension PluginInfo {
         if let reason { w.key("reason"); w.string(reason) }
         w.key("routes"); w.strings(routes)
         if let signature { w.key("signature"); w.string(signature) }
+        if let signer { w.key("signer"); w.string(signer) }
         w.key("status"); w.string(status.rawValue)
         if let tenants { w.key("tenants"); w.strings(tenants) }
         w.key("version"); w.string(version)

@@ -38,6 +38,9 @@ public struct PluginInfo: Sendable, Codable, Hashable {
     /// How the installed archive was signed ("signed by acme", "unsigned (allowed by the operator)"); nil when the
     /// bundle was put in place by hand rather than installed from a repository.
     public var signature: String?
+    /// The key the plugin is pinned to, as `acme (key 3f2a9c81d4e0b7a2)` (the name it was trusted under and the key's
+    /// fingerprint): an upgrade must be signed by it. Nil when none is (never installed from a signed package).
+    public var signer: String?
     /// Interfaces it provides, e.g. `gitops.sync/1 1.1.0 ranking 10, serving host-wide (chosen by the operator)`.
     public var provides: [String] = []
     /// Interfaces it consumes, e.g. `gitops.sync/1 ^1 required`.

@@ -12,9 +12,10 @@ import KeelState
 /// Repositories of packed plugins, and installing from them into the plugin folder.
 ///
 /// An install fetches the archive, checks its SHA-256 against the index and its ed25519 signature against the
-/// operator's trusted keys (unsigned or badly signed archives are refused unless `allowUnsigned`), unpacks it into a
-/// hidden folder beside the others, checks the manifest, and renames it into place in one step, so a half-installed
-/// bundle is never seen. Stateless apart from the state store; blocking (disk and network).
+/// operator's trusted keys (unsigned or badly signed archives are refused unless `allowUnsigned`) and, for a plugin
+/// pinned to a key, against that key alone (SignerPinning.swift), unpacks it into a hidden folder beside the others,
+/// checks the manifest, and renames it into place in one step, so a half-installed bundle is never seen. Stateless
+/// apart from the state store; blocking (disk and network).
 public struct ExtensionStore: Sendable {
     public let state: StateStore
     public let pluginsDirectory: String
@@ -179,16 +180,21 @@ public struct ExtensionStore: Sendable {
     /// Fetches, verifies and unpacks one offer into the plugin folder, in a new folder named after the id (`id-2`,
     /// ... when that name is taken by something else). Refused when a bundle already declares the id, in any folder:
     /// two bundles never claim one id. Records installing → installed (or install-failed with the reason; the hidden
-    /// work folder `.installing-<id>-<pid>` is removed, so the install can be retried).
-    public func install(_ offer: Offer, allowUnsigned: Bool) throws {
+    /// work folder `.installing-<id>-<pid>` is removed, so the install can be retried). A plugin still pinned to a
+    /// key (uninstalled with `--keep-data`, or installed by another host of a shared state) must come signed by it,
+    /// unless `signer` says otherwise; that refusal (`SignerMismatch`) comes before anything is fetched or recorded.
+    /// - Returns: what the install did to the plugin's pinned signer (`SignerCheck.note`), for the audit trail.
+    @discardableResult
+    public func install(_ offer: Offer, allowUnsigned: Bool, signer change: SignerChange? = nil) throws -> String? {
         let id = offer.id
         if let present = Self.bundles(claiming: id, in: pluginsDirectory).first {
             throw StoreError(Self.alreadyInstalled(id, folder: present.folder))
         }
+        let check = try checkSigner(offer, change: change, command: "install")
         try? state.setStatus(id, .installing, reason: nil)
         let work = pluginsDirectory + "/.installing-\(id)-\(getpid())"
         do {
-            let manifest = try fetchVerified(offer, into: work, allowUnsigned: allowUnsigned)
+            let manifest = try fetchVerified(offer, into: work, allowUnsigned: allowUnsigned, signer: check)
             // Checked again just before the move: another process may have installed it meanwhile.
             if let present = Self.bundles(claiming: id, in: pluginsDirectory).first {
                 throw StoreError(Self.alreadyInstalled(id, folder: present.folder))
@@ -199,7 +205,8 @@ public struct ExtensionStore: Sendable {
             }
             try? state.discovered(id: id, name: manifest.name, version: "\(manifest.version)", bundlePath: target)
             try? state.setStatus(id, .installed, reason: nil)
-            try? state.setSignatureRecord(id, signatureRecord(offer, library: target + "/" + (manifest.library ?? ManifestLoader.fileName)))
+            recordSignature(offer, library: target + "/" + (manifest.library ?? ManifestLoader.fileName), check: check)
+            return check.note
         } catch {
             try? FileManager.default.removeItem(atPath: work)
             try? state.setStatus(id, .installFailed, reason: "\(error)")
@@ -233,12 +240,13 @@ public struct ExtensionStore: Sendable {
     /// reads the owner's pid from what comes before it.
     package static let downloadSuffix = ".download"
 
-    /// Fetches `offer`, checks its checksum and signature, and unpacks it into the new folder `work`.
+    /// Fetches `offer`, checks its checksum and its signature (by `signer.offered`, the key `checkSigner` decided on),
+    /// and unpacks it into the new folder `work`.
     /// The archive is streamed to a hidden file beside `work` (stopped as soon as it passes
     /// `archiveLimits.maxArchiveBytes`, hashed on the way), then unpacked entry by entry from that file.
     /// - Returns: the unpacked bundle's manifest, checked against the index (id, version, and the capabilities when
     ///   the index records them).
-    package func fetchVerified(_ offer: Offer, into work: String, allowUnsigned: Bool) throws -> Manifest {
+    package func fetchVerified(_ offer: Offer, into work: String, allowUnsigned: Bool, signer: SignerCheck) throws -> Manifest {
         let id = offer.id
         let download = work + Self.downloadSuffix
         defer { try? FileManager.default.removeItem(atPath: download) }
@@ -250,7 +258,7 @@ public struct ExtensionStore: Sendable {
             guard hex == offer.entry.sha256.lowercased() else {
                 throw StoreError("\(archiveURL): sha256 \(hex) does not match the index (\(offer.entry.sha256))")
             }
-            try verifySignature(offer, digest: Data(digest), allowUnsigned: allowUnsigned)
+            try verifySignature(offer, digest: Data(digest), allowUnsigned: allowUnsigned, key: signer.offered)
             try? FileManager.default.removeItem(atPath: work)
             do { try PackageArchive.unpack(file: download, name: archiveURL, into: work, limits: archiveLimits) } catch { throw StoreError("\(error)") }
             let (manifest, _) = try ManifestLoader().load(path: work + "/" + ManifestLoader.fileName)
@@ -274,10 +282,11 @@ public struct ExtensionStore: Sendable {
         var status: String
     }
 
-    /// The record to store for `offer` installed with its library at `library`; nil when the library cannot be read.
-    package func signatureRecord(_ offer: Offer, library: String) -> String? {
+    /// The record to store for `offer` installed with its library at `library` and verified against `signer`; nil
+    /// when the library cannot be read.
+    package func signatureRecord(_ offer: Offer, library: String, signer: StateStore.PinnedSigner?) -> String? {
         guard let sum = FileDigest.sha256(atPath: library),
-              let data = try? JSONEncoder().encode(SignatureRecord(library: sum, status: signatureStatus(offer))) else { return nil }
+              let data = try? JSONEncoder().encode(SignatureRecord(library: sum, status: Self.signatureStatus(offer, signer: signer))) else { return nil }
         return String(decoding: data, as: UTF8.self)
     }
 
@@ -295,18 +304,21 @@ public struct ExtensionStore: Sendable {
         (manifest.capabilities.map(\.rawValue) + manifest.routePrefixes.map(Capability.routePrefix)).sorted()
     }
 
-    func signatureStatus(_ offer: Offer) -> String {
-        guard let signer = offer.entry.signer, offer.entry.signature != nil else { return "unsigned (allowed by the operator)" }
-        return ((try? state.trustedKeys()[signer]) ?? nil) != nil ? "signed by \(signer)" : "signed by untrusted \(signer) (allowed by the operator)"
+    /// The status shown for `offer` verified against `signer` (nil: not verified, allowed by the operator).
+    static func signatureStatus(_ offer: Offer, signer: StateStore.PinnedSigner?) -> String {
+        if let signer { return "signed by \(signer.name)" }
+        guard let name = offer.entry.signer, offer.entry.signature != nil else { return "unsigned (allowed by the operator)" }
+        return "signed by untrusted \(name) (allowed by the operator)"
     }
 
-    func verifySignature(_ offer: Offer, digest: Data, allowUnsigned: Bool) throws {
+    /// Checks `offer`'s signature of `digest` against `key`, the trusted key `checkSigner` found for its signer
+    /// (nil: unsigned, or its signer is not trusted; accepted only with `allowUnsigned`).
+    func verifySignature(_ offer: Offer, digest: Data, allowUnsigned: Bool, key trusted: StateStore.PinnedSigner?) throws {
         guard let signature = offer.entry.signature, let signer = offer.entry.signer else {
             if allowUnsigned { return }
             throw StoreError("\"\(offer.id)\" \(offer.entry.version) is not signed; refused (pass --allow-unsigned to install it anyway)")
         }
-        guard let keyText = try state.trustedKeys()[signer], let keyData = Data(base64Encoded: keyText),
-              let key = try? Curve25519.Signing.PublicKey(rawRepresentation: keyData) else {
+        guard let trusted, let key = Self.publicKey(trusted.publicKey) else {
             if allowUnsigned { return }
             throw StoreError("\"\(offer.id)\" is signed by \"\(signer)\", which is not a trusted key (keel trust add \(signer) KEY)")
         }

@@ -183,13 +183,14 @@ struct AdminAPI {
         admin.post("plugins/:id/install") { request, context -> Response in
             let id = try context.parameters.require("id")
             let body = try await Self.optionalBody(InstallBody.self, request) ?? InstallBody()
-            let done = try await run(.install(id: id, version: body.version, allowUnsigned: body.allowUnsigned ?? false))
+            let done = try await run(.install(id: id, version: body.version, allowUnsigned: body.allowUnsigned ?? false, signer: body.signerChange))
             return JSONBody.response(["installed": done.installed], status: .created)
         }
         admin.post("plugins/:id/upgrade") { request, context -> Response in
             let id = try context.parameters.require("id")
             let body = try await Self.optionalBody(InstallBody.self, request) ?? InstallBody()
-            return try await answer(.upgrade(id: id, version: body.version, allowUnsigned: body.allowUnsigned ?? false), plugin: id)
+            return try await answer(.upgrade(id: id, version: body.version, allowUnsigned: body.allowUnsigned ?? false,
+                                             signer: body.signerChange), plugin: id)
         }
         admin.delete("plugins/:id") { request, context -> Response in
             let id = try context.parameters.require("id")
@@ -318,7 +319,14 @@ struct ChangeOptions: Decodable {
 struct NameBody: Decodable { var name: String }
 struct PageBody: Decodable { var plugin: String }
 struct RepositoryBody: Decodable { var name: String; var location: String; var priority: Int? }
-struct InstallBody: Decodable { var version: String?; var allowUnsigned: Bool? }
+/// `POST /api/v1/plugins/<id>/install|upgrade`. `signer` moves the plugin to the key trusted under that name ("":
+/// forgets its pinned signer); absent, the pinned signer must have signed the package.
+struct InstallBody: Decodable {
+    var version: String?
+    var allowUnsigned: Bool?
+    var signer: String?
+    var signerChange: SignerChange? { signer.map { $0.isEmpty ? .forget : .key($0) } }
+}
 struct CatalogItem: Encodable { var id, version, repository: String; var signed: Bool; var description: String }
 struct CatalogBody: Encodable { var plugins: [CatalogItem]; var problems: [String] }
 struct MemberBody: Decodable { var principal: String; var role: String }

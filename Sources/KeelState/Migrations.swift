@@ -117,6 +117,17 @@ extension StateStore {
                                    generation INTEGER NOT NULL DEFAULT 0, changed_at TEXT NOT NULL,
                                    PRIMARY KEY (host, plugin_id));
         """,
+        // The key each plugin installed from a signed package is pinned to (Signers.swift). A plugin an earlier keel
+        // installed signed by a key still trusted under that name is pinned to that key now: its signature record
+        // (`signature.<id>`, JSON written by the installer) says `"status":"signed by NAME"`.
+        """
+        CREATE TABLE plugin_signers (plugin_id TEXT PRIMARY KEY, signer TEXT NOT NULL, public_key TEXT NOT NULL,
+                                     pinned_at TEXT NOT NULL);
+        INSERT INTO plugin_signers (plugin_id, signer, public_key, pinned_at)
+            SELECT substr(s.key, 11), t.name, t.public_key, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+            FROM settings s JOIN trusted_keys t ON instr(s.value, '"status":"signed by ' || t.name || '"') > 0
+            WHERE substr(s.key, 1, 10) = 'signature.' AND EXISTS (SELECT 1 FROM plugins p WHERE p.id = substr(s.key, 11));
+        """,
     ]
 
     /// The schema version this Keel writes: the number of migrations.

@@ -146,7 +146,8 @@ extension StateStore {
         }
     }
 
-    /// Forgets a plugin's record (after it is uninstalled); grants, tenants and history stay unless `everything`.
+    /// Forgets a plugin's record (after it is uninstalled); its grants, tenants, configuration and pinned signer stay
+    /// unless `everything`; its history stays.
     public func forgetPlugin(_ id: String, everything: Bool) throws(StateError) {
         try locked { db throws(StateError) in
             try db.transaction { () throws(StateError) in
@@ -156,6 +157,7 @@ extension StateStore {
                     try db.query("DELETE FROM plugin_config WHERE plugin_id = ?", [.text(id)])
                     try db.query("DELETE FROM grants WHERE plugin_id = ?", [.text(id)])
                     try db.query("DELETE FROM plugin_tenants WHERE plugin_id = ?", [.text(id)])
+                    try db.query("DELETE FROM plugin_signers WHERE plugin_id = ?", [.text(id)])
                 }
                 try Self.event(db, id, "uninstalled", everything ? "" : "data kept")
             }

@@ -73,12 +73,15 @@ public protocol StateStoring: AnyObject, Sendable {
     func config(_ id: String) throws(StateError) -> (yaml: String, json: String)?
     func setConfig(_ id: String, _ config: (yaml: String, json: String)?, event: String) throws(StateError)
 
-    // MARK: repositories and trusted keys
+    // MARK: repositories, trusted keys and the key each plugin is pinned to
     func repositories() throws(StateError) -> [StateStore.Repository]
     func addRepository(_ r: StateStore.Repository) throws(StateError) -> StateStore.ChangeResult
     func removeRepository(_ name: String) throws(StateError) -> StateStore.ChangeResult
     func trustedKeys() throws(StateError) -> [String: String]
     func trustKey(name: String, publicKey: String) throws(StateError) -> StateStore.ChangeResult
+    func pinnedSigner(_ id: String) throws(StateError) -> StateStore.PinnedSigner?
+    func pinnedSigners() throws(StateError) -> [String: StateStore.PinnedSigner]
+    func setPinnedSigner(_ id: String, _ signer: StateStore.PinnedSigner?) throws(StateError)
 
     // MARK: settings
     func quarantinedChecksum(_ id: String) throws(StateError) -> String?

@@ -98,11 +98,24 @@ enum PostgresSchema {
                                        PRIMARY KEY (host, plugin_id))
             """,
         ],
+        [
+            """
+            CREATE TABLE plugin_signers (plugin_id TEXT PRIMARY KEY, signer TEXT NOT NULL, public_key TEXT NOT NULL,
+                                         pinned_at TEXT NOT NULL)
+            """,
+            """
+            INSERT INTO plugin_signers (plugin_id, signer, public_key, pinned_at)
+                SELECT substr(s.key, 11), t.name, t.public_key, \(now)
+                FROM settings s JOIN trusted_keys t ON strpos(s.value, '"status":"signed by ' || t.name || '"') > 0
+                WHERE substr(s.key, 1, 10) = 'signature.' AND EXISTS (SELECT 1 FROM plugins p WHERE p.id = substr(s.key, 11))
+            """,
+        ],
     ]
 
     /// The tables whose changes other hosts must see: every table of `migrations` but the audit trail, which no host
     /// acts on (and which every command writes: watching it would wake every host twice per change). Shared step 2
-    /// stops watching `unwatchedTables`; `host_plugins` (each host's own observations) was never watched.
+    /// stops watching `unwatchedTables`; `host_plugins` (each host's own observations) was never watched, nor is
+    /// `plugin_signers` (a pin is read when an install or upgrade checks it; no host keeps or acts on a copy).
     static let watchedTables = [
         "plugins", "events", "settings", "commands", "loads", "probes", "grants", "tenants", "roles", "role_permissions",
         "members", "plugin_tenants", "repositories", "trusted_keys", "plugin_config", "service_selections",

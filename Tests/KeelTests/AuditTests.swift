@@ -123,7 +123,7 @@ struct AuditTests {
             "changedAt": "2026-11-30T00:00:00.000Z", "capabilities": ["routes", "route-prefix:/x"], "grants": [String](),
             "dependencies": ["b": "^1", "a": ">=2 <3", "Z": "*"], "routes": ["GET /ext/hello/greet/:name"], "menus": ["m1", "m2"],
             "authenticators": ["auth"], "authorizers": [String](), "warnings": [odd], "tenants": ["acme", "beta"],
-            "permissions": ["notes:read"], "signature": "signed by acme", "provides": ["gitops.sync/1 1.1.0 ranking 10"],
+            "permissions": ["notes:read"], "signature": "signed by acme", "signer": "acme (key 3f2a9c81d4e0b7a2)", "provides": ["gitops.sync/1 1.1.0 ranking 10"],
             "consumes": ["x/1 ^1 required"], "proxies": ["/ext/hello/app/ → http://127.0.0.1:9"], "activation": "lazy",
             "activity": "idle", "isolation": "process", "workerPID": 4242, "workerRestarts": 3,
             "commands": [["plugin": "hello", "name": "ping", "signature": "(text) -> text", "description": odd, "permission": ""]],
@@ -137,7 +137,7 @@ struct AuditTests {
         #expect(try JSONDecoder().decode(PluginInfo.self, from: Data(info.json.utf8)) == info)
         // Without the optional fields, and with empty collections.
         var bare = fields
-        for key in ["reason", "tenants", "signature", "activity", "workerPID", "workerRestarts"] { bare[key] = nil }
+        for key in ["reason", "tenants", "signature", "signer", "activity", "workerPID", "workerRestarts"] { bare[key] = nil }
         (bare["commands"], bare["dependencies"], bare["routes"]) = ([Any](), [String: String](), [String]())
         let plain = try JSONDecoder().decode(PluginInfo.self, from: JSONSerialization.data(withJSONObject: bare))
         #expect(plain.json == String(decoding: try Kernel.encoder().encode(plain), as: UTF8.self))

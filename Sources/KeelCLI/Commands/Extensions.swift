@@ -86,6 +86,7 @@ extension KeelCommand {
         @Flag(name: .customLong("allow-unsigned"), help: "Install archives that are unsigned or signed by an untrusted key.")
         var allowUnsigned = false
         @Option(help: "A YAML configuration for the plugin, checked against its schema.") var config: String?
+        @OptionGroup var signer: SignerOptions
 
         func run() async throws {
             try await reporting {
@@ -99,7 +100,7 @@ extension KeelCommand {
                 do {
                     result = try await withProgress("installing \(plan.map(\.id).joined(separator: ", ")) (fetch, verify, probe)") {
                         try await executeStored(options, .install(id: parts[0], version: parts.count > 1 ? parts[1] : nil,
-                                                                  allowUnsigned: allowUnsigned))
+                                                                  allowUnsigned: allowUnsigned, signer: signer.change))
                     }
                 } catch {
                     // Say what did get installed before the failure (dependencies come first).
@@ -109,6 +110,7 @@ extension KeelCommand {
                     throw error
                 }
                 for line in result.installed { print("installed \(line)") }
+                if let note = result.note { print(note) }
                 if let config {
                     let data = try readFile(config)
                     let yaml = String(decoding: data, as: UTF8.self)
@@ -126,13 +128,15 @@ extension KeelCommand {
         @Argument(help: "The plugin id.", completion: Completion.plugins) var id: String
         @Option(help: "The version to move to (default: the recommended one, if newer).") var to: String?
         @Flag(name: .customLong("allow-unsigned"), help: "Accept an unsigned or untrusted archive.") var allowUnsigned = false
+        @OptionGroup var signer: SignerOptions
 
         func run() async throws {
             try await reporting {
                 let info: PluginInfo?
                 do {
                     info = try await withProgress("upgrading \(id) (fetch, verify, probe, swap)") {
-                        try await throughServerOrKernel(options, id: id, command: .upgrade(id: id, version: to, allowUnsigned: allowUnsigned),
+                        try await throughServerOrKernel(options, id: id, command: .upgrade(id: id, version: to, allowUnsigned: allowUnsigned,
+                                                                                           signer: signer.change),
                                                         timeout: .seconds(120))
                     }
                 } catch where to == nil && ErrorText.describe(error).contains(" is up to date") {
@@ -141,6 +145,7 @@ extension KeelCommand {
                     return
                 }
                 print("upgraded \(id) to \(info?.version ?? "?")")
+                if signer.change != nil { print("signer of \(id): \(info?.signer ?? "none pinned")") }
             }
         }
     }
@@ -255,16 +260,37 @@ extension KeelCommand {
         struct List: AsyncParsableCommand {
             static let configuration = CommandConfiguration(abstract: "List trusted keys.")
             @OptionGroup var options: GlobalOptions
-            @Flag(help: "Print JSON: [{name, publicKey}].") var json = false
+            @Flag(help: "Print JSON: [{name, publicKey, fingerprint}].") var json = false
             func run() async throws {
                 try await reporting {
                     let keys = try options.openState().trustedKeys().sorted(by: { $0.key < $1.key })
-                    if json { try printJSON(keys.map { ["name": $0.key, "publicKey": $0.value] }); return }
-                    for (n, k) in keys { print("\(n)  \(k)") }
+                    // The fingerprint is how a pinned signer is shown (`keel plugins list`, refusals).
+                    if json {
+                        try printJSON(keys.map { ["name": $0.key, "publicKey": $0.value, "fingerprint": ExtensionStore.fingerprint($0.value)] })
+                        return
+                    }
+                    for (n, k) in keys { print("\(n)  \(k)  (key \(ExtensionStore.fingerprint(k)))") }
                 }
             }
         }
     }
+}
+
+/// `--signer NAME` / `--no-signer` of `keel install` and `keel upgrade`: the operator's deliberate change of a
+/// plugin's pinned signer (`SignerChange`).
+struct SignerOptions: ParsableArguments {
+    @Option(name: .customLong("signer"),
+            help: "Move the plugin to the key trusted under this name: the package must be signed by it, and the plugin is pinned to it.")
+    var name: String?
+    @Flag(name: .customLong("no-signer"),
+          help: "Forget the plugin's pinned signer (an unsigned package still needs --allow-unsigned; a signed one pins its key).")
+    var forget = false
+
+    func validate() throws {
+        if name != nil && forget { throw ValidationError("--signer and --no-signer exclude each other") }
+    }
+
+    var change: SignerChange? { forget ? .forget : name.map { .key($0) } }
 }
 
 /// `keel search --json`: one object per plugin id; `version`, `repository`, `signed` and `description` are null when

@@ -54,6 +54,7 @@ extension KeelCommand.Plugins {
                 out += p.name.isEmpty ? "\n" : "  — \(p.name)\n"
                 if let reason = p.reason, p.status == .failed || p.status == .missing { out += "  reason: \(reason)\n" }
                 if let signature = p.signature { out += "  signature: \(signature)\n" }
+                if let signer = p.signer { out += "  pinned signer: \(signer)\n" }
                 if let tenants = p.tenants { out += "  tenants: \(tenants.isEmpty ? "none" : tenants.joined(separator: ", "))\n" }
                 if !p.capabilities.isEmpty {
                     let caps = p.capabilities.map { p.grants.contains($0) ? $0 : "\($0) (not granted)" }

@@ -1,7 +1,7 @@
 'use strict';
-// A page per plugin (#/plugin/<id>): what it is, its state per tenant, its signature, its grants with grant and
-// revoke, its configuration form (console-config.js), its load history, its commands and services, and its log, live
-// (new lines fetched every second while the page is open). A refresh
+// A page per plugin (#/plugin/<id>): what it is, its state per tenant, its signature and pinned signer, its grants
+// with grant and revoke, its configuration form (console-config.js), its load history, its commands and services,
+// and its log, live (new lines fetched every second while the page is open). A refresh
 // redraws every part but the configuration form, so that a live update never wipes what the operator is typing.
 
 // The parts of the open plugin page, made once per plugin: { id, head, facts, tenants, grants, config, history, ... }.
@@ -121,6 +121,7 @@ function drawPluginAbout(p) {
   pluginParts.about.replaceChildren(facts([
     ['Description', p.description], ['Version', p.version], ['ABI', p.abi],
     ['Signature', el('span', { 'data-signature': '', textContent: p.signature || 'none: put in place by hand, not installed from a repository' })],
+    ['Pinned signer', el('span', { 'data-signer': '', textContent: p.signer ? p.signer + ': upgrades must be signed by this key' : 'none' })],
     ['Reason', p.reason ? el('span', { className: 'reason', textContent: p.reason }) : ''],
     ['Changed', p.changedAt], ['Bundle', el('code', { textContent: p.bundlePath })], ['Library', p.library],
     ['Depends on', Object.entries(p.dependencies).map(([k, v]) => k + ' ' + v).join(', ')],

@@ -1,0 +1,124 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Crypto
+import Foundation
+import KeelState
+
+/// What the operator asks of a plugin's pinned signer for one install or upgrade (`--signer NAME`, `--no-signer`;
+/// the admin API's `"signer"` field: a name, or "" for none).
+public enum SignerChange: Codable, Sendable, Hashable {
+    /// Move the plugin to the key trusted under this name: the new package must be signed by that key, which the
+    /// plugin is then pinned to.
+    case key(String)
+    /// Forget the plugin's pin: the package is taken as a first install takes it (an unsigned one still needs
+    /// `allowUnsigned`; a signed one pins its key).
+    case forget
+}
+
+/// An install or upgrade refused because the package is not signed by the key the plugin is pinned to, or not by the
+/// key the operator named. Nothing was fetched, installed or stored. `description` is the one line for the operator:
+/// the plugin, the pinned (or named) key and the package's key, with the command that moves the plugin deliberately.
+public struct SignerMismatch: Error, Sendable, CustomStringConvertible {
+    public var pluginID: String
+    public var description: String
+}
+
+/// Signer pinning: a plugin installed from a signed package stays with the key that signed it.
+///
+/// Decided from the index and the state before anything is fetched (`checkSigner`), enforced again when the archive
+/// is verified (its signature is checked against the key decided here and no other), and recorded with the
+/// signature status once the new bundle is in place (`recordSignature`). Like Android's signature continuity: a
+/// different key, even one the operator trusts, cannot replace a plugin by publishing a higher version of it.
+/// Blocking (state reads); thread-safe.
+extension ExtensionStore {
+    /// What `checkSigner` decided for one offer.
+    public struct SignerCheck: Sendable {
+        /// The key the plugin was pinned to before, if any.
+        public var pinned: StateStore.PinnedSigner?
+        /// The trusted key the offer names as its signer; nil when it is unsigned or its signer is not trusted. The
+        /// archive's signature is verified against this key, and the plugin is pinned to it once installed.
+        public var offered: StateStore.PinnedSigner?
+        /// What the install does to the pin, for the audit trail and the log ("…pinned to acme (key …)"); nil when it
+        /// stays as it was.
+        public var note: String?
+    }
+
+    /// Checks `offer` against the key its plugin is pinned to, or against the key `change` names.
+    /// - Parameter command: `install` or `upgrade`, for the command the refusal suggests.
+    /// - Throws: `SignerMismatch` when the package's key is not the pinned one (or not the one named; unsigned and
+    ///   untrusted packages included); `StoreError` when `change` names a key that is not trusted; `StateError`.
+    public func checkSigner(_ offer: Offer, change: SignerChange?, command: String) throws -> SignerCheck {
+        let id = offer.id, trusted = try state.trustedKeys(), pinned = try state.pinnedSigner(id)
+        var offered: StateStore.PinnedSigner?
+        if offer.entry.signature != nil, let name = offer.entry.signer, let key = trusted[name], Self.publicKey(key) != nil {
+            offered = StateStore.PinnedSigner(name: name, publicKey: key)
+        }
+        let package = "\(id) \(offer.entry.version) " + (offered.map { "is signed by \(Self.describe($0))" }
+            ?? offer.entry.signer.map { offer.entry.signature == nil ? "is not signed" : "is signed by \"\($0)\", which is not a trusted key" }
+            ?? "is not signed")
+        func mismatch(_ text: String) -> SignerMismatch { SignerMismatch(pluginID: id, description: text) }
+        switch change {
+        case let .key(name)?:
+            guard let key = trusted[name], Self.publicKey(key) != nil else {
+                throw StoreError("--signer \(name): no trusted key has that name (keel trust list)")
+            }
+            let wanted = StateStore.PinnedSigner(name: name, publicKey: key)
+            guard let offered, Self.sameKey(offered, wanted) else {
+                throw mismatch("\(package), not by \(Self.describe(wanted)) as --signer asks; refused")
+            }
+            let note: String? = if let pinned {
+                Self.sameKey(pinned, offered) ? nil : "signer of \"\(id)\" moved by the operator from \(Self.describe(pinned)) to \(Self.describe(offered))"
+            } else { "\"\(id)\" pinned to signer \(Self.describe(offered)) by the operator" }
+            return SignerCheck(pinned: pinned, offered: offered, note: note)
+        case .forget?:
+            let note = pinned.map { "signer \(Self.describe($0)) of \"\(id)\" unpinned by the operator" + (offered.map { "; now pinned to \(Self.describe($0))" } ?? "") }
+                ?? offered.map { "\"\(id)\" pinned to signer \(Self.describe($0))" }
+            return SignerCheck(pinned: pinned, offered: offered, note: note)
+        case nil:
+            guard let pinned else {
+                return SignerCheck(pinned: nil, offered: offered, note: offered.map { "\"\(id)\" pinned to signer \(Self.describe($0))" })
+            }
+            guard let offered, Self.sameKey(offered, pinned) else {
+                let how = offered.map { "keel \(command) \(id) --signer \($0.name) moves it to that key" }
+                    ?? (offer.entry.signature == nil ? "keel \(command) \(id) --no-signer --allow-unsigned leaves it for an unsigned package"
+                        : "trust that key, then keel \(command) \(id) --signer NAME moves it")
+                throw mismatch("\"\(id)\" is pinned to signer \(Self.describe(pinned)); \(package); refused (\(how))")
+            }
+            return SignerCheck(pinned: pinned, offered: offered, note: nil)
+        }
+    }
+
+    /// Records what an install or upgrade left in place, in one transaction: the signature status of the library at
+    /// `library` and the plugin's pin (`check.offered`, or none). A store that cannot take them keeps what it had
+    /// (an old pin then stays: the safe side).
+    package func recordSignature(_ offer: Offer, library: String, check: SignerCheck) {
+        let record = signatureRecord(offer, library: library, signer: check.offered)
+        try? state.transaction {
+            try state.setSignatureRecord(offer.id, record)
+            try state.setPinnedSigner(offer.id, check.offered)
+        }
+    }
+
+    /// A key as people see it: `acme (key 3f2a9c81d4e0b7a2)`, the name it was trusted under and `fingerprint`.
+    public static func describe(_ signer: StateStore.PinnedSigner) -> String {
+        "\(signer.name) (key \(fingerprint(signer.publicKey)))"
+    }
+
+    /// The first 16 hex digits of the SHA-256 of the raw key (`keel trust list` shows the same); the text itself
+    /// when it is not base64.
+    public static func fingerprint(_ publicKey: String) -> String {
+        guard let raw = Data(base64Encoded: publicKey) else { return publicKey }
+        return String(Hex.lowercase(SHA256.hash(data: raw)).prefix(16))
+    }
+
+    /// The ed25519 key in `base64`, or nil when it is not one.
+    static func publicKey(_ base64: String) -> Curve25519.Signing.PublicKey? {
+        Data(base64Encoded: base64).flatMap { try? Curve25519.Signing.PublicKey(rawRepresentation: $0) }
+    }
+
+    /// True when both are the same key (compared as bytes, whatever their names).
+    static func sameKey(_ a: StateStore.PinnedSigner, _ b: StateStore.PinnedSigner) -> Bool {
+        guard let x = Data(base64Encoded: a.publicKey), let y = Data(base64Encoded: b.publicKey) else { return false }
+        return x == y
+    }
+}

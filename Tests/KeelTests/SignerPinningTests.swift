@@ -1,0 +1,254 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import Keel
+import KeelExtensions
+import KeelState
+import Testing
+
+/// A plugin installed from a signed package stays with the key that signed it: before, any key the operator trusted
+/// could replace plugin X with its own code by publishing a higher version of X.
+@Suite("signer pinning", .serialized)
+struct SignerPinningTests {
+    /// A signing key: its private key file, its public key (base64) and its fingerprint as Keel shows it.
+    struct Key {
+        let file: String
+        let publicKey: String
+        var fingerprint: String { ExtensionStore.fingerprint(publicKey) }
+
+        init(_ label: String) throws {
+            let (privateKey, publicKey) = ExtensionStore.makeKey()
+            file = TestEnvironment.makeTemporaryDirectory("key-\(label)") + "/\(label).key"
+            try privateKey.write(toFile: file, atomically: true, encoding: .utf8)
+            self.publicKey = publicKey
+        }
+    }
+
+    /// A repository offering plugin `up` in each of `versions` (version, the tag its /ping answers, the key and the
+    /// signer name it is signed with, or nil: unsigned), packed and signed as `keel pack --key --signer` does.
+    static func repository(_ versions: [(String, String, (Key, String)?)]) throws -> String {
+        let repo = TestEnvironment.makeTemporaryDirectory("pin-repo")
+        for (version, tag, signer) in versions {
+            let lib = try TestEnvironment.buildFixture("up-\(tag)", ["PLUGIN_ID=\"up\"", "PLUGIN_VERSION=\"\(version)\"", "TAG=\"\(tag)\""])
+            let staging = TestEnvironment.makeTemporaryDirectory("pin-stage")
+            let folder = try TestEnvironment.makeBundle(in: staging, folder: "up",
+                                                        manifest: TestEnvironment.manifest(id: "up", version: version, library: "libup.so"),
+                                                        library: lib, libraryName: "libup.so")
+            let (archive, _) = try PackageArchive.packBundle(folder: folder, library: "libup.so")
+            let path = repo + "/up-\(version).\(PackageArchive.fileExtension)"
+            try archive.write(to: URL(fileURLWithPath: path))
+            if let (key, name) = signer {
+                try ExtensionStore.sign(archive, keyFile: key.file).write(toFile: path + ".sig", atomically: true, encoding: .utf8)
+                try name.write(toFile: path + ".signer", atomically: true, encoding: .utf8)
+            }
+        }
+        _ = try ExtensionStore.writeIndex(folder: repo)
+        return repo
+    }
+
+    /// A started kernel on `f` with `repo` added and each of `keys` trusted under its name.
+    static func kernel(_ f: KernelFixture, repo: String, trusting keys: [String: Key]) async throws -> Kernel {
+        let kernel = try f.kernel()
+        await kernel.start()
+        _ = try kernel.state.addRepository(StateStore.Repository(name: "main", location: repo, priority: 0))
+        for (name, key) in keys { _ = try kernel.state.trustKey(name: name, publicKey: key.publicKey) }
+        return kernel
+    }
+
+    /// Runs `command`, expecting a refusal; returns it.
+    static func refused(_ kernel: Kernel, _ command: KernelCommand) async -> KernelError? {
+        do { try await kernel.execute(command, actor: "test"); Issue.record("\(command) was not refused"); return nil } catch {
+            return error
+        }
+    }
+
+    @Test("an upgrade signed by another trusted key is refused (nothing changes); --signer moves the plugin, audited")
+    func anotherKeyIsRefused() async throws {
+        let acme = try Key("acme"), beta = try Key("beta")
+        let repo = try Self.repository([("1.0.0", "one", (acme, "acme")), ("1.1.0", "two", (beta, "beta")),
+                                        ("1.2.0", "three", nil), ("1.3.0", "four", (acme, "acme"))])
+        let f = KernelFixture()
+        let kernel = try await Self.kernel(f, repo: repo, trusting: ["acme": acme, "beta": beta])
+        try await kernel.execute(.install(id: "up", version: "1.0.0", allowUnsigned: false), actor: "test")
+        try await kernel.execute(.enable(id: "up", tenant: nil), actor: "test")
+        try await kernel.execute(.grants(id: "up", grant: ["authorize"], revoke: []), actor: "test")
+        #expect(get(kernel, "/ext/up/ping")?.1.contains("tag=one") == true)
+        var info = try await kernel.plugin("up")
+        #expect(info.signer == "acme (key \(acme.fingerprint))" && info.signature == "signed by acme", "\(String(describing: info.signer))")
+        let stored = try #require(try kernel.state.pinnedSigner("up"))
+        #expect(stored.name == "acme" && stored.publicKey == acme.publicKey)
+
+        // 1.1.0 is signed by beta, a key the operator trusts, but not the one up is pinned to.
+        let other = try #require(await Self.refused(kernel, .upgrade(id: "up", version: "1.1.0", allowUnsigned: false)))
+        #expect(other.code == .signerMismatch)
+        #expect(other.reason == "\"up\" is pinned to signer acme (key \(acme.fingerprint)); up 1.1.0 is signed by beta (key \(beta.fingerprint)); refused (keel upgrade up --signer beta moves it to that key)",
+                "\(other.reason)")
+        // An unsigned package, even with --allow-unsigned, and the recommended version: the same.
+        let unsigned = try #require(await Self.refused(kernel, .upgrade(id: "up", version: "1.2.0", allowUnsigned: true)))
+        #expect(unsigned.code == .signerMismatch && unsigned.reason.contains("up 1.2.0 is not signed; refused (keel upgrade up --no-signer --allow-unsigned"),
+                "\(unsigned.reason)")
+        // --signer must name the key that signed the package.
+        let named = try #require(await Self.refused(kernel, .upgrade(id: "up", version: "1.1.0", allowUnsigned: false, signer: .key("acme"))))
+        #expect(named.code == .signerMismatch && named.reason.contains("not by acme (key \(acme.fingerprint)) as --signer asks"), "\(named.reason)")
+        let unknown = try #require(await Self.refused(kernel, .upgrade(id: "up", version: "1.1.0", allowUnsigned: false, signer: .key("nobody"))))
+        #expect(unknown.reason.contains("--signer nobody: no trusted key has that name"), "\(unknown.reason)")
+
+        // Nothing changed: the running version, its status, grants, bundle, signature and pin; no work folder left.
+        #expect(get(kernel, "/ext/up/ping")?.1.contains("tag=one") == true)
+        info = try await kernel.plugin("up")
+        #expect(info.version == "1.0.0" && info.status == .enabled && info.reason == nil && info.grants.contains("authorize"))
+        #expect(info.signature == "signed by acme" && info.signer == "acme (key \(acme.fingerprint))")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: f.plugins) == ["up"])
+        // Each refusal is in the audit trail with its stable code and the two keys.
+        let rows = try kernel.auditTrail().filter { $0.command == "upgrade" }
+        #expect(rows.count == 4 && rows.filter { $0.outcome == "signer-mismatch" }.count == 3, "\(rows)")
+        #expect(rows.first?.detail?.contains("pinned to signer acme (key \(acme.fingerprint))") == true)
+
+        // The operator moves up to beta deliberately: allowed, recorded, and beta is the pin from now on.
+        try await kernel.execute(.upgrade(id: "up", version: "1.1.0", allowUnsigned: false, signer: .key("beta")), actor: "test")
+        #expect(get(kernel, "/ext/up/ping")?.1.contains("tag=two") == true)
+        info = try await kernel.plugin("up")
+        #expect(info.version == "1.1.0" && info.signer == "beta (key \(beta.fingerprint))" && info.signature == "signed by beta")
+        let moved = try #require(try kernel.auditTrail().last)
+        #expect(moved.command == "upgrade" && moved.outcome == "ok"
+                && moved.detail == "signer of \"up\" moved by the operator from acme (key \(acme.fingerprint)) to beta (key \(beta.fingerprint))",
+                "\(moved)")
+        #expect(try await kernel.history("up").contains { $0.outcome == "activated" })
+        // acme, the old signer, can no longer replace it: 1.3.0 (the recommended version) is refused.
+        let back = try #require(await Self.refused(kernel, .upgrade(id: "up", version: nil, allowUnsigned: false)))
+        #expect(back.code == .signerMismatch && back.reason.contains("pinned to signer beta (key \(beta.fingerprint)); up 1.3.0 is signed by acme"),
+                "\(back.reason)")
+        await kernel.shutdown()
+    }
+
+    @Test("the pin is the key, not its name: a name given a new key cannot sign for the plugin pinned to the old one")
+    func keyNotName() async throws {
+        let acme = try Key("acme"), impostor = try Key("impostor")
+        let repo = try Self.repository([("1.0.0", "one", (acme, "acme")), ("1.1.0", "two", (impostor, "acme"))])
+        let f = KernelFixture()
+        let kernel = try await Self.kernel(f, repo: repo, trusting: ["acme": acme])
+        try await kernel.execute(.install(id: "up", version: "1.0.0", allowUnsigned: false), actor: "test")
+        // The operator trusts another key under the name acme (a rotation, or a mistake).
+        _ = try kernel.state.trustKey(name: "acme", publicKey: impostor.publicKey)
+        let refusal = try #require(await Self.refused(kernel, .upgrade(id: "up", version: "1.1.0", allowUnsigned: false)))
+        #expect(refusal.code == .signerMismatch
+                && refusal.reason.contains("pinned to signer acme (key \(acme.fingerprint)); up 1.1.0 is signed by acme (key \(impostor.fingerprint))"),
+                "\(refusal.reason)")
+        #expect(try await kernel.plugin("up").version == "1.0.0")
+        // Moving it to the key now trusted under that name is the operator's explicit step.
+        try await kernel.execute(.upgrade(id: "up", version: "1.1.0", allowUnsigned: false, signer: .key("acme")), actor: "test")
+        #expect(try kernel.state.pinnedSigner("up")?.publicKey == impostor.publicKey)
+        await kernel.shutdown()
+    }
+
+    @Test("unsigned then signed pins the signer; signed then unsigned is refused unless the operator forgets the pin")
+    func unsignedAndSigned() async throws {
+        let acme = try Key("acme")
+        let repo = try Self.repository([("1.0.0", "one", nil), ("1.1.0", "two", (acme, "acme")), ("1.2.0", "three", nil)])
+        let f = KernelFixture()
+        let kernel = try await Self.kernel(f, repo: repo, trusting: ["acme": acme])
+        try await kernel.execute(.install(id: "up", version: "1.0.0", allowUnsigned: true), actor: "test")
+        #expect(try await kernel.plugin("up").signer == nil)
+        #expect(try kernel.state.pinnedSigner("up") == nil)
+
+        // A development build replaced by a signed package: it has no signer to continue, so the first key pins.
+        let first = try await kernel.execute(.upgrade(id: "up", version: "1.1.0", allowUnsigned: false), actor: "test")
+        #expect(first.note == "\"up\" pinned to signer acme (key \(acme.fingerprint))")
+        #expect(try await kernel.plugin("up").signer == "acme (key \(acme.fingerprint))")
+
+        // The signed plugin is not silently replaced by an unsigned package, --allow-unsigned or not.
+        for allow in [false, true] {
+            let refusal = try #require(await Self.refused(kernel, .upgrade(id: "up", version: "1.2.0", allowUnsigned: allow)))
+            #expect(refusal.code == .signerMismatch && refusal.reason.contains("up 1.2.0 is not signed"), "\(refusal.reason)")
+        }
+        #expect(try await kernel.plugin("up").version == "1.1.0")
+        // Forgetting the pin alone does not let an unsigned package in: that still takes --allow-unsigned.
+        let stillUnsigned = try #require(await Self.refused(kernel, .upgrade(id: "up", version: "1.2.0", allowUnsigned: false, signer: .forget)))
+        #expect(stillUnsigned.code == .bundle || stillUnsigned.code == .loadFailed)
+        #expect(stillUnsigned.reason.contains("is not signed; refused (pass --allow-unsigned"), "\(stillUnsigned.reason)")
+        #expect(try kernel.state.pinnedSigner("up") != nil)
+        let left = try await kernel.execute(.upgrade(id: "up", version: "1.2.0", allowUnsigned: true, signer: .forget), actor: "test")
+        #expect(left.note == "signer acme (key \(acme.fingerprint)) of \"up\" unpinned by the operator")
+        let info = try await kernel.plugin("up")
+        #expect(info.version == "1.2.0" && info.signer == nil && info.signature == "unsigned (allowed by the operator)")
+        #expect(try kernel.auditTrail().last?.detail == left.note)
+        await kernel.shutdown()
+    }
+
+    @Test("uninstall --keep-data keeps the pin for a reinstall; a full uninstall forgets it")
+    func reinstall() async throws {
+        let acme = try Key("acme"), beta = try Key("beta")
+        let repo = try Self.repository([("1.0.0", "one", (acme, "acme")), ("1.1.0", "two", (beta, "beta"))])
+        let f = KernelFixture()
+        let kernel = try await Self.kernel(f, repo: repo, trusting: ["acme": acme, "beta": beta])
+        try await kernel.execute(.install(id: "up", version: "1.0.0", allowUnsigned: false), actor: "test")
+        try await kernel.execute(.grants(id: "up", grant: ["authorize"], revoke: []), actor: "test")
+        try await kernel.execute(.uninstall(id: "up", cascade: false, keepData: true), actor: "test")
+
+        // Its kept grants were given to acme's code: beta's package of the same id does not inherit them.
+        let refusal = try #require(await Self.refused(kernel, .install(id: "up", version: "1.1.0", allowUnsigned: true)))
+        #expect(refusal.code == .signerMismatch && refusal.reason.contains("keel install up --signer beta"), "\(refusal.reason)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: f.plugins).isEmpty)
+        #expect(try kernel.state.plugin("up") == nil, "a refused signer leaves no install-failed record either")
+        #expect(try kernel.state.grants("up") == ["authorize"])
+        // acme's own package reinstalls.
+        try await kernel.execute(.install(id: "up", version: "1.0.0", allowUnsigned: false), actor: "test")
+        #expect(try await kernel.plugin("up").signer == "acme (key \(acme.fingerprint))")
+
+        // A full uninstall forgets the pin with the rest: a later install is a first install.
+        try await kernel.execute(.uninstall(id: "up", cascade: false, keepData: false), actor: "test")
+        #expect(try kernel.state.pinnedSigner("up") == nil)
+        try await kernel.execute(.install(id: "up", version: "1.1.0", allowUnsigned: false), actor: "test")
+        #expect(try await kernel.plugin("up").signer == "beta (key \(beta.fingerprint))")
+        await kernel.shutdown()
+    }
+    /// The same through the front ends a running server has: `keel upgrade` queued to it (the command's JSON carries
+    /// `--signer`), the admin API's `"signer"` field and its stable code, `plugins list`, `trust list` and the audit.
+    @Test("under a running server: the CLI and the admin API refuse with signer-mismatch, --signer and \"signer\" move it")
+    func throughServer() async throws {
+        let keel = TestEnvironment.binPath + "/keel"
+        let acme = try Key("acme"), beta = try Key("beta")
+        let repo = try Self.repository([("1.0.0", "one", (acme, "acme")), ("1.1.0", "two", (beta, "beta")), ("1.2.0", "three", (acme, "acme"))])
+        let f = KernelFixture()
+        let common = ["--plugins", f.plugins, "--state", f.state]
+        func cli(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+            try TestEnvironment.run(keel, arguments + common)
+        }
+        for arguments in [["repo", "add", "main", repo], ["trust", "add", "acme", acme.publicKey], ["trust", "add", "beta", beta.publicKey],
+                          ["install", "up@1.0.0"]] {
+            let r = try cli(arguments)
+            #expect(r.status == 0, "\(arguments): \(r.stderr)")
+        }
+        try TestEnvironment.grantSensitive("up", plugins: f.plugins, state: f.state)
+        #expect(try cli(["plugins", "enable", "up"]).status == 0)
+        #expect(try cli(["trust", "list"]).stdout.contains("acme  \(acme.publicKey)  (key \(acme.fingerprint))"))
+        #expect(try cli(["plugins", "list"]).stdout.contains("  pinned signer: acme (key \(acme.fingerprint))\n"))
+        #expect(try cli(["install", "up", "--signer", "acme", "--no-signer"]).stderr.contains("--signer and --no-signer exclude each other"))
+
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch"])
+        defer { server.stop() }
+        #expect(try await server.request("GET", "/ext/up/ping").text.contains("tag=one"))
+        let refused = try cli(["upgrade", "up", "--to", "1.1.0"])
+        #expect(refused.status == 1 && refused.stderr == "keel: error: \"up\" is pinned to signer acme (key \(acme.fingerprint)); up 1.1.0 is signed by beta (key \(beta.fingerprint)); refused (keel upgrade up --signer beta moves it to that key)\n",
+                "\(refused.stderr)")
+        let api = try await server.request("POST", "/api/v1/plugins/up/upgrade", admin: true, body: Data(#"{"version": "1.1.0"}"#.utf8))
+        #expect(api.status == 422 && api.errorCode == "signer-mismatch", "\(api.status) \(api.text)")
+        #expect(try await server.request("GET", "/ext/up/ping").text.contains("tag=one"))
+        var info = try await server.request("GET", "/api/v1/plugins/up", admin: true).json as? [String: Any] ?? [:]
+        #expect(info["status"] as? String == "enabled" && info["version"] as? String == "1.0.0")
+        #expect(info["signer"] as? String == "acme (key \(acme.fingerprint))", "\(info)")
+
+        // Moved deliberately through the queue, then back through the admin API.
+        let moved = try cli(["upgrade", "up", "--to", "1.1.0", "--signer", "beta"])
+        #expect(moved.status == 0 && moved.stdout == "upgraded up to 1.1.0\nsigner of up: beta (key \(beta.fingerprint))\n", "\(moved.stdout) \(moved.stderr)")
+        #expect(try await server.request("GET", "/ext/up/ping").text.contains("tag=two"))
+        let back = try await server.request("POST", "/api/v1/plugins/up/upgrade", admin: true, body: Data(#"{"version": "1.2.0", "signer": "acme"}"#.utf8))
+        #expect(back.status == 200, "\(back.text)")
+        info = back.json as? [String: Any] ?? [:]
+        #expect(info["version"] as? String == "1.2.0" && info["signer"] as? String == "acme (key \(acme.fingerprint))", "\(info)")
+        let audit = try cli(["audit"]).stdout.split(separator: "\n").filter { $0.contains("upgrade up") }
+        #expect(audit.count == 4, "\(audit)")
+        #expect(audit.first?.contains("upgrade up  signer-mismatch  (\"up\" is pinned to signer acme") == true, "\(audit)")
+        #expect(audit.dropFirst(2).first?.hasSuffix("ok  (signer of \"up\" moved by the operator from acme (key \(acme.fingerprint)) to beta (key \(beta.fingerprint)))") == true, "\(audit)")
+    }
+}
