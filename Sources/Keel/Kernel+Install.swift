@@ -99,7 +99,7 @@ extension Kernel {
         return check.note
     }
 
-    /// `store.checkSigner`, its refusal as `signerMismatch` (logged), any other failure as `bundle`.
+    /// `store.checkSigner`, its refusal as `signerMismatch`, any other failure as `bundle` (`execute` logs either).
     nonisolated func signerCheck(_ offer: ExtensionStore.Offer, change: SignerChange?, store: ExtensionStore,
                                  command: String) throws(KernelError) -> ExtensionStore.SignerCheck {
         do { return try store.checkSigner(offer, change: change, command: command) } catch {

@@ -44,7 +44,7 @@ extension AdminAPI {
         }
         admin.get("trust") { _, _ -> Response in
             let keys = try kernel.state.trustedKeys().sorted { $0.key < $1.key }
-            return JSONBody.response(keys.map { TrustBody(name: $0.key, publicKey: $0.value) })
+            return JSONBody.response(keys.map { TrustBody(name: $0.key, publicKey: $0.value, fingerprint: ExtensionStore.fingerprint($0.value)) })
         }
         admin.post("trust") { request, _ -> Response in
             let body = try await Self.body(TrustBody.self, request)
@@ -115,4 +115,6 @@ struct OverviewBody: Encodable {
     var events: [Event]
 }
 
-struct TrustBody: Codable { var name: String; var publicKey: String }
+/// A trusted key: `POST /api/v1/trust` takes name and publicKey; `GET` adds each key's fingerprint (how a plugin's
+/// pinned signer names it).
+struct TrustBody: Codable { var name: String; var publicKey: String; var fingerprint: String? }

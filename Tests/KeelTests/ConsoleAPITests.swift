@@ -1,6 +1,7 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
 import Foundation
+import KeelExtensions
 import Testing
 
 /// The admin API endpoints the console's views use (AdminAPI+Console.swift), against a real `keel serve`.
@@ -78,7 +79,8 @@ struct ConsoleAPITests {
         let added = try await server.request("POST", "/api/v1/trust", admin: true, body: Data(#"{"name":"acme","publicKey":"\#(key)"}"#.utf8))
         #expect(added.status == 201, "\(added.text)")
         let listed = try await server.request("GET", "/api/v1/trust", admin: true)
-        #expect((listed.json as? [[String: String]]) == [["name": "acme", "publicKey": key]], "\(listed.text)")
+        #expect((listed.json as? [[String: String]]) == [["name": "acme", "publicKey": key, "fingerprint": ExtensionStore.fingerprint(key)]],
+                "\(listed.text)")
         let cli = try TestEnvironment.run(TestEnvironment.binPath + "/keel", ["trust", "list", "--plugins", f.plugins, "--state", f.state])
         #expect(cli.stdout.contains("acme"), "the CLI sees the same store: \(cli.stdout)")
 

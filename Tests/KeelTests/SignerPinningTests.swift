@@ -250,5 +250,13 @@ struct SignerPinningTests {
         #expect(audit.count == 4, "\(audit)")
         #expect(audit.first?.contains("upgrade up  signer-mismatch  (\"up\" is pinned to signer acme") == true, "\(audit)")
         #expect(audit.dropFirst(2).first?.hasSuffix("ok  (signer of \"up\" moved by the operator from acme (key \(acme.fingerprint)) to beta (key \(beta.fingerprint)))") == true, "\(audit)")
+
+        // The console's plugin page shows both (when a browser is there to drive it).
+        guard BrowserTests.available else { return }
+        let script = TestEnvironment.repository.path + "/Tests/Browser/signer_test.py"
+        let page = try TestEnvironment.run("/usr/bin/env", ["python3", script, "--url", server.base, "--token", ServerProcess.token, "--plugin", "up",
+                                                            "--signature", "signed by acme",
+                                                            "--signer", "acme (key \(acme.fingerprint)): upgrades must be signed by this key"])
+        #expect(page.status == 0 && page.stdout.contains("3 passed, 0 failed"), "\(page.stdout)\(page.stderr)")
     }
 }

@@ -84,7 +84,8 @@ defineView('repositories', { section: 'repositories', title: 'Repositories and t
     el('td', { className: 'actions' }, button('Remove', 'uninstall', { 'data-remove-repository': r.name, 'aria-label': 'Remove repository ' + r.name },
       () => { if (confirm('Forget repository ' + r.name + '?')) perform('repository ' + r.name, '/api/v1/repositories/' + encodeURIComponent(r.name), { method: 'DELETE' }); }))));
   const keyRows = keys.map(k => el('tr', { 'data-key-row': k.name },
-    el('td', {}, el('strong', { textContent: k.name })), el('td', {}, el('code', { className: 'key', textContent: k.publicKey }))));
+    el('td', {}, el('strong', { textContent: k.name })), el('td', {}, el('code', { className: 'key', textContent: k.publicKey })),
+    el('td', {}, el('code', { textContent: k.fingerprint || '' }))));
   replaceKeepingFocus(document.getElementById('repositories-body'), [
     el('section', { className: 'panel', 'aria-labelledby': 'repositories-list' },
       el('h3', { id: 'repositories-list', textContent: 'Repositories' }),
@@ -99,7 +100,7 @@ defineView('repositories', { section: 'repositories', title: 'Repositories and t
       keptForm('trust', () => smallForm('trust', [{ name: 'name', label: 'Signer', placeholder: 'acme' },
         { name: 'publicKey', label: 'Public key (base64)', placeholder: '32 bytes, base64' }], 'Trust key',
         v => api('/api/v1/trust', json('POST', v)))),
-      smallTable('trust-table', ['Signer', 'Public key'], keyRows, 'no trusted keys'))]);
+      smallTable('trust-table', ['Signer', 'Public key', 'Fingerprint'], keyRows, 'no trusted keys'))]);
 } });
 
 // What the configured repositories offer, searched by the server (?q=), with install or upgrade buttons.
