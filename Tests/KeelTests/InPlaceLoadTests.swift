@@ -15,18 +15,7 @@ func mappings(of path: String) throws -> [Substring] {
 struct InPlaceLoadTests {
     /// A local repository offering plugin `up` in 1.0.0 (answers tag=one) and 1.1.0 (tag=two), unsigned.
     func repository() throws -> String {
-        let repo = TestEnvironment.makeTemporaryDirectory("inplace-repo")
-        for (version, tag) in [("1.0.0", "one"), ("1.1.0", "two")] {
-            let lib = try TestEnvironment.buildFixture("up-\(tag)", ["PLUGIN_ID=\"up\"", "PLUGIN_VERSION=\"\(version)\"", "TAG=\"\(tag)\""])
-            let staging = TestEnvironment.makeTemporaryDirectory("inplace-stage")
-            let folder = try TestEnvironment.makeBundle(in: staging, folder: "up",
-                                                        manifest: TestEnvironment.manifest(id: "up", version: version, library: "libup.so"),
-                                                        library: lib, libraryName: "libup.so")
-            let (archive, _) = try PackageArchive.packBundle(folder: folder, library: "libup.so")
-            try archive.write(to: URL(fileURLWithPath: repo + "/up-\(version).\(PackageArchive.fileExtension)"))
-        }
-        _ = try ExtensionStore.writeIndex(folder: repo)
-        return repo
+        try SignerPinningTests.repository([("1.0.0", "one", nil), ("1.1.0", "two", nil)])
     }
 
     @Test("an installed package is loaded where it lies, an upgrade's new code too; a plugins/ folder library and a second load of one file are copied")

@@ -26,6 +26,7 @@ struct SignerPinningTests {
 
     /// A repository offering plugin `up` in each of `versions` (version, the tag its /ping answers, the key and the
     /// signer name it is signed with, or nil: unsigned), packed and signed as `keel pack --key --signer` does.
+    /// InPlaceLoadTests uses it too.
     static func repository(_ versions: [(String, String, (Key, String)?)]) throws -> String {
         let repo = TestEnvironment.makeTemporaryDirectory("pin-repo")
         for (version, tag, signer) in versions {
@@ -224,6 +225,12 @@ struct SignerPinningTests {
         #expect(try cli(["trust", "list"]).stdout.contains("acme  \(acme.publicKey)  (key \(acme.fingerprint))"))
         #expect(try cli(["plugins", "list"]).stdout.contains("  pinned signer: acme (key \(acme.fingerprint))\n"))
         #expect(try cli(["install", "up", "--signer", "acme", "--no-signer"]).stderr.contains("--signer and --no-signer exclude each other"))
+
+        // The queue's JSON: a command an earlier keel queued (no "signer") reads as one that keeps the pin.
+        let earlier = try JSONDecoder().decode(KernelCommand.self, from: Data(#"{"upgrade":{"id":"up","allowUnsigned":false}}"#.utf8))
+        #expect(earlier == .upgrade(id: "up", version: nil, allowUnsigned: false, signer: nil))
+        let moving = KernelCommand.upgrade(id: "up", version: "1.1.0", allowUnsigned: false, signer: .key("beta"))
+        #expect(try JSONDecoder().decode(KernelCommand.self, from: JSONEncoder().encode(moving)) == moving)
 
         let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch"])
         defer { server.stop() }
