@@ -15,7 +15,7 @@ func mappings(of path: String) throws -> [Substring] {
 struct InPlaceLoadTests {
     /// A local repository offering plugin `up` in 1.0.0 (answers tag=one) and 1.1.0 (tag=two), unsigned.
     func repository() throws -> String {
-        try SignerPinningTests.repository([("1.0.0", "one", nil), ("1.1.0", "two", nil)])
+        try SignerPinningTests.repository(id: "up", [("1.0.0", "one", nil), ("1.1.0", "two", nil)])
     }
 
     @Test("an installed package is loaded where it lies, an upgrade's new code too; a plugins/ folder library and a second load of one file are copied")

@@ -24,19 +24,20 @@ struct SignerPinningTests {
         }
     }
 
-    /// A repository offering plugin `up` in each of `versions` (version, the tag its /ping answers, the key and the
+    /// A repository offering plugin `id` in each of `versions` (version, the tag its /ping answers, the key and the
     /// signer name it is signed with, or nil: unsigned), packed and signed as `keel pack --key --signer` does.
-    /// InPlaceLoadTests uses it too.
-    static func repository(_ versions: [(String, String, (Key, String)?)]) throws -> String {
+    /// InPlaceLoadTests uses it too. The tests here use `pin`, an id no other test loads in this process (they count
+    /// the copies of `up` mapped).
+    static func repository(id: String = "pin", _ versions: [(String, String, (Key, String)?)]) throws -> String {
         let repo = TestEnvironment.makeTemporaryDirectory("pin-repo")
         for (version, tag, signer) in versions {
-            let lib = try TestEnvironment.buildFixture("up-\(tag)", ["PLUGIN_ID=\"up\"", "PLUGIN_VERSION=\"\(version)\"", "TAG=\"\(tag)\""])
+            let lib = try TestEnvironment.buildFixture("\(id)-\(tag)", ["PLUGIN_ID=\"\(id)\"", "PLUGIN_VERSION=\"\(version)\"", "TAG=\"\(tag)\""])
             let staging = TestEnvironment.makeTemporaryDirectory("pin-stage")
-            let folder = try TestEnvironment.makeBundle(in: staging, folder: "up",
-                                                        manifest: TestEnvironment.manifest(id: "up", version: version, library: "libup.so"),
-                                                        library: lib, libraryName: "libup.so")
-            let (archive, _) = try PackageArchive.packBundle(folder: folder, library: "libup.so")
-            let path = repo + "/up-\(version).\(PackageArchive.fileExtension)"
+            let folder = try TestEnvironment.makeBundle(in: staging, folder: id,
+                                                        manifest: TestEnvironment.manifest(id: id, version: version, library: "lib\(id).so"),
+                                                        library: lib, libraryName: "lib\(id).so")
+            let (archive, _) = try PackageArchive.packBundle(folder: folder, library: "lib\(id).so")
+            let path = repo + "/\(id)-\(version).\(PackageArchive.fileExtension)"
             try archive.write(to: URL(fileURLWithPath: path))
             if let (key, name) = signer {
                 try ExtensionStore.sign(archive, keyFile: key.file).write(toFile: path + ".sig", atomically: true, encoding: .utf8)
@@ -70,54 +71,54 @@ struct SignerPinningTests {
                                         ("1.2.0", "three", nil), ("1.3.0", "four", (acme, "acme"))])
         let f = KernelFixture()
         let kernel = try await Self.kernel(f, repo: repo, trusting: ["acme": acme, "beta": beta])
-        try await kernel.execute(.install(id: "up", version: "1.0.0", allowUnsigned: false), actor: "test")
-        try await kernel.execute(.enable(id: "up", tenant: nil), actor: "test")
-        try await kernel.execute(.grants(id: "up", grant: ["authorize"], revoke: []), actor: "test")
-        #expect(get(kernel, "/ext/up/ping")?.1.contains("tag=one") == true)
-        var info = try await kernel.plugin("up")
+        try await kernel.execute(.install(id: "pin", version: "1.0.0", allowUnsigned: false), actor: "test")
+        try await kernel.execute(.enable(id: "pin", tenant: nil), actor: "test")
+        try await kernel.execute(.grants(id: "pin", grant: ["authorize"], revoke: []), actor: "test")
+        #expect(get(kernel, "/ext/pin/ping")?.1.contains("tag=one") == true)
+        var info = try await kernel.plugin("pin")
         #expect(info.signer == "acme (key \(acme.fingerprint))" && info.signature == "signed by acme", "\(String(describing: info.signer))")
-        let stored = try #require(try kernel.state.pinnedSigner("up"))
+        let stored = try #require(try kernel.state.pinnedSigner("pin"))
         #expect(stored.name == "acme" && stored.publicKey == acme.publicKey)
 
-        // 1.1.0 is signed by beta, a key the operator trusts, but not the one up is pinned to.
-        let other = try #require(await Self.refused(kernel, .upgrade(id: "up", version: "1.1.0", allowUnsigned: false)))
+        // 1.1.0 is signed by beta, a key the operator trusts, but not the one pin is pinned to.
+        let other = try #require(await Self.refused(kernel, .upgrade(id: "pin", version: "1.1.0", allowUnsigned: false)))
         #expect(other.code == .signerMismatch)
-        #expect(other.reason == "\"up\" is pinned to signer acme (key \(acme.fingerprint)); up 1.1.0 is signed by beta (key \(beta.fingerprint)); refused (keel upgrade up --signer beta moves it to that key)",
+        #expect(other.reason == "\"pin\" is pinned to signer acme (key \(acme.fingerprint)); pin 1.1.0 is signed by beta (key \(beta.fingerprint)); refused (keel upgrade pin --signer beta moves it to that key)",
                 "\(other.reason)")
         // An unsigned package, even with --allow-unsigned, and the recommended version: the same.
-        let unsigned = try #require(await Self.refused(kernel, .upgrade(id: "up", version: "1.2.0", allowUnsigned: true)))
-        #expect(unsigned.code == .signerMismatch && unsigned.reason.contains("up 1.2.0 is not signed; refused (keel upgrade up --no-signer --allow-unsigned"),
+        let unsigned = try #require(await Self.refused(kernel, .upgrade(id: "pin", version: "1.2.0", allowUnsigned: true)))
+        #expect(unsigned.code == .signerMismatch && unsigned.reason.contains("pin 1.2.0 is not signed; refused (keel upgrade pin --no-signer --allow-unsigned"),
                 "\(unsigned.reason)")
         // --signer must name the key that signed the package.
-        let named = try #require(await Self.refused(kernel, .upgrade(id: "up", version: "1.1.0", allowUnsigned: false, signer: .key("acme"))))
+        let named = try #require(await Self.refused(kernel, .upgrade(id: "pin", version: "1.1.0", allowUnsigned: false, signer: .key("acme"))))
         #expect(named.code == .signerMismatch && named.reason.contains("not by acme (key \(acme.fingerprint)) as --signer asks"), "\(named.reason)")
-        let unknown = try #require(await Self.refused(kernel, .upgrade(id: "up", version: "1.1.0", allowUnsigned: false, signer: .key("nobody"))))
+        let unknown = try #require(await Self.refused(kernel, .upgrade(id: "pin", version: "1.1.0", allowUnsigned: false, signer: .key("nobody"))))
         #expect(unknown.reason.contains("--signer nobody: no trusted key has that name"), "\(unknown.reason)")
 
         // Nothing changed: the running version, its status, grants, bundle, signature and pin; no work folder left.
-        #expect(get(kernel, "/ext/up/ping")?.1.contains("tag=one") == true)
-        info = try await kernel.plugin("up")
+        #expect(get(kernel, "/ext/pin/ping")?.1.contains("tag=one") == true)
+        info = try await kernel.plugin("pin")
         #expect(info.version == "1.0.0" && info.status == .enabled && info.reason == nil && info.grants.contains("authorize"))
         #expect(info.signature == "signed by acme" && info.signer == "acme (key \(acme.fingerprint))")
-        #expect(try FileManager.default.contentsOfDirectory(atPath: f.plugins) == ["up"])
+        #expect(try FileManager.default.contentsOfDirectory(atPath: f.plugins) == ["pin"])
         // Each refusal is in the audit trail with its stable code and the two keys.
         let rows = try kernel.auditTrail().filter { $0.command == "upgrade" }
         #expect(rows.count == 4 && rows.filter { $0.outcome == "signer-mismatch" }.count == 3, "\(rows)")
         #expect(rows.first?.detail?.contains("pinned to signer acme (key \(acme.fingerprint))") == true)
 
-        // The operator moves up to beta deliberately: allowed, recorded, and beta is the pin from now on.
-        try await kernel.execute(.upgrade(id: "up", version: "1.1.0", allowUnsigned: false, signer: .key("beta")), actor: "test")
-        #expect(get(kernel, "/ext/up/ping")?.1.contains("tag=two") == true)
-        info = try await kernel.plugin("up")
+        // The operator moves pin to beta deliberately: allowed, recorded, and beta is the pin from now on.
+        try await kernel.execute(.upgrade(id: "pin", version: "1.1.0", allowUnsigned: false, signer: .key("beta")), actor: "test")
+        #expect(get(kernel, "/ext/pin/ping")?.1.contains("tag=two") == true)
+        info = try await kernel.plugin("pin")
         #expect(info.version == "1.1.0" && info.signer == "beta (key \(beta.fingerprint))" && info.signature == "signed by beta")
         let moved = try #require(try kernel.auditTrail().last)
         #expect(moved.command == "upgrade" && moved.outcome == "ok"
-                && moved.detail == "signer of \"up\" moved by the operator from acme (key \(acme.fingerprint)) to beta (key \(beta.fingerprint))",
+                && moved.detail == "signer of \"pin\" moved by the operator from acme (key \(acme.fingerprint)) to beta (key \(beta.fingerprint))",
                 "\(moved)")
-        #expect(try await kernel.history("up").contains { $0.outcome == "activated" })
+        #expect(try await kernel.history("pin").contains { $0.outcome == "activated" })
         // acme, the old signer, can no longer replace it: 1.3.0 (the recommended version) is refused.
-        let back = try #require(await Self.refused(kernel, .upgrade(id: "up", version: nil, allowUnsigned: false)))
-        #expect(back.code == .signerMismatch && back.reason.contains("pinned to signer beta (key \(beta.fingerprint)); up 1.3.0 is signed by acme"),
+        let back = try #require(await Self.refused(kernel, .upgrade(id: "pin", version: nil, allowUnsigned: false)))
+        #expect(back.code == .signerMismatch && back.reason.contains("pinned to signer beta (key \(beta.fingerprint)); pin 1.3.0 is signed by acme"),
                 "\(back.reason)")
         await kernel.shutdown()
     }
@@ -128,17 +129,17 @@ struct SignerPinningTests {
         let repo = try Self.repository([("1.0.0", "one", (acme, "acme")), ("1.1.0", "two", (impostor, "acme"))])
         let f = KernelFixture()
         let kernel = try await Self.kernel(f, repo: repo, trusting: ["acme": acme])
-        try await kernel.execute(.install(id: "up", version: "1.0.0", allowUnsigned: false), actor: "test")
+        try await kernel.execute(.install(id: "pin", version: "1.0.0", allowUnsigned: false), actor: "test")
         // The operator trusts another key under the name acme (a rotation, or a mistake).
         _ = try kernel.state.trustKey(name: "acme", publicKey: impostor.publicKey)
-        let refusal = try #require(await Self.refused(kernel, .upgrade(id: "up", version: "1.1.0", allowUnsigned: false)))
+        let refusal = try #require(await Self.refused(kernel, .upgrade(id: "pin", version: "1.1.0", allowUnsigned: false)))
         #expect(refusal.code == .signerMismatch
-                && refusal.reason.contains("pinned to signer acme (key \(acme.fingerprint)); up 1.1.0 is signed by acme (key \(impostor.fingerprint))"),
+                && refusal.reason.contains("pinned to signer acme (key \(acme.fingerprint)); pin 1.1.0 is signed by acme (key \(impostor.fingerprint))"),
                 "\(refusal.reason)")
-        #expect(try await kernel.plugin("up").version == "1.0.0")
+        #expect(try await kernel.plugin("pin").version == "1.0.0")
         // Moving it to the key now trusted under that name is the operator's explicit step.
-        try await kernel.execute(.upgrade(id: "up", version: "1.1.0", allowUnsigned: false, signer: .key("acme")), actor: "test")
-        #expect(try kernel.state.pinnedSigner("up")?.publicKey == impostor.publicKey)
+        try await kernel.execute(.upgrade(id: "pin", version: "1.1.0", allowUnsigned: false, signer: .key("acme")), actor: "test")
+        #expect(try kernel.state.pinnedSigner("pin")?.publicKey == impostor.publicKey)
         await kernel.shutdown()
     }
 
@@ -148,29 +149,29 @@ struct SignerPinningTests {
         let repo = try Self.repository([("1.0.0", "one", nil), ("1.1.0", "two", (acme, "acme")), ("1.2.0", "three", nil)])
         let f = KernelFixture()
         let kernel = try await Self.kernel(f, repo: repo, trusting: ["acme": acme])
-        try await kernel.execute(.install(id: "up", version: "1.0.0", allowUnsigned: true), actor: "test")
-        #expect(try await kernel.plugin("up").signer == nil)
-        #expect(try kernel.state.pinnedSigner("up") == nil)
+        try await kernel.execute(.install(id: "pin", version: "1.0.0", allowUnsigned: true), actor: "test")
+        #expect(try await kernel.plugin("pin").signer == nil)
+        #expect(try kernel.state.pinnedSigner("pin") == nil)
 
         // A development build replaced by a signed package: it has no signer to continue, so the first key pins.
-        let first = try await kernel.execute(.upgrade(id: "up", version: "1.1.0", allowUnsigned: false), actor: "test")
-        #expect(first.note == "\"up\" pinned to signer acme (key \(acme.fingerprint))")
-        #expect(try await kernel.plugin("up").signer == "acme (key \(acme.fingerprint))")
+        let first = try await kernel.execute(.upgrade(id: "pin", version: "1.1.0", allowUnsigned: false), actor: "test")
+        #expect(first.note == "\"pin\" pinned to signer acme (key \(acme.fingerprint))")
+        #expect(try await kernel.plugin("pin").signer == "acme (key \(acme.fingerprint))")
 
         // The signed plugin is not silently replaced by an unsigned package, --allow-unsigned or not.
         for allow in [false, true] {
-            let refusal = try #require(await Self.refused(kernel, .upgrade(id: "up", version: "1.2.0", allowUnsigned: allow)))
-            #expect(refusal.code == .signerMismatch && refusal.reason.contains("up 1.2.0 is not signed"), "\(refusal.reason)")
+            let refusal = try #require(await Self.refused(kernel, .upgrade(id: "pin", version: "1.2.0", allowUnsigned: allow)))
+            #expect(refusal.code == .signerMismatch && refusal.reason.contains("pin 1.2.0 is not signed"), "\(refusal.reason)")
         }
-        #expect(try await kernel.plugin("up").version == "1.1.0")
+        #expect(try await kernel.plugin("pin").version == "1.1.0")
         // Forgetting the pin alone does not let an unsigned package in: that still takes --allow-unsigned.
-        let stillUnsigned = try #require(await Self.refused(kernel, .upgrade(id: "up", version: "1.2.0", allowUnsigned: false, signer: .forget)))
+        let stillUnsigned = try #require(await Self.refused(kernel, .upgrade(id: "pin", version: "1.2.0", allowUnsigned: false, signer: .forget)))
         #expect(stillUnsigned.code == .bundle || stillUnsigned.code == .loadFailed)
         #expect(stillUnsigned.reason.contains("is not signed; refused (pass --allow-unsigned"), "\(stillUnsigned.reason)")
-        #expect(try kernel.state.pinnedSigner("up") != nil)
-        let left = try await kernel.execute(.upgrade(id: "up", version: "1.2.0", allowUnsigned: true, signer: .forget), actor: "test")
-        #expect(left.note == "signer acme (key \(acme.fingerprint)) of \"up\" unpinned by the operator")
-        let info = try await kernel.plugin("up")
+        #expect(try kernel.state.pinnedSigner("pin") != nil)
+        let left = try await kernel.execute(.upgrade(id: "pin", version: "1.2.0", allowUnsigned: true, signer: .forget), actor: "test")
+        #expect(left.note == "signer acme (key \(acme.fingerprint)) of \"pin\" unpinned by the operator")
+        let info = try await kernel.plugin("pin")
         #expect(info.version == "1.2.0" && info.signer == nil && info.signature == "unsigned (allowed by the operator)")
         #expect(try kernel.auditTrail().last?.detail == left.note)
         await kernel.shutdown()
@@ -182,25 +183,25 @@ struct SignerPinningTests {
         let repo = try Self.repository([("1.0.0", "one", (acme, "acme")), ("1.1.0", "two", (beta, "beta"))])
         let f = KernelFixture()
         let kernel = try await Self.kernel(f, repo: repo, trusting: ["acme": acme, "beta": beta])
-        try await kernel.execute(.install(id: "up", version: "1.0.0", allowUnsigned: false), actor: "test")
-        try await kernel.execute(.grants(id: "up", grant: ["authorize"], revoke: []), actor: "test")
-        try await kernel.execute(.uninstall(id: "up", cascade: false, keepData: true), actor: "test")
+        try await kernel.execute(.install(id: "pin", version: "1.0.0", allowUnsigned: false), actor: "test")
+        try await kernel.execute(.grants(id: "pin", grant: ["authorize"], revoke: []), actor: "test")
+        try await kernel.execute(.uninstall(id: "pin", cascade: false, keepData: true), actor: "test")
 
         // Its kept grants were given to acme's code: beta's package of the same id does not inherit them.
-        let refusal = try #require(await Self.refused(kernel, .install(id: "up", version: "1.1.0", allowUnsigned: true)))
-        #expect(refusal.code == .signerMismatch && refusal.reason.contains("keel install up --signer beta"), "\(refusal.reason)")
+        let refusal = try #require(await Self.refused(kernel, .install(id: "pin", version: "1.1.0", allowUnsigned: true)))
+        #expect(refusal.code == .signerMismatch && refusal.reason.contains("keel install pin --signer beta"), "\(refusal.reason)")
         #expect(try FileManager.default.contentsOfDirectory(atPath: f.plugins).isEmpty)
-        #expect(try kernel.state.plugin("up") == nil, "a refused signer leaves no install-failed record either")
-        #expect(try kernel.state.grants("up") == ["authorize"])
+        #expect(try kernel.state.plugin("pin") == nil, "a refused signer leaves no install-failed record either")
+        #expect(try kernel.state.grants("pin") == ["authorize"])
         // acme's own package reinstalls.
-        try await kernel.execute(.install(id: "up", version: "1.0.0", allowUnsigned: false), actor: "test")
-        #expect(try await kernel.plugin("up").signer == "acme (key \(acme.fingerprint))")
+        try await kernel.execute(.install(id: "pin", version: "1.0.0", allowUnsigned: false), actor: "test")
+        #expect(try await kernel.plugin("pin").signer == "acme (key \(acme.fingerprint))")
 
         // A full uninstall forgets the pin with the rest: a later install is a first install.
-        try await kernel.execute(.uninstall(id: "up", cascade: false, keepData: false), actor: "test")
-        #expect(try kernel.state.pinnedSigner("up") == nil)
-        try await kernel.execute(.install(id: "up", version: "1.1.0", allowUnsigned: false), actor: "test")
-        #expect(try await kernel.plugin("up").signer == "beta (key \(beta.fingerprint))")
+        try await kernel.execute(.uninstall(id: "pin", cascade: false, keepData: false), actor: "test")
+        #expect(try kernel.state.pinnedSigner("pin") == nil)
+        try await kernel.execute(.install(id: "pin", version: "1.1.0", allowUnsigned: false), actor: "test")
+        #expect(try await kernel.plugin("pin").signer == "beta (key \(beta.fingerprint))")
         await kernel.shutdown()
     }
     /// The same through the front ends a running server has: `keel upgrade` queued to it (the command's JSON carries
@@ -216,52 +217,52 @@ struct SignerPinningTests {
             try TestEnvironment.run(keel, arguments + common)
         }
         for arguments in [["repo", "add", "main", repo], ["trust", "add", "acme", acme.publicKey], ["trust", "add", "beta", beta.publicKey],
-                          ["install", "up@1.0.0"]] {
+                          ["install", "pin@1.0.0"]] {
             let r = try cli(arguments)
             #expect(r.status == 0, "\(arguments): \(r.stderr)")
         }
-        try TestEnvironment.grantSensitive("up", plugins: f.plugins, state: f.state)
-        #expect(try cli(["plugins", "enable", "up"]).status == 0)
+        try TestEnvironment.grantSensitive("pin", plugins: f.plugins, state: f.state)
+        #expect(try cli(["plugins", "enable", "pin"]).status == 0)
         #expect(try cli(["trust", "list"]).stdout.contains("acme  \(acme.publicKey)  (key \(acme.fingerprint))"))
         #expect(try cli(["plugins", "list"]).stdout.contains("  pinned signer: acme (key \(acme.fingerprint))\n"))
-        #expect(try cli(["install", "up", "--signer", "acme", "--no-signer"]).stderr.contains("--signer and --no-signer exclude each other"))
+        #expect(try cli(["install", "pin", "--signer", "acme", "--no-signer"]).stderr.contains("--signer and --no-signer exclude each other"))
 
         // The queue's JSON: a command an earlier keel queued (no "signer") reads as one that keeps the pin.
-        let earlier = try JSONDecoder().decode(KernelCommand.self, from: Data(#"{"upgrade":{"id":"up","allowUnsigned":false}}"#.utf8))
-        #expect(earlier == .upgrade(id: "up", version: nil, allowUnsigned: false, signer: nil))
-        let moving = KernelCommand.upgrade(id: "up", version: "1.1.0", allowUnsigned: false, signer: .key("beta"))
+        let earlier = try JSONDecoder().decode(KernelCommand.self, from: Data(#"{"upgrade":{"id":"pin","allowUnsigned":false}}"#.utf8))
+        #expect(earlier == .upgrade(id: "pin", version: nil, allowUnsigned: false, signer: nil))
+        let moving = KernelCommand.upgrade(id: "pin", version: "1.1.0", allowUnsigned: false, signer: .key("beta"))
         #expect(try JSONDecoder().decode(KernelCommand.self, from: JSONEncoder().encode(moving)) == moving)
 
         let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch"])
         defer { server.stop() }
-        #expect(try await server.request("GET", "/ext/up/ping").text.contains("tag=one"))
-        let refused = try cli(["upgrade", "up", "--to", "1.1.0"])
-        #expect(refused.status == 1 && refused.stderr == "keel: error: \"up\" is pinned to signer acme (key \(acme.fingerprint)); up 1.1.0 is signed by beta (key \(beta.fingerprint)); refused (keel upgrade up --signer beta moves it to that key)\n",
+        #expect(try await server.request("GET", "/ext/pin/ping").text.contains("tag=one"))
+        let refused = try cli(["upgrade", "pin", "--to", "1.1.0"])
+        #expect(refused.status == 1 && refused.stderr == "keel: error: \"pin\" is pinned to signer acme (key \(acme.fingerprint)); pin 1.1.0 is signed by beta (key \(beta.fingerprint)); refused (keel upgrade pin --signer beta moves it to that key)\n",
                 "\(refused.stderr)")
-        let api = try await server.request("POST", "/api/v1/plugins/up/upgrade", admin: true, body: Data(#"{"version": "1.1.0"}"#.utf8))
+        let api = try await server.request("POST", "/api/v1/plugins/pin/upgrade", admin: true, body: Data(#"{"version": "1.1.0"}"#.utf8))
         #expect(api.status == 422 && api.errorCode == "signer-mismatch", "\(api.status) \(api.text)")
-        #expect(try await server.request("GET", "/ext/up/ping").text.contains("tag=one"))
-        var info = try await server.request("GET", "/api/v1/plugins/up", admin: true).json as? [String: Any] ?? [:]
+        #expect(try await server.request("GET", "/ext/pin/ping").text.contains("tag=one"))
+        var info = try await server.request("GET", "/api/v1/plugins/pin", admin: true).json as? [String: Any] ?? [:]
         #expect(info["status"] as? String == "enabled" && info["version"] as? String == "1.0.0")
         #expect(info["signer"] as? String == "acme (key \(acme.fingerprint))", "\(info)")
 
         // Moved deliberately through the queue, then back through the admin API.
-        let moved = try cli(["upgrade", "up", "--to", "1.1.0", "--signer", "beta"])
-        #expect(moved.status == 0 && moved.stdout == "upgraded up to 1.1.0\nsigner of up: beta (key \(beta.fingerprint))\n", "\(moved.stdout) \(moved.stderr)")
-        #expect(try await server.request("GET", "/ext/up/ping").text.contains("tag=two"))
-        let back = try await server.request("POST", "/api/v1/plugins/up/upgrade", admin: true, body: Data(#"{"version": "1.2.0", "signer": "acme"}"#.utf8))
+        let moved = try cli(["upgrade", "pin", "--to", "1.1.0", "--signer", "beta"])
+        #expect(moved.status == 0 && moved.stdout == "upgraded pin to 1.1.0\nsigner of pin: beta (key \(beta.fingerprint))\n", "\(moved.stdout) \(moved.stderr)")
+        #expect(try await server.request("GET", "/ext/pin/ping").text.contains("tag=two"))
+        let back = try await server.request("POST", "/api/v1/plugins/pin/upgrade", admin: true, body: Data(#"{"version": "1.2.0", "signer": "acme"}"#.utf8))
         #expect(back.status == 200, "\(back.text)")
         info = back.json as? [String: Any] ?? [:]
         #expect(info["version"] as? String == "1.2.0" && info["signer"] as? String == "acme (key \(acme.fingerprint))", "\(info)")
-        let audit = try cli(["audit"]).stdout.split(separator: "\n").filter { $0.contains("upgrade up") }
+        let audit = try cli(["audit"]).stdout.split(separator: "\n").filter { $0.contains("upgrade pin") }
         #expect(audit.count == 4, "\(audit)")
-        #expect(audit.first?.contains("upgrade up  signer-mismatch  (\"up\" is pinned to signer acme") == true, "\(audit)")
-        #expect(audit.dropFirst(2).first?.hasSuffix("ok  (signer of \"up\" moved by the operator from acme (key \(acme.fingerprint)) to beta (key \(beta.fingerprint)))") == true, "\(audit)")
+        #expect(audit.first?.contains("upgrade pin  signer-mismatch  (\"pin\" is pinned to signer acme") == true, "\(audit)")
+        #expect(audit.dropFirst(2).first?.hasSuffix("ok  (signer of \"pin\" moved by the operator from acme (key \(acme.fingerprint)) to beta (key \(beta.fingerprint)))") == true, "\(audit)")
 
         // The console's plugin page shows both (when a browser is there to drive it).
         guard BrowserTests.available else { return }
         let script = TestEnvironment.repository.path + "/Tests/Browser/signer_test.py"
-        let page = try TestEnvironment.run("/usr/bin/env", ["python3", script, "--url", server.base, "--token", ServerProcess.token, "--plugin", "up",
+        let page = try TestEnvironment.run("/usr/bin/env", ["python3", script, "--url", server.base, "--token", ServerProcess.token, "--plugin", "pin",
                                                             "--signature", "signed by acme",
                                                             "--signer", "acme (key \(acme.fingerprint)): upgrades must be signed by this key"])
         #expect(page.status == 0 && page.stdout.contains("3 passed, 0 failed"), "\(page.stdout)\(page.stderr)")
