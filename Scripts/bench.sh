@@ -8,8 +8,8 @@ if ! command -v wrk >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q && apt-get install -y -q --no-install-recommends wrk
 fi
-swift build -c release --product keel-bench
-bin="$(swift build -c release --show-bin-path)"
+Scripts/release-build.sh --product keel-bench
+bin="$(Scripts/release-build.sh --show-bin-path)"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 Scripts/bench-plugins.sh "$work"

@@ -25,8 +25,9 @@ if [ -n "${KEEL_BIN:-}" ]; then
   bin="$KEEL_BIN"
 else
   step "building the kernel, keel and the example plugins (swift build -c $config; the first build takes several minutes)"
-  swift build -c "$config"
-  bin="$(swift build -c "$config" --show-bin-path)"
+  if [ "$config" = release ]; then build=(Scripts/release-build.sh); else build=(swift build -c "$config"); fi
+  "${build[@]}"
+  bin="$("${build[@]}" --show-bin-path)"
 fi
 plugins="${KEEL_PLUGINS_DIR:-plugins}"
 

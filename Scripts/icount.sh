@@ -13,8 +13,8 @@ budget=Scripts/icount-budget.txt
 out="$(mktemp -d)"
 # KEEL_ICOUNT_KEEP=1 keeps the callgrind dumps (their folder is printed) for callgrind_annotate.
 if [ -n "${KEEL_ICOUNT_KEEP:-}" ]; then echo "icount: dumps in $out" >&2; else trap 'rm -rf "$out"' EXIT; fi
-swift build -c release --product keel-icount >&2
-bin="$(swift build -c release --show-bin-path)"
+Scripts/release-build.sh --product keel-icount >&2
+bin="$(Scripts/release-build.sh --show-bin-path)"
 Scripts/bench-plugins.sh "$out"
 # valgrind cannot read the toolchain's DWARF 5: run a copy without debug information (its symbols stay).
 objcopy --strip-debug "$bin/keel-icount" "$out/keel-icount"
