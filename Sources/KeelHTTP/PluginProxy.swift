@@ -22,8 +22,11 @@ import Synchronization
 ///   client's address and the host's identity headers, signed.
 /// - Connections to upstreams are pooled and kept alive (`UpstreamPool` for http, AsyncHTTPClient for https);
 ///   redirects are passed back, not followed.
-/// - An upstream that refuses or drops the connection: 502 `upstream-unavailable`; one that sends no response head
-///   within the declared `timeout` (30 s by default): 504 `upstream-timeout`.
+/// - An upstream that refuses or drops the connection, or answers what is not an HTTP answer to the request (a
+///   `101 Switching Protocols` no request asked for, a head over the decoder's limits, a body whose framing cannot be
+///   read: both `Content-Length` and `Transfer-Encoding`, a bad length): 502 `upstream-unavailable`, and that upstream
+///   connection is closed; one that sends no response head within the declared `timeout` (30 s by default): 504
+///   `upstream-timeout`. Informational answers (100, 103) before the real one are skipped.
 /// - WebSocket handshakes under a prefix go to `WebSocketProxy` (through `KeelHTTPChannel`), with the same auth
 ///   chain and headers.
 /// Thread-safe.
@@ -199,6 +202,11 @@ final class PluginProxy: Sendable {
             upstream.headers = HTTPHeaders(identity)
             if let body { upstream.body = .stream(body, length: length.map { .known($0) } ?? .unknown) }
             let response = try await client.execute(upstream, timeout: .nanoseconds(Int64(proxy.timeout * 1e9)))
+            // A 101 that no request asked for (AsyncHTTPClient hands it on as the answer and closes the connection):
+            // passed on, it would leave the client waiting for a protocol that never comes.
+            guard response.status.code >= 200 else {
+                throw UpstreamFailure.unavailable(reused: false, cause: "the upstream answered \(response.status.code) though no upgrade was asked for")
+            }
             return answerResponse(status: response.status.code, headers: response.headers, body: ResponseBody(asyncSequence: response.body))
         } catch {
             let timedOut: Bool

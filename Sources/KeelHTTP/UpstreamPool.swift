@@ -263,8 +263,14 @@ final class UpstreamConnection: ChannelDuplexHandler, @unchecked Sendable {
         guard let exchange else { return }
         switch unwrapInboundIn(data) {
         case let .head(head):
-            // Informational answers (100 Continue) precede the real one.
-            guard head.status.code >= 200 || head.status.code == 101, !exchange.headArrived else { return }
+            // A 101 was never asked for (`Upgrade` is hop-by-hop, not forwarded; WebSockets go through
+            // `WebSocketProxy`): what follows it is not HTTP, and the decoder reads no more of the connection. The
+            // exchange fails (502) and the connection is closed, never pooled.
+            if head.status == .switchingProtocols {
+                return close(context, cause: "the upstream switched protocols (101) though no upgrade was asked for")
+            }
+            // Informational answers (100 Continue, 103 Early Hints) precede the real one.
+            guard head.status.code >= 200, !exchange.headArrived else { return }
             exchange.headArrived = true
             keepAlive = keepAlive && head.isKeepAlive
             exchange.pending = (head, nil)
