@@ -33,7 +33,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
-        // The WebSocket client a proxied app's WebSocket is opened with (the server side is NIOWebSocket).
+        // TLS for a proxied app's `wss://` WebSocket (Keel's own client on NIOWebSocket: `UpstreamWebSocket`).
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        // The WebSocket client the tests talk to proxied WebSockets with.
         .package(url: "https://github.com/hummingbird-project/swift-websocket", from: "1.6.2"),
         // The structured log (`keel serve --log-format json|text`): swift-log, with a handler of Keel's.
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
@@ -90,7 +92,7 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "NIOWebSocket", package: "swift-nio"),
             .product(name: "NIOHTTPTypesHTTP1", package: "swift-nio-extras"),
-            .product(name: "WSClient", package: "swift-websocket"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "CoreMetrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "Logging", package: "swift-log"),

@@ -57,9 +57,14 @@ struct KeelHTTPChannel: ServerChildChannel, HTTPChannelHandler {
                     channel.eventLoop.makeCompletedFuture {
                         if let deadline { channel.pipeline.syncOperations.removeHandler(deadline.value, promise: nil) }
                         guard let session = webSockets.takeSession(for: channel) else { throw ChannelError.inappropriateOperationForState }
-                        let frames = try NIOAsyncChannel<WebSocketFrame, WebSocketFrame>(
-                            wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
-                        return .webSocket(frames, session)
+                        do {
+                            let frames = try NIOAsyncChannel<WebSocketFrame, WebSocketFrame>(
+                                wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
+                            return .webSocket(frames, session)
+                        } catch {
+                            session.finish()  // the app's connection is not left open
+                            throw error
+                        }
                     }
                 })
             let upgrades = NIOTypedHTTPServerUpgradeConfiguration<Negotiated>(upgraders: [upgrader], notUpgradingCompletionHandler: { channel in
@@ -82,6 +87,8 @@ struct KeelHTTPChannel: ServerChildChannel, HTTPChannelHandler {
             configuration.decoderConfiguration.maxHeaderListSize = http1.httpDecoder.maxHeaderListSize
             configuration.decoderConfiguration.maxHeaderFieldCount = http1.httpDecoder.maxHeaderFieldCount
             let negotiated = try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(configuration: configuration)
+            let upgradeHandler = try channel.pipeline.syncOperations.handler(type: NIOTypedHTTPServerUpgradeHandler<Negotiated>.self)
+            try channel.pipeline.syncOperations.addHandler(IgnoredUpgrade(), position: .before(upgradeHandler))
             return Value(negotiated: negotiated, channel: channel)
         }
     }
@@ -115,6 +122,28 @@ struct KeelHTTPChannel: ServerChildChannel, HTTPChannelHandler {
         } catch {
             logger.debug("connection ended before its first request was handled: \(error)")
         }
+    }
+}
+
+/// Takes an `Upgrade` header that names no WebSocket (h2c, TLS, anything Keel does not speak) off a connection's
+/// first request before NIO's upgrade handler sees it: that handler consumes the head of a request whose upgrade no
+/// upgrader takes, so the request went unanswered (`curl --http2 http://...` got an empty reply). Without it the
+/// request is served as the plain HTTP request it also is (a server may ignore `Upgrade`, RFC 9110 7.8). Removes
+/// itself after the first request head. Event-loop bound, like every channel handler.
+final class IgnoredUpgrade: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard case var .head(head) = unwrapInboundIn(data) else { return context.fireChannelRead(data) }
+        if head.headers.contains(name: "upgrade"), !head.headers[canonicalForm: "upgrade"].contains(where: { $0.lowercased() == "websocket" }) {
+            head.headers.remove(name: "upgrade")
+            context.fireChannelRead(wrapInboundOut(.head(head)))
+        } else {
+            context.fireChannelRead(data)
+        }
+        // Only the first request meets the upgrade handler; after a WebSocket upgrade no HTTP part passes here.
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
     }
 }
 

@@ -7,8 +7,25 @@ import Testing
 /// socket), behind a real server: none of them may hang a client or leave a connection open behind it.
 @Suite("the proxy against a hostile upstream: unasked 101, informational answers, broken framing, bad WebSocket handshakes", .serialized)
 struct ProxyHostileTests {
-    /// One request on a new connection to the server, read until the server closes it or `seconds` pass without a
-    /// byte (a hung answer); the status, the whole text and how long it took.
+    /// A server proxying /ext/app/ui/ to `upstream`, whose answer heads are waited for 3 s.
+    static func serve(_ upstream: Upstream) throws -> ServerProcess {
+        let f = KernelFixture()
+        _ = try TestEnvironment.makeBundle(in: f.plugins, folder: "app", manifest: """
+            id: app
+            name: A hostile app
+            version: 1.0.0
+            abi: "1.0"
+            proxy:
+              - {prefix: /ui, upstream: "http://127.0.0.1:\(upstream.port)", timeout: 3}
+
+            """, library: nil)
+        let r = try TestEnvironment.run(TestEnvironment.binPath + "/keel", ["plugins", "enable", "app", "--plugins", f.plugins, "--state", f.state])
+        guard r.status == 0 else { throw TestFailure("enable app: \(r.stderr)") }
+        return try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch"])
+    }
+
+    /// One request with `Connection: close` on a new connection to the server, read until the server closes it or
+    /// `seconds` pass without a byte (a hung answer); the status, the whole text and how long it took.
     static func exchange(_ server: ServerProcess, _ path: String, headers: [String] = [], seconds: Int = 8) throws
         -> (status: Int, text: String, elapsed: Duration) {
         let fd = try RawHTTP.connect(port: server.port)
@@ -43,8 +60,7 @@ struct ProxyHostileTests {
     func unaskedSwitch() async throws {
         let upstream = try Upstream(script: "hostile.py")
         defer { upstream.stop() }
-        let f = try Upstream.enabledApp(proxying: upstream)
-        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch"])
+        let server = try Self.serve(upstream)
         defer { server.stop() }
 
         for path in ["/ext/app/ui/switch", "/ext/app/ui/switch-smuggle", "/ext/app/ui/switch"] {
@@ -64,12 +80,28 @@ struct ProxyHostileTests {
         #expect(try await Self.report(server)["switch-reused"] == 0)
     }
 
+    @Test("a first request asking for an upgrade Keel does not speak (h2c) is served as plain HTTP, never dropped unanswered; the upgrade is not forwarded, so an app's 101 to it is unasked too: 502")
+    func foreignUpgrade() async throws {
+        let upstream = try Upstream(script: "hostile.py")
+        defer { upstream.stop() }
+        let server = try Self.serve(upstream)
+        defer { server.stop() }
+
+        // (`Connection: close` alone: the server would keep the connection open on "close, Upgrade".)
+        let h2c = ["Upgrade: h2c", "HTTP2-Settings: AAMAAABkAAQAAP__"]
+        let health = try Self.exchange(server, "/healthz", headers: h2c)
+        #expect(health.status == 200, "\(health.text)")
+        let plain = try Self.exchange(server, "/ext/app/ui/plain", headers: ["Upgrade: foo/2"])
+        #expect(plain.status == 200 && plain.text.contains("\"path\": \"/plain\""), "\(plain.text)")
+        let switched = try Self.exchange(server, "/ext/app/ui/switch", headers: h2c)
+        #expect(switched.status == 502 && switched.text.contains("\"upstream-unavailable\""), "\(switched.text)")
+    }
+
     @Test("informational answers (100 Continue, 103 Early Hints) before the real one are skipped: the client gets the real answer only, whole or in separate reads")
     func informational() async throws {
         let upstream = try Upstream(script: "hostile.py")
         defer { upstream.stop() }
-        let f = try Upstream.enabledApp(proxying: upstream)
-        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch"])
+        let server = try Self.serve(upstream)
         defer { server.stop() }
 
         for path in ["/ext/app/ui/informational", "/ext/app/ui/informational-slow"] {
@@ -85,8 +117,7 @@ struct ProxyHostileTests {
     func brokenFraming() async throws {
         let upstream = try Upstream(script: "hostile.py")
         defer { upstream.stop() }
-        let f = try Upstream.enabledApp(proxying: upstream)
-        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch"])
+        let server = try Self.serve(upstream)
         defer { server.stop() }
 
         for name in ["both-lengths", "negative-length", "huge-length", "two-lengths"] {
@@ -98,12 +129,11 @@ struct ProxyHostileTests {
         #expect(counts["framing"] == 4 && counts["framing-closed"] == 4 && counts["framing-reused"] == 0, "\(counts)")
     }
 
-    @Test("a WebSocket handshake the upstream answers wrongly (a wrong or missing Sec-WebSocket-Accept, no Upgrade header, a 200) is 502 upstream-unavailable at once, and the upstream connection is closed")
+    @Test("a WebSocket handshake the upstream answers wrongly (a wrong or missing Sec-WebSocket-Accept, no Upgrade header, a 200) is 502 upstream-unavailable at once, one it never answers 504 after its timeout; the upstream connection is closed in each case")
     func badHandshakes() async throws {
         let upstream = try Upstream(script: "hostile.py")
         defer { upstream.stop() }
-        let f = try Upstream.enabledApp(proxying: upstream)
-        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch"])
+        let server = try Self.serve(upstream)
         defer { server.stop() }
 
         let names = ["ws-bad-accept", "ws-no-accept", "ws-no-upgrade", "ws-200"]
@@ -113,7 +143,12 @@ struct ProxyHostileTests {
             #expect(answer.head.hasPrefix("http/1.1 502") && answer.body.contains("\"upstream-unavailable\""), "\(name): \(answer.head) \(answer.body)")
             #expect(ContinuousClock.now - started < .seconds(5), "\(name): answered after \(ContinuousClock.now - started)")
         }
+        // One that never answers: 504 once the declared timeout is over, and its connection closed too.
+        let started = ContinuousClock.now
+        let silent = try ProxyWebSocketTests.handshake(server.base + "/ext/app/ui/ws-silent")
+        #expect(silent.head.hasPrefix("http/1.1 504") && silent.body.contains("\"upstream-timeout\""), "\(silent.head) \(silent.body)")
+        #expect(ContinuousClock.now - started < .seconds(8), "answered after \(ContinuousClock.now - started)")
         let counts = try await Self.allClosed(server, "ws")
-        #expect(counts["ws"] == names.count && counts["ws-closed"] == names.count && counts["ws-reused"] == 0, "\(counts)")
+        #expect(counts["ws"] == names.count + 1 && counts["ws-closed"] == names.count + 1 && counts["ws-reused"] == 0, "\(counts)")
     }
 }

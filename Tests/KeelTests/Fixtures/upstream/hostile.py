@@ -15,6 +15,7 @@ chosen by the path's last segment, so the proxy meets answers no HTTP library wo
   ws-no-accept   101 to a WebSocket handshake without Sec-WebSocket-Accept, then held open
   ws-no-upgrade  101 with the right accept but no Upgrade header, then held open
   ws-200         200 (empty, kept alive) to a WebSocket handshake, then held open
+  ws-silent      no answer at all to a WebSocket handshake, the connection held open
   report         JSON: per kind of held connection ("switch": the unasked 101s, "framing": the broken lengths,
                  "ws": the refused handshakes), how many were opened, how many the proxy ended ("<kind>-closed")
                  and how many requests arrived on them afterwards ("<kind>-reused")
@@ -120,6 +121,8 @@ def serve(conn, peer):
                       "ws-no-upgrade": b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept_key(headers) + b"\r\n"}
                 if last == "ws-200":
                     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                elif last == "ws-silent":
+                    pass
                 else:
                     conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\n" + ws.get(last, b"") + b"\r\n")
                 return hold(conn, buffered, "ws")
