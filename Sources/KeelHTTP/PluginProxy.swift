@@ -12,7 +12,8 @@ import Synchronization
 /// Existing web apps a plugin brings in (`proxy:` in its plugin.yaml): a request under `/ext/<id>/<prefix>/...` that
 /// no route of the plugin matches passes the auth chain like the plugin's routes (the caller identified, the plugin visible in the caller's tenant,
 /// the authorize hooks asked), then goes to the upstream with the caller's identity (`ProxyIdentity`), and the answer
-/// streams back, with the same sandboxing headers as plugin content.
+/// streams back, with the same sandboxing headers as plugin content, its cookies kept to the app's mount
+/// (`scopedCookie`) and no `Clear-Site-Data`.
 ///
 /// - What the upstream sees: the method, the path below the prefix (canonical, re-encoded segment by segment, under
 ///   the upstream's own base path), the query,
@@ -187,14 +188,15 @@ final class PluginProxy: Sendable {
                         }
                         try await writer.finish(nil)
                     }
-                    return answerResponse(status: answer.status.code, headers: answer.headers, body: body)
+                    return answerResponse(status: answer.status.code, headers: answer.headers, body: body, pluginID: pluginID, proxy: proxy, rest: rest)
                 case let .complete(bytes) where bytes.readableBytes > 0 || answer.headers.contains(name: "content-length"):
                     // Head, body and end go to the client in one write.
-                    return answerResponse(status: answer.status.code, headers: answer.headers, body: ResponseBody(byteBuffer: bytes))
+                    return answerResponse(status: answer.status.code, headers: answer.headers, body: ResponseBody(byteBuffer: bytes),
+                                          pluginID: pluginID, proxy: proxy, rest: rest)
                 case .complete:
                     // No body and no length (204, 304, a HEAD answered without one): none is added.
                     return answerResponse(status: answer.status.code, headers: answer.headers,
-                                          body: ResponseBody(asyncSequence: EmptyBody()))
+                                          body: ResponseBody(asyncSequence: EmptyBody()), pluginID: pluginID, proxy: proxy, rest: rest)
                 }
             }
             var upstream = HTTPClientRequest(url: "\(proxy.scheme)://\(proxy.hostPart):\(proxy.port)\(target)")
@@ -207,7 +209,8 @@ final class PluginProxy: Sendable {
             guard response.status.code >= 200 else {
                 throw UpstreamFailure.unavailable(reused: false, cause: "the upstream answered \(response.status.code) though no upgrade was asked for")
             }
-            return answerResponse(status: response.status.code, headers: response.headers, body: ResponseBody(asyncSequence: response.body))
+            return answerResponse(status: response.status.code, headers: response.headers, body: ResponseBody(asyncSequence: response.body),
+                                  pluginID: pluginID, proxy: proxy, rest: rest)
         } catch {
             let timedOut: Bool
             switch error {
@@ -223,16 +226,29 @@ final class PluginProxy: Sendable {
         }
     }
 
-    /// The upstream's answer as the client gets it: hop-by-hop headers (but the length) and `X-Content-Type-Options`
-    /// dropped, no `Set-Cookie` for the console's page cookie, then the sandboxing headers of plugin content.
-    func answerResponse(status: UInt, headers upstreamHeaders: HTTPHeaders, body: ResponseBody) -> Response {
+    /// Dropped from every answer: the app shares the host's origin, and this would clear the storage and cookies
+    /// of all of it (the console's token, every plugin's page sessions and every other app's cookies).
+    static let clearSiteData = HTTPField.Name("clear-site-data")!
+
+    /// The upstream's answer as the client gets it: hop-by-hop headers (but the length), `X-Content-Type-Options` and
+    /// `Clear-Site-Data` dropped, no `Set-Cookie` for the console's page cookie and every other cookie kept to the
+    /// app's mount (`scopedCookie`), then the sandboxing headers of plugin content. `pluginID`, `proxy`, `rest`: the
+    /// request's (where its cookies may go).
+    func answerResponse(status: UInt, headers upstreamHeaders: HTTPHeaders, body: ResponseBody, pluginID: String,
+                        proxy: ProxyDeclaration, rest: String) -> Response {
         var headers = HTTPFields()
         for (name, value) in upstreamHeaders {
             let lower = name.lowercased()
             guard !Self.hopByHop.contains(lower) || lower == "content-length", let field = HTTPField.Name(lower),
-                  field != .xContentTypeOptions else { continue }
-            // The console's page cookie is the host's: an upstream may not plant or overwrite it.
-            if field == .setCookie, PageSessions.setsPageCookie(value) { continue }
+                  field != .xContentTypeOptions, field != Self.clearSiteData else { continue }
+            if field == .setCookie {
+                // The console's page cookie is the host's: an upstream may not plant or overwrite it.
+                if PageSessions.setsPageCookie(value) { continue }
+                let mount = Self.mount(of: proxy, pluginID: pluginID)
+                headers.append(HTTPField(name: field, value: Self.scopedCookie(value, mount: mount, basePath: proxy.basePath,
+                                                                               requestPath: mount + Self.encodeSegments(rest))))
+                continue
+            }
             headers.append(HTTPField(name: field, value: value))
         }
         headers.append(PluginDispatcher.sandboxField)

@@ -164,7 +164,7 @@ struct BrowserTests {
         #expect(try TestEnvironment.run(keel, ["repo", "add", "local", repo, "--plugins", f.plugins, "--state", f.state]).status == 0)
     }
 
-    @Test("a proxied app inside the console: its page names the logged-in caller with a signature it verifies; forged identity headers never reach it",
+    @Test("a proxied app inside the console: its page names the logged-in caller with a signature it verifies; forged identity headers never reach it; a hostile app reaches neither the console's credentials nor another plugin's app as the caller, and its cookies stay in its own mount",
           .enabled(if: BrowserTests.available, "needs chromium, chromedriver and python3 selenium (CI installs them)"))
     func proxiedApp() async throws {
         let f = KernelFixture()
@@ -173,6 +173,18 @@ struct BrowserTests {
         // An existing app (Fixtures/upstream/app.py) that knows Keel only by its identity headers.
         let app = try Upstream(script: "app.py", arguments: ["--key-file", keyFile, "--log", log])
         defer { app.stop() }
+        // Another plugin's app beside it (the same app, its own key and log).
+        let otherLog = root + "/other.log"
+        let other = try Upstream(script: "app.py", arguments: ["--key-file", root + "/other.key", "--log", otherLog])
+        defer { other.stop() }
+        try TestEnvironment.makeBundle(in: f.plugins, folder: "other", manifest: """
+            id: other
+            name: Other
+            version: 1.0.0
+            abi: "1.0"
+            proxy:
+              - {prefix: /app, upstream: "http://127.0.0.1:\(other.port)"}
+            """, library: nil)
         // A manifest-only bundle: no library, just the app's prefix and the menu entry that opens it.
         try TestEnvironment.makeBundle(in: f.plugins, folder: "wiki", manifest: """
             id: wiki
@@ -187,6 +199,7 @@ struct BrowserTests {
         let keel = TestEnvironment.binPath + "/keel"
         let at = ["--plugins", f.plugins, "--state", f.state]
         #expect(try TestEnvironment.run(keel, ["plugins", "enable", "wiki"] + at).status == 0)
+        #expect(try TestEnvironment.run(keel, ["plugins", "enable", "other"] + at).status == 0)
         let key = try TestEnvironment.run(keel, ["plugins", "proxy-key", "wiki"] + at).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(key.count == 64, "\(key)")
         try key.write(toFile: keyFile, atomically: true, encoding: .utf8)
@@ -200,13 +213,16 @@ struct BrowserTests {
         let script = TestEnvironment.repository.path + "/Tests/Browser/proxy_app_test.py"
         let r = try TestEnvironment.run("/usr/bin/env", ["python3", script, "--url", server.base, "--token", ServerProcess.token,
                                                          "--menu", "wiki.app", "--app", "/ext/wiki/app", "--user", user,
-                                                         "--tenant", tenant] + (screenshot.map { ["--screenshot", $0] } ?? []))
+                                                         "--tenant", tenant, "--other", "/ext/other/app", "--app-log", log,
+                                                         "--other-log", otherLog] + (screenshot.map { ["--screenshot", $0] } ?? []))
         #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
-        #expect(r.stdout.contains("4 passed, 0 failed"), "\(r.stdout)")
+        #expect(r.stdout.contains("7 passed, 0 failed"), "\(r.stdout)")
         // What the app saw, request by request: the host's identity only, never the client's claim or the token.
         let seen = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
         #expect(seen.contains("\"user\": \"\(user)\""), "\(seen)")
         #expect(!seen.contains("mallory") && !seen.contains(ServerProcess.token) && !seen.contains("keel_page"), "\(seen)")
+        let otherSeen = (try? String(contentsOfFile: otherLog, encoding: .utf8)) ?? ""
+        #expect(!otherSeen.isEmpty && !otherSeen.contains(ServerProcess.token) && !otherSeen.contains("keel_page"), "\(otherSeen)")
     }
 
     /// The "calc" commands plugin, enabled with the real CLI, and a server serving it.

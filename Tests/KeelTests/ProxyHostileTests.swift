@@ -9,18 +9,7 @@ import Testing
 struct ProxyHostileTests {
     /// A server proxying /ext/app/ui/ to `upstream`, whose answer heads are waited for 3 s.
     static func serve(_ upstream: Upstream) throws -> ServerProcess {
-        let f = KernelFixture()
-        _ = try TestEnvironment.makeBundle(in: f.plugins, folder: "app", manifest: """
-            id: app
-            name: A hostile app
-            version: 1.0.0
-            abi: "1.0"
-            proxy:
-              - {prefix: /ui, upstream: "http://127.0.0.1:\(upstream.port)", timeout: 3}
-
-            """, library: nil)
-        let r = try TestEnvironment.run(TestEnvironment.binPath + "/keel", ["plugins", "enable", "app", "--plugins", f.plugins, "--state", f.state])
-        guard r.status == 0 else { throw TestFailure("enable app: \(r.stderr)") }
+        let f = try Upstream.enabledApp(proxying: upstream, timeout: 3)
         return try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch"])
     }
 

@@ -31,16 +31,18 @@ final class Upstream {
     }
 
     deinit { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
-    /// A fixture with "app" enabled: a manifest-only bundle that proxies `/ext/app/ui/` to `upstream`.
-    static func enabledApp(proxying upstream: Upstream) throws -> KernelFixture {
+    /// A fixture with "app" enabled: a manifest-only bundle that proxies `/ext/app/ui/` to `upstream` (its answer
+    /// heads waited for `timeout` seconds, the default when nil), then the `more` proxy entries (flow mappings).
+    static func enabledApp(proxying upstream: Upstream, timeout: Double? = nil, more: [String] = []) throws -> KernelFixture {
         let f = KernelFixture()
+        let entries = ["{prefix: /ui, upstream: \"http://127.0.0.1:\(upstream.port)\"\(timeout.map { ", timeout: \($0)" } ?? "")}"] + more
         _ = try TestEnvironment.makeBundle(in: f.plugins, folder: "app", manifest: """
             id: app
             name: An app
             version: 1.0.0
             abi: "1.0"
             proxy:
-              - {prefix: /ui, upstream: "http://127.0.0.1:\(upstream.port)"}
+            \(entries.map { "  - " + $0 }.joined(separator: "\n"))
 
             """, library: nil)
         let r = try TestEnvironment.run(TestEnvironment.binPath + "/keel", ["plugins", "enable", "app", "--plugins", f.plugins, "--state", f.state])

@@ -2,8 +2,9 @@
 """A small upstream web app for the proxy tests: answers every request with JSON describing it (method, path with
 query, headers, body, and the client's port as "peer"), except /slow (sleeps 3 s first), /redirect (302 to
 /elsewhere), /huge (a 1 MiB response header), /stream?marker=FILE (chunked: "first", then, once FILE exists,
-"second"), /whole (a chunked "hello" sent with its head in one write), /nothing (204, no length) and /big (200 KiB
-of a repeating pattern, with its length, in one write). Listens on 127.0.0.1 on a
+"second"), /whole (a chunked "hello" sent with its head in one write), /nothing (204, no length), /big (200 KiB
+of a repeating pattern, with its length, in one write) and /cookies (cookies for all the origin, another plugin's
+paths and a domain, Clear-Site-Data, and a CSP asking for allow-same-origin). Listens on 127.0.0.1 on a
 free port, prints "port N" once ready, serves until killed."""
 import json
 import os
@@ -49,6 +50,18 @@ class Echo(BaseHTTPRequestHandler):
         if self.path.endswith("/big"):
             data = bytes(i % 251 for i in range(200 * 1024))
             self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(data) + data)
+            return
+        if self.path.endswith("/cookies"):
+            # Cookies for the whole origin, another plugin's paths, a domain, and a try at loosening the sandbox.
+            self.send_response(200)
+            for cookie in ("root=1; Path=/; HttpOnly", "other=2; Path=/ext/other", "own=3; Path=/ext/app/ui/deep; Secure",
+                           "dom=4; Domain=127.0.0.1; path=/x; SameSite=Lax", "bare=5", "based=6; Path=/base/sub",
+                           "__Host-whole=7; Path=/; Secure"):
+                self.send_header("Set-Cookie", cookie)
+            self.send_header("Clear-Site-Data", '"*"')
+            self.send_header("Content-Security-Policy", "sandbox allow-scripts allow-same-origin")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
             return
         if self.path.endswith("/redirect"):
             self.send_response(302)
