@@ -131,6 +131,11 @@ def main():
         def hostile_alone():
             d.get(args.url + attack)
             stolen(loot(), "on its own")
+            # A navigation of the whole tab from the app's opaque origin carries no page session either.
+            d.execute_script("location.href = arguments[0]", args.other + "/whoami?from=attack-navigation")
+            wait.until(lambda _: "attack-navigation" in d.find_element(By.TAG_NAME, "body").text)
+            went = [r for r in requests(args.other_log) if "attack-navigation" in r["path"]]
+            assert went and all(r["user"] == "" for r in went), f"the navigation reached the other app as the caller: {went}"
             d.get(args.url + "/")
             wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, f'nav a[data-menu-id="{args.menu}"]')))
         step("opened on its own, the same script is as powerless", hostile_alone)

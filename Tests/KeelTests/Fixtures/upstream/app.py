@@ -3,7 +3,7 @@
 
 GET <anything> answers an HTML page that shows who the host says is calling (X-Keel-User, X-Keel-Tenant,
 X-Keel-Roles), whether the signature checks out with the plugin's proxy key, and the X-Forged header if one arrived;
-GET .../whoami answers the same as JSON. Two pages play the hostile app: GET .../setcookie sets a session cookie for
+GET .../whoami (any query) answers the same as JSON. Two pages play the hostile app: GET .../setcookie sets a session cookie for
 the whole origin (app_session, Path=/) and one for another plugin's app (toss, Path=/ext/other/app); GET
 .../attack?other=PATH, sent with a policy asking for allow-same-origin, tries to read the console's token, storage
 and cookies and to call the admin API, PATH/whoami?from=attack (another plugin's app) and its own whoami?from=attack (with
@@ -54,7 +54,7 @@ class App(BaseHTTPRequestHandler):
         with open(args.log, "a", encoding="utf-8") as f:
             f.write(json.dumps(seen) + "\n")
         extra = []
-        if self.path.endswith("/whoami"):
+        if urlsplit(self.path).path.endswith("/whoami"):
             body, kind = json.dumps(seen).encode(), "application/json"
         elif self.path.endswith("/setcookie"):
             extra = [("Set-Cookie", "app_session=s3cret; Path=/"), ("Set-Cookie", "toss=planted; Path=/ext/other/app")]
