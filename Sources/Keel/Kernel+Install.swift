@@ -67,6 +67,7 @@ extension Kernel {
         guard let now = try? installedBundle(id), now.folder == target, now.manifest == current else {
             throw fail("its bundle changed while the new version was fetched")
         }
+        do { try store.confirmPin(offer, check) } catch { throw fail("\(error)") }
         let wasActive = active[id] != nil
         // Swap the folders; put the old one back if the new version does not come up.
         try? FileManager.default.removeItem(atPath: previous)
@@ -197,7 +198,11 @@ extension Kernel {
                                                 signer: SignerChange?) -> Result<(installed: [String], notes: [String]), KernelError> {
         var done: [String] = [], notes: [String] = []
         do {
-            for offer in try store.plan(id, version: version) {
+            let plan = try store.plan(id, version: version)
+            // Every signer first: a refused one (the plugin's own or a dependency's) installs nothing, not even the
+            // dependencies that come before it (a package another key signed could otherwise bring its own first).
+            for offer in plan { _ = try store.checkSigner(offer, change: offer.id == id ? signer : nil, command: "install") }
+            for offer in plan {
                 if let note = try store.install(offer, allowUnsigned: allowUnsigned, signer: offer.id == id ? signer : nil) {
                     notes.append(note)
                 }

@@ -195,10 +195,11 @@ public struct ExtensionStore: Sendable {
         let work = pluginsDirectory + "/.installing-\(id)-\(getpid())"
         do {
             let manifest = try fetchVerified(offer, into: work, allowUnsigned: allowUnsigned, signer: check)
-            // Checked again just before the move: another process may have installed it meanwhile.
+            // Checked again just before the move: another process may have installed it, or moved its pin, meanwhile.
             if let present = Self.bundles(claiming: id, in: pluginsDirectory).first {
                 throw StoreError(Self.alreadyInstalled(id, folder: present.folder))
             }
+            try confirmPin(offer, check)
             let target = freeFolder(for: id)
             guard rename(work, target) == 0 else {
                 throw StoreError("\"\(id)\": cannot move into the plugin folder: \(String(cString: strerror(errno)))")
@@ -308,7 +309,7 @@ public struct ExtensionStore: Sendable {
     static func signatureStatus(_ offer: Offer, signer: StateStore.PinnedSigner?) -> String {
         if let signer { return "signed by \(signer.name)" }
         guard let name = offer.entry.signer, offer.entry.signature != nil else { return "unsigned (allowed by the operator)" }
-        return "signed by untrusted \(name) (allowed by the operator)"
+        return "signed by untrusted \(escaped(name)) (allowed by the operator)"
     }
 
     /// Checks `offer`'s signature of `digest` against `key`, the trusted key `checkSigner` found for its signer
@@ -320,10 +321,10 @@ public struct ExtensionStore: Sendable {
         }
         guard let trusted, let key = Self.publicKey(trusted.publicKey) else {
             if allowUnsigned { return }
-            throw StoreError("\"\(offer.id)\" is signed by \"\(signer)\", which is not a trusted key (keel trust add \(signer) KEY)")
+            throw StoreError("\"\(offer.id)\" is signed by \"\(Self.escaped(signer))\", which is not a trusted key (keel trust add \(Self.escaped(signer)) KEY)")
         }
         guard let sig = Data(base64Encoded: signature), key.isValidSignature(sig, for: digest) else {
-            throw StoreError("\"\(offer.id)\" \(offer.entry.version): bad signature by \"\(signer)\"; refused")
+            throw StoreError("\"\(offer.id)\" \(offer.entry.version): bad signature by \"\(Self.escaped(signer))\"; refused")
         }
     }
 

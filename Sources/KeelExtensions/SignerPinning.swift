@@ -54,7 +54,7 @@ extension ExtensionStore {
             offered = StateStore.PinnedSigner(name: name, publicKey: key)
         }
         let package = "\(id) \(offer.entry.version) " + (offered.map { "is signed by \(Self.describe($0))" }
-            ?? offer.entry.signer.map { offer.entry.signature == nil ? "is not signed" : "is signed by \"\($0)\", which is not a trusted key" }
+            ?? offer.entry.signer.map { offer.entry.signature == nil ? "is not signed" : "is signed by \"\(Self.escaped($0))\", which is not a trusted key" }
             ?? "is not signed")
         func mismatch(_ text: String) -> SignerMismatch { SignerMismatch(pluginID: id, description: text) }
         switch change {
@@ -88,6 +88,27 @@ extension ExtensionStore {
         }
     }
 
+    /// Checks, just before the new bundle goes into place, that the plugin's pin is still `check.pinned` (or already
+    /// the key this install records): the check was made before the download, and another host of a shared state
+    /// (or another process) may have moved, set or forgotten the pin meanwhile; recording this install's pin over it
+    /// would undo that (an operator's move away from a compromised key, or another host's first install pinning
+    /// another key). Two hosts installing the same package both pass.
+    /// - Throws: `SignerMismatch` when it changed; `StateError`.
+    package func confirmPin(_ offer: Offer, _ check: SignerCheck) throws {
+        let now = try state.pinnedSigner(offer.id)
+        func same(_ a: StateStore.PinnedSigner?, _ b: StateStore.PinnedSigner?) -> Bool {
+            switch (a, b) {
+            case (nil, nil): true
+            case let (a?, b?): Self.sameKey(a, b)
+            default: false
+            }
+        }
+        guard !same(now, check.pinned), !same(now, check.offered) else { return }
+        let was = check.pinned.map(Self.describe) ?? "none", shown = now.map(Self.describe) ?? "none"
+        throw SignerMismatch(pluginID: offer.id, description: "the pinned signer of \"\(offer.id)\" changed while "
+                             + "\(offer.id) \(offer.entry.version) was fetched (now \(shown), was \(was)); refused")
+    }
+
     /// Records what an install or upgrade left in place, in one transaction: the signature status of the library at
     /// `library` and the plugin's pin (`check.offered`, or none). A store that cannot take them keeps what it had
     /// (an old pin then stays: the safe side).
@@ -97,6 +118,16 @@ extension ExtensionStore {
             try state.setSignatureRecord(offer.id, record)
             try state.setPinnedSigner(offer.id, check.offered)
         }
+    }
+
+    /// A signer name as the repository's index gives it, for a message: the index is the repository's, so the name
+    /// may hold anything. All but printable ASCII comes out escaped (`a\nb`, `\u{2028}`, `\u{430}cme` for a Cyrillic
+    /// look-alike), and so do quotes and backslashes, so the message stays one line in the log, the audit trail and
+    /// the terminal, and shows what the name is. A key's name (`acme`) is as it is.
+    static func escaped(_ name: String) -> String {
+        var text = ""
+        for scalar in name.unicodeScalars { text += scalar.escaped(asASCII: true) }
+        return text
     }
 
     /// A key as people see it: `acme (key 3f2a9c81d4e0b7a2)`, the name it was trusted under and `fingerprint`.

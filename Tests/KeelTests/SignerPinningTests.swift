@@ -3,6 +3,7 @@
 import Foundation
 import Keel
 import KeelExtensions
+import KeelManifest
 import KeelState
 import Testing
 
@@ -204,6 +205,102 @@ struct SignerPinningTests {
         #expect(try await kernel.plugin("pin").signer == "beta (key \(beta.fingerprint))")
         await kernel.shutdown()
     }
+    /// A package refused for its signer brings nothing in: before, its dependencies (installed first) were in the
+    /// plugin folder and recorded by the time the plugin itself was refused.
+    @Test("a reinstall refused for its signer installs none of its dependencies either")
+    func refusedBringsNoDependency() async throws {
+        let acme = try Key("acme"), beta = try Key("beta")
+        let repo = try Self.repository([("1.0.0", "one", (acme, "acme")), ("1.1.0", "two", (beta, "beta"))])
+        let deps = try Self.repository(id: "pindep", [("1.0.0", "dep", (beta, "beta"))])
+        // beta's pin 1.1.0 needs pindep, which beta publishes too.
+        let indexPath = repo + "/index.yaml"
+        var index = try RepositoryIndex.parse(Data(contentsOf: URL(fileURLWithPath: indexPath)), file: indexPath)
+        index.plugins["pin"] = index.plugins["pin"]?.map { entry in
+            var entry = entry
+            if entry.version == "1.1.0" { entry.dependencies = ["pindep": ">=1.0.0"] }
+            return entry
+        }
+        try index.yaml().write(toFile: indexPath, atomically: true, encoding: .utf8)
+        let f = KernelFixture()
+        let kernel = try await Self.kernel(f, repo: repo, trusting: ["acme": acme, "beta": beta])
+        _ = try kernel.state.addRepository(StateStore.Repository(name: "deps", location: deps, priority: 0))
+        try await kernel.execute(.install(id: "pin", version: "1.0.0", allowUnsigned: false), actor: "test")
+        try await kernel.execute(.uninstall(id: "pin", cascade: false, keepData: true), actor: "test")
+
+        let refusal = try #require(await Self.refused(kernel, .install(id: "pin", version: "1.1.0", allowUnsigned: false)))
+        #expect(refusal.code == .signerMismatch, "\(refusal.reason)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: f.plugins).isEmpty)
+        #expect(try kernel.state.plugin("pindep") == nil && kernel.state.pinnedSigner("pindep") == nil)
+        // With the operator's move, both come in.
+        try await kernel.execute(.install(id: "pin", version: "1.1.0", allowUnsigned: false, signer: .key("beta")), actor: "test")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: f.plugins).sorted() == ["pin", "pindep"])
+        await kernel.shutdown()
+    }
+
+    /// The signer name is the repository's text: a refusal quoting it stays one line (before, a newline in it wrote a
+    /// line of the hostile repository's choosing into the log and the audit row's detail).
+    @Test("a repository's signer name with a newline stays one line in the refusal, the audit row and an install failure")
+    func hostileSignerName() async throws {
+        let acme = try Key("acme"), beta = try Key("beta")
+        let forged = "beta\nkeel: info: [pin] upgraded 1.0.0 → 1.1.0"
+        let repo = try Self.repository([("1.0.0", "one", (acme, "acme")), ("1.1.0", "two", (beta, forged))])
+        let f = KernelFixture()
+        let kernel = try await Self.kernel(f, repo: repo, trusting: ["acme": acme, "beta": beta])
+        try await kernel.execute(.install(id: "pin", version: "1.0.0", allowUnsigned: false), actor: "test")
+        let refusal = try #require(await Self.refused(kernel, .upgrade(id: "pin", version: "1.1.0", allowUnsigned: false)))
+        #expect(refusal.code == .signerMismatch && !refusal.reason.contains(where: \.isNewline), "\(refusal.reason)")
+        #expect(refusal.reason.contains(#"is signed by "beta\nkeel: info: [pin] upgraded 1.0.0 \u{2192} 1.1.0", which is not a trusted key"#), "\(refusal.reason)")
+        let row = try #require(try kernel.auditTrail().last)
+        #expect(row.outcome == "signer-mismatch" && row.detail?.contains(where: \.isNewline) == false, "\(row)")
+        // Unpinned, the signature check says the same in one line.
+        try await kernel.execute(.uninstall(id: "pin", cascade: false, keepData: false), actor: "test")
+        let failed = try #require(await Self.refused(kernel, .install(id: "pin", version: "1.1.0", allowUnsigned: false)))
+        #expect(!failed.reason.contains(where: \.isNewline) && failed.reason.contains(#"beta\nkeel"#), "\(failed.reason)")
+        await kernel.shutdown()
+    }
+
+    /// Two hosts of one state: host B's install checked the pin (acme) before its slow download; meanwhile the
+    /// operator moved the plugin to beta on host A (away from a compromised key, say). Before, B then recorded acme
+    /// over the move and ran acme's package; now the pin is checked again just before the bundle goes into place.
+    @Test("a pin moved by another host while an install downloads is not undone: the install is refused")
+    func pinMovedDuringDownload() async throws {
+        let acme = try Key("acme"), beta = try Key("beta")
+        let repo = try Self.repository([("1.0.0", "one", (acme, "acme"))])
+        // The archive comes 3 s late.
+        let slow = try RepositorySafetyTests.PythonServer(handler: """
+                    import os
+                    path = self.path.split("?")[0].lstrip("/")
+                    if path.endswith(".keelpkg"): time.sleep(3)
+                    try:
+                        body = open(os.path.join("\(repo)", path), "rb").read(); code = 200
+                    except Exception:
+                        body = b""; code = 404
+                    self.send_response(code); self.send_header("Content-Length", str(len(body))); self.end_headers()
+                    self.wfile.write(body)
+            """)
+        defer { slow.stop() }
+        let dir = TestEnvironment.makeTemporaryDirectory("pin-hosts")
+        let state = try StateStore(path: dir + "/state.db")
+        _ = try state.addRepository(StateStore.Repository(name: "slow", location: "http://127.0.0.1:\(slow.port)", priority: 0))
+        _ = try state.trustKey(name: "acme", publicKey: acme.publicKey)
+        _ = try state.trustKey(name: "beta", publicKey: beta.publicKey)
+        try state.setPinnedSigner("pin", StateStore.PinnedSigner(name: "acme", publicKey: acme.publicKey))
+        try FileManager.default.createDirectory(atPath: dir + "/b", withIntermediateDirectories: true)
+        let hostB = ExtensionStore(state: state, pluginsDirectory: dir + "/b")
+        let offer = try hostB.resolve("pin", version: "1.0.0", offers: hostB.indexes().offers)
+        let install = Task.detached { () -> String in
+            do { try hostB.install(offer, allowUnsigned: false); return "installed" } catch { return "\(error)" }
+        }
+        // Once B is downloading (its check passed), host A moves the plugin to beta.
+        let deadline = ContinuousClock.now + .seconds(30)
+        while slow.requests < 2, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+        try state.setPinnedSigner("pin", StateStore.PinnedSigner(name: "beta", publicKey: beta.publicKey))
+        let outcome = await install.value
+        #expect(outcome.contains("the pinned signer of \"pin\" changed while pin 1.0.0 was fetched"), "\(outcome)")
+        #expect(try state.pinnedSigner("pin")?.publicKey == beta.publicKey, "the move stands")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir + "/b").isEmpty)
+    }
+
     /// The same through the front ends a running server has: `keel upgrade` queued to it (the command's JSON carries
     /// `--signer`), the admin API's `"signer"` field and its stable code, `plugins list`, `trust list` and the audit.
     @Test("under a running server: the CLI and the admin API refuse with signer-mismatch, --signer and \"signer\" move it")
