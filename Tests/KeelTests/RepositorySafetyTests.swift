@@ -84,6 +84,21 @@ struct RepositorySafetyTests {
                 """)
         }
 
+        /// Serves the repository folder `folder`, each archive (`.keelpkg`) `archiveDelay` seconds late.
+        convenience init(serving folder: String, archiveDelay: Double) throws {
+            try self.init(handler: """
+                        import os
+                        path = self.path.split("?")[0].lstrip("/")
+                        if path.endswith(".keelpkg"): time.sleep(\(archiveDelay))
+                        try:
+                            body = open(os.path.join("\(folder)", path), "rb").read(); code = 200
+                        except Exception:
+                            body = b""; code = 404
+                        self.send_response(code); self.send_header("Content-Length", str(len(body))); self.end_headers()
+                        self.wfile.write(body)
+                """)
+        }
+
         init(handler: String) throws {
             let script = """
                 import http.server, socketserver, sys, time
@@ -168,17 +183,7 @@ struct RepositorySafetyTests {
     func slowUpgradeKeepsChangesMadeMeanwhile() async throws {
         // InPlaceLoadTests' repository (plugin up 1.0.0 and 1.1.0), served over http with each archive 3 s late.
         let repo = try InPlaceLoadTests().repository()
-        let slow = try PythonServer(handler: """
-                    import os
-                    path = self.path.split("?")[0].lstrip("/")
-                    if path.endswith(".keelpkg"): time.sleep(3)
-                    try:
-                        body = open(os.path.join("\(repo)", path), "rb").read(); code = 200
-                    except Exception:
-                        body = b""; code = 404
-                    self.send_response(code); self.send_header("Content-Length", str(len(body))); self.end_headers()
-                    self.wfile.write(body)
-            """)
+        let slow = try PythonServer(serving: repo, archiveDelay: 3)
         defer { slow.stop() }
         let f = KernelFixture()
         let kernel = try f.kernel()

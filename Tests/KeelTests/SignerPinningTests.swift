@@ -267,17 +267,7 @@ struct SignerPinningTests {
         let acme = try Key("acme"), beta = try Key("beta")
         let repo = try Self.repository([("1.0.0", "one", (acme, "acme"))])
         // The archive comes 3 s late.
-        let slow = try RepositorySafetyTests.PythonServer(handler: """
-                    import os
-                    path = self.path.split("?")[0].lstrip("/")
-                    if path.endswith(".keelpkg"): time.sleep(3)
-                    try:
-                        body = open(os.path.join("\(repo)", path), "rb").read(); code = 200
-                    except Exception:
-                        body = b""; code = 404
-                    self.send_response(code); self.send_header("Content-Length", str(len(body))); self.end_headers()
-                    self.wfile.write(body)
-            """)
+        let slow = try RepositorySafetyTests.PythonServer(serving: repo, archiveDelay: 3)
         defer { slow.stop() }
         let dir = TestEnvironment.makeTemporaryDirectory("pin-hosts")
         let state = try StateStore(path: dir + "/state.db")
