@@ -262,7 +262,7 @@ struct SignerPinningTests {
     /// Two hosts of one state: host B's install checked the pin (acme) before its slow download; meanwhile the
     /// operator moved the plugin to beta on host A (away from a compromised key, say). Before, B then recorded acme
     /// over the move and ran acme's package; now the pin is checked again just before the bundle goes into place.
-    @Test("a pin moved by another host while an install downloads is not undone: the install is refused")
+    @Test("a pin moved by another host while an install or upgrade downloads is not undone: the install is refused, the upgrade fails")
     func pinMovedDuringDownload() async throws {
         let acme = try Key("acme"), beta = try Key("beta")
         let repo = try Self.repository([("1.0.0", "one", (acme, "acme"))])
@@ -289,6 +289,26 @@ struct SignerPinningTests {
         #expect(outcome.contains("the pinned signer of \"pin\" changed while pin 1.0.0 was fetched"), "\(outcome)")
         #expect(try state.pinnedSigner("pin")?.publicKey == beta.publicKey, "the move stands")
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir + "/b").isEmpty)
+
+        // The same for an upgrade: it fails, the old version stays, and so does the pin another host set.
+        let slowToo = try RepositorySafetyTests.PythonServer(
+            serving: try Self.repository([("1.0.0", "one", (acme, "acme")), ("1.1.0", "two", (acme, "acme"))]), archiveDelay: 2)
+        defer { slowToo.stop() }
+        let f = KernelFixture()
+        let kernel = try await Self.kernel(f, repo: "http://127.0.0.1:\(slowToo.port)", trusting: ["acme": acme, "beta": beta])
+        try await kernel.execute(.install(id: "pin", version: "1.0.0", allowUnsigned: false), actor: "test")
+        let upgrade = Task { () -> String in
+            do { try await kernel.execute(.upgrade(id: "pin", version: "1.1.0", allowUnsigned: false), actor: "test"); return "upgraded" } catch {
+                return "\(error)"
+            }
+        }
+        while try await kernel.plugin("pin").status != .upgrading, ContinuousClock.now < deadline + .seconds(30) {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        try kernel.state.setPinnedSigner("pin", StateStore.PinnedSigner(name: "beta", publicKey: beta.publicKey))
+        #expect(await upgrade.value.contains("the pinned signer of \"pin\" changed while pin 1.1.0 was fetched"))
+        #expect(try await kernel.plugin("pin").version == "1.0.0" && kernel.state.pinnedSigner("pin")?.publicKey == beta.publicKey)
+        await kernel.shutdown()
     }
 
     /// The same through the front ends a running server has: `keel upgrade` queued to it (the command's JSON carries
