@@ -88,11 +88,41 @@ final class ServerProcess: Sendable {
         }
         stopped.withLock { $0 = true }
         if process.isRunning { process.terminate() }
-        let deadline = Date().addingTimeInterval(30)
-        while process.isRunning && Date() < deadline { usleep(20_000) }
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        process.waitUntilExit()
-        return process.terminationStatus
+        let pid = process.processIdentifier
+        var zombieSince: Date?
+        /// Waits up to `seconds` for the end; the status when the server had to be reaped here (see below).
+        func waitForEnd(_ seconds: Double) -> Int32? {
+            let deadline = Date().addingTimeInterval(seconds)
+            while process.isRunning && Date() < deadline {
+                // Foundation's watch of its children has been seen to miss one's end under load: the server a zombie,
+                // `isRunning` true for ever and `waitUntilExit` spinning (a CI run hung there). A zombie Foundation
+                // leaves for two seconds is reaped here.
+                if Self.isZombie(pid) {
+                    if let since = zombieSince, Date().timeIntervalSince(since) > 2, let status = Self.reap(pid) { return status }
+                    zombieSince = zombieSince ?? Date()
+                }
+                usleep(20_000)
+            }
+            return nil
+        }
+        if let status = waitForEnd(30) { return status }
+        if process.isRunning { kill(pid, SIGKILL) }
+        if let status = waitForEnd(30) { return status }
+        return process.isRunning ? -1 : process.terminationStatus
+    }
+
+    /// True when `pid` has ended and not been reaped (state `Z` in /proc).
+    static func isZombie(_ pid: Int32) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return false }
+        return stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).hasPrefix("Z")
+    }
+
+    /// Reaps ended child `pid`: its exit status, or its signal when a signal ended it (as `terminationStatus` says).
+    static func reap(_ pid: Int32) -> Int32? {
+        var status: Int32 = 0
+        guard waitpid(pid, &status, WNOHANG) == pid else { return nil }
+        return status & 0x7f == 0 ? (status >> 8) & 0xff : status & 0x7f
     }
 
     deinit { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
