@@ -60,7 +60,8 @@ extension Kernel {
             var records = folds ? deferredWrites ?? [] : []
             if folds { deferredWrites = nil }
             // The live view other processes read, in the same transaction (no write and no hop of its own).
-            if liveViewPublishers > 0 { records.append { [self] in publishLiveView(unlessUnchanged: false) } }
+            noteForLiveView(command)
+            if liveViewPublishers > 0 { records.append { [self] in publishLiveView() } }
             let failure: String?
             if case let .failure(error) = outcome { failure = error.reason } else { failure = nil }
             var code = "ok"

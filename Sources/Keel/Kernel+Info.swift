@@ -21,60 +21,69 @@ extension Kernel {
         } catch {
             throw KernelError(.state, reason: error.description)
         }
-        let snapshot = registry.snapshot
-        let directory = access.directory
+        let context = InfoContext(snapshot: registry.snapshot, directory: access.directory)
         // The pins in one read (a listing does not cost a query per plugin).
         var pins: [String: StateStore.PinnedSigner] = [:]
         if let id { pins[id] = try? state.pinnedSigner(id) } else { pins = (try? state.pinnedSigners()) ?? [:] }
-        return records.map { record in
-            let bundle = bundles[record.id]
-            let m = bundle?.manifest
-            let c = snapshot.plugins[record.id]
-            var info = PluginInfo(
-                id: record.id, name: m?.name ?? record.name, version: m.map { "\($0.version)" } ?? record.version,
-                description: m?.description ?? "", abi: m.map { "\($0.abi)" } ?? "",
-                bundlePath: bundle?.folder ?? record.bundlePath, library: m?.library ?? "",
-                manifestOnly: m?.isManifestOnly ?? false,
-                enabled: record.enabled, status: record.status, reason: record.reason, changedAt: record.changedAt,
-                capabilities: ((m?.capabilities ?? []).map(\.rawValue) + (m?.routePrefixes ?? []).map(Capability.routePrefix)).sorted(),
-                grants: m.map { manifest in
-                    let granted = (try? state.grants(record.id)) ?? []
-                    return (effectiveGrants(record.id, manifest).map(\.rawValue)
-                        + manifest.routePrefixes.map(Capability.routePrefix).filter { granted.contains($0) }).sorted()
-                } ?? [],
-                dependencies: Dictionary(uniqueKeysWithValues: (m?.dependencies ?? []).map { ($0.id, $0.versions.text) }),
-                routes: (c?.routes ?? []).map { "\($0.method) \($0.fullPath(plugin: record.id))" },
-                menus: (c?.menus ?? []).map(\.entry.id),
-                authenticators: (c?.authenticators ?? []).map(\.name),
-                authorizers: (c?.authorizers ?? []).map(\.name),
-                warnings: (bundle?.warnings ?? []).map(\.description),
-                tenants: directory.pluginTenants[record.id].map { $0.sorted() },
-                permissions: (m?.permissions ?? []).flatMap { p in p.actions.map { "\(p.key):\($0)" } },
-                signature: signature(record.id, bundle: bundle),
-                provides: (m?.provides ?? []).map { p in
-                    let scopes = snapshot.services.scopes(p.interface, providerTenants: directory.pluginTenants).filter {
-                        snapshot.services.resolve(p.interface, tenant: $0, serving: AccessControl.servingFilter(directory.pluginTenants, tenant: $0))?.providerID == record.id
-                    }
-                    // A kernel that starts idle does not know who serves: the providers it left idle are not in
-                    // its registry (the server decides when it runs).
-                    let serving = configuration.startsIdle ? [] : scopes.map { $0.isEmpty ? "host-wide (\(snapshot.services.resolution(p.interface, tenant: "", serving: AccessControl.servingFilter(directory.pluginTenants, tenant: ""))?.reason.rawValue ?? ""))" : "tenant \($0)" }
-                    return "\(p.interface) \(p.version) ranking \(p.ranking)" + (serving.isEmpty ? "" : ", serving " + serving.joined(separator: ", "))
-                },
-                consumes: (m?.consumes ?? []).map { "\($0.interface) \($0.versions) \($0.optional ? "optional" : "required")" },
-                commands: (m?.commands ?? []).map { CommandInfo(plugin: record.id, $0) },
-                proxies: (c?.proxies ?? []).map { "/ext/\(record.id)\($0.prefix)/ → \($0.upstream)" },
-                activation: m?.activation.rawValue ?? "eager",
-                activity: isLazy(record.id) && record.status == .enabled
-                    ? (idle.contains(record.id) ? (m?.activation == .lazy ? "idle" : "not loaded")
-                        : active[record.id] != nil ? "active" : nil) : nil)
-            info.signer = pins[record.id].map(ExtensionStore.describe)
-            if let m, m.library != nil { info.isolation = isolation(of: record.id, m).rawValue }
-            if let worker = active[record.id]?.worker {
-                info.workerPID = worker.workerPID
-                info.workerRestarts = worker.restarts
-            }
-            return info
+        return records.map { info($0, context, pin: pins[$0.id]) }
+    }
+
+    /// What the info of every plugin is read against: the registry and the tenants, as of one moment.
+    struct InfoContext {
+        let snapshot: Snapshot
+        let directory: StateStore.Directory
+    }
+
+    /// The info of the plugin `record` describes (`pin`: its pinned signer, read by the caller).
+    func info(_ record: PluginRecord, _ context: InfoContext, pin: StateStore.PinnedSigner?) -> PluginInfo {
+        let snapshot = context.snapshot, directory = context.directory
+        let bundle = bundles[record.id]
+        let m = bundle?.manifest
+        let c = snapshot.plugins[record.id]
+        var info = PluginInfo(
+            id: record.id, name: m?.name ?? record.name, version: m.map { "\($0.version)" } ?? record.version,
+            description: m?.description ?? "", abi: m.map { "\($0.abi)" } ?? "",
+            bundlePath: bundle?.folder ?? record.bundlePath, library: m?.library ?? "",
+            manifestOnly: m?.isManifestOnly ?? false,
+            enabled: record.enabled, status: record.status, reason: record.reason, changedAt: record.changedAt,
+            capabilities: ((m?.capabilities ?? []).map(\.rawValue) + (m?.routePrefixes ?? []).map(Capability.routePrefix)).sorted(),
+            grants: m.map { manifest in
+                let granted = (try? state.grants(record.id)) ?? []
+                return (effectiveGrants(record.id, manifest).map(\.rawValue)
+                    + manifest.routePrefixes.map(Capability.routePrefix).filter { granted.contains($0) }).sorted()
+            } ?? [],
+            dependencies: Dictionary(uniqueKeysWithValues: (m?.dependencies ?? []).map { ($0.id, $0.versions.text) }),
+            routes: (c?.routes ?? []).map { "\($0.method) \($0.fullPath(plugin: record.id))" },
+            menus: (c?.menus ?? []).map(\.entry.id),
+            authenticators: (c?.authenticators ?? []).map(\.name),
+            authorizers: (c?.authorizers ?? []).map(\.name),
+            warnings: (bundle?.warnings ?? []).map(\.description),
+            tenants: directory.pluginTenants[record.id].map { $0.sorted() },
+            permissions: (m?.permissions ?? []).flatMap { p in p.actions.map { "\(p.key):\($0)" } },
+            signature: signature(record.id, bundle: bundle),
+            provides: (m?.provides ?? []).map { p in
+                let scopes = snapshot.services.scopes(p.interface, providerTenants: directory.pluginTenants).filter {
+                    snapshot.services.resolve(p.interface, tenant: $0, serving: AccessControl.servingFilter(directory.pluginTenants, tenant: $0))?.providerID == record.id
+                }
+                // A kernel that starts idle does not know who serves: the providers it left idle are not in
+                // its registry (the server decides when it runs).
+                let serving = configuration.startsIdle ? [] : scopes.map { $0.isEmpty ? "host-wide (\(snapshot.services.resolution(p.interface, tenant: "", serving: AccessControl.servingFilter(directory.pluginTenants, tenant: ""))?.reason.rawValue ?? ""))" : "tenant \($0)" }
+                return "\(p.interface) \(p.version) ranking \(p.ranking)" + (serving.isEmpty ? "" : ", serving " + serving.joined(separator: ", "))
+            },
+            consumes: (m?.consumes ?? []).map { "\($0.interface) \($0.versions) \($0.optional ? "optional" : "required")" },
+            commands: (m?.commands ?? []).map { CommandInfo(plugin: record.id, $0) },
+            proxies: (c?.proxies ?? []).map { "/ext/\(record.id)\($0.prefix)/ → \($0.upstream)" },
+            activation: m?.activation.rawValue ?? "eager",
+            activity: isLazy(record.id) && record.status == .enabled
+                ? (idle.contains(record.id) ? (m?.activation == .lazy ? "idle" : "not loaded")
+                    : active[record.id] != nil ? "active" : nil) : nil)
+        info.signer = pin.map(ExtensionStore.describe)
+        if let m, m.library != nil { info.isolation = isolation(of: record.id, m).rawValue }
+        if let worker = active[record.id]?.worker {
+            info.workerPID = worker.workerPID
+            info.workerRestarts = worker.restarts
         }
+        return info
     }
 
     /// How `id` was signed when installed, shown only while its bundle's library (plugin.yaml for a manifest-only

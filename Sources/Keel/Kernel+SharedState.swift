@@ -28,6 +28,7 @@ extension Kernel {
         // Not while an install or upgrade of this host is on its way (its download runs off this thread, writing
         // records and work folders this pass would also touch): the next pass catches up.
         guard extensionChange == nil, var records = try? state.plugins() else { return Convergence() }
+        liveViewStale = true  // another host may have changed any plugin's grants, configuration or signer
         var changed = Convergence()
         var installed: Set<String> = []
         if records.contains(where: { $0.enabled && bundles[$0.id] == nil }) {

@@ -46,7 +46,9 @@ public actor Kernel {
     public nonisolated let logSink: @Sendable (LogRecord) -> Void
     let environment: KernelEnvironment
 
-    var bundles: [String: Bundle] = [:]
+    var bundles: [String: Bundle] = [:] {
+        didSet { liveViewStale = true }
+    }
     /// Changed only through `setActive` and `removeActive`, which keep `serving` and the change notice in step one
     /// plugin at a time (a start-up activating 5,000 plugins must not copy the whole map for each).
     private(set) var active: [String: ActivePlugin] = [:]
@@ -119,11 +121,17 @@ public actor Kernel {
     /// The task that deactivates lazy plugins left unused past their idle time-out; nil while none could be.
     var idleSweeper: Task<Void, Never>?
     /// How many servers keep the live view (`RemoteControl.publishOnChange`); while any does, each command stores it
-    /// in its own audit transaction (`execute`). The text stored last by this kernel, nil before the first.
+    /// in its own audit transaction (`execute`).
     var liveViewPublishers = 0
-    var publishedLiveView: String?
-    /// Each plugin's part of the live view as last encoded, by id: an unchanged plugin is not encoded again.
-    var liveViewParts: [String: (info: PluginInfo, json: String)] = [:]
+    /// Each plugin's part of the live view as last built, by id (see `Kernel+LiveView`).
+    var liveViewParts: [String: LiveViewPart] = [:]
+    /// The plugins named by a command since the live view was last built: their parts are built again.
+    var liveViewDirty: Set<String> = []
+    /// Whether every part of the live view must be built again, and the tenants it was last built with.
+    var liveViewStale = true
+    var liveViewDirectory: StateStore.Directory?
+    /// How many parts of the live view were built rather than kept, since the kernel started (for the tests).
+    var liveViewPartsBuilt = 0
     /// The services of the live view as last written, with their JSON: most commands change no service.
     var liveViewServices: (value: [InterfaceInfo], json: String)?
     /// The plugin an install or upgrade is changing (its download runs off the kernel's thread, so the kernel serves

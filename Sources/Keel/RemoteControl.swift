@@ -20,7 +20,7 @@ public enum RemoteControl {
         // No version seen yet: the first pass takes what was queued before it started (expired commands are not run).
         var seen: Int64 = -1
         let shared = kernel.state.isShared
-        var published = shared ? nil : await publishLive(kernel)
+        if !shared { await publishLive(kernel) }
         let subscription = shared ? nil : await publishOnChange(kernel)
         defer {
             if let subscription {
@@ -55,7 +55,7 @@ public enum RemoteControl {
                     if case .call = queued.command { publishes = false } else { publishes = true }
                     Task {
                         let (failed, result) = await run(queued, on: kernel)
-                        if publishes { _ = await publishLive(kernel, unlessEqualTo: nil) }
+                        if publishes { await publishLive(kernel) }
                         try? kernel.state.finishCommand(seq, failed: failed, result: result)
                     }
                     continue
@@ -63,10 +63,10 @@ public enum RemoteControl {
                 }
                 let (failed, result) = await run(queued, on: kernel)
                 // The live view first, so that the CLI that waits for this command reads the state it produced.
-                published = await publishLive(kernel, unlessEqualTo: published)
+                await publishLive(kernel)
                 try? kernel.state.finishCommand(command.seq, failed: failed, result: result)
             }
-            if !shared { published = await publishLive(kernel, unlessEqualTo: published) }
+            if !shared { await publishLive(kernel) }
         }
     }
 
@@ -114,11 +114,10 @@ public enum RemoteControl {
         }
     }
 
-    /// Stores the server's current view of every plugin for other processes to read (unless `previous` is given
-    /// and the view is what this kernel stored last). Returns what is stored.
-    @discardableResult
-    public static func publishLive(_ kernel: Kernel, unlessEqualTo previous: String? = nil) async -> String? {
-        await kernel.publishLiveView(unlessUnchanged: previous != nil) ?? previous
+    /// Stores what changed in the server's view of the plugins since it was last stored, for other processes to
+    /// read (`keel plugins list`).
+    public static func publishLive(_ kernel: Kernel) async {
+        await kernel.publishLiveView()
     }
 
     /// Client side: the interfaces as the running server last published them.
@@ -183,71 +182,5 @@ public enum RemoteControl {
             try? await Task.sleep(for: .milliseconds(50))
         }
         return nil
-    }
-}
-
-/// The live view on the kernel's side: built and stored on its executor, with no hop per part.
-extension Kernel {
-    /// Whether each command stores the live view with its audit row (`RemoteControl.publishOnChange`).
-    func setPublishesLiveView(_ on: Bool) {
-        liveViewPublishers = max(0, liveViewPublishers + (on ? 1 : -1))
-    }
-
-    /// The live view now (plugins and interfaces as JSON, as `encoder()` writes them), or nil when it cannot be
-    /// built. A plugin whose info is as last time is not written again (`liveViewParts`).
-    func liveView() -> (plugins: String, services: String)? {
-        guard let plugins = try? plugins() else { return nil }
-        let services: String, now = self.services()
-        if let known = liveViewServices, known.value == now { services = known.json } else {
-            guard let json = try? Kernel.encoder().encode(now) else { return nil }
-            services = String(decoding: json, as: UTF8.self)
-            liveViewServices = (now, services)
-        }
-        var parts: [String] = [], encoded: [String: (info: PluginInfo, json: String)] = [:]
-        parts.reserveCapacity(plugins.count)
-        for info in plugins {
-            if let known = liveViewParts[info.id], known.info == info {
-                parts.append(known.json)
-                encoded[info.id] = known
-                continue
-            }
-            let json = info.json
-            parts.append(json)
-            encoded[info.id] = (info, json)
-        }
-        liveViewParts = encoded
-        return ("[" + parts.joined(separator: ",") + "]", services)
-    }
-
-    /// The encoder of the live view and of the admin API's answers: sorted keys, slashes as they are.
-    public static func encoder() -> JSONEncoder {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return encoder
-    }
-
-    /// Plugin `id`'s info as JSON (`encoder`): the live view's text of it when that is current, else encoded now.
-    /// - Throws: `KernelError.Code.unknownPlugin`.
-    func pluginJSON(_ id: String) throws(KernelError) -> String {
-        let info = try plugin(id)
-        if let known = liveViewParts[id], known.info == info { return known.json }
-        return info.json
-    }
-
-    /// Stores the live view (with `unlessUnchanged`, only when it differs from what this kernel stored last).
-    /// Returns its text, or what was stored last when it cannot be built. Inside a state transaction, it reads and
-    /// stores the state as that transaction left it (`execute` calls it after the command's records).
-    @discardableResult
-    func publishLiveView(unlessUnchanged: Bool) -> String? {
-        guard let view = liveView() else { return publishedLiveView }
-        let text = view.plugins + "\n" + view.services
-        if unlessUnchanged && text == publishedLiveView { return text }
-        do {
-            try state.setLiveView(plugins: view.plugins, services: view.services)
-            publishedLiveView = text
-        } catch {
-            log(.warn, nil, "live view not stored: \(error)")
-        }
-        return text
     }
 }

@@ -79,4 +79,34 @@ func operationsBenchmarks() async throws {
                     ratio: nil, target: "report", met: nil))
     await server.stop()
     await k.shutdown()
+    try await operationsAmongMany(library, commits: rawRate, ops: ops)
+}
+
+/// The same commands on a host with 1,000 more plugins installed (lazy, never used): what a command costs must not
+/// grow with the plugins it does not touch. Needs the load template (`--load-template`).
+@MainActor
+func operationsAmongMany(_ library: String, commits rawRate: Double, ops: Int) async throws {
+    guard !options.loadTemplate.isEmpty else {
+        print("operations among 1,000 plugins: skipped (no --load-template given)")
+        return
+    }
+    let plugins = options.work + "/ops-many", state = options.work + "/ops-many.db"
+    _ = try generatePlugins(1000, into: plugins, extra: "activation: lazy\n")
+    try bundle(plugins, id: "authz1", library: library)
+    let k = try kernel(plugins, state)
+    await k.start()
+    let server = try await BenchServer.start(k)  // as above: a running server keeps the CLI's live view
+    func viaKernel() async throws -> Double {
+        let t0 = now()
+        for i in 0..<ops {
+            try await k.execute(i % 2 == 0 ? .enable(id: "authz1", tenant: nil) : .disable(id: "authz1", tenant: nil, cascade: false))
+        }
+        return Double(ops) / (now() - t0)
+    }
+    _ = try await viaKernel()
+    let rate = max(try await viaKernel(), try await viaKernel())
+    rows.append(Row(name: "state: the same via Kernel.execute, 1,000 other plugins installed", measured: String(format: "%.0f ops/s", rate),
+                    baseline: String(format: "%.0f commits/s", rawRate), ratio: rate / rawRate, target: "report", met: nil))
+    await server.stop()
+    await k.shutdown()
 }

@@ -128,6 +128,13 @@ extension StateStore {
             FROM settings s JOIN trusted_keys t ON instr(s.value, '"status":"signed by ' || t.name || '"') > 0
             WHERE substr(s.key, 1, 10) = 'signature.' AND EXISTS (SELECT 1 FROM plugins p WHERE p.id = substr(s.key, 11));
         """,
+        // Each activation numbers its generation past the plugin's highest recorded one (`lastGeneration`): without
+        // this index that read visited every load the plugin ever had, so each enable or reload got slower with the
+        // plugin's history (94 µs of CPU after 750 loads).
+        "CREATE INDEX IF NOT EXISTS loads_generation ON loads(plugin_id, generation);",
+        // The running server's view of each plugin for `keel plugins list` (Settings.swift, `updateLiveView`): a row
+        // per plugin, so that a command rewrites what it changed, not a text of every plugin (700 KB for 1,000).
+        "CREATE TABLE IF NOT EXISTS live_plugins (id TEXT PRIMARY KEY, json TEXT NOT NULL);",
     ]
 
     /// The schema version this Keel writes: the number of migrations.

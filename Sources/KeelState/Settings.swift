@@ -94,9 +94,61 @@ extension StateStore {
 
     // MARK: live view
 
-    /// The running server's last published view of every plugin (JSON), or nil when none was published.
+    /// The running server's last published view of every plugin (a JSON array), or nil when none was published.
+    /// Kept a plugin per row (`updateLiveView`), in the plugins' order; a whole text (`setLivePluginsJSON`, and
+    /// files of earlier versions) is read as it is.
     public func livePluginsJSON() throws(StateError) -> String? {
-        try setting(SettingKey.livePlugins)
+        try locked { db throws(StateError) in
+            guard let stored = try db.query("SELECT value FROM settings WHERE key = ?", [.text(SettingKey.livePlugins)]).first?["value"]?.text
+            else { return nil }
+            guard stored == Self.liveRowsMarker else { return stored }
+            let parts = try db.query("SELECT json FROM live_plugins ORDER BY id", []).compactMap { $0["json"]?.text }
+            return "[" + parts.joined(separator: ",") + "]"
+        }
+    }
+
+    /// What `live.plugins` holds while the view is kept a plugin per row.
+    static let liveRowsMarker = "rows"
+
+    /// What changed in the live view since the last update: each part is one plugin's JSON object.
+    public struct LiveViewChange: Sendable {
+        /// Replace every part (the first publication of a server, or a full rebuild); else only `parts` and `removed`.
+        public var replacesAll: Bool
+        public var parts: [(id: String, json: String)]
+        public var removed: [String]
+        /// The interfaces' view (JSON), when it changed.
+        public var services: String?
+
+        public init(replacesAll: Bool, parts: [(id: String, json: String)], removed: [String], services: String?) {
+            self.replacesAll = replacesAll
+            self.parts = parts
+            self.removed = removed
+            self.services = services
+        }
+
+        public var isEmpty: Bool { !replacesAll && parts.isEmpty && removed.isEmpty && services == nil }
+    }
+
+    /// Publishes a change of the server's view in one transaction that does not wait for the disk (as
+    /// `setLiveView`): what a command changed costs a row per plugin it changed, not the whole view.
+    public func updateLiveView(_ change: LiveViewChange) throws(StateError) {
+        guard !change.isEmpty else { return }
+        try settling(sync: false) { () throws(StateError) in
+            try locked { db throws(StateError) in
+                try db.transaction { () throws(StateError) in
+                    if change.replacesAll {
+                        try db.query("DELETE FROM live_plugins", [])
+                        try setSetting(SettingKey.livePlugins, Self.liveRowsMarker)
+                    }
+                    for id in change.removed { try db.query("DELETE FROM live_plugins WHERE id = ?", [.text(id)]) }
+                    for (id, json) in change.parts {
+                        try db.query("INSERT INTO live_plugins (id, json) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET json = excluded.json",
+                                     [.text(id), .text(json)])
+                    }
+                    if let services = change.services { try setSetting(SettingKey.liveServices, services) }
+                }
+            }
+        }
     }
 
     /// Publishes the server's view of every plugin (JSON) for other processes.

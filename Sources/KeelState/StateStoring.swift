@@ -94,6 +94,7 @@ public protocol StateStoring: AnyObject, Sendable {
     func liveServicesJSON() throws(StateError) -> String?
     func setLiveServicesJSON(_ json: String) throws(StateError)
     func setLiveView(plugins: String, services: String) throws(StateError)
+    func updateLiveView(_ change: StateStore.LiveViewChange) throws(StateError)
     func serviceSelections() throws(StateError) -> [StateStore.ServiceSelection]
     func setServiceSelection(interface: String, tenant: String, plugin: String?) throws(StateError)
     func proxySecret() throws(StateError) -> String

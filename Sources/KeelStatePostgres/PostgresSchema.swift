@@ -110,6 +110,8 @@ enum PostgresSchema {
                 WHERE substr(s.key, 1, 10) = 'signature.' AND EXISTS (SELECT 1 FROM plugins p WHERE p.id = substr(s.key, 11))
             """,
         ],
+        ["CREATE INDEX IF NOT EXISTS loads_generation ON loads(plugin_id, generation)"],
+        ["CREATE TABLE IF NOT EXISTS live_plugins (id TEXT PRIMARY KEY, json TEXT NOT NULL)"],
     ]
 
     /// The tables whose changes other hosts must see: every table of `migrations` but the audit trail, which no host

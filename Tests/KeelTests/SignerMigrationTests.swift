@@ -24,7 +24,7 @@ extension PostgresBackedTests {
             let records = try ["signed": "signed by acme", "other": "signed by acme2", "untrusted": "signed by untrusted beta (allowed by the operator)",
                                 "unsigned": "unsigned (allowed by the operator)", "gone": "signed by gone"].mapValues(Self.record)
             do {
-                // The state as the previous schema had it: no plugin_signers table, one step behind.
+                // The state as schema 12 had it (before signer pinning): no plugin_signers table.
                 let old = try engine.open(path)
                 for (id, record) in records {
                     try old.discovered(id: id, name: id, version: "1.0.0", bundlePath: "/p/\(id)")
@@ -35,7 +35,7 @@ extension PostgresBackedTests {
                 _ = try old.trustKey(name: "acme2", publicKey: acme2)
                 try old.setGrants("signed", grant: ["authorize"], revoke: [])
                 try old.setConfig("signed", yaml: "a: 1\n", json: #"{"a":1}"#)
-                let previous = StateStore.schemaVersion - 1
+                let previous = 12
                 try old.withDatabase { db throws(StateError) in
                     try db.execute("DROP TABLE plugin_signers")
                     if engine == .sqlite {

@@ -225,6 +225,51 @@ extension PostgresBackedTests {
             #expect(try reopened.liveServicesJSON() == "[4]")
         }
 
+        /// The live view is kept a plugin per row: a command rewrites the rows of what it changed; a reader gets the
+        /// parts in the plugins' order as one array.
+        @Test("the live view: all parts, then only the changed ones; a reader sees one array in id order", arguments: StateEngine.available)
+        func liveViewRows(engine: StateEngine) throws {
+            let path = engine.freshLocation()
+            let store = try engine.open(path), other = try engine.open(path)
+            #expect(try other.livePluginsJSON() == nil)
+            try store.updateLiveView(.init(replacesAll: true, parts: [("b", #"{"id":"b"}"#), ("a", #"{"id":"a"}"#), ("c", "{}")],
+                                           removed: [], services: "[1]"))
+            #expect(try other.livePluginsJSON() == #"[{"id":"a"},{"id":"b"},{}]"#)
+            #expect(try other.liveServicesJSON() == "[1]")
+            try store.updateLiveView(.init(replacesAll: false, parts: [("a", #"{"id":"a","x":1}"#), ("d", #"{"id":"d"}"#)],
+                                           removed: ["c"], services: nil))
+            #expect(try other.livePluginsJSON() == #"[{"id":"a","x":1},{"id":"b"},{"id":"d"}]"#)
+            #expect(try other.liveServicesJSON() == "[1]")
+            // A full replacement drops what it does not name.
+            try store.updateLiveView(.init(replacesAll: true, parts: [("z", "{}")], removed: [], services: "[]"))
+            #expect(try other.livePluginsJSON() == "[{}]")
+            #expect(try other.liveServicesJSON() == "[]")
+            // A whole text (as earlier versions wrote it) reads as it is.
+            try store.setLivePluginsJSON("[7]")
+            #expect(try other.livePluginsJSON() == "[7]")
+        }
+
+        /// Each activation reads the plugin's highest generation: through an index, so that it does not visit every
+        /// load the plugin ever had (it did, and each enable or reload slowed with the history).
+        @Test("the highest generation is read through an index, not the plugin's whole history", arguments: StateEngine.available)
+        func lastGenerationUsesAnIndex(engine: StateEngine) throws {
+            let store = try engine.open(engine.freshLocation())
+            for g in 1...200 { try store.recordLoad(g % 2 == 0 ? "p" : "q", .init(generation: g, version: "1.0.0", checksum: "c", outcome: "activated")) }
+            #expect(try store.lastGeneration("p") == 200 && store.lastGeneration("q") == 199)
+            let uses = try store.withDatabase { db throws(StateError) in
+                switch engine {
+                case .sqlite:
+                    try db.query("EXPLAIN QUERY PLAN SELECT MAX(generation) AS g FROM loads WHERE plugin_id = ?", [.text("p")])
+                        .compactMap { $0["detail"]?.text }.joined(separator: "; ")
+                case .postgres:
+                    try db.query("SELECT indexdef FROM pg_indexes WHERE indexname = 'loads_generation' AND schemaname = current_schema()", [])
+                        .compactMap { $0["indexdef"]?.text }.joined(separator: "; ")
+                }
+            }
+            #expect(uses.contains("loads_generation"), "\(uses)")
+            if engine == .sqlite { #expect(!uses.contains("SCAN"), "\(uses)") }
+        }
+
         /// Every kind of record reads back as written, with the same ordering and refusals on both engines.
         @Test("every operation reads back what it wrote", arguments: StateEngine.available)
         func operationsRoundTrip(engine: StateEngine) throws {
@@ -236,6 +281,9 @@ extension PostgresBackedTests {
             #expect(try other.loads(for: "p", limit: 2).map(\.generation) == [2, 3])
             #expect(try other.lastGeneration("p") == 3)
             #expect(try other.lastGeneration("none") == 0)
+            // A retired generation is recorded after its successor: the highest number counts, not the newest row.
+            try store.recordLoad("p", .init(generation: 2, version: "1.0.2", checksum: "c2", outcome: "retired"))
+            #expect(try other.lastGeneration("p") == 3)
             try store.recordProbePassed("c1", detail: "first")
             try store.recordProbePassed("c1", detail: "again")
             #expect(try other.probePassed("c1"))
