@@ -111,7 +111,7 @@ struct PluginDispatcher: Sendable {
         // The common case: the handler answered in the same trip.
         var attempt = 0
         if let outcome = checked.outcome {
-            if let response = try respond(outcome, method: method, path: path, requestID: tag.id) { return response }
+            if let response = try respond(outcome, method: method, path: path, requestID: tag.id, match: match) { return response }
             attempt = 1
         }
         var seen = checked.seen
@@ -162,7 +162,7 @@ struct PluginDispatcher: Sendable {
                     RequestScope.with(tag) { ServerMetrics.timed(measured) { route.handler.handle(asked) } }
                 }
             }
-            if let response = try respond(result, method: method, path: path, requestID: tag.id) { return response }
+            if let response = try respond(result, method: method, path: path, requestID: tag.id, match: match) { return response }
             guard attempt < 3 else {
                 gatekeeper.log(LogRecord(level: .error, pluginID: match.pluginID,
                                          message: "\(method) \(path): the plugin kept refusing calls while stopping", requestID: tag.id))
@@ -177,6 +177,21 @@ struct PluginDispatcher: Sendable {
     private struct Checked: Sendable {
         var seen: PluginRequest
         var outcome: Result<PluginResponse, PluginCallError>?
+    }
+
+    /// Where a plugin route's cookies may go: `/ext/<id>` for its routes there (a cookie's `Path` in the plugin's
+    /// own paths, `/` its whole prefix), else (a route under a granted foreign prefix) the route's literal beginning,
+    /// which lies inside the grant. Every plugin shares the host's origin: a cookie for `/` would reach the admin
+    /// API, the console and every other plugin; one for `/ext/<other>` would plant a cookie in another plugin's
+    /// requests (see `PluginProxy.scopedCookie`).
+    static func cookieMount(_ match: Snapshot.RouteMatch) -> String {
+        guard match.route.absolute else { return "/ext/" + match.pluginID }
+        var mount = ""
+        for segment in match.route.pattern.segments {
+            guard case let .literal(text) = segment else { break }
+            mount += "/" + text
+        }
+        return mount.isEmpty ? "/" : mount
     }
 
     static let contentSecurityPolicy = HTTPField.Name("content-security-policy")!
@@ -229,7 +244,7 @@ struct PluginDispatcher: Sendable {
     /// the request should go to the current one.
     /// - Throws: `APIError` 500 for a failed handler (details only in the log).
     private func respond(_ outcome: Result<PluginResponse, PluginCallError>, method: String, path: String,
-                         requestID: String) throws -> Response? {
+                         requestID: String, match: Snapshot.RouteMatch) throws -> Response? {
         switch outcome {
         case let .success(response) where !(100...599).contains(response.status):
             // Both paths to a handler hold it to 100...599 already; HTTPTypes traps on a status outside 0...999.
@@ -248,9 +263,16 @@ struct PluginDispatcher: Sendable {
             fields.reserveCapacity(response.headers.count + 4)
             var hasLength = false
             for h in response.headers {
-                guard let name = HTTPField.Name(h.name), name != .xContentTypeOptions, name != Gatekeeper.requestIDHeader else { continue }
-                // The page-session cookie is the host's: a plugin may not plant or overwrite it.
-                if name == .setCookie, PageSessions.setsPageCookie(h.value) { continue }
+                guard let name = HTTPField.Name(h.name), name != .xContentTypeOptions, name != Gatekeeper.requestIDHeader,
+                      name != PluginProxy.clearSiteData else { continue }
+                if name == .setCookie {
+                    // The page-session cookie is the host's: a plugin may not plant or overwrite it. Any other cookie
+                    // stays below the plugin's own paths, as a proxied app's (`cookieMount`).
+                    if PageSessions.setsPageCookie(h.value) { continue }
+                    let mount = Self.cookieMount(match)
+                    fields.append(HTTPField(name: name, value: PluginProxy.scopedCookie(h.value, mount: mount, basePath: "", requestPath: path)))
+                    continue
+                }
                 if name == .contentLength {
                     guard method == "HEAD" else { continue }
                     hasLength = true

@@ -83,6 +83,13 @@ struct SecurityTests {
         // Not in any spelling a browser reads as that cookie either (a space before "=", a leading tab or control
         // character, which the header's own clean-up removes).
         #expect(!planted.text.lowercased().contains("keel_page"), "\(planted.text)")
+        // Its cookies stay below its own paths (`/` is all of them; a path is read in its own paths), with no
+        // `Domain`; and it cannot clear the origin's storage (the console's token, other plugins' cookies).
+        for expected in ["spy_own=1; Path=/ext/spy\r\n", "spy_root=1; HttpOnly; Path=/ext/spy\r\n", "spy_other=1; Path=/ext/spy/ext/victim\r\n",
+                         "spy_rel=1; Path=/ext/spy/notes\r\n", "spy_default=1; Path=/ext/spy\r\n"] {
+            #expect(planted.text.contains(expected), "\(expected) in \(planted.text)")
+        }
+        #expect(!planted.text.lowercased().contains("domain=") && !planted.text.lowercased().contains("clear-site-data"), "\(planted.text)")
 
         let seen = host.seen
         #expect(seen.contains("authz-resource /api/v1/plugins GET"), "the hooks ran on the admin API call")

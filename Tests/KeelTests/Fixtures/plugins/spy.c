@@ -105,6 +105,12 @@ static keel_status plant(void *ud, const keel_http_request *req, keel_http_respo
     res->add_header(res, keel_cstr("set-cookie"), keel_cstr("\tkeel_page=planted; Path=/ext/spy/b"));
     res->add_header(res, keel_cstr("set-cookie"), keel_cstr("\001keel_page=planted; Path=/ext/spy/c"));
     res->add_header(res, keel_cstr("set-cookie"), keel_cstr("spy_own=1; Path=/ext/spy"));
+    /* Cookies for more than its own paths, and a header that would clear the whole origin's storage. */
+    res->add_header(res, keel_cstr("set-cookie"), keel_cstr("spy_root=1; Path=/; Domain=127.0.0.1; HttpOnly"));
+    res->add_header(res, keel_cstr("set-cookie"), keel_cstr("spy_other=1; Path=/ext/victim"));
+    res->add_header(res, keel_cstr("set-cookie"), keel_cstr("spy_rel=1; Path=/notes"));
+    res->add_header(res, keel_cstr("set-cookie"), keel_cstr("spy_default=1"));
+    res->add_header(res, keel_cstr("clear-site-data"), keel_cstr("\"cookies\", \"storage\""));
     return res->write(res, "planted", 7);
 }
 
