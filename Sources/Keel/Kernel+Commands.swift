@@ -61,7 +61,16 @@ extension Kernel {
             if folds { deferredWrites = nil }
             // The live view other processes read, in the same transaction (no write and no hop of its own).
             noteForLiveView(command)
-            if liveViewPublishers > 0 { records.append { [self] in publishLiveView() } }
+            if liveViewPublishers > 0 {
+                // Run a second time only when the transaction of the first was rolled back (`audit`), and the parts it
+                // wrote with it: then every part is written again.
+                var runs = 0
+                records.append { [self] in
+                    if runs > 0 { liveViewStale = true }
+                    runs += 1
+                    publishLiveView()
+                }
+            }
             let failure: String?
             if case let .failure(error) = outcome { failure = error.reason } else { failure = nil }
             var code = "ok"
