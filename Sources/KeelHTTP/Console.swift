@@ -1,6 +1,7 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
 import Hummingbird
+import KeelState
 
 /// The web console: static HTML, CSS and JavaScript served by the host, no build step. One view at a time, by hash
 /// route (`#/`, `#/plugins`, `#/plugin/<id>`, `#/services`, `#/commands`, `#/tenants`, `#/repositories`,
@@ -11,12 +12,30 @@ import Hummingbird
 /// by its own code when present.
 enum Console {
     static func register(on router: Router<KeelRequestContext>) {
-        router.get("/") { _, _ in asset(ConsoleAssets.html, "text/html; charset=utf-8") }
+        router.get("/") { _, _ in page() }
         router.get("/console.css") { _, _ in asset(ConsoleAssets.style, "text/css; charset=utf-8") }
         for (path, text) in ConsoleAssets.scripts {
             router.get(RouterPath(path)) { _, _ in asset(text, "text/javascript; charset=utf-8") }
         }
     }
+
+    /// The console's page, its scripts allowed by a nonce made for this answer: `script-src 'self'` would also run a
+    /// script any plugin serves under `/ext/<id>/` (same origin) if some text in the console were ever read as a
+    /// `<script>` tag, and the console holds the admin token. Only the console's own tags carry the nonce.
+    static func page() -> Response {
+        var generator = SystemRandomNumberGenerator()
+        let nonce = Hex.lowercase((0..<16).map { _ in UInt8.random(in: 0...255, using: &generator) })
+        var headers = HTTPFields()
+        headers[.contentType] = "text/html; charset=utf-8"
+        headers[.cacheControl] = "no-store"
+        headers[.init("content-security-policy")!] = "default-src 'self'; frame-src 'self'; style-src 'self'; script-src 'nonce-\(nonce)'; "
+            + "object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+        let html = pageParts.joined(separator: "<script nonce=\"\(nonce)\" src=")
+        return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: html)))
+    }
+
+    /// The page's text around its script tags.
+    static let pageParts = ConsoleAssets.html.split(separator: "<script src=", omittingEmptySubsequences: false).map(String.init)
 
     static func asset(_ text: String, _ type: String) -> Response {
         var headers = HTTPFields()

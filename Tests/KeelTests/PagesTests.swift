@@ -171,7 +171,7 @@ struct PagesHTTPTests {
 
         #expect(try await server.request("GET", "/keel-page.js").text.contains("window.keel"))
         #expect(try await server.request("GET", "/console-pages.js").text.contains("window.KeelPages"))
-        #expect(try await server.request("GET", "/").text.contains(#"<script src="/console-pages.js" defer></script>"#))
+        #expect(try await server.request("GET", "/").text.contains(#" src="/console-pages.js" defer></script>"#))
 
         let pages = try await server.request("GET", "/api/v1/pages")
         let listed = (pages.json as? [[String: Any]])?.first { $0["plugin"] as? String == "inventory" }
