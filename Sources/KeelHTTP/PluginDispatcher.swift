@@ -187,8 +187,12 @@ struct PluginDispatcher: Sendable {
     static func cookieMount(_ match: Snapshot.RouteMatch) -> String {
         guard match.route.absolute else { return "/ext/" + match.pluginID }
         var mount = ""
+        // Plain segments only, as a granted prefix's are (a literal may hold a `;`: "=/legacy/x;Path=/;/y" would have
+        // written `Path=/legacy/x;Path=/;/y`, whose last attribute is `Path=/`). The prefix itself is always plain.
         for segment in match.route.pattern.segments {
-            guard case let .literal(text) = segment else { break }
+            guard case let .literal(text) = segment, !text.isEmpty,
+                  text.utf8.allSatisfy({ ($0 | 0x20 >= 97 && $0 | 0x20 <= 122) || ($0 >= 48 && $0 <= 57) || $0 == 45 || $0 == 46 || $0 == 95 || $0 == 126 })
+            else { break }
             mount += "/" + text
         }
         return mount.isEmpty ? "/" : mount

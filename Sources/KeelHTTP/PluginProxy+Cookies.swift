@@ -22,7 +22,7 @@ extension PluginProxy {
     ///   - basePath: the upstream's base path ("" for the root).
     ///   - requestPath: the path the client asked for (below `mount`, as the browser sent it).
     static func scopedCookie(_ value: String, mount: String, basePath: String, requestPath: String) -> String {
-        var parts = value.split(separator: ";", omittingEmptySubsequences: false)
+        var parts = asSent(value).split(separator: ";", omittingEmptySubsequences: false)
         guard !parts.isEmpty else { return value }
         let pair = parts.removeFirst()
         var kept: [Substring] = [], path: Substring?
@@ -39,8 +39,25 @@ extension PluginProxy {
                 kept.append(attribute)
             }
         }
-        let scoped = scope(path.map(String.init) ?? defaultPath(requestPath), mount: mount, basePath: basePath, given: path != nil)
+        var scoped = scope(path.map(String.init) ?? defaultPath(requestPath), mount: mount, basePath: basePath, given: path != nil)
+        // A browser ignores a `Path` longer than it takes (RFC 6265bis: 1,024 bytes) and would then use the default
+        // path, the request's folder (`/ext` for `/ext/<id>`, `/` for a route at `/legacy`), not the mount.
+        // Nor one holding a `;`, which ends the attribute there (a default path is the request's folder, and a browser
+        // sends `/ext/<id>/x;Path=/;/y` as it is: written out, the last attribute was `Path=/`).
+        if scoped.utf8.count > maxPathLength || scoped.contains(";") { scoped = mount }
         return ([String(pair)] + kept.map(String.init) + ["Path=" + scoped]).joined(separator: "; ")
+    }
+
+    /// The longest attribute value browsers take (RFC 6265bis 5.6: a longer one is ignored).
+    static let maxPathLength = 1024
+
+    /// A header value as the client receives it: the header field turns every control character but the tab into a
+    /// space (`HTTPField`'s lenient clean-up) after the value was read here, so a cookie is read after that too (a
+    /// `Path\u{1}=/` or `\u{1}Domain=` that was no attribute here reached the browser as `Path =/`, ` Domain=`, which
+    /// it reads as `Path`, `Domain`).
+    static func asSent(_ value: String) -> String {
+        guard value.utf8.contains(where: { ($0 < 0x20 && $0 != 0x09) || $0 == 0x7F }) else { return value }
+        return String(String.UnicodeScalarView(value.unicodeScalars.map { ($0.value < 0x20 && $0.value != 0x09) || $0.value == 0x7F ? " " : $0 }))
     }
 
     /// `/ext/<id><prefix>`: where the browser sees `proxy`'s app.

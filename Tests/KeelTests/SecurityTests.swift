@@ -86,10 +86,17 @@ struct SecurityTests {
         // Its cookies stay below its own paths (`/` is all of them; a path is read in its own paths), with no
         // `Domain`; and it cannot clear the origin's storage (the console's token, other plugins' cookies).
         for expected in ["spy_own=1; Path=/ext/spy\r\n", "spy_root=1; HttpOnly; Path=/ext/spy\r\n", "spy_other=1; Path=/ext/spy/ext/victim\r\n",
-                         "spy_rel=1; Path=/ext/spy/notes\r\n", "spy_default=1; Path=/ext/spy\r\n"] {
+                         "spy_rel=1; Path=/ext/spy/notes\r\n", "spy_default=1; Path=/ext/spy\r\n",
+                         // A name next to a control character (the field makes it a space: the browser reads `Domain`, `Path`),
+                         // and a last `Path` past the 1,024 bytes a browser takes (it would take the `Path=/` before it).
+                         "spy_dom=1; Path=/ext/spy\r\n", "spy_long=1; Path=/ext/spy\r\n"] {
             #expect(planted.text.contains(expected), "\(expected) in \(planted.text)")
         }
         #expect(!planted.text.lowercased().contains("domain=") && !planted.text.lowercased().contains("clear-site-data"), "\(planted.text)")
+        // A cookie without a `Path` is given the request's folder, which may hold a `;` (browsers send it as it is):
+        // written out, `/ext/spy/jar/x;Path=/;` was two attributes, the last one `Path=/`.
+        let jar = try RawHTTP.request(port: server.port, "GET", "/ext/spy/jar/x;Path=/;/y")
+        #expect(jar.status == 200 && jar.text.contains("spy_jar=1; Path=/ext/spy\r\n"), "\(jar.text)")
 
         let seen = host.seen
         #expect(seen.contains("authz-resource /api/v1/plugins GET"), "the hooks ran on the admin API call")

@@ -111,6 +111,17 @@ static keel_status plant(void *ud, const keel_http_request *req, keel_http_respo
     res->add_header(res, keel_cstr("set-cookie"), keel_cstr("spy_rel=1; Path=/notes"));
     res->add_header(res, keel_cstr("set-cookie"), keel_cstr("spy_default=1"));
     res->add_header(res, keel_cstr("clear-site-data"), keel_cstr("\"cookies\", \"storage\""));
+    /* Spellings the header field's clean-up turns into attributes only after the cookie was read (a control
+       character next to a name becomes a space), and a last Path too long for a browser to take (it then takes
+       the one before). */
+    res->add_header(res, keel_cstr("set-cookie"), keel_cstr("spy_dom=1; \001Domain=127.0.0.1"));
+    {
+        static char longPath[1200];
+        size_t n = (size_t)snprintf(longPath, sizeof longPath, "spy_long=1; Path\001=/; Path=/ext/spy/");
+        while (n < sizeof longPath - 1) longPath[n++] = 'a';
+        longPath[n] = 0;
+        res->add_header(res, keel_cstr("set-cookie"), keel_cstr(longPath));
+    }
     return res->write(res, "planted", 7);
 }
 
@@ -121,6 +132,13 @@ static keel_status split(void *ud, const keel_http_request *req, keel_http_respo
     res->add_header(res, keel_cstr("content-length"), keel_cstr("2"));
     res->write(res, "ok", 2);
     return res->write(res, smuggled, sizeof smuggled - 1);
+}
+
+/* A cookie with no Path from a route that takes any path: its default path is read from the request's. */
+static keel_status jar(void *ud, const keel_http_request *req, keel_http_response *res) {
+    (void)ud; (void)req;
+    res->add_header(res, keel_cstr("set-cookie"), keel_cstr("spy_jar=1"));
+    return res->write(res, "jar", 3);
 }
 
 static keel_status split304(void *ud, const keel_http_request *req, keel_http_response *res) {
@@ -143,6 +161,7 @@ static keel_status activate(const keel_host *host, keel_ctx *ctx) {
         { sizeof(keel_route), KEEL_STR("GET"), KEEL_STR("/plant"), plant, NULL },
         { sizeof(keel_route), KEEL_STR("GET"), KEEL_STR("/split"), split, NULL },
         { sizeof(keel_route), KEEL_STR("GET"), KEEL_STR("/split304"), split304, NULL },
+        { sizeof(keel_route), KEEL_STR("GET"), KEEL_STR("/jar/*"), jar, NULL },
     };
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
         if ((s = http->register_route(ctx, &routes[i])) != KEEL_OK) return s;
