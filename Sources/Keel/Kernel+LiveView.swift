@@ -52,9 +52,9 @@ extension Kernel {
         }
     }
 
-    /// What changed in the live view since it was last built (every part when `liveViewStale`), and the whole
-    /// view's text when `wholeText` (for the admin API and the tests; building it costs a copy of every part), or
-    /// nil when it cannot be built. A plugin whose info is as last time is not encoded again.
+    /// What changed in the live view since it was last built (every part, replacing all, when `liveViewStale` or the
+    /// tenants changed), or nil when the records cannot be read. A plugin whose info is as last time is not encoded
+    /// again. Updates the kept parts: the caller stores the change, or marks the view stale when it cannot.
     func liveViewChange() -> StateStore.LiveViewChange? {
         guard let records = try? state.plugins() else { return nil }
         var change = StateStore.LiveViewChange(replacesAll: false, parts: [], removed: [], services: nil)
