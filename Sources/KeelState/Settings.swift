@@ -130,12 +130,14 @@ extension StateStore {
     }
 
     /// Publishes a change of the server's view in one transaction that does not wait for the disk (as
-    /// `setLiveView`): what a command changed costs a row per plugin it changed, not the whole view.
+    /// `setLiveView`): what a command changed costs a row per plugin it changed, not the whole view. Inside a
+    /// transaction (a command's audit row), all of the change or none of it joins it: a failure part-way leaves the
+    /// view as it was, and the transaction's other writes.
     public func updateLiveView(_ change: LiveViewChange) throws(StateError) {
         guard !change.isEmpty else { return }
         try settling(sync: false) { () throws(StateError) in
             try locked { db throws(StateError) in
-                try db.transaction { () throws(StateError) in
+                try db.atomically("live_view") { () throws(StateError) in
                     if change.replacesAll {
                         try db.query("DELETE FROM live_plugins", [])
                         try setSetting(SettingKey.livePlugins, Self.liveRowsMarker)

@@ -62,6 +62,23 @@ extension StateDatabase {
         try query(sql, bindings).map { row in columns.map { row[$0] ?? .null } }
     }
 
+    /// Runs `body` so that all it writes stays or none of it does, also inside an open transaction: there as a
+    /// savepoint (released when it returns, rolled back to when it throws, the transaction's other writes kept),
+    /// else as a transaction of its own. `name` is the savepoint's (an SQL identifier).
+    public func atomically<T>(_ name: String, _ body: () throws(StateError) -> T) throws(StateError) -> T {
+        guard inTransaction else { return try transaction(body) }
+        try execute("SAVEPOINT \(name)")
+        do {
+            let result = try body()
+            try execute("RELEASE SAVEPOINT \(name)")
+            return result
+        } catch {
+            try? execute("ROLLBACK TO SAVEPOINT \(name)")
+            try? execute("RELEASE SAVEPOINT \(name)")
+            throw error
+        }
+    }
+
     /// Runs `body` in one write transaction: committed when it returns, rolled back when it throws. Inside an
     /// open transaction (a `StateStore.batch`) it simply joins it.
     public func transaction<T>(_ body: () throws(StateError) -> T) throws(StateError) -> T {

@@ -249,6 +249,37 @@ extension PostgresBackedTests {
             #expect(try other.livePluginsJSON() == "[7]")
         }
 
+        /// A command stores its live view in the transaction of its audit row: a write of the view that fails
+        /// part-way (here a trigger refuses one row, after every old row was deleted) leaves the view as it was and
+        /// keeps the command's other records.
+        @Test("a live-view write that fails part-way inside a transaction leaves the view and the other writes", arguments: StateEngine.available)
+        func liveViewWriteIsAtomic(engine: StateEngine) throws {
+            let path = engine.freshLocation()
+            let store = try engine.open(path), other = try engine.open(path)
+            try store.updateLiveView(.init(replacesAll: true, parts: [("a", #"{"id":"a"}"#)], removed: [], services: "[]"))
+            try store.withDatabase { db throws(StateError) in
+                switch engine {
+                case .sqlite:
+                    try db.execute("CREATE TRIGGER refuse_bad BEFORE INSERT ON live_plugins WHEN NEW.id = 'bad' BEGIN SELECT RAISE(ABORT, 'refused'); END;")
+                case .postgres:
+                    try db.query("CREATE FUNCTION refuse_bad() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN IF NEW.id = ''bad'' THEN RAISE EXCEPTION ''refused''; END IF; RETURN NEW; END'", [])
+                    try db.query("CREATE TRIGGER refuse_bad BEFORE INSERT ON live_plugins FOR EACH ROW EXECUTE FUNCTION refuse_bad()", [])
+                }
+            }
+            var failed = false
+            try store.transaction {
+                try store.setEnabled("p", true, status: .installed)
+                do {
+                    try store.updateLiveView(.init(replacesAll: true, parts: [("b", "{}"), ("bad", "{}")], removed: [], services: "[1]"))
+                } catch { failed = true }
+                try store.setStatus("p", .enabled)
+            }
+            #expect(failed)
+            #expect(try other.livePluginsJSON() == #"[{"id":"a"}]"#)
+            #expect(try other.liveServicesJSON() == "[]")
+            #expect(try other.plugin("p")?.status == .enabled && other.plugin("p")?.enabled == true)
+        }
+
         /// Each activation reads the plugin's highest generation: through an index, so that it does not visit every
         /// load the plugin ever had (it did, and each enable or reload slowed with the history).
         @Test("the highest generation is read through an index, not the plugin's whole history", arguments: StateEngine.available)
