@@ -67,29 +67,27 @@ extension StateDatabase {
     /// else as a transaction of its own. `name` is the savepoint's (an SQL identifier).
     public func atomically<T>(_ name: String, _ body: () throws(StateError) -> T) throws(StateError) -> T {
         guard inTransaction else { return try transaction(body) }
-        try execute("SAVEPOINT \(name)")
-        do {
-            let result = try body()
-            try execute("RELEASE SAVEPOINT \(name)")
-            return result
-        } catch {
-            try? execute("ROLLBACK TO SAVEPOINT \(name)")
-            try? execute("RELEASE SAVEPOINT \(name)")
-            throw error
-        }
+        return try bracket({ () throws(StateError) in try execute("SAVEPOINT \(name)") }, close: "RELEASE SAVEPOINT \(name)",
+                           undo: ["ROLLBACK TO SAVEPOINT \(name)", "RELEASE SAVEPOINT \(name)"], body)
     }
 
     /// Runs `body` in one write transaction: committed when it returns, rolled back when it throws. Inside an
     /// open transaction (a `StateStore.batch`) it simply joins it.
     public func transaction<T>(_ body: () throws(StateError) -> T) throws(StateError) -> T {
         if inTransaction { return try body() }
-        try begin()
+        return try bracket({ () throws(StateError) in try begin() }, close: "COMMIT", undo: ["ROLLBACK"], body)
+    }
+
+    /// Runs `body` after `open`, then `close`; when either throws, runs `undo` (its errors ignored) and rethrows.
+    private func bracket<T>(_ open: () throws(StateError) -> Void, close: String, undo: [String],
+                            _ body: () throws(StateError) -> T) throws(StateError) -> T {
+        try open()
         do {
             let result = try body()
-            try execute("COMMIT")
+            try execute(close)
             return result
         } catch {
-            try? execute("ROLLBACK")
+            for sql in undo { try? execute(sql) }
             throw error
         }
     }
