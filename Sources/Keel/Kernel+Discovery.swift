@@ -14,16 +14,30 @@ extension Kernel {
 
     /// `rescan()`, with the plugin records, and the plugin folder's listing and manifest cache, when the caller has
     /// just read them (nil: read here).
-    /// - Returns: true when it wrote a record (or tried to).
+    /// - Parameter deferringChecks: take cached manifests without comparing their files first, and return that
+    ///   comparison as a check started on another thread (`StampCheck`); the caller settles it (`settle(_:)`) before
+    ///   any of those plugins' code runs. Only start-up defers.
+    /// - Returns: whether it wrote a record (or tried to), and the check it left, if any.
     @discardableResult
-    func rescan(records given: [PluginRecord]?, prefetched: BundleScanner.Prefetch? = nil) -> Bool {
+    func rescan(records given: [PluginRecord]?, prefetched: BundleScanner.Prefetch? = nil,
+                deferringChecks: Bool = false) -> (wrote: Bool, check: StampCheck?) {
         let found: [Bundle]
+        var check: StampCheck?
         do {
-            found = try BundleScanner().scan(configuration.pluginsDirectory, bundleFolders: configuration.bundleFolders,
-                                             cache: manifestCache, prefetched: prefetched, log: { log(.warn, nil, $0) })
+            let scanner = BundleScanner(), directory = configuration.pluginsDirectory
+            let warn: (String) -> Void = { self.log(.warn, nil, $0) }
+            if deferringChecks, let cache = manifestCache {
+                (found, check) = try scanner.scanDeferringChecks(directory, bundleFolders: configuration.bundleFolders, cache: cache,
+                                                                 prefetched: prefetched, log: warn)
+                // The comparisons run on another core while this thread compares the records and parks.
+                if let check, check.count > 0 { check.start() } else { check = nil }
+            } else {
+                found = try scanner.scan(directory, bundleFolders: configuration.bundleFolders, cache: manifestCache,
+                                         prefetched: prefetched, log: warn)
+            }
         } catch {
             log(.error, nil, error.description)
-            return false
+            return (false, nil)
         }
         var wrote = false
         var next = [String: Bundle](minimumCapacity: found.count)
@@ -70,7 +84,20 @@ extension Kernel {
         bundles = next
         // An idle plugin whose bundle went or became unusable is idle no more (the records above say why).
         for id in idle where bundles[id]?.manifest == nil || bundles[id]?.problem != nil || !isLazy(id) { unpark(id) }
-        return wrote
+        return (wrote, check)
+    }
+
+    /// Waits for a check that `rescan(records:prefetched:deferringChecks:)` left, and clears it. When a plugin.yaml
+    /// was not the file its cached manifest came from, scans the folder again, comparing every file first.
+    /// - Returns: true when it scanned again (the bundles may have changed).
+    func settle(_ check: inout StampCheck?) -> Bool {
+        guard let pending = check else { return false }
+        check = nil
+        let changed = pending.changedFolders()
+        guard !changed.isEmpty else { return false }
+        log(.debug, nil, "\(changed.count) plugin.yaml file(s) changed since their manifests were cached (\(changed.prefix(3).joined(separator: ", "))\(changed.count > 3 ? ", …" : "")): the plugin folder is scanned again")
+        rescan()
+        return true
     }
 
     /// Where parsed manifests are kept between starts (`ManifestCache`): `<state file>.manifests`, beside the state

@@ -213,26 +213,49 @@ public actor Kernel {
         // Start-up writes many small records: they go to SQLite in few transactions, none of them open while plugin
         // code or a probe runs (activateAll batches its own writes).
         var changed = unchanged == nil
+        // Cached manifests are taken as they are; whether their files are unchanged is checked on the other core
+        // meanwhile (`StampCheck`), and settled before any plugin's code runs.
+        var check: StampCheck?
         try? state.batch {
-            if rescan(records: unchanged, prefetched: prefetch) { changed = true }
+            let scanned = rescan(records: unchanged, prefetched: prefetch, deferringChecks: true)
+            if scanned.wrote { changed = true }
+            check = scanned.check
             if quarantineAfterCrash() { changed = true }
             if releaseRebuiltQuarantines() { changed = true }
         }
         if configuration.recordsCrashes { CrashGuard.install(recordPath: crashRecordPath) }
         if safeMode {
+            _ = settle(&check)
             log(.warn, nil, "safe mode: no plugin is activated")
             return
         }
         loadServiceSelections()
         // The records as read before the batch, unless it changed one: one read of them per start, not two.
-        let records = (changed ? nil : unchanged) ?? (try? state.plugins()) ?? []
-        let wanted = records.filter { $0.enabled && bundles[$0.id] != nil }.map(\.id)
-        let (eager, parked) = splitLazy(Set(wanted))
+        var records = (changed ? nil : unchanged) ?? (try? state.plugins()) ?? []
+        var (eager, parked) = startPlan(records)
+        // Eager plugins run code now: their manifests are checked first.
+        if !eager.isEmpty, settle(&check) {
+            records = (try? state.plugins()) ?? []
+            (eager, parked) = startPlan(records)
+        }
         activateAll(activationPlan(for: eager).filter { active[$0] == nil })
         // Activating the eager ones wrote only their own records: the parked ones' are as read above.
         // A kernel that starts everything idle runs one command: it leaves stored statuses (a failure and its
         // reason) as the host that ran them left them.
         park(parked.sorted(), batched: true, records: records, recording: !configuration.startsIdle)
+        // Parked plugins ran no code. When a manifest changed after all, what to activate and park is chosen again
+        // from the folder as it is (a plugin that became eager is activated; one parked again shows its new manifest).
+        if settle(&check) {
+            records = (try? state.plugins()) ?? []
+            (eager, parked) = startPlan(records)
+            activateAll(activationPlan(for: eager).filter { active[$0] == nil })
+            park(parked.sorted(), batched: true, records: records, recording: !configuration.startsIdle)
+        }
+    }
+
+    /// The enabled plugins in the folder, split into those to activate at start and those to leave idle.
+    private func startPlan(_ records: [PluginRecord]) -> (activate: Set<String>, idle: Set<String>) {
+        splitLazy(Set(records.filter { $0.enabled && bundles[$0.id] != nil }.map(\.id)))
     }
 
     /// Runs a state write now, or, while a start-up batch or an enable/disable command (`execute`) collects them,

@@ -305,6 +305,80 @@ struct ManifestCacheTests {
         }
     }
 
+    @Test("a deferred scan takes cached manifests as they are; its check names every folder whose plugin.yaml changed, went or is new")
+    func deferredCheck() throws {
+        let f = try Folder(["alpha", "beta", "gamma", "delta"], racyMargin: 0)
+        _ = try f.scan()
+        // An edit of alpha (other size), a same-size edit of beta with its times set back, gamma's plugin.yaml removed.
+        try f.write("alpha", TestEnvironment.manifest(id: "alpha", version: "2.0.0", library: "libhello-c.so", extra: "description: longer now\n"))
+        try f.overwriteKeepingTimes("beta", TestEnvironment.manifest(id: "beta", version: "1.0.1", library: "libhello-c.so"))
+        try FileManager.default.removeItem(atPath: f.path("gamma"))
+        let (found, check) = try BundleScanner().scanDeferringChecks(f.plugins, cache: f.cache, log: { f.log.append($0) })
+        let byID = Dictionary(found.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        // What the cache holds, unchecked: the old manifests.
+        #expect(byID["alpha"]?.manifest?.version == Semver(1, 0, 0))
+        #expect(byID["beta"]?.manifest?.version == Semver(1, 0, 0))
+        #expect(byID["gamma"]?.manifest != nil)
+        #expect(check.count == 4)
+        check.start()
+        #expect(check.changedFolders() == ["alpha", "beta", "gamma"].map { f.plugins + "/" + $0 })
+        #expect(check.changedFolders().count == 3, "asked again, it answers without waiting")
+        // The ordinary scan that follows reads them.
+        let again = try f.scan()
+        #expect(again["alpha"]?.manifest?.version == Semver(2, 0, 0))
+        #expect(again["beta"]?.manifest?.version == Semver(1, 0, 1))
+        #expect(again["gamma"]?.manifest == nil && again["gamma"]?.problem != nil)
+        #expect(again["delta"]?.manifest?.version == Semver(1, 0, 0))
+    }
+
+    @Test("a deferred scan checks an entry kept with its bytes at once, and reads a bundle the cache does not hold")
+    func deferredScanChecksRacyEntriesAtOnce() throws {
+        let f = try Folder(["alpha"], racyMargin: 3600)
+        _ = try f.scan()
+        #expect(f.entries()?[f.plugins + "/alpha"]?.content != nil)
+        try f.overwriteKeepingTimes("alpha", TestEnvironment.manifest(id: "alpha", version: "1.0.1", library: "libhello-c.so"))
+        try f.write("beta", TestEnvironment.manifest(id: "beta", library: "libhello-c.so"), library: try TestEnvironment.builtLibrary("libhello-c.so"))
+        let (found, check) = try BundleScanner().scanDeferringChecks(f.plugins, cache: f.cache)
+        #expect(found.first { $0.id == "alpha" }?.manifest?.version == Semver(1, 0, 1))
+        #expect(found.contains { $0.id == "beta" })
+        #expect(check.count == 0)
+    }
+
+    @Test("a kernel start uses cached manifests unchecked and settles the check: a plugin made eager while the host was down starts active, one renamed shows its new name")
+    func kernelSettlesDeferredCheck() async throws {
+        let f = KernelFixture()
+        for id in ["lzdefer", "lzkeep", "lzname"] {
+            try f.fixtureBundle(id, capabilities: ["routes", "menus"], extra: "activation: lazy\n")
+        }
+        var k = try f.kernel()
+        await k.start()
+        for id in ["lzdefer", "lzkeep", "lzname"] { try await k.enable(id) }
+        await k.shutdown()
+        // Entries written within the cache's margin of a file's change are checked by their bytes at once: a start
+        // after the margin rewrites them without, as on a host whose plugins were installed earlier.
+        try await Task.sleep(for: .seconds(2.2))
+        k = try f.kernel()
+        await k.start()
+        await k.shutdown()
+        let entries = ManifestCache(path: f.state + ".manifests").load().entries
+        #expect(entries.count == 3 && entries.values.allSatisfy { $0.content == nil })
+        let folder = f.plugins + "/lzdefer/plugin.yaml", named = f.plugins + "/lzname/plugin.yaml"
+        let text = try String(contentsOfFile: folder, encoding: .utf8)
+        try text.replacingOccurrences(of: "activation: lazy\n", with: "").write(toFile: folder, atomically: true, encoding: .utf8)
+        let other = try String(contentsOfFile: named, encoding: .utf8)
+        try other.replacingOccurrences(of: "name: Test ", with: "name: Renamed ").write(toFile: named, atomically: false, encoding: .utf8)
+        k = try f.kernel()
+        await k.start()
+        #expect(k.activePlugins.contains("lzdefer"), "made eager while the host was down: active after the start")
+        #expect(!k.isIdle("lzdefer"))
+        #expect(k.isIdle("lzkeep") && k.isIdle("lzname"))
+        #expect(try await k.plugin("lzname").name.hasPrefix("Renamed "))
+        #expect(f.log.lines.contains { $0.contains("2 plugin.yaml file(s) changed since their manifests were cached") }, "\(f.log.lines)")
+        try await k.wake("lzname")
+        #expect(get(k, "/ext/lzname/ping")?.0 == 200)
+        await k.shutdown()
+    }
+
     @Test("a kernel whose state lives in memory writes no cache")
     func inMemoryState() async throws {
         let dir = TestEnvironment.makeTemporaryDirectory("mcache-memory")

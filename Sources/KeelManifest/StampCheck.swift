@@ -1,0 +1,69 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import Synchronization
+
+/// The check a scan left for later: the cached manifests it used without looking at their files
+/// (`BundleScanner.scan(_:bundleFolders:cache:prefetched:deferringChecks:log:)`), each to be compared with one `stat`
+/// of its plugin.yaml, as an ordinary scan compares them before use.
+///
+/// The check runs on a thread of its own (`start()`) while the caller goes on with what it found; `changedFolders()`
+/// waits for it. A caller must not let a bundle's code run, or act on its manifest in a way it cannot take back,
+/// before the check said its folder is unchanged: a start-up parks idle plugins meanwhile, and scans again (without
+/// deferring) when any folder changed.
+///
+/// Thread-safe: `start()` once, then `changedFolders()` from any thread, any number of times.
+public final class StampCheck: Sendable {
+    /// One cached manifest used unchecked: its bundle folder, its plugin.yaml relative to `directory` (nil: by its
+    /// full path, a bundle folder named one by one), and the identity the cache recorded.
+    struct Item: Sendable {
+        var folder: String, relative: String?, stamp: ManifestCache.Stamp
+    }
+
+    let directory: String
+    let items: [Item]
+    private let changed = Mutex<[String]?>(nil)
+    private let finished = DispatchSemaphore(value: 0)
+
+    init(directory: String, items: [Item]) {
+        self.directory = directory
+        self.items = items
+    }
+
+    /// How many manifests the check looks at.
+    public var count: Int { items.count }
+
+    /// Starts the check on a global dispatch queue (not Swift's cooperative pool, which it would hold up).
+    public func start() {
+        DispatchQueue.global().async { [self] in
+            let result = run()
+            changed.withLock { $0 = result }
+            finished.signal()
+        }
+    }
+
+    /// The bundle folders whose plugin.yaml is not the file the cache recorded (changed, replaced, removed or no
+    /// longer a regular file), in the scan's order. Waits for the check to finish.
+    public func changedFolders() -> [String] {
+        if let done = changed.withLock({ $0 }) { return done }
+        finished.wait()
+        finished.signal()  // later callers (and other threads) do not wait again
+        return changed.withLock { $0 } ?? []
+    }
+
+    /// One `stat` per item: relative to the plugin folder where it can (a walk of two path components, not the
+    /// whole path), else by the full path. A folder that cannot be opened now counts every item in it as changed.
+    private func run() -> [String] {
+        let directoryFD = items.contains { $0.relative != nil } ? open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1
+        defer { if directoryFD >= 0 { close(directoryFD) } }
+        return items.compactMap { item -> String? in
+            let now: ManifestCache.Stamp?
+            if let relative = item.relative {
+                now = directoryFD >= 0 ? ManifestCache.Stamp(at: directoryFD, relative) : nil
+            } else {
+                now = ManifestCache.Stamp(path: item.folder + "/" + ManifestLoader.fileName)
+            }
+            return now == item.stamp ? nil : item.folder
+        }
+    }
+}
