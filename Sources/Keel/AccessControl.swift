@@ -42,6 +42,14 @@ public final class AccessControl: Sendable {
         declared.withLock { $0[pluginID] = manifest.map { Set($0.permissions.map(\.key)) } }
     }
 
+    /// `setDeclared` for many plugins under one lock (a start parks a thousand).
+    func setDeclared(_ plugins: [(id: String, manifest: Manifest)]) {
+        declared.withLock { all in
+            all.reserveCapacity(all.count + plugins.count)
+            for (id, manifest) in plugins { all[id] = Set(manifest.permissions.map(\.key)) }
+        }
+    }
+
     /// Whether `pluginID` is enabled for some tenants only (else it serves every tenant).
     public func isTenantLimited(_ pluginID: String) -> Bool {
         current.withLock { $0.pluginTenants[pluginID] != nil }

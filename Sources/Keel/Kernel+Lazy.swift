@@ -49,14 +49,15 @@ extension Kernel {
     /// `records` it has just read (their statuses are what parking compares with; none is read again). Without
     /// `recording`, no status is written (a kernel that starts everything idle leaves a stored failure as it was).
     func park(_ ids: [String], batched: Bool = false, records: [PluginRecord]? = nil, recording: Bool = true) {
-        let parked = ids.filter { bundles[$0]?.manifest != nil && active[$0] == nil }
+        // Each bundle looked up once (a lookup copies the bundle out of the dictionary).
+        let parked = ids.compactMap { id in active[id] == nil ? bundles[id]?.manifest.map { (id: id, manifest: $0) } : nil }
         markIdle(parked)
+        access.setDeclared(parked)
         // Many at once: one read of every record, not one per plugin.
         let statuses = parked.count > 1 && recording
             ? Dictionary((records ?? (try? state.plugins()) ?? []).map { ($0.id, $0.status) }, uniquingKeysWith: { first, _ in first }) : [:]
         func each() {
-            for id in parked {
-                guard let manifest = bundles[id]?.manifest else { continue }
+            for (id, manifest) in parked {
                 if !manifest.menus.isEmpty {
                     var placeholder = Contributions()
                     placeholder.menus = manifest.menus.map { MenuRegistration(entry: $0, fromManifest: true) }
@@ -64,7 +65,6 @@ extension Kernel {
                         log(.warn, id, "its menu entries are not shown while idle: \(error.description)")
                     }
                 }
-                access.setDeclared(id, manifest)
                 if recording, (statuses[id] ?? ((try? state.plugin(id)) ?? nil)?.status) != .enabled { try? state.setStatus(id, .enabled) }
             }
         }
@@ -207,7 +207,7 @@ extension Kernel {
     /// Deactivates lazy plugin `id` and leaves it idle. It is idle before its routes go, so that a request arriving
     /// meanwhile wakes it again (after this change, in the kernel's order) instead of finding nothing.
     func goIdle(_ id: String, after timeout: Double) {
-        markIdle([id])
+        if let manifest = bundles[id]?.manifest { markIdle([(id, manifest)]) }
         deactivate(id)
         lastUse[id] = nil
         unmarkIdle(id)

@@ -91,13 +91,14 @@ public actor Kernel {
     /// changed: a wake among a thousand idle plugins does not compare the whole set).
     private(set) var idle: Set<String> = []
 
-    /// Adds `ids` to `idle` (with their manifests, for lookups off the actor); tells subscribers when one was new.
-    func markIdle(_ ids: [String]) {
+    /// Adds `plugins` to `idle` (with their manifests, for lookups off the actor); tells subscribers when one was new.
+    func markIdle(_ plugins: [(id: String, manifest: Manifest)]) {
         var added: [(String, Manifest)] = []
         var changed = false
-        for id in ids where idle.insert(id).inserted {
+        idle.reserveCapacity(idle.count + plugins.count)
+        for (id, manifest) in plugins where idle.insert(id).inserted {
             changed = true
-            if let manifest = bundles[id]?.manifest { added.append((id, manifest)) }
+            added.append((id, manifest))
         }
         guard changed else { return }
         environment.updateIdle(adding: added, removing: [])

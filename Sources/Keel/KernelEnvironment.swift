@@ -77,6 +77,7 @@ final class KernelEnvironment: PluginEnvironment {
     func updateIdle(adding: [(String, Manifest)], removing: Set<String>) {
         idle.withLock { all in
             for id in removing { all[id] = nil }
+            all.reserveCapacity(all.count + adding.count)
             for (id, manifest) in adding { all[id] = manifest }
         }
     }
