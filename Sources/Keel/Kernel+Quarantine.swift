@@ -5,6 +5,7 @@ import KeelLoader
 import KeelManifest
 import KeelRegistry
 import KeelState
+import KeelSystem
 
 /// Crash-loop quarantine: a plugin whose activate took the host down is not started again until it changes.
 extension Kernel {
@@ -46,7 +47,7 @@ extension Kernel {
     /// load history; a crash of the host's own is logged. Returns the plugin quarantined.
     func quarantineRecordedCrash() -> String? {
         let path = crashRecordPath
-        guard let data = FileManager.default.contents(atPath: path) else { return nil }
+        guard let data = SystemFile.contents(path, limit: 1 << 20) else { return nil }
         _ = rename(path, path + ".last")
         guard let crash = CrashRecord(text: String(decoding: data, as: UTF8.self)) else {
             log(.warn, nil, "\(path): not a readable crash record; kept as \(path).last")
