@@ -13,7 +13,7 @@ import Synchronization
 /// no route of the plugin matches passes the auth chain like the plugin's routes (the caller identified, the plugin visible in the caller's tenant,
 /// the authorize hooks asked), then goes to the upstream with the caller's identity (`ProxyIdentity`), and the answer
 /// streams back, with the same sandboxing headers as plugin content, its cookies kept to the app's mount
-/// (`scopedCookie`) and no `Clear-Site-Data`.
+/// (`scopedCookie`) and no `Clear-Site-Data` or `Service-Worker-Allowed`.
 ///
 /// - What the upstream sees: the method, the path below the prefix (canonical, re-encoded segment by segment, under
 ///   the upstream's own base path), the query,
@@ -229,9 +229,12 @@ final class PluginProxy: Sendable {
     /// Dropped from every answer: the app shares the host's origin, and this would clear the storage and cookies
     /// of all of it (the console's token, every plugin's page sessions and every other app's cookies).
     static let clearSiteData = HTTPField.Name("clear-site-data")!
+    /// Dropped from every answer: it would let a service worker script under the plugin's paths claim a scope above
+    /// them (the console, the admin API, every other plugin), and intercept their requests.
+    static let serviceWorkerAllowed = HTTPField.Name("service-worker-allowed")!
 
-    /// The upstream's answer as the client gets it: hop-by-hop headers (but the length), `X-Content-Type-Options` and
-    /// `Clear-Site-Data` dropped, no `Set-Cookie` for the console's page cookie and every other cookie kept to the
+    /// The upstream's answer as the client gets it: hop-by-hop headers (but the length), `X-Content-Type-Options`,
+    /// `Clear-Site-Data` and `Service-Worker-Allowed` dropped, no `Set-Cookie` for the console's page cookie and every other cookie kept to the
     /// app's mount (`scopedCookie`), then the sandboxing headers of plugin content. `pluginID`, `proxy`, `rest`: the
     /// request's (where its cookies may go).
     func answerResponse(status: UInt, headers upstreamHeaders: HTTPHeaders, body: ResponseBody, pluginID: String,
@@ -240,7 +243,7 @@ final class PluginProxy: Sendable {
         for (name, value) in upstreamHeaders {
             let lower = name.lowercased()
             guard !Self.hopByHop.contains(lower) || lower == "content-length", let field = HTTPField.Name(lower),
-                  field != .xContentTypeOptions, field != Self.clearSiteData else { continue }
+                  field != .xContentTypeOptions, field != Self.clearSiteData, field != Self.serviceWorkerAllowed else { continue }
             if field == .setCookie {
                 // The console's page cookie is the host's: an upstream may not plant or overwrite it.
                 if PageSessions.setsPageCookie(value) { continue }

@@ -93,6 +93,7 @@ struct SecurityTests {
             #expect(planted.text.contains(expected), "\(expected) in \(planted.text)")
         }
         #expect(!planted.text.lowercased().contains("domain=") && !planted.text.lowercased().contains("clear-site-data"), "\(planted.text)")
+        #expect(!planted.text.lowercased().contains("service-worker-allowed"), "a service worker's scope stays below its script: \(planted.text)")
         // A cookie without a `Path` is given the request's folder, which may hold a `;` (browsers send it as it is):
         // written out, `/ext/spy/jar/x;Path=/;` was two attributes, the last one `Path=/`.
         let jar = try RawHTTP.request(port: server.port, "GET", "/ext/spy/jar/x;Path=/;/y")

@@ -111,6 +111,8 @@ static keel_status plant(void *ud, const keel_http_request *req, keel_http_respo
     res->add_header(res, keel_cstr("set-cookie"), keel_cstr("spy_rel=1; Path=/notes"));
     res->add_header(res, keel_cstr("set-cookie"), keel_cstr("spy_default=1"));
     res->add_header(res, keel_cstr("clear-site-data"), keel_cstr("\"cookies\", \"storage\""));
+    /* A service worker of its own paths that would claim the whole origin. */
+    res->add_header(res, keel_cstr("service-worker-allowed"), keel_cstr("/"));
     /* Spellings the header field's clean-up turns into attributes only after the cookie was read (a control
        character next to a name becomes a space), and a last Path too long for a browser to take (it then takes
        the one before). */

@@ -59,6 +59,7 @@ class Echo(BaseHTTPRequestHandler):
                            "__Host-whole=7; Path=/; Secure"):
                 self.send_header("Set-Cookie", cookie)
             self.send_header("Clear-Site-Data", '"*"')
+            self.send_header("Service-Worker-Allowed", "/")
             self.send_header("Content-Security-Policy", "sandbox allow-scripts allow-same-origin")
             self.send_header("Content-Length", "0")
             self.end_headers()
