@@ -100,9 +100,10 @@ func lazyBenchmarks() async throws {
     // First start without the manifest cache (every plugin.yaml parsed, the cache written), then a start with it.
     try? FileManager.default.removeItem(atPath: base + "/lazy.db.manifests")
     let cold = try startChild("lazy", plugins: base + "/lazy", state: base + "/lazy.db", used: used)
-    // One start moves by a third from run to run on a shared machine: the median of five (by start plus first requests).
-    let lazy = try (0..<5).map { _ in try startChild("lazy", plugins: base + "/lazy", state: base + "/lazy.db", used: used) }
-        .sorted { $0.toUsed < $1.toUsed }[2]
+    // One start moves by a third from run to run on a shared machine (three runs of five starts gave medians from
+    // 11.4 to 15.5 ms on 2026-12-01): the median of eleven (by start plus first requests), about 0.2 s in all.
+    let lazy = try (0..<11).map { _ in try startChild("lazy", plugins: base + "/lazy", state: base + "/lazy.db", used: used) }
+        .sorted { $0.toUsed < $1.toUsed }[5]
     func ms(_ s: Double) -> String { String(format: "%.1f ms", s * 1000) }
     rows.append(Row(name: "start-up: \(n) installed lazy, \(used) used, vs raw dlopen loop", measured: ms(lazy.toUsed),
                     baseline: ms(rawSeconds), ratio: lazy.toUsed / rawSeconds, target: "≤ 0.2", met: lazy.toUsed / rawSeconds <= 0.2))

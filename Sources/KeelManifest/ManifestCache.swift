@@ -78,8 +78,17 @@ public struct ManifestCache: Sendable {
         var stamp: Stamp
         /// The file's bytes when it was read within `racyMargin` of its last change; nil otherwise.
         var content: [UInt8]?
-        /// `ManifestCodec`'s bytes of the manifest and its warnings.
-        var payload: [UInt8]
+        /// `ManifestCodec`'s bytes of the manifest and its warnings: a slice of the cache file as it was read (no
+        /// copy per entry; a thousand of them are read at every start).
+        var payload: ArraySlice<UInt8>
+
+        init(stamp: Stamp, content: [UInt8]?, payload: ArraySlice<UInt8>) {
+            (self.stamp, self.content, self.payload) = (stamp, content, payload)
+        }
+
+        init(stamp: Stamp, content: [UInt8]?, payload: [UInt8]) {
+            self.init(stamp: stamp, content: content, payload: payload[...])
+        }
     }
 
     /// The entries of the cache file by bundle folder; empty, with the reason, when there is no usable file. A
@@ -203,10 +212,11 @@ public struct ManifestCache: Sendable {
             for _ in 0..<n {
                 guard let folder = r.string(), let device = r.u64(), let inode = r.u64(), let size = r.int(),
                       let modified = r.int(), let modifiedNanos = r.int(), let changed = r.int(), let changedNanos = r.int(),
-                      let content = r.optional({ $0.raw() }), let payload = r.raw() else { return nil }
+                      let content = r.optional({ $0.raw() }), let payload = r.rawRange() else { return nil }
                 let stamp = Stamp(device: device, inode: inode, size: Int64(size), modified: Int64(modified),
                                   modifiedNanos: Int64(modifiedNanos), changed: Int64(changed), changedNanos: Int64(changedNanos))
-                entries[folder] = Entry(stamp: stamp, content: content, payload: payload)
+                entries[folder] = Entry(stamp: stamp, content: content,
+                                        payload: bytes[(magic.count + payload.lowerBound)..<(magic.count + payload.upperBound)])
             }
             return r.atEnd ? entries : nil
         }

@@ -25,7 +25,10 @@ enum ManifestCodec {
     }
 
     /// The manifest and warnings `encode` wrote, or nil when `bytes` are not such an encoding.
-    static func decode(_ bytes: [UInt8]) -> (manifest: Manifest, warnings: [ManifestWarning])? {
+    static func decode(_ bytes: [UInt8]) -> (manifest: Manifest, warnings: [ManifestWarning])? { decode(bytes[...]) }
+
+    /// `decode` of a slice (a cache entry's payload lies in the cache file's bytes).
+    static func decode(_ bytes: ArraySlice<UInt8>) -> (manifest: Manifest, warnings: [ManifestWarning])? {
         bytes.withUnsafeBufferPointer { buffer in
             var r = ByteReader(buffer)
             guard let manifest = r.manifest(), let n = r.count() else { return nil }
@@ -48,7 +51,8 @@ struct ByteWriter {
     mutating func count(_ n: Int) { u64(UInt64(n)) }
     mutating func bool(_ v: Bool) { bytes.append(v ? 1 : 0) }
     mutating func double(_ v: Double) { u64(v.bitPattern) }
-    mutating func raw(_ b: [UInt8]) { count(b.count); bytes.append(contentsOf: b) }
+    mutating func raw(_ b: [UInt8]) { raw(b[...]) }
+    mutating func raw(_ b: ArraySlice<UInt8>) { count(b.count); bytes.append(contentsOf: b) }
     mutating func string(_ s: String) { count(s.utf8.count); bytes.append(contentsOf: s.utf8) }
     mutating func strings(_ list: [String]) { count(list.count); for s in list { string(s) } }
     mutating func optionalString(_ s: String?) { bool(s != nil); if let s { string(s) } }
@@ -141,9 +145,13 @@ struct ByteReader {
     }
     mutating func double() -> Double? { u64().map(Double.init(bitPattern:)) }
     mutating func raw() -> [UInt8]? {
+        rawRange().map { Array(buffer[$0]) }
+    }
+    /// Where the next length-prefixed bytes lie in the buffer (skipped, not copied).
+    mutating func rawRange() -> Range<Int>? {
         guard let n = count() else { return nil }
         defer { at += n }
-        return Array(buffer[at..<at + n])
+        return at..<at + n
     }
     mutating func string() -> String? {
         guard let n = count() else { return nil }

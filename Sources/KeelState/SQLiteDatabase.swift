@@ -102,7 +102,7 @@ final class SQLiteDatabase: StateDatabase {
                 switch sqlite3_column_type(stmt, c) {
                 case SQLITE_INTEGER: row[name] = .int(sqlite3_column_int64(stmt, c))
                 case SQLITE_NULL: row[name] = .null
-                default: row[name] = .text(String(cString: sqlite3_column_text(stmt, c)))
+                default: row[name] = .text(Self.text(stmt, c))
                 }
             }
             rows.append(row)
@@ -134,11 +134,17 @@ final class SQLiteDatabase: StateDatabase {
                 switch sqlite3_column_type(stmt, c) {
                 case SQLITE_INTEGER: .int(sqlite3_column_int64(stmt, c))
                 case SQLITE_NULL: .null
-                default: .text(String(cString: sqlite3_column_text(stmt, c)))
+                default: .text(Self.text(stmt, c))
                 }
             })
         }
         return rows
+    }
+
+    /// Column `c` of the current row as text: by its length (no `strlen`), through `String`'s UTF-8 fast path.
+    private static func text(_ stmt: OpaquePointer, _ c: Int32) -> String {
+        guard let bytes = sqlite3_column_text(stmt, c) else { return "" }
+        return String(decoding: UnsafeBufferPointer(start: bytes, count: Int(sqlite3_column_bytes(stmt, c))), as: UTF8.self)
     }
 
     private func bind(_ bindings: [Value], to stmt: OpaquePointer) throws(StateError) {
