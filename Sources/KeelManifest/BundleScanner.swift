@@ -128,21 +128,32 @@ public struct BundleScanner: Sendable {
             }
             found.withLock { $0[i] = result }
         }
-        let results = found.withLock { $0 }.compactMap { $0 }
+        // Moved out of the lock, not copied, and the bundles gathered in one pass: each copy of a thousand results
+        // retained and released every string in them (a third of the scan's time after the decode).
+        let results = found.withLock { all in
+            defer { all = [] }
+            return all
+        }
+        var bundles: [PluginBundle] = []
+        bundles.reserveCapacity(results.count)
+        var anyChanged = false, hits = 0
+        for case let r? in results {
+            bundles.append(r.bundle)
+            if r.entry != nil { hits += 1 }
+            if r.changed { anyChanged = true }
+        }
         if let cache {
             // Rewritten when a manifest was read, an entry went, or one needs its content no more. Nothing read and
             // every cached entry used (as many distinct folders hit as there are entries): nothing to write.
-            let hits = results.lazy.filter { $0.entry != nil }
-            let distinctHits = bundleFolders.isEmpty ? hits.count : Set(hits.map(\.bundle.folder)).count
-            if results.contains(where: \.changed) || distinctHits != cached.count {
+            let distinctHits = bundleFolders.isEmpty ? hits : Set(results.compactMap { $0?.entry == nil ? nil : $0?.bundle.folder }).count
+            if anyChanged || distinctHits != cached.count {
                 var entries: [String: ManifestCache.Entry] = [:]
-                for r in results { if let entry = r.entry { entries[r.bundle.folder] = entry } }
-                if results.contains(where: \.changed) || cached.keys.contains(where: { entries[$0] == nil }) {
+                for case let r? in results { if let entry = r.entry { entries[r.bundle.folder] = entry } }
+                if anyChanged || cached.keys.contains(where: { entries[$0] == nil }) {
                     if let problem = cache.save(entries) { log(problem) }
                 }
             }
         }
-        var bundles = results.map(\.bundle)
         let left = unchecked.withLock { $0 }.compactMap { $0 }
         // Same id twice: refuse every bundle that claims it (grouped only when some id is claimed twice).
         var ids = Set<String>(minimumCapacity: bundles.count)
