@@ -89,14 +89,17 @@ extension Kernel {
 
     /// Waits for a check that `rescan(records:prefetched:deferringChecks:)` left, and clears it. When a plugin.yaml
     /// was not the file its cached manifest came from, scans the folder again, comparing every file first.
+    /// - Parameter inBatch: the caller runs inside a `StateStore.batch` already (the scan's writes join it; a batch
+    ///   cannot nest: PostgreSQL would commit the outer one early).
     /// - Returns: true when it scanned again (the bundles may have changed).
-    func settle(_ check: inout StampCheck?) -> Bool {
+    func settle(_ check: inout StampCheck?, inBatch: Bool = false) -> Bool {
         guard let pending = check else { return false }
         check = nil
         let changed = pending.changedFolders()
         guard !changed.isEmpty else { return false }
         log(.debug, nil, "\(changed.count) plugin.yaml file(s) changed since their manifests were cached (\(changed.prefix(3).joined(separator: ", "))\(changed.count > 3 ? ", …" : "")): the plugin folder is scanned again")
-        rescan()
+        // Its records in one transaction, as the start's own scan.
+        if inBatch || (try? state.batch({ rescan() })) == nil { rescan() }
         return true
     }
 

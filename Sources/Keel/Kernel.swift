@@ -222,6 +222,8 @@ public actor Kernel {
             if scanned.wrote { changed = true }
             check = scanned.check
             if quarantineAfterCrash() { changed = true }
+            // A quarantine is lifted when the library a manifest names has changed: judged on checked manifests only.
+            if check != nil, !((try? state.quarantinedChecksums()) ?? [:]).isEmpty, settle(&check, inBatch: true) { changed = true }
             if releaseRebuiltQuarantines() { changed = true }
         }
         if configuration.recordsCrashes { CrashGuard.install(recordPath: crashRecordPath) }
@@ -245,8 +247,11 @@ public actor Kernel {
         // reason) as the host that ran them left them.
         park(parked.sorted(), batched: true, records: records, recording: !configuration.startsIdle)
         // Parked plugins ran no code. When a manifest changed after all, what to activate and park is chosen again
-        // from the folder as it is (a plugin that became eager is activated; one parked again shows its new manifest).
+        // from the folder as it is: every parked plugin is unparked first (a lazy dependency of a plugin that became
+        // eager is activated, not left idle as well; one parked again is known off the kernel's thread, its menus
+        // and its declared permissions by its new manifest).
         if settle(&check) {
+            for id in idle.sorted() { unpark(id) }
             records = (try? state.plugins()) ?? []
             (eager, parked) = startPlan(records)
             activateAll(activationPlan(for: eager).filter { active[$0] == nil })

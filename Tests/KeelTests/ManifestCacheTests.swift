@@ -344,15 +344,20 @@ struct ManifestCacheTests {
         #expect(check.count == 0)
     }
 
-    @Test("a kernel start uses cached manifests unchecked and settles the check: a plugin made eager while the host was down starts active, one renamed shows its new name")
+    @Test("a kernel start uses cached manifests unchecked and settles the check: a plugin made eager while the host was down starts active with its lazy dependency (not idle as well), one changed but still lazy is parked by its new manifest, a quarantine is lifted by the library the new manifest names")
     func kernelSettlesDeferredCheck() async throws {
         let f = KernelFixture()
-        for id in ["lzdefer", "lzkeep", "lzname"] {
-            try f.fixtureBundle(id, capabilities: ["routes", "menus"], extra: "activation: lazy\n")
-        }
+        try f.fixtureBundle("lzdefer", capabilities: ["routes", "menus"], extra: "activation: lazy\n")
+        try f.fixtureBundle("lzdep", capabilities: ["routes", "menus"], extra: "activation: lazy\n")
+        try f.fixtureBundle("lzname", capabilities: ["routes", "menus"],
+                            extra: "activation: lazy\nmenus:\n  - {id: lzname.main, title: Named, link: /ext/lzname/ping}\n")
+        try f.fixtureBundle("lzkeep", capabilities: ["routes", "menus"], extra: "activation: lazy\n")
+        try f.fixtureBundle("quar", capabilities: ["routes", "menus"])
+        let ids = ["lzdefer", "lzdep", "lzname", "lzkeep", "quar"]
         var k = try f.kernel()
         await k.start()
-        for id in ["lzdefer", "lzkeep", "lzname"] { try await k.enable(id) }
+        for id in ids { try await k.enable(id) }
+        let crashed = try #require(try await k.history("quar").last?.checksum)
         await k.shutdown()
         // Entries written within the cache's margin of a file's change are checked by their bytes at once: a start
         // after the margin rewrites them without, as on a host whose plugins were installed earlier.
@@ -361,19 +366,36 @@ struct ManifestCacheTests {
         await k.start()
         await k.shutdown()
         let entries = ManifestCache(path: f.state + ".manifests").load().entries
-        #expect(entries.count == 3 && entries.values.allSatisfy { $0.content == nil })
-        let folder = f.plugins + "/lzdefer/plugin.yaml", named = f.plugins + "/lzname/plugin.yaml"
-        let text = try String(contentsOfFile: folder, encoding: .utf8)
-        try text.replacingOccurrences(of: "activation: lazy\n", with: "").write(toFile: folder, atomically: true, encoding: .utf8)
-        let other = try String(contentsOfFile: named, encoding: .utf8)
-        try other.replacingOccurrences(of: "name: Test ", with: "name: Renamed ").write(toFile: named, atomically: false, encoding: .utf8)
+        #expect(entries.count == ids.count && entries.values.allSatisfy { $0.content == nil })
+        // While the host is down: quar is quarantined (its build crashed), then a new build is installed under another
+        // name; lzdefer becomes eager and needs lzdep; lzname is renamed and loses its menu entry.
+        try k.state.setQuarantine("quar", checksum: crashed)
+        try k.state.setEnabled("quar", false, status: .failed, reason: "quarantined: test")
+        let rebuilt = try TestEnvironment.buildFixture("quar", ["PLUGIN_ID=\"quar\"", "PLUGIN_VERSION=\"1.0.1\""])
+        try FileManager.default.copyItem(atPath: rebuilt, toPath: f.plugins + "/quar/libquar2.so")
+        func edit(_ id: String, _ change: (String) -> String) throws {
+            let path = f.plugins + "/\(id)/plugin.yaml"
+            try change(try String(contentsOfFile: path, encoding: .utf8)).write(toFile: path, atomically: true, encoding: .utf8)
+        }
+        try edit("quar") {
+            $0.replacingOccurrences(of: "library: libquar.so", with: "library: libquar2.so")
+                .replacingOccurrences(of: "version: 1.0.0", with: "version: 1.0.1")
+        }
+        try edit("lzdefer") { $0.replacingOccurrences(of: "activation: lazy\n", with: "dependencies:\n  lzdep: \"*\"\n") }
+        try edit("lzname") { text in
+            text.replacingOccurrences(of: "name: Test ", with: "name: Renamed ")
+                .replacingOccurrences(of: "menus:\n  - {id: lzname.main, title: Named, link: /ext/lzname/ping}\n", with: "")
+        }
         k = try f.kernel()
         await k.start()
         #expect(k.activePlugins.contains("lzdefer"), "made eager while the host was down: active after the start")
+        #expect(k.activePlugins.contains("lzdep") && !k.isIdle("lzdep"), "its lazy dependency is active, and not idle as well")
         #expect(!k.isIdle("lzdefer"))
         #expect(k.isIdle("lzkeep") && k.isIdle("lzname"))
-        #expect(try await k.plugin("lzname").name.hasPrefix("Renamed "))
-        #expect(f.log.lines.contains { $0.contains("2 plugin.yaml file(s) changed since their manifests were cached") }, "\(f.log.lines)")
+        let named = try await k.plugin("lzname")
+        #expect(named.name.hasPrefix("Renamed ") && named.menus.isEmpty, "parked by its new manifest: \(named.menus)")
+        #expect(k.activePlugins.contains("quar"), "the quarantine is lifted: the manifest names a new build \(f.log.lines.filter { $0.contains("[quar]") })")
+        #expect(f.log.lines.contains { $0.contains("plugin.yaml file(s) changed since their manifests were cached") }, "\(f.log.lines)")
         try await k.wake("lzname")
         #expect(get(k, "/ext/lzname/ping")?.0 == 200)
         await k.shutdown()

@@ -154,7 +154,14 @@ extension KeelCommand {
                     await kernel.shutdown()
                     throw CLIError("cannot serve on \(host):\(port): \(ErrorText.describe(error))")
                 }
-                say("keel: received \(signals.first ?? "a stop request"), shutting down")
+                // The server and `signals` both hear a signal, on different threads: the server may stop before
+                // `signals` has noted which one it was (waited for up to 0.1 s, so the line names it).
+                var received = signals.first
+                for _ in 0..<50 where received == nil {
+                    try? await Task.sleep(for: .milliseconds(2))
+                    received = signals.first
+                }
+                say("keel: received \(received ?? "a stop request"), shutting down")
                 shared?.stop()
                 await kernel.shutdown()
                 _ = lock
