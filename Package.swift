@@ -54,7 +54,7 @@ let package = Package(
         .target(name: "CKeelSystem", linkerSettings: [.linkedLibrary("z")]),
         .target(name: "KeelSystem", dependencies: ["CKeelSystem"]),
 
-        .target(name: "KeelManifest", dependencies: [.product(name: "Yams", package: "Yams")]),
+        .target(name: "KeelManifest", dependencies: ["KeelSystem", .product(name: "Yams", package: "Yams")]),
         // libffi (Debian's libffi-dev): commands are called through a call prepared once per generation.
         .target(name: "CKeelFFI", linkerSettings: [.linkedLibrary("ffi")]),
         .target(name: "KeelLoader", dependencies: ["CKeelABI", "CKeelFFI", "CKeelSystem", "KeelManifest"]),

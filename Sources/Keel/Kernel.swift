@@ -235,17 +235,13 @@ public actor Kernel {
         loadServiceSelections()
         // The records as read before the batch, unless it changed one: one read of them per start, not two.
         var records = (changed ? nil : unchanged) ?? (try? state.plugins()) ?? []
-        var (eager, parked) = startPlan(records)
+        var plan = startPlan(records)
         // Eager plugins run code now: their manifests are checked first.
-        if !eager.isEmpty, settle(&check) {
+        if !plan.activate.isEmpty, settle(&check) {
             records = (try? state.plugins()) ?? []
-            (eager, parked) = startPlan(records)
+            plan = startPlan(records)
         }
-        activateAll(activationPlan(for: eager).filter { active[$0] == nil })
-        // Activating the eager ones wrote only their own records: the parked ones' are as read above.
-        // A kernel that starts everything idle runs one command: it leaves stored statuses (a failure and its
-        // reason) as the host that ran them left them.
-        park(parked.sorted(), batched: true, records: records, recording: !configuration.startsIdle)
+        startPlugins(plan, records: records)
         // Parked plugins ran no code. When a manifest changed after all, what to activate and park is chosen again
         // from the folder as it is: every parked plugin is unparked first (a lazy dependency of a plugin that became
         // eager is activated, not left idle as well; one parked again is known off the kernel's thread, its menus
@@ -253,15 +249,22 @@ public actor Kernel {
         if settle(&check) {
             for id in idle.sorted() { unpark(id) }
             records = (try? state.plugins()) ?? []
-            (eager, parked) = startPlan(records)
-            activateAll(activationPlan(for: eager).filter { active[$0] == nil })
-            park(parked.sorted(), batched: true, records: records, recording: !configuration.startsIdle)
+            startPlugins(startPlan(records), records: records)
         }
     }
 
     /// The enabled plugins in the folder, split into those to activate at start and those to leave idle.
     private func startPlan(_ records: [PluginRecord]) -> (activate: Set<String>, idle: Set<String>) {
         splitLazy(Set(records.filter { $0.enabled && bundles[$0.id] != nil }.map(\.id)))
+    }
+
+    /// Activates `plan`'s eager plugins (dependencies first) and parks its idle ones; `records` as read before.
+    private func startPlugins(_ plan: (activate: Set<String>, idle: Set<String>), records: [PluginRecord]) {
+        activateAll(activationPlan(for: plan.activate).filter { active[$0] == nil })
+        // Activating the eager ones wrote only their own records: the parked ones' are as read above.
+        // A kernel that starts everything idle runs one command: it leaves stored statuses (a failure and its
+        // reason) as the host that ran them left them.
+        park(plan.idle.sorted(), batched: true, records: records, recording: !configuration.startsIdle)
     }
 
     /// Runs a state write now, or, while a start-up batch or an enable/disable command (`execute`) collects them,

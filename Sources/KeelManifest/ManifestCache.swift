@@ -1,6 +1,7 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
 import Foundation
+import KeelSystem
 
 /// Parsed manifests kept on disk between starts, so that a start with many installed plugins does not parse every
 /// `plugin.yaml` again (`BundleScanner.scan(_:bundleFolders:cache:)`).
@@ -156,25 +157,8 @@ public struct ManifestCache: Sendable {
         return (decoded.manifest, decoded.warnings)
     }
 
-    struct ReadError: Error { var code: Int32 }
-
-    static func readFile(_ path: String) throws(ReadError) -> [UInt8] {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw ReadError(code: errno) }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { throw ReadError(code: errno) }
-        guard st.st_mode & S_IFMT == S_IFREG else { throw ReadError(code: EISDIR) }
-        var bytes = [UInt8](repeating: 0, count: Int(st.st_size))
-        var done = 0
-        while done < bytes.count {
-            let n = bytes.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + done, $0.count - done) }
-            if n < 0, errno == EINTR { continue }
-            guard n > 0 else { throw ReadError(code: n == 0 ? EIO : errno) }
-            done += n
-        }
-        return bytes
-    }
+    /// The whole file at `path` (`SystemFile.read`).
+    static func readFile(_ path: String) throws(SystemFile.ReadError) -> [UInt8] { try SystemFile.read(path) }
 
     // MARK: file layout
     // magic, format version, Keel version, then per entry: folder, stamp (7 numbers), optional content, payload;

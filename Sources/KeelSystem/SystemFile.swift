@@ -22,27 +22,37 @@ public enum SystemFile {
         return names
     }
 
-    /// The first `limit` bytes of the regular file at `path`; nil when it does not exist, is not a regular file or
-    /// cannot be opened. `open` and `read`, not `FileManager`: its first use in a process cost a lazy start about
-    /// 0.3 ms of run-time type look-ups (for a crash record that is not there). [any thread]
-    public static func contents(_ path: String, limit: Int) -> [UInt8]? {
+    /// Why a file could not be read: the `errno` of the failed call (`EISDIR` for anything but a regular file).
+    public struct ReadError: Error, Sendable { public var code: Int32 }
+
+    /// The first `limit` bytes of the regular file at `path` (fewer when it is cut short while read). `open` and
+    /// `read`, not `FileManager`: its first use in a process cost a lazy start about 0.3 ms of run-time type
+    /// look-ups (for a crash record that is not there). [any thread]
+    public static func read(_ path: String, limit: Int = .max) throws(ReadError) -> [UInt8] {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
+        guard fd >= 0 else { throw ReadError(code: errno) }
         defer { close(fd) }
         var st = stat()
-        guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { return nil }
+        guard fstat(fd, &st) == 0 else { throw ReadError(code: errno) }
+        guard st.st_mode & S_IFMT == S_IFREG else { throw ReadError(code: EISDIR) }
         var bytes = [UInt8](repeating: 0, count: max(0, min(Int(st.st_size), limit)))
         var done = 0
         while done < bytes.count {
             let n = bytes.withUnsafeMutableBytes { buffer in
-                buffer.baseAddress.map { read(fd, $0 + done, buffer.count - done) } ?? 0
+                buffer.baseAddress.map { Glibc.read(fd, $0 + done, buffer.count - done) } ?? 0
             }
             if n < 0, errno == EINTR { continue }
-            guard n > 0 else { break }
+            guard n > 0 else {
+                if n < 0 { throw ReadError(code: errno) }
+                break
+            }
             done += n
         }
         return done == bytes.count ? bytes : Array(bytes.prefix(done))
     }
+
+    /// `read(_:limit:)`, nil when the file does not exist or cannot be read.
+    public static func contents(_ path: String, limit: Int) -> [UInt8]? { try? read(path, limit: limit) }
 
     /// A pipe, both ends close-on-exec from the start: `(read, write)`, or nil (`errno` says why).
     public static func pipe() -> (read: Int32, write: Int32)? {
