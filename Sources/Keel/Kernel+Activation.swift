@@ -26,7 +26,7 @@ extension Kernel {
             }
             notifyServiceChanges(since: before)
             setActive(id, generation.plugin)
-            activationOrder.append(id)
+            appendActivated(id)
             access.setDeclared(id, generation.plugin.manifest)
             let plugin = generation.plugin, state = self.state, wait = activationRecordsWait
             // Status and load history in one transaction (one wait for the disk, not two; none on a first use).
@@ -47,7 +47,25 @@ extension Kernel {
     /// core, then opened in one run (the dynamic loader walks its list of loaded objects on every open; a run keeps
     /// that list in cache); then all are activated and published in order. Batches are bounded, so that the copies'
     /// descriptors stay few.
+    /// The per-plugin records an activation reads, read for every plugin at once (`startReads`).
+    struct StartReads {
+        let grants: [String: Set<String>]
+        let configs: [String: (yaml: String, json: String)]
+        let generations: [String: Int]
+
+        /// Nil when one of the reads fails: each activation then reads its own.
+        init?(_ state: StateStore) {
+            guard let grants = try? state.allGrants(), let configs = try? state.allConfigs(),
+                  let generations = try? state.lastGenerations() else { return nil }
+            (self.grants, self.configs, self.generations) = (grants, configs, generations)
+        }
+    }
+
     func activateAll(_ plan: [String]) {
+        // Three reads of every plugin's records instead of three per plugin, when there are many plugins.
+        let reads = startReads == nil && plan.count >= 16
+        if reads { startReads = StartReads(state) }
+        defer { if reads { startReads = nil } }
         var opened: [String: Result<Opened, KernelError>] = [:]
         var builds: [Build] = []
         let planned = Set(plan)
@@ -76,20 +94,24 @@ extension Kernel {
         let outer = deferredWrites
         defer { if let outer { deferredWrites = outer + (deferredWrites ?? []) } }
         if outer != nil { deferredWrites = [] }
-        while next < plan.count {
-            let batch = plan[next..<min(next + 64, plan.count)]
-            next += batch.count
-            if outer == nil { deferredWrites = [] }
-            for id in batch {
-                guard let result = opened[id] else { continue }
-                _ = try? publishFirst(id) { () throws(KernelError) in
-                    try activate(result.get())
+        // The batches' commits do not wait for the disk; one sync at the end makes them all durable (`settling`: a
+        // crash of the process loses none, a power cut before the sync only the last ones).
+        state.settling {
+            while next < plan.count {
+                let batch = plan[next..<min(next + 64, plan.count)]
+                next += batch.count
+                if outer == nil { deferredWrites = [] }
+                for id in batch {
+                    guard let result = opened[id] else { continue }
+                    _ = try? publishFirst(id) { () throws(KernelError) in
+                        try activate(result.get())
+                    }
                 }
+                if outer != nil { continue }
+                let writes = deferredWrites ?? []
+                deferredWrites = nil
+                try? state.batch { for change in writes { change() } }
             }
-            if outer != nil { continue }
-            let writes = deferredWrites ?? []
-            deferredWrites = nil
-            try? state.batch { for change in writes { change() } }
         }
     }
 
@@ -153,7 +175,8 @@ extension Kernel {
             try requireActive(dep.id, of: id, pending: pending)
         }
         if let missing = missingInterface(manifest, pending: pending) { throw KernelError(.dependency, pluginID: id, reason: missing) }
-        let number = max(nextGeneration[id] ?? 0, ((try? state.lastGeneration(id)) ?? 0) + 1)
+        let last = startReads.map { $0.generations[id] ?? 0 } ?? ((try? state.lastGeneration(id)) ?? 0)
+        let number = max(nextGeneration[id] ?? 0, last + 1)
         nextGeneration[id] = number + 1
         return Build(id: id, bundle: bundle, manifest: manifest, libraryPath: bundle.libraryPath, number: number,
                      isolated: bundle.libraryPath != nil && isolation(of: id, manifest) == .process)
@@ -215,7 +238,7 @@ extension Kernel {
         let id = build.id, manifest = build.manifest
         for dep in manifest.dependencies { try requireActive(dep.id, of: id) }
         if let missing = missingInterface(manifest) { throw KernelError(.dependency, pluginID: id, reason: missing) }
-        let granted = (try? state.grants(id)) ?? []
+        let granted = startReads.map { $0.grants[id] ?? [] } ?? ((try? state.grants(id)) ?? [])
         let prefixes = manifest.routePrefixes.filter { granted.contains(Capability.routePrefix($0)) }
         let config = try configJSON(id, bundle: build.bundle)
         let context = ActivationContext(pluginID: id, grants: effectiveGrants(manifest, granted: granted), routePrefixes: prefixes,
@@ -273,7 +296,7 @@ extension Kernel {
     /// Revokes a plugin's contributions, waits for its calls to drain, and runs its deactivate.
     func deactivate(_ id: String) {
         guard let plugin = removeActive(id) else { return }
-        activationOrder.removeAll { $0 == id }
+        removeActivated(id)
         let before = registry.snapshot.services
         registry.revoke(pluginID: id)
         access.setDeclared(id, nil)

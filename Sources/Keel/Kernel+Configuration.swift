@@ -14,7 +14,7 @@ extension Kernel {
     /// now (an upgrade may tighten it). A bundle with a schema and no stored configuration gets `{}`, checked too.
     func configJSON(_ id: String, bundle: Bundle) throws(KernelError) -> String {
         let schemaPath = Self.schemaPath(bundle)
-        let stored = try? state.config(id)
+        let stored = startReads.map { $0.configs[id] } ?? (try? state.config(id))
         guard stored != nil || schemaPath != nil else { return "" }
         do {
             return try PluginConfig.validate(yaml: stored?.yaml ?? "{}", file: stored == nil ? "(no configuration)" : "configuration of \(id)",

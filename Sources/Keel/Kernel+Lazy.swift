@@ -51,6 +51,8 @@ extension Kernel {
     func park(_ ids: [String], batched: Bool = false, records: [PluginRecord]? = nil, recording: Bool = true) {
         // Each bundle looked up once (a lookup copies the bundle out of the dictionary).
         let parked = ids.compactMap { id in active[id] == nil ? bundles[id]?.manifest.map { (id: id, manifest: $0) } : nil }
+        // Idle already (a reload of an idle plugin parks it again): its old manifest's menu entries go.
+        let again = idle.isEmpty ? [] : Set(parked.lazy.map(\.id).filter { self.idle.contains($0) })
         markIdle(parked)
         access.setDeclared(parked)
         // Many at once: one read of every record, not one per plugin.
@@ -58,6 +60,7 @@ extension Kernel {
             ? Dictionary((records ?? (try? state.plugins()) ?? []).map { ($0.id, $0.status) }, uniquingKeysWith: { first, _ in first }) : [:]
         func each() {
             for (id, manifest) in parked {
+                if again.contains(id) { registry.revoke(pluginID: id) }
                 if !manifest.menus.isEmpty {
                     var placeholder = Contributions()
                     placeholder.menus = manifest.menus.map { MenuRegistration(entry: $0, fromManifest: true) }

@@ -15,6 +15,18 @@ extension StateStore {
         }
     }
 
+    /// Every stored configuration, by plugin id: one read for a start-up that activates many plugins.
+    public func allConfigs() throws(StateError) -> [String: (yaml: String, json: String)] {
+        try locked { db throws(StateError) in
+            var byID: [String: (yaml: String, json: String)] = [:]
+            for row in try db.query("SELECT plugin_id, yaml, json FROM plugin_config", []) {
+                guard let id = row["plugin_id"]?.text, let y = row["yaml"]?.text, let j = row["json"]?.text else { continue }
+                byID[id] = (y, j)
+            }
+            return byID
+        }
+    }
+
     /// Stores a plugin's configuration; nil removes it. One transaction, with an event in the plugin's history.
     public func setConfig(_ id: String, _ config: (yaml: String, json: String)?, event: String) throws(StateError) {
         try locked { db throws(StateError) in

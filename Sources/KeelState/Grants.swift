@@ -11,6 +11,19 @@ extension StateStore {
         }
     }
 
+    /// Every plugin's explicit grants, by plugin id (a plugin with none is absent): one read for a start-up that
+    /// activates many plugins.
+    public func allGrants() throws(StateError) -> [String: Set<String>] {
+        try locked { db throws(StateError) in
+            var byID: [String: Set<String>] = [:]
+            for row in try db.query("SELECT plugin_id, capability FROM grants", []) {
+                guard let id = row["plugin_id"]?.text, let capability = row["capability"]?.text else { continue }
+                byID[id, default: []].insert(capability)
+            }
+            return byID
+        }
+    }
+
     /// Grants or revokes capabilities in one transaction, with an event in the plugin's history.
     public func setGrants(_ id: String, grant: [String], revoke: [String]) throws(StateError) {
         try locked { db throws(StateError) in

@@ -62,6 +62,18 @@ extension StateStore {
         }
     }
 
+    /// The highest generation number recorded for every plugin with a load history, by plugin id.
+    public func lastGenerations() throws(StateError) -> [String: Int] {
+        try locked { db throws(StateError) in
+            var byID: [String: Int] = [:]
+            for row in try db.query("SELECT plugin_id, MAX(generation) AS g FROM loads GROUP BY plugin_id", []) {
+                guard let id = row["plugin_id"]?.text, let g = row["g"]?.int else { continue }
+                byID[id] = Int(g)
+            }
+            return byID
+        }
+    }
+
     // MARK: probe results
 
     /// True when a library with this checksum already passed the child-process probe.

@@ -45,11 +45,13 @@ public protocol StateStoring: AnyObject, Sendable {
     func recordLoad(_ id: String, _ load: StateStore.Load) throws(StateError)
     func loads(for id: String, limit: Int) throws(StateError) -> [StateStore.Load]
     func lastGeneration(_ id: String) throws(StateError) -> Int
+    func lastGenerations() throws(StateError) -> [String: Int]
     func probePassed(_ checksum: String) throws(StateError) -> Bool
     func recordProbePassed(_ checksum: String, detail: String) throws(StateError)
 
     // MARK: grants
     func grants(_ id: String) throws(StateError) -> Set<String>
+    func allGrants() throws(StateError) -> [String: Set<String>]
     func setGrants(_ id: String, grant: [String], revoke: [String]) throws(StateError)
 
     // MARK: tenants, roles, members
@@ -71,6 +73,7 @@ public protocol StateStoring: AnyObject, Sendable {
 
     // MARK: per-plugin configuration
     func config(_ id: String) throws(StateError) -> (yaml: String, json: String)?
+    func allConfigs() throws(StateError) -> [String: (yaml: String, json: String)]
     func setConfig(_ id: String, _ config: (yaml: String, json: String)?, event: String) throws(StateError)
 
     // MARK: repositories, trusted keys and the key each plugin is pinned to

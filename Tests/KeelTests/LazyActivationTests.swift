@@ -121,6 +121,45 @@ struct LazyKernelTests {
         await again.shutdown()
     }
 
+    @Test("a reload of an idle lazy plugin keeps it idle under its new manifest: its menus now, and the manifest its commands and provided interfaces are found by off the kernel's thread")
+    func reloadIdleTakesNewManifest() async throws {
+        let s = ServicesFixture()
+        try s.f.fixtureBundle("lzre", capabilities: ["routes", "menus"],
+                              extra: "activation: lazy\nmenus:\n  - {id: lzre.main, title: Lazy, link: /ext/lzre/ping}\n")
+        let kernel = try s.kernel()
+        await kernel.start()
+        try await kernel.enable("lzre")
+        #expect(kernel.isIdle("lzre"))
+        #expect(try await kernel.plugin("lzre").menus == ["lzre.main"])
+        let manifestPath = s.f.plugins + "/lzre/plugin.yaml"
+        let original = try String(contentsOfFile: manifestPath, encoding: .utf8)
+
+        // Another menu entry: the old one goes, the new one shows, and the manifest kept off the kernel's thread is
+        // the new one.
+        try original.replacingOccurrences(of: "{id: lzre.main, title: Lazy,", with: "{id: lzre.other, title: Other lazy,")
+            .write(toFile: manifestPath, atomically: true, encoding: .utf8)
+        try await kernel.reload("lzre")
+        #expect(kernel.isIdle("lzre") && kernel.activePlugins.isEmpty, "still idle: its next use loads the new build")
+        #expect(try await kernel.plugin("lzre").menus == ["lzre.other"])
+        #expect(kernel.idleManifest("lzre")?.menus.map(\.id) == ["lzre.other"])
+        #expect(kernel.registry.snapshot.menuOwner(id: "lzre.main", excluding: "") == nil)
+
+        // No menu at all: none is left from before.
+        let menuLine = "menus:\n  - {id: lzre.main, title: Lazy, link: /ext/lzre/ping}\n"
+        #expect(original.contains(menuLine))
+        try original.replacingOccurrences(of: menuLine, with: "").write(toFile: manifestPath, atomically: true, encoding: .utf8)
+        try await kernel.reload("lzre")
+        #expect(kernel.isIdle("lzre"))
+        #expect(try await kernel.plugin("lzre").menus == [])
+        #expect(kernel.idleManifest("lzre")?.menus.isEmpty == true)
+        #expect(kernel.registry.snapshot.menuOwner(id: "lzre.other", excluding: "") == nil)
+        #expect(kernel.registry.snapshot.menuOwner(id: "lzre.main", excluding: "") == nil)
+
+        try await kernel.wake("lzre")
+        #expect(get(kernel, "/ext/lzre/ping")?.0 == 200)
+        await kernel.shutdown()
+    }
+
     @Test("a kernel that starts idle (the CLI's without a server) loads nothing until needed, keeps stored failures, and still refuses to disable what idle plugins need")
     func startsIdle() async throws {
         let s = ServicesFixture()
