@@ -57,6 +57,39 @@ struct HTTPTests {
         #expect(wrongMethod.status == 404 && wrongMethod.errorCode == "not-found")
     }
 
+    @Test("a request that ends its connection ends it after the answer however it says so (Close, close among other tokens, HTTP/1.0); one that does not keeps it for the next request")
+    func connectionClose() async throws {
+        let f = KernelFixture()
+        try TestEnvironment.stageExamples(into: f.plugins)
+        let server = try startServer(f, enable: ["hello"])
+        defer { server.stop() }
+        let closing = ["HTTP/1.1\r\nConnection: Close", "HTTP/1.1\r\nConnection: close, Upgrade\r\nUpgrade: h2c",
+                       "HTTP/1.1\r\nConnection: TE, close\r\nTE: trailers", "HTTP/1.0", "HTTP/1.1\r\nConnection: close"]
+        for (i, head) in closing.enumerated() {
+            let fd = try RawHTTP.connect(port: server.port)
+            defer { close(fd) }
+            let path = i % 2 == 0 ? "/healthz" : "/ext/hello/greet/ada"
+            let started = ContinuousClock.now
+            RawHTTP.send(fd, "GET \(path) \(head)\r\nHost: 127.0.0.1\r\n\r\n")
+            // Read to the end of the connection: within a second, not at the idle time-out (or the 10 s receive limit).
+            let text = RawHTTP.readAll(fd)
+            #expect(text.hasPrefix("HTTP/1.1 200 "), "\(head): \(text)")
+            #expect(ContinuousClock.now - started < .seconds(3), "\(head): the server kept the connection open")
+        }
+        // Kept alive (HTTP/1.1 by default, HTTP/1.0 when it asks): two requests on one connection, still open after.
+        for head in ["HTTP/1.1", "HTTP/1.0\r\nConnection: keep-alive"] {
+            let fd = try RawHTTP.connect(port: server.port)
+            defer { close(fd) }
+            var buffer = [UInt8](repeating: 0, count: 65536)
+            for _ in 0..<2 {
+                RawHTTP.send(fd, "GET /healthz \(head)\r\nHost: 127.0.0.1\r\n\r\n")
+                let n = RawHTTP.receive(fd, &buffer)
+                #expect(n > 0 && String(decoding: buffer[0..<max(n, 0)], as: UTF8.self).hasPrefix("HTTP/1.1 200 "), "\(head)")
+            }
+            #expect(!RawHTTP.closedByPeer(fd, within: 1), "\(head): the connection stays open")
+        }
+    }
+
     @Test("bad input: plugin errors are 500 without internals, big bodies 413, malformed JSON 400, bad tokens 401")
     func badInput() async throws {
         let f = KernelFixture()

@@ -76,7 +76,6 @@ struct ProxyHostileTests {
         let server = try Self.serve(upstream)
         defer { server.stop() }
 
-        // (`Connection: close` alone: the server would keep the connection open on "close, Upgrade".)
         let h2c = ["Upgrade: h2c", "HTTP2-Settings: AAMAAABkAAQAAP__"]
         let health = try Self.exchange(server, "/healthz", headers: h2c)
         #expect(health.status == 200, "\(health.text)")
