@@ -126,18 +126,27 @@ struct KeelHTTPChannel: ServerChildChannel, HTTPChannelHandler {
     }
 }
 
-/// Takes an `Upgrade` header that names no WebSocket (h2c, TLS, anything Keel does not speak) off a connection's
-/// first request before NIO's upgrade handler sees it: that handler consumes the head of a request whose upgrade no
-/// upgrader takes, so the request went unanswered (`curl --http2 http://...` got an empty reply). Without it the
-/// request is served as the plain HTTP request it also is (a server may ignore `Upgrade`, RFC 9110 7.8). Removes
-/// itself after the first request head. Event-loop bound, like every channel handler.
+/// Takes an `Upgrade` header that names no WebSocket (h2c, TLS, anything Keel does not speak), or a WebSocket
+/// handshake NIO's upgrader would refuse (no `Sec-WebSocket-Key`, a `Sec-WebSocket-Version` other than 13), off a
+/// connection's first request before NIO's upgrade handler sees it: that handler consumes the head of a request whose
+/// upgrade no upgrader takes, so the request went unanswered (`curl --http2 http://...` got an empty reply; so did a
+/// handshake without its key). Without it the request is served as the plain HTTP request it also is (a server may
+/// ignore `Upgrade`, RFC 9110 7.8). Removes itself after the first request head. Event-loop bound, like every
+/// channel handler.
 final class IgnoredUpgrade: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPServerRequestPart
 
+    /// True when `headers` ask for a WebSocket the way NIO's upgrader takes: a key, and version 13.
+    static func completeWebSocketHandshake(_ headers: HTTPHeaders) -> Bool {
+        headers[canonicalForm: "upgrade"].contains { $0.lowercased() == "websocket" }
+            && headers.first(name: "sec-websocket-key").map { !$0.isEmpty } == true
+            && headers[canonicalForm: "sec-websocket-version"] == ["13"]
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard case var .head(head) = unwrapInboundIn(data) else { return context.fireChannelRead(data) }
-        if head.headers.contains(name: "upgrade"), !head.headers[canonicalForm: "upgrade"].contains(where: { $0.lowercased() == "websocket" }) {
+        if head.headers.contains(name: "upgrade"), !Self.completeWebSocketHandshake(head.headers) {
             head.headers.remove(name: "upgrade")
             context.fireChannelRead(wrapInboundOut(.head(head)))
         } else {

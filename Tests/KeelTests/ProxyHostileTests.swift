@@ -69,7 +69,7 @@ struct ProxyHostileTests {
         #expect(try await Self.report(server)["switch-reused"] == 0)
     }
 
-    @Test("a first request asking for an upgrade Keel does not speak (h2c) is served as plain HTTP, never dropped unanswered; the upgrade is not forwarded, so an app's 101 to it is unasked too: 502")
+    @Test("a first request asking for an upgrade Keel does not speak (h2c, an incomplete WebSocket handshake) is served as plain HTTP, never dropped unanswered; the upgrade is not forwarded, so an app's 101 to it is unasked too: 502")
     func foreignUpgrade() async throws {
         let upstream = try Upstream(script: "hostile.py")
         defer { upstream.stop() }
@@ -83,6 +83,12 @@ struct ProxyHostileTests {
         #expect(plain.status == 200 && plain.text.contains("\"path\": \"/plain\""), "\(plain.text)")
         let switched = try Self.exchange(server, "/ext/app/ui/switch", headers: h2c)
         #expect(switched.status == 502 && switched.text.contains("\"upstream-unavailable\""), "\(switched.text)")
+        // A WebSocket handshake without its key, or of another version than 13, is no upgrade either: served plain.
+        for incomplete in [["Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Version: 13"],
+                           ["Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version: 8"]] {
+            let served = try Self.exchange(server, "/healthz", headers: incomplete)
+            #expect(served.status == 200, "\(incomplete): \(served.text)")
+        }
     }
 
     @Test("informational answers (100 Continue, 103 Early Hints) before the real one are skipped: the client gets the real answer only, whole or in separate reads")
