@@ -68,7 +68,7 @@ extension Kernel {
                 records.append { [self] in
                     if runs > 0 { liveViewStale = true }
                     runs += 1
-                    publishLiveView()
+                    publishLiveView(onlyTouched: true)
                 }
             }
             let failure: String?

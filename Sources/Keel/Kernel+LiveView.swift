@@ -55,8 +55,14 @@ extension Kernel {
     /// What changed in the live view since it was last built (every part, replacing all, when `liveViewStale` or the
     /// tenants changed), or nil when the records cannot be read. A plugin whose info is as last time is not encoded
     /// again. Updates the kept parts: the caller stores the change, or marks the view stale when it cannot.
-    func liveViewChange() -> StateStore.LiveViewChange? {
-        guard let records = try? state.plugins() else { return nil }
+    ///
+    /// With `onlyTouched` (a command of this kernel's), only the records that can have changed are read: those written
+    /// through this kernel's store since (`StateStore.takeTouchedRecords`), the plugins whose activity changed, those
+    /// named, and the providers; every record is compared otherwise, which is how a change another process made
+    /// (seen by `RemoteControl` through `dataVersion`) is found. A command on a host with 1,000 plugins installed
+    /// read and compared all 1,000 records.
+    func liveViewChange(onlyTouched: Bool = false) -> StateStore.LiveViewChange? {
+        let touchedRecords = state.takeTouchedRecords()
         var change = StateStore.LiveViewChange(replacesAll: false, parts: [], removed: [], services: nil)
         let now = self.services()
         if liveViewServices?.value != now {
@@ -71,6 +77,21 @@ extension Kernel {
             change.replacesAll = true
             change.services = services
         }
+        let records: [PluginRecord]
+        var gone: [String]?
+        if onlyTouched, !everything, !state.isShared {
+            var found: [PluginRecord] = [], missing: [String] = []
+            for id in touchedRecords.union(liveViewTouched).union(liveViewDirty).union(liveViewProviders).sorted() {
+                do {
+                    if let record = try state.plugin(id) { found.append(record) } else if liveViewParts[id] != nil { missing.append(id) }
+                } catch { return nil }
+            }
+            (records, gone) = (found, missing)
+        } else {
+            guard let all = try? state.plugins() else { return nil }
+            records = all
+        }
+        liveViewRecordsRead += records.count
         let context = InfoContext(snapshot: registry.snapshot, directory: directory)
         // The pins in one read when every part is built, else one read per part built.
         let pins: [String: StateStore.PinnedSigner]? = everything ? ((try? state.pinnedSigners()) ?? [:]) : nil
@@ -86,19 +107,26 @@ extension Kernel {
             let unchanged = known.map { $0.info == info } ?? false
             let json = unchanged ? known?.json ?? info.json : info.json
             liveViewParts[record.id] = LiveViewPart(key: key, info: info, json: json)
+            if info.provides.isEmpty { liveViewProviders.remove(record.id) } else { liveViewProviders.insert(record.id) }
             if everything || !unchanged { change.parts.append((record.id, json)) }
         }
-        if liveViewParts.count != records.count {
+        if let gone {
+            for id in gone { forgetLiveViewPart(id, in: &change) }
+        } else if liveViewParts.count != records.count {
             let ids = Set(records.map(\.id))
-            for id in liveViewParts.keys where !ids.contains(id) {
-                liveViewParts[id] = nil
-                change.removed.append(id)
-            }
+            for id in liveViewParts.keys where !ids.contains(id) { forgetLiveViewPart(id, in: &change) }
         }
         liveViewDirty = []
+        liveViewTouched = []
         liveViewStale = false
         liveViewDirectory = directory
         return change
+    }
+
+    private func forgetLiveViewPart(_ id: String, in change: inout StateStore.LiveViewChange) {
+        liveViewParts[id] = nil
+        liveViewProviders.remove(id)
+        change.removed.append(id)
     }
 
     /// The encoder of the live view and of the admin API's answers: sorted keys, slashes as they are.
@@ -120,9 +148,9 @@ extension Kernel {
     /// stores the state as that transaction left it (`execute` calls it after the command's records). On a store
     /// several hosts share, every part is written each time (the rows are every host's: another host may have
     /// written its own view since).
-    func publishLiveView() {
+    func publishLiveView(onlyTouched: Bool = false) {
         if state.isShared { liveViewStale = true }
-        guard let change = liveViewChange() else { return }
+        guard let change = liveViewChange(onlyTouched: onlyTouched) else { return }
         do {
             try state.updateLiveView(change)
         } catch {

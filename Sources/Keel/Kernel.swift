@@ -110,7 +110,10 @@ public actor Kernel {
         guard !plugins.isEmpty else { return }
         var changed = false
         idle.reserveCapacity(idle.count + plugins.count)
-        for (id, _) in plugins where idle.insert(id).inserted { changed = true }
+        for (id, _) in plugins where idle.insert(id).inserted {
+            changed = true
+            if liveViewPublishers > 0 { liveViewTouched.insert(id) }
+        }
         // Every manifest goes on, also one of a plugin idle already (parked again after a reload: its new manifest).
         environment.updateIdle(adding: plugins.map { ($0.id, $0.manifest) }, removing: [])
         if changed { noteChanged() }
@@ -120,6 +123,7 @@ public actor Kernel {
     @discardableResult
     func unmarkIdle(_ id: String) -> Bool {
         guard idle.remove(id) != nil else { return false }
+        if liveViewPublishers > 0 { liveViewTouched.insert(id) }
         environment.updateIdle(adding: [], removing: [id])
         noteChanged()
         return true
@@ -139,11 +143,17 @@ public actor Kernel {
     var liveViewParts: [String: LiveViewPart] = [:]
     /// The plugins named by a command since the live view was last built: their parts are built again.
     var liveViewDirty: Set<String> = []
+    /// The plugins whose activity (active generation, idle) changed since the live view was last built.
+    var liveViewTouched: Set<String> = []
+    /// The plugins whose part of the live view provides an interface: who serves one depends on the other providers.
+    var liveViewProviders: Set<String> = []
     /// Whether every part of the live view must be built again, and the tenants it was last built with.
     var liveViewStale = true
     var liveViewDirectory: StateStore.Directory?
     /// How many parts of the live view were built rather than kept, since the kernel started (for the tests).
     var liveViewPartsBuilt = 0
+    /// How many plugin records building the live view read, since the kernel started (for the tests).
+    var liveViewRecordsRead = 0
     /// The services of the live view as last written, with their JSON: most commands change no service.
     var liveViewServices: (value: [InterfaceInfo], json: String)?
     /// The plugin an install or upgrade is changing (its download runs off the kernel's thread, so the kernel serves
@@ -397,6 +407,7 @@ public actor Kernel {
     func setActive(_ id: String, _ plugin: ActivePlugin) {
         active[id] = plugin
         serving.set(id, plugin.generation)
+        if liveViewPublishers > 0 { liveViewTouched.insert(id) }
         noteChanged()
     }
 
@@ -404,6 +415,7 @@ public actor Kernel {
     func removeActive(_ id: String) -> ActivePlugin? {
         serving.set(id, nil)
         guard let removed = active.removeValue(forKey: id) else { return nil }
+        if liveViewPublishers > 0 { liveViewTouched.insert(id) }
         noteChanged()
         return removed
     }

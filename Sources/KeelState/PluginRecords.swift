@@ -72,6 +72,7 @@ extension StateStore {
     /// wake each other without end.
     public func discovered(id: String, name: String, version: String, bundlePath: String) throws(StateError) {
         let shared = observingHost != nil
+        touch(id)
         try locked { db throws(StateError) in
             try db.transaction { () throws(StateError) in
                 let now = Self.now()
@@ -106,6 +107,7 @@ extension StateStore {
 
     private func update(_ id: String, enabled: Bool?, status: PluginStatus, reason: String?, event: String) throws(StateError) {
         let host = observingHost
+        touch(id)
         try locked { db throws(StateError) in
             try db.transaction { () throws(StateError) in
                 let now = Self.now()
@@ -149,6 +151,7 @@ extension StateStore {
     /// Forgets a plugin's record (after it is uninstalled); its grants, tenants, configuration and pinned signer stay
     /// unless `everything`; its history stays.
     public func forgetPlugin(_ id: String, everything: Bool) throws(StateError) {
+        touch(id)
         try locked { db throws(StateError) in
             try db.transaction { () throws(StateError) in
                 try db.query("DELETE FROM plugins WHERE id = ?", [.text(id)])

@@ -40,6 +40,21 @@ public final class StateStore: StateStoring, @unchecked Sendable {
     public let path: String
     /// The host whose observations this store records and reads back (see `observe(as:)`), nil for none.
     let observer = Mutex<String?>(nil)
+    /// The plugins whose records a call through this store may have changed since `takeTouchedRecords` (a superset:
+    /// a call that changed nothing, or was rolled back, counts too).
+    private let touched = Mutex<Set<String>>([])
+
+    /// Notes that plugin `id`'s record may change (the plugin records' writers call it).
+    func touch(_ id: String) { touched.withLock { _ = $0.insert(id) } }
+
+    /// The plugins whose records calls through this store may have changed since the last call (changes that other
+    /// connections made are not among them: see `dataVersion`).
+    public func takeTouchedRecords() -> Set<String> {
+        touched.withLock { set in
+            defer { set = [] }
+            return set
+        }
+    }
 
     /// The `path` of a store that lives in memory only (SQLite's `:memory:`): nothing is written to disk, and the
     /// state ends with the process. For appliances with read-only disks.

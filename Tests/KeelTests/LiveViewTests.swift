@@ -55,11 +55,22 @@ struct LiveViewTests {
 
         // One plugin's enable and disable build its part and the providers' (whose serving depends on the others),
         // not the 20 idle plugins' and the rest.
-        let before = await kernel.liveViewPartsBuilt
+        // Nor are the others' records read: only the ones the command wrote, the providers' and its own.
+        let before = await kernel.liveViewPartsBuilt, read = await kernel.liveViewRecordsRead
         try await run(.enable(id: "idle5", tenant: nil))
         try await run(.disable(id: "idle5", tenant: nil, cascade: false))
         let built = await kernel.liveViewPartsBuilt - before, total = try await kernel.plugins().count
         #expect(built <= 2 * 3, "\(built) parts built for two commands on one plugin among \(total)")
+        let records = await kernel.liveViewRecordsRead - read
+        #expect(records <= 2 * 3, "\(records) records read for two commands on one plugin among \(total)")
+
+        // A record another process changed is not among those a command reads: the server finds it when it sees the
+        // other connection's commit (`dataVersion`) and publishes (`RemoteControl.serve`), comparing every record then.
+        try other.setStatus("idle7", .failed, reason: "changed by another process")
+        await RemoteControl.publishLive(kernel)
+        #expect(try RemoteControl.livePlugins(state: other).first { $0.id == "idle7" }?.status == .failed)
+        try await run(.enable(id: "idle5", tenant: nil))
+        try await expectCurrent(after: "another process's change")
 
         kernel.events.unsubscribe(subscription)
         await kernel.shutdown()
