@@ -182,17 +182,12 @@ extension Kernel {
     /// serves (host-wide and per tenant with a choice) and why, and its consumers.
     public func services() -> [InterfaceInfo] {
         let directory = registry.snapshot.services, tenants = access.directory.pluginTenants
-        var ids = Set(directory.providers.keys)
-        for manifest in bundles.values.compactMap(\.manifest) {
-            ids.formUnion(manifest.provides.map(\.interface))
-            ids.formUnion(manifest.consumes.map(\.interface))
-        }
-        return ids.sorted().map { interface in
+        let declared = declaredServices()
+        return Set(directory.providers.keys).union(declared.interfaces).sorted().map { interface in
             let live = directory.providers[interface] ?? []
-            var providers: [InterfaceInfo.Provider] = bundles.values.compactMap(\.manifest).compactMap { m in
-                guard let p = m.provides.first(where: { $0.interface == interface }) else { return nil }
-                let provision = live.first { $0.providerID == m.id }
-                return .init(plugin: m.id, pluginVersion: "\(m.version)", version: "\(p.version)", ranking: p.ranking,
+            var providers: [InterfaceInfo.Provider] = (declared.providers[interface] ?? []).map { p in
+                let provision = live.first { $0.providerID == p.plugin }
+                return .init(plugin: p.plugin, pluginVersion: p.pluginVersion, version: p.version, ranking: p.ranking,
                              active: provision != nil, generation: provision?.generation, leases: provision?.leasesHeld ?? 0)
             }.sorted { ($0.ranking, $1.plugin) > ($1.ranking, $0.plugin) }
             for host in live where host.providerID == ServiceProvision.hostID {
@@ -205,13 +200,42 @@ extension Kernel {
                 return .init(tenant: tenant, choice: directory.selections[tenant]?[interface], provider: r?.provision.providerID,
                              reason: r?.reason.rawValue ?? "no provider enabled")
             }
-            let consumers = bundles.values.compactMap(\.manifest).compactMap { m -> InterfaceInfo.Consumer? in
-                guard let c = m.consumes.first(where: { $0.interface == interface }) else { return nil }
-                return .init(plugin: m.id, versions: c.versions.text, optional: c.optional, active: active[m.id] != nil)
+            let consumers = (declared.consumers[interface] ?? []).map { c in
+                InterfaceInfo.Consumer(plugin: c.plugin, versions: c.versions, optional: c.optional, active: active[c.plugin] != nil)
             }.sorted { $0.plugin < $1.plugin }
             return InterfaceInfo(interface: interface.description, providers: providers, serving: serving, consumers: consumers)
         }
     }
+
+    /// The bundles' service declarations, gathered once per change of the bundles: every command's live view lists the
+    /// services, and going through every manifest for each interface cost a command on a host of 1,000 plugins more
+    /// than the rest of its live view.
+    private func declaredServices() -> ServiceDeclarations {
+        if let known = serviceDeclarations { return known }
+        var declared = ServiceDeclarations()
+        for manifest in bundles.values.compactMap(\.manifest) {
+            for p in manifest.provides {
+                declared.interfaces.insert(p.interface)
+                declared.providers[p.interface, default: []].append(
+                    (manifest.id, "\(manifest.version)", "\(p.version)", p.ranking))
+            }
+            for c in manifest.consumes {
+                declared.interfaces.insert(c.interface)
+                declared.consumers[c.interface, default: []].append((manifest.id, c.versions.text, c.optional))
+            }
+        }
+        serviceDeclarations = declared
+        return declared
+    }
+}
+
+/// What the bundles' manifests declare of services, by interface (`Kernel.services`): providers with their versions
+/// and ranking (the first `provides` entry of an interface in a manifest, as a manifest names each once), consumers
+/// with the versions they take.
+struct ServiceDeclarations {
+    var interfaces: Set<InterfaceID> = []
+    var providers: [InterfaceID: [(plugin: String, pluginVersion: String, version: String, ranking: Int)]] = [:]
+    var consumers: [InterfaceID: [(plugin: String, versions: String, optional: Bool)]] = [:]
 }
 
 /// A table the host or an embedding program provides (`Kernel.provide`): a pointer to constant data that starts with

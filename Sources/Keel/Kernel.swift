@@ -47,8 +47,13 @@ public actor Kernel {
     let environment: KernelEnvironment
 
     var bundles: [String: Bundle] = [:] {
-        didSet { liveViewStale = true }
+        didSet {
+            liveViewStale = true
+            serviceDeclarations = nil
+        }
     }
+    /// What the bundles' manifests declare of services, by interface (`services`); nil after the bundles changed.
+    var serviceDeclarations: ServiceDeclarations?
     /// Changed only through `setActive` and `removeActive`, which keep `serving` and the change notice in step one
     /// plugin at a time (a start-up activating 5,000 plugins must not copy the whole map for each).
     private(set) var active: [String: ActivePlugin] = [:]
