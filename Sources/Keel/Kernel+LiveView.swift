@@ -81,7 +81,9 @@ extension Kernel {
         var gone: [String]?
         if onlyTouched, !everything, !state.isShared {
             var found: [PluginRecord] = [], missing: [String] = []
-            for id in touchedRecords.union(liveViewTouched).union(liveViewDirty).union(liveViewProviders).sorted() {
+            // Plugins in workers too: a worker's restart changes their part without a record or a command.
+            let inWorkers = active.compactMap { $0.value.worker == nil ? nil : $0.key }
+            for id in touchedRecords.union(liveViewTouched).union(liveViewDirty).union(liveViewProviders).union(inWorkers).sorted() {
                 do {
                     if let record = try state.plugin(id) { found.append(record) } else if liveViewParts[id] != nil { missing.append(id) }
                 } catch { return nil }
@@ -150,7 +152,11 @@ extension Kernel {
     /// written its own view since).
     func publishLiveView(onlyTouched: Bool = false) {
         if state.isShared { liveViewStale = true }
-        guard let change = liveViewChange(onlyTouched: onlyTouched) else { return }
+        // Not built (a record could not be read): what it had taken as changed is gone, so all is compared next time.
+        guard let change = liveViewChange(onlyTouched: onlyTouched) else {
+            liveViewStale = true
+            return
+        }
         do {
             try state.updateLiveView(change)
         } catch {

@@ -140,7 +140,7 @@ final class IgnoredUpgrade: ChannelInboundHandler, RemovableChannelHandler {
     /// True when `headers` ask for a WebSocket the way NIO's upgrader takes: a key, and version 13.
     static func completeWebSocketHandshake(_ headers: HTTPHeaders) -> Bool {
         headers[canonicalForm: "upgrade"].contains { $0.lowercased() == "websocket" }
-            && headers.first(name: "sec-websocket-key").map { !$0.isEmpty } == true
+            && headers[canonicalForm: "sec-websocket-key"].count == 1 && headers.first(name: "sec-websocket-key")?.isEmpty == false
             && headers[canonicalForm: "sec-websocket-version"] == ["13"]
     }
 

@@ -72,7 +72,9 @@ extension StateStore {
     /// wake each other without end.
     public func discovered(id: String, name: String, version: String, bundlePath: String) throws(StateError) {
         let shared = observingHost != nil
+        // Before and after: a live view built meanwhile on another thread read the record as it was before.
         touch(id)
+        defer { touch(id) }
         try locked { db throws(StateError) in
             try db.transaction { () throws(StateError) in
                 let now = Self.now()
@@ -107,7 +109,9 @@ extension StateStore {
 
     private func update(_ id: String, enabled: Bool?, status: PluginStatus, reason: String?, event: String) throws(StateError) {
         let host = observingHost
+        // Before and after: a live view built meanwhile on another thread read the record as it was before.
         touch(id)
+        defer { touch(id) }
         try locked { db throws(StateError) in
             try db.transaction { () throws(StateError) in
                 let now = Self.now()
@@ -151,7 +155,9 @@ extension StateStore {
     /// Forgets a plugin's record (after it is uninstalled); its grants, tenants, configuration and pinned signer stay
     /// unless `everything`; its history stays.
     public func forgetPlugin(_ id: String, everything: Bool) throws(StateError) {
+        // Before and after: a live view built meanwhile on another thread read the record as it was before.
         touch(id)
+        defer { touch(id) }
         try locked { db throws(StateError) in
             try db.transaction { () throws(StateError) in
                 try db.query("DELETE FROM plugins WHERE id = ?", [.text(id)])

@@ -85,7 +85,9 @@ struct ProxyHostileTests {
         #expect(switched.status == 502 && switched.text.contains("\"upstream-unavailable\""), "\(switched.text)")
         // A WebSocket handshake without its key, or of another version than 13, is no upgrade either: served plain.
         for incomplete in [["Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Version: 13"],
-                           ["Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version: 8"]] {
+                           ["Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version: 8"],
+                           ["Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+                            "Sec-WebSocket-Key: b3RoZXIgc2FtcGxlIG5vbmNl", "Sec-WebSocket-Version: 13"]] {
             let served = try Self.exchange(server, "/healthz", headers: incomplete)
             #expect(served.status == 200, "\(incomplete): \(served.text)")
         }
