@@ -18,7 +18,9 @@ final class ConnectionClose: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundOut = HTTPServerRequestPart
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard case var .head(head) = unwrapInboundIn(data), !head.isKeepAlive,
+        // The common request first, with no parsing of tokens: HTTP/1.1 without a Connection header is kept alive.
+        guard case var .head(head) = unwrapInboundIn(data),
+              head.version != .http1_1 || head.headers.contains(name: "connection"), !head.isKeepAlive,
               head.headers[canonicalForm: "connection"] != ["close"] else { return context.fireChannelRead(data) }
         head.headers.replaceOrAdd(name: "connection", value: "close")
         context.fireChannelRead(wrapInboundOut(.head(head)))
