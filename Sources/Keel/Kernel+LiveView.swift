@@ -138,11 +138,21 @@ extension Kernel {
         return encoder
     }
 
-    /// Plugin `id`'s info as JSON (`encoder`): the live view's text of it when that is current, else encoded now.
+    /// Plugin `id`'s info as JSON (`encoder`'s text, written without it): the live view's text of it when that is
+    /// current, else encoded now. The admin API's answer about one plugin.
     /// - Throws: `KernelError.Code.unknownPlugin`.
-    func pluginJSON(_ id: String) throws(KernelError) -> String {
-        let info = try plugin(id)
-        if let known = liveViewParts[id], known.info == info { return known.json }
+    public func pluginJSON(_ id: String) throws(KernelError) -> String {
+        json(of: try plugin(id))
+    }
+
+    /// Every plugin's info as a JSON array, as `encoder` writes `plugins()`: the admin API's list of plugins.
+    /// - Throws: `KernelError.Code.state` when the records cannot be read.
+    public func pluginsJSON() throws(KernelError) -> String {
+        "[" + (try plugins()).map(json(of:)).joined(separator: ",") + "]"
+    }
+
+    private func json(of info: PluginInfo) -> String {
+        if let known = liveViewParts[info.id], known.info == info { return known.json }
         return info.json
     }
 

@@ -72,6 +72,13 @@ struct LiveViewTests {
         try await run(.enable(id: "idle5", tenant: nil))
         try await expectCurrent(after: "another process's change")
 
+        // The admin API's JSON of the plugins, written by hand and partly from the live view, is JSONEncoder's text.
+        let encoded = String(decoding: try Kernel.encoder().encode(try await kernel.plugins()), as: UTF8.self)
+        #expect(try await kernel.pluginsJSON() == encoded)
+        for id in ["p1", "c", "idle5", "idle7"] {
+            #expect(try await kernel.pluginJSON(id) == String(decoding: try Kernel.encoder().encode(try await kernel.plugin(id)), as: UTF8.self))
+        }
+
         kernel.events.unsubscribe(subscription)
         await kernel.shutdown()
     }
