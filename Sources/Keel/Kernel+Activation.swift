@@ -42,11 +42,6 @@ extension Kernel {
         }
     }
 
-    /// Activates the plugins of `plan` (dependencies first), with the same outcome as `activate` one by one, faster:
-    /// the work that does not depend on order is done first, a batch at a time. A batch's libraries are copied on every
-    /// core, then opened in one run (the dynamic loader walks its list of loaded objects on every open; a run keeps
-    /// that list in cache); then all are activated and published in order. Batches are bounded, so that the copies'
-    /// descriptors stay few.
     /// The per-plugin records an activation reads, read for every plugin at once (`startReads`).
     struct StartReads {
         let grants: [String: Set<String>]
@@ -61,6 +56,11 @@ extension Kernel {
         }
     }
 
+    /// Activates the plugins of `plan` (dependencies first), with the same outcome as `activate` one by one, faster:
+    /// the work that does not depend on order is done first, a batch at a time. A batch's libraries are copied on every
+    /// core, then opened in one run (the dynamic loader walks its list of loaded objects on every open; a run keeps
+    /// that list in cache); then all are activated and published in order. Batches are bounded, so that the copies'
+    /// descriptors stay few.
     func activateAll(_ plan: [String]) {
         // Three reads of every plugin's records instead of three per plugin, when there are many plugins.
         let reads = startReads == nil && plan.count >= 16
