@@ -27,7 +27,7 @@ func scalingBenchmarks() async throws {
         return (plugins, state)
     }
 
-    // 1. Start-up time and memory per plugin. Libraries stay mapped after a shutdown (RTLD_NODELETE), so each size
+    // 1. Start-up time and memory per plugin. Libraries stay mapped after a shutdown (never dlclosed), so each size
     //    is measured as what its own start added to the process.
     var previousPerPlugin: Double?
     var startPoints: [(x: Double, y: Double)] = [], memoryPoints: [(x: Double, y: Double)] = [], httpPoints: [(x: Double, y: Double)] = []
