@@ -21,4 +21,5 @@ if [ -n "$lib" ] && [ -f "$lib" ]; then extism=(--extism "$lib"); fi
 "$bin/keel-bench" --work "$work/run" --plugin-a "$work/libbenchA.so" --plugin-b "$work/libbenchB.so" \
   --authz "$work/libauthz1.so" --authz "$work/libauthz2.so" --authz "$work/libauthz3.so" \
   --load-template "$work/libtemplate.so" --routes-template "$work/libroutes.so" --raw-loader "$work/raw_loader" \
-  --provider-a "$work/libprova.so" --provider-b "$work/libprovb.so" --consumer "$work/libuser.so" "${extism[@]}" "$@"
+  --provider-a "$work/libprova.so" --provider-b "$work/libprovb.so" --consumer "$work/libuser.so" \
+  --reactivatable "$work/libauthzre.so" "${extism[@]}" "$@"

@@ -159,8 +159,11 @@ static keel_status activate(const keel_host *host, keel_ctx *ctx) {
     return s;
 }
 
+#ifndef BENCH_FLAGS
+#define BENCH_FLAGS 0
+#endif
 static const keel_plugin descriptor = {
-    sizeof(keel_plugin), KEEL_ABI_VERSION_INIT, KEEL_STR(BENCH_ID), KEEL_STR("1.0.0"), 0, activate, NULL, NULL,
+    sizeof(keel_plugin), KEEL_ABI_VERSION_INIT, KEEL_STR(BENCH_ID), KEEL_STR("1.0.0"), BENCH_FLAGS, activate, NULL, NULL,
 };
 
 #ifdef BENCH_PLUGIN

@@ -57,6 +57,9 @@ struct GenerationStore: Sendable {
         let descriptor: Int32
         /// Loaded where it lies, not from a copy.
         var inPlace = false
+        /// The library file's stamp when its bytes were read, if it had settled by then (see `FileStamp.isSettled`):
+        /// while the file keeps this stamp, it holds the bytes `checksum` describes. Nil otherwise.
+        var source: FileStamp? = nil
     }
 
     /// SHA-256 (hex) of the file at `path`, or nil when it cannot be read.
@@ -94,10 +97,11 @@ struct GenerationStore: Sendable {
            let copy = inPlace(library, below: owned, link: "\(linkDirectory)/.keel-\(getpid())-\(unique).so") {
             return copy
         }
-        let image = try read(library, id: id)
+        let (image, source) = try read(library, id: id)
         let checksum = GenerationStore.hex(SHA256.hash(data: image))
-        if let linkDirectory, let copy = inMemory(image, checksum: checksum, name: "keel-\(id)-g\(generation)",
+        if let linkDirectory, var copy = inMemory(image, checksum: checksum, name: "keel-\(id)-g\(generation)",
                                                   link: "\(linkDirectory)/.keel-\(getpid())-\(unique).so") {
+            copy.source = source
             return copy
         }
         guard filesAllowed else {
@@ -124,7 +128,7 @@ struct GenerationStore: Sendable {
         guard rename(temporary, target) == 0 else {
             throw KernelError(.bundle, pluginID: id, reason: "\(target): rename failed: \(String(cString: strerror(errno)))")
         }
-        return Copy(path: target, checksum: checksum, image: image, descriptor: -1)
+        return Copy(path: target, checksum: checksum, image: image, descriptor: -1, source: source)
     }
 
     /// Copies several libraries at once, on every core: `(library, id, generation)` each, results in the same order.
@@ -168,8 +172,9 @@ struct GenerationStore: Sendable {
     /// The largest library loaded.
     static let maxLibraryBytes = 512 * 1024 * 1024
 
-    /// The library's bytes, after checking it is a regular file of a sane size.
-    private func read(_ library: String, id: String) throws(KernelError) -> [UInt8] {
+    /// The library's bytes, after checking it is a regular file of a sane size, with its stamp when it had settled
+    /// before the read (`FileStamp.isSettled`).
+    private func read(_ library: String, id: String) throws(KernelError) -> (image: [UInt8], source: FileStamp?) {
         func failure(_ reason: String) -> KernelError {
             KernelError(.bundle, pluginID: id, reason: "plugin \"\(id)\" (\(library)): \(reason)")
         }
@@ -187,10 +192,11 @@ struct GenerationStore: Sendable {
         guard st.st_size <= GenerationStore.maxLibraryBytes else {
             throw failure("\(st.st_size) bytes is over the 512 MiB limit for a library")
         }
+        let readAt = FileStamp.now()
         guard let image = GenerationStore.readAll(fd, size: Int(st.st_size)) else {
             throw failure("cannot be read: \(errno == 0 ? "it shrank while being read" : String(cString: strerror(errno)))")
         }
-        return image
+        return (image, FileStamp(st).flatMap { $0.isSettled(readAt: readAt) ? $0 : nil })
     }
 
     /// `size` bytes of `fd` from its start, or nil when it could not be read (errno 0: the file was shorter).
@@ -232,6 +238,7 @@ struct GenerationStore: Sendable {
         let fd = SystemFile.openBeneath(root, relative)
         guard fd >= 0 else { return nil }
         var st = stat()
+        let readAt = FileStamp.now()
         guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG, st.st_uid == geteuid(), st.st_mode & 0o222 == 0,
               st.st_size <= GenerationStore.maxLibraryBytes,
               mappedInPlace.insert(device: UInt64(st.st_dev), inode: UInt64(st.st_ino)),
@@ -240,7 +247,8 @@ struct GenerationStore: Sendable {
             close(fd)
             return nil
         }
-        return Copy(path: link, checksum: GenerationStore.hex(SHA256.hash(data: image)), image: image, descriptor: fd, inPlace: true)
+        return Copy(path: link, checksum: GenerationStore.hex(SHA256.hash(data: image)), image: image, descriptor: fd, inPlace: true,
+                    source: FileStamp(st).flatMap { $0.isSettled(readAt: readAt) ? $0 : nil })
     }
 
     /// The copy as a memory file behind a one-use link, or nil when either cannot be made (the caller falls back

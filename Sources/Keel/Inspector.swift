@@ -14,6 +14,8 @@ public struct InspectReport: Sendable, Codable, Hashable {
     public var version: String
     public var abi: String
     public var unloadSafe: Bool
+    /// Declares `KEEL_PLUGIN_FLAG_REACTIVATABLE`.
+    public var reactivatable = false
     public var capabilities: [String]
     public var dependencies: [String: String]
     public var routes: [String]
@@ -118,6 +120,7 @@ public enum Inspector {
         return InspectReport(
             path: path, library: shownPath ?? libraryPath, id: id, name: manifest?.name, version: version,
             abi: "\(library.descriptor.abi).\(library.descriptor.abiPatch)", unloadSafe: library.descriptor.unloadSafe,
+            reactivatable: library.descriptor.reactivatable,
             capabilities: (grants.map(\.rawValue) + (manifest?.routePrefixes ?? []).map(Capability.routePrefix)).sorted(),
             dependencies: Dictionary(uniqueKeysWithValues: (manifest?.dependencies ?? []).map { ($0.id, $0.versions.text) }),
             routes: c.routes.map { "\($0.method) \($0.fullPath(plugin: id))" }, menus: c.menus.map(\.entry.id),

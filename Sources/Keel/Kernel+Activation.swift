@@ -11,8 +11,10 @@ extension Kernel {
     // MARK: activation
 
     /// Loads and activates one plugin whose bundle is known. On failure, records `failed` with the reason.
-    func activate(_ id: String) throws(KernelError) {
-        try publishFirst(id) { () throws(KernelError) in try loadGeneration(id) }
+    /// - Parameter reusing: activate the library kept from the plugin's last orderly stop when its file is unchanged
+    ///   (`ResidentLibraries`); false loads a fresh copy whatever the file (an explicit reload).
+    func activate(_ id: String, reusing: Bool = true) throws(KernelError) {
+        try publishFirst(id) { () throws(KernelError) in try loadGeneration(id, reusing: reusing) }
     }
 
     /// Publishes the generation `load` makes as the plugin's active one. On failure, records `failed` with the reason.
@@ -139,13 +141,18 @@ extension Kernel {
         let library: PluginLibrary?
         /// SHA-256 of the library, or of plugin.yaml for a manifest-only build.
         let checksum: String
+        /// The library file as it was read, when it had settled; nil otherwise.
+        var source: LibrarySource? = nil
     }
 
     /// Checks the bundle and its dependencies, copies the library to a private path, opens, verifies and activates
     /// it into a fresh context. Nothing is published; on failure nothing of it remains registered.
-    func loadGeneration(_ id: String) throws(KernelError) -> Generation {
+    /// - Parameter reusing: activate the library kept from the plugin's last orderly stop when its file is unchanged
+    ///   (`ResidentLibraries`) instead of loading a fresh copy. The kept library is forgotten either way.
+    func loadGeneration(_ id: String, reusing: Bool = false) throws(KernelError) -> Generation {
         let build = try build(id)
         guard let libraryPath = build.libraryPath, !build.isolated else { return try activate(openManifestOnly(build)) }
+        if let kept = residents.take(id, path: libraryPath), reusing { return try activate(reopen(build, kept)) }
         let copy = try generations.copy(libraryPath, id: id, generation: build.number, owned: configuration.pluginsDirectory)
         return try activate(open(build, copy))
     }
@@ -216,11 +223,23 @@ extension Kernel {
         do {
             let library = try PluginLibrary.open(path: copy.path, expectedID: id, reportAs: build.libraryPath ?? "", image: copy.image)
             try library.verify(against: build.manifest, manifestPath: build.bundle.manifestPath)
-            return Opened(build: build, library: library, checksum: copy.checksum)
+            return Opened(build: build, library: library, checksum: copy.checksum,
+                          source: copy.source.map { LibrarySource(path: build.libraryPath ?? "", stamp: $0) })
         } catch {
             record(id, build.number, version: version, checksum: copy.checksum, outcome: "failed", detail: error.description)
             throw KernelError(.loadFailed, pluginID: id, reason: error.description)
         }
+    }
+
+    /// The kept library of a plugin's last orderly stop, verified against the bundle's current manifest (which may
+    /// have changed while the library did not). Its probe passed when it was first opened (the same checksum).
+    func reopen(_ build: Build, _ kept: ResidentLibraries.Entry) throws(KernelError) -> Opened {
+        do { try kept.library.verify(against: build.manifest, manifestPath: build.bundle.manifestPath) } catch {
+            record(build.id, build.number, version: "\(build.manifest.version)", checksum: kept.checksum, outcome: "failed",
+                   detail: error.description)
+            throw KernelError(.loadFailed, pluginID: build.id, reason: error.description)
+        }
+        return Opened(build: build, library: kept.library, checksum: kept.checksum, source: kept.source)
     }
 
     /// Activates an opened build into a fresh context, with its grants and configuration. Nothing is published.
@@ -289,12 +308,14 @@ extension Kernel {
             throw KernelError(.loadFailed, pluginID: id, reason: error.description)
         }
         let plugin = ActivePlugin(library: library, context: context, manifest: manifest, generation: build.number,
-                                  checksum: checksum)
+                                  checksum: checksum, source: opened.source)
         return Generation(plugin: plugin, contributions: contributions)
     }
 
     /// Revokes a plugin's contributions, waits for its calls to drain, and runs its deactivate.
-    func deactivate(_ id: String) {
+    /// - Parameter keepingLibrary: an orderly stop (a disable, a lazy plugin's idle time-out): when deactivate
+    ///   returned without a problem, the library is kept for the plugin's next activation (`ResidentLibraries`).
+    func deactivate(_ id: String, keepingLibrary: Bool = false) {
         guard let plugin = removeActive(id) else { return }
         removeActivated(id)
         let before = registry.snapshot.services
@@ -307,6 +328,7 @@ extension Kernel {
             ?? plugin.finishTakingDown(stillRunning: plugin.context.drain(timeout: timeout), drainTimeout: timeout)
         if let problem { log(.warn, id, problem) }
         plugin.library?.unloadIfSafe()
+        if keepingLibrary && problem == nil { residents.keep(id, plugin) } else { residents.forget(id) }
         // Written after the plugin's code ran: with a disable's audit row when it is one (see `write`).
         write { [self] in record(id, plugin, outcome: "deactivated") }
         log(.info, id, "deactivated")

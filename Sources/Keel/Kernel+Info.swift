@@ -5,6 +5,7 @@ import KeelLoader
 import KeelManifest
 import KeelRegistry
 import KeelState
+import KeelSystem
 
 /// What the kernel reports about plugins: `PluginInfo` for the CLI, the admin API and the console.
 extension Kernel {
@@ -93,14 +94,14 @@ extension Kernel {
         return ExtensionStore.signature(stored: stored, librarySum: libraryChecksum(path))
     }
 
-    /// The SHA-256 of a library file, remembered for as long as the file's inode, size and mtime stay the same.
+    /// The SHA-256 of a library file, remembered for as long as the file keeps its stamp (`FileStamp`), when it had
+    /// settled before it was read.
     func libraryChecksum(_ path: String) -> String? {
-        var st = stat()
-        guard stat(path, &st) == 0 else { return nil }
-        let stamp = [Int(st.st_ino), Int(st.st_size), Int(st.st_mtim.tv_sec), Int(st.st_mtim.tv_nsec)]
+        guard let stamp = FileStamp(path: path) else { return nil }
         if let known = checksums[path], known.stamp == stamp { return known.sum }
+        let readAt = FileStamp.now()
         guard let sum = GenerationStore.checksum(path) else { return nil }
-        checksums[path] = (stamp, sum)
+        checksums[path] = stamp.isSettled(readAt: readAt) ? (stamp, sum) : nil
         return sum
     }
 

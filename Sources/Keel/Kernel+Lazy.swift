@@ -211,7 +211,7 @@ extension Kernel {
     /// meanwhile wakes it again (after this change, in the kernel's order) instead of finding nothing.
     func goIdle(_ id: String, after timeout: Double) {
         if let manifest = bundles[id]?.manifest { markIdle([(id, manifest)]) }
-        deactivate(id)
+        deactivate(id, keepingLibrary: true)
         lastUse[id] = nil
         unmarkIdle(id)
         park(id)

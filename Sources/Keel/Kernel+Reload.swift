@@ -34,7 +34,7 @@ extension Kernel {
         guard let old = active[id] else {
             // An idle lazy plugin stays idle: its next use loads the current build.
             if idle.contains(id) { return park(id) }
-            if (try? state.plugin(id))?.enabled == true { try activate(id) }
+            if (try? state.plugin(id))?.enabled == true { try activate(id, reusing: false) }
             return
         }
         let generation: Generation

@@ -6,6 +6,7 @@ import KeelLoader
 import KeelManifest
 import KeelRegistry
 import KeelState
+import KeelSystem
 import Synchronization
 
 /// The Keel kernel: finds plugin bundles, keeps their state in SQLite, loads and activates the enabled ones in
@@ -88,7 +89,12 @@ public actor Kernel {
         let checksum: String
         /// The worker process it runs in (`isolation: process`); nil in the host.
         var worker: WorkerSupervisor? = nil
+        /// The bundle's library file as it was read, when it had settled (see `ResidentLibraries`); nil otherwise.
+        var source: LibrarySource? = nil
     }
+
+    /// Libraries of plugins stopped in an orderly way, for their next activation (see `ResidentLibraries`).
+    var residents = ResidentLibraries()
 
     let generations: GenerationStore
     let activationMark: ActivationMark
@@ -97,7 +103,7 @@ public actor Kernel {
     /// time (grants, configuration, last generation), read once for all.
     var startReads: StartReads?
     /// Library checksums for the signature status, by path, with the file identity they were computed for.
-    var checksums: [String: (stamp: [Int], sum: String)] = [:]
+    var checksums: [String: (stamp: FileStamp, sum: String)] = [:]
     /// While start-up activates a batch of plugins, the records of their success are collected here and written in
     /// one transaction after the batch: plugin code and child processes never run inside an open write transaction.
     var deferredWrites: [() -> Void]?
@@ -384,7 +390,7 @@ public actor Kernel {
             throw KernelError(.state, pluginID: id, reason: error.description)
         }
         unpark(id)
-        deactivate(id)
+        deactivate(id, keepingLibrary: true)
     }
 
     /// Deactivates every active plugin in reverse activation order. The state keeps them enabled, so the next

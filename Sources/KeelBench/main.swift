@@ -35,6 +35,9 @@ struct Options {
     var routesTemplate = ""
     /// `--plot DIR`: where sections that draw their results (scaling) write SVG plots.
     var plot: String?
+    /// `--reactivatable PATH`: the authorize plugin declaring KEEL_PLUGIN_FLAG_REACTIVATABLE, for the operations
+    /// section (its row is skipped without it).
+    var reactivatable = ""
 
     init() {
         var args = CommandLine.arguments.dropFirst().makeIterator()
@@ -54,6 +57,7 @@ struct Options {
             case "--extism": extism = args.next() ?? ""
             case "--routes-template": routesTemplate = args.next() ?? ""
             case "--plot": plot = args.next()
+            case "--reactivatable": reactivatable = args.next() ?? ""
             default: FileHandle.standardError.write(Data("keel-bench: unknown argument \(a)\n".utf8)); exit(64)
             }
         }

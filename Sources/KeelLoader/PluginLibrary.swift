@@ -16,6 +16,8 @@ public struct PluginDescriptor: Sendable, Hashable {
     public var abiPatch: Int
     /// The plugin declares `KEEL_PLUGIN_FLAG_UNLOAD_SAFE`.
     public var unloadSafe: Bool
+    /// The plugin declares `KEEL_PLUGIN_FLAG_REACTIVATABLE`: activate may run again on this loaded copy.
+    public var reactivatable: Bool = false
 }
 
 /// A plugin shared object, opened and checked.
@@ -161,7 +163,8 @@ public final class PluginLibrary: @unchecked Sendable {
             throw LoadError(.invalidDescriptor, path: path, pluginID: id, reason: "descriptor has no activate function")
         }
         return PluginDescriptor(id: id, version: version, abi: ABIVersion(Int(v.major), Int(v.minor)),
-                                abiPatch: Int(v.patch), unloadSafe: d.flags & UInt64(KEEL_PLUGIN_FLAG_UNLOAD_SAFE) != 0)
+                                abiPatch: Int(v.patch), unloadSafe: d.flags & UInt64(KEEL_PLUGIN_FLAG_UNLOAD_SAFE) != 0,
+                                reactivatable: d.flags & UInt64(KEEL_PLUGIN_FLAG_REACTIVATABLE) != 0)
     }
 
     static func describeDlopenFailure(path: String, pluginID: String?) -> LoadError {

@@ -34,45 +34,7 @@ public struct ManifestCache: Sendable {
     public init(path: String) { self.path = path }
 
     /// The identity of a file as `stat` gives it.
-    struct Stamp: Hashable, Sendable {
-        var device: UInt64, inode: UInt64, size: Int64
-        var modified: Int64, modifiedNanos: Int64, changed: Int64, changedNanos: Int64
-
-        init?(path: String) {
-            var st = stat()
-            guard stat(path, &st) == 0 else { return nil }
-            self.init(st)
-        }
-
-        /// The identity of the file at `relativePath` in the folder open as `directoryFD` (a link is followed).
-        init?(at directoryFD: Int32, _ relativePath: String) {
-            var st = stat()
-            guard fstatat(directoryFD, relativePath, &st, 0) == 0 else { return nil }
-            self.init(st)
-        }
-
-        /// Nil unless `st` describes a regular file.
-        private init?(_ st: stat) {
-            guard st.st_mode & S_IFMT == S_IFREG else { return nil }
-            device = UInt64(st.st_dev)
-            inode = UInt64(st.st_ino)
-            size = Int64(st.st_size)
-            modified = Int64(st.st_mtim.tv_sec)
-            modifiedNanos = Int64(st.st_mtim.tv_nsec)
-            changed = Int64(st.st_ctim.tv_sec)
-            changedNanos = Int64(st.st_ctim.tv_nsec)
-        }
-
-        init(device: UInt64, inode: UInt64, size: Int64, modified: Int64, modifiedNanos: Int64, changed: Int64, changedNanos: Int64) {
-            (self.device, self.inode, self.size) = (device, inode, size)
-            (self.modified, self.modifiedNanos, self.changed, self.changedNanos) = (modified, modifiedNanos, changed, changedNanos)
-        }
-
-        /// The later of the modification and change times (seconds since the epoch).
-        var latest: Double {
-            max(Double(modified) + Double(modifiedNanos) / 1e9, Double(changed) + Double(changedNanos) / 1e9)
-        }
-    }
+    typealias Stamp = FileStamp
 
     /// One bundle's manifest as it was read.
     struct Entry: Sendable {
@@ -139,11 +101,7 @@ public struct ManifestCache: Sendable {
     }
 
     /// True when a file with this stamp changed too recently for its times alone to tell a later change.
-    func isRacy(_ stamp: Stamp) -> Bool {
-        var now = timespec()
-        clock_gettime(CLOCK_REALTIME, &now)
-        return stamp.latest > Double(now.tv_sec) + Double(now.tv_nsec) / 1e9 - racyMargin
-    }
+    func isRacy(_ stamp: Stamp) -> Bool { !stamp.isSettled(readAt: FileStamp.now(), margin: racyMargin) }
 
     /// The cached manifest for `manifestPath` with identity `stamp`, if `entry` still describes it. `refresh` is set
     /// when the entry is good but should be written again (it no longer needs its content kept).

@@ -17,8 +17,13 @@ public enum PluginExport {
 
     /// The descriptor for `type`, built on first use and kept for the life of the library. Call it from the
     /// `@_cdecl("keel_plugin_entry")` function. [load]
-    /// - Parameter unloadSafe: declare that the library may be dlclosed after deactivate (Swift code rarely is).
-    public static func descriptor(for type: any KeelPlugin.Type, unloadSafe: Bool = false) -> UnsafeRawPointer? {
+    /// - Parameters:
+    ///   - unloadSafe: declare that the library may be dlclosed after deactivate (Swift code rarely is).
+    ///   - reactivatable: declare that `activate` may run again on this loaded copy after `deactivate`
+    ///     (`KEEL_PLUGIN_FLAG_REACTIVATABLE`): every activation makes a new instance of `type`, so this holds unless
+    ///     the plugin keeps state in globals or statics that `deactivate` leaves changed.
+    public static func descriptor(for type: any KeelPlugin.Type, unloadSafe: Bool = false,
+                                  reactivatable: Bool = false) -> UnsafeRawPointer? {
         let address = exported.withLock { current -> UInt in
             if let current { return UInt(bitPattern: current.descriptor) }
             let d = UnsafeMutablePointer<keel_plugin>.allocate(capacity: 1)
@@ -27,7 +32,8 @@ public enum PluginExport {
                 abi_version: keel_version(major: UInt32(KEEL_ABI_VERSION_MAJOR), minor: UInt32(KEEL_ABI_VERSION_MINOR),
                                           patch: UInt32(KEEL_ABI_VERSION_PATCH)),
                 id: StringPack.leaked(type.id), version: StringPack.leaked(type.version),
-                flags: unloadSafe ? UInt64(KEEL_PLUGIN_FLAG_UNLOAD_SAFE) : 0,
+                flags: (unloadSafe ? UInt64(KEEL_PLUGIN_FLAG_UNLOAD_SAFE) : 0)
+                    | (reactivatable ? UInt64(KEEL_PLUGIN_FLAG_REACTIVATABLE) : 0),
                 activate: Trampolines.activate, deactivate: Trampolines.deactivate, get_extension: nil))
             current = Exported(type: type, descriptor: d)
             return UInt(bitPattern: d)

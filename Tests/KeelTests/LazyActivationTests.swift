@@ -324,6 +324,30 @@ struct LazyServerTests {
         #expect(try await server.request("GET", "/ext/lzop/ping").status == 200)
     }
 
+    @Test("a reactivatable lazy plugin woken again after going idle activates the copy it has: no copy more per wake")
+    func reactivatableWake() async throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("lzre", defines: ["REACTIVATABLE"], capabilities: ["routes"], extra: "activation: lazy\n")
+        _ = try Lazy.enable("lzre", plugins: f.plugins, state: f.state)
+        // A library written within two seconds of being read is not kept (it could change again unseen): let it settle.
+        try await Task.sleep(for: .milliseconds(2200))
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch", "--lazy-idle-timeout", "0.5"])
+        defer { server.stop() }
+        for _ in 0..<3 {
+            #expect(try await server.request("GET", "/ext/lzre/ping").status == 200)
+            let wentIdle = try await Lazy.eventually(30) { try await Lazy.shown(server, "lzre") == "enabled (idle)" }
+            #expect(wentIdle)
+        }
+        let maps = FileHandle(forReadingAtPath: "/proc/\(server.process.processIdentifier)/maps")
+            .map { String(decoding: $0.readDataToEndOfFile(), as: UTF8.self) } ?? ""
+        let generations = Set(maps.split(separator: "\n").compactMap { line in
+            line.range(of: "memfd:keel-lzre-g").map { line[$0.upperBound...].prefix { $0.isNumber } }
+        })
+        #expect(generations.count == 1, "one copy for three activations: \(generations)")
+        _ = try await Lazy.eventually(10) { try Lazy.outcomes(f.state, "lzre").count >= 6 }
+        #expect(Array(try Lazy.outcomes(f.state, "lzre").prefix(6)) == ["activated", "deactivated", "activated", "deactivated", "activated", "deactivated"])
+    }
+
     @Test("concurrent first requests activate the plugin once and are all served by it")
     func concurrentFirstRequests() async throws {
         let f = KernelFixture()

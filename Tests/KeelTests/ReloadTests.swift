@@ -175,6 +175,59 @@ struct ReloadTests {
         await kernel.shutdown()
     }
 
+    @Test("a reactivatable plugin enabled again, its library file unchanged, activates the copy it has; a changed or just-written file, a reload or a plugin without the flag gets a fresh copy")
+    func keptLibrary() async throws {
+        let f = KernelFixture()
+        let first = try TestEnvironment.buildFixture("keptA", ["PLUGIN_ID=\"kept\"", "TAG=\"A\"", "REACTIVATABLE"])
+        let second = try TestEnvironment.buildFixture("keptB", ["PLUGIN_ID=\"kept\"", "TAG=\"B\"", "REACTIVATABLE"])
+        let plain = try TestEnvironment.buildFixture("fresh", ["PLUGIN_ID=\"fresh\""])
+        try TestEnvironment.makeBundle(in: f.plugins, folder: "kept", manifest: TestEnvironment.manifest(id: "kept", library: "libkept.so"),
+                                       library: first, libraryName: "libkept.so")
+        try TestEnvironment.makeBundle(in: f.plugins, folder: "fresh", manifest: TestEnvironment.manifest(id: "fresh", library: "libfresh.so"),
+                                       library: plain)
+        // A file changed within two seconds of being read could change again without a new stamp: let them settle.
+        try await Task.sleep(for: .milliseconds(2200))
+        let kernel = try f.kernel()
+        await kernel.start()
+        /// The private copies of plugin `id` mapped in this process (each load's memory file is named after its
+        /// generation).
+        func copies(_ id: String) throws -> Int {
+            Set(try processMaps().split(separator: "\n").compactMap { line in
+                line.range(of: "memfd:keel-\(id)-g").map { line[$0.upperBound...].prefix { $0.isNumber } }
+            }).count
+        }
+        for id in ["kept", "fresh"] { try await kernel.enable(id) }
+        for _ in 0..<3 {
+            for id in ["kept", "fresh"] {
+                try await kernel.disable(id)
+                try await kernel.enable(id)
+            }
+            #expect(get(kernel, "/ext/kept/ping")?.1.contains("tag=A") == true)
+            #expect(get(kernel, "/ext/fresh/ping")?.0 == 200)
+        }
+        #expect(try copies("kept") == 1)
+        #expect(try copies("fresh") == 4, "without the flag, every activation has a copy of its own")
+        let loads = try await kernel.history("kept").filter { $0.outcome == "activated" }
+        #expect(loads.map(\.generation) == [1, 2, 3, 4])
+        #expect(Set(loads.map(\.checksum)).count == 1)
+        // A new build written over the file: the next enable loads it, from a fresh copy.
+        try Data(contentsOf: URL(fileURLWithPath: second)).write(to: URL(fileURLWithPath: f.plugins + "/kept/libkept.so"))
+        try await kernel.disable("kept")
+        try await kernel.enable("kept")
+        #expect(get(kernel, "/ext/kept/ping")?.1.contains("tag=B") == true)
+        #expect(try copies("kept") == 2)
+        // That file was read within two seconds of being written, so its copy is not kept: a fresh one again.
+        try await kernel.disable("kept")
+        try await kernel.enable("kept")
+        #expect(get(kernel, "/ext/kept/ping")?.1.contains("tag=B") == true)
+        #expect(try copies("kept") == 3)
+        // An explicit reload always loads a fresh copy.
+        try await Task.sleep(for: .milliseconds(2200))
+        try await kernel.reload("kept")
+        #expect(try copies("kept") == 4)
+        await kernel.shutdown()
+    }
+
     @Test("a Swift plugin reloads repeatedly without upsetting the Swift runtime")
     func swiftReload() async throws {
         let f = KernelFixture()

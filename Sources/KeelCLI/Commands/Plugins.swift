@@ -97,7 +97,7 @@ extension KeelCommand.Plugins {
                 print("""
                     id:           \(report.id)\(report.name.map { "  (\($0))" } ?? "")
                     version:      \(report.version)
-                    abi:          \(report.abi)\(report.unloadSafe ? " (unload-safe)" : "")
+                    abi:          \(report.abi)\(report.unloadSafe ? " (unload-safe)" : "")\(report.reactivatable ? " (reactivatable)" : "")
                     library:      \(report.library.isEmpty ? "none (manifest only)" : report.library)
                     capabilities: \(report.capabilities.joined(separator: ", "))
                     routes:       \(report.routes.joined(separator: ", "))

@@ -20,6 +20,7 @@
  *                                   "via=<label>", to check which one a path reaches
  *   TAG                             a string added to every response ("tag=<TAG>"), to tell builds apart
  *   UNLOAD_SAFE                     declare KEEL_PLUGIN_FLAG_UNLOAD_SAFE
+ *   REACTIVATABLE                   declare KEEL_PLUGIN_FLAG_REACTIVATABLE
  *   SLOW_MS                         the handler sleeps this long first
  *   SLOW_HOOK_MS                    the authenticate hook sleeps this long first
  *   CONFIG_ECHO                     the handler appends " config=<the plugin's configuration JSON>"
@@ -48,9 +49,14 @@
 #define TAG "-"
 #endif
 #ifdef UNLOAD_SAFE
-#define FIXTURE_FLAGS KEEL_PLUGIN_FLAG_UNLOAD_SAFE
+#define FIXTURE_UNLOAD_FLAG KEEL_PLUGIN_FLAG_UNLOAD_SAFE
 #else
-#define FIXTURE_FLAGS 0
+#define FIXTURE_UNLOAD_FLAG 0
+#endif
+#ifdef REACTIVATABLE
+#define FIXTURE_FLAGS (FIXTURE_UNLOAD_FLAG | KEEL_PLUGIN_FLAG_REACTIVATABLE)
+#else
+#define FIXTURE_FLAGS FIXTURE_UNLOAD_FLAG
 #endif
 #ifndef ROUTE_METHOD
 #define ROUTE_METHOD "GET"

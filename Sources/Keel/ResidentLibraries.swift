@@ -1,0 +1,60 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import KeelLoader
+import KeelSystem
+
+/// Where a loaded library's bytes came from: the bundle's library file and its stamp when they were read (taken only
+/// when the file had settled by then, see `FileStamp.isSettled`).
+struct LibrarySource: Sendable, Equatable {
+    let path: String
+    let stamp: FileStamp
+}
+
+/// The libraries of reactivatable plugins (`KEEL_PLUGIN_FLAG_REACTIVATABLE`) that were stopped in an orderly way
+/// (disabled, or left idle by a lazy plugin's time-out), kept for their next activation.
+///
+/// A library that is not unload-safe stays mapped after its plugin stops (see `PluginLibrary`). Loading a fresh copy
+/// at every enable or lazy wake maps one more copy each time, for the life of the process, and pays the copy,
+/// checksum and dynamic loader again. A plugin that declares it can be activated again on the same copy is spared
+/// that: its next activation uses the library it already has, if the bundle's library file still has the stamp it
+/// had when that library was read (same device, inode, size and times: the same bytes). The entry point is not called
+/// again (the ABI calls it once per loaded copy). A plugin stopped any other way (taken down after faults, its
+/// bundle gone, another host's change) gets a fresh copy, and so does an explicit reload. Without the flag every
+/// activation gets a fresh copy, with fresh globals: a plugin that sets a global in deactivate and never resets it
+/// (a natural way to write one) would otherwise find it set.
+///
+/// Kernel-isolated (a stored property of the kernel actor).
+struct ResidentLibraries {
+    struct Entry {
+        let library: PluginLibrary
+        let checksum: String
+        let source: LibrarySource
+    }
+
+    private var entries: [String: Entry] = [:]
+
+    /// Keeps the library of `plugin`, just deactivated without a problem, for plugin `id`'s next activation; or
+    /// forgets the plugin's entry when there is nothing to keep (no library, one that does not declare
+    /// `KEEL_PLUGIN_FLAG_REACTIVATABLE`, an unload-safe one, or no settled source).
+    mutating func keep(_ id: String, _ plugin: Kernel.ActivePlugin) {
+        guard let library = plugin.library, library.descriptor.reactivatable, !library.descriptor.unloadSafe,
+              let source = plugin.source else {
+            entries[id] = nil
+            return
+        }
+        entries[id] = Entry(library: library, checksum: plugin.checksum, source: source)
+    }
+
+    /// Forgets plugin `id`'s library: its next activation loads a fresh copy.
+    mutating func forget(_ id: String) { entries[id] = nil }
+
+    /// Takes plugin `id`'s kept library out if the file at `path` is still the one it was read from (one `stat`).
+    /// Either way the entry is gone: a library is activated by at most one generation at a time.
+    mutating func take(_ id: String, path: String) -> Entry? {
+        guard let entry = entries.removeValue(forKey: id), entry.source.path == path,
+              FileStamp(path: path) == entry.source.stamp else { return nil }
+        return entry
+    }
+
+    var count: Int { entries.count }
+}
