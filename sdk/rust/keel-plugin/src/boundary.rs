@@ -64,6 +64,12 @@ pub const fn descriptor(id: &'static str, version: &'static str, activate: KeelL
     }
 }
 
+/// `descriptor` with `flags` (KEEL_PLUGIN_FLAG_*) added.
+pub const fn with_flags(mut descriptor: KeelPlugin, flags: u64) -> KeelPlugin {
+    descriptor.flags |= flags;
+    descriptor
+}
+
 struct Live<T> {
     _plugin: T,
     _owned: Vec<Box<dyn Any + Send + Sync>>,

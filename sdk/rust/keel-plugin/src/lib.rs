@@ -88,6 +88,11 @@ pub fn status_name(status: KeelStatus) -> &'static str {
 /// host takes both from plugin.yaml (written once); `plugin!(T, id = "x", version = "1.0.0")` states them instead
 /// (they must then equal plugin.yaml's). Use it once per library.
 ///
+/// `plugin!(T, reactivatable)` (or `plugin!(T, id = .., version = .., reactivatable)`) also declares
+/// `KEEL_PLUGIN_FLAG_REACTIVATABLE`: every activation makes a new `T` and drops it on deactivate, so it holds unless
+/// the plugin keeps state in statics that deactivate leaves changed. The host then keeps the loaded copy between a
+/// disable and the next enable (or a lazy plugin's idle time-out and its next use) instead of mapping a new one.
+///
 /// ```
 /// use keel_plugin::{plugin, Activation, Plugin, Result};
 /// struct Counter;
@@ -99,31 +104,53 @@ pub fn status_name(status: KeelStatus) -> &'static str {
 /// plugin!(Counter, id = "counter", version = "0.1.0");
 /// let descriptor = unsafe { &*keel_plugin_entry() };
 /// assert_eq!(unsafe { (descriptor.id.as_str(), descriptor.version.as_str()) }, ("counter", "0.1.0"));
+/// assert_eq!(descriptor.flags, 0);
+/// ```
+///
+/// ```
+/// use keel_plugin::{plugin, sys::KEEL_PLUGIN_FLAG_REACTIVATABLE, Activation, Plugin, Result};
+/// struct Again;
+/// impl Plugin for Again {
+///     fn activate(_: &mut Activation) -> Result<Again> {
+///         Ok(Again)
+///     }
+/// }
+/// plugin!(Again, reactivatable);
+/// assert_eq!(unsafe { &*keel_plugin_entry() }.flags, KEEL_PLUGIN_FLAG_REACTIVATABLE);
 /// ```
 #[macro_export]
 macro_rules! plugin {
-    ($ty:ty) => {
-        $crate::plugin!($ty, id = "", version = "");
-    };
-    ($ty:ty, id = $id:expr, version = $version:expr) => {
+    (@export $ty:ty, $id:expr, $version:expr, $flags:expr) => {
         unsafe extern "C" fn __keel_plugin_activate(host: *const $crate::sys::KeelHost, ctx: *mut $crate::sys::KeelCtx) -> i32 {
             $crate::__private::activate::<$ty>(host, ctx)
         }
         unsafe extern "C" fn __keel_plugin_deactivate(host: *const $crate::sys::KeelHost, ctx: *mut $crate::sys::KeelCtx) -> i32 {
             $crate::__private::deactivate(host, ctx)
         }
-        static __KEEL_PLUGIN_DESCRIPTOR: $crate::sys::KeelPlugin =
-            $crate::__private::descriptor($id, $version, __keel_plugin_activate, __keel_plugin_deactivate);
+        static __KEEL_PLUGIN_DESCRIPTOR: $crate::sys::KeelPlugin = $crate::__private::with_flags(
+            $crate::__private::descriptor($id, $version, __keel_plugin_activate, __keel_plugin_deactivate), $flags);
         /// The one exported symbol: the host calls it once per loaded copy of the library.
         #[no_mangle]
         pub extern "C" fn keel_plugin_entry() -> *const $crate::sys::KeelPlugin {
             &__KEEL_PLUGIN_DESCRIPTOR
         }
     };
+    ($ty:ty) => {
+        $crate::plugin!(@export $ty, "", "", 0);
+    };
+    ($ty:ty, reactivatable) => {
+        $crate::plugin!(@export $ty, "", "", $crate::sys::KEEL_PLUGIN_FLAG_REACTIVATABLE);
+    };
+    ($ty:ty, id = $id:expr, version = $version:expr) => {
+        $crate::plugin!(@export $ty, $id, $version, 0);
+    };
+    ($ty:ty, id = $id:expr, version = $version:expr, reactivatable) => {
+        $crate::plugin!(@export $ty, $id, $version, $crate::sys::KEEL_PLUGIN_FLAG_REACTIVATABLE);
+    };
 }
 
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::boundary::{activate, deactivate, descriptor};
+    pub use crate::boundary::{activate, deactivate, descriptor, with_flags};
     pub use crate::command::{CommandArg, CommandOutput};
 }

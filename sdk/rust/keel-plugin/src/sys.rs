@@ -114,6 +114,8 @@ pub struct KeelHost {
 
 // ---- entry.h ----
 pub const KEEL_PLUGIN_FLAG_UNLOAD_SAFE: u64 = 1 << 0;
+/// activate may run again on the same loaded copy after deactivate (the host then keeps the copy between activations).
+pub const KEEL_PLUGIN_FLAG_REACTIVATABLE: u64 = 1 << 1;
 pub const KEEL_ENTRY_SYMBOL: &str = "keel_plugin_entry";
 
 pub type KeelLifecycleFn = unsafe extern "C" fn(host: *const KeelHost, ctx: *mut KeelCtx) -> KeelStatus;
