@@ -11,7 +11,8 @@ struct LibrarySource: Sendable, Equatable {
 }
 
 /// The libraries of reactivatable plugins (`KEEL_PLUGIN_FLAG_REACTIVATABLE`) that were stopped in an orderly way
-/// (disabled, or left idle by a lazy plugin's time-out), kept for their next activation.
+/// (disabled here or by another host sharing the state, or left idle by a lazy plugin's time-out), kept for their
+/// next activation.
 ///
 /// A library that is not unload-safe stays mapped after its plugin stops (see `PluginLibrary`). Loading a fresh copy
 /// at every enable or lazy wake maps one more copy each time, for the life of the process, and pays the copy,
@@ -19,7 +20,7 @@ struct LibrarySource: Sendable, Equatable {
 /// that: its next activation uses the library it already has, if the bundle's library file still has the stamp it
 /// had when that library was read (same device, inode, size and times: the same bytes). The entry point is not called
 /// again (the ABI calls it once per loaded copy). A plugin stopped any other way (taken down after faults, its
-/// bundle gone, another host's change) gets a fresh copy, and so does an explicit reload. Without the flag every
+/// bundle gone) gets a fresh copy, and so does an explicit reload. Without the flag every
 /// activation gets a fresh copy, with fresh globals: a plugin that sets a global in deactivate and never resets it
 /// (a natural way to write one) would otherwise find it set.
 ///
