@@ -23,7 +23,8 @@ if CommandLine.arguments.count == 6, CommandLine.arguments[1] == "--start-child"
 
 struct Options {
     var quick = false
-    /// Run only this section: abi, dispatch, http, load, services, commands, proxy, alternatives, scaling, lazy,
+    /// Run only these sections (comma-separated, run in the suite's order): abi, dispatch, http, load, services,
+    /// commands, proxy, alternatives, scaling, lazy,
     /// operations, isolation.
     var only: String?
     var work = NSTemporaryDirectory() + "keel-bench-\(getpid())"
@@ -116,7 +117,7 @@ func kernel(_ plugins: String, _ state: String) throws -> Kernel {
     return try Kernel(configuration: c)
 }
 
-func wanted(_ section: String) -> Bool { options.only == nil || options.only == section }
+func wanted(_ section: String) -> Bool { options.only.map { $0.split(separator: ",").contains(Substring(section)) } ?? true }
 
 /// Writes `n` bundles `b00000`... under `plugins`, each a copy of the load template with its id patched in, with
 /// `extra` appended to each plugin.yaml; with `raw`, also the bare libraries there. Returns the raw list (one per line).
