@@ -68,6 +68,8 @@ extension Kernel {
         let reads = startReads == nil && plan.count >= 16
         if reads { startReads = StartReads(state) }
         defer { if reads { startReads = nil } }
+        // Start-up and another host's changes load fresh copies: a copy kept from an earlier stop is let go.
+        if residents.count > 0 { for id in plan { residents.forget(id) } }
         var opened: [String: Result<Opened, KernelError>] = [:]
         var builds: [Build] = []
         let planned = Set(plan)
@@ -151,8 +153,11 @@ extension Kernel {
     ///   (`ResidentLibraries`) instead of loading a fresh copy. The kept library is forgotten either way.
     func loadGeneration(_ id: String, reusing: Bool = false) throws(KernelError) -> Generation {
         let build = try build(id)
+        // Taken out whatever happens next: a copy is activated by at most one generation, and a build that runs in a
+        // worker or has no library leaves no use for it.
+        let kept = build.libraryPath.flatMap { residents.take(id, path: $0) }
         guard let libraryPath = build.libraryPath, !build.isolated else { return try activate(openManifestOnly(build)) }
-        if let kept = residents.take(id, path: libraryPath), reusing { return try activate(reopen(build, kept)) }
+        if let kept, reusing { return try activate(reopen(build, kept)) }
         let copy = try generations.copy(libraryPath, id: id, generation: build.number, owned: configuration.pluginsDirectory)
         return try activate(open(build, copy))
     }

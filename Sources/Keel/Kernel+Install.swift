@@ -250,6 +250,7 @@ extension Kernel {
         }
         let bundle = try installedBundle(id)
         try disable(id, cascade: cascade)
+        residents.forget(id)
         try? state.setStatus(id, .uninstalling)
         // Out of the plugin folder in one step, then removed: a crash leaves a hidden folder recovery removes.
         let doomed = configuration.pluginsDirectory + "/.uninstalling-\(id)-\(getpid())"

@@ -26,6 +26,8 @@ extension Kernel {
     }
 
     private func reloadNow(_ id: String) throws(KernelError) {
+        // A reload always loads afresh, now or at the plugin's next enable or first use: no kept copy outlives it.
+        residents.forget(id)
         rescan()
         guard bundles[id] != nil else {
             if active[id] != nil { retireMissing(id) }
@@ -103,6 +105,7 @@ extension Kernel {
         }
         for id in ids.sorted() {
             if bundles[id] == nil {
+                residents.forget(id)
                 if active[id] != nil { retireMissing(id); log(.info, id, "bundle removed: retired") }
                 continue
             }

@@ -41,7 +41,7 @@ extension Kernel {
         }
         let byID = Dictionary(records.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         for id in activationOrder.reversed() where byID[id].map({ !$0.enabled }) == true {
-            deactivate(id, keepingLibrary: true)
+            deactivate(id)
             try? state.setStatus(id, .disabled)
             changed.deactivated.append(id)
         }

@@ -225,6 +225,12 @@ struct ReloadTests {
         try await Task.sleep(for: .milliseconds(2200))
         try await kernel.reload("kept")
         #expect(try copies("kept") == 4)
+        // And so does the next enable after a reload of the disabled plugin, although its copy was kept at the disable.
+        try await kernel.disable("kept")
+        try await kernel.reload("kept")
+        try await kernel.enable("kept")
+        #expect(try copies("kept") == 5)
+        #expect(get(kernel, "/ext/kept/ping")?.1.contains("tag=B") == true)
         await kernel.shutdown()
     }
 

@@ -11,13 +11,14 @@
 
 KEEL_EXTERN_C_BEGIN
 
-/* keel_plugin.flags */
+/* keel_plugin.flags. Bits not defined here must be 0: a later host may give them a meaning. */
 #define KEEL_PLUGIN_FLAG_UNLOAD_SAFE (1ull << 0) /* the library may be dlclosed after deactivate returns */
 /* activate may be called again on the same loaded copy after deactivate returned: activate sets up all the state it
  * uses (a global set by deactivate is reset there). The host then keeps the copy when the plugin is disabled or a
  * lazy plugin goes idle, and activates it again on the next enable or first use while the library file is
  * unchanged, instead of mapping one more copy each time (which a library that is not unload-safe keeps for the life
- * of the process). A host that predates the flag ignores it and loads a fresh copy, as for a plugin without it. */
+ * of the process; an unload-safe library is closed instead, and not kept). A host that predates the flag ignores it
+ * and loads a fresh copy, as for a plugin without it. */
 #define KEEL_PLUGIN_FLAG_REACTIVATABLE (1ull << 1)
 
 /* The descriptor. Owned by the plugin, constant, and valid for as long as the library is loaded: the host reads it
