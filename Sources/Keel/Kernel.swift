@@ -200,7 +200,8 @@ public actor Kernel {
         environment = KernelEnvironment(registry: registry, log: log, metrics: metrics)
         access = AccessControl(registry: registry, state: state, log: log)
         environment.attach(access)
-        generations = GenerationStore(stateFile: configuration.stateFile, inMemory: configuration.copiesInMemory)
+        generations = GenerationStore(stateFile: configuration.stateFile, inMemory: configuration.copiesInMemory,
+                                      stampMargin: configuration.libraryStampMargin)
         // With the state in memory nothing goes to disk: the mark goes to /dev/null, which cannot be mapped (no-op).
         activationMark = ActivationMark(path: state.isInMemory ? "/dev/null" : configuration.stateFile + ".activating")
     }

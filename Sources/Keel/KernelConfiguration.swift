@@ -49,6 +49,10 @@ public struct KernelConfiguration: Sendable {
     /// used only where it works; files are the fallback either way. An installed package's library is loaded without
     /// a copy through such a one-use link (see `GenerationStore`), so with `false` it is copied too.
     public var copiesInMemory: Bool = true
+    /// Seconds after a library file's last change within which its stamp is not trusted to stand for its bytes
+    /// (`FileStamp.isSettled`): the copy of a reactivatable plugin read that soon is not kept for its next activation
+    /// (a second write in the same clock tick could leave the same stamp). Default 2.
+    public var libraryStampMargin: Double = 2
     /// When set, `start()` installs the process's fatal-signal handler: if the process dies of SIGSEGV, SIGBUS,
     /// SIGILL, SIGFPE or SIGABRT, a crash record beside the state file names the plugin that was running, and the
     /// next start quarantines it (see `CrashGuard`). Process-wide: the last kernel started names the file. Default:

@@ -47,8 +47,10 @@ extension KeelCommand {
         var lazyIdleTimeout: Double?
         @Option(name: .customLong("worker-call-timeout"), help: "Seconds a call into a plugin in a worker process may take; past it the worker is killed (504).")
         var workerCallTimeout = IsolationPolicy.default.callTimeout
-        @Option(name: .customLong("worker-crash-limit"), help: "Crashes of a plugin's worker within a minute after which the plugin is disabled as failed.")
+        @Option(name: .customLong("worker-crash-limit"), help: "Crashes of a plugin's worker within the crash window after which the plugin is disabled as failed.")
         var workerCrashLimit = IsolationPolicy.default.crashLimit
+        @Option(name: .customLong("worker-crash-window"), help: "Seconds within which --worker-crash-limit crashes disable a plugin (default 60).")
+        var workerCrashWindow = IsolationPolicy.default.crashWindow
         @Option(name: .customLong("worker-memory-mb"), help: "Address-space limit of each worker process in MiB (RLIMIT_AS); 0 for none.")
         var workerMemoryMB = 0
         @Option(name: .customLong("worker-cpu-seconds"), help: "CPU time limit of each worker process in seconds (RLIMIT_CPU); 0 for none.")
@@ -95,8 +97,9 @@ extension KeelCommand {
             guard (0...86_400).contains(healthInterval), (1...600_000).contains(healthBudget) else {
                 throw ValidationError("--health-interval takes seconds between 0 and 86400, --health-budget-ms 1 to 600000")
             }
-            guard workerCallTimeout > 0, workerCallTimeout <= 3600, workerMemoryMB >= 0, workerCPUSeconds >= 0, workerCrashLimit >= 1 else {
-                throw ValidationError("--worker-call-timeout takes seconds between 0 and 3600; --worker-memory-mb and --worker-cpu-seconds at least 0; --worker-crash-limit at least 1")
+            guard workerCallTimeout > 0, workerCallTimeout <= 3600, workerMemoryMB >= 0, workerCPUSeconds >= 0, workerCrashLimit >= 1,
+                  workerCrashWindow > 0, workerCrashWindow <= 86_400 else {
+                throw ValidationError("--worker-call-timeout takes seconds between 0 and 3600; --worker-memory-mb and --worker-cpu-seconds at least 0; --worker-crash-limit at least 1; --worker-crash-window seconds between 0 and 86400")
             }
             guard maxConnections > 0 else { throw ValidationError("--max-connections must be at least 1") }
             guard pluginThreads > 0, threadsPerPlugin > 0, pluginQueue >= 0 else {
@@ -118,6 +121,7 @@ extension KeelCommand {
                     configuration.lazyIdleTimeout = lazyIdleTimeout
                     configuration.isolation.callTimeout = workerCallTimeout
                     configuration.isolation.crashLimit = workerCrashLimit
+                    configuration.isolation.crashWindow = workerCrashWindow
                     configuration.isolation.memoryLimitBytes = workerMemoryMB << 20
                     configuration.isolation.cpuSeconds = workerCPUSeconds
                 }
