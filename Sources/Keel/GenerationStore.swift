@@ -200,7 +200,7 @@ struct GenerationStore: Sendable {
         guard let image = GenerationStore.readAll(fd, size: Int(st.st_size)) else {
             throw failure("cannot be read: \(errno == 0 ? "it shrank while being read" : String(cString: strerror(errno)))")
         }
-        return (image, FileStamp(st).flatMap { $0.isSettled(readAt: readAt, margin: stampMargin) ? $0 : nil })
+        return (image, FileStamp(st)?.ifSettled(readAt: readAt, margin: stampMargin))
     }
 
     /// `size` bytes of `fd` from its start, or nil when it could not be read (errno 0: the file was shorter).
@@ -252,7 +252,7 @@ struct GenerationStore: Sendable {
             return nil
         }
         return Copy(path: link, checksum: GenerationStore.hex(SHA256.hash(data: image)), image: image, descriptor: fd, inPlace: true,
-                    source: FileStamp(st).flatMap { $0.isSettled(readAt: readAt, margin: stampMargin) ? $0 : nil })
+                    source: FileStamp(st)?.ifSettled(readAt: readAt, margin: stampMargin))
     }
 
     /// The copy as a memory file behind a one-use link, or nil when either cannot be made (the caller falls back

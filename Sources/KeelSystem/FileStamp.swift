@@ -51,6 +51,9 @@ public struct FileStamp: Hashable, Sendable {
     /// taken before its bytes were read): then a later write cannot leave the same stamp.
     public func isSettled(readAt: Double, margin: Double = 2) -> Bool { readAt - latest > margin }
 
+    /// This stamp when `isSettled(readAt:margin:)`, else nil: the stamp to remember for bytes read at `readAt`.
+    public func ifSettled(readAt: Double, margin: Double = 2) -> FileStamp? { isSettled(readAt: readAt, margin: margin) ? self : nil }
+
     /// The wall clock now, in seconds since the epoch: the time to give `isSettled(readAt:)`.
     public static func now() -> Double {
         var t = timespec()
