@@ -11,8 +11,8 @@ final class KernelEnvironment: PluginEnvironment {
     let sink: @Sendable (LogRecord) -> Void
     /// Where hook overruns and failed calls are counted (the kernel's; nil for a validator or inspector).
     let metrics: KernelMetrics?
-    private let misbehaviour = Mutex<(@Sendable (String, String) -> Void)?>(nil)
-    private let changes = Mutex<(@Sendable () -> Void)?>(nil)
+    private let misbehaviour = HandlerSlot<@Sendable (String, String) -> Void>()
+    private let changes = HandlerSlot<@Sendable () -> Void>()
 
     init(registry: PluginRegistry, log: @escaping @Sendable (LogRecord) -> Void, metrics: KernelMetrics? = nil) {
         self.registry = registry
@@ -40,17 +40,17 @@ final class KernelEnvironment: PluginEnvironment {
     func attach(_ control: AccessControl) { access.withLock { $0 = control } }
 
     /// Who to tell when a plugin keeps failing (the kernel, which disables it).
-    func onMisbehaving(_ handler: @escaping @Sendable (String, String) -> Void) { misbehaviour.withLock { $0 = handler } }
+    func onMisbehaving(_ handler: @escaping @Sendable (String, String) -> Void) { misbehaviour.set(handler) }
 
     /// Who to tell when something shown about plugins changed outside a lifecycle change (a worker restarted: its
     /// process id and restart count): the kernel, which emits `.pluginsChanged`.
-    func onChanged(_ handler: @escaping @Sendable () -> Void) { changes.withLock { $0 = handler } }
+    func onChanged(_ handler: @escaping @Sendable () -> Void) { changes.set(handler) }
 
-    func changed() { changes.withLock { $0 }?() }
+    func changed() { changes.current?() }
 
     func misbehaving(plugin: String, reason: String) {
         sink(LogRecord(level: .error, pluginID: plugin, message: "misbehaving: \(reason)"))
-        misbehaviour.withLock { $0 }?(plugin, reason)
+        misbehaviour.current?(plugin, reason)
     }
 
     /// The provider serving `interface` for `tenant`: only a plugin that serves that tenant (a provider enabled for
@@ -72,7 +72,7 @@ final class KernelEnvironment: PluginEnvironment {
 
     /// The manifests of the idle lazy plugins, by id (the kernel's `idle`, readable off the actor).
     private let idle = Mutex<[String: Manifest]>([:])
-    private let waker = Mutex<(@Sendable (Need) -> KernelError?)?>(nil)
+    private let waker = HandlerSlot<@Sendable (Need) -> KernelError?>()
 
     func updateIdle(adding: [(String, Manifest)], removing: Set<String>) {
         idle.withLock { all in
@@ -91,10 +91,10 @@ final class KernelEnvironment: PluginEnvironment {
     }
 
     /// Who wakes idle lazy plugins (the kernel, waiting for the activation).
-    func onIdleNeeded(_ handler: @escaping @Sendable (Need) -> KernelError?) { waker.withLock { $0 = handler } }
+    func onIdleNeeded(_ handler: @escaping @Sendable (Need) -> KernelError?) { waker.set(handler) }
 
     /// Wakes what `need` names when it is idle, waiting for it; nil when it is active now or nothing was idle.
-    func wake(_ need: Need) -> KernelError? { waker.withLock { $0 }?(need) }
+    func wake(_ need: Need) -> KernelError? { waker.current?(need) }
 
     func callCommand(caller: String, plugin: String, name: String, arguments: String, principal: Principal) -> Result<String, CommandError> {
         guard let access = access.withLock({ $0 }) else { return .failure(CommandError(.unavailable, "the host is starting")) }

@@ -21,19 +21,19 @@ public final class KernelMetrics: Sendable {
         case callFailed(plugin: String)
     }
 
-    private let sink = Mutex<(@Sendable (Event) -> Void)?>(nil)
+    private let sink = HandlerSlot<@Sendable (Event) -> Void>()
     private let lastActivation = Mutex<[String: Double]>([:])
 
     public init() {}
 
     /// Sends every later event to `handler` (nil: nowhere).
     public func attach(_ handler: (@Sendable (Event) -> Void)?) {
-        sink.withLock { $0 = handler }
+        sink.set(handler)
     }
 
     func report(_ event: Event) {
         if case let .activated(plugin, seconds, true) = event { lastActivation.withLock { $0[plugin] = seconds } }
-        sink.withLock { $0 }?(event)
+        sink.current?(event)
     }
 
     /// Seconds the last successful activation of each plugin took, whether a sink was attached then or not (a
