@@ -89,9 +89,9 @@ extension WorkerSupervisor {
             let time = Self.monotonic()
             s.crashes = s.crashes.filter { time - $0 < policy.crashWindow } + [time]
             s.crashesInARow = connection.served.load(ordering: .relaxed) ? 1 : s.crashesInARow + 1
-            if s.crashes.count >= policy.crashLimit {
+            if let why = Self.givingUp(s, policy) {
                 s.stopped = true
-                return (false, 0, "its worker process crashed \(s.crashes.count) times within \(Int(policy.crashWindow)) s (last: \(reason))")
+                return (false, 0, "its worker process \(why) (last: \(reason))")
             }
             let delay = s.crashesInARow <= 1 ? 0 : min(policy.backoff * pow(2, Double(s.crashesInARow - 2)), policy.maximumBackoff)
             return (true, delay, nil)
@@ -110,44 +110,67 @@ extension WorkerSupervisor {
         restart.start()
     }
 
+    /// Starts a new worker for the plugin and activates it there, again after a back-off while that fails, until it
+    /// succeeds or the plugin is given up (`givingUp`). Runs on a thread of its own; a loop, not a recursion, so a
+    /// worker that fails for hours does not deepen the stack.
     func restartNow() {
-        guard !state.withLock({ $0.stopped }) else { return }
-        do throws(LoadError) {
-            let (connection, registrations) = try launch()
-            let accepted = state.withLock { s -> Bool in
-                guard !s.stopped, registrations == s.registrations else { return false }
-                s.connection = connection
-                s.restarts += 1
-                return true
-            }
-            if accepted {
-                prepareSpare()
-                restarted()
-            }
-            guard accepted else {
+        while !state.withLock({ $0.stopped }) {
+            let failure: LoadError
+            do throws(LoadError) {
+                let (connection, registrations) = try launch()
+                let accepted = state.withLock { s -> Bool in
+                    guard !s.stopped, registrations == s.registrations else { return false }
+                    s.connection = connection
+                    s.restarts += 1
+                    return true
+                }
+                if accepted {
+                    prepareSpare()
+                    restarted()
+                    return
+                }
                 connection.terminate()
                 if !state.withLock({ $0.stopped }) {
                     state.withLock { $0.stopped = true }
                     failed("registered different routes or hooks after its worker restarted")
                 }
                 return
+            } catch {
+                failure = error
             }
-        } catch {
             // Counted as a crash of its own: a worker that cannot start again backs off, then fails the plugin.
             let time = Self.monotonic()
-            let give: String? = state.withLock { s in
+            let give: (why: String?, delay: Double)? = state.withLock { s in
                 guard !s.stopped else { return nil }
                 s.crashes = s.crashes.filter { time - $0 < policy.crashWindow } + [time]
                 s.crashesInARow += 1
-                if s.crashes.count >= policy.crashLimit { s.stopped = true; return error.reason }
-                return ""
+                if let why = Self.givingUp(s, policy) {
+                    s.stopped = true
+                    return (why, 0)
+                }
+                return (nil, min(policy.backoff * pow(2, Double(s.crashesInARow)), policy.maximumBackoff))
             }
             guard let give else { return }
-            if !give.isEmpty { failed("its worker could not be restarted: \(give)"); return }
-            log(.error, "the worker could not be restarted: \(error.reason)")
-            let delay = min(policy.backoff * pow(2, Double(state.withLock { $0.crashesInARow })), policy.maximumBackoff)
-            usleep(UInt32(delay * 1_000_000))
-            restartNow()
+            if let why = give.why {
+                failed("its worker could not be restarted: it \(why) (last: \(failure.reason))")
+                return
+            }
+            log(.error, "the worker could not be restarted: \(failure.reason)")
+            usleep(UInt32(give.delay * 1_000_000))
         }
+    }
+
+    /// Why the plugin is given up after the crash just counted in `s`, or nil to restart it: `crashLimit` crashes
+    /// within `crashWindow`, or `crashLimit` in a row with no call answered in between. The second matters once the
+    /// back-off reaches `maximumBackoff`: at 5 s apart, 20 crashes never fit in 60 s, and a worker that crashes at
+    /// every start would be restarted forever.
+    static func givingUp(_ s: State, _ policy: IsolationPolicy) -> String? {
+        if s.crashes.count >= policy.crashLimit {
+            return "crashed \(s.crashes.count) times within \(Int(policy.crashWindow)) s"
+        }
+        if s.crashesInARow >= policy.crashLimit {
+            return "crashed \(s.crashesInARow) times in a row without answering a call"
+        }
+        return nil
     }
 }

@@ -11,7 +11,8 @@ import Synchronization
 /// It starts the worker and activates the plugin there (`start`), sends calls to the current worker, and when the
 /// worker dies, fails the calls in flight in it (`StatusCode.workerCrashed`), restarts it after a back-off and
 /// activates the plugin again (its registrations must be the same). A call that arrives while the worker restarts
-/// waits for it (up to the start timeout). After `crashLimit` crashes within `crashWindow`, it stops restarting and
+/// waits for it (up to the start timeout). After `crashLimit` crashes within `crashWindow`, or `crashLimit` in a row
+/// with no call answered in between (`givingUp`), it stops restarting and
 /// reports the plugin as failed through `failed`. Thread-safe; calls block their thread (make them off the
 /// cooperative pool).
 public final class WorkerSupervisor: RemoteCalls, Sendable {

@@ -170,6 +170,34 @@ struct IsolationTests {
         #expect(try await server.request("GET", "/ext/fine/items/1").status == 200)
     }
 
+    @Test("a worker that cannot start again fails its plugin after the crash limit in a row, however far apart the attempts")
+    func workerThatCannotRestartFailsThePlugin() async throws {
+        let f = try stage()
+        // A window too short for two crashes to share: the windowed count never reaches the limit. Before the count
+        // in a row, such a worker was restarted for ever (at 5 s apart once the back-off is at its maximum, 20
+        // crashes never fit in the default minute), each attempt a frame deeper on the restarting thread's stack.
+        let refuse = f.state + ".refuse-activation"
+        let server = try ServerProcess(plugins: f.plugins, state: f.state,
+                                       extraArguments: ["--worker-crash-limit", "3", "--worker-crash-window", "0.001"],
+                                       environment: CrashAttributionTests.environment.merging(["CRASHER_REFUSE_ACTIVATE_IF": refuse]) { $1 })
+        defer { server.stop() }
+        #expect(try await server.request("GET", "/ext/crasher/items/1").status == 200)
+        try Data().write(to: URL(fileURLWithPath: refuse))
+        #expect(try await server.request("GET", "/ext/crasher/items/segv").status == 502)
+        var crasher: [String: Any] = [:]
+        let deadline = Date().addingTimeInterval(30)
+        repeat {
+            crasher = try await info(server, "crasher")
+            if crasher["status"] as? String == "failed" { break }
+            try await Task.sleep(for: .milliseconds(50))
+        } while Date() < deadline
+        #expect(crasher["status"] as? String == "failed", "\(crasher) \(server.errors.value.suffix(1500))")
+        let reason = crasher["reason"] as? String ?? ""
+        #expect(reason.contains("its worker could not be restarted: it crashed 3 times in a row without answering a call"), "\(reason)")
+        #expect(reason.contains("KEEL_ERR_INTERNAL"), "\(reason)")
+        #expect(try await server.request("GET", "/ext/fine/items/1").status == 200)
+    }
+
     @Test("the admin API moves a plugin between the host and a worker; a bad value is refused")
     func adminAPIMovesAPlugin() async throws {
         let f = try stage(manifestAsks: false)

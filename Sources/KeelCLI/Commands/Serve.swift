@@ -47,7 +47,7 @@ extension KeelCommand {
         var lazyIdleTimeout: Double?
         @Option(name: .customLong("worker-call-timeout"), help: "Seconds a call into a plugin in a worker process may take; past it the worker is killed (504).")
         var workerCallTimeout = IsolationPolicy.default.callTimeout
-        @Option(name: .customLong("worker-crash-limit"), help: "Crashes of a plugin's worker within the crash window after which the plugin is disabled as failed.")
+        @Option(name: .customLong("worker-crash-limit"), help: "Crashes of a plugin's worker within the crash window, or in a row with no call answered between them, after which the plugin is disabled as failed.")
         var workerCrashLimit = IsolationPolicy.default.crashLimit
         @Option(name: .customLong("worker-crash-window"), help: "Seconds within which --worker-crash-limit crashes disable a plugin (default 60).")
         var workerCrashWindow = IsolationPolicy.default.crashWindow

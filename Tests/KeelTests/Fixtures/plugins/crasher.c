@@ -5,6 +5,7 @@
  *                              "authz-abort" or "authz-fpe"; else abstains
  *   PLUGIN_ID                  the descriptor's id (default "crasher")
  *   CRASHER_SLOW_ACTIVATE_MS   (environment) activate sleeps this long first: a worker that restarts slowly
+ *   CRASHER_REFUSE_ACTIVATE_IF (environment) a path: activate refuses once that file exists (a worker that cannot start again)
  */
 #define _POSIX_C_SOURCE 200809L
 #include <keel/keel.h>
@@ -65,6 +66,9 @@ static keel_status activate(const keel_host *host, keel_ctx *ctx) {
         struct timespec t = { ms / 1000, (long)(ms % 1000) * 1000000L };
         nanosleep(&t, NULL);
     }
+    /* A worker that cannot start again: activation refuses once this file exists. */
+    const char *refuse = getenv("CRASHER_REFUSE_ACTIVATE_IF");
+    if (refuse && access(refuse, F_OK) == 0) return KEEL_ERR_INTERNAL;
     const keel_host_http *http = host->get_service(ctx, keel_cstr(KEEL_SERVICE_HTTP));
     const keel_host_auth *auth = host->get_service(ctx, keel_cstr(KEEL_SERVICE_AUTH));
     if (!http || !auth) return KEEL_ERR_UNSUPPORTED;
