@@ -41,6 +41,16 @@ struct IsolationTests {
         try await server.request("GET", "/api/v1/plugins/\(id)", admin: true).json as? [String: Any] ?? [:]
     }
 
+    /// The info of plugin `id` once it is recorded failed, or as it is after 30 s.
+    func failedInfo(_ server: ServerProcess, _ id: String) async throws -> [String: Any] {
+        let deadline = Date().addingTimeInterval(30)
+        while true {
+            let plugin = try await info(server, id)
+            if plugin["status"] as? String == "failed" || Date() >= deadline { return plugin }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
     /// Waits (up to 20 s) until the crasher's worker was restarted `count` times. Its authorize hook is in every
     /// request's chain and has only its own budget (250 ms) while the worker restarts, a deny after that: a test
     /// that expects the next request to be decided by the hook sends it once the worker is back.
@@ -157,13 +167,7 @@ struct IsolationTests {
             #expect(reply.status == 502, "\(reply.status) \(reply.text)")
             if crash < 3 { try await waitForRestarts(server, crash) }
         }
-        var crasher: [String: Any] = [:]
-        let deadline = Date().addingTimeInterval(20)
-        repeat {
-            crasher = try await info(server, "crasher")
-            if crasher["status"] as? String == "failed" { break }
-            try await Task.sleep(for: .milliseconds(50))
-        } while Date() < deadline
+        let crasher = try await failedInfo(server, "crasher")
         #expect(crasher["status"] as? String == "failed")
         #expect((crasher["reason"] as? String ?? "").contains("its worker process crashed 3 times within 600 s"), "\(crasher)")
         #expect(try await server.request("GET", "/ext/crasher/items/5").status == 404)
@@ -184,13 +188,7 @@ struct IsolationTests {
         #expect(try await server.request("GET", "/ext/crasher/items/1").status == 200)
         try Data().write(to: URL(fileURLWithPath: refuse))
         #expect(try await server.request("GET", "/ext/crasher/items/segv").status == 502)
-        var crasher: [String: Any] = [:]
-        let deadline = Date().addingTimeInterval(30)
-        repeat {
-            crasher = try await info(server, "crasher")
-            if crasher["status"] as? String == "failed" { break }
-            try await Task.sleep(for: .milliseconds(50))
-        } while Date() < deadline
+        let crasher = try await failedInfo(server, "crasher")
         #expect(crasher["status"] as? String == "failed", "\(crasher) \(server.errors.value.suffix(1500))")
         let reason = crasher["reason"] as? String ?? ""
         #expect(reason.contains("its worker could not be restarted: it crashed 3 times in a row without answering a call"), "\(reason)")
