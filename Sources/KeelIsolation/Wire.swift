@@ -348,19 +348,3 @@ extension WireReader {
         return CommandError(code, message, status: status)
     }
 }
-
-extension String {
-    /// The longest prefix of whole Unicode scalars that is at most `limit` bytes of UTF-8. Not `prefix(_:)`, which
-    /// counts Characters: one grapheme cluster ("a" and a million combining accents) can fill a whole frame.
-    func prefix(utf8Bytes limit: Int) -> String {
-        guard utf8.count > limit else { return self }
-        var scalars = String.UnicodeScalarView()
-        var used = 0
-        for scalar in unicodeScalars {
-            used += UTF8.width(scalar)
-            guard used <= limit else { break }
-            scalars.append(scalar)
-        }
-        return String(scalars)
-    }
-}

@@ -296,9 +296,8 @@ final class WorkerConnection: Sendable {
                 switch frame.kind {
                 case .log:
                     let level = try frame.int()
-                    var message = try frame.string()
+                    let message = TextLimits.logLine(try frame.string())
                     guard logs.admit(now: Self.monotonic()) else { continue }
-                    if message.utf8.count > 4096 { message = message.prefix(utf8Bytes: 4096) + "…" }
                     handlers.log(level, message)
                 case .callCommand, .checkPermission, .serviceAcquire, .serviceRelease, .serviceInvoke:
                     try serveHostCall(frame, services: handlers.services, leases: leases) { level, message in

@@ -9,6 +9,16 @@ extension keel_str {
         return String(decoding: UnsafeRawBufferPointer(start: ptr, count: len), as: UTF8.self)
     }
 
+    /// At most the first `limit` bytes as a String (invalid UTF-8 repaired, a sequence cut at the end dropped),
+    /// ending in "…" when there were more: bytes past the limit are never read.
+    func string(upTo limit: Int) -> String {
+        guard let ptr, len > 0 else { return "" }
+        guard len > limit else { return string }
+        let head = String(decoding: UnsafeRawBufferPointer(start: ptr, count: limit), as: UTF8.self)
+        // A multi-byte sequence cut by the limit decodes as U+FFFD at the end: not part of what the plugin wrote.
+        return (head.hasSuffix("\u{FFFD}") ? String(head.unicodeScalars.dropLast()) : head) + "…"
+    }
+
     /// The bytes as a String, or nil when they are not UTF-8, longer than `limit`, or a non-empty NULL pointer.
     func validated(limit: Int = 4096) -> String? {
         guard len <= limit else { return nil }

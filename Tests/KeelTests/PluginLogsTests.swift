@@ -21,6 +21,28 @@ struct PluginLogsTests {
         #expect(logs.lines("a").isEmpty && logs.lines("b").count == 1 && logs.lines("c").count == 1)
     }
 
+    @Test("a plugin's 1 MiB log line is kept cut to 4 KiB, whole characters and an ellipsis, in the host as from a worker")
+    func longLinesAreCut() async throws {
+        let f = KernelFixture()
+        let keel = TestEnvironment.binPath + "/keel"
+        let at = ["--plugins", f.plugins, "--state", f.state]
+        for id in ["loud", "loudworker"] {
+            try f.fixtureBundle(id, defines: ["HANDLER_LOG_BYTES=1048576"], capabilities: ["routes"])
+            #expect(try TestEnvironment.run(keel, ["plugins", "enable", id] + at).status == 0)
+        }
+        #expect(try TestEnvironment.run(keel, ["plugins", "isolate", "loudworker", "process"] + at).status == 0)
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch"])
+        defer { server.stop() }
+        for id in ["loud", "loudworker"] {
+            #expect(try await server.request("GET", "/ext/\(id)/ping").status == 200)
+            let logs = try await server.request("GET", "/api/v1/plugins/\(id)/logs", admin: true)
+            let lines = try #require((logs.json as? [String: Any])?["lines"] as? [[String: Any]], "\(logs.text.prefix(300))")
+            let line = try #require(lines.compactMap { $0["message"] as? String }.first { $0.hasPrefix("aé") }, "\(id): \(lines.count) lines")
+            // "a", then 2,047 whole "é" (4,095 bytes: the 2,048th would end past 4,096), then "…".
+            #expect(line == "a" + String(repeating: "é", count: 2047) + "…", "\(id): \(line.utf8.count) bytes, ends \(line.suffix(3).unicodeScalars.map(\.value))")
+        }
+    }
+
     @Test("a real server: GET /api/v1/plugins/<id>/logs and /health after failing and good requests; keel logs prints them, -f into a pipe each line as it comes")
     func server() async throws {
         let f = KernelFixture()

@@ -28,6 +28,7 @@
  *   CRASH_IN_HOST                   activate raises SIGSEGV unless KEEL_PROBE is set (passes the probe, then takes
  *                                   the host down)
  *   HANDLER_LOGS                    the handler logs "handling <route path>" (warning) through host->log
+ *   HANDLER_LOG_BYTES               the handler logs one line of this many bytes: "a", then "é" (2 bytes) repeated
  *   HEALTH_MODE                     offer "keel.health/1": 1 healthy, 2 unhealthy ("database unreachable"),
  *                                   3 sleeps HEALTH_SLOW_MS (default 3000) then healthy
  */
@@ -35,6 +36,7 @@
 #include <keel/keel.h>
 #include <stdio.h>
 #include <time.h>
+#include <stdlib.h>
 
 #ifndef PLUGIN_ID
 #define PLUGIN_ID "fixture"
@@ -112,6 +114,15 @@ static keel_status ping(void *user_data, const keel_http_request *req, keel_http
     char line[300];
     int len = snprintf(line, sizeof line, "handling %.*s", (int)req->route_path.len, req->route_path.ptr);
     the_host->log(the_ctx, KEEL_LOG_WARN, (keel_str){ line, len > 0 && (size_t)len < sizeof line ? (size_t)len : 0 });
+#endif
+#ifdef HANDLER_LOG_BYTES
+    char *big = malloc(HANDLER_LOG_BYTES);
+    if (big) {
+        big[0] = 'a';
+        for (size_t i = 1; i + 1 < (size_t)HANDLER_LOG_BYTES; i += 2) { big[i] = (char)0xC3; big[i + 1] = (char)0xA9; }
+        the_host->log(the_ctx, KEEL_LOG_INFO, (keel_str){ big, (size_t)HANDLER_LOG_BYTES });
+        free(big);
+    }
 #endif
 #ifdef SLOW_MS
     struct timespec ts = { SLOW_MS / 1000, (SLOW_MS % 1000) * 1000000L };
