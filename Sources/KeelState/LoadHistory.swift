@@ -27,8 +27,14 @@ extension StateStore {
         }
     }
 
-    /// Appends to a plugin's load history (one transaction). The time is the store's, not `load.at`. An
-    /// `activated` load also records its generation as the observing host's (see `observe(as:)`).
+    /// How many of a plugin's generations its load history keeps: rows of older ones go as newer ones are recorded.
+    /// Every activation is a generation, a lazy plugin's wake too, so without a bound a lazy plugin with a short
+    /// idle time-out, woken by anyone's requests, grew the state file by a row per wake for ever.
+    public static let loadHistoryGenerations = 1000
+
+    /// Appends to a plugin's load history (one transaction), dropping its rows older than its last
+    /// `loadHistoryGenerations` generations. The time is the store's, not `load.at`. An `activated` load also records
+    /// its generation as the observing host's (see `observe(as:)`).
     public func recordLoad(_ id: String, _ load: Load) throws(StateError) {
         let host = load.outcome == "activated" ? observingHost : nil
         try locked { db throws(StateError) in
@@ -37,6 +43,11 @@ extension StateStore {
                     INSERT INTO loads (plugin_id, generation, version, checksum, at, outcome, detail) VALUES (?, ?, ?, ?, ?, ?, ?)
                     """, [.text(id), .int(Int64(load.generation)), .text(load.version), .text(load.checksum), .text(Self.now()),
                           .text(load.outcome), .text(load.detail)])
+                // One seek of `loads_generation`: generations count up by one per load, so this finds a row or none.
+                if load.generation > Self.loadHistoryGenerations {
+                    try db.query("DELETE FROM loads WHERE plugin_id = ? AND generation <= ?",
+                                 [.text(id), .int(Int64(load.generation - Self.loadHistoryGenerations))])
+                }
                 if let host { try Self.observeGeneration(db, host: host, id, load.generation) }
             }
         }

@@ -301,6 +301,26 @@ extension PostgresBackedTests {
             if engine == .sqlite { #expect(!uses.contains("SCAN"), "\(uses)") }
         }
 
+        /// Every activation is a row of the load history, a lazy plugin's wake too: the history keeps each plugin's last
+        /// `loadHistoryGenerations` generations, so the state file does not grow with every wake.
+        @Test("the load history keeps each plugin's last 1,000 generations, retirements with them; the highest stays", arguments: StateEngine.available)
+        func loadHistoryIsBounded(engine: StateEngine) throws {
+            let store = try engine.open(engine.freshLocation())
+            let keep = StateStore.loadHistoryGenerations
+            try store.recordLoad("other", .init(generation: 1, version: "1.0.0", checksum: "c", outcome: "activated"))
+            for g in 1...(keep + 205) {
+                try store.recordLoad("p", .init(generation: g, version: "1.0.0", checksum: "c", outcome: "activated"))
+                // The generation before is retired once this one serves, as a reload or a lazy idle does.
+                if g > 1 { try store.recordLoad("p", .init(generation: g - 1, version: "1.0.0", checksum: "c", outcome: "retired")) }
+            }
+            let kept = try store.loads(for: "p", limit: 10 * keep)
+            #expect(Set(kept.map(\.generation)) == Set(206...(keep + 205)), "\(kept.first.map { "\($0)" } ?? "none")")
+            #expect(kept.count == 2 * keep - 1)
+            #expect(try store.lastGeneration("p") == keep + 205)
+            #expect(try store.lastGenerations() == ["p": keep + 205, "other": 1])
+            #expect(try store.loads(for: "other", limit: 10).map(\.generation) == [1])
+        }
+
         /// Every kind of record reads back as written, with the same ordering and refusals on both engines.
         @Test("every operation reads back what it wrote", arguments: StateEngine.available)
         func operationsRoundTrip(engine: StateEngine) throws {
