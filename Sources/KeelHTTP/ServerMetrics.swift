@@ -14,7 +14,8 @@ import Synchronization
 /// exported by `GET /metrics` in Prometheus text format.
 ///
 /// Labels stay bounded: a plugin id, a method, a route PATTERN as the plugin registered it (never a raw path), a
-/// status class, a hook name, a plugin state. The request path pays one dictionary lookup under a lock per request
+/// status class, a hook name, a plugin state; the patterns and hook names a plugin chooses up to a budget per
+/// plugin, past it `(other)` (`LabelBudget`). The request path pays one dictionary lookup under a lock per request
 /// (keyed by strings the route table already holds) and no label string is built per request: each route's counters
 /// and histogram are made once, the first time the route is used, and reused by every later generation of the
 /// plugin. Thread-safe.
@@ -45,6 +46,9 @@ final class ServerMetrics: Sendable {
     private let counters = Mutex<[CounterKey: CoreMetrics.Counter]>([:])
     private let timers = Mutex<[CounterKey: CoreMetrics.Timer]>([:])
     private let windows = Mutex<[String: PluginWindow]>([:])
+    /// Route patterns (with their method) and hook names per plugin: twice what one activation may register, so that
+    /// a reload may change them all once; past that, `(other)`.
+    private let labels = Mutex(LabelBudget(limits: ["route": 2 * RegistrationLimits().routes, "hook": 4 * RegistrationLimits().hooks]))
     private let commitTimer: CoreMetrics.Timer
 
     init(handlerBudget: Double) {
@@ -117,10 +121,15 @@ final class ServerMetrics: Sendable {
         return result
     }
 
-    /// The metrics of a route, made on its first use.
+    /// The metrics of a route, made on its first use; those of `(other)` once the plugin has used its budget of
+    /// patterns (`LabelBudget`).
     func route(plugin: String, method: String, pattern: String) -> RouteMetrics {
-        let key = RouteKey(plugin: plugin, method: method, pattern: pattern)
+        var key = RouteKey(plugin: plugin, method: method, pattern: pattern)
         if let found = routes.withLock({ $0[key] }) { return found }
+        if labels.withLock({ $0.admit(method + " " + pattern, family: "route", plugin: plugin) }) == LabelBudget.other {
+            key = RouteKey(plugin: plugin, method: method, pattern: LabelBudget.other)
+            if let found = routes.withLock({ $0[key] }) { return found }
+        }
         let made = RouteMetrics(key, factory: factory, budget: handlerBudget, window: window(plugin: plugin))
         return routes.withLock { routes in
             if let found = routes[key] { return found }
@@ -149,9 +158,14 @@ final class ServerMetrics: Sendable {
         }
     }
 
+    /// The label of a hook's name: the name, or `(other)` past the plugin's budget of names.
+    private func hookLabel(_ plugin: String, _ hook: String) -> String {
+        labels.withLock { $0.admit(hook, family: "hook", plugin: plugin) }
+    }
+
     /// An authorize hook denied (or failed and so denied) a request.
     func hookDenied(plugin: String, hook: String) {
-        counter("keel_hook_denials_total", [("plugin", plugin), ("hook", hook)]).increment()
+        counter("keel_hook_denials_total", [("plugin", plugin), ("hook", hookLabel(plugin, hook))]).increment()
     }
 
     /// One commit of the state store took `elapsed` (StateStore.observeCommits).
@@ -176,7 +190,7 @@ final class ServerMetrics: Sendable {
             counter("keel_plugin_reloads_total", [("plugin", plugin), ("outcome", ok ? "ok" : "failed")]).increment()
             timer("keel_plugin_reload_duration_seconds", [("plugin", plugin)]).recordSeconds(seconds)
         case let .hookOverran(plugin, hook):
-            counter("keel_hook_budget_overruns_total", [("plugin", plugin), ("hook", hook)]).increment()
+            counter("keel_hook_budget_overruns_total", [("plugin", plugin), ("hook", hookLabel(plugin, hook))]).increment()
         case let .callFailed(plugin):
             counter("keel_plugin_failed_calls_total", [("plugin", plugin)]).increment()
         }
