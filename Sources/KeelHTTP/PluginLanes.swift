@@ -30,7 +30,7 @@ final class PluginLanes: Sendable {
     /// A call this long marks its lane slow.
     let slowCall: Duration
     /// How long a slow lane stays on the pool.
-    let slowFor: Duration = .seconds(10)
+    let slowFor: Duration
 
     private struct Lane {
         var running = 0
@@ -44,6 +44,9 @@ final class PluginLanes: Sendable {
     private let slowLanes = Atomic<Int>(0)
     private let inlineInUse = Atomic<Int>(0)
 
+    /// How many lanes are marked slow now or were and have not been pruned since (their marks go on the next slow call).
+    var markedLanes: Int { slowLanes.load(ordering: .relaxed) }
+
     /// Calls refused with 503 because their lane's queue was full, by lane, since the server started.
     var refused: [String: Int] { refusals.withLock { $0 } }
 
@@ -52,8 +55,9 @@ final class PluginLanes: Sendable {
 
     /// Starts `threads` threads. `cores` is the width of Swift's cooperative pool (one thread per core).
     init(threads: Int, perLane: Int, queueLimit: Int = 1024, slowCall: Duration = .milliseconds(5),
-         cores: Int = ProcessInfo.processInfo.activeProcessorCount) {
+         slowFor: Duration = .seconds(10), cores: Int = ProcessInfo.processInfo.activeProcessorCount) {
         self.slowCall = slowCall
+        self.slowFor = slowFor
         pool = NIOThreadPool(numberOfThreads: max(1, threads))
         pool.start()
         self.perLane = max(1, min(perLane, threads))
@@ -117,6 +121,10 @@ final class PluginLanes: Sendable {
             let end = ContinuousClock.now
             if end - started > slowCall {
                 slowUntil.withLock { marks in
+                    // Marks that ran out go too, not only when their lane is asked again: a lane is named by the
+                    // request (a command call's plugin id before it is known to exist), so the marks of lanes never
+                    // asked again would stay for ever. Only slow calls pay for it.
+                    marks = marks.filter { $0.value > end }
                     marks[lane] = end.advanced(by: slowFor)
                     slowLanes.store(marks.count, ordering: .relaxed)
                 }
