@@ -66,6 +66,9 @@ final class WebSocketProxy: Sendable {
         }
         func refuse(_ error: APIError) -> HTTPHeaders? {
             decisions.withLock { $0[id] = .refuse(error) }
+            // A client gone meanwhile (an upstream slow to answer): its close handler ran before this was recorded,
+            // and no upgrade will take it, so it is dropped here (as a session is below).
+            if !channel.isActive { decisions.withLock { _ = $0.removeValue(forKey: id) } }
             return nil
         }
         guard let fields = try? HTTPRequest(head, secure: false, splitCookie: false) else {
