@@ -112,10 +112,25 @@ extension Kernel {
         }
         unmarkIdle(id)
         log(.info, id, "activated on first use")
-        if let manifest = active[id]?.manifest, idleTimeout(manifest) != nil {
-            lastUse[id] = .now
-            startIdleSweeper()
+        if let plugin = active[id], idleTimeout(plugin.manifest) != nil {
+            if Self.leavesIdle(plugin) {
+                lastUse[id] = .now
+                startIdleSweeper()
+            } else {
+                log(.info, id, "stays active, its idle-timeout not applied: its library declares neither KEEL_PLUGIN_FLAG_UNLOAD_SAFE nor "
+                    + "KEEL_PLUGIN_FLAG_REACTIVATABLE, so going idle would free no memory and each wake would map another copy")
+            }
         }
+    }
+
+    /// Whether active lazy plugin `plugin` goes idle after its time-out unused: only when that gives something back.
+    /// A library that is not unload-safe stays mapped after its plugin stops, and one that is not reactivatable gets
+    /// a fresh copy at its next activation: idling such a plugin would free no memory, and each wake would map one
+    /// more copy for the life of the process (a plugin with a short `idle-timeout:`, woken by anyone's requests,
+    /// added a copy every few seconds until the process ran out of mappings or memory). It stays active instead.
+    static func leavesIdle(_ plugin: ActivePlugin) -> Bool {
+        guard let library = plugin.library else { return false }
+        return library.descriptor.unloadSafe || library.descriptor.reactivatable
     }
 
     /// Wakes the idle plugins `id` needs: its plugin dependencies, and providers of interfaces it requires when no
@@ -189,7 +204,7 @@ extension Kernel {
         let snapshot = registry.snapshot
         var shortest: Double?
         for id in activationOrder {
-            guard let plugin = active[id], plugin.library != nil, let timeout = idleTimeout(plugin.manifest) else { continue }
+            guard let plugin = active[id], Self.leavesIdle(plugin), let timeout = idleTimeout(plugin.manifest) else { continue }
             shortest = min(shortest ?? timeout, timeout)
             let leased = snapshot.plugins[id]?.services.contains { $0.leasesHeld > 0 } ?? false
             let used = plugin.context.takeUsed()

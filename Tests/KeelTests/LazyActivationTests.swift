@@ -314,7 +314,7 @@ struct LazyServerTests {
     @Test("keel serve --lazy-idle-timeout unloads a lazy plugin whose manifest sets no idle-timeout")
     func operatorIdleTimeout() async throws {
         let f = KernelFixture()
-        try f.fixtureBundle("lzop", capabilities: ["routes"], extra: "activation: lazy\n")
+        try f.fixtureBundle("lzop", defines: ["UNLOAD_SAFE"], capabilities: ["routes"], extra: "activation: lazy\n")
         _ = try Lazy.enable("lzop", plugins: f.plugins, state: f.state)
         let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch", "--lazy-idle-timeout", "0.5"])
         defer { server.stop() }
@@ -322,6 +322,24 @@ struct LazyServerTests {
         let wentIdle = try await Lazy.eventually(30) { try await Lazy.shown(server, "lzop") == "enabled (idle)" }
         #expect(wentIdle)
         #expect(try await server.request("GET", "/ext/lzop/ping").status == 200)
+    }
+
+    @Test("a lazy plugin whose library is neither unload-safe nor reactivatable stays active after first use, and the log says why")
+    func unreleasableStaysActive() async throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("lzkeep", capabilities: ["routes"], extra: "activation: lazy\nidle-timeout: 200ms\n")
+        _ = try Lazy.enable("lzkeep", plugins: f.plugins, state: f.state)
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch"])
+        defer { server.stop() }
+        #expect(try await Lazy.shown(server, "lzkeep") == "enabled (idle)")
+        #expect(try await server.request("GET", "/ext/lzkeep/ping").status == 200)
+        // Going idle would free nothing (the copy stays mapped) and the next request would map another copy.
+        try await Task.sleep(for: .milliseconds(1500))
+        #expect(try await Lazy.shown(server, "lzkeep") == "enabled (active)")
+        #expect(try await server.request("GET", "/ext/lzkeep/ping").status == 200)
+        #expect(try Lazy.outcomes(f.state, "lzkeep") == ["activated"])
+        let logs = try await server.request("GET", "/api/v1/plugins/lzkeep/logs", admin: true).text
+        #expect(logs.contains("stays active, its idle-timeout not applied: its library declares neither KEEL_PLUGIN_FLAG_UNLOAD_SAFE nor KEEL_PLUGIN_FLAG_REACTIVATABLE"), "\(logs.prefix(2000))")
     }
 
     @Test("a reactivatable lazy plugin woken again after going idle activates the copy it has: no copy more per wake")
