@@ -116,14 +116,15 @@ extension Kernel {
             if Self.leavesIdle(plugin) {
                 lastUse[id] = .now
                 startIdleSweeper()
-            } else {
+            } else if plugin.library != nil {
                 log(.info, id, "stays active, its idle-timeout not applied: its library declares neither KEEL_PLUGIN_FLAG_UNLOAD_SAFE nor "
                     + "KEEL_PLUGIN_FLAG_REACTIVATABLE, so going idle would free no memory and each wake would map another copy")
             }
         }
     }
 
-    /// Whether active lazy plugin `plugin` goes idle after its time-out unused: only when that gives something back.
+    /// Whether active lazy plugin `plugin` goes idle after its time-out unused: only when that gives something back
+    /// (never one in a worker process, which has no library in the host).
     /// A library that is not unload-safe stays mapped after its plugin stops, and one that is not reactivatable gets
     /// a fresh copy at its next activation: idling such a plugin would free no memory, and each wake would map one
     /// more copy for the life of the process (a plugin with a short `idle-timeout:`, woken by anyone's requests,

@@ -104,7 +104,7 @@ public struct KeelServer: Sendable {
         let log = kernel.logSink
         let lanes = PluginLanes(threads: configuration.pluginThreads, perLane: configuration.threadsPerPlugin,
                                 queueLimit: configuration.pluginQueueLimit, slowCall: configuration.slowPluginCall)
-        let metrics = configuration.metrics ? ServerMetrics(handlerBudget: kernel.configuration.budgets.handler) : nil
+        let metrics = configuration.metrics ? ServerMetrics(handlerBudget: kernel.configuration.budgets.handler, limits: kernel.configuration.limits) : nil
         if let metrics {
             kernel.metrics.attach { metrics.record($0) }
             kernel.state.observeCommits { metrics.stateCommitted($0) }

@@ -15,7 +15,8 @@ import Synchronization
 ///
 /// Labels stay bounded: a plugin id, a method, a route PATTERN as the plugin registered it (never a raw path), a
 /// status class, a hook name, a plugin state; the patterns and hook names a plugin chooses up to a budget per
-/// plugin, past it `(other)` (`LabelBudget`). The request path pays one dictionary lookup under a lock per request
+/// plugin, past it `(other)` (`LabelBudget`; a request to a route past the budget takes two more locks and builds
+/// its label's key, to be counted as `(other)`). The request path pays one dictionary lookup under a lock per request
 /// (keyed by strings the route table already holds) and no label string is built per request: each route's counters
 /// and histogram are made once, the first time the route is used, and reused by every later generation of the
 /// plugin. Thread-safe.
@@ -46,12 +47,14 @@ final class ServerMetrics: Sendable {
     private let counters = Mutex<[CounterKey: CoreMetrics.Counter]>([:])
     private let timers = Mutex<[CounterKey: CoreMetrics.Timer]>([:])
     private let windows = Mutex<[String: PluginWindow]>([:])
-    /// Route patterns (with their method) and hook names per plugin: twice what one activation may register, so that
-    /// a reload may change them all once; past that, `(other)`.
-    private let labels = Mutex(LabelBudget(limits: ["route": 2 * RegistrationLimits().routes, "hook": 4 * RegistrationLimits().hooks]))
+    /// Route patterns (with their method) and hook names per plugin: twice what one activation may register
+    /// (`limits`), so that a reload may change them all once; past that, `(other)`.
+    private let labels: Mutex<LabelBudget>
     private let commitTimer: CoreMetrics.Timer
 
-    init(handlerBudget: Double) {
+    /// - Parameter limits: what one activation of a plugin may register (`KernelConfiguration.limits`).
+    init(handlerBudget: Double, limits: RegistrationLimits = .default) {
+        labels = Mutex(LabelBudget(limits: ["route": 2 * limits.routes, "hook": 2 * limits.hooks]))
         var factory = PrometheusMetricsFactory(registry: registry)
         // From 1 ms to 10 s: plugin handlers answer in micro- to milliseconds; lifecycle work takes longer.
         factory.defaultDurationHistogramBuckets = [.milliseconds(1), .milliseconds(5), .milliseconds(10), .milliseconds(25),

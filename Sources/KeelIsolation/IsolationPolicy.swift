@@ -7,7 +7,8 @@ public struct IsolationPolicy: Sendable, Hashable {
     /// Seconds a worker may take to start and activate.
     public var startTimeout: Double
     /// A plugin whose worker crashes `crashLimit` times within `crashWindow` seconds, or `crashLimit` times in a row
-    /// with no call answered in between, is marked failed.
+    /// each within `crashWindow` of its start with no call answered (a worker that cannot start again), is marked
+    /// failed.
     public var crashLimit: Int
     public var crashWindow: Double
     /// Delay before the first restart after a crash that follows a served call; doubled for each crash in a row

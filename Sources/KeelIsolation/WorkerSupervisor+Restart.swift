@@ -88,7 +88,10 @@ extension WorkerSupervisor {
             s.connection = nil
             let time = Self.monotonic()
             s.crashes = s.crashes.filter { time - $0 < policy.crashWindow } + [time]
-            s.crashesInARow = connection.served.load(ordering: .relaxed) ? 1 : s.crashesInARow + 1
+            // A worker that answered a call, or lived for a whole window, ends a run of crashes: one that crashes
+            // rarely, idle or not, is never given up for crashes days apart.
+            let lived = time - s.activatedAt >= policy.crashWindow
+            s.crashesInARow = connection.served.load(ordering: .relaxed) || lived ? 1 : s.crashesInARow + 1
             if let why = Self.givingUp(s, policy) {
                 s.stopped = true
                 return (false, 0, "its worker process \(why) (last: \(reason))")
@@ -121,6 +124,7 @@ extension WorkerSupervisor {
                 let accepted = state.withLock { s -> Bool in
                     guard !s.stopped, registrations == s.registrations else { return false }
                     s.connection = connection
+                    s.activatedAt = Self.monotonic()
                     s.restarts += 1
                     return true
                 }
@@ -161,9 +165,9 @@ extension WorkerSupervisor {
     }
 
     /// Why the plugin is given up after the crash just counted in `s`, or nil to restart it: `crashLimit` crashes
-    /// within `crashWindow`, or `crashLimit` in a row with no call answered in between. The second matters once the
-    /// back-off reaches `maximumBackoff`: at 5 s apart, 20 crashes never fit in 60 s, and a worker that crashes at
-    /// every start would be restarted forever.
+    /// within `crashWindow`, or `crashLimit` in a row, each worker (or failed restart) gone within `crashWindow` of
+    /// its start with no call answered. The second matters once the back-off reaches `maximumBackoff`: at 5 s apart,
+    /// 20 crashes never fit in 60 s, and a worker that crashes or refuses at every start was restarted for ever.
     static func givingUp(_ s: State, _ policy: IsolationPolicy) -> String? {
         if s.crashes.count >= policy.crashLimit {
             return "crashed \(s.crashes.count) times within \(Int(policy.crashWindow)) s"

@@ -12,8 +12,8 @@ import Synchronization
 /// worker dies, fails the calls in flight in it (`StatusCode.workerCrashed`), restarts it after a back-off and
 /// activates the plugin again (its registrations must be the same). A call that arrives while the worker restarts
 /// waits for it (up to the start timeout). After `crashLimit` crashes within `crashWindow`, or `crashLimit` in a row
-/// with no call answered in between (`givingUp`), it stops restarting and
-/// reports the plugin as failed through `failed`. Thread-safe; calls block their thread (make them off the
+/// of workers gone soon after their start (`givingUp`), it stops restarting and reports the plugin as failed
+/// through `failed`. Thread-safe; calls block their thread (make them off the
 /// cooperative pool).
 public final class WorkerSupervisor: RemoteCalls, Sendable {
     public let pluginID: String
@@ -33,7 +33,10 @@ public final class WorkerSupervisor: RemoteCalls, Sendable {
         var spare: WorkerConnection?
         var registrations = RemoteRegistrations()
         var crashes: [Double] = []
+        /// Crashes since a worker last answered a call or lived for `crashWindow` (and failed restarts).
         var crashesInARow = 0
+        /// When the current worker was activated (`monotonic`).
+        var activatedAt = 0.0
         var restarts = 0
         /// Set by `stop` or after too many crashes: no restart.
         var stopped = false
@@ -64,6 +67,7 @@ public final class WorkerSupervisor: RemoteCalls, Sendable {
         state.withLock {
             $0.connection = connection
             $0.registrations = registrations
+            $0.activatedAt = Self.monotonic()
         }
         prepareSpare()
         return registrations

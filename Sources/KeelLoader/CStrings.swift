@@ -9,14 +9,17 @@ extension keel_str {
         return String(decoding: UnsafeRawBufferPointer(start: ptr, count: len), as: UTF8.self)
     }
 
-    /// At most the first `limit` bytes as a String (invalid UTF-8 repaired, a sequence cut at the end dropped),
-    /// ending in "…" when there were more: bytes past the limit are never read.
+    /// At most the first `limit` bytes, decoded (invalid UTF-8 repaired, a sequence cut at the end dropped), with
+    /// "…" when there were more: bytes past the limit are never read. Repairs can make the text longer than
+    /// `limit` (each invalid byte becomes U+FFFD, three bytes): cut it again where a size matters
+    /// (`TextLimits.logLine`).
     func string(upTo limit: Int) -> String {
         guard let ptr, len > 0 else { return "" }
         guard len > limit else { return string }
-        let head = String(decoding: UnsafeRawBufferPointer(start: ptr, count: limit), as: UTF8.self)
+        var head = String(decoding: UnsafeRawBufferPointer(start: ptr, count: limit), as: UTF8.self).unicodeScalars
         // A multi-byte sequence cut by the limit decodes as U+FFFD at the end: not part of what the plugin wrote.
-        return (head.hasSuffix("\u{FFFD}") ? String(head.unicodeScalars.dropLast()) : head) + "…"
+        if head.last == "\u{FFFD}" { head.removeLast() }
+        return String(head) + "…"
     }
 
     /// The bytes as a String, or nil when they are not UTF-8, longer than `limit`, or a non-empty NULL pointer.

@@ -56,7 +56,7 @@ enum HostABI {
         h.log = { ctx, level, message in
             guard let context = HostABI.context(ctx) else { return }
             context.environment.log(plugin: context.pluginID, generation: context.identity.generation,
-                                    level: LogLevel(rawValue: Int(level)) ?? .error, message: message.string(upTo: TextLimits.logLineBytes))
+                                    level: LogLevel(rawValue: Int(level)) ?? .error, message: TextLimits.logLine(message.string(upTo: TextLimits.logLineBytes)))
         }
         // A NULL ctx means the handler or hook running on this thread (plugin code that kept no ctx).
         h.set_error = { ctx, message in (HostABI.context(ctx) ?? ActivationContext.currentCall)?.setError(message.string) }

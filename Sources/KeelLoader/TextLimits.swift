@@ -7,9 +7,12 @@ public enum TextLimits {
     /// bytes, not only in lines.
     public static let logLineBytes = 4096
 
-    /// `line` cut to `logLineBytes`, ending in "…" when it was longer.
+    /// `line` cut to `logLineBytes` (plus the "…" that ends a cut line): a line already cut (by the worker, or
+    /// `string(upTo:)`) is not cut again unless it is longer.
     public static func logLine(_ line: String) -> String {
-        line.utf8.count > logLineBytes ? line.prefix(utf8Bytes: logLineBytes) + "…" : line
+        let ellipsis = "…"
+        guard line.utf8.count > logLineBytes + (line.hasSuffix(ellipsis) ? ellipsis.utf8.count : 0) else { return line }
+        return line.prefix(utf8Bytes: logLineBytes) + ellipsis
     }
 }
 

@@ -43,7 +43,9 @@ extension StateStore {
                     INSERT INTO loads (plugin_id, generation, version, checksum, at, outcome, detail) VALUES (?, ?, ?, ?, ?, ?, ?)
                     """, [.text(id), .int(Int64(load.generation)), .text(load.version), .text(load.checksum), .text(Self.now()),
                           .text(load.outcome), .text(load.detail)])
-                // One seek of `loads_generation`: generations count up by one per load, so this finds a row or none.
+                // One seek of `loads_generation`: generations count up by one per load, so this finds the rows of
+                // one generation (its load, its retirement) or none; the first write after an upgrade from a Keel
+                // that kept everything drops the whole backlog at once.
                 if load.generation > Self.loadHistoryGenerations {
                     try db.query("DELETE FROM loads WHERE plugin_id = ? AND generation <= ?",
                                  [.text(id), .int(Int64(load.generation - Self.loadHistoryGenerations))])

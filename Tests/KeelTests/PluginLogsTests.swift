@@ -31,6 +31,8 @@ struct PluginLogsTests {
             #expect(try TestEnvironment.run(keel, ["plugins", "enable", id] + at).status == 0)
         }
         #expect(try TestEnvironment.run(keel, ["plugins", "isolate", "loudworker", "process"] + at).status == 0)
+        try f.fixtureBundle("garbled", defines: ["HANDLER_LOG_BYTES=1048576", "HANDLER_LOG_BYTE=0xFF"], capabilities: ["routes"])
+        #expect(try TestEnvironment.run(keel, ["plugins", "enable", "garbled"] + at).status == 0)
         let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch"])
         defer { server.stop() }
         for id in ["loud", "loudworker"] {
@@ -41,6 +43,12 @@ struct PluginLogsTests {
             // "a", then 2,047 whole "é" (4,095 bytes: the 2,048th would end past 4,096), then "…".
             #expect(line == "a" + String(repeating: "é", count: 2047) + "…", "\(id): \(line.utf8.count) bytes, ends \(line.suffix(3).unicodeScalars.map(\.value))")
         }
+        // Bytes that are not UTF-8 are repaired as U+FFFD, three bytes each: the line is cut again after repair.
+        #expect(try await server.request("GET", "/ext/garbled/ping").status == 200)
+        let logs = try await server.request("GET", "/api/v1/plugins/garbled/logs", admin: true)
+        let lines = try #require((logs.json as? [String: Any])?["lines"] as? [[String: Any]], "\(logs.text.prefix(300))")
+        let line = try #require(lines.compactMap { $0["message"] as? String }.first { $0.hasPrefix("\u{FFFD}") }, "\(lines.count) lines")
+        #expect(line == String(repeating: "\u{FFFD}", count: 1365) + "…", "\(line.utf8.count) bytes")
     }
 
     @Test("a real server: GET /api/v1/plugins/<id>/logs and /health after failing and good requests; keel logs prints them, -f into a pipe each line as it comes")

@@ -43,11 +43,11 @@ extension KeelCommand {
         var threadsPerPlugin = 8
         @Option(name: .customLong("plugin-queue"), help: "Calls to one plugin that may wait for a thread; more get 503 (busy).")
         var pluginQueue = 1024
-        @Option(name: .customLong("lazy-idle-timeout"), help: "Seconds a lazy plugin may go unused before it is unloaded, for every lazy plugin (in place of its idle-timeout:); 0 keeps them loaded once used.")
+        @Option(name: .customLong("lazy-idle-timeout"), help: "Seconds a lazy plugin may go unused before it is unloaded, for every lazy plugin whose library is unload-safe or reactivatable (in place of its idle-timeout:); 0 keeps them loaded once used.")
         var lazyIdleTimeout: Double?
         @Option(name: .customLong("worker-call-timeout"), help: "Seconds a call into a plugin in a worker process may take; past it the worker is killed (504).")
         var workerCallTimeout = IsolationPolicy.default.callTimeout
-        @Option(name: .customLong("worker-crash-limit"), help: "Crashes of a plugin's worker within the crash window, or in a row with no call answered between them, after which the plugin is disabled as failed.")
+        @Option(name: .customLong("worker-crash-limit"), help: "Crashes of a plugin's worker within the crash window, or in a row each within the window of the worker's start with no call answered, after which the plugin is disabled as failed.")
         var workerCrashLimit = IsolationPolicy.default.crashLimit
         @Option(name: .customLong("worker-crash-window"), help: "Seconds within which --worker-crash-limit crashes disable a plugin (default 60).")
         var workerCrashWindow = IsolationPolicy.default.crashWindow

@@ -28,7 +28,8 @@
  *   CRASH_IN_HOST                   activate raises SIGSEGV unless KEEL_PROBE is set (passes the probe, then takes
  *                                   the host down)
  *   HANDLER_LOGS                    the handler logs "handling <route path>" (warning) through host->log
- *   HANDLER_LOG_BYTES               the handler logs one line of this many bytes: "a", then "é" (2 bytes) repeated
+ *   HANDLER_LOG_BYTES               the handler logs one line of this many bytes: "a", then "é" (2 bytes) repeated,
+ *                                   or HANDLER_LOG_BYTE (e.g. 0xFF, not UTF-8) repeated when that is defined too
  *   HEALTH_MODE                     offer "keel.health/1": 1 healthy, 2 unhealthy ("database unreachable"),
  *                                   3 sleeps HEALTH_SLOW_MS (default 3000) then healthy
  */
@@ -37,6 +38,7 @@
 #include <stdio.h>
 #include <time.h>
 #include <stdlib.h>
+#include <string.h>
 
 #ifndef PLUGIN_ID
 #define PLUGIN_ID "fixture"
@@ -118,8 +120,13 @@ static keel_status ping(void *user_data, const keel_http_request *req, keel_http
 #ifdef HANDLER_LOG_BYTES
     char *big = malloc(HANDLER_LOG_BYTES);
     if (big) {
+#ifdef HANDLER_LOG_BYTE
+        memset(big, HANDLER_LOG_BYTE, HANDLER_LOG_BYTES);
+#else
+        memset(big, 'z', HANDLER_LOG_BYTES);
         big[0] = 'a';
         for (size_t i = 1; i + 1 < (size_t)HANDLER_LOG_BYTES; i += 2) { big[i] = (char)0xC3; big[i + 1] = (char)0xA9; }
+#endif
         the_host->log(the_ctx, KEEL_LOG_INFO, (keel_str){ big, (size_t)HANDLER_LOG_BYTES });
         free(big);
     }
