@@ -215,6 +215,10 @@ extension Kernel {
     func open(_ build: Build, _ copy: GenerationStore.Copy) throws(KernelError) -> Opened {
         defer { generations.discard(copy) }
         let id = build.id, version = "\(build.manifest.version)"
+        if let refusal = staleCopyRefusal(id, shownPath: build.libraryPath ?? copy.path) {
+            record(id, build.number, version: version, checksum: copy.checksum, outcome: "failed", detail: refusal)
+            throw KernelError(.staleCopyLimit, pluginID: id, reason: refusal)
+        }
         if let probe = configuration.probe, !((try? state.probePassed(copy.checksum)) ?? false) {
             switch probe.run(library: copy.path, manifestPath: build.bundle.manifestPath, shownPath: build.libraryPath ?? "") {
             case .passed:
@@ -225,8 +229,12 @@ extension Kernel {
                 throw KernelError(.loadFailed, pluginID: id, reason: reason)
             }
         }
+        // A copy opened is a copy this process maps until it exits, unless it turns out unload-safe.
+        if copiesOpened[id] == nil { copiesOpened[id] = false }
         do {
-            let library = try PluginLibrary.open(path: copy.path, expectedID: id, reportAs: build.libraryPath ?? "", image: copy.image)
+            let library = try PluginLibrary.open(path: copy.path, expectedID: id, reportAs: build.libraryPath ?? "", image: copy.image,
+                                                 ledger: libraryLedger)
+            copiesOpened[id] = library.descriptor.unloadSafe
             try library.verify(against: build.manifest, manifestPath: build.bundle.manifestPath)
             return Opened(build: build, library: library, checksum: copy.checksum,
                           source: copy.source.map { LibrarySource(path: build.libraryPath ?? "", stamp: $0) })

@@ -95,6 +95,10 @@ public actor Kernel {
 
     /// Libraries of plugins stopped in an orderly way, for their next activation (see `ResidentLibraries`).
     var residents = ResidentLibraries()
+    /// The copies of plugin libraries this kernel opened and has not closed, and for each plugin that had one opened,
+    /// whether its last was unload-safe (see `Kernel+StaleCopies.swift`).
+    nonisolated let libraryLedger = LibraryLedger()
+    var copiesOpened: [String: Bool] = [:]
 
     let generations: GenerationStore
     let activationMark: ActivationMark

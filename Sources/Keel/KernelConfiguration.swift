@@ -72,6 +72,9 @@ public struct KernelConfiguration: Sendable {
     public var workerExecutable: String?
     /// Call budget, restarts and resource limits of worker processes.
     public var isolation: IsolationPolicy = .default
+    /// How many copies of stopped plugins' libraries may stay mapped before a plugin is refused another copy (see
+    /// `StaleCopyLimits`).
+    public var staleCopies: StaleCopyLimits = .default
     /// Where the kernel and plugins log. Called from any thread. Default: one line per record to stderr.
     public var log: @Sendable (LogRecord) -> Void
 

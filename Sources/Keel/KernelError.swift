@@ -24,6 +24,9 @@ public struct KernelError: Error, Sendable, CustomStringConvertible {
         /// An install or upgrade was refused because the package is not signed by the key the plugin is pinned to
         /// (or by the key the operator named with `--signer`). Nothing was installed or changed.
         public static let signerMismatch = Code(name: "signer-mismatch")
+        /// A plugin was not loaded again because the copies of stopped plugins' libraries that stay mapped in the
+        /// process reached their limit (`KernelConfiguration.staleCopies`); a restart of the host frees them.
+        public static let staleCopyLimit = Code(name: "stale-copy-limit")
     }
 
     public var code: Code

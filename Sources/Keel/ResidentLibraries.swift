@@ -62,4 +62,7 @@ struct ResidentLibraries {
     }
 
     var count: Int { entries.count }
+
+    /// The libraries kept.
+    var libraries: some Sequence<PluginLibrary> { entries.values.lazy.map(\.library) }
 }

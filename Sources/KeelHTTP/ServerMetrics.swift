@@ -35,6 +35,7 @@ import Synchronization
 /// | `keel_plugin_last_activation_seconds` | gauge | plugin (its last activation, start-up included) |
 /// | `keel_plugins` | gauge | state (every `PluginStatus`: `installed`, `enabled`, `disabled`, `failed`, `missing`, ...), set at each scrape |
 /// | `keel_open_connections` | gauge | none, set at each scrape |
+/// | `keel_stale_library_copies`, `keel_stale_library_bytes` | gauge | none: copies of stopped plugins' libraries that stay mapped (`Kernel.staleLibraryCopies`), set at each scrape |
 /// | `keel_plugin_healthy` | gauge | plugin: 1 when its last health check passed, else 0 (plugins with a check only) |
 /// | `keel_plugin_health_checks_total` | counter | plugin, outcome (`healthy`, `unhealthy`, `overrun`) |
 /// | `keel_state_commit_duration_seconds` | histogram | none: SQLite commits of the state store (KeelState) |
@@ -201,8 +202,11 @@ final class ServerMetrics: Sendable {
 
     /// The Prometheus text exposition, with the gauges set first: plugin counts by state from `plugins`, the last
     /// activation time of each plugin from `activations`, the open connections.
-    func scrape(plugins: [PluginInfo], activations: [String: Double], connections: Int) -> String {
+    func scrape(plugins: [PluginInfo], activations: [String: Double], connections: Int,
+                staleCopies: (copies: Int, bytes: Int) = (0, 0)) -> String {
         CoreMetrics.Gauge(label: "keel_open_connections", factory: factory).record(connections)
+        CoreMetrics.Gauge(label: "keel_stale_library_copies", factory: factory).record(staleCopies.copies)
+        CoreMetrics.Gauge(label: "keel_stale_library_bytes", factory: factory).record(staleCopies.bytes)
         let known = Set(plugins.map(\.id))
         for (plugin, seconds) in activations where known.contains(plugin) {
             CoreMetrics.Gauge(label: "keel_plugin_last_activation_seconds", dimensions: [("plugin", plugin)], factory: factory)
@@ -232,7 +236,7 @@ extension ServerMetrics {
             }
             let kernel = gatekeeper.kernel
             let text = metrics.scrape(plugins: (try? await kernel.plugins()) ?? [], activations: kernel.metrics.lastActivationSeconds,
-                                      connections: connections())
+                                      connections: connections(), staleCopies: await kernel.staleLibraryCopies())
             var headers = HTTPFields()
             headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
             headers[.cacheControl] = "no-store"

@@ -42,6 +42,10 @@ public final class PluginLibrary: @unchecked Sendable {
     let plugin: UnsafePointer<keel_plugin>
     private let handle: Mutex<UnsafeMutableRawPointer?>
     private let contexts = Mutex<[ActivationContext]>([])
+    /// The ledger charged for this copy at `open`, credited when `unloadIfSafe` closes it.
+    private let ledger: LibraryLedger?
+    /// The size of the library file this copy was mapped from, in bytes (what its ledger was charged).
+    public let mappedBytes: Int
 
     /// Minimum descriptor size per ABI minor version of the current major.
     static let descriptorSizes: [Int: Int] = [0: 80, 1: 80]
@@ -52,10 +56,13 @@ public final class PluginLibrary: @unchecked Sendable {
         return minor == 0 ? "\(major).0" : "\(major).0–\(major).\(minor)"
     }
 
-    init(path: String, descriptor: PluginDescriptor, plugin: UnsafePointer<keel_plugin>, handle: UnsafeMutableRawPointer) {
+    init(path: String, descriptor: PluginDescriptor, plugin: UnsafePointer<keel_plugin>, handle: UnsafeMutableRawPointer,
+         ledger: LibraryLedger? = nil, mappedBytes: Int = 0) {
         self.path = path
         self.descriptor = descriptor
         self.plugin = plugin
+        self.ledger = ledger
+        self.mappedBytes = mappedBytes
         // The handle is only ever used under the lock it is moved into here, so handing it over is safe.
         nonisolated(unsafe) let h: UnsafeMutableRawPointer? = handle
         self.handle = Mutex(h)
@@ -64,11 +71,12 @@ public final class PluginLibrary: @unchecked Sendable {
     /// Opens and checks the library at `path`. `expectedID` (from the manifest) names the plugin in errors and is its
     /// id when the descriptor leaves the id empty (without it, such a descriptor is refused), and
     /// `reportAs` the file (when `path` is a private copy of it). `image`, the file's bytes when the caller already
-    /// holds them, spares the header check a read.
+    /// holds them, spares the header check a read. `ledger` is charged for the copy as soon as the dynamic loader has
+    /// mapped it, whether or not it is then refused (it stays open either way).
     /// - Throws: `LoadError` with a one-line reason for each way a file can fail to be a plugin for this host.
     public static func open(path: String, expectedID: String? = nil, reportAs: String? = nil,
-                            image: [UInt8]? = nil) throws(LoadError) -> PluginLibrary {
-        do { return try open(path, expectedID: expectedID, shownPath: reportAs ?? path, image: image) } catch {
+                            image: [UInt8]? = nil, ledger: LibraryLedger? = nil) throws(LoadError) -> PluginLibrary {
+        do { return try open(path, expectedID: expectedID, shownPath: reportAs ?? path, image: image, ledger: ledger) } catch {
             var shown = error
             shown.path = reportAs ?? path
             throw shown
@@ -76,7 +84,7 @@ public final class PluginLibrary: @unchecked Sendable {
     }
 
     private static func open(_ path: String, expectedID: String?, shownPath: String,
-                             image: [UInt8]?) throws(LoadError) -> PluginLibrary {
+                             image: [UInt8]?, ledger: LibraryLedger?) throws(LoadError) -> PluginLibrary {
         do {
             if let image { try ELFHeader.check(prefix: image.prefix(64), fileSize: image.count, path: path) }
             else { try ELFHeader.check(path: path) }
@@ -89,6 +97,8 @@ public final class PluginLibrary: @unchecked Sendable {
         guard let handle = dlopen(path, RTLD_NOW | RTLD_LOCAL) else {
             throw describeDlopenFailure(path: path, pluginID: expectedID)
         }
+        let size = image?.count ?? fileSize(path)
+        ledger?.charge(size)
         guard let symbol = dlsym(handle, KEEL_ENTRY_SYMBOL) else {
             throw LoadError(.missingEntry, path: path, pluginID: expectedID,
                             reason: "no \(KEEL_ENTRY_SYMBOL) symbol: define it with KEEL_PLUGIN_ENTRY(descriptor) and keep it visible")
@@ -100,7 +110,12 @@ public final class PluginLibrary: @unchecked Sendable {
         }
         // A refused descriptor leaves the handle open: code of the library has run, so it is not unloaded either.
         let descriptor = try readDescriptor(plugin, path: path, expectedID: expectedID)
-        return PluginLibrary(path: shownPath, descriptor: descriptor, plugin: plugin, handle: handle)
+        return PluginLibrary(path: shownPath, descriptor: descriptor, plugin: plugin, handle: handle, ledger: ledger, mappedBytes: size)
+    }
+
+    private static func fileSize(_ path: String) -> Int {
+        var st = stat()
+        return stat(path, &st) == 0 ? Int(st.st_size) : 0
     }
 
     /// Closes the library when its descriptor declared it unload-safe; a no-op otherwise. Call only after
@@ -115,7 +130,9 @@ public final class PluginLibrary: @unchecked Sendable {
         }
         guard let h, let pointer = UnsafeMutableRawPointer(bitPattern: h) else { return false }
         CrashGuard.unregister(UnsafeRawPointer(plugin))
-        return dlclose(pointer) == 0
+        guard dlclose(pointer) == 0 else { return false }
+        ledger?.credit(mappedBytes)
+        return true
     }
 
     /// Reads the descriptor from the front, trusting a field only once struct_size and the version cover it.

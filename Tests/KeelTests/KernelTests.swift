@@ -21,12 +21,14 @@ struct KernelFixture {
     }
 
     func kernel(probe: PluginProbe? = nil, budgets: CallBudgets = .default, copiesInMemory: Bool = true,
-                workerExecutable: String? = nil, startsIdle: Bool = false, libraryStampMargin: Double = 2) throws -> Kernel {
+                workerExecutable: String? = nil, startsIdle: Bool = false, libraryStampMargin: Double = 2,
+                staleCopies: StaleCopyLimits = .default) throws -> Kernel {
         let log = self.log
         var configuration = KernelConfiguration(pluginsDirectory: plugins, stateFile: state) { log.append($0.description) }
         configuration.startsIdle = startsIdle
         configuration.copiesInMemory = copiesInMemory
         configuration.libraryStampMargin = libraryStampMargin
+        configuration.staleCopies = staleCopies
         configuration.workerExecutable = workerExecutable
         configuration.probe = probe
         configuration.budgets = budgets

@@ -45,6 +45,10 @@ extension KeelCommand {
         var pluginQueue = 1024
         @Option(name: .customLong("lazy-idle-timeout"), help: "Seconds a lazy plugin may go unused before it is unloaded, for every lazy plugin whose library is unload-safe or reactivatable (in place of its idle-timeout:); 0 keeps them loaded once used.")
         var lazyIdleTimeout: Double?
+        @Option(name: .customLong("max-stale-copies"), help: "Copies of stopped plugins' libraries that may stay mapped (a library that is not unload-safe is never unmapped, and each enable or reload of one maps a new copy); past it such a plugin is refused another copy until the host restarts.")
+        var maxStaleCopies = StaleCopyLimits.default.copies
+        @Option(name: .customLong("max-stale-copy-mib"), help: "The same limit on those copies' sizes, in MiB (default 1024, or an eighth of the machine's memory when less).")
+        var maxStaleCopyMiB = StaleCopyLimits.default.bytes >> 20
         @Option(name: .customLong("worker-call-timeout"), help: "Seconds a call into a plugin in a worker process may take; past it the worker is killed (504).")
         var workerCallTimeout = IsolationPolicy.default.callTimeout
         @Option(name: .customLong("worker-crash-limit"), help: "Crashes of a plugin's worker within the crash window, or in a row each within the window of the worker's start with no call answered, after which the plugin is disabled as failed.")
@@ -102,6 +106,9 @@ extension KeelCommand {
                 throw ValidationError("--worker-call-timeout takes seconds between 0 and 3600; --worker-memory-mb and --worker-cpu-seconds at least 0; --worker-crash-limit at least 1; --worker-crash-window seconds between 0 and 86400")
             }
             guard maxConnections > 0 else { throw ValidationError("--max-connections must be at least 1") }
+            guard maxStaleCopies >= 0, (0...(1 << 40)).contains(maxStaleCopyMiB) else {
+                throw ValidationError("--max-stale-copies and --max-stale-copy-mib take 0 or more (0: a plugin is never loaded a second time in one run)")
+            }
             guard pluginThreads > 0, threadsPerPlugin > 0, pluginQueue >= 0 else {
                 throw ValidationError("--plugin-threads and --threads-per-plugin must be at least 1, --plugin-queue at least 0")
             }
@@ -119,6 +126,7 @@ extension KeelCommand {
                     configuration.budgets.handler = Double(handlerBudget) / 1000
                     configuration.recordsCrashes = true
                     configuration.lazyIdleTimeout = lazyIdleTimeout
+                    configuration.staleCopies = StaleCopyLimits(copies: maxStaleCopies, bytes: maxStaleCopyMiB << 20)
                     configuration.isolation.callTimeout = workerCallTimeout
                     configuration.isolation.crashLimit = workerCrashLimit
                     configuration.isolation.crashWindow = workerCrashWindow
