@@ -20,30 +20,68 @@ import Synchronization
 /// - `Access-Control-Allow-Origin: *`: they are public static files, loaded by console pages from an opaque origin.
 /// - Refused (404): hidden names (a segment starting with `.`), anything whose real path leaves the folder
 ///   (symbolic links out), anything that is not a regular file. Files over `maxFileSize` are refused with 403.
-/// - A file is read once and kept while its inode, size and modification time stay the same.
+/// - A file is read once and kept while its inode, size and modification time stay the same, within `cacheBudget`
+///   bytes (its body and gzipped body) for the bundle: past it the least recently served files are let go and read
+///   again when asked for. (Assets are public: unbounded, any client could make the host hold every file of every
+///   bundle in memory, up to 256 MiB of files per installed package and more in the plugin folder.)
 /// Thread-safe.
 final class BundleAssets: Sendable {
     /// The real path of the bundle's `assets/` folder.
     let root: String
-    private let cache = Mutex<[String: Entry]>([:])
+    /// Bytes of file contents kept in memory at most (bodies and gzipped bodies).
+    let cacheBudget: Int
+    private let cache = Mutex(Cache())
 
     /// Largest asset served (bytes).
     static let maxFileSize = 16 * 1024 * 1024
+    /// The default `cacheBudget`: four of the largest files, gzipped or not.
+    static let defaultCacheBudget = 64 * 1024 * 1024
 
     struct Entry {
         let stamp: [Int]
         let etag: String
         let body: [UInt8]
         let gzipped: [UInt8]?
+        var cost: Int { body.count + (gzipped?.count ?? 0) }
     }
 
+    /// The files kept, each with the tick of its last use, and their costs summed.
+    private struct Cache {
+        var entries: [String: (entry: Entry, used: UInt64)] = [:]
+        var bytes = 0
+        var tick: UInt64 = 0
+
+        mutating func hit(_ path: String, stamp: [Int]) -> Entry? {
+            guard let kept = entries[path], kept.entry.stamp == stamp else { return nil }
+            tick += 1
+            entries[path]?.used = tick
+            return kept.entry
+        }
+
+        /// Keeps `entry` for `path`, then lets the least recently used others go until the total is within `budget`.
+        mutating func keep(_ path: String, _ entry: Entry, budget: Int) {
+            tick += 1
+            if let old = entries.updateValue((entry, tick), forKey: path) { bytes -= old.entry.cost }
+            bytes += entry.cost
+            while bytes > budget, entries.count > 1,
+                  let oldest = entries.filter({ $0.key != path }).min(by: { $0.value.used < $1.value.used }) {
+                bytes -= oldest.value.entry.cost
+                entries[oldest.key] = nil
+            }
+        }
+    }
+
+    /// The files and bytes kept in memory now.
+    var cached: (files: Int, bytes: Int) { cache.withLock { ($0.entries.count, $0.bytes) } }
+
     /// The assets of the bundle at `folder`, or nil when it has no `assets/` folder.
-    init?(bundleFolder folder: String) {
+    init?(bundleFolder folder: String, cacheBudget: Int = BundleAssets.defaultCacheBudget) {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: folder + "/assets", isDirectory: &isDirectory), isDirectory.boolValue,
               let real = realpath(folder + "/assets", nil) else { return nil }
         root = String(cString: real)
         free(real)
+        self.cacheBudget = cacheBudget
     }
 
     func serve(_ request: PluginRequest) -> PluginResponse {
@@ -86,7 +124,7 @@ final class BundleAssets: Sendable {
 
     /// The cached file, re-read when its stamp changed.
     private func entry(_ path: String, stamp: [Int]) -> Entry? {
-        if let hit = cache.withLock({ $0[path] }), hit.stamp == stamp { return hit }
+        if let hit = cache.withLock({ $0.hit(path, stamp: stamp) }) { return hit }
         guard let data = FileManager.default.contents(atPath: path), data.count <= Self.maxFileSize else { return nil }
         let body = [UInt8](data)
         let digest = Hex.lowercase(SHA256.hash(data: data))
@@ -94,7 +132,8 @@ final class BundleAssets: Sendable {
             || Self.contentType(path).contains("json") || Self.contentType(path).contains("svg")
         let entry = Entry(stamp: stamp, etag: "\"\(digest.prefix(32))\"", body: body,
                           gzipped: compressible && body.count > 256 ? SystemFile.gzip(body) : nil)
-        cache.withLock { $0[path] = entry }
+        let budget = cacheBudget
+        cache.withLock { $0.keep(path, entry, budget: budget) }
         return entry
     }
 
