@@ -11,8 +11,8 @@ public struct IsolationPolicy: Sendable, Hashable {
     /// failed.
     public var crashLimit: Int
     public var crashWindow: Double
-    /// Delay before the first restart after a crash that follows a served call; doubled for each crash in a row
-    /// with no call served in between, up to `maximumBackoff`.
+    /// Delay before the restart after the second crash (or failed restart) in a row; the first restarts at once, and
+    /// each further one in a row doubles it, up to `maximumBackoff` (`WorkerSupervisor.backoff(afterCrashesInARow:)`).
     public var backoff: Double
     public var maximumBackoff: Double
     /// Address-space limit of a worker (bytes, RLIMIT_AS) and its CPU time (seconds, RLIMIT_CPU); 0 is none.

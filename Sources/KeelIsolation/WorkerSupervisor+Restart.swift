@@ -96,8 +96,7 @@ extension WorkerSupervisor {
                 s.stopped = true
                 return (false, 0, "its worker process \(why) (last: \(reason))")
             }
-            let delay = s.crashesInARow <= 1 ? 0 : min(policy.backoff * pow(2, Double(s.crashesInARow - 2)), policy.maximumBackoff)
-            return (true, delay, nil)
+            return (true, Self.backoff(afterCrashesInARow: s.crashesInARow, policy), nil)
         }
         if let failure = decision.failure {
             log(.error, failure)
@@ -152,7 +151,7 @@ extension WorkerSupervisor {
                     s.stopped = true
                     return (why, 0)
                 }
-                return (nil, min(policy.backoff * pow(2, Double(s.crashesInARow)), policy.maximumBackoff))
+                return (nil, Self.backoff(afterCrashesInARow: s.crashesInARow, policy))
             }
             guard let give else { return }
             if let why = give.why {
@@ -162,6 +161,12 @@ extension WorkerSupervisor {
             log(.error, "the worker could not be restarted: \(failure.reason)")
             usleep(UInt32(give.delay * 1_000_000))
         }
+    }
+
+    /// How long to wait before the next start after `n` crashes (or failed restarts) in a row: none after the first,
+    /// then `backoff`, doubling each time, at most `maximumBackoff`. One rule for a crash and a failed restart alike.
+    static func backoff(afterCrashesInARow n: Int, _ policy: IsolationPolicy) -> Double {
+        n <= 1 ? 0 : min(policy.backoff * pow(2, Double(min(n - 2, 30))), policy.maximumBackoff)
     }
 
     /// Why the plugin is given up after the crash just counted in `s`, or nil to restart it: `crashLimit` crashes
