@@ -2,6 +2,7 @@
 
 import Foundation
 import Glibc
+import KeelSystem
 import Synchronization
 
 /// Tries a library in a child process before the host ever loads it.
@@ -39,62 +40,86 @@ public struct PluginProbe: Sendable {
     /// Probes `library` (checked against the manifest at `manifestPath`, when given). `shownPath` names the file in
     /// messages.
     public func run(library: String, manifestPath: String?, shownPath: String) -> Outcome {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        var arguments = ["probe", "--library", library, "--shown-path", shownPath]
+        var arguments = [executable, "probe", "--library", library, "--shown-path", shownPath]
         if let manifestPath { arguments += ["--manifest", manifestPath] }
-        process.arguments = arguments
         // No Swift crash backtracer in the child: a crash is expected there and is reported by the parent.
-        process.environment = ProcessInfo.processInfo.environment.merging(["KEEL_PROBE": "1", "SWIFT_BACKTRACE": "enable=no"]) { $1 }
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        process.standardInput = FileHandle.nullDevice
-        let collected = CollectedOutput()
-        do { try process.run() } catch {
-            return .failed("\(shownPath): cannot start the probe (\(executable)): \(error.localizedDescription)")
+        let environment = ProcessInfo.processInfo.environment.merging(["KEEL_PROBE": "1", "SWIFT_BACKTRACE": "enable=no"]) { $1 }
+            .map { "\($0.key)=\($0.value)" }
+        guard let outPipe = SystemFile.pipe() else { return .failed("\(shownPath): cannot start the probe: no pipe (\(String(cString: strerror(errno))))") }
+        guard let errPipe = SystemFile.pipe() else {
+            close(outPipe.read); close(outPipe.write)
+            return .failed("\(shownPath): cannot start the probe: no pipe (\(String(cString: strerror(errno))))")
         }
-        // Each pipe is read on a thread of its own until end of file (not with `readabilityHandler`, whose dispatch
-        // source, armed on a pipe whose handle is then closed, can crash the process in libdispatch).
+        let out = [outPipe.read, outPipe.write], err = [errPipe.read, errPipe.write]
+        // In a process group of its own (not Foundation's `Process`: it takes a child for running while anything
+        // the child started holds a descriptor it inherited, so a plugin that starts a helper process in its
+        // constructor held the kernel's thread for that helper's life).
+        let pid: pid_t
+        do {
+            pid = try ChildProcess.spawn(executable, arguments: arguments, environment: environment,
+                                         standard: [.null, .descriptor(out[1]), .descriptor(err[1])], ownGroup: true)
+        } catch {
+            for fd in out + err { close(fd) }
+            return .failed("\(shownPath): cannot start the probe (\(executable)): \(error)")
+        }
+        close(out[1])
+        close(err[1])
+        let collected = CollectedOutput()
+        // Each pipe is read on a thread of its own until end of file, or until told to stop: a process the plugin
+        // started may hold a pipe open for ever. What is kept of each is bounded (`CollectedOutput`); the rest is
+        // read and dropped, so a plugin that floods its output cannot fill the host.
         let drained = DispatchGroup()
-        for (handle, isOut) in [(out.fileHandleForReading, true), (err.fileHandleForReading, false)] {
+        let stop = Atomic<Bool>(false)
+        for (fd, isOut) in [(out[0], true), (err[0], false)] {
             drained.enter()
             Thread.detachNewThread {
-                // Plain read(2): FileHandle.read(upToCount:) waits until it has that many bytes.
                 var buffer = [UInt8](repeating: 0, count: 65536)
-                let fd = handle.fileDescriptor
-                while true {
+                while !stop.load(ordering: .relaxed) {
+                    var ready = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                    let polled = poll(&ready, 1, 100)
+                    if polled < 0 && errno == EINTR { continue }
+                    guard polled > 0 else { if polled < 0 { break } else { continue } }
                     let n = read(fd, &buffer, buffer.count)
                     if n < 0 && errno == EINTR { continue }
                     guard n > 0 else { break }
-                    let data = Data(buffer[..<n])
-                    if isOut { collected.append(stdout: data) } else { collected.append(stderr: data) }
+                    if isOut { collected.append(stdout: buffer[..<n]) } else { collected.append(stderr: buffer[..<n]) }
                 }
+                close(fd)
                 drained.leave()
             }
         }
         let deadline = Date().addingTimeInterval(timeout)
-        while process.isRunning && Date() < deadline { usleep(5_000) }
-        let hung = process.isRunning
-        if hung { kill(process.processIdentifier, SIGKILL) }
-        process.waitUntilExit()
-        // A grandchild the plugin started may hold the pipes open: what arrived within a second is enough.
-        _ = drained.wait(timeout: .now() + 1)
+        var status: Int32 = 0
+        var reaped = false
+        while !reaped && Date() < deadline {
+            let r = waitpid(pid, &status, WNOHANG)
+            if r == pid || (r < 0 && errno != EINTR) { reaped = true } else { usleep(5_000) }
+        }
+        let hung = !reaped
+        // The whole group, the child with whatever the plugin started there, before the child is reaped (its pid, the
+        // group's id, cannot be reused until then).
+        kill(-pid, SIGKILL)
+        if hung { while waitpid(pid, &status, 0) < 0 && errno == EINTR {} }
+        // A process that left the group may hold the pipes open: what arrived within a second is enough.
+        if drained.wait(timeout: .now() + 1) == .timedOut { stop.store(true, ordering: .relaxed) }
         let (stdout, _) = collected.value
-
+        if collected.outputCut {
+            return .failed("\(shownPath): the probe's answer was over \(CollectedOutput.outputLimit >> 20) MiB (the plugin wrote to its file descriptors?); the host did not load it")
+        }
         if hung {
             return .failed("\(shownPath): hung: no answer within \(Int(timeout)) s while loading or activating (a constructor or activate that never returns?)")
         }
-        if process.terminationReason == .uncaughtSignal {
-            let signal = process.terminationStatus
+        // The wait status: the low 7 bits are the signal that ended the child (0: it exited), the next 8 its exit code.
+        let signal = status & 0x7f, exitCode = (status >> 8) & 0xff
+        if signal != 0 {
             return .failed("\(shownPath): crashed with \(Self.signalName(signal)) (signal \(signal)) while loading or activating; the host did not load it")
         }
         let answer = try? JSONDecoder().decode(ProbeAnswer.self, from: stdout)
-        switch (process.terminationStatus, answer) {
+        switch (exitCode, answer) {
         case (0, let a?) where a.report != nil: return .passed(a.report!)
         case (_, let a?) where a.error != nil: return .failed(a.error!)
         default:
-            return .failed("\(shownPath): exited with code \(process.terminationStatus) while loading or activating (does it call exit?); the host did not load it")
+            return .failed("\(shownPath): exited with code \(exitCode) while loading or activating (does it call exit?); the host did not load it")
         }
     }
 
@@ -123,9 +148,19 @@ public struct ProbeAnswer: Codable, Sendable {
     }
 }
 
+/// A probe's output as it arrives: its answer (stdout) up to `outputLimit`, and the first 64 KiB of its stderr.
+/// Thread-safe.
 final class CollectedOutput: Sendable {
-    private let collected = Mutex((out: Data(), err: Data()))
-    func append(stdout d: Data) { collected.withLock { $0.out.append(d) } }
-    func append(stderr d: Data) { collected.withLock { if $0.err.count < 65536 { $0.err.append(d) } } }
+    /// The largest answer kept; past it the answer is dropped and `outputCut` set.
+    static let outputLimit = 1 << 20
+    private let collected = Mutex((out: Data(), err: Data(), cut: false))
+    func append(stdout d: ArraySlice<UInt8>) {
+        collected.withLock {
+            if $0.out.count + d.count > Self.outputLimit { ($0.out, $0.cut) = (Data(), true) }
+            if !$0.cut { $0.out.append(contentsOf: d) }
+        }
+    }
+    func append(stderr d: ArraySlice<UInt8>) { collected.withLock { if $0.err.count < 65536 { $0.err.append(contentsOf: d) } } }
     var value: (Data, Data) { collected.withLock { ($0.out, $0.err) } }
+    var outputCut: Bool { collected.withLock { $0.cut } }
 }

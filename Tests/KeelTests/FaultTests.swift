@@ -38,6 +38,31 @@ struct FaultTests {
         await kernel.shutdown()
     }
 
+    @Test("the probe's answer cannot be spoiled by what a plugin prints; a process it starts is killed, and the probe ends at once")
+    func probeOutput() async throws {
+        let f = KernelFixture()
+        let pidFile = TestEnvironment.makeTemporaryDirectory("probe-pid") + "/grandchild"
+        try f.fixtureBundle("chatty", defines: ["CTOR_MODE=4"])
+        try f.fixtureBundle("forker", defines: ["CTOR_MODE=5", "CTOR_PIDFILE=\"\(pidFile)\""])
+        let kernel = try f.kernel(probe: PluginProbe(executable: keel, timeout: 10))
+        await kernel.start()
+        // A printf and 32 MiB written to stdout while loading: the answer is read intact (before, it was refused).
+        try await kernel.enable("chatty")
+        #expect(get(kernel, "/ext/chatty/ping")?.0 == 200)
+        // A process started while loading holds the probe's pipes for 60 s: it is killed with the probe's group.
+        let started = Date()
+        try await kernel.enable("forker")
+        #expect(Date().timeIntervalSince(started) < 5)
+        let pid = try #require(Int32(String(contentsOfFile: pidFile, encoding: .utf8)))
+        let gone = await waitFor(5) {
+            // Gone, or a zombie waiting for its reaper: either way no longer running.
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return true }
+            return stat.split(separator: ")").last?.split(separator: " ").first == "Z"
+        }
+        #expect(gone, "the plugin's process \(pid) outlived the probe")
+        await kernel.shutdown()
+    }
+
     @Test("keel plugins inspect survives a hostile file and says what happened")
     func inspectHostile() throws {
         let lib = try TestEnvironment.buildFixture("inspect-segv", ["CTOR_MODE=1"])

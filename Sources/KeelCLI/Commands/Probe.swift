@@ -23,6 +23,10 @@ extension KeelCommand {
         func run() async throws {
             var noCore = rlimit(rlim_cur: 0, rlim_max: 0)
             setrlimit(Int32(RLIMIT_CORE.rawValue), &noCore)
+            // The answer goes out on the original stdout; what the plugin writes to its stdout (a debug `printf` in
+            // activate, flushed at exit) goes to stderr, where the host keeps the first 64 KiB, and cannot spoil it.
+            let answerFD = dup(STDOUT_FILENO)
+            guard answerFD >= 0, dup2(STDERR_FILENO, STDOUT_FILENO) >= 0 else { throw ExitCode(4) }
             // Plugin code (constructors, activate) runs here: give it a full-size stack, as the host's lifecycle
             // thread has, not the small one of a concurrency worker.
             let library = library, manifest = manifest, shownPath = shownPath
@@ -31,7 +35,8 @@ extension KeelCommand {
                 thread.stackSize = 16 << 20
                 thread.start()
             }
-            FileHandle.standardOutput.write(output)
+            FileHandle(fileDescriptor: answerFD, closeOnDealloc: false).write(output)
+            fflush(nil)  // the plugin's buffered output, to stderr
             if code != 0 { throw ExitCode(code) }
         }
 

@@ -24,7 +24,9 @@
  *   SLOW_MS                         the handler sleeps this long first
  *   SLOW_HOOK_MS                    the authenticate hook sleeps this long first
  *   CONFIG_ECHO                     the handler appends " config=<the plugin's configuration JSON>"
- *   CTOR_MODE                       a constructor that 1: raises SIGSEGV, 2: calls _exit(7), 3: never returns
+ *   CTOR_MODE                       a constructor that 1: raises SIGSEGV, 2: calls _exit(7), 3: never returns,
+ *                                   4: prints a line with printf and writes 32 MiB to stdout, 5: starts a process
+ *                                   that sleeps 60 s holding stdout and stderr, its pid written to CTOR_PIDFILE
  *   CRASH_IN_HOST                   activate raises SIGSEGV unless KEEL_PROBE is set (passes the probe, then takes
  *                                   the host down)
  *   HANDLER_LOGS                    the handler logs "handling <route path>" (warning) through host->log
@@ -90,6 +92,21 @@ __attribute__((constructor)) static void hostile_constructor(void) {
     *(volatile int *)0 = 1; /* a real fault, not raise(): runtimes may catch a raised signal */
 #elif CTOR_MODE == 2
     _exit(7);
+#elif CTOR_MODE == 4
+    if (!getenv("KEEL_PROBE")) return;
+    printf("hello from the constructor\n");
+    static char block[1 << 16];
+    memset(block, 'x', sizeof block);
+    for (int i = 0; i < 512; i++) {
+        if (write(1, block, sizeof block) < 0) break;
+    }
+#elif CTOR_MODE == 5
+    if (getenv("KEEL_PROBE")) {
+        pid_t child = fork();
+        if (child == 0) { sleep(60); _exit(0); }
+        FILE *f = fopen(CTOR_PIDFILE, "w");
+        if (f) { fprintf(f, "%d", (int)child); fclose(f); }
+    }
 #else
     for (;;) pause();
 #endif
