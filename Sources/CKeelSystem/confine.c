@@ -87,6 +87,9 @@ int keel_confine_worker(int network) {
         DENY(SYS_utimensat), DENY(SYS_setxattr), DENY(SYS_lsetxattr), DENY(SYS_fsetxattr), DENY(SYS_removexattr),
         DENY(SYS_lremovexattr), DENY(SYS_fremovexattr), DENY(KEEL_SYS_setxattrat), DENY(KEEL_SYS_removexattrat),
         DENY(KEEL_SYS_file_setattr),
+        /* Never: leaving the worker's process group (a new session or group), which the host kills with the worker:
+         * a process that left it outlived the worker and held its output pipe, and a thread of the host, open. */
+        DENY(SYS_setsid), DENY(SYS_setpgid),
         /* Never: a Unix socket of its own, which could connect to any socket on the file system (Landlock does not
          * guard connect: a database with peer authentication, the user's session bus or ssh-agent, docker.sock). A
          * stream socket pair has no address, and gets none (below). */

@@ -31,6 +31,8 @@ final class WorkerConnection: Sendable {
     private let outbox: WorkerOutbox
     /// Set by a call that got its answer: the worker has served since it started (for the restart back-off).
     let served = Atomic<Bool>(false)
+    /// Set once the worker is reaped: its output's reader stops when the pipe has nothing more (see `WorkerOutput`).
+    private let outputDone = WorkerOutput.Stop()
 
     private struct Pending {
         var next: UInt64 = 1
@@ -124,8 +126,8 @@ final class WorkerConnection: Sendable {
         }
         close(fds[1])
         close(output.write)
-        WorkerOutput.drain(output.read, name: "keel-worker-output-\(pid)", log: handlers.log)
         let connection = WorkerConnection(pid: pid, socket: fds[0])
+        WorkerOutput.drain(output.read, name: "keel-worker-output-\(pid)", until: connection.outputDone, log: handlers.log)
         let reader = Thread { connection.read(handlers) }
         reader.name = "keel-worker-\(pid)"
         reader.start()
@@ -332,6 +334,7 @@ final class WorkerConnection: Sendable {
             return s.why
         }
         let end = Self.reap(pid)
+        outputDone.set()
         // The host's reason, when the host's SIGKILL is what ended it (not a crash of its own meanwhile).
         if !violated, let end { reason = (end == "crashed with SIGKILL" ? why.map { "\($0); killed" } : nil) ?? end }
         let slots = pending.withLock { p -> [Slot] in

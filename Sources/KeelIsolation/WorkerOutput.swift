@@ -4,6 +4,7 @@ import Foundation
 import Glibc
 import KeelLoader
 import KeelSystem
+import Synchronization
 
 /// What a worker writes to its standard output and standard error: a pipe whose other end only the host holds, read
 /// by a thread of its own and logged line by line as the plugin's (warn, `output: ...`).
@@ -17,8 +18,18 @@ enum WorkerOutput {
     /// The longest line logged; a longer one is cut (the rest, up to its line break, dropped).
     static let lineBytes = 4096
 
-    /// Reads `fd` (the read end) to its end on a new thread, logging each line through `log`, then closes it.
-    static func drain(_ fd: Int32, name: String, log: @escaping @Sendable (Int, String) -> Void) {
+    /// Set when the worker is reaped. Thread-safe.
+    final class Stop: Sendable {
+        private let flag = Atomic<Bool>(false)
+        func set() { flag.store(true, ordering: .relaxed) }
+        var isSet: Bool { flag.load(ordering: .relaxed) }
+    }
+
+    /// Reads `fd` (the read end) on a new thread, logging each line through `log`, until its end, or until `stop`
+    /// is set and nothing has arrived for 100 ms: a process the worker started (and that left its process group, so
+    /// the host's kill missed it) may hold the pipe open for ever, which kept this thread and the descriptor for its
+    /// life. Closes `fd`.
+    static func drain(_ fd: Int32, name: String, until stop: Stop, log: @escaping @Sendable (Int, String) -> Void) {
         let thread = Thread {
             var budget = LogBudget(now: WorkerConnection.monotonic())
             var line: [UInt8] = [], cut = false, over = false
@@ -31,6 +42,10 @@ enum WorkerOutput {
             }
             var buffer = [UInt8](repeating: 0, count: 16 * 1024)
             while true {
+                var ready = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                let polled = poll(&ready, 1, 100)
+                if polled < 0, errno == EINTR { continue }
+                if polled == 0 { if stop.isSet { break } else { continue } }
                 let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
                 if n < 0, errno == EINTR { continue }
                 guard n > 0 else { break }

@@ -177,6 +177,14 @@ struct HostileWorkerTests {
         #expect(environ.hasPrefix("refused"), "the host's /proc/<pid>/environ: \(environ)")
     }
 
+    @Test("a worker's children cannot leave its process group (setsid, setpgid), which the host kills with it")
+    func staysInItsGroup() async throws {
+        let f = try stage()
+        let server = try ServerProcess(plugins: f.plugins, state: f.state)
+        defer { server.stop() }
+        #expect(try await answer(server, "session") == "refused")
+    }
+
     @Test("a worker cannot change a file's mode, owner, times or extended attributes: not the state file's")
     func cannotChangeMetadata() async throws {
         let f = try stage()

@@ -35,6 +35,8 @@
  *     "flood"   writes 64-byte lines to its standard error as fast as it can for 2 s: "flooded"
  *     "output"  writes "forged by the worker" to its standard output and error, then truncates them (ftruncate):
  *               "truncated", or "refused <errno>" (a pipe cannot be truncated)
+ *     "session" forks a child that tries setsid() and setpgid(0, 0), leaving the worker's process group (which the
+ *               host kills with the worker): "refused" when both were, else the ones that were done
  *     anything else: 200 "ok"
  * Its activate sleeps 30 s when a file named "block-activate" lies beside the library.
  */
@@ -246,6 +248,13 @@ static keel_status item(void *user_data, const keel_http_request *req, keel_http
         return refused_or(res, fd >= 0, "opened");
     } else if (is(id, "caps")) {
         return capabilities(res);
+    } else if (is(id, "session")) {
+        pid_t child = fork();
+        if (child == 0) _exit((setsid() >= 0 ? 2 : 0) + (setpgid(0, 0) == 0 ? 1 : 0));
+        int status = 0;
+        if (child < 0 || waitpid(child, &status, 0) != child || !WIFEXITED(status)) return say(res, "no child");
+        static const char *done[] = { "refused", "setpgid", "setsid", "setsid setpgid" };
+        return say(res, done[WEXITSTATUS(status) & 3]);
     } else if (is(id, "meta")) {
         char path[1024];
         return metadata(query_value(req, path, sizeof path), res);
