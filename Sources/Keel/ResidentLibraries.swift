@@ -38,12 +38,17 @@ struct ResidentLibraries {
 
     private var entries: [String: Entry] = [:]
 
+    /// Activations of one copy after which it is no longer kept: each leaves a closed context in its library (a few
+    /// hundred bytes), so a lazy plugin woken every few seconds for months would otherwise grow without end. The next
+    /// activation loads a fresh copy (which counts as a stale copy, `StaleCopyLimits`).
+    static let activationsPerCopy = 4096
+
     /// Keeps the library of `plugin`, just deactivated without a problem, for plugin `id`'s next activation; or
     /// forgets the plugin's entry when there is nothing to keep (no library, one that does not declare
-    /// `KEEL_PLUGIN_FLAG_REACTIVATABLE`, an unload-safe one, or no settled source).
+    /// `KEEL_PLUGIN_FLAG_REACTIVATABLE`, an unload-safe one, no settled source, or one activated `activationsPerCopy` times).
     mutating func keep(_ id: String, _ plugin: Kernel.ActivePlugin) {
         guard let library = plugin.library, library.descriptor.reactivatable, !library.descriptor.unloadSafe,
-              let source = plugin.source else {
+              let source = plugin.source, library.activations < Self.activationsPerCopy else {
             entries[id] = nil
             return
         }

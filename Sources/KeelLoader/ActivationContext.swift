@@ -25,10 +25,12 @@ public final class ActivationContext: Sendable {
     public let grants: Set<Capability>
     /// Foreign path prefixes granted to this activation (`route-prefix:/legacy`).
     public let routePrefixes: [String]
-    /// The plugin's configuration as JSON, handed out through "keel.config/1" (kept as C text for the activation).
-    /// `nonisolated(unsafe)` because `keel_str` holds a pointer: the text is allocated once in `init`, never written
-    /// again, and outlives every plugin call of this activation.
-    nonisolated(unsafe) let configText: keel_str
+    /// The plugin's configuration as JSON, handed out through "keel.config/1": C text allocated in `init`, valid (as
+    /// the ABI says) until deactivate returns. `close` frees it when no call is still running (a context is kept
+    /// after it closes, for stray calls: a kept library's contexts would otherwise hold every activation's
+    /// configuration, up to 1 MiB each, for the life of the process); a closed context hands out an empty string.
+    private let config: Mutex<keel_str>
+    var configText: keel_str { config.withLock { $0 } }
     public let limits: RegistrationLimits
     public let budgets: CallBudgets
     /// Who this activation is, as consumers of its services see it, and the interfaces it declares.
@@ -52,7 +54,7 @@ public final class ActivationContext: Sendable {
     public init(pluginID: String, grants: Set<Capability>, routePrefixes: [String] = [], config: String = "",
                 limits: RegistrationLimits = .default, budgets: CallBudgets = .default, identity: ServiceIdentity = ServiceIdentity(),
                 environment: any PluginEnvironment) {
-        configText = HostABI.staticString(config)
+        self.config = Mutex(HostABI.staticString(config))
         self.identity = identity
         self.pluginID = pluginID
         self.grants = grants
@@ -122,6 +124,7 @@ public final class ActivationContext: Sendable {
     func close() {
         phase.withLock { $0 = .closed }
         admitting.store(false, ordering: .sequentiallyConsistent)
+        if callsInFlight == 0 { config.withLock { Self.free(&$0) } }
         let leftover = LeaseTable.releaseAll(heldBy: self)
         if !leftover.isEmpty {
             let names = Set(leftover.map(\.description)).sorted().joined(separator: ", ")
@@ -132,7 +135,12 @@ public final class ActivationContext: Sendable {
 
     public var isActive: Bool { admitting.load(ordering: .sequentiallyConsistent) }
 
-    deinit { configText.ptr.map { UnsafeMutablePointer(mutating: $0).deallocate() } }
+    deinit { config.withLock { Self.free(&$0) } }
+
+    private static func free(_ text: inout keel_str) {
+        text.ptr.map { UnsafeMutablePointer(mutating: $0).deallocate() }
+        text = keel_str(ptr: nil, len: 0)
+    }
 
     /// Seconds on a monotonic clock, for call budgets and drain deadlines. The coarse clock (a few milliseconds of
     /// resolution, budgets are hundreds) is read without a system call and costs a fraction of the precise one,

@@ -258,6 +258,9 @@ public final class PluginLibrary: @unchecked Sendable {
         return out
     }
 
+    /// How many times this copy has been activated (each activation's context is kept, closed, for stray calls).
+    public var activations: Int { contexts.withLock { $0.count } }
+
     /// Runs the plugin's activate with `context`; `seed` holds what the host registers on its behalf first.
     /// - Returns: everything registered, to publish as one unit.
     /// - Throws: `LoadError.Code.activationFailed` with the plugin's message (or the host's last refusal); nothing
