@@ -1,5 +1,6 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
+import KeelLoader
 import KeelState
 
 /// The audit trail (`StateStore.recordAudit`): every executed command and every admin call the auth chain refused.
@@ -31,9 +32,16 @@ extension Kernel {
     /// names the call (`METHOD /path`), the caller and `reason` (which hook or which permission); the outcome is
     /// `forbidden`. `reason` must not carry request data beyond the path.
     public nonisolated func auditRefusal(actor: String, principal: String?, origin: String?, call: String, reason: String) {
-        audit(StateStore.AuditEntry(actor: actor, principal: principal, origin: origin, command: call, target: "",
-                                    outcome: "forbidden", detail: reason))
+        // The call names the client's path (up to the HTTP layer's limit, 80 KiB): cut, so that 10,000 refusals keep
+        // a bounded trail.
+        audit(StateStore.AuditEntry(actor: actor.prefix(utf8Bytes: Self.auditFieldBytes),
+                                    principal: principal?.prefix(utf8Bytes: Self.auditFieldBytes), origin: origin,
+                                    command: TextLimits.cut(call, to: Self.auditFieldBytes), target: "",
+                                    outcome: "forbidden", detail: TextLimits.logLine(reason)))
     }
+
+    /// Bytes of UTF-8 kept of a refused call's path and its caller's names in the audit trail.
+    static let auditFieldBytes = 512
 
     /// The audit rows at or after `since` (ISO 8601 UTC; nil: all kept), oldest first, at most the newest `limit`.
     /// - Throws: `KernelError.Code.state` when the store cannot be read.

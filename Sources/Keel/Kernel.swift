@@ -192,6 +192,9 @@ public actor Kernel {
         self.serving = serving
         let log: @Sendable (LogRecord) -> Void = { record in
             var record = record
+            // Every line, the host's own too: a line about a request names its path, which a client chooses (up to
+            // 80 KiB), and each plugin's ring keeps its last 1,000 lines.
+            record.message = TextLimits.logLine(record.message)
             if record.requestID == nil { record.requestID = RequestScope.current }
             if record.generation == nil, let id = record.pluginID { record.generation = serving[id] }
             logs.append(record)

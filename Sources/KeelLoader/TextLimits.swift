@@ -9,10 +9,13 @@ public enum TextLimits {
 
     /// `line` cut to `logLineBytes` (plus the "…" that ends a cut line): a line already cut (by the worker, or
     /// `string(upTo:)`) is not cut again unless it is longer.
-    public static func logLine(_ line: String) -> String {
+    public static func logLine(_ line: String) -> String { cut(line, to: logLineBytes) }
+
+    /// `text` cut to `bytes` of UTF-8 plus a "…" that ends it; a text already cut that way is left alone.
+    public static func cut(_ text: String, to bytes: Int) -> String {
         let ellipsis = "…"
-        guard line.utf8.count > logLineBytes + (line.hasSuffix(ellipsis) ? ellipsis.utf8.count : 0) else { return line }
-        return line.prefix(utf8Bytes: logLineBytes) + ellipsis
+        guard text.utf8.count > bytes + (text.hasSuffix(ellipsis) ? ellipsis.utf8.count : 0) else { return text }
+        return text.prefix(utf8Bytes: bytes) + ellipsis
     }
 }
 

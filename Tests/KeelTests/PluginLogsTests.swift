@@ -51,6 +51,28 @@ struct PluginLogsTests {
         #expect(line == String(repeating: "\u{FFFD}", count: 1365) + "…", "\(line.utf8.count) bytes")
     }
 
+    @Test("the host's own lines about a request, which name the client's path, are cut to 4 KiB too; so is a refused call in the audit trail")
+    func hostLinesAreCut() async throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("longpath", defines: ["HANDLER_FAILS", "ROUTE_SET"], capabilities: ["routes"])
+        let keel = TestEnvironment.binPath + "/keel"
+        #expect(try TestEnvironment.run(keel, ["plugins", "enable", "longpath", "--plugins", f.plugins, "--state", f.state]).status == 0)
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch"])
+        defer { server.stop() }
+        let segment = String(repeating: "p", count: 60_000)
+        #expect(try await server.request("GET", "/ext/longpath/items/" + segment).status == 500)
+        let logs = try await server.request("GET", "/api/v1/plugins/longpath/logs", admin: true)
+        let lines = try #require((logs.json as? [String: Any])?["lines"] as? [[String: Any]], "\(logs.text.prefix(300))")
+        let line = try #require(lines.compactMap { $0["message"] as? String }.first { $0.hasPrefix("GET /ext/longpath/items/ppp") },
+                                "\(lines.count) lines")
+        #expect(line.utf8.count == 4096 + "…".utf8.count && line.hasSuffix("…"), "\(line.utf8.count) bytes")
+
+        let kernel = try KernelFixture().kernel()
+        kernel.auditRefusal(actor: "someone", principal: "someone", origin: "127.0.0.1", call: "POST /api/v1/" + segment, reason: "denied")
+        let row = try #require(try kernel.auditTrail().last)
+        #expect(row.command.hasPrefix("POST /api/v1/ppp") && row.command.utf8.count == 512 + "…".utf8.count, "\(row.command.utf8.count) bytes")
+    }
+
     @Test("a real server: GET /api/v1/plugins/<id>/logs and /health after failing and good requests; keel logs prints them, -f into a pipe each line as it comes")
     func server() async throws {
         let f = KernelFixture()
