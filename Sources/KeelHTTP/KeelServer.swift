@@ -64,12 +64,14 @@ public struct ServerConfiguration: Sendable {
         self.maxConnections = maxConnections
     }
 
-    /// 1,024, or less where the descriptor limit is low: the limit less 64 for the state file, plugin libraries and
-    /// the listening socket.
+    /// 1,024, or less where the descriptor limit is low: a third of the limit less 64 (for the state file, plugin
+    /// libraries and the listening socket), since a proxied request or WebSocket also holds a descriptor to its
+    /// upstream, and the upstream pool keeps up to 256 idle ones; at least 16. (`keel serve` raises the soft limit to
+    /// the hard one first, `SystemFile.raiseDescriptorLimit`.)
     public static var defaultMaxConnections: Int {
         var limit = rlimit()
         guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < rlim_t(Int32.max) else { return 1024 }
-        return max(16, min(1024, Int(limit.rlim_cur) - 64))
+        return max(16, min(1024, (Int(limit.rlim_cur) - 64) / 3))
     }
 }
 

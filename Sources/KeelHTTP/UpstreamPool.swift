@@ -36,15 +36,22 @@ enum UpstreamAnswer: Sendable {
 
 /// Kept-alive HTTP/1.1 connections to plain-http upstreams (the proxy's hot path; AsyncHTTPClient's per-request
 /// work was most of the proxy's cost): one request per connection at a time, idle connections reused last-in
-/// first-out, at most `maxIdle` idle per upstream and event loop, each closed after `idleTimeout` unused.
+/// first-out, at most `maxIdle` idle per upstream and event loop and `maxIdleTotal` in all (each holds a descriptor,
+/// which the connection limit does not count), each closed after `idleTimeout` unused.
 /// Connections run on NIO's shared event loop group (the server's), each on the loop of the client connection that
 /// asked for it (`loop`), so that the upstream's answer is read on the thread that writes it to the client. Thread-safe; `shutdown` closes the idle
 /// connections.
 final class UpstreamPool: Sendable {
     let maxIdle: Int
+    let maxIdleTotal: Int
     let idleTimeout: TimeAmount
-    /// Idle connections by upstream and event loop.
-    private let idle = Mutex<[Key: [any Channel]]>([:])
+    /// Idle connections by upstream and event loop, and how many in all.
+    private let idle = Mutex(Idle())
+
+    private struct Idle {
+        var byKey: [Key: [any Channel]] = [:]
+        var total = 0
+    }
     private let closed = Atomic<Bool>(false)
 
     struct Key: Hashable {
@@ -53,8 +60,9 @@ final class UpstreamPool: Sendable {
         let loop: ObjectIdentifier
     }
 
-    init(maxIdle: Int = 256, idleTimeout: TimeAmount = .seconds(60)) {
+    init(maxIdle: Int = 256, maxIdleTotal: Int = 256, idleTimeout: TimeAmount = .seconds(60)) {
         self.maxIdle = maxIdle
+        self.maxIdleTotal = maxIdleTotal
         self.idleTimeout = idleTimeout
     }
 
@@ -90,14 +98,21 @@ final class UpstreamPool: Sendable {
         }
     }
 
+    /// Idle connections kept now, in all.
+    var idleConnections: Int { idle.withLock { $0.total } }
+
     /// Closes the idle connections; connections in use close when their exchange ends.
     func shutdown() {
         closed.store(true, ordering: .sequentiallyConsistent)
-        for channel in idle.withLock({ all in defer { all = [:] }; return all.values.flatMap { $0 } }) { channel.close(promise: nil) }
+        for channel in idle.withLock({ all in defer { all = Idle() }; return all.byKey.values.flatMap { $0 } }) { channel.close(promise: nil) }
     }
 
     private func checkout(_ key: Key, on loop: any EventLoop) async throws -> (any Channel, Bool) {
-        while let channel = idle.withLock({ $0[key]?.popLast() }) {
+        while let channel = idle.withLock({ idle -> (any Channel)? in
+            guard let channel = idle.byKey[key]?.popLast() else { return nil }
+            idle.total -= 1
+            return channel
+        }) {
             if channel.isActive { return (channel, true) }
         }
         let handler = UpstreamConnection(idleTimeout: idleTimeout, onIdle: { [self] in checkin($0, key: key) },
@@ -119,15 +134,20 @@ final class UpstreamPool: Sendable {
 
     private func checkin(_ channel: any Channel, key: Key) {
         let kept = !closed.load(ordering: .sequentiallyConsistent) && idle.withLock { idle -> Bool in
-            guard idle[key, default: []].count < maxIdle else { return false }
-            idle[key, default: []].append(channel)
+            guard idle.byKey[key, default: []].count < maxIdle, idle.total < maxIdleTotal else { return false }
+            idle.byKey[key, default: []].append(channel)
+            idle.total += 1
             return true
         }
         if !kept { channel.close(promise: nil) }
     }
 
     private func forget(_ channel: any Channel, key: Key) {
-        idle.withLock { $0[key]?.removeAll { $0 === channel } }
+        idle.withLock { idle in
+            let before = idle.byKey[key]?.count ?? 0
+            idle.byKey[key]?.removeAll { $0 === channel }
+            idle.total -= before - (idle.byKey[key]?.count ?? 0)
+        }
     }
 }
 

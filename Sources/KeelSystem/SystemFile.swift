@@ -110,4 +110,20 @@ public enum SystemFile {
     }
 
     public static var lastError: String { String(cString: strerror(errno)) }
+
+    /// Raises this process's soft limit on open descriptors to its hard limit, at most `cap`, and returns the soft
+    /// limit then in force. A server holds a descriptor per client connection and per connection to an upstream, plus
+    /// its library copies and pipes: the usual soft limit of 1,024 runs out long before the hard one.
+    @discardableResult
+    public static func raiseDescriptorLimit(cap: Int = 65_536) -> Int {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 1024 }
+        let wanted = min(limit.rlim_max, rlim_t(cap))
+        if limit.rlim_cur < wanted {
+            limit.rlim_cur = wanted
+            _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+            _ = getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        }
+        return Int(min(limit.rlim_cur, rlim_t(Int.max)))
+    }
 }

@@ -54,4 +54,28 @@ struct UpstreamPoolTests {
         await #expect(throws: UpstreamFailure.self) { _ = try await peer(pool, upstream.port, "/slow", timeout: .seconds(1), loop: loop) }
         #expect(ContinuousClock.now - started >= .milliseconds(950), "the head was waited for its whole time-out")
     }
+
+    @Test("idle connections are kept within the pool's total, whatever the upstreams and event loops (each holds a descriptor)")
+    func idleTotalIsBounded() async throws {
+        let upstream = try Upstream()
+        defer { upstream.stop() }
+        let pool = UpstreamPool(maxIdle: 10, maxIdleTotal: 2, idleTimeout: .seconds(30))
+        defer { pool.shutdown() }
+        // Six at once (the upstream takes 3 s over each): six connections, on both event loops.
+        let port = upstream.port
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<6 {
+                let loop = MultiThreadedEventLoopGroup.singleton.next()
+                group.addTask {
+                    let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/slow", headers: ["host": "127.0.0.1:\(port)"])
+                    _ = try await pool.execute(host: "127.0.0.1", port: port, head: head, body: nil, timeout: .seconds(10), on: loop)
+                }
+            }
+            try await group.waitForAll()
+        }
+        let settled = await waitFor(2) { pool.idleConnections == 2 }
+        #expect(settled, "\(pool.idleConnections) idle")
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(pool.idleConnections == 2)
+    }
 }

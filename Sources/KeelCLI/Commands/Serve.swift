@@ -4,6 +4,7 @@ import ArgumentParser
 import Dispatch
 import Foundation
 import Keel
+import KeelSystem
 import KeelHTTP
 import Synchronization
 import NIOCore
@@ -35,8 +36,8 @@ extension KeelCommand {
         var idleTimeout = 30.0
         @Option(name: .customLong("body-timeout"), help: "Seconds a request body may take to arrive (408 and the connection closed after).")
         var bodyTimeout = 30.0
-        @Option(name: .customLong("max-connections"), help: "Open connections at most; over it the longest-idle one is closed to make room.")
-        var maxConnections = ServerConfiguration.defaultMaxConnections
+        @Option(name: .customLong("max-connections"), help: "Open connections at most; over it the longest-idle one is closed to make room (default 1024, or a third of the descriptor limit less 64 when that is less).")
+        var maxConnections: Int?
         @Option(name: .customLong("plugin-threads"), help: "Threads that run plugin code (hooks and handlers).")
         var pluginThreads = 32
         @Option(name: .customLong("threads-per-plugin"), help: "Of those, how many one plugin may occupy at once.")
@@ -78,7 +79,7 @@ extension KeelCommand {
             var c = ServerConfiguration(host: host, port: port, maxBodySize: maxBody,
                                         idleTimeout: .milliseconds(Int64(idleTimeout * 1000)),
                                         bodyTimeout: .milliseconds(Int64(bodyTimeout * 1000)),
-                                        maxConnections: maxConnections, pluginThreads: pluginThreads,
+                                        maxConnections: maxConnections ?? ServerConfiguration.defaultMaxConnections, pluginThreads: pluginThreads,
                                         threadsPerPlugin: threadsPerPlugin, pluginQueueLimit: pluginQueue)
             c.metrics = metrics
             c.healthInterval = healthInterval > 0 ? .milliseconds(Int64(healthInterval * 1000)) : nil
@@ -105,7 +106,7 @@ extension KeelCommand {
                   workerCrashWindow > 0, workerCrashWindow <= 86_400 else {
                 throw ValidationError("--worker-call-timeout takes seconds between 0 and 3600; --worker-memory-mb and --worker-cpu-seconds at least 0; --worker-crash-limit at least 1; --worker-crash-window seconds between 0 and 86400")
             }
-            guard maxConnections > 0 else { throw ValidationError("--max-connections must be at least 1") }
+            guard (maxConnections ?? 1) > 0 else { throw ValidationError("--max-connections must be at least 1") }
             guard maxStaleCopies >= 0, (0...(1 << 40)).contains(maxStaleCopyMiB) else {
                 throw ValidationError("--max-stale-copies and --max-stale-copy-mib take 0 or more (0: a plugin is never loaded a second time in one run)")
             }
@@ -116,6 +117,8 @@ extension KeelCommand {
 
         func run() async throws {
             try await reporting {
+                // Before anything opens a descriptor, and before the default connection limit is read from it.
+                SystemFile.raiseDescriptorLimit()
                 let lock = try ServerLock(stateFile: options.localStateFile, info: "starting")
                 try Self.requirePortFree(host: host, port: port)
                 let signals = SecondSignalExit()
