@@ -48,6 +48,8 @@ final class SharedStateLoop: Sendable {
             while !Task.isCancelled {
                 try? PostgresStore.listen(kernel.state)
                 if tick % 5 == 0 { await beat() }
+                // Hosts silent for a day (killed: their rows stay), at start and every hour.
+                if tick % 18_000 == 0 { try? kernel.state.forgetHosts(silentFor: 86_400) }
                 tick += 1
                 if tick % 25 == 0 { continuation.yield() }
                 try? await Task.sleep(for: .milliseconds(200))

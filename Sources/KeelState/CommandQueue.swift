@@ -26,12 +26,20 @@ extension StateStore {
         public var body: String
     }
 
+    /// How long a finished command (done, failed or cancelled) is kept for its client to read its outcome (seconds).
+    public static let finishedCommandsKept: Double = 3600
+
     /// Queues a command that the server may start only within `timeout` seconds from now; returns its sequence number.
+    /// Commands finished more than `finishedCommandsKept` ago go (a result holds up to 1 MiB of a `keel call`'s output).
     public func submitCommand(op: String, pluginID: String, body: String, timeout: Double) throws(StateError) -> Int64 {
         let deadline = Self.timestamp.format(Date().addingTimeInterval(timeout))
+        let expired = Self.timestamp.format(Date().addingTimeInterval(-Self.finishedCommandsKept))
         return try locked { db throws(StateError) in
-            try db.query("INSERT INTO commands (op, plugin_id, body, deadline, created_at) VALUES (?, ?, ?, ?, ?) RETURNING seq",
-                         [.text(op), .text(pluginID), .text(body), .text(deadline), .text(Self.now())]).first?["seq"]?.int ?? 0
+            try db.transaction { () throws(StateError) in
+                try db.query("DELETE FROM commands WHERE state IN ('done', 'failed', 'cancelled') AND done_at < ?", [.text(expired)])
+                return try db.query("INSERT INTO commands (op, plugin_id, body, deadline, created_at) VALUES (?, ?, ?, ?, ?) RETURNING seq",
+                                    [.text(op), .text(pluginID), .text(body), .text(deadline), .text(Self.now())]).first?["seq"]?.int ?? 0
+            }
         }
     }
 

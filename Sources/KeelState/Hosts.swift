@@ -69,6 +69,19 @@ extension StateStore {
         }
     }
 
+    /// Forgets the hosts whose last heartbeat is older than `seconds`, and their observations: a host killed leaves
+    /// its row, and its id (`hostname-pid`) is new at every start, so these would pile up for ever.
+    public func forgetHosts(silentFor seconds: Double) throws(StateError) {
+        guard isShared else { return }
+        let cutoff = Self.timestamp.format(Date().addingTimeInterval(-seconds))
+        try locked { db throws(StateError) in
+            try db.transaction { () throws(StateError) in
+                try db.query("DELETE FROM host_plugins WHERE host IN (SELECT id FROM hosts WHERE heartbeat < ?)", [.text(cutoff)])
+                try db.query("DELETE FROM hosts WHERE heartbeat < ?", [.text(cutoff)])
+            }
+        }
+    }
+
     /// Forgets a host (one that stopped cleanly) and its observations.
     public func removeHost(_ id: String) throws(StateError) {
         guard isShared else { return }

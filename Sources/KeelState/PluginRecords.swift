@@ -175,10 +175,18 @@ extension StateStore {
 
     // MARK: history
 
-    /// Appends an event to a plugin's history, inside the caller's transaction (the caller holds the lock).
+    /// Rows the plugins' histories keep in all (every enable, disable, grant, configuration change writes one): the
+    /// oldest go, 256 at a time, so the table holds between this and 255 more.
+    public static let eventCapacity = 100_000
+
+    /// Appends an event to a plugin's history, inside the caller's transaction (the caller holds the lock); every
+    /// 256th drops the rows beyond `eventCapacity`.
     static func event(_ db: any StateDatabase, _ id: String, _ kind: String, _ detail: String) throws(StateError) {
-        try db.query("INSERT INTO events (at, plugin_id, kind, detail) VALUES (?, ?, ?, ?)",
-                     [.text(now()), .text(id), .text(kind), .text(detail)])
+        let seq = try db.query("INSERT INTO events (at, plugin_id, kind, detail) VALUES (?, ?, ?, ?) RETURNING seq",
+                               [.text(now()), .text(id), .text(kind), .text(detail)]).first?["seq"]?.int ?? 0
+        if seq > Int64(eventCapacity), seq % 256 == 0 {
+            try db.query("DELETE FROM events WHERE seq <= ?", [.int(seq - Int64(eventCapacity))])
+        }
     }
 
     /// One entry of a plugin's history.

@@ -321,6 +321,57 @@ extension PostgresBackedTests {
             #expect(try store.loads(for: "other", limit: 10).map(\.generation) == [1])
         }
 
+        @Test("the plugins' histories keep the last 100,000 events in all (up to 255 more), the newest whole", arguments: StateEngine.available)
+        func eventsAreBounded(engine: StateEngine) throws {
+            let store = try engine.open(engine.freshLocation())
+            let capacity = StateStore.eventCapacity
+            // A long-running host's worth of history, written at once.
+            try store.locked { db throws(StateError) in
+                try db.query("""
+                    WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < ?)
+                    INSERT INTO events (at, plugin_id, kind, detail) SELECT 'then', 'old', 'enabled', '' FROM n
+                    """, [.int(Int64(capacity + 300))])
+            }
+            for i in 0..<300 { try store.setStatus("p", i % 2 == 0 ? .enabled : .disabled, reason: nil) }
+            let count = try store.locked { db throws(StateError) in try db.query("SELECT COUNT(*) AS n FROM events", []).first?["n"]?.int ?? 0 }
+            #expect(count >= Int64(capacity) && count < Int64(capacity + 256), "\(count) rows")
+            #expect(try store.events(for: "p").count == 300)
+        }
+
+        @Test("a command finished over an hour ago goes when the next is queued; a recent one stays", arguments: StateEngine.available)
+        func finishedCommandsGo(engine: StateEngine) throws {
+            let store = try engine.open(engine.freshLocation())
+            let old = try store.submitCommand(op: "enable", pluginID: "p", body: "{}", timeout: 10)
+            let recent = try store.submitCommand(op: "enable", pluginID: "p", body: "{}", timeout: 10)
+            for seq in [old, recent] {
+                #expect(try store.claimCommand(seq))
+                try store.finishCommand(seq, failed: false, result: String(repeating: "r", count: 1000))
+            }
+            try store.locked { db throws(StateError) in
+                try db.query("UPDATE commands SET done_at = ? WHERE seq = ?",
+                             [.text(StateStore.timestamp.format(Date().addingTimeInterval(-7200))), .int(old)])
+            }
+            let next = try store.submitCommand(op: "disable", pluginID: "p", body: "{}", timeout: 10)
+            #expect(try store.command(old) == nil)
+            #expect(try store.command(recent)?.state == "done")
+            #expect(try store.pendingCommands().map(\.seq) == [next])
+        }
+
+        @Test("hosts silent for a day are forgotten with their observations (a killed host leaves its row)",
+              .enabled(if: StateEngine.postgresURL != nil, "KEEL_TEST_POSTGRES is not set"))
+        func silentHostsGo() throws {
+            let store = try StateEngine.postgres.open(StateEngine.postgres.freshLocation())
+            for id in ["gone", "alive"] {
+                try store.heartbeat(.init(id: id, address: "", version: "1", startedAt: "then", plugins: ["p": 1]))
+            }
+            try store.locked { db throws(StateError) in
+                try db.query("UPDATE hosts SET heartbeat = ? WHERE id = 'gone'",
+                             [.text(StateStore.timestamp.format(Date().addingTimeInterval(-2 * 86_400)))])
+            }
+            try store.forgetHosts(silentFor: 86_400)
+            #expect(try store.hosts().map(\.id) == ["alive"])
+        }
+
         /// Every kind of record reads back as written, with the same ordering and refusals on both engines.
         @Test("every operation reads back what it wrote", arguments: StateEngine.available)
         func operationsRoundTrip(engine: StateEngine) throws {
