@@ -88,8 +88,12 @@ int keel_confine_worker(int network) {
         DENY(SYS_lremovexattr), DENY(SYS_fremovexattr), DENY(KEEL_SYS_setxattrat), DENY(KEEL_SYS_removexattrat),
         DENY(KEEL_SYS_file_setattr),
         /* Never: leaving the worker's process group (a new session or group), which the host kills with the worker:
-         * a process that left it outlived the worker and held its output pipe, and a thread of the host, open. */
-        DENY(SYS_setsid), DENY(SYS_setpgid),
+         * a process that left it outlived the worker and held its output pipe, and a thread of the host, open.
+         * setsid fails; setpgid "succeeds" without effect, since posix_spawn with POSIX_SPAWN_SETPGROUP (what
+         * Foundation's Process always asks for) fails whole when it fails, and the child stays in the group. */
+        DENY(SYS_setsid),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_setpgid, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | 0),
         /* Never: a Unix socket of its own, which could connect to any socket on the file system (Landlock does not
          * guard connect: a database with peer authentication, the user's session bus or ssh-agent, docker.sock). A
          * stream socket pair has no address, and gets none (below). */

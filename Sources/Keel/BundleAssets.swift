@@ -64,7 +64,7 @@ final class BundleAssets: Sendable {
             if let old = entries.updateValue((entry, tick), forKey: path) { bytes -= old.entry.cost }
             bytes += entry.cost
             while bytes > budget, entries.count > 1,
-                  let oldest = entries.filter({ $0.key != path }).min(by: { $0.value.used < $1.value.used }) {
+                  let oldest = entries.lazy.filter({ $0.key != path }).min(by: { $0.value.used < $1.value.used }) {
                 bytes -= oldest.value.entry.cost
                 entries[oldest.key] = nil
             }

@@ -229,12 +229,12 @@ extension Kernel {
                 throw KernelError(.loadFailed, pluginID: id, reason: reason)
             }
         }
-        // A copy opened is a copy this process maps until it exits, unless it turns out unload-safe.
-        if copiesOpened[id] == nil { copiesOpened[id] = false }
+        // A copy mapped is a copy this process keeps until it exits, unless it is closed (`unloadedCopy`).
+        let mappedBefore = libraryLedger.copies
+        defer { if libraryLedger.copies > mappedBefore { copiesOpened[id] = false } }
         do {
             let library = try PluginLibrary.open(path: copy.path, expectedID: id, reportAs: build.libraryPath ?? "", image: copy.image,
                                                  ledger: libraryLedger)
-            copiesOpened[id] = library.descriptor.unloadSafe
             try library.verify(against: build.manifest, manifestPath: build.bundle.manifestPath)
             return Opened(build: build, library: library, checksum: copy.checksum,
                           source: copy.source.map { LibrarySource(path: build.libraryPath ?? "", stamp: $0) })
@@ -340,7 +340,7 @@ extension Kernel {
         let problem = plugin.library.map { $0.deactivate(plugin.context, drainTimeout: timeout) }
             ?? plugin.finishTakingDown(stillRunning: plugin.context.drain(timeout: timeout), drainTimeout: timeout)
         if let problem { log(.warn, id, problem) }
-        plugin.library?.unloadIfSafe()
+        if plugin.library?.unloadIfSafe() == true { copiesOpened[id] = true }
         if keepingLibrary && problem == nil { residents.keep(id, plugin) } else { residents.forget(id) }
         // Written after the plugin's code ran: with a disable's audit row when it is one (see `write`).
         write { [self] in record(id, plugin, outcome: "deactivated") }
@@ -368,7 +368,7 @@ extension Kernel {
         let running = plugin.context.callsInFlight
         let problem = plugin.finishTakingDown(stillRunning: running, drainTimeout: timeout)
         if let problem { log(.warn, id, "generation \(plugin.generation): \(problem)") }
-        plugin.library?.unloadIfSafe()
+        if plugin.library?.unloadIfSafe() == true { copiesOpened[id] = true }
         record(id, plugin, outcome: outcome, detail: problem ?? "")
     }
 

@@ -52,7 +52,8 @@ extension Kernel {
     }
 
     /// Why plugin `id` may not have another copy of its library opened now, or nil when it may: nil for a plugin
-    /// that has had none opened in this process or whose last was unload-safe, and while the stale copies are within
+    /// that has had none mapped in this process or whose copy was closed since its last was mapped (not merely one
+    /// that declares itself unload-safe: a copy whose activation failed is never closed), and while the stale copies are within
     /// `configuration.staleCopies`. Cheap unless the kernel holds that many copies in all.
     func staleCopyRefusal(_ id: String, shownPath: String) -> String? {
         let limits = configuration.staleCopies

@@ -95,8 +95,9 @@ public actor Kernel {
 
     /// Libraries of plugins stopped in an orderly way, for their next activation (see `ResidentLibraries`).
     var residents = ResidentLibraries()
-    /// The copies of plugin libraries this kernel opened and has not closed, and for each plugin that had one opened,
-    /// whether its last was unload-safe (see `Kernel+StaleCopies.swift`).
+    /// The copies of plugin libraries this kernel opened and has not closed, and for each plugin that had one mapped,
+    /// whether one of its copies was then closed (an unload-safe library, deactivated with no call left running: see
+    /// `Kernel+StaleCopies.swift`).
     nonisolated let libraryLedger = LibraryLedger()
     var copiesOpened: [String: Bool] = [:]
 

@@ -89,17 +89,18 @@ public struct PluginProbe: Sendable {
             }
         }
         let deadline = Date().addingTimeInterval(timeout)
-        var status: Int32 = 0
-        var reaped = false
-        while !reaped && Date() < deadline {
-            let r = waitpid(pid, &status, WNOHANG)
-            if r == pid || (r < 0 && errno != EINTR) { reaped = true } else { usleep(5_000) }
+        var ended = false
+        while !ended && Date() < deadline {
+            // Ended, but not reaped (WNOWAIT): until it is, its pid, the group's id, cannot be reused.
+            var info = siginfo_t()
+            let r = waitid(P_PID, id_t(pid), &info, WEXITED | WNOHANG | WNOWAIT)
+            if (r == 0 && info._sifields._sigchld.si_pid == pid) || (r < 0 && errno != EINTR) { ended = true } else { usleep(5_000) }
         }
-        let hung = !reaped
-        // The whole group, the child with whatever the plugin started there, before the child is reaped (its pid, the
-        // group's id, cannot be reused until then).
+        let hung = !ended
+        // The whole group, the child with whatever the plugin started there, then the child is reaped.
         kill(-pid, SIGKILL)
-        if hung { while waitpid(pid, &status, 0) < 0 && errno == EINTR {} }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         // A process that left the group may hold the pipes open: what arrived within a second is enough.
         if drained.wait(timeout: .now() + 1) == .timedOut { stop.store(true, ordering: .relaxed) }
         let (stdout, _) = collected.value

@@ -26,7 +26,7 @@ enum WorkerOutput {
     }
 
     /// Reads `fd` (the read end) on a new thread, logging each line through `log`, until its end, or until `stop`
-    /// is set and nothing has arrived for 100 ms: a process the worker started (and that left its process group, so
+    /// is set and nothing has arrived for 100 ms (or a second has passed since): a process the worker started (and that left its process group, so
     /// the host's kill missed it) may hold the pipe open for ever, which kept this thread and the descriptor for its
     /// life. Closes `fd`.
     static func drain(_ fd: Int32, name: String, until stop: Stop, log: @escaping @Sendable (Int, String) -> Void) {
@@ -41,7 +41,12 @@ enum WorkerOutput {
                 log(LogLevel.warn.rawValue, "output: " + String(decoding: line, as: UTF8.self).prefix(utf8Bytes: lineBytes) + (cut ? "…" : ""))
             }
             var buffer = [UInt8](repeating: 0, count: 16 * 1024)
+            var stopBy: Double?  // once `stop` is set, a second more at most, however busy the pipe
             while true {
+                if stop.isSet {
+                    let now = WorkerConnection.monotonic()
+                    if let by = stopBy { if now > by { break } } else { stopBy = now + 1 }
+                }
                 var ready = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
                 let polled = poll(&ready, 1, 100)
                 if polled < 0, errno == EINTR { continue }

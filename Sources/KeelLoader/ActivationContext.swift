@@ -121,10 +121,11 @@ public final class ActivationContext: Sendable {
 
     /// Closes the activation: no call is admitted any more, and leases it still holds on other plugins' services
     /// are released (and logged), so that their providers can be taken down.
-    func close() {
+    /// - Parameter freeingConfig: free the configuration text (only once the plugin's deactivate has returned).
+    func close(freeingConfig: Bool = false) {
         phase.withLock { $0 = .closed }
         admitting.store(false, ordering: .sequentiallyConsistent)
-        if callsInFlight == 0 { config.withLock { Self.free(&$0) } }
+        if freeingConfig && callsInFlight == 0 { config.withLock { Self.free(&$0) } }
         let leftover = LeaseTable.releaseAll(heldBy: self)
         if !leftover.isEmpty {
             let names = Set(leftover.map(\.description)).sorted().joined(separator: ", ")

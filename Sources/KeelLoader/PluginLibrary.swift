@@ -42,6 +42,9 @@ public final class PluginLibrary: @unchecked Sendable {
     let plugin: UnsafePointer<keel_plugin>
     private let handle: Mutex<UnsafeMutableRawPointer?>
     private let contexts = Mutex<[ActivationContext]>([])
+    /// Set when an activation was closed with calls still running in it: its code may run on, so the library is
+    /// never closed, unload-safe or not.
+    private let leftRunning = Atomic<Bool>(false)
     /// The ledger charged for this copy at `open`, credited when `unloadIfSafe` closes it.
     private let ledger: LibraryLedger?
     /// The size of the library file this copy was mapped from, in bytes (what its ledger was charged).
@@ -123,7 +126,7 @@ public final class PluginLibrary: @unchecked Sendable {
     /// Returns true when the library was closed.
     @discardableResult
     public func unloadIfSafe() -> Bool {
-        guard descriptor.unloadSafe else { return false }
+        guard descriptor.unloadSafe, !leftRunning.load(ordering: .sequentiallyConsistent) else { return false }
         let h = handle.withLock { h -> UInt? in
             defer { h = nil }
             return h.map { UInt(bitPattern: $0) }
@@ -306,8 +309,10 @@ public final class PluginLibrary: @unchecked Sendable {
     /// with calls still running, deactivate is skipped and the library stays mapped; else the plugin's deactivate
     /// runs. Either way the context is closed. [lifecycle]
     public func finishDeactivation(_ context: ActivationContext, stillRunning running: Int, drainTimeout: Double) -> String? {
-        defer { context.close() }
+        // The configuration goes only once deactivate ran: until it returns, the plugin may hold it (config.h).
+        defer { context.close(freeingConfig: running == 0) }
         if running > 0 {
+            leftRunning.store(true, ordering: .sequentiallyConsistent)
             return "\(running) call(s) still running after \(drainTimeout)s; deactivate skipped, library kept mapped"
         }
         guard let deactivate = plugin.pointee.deactivate else { return nil }

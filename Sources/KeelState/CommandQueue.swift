@@ -34,9 +34,12 @@ extension StateStore {
     public func submitCommand(op: String, pluginID: String, body: String, timeout: Double) throws(StateError) -> Int64 {
         let deadline = Self.timestamp.format(Date().addingTimeInterval(timeout))
         let expired = Self.timestamp.format(Date().addingTimeInterval(-Self.finishedCommandsKept))
+        let stuck = Self.timestamp.format(Date().addingTimeInterval(-86_400))
         return try locked { db throws(StateError) in
             try db.transaction { () throws(StateError) in
                 try db.query("DELETE FROM commands WHERE state IN ('done', 'failed', 'cancelled') AND done_at < ?", [.text(expired)])
+                // Left running or pending by a server killed mid-way, a day on.
+                try db.query("DELETE FROM commands WHERE state IN ('pending', 'running') AND created_at < ?", [.text(stuck)])
                 return try db.query("INSERT INTO commands (op, plugin_id, body, deadline, created_at) VALUES (?, ?, ?, ?, ?) RETURNING seq",
                                     [.text(op), .text(pluginID), .text(body), .text(deadline), .text(Self.now())]).first?["seq"]?.int ?? 0
             }

@@ -13,7 +13,10 @@ struct ActivationContextTests {
         let context = ActivationContext(pluginID: "cfg", grants: [], config: #"{"a":1}"#, environment: environment)
         #expect(context.configText.len == 7)
         #expect(context.configText.ptr != nil)
+        // Closed without its deactivate having run (calls were still running): the plugin may still hold it.
         context.close()
+        #expect(context.configText.len == 7)
+        context.close(freeingConfig: true)
         #expect(context.configText.len == 0)
         #expect(context.configText.ptr == nil)
     }

@@ -59,6 +59,21 @@ struct StaleCopyTests {
         await kernel.shutdown()
     }
 
+    @Test("a plugin that declares itself unload-safe but fails to activate keeps its copies mapped, and is refused like any other")
+    func failedUnloadSafeIsCounted() async throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("stfails", defines: ["UNLOAD_SAFE", "ACTIVATE_FAILS"])
+        let kernel = try f.kernel(staleCopies: StaleCopyLimits(copies: 2, bytes: 1 << 40))
+        await kernel.start()
+        var codes: [String] = []
+        for _ in 0..<4 {
+            do { try await kernel.enable("stfails") } catch { codes.append(error.code.description) }
+        }
+        #expect(codes == ["load-failed", "load-failed", "stale-copy-limit", "stale-copy-limit"], "\(codes)")
+        #expect(try mappedCopies("stfails") == 2)
+        await kernel.shutdown()
+    }
+
     @Test("the limit on the copies' sizes refuses the same way")
     func bytesAreBounded() async throws {
         let f = KernelFixture()

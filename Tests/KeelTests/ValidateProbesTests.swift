@@ -53,6 +53,20 @@ struct ValidateProbesTests {
         #expect(r.stdout.contains("ok   serves every call while it is reloaded 3 times: ") && r.stdout.contains("across 4 generations, none failed"), "\(r.stdout)")
     }
 
+    @Test("a plugin that starts a process as it loads does not hold the run: the run's process group is killed at its end")
+    func helperProcessDoesNotHoldTheRun() throws {
+        let forks = """
+            #include <stdlib.h>
+            __attribute__((constructor)) static void start_helper(void) {
+                if (fork() == 0) { sleep(60); _exit(0); }
+            }
+            """
+        let started = Date()
+        let r = try Self.validate(Self.source(extra: forks), label: "probes-forks")
+        #expect(r.status == 0, "\(r.stdout)")
+        #expect(Date().timeIntervalSince(started) < 30, "the run waited for the plugin's helper process")
+    }
+
     @Test("a descriptor whose struct_size is not a sizeof this host can know fails")
     func oversizedDescriptorFails() throws {
         let r = try Self.validate(Self.source(size: "sizeof(keel_plugin) + 16"), label: "probes-descriptor")

@@ -25,7 +25,7 @@ extension KeelCommand {
             setrlimit(Int32(RLIMIT_CORE.rawValue), &noCore)
             // The answer goes out on the original stdout; what the plugin writes to its stdout (a debug `printf` in
             // activate, flushed at exit) goes to stderr, where the host keeps the first 64 KiB, and cannot spoil it.
-            let answerFD = dup(STDOUT_FILENO)
+            let answerFD = fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 3)  // not inherited by what the plugin starts
             guard answerFD >= 0, dup2(STDERR_FILENO, STDOUT_FILENO) >= 0 else { throw ExitCode(4) }
             // Plugin code (constructors, activate) runs here: give it a full-size stack, as the host's lifecycle
             // thread has, not the small one of a concurrency worker.

@@ -4,6 +4,7 @@ import ArgumentParser
 import Foundation
 import Glibc
 import Keel
+import KeelSystem
 
 extension KeelCommand.Plugins {
     /// `keel plugins validate PATH`: the conformance run of `Validator`, in a child `keel validate-run`, so that a
@@ -48,28 +49,32 @@ extension KeelCommand.Plugins {
         /// Runs `keel validate-run` and returns the checks it printed, and what went wrong with the child when it
         /// did not finish normally (a signal, a hang, an exit code).
         static func runChild(_ keel: String, bundle: String, timeout: Double) throws -> ([ValidationCheck], String?) {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: keel)
-            process.arguments = ["validate-run", "--bundle", bundle]
-            process.environment = ProcessInfo.processInfo.environment.merging(["SWIFT_BACKTRACE": "enable=no"]) { $1 }
+            let environment = ProcessInfo.processInfo.environment.merging(["SWIFT_BACKTRACE": "enable=no"]) { $1 }
+                .map { "\($0.key)=\($0.value)" }
             let output = TemporaryOutput()
-            process.standardOutput = output.handle
-            process.standardError = FileHandle.nullDevice
-            process.standardInput = FileHandle.nullDevice
-            do { try process.run() } catch { throw CLIError("cannot start \(keel) validate-run: \(ErrorText.describe(error))") }
+            // In a process group of its own, killed whole at the end: a process the plugin starts does not outlive
+            // the run (with Foundation's `Process`, one that kept an inherited descriptor made the run look alive).
+            let pid: pid_t
+            do {
+                pid = try ChildProcess.spawn(keel, arguments: [keel, "validate-run", "--bundle", bundle], environment: environment,
+                                             standard: [.null, .descriptor(output.handle.fileDescriptor), .null], ownGroup: true)
+            } catch { throw CLIError("cannot start \(keel) validate-run: \(error)") }
             let deadline = Date().addingTimeInterval(timeout)
-            while process.isRunning && Date() < deadline { usleep(10_000) }
-            let hung = process.isRunning
-            if hung { kill(process.processIdentifier, SIGKILL) }
-            process.waitUntilExit()
+            var status: Int32 = 0, reaped = false
+            while !reaped && Date() < deadline {
+                let r = waitpid(pid, &status, WNOHANG)
+                if r == pid || (r < 0 && errno != EINTR) { reaped = true } else { usleep(10_000) }
+            }
+            let hung = !reaped
+            kill(-pid, SIGKILL)
+            if hung { while waitpid(pid, &status, 0) < 0 && errno == EINTR {} }
             let lines = output.text.split(separator: "\n")
             let checks = lines.compactMap { try? JSONDecoder().decode(ValidationCheck.self, from: Data($0.utf8)) }
             let next = "after \"\(checks.last?.name ?? "start")\""
             if hung { return (checks, "the run did not finish within \(Int(timeout)) s (hung \(next))") }
-            if process.terminationReason == .uncaughtSignal {
-                return (checks, "the plugin crashed the validating process with signal \(process.terminationStatus) \(next)")
-            }
-            if process.terminationStatus != 0 { return (checks, "the validating process exited with code \(process.terminationStatus) \(next)") }
+            let signal = status & 0x7f, code = (status >> 8) & 0xff
+            if signal != 0 { return (checks, "the plugin crashed the validating process with signal \(signal) \(next)") }
+            if code != 0 { return (checks, "the validating process exited with code \(code) \(next)") }
             return (checks, nil)
         }
     }

@@ -35,8 +35,10 @@
  *     "flood"   writes 64-byte lines to its standard error as fast as it can for 2 s: "flooded"
  *     "output"  writes "forged by the worker" to its standard output and error, then truncates them (ftruncate):
  *               "truncated", or "refused <errno>" (a pipe cannot be truncated)
- *     "session" forks a child that tries setsid() and setpgid(0, 0), leaving the worker's process group (which the
- *               host kills with the worker): "refused" when both were, else the ones that were done
+ *     "session" forks a child that tries setsid() and setpgid(0, 0), to leave the worker's process group (which the
+ *               host kills with the worker): "stayed" when setsid failed, setpgid returned 0 (as posix_spawn with
+ *               POSIX_SPAWN_SETPGROUP needs) and the child's group and session did not change; else "code N"
+ *               (bits: 1 setsid succeeded, 2 setpgid returned 0, 4 the group changed, 8 the session changed)
  *     anything else: 200 "ok"
  * Its activate sleeps 30 s when a file named "block-activate" lies beside the library.
  */
@@ -250,11 +252,18 @@ static keel_status item(void *user_data, const keel_http_request *req, keel_http
         return capabilities(res);
     } else if (is(id, "session")) {
         pid_t child = fork();
-        if (child == 0) _exit((setsid() >= 0 ? 2 : 0) + (setpgid(0, 0) == 0 ? 1 : 0));
+        if (child == 0) {
+            pid_t group = getpgid(0), session = getsid(0);
+            int code = (setsid() >= 0 ? 1 : 0) | (setpgid(0, 0) == 0 ? 2 : 0);
+            code |= (getpgid(0) != group ? 4 : 0) | (getsid(0) != session ? 8 : 0);
+            _exit(code);
+        }
         int status = 0;
         if (child < 0 || waitpid(child, &status, 0) != child || !WIFEXITED(status)) return say(res, "no child");
-        static const char *done[] = { "refused", "setpgid", "setsid", "setsid setpgid" };
-        return say(res, done[WEXITSTATUS(status) & 3]);
+        static char text[32];
+        if (WEXITSTATUS(status) == 2) return say(res, "stayed");
+        snprintf(text, sizeof text, "code %d", WEXITSTATUS(status));
+        return say(res, text);
     } else if (is(id, "meta")) {
         char path[1024];
         return metadata(query_value(req, path, sizeof path), res);
