@@ -12,7 +12,8 @@ import KeelLoader
 /// 13,000 enables (40 minutes at a few a second), after which nothing could be loaded and any further mapping (a
 /// thread's stack, a large allocation) failed. Past either limit, a plugin that already had a copy opened in this
 /// process is refused another one, with `KernelError.Code.staleCopyLimit` and a reason that says why; a first load,
-/// an unload-safe plugin and a reactivatable plugin enabled again on its kept copy are never refused.
+/// a reactivatable plugin enabled again on its kept copy and a plugin one of whose copies was closed since (an
+/// unload-safe one that activated and deactivated cleanly) are never refused.
 public struct StaleCopyLimits: Sendable, Equatable {
     /// Copies at most.
     public var copies: Int
