@@ -229,7 +229,8 @@ extension Kernel {
                 throw KernelError(.loadFailed, pluginID: id, reason: reason)
             }
         }
-        // A copy mapped is a copy this process keeps until it exits, unless it is closed (`unloadedCopy`).
+        // A copy mapped is a copy this process keeps until it exits, unless it is closed (`deactivate` and
+        // `finishRetiring` mark the plugin when they close one).
         let mappedBefore = libraryLedger.copies
         defer { if libraryLedger.copies > mappedBefore { copiesOpened[id] = false } }
         do {
