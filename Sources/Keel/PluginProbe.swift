@@ -88,19 +88,9 @@ public struct PluginProbe: Sendable {
                 drained.leave()
             }
         }
-        let deadline = Date().addingTimeInterval(timeout)
-        var ended = false
-        while !ended && Date() < deadline {
-            // Ended, but not reaped (WNOWAIT): until it is, its pid, the group's id, cannot be reused.
-            var info = siginfo_t()
-            let r = waitid(P_PID, id_t(pid), &info, WEXITED | WNOHANG | WNOWAIT)
-            if (r == 0 && info._sifields._sigchld.si_pid == pid) || (r < 0 && errno != EINTR) { ended = true } else { usleep(5_000) }
-        }
-        let hung = !ended
-        // The whole group, the child with whatever the plugin started there, then the child is reaped.
-        kill(-pid, SIGKILL)
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        // The whole group goes at the end, the child with whatever the plugin started there.
+        let ending = ChildProcess.waitKillingGroup(pid, timeout: timeout)
+        let hung = ending.timedOut
         // A process that left the group may hold the pipes open: what arrived within a second is enough.
         if drained.wait(timeout: .now() + 1) == .timedOut { stop.store(true, ordering: .relaxed) }
         let (stdout, _) = collected.value
@@ -110,8 +100,7 @@ public struct PluginProbe: Sendable {
         if hung {
             return .failed("\(shownPath): hung: no answer within \(Int(timeout)) s while loading or activating (a constructor or activate that never returns?)")
         }
-        // The wait status: the low 7 bits are the signal that ended the child (0: it exited), the next 8 its exit code.
-        let signal = status & 0x7f, exitCode = (status >> 8) & 0xff
+        let signal = ending.signal, exitCode = ending.exitCode
         if signal != 0 {
             return .failed("\(shownPath): crashed with \(Self.signalName(signal)) (signal \(signal)) while loading or activating; the host did not load it")
         }

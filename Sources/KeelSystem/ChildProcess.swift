@@ -68,4 +68,28 @@ public enum ChildProcess {
         guard status == 0 else { throw SpawnError(code: status) }
         return pid
     }
+
+    /// How a child ended: the signal that ended it (0 when it exited), its exit code, or that it ran past its time.
+    public struct Ending: Sendable {
+        public let timedOut: Bool
+        public let signal: Int32
+        public let exitCode: Int32
+    }
+
+    /// Waits up to `timeout` seconds for the child `pid`, started in a process group of its own (`ownGroup`), then
+    /// kills that whole group (whatever the child started that is still in it) and reaps the child. The group is
+    /// killed before the child is reaped: until then its pid, the group's id, cannot be reused. Blocks the caller.
+    public static func waitKillingGroup(_ pid: pid_t, timeout: Double) -> Ending {
+        let deadline = ContinuousClock.now.advanced(by: .milliseconds(Int64(timeout * 1000)))
+        var ended = false
+        while !ended && ContinuousClock.now < deadline {
+            var info = siginfo_t()  // ended but not reaped (WNOWAIT)
+            let r = waitid(P_PID, id_t(pid), &info, WEXITED | WNOHANG | WNOWAIT)
+            if (r == 0 && info._sifields._sigchld.si_pid == pid) || (r < 0 && errno != EINTR) { ended = true } else { usleep(5_000) }
+        }
+        kill(-pid, SIGKILL)
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        return Ending(timedOut: !ended, signal: status & 0x7f, exitCode: (status >> 8) & 0xff)
+    }
 }

@@ -59,22 +59,13 @@ extension KeelCommand.Plugins {
                 pid = try ChildProcess.spawn(keel, arguments: [keel, "validate-run", "--bundle", bundle], environment: environment,
                                              standard: [.null, .descriptor(output.handle.fileDescriptor), .null], ownGroup: true)
             } catch { throw CLIError("cannot start \(keel) validate-run: \(error)") }
-            let deadline = Date().addingTimeInterval(timeout)
-            var status: Int32 = 0, reaped = false
-            while !reaped && Date() < deadline {
-                let r = waitpid(pid, &status, WNOHANG)
-                if r == pid || (r < 0 && errno != EINTR) { reaped = true } else { usleep(10_000) }
-            }
-            let hung = !reaped
-            kill(-pid, SIGKILL)
-            if hung { while waitpid(pid, &status, 0) < 0 && errno == EINTR {} }
+            let ending = ChildProcess.waitKillingGroup(pid, timeout: timeout)
             let lines = output.text.split(separator: "\n")
             let checks = lines.compactMap { try? JSONDecoder().decode(ValidationCheck.self, from: Data($0.utf8)) }
             let next = "after \"\(checks.last?.name ?? "start")\""
-            if hung { return (checks, "the run did not finish within \(Int(timeout)) s (hung \(next))") }
-            let signal = status & 0x7f, code = (status >> 8) & 0xff
-            if signal != 0 { return (checks, "the plugin crashed the validating process with signal \(signal) \(next)") }
-            if code != 0 { return (checks, "the validating process exited with code \(code) \(next)") }
+            if ending.timedOut { return (checks, "the run did not finish within \(Int(timeout)) s (hung \(next))") }
+            if ending.signal != 0 { return (checks, "the plugin crashed the validating process with signal \(ending.signal) \(next)") }
+            if ending.exitCode != 0 { return (checks, "the validating process exited with code \(ending.exitCode) \(next)") }
             return (checks, nil)
         }
     }
