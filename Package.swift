@@ -59,7 +59,7 @@ let package = Package(
         .target(name: "CKeelFFI", linkerSettings: [.linkedLibrary("ffi")]),
         .target(name: "KeelLoader", dependencies: ["CKeelABI", "CKeelFFI", "CKeelSystem", "KeelManifest"]),
         .target(name: "KeelRegistry", dependencies: ["KeelLoader", "KeelManifest"]),
-        .target(name: "KeelState", dependencies: ["CSQLite"]),
+        .target(name: "KeelState", dependencies: ["CSQLite", "KeelSystem"]),
         // The same state store on PostgreSQL, shared by several hosts; only the CLI links it, so embedders of `Keel`
         // who keep SQLite do not.
         .target(name: "KeelStatePostgres", dependencies: [
@@ -116,7 +116,9 @@ let package = Package(
 
         // The C embedding API: @_cdecl functions over Keel and KeelHTTP (the one other module that sees C types:
         // those of keel_embed.h, through CKeelABI.Embed).
-        .target(name: "KeelEmbedding", dependencies: ["Keel", "KeelHTTP", "KeelStatePostgres", "CKeelABI"]),
+        .target(name: "KeelEmbedding", dependencies: [
+            "Keel", "KeelHTTP", "KeelStatePostgres", "KeelSystem", "CKeelABI", .product(name: "NIOCore", package: "swift-nio"),
+        ]),
 
         // The benchmark suite (Scripts/bench.sh), separate from the tests.
         .target(name: "CKeelBenchNative", dependencies: ["CKeelABI"]),

@@ -17,9 +17,12 @@ extension Kernel {
         let stored = startReads.map { $0.configs[id] } ?? (try? state.config(id))
         guard stored != nil || schemaPath != nil else { return "" }
         do {
-            return try PluginConfig.validate(yaml: stored?.yaml ?? "{}", file: stored == nil ? "(no configuration)" : "configuration of \(id)",
+            return try PluginConfig.validate(yaml: stored?.yaml ?? "{}",
+                                             file: stored == nil ? "configuration of \(id) (none stored)" : "configuration of \(id)",
                                              schemaPath: schemaPath)
         } catch {
+            // A schema that cannot be read or is wrong is the plugin author's to fix: no hint to configure.
+            if error.file == schemaPath { throw KernelError(.bundle, pluginID: id, reason: "plugin \"\(id)\": its configuration schema is unusable: \(error)") }
             let hint = stored == nil ? "; give it one with `keel plugins config \(id) FILE`" : ""
             throw KernelError(.bundle, pluginID: id, reason: "plugin \"\(id)\" needs a valid configuration: \(error)\(hint)")
         }

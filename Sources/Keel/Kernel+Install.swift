@@ -27,7 +27,10 @@ extension Kernel {
         let bundle = try installedBundle(id)
         guard let current = bundle.manifest else { throw KernelError(.bundle, pluginID: id, reason: "\"\(id)\" has no usable manifest") }
         let offer: ExtensionStore.Offer
-        do { offer = try store.resolve(id, version: version, offers: try store.indexes().offers) } catch {
+        do {
+            let (offers, problems) = try store.indexes()
+            offer = try store.resolve(id, version: version, offers: offers, problems: problems)
+        } catch {
             throw KernelError(.bundle, pluginID: id, reason: "\(error)")
         }
         guard let next = Semver(offer.entry.version) else { throw KernelError(.bundle, pluginID: id, reason: "bad version in the index") }

@@ -2,6 +2,7 @@
 
 import Foundation
 import Glibc
+import KeelSystem
 
 /// Marks that a server owns a state file: an exclusive `flock` on `<state>.lock`, held while the server runs and
 /// released by the kernel when the process ends, however it ends. Other processes ask `running(stateFile:)` to
@@ -14,10 +15,11 @@ public final class ServerLock: Sendable {
     /// - Throws: `KernelError.Code.state` when another server holds it or the file cannot be made.
     public init(stateFile: String, info: String) throws(KernelError) {
         path = stateFile + ".lock"
-        let folder = (stateFile as NSString).deletingLastPathComponent
-        if !folder.isEmpty { try? FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true) }
+        if let problem = SystemFile.prepareParent(of: stateFile) {
+            throw KernelError(.state, reason: "\(stateFile): cannot be used as the state file: \(problem)")
+        }
         fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw KernelError(.state, reason: "\(path): cannot open: \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { throw KernelError(.state, reason: "\(stateFile): its lock file \(path) cannot be made: \(SystemFile.describe(errno: errno))") }
         guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
             close(fd)
             let other = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""

@@ -3,6 +3,7 @@
 import Foundation
 import Glibc
 import NIOCore
+import KeelSystem
 
 /// The one place that turns any error into the one line `keel: error: ...` shows: Keel's own errors keep their text
 /// (they already name the file and the reason); Foundation, POSIX and NIO errors become "PATH: reason" in plain words,
@@ -22,9 +23,22 @@ enum ErrorText {
             default: return "not a usable address"
             }
         }
+        if let url = error as? URLError { return network(url) }
         let bridged = error as NSError
         if bridged.domain == NSCocoaErrorDomain || bridged.domain == NSPOSIXErrorDomain { return foundation(bridged) }
         return sanitize(String(describing: error))
+    }
+
+    /// A failed HTTP exchange with the server, in plain words (never libcurl's text).
+    static func network(_ error: URLError) -> String {
+        switch error.code {
+        case .cannotConnectToHost: return "connection refused (is keel serve running there?)"
+        case .cannotFindHost, .dnsLookupFailed: return "no such host"
+        case .timedOut: return "no answer in time"
+        case .networkConnectionLost: return "the connection was closed (did the server stop?)"
+        case .badServerResponse, .cannotParseResponse: return "not an answer from a keel server"
+        default: return "the request failed (URL error \(error.code.rawValue))"
+        }
     }
 
     /// Keel's own errors are one line naming the file and the reason; a few embed a Foundation error's text (its
@@ -84,20 +98,7 @@ enum ErrorText {
     }
 
     /// An errno value in plain words ("not a folder" rather than "Not a directory").
-    static func plain(errno code: Int32) -> String {
-        switch code {
-        case ENOENT: return "no such file or folder"
-        case EACCES, EPERM: return "permission denied"
-        case ENOTDIR: return "not a folder"
-        case EISDIR: return "is a folder"
-        case EEXIST: return "already exists"
-        case ENOSPC: return "no space left on the device"
-        case EROFS: return "the file system is read-only"
-        case EADDRINUSE: return "the address is in use"
-        case EADDRNOTAVAIL: return "the address is not available on this machine"
-        default: return String(cString: strerror(code)).lowercased()
-        }
-    }
+    static func plain(errno code: Int32) -> String { SystemFile.describe(errno: code) }
 
     private static func oneLine(_ text: String) -> String {
         text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: "; ")

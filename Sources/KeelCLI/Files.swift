@@ -22,6 +22,13 @@ func readFile(_ path: String) throws -> Data {
     }
 }
 
+/// The file at `path` as UTF-8 text (a configuration, a schema).
+/// - Throws: `CLIError` "PATH: reason" when it cannot be read or is not UTF-8.
+func readText(_ path: String) throws -> String {
+    guard let text = String(validating: try readFile(path), as: UTF8.self) else { throw CLIError("\(path): not UTF-8 text") }
+    return text
+}
+
 /// Makes `path` a folder (with its parents) unless it is one already.
 /// - Throws: `CLIError` "PATH: not a folder" when something else is there, or the reason it cannot be made.
 func makeFolder(_ path: String) throws {

@@ -140,6 +140,12 @@ struct GlobalOptions: ParsableArguments {
     /// The records that pass go to stderr through the structured log, in `logFormat`.
     func makeKernel(logAlways: Bool = false, logFormat: LogFormat = .text,
                     adjust: (inout KernelConfiguration) -> Void = { _ in }) throws -> Kernel {
+        // A file given as the plugin folder is a typo, never a host without plugins: stop here, not with a scan
+        // error only --verbose shows.
+        var st = stat()
+        if stat(pluginsDirectory, &st) == 0, st.st_mode & S_IFMT != S_IFDIR {
+            throw CLIError("\(pluginsDirectory): is a file, not a plugin folder (check --plugins)")
+        }
         let verbose = self.verbose, output = StructuredLog.sink(format: logFormat)
         var configuration = KernelConfiguration(pluginsDirectory: pluginsDirectory, stateFile: localStateFile) { record in
             if verbose || (logAlways && record.level >= .warn) { output(record) }

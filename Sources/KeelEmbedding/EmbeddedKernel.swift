@@ -5,6 +5,8 @@ import CKeelABI.Embed
 import Foundation
 import Keel
 import KeelHTTP
+import KeelSystem
+import NIOCore
 import Synchronization
 
 /// One `keel *`: the kernel, the embedder's callbacks, the HTTP server if one runs, and the count of calls in
@@ -86,7 +88,8 @@ final class EmbeddedKernel: Sendable {
         return .failure(ServeFailure(reason: blocking {
             switch await task.result {
             case .success: "\(host):\(port): the server stopped at once"
-            case let .failure(error): "\(host):\(port): cannot listen: \(error)"
+            case let .failure(error): "\(host):\(port): cannot listen: "
+                + ((error as? IOError).map { SystemFile.describe(errno: $0.errnoCode) } ?? "\(error)")
             }
         }))
     }

@@ -2,6 +2,7 @@
 
 import Crypto
 import Foundation
+import KeelSystem
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
@@ -50,7 +51,7 @@ public struct ExtensionStore: Sendable {
 
     static func join(_ base: String, _ name: String) -> String { base.hasSuffix("/") ? base + name : base + "/" + name }
 
-    /// Checks a repository location when it is added: a folder (or `file://`) must exist and hold `index.yaml`.
+    /// Checks a repository location when it is added: a folder (or `file://`) must exist and hold a valid `index.yaml`.
     /// An http(s) location is not contacted here; it is checked when it is used.
     /// - Returns: a note for the operator, or nil.
     /// - Throws: `StoreError` naming the location and the reason.
@@ -62,6 +63,13 @@ public struct ExtensionStore: Sendable {
         guard isDirectory.boolValue else { throw StoreError("\(path): not a folder") }
         guard FileManager.default.fileExists(atPath: join(path, "index.yaml")) else {
             throw StoreError("\(path): no index.yaml (write one with keel repo index \(path))")
+        }
+        // A malformed index is refused now, not found at the first search or install.
+        let index = join(path, "index.yaml")
+        do { _ = try RepositoryIndex.parse(Data(try SystemFile.read(index, limit: maxIndexBytes + 1)), file: index) } catch let error as ManifestError {
+            throw StoreError(error.description)
+        } catch let error as SystemFile.ReadError {
+            throw StoreError("\(index): \(SystemFile.describe(errno: error.code))")
         }
         return nil
     }
@@ -123,9 +131,12 @@ public struct ExtensionStore: Sendable {
 
     /// Picks the offer for `id` (`version` or the recommended one: the highest compatible). Repositories are tried
     /// by priority; two repositories of the same priority offering the id are refused, never mixed.
-    public func resolve(_ id: String, version: String?, offers: [Offer]) throws -> Offer {
+    /// `problems` (repositories that could not be read) are named when no repository offers `id`: one of them may.
+    public func resolve(_ id: String, version: String?, offers: [Offer], problems: [String] = []) throws -> Offer {
         let candidates = offers.filter { $0.id == id }
-        guard !candidates.isEmpty else { throw StoreError("no repository offers \"\(id)\"") }
+        guard !candidates.isEmpty else {
+            throw StoreError("no repository offers \"\(id)\"" + (problems.isEmpty ? "" : " (not read: " + problems.joined(separator: "; ") + ")"))
+        }
         let top = candidates.map(\.repository.priority).max() ?? 0
         let repos = Set(candidates.filter { $0.repository.priority == top }.map(\.repository.name))
         guard repos.count == 1 else {
@@ -152,7 +163,7 @@ public struct ExtensionStore: Sendable {
             throw StoreError(Self.alreadyInstalled(id, folder: present.folder))
         }
         let installed = Set(((try? BundleScanner().scan(pluginsDirectory)) ?? []).map(\.id))
-        let (offers, _) = try indexes()
+        let (offers, problems) = try indexes()
         var plan: [Offer] = [], visiting: [String] = []
         func visit(_ id: String, _ version: String?) throws {
             if let cycle = visiting.firstIndex(of: id) {
@@ -160,7 +171,7 @@ public struct ExtensionStore: Sendable {
             }
             guard !plan.contains(where: { $0.id == id }) else { return }
             if version == nil, installed.contains(id) { return }
-            let offer = try resolve(id, version: version, offers: offers)
+            let offer = try resolve(id, version: version, offers: offers, problems: problems)
             visiting.append(id)
             for (dep, range) in (offer.entry.dependencies ?? [:]).sorted(by: { $0.key < $1.key }) {
                 guard let r = VersionRange(range) else { throw StoreError("\"\(id)\" has a bad dependency range \"\(range)\" for \"\(dep)\"") }
@@ -328,11 +339,22 @@ public struct ExtensionStore: Sendable {
         }
     }
 
-    /// Signs `archive` with a private key file (raw 32 bytes, base64): returns the base64 signature.
-    public static func sign(_ archive: Data, keyFile: String) throws -> String {
-        guard let text = FileManager.default.contents(atPath: keyFile), let raw = Data(base64Encoded: String(decoding: text, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)),
+    /// Signs `archive` with a private key file (raw 32 bytes, base64): returns the base64 signature. When
+    /// `trustedPublicKey` is given (the key this host trusts under the signer's name), a key file whose public key is
+    /// another is refused: most often the public key itself, which has the same form as a private one.
+    public static func sign(_ archive: Data, keyFile: String, trustedPublicKey: String? = nil, signer: String = "") throws -> String {
+        let bytes: [UInt8]
+        do { bytes = try SystemFile.read(keyFile, limit: 4096) } catch {
+            throw StoreError("\(keyFile): \(SystemFile.describe(errno: error.code))")
+        }
+        guard let raw = Data(base64Encoded: String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)),
               let key = try? Curve25519.Signing.PrivateKey(rawRepresentation: raw) else {
             throw StoreError("\(keyFile): not a Keel signing key (make one with keel trust keygen)")
+        }
+        if let trustedPublicKey, key.publicKey.rawRepresentation.base64EncodedString() != trustedPublicKey {
+            throw StoreError(raw.base64EncodedString() == trustedPublicKey
+                ? "\(keyFile): is the public key trusted as \"\(escaped(signer))\"; sign with the private key file keel trust keygen wrote"
+                : "\(keyFile): does not match the key this host trusts as \"\(escaped(signer))\"; its archives would be refused")
         }
         return try key.signature(for: Data(SHA256.hash(data: archive))).base64EncodedString()
     }

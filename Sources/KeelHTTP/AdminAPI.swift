@@ -3,6 +3,7 @@
 import Foundation
 import Hummingbird
 import Keel
+import KeelManifest
 
 /// The admin API (JSON) and the health check. Every state change is a `KernelCommand` executed by the kernel, as the
 /// CLI's are, and is committed to SQLite (and the live view published) before the response is sent.
@@ -267,26 +268,8 @@ struct AdminAPI {
     /// What was wrong with a JSON body, in plain words (never Foundation's decoder text): `cascade: expected true or
     /// false`, `missing key plugin`, `not valid JSON`.
     static func describe(_ error: any Error) -> String {
-        func at(_ c: DecodingError.Context) -> String {
-            let path = c.codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
-            return path.isEmpty ? "" : path + ": "
-        }
-        func expected(_ type: Any.Type) -> String {
-            switch type {
-            case is Bool.Type, is Bool?.Type: "true or false"
-            case is String.Type, is String?.Type: "a string"
-            case is Int.Type, is Int?.Type, is Int64.Type, is Double.Type, is UInt32.Type: "a number"
-            case is [String].Type, is [String]?.Type: "a list of strings"
-            default: String(describing: type).hasPrefix("Array") ? "a list" : "an object"
-            }
-        }
-        switch error as? DecodingError {
-        case let .typeMismatch(type, c)?: return at(c) + "expected " + expected(type)
-        case let .valueNotFound(type, c)?: return at(c) + "expected " + expected(type) + ", found null"
-        case let .keyNotFound(key, c)?: return at(c) + "missing key " + key.stringValue
-        case let .dataCorrupted(c)?: return c.codingPath.isEmpty ? "not valid JSON" : at(c) + "not a valid value"
-        default: return "not valid JSON"
-        }
+        guard let (key, reason) = DecodingText.describe(error, corrupt: "not valid JSON") else { return "not valid JSON" }
+        return key.map { $0 + ": " + reason } ?? reason
     }
 
     /// Kernel errors as API errors with stable codes.

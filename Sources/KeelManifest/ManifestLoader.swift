@@ -28,11 +28,13 @@ public struct ManifestLoader: Sendable {
     }
 
     /// The bytes of the manifest at `path`, at most one byte past `maximumSize` (`parse` refuses that).
-    /// - Throws: `ManifestError` when the file is missing, unreadable or a directory, or over the limit by its size.
-    func readBytes(path: String) throws(ManifestError) -> ArraySlice<UInt8> {
+    /// - Throws: `ManifestError` when the file is missing (with `missing` as the reason; by default what a bundle
+    ///   lacks), unreadable or a directory, or over the limit by its size (for `kind` of file).
+    func readBytes(path: String, missing: String = "missing: a plugin bundle needs a \(fileName)",
+                   kind: String = "a manifest") throws(ManifestError) -> ArraySlice<UInt8> {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
-            throw ManifestError(file: path, reason: errno == ENOENT ? "missing: a plugin bundle needs a \(Self.fileName)"
+            throw ManifestError(file: path, reason: errno == ENOENT ? missing
                 : errno == ELOOP ? "a symbolic link loop" : "cannot be read: \(String(cString: strerror(errno)))")
         }
         defer { close(fd) }
@@ -41,7 +43,7 @@ public struct ManifestLoader: Sendable {
         guard st.st_mode & S_IFMT != S_IFDIR else { throw ManifestError(file: path, reason: "is a directory, not a file") }
         let size = Int(st.st_size)
         guard size <= maximumSize else {
-            throw ManifestError(file: path, reason: "\(size) bytes is over the \(maximumSize)-byte limit for a manifest")
+            throw ManifestError(file: path, reason: "\(size) bytes is over the \(maximumSize)-byte limit for \(kind)")
         }
         // Read to the end, at most one byte past the limit (parse refuses that): a file that grows after fstat is
         // neither cut short nor read without bound.

@@ -20,7 +20,9 @@ public enum PluginConfig {
     static func load(_ text: String, file: String) throws(ManifestError) -> Any? {
         guard text.utf8.count <= maxBytes else { throw ManifestError(file: file, reason: "over the 1 MiB limit") }
         let node: Node?
-        do { node = try Yams.compose(yaml: text) } catch { throw ManifestError(file: file, reason: "not valid YAML: \(error)") }
+        do { node = try Yams.compose(yaml: text) } catch let error as YamlError {
+            throw ManifestLoader.describe(error, file: file)
+        } catch { throw ManifestError(file: file, reason: "not valid YAML") }
         guard let node else { return nil }
         guard BoundedYAML.fits(node, maxValues: maxBytes) else {
             throw ManifestError(file: file, reason: "more than \(maxBytes) values once its aliases are expanded")
@@ -28,12 +30,17 @@ public enum PluginConfig {
         return node.any
     }
 
-    /// The schema at `schemaPath` as Swift values; nil when it cannot be read, is over `maxBytes` or expands past it.
-    static func loadSchema(_ schemaPath: String) -> [String: Any]? {
-        guard let handle = FileHandle(forReadingAtPath: schemaPath) else { return nil }
-        defer { try? handle.close() }
-        guard let data = try? handle.read(upToCount: maxBytes + 1), let text = String(validating: data, as: UTF8.self) else { return nil }
-        return (try? load(text, file: schemaPath)) as? [String: Any]
+    /// The schema at `schemaPath` as Swift values.
+    /// - Throws: `ManifestError` naming the schema file when it cannot be read, is over `maxBytes`, is not UTF-8, not
+    ///   YAML (with the line), expands past `maxBytes` or is not a mapping.
+    static func loadSchema(_ schemaPath: String) throws(ManifestError) -> [String: Any] {
+        let bytes = try ManifestLoader(maximumSize: maxBytes).readBytes(path: schemaPath, missing: "no such file", kind: "a configuration schema")
+        guard bytes.count <= maxBytes else { throw ManifestError(file: schemaPath, reason: "over the 1 MiB limit for a configuration schema") }
+        guard let text = String(validating: bytes, as: UTF8.self) else { throw ManifestError(file: schemaPath, reason: "not UTF-8 text") }
+        guard let schema = try load(text, file: schemaPath) as? [String: Any] else {
+            throw ManifestError(file: schemaPath, reason: "a configuration schema must be a mapping")
+        }
+        return schema
     }
 
     /// Checks `yaml` (named `file` in errors) against the schema at `schemaPath` (nil: the bundle ships none, so any
@@ -44,12 +51,7 @@ public enum PluginConfig {
         guard let object = try load(yaml, file: file) as? [String: Any] else {
             throw ManifestError(file: file, reason: "a configuration must be a mapping")
         }
-        if let schemaPath {
-            guard let schema = loadSchema(schemaPath) else {
-                throw ManifestError(file: schemaPath, reason: "the plugin's configuration schema cannot be read")
-            }
-            try check(object, schema, path: "", file: file)
-        }
+        if let schemaPath { try check(object, loadSchema(schemaPath), path: "", file: file, schemaFile: schemaPath) }
         guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else {
             throw ManifestError(file: file, reason: "cannot be expressed as JSON")
         }
@@ -59,9 +61,9 @@ public enum PluginConfig {
     /// The schema at `schemaPath` as compact JSON (keys sorted), for a form built from it (the console's).
     /// - Throws: `ManifestError` naming the file when it cannot be read, is not YAML or not a mapping.
     public static func schemaJSON(at schemaPath: String) throws(ManifestError) -> String {
-        guard let schema = loadSchema(schemaPath),
-              let data = try? JSONSerialization.data(withJSONObject: schema, options: [.sortedKeys]) else {
-            throw ManifestError(file: schemaPath, reason: "the plugin's configuration schema cannot be read")
+        let schema = try loadSchema(schemaPath)
+        guard let data = try? JSONSerialization.data(withJSONObject: schema, options: [.sortedKeys]) else {
+            throw ManifestError(file: schemaPath, reason: "cannot be expressed as JSON")
         }
         return String(decoding: data, as: UTF8.self)
     }
@@ -78,7 +80,8 @@ public enum PluginConfig {
         }
     }
 
-    static func check(_ value: Any, _ schema: [String: Any], path: String, file: String) throws(ManifestError) {
+    /// Checks `value` (from `file`, at key `path`) against `schema`; a fault of the schema itself names `schemaFile`.
+    static func check(_ value: Any, _ schema: [String: Any], path: String, file: String, schemaFile: String) throws(ManifestError) {
         func fail(_ reason: String) -> ManifestError { ManifestError(file: file, key: path.isEmpty ? nil : path, reason: reason) }
         if let type = schema["type"] as? String {
             let ok: Bool
@@ -89,7 +92,7 @@ public enum PluginConfig {
             case "integer": ok = value is Int && !(value is Bool)
             case "number": ok = (value is Int || value is Double) && !(value is Bool)
             case "boolean": ok = value is Bool
-            default: throw ManifestError(file: file, reason: "schema: unknown type \"\(type)\"")
+            default: throw ManifestError(file: schemaFile, key: path.isEmpty ? "type" : path + ".type", reason: "unknown type \"\(type)\" (object, array, string, integer, number or boolean)")
             }
             guard ok else { throw fail("expected \(type), found \(kind(value))") }
         }
@@ -110,14 +113,14 @@ public enum PluginConfig {
             for (key, item) in object {
                 let childPath = path.isEmpty ? key : path + "." + key
                 if let sub = properties[key] as? [String: Any] {
-                    try check(item, sub, path: childPath, file: file)
+                    try check(item, sub, path: childPath, file: file, schemaFile: schemaFile)
                 } else if schema["additionalProperties"] as? Bool == false {
                     throw ManifestError(file: file, key: childPath, reason: "not allowed by the plugin's schema")
                 }
             }
         }
         if let list = value as? [Any], let items = schema["items"] as? [String: Any] {
-            for (i, item) in list.enumerated() { try check(item, items, path: "\(path)[\(i)]", file: file) }
+            for (i, item) in list.enumerated() { try check(item, items, path: "\(path)[\(i)]", file: file, schemaFile: schemaFile) }
         }
     }
 }

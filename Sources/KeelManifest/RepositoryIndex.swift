@@ -75,12 +75,19 @@ public struct RepositoryIndex: Codable, Sendable, Hashable {
                 guard let id = key.string, index.plugins[id] == nil else {
                     throw ManifestError(file: file, key: "plugins.\(key.string ?? "?")", reason: "listed twice, or not a plugin id")
                 }
-                index.plugins[id] = try YAMLDecoder().decode([Entry].self, from: entries)
+                do { index.plugins[id] = try YAMLDecoder().decode([Entry].self, from: entries) } catch {
+                    guard let (key, reason) = DecodingText.describe(error, corrupt: "not a valid index", object: "a mapping") else { throw error }
+                    let path = "plugins.\(id)" + (key.map { $0.hasPrefix("[") ? $0 : "." + $0 } ?? "")
+                    throw ManifestError(file: file, line: entries.mark?.line, key: path, reason: reason)
+                }
             }
         } catch let error as ManifestError {
             throw error
+        } catch let error as YamlError {
+            throw ManifestLoader.describe(error, file: file)
         } catch {
-            throw malformed(error)
+            guard let (key, reason) = DecodingText.describe(error, corrupt: "not a valid index", object: "a mapping") else { throw malformed(error) }
+            throw ManifestError(file: file, key: key, reason: reason)
         }
         guard index.apiVersion == 1 else { throw ManifestError(file: file, reason: "index apiVersion \(index.apiVersion) is not supported (1)") }
         for (id, entries) in index.plugins {

@@ -2,6 +2,7 @@
 
 import CSQLite
 import Foundation
+import KeelSystem
 
 // Why a hand-written layer and not GRDB (groue/GRDB.swift 7.10.0 is in the package mirror), decided for issue 14:
 // - Small surface. The store has 15 small tables of plain rows, append-only migrations as SQL text, and needs four
@@ -30,11 +31,9 @@ final class SQLiteDatabase: StateDatabase {
     /// - Throws: `StateError` when the file cannot be opened or is not a database.
     init(path: String) throws(StateError) {
         self.path = path
-        let dir = (path as NSString).deletingLastPathComponent
-        if !dir.isEmpty, !FileManager.default.fileExists(atPath: dir) {
-            do { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) } catch {
-                throw StateError(path: path, reason: "cannot create its folder: \(error.localizedDescription)")
-            }
+        if let problem = SystemFile.prepareParent(of: path) {
+            throw StateError(path: path, reason: problem == "\(path): is a folder, not a file" ? "is a folder, not a state file"
+                                                   : "cannot be made: \(problem)")
         }
         let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX
         guard sqlite3_open_v2(path, &db, flags, nil) == SQLITE_OK else {

@@ -248,9 +248,10 @@ final class PostgresDatabase: StateDatabase {
         if let error = error as? IOError { return String(cString: strerror(error.errnoCode)) }
         if let error = error as? NIOConnectionError {
             if let first = error.connectionErrors.first { return reason(first.error) }
-            if let dns = error.dnsAError ?? error.dnsAAAAError { return "cannot resolve \(error.host): \(reason(dns))" }
+            if (error.dnsAError ?? error.dnsAAAAError) != nil { return "cannot resolve \(error.host): no such host" }
             return "cannot reach \(error.host):\(error.port)"
         }
+        if error is SocketAddressError { return "no such host" }
         if error is ChannelError { return "the connection failed (\(error))" }
         return "\(error)"
     }

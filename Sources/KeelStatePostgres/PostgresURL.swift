@@ -61,6 +61,7 @@ public struct PostgresURL: Sendable, Hashable {
         self.user = user.removingPercentEncoding ?? user
         self.password = parts.password.map { $0.removingPercentEncoding ?? $0 } ?? environment["PGPASSWORD"]
         self.host = host
+        guard (1...65_535).contains(parts.port ?? 5432) else { throw StateError(path: shown, reason: "port \(parts.port ?? 0) is not between 1 and 65535") }
         self.port = parts.port ?? 5432
         self.database = database.removingPercentEncoding ?? database
         self.requireTLS = requireTLS

@@ -130,9 +130,15 @@ struct ExtensionStoreTests {
         link.append(Data(count: 1024))
         do { _ = try PackageArchive.entries(link); Issue.record("accepted a link") } catch { #expect("\(error)".contains("links are not allowed")) }
         let broken = TestEnvironment.makeTemporaryDirectory("broken-repo")
+        // Refused when added; an index that breaks later is reported by search, by line.
         try "plugins: [oops".write(toFile: broken + "/index.yaml", atomically: true, encoding: .utf8)
+        let refused = try run(["repo", "add", "broken", broken], f, ok: false)
+        #expect(refused.status == 1 && refused.stderr.contains("\(broken)/index.yaml:2: not valid YAML"), "\(refused)")
+        try "apiVersion: 1\nplugins: {}\n".write(toFile: broken + "/index.yaml", atomically: true, encoding: .utf8)
         try run(["repo", "add", "broken", broken], f)
-        #expect(try run(["search"], f).stderr.contains("repository \"broken\": \(broken)/index.yaml: malformed index"))
+        try "plugins: [oops".write(toFile: broken + "/index.yaml", atomically: true, encoding: .utf8)
+        let search = try run(["search"], f).stderr
+        #expect(search.contains("repository \"broken\": \(broken)/index.yaml:2: not valid YAML"), "\(search)")
         try run(["repo", "remove", "broken"], f)
 
         let http = Process()

@@ -40,9 +40,9 @@ struct HostileYAMLTests {
         try "a: &x [1, 2]\nb: *x\n".write(toFile: dir + "/anchors.yaml", atomically: true, encoding: .utf8)
 
         let schema = try keel(["plugins", "config", "bomb", dir + "/small.yaml"], f)
-        #expect(schema.status == 1 && schema.stderr.contains("config.schema.yaml: the plugin's configuration schema cannot be read"), "\(schema)")
+        #expect(schema.status == 1 && schema.stderr.contains("config.schema.yaml: more than 1048576 values once its aliases are expanded"), "\(schema)")
         let enable = try keel(["plugins", "enable", "bomb"], f)
-        #expect(enable.status == 1 && enable.stderr.contains("the plugin's configuration schema cannot be read"), "\(enable)")
+        #expect(enable.status == 1 && enable.stderr.contains("its configuration schema is unusable: ") && enable.stderr.contains("config.schema.yaml: more than 1048576 values"), "\(enable)")
         let value = try keel(["plugins", "config", "plain", dir + "/laughs.yaml"], f)
         #expect(value.status == 1 && value.stderr.contains("more than 1048576 values once its aliases are expanded"), "\(value)")
         #expect(value.stderr.split(separator: "\n").count == 1, "\(value.stderr)")

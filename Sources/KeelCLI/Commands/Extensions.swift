@@ -27,7 +27,12 @@ extension KeelCommand {
                 let path = out + "/\(manifest.id)-\(manifest.version).\(PackageArchive.fileExtension)"
                 try data.write(to: URL(fileURLWithPath: path))
                 if let key {
-                    do { try ExtensionStore.sign(data, keyFile: key).write(toFile: path + ".sig", atomically: true, encoding: .utf8) } catch {
+                    // A signer this host trusts: the key must be that signer's (a public key given by mistake is caught).
+                    let trusted = try? signer.flatMap { try options.openState().trustedKeys()[$0] }
+                    do {
+                        try ExtensionStore.sign(data, keyFile: key, trustedPublicKey: trusted ?? nil, signer: signer ?? "")
+                            .write(toFile: path + ".sig", atomically: true, encoding: .utf8)
+                    } catch {
                         throw CLIError(error)
                     }
                     try (signer ?? "default").write(toFile: path + ".signer", atomically: true, encoding: .utf8)
@@ -91,6 +96,13 @@ extension KeelCommand {
         func run() async throws {
             try await reporting {
                 let parts = spec.split(separator: "@", maxSplits: 1).map(String.init)
+                // The configuration is read and parsed before anything is installed; only its check against the
+                // schema, which comes in the archive, waits for the install.
+                let yaml = try config.map { file in
+                    let text = try readText(file)
+                    do { _ = try PluginConfig.validate(yaml: text, file: file, schemaPath: nil) } catch { throw CLIError(error) }
+                    return text
+                }
                 let store = ExtensionStore(state: try options.openState(), pluginsDirectory: options.pluginsDirectory)
                 let plan: [ExtensionStore.Offer]
                 do { plan = try store.plan(parts[0], version: parts.count > 1 ? parts[1] : nil) } catch { throw CLIError(error) }
@@ -111,10 +123,10 @@ extension KeelCommand {
                 }
                 for line in result.installed { print("installed \(line)") }
                 if let note = result.note { print(note) }
-                if let config {
-                    let data = try readFile(config)
-                    let yaml = String(decoding: data, as: UTF8.self)
-                    try await executeStored(options, .config(id: parts[0], yaml: yaml, file: config))
+                if let config, let yaml {
+                    do { try await executeStored(options, .config(id: parts[0], yaml: yaml, file: config)) } catch {
+                        throw CLIError("\(parts[0]) is installed but not configured: \(ErrorText.describe(error)); fix \(config) and run `keel plugins config \(parts[0]) \(config)`")
+                    }
                     print("configured \(parts[0])")
                 }
             }

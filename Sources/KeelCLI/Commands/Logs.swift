@@ -79,7 +79,7 @@ extension KeelCommand {
             request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization")
             let data: Data, response: URLResponse
             do { (data, response) = try await URLSession.shared.data(for: request) } catch {
-                throw CLIError("cannot reach the server at \(base): \(error.localizedDescription)")
+                throw CLIError("cannot reach the server at \(base): \(ErrorText.describe(error))")
             }
             let status = (response as? HTTPURLResponse)?.statusCode ?? 0
             switch status {

@@ -52,7 +52,7 @@ extension KeelCommand.Plugins {
             for p in plugins {
                 out += "\(p.id) \(p.version)  \(Terminal.paint(p.status))\(p.activity.map { " (\($0))" } ?? "")\(p.enabled && p.status != .enabled ? " (wanted: enabled)" : "")"
                 out += p.name.isEmpty ? "\n" : "  — \(p.name)\n"
-                if let reason = p.reason, p.status == .failed || p.status == .missing { out += "  reason: \(reason)\n" }
+                if let reason = p.reason, [.failed, .missing, .installFailed, .upgradeFailed].contains(p.status) { out += "  reason: \(reason)\n" }
                 if let signature = p.signature { out += "  signature: \(signature)\n" }
                 if let signer = p.signer { out += "  pinned signer: \(signer)\n" }
                 if let tenants = p.tenants { out += "  tenants: \(tenants.isEmpty ? "none" : tenants.joined(separator: ", "))\n" }
@@ -343,8 +343,7 @@ extension KeelCommand.Plugins {
                     print(stored.yaml, terminator: stored.yaml.hasSuffix("\n") ? "" : "\n")
                     return
                 }
-                let data = try readFile(file)
-                let yaml = String(decoding: data, as: UTF8.self)
+                let yaml = try readText(file)
                 _ = try await throughServerOrKernel(options, id: nil, command: .config(id: id, yaml: yaml, file: file))
                 print("configured \(id)")
             }

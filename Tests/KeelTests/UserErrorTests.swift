@@ -1,0 +1,112 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import KeelState
+import Testing
+
+/// Bad input a newcomer hands the CLI: each is refused in one line that names the file (or the part of a path) at
+/// fault and the reason in plain words, never a YAML library's multi-line text, a `DecodingError` dump, Foundation's
+/// `NSCocoaErrorDomain`, SQLite's or libcurl's text. Every test runs the real `keel` binary.
+@Suite("errors a user meets, in one line")
+struct UserErrorTests {
+    var keel: String { TestEnvironment.binPath + "/keel" }
+
+    func run(_ args: [String], _ f: KernelFixture? = nil) throws -> (status: Int32, stdout: String, stderr: String) {
+        try TestEnvironment.run("/usr/bin/timeout", ["-s", "KILL", "60", keel] + args + (f.map { ["--plugins", $0.plugins, "--state", $0.state] } ?? []))
+    }
+
+    /// One line on stderr, without any of the texts a user must never see.
+    func expectOneLine(_ r: (status: Int32, stdout: String, stderr: String), contains: String,
+                       sourceLocation: SourceLocation = #_sourceLocation) {
+        #expect(r.status == 1, "\(r)", sourceLocation: sourceLocation)
+        #expect(r.stderr.contains(contains), "\(r.stderr)", sourceLocation: sourceLocation)
+        #expect(r.stderr.split(separator: "\n").count == 1, "\(r.stderr)", sourceLocation: sourceLocation)
+        for raw in ["DecodingError", "CodingKeys", "NSCocoaErrorDomain", "error 512", "parser: while", "unable to open database",
+                    "Not a directory", "Couldn't connect", "SocketAddressError"] {
+            #expect(!r.stderr.contains(raw), "\(r.stderr)", sourceLocation: sourceLocation)
+        }
+    }
+
+    @Test("a configuration that is not YAML, or has a key twice, or is not UTF-8: the file, the line, the problem")
+    func configurationYAML() throws {
+        let f = KernelFixture()
+        try TestEnvironment.stageExamples(into: f.plugins)
+        let dir = TestEnvironment.makeTemporaryDirectory("config")
+        try "api_key: [1, 2\n".write(toFile: dir + "/bad.yaml", atomically: true, encoding: .utf8)
+        try "a: 1\na: 2\n".write(toFile: dir + "/dup.yaml", atomically: true, encoding: .utf8)
+        try Data([0xff, 0xfe, 0x0a]).write(to: URL(fileURLWithPath: dir + "/bin.yaml"))
+        expectOneLine(try run(["plugins", "config", "hello", dir + "/bad.yaml"], f),
+                      contains: "bad.yaml:2: not valid YAML: did not find expected ',' or ']'")
+        expectOneLine(try run(["plugins", "config", "hello", dir + "/dup.yaml"], f), contains: "dup.yaml:1: duplicate key \"a\"")
+        expectOneLine(try run(["plugins", "config", "hello", dir + "/bin.yaml"], f), contains: "bin.yaml: not UTF-8 text")
+    }
+
+    @Test("a broken config.schema.yaml is named as the fault, with its line, and gets no hint to configure")
+    func brokenSchema() throws {
+        let f = KernelFixture()
+        try TestEnvironment.stageExamples(into: f.plugins)
+        let schema = f.plugins + "/hello-c/config.schema.yaml"
+        let dir = TestEnvironment.makeTemporaryDirectory("config")
+        try "api_key: x\n".write(toFile: dir + "/good.yaml", atomically: true, encoding: .utf8)
+        try "type: object\nproperties:\n  api_key: {type: strin}\n".write(toFile: schema, atomically: true, encoding: .utf8)
+        expectOneLine(try run(["plugins", "config", "hello", dir + "/good.yaml"], f),
+                      contains: "config.schema.yaml: key \"api_key.type\": unknown type \"strin\"")
+        try "type: object\nx: [\n".write(toFile: schema, atomically: true, encoding: .utf8)
+        let enable = try run(["plugins", "enable", "hello"], f)
+        expectOneLine(enable, contains: "its configuration schema is unusable: ")
+        #expect(enable.stderr.contains("config.schema.yaml:3: not valid YAML") && !enable.stderr.contains("keel plugins config"), "\(enable.stderr)")
+    }
+
+    @Test("a --state under a file, a --state that is a folder, a --plugins that is a file, a bad PostgreSQL URL")
+    func badPaths() throws {
+        let dir = TestEnvironment.makeTemporaryDirectory("paths")
+        try "x\n".write(toFile: dir + "/f", atomically: true, encoding: .utf8)
+        try FileManager.default.createDirectory(atPath: dir + "/folder.db", withIntermediateDirectories: true)
+        expectOneLine(try run(["plugins", "enable", "hello", "--state", dir + "/f/sub/s.db", "--plugins", dir]),
+                      contains: "\(dir)/f/sub/s.db: cannot be made: \(dir)/f: not a folder")
+        expectOneLine(try run(["plugins", "list", "--state", dir + "/folder.db"]), contains: "folder.db: is a folder, not a state file")
+        expectOneLine(try run(["serve", "--port", "0", "--state", dir + "/f/s.db", "--plugins", dir]),
+                      contains: "\(dir)/f/s.db: cannot be used as the state file: \(dir)/f: not a folder")
+        expectOneLine(try run(["plugins", "list", "--plugins", dir + "/f", "--state", dir + "/s.db"]),
+                      contains: "\(dir)/f: is a file, not a plugin folder")
+        expectOneLine(try run(["plugins", "list", "--state", "postgres://u@127.0.0.1:99999/db"]), contains: "port 99999 is not between 1 and 65535")
+    }
+
+    @Test("a malformed repository index is refused when added, by key path; an unreadable one is named when install finds nothing")
+    func repositories() throws {
+        let f = KernelFixture()
+        let repo = TestEnvironment.makeTemporaryDirectory("repo")
+        try "apiVersion: 1\nplugins:\n  hello: [{version: 1}]\n".write(toFile: repo + "/index.yaml", atomically: true, encoding: .utf8)
+        expectOneLine(try run(["repo", "add", "r", repo], f), contains: "index.yaml:3: key \"plugins.hello[0]\": missing key name")
+        try "plugins:\n  hello: []\n".write(toFile: repo + "/index.yaml", atomically: true, encoding: .utf8)
+        expectOneLine(try run(["repo", "add", "r", repo], f), contains: "index.yaml: missing key apiVersion")
+        try "apiVersion: 1\nplugins:\n  hello: [\n".write(toFile: repo + "/index.yaml", atomically: true, encoding: .utf8)
+        expectOneLine(try run(["repo", "add", "r", repo], f), contains: "index.yaml:4: not valid YAML")
+        #expect(try run(["repo", "list"], f).stdout.isEmpty, "no malformed repository was added")
+
+        #expect(try run(["repo", "add", "web", "http://127.0.0.1:1/repo"], f).status == 0)
+        expectOneLine(try run(["install", "hello"], f),
+                      contains: "no repository offers \"hello\" (not read: repository \"web\": http://127.0.0.1:1/repo/index.yaml")
+    }
+
+    @Test("plugins list shows why an install failed; pack refuses the public key in place of the private one")
+    func installFailureAndKeys() throws {
+        let f = KernelFixture()
+        try TestEnvironment.stageExamples(into: f.plugins)
+        let store = try StateStore(path: f.state)
+        try store.setStatus("ghost", .installFailed, reason: "ghost-1.0.0.keelpkg: sha256 does not match the index")
+        let list = try run(["plugins", "list"], f)
+        #expect(list.stdout.contains("reason: ghost-1.0.0.keelpkg: sha256 does not match the index"), "\(list.stdout)")
+
+        let keys = TestEnvironment.makeTemporaryDirectory("keys")
+        let publicKey = try run(["trust", "keygen", keys + "/acme.key"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        try publicKey.write(toFile: keys + "/acme.pub", atomically: true, encoding: .utf8)
+        #expect(try run(["trust", "add", "acme", publicKey], f).status == 0)
+        let out = TestEnvironment.makeTemporaryDirectory("out")
+        let wrong = try run(["pack", f.plugins + "/hello-c", "--out", out, "--key", keys + "/acme.pub", "--signer", "acme"] + ["--state", f.state])
+        expectOneLine(wrong, contains: "acme.pub: is the public key trusted as \"acme\"")
+        expectOneLine(try run(["pack", f.plugins + "/hello-c", "--out", out, "--key", keys + "/none.key"]), contains: "none.key: no such file or folder")
+        let right = try run(["pack", f.plugins + "/hello-c", "--out", out, "--key", keys + "/acme.key", "--signer", "acme", "--state", f.state])
+        #expect(right.status == 0 && right.stdout.contains("(signed)"), "\(right)")
+    }
+}
