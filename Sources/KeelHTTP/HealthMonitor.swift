@@ -8,10 +8,12 @@ import Synchronization
 /// Calls the plugins' health checks ("keel.health/1", keel/health.h) every `interval`, each under `budget`, and
 /// keeps the last result of each plugin for `GET /api/v1/plugins/<id>/health` and `/metrics`.
 ///
-/// Never on Swift's cooperative pool and never blocking the server: each check runs on a thread of the plugin pool
-/// (`PluginLanes.pool`), and the round waits for it at most `budget`. A check still running then is reported
-/// unhealthy ("did not return within ...") and counted as an overrun; it is not waited for, and the plugin's next
-/// check is skipped (reported the same way) until it returns, so a hung check holds at most one thread. The results
+/// Never on Swift's cooperative pool and never blocking the server: each check runs on a thread of the monitor's own
+/// (`threads` of them, which never serve requests), and the round waits for it at most `budget`. A check still
+/// running then is reported unhealthy ("did not return within ...") and counted as an overrun; it is not waited for,
+/// and the plugin's next check is skipped (reported the same way) until it returns, whatever generation of the
+/// plugin is active by then, so a hung check holds at most one thread per plugin, and hung checks can only slow other
+/// plugins' checks, never requests. The results
 /// are the operator's only: nothing is disabled or rerouted because of them. Thread-safe.
 final class HealthMonitor: Sendable {
     /// The last result of one plugin's check.
@@ -45,17 +47,23 @@ final class HealthMonitor: Sendable {
         var checks: [String: (generation: Int, check: HealthCheck?)] = [:]
         var results: [String: Result] = [:]
         var overruns: [String: Int] = [:]
+        /// Plugins with a check in their code now (of any generation: a reload does not free a hung one's thread).
+        var running: Set<String> = []
     }
     private let state = Mutex(State())
     private static let timestamp = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
 
-    init(interval: Duration, budget: Duration, pool: NIOThreadPool, metrics: ServerMetrics?, log: @escaping @Sendable (LogRecord) -> Void) {
+    init(interval: Duration, budget: Duration, threads: Int = 2, metrics: ServerMetrics?, log: @escaping @Sendable (LogRecord) -> Void) {
         self.interval = interval
         self.budget = budget
-        self.pool = pool
+        pool = NIOThreadPool(numberOfThreads: max(1, threads))
+        pool.start()
         self.metrics = metrics
         self.log = log
     }
+
+    /// Stops the threads without waiting for them: a check that never returns keeps its thread, not the caller.
+    func stop() { pool.shutdownGracefully { _ in } }
 
     /// The last result of `id`'s check; nil when it has none (no check, not active, or not run yet).
     func result(_ id: String) -> Result? { state.withLock { $0.results[id] } }
@@ -89,10 +97,15 @@ final class HealthMonitor: Sendable {
     private func checkOne(_ id: String, generation: Int, _ check: HealthCheck) async {
         let at = Self.timestamp.format(Date()), started = ContinuousClock.now
         let outcome: HealthCheck.Outcome?
-        if check.isRunning {
+        if check.isRunning || !state.withLock({ $0.running.insert(id).inserted }) {
             outcome = .busy
         } else {
-            outcome = await withBudget { check.run() }
+            outcome = await withBudget { [self] in
+                defer { _ = state.withLock { $0.running.remove(id) } }
+                return check.run()
+            }
+            // Not called at all when the pool had stopped.
+            if outcome == .inactive { _ = state.withLock { $0.running.remove(id) } }
         }
         let elapsed = ContinuousClock.now - started
         var result = Result(healthy: false, message: nil, at: at, milliseconds: Self.milliseconds(elapsed),
@@ -124,7 +137,7 @@ final class HealthMonitor: Sendable {
 
     /// Runs `body` on a pool thread; its outcome, or nil when `budget` passed first (the body goes on, unwaited).
     private func withBudget(_ body: @escaping @Sendable () -> HealthCheck.Outcome) async -> HealthCheck.Outcome? {
-        let once = Once()
+        let once = FirstOf<HealthCheck.Outcome?>()
         let timer = Task { [budget] in
             try? await Task.sleep(for: budget)
             once.resume(nil)
@@ -142,44 +155,5 @@ final class HealthMonitor: Sendable {
     static func milliseconds(_ d: Duration) -> Double {
         let c = d.components
         return ((Double(c.seconds) * 1000 + Double(c.attoseconds) / 1e15) * 1000).rounded() / 1000
-    }
-
-    /// A continuation resumed by whichever comes first: the check or the timer; later resumes are dropped.
-    private final class Once: Sendable {
-        private enum Slot {
-            case empty
-            case waiting(CheckedContinuation<HealthCheck.Outcome?, Never>)
-            case early(HealthCheck.Outcome?)
-            case finished
-        }
-        private let slot = Mutex<Slot>(.empty)
-
-        func set(_ continuation: CheckedContinuation<HealthCheck.Outcome?, Never>) {
-            let early = slot.withLock { s -> HealthCheck.Outcome?? in
-                if case let .early(value) = s {
-                    s = .finished
-                    return .some(value)
-                }
-                s = .waiting(continuation)
-                return nil
-            }
-            if let early { continuation.resume(returning: early) }
-        }
-
-        func resume(_ value: HealthCheck.Outcome?) {
-            let waiting = slot.withLock { s -> CheckedContinuation<HealthCheck.Outcome?, Never>? in
-                switch s {
-                case let .waiting(c):
-                    s = .finished
-                    return c
-                case .empty:
-                    s = .early(value)
-                    return nil
-                case .early, .finished:
-                    return nil
-                }
-            }
-            waiting?.resume(returning: value)
-        }
     }
 }

@@ -118,7 +118,7 @@ public struct KeelServer: Sendable {
             }
         }
         let health = configuration.healthInterval.map {
-            HealthMonitor(interval: $0, budget: configuration.healthBudget, pool: lanes.pool, metrics: metrics, log: log)
+            HealthMonitor(interval: $0, budget: configuration.healthBudget, metrics: metrics, log: log)
         }
         let gatekeeper = Gatekeeper(kernel: kernel, token: token, pages: PageSessions(), lanes: lanes, log: log,
                                     metrics: metrics, health: health)
@@ -178,13 +178,18 @@ public struct KeelServer: Sendable {
                 Task { await group.triggerGracefulShutdown() }
             }
         } catch {
-            checking?.cancel()
-            await proxy.shutdown()
-            await lanes.shutdown()
+            await stop()
             throw error
         }
-        checking?.cancel()
-        await proxy.shutdown()
-        await lanes.shutdown()
+        await stop()
+
+        func stop() async {
+            checking?.cancel()
+            health?.stop()
+            await proxy.shutdown()
+            if await !lanes.shutdown() {
+                log(LogRecord(level: .warn, pluginID: nil, message: "plugin calls still running 5 s after the server stopped; shutting down without them"))
+            }
+        }
     }
 }

@@ -175,8 +175,19 @@ final class PluginLanes: Sendable {
         next?.resume()
     }
 
-    /// Stops the threads once their work is done.
-    func shutdown() async {
-        try? await pool.shutdownGracefully()
+    /// Stops the threads once their work is done, waiting at most `deadline`: a plugin call that never returns keeps
+    /// its thread, not the server's shutdown. Returns false when calls were still running then (left behind).
+    @discardableResult
+    func shutdown(within deadline: Duration = .seconds(5)) async -> Bool {
+        let first = FirstOf<Bool>()
+        let timer = Task {
+            try? await Task.sleep(for: deadline)
+            first.resume(false)
+        }
+        defer { timer.cancel() }
+        return await withCheckedContinuation { continuation in
+            first.set(continuation)
+            pool.shutdownGracefully { _ in first.resume(true) }
+        }
     }
 }

@@ -122,6 +122,39 @@ struct ObservabilityTests {
         #expect(none.status == 0 && none.stdout.contains("check: none"), "\(none.stdout) \(none.stderr)")
     }
 
+    @Test("a health check that never returns holds one thread however often its plugin is reloaded, and the server stops")
+    func hungCheckAcrossReloads() async throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("stuck", defines: ["HEALTH_MODE=3", "HEALTH_SLOW_MS=600000"], capabilities: ["routes"])
+        let at = ["--plugins", f.plugins, "--state", f.state]
+        #expect(try TestEnvironment.run(Self.keel, ["plugins", "enable", "stuck"] + at).status == 0)
+        let server = try ServerProcess(plugins: f.plugins, state: f.state,
+                                       extraArguments: ["--no-watch", "--health-interval", "0.2", "--health-budget-ms", "100"])
+        defer { server.stop() }
+        let pid = server.process.processIdentifier
+        /// Threads of the server asleep in the check's `nanosleep`.
+        func sleeping() -> Int {
+            let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+            return tasks.filter { (try? String(contentsOfFile: "/proc/\(pid)/task/\($0)/wchan", encoding: .utf8)) == "hrtimer_nanosleep" }.count
+        }
+        #expect(try await Self.eventually { sleeping() == 1 ? true : nil } == true, "the first check never started")
+        for round in 1...4 {
+            let reload = try await server.request("POST", "/api/v1/plugins/stuck/reload", admin: true)
+            #expect(reload.status == 200, "\(reload.text)")
+            // A few rounds of the new generation: its check is skipped while the old one's runs.
+            try await Task.sleep(for: .milliseconds(800))
+            #expect(sleeping() == 1, "after reload \(round): \(sleeping()) threads in the hung check")
+        }
+        let stuck = try await server.request("GET", "/api/v1/plugins/stuck/health", admin: true).json as? [String: Any]
+        #expect(((stuck?["check"] as? [String: Any])?["message"] as? String ?? "").contains("has not returned yet"), "\(String(describing: stuck))")
+        #expect(try await server.request("GET", "/healthz").status == 200)
+        // SIGTERM: the server does not wait for the check's thread (it waited for ever while checks shared the
+        // request threads, whose shutdown joined them).
+        let stopping = Date()
+        #expect(server.stop() == 0)
+        #expect(Date().timeIntervalSince(stopping) < 20, "took \(Date().timeIntervalSince(stopping)) s to stop")
+    }
+
     @Test("/metrics: a handler over its budget counts as an overrun on its route; state store commits are timed")
     func overrunsAndCommits() async throws {
         let f = KernelFixture()
