@@ -54,3 +54,23 @@ size_t keel_gzip(const uint8_t *in, size_t len, uint8_t *out, size_t cap) {
 }
 
 int keel_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
+
+int keel_slots_enter(uint64_t *slots, int count, uint64_t now, uint64_t stuck_before, int stuck_limit) {
+    int stuck = 0, free_slot = -1;
+    for (int i = 0; i < count; i++) {
+        uint64_t started = __atomic_load_n(&slots[i], __ATOMIC_RELAXED);
+        if (started == 0) { if (free_slot < 0) free_slot = i; }
+        else if (started < stuck_before) stuck++;
+    }
+    if (stuck >= stuck_limit) return -2;
+    /* Another call may take the free slot first: try the rest. */
+    for (int i = free_slot < 0 ? count : free_slot; i < count; i++) {
+        uint64_t expected = 0;
+        if (__atomic_compare_exchange_n(&slots[i], &expected, now, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) return i;
+    }
+    return -1;
+}
+
+void keel_slots_leave(uint64_t *slots, int index) {
+    if (index >= 0) __atomic_store_n(&slots[index], 0, __ATOMIC_RELEASE);
+}

@@ -20,13 +20,25 @@ struct CommandRunner: Sendable {
     /// Wakes `plugin` when it is an idle lazy plugin and `principal` may call its command `name` (checked against
     /// its manifest first, so a caller refused anyway loads nothing). The error to answer, or nil to go on.
     func wakeIfIdle(_ plugin: String, _ name: String, _ principal: Principal) -> CommandError? {
+        guard let check = mayWake(plugin, name, principal) else { return nil }
+        if case let .failure(refusal) = check { return refusal }
+        guard let error = environment.wake(.plugin(plugin)) else { return nil }
+        return Self.wakeFailed(plugin, error)
+    }
+
+    /// Nil when `plugin` is not idle; else whether `principal` may wake it to call its command `name`: the refusal
+    /// to answer, or success. Runs the auth chain (plugin code): not on Swift's cooperative pool.
+    func mayWake(_ plugin: String, _ name: String, _ principal: Principal) -> Result<Void, CommandError>? {
         guard let manifest = environment.idleManifest(plugin) else { return nil }
         guard let declaration = manifest.commands.first(where: { $0.name == name }), access.isVisible(plugin, tenant: principal.tenant) else {
-            return CommandError(.unknown, "no command \(plugin).\(name)")
+            return .failure(CommandError(.unknown, "no command \(plugin).\(name)"))
         }
-        if let refusal = refusal(plugin, declaration, principal) { return refusal }
-        guard let error = environment.wake(.plugin(plugin)) else { return nil }
-        return CommandError(.unavailable, "plugin \"\(plugin)\" could not be activated: \(error.reason)")
+        if let refusal = refusal(plugin, declaration, principal) { return .failure(refusal) }
+        return .success(())
+    }
+
+    static func wakeFailed(_ plugin: String, _ error: KernelError) -> CommandError {
+        CommandError(.unavailable, "plugin \"\(plugin)\" could not be activated: \(error.reason)")
     }
 
     func call(plugin: String, name: String, arguments: [CommandArgument], principal: Principal) -> Result<CommandValue, CommandError> {
@@ -95,6 +107,21 @@ extension Kernel {
     public nonisolated func call(_ plugin: String, _ name: String, arguments: [CommandArgument],
                                  as principal: Principal) -> Result<CommandValue, CommandError> {
         CommandRunner(registry: registry, access: access, environment: environment).call(plugin: plugin, name: name, arguments: arguments, principal: principal)
+    }
+
+    /// Whether `principal` may wake the idle lazy `plugin` to call its command `name` (the checks `call` makes
+    /// first): nil when the plugin is not idle. Runs the auth chain, on the calling thread, like `call`. [thread-safe]
+    public nonisolated func mayWakeForCall(_ plugin: String, _ name: String, as principal: Principal) -> Result<Void, CommandError>? {
+        CommandRunner(registry: registry, access: access, environment: environment).mayWake(plugin, name, principal)
+    }
+
+    /// Wakes `plugin` for a command call `mayWakeForCall` allowed, without holding a thread while it loads (a caller
+    /// on Swift's cooperative pool awaits this before `call`, which would otherwise wait for the activation on its
+    /// thread). Nil when it is active now; the error to answer otherwise.
+    public func wakeForCall(_ plugin: String) async -> CommandError? {
+        guard isIdle(plugin) else { return nil }
+        do { try wake(plugin) } catch { return CommandRunner.wakeFailed(plugin, error) }
+        return nil
     }
 
     /// The commands of every installed plugin (or of `plugin`), from their manifests.

@@ -22,7 +22,16 @@ extension AdminAPI {
             let id = try context.parameters.require("id"), name = try context.parameters.require("name")
             let body = try await Self.optionalBody(CommandCall.self, request) ?? CommandCall(args: [])
             let principal = context.principal
-            let outcome = try await gatekeeper.lanes.run(id) { kernel.call(id, name, arguments: body.args, as: principal) }
+            let outcome: Result<CommandValue, CommandError>
+            // An idle lazy plugin is woken first, awaited here: `call` would wait for its activation on the thread it
+            // runs on, which may be one of Swift's own (inline). Who may wake it is asked in its lane (hooks).
+            if kernel.isIdle(id), case let .failure(refusal)? = try await gatekeeper.lanes.run(id, { kernel.mayWakeForCall(id, name, as: principal) }) {
+                outcome = .failure(refusal)
+            } else if let failure = await kernel.wakeForCall(id) {
+                outcome = .failure(failure)
+            } else {
+                outcome = try await gatekeeper.lanes.run(id) { kernel.call(id, name, arguments: body.args, as: principal) }
+            }
             switch outcome {
             case let .success(value):
                 return JSONBody.rawResponse("{\"result\":\(value.json)}")

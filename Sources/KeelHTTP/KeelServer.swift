@@ -84,6 +84,9 @@ public struct ServerConfiguration: Sendable {
 /// ```
 /// `run` finishes requests in flight before it returns; the caller then shuts the kernel down.
 public struct KeelServer: Sendable {
+    /// How long a stopping server waits for its connections (requests in flight, proxied WebSockets) before it cuts them.
+    static let shutdownGrace: Duration = .seconds(10)
+
     public let kernel: Kernel
     public let token: AdminToken
     public let configuration: ServerConfiguration
@@ -164,24 +167,38 @@ public struct KeelServer: Sendable {
         // Cancelling the task that runs this is a graceful stop, as a signal is: requests in flight finish, and the
         // server ends without the error lines a cancelled listener logs.
         // A connection that outlives 10 s of the stop (a proxied WebSocket) is then cut.
+        //
+        // The group ends once its connections have. A request whose plugin call never returns where it runs inline
+        // (on one of Swift's own threads, which no cancellation interrupts) never ends: 5 s after the group gave up
+        // waiting for its connections, the server stops waiting for it.
+        let ended = FirstOf<Result<Void, any Error>?>()
+        let watch = ServiceGroupConfiguration.ServiceConfiguration(service: ShutdownWatch {
+            Task {
+                try? await Task.sleep(for: KeelServer.shutdownGrace + .seconds(5))
+                ended.resume(nil)
+            }
+        }, successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore)
         var lifecycle = ServiceGroupConfiguration(
-            services: [app], gracefulShutdownSignals: configuration.stopsOnSignals ? [.sigterm, .sigint] : [], logger: logger)
-        lifecycle.maximumGracefulShutdownDuration = .seconds(10)
+            services: [.init(service: app), watch], gracefulShutdownSignals: configuration.stopsOnSignals ? [.sigterm, .sigint] : [],
+            logger: logger)
+        lifecycle.maximumGracefulShutdownDuration = KeelServer.shutdownGrace
         let group = ServiceGroup(configuration: lifecycle)
         // The group runs in a task of its own, which the caller's cancellation does not reach: that cancellation
-        // triggers the group's graceful shutdown instead, and the group ends once its connections have.
-        let serving = Task { try await group.run() }
-        do {
-            try await withTaskCancellationHandler {
-                try await serving.value
-            } onCancel: {
-                Task { await group.triggerGracefulShutdown() }
-            }
-        } catch {
-            await stop()
-            throw error
+        // triggers the group's graceful shutdown instead.
+        Task {
+            do { try await group.run(); ended.resume(.success(())) } catch { ended.resume(.failure(error)) }
+        }
+        let outcome = await withTaskCancellationHandler {
+            await withCheckedContinuation { ended.set($0) }
+        } onCancel: {
+            Task { await group.triggerGracefulShutdown() }
+        }
+        if outcome == nil {
+            log(LogRecord(level: .warn, pluginID: nil,
+                          message: "requests still waiting for plugin code that does not return; the server stops without them"))
         }
         await stop()
+        if case let .failure(error)? = outcome { throw error }
 
         func stop() async {
             checking?.cancel()
@@ -191,5 +208,15 @@ public struct KeelServer: Sendable {
                 log(LogRecord(level: .warn, pluginID: nil, message: "plugin calls still running 5 s after the server stopped; shutting down without them"))
             }
         }
+    }
+}
+
+/// A service of the server's group that only tells when the group's graceful shutdown begins (a signal, or the
+/// caller's cancellation), then ends.
+private struct ShutdownWatch: Service {
+    let onShutdown: @Sendable () -> Void
+    func run() async throws {
+        try? await gracefulShutdown()
+        onShutdown()
     }
 }

@@ -72,16 +72,22 @@ final class PluginLanes: Sendable {
     func run<T: Sendable>(_ lane: String, _ body: @escaping @Sendable () throws -> T) async throws -> T {
         if let result = try runInline(lane, body) { return result }
         try await admit(lane)
-        defer { release(lane) }
-        do {
-            return try await pool.runIfActive { try self.timed(lane, body) }
-        } catch is CancellationError {
-            throw CancellationError()
-        } catch let error as APIError {
-            throw error
-        } catch {
-            if (error as? NIOThreadPoolError.ThreadPoolInactive) != nil { throw Self.unavailable }
-            throw error
+        // The lane's place is given back when the call ends on its thread, not when the caller stops waiting: a call
+        // that never returns keeps it, so that a lane's calls never hold more than `perLane` threads.
+        let first = FirstOf<Result<T, any Error>>()
+        return try await withTaskCancellationHandler {
+            try await withCheckedContinuation { (continuation: CheckedContinuation<Result<T, any Error>, Never>) in
+                first.set(continuation)
+                pool.submit { state in
+                    defer { self.release(lane) }
+                    guard case .active = state else { return first.resume(.failure(Self.unavailable)) }
+                    first.resume(Result { try self.timed(lane, body) })
+                }
+            }.get()
+        } onCancel: {
+            // A server that stops cancels its requests after its grace period: one waiting for a call that never
+            // returns then stops waiting (the call goes on; its result is dropped).
+            first.resume(.failure(CancellationError()))
         }
     }
 

@@ -198,6 +198,13 @@ public final class ActivationContext: Sendable {
         return failure
     }
 
+    /// Accounts for a hook call not made because too many of the hook's calls are stuck (`HookWatch`): a failure like
+    /// any other, so that a plugin whose hook hangs is disabled as misbehaving after the usual run of them.
+    func refuseHook(_ reason: String, started: Double) -> PluginCallError {
+        _ = account(reason, started: started, budget: budgets.hook, failed: true, detail: "not called")
+        return PluginCallError(pluginID: pluginID, status: StatusCode.unavailable, message: reason)
+    }
+
     /// Accounts for one finished call: logs it when it ran over `budget`, counts failures in a row, and reports
     /// each failure to the environment (metrics).
     /// - Returns: true when the call ran over its budget.

@@ -156,6 +156,8 @@ public final class AuthenticateHook: @unchecked Sendable {
 
     /// Names this hook when the host dies inside it.
     let site: CrashSite
+    /// Its calls now, to stop asking it while too many of them hang.
+    let watch: HookWatch
 
     init(name: String, function: keel_authenticate_fn, userData: UnsafeMutableRawPointer?, context: ActivationContext) {
         self.name = name
@@ -164,6 +166,7 @@ public final class AuthenticateHook: @unchecked Sendable {
         self.remote = nil
         self.context = context
         site = context.crashSite("authenticate hook \"\(name)\"")
+        watch = HookWatch(budget: context.budgets.hook)
     }
 
     /// Hook number `index` of a plugin running in a worker process, reached through `calls`.
@@ -174,6 +177,7 @@ public final class AuthenticateHook: @unchecked Sendable {
         remote = RemoteTarget(calls: calls, index: index)
         self.context = context
         site = context.crashSite("authenticate hook \"\(name)\"")
+        watch = HookWatch(budget: context.budgets.hook)
     }
 
     public var pluginID: String { context.pluginID }
@@ -195,10 +199,15 @@ public final class AuthenticateHook: @unchecked Sendable {
             return result
         }
         guard let function else { context.leave(); return .success(nil) }
-        let outer = ActivationContext.beginCall(context)
-        defer { ActivationContext.endCall(outer); context.leave() }
-        let writer = PrincipalWriter()
         let started = ActivationContext.now()
+        let slot = watch.enter(at: started)
+        if slot == HookWatch.refused {
+            context.leave()
+            return .failure(context.refuseHook(watch.refusal("authenticate hook \"\(name)\""), started: started))
+        }
+        let outer = ActivationContext.beginCall(context)
+        defer { watch.leave(slot); ActivationContext.endCall(outer); context.leave() }
+        let writer = PrincipalWriter()
         let status = CFrame.withRequest(request) { req in
             HostABI.withPrincipalBuilder(writer) { b in site.around { function(userData, req, b) } }
         }
@@ -225,6 +234,8 @@ public final class AuthorizeHook: @unchecked Sendable {
 
     /// Names this hook when the host dies inside it.
     let site: CrashSite
+    /// Its calls now, to stop asking it while too many of them hang.
+    let watch: HookWatch
 
     init(name: String, function: keel_authorize_fn, userData: UnsafeMutableRawPointer?, context: ActivationContext) {
         self.name = name
@@ -233,6 +244,7 @@ public final class AuthorizeHook: @unchecked Sendable {
         self.remote = nil
         self.context = context
         site = context.crashSite("authorize hook \"\(name)\"")
+        watch = HookWatch(budget: context.budgets.hook)
     }
 
     /// Hook number `index` of a plugin running in a worker process, reached through `calls`.
@@ -243,6 +255,7 @@ public final class AuthorizeHook: @unchecked Sendable {
         remote = RemoteTarget(calls: calls, index: index)
         self.context = context
         site = context.crashSite("authorize hook \"\(name)\"")
+        watch = HookWatch(budget: context.budgets.hook)
     }
 
     public var pluginID: String { context.pluginID }
@@ -315,10 +328,15 @@ public final class AuthorizeHook: @unchecked Sendable {
             return .failure(PluginCallError(pluginID: pluginID, status: StatusCode.unavailable, message: "plugin is not active"))
         }
         guard let function else { context.leave(); return .success(.abstain) }
-        let outer = ActivationContext.beginCall(context)
-        defer { ActivationContext.endCall(outer); context.leave() }
-        var decision: keel_auth_decision = -1
         let started = ActivationContext.now()
+        let slot = watch.enter(at: started)
+        if slot == HookWatch.refused {
+            context.leave()
+            return .failure(context.refuseHook(watch.refusal("authorize hook \"\(name)\""), started: started))
+        }
+        let outer = ActivationContext.beginCall(context)
+        defer { watch.leave(slot); ActivationContext.endCall(outer); context.leave() }
+        var decision: keel_auth_decision = -1
         let status = site.around { function(userData, q, &decision) }
         if let error = context.finishHook("authorize hook \"\(name)\"", hook: name, started: started, status: status) {
             return .failure(error)

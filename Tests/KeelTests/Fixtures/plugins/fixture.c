@@ -10,7 +10,8 @@
  *                                   its link, default "/ext/<id>/ping")
  *   AUTH_MODE                       1: authenticate "Bearer <id>" headers (tenant acme, role admin); 2: an
  *                                   authenticate hook that errors; 3: "Bearer <id>" with no tenant and no role
- *   AUTHZ_MODE                      1: allow everything; 2: deny resources containing "secret"; 3: error
+ *   AUTHZ_MODE                      1: allow everything; 2: deny resources containing "secret"; 3: error;
+ *                                   4: abstain, but never return for a resource containing "hang"
  *   REGISTER_TWICE                  register ROUTE_PATH twice
  *   USE_MISSING_SYMBOL              call a function no library defines (fails under RTLD_NOW)
  *   HANDLER_FAILS                   the route handler returns an error
@@ -41,6 +42,7 @@
 #include <time.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #ifndef PLUGIN_ID
 #define PLUGIN_ID "fixture"
@@ -213,6 +215,10 @@ static keel_status authz(void *ud, const keel_authz_request *q, keel_auth_decisi
     *out = KEEL_AUTH_ABSTAIN;
     for (size_t i = 0; i + 6 <= q->resource.len; i++)
         if (memcmp(q->resource.ptr + i, "secret", 6) == 0) *out = KEEL_AUTH_DENY;
+#elif AUTHZ_MODE == 4
+    *out = KEEL_AUTH_ABSTAIN;
+    for (size_t i = 0; i + 4 <= q->resource.len; i++)
+        if (memcmp(q->resource.ptr + i, "hang", 4) == 0) for (;;) pause();
 #else
     (void)q; (void)out;
     return KEEL_ERR_INTERNAL;
