@@ -56,21 +56,28 @@ size_t keel_gzip(const uint8_t *in, size_t len, uint8_t *out, size_t cap) {
 int keel_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 
 int keel_slots_enter(uint64_t *slots, int count, uint64_t now, uint64_t stuck_before, int stuck_limit) {
-    int stuck = 0, free_slot = -1;
-    for (int i = 0; i < count; i++) {
-        uint64_t started = __atomic_load_n(&slots[i], __ATOMIC_RELAXED);
-        if (started == 0) { if (free_slot < 0) free_slot = i; }
-        else if (started < stuck_before) stuck++;
+    /* slots[0] counts the calls in flight; the stuck ones are counted only when enough others run to be. */
+    uint64_t others = __atomic_fetch_add(&slots[0], 1, __ATOMIC_ACQ_REL);
+    if (others >= (uint64_t)stuck_limit) {
+        int stuck = 0;
+        for (int i = 1; i <= count; i++) {
+            uint64_t started = __atomic_load_n(&slots[i], __ATOMIC_RELAXED);
+            if (started != 0 && started < stuck_before) stuck++;
+        }
+        if (stuck >= stuck_limit) {
+            __atomic_fetch_sub(&slots[0], 1, __ATOMIC_ACQ_REL);
+            return -2;
+        }
     }
-    if (stuck >= stuck_limit) return -2;
-    /* Another call may take the free slot first: try the rest. */
-    for (int i = free_slot < 0 ? count : free_slot; i < count; i++) {
+    for (int i = 1; i <= count; i++) {
         uint64_t expected = 0;
-        if (__atomic_compare_exchange_n(&slots[i], &expected, now, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) return i;
+        if (__atomic_load_n(&slots[i], __ATOMIC_RELAXED) == 0
+            && __atomic_compare_exchange_n(&slots[i], &expected, now, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) return i;
     }
     return -1;
 }
 
 void keel_slots_leave(uint64_t *slots, int index) {
-    if (index >= 0) __atomic_store_n(&slots[index], 0, __ATOMIC_RELEASE);
+    if (index > 0) __atomic_store_n(&slots[index], 0, __ATOMIC_RELEASE);
+    __atomic_fetch_sub(&slots[0], 1, __ATOMIC_RELEASE);
 }

@@ -11,8 +11,9 @@ import Synchronization
 /// So plugin calls take one of two paths:
 ///
 /// - **Inline, under admission control.** A call runs on the cooperative thread that serves the request when an
-///   inline slot is free and its lane has not been slow lately. There are `cores - 1` slots (none on one core), so
-///   plugin code never holds more than all but one of the cooperative threads: one is always left for the host.
+///   inline slot is free and its lane has not been slow lately. There are `cores - 1` slots in the process, shared by
+///   every server in it (none on one core), so plugin code never holds more than all but one of the cooperative
+///   threads: one is always left for the host.
 ///   This is the fast path: no thread hop, which on a small machine costs more than a short handler itself.
 /// - **On a pool of threads of their own** (NIO's `NIOThreadPool`), when no slot is free or the lane is marked slow.
 ///   A lane (a plugin's routes, or the auth chain of the admin API) may occupy at most `perLane` of those threads at
@@ -42,7 +43,9 @@ final class PluginLanes: Sendable {
     private let slowUntil = Mutex<[String: ContinuousClock.Instant]>([:])
     /// How many lanes `slowUntil` holds: while none is slow, a call takes no lock to find out.
     private let slowLanes = Atomic<Int>(0)
-    private let inlineInUse = Atomic<Int>(0)
+    /// Inline calls running now, in the whole process: the cooperative pool is one per process, however many servers
+    /// (an embedder may run several) share it.
+    private static let inlineInUse = Atomic<Int>(0)
 
     /// How many lanes are marked slow now or were and have not been pruned since (their marks go on the next slow call).
     var markedLanes: Int { slowLanes.load(ordering: .relaxed) }
@@ -95,7 +98,7 @@ final class PluginLanes: Sendable {
     /// `run` it). For a caller that would otherwise build an escaping closure on every call for the rare other path.
     func runInline<T>(_ lane: String, _ body: () throws -> T) rethrows -> T? {
         guard takeInlineSlot(lane) else { return nil }
-        defer { inlineInUse.subtract(1, ordering: .releasing) }
+        defer { Self.inlineInUse.subtract(1, ordering: .releasing) }
         return try timed(lane, body)
     }
 
@@ -111,9 +114,9 @@ final class PluginLanes: Sendable {
             }
             if slow { return false }
         }
-        var current = inlineInUse.load(ordering: .relaxed)
+        var current = Self.inlineInUse.load(ordering: .relaxed)
         while current < inlineSlots {
-            let (exchanged, original) = inlineInUse.compareExchange(expected: current, desired: current + 1, ordering: .acquiring)
+            let (exchanged, original) = Self.inlineInUse.compareExchange(expected: current, desired: current + 1, ordering: .acquiring)
             if exchanged { return true }
             current = original
         }

@@ -1,6 +1,6 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
-import Dispatch
+import Foundation
 import KeelLoader
 import Synchronization
 
@@ -41,6 +41,15 @@ public struct HostServices: Sendable {
 }
 
 extension WorkerConnection {
+    /// Runs a host call on a thread of its own, off the reader thread. Never on Dispatch's global queues: on Linux
+    /// their threads are Swift's cooperative pool (two here), which a slow command or provider would take from the
+    /// whole server. At most `HostServices.concurrentCalls` of one worker's run at once (`admitHostCall`).
+    static func offReader(_ body: @escaping @Sendable () -> Void) {
+        let thread = Thread(block: body)
+        thread.name = "keel.host-call"
+        thread.start()
+    }
+
     /// Answers a `callCommand` or `checkPermission` frame off the reader thread (the call may take long, and may call
     /// back into this worker, whose answers the reader must go on reading). [reader thread]
     /// - Throws: `WireError` for a malformed frame (the reader then kills the worker).
@@ -72,7 +81,7 @@ extension WorkerConnection {
                 return refuse(CommandError(.forbidden, message))
             }
             guard admitHostCall() else { return refuse(CommandError(.unavailable, "too many calls from the worker at once")) }
-            DispatchQueue.global().async { [self] in
+            Self.offReader { [self] in
                 defer { endHostCall() }
                 var w = WireWriter(.commandAnswer, id: id)
                 w.commandText(services.command(plugin, name, arguments, principal))
@@ -87,7 +96,7 @@ extension WorkerConnection {
                 _ = send(w.frame)
                 return
             }
-            DispatchQueue.global().async { [self] in
+            Self.offReader { [self] in
                 defer { endHostCall() }
                 var w = WireWriter(.permissionAnswer, id: id)
                 w.u8(services.permission(principal, action, resource) == .allow ? AuthDecision.allow.wireValue : AuthDecision.deny.wireValue)
@@ -107,7 +116,7 @@ extension WorkerConnection {
             guard interface.utf8.count <= 160, tenant.utf8.count <= 128, admitHostCall() else {
                 return answer(.failure(PluginCallError(pluginID: "", status: StatusCode.invalidArgument, message: "an interface or tenant over its limit, or too many calls at once")))
             }
-            DispatchQueue.global().async { [self] in
+            Self.offReader { [self] in
                 defer { endHostCall() }
                 answer(leases.acquire(interface, tenant: tenant, minSize: max(0, minSize)))
             }
@@ -127,7 +136,7 @@ extension WorkerConnection {
             guard let leases, admitHostCall() else {
                 return answer(.failure(PluginCallError(pluginID: "", status: StatusCode.unavailable, message: "too many calls from the worker at once")))
             }
-            DispatchQueue.global().async { [self] in
+            Self.offReader { [self] in
                 defer { endHostCall() }
                 answer(leases.call(lease, function: function, call))
             }

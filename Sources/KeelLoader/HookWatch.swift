@@ -13,7 +13,8 @@ import CKeelSystem
 /// after the usual run of failures. The hook is asked again as soon as fewer of its calls are stuck. A plugin's
 /// hooks thus hold at most `stuckLimit` threads each for ever.
 ///
-/// Costs one scan of the slots and one compare-and-swap per call. `@unchecked Sendable`: the slots are only read and
+/// Costs two atomic additions, a compare-and-swap and a store per call; the slots are scanned for stuck calls only
+/// while at least `stuckLimit` others run. `@unchecked Sendable`: the slots are only read and
 /// written through the C atomics of `keel_slots_enter` / `keel_slots_leave`; the pointer itself never changes and is
 /// freed when the hook is.
 final class HookWatch: @unchecked Sendable {
@@ -30,21 +31,22 @@ final class HookWatch: @unchecked Sendable {
 
     /// - Parameter budget: the hook budget in seconds; a call counts as stuck after four times it, at least 1 s.
     init(budget: Double) {
-        starts = .allocate(capacity: Int(Self.slots))
-        starts.initialize(repeating: 0, count: Int(Self.slots))
+        // The count of calls in flight, then the slots.
+        starts = .allocate(capacity: Int(Self.slots) + 1)
+        starts.initialize(repeating: 0, count: Int(Self.slots) + 1)
         stuckAfterMilliseconds = UInt64(max(1, 4 * budget) * 1000)
     }
 
     deinit { starts.deallocate() }
 
-    /// Takes a slot for a call starting `now` (seconds, `ActivationContext.now()`): its index, -1 when none was free
-    /// (the call runs untracked), or `refused`. [any thread]
+    /// Counts in a call starting `now` (seconds, `ActivationContext.now()`): the slot it holds, -1 when none was free
+    /// (the call runs counted but untracked), or `refused` (then it is not counted: do not call `leave`). [any thread]
     func enter(at now: Double) -> Int32 {
         let ms = UInt64(max(0, now) * 1000) + 1
         return keel_slots_enter(starts, Self.slots, ms, ms > stuckAfterMilliseconds ? ms - stuckAfterMilliseconds : 0, Self.stuckLimit)
     }
 
-    /// Frees the slot `enter` returned (nothing for -1). [any thread]
+    /// Ends a call `enter` let through (with what it returned). [any thread]
     func leave(_ slot: Int32) { keel_slots_leave(starts, slot) }
 
     /// Why the hook was not asked, for the log and the denial.

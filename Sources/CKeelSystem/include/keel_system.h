@@ -59,11 +59,12 @@ int keel_restrict_files(const char *const *readable, size_t readable_count,
  * are closed to other processes of the same user without CAP_SYS_PTRACE (a worker drops it). Returns 0, or -1. */
 int keel_make_undumpable(void);
 
-/* Slots of the calls into one auth hook now (KeelLoader/HookWatch.swift): `count` start times in milliseconds of a
- * monotonic clock, 0 for a free slot, read and written atomically from any thread.
- * keel_slots_enter counts the calls that started before `stuck_before`; when there are `stuck_limit` or more, it
- * claims nothing and returns -2. Otherwise it claims a free slot for a call started at `now` (> 0) and returns its
- * index, or -1 when every slot is taken. keel_slots_leave frees a slot keel_slots_enter returned. */
+/* The calls into one auth hook now (KeelLoader/HookWatch.swift): slots[0] counts them, slots[1...count] hold start
+ * times in milliseconds of a monotonic clock (0: free), all read and written atomically from any thread.
+ * keel_slots_enter counts the call in; when at least `stuck_limit` others are running and `stuck_limit` of them
+ * started before `stuck_before`, it counts it out again and returns -2 (do not call). Otherwise it returns the slot
+ * it claimed for the call (started at `now` > 0), or -1 when every slot was taken (the call is counted, untracked).
+ * keel_slots_leave ends a call keel_slots_enter let through (its return value; never after -2). */
 int keel_slots_enter(uint64_t *slots, int count, uint64_t now, uint64_t stuck_before, int stuck_limit);
 void keel_slots_leave(uint64_t *slots, int index);
 
