@@ -21,26 +21,33 @@ extension AdminAPI {
         open.post("plugins/:id/commands/:name") { request, context -> Response in
             let id = try context.parameters.require("id"), name = try context.parameters.require("name")
             let body = try await Self.optionalBody(CommandCall.self, request) ?? CommandCall(args: [])
-            let principal = context.principal
+            let principal = context.principal, channel = context.channel, gatekeeper = self.gatekeeper
+            /// A refusal is logged and written to the audit trail (a durable commit) in the lane, never on one of
+            /// Swift's own threads: any client may ask for refusals.
+            @Sendable func audited(_ result: Result<CommandValue, CommandError>) -> Result<CommandValue, CommandError> {
+                guard case let .failure(error) = result, error.code == .forbidden else { return result }
+                // The operator learns which permission (or hook) refused; the client only that it was forbidden.
+                gatekeeper.log(LogRecord(level: .info, pluginID: id, message: "POST \(request.uri.path) denied: \(error.message)"))
+                gatekeeper.auditRefusal(request, principal: principal, channel: channel, APIError.forbidden(because: error.message))
+                return result
+            }
             let outcome: Result<CommandValue, CommandError>
             // An idle lazy plugin is woken first, awaited here: `call` would wait for its activation on the thread it
             // runs on, which may be one of Swift's own (inline). Who may wake it is asked in its lane (hooks).
-            if kernel.isIdle(id), case let .failure(refusal)? = try await gatekeeper.lanes.run(id, { kernel.mayWakeForCall(id, name, as: principal) }) {
+            if kernel.isIdle(id), case let .failure(refusal)? = try await gatekeeper.lanes.run(id, {
+                kernel.mayWakeForCall(id, name, as: principal).map { audited($0.map { CommandValue.none }) }
+            }) {
                 outcome = .failure(refusal)
             } else if let failure = await kernel.wakeForCall(id) {
                 outcome = .failure(failure)
             } else {
-                outcome = try await gatekeeper.lanes.run(id) { kernel.call(id, name, arguments: body.args, as: principal) }
+                outcome = try await gatekeeper.lanes.run(id) { audited(kernel.call(id, name, arguments: body.args, as: principal)) }
             }
             switch outcome {
             case let .success(value):
                 return JSONBody.rawResponse("{\"result\":\(value.json)}")
             case let .failure(error) where error.code == .forbidden:
-                // The operator learns which permission (or hook) refused; the client only that it was forbidden.
-                gatekeeper.log(LogRecord(level: .info, pluginID: id, message: "POST \(request.uri.path) denied: \(error.message)"))
-                let refusal = APIError.forbidden(because: error.message)
-                gatekeeper.auditRefusal(request, principal: principal, channel: context.channel, refusal)
-                throw refusal
+                throw APIError.forbidden(because: error.message)
             case let .failure(error):
                 throw APIError(Self.status(of: error), error.code.rawValue, error.message)
             }
