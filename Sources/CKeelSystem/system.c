@@ -55,9 +55,13 @@ size_t keel_gzip(const uint8_t *in, size_t len, uint8_t *out, size_t cap) {
 
 int keel_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 
-int keel_slots_enter(uint64_t *slots, int count, uint64_t now, uint64_t stuck_before, int stuck_limit) {
+int keel_slots_enter(uint64_t *slots, int count, uint64_t now, uint64_t stuck_before, int stuck_limit, int max_in_flight) {
     /* slots[0] counts the calls in flight; the stuck ones are counted only when enough others run to be. */
     uint64_t others = __atomic_fetch_add(&slots[0], 1, __ATOMIC_ACQ_REL);
+    if (others >= (uint64_t)max_in_flight) {
+        __atomic_fetch_sub(&slots[0], 1, __ATOMIC_ACQ_REL);
+        return -3;
+    }
     if (others >= (uint64_t)stuck_limit) {
         int stuck = 0;
         for (int i = 1; i <= count; i++) {

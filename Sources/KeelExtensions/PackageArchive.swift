@@ -68,8 +68,13 @@ public enum PackageArchive {
     /// - Throws: `ArchiveError` naming the file and the reason; also when the library is not in the folder.
     public static func packBundle(folder: String, library: String?) throws -> (archive: Data, leftOut: [String]) {
         var isDirectory: ObjCBool = false
-        if let library, !FileManager.default.fileExists(atPath: folder + "/" + library, isDirectory: &isDirectory) || isDirectory.boolValue {
-            throw ArchiveError(reason: "\(folder)/\(library): no such file (the library plugin.yaml names; build it first)")
+        if let library {
+            guard FileManager.default.fileExists(atPath: folder + "/" + library, isDirectory: &isDirectory) else {
+                throw ArchiveError(reason: "\(folder)/\(library): no such file (the library plugin.yaml names; build it first)")
+            }
+            guard !isDirectory.boolValue else {
+                throw ArchiveError(reason: "\(folder)/\(library): is a folder, not the library plugin.yaml names")
+            }
         }
         var leftOut: [String] = []
         let archive = try pack(folder: folder) { path in

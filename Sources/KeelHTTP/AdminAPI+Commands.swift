@@ -31,15 +31,20 @@ extension AdminAPI {
                 gatekeeper.auditRefusal(request, principal: principal, channel: channel, APIError.forbidden(because: error.message))
                 return result
             }
-            let outcome: Result<CommandValue, CommandError>
             // An idle lazy plugin is woken first, awaited here: `call` would wait for its activation on the thread it
-            // runs on, which may be one of Swift's own (inline). Who may wake it is asked in its lane (hooks).
-            if kernel.isIdle(id), case let .failure(refusal)? = try await gatekeeper.lanes.run(id, {
-                kernel.mayWakeForCall(id, name, as: principal).map { audited($0.map { CommandValue.none }) }
-            }) {
-                outcome = .failure(refusal)
-            } else if let failure = await kernel.wakeForCall(id) {
-                outcome = .failure(failure)
+            // runs on, which may be one of Swift's own (inline). Who may wake it is asked in its lane (hooks); a
+            // plugin that goes idle after that is woken by `call` itself, after the same checks.
+            var refused: CommandError?
+            if kernel.isIdle(id) {
+                switch try await gatekeeper.lanes.run(id, { kernel.mayWakeForCall(id, name, as: principal).map { audited($0.map { CommandValue.none }) } }) {
+                case let .failure(refusal)?: refused = refusal
+                case .success?: refused = await kernel.wakeForCall(id)
+                case nil: break
+                }
+            }
+            let outcome: Result<CommandValue, CommandError>
+            if let refused {
+                outcome = .failure(refused)
             } else {
                 outcome = try await gatekeeper.lanes.run(id) { audited(kernel.call(id, name, arguments: body.args, as: principal)) }
             }

@@ -26,6 +26,16 @@ final class FirstOf<Value: Sendable>: Sendable {
         if let early { continuation.resume(returning: early) }
     }
 
+    /// True once a value was given (whether or not the waiter has had it).
+    var isFinished: Bool {
+        slot.withLock { s in
+            switch s {
+            case .empty, .waiting: false
+            case .early, .finished: true
+            }
+        }
+    }
+
     /// Resumes with `value` if nothing did before.
     func resume(_ value: Value) {
         let waiting = slot.withLock { s -> CheckedContinuation<Value, Never>? in

@@ -2,18 +2,16 @@
 
 import Foundation
 import Keel
-import NIOPosix
 import Synchronization
 
 /// Calls the plugins' health checks ("keel.health/1", keel/health.h) every `interval`, each under `budget`, and
 /// keeps the last result of each plugin for `GET /api/v1/plugins/<id>/health` and `/metrics`.
 ///
-/// Never on Swift's cooperative pool and never blocking the server: each check runs on a thread of the monitor's own
-/// (`threads` of them, which never serve requests), and the round waits for it at most `budget`. A check still
+/// Never on Swift's cooperative pool and never blocking the server: each check runs on a thread of its own (never one
+/// that serves requests), and the round waits for it at most `budget`. A check still
 /// running then is reported unhealthy ("did not return within ...") and counted as an overrun; it is not waited for,
 /// and the plugin's next check is skipped (reported the same way) until it returns, whatever generation of the
-/// plugin is active by then, so a hung check holds at most one thread per plugin, and hung checks can only slow other
-/// plugins' checks, never requests. The results
+/// plugin is active by then, so a hung check holds at most one thread per plugin and delays nothing else. The results
 /// are the operator's only: nothing is disabled or rerouted because of them. Thread-safe.
 final class HealthMonitor: Sendable {
     /// The last result of one plugin's check.
@@ -40,7 +38,8 @@ final class HealthMonitor: Sendable {
 
     let interval: Duration
     let budget: Duration
-    private let pool: NIOThreadPool
+    /// Set by `stop`: no check is started after it.
+    private let stopped = Atomic<Bool>(false)
     private let metrics: ServerMetrics?
     private let log: @Sendable (LogRecord) -> Void
     private struct State {
@@ -53,17 +52,16 @@ final class HealthMonitor: Sendable {
     private let state = Mutex(State())
     private static let timestamp = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
 
-    init(interval: Duration, budget: Duration, threads: Int = 2, metrics: ServerMetrics?, log: @escaping @Sendable (LogRecord) -> Void) {
+    init(interval: Duration, budget: Duration, metrics: ServerMetrics?, log: @escaping @Sendable (LogRecord) -> Void) {
         self.interval = interval
         self.budget = budget
-        pool = NIOThreadPool(numberOfThreads: max(1, threads))
-        pool.start()
+
         self.metrics = metrics
         self.log = log
     }
 
-    /// Stops the threads without waiting for them: a check that never returns keeps its thread, not the caller.
-    func stop() { pool.shutdownGracefully { _ in } }
+    /// Starts no more checks; one still running keeps its thread, not the caller.
+    func stop() { stopped.store(true, ordering: .relaxed) }
 
     /// The last result of `id`'s check; nil when it has none (no check, not active, or not run yet).
     func result(_ id: String) -> Result? { state.withLock { $0.results[id] } }
@@ -104,7 +102,7 @@ final class HealthMonitor: Sendable {
                 defer { _ = state.withLock { $0.running.remove(id) } }
                 return check.run()
             }
-            // Not called at all when the pool had stopped.
+            // Not called at all once the monitor stopped.
             if outcome == .inactive { _ = state.withLock { $0.running.remove(id) } }
         }
         let elapsed = ContinuousClock.now - started
@@ -135,7 +133,7 @@ final class HealthMonitor: Sendable {
         metrics?.healthChecked(plugin: id, healthy: result.healthy, overrun: overrun)
     }
 
-    /// Runs `body` on a pool thread; its outcome, or nil when `budget` passed first (the body goes on, unwaited).
+    /// Runs `body` on a thread of its own; its outcome, or nil when `budget` passed first (the body goes on, unwaited).
     private func withBudget(_ body: @escaping @Sendable () -> HealthCheck.Outcome) async -> HealthCheck.Outcome? {
         let once = FirstOf<HealthCheck.Outcome?>()
         let timer = Task { [budget] in
@@ -145,10 +143,12 @@ final class HealthMonitor: Sendable {
         defer { timer.cancel() }
         return await withCheckedContinuation { (continuation: CheckedContinuation<HealthCheck.Outcome?, Never>) in
             once.set(continuation)
-            pool.submit { state in
-                guard case .active = state else { return once.resume(.inactive) }
-                once.resume(body())
-            }
+            guard !stopped.load(ordering: .relaxed) else { return once.resume(.inactive) }
+            // A thread per check: `running` already keeps it to one per plugin, so hung checks of some plugins
+            // never delay another's.
+            let thread = Thread { once.resume(body()) }
+            thread.name = "keel.health"
+            thread.start()
         }
     }
 

@@ -204,8 +204,9 @@ public struct KeelServer: Sendable {
             checking?.cancel()
             health?.stop()
             await proxy.shutdown()
-            if await !lanes.shutdown() {
-                log(LogRecord(level: .warn, pluginID: nil, message: "plugin calls still running 5 s after the server stopped; shutting down without them"))
+            // Past the grace period, with requests stuck in plugin code, the threads are not waited for at all.
+            if await !lanes.shutdown(within: outcome == nil ? .milliseconds(100) : .seconds(5)) {
+                log(LogRecord(level: .warn, pluginID: nil, message: "plugin calls still running as the server stops; shutting down without them"))
             }
         }
     }

@@ -71,10 +71,17 @@ final class PluginLanes: Sendable {
 
     /// Runs `body` in `lane`: inline when a slot is free and the lane is not slow, else on a pool thread after
     /// waiting for a free place in the lane.
-    /// - Throws: `APIError` 503 when the lane's queue is full, or when the pool has been shut down.
+    /// - Throws: `APIError` 503 when the lane's queue is full, or when the pool has been shut down;
+    ///   `CancellationError` when the calling task was cancelled before the call started, or while it ran (then the
+    ///   call goes on, its result dropped).
     func run<T: Sendable>(_ lane: String, _ body: @escaping @Sendable () throws -> T) async throws -> T {
         if let result = try runInline(lane, body) { return result }
         try await admit(lane)
+        // A request cancelled while it waited for its place (a server stopping) runs nothing.
+        if Task.isCancelled {
+            release(lane)
+            throw CancellationError()
+        }
         // The lane's place is given back when the call ends on its thread, not when the caller stops waiting: a call
         // that never returns keeps it, so that a lane's calls never hold more than `perLane` threads.
         let first = FirstOf<Result<T, any Error>>()
@@ -84,6 +91,8 @@ final class PluginLanes: Sendable {
                 pool.submit { state in
                     defer { self.release(lane) }
                     guard case .active = state else { return first.resume(.failure(Self.unavailable)) }
+                    // Nobody waits for it any more (cancelled while queued for a thread): not run.
+                    guard !first.isFinished else { return }
                     first.resume(Result { try self.timed(lane, body) })
                 }
             }.get()

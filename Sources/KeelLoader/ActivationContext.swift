@@ -198,11 +198,15 @@ public final class ActivationContext: Sendable {
         return failure
     }
 
-    /// Accounts for a hook call not made because too many of the hook's calls are stuck (`HookWatch`): a failure like
-    /// any other, so that a plugin whose hook hangs is disabled as misbehaving after the usual run of them.
-    func refuseHook(_ reason: String, started: Double) -> PluginCallError {
-        _ = account(reason, started: started, budget: budgets.hook, failed: true, detail: "not called")
-        return PluginCallError(pluginID: pluginID, status: StatusCode.unavailable, message: reason)
+    /// Accounts for a hook call not made (`HookWatch`): counted in the metrics and logged once per episode, never
+    /// toward the failures in a row that disable a plugin (see `HookWatch` for why). The error denies the request.
+    func refuseHook(_ refusal: (reason: String, first: Bool)) -> PluginCallError {
+        environment.callFailed(plugin: pluginID)
+        if refusal.first {
+            environment.log(plugin: pluginID, level: .warn,
+                            message: refusal.reason + "; its requests are denied until fewer are (keel plugins disable \(pluginID) stops asking it)")
+        }
+        return PluginCallError(pluginID: pluginID, status: StatusCode.unavailable, message: refusal.reason)
     }
 
     /// Accounts for one finished call: logs it when it ran over `budget`, counts failures in a row, and reports

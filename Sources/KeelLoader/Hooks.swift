@@ -201,9 +201,9 @@ public final class AuthenticateHook: @unchecked Sendable {
         guard let function else { context.leave(); return .success(nil) }
         let started = ActivationContext.now()
         let slot = watch.enter(at: started)
-        if slot == HookWatch.refused {
+        if slot < -1 {
             context.leave()
-            return .failure(context.refuseHook(watch.refusal("authenticate hook \"\(name)\""), started: started))
+            return .failure(context.refuseHook(watch.refusal("authenticate hook \"\(name)\"", slot)))
         }
         let outer = ActivationContext.beginCall(context)
         defer { watch.leave(slot); ActivationContext.endCall(outer); context.leave() }
@@ -330,9 +330,9 @@ public final class AuthorizeHook: @unchecked Sendable {
         guard let function else { context.leave(); return .success(.abstain) }
         let started = ActivationContext.now()
         let slot = watch.enter(at: started)
-        if slot == HookWatch.refused {
+        if slot < -1 {
             context.leave()
-            return .failure(context.refuseHook(watch.refusal("authorize hook \"\(name)\""), started: started))
+            return .failure(context.refuseHook(watch.refusal("authorize hook \"\(name)\"", slot)))
         }
         let outer = ActivationContext.beginCall(context)
         defer { watch.leave(slot); ActivationContext.endCall(outer); context.leave() }

@@ -248,10 +248,12 @@ final class PostgresDatabase: StateDatabase {
         if let error = error as? IOError { return String(cString: strerror(error.errnoCode)) }
         if let error = error as? NIOConnectionError {
             if let first = error.connectionErrors.first { return reason(first.error) }
-            if (error.dnsAError ?? error.dnsAAAAError) != nil { return "cannot resolve \(error.host): no such host" }
+            if (error.dnsAError ?? error.dnsAAAAError) != nil {
+                return "cannot resolve \(error.host) (no such host, or no name server answered)"
+            }
             return "cannot reach \(error.host):\(error.port)"
         }
-        if error is SocketAddressError { return "no such host" }
+        if error is SocketAddressError.UnknownHost { return "no such host" }
         if error is ChannelError { return "the connection failed (\(error))" }
         return "\(error)"
     }

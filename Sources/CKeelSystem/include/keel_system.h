@@ -61,11 +61,12 @@ int keel_make_undumpable(void);
 
 /* The calls into one auth hook now (KeelLoader/HookWatch.swift): slots[0] counts them, slots[1...count] hold start
  * times in milliseconds of a monotonic clock (0: free), all read and written atomically from any thread.
- * keel_slots_enter counts the call in; when at least `stuck_limit` others are running and `stuck_limit` of them
- * started before `stuck_before`, it counts it out again and returns -2 (do not call). Otherwise it returns the slot
- * it claimed for the call (started at `now` > 0), or -1 when every slot was taken (the call is counted, untracked).
- * keel_slots_leave ends a call keel_slots_enter let through (its return value; never after -2). */
-int keel_slots_enter(uint64_t *slots, int count, uint64_t now, uint64_t stuck_before, int stuck_limit);
+ * keel_slots_enter counts the call in. It counts it out again and returns -3 when `max_in_flight` others are
+ * running, and -2 when at least `stuck_limit` others are running and `stuck_limit` of them started before
+ * `stuck_before` (do not call, either way). Otherwise it returns the slot it claimed for the call (started at
+ * `now` > 0), or -1 when every slot was taken (the call is counted, untracked).
+ * keel_slots_leave ends a call keel_slots_enter let through (its return value; never after -2 or -3). */
+int keel_slots_enter(uint64_t *slots, int count, uint64_t now, uint64_t stuck_before, int stuck_limit, int max_in_flight);
 void keel_slots_leave(uint64_t *slots, int index);
 
 #endif

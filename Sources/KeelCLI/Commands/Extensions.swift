@@ -4,6 +4,7 @@ import ArgumentParser
 import Foundation
 import Keel
 import KeelManifest
+import KeelStatePostgres
 
 extension KeelCommand {
     struct Pack: AsyncParsableCommand {
@@ -27,10 +28,13 @@ extension KeelCommand {
                 let path = out + "/\(manifest.id)-\(manifest.version).\(PackageArchive.fileExtension)"
                 try data.write(to: URL(fileURLWithPath: path))
                 if let key {
-                    // A signer this host trusts: the key must be that signer's (a public key given by mistake is caught).
-                    let trusted = try? signer.flatMap { try options.openState().trustedKeys()[$0] }
+                    // A signer this host trusts: the key must be that signer's (a public key given by mistake is
+                    // caught). Only an existing state is asked: a build machine has none, and none is made for it.
+                    let name = signer ?? "default"
+                    let trusted = PostgresURL.isPostgres(options.stateFile) || FileManager.default.fileExists(atPath: options.stateFile)
+                        ? (try? options.openState().trustedKeys()[name]) ?? nil : nil
                     do {
-                        try ExtensionStore.sign(data, keyFile: key, trustedPublicKey: trusted ?? nil, signer: signer ?? "")
+                        try ExtensionStore.sign(data, keyFile: key, trustedPublicKey: trusted, signer: name)
                             .write(toFile: path + ".sig", atomically: true, encoding: .utf8)
                     } catch {
                         throw CLIError(error)
