@@ -1,6 +1,7 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
 import Foundation
+import KeelSystem
 import Glibc
 
 /// The file type of `path` itself (a link is not followed), or nil when nothing is there.
@@ -32,12 +33,7 @@ func readText(_ path: String) throws -> String {
 /// Makes `path` a folder (with its parents) unless it is one already.
 /// - Throws: `CLIError` "PATH: not a folder" when something else is there, or the reason it cannot be made.
 func makeFolder(_ path: String) throws {
-    var isDirectory: ObjCBool = false
-    if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) {
-        guard isDirectory.boolValue else { throw CLIError("\(path): not a folder") }
-        return
-    }
-    do { try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true) } catch { throw CLIError(error) }
+    if let problem = SystemFile.makeFolders(path) { throw CLIError(problem) }
 }
 
 /// Throws `CLIError` "PATH: no such folder (HINT)" or "PATH: not a folder" unless `path` is an existing folder.

@@ -22,15 +22,13 @@ extension SystemFile {
         }
     }
 
-    /// Makes the folders that hold the file at `path` (like `mkdir -p` of its parent) and checks that `path` itself
-    /// is not a folder. Returns nil when the file can be made there, else one line naming the part of the path at
-    /// fault: `state/x: not a folder`, `/proc/a: permission denied`, `s.db: is a folder, not a file`. [any thread]
-    public static func prepareParent(of path: String) -> String? {
+    /// Makes the folder `path` and its parents (like `mkdir -p`). Returns nil when it is a folder now, else one line
+    /// naming the part of the path at fault: `state/x: not a folder`, `/proc/a: cannot be made: permission denied`.
+    /// [any thread]
+    public static func makeFolders(_ path: String) -> String? {
         var st = stat()
-        if stat(path, &st) == 0 { return st.st_mode & S_IFMT == S_IFDIR ? "\(path): is a folder, not a file" : nil }
         var prefix = path.hasPrefix("/") ? "/" : ""
-        let parts = path.split(separator: "/", omittingEmptySubsequences: true).dropLast()
-        for part in parts {
+        for part in path.split(separator: "/", omittingEmptySubsequences: true) {
             prefix += (prefix.isEmpty || prefix.hasSuffix("/") ? "" : "/") + part
             if stat(prefix, &st) == 0 {
                 guard st.st_mode & S_IFMT == S_IFDIR else { return "\(prefix): not a folder" }
@@ -40,5 +38,15 @@ extension SystemFile {
             guard mkdir(prefix, 0o755) == 0 || errno == EEXIST else { return "\(prefix): cannot be made: \(describe(errno: errno))" }
         }
         return nil
+    }
+
+    /// Makes the folders that hold the file at `path` (`makeFolders` of its parent) and checks that `path` itself
+    /// is not a folder. Returns nil when the file can be made there, else one line naming the part of the path at
+    /// fault, or `s.db: is a folder, not a file`. [any thread]
+    public static func prepareParent(of path: String) -> String? {
+        var st = stat()
+        if stat(path, &st) == 0 { return st.st_mode & S_IFMT == S_IFDIR ? "\(path): is a folder, not a file" : nil }
+        guard let slash = path.lastIndex(of: "/") else { return nil }
+        return makeFolders(slash == path.startIndex ? "/" : String(path[..<slash]))
     }
 }
