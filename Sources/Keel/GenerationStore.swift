@@ -14,23 +14,25 @@ import Synchronization
 /// which would crash the host. The library is read once and checksummed on the way.
 ///
 /// The copy lives in memory: an anonymous file (`memfd_create`, named `keel-<id>-g<generation>` in
-/// `/proc/self/maps`), reached by the dynamic loader through a symbolic link whose name is used once
-/// (`/dev/shm/.keel-<pid>-<id>-g<generation>-<random>.so` → `/proc/<pid>/fd/<fd>`), so that neither the name nor the
-/// inode of any earlier load can match. Link and descriptor go as soon as the library is mapped; the mapping keeps the
-/// memory. Creating and deleting a real file per load costs a third of a millisecond on ext4 (inode allocation
-/// skips recently deleted inodes), which dominated start-up with many plugins; a memfd and a tmpfs link cost
-/// microseconds. Where there is no memfd or no writable `/dev/shm`, the copy is a file under
-/// `<state dir>/generations/`, removed once mapped.
+/// `/proc/self/maps`), reached by the dynamic loader through a name that no earlier load in this process used
+/// (`LoaderPath`: a spelling of `/proc/<pid>/fd/<fd>`), so that neither the name nor the inode of any earlier load can
+/// match. The descriptor goes as soon as the library is mapped; the mapping keeps the memory. Creating and deleting a
+/// real file per load costs a third of a millisecond on ext4 (inode allocation skips recently deleted inodes), which
+/// dominated start-up with many plugins; a memfd costs microseconds. (Until 2026-12-02 the name was a symbolic link
+/// made in `/dev/shm` and removed after each load: a `symlink` and an `unlink` per load, about a seventh of a lazy
+/// plugin's first request.) Where there is no memfd or no `/proc`, the copy is a file under `<state dir>/generations/`,
+/// removed once mapped.
 ///
-/// A library Keel installed needs no copy (`owned`): it is loaded where it lies, through the same kind of one-use link
-/// to the descriptor its checks were made on (see `inPlace`).
+/// A library Keel installed needs no copy (`owned`): it is loaded where it lies, through the same kind of name for
+/// the descriptor its checks were made on (see `inPlace`).
 ///
 /// Thread-safe: every call works on its own files; the set of files loaded in place is behind a lock.
 struct GenerationStore: Sendable {
     /// Where file copies go when memory copies are not available.
     let directory: String
-    /// Where the one-use links to memory copies go; nil when memory copies are not used.
-    let linkDirectory: String?
+    /// Whether copies are memory files, and libraries Keel installed are loaded where they lie: both need the
+    /// dynamic loader to reach a descriptor by name (`/proc/self/fd`).
+    let byDescriptor: Bool
 
     /// False when the state lives in memory (`StateStore.inMemory`): then nothing may be written to disk, and a load
     /// that cannot have a memory copy fails instead of falling back to a file.
@@ -48,7 +50,7 @@ struct GenerationStore: Sendable {
         let folder = (stateFile as NSString).deletingLastPathComponent
         directory = (folder.isEmpty ? "." : folder) + "/generations"
         filesAllowed = stateFile != StateStore.inMemory
-        linkDirectory = inMemory && access("/dev/shm", W_OK | X_OK) == 0 && access("/proc/self/fd", X_OK) == 0 ? "/dev/shm" : nil
+        byDescriptor = inMemory && access("/proc/self/fd", X_OK) == 0
     }
 
     struct Copy {
@@ -96,20 +98,15 @@ struct GenerationStore: Sendable {
     /// With `owned` (the plugin folder), a library below it that passes `inPlace`'s checks is not copied: the
     /// result's `inPlace` says so.
     func copy(_ library: String, id: String, generation: Int, owned: String? = nil) throws(KernelError) -> Copy {
-        let unique = "\(id)-g\(generation)-\(UInt32.random(in: 0...UInt32.max))"
-        if let owned, let linkDirectory,
-           let copy = inPlace(library, below: owned, link: "\(linkDirectory)/.keel-\(getpid())-\(unique).so") {
-            return copy
-        }
+        if let owned, byDescriptor, let copy = inPlace(library, below: owned) { return copy }
         let (image, source) = try read(library, id: id)
         let checksum = GenerationStore.hex(SHA256.hash(data: image))
-        if let linkDirectory, var copy = inMemory(image, checksum: checksum, name: "keel-\(id)-g\(generation)",
-                                                  link: "\(linkDirectory)/.keel-\(getpid())-\(unique).so") {
+        if byDescriptor, var copy = inMemory(image, checksum: checksum, name: "keel-\(id)-g\(generation)") {
             copy.source = source
             return copy
         }
         guard filesAllowed else {
-            throw KernelError(.bundle, pluginID: id, reason: "\(library): no memory copy can be made (memfd_create or a writable /dev/shm is missing) and the state lives in memory, so no file copy is written")
+            throw KernelError(.bundle, pluginID: id, reason: "\(library): no memory copy can be made (memfd_create or /proc/self/fd is missing) and the state lives in memory, so no file copy is written")
         }
         let target = directory + "/\(id)-g\(generation)-\(checksum.prefix(12))-\(UInt32.random(in: 0...UInt32.max)).so"
         do {
@@ -147,17 +144,10 @@ struct GenerationStore: Sendable {
         return results.withLock { $0 }.map { $0 ?? .failure(KernelError(.bundle, reason: "copy not made")) }
     }
 
-    /// Removes what a process that died while loading left behind: links in the link folder whose process is gone,
-    /// and file copies older than a minute (a copy lives for the duration of one load; another process sharing the
-    /// state folder may be in the middle of one).
+    /// Removes what a process that died while loading left behind: file copies older than a minute (a copy lives for
+    /// the duration of one load; another process sharing the state folder may be in the middle of one). Memory copies
+    /// leave nothing.
     func removeLeftovers() {
-        if let linkDirectory, let names = SystemFile.names(in: linkDirectory) {
-            for name in names where name.hasPrefix(".keel-") {
-                guard let pid = Int32(name.dropFirst(".keel-".count).prefix { $0 != "-" }), pid > 0,
-                      kill(pid, 0) != 0, errno == ESRCH else { continue }
-                unlink(linkDirectory + "/" + name)
-            }
-        }
         guard filesAllowed, let names = SystemFile.names(in: directory) else { return }
         let now = time(nil)
         for name in names where name.hasSuffix(".so") || name.hasSuffix(".tmp") {
@@ -167,10 +157,9 @@ struct GenerationStore: Sendable {
         }
     }
 
-    /// Removes a copy once it is mapped (or failed to load).
+    /// Removes a copy once it is mapped (or failed to load): closes its descriptor, or removes its file.
     func discard(_ copy: Copy) {
-        unlink(copy.path)
-        if copy.descriptor >= 0 { close(copy.descriptor) }
+        if copy.descriptor >= 0 { close(copy.descriptor) } else { unlink(copy.path) }
     }
 
     /// The largest library loaded.
@@ -228,12 +217,12 @@ struct GenerationStore: Sendable {
     /// link or mount point (`SystemFile.openBeneath`); it is a regular file owned by this process's user that no one
     /// may write (no write bit at all: an install leaves every file so, `PackageArchive.installedFileMode`); and no
     /// generation was loaded from the same file before (see `mappedInPlace`). The checks are made on the descriptor
-    /// that the dynamic loader then opens, through a one-use link to `/proc/<pid>/fd/<fd>`, so no file swapped in by
+    /// that the dynamic loader then opens, through `/proc/<pid>/fd/<fd>` (`LoaderPath`), so no file swapped in by
     /// name afterwards is loaded instead. No one but this user (or root) can change the file's bytes, and Keel never
     /// does: an install or upgrade unpacks a new folder. Someone who can write the plugin folder but is not this user
     /// can only rename the folder away (the mapping keeps the file) or put a bundle of their own there, which fails
     /// the owner check and is copied.
-    private func inPlace(_ library: String, below root: String, link: String) -> Copy? {
+    private func inPlace(_ library: String, below root: String) -> Copy? {
         let prefix = root.hasSuffix("/") ? root : root + "/"
         guard library.hasPrefix(prefix) else { return nil }
         let relative = String(library.dropFirst(prefix.count))
@@ -246,25 +235,23 @@ struct GenerationStore: Sendable {
         guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG, st.st_uid == geteuid(), st.st_mode & 0o222 == 0,
               st.st_size <= GenerationStore.maxLibraryBytes,
               mappedInPlace.insert(device: UInt64(st.st_dev), inode: UInt64(st.st_ino)),
-              let image = GenerationStore.readAll(fd, size: Int(st.st_size)),
-              symlink("/proc/\(getpid())/fd/\(fd)", link) == 0 else {
+              let image = GenerationStore.readAll(fd, size: Int(st.st_size)) else {
             close(fd)
             return nil
         }
-        return Copy(path: link, checksum: GenerationStore.hex(SHA256.hash(data: image)), image: image, descriptor: fd, inPlace: true,
+        return Copy(path: LoaderPath.make(fd), checksum: GenerationStore.hex(SHA256.hash(data: image)), image: image, descriptor: fd, inPlace: true,
                     source: FileStamp(st)?.ifSettled(readAt: readAt, margin: stampMargin))
     }
 
-    /// The copy as a memory file behind a one-use link, or nil when either cannot be made (the caller falls back
-    /// to a file copy).
-    private func inMemory(_ image: [UInt8], checksum: String, name: String, link: String) -> Copy? {
+    /// The copy as a memory file, or nil when it cannot be made (the caller falls back to a file copy).
+    private func inMemory(_ image: [UInt8], checksum: String, name: String) -> Copy? {
         let fd = SystemFile.memoryFile(name: name)
         guard fd >= 0 else { return nil }
-        guard GenerationStore.writeAll(fd, image), symlink("/proc/\(getpid())/fd/\(fd)", link) == 0 else {
+        guard GenerationStore.writeAll(fd, image) else {
             close(fd)
             return nil
         }
-        return Copy(path: link, checksum: checksum, image: image, descriptor: fd)
+        return Copy(path: LoaderPath.make(fd), checksum: checksum, image: image, descriptor: fd)
     }
 
     private static func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {

@@ -44,10 +44,10 @@ public struct KernelConfiguration: Sendable {
     public var trustedCapabilities: Set<Capability> = [.routes, .menus]
     /// Time budgets for handlers and hooks, and how many failed calls in a row disable a plugin.
     public var budgets: CallBudgets = .default
-    /// Where each load's private copy of a library lives. `true` (default): in memory (memfd), reached through a
-    /// one-use link in `/dev/shm`; `false`: a file under `<state dir>/generations/`, removed once mapped. Memory is
-    /// used only where it works; files are the fallback either way. An installed package's library is loaded without
-    /// a copy through such a one-use link (see `GenerationStore`), so with `false` it is copied too.
+    /// Where each load's private copy of a library lives. `true` (default): in memory (memfd), opened by the dynamic
+    /// loader through `/proc/self/fd`; `false`: a file under `<state dir>/generations/`, removed once mapped. Memory
+    /// is used only where it works; files are the fallback either way. An installed package's library is loaded
+    /// without a copy through its descriptor the same way (see `GenerationStore`), so with `false` it is copied too.
     public var copiesInMemory: Bool = true
     /// Seconds after a library file's last change within which its stamp is not trusted to stand for its bytes
     /// (`FileStamp.isSettled`): the copy of a reactivatable plugin read that soon is not kept for its next activation

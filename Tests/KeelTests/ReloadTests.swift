@@ -1,7 +1,7 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
 import Foundation
-import Keel
+@testable import Keel
 import Testing
 
 /// Puts `library` into the bundle as `name`, the safe way (temporary file, then rename).
@@ -90,7 +90,7 @@ struct ReloadTests {
         await kernel.shutdown()
     }
 
-    @Test("start-up removes the copies and links a process that died mid-load left behind, and only those")
+    @Test("start-up removes the file copies a process that died mid-load left behind, and only those")
     func leftovers() async throws {
         let f = KernelFixture()
         let folder = (f.state as NSString).deletingLastPathComponent + "/generations"
@@ -100,20 +100,32 @@ struct ReloadTests {
         try Data("x".utf8).write(to: URL(fileURLWithPath: fresh))
         var times = [timespec(tv_sec: time(nil) - 3600, tv_nsec: 0), timespec(tv_sec: time(nil) - 3600, tv_nsec: 0)]
         #expect(utimensat(AT_FDCWD, old, &times, 0) == 0)
-        // A link of a process that no longer exists (pid above any pid_max), and one of this live process.
-        let dead = "/dev/shm/.keel-999999999-crashed-g1-7.so", alive = "/dev/shm/.keel-\(getpid())-busy-g1-8.so"
-        unlink(dead); unlink(alive)
-        #expect(symlink("/proc/999999999/fd/3", dead) == 0)
-        #expect(symlink("/proc/self/fd/3", alive) == 0)
-        defer { unlink(alive); unlink(dead) }
         let kernel = try f.kernel()
         await kernel.start()
-        var st = stat()
-        #expect(lstat(dead, &st) != 0)
-        #expect(lstat(alive, &st) == 0)
         #expect(!FileManager.default.fileExists(atPath: old))
         #expect(FileManager.default.fileExists(atPath: fresh))
         await kernel.shutdown()
+    }
+
+    @Test("every load's name for the dynamic loader is new, reaches its descriptor, and makes no file")
+    func loaderPaths() throws {
+        let file = NSTemporaryDirectory() + "keel-loaderpath-\(getpid())"
+        try Data("x".utf8).write(to: URL(fileURLWithPath: file))
+        defer { unlink(file) }
+        let fd = open(file, O_RDONLY | O_CLOEXEC)
+        #expect(fd >= 0)
+        defer { close(fd) }
+        var expected = stat(), seen = stat()
+        #expect(fstat(fd, &expected) == 0)
+        let shmBefore = Set((try? FileManager.default.contentsOfDirectory(atPath: "/dev/shm")) ?? [])
+        // The same descriptor number every time, as a reused one would be: the names still differ.
+        let names = (0..<5000).map { _ in LoaderPath.make(fd) }
+        #expect(Set(names).count == names.count)
+        #expect(names.allSatisfy { $0.hasSuffix("proc/\(getpid())/fd/\(fd)") && $0.count < 80 })
+        for name in [names[0], names[1], names[4999]] {
+            #expect(stat(name, &seen) == 0 && seen.st_ino == expected.st_ino && seen.st_dev == expected.st_dev, "\(name)")
+        }
+        #expect(Set((try? FileManager.default.contentsOfDirectory(atPath: "/dev/shm")) ?? []) == shmBefore)
     }
 
     @Test("a new build that fails to load or activate leaves the old one serving, with the reason recorded")
