@@ -173,6 +173,39 @@ struct FaultTests {
         await kernel.shutdown()
     }
 
+    @Test("a plugin with authorize hooks is not disabled by calls a client can make fail: its rules keep denying")
+    func guardStaysAfterFailures() async throws {
+        let f = KernelFixture()
+        // denier: a handler that always fails and a hook that denies "secret"; broken: a hook that always errors.
+        try f.fixtureBundle("denier", defines: ["AUTHZ_MODE=2", "HANDLER_FAILS"])
+        try f.fixtureBundle("broken", defines: ["AUTHZ_MODE=3"])
+        try f.fixtureBundle("flaky", defines: ["HANDLER_FAILS"])
+        let kernel = try f.kernel(budgets: CallBudgets(handler: 1, hook: 0.05, failureThreshold: 5))
+        await kernel.start()
+        for id in ["denier", "flaky"] { try await kernel.enable(id) }
+        let who = Principal(id: "mallory", authenticatedBy: "test")
+        func decide(_ resource: String) -> AuthDecision {
+            kernel.registry.snapshot.authorize(who, action: "read", resource: resource).0
+        }
+        // Ten failed calls of each plugin's handler: the plain plugin goes, the one that denies stays and denies.
+        for _ in 0..<10 {
+            #expect(get(kernel, "/ext/denier/ping")?.0 == 500)
+            _ = get(kernel, "/ext/flaky/ping")
+        }
+        #expect(await waitFor { (try? await kernel.plugin("flaky").status) == .failed })
+        #expect(try await kernel.plugin("denier").status == .enabled)
+        #expect(decide("/ext/flaky/secret") == .deny)
+        #expect(f.log.lines.contains { $0.contains("[denier] not disabled automatically although 5 calls in a row failed") })
+        // A hook that errors on every call denies every request, however many: it is never switched off by them.
+        try await kernel.disable("denier")
+        try await kernel.enable("broken")
+        for _ in 0..<20 { #expect(decide("/ext/any/thing") == .deny) }
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(try await kernel.plugin("broken").status == .enabled)
+        #expect(decide("/ext/any/thing") == .deny)
+        await kernel.shutdown()
+    }
+
     @Test("kill -9 at random moments during 1,000 enable/disable operations: the state file stays sound and current")
     func killNine() async throws {
         let f = KernelFixture()
