@@ -220,7 +220,8 @@ extension Kernel {
             throw KernelError(.staleCopyLimit, pluginID: id, reason: refusal)
         }
         if let probe = configuration.probe, !((try? state.probePassed(copy.checksum)) ?? false) {
-            switch probe.run(library: copy.path, manifestPath: build.bundle.manifestPath, shownPath: build.libraryPath ?? "") {
+            switch probe.run(library: copy.path, descriptor: copy.descriptor >= 0 ? copy.descriptor : nil,
+                             manifestPath: build.bundle.manifestPath, shownPath: build.libraryPath ?? "") {
             case .passed:
                 let state = self.state
                 write { try? state.recordProbePassed(copy.checksum, detail: "\(id) \(version)") }

@@ -329,16 +329,21 @@ public actor Kernel {
         await events.emit(.pluginsChanged)
     }
 
-    /// A plugin whose calls keep failing is taken down and recorded failed (and not wanted) with the reason, unless
-    /// it has authorize hooks: disabling it would stop their denials, so a client who can make its calls fail (a
-    /// crafted request that errors in its handler or its hook, or crashes its worker) could switch its rules off.
-    /// Such a plugin stays; its failing calls keep failing closed, and the log says once per activation that the
-    /// operator must disable it.
+    /// A plugin whose calls keep failing is taken down and recorded failed (and not wanted) with the reason, with
+    /// the plugins that depend on it, unless one of them has auth hooks: disabling it would stop their denials, so a
+    /// client who can make its calls fail (a crafted request that errors in its handler or its hook, or crashes its
+    /// worker) could switch its rules off. It stays then; its failing calls keep failing closed, and the log says
+    /// once per activation that the operator must disable it.
     func disableMisbehaving(_ id: String, reason: String) {
         guard active[id] != nil else { return }
-        if registry.snapshot.authorizers.contains(where: { $0.pluginID == id }) {
-            log(.error, id, "not disabled automatically although \(reason): it has authorize hooks, and disabling it would stop "
-                + "their denials; its failing calls are denied (fail closed). `keel plugins disable \(id)` takes it down")
+        let snapshot = registry.snapshot
+        func guards(_ plugin: String) -> Bool {
+            snapshot.authorizers.contains { $0.pluginID == plugin } || snapshot.authenticators.contains { $0.pluginID == plugin }
+        }
+        if let guarding = ([id] + dependents(of: id).map(\.id)).first(where: guards) {
+            let which = guarding == id ? "it has auth hooks" : "\"\(guarding)\", which depends on it, has auth hooks"
+            log(.error, id, "not disabled automatically although \(reason): \(which), and disabling it would stop their "
+                + "denials; its failing calls are denied (fail closed). `keel plugins disable \(id)` takes it down")
             return
         }
         takeDown(id, wanted: false, reason: "disabled automatically: \(reason)", dependentsReason: "was disabled automatically")

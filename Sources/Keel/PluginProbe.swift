@@ -38,9 +38,12 @@ public struct PluginProbe: Sendable {
     }
 
     /// Probes `library` (checked against the manifest at `manifestPath`, when given). `shownPath` names the file in
-    /// messages.
-    public func run(library: String, manifestPath: String?, shownPath: String) -> Outcome {
-        var arguments = [executable, "probe", "--library", library, "--shown-path", shownPath]
+    /// messages. With `descriptor` (an open descriptor of the library, such as a memory copy's), the child opens
+    /// that instead of `library`: it gets it as its descriptor 3, since another process's `/proc/<pid>/fd` can be
+    /// closed to it (a host that is not dumpable, run by a user without `CAP_SYS_PTRACE`).
+    public func run(library: String, descriptor: Int32? = nil, manifestPath: String?, shownPath: String) -> Outcome {
+        let opened = descriptor.map { _ in "/proc/self/fd/3" } ?? library
+        var arguments = [executable, "probe", "--library", opened, "--shown-path", shownPath]
         if let manifestPath { arguments += ["--manifest", manifestPath] }
         // No Swift crash backtracer in the child: a crash is expected there and is reported by the parent.
         let environment = ProcessInfo.processInfo.environment.merging(["KEEL_PROBE": "1", "SWIFT_BACKTRACE": "enable=no"]) { $1 }
@@ -57,7 +60,8 @@ public struct PluginProbe: Sendable {
         let pid: pid_t
         do {
             pid = try ChildProcess.spawn(executable, arguments: arguments, environment: environment,
-                                         standard: [.null, .descriptor(out[1]), .descriptor(err[1])], ownGroup: true)
+                                         standard: [.null, .descriptor(out[1]), .descriptor(err[1])],
+                                         passing: descriptor, ownGroup: true)
         } catch {
             for fd in out + err { close(fd) }
             return .failed("\(shownPath): cannot start the probe (\(executable)): \(error)")

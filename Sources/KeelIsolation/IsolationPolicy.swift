@@ -7,8 +7,8 @@ public struct IsolationPolicy: Sendable, Hashable {
     /// Seconds a worker may take to start and activate.
     public var startTimeout: Double
     /// A plugin whose worker crashes `crashLimit` times within `crashWindow` seconds, or `crashLimit` times in a row
-    /// each within `crashWindow` of its start with no call answered (a worker that cannot start again), is marked
-    /// failed.
+    /// each within `crashWindow` of its start with no call answered (a worker that cannot start again), is given up:
+    /// reported as misbehaving, which disables it (unless it has auth hooks: see `Kernel.disableMisbehaving`).
     public var crashLimit: Int
     public var crashWindow: Double
     /// Delay before the restart after the second crash (or failed restart) in a row; the first restarts at once, and

@@ -12,8 +12,8 @@ import Synchronization
 /// worker dies, fails the calls in flight in it (`StatusCode.workerCrashed`), restarts it after a back-off and
 /// activates the plugin again (its registrations must be the same). A call that arrives while the worker restarts
 /// waits for it (up to the start timeout). After `crashLimit` crashes within `crashWindow`, or `crashLimit` in a row
-/// of workers gone soon after their start (`givingUp`), it stops restarting and reports the plugin as failed
-/// through `failed`. Thread-safe; calls block their thread (make them off the
+/// of workers gone soon after their start (`givingUp`), it stops restarting and reports the plugin as misbehaving
+/// through `failed` (calls then fail at once). Thread-safe; calls block their thread (make them off the
 /// cooperative pool).
 public final class WorkerSupervisor: RemoteCalls, Sendable {
     public let pluginID: String

@@ -90,7 +90,8 @@ public struct RegistrationLimits: Sendable, Hashable {
 /// Time limits and the failure threshold for calls into a plugin. Calls cannot be stopped in-process; a call over
 /// its budget is logged, and an auth hook over its budget counts as a denial for that request. After
 /// `failureThreshold` failed calls in a row (error statuses, or hooks over budget), the plugin is reported as
-/// misbehaving and the kernel disables it.
+/// misbehaving and the kernel disables it (not a plugin with auth hooks, nor one such a plugin depends on: see
+/// `Kernel.disableMisbehaving`).
 public struct CallBudgets: Sendable, Hashable {
     /// Seconds a route handler may take before it is logged as slow.
     public var handler: Double

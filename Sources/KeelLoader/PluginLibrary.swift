@@ -190,6 +190,9 @@ public final class PluginLibrary: @unchecked Sendable {
     static func describeDlopenFailure(path: String, pluginID: String?) -> LoadError {
         var message = dlerror().map { String(cString: $0) } ?? "unknown dynamic loader error"
         if message.hasPrefix(path + ": ") { message.removeFirst(path.count + 2) }
+        // The loader names the file it opened elsewhere in the text too ("required by <path>"): that name is a copy's
+        // or a descriptor's, not the one the user knows, which `LoadError.path` gives.
+        message = message.replacing(path, with: "the library")
         if message.contains("cannot open shared object file") || message.contains("No such file"),
            let colon = message.firstIndex(of: ":") {
             let dependency = message[..<colon]

@@ -173,13 +173,16 @@ struct FaultTests {
         await kernel.shutdown()
     }
 
-    @Test("a plugin with authorize hooks is not disabled by calls a client can make fail: its rules keep denying")
+    @Test("a plugin with auth hooks, or one such a plugin depends on, is not disabled by calls a client can make fail: its rules keep denying")
     func guardStaysAfterFailures() async throws {
         let f = KernelFixture()
         // denier: a handler that always fails and a hook that denies "secret"; broken: a hook that always errors.
         try f.fixtureBundle("denier", defines: ["AUTHZ_MODE=2", "HANDLER_FAILS"])
         try f.fixtureBundle("broken", defines: ["AUTHZ_MODE=3"])
         try f.fixtureBundle("flaky", defines: ["HANDLER_FAILS"])
+        // And a plugin whose failures would take down, as its dependent, a guard that denies "secret".
+        try f.fixtureBundle("base", defines: ["HANDLER_FAILS"])
+        try f.fixtureBundle("warden", defines: ["AUTHZ_MODE=2"], extra: "dependencies:\n  base: \"*\"")
         let kernel = try f.kernel(budgets: CallBudgets(handler: 1, hook: 0.05, failureThreshold: 5))
         await kernel.start()
         for id in ["denier", "flaky"] { try await kernel.enable(id) }
@@ -193,14 +196,22 @@ struct FaultTests {
             _ = get(kernel, "/ext/flaky/ping")
         }
         #expect(await waitFor { (try? await kernel.plugin("flaky").status) == .failed })
+        #expect(await waitFor { f.log.lines.contains { $0.contains("[denier] not disabled automatically although 5 calls in a row failed") } })
         #expect(try await kernel.plugin("denier").status == .enabled)
         #expect(decide("/ext/flaky/secret") == .deny)
-        #expect(f.log.lines.contains { $0.contains("[denier] not disabled automatically although 5 calls in a row failed") })
-        // A hook that errors on every call denies every request, however many: it is never switched off by them.
         try await kernel.disable("denier")
+        try await kernel.enable("base")
+        try await kernel.enable("warden")
+        for _ in 0..<10 { #expect(get(kernel, "/ext/base/ping")?.0 == 500) }
+        #expect(await waitFor { f.log.lines.contains { $0.contains("[base] not disabled automatically although 5 calls in a row failed") && $0.contains(": \"warden\", which depends on it, has auth hooks") } }, "\(f.log.lines.suffix(8))")
+        #expect(try await kernel.plugin("base").status == .enabled)
+        #expect(try await kernel.plugin("warden").status == .enabled)
+        #expect(decide("/ext/any/secret") == .deny)
+        for id in ["warden", "base"] { try await kernel.disable(id) }
+        // A hook that errors on every call denies every request, however many: it is never switched off by them.
         try await kernel.enable("broken")
         for _ in 0..<20 { #expect(decide("/ext/any/thing") == .deny) }
-        try await Task.sleep(for: .milliseconds(200))
+        #expect(await waitFor { f.log.lines.contains { $0.contains("[broken] not disabled automatically although 5 calls in a row failed") } })
         #expect(try await kernel.plugin("broken").status == .enabled)
         #expect(decide("/ext/any/thing") == .deny)
         await kernel.shutdown()

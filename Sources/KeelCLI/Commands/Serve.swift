@@ -52,9 +52,9 @@ extension KeelCommand {
         var maxStaleCopyMiB = StaleCopyLimits.default.bytes >> 20
         @Option(name: .customLong("worker-call-timeout"), help: "Seconds a call into a plugin in a worker process may take; past it the worker is killed (504).")
         var workerCallTimeout = IsolationPolicy.default.callTimeout
-        @Option(name: .customLong("worker-crash-limit"), help: "Crashes of a plugin's worker within the crash window, or in a row each within the window of the worker's start with no call answered, after which the plugin is disabled as failed.")
+        @Option(name: .customLong("worker-crash-limit"), help: "Crashes of a plugin's worker within the crash window, or in a row each within the window of the worker's start with no call answered, after which the plugin is disabled as failed (one with auth hooks stays, denying: fail closed).")
         var workerCrashLimit = IsolationPolicy.default.crashLimit
-        @Option(name: .customLong("worker-crash-window"), help: "Seconds within which --worker-crash-limit crashes disable a plugin (default 60).")
+        @Option(name: .customLong("worker-crash-window"), help: "Seconds within which --worker-crash-limit crashes give a plugin's worker up (default 60).")
         var workerCrashWindow = IsolationPolicy.default.crashWindow
         @Option(name: .customLong("worker-memory-mb"), help: "Address-space limit of each worker process in MiB (RLIMIT_AS); 0 for none.")
         var workerMemoryMB = 0
