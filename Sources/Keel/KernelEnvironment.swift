@@ -39,7 +39,7 @@ final class KernelEnvironment: PluginEnvironment {
     private let access = Mutex<AccessControl?>(nil)
     func attach(_ control: AccessControl) { access.withLock { $0 = control } }
 
-    /// Who to tell when a plugin keeps failing (the kernel, which disables it).
+    /// Who to tell when a plugin keeps failing (the kernel, which disables it unless it guards requests).
     func onMisbehaving(_ handler: @escaping @Sendable (String, String) -> Void) { misbehaviour.set(handler) }
 
     /// Who to tell when something shown about plugins changed outside a lifecycle change (a worker restarted: its

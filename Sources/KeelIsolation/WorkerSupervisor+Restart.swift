@@ -93,15 +93,14 @@ extension WorkerSupervisor {
             let lived = time - s.activatedAt >= policy.crashWindow
             s.crashesInARow = connection.served.load(ordering: .relaxed) || lived ? 1 : s.crashesInARow + 1
             if let why = Self.givingUp(s, policy) {
-                s.stopped = true
-                return (false, 0, "its worker process \(why) (last: \(reason))")
+                defer { s.givenUp = true }
+                return (true, policy.maximumBackoff, s.givenUp ? nil : "its worker process \(why) (last: \(reason))")
             }
             return (true, Self.backoff(afterCrashesInARow: s.crashesInARow, policy), nil)
         }
         if let failure = decision.failure {
             log(.error, failure)
             failed(failure)
-            return
         }
         guard decision.restart else { return }
         log(.error, "worker process \(connection.pid) \(reason); restarting" + (decision.delay > 0 ? " in \(Int(decision.delay * 1000)) ms" : ""))
@@ -122,6 +121,7 @@ extension WorkerSupervisor {
                 let (connection, registrations) = try launch()
                 let accepted = state.withLock { s -> Bool in
                     guard !s.stopped, registrations == s.registrations else { return false }
+                    s.givenUp = false
                     s.connection = connection
                     s.activatedAt = Self.monotonic()
                     s.restarts += 1
@@ -148,15 +148,14 @@ extension WorkerSupervisor {
                 s.crashes = s.crashes.filter { time - $0 < policy.crashWindow } + [time]
                 s.crashesInARow += 1
                 if let why = Self.givingUp(s, policy) {
-                    s.stopped = true
-                    return (why, 0)
+                    defer { s.givenUp = true }
+                    return (s.givenUp ? nil : why, policy.maximumBackoff)
                 }
                 return (nil, Self.backoff(afterCrashesInARow: s.crashesInARow, policy))
             }
             guard let give else { return }
             if let why = give.why {
                 failed("its worker could not be restarted: it \(why) (last: \(failure.reason))")
-                return
             }
             log(.error, "the worker could not be restarted: \(failure.reason)")
             usleep(UInt32(give.delay * 1_000_000))

@@ -12,8 +12,8 @@ import Synchronization
 /// worker dies, fails the calls in flight in it (`StatusCode.workerCrashed`), restarts it after a back-off and
 /// activates the plugin again (its registrations must be the same). A call that arrives while the worker restarts
 /// waits for it (up to the start timeout). After `crashLimit` crashes within `crashWindow`, or `crashLimit` in a row
-/// of workers gone soon after their start (`givingUp`), it stops restarting and reports the plugin as misbehaving
-/// through `failed` (calls then fail at once). Thread-safe; calls block their thread (make them off the
+/// of workers gone soon after their start (`givingUp`), it reports the plugin as misbehaving through `failed`, and
+/// calls fail at once while restarts go on at the longest back-off (see `State.givenUp`). Thread-safe; calls block their thread (make them off the
 /// cooperative pool).
 public final class WorkerSupervisor: RemoteCalls, Sendable {
     public let pluginID: String
@@ -38,12 +38,17 @@ public final class WorkerSupervisor: RemoteCalls, Sendable {
         /// When the current worker was activated (`monotonic`).
         var activatedAt = 0.0
         var restarts = 0
-        /// Set by `stop` or after too many crashes: no restart.
+        /// Set by `stop`, or when a restarted worker registered something else: no restart.
         var stopped = false
+        /// Set after too many crashes (`givingUp`), until a worker serves again: the plugin was reported (`failed`),
+        /// calls fail at once instead of waiting for a worker, and restarts go on at `maximumBackoff`. The kernel
+        /// disables a plugin so reported (which stops this), unless its hooks guard requests: such a worker keeps
+        /// being tried, and the guard comes back by itself when it starts again.
+        var givenUp = false
     }
 
-    /// `log` receives the worker's log lines and the host's lines about it; `failed` is told once when the plugin
-    /// crashed too often; `restarted`, after each restart that serves again (from the restarting thread);
+    /// `log` receives the worker's log lines and the host's lines about it; `failed` is told when the plugin crashed
+    /// too often (once until a worker serves again); `restarted`, after each restart that serves again (from the restarting thread);
     /// `services` answers the plugin's command calls and permission checks.
     public init(pluginID: String, executable: String, activation: WorkerActivation, policy: IsolationPolicy,
                 services: HostServices? = nil,
@@ -279,9 +284,9 @@ public final class WorkerSupervisor: RemoteCalls, Sendable {
     private func currentConnection() -> WorkerConnection? {
         let deadline = ContinuousClock.now + .milliseconds(Int64(policy.startTimeout * 1000))
         while true {
-            let (connection, stopped) = state.withLock { ($0.connection, $0.stopped) }
+            let (connection, stopped, givenUp) = state.withLock { ($0.connection, $0.stopped, $0.givenUp) }
             if let connection, connection.isRunning { return connection }
-            if stopped || ContinuousClock.now > deadline { return nil }
+            if stopped || givenUp || ContinuousClock.now > deadline { return nil }
             usleep(1000)
         }
     }
