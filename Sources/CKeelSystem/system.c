@@ -4,7 +4,7 @@
 #include "keel_system.h"
 #include <string.h>
 
-int keel_memfd_create(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
+int keel_memfd_create(const char *name) { return memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING); }
 
 #include <errno.h>
 #include <fcntl.h>

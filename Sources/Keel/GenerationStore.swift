@@ -243,11 +243,13 @@ struct GenerationStore: Sendable {
                     source: FileStamp(st)?.ifSettled(readAt: readAt, margin: stampMargin))
     }
 
-    /// The copy as a memory file, or nil when it cannot be made (the caller falls back to a file copy).
+    /// The copy as a memory file, or nil when it cannot be made (the caller falls back to a file copy). It is sealed
+    /// once written: the bytes the dynamic loader maps are the ones `checksum` describes, even though the load probe's
+    /// child process (plugin code) gets a descriptor of it.
     private func inMemory(_ image: [UInt8], checksum: String, name: String) -> Copy? {
         let fd = SystemFile.memoryFile(name: name)
         guard fd >= 0 else { return nil }
-        guard GenerationStore.writeAll(fd, image) else {
+        guard GenerationStore.writeAll(fd, image), SystemFile.sealMemoryFile(fd) else {
             close(fd)
             return nil
         }

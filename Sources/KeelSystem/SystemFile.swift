@@ -84,10 +84,21 @@ public enum SystemFile {
         return true
     }
 
-    /// An anonymous in-memory file (`memfd_create`, close-on-exec), shown as `memfd:<name>` in `/proc/<pid>/maps`.
+    /// An anonymous in-memory file (`memfd_create`, close-on-exec, sealable), shown as `memfd:<name>` in
+    /// `/proc/<pid>/maps`.
     /// Returns its descriptor, or -1 with `errno` (no memfd on this kernel).
     public static func memoryFile(name: String) -> Int32 {
         keel_memfd_create(String(name.prefix(240)))
+    }
+
+    /// Seals memory file `fd` (made by `memoryFile`) against any change of its bytes or size, and against removing
+    /// the seals: no process holding a descriptor of it, this one included, can write it again (a writable mapping
+    /// of it must be private). Returns false with `errno` when the kernel refuses.
+    public static func sealMemoryFile(_ fd: Int32) -> Bool {
+        // <linux/fcntl.h>, not imported into Swift: F_ADD_SEALS, and F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW |
+        // F_SEAL_WRITE (the kernel's ABI since 3.17).
+        let addSeals: Int32 = 1024 + 9, seals: Int32 = 0x1 | 0x2 | 0x4 | 0x8
+        return fcntl(fd, addSeals, seals) == 0
     }
 
     /// Opens `relative` read-only below the folder `root`, following no symbolic link (nor mount point) from `root`

@@ -131,6 +131,26 @@ struct ReloadTests {
         #expect(third != nil && third == fourth && third != first && third != second)
     }
 
+    @Test("a memory copy is sealed once written: neither this process nor the probe's child can change what is loaded")
+    func sealedCopies() throws {
+        let library = try TestEnvironment.buildFixture("sealed", ["PLUGIN_ID=\"sealed\""])
+        let store = GenerationStore(stateFile: NSTemporaryDirectory() + "keel-sealed-\(getpid()).db")
+        let copy = try store.copy(library, id: "sealed", generation: 1)
+        defer { store.discard(copy) }
+        #expect(copy.descriptor >= 0 && !copy.inPlace)
+        let byte: [UInt8] = [0]
+        #expect(pwrite(copy.descriptor, byte, 1, 0) == -1 && errno == EPERM)
+        #expect(ftruncate(copy.descriptor, 0) == -1 && errno == EPERM)
+        // Through its name too, as another process (the probe) would reach it.
+        let again = open(copy.path, O_RDWR)
+        if again >= 0 {
+            #expect(pwrite(again, byte, 1, 0) == -1 && errno == EPERM)
+            close(again)
+        }
+        // And it still loads: the loader's writable mappings of it are private.
+        #expect(dlopen(copy.path, RTLD_NOW | RTLD_LOCAL) != nil, "\(String(cString: dlerror()))")
+    }
+
     @Test("a new build that fails to load or activate leaves the old one serving, with the reason recorded")
     func failedReload() async throws {
         let f = KernelFixture()
