@@ -336,11 +336,8 @@ public actor Kernel {
     /// once per activation that the operator must disable it.
     func disableMisbehaving(_ id: String, reason: String) {
         guard active[id] != nil else { return }
-        let snapshot = registry.snapshot
-        func guards(_ plugin: String) -> Bool {
-            snapshot.authorizers.contains { $0.pluginID == plugin } || snapshot.authenticators.contains { $0.pluginID == plugin }
-        }
-        if let guarding = ([id] + dependents(of: id).map(\.id)).first(where: guards) {
+        let published = registry.snapshot.plugins
+        if let guarding = ([id] + dependents(of: id).map(\.id)).first(where: { published[$0]?.guardsRequests == true }) {
             let which = guarding == id ? "it has auth hooks" : "\"\(guarding)\", which depends on it, has auth hooks"
             log(.error, id, "not disabled automatically although \(reason): \(which), and disabling it would stop their "
                 + "denials; its failing calls are denied (fail closed). `keel plugins disable \(id)` takes it down")

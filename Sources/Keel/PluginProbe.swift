@@ -39,10 +39,10 @@ public struct PluginProbe: Sendable {
 
     /// Probes `library` (checked against the manifest at `manifestPath`, when given). `shownPath` names the file in
     /// messages. With `descriptor` (an open descriptor of the library, such as a memory copy's), the child opens
-    /// that instead of `library`: it gets it as its descriptor 3, since another process's `/proc/<pid>/fd` can be
-    /// closed to it (a host that is not dumpable, run by a user without `CAP_SYS_PTRACE`).
+    /// that instead of `library`: it gets it as `ChildProcess.passedDescriptor`, since another process's
+    /// `/proc/<pid>/fd` can be closed to it (a host that is not dumpable, run by a user without `CAP_SYS_PTRACE`).
     public func run(library: String, descriptor: Int32? = nil, manifestPath: String?, shownPath: String) -> Outcome {
-        let opened = descriptor.map { _ in "/proc/self/fd/3" } ?? library
+        let opened = descriptor.map { _ in "/proc/self/fd/\(ChildProcess.passedDescriptor)" } ?? library
         var arguments = [executable, "probe", "--library", opened, "--shown-path", shownPath]
         if let manifestPath { arguments += ["--manifest", manifestPath] }
         // No Swift crash backtracer in the child: a crash is expected there and is reported by the parent.

@@ -63,6 +63,9 @@ public struct Contributions: Sendable {
 
     public init() {}
 
+    /// Whether these include auth hooks: requests are denied on their word (see `Kernel.disableMisbehaving`).
+    public var guardsRequests: Bool { !authenticators.isEmpty || !authorizers.isEmpty }
+
     public var isEmpty: Bool {
         routes.isEmpty && menus.isEmpty && authenticators.isEmpty && authorizers.isEmpty && services.isEmpty && listeners.isEmpty
             && commands.isEmpty

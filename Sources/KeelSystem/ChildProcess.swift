@@ -18,6 +18,9 @@ public enum ChildProcess {
         case descriptor(Int32)
     }
 
+    /// The child's number for the descriptor `spawn(passing:)` hands it.
+    public static let passedDescriptor: Int32 = 3
+
     /// Why a child could not be started: the `errno` of `posix_spawn`.
     public struct SpawnError: Error, Sendable, CustomStringConvertible {
         public let code: Int32
@@ -27,7 +30,7 @@ public enum ChildProcess {
     /// Starts `path` with `arguments` (the first is the child's `argv[0]`) and `environment` as `NAME=value`
     /// entries (nil: this process's). `standard` gives descriptors 0, 1 and 2; `ownGroup` puts the child in a new
     /// process group whose id is its pid (to signal it and its children at once). `passing`, when given, is a
-    /// descriptor of the parent's that the child gets as descriptor 3 (its close-on-exec flag does not carry over).
+    /// descriptor of the parent's that the child gets as `passedDescriptor` (its close-on-exec flag does not carry over).
     /// - Returns: the child's pid; the caller reaps it.
     /// - Throws: `SpawnError` when it cannot be started.
     public static func spawn(_ path: String, arguments: [String], environment: [String]? = nil,
@@ -45,8 +48,8 @@ public enum ChildProcess {
         }
         // Nothing else: a pipe another thread made meanwhile without close-on-exec (Foundation's Process does) must
         // not stay open in this child, or whoever reads that pipe to its end waits as long as the child lives.
-        if let passing { posix_spawn_file_actions_adddup2(&actions, passing, 3) }
-        keel_spawn_closefrom(&actions, passing == nil ? 3 : 4)
+        if let passing { posix_spawn_file_actions_adddup2(&actions, passing, passedDescriptor) }
+        keel_spawn_closefrom(&actions, passing == nil ? 3 : passedDescriptor + 1)
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
