@@ -27,6 +27,7 @@ extension Kernel {
                 throw KernelError(.conflict, pluginID: id, reason: error.description)
             }
             notifyServiceChanges(since: before)
+            noteGuards(id, generation.contributions)
             setActive(id, generation.plugin)
             appendActivated(id)
             access.setDeclared(id, generation.plugin.manifest)

@@ -265,11 +265,15 @@ extension Kernel {
         rescan()
     }
 
-    /// Forgets a plugin's record and its signature status (and, with `everything`, its grants, tenants, configuration).
+    /// Forgets a plugin's record, its signature status and its guard record (and, with `everything`, its grants, tenants, configuration).
     private func forget(_ id: String, everything: Bool) throws(KernelError) {
         do {
             try state.forgetPlugin(id, everything: everything)
             try state.setSignatureRecord(id, nil)
+            if guardian(of: id) == id {
+                try state.setGuardRecord(id, needs: nil)
+                guardRecords?[id] = nil
+            }
         } catch { throw KernelError(.state, pluginID: id, reason: error.description) }
     }
 

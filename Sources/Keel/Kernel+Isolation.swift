@@ -72,7 +72,7 @@ extension Kernel {
             log: { [generation = build.number] level, message in
                 environment.log(plugin: id, generation: generation, level: level, message: message)
             },
-            failed: { reason in environment.misbehaving(plugin: id, reason: reason) },
+            failed: { [generation = build.number] reason in environment.misbehaving(plugin: id, generation: generation, reason: reason) },
             restarted: { environment.changed() })
         var seed = seed
         seed.commands = manifest.commands.enumerated().map { index, declaration in

@@ -44,7 +44,8 @@ extension Kernel {
 
     /// Reads the crash record the last run left, if any, and moves it aside (`<record>.last`). A record naming a plugin
     /// disables and quarantines it (lifted by a new build, or by enabling it), with the reason, and adds it to its
-    /// load history; a crash of the host's own is logged. Returns the plugin quarantined.
+    /// load history; a crash of the host's own is logged. A guard (`Kernel+Guards.swift`) that crashed while serving
+    /// is not disabled: it moves into a worker process where it can, else it stays. Returns the plugin named.
     func quarantineRecordedCrash() -> String? {
         let path = crashRecordPath
         guard let data = SystemFile.contents(path, limit: 1 << 20) else { return nil }
@@ -59,11 +60,28 @@ extension Kernel {
         }
         let id = crash.plugin
         let load = ((try? state.loads(for: id, limit: 1000)) ?? []).last { $0.generation == crash.generation }
+        let version = load?.version ?? bundles[id]?.manifest.map { "\($0.version)" } ?? ""
+        // A guard is not switched off by a crash a request can cause (anything but its own activate or deactivate):
+        // it moves into a worker process, or stays.
+        if !["activate", "deactivate"].contains(crash.site), let guardian = guardian(of: id) {
+            let which = guardian == id ? "it has auth hooks" : "\"\(guardian)\", which has auth hooks, needs it"
+            let outcome: String
+            if let refusal = isolateCrashedGuard(id) {
+                outcome = "it stays enabled in the host, where it can crash it again (it cannot run in a worker process: "
+                    + "\(refusal)); `keel plugins disable \(id)` takes it down"
+            } else {
+                outcome = "it runs in a worker process from now on, where a crash ends only the worker and its calls fail "
+                    + "closed (`keel plugins isolate \(id) in-process` puts it back)"
+            }
+            let text = "\(crash.reason); not disabled, because \(which) and disabling it would let through what they deny: \(outcome)"
+            record(id, crash.generation, version: version, checksum: load?.checksum ?? "", outcome: "crashed", detail: crash.detail)
+            log(.error, id, text)
+            return id
+        }
         let reason = "\(crash.reason); install a new build or run `keel plugins enable \(id)` to try again"
         try? state.setEnabled(id, false, status: .failed, reason: reason)
         if let checksum = load?.checksum, !checksum.isEmpty { try? state.setQuarantine(id, checksum: checksum) }
-        record(id, crash.generation, version: load?.version ?? bundles[id]?.manifest.map { "\($0.version)" } ?? "",
-               checksum: load?.checksum ?? "", outcome: "crashed", detail: crash.detail)
+        record(id, crash.generation, version: version, checksum: load?.checksum ?? "", outcome: "crashed", detail: crash.detail)
         log(.error, id, reason)
         return id
     }

@@ -52,6 +52,7 @@ extension Kernel {
             throw KernelError(.conflict, pluginID: id, reason: error.description)
         }
         notifyServiceChanges(since: before)
+        noteGuards(id, generation.contributions)
         setActive(id, generation.plugin)
         access.setDeclared(id, generation.plugin.manifest)
         // Both records in one transaction: one wait for the disk on the swap's path, not two.

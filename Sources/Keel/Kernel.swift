@@ -103,6 +103,8 @@ public actor Kernel {
 
     let generations: GenerationStore
     let activationMark: ActivationMark
+    /// The stored guard records (`StateStore.guardRecords`), read on first use; kept in step with what is written.
+    var guardRecords: [String: [String]]?
     var nextGeneration: [String: Int] = [:]
     /// While `activateAll` activates many plugins: what each activation would read from the store one plugin at a
     /// time (grants, configuration, last generation), read once for all.
@@ -224,9 +226,9 @@ public actor Kernel {
     /// dependencies first. Failures are recorded per plugin and logged; they never stop the others.
     /// - Parameter safeMode: discover and record, but activate nothing.
     public func start(safeMode: Bool = false) {
-        environment.onMisbehaving { [weak self] id, reason in
+        environment.onMisbehaving { [weak self] id, generation, reason in
             guard let self else { return }
-            Task { await self.disableMisbehaving(id, reason: reason) }
+            Task { await self.disableMisbehaving(id, generation: generation, reason: reason) }
         }
         environment.onIdleNeeded { [weak self] need in self?.wakeBlocking(need) }
         environment.onChanged { [weak self] in
@@ -333,9 +335,10 @@ public actor Kernel {
     /// the plugins that depend on it, unless one of them has auth hooks: disabling it would stop their denials, so a
     /// client who can make its calls fail (a crafted request that errors in its handler or its hook, or crashes its
     /// worker) could switch its rules off. It stays then; its failing calls keep failing closed, and the log says
-    /// once per activation that the operator must disable it.
-    func disableMisbehaving(_ id: String, reason: String) {
-        guard active[id] != nil else { return }
+    /// once per activation that the operator must disable it. A report from a generation no longer active (one a
+    /// reload replaced, failing as it drains) changes nothing.
+    func disableMisbehaving(_ id: String, generation: Int, reason: String) {
+        guard active[id]?.generation == generation else { return }
         let published = registry.snapshot.plugins
         if let guarding = ([id] + dependents(of: id).map(\.id)).first(where: { published[$0]?.guardsRequests == true }) {
             let which = guarding == id ? "it has auth hooks" : "\"\(guarding)\", which depends on it, has auth hooks"

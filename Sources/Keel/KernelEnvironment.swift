@@ -11,7 +11,7 @@ final class KernelEnvironment: PluginEnvironment {
     let sink: @Sendable (LogRecord) -> Void
     /// Where hook overruns and failed calls are counted (the kernel's; nil for a validator or inspector).
     let metrics: KernelMetrics?
-    private let misbehaviour = HandlerSlot<@Sendable (String, String) -> Void>()
+    private let misbehaviour = HandlerSlot<@Sendable (String, Int, String) -> Void>()
     private let changes = HandlerSlot<@Sendable () -> Void>()
 
     init(registry: PluginRegistry, log: @escaping @Sendable (LogRecord) -> Void, metrics: KernelMetrics? = nil) {
@@ -40,7 +40,7 @@ final class KernelEnvironment: PluginEnvironment {
     func attach(_ control: AccessControl) { access.withLock { $0 = control } }
 
     /// Who to tell when a plugin keeps failing (the kernel, which disables it unless it guards requests).
-    func onMisbehaving(_ handler: @escaping @Sendable (String, String) -> Void) { misbehaviour.set(handler) }
+    func onMisbehaving(_ handler: @escaping @Sendable (String, Int, String) -> Void) { misbehaviour.set(handler) }
 
     /// Who to tell when something shown about plugins changed outside a lifecycle change (a worker restarted: its
     /// process id and restart count): the kernel, which emits `.pluginsChanged`.
@@ -48,9 +48,9 @@ final class KernelEnvironment: PluginEnvironment {
 
     func changed() { changes.current?() }
 
-    func misbehaving(plugin: String, reason: String) {
+    func misbehaving(plugin: String, generation: Int, reason: String) {
         sink(LogRecord(level: .error, pluginID: plugin, message: "misbehaving: \(reason)"))
-        misbehaviour.current?(plugin, reason)
+        misbehaviour.current?(plugin, generation, reason)
     }
 
     /// The provider serving `interface` for `tenant`: only a plugin that serves that tenant (a provider enabled for

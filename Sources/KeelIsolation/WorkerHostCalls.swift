@@ -125,7 +125,7 @@ final class WorkerEnvironment: PluginEnvironment {
     }
 
     // The host counts failed calls itself.
-    func misbehaving(plugin: String, reason: String) {}
+    func misbehaving(plugin: String, generation: Int, reason: String) {}
 }
 
 extension WorkerEnvironment: RemoteServiceBroker {

@@ -229,7 +229,7 @@ public final class ActivationContext: Sendable {
         environment.callFailed(plugin: pluginID)
         let count = consecutiveFailures.wrappingAdd(1, ordering: .relaxed).newValue
         if count >= budgets.failureThreshold, !reportedMisbehaving.exchange(true, ordering: .acquiringAndReleasing) {
-            environment.misbehaving(plugin: pluginID, reason: "\(count) calls in a row failed (last: \(what()): \(detail()))")
+            environment.misbehaving(plugin: pluginID, generation: identity.generation, reason: "\(count) calls in a row failed (last: \(what()): \(detail()))")
         }
         return over
     }

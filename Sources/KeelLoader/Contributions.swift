@@ -130,8 +130,9 @@ public protocol PluginEnvironment: AnyObject, Sendable {
     func callCommand(caller: String, plugin: String, name: String, arguments: String, principal: Principal) -> Result<String, CommandError>
     /// Writes a line attributed to `plugin`; `generation` names the activation it came from, when known.
     func log(plugin: String, generation: Int?, level: LogLevel, message: String)
-    /// `plugin` failed `CallBudgets.failureThreshold` calls in a row; called once per activation.
-    func misbehaving(plugin: String, reason: String)
+    /// `plugin`'s activation `generation` failed `CallBudgets.failureThreshold` calls in a row; called once per
+    /// activation. (The generation: a report from one being replaced must not take down its successor.)
+    func misbehaving(plugin: String, generation: Int, reason: String)
     /// The authenticate or authorize hook `hook` of `plugin` ran over its budget (for metrics; already logged).
     func hookOverran(plugin: String, hook: String)
     /// A call into `plugin`'s code failed: an error status, or a hook over its budget (for metrics).

@@ -13,6 +13,8 @@ extension StateStore {
         static func quarantine(_ id: String) -> String { "quarantine.\(id)" }
         /// How the installed archive of a plugin was signed (JSON written by the installer), per plugin.
         static func signature(_ id: String) -> String { "signature.\(id)" }
+        /// The plugins a plugin with auth hooks needs (one id per line, maybe none), per such plugin.
+        static func guardRecord(_ id: String) -> String { "guard.\(id)" }
         /// The operator's choice of where a plugin runs (`in-process` or `process`), per plugin.
         static func isolation(_ id: String) -> String { "isolation.\(id)" }
         /// The running server's view of every plugin (JSON), for other processes to read.
@@ -64,8 +66,12 @@ extension StateStore {
 
     /// Every quarantined plugin with its checksum (`quarantinedChecksum` of each), in one read.
     public func quarantinedChecksums() throws(StateError) -> [String: String] {
-        let prefix = SettingKey.quarantine("")
-        return try locked { db throws(StateError) in
+        try settings(keyedBy: SettingKey.quarantine(""))
+    }
+
+    /// Every setting whose key starts with `prefix`, by the rest of its key (a plugin id), in one read.
+    func settings(keyedBy prefix: String) throws(StateError) -> [String: String] {
+        try locked { db throws(StateError) in
             var result: [String: String] = [:]
             for row in try db.query("SELECT key, value FROM settings WHERE key LIKE ?", [.text(prefix + "%")]) {
                 guard let key = row["key"]?.text, let value = row["value"]?.text, key.hasPrefix(prefix) else { continue }
@@ -73,6 +79,19 @@ extension StateStore {
             }
             return result
         }
+    }
+
+    // MARK: guards
+
+    /// Every plugin whose last activation registered auth hooks, with the plugins it needs (its dependencies and
+    /// the providers of interfaces it requires, transitively), in one read.
+    public func guardRecords() throws(StateError) -> [String: [String]] {
+        try settings(keyedBy: SettingKey.guardRecord("")).mapValues { $0.split(separator: "\n").map(String.init) }
+    }
+
+    /// Records that `id` guards requests and needs `needs`; nil: it does not guard requests.
+    public func setGuardRecord(_ id: String, needs: [String]?) throws(StateError) {
+        try setSetting(SettingKey.guardRecord(id), needs.map { $0.joined(separator: "\n") })
     }
 
     /// Quarantines `id` for the library with `checksum`; nil lifts the quarantine.

@@ -90,6 +90,8 @@ public protocol StateStoring: AnyObject, Sendable {
     func quarantinedChecksum(_ id: String) throws(StateError) -> String?
     func quarantinedChecksums() throws(StateError) -> [String: String]
     func setQuarantine(_ id: String, checksum: String?) throws(StateError)
+    func guardRecords() throws(StateError) -> [String: [String]]
+    func setGuardRecord(_ id: String, needs: [String]?) throws(StateError)
     func signatureRecord(_ id: String) throws(StateError) -> String?
     func setSignatureRecord(_ id: String, _ record: String?) throws(StateError)
     func livePluginsJSON() throws(StateError) -> String?

@@ -1,6 +1,7 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
 import Foundation
+import Keel
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
@@ -12,12 +13,13 @@ import Testing
 struct CrashAttributionTests {
     var keel: String { TestEnvironment.binPath + "/keel" }
 
-    /// A plugin folder with the crashing plugin ("crasher": a route and an authorize hook that crash on request) and
-    /// a well-behaved one ("fine", whose requests the crasher's hook authorizes), both enabled, with the authorize
-    /// grant the crasher needs.
-    func stage() throws -> KernelFixture {
+    /// A plugin folder with the crashing plugin ("crasher": a route that crashes on request and, with `gate`, an
+    /// authorize hook that does too) and a well-behaved one ("fine", whose requests the crasher's hook authorizes),
+    /// both enabled, with the authorize grant the crasher needs.
+    func stage(gate: Bool = false) throws -> KernelFixture {
         let f = KernelFixture()
-        let crasher = try TestEnvironment.buildPlugin(source: TestEnvironment.fixtures + "/plugins/crasher.c", name: "crasher")
+        let crasher = try TestEnvironment.buildPlugin(source: TestEnvironment.fixtures + "/plugins/crasher.c", name: "crasher",
+                                                      defines: gate ? [] : ["CRASHER_NO_GATE"])
         try TestEnvironment.makeBundle(in: f.plugins, folder: "crasher", manifest: TestEnvironment.manifest(
             id: "crasher", library: "libcrasher.so", capabilities: ["routes", "authorize"]), library: crasher)
         try f.fixtureBundle("fine", defines: ["ROUTE_PATH=\"/items/:id\""])
@@ -41,14 +43,11 @@ struct CrashAttributionTests {
         return server.process.terminationStatus
     }
 
-    @Test("a crash in a route handler or an authorize hook kills the host by that signal; the next start quarantines that plugin only",
+    @Test("a crash in a route handler kills the host by that signal; the next start quarantines that plugin only",
           arguments: [
               ("/ext/crasher/items/segv", SIGSEGV, "SIGSEGV in handler GET /ext/crasher/items/:id"),
               ("/ext/crasher/items/abort", SIGABRT, "SIGABRT in handler GET /ext/crasher/items/:id"),
               ("/ext/crasher/items/fpe", SIGFPE, "SIGFPE in handler GET /ext/crasher/items/:id"),
-              ("/ext/fine/items/authz-segv", SIGSEGV, "SIGSEGV in authorize hook \"gate\""),
-              ("/ext/fine/items/authz-abort", SIGABRT, "SIGABRT in authorize hook \"gate\""),
-              ("/ext/fine/items/authz-fpe", SIGFPE, "SIGFPE in authorize hook \"gate\""),
           ])
     func crashWhileServing(path: String, signal: Int32, reason: String) async throws {
         let f = try stage()
@@ -81,6 +80,65 @@ struct CrashAttributionTests {
         #expect(!FileManager.default.fileExists(atPath: f.state + ".crash"))
         let list = try TestEnvironment.run(keel, ["plugins", "list", "--plugins", f.plugins, "--state", f.state])
         #expect(list.stdout.contains("reason: crashed the host with \(reason) (generation \(generation))"), "\(list.stdout)")
+    }
+
+    /// A client that can crash a guard (a plugin with auth hooks) must not get it switched off: before 2026-12-02 the
+    /// next start disabled it, and the host served without its denials.
+    @Test("a guard that crashed the host while serving is not disabled: the next start runs it in a worker, where the crafted request fails closed",
+          arguments: [
+              ("/ext/fine/items/authz-segv", SIGSEGV, "SIGSEGV in authorize hook \"gate\""),
+              ("/ext/fine/items/authz-abort", SIGABRT, "SIGABRT in authorize hook \"gate\""),
+              ("/ext/crasher/items/fpe", SIGFPE, "SIGFPE in handler GET /ext/crasher/items/:id"),
+          ])
+    func guardMovesToAWorker(path: String, signal: Int32, reason: String) async throws {
+        let f = try stage(gate: true)
+        var server = try ServerProcess(plugins: f.plugins, state: f.state, environment: Self.environment)
+        #expect(try await server.request("GET", "/ext/fine/items/authz-deny-me").status == 200)
+        #expect(await crash(server, path: path) == signal, "\(server.errors.value)")
+
+        server = try ServerProcess(plugins: f.plugins, state: f.state, environment: Self.environment)
+        defer { server.stop() }
+        #expect(server.errors.value.contains("crashed the host with \(reason) (generation ") &&
+                server.errors.value.contains("not disabled, because it has auth hooks and disabling it would let through what they deny: it runs in a worker process from now on"),
+                "\(server.errors.value)")
+        let history = try await server.request("GET", "/api/v1/plugins/crasher/history", admin: true).json as? [[String: Any]] ?? []
+        #expect(history.contains { $0["outcome"] as? String == "crashed" && ($0["detail"] as? String ?? "").hasPrefix("crashed the host with \(reason)") },
+                "\(history)")
+        let crasher = try await server.request("GET", "/api/v1/plugins/crasher", admin: true).json as? [String: Any] ?? [:]
+        #expect(crasher["enabled"] as? Bool == true && crasher["status"] as? String == "enabled", "\(crasher)")
+        #expect(crasher["isolation"] as? String == "process" && crasher["workerPID"] as? Int != nil, "\(crasher)")
+        #expect(try await server.request("GET", "/ext/fine/items/1").status == 200)
+        #expect(try await server.request("GET", "/ext/crasher/items/7").text.hasPrefix("item 7"))
+
+        // The same request again: it ends the worker, not the host, and is not let through.
+        let again = try await server.request("GET", path)
+        #expect(again.status != 200, "\(again.status) \(again.text)")
+        #expect(server.process.isRunning)
+        // The hook still guards: once a worker runs again, it is asked (and lets the ordinary request through).
+        #expect(try await waitFor(20) { try await server.request("GET", "/ext/fine/items/2").status == 200 })
+        #expect(try await server.request("GET", "/ext/fine/items/authz-segv").status != 200)
+    }
+
+    /// Without a worker executable (an embedding host), a guard that crashed while serving stays in the host: a
+    /// crash loop the operator sees, rather than an open door. The crash record is the one the handler writes.
+    @Test("without worker processes, a guard that crashed while serving stays enabled in the host, and the log says how to take it down")
+    func guardStaysWithoutWorkers() async throws {
+        let f = try stage(gate: true)
+        let first = try f.kernel()
+        await first.start()
+        #expect(Set(first.activePlugins) == ["crasher", "fine"])
+        await first.shutdown()
+        let record = "keel-crash 1\nplugin crasher\ngeneration 3\nsignal 11\ncode 1\naddress 0x0\npc 0x1234\nby address+call\nsite authorize hook \"gate\"\ntime 1764633600\nend\n"
+        try record.write(toFile: f.state + ".crash", atomically: true, encoding: .utf8)
+        let again = try f.kernel()
+        await again.start()
+        #expect(Set(again.activePlugins) == ["crasher", "fine"])
+        let logs = f.log.lines.joined(separator: "\n")
+        #expect(logs.contains("crashed the host with SIGSEGV in authorize hook \"gate\" (generation 3); not disabled, because it has auth hooks"), "\(logs)")
+        #expect(logs.contains("it stays enabled in the host, where it can crash it again (it cannot run in a worker process: this host has no worker executable); `keel plugins disable crasher` takes it down"), "\(logs)")
+        #expect(try again.state.isolationChoice("crasher") == nil)
+        #expect(try again.state.plugin("crasher")?.enabled == true)
+        await again.shutdown()
     }
 
     @Test("a quarantine keeps its reason through later starts: a CLI command on another plugin and the next server")

@@ -207,6 +207,9 @@ struct FaultTests {
         #expect(try await kernel.plugin("base").status == .enabled)
         #expect(try await kernel.plugin("warden").status == .enabled)
         #expect(decide("/ext/any/secret") == .deny)
+        // What the next start reads before anything is loaded (a crash record names a plugin): the guards, and what
+        // each needs.
+        #expect(try kernel.state.guardRecords() == ["denier": [], "warden": ["base"]])
         for id in ["warden", "base"] { try await kernel.disable(id) }
         // A hook that errors on every call denies every request, however many: it is never switched off by them.
         try await kernel.enable("broken")
@@ -214,6 +217,36 @@ struct FaultTests {
         #expect(await waitFor { f.log.lines.contains { $0.contains("[broken] not disabled automatically although 5 calls in a row failed") } })
         #expect(try await kernel.plugin("broken").status == .enabled)
         #expect(decide("/ext/any/thing") == .deny)
+        await kernel.shutdown()
+    }
+
+    @Test("failures of a generation a reload replaced, reported as it drains, do not disable its successor")
+    func oldGenerationFailures() async throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("flaky", defines: ["HANDLER_FAILS", "SLOW_MS=400"])
+        let kernel = try f.kernel(budgets: CallBudgets(handler: 2, hook: 0.05, failureThreshold: 5))
+        await kernel.start()
+        try await kernel.enable("flaky")
+        func activated() throws -> Int? { try kernel.state.loads(for: "flaky", limit: 100).last { $0.outcome == "activated" }?.generation }
+        let before = try #require(try activated())
+        // Five calls of the first generation in flight (each fails after 400 ms), then the reload: they end while it
+        // drains, and the fifth makes the report.
+        let done = DispatchGroup()
+        for _ in 0..<5 {
+            done.enter()
+            Thread { _ = get(kernel, "/ext/flaky/ping"); done.leave() }.start()
+        }
+        usleep(150_000)
+        try await kernel.reload("flaky")
+        #expect(done.wait(timeout: .now() + 10) == .success)
+        #expect(await waitFor { f.log.lines.contains { $0.contains("[flaky] misbehaving: 5 calls in a row failed") } })
+        usleep(300_000)
+        let after = try await kernel.plugin("flaky")
+        #expect(after.status == .enabled && after.enabled, "\(after.reason ?? "")")
+        #expect(try activated() == before + 1)
+        // The successor's own five failures still take it down.
+        for _ in 0..<5 { _ = get(kernel, "/ext/flaky/ping") }
+        #expect(await waitFor { (try? await kernel.plugin("flaky").status) == .failed })
         await kernel.shutdown()
     }
 

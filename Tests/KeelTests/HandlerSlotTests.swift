@@ -55,7 +55,7 @@ struct HandlerSlotTests {
         environment.changed()
         #expect(environment.wake(.plugin("idle")) == nil)
         environment.onChanged { changes.add(1, ordering: .relaxed) }
-        environment.onMisbehaving { plugin, _ in if plugin == "p" { misbehaving.add(1, ordering: .relaxed) } }
+        environment.onMisbehaving { plugin, _, _ in if plugin == "p" { misbehaving.add(1, ordering: .relaxed) } }
         environment.onIdleNeeded { need in
             wakes.add(1, ordering: .relaxed)
             if case let .plugin(id) = need { return KernelError(.unknownPlugin, pluginID: id, reason: "not installed") }
@@ -65,7 +65,7 @@ struct HandlerSlotTests {
         await Self.onSmallStack {
             for _ in 0..<Self.calls {
                 environment.changed()
-                environment.misbehaving(plugin: "p", reason: "test")
+                environment.misbehaving(plugin: "p", generation: 1, reason: "test")
                 if environment.wake(.plugin("missing"))?.pluginID == "missing" { refused.add(1, ordering: .relaxed) }
             }
         }

@@ -4,6 +4,7 @@
  *   authorize hook "gate"      the same three, when the resource (the request path) contains "authz-segv",
  *                              "authz-abort" or "authz-fpe"; else abstains
  *   PLUGIN_ID                  the descriptor's id (default "crasher")
+ *   CRASHER_NO_GATE            (define) no authorize hook: a plugin that guards nothing
  *   CRASHER_SLOW_ACTIVATE_MS   (environment) activate sleeps this long first: a worker that restarts slowly
  *   CRASHER_REFUSE_ACTIVATE_IF (environment) a path: activate refuses once that file exists (a worker that cannot start again)
  */
@@ -75,8 +76,13 @@ static keel_status activate(const keel_host *host, keel_ctx *ctx) {
     keel_route r = { sizeof r, KEEL_STR("GET"), KEEL_STR("/items/:id"), item, NULL };
     keel_status s = http->register_route(ctx, &r);
     if (s != KEEL_OK) return s;
+#ifdef CRASHER_NO_GATE
+    (void)gate;
+    return KEEL_OK;
+#else
     keel_authorizer h = { sizeof h, KEEL_STR("gate"), gate, NULL };
     return auth->register_authorizer(ctx, &h);
+#endif
 }
 
 static const keel_plugin descriptor = {

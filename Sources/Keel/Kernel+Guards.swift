@@ -1,0 +1,58 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import KeelLoader
+import KeelManifest
+
+/// Guards: plugins with auth hooks (authenticate or authorize), and the plugins they need. The host never switches
+/// one off for something a client can cause — calls that keep failing (`disableMisbehaving`), a crash of the host
+/// while serving (`quarantineRecordedCrash`) — because that would stop its denials: whoever can make it fail with a
+/// crafted request would get through what it denies.
+extension Kernel {
+    /// Records whether the generation of `id` just published guards requests, with the plugins it needs, when that
+    /// changed since the last record: the next start must know it before anything is loaded (a crash record is read
+    /// first). Called after every publish of an activation or a reload; costs a dictionary look-up when nothing
+    /// changed, and one setting row when something did (in the batch's or command's transaction, through `write`).
+    func noteGuards(_ id: String, _ contributions: Contributions) {
+        var records = guardRecords ?? ((try? state.guardRecords()) ?? [:])
+        defer { guardRecords = records }
+        let needs = contributions.guardsRequests ? requirements(of: id) : nil
+        guard records[id] != needs else { return }
+        records[id] = needs
+        let state = self.state
+        write { try? state.setGuardRecord(id, needs: needs) }
+    }
+
+    /// The plugin with auth hooks that makes `id` a guard (`id` itself, or one that needs it), from the records of
+    /// the last activations (this run's or an earlier run's); nil when none does.
+    func guardian(of id: String) -> String? {
+        let records = guardRecords ?? ((try? state.guardRecords()) ?? [:])
+        guardRecords = records
+        if records[id] != nil { return id }
+        return records.keys.sorted().first { records[$0]?.contains(id) == true }
+    }
+
+    /// Every plugin `id` needs to run, transitively: its dependencies and every plugin whose manifest provides an
+    /// interface it requires (all of them, not only the one chosen now: any may be chosen later).
+    func requirements(of id: String) -> [String] {
+        var seen: Set<String> = [id], queue = [id], found: [String] = []
+        while let next = queue.popLast() {
+            for dependency in startupDependencies(next) where seen.insert(dependency.id).inserted {
+                found.append(dependency.id)
+                queue.append(dependency.id)
+            }
+        }
+        return found.sorted()
+    }
+
+    /// Where a guard that crashed the host while serving goes instead of out: into a worker process, where the
+    /// next crash ends only the worker and its calls fail closed. Returns nil when it moved, else why it cannot
+    /// (it then stays enabled in the host).
+    func isolateCrashedGuard(_ id: String) -> String? {
+        guard let manifest = bundles[id]?.manifest else { return "its bundle is gone" }
+        guard manifest.library != nil else { return "it has no library" }
+        guard configuration.workerExecutable != nil else { return "this host has no worker executable" }
+        if let refusal = Self.servicesRefusal(id, manifest) { return refusal }
+        do { try state.setIsolationChoice(id, Isolation.process.rawValue) } catch { return error.description }
+        return nil
+    }
+}
