@@ -41,6 +41,7 @@ extension Kernel {
         } catch {
             try? state.setStatus(id, .failed, reason: error.reason)
             log(.error, id, error.reason)
+            if deferredWrites == nil { checkGuardsRunning() }
             throw error
         }
     }

@@ -84,6 +84,7 @@ extension Kernel {
             return (outcome, failure, said)
         }
         announcedChanges = changeCount
+        checkGuardsRunning()
         let event = KernelEvent.executed(command, actor: actor, failure: failure == nil ? nil : said)
         if events.emitNow(event) { await events.emitLater(event) }
         return try outcome.get()

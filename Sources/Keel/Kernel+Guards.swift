@@ -56,3 +56,34 @@ extension Kernel {
         return nil
     }
 }
+
+extension Kernel {
+    /// Closes the host while a guard it wants is not running, and opens it again once none is missing.
+    ///
+    /// A guard is missing when its record says it had auth hooks at its last activation, its bundle is in the folder,
+    /// and it is wanted (enabled, or quarantined: the host took it out, not the operator) but neither active nor
+    /// idle: its activation failed (a bad build, a worker that cannot start, a dependency gone), or a crash
+    /// quarantined it. Its hooks would have denied some requests; without them the host would let those through,
+    /// so every authorize question is denied instead (`Snapshot.missingGuards`) until it runs again or the operator
+    /// disables it. A guard the operator disabled is not missing: that is the operator's choice.
+    /// Called after start-up, after each command, and after every activation failure or take-down.
+    func checkGuardsRunning() {
+        let records = guardRecords ?? ((try? state.guardRecords()) ?? [:])
+        guardRecords = records
+        var missing: [String: String] = [:]
+        for id in records.keys where active[id] == nil && !idle.contains(id) && bundles[id] != nil {
+            guard let record = (try? state.plugin(id)) ?? nil else { continue }
+            let quarantined = !record.enabled && ((try? state.quarantinedChecksum(id)) ?? nil) != nil
+            guard record.enabled || quarantined else { continue }
+            missing[id] = record.reason ?? "status \(record.status.rawValue)"
+        }
+        let before = registry.snapshot.missingGuards
+        guard missing != before else { return }
+        registry.setMissingGuards(missing)
+        for (id, why) in missing.sorted(by: { $0.key < $1.key }) where before[id] != why {
+            log(.error, id, "a guard (it has auth hooks) is not running (\(why)): every request is denied (fail closed) "
+                + "until it runs again or the operator disables it (`keel plugins disable \(id)`)")
+        }
+        if missing.isEmpty { log(.info, nil, "every guard runs again: requests are no longer denied for a missing one") }
+    }
+}

@@ -294,6 +294,7 @@ public actor Kernel {
             records = (try? state.plugins()) ?? []
             startPlugins(startPlan(records), records: records)
         }
+        checkGuardsRunning()
     }
 
     /// The enabled plugins in the folder, split into those to activate at start and those to leave idle.
@@ -360,6 +361,7 @@ public actor Kernel {
         try? state.setEnabled(id, wanted, status: .failed, reason: reason)
         log(.error, id, reason)
         noteChanged()
+        checkGuardsRunning()
     }
 
     // MARK: enable / disable

@@ -23,8 +23,13 @@ struct AdminAPI {
     let gatekeeper: Gatekeeper
 
     func register(on router: Router<KeelRequestContext>) {
+        // 503 "closed" while a guard is missing (the auth chain denies every request): a load balancer takes the
+        // host out of rotation.
         router.get("/healthz") { _, _ -> Response in
-            JSONBody.response(HealthBody(status: "ok", active: kernel.activePlugins, busy: gatekeeper.lanes.refused))
+            let missing = kernel.registry.snapshot.missingGuards.keys.sorted()
+            return JSONBody.response(HealthBody(status: missing.isEmpty ? "ok" : "closed", active: kernel.activePlugins,
+                                                busy: gatekeeper.lanes.refused, missingGuards: missing.isEmpty ? nil : missing),
+                                     status: missing.isEmpty ? .ok : .serviceUnavailable)
         }
 
         let open = router.group("api/v1").add(middleware: AuthMiddleware(gatekeeper: gatekeeper, adminOnly: false))
@@ -322,6 +327,8 @@ struct HealthBody: Encodable {
     var active: [String]
     /// Calls refused with 503 (`busy`) because the plugin's lane was full, by plugin, since the server started.
     var busy: [String: Int]
+    /// Guards the host wants and does not have running: every request is denied meanwhile (`Snapshot.missingGuards`).
+    var missingGuards: [String]?
 }
 
 struct SessionBody: Encodable {

@@ -73,7 +73,7 @@ final class PluginProxy: Sendable {
             try gatekeeper.authorize(caller, request, snapshot: snapshot)
             return caller
         }
-        if snapshot.authenticators.isEmpty && snapshot.authorizers.isEmpty { return try chain() }
+        if !snapshot.hasAuthChain { return try chain() }
         return try await gatekeeper.lanes.run(pluginID, chain)
     }
 

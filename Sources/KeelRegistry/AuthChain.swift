@@ -33,10 +33,15 @@ extension Snapshot {
 
     /// Asks every authorize hook of the plugins `include` admits (all when nil): any deny (or any failing hook) wins; otherwise allow if some hook allowed,
     /// else abstain. The caller decides what an abstention means (plugin routes: allowed; admin API: denied).
+    /// While a guard is missing (`missingGuards`), denies without asking: the host is closed, as when a hook fails,
+    /// not open because the plugin whose hooks would have denied is not running.
     /// [request]
     public func authorize(_ principal: Principal, action: String, resource: String,
                           request: PluginRequest? = nil, prepared: PreparedRequest? = nil,
                           include: ((String) -> Bool)? = nil) -> (AuthDecision, String?) {
+        if !missingGuards.isEmpty, let id = missingGuards.keys.min() {
+            return (.deny, "guard \"\(id)\" is not running (\(missingGuards[id] ?? "")): every request is denied until it runs again or the operator disables it")
+        }
         if authorizers.isEmpty { return (.abstain, nil) }
         let hooks = include.map { include in authorizers.filter { include($0.pluginID) } } ?? authorizers
         return AuthorizeHook.decide(hooks, principal: principal, action: action,

@@ -37,6 +37,9 @@ public final class PluginRegistry: Sendable {
         }
     }
 
+    /// Sets the guards the host wants and does not have running, with why (`Snapshot.missingGuards`).
+    public func setMissingGuards(_ missing: [String: String]) { update { $0.missingGuards = missing } }
+
     /// Changes the composition in place under the lock.
     func update(_ change: (inout Snapshot) -> Void) { current.withLock { change(&$0) } }
 
@@ -82,6 +85,11 @@ public struct Snapshot: Sendable {
     public private(set) var authorizers: [AuthorizeHook] = []
     /// Interfaces: providers, listeners, the operator's choices.
     public internal(set) var services = ServiceDirectory()
+    /// Plugins with auth hooks that the host wants and does not have running (their activation failed, or they
+    /// were quarantined), with why, by id: while there is one, every authorize question is denied (`authorize`).
+    public internal(set) var missingGuards: [String: String] = [:]
+    /// True when a request has to go through the auth chain: a hook is registered, or a guard is missing.
+    public var hasAuthChain: Bool { !authenticators.isEmpty || !authorizers.isEmpty || !missingGuards.isEmpty }
 
     public init() {}
 

@@ -220,6 +220,57 @@ struct FaultTests {
         await kernel.shutdown()
     }
 
+    @Test("a guard the host wants and cannot run closes the host (every request denied) until it runs again; one the operator disables does not")
+    func missingGuardClosesTheHost() async throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("warden", defines: ["AUTHZ_MODE=2"])
+        try f.fixtureBundle("plain")
+        let good = f.plugins + "/warden/libwarden.so"
+        let broken = try TestEnvironment.buildFixture("warden", ["PLUGIN_ID=\"warden\"", "PLUGIN_VERSION=\"1.0.0\"", "AUTHZ_MODE=2", "ACTIVATE_FAILS"])
+        let kept = TestEnvironment.makeTemporaryDirectory("good") + "/libwarden.so"
+        try FileManager.default.copyItem(atPath: good, toPath: kept)
+        var kernel = try f.kernel()
+        await kernel.start()
+        for id in ["warden", "plain"] { try await kernel.enable(id) }
+        let who = Principal(id: "ann", authenticatedBy: "test")
+        func decide(_ resource: String) -> (AuthDecision, String?) {
+            kernel.access.authorize(who, action: "GET", resource: resource, snapshot: kernel.registry.snapshot)
+        }
+        #expect(decide("/ext/plain/ping").0 == .abstain)
+        #expect(decide("/ext/plain/secret").0 == .deny)
+
+        // A new build that fails to activate, found at the next start: the host does not serve without its rules.
+        await kernel.shutdown()
+        try install(broken, into: f.plugins + "/warden", as: "libwarden.so")
+        kernel = try f.kernel()
+        await kernel.start()
+        #expect(kernel.activePlugins == ["plain"])
+        let (decision, reason) = decide("/ext/plain/ping")
+        #expect(decision == .deny)
+        #expect(reason?.hasPrefix("guard \"warden\" is not running (") == true && reason?.hasSuffix("): every request is denied until it runs again or the operator disables it") == true,
+                "\(reason ?? "")")
+        #expect(get(kernel, "/ext/plain/ping") != nil)
+        #expect(f.log.lines.contains { $0.contains("[warden] a guard (it has auth hooks) is not running (") && $0.contains("every request is denied (fail closed)") })
+
+        // The good build back: it runs, and the host opens.
+        try install(kept, into: f.plugins + "/warden", as: "libwarden.so")
+        try await kernel.execute(.enable(id: "warden", tenant: nil))
+        #expect(decide("/ext/plain/ping").0 == .abstain)
+        #expect(decide("/ext/plain/secret").0 == .deny)
+        #expect(f.log.lines.contains { $0.contains("every guard runs again") })
+
+        // The operator's disable is a choice: the host serves without it.
+        try await kernel.execute(.disable(id: "warden", tenant: nil, cascade: false))
+        #expect(decide("/ext/plain/secret").0 == .abstain)
+        // And an enable that fails closes it again, until the operator disables it.
+        try install(broken, into: f.plugins + "/warden", as: "libwarden.so")
+        await #expect(throws: KernelError.self) { try await kernel.execute(.enable(id: "warden", tenant: nil)) }
+        #expect(decide("/ext/plain/ping").0 == .deny)
+        try await kernel.execute(.disable(id: "warden", tenant: nil, cascade: false))
+        #expect(decide("/ext/plain/ping").0 == .abstain)
+        await kernel.shutdown()
+    }
+
     @Test("failures of a generation a reload replaced, reported as it drains, do not disable its successor")
     func oldGenerationFailures() async throws {
         let f = KernelFixture()

@@ -33,6 +33,36 @@ extension SecurityTests {
         return statuses.values
     }
 
+    @Test("a guard whose new build cannot activate closes the server: 403 everywhere the chain is asked, /healthz 503 closed; the CLI's disable opens it")
+    func missingGuardClosesTheServer() async throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("warden", defines: ["AUTHZ_MODE=2"], capabilities: ["routes", "authorize"])
+        try f.fixtureBundle("quick", capabilities: ["routes"])
+        #expect(try run(["plugins", "grant", "warden", "authorize"], f).status == 0)
+        for id in ["warden", "quick"] { #expect(try run(["plugins", "enable", id], f).status == 0) }
+        var server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch"])
+        #expect(try RawHTTP.request(port: server.port, "GET", "/ext/quick/ping").status == 200)
+        #expect(try RawHTTP.request(port: server.port, "GET", "/healthz").status == 200)
+        server.stop()
+
+        let broken = try TestEnvironment.buildFixture("warden", ["PLUGIN_ID=\"warden\"", "PLUGIN_VERSION=\"1.0.0\"", "AUTHZ_MODE=2", "ACTIVATE_FAILS"])
+        try install(broken, into: f.plugins + "/warden", as: "libwarden.so")
+        server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch"])
+        defer { server.stop() }
+        #expect(try RawHTTP.request(port: server.port, "GET", "/ext/quick/ping").status == 403)
+        #expect(try await server.request("GET", "/api/v1/plugins", admin: true).status == 403)
+        let health = try await server.request("GET", "/healthz")
+        #expect(health.status == 503 && (health.json as? [String: Any])?["status"] as? String == "closed", "\(health.text)")
+        #expect((health.json as? [String: Any])?["missingGuards"] as? [String] == ["warden"], "\(health.text)")
+        #expect(server.errors.value.contains("a guard (it has auth hooks) is not running ("), "\(server.errors.value)")
+
+        let disable = try run(["plugins", "disable", "warden"], f)
+        #expect(disable.status == 0, "\(disable)")
+        #expect(try RawHTTP.request(port: server.port, "GET", "/ext/quick/ping").status == 200)
+        #expect(try RawHTTP.request(port: server.port, "GET", "/healthz").status == 200)
+        #expect(try await server.request("GET", "/api/v1/plugins", admin: true).status == 200)
+    }
+
     @Test("an authorize hook that never returns: a burst holds at most 16 threads, later requests are denied at once (fail closed), the CLI disables it, the server still stops")
     func hungAuthorizeHook() async throws {
         let f = KernelFixture()
