@@ -127,11 +127,12 @@ public final class AccessControl: Sendable {
 
     /// The whole chain: authorize hooks of the plugins serving the caller's tenant (any deny wins), then roles.
     public func authorize(_ principal: Principal, action: String, resource: String, request: PluginRequest? = nil,
-                          prepared: PreparedRequest? = nil, snapshot: Snapshot) -> (AuthDecision, String?) {
+                          prepared: PreparedRequest? = nil, snapshot: Snapshot, admittedWhileClosed: Bool = false) -> (AuthDecision, String?) {
         // Without per-tenant enablement every plugin serves every tenant: no filtering per request.
         let scoped = current.withLock { !$0.pluginTenants.isEmpty }
         let (decision, reason) = snapshot.authorize(principal, action: action, resource: resource, request: request,
-                                                    prepared: prepared, include: scoped ? { self.isVisible($0, tenant: principal.tenant) } : nil)
+                                                    prepared: prepared, include: scoped ? { self.isVisible($0, tenant: principal.tenant) } : nil,
+                                                    admittedWhileClosed: admittedWhileClosed)
         if decision == .deny { return (decision, reason) }
         if rolesAllow(principal, key: resource, action: action) { return (.allow, nil) }
         return (decision, reason)
@@ -156,9 +157,11 @@ public final class AccessControl: Sendable {
     /// The chain's verdict on `request` (its method on its path) by its principal: nil when allowed, else why it is
     /// denied, logged with the caller and the denying hook's plugin. `prepared`, when given, is the request already
     /// laid out for the handler: the hooks are asked about it.
-    public func denial(of request: PluginRequest, prepared: PreparedRequest? = nil, snapshot: Snapshot) -> Denial? {
+    public func denial(of request: PluginRequest, prepared: PreparedRequest? = nil, snapshot: Snapshot,
+                       admittedWhileClosed: Bool = false) -> Denial? {
         let (decision, reason) = authorize(request.principal, action: request.method, resource: request.path,
-                                           request: request, prepared: prepared, snapshot: snapshot)
+                                           request: request, prepared: prepared, snapshot: snapshot,
+                                           admittedWhileClosed: admittedWhileClosed)
         guard decision == .deny else { return nil }
         let why = reason ?? "denied by the auth chain"
         let who = request.principal.isAnonymous ? "an anonymous caller" : "\"\(request.principal.id)\""

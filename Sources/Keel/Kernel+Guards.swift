@@ -13,20 +13,33 @@ extension Kernel {
     /// first). Called after every publish of an activation or a reload; costs a dictionary look-up when nothing
     /// changed, and one setting row when something did (in the batch's or command's transaction, through `write`).
     func noteGuards(_ id: String, _ contributions: Contributions) {
-        var records = guardRecords ?? ((try? state.guardRecords()) ?? [:])
-        defer { guardRecords = records }
+        guard let records = knownGuards() else { return }
         let needs = contributions.guardsRequests ? requirements(of: id) : nil
         guard records[id] != needs else { return }
-        records[id] = needs
-        let state = self.state
-        write { try? state.setGuardRecord(id, needs: needs) }
+        // The cache changes only once the row is written: a write lost with a rolled-back batch is tried again at
+        // the next activation.
+        write { [self] in
+            guard (try? state.setGuardRecord(id, needs: needs)) != nil else { return guardCache.withLock { $0 = nil } }
+            guardCache.withLock { $0?[id] = needs }
+        }
     }
 
+    /// The guard records (`StateStore.guardRecords`), read once and then kept in step with what this kernel writes;
+    /// nil when they cannot be read (not cached then: the next call reads again).
+    func knownGuards() -> [String: [String]]? {
+        if let cached = guardCache.withLock({ $0 }) { return cached }
+        guard let read = try? state.guardRecords() else { return nil }
+        guardCache.withLock { $0 = read }
+        return read
+    }
+
+    /// Forgets the cached guard records (another host sharing the state may have written some).
+    func forgetKnownGuards() { guardCache.withLock { $0 = nil } }
+
     /// The plugin with auth hooks that makes `id` a guard (`id` itself, or one that needs it), from the records of
-    /// the last activations (this run's or an earlier run's); nil when none does.
+    /// the last activations (this run's or an earlier run's); nil when none does, or when they cannot be read.
     func guardian(of id: String) -> String? {
-        let records = guardRecords ?? ((try? state.guardRecords()) ?? [:])
-        guardRecords = records
+        guard let records = knownGuards() else { return nil }
         if records[id] != nil { return id }
         return records.keys.sorted().first { records[$0]?.contains(id) == true }
     }
@@ -65,19 +78,29 @@ extension Kernel {
     /// idle: its activation failed (a bad build, a worker that cannot start, a dependency gone), or a crash
     /// quarantined it. Its hooks would have denied some requests; without them the host would let those through,
     /// so every authorize question is denied instead (`Snapshot.missingGuards`) until it runs again or the operator
-    /// disables it. A guard the operator disabled is not missing: that is the operator's choice.
-    /// Called after start-up, after each command, and after every activation failure or take-down.
+    /// disables it. A guard the operator disabled is not missing: that is the operator's choice. Nothing is missing
+    /// in safe mode (no plugin runs, by the operator's choice) nor in a kernel that starts everything idle (one
+    /// command of the CLI). A record that cannot be read keeps the set as it was: a failing store never opens the
+    /// host. Called after start-up, after each command, after every take-down and activation failure, and after
+    /// every run of changes (`noteChanged`: the watcher, the shared state, lazy plugins).
     func checkGuardsRunning() {
-        let records = guardRecords ?? ((try? state.guardRecords()) ?? [:])
-        guardRecords = records
-        var missing: [String: String] = [:]
-        for id in records.keys where active[id] == nil && !idle.contains(id) && bundles[id] != nil {
-            guard let record = (try? state.plugin(id)) ?? nil else { continue }
-            let quarantined = !record.enabled && ((try? state.quarantinedChecksum(id)) ?? nil) != nil
-            guard record.enabled || quarantined else { continue }
-            missing[id] = record.reason ?? "status \(record.status.rawValue)"
-        }
         let before = registry.snapshot.missingGuards
+        var missing: [String: String] = [:]
+        if !safeMode && !configuration.startsIdle {
+            guard let records = knownGuards() else { return }
+            for id in records.keys where active[id] == nil && !idle.contains(id) && bundles[id] != nil {
+                let read: PluginRecord?
+                do { read = try state.plugin(id) } catch {
+                    if let was = before[id] { missing[id] = was }
+                    continue
+                }
+                guard let record = read else { continue }
+                let quarantined = !record.enabled && record.status == .failed
+                    && ((try? state.quarantinedChecksum(id)) ?? nil) != nil
+                guard record.enabled || quarantined else { continue }
+                missing[id] = record.reason ?? "status \(record.status.rawValue)"
+            }
+        }
         guard missing != before else { return }
         registry.setMissingGuards(missing)
         for (id, why) in missing.sorted(by: { $0.key < $1.key }) where before[id] != why {

@@ -272,7 +272,7 @@ extension Kernel {
             try state.setSignatureRecord(id, nil)
             if guardian(of: id) == id {
                 try state.setGuardRecord(id, needs: nil)
-                guardRecords?[id] = nil
+                guardCache.withLock { $0?[id] = nil }
             }
         } catch { throw KernelError(.state, pluginID: id, reason: error.description) }
     }

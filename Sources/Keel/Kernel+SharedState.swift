@@ -29,6 +29,8 @@ extension Kernel {
         // records and work folders this pass would also touch): the next pass catches up.
         guard extensionChange == nil, var records = try? state.plugins() else { return Convergence() }
         liveViewStale = true  // another host may have changed any plugin's grants, configuration or signer
+        forgetKnownGuards()   // and recorded guards
+        defer { checkGuardsRunning() }
         var changed = Convergence()
         var installed: Set<String> = []
         if records.contains(where: { $0.enabled && bundles[$0.id] == nil }) {

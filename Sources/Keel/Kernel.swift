@@ -103,8 +103,12 @@ public actor Kernel {
 
     let generations: GenerationStore
     let activationMark: ActivationMark
-    /// The stored guard records (`StateStore.guardRecords`), read on first use; kept in step with what is written.
-    var guardRecords: [String: [String]]?
+    /// The stored guard records (`StateStore.guardRecords`), read on first use and kept in step with what is
+    /// written (`knownGuards`). Behind a lock, not actor state: the writes that keep it in step may run in a batch's
+    /// or a command's transaction, after the code that asked for them.
+    nonisolated let guardCache = Mutex<[String: [String]]?>(nil)
+    /// Started with `safeMode`: no plugin is activated.
+    var safeMode = false
     var nextGeneration: [String: Int] = [:]
     /// While `activateAll` activates many plugins: what each activation would read from the store one plugin at a
     /// time (grants, configuration, last generation), read once for all.
@@ -226,6 +230,7 @@ public actor Kernel {
     /// dependencies first. Failures are recorded per plugin and logged; they never stop the others.
     /// - Parameter safeMode: discover and record, but activate nothing.
     public func start(safeMode: Bool = false) {
+        self.safeMode = safeMode
         environment.onMisbehaving { [weak self] id, generation, reason in
             guard let self else { return }
             Task { await self.disableMisbehaving(id, generation: generation, reason: reason) }
@@ -327,6 +332,7 @@ public actor Kernel {
     }
 
     private func announceChanges() async {
+        checkGuardsRunning()
         guard changeCount != announcedChanges else { return }
         announcedChanges = changeCount
         await events.emit(.pluginsChanged)

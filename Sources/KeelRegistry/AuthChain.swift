@@ -33,13 +33,15 @@ extension Snapshot {
 
     /// Asks every authorize hook of the plugins `include` admits (all when nil): any deny (or any failing hook) wins; otherwise allow if some hook allowed,
     /// else abstain. The caller decides what an abstention means (plugin routes: allowed; admin API: denied).
-    /// While a guard is missing (`missingGuards`), denies without asking: the host is closed, as when a hook fails,
-    /// not open because the plugin whose hooks would have denied is not running.
+    /// While a guard that `include` admits is missing (`missingGuards`), denies without asking: the host is closed,
+    /// as when a hook fails, not open because the plugin whose hooks would have denied is not running. With
+    /// `admittedWhileClosed` (the admin API, called with the admin token: the operator's way to act), the hooks
+    /// that run are asked as always, and a missing guard does not deny.
     /// [request]
     public func authorize(_ principal: Principal, action: String, resource: String,
                           request: PluginRequest? = nil, prepared: PreparedRequest? = nil,
-                          include: ((String) -> Bool)? = nil) -> (AuthDecision, String?) {
-        if !missingGuards.isEmpty, let id = missingGuards.keys.min() {
+                          include: ((String) -> Bool)? = nil, admittedWhileClosed: Bool = false) -> (AuthDecision, String?) {
+        if !missingGuards.isEmpty, !admittedWhileClosed, let id = missingGuards.keys.filter({ include?($0) ?? true }).min() {
             return (.deny, "guard \"\(id)\" is not running (\(missingGuards[id] ?? "")): every request is denied until it runs again or the operator disables it")
         }
         if authorizers.isEmpty { return (.abstain, nil) }

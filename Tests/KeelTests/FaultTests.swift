@@ -6,6 +6,8 @@ import FoundationNetworking
 #endif
 import Keel
 import KeelLoader
+import KeelRegistry
+import Synchronization
 import Testing
 
 @Suite("fault containment")
@@ -269,35 +271,70 @@ struct FaultTests {
         try await kernel.execute(.disable(id: "warden", tenant: nil, cascade: false))
         #expect(decide("/ext/plain/ping").0 == .abstain)
         await kernel.shutdown()
+
+        // Quarantined (a crash in its activate took the host down: what `quarantineAfterCrash` writes): closed, and
+        // the operator's disable opens it. Safe mode, where nothing runs by the operator's choice, is never closed.
+        try kernel.state.setEnabled("warden", false, status: .failed, reason: "quarantined: the host went down while activating")
+        // The checksum of the library in the folder (a different one would be a new build, which lifts it).
+        let checksum = try #require(try kernel.state.loads(for: "warden", limit: 100).last?.checksum)
+        try kernel.state.setQuarantine("warden", checksum: checksum)
+        kernel = try f.kernel()
+        await kernel.start(safeMode: true)
+        try await kernel.execute(.grants(id: "plain", grant: ["menus"], revoke: []))
+        #expect(decide("/ext/plain/ping").0 == .abstain)
+        await kernel.shutdown()
+        kernel = try f.kernel()
+        await kernel.start()
+        #expect(decide("/ext/plain/ping").1?.hasPrefix("guard \"warden\" is not running (quarantined: ") == true)
+        // Asked for another tenant's plugins only, a missing guard that serves no tenant of the caller's does not deny.
+        #expect(kernel.registry.snapshot.authorize(who, action: "GET", resource: "/x", include: { $0 != "warden" }).0 == .abstain)
+        // Nor a caller the admin API admits with the admin token (the operator's way to act).
+        #expect(kernel.access.authorize(who, action: "GET", resource: "/api/v1/plugins", snapshot: kernel.registry.snapshot,
+                                        admittedWhileClosed: true).0 == .abstain)
+        try await kernel.execute(.disable(id: "warden", tenant: nil, cascade: false))
+        #expect(decide("/ext/plain/ping").0 == .abstain)
+        await kernel.shutdown()
     }
 
     @Test("failures of a generation a reload replaced, reported as it drains, do not disable its successor")
     func oldGenerationFailures() async throws {
         let f = KernelFixture()
-        try f.fixtureBundle("flaky", defines: ["HANDLER_FAILS", "SLOW_MS=400"])
-        let kernel = try f.kernel(budgets: CallBudgets(handler: 2, hook: 0.05, failureThreshold: 5))
+        let gate = TestEnvironment.makeTemporaryDirectory("gate") + "/open"
+        try f.fixtureBundle("flaky", defines: ["HANDLER_FAILS", "FAIL_GATE=\"\(gate)\""])
+        let kernel = try f.kernel(budgets: CallBudgets(handler: 30, hook: 0.05, failureThreshold: 5))
         await kernel.start()
         try await kernel.enable("flaky")
         func activated() throws -> Int? { try kernel.state.loads(for: "flaky", limit: 100).last { $0.outcome == "activated" }?.generation }
         let before = try #require(try activated())
-        // Five calls of the first generation in flight (each fails after 400 ms), then the reload: they end while it
-        // drains, and the fifth makes the report.
-        let done = DispatchGroup()
-        for _ in 0..<5 {
-            done.enter()
-            Thread { _ = get(kernel, "/ext/flaky/ping"); done.leave() }.start()
+        // Five calls of the first generation in its handler (each fails once the gate opens), then the reload; the
+        // gate opens after it: they fail as the old generation drains, and the fifth makes the report.
+        let first = kernel.registry.snapshot
+        let finished = Atomic<Int>(0)
+        /// Five calls at once, each on a thread of its own (never blocking Swift's pool, which the suite shares).
+        func callFive(_ snapshot: @escaping @Sendable () -> Snapshot) {
+            for _ in 0..<5 {
+                Thread {
+                    if let match = snapshot().route(method: "GET", path: "/ext/flaky/ping") {
+                        _ = match.route.handler.handle(PluginRequest(method: "GET", path: "/ext/flaky/ping", routePath: match.routePath))
+                    }
+                    finished.add(1, ordering: .relaxed)
+                }.start()
+            }
         }
-        usleep(150_000)
+        callFive { first }
+        let entered = { (try? FileManager.default.attributesOfItem(atPath: gate + ".entered")[.size] as? Int) ?? 0 }
+        #expect(await waitFor(20) { entered() == 5 }, "\(entered()) calls in the handler")
         try await kernel.reload("flaky")
-        #expect(done.wait(timeout: .now() + 10) == .success)
-        #expect(await waitFor { f.log.lines.contains { $0.contains("[flaky] misbehaving: 5 calls in a row failed") } })
-        usleep(300_000)
+        #expect(FileManager.default.createFile(atPath: gate, contents: Data()))
+        #expect(await waitFor(20) { finished.load(ordering: .relaxed) == 5 })
+        #expect(await waitFor(20) { f.log.lines.contains { $0.contains("[flaky] misbehaving: 5 calls in a row failed") } })
+        try await Task.sleep(for: .milliseconds(300))
         let after = try await kernel.plugin("flaky")
         #expect(after.status == .enabled && after.enabled, "\(after.reason ?? "")")
         #expect(try activated() == before + 1)
         // The successor's own five failures still take it down.
-        for _ in 0..<5 { _ = get(kernel, "/ext/flaky/ping") }
-        #expect(await waitFor { (try? await kernel.plugin("flaky").status) == .failed })
+        callFive { kernel.registry.snapshot }
+        #expect(await waitFor(20) { (try? await kernel.plugin("flaky").status) == .failed })
         await kernel.shutdown()
     }
 

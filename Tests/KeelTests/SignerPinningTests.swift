@@ -266,8 +266,8 @@ struct SignerPinningTests {
     func pinMovedDuringDownload() async throws {
         let acme = try Key("acme"), beta = try Key("beta")
         let repo = try Self.repository([("1.0.0", "one", (acme, "acme"))])
-        // The archive comes 3 s late.
-        let slow = try RepositorySafetyTests.PythonServer(serving: repo, archiveDelay: 3)
+        // The archive comes 8 s late (time enough for this task to run even when the suite keeps every pool thread busy).
+        let slow = try RepositorySafetyTests.PythonServer(serving: repo, archiveDelay: 8)
         defer { slow.stop() }
         let dir = TestEnvironment.makeTemporaryDirectory("pin-hosts")
         let state = try StateStore(path: dir + "/state.db")
@@ -292,7 +292,7 @@ struct SignerPinningTests {
 
         // The same for an upgrade: it fails, the old version stays, and so does the pin another host set.
         let slowToo = try RepositorySafetyTests.PythonServer(
-            serving: try Self.repository([("1.0.0", "one", (acme, "acme")), ("1.1.0", "two", (acme, "acme"))]), archiveDelay: 2)
+            serving: try Self.repository([("1.0.0", "one", (acme, "acme")), ("1.1.0", "two", (acme, "acme"))]), archiveDelay: 5)
         defer { slowToo.stop() }
         let f = KernelFixture()
         let kernel = try await Self.kernel(f, repo: "http://127.0.0.1:\(slowToo.port)", trusting: ["acme": acme, "beta": beta])

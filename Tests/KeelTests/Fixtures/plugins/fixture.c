@@ -23,6 +23,8 @@
  *   UNLOAD_SAFE                     declare KEEL_PLUGIN_FLAG_UNLOAD_SAFE
  *   REACTIVATABLE                   declare KEEL_PLUGIN_FLAG_REACTIVATABLE
  *   SLOW_MS                         the handler sleeps this long first
+ *   FAIL_GATE="path"                with HANDLER_FAILS: the handler appends a byte to path.entered, then waits until
+ *                                   the file path exists before it fails
  *   SLOW_HOOK_MS                    the authenticate hook sleeps this long first
  *   CONFIG_ECHO                     the handler appends " config=<the plugin's configuration JSON>"
  *   CTOR_MODE                       a constructor that 1: raises SIGSEGV, 2: calls _exit(7), 3: never returns,
@@ -38,6 +40,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include <keel/keel.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <time.h>
 #include <stdlib.h>
@@ -124,6 +127,18 @@ static keel_ctx *the_ctx;
 static keel_status ping(void *user_data, const keel_http_request *req, keel_http_response *res) {
 #if defined(HANDLER_FAILS)
     (void)req; (void)res;
+#ifdef FAIL_GATE
+    /* Says it is in (a byte appended to FAIL_GATE.entered), then fails only once the file FAIL_GATE exists. */
+    int entered = open(FAIL_GATE ".entered", O_WRONLY | O_CREAT | O_APPEND, 0600);
+    if (entered >= 0) {
+        if (write(entered, "x", 1) != 1) { /* the test then waits in vain, and says so */ }
+        close(entered);
+    }
+    while (access(FAIL_GATE, F_OK) != 0) {
+        struct timespec pause = { 0, 10 * 1000000L };
+        nanosleep(&pause, NULL);
+    }
+#endif
     the_host->set_error(the_ctx, keel_cstr("handler failed on purpose"));
     return KEEL_ERR_INTERNAL;
 #elif defined(HANDLER_FAILS_NO_CTX)
