@@ -116,7 +116,8 @@ extension Kernel {
                 if outer != nil { continue }
                 let writes = deferredWrites ?? []
                 deferredWrites = nil
-                try? state.batch { for change in writes { change() } }
+                // A batch that cannot commit loses its guard records with it: the cache is read again.
+                do { try state.batch { for change in writes { change() } } } catch { forgetKnownGuards() }
             }
         }
     }

@@ -10,14 +10,15 @@ import KeelManifest
 extension Kernel {
     /// Records whether the generation of `id` just published guards requests, with the plugins it needs, when that
     /// changed since the last record: the next start must know it before anything is loaded (a crash record is read
-    /// first). Called after every publish of an activation or a reload; costs a dictionary look-up when nothing
-    /// changed, and one setting row when something did (in the batch's or command's transaction, through `write`).
+    /// first). Called after every publish of an activation or a reload; costs a dictionary look-up for a plugin
+    /// without hooks that had none before, a walk of its requirements for one with hooks, and one setting row when
+    /// something changed (in the batch's or command's transaction, through `write`).
     func noteGuards(_ id: String, _ contributions: Contributions) {
         guard let records = knownGuards() else { return }
         let needs = contributions.guardsRequests ? requirements(of: id) : nil
         guard records[id] != needs else { return }
-        // The cache changes only once the row is written: a write lost with a rolled-back batch is tried again at
-        // the next activation.
+        // The cache changes only once the row is written; a batch that then fails to commit forgets the cache
+        // (`activateAll`), so a lost row is written again at the next activation.
         write { [self] in
             guard (try? state.setGuardRecord(id, needs: needs)) != nil else { return guardCache.withLock { $0 = nil } }
             guardCache.withLock { $0?[id] = needs }
@@ -37,12 +38,17 @@ extension Kernel {
     func forgetKnownGuards() { guardCache.withLock { $0 = nil } }
 
     /// The plugin with auth hooks that makes `id` a guard (`id` itself, or one that needs it), from the records of
-    /// the last activations (this run's or an earlier run's); nil when none does, or when they cannot be read.
-    func guardian(of id: String) -> String? {
+    /// the last activations (this run's or an earlier run's); nil when none does, or when they cannot be read. With
+    /// `running`, only guards active now count (a guard the operator disabled protects nothing).
+    func guardian(of id: String, running: Bool = false) -> String? {
         guard let records = knownGuards() else { return nil }
-        if records[id] != nil { return id }
-        return records.keys.sorted().first { records[$0]?.contains(id) == true }
+        let counted = { (guardID: String) in !running || self.active[guardID] != nil }
+        if records[id] != nil, counted(id) { return id }
+        return records.keys.sorted().first { counted($0) && records[$0]?.contains(id) == true }
     }
+
+    /// True when `id` is quarantined (a crash took the host down); throws when the store cannot say.
+    func isQuarantined(_ id: String) throws(StateError) -> Bool { try state.quarantinedChecksum(id) != nil }
 
     /// Every plugin `id` needs to run, transitively: its dependencies and every plugin whose manifest provides an
     /// interface it requires (all of them, not only the one chosen now: any may be chosen later).
@@ -84,21 +90,21 @@ extension Kernel {
     /// host. Called after start-up, after each command, after every take-down and activation failure, and after
     /// every run of changes (`noteChanged`: the watcher, the shared state, lazy plugins).
     func checkGuardsRunning() {
+        // A kernel shutting down deactivates everything: nothing goes missing then.
+        if isShutDown { return }
         let before = registry.snapshot.missingGuards
         var missing: [String: String] = [:]
         if !safeMode && !configuration.startsIdle {
             guard let records = knownGuards() else { return }
             for id in records.keys where active[id] == nil && !idle.contains(id) && bundles[id] != nil {
-                let read: PluginRecord?
-                do { read = try state.plugin(id) } catch {
+                do {
+                    guard let record = try state.plugin(id) else { continue }
+                    let wanted = try record.enabled || (record.status == .failed && isQuarantined(id))
+                    if wanted { missing[id] = record.reason ?? "status \(record.status.rawValue)" }
+                } catch {
+                    // The store cannot say: as it was, never open because of a failing read.
                     if let was = before[id] { missing[id] = was }
-                    continue
                 }
-                guard let record = read else { continue }
-                let quarantined = !record.enabled && record.status == .failed
-                    && ((try? state.quarantinedChecksum(id)) ?? nil) != nil
-                guard record.enabled || quarantined else { continue }
-                missing[id] = record.reason ?? "status \(record.status.rawValue)"
             }
         }
         guard missing != before else { return }

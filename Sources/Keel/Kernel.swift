@@ -345,9 +345,13 @@ public actor Kernel {
     /// once per activation that the operator must disable it. A report from a generation no longer active (one a
     /// reload replaced, failing as it drains) changes nothing.
     func disableMisbehaving(_ id: String, generation: Int, reason: String) {
-        guard active[id]?.generation == generation else { return }
+        guard let plugin = active[id] else { return }
+        guard plugin.generation == generation else {
+            return log(.info, id, "a failure report from generation \(generation), which generation \(plugin.generation) replaced, changes nothing: \(reason)")
+        }
         let published = registry.snapshot.plugins
-        if let guarding = ([id] + dependents(of: id).map(\.id)).first(where: { published[$0]?.guardsRequests == true }) {
+        let live = ([id] + dependents(of: id).map(\.id)).first { published[$0]?.guardsRequests == true }
+        if let guarding = live ?? guardian(of: id, running: true) {
             let which = guarding == id ? "it has auth hooks" : "\"\(guarding)\", which depends on it, has auth hooks"
             log(.error, id, "not disabled automatically although \(reason): \(which), and disabling it would stop their "
                 + "denials; its failing calls are denied (fail closed). `keel plugins disable \(id)` takes it down")
@@ -382,7 +386,7 @@ public actor Kernel {
                               reason: "no plugin \"\(id)\" in the plugin folder")
         }
         // The operator's enable lifts a quarantine (a plugin that is not quarantined has nothing to clear).
-        if ((try? state.quarantinedChecksum(id)) ?? nil) != nil { try? state.setQuarantine(id, checksum: nil) }
+        if (try? isQuarantined(id)) == true { try? state.setQuarantine(id, checksum: nil) }
         do { try state.setEnabled(id, true, status: active[id] != nil ? .enabled : .installed) } catch {
             throw KernelError(.state, pluginID: id, reason: error.description)
         }

@@ -73,7 +73,8 @@ final class PluginProxy: Sendable {
             try gatekeeper.authorize(caller, request, snapshot: snapshot)
             return caller
         }
-        if !snapshot.hasAuthChain { return try chain() }
+        // No hook, no plugin code: inline (a missing guard's denial included), not in the plugin's lane.
+        if snapshot.authenticators.isEmpty && snapshot.authorizers.isEmpty { return try chain() }
         return try await gatekeeper.lanes.run(pluginID, chain)
     }
 

@@ -88,8 +88,6 @@ public struct Snapshot: Sendable {
     /// Plugins with auth hooks that the host wants and does not have running (their activation failed, or they
     /// were quarantined), with why, by id: while there is one, every authorize question is denied (`authorize`).
     public internal(set) var missingGuards: [String: String] = [:]
-    /// True when a request has to go through the auth chain: a hook is registered, or a guard is missing.
-    public var hasAuthChain: Bool { !authenticators.isEmpty || !authorizers.isEmpty || !missingGuards.isEmpty }
 
     public init() {}
 

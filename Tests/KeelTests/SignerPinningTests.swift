@@ -1,6 +1,7 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
 import Foundation
+import Synchronization
 import Keel
 import KeelExtensions
 import KeelManifest
@@ -278,14 +279,19 @@ struct SignerPinningTests {
         try FileManager.default.createDirectory(atPath: dir + "/b", withIntermediateDirectories: true)
         let hostB = ExtensionStore(state: state, pluginsDirectory: dir + "/b")
         let offer = try hostB.resolve("pin", version: "1.0.0", offers: hostB.indexes().offers)
-        let install = Task.detached { () -> String in
-            do { try hostB.install(offer, allowUnsigned: false); return "installed" } catch { return "\(error)" }
-        }
+        // The install blocks for the download: on a thread of its own, not on Swift's pool (two threads here).
+        let installed = Mutex<String?>(nil)
+        Thread {
+            let result: String
+            do { try hostB.install(offer, allowUnsigned: false); result = "installed" } catch { result = "\(error)" }
+            installed.withLock { $0 = result }
+        }.start()
         // Once B is downloading (its check passed), host A moves the plugin to beta.
         let deadline = ContinuousClock.now + .seconds(30)
         while slow.requests < 2, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
         try state.setPinnedSigner("pin", StateStore.PinnedSigner(name: "beta", publicKey: beta.publicKey))
-        let outcome = await install.value
+        #expect(await waitFor(60) { installed.withLock { $0 } != nil })
+        let outcome = installed.withLock { $0 } ?? "no outcome"
         #expect(outcome.contains("the pinned signer of \"pin\" changed while pin 1.0.0 was fetched"), "\(outcome)")
         #expect(try state.pinnedSigner("pin")?.publicKey == beta.publicKey, "the move stands")
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir + "/b").isEmpty)
