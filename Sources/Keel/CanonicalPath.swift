@@ -5,7 +5,8 @@
 /// A path is made canonical once, when the request arrives: empty segments (`//`) and a trailing `/` are dropped,
 /// and percent-escapes are decoded, so `/ext//hello/greet/root/` and `/ext/hello/greet/%72oot` are the same request
 /// as `/ext/hello/greet/root` for everyone who looks at it. A path that cannot be made canonical without changing
-/// its meaning is refused: `.` and `..` segments (raw or encoded), an encoded `/` (`%2F`), an encoded `?` or `#` or
+/// its meaning is refused: `.` and `..` segments (raw or encoded, alone or before a `;` parameter, as `..;x`), an
+/// encoded `/` (`%2F`), an encoded `?` or `#` or
 /// control character (decoded, they would end the path or split a request line), a broken escape, a NUL, and bytes
 /// that are not UTF-8. Stateless and thread-safe.
 public enum CanonicalPath {
@@ -53,7 +54,11 @@ public enum CanonicalPath {
                 }
             }
             guard let segment = String(validating: bytes, as: UTF8.self) else { return .failure(.notUTF8) }
-            if segment == "." || segment == ".." { return .failure(.dotSegment) }
+            // `..;x` too: servers behind the proxy (Tomcat, Jetty) drop a segment's `;` parameters and then walk `..`.
+            let head = segment.utf8.split(separator: UInt8(ascii: ";"), maxSplits: 1, omittingEmptySubsequences: false).first
+            if segment == "." || segment == ".." || head.map({ $0.elementsEqual(".".utf8) || $0.elementsEqual("..".utf8) }) == true {
+                return .failure(.dotSegment)
+            }
             segments.append(segment)
         }
         return .success("/" + segments.joined(separator: "/"))
@@ -72,6 +77,8 @@ public enum CanonicalPath {
                 segmentLength = 0
                 dotsOnly = true
             } else {
+                // A `.` or `..` before a `;` parameter: the slow path refuses it.
+                if b == UInt8(ascii: ";") && segmentLength > 0 && dotsOnly && segmentLength <= 2 { return false }
                 segmentLength += 1
                 if b != UInt8(ascii: ".") { dotsOnly = false }
             }

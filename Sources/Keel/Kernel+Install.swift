@@ -26,13 +26,16 @@ extension Kernel {
         rescan()
         let bundle = try installedBundle(id)
         guard let current = bundle.manifest else { throw KernelError(.bundle, pluginID: id, reason: "\"\(id)\" has no usable manifest") }
-        let offer: ExtensionStore.Offer
-        do {
-            let (offers, problems) = try store.indexes()
-            offer = try store.resolve(id, version: version, offers: offers, problems: problems)
-        } catch {
-            throw KernelError(.bundle, pluginID: id, reason: "\(error)")
-        }
+        // The indexes are read off the kernel's thread too: a repository that answers slowly (or a FIFO in a local
+        // one) would hold every lifecycle change meanwhile.
+        let offer = try await Self.offKernel { () -> Result<ExtensionStore.Offer, KernelError> in
+            do {
+                let (offers, problems) = try store.indexes()
+                return .success(try store.resolve(id, version: version, offers: offers, problems: problems))
+            } catch {
+                return .failure(KernelError(.bundle, pluginID: id, reason: "\(error)"))
+            }
+        }.get()
         guard let next = Semver(offer.entry.version) else { throw KernelError(.bundle, pluginID: id, reason: "bad version in the index") }
         if version == nil && next <= current.version {
             throw KernelError(.bundle, pluginID: id, reason: "\"\(id)\" \(current.version) is up to date (the repositories offer \(next))")

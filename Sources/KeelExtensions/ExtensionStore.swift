@@ -211,13 +211,16 @@ public struct ExtensionStore: Sendable {
                 throw StoreError(Self.alreadyInstalled(id, folder: present.folder))
             }
             try confirmPin(offer, check)
+            // The pin first: the bundle never lies in the plugin folder without it (see `recordSignatureBeforeMove`).
+            let undo = try recordSignatureBeforeMove(offer, library: work + "/" + (manifest.library ?? ManifestLoader.fileName), check: check)
             let target = freeFolder(for: id)
             guard rename(work, target) == 0 else {
-                throw StoreError("\"\(id)\": cannot move into the plugin folder: \(String(cString: strerror(errno)))")
+                let reason = String(cString: strerror(errno))
+                undo()
+                throw StoreError("\"\(id)\": cannot move into the plugin folder: \(reason)")
             }
             try? state.discovered(id: id, name: manifest.name, version: "\(manifest.version)", bundlePath: target)
             try? state.setStatus(id, .installed, reason: nil)
-            recordSignature(offer, library: target + "/" + (manifest.library ?? ManifestLoader.fileName), check: check)
             return check.note
         } catch {
             try? FileManager.default.removeItem(atPath: work)

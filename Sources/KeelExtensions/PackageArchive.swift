@@ -180,8 +180,9 @@ public enum PackageArchive {
 
     static func makeParents(of entry: String, in folder: String, archive: String) throws {
         var path = folder
-        for part in entry.split(separator: "/").dropLast() {
-            path += "/" + part
+        // By bytes, as `walk` split the entry (see there).
+        for part in entry.utf8.split(separator: UInt8(ascii: "/")).dropLast() {
+            path += "/" + String(decoding: part, as: UTF8.self)
             guard mkdir(path, 0o755) == 0 || errno == EEXIST else {
                 throw ArchiveError(reason: "\(archive): entry \"\(entry)\": cannot be created: \(String(cString: strerror(errno)))")
             }
@@ -240,8 +241,13 @@ public enum PackageArchive {
             guard !rawBytes.contains(where: { $0 < 0x20 || $0 == 0x7F }) else { throw fail(raw, "control characters in the name") }
             let sizeText = String(decoding: block[124..<136].prefix { $0 != 0 && $0 != 32 }, as: UTF8.self)
             guard let size = Int(sizeText.isEmpty ? "0" : sizeText, radix: 8), size >= 0 else { throw fail(raw, "bad size field") }
-            let parts = raw.split(separator: "/").filter { $0 != "." }
-            guard !raw.hasPrefix("/"), !parts.contains("..") else { throw fail(raw, "a path that escapes the bundle folder") }
+            // Split on the byte the kernel splits on: a `/` followed by a combining mark is one Swift Character, so
+            // splitting the String let `../\u{301}x/../y` through as harmless parts while the kernel walked `..`.
+            let byteParts = rawBytes.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: true)
+                .filter { !$0.elementsEqual([UInt8(ascii: ".")]) }
+            guard rawBytes.first != UInt8(ascii: "/"), !byteParts.contains(where: { $0.elementsEqual([UInt8(ascii: "."), UInt8(ascii: ".")]) })
+            else { throw fail(raw, "a path that escapes the bundle folder") }
+            let parts = byteParts.map { String(decoding: $0, as: UTF8.self) }
             let path = parts.joined(separator: "/")
             entries += 1
             guard entries <= limits.maxFiles else { throw ArchiveError(reason: "\(name): more than \(limits.maxFiles) entries") }
@@ -301,8 +307,16 @@ public enum PackageArchive {
         let fd: Int32, shownAs: String
         init(path: String, shownAs: String? = nil) throws {
             self.shownAs = shownAs ?? path
-            fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+            // Without blocking on a FIFO or a device (a local repository's `x.keelpkg` made with `mkfifo` held an
+            // install, and every install after it, for good); a regular file ignores O_NONBLOCK.
+            let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
             guard fd >= 0 else { throw ArchiveError(reason: "\(self.shownAs): cannot be read: \(String(cString: strerror(errno)))") }
+            var st = stat()
+            guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG else {
+                Glibc.close(fd)
+                throw ArchiveError(reason: "\(self.shownAs): not a regular file; refused")
+            }
+            self.fd = fd
         }
         func close() { Glibc.close(fd) }
         mutating func read(_ count: Int) throws -> Data {

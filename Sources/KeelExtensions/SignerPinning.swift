@@ -120,6 +120,29 @@ extension ExtensionStore {
         }
     }
 
+    /// Records, before a first install moves its bundle into the plugin folder, what `recordSignature` records: the
+    /// signature status of the library at `library` (still in the work folder: the same bytes) and the plugin's pin,
+    /// in one transaction that must succeed. A bundle that reached the plugin folder without its pin (a crash between
+    /// the move and the records, or a store that refused them) could be upgraded by any trusted key at the next
+    /// `upgrade`, which would pin that key.
+    /// - Returns: what puts the records back as they were, for a move that fails after this.
+    /// - Throws: the store's error; nothing is changed then.
+    package func recordSignatureBeforeMove(_ offer: Offer, library: String, check: SignerCheck) throws -> @Sendable () -> Void {
+        let id = offer.id, state = self.state, pinned = check.pinned
+        let previous = try state.signatureRecord(id)
+        let record = signatureRecord(offer, library: library, signer: check.offered)
+        try state.transaction {
+            try state.setSignatureRecord(id, record)
+            try state.setPinnedSigner(id, check.offered)
+        }
+        return {
+            try? state.transaction {
+                try state.setSignatureRecord(id, previous)
+                try state.setPinnedSigner(id, pinned)
+            }
+        }
+    }
+
     /// A signer name as the repository's index gives it, for a message: the index is the repository's, so the name
     /// may hold anything. All but printable ASCII comes out escaped (`a\nb`, `\u{2028}`, `\u{430}cme` for a Cyrillic
     /// look-alike), and so do quotes and backslashes, so the message stays one line in the log, the audit trail and

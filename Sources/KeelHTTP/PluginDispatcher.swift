@@ -268,7 +268,7 @@ struct PluginDispatcher: Sendable {
             var hasLength = false
             for h in response.headers {
                 guard let name = HTTPField.Name(h.name), name != .xContentTypeOptions, name != Gatekeeper.requestIDHeader,
-                      name != PluginProxy.clearSiteData, name != PluginProxy.serviceWorkerAllowed else { continue }
+                      !PluginProxy.originWide.contains(name) else { continue }
                 if name == .setCookie {
                     // The page-session cookie is the host's: a plugin may not plant or overwrite it. Any other cookie
                     // stays below the plugin's own paths, as a proxied app's (`cookieMount`).

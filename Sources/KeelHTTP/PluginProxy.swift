@@ -114,14 +114,15 @@ final class PluginProxy: Sendable {
 
     /// The headers for the upstream: the client's headers as plugins see them (host credentials removed), less
     /// hop-by-hop headers, every `X-Keel-*` header the client sent and the forwarding headers an app behind a proxy
-    /// trusts (`Forwarded`, `X-Forwarded-*`, `X-Real-IP`: a client could claim any address, host or scheme with them);
+    /// trusts (`Forwarded`, `X-Forwarded-*`, `X-Real-IP` and the others of `claimedByClients`: a client could claim any
+    /// address, host, scheme or path with them);
     /// then `Host`, `X-Forwarded-For` with `peer` (the client's address, when known) and the signed identity.
     /// - Throws: `APIError` 503 `proxy-key-unavailable` when the host's secret cannot be read (see `signer`).
     func upstreamHeaders(_ caller: Gatekeeper.Caller, pluginID: String, proxy: ProxyDeclaration, method: String,
                          target: String, peer: String?) throws(APIError) -> [(String, String)] {
         var headers: [(String, String)] = []
         for (name, value) in caller.seen.headers where !Self.hopByHop.contains(name) && !name.hasPrefix("x-keel-")
-            && !name.hasPrefix("x-forwarded-") && name != "forwarded" && name != "x-real-ip" {
+            && !name.hasPrefix("x-forwarded-") && !Self.claimedByClients.contains(name) {
             headers.append((name, value))
         }
         headers.append(("host", proxy.port == 80 || proxy.port == 443 ? proxy.hostPart : "\(proxy.hostPart):\(proxy.port)"))
@@ -233,6 +234,15 @@ final class PluginProxy: Sendable {
     /// Dropped from every answer: it would let a service worker script under the plugin's paths claim a scope above
     /// them (the console, the admin API, every other plugin), and intercept their requests.
     static let serviceWorkerAllowed = HTTPField.Name("service-worker-allowed")!
+    /// Dropped from every answer: reporting set-ups (`NEL`, `Report-To`, `Reporting-Endpoints`) apply to the whole
+    /// origin, and would send the address of every console and admin API request to a collector the app chose.
+    static let originWide: Set<HTTPField.Name> = [clearSiteData, serviceWorkerAllowed, HTTPField.Name("nel")!,
+                                                  HTTPField.Name("report-to")!, HTTPField.Name("reporting-endpoints")!]
+    /// Client headers an app behind a proxy reads as the client's address or the path it really asked for
+    /// (`X-Original-URL` routes Symfony, Laravel and IIS around the path the auth hooks were asked about): a client
+    /// could claim any of them, so none reaches the upstream.
+    static let claimedByClients: Set<String> = ["forwarded", "x-real-ip", "client-ip", "true-client-ip", "x-client-ip",
+                                                "x-cluster-client-ip", "x-original-url", "x-rewrite-url", "x-original-uri"]
 
     /// The upstream's answer as the client gets it: hop-by-hop headers (but the length), `X-Content-Type-Options`,
     /// `Clear-Site-Data` and `Service-Worker-Allowed` dropped, no `Set-Cookie` for the console's page cookie and every other cookie kept to the
@@ -244,7 +254,7 @@ final class PluginProxy: Sendable {
         for (name, value) in upstreamHeaders {
             let lower = name.lowercased()
             guard !Self.hopByHop.contains(lower) || lower == "content-length", let field = HTTPField.Name(lower),
-                  field != .xContentTypeOptions, field != Self.clearSiteData, field != Self.serviceWorkerAllowed else { continue }
+                  field != .xContentTypeOptions, !Self.originWide.contains(field) else { continue }
             if field == .setCookie {
                 // The console's page cookie is the host's: an upstream may not plant or overwrite it.
                 if PageSessions.setsPageCookie(value) { continue }

@@ -274,7 +274,13 @@ extension WireReader {
         r.authenticators = try strings()
         r.authorizers = try strings()
         for _ in 0..<(try count(minimumSize: 12)) {
-            r.services.append(.init(interface: try string(), tableSize: try int()))
+            let interface = try string(), tableSize = try int()
+            // A table's size is a struct_size (a uint32_t) in C: anything else is a forged frame (a size near Int.min
+            // made the host's `size - 8` overflow and trap).
+            guard (0...Int(UInt32.max)).contains(tableSize) else {
+                throw WireError(description: "a \(kind) frame with a service table size out of range (\(tableSize))")
+            }
+            r.services.append(.init(interface: interface, tableSize: tableSize))
         }
         r.listeners = try strings()
         r.unsupported = try strings()

@@ -303,9 +303,19 @@ public final class ActivationContext: Sendable {
 
     static let validMethods: Set<String> = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "*"]
 
+    /// The longest strings a registration may hold, in UTF-8 bytes: the C ABI's (HostABI checks them on the C strings
+    /// first) and a worker's alike.
+    enum Limit {
+        static let menuTitle = 256, menuParent = 128, menuLink = 2048, menuIcon = 128, menuPermission = 256
+        static let hookName = 128, routePath = 1024
+    }
+
     func addRoute(method: String, path: String, handler: RouteHandler) -> Int32 {
-        let what = "route \(method) \(path)"
+        let what = "route \(method.prefix(16)) \(path.prefix(Self.Limit.routePath))"
         if let refusal = admitRegistration(.routes, what: what) { return refusal }
+        guard path.utf8.count <= Self.Limit.routePath else {
+            return refuse(StatusCode.invalidArgument, "route: a path longer than \(Self.Limit.routePath) bytes")
+        }
         guard Self.validMethods.contains(method) else {
             return refuse(StatusCode.invalidArgument, "\(what): unknown method \"\(method)\"")
         }
@@ -356,8 +366,15 @@ public final class ActivationContext: Sendable {
     }
 
     func addMenu(_ entry: MenuDeclaration) -> Int32 {
-        let what = "menu entry \"\(entry.id)\""
+        let what = "menu entry \"\(entry.id.prefix(128))\""
         if let refusal = admitRegistration(.menus, what: what) { return refusal }
+        // The C ABI's limits (HostABI), checked here so that a plugin in a worker, whose strings arrive in frames of
+        // up to 16 MiB, is held to them as well: menu text is served on every menu fetch.
+        guard entry.title.utf8.count <= Self.Limit.menuTitle, entry.parent.utf8.count <= Self.Limit.menuParent,
+              entry.link.utf8.count <= Self.Limit.menuLink, entry.icon.utf8.count <= Self.Limit.menuIcon,
+              entry.permission.utf8.count <= Self.Limit.menuPermission else {
+            return refuse(StatusCode.invalidArgument, "\(what): a string is not UTF-8 or too long")
+        }
         guard MenuDeclaration.isValidID(entry.id) else {
             return refuse(StatusCode.invalidArgument, "\(what): id must be 1–128 letters, digits, '.', '_' or '-'")
         }
@@ -392,9 +409,13 @@ public final class ActivationContext: Sendable {
     private func addHook<Hook>(_ hook: Hook, name: String, capability: Capability,
                                to list: WritableKeyPath<Contributions, [Hook]>) -> Int32 where Hook: AnyObject {
         let kind = capability.rawValue
-        let what = "\(kind) hook \"\(name)\""
+        let what = "\(kind) hook \"\(name.prefix(Self.Limit.hookName))\""
         if let refusal = admitRegistration(capability, what: what) { return refusal }
         guard !name.isEmpty else { return refuse(StatusCode.invalidArgument, "\(kind) hook: name is empty") }
+        // As HostABI's limit, for a worker's hooks too (their names go into every denial's log line).
+        guard name.utf8.count <= Self.Limit.hookName else {
+            return refuse(StatusCode.invalidArgument, "\(kind) hook: a name longer than \(Self.Limit.hookName) bytes")
+        }
         return pending.withLock { p -> Int32 in
             guard p.authenticators.count + p.authorizers.count < limits.hooks else {
                 return refuse(StatusCode.limit, "\(what): over the limit of \(limits.hooks) auth hooks per plugin")

@@ -155,7 +155,13 @@ public final class PluginCommand: @unchecked Sendable {
         if let remote {
             let started = ActivationContext.now()
             let outcome = remote.calls.command(remote.index, values).flatMap { value -> Result<CommandValue, CommandError> in
-                // The worker's answer is checked as the plugin's own result would be: the declared kind, JSON that is JSON.
+                // The worker's answer is checked as the plugin's own result would be: the declared kind, JSON that is
+                // JSON, and text no longer than an in-process command may write.
+                switch value {
+                case let .string(text) where text.utf8.count > Self.outputLimit, let .json(text) where text.utf8.count > Self.outputLimit:
+                    return .failure(CommandError(.tooLarge, "\(pluginID).\(name) wrote more than \(Self.outputLimit) bytes"))
+                default: break
+                }
                 switch (declaration.signature.result, value) {
                 case (.void, .none), (.status, .none), (.statusText, .string), (.value, .int), (.value, .uint), (.value, .double),
                      (.value, .bool):

@@ -81,7 +81,7 @@ enum HostABI {
         table.initialize(to: keel_host_http(struct_size: UInt32(MemoryLayout<keel_host_http>.size)) { ctx, route in
             HostABI.registration(ctx, route, "route") { context, r in
                 guard let handler = r.handler else { return context.refuse(KEEL_ERR_INVALID_ARGUMENT, "route: NULL handler") }
-                guard let method = r.method.validated(limit: 16), let path = r.path.validated(limit: 1024) else {
+                guard let method = r.method.validated(limit: 16), let path = r.path.validated(limit: ActivationContext.Limit.routePath) else {
                     return context.refuse(KEEL_ERR_INVALID_ARGUMENT, "route: method or path is not UTF-8 or too long")
                 }
                 // As callers see it, for a crash record: the plugin's prefix, or the foreign path after "=".
@@ -98,9 +98,10 @@ enum HostABI {
         let table = UnsafeMutablePointer<keel_host_menu>.allocate(capacity: 1)
         table.initialize(to: keel_host_menu(struct_size: UInt32(MemoryLayout<keel_host_menu>.size)) { ctx, entry in
             HostABI.registration(ctx, entry, "menu entry") { context, e in
-                guard let id = e.id.validated(limit: 128), let title = e.title.validated(limit: 256),
-                      let parent = e.parent.validated(limit: 128), let link = e.link.validated(limit: 2048),
-                      let icon = e.icon.validated(limit: 128), let permission = e.permission.validated(limit: 256) else {
+                typealias L = ActivationContext.Limit
+                guard let id = e.id.validated(limit: 128), let title = e.title.validated(limit: L.menuTitle),
+                      let parent = e.parent.validated(limit: L.menuParent), let link = e.link.validated(limit: L.menuLink),
+                      let icon = e.icon.validated(limit: L.menuIcon), let permission = e.permission.validated(limit: L.menuPermission) else {
                     return context.refuse(KEEL_ERR_INVALID_ARGUMENT, "menu entry \"\(e.id.string)\": a string is not UTF-8 or too long")
                 }
                 return context.addMenu(MenuDeclaration(id: id, title: title, parent: parent, link: link,
@@ -116,7 +117,7 @@ enum HostABI {
         a.struct_size = UInt32(MemoryLayout<keel_host_auth>.size)
         a.register_authenticator = { ctx, hook in
             HostABI.registration(ctx, hook, "authenticate hook") { context, h in
-                guard let fn = h.authenticate, let name = h.name.validated(limit: 128) else {
+                guard let fn = h.authenticate, let name = h.name.validated(limit: ActivationContext.Limit.hookName) else {
                     return context.refuse(KEEL_ERR_INVALID_ARGUMENT, "authenticate hook: no function, or a name that is not UTF-8")
                 }
                 return context.addAuthenticator(AuthenticateHook(name: name, function: fn, userData: h.user_data, context: context))
@@ -124,7 +125,7 @@ enum HostABI {
         }
         a.register_authorizer = { ctx, hook in
             HostABI.registration(ctx, hook, "authorize hook") { context, h in
-                guard let fn = h.authorize, let name = h.name.validated(limit: 128) else {
+                guard let fn = h.authorize, let name = h.name.validated(limit: ActivationContext.Limit.hookName) else {
                     return context.refuse(KEEL_ERR_INVALID_ARGUMENT, "authorize hook: no function, or a name that is not UTF-8")
                 }
                 return context.addAuthorizer(AuthorizeHook(name: name, function: fn, userData: h.user_data, context: context))

@@ -107,7 +107,7 @@ extension ActivationContext {
                 continue
             }
             guard let proxy = ServiceProxyTable(interface: declared.interface, declared: declared.functions,
-                                                count: (service.tableSize - 8) / 8, context: self,
+                                                count: max(0, service.tableSize - 8) / 8, context: self,
                                                 send: { function, call in calls.service(index, function: function, call) }) else {
                 refused = "service \(service.interface): the host could not make its proxy table (libffi refused a signature)"
                 continue

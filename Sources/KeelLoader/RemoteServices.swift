@@ -96,7 +96,24 @@ public final class RemoteLeases: Sendable {
     /// The worker plugin's activation, host side: acquires are checked as its own (declared under consumes:,
     /// versions, sizes, the limit of leases).
     let context: ActivationContext
-    private let state = Mutex<(next: UInt64, held: [UInt64: (lease: ServiceLease, caller: ServiceTableCaller, usable: Int)], ended: Bool)>((1, [:], false))
+    private let state = Mutex(State())
+
+    /// One lease a worker holds, with the calls into its table running now: a release that comes while one runs (or
+    /// the worker's end) gives the lease back only when the last of them returns, so that the provider's count of
+    /// calls in flight, which its deactivation waits for, holds while the host is in its code.
+    private struct Held {
+        var lease: ServiceLease
+        var caller: ServiceTableCaller
+        var usable: Int
+        var calls = 0
+        var released = false
+    }
+
+    private struct State {
+        var next: UInt64 = 1
+        var held: [UInt64: Held] = [:]
+        var ended = false
+    }
 
     /// Largest output buffer a worker's call may ask the host for.
     public static let outputLimit = 1 << 20
@@ -130,7 +147,7 @@ public final class RemoteLeases: Sendable {
         let id = state.withLock { s -> UInt64? in
             guard !s.ended else { return nil }
             defer { s.next += 1 }
-            s.held[s.next] = (lease, caller, min(consumed.functions.count, provision.functions.count))
+            s.held[s.next] = Held(lease: lease, caller: caller, usable: min(consumed.functions.count, provision.functions.count))
             return s.next
         }
         guard let id else {
@@ -144,9 +161,18 @@ public final class RemoteLeases: Sendable {
 
     /// Ends lease `id`; false when this worker holds no such lease.
     public func release(_ id: UInt64) -> Bool {
-        guard let held = state.withLock({ $0.held.removeValue(forKey: id) }) else { return false }
-        held.lease.release()
-        return true
+        let (found, now) = state.withLock { s -> (Bool, ServiceLease?) in
+            guard var held = s.held[id], !held.released else { return (false, nil) }
+            if held.calls == 0 {
+                s.held[id] = nil
+                return (true, held.lease)
+            }
+            held.released = true
+            s.held[id] = held
+            return (true, nil)
+        }
+        now?.release()
+        return found
     }
 
     /// Calls function `function` of lease `id`'s table: only leases of this worker, only functions the consumer
@@ -155,7 +181,26 @@ public final class RemoteLeases: Sendable {
         func refuse(_ status: Int32, _ message: String) -> Result<ServiceAnswer, PluginCallError> {
             .failure(PluginCallError(pluginID: context.pluginID, status: status, message: message))
         }
-        guard let held = state.withLock({ $0.held[id] }) else { return refuse(StatusCode.invalidArgument, "no lease \(id) held by this worker") }
+        let entered = state.withLock { s -> Held? in
+            guard var held = s.held[id], !held.released else { return nil }
+            held.calls += 1
+            s.held[id] = held
+            return held
+        }
+        guard let held = entered else { return refuse(StatusCode.invalidArgument, "no lease \(id) held by this worker") }
+        defer {
+            let last = state.withLock { s -> ServiceLease? in
+                guard var held = s.held[id] else { return nil }
+                held.calls -= 1
+                if held.released && held.calls == 0 {
+                    s.held[id] = nil
+                    return held.lease
+                }
+                s.held[id] = held
+                return nil
+            }
+            last?.release()
+        }
         guard function >= 0, function < held.usable else { return refuse(StatusCode.unsupported, "no function \(function) declared") }
         var bounded = call
         bounded.outCap = min(max(call.outCap, 0), Self.outputLimit)
@@ -168,12 +213,23 @@ public final class RemoteLeases: Sendable {
     /// Releases every lease (the worker ended); later acquires are refused. Returns how many there were.
     @discardableResult
     public func releaseAll() -> Int {
-        let all = state.withLock { s -> [ServiceLease] in
+        let (count, now) = state.withLock { s -> (Int, [ServiceLease]) in
             s.ended = true
-            defer { s.held = [:] }
-            return s.held.values.map(\.lease)
+            var now: [ServiceLease] = []
+            let count = s.held.values.filter { !$0.released }.count
+            for (id, var held) in s.held {
+                if held.calls == 0 {
+                    now.append(held.lease)
+                    s.held[id] = nil
+                } else {
+                    // Given back by the last call running in it.
+                    held.released = true
+                    s.held[id] = held
+                }
+            }
+            return (count, now)
         }
-        all.forEach { $0.release() }
-        return all.count
+        now.forEach { $0.release() }
+        return count
     }
 }

@@ -180,9 +180,10 @@ public final class ServiceListener: Sendable {
     }
 }
 
-/// A lease a consumer holds: which provision, for which consumer. The `keel_service_lease *` a plugin holds is this
-/// object's address; the host looks it up in `LeaseTable` before touching it, so a stale or doubled release is
-/// caught rather than followed.
+/// A lease a consumer holds: which provision, for which consumer. The `keel_service_lease *` a plugin holds is a
+/// number the process never hands out twice (not this object's address, which `malloc` gives the next lease: a
+/// stale handle then released another consumer's lease); the host looks it up in `LeaseTable` before touching it,
+/// so a stale or doubled release is caught rather than followed.
 final class ServiceLease: Sendable {
     let provision: ServiceProvision
     let consumer: ActivationContext
@@ -191,12 +192,16 @@ final class ServiceLease: Sendable {
     /// without bound, and the refusal says what is wrong.
     static let limitPerConsumer = 4096
 
+    /// The handle the plugin holds: a multiple of 16 (so that `LeaseTable`'s shards take turns), never 0.
+    let handle: UInt
+
+    private static let issued = Atomic<UInt>(0)
+
     init(provision: ServiceProvision, consumer: ActivationContext) {
         self.provision = provision
         self.consumer = consumer
+        handle = (Self.issued.wrappingAdd(1, ordering: .relaxed).oldValue + 1) << 4
     }
-
-    var handle: UInt { UInt(bitPattern: Unmanaged.passUnretained(self).toOpaque()) }
 
     /// Ends the lease on both sides: the provider may drain, the consumer may lease again.
     func release() {

@@ -17,8 +17,16 @@ public struct ProxyDeclaration: Sendable, Hashable {
 
     /// True when the upstream is on this machine (127.0.0.0/8, ::1, localhost); anything else needs the operator's
     /// grant of `proxy-remote`.
+    /// Only an IPv4 literal counts for 127.0.0.0/8: a name such as `127.x.example.org` is looked up in DNS and may
+    /// point anywhere.
     public var isLoopback: Bool {
-        host == "localhost" || host == "::1" || host.split(separator: ".").first == "127" && host.split(separator: ".").count == 4
+        if host == "localhost" || host == "::1" { return true }
+        let parts = host.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 4, parts[0] == "127" else { return false }
+        return parts.allSatisfy { part in
+            (1...3).contains(part.utf8.count) && part.utf8.allSatisfy { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
+                && (Int(part) ?? 256) <= 255
+        }
     }
 
     /// Parses `upstream`; nil reason on success.

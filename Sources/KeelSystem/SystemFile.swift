@@ -25,11 +25,13 @@ public enum SystemFile {
     /// Why a file could not be read: the `errno` of the failed call (`EISDIR` for anything but a regular file).
     public struct ReadError: Error, Sendable { public var code: Int32 }
 
-    /// The first `limit` bytes of the regular file at `path` (fewer when it is cut short while read). `open` and
+    /// The first `limit` bytes of the regular file at `path` (fewer when it is cut short while read; anything but a
+    /// regular file, a FIFO included, is `EISDIR` without waiting for a writer). `open` and
     /// `read`, not `FileManager`: its first use in a process cost a lazy start about 0.3 ms of run-time type
     /// look-ups (for a crash record that is not there). [any thread]
     public static func read(_ path: String, limit: Int = .max) throws(ReadError) -> [UInt8] {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        // O_NONBLOCK: a FIFO in the file's place must not hold the caller in `open` (a regular file ignores it).
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         guard fd >= 0 else { throw ReadError(code: errno) }
         defer { close(fd) }
         var st = stat()

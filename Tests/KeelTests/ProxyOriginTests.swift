@@ -15,7 +15,7 @@ struct ProxyOriginTests {
         }
     }
 
-    @Test("an app's cookies are kept to its mount (a Path for the whole origin or another plugin's paths is moved below it, Domain dropped); Clear-Site-Data is dropped; a CSP asking for allow-same-origin cannot loosen the sandbox")
+    @Test("an app's cookies are kept to its mount (a Path for the whole origin or another plugin's paths is moved below it, Domain dropped); Clear-Site-Data and the origin-wide reporting headers are dropped; a CSP asking for allow-same-origin cannot loosen the sandbox")
     func cookiesAndOrigin() async throws {
         let upstream = try Upstream()
         defer { upstream.stop() }
@@ -36,6 +36,7 @@ struct ProxyOriginTests {
         ], "\(root.text)")
         let head = root.text.components(separatedBy: "\r\n\r\n").first?.lowercased() ?? ""
         #expect(!head.contains("clear-site-data") && !head.contains("service-worker-allowed"), "\(head)")
+        #expect(!head.contains("\r\nnel:") && !head.contains("report-to") && !head.contains("reporting-endpoints"), "\(head)")
         // The app's own policy stays (browsers enforce every policy), and the host's sandbox, without
         // allow-same-origin, is there too: the page's origin stays opaque.
         #expect(head.contains("content-security-policy: sandbox allow-scripts allow-forms allow-popups allow-downloads\r\n"), "\(head)")

@@ -3,6 +3,7 @@
 import Crypto
 import Foundation
 import Keel
+import KeelManifest
 import Testing
 
 /// An upstream app from Fixtures/upstream (echo.py by default) as a child process on a free port.
@@ -71,7 +72,9 @@ struct ProxyTests {
         var reply = try await server.request("GET", "/ext/web/app/hello/there?x=1&y=%C3%A9", admin: true,
                                              headers: ["X-Keel-User": "mallory", "X-Keel-Roles": "admin", "X-Other": "kept",
                                                        "X-Forwarded-For": "10.0.0.1", "X-Forwarded-Host": "evil.example",
-                                                       "X-Forwarded-Proto": "https", "Forwarded": "for=10.0.0.1", "X-Real-IP": "10.0.0.1"])
+                                                       "X-Forwarded-Proto": "https", "Forwarded": "for=10.0.0.1", "X-Real-IP": "10.0.0.1",
+                                                       "True-Client-IP": "10.0.0.1", "Client-IP": "10.0.0.1", "X-Original-URL": "/admin",
+                                                       "X-Rewrite-URL": "/admin"])
         #expect(reply.status == 200, "\(reply.text)")
         let seen = try #require(reply.json as? [String: Any])
         let headers = try #require(seen["headers"] as? [String: String])
@@ -82,6 +85,8 @@ struct ProxyTests {
         // scheme; the host says which address the request came from.
         #expect(headers["x-forwarded-for"] == "127.0.0.1" && headers["x-forwarded-host"] == nil && headers["x-forwarded-proto"] == nil
                 && headers["forwarded"] == nil && headers["x-real-ip"] == nil, "\(headers)")
+        // Nor the client's address or the path it asked for by the other names apps read them under.
+        #expect(["true-client-ip", "client-ip", "x-original-url", "x-rewrite-url"].allSatisfy { headers[$0] == nil }, "\(headers)")
         #expect(headers["authorization"] == nil, "the admin token never reaches the app")
         #expect(headers["host"] == "127.0.0.1:\(upstream.port)")
         // The signature verifies with the key the operator hands the app.
@@ -124,6 +129,18 @@ struct ProxyTests {
         let r = try TestEnvironment.run(keel, ["plugins", "enable", "far", "--plugins", f.plugins, "--state", f.state])
         #expect(r.status == 1)
         #expect(r.stderr.contains("proxy /app: upstream http://apps.example.invalid:9000 is not on this machine; grant it with `keel plugins grant far proxy-remote`"), "\(r.stderr)")
+    }
+
+    @Test("only a loopback address is on this machine: a name that begins with 127. is looked up in DNS and needs proxy-remote")
+    func loopbackNames() throws {
+        for upstream in ["http://127.0.0.1:9000", "http://127.1.2.3", "http://localhost:8080/wiki", "http://[::1]:9000"] {
+            #expect(try ProxyDeclaration(prefix: "/app", upstream: upstream).isLoopback, "\(upstream)")
+        }
+        for upstream in ["http://127.x.attacker.example", "http://127.0.0.evil", "http://127.0.0.1.nip.io", "http://127.0.0.256",
+                         "http://127.0.0.", "http://127..0.1", "http://128.0.0.1", "http://localhost.attacker.example",
+                         "http://0127.0.0.1", "http://127.0.0.0x1"] {
+            #expect(try !ProxyDeclaration(prefix: "/app", upstream: upstream).isLoopback, "\(upstream)")
+        }
     }
 
     @Test("a host that cannot read its proxy secret refuses the request (503 proxy-key-unavailable) and never signs with a key anyone could compute")

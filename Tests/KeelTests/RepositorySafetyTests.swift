@@ -410,6 +410,65 @@ struct RepositorySafetyTests {
         }
     }
 
+    @Test("a `/` that Swift reads as part of a combining character is still a `/`: `..` behind it is refused, nothing is written outside")
+    func combiningSlash() throws {
+        let manifest = "id: demo\nname: Demo\nversion: 1.0.0\nabi: \"1.0\"\nlibrary: lib.so\ncapabilities: [routes]\n"
+        let dir = TestEnvironment.makeTemporaryDirectory("combining")
+        // U+0301 after a `/` and U+0600 before one make each pair a single Character, so a split on Characters saw no
+        // `..` part; the kernel splits on bytes and walked out of the work folder into its parent.
+        let folder = "../\u{301}a\u{600}"
+        for entries in [[Self.entry("plugin.yaml", manifest), Self.entry(folder, type: "5"), Self.entry(folder + "/../evil/plugin.yaml", manifest)],
+                        [Self.entry("plugin.yaml", manifest), Self.entry("x/\u{301}../../evil/plugin.yaml", manifest)]] {
+            try Self.archive(entries).write(to: URL(fileURLWithPath: dir + "/bad.keelpkg"))
+            try FileManager.default.createDirectory(atPath: dir + "/work", withIntermediateDirectories: true)
+            do {
+                try PackageArchive.unpack(file: dir + "/bad.keelpkg", name: "bad.keelpkg", into: dir + "/work/.installing-demo")
+                Issue.record("accepted")
+            } catch {
+                #expect("\(error)".hasPrefix("bad.keelpkg: entry ") && "\(error)".hasSuffix(": a path that escapes the bundle folder"), "\(error)")
+            }
+            let outside = try FileManager.default.contentsOfDirectory(atPath: dir + "/work").filter { $0 != ".installing-demo" }
+            #expect(outside.isEmpty, "written outside the work folder: \(outside)")
+            try? FileManager.default.removeItem(atPath: dir + "/work")
+        }
+        // The same characters inside a name that does not leave the folder are only a name.
+        try Self.archive([Self.entry("plugin.yaml", manifest), Self.entry("assets/\u{301}x.txt", "x")])
+            .write(to: URL(fileURLWithPath: dir + "/ok.keelpkg"))
+        try PackageArchive.unpack(file: dir + "/ok.keelpkg", name: "ok.keelpkg", into: dir + "/ok")
+        #expect(FileManager.default.fileExists(atPath: dir + "/ok/assets/\u{301}x.txt"))
+    }
+
+    @Test("a FIFO in a local repository (as its index or an archive) is refused at once, not waited on")
+    func fifoInRepository() throws {
+        /// Runs `body` on a thread of its own and returns what it threw, or nil after 10 s (then it still waits).
+        func within10s(_ body: @escaping @Sendable () throws -> Void) -> String? {
+            let done = DispatchSemaphore(value: 0), outcome = Mutex<String>("no error")
+            Thread {
+                do { try body() } catch { outcome.withLock { $0 = "\(error)" } }
+                done.signal()
+            }.start()
+            return done.wait(timeout: .now() + 10) == .success ? outcome.withLock { $0 } : nil
+        }
+        let repo = try Self.repository(archive: "demo-1.0.0.keelpkg", sha256: String(repeating: "0", count: 64))
+        #expect(mkfifo(repo + "/demo-1.0.0.keelpkg", 0o644) == 0)
+        let store = try Self.store(repository: repo)
+        let offer = try #require(try store.indexes().offers.first)
+        let install = within10s { try store.install(offer, allowUnsigned: true) }
+        #expect(install?.contains("demo-1.0.0.keelpkg: not a regular file; refused") == true, "\(install ?? "still waiting after 10 s")")
+        // Release a reader that still waits, whatever the outcome.
+        let writer = open(repo + "/demo-1.0.0.keelpkg", O_WRONLY | O_NONBLOCK)
+        if writer >= 0 { close(writer) }
+
+        try FileManager.default.removeItem(atPath: repo + "/index.yaml")
+        #expect(mkfifo(repo + "/index.yaml", 0o644) == 0)
+        let problems = Mutex<[String]>([])
+        let read = within10s { problems.withLock { $0 = (try? store.indexes().problems) ?? ["threw"] } }
+        #expect(read != nil, "reading an index that is a FIFO still waits after 10 s")
+        #expect(problems.withLock { $0 }.contains { $0.contains("index.yaml") }, "\(problems.withLock { $0 })")
+        let writer2 = open(repo + "/index.yaml", O_WRONLY | O_NONBLOCK)
+        if writer2 >= 0 { close(writer2) }
+    }
+
     // MARK: 13.3
 
     @Test("repo add checks a local location; search names the repository it cannot reach")

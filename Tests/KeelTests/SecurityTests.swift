@@ -165,14 +165,18 @@ struct SecurityTests {
             let reply = try RawHTTP.request(port: server.port, "GET", target)
             #expect(reply.status == 403, "\(target): \(reply.text)")
         }
+        // `..;x` and `.;x` as well: an app behind the proxy that drops `;` parameters (Tomcat, Jetty) walks them.
         for target in ["/ext/spy/denied/../denied/root", "/ext/spy/denied/%2e%2e/x", "/ext/spy/denied/a%2Fb",
-                       "/ext/spy/denied/%zz", "/ext/spy/denied/%00", "/ext/spy/denied/%ff"] {
+                       "/ext/spy/denied/%zz", "/ext/spy/denied/%00", "/ext/spy/denied/%ff", "/ext/spy/denied/..;/x",
+                       "/ext/spy/x/..;jsessionid=1/denied/root", "/ext/spy/denied/.;x/root", "/ext/spy/denied/%2e%2e;/x"] {
             let reply = try RawHTTP.request(port: server.port, "GET", target)
             #expect(reply.status == 400, "\(target): \(reply.text)")
             #expect(reply.text.contains("\"bad-path\""))
         }
         let ok = try RawHTTP.request(port: server.port, "GET", "/ext/spy//denied/other%20one/")
         #expect(ok.status == 200)
+        // A `;` parameter on an ordinary segment is only part of its name.
+        #expect(try RawHTTP.request(port: server.port, "GET", "/ext/spy/denied/x;v=1").status == 200)
         let seen = host.seen
         #expect(seen.contains("authz-resource /ext/spy/denied/other one GET"), "\(seen)")
         #expect(seen.contains("handler-path /ext/spy/denied/other one /denied/other one"))

@@ -291,6 +291,23 @@ struct ServicesTests {
         await kernel.shutdown()
     }
 
+    @Test("a stale lease handle released again does not end another lease: handles are never handed out twice")
+    func staleRelease() async throws {
+        let s = ServicesFixture()
+        try s.provider("good", tag: "G")
+        try s.consumer("stale", defines: ["STALE_RELEASE"])
+        let kernel = try s.kernel()
+        await kernel.start()
+        for id in ["good", "stale"] { try await kernel.enable(id) }
+        for _ in 0..<5 {
+            let r = call(kernel, "/ext/stale/call")
+            #expect(r.status == 200 && r.text.hasSuffix(" second=ok"), "\(r.text)")
+        }
+        #expect(try #require(await kernel.services().first)?.providers.first?.leases == 0)
+        #expect(s.f.log.lines.filter { $0.contains("stale") && $0.contains("released a service lease that is not held") }.count == 5)
+        await kernel.shutdown()
+    }
+
     @Test("the host (or an embedding program) provides an interface: consumers waiting for it activate and call it")
     func hostProvides() async throws {
         let s = ServicesFixture()

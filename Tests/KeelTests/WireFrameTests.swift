@@ -3,6 +3,7 @@
 import Foundation
 import Glibc
 @testable import KeelIsolation
+import KeelLoader
 import Testing
 
 /// The frames between the host and a worker, through a real socket pair: what `WireWriter` builds, `FrameSource`
@@ -66,6 +67,22 @@ struct WireFrameTests {
         #expect(try read(try #require(source.next())) == (53, "after"))
         #expect(source.next() == nil)
         #expect(!source.malformed)
+    }
+
+    @Test("a worker's registrations with a service table size no C struct_size can have are malformed (a size near Int.min made the host trap)")
+    func tableSizeOutOfRange() throws {
+        func read(_ size: Int) throws(WireError) -> RemoteRegistrations {
+            var registrations = RemoteRegistrations()
+            registrations.services = [.init(interface: "test.echo/1", tableSize: size)]
+            var w = WireWriter(.log, id: 1)
+            w.registrations(registrations)
+            var r = try WireReader(frame: Array(w.frame.dropFirst(4)))
+            return try r.registrations()
+        }
+        #expect(try read(24).services.first?.tableSize == 24)
+        for size in [Int.min, Int.min + 7, -1, Int(UInt32.max) + 1, Int.max] {
+            #expect(throws: WireError.self, "\(size)") { try read(size) }
+        }
     }
 
     @Test("a length out of bounds is malformed")

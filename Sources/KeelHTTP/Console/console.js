@@ -164,10 +164,16 @@ async function openPage(address) {
       document.getElementById('message').textContent = 'page session for ' + plugin + ': ' + errorText(e);
     }
   }
-  const frame = document.getElementById('page');
+  // A new frame element for each page: the bridge belongs to the element, and a page still in the old one (it asked
+  // to navigate, then kept its document, e.g. by navigating itself to an answer without content) would otherwise be
+  // the document the next load hands this plugin's channel and session to. Removing the old element unloads it.
+  const old = document.getElementById('page');
+  if (window.KeelPages) window.KeelPages.detach(old);
+  const frame = old.cloneNode(false);
+  frame.removeAttribute('src');
+  old.replaceWith(frame);
   // console-pages.js tells the page who is looking and answers its bridge (window.keel) requests.
   if (plugin && window.KeelPages) window.KeelPages.attach(frame, plugin, state.session);
-  else if (window.KeelPages) window.KeelPages.detach(frame);
   frame.src = link;
   frame.hidden = false;
   document.getElementById('frame-title').textContent = 'Plugin page ' + link;

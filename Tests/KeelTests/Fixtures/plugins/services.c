@@ -14,6 +14,8 @@
  *   MIN_SIZE                        min_size passed to acquire (default sizeof(test_echo_v1))
  *   NO_RELEASE                      /call never releases its lease (a leak)
  *   DOUBLE_RELEASE                  /call releases its lease twice, and a made-up one
+ *   STALE_RELEASE                   /call, after its release, leases again and releases the first (stale) handle
+ *                                   once more; its answer ends " second=ok" while the second lease is still held
  *   Routes: GET /call?x  acquire for the caller's tenant, echo(x), describe, release; answers
  *                        "<echo answer> provider=<id> gen=<generation> v=<major.minor.patch>", or 503 "status=<n>"
  *           GET /heard   "notes=<n> last=<provider id or none>[@tenant]" from the listener
@@ -120,6 +122,20 @@ static keel_status call(void *ud, const keel_http_request *req, keel_http_respon
 #ifdef DOUBLE_RELEASE
     services->release(lease);
     services->release((keel_service_lease *)(uintptr_t)0x1234);
+#endif
+#ifdef STALE_RELEASE
+    {
+        keel_service_lease *second = NULL;
+        const void *t2 = NULL;
+        if (services->acquire(the_ctx, keel_cstr(ACQUIRE_ID), req->principal->tenant, MIN_SIZE, &second, &t2) == KEEL_OK) {
+            services->release(lease); /* stale: must not end the second lease */
+            keel_service_info again;
+            again.struct_size = sizeof again;
+            n += snprintf(buf + n, sizeof buf - (size_t)n, " second=%s",
+                          services->describe(second, &again) == KEEL_OK ? "ok" : "lost");
+            services->release(second);
+        }
+    }
 #endif
     return answer(res, 200, buf, n);
 }

@@ -4,7 +4,7 @@ query, headers, body, and the client's port as "peer"), except /slow (sleeps 3 s
 /elsewhere), /huge (a 1 MiB response header), /stream?marker=FILE (chunked: "first", then, once FILE exists,
 "second"), /whole (a chunked "hello" sent with its head in one write), /nothing (204, no length), /big (200 KiB
 of a repeating pattern, with its length, in one write) and /cookies (cookies for all the origin, another plugin's
-paths and a domain, Clear-Site-Data, and a CSP asking for allow-same-origin). Listens on 127.0.0.1 on a
+paths and a domain, Clear-Site-Data, reporting headers for the whole origin, and a CSP asking for allow-same-origin). Listens on 127.0.0.1 on a
 free port, prints "port N" once ready, serves until killed."""
 import json
 import os
@@ -60,6 +60,9 @@ class Echo(BaseHTTPRequestHandler):
                 self.send_header("Set-Cookie", cookie)
             self.send_header("Clear-Site-Data", '"*"')
             self.send_header("Service-Worker-Allowed", "/")
+            self.send_header("NEL", '{"report_to": "app", "max_age": 86400}')
+            self.send_header("Report-To", '{"group": "app", "max_age": 86400, "endpoints": [{"url": "https://collector.example/r"}]}')
+            self.send_header("Reporting-Endpoints", 'app="https://collector.example/r"')
             self.send_header("Content-Security-Policy", "sandbox allow-scripts allow-same-origin")
             self.send_header("Content-Length", "0")
             self.end_headers()
