@@ -45,6 +45,9 @@ public final class AdminToken: Sendable {
         return token
     }
 
+    /// The digest of the token in force (nil: none yet), as cached: what a credential issued under the token is tied to.
+    public var digest: String? { cached.withLock { $0 } }
+
     /// True when `candidate` is the admin token. Compares digests in constant time.
     public func verify(_ candidate: String) -> Bool {
         guard let expected = cached.withLock({ $0 }) else { return false }

@@ -1,5 +1,6 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
+import Foundation
 import KeelLoader
 import KeelState
 
@@ -31,7 +32,15 @@ extension Kernel {
     /// Records an admin call the auth chain refused (a deny from an authorize hook, a missing permission): the row
     /// names the call (`METHOD /path`), the caller and `reason` (which hook or which permission); the outcome is
     /// `forbidden`. `reason` must not carry request data beyond the path.
+    /// At most `RefusalBudget.perMinute` refusals a minute get a row each (see `RefusalBudget`).
     public nonisolated func auditRefusal(actor: String, principal: String?, origin: String?, call: String, reason: String) {
+        let (record, leftOut) = refusalBudget.admit(at: Int64(Date().timeIntervalSince1970))
+        if leftOut > 0 {
+            audit(StateStore.AuditEntry(actor: "keel", command: "refusals-left-out", target: "", outcome: "forbidden",
+                                        detail: "\(leftOut) more refused call(s) in one minute than the \(refusalBudget.perMinute) "
+                                            + "the audit trail records one by one; the log has each"))
+        }
+        guard record else { return }
         // The call names the client's path (up to the HTTP layer's limit, 80 KiB): cut, so that 10,000 refusals keep
         // a bounded trail.
         audit(StateStore.AuditEntry(actor: actor.prefix(utf8Bytes: Self.auditFieldBytes),

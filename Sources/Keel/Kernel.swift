@@ -107,6 +107,8 @@ public actor Kernel {
     /// written (`knownGuards`). Behind a lock, not actor state: the writes that keep it in step may run in a batch's
     /// or a command's transaction, after the code that asked for them.
     nonisolated let guardCache = Mutex<[String: [String]]?>(nil)
+    /// The refused admin calls the audit trail takes one by one (`auditRefusal`).
+    nonisolated let refusalBudget = RefusalBudget()
     /// Started with `safeMode`: no plugin is activated.
     var safeMode = false
     var nextGeneration: [String: Int] = [:]

@@ -68,7 +68,8 @@ final class Gatekeeper: Sendable {
             seen.principal = Self.admin
             return Caller(isAdmin: true, seen: seen)
         }
-        if let pluginID, let principal = tickets.lazy.compactMap({ self.pages.principal(ticket: $0, pluginID: pluginID) }).first {
+        if let pluginID, !tickets.isEmpty, case let digest = token.digest,
+           let principal = tickets.lazy.compactMap({ self.pages.principal(ticket: $0, pluginID: pluginID, adminDigest: digest) }).first {
             seen.principal = principal
             return Caller(isAdmin: false, seen: seen)
         }

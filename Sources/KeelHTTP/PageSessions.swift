@@ -13,7 +13,9 @@ import Synchronization
 /// SameSite=Strict cookie `keel_page`, scoped to `/ext/<plugin>`, holding a random ticket. A request to that plugin's
 /// routes carrying the ticket is made as the caller who opened the page. The ticket is a host credential: it is
 /// taken out of the `Cookie` header before any plugin code sees the request, it is valid for one plugin only, it
-/// opens nothing under `/api/`, and it expires after `lifetime` (or when the server stops).
+/// opens nothing under `/api/`, and it expires after `lifetime` (or when the server stops). One issued to the admin
+/// token's holder ends with that token: after `keel token reset` it opens nothing (a leaked token's tickets do not
+/// outlive it).
 ///
 /// Thread-safe. At most `capacity` sessions are kept; the oldest go first.
 final class PageSessions: Sendable {
@@ -25,6 +27,8 @@ final class PageSessions: Sendable {
         let principal: Principal
         let pluginID: String
         let expires: ContinuousClock.Instant
+        /// The admin token's digest, for a ticket issued to its holder; nil for any other caller.
+        let adminDigest: String?
     }
 
     private let sessions = Mutex<[String: Session]>([:])
@@ -34,8 +38,9 @@ final class PageSessions: Sendable {
         self.capacity = capacity
     }
 
-    /// A new ticket for `principal` on `pluginID`'s pages.
-    func issue(_ principal: Principal, pluginID: String) -> String {
+    /// A new ticket for `principal` on `pluginID`'s pages; `adminDigest`: the admin token's digest when the caller
+    /// presented that token (the ticket ends with it).
+    func issue(_ principal: Principal, pluginID: String, adminDigest: String? = nil) -> String {
         var generator = SystemRandomNumberGenerator()
         let ticket = Hex.lowercase((0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) })
         let now = ContinuousClock.now
@@ -46,16 +51,17 @@ final class PageSessions: Sendable {
                     all[oldest] = nil
                 }
             }
-            all[ticket] = Session(principal: principal, pluginID: pluginID, expires: now.advanced(by: lifetime))
+            all[ticket] = Session(principal: principal, pluginID: pluginID, expires: now.advanced(by: lifetime), adminDigest: adminDigest)
         }
         return ticket
     }
 
-    /// The caller a ticket stands for on `pluginID`'s routes, or nil (unknown, expired, or for another plugin).
-    func principal(ticket: String, pluginID: String) -> Principal? {
+    /// The caller a ticket stands for on `pluginID`'s routes, or nil (unknown, expired, for another plugin, or issued
+    /// under an admin token that is no longer `adminDigest`, the one in force).
+    func principal(ticket: String, pluginID: String, adminDigest: String?) -> Principal? {
         sessions.withLock { all -> Principal? in
             guard let s = all[ticket] else { return nil }
-            guard s.expires > ContinuousClock.now else { all[ticket] = nil; return nil }
+            guard s.expires > ContinuousClock.now, s.adminDigest == nil || s.adminDigest == adminDigest else { all[ticket] = nil; return nil }
             return s.pluginID == pluginID ? s.principal : nil
         }
     }

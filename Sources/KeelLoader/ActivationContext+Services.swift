@@ -59,6 +59,11 @@ extension ActivationContext {
             if log { environment.log(plugin: pluginID, level: .warn, message: message) }
             return .failure(PluginCallError(pluginID: pluginID, status: status, message: message))
         }
+        // A closed activation leases nothing more: `close` released its leases once, and one taken after would keep
+        // its provider from draining for good.
+        guard !isClosed else {
+            return failure(StatusCode.wrongState, "service \(text): the plugin's activation is over", log: false)
+        }
         guard let consumed = identity.consumed(text) else {
             return failure(StatusCode.denied, "service \(text) denied: not declared under consumes: in plugin.yaml")
         }

@@ -136,6 +136,9 @@ public final class ActivationContext: Sendable {
 
     public var isActive: Bool { admitting.load(ordering: .sequentiallyConsistent) }
 
+    /// True once `close` ran: a plugin thread that outlived its activation gets nothing more from the host.
+    var isClosed: Bool { phase.withLock { $0 == .closed } }
+
     deinit { config.withLock { Self.free(&$0) } }
 
     private static func free(_ text: inout keel_str) {

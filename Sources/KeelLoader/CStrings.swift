@@ -197,7 +197,8 @@ enum CFrame {
     static func principal(_ p: UnsafePointer<keel_principal>) -> Principal {
         let c = p.pointee
         var roles: [String] = []
-        if let base = c.roles { roles = (0..<min(c.roles_len, 64)).map { base[$0].string } }
+        // A count the plugin got wrong (a size_t that wrapped, read as negative here) is no roles, never a trap.
+        if let base = c.roles, c.roles_len > 0 { roles = (0..<min(c.roles_len, 64)).map { base[$0].string } }
         return Principal(id: c.flags & UInt32(KEEL_PRINCIPAL_ANONYMOUS) != 0 ? "" : c.id.string,
                          displayName: c.display_name.string, tenant: c.tenant.string, roles: roles,
                          authenticatedBy: c.authenticated_by.string)

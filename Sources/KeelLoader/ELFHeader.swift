@@ -80,9 +80,13 @@ enum ELFHeader {
                             reason: "built for \(machineName(machine)); this host is \(machineName(hostMachine))")
         }
         // Program headers (what dlopen maps) and section headers must lie inside the file.
-        let phEnd = u64(32) + UInt64(u16(54)) * UInt64(u16(56))
-        let shEnd = u64(40) + UInt64(u16(58)) * UInt64(u16(60))
-        let end = max(phEnd, shEnd)
+        // Without overflow: a crafted offset near 2^64 made the sum trap (the host died, in a kernel without a probe).
+        let phEnd = u64(32).addingReportingOverflow(UInt64(u16(54)) * UInt64(u16(56)))
+        let shEnd = u64(40).addingReportingOverflow(UInt64(u16(58)) * UInt64(u16(60)))
+        if phEnd.overflow || shEnd.overflow {
+            throw LoadError(.truncated, path: path, reason: "a malformed ELF header (its header tables lie past any file's end)")
+        }
+        let end = max(phEnd.partialValue, shEnd.partialValue)
         if end > UInt64(size) {
             throw LoadError(.truncated, path: path, reason: "truncated ELF file (\(size) bytes, its headers reach byte \(end))")
         }

@@ -42,6 +42,11 @@ extension HostABI {
                 return error.status
             case let .success(lease):
                 let handle = LeaseTable.add(lease)
+                // Closed meanwhile (its `close` released what the table held before this one was added): given back.
+                if context.isClosed {
+                    if LeaseTable.remove(handle) != nil { lease.release() }
+                    return KEEL_ERR_WRONG_STATE
+                }
                 outLease.pointee = OpaquePointer(bitPattern: handle)
                 outTable.pointee = lease.provision.table
                 return KEEL_OK

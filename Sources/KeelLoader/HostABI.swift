@@ -59,7 +59,10 @@ enum HostABI {
                                     level: LogLevel(rawValue: Int(level)) ?? .error, message: TextLimits.logLine(message.string(upTo: TextLimits.logLineBytes)))
         }
         // A NULL ctx means the handler or hook running on this thread (plugin code that kept no ctx).
-        h.set_error = { ctx, message in (HostABI.context(ctx) ?? ActivationContext.currentCall)?.setError(message.string) }
+        // Cut as a log line is: the message goes into log lines and the load history.
+        h.set_error = { ctx, message in
+            (HostABI.context(ctx) ?? ActivationContext.currentCall)?.setError(message.string(upTo: TextLimits.logLineBytes))
+        }
         h.get_service = { ctx, id in
             guard HostABI.context(ctx) != nil else { return nil }
             switch id.string {

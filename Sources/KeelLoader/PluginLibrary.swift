@@ -40,6 +40,9 @@ public final class PluginLibrary: @unchecked Sendable {
     public let path: String
     public let descriptor: PluginDescriptor
     let plugin: UnsafePointer<keel_plugin>
+    /// An address in the library's own code (its entry function), by which a crash is told apart as this library's:
+    /// the descriptor may lie elsewhere (KeelPluginKit allocates it on the heap, outside every library).
+    let code: UnsafeRawPointer
     private let handle: Mutex<UnsafeMutableRawPointer?>
     private let contexts = Mutex<[ActivationContext]>([])
     /// Set when an activation was closed with calls still running in it: its code may run on, so the library is
@@ -59,11 +62,12 @@ public final class PluginLibrary: @unchecked Sendable {
         return minor == 0 ? "\(major).0" : "\(major).0–\(major).\(minor)"
     }
 
-    init(path: String, descriptor: PluginDescriptor, plugin: UnsafePointer<keel_plugin>, handle: UnsafeMutableRawPointer,
-         ledger: LibraryLedger? = nil, mappedBytes: Int = 0) {
+    init(path: String, descriptor: PluginDescriptor, plugin: UnsafePointer<keel_plugin>, code: UnsafeRawPointer,
+         handle: UnsafeMutableRawPointer, ledger: LibraryLedger? = nil, mappedBytes: Int = 0) {
         self.path = path
         self.descriptor = descriptor
         self.plugin = plugin
+        self.code = code
         self.ledger = ledger
         self.mappedBytes = mappedBytes
         // The handle is only ever used under the lock it is moved into here, so handing it over is safe.
@@ -113,12 +117,22 @@ public final class PluginLibrary: @unchecked Sendable {
         }
         // A refused descriptor leaves the handle open: code of the library has run, so it is not unloaded either.
         let descriptor = try readDescriptor(plugin, path: path, expectedID: expectedID)
-        return PluginLibrary(path: shownPath, descriptor: descriptor, plugin: plugin, handle: handle, ledger: ledger, mappedBytes: size)
+        return PluginLibrary(path: shownPath, descriptor: descriptor, plugin: plugin, code: UnsafeRawPointer(symbol), handle: handle,
+                             ledger: ledger, mappedBytes: size)
     }
 
     private static func fileSize(_ path: String) -> Int {
         var st = stat()
         return stat(path, &st) == 0 ? Int(st.st_size) : 0
+    }
+
+    /// A library that was never closed keeps its code mapped, and threads the plugin started may still run it and
+    /// call the host with a `ctx` of any of its activations: those contexts are kept for the life of the process
+    /// (a closed context refuses everything but is still there), never freed under such a thread. Freed with this
+    /// object only once `unloadIfSafe` closed the library.
+    deinit {
+        guard handle.withLock({ $0 != nil }) else { return }
+        for context in contexts.withLock({ $0 }) { _ = Unmanaged.passRetained(context) }
     }
 
     /// Closes the library when its descriptor declared it unload-safe; a no-op otherwise. Call only after
@@ -132,7 +146,7 @@ public final class PluginLibrary: @unchecked Sendable {
             return h.map { UInt(bitPattern: $0) }
         }
         guard let h, let pointer = UnsafeMutableRawPointer(bitPattern: h) else { return false }
-        CrashGuard.unregister(UnsafeRawPointer(plugin))
+        CrashGuard.unregister(code)
         guard dlclose(pointer) == 0 else { return false }
         ledger?.credit(mappedBytes)
         return true
@@ -276,7 +290,7 @@ public final class PluginLibrary: @unchecked Sendable {
         contexts.withLock { $0.append(context) }
         context.seed(seed)
         context.beginActivation()
-        CrashGuard.register(UnsafeRawPointer(plugin), plugin: context.pluginID, generation: context.identity.generation)
+        CrashGuard.register(code, plugin: context.pluginID, generation: context.identity.generation)
         let status = context.crashSite("activate").around {
             plugin.pointee.activate?(HostABI.host, HostABI.pointer(to: context)) ?? KEEL_ERR_INVALID_ARGUMENT
         }

@@ -50,3 +50,25 @@ extension SystemFile {
         return makeFolders(slash == path.startIndex ? "/" : String(path[..<slash]))
     }
 }
+
+extension SystemFile {
+    /// Makes the file at `path` readable and writable by its owner only: creates it empty with mode 0600 when it
+    /// does not exist, and takes the group's and others' bits off an existing regular file (and off `path` followed
+    /// by each of `companions`, e.g. SQLite's `-wal` and `-shm`, where they exist). For files that hold secrets, such
+    /// as the state file (the proxy secret, plugin configurations). Returns the paths whose mode it narrowed.
+    /// [any thread]
+    @discardableResult
+    public static func keepToOwner(_ path: String, companions: [String] = []) -> [String] {
+        var narrowed: [String] = []
+        for (index, file) in ([path] + companions.map { path + $0 }).enumerated() {
+            // The main file is made if missing; a companion only narrowed where it exists.
+            let fd = open(file, O_RDWR | O_CLOEXEC | O_NONBLOCK | (index == 0 ? O_CREAT : 0), 0o600)
+            guard fd >= 0 else { continue }
+            defer { close(fd) }
+            var st = stat()
+            guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG, st.st_mode & 0o077 != 0 else { continue }
+            if fchmod(fd, st.st_mode & 0o700) == 0 { narrowed.append(file) }
+        }
+        return narrowed
+    }
+}

@@ -41,6 +41,13 @@ struct LoaderTests {
         let half = try write(Array(real.prefix(real.count / 2)), "libhalf.so")
         #expect(loadError(half)?.code == .truncated)
         #expect(loadError(half)?.description.contains("truncated ELF file (\(real.count / 2) bytes, its headers reach byte") == true)
+        // Header table offsets near 2^64: the end is computed without overflow (the sum trapped, killing the host).
+        for offset in [32, 40] {
+            var crafted = Array(real)
+            for i in 0..<8 { crafted[offset + i] = 0xFF }
+            let path = try write(crafted, "libcrafted\(offset).so")
+            #expect(loadError(path)?.description == "\(path): a malformed ELF header (its header tables lie past any file's end)")
+        }
 
         let missing = TestEnvironment.scratch + "/nope/libnope.so"
         #expect(loadError(missing)?.description == "\(missing): no such file")

@@ -20,6 +20,34 @@ extension PostgresBackedTests {
         }
 
         /// The PostgreSQL schema mirrors SQLite's step for step, so a schema version means the same on both.
+        @Test("the state file and its -wal and -shm are readable by their owner only; an older file readable by others is narrowed")
+        func ownerOnly() throws {
+            let dir = TestEnvironment.makeTemporaryDirectory("state-mode")
+            func mode(_ path: String) -> mode_t? {
+                var st = stat()
+                return stat(path, &st) == 0 ? st.st_mode & 0o777 : nil
+            }
+            let old = umask(0o022)
+            defer { umask(old) }
+            let fresh = try StateStore(path: dir + "/fresh.db")
+            try fresh.setLivePluginsJSON("[]")
+            for suffix in ["", "-wal", "-shm"] { #expect(mode(dir + "/fresh.db" + suffix) == 0o600, "fresh.db\(suffix)") }
+            // A state made before (0644 by the umask), its log left behind by a host that stopped.
+            for suffix in ["", "-wal", "-shm"] {
+                if suffix.isEmpty {
+                    _ = try StateStore(path: dir + "/old.db")
+                }
+                let path = dir + "/old.db" + suffix
+                if FileManager.default.fileExists(atPath: path) { #expect(chmod(path, 0o644) == 0) }
+            }
+            #expect(mode(dir + "/old.db") == 0o644)
+            let reopened = try StateStore(path: dir + "/old.db")
+            try reopened.setLivePluginsJSON("[]")
+            for suffix in ["", "-wal", "-shm"] where mode(dir + "/old.db" + suffix) != nil {
+                #expect(mode(dir + "/old.db" + suffix) == 0o600, "old.db\(suffix)")
+            }
+        }
+
         @Test("the PostgreSQL schema has a step for every SQLite migration")
         func schemasKeepPace() {
             #expect(PostgresStore.schemaVersion == StateStore.schemaVersion)
