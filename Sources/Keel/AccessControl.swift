@@ -109,6 +109,11 @@ public final class AccessControl: Sendable {
                 guard principal.tenant.isEmpty || principal.tenant == namedTenant else { return false }
                 principal.tenant = namedTenant
             }
+            // The built-in admin role grants everything, every plugin's permissions and admin-only commands included:
+            // a plugin trusted for some tenants only cannot hand it out (the operator's binding still can).
+            if limited[hook.pluginID] != nil, principal.roles.contains(StateStore.Directory.adminRole) {
+                principal.roles.removeAll { $0 == StateStore.Directory.adminRole }
+            }
             let full = self.enrich(principal)
             guard self.isVisible(hook.pluginID, tenant: full.tenant) else { return false }
             enriched = full

@@ -132,8 +132,14 @@ public final class PluginLibrary: @unchecked Sendable {
     /// object only once `unloadIfSafe` closed the library.
     deinit {
         guard handle.withLock({ $0 != nil }) else { return }
-        for context in contexts.withLock({ $0 }) { _ = Unmanaged.passRetained(context) }
+        let mine = contexts.withLock { $0 }
+        Self.outlived.withLock { $0.append(contentsOf: mine) }
     }
+
+    /// The contexts of libraries that were never closed and whose `PluginLibrary` is gone: kept (reachable, not
+    /// leaked) for the life of the process. At most one per activation of such a library, which the stale-copy
+    /// limit bounds.
+    private static let outlived = Mutex<[ActivationContext]>([])
 
     /// Closes the library when its descriptor declared it unload-safe; a no-op otherwise. Call only after
     /// `deactivate` returned for every activation of it: no code of it may run afterwards.

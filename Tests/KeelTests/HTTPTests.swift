@@ -153,6 +153,34 @@ struct HTTPTests {
         #expect(try await server.request("GET", "/ext/greeter/hello/x").status == 404)
     }
 
+    @Test("a plugin enabled for some tenants only cannot make its callers admins: the admin role it claims is dropped, an operator's binding stands")
+    func tenantHookCannotGrantAdmin() async throws {
+        let f = KernelFixture()
+        let keel = TestEnvironment.binPath + "/keel", at = ["--plugins", f.plugins, "--state", f.state]
+        // "idp" answers "Bearer <id>" with tenant acme and the role admin (AUTH_MODE=1).
+        try f.fixtureBundle("idp", defines: ["AUTH_MODE=1", "ROUTE_PATH=\"/me\""])
+        try f.fixtureBundle("open", defines: ["MENU_ID=\"open.menu\"", "MENU_PERMISSION=\"open:view\""])
+        #expect(try TestEnvironment.run(keel, ["tenants", "create", "acme"] + at).status == 0)
+        try TestEnvironment.grantSensitive("idp", plugins: f.plugins, state: f.state)
+        #expect(try TestEnvironment.run(keel, ["plugins", "enable", "idp", "--tenant", "acme"] + at).status == 0)
+        #expect(try TestEnvironment.run(keel, ["plugins", "enable", "open"] + at).status == 0)
+        let server = try ServerProcess(plugins: f.plugins, state: f.state)
+        defer { server.stop() }
+        func menus() async throws -> [String] {
+            let r = try await server.request("GET", "/api/v1/menus", headers: ["Authorization": "Bearer zoe", "X-Keel-Tenant": "acme"])
+            return ((r.json as? [[String: Any]]) ?? []).compactMap { $0["id"] as? String }.sorted()
+        }
+        let me = try await server.request("GET", "/ext/idp/me", headers: ["Authorization": "Bearer zoe", "X-Keel-Tenant": "acme"])
+        #expect(me.text.contains("who=zoe tenant=acme anon=0"), "\(me.text)")
+        // The permission-gated entry needs a role that grants open:view; the hook's "admin" no longer does.
+        #expect(try await menus() == [], "a tenant's plugin made its caller an admin")
+        // The operator's binding of zoe as admin in acme still counts.
+        #expect(try TestEnvironment.run(keel, ["tenants", "add-member", "acme", "zoe", "admin"] + at).status == 0)
+        let deadline = Date().addingTimeInterval(10)
+        while try await menus() != ["open.menu"], Date() < deadline { try await Task.sleep(for: .milliseconds(100)) }
+        #expect(try await menus() == ["open.menu"])
+    }
+
     @Test("the auth chain: allow, deny, abstain and an erroring hook; menus filtered by permission")
     func authChain() async throws {
         let f = KernelFixture()
