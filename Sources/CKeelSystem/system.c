@@ -1,6 +1,7 @@
 /* Keel — a microkernel plugin host. Licensed under Apache-2.0. */
 #define _GNU_SOURCE
 #include <sys/mman.h>
+#include <malloc.h>
 #include "keel_system.h"
 #include <string.h>
 
@@ -85,3 +86,5 @@ void keel_slots_leave(uint64_t *slots, int index) {
     if (index > 0) __atomic_store_n(&slots[index], 0, __ATOMIC_RELEASE);
     __atomic_fetch_sub(&slots[0], 1, __ATOMIC_RELEASE);
 }
+
+int keel_return_large_blocks(int bytes) { return mallopt(M_MMAP_THRESHOLD, bytes); }

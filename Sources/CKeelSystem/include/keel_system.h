@@ -69,4 +69,8 @@ int keel_make_undumpable(void);
 int keel_slots_enter(uint64_t *slots, int count, uint64_t now, uint64_t stuck_before, int stuck_limit, int max_in_flight);
 void keel_slots_leave(uint64_t *slots, int index);
 
+/* Fixes glibc's mmap threshold at `bytes` (mallopt M_MMAP_THRESHOLD), which also ends its dynamic raising: blocks of
+ * that size or more are mappings of their own, given back when freed. Returns mallopt's result (1 on success). */
+int keel_return_large_blocks(int bytes);
+
 #endif

@@ -119,6 +119,7 @@ extension KeelCommand {
             try await reporting {
                 // Before anything opens a descriptor, and before the default connection limit is read from it.
                 SystemFile.raiseDescriptorLimit()
+                SystemFile.returnLargeBlocks()
                 let lock = try ServerLock(stateFile: options.localStateFile, info: "starting")
                 try Self.requirePortFree(host: host, port: port)
                 let signals = SecondSignalExit()
