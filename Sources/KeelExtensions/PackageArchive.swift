@@ -307,16 +307,12 @@ public enum PackageArchive {
         let fd: Int32, shownAs: String
         init(path: String, shownAs: String? = nil) throws {
             self.shownAs = shownAs ?? path
-            // Without blocking on a FIFO or a device (a local repository's `x.keelpkg` made with `mkfifo` held an
-            // install, and every install after it, for good); a regular file ignores O_NONBLOCK.
-            let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
-            guard fd >= 0 else { throw ArchiveError(reason: "\(self.shownAs): cannot be read: \(String(cString: strerror(errno)))") }
-            var st = stat()
-            guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG else {
-                Glibc.close(fd)
-                throw ArchiveError(reason: "\(self.shownAs): not a regular file; refused")
+            // A regular file only, found without blocking (a local repository's `x.keelpkg` made with `mkfifo` held
+            // an install, and every install after it, for good).
+            do throws(SystemFile.ReadError) { fd = try SystemFile.openRegular(path).fd } catch {
+                throw ArchiveError(reason: error.code == EISDIR ? "\(self.shownAs): not a regular file; refused"
+                                   : "\(self.shownAs): cannot be read: \(String(cString: strerror(error.code)))")
             }
-            self.fd = fd
         }
         func close() { Glibc.close(fd) }
         mutating func read(_ count: Int) throws -> Data {

@@ -30,14 +30,9 @@ public enum SystemFile {
     /// `read`, not `FileManager`: its first use in a process cost a lazy start about 0.3 ms of run-time type
     /// look-ups (for a crash record that is not there). [any thread]
     public static func read(_ path: String, limit: Int = .max) throws(ReadError) -> [UInt8] {
-        // O_NONBLOCK: a FIFO in the file's place must not hold the caller in `open` (a regular file ignores it).
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
-        guard fd >= 0 else { throw ReadError(code: errno) }
+        let (fd, size) = try openRegular(path)
         defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { throw ReadError(code: errno) }
-        guard st.st_mode & S_IFMT == S_IFREG else { throw ReadError(code: EISDIR) }
-        var bytes = [UInt8](repeating: 0, count: max(0, min(Int(st.st_size), limit)))
+        var bytes = [UInt8](repeating: 0, count: max(0, min(size, limit)))
         var done = 0
         while done < bytes.count {
             let n = bytes.withUnsafeMutableBytes { buffer in
@@ -51,6 +46,25 @@ public enum SystemFile {
             done += n
         }
         return done == bytes.count ? bytes : Array(bytes.prefix(done))
+    }
+
+    /// Opens the regular file at `path` for reading: its descriptor (close-on-exec; the caller closes it) and size.
+    /// Anything but a regular file is `EISDIR`, found without waiting: O_NONBLOCK keeps a FIFO in the file's place
+    /// from holding the caller in `open` (a regular file ignores it). [any thread]
+    public static func openRegular(_ path: String) throws(ReadError) -> (fd: Int32, size: Int) {
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
+        guard fd >= 0 else { throw ReadError(code: errno) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else {
+            let code = errno
+            close(fd)
+            throw ReadError(code: code)
+        }
+        guard st.st_mode & S_IFMT == S_IFREG else {
+            close(fd)
+            throw ReadError(code: EISDIR)
+        }
+        return (fd, Int(st.st_size))
     }
 
     /// `read(_:limit:)`, nil when the file does not exist or cannot be read.
@@ -146,7 +160,7 @@ extension SystemFile {
     /// at 128 KiB but raises the threshold to the size of each large block freed, after which blocks that size come
     /// from the heap and stay in the process once freed: a worker's ten 4 MiB log frames (`HostileWorkerTests`) left
     /// the host 36 MiB larger, or not, depending on the order of a few unrelated allocations. A fixed threshold ends
-    /// that. For a host process (`keel serve`, a worker); an embedding program keeps its own malloc settings.
+    /// that. For the host process (`keel serve` calls it); an embedding program keeps its own malloc settings.
     public static func returnLargeBlocks(from bytes: Int32 = 1 << 20) {
         _ = keel_return_large_blocks(bytes)
     }
