@@ -22,6 +22,9 @@ struct CrashRecord: Sendable, Equatable {
     var by: String
     /// Seconds since 1970 (UTC).
     var time: Int
+    /// For a record of a call that never returned (`Kernel.recordStall`), not of a signal: how long it had run, in
+    /// seconds, when the host ended.
+    var hang: Int?
 
     init?(text: String) {
         var fields: [String: String] = [:]
@@ -41,6 +44,15 @@ struct CrashRecord: Sendable, Equatable {
         site = fields["site"] ?? ""
         by = fields["by"] ?? ""
         time = fields["time"].flatMap { Int($0) } ?? 0
+        hang = fields["hang"].flatMap { Int($0) }
+    }
+
+    /// The text of a record of a call into `plugin` that had not returned after `seconds` when the host ended
+    /// (signal 0, attributed by `stall`).
+    static func stallText(plugin: String, generation: Int, site: String, seconds: Int, time: Int) -> String {
+        // One field per line: a newline in a value would start a field of its own.
+        func field(_ s: String) -> String { String(s.map { $0 == "\n" || $0 == "\r" ? " " : $0 }) }
+        return "keel-crash 1\nplugin \(field(plugin))\ngeneration \(generation)\nsignal 0\nsite \(field(site))\nby stall\nhang \(seconds)\ntime \(time)\n"
     }
 
     var signalName: String { PluginProbe.signalName(signal) }
@@ -48,14 +60,15 @@ struct CrashRecord: Sendable, Equatable {
     /// The failure reason the plugin is quarantined with, e.g.
     /// `crashed the host with SIGSEGV in handler GET /ext/x/items/:id (generation 3)`.
     var reason: String {
-        "crashed the host with \(signalName)\(site.isEmpty ? "" : " in " + site) (generation \(generation))"
+        if let hang { return "hung the host: its \(site.isEmpty ? "call" : site) had not returned after \(hang) s (generation \(generation))" }
+        return "crashed the host with \(signalName)\(site.isEmpty ? "" : " in " + site) (generation \(generation))"
     }
 
     /// The details kept in the load history: the reason, where, and when.
     var detail: String {
         var parts = [reason]
         if let address { parts.append("at address \(address)") }
-        parts.append("instruction \(pc)")
+        if !pc.isEmpty { parts.append("instruction \(pc)") }
         if let offset { parts.append("offset \(offset) in the library") }
         parts.append("attributed by \(by)")
         parts.append("time \(Date(timeIntervalSince1970: TimeInterval(time)).formatted(.iso8601))")

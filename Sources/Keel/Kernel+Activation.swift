@@ -321,7 +321,11 @@ extension Kernel {
         // The mark survives only if the process dies inside activate: the next start quarantines the plugin.
         activationMark.set("\(id) \(build.number) \(checksum)")
         defer { activationMark.clear() }
-        do { contributions = try library.activate(context, seed: seed) } catch {
+        do {
+            contributions = try lifecycleWatch.during(id, generation: build.number, "activate") { () throws(LoadError) in
+                try library.activate(context, seed: seed)
+            }
+        } catch {
             record(id, build.number, version: "\(manifest.version)", checksum: checksum, outcome: "failed", detail: error.description)
             throw KernelError(.loadFailed, pluginID: id, reason: error.description)
         }
@@ -342,8 +346,10 @@ extension Kernel {
         // Consumers hear of the change before the provider is drained: leases they hold keep it up until released.
         notifyServiceChanges(since: before)
         let timeout = configuration.drainTimeout
-        let problem = plugin.library.map { $0.deactivate(plugin.context, drainTimeout: timeout) }
-            ?? plugin.finishTakingDown(stillRunning: plugin.context.drain(timeout: timeout), drainTimeout: timeout)
+        let problem = lifecycleWatch.during(id, generation: plugin.generation, "deactivate") {
+            plugin.library.map { $0.deactivate(plugin.context, drainTimeout: timeout) }
+                ?? plugin.finishTakingDown(stillRunning: plugin.context.drain(timeout: timeout), drainTimeout: timeout)
+        }
         if let problem { log(.warn, id, problem) }
         if plugin.library?.unloadIfSafe() == true { copiesOpened[id] = true }
         if keepingLibrary && problem == nil { residents.keep(id, plugin) } else { residents.forget(id) }
@@ -371,7 +377,9 @@ extension Kernel {
     /// The end of `retire`, on the kernel's executor.
     func finishRetiring(_ plugin: ActivePlugin, id: String, outcome: String, timeout: Double) {
         let running = plugin.context.callsInFlight
-        let problem = plugin.finishTakingDown(stillRunning: running, drainTimeout: timeout)
+        let problem = lifecycleWatch.during(id, generation: plugin.generation, "deactivate") {
+            plugin.finishTakingDown(stillRunning: running, drainTimeout: timeout)
+        }
         if let problem { log(.warn, id, "generation \(plugin.generation): \(problem)") }
         if plugin.library?.unloadIfSafe() == true { copiesOpened[id] = true }
         record(id, plugin, outcome: outcome, detail: problem ?? "")

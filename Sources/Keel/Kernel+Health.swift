@@ -27,7 +27,11 @@ extension Kernel {
         for (id, plugin) in active {
             guard let library = plugin.library else { continue }
             all[id] = plugin.generation
-            if known[id] != plugin.generation { fresh[id] = .some(HealthCheck(library: library, context: plugin.context)) }
+            if known[id] != plugin.generation {
+                fresh[id] = .some(lifecycleWatch.during(id, generation: plugin.generation, "get_extension") {
+                    HealthCheck(library: library, context: plugin.context)
+                })
+            }
         }
         return (all, fresh)
     }

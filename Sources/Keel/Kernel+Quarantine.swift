@@ -74,14 +74,14 @@ extension Kernel {
                     + "closed (`keel plugins isolate \(id) in-process` puts it back)"
             }
             let text = "\(crash.reason); not disabled, because \(which) and disabling it would let through what they deny: \(outcome)"
-            record(id, crash.generation, version: version, checksum: load?.checksum ?? "", outcome: "crashed", detail: crash.detail)
+            record(id, crash.generation, version: version, checksum: load?.checksum ?? "", outcome: crash.hang == nil ? "crashed" : "hung", detail: crash.detail)
             log(.error, id, text)
             return id
         }
         let reason = "\(crash.reason); install a new build or run `keel plugins enable \(id)` to try again"
         try? state.setEnabled(id, false, status: .failed, reason: reason)
         if let checksum = load?.checksum, !checksum.isEmpty { try? state.setQuarantine(id, checksum: checksum) }
-        record(id, crash.generation, version: version, checksum: load?.checksum ?? "", outcome: "crashed", detail: crash.detail)
+        record(id, crash.generation, version: version, checksum: load?.checksum ?? "", outcome: crash.hang == nil ? "crashed" : "hung", detail: crash.detail)
         log(.error, id, reason)
         return id
     }

@@ -83,7 +83,11 @@ extension Kernel {
                     "\(interface)\(scope) is now served by \(now.map { "\"\($0.provision.providerID)\" (\($0.reason.rawValue))" } ?? "no plugin")"
                     + (old.map { " instead of \"\($0.providerID)\"" } ?? "")
                     + (takeover ? "; keep the old one with `keel services use \(interface) \(old?.providerID ?? "")`" : ""))
-                for listener in after.listeners[interface] ?? [] { listener.notify(tenant: tenant, now: now?.provision) }
+                for listener in after.listeners[interface] ?? [] {
+                    lifecycleWatch.during(listener.pluginID, generation: listener.generation, "service listener") {
+                        listener.notify(tenant: tenant, now: now?.provision)
+                    }
+                }
             }
         }
     }

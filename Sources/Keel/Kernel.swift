@@ -103,6 +103,8 @@ public actor Kernel {
 
     let generations: GenerationStore
     let activationMark: ActivationMark
+    /// The plugin call the lifecycle thread is in, for `lifecycleStall`.
+    nonisolated let lifecycleWatch = LifecycleWatch()
     /// The stored guard records (`StateStore.guardRecords`), read on first use and kept in step with what is
     /// written (`knownGuards`). Behind a lock, not actor state: the writes that keep it in step may run in a batch's
     /// or a command's transaction, after the code that asked for them.

@@ -157,7 +157,7 @@ public enum RemoteControl {
         do { cancelled = try state.cancelCommand(seq) } catch { throw KernelError(.state, pluginID: subject, reason: error.description) }
         if cancelled {
             throw KernelError(.state, pluginID: subject,
-                              reason: "the running server did not take the command within \(timeout); it was cancelled and nothing changed")
+                              reason: "the running server did not take the command within \(timeout); it was cancelled and nothing changed (its /healthz says \"stalled\" when plugin code holds its lifecycle)")
         }
         if let result = await outcome(seq, state: state, within: timeout) { return try result.get() }
         throw KernelError(.state, pluginID: subject,

@@ -33,6 +33,11 @@ public struct APIError: HTTPResponseError, Sendable {
         return error
     }
     static let notFound = APIError(.notFound, "not-found", "no such resource")
+    /// 503 `lifecycle-stalled`: the kernel's lifecycle thread is stuck in plugin code (`Kernel.lifecycleStall`), so
+    /// a request that needs the kernel would wait for ever.
+    static func stalled(_ stall: LifecycleStall) -> APIError {
+        APIError(.serviceUnavailable, "lifecycle-stalled", "the host's lifecycle is stalled: \(stall); \(stall.remedy)")
+    }
     static func tooLarge(_ limit: Int) -> APIError {
         APIError(.contentTooLarge, "body-too-large", "request body is over the \(limit)-byte limit")
     }

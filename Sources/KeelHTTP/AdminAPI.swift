@@ -25,11 +25,16 @@ struct AdminAPI {
     func register(on router: Router<KeelRequestContext>) {
         // 503 "closed" while a guard is missing (the auth chain denies every request): a load balancer takes the
         // host out of rotation.
+        // 503 "stalled" while plugin code holds the kernel's lifecycle thread past the stall limit: the host serves,
+        // but nothing can be enabled, reloaded or stopped cleanly until it is restarted.
         router.get("/healthz") { _, _ -> Response in
             let missing = kernel.registry.snapshot.missingGuards.keys.sorted()
-            return JSONBody.response(HealthBody(status: missing.isEmpty ? "ok" : "closed", active: kernel.activePlugins,
-                                                busy: gatekeeper.lanes.refused, missingGuards: missing.isEmpty ? nil : missing),
-                                     status: missing.isEmpty ? .ok : .serviceUnavailable)
+            let stall = kernel.lifecycleStall
+            let status = stall != nil ? "stalled" : missing.isEmpty ? "ok" : "closed"
+            return JSONBody.response(HealthBody(status: status, active: kernel.activePlugins,
+                                                busy: gatekeeper.lanes.refused, missingGuards: missing.isEmpty ? nil : missing,
+                                                stalled: stall.map(StallBody.init)),
+                                     status: status == "ok" ? .ok : .serviceUnavailable)
         }
 
         let open = router.group("api/v1").add(middleware: AuthMiddleware(gatekeeper: gatekeeper, adminOnly: false))
@@ -330,6 +335,23 @@ struct HealthBody: Encodable {
     var busy: [String: Int]
     /// Guards the host wants and does not have running: every request is denied meanwhile (`Snapshot.missingGuards`).
     var missingGuards: [String]?
+    /// The plugin call that stalls the lifecycle (`Kernel.lifecycleStall`), when one does.
+    var stalled: StallBody?
+}
+
+struct StallBody: Encodable {
+    var plugin: String
+    var generation: Int
+    var call: String
+    var seconds: Int
+    var message: String
+    init(_ stall: LifecycleStall) {
+        plugin = stall.plugin
+        generation = stall.generation
+        call = stall.call
+        seconds = Int(stall.seconds)
+        message = "\(stall); \(stall.remedy)"
+    }
 }
 
 struct SessionBody: Encodable {

@@ -157,6 +157,13 @@ struct AuthMiddleware: RouterMiddleware {
     let gatekeeper: Gatekeeper
     let adminOnly: Bool
 
+    /// The admin requests answered while the lifecycle is stalled: reads of the audit trail and of a plugin's logs.
+    static func answersWhileStalled(_ request: Request) -> Bool {
+        guard request.method == .get else { return false }
+        let path = request.uri.path
+        return path == "/api/v1/audit" || (path.hasPrefix("/api/v1/plugins/") && path.hasSuffix("/logs"))
+    }
+
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let snapshot = gatekeeper.kernel.registry.snapshot
         let gatekeeper = self.gatekeeper, adminOnly = self.adminOnly
@@ -176,6 +183,11 @@ struct AuthMiddleware: RouterMiddleware {
                 throw error
             }
             return caller
+        }
+        // The admin API waits for the kernel: while its lifecycle thread is stuck in plugin code, say so at once
+        // instead of waiting with it. The audit trail and the plugins' logs do not need the kernel (what to look at).
+        if adminOnly, let stall = gatekeeper.kernel.lifecycleStall, !Self.answersWhileStalled(request) {
+            throw APIError.stalled(stall)
         }
         var context = context
         context.principal = caller.principal

@@ -42,6 +42,10 @@ public struct ServerConfiguration: Sendable {
     public var healthInterval: Duration? = .seconds(30)
     /// How long one health check may take before it is reported unhealthy and counted as an overrun.
     public var healthBudget: Duration = .seconds(1)
+    /// Whether a stalled lifecycle (`Kernel.lifecycleStall`) ends the process (status 70) after writing the stall
+    /// record that makes the next start quarantine the plugin (`StallWatch`); otherwise it is logged, `/healthz` and
+    /// the admin API answer 503 while it lasts, and stopping the server records it. Default: false.
+    public var exitsOnStall = false
     /// Whether SIGINT and SIGTERM stop the server gracefully (`keel serve`). An embedder that owns the process's
     /// signals sets it false and stops the server by cancelling the task that runs it.
     public var stopsOnSignals = true
@@ -164,6 +168,9 @@ public struct KeelServer: Sendable {
         defer { remote.cancel() }
         let checking = health.map { monitor in Task { await monitor.run(kernel) } }
         defer { checking?.cancel() }
+        let stalls = StallWatch(kernel: kernel, exits: configuration.exitsOnStall, log: log)
+        let watchingStalls = Task { await stalls.run() }
+        defer { watchingStalls.cancel() }
         // Cancelling the task that runs this is a graceful stop, as a signal is: requests in flight finish, and the
         // server ends without the error lines a cancelled listener logs.
         // A connection that outlives 10 s of the stop (a proxied WebSocket) is then cut.

@@ -159,6 +159,8 @@ public final class ServiceListener: Sendable {
 
     /// The consumer's plugin id.
     public var pluginID: String { context.pluginID }
+    /// The consumer's generation.
+    public var generation: Int { context.identity.generation }
 
     /// Tells the consumer that `now` (nil: none) serves the interface for `tenant` ("" host-wide). Skipped when the
     /// consumer's activation no longer admits calls. Over the hook budget is logged. [lifecycle]: the kernel's thread.

@@ -60,6 +60,10 @@ extension KeelCommand {
         var workerMemoryMB = 0
         @Option(name: .customLong("worker-cpu-seconds"), help: "CPU time limit of each worker process in seconds (RLIMIT_CPU); 0 for none.")
         var workerCPUSeconds = 0
+        @Option(name: .customLong("stall-limit"), help: "Seconds plugin code on the kernel's lifecycle thread (activate, deactivate, a service listener) may run before the host counts as stalled: /healthz and the admin API answer 503 lifecycle-stalled, and a stop records it so that the next start quarantines the plugin.")
+        var stallLimit = 30.0
+        @Flag(name: .customLong("exit-on-stall"), help: "End the host (exit status 70) once it is stalled, recording the stall, so that a supervisor restarts it with the plugin quarantined.")
+        var exitOnStall = false
         @Flag(name: .customLong("safe-mode"), help: "Start with no plugin active (to recover from a plugin that breaks the host).")
         var safeMode = false
         @Flag(inversion: .prefixedNo, help: "Watch the plugin folder and load, reload and retire bundles as they change.")
@@ -82,6 +86,7 @@ extension KeelCommand {
                                         maxConnections: maxConnections ?? ServerConfiguration.defaultMaxConnections, pluginThreads: pluginThreads,
                                         threadsPerPlugin: threadsPerPlugin, pluginQueueLimit: pluginQueue)
             c.metrics = metrics
+            c.exitsOnStall = exitOnStall
             c.healthInterval = healthInterval > 0 ? .milliseconds(Int64(healthInterval * 1000)) : nil
             c.healthBudget = .milliseconds(healthBudget)
             c.metricsToken = ProcessInfo.processInfo.environment["KEEL_METRICS_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
@@ -106,6 +111,9 @@ extension KeelCommand {
                   workerCrashWindow > 0, workerCrashWindow <= 86_400 else {
                 throw ValidationError("--worker-call-timeout takes seconds between 0 and 3600; --worker-memory-mb and --worker-cpu-seconds at least 0; --worker-crash-limit at least 1; --worker-crash-window seconds between 0 and 86400")
             }
+            guard stallLimit >= 1, stallLimit <= 86_400 else {
+                throw ValidationError("--stall-limit takes seconds between 1 and 86400")
+            }
             guard (maxConnections ?? 1) > 0 else { throw ValidationError("--max-connections must be at least 1") }
             guard maxStaleCopies >= 0, (0...(1 << 40)).contains(maxStaleCopyMiB) else {
                 throw ValidationError("--max-stale-copies and --max-stale-copy-mib take 0 or more (0: a plugin is never loaded a second time in one run)")
@@ -129,6 +137,7 @@ extension KeelCommand {
                     configuration.budgets.hook = Double(hookBudget) / 1000
                     configuration.budgets.handler = Double(handlerBudget) / 1000
                     configuration.recordsCrashes = true
+                    configuration.stallLimit = stallLimit
                     configuration.lazyIdleTimeout = lazyIdleTimeout
                     configuration.staleCopies = StaleCopyLimits(copies: maxStaleCopies, bytes: maxStaleCopyMiB << 20)
                     configuration.isolation.callTimeout = workerCallTimeout
@@ -179,6 +188,13 @@ extension KeelCommand {
                 }
                 say("keel: received \(received ?? "a stop request"), shutting down")
                 shared?.stop()
+                // Shutting down would wait for the stalled call for ever: record it for the next start instead.
+                if let stall = kernel.lifecycleStall {
+                    let record = kernel.recordStall(stall)
+                    say("keel: the lifecycle is stalled (\(stall)); exiting without deactivating the plugins"
+                        + (record.map { "; the next start quarantines \"\(stall.plugin)\" (stall record: \($0))" } ?? ""))
+                    Foundation.exit(StallWatch.exitStatus)
+                }
                 await kernel.shutdown()
                 _ = lock
             }

@@ -67,6 +67,12 @@ static keel_status activate(const keel_host *host, keel_ctx *ctx) {
         struct timespec t = { ms / 1000, (long)(ms % 1000) * 1000000L };
         nanosleep(&t, NULL);
     }
+    /* An activate that does not return while this file exists (a stalled lifecycle). */
+    const char *hang = getenv("CRASHER_HANG_ACTIVATE_IF");
+    while (hang && access(hang, F_OK) == 0) {
+        struct timespec t = { 0, 20 * 1000000L };
+        nanosleep(&t, NULL);
+    }
     /* A worker that cannot start again: activation refuses once this file exists. */
     const char *refuse = getenv("CRASHER_REFUSE_ACTIVATE_IF");
     if (refuse && access(refuse, F_OK) == 0) return KEEL_ERR_INTERNAL;

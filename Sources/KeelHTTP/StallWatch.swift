@@ -1,0 +1,47 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import Keel
+
+/// Watches the kernel's lifecycle for a stall (`Kernel.lifecycleStall`: plugin code on the kernel's thread that has
+/// not returned within the stall limit) while the server runs, twice a second, on Swift's pool (a lock and a clock
+/// read each time, nothing that blocks).
+///
+/// It logs the stall once when it is seen and once when the call returns. With `exits` (`keel serve
+/// --exit-on-stall`) it instead writes the stall record (`Kernel.recordStall`) and ends the process with status 70, so
+/// that a supervisor (systemd's `Restart=on-failure`) starts the host again and the next start quarantines the plugin:
+/// Envoy's watchdog `kill_timeout`, for the one thread whose stall Keel cannot route around.
+public struct StallWatch: Sendable {
+    let kernel: Kernel
+    let exits: Bool
+    let log: @Sendable (LogRecord) -> Void
+
+    /// The exit status of a host ended by a stall (EX_SOFTWARE).
+    public static let exitStatus: Int32 = 70
+
+    func run() async {
+        var reported: LifecycleStall?
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(500))
+            guard let stall = kernel.lifecycleStall else {
+                if let done = reported {
+                    log(LogRecord(level: .warn, pluginID: done.plugin, message: "the host's lifecycle runs again: \(done.call) of generation \(done.generation) returned"))
+                    reported = nil
+                }
+                continue
+            }
+            if exits {
+                let record = kernel.recordStall(stall)
+                log(LogRecord(level: .error, pluginID: stall.plugin,
+                              message: "the host's lifecycle is stalled: \(stall); exiting (--exit-on-stall)"
+                                + (record.map { "; the next start quarantines \"\(stall.plugin)\" (stall record: \($0))" } ?? "")))
+                _exit(Self.exitStatus)
+            }
+            if reported.map({ $0.plugin != stall.plugin || $0.generation != stall.generation || $0.call != stall.call }) ?? true {
+                log(LogRecord(level: .error, pluginID: stall.plugin,
+                              message: "the host's lifecycle is stalled: \(stall); lifecycle commands and the admin API answer 503 lifecycle-stalled until it returns; \(stall.remedy)"))
+                reported = stall
+            }
+        }
+    }
+}

@@ -1,0 +1,123 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import Keel
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import Testing
+
+/// A plugin whose `activate` does not return holds the kernel's lifecycle thread: a real `keel serve` says so on
+/// `/healthz` and the admin API (503 `lifecycle-stalled`) instead of leaving them waiting, keeps serving routes, and
+/// a stop (or `--exit-on-stall`) records the stall so that the next start quarantines that plugin.
+@Suite("lifecycle stall")
+struct LifecycleStallTests {
+    /// The crashing fixture's `activate` waits while this file exists (`CRASHER_HANG_ACTIVATE_IF`).
+    static func staged() throws -> (KernelFixture, hang: String) {
+        let f = try CrashAttributionTests().stage()
+        return (f, f.plugins + "/../hang")
+    }
+
+    static func environment(_ hang: String) -> [String: String] {
+        CrashAttributionTests.environment.merging(["CRASHER_HANG_ACTIVATE_IF": hang]) { $1 }
+    }
+
+    /// Starts a reload of "crasher" that waits as long as its activate does; its reply, when it comes.
+    static func reload(_ server: ServerProcess) -> Task<Int?, Never> {
+        Task { try? await server.request("POST", "/api/v1/plugins/crasher/reload", admin: true).status }
+    }
+
+    static func health(_ server: ServerProcess) async -> (status: Int, body: [String: Any]) {
+        guard let r = try? await server.request("GET", "/healthz") else { return (0, [:]) }
+        return (r.status, r.json as? [String: Any] ?? [:])
+    }
+
+    @Test("an activate that does not return: 503 on /healthz and the admin API while routes serve; it recovers when the call returns; a stop records it and the next start quarantines the plugin")
+    func stalledActivate() async throws {
+        let (f, hang) = try Self.staged()
+        var server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--stall-limit", "1"],
+                                       environment: Self.environment(hang))
+        defer { server.stop() }
+        #expect(await Self.health(server).status == 200)
+        #expect(try await server.request("GET", "/ext/crasher/items/7").status == 200)
+
+        // The next activation of crasher hangs: a reload (the old generation serves meanwhile).
+        FileManager.default.createFile(atPath: hang, contents: nil)
+        let first = Self.reload(server)
+        #expect(await waitFor(15) { await Self.health(server).status == 503 }, "\(server.errors.value)")
+        let health = await Self.health(server)
+        #expect(health.body["status"] as? String == "stalled")
+        let stalled = health.body["stalled"] as? [String: Any] ?? [:]
+        #expect(stalled["plugin"] as? String == "crasher" && stalled["call"] as? String == "activate", "\(health.body)")
+        #expect((stalled["seconds"] as? Int ?? 0) >= 1)
+
+        // The admin API answers at once instead of waiting behind it; the audit trail still reads.
+        let started = Date()
+        let list = try await server.request("GET", "/api/v1/plugins", admin: true)
+        #expect(list.status == 503 && list.errorCode == "lifecycle-stalled", "\(list.text)")
+        #expect(list.text.contains("plugin \\\"crasher\\\"") && list.text.contains("activate has not returned"), "\(list.text)")
+        let enable = try await server.request("POST", "/api/v1/plugins/fine/disable", admin: true)
+        #expect(enable.status == 503 && enable.errorCode == "lifecycle-stalled")
+        #expect(Date().timeIntervalSince(started) < 10)
+        #expect(try await server.request("GET", "/api/v1/audit", admin: true).status == 200)
+        // Unauthenticated callers learn nothing from the admin API.
+        #expect(try await server.request("GET", "/api/v1/plugins").status == 401)
+        // Routes keep serving: the other plugin's and the stalled plugin's old generation.
+        #expect(try await server.request("GET", "/ext/fine/items/1").status == 200)
+        #expect(try await server.request("GET", "/ext/crasher/items/7").status == 200)
+        #expect(await waitFor(5) { server.errors.value.contains("the host's lifecycle is stalled: plugin \"crasher\" (generation ") },
+                "\(server.errors.value)")
+
+        // The call returns: the reload completes, and the host is healthy again.
+        try FileManager.default.removeItem(atPath: hang)
+        #expect(await first.value == 200)
+        #expect(await waitFor(5) { await Self.health(server).status == 200 })
+        #expect(try await server.request("GET", "/api/v1/plugins", admin: true).status == 200)
+        #expect(await waitFor(5) { server.errors.value.contains("the host's lifecycle runs again: activate of generation ") }, "\(server.errors.value)")
+
+        // It hangs again and the operator stops the host: it exits (status 70) instead of waiting for ever.
+        FileManager.default.createFile(atPath: hang, contents: nil)
+        let second = Self.reload(server)
+        #expect(await waitFor(15) { await Self.health(server).status == 503 })
+        #expect(server.stop() == 70, "\(server.errors.value)")
+        #expect(server.output.value.contains("exiting without deactivating the plugins; the next start quarantines \"crasher\""),
+                "\(server.output.value)")
+        _ = await second.value
+
+        // The next start quarantines it (the file is still there: an activation would hang again) and serves the rest.
+        server = try ServerProcess(plugins: f.plugins, state: f.state, environment: Self.environment(hang))
+        #expect(await Self.health(server).status == 200)
+        let plugins = try await server.request("GET", "/api/v1/plugins", admin: true).json as? [[String: Any]] ?? []
+        let crasher = plugins.first { $0["id"] as? String == "crasher" }
+        #expect(crasher?["status"] as? String == "failed" && crasher?["enabled"] as? Bool == false)
+        let reason = crasher?["reason"] as? String ?? ""
+        #expect(reason.hasPrefix("hung the host: its activate had not returned after ") && reason.contains(" s (generation "), "\(reason)")
+        let history = try await server.request("GET", "/api/v1/plugins/crasher/history", admin: true).json as? [[String: Any]] ?? []
+        #expect(history.last?["outcome"] as? String == "hung", "\(history)")
+        #expect(try await server.request("GET", "/ext/fine/items/1").status == 200)
+        #expect(try await server.request("GET", "/ext/crasher/items/7").status == 404)
+    }
+
+    @Test("--exit-on-stall ends a stalled host by itself (status 70), and the next start quarantines the plugin")
+    func exitOnStall() async throws {
+        let (f, hang) = try Self.staged()
+        var server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--stall-limit", "1", "--exit-on-stall"],
+                                       environment: Self.environment(hang))
+        defer { server.stop() }
+        FileManager.default.createFile(atPath: hang, contents: nil)
+        let reload = Self.reload(server)
+        let deadline = Date().addingTimeInterval(20)
+        while server.process.isRunning && Date() < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(!server.process.isRunning)
+        #expect(server.process.terminationReason == .exit && server.process.terminationStatus == 70)
+        #expect(server.errors.value.contains("activate has not returned for 1 s; exiting (--exit-on-stall); the next start quarantines \"crasher\""),
+                "\(server.errors.value)")
+        _ = await reload.value
+
+        server = try ServerProcess(plugins: f.plugins, state: f.state, environment: Self.environment(hang))
+        let plugins = try await server.request("GET", "/api/v1/plugins", admin: true).json as? [[String: Any]] ?? []
+        let reason = plugins.first { $0["id"] as? String == "crasher" }?["reason"] as? String ?? ""
+        #expect(reason.hasPrefix("hung the host: its activate had not returned after "), "\(reason)")
+        #expect(try await server.request("GET", "/ext/fine/items/1").status == 200)
+    }
+}
