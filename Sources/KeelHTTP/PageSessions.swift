@@ -17,11 +17,14 @@ import Synchronization
 /// token's holder ends with that token: after `keel token reset` it opens nothing (a leaked token's tickets do not
 /// outlive it).
 ///
-/// Thread-safe. At most `capacity` sessions are kept; the oldest go first.
+/// Thread-safe. At most `capacity` sessions are kept, the oldest going first, and at most `perCaller` for one caller
+/// (user and tenant), that caller's oldest going first: one signed-in user who asks for page sessions in a loop
+/// replaces only their own, never the other users' (whose open plugin pages would otherwise lose their session).
 final class PageSessions: Sendable {
     static let cookieName = "keel_page"
     let lifetime: Duration
     let capacity: Int
+    let perCaller: Int
 
     struct Session: Sendable {
         let principal: Principal
@@ -31,12 +34,31 @@ final class PageSessions: Sendable {
         let adminDigest: String?
     }
 
-    private let sessions = Mutex<[String: Session]>([:])
+    /// The sessions by ticket, and each caller's tickets in the order they were issued.
+    private struct Table {
+        var sessions: [String: Session] = [:]
+        var byCaller: [String: [String]] = [:]
 
-    init(lifetime: Duration = .seconds(3600), capacity: Int = 10_000) {
+        static func caller(_ p: Principal) -> String { p.id + "\u{0}" + p.tenant }
+
+        mutating func remove(_ ticket: String) {
+            guard let session = sessions.removeValue(forKey: ticket) else { return }
+            let key = Self.caller(session.principal)
+            byCaller[key]?.removeAll { $0 == ticket }
+            if byCaller[key]?.isEmpty == true { byCaller[key] = nil }
+        }
+    }
+
+    private let table = Mutex(Table())
+
+    init(lifetime: Duration = .seconds(3600), capacity: Int = 10_000, perCaller: Int = 64) {
         self.lifetime = lifetime
         self.capacity = capacity
+        self.perCaller = max(1, perCaller)
     }
+
+    /// Sessions kept now (for tests and metrics).
+    var count: Int { table.withLock { $0.sessions.count } }
 
     /// A new ticket for `principal` on `pluginID`'s pages; `adminDigest`: the admin token's digest when the caller
     /// presented that token (the ticket ends with it).
@@ -44,14 +66,18 @@ final class PageSessions: Sendable {
         var generator = SystemRandomNumberGenerator()
         let ticket = Hex.lowercase((0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) })
         let now = ContinuousClock.now
-        sessions.withLock { all in
-            if all.count >= capacity {
-                all = all.filter { $0.value.expires > now }
-                while all.count >= capacity, let oldest = all.min(by: { $0.value.expires < $1.value.expires })?.key {
-                    all[oldest] = nil
+        let key = Table.caller(principal)
+        table.withLock { t in
+            // The caller's own oldest first: issued in order, with one lifetime, the first is the oldest.
+            while let mine = t.byCaller[key], mine.count >= perCaller, let oldest = mine.first { t.remove(oldest) }
+            if t.sessions.count >= capacity {
+                for (expired, session) in t.sessions where session.expires <= now { t.remove(expired) }
+                while t.sessions.count >= capacity, let oldest = t.sessions.min(by: { $0.value.expires < $1.value.expires })?.key {
+                    t.remove(oldest)
                 }
             }
-            all[ticket] = Session(principal: principal, pluginID: pluginID, expires: now.advanced(by: lifetime), adminDigest: adminDigest)
+            t.sessions[ticket] = Session(principal: principal, pluginID: pluginID, expires: now.advanced(by: lifetime), adminDigest: adminDigest)
+            t.byCaller[key, default: []].append(ticket)
         }
         return ticket
     }
@@ -59,9 +85,9 @@ final class PageSessions: Sendable {
     /// The caller a ticket stands for on `pluginID`'s routes, or nil (unknown, expired, for another plugin, or issued
     /// under an admin token that is no longer `adminDigest`, the one in force).
     func principal(ticket: String, pluginID: String, adminDigest: String?) -> Principal? {
-        sessions.withLock { all -> Principal? in
-            guard let s = all[ticket] else { return nil }
-            guard s.expires > ContinuousClock.now, s.adminDigest == nil || s.adminDigest == adminDigest else { all[ticket] = nil; return nil }
+        table.withLock { t -> Principal? in
+            guard let s = t.sessions[ticket] else { return nil }
+            guard s.expires > ContinuousClock.now, s.adminDigest == nil || s.adminDigest == adminDigest else { t.remove(ticket); return nil }
             return s.pluginID == pluginID ? s.principal : nil
         }
     }

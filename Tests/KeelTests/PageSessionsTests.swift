@@ -22,4 +22,35 @@ struct PageSessionsTests {
         #expect(pages.principal(ticket: adminTicket, pluginID: "spy", adminDigest: "digest-1") == nil)
         #expect(pages.principal(ticket: aliceTicket, pluginID: "spy", adminDigest: "digest-2")?.id == "alice")
     }
+
+    @Test("one caller asking for page sessions in a loop replaces only their own: other callers' sessions stay")
+    func floodByOneCaller() {
+        let pages = PageSessions(capacity: 100, perCaller: 8)
+        let alice = Principal(id: "alice", displayName: "Alice", tenant: "default", roles: [], authenticatedBy: "idp")
+        let mallory = Principal(id: "mallory", displayName: "Mallory", tenant: "default", roles: [], authenticatedBy: "idp")
+        let aliceTickets = (0..<5).map { _ in pages.issue(alice, pluginID: "spy") }
+        var malloryTickets: [String] = []
+        for _ in 0..<10_000 { malloryTickets.append(pages.issue(mallory, pluginID: "spy")) }
+        for ticket in aliceTickets { #expect(pages.principal(ticket: ticket, pluginID: "spy", adminDigest: nil)?.id == "alice") }
+        // Mallory keeps the newest 8; the older ones open nothing.
+        #expect(pages.count == 13)
+        #expect(pages.principal(ticket: malloryTickets[0], pluginID: "spy", adminDigest: nil) == nil)
+        #expect(pages.principal(ticket: malloryTickets[malloryTickets.count - 9], pluginID: "spy", adminDigest: nil) == nil)
+        for ticket in malloryTickets.suffix(8) { #expect(pages.principal(ticket: ticket, pluginID: "spy", adminDigest: nil)?.id == "mallory") }
+        // The same user in another tenant is another caller.
+        let elsewhere = Principal(id: "mallory", displayName: "Mallory", tenant: "acme", roles: [], authenticatedBy: "idp")
+        let other = pages.issue(elsewhere, pluginID: "spy")
+        #expect(pages.principal(ticket: other, pluginID: "spy", adminDigest: nil)?.tenant == "acme")
+        #expect(pages.principal(ticket: malloryTickets.last ?? "", pluginID: "spy", adminDigest: nil)?.id == "mallory")
+    }
+
+    @Test("past the total capacity the oldest sessions go, whoever holds them")
+    func capacity() {
+        let pages = PageSessions(capacity: 10, perCaller: 64)
+        let users = (0..<20).map { Principal(id: "u\($0)", displayName: "u", tenant: "default", roles: [], authenticatedBy: "idp") }
+        let tickets = users.map { pages.issue($0, pluginID: "spy") }
+        #expect(pages.count == 10)
+        #expect(pages.principal(ticket: tickets[0], pluginID: "spy", adminDigest: nil) == nil)
+        #expect(pages.principal(ticket: tickets[19], pluginID: "spy", adminDigest: nil)?.id == "u19")
+    }
 }
