@@ -10,6 +10,7 @@
 #include <link.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
@@ -79,7 +80,11 @@ void keel_crash_site_init(keel_crash_site *site, const char *plugin, uint64_t ge
 
 /* MARK: library ranges */
 
-enum { RANGES = 1024 };
+/* The table grows by chunks of CHUNK ranges, each allocated (under the lock, never in the handler) when the ones before
+ * are full and published with a release store, up to CHUNKS of them: 65,536 libraries, where a fixed table of 1,024
+ * left every later library (each enable or reload of a plugin that is not unload-safe maps a new copy) unknown to
+ * attribution by address. A chunk is never freed; the handler walks the published chunks lock-free. */
+enum { CHUNK = 1024, CHUNKS = 64 };
 
 struct range {
     int used;              /* published with a release store after the rest is written; read with acquire */
@@ -88,8 +93,15 @@ struct range {
     char plugin[72];
 };
 
-static struct range ranges[RANGES];
+static struct range first_chunk[CHUNK];
+static struct range *chunks[CHUNKS] = { first_chunk };
 static pthread_mutex_t ranges_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Range `i` of the table, or NULL past the chunks published so far. Lock-free. */
+static struct range *range_at(int i) {
+    struct range *chunk = __atomic_load_n(&chunks[i / CHUNK], __ATOMIC_ACQUIRE);
+    return chunk ? &chunk[i % CHUNK] : NULL;
+}
 
 struct finding { uintptr_t address, start, end; };
 
@@ -133,8 +145,15 @@ int keel_crash_register_library(const void *address_in_library, const char *plug
     if (!find_range(&f)) return -1;
     int result = -1;
     pthread_mutex_lock(&ranges_lock);
-    for (int i = 0; i < RANGES; i++) {
-        struct range *r = &ranges[i];
+    for (int i = 0; i < CHUNK * CHUNKS; i++) {
+        struct range *r = range_at(i);
+        if (!r) {
+            /* Every published range is in use: the next chunk (zeroed: unused), published once allocated. */
+            struct range *chunk = calloc(CHUNK, sizeof *chunk);
+            if (!chunk) break;
+            __atomic_store_n(&chunks[i / CHUNK], chunk, __ATOMIC_RELEASE);
+            r = &chunk[0];
+        }
         int used = __atomic_load_n(&r->used, __ATOMIC_ACQUIRE);
         if (used && r->start == f.start) __atomic_store_n(&r->used, 0, __ATOMIC_RELEASE);  /* registered again */
         else if (used) continue;
@@ -153,8 +172,8 @@ int keel_crash_register_library(const void *address_in_library, const char *plug
 void keel_crash_unregister_library(const void *address_in_library) {
     uintptr_t a = (uintptr_t)address_in_library;
     pthread_mutex_lock(&ranges_lock);
-    for (int i = 0; i < RANGES; i++) {
-        struct range *r = &ranges[i];
+    struct range *r;
+    for (int i = 0; i < CHUNK * CHUNKS && (r = range_at(i)); i++) {
         if (__atomic_load_n(&r->used, __ATOMIC_ACQUIRE) && a >= r->start && a < r->end)
             __atomic_store_n(&r->used, 0, __ATOMIC_RELEASE);
     }
@@ -163,8 +182,8 @@ void keel_crash_unregister_library(const void *address_in_library) {
 
 /* The registered range containing `a`, or NULL. Lock-free: safe in the signal handler. */
 static const struct range *owner_of(uintptr_t a) {
-    for (int i = 0; i < RANGES; i++) {
-        const struct range *r = &ranges[i];
+    const struct range *r;
+    for (int i = 0; i < CHUNK * CHUNKS && (r = range_at(i)); i++) {
         if (__atomic_load_n(&r->used, __ATOMIC_ACQUIRE) && a >= r->start && a < r->end) return r;
     }
     return NULL;

@@ -25,6 +25,9 @@ struct CrashRecord: Sendable, Equatable {
     /// For a record of a call that never returned (`Kernel.recordStall`), not of a signal: how long it had run, in
     /// seconds, when the host ended.
     var hang: Int?
+    /// The library's checksum, when the record names it (a stall record does: a hung `activate` has no load-history
+    /// row to take it from).
+    var checksum: String?
 
     init?(text: String) {
         var fields: [String: String] = [:]
@@ -45,14 +48,15 @@ struct CrashRecord: Sendable, Equatable {
         by = fields["by"] ?? ""
         time = fields["time"].flatMap { Int($0) } ?? 0
         hang = fields["hang"].flatMap { Int($0) }
+        checksum = fields["checksum"].flatMap { $0.isEmpty ? nil : $0 }
     }
 
     /// The text of a record of a call into `plugin` that had not returned after `seconds` when the host ended
     /// (signal 0, attributed by `stall`).
-    static func stallText(plugin: String, generation: Int, site: String, seconds: Int, time: Int) -> String {
+    static func stallText(plugin: String, generation: Int, checksum: String, site: String, seconds: Int, time: Int) -> String {
         // One field per line: a newline in a value would start a field of its own.
         func field(_ s: String) -> String { String(s.map { $0 == "\n" || $0 == "\r" ? " " : $0 }) }
-        return "keel-crash 1\nplugin \(field(plugin))\ngeneration \(generation)\nsignal 0\nsite \(field(site))\nby stall\nhang \(seconds)\ntime \(time)\n"
+        return "keel-crash 1\nplugin \(field(plugin))\ngeneration \(generation)\nchecksum \(field(checksum))\nsignal 0\nsite \(field(site))\nby stall\nhang \(seconds)\ntime \(time)\n"
     }
 
     var signalName: String { PluginProbe.signalName(signal) }

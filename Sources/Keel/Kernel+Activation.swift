@@ -238,8 +238,11 @@ extension Kernel {
         let mappedBefore = libraryLedger.copies
         defer { if libraryLedger.copies > mappedBefore { copiesOpened[id] = false } }
         do {
-            let library = try PluginLibrary.open(path: copy.path, expectedID: id, reportAs: build.libraryPath ?? "", image: copy.image,
-                                                 ledger: libraryLedger)
+            // dlopen runs the library's constructors, then its entry: plugin code, marked for the stall watch.
+            let library = try lifecycleWatch.during(id, generation: build.number, checksum: copy.checksum, "load") { () throws(LoadError) in
+                try PluginLibrary.open(path: copy.path, expectedID: id, reportAs: build.libraryPath ?? "", image: copy.image,
+                                       ledger: libraryLedger)
+            }
             try library.verify(against: build.manifest, manifestPath: build.bundle.manifestPath)
             return Opened(build: build, library: library, checksum: copy.checksum,
                           source: copy.source.map { LibrarySource(path: build.libraryPath ?? "", stamp: $0) })
@@ -322,7 +325,7 @@ extension Kernel {
         activationMark.set("\(id) \(build.number) \(checksum)")
         defer { activationMark.clear() }
         do {
-            contributions = try lifecycleWatch.during(id, generation: build.number, "activate") { () throws(LoadError) in
+            contributions = try lifecycleWatch.during(id, generation: build.number, checksum: checksum, "activate") { () throws(LoadError) in
                 try library.activate(context, seed: seed)
             }
         } catch {
@@ -346,12 +349,9 @@ extension Kernel {
         // Consumers hear of the change before the provider is drained: leases they hold keep it up until released.
         notifyServiceChanges(since: before)
         let timeout = configuration.drainTimeout
-        let problem = lifecycleWatch.during(id, generation: plugin.generation, "deactivate") {
-            plugin.library.map { $0.deactivate(plugin.context, drainTimeout: timeout) }
-                ?? plugin.finishTakingDown(stillRunning: plugin.context.drain(timeout: timeout), drainTimeout: timeout)
-        }
+        let problem = takeDown(id, plugin, stillRunning: plugin.context.drain(timeout: timeout), drainTimeout: timeout)
         if let problem { log(.warn, id, problem) }
-        if plugin.library?.unloadIfSafe() == true { copiesOpened[id] = true }
+        if unloadIfSafe(id, plugin) { copiesOpened[id] = true }
         if keepingLibrary && problem == nil { residents.keep(id, plugin) } else { residents.forget(id) }
         // Written after the plugin's code ran: with a disable's audit row when it is one (see `write`).
         write { [self] in record(id, plugin, outcome: "deactivated") }
@@ -377,12 +377,29 @@ extension Kernel {
     /// The end of `retire`, on the kernel's executor.
     func finishRetiring(_ plugin: ActivePlugin, id: String, outcome: String, timeout: Double) {
         let running = plugin.context.callsInFlight
-        let problem = lifecycleWatch.during(id, generation: plugin.generation, "deactivate") {
-            plugin.finishTakingDown(stillRunning: running, drainTimeout: timeout)
-        }
+        let problem = takeDown(id, plugin, stillRunning: running, drainTimeout: timeout)
         if let problem { log(.warn, id, "generation \(plugin.generation): \(problem)") }
-        if plugin.library?.unloadIfSafe() == true { copiesOpened[id] = true }
+        if unloadIfSafe(id, plugin) { copiesOpened[id] = true }
         record(id, plugin, outcome: outcome, detail: problem ?? "")
+    }
+
+    /// Ends an activation whose calls were drained (`running` still in flight; see `ActivePlugin.finishTakingDown`).
+    /// The plugin's own deactivate, when it runs in this process, is marked for the stall watch; the drain before it
+    /// is not (it is bounded by `drainTimeout`), nor a worker's stop (bounded by its own time-out).
+    func takeDown(_ id: String, _ plugin: ActivePlugin, stillRunning running: Int, drainTimeout: Double) -> String? {
+        guard plugin.worker == nil, plugin.library != nil else {
+            return plugin.finishTakingDown(stillRunning: running, drainTimeout: drainTimeout)
+        }
+        return lifecycleWatch.during(id, generation: plugin.generation, checksum: plugin.checksum, "deactivate") {
+            plugin.finishTakingDown(stillRunning: running, drainTimeout: drainTimeout)
+        }
+    }
+
+    /// Closes the plugin's library when it is unload-safe (its destructors run: marked for the stall watch). True
+    /// when it was closed.
+    func unloadIfSafe(_ id: String, _ plugin: ActivePlugin) -> Bool {
+        guard let library = plugin.library else { return false }
+        return lifecycleWatch.during(id, generation: plugin.generation, checksum: plugin.checksum, "unload") { library.unloadIfSafe() }
     }
 
     nonisolated func record(_ id: String, _ plugin: ActivePlugin, outcome: String, detail: String = "") {

@@ -28,7 +28,7 @@ extension Kernel {
             guard let library = plugin.library else { continue }
             all[id] = plugin.generation
             if known[id] != plugin.generation {
-                fresh[id] = .some(lifecycleWatch.during(id, generation: plugin.generation, "get_extension") {
+                fresh[id] = .some(lifecycleWatch.during(id, generation: plugin.generation, checksum: plugin.checksum, "get_extension") {
                     HealthCheck(library: library, context: plugin.context)
                 })
             }

@@ -16,12 +16,11 @@ extension Kernel {
     /// down: the same, with that reason. Returns true when it changed a plugin's records.
     @discardableResult
     func quarantineAfterCrash() -> Bool {
-        let crashed = quarantineRecordedCrash()
-        guard let mark = activationMark.read() else { return crashed != nil }
+        let parts = activationMark.read()?.split(separator: " ").map(String.init) ?? []
         activationMark.clear()
-        let parts = mark.split(separator: " ").map(String.init)
-        guard parts.count == 3 else { return crashed != nil }
-        let (id, generation, checksum) = (parts[0], Int(parts[1]) ?? 0, parts[2])
+        let marked = parts.count == 3 ? (id: parts[0], generation: Int(parts[1]) ?? 0, checksum: parts[2]) : nil
+        let crashed = quarantineRecordedCrash(marked: marked)
+        guard let (id, generation, checksum) = marked else { return crashed != nil }
         // The same death, told better by the crash record.
         if id == crashed { return true }
         let reason = "quarantined: the host went down while activating generation \(generation) (checksum \(checksum.prefix(12))); install a new build or run `keel plugins enable \(id)` to try again"
@@ -46,7 +45,9 @@ extension Kernel {
     /// disables and quarantines it (lifted by a new build, or by enabling it), with the reason, and adds it to its
     /// load history; a crash of the host's own is logged. A guard (`Kernel+Guards.swift`) that crashed while serving
     /// is not disabled: it moves into a worker process where it can, else it stays. Returns the plugin named.
-    func quarantineRecordedCrash() -> String? {
+    /// - Parameter marked: the activation mark the last run left, if any: the checksum of a generation that died in
+    ///   its `activate`, which has no load-history row to take it from.
+    func quarantineRecordedCrash(marked: (id: String, generation: Int, checksum: String)? = nil) -> String? {
         let path = crashRecordPath
         guard let data = SystemFile.contents(path, limit: 1 << 20) else { return nil }
         _ = rename(path, path + ".last")
@@ -61,6 +62,12 @@ extension Kernel {
         let id = crash.plugin
         let load = ((try? state.loads(for: id, limit: 1000)) ?? []).last { $0.generation == crash.generation }
         let version = load?.version ?? bundles[id]?.manifest.map { "\($0.version)" } ?? ""
+        // The library that did it, by checksum: from its load-history row, else the record (a stall record names it),
+        // else the mark of the activation it died in, else the bundle's library as it is now. Never empty where the
+        // library can be read: a plugin disabled without a quarantine would not count as a guard the host misses.
+        let fromMark = marked.flatMap { $0.id == id && $0.generation == crash.generation ? $0.checksum : nil }
+        let checksum = [load?.checksum, crash.checksum, fromMark].compactMap { $0 }.first { !$0.isEmpty }
+            ?? bundles[id]?.libraryPath.flatMap(GenerationStore.checksum) ?? ""
         // A guard is not switched off by a crash a request can cause (anything but its own activate or deactivate):
         // it moves into a worker process, or stays.
         if !["activate", "deactivate"].contains(crash.site), let guardian = guardian(of: id) {
@@ -74,14 +81,14 @@ extension Kernel {
                     + "closed (`keel plugins isolate \(id) in-process` puts it back)"
             }
             let text = "\(crash.reason); not disabled, because \(which) and disabling it would let through what they deny: \(outcome)"
-            record(id, crash.generation, version: version, checksum: load?.checksum ?? "", outcome: crash.hang == nil ? "crashed" : "hung", detail: crash.detail)
+            record(id, crash.generation, version: version, checksum: checksum, outcome: crash.hang == nil ? "crashed" : "hung", detail: crash.detail)
             log(.error, id, text)
             return id
         }
         let reason = "\(crash.reason); install a new build or run `keel plugins enable \(id)` to try again"
         try? state.setEnabled(id, false, status: .failed, reason: reason)
-        if let checksum = load?.checksum, !checksum.isEmpty { try? state.setQuarantine(id, checksum: checksum) }
-        record(id, crash.generation, version: version, checksum: load?.checksum ?? "", outcome: crash.hang == nil ? "crashed" : "hung", detail: crash.detail)
+        if !checksum.isEmpty { try? state.setQuarantine(id, checksum: checksum) }
+        record(id, crash.generation, version: version, checksum: checksum, outcome: crash.hang == nil ? "crashed" : "hung", detail: crash.detail)
         log(.error, id, reason)
         return id
     }

@@ -84,7 +84,8 @@ extension Kernel {
                     + (old.map { " instead of \"\($0.providerID)\"" } ?? "")
                     + (takeover ? "; keep the old one with `keel services use \(interface) \(old?.providerID ?? "")`" : ""))
                 for listener in after.listeners[interface] ?? [] {
-                    lifecycleWatch.during(listener.pluginID, generation: listener.generation, "service listener") {
+                    lifecycleWatch.during(listener.pluginID, generation: listener.generation,
+                                          checksum: active[listener.pluginID]?.checksum ?? "", "service listener") {
                         listener.notify(tenant: tenant, now: now?.provision)
                     }
                 }

@@ -1,6 +1,8 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
 import Foundation
+import Glibc
+import KeelSystem
 import Synchronization
 
 /// Which plugin code the kernel's lifecycle thread is running, and since when.
@@ -18,27 +20,39 @@ final class LifecycleWatch: Sendable {
     struct Call: Sendable {
         let plugin: String
         let generation: Int
-        /// What the host called: `activate`, `deactivate`, `service listener`, `get_extension`.
+        /// The library's checksum, for the quarantine (a hung `activate` has no load-history row to take it from).
+        let checksum: String
+        /// What the host called: `load` (dlopen, the library's constructors and entry), `activate`, `deactivate`,
+        /// `unload` (dlclose, its destructors), `service listener`, `get_extension`.
         let site: String
         let since: ContinuousClock.Instant
+        /// Tells this call from a later one of the same plugin and site.
+        let sequence: UInt64
     }
 
-    private let current = Mutex<Call?>(nil)
+    private struct State {
+        var current: Call?
+        var issued: UInt64 = 0
+    }
+
+    private let state = Mutex(State())
 
     /// Runs `body` (a call into plugin code) marked as `site` of `plugin`'s `generation`. [lifecycle thread]
-    func during<T, E: Error>(_ plugin: String, generation: Int, _ site: String, _ body: () throws(E) -> T) throws(E) -> T {
-        let call = Call(plugin: plugin, generation: generation, site: site, since: .now)
-        let outer = current.withLock { slot in
-            let outer = slot
-            slot = call
+    func during<T, E: Error>(_ plugin: String, generation: Int, checksum: String, _ site: String,
+                             _ body: () throws(E) -> T) throws(E) -> T {
+        let now = ContinuousClock.now
+        let outer = state.withLock { s in
+            let outer = s.current
+            s.issued &+= 1
+            s.current = Call(plugin: plugin, generation: generation, checksum: checksum, site: site, since: now, sequence: s.issued)
             return outer
         }
-        defer { current.withLock { $0 = outer } }
+        defer { state.withLock { $0.current = outer } }
         return try body()
     }
 
     /// The call running now, if any. [any thread]
-    var call: Call? { current.withLock { $0 } }
+    var call: Call? { state.withLock { $0.current } }
 }
 
 /// The kernel's lifecycle thread has been inside one call into a plugin for longer than the kernel's stall limit
@@ -52,6 +66,9 @@ public struct LifecycleStall: Sendable, Equatable, CustomStringConvertible {
     public let call: String
     /// How long it has been running, in seconds.
     public let seconds: Double
+    /// The library's checksum (what the quarantine names), and which call of the lifecycle thread this is.
+    let checksum: String
+    let sequence: UInt64
 
     /// E.g. `plugin "slow" (generation 3): activate has not returned for 31 s`.
     public var description: String {
@@ -72,22 +89,35 @@ extension Kernel {
         guard let call = lifecycleWatch.call else { return nil }
         let elapsed = ContinuousClock.now - call.since
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        guard seconds >= configuration.stallLimit else { return nil }
-        return LifecycleStall(plugin: call.plugin, generation: call.generation, call: call.site, seconds: seconds)
+        // A limit that is not a positive number of seconds is the default's.
+        let limit = configuration.stallLimit.isFinite && configuration.stallLimit > 0 ? configuration.stallLimit : 30
+        guard seconds >= limit else { return nil }
+        return LifecycleStall(plugin: call.plugin, generation: call.generation, call: call.site, seconds: seconds,
+                              checksum: call.checksum, sequence: call.sequence)
     }
 
     /// Writes a record of `stall` where the fatal-signal handler writes a crash record (`crashRecordPath`), for a
     /// process about to end with the call still running: the next start then treats the plugin as one that took
-    /// the host down (`quarantineAfterCrash`), with the reason `hung the host: its activate did not return within
-    /// 31 s`. Returns the record's path, or nil when the state lives in memory or the file cannot be written.
-    /// [any thread]
+    /// the host down (`quarantineAfterCrash`: disabled and quarantined by its library's checksum, a guard as after a
+    /// crash), with the reason `hung the host: its activate had not returned after 31 s`. Returns the record's path;
+    /// nil when the state lives in memory, the file cannot be written, or the call returned meanwhile (then no
+    /// record is left). [any thread]
     @discardableResult
     public nonisolated func recordStall(_ stall: LifecycleStall) -> String? {
         guard !state.isInMemory else { return nil }
-        let text = CrashRecord.stallText(plugin: stall.plugin, generation: stall.generation, site: stall.call,
-                                         seconds: Int(stall.seconds), time: Int(Date().timeIntervalSince1970))
+        let text = CrashRecord.stallText(plugin: stall.plugin, generation: stall.generation, checksum: stall.checksum,
+                                         site: stall.call, seconds: Int(stall.seconds), time: Int(Date().timeIntervalSince1970))
         let path = crashRecordPath
-        guard FileManager.default.createFile(atPath: path, contents: Data(text.utf8)) else { return nil }
+        // Owner-only, as the handler's own records.
+        let fd = Glibc.open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { return nil }
+        let written = Array(text.utf8).withUnsafeBytes { SystemFile.writeAll(fd, $0) }
+        close(fd)
+        // A call that returned while the record was written is no stall to quarantine for.
+        guard written, lifecycleWatch.call?.sequence == stall.sequence else {
+            unlink(path)
+            return nil
+        }
         return path
     }
 }

@@ -14,7 +14,11 @@ extension AdminAPI {
     func registerPluginLogs(admin: RouterGroup<KeelRequestContext>) {
         admin.get("plugins/:id/logs") { request, context -> Response in
             let id = try context.parameters.require("id")
-            do { _ = try await kernel.plugin(id) } catch { throw Self.apiError(error) }
+            // Which plugins exist is the kernel's to say; while its lifecycle is stalled it cannot, and the logs are
+            // what the operator looks at then (an unknown id has none).
+            if kernel.lifecycleStall == nil {
+                do { _ = try await kernel.plugin(id) } catch { throw Self.apiError(error) }
+            }
             let after = request.uri.queryParameters.get("after").flatMap { Int64($0) } ?? 0
             return JSONBody.response(LogsBody(plugin: id, lines: kernel.logs.lines(id, after: after)))
         }

@@ -27,6 +27,10 @@ extension Gatekeeper {
             let caller = try await lanes.run(id) { try gatekeeper.identify(request, snapshot: snapshot, pluginID: id) }
             guard kernel.access.isVisible(id, tenant: caller.principal.tenant) else { return false }
         }
+        // A stalled lifecycle would leave the request waiting behind the stuck call, holding its connection.
+        if kernel.lifecycleStall != nil {
+            throw APIError(.serviceUnavailable, "lifecycle-stalled", "plugin \"\(id)\" cannot be activated now; try again later")
+        }
         do { try await kernel.wake(id) } catch {
             throw APIError(.serviceUnavailable, "plugin-activation-failed", "plugin \"\(id)\" could not be activated; see its status")
         }

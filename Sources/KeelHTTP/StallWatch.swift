@@ -19,6 +19,18 @@ public struct StallWatch: Sendable {
     /// The exit status of a host ended by a stall (EX_SOFTWARE).
     public static let exitStatus: Int32 = 70
 
+    /// When `kernel`'s lifecycle is stalled now: records the stall (`Kernel.recordStall`), says so through `say`,
+    /// and ends the process with `exitStatus` at once. Returns when it is not stalled (or the call returned while the
+    /// record was written). For a host stopping: shutting down would wait for the stalled call for ever.
+    public static func exitIfStalled(_ kernel: Kernel, say: (String) -> Void) {
+        guard let stall = kernel.lifecycleStall else { return }
+        let record = kernel.recordStall(stall)
+        guard record != nil || kernel.lifecycleStall != nil else { return }
+        say("keel: the lifecycle is stalled (\(stall)); exiting without deactivating the plugins"
+            + (record.map { "; the next start quarantines \"\(stall.plugin)\" (stall record: \($0))" } ?? ""))
+        _exit(exitStatus)
+    }
+
     func run() async {
         var reported: LifecycleStall?
         while !Task.isCancelled {
@@ -32,9 +44,13 @@ public struct StallWatch: Sendable {
             }
             if exits {
                 let record = kernel.recordStall(stall)
+                // The call returned while the record was being written (which then leaves none): no stall after all.
+                guard record != nil || kernel.lifecycleStall != nil else { continue }
                 log(LogRecord(level: .error, pluginID: stall.plugin,
                               message: "the host's lifecycle is stalled: \(stall); exiting (--exit-on-stall)"
                                 + (record.map { "; the next start quarantines \"\(stall.plugin)\" (stall record: \($0))" } ?? "")))
+                // `_exit`, not `exit`: no atexit handler or library destructor runs beside the thread stuck in plugin
+                // code (one could wait for a lock that thread holds, or crash and overwrite the record).
                 _exit(Self.exitStatus)
             }
             if reported.map({ $0.plugin != stall.plugin || $0.generation != stall.generation || $0.call != stall.call }) ?? true {

@@ -82,6 +82,24 @@ struct CrashAttributionTests {
         #expect(list.stdout.contains("reason: crashed the host with \(reason) (generation \(generation))"), "\(list.stdout)")
     }
 
+    /// Every reload of a plugin that is not unload-safe maps a new copy; until 2026-12-02 the handler knew only the
+    /// first 1,024 libraries by their address ranges, and a crash in a later one was attributed by the call alone.
+    @Test("a crash in the 1,100th copy of a library loaded in one process is still attributed by its address")
+    func manyCopiesStillKnownByAddress() async throws {
+        let f = try stage()
+        var server = try ServerProcess(plugins: f.plugins, state: f.state, environment: Self.environment)
+        for i in 0..<1_100 {
+            let reply = try await server.request("POST", "/api/v1/plugins/crasher/reload", admin: true)
+            guard reply.status == 200 else { Issue.record("reload \(i): \(reply.status) \(reply.text)"); return }
+        }
+        #expect(await crash(server, path: "/ext/crasher/items/segv") == SIGSEGV, "\(server.errors.value)")
+        server = try ServerProcess(plugins: f.plugins, state: f.state, environment: Self.environment)
+        defer { server.stop() }
+        let history = try await server.request("GET", "/api/v1/plugins/crasher/history", admin: true).json as? [[String: Any]] ?? []
+        let detail = history.last?["detail"] as? String ?? ""
+        #expect(detail.contains("attributed by address+call") && detail.contains("offset 0x"), "\(detail)")
+    }
+
     /// A client that can crash a guard (a plugin with auth hooks) must not get it switched off: before 2026-12-02 the
     /// next start disabled it, and the host served without its denials.
     @Test("a guard that crashed the host while serving is not disabled: the next start runs it in a worker, where the crafted request fails closed",

@@ -13,8 +13,8 @@ import Testing
 @Suite("lifecycle stall")
 struct LifecycleStallTests {
     /// The crashing fixture's `activate` waits while this file exists (`CRASHER_HANG_ACTIVATE_IF`).
-    static func staged() throws -> (KernelFixture, hang: String) {
-        let f = try CrashAttributionTests().stage()
+    static func staged(gate: Bool = false) throws -> (KernelFixture, hang: String) {
+        let f = try CrashAttributionTests().stage(gate: gate)
         return (f, f.plugins + "/../hang")
     }
 
@@ -56,10 +56,11 @@ struct LifecycleStallTests {
         let list = try await server.request("GET", "/api/v1/plugins", admin: true)
         #expect(list.status == 503 && list.errorCode == "lifecycle-stalled", "\(list.text)")
         #expect(list.text.contains("plugin \\\"crasher\\\"") && list.text.contains("activate has not returned"), "\(list.text)")
-        let enable = try await server.request("POST", "/api/v1/plugins/fine/disable", admin: true)
-        #expect(enable.status == 503 && enable.errorCode == "lifecycle-stalled")
+        let disable = try await server.request("POST", "/api/v1/plugins/fine/disable", admin: true)
+        #expect(disable.status == 503 && disable.errorCode == "lifecycle-stalled")
         #expect(Date().timeIntervalSince(started) < 10)
         #expect(try await server.request("GET", "/api/v1/audit", admin: true).status == 200)
+        #expect(try await server.request("GET", "/api/v1/plugins/crasher/logs", admin: true).status == 200)
         // Unauthenticated callers learn nothing from the admin API.
         #expect(try await server.request("GET", "/api/v1/plugins").status == 401)
         // Routes keep serving: the other plugin's and the stalled plugin's old generation.
@@ -96,11 +97,25 @@ struct LifecycleStallTests {
         #expect(history.last?["outcome"] as? String == "hung", "\(history)")
         #expect(try await server.request("GET", "/ext/fine/items/1").status == 200)
         #expect(try await server.request("GET", "/ext/crasher/items/7").status == 404)
+
+        // Quarantined by the library's checksum: a new build lifts it at the next start (the call no longer hangs),
+        // and it serves again.
+        server.stop()
+        try FileManager.default.removeItem(atPath: hang)
+        let rebuilt = try TestEnvironment.buildPlugin(source: TestEnvironment.fixtures + "/plugins/crasher.c", name: "crasher",
+                                                      defines: ["CRASHER_NO_GATE", "CRASHER_BUILD_TAG=\"2\""])
+        let library = f.plugins + "/crasher/libcrasher.so"
+        try? FileManager.default.removeItem(atPath: library + ".new")
+        try FileManager.default.copyItem(atPath: rebuilt, toPath: library + ".new")
+        #expect(rename(library + ".new", library) == 0)
+        server = try ServerProcess(plugins: f.plugins, state: f.state, environment: Self.environment(hang))
+        #expect(await waitFor(20) { (try? await server.request("GET", "/ext/crasher/items/7").status) == 200 }, "\(server.errors.value)")
     }
 
-    @Test("--exit-on-stall ends a stalled host by itself (status 70), and the next start quarantines the plugin")
+    @Test("--exit-on-stall ends a stalled host by itself (status 70); the next start quarantines the plugin, and a guard's quarantine closes the host")
     func exitOnStall() async throws {
-        let (f, hang) = try Self.staged()
+        // With its authorize hook, crasher is a guard: quarantined, it is a guard the host misses (fail closed).
+        let (f, hang) = try Self.staged(gate: true)
         var server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--stall-limit", "1", "--exit-on-stall"],
                                        environment: Self.environment(hang))
         defer { server.stop() }
@@ -118,6 +133,9 @@ struct LifecycleStallTests {
         let plugins = try await server.request("GET", "/api/v1/plugins", admin: true).json as? [[String: Any]] ?? []
         let reason = plugins.first { $0["id"] as? String == "crasher" }?["reason"] as? String ?? ""
         #expect(reason.hasPrefix("hung the host: its activate had not returned after "), "\(reason)")
-        #expect(try await server.request("GET", "/ext/fine/items/1").status == 200)
+        let health = await Self.health(server)
+        #expect(health.status == 503 && health.body["status"] as? String == "closed"
+                && (health.body["missingGuards"] as? [String]) == ["crasher"], "\(health.body)")
+        #expect(try await server.request("GET", "/ext/fine/items/1").status != 200)
     }
 }

@@ -55,7 +55,7 @@ int keel_crash_install(const char *record_path);
 
 /* Registers the address range of the loaded library that contains `address_in_library` (any address of its
  * code or data) as plugin `plugin`, generation `generation`. Returns 0, or -1 when no loaded object contains the
- * address or the table (1024 libraries) is full. [any thread] */
+ * address or the table (65,536 libraries) is full. [any thread] */
 int keel_crash_register_library(const void *address_in_library, const char *plugin, uint64_t generation);
 
 /* Forgets the range registered for the library containing `address_in_library` (before it is unmapped).

@@ -60,7 +60,7 @@ extension KeelCommand {
         var workerMemoryMB = 0
         @Option(name: .customLong("worker-cpu-seconds"), help: "CPU time limit of each worker process in seconds (RLIMIT_CPU); 0 for none.")
         var workerCPUSeconds = 0
-        @Option(name: .customLong("stall-limit"), help: "Seconds plugin code on the kernel's lifecycle thread (activate, deactivate, a service listener) may run before the host counts as stalled: /healthz and the admin API answer 503 lifecycle-stalled, and a stop records it so that the next start quarantines the plugin.")
+        @Option(name: .customLong("stall-limit"), help: "Seconds plugin code on the kernel's lifecycle thread (a library's load, activate, deactivate, a service listener, get_extension) may run before the host counts as stalled: /healthz and the admin API answer 503 lifecycle-stalled, and a stop records it so that the next start quarantines the plugin.")
         var stallLimit = 30.0
         @Flag(name: .customLong("exit-on-stall"), help: "End the host (exit status 70) once it is stalled, recording the stall, so that a supervisor restarts it with the plugin quarantined.")
         var exitOnStall = false
@@ -188,14 +188,17 @@ extension KeelCommand {
                 }
                 say("keel: received \(received ?? "a stop request"), shutting down")
                 shared?.stop()
-                // Shutting down would wait for the stalled call for ever: record it for the next start instead.
-                if let stall = kernel.lifecycleStall {
-                    let record = kernel.recordStall(stall)
-                    say("keel: the lifecycle is stalled (\(stall)); exiting without deactivating the plugins"
-                        + (record.map { "; the next start quarantines \"\(stall.plugin)\" (stall record: \($0))" } ?? ""))
-                    Foundation.exit(StallWatch.exitStatus)
+                // Shutting down would wait for a stalled call for ever: record it for the next start and exit instead,
+                // whether it stalls now or while the plugins are deactivated.
+                StallWatch.exitIfStalled(kernel, say: say)
+                let watching = Task {
+                    while !Task.isCancelled {
+                        try? await Task.sleep(for: .milliseconds(500))
+                        StallWatch.exitIfStalled(kernel, say: say)
+                    }
                 }
                 await kernel.shutdown()
+                watching.cancel()
                 _ = lock
             }
         }

@@ -60,6 +60,11 @@ static keel_status gate(void *user_data, const keel_authz_request *q, keel_auth_
     return KEEL_OK;
 }
 
+#ifdef CRASHER_BUILD_TAG
+/* Another build of the same code (another checksum). */
+__attribute__((used)) static const char build_tag[] = CRASHER_BUILD_TAG;
+#endif
+
 static keel_status activate(const keel_host *host, keel_ctx *ctx) {
     const char *slow = getenv("CRASHER_SLOW_ACTIVATE_MS");
     if (slow) {
