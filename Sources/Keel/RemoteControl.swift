@@ -33,10 +33,14 @@ public enum RemoteControl {
             // Every change of what is shown comes as an event (`publishOnChange`), a worker's restart too: nothing is
             // published while nothing changes.
             guard let version = try? kernel.state.dataVersion(), version != seen else { continue }
-            seen = version
             token?.refresh()
             kernel.access.refresh()
-            for command in (try? kernel.state.pendingCommands()) ?? [] {
+            // Seen only once read: a read that failed (the database busy, a connection lost) is tried again at the
+            // next tick, not left until some other change.
+            guard let pending = try? kernel.state.pendingCommands() else { continue }
+            seen = version
+            for command in pending {
+                if Task.isCancelled { break }
                 // Claimed first: a command its client cancelled (or whose deadline passed) is never run.
                 guard (try? kernel.state.claimCommand(command.seq)) == true else { continue }
                 guard let queued = decode(command) else {

@@ -123,6 +123,9 @@ enum GlobalArguments {
 
 /// Options every command that touches a kernel takes.
 struct GlobalOptions: ParsableArguments {
+    /// `--state` as it may be shown: a `postgres://` URL without its password.
+    var shownStateFile: String { (try? PostgresURL(stateFile))?.redacted ?? PostgresURL.redact(stateFile) }
+
     @Option(name: .customLong("plugins"), help: "Plugin folder: one bundle (plugin.yaml + .so) per sub-folder.")
     var pluginsDirectory: String = KernelConfiguration.defaultPluginsDirectory
 

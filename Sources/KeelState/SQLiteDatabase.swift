@@ -38,7 +38,12 @@ final class SQLiteDatabase: StateDatabase {
         // Owner-only: the state holds the secret the proxy's identity keys derive from, plugin configurations (API
         // keys) and command results. SQLite gives the -wal and -shm files the main file's mode; older files made
         // with the umask's 0644 are narrowed.
-        if path != ":memory:" && !path.isEmpty { SystemFile.keepToOwner(path, companions: ["-wal", "-shm"]) }
+        if path != ":memory:" && !path.isEmpty {
+            if let problem = SystemFile.ownershipProblem(path, companions: ["-wal", "-shm"]) {
+                throw StateError(path: path, reason: "not opened: \(problem)")
+            }
+            SystemFile.keepToOwner(path, companions: ["-wal", "-shm"])
+        }
         let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX
         guard sqlite3_open_v2(path, &db, flags, nil) == SQLITE_OK else {
             let message = db.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"

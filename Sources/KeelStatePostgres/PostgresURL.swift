@@ -74,8 +74,11 @@ public struct PostgresURL: Sendable, Hashable {
     }
 
     /// `text` with any password in its user part removed (for messages about a URL that may not even parse).
-    static func redact(_ text: String) -> String {
-        guard let scheme = text.range(of: "://"), let at = text[scheme.upperBound...].firstIndex(of: "@") else { return text }
+    public static func redact(_ text: String) -> String {
+        // The user part ends at the authority's last `@` (a password may hold an unescaped one), before the path.
+        guard let scheme = text.range(of: "://") else { return text }
+        let authority = text[scheme.upperBound...].prefix { $0 != "/" && $0 != "?" }
+        guard let at = authority.lastIndex(of: "@") else { return text }
         let userInfo = text[scheme.upperBound..<at]
         guard let colon = userInfo.firstIndex(of: ":") else { return text }
         return String(text[..<colon]) + String(text[at...])

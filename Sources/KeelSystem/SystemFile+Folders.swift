@@ -52,6 +52,28 @@ extension SystemFile {
 }
 
 extension SystemFile {
+    /// Why the file at `path`, or one of its `companions` (suffixes, e.g. SQLite's `-wal` and `-shm`), must not be
+    /// trusted as this user's own: it exists and belongs to another user, who could have written into it what this
+    /// process will act on (a state file planted in a shared folder such as `/tmp` holds queued commands, grants,
+    /// repositories). Root may open a file of another user (a service account's state, for `sudo keel ...`) unless
+    /// the folder holding it may be written by users other than its owner, where anyone could have planted it. Nil
+    /// when none of them is a problem (or does not exist). [any thread]
+    public static func ownershipProblem(_ path: String, companions: [String] = []) -> String? {
+        let me = geteuid()
+        for file in [path] + companions.map({ path + $0 }) {
+            var st = stat()
+            guard stat(file, &st) == 0, st.st_uid != me else { continue }
+            if me == 0 {
+                let slash = file.lastIndex(of: "/")
+                let folder = slash.map { $0 == file.startIndex ? "/" : String(file[..<$0]) } ?? "."
+                var dir = stat()
+                if stat(folder, &dir) == 0, dir.st_mode & 0o022 == 0 { continue }
+            }
+            return "\(file) belongs to uid \(st.st_uid), not to this user (uid \(me))\(me == 0 ? ", in a folder others may write" : ""): another user could have written it; run as its owner, or use a state file of your own"
+        }
+        return nil
+    }
+
     /// Makes the file at `path` readable and writable by its owner only: creates it empty with mode 0600 when it
     /// does not exist, and takes the group's and others' bits off an existing regular file (and off `path` followed
     /// by each of `companions`, e.g. SQLite's `-wal` and `-shm`, where they exist). For files that hold secrets, such

@@ -48,6 +48,38 @@ extension PostgresBackedTests {
             }
         }
 
+        @Test("a state file (or its log) that another user owns in a folder others may write is refused, not opened")
+        func plantedStateRefused() throws {
+            let shared = TestEnvironment.makeTemporaryDirectory("state-planted")
+            #expect(chmod(shared, 0o1777) == 0)
+            let other: uid_t = 65534
+            // Planted by another user: the state itself, then only its write-ahead log beside a state of ours.
+            let planted = try StateStore(path: shared + "/planted.db")
+            try planted.setLivePluginsJSON("[]")
+            _ = planted
+            #expect(chown(shared + "/planted.db", other, other) == 0)
+            var refused = ""
+            do { _ = try StateStore(path: shared + "/planted.db") } catch { refused = error.description }
+            #expect(refused.contains("planted.db belongs to uid 65534, not to this user") && refused.contains("another user could have written it"),
+                    "\(refused)")
+            let ours = try StateStore(path: shared + "/ours.db")
+            try ours.setLivePluginsJSON("[]")
+            FileManager.default.createFile(atPath: shared + "/ours.db-wal", contents: Data("x".utf8))
+            #expect(chown(shared + "/ours.db-wal", other, other) == 0)
+            refused = ""
+            do { _ = try StateStore(path: shared + "/ours.db") } catch { refused = error.description }
+            #expect(refused.contains("ours.db-wal belongs to uid 65534"), "\(refused)")
+            // A service account's state in a folder only it writes: root may open it (`sudo keel ...`); others may not.
+            if geteuid() == 0 {
+                let service = TestEnvironment.makeTemporaryDirectory("state-service")
+                let store = try StateStore(path: service + "/state.db")
+                try store.setLivePluginsJSON("[]")
+                for suffix in ["", "-wal", "-shm"] { _ = chown(service + "/state.db" + suffix, other, other) }
+                #expect(chmod(service, 0o755) == 0)
+                _ = try StateStore(path: service + "/state.db")
+            }
+        }
+
         @Test("the PostgreSQL schema has a step for every SQLite migration")
         func schemasKeepPace() {
             #expect(PostgresStore.schemaVersion == StateStore.schemaVersion)

@@ -66,8 +66,7 @@ extension KeelCommand {
                 } else if serve {
                     try await serveAndWatch(id: id, project: project, plugins: plugins, stateFile: stateFile)
                 } else {
-                    let shown = (try? PostgresURL(options.stateFile))?.redacted ?? options.stateFile
-                    throw CLIError("no keel server runs on \(shown): start `keel serve` with the same --plugins and --state, or pass --serve to serve in this process")
+                    throw CLIError("no keel server runs on \(options.shownStateFile): start `keel serve` with the same --plugins and --state, or pass --serve to serve in this process")
                 }
             }
         }

@@ -49,10 +49,10 @@ extension KeelCommand {
         /// - Throws: `CLIError` saying what is missing (`what` tells why the server is needed).
         static func runningServer(_ options: GlobalOptions, token: String?, what: String) throws -> (base: String, token: String) {
             guard let line = options.runningServer else {
-                throw CLIError("no keel serve runs on \(options.stateFile); \(what)")
+                throw CLIError("no keel serve runs on \(options.shownStateFile); \(what)")
             }
             guard let base = line.split(separator: " ").last.map(String.init), base.hasPrefix("http://") else {
-                throw CLIError("the server on \(options.stateFile) is still starting; try again")
+                throw CLIError("the server on \(options.shownStateFile) is still starting; try again")
             }
             guard let token = token ?? ProcessInfo.processInfo.environment["KEEL_ADMIN_TOKEN"], !token.isEmpty else {
                 throw CLIError("this command needs the admin token: pass --token or set KEEL_ADMIN_TOKEN")
