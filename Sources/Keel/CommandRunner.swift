@@ -44,7 +44,10 @@ struct CommandRunner: Sendable {
     func call(plugin: String, name: String, arguments: [CommandArgument], principal: Principal) -> Result<CommandValue, CommandError> {
         if let failure = wakeIfIdle(plugin, name, principal) { return .failure(failure) }
         guard let command = registry.command(plugin: plugin, name: name), access.isVisible(plugin, tenant: principal.tenant) else {
-            return .failure(CommandError(.unknown, "no command \(plugin).\(name)" + (registry.snapshot.plugins[plugin] == nil ? " (plugin \"\(plugin)\" is not active)" : "")))
+            // The same words for a plugin another tenant has as for none at all: the answer tells no one which
+            // plugins other tenants run.
+            let active = registry.snapshot.plugins[plugin] != nil && access.isVisible(plugin, tenant: principal.tenant)
+            return .failure(CommandError(.unknown, "no command \(plugin).\(name)" + (active ? "" : " (plugin \"\(plugin)\" is not active)")))
         }
         if let refusal = refusal(plugin, command.declaration, principal) { return .failure(refusal) }
         do { return command.invoke(try command.check(arguments)) } catch { return .failure(error) }

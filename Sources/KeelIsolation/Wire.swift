@@ -350,7 +350,8 @@ extension WireReader {
         let code = CommandError.Code(rawValue: try string()) ?? .failed
         let message = try string().prefix(utf8Bytes: 4096)
         var status = try i32()
-        if status < 0 { status = StatusCode.internalError }
+        // A failure is never KEEL_OK (the caller would take it for a result) nor a status the ABI does not have.
+        if status <= 0 { status = StatusCode.internalError }
         return CommandError(code, message, status: status)
     }
 }

@@ -42,6 +42,8 @@ public final class ActivationContext: Sendable {
     /// What activate registered so far (internal: the registration calls in ActivationContext+Services use it too).
     let pending = Mutex(Contributions())
     private let errors = Mutex([UInt: String]())
+    /// How many messages `errors` holds, read without its lock.
+    private let errorsHeld = Atomic<Int>(0)
     private let lastRefusal = Mutex<String?>(nil)
     private let inFlight = Atomic<Int>(0)
     /// Service leases this activation holds on other plugins' tables.
@@ -243,6 +245,7 @@ public final class ActivationContext: Sendable {
     /// that kept no `keel_ctx` reaches the right call. Per thread; calls nest (a handler asking the auth chain runs
     /// other plugins' hooks), so `beginCall` returns the outer one for `endCall` to put back.
     static func beginCall(_ context: ActivationContext) -> UnsafeMutableRawPointer? {
+        context.dropStaleError()
         let outer = pthread_getspecific(currentCallKey)
         pthread_setspecific(currentCallKey, Unmanaged.passUnretained(context).toOpaque())
         return outer
@@ -253,17 +256,26 @@ public final class ActivationContext: Sendable {
     /// The principal the host handed to the route handler running on this thread (nil outside a handler): the only
     /// principal a plugin may act for when it calls another plugin's command, so it cannot name a caller of its own.
     /// Set and put back around each handler call, like `beginCall`.
-    static func beginRequest(_ principal: UnsafePointer<keel_principal>?) -> UnsafeMutableRawPointer? {
-        let outer = pthread_getspecific(currentPrincipalKey)
-        pthread_setspecific(currentPrincipalKey, principal.map { UnsafeRawPointer($0) })
+    /// The request's own fields go beside the pointer: what the plugin's pointer points to is plugin-writable memory,
+    /// so the principal a call acts for is the host's copy, never read back through it.
+    static func beginRequest(_ prepared: PreparedRequest) -> (UnsafeMutableRawPointer?, UnsafeMutableRawPointer?) {
+        let outer = (pthread_getspecific(currentPrincipalKey), pthread_getspecific(currentRequestKey))
+        pthread_setspecific(currentPrincipalKey, prepared.pointer.pointee.principal.map { UnsafeRawPointer($0) })
+        pthread_setspecific(currentRequestKey, Unmanaged.passUnretained(prepared.request.box).toOpaque())
         return outer
     }
 
-    static func endRequest(_ outer: UnsafeMutableRawPointer?) { pthread_setspecific(currentPrincipalKey, outer) }
+    static func endRequest(_ outer: (UnsafeMutableRawPointer?, UnsafeMutableRawPointer?)) {
+        pthread_setspecific(currentPrincipalKey, outer.0)
+        pthread_setspecific(currentRequestKey, outer.1)
+    }
 
-    /// True when `principal` is the one handed to the handler running on this thread.
-    static func isCurrentPrincipal(_ principal: UnsafePointer<keel_principal>) -> Bool {
-        pthread_getspecific(currentPrincipalKey) == UnsafeMutableRawPointer(mutating: principal)
+    /// The principal of the request the handler running on this thread serves, as the host made it, when
+    /// `principal` is the pointer handed to that handler; nil otherwise (a principal the plugin made up).
+    static func currentPrincipal(matching principal: UnsafePointer<keel_principal>) -> Principal? {
+        guard pthread_getspecific(currentPrincipalKey) == UnsafeMutableRawPointer(mutating: principal),
+              let request = pthread_getspecific(currentRequestKey) else { return nil }
+        return Unmanaged<PluginRequest.Fields>.fromOpaque(request).takeUnretainedValue().principal
     }
 
     /// The activation whose call this thread is running, if any. Valid only during that call.
@@ -273,10 +285,28 @@ public final class ActivationContext: Sendable {
 
     // MARK: error channel
 
-    func setError(_ message: String) { errors.withLock { $0[Self.currentThread] = message } }
+    func setError(_ message: String) {
+        errors.withLock { all in
+            if all.updateValue(message, forKey: Self.currentThread) == nil { errorsHeld.add(1, ordering: .relaxed) }
+        }
+    }
 
     /// The message the plugin set on this thread for the call that just returned, cleared on read.
-    func takeError() -> String { errors.withLock { $0.removeValue(forKey: Self.currentThread) } ?? "" }
+    func takeError() -> String {
+        errors.withLock { all in
+            let message = all.removeValue(forKey: Self.currentThread)
+            if message != nil { errorsHeld.subtract(1, ordering: .relaxed) }
+            return message
+        } ?? ""
+    }
+
+    /// Forgets a message left on this thread by an earlier call that did not fail (a `set_error` followed by
+    /// `KEEL_OK`, or the host's note of a call the plugin made and handled), so that it never becomes the reason of a
+    /// later call, perhaps another caller's. Called as each call begins; one relaxed load while none is held.
+    func dropStaleError() {
+        guard errorsHeld.load(ordering: .relaxed) > 0 else { return }
+        _ = takeError()
+    }
 
     /// The last registration the host refused, for an activation that fails without a message of its own.
     func takeRefusal() -> String? { lastRefusal.withLock { r in defer { r = nil }; return r } }
@@ -443,8 +473,14 @@ private let currentCallKey: pthread_key_t = {
     return key
 }()
 
-/// The per-thread slot behind `ActivationContext.isCurrentPrincipal` (made once, never destroyed).
+/// The per-thread slots behind `ActivationContext.currentPrincipal(matching:)`: the principal pointer handed to the
+/// handler, and its request's fields (made once, never destroyed).
 private let currentPrincipalKey: pthread_key_t = {
+    var key = pthread_key_t()
+    pthread_key_create(&key, nil)
+    return key
+}()
+private let currentRequestKey: pthread_key_t = {
     var key = pthread_key_t()
     pthread_key_create(&key, nil)
     return key

@@ -163,9 +163,13 @@ public final class PluginCommand: @unchecked Sendable {
                 default: break
                 }
                 switch (declaration.signature.result, value) {
-                case (.void, .none), (.status, .none), (.statusText, .string), (.value, .int), (.value, .uint), (.value, .double),
-                     (.value, .bool):
+                case (.void, .none), (.status, .none), (.statusText, .string):
                     return .success(value)
+                // A value of the declared type and in its range, as the in-process call would read it.
+                case let (.value(.i32), .int(v)) where Int32(exactly: v) != nil: return .success(value)
+                case (.value(.i64), .int): return .success(value)
+                case let (.value(.u32), .uint(v)) where UInt32(exactly: v) != nil: return .success(value)
+                case (.value(.u64), .uint), (.value(.f64), .double), (.value(.bool), .bool): return .success(value)
                 case let (.statusJSON, .json(text))
                     where (try? JSONSerialization.jsonObject(with: Data(text.utf8), options: [.fragmentsAllowed])) != nil:
                     return .success(value)

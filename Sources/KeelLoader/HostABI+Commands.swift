@@ -20,7 +20,7 @@ extension HostABI {
                 return KEEL_ERR_INVALID_ARGUMENT
             }
             // On behalf of the caller of the request being served, and no one else: a plugin cannot make up a principal.
-            guard ActivationContext.isCurrentPrincipal(principal) else {
+            guard let caller = ActivationContext.currentPrincipal(matching: principal) else {
                 let message = "called \(p).\(n) for a principal that is not the caller of the request it is serving: denied"
                 context.environment.log(plugin: context.pluginID, level: .warn, message: message)
                 context.setError(message)
@@ -29,10 +29,13 @@ extension HostABI {
             guard context.identity.calls.contains("\(p).\(n)") else {
                 let message = "called \(p).\(n), which it does not declare under calls: in plugin.yaml: denied"
                 context.environment.log(plugin: context.pluginID, level: .warn, message: message)
+                context.setError(message)
                 return KEEL_ERR_DENIED
             }
+            // The host's own principal of the request, not the struct behind the plugin's pointer, which the plugin
+            // can write (a role or tenant of its choosing).
             switch context.environment.callCommand(caller: context.pluginID, plugin: p, name: n, arguments: a,
-                                                   principal: CFrame.principal(principal)) {
+                                                   principal: caller) {
             case let .failure(error):
                 context.setError(error.message)
                 switch error.code {

@@ -288,7 +288,6 @@ struct BrowserTests {
         let at = ["--plugins", f.plugins, "--state", f.state]
         try """
             type: object
-            additionalProperties: false
             properties:
               retries: {type: integer, minimum: 0, maximum: 5}
               greeting: {type: string, enum: [hello, hi, salut]}
@@ -305,6 +304,10 @@ struct BrowserTests {
             #expect(r.status == 0, "\(r.stderr)")
         }
         #expect(try TestEnvironment.run(keel, ["plugins", "enable", "tuned"] + at).status != 0)
+        // A key the schema does not list (it allows others): saving the form must keep it.
+        try "extra: kept\n".write(toFile: f.plugins + "/../calc-config.yaml", atomically: true, encoding: .utf8)
+        let configured = try TestEnvironment.run(keel, ["plugins", "config", "calc", f.plugins + "/../calc-config.yaml"] + at)
+        #expect(configured.status == 0, "\(configured.stderr)")
         #expect(try TestEnvironment.run(keel, ["tenants", "create", "acme"] + at).status == 0)
         #expect(try TestEnvironment.run(keel, ["roles", "create", "viewer"] + at).status == 0)
         #expect(try TestEnvironment.run(keel, ["roles", "grant", "viewer", "calc.math:run"] + at).status == 0)
@@ -325,6 +328,6 @@ struct BrowserTests {
         #expect(!r.stdout.contains("FAILED"))
         // What the form stored is what the server holds.
         let stored = try await server.request("GET", "/api/v1/plugins/calc/config", admin: true)
-        #expect(((stored.json as? [String: Any])?["json"] as? String) == #"{"greeting":"hi","retries":3}"#, "\(stored.text)")
+        #expect(((stored.json as? [String: Any])?["json"] as? String) == #"{"extra":"kept","greeting":"hi","retries":3}"#, "\(stored.text)")
     }
 }

@@ -210,9 +210,10 @@ struct CommandsTests {
         try c.bundle("user", ["CALLER"], extra: "calls: [calc.add]\n")
         try c.bundle("rogue", ["CALLER"], extra: "")
         try c.bundle("forger", ["CALLER", "FORGE"], extra: "calls: [calc.add]\n")
+        try c.bundle("tamperer", ["CALLER", "TAMPER"], extra: "calls: [calc.add]\n")
         let kernel = try c.f.kernel()
         await kernel.start()
-        for id in ["calc", "user", "rogue", "forger"] { try await kernel.enable(id) }
+        for id in ["calc", "user", "rogue", "forger", "tamperer"] { try await kernel.enable(id) }
         func use(_ plugin: String, _ args: String, as principal: Principal) -> (Int, String) {
             let request = PluginRequest(method: "GET", path: "/ext/\(plugin)/use", routePath: "/use", query: args, principal: principal)
             guard let match = kernel.registry.snapshot.route(method: "GET", path: "/ext/\(plugin)/use"),
@@ -227,6 +228,27 @@ struct CommandsTests {
         #expect(c.f.log.lines.contains { $0.contains("rogue") && $0.contains("called calc.add, which it does not declare under calls: in plugin.yaml: denied") })
         #expect(use("forger", "2,40", as: ada) == (502, "status=\(StatusCode.denied)"), "a made-up admin principal is refused")
         #expect(c.f.log.lines.contains { $0.contains("forger") && $0.contains("for a principal that is not the caller of the request it is serving: denied") })
+        // The request's own principal, its roles written over by the plugin: the call is made as the host knows the
+        // caller, not as the struct now says (before 2026-12-02 it read the admin role back through the pointer).
+        #expect(use("tamperer", "2,40", as: ada) == (502, "status=\(StatusCode.denied)"), "roles written into the request's principal do not count")
+        #expect(use("tamperer", "2,40", as: admin) == (200, "42"))
+        await kernel.shutdown()
+    }
+
+    @Test("a message a call left without failing never becomes the reason of a later call's failure on the same thread")
+    func staleMessageDropped() async throws {
+        let c = CommandsFixture()
+        try c.calc(manifest: CommandsFixture.calcManifest + """
+
+              - {name: note, symbol: calc_note, signature: "(i64) -> i64"}
+              - {name: fail, symbol: calc_fail, signature: "() -> status(str)"}
+            """)
+        let kernel = try c.f.kernel()
+        await kernel.start()
+        try await kernel.enable("calc")
+        #expect(run(kernel, "note", [.int(7)]) == "7")
+        let failed = run(kernel, "fail", [])
+        #expect(failed == "command-failed: calc.fail returned KEEL_ERR_INTERNAL" && !failed.contains("a note left by an earlier call"), "\(failed)")
         await kernel.shutdown()
     }
 

@@ -18,14 +18,14 @@ function configForm(id) {
   const form = el('form', { className: 'config-form', noValidate: true, 'data-config-form': id }, fields, rawBox,
                   el('div', { className: 'actions' }, save, result));
   const node = el('div', {}, form, el('h4', { textContent: 'Stored' }), stored);
-  let schema, schemaText = null, dirty = false, inputs = [];
+  let schema, schemaText = null, dirty = false, inputs = [], storedValues = null;
 
   form.addEventListener('input', () => { dirty = true; });
   rawBox.addEventListener('toggle', () => { if (rawBox.open) raw.value = yamlOf(collect()); });
 
   form.addEventListener('submit', async event => {
     event.preventDefault();
-    const text = rawBox.open || !inputs.length ? raw.value : JSON.stringify(collect());
+    const text = rawBox.open || !inputs.length ? raw.value : jsonOf(collect());
     result.classList.remove('error');
     result.textContent = '…';
     save.disabled = true;
@@ -43,20 +43,29 @@ function configForm(id) {
     }
   });
 
-  // The fields' values as an object: empty fields left out, numbers typed as numbers (anything else goes as text,
-  // for the server to refuse with its reason).
+  // The configuration to store, as [key, JSON text] pairs: the stored keys the form has no field for kept as they
+  // are (a PUT replaces the whole configuration: a key the schema does not list must not be lost by saving the
+  // form), then each field's value, an empty field leaving its key out. An integer goes as the text typed, so that
+  // one past 2^53 is not rounded; a number as a number; anything else as text, for the server to refuse with its
+  // reason.
   function collect() {
-    const value = {};
+    const pairs = new Map();
+    const shown = new Set(inputs.map(f => f.key));
+    if (storedValues && typeof storedValues === 'object' && !Array.isArray(storedValues)) {
+      for (const [k, v] of Object.entries(storedValues)) if (!shown.has(k)) pairs.set(k, JSON.stringify(v));
+    }
     for (const f of inputs) {
       const text = f.input.value.trim();
       if (text === '') continue;
-      if (f.kind === 'integer' && /^-?\d+$/.test(text)) value[f.key] = Number(text);
-      else if (f.kind === 'number' && text !== '' && Number.isFinite(Number(text))) value[f.key] = Number(text);
-      else if (f.kind === 'boolean') value[f.key] = text === 'true';
-      else if (f.kind === 'json') value[f.key] = parse(text) === null && text !== 'null' ? text : parse(text);
-      else value[f.key] = f.input.value;
+      let json;
+      if (f.kind === 'integer' && /^-?\d+$/.test(text)) json = text.replace(/^(-?)0+(?=\d)/, '$1');
+      else if (f.kind === 'number' && Number.isFinite(Number(text))) json = JSON.stringify(Number(text));
+      else if (f.kind === 'boolean') json = JSON.stringify(text === 'true');
+      else if (f.kind === 'json') json = parse(text) === null && text !== 'null' ? JSON.stringify(text) : text;
+      else json = JSON.stringify(f.input.value);
+      pairs.set(f.key, json);
     }
-    return value;
+    return [...pairs.entries()];
   }
 
   function draw() {
@@ -111,6 +120,7 @@ function configForm(id) {
     const text = JSON.stringify(s.schema);
     if (text !== schemaText) { schema = s.schema; schemaText = text; draw(); dirty = false; }
     const values = current.json ? parse(current.json) : null;
+    storedValues = values;
     stored.textContent = current.yaml ? JSON.stringify(values, null, 2) : '(none stored)';
     if (!dirty) { fill(values); raw.value = current.yaml || ''; }
   }
@@ -118,7 +128,10 @@ function configForm(id) {
   return { node, refresh };
 }
 
-// An object as YAML text for the raw editor: JSON per value, which YAML reads.
-function yamlOf(value) {
-  return Object.entries(value).map(([k, v]) => k + ': ' + JSON.stringify(v)).join('\n') + (Object.keys(value).length ? '\n' : '');
+// [key, JSON text] pairs as YAML text for the raw editor (JSON per value, which YAML reads), and as a JSON object.
+function yamlOf(pairs) {
+  return pairs.map(([k, v]) => JSON.stringify(k) + ': ' + v).join('\n') + (pairs.length ? '\n' : '');
+}
+function jsonOf(pairs) {
+  return '{' + pairs.map(([k, v]) => JSON.stringify(k) + ':' + v).join(',') + '}';
 }

@@ -4,6 +4,7 @@
  *   CALLER           also register GET /use?A,B: calls CALL_PLUGIN.CALL_NAME (default calc.add) with [A, B] through
  *                    keel.commands/1 as the request's principal; answers the JSON result, or 502 "status=<n> <msg>"
  *   FORGE            /use passes a principal it made up (an admin) instead of the request's
+ *   TAMPER           /use writes the admin role into the request's own principal (casting away const), then passes it
  *   RAW_FRAME=N      (in a worker process) /use skips keel.commands/1 and writes a callCommand frame of its own to
  *                    the worker's socket (standard input), on behalf of host call N; answers "sent" (a hostile
  *                    worker that bypasses the worker's own checks)
@@ -79,6 +80,15 @@ KEEL_EXPORT keel_status calc_big(uint64_t n, keel_output *out) {
 /* () -> status(json): writes text that is not JSON (a broken command). */
 KEEL_EXPORT keel_status calc_broken(keel_output *out) { return out->write(out, "{not json", 9); }
 
+/* (i64) -> i64: leaves a message with set_error and still succeeds (a message that must not outlive the call). */
+KEEL_EXPORT int64_t calc_note(int64_t a) {
+    the_host->set_error(NULL, keel_cstr("a note left by an earlier call"));
+    return a;
+}
+
+/* () -> status(str): fails without a message of its own. */
+KEEL_EXPORT keel_status calc_fail(keel_output *out) { (void)out; return KEEL_ERR_INTERNAL; }
+
 /* () -> void: takes the process down (for the probe's containment). */
 KEEL_EXPORT void calc_crash(void) { *(volatile int *)0 = 1; }
 
@@ -115,6 +125,12 @@ static keel_status use(void *ud, const keel_http_request *req, keel_http_respons
     static const keel_str roles[] = { KEEL_STR("admin") };
     keel_principal forged = { sizeof forged, 0, KEEL_STR("root"), KEEL_STR("root"), KEEL_STR("default"), KEEL_STR("keel"), roles, 1 };
     const keel_principal *who = &forged;
+#elif defined(TAMPER)
+    static const keel_str roles[] = { KEEL_STR("admin") };
+    keel_principal *mine = (keel_principal *)req->principal;
+    mine->roles = roles;
+    mine->roles_len = 1;
+    const keel_principal *who = req->principal;
 #else
     const keel_principal *who = req->principal;
 #endif
