@@ -29,6 +29,17 @@ extension Kernel {
         }
     }
 
+    /// Writes the log line and audit row of a command call made on the caller's own thread, not through `execute`
+    /// (the C embedding API's `keel_command`), as `execute(.call ...)` writes them: the call's name, never its
+    /// arguments, and the error code only when it failed. [any thread]
+    public nonisolated func recordCall(plugin: String, command name: String, actor: String, failed: Bool) {
+        let command = KernelCommand.call(plugin: plugin, command: name, arguments: [])
+        let code = failed ? KernelError.Code.command.description : "ok"
+        log(failed ? .warn : .info, plugin, "\(actor): \(command.name) \(command.subject): \(failed ? "failed (\(code))" : "ok")")
+        audit(StateStore.AuditEntry(actor: actor, principal: nil, origin: nil, command: command.name, target: command.subject,
+                                    outcome: code, detail: nil))
+    }
+
     /// Records an admin call the auth chain refused (a deny from an authorize hook, a missing permission): the row
     /// names the call (`METHOD /path`), the caller and `reason` (which hook or which permission); the outcome is
     /// `forbidden`. `reason` must not carry request data beyond the path.

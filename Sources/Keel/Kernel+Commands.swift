@@ -26,6 +26,9 @@ extension Kernel {
         // idle wakes it through the kernel, as a request does).
         // Installs and upgrades likewise download, verify and probe off the kernel's thread (one such change at a
         // time; see Kernel+Install.swift).
+        // After `shutdown` nothing runs: a command queued or sent while the host closes (an embedder's
+        // `keel_close`, a server stopping) must not activate a plugin after it returned.
+        guard !isShutDown else { throw KernelError(.state, reason: "the host is shut down; \(command.name) did not run") }
         var called: Result<CommandResult, KernelError>?
         switch command {
         case let .call(plugin, name, arguments):

@@ -87,6 +87,8 @@ extension Kernel {
     ///   activate: it is then recorded `failed` with the reason and stays wanted, and is not retried until enabled
     ///   again or the host restarts.
     public func wake(_ id: String) throws(KernelError) {
+        // A kernel shut down runs no plugin code again (a request or queued call that arrives while it closes).
+        guard !isShutDown else { throw KernelError(.loadFailed, pluginID: id, reason: "the host is shutting down") }
         try wake(id, visiting: [])
     }
 

@@ -205,6 +205,10 @@ public func keel_command(_ k: OpaquePointer?, _ plugin: UnsafePointer<CChar>?, _
         }
         let (pluginID, command) = (String(cString: plugin), String(cString: name))
         let result = e.kernel.call(pluginID, command, arguments: arguments, as: Kernel.operatorPrincipal)
+        // In the audit trail as every other command of the embedder is (`keel_enable` goes through `execute`).
+        var failed = false
+        if case .failure = result { failed = true }
+        e.kernel.recordCall(plugin: pluginID, command: command, actor: "embedder", failed: failed)
         switch result {
         case let .success(value):
             e.events.post(.command(name: "call", pluginID: pluginID, failure: nil))

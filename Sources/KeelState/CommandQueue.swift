@@ -80,7 +80,7 @@ extension StateStore {
     public func cancelCommand(_ seq: Int64) throws(StateError) -> Bool {
         try locked { db throws(StateError) in
             !(try db.query("""
-                UPDATE commands SET state = 'cancelled', result = 'cancelled by the client', done_at = ?
+                UPDATE commands SET state = 'cancelled', result = 'cancelled by the client', done_at = ?, body = ''
                 WHERE seq = ? AND state = 'pending' RETURNING seq
                 """, [.text(Self.now()), .int(seq)]).isEmpty)
         }
@@ -89,7 +89,9 @@ extension StateStore {
     /// Records a command's outcome (`done` or `failed`) and its result text.
     public func finishCommand(_ seq: Int64, failed: Bool, result: String) throws(StateError) {
         _ = try locked { db throws(StateError) in
-            try db.query("UPDATE commands SET state = ?, result = ?, done_at = ? WHERE seq = ?",
+            // The body goes once the command ran: it may hold secrets (a configuration's API keys), and the row stays
+            // (an hour, a day) only for its result.
+            try db.query("UPDATE commands SET state = ?, result = ?, done_at = ?, body = '' WHERE seq = ?",
                          [.text(failed ? "failed" : "done"), .text(result), .text(Self.now()), .int(seq)])
         }
     }

@@ -77,6 +77,9 @@ struct EmbeddingCTests {
         let failed = r.stdout.split(separator: "\n").filter { !$0.hasPrefix("ok ") }
         #expect(r.status == 0 && failed.isEmpty, "\(failed.joined(separator: "\n"))\n\(r.stderr)")
         #expect(r.stdout.split(separator: "\n").count >= 40, "\(r.stdout)")
+        // keel_command is logged and audited as the embedder's other commands are (its arguments never are).
+        #expect(r.stderr.contains("[calc] embedder: call calc.add: ok") && r.stderr.contains("[calc] embedder: call calc.add: failed (command)"),
+                "\(r.stderr)")
         // keel_close stops the server gracefully: no error lines from the HTTP server on stderr.
         #expect(!r.stderr.contains("Already closed") && !r.stderr.contains("CancellationError"), "\(r.stderr)")
         // The HTTP server's own lines reach the log callback, not stderr (swift-log's default handler).

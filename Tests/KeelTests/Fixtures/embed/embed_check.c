@@ -35,6 +35,8 @@ static void on_log(void *ud, keel_log_level level, const char *plugin_id, const 
     atomic_fetch_add(&log_lines, 1);
     /* The HTTP server's own lines come here too (KEEL_HTTP_LOG=info shows its start). */
     if (message && strncmp(message, "keel.http: ", 11) == 0) fprintf(stderr, "http-log %d %s\n", (int)level, message);
+    /* keel_command's own lines, as the audit trail has them. */
+    if (message && strstr(message, "embedder: call ")) fprintf(stderr, "call-log %d [%s] %s\n", (int)level, plugin_id ? plugin_id : "", message);
     if (the_kernel && atomic_load(&log_reentry) == 0) atomic_store(&log_reentry, keel_disable(the_kernel, "hello", 0) + 1000);
 }
 
