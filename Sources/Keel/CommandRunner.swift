@@ -31,7 +31,9 @@ struct CommandRunner: Sendable {
     func mayWake(_ plugin: String, _ name: String, _ principal: Principal) -> Result<Void, CommandError>? {
         guard let manifest = environment.idleManifest(plugin) else { return nil }
         guard let declaration = manifest.commands.first(where: { $0.name == name }), access.isVisible(plugin, tenant: principal.tenant) else {
-            return .failure(CommandError(.unknown, "no command \(plugin).\(name)"))
+            // The same words as for an active plugin (`call`): an idle plugin another tenant has reads as none.
+            let visible = access.isVisible(plugin, tenant: principal.tenant)
+            return .failure(CommandError(.unknown, "no command \(plugin).\(name)" + (visible ? "" : " (plugin \"\(plugin)\" is not active)")))
         }
         if let refusal = refusal(plugin, declaration, principal) { return .failure(refusal) }
         return .success(())

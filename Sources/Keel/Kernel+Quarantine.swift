@@ -70,7 +70,9 @@ extension Kernel {
             ?? bundles[id]?.libraryPath.flatMap(GenerationStore.checksum) ?? ""
         // A guard is not switched off by a crash a request can cause (anything but its own activate or deactivate):
         // it moves into a worker process, or stays.
-        if !["activate", "deactivate"].contains(crash.site), let guardian = guardian(of: id) {
+        // A stall record (`hang`) is not a request's doing in the same way: a guard that hung the host is quarantined
+        // like any plugin, which leaves the host closed (a guard it misses), not open, and does not hang the next start.
+        if crash.hang == nil, !["activate", "deactivate"].contains(crash.site), let guardian = guardian(of: id) {
             let which = guardian == id ? "it has auth hooks" : "\"\(guardian)\", which has auth hooks, needs it"
             let outcome: String
             if let refusal = isolateCrashedGuard(id) {

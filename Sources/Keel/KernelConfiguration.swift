@@ -34,8 +34,9 @@ public struct KernelConfiguration: Sendable {
     public var limits: RegistrationLimits
     /// How long deactivation waits for a plugin's calls in flight (seconds).
     public var drainTimeout: Double
-    /// Seconds one call into plugin code on the kernel's lifecycle thread (activate, deactivate with its drain, a
-    /// service listener, `get_extension`) may run before the lifecycle counts as stalled (`Kernel.lifecycleStall`).
+    /// Seconds one call into plugin code on the kernel's lifecycle thread (a library's load and unload, activate,
+    /// deactivate after its drain, a service listener, `get_extension`) may run before the lifecycle counts as
+    /// stalled (`Kernel.lifecycleStall`).
     /// Default 30.
     public var stallLimit: Double = 30
     /// When set, every library with a checksum not seen before is first tried in a child process (see

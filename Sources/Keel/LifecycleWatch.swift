@@ -62,7 +62,7 @@ public struct LifecycleStall: Sendable, Equatable, CustomStringConvertible {
     /// The plugin whose code has not returned.
     public let plugin: String
     public let generation: Int
-    /// What the host called: `activate`, `deactivate`, `service listener` or `get_extension`.
+    /// What the host called: `load`, `activate`, `deactivate`, `unload`, `service listener` or `get_extension`.
     public let call: String
     /// How long it has been running, in seconds.
     public let seconds: Double

@@ -18,7 +18,7 @@ import Synchronization
 /// outlive it).
 ///
 /// Thread-safe. At most `capacity` sessions are kept, the oldest going first, and at most `perCaller` for one caller
-/// (user and tenant), that caller's oldest going first: one signed-in user who asks for page sessions in a loop
+/// (user and tenant) on one plugin's pages, that caller's oldest there going first: one signed-in user who asks for page sessions in a loop
 /// replaces only their own, never the other users' (whose open plugin pages would otherwise lose their session).
 final class PageSessions: Sendable {
     static let cookieName = "keel_page"
@@ -39,11 +39,11 @@ final class PageSessions: Sendable {
         var sessions: [String: Session] = [:]
         var byCaller: [String: [String]] = [:]
 
-        static func caller(_ p: Principal) -> String { p.id + "\u{0}" + p.tenant }
+        static func caller(_ p: Principal, _ plugin: String) -> String { p.id + "\u{0}" + p.tenant + "\u{0}" + plugin }
 
         mutating func remove(_ ticket: String) {
             guard let session = sessions.removeValue(forKey: ticket) else { return }
-            let key = Self.caller(session.principal)
+            let key = Self.caller(session.principal, session.pluginID)
             byCaller[key]?.removeAll { $0 == ticket }
             if byCaller[key]?.isEmpty == true { byCaller[key] = nil }
         }
@@ -66,7 +66,7 @@ final class PageSessions: Sendable {
         var generator = SystemRandomNumberGenerator()
         let ticket = Hex.lowercase((0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) })
         let now = ContinuousClock.now
-        let key = Table.caller(principal)
+        let key = Table.caller(principal, pluginID)
         table.withLock { t in
             // The caller's own oldest first: issued in order, with one lifetime, the first is the oldest.
             while let mine = t.byCaller[key], mine.count >= perCaller, let oldest = mine.first { t.remove(oldest) }

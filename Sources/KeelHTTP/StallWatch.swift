@@ -15,6 +15,17 @@ public struct StallWatch: Sendable {
     let kernel: Kernel
     let exits: Bool
     let log: @Sendable (LogRecord) -> Void
+    /// True once a stop was asked for: a stall is then recorded and the process ended as with `exits` (a host that
+    /// is still starting has no server whose stop would).
+    let stopping: @Sendable () -> Bool
+
+    public init(kernel: Kernel, exits: Bool, log: @escaping @Sendable (LogRecord) -> Void,
+                stopping: @escaping @Sendable () -> Bool = { false }) {
+        self.kernel = kernel
+        self.exits = exits
+        self.log = log
+        self.stopping = stopping
+    }
 
     /// The exit status of a host ended by a stall (EX_SOFTWARE).
     public static let exitStatus: Int32 = 70
@@ -31,7 +42,8 @@ public struct StallWatch: Sendable {
         _exit(exitStatus)
     }
 
-    func run() async {
+    /// Watches until the task is cancelled.
+    public func run() async {
         var reported: LifecycleStall?
         while !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(500))
@@ -42,12 +54,12 @@ public struct StallWatch: Sendable {
                 }
                 continue
             }
-            if exits {
+            if exits || stopping() {
                 let record = kernel.recordStall(stall)
                 // The call returned while the record was being written (which then leaves none): no stall after all.
                 guard record != nil || kernel.lifecycleStall != nil else { continue }
                 log(LogRecord(level: .error, pluginID: stall.plugin,
-                              message: "the host's lifecycle is stalled: \(stall); exiting (--exit-on-stall)"
+                              message: "the host's lifecycle is stalled: \(stall); exiting (\(exits ? "--exit-on-stall" : "stopping"))"
                                 + (record.map { "; the next start quarantines \"\(stall.plugin)\" (stall record: \($0))" } ?? "")))
                 // `_exit`, not `exit`: no atexit handler or library destructor runs beside the thread stuck in plugin
                 // code (one could wait for a lock that thread holds, or crash and overwrite the record).

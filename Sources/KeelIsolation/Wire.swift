@@ -350,7 +350,7 @@ extension WireReader {
         let code = CommandError.Code(rawValue: try string()) ?? .failed
         let message = try string().prefix(utf8Bytes: 4096)
         var status = try i32()
-        // A failure is never KEEL_OK (the caller would take it for a result) nor a status the ABI does not have.
+        // A failure is never KEEL_OK (the caller would take it for a result) nor a negative status.
         if status <= 0 { status = StatusCode.internalError }
         return CommandError(code, message, status: status)
     }

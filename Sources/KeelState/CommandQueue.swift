@@ -68,7 +68,7 @@ extension StateStore {
                 """, [.int(seq), .text(now)])
             if !claimed.isEmpty { return true }
             try db.query("""
-                UPDATE commands SET state = 'cancelled', result = 'its deadline passed before the server took it', done_at = ?
+                UPDATE commands SET state = 'cancelled', result = 'its deadline passed before the server took it', done_at = ?, body = ''
                 WHERE seq = ? AND state = 'pending'
                 """, [.text(now), .int(seq)])
             return false

@@ -39,10 +39,11 @@ final class SQLiteDatabase: StateDatabase {
         // keys) and command results. SQLite gives the -wal and -shm files the main file's mode; older files made
         // with the umask's 0644 are narrowed.
         if path != ":memory:" && !path.isEmpty {
-            if let problem = SystemFile.ownershipProblem(path, companions: ["-wal", "-shm"]) {
+            // SQLite plays a hot rollback journal (`-journal`) back into the database before it looks for a WAL.
+            if let problem = SystemFile.ownershipProblem(path, companions: ["-wal", "-shm", "-journal"]) {
                 throw StateError(path: path, reason: "not opened: \(problem)")
             }
-            SystemFile.keepToOwner(path, companions: ["-wal", "-shm"])
+            SystemFile.keepToOwner(path, companions: ["-wal", "-shm", "-journal"])
         }
         let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX
         guard sqlite3_open_v2(path, &db, flags, nil) == SQLITE_OK else {

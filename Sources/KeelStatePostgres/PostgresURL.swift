@@ -77,8 +77,11 @@ public struct PostgresURL: Sendable, Hashable {
     public static func redact(_ text: String) -> String {
         // The user part ends at the authority's last `@` (a password may hold an unescaped one), before the path.
         guard let scheme = text.range(of: "://") else { return text }
-        let authority = text[scheme.upperBound...].prefix { $0 != "/" && $0 != "?" }
-        guard let at = authority.lastIndex(of: "@") else { return text }
+        // A password holding `/`, `?` or `#` unescaped ends the authority early: then the last `@` of all (more is
+        // hidden than needed, never less).
+        let rest = text[scheme.upperBound...]
+        let authority = rest.prefix { $0 != "/" && $0 != "?" && $0 != "#" }
+        guard let at = authority.lastIndex(of: "@") ?? rest.lastIndex(of: "@") else { return text }
         let userInfo = text[scheme.upperBound..<at]
         guard let colon = userInfo.firstIndex(of: ":") else { return text }
         return String(text[..<colon]) + String(text[at...])

@@ -153,4 +153,34 @@ struct LifecycleStallTests {
                 && (health.body["missingGuards"] as? [String]) == ["crasher"], "\(health.body)")
         #expect(try await server.request("GET", "/ext/fine/items/1").status != 200)
     }
+
+    @Test("an activate that hangs while the host starts is watched too: --exit-on-stall ends the start (status 70) and the next start quarantines the plugin")
+    func stalledAtStart() async throws {
+        let (f, hang) = try Self.staged()
+        FileManager.default.createFile(atPath: hang, contents: nil)
+        let keel = Process()
+        keel.executableURL = URL(fileURLWithPath: TestEnvironment.binPath + "/keel")
+        keel.arguments = ["serve", "--port", "0", "--plugins", f.plugins, "--state", f.state, "--stall-limit", "1", "--exit-on-stall", "--no-watch"]
+        keel.environment = ProcessInfo.processInfo.environment.merging(Self.environment(hang)) { $1 }
+        let errors = Pipe()
+        keel.standardError = errors
+        keel.standardOutput = FileHandle.nullDevice
+        let text = LockedText()
+        try keel.run()
+        PipeDrain(errors.fileHandleForReading, into: text)
+        let deadline = Date().addingTimeInterval(30)
+        while keel.isRunning && Date() < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        if keel.isRunning { keel.interrupt(); kill(keel.processIdentifier, SIGKILL) }
+        #expect(!keel.isRunning || keel.terminationStatus == 70, "\(text.value)")
+        keel.waitUntilExit()
+        #expect(keel.terminationReason == .exit && keel.terminationStatus == 70, "\(text.value)")
+        #expect(text.value.contains("activate has not returned for 1 s; exiting (--exit-on-stall)"), "\(text.value)")
+
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch"], environment: Self.environment(hang))
+        defer { server.stop() }
+        let plugins = try await server.request("GET", "/api/v1/plugins", admin: true).json as? [[String: Any]] ?? []
+        let reason = plugins.first { $0["id"] as? String == "crasher" }?["reason"] as? String ?? ""
+        #expect(reason.hasPrefix("hung the host: its activate had not returned after "), "\(reason)")
+        #expect(try await server.request("GET", "/ext/fine/items/1").status == 200)
+    }
 }

@@ -29,11 +29,14 @@ struct PageSessionsTests {
         let alice = Principal(id: "alice", displayName: "Alice", tenant: "default", roles: [], authenticatedBy: "idp")
         let mallory = Principal(id: "mallory", displayName: "Mallory", tenant: "default", roles: [], authenticatedBy: "idp")
         let aliceTickets = (0..<5).map { _ in pages.issue(alice, pluginID: "spy") }
+        // Mallory's own page of another plugin, open in another tab, is not pushed out by the loop on "spy".
+        let malloryElsewhere = pages.issue(mallory, pluginID: "notes")
         var malloryTickets: [String] = []
         for _ in 0..<10_000 { malloryTickets.append(pages.issue(mallory, pluginID: "spy")) }
         for ticket in aliceTickets { #expect(pages.principal(ticket: ticket, pluginID: "spy", adminDigest: nil)?.id == "alice") }
         // Mallory keeps the newest 8; the older ones open nothing.
-        #expect(pages.count == 13)
+        #expect(pages.count == 14)
+        #expect(pages.principal(ticket: malloryElsewhere, pluginID: "notes", adminDigest: nil)?.id == "mallory")
         #expect(pages.principal(ticket: malloryTickets[0], pluginID: "spy", adminDigest: nil) == nil)
         #expect(pages.principal(ticket: malloryTickets[malloryTickets.count - 9], pluginID: "spy", adminDigest: nil) == nil)
         for ticket in malloryTickets.suffix(8) { #expect(pages.principal(ticket: ticket, pluginID: "spy", adminDigest: nil)?.id == "mallory") }

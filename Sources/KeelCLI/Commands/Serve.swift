@@ -148,9 +148,15 @@ extension KeelCommand {
                 }
                 // Several hosts on one PostgreSQL state: this one records its own status of each plugin from the start.
                 let shared = kernel.state.isShared ? SharedStateLoop(kernel: kernel) : nil
+                // Plugin code that hangs while the enabled plugins load is watched as it is later (the server's own
+                // watch starts with it): logged, and with --exit-on-stall or a stop asked for, recorded and ended.
+                let startWatch = Task {
+                    await StallWatch(kernel: kernel, exits: exitOnStall, log: kernel.logSink, stopping: { signals.first != nil }).run()
+                }
                 await withProgress("starting: loading the enabled plugins (new builds are probed first)") {
                     await kernel.start(safeMode: safeMode)
                 }
+                startWatch.cancel()
                 if watch && !safeMode { try await kernel.watch() }
                 // Apply what the other hosts change, report in the hosts table.
                 try shared?.start()
