@@ -352,7 +352,9 @@ struct HostileWorkerTests {
     @Test("a worker's log line is cut to 4096 bytes, whatever its characters")
     func logLineCap() async throws {
         let f = try stage()
-        let server = try ServerProcess(plugins: f.plugins, state: f.state)
+        // The call writes 40 MiB of log frames: under a loaded suite that can pass the default 10 s call time-out
+        // (504), which is not what this test is about.
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--worker-call-timeout", "120"])
         defer { server.stop() }
         let before = ReloadUnderTrafficTests.rss(server.process.processIdentifier)
         #expect(try await server.request("GET", "/ext/hostile/items/biglog").status == 200)
