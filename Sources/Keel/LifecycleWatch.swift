@@ -66,9 +66,10 @@ public struct LifecycleStall: Sendable, Equatable, CustomStringConvertible {
     public let call: String
     /// How long it has been running, in seconds.
     public let seconds: Double
-    /// The library's checksum (what the quarantine names), and which call of the lifecycle thread this is.
+    /// Which call of the lifecycle thread this is: a later stall of the same plugin and call has another.
+    public let sequence: UInt64
+    /// The library's checksum (what the quarantine names).
     let checksum: String
-    let sequence: UInt64
 
     /// E.g. `plugin "slow" (generation 3): activate has not returned for 31 s`.
     public var description: String {
@@ -93,7 +94,7 @@ extension Kernel {
         let limit = configuration.stallLimit.isFinite && configuration.stallLimit > 0 ? configuration.stallLimit : 30
         guard seconds >= limit else { return nil }
         return LifecycleStall(plugin: call.plugin, generation: call.generation, call: call.site, seconds: seconds,
-                              checksum: call.checksum, sequence: call.sequence)
+                              sequence: call.sequence, checksum: call.checksum)
     }
 
     /// Writes a record of `stall` where the fatal-signal handler writes a crash record (`crashRecordPath`), for a

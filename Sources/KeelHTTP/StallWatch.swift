@@ -35,10 +35,18 @@ public struct StallWatch: Sendable {
     /// record was written). For a host stopping: shutting down would wait for the stalled call for ever.
     public static func exitIfStalled(_ kernel: Kernel, say: (String) -> Void) {
         guard let stall = kernel.lifecycleStall else { return }
+        recordAndExit(kernel, stall) { say("keel: the lifecycle is stalled (\(stall)); exiting without deactivating the plugins" + $0) }
+    }
+
+    /// Records `stall` and ends the process with `exitStatus`, after `say` was given the tail of the line to tell
+    /// (where the record is). Returns, having done nothing else, when the call returned while the record was being
+    /// written (which then leaves none): no stall after all.
+    /// `_exit`, not `exit`: no atexit handler or library destructor runs beside the thread stuck in plugin code (one
+    /// could wait for a lock that thread holds, or crash and overwrite the record).
+    private static func recordAndExit(_ kernel: Kernel, _ stall: LifecycleStall, say: (String) -> Void) {
         let record = kernel.recordStall(stall)
         guard record != nil || kernel.lifecycleStall != nil else { return }
-        say("keel: the lifecycle is stalled (\(stall)); exiting without deactivating the plugins"
-            + (record.map { "; the next start quarantines \"\(stall.plugin)\" (stall record: \($0))" } ?? ""))
+        say(record.map { "; the next start quarantines \"\(stall.plugin)\" (stall record: \($0))" } ?? "")
         _exit(exitStatus)
     }
 
@@ -55,17 +63,13 @@ public struct StallWatch: Sendable {
                 continue
             }
             if exits || stopping() {
-                let record = kernel.recordStall(stall)
-                // The call returned while the record was being written (which then leaves none): no stall after all.
-                guard record != nil || kernel.lifecycleStall != nil else { continue }
-                log(LogRecord(level: .error, pluginID: stall.plugin,
-                              message: "the host's lifecycle is stalled: \(stall); exiting (\(exits ? "--exit-on-stall" : "stopping"))"
-                                + (record.map { "; the next start quarantines \"\(stall.plugin)\" (stall record: \($0))" } ?? "")))
-                // `_exit`, not `exit`: no atexit handler or library destructor runs beside the thread stuck in plugin
-                // code (one could wait for a lock that thread holds, or crash and overwrite the record).
-                _exit(Self.exitStatus)
+                Self.recordAndExit(kernel, stall) { tail in
+                    log(LogRecord(level: .error, pluginID: stall.plugin,
+                                  message: "the host's lifecycle is stalled: \(stall); exiting (\(exits ? "--exit-on-stall" : "stopping"))" + tail))
+                }
+                continue
             }
-            if reported.map({ $0.plugin != stall.plugin || $0.generation != stall.generation || $0.call != stall.call }) ?? true {
+            if reported?.sequence != stall.sequence {
                 log(LogRecord(level: .error, pluginID: stall.plugin,
                               message: "the host's lifecycle is stalled: \(stall); lifecycle commands and the admin API answer 503 lifecycle-stalled until it returns; \(stall.remedy)"))
                 reported = stall
