@@ -75,13 +75,11 @@ public struct PostgresURL: Sendable, Hashable {
 
     /// `text` with any password in its user part removed (for messages about a URL that may not even parse).
     public static func redact(_ text: String) -> String {
-        // The user part ends at the authority's last `@` (a password may hold an unescaped one), before the path.
+        // The user part ends at the URL's last `@`: a password may hold an unescaped `@`, and one holding `/`, `?` or
+        // `#` unescaped ends the authority early (`ann:a@b/c@db`), so the authority's own last `@` can lie inside the
+        // password. An `@` in the query then hides more than needed (the host), never less.
         guard let scheme = text.range(of: "://") else { return text }
-        // A password holding `/`, `?` or `#` unescaped ends the authority early: then the last `@` of all (more is
-        // hidden than needed, never less).
-        let rest = text[scheme.upperBound...]
-        let authority = rest.prefix { $0 != "/" && $0 != "?" && $0 != "#" }
-        guard let at = authority.lastIndex(of: "@") ?? rest.lastIndex(of: "@") else { return text }
+        guard let at = text[scheme.upperBound...].lastIndex(of: "@") else { return text }
         let userInfo = text[scheme.upperBound..<at]
         guard let colon = userInfo.firstIndex(of: ":") else { return text }
         return String(text[..<colon]) + String(text[at...])

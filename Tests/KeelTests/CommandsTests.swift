@@ -98,6 +98,27 @@ struct CommandsTests {
         await kernel.shutdown()
     }
 
+    @Test("a plugin another tenant runs gets the same unknown-command words as one that does not exist: a caller learns nothing of other tenants' plugins")
+    func otherTenantsPluginIsNone() async throws {
+        let c = CommandsFixture()
+        try c.calc()
+        let kernel = try c.f.kernel()
+        await kernel.start()
+        try await kernel.execute(.createTenant(name: "acme"))
+        try await kernel.execute(.createTenant(name: "globex"))
+        try await kernel.execute(.enable(id: "calc", tenant: "acme"))
+        let alice = Principal(id: "alice", tenant: "acme", roles: ["admin"], authenticatedBy: "test")
+        let bob = Principal(id: "bob", tenant: "globex", roles: ["admin"], authenticatedBy: "test")
+        #expect(run(kernel, "add", [.int(1), .int(2)], as: alice) == "3")
+        #expect(run(kernel, "add", [.int(1), .int(2)], as: bob) == run(kernel, "add", [.int(1), .int(2)], as: bob, plugin: "ghost")
+            .replacingOccurrences(of: "ghost", with: "calc"))
+        #expect(run(kernel, "add", [], as: bob) == "unknown-command: no command calc.add (plugin \"calc\" is not active)")
+        #expect(run(kernel, "ghost", [], as: bob) == "unknown-command: no command calc.ghost (plugin \"calc\" is not active)",
+                "an unknown command of it too")
+        #expect(run(kernel, "ghost", [], as: alice) == "unknown-command: no command calc.ghost", "its own tenant is told the plugin is there")
+        await kernel.shutdown()
+    }
+
     @Test("failures: an error status with the plugin's message, output past 1 MiB, output that is not JSON; the host goes on")
     func failures() async throws {
         let c = CommandsFixture()

@@ -1,6 +1,8 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
 import Foundation
+import Keel
+import KeelLoader
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
@@ -45,6 +47,37 @@ struct HostileWorkerTests {
         try await Task.sleep(for: .milliseconds(500))
         #expect(server.process.isRunning, "keel serve died: \(server.errors.value.prefix(700))")
         #expect(reply.map { $0.status >= 500 && $0.status <= 599 } == true, "\(String(describing: reply?.status))")
+    }
+
+    @Test("a worker's command answers are checked as the plugin's own result would be: a value out of range or of another kind fails, and a failure never reads as KEEL_OK")
+    func forgedCommandResults() async throws {
+        let f = KernelFixture()
+        let library = try TestEnvironment.buildPlugin(source: TestEnvironment.fixtures + "/plugins/hostile.c", name: "hostile")
+        let commands = ["wide", "kind", "okfail"].map { "  - {name: \($0), symbol: hostile_\($0), signature: \"() -> i32\"}" }
+        let manifest = TestEnvironment.manifest(id: "hostile", library: "libhostile.so", abi: "1.1", capabilities: ["routes"],
+                                                extra: "isolation: process\ncommands:\n" + commands.joined(separator: "\n"))
+        try TestEnvironment.makeBundle(in: f.plugins, folder: "hostile", manifest: manifest, library: library)
+        let kernel = try f.kernel(workerExecutable: TestEnvironment.binPath + "/keel")
+        await kernel.start()
+        try await kernel.enable("hostile")
+        #expect(try await kernel.plugin("hostile").workerPID != nil)
+        func call(_ name: String) async -> Result<CommandValue, CommandError> {
+            let result = kernel.call("hostile", name, arguments: [], as: Kernel.operatorPrincipal)
+            // The forged answers for the later call numbers are read and dropped before the next call is numbered.
+            try? await Task.sleep(for: .milliseconds(300))
+            return result
+        }
+        for name in ["wide", "kind"] {
+            guard case let .failure(e) = await call(name) else { Issue.record("\(name): a forged value was taken"); continue }
+            #expect(e.code == .failed && e.message == "hostile.\(name): its worker answered a value of the wrong kind", "\(e)")
+        }
+        guard case let .failure(e) = await call("okfail") else {
+            Issue.record("a failure forged with status KEEL_OK read as a result")
+            return
+        }
+        #expect(e.message == "forged" && e.status == StatusCode.internalError, "\(e) \(e.status)")
+        #expect(try await kernel.plugin("hostile").workerPID != nil, "the worker still serves")
+        await kernel.shutdown()
     }
 
     @Test("a worker cannot signal or trace the host: kill, tgkill and ptrace of its parent are refused")

@@ -121,6 +121,30 @@ struct LazyKernelTests {
         await again.shutdown()
     }
 
+    @Test("after shutdown no idle plugin wakes and no command runs: its library is never mapped, and the store keeps what it had")
+    func nothingRunsAfterShutdown() async throws {
+        let s = ServicesFixture()
+        try s.f.fixtureBundle("lzlate", capabilities: ["routes"], extra: "activation: lazy\n")
+        try s.f.fixtureBundle("lzother", capabilities: ["routes"])
+        let kernel = try s.kernel()
+        await kernel.start()
+        try await kernel.enable("lzlate")
+        #expect(kernel.isIdle("lzlate"))
+        await kernel.shutdown()
+
+        // A request or a queued call that reaches the kernel while it closes.
+        var woke: KernelError?
+        do { try await kernel.wake("lzlate") } catch { woke = error }
+        #expect(woke?.description.contains("the host is shutting down") == true, "\(String(describing: woke))")
+        var executed: KernelError?
+        do { try await kernel.execute(.enable(id: "lzother", tenant: nil)) } catch { executed = error }
+        #expect(executed?.description.contains("the host is shut down; enable did not run") == true, "\(String(describing: executed))")
+        #expect(!Lazy.mapped("lzlate", pid: getpid()) && !Lazy.mapped("lzother", pid: getpid()), "no plugin code loaded after shutdown")
+        let store = try StateStore(path: s.f.state)
+        #expect(try store.plugin("lzother")?.enabled != true, "the refused enable changed nothing stored")
+        #expect(try store.plugin("lzlate")?.enabled == true, "the idle plugin stays wanted")
+    }
+
     @Test("a reload of an idle lazy plugin keeps it idle under its new manifest: its menus now, and the manifest its commands and provided interfaces are found by off the kernel's thread")
     func reloadIdleTakesNewManifest() async throws {
         let s = ServicesFixture()

@@ -47,6 +47,10 @@ struct MetricsTests {
 
         #expect(try await server.request("GET", "/metrics").status == 401)
         #expect(try await server.request("GET", "/metrics", headers: ["Authorization": "Bearer wrong"]).status == 401)
+        // Compared by digest: a prefix of the token, the token with more after it, or its last byte changed read nothing.
+        for near in [String(Self.metricsToken.dropLast()), Self.metricsToken + "0", String(Self.metricsToken.dropLast()) + "8", ""] {
+            #expect(try await server.request("GET", "/metrics", headers: ["Authorization": "Bearer \(near)"]).status == 401, "\(near)")
+        }
         #expect(try await server.request("GET", "/metrics", admin: true).status == 200)
         let reply = try await server.request("GET", "/metrics", headers: ["Authorization": "Bearer \(Self.metricsToken)"])
         #expect(reply.status == 200 && reply.headers["content-type"]?.hasPrefix("text/plain") == true)

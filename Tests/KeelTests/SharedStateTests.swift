@@ -292,3 +292,21 @@ extension PostgresBackedTests {
         }
     }
 }
+
+/// `PostgresURL.redact`: the text shown for a `postgres://` URL that may not even parse (logs, `keel dev`, errors).
+@Suite("postgres:// URLs shown without their password")
+struct PostgresRedactTests {
+    @Test("the password goes however it is spelled: an unescaped @, /, ? or # in it; no password or no URL leaves the text as it is")
+    func redact() {
+        #expect(PostgresURL.redact("postgres://ann:secret@db:5432/keel") == "postgres://ann@db:5432/keel")
+        #expect(PostgresURL.redact("postgres://ann:se@cr@et@db/keel") == "postgres://ann@db/keel", "the authority's last @ ends the user part")
+        for password in ["se/cret", "se?cret", "se#cret", "a@b/c"] {
+            let shown = PostgresURL.redact("postgresql://ann:\(password)@db/keel?schema=x")
+            #expect(shown == "postgresql://ann@db/keel?schema=x", "\(password) -> \(shown)")
+        }
+        #expect(PostgresURL.redact("postgres://ann@db/keel") == "postgres://ann@db/keel")
+        #expect(PostgresURL.redact("postgres://db/keel?user=a@b") == "postgres://db/keel?user=a@b", "no password, nothing hidden")
+        #expect(PostgresURL.redact("postgres://ann:pw@db/keel?x=a@b") == "postgres://ann@b", "an @ in the query hides more, never less")
+        #expect(PostgresURL.redact("/var/lib/keel/state.db") == "/var/lib/keel/state.db")
+    }
+}

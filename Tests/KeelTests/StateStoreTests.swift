@@ -171,6 +171,24 @@ extension PostgresBackedTests {
             #expect(try other.command(claimed)?.state == "done")
             #expect(try other.command(cancelled)?.state == "cancelled")
 
+            // A command's body (a configuration's keys) goes once it ran, was cancelled or missed its deadline; its
+            // outcome stays for the client.
+            let secret = #"{"config":{"id":"p","yaml":"api-key: s3cr3t"}}"#
+            let ran = try other.submitCommand(op: "config", pluginID: "p", body: secret, timeout: 60)
+            #expect(try store.command(ran)?.body == secret, "kept while pending")
+            #expect(try store.claimCommand(ran))
+            #expect(try store.command(ran)?.body == secret, "kept while running")
+            try store.finishCommand(ran, failed: true, result: "bad key")
+            let dropped = try other.submitCommand(op: "config", pluginID: "p", body: secret, timeout: 60)
+            #expect(try other.cancelCommand(dropped))
+            let late = try other.submitCommand(op: "config", pluginID: "p", body: secret, timeout: -1)
+            #expect(try !store.claimCommand(late), "its deadline passed")
+            for (seq, state) in [(ran, "failed"), (dropped, "cancelled"), (late, "cancelled")] {
+                let row = try other.command(seq)
+                #expect(row?.state == state && row?.body == "", "\(seq): \(String(describing: row))")
+            }
+            #expect(try other.command(ran)?.result == "bad key")
+
             // The convenience overloads resolve on the protocol.
             try store.setConfig("p", yaml: "a: 1", json: #"{"a":1}"#)
             #expect(try other.config("p")?.json == #"{"a":1}"#)

@@ -41,6 +41,11 @@
  *               (bits: 1 setsid succeeded, 2 setpgid returned 0, 4 the group changed, 8 the session changed)
  *     anything else: 200 "ok"
  * Its activate sleeps 30 s when a file named "block-activate" lies beside the library.
+ * Commands (declared by the test, abi 1.1, each "() -> i32"), each forging `commandResult` answers (kind 27) for
+ * call ids 1...64 (a worker's calls are numbered from 1) before returning 7 itself:
+ *   hostile_wide   answers the i64 3,000,000,000 (out of range for an i32)
+ *   hostile_kind   answers a string
+ *   hostile_okfail answers a failure whose status is 0 (KEEL_OK)
  */
 #define _GNU_SOURCE
 #include <keel/keel.h>
@@ -92,6 +97,43 @@ static void forge_response(uint64_t id, int64_t status) {
     put32(f + 29, 0);
     put32(f + 33, 0);
     write_all(f, sizeof f);
+}
+
+/* A `commandResult` answer to call `id`: `payload` (the outcome as Wire.swift writes it) after the frame's head. */
+static void forge_command_result(uint64_t id, const unsigned char *payload, size_t n) {
+    unsigned char f[64];
+    if (n > sizeof f - 13) return;
+    put32(f, (uint32_t)(1 + 8 + n));
+    f[4] = 27;
+    put64(f + 5, id);
+    memcpy(f + 13, payload, n);
+    write_all(f, 13 + n);
+}
+
+KEEL_EXPORT int32_t hostile_wide(void) {
+    unsigned char p[10] = { 0, 1 };                       /* success, an int */
+    put64(p + 2, 3000000000ull);
+    for (uint64_t i = 1; i <= 64; i++) forge_command_result(i, p, sizeof p);
+    return 7;
+}
+
+KEEL_EXPORT int32_t hostile_kind(void) {
+    unsigned char p[2 + 4 + 5] = { 0, 5 };                /* success, a string */
+    put32(p + 2, 5);
+    memcpy(p + 6, "forge", 5);
+    for (uint64_t i = 1; i <= 64; i++) forge_command_result(i, p, sizeof p);
+    return 7;
+}
+
+KEEL_EXPORT int32_t hostile_okfail(void) {
+    unsigned char p[1 + 4 + 14 + 4 + 6 + 4] = { 1 };      /* failure: code, message, status 0 */
+    put32(p + 1, 14);
+    memcpy(p + 5, "command-failed", 14);
+    put32(p + 19, 6);
+    memcpy(p + 23, "forged", 6);
+    put32(p + 29, 0);
+    for (uint64_t i = 1; i <= 64; i++) forge_command_result(i, p, sizeof p);
+    return 7;
 }
 
 /* A `log` frame: level (int), then one message that is a single grapheme cluster of `marks` combining accents. */
