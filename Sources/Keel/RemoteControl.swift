@@ -139,12 +139,13 @@ public enum RemoteControl {
     /// Client side: queues `command` for the server and waits for its outcome. When the server has not taken it
     /// within `timeout`, it is cancelled (atomically: either the cancel or the server's claim wins), so a command
     /// reported as failed never runs later. One the server took is waited for up to `timeout` more. `user` (the OS
-    /// user of the CLI) goes with the command into the server's audit trail.
+    /// user of the CLI) goes with the command into the server's audit trail; `target`, the host id of the server it is
+    /// for on a shared state (nil: whichever server takes it).
     /// - Throws: `KernelError` with the server's reason when it failed, or saying it was cancelled and nothing
     ///   changed, or that the server took it and has not finished yet.
     @discardableResult
     public static func submit(_ command: RemoteCommand, state: StateStore, timeout: Duration = .seconds(10),
-                              user: String? = nil, actor: String? = nil) async throws(KernelError) -> CommandResult {
+                              user: String? = nil, actor: String? = nil, target: String? = nil) async throws(KernelError) -> CommandResult {
         let subject = command.subject
         let seq: Int64
         do {
@@ -152,7 +153,7 @@ public enum RemoteControl {
                 : try JSONEncoder().encode(Queued(command: command, user: user, actor: actor))
             let body = String(decoding: encoded, as: UTF8.self)
             let seconds = Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18
-            seq = try state.submitCommand(op: command.name, pluginID: subject, body: body, timeout: seconds)
+            seq = try state.submitCommand(op: command.name, pluginID: subject, body: body, timeout: seconds, target: target)
         } catch {
             throw KernelError(.state, pluginID: subject, reason: "\(error)")
         }

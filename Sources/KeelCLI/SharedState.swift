@@ -27,9 +27,12 @@ final class SharedStateLoop: Sendable {
     /// Makes the kernel's store observe for this host: call it before the kernel loads anything.
     init(kernel: Kernel) {
         self.kernel = kernel
-        id = "\(ProcessInfo.processInfo.hostName)-\(getpid())"
+        id = Self.hostID(pid: getpid())
         kernel.state.observe(as: id)
     }
+
+    /// The id a `keel serve` of process `pid` on this machine has among the hosts of a shared state.
+    static func hostID(pid: Int32) -> String { "\(ProcessInfo.processInfo.hostName)-\(pid)" }
 
     /// Where this host serves, once it listens.
     func listening(at url: String) { address.withLock { $0 = url } }

@@ -24,6 +24,8 @@ extension StateStore {
         public var result: String
         /// The command as JSON (what the server decodes and runs).
         public var body: String
+        /// The host it is for (a shared state's host id, `observe(as:)`), or nil for whichever server takes it.
+        public var targetHost: String? = nil
     }
 
     /// How long a finished command (done, failed or cancelled) is kept for its client to read its outcome (seconds).
@@ -31,7 +33,9 @@ extension StateStore {
 
     /// Queues a command that the server may start only within `timeout` seconds from now; returns its sequence number.
     /// Commands finished more than `finishedCommandsKept` ago go (a result holds up to 1 MiB of a `keel call`'s output).
-    public func submitCommand(op: String, pluginID: String, body: String, timeout: Double) throws(StateError) -> Int64 {
+    /// - Parameter target: the host that may run it (its id on a shared state, as it observes, `observe(as:)`); nil
+    ///   for any server of this state. Another host's `pendingCommands` does not list it.
+    public func submitCommand(op: String, pluginID: String, body: String, timeout: Double, target: String?) throws(StateError) -> Int64 {
         let deadline = Self.timestamp.format(Date().addingTimeInterval(timeout))
         let expired = Self.timestamp.format(Date().addingTimeInterval(-Self.finishedCommandsKept))
         let stuck = Self.timestamp.format(Date().addingTimeInterval(-86_400))
@@ -40,8 +44,10 @@ extension StateStore {
                 try db.query("DELETE FROM commands WHERE state IN ('done', 'failed', 'cancelled') AND done_at < ?", [.text(expired)])
                 // Left running or pending by a server killed mid-way, a day on.
                 try db.query("DELETE FROM commands WHERE state IN ('pending', 'running') AND created_at < ?", [.text(stuck)])
-                return try db.query("INSERT INTO commands (op, plugin_id, body, deadline, created_at) VALUES (?, ?, ?, ?, ?) RETURNING seq",
-                                    [.text(op), .text(pluginID), .text(body), .text(deadline), .text(Self.now())]).first?["seq"]?.int ?? 0
+                return try db.query("""
+                    INSERT INTO commands (op, plugin_id, body, deadline, created_at, target_host) VALUES (?, ?, ?, ?, ?, ?) RETURNING seq
+                    """, [.text(op), .text(pluginID), .text(body), .text(deadline), .text(Self.now()), target.map { .text($0) } ?? .null]
+                ).first?["seq"]?.int ?? 0
             }
         }
     }
@@ -50,10 +56,17 @@ extension StateStore {
         try locked { db throws(StateError) in try db.query("SELECT * FROM commands WHERE seq = ?", [.int(seq)]).compactMap(Self.command).first }
     }
 
-    /// Commands not yet handled, oldest first.
+    /// Commands not yet handled, oldest first: those for any server, and, when this store observes for a host
+    /// (`observe(as:)`, a shared state), those for that host; not another host's.
     public func pendingCommands() throws(StateError) -> [Command] {
-        try locked { db throws(StateError) in
-            try db.query("SELECT * FROM commands WHERE state = 'pending' ORDER BY seq").compactMap(Self.command)
+        let host = observingHost
+        return try locked { db throws(StateError) in
+            if let host {
+                return try db.query("""
+                    SELECT * FROM commands WHERE state = 'pending' AND (target_host IS NULL OR target_host = ?) ORDER BY seq
+                    """, [.text(host)]).compactMap(Self.command)
+            }
+            return try db.query("SELECT * FROM commands WHERE state = 'pending' ORDER BY seq").compactMap(Self.command)
         }
     }
 
@@ -99,6 +112,7 @@ extension StateStore {
     static func command(_ row: [String: SQLiteDatabase.Value]) -> Command? {
         guard let seq = row["seq"]?.int, let op = row["op"]?.text, let id = row["plugin_id"]?.text else { return nil }
         return Command(seq: seq, op: op, pluginID: id, cascade: (row["cascade"]?.int ?? 0) != 0,
-                       state: row["state"]?.text ?? "pending", result: row["result"]?.text ?? "", body: row["body"]?.text ?? "")
+                       state: row["state"]?.text ?? "pending", result: row["result"]?.text ?? "", body: row["body"]?.text ?? "",
+                       targetHost: row["target_host"]?.text)
     }
 }

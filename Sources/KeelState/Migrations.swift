@@ -135,6 +135,9 @@ extension StateStore {
         // The running server's view of each plugin for `keel plugins list` (Settings.swift, `updateLiveView`): a row
         // per plugin, so that a command rewrites what it changed, not a text of every plugin (700 KB for 1,000).
         "CREATE TABLE IF NOT EXISTS live_plugins (id TEXT PRIMARY KEY, json TEXT NOT NULL);",
+        // The host a queued command is for (`submitCommand(target:)`): on a state several hosts share, a reload or a
+        // command call the CLI queued for the server beside it is claimed by that server only. NULL: any server.
+        "ALTER TABLE commands ADD COLUMN target_host TEXT;",
     ]
 
     /// The schema version this Keel writes: the number of migrations.

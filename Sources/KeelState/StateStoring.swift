@@ -64,7 +64,7 @@ public protocol StateStoring: AnyObject, Sendable {
     func setPluginTenants(_ id: String, _ tenants: Set<String>?) throws(StateError) -> StateStore.ChangeResult
 
     // MARK: command queue (CLI → server)
-    func submitCommand(op: String, pluginID: String, body: String, timeout: Double) throws(StateError) -> Int64
+    func submitCommand(op: String, pluginID: String, body: String, timeout: Double, target: String?) throws(StateError) -> Int64
     func command(_ seq: Int64) throws(StateError) -> StateStore.Command?
     func pendingCommands() throws(StateError) -> [StateStore.Command]
     func claimCommand(_ seq: Int64) throws(StateError) -> Bool
@@ -115,6 +115,11 @@ public protocol StateStoring: AnyObject, Sendable {
 }
 
 extension StateStoring {
+    /// `submitCommand` for whichever server of this state takes it.
+    public func submitCommand(op: String, pluginID: String, body: String, timeout: Double) throws(StateError) -> Int64 {
+        try submitCommand(op: op, pluginID: pluginID, body: body, timeout: timeout, target: nil)
+    }
+
     /// `setEnabled` with no reason.
     public func setEnabled(_ id: String, _ enabled: Bool, status: PluginStatus) throws(StateError) {
         try setEnabled(id, enabled, status: status, reason: nil)

@@ -227,6 +227,48 @@ extension PostgresBackedTests {
             #expect(listed.stdout.contains("  greeter: install-failed: "), "\(listed.stdout)")
         }
 
+        /// Before, the queue had no host of its own: a reload the CLI queued for the server beside it could be claimed by
+        /// any host of the state, which reloaded its own copy instead.
+        @Test("a reload the CLI queues for the server beside it runs on that host, never on another host of the state",
+              .enabled(if: StateEngine.postgresURL != nil, "KEEL_TEST_POSTGRES is not set: no multi-host run"))
+        func queuedCommandsStayOnTheirHost() async throws {
+            let url = StateEngine.postgres.freshLocation()
+            let root = TestEnvironment.makeTemporaryDirectory("hostsqueue")
+            for folder in ["/plugins-a", "/plugins-b", "/cli-plugins"] { try TestEnvironment.stageExamples(into: root + folder) }
+            let grant = try TestEnvironment.run(keel, ["plugins", "grant", "hello", "authenticate", "--plugins", root + "/cli-plugins",
+                                                       "--state", url, "--host-dir", root + "/cli"])
+            #expect(grant.status == 0, "\(grant.stderr)")
+            let a = try ServerProcess(plugins: root + "/plugins-a", state: url, extraArguments: ["--host-dir", root + "/host-a"])
+            let b = try ServerProcess(plugins: root + "/plugins-b", state: url, extraArguments: ["--host-dir", root + "/host-b"])
+            defer { a.stop(); b.stop() }
+            /// The generation of hello `host` runs, as the hosts table shows it.
+            func generation(_ host: ServerProcess) async -> Int? {
+                let rows = (try? await a.request("GET", "/api/v1/hosts", admin: true).json as? [[String: Any]]) ?? []
+                let observed = rows.first { $0["address"] as? String == host.base }?["observed"] as? [String: Any]
+                return (observed?["hello"] as? [String: Any])?["generation"] as? Int
+            }
+            func settled(_ host: ServerProcess, at expected: @escaping (Int) -> Bool) async -> Int? {
+                var seen: Int?
+                for _ in 0..<200 {
+                    seen = await generation(host)
+                    if let seen, expected(seen) { return seen }
+                    try? await Task.sleep(for: .milliseconds(50))
+                }
+                return seen
+            }
+            #expect(try await a.request("POST", "/api/v1/plugins/hello/enable", admin: true).status == 200)
+            let startA = await settled(a) { $0 > 0 } ?? 0, startB = await settled(b) { $0 > 0 } ?? 0
+            #expect(startA > 0 && startB > 0, "both hosts run it: \(a.errors.value) \(b.errors.value)")
+            let reloads = 6
+            for _ in 0..<reloads {
+                let r = try TestEnvironment.run(keel, ["plugins", "reload", "hello", "--plugins", root + "/plugins-a", "--state", url,
+                                                      "--host-dir", root + "/host-a"])
+                #expect(r.status == 0, "\(r.stderr)")
+            }
+            #expect(await settled(a) { $0 >= startA + reloads } == startA + reloads, "every reload ran on host a")
+            #expect(await generation(b) == startB, "host b reloaded none of them")
+        }
+
         /// Before, `keel plugins disable` took the plugin down first and then failed to record it when PostgreSQL was
         /// away: the plugin stopped serving on that host while the shared state still said enabled.
         @Test("PostgreSQL going away: plugins keep serving, changes are refused naming the store, the host reconnects",

@@ -197,6 +197,24 @@ extension PostgresBackedTests {
             #expect(try store.loads(for: "p").isEmpty)
         }
 
+        @Test("a command queued for one host of a shared state is listed to that host only; one for any server, to every host",
+              arguments: StateEngine.available)
+        func targetedCommands(engine: StateEngine) throws {
+            let path = engine.freshLocation()
+            let hostA = try engine.open(path), hostB = try engine.open(path), cli = try engine.open(path), single = try engine.open(path)
+            hostA.observe(as: "machine-101")
+            hostB.observe(as: "machine-202")
+            try cli.discovered(id: "p", name: "P", version: "1.0.0", bundlePath: "/x/p")
+            let forA = try cli.submitCommand(op: "reload", pluginID: "p", body: "{}", timeout: 60, target: "machine-101")
+            let forAny = try cli.submitCommand(op: "reload", pluginID: "p", body: "{}", timeout: 60)
+            #expect(try hostA.pendingCommands().map(\.seq) == [forA, forAny])
+            #expect(try hostB.pendingCommands().map(\.seq) == [forAny], "another host's command is not listed")
+            #expect(try single.pendingCommands().map(\.seq) == [forA, forAny], "a store that observes for no host (one server) lists all")
+            #expect(try cli.command(forA)?.targetHost == "machine-101" && cli.command(forAny)?.targetHost == nil)
+            #expect(try hostA.claimCommand(forA))
+            #expect(try hostB.pendingCommands().map(\.seq) == [forAny])
+        }
+
         /// `batch` commits its body's writes together, and none of them when the body throws.
         @Test("every commit is reported to the commit observer, a write alone or a transaction, and reads are not",
               arguments: StateEngine.available)

@@ -23,7 +23,8 @@ extension KeelCommand {
                 let call = KernelCommand.call(plugin: plugin, command: command, arguments: arguments)
                 let result: CommandResult
                 if options.runningServer != nil {
-                    result = try await RemoteControl.submit(call, state: try options.openState(), timeout: .seconds(30), user: Kernel.osUser)
+                    result = try await RemoteControl.submit(call, state: try options.openState(), timeout: .seconds(30), user: Kernel.osUser,
+                                                         target: options.queueTarget)
                 } else {
                     let kernel = try options.makeOneShotKernel()
                     await kernel.start()

@@ -270,7 +270,7 @@ func throughServerOrKernel(_ options: GlobalOptions, id: String?, command: Kerne
                            timeout: Duration = .seconds(10)) async throws -> PluginInfo? {
     if options.runningServer != nil {
         let state = try options.openState()
-        try await RemoteControl.submit(command, state: state, timeout: timeout, user: Kernel.osUser)
+        try await RemoteControl.submit(command, state: state, timeout: timeout, user: Kernel.osUser, target: options.queueTarget)
         guard let id else { return nil }
         guard let live = try RemoteControl.livePlugins(state: state).first(where: { $0.id == id }) else {
             throw CLIError("the server does not list \(id)")
