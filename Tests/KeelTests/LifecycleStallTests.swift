@@ -193,4 +193,25 @@ struct LifecycleStallTests {
         #expect(reason.hasPrefix("hung the host: its activate had not returned after "), "\(reason)")
         #expect(try await server.request("GET", "/ext/fine/items/1").status == 200)
     }
+
+    @Test("a symbolic link planted where the stall record goes is not written through: the file it names keeps its bytes")
+    func plantedRecordLink() async throws {
+        let (f, hang) = try Self.staged()
+        let victim = (f.state as NSString).deletingLastPathComponent + "/victim.txt"
+        try "the operator's file\n".write(toFile: victim, atomically: false, encoding: .utf8)
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--stall-limit", "1", "--exit-on-stall", "--no-watch"],
+                                       environment: Self.environment(hang))
+        defer { server.stop() }
+        // Planted once the host started (a start reads a record there and moves it aside).
+        try FileManager.default.createSymbolicLink(atPath: f.state + ".crash", withDestinationPath: victim)
+        FileManager.default.createFile(atPath: hang, contents: nil)
+        let reload = Self.reload(server)
+        let deadline = Date().addingTimeInterval(120)
+        while server.process.isRunning && Date() < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        try #require(!server.process.isRunning, "\(server.errors.value)")
+        #expect(server.process.terminationReason == .exit && server.process.terminationStatus == 70)
+        _ = await reload.value
+        #expect(try String(contentsOfFile: victim, encoding: .utf8) == "the operator's file\n")
+        #expect(!server.errors.value.contains("the next start quarantines"), "no record was written: \(server.errors.value)")
+    }
 }
