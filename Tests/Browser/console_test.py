@@ -12,6 +12,7 @@ uninstalls it again through the page. Exits 0 when every step held; prints one l
 import argparse
 import sys
 
+from selenium.common.exceptions import NoSuchElementException, NoSuchFrameException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 
@@ -62,13 +63,24 @@ def main():
         if args.hostile_menu:
             def hostile_page():
                 click(f'nav a[data-menu-id="{args.hostile_menu}"]')
-                frame = wait.until(EC.visibility_of_element_located((By.ID, "page")))
-                d.switch_to.frame(frame)
-                try:
-                    wait.until(lambda _: d.find_element(By.TAG_NAME, "body").get_attribute("data-done") == "true")
-                    assert d.find_element(By.ID, "who").text == "admin"
-                finally:
-                    d.switch_to.default_content()
+
+                # The console replaces the frame of the page shown before: a frame found just as it goes is stale
+                # (or still the other page), so each look finds it anew.
+                def who():
+                    try:
+                        frame = d.find_element(By.ID, "page")
+                        if not frame.is_displayed():
+                            return None
+                        d.switch_to.frame(frame)
+                        try:
+                            if d.find_element(By.TAG_NAME, "body").get_attribute("data-done") != "true":
+                                return None
+                            return d.find_element(By.ID, "who").text
+                        finally:
+                            d.switch_to.default_content()
+                    except (StaleElementReferenceException, NoSuchElementException, NoSuchFrameException):
+                        return None
+                assert wait.until(lambda _: who()) == "admin"
                 assert d.execute_script("return sessionStorage.getItem('keel.token')") == args.token
             step("a hostile plugin page runs sandboxed: it knows the caller but cannot reach the console's token", hostile_page)
 

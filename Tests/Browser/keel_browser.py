@@ -1,9 +1,10 @@
 """What the console's browser tests share: headless Chromium through Debian's chromedriver, and a list of named
 steps that reports each one ("ok: ..." or "FAILED: ...") and goes on after a failure."""
 import shutil
+import time
 
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.common.exceptions import NoSuchFrameException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
@@ -24,7 +25,8 @@ class Steps:
 
     def __init__(self):
         self.driver = browser()
-        self.wait = WebDriverWait(self.driver, 15, ignored_exceptions=[StaleElementReferenceException])
+        self.timeout = 15
+        self.wait = WebDriverWait(self.driver, self.timeout, ignored_exceptions=[StaleElementReferenceException])
         self.passed, self.failed = 0, 0
 
     def click(self, selector):
@@ -47,8 +49,18 @@ class Steps:
 
     def in_frame(self, check):
         """Runs `check` inside the console's plugin frame (iframe#page, once visible); returns what it returns."""
-        frame = self.wait.until(EC.visibility_of_element_located((By.ID, "page")))
-        self.driver.switch_to.frame(frame)
+        # A frame found just as the console replaces it (another page opened) is stale: found anew, up to the wait's
+        # time-out. `check` itself runs once.
+        deadline = time.monotonic() + self.timeout
+        while True:
+            frame = self.wait.until(EC.visibility_of_element_located((By.ID, "page")))
+            try:
+                self.driver.switch_to.frame(frame)
+                break
+            except (StaleElementReferenceException, NoSuchFrameException):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
         try:
             return check()
         finally:
