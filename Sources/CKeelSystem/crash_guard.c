@@ -301,10 +301,14 @@ static void on_fatal(int signal, siginfo_t *info, void *context) {
     put(&t, "\n");
     put(&t, "time "); put_unsigned(&t, (uint64_t)now.tv_sec, 10); put(&t, "\n");
     put(&t, "end\n");
+    int recorded = 0;
     if (record_path[0]) {
-        /* Not through a symbolic link planted at the path: the handler never writes over another file. */
-        int fd = open(record_path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+        /* A new file, never one found at the path: a symbolic or hard link planted there would have the handler write
+         * over another file. Whatever is there goes first (unlink is async-signal-safe). */
+        unlink(record_path);
+        int fd = open(record_path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (fd >= 0) {
+            recorded = 1;
             size_t done = 0;
             while (done < t.len) {
                 ssize_t n = write(fd, t.bytes + done, t.len - done);
@@ -322,8 +326,8 @@ static void on_fatal(int signal, siginfo_t *info, void *context) {
         struct text e = { .len = 0 };
         put(&e, "keel: plugin \""); put(&e, plugin); put(&e, "\" (generation "); put_unsigned(&e, generation, 10);
         put(&e, ") crashed the host with "); put(&e, signal_name(signal));
-        put(&e, record_path[0] ? "; the next start quarantines it (crash record: " : "");
-        if (record_path[0]) { put(&e, record_path); put(&e, ")"); }
+        put(&e, recorded ? "; the next start quarantines it (crash record: " : "");
+        if (recorded) { put(&e, record_path); put(&e, ")"); }
         put(&e, "\n");
         size_t done = 0;
         while (done < e.len) {

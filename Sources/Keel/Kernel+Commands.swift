@@ -128,6 +128,20 @@ extension Kernel {
             return CommandResult(note: note)
         case let .removeRepository(name): try stored { () throws(StateError) in try state.removeRepository(name) }
         case let .trustKey(name, publicKey): try stored { () throws(StateError) in try state.trustKey(name: name, publicKey: publicKey) }
+        case let .untrustKey(name):
+            // The plugins pinned to the key, by the key's bytes (a pin keeps the name it was trusted under then).
+            let key: String?, signers: [String: StateStore.PinnedSigner]
+            do { (key, signers) = (try state.trustedKeys()[name], try state.pinnedSigners()) } catch {
+                throw KernelError(.state, reason: error.description)
+            }
+            try stored { () throws(StateError) in try state.untrustKey(name) }
+            guard let key else { return CommandResult() }
+            let bytes = Data(base64Encoded: key)
+            let pinned = signers.filter { bytes != nil && Data(base64Encoded: $0.value.publicKey) == bytes }.keys.sorted()
+            // The key itself goes in the note (and so in the audit row): a name can be given another key later.
+            return CommandResult(note: "key \(ExtensionStore.fingerprint(key))" + (pinned.isEmpty ? "" :
+                "; pinned to it: \(pinned.joined(separator: ", ")) (their upgrades are refused until a trusted key signs them "
+                + "and `keel upgrade ID --signer NAME` moves them to it)"))
         case let .useProvider(interface, plugin, tenant): try useProvider(interface, plugin: plugin, tenant: tenant)
         case .call, .install, .upgrade:
             // Run by `execute` before this, off the kernel's thread.

@@ -38,6 +38,8 @@ public enum KernelCommand: Codable, Sendable, Hashable {
     case addRepository(name: String, location: String, priority: Int)
     case removeRepository(name: String)
     case trustKey(name: String, publicKey: String)
+    /// Stops trusting the key named `name` (plugins pinned to it keep the pin; see `StateStore.untrustKey`).
+    case untrustKey(name: String)
     /// Makes `plugin` serve `interface` (`gitops.sync/1`) host-wide or for `tenant`; `plugin` nil forgets the choice.
     case useProvider(interface: String, plugin: String?, tenant: String?)
     /// Calls a plugin's command as the operator (an admin); the result, as JSON, is in `CommandResult.output`.
@@ -66,6 +68,7 @@ public enum KernelCommand: Codable, Sendable, Hashable {
         case .addRepository: "add-repository"
         case .removeRepository: "remove-repository"
         case .trustKey: "trust-key"
+        case .untrustKey: "untrust-key"
         case .resetAdminToken: "reset-admin-token"
         case .useProvider: "use-provider"
         case .call: "call"
@@ -78,7 +81,7 @@ public enum KernelCommand: Codable, Sendable, Hashable {
         case let .enable(id, _), let .disable(id, _, _), let .reload(id), let .grants(id, _, _), let .config(id, _, _),
              let .install(id, _, _, _), let .upgrade(id, _, _, _), let .uninstall(id, _, _), let .isolation(id, _): id
         case let .createTenant(name), let .deleteTenant(name, _), let .createRole(name), let .addRepository(name, _, _),
-             let .removeRepository(name), let .trustKey(name, _): name
+             let .removeRepository(name), let .trustKey(name, _), let .untrustKey(name): name
         case let .setMember(tenant, _, _, _): tenant
         case let .setRolePermission(role, _, _): role
         case let .useProvider(interface, _, _): interface

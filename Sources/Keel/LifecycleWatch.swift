@@ -109,8 +109,10 @@ extension Kernel {
         let text = CrashRecord.stallText(plugin: stall.plugin, generation: stall.generation, checksum: stall.checksum,
                                          site: stall.call, seconds: Int(stall.seconds), time: Int(Date().timeIntervalSince1970))
         let path = crashRecordPath
-        // Owner-only, as the handler's own records, and never through a symbolic link planted at the path.
-        let fd = Glibc.open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        // Owner-only, as the handler's own records, and a new file: a symbolic or hard link planted at the path would
+        // have it written over another file.
+        unlink(path)
+        let fd = Glibc.open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
         guard fd >= 0 else { return nil }
         let written = Array(text.utf8).withUnsafeBytes { SystemFile.writeAll(fd, $0) }
         close(fd)

@@ -10,11 +10,15 @@ import KeelSystem
 public final class ServerLock: Sendable {
     let fd: Int32
     public let path: String
+    /// The server's id among the hosts of a shared state, told to the CLI so that the commands it queues are for
+    /// this server only (`host(inLine:)`); nil for a state file, which one server owns.
+    let host: String?
 
-    /// Takes the lock and writes `info` (e.g. the server's URL) into the file.
+    /// Takes the lock and writes `info` (e.g. the server's URL) into the file, after the server's `host` id if any.
     /// - Throws: `KernelError.Code.state` when another server holds it or the file cannot be made.
-    public init(stateFile: String, info: String) throws(KernelError) {
+    public init(stateFile: String, info: String, host: String? = nil) throws(KernelError) {
         path = stateFile + ".lock"
+        self.host = host
         if let problem = SystemFile.prepareParent(of: stateFile) {
             throw KernelError(.state, reason: "\(stateFile): cannot be used as the state file: \(problem)")
         }
@@ -28,11 +32,20 @@ public final class ServerLock: Sendable {
         update(info)
     }
 
-    /// Rewrites the information other processes read.
+    /// Rewrites the information other processes read: `pid N [host ID ]INFO`. Written over the old line, then cut to
+    /// its length, so that a reader never finds the file empty.
     public func update(_ info: String) {
-        ftruncate(fd, 0)
-        let line = "pid \(getpid()) \(info)\n"
-        _ = line.withCString { pwrite(fd, $0, strlen($0), 0) }
+        let line = "pid \(getpid()) " + (host.map { "host \($0) " } ?? "") + "\(info)\n"
+        let length = line.withCString { pwrite(fd, $0, strlen($0), 0) }
+        if length >= 0 { ftruncate(fd, off_t(length)) }
+    }
+
+    /// The host id a server's lock line names (`host ID`), nil when it names none (a state file's server, `keel dev
+    /// --serve`, a server of an earlier keel).
+    public static func host(inLine line: String) -> String? {
+        let words = line.split(separator: " ")
+        guard let at = words.firstIndex(of: "host"), at + 1 < words.count else { return nil }
+        return String(words[at + 1])
     }
 
     deinit {

@@ -21,16 +21,15 @@ protocol DevHost: Sendable {
 struct RunningServerHost: DevHost {
     let state: StateStore
     let stateFile: String
-    /// The server's host id on a shared state (`GlobalOptions.queueTarget`).
-    let target: String?
 
     /// - Throws: `CLIError` at once when the server has stopped (rather than waiting out the queue's time-out).
     func execute(_ command: KernelCommand) async throws {
-        guard ServerLock.running(stateFile: stateFile) != nil else {
+        guard let line = ServerLock.running(stateFile: stateFile) else {
             throw CLIError("the keel server on \(stateFile) has stopped; start it again (the next save reloads into it)")
         }
         // A new build is probed in a child process first, which may take up to 10 s.
-        try await RemoteControl.submit(command, state: state, timeout: .seconds(15), user: Kernel.osUser, actor: "dev", target: target)
+        try await RemoteControl.submit(command, state: state, timeout: .seconds(15), user: Kernel.osUser, actor: "dev",
+                                       target: ServerLock.host(inLine: line))
     }
 
     func plugin(_ id: String) async throws -> PluginInfo? {

@@ -200,15 +200,11 @@ struct GlobalOptions: ParsableArguments {
     /// The running server's lock line, when `keel serve` owns this state file (this host's, for a shared state).
     var runningServer: String? { ServerLock.running(stateFile: localStateFile) }
 
-    /// Whom a command queued for the running server is for: on a shared state, that server's host id, so that no
-    /// other host of the state takes it (a reload or a command call runs in the server beside this CLI); nil for a
-    /// state file, which one server owns.
-    var queueTarget: String? {
-        guard PostgresURL.isPostgres(stateFile), let line = runningServer else { return nil }
-        let words = line.split(separator: " ")
-        guard words.count >= 2, words[0] == "pid", let pid = Int32(words[1]) else { return nil }
-        return SharedStateLoop.hostID(pid: pid)
-    }
+    /// Whom a command queued for the running server is for: on a shared state, that server's host id as its lock line
+    /// names it, so that no other host of the state takes it (a reload or a command call runs in the server beside
+    /// this CLI); nil for a state file, which one server owns, and for a server that names no host id (`keel dev
+    /// --serve`, which takes only commands for any server).
+    var queueTarget: String? { runningServer.flatMap(ServerLock.host(inLine:)) }
 }
 
 /// A failure reported as one line on stderr with exit code 1.

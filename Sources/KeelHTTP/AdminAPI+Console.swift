@@ -15,6 +15,7 @@ import Synchronization
 /// | `GET /api/v1/plugins/<id>/config/schema` | `{"schema": <the bundle's config.schema.yaml as JSON, or null>}`; 404 `unknown-plugin`, 422 `bundle` for an unreadable schema |
 /// | `PUT /api/v1/plugins/<id>/config` (AdminAPI.swift) | a configuration the schema refuses is 422 `bad-config` with the file, key and reason |
 /// | `GET /api/v1/trust`, `POST /api/v1/trust` `{"name", "publicKey"}` | trusted signing keys; a key that is not 32 bytes of base64 is 400 `bad-key` |
+/// | `DELETE /api/v1/trust/<name>` | stops trusting a key: `{"deleted", "note"}`, the note naming the key's fingerprint and the plugins pinned to it; 404 when no key has that name |
 /// | `DELETE /api/v1/repositories/<name>` | forgets a repository |
 extension AdminAPI {
     func registerConsole(admin: RouterGroup<KeelRequestContext>) {
@@ -53,6 +54,11 @@ extension AdminAPI {
             }
             try await run(.trustKey(name: body.name, publicKey: body.publicKey))
             return JSONBody.response(["name": body.name], status: .created)
+        }
+        admin.delete("trust/:name") { _, context -> Response in
+            let name = try context.parameters.require("name")
+            let result = try await run(.untrustKey(name: name))
+            return JSONBody.response(["deleted": name] .merging(result.note.map { ["note": $0] } ?? [:]) { $1 })
         }
         admin.delete("repositories/:name") { _, context -> Response in
             let name = try context.parameters.require("name")

@@ -57,33 +57,37 @@ extension StateStore {
     }
 
     /// Commands not yet handled, oldest first: those for any server, and, when this store observes for a host
-    /// (`observe(as:)`, a shared state), those for that host; not another host's.
+    /// (`observe(as:)`, a shared state), those for that host; never another host's. A shared store that observes for
+    /// no host (`keel dev --serve`, an embedder's server) lists only those for any server.
     public func pendingCommands() throws(StateError) -> [Command] {
-        let host = observingHost
+        let (clause, bindings) = targetClause
         return try locked { db throws(StateError) in
-            if let host {
-                return try db.query("""
-                    SELECT * FROM commands WHERE state = 'pending' AND (target_host IS NULL OR target_host = ?) ORDER BY seq
-                    """, [.text(host)]).compactMap(Self.command)
-            }
-            return try db.query("SELECT * FROM commands WHERE state = 'pending' ORDER BY seq").compactMap(Self.command)
+            try db.query("SELECT * FROM commands WHERE state = 'pending'\(clause) ORDER BY seq", bindings).compactMap(Self.command)
         }
     }
 
+    /// The condition on `target_host` that keeps another host's commands from this store (see `pendingCommands`).
+    private var targetClause: (String, [StateValue]) {
+        if let host = observingHost { return (" AND (target_host IS NULL OR target_host = ?)", [.text(host)]) }
+        return isShared ? (" AND target_host IS NULL", []) : ("", [])
+    }
+
     /// Server side: takes a pending command for running (`pending` → `running`, one statement). Returns false when
-    /// the client cancelled it, or its deadline passed (it is then marked `cancelled`): it must not run.
+    /// the client cancelled it, its deadline passed (it is then marked `cancelled`), or it is another host's
+    /// (`pendingCommands`): it must not run here.
     public func claimCommand(_ seq: Int64) throws(StateError) -> Bool {
-        try locked { db throws(StateError) in
+        let (clause, bindings) = targetClause
+        return try locked { db throws(StateError) in
             let now = Self.now()
             let claimed = try db.query("""
-                UPDATE commands SET state = 'running' WHERE seq = ? AND state = 'pending' AND (deadline IS NULL OR deadline > ?)
+                UPDATE commands SET state = 'running' WHERE seq = ? AND state = 'pending' AND (deadline IS NULL OR deadline > ?)\(clause)
                 RETURNING seq
-                """, [.int(seq), .text(now)])
+                """, [.int(seq), .text(now)] + bindings)
             if !claimed.isEmpty { return true }
             try db.query("""
                 UPDATE commands SET state = 'cancelled', result = 'its deadline passed before the server took it', done_at = ?, body = ''
-                WHERE seq = ? AND state = 'pending'
-                """, [.text(now), .int(seq)])
+                WHERE seq = ? AND state = 'pending' AND deadline IS NOT NULL AND deadline <= ?
+                """, [.text(now), .int(seq), .text(now)])
             return false
         }
     }

@@ -40,11 +40,15 @@ extension StateStore {
     }
 
     public func removeRepository(_ name: String) throws(StateError) -> ChangeResult {
+        try removeNamed("repositories", name, unknown: "unknown repository \"\(name)\"")
+    }
+
+    /// Deletes the row named `name` of `table` (a fixed table name of this file, never input); refused with
+    /// `unknown` when there is none.
+    private func removeNamed(_ table: String, _ name: String, unknown: String) throws(StateError) -> ChangeResult {
         try change { db throws(StateError) in
-            guard !(try db.query("SELECT 1 AS x FROM repositories WHERE name = ?", [.text(name)]).isEmpty) else {
-                return "unknown repository \"\(name)\""
-            }
-            try db.query("DELETE FROM repositories WHERE name = ?", [.text(name)])
+            guard !(try db.query("SELECT 1 AS x FROM \(table) WHERE name = ?", [.text(name)]).isEmpty) else { return unknown }
+            try db.query("DELETE FROM \(table) WHERE name = ?", [.text(name)])
             return nil
         }
     }
@@ -58,6 +62,13 @@ extension StateStore {
             }
             return keys
         }
+    }
+
+    /// Stops trusting the key named `name`. The plugins pinned to it keep their pin (it holds the key itself): an
+    /// upgrade signed by it is then refused as signed by a key that is not trusted, until the operator moves the
+    /// plugin to another key (`--signer`). Refused when no key has that name.
+    public func untrustKey(_ name: String) throws(StateError) -> ChangeResult {
+        try removeNamed("trusted_keys", name, unknown: "unknown trusted key \"\(name)\" (keel trust list names them)")
     }
 
     /// Trusts `publicKey` under `name`, replacing a key of that name.

@@ -82,6 +82,7 @@ public protocol StateStoring: AnyObject, Sendable {
     func removeRepository(_ name: String) throws(StateError) -> StateStore.ChangeResult
     func trustedKeys() throws(StateError) -> [String: String]
     func trustKey(name: String, publicKey: String) throws(StateError) -> StateStore.ChangeResult
+    func untrustKey(_ name: String) throws(StateError) -> StateStore.ChangeResult
     func pinnedSigner(_ id: String) throws(StateError) -> StateStore.PinnedSigner?
     func pinnedSigners() throws(StateError) -> [String: StateStore.PinnedSigner]
     func setPinnedSigner(_ id: String, _ signer: StateStore.PinnedSigner?) throws(StateError)

@@ -83,6 +83,21 @@ struct ConsoleAPITests {
                 "\(listed.text)")
         let cli = try TestEnvironment.run(TestEnvironment.binPath + "/keel", ["trust", "list", "--plugins", f.plugins, "--state", f.state])
         #expect(cli.stdout.contains("acme"), "the CLI sees the same store: \(cli.stdout)")
+        let removed = try await server.request("DELETE", "/api/v1/trust/acme", admin: true)
+        #expect(removed.status == 200 && (removed.json as? [String: String]) == ["deleted": "acme", "note": "key \(ExtensionStore.fingerprint(key))"],
+                "\(removed.text)")
+        #expect(try await server.request("GET", "/api/v1/trust", admin: true).text == "[]")
+        let gone = try await server.request("DELETE", "/api/v1/trust/acme", admin: true)
+        #expect(gone.status == 404 && gone.errorCode == "directory", "\(gone.status) \(gone.text)")
+        // The CLI's `keel trust remove`, on the same store.
+        let keel = TestEnvironment.binPath + "/keel", at = ["--plugins", f.plugins, "--state", f.state]
+        #expect(try await server.request("POST", "/api/v1/trust", admin: true, body: Data(#"{"name":"acme","publicKey":"\#(key)"}"#.utf8)).status == 201)
+        let untrusted = try TestEnvironment.run(keel, ["trust", "remove", "acme"] + at)
+        #expect(untrusted.status == 0 && untrusted.stdout == "no longer trusting acme; key \(ExtensionStore.fingerprint(key))\n",
+                "\(untrusted.stdout) \(untrusted.stderr)")
+        #expect(try await server.request("GET", "/api/v1/trust", admin: true).text == "[]")
+        let unknown = try TestEnvironment.run(keel, ["trust", "remove", "acme"] + at)
+        #expect(unknown.status == 1 && unknown.stderr == "keel: error: unknown trusted key \"acme\" (keel trust list names them)\n", "\(unknown.stderr)")
 
         let repo = TestEnvironment.makeTemporaryDirectory("repo")
         #expect(try TestEnvironment.run(TestEnvironment.binPath + "/keel", ["repo", "index", repo]).status == 0)

@@ -194,7 +194,7 @@ struct LifecycleStallTests {
         #expect(try await server.request("GET", "/ext/fine/items/1").status == 200)
     }
 
-    @Test("a symbolic link planted where the stall record goes is not written through: the file it names keeps its bytes")
+    @Test("a symbolic link planted where the stall record goes is not written through: the file it names keeps its bytes, and the record is a file of its own")
     func plantedRecordLink() async throws {
         let (f, hang) = try Self.staged()
         let victim = (f.state as NSString).deletingLastPathComponent + "/victim.txt"
@@ -212,6 +212,9 @@ struct LifecycleStallTests {
         #expect(server.process.terminationReason == .exit && server.process.terminationStatus == 70)
         _ = await reload.value
         #expect(try String(contentsOfFile: victim, encoding: .utf8) == "the operator's file\n")
-        #expect(!server.errors.value.contains("the next start quarantines"), "no record was written: \(server.errors.value)")
+        #expect(server.errors.value.contains("the next start quarantines \"crasher\""), "\(server.errors.value)")
+        var st = stat()
+        #expect(lstat(f.state + ".crash", &st) == 0 && st.st_mode & S_IFMT == S_IFREG, "the record replaced the link")
+        #expect(((try? String(contentsOfFile: f.state + ".crash", encoding: .utf8)) ?? "").contains("crasher"))
     }
 }

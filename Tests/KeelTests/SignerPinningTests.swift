@@ -125,6 +125,34 @@ struct SignerPinningTests {
         await kernel.shutdown()
     }
 
+    @Test("keel trust remove: the key no longer signs installs or upgrades; plugins pinned to it are named, keep their pin and serve; an unknown name is refused")
+    func untrustKey() async throws {
+        let acme = try Key("acme"), beta = try Key("beta")
+        let repo = try Self.repository([("1.0.0", "one", (acme, "acme")), ("1.1.0", "two", (acme, "acme"))])
+        let f = KernelFixture()
+        let kernel = try await Self.kernel(f, repo: repo, trusting: ["acme": acme, "beta": beta])
+        try await kernel.execute(.install(id: "pin", version: "1.0.0", allowUnsigned: false), actor: "test")
+        try await kernel.execute(.enable(id: "pin", tenant: nil), actor: "test")
+        try await kernel.execute(.grants(id: "pin", grant: ["authorize"], revoke: []), actor: "test")
+
+        let removed = try await kernel.execute(.untrustKey(name: "acme"), actor: "test")
+        #expect(removed.note?.hasPrefix("key \(acme.fingerprint); pinned to it: pin (their upgrades are refused") == true,
+                "\(String(describing: removed.note))")
+        #expect(try kernel.state.trustedKeys().keys.sorted() == ["beta"])
+        #expect(try kernel.state.pinnedSigner("pin")?.publicKey == acme.publicKey, "the pin stays")
+        #expect(get(kernel, "/ext/pin/ping")?.1.contains("tag=one") == true, "the installed plugin keeps serving")
+        let upgrade = try #require(await Self.refused(kernel, .upgrade(id: "pin", version: "1.1.0", allowUnsigned: false)))
+        #expect(upgrade.code == .signerMismatch)
+        #expect(upgrade.reason.contains("pin 1.1.0 is signed by \"acme\", which is not a trusted key; refused"), "\(upgrade.reason)")
+        #expect(try await kernel.execute(.untrustKey(name: "beta"), actor: "test").note == "key \(beta.fingerprint)", "no plugin was pinned to beta")
+        let unknown = try #require(await Self.refused(kernel, .untrustKey(name: "acme")))
+        #expect(unknown.reason == "unknown trusted key \"acme\" (keel trust list names them)")
+        let rows = try kernel.auditTrail().filter { $0.command == "untrust-key" }
+        #expect(rows.map(\.outcome) == ["ok", "ok", unknown.code.description])
+        #expect(rows.first?.detail == removed.note, "the audit row names the key and the plugins pinned to it")
+        await kernel.shutdown()
+    }
+
     @Test("the pin is the key, not its name: a name given a new key cannot sign for the plugin pinned to the old one")
     func keyNotName() async throws {
         let acme = try Key("acme"), impostor = try Key("impostor")

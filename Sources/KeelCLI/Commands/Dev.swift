@@ -56,8 +56,7 @@ extension KeelCommand {
                 let stateFile = URL(fileURLWithPath: absolute(options.localStateFile)).standardizedFileURL.path
                 if let server = options.runningServer {
                     let loop = DevLoop(project: project, id: id, buildCommand: build, pluginsDirectory: plugins,
-                                       stateFile: stateFile, host: RunningServerHost(state: try options.openState(), stateFile: options.localStateFile,
-                                                                                  target: options.queueTarget))
+                                       stateFile: stateFile, host: RunningServerHost(state: try options.openState(), stateFile: options.localStateFile))
                     say("keel dev: \(id) in \(project) → \(plugins)/\(id), reloaded in the running server (\(server))"
                         + (serve ? "; --serve is not needed" : ""))
                     let signals = StopSignal()

@@ -243,7 +243,7 @@ extension KeelCommand {
 
     struct Trust: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Manage the ed25519 keys whose signatures are trusted.",
-                                                        subcommands: [Keygen.self, Add.self, List.self])
+                                                        subcommands: [Keygen.self, Add.self, Remove.self, List.self])
 
         struct Keygen: AsyncParsableCommand {
             static let configuration = CommandConfiguration(abstract: "Make a signing key: writes the private key file, prints the public key.")
@@ -270,6 +270,20 @@ extension KeelCommand {
             func run() async throws {
                 try await reporting { try await executeStored(options, .trustKey(name: name, publicKey: key)) }
                 print("trusting \(name)")
+            }
+        }
+
+        struct Remove: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(
+                abstract: "Stop trusting a key: packages it signs are no longer installed as signed.",
+                discussion: "Plugins pinned to the key stay installed and pinned: their upgrades are refused until a trusted key signs them and `keel upgrade ID --signer NAME` moves them to it.")
+            @OptionGroup var options: GlobalOptions
+            @Argument(help: "The name the key is trusted under (keel trust list).") var name: String
+            func run() async throws {
+                try await reporting {
+                    let result = try await executeStored(options, .untrustKey(name: name))
+                    print("no longer trusting \(name)" + (result.note.map { "; " + $0 } ?? ""))
+                }
             }
         }
 

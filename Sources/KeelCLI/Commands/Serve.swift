@@ -6,6 +6,7 @@ import Foundation
 import Keel
 import KeelSystem
 import KeelHTTP
+import KeelStatePostgres
 import Synchronization
 import NIOCore
 
@@ -128,7 +129,9 @@ extension KeelCommand {
                 // Before anything opens a descriptor, and before the default connection limit is read from it.
                 SystemFile.raiseDescriptorLimit()
                 SystemFile.returnLargeBlocks()
-                let lock = try ServerLock(stateFile: options.localStateFile, info: "starting")
+                // On a shared state the lock names this host's id, for the CLI's queued commands (`queueTarget`).
+                let lock = try ServerLock(stateFile: options.localStateFile, info: "starting",
+                                          host: PostgresURL.isPostgres(options.stateFile) ? SharedStateLoop.hostID(pid: getpid()) : nil)
                 try Self.requirePortFree(host: host, port: port)
                 let signals = SecondSignalExit()
                 if logFormat == .json { StructuredLog.bootstrap(.json) }
