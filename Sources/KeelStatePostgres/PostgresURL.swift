@@ -20,9 +20,11 @@ public struct PostgresURL: Sendable, Hashable {
     /// The schema the state lives in, or nil for the default search path.
     public var schema: String?
 
-    /// True for a state location that names PostgreSQL (`postgres://` or `postgresql://`), valid or not.
+    /// True for a state location that names PostgreSQL (`postgres://` or `postgresql://`, in any case, as URL schemes
+    /// are), valid or not.
     public static func isPostgres(_ location: String) -> Bool {
-        location.hasPrefix("postgres://") || location.hasPrefix("postgresql://")
+        let scheme = location.prefix(13).lowercased()
+        return scheme.hasPrefix("postgres://") || scheme.hasPrefix("postgresql://")
     }
 
     /// Parses `text`. `environment` supplies `PGPASSWORD` when the URL has no password.
@@ -55,7 +57,8 @@ public struct PostgresURL: Sendable, Hashable {
                 }
                 schema = name
             default:
-                throw StateError(path: shown, reason: "unsupported parameter \"\(item.name)=\(item.value ?? "")\" (only sslmode=disable|require and schema=name)")
+                // The name only: the value may be a secret (libpq takes `password=` here; Keel does not).
+                throw StateError(path: shown, reason: "unsupported parameter \"\(item.name)\" (only sslmode=disable|require and schema=name)")
             }
         }
         self.user = user.removingPercentEncoding ?? user
@@ -79,9 +82,15 @@ public struct PostgresURL: Sendable, Hashable {
         // `#` unescaped ends the authority early (`ann:a@b/c@db`), so the authority's own last `@` can lie inside the
         // password. An `@` in the query then hides more than needed (the host), never less.
         guard let scheme = text.range(of: "://") else { return text }
-        guard let at = text[scheme.upperBound...].lastIndex(of: "@") else { return text }
-        let userInfo = text[scheme.upperBound..<at]
-        guard let colon = userInfo.firstIndex(of: ":") else { return text }
-        return String(text[..<colon]) + String(text[at...])
+        var shown = text
+        if let at = text[scheme.upperBound...].lastIndex(of: "@"), let colon = text[scheme.upperBound..<at].firstIndex(of: ":") {
+            shown = String(text[..<colon]) + String(text[at...])
+        }
+        // libpq's `password=` parameter, which Keel refuses, is not shown either.
+        guard let query = shown.firstIndex(of: "?") else { return shown }
+        let items = shown[shown.index(after: query)...].split(separator: "&", omittingEmptySubsequences: false).map { item in
+            item.lowercased().hasPrefix("password=") ? "password=(hidden)" : String(item)
+        }
+        return String(shown[...query]) + items.joined(separator: "&")
     }
 }

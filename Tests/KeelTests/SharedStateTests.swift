@@ -354,5 +354,15 @@ struct PostgresRedactTests {
         #expect(PostgresURL.redact("postgres://db/keel?user=a@b") == "postgres://db/keel?user=a@b", "no password, nothing hidden")
         #expect(PostgresURL.redact("postgres://ann:pw@db/keel?x=a@b") == "postgres://ann@b", "an @ in the query hides more, never less")
         #expect(PostgresURL.redact("/var/lib/keel/state.db") == "/var/lib/keel/state.db")
+        #expect(PostgresURL.redact("postgres://ann@db/keel?sslmode=require&Password=s3cret") == "postgres://ann@db/keel?sslmode=require&password=(hidden)",
+                "libpq's password parameter")
+        #expect(PostgresURL.isPostgres("POSTGRES://ann:pw@db/keel") && PostgresURL.redact("POSTGRES://ann:pw@db/keel") == "POSTGRES://ann@db/keel",
+                "a scheme in capitals is still PostgreSQL, never a file path shown whole")
+        do {
+            _ = try PostgresURL("postgres://ann@db/keel?password=s3cret", environment: [:])
+            Issue.record("a password parameter was taken")
+        } catch {
+            #expect(!error.description.contains("s3cret") && error.description.contains("unsupported parameter \"password\""), "\(error)")
+        }
     }
 }
