@@ -38,6 +38,8 @@ extension PostgresBackedTests {
                 let previous = 12
                 try old.withDatabase { db throws(StateError) in
                     try db.execute("DROP TABLE plugin_signers")
+                    // Undone too: the steps after it that are not written to run twice (an ALTER TABLE ADD COLUMN).
+                    try db.execute("ALTER TABLE commands DROP COLUMN target_host")
                     if engine == .sqlite {
                         try db.execute("PRAGMA user_version = \(previous)")
                     } else {
