@@ -50,7 +50,9 @@ extension Kernel {
     func quarantineRecordedCrash(marked: (id: String, generation: Int, checksum: String)? = nil) -> String? {
         let path = crashRecordPath
         guard let data = SystemFile.contents(path, limit: 1 << 20) else { return nil }
-        _ = rename(path, path + ".last")
+        // Read once: a record that cannot be moved aside (a folder planted at `.last`) goes, or it would quarantine
+        // the plugin again at every start.
+        if rename(path, path + ".last") != 0 { unlink(path) }
         guard let crash = CrashRecord(text: String(decoding: data, as: UTF8.self)) else {
             log(.warn, nil, "\(path): not a readable crash record; kept as \(path).last")
             return nil

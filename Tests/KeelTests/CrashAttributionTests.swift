@@ -159,6 +159,27 @@ struct CrashAttributionTests {
         await again.shutdown()
     }
 
+    @Test("a crash record that cannot be moved aside (a folder planted at .crash.last) is read once: the plugin enabled again is not quarantined again at the next start")
+    func recordReadOnce() async throws {
+        let f = try stage()
+        let first = try f.kernel()
+        await first.start()
+        await first.shutdown()
+        let record = "keel-crash 1\nplugin crasher\ngeneration 3\nsignal 11\ncode 1\naddress 0x0\npc 0x1234\nby address+call\nsite handler GET /items/:id\ntime 1764633600\nend\n"
+        try record.write(toFile: f.state + ".crash", atomically: true, encoding: .utf8)
+        try FileManager.default.createDirectory(atPath: f.state + ".crash.last/planted", withIntermediateDirectories: true)
+        let second = try f.kernel()
+        await second.start()
+        #expect(try second.state.plugin("crasher")?.enabled == false, "quarantined by the record")
+        #expect(!FileManager.default.fileExists(atPath: f.state + ".crash"), "the record went although it could not be moved aside")
+        try await second.enable("crasher")
+        await second.shutdown()
+        let third = try f.kernel()
+        await third.start()
+        #expect(try third.state.plugin("crasher")?.enabled == true && third.activePlugins.contains("crasher"))
+        await third.shutdown()
+    }
+
     @Test("a quarantine keeps its reason through later starts: a CLI command on another plugin and the next server")
     func quarantineKeepsItsReason() async throws {
         let f = try stage()
