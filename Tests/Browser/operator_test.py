@@ -9,13 +9,15 @@ recent events within --within seconds, without a click; keyboard only (Tab, Ente
 visible focus; --granted's page shows its grants and load history, and revoking and granting its capability works;
 --plugin's configuration form refuses retries 9 with the server's bad-config error and stores retries 3; at 400 px
 wide the navigation folds behind a button and no view scrolls sideways; `KeelConsole` (what console-pages.js calls)
-navigates inside the console only and shows notices as text. With --screenshots DIR it also saves each
+navigates inside the console only and shows notices as text; a key trusted through the Repositories and trust form is
+removed with its button after a confirmation. With --screenshots DIR it also saves each
 view at 1280 px and the overview at 400 px as PNG. Prints one line per step; exits 0 when every step held.
 
     operator_test.py --url URL --token TOKEN --keel KEEL --plugins DIR --state FILE --plugin calc --granted hello
                      --capability authenticate --failing tuned [--screenshots DIR]
 """
 import argparse
+import base64
 import os
 import shutil
 import subprocess
@@ -179,6 +181,21 @@ def main():
             assert d.find_element(By.ID, "notices").get_attribute("aria-live") == "polite"
         step("KeelConsole: a plugin page may navigate inside the console only, and its notices are shown as text", bridge)
 
+        def untrust():
+            d.get(args.url + "/#/repositories")
+            shown("repositories")
+            key = base64.b64encode(bytes([7] * 32)).decode()
+            css('form[data-form="trust"] input[name="name"]').send_keys("leaked")
+            css('form[data-form="trust"] input[name="publicKey"]').send_keys(key)
+            click('form[data-form="trust"] button[type="submit"]')
+            wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, 'tr[data-key-row="leaked"]')))
+            click('button[data-remove-key="leaked"]')
+            wait.until(EC.alert_is_present())
+            d.switch_to.alert.accept()
+            wait.until(lambda _: len(d.find_elements(By.CSS_SELECTOR, 'tr[data-key-row="leaked"]')) == 0)
+            wait.until(lambda _: text("#message").startswith("no longer trusting leaked; key "))
+        step("Repositories and trust: a key trusted through the form is removed with its button, after a confirmation", untrust)
+
         shots = args.screenshots
         if shots:
             os.makedirs(shots, exist_ok=True)
@@ -224,7 +241,7 @@ def main():
             assert not css("#nav").is_displayed(), "the navigation folds again after a choice"
         step("at 400 px the navigation folds behind a button and no view scrolls sideways", narrow)
     finally:
-        result = steps.finish(10)
+        result = steps.finish(11)
     return result
 
 

@@ -278,7 +278,7 @@ struct BrowserTests {
         #expect(r.stdout.contains("9 passed, 0 failed"), "\(r.stdout)")
         #expect(!r.stdout.contains("FAILED"))
     }
-    @Test("the operator's views: overview live within a second of a CLI change, keyboard only, a plugin's grants and load history, the configuration form, the page bridge, 400 px",
+    @Test("the operator's views: overview live within a second of a CLI change, keyboard only, a plugin's grants and load history, the configuration form, the page bridge, removing a trusted key, 400 px",
           .enabled(if: BrowserTests.available, "needs chromium, chromedriver and python3 selenium (CI installs them)"))
     func operatorViews() async throws {
         let c = CommandsFixture()
@@ -324,7 +324,7 @@ struct BrowserTests {
                                                          "--capability", "authenticate", "--failing", "tuned"] + at
                                                         + (screenshots.map { ["--screenshots", $0] } ?? []))
         #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
-        #expect(r.stdout.contains("10 passed, 0 failed"), "\(r.stdout)")
+        #expect(r.stdout.contains("11 passed, 0 failed"), "\(r.stdout)")
         #expect(!r.stdout.contains("FAILED"))
         // What the form stored is what the server holds.
         let stored = try await server.request("GET", "/api/v1/plugins/calc/config", admin: true)

@@ -85,7 +85,9 @@ defineView('repositories', { section: 'repositories', title: 'Repositories and t
       () => { if (confirm('Forget repository ' + r.name + '?')) perform('repository ' + r.name, '/api/v1/repositories/' + encodeURIComponent(r.name), { method: 'DELETE' }); }))));
   const keyRows = keys.map(k => el('tr', { 'data-key-row': k.name },
     el('td', {}, el('strong', { textContent: k.name })), el('td', {}, el('code', { className: 'key', textContent: k.publicKey })),
-    el('td', {}, el('code', { textContent: k.fingerprint || '' }))));
+    el('td', {}, el('code', { textContent: k.fingerprint || '' })),
+    el('td', { className: 'actions' }, button('Remove', 'uninstall', { 'data-remove-key': k.name, 'aria-label': 'Stop trusting ' + k.name },
+      () => untrust(k.name)))));
   replaceKeepingFocus(document.getElementById('repositories-body'), [
     el('section', { className: 'panel', 'aria-labelledby': 'repositories-list' },
       el('h3', { id: 'repositories-list', textContent: 'Repositories' }),
@@ -100,8 +102,21 @@ defineView('repositories', { section: 'repositories', title: 'Repositories and t
       keptForm('trust', () => smallForm('trust', [{ name: 'name', label: 'Signer', placeholder: 'acme' },
         { name: 'publicKey', label: 'Public key (base64)', placeholder: '32 bytes, base64' }], 'Trust key',
         v => api('/api/v1/trust', json('POST', v)))),
-      smallTable('trust-table', ['Signer', 'Public key', 'Fingerprint'], keyRows, 'no trusted keys'))]);
+      smallTable('trust-table', ['Signer', 'Public key', 'Fingerprint', ''], keyRows, 'no trusted keys'))]);
 } });
+
+// Stops trusting the key `name` (a leaked key): the server's answer names its fingerprint and the plugins pinned to
+// it, which keep serving but cannot be upgraded until moved to another key; shown in the message line.
+async function untrust(name) {
+  if (!confirm('Stop trusting ' + name + '? Plugins pinned to this key keep serving; their upgrades are refused until moved to another key.')) return;
+  const message = document.getElementById('message');
+  message.textContent = '';
+  try {
+    const answer = await api('/api/v1/trust/' + encodeURIComponent(name), { method: 'DELETE' });
+    message.textContent = 'no longer trusting ' + name + (answer.note ? '; ' + answer.note : '');
+  } catch (e) { message.textContent = 'key ' + name + ': ' + errorText(e); }
+  await refresh();
+}
 
 // What the configured repositories offer, searched by the server (?q=), with install or upgrade buttons.
 defineView('catalog', { section: 'catalog', title: 'Catalog', icon: 'catalog', load: async () => {
