@@ -140,8 +140,8 @@ extension Kernel {
             let pinned = signers.filter { bytes != nil && Data(base64Encoded: $0.value.publicKey) == bytes }.keys.sorted()
             // The key itself goes in the note (and so in the audit row): a name can be given another key later.
             return CommandResult(note: "key \(ExtensionStore.fingerprint(key))" + (pinned.isEmpty ? "" :
-                "; pinned to it: \(pinned.joined(separator: ", ")) (their upgrades are refused until a trusted key signs them "
-                + "and `keel upgrade ID --signer NAME` moves them to it)"))
+                "; pinned to it: \(pinned.joined(separator: ", ")), which keep serving; an upgrade of one is refused until a "
+                + "package signed by another trusted key moves it (keel upgrade ID --signer NAME)"))
         case let .useProvider(interface, plugin, tenant): try useProvider(interface, plugin: plugin, tenant: tenant)
         case .call, .install, .upgrade:
             // Run by `execute` before this, off the kernel's thread.

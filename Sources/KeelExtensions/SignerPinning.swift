@@ -79,8 +79,13 @@ extension ExtensionStore {
                 return SignerCheck(pinned: nil, offered: offered, note: offered.map { "\"\(id)\" pinned to signer \(Self.describe($0))" })
             }
             guard let offered, Self.sameKey(offered, pinned) else {
+                // A package signed under the pinned key's own name, now untrusted: the key was removed (`keel trust
+                // remove`), and trusting it again is not the way out.
+                let untrustedPin = offered == nil && offer.entry.signature != nil && offer.entry.signer == pinned.name
+                    && trusted[pinned.name] == nil
                 let how = offered.map { "keel \(command) \(id) --signer \($0.name) moves it to that key" }
                     ?? (offer.entry.signature == nil ? "keel \(command) \(id) --no-signer --allow-unsigned leaves it for an unsigned package"
+                        : untrustedPin ? "its key is no longer trusted; a package signed by another trusted key moves it: keel \(command) \(id) --signer NAME"
                         : "trust that key, then keel \(command) \(id) --signer NAME moves it")
                 throw mismatch("\"\(id)\" is pinned to signer \(Self.describe(pinned)); \(package); refused (\(how))")
             }

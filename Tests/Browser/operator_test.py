@@ -193,7 +193,7 @@ def main():
             wait.until(EC.alert_is_present())
             d.switch_to.alert.accept()
             wait.until(lambda _: len(d.find_elements(By.CSS_SELECTOR, 'tr[data-key-row="leaked"]')) == 0)
-            wait.until(lambda _: text("#message").startswith("no longer trusting leaked; key "))
+            wait.until(lambda _: text("#message").startswith("no longer trusting leaked (key "))
         step("Repositories and trust: a key trusted through the form is removed with its button, after a confirmation", untrust)
 
         shots = args.screenshots

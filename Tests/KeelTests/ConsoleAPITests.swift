@@ -93,7 +93,7 @@ struct ConsoleAPITests {
         let keel = TestEnvironment.binPath + "/keel", at = ["--plugins", f.plugins, "--state", f.state]
         #expect(try await server.request("POST", "/api/v1/trust", admin: true, body: Data(#"{"name":"acme","publicKey":"\#(key)"}"#.utf8)).status == 201)
         let untrusted = try TestEnvironment.run(keel, ["trust", "remove", "acme"] + at)
-        #expect(untrusted.status == 0 && untrusted.stdout == "no longer trusting acme; key \(ExtensionStore.fingerprint(key))\n",
+        #expect(untrusted.status == 0 && untrusted.stdout == "no longer trusting acme (key \(ExtensionStore.fingerprint(key)))\n",
                 "\(untrusted.stdout) \(untrusted.stderr)")
         #expect(try await server.request("GET", "/api/v1/trust", admin: true).text == "[]")
         let unknown = try TestEnvironment.run(keel, ["trust", "remove", "acme"] + at)

@@ -136,14 +136,16 @@ struct SignerPinningTests {
         try await kernel.execute(.grants(id: "pin", grant: ["authorize"], revoke: []), actor: "test")
 
         let removed = try await kernel.execute(.untrustKey(name: "acme"), actor: "test")
-        #expect(removed.note?.hasPrefix("key \(acme.fingerprint); pinned to it: pin (their upgrades are refused") == true,
-                "\(String(describing: removed.note))")
+        #expect(removed.note == "key \(acme.fingerprint); pinned to it: pin, which keep serving; an upgrade of one is refused until a "
+                + "package signed by another trusted key moves it (keel upgrade ID --signer NAME)", "\(String(describing: removed.note))")
         #expect(try kernel.state.trustedKeys().keys.sorted() == ["beta"])
         #expect(try kernel.state.pinnedSigner("pin")?.publicKey == acme.publicKey, "the pin stays")
         #expect(get(kernel, "/ext/pin/ping")?.1.contains("tag=one") == true, "the installed plugin keeps serving")
         let upgrade = try #require(await Self.refused(kernel, .upgrade(id: "pin", version: "1.1.0", allowUnsigned: false)))
         #expect(upgrade.code == .signerMismatch)
-        #expect(upgrade.reason.contains("pin 1.1.0 is signed by \"acme\", which is not a trusted key; refused"), "\(upgrade.reason)")
+        #expect(upgrade.reason.hasSuffix("pin 1.1.0 is signed by \"acme\", which is not a trusted key; refused (its key is no longer "
+                                         + "trusted; a package signed by another trusted key moves it: keel upgrade pin --signer NAME)"),
+                "\(upgrade.reason)")
         #expect(try await kernel.execute(.untrustKey(name: "beta"), actor: "test").note == "key \(beta.fingerprint)", "no plugin was pinned to beta")
         let unknown = try #require(await Self.refused(kernel, .untrustKey(name: "acme")))
         #expect(unknown.reason == "unknown trusted key \"acme\" (keel trust list names them)")

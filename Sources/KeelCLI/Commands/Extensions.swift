@@ -282,7 +282,7 @@ extension KeelCommand {
             func run() async throws {
                 try await reporting {
                     let result = try await executeStored(options, .untrustKey(name: name))
-                    print("no longer trusting \(name)" + (result.note.map { "; " + $0 } ?? ""))
+                    print("no longer trusting \(name)" + (result.note.map { " (" + $0 + ")" } ?? ""))
                 }
             }
         }

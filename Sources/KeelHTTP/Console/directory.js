@@ -113,7 +113,7 @@ async function untrust(name) {
   message.textContent = '';
   try {
     const answer = await api('/api/v1/trust/' + encodeURIComponent(name), { method: 'DELETE' });
-    message.textContent = 'no longer trusting ' + name + (answer.note ? '; ' + answer.note : '');
+    message.textContent = 'no longer trusting ' + name + (answer.note ? ' (' + answer.note + ')' : '');
   } catch (e) { message.textContent = 'key ' + name + ': ' + errorText(e); }
   await refresh();
 }
