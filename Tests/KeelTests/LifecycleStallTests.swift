@@ -36,6 +36,20 @@ struct LifecycleStallTests {
         }
     }
 
+    /// Makes crasher's activate hang in a reload of `server` (run with `--stall-limit 1 --exit-on-stall`) and waits
+    /// for the host to end itself with status 70; the reload's own answer is awaited after.
+    static func stallUntilExit(_ server: ServerProcess, hang: String) async throws {
+        FileManager.default.createFile(atPath: hang, contents: nil)
+        let reload = Self.reload(server)
+        // Generous: under a loaded suite the reload itself can take long to reach the server.
+        let deadline = Date().addingTimeInterval(120)
+        while server.process.isRunning && Date() < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        // (Foundation traps on the termination status of a process still running: asked only once it ended.)
+        try #require(!server.process.isRunning, "\(server.errors.value)")
+        #expect(server.process.terminationReason == .exit && server.process.terminationStatus == 70)
+        _ = await reload.value
+    }
+
     static func health(_ server: ServerProcess) async -> (status: Int, body: [String: Any]) {
         guard let r = try? await server.request("GET", "/healthz") else { return (0, [:]) }
         return (r.status, r.json as? [String: Any] ?? [:])
@@ -141,17 +155,9 @@ struct LifecycleStallTests {
         var server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--stall-limit", "1", "--exit-on-stall", "--no-watch"],
                                        environment: Self.environment(hang))
         defer { server.stop() }
-        FileManager.default.createFile(atPath: hang, contents: nil)
-        let reload = Self.reload(server)
-        // Generous: under a loaded suite the reload itself can take long to reach the server.
-        let deadline = Date().addingTimeInterval(120)
-        while server.process.isRunning && Date() < deadline { try await Task.sleep(for: .milliseconds(50)) }
-        // (Foundation traps on the termination status of a process still running: asked only once it ended.)
-        try #require(!server.process.isRunning, "\(server.errors.value)")
-        #expect(server.process.terminationReason == .exit && server.process.terminationStatus == 70)
+        try await Self.stallUntilExit(server, hang: hang)
         #expect(server.errors.value.contains("activate has not returned for 1 s; exiting (--exit-on-stall); the next start quarantines \"crasher\""),
                 "\(server.errors.value)")
-        _ = await reload.value
 
         server = try ServerProcess(plugins: f.plugins, state: f.state, environment: Self.environment(hang))
         let plugins = try await server.request("GET", "/api/v1/plugins", admin: true).json as? [[String: Any]] ?? []
@@ -204,13 +210,7 @@ struct LifecycleStallTests {
         defer { server.stop() }
         // Planted once the host started (a start reads a record there and moves it aside).
         try FileManager.default.createSymbolicLink(atPath: f.state + ".crash", withDestinationPath: victim)
-        FileManager.default.createFile(atPath: hang, contents: nil)
-        let reload = Self.reload(server)
-        let deadline = Date().addingTimeInterval(120)
-        while server.process.isRunning && Date() < deadline { try await Task.sleep(for: .milliseconds(50)) }
-        try #require(!server.process.isRunning, "\(server.errors.value)")
-        #expect(server.process.terminationReason == .exit && server.process.terminationStatus == 70)
-        _ = await reload.value
+        try await Self.stallUntilExit(server, hang: hang)
         #expect(try String(contentsOfFile: victim, encoding: .utf8) == "the operator's file\n")
         #expect(server.errors.value.contains("the next start quarantines \"crasher\""), "\(server.errors.value)")
         var st = stat()
