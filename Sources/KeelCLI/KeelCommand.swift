@@ -234,5 +234,7 @@ extension AsyncParsableCommand {
 func printJSON<T: Encodable>(_ value: T) throws {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-    print(String(decoding: try encoder.encode(value), as: UTF8.self))
+    let text = String(decoding: try encoder.encode(value), as: UTF8.self)
+    // Foundation on Linux writes an empty list or object pretty-printed with a blank line inside ("[\n\n]").
+    print(text == "[\n\n]" ? "[]" : text == "{\n\n}" ? "{}" : text)
 }

@@ -158,6 +158,18 @@ struct FirstContactTests {
         }
     }
 
+    @Test("an empty list prints [] as JSON; keygen's help shows no state or plugin options, which it still accepts")
+    func emptyJSONAndQuietHelp() throws {
+        let f = KernelFixture()
+        let common = ["--plugins", f.plugins, "--state", f.state]
+        let keys = try run(["trust", "list", "--json"] + common)
+        #expect(keys.status == 0, "\(keys.stderr)")
+        #expect(keys.stdout == "[]\n", "\(keys.stdout.debugDescription)")
+        let help = try run(["trust", "keygen", "--help"])
+        #expect(help.stdout.contains("<file>") && help.stdout.contains("--force"), "\(help.stdout)")
+        for option in ["--state", "--plugins", "--host-dir"] { #expect(!help.stdout.contains(option), "\(help.stdout)") }
+    }
+
     @Test("tenants and roles list --json are real objects and arrays")
     func directoryJSON() throws {
         let (_, common) = try examples()

@@ -227,7 +227,8 @@ extension KeelCommand {
 
         struct Index: AsyncParsableCommand {
             static let configuration = CommandConfiguration(abstract: "Write index.yaml for the archives in a folder.")
-            @OptionGroup var options: GlobalOptions
+            // Accepted anywhere, as on every command, but not shown: an index touches neither the state nor the plugins.
+            @OptionGroup(visibility: .hidden) var options: GlobalOptions
             @Argument(help: "The repository folder.") var folder: String
             func run() async throws {
                 try await reporting {
@@ -247,7 +248,8 @@ extension KeelCommand {
 
         struct Keygen: AsyncParsableCommand {
             static let configuration = CommandConfiguration(abstract: "Make a signing key: writes the private key file, prints the public key.")
-            @OptionGroup var options: GlobalOptions
+            // Accepted anywhere, as on every command, but not shown: making a key touches neither the state nor the plugins.
+            @OptionGroup(visibility: .hidden) var options: GlobalOptions
             @Argument(help: "Where to write the private key (a new file; mode 0600).") var file: String
             @Flag(help: "Replace an existing regular file (its key is lost). Anything else is never replaced.") var force = false
             func run() async throws {

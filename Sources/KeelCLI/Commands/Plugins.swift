@@ -86,7 +86,8 @@ extension KeelCommand.Plugins {
                 down), without touching the state file. Exits 1 with a one-line reason for a bad file.
                 """)
 
-        @OptionGroup var options: GlobalOptions
+        // Accepted anywhere, as on every command, but not shown: inspecting touches neither the state nor the plugins.
+        @OptionGroup(visibility: .hidden) var options: GlobalOptions
         @Argument(help: "A bundle folder (with plugin.yaml) or a shared object.", completion: .file()) var path: String
         @Flag(help: "Print JSON instead of text.") var json = false
 
