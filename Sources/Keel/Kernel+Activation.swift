@@ -175,26 +175,32 @@ extension Kernel {
         guard let manifest = bundle.manifest else {
             throw KernelError(.bundle, pluginID: id, reason: "\(bundle.manifestPath): no usable manifest")
         }
-        if let range = manifest.hostVersions, let host = Semver(Kernel.version), !range.contains(host) {
-            throw KernelError(.dependency, pluginID: id,
-                              reason: "plugin \"\(id)\" needs keel \(range), this is \(Kernel.version)")
-        }
-        for dep in manifest.dependencies {
-            guard let other = bundles[dep.id], let otherManifest = other.manifest else {
-                throw KernelError(.dependency, pluginID: id, reason: "plugin \"\(id)\" needs \"\(dep.id)\" \(dep.versions), which is not installed")
-            }
-            guard dep.versions.contains(otherManifest.version) else {
-                throw KernelError(.dependency, pluginID: id,
-                                  reason: "plugin \"\(id)\" needs \"\(dep.id)\" \(dep.versions), but \(otherManifest.version) is installed")
-            }
-            try requireActive(dep.id, of: id, pending: pending)
-        }
-        if let missing = missingInterface(manifest, pending: pending) { throw KernelError(.dependency, pluginID: id, reason: missing) }
+        if let unmet = unmetDependency(id, manifest, pending: pending) { throw unmet }
         let last = startReads.map { $0.generations[id] ?? 0 } ?? ((try? state.lastGeneration(id)) ?? 0)
         let number = max(nextGeneration[id] ?? 0, last + 1)
         nextGeneration[id] = number + 1
         return Build(id: id, bundle: bundle, manifest: manifest, libraryPath: bundle.libraryPath, number: number,
                      isolated: bundle.libraryPath != nil && isolation(of: id, manifest) == .process)
+    }
+
+    /// Why `manifest`'s plugin cannot activate now for want of something outside it: a host version out of its
+    /// range, a dependency not installed, of a version it does not accept, or not active (nor in `pending`, about to
+    /// be), or a required interface that no active or pending plugin provides. Nil when nothing is missing.
+    func unmetDependency(_ id: String, _ manifest: Manifest, pending: Set<String> = []) -> KernelError? {
+        if let range = manifest.hostVersions, let host = Semver(Kernel.version), !range.contains(host) {
+            return KernelError(.dependency, pluginID: id, reason: "plugin \"\(id)\" needs keel \(range), this is \(Kernel.version)")
+        }
+        for dep in manifest.dependencies {
+            guard let other = bundles[dep.id], let otherManifest = other.manifest else {
+                return KernelError(.dependency, pluginID: id, reason: "plugin \"\(id)\" needs \"\(dep.id)\" \(dep.versions), which is not installed")
+            }
+            guard dep.versions.contains(otherManifest.version) else {
+                return KernelError(.dependency, pluginID: id,
+                                   reason: "plugin \"\(id)\" needs \"\(dep.id)\" \(dep.versions), but \(otherManifest.version) is installed")
+            }
+            do throws(KernelError) { try requireActive(dep.id, of: id, pending: pending) } catch { return error }
+        }
+        return missingInterface(manifest, pending: pending).map { KernelError(.dependency, pluginID: id, reason: $0) }
     }
 
     func requireActive(_ dependency: String, of id: String, pending: Set<String> = []) throws(KernelError) {

@@ -127,7 +127,19 @@ extension Kernel {
             try stored { () throws(StateError) in try state.addRepository(StateStore.Repository(name: name, location: location, priority: priority)) }
             return CommandResult(note: note)
         case let .removeRepository(name): try stored { () throws(StateError) in try state.removeRepository(name) }
-        case let .trustKey(name, publicKey): try stored { () throws(StateError) in try state.trustKey(name: name, publicKey: publicKey) }
+        case let .trustKey(name, publicKey):
+            // A name keeps its key: replacing it in place would move every plugin pinned to the name's old key to a
+            // refusal naming the new one, and make the old key's packages look signed by the new key.
+            let held: String?
+            do { held = try state.trustedKeys()[name] } catch { throw KernelError(.state, reason: error.description) }
+            if let held {
+                guard Data(base64Encoded: held) == Data(base64Encoded: publicKey) else {
+                    throw KernelError(.conflict, reason: "\"\(name)\" is already trusted with another key (key "
+                                      + "\(ExtensionStore.fingerprint(held))); remove it first (keel trust remove \(name)) or trust this one under another name")
+                }
+                return CommandResult(note: "already trusted")
+            }
+            try stored { () throws(StateError) in try state.trustKey(name: name, publicKey: publicKey) }
         case let .untrustKey(name):
             // The plugins pinned to the key, by the key's bytes (a pin keeps the name it was trusted under then).
             let key: String?, signers: [String: StateStore.PinnedSigner]

@@ -55,6 +55,7 @@ extension Kernel {
 
     /// Enables `id` for one tenant (or, with nil, for all).
     public func enable(_ id: String, tenant: String?) throws(KernelError) {
+        if let unmet = enableRefusal(id) { throw unmet }  // before the tenants are written
         guard let tenant else {
             // Already for all tenants: nothing to write (no event, no directory reload on every enable).
             if access.directory.pluginTenants[id] != nil {

@@ -381,14 +381,16 @@ public actor Kernel {
     // MARK: enable / disable
 
     /// Enables `id`: records the wish, then loads and activates it. Persisted before it returns.
-    /// - Throws: `KernelError` when the plugin is unknown or fails to activate (it is then recorded `failed` with
-    ///   the reason, and stays wanted, so a later start retries).
+    /// - Throws: `KernelError` when the plugin is unknown or a dependency is missing, disabled or of the wrong
+    ///   version (`.dependency`: refused, nothing stored: the plugin stays as it was), or when it fails to activate
+    ///   (it is then recorded `failed` with the reason, and stays wanted, so a later start retries).
     public func enable(_ id: String) throws(KernelError) {
         if bundles[id] == nil { rescan() }
-        guard bundles[id] != nil else {
+        guard let bundle = bundles[id] else {
             throw KernelError(.unknownPlugin, pluginID: id,
                               reason: "no plugin \"\(id)\" in the plugin folder")
         }
+        if let unmet = enableRefusal(id, bundle) { throw unmet }
         // The operator's enable lifts a quarantine (a plugin that is not quarantined has nothing to clear).
         if (try? isQuarantined(id)) == true { try? state.setQuarantine(id, checksum: nil) }
         do { try state.setEnabled(id, true, status: active[id] != nil ? .enabled : .installed) } catch {
@@ -404,6 +406,15 @@ public actor Kernel {
         }
         try wakeDependencies(of: id)
         try activate(id)
+    }
+
+    /// Why enabling `id` is refused before anything is stored: a dependency missing, disabled or of the wrong
+    /// version (`unmetDependency`). A plugin left wanted but failed for want of another stayed so after that one was
+    /// enabled, and a guard among them closed the host to every request. An enabled plugin that is idle (lazy, or
+    /// every plugin in a one-command kernel) counts as there: `enable` wakes it first. Nil for an active plugin.
+    func enableRefusal(_ id: String, _ bundle: Bundle? = nil) -> KernelError? {
+        guard active[id] == nil, let manifest = (bundle ?? bundles[id])?.manifest else { return nil }
+        return unmetDependency(id, manifest, pending: idle)
     }
 
     /// Disables `id`: records the wish, then takes away everything it registered at once and deactivates it.

@@ -57,6 +57,15 @@ extension ExtensionStore {
             ?? offer.entry.signer.map { offer.entry.signature == nil ? "is not signed" : "is signed by \"\(Self.escaped($0))\", which is not a trusted key" }
             ?? "is not signed")
         func mismatch(_ text: String) -> SignerMismatch { SignerMismatch(pluginID: id, description: text) }
+        // The signature is over the archive's SHA-256, which the index gives: one that the key trusted under its
+        // signer's name did not make is refused now, whatever is asked (as the download's check would refuse it),
+        // rather than taken for that key's (a name given a new key, or a forged package).
+        if let claimed = offered, let signature = offer.entry.signature.flatMap({ Data(base64Encoded: $0) }),
+           let key = Self.publicKey(claimed.publicKey),
+           !(Hex.bytes(offer.entry.sha256).map { key.isValidSignature(signature, for: Data($0)) } ?? false) {
+            throw mismatch("\"\(id)\" \(offer.entry.version): bad signature by \"\(Self.escaped(claimed.name))\": not made by the key trusted "
+                           + "under that name (key \(Self.fingerprint(claimed.publicKey))); refused, with --allow-unsigned too")
+        }
         switch change {
         case let .key(name)?:
             guard let key = trusted[name], Self.publicKey(key) != nil else {

@@ -43,7 +43,7 @@ public final class ActivationContext: Sendable {
     let pending = Mutex(Contributions())
     private let errors = Mutex([UInt: String]())
     /// How many messages `errors` holds, read without its lock.
-    private let errorsHeld = Atomic<Int>(0)
+    let errorsHeld = Atomic<Int>(0)  // internal for the tests
     private let lastRefusal = Mutex<String?>(nil)
     private let inFlight = Atomic<Int>(0)
     /// Service leases this activation holds on other plugins' tables.
@@ -285,7 +285,12 @@ public final class ActivationContext: Sendable {
 
     // MARK: error channel
 
+    /// Keeps `message` as the reason of the call running on this thread (a handler, hook, command, service listener,
+    /// health check, activate or deactivate: see `beginCall`), which reads it when the call returns. A message set on
+    /// a thread of the plugin's own is ignored: no call of the host's would ever read it, and it would be held for good
+    /// (one entry per such thread) and make every later call look for a stale one.
     func setError(_ message: String) {
+        guard pthread_getspecific(currentCallKey) != nil else { return }
         errors.withLock { all in
             if all.updateValue(message, forKey: Self.currentThread) == nil { errorsHeld.add(1, ordering: .relaxed) }
         }

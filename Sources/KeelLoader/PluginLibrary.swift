@@ -297,9 +297,11 @@ public final class PluginLibrary: @unchecked Sendable {
         context.seed(seed)
         context.beginActivation()
         CrashGuard.register(code, plugin: context.pluginID, generation: context.identity.generation)
+        let outer = ActivationContext.beginCall(context)  // so that `set_error` is kept for this thread's call
         let status = context.crashSite("activate").around {
             plugin.pointee.activate?(HostABI.host, HostABI.pointer(to: context)) ?? KEEL_ERR_INVALID_ARGUMENT
         }
+        ActivationContext.endCall(outer)
         var contributions = context.endActivation(success: status == KEEL_OK)
         if status == KEEL_OK, let missing = context.identity.provides.first(where: { p in
             !contributions.services.contains { $0.interface == p.interface } }) {
@@ -339,7 +341,9 @@ public final class PluginLibrary: @unchecked Sendable {
             return "\(running) call(s) still running after \(drainTimeout)s; deactivate skipped, library kept mapped"
         }
         guard let deactivate = plugin.pointee.deactivate else { return nil }
+        let outer = ActivationContext.beginCall(context)
         let status = context.crashSite("deactivate").around { deactivate(HostABI.host, HostABI.pointer(to: context)) }
+        ActivationContext.endCall(outer)
         guard status == KEEL_OK else {
             let message = context.takeError()
             return "deactivate returned \(StatusCode.name(status))\(message.isEmpty ? "" : ": " + message)"

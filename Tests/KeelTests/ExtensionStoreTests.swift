@@ -102,7 +102,7 @@ struct ExtensionStoreTests {
         try raw.base64EncodedString().write(toFile: archive + ".sig", atomically: true, encoding: .utf8)
         #expect(try TestEnvironment.run(keel, ["repo", "index", repo]).status == 0)
         let badSignature = try run(["install", "hello"], f, ok: false)
-        #expect(badSignature.stderr.contains("hello\" 1.0.0: bad signature by \"acme\"; refused"), "\(badSignature.stderr)")
+        #expect(badSignature.stderr.contains("hello\" 1.0.0: bad signature by \"acme\": not made by the key trusted under that name"), "\(badSignature.stderr)")
         #expect(!FileManager.default.fileExists(atPath: f.plugins + "/hello"))
         try signature.write(toFile: archive + ".sig", atomically: true, encoding: .utf8)
         #expect(try TestEnvironment.run(keel, ["repo", "index", repo]).status == 0)

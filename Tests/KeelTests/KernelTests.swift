@@ -269,9 +269,18 @@ struct KernelTests {
         try f.fixtureBundle("cyc-b", extra: "dependencies:\n  cyc-a: \"*\"")
         let kernel = try f.kernel()
         await kernel.start()
-        do { try await kernel.enable("greeter"); Issue.record("enabled without its dependency") } catch {
-            #expect(error.description == "plugin \"greeter\" needs \"hello\", which is not enabled")
+        let before = try kernel.state.plugin("greeter")
+        for tenant in [nil, "acme"] as [String?] {
+            if tenant != nil { try await kernel.execute(.createTenant(name: "acme")) }
+            do { try await kernel.execute(.enable(id: "greeter", tenant: tenant)); Issue.record("enabled without its dependency") } catch {
+                #expect(error.description == "plugin \"greeter\" needs \"hello\", which is not enabled")
+            }
         }
+        // Refused, nothing stored: not left wanted and failed (greeter's authorize hook then closed the host to every
+        // request, and it stayed failed after hello was enabled), and not enabled for the tenant.
+        #expect(try kernel.state.plugin("greeter") == before)
+        #expect(kernel.registry.snapshot.missingGuards.isEmpty)
+        #expect(try kernel.state.directory().pluginTenants["greeter"] == nil)
         do { try await kernel.enable("needs-new"); Issue.record("enabled") } catch {
             #expect(error.description == "plugin \"needs-new\" needs \"hello\" ^2.0, but 1.0.0 is installed")
         }

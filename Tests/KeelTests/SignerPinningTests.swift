@@ -175,6 +175,34 @@ struct SignerPinningTests {
         await kernel.shutdown()
     }
 
+    @Test("a name keeps its key (trust add refuses another); a signature its signer's trusted key did not make is refused before the download, with any flag")
+    func forgedSignature() async throws {
+        let acme = try Key("acme"), beta = try Key("beta")
+        // 1.1.0 is signed by beta's key but names acme as its signer.
+        let repo = try Self.repository([("1.0.0", "one", (acme, "acme")), ("1.1.0", "two", (beta, "acme"))])
+        let f = KernelFixture()
+        let kernel = try await Self.kernel(f, repo: repo, trusting: ["acme": acme])
+        try await kernel.execute(.install(id: "pin", version: "1.0.0", allowUnsigned: false), actor: "test")
+        try await kernel.execute(.enable(id: "pin", tenant: nil), actor: "test")
+
+        let replaced = try #require(await Self.refused(kernel, .trustKey(name: "acme", publicKey: beta.publicKey)))
+        #expect(replaced.code == .conflict && replaced.reason == "\"acme\" is already trusted with another key (key \(acme.fingerprint)); "
+                + "remove it first (keel trust remove acme) or trust this one under another name", "\(replaced.reason)")
+        #expect(try kernel.state.trustedKeys()["acme"] == acme.publicKey)
+        #expect(try await kernel.execute(.trustKey(name: "acme", publicKey: acme.publicKey), actor: "test").note == "already trusted")
+
+        for (allow, signer) in [(false, nil), (true, nil), (false, SignerChange.key("acme")), (true, SignerChange.forget)] {
+            let refusal = try #require(await Self.refused(kernel, .upgrade(id: "pin", version: "1.1.0", allowUnsigned: allow, signer: signer)))
+            #expect(refusal.code == .signerMismatch && refusal.reason == "\"pin\" 1.1.0: bad signature by \"acme\": not made by the key trusted "
+                    + "under that name (key \(acme.fingerprint)); refused, with --allow-unsigned too", "\(refusal.reason)")
+        }
+        // Nothing changed: the running version and its status.
+        let info = try await kernel.plugin("pin")
+        #expect(info.version == "1.0.0" && info.status == .enabled && info.reason == nil, "\(info)")
+        #expect(get(kernel, "/ext/pin/ping")?.1.contains("tag=one") == true)
+        await kernel.shutdown()
+    }
+
     @Test("unsigned then signed pins the signer; signed then unsigned is refused unless the operator forgets the pin")
     func unsignedAndSigned() async throws {
         let acme = try Key("acme")

@@ -270,8 +270,10 @@ extension KeelCommand {
                 guard Data(base64Encoded: key)?.count == 32 else { throw ValidationError("not an ed25519 public key (32 bytes, base64)") }
             }
             func run() async throws {
-                try await reporting { try await executeStored(options, .trustKey(name: name, publicKey: key)) }
-                print("trusting \(name)")
+                try await reporting {
+                    let result = try await executeStored(options, .trustKey(name: name, publicKey: key))
+                    print("trusting \(name)" + (result.note.map { " (" + $0 + ")" } ?? ""))
+                }
             }
         }
 
