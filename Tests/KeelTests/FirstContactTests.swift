@@ -85,6 +85,16 @@ struct FirstContactTests {
         let badKey = try run(["pack", f.plugins + "/hello-c", "--out", dir + "/repo", "--key", dir + "/no-such.key"])
         #expect(badKey.status == 1)
         #expect(badKey.stderr.hasPrefix("keel: error: "), "\(badKey.stderr)")
+        // A refused key leaves no archive behind (an index would have listed it unsigned).
+        #expect(!FileManager.default.fileExists(atPath: dir + "/repo/hello-1.0.0.keelpkg"))
+        // An unsigned pack over a signed one of the same version leaves no signature of the old archive beside it.
+        let key = dir + "/k.key"
+        #expect(try run(["trust", "keygen", key]).status == 0)
+        #expect(try run(["pack", f.plugins + "/hello-c", "--out", dir + "/signed", "--key", key, "--signer", "me"]).status == 0)
+        #expect(FileManager.default.fileExists(atPath: dir + "/signed/hello-1.0.0.keelpkg.sig"))
+        #expect(try run(["pack", f.plugins + "/hello-c", "--out", dir + "/signed"]).status == 0)
+        #expect(!FileManager.default.fileExists(atPath: dir + "/signed/hello-1.0.0.keelpkg.sig"))
+        #expect(!FileManager.default.fileExists(atPath: dir + "/signed/hello-1.0.0.keelpkg.signer"))
         // A state file whose folder cannot be made: the library's message embeds Foundation's text, put in plain words.
         let noState = try run(["plugins", "list", "--state", "/proc/keel-nope/state.db", "--plugins", dir])
         #expect(noState.status == 1)

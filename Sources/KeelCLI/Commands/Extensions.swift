@@ -24,22 +24,28 @@ extension KeelCommand {
                 // Only what the bundle needs at run time: a project's sources and build files stay behind.
                 let data: Data, leftOut: [String]
                 do { (data, leftOut) = try PackageArchive.packBundle(folder: folder, library: manifest.library) } catch { throw CLIError(error) }
-                try makeFolder(out)
-                let path = out + "/\(manifest.id)-\(manifest.version).\(PackageArchive.fileExtension)"
-                try data.write(to: URL(fileURLWithPath: path))
+                // Signed before anything is written: a key refused leaves no archive behind (an index would list it
+                // unsigned).
+                var signature: String?
                 if let key {
                     // A signer this host trusts: the key must be that signer's (a public key given by mistake is
                     // caught). Only an existing state is asked: a build machine has none, and none is made for it.
                     let name = signer ?? "default"
                     let trusted = PostgresURL.isPostgres(options.stateFile) || FileManager.default.fileExists(atPath: options.stateFile)
                         ? (try? options.openState().trustedKeys()[name]) ?? nil : nil
-                    do {
-                        try ExtensionStore.sign(data, keyFile: key, trustedPublicKey: trusted, signer: name)
-                            .write(toFile: path + ".sig", atomically: true, encoding: .utf8)
-                    } catch {
+                    do { signature = try ExtensionStore.sign(data, keyFile: key, trustedPublicKey: trusted, signer: name) } catch {
                         throw CLIError(error)
                     }
+                }
+                try makeFolder(out)
+                let path = out + "/\(manifest.id)-\(manifest.version).\(PackageArchive.fileExtension)"
+                try data.write(to: URL(fileURLWithPath: path))
+                if let signature {
+                    try signature.write(toFile: path + ".sig", atomically: true, encoding: .utf8)
                     try (signer ?? "default").write(toFile: path + ".signer", atomically: true, encoding: .utf8)
+                } else {
+                    // An earlier pack's signature of the same version is not this archive's.
+                    for stale in [path + ".sig", path + ".signer"] { try? FileManager.default.removeItem(atPath: stale) }
                 }
                 print("packed \(path)\(key == nil ? " (unsigned)" : " (signed)")")
                 if !leftOut.isEmpty {

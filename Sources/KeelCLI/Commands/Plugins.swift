@@ -52,7 +52,8 @@ extension KeelCommand.Plugins {
             for p in plugins {
                 out += "\(p.id) \(p.version)  \(Terminal.paint(p.status))\(p.activity.map { " (\($0))" } ?? "")\(p.enabled && p.status != .enabled ? " (wanted: enabled)" : "")"
                 out += p.name.isEmpty ? "\n" : "  — \(p.name)\n"
-                if let reason = p.reason, [.failed, .missing, .installFailed, .upgradeFailed].contains(p.status) { out += "  reason: \(reason)\n" }
+                // Any status: an enabled plugin's is a reload that failed while the previous build serves on.
+                if let reason = p.reason, !reason.isEmpty { out += "  reason: \(reason)\n" }
                 if let signature = p.signature { out += "  signature: \(signature)\n" }
                 if let signer = p.signer { out += "  pinned signer: \(signer)\n" }
                 if let tenants = p.tenants { out += "  tenants: \(tenants.isEmpty ? "none" : tenants.joined(separator: ", "))\n" }
