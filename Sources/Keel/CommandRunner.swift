@@ -129,9 +129,11 @@ extension Kernel {
         return nil
     }
 
-    /// The commands of every installed plugin (or of `plugin`), from their manifests.
+    /// The commands of every installed plugin (or of `plugin`), from their manifests (an active plugin whose
+    /// plugin.yaml cannot be read now: its serving build's).
     public func commands(_ plugin: String? = nil) -> [CommandInfo] {
-        bundles.values.compactMap(\.manifest).filter { plugin == nil || $0.id == plugin }.sorted { $0.id < $1.id }
+        bundles.compactMap { id, bundle in bundle.manifest ?? active[id]?.manifest }
+            .filter { plugin == nil || $0.id == plugin }.sorted { $0.id < $1.id }
             .flatMap { m in m.commands.map { CommandInfo(plugin: m.id, $0) } }
     }
 

@@ -54,7 +54,9 @@ extension Kernel {
                 log(.error, bundle.id, problem)
                 logged.insert(bundle.id)
             }
-            let name = bundle.manifest?.name ?? "", version = bundle.manifest.map { "\($0.version)" } ?? ""
+            // An unreadable plugin.yaml of an active plugin does not blank the record: its serving build's are kept.
+            let manifest = bundle.manifest ?? active[bundle.id]?.manifest
+            let name = manifest?.name ?? "", version = manifest.map { "\($0.version)" } ?? ""
             // A record that already says so needs no write (`discovered` would change nothing).
             if let record = known[bundle.id], record.name == name, record.version == version,
                record.bundlePath == bundle.folder { continue }

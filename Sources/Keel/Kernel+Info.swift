@@ -39,7 +39,8 @@ extension Kernel {
     func info(_ record: PluginRecord, _ context: InfoContext, pin: StateStore.PinnedSigner?) -> PluginInfo {
         let snapshot = context.snapshot, directory = context.directory
         let bundle = bundles[record.id]
-        let m = bundle?.manifest
+        // A bundle that cannot be read now (plugin.yaml broken mid-edit) while a build serves: that build's manifest.
+        let m = bundle?.manifest ?? active[record.id]?.manifest
         let c = snapshot.plugins[record.id]
         var info = PluginInfo(
             id: record.id, name: m?.name ?? record.name, version: m.map { "\($0.version)" } ?? record.version,

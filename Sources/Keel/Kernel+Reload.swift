@@ -111,13 +111,23 @@ extension Kernel {
                 continue
             }
             if let current = active[id] {
+                // A bundle that cannot be read now (plugin.yaml broken mid-edit): the serving build goes on, and the
+                // plugin's reason says why nothing was reloaded (the scan logged the problem).
+                if let problem = bundles[id]?.problem {
+                    try? state.setStatus(id, .enabled, reason: "reload failed, generation \(current.generation) still serving: \(problem)")
+                    continue
+                }
                 guard let path = bundles[id]?.buildPath, GenerationStore.waitUntilSettled(path) else {
                     log(.warn, id, "library did not settle; not reloading")
                     continue
                 }
                 let changed = GenerationStore.checksum(path) != current.checksum
                     || bundles[id]?.manifest != current.manifest
-                if changed { try? reload(id) }
+                if changed { try? reload(id) } else if ((try? state.plugin(id)) ?? nil)?.reason != nil {
+                    // Back to what serves (a broken plugin.yaml fixed, a failed build put back): no reload, and the
+                    // failure's reason is no longer true.
+                    try? state.setStatus(id, .enabled, reason: nil)
+                }
             } else if (try? state.plugin(id))?.enabled == true {
                 if let path = bundles[id]?.buildPath { _ = GenerationStore.waitUntilSettled(path) }
                 try? activate(id)

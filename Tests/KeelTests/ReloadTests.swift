@@ -320,6 +320,24 @@ struct ReloadTests {
         let activations = try await kernel.history("watched").filter { $0.outcome == "activated" }.count
         #expect(activations == 2)
 
+        // plugin.yaml broken mid-edit: the build goes on serving, listed with its version and commands as they serve,
+        // and the reason says why nothing was reloaded; fixed, the reason goes (no reload: nothing changed).
+        let yaml = f.plugins + "/watched/plugin.yaml"
+        let good = try String(contentsOfFile: yaml, encoding: .utf8)
+        let version = try await kernel.plugin("watched").version
+        try (good + "version: [\n").write(toFile: yaml, atomically: true, encoding: .utf8)
+        #expect(await waitFor(20) { (try? await kernel.plugin("watched").reason)??.contains("plugin.yaml") == true })
+        var info = try await kernel.plugin("watched")
+        #expect(info.status == .enabled && info.version == version && !version.isEmpty, "\(info)")
+        #expect(info.reason?.hasPrefix("reload failed, generation 2 still serving: ") == true, "\(String(describing: info.reason))")
+        #expect(try kernel.state.plugin("watched")?.version == version, "the record keeps the serving build's version")
+        #expect(get(kernel, "/ext/watched/ping")?.1.contains("tag=B") == true)
+        try good.write(toFile: yaml, atomically: true, encoding: .utf8)
+        #expect(await waitFor(20) { (try? await kernel.plugin("watched").reason) == .some(nil) })
+        info = try await kernel.plugin("watched")
+        #expect(info.status == .enabled && info.version == version)
+        #expect(try await kernel.history("watched").filter { $0.outcome == "activated" }.count == 2, "nothing was reloaded")
+
         try FileManager.default.removeItem(atPath: f.plugins + "/watched")
         #expect(await waitFor(20) { get(kernel, "/ext/watched/ping") == nil })
         #expect(await waitFor { (try? await kernel.plugin("watched").status) == .missing })
