@@ -107,7 +107,9 @@ extension Kernel {
     private func perform(_ command: KernelCommand) throws(KernelError) -> CommandResult {
         switch command {
         case let .enable(id, tenant): try enable(id, tenant: tenant)
-        case let .disable(id, tenant, cascade): try disable(id, tenant: tenant, cascade: cascade)
+        case let .disable(id, tenant, cascade):
+            let also = try disable(id, tenant: tenant, cascade: cascade)
+            if !also.isEmpty { return CommandResult(note: "also disabled, as they need it: " + also.joined(separator: ", ")) }
         case let .reload(id): try reload(id)
         case .rescan: rescan()
         case let .grants(id, grant, revoke): try setGrants(id, grant: grant, revoke: revoke)

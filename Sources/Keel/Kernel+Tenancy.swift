@@ -75,16 +75,19 @@ extension Kernel {
     }
 
     /// Disables `id` for one tenant (or, with nil, everywhere). When no tenant is left, the plugin is disabled.
-    public func disable(_ id: String, tenant: String?, cascade: Bool = false) throws(KernelError) {
+    /// - Returns: the plugins `cascade` disabled with it, in the order they were disabled.
+    @discardableResult
+    public func disable(_ id: String, tenant: String?, cascade: Bool = false) throws(KernelError) -> [String] {
         guard let tenant else { return try disable(id, cascade: cascade) }
         let d = access.directory
         guard d.tenants.contains(tenant) else { throw KernelError(.directory, pluginID: id, reason: "unknown tenant \"\(tenant)\"") }
         let remaining = (d.pluginTenants[id] ?? Set(d.tenants)).subtracting([tenant])
-        if remaining.isEmpty {
-            try disable(id, cascade: cascade)
-            try tenancyChange { () throws(StateError) in try state.setPluginTenants(id, nil) }
-        } else {
+        guard remaining.isEmpty else {
             try tenancyChange { () throws(StateError) in try state.setPluginTenants(id, remaining) }
+            return []
         }
+        let also = try disable(id, cascade: cascade)
+        try tenancyChange { () throws(StateError) in try state.setPluginTenants(id, nil) }
+        return also
     }
 }

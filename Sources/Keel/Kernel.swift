@@ -420,8 +420,10 @@ public actor Kernel {
     /// Disables `id`: records the wish, then takes away everything it registered at once and deactivates it.
     /// - Parameter cascade: also disable the enabled plugins that depend on it (in reverse dependency order);
     ///   without it, a plugin others depend on is refused, naming them.
+    /// - Returns: the plugins `cascade` disabled with it, in the order they were disabled.
     /// - Throws: `KernelError` for an unknown plugin, a blocking dependent, or a state write failure.
-    public func disable(_ id: String, cascade: Bool = false) throws(KernelError) {
+    @discardableResult
+    public func disable(_ id: String, cascade: Bool = false) throws(KernelError) -> [String] {
         guard bundles[id] != nil || ((try? state.plugin(id)) ?? nil) != nil else {
             throw KernelError(.unknownPlugin, pluginID: id, reason: "no plugin \"\(id)\" is known")
         }
@@ -432,7 +434,10 @@ public actor Kernel {
                 throw KernelError(.dependency, pluginID: id,
                                   reason: "plugin \"\(id)\" is needed by enabled plugin(s) \(named.joined(separator: ", ")); disable them first or use --cascade")
             }
-            for other in dependents.reversed() { try disable(other.id, cascade: true) }
+        }
+        var also: [String] = []
+        for other in dependents.reversed() where !also.contains(other.id) {
+            also += try disable(other.id, cascade: true) + [other.id]
         }
         // The wish first: a store that cannot be written (PostgreSQL away) refuses the change before anything is
         // taken down, so the plugin keeps serving.
@@ -441,6 +446,7 @@ public actor Kernel {
         }
         unpark(id)
         deactivate(id, keepingLibrary: true)
+        return also
     }
 
     /// Deactivates every active plugin in reverse activation order. The state keeps them enabled, so the next

@@ -292,7 +292,8 @@ struct KernelTests {
         do { try await kernel.disable("hello"); Issue.record("disabled a needed plugin") } catch {
             #expect(error.description.contains("needed by enabled plugin(s) \"greeter\""))
         }
-        try await kernel.disable("hello", cascade: true)
+        let cascaded = try await kernel.execute(.disable(id: "hello", tenant: nil, cascade: true))
+        #expect(cascaded.note == "also disabled, as they need it: greeter", "the answer names what the cascade took down")
         #expect(kernel.activePlugins.isEmpty)
         // Both want to start: dependency order decides, whatever the names say.
         try await kernel.enable("hello")

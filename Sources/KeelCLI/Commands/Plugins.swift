@@ -178,8 +178,8 @@ extension KeelCommand.Plugins {
 
         func run() async throws {
             try await reporting {
-                _ = try await throughServerOrKernel(options, id: nil, command: .disable(id: id, tenant: tenant, cascade: cascade))
-                print("disabled \(id)")
+                let result = try await throughServerOrKernelResult(options, id: nil, command: .disable(id: id, tenant: tenant, cascade: cascade))
+                print("disabled \(id)" + (result.result.note.map { " (" + $0 + ")" } ?? ""))
             }
         }
     }
@@ -270,23 +270,29 @@ func changeGrants(_ options: GlobalOptions, _ id: String, grant: [String], revok
 /// `id` is given: the server's live view, or the local kernel's.
 func throughServerOrKernel(_ options: GlobalOptions, id: String?, command: KernelCommand,
                            timeout: Duration = .seconds(10)) async throws -> PluginInfo? {
+    try await throughServerOrKernelResult(options, id: id, command: command, timeout: timeout).info
+}
+
+/// `throughServerOrKernel`, with the command's result (its note) too.
+func throughServerOrKernelResult(_ options: GlobalOptions, id: String?, command: KernelCommand,
+                                 timeout: Duration = .seconds(10)) async throws -> (info: PluginInfo?, result: CommandResult) {
     if options.runningServer != nil {
         let state = try options.openState()
-        try await RemoteControl.submit(command, state: state, timeout: timeout, user: Kernel.osUser, target: options.queueTarget)
-        guard let id else { return nil }
+        let result = try await RemoteControl.submit(command, state: state, timeout: timeout, user: Kernel.osUser, target: options.queueTarget)
+        guard let id else { return (nil, result) }
         guard let live = try RemoteControl.livePlugins(state: state).first(where: { $0.id == id }) else {
             throw CLIError("the server does not list \(id)")
         }
-        return live
+        return (live, result)
     }
     let kernel = try options.makeOneShotKernel()
     await kernel.start()
     do {
-        try await kernel.executeAsCLI(command)
+        let result = try await kernel.executeAsCLI(command)
         var info: PluginInfo?
         if let id { info = try await kernel.plugin(id) }
         await kernel.shutdown()
-        return info
+        return (info, result)
     } catch {
         await kernel.shutdown()
         throw error
