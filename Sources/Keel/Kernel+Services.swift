@@ -16,8 +16,14 @@ extension Kernel {
     /// - Throws: `KernelError` for a malformed interface id, a plugin that does not provide it (naming those that
     ///   do), an unknown tenant, or a state write failure.
     public func useProvider(_ interfaceText: String, plugin: String?, tenant: String?) throws(KernelError) {
-        guard let interface = InterfaceID(interfaceText) else {
-            throw KernelError(.dependency, reason: "\"\(interfaceText)\" is not an interface id like gitops.sync/1")
+        // A bare name (as plugin.yaml's `provides` writes it) stands for the one major version installed plugins
+        // provide of it.
+        let majors = InterfaceID.isValidName(interfaceText)
+            ? Set(bundles.values.compactMap(\.manifest).flatMap(\.provides).map(\.interface).filter { $0.name == interfaceText }) : []
+        guard let interface = InterfaceID(interfaceText) ?? (majors.count == 1 ? majors.first : nil) else {
+            throw KernelError(.dependency, reason: majors.count > 1
+                ? "\"\(interfaceText)\" names \(majors.sorted().map(\.description).joined(separator: ", ")): say which, like \(majors.sorted()[0])"
+                : "\"\(interfaceText)\" is not an interface id like gitops.sync/1")
         }
         let scope = tenant ?? ""
         if !scope.isEmpty, !access.directory.tenants.contains(scope) {
@@ -26,7 +32,12 @@ extension Kernel {
         if let plugin {
             let providers = installedProviders(of: interface)
             guard providers.contains(plugin) else {
-                let known = providers.isEmpty ? "no installed plugin provides it" : "it is provided by \(providers.map { "\"\($0)\"" }.joined(separator: ", "))"
+                let named = providers.map { "\"\($0)\"" }.joined(separator: ", ")
+                if bundles[plugin] == nil {
+                    throw KernelError(.unknownPlugin, pluginID: plugin, reason: "no plugin \"\(plugin)\" in the plugin folder ("
+                                      + (providers.isEmpty ? "no installed plugin provides \(interface)" : "\(interface) is provided by \(named)") + ")")
+                }
+                let known = providers.isEmpty ? "no installed plugin provides it" : "it is provided by \(named)"
                 throw KernelError(.dependency, pluginID: plugin,
                                   reason: "plugin \"\(plugin)\" does not provide \(interface) (\(known))")
             }

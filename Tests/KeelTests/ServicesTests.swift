@@ -143,7 +143,9 @@ struct ServicesTests {
         await #expect { try await kernel.enable("needy") } throws: { error in
             "\(error)" == "plugin \"needy\" needs interface test.echo/1 ^1, which no enabled plugin provides (enable one of \"alpha\")"
         }
-        #expect(try await kernel.plugin("needy").status == .failed)
+        // Refused, nothing stored: not left wanted and failed.
+        let needy = try await kernel.plugin("needy")
+        #expect(needy.status == .installed && !needy.enabled, "\(needy)")
         try await kernel.enable("relaxed")
         #expect(call(kernel, "/ext/relaxed/call").text == "status=\(StatusCode.notFound)", "no provider yet")
         try await kernel.enable("alpha")
@@ -227,9 +229,15 @@ struct ServicesTests {
         await #expect { try await kernel.execute(.useProvider(interface: "test.echo/1", plugin: "user", tenant: nil)) } throws: { error in
             "\(error)" == "plugin \"user\" does not provide test.echo/1 (it is provided by \"good\", \"silent\", \"tiny\", \"twice\", \"undeclared\")"
         }
-        await #expect { try await kernel.execute(.useProvider(interface: "test.echo", plugin: "good", tenant: nil)) } throws: { error in
-            "\(error)" == "\"test.echo\" is not an interface id like gitops.sync/1"
+        await #expect { try await kernel.execute(.useProvider(interface: "Test echo", plugin: "good", tenant: nil)) } throws: { error in
+            "\(error)" == "\"Test echo\" is not an interface id like gitops.sync/1"
         }
+        await #expect { try await kernel.execute(.useProvider(interface: "test.echo/1", plugin: "nosuch", tenant: nil)) } throws: { error in
+            "\(error)" == "no plugin \"nosuch\" in the plugin folder (test.echo/1 is provided by \"good\", \"silent\", \"tiny\", \"twice\", \"undeclared\")"
+        }
+        // A bare name, as plugin.yaml writes it, stands for the one major version installed plugins provide.
+        try await kernel.execute(.useProvider(interface: "test.echo", plugin: "good", tenant: nil))
+        #expect(try kernel.state.serviceSelections().contains { $0.interface == "test.echo/1" && $0.plugin == "good" })
         await #expect { try await kernel.execute(.useProvider(interface: "test.echo/1", plugin: "good", tenant: "nowhere")) } throws: { error in
             "\(error)" == "no tenant \"nowhere\""
         }
@@ -422,7 +430,7 @@ struct ServicesFrontEndTests {
         #expect(list.stdout.contains("consumer user  ^1 required, active"))
         let bad = try TestEnvironment.run(keel, ["services", "use", "test.echo/1", "nobody"] + at)
         #expect(bad.status == 1)
-        #expect(bad.stderr == "keel: error: plugin \"nobody\" does not provide test.echo/1 (it is provided by \"alpha\", \"beta\")\n", "\(bad.stderr)")
+        #expect(bad.stderr == "keel: error: no plugin \"nobody\" in the plugin folder (test.echo/1 is provided by \"alpha\", \"beta\")\n", "\(bad.stderr)")
         #expect(try TestEnvironment.run(keel, ["services", "clear", "test.echo/1"] + at).status == 0)
         #expect(try await server.request("GET", "/ext/user/call?x").text.contains("provider=alpha"))
     }
