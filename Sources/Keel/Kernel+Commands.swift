@@ -120,7 +120,8 @@ extension Kernel {
         case let .deleteTenant(name, cascade): try deleteTenant(name, cascade: cascade)
         case let .setMember(tenant, principal, role, member): try setMember(tenant: tenant, principal: principal, role: role, member: member)
         case let .createRole(name): try createRole(name)
-        case let .setRolePermission(role, permission, granted): try setRolePermission(role, permission, granted: granted)
+        case let .setRolePermission(role, permission, granted):
+            return CommandResult(note: try setRolePermission(role, permission, granted: granted))
         case let .addRepository(name, location, priority):
             let note: String?
             do { note = try ExtensionStore.checkLocation(location) } catch {

@@ -32,11 +32,21 @@ extension Kernel {
     public func createTenant(_ name: String) throws(KernelError) { try directoryChange { () throws(StateError) in try state.createTenant(name) } }
     public func createRole(_ name: String) throws(KernelError) { try directoryChange { () throws(StateError) in try state.createRole(name) } }
 
-    public func setRolePermission(_ role: String, _ permission: String, granted: Bool = true) throws(KernelError) {
-        guard permission.split(separator: ":").count == 2 else {
+    /// Grants `permission` to `role`, or revokes it.
+    /// - Returns: for a revoke, what the operator may not expect: the role never had it (nothing changed), or
+    ///   its `KEY:*` still allows it.
+    @discardableResult
+    public func setRolePermission(_ role: String, _ permission: String, granted: Bool = true) throws(KernelError) -> String? {
+        let parts = permission.split(separator: ":")
+        guard parts.count == 2 else {
             throw KernelError(.directory, reason: "\"\(permission)\" is not a permission: write KEY:ACTION (e.g. hello.greetings:view) or KEY:*")
         }
+        let held = access.directory.rolePermissions[role] ?? []
         try directoryChange { () throws(StateError) in try state.setRolePermission(role, permission, granted: granted) }
+        guard !granted else { return nil }
+        if !held.contains(permission) { return "it did not have \(permission); nothing changed" }
+        let wildcard = "\(parts[0]):*"
+        return permission != wildcard && held.contains(wildcard) ? "\(wildcard) still allows it" : nil
     }
 
     public func setMember(tenant: String, principal: String, role: String, member: Bool = true) throws(KernelError) {

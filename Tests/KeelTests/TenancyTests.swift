@@ -194,6 +194,16 @@ struct TenancyTests {
         let reply = try match.route.handler.handle(PluginRequest(method: "GET", path: "/ext/asker/ask", principal: ann)).get()
         #expect(reply.bodyText == "undeclared:deny declared:allow")
         #expect(f.log.lines.contains { $0.contains("[asker] asked about permission \"other.things\", which it does not declare: denied") })
+
+        // A revoke says when it changes nothing the operator may expect: a grant the role never had, or KEY:* left.
+        try await kernel.setRolePermission("reader", "asker.things:*")
+        let kept = try await kernel.execute(.setRolePermission(role: "reader", permission: "asker.things:view", granted: false))
+        #expect(kept.note == "asker.things:* still allows it")
+        let never = try await kernel.execute(.setRolePermission(role: "reader", permission: "asker.things:view", granted: false))
+        #expect(never.note == "it did not have asker.things:view; nothing changed")
+        let gone = try await kernel.execute(.setRolePermission(role: "reader", permission: "asker.things:*", granted: false))
+        #expect(gone.note == nil)
+        #expect(try kernel.state.directory().rolePermissions["reader"] ?? [] == [])
         await kernel.shutdown()
     }
 }

@@ -176,8 +176,11 @@ extension KeelCommand.Roles {
         @Argument(help: "Permission.") var permission: String
 
         func run() async throws {
-            try await reporting { try await executeStored(options, .setRolePermission(role: role, permission: permission, granted: false)) }
-            print("role \(role) no longer may \(permission)")
+            try await reporting {
+                let result = try await executeStored(options, .setRolePermission(role: role, permission: permission, granted: false))
+                // A role that never had it, or whose KEY:* still allows it, is not said to have lost it.
+                if let note = result.note { print("role \(role): \(note)") } else { print("role \(role) no longer may \(permission)") }
+            }
         }
     }
 }
