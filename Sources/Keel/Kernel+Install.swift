@@ -204,7 +204,8 @@ extension Kernel {
                                                 signer: SignerChange?) -> Result<(installed: [String], notes: [String]), KernelError> {
         var done: [String] = [], notes: [String] = []
         do {
-            let plan = try store.plan(id, version: version)
+            let (plan, problems) = try store.planNoting(id, version: version)
+            notes += problems.map { "not read: \($0); the plan used the repositories that were" }
             // Every signer first: a refused one (the plugin's own or a dependency's) installs nothing, not even the
             // dependencies that come before it (a package another key signed could otherwise bring its own first).
             for offer in plan { _ = try store.checkSigner(offer, change: offer.id == id ? signer : nil, command: "install") }

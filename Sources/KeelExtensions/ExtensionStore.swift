@@ -158,7 +158,11 @@ public struct ExtensionStore: Sendable {
 
     /// Plugins to install for `id`, dependencies first: those not in the plugin folder yet (in any folder).
     /// - Throws: when `id` itself is already installed (use upgrade), a dependency cannot be met, or there is a cycle.
-    public func plan(_ id: String, version: String?) throws -> [Offer] {
+    public func plan(_ id: String, version: String?) throws -> [Offer] { try planNoting(id, version: version).offers }
+
+    /// `plan`, with the repositories that could not be read (`indexes`' problems): a higher-priority repository that
+    /// is down must not be passed over silently.
+    public func planNoting(_ id: String, version: String?) throws -> (offers: [Offer], problems: [String]) {
         if let present = Self.bundles(claiming: id, in: pluginsDirectory).first {
             throw StoreError(Self.alreadyInstalled(id, folder: present.folder))
         }
@@ -185,7 +189,7 @@ public struct ExtensionStore: Sendable {
             plan.append(offer)
         }
         try visit(id, version)
-        return plan
+        return (plan, problems)
     }
 
     /// Fetches, verifies and unpacks one offer into the plugin folder, in a new folder named after the id (`id-2`,

@@ -148,7 +148,7 @@ struct ExtensionStoreTests {
         http.standardOutput = Pipe()
         http.standardError = Pipe()
         try http.run()
-        defer { kill(http.processIdentifier, SIGKILL); http.waitUntilExit() }  // SIGTERM is blocked in children of the test process
+        defer { if http.isRunning { kill(http.processIdentifier, SIGKILL) }; http.waitUntilExit() }  // SIGTERM is blocked in children of the test process
         try run(["repo", "remove", "mirror"], f)
         try run(["repo", "add", "web", "http://127.0.0.1:\(port)", "--priority", "5"], f)
         #expect(await waitFor(10) { (try? run(["search", "hello"], f, ok: false).stdout.contains("hello 1.0.0  [web]")) == true })
@@ -156,6 +156,13 @@ struct ExtensionStoreTests {
         // A folder that does not exist is refused when added (RepositorySafetyTests covers one that goes away).
         let gone = try run(["repo", "add", "gone", "file:///nonexistent/repo"], f, ok: false)
         #expect(gone.status == 1 && gone.stderr.contains("repository \"gone\": /nonexistent/repo: no such folder"), "\(gone.stderr)")
+
+        // The higher-priority repository down: the install comes from the one that answers, and says so.
+        kill(http.processIdentifier, SIGKILL)
+        http.waitUntilExit()
+        let fallback = try run(["install", "greeter", "--allow-unsigned"], f)
+        #expect(fallback.stdout.contains("installed greeter"), "\(fallback.stdout)")
+        #expect(fallback.stdout.contains("not read: repository \"web\""), "\(fallback.stdout)")
     }
 }
 
