@@ -58,7 +58,7 @@ extension Kernel {
         }
         let json: String
         do { json = try PluginConfig.validate(yaml: yaml, file: file, schemaPath: Self.schemaPath(bundle)) } catch {
-            throw KernelError(.bundle, pluginID: id, reason: error.description)
+            throw KernelError(.badConfig, pluginID: id, reason: error.description)
         }
         let previous = try? state.config(id)
         do { try state.setConfig(id, yaml: yaml, json: json) } catch { throw KernelError(.state, pluginID: id, reason: error.description) }

@@ -15,7 +15,8 @@ extension Kernel {
     /// A plugin pinned to a signing key takes only a package signed by that key, unless `signer` moves it to another
     /// trusted key (`.key`) or forgets the pin (`.forget`); an unsigned plugin is pinned to the key of its first signed
     /// package. That check comes first: a refused signer changes nothing, not even the plugin's status.
-    /// - Returns: what it did to the plugin's pinned signer (for the audit trail), or nil when the pin stayed.
+    /// - Returns: what it did to the plugin's pinned signer (for the audit trail), or nil when the pin stayed; with no
+    ///   `version` and nothing newer offered, `"ID" VERSION is up to date (...)`, and nothing changed.
     /// - Throws: `KernelError` naming the plugin and the reason; `signerMismatch` for a package not signed by the
     ///   pinned (or named) key.
     @discardableResult
@@ -38,7 +39,8 @@ extension Kernel {
         }.get()
         guard let next = Semver(offer.entry.version) else { throw KernelError(.bundle, pluginID: id, reason: "bad version in the index") }
         if version == nil && next <= current.version {
-            throw KernelError(.bundle, pluginID: id, reason: "\"\(id)\" \(current.version) is up to date (the repositories offer \(next))")
+            // Nothing newer: done, not failed (the audit says ok; the CLI exits 0).
+            return "\"\(id)\" \(current.version) is up to date (the repositories offer \(next))"
         }
         let check = try signerCheck(offer, change: change, store: store, command: "upgrade")
         // The new version takes the old one's folder; the work folders carry our pid, so that recovery in another

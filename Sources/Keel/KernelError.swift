@@ -17,6 +17,9 @@ public struct KernelError: Error, Sendable, CustomStringConvertible {
         public static let state = Code(name: "state")
         /// The plugin folder or a bundle cannot be used.
         public static let bundle = Code(name: "bundle")
+        /// A configuration its plugin's schema refuses, or that is not valid YAML (`setConfig`): the file, the key
+        /// and the reason.
+        public static let badConfig = Code(name: "bad-config")
         /// A tenant, role or binding change was refused (unknown name, still in use, ...).
         public static let directory = Code(name: "directory")
         /// A plugin command could not be called or failed (unknown, bad argument, refused, its own error status).

@@ -126,9 +126,7 @@ struct AdminAPI {
             // A configuration the schema (or YAML) refuses is the caller's mistake: 422 bad-config, file, key and reason.
             do throws(KernelError) {
                 _ = try await execute(.config(id: id, yaml: String(decoding: body.readableBytesView, as: UTF8.self)))
-            } catch {
-                throw error.code == .bundle ? APIError(.unprocessableContent, "bad-config", error.description) : Self.apiError(error)
-            }
+            } catch { throw Self.apiError(error) }
             return JSONBody.response(try await kernel.plugin(id))
         }
         admin.get("plugins/:id/history") { _, context -> Response in

@@ -40,8 +40,8 @@ struct AuditTests {
         #expect(summary == [
             "cli alice local enable hello ok",
             "admin-api admin 127.0.0.1 config hello ok",
-            "console - - config hello bundle",
-            "console - - config hello bundle",
+            "console - - config hello bad-config",
+            "console - - config hello bad-config",
             "embedder - - disable nosuch unknown-plugin",
         ], "\(summary)")
         #expect(rows.allSatisfy { !$0.at.isEmpty } && rows.map(\.seq) == rows.map(\.seq).sorted())
@@ -50,7 +50,7 @@ struct AuditTests {
         #expect(!encoded.contains(Self.secret))
         let logged = f.log.lines.joined(separator: "\n")
         #expect(!logged.contains(Self.secret), "\(logged)")
-        #expect(logged.contains("console: config hello: failed (bundle)"), "\(logged)")
+        #expect(logged.contains("console: config hello: failed (bad-config)"), "\(logged)")
     }
 
     /// Enable and disable write their records and the audit row in one go at the end (Kernel.execute): when
@@ -198,7 +198,7 @@ struct AuditTests {
         let summary = rows.map { r in ["actor", "principal", "origin", "command", "target", "outcome"].map { r[$0] as? String ?? "-" }.joined(separator: " ") }
         #expect(summary.suffix(4) == [
             "admin-api admin 127.0.0.1 config hello ok",
-            "console admin 127.0.0.1 config hello bundle",
+            "console admin 127.0.0.1 config hello bad-config",
             "console admin 127.0.0.1 create-tenant acme ok",
             "cli \(NSUserName()) local disable hello ok",
         ], "\(summary)")
@@ -214,12 +214,12 @@ struct AuditTests {
         #expect(try TestEnvironment.run(keel, ["audit", "--since", "soon"] + at).status == 64)
         // The plugin's own log (its ring: GET .../logs, keel logs) has the failed configuration's line, not the value.
         let ring = try await server.request("GET", "/api/v1/plugins/hello/logs", admin: true).text
-        #expect(ring.contains("config hello: failed (bundle)") && !ring.contains(Self.secret), "\(ring)")
+        #expect(ring.contains("config hello: failed (bad-config)") && !ring.contains(Self.secret), "\(ring)")
         let logs = try TestEnvironment.run(keel, ["logs", "hello"] + at, environment: ["KEEL_ADMIN_TOKEN": ServerProcess.token])
         #expect(logs.status == 0 && logs.stdout.contains("config hello: ok") && !logs.stdout.contains(Self.secret), "\(logs.stdout)")
         server.stop()
         let output = server.output.value + server.errors.value
-        #expect(output.contains("config hello: failed (bundle)"), "\(output)")
+        #expect(output.contains("config hello: failed (bad-config)"), "\(output)")
         #expect(!output.contains(Self.secret), "\(output)")
     }
 }

@@ -227,6 +227,11 @@ struct FirstContactTests {
         let upgrade = try run(["upgrade", "hello"] + common)
         #expect(upgrade.status == 0, "\(upgrade.stderr)")
         #expect(upgrade.stdout.hasPrefix("hello 1.0.0 is up to date"), "\(upgrade.stdout)")
+        // Audited as what it was: nothing to do, not a failure.
+        let audit = try run(["audit", "--json"] + common)
+        let rows = try JSONSerialization.jsonObject(with: Data(audit.stdout.utf8)) as? [[String: Any]]
+        let row = rows?.last { $0["command"] as? String == "upgrade" }
+        #expect(row?["outcome"] as? String == "ok", "\(audit.stdout)")
     }
 
     @Test("add-member with an unknown role says how to create it; granting an undeclared permission needs --force")

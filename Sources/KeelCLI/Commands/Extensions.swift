@@ -154,16 +154,14 @@ extension KeelCommand {
 
         func run() async throws {
             try await reporting {
-                let info: PluginInfo?
-                do {
-                    info = try await withProgress("upgrading \(id) (fetch, verify, probe, swap)") {
-                        try await throughServerOrKernel(options, id: id, command: .upgrade(id: id, version: to, allowUnsigned: allowUnsigned,
-                                                                                           signer: signer.change),
-                                                        timeout: .seconds(120))
-                    }
-                } catch where to == nil && ErrorText.describe(error).contains(" is up to date") {
-                    // Nothing newer is offered: that is a success, not a failure.
-                    print(ErrorText.describe(error).replacingOccurrences(of: "\"\(id)\"", with: id))
+                let (info, result) = try await withProgress("upgrading \(id) (fetch, verify, probe, swap)") {
+                    try await throughServerOrKernelResult(options, id: id, command: .upgrade(id: id, version: to, allowUnsigned: allowUnsigned,
+                                                                                             signer: signer.change),
+                                                          timeout: .seconds(120))
+                }
+                if let note = result.note, note.hasPrefix("\"\(id)\" "), note.contains(" is up to date") {
+                    // Nothing newer is offered: a success, not a failure.
+                    print(note.replacingOccurrences(of: "\"\(id)\"", with: id))
                     return
                 }
                 print("upgraded \(id) to \(info?.version ?? "?")")
