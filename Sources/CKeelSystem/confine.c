@@ -6,6 +6,7 @@
 #define _GNU_SOURCE
 #include "keel_system.h"
 #include <errno.h>
+#include <sched.h>
 #include <fcntl.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -22,6 +23,7 @@
 
 /* System calls newer than some build machines' headers: one number on every architecture. */
 #define KEEL_SYS_io_uring_setup 425
+#define KEEL_SYS_clone3 435
 #define KEEL_SYS_fchmodat2 452
 #define KEEL_SYS_setxattrat 463
 #define KEEL_SYS_removexattrat 466
@@ -50,7 +52,7 @@ static void drop_capabilities(void) {
     syscall(SYS_capset, &header, none);
 }
 
-int keel_confine_worker(int network) {
+int keel_confine_worker(int network, int processes) {
     drop_capabilities();
 #ifdef KEEL_AUDIT_ARCH
     uint32_t self = (uint32_t)getpid();
@@ -59,6 +61,9 @@ int keel_confine_worker(int network) {
            ARG0 = offsetof(struct seccomp_data, args[0]), ARG1 = offsetof(struct seccomp_data, args[1]),
            ARG2 = offsetof(struct seccomp_data, args[2]) };
     const uint32_t deny = SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA);
+    /* A new process, unless granted: "try again" (EAGAIN), as a process limit answers; clone3 "not implemented". */
+    const uint32_t spawn = processes ? SECCOMP_RET_ALLOW : SECCOMP_RET_ERRNO | (EAGAIN & SECCOMP_RET_DATA);
+    const uint32_t spawn3 = processes ? SECCOMP_RET_ALLOW : SECCOMP_RET_ERRNO | (ENOSYS & SECCOMP_RET_DATA);
     struct sock_filter filter[] = {
         /* Another architecture's calling convention (x32, i386 on x86_64): refused whole. */
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARCH),
@@ -68,6 +73,24 @@ int keel_confine_worker(int network) {
 #if defined(__x86_64__)
         BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x40000000, 0, 1), /* __X32_SYSCALL_BIT */
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+#endif
+        /* Threads only, unless the processes capability was granted (a fork bomb would exhaust the host's user's
+         * processes; RLIMIT_NPROC does not bind root). A clone with CLONE_THREAD is a thread; any other (fork, vfork,
+         * posix_spawn, system) is refused. clone3 passes its flags through memory the filter cannot read: "not
+         * implemented", so that glibc falls back to clone for its threads. The flags are the first argument on x86_64
+         * and aarch64 alike; CLONE_THREAD lies in their low 32 bits. */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_clone, 0, 4),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG0),
+        BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, CLONE_THREAD, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_STMT(BPF_RET | BPF_K, spawn),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, KEEL_SYS_clone3, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, spawn3),
+#ifdef SYS_fork
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_fork, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, spawn),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_vfork, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, spawn),
 #endif
         /* Never: tracing, another process's memory, a signal by thread id alone. */
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_ptrace, 0, 1),

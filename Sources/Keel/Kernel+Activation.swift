@@ -306,11 +306,14 @@ extension Kernel {
                               reason: "proxy \(p.prefix): upstream \(p.upstream) is not on this machine; grant it with `keel plugins grant \(id) proxy-remote`")
         }
         seed.proxies = manifest.proxies
-        if build.isolated, manifest.capabilities.contains(.network), !context.grants.contains(.network) {
-            log(.warn, id, "network: asked for in plugin.yaml, not granted: its worker opens no socket; grant it with `keel plugins grant \(id) network`")
-        } else if !build.isolated, manifest.capabilities.contains(.network) {
-            // The grant confines a worker only: in the host's process the plugin has the host's network either way.
-            log(.info, id, "network: no effect in the host's process, where the plugin has the host's network granted or not; `isolation: process` confines it")
+        // The grants that confine a worker only: in the host's process the plugin has the host's rights either way.
+        for (capability, without) in [(Capability.network, "opens no socket"), (.processes, "starts threads only, no process")]
+        where manifest.capabilities.contains(capability) {
+            if build.isolated, !context.grants.contains(capability) {
+                log(.warn, id, "\(capability.rawValue): asked for in plugin.yaml, not granted: its worker \(without); grant it with `keel plugins grant \(id) \(capability.rawValue)`")
+            } else if !build.isolated {
+                log(.info, id, "\(capability.rawValue): no effect in the host's process, where the plugin has the host's rights granted or not; `isolation: process` confines it")
+            }
         }
         // The bundle's assets/ folder, served by the host under /ext/<id>/assets/ with the plugin's routes.
         if let assets = BundleAssets(bundleFolder: build.bundle.folder),

@@ -91,7 +91,7 @@ final class WorkerConnection: Sendable {
     ///   the file system is closed to it where the kernel has Landlock (`WorkerMain.readable`).
     ///   A folder with a line break in its path is refused (`.crashed`): the worker reads them one per line, and
     ///   plugin.yaml names the library's folder, so "x\n/home/me/lib.so" would add /home/me.
-    static func spawn(executable: String, arguments: [String], readable: [String], network: Bool,
+    static func spawn(executable: String, arguments: [String], readable: [String], network: Bool, processes: Bool,
                       handlers: Handlers) throws(Failure) -> WorkerConnection {
         if let folder = readable.first(where: { $0.contains("\n") }) {
             throw .crashed("the plugin's folder \"\(folder.replacingOccurrences(of: "\n", with: "\\n"))\" has a line break in its path: no worker is started for it")
@@ -107,6 +107,7 @@ final class WorkerConnection: Sendable {
         environment["SWIFT_BACKTRACE"] = "enable=no"
         environment[WorkerMain.readableVariable] = readable.joined(separator: "\n")
         environment[WorkerMain.networkVariable] = network ? "1" : nil
+        environment[WorkerMain.processesVariable] = processes ? "1" : nil
         // Its standard output and error: a pipe the host reads and logs as the plugin's (`WorkerOutput`), never
         // the host's own (a log file it could truncate, a terminal).
         guard let output = SystemFile.pipe() else {

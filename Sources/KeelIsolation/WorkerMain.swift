@@ -24,7 +24,9 @@ public enum WorkerMain {
             // Before any plugin code: it may not signal, trace or read the host (or any process but this one).
             // The network only when the operator granted it (`networkVariable`, from the host).
             let network = getenv(networkVariable) != nil
-            if let problem = Confinement.confineWorker(network: network) { say("running unconfined: \(problem)") }
+            // Processes of its own likewise (`processesVariable`): else threads only.
+            let processes = getenv(processesVariable) != nil
+            if let problem = Confinement.confineWorker(network: network, processes: processes) { say("running unconfined: \(problem)") }
             // Landlock confines this thread and what it starts, not the run-time's threads that exist already:
             // confined, the worker executes itself again, so that every thread it will ever have is confined. The
             // seccomp filter, the limits and the dropped capability carry over.
@@ -79,6 +81,8 @@ public enum WorkerMain {
     static let readableVariable = "KEEL_WORKER_READ"
     /// Set when the plugin was granted `network`: its worker may open sockets and connect out.
     static let networkVariable = "KEEL_WORKER_NETWORK"
+    /// Set when the plugin was granted `processes`: its worker may start processes (fork, posix_spawn).
+    static let processesVariable = "KEEL_WORKER_PROCESSES"
 
     /// What a worker may read and execute: its plugin's folders (from the host), the system's folders, its own
     /// executable and the libraries it has mapped, and the folder of the Swift run-time (a Swift plugin loads more of

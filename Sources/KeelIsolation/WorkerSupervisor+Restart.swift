@@ -22,7 +22,8 @@ extension WorkerSupervisor {
             log: { [log] level, message in log(LogLevel(rawValue: level) ?? .error, message) },
             exited: { [weak self] connection, reason in self?.exited(connection, reason: reason) }, services: services)
         do { return try WorkerConnection.spawn(executable: executable, arguments: [], readable: readable,
-                                                   network: activation.grants.contains(Capability.network.rawValue), handlers: handlers) } catch {
+                                                   network: activation.grants.contains(Capability.network.rawValue),
+                                                   processes: activation.grants.contains(Capability.processes.rawValue), handlers: handlers) } catch {
             throw refusal("\(error)")
         }
     }

@@ -233,12 +233,18 @@ public enum Capability: String, Sendable, Hashable, CaseIterable, Comparable {
     /// Connecting out (any socket: TCP, UDP, IPv4, IPv6) from a worker process (`isolation: process`); a worker without
     /// it opens no socket. A plugin in the host's process has the host's rights whatever it asks. Sensitive.
     case network
+    /// Starting processes (fork, posix_spawn, system) from a worker process (`isolation: process`); a worker without
+    /// it starts threads only, so that a fork bomb cannot exhaust the host's user's processes. A plugin in the host's
+    /// process has the host's rights whatever it asks. Sensitive.
+    case processes
 
     public static func < (lhs: Capability, rhs: Capability) -> Bool { lhs.rawValue < rhs.rawValue }
 
     /// Capabilities that see or decide every request: asking for them in plugin.yaml is not enough, the operator
     /// must grant them (`keel plugins grant ID CAPABILITY`).
-    public var isSensitive: Bool { self == .authenticate || self == .authorize || self == .proxyRemote || self == .consoleWrite || self == .network }
+    public var isSensitive: Bool {
+        self == .authenticate || self == .authorize || self == .proxyRemote || self == .consoleWrite || self == .network || self == .processes
+    }
 
     /// The capability string for serving a foreign prefix.
     public static func routePrefix(_ prefix: String) -> String { "route-prefix:" + prefix }

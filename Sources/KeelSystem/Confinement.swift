@@ -8,10 +8,11 @@ public enum Confinement {
     /// Confines this process (`keel_confine_worker`): from now on it, and what it starts, holds no capability, may
     /// signal only itself and its own process group, cannot trace or read another process's memory, change a file's
     /// metadata, open a Unix socket (stream socket pairs aside), use io_uring or type into a terminal; without `network`
-    /// it opens no socket at all (no TCP or UDP, IPv4 or IPv6). Call before loading plugin code.
+    /// it opens no socket at all (no TCP or UDP, IPv4 or IPv6); without `processes` it starts threads only (no fork,
+    /// posix_spawn or system: EAGAIN). Call before loading plugin code.
     /// Returns nil, or the reason it could not (an architecture or kernel without seccomp filters).
-    public static func confineWorker(network: Bool) -> String? {
-        keel_confine_worker(network ? 1 : 0) == 0 ? nil : String(cString: strerror(errno))
+    public static func confineWorker(network: Bool, processes: Bool) -> String? {
+        keel_confine_worker(network ? 1 : 0, processes ? 1 : 0) == 0 ? nil : String(cString: strerror(errno))
     }
 
     /// Confines this thread, and every thread and process it starts afterwards, to reading and executing below

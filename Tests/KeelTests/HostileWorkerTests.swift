@@ -20,16 +20,18 @@ struct HostileWorkerTests {
     static var landlock: Bool { Confinement.landlockABI != nil }
 
     /// The hostile plugin, enabled in a worker. `network`: it asks for the `network` capability in its plugin.yaml;
-    /// `granted`: the operator granted it.
-    func stage(network: Bool = false, granted: Bool = false) throws -> KernelFixture {
+    /// `granted`: the operator granted it. `processes`: it asks for `processes`, and the operator granted it (the
+    /// tests of what a process a worker starts can do).
+    func stage(network: Bool = false, granted: Bool = false, processes: Bool = false) throws -> KernelFixture {
         let f = KernelFixture()
         let library = try TestEnvironment.buildPlugin(source: TestEnvironment.fixtures + "/plugins/hostile.c", name: "hostile")
-        let manifest = TestEnvironment.manifest(id: "hostile", library: "libhostile.so", capabilities: network ? ["routes", "network"] : ["routes"],
+        let capabilities = ["routes"] + (network ? ["network"] : []) + (processes ? ["processes"] : [])
+        let manifest = TestEnvironment.manifest(id: "hostile", library: "libhostile.so", capabilities: capabilities,
                                                 extra: "isolation: process")
         try TestEnvironment.makeBundle(in: f.plugins, folder: "hostile", manifest: manifest, library: library)
         let keel = TestEnvironment.binPath + "/keel", at = ["--plugins", f.plugins, "--state", f.state]
-        if granted {
-            let r = try TestEnvironment.run(keel, ["plugins", "grant", "hostile", "network"] + at)
+        for (capability, grant) in [("network", granted), ("processes", processes)] where grant {
+            let r = try TestEnvironment.run(keel, ["plugins", "grant", "hostile", capability] + at)
             guard r.status == 0 else { throw TestFailure("grant: \(r.stderr)") }
         }
         let r = try TestEnvironment.run(keel, ["plugins", "enable", "hostile"] + at)
@@ -114,9 +116,34 @@ struct HostileWorkerTests {
         #expect(String(decoding: reply.body, as: UTF8.self) == "confined")
     }
 
+    @Test("a worker starts threads only unless the operator granted it processes: fork and system() fail with EAGAIN (no fork bomb); granted, both work")
+    func processesOnlyWhenGranted() async throws {
+        for processes in [false, true] {
+            let f = try stage(processes: processes)
+            let server = try ServerProcess(plugins: f.plugins, state: f.state)
+            defer { server.stop() }
+            let said = try await answer(server, "spawn")
+            #expect(said == (processes ? "fork ok, system ok, thread ok" : "fork refused \(EAGAIN), system refused, thread ok"),
+                    "granted: \(processes): \(said)")
+            #expect(try await server.request("GET", "/healthz").status == 200)
+        }
+        // Asked for and not granted: refused all the same, and the host's log says how to grant it.
+        let f = KernelFixture()
+        let library = try TestEnvironment.buildPlugin(source: TestEnvironment.fixtures + "/plugins/hostile.c", name: "hostile")
+        try TestEnvironment.makeBundle(in: f.plugins, folder: "hostile", manifest: TestEnvironment.manifest(
+            id: "hostile", library: "libhostile.so", capabilities: ["routes", "processes"], extra: "isolation: process"), library: library)
+        let enabled = try TestEnvironment.run(TestEnvironment.binPath + "/keel", ["plugins", "enable", "hostile", "--plugins", f.plugins, "--state", f.state])
+        #expect(enabled.status == 0, "\(enabled.stderr)")
+        let server = try ServerProcess(plugins: f.plugins, state: f.state)
+        defer { server.stop() }
+        #expect(try await answer(server, "spawn") == "fork refused \(EAGAIN), system refused, thread ok")
+        #expect(server.errors.value.contains("processes: asked for in plugin.yaml, not granted: its worker starts threads only, no process; "
+                                             + "grant it with `keel plugins grant hostile processes`"), "\(server.errors.value.suffix(800))")
+    }
+
     @Test("the limit of the confinement, as the README states it: a worker cannot signal even a process it started")
     func cannotSignalItsOwnChild() async throws {
-        let f = try stage()
+        let f = try stage(processes: true)
         let server = try ServerProcess(plugins: f.plugins, state: f.state)
         defer { server.stop() }
         let reply = try await server.request("GET", "/ext/hostile/items/killchild")
@@ -220,7 +247,7 @@ struct HostileWorkerTests {
 
     @Test("a worker's children cannot leave its process group, which the host kills with it: setsid fails, setpgid returns 0 (posix_spawn with POSIX_SPAWN_SETPGROUP, as Foundation's Process spawns, still works) and changes nothing")
     func staysInItsGroup() async throws {
-        let f = try stage()
+        let f = try stage(processes: true)
         let server = try ServerProcess(plugins: f.plugins, state: f.state)
         defer { server.stop() }
         #expect(try await answer(server, "session") == "stayed")
@@ -403,7 +430,7 @@ struct HostileWorkerTests {
 
     @Test("a worker that stops reading its socket (a forked child keeps it open) does not stall /healthz")
     func stalledSocket() async throws {
-        let f = try stage()
+        let f = try stage(processes: true)
         let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--worker-call-timeout", "2"])
         defer { server.stop() }
         #expect(try await server.request("GET", "/ext/hostile/items/fine").status == 200)

@@ -87,7 +87,7 @@ struct WorkerNetworkTests {
     @Test("a program a worker runs inherits its filter: bash's /dev/udp sends nothing",
           .enabled(if: FileManager.default.isExecutableFile(atPath: "/bin/bash"), "no /bin/bash"))
     func programsInheritTheFilter() async throws {
-        let f = try HostileWorkerTests().stage()
+        let f = try HostileWorkerTests().stage(processes: true)
         let receiver = Receiver()
         let server = try ServerProcess(plugins: f.plugins, state: f.state)
         defer { server.stop() }

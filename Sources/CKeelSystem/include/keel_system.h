@@ -34,12 +34,13 @@ size_t keel_gzip(const uint8_t *in, size_t len, uint8_t *out, size_t cap);
  * EPERM, pidfd_send_signal with ENOSYS (its pidfd may be an open /proc/<pid>); so are (EPERM) changes of a file's
  * mode, owner, times and extended attributes, socket(AF_UNIX) and a datagram socketpair (a stream or seqpacket Unix pair is allowed), every other socket() unless
  * `network` is non-zero, and the TIOCSTI/TIOCLINUX ioctls, and io_uring_setup (ENOSYS); another architecture's
- * system calls kill it. Applies to every thread of the
+ * system calls kill it. Unless `processes` is non-zero, it may start threads only: a clone without CLONE_THREAD, fork
+ * and vfork fail with EAGAIN, clone3 with ENOSYS (glibc then makes its threads with clone). Applies to every thread of the
  * process (TSYNC). Drops every capability (bounding set included) and sets no_new_privs. Inherited by
  * its children, which may then signal only that worker and its group: a process the plugin starts cannot be
  * signalled by it (a filter cannot tell descendants). Returns 0, or -1 with errno (ENOSYS on an architecture it does
  * not know, EAGAIN when a thread could not be synchronised). */
-int keel_confine_worker(int network);
+int keel_confine_worker(int network, int processes);
 
 /* The Landlock ABI version this kernel offers (1 and up), or -1 without Landlock. */
 int keel_landlock_abi(void);

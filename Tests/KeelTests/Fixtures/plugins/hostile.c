@@ -11,6 +11,8 @@
  *     "threads" answers "confined", or "unconfined N" when N of the worker's threads have no seccomp filter
  *     "killchild" forks a child and SIGKILLs it (what any plugin that runs a tool with a time-out does): "killed"
  *               or "refused"
+ *     "spawn"   starts a process (fork, then system()) and a thread: "fork ok" or "fork refused <errno>", then
+ *               ", system ok" or ", system refused", ", thread ok" or ", thread refused"
  *     "open?r=PATH" or "open?w=PATH" opens PATH for reading, or creates it for writing: "opened" or "refused <errno>"
  *     "caps"    "none" when the worker holds no capability (effective, permitted, inheritable, ambient; not the
  *               bounding set, which only root can empty), else the lines
@@ -55,6 +57,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sys/ioctl.h>
@@ -70,6 +73,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+static void *idle_thread(void *arg) { return arg; }
 
 static int is(keel_str s, const char *what) { return s.len == strlen(what) && memcmp(s.ptr, what, s.len) == 0; }
 
@@ -428,6 +433,21 @@ static keel_status item(void *user_data, const keel_http_request *req, keel_http
         if (fd != 2) close(fd);
         errno = saved;
         return refused_or(res, injected, "injected");
+    } else if (is(id, "spawn")) {
+        /* A process, three ways (fork, posix_spawn through system(), vfork-like clone), and a thread. */
+        pid_t child = fork();
+        if (child == 0) _exit(0);
+        int forked = child > 0, forkErrno = errno;
+        if (forked) waitpid(child, NULL, 0);
+        int status = system("exit 3");
+        int spawned = status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 3;
+        pthread_t thread;
+        int threaded = pthread_create(&thread, NULL, idle_thread, NULL) == 0;
+        if (threaded) pthread_join(thread, NULL);
+        char forkText[32], said[128];
+        if (forked) snprintf(forkText, sizeof forkText, "ok"); else snprintf(forkText, sizeof forkText, "refused %d", forkErrno);
+        snprintf(said, sizeof said, "fork %s, system %s, thread %s", forkText, spawned ? "ok" : "refused", threaded ? "ok" : "refused");
+        return say(res, said);
     } else if (is(id, "killchild")) {
         pid_t child = fork();
         if (child == 0) { alarm(30); for (;;) pause(); }
