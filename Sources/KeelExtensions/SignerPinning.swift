@@ -60,9 +60,7 @@ extension ExtensionStore {
         // The signature is over the archive's SHA-256, which the index gives: one that the key trusted under its
         // signer's name did not make is refused now, whatever is asked (as the download's check would refuse it),
         // rather than taken for that key's (a name given a new key, or a forged package).
-        if let claimed = offered, let signature = offer.entry.signature.flatMap({ Data(base64Encoded: $0) }),
-           let key = Self.publicKey(claimed.publicKey),
-           !(Hex.bytes(offer.entry.sha256).map { key.isValidSignature(signature, for: Data($0)) } ?? false) {
+        if let claimed = offered, !Self.signatureVerifies(offer, publicKey: claimed.publicKey) {
             throw mismatch("\"\(id)\" \(offer.entry.version): bad signature by \"\(Self.escaped(claimed.name))\": not made by the key trusted "
                            + "under that name (key \(Self.fingerprint(claimed.publicKey))); refused, with --allow-unsigned too")
         }
@@ -182,6 +180,22 @@ extension ExtensionStore {
     /// The ed25519 key in `base64`, or nil when it is not one.
     static func publicKey(_ base64: String) -> Curve25519.Signing.PublicKey? {
         Data(base64Encoded: base64).flatMap { try? Curve25519.Signing.PublicKey(rawRepresentation: $0) }
+    }
+
+    /// True when `offer`'s signature is one `publicKey` made of the archive's SHA-256 as the index gives it (the
+    /// download checks the archive against that digest).
+    static func signatureVerifies(_ offer: Offer, publicKey: String) -> Bool {
+        guard let signature = offer.entry.signature.flatMap({ Data(base64Encoded: $0) }), let key = Self.publicKey(publicKey),
+              let digest = Hex.bytes(offer.entry.sha256) else { return false }
+        return key.isValidSignature(signature, for: Data(digest))
+    }
+
+    /// Whether a catalog shows `offer` as signed: it carries a signature, and not one that fails against the key
+    /// trusted under its signer's name (a forged or broken one, which every install refuses).
+    public static func showsSigned(_ offer: Offer, trusted: [String: String]) -> Bool {
+        guard offer.entry.signature != nil else { return false }
+        guard let name = offer.entry.signer, let key = trusted[name] else { return true }
+        return signatureVerifies(offer, publicKey: key)
     }
 
     /// True when both are the same key (compared as bytes, whatever their names).

@@ -184,11 +184,12 @@ struct AdminAPI {
             let (offers, problems) = try await catalog.indexes()
             // Grouped by id first: resolving each id against every offer is quadratic in the index's size.
             let byID = Dictionary(grouping: offers, by: \.id)
+            let trusted = (try? kernel.state.trustedKeys()) ?? [:]
             let items = byID.keys.sorted().compactMap { id -> CatalogItem? in
                 guard let best = try? store.resolve(id, version: nil, offers: byID[id] ?? []) else { return nil }
                 if let word, !(id + best.entry.name + (best.entry.description ?? "")).lowercased().contains(word) { return nil }
                 return CatalogItem(id: id, version: best.entry.version, repository: best.repository.name,
-                                   signed: best.entry.signature != nil, description: best.entry.description ?? best.entry.name)
+                                   signed: ExtensionStore.showsSigned(best, trusted: trusted), description: best.entry.description ?? best.entry.name)
             }
             return JSONBody.response(CatalogBody(plugins: items, problems: problems))
         }

@@ -102,7 +102,7 @@ def main():
                 "s.dispatchEvent(new Event('change')); return x.status;",
                 f"/api/v1/plugins/{args.other}", args.token, select, args.other)
             assert status == 200, status
-            wait.until(lambda _: f'plugin "{args.other}" does not provide {args.interface}' in text("#message"))
+            wait.until(lambda _: f'no plugin "{args.other}" in the plugin folder' in text("#message"))
             assert text("#message").startswith(args.interface + ": "), text("#message")
             wait.until(lambda _: args.other not in [o.get_attribute("value")
                                                     for o in Select(d.find_element(By.CSS_SELECTOR, select)).options])

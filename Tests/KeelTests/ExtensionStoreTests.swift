@@ -104,6 +104,10 @@ struct ExtensionStoreTests {
         let badSignature = try run(["install", "hello"], f, ok: false)
         #expect(badSignature.stderr.contains("hello\" 1.0.0: bad signature by \"acme\": not made by the key trusted under that name"), "\(badSignature.stderr)")
         #expect(!FileManager.default.fileExists(atPath: f.plugins + "/hello"))
+        // The catalog does not show it as signed.
+        let listed = try run(["search", "hello", "--json"], f)
+        #expect(listed.stdout.contains("\"signed\" : false"), "\(listed.stdout)")
+        #expect(try run(["search", "hello"], f).stdout.contains("[main] bad signature"))
         try signature.write(toFile: archive + ".sig", atomically: true, encoding: .utf8)
         #expect(try TestEnvironment.run(keel, ["repo", "index", repo]).status == 0)
         // The failed install can be retried once the archive is right.

@@ -73,18 +73,21 @@ extension KeelCommand {
                     guard let word = word?.lowercased() else { return true }
                     return byID[id, default: []].contains { ($0.id + $0.entry.name + ($0.entry.description ?? "")).lowercased().contains(word) }
                 }
+                let trusted = (try? store.state.trustedKeys()) ?? [:]
                 if json {
                     try printJSON(ids.map { id in
                         let best = try? store.resolve(id, version: nil, offers: byID[id] ?? [])
                         return SearchJSON(id: id, version: best?.entry.version, repository: best?.repository.name,
-                                          signed: best.map { $0.entry.signature != nil }, description: best.map { $0.entry.description ?? $0.entry.name })
+                                          signed: best.map { ExtensionStore.showsSigned($0, trusted: trusted) },
+                                          description: best.map { $0.entry.description ?? $0.entry.name })
                     })
                     return
                 }
                 if ids.isEmpty { print("nothing found") }
                 for id in ids {
                     if let best = try? store.resolve(id, version: nil, offers: byID[id] ?? []) {
-                        print("\(id) \(best.entry.version)  [\(best.repository.name)]\(best.entry.signature == nil ? " unsigned" : "")  \(best.entry.description ?? best.entry.name)")
+                        let mark = ExtensionStore.showsSigned(best, trusted: trusted) ? "" : best.entry.signature == nil ? " unsigned" : " bad signature"
+                        print("\(id) \(best.entry.version)  [\(best.repository.name)]\(mark)  \(best.entry.description ?? best.entry.name)")
                     } else {
                         print("\(id)  (no version runs on this host)")
                     }
