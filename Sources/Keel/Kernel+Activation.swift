@@ -185,8 +185,10 @@ extension Kernel {
 
     /// Why `manifest`'s plugin cannot activate now for want of something outside it: a host version out of its
     /// range, a dependency not installed, of a version it does not accept, or not active (nor in `pending`, about to
-    /// be), or a required interface that no active or pending plugin provides. Nil when nothing is missing.
-    func unmetDependency(_ id: String, _ manifest: Manifest, pending: Set<String> = []) -> KernelError? {
+    /// be), or a required interface that no active or pending plugin provides (with `hostInterfacesUnknown`, only one
+    /// some installed plugin could provide). Nil when nothing is missing.
+    func unmetDependency(_ id: String, _ manifest: Manifest, pending: Set<String> = [],
+                         hostInterfacesUnknown: Bool = false) -> KernelError? {
         if let range = manifest.hostVersions, let host = Semver(Kernel.version), !range.contains(host) {
             return KernelError(.dependency, pluginID: id, reason: "plugin \"\(id)\" needs keel \(range), this is \(Kernel.version)")
         }
@@ -200,11 +202,18 @@ extension Kernel {
             }
             do throws(KernelError) { try requireActive(dep.id, of: id, pending: pending) } catch { return error }
         }
-        return missingInterface(manifest, pending: pending).map { KernelError(.dependency, pluginID: id, reason: $0) }
+        return missingInterface(manifest, pending: pending, hostInterfacesUnknown: hostInterfacesUnknown)
+            .map { KernelError(.dependency, pluginID: id, reason: $0) }
     }
 
     func requireActive(_ dependency: String, of id: String, pending: Set<String> = []) throws(KernelError) {
         guard active[dependency] != nil || pending.contains(dependency) else {
+            // Enabled but not running (it failed, or safe mode): say so, with its reason, rather than "not enabled".
+            if let record = (try? state.plugin(dependency)) ?? nil, record.enabled {
+                let why = record.reason.map { ": \($0)" } ?? ""
+                throw KernelError(.dependency, pluginID: id,
+                                  reason: "plugin \"\(id)\" needs \"\(dependency)\", which is enabled but not running (\(record.status.rawValue)\(why))")
+            }
             throw KernelError(.dependency, pluginID: id, reason: "plugin \"\(id)\" needs \"\(dependency)\", which is not enabled")
         }
     }

@@ -133,16 +133,22 @@ extension Kernel {
         case let .trustKey(name, publicKey):
             // A name keeps its key: replacing it in place would move every plugin pinned to the name's old key to a
             // refusal naming the new one, and make the old key's packages look signed by the new key.
-            let held: String?
-            do { held = try state.trustedKeys()[name] } catch { throw KernelError(.state, reason: error.description) }
-            if let held {
-                guard Data(base64Encoded: held) == Data(base64Encoded: publicKey) else {
+            // The name's key, if it has one: the same key (in any base64 spelling) is a note, another a conflict. The
+            // store refuses another key too, for one another host trusted since this read.
+            func held() throws(KernelError) -> CommandResult? {
+                guard let key = (try? state.trustedKeys())?[name] else { return nil }
+                guard Data(base64Encoded: key) == Data(base64Encoded: publicKey) else {
                     throw KernelError(.conflict, reason: "\"\(name)\" is already trusted with another key (key "
-                                      + "\(ExtensionStore.fingerprint(held))); remove it first (keel trust remove \(name)) or trust this one under another name")
+                                      + "\(ExtensionStore.fingerprint(key))); remove it first (keel trust remove \(name)) or trust this one under another name")
                 }
                 return CommandResult(note: "already trusted")
             }
-            try stored { () throws(StateError) in try state.trustKey(name: name, publicKey: publicKey) }
+            if let same = try held() { return same }
+            let result: StateStore.ChangeResult
+            do { result = try state.trustKey(name: name, publicKey: publicKey) } catch { throw KernelError(.state, reason: error.description) }
+            guard case let .refused(reason) = result else { break }
+            if let same = try held() { return same }
+            throw KernelError(.directory, reason: reason)
         case let .untrustKey(name):
             // The plugins pinned to the key, by the key's bytes (a pin keeps the name it was trusted under then).
             let key: String?, signers: [String: StateStore.PinnedSigner]

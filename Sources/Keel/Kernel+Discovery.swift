@@ -21,7 +21,7 @@ extension Kernel {
     @discardableResult
     func rescan(records given: [PluginRecord]?, prefetched: BundleScanner.Prefetch? = nil,
                 deferringChecks: Bool = false) -> (wrote: Bool, check: StampCheck?) {
-        let found: [Bundle]
+        var found: [Bundle]
         var check: StampCheck?
         do {
             let scanner = BundleScanner(), directory = configuration.pluginsDirectory
@@ -38,6 +38,13 @@ extension Kernel {
         } catch {
             log(.error, nil, error.description)
             return (false, nil)
+        }
+        // A plugin.yaml broken while its plugin serves: the bundle keeps that plugin's id, not its folder's name, so the
+        // serving build is not taken for removed (it would be retired) and the record says why nothing reloaded.
+        if !active.isEmpty, found.contains(where: { $0.manifest == nil }) {
+            var serving: [String: String] = [:]
+            for id in active.keys { if let folder = bundles[id]?.folder { serving[folder] = id } }
+            for i in found.indices where found[i].manifest == nil { found[i].knownAs = serving[found[i].folder] }
         }
         var wrote = false
         var next = [String: Bundle](minimumCapacity: found.count)

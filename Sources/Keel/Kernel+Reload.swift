@@ -123,9 +123,10 @@ extension Kernel {
                 }
                 let changed = GenerationStore.checksum(path) != current.checksum
                     || bundles[id]?.manifest != current.manifest
-                if changed { try? reload(id) } else if ((try? state.plugin(id)) ?? nil)?.reason != nil {
+                if changed { try? reload(id) } else if let reason = ((try? state.plugin(id)) ?? nil)?.reason,
+                                                        reason.hasPrefix("reload failed") || reason.hasPrefix("reload refused") {
                     // Back to what serves (a broken plugin.yaml fixed, a failed build put back): no reload, and the
-                    // failure's reason is no longer true.
+                    // reload's failure is no longer true. Any other reason (a failed upgrade's) stays.
                     try? state.setStatus(id, .enabled, reason: nil)
                 }
             } else if (try? state.plugin(id))?.enabled == true {

@@ -34,7 +34,7 @@ extension Kernel {
 
     /// Grants `permission` to `role`, or revokes it.
     /// - Returns: for a revoke, what the operator may not expect: the role never had it (nothing changed), or
-    ///   its `KEY:*` still allows it.
+    ///   its `KEY:*` still allows it, or the role is the built-in admin, which allows everything.
     @discardableResult
     public func setRolePermission(_ role: String, _ permission: String, granted: Bool = true) throws(KernelError) -> String? {
         let parts = permission.split(separator: ":")
@@ -44,6 +44,7 @@ extension Kernel {
         let held = access.directory.rolePermissions[role] ?? []
         try directoryChange { () throws(StateError) in try state.setRolePermission(role, permission, granted: granted) }
         guard !granted else { return nil }
+        if role == StateStore.Directory.adminRole { return "the built-in admin role allows everything, whatever permissions it lists: it still may" }
         if !held.contains(permission) { return "it did not have \(permission); nothing changed" }
         let wildcard = "\(parts[0]):*"
         return permission != wildcard && held.contains(wildcard) ? "\(wildcard) still allows it" : nil
@@ -65,7 +66,12 @@ extension Kernel {
 
     /// Enables `id` for one tenant (or, with nil, for all).
     public func enable(_ id: String, tenant: String?) throws(KernelError) {
-        if let unmet = enableRefusal(id) { throw unmet }  // before the tenants are written
+        // Everything that refuses comes before the tenants are written: a plugin not yet scanned is looked for first.
+        if bundles[id] == nil { rescan() }
+        guard let bundle = bundles[id] else {
+            throw KernelError(.unknownPlugin, pluginID: id, reason: "no plugin \"\(id)\" in the plugin folder")
+        }
+        if let unmet = enableRefusal(id, bundle) { throw unmet }
         guard let tenant else {
             // Already for all tenants: nothing to write (no event, no directory reload on every enable).
             if access.directory.pluginTenants[id] != nil {

@@ -190,11 +190,12 @@ extension ExtensionStore {
         return key.isValidSignature(signature, for: Data(digest))
     }
 
-    /// Whether a catalog shows `offer` as signed: it carries a signature, and not one that fails against the key
-    /// trusted under its signer's name (a forged or broken one, which every install refuses).
+    /// Whether a catalog shows `offer` as signed: it carries a signature and names its signer (an install takes a
+    /// signature with no signer for none), and not one that fails against the key trusted under that name (a forged
+    /// or broken one, which every install refuses). One by a signer not trusted here shows as signed.
     public static func showsSigned(_ offer: Offer, trusted: [String: String]) -> Bool {
-        guard offer.entry.signature != nil else { return false }
-        guard let name = offer.entry.signer, let key = trusted[name] else { return true }
+        guard offer.entry.signature != nil, let name = offer.entry.signer else { return false }
+        guard let key = trusted[name] else { return true }
         return signatureVerifies(offer, publicKey: key)
     }
 

@@ -18,13 +18,19 @@ public struct IsolationPolicy: Sendable, Hashable {
     /// Address-space limit of a worker (bytes, RLIMIT_AS) and its CPU time (seconds, RLIMIT_CPU); 0 is none.
     public var memoryLimitBytes: Int
     public var cpuSeconds: Int
+    /// Threads a worker may have at once; 0 is none. Every thread takes one of the machine's process ids, which the
+    /// host needs too (a thread bomb in a worker would leave it none), and no limit the kernel keeps binds one
+    /// process's threads (`RLIMIT_NPROC` counts a user's, and never root's): the host reads the worker's count every
+    /// 50 ms and kills a worker over the limit (`WorkerConnection`), which then counts as a crash.
+    public var threadLimit: Int
     /// Keep one started, not yet activated worker process ready per plugin, so that a restart after a crash costs
     /// only the library's load and activate, not a process start (calls, auth hooks above all, wait for it).
     public var spare: Bool
 
     public init(callTimeout: Double = 10, startTimeout: Double = 10, crashLimit: Int = 20, crashWindow: Double = 60,
                 backoff: Double = 0.05, maximumBackoff: Double = 5, memoryLimitBytes: Int = 0, cpuSeconds: Int = 0,
-                spare: Bool = true) {
+                threadLimit: Int = 256, spare: Bool = true) {
+        self.threadLimit = threadLimit
         self.spare = spare
         self.callTimeout = callTimeout
         self.startTimeout = startTimeout

@@ -76,9 +76,13 @@ final class WorkerConnection: Sendable {
         var services: HostServices = .none
     }
 
-    private init(pid: pid_t, socket: Int32) {
+    /// Threads the worker may have at once (`IsolationPolicy.threadLimit`); 0 is none.
+    private let threadLimit: Int
+
+    private init(pid: pid_t, socket: Int32, threadLimit: Int) {
         self.pid = pid
         self.socket = socket
+        self.threadLimit = threadLimit
         outbox = WorkerOutbox(socket: socket)
     }
 
@@ -91,8 +95,10 @@ final class WorkerConnection: Sendable {
     ///   the file system is closed to it where the kernel has Landlock (`WorkerMain.readable`).
     ///   A folder with a line break in its path is refused (`.crashed`): the worker reads them one per line, and
     ///   plugin.yaml names the library's folder, so "x\n/home/me/lib.so" would add /home/me.
+    /// - Parameter threadLimit: the worker is killed once it has more threads than this (read every 50 ms from its
+    ///   start: `IsolationPolicy.threadLimit`); 0 is no limit.
     static func spawn(executable: String, arguments: [String], readable: [String], network: Bool, processes: Bool,
-                      handlers: Handlers) throws(Failure) -> WorkerConnection {
+                      threadLimit: Int = 0, handlers: Handlers) throws(Failure) -> WorkerConnection {
         if let folder = readable.first(where: { $0.contains("\n") }) {
             throw .crashed("the plugin's folder \"\(folder.replacingOccurrences(of: "\n", with: "\\n"))\" has a line break in its path: no worker is started for it")
         }
@@ -127,7 +133,7 @@ final class WorkerConnection: Sendable {
         }
         close(fds[1])
         close(output.write)
-        let connection = WorkerConnection(pid: pid, socket: fds[0])
+        let connection = WorkerConnection(pid: pid, socket: fds[0], threadLimit: threadLimit)
         WorkerOutput.drain(output.read, name: "keel-worker-output-\(pid)", until: connection.outputDone, log: handlers.log)
         let reader = Thread { connection.read(handlers) }
         reader.name = "keel-worker-\(pid)"
@@ -135,6 +141,8 @@ final class WorkerConnection: Sendable {
         connection.outbox.start(name: "keel-worker-out-\(pid)") {
             connection.terminate(because: "stopped reading its socket for \(WorkerOutbox.writeTimeout) s")
         }
+        // Its threads are counted from the start, the spare's and the activation's included.
+        if threadLimit > 0 { connection.startSweeper() }
         return connection
     }
 
@@ -217,6 +225,9 @@ final class WorkerConnection: Sendable {
         let sweeper = Thread { [self] in
             while isRunning {
                 usleep(50_000)
+                if threadLimit > 0, let threads = Self.threadCount(pid), threads > threadLimit {
+                    terminate(because: "had \(threads) threads, over the limit of \(threadLimit) (keel serve --worker-threads)")
+                }
                 let now = Self.monotonic()
                 let late = pending.withLock { p -> [Slot] in
                     let ids = p.slots.filter { $0.value.deadline < now }.map(\.key)
@@ -229,6 +240,19 @@ final class WorkerConnection: Sendable {
         }
         sweeper.name = "keel-worker-sweep-\(pid)"
         sweeper.start()
+    }
+
+    /// The number of threads of process `pid` (the `Threads:` line of /proc/PID/status); nil when it cannot be read.
+    static func threadCount(_ pid: pid_t) -> Int? {
+        let fd = open("/proc/\(pid)/status", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+        guard n > 0 else { return nil }
+        let text = String(decoding: buffer[..<n], as: UTF8.self)
+        guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("Threads:") }) else { return nil }
+        return Int(line.dropFirst("Threads:".count).filter { $0 != " " && $0 != "\t" })
     }
 
     static func monotonic() -> Double {

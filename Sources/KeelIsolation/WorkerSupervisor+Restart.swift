@@ -23,7 +23,8 @@ extension WorkerSupervisor {
             exited: { [weak self] connection, reason in self?.exited(connection, reason: reason) }, services: services)
         do { return try WorkerConnection.spawn(executable: executable, arguments: [], readable: readable,
                                                    network: activation.grants.contains(Capability.network.rawValue),
-                                                   processes: activation.grants.contains(Capability.processes.rawValue), handlers: handlers) } catch {
+                                                   processes: activation.grants.contains(Capability.processes.rawValue),
+                                                   threadLimit: policy.threadLimit, handlers: handlers) } catch {
             throw refusal("\(error)")
         }
     }

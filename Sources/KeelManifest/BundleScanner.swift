@@ -18,8 +18,12 @@ public struct PluginBundle: Sendable {
     /// Why this bundle cannot be used, when it cannot.
     public var problem: String?
 
-    /// The id it is known by: the manifest's, or the folder name when the manifest is unusable.
-    public var id: String { manifest?.id ?? PluginBundle.fallbackID(folder) }
+    /// The id a bundle without a usable manifest goes by, when its caller knows better than its folder's name (the
+    /// kernel: the id of the plugin that serves from this folder while its plugin.yaml is broken).
+    public var knownAs: String?
+
+    /// The id it is known by: the manifest's, else `knownAs`, else the folder name.
+    public var id: String { manifest?.id ?? knownAs ?? PluginBundle.fallbackID(folder) }
 
     /// The library's path; nil without a usable manifest or for a manifest-only bundle.
     public var libraryPath: String? { manifest?.library.map { folder + "/" + $0 } }

@@ -71,16 +71,16 @@ extension StateStore {
         try removeNamed("trusted_keys", name, unknown: "unknown trusted key \"\(name)\" (keel trust list names them)")
     }
 
-    /// Trusts `publicKey` under `name`, replacing a key of that name.
+    /// Trusts `publicKey` under `name`. A name keeps its key: refused when the name holds another key (compared as
+    /// stored text; the kernel compares the bytes first), also when another writer (a second host on a shared store)
+    /// got there first, as the insert and the check are one statement's conflict rule and one read in a transaction.
     public func trustKey(name: String, publicKey: String) throws(StateError) -> ChangeResult {
         try change { db throws(StateError) in
             guard Self.isName(name) else { return "\"\(name)\" is not a valid key name" }
-            try db.query("""
-                INSERT INTO trusted_keys (name, public_key, added_at) VALUES (?, ?, ?)
-                ON CONFLICT (name) DO UPDATE SET public_key = excluded.public_key, added_at = excluded.added_at
-                """,
+            try db.query("INSERT INTO trusted_keys (name, public_key, added_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
                          [.text(name), .text(publicKey), .text(Self.now())])
-            return nil
+            let held = try db.query("SELECT public_key FROM trusted_keys WHERE name = ?", [.text(name)]).first?["public_key"]?.text
+            return held == publicKey ? nil : "\"\(name)\" is already trusted with another key"
         }
     }
 }

@@ -141,6 +141,33 @@ struct HostileWorkerTests {
                                              + "grant it with `keel plugins grant hostile processes`"), "\(server.errors.value.suffix(800))")
     }
 
+    @Test("a worker that starts more threads than --worker-threads is killed and restarted (a thread bomb cannot take the machine's process ids); under the limit it stays")
+    func threadLimit() async throws {
+        let f = try stage()
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--worker-threads", "60"])
+        defer { server.stop() }
+        // Under the limit: the worker lives on (a sweep every 50 ms would have seen it).
+        #expect(try await answer(server, "manythreads?n=10") == "started 10")
+        try await Task.sleep(for: .milliseconds(400))
+        #expect(!server.errors.value.contains("over the limit"), "\(server.errors.value.suffix(800))")
+        // Over it: killed, with the reason in the host's log, and the plugin serves again from a new worker.
+        // (The sweep may kill it before it answers.)
+        _ = try? await answer(server, "manythreads?n=200")
+        var killed = false
+        for _ in 0..<100 where !killed {
+            try await Task.sleep(for: .milliseconds(100))
+            killed = server.errors.value.contains("threads, over the limit of 60 (keel serve --worker-threads); killed; restarting")
+        }
+        #expect(killed, "\(server.errors.value.suffix(1200))")
+        var served = false
+        for _ in 0..<100 where !served {
+            served = (try? await answer(server, "ok")) == "ok"
+            if !served { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(served)
+        #expect(try await server.request("GET", "/healthz").status == 200)
+    }
+
     @Test("the limit of the confinement, as the README states it: a worker cannot signal even a process it started")
     func cannotSignalItsOwnChild() async throws {
         let f = try stage(processes: true)

@@ -259,6 +259,59 @@ struct KernelTests {
         #expect(info.reason?.contains("duplicate plugin id \"fixture\", also declared in") == true)
     }
 
+    @Test("enable: refused for a dependency that cannot start further down; not for what only a running host can judge (safe mode, an interface the embedding program may offer); no tenant written first")
+    func enableRefusalEdges() async throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("top", extra: "dependencies:\n  middle: \"*\"")
+        try f.fixtureBundle("middle", extra: "dependencies:\n  ghost: \"*\"")
+        try f.fixtureBundle("base")
+        try f.fixtureBundle("child", extra: "dependencies:\n  base: \"*\"")
+        try f.fixtureBundle("gpio-user", extra: "consumes: [{interface: appliance.gpio, version: \"^1\"}]\n")
+        let first = try f.kernel()
+        await first.start()
+        // Left so by an earlier host: middle wanted (and failed, ghost is not installed), base wanted.
+        for id in ["middle", "base"] { try first.state.setEnabled(id, true, status: .installed) }
+        await first.shutdown()
+
+        // A CLI's one-command kernel: middle is there (stored enabled) but cannot start, two levels down.
+        let cli = try f.kernel(startsIdle: true)
+        await cli.start()
+        do { try await cli.enable("top"); Issue.record("enabled over a dependency that cannot start") } catch {
+            #expect(error.description == "plugin \"top\" needs \"middle\", which cannot start: plugin \"middle\" needs \"ghost\" *, which is not installed")
+        }
+        #expect(try cli.state.plugin("top")?.enabled == false)
+        // An interface no installed plugin provides may be the embedding program's, which this kernel cannot see: the
+        // wish is stored (its activation here fails, as before).
+        _ = try? await cli.enable("gpio-user")
+        #expect(try cli.state.plugin("gpio-user")?.enabled == true)
+        try cli.state.setEnabled("gpio-user", false, status: .disabled)
+        await cli.shutdown()
+
+        // Safe mode runs nothing, base included: child's dependency is enabled all the same, and the wish is kept.
+        let safe = try f.kernel()
+        await safe.start(safeMode: true)
+        _ = try? await safe.enable("child")
+        #expect(try safe.state.plugin("child")?.enabled == true)
+        await safe.shutdown()
+
+        // A host that runs its plugins judges the interface itself; and a bundle not yet scanned is found before a
+        // tenant is written for it.
+        let kernel = try f.kernel()
+        await kernel.start()
+        do { try await kernel.enable("gpio-user"); Issue.record("enabled without a provider") } catch {
+            #expect(error.description == "plugin \"gpio-user\" needs interface appliance.gpio/1 ^1, which no enabled plugin provides (no installed plugin provides it)")
+        }
+        try await kernel.execute(.createTenant(name: "acme"))
+        try f.fixtureBundle("late", extra: "dependencies:\n  ghost: \"*\"")
+        for id in ["late", "nowhere"] {
+            do { try await kernel.execute(.enable(id: id, tenant: "acme")); Issue.record("enabled \(id)") } catch {
+                #expect(error.code == (id == "late" ? .dependency : .unknownPlugin), "\(error)")
+            }
+            #expect(try kernel.state.directory().pluginTenants[id] == nil, "\(id)")
+        }
+        await kernel.shutdown()
+    }
+
     @Test("dependencies: order, missing, wrong version, disabled, cascade, cycles")
     func dependencies() async throws {
         let f = KernelFixture()
@@ -369,8 +422,11 @@ struct KernelTests {
         for id in ["p000", "p077", "p149"] { #expect(get(kernel, "/ext/\(id)/ping")?.1.hasPrefix("\(id) ") == true) }
         #expect(try await kernel.plugin("base").status == .failed)
         #expect(try await kernel.plugin("base").reason?.isEmpty == false)
-        #expect(try await kernel.plugin("child").reason == "plugin \"child\" needs \"base\", which is not enabled")
-        #expect(try await kernel.plugin("grandchild").reason == "plugin \"grandchild\" needs \"child\", which is not enabled")
+        // Enabled, but not running: said so, with why (not "not enabled").
+        let baseReason = try await kernel.plugin("base").reason ?? ""
+        let childReason = "plugin \"child\" needs \"base\", which is enabled but not running (failed: \(baseReason))"
+        #expect(try await kernel.plugin("child").reason == childReason)
+        #expect(try await kernel.plugin("grandchild").reason == "plugin \"grandchild\" needs \"child\", which is enabled but not running (failed: \(childReason))")
         // Every active plugin's load is in its history, numbered from 1.
         #expect(try await kernel.history("p149").map(\.outcome) == ["activated"])
         await kernel.shutdown()

@@ -343,6 +343,39 @@ struct ReloadTests {
         #expect(await waitFor { (try? await kernel.plugin("watched").status) == .missing })
         await kernel.shutdown()
     }
+
+    @Test("plugin.yaml broken while its plugin serves from a folder named otherwise: it goes on serving, not retired; a reason the watcher did not set (a failed upgrade's) stays")
+    func brokenManifestInOtherFolder() async throws {
+        let f = KernelFixture()
+        let a = try TestEnvironment.buildFixture("wA", ["PLUGIN_ID=\"watched\"", "TAG=\"A\""])
+        try TestEnvironment.makeBundle(in: f.plugins, folder: "Watched Plugin",
+                                       manifest: TestEnvironment.manifest(id: "watched", library: "libw.so"), library: a, libraryName: "libw.so")
+        let kernel = try f.kernel()
+        await kernel.start()
+        try await kernel.enable("watched")
+        try await kernel.watch()
+        #expect(get(kernel, "/ext/watched/ping")?.1.contains("tag=A") == true)
+
+        let yaml = f.plugins + "/Watched Plugin/plugin.yaml"
+        let good = try String(contentsOfFile: yaml, encoding: .utf8)
+        try (good + "version: [\n").write(toFile: yaml, atomically: true, encoding: .utf8)
+        #expect(await waitFor(20) { (try? await kernel.plugin("watched").reason)??.hasPrefix("reload failed, generation 1 still serving: ") == true })
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(try await kernel.plugin("watched").status == .enabled)
+        #expect(kernel.activePlugins == ["watched"])
+        #expect(get(kernel, "/ext/watched/ping")?.1.contains("tag=A") == true)
+        try good.write(toFile: yaml, atomically: true, encoding: .utf8)
+        #expect(await waitFor(20) { (try? await kernel.plugin("watched").reason) == .some(nil) })
+        #expect(try await kernel.history("watched").filter { $0.outcome == "activated" }.count == 1, "nothing was reloaded")
+
+        // A failed upgrade's reason is not the watcher's to clear when the folder changes and the build does not.
+        let failed = "upgrade to 2.0.0 failed, 1.0.0 kept: the archive's checksum differs"
+        try kernel.state.setStatus("watched", .upgradeFailed, reason: failed)
+        try good.write(toFile: yaml, atomically: true, encoding: .utf8)
+        try await Task.sleep(for: .milliseconds(1500))
+        #expect(try kernel.state.plugin("watched")?.reason == failed)
+        await kernel.shutdown()
+    }
 }
 
 /// The whole of /proc/self/maps. (String(contentsOfFile:) trusts the size /proc reports and may stop early.)

@@ -3,7 +3,7 @@
 import Foundation
 import Synchronization
 import Keel
-import KeelExtensions
+@testable import KeelExtensions
 import KeelManifest
 import KeelState
 import Testing
@@ -163,6 +163,7 @@ struct SignerPinningTests {
         let kernel = try await Self.kernel(f, repo: repo, trusting: ["acme": acme])
         try await kernel.execute(.install(id: "pin", version: "1.0.0", allowUnsigned: false), actor: "test")
         // The operator trusts another key under the name acme (a rotation, or a mistake).
+        _ = try kernel.state.untrustKey("acme")
         _ = try kernel.state.trustKey(name: "acme", publicKey: impostor.publicKey)
         let refusal = try #require(await Self.refused(kernel, .upgrade(id: "pin", version: "1.1.0", allowUnsigned: false)))
         #expect(refusal.code == .signerMismatch
@@ -190,6 +191,23 @@ struct SignerPinningTests {
                 + "remove it first (keel trust remove acme) or trust this one under another name", "\(replaced.reason)")
         #expect(try kernel.state.trustedKeys()["acme"] == acme.publicKey)
         #expect(try await kernel.execute(.trustKey(name: "acme", publicKey: acme.publicKey), actor: "test").note == "already trusted")
+        // The store itself keeps a name's key (another host on a shared store, racing this one, is refused there).
+        guard case .refused = try kernel.state.trustKey(name: "acme", publicKey: beta.publicKey) else {
+            Issue.record("the store replaced a trusted name's key"); return
+        }
+        #expect(try kernel.state.trustedKeys()["acme"] == acme.publicKey)
+
+        // The catalog: a signature that names no signer is no signature to an install, nor to the catalog.
+        var entry = RepositoryIndex.Entry(version: "9.0.0", name: "x", description: nil, archive: "x.tar.gz", sha256: String(repeating: "0", count: 64),
+                                          signature: "c2ln", signer: nil, abi: "1.0", host: nil, dependencies: nil)
+        let offer = { (entry: RepositoryIndex.Entry) in
+            ExtensionStore.Offer(id: "x", entry: entry, repository: StateStore.Repository(name: "r", location: "/r", priority: 0), indexURL: "/r/index.yaml")
+        }
+        #expect(!ExtensionStore.showsSigned(offer(entry), trusted: ["acme": acme.publicKey]))
+        entry.signer = "stranger"
+        #expect(ExtensionStore.showsSigned(offer(entry), trusted: ["acme": acme.publicKey]), "signed by a key not trusted here")
+        entry.signer = "acme"
+        #expect(!ExtensionStore.showsSigned(offer(entry), trusted: ["acme": acme.publicKey]), "not made by acme's key")
 
         for (allow, signer) in [(false, nil), (true, nil), (false, SignerChange.key("acme")), (true, SignerChange.forget)] {
             let refusal = try #require(await Self.refused(kernel, .upgrade(id: "pin", version: "1.1.0", allowUnsigned: allow, signer: signer)))

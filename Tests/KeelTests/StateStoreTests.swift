@@ -519,7 +519,7 @@ extension PostgresBackedTests {
                 return
             }
             #expect(try other.directory().pluginTenants["p"] == nil)
-            // Repositories and keys: by priority then name; a key of the same name is replaced.
+            // Repositories and keys: by priority then name.
             _ = try store.addRepository(.init(name: "b", location: "/b", priority: 1))
             _ = try store.addRepository(.init(name: "a", location: "/a", priority: 1))
             _ = try store.addRepository(.init(name: "z", location: "/z", priority: 9))
@@ -528,9 +528,14 @@ extension PostgresBackedTests {
                 return
             }
             #expect(try other.repositories().map(\.name) == ["z", "a", "b"])
+            // A name keeps its key, on every store (two hosts racing to trust one name: the second is refused).
             _ = try store.trustKey(name: "k", publicKey: "one")
-            _ = try store.trustKey(name: "k", publicKey: "two")
-            #expect(try other.trustedKeys() == ["k": "two"])
+            guard case .refused = try other.trustKey(name: "k", publicKey: "two") else {
+                Issue.record("a trusted name's key was replaced")
+                return
+            }
+            guard case .ok = try other.trustKey(name: "k", publicKey: "one") else { Issue.record("the same key again"); return }
+            #expect(try other.trustedKeys() == ["k": "one"])
             // Configuration replaces; service selections replace and forget, with history on both plugins.
             try store.setConfig("p", yaml: "a: 1", json: "{}")
             try store.setConfig("p", yaml: "a: 2", json: #"{"a":2}"#)

@@ -201,6 +201,8 @@ struct TenancyTests {
         #expect(kept.note == "asker.things:* still allows it")
         let never = try await kernel.execute(.setRolePermission(role: "reader", permission: "asker.things:view", granted: false))
         #expect(never.note == "it did not have asker.things:view; nothing changed")
+        let admin = try await kernel.execute(.setRolePermission(role: "admin", permission: "asker.things:view", granted: false))
+        #expect(admin.note == "the built-in admin role allows everything, whatever permissions it lists: it still may")
         let gone = try await kernel.execute(.setRolePermission(role: "reader", permission: "asker.things:*", granted: false))
         #expect(gone.note == nil)
         #expect(try kernel.state.directory().rolePermissions["reader"] ?? [] == [])

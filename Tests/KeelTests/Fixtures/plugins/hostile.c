@@ -9,6 +9,7 @@
  *     "pidfdhost" SIGKILLs its parent through pidfd_send_signal on an open /proc/<ppid> (not a pidfd_open pidfd)
  *     "sigiohost" makes the kernel SIGKILL its parent: a pipe owned by it (F_SETOWN), F_SETSIG SIGKILL, O_ASYNC
  *     "threads" answers "confined", or "unconfined N" when N of the worker's threads have no seccomp filter
+ *     "manythreads?n=N" starts N threads (64 KiB stacks) that sleep for 20 s: "started K" (K of them started)
  *     "killchild" forks a child and SIGKILLs it (what any plugin that runs a tool with a time-out does): "killed"
  *               or "refused"
  *     "spawn"   starts a process (fork, then system()) and a thread: "fork ok" or "fork refused <errno>", then
@@ -75,6 +76,7 @@
 #include <unistd.h>
 
 static void *idle_thread(void *arg) { return arg; }
+static void *sleeping_thread(void *arg) { sleep(20); return arg; }
 
 static int is(keel_str s, const char *what) { return s.len == strlen(what) && memcmp(s.ptr, what, s.len) == 0; }
 
@@ -447,6 +449,21 @@ static keel_status item(void *user_data, const keel_http_request *req, keel_http
         char forkText[32], said[128];
         if (forked) snprintf(forkText, sizeof forkText, "ok"); else snprintf(forkText, sizeof forkText, "refused %d", forkErrno);
         snprintf(said, sizeof said, "fork %s, system %s, thread %s", forkText, spawned ? "ok" : "refused", threaded ? "ok" : "refused");
+        return say(res, said);
+    } else if (is(id, "manythreads")) {
+        char count[16];
+        int n = atoi(query_value(req, count, sizeof count)), started = 0;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setstacksize(&attr, 64 * 1024);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        for (int i = 0; i < n; i++) {
+            pthread_t thread;
+            if (pthread_create(&thread, &attr, sleeping_thread, NULL) == 0) started++;
+        }
+        pthread_attr_destroy(&attr);
+        char said[32];
+        snprintf(said, sizeof said, "started %d", started);
         return say(res, said);
     } else if (is(id, "killchild")) {
         pid_t child = fork();
