@@ -421,10 +421,22 @@ public actor Kernel {
         guard active[id] == nil else { return nil }
         let stored = safeMode || configuration.startsIdle
             ? Set(((try? state.plugins()) ?? []).filter(\.enabled).map(\.id)) : []
-        return enableRefusal(id, bundle, present: idle.union(stored), visiting: [])
+        var judged: [String: KernelError?] = [:]
+        return enableRefusal(id, bundle, present: idle.union(stored), visiting: [], judged: &judged)
     }
 
-    private func enableRefusal(_ id: String, _ bundle: Bundle?, present: Set<String>, visiting: Set<String>) -> KernelError? {
+    /// - Parameter judged: each plugin's answer once found, so that a plugin many others reach (a shared dependency,
+    ///   a provider in a diamond) is judged once per enable, not once per path to it.
+    private func enableRefusal(_ id: String, _ bundle: Bundle?, present: Set<String>, visiting: Set<String>,
+                               judged: inout [String: KernelError?]) -> KernelError? {
+        if let known = judged[id] { return known }
+        let answer = judgeEnable(id, bundle, present: present, visiting: visiting, judged: &judged)
+        judged[id] = .some(answer)
+        return answer
+    }
+
+    private func judgeEnable(_ id: String, _ bundle: Bundle?, present: Set<String>, visiting: Set<String>,
+                             judged: inout [String: KernelError?]) -> KernelError? {
         guard active[id] == nil, let manifest = (bundle ?? bundles[id])?.manifest else { return nil }
         let others = present.subtracting([id])
         if let unmet = unmetDependency(id, manifest, pending: others, hostInterfacesUnknown: configuration.startsIdle) {
@@ -433,17 +445,21 @@ public actor Kernel {
         // One level is not enough: an idle dependency whose own dependency is gone would leave this one failed.
         let below = visiting.union([id])
         for dep in manifest.dependencies where active[dep.id] == nil && !below.contains(dep.id) {
-            if let deeper = enableRefusal(dep.id, nil, present: present, visiting: below) {
+            if let deeper = enableRefusal(dep.id, nil, present: present, visiting: below, judged: &judged) {
                 return KernelError(.dependency, pluginID: id, reason: "plugin \"\(id)\" needs \"\(dep.id)\", which cannot start: \(deeper.reason)")
             }
         }
         let services = registry.snapshot.services
         for need in manifest.consumes where !need.optional {
             if services.providers[need.interface]?.contains(where: { need.versions.contains($0.version) }) == true { continue }
-            let providers = others.subtracting(below).sorted().filter { bundles[$0]?.manifest?.provides.contains(where: need.accepts) == true }
+            let providers = others.subtracting(below).filter { bundles[$0]?.manifest?.provides.contains(where: need.accepts) == true }.sorted()
             guard let first = providers.first else { continue }
-            let refusals = providers.map { enableRefusal($0, nil, present: present, visiting: below) }
-            if refusals.allSatisfy({ $0 != nil }), let deeper = refusals.first ?? nil {
+            var deeper: KernelError?
+            for provider in providers {
+                guard let refusal = enableRefusal(provider, nil, present: present, visiting: below, judged: &judged) else { deeper = nil; break }
+                if deeper == nil { deeper = refusal }
+            }
+            if let deeper {
                 return KernelError(.dependency, pluginID: id,
                                    reason: "plugin \"\(id)\" needs interface \(need.interface), whose provider \"\(first)\" cannot start: \(deeper.reason)")
             }
