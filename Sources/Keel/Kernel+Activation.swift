@@ -185,8 +185,8 @@ extension Kernel {
 
     /// Why `manifest`'s plugin cannot activate now for want of something outside it: a host version out of its
     /// range, a dependency not installed, of a version it does not accept, or not active (nor in `pending`, about to
-    /// be), or a required interface that no active or pending plugin provides (with `hostInterfacesUnknown`, only one
-    /// some installed plugin could provide). Nil when nothing is missing.
+    /// be), or a required interface that no active or pending plugin provides (never with `hostInterfacesUnknown`).
+    /// Nil when nothing is missing.
     func unmetDependency(_ id: String, _ manifest: Manifest, pending: Set<String> = [],
                          hostInterfacesUnknown: Bool = false) -> KernelError? {
         if let range = manifest.hostVersions, let host = Semver(Kernel.version), !range.contains(host) {

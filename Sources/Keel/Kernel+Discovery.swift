@@ -39,31 +39,38 @@ extension Kernel {
             log(.error, nil, error.description)
             return (false, nil)
         }
-        // A plugin.yaml broken while its plugin serves: the bundle keeps that plugin's id, not its folder's name, so the
-        // serving build is not taken for removed (it would be retired) and the record says why nothing reloaded.
-        if !active.isEmpty, found.contains(where: { $0.manifest == nil }) {
-            var serving: [String: String] = [:]
-            for id in active.keys { if let folder = bundles[id]?.folder { serving[folder] = id } }
-            for i in found.indices where found[i].manifest == nil { found[i].knownAs = serving[found[i].folder] }
-        }
-        var wrote = false
-        var next = [String: Bundle](minimumCapacity: found.count)
         // One read of every record, not one per bundle: `discovered` changes no status, so these stay current.
         let records = given ?? (try? state.plugins()) ?? []
         let known = BundleReconciler.byID(records)
+        // A plugin.yaml broken in a folder that belongs to a plugin: the bundle keeps that plugin's id, not its
+        // folder's name, so a serving build is not taken for removed (it would be retired), an installed one is not
+        // taken for missing beside a second record named after the folder, and the record says why.
+        if found.contains(where: { $0.manifest == nil }) {
+            Self.nameBrokenBundles(&found, serving: active.keys.compactMap { id in bundles[id].map { ($0.folder, id) } }, records: records)
+        }
+        var wrote = false
+        // A duplicate id keeps the folder it already lives in: another folder claiming it takes neither its record
+        // nor, once its own plugin.yaml is fixed, its place (both are refused as duplicates).
+        var next = [String: Bundle](minimumCapacity: found.count)
+        for bundle in found where next[bundle.id].map({ $0.folder != (bundles[bundle.id]?.folder ?? known[bundle.id]?.bundlePath) }) ?? true {
+            next[bundle.id] = bundle
+        }
+        let kept = next.count == found.count ? found : found.filter { next[$0.id]?.folder == $0.folder }
         // An unusable bundle is logged when this kernel first finds it so, or finds another problem: not again at
         // every rescan of the folder (any bundle's change rescans it).
         var logged = Set<String>()
         for bundle in found {
-            next[bundle.id] = bundle
             for warning in bundle.warnings { log(.warn, bundle.id, warning.description) }
             if let problem = bundle.problem, bundles[bundle.id]?.problem != problem {
                 log(.error, bundle.id, problem)
                 logged.insert(bundle.id)
             }
-            // An unreadable plugin.yaml of an active plugin does not blank the record: its serving build's are kept.
+            guard next[bundle.id]?.folder == bundle.folder else { continue }
+            // An unreadable plugin.yaml of a known plugin does not blank the record: its serving build's, else its
+            // record's, name and version are kept.
             let manifest = bundle.manifest ?? active[bundle.id]?.manifest
-            let name = manifest?.name ?? "", version = manifest.map { "\($0.version)" } ?? ""
+            var name = manifest?.name ?? "", version = manifest.map { "\($0.version)" } ?? ""
+            if manifest == nil, bundle.knownAs != nil, let record = known[bundle.id] { (name, version) = (record.name, record.version) }
             // A record that already says so needs no write (`discovered` would change nothing).
             if let record = known[bundle.id], record.name == name, record.version == version,
                record.bundlePath == bundle.folder { continue }
@@ -78,7 +85,7 @@ extension Kernel {
         // record could be one (failed, not wanted), so a start with none pays nothing for it.
         let quarantined = records.contains { $0.status == .failed && !$0.enabled }
             ? Set(((try? state.quarantinedChecksums()) ?? [:]).keys) : []
-        for change in BundleReconciler.changes(found: found, records: records, active: Set(active.keys),
+        for change in BundleReconciler.changes(found: kept, records: records, active: Set(active.keys),
                                                quarantined: quarantined, recordsByID: known, foundByID: next) {
             // An install or upgrade on its way (its download runs off this thread) owns its records' transient
             // states: they are not left over from a crash.
@@ -94,6 +101,28 @@ extension Kernel {
         // An idle plugin whose bundle went or became unusable is idle no more (the records above say why).
         for id in idle where bundles[id]?.manifest == nil || bundles[id]?.problem != nil || !isLazy(id) { unpark(id) }
         return (wrote, check)
+    }
+
+    /// Gives each bundle without a usable manifest the id of the plugin its folder belongs to (`PluginBundle.knownAs`):
+    /// the one serving from it, else the one record (not missing) that names it, then refuses every bundle that claims
+    /// an id another folder now goes by (as `BundleScanner` refuses duplicates): a folder cannot take a plugin's id
+    /// while that plugin's own plugin.yaml is broken.
+    static func nameBrokenBundles(_ found: inout [Bundle], serving: [(folder: String, id: String)], records: [PluginRecord]) {
+        var owner = Dictionary(serving.map { ($0.folder, $0.id) }, uniquingKeysWith: { a, _ in a })
+        var claimed: [String: Int] = [:]
+        for record in records where record.status != .missing && !record.bundlePath.isEmpty {
+            claimed[record.bundlePath, default: 0] += 1
+        }
+        for record in records where record.status != .missing && claimed[record.bundlePath] == 1 && owner[record.bundlePath] == nil {
+            owner[record.bundlePath] = record.id
+        }
+        var named = false
+        for i in found.indices where found[i].manifest == nil {
+            guard let id = owner[found[i].folder], id != found[i].id else { continue }
+            found[i].knownAs = id
+            named = true
+        }
+        if named { BundleScanner.refuseDuplicates(&found) }
     }
 
     /// Waits for a check that `rescan(records:prefetched:deferringChecks:)` left, and clears it. When a plugin.yaml

@@ -104,6 +104,8 @@ extension Kernel {
             for (id, bundle) in before where bundle.folder == path { ids.insert(id) }
             for (id, bundle) in bundles where bundle.folder == path { ids.insert(id) }
         }
+        // A bundle made unusable or usable again by another folder (a duplicate of its id come or gone).
+        for (id, bundle) in bundles where before[id].map({ $0.problem != bundle.problem }) ?? false { ids.insert(id) }
         for id in ids.sorted() {
             if bundles[id] == nil {
                 residents.forget(id)

@@ -107,10 +107,11 @@ extension Kernel {
     // MARK: dependencies through interfaces
 
     /// Why `manifest`'s plugin cannot activate now: a required interface that no active plugin (nor one in
-    /// `pending`, about to be) nor the host provides in a version it accepts. Nil when all are there. With
-    /// `hostInterfacesUnknown` (a kernel that cannot see what the embedding program offers), an interface no installed
-    /// plugin provides is not reported.
+    /// `pending`, about to be) nor the host provides in a version it accepts. Nil when all are there, and always nil
+    /// with `hostInterfacesUnknown` (a kernel that cannot see what the embedding program offers: any interface may be
+    /// the program's, whatever plugins are installed).
     func missingInterface(_ manifest: Manifest, pending: Set<String> = [], hostInterfacesUnknown: Bool = false) -> String? {
+        guard !hostInterfacesUnknown else { return nil }
         let services = registry.snapshot.services
         for need in manifest.consumes where !need.optional {
             if services.providers[need.interface]?.contains(where: { need.versions.contains($0.version) }) == true { continue }
@@ -119,7 +120,6 @@ extension Kernel {
             }
             if upcoming { continue }
             let installed = installedProviders(of: need.interface).filter { $0 != manifest.id }
-            if installed.isEmpty && hostInterfacesUnknown { continue }
             let hint = installed.isEmpty ? "no installed plugin provides it" : "enable one of \(installed.map { "\"\($0)\"" }.joined(separator: ", "))"
             return "plugin \"\(manifest.id)\" needs interface \(need.interface) \(need.versions), which no enabled plugin provides (\(hint))"
         }

@@ -416,7 +416,7 @@ public actor Kernel {
     /// What counts as there: an active plugin; an idle one (lazy, or every plugin in a one-command kernel: `enable`
     /// wakes it first); and, in a kernel that activates nothing of its own accord (safe mode, a CLI's one-command
     /// kernel), one stored enabled. A one-command kernel does not know the interfaces an embedding program offers
-    /// (`provide`), so there an interface no installed plugin provides is left to the activation to judge.
+    /// (`provide`), so there every required interface is left to the activation to judge.
     func enableRefusal(_ id: String, _ bundle: Bundle? = nil) -> KernelError? {
         guard active[id] == nil else { return nil }
         let stored = safeMode || configuration.startsIdle
@@ -449,6 +449,8 @@ public actor Kernel {
                 return KernelError(.dependency, pluginID: id, reason: "plugin \"\(id)\" needs \"\(dep.id)\", which cannot start: \(deeper.reason)")
             }
         }
+        // A one-command kernel leaves interfaces to the activation: the embedding program may offer any of them.
+        guard !configuration.startsIdle else { return nil }
         let services = registry.snapshot.services
         for need in manifest.consumes where !need.optional {
             if services.providers[need.interface]?.contains(where: { need.versions.contains($0.version) }) == true { continue }

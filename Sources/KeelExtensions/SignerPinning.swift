@@ -199,6 +199,14 @@ extension ExtensionStore {
         return signatureVerifies(offer, publicKey: key)
     }
 
+    /// How the catalog's text list marks `offer`: "" when it `showsSigned`, " unsigned" without a signature or a
+    /// signer (an install takes either for none), " bad signature" when it fails against the key trusted under its
+    /// signer's name.
+    public static func catalogMark(_ offer: Offer, trusted: [String: String]) -> String {
+        if showsSigned(offer, trusted: trusted) { return "" }
+        return offer.entry.signature == nil || offer.entry.signer == nil ? " unsigned" : " bad signature"
+    }
+
     /// True when both are the same key (compared as bytes, whatever their names).
     static func sameKey(_ a: StateStore.PinnedSigner, _ b: StateStore.PinnedSigner) -> Bool {
         guard let x = Data(base64Encoded: a.publicKey), let y = Data(base64Encoded: b.publicKey) else { return false }

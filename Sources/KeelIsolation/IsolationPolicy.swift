@@ -21,8 +21,16 @@ public struct IsolationPolicy: Sendable, Hashable {
     /// Threads a worker may have at once; 0 is none. Every thread takes one of the machine's process ids, which the
     /// host needs too (a thread bomb in a worker would leave it none), and no limit the kernel keeps binds one
     /// process's threads (`RLIMIT_NPROC` counts a user's, and never root's): the host reads the worker's count every
-    /// 50 ms and kills a worker over the limit (`WorkerConnection`), which then counts as a crash.
-    public var threadLimit: Int
+    /// 50 ms and kills a worker over the limit (`WorkerConnection`), which then counts as a crash. A limit under
+    /// `minimumThreadLimit` (other than 0) is taken as that minimum: a worker's runtime alone has about 22 threads
+    /// idle and 70 busy, and a lower limit would kill every worker in a loop.
+    public var threadLimit: Int {
+        get { limit }
+        set { limit = newValue <= 0 ? 0 : max(newValue, Self.minimumThreadLimit) }
+    }
+    private var limit = 0
+    /// The lowest thread limit there is (other than none): `keel serve --worker-threads` refuses a lower one.
+    public static let minimumThreadLimit = 96
     /// Keep one started, not yet activated worker process ready per plugin, so that a restart after a crash costs
     /// only the library's load and activate, not a process start (calls, auth hooks above all, wait for it).
     public var spare: Bool
@@ -30,7 +38,6 @@ public struct IsolationPolicy: Sendable, Hashable {
     public init(callTimeout: Double = 10, startTimeout: Double = 10, crashLimit: Int = 20, crashWindow: Double = 60,
                 backoff: Double = 0.05, maximumBackoff: Double = 5, memoryLimitBytes: Int = 0, cpuSeconds: Int = 0,
                 threadLimit: Int = 256, spare: Bool = true) {
-        self.threadLimit = threadLimit
         self.spare = spare
         self.callTimeout = callTimeout
         self.startTimeout = startTimeout
@@ -40,6 +47,7 @@ public struct IsolationPolicy: Sendable, Hashable {
         self.maximumBackoff = maximumBackoff
         self.memoryLimitBytes = memoryLimitBytes
         self.cpuSeconds = cpuSeconds
+        self.threadLimit = threadLimit
     }
 
     public static let `default` = IsolationPolicy()

@@ -222,11 +222,22 @@ final class WorkerConnection: Sendable {
     /// Starts, once, the thread that fails async calls past their deadline (and kills the worker for them).
     private func startSweeper() {
         guard !sweeping.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        // The worker's status file is opened once, while it is surely this worker's (not yet reaped), and read from
+        // its start at each sweep: its pid cannot become another process's under it, and a count that cannot be
+        // read ends the worker rather than leave it unchecked (the limit fails closed).
+        let status = threadLimit > 0 ? signalling.withLock { s in s.reaped ? -1 : open("/proc/\(pid)/status", O_RDONLY | O_CLOEXEC) } : -1
         let sweeper = Thread { [self] in
+            defer { if status >= 0 { close(status) } }
             while isRunning {
                 usleep(50_000)
-                if threadLimit > 0, let threads = Self.threadCount(pid), threads > threadLimit {
-                    terminate(because: "had \(threads) threads, over the limit of \(threadLimit) (keel serve --worker-threads)")
+                if threadLimit > 0 {
+                    switch Self.threadCount(status: status) {
+                    case let threads? where threads > threadLimit:
+                        terminate(because: "had \(threads) threads, over the limit of \(threadLimit) (keel serve --worker-threads)")
+                    case nil where isRunning:
+                        terminate(because: "its thread count could not be read from /proc/\(pid)/status, so its thread limit (keel serve --worker-threads) could not be kept")
+                    default: break
+                    }
                 }
                 let now = Self.monotonic()
                 let late = pending.withLock { p -> [Slot] in
@@ -242,15 +253,26 @@ final class WorkerConnection: Sendable {
         sweeper.start()
     }
 
-    /// The number of threads of process `pid` (the `Threads:` line of /proc/PID/status); nil when it cannot be read.
-    static func threadCount(_ pid: pid_t) -> Int? {
-        let fd = open("/proc/\(pid)/status", O_RDONLY | O_CLOEXEC)
+    /// The number of threads of a process whose /proc/PID/status is open as `status` (its `Threads:` line, the
+    /// whole file read from its start, however long); nil when it cannot be read (the process is gone, or the file
+    /// was never opened: -1).
+    static func threadCount(status fd: Int32) -> Int? {
         guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-        guard n > 0 else { return nil }
-        let text = String(decoding: buffer[..<n], as: UTF8.self)
+        var buffer = [UInt8](repeating: 0, count: 4096), used = 0
+        while true {
+            if used == buffer.count {
+                guard buffer.count < 1 << 20 else { return nil }
+                buffer += [UInt8](repeating: 0, count: buffer.count)
+            }
+            let n = buffer.withUnsafeMutableBytes { room in
+                room.baseAddress.map { pread(fd, $0 + used, room.count - used, off_t(used)) } ?? -1
+            }
+            if n < 0, errno == EINTR { continue }
+            guard n >= 0 else { return nil }
+            if n == 0 { break }
+            used += n
+        }
+        let text = String(decoding: buffer[..<used], as: UTF8.self)
         guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("Threads:") }) else { return nil }
         return Int(line.dropFirst("Threads:".count).filter { $0 != " " && $0 != "\t" })
     }

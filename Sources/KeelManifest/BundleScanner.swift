@@ -159,9 +159,17 @@ public struct BundleScanner: Sendable {
             }
         }
         let left = unchecked.withLock { $0 }.compactMap { $0 }
-        // Same id twice: refuse every bundle that claims it (grouped only when some id is claimed twice).
+        Self.refuseDuplicates(&bundles)
+        return (bundles, left)
+    }
+}
+
+extension BundleScanner {
+    /// Same id twice: refuses every bundle that claims it, naming the other folders (a bundle refused already keeps
+    /// its own problem). Grouped only when some id is claimed twice.
+    public static func refuseDuplicates(_ bundles: inout [PluginBundle]) {
         var ids = Set<String>(minimumCapacity: bundles.count)
-        guard !bundles.allSatisfy({ ids.insert($0.id).inserted }) else { return (bundles, left) }
+        guard !bundles.allSatisfy({ ids.insert($0.id).inserted }) else { return }
         let byID = Dictionary(grouping: bundles.indices, by: { bundles[$0].id })
         for (id, indices) in byID where indices.count > 1 {
             let folders = indices.map { bundles[$0].folder }
@@ -170,11 +178,8 @@ public struct BundleScanner: Sendable {
                 bundles[i].problem = "\(bundles[i].manifestPath): duplicate plugin id \"\(id)\", also declared in \(others)"
             }
         }
-        return (bundles, left)
     }
-}
 
-extension BundleScanner {
     /// One listing of a plugin folder: its bundle folders (sub-folders, hidden ones left out), sorted, as paths, and
     /// the names of its hidden entries (the work folders of installs and upgrades).
     public struct Listing: Sendable {

@@ -144,19 +144,19 @@ struct HostileWorkerTests {
     @Test("a worker that starts more threads than --worker-threads is killed and restarted (a thread bomb cannot take the machine's process ids); under the limit it stays")
     func threadLimit() async throws {
         let f = try stage()
-        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--worker-threads", "60"])
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--worker-threads", "\(IsolationPolicy.minimumThreadLimit)"])
         defer { server.stop() }
         // Under the limit: the worker lives on (a sweep every 50 ms would have seen it).
-        #expect(try await answer(server, "manythreads?n=10") == "started 10")
+        #expect(try await answer(server, "manythreads?n=30") == "started 30")
         try await Task.sleep(for: .milliseconds(400))
         #expect(!server.errors.value.contains("over the limit"), "\(server.errors.value.suffix(800))")
         // Over it: killed, with the reason in the host's log, and the plugin serves again from a new worker.
         // (The sweep may kill it before it answers.)
-        _ = try? await answer(server, "manythreads?n=200")
+        _ = try? await answer(server, "manythreads?n=300")
         var killed = false
         for _ in 0..<100 where !killed {
             try await Task.sleep(for: .milliseconds(100))
-            killed = server.errors.value.contains("threads, over the limit of 60 (keel serve --worker-threads); killed; restarting")
+            killed = server.errors.value.contains("threads, over the limit of \(IsolationPolicy.minimumThreadLimit) (keel serve --worker-threads); killed; restarting")
         }
         #expect(killed, "\(server.errors.value.suffix(1200))")
         var served = false

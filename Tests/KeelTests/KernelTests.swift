@@ -267,6 +267,7 @@ struct KernelTests {
         try f.fixtureBundle("base")
         try f.fixtureBundle("child", extra: "dependencies:\n  base: \"*\"")
         try f.fixtureBundle("gpio-user", extra: "consumes: [{interface: appliance.gpio, version: \"^1\"}]\n")
+        try f.fixtureBundle("gpio-driver", extra: "provides:\n  - interface: appliance.gpio/1\n")
         let first = try f.kernel()
         await first.start()
         // Left so by an earlier host: middle wanted (and failed, ghost is not installed), base wanted.
@@ -280,8 +281,8 @@ struct KernelTests {
             #expect(error.description == "plugin \"top\" needs \"middle\", which cannot start: plugin \"middle\" needs \"ghost\" *, which is not installed")
         }
         #expect(try cli.state.plugin("top")?.enabled == false)
-        // An interface no installed plugin provides may be the embedding program's, which this kernel cannot see: the
-        // wish is stored (its activation here fails, as before).
+        // An interface may be the embedding program's, which this kernel cannot see, even where an installed plugin
+        // (gpio-driver, disabled) provides it too: the wish is stored (its activation here fails, as before).
         _ = try? await cli.enable("gpio-user")
         #expect(try cli.state.plugin("gpio-user")?.enabled == true)
         try cli.state.setEnabled("gpio-user", false, status: .disabled)
@@ -299,7 +300,7 @@ struct KernelTests {
         let kernel = try f.kernel()
         await kernel.start()
         do { try await kernel.enable("gpio-user"); Issue.record("enabled without a provider") } catch {
-            #expect(error.description == "plugin \"gpio-user\" needs interface appliance.gpio/1 ^1, which no enabled plugin provides (no installed plugin provides it)")
+            #expect(error.description == "plugin \"gpio-user\" needs interface appliance.gpio/1 ^1, which no enabled plugin provides (enable one of \"gpio-driver\")")
         }
         try await kernel.execute(.createTenant(name: "acme"))
         try f.fixtureBundle("late", extra: "dependencies:\n  ghost: \"*\"")

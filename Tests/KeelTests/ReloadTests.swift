@@ -364,8 +364,24 @@ struct ReloadTests {
         #expect(try await kernel.plugin("watched").status == .enabled)
         #expect(kernel.activePlugins == ["watched"])
         #expect(get(kernel, "/ext/watched/ping")?.1.contains("tag=A") == true)
+
+        // Another folder (listed after it) claiming the id meanwhile takes neither the record nor the place, now or
+        // once the plugin.yaml is fixed: both are refused as duplicates until it goes.
+        let b = try TestEnvironment.buildFixture("wB", ["PLUGIN_ID=\"watched\"", "TAG=\"B\""])
+        try TestEnvironment.makeBundle(in: f.plugins, folder: "zz-impostor",
+                                       manifest: TestEnvironment.manifest(id: "watched", library: "libw.so"), library: b, libraryName: "libw.so")
+        try await Task.sleep(for: .milliseconds(1500))
+        #expect(kernel.activePlugins == ["watched"])
+        #expect(get(kernel, "/ext/watched/ping")?.1.contains("tag=A") == true)
+        #expect(try kernel.state.plugin("watched")?.bundlePath.hasSuffix("/Watched Plugin") == true)
+        #expect(try kernel.state.plugin("zz-impostor") == nil)
         try good.write(toFile: yaml, atomically: true, encoding: .utf8)
+        #expect(await waitFor(20) { (try? await kernel.plugin("watched").reason)??.contains("duplicate plugin id \"watched\"") == true })
+        #expect(get(kernel, "/ext/watched/ping")?.1.contains("tag=A") == true)
+        #expect(try kernel.state.plugin("watched")?.bundlePath.hasSuffix("/Watched Plugin") == true)
+        try FileManager.default.removeItem(atPath: f.plugins + "/zz-impostor")
         #expect(await waitFor(20) { (try? await kernel.plugin("watched").reason) == .some(nil) })
+        #expect(get(kernel, "/ext/watched/ping")?.1.contains("tag=A") == true)
         #expect(try await kernel.history("watched").filter { $0.outcome == "activated" }.count == 1, "nothing was reloaded")
 
         // A failed upgrade's reason is not the watcher's to clear when the folder changes and the build does not.
@@ -374,6 +390,34 @@ struct ReloadTests {
         try good.write(toFile: yaml, atomically: true, encoding: .utf8)
         try await Task.sleep(for: .milliseconds(1500))
         #expect(try kernel.state.plugin("watched")?.reason == failed)
+        await kernel.shutdown()
+    }
+}
+
+extension ReloadTests {
+    @Test("an installed plugin's plugin.yaml broken in a folder named otherwise: its own record fails with the reason, no second record")
+    func brokenManifestOfInstalled() async throws {
+        let f = KernelFixture()
+        let lib = try TestEnvironment.buildFixture("oA", ["PLUGIN_ID=\"other\""])
+        try TestEnvironment.makeBundle(in: f.plugins, folder: "Other Plugin",
+                                       manifest: TestEnvironment.manifest(id: "other", library: "libo.so"), library: lib, libraryName: "libo.so")
+        let kernel = try f.kernel()
+        await kernel.start()
+        let before = try #require(try kernel.state.plugin("other"))
+        #expect(before.status == .installed)
+        let yaml = f.plugins + "/Other Plugin/plugin.yaml"
+        let good = try String(contentsOfFile: yaml, encoding: .utf8)
+        try (good + "version: [\n").write(toFile: yaml, atomically: true, encoding: .utf8)
+        await kernel.rescan()
+        let broken = try #require(try kernel.state.plugin("other"))
+        #expect(broken.status == .failed)
+        #expect(broken.reason?.hasPrefix(yaml) == true, "\(broken.reason ?? "no reason")")
+        #expect(broken.name == before.name && broken.version == before.version)
+        #expect(try kernel.state.plugins().map(\.id) == ["other"], "no record named after the folder")
+        try good.write(toFile: yaml, atomically: true, encoding: .utf8)
+        await kernel.rescan()
+        let fixed = try #require(try kernel.state.plugin("other"))
+        #expect(fixed.status == .installed && fixed.reason == nil)
         await kernel.shutdown()
     }
 }

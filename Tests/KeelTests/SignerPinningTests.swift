@@ -204,10 +204,15 @@ struct SignerPinningTests {
             ExtensionStore.Offer(id: "x", entry: entry, repository: StateStore.Repository(name: "r", location: "/r", priority: 0), indexURL: "/r/index.yaml")
         }
         #expect(!ExtensionStore.showsSigned(offer(entry), trusted: ["acme": acme.publicKey]))
+        #expect(ExtensionStore.catalogMark(offer(entry), trusted: ["acme": acme.publicKey]) == " unsigned")
         entry.signer = "stranger"
         #expect(ExtensionStore.showsSigned(offer(entry), trusted: ["acme": acme.publicKey]), "signed by a key not trusted here")
+        #expect(ExtensionStore.catalogMark(offer(entry), trusted: ["acme": acme.publicKey]) == "")
         entry.signer = "acme"
         #expect(!ExtensionStore.showsSigned(offer(entry), trusted: ["acme": acme.publicKey]), "not made by acme's key")
+        #expect(ExtensionStore.catalogMark(offer(entry), trusted: ["acme": acme.publicKey]) == " bad signature")
+        entry.signature = nil
+        #expect(ExtensionStore.catalogMark(offer(entry), trusted: ["acme": acme.publicKey]) == " unsigned")
 
         for (allow, signer) in [(false, nil), (true, nil), (false, SignerChange.key("acme")), (true, SignerChange.forget)] {
             let refusal = try #require(await Self.refused(kernel, .upgrade(id: "pin", version: "1.1.0", allowUnsigned: allow, signer: signer)))

@@ -86,7 +86,7 @@ extension KeelCommand {
                 if ids.isEmpty { print("nothing found") }
                 for id in ids {
                     if let best = try? store.resolve(id, version: nil, offers: byID[id] ?? []) {
-                        let mark = ExtensionStore.showsSigned(best, trusted: trusted) ? "" : best.entry.signature == nil ? " unsigned" : " bad signature"
+                        let mark = ExtensionStore.catalogMark(best, trusted: trusted)
                         print("\(id) \(best.entry.version)  [\(best.repository.name)]\(mark)  \(best.entry.description ?? best.entry.name)")
                     } else {
                         print("\(id)  (no version runs on this host)")

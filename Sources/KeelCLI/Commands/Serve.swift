@@ -61,7 +61,7 @@ extension KeelCommand {
         var workerMemoryMB = 0
         @Option(name: .customLong("worker-cpu-seconds"), help: "CPU time limit of each worker process in seconds (RLIMIT_CPU); 0 for none.")
         var workerCPUSeconds = 0
-        @Option(name: .customLong("worker-threads"), help: "Threads a worker process may have at once (each takes one of the machine's process ids); a worker over it is killed, as a crash. 0 for none.")
+        @Option(name: .customLong("worker-threads"), help: "Threads a worker process may have at once (each takes one of the machine's process ids); a worker over it is killed, as a crash. 0 for none, else at least 96 (a worker's runtime alone has about 22 idle, 70 busy).")
         var workerThreads = IsolationPolicy.default.threadLimit
         @Option(name: .customLong("stall-limit"), help: "Seconds plugin code on the kernel's lifecycle thread (a library's load, activate, deactivate, a service listener, get_extension) may run before the host counts as stalled: /healthz and the admin API answer 503 lifecycle-stalled, and a stop records it so that the next start quarantines the plugin.")
         var stallLimit = 30.0
@@ -110,9 +110,9 @@ extension KeelCommand {
             guard (0...86_400).contains(healthInterval), (1...600_000).contains(healthBudget) else {
                 throw ValidationError("--health-interval takes seconds between 0 and 86400, --health-budget-ms 1 to 600000")
             }
-            guard workerCallTimeout > 0, workerCallTimeout <= 3600, workerMemoryMB >= 0, workerCPUSeconds >= 0, workerThreads >= 0, workerCrashLimit >= 1,
+            guard workerCallTimeout > 0, workerCallTimeout <= 3600, workerMemoryMB >= 0, workerCPUSeconds >= 0, workerThreads == 0 || workerThreads >= IsolationPolicy.minimumThreadLimit, workerCrashLimit >= 1,
                   workerCrashWindow > 0, workerCrashWindow <= 86_400 else {
-                throw ValidationError("--worker-call-timeout takes seconds between 0 and 3600; --worker-memory-mb, --worker-cpu-seconds and --worker-threads at least 0; --worker-crash-limit at least 1; --worker-crash-window seconds between 0 and 86400")
+                throw ValidationError("--worker-call-timeout takes seconds between 0 and 3600; --worker-memory-mb and --worker-cpu-seconds at least 0; --worker-threads 0 (none) or at least \(IsolationPolicy.minimumThreadLimit); --worker-crash-limit at least 1; --worker-crash-window seconds between 0 and 86400")
             }
             guard stallLimit >= 1, stallLimit <= 86_400 else {
                 throw ValidationError("--stall-limit takes seconds between 1 and 86400")
