@@ -46,26 +46,37 @@ extension Kernel {
         // folder's name, so a serving build is not taken for removed (it would be retired), an installed one is not
         // taken for missing beside a second record named after the folder, and the record says why.
         if found.contains(where: { $0.manifest == nil }) {
-            Self.nameBrokenBundles(&found, serving: active.keys.compactMap { id in bundles[id].map { ($0.folder, id) } }, records: records)
+            let lastScan = bundles.map { ($0.value.folder, $0.key) } + droppedBundles.map { ($0.key, $0.value.id) }
+            Self.nameBrokenBundles(&found, lastScan: lastScan, records: records)
         }
         var wrote = false
-        // A duplicate id keeps the folder it already lives in: another folder claiming it takes neither its record
-        // nor, once its own plugin.yaml is fixed, its place (both are refused as duplicates).
+        // An id claimed twice keeps the folder it already lives in (by the last scan, else by its record): another
+        // folder claiming it takes neither its record nor, once its own plugin.yaml is fixed, its place (both are
+        // refused as duplicates). When none of them is that folder, the record is left as it is.
         var next = [String: Bundle](minimumCapacity: found.count)
-        for bundle in found where next[bundle.id].map({ $0.folder != (bundles[bundle.id]?.folder ?? known[bundle.id]?.bundlePath) }) ?? true {
+        var homeless = Set<String>()
+        for bundle in found {
+            guard let held = next[bundle.id] else { next[bundle.id] = bundle; continue }
+            let home = bundles[bundle.id]?.folder ?? known[bundle.id]?.bundlePath
+            if let home, Self.sameFolder(held.folder, home) { continue }
+            if let home { if Self.sameFolder(bundle.folder, home) { homeless.remove(bundle.id) } else { homeless.insert(bundle.id) } }
             next[bundle.id] = bundle
         }
         let kept = next.count == found.count ? found : found.filter { next[$0.id]?.folder == $0.folder }
+        var dropped: [String: Bundle] = [:]
+        if kept.count != found.count { for bundle in found where next[bundle.id]?.folder != bundle.folder { dropped[bundle.folder] = bundle } }
         // An unusable bundle is logged when this kernel first finds it so, or finds another problem: not again at
         // every rescan of the folder (any bundle's change rescans it).
         var logged = Set<String>()
         for bundle in found {
             for warning in bundle.warnings { log(.warn, bundle.id, warning.description) }
-            if let problem = bundle.problem, bundles[bundle.id]?.problem != problem {
+            // (Compared with this folder's problem at the last scan: a duplicate's names the other folders.)
+            let before = bundles[bundle.id].flatMap { $0.folder == bundle.folder ? $0 : nil } ?? droppedBundles[bundle.folder]
+            if let problem = bundle.problem, before?.problem != problem {
                 log(.error, bundle.id, problem)
                 logged.insert(bundle.id)
             }
-            guard next[bundle.id]?.folder == bundle.folder else { continue }
+            guard next[bundle.id]?.folder == bundle.folder, !homeless.contains(bundle.id) else { continue }
             // An unreadable plugin.yaml of a known plugin does not blank the record: its serving build's, else its
             // record's, name and version are kept.
             let manifest = bundle.manifest ?? active[bundle.id]?.manifest
@@ -98,31 +109,42 @@ extension Kernel {
             if change.isProblem, !logged.contains(change.id), let reason = change.reason { log(.error, change.id, reason) }
         }
         bundles = next
+        droppedBundles = dropped
         // An idle plugin whose bundle went or became unusable is idle no more (the records above say why).
         for id in idle where bundles[id]?.manifest == nil || bundles[id]?.problem != nil || !isLazy(id) { unpark(id) }
         return (wrote, check)
     }
 
     /// Gives each bundle without a usable manifest the id of the plugin its folder belongs to (`PluginBundle.knownAs`):
-    /// the one serving from it, else the one record (not missing) that names it, then refuses every bundle that claims
-    /// an id another folder now goes by (as `BundleScanner` refuses duplicates): a folder cannot take a plugin's id
-    /// while that plugin's own plugin.yaml is broken.
-    static func nameBrokenBundles(_ found: inout [Bundle], serving: [(folder: String, id: String)], records: [PluginRecord]) {
-        var owner = Dictionary(serving.map { ($0.folder, $0.id) }, uniquingKeysWith: { a, _ in a })
+    /// the id the last scan found in that folder (`lastScan`, folder and id; every claimant of an id claimed twice),
+    /// else the one record (not missing) that names the folder, then refuses every bundle that claims an id another
+    /// folder now goes by (as `BundleScanner` refuses duplicates): a folder cannot take a plugin's id while that
+    /// plugin's own plugin.yaml is broken.
+    static func nameBrokenBundles(_ found: inout [Bundle], lastScan: [(folder: String, id: String)], records: [PluginRecord]) {
+        var owner: [String: String] = [:]
         var claimed: [String: Int] = [:]
         for record in records where record.status != .missing && !record.bundlePath.isEmpty {
-            claimed[record.bundlePath, default: 0] += 1
+            claimed[absoluteFolder(record.bundlePath), default: 0] += 1
         }
-        for record in records where record.status != .missing && claimed[record.bundlePath] == 1 && owner[record.bundlePath] == nil {
-            owner[record.bundlePath] = record.id
+        for record in records where record.status != .missing && claimed[absoluteFolder(record.bundlePath)] == 1 {
+            owner[absoluteFolder(record.bundlePath)] = record.id
         }
+        for (folder, id) in lastScan { owner[absoluteFolder(folder)] = id }
         var named = false
         for i in found.indices where found[i].manifest == nil {
-            guard let id = owner[found[i].folder], id != found[i].id else { continue }
+            guard let id = owner[absoluteFolder(found[i].folder)], id != found[i].id else { continue }
             found[i].knownAs = id
             named = true
         }
         if named { BundleScanner.refuseDuplicates(&found) }
+    }
+
+    /// True when both name one folder, however spelled (relative to the working directory or not, `.` segments, a
+    /// trailing `/`): a CLI and a server may name the plugin folder differently, and its records keep the last one's.
+    static func sameFolder(_ a: String, _ b: String) -> Bool { a == b || absoluteFolder(a) == absoluteFolder(b) }
+
+    static func absoluteFolder(_ path: String) -> String {
+        URL(fileURLWithPath: path).standardizedFileURL.path
     }
 
     /// Waits for a check that `rescan(records:prefetched:deferringChecks:)` left, and clears it. When a plugin.yaml

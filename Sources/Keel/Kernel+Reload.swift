@@ -104,8 +104,14 @@ extension Kernel {
             for (id, bundle) in before where bundle.folder == path { ids.insert(id) }
             for (id, bundle) in bundles where bundle.folder == path { ids.insert(id) }
         }
-        // A bundle made unusable or usable again by another folder (a duplicate of its id come or gone).
-        for (id, bundle) in bundles where before[id].map({ $0.problem != bundle.problem }) ?? false { ids.insert(id) }
+        // A bundle made unusable or usable again by another folder (a duplicate of its id come or gone). Such a change
+        // activates an enabled plugin only when its bundle became usable: a folder that comes and goes does not make
+        // the host retry others' failed activations at will.
+        var byOtherFolder = Set<String>()
+        for (id, bundle) in bundles where !ids.contains(id) && (before[id].map { $0.problem != bundle.problem } ?? false) {
+            ids.insert(id)
+            byOtherFolder.insert(id)
+        }
         for id in ids.sorted() {
             if bundles[id] == nil {
                 residents.forget(id)
@@ -131,7 +137,7 @@ extension Kernel {
                     // reload's failure is no longer true. Any other reason (a failed upgrade's) stays.
                     try? state.setStatus(id, .enabled, reason: nil)
                 }
-            } else if (try? state.plugin(id))?.enabled == true {
+            } else if !byOtherFolder.contains(id) || bundles[id]?.problem == nil, (try? state.plugin(id))?.enabled == true {
                 if let path = bundles[id]?.buildPath { _ = GenerationStore.waitUntilSettled(path) }
                 try? activate(id)
             }

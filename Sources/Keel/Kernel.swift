@@ -53,6 +53,9 @@ public actor Kernel {
             serviceDeclarations = nil
         }
     }
+    /// The bundles the last scan found that `bundles` does not hold, by folder: the others of an id claimed twice
+    /// (both refused). Empty but while some id is claimed twice.
+    var droppedBundles: [String: Bundle] = [:]
     /// What the bundles' manifests declare of services, by interface (`services`); nil after the bundles changed.
     var serviceDeclarations: ServiceDeclarations?
     /// Changed only through `setActive` and `removeActive`, which keep `serving` and the change notice in step one

@@ -22,11 +22,11 @@ public struct IsolationPolicy: Sendable, Hashable {
     /// host needs too (a thread bomb in a worker would leave it none), and no limit the kernel keeps binds one
     /// process's threads (`RLIMIT_NPROC` counts a user's, and never root's): the host reads the worker's count every
     /// 50 ms and kills a worker over the limit (`WorkerConnection`), which then counts as a crash. A limit under
-    /// `minimumThreadLimit` (other than 0) is taken as that minimum: a worker's runtime alone has about 22 threads
+    /// `minimumThreadLimit` (other than 0; a negative one too) is taken as that minimum: a worker's runtime alone has about 22 threads
     /// idle and 70 busy, and a lower limit would kill every worker in a loop.
     public var threadLimit: Int {
         get { limit }
-        set { limit = newValue <= 0 ? 0 : max(newValue, Self.minimumThreadLimit) }
+        set { limit = newValue == 0 ? 0 : max(newValue, Self.minimumThreadLimit) }
     }
     private var limit = 0
     /// The lowest thread limit there is (other than none): `keel serve --worker-threads` refuses a lower one.

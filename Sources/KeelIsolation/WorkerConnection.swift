@@ -225,7 +225,11 @@ final class WorkerConnection: Sendable {
         // The worker's status file is opened once, while it is surely this worker's (not yet reaped), and read from
         // its start at each sweep: its pid cannot become another process's under it, and a count that cannot be
         // read ends the worker rather than leave it unchecked (the limit fails closed).
-        let status = threadLimit > 0 ? signalling.withLock { s in s.reaped ? -1 : open("/proc/\(pid)/status", O_RDONLY | O_CLOEXEC) } : -1
+        let (status, unopened) = threadLimit > 0 ? signalling.withLock { s -> (Int32, String?) in
+            guard !s.reaped else { return (-1, nil) }
+            let fd = open("/proc/\(pid)/status", O_RDONLY | O_CLOEXEC)
+            return (fd, fd < 0 ? String(cString: strerror(errno)) : nil)
+        } : (-1, nil)
         let sweeper = Thread { [self] in
             defer { if status >= 0 { close(status) } }
             while isRunning {
@@ -235,7 +239,7 @@ final class WorkerConnection: Sendable {
                     case let threads? where threads > threadLimit:
                         terminate(because: "had \(threads) threads, over the limit of \(threadLimit) (keel serve --worker-threads)")
                     case nil where isRunning:
-                        terminate(because: "its thread count could not be read from /proc/\(pid)/status, so its thread limit (keel serve --worker-threads) could not be kept")
+                        terminate(because: "its thread count could not be read from /proc/\(pid)/status (\(unopened ?? "read failed")), so its thread limit (keel serve --worker-threads) could not be kept")
                     default: break
                     }
                 }
