@@ -193,7 +193,10 @@ func median(_ xs: [Double]) -> Double {
 /// log; nil when nginx is not installed.
 func startNginx(upstreamPort: Int, core: String) throws -> (process: Process, port: Int)? {
     let binary = "/usr/sbin/nginx"
-    guard FileManager.default.isExecutableFile(atPath: binary) else { return nil }
+    guard FileManager.default.isExecutableFile(atPath: binary) else {
+        print("proxy: the nginx reference rows skipped (no \(binary); apt-get install nginx)")
+        return nil
+    }
     let prefix = options.work + "/nginx"
     try? FileManager.default.removeItem(atPath: prefix)
     try FileManager.default.createDirectory(atPath: prefix + "/logs", withIntermediateDirectories: true)

@@ -258,11 +258,14 @@ if wanted("abi") {
     func median(_ xs: [Double]) -> Double { xs.sorted()[xs.count / 2] }
     let (d, p, q) = (median(direct), median(plugin), median(pointer))
     func ns(_ t: Double) -> String { String(format: "%.2f ns", t / Double(n) * 1e9) }
+    // A call into a loaded library is always through a pointer (the PLT or a function table): the direct call is
+    // shown for what inlining the linked-in copy's call site gains, not as the target.
     rows.append(Row(name: "ABI call (into the plugin vs linked in, direct call)", measured: ns(p), baseline: ns(d),
-                    ratio: p / d, target: "≤ 1.2", met: p / d <= 1.2))
-    // What the plugin boundary itself costs: the same indirect call, into the plugin or into the linked-in copy.
+                    ratio: p / d, target: "report", met: nil))
+    // What the plugin boundary itself costs: the same indirect call, into the plugin or into the linked-in copy (the
+    // issue's target, "≤ 1.2 via pointer").
     rows.append(Row(name: "ABI call (into the plugin vs linked in, both via pointer)", measured: ns(p), baseline: ns(q),
-                    ratio: p / q, target: "report", met: nil))
+                    ratio: p / q, target: "≤ 1.2", met: p / q <= 1.2))
 }
 
 // MARK: 3. Handler dispatch (marshalling a request and response across the ABI)
@@ -325,6 +328,17 @@ if wanted("http") {
                         baseline: String(format: "%.2f ms", median(pairs.map(\.builtin.p99ms))), ratio: p99, target: "≤ 1.1", met: p99 <= 1.1))
     }
     compare("plugin route vs built-in")
+
+    // The noise floor: the built-in route against itself, in pairs made the same way. Its spread is what a target
+    // such as "≥ 0.95 in every one of five runs" can be judged against on this machine: where A/A pairs fall below
+    // 0.95 themselves, a single pair says nothing about the plugin path.
+    let same = abbaPairs(base + "/builtin/ping", base + "/builtin/ping", rounds: rounds, seconds: seconds)
+    let sameRatios = same.map { $0.b.rps / $0.a.rps }.sorted()
+    rows.append(Row(name: "HTTP throughput, built-in vs itself (A/A pairs: the noise floor)",
+                    measured: String(format: "%.0f req/s", same.map(\.b.rps).sorted()[rounds / 2]),
+                    baseline: String(format: "%.0f req/s (%.2f–%.2f)", same.map(\.a.rps).sorted()[rounds / 2],
+                                     sameRatios.first ?? 0, sameRatios.last ?? 0),
+                    ratio: sameRatios[rounds / 2], target: "report", met: nil))
 
     // The cost of metrics: the plugin route on this server (metrics on) and on a second one of the same kernel with
     // metrics off, in alternating pairs (ABBA); the median ratio of the pairs.
