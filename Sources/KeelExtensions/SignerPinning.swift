@@ -199,11 +199,21 @@ extension ExtensionStore {
         return signatureVerifies(offer, publicKey: key)
     }
 
-    /// How the catalog's text list marks `offer`: "" when it `showsSigned`, " unsigned" without a signature or a
-    /// signer (an install takes either for none), " bad signature" when it fails against the key trusted under its
-    /// signer's name.
+    /// Whether `offer`'s signature was made by the key trusted here under its signer's name: an install takes it
+    /// without `allowUnsigned`. (`showsSigned` and not this: signed by a name no key is trusted under, which an install
+    /// takes only as it takes an unsigned package.)
+    public static func signedByTrustedKey(_ offer: Offer, trusted: [String: String]) -> Bool {
+        guard offer.entry.signature != nil, let name = offer.entry.signer, let key = trusted[name] else { return false }
+        return signatureVerifies(offer, publicKey: key)
+    }
+
+    /// How the catalog's text list marks `offer`: "" when its signature is the trusted key's, ` signed by "NAME" (not
+    /// trusted here)` for a signer no key is trusted under (an install takes it only as unsigned), " unsigned"
+    /// without a signature or a signer (an install takes either for none), " bad signature" when it fails against
+    /// the key trusted under its signer's name.
     public static func catalogMark(_ offer: Offer, trusted: [String: String]) -> String {
-        if showsSigned(offer, trusted: trusted) { return "" }
+        if signedByTrustedKey(offer, trusted: trusted) { return "" }
+        if showsSigned(offer, trusted: trusted), let name = offer.entry.signer { return " signed by \"\(escaped(name))\" (not trusted here)" }
         return offer.entry.signature == nil || offer.entry.signer == nil ? " unsigned" : " bad signature"
     }
 

@@ -189,7 +189,8 @@ struct AdminAPI {
                 guard let best = try? store.resolve(id, version: nil, offers: byID[id] ?? []) else { return nil }
                 if let word, !(id + best.entry.name + (best.entry.description ?? "")).lowercased().contains(word) { return nil }
                 return CatalogItem(id: id, version: best.entry.version, repository: best.repository.name,
-                                   signed: ExtensionStore.showsSigned(best, trusted: trusted), description: best.entry.description ?? best.entry.name)
+                                   signed: ExtensionStore.showsSigned(best, trusted: trusted), signer: best.entry.signature == nil ? nil : best.entry.signer,
+                                   trusted: ExtensionStore.signedByTrustedKey(best, trusted: trusted), description: best.entry.description ?? best.entry.name)
             }
             return JSONBody.response(CatalogBody(plugins: items, problems: problems))
         }
@@ -322,7 +323,10 @@ struct InstallBody: Decodable {
     var signer: String?
     var signerChange: SignerChange? { signer.map { $0.isEmpty ? .forget : .key($0) } }
 }
-struct CatalogItem: Encodable { var id, version, repository: String; var signed: Bool; var description: String }
+/// One plugin of the catalog. `signed`: it carries a signature naming a signer, not one refused against the key
+/// trusted under that name; `trusted`: that signature is the trusted key's (an install takes it without
+/// `allowUnsigned`); `signer`: the name it gives, when it is signed.
+struct CatalogItem: Encodable { var id, version, repository: String; var signed: Bool; var signer: String?; var trusted: Bool; var description: String }
 struct CatalogBody: Encodable { var plugins: [CatalogItem]; var problems: [String] }
 struct MemberBody: Decodable { var principal: String; var role: String }
 struct PermissionBody: Decodable { var permission: String }

@@ -110,6 +110,10 @@ struct ExtensionStoreTests {
         #expect(try run(["search", "hello"], f).stdout.contains("[main] bad signature"))
         try signature.write(toFile: archive + ".sig", atomically: true, encoding: .utf8)
         #expect(try TestEnvironment.run(keel, ["repo", "index", repo]).status == 0)
+        // Signed by the trusted key: shown so, with its signer; unmarked in the text list.
+        let good = try run(["search", "hello", "--json"], f).stdout
+        #expect(good.contains("\"signed\" : true") && good.contains("\"trusted\" : true") && good.contains("\"signer\" : \"acme\""), "\(good)")
+        #expect(try run(["search", "hello"], f).stdout.split(separator: "\n").contains { $0.hasPrefix("hello 1.0.0  [main]  ") })
         // The failed install can be retried once the archive is right.
         try run(["install", "hello"], f)
         #expect(FileManager.default.fileExists(atPath: f.plugins + "/hello/plugin.yaml"))

@@ -207,7 +207,8 @@ struct SignerPinningTests {
         #expect(ExtensionStore.catalogMark(offer(entry), trusted: ["acme": acme.publicKey]) == " unsigned")
         entry.signer = "stranger"
         #expect(ExtensionStore.showsSigned(offer(entry), trusted: ["acme": acme.publicKey]), "signed by a key not trusted here")
-        #expect(ExtensionStore.catalogMark(offer(entry), trusted: ["acme": acme.publicKey]) == "")
+        #expect(ExtensionStore.catalogMark(offer(entry), trusted: ["acme": acme.publicKey]) == " signed by \"stranger\" (not trusted here)")
+        #expect(!ExtensionStore.signedByTrustedKey(offer(entry), trusted: ["acme": acme.publicKey]))
         entry.signer = "acme"
         #expect(!ExtensionStore.showsSigned(offer(entry), trusted: ["acme": acme.publicKey]), "not made by acme's key")
         #expect(ExtensionStore.catalogMark(offer(entry), trusted: ["acme": acme.publicKey]) == " bad signature")

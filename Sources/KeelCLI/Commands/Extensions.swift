@@ -79,6 +79,8 @@ extension KeelCommand {
                         let best = try? store.resolve(id, version: nil, offers: byID[id] ?? [])
                         return SearchJSON(id: id, version: best?.entry.version, repository: best?.repository.name,
                                           signed: best.map { ExtensionStore.showsSigned($0, trusted: trusted) },
+                                          signer: best?.entry.signature == nil ? nil : best?.entry.signer,
+                                          trusted: best.map { ExtensionStore.signedByTrustedKey($0, trusted: trusted) },
                                           description: best.map { $0.entry.description ?? $0.entry.name })
                     })
                     return
@@ -334,13 +336,16 @@ struct SignerOptions: ParsableArguments {
     var change: SignerChange? { forget ? .forget : name.map { .key($0) } }
 }
 
-/// `keel search --json`: one object per plugin id; `version`, `repository`, `signed` and `description` are null when
-/// no offered version runs on this host.
+/// `keel search --json`: one object per plugin id; `version`, `repository`, `signed`, `trusted` and `description`
+/// are null when no offered version runs on this host, `signer` also when it is not signed. `signed` and `trusted`
+/// as in `GET /api/v1/catalog`.
 struct SearchJSON: Encodable {
     var id: String
     var version: String?
     var repository: String?
     var signed: Bool?
+    var signer: String?
+    var trusted: Bool?
     var description: String?
 
     func encode(to encoder: any Encoder) throws {
@@ -349,7 +354,9 @@ struct SearchJSON: Encodable {
         try c.encode(version, forKey: .version)
         try c.encode(repository, forKey: .repository)
         try c.encode(signed, forKey: .signed)
+        try c.encode(signer, forKey: .signer)
+        try c.encode(trusted, forKey: .trusted)
         try c.encode(description, forKey: .description)
     }
-    enum CodingKeys: String, CodingKey { case id, version, repository, signed, description }
+    enum CodingKeys: String, CodingKey { case id, version, repository, signed, signer, trusted, description }
 }

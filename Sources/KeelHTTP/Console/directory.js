@@ -126,12 +126,15 @@ defineView('catalog', { section: 'catalog', title: 'Catalog', icon: 'catalog', l
   const installed = new Map(plugins.map(p => [p.id, p]));
   const rows = catalog.plugins.map(item => {
     const have = installed.get(item.id);
-    const body = JSON.stringify({ allowUnsigned: !item.signed });
+    // Only a signature by a key trusted here installs without the operator's leave; one by a signer no key is
+    // trusted under is taken as unsigned, after asking.
+    const body = JSON.stringify({ allowUnsigned: !item.trusted });
     const post = path => act(item.id, path, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body });
-    const confirmUnsigned = () => item.signed || confirm(item.id + ' ' + item.version + ' is not signed. Install it anyway?');
+    const unverified = item.signed ? 'is signed by "' + item.signer + '", whose key is not trusted here' : 'is not signed';
+    const confirmUnsigned = () => item.trusted || confirm(item.id + ' ' + item.version + ' ' + unverified + '. Install it anyway?');
     let cell;
     if (!have) {
-      cell = button(item.signed ? 'Install' : 'Install unsigned', 'install', { 'data-install': item.id, 'aria-label': 'Install ' + item.id },
+      cell = button(item.trusted ? 'Install' : 'Install unsigned', 'install', { 'data-install': item.id, 'aria-label': 'Install ' + item.id },
                     () => { if (confirmUnsigned()) post('/install'); });
     } else if (have.version !== item.version) {
       cell = button('Upgrade to ' + item.version, 'install', { 'data-upgrade': item.id },
@@ -143,7 +146,7 @@ defineView('catalog', { section: 'catalog', title: 'Catalog', icon: 'catalog', l
       el('td', {}, el('strong', {}, have ? pluginLink(item.id) : item.id), el('div', { className: 'muted', textContent: item.description })),
       el('td', { textContent: item.version }),
       el('td', { textContent: item.repository }),
-      el('td', { textContent: item.signed ? 'signed' : 'unsigned' }),
+      el('td', { textContent: item.trusted ? 'signed by ' + item.signer : item.signed ? 'signed by ' + item.signer + ' (not trusted here)' : 'unsigned' }),
       el('td', { className: 'actions' }, cell));
   });
   if (!rows.length) rows.push(el('tr', {}, el('td', { colSpan: 5, className: 'muted',
