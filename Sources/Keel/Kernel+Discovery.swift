@@ -50,14 +50,14 @@ extension Kernel {
             Self.nameBrokenBundles(&found, lastScan: lastScan, records: records)
         }
         var wrote = false
-        // An id claimed twice keeps the folder it already lives in (by the last scan, else by its record): another
+        // An id claimed twice keeps the folder it already lives in (by its record, else by the last scan): another
         // folder claiming it takes neither its record nor, once its own plugin.yaml is fixed, its place (both are
         // refused as duplicates). When none of them is that folder, the record is left as it is.
         var next = [String: Bundle](minimumCapacity: found.count)
         var homeless = Set<String>()
         for bundle in found {
             guard let held = next[bundle.id] else { next[bundle.id] = bundle; continue }
-            let home = bundles[bundle.id]?.folder ?? known[bundle.id]?.bundlePath
+            let home = known[bundle.id].flatMap { $0.bundlePath.isEmpty ? nil : $0.bundlePath } ?? bundles[bundle.id]?.folder
             if let home, Self.sameFolder(held.folder, home) { continue }
             if let home { if Self.sameFolder(bundle.folder, home) { homeless.remove(bundle.id) } else { homeless.insert(bundle.id) } }
             next[bundle.id] = bundle
@@ -123,16 +123,14 @@ extension Kernel {
     static func nameBrokenBundles(_ found: inout [Bundle], lastScan: [(folder: String, id: String)], records: [PluginRecord]) {
         var owner: [String: String] = [:]
         var claimed: [String: Int] = [:]
-        for record in records where record.status != .missing && !record.bundlePath.isEmpty {
-            claimed[absoluteFolder(record.bundlePath), default: 0] += 1
-        }
-        for record in records where record.status != .missing && claimed[absoluteFolder(record.bundlePath)] == 1 {
-            owner[absoluteFolder(record.bundlePath)] = record.id
-        }
-        for (folder, id) in lastScan { owner[absoluteFolder(folder)] = id }
+        let cwd = FileManager.default.currentDirectoryPath
+        let paths = records.map { $0.status != .missing && !$0.bundlePath.isEmpty ? absoluteFolder($0.bundlePath, in: cwd) : nil }
+        for case let path? in paths { claimed[path, default: 0] += 1 }
+        for (record, path) in zip(records, paths) { if let path, claimed[path] == 1 { owner[path] = record.id } }
+        for (folder, id) in lastScan { owner[absoluteFolder(folder, in: cwd)] = id }
         var named = false
         for i in found.indices where found[i].manifest == nil {
-            guard let id = owner[absoluteFolder(found[i].folder)], id != found[i].id else { continue }
+            guard let id = owner[absoluteFolder(found[i].folder, in: cwd)], id != found[i].id else { continue }
             found[i].knownAs = id
             named = true
         }
@@ -141,10 +139,22 @@ extension Kernel {
 
     /// True when both name one folder, however spelled (relative to the working directory or not, `.` segments, a
     /// trailing `/`): a CLI and a server may name the plugin folder differently, and its records keep the last one's.
-    static func sameFolder(_ a: String, _ b: String) -> Bool { a == b || absoluteFolder(a) == absoluteFolder(b) }
+    static func sameFolder(_ a: String, _ b: String) -> Bool {
+        guard a != b else { return true }
+        let cwd = FileManager.default.currentDirectoryPath
+        return absoluteFolder(a, in: cwd) == absoluteFolder(b, in: cwd)
+    }
 
-    static func absoluteFolder(_ path: String) -> String {
-        URL(fileURLWithPath: path).standardizedFileURL.path
+    /// `path` made absolute against `cwd` and cleaned as text (empty and `.` segments dropped, `..` taken back): no
+    /// file-system look-up, so it costs nothing per record but the string work.
+    static func absoluteFolder(_ path: String, in cwd: String) -> String {
+        var parts: [Substring] = []
+        for part in ((path.hasPrefix("/") ? "" : cwd + "/") + path).split(separator: "/") {
+            if part == "." { continue }
+            if part == ".." { _ = parts.popLast(); continue }
+            parts.append(part)
+        }
+        return "/" + parts.joined(separator: "/")
     }
 
     /// Waits for a check that `rescan(records:prefetched:deferringChecks:)` left, and clears it. When a plugin.yaml

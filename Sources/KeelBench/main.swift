@@ -334,11 +334,15 @@ if wanted("http") {
     // 0.95 themselves, a single pair says nothing about the plugin path.
     let same = abbaPairs(base + "/builtin/ping", base + "/builtin/ping", rounds: rounds, seconds: seconds)
     let sameRatios = same.map { $0.b.rps / $0.a.rps }.sorted()
+    func middle(_ xs: [Double]) -> Double {
+        let s = xs.sorted()
+        return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+    }
     rows.append(Row(name: "HTTP throughput, built-in vs itself (A/A pairs: the noise floor)",
-                    measured: String(format: "%.0f req/s", same.map(\.b.rps).sorted()[rounds / 2]),
-                    baseline: String(format: "%.0f req/s (%.2f–%.2f)", same.map(\.a.rps).sorted()[rounds / 2],
+                    measured: String(format: "%.0f req/s", middle(same.map(\.b.rps))),
+                    baseline: String(format: "%.0f req/s (%.2f–%.2f)", middle(same.map(\.a.rps)),
                                      sameRatios.first ?? 0, sameRatios.last ?? 0),
-                    ratio: sameRatios[rounds / 2], target: "report", met: nil))
+                    ratio: middle(sameRatios), target: "report", met: nil))
 
     // The cost of metrics: the plugin route on this server (metrics on) and on a second one of the same kernel with
     // metrics off, in alternating pairs (ABBA); the median ratio of the pairs.

@@ -165,6 +165,12 @@ extension ExtensionStore {
         return text
     }
 
+    /// A repository index's text (a signer's name, a description) for a catalog: control, format and non-ASCII
+    /// characters escaped as `escaped` does, so a hostile index cannot redraw a line or fake a mark beside it.
+    public static func displayName(_ text: String) -> String {
+        text.unicodeScalars.allSatisfy { $0.value >= 0x20 && $0.value < 0x7f } ? text : escaped(text)
+    }
+
     /// A key as people see it: `acme (key 3f2a9c81d4e0b7a2)`, the name it was trusted under and `fingerprint`.
     public static func describe(_ signer: StateStore.PinnedSigner) -> String {
         "\(signer.name) (key \(fingerprint(signer.publicKey)))"

@@ -189,7 +189,7 @@ struct AdminAPI {
                 guard let best = try? store.resolve(id, version: nil, offers: byID[id] ?? []) else { return nil }
                 if let word, !(id + best.entry.name + (best.entry.description ?? "")).lowercased().contains(word) { return nil }
                 return CatalogItem(id: id, version: best.entry.version, repository: best.repository.name,
-                                   signed: ExtensionStore.showsSigned(best, trusted: trusted), signer: best.entry.signature == nil ? nil : best.entry.signer,
+                                   signed: ExtensionStore.showsSigned(best, trusted: trusted), signer: best.entry.signature == nil ? nil : best.entry.signer.map(ExtensionStore.displayName),
                                    trusted: ExtensionStore.signedByTrustedKey(best, trusted: trusted), description: best.entry.description ?? best.entry.name)
             }
             return JSONBody.response(CatalogBody(plugins: items, problems: problems))

@@ -60,7 +60,7 @@ extension KeelCommand {
         static let configuration = CommandConfiguration(abstract: "List what the repositories offer (the recommended version of each).")
         @OptionGroup var options: GlobalOptions
         @Argument(help: "Only plugins whose id, name or description contains this.") var word: String?
-        @Flag(help: "Print JSON: [{id, version (null: none runs here), repository, signed, description}].") var json = false
+        @Flag(help: "Print JSON: [{id, version (null: none runs here), repository, signed, signer, trusted, description}].") var json = false
 
         func run() async throws {
             try await reporting {
@@ -79,7 +79,7 @@ extension KeelCommand {
                         let best = try? store.resolve(id, version: nil, offers: byID[id] ?? [])
                         return SearchJSON(id: id, version: best?.entry.version, repository: best?.repository.name,
                                           signed: best.map { ExtensionStore.showsSigned($0, trusted: trusted) },
-                                          signer: best?.entry.signature == nil ? nil : best?.entry.signer,
+                                          signer: best?.entry.signature == nil ? nil : best?.entry.signer.map(ExtensionStore.displayName),
                                           trusted: best.map { ExtensionStore.signedByTrustedKey($0, trusted: trusted) },
                                           description: best.map { $0.entry.description ?? $0.entry.name })
                     })
@@ -89,7 +89,8 @@ extension KeelCommand {
                 for id in ids {
                     if let best = try? store.resolve(id, version: nil, offers: byID[id] ?? []) {
                         let mark = ExtensionStore.catalogMark(best, trusted: trusted)
-                        print("\(id) \(best.entry.version)  [\(best.repository.name)]\(mark)  \(best.entry.description ?? best.entry.name)")
+                        // The index's text as one line that shows what it is (no control character can redraw the mark away).
+                        print("\(id) \(best.entry.version)  [\(best.repository.name)]\(mark)  \(ExtensionStore.displayName(best.entry.description ?? best.entry.name))")
                     } else {
                         print("\(id)  (no version runs on this host)")
                     }

@@ -128,9 +128,12 @@ defineView('catalog', { section: 'catalog', title: 'Catalog', icon: 'catalog', l
     const have = installed.get(item.id);
     // Only a signature by a key trusted here installs without the operator's leave; one by a signer no key is
     // trusted under is taken as unsigned, after asking.
-    const body = JSON.stringify({ allowUnsigned: !item.trusted });
+    // The version shown is the one asked for: a catalog refreshed meanwhile cannot swap the offer confirmed.
+    const body = JSON.stringify({ version: item.version, allowUnsigned: !item.trusted });
     const post = path => act(item.id, path, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body });
-    const unverified = item.signed ? 'is signed by "' + item.signer + '", whose key is not trusted here' : 'is not signed';
+    // The signer's name quoted as JSON: a name with quotes or line breaks cannot write a message of its own.
+    const unverified = item.signed ? 'is signed by ' + JSON.stringify(item.signer) + ', whose key is not trusted here'
+      : item.signer ? 'has a bad signature by ' + JSON.stringify(item.signer) + ' (the install will be refused)' : 'is not signed';
     const confirmUnsigned = () => item.trusted || confirm(item.id + ' ' + item.version + ' ' + unverified + '. Install it anyway?');
     let cell;
     if (!have) {
@@ -146,7 +149,8 @@ defineView('catalog', { section: 'catalog', title: 'Catalog', icon: 'catalog', l
       el('td', {}, el('strong', {}, have ? pluginLink(item.id) : item.id), el('div', { className: 'muted', textContent: item.description })),
       el('td', { textContent: item.version }),
       el('td', { textContent: item.repository }),
-      el('td', { textContent: item.trusted ? 'signed by ' + item.signer : item.signed ? 'signed by ' + item.signer + ' (not trusted here)' : 'unsigned' }),
+      el('td', { textContent: item.trusted ? 'signed by ' + item.signer : item.signed ? 'signed by ' + item.signer + ' (not trusted here)'
+                                : item.signer ? 'bad signature' : 'unsigned' }),
       el('td', { className: 'actions' }, cell));
   });
   if (!rows.length) rows.push(el('tr', {}, el('td', { colSpan: 5, className: 'muted',
