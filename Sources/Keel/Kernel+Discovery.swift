@@ -53,18 +53,10 @@ extension Kernel {
         // An id claimed twice keeps the folder it already lives in (by its record, else by the last scan): another
         // folder claiming it takes neither its record nor, once its own plugin.yaml is fixed, its place (both are
         // refused as duplicates). When none of them is that folder, the record is left as it is.
-        var next = [String: Bundle](minimumCapacity: found.count)
-        var homeless = Set<String>()
-        for bundle in found {
-            guard let held = next[bundle.id] else { next[bundle.id] = bundle; continue }
-            let home = known[bundle.id].flatMap { $0.bundlePath.isEmpty ? nil : $0.bundlePath } ?? bundles[bundle.id]?.folder
-            if let home, Self.sameFolder(held.folder, home) { continue }
-            if let home { if Self.sameFolder(bundle.folder, home) { homeless.remove(bundle.id) } else { homeless.insert(bundle.id) } }
-            next[bundle.id] = bundle
+        let (next, homeless, dropped) = Self.chooseClaimants(found) { id in
+            known[id].flatMap { $0.bundlePath.isEmpty ? nil : $0.bundlePath } ?? self.bundles[id]?.folder
         }
-        let kept = next.count == found.count ? found : found.filter { next[$0.id]?.folder == $0.folder }
-        var dropped: [String: Bundle] = [:]
-        if kept.count != found.count { for bundle in found where next[bundle.id]?.folder != bundle.folder { dropped[bundle.folder] = bundle } }
+        let kept = dropped.isEmpty ? found : found.filter { next[$0.id]?.folder == $0.folder }
         // An unusable bundle is logged when this kernel first finds it so, or finds another problem: not again at
         // every rescan of the folder (any bundle's change rescans it).
         var logged = Set<String>()
@@ -113,6 +105,26 @@ extension Kernel {
         // An idle plugin whose bundle went or became unusable is idle no more (the records above say why).
         for id in idle where bundles[id]?.manifest == nil || bundles[id]?.problem != nil || !isLazy(id) { unpark(id) }
         return (wrote, check)
+    }
+
+    /// The bundle each id goes by when several folders claim it: the one in `home(id)`'s folder, else the last one
+    /// found. Returns the bundles by id, the ids claimed twice none of whose folders is home (their records are left
+    /// as they are), and the bundles not chosen, by folder. Pure; one pass, and nothing more when no id is claimed twice.
+    static func chooseClaimants(_ found: [Bundle], home: (String) -> String?)
+        -> (byID: [String: Bundle], homeless: Set<String>, dropped: [String: Bundle]) {
+        var next = [String: Bundle](minimumCapacity: found.count)
+        var homeless = Set<String>()
+        for bundle in found {
+            guard let held = next[bundle.id] else { next[bundle.id] = bundle; continue }
+            guard let home = home(bundle.id) else { next[bundle.id] = bundle; continue }
+            if sameFolder(held.folder, home) { continue }
+            if sameFolder(bundle.folder, home) { homeless.remove(bundle.id) } else { homeless.insert(bundle.id) }
+            next[bundle.id] = bundle
+        }
+        guard next.count != found.count else { return (next, homeless, [:]) }
+        var dropped: [String: Bundle] = [:]
+        for bundle in found where next[bundle.id]?.folder != bundle.folder { dropped[bundle.folder] = bundle }
+        return (next, homeless, dropped)
     }
 
     /// Gives each bundle without a usable manifest the id of the plugin its folder belongs to (`PluginBundle.knownAs`):
