@@ -214,6 +214,14 @@ struct SignerPinningTests {
         #expect(ExtensionStore.catalogMark(offer(entry), trusted: ["acme": acme.publicKey]) == " bad signature")
         entry.signature = nil
         #expect(ExtensionStore.catalogMark(offer(entry), trusted: ["acme": acme.publicKey]) == " unsigned")
+        // A hostile index's text cannot redraw the line the mark is on: control and non-ASCII characters show escaped.
+        #expect(ExtensionStore.displayName("plain text, as is") == "plain text, as is")
+        let hostile = ExtensionStore.displayName("ok\r\u{1B}[2K\u{202E}fake trusted")
+        #expect(hostile.unicodeScalars.allSatisfy { $0.value >= 0x20 && $0.value < 0x7f }, "\(hostile)")
+        #expect(hostile.contains("\\r") && hostile.hasSuffix("fake trusted"))
+        entry.signature = "c2ln"
+        entry.signer = "acme\"\n"
+        #expect(ExtensionStore.catalogMark(offer(entry), trusted: [:]) == #" signed by "acme\"\n" (not trusted here)"#)
 
         for (allow, signer) in [(false, nil), (true, nil), (false, SignerChange.key("acme")), (true, SignerChange.forget)] {
             let refusal = try #require(await Self.refused(kernel, .upgrade(id: "pin", version: "1.1.0", allowUnsigned: allow, signer: signer)))
