@@ -210,9 +210,11 @@ extension Kernel {
             notes += problems.map { "not read: \($0); the plan used the repositories that were" }
             // Every signer first: a refused one (the plugin's own or a dependency's) installs nothing, not even the
             // dependencies that come before it (a package another key signed could otherwise bring its own first).
-            for offer in plan { _ = try store.checkSigner(offer, change: offer.id == id ? signer : nil, command: "install") }
+            // So does a dependency no trusted key signed, whatever `allowUnsigned` says about `id`.
+            let checks = try plan.map { offer in try store.checkSigner(offer, change: offer.id == id ? signer : nil, command: "install") }
+            try ExtensionStore.refuseUntrustedDependencies(of: id, plan: plan, checks: checks)
             for offer in plan {
-                if let note = try store.install(offer, allowUnsigned: allowUnsigned, signer: offer.id == id ? signer : nil) {
+                if let note = try store.install(offer, allowUnsigned: allowUnsigned && offer.id == id, signer: offer.id == id ? signer : nil) {
                     notes.append(note)
                 }
                 done.append("\(offer.id) \(offer.entry.version)")

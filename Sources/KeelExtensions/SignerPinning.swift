@@ -53,9 +53,7 @@ extension ExtensionStore {
         if offer.entry.signature != nil, let name = offer.entry.signer, let key = trusted[name], Self.publicKey(key) != nil {
             offered = StateStore.PinnedSigner(name: name, publicKey: key)
         }
-        let package = "\(id) \(offer.entry.version) " + (offered.map { "is signed by \(Self.describe($0))" }
-            ?? offer.entry.signer.map { offer.entry.signature == nil ? "is not signed" : "is signed by \"\(Self.escaped($0))\", which is not a trusted key" }
-            ?? "is not signed")
+        let package = "\(id) \(offer.entry.version) " + (offered.map { "is signed by \(Self.describe($0))" } ?? Self.untrustedText(offer))
         func mismatch(_ text: String) -> SignerMismatch { SignerMismatch(pluginID: id, description: text) }
         // The signature is over the archive's SHA-256, which the index gives: one that the key trusted under its
         // signer's name did not make is refused now, whatever is asked (as the download's check would refuse it),
@@ -203,6 +201,26 @@ extension ExtensionStore {
         guard offer.entry.signature != nil, let name = offer.entry.signer else { return false }
         guard let key = trusted[name] else { return true }
         return signatureVerifies(offer, publicKey: key)
+    }
+
+    /// How an offer no trusted key signed stands: `is not signed`, or `is signed by "NAME", which is not a trusted key`.
+    static func untrustedText(_ offer: Offer) -> String {
+        guard let name = offer.entry.signer, offer.entry.signature != nil else { return "is not signed" }
+        return "is signed by \"\(escaped(name))\", which is not a trusted key"
+    }
+
+    /// Refuses an install plan for `id` that would bring in a dependency no trusted key signed (`checks`: what
+    /// `checkSigner` decided for each offer of `plan`, in order). `--allow-unsigned` is the operator's word on the
+    /// package they named, not on what it pulls in unseen: such a dependency is installed on its own first, with its
+    /// own confirmation. Checked from the index before anything is fetched, so a refused plan installs nothing.
+    /// - Throws: `StoreError` naming the first such dependency and the two ways on.
+    public static func refuseUntrustedDependencies(of id: String, plan: [Offer], checks: [SignerCheck]) throws {
+        for (offer, check) in zip(plan, checks) where offer.id != id && check.offered == nil {
+            let signer = offer.entry.signature == nil ? nil : offer.entry.signer.map(escaped)
+            throw StoreError("\"\(offer.id)\" \(offer.entry.version), which \"\(id)\" needs, \(untrustedText(offer)); nothing installed "
+                             + "(--allow-unsigned covers \"\(id)\" alone: install \(offer.id) first"
+                             + (signer.map { ", or trust its signer with keel trust add \($0) KEY" } ?? "") + ")")
+        }
     }
 
     /// Whether `offer`'s signature was made by the key trusted here under its signer's name: an install takes it

@@ -43,8 +43,14 @@ struct ExtensionStoreTests {
         let refused = try run(["install", "greeter"], f, ok: false)
         #expect(refused.status == 1 && refused.stdout.contains("plan: hello 1.0.0 from main, greeter 1.0.0 from main"))
         // The plan installs hello first; its signer is not trusted yet, so nothing is installed.
-        #expect(refused.stderr.contains("\"hello\" is signed by \"acme\", which is not a trusted key"), "\(refused.stderr)")
+        #expect(refused.stderr.contains("\"hello\" 1.0.0, which \"greeter\" needs, is signed by \"acme\", which is not a trusted key; nothing installed"),
+                "\(refused.stderr)")
         #expect(!FileManager.default.fileExists(atPath: f.plugins + "/hello"))
+        // --allow-unsigned is said of greeter: it does not let its untrusted dependency in unseen.
+        let unseen = try run(["install", "greeter", "--allow-unsigned"], f, ok: false)
+        #expect(unseen.status == 1 && unseen.stderr.contains("(--allow-unsigned covers \"greeter\" alone: install hello first, or trust its "
+                                                             + "signer with keel trust add acme KEY)"), "\(unseen.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: f.plugins + "/hello") && !FileManager.default.fileExists(atPath: f.plugins + "/greeter"))
         try run(["trust", "add", "acme", publicKey], f)
         let retry = try run(["install", "greeter"], f, ok: false)
         #expect(retry.stdout.contains("installed hello 1.0.0"))
