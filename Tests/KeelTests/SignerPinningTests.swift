@@ -470,4 +470,36 @@ struct SignerPinningTests {
                                                             "--signer", "acme (key \(acme.fingerprint)): upgrades must be signed by this key"])
         #expect(page.status == 0 && page.stdout.contains("3 passed, 0 failed"), "\(page.stdout)\(page.stderr)")
     }
+
+    /// The console's catalog, driven in Chromium, against what the server says of each package's signature: a
+    /// trusted key's package installs without a question, an untrusted signer's only once the operator accepts, and a
+    /// pinned plugin offers no upgrade to a version its key did not sign (the server would refuse it whatever the
+    /// operator said).
+    @Test("the console's catalog: trusted installs at once, untrusted asks first, a pinned plugin offers no upgrade its key did not sign",
+          .enabled(if: BrowserTests.available, "needs chromium, chromedriver and python3 selenium (CI installs them)"))
+    func consoleCatalog() async throws {
+        let keel = TestEnvironment.binPath + "/keel"
+        let acme = try Key("acme"), beta = try Key("beta")
+        let pins = try Self.repository([("1.0.0", "one", (acme, "acme")), ("1.1.0", "two", (beta, "beta"))])
+        let fresh = try Self.repository(id: "fresh", [("1.0.0", "one", (acme, "acme"))])
+        let stranger = try Self.repository(id: "stranger", [("1.0.0", "one", (beta, "beta"))])
+        let f = KernelFixture()
+        let common = ["--plugins", f.plugins, "--state", f.state]
+        for arguments in [["repo", "add", "main", pins], ["repo", "add", "fresh", fresh], ["repo", "add", "stranger", stranger],
+                          ["trust", "add", "acme", acme.publicKey], ["install", "pin@1.0.0"]] {
+            let r = try TestEnvironment.run(keel, arguments + common)
+            #expect(r.status == 0, "\(arguments): \(r.stderr)")
+        }
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch"])
+        defer { server.stop() }
+        let script = TestEnvironment.repository.path + "/Tests/Browser/catalog_test.py"
+        let r = try TestEnvironment.run("/usr/bin/env", ["python3", script, "--url", server.base, "--token", ServerProcess.token,
+                                                         "--trusted", "fresh", "--untrusted", "stranger", "--untrusted-signer", "beta",
+                                                         "--pinned", "pin", "--pinned-signer", "acme (key \(acme.fingerprint))"])
+        #expect(r.status == 0 && r.stdout.contains("5 passed, 0 failed"), "\(r.stdout)\(r.stderr)")
+        // What the page did is what the server holds: fresh pinned to acme, stranger unsigned by leave, pin unchanged.
+        let plugins = try TestEnvironment.run(keel, ["plugins", "list"] + common).stdout
+        #expect(plugins.contains("fresh 1.0.0") && plugins.contains("stranger 1.0.0") && plugins.contains("pin 1.0.0"), "\(plugins)")
+        #expect(plugins.contains("signed by untrusted beta (allowed by the operator)"), "\(plugins)")
+    }
 }
