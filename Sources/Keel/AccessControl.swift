@@ -57,8 +57,8 @@ public final class AccessControl: Sendable {
 
     /// True when `pluginID` serves callers of `tenant`.
     public func isVisible(_ pluginID: String, tenant: String) -> Bool {
-        guard let tenants = current.withLock({ $0.pluginTenants[pluginID] }) else { return true }
-        return tenants.contains(tenant)
+        // Under the lock, without copying the set out; no hashing at all on a host that limits no plugin.
+        current.withLock { $0.pluginTenants.isEmpty || $0.pluginTenants[pluginID].map { $0.contains(tenant) } ?? true }
     }
 
     /// Which plugins serve `tenant` ("" for work done for no tenant, which only plugins enabled for every tenant

@@ -35,7 +35,7 @@ struct CommandRunner: Sendable {
             let visible = access.isVisible(plugin, tenant: principal.tenant)
             return .failure(CommandError(.unknown, "no command \(plugin).\(name)" + (visible ? "" : " (plugin \"\(plugin)\" is not active)")))
         }
-        if let refusal = refusal(plugin, declaration, principal) { return .failure(refusal) }
+        if let refusal = refusal(plugin, name, permission: declaration.permission, principal) { return .failure(refusal) }
         return .success(())
     }
 
@@ -44,22 +44,27 @@ struct CommandRunner: Sendable {
     }
 
     func call(plugin: String, name: String, arguments: [CommandArgument], principal: Principal) -> Result<CommandValue, CommandError> {
-        if let failure = wakeIfIdle(plugin, name, principal) { return .failure(failure) }
-        guard let command = registry.command(plugin: plugin, name: name), access.isVisible(plugin, tenant: principal.tenant) else {
+        // An active plugin's command is found at once; only when there is none is the plugin looked for among the
+        // idle ones (a plugin is never both: it is published when woken, and parked only once revoked).
+        var found = registry.command(plugin: plugin, name: name)
+        if found == nil {
+            if let failure = wakeIfIdle(plugin, name, principal) { return .failure(failure) }
+            found = registry.command(plugin: plugin, name: name)
+        }
+        guard let command = found, access.isVisible(plugin, tenant: principal.tenant) else {
             // The same words for a plugin another tenant has as for none at all: the answer tells no one which
             // plugins other tenants run.
             let active = registry.snapshot.plugins[plugin] != nil && access.isVisible(plugin, tenant: principal.tenant)
             return .failure(CommandError(.unknown, "no command \(plugin).\(name)" + (active ? "" : " (plugin \"\(plugin)\" is not active)")))
         }
-        if let refusal = refusal(plugin, command.declaration, principal) { return .failure(refusal) }
+        if let refusal = refusal(plugin, name, permission: command.declaration.permission, principal) { return .failure(refusal) }
         do { return command.invoke(try command.check(arguments)) } catch { return .failure(error) }
     }
 
-    /// Why `principal` may not call `plugin`'s command `declaration`, or nil when it may. Decided from the
-    /// declaration alone, so also for a plugin not loaded yet (an idle lazy one).
-    func refusal(_ plugin: String, _ declaration: CommandDeclaration, _ principal: Principal) -> CommandError? {
-        let permission = declaration.permission, name = declaration.name
-        let who = principal.isAnonymous ? "an anonymous caller" : "\"\(principal.id)\""
+    /// Why `principal` may not call `plugin`'s command `name`, which needs `permission` (its declaration's), or nil
+    /// when it may. Decided from the declaration alone, so also for a plugin not loaded yet (an idle lazy one).
+    func refusal(_ plugin: String, _ name: String, permission: String, _ principal: Principal) -> CommandError? {
+        var who: String { principal.isAnonymous ? "an anonymous caller" : "\"\(principal.id)\"" }
         if permission.isEmpty {
             return principal.roles.contains("admin") ? nil
                 : CommandError(.forbidden, "\(plugin).\(name) is for admins only; \(who) is not one")

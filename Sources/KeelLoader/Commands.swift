@@ -140,8 +140,12 @@ public final class PluginCommand: @unchecked Sendable {
         }
         var values: [CommandValue] = []
         values.reserveCapacity(types.count)
-        for (i, (argument, type)) in zip(arguments, types).enumerated() {
-            values.append(try CommandArgumentReader.read(argument, as: type, position: i + 1, command: "\(pluginID).\(name)"))
+        for i in types.indices {
+            switch CommandArgumentReader.read(arguments[i], as: types[i]) {
+            case let .success(value): values.append(value)
+            case let .failure(why):
+                throw CommandArgumentReader.error(why, arguments[i], as: types[i], position: i + 1, command: "\(pluginID).\(name)")
+            }
         }
         return values
     }
@@ -295,66 +299,78 @@ enum CommandFrame {
 
 /// Reads caller arguments as the signature's types. Stateless.
 enum CommandArgumentReader {
-    static func read(_ a: CommandArgument, as type: CommandSignature.ArgumentType, position: Int,
-                     command: @autoclosure () -> String) throws(CommandError) -> CommandValue {
-        func bad(_ why: String? = nil) -> CommandError {
-            CommandError(.badArgument, "argument \(position) of \(command()): \(a) \(why ?? "is not \(type == .i32 || type == .i64 ? "an" : "a") \(type.rawValue)")")
+    /// Why an argument was refused; the caller words the error (nothing is built for an argument that reads).
+    enum Refusal: Error {
+        case notA, outOfRange, nul, notBase64
+    }
+
+    /// The error for argument `position` of `command` refused for `why`.
+    static func error(_ why: Refusal, _ a: CommandArgument, as type: CommandSignature.ArgumentType, position: Int, command: String) -> CommandError {
+        let reason = switch why {
+        case .notA: "is not \(type == .i32 || type == .i64 ? "an" : "a") \(type.rawValue)"
+        case .outOfRange: "is out of range for \(type.rawValue)"
+        case .nul: "contains a NUL byte"
+        case .notBase64: "is not base64"
         }
+        return CommandError(.badArgument, "argument \(position) of \(command): \(a) \(reason)")
+    }
+
+    static func read(_ a: CommandArgument, as type: CommandSignature.ArgumentType) -> Result<CommandValue, Refusal> {
         switch type {
         case .i32, .i64:
             let v: Int64
             switch a {
             case let .int(i): v = i
-            case let .uint(u): guard u <= UInt64(Int64.max) else { throw bad("is out of range for \(type.rawValue)") }; v = Int64(u)
-            case let .double(d): guard d.rounded() == d, let i = Int64(exactly: d) else { throw bad() }; v = i
+            case let .uint(u): guard u <= UInt64(Int64.max) else { return .failure(.outOfRange) }; v = Int64(u)
+            case let .double(d): guard d.rounded() == d, let i = Int64(exactly: d) else { return .failure(.notA) }; v = i
             case let .text(t):
-                guard let i = Int64(t) else { throw UInt64(t) != nil ? bad("is out of range for \(type.rawValue)") : bad() }
+                guard let i = Int64(t) else { return .failure(UInt64(t) != nil ? .outOfRange : .notA) }
                 v = i
-            default: throw bad()
+            default: return .failure(.notA)
             }
-            if type == .i32, Int32(exactly: v) == nil { throw bad("is out of range for i32") }
-            return .int(v)
+            if type == .i32, Int32(exactly: v) == nil { return .failure(.outOfRange) }
+            return .success(.int(v))
         case .u32, .u64:
             let v: UInt64
             switch a {
-            case let .int(i): guard i >= 0 else { throw bad("is out of range for \(type.rawValue)") }; v = UInt64(i)
+            case let .int(i): guard i >= 0 else { return .failure(.outOfRange) }; v = UInt64(i)
             case let .uint(u): v = u
-            case let .double(d): guard d.rounded() == d, let u = UInt64(exactly: d) else { throw bad() }; v = u
+            case let .double(d): guard d.rounded() == d, let u = UInt64(exactly: d) else { return .failure(.notA) }; v = u
             case let .text(t):
-                guard let u = UInt64(t) else { throw Int64(t) != nil ? bad("is out of range for \(type.rawValue)") : bad() }
+                guard let u = UInt64(t) else { return .failure(Int64(t) != nil ? .outOfRange : .notA) }
                 v = u
-            default: throw bad()
+            default: return .failure(.notA)
             }
-            if type == .u32, UInt32(exactly: v) == nil { throw bad("is out of range for u32") }
-            return .uint(v)
+            if type == .u32, UInt32(exactly: v) == nil { return .failure(.outOfRange) }
+            return .success(.uint(v))
         case .f64:
             switch a {
-            case let .int(i): return .double(Double(i))
-            case let .uint(u): return .double(Double(u))
-            case let .double(d): return .double(d)
-            case let .text(t): guard let d = Double(t), d.isFinite else { throw bad() }; return .double(d)
-            default: throw bad()
+            case let .int(i): return .success(.double(Double(i)))
+            case let .uint(u): return .success(.double(Double(u)))
+            case let .double(d): return .success(.double(d))
+            case let .text(t): guard let d = Double(t), d.isFinite else { return .failure(.notA) }; return .success(.double(d))
+            default: return .failure(.notA)
             }
         case .bool:
             switch a {
-            case let .bool(b): return .bool(b)
-            case .text("true"): return .bool(true)
-            case .text("false"): return .bool(false)
-            default: throw bad()
+            case let .bool(b): return .success(.bool(b))
+            case .text("true"): return .success(.bool(true))
+            case .text("false"): return .success(.bool(false))
+            default: return .failure(.notA)
             }
         case .str:
             switch a {
             case let .string(s), let .text(s):
-                guard !s.utf8.contains(0) else { throw bad("contains a NUL byte") }
-                return .string(s)
-            default: throw bad()
+                guard !s.utf8.contains(0) else { return .failure(.nul) }
+                return .success(.string(s))
+            default: return .failure(.notA)
             }
         case .bytes:
             switch a {
             case let .string(s), let .text(s):
-                guard let d = Data(base64Encoded: s) else { throw bad("is not base64") }
-                return .bytes([UInt8](d))
-            default: throw bad()
+                guard let d = Data(base64Encoded: s) else { return .failure(.notBase64) }
+                return .success(.bytes([UInt8](d)))
+            default: return .failure(.notA)
             }
         }
     }

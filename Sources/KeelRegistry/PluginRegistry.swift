@@ -77,6 +77,9 @@ public struct Snapshot: Sendable {
     var menuOwners: [String: String] = [:]
     /// Each plugin's routes below `/ext/<id>`, compiled for lookup.
     var routeTables: [String: RouteTable] = [:]
+    /// Each plugin's commands, by plugin id (only plugins with commands): a call finds its command without copying
+    /// the plugin's whole `Contributions` out of `plugins`.
+    var commandTables: [String: [PluginCommand]] = [:]
     /// Routes under granted foreign prefixes, outside `/ext/`, compiled for lookup.
     var absoluteRoutes = RouteTable(entries: [])
     /// Authenticate hooks in publish order, kept as a list so that requests do not gather them from every plugin.
@@ -95,6 +98,7 @@ public struct Snapshot: Sendable {
         guard let old = plugins.removeValue(forKey: pluginID) else { return }
         order.removeAll { $0 == pluginID }
         routeTables[pluginID] = nil
+        commandTables[pluginID] = nil
         if old.routes.contains(where: \.absolute) { absoluteRoutes = RouteTable(entries: absoluteRoutes.entries.filter { $0.pluginID != pluginID }) }
         if !old.authenticators.isEmpty { authenticators.removeAll { $0.pluginID == pluginID } }
         if !old.authorizers.isEmpty { authorizers.removeAll { $0.pluginID == pluginID } }
@@ -133,6 +137,7 @@ public struct Snapshot: Sendable {
             absoluteRoutes = RouteTable(entries: absoluteRoutes.entries + RouteTable(pluginID: pluginID, routes: c.routes.lazy.filter(\.absolute)).entries)
         }
         for menu in c.menus { menuOwners[menu.entry.id] = pluginID }
+        if !c.commands.isEmpty { commandTables[pluginID] = c.commands }
         plugins[pluginID] = c
         order.append(pluginID)
         authenticators += c.authenticators

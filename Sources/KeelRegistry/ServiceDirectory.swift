@@ -101,7 +101,7 @@ extension PluginRegistry {
     /// The command `name` of active plugin `pluginID`, looked up under the lock without copying the snapshot.
     /// [thread-safe]
     public func command(plugin pluginID: String, name: String) -> PluginCommand? {
-        read { $0.plugins[pluginID]?.command(name) }
+        read { $0.commandTables[pluginID]?.first { $0.name == name } }
     }
 
     /// The provider serving `interface` for `tenant`, looked up under the lock without copying the snapshot: the
