@@ -304,8 +304,9 @@ struct BrowserTests {
             #expect(r.status == 0, "\(r.stderr)")
         }
         #expect(try TestEnvironment.run(keel, ["plugins", "enable", "tuned"] + at).status != 0)
-        // A key the schema does not list (it allows others): saving the form must keep it.
-        try "extra: kept\n".write(toFile: f.plugins + "/../calc-config.yaml", atomically: true, encoding: .utf8)
+        // Keys the schema does not list (it allows others): saving the form must keep them as stored, an integer
+        // past 2^53 included (a JS number would round it to ...992).
+        try "extra: kept\nbig: 9007199254740993\n".write(toFile: f.plugins + "/../calc-config.yaml", atomically: true, encoding: .utf8)
         let configured = try TestEnvironment.run(keel, ["plugins", "config", "calc", f.plugins + "/../calc-config.yaml"] + at)
         #expect(configured.status == 0, "\(configured.stderr)")
         #expect(try TestEnvironment.run(keel, ["tenants", "create", "acme"] + at).status == 0)
@@ -328,6 +329,6 @@ struct BrowserTests {
         #expect(!r.stdout.contains("FAILED"))
         // What the form stored is what the server holds.
         let stored = try await server.request("GET", "/api/v1/plugins/calc/config", admin: true)
-        #expect(((stored.json as? [String: Any])?["json"] as? String) == #"{"extra":"kept","greeting":"hi","retries":3}"#, "\(stored.text)")
+        #expect(((stored.json as? [String: Any])?["json"] as? String) == #"{"big":9007199254740993,"extra":"kept","greeting":"hi","retries":3}"#, "\(stored.text)")
     }
 }

@@ -18,7 +18,9 @@ function configForm(id) {
   const form = el('form', { className: 'config-form', noValidate: true, 'data-config-form': id }, fields, rawBox,
                   el('div', { className: 'actions' }, save, result));
   const node = el('div', {}, form, el('h4', { textContent: 'Stored' }), stored);
-  let schema, schemaText = null, dirty = false, inputs = [], storedValues = null;
+  // The stored configuration's members as written ([key, JSON text]), not through JS numbers: a key the form has no
+  // field for goes back as stored, and an integer past 2^53 keeps its digits (JSON.parse would round it).
+  let schema, schemaText = null, dirty = false, inputs = [], storedMembers = null;
 
   form.addEventListener('input', () => { dirty = true; });
   rawBox.addEventListener('toggle', () => { if (rawBox.open) raw.value = yamlOf(collect()); });
@@ -51,9 +53,7 @@ function configForm(id) {
   function collect() {
     const pairs = new Map();
     const shown = new Set(inputs.map(f => f.key));
-    if (storedValues && typeof storedValues === 'object' && !Array.isArray(storedValues)) {
-      for (const [k, v] of Object.entries(storedValues)) if (!shown.has(k)) pairs.set(k, JSON.stringify(v));
-    }
+    for (const [k, v] of storedMembers || []) if (!shown.has(k)) pairs.set(k, v);
     for (const f of inputs) {
       const text = f.input.value.trim();
       if (text === '') continue;
@@ -108,10 +108,13 @@ function configForm(id) {
     return { key, kind, input, node };
   }
 
-  function fill(values) {
+  function fill(members) {
+    const stored = new Map(members || []);
     for (const f of inputs) {
-      const v = values ? values[f.key] : undefined;
-      f.input.value = v === undefined || v === null ? '' : (f.kind === 'json' && typeof v !== 'string' ? JSON.stringify(v) : String(v));
+      const text = stored.get(f.key);
+      const v = text === undefined ? undefined : parse(text);
+      // Numbers and JSON from the stored text itself (exact digits); text and choices from their value.
+      f.input.value = v === undefined || v === null ? '' : typeof v === 'string' ? v : f.kind === 'boolean' ? String(v) : text;
     }
   }
 
@@ -119,10 +122,11 @@ function configForm(id) {
     const [s, current] = await Promise.all([api(base + '/schema'), api(base)]);
     const text = JSON.stringify(s.schema);
     if (text !== schemaText) { schema = s.schema; schemaText = text; draw(); dirty = false; }
-    const values = current.json ? parse(current.json) : null;
-    storedValues = values;
-    stored.textContent = current.yaml ? JSON.stringify(values, null, 2) : '(none stored)';
-    if (!dirty) { fill(values); raw.value = current.yaml || ''; }
+    storedMembers = current.json ? jsonMembers(current.json) : null;
+    stored.textContent = !current.yaml ? '(none stored)' : storedMembers
+      ? (storedMembers.length ? '{\n' + storedMembers.map(([k, v]) => '  ' + JSON.stringify(k) + ': ' + v).join(',\n') + '\n}' : '{}')
+      : current.json;
+    if (!dirty) { fill(storedMembers); raw.value = current.yaml || ''; }
   }
 
   return { node, refresh };
@@ -134,4 +138,45 @@ function yamlOf(pairs) {
 }
 function jsonOf(pairs) {
   return '{' + pairs.map(([k, v]) => JSON.stringify(k) + ':' + v).join(',') + '}';
+}
+
+// The members of the JSON object `text` as [key, value text] pairs, each value exactly as written (an integer past
+// 2^53 keeps its digits, which JSON.parse would round); null when `text` is not a JSON object.
+function jsonMembers(text) {
+  let i = 0;
+  const space = () => { while (i < text.length && ' \t\n\r'.includes(text[i])) i++; };
+  const string = () => {
+    const start = i++;
+    while (i < text.length && text[i] !== '"') i += text[i] === '\\' ? 2 : 1;
+    return text.slice(start, ++i);
+  };
+  const value = () => {
+    const start = i;
+    let depth = 0;
+    while (i < text.length) {
+      const c = text[i];
+      if (c === '"') { string(); continue; }
+      if (c === '{' || c === '[') depth++;
+      else if (c === '}' || c === ']') { if (depth === 0) break; depth--; }
+      else if (c === ',' && depth === 0) break;
+      i++;
+    }
+    return text.slice(start, i).trim();
+  };
+  try {
+    const members = [];
+    space();
+    if (text[i++] !== '{') return null;
+    for (space(); text[i] !== '}';) {
+      if (text[i] !== '"') return null;
+      const key = JSON.parse(string());
+      space();
+      if (text[i++] !== ':') return null;
+      space();
+      members.push([key, value()]);
+      space();
+      if (text[i] === ',') { i++; space(); } else if (text[i] !== '}') return null;
+    }
+    return members;
+  } catch (_) { return null; }
 }
