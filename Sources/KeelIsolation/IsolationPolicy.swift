@@ -1,5 +1,7 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
+import Foundation
+
 /// How workers are run: their call budget, restarts, and resource limits. Documented in the README.
 public struct IsolationPolicy: Sendable, Hashable {
     /// Seconds a call into a worker may take; a call past it gets 504 and the worker is killed and restarted.
@@ -31,13 +33,16 @@ public struct IsolationPolicy: Sendable, Hashable {
     private var limit = 0
     /// The lowest thread limit there is (other than none): `keel serve --worker-threads` refuses a lower one.
     public static let minimumThreadLimit = 96
+    /// The default thread limit: 256, or 8 per core on a machine with more than 32 (the runtime's thread pools grow
+    /// with the cores, and a limit its idle threads reach would kill every worker in a loop).
+    public static let defaultThreadLimit = max(256, 8 * ProcessInfo.processInfo.activeProcessorCount)
     /// Keep one started, not yet activated worker process ready per plugin, so that a restart after a crash costs
     /// only the library's load and activate, not a process start (calls, auth hooks above all, wait for it).
     public var spare: Bool
 
     public init(callTimeout: Double = 10, startTimeout: Double = 10, crashLimit: Int = 20, crashWindow: Double = 60,
                 backoff: Double = 0.05, maximumBackoff: Double = 5, memoryLimitBytes: Int = 0, cpuSeconds: Int = 0,
-                threadLimit: Int = 256, spare: Bool = true) {
+                threadLimit: Int = IsolationPolicy.defaultThreadLimit, spare: Bool = true) {
         self.spare = spare
         self.callTimeout = callTimeout
         self.startTimeout = startTimeout
