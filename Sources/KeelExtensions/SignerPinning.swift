@@ -216,9 +216,14 @@ extension ExtensionStore {
     /// - Throws: `StoreError` naming the first such dependency and the two ways on.
     public static func refuseUntrustedDependencies(of id: String, plan: [Offer], checks: [SignerCheck]) throws {
         for (offer, check) in zip(plan, checks) where offer.id != id && check.offered == nil {
-            let signer = offer.entry.signature == nil ? nil : offer.entry.signer.map(escaped)
+            // The trust command is suggested only for a name that is one plain word: an index's signer name could
+            // otherwise put shell text into a line an operator copies.
+            let signer = offer.entry.signature == nil ? nil : offer.entry.signer.flatMap { name in
+                name.utf8.allSatisfy { b in b < 128 && (isalnum(Int32(b)) != 0 || b == UInt8(ascii: "-") || b == UInt8(ascii: "_") || b == UInt8(ascii: ".")) }
+                    && !name.isEmpty ? name : nil
+            }
             throw StoreError("\"\(offer.id)\" \(offer.entry.version), which \"\(id)\" needs, \(untrustedText(offer)); nothing installed "
-                             + "(--allow-unsigned covers \"\(id)\" alone: install \(offer.id) first"
+                             + "(--allow-unsigned covers \"\(id)\" alone: install \(offer.id) first, with --allow-unsigned if you accept it"
                              + (signer.map { ", or trust its signer with keel trust add \($0) KEY" } ?? "") + ")")
         }
     }
@@ -229,6 +234,14 @@ extension ExtensionStore {
     public static func signedByTrustedKey(_ offer: Offer, trusted: [String: String]) -> Bool {
         guard offer.entry.signature != nil, let name = offer.entry.signer, let key = trusted[name] else { return false }
         return signatureVerifies(offer, publicKey: key)
+    }
+
+    /// Whether `offer` is signed by `pinned`'s key as far as this host can verify: the key trusted under its signer's
+    /// name is that key and its signature verifies. An upgrade to it then needs no `--signer`; any other offer is
+    /// refused for a pinned plugin (`checkSigner`).
+    public static func signedByPinnedKey(_ offer: Offer, trusted: [String: String], pinned: StateStore.PinnedSigner) -> Bool {
+        guard signedByTrustedKey(offer, trusted: trusted), let name = offer.entry.signer, let key = trusted[name] else { return false }
+        return sameKey(StateStore.PinnedSigner(name: name, publicKey: key), pinned)
     }
 
     /// How the catalog's text list marks `offer`: "" when its signature is the trusted key's, ` signed by "NAME" (not

@@ -184,13 +184,16 @@ struct AdminAPI {
             let (offers, problems) = try await catalog.indexes()
             // Grouped by id first: resolving each id against every offer is quadratic in the index's size.
             let byID = Dictionary(grouping: offers, by: \.id)
-            let trusted = (try? kernel.state.trustedKeys()) ?? [:]
+            let trusted = (try? kernel.state.trustedKeys()) ?? [:], pins = (try? kernel.state.pinnedSigners()) ?? [:]
             let items = byID.keys.sorted().compactMap { id -> CatalogItem? in
                 guard let best = try? store.resolve(id, version: nil, offers: byID[id] ?? []) else { return nil }
                 if let word, !(id + best.entry.name + (best.entry.description ?? "")).lowercased().contains(word) { return nil }
+                let pin = pins[id]
                 return CatalogItem(id: id, version: best.entry.version, repository: best.repository.name,
                                    signed: ExtensionStore.showsSigned(best, trusted: trusted), signer: best.entry.signature == nil ? nil : best.entry.signer.map(ExtensionStore.displayName),
-                                   trusted: ExtensionStore.signedByTrustedKey(best, trusted: trusted), description: best.entry.description ?? best.entry.name)
+                                   trusted: ExtensionStore.signedByTrustedKey(best, trusted: trusted), description: best.entry.description ?? best.entry.name,
+                                   pinned: pin.map(ExtensionStore.describe),
+                                   pinMatches: pin.map { ExtensionStore.signedByPinnedKey(best, trusted: trusted, pinned: $0) })
             }
             return JSONBody.response(CatalogBody(plugins: items, problems: problems))
         }
@@ -263,8 +266,9 @@ struct AdminAPI {
         var request = request
         let buffer = try await request.collectBody(upTo: 64 * 1024)
         guard buffer.readableBytes > 0 else { return nil }
-        do { return try JSONDecoder().decode(T.self, from: Data(buffer.readableBytesView)) } catch {
-            throw APIError(.badRequest, "malformed-json", "malformed JSON body: \(Self.describe(error))")
+        let data = Data(buffer.readableBytesView)
+        do { return try JSONDecoder().decode(T.self, from: data) } catch {
+            throw APIError(.badRequest, "malformed-json", "malformed JSON body: \(Self.describe(error, in: data))")
         }
     }
 
@@ -277,10 +281,24 @@ struct AdminAPI {
     }
 
     /// What was wrong with a JSON body, in plain words (never Foundation's decoder text): `cascade: expected true or
-    /// false`, `missing key plugin`, `not valid JSON`.
-    static func describe(_ error: any Error) -> String {
-        guard let (key, reason) = DecodingText.describe(error, corrupt: "not valid JSON") else { return "not valid JSON" }
+    /// false`, `missing key plugin`, `not valid JSON (unexpected end of file)`. `data`: the body, to say where JSON
+    /// that does not parse goes wrong.
+    static func describe(_ error: any Error, in data: Data? = nil) -> String {
+        let corrupt = "not valid JSON" + (data.flatMap(Self.syntaxProblem).map { " (\($0))" } ?? "")
+        guard let (key, reason) = DecodingText.describe(error, corrupt: corrupt) else { return corrupt }
         return key.map { $0 + ": " + reason } ?? reason
+    }
+
+    /// Where `data` stops being JSON, as the parser says it in lower case (`unexpected end of file`, `invalid value
+    /// around character 13`); nil when it parses or the parser gives no reason.
+    static func syntaxProblem(_ data: Data) -> String? {
+        do { _ = try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed]) } catch let error as NSError {
+            guard var text = error.userInfo[NSDebugDescriptionErrorKey] as? String, !text.isEmpty else { return nil }
+            if text.hasSuffix(" during JSON parse.") { text.removeLast(" during JSON parse.".count) }
+            if text.hasSuffix(".") { text.removeLast() }
+            return text.prefix(1).lowercased() + text.dropFirst()
+        }
+        return nil
     }
 
     /// Kernel errors as API errors with stable codes.
@@ -326,7 +344,18 @@ struct InstallBody: Decodable {
 /// One plugin of the catalog. `signed`: it carries a signature naming a signer, not one refused against the key
 /// trusted under that name; `trusted`: that signature is the trusted key's (an install takes it without
 /// `allowUnsigned`); `signer`: the name it gives, when it is signed.
-struct CatalogItem: Encodable { var id, version, repository: String; var signed: Bool; var signer: String?; var trusted: Bool; var description: String }
+/// One offer of `GET /api/v1/catalog`. `pinned`: the key an installed plugin of this id is pinned to (`acme (key
+/// …)`), nil when none; `pinMatches`: whether this offer is signed by that key as far as this host can verify (an
+/// upgrade to it needs no `signer`), nil without a pin.
+struct CatalogItem: Encodable {
+    var id, version, repository: String
+    var signed: Bool
+    var signer: String?
+    var trusted: Bool
+    var description: String
+    var pinned: String?
+    var pinMatches: Bool?
+}
 struct CatalogBody: Encodable { var plugins: [CatalogItem]; var problems: [String] }
 struct MemberBody: Decodable { var principal: String; var role: String }
 struct PermissionBody: Decodable { var permission: String }

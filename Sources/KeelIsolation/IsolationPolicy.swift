@@ -1,6 +1,6 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
-import Foundation
+import Glibc
 
 /// How workers are run: their call budget, restarts, and resource limits. Documented in the README.
 public struct IsolationPolicy: Sendable, Hashable {
@@ -33,9 +33,14 @@ public struct IsolationPolicy: Sendable, Hashable {
     private var limit = 0
     /// The lowest thread limit there is (other than none): `keel serve --worker-threads` refuses a lower one.
     public static let minimumThreadLimit = 96
-    /// The default thread limit: 256, or 8 per core on a machine with more than 32 (the runtime's thread pools grow
-    /// with the cores, and a limit its idle threads reach would kill every worker in a loop).
-    public static let defaultThreadLimit = max(256, 8 * ProcessInfo.processInfo.activeProcessorCount)
+    /// The default thread limit on this machine: `defaultThreadLimit(cores:)` of its online cores. Those, not the
+    /// container's CPU quota (which `ProcessInfo.activeProcessorCount` follows): the runtime sizes its thread pools
+    /// by the cores it may run on, whatever share of them it is given.
+    public static let defaultThreadLimit = defaultThreadLimit(cores: sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+
+    /// 256, or 8 per core with more than 32 cores: the runtime's thread pools grow with the cores, and a limit its idle
+    /// threads reach would kill every worker in a loop.
+    public static func defaultThreadLimit(cores: Int) -> Int { max(256, 8 * cores) }
     /// Keep one started, not yet activated worker process ready per plugin, so that a restart after a crash costs
     /// only the library's load and activate, not a process start (calls, auth hooks above all, wait for it).
     public var spare: Bool

@@ -128,7 +128,19 @@ public struct ManifestLoader: Sendable {
 
     static func describe(_ error: YamlError, file: String) -> ManifestError {
         switch error {
-        case let .scanner(_, problem, mark, _), let .parser(_, problem, mark, _), let .composer(_, problem, mark, _):
+        case let .scanner(context, problem, mark, yaml), let .parser(context, problem, mark, yaml), let .composer(context, problem, mark, yaml):
+            // Found only at the end of the file (a `[` never closed): the line past the last one means nothing to
+            // the reader; the line where the unfinished part starts does.
+            let lines = yaml.utf8.count { $0 == 10 } + (yaml.utf8.last == 10 || yaml.isEmpty ? 0 : 1)
+            if mark.line > lines, let context, context.mark.line <= lines {
+                let what = context.text.contains("flow sequence") ? "the [ list" : context.text.contains("flow mapping") ? "the { mapping"
+                    : context.text.contains("quoted scalar") ? "the quoted text" : "what"
+                return ManifestError(file: file, line: context.mark.line,
+                                     reason: "not valid YAML: \(problem) (the file ends inside \(what) that starts on this line)")
+            }
+            if mark.line > lines, lines > 0 {
+                return ManifestError(file: file, line: lines, reason: "not valid YAML: \(problem) at the end of the file")
+            }
             return ManifestError(file: file, line: mark.line, reason: "not valid YAML: \(problem)")
         case let .duplicatedKeysInMapping(duplicates, context):
             return ManifestError(file: file, line: context.mark.line,
@@ -345,7 +357,10 @@ struct NodeReader {
                 throw fail(keyNode, nil, "keys must be plain strings, found \(Self.kind(keyNode))")
             }
             if !known.contains(key) {
-                warnings.append(ManifestWarning(file: file, line: keyNode.mark?.line, message: "unknown key \"\(path)\(key)\" is ignored"))
+                // A misspelt known key (at most two edits away) is named: it is often why the plugin then fails.
+                let near = known.filter { Self.editDistance(key, $0, limit: 2) <= 2 }.min { Self.editDistance(key, $0, limit: 2) < Self.editDistance(key, $1, limit: 2) }
+                warnings.append(ManifestWarning(file: file, line: keyNode.mark?.line,
+                                                message: "unknown key \"\(path)\(key)\" is ignored" + (near.map { " (did you mean \"\(path)\($0)\"?)" } ?? "")))
                 unknownKeys.append((path, key, keyNode.mark?.line))
                 continue
             }

@@ -2,7 +2,7 @@
 """Checks the console's catalog in real headless Chromium against the signature facts the server gives: a package
 signed by a trusted key installs with one click and no question; one signed by a signer no key is trusted under asks
 first, and the install goes ahead only once accepted; a newer version of a pinned plugin that its key did not sign
-offers no upgrade. Prints one line per step; exits 0 when every step held.
+(whoever did) offers no upgrade. Prints one line per step; exits 0 when every step held.
 
     catalog_test.py --url http://127.0.0.1:PORT --token TOKEN --trusted ID --untrusted ID --untrusted-signer NAME
                     --pinned ID --pinned-signer TEXT

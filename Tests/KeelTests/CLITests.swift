@@ -129,7 +129,7 @@ struct CLITests {
 @Suite("README")
 struct ReadmeTests {
     @Test("the 5-minute C walk-through works as written")
-    func walkthrough() throws {
+    func walkthrough() async throws {
         let readme = try String(contentsOfFile: TestEnvironment.repository.path + "/README.md", encoding: .utf8)
         let section = try #require(readme.range(of: "## Your first plugin in C"))
         let rest = readme[section.upperBound...]
@@ -151,10 +151,24 @@ struct ReadmeTests {
         #expect(r.stdout.contains("-I\(home)/.local/include") && !r.stdout.contains("PluginABI"), "built against the installed SDK: \(r.stdout)")
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir + "/plugins/counter").sorted() == ["libcounter.so", "plugin.yaml"])
         #expect(r.stdout.contains("version:      0.1.0"), "the version is plugin.yaml's")
-        #expect(r.stdout.contains("routes:       GET /ext/counter/hits"))
-        #expect(r.stdout.contains("enabled counter 0.1.0: 1 route(s), 1 menu entry, 1 auth hook(s)"))
+        #expect(r.stdout.contains("routes:       GET /ext/counter/hits, DELETE /ext/counter/hits"), "\(r.stdout)")
+        #expect(r.stdout.contains("enabled counter 0.1.0: 2 route(s), 1 menu entry, 1 auth hook(s)"))
         #expect(r.stdout.contains("counter 0.1.0  enabled (not loaded)  — Hit counter"), "\(r.stdout)")
-        #expect(r.stdout.contains("ok: GET /hits counts; DELETE under /ext/counter/ is denied, elsewhere left to others"), "make test ran the walk-through's own test")
+        #expect(r.stdout.contains("ok: GET /hits counts; an anonymous DELETE under /ext/counter/ is denied, the rest left to others"),
+                "make test ran the walk-through's own test")
+        // Served, as the README says: GET counts, an anonymous DELETE is the hook's 403, a path with no route 404.
+        do {
+            let server = try ServerProcess(plugins: dir + "/plugins", state: dir + "/.keel/state.db", extraArguments: ["--no-watch"])
+            defer { server.stop() }
+            #expect(try await server.request("GET", "/ext/counter/hits").text == "hits: 1\n")
+            let denied = try await server.request("DELETE", "/ext/counter/hits")
+            #expect(denied.status == 403 && denied.errorCode == "forbidden", "\(denied.status) \(denied.text)")
+            #expect(try await server.request("GET", "/ext/counter/hits").text == "hits: 2\n", "the denied DELETE reset nothing")
+            #expect(try await server.request("DELETE", "/ext/counter/nothing").status == 404)
+            // A caller who is someone (here the operator, by the admin token) resets it.
+            #expect(try await server.request("DELETE", "/ext/counter/hits", admin: true).status == 204)
+            #expect(try await server.request("GET", "/ext/counter/hits").text == "hits: 1\n")
+        }
 
         // The mistake the README shows gives the message it shows: a descriptor stating 0.1.0, plugin.yaml saying 0.2.0.
         let source = home + "/counter/src/plugin.c"

@@ -112,7 +112,10 @@ struct HTTPTests {
 
         let malformed = try await server.request("POST", "/api/v1/plugins/hello/disable", admin: true, body: Data("{\"cascade\": tr".utf8))
         #expect(malformed.status == 400 && malformed.errorCode == "malformed-json")
-        #expect((malformed.json as? [String: [String: String]])?["error"]?["message"] == "malformed JSON body: not valid JSON", "\(malformed.text)")
+        #expect((malformed.json as? [String: [String: String]])?["error"]?["message"] == "malformed JSON body: not valid JSON (unexpected end of file)", "\(malformed.text)")
+        let stray = try await server.request("POST", "/api/v1/plugins/hello/disable", admin: true, body: Data("{\"cascade\": x}".utf8))
+        #expect((stray.json as? [String: [String: String]])?["error"]?["message"] == "malformed JSON body: not valid JSON (invalid value around character 12)",
+                "\(stray.text)")
         // Plain words, never the decoder's own text ("Expected to decode Bool but found a string instead.").
         let mistyped = try await server.request("POST", "/api/v1/plugins/hello/disable", admin: true, body: Data(#"{"cascade": "yes"}"#.utf8))
         #expect((mistyped.json as? [String: [String: String]])?["error"]?["message"] == "malformed JSON body: cascade: expected true or false", "\(mistyped.text)")

@@ -473,20 +473,21 @@ struct SignerPinningTests {
 
     /// The console's catalog, driven in Chromium, against what the server says of each package's signature: a
     /// trusted key's package installs without a question, an untrusted signer's only once the operator accepts, and a
-    /// pinned plugin offers no upgrade to a version its key did not sign (the server would refuse it whatever the
-    /// operator said).
+    /// pinned plugin offers no upgrade to a version its key did not sign, even one another trusted key signed (the
+    /// server would refuse it whatever the operator said).
     @Test("the console's catalog: trusted installs at once, untrusted asks first, a pinned plugin offers no upgrade its key did not sign",
           .enabled(if: BrowserTests.available, "needs chromium, chromedriver and python3 selenium (CI installs them)"))
     func consoleCatalog() async throws {
         let keel = TestEnvironment.binPath + "/keel"
-        let acme = try Key("acme"), beta = try Key("beta")
+        // pin's newer version is signed by beta, a key this host trusts too, but not the one pin is pinned to.
+        let acme = try Key("acme"), beta = try Key("beta"), gamma = try Key("gamma")
         let pins = try Self.repository([("1.0.0", "one", (acme, "acme")), ("1.1.0", "two", (beta, "beta"))])
         let fresh = try Self.repository(id: "fresh", [("1.0.0", "one", (acme, "acme"))])
-        let stranger = try Self.repository(id: "stranger", [("1.0.0", "one", (beta, "beta"))])
+        let stranger = try Self.repository(id: "stranger", [("1.0.0", "one", (gamma, "gamma"))])
         let f = KernelFixture()
         let common = ["--plugins", f.plugins, "--state", f.state]
         for arguments in [["repo", "add", "main", pins], ["repo", "add", "fresh", fresh], ["repo", "add", "stranger", stranger],
-                          ["trust", "add", "acme", acme.publicKey], ["install", "pin@1.0.0"]] {
+                          ["trust", "add", "acme", acme.publicKey], ["trust", "add", "beta", beta.publicKey], ["install", "pin@1.0.0"]] {
             let r = try TestEnvironment.run(keel, arguments + common)
             #expect(r.status == 0, "\(arguments): \(r.stderr)")
         }
@@ -494,12 +495,19 @@ struct SignerPinningTests {
         defer { server.stop() }
         let script = TestEnvironment.repository.path + "/Tests/Browser/catalog_test.py"
         let r = try TestEnvironment.run("/usr/bin/env", ["python3", script, "--url", server.base, "--token", ServerProcess.token,
-                                                         "--trusted", "fresh", "--untrusted", "stranger", "--untrusted-signer", "beta",
+                                                         "--trusted", "fresh", "--untrusted", "stranger", "--untrusted-signer", "gamma",
                                                          "--pinned", "pin", "--pinned-signer", "acme (key \(acme.fingerprint))"])
         #expect(r.status == 0 && r.stdout.contains("5 passed, 0 failed"), "\(r.stdout)\(r.stderr)")
         // What the page did is what the server holds: fresh pinned to acme, stranger unsigned by leave, pin unchanged.
         let plugins = try TestEnvironment.run(keel, ["plugins", "list"] + common).stdout
         #expect(plugins.contains("fresh 1.0.0") && plugins.contains("stranger 1.0.0") && plugins.contains("pin 1.0.0"), "\(plugins)")
-        #expect(plugins.contains("signed by untrusted beta (allowed by the operator)"), "\(plugins)")
+        #expect(plugins.contains("signed by untrusted gamma (allowed by the operator)"), "\(plugins)")
+        // What the page was told: pin is pinned to acme, and beta's 1.1.0 does not match it (the server refuses it).
+        let catalog = try await server.request("GET", "/api/v1/catalog", admin: true)
+        let offers = (catalog.json as? [String: Any])?["plugins"] as? [[String: Any]] ?? []
+        let pin = offers.first { $0["id"] as? String == "pin" } ?? [:]
+        #expect(pin["pinned"] as? String == "acme (key \(acme.fingerprint))" && pin["pinMatches"] as? Bool == false && pin["trusted"] as? Bool == true, "\(pin)")
+        #expect(try await server.request("POST", "/api/v1/plugins/pin/upgrade", admin: true, body: Data(#"{"version": "1.1.0"}"#.utf8)).errorCode
+                == "signer-mismatch")
     }
 }

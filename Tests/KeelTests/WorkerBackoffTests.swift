@@ -29,9 +29,11 @@ extension WorkerBackoffTests {
         let again = try #require(WorkerConnection.threadCount(status: fd))
         #expect(again >= 1 && again < 10_000)
         var policy = IsolationPolicy()
-        // 256, or 8 per core on a machine of more than 32 (this one has \(cores)).
-        let cores = ProcessInfo.processInfo.activeProcessorCount
-        #expect(policy.threadLimit == (cores > 32 ? 8 * cores : 256) && IsolationPolicy.defaultThreadLimit == policy.threadLimit)
+        // 256, or 8 per core on a machine of more than 32 cores (online cores, not a container's CPU quota).
+        #expect(policy.threadLimit == IsolationPolicy.defaultThreadLimit)
+        #expect(IsolationPolicy.defaultThreadLimit(cores: 2) == 256 && IsolationPolicy.defaultThreadLimit(cores: 32) == 256)
+        #expect(IsolationPolicy.defaultThreadLimit(cores: 64) == 512 && IsolationPolicy.defaultThreadLimit(cores: 128) == 1024)
+        #expect(IsolationPolicy.defaultThreadLimit == IsolationPolicy.defaultThreadLimit(cores: sysconf(Int32(_SC_NPROCESSORS_ONLN))))
         policy.threadLimit = 10
         #expect(policy.threadLimit == IsolationPolicy.minimumThreadLimit)
         policy.threadLimit = -1

@@ -120,11 +120,18 @@ extension KeelCommand.Plugins {
             guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
                 throw CLIError("\(path): no such file or folder")
             }
-            var library = path, manifestPath: String?
+            // A bundle's plugin.yaml named instead of its folder: the folder is meant.
+            var path = path
+            if !isDirectory.boolValue, (path as NSString).lastPathComponent == ManifestLoader.fileName {
+                path = (path as NSString).deletingLastPathComponent
+                if path.isEmpty { path = "." }
+                isDirectory = true
+            }
+            var library = path, manifestPath: String?, warnings: [ManifestWarning] = []
             if isDirectory.boolValue {
                 let file = path + "/" + ManifestLoader.fileName
                 manifestPath = file
-                let (manifest, warnings): (Manifest, [ManifestWarning])
+                let manifest: Manifest
                 do { (manifest, warnings) = try ManifestLoader().load(path: file) } catch { throw CLIError(error.description) }
                 // Manifest-only: no code to load, nothing to isolate in a child.
                 guard let name = manifest.library else { return Inspector.report(manifestOnly: manifest, path: path, warnings: warnings) }
@@ -135,7 +142,10 @@ extension KeelCommand.Plugins {
             case var .passed(report):
                 report.path = path
                 return report
-            case let .failed(reason): throw CLIError(reason)
+            case let .failed(reason):
+                // The manifest's warnings first: a misspelt key is often why the plugin failed.
+                for w in warnings { FileHandle.standardError.write(Data("\(w)\n".utf8)) }
+                throw CLIError(reason)
             }
         }
     }

@@ -59,6 +59,8 @@ function configForm(id) {
       if (text === '') continue;
       let json;
       if (f.kind === 'integer' && /^-?\d+$/.test(text)) json = text.replace(/^(-?)0+(?=\d)/, '$1');
+      // A number written as JSON goes as typed (its digits kept); another spelling JS reads ("1.", "+2") as JS has it.
+      else if (f.kind === 'number' && /^-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?$/.test(text)) json = text;
       else if (f.kind === 'number' && Number.isFinite(Number(text))) json = JSON.stringify(Number(text));
       else if (f.kind === 'boolean') json = JSON.stringify(text === 'true');
       else if (f.kind === 'json') json = parse(text) === null && text !== 'null' ? JSON.stringify(text) : text;
@@ -113,8 +115,10 @@ function configForm(id) {
     for (const f of inputs) {
       const text = stored.get(f.key);
       const v = text === undefined ? undefined : parse(text);
-      // Numbers and JSON from the stored text itself (exact digits); text and choices from their value.
-      f.input.value = v === undefined || v === null ? '' : typeof v === 'string' ? v : f.kind === 'boolean' ? String(v) : text;
+      // Numbers and JSON from the stored text itself (exact digits); text from its value, and a choice as its option
+      // is written (the option of a number is JS's own spelling of it, which may not be the server's: 1e20).
+      f.input.value = v === undefined || v === null ? '' : typeof v === 'string' ? v
+        : f.input.tagName === 'SELECT' ? String(v) : unslashed(text);
     }
   }
 
@@ -124,7 +128,7 @@ function configForm(id) {
     if (text !== schemaText) { schema = s.schema; schemaText = text; draw(); dirty = false; }
     storedMembers = current.json ? jsonMembers(current.json) : null;
     stored.textContent = !current.yaml ? '(none stored)' : storedMembers
-      ? (storedMembers.length ? '{\n' + storedMembers.map(([k, v]) => '  ' + JSON.stringify(k) + ': ' + v).join(',\n') + '\n}' : '{}')
+      ? (storedMembers.length ? '{\n' + storedMembers.map(([k, v]) => '  ' + JSON.stringify(k) + ': ' + unslashed(v)).join(',\n') + '\n}' : '{}')
       : current.json;
     if (!dirty) { fill(storedMembers); raw.value = current.yaml || ''; }
   }
@@ -179,4 +183,10 @@ function jsonMembers(text) {
     }
     return members;
   } catch (_) { return null; }
+}
+
+// JSON text with its escaped slashes (`\/`, which the server's encoder writes) as plain ones: the same JSON, as people
+// write it. A backslash that is itself escaped (`\\/`) is left alone.
+function unslashed(text) {
+  return text.replace(/\\(\\|\/)/g, (match, c) => c === '/' ? '/' : match);
 }

@@ -139,11 +139,12 @@ defineView('catalog', { section: 'catalog', title: 'Catalog', icon: 'catalog', l
     if (!have) {
       cell = button(item.trusted ? 'Install' : 'Install unsigned', 'install', { 'data-install': item.id, 'aria-label': 'Install ' + item.id },
                     () => { if (confirmUnsigned()) post('/install'); });
-    } else if (have.version !== item.version && have.signer && !item.trusted) {
-      // Pinned to a key: the server takes only that key's packages (no leave given here changes that), so there is
-      // nothing to confirm. Moving the pin is the CLI's deliberate --signer or --no-signer.
+    } else if (have.version !== item.version && item.pinned && !item.pinMatches) {
+      // Pinned to a key: the server takes only packages it can verify as signed by that key (no leave given here
+      // changes that), so there is nothing to confirm. Moving the pin is the CLI's deliberate --signer or --no-signer.
       cell = el('span', { className: 'muted', 'data-pinned': item.id,
-                          textContent: 'pinned to ' + have.signer + ': ' + item.version + ' is not signed by that key' });
+                          textContent: 'pinned to ' + item.pinned + ': ' + item.version + ' is not signed by that key as far as this host can verify'
+                                       + ' (keel upgrade ' + item.id + ' --signer NAME moves the pin)' });
     } else if (have.version !== item.version) {
       cell = button('Upgrade to ' + item.version, 'install', { 'data-upgrade': item.id },
                     () => { if (confirmUnsigned()) post('/upgrade'); });
