@@ -169,7 +169,7 @@ extension Kernel {
     /// a matching version and active (or in `pending`, about to be), and numbers its next generation.
     func build(_ id: String, pending: Set<String> = []) throws(KernelError) -> Build {
         guard let bundle = bundles[id] else {
-            throw KernelError(.unknownPlugin, pluginID: id, reason: "no plugin \"\(id)\" in the plugin folder")
+            throw notInFolder(id)
         }
         if let problem = bundle.problem { throw KernelError(.bundle, pluginID: id, reason: problem) }
         guard let manifest = bundle.manifest else {

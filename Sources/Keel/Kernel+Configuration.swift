@@ -38,7 +38,7 @@ extension Kernel {
     /// - Throws: `KernelError` for an unknown plugin, or `.bundle` naming the schema file when it cannot be read.
     public func configSchema(_ id: String) throws(KernelError) -> String? {
         guard let bundle = bundles[id] else {
-            throw KernelError(.unknownPlugin, pluginID: id, reason: "no plugin \"\(id)\" in the plugin folder")
+            throw notInFolder(id)
         }
         guard let path = Self.schemaPath(bundle) else { return nil }
         do { return try PluginConfig.schemaJSON(at: path) } catch {
@@ -54,7 +54,7 @@ extension Kernel {
     public func setConfig(_ id: String, yaml: String, file: String) throws(KernelError) {
         if bundles[id] == nil { rescan() }
         guard let bundle = bundles[id] else {
-            throw KernelError(.unknownPlugin, pluginID: id, reason: "no plugin \"\(id)\" in the plugin folder")
+            throw notInFolder(id)
         }
         let json: String
         do { json = try PluginConfig.validate(yaml: yaml, file: file, schemaPath: Self.schemaPath(bundle)) } catch {
@@ -92,7 +92,7 @@ extension Kernel {
     public func setGrants(_ id: String, grant: [String] = [], revoke: [String] = []) throws(KernelError) {
         if bundles[id] == nil { rescan() }
         guard let manifest = bundles[id]?.manifest else {
-            throw KernelError(.unknownPlugin, pluginID: id, reason: "no plugin \"\(id)\" in the plugin folder")
+            throw notInFolder(id)
         }
         for name in grant + revoke {
             if name.hasPrefix("route-prefix:") {

@@ -9,6 +9,15 @@ import KeelSystem
 
 /// What the kernel reports about plugins: `PluginInfo` for the CLI, the admin API and the console.
 extension Kernel {
+    /// The error for `id` when no bundle in the plugin folder claims it (`known: false`: nor does any record), with
+    /// the id it most likely meant when one is near (`Counter` for `counter`, `helo` for `hello`).
+    func notInFolder(_ id: String, known: Bool = true) -> KernelError {
+        let near = Spelling.nearest(id, in: bundles.keys.sorted()).map { " (did you mean \"\($0)\"?)" } ?? ""
+        return KernelError(.unknownPlugin, pluginID: id, reason: "no plugin \"\(id)\" " + (known ? "in the plugin folder" : "is known") + near)
+    }
+}
+
+extension Kernel {
     /// Every known plugin with its state and, for active ones, what it registered.
     public func plugins() throws(KernelError) -> [PluginInfo] {
         try plugins(only: nil)
@@ -110,7 +119,7 @@ extension Kernel {
     /// - Throws: `KernelError.Code.unknownPlugin`.
     public func plugin(_ id: String) throws(KernelError) -> PluginInfo {
         guard let info = try plugins(only: id).first else {
-            throw KernelError(.unknownPlugin, pluginID: id, reason: "no plugin \"\(id)\" is known")
+            throw notInFolder(id, known: false)
         }
         return info
     }

@@ -17,7 +17,7 @@ extension Kernel {
     public func setIsolation(_ id: String, _ mode: Isolation?) throws(KernelError) {
         if bundles[id] == nil { rescan() }
         guard let bundle = bundles[id] else {
-            throw KernelError(.unknownPlugin, pluginID: id, reason: "no plugin \"\(id)\" in the plugin folder")
+            throw notInFolder(id)
         }
         if mode == .process, bundle.libraryPath == nil {
             throw KernelError(.bundle, pluginID: id, reason: "plugin \"\(id)\" has no library: it runs no code to isolate")

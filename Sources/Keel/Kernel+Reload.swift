@@ -31,7 +31,7 @@ extension Kernel {
         rescan()
         guard bundles[id] != nil else {
             if active[id] != nil { retireMissing(id) }
-            throw KernelError(.unknownPlugin, pluginID: id, reason: "no plugin \"\(id)\" in the plugin folder")
+            throw notInFolder(id)
         }
         guard let old = active[id] else {
             // An idle lazy plugin stays idle: its next use loads the current build.
@@ -73,7 +73,7 @@ extension Kernel {
     /// The load history of a plugin, oldest first.
     public func history(_ id: String) throws(KernelError) -> [StateStore.Load] {
         guard bundles[id] != nil || ((try? state.plugin(id)) ?? nil) != nil else {
-            throw KernelError(.unknownPlugin, pluginID: id, reason: "no plugin \"\(id)\" is known")
+            throw notInFolder(id, known: false)
         }
         do { return try state.loads(for: id) } catch { throw KernelError(.state, pluginID: id, reason: error.description) }
     }

@@ -69,7 +69,7 @@ extension Kernel {
         // Everything that refuses comes before the tenants are written: a plugin not yet scanned is looked for first.
         if bundles[id] == nil { rescan() }
         guard let bundle = bundles[id] else {
-            throw KernelError(.unknownPlugin, pluginID: id, reason: "no plugin \"\(id)\" in the plugin folder")
+            throw notInFolder(id)
         }
         if let unmet = enableRefusal(id, bundle) { throw unmet }
         guard let tenant else {

@@ -390,8 +390,7 @@ public actor Kernel {
     public func enable(_ id: String) throws(KernelError) {
         if bundles[id] == nil { rescan() }
         guard let bundle = bundles[id] else {
-            throw KernelError(.unknownPlugin, pluginID: id,
-                              reason: "no plugin \"\(id)\" in the plugin folder")
+            throw notInFolder(id)
         }
         if let unmet = enableRefusal(id, bundle) { throw unmet }
         // The operator's enable lifts a quarantine (a plugin that is not quarantined has nothing to clear).
@@ -419,7 +418,7 @@ public actor Kernel {
     @discardableResult
     public func disable(_ id: String, cascade: Bool = false) throws(KernelError) -> [String] {
         guard bundles[id] != nil || ((try? state.plugin(id)) ?? nil) != nil else {
-            throw KernelError(.unknownPlugin, pluginID: id, reason: "no plugin \"\(id)\" is known")
+            throw notInFolder(id, known: false)
         }
         let dependents = dependents(of: id, includingIdle: true)
         if !dependents.isEmpty {

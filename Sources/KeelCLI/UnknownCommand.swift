@@ -1,5 +1,6 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
+import KeelManifest
 import ArgumentParser
 
 /// Names a mistyped subcommand (`keel plugins info`, `keel plugin list`) instead of the parser's
@@ -39,23 +40,8 @@ enum UnknownCommand {
     static func closest(to word: String, in names: [String]) -> String? {
         let w = word.lowercased()
         if let prefix = names.first(where: { $0.hasPrefix(w) || w.hasPrefix($0) }), w.count >= 3 { return prefix }
-        let scored = names.map { ($0, distance(w, $0)) }.filter { $0.1 <= 2 && $0.1 < w.count }
+        let scored = names.map { ($0, Spelling.distance(w, $0)) }.filter { $0.1 <= 2 && $0.1 < w.count }
         return scored.min { $0.1 < $1.1 }?.0
     }
 
-    /// Levenshtein distance.
-    static func distance(_ a: String, _ b: String) -> Int {
-        let a = Array(a), b = Array(b)
-        var row = Array(0...b.count)
-        for i in 1...max(a.count, 1) where !a.isEmpty {
-            var previous = row[0]
-            row[0] = i
-            for j in stride(from: 1, through: b.count, by: 1) {
-                let old = row[j]
-                row[j] = min(row[j] + 1, row[j - 1] + 1, previous + (a[i - 1] == b[j - 1] ? 0 : 1))
-                previous = old
-            }
-        }
-        return a.isEmpty ? b.count : row[b.count]
-    }
 }

@@ -358,7 +358,7 @@ struct NodeReader {
             }
             if !known.contains(key) {
                 // A misspelt known key (at most two edits away) is named: it is often why the plugin then fails.
-                let near = known.filter { Self.editDistance(key, $0, limit: 2) <= 2 }.min { Self.editDistance(key, $0, limit: 2) < Self.editDistance(key, $1, limit: 2) }
+                let near = Spelling.nearest(key, in: known.sorted())
                 warnings.append(ManifestWarning(file: file, line: keyNode.mark?.line,
                                                 message: "unknown key \"\(path)\(key)\" is ignored" + (near.map { " (did you mean \"\(path)\($0)\"?)" } ?? "")))
                 unknownKeys.append((path, key, keyNode.mark?.line))

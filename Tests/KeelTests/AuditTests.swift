@@ -26,7 +26,7 @@ struct AuditTests {
         }
         // The caller's error names the line and the problem (it used to quote the YAML library's dump of the value,
         // and the log line carried that very text).
-        #expect(refused?.reason.contains("configuration of hello:2: not valid YAML") == true, "\(String(describing: refused))")
+        #expect(refused?.reason.contains("configuration of hello:1: not valid YAML") == true, "\(String(describing: refused))")
         await #expect(throws: KernelError.self) {
             try await kernel.execute(.config(id: "hello", yaml: "api_key: \(Self.secret)\nother: \(Self.secret)\n"), actor: "console")
         }

@@ -47,6 +47,18 @@ struct UserErrorTests {
         #expect(folder.status == 0 && file.status == 0 && file.stdout == folder.stdout, "\(file.stderr)")
     }
 
+    @Test("an id that is not there names the one it most likely meant: the same but for case, or a letter or two off")
+    func nearID() throws {
+        let f = KernelFixture()
+        try TestEnvironment.stageExamples(into: f.plugins)
+        expectOneLine(try run(["plugins", "enable", "Hello"], f), contains: "no plugin \"Hello\" in the plugin folder (did you mean \"hello\"?)")
+        expectOneLine(try run(["plugins", "reload", "greter"], f), contains: "no plugin \"greter\" in the plugin folder (did you mean \"greeter\"?)")
+        expectOneLine(try run(["plugins", "disable", "helo"], f), contains: "no plugin \"helo\" is known (did you mean \"hello\"?)")
+        let far = try run(["plugins", "enable", "zzz"], f)
+        expectOneLine(far, contains: "no plugin \"zzz\" in the plugin folder")
+        #expect(!far.stderr.contains("did you mean"), "\(far.stderr)")
+    }
+
     @Test("a configuration that is not YAML, or has a key twice, or is not UTF-8: the file, the line, the problem")
     func configurationYAML() throws {
         let f = KernelFixture()

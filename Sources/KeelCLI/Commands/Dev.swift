@@ -57,7 +57,7 @@ extension KeelCommand {
                 if let server = options.runningServer {
                     let loop = DevLoop(project: project, id: id, buildCommand: build, pluginsDirectory: plugins,
                                        stateFile: stateFile, host: RunningServerHost(state: try options.openState(), stateFile: options.localStateFile))
-                    say("keel dev: \(id) in \(project) → \(plugins)/\(id), reloaded in the running server (\(server))"
+                    say("keel dev: \(id) in \(project) → \(plugins)/\(id); every save rebuilds it and the running server (\(server)) reloads it"
                         + (serve ? "; --serve is not needed" : ""))
                     let signals = StopSignal()
                     let logs = Self.followLogs(id: id, server: server, token: token ?? ProcessInfo.processInfo.environment[AdminToken.environmentVariable])
