@@ -33,7 +33,7 @@ struct CommandRunner: Sendable {
         guard let declaration = manifest.commands.first(where: { $0.name == name }), access.isVisible(plugin, tenant: principal.tenant) else {
             // The same words as for an active plugin (`call`): an idle plugin another tenant has reads as none.
             let visible = access.isVisible(plugin, tenant: principal.tenant)
-            return .failure(CommandError(.unknown, "no command \(plugin).\(name)" + (visible ? "" : " (plugin \"\(plugin)\" is not active)")))
+            return .failure(CommandError(.unknown, "no command \(plugin).\(name)" + (visible ? "" : " (no active plugin \"\(plugin)\")")))
         }
         if let refusal = refusal(plugin, name, permission: declaration.permission, principal) { return .failure(refusal) }
         return .success(())
@@ -55,7 +55,7 @@ struct CommandRunner: Sendable {
             // The same words for a plugin another tenant has as for none at all: the answer tells no one which
             // plugins other tenants run.
             let active = registry.snapshot.plugins[plugin] != nil && access.isVisible(plugin, tenant: principal.tenant)
-            return .failure(CommandError(.unknown, "no command \(plugin).\(name)" + (active ? "" : " (plugin \"\(plugin)\" is not active)")))
+            return .failure(CommandError(.unknown, "no command \(plugin).\(name)" + (active ? "" : " (no active plugin \"\(plugin)\")")))
         }
         if let refusal = refusal(plugin, name, permission: command.declaration.permission, principal) { return .failure(refusal) }
         do { return command.invoke(try command.check(arguments)) } catch { return .failure(error) }

@@ -96,15 +96,17 @@ extension KeelCommand.Plugins {
             try await reporting {
                 let report = try await withProgress("probing \(path) in a child process (at most 10 s)") { try Self.probe(path) }
                 if json { try printJSON(report); return }
+                // An empty list says so, not a bare label.
+                func listed(_ items: [String]) -> String { items.isEmpty ? "none" : items.joined(separator: ", ") }
                 print("""
                     id:           \(report.id)\(report.name.map { "  (\($0))" } ?? "")
                     version:      \(report.version)
                     abi:          \(report.abi)\(report.unloadSafe ? " (unload-safe)" : "")\(report.reactivatable ? " (reactivatable)" : "")
                     library:      \(report.library.isEmpty ? "none (manifest only)" : report.library)
-                    capabilities: \(report.capabilities.joined(separator: ", "))
-                    routes:       \(report.routes.joined(separator: ", "))
-                    menus:        \(report.menus.joined(separator: ", "))
-                    hooks:        \((report.authenticators.map { "authenticate \($0)" } + report.authorizers.map { "authorize \($0)" }).joined(separator: ", "))
+                    capabilities: \(listed(report.capabilities))
+                    routes:       \(listed(report.routes))
+                    menus:        \(listed(report.menus))
+                    hooks:        \(listed(report.authenticators.map { "authenticate \($0)" } + report.authorizers.map { "authorize \($0)" }))
                     """)
                 if !report.services.isEmpty { print("provides:     " + report.services.joined(separator: ", ")) }
                 if !report.dependencies.isEmpty {
