@@ -40,8 +40,7 @@ enum UnknownCommand {
     static func closest(to word: String, in names: [String]) -> String? {
         let w = word.lowercased()
         if let prefix = names.first(where: { $0.hasPrefix(w) || w.hasPrefix($0) }), w.count >= 3 { return prefix }
-        let scored = names.map { ($0, Spelling.distance(w, $0)) }.filter { $0.1 <= 2 && $0.1 < w.count }
-        return scored.min { $0.1 < $1.1 }?.0
+        return Spelling.nearest(w, in: names)
     }
 
 }

@@ -24,6 +24,6 @@ public enum Spelling {
     public static func nearest(_ word: String, in names: [String]) -> String? {
         if let same = names.first(where: { $0 != word && $0.lowercased() == word.lowercased() }) { return same }
         let scored = names.filter { $0 != word }.map { ($0, distance(word, $0, limit: 2)) }.filter { $0.1 <= 2 && $0.1 < word.count }
-        return scored.min { $0.1 < $1.1 || ($0.1 == $1.1 && $0.0 < $1.0) }?.0
+        return scored.min { $0.1 < $1.1 }?.0  // `min` keeps the first of equals
     }
 }
