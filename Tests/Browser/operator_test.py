@@ -3,15 +3,16 @@
 
 Expects a server where --plugin is enabled and ships a config.schema.yaml with `retries` (integer, 0..5) and
 `greeting` (enum), where --granted is enabled with the sensitive capability --capability granted, and where --failing
-was enabled and failed. Logs in with the admin token, then: the overview shows the host's version, the counts and
-the failure with its reason; `keel plugins disable --plugin` (the real CLI) shows in the overview's counts and
-recent events within --within seconds, without a click; keyboard only (Tab, Enter) reaches the Plugins view with a
-visible focus; --granted's page shows its grants and load history, and revoking and granting its capability works;
---plugin's configuration form refuses retries 9 with the server's bad-config error and stores retries 3; at 400 px
-wide the navigation folds behind a button and no view scrolls sideways; `KeelConsole` (what console-pages.js calls)
-navigates inside the console only and shows notices as text; a key trusted through the Repositories and trust form is
-removed with its button after a confirmation. With --screenshots DIR it also saves each
-view at 1280 px and the overview at 400 px as PNG. Prints one line per step; exits 0 when every step held.
+was enabled and failed. Logs in with the admin token, then: the overview shows the host's version, the counts and the
+failure with its reason; `keel plugins disable --plugin` (the real CLI) shows in the overview's counts and recent
+events within --within seconds, without a click; keyboard only (Tab, Enter) reaches the Plugins view with a visible
+focus; --granted's page shows its grants and load history, and revoking and granting its capability works; --plugin's
+configuration form refuses retries 9 with the server's bad-config error and stores retries 3 (and its `number`
+field's 2^53 + 1 with its digits); at 400 px wide the navigation folds behind a button and no view scrolls sideways;
+`KeelConsole` (what console-pages.js calls) navigates inside the console only and shows notices as text; a key
+trusted through the Repositories and trust form is removed with its button after a confirmation. With --screenshots
+DIR it also saves each view at 1280 px and the overview at 400 px as PNG. Prints one line per step; exits 0 when
+every step held.
 
     operator_test.py --url URL --token TOKEN --keel KEEL --plugins DIR --state FILE --plugin calc --granted hello
                      --capability authenticate --failing tuned [--screenshots DIR]
@@ -157,11 +158,18 @@ def main():
             field.clear()
             field.send_keys("3")
             d.execute_script("arguments[0].value = 'hi'", css('select[data-config-key="greeting"]'))
+            # A `type: number` field goes as typed: 2^53 + 1 read as a JS number would be stored as ...992.
+            weight = css('input[data-config-key="weight"]')
+            assert (weight.get_attribute("type"), weight.get_attribute("step")) == ("number", "any")
+            weight.clear()
+            weight.send_keys("9007199254740993")
             click(f'button[data-config-save="{args.plugin}"]')
             wait.until(lambda _: out.text == "stored")
             wait.until(lambda _: '"retries": 3' in text(f'pre[data-config-stored="{args.plugin}"]'))
             assert '"greeting": "hi"' in text(f'pre[data-config-stored="{args.plugin}"]')
             assert css('input[data-config-key="retries"]').get_attribute("value") == "3"
+            # Filled again from the stored text, not through a JS number.
+            assert css('input[data-config-key="weight"]').get_attribute("value") == "9007199254740993"
         step("the configuration form refuses retries 9 with the server's bad-config error and stores retries 3", config)
 
         def bridge():

@@ -292,6 +292,7 @@ struct BrowserTests {
               retries: {type: integer, minimum: 0, maximum: 5}
               greeting: {type: string, enum: [hello, hi, salut]}
               verbose: {type: boolean}
+              weight: {type: number}
             """.write(toFile: f.plugins + "/calc/config.schema.yaml", atomically: true, encoding: .utf8)
         // "tuned" needs a configuration it was never given: enabling it fails, with the reason.
         try f.fixtureBundle("tuned", capabilities: ["routes"])
@@ -329,6 +330,6 @@ struct BrowserTests {
         #expect(!r.stdout.contains("FAILED"))
         // What the form stored is what the server holds.
         let stored = try await server.request("GET", "/api/v1/plugins/calc/config", admin: true)
-        #expect(((stored.json as? [String: Any])?["json"] as? String) == #"{"big":9007199254740993,"extra":"kept","greeting":"hi","retries":3}"#, "\(stored.text)")
+        #expect(((stored.json as? [String: Any])?["json"] as? String) == #"{"big":9007199254740993,"extra":"kept","greeting":"hi","retries":3,"weight":9007199254740993}"#, "\(stored.text)")
     }
 }
