@@ -17,6 +17,14 @@
 /* A trivial function: the ABI call benchmark calls it through a function pointer into the plugin, and directly. */
 KEEL_EXPORT int keel_bench_add(int a, int b) { return a + b; }
 
+/* The ABI call benchmark's loop, built into every copy of the plugin: n calls of f, as the host's own loop makes them,
+ * from code that lies among the loaded libraries instead of in the host's executable. Returns the sum of the results. */
+KEEL_EXPORT int keel_bench_call_loop(long n, int (*f)(int, int)) {
+    int sink = 0;
+    for (long i = 0; i < n; i++) sink += f((int)i, 1);
+    return sink;
+}
+
 /* GET /ping → "pong A\n" */
 KEEL_EXPORT keel_status keel_bench_ping(void *user_data, const keel_http_request *req, keel_http_response *res) {
     (void)user_data; (void)req;

@@ -2,6 +2,7 @@
 #include <keel/keel.h>
 
 int keel_bench_add(int a, int b);
+int keel_bench_call_loop(long n, int (*f)(int, int));
 keel_status keel_bench_ping(void *user_data, const keel_http_request *req, keel_http_response *res);
 const keel_plugin *keel_bench_descriptor(void);
 
