@@ -88,3 +88,69 @@ void keel_slots_leave(uint64_t *slots, int index) {
 }
 
 int keel_return_large_blocks(int bytes) { return mallopt(M_MMAP_THRESHOLD, bytes); }
+
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+/* The pids listed in `path` (one per line), into a buffer the caller frees; -1 when it cannot be read. */
+static long listed_pids(const char *path, pid_t **out) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    size_t cap = 4096, used = 0;
+    char *text = malloc(cap + 1);
+    if (!text) { close(fd); return -1; }
+    for (;;) {
+        if (used == cap) {
+            char *grown = cap < (1u << 24) ? realloc(text, cap * 2 + 1) : NULL;
+            if (!grown) { free(text); close(fd); return -1; }
+            text = grown;
+            cap *= 2;
+        }
+        ssize_t n = read(fd, text + used, cap - used);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) { free(text); close(fd); return -1; }
+        if (n == 0) break;
+        used += (size_t)n;
+    }
+    close(fd);
+    text[used] = 0;
+    long count = 0;
+    pid_t *pids = malloc(sizeof(pid_t) * (used / 2 + 1));
+    if (!pids) { free(text); return -1; }
+    for (char *p = text; *p;) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p) { p++; continue; }
+        if (v > 0) pids[count++] = (pid_t)v;
+        p = end;
+    }
+    free(text);
+    *out = pids;
+    return count;
+}
+
+int keel_cgroup_kill_members(const char *procs) {
+    pid_t *before = NULL, *after = NULL;
+    long n = listed_pids(procs, &before);
+    if (n < 0) return -1;
+    int *fds = malloc(sizeof(int) * (size_t)(n + 1));
+    if (!fds) { free(before); return -1; }
+    for (long i = 0; i < n; i++) fds[i] = (int)syscall(SYS_pidfd_open, before[i], 0);
+    /* Listed again now that each is held: one still listed is the member it was (a pidfd cannot change process). */
+    long m = listed_pids(procs, &after);
+    int signalled = 0;
+    for (long i = 0; i < n; i++) {
+        if (fds[i] < 0) continue;
+        int member = 0;
+        for (long j = 0; j < m && !member; j++) member = after[j] == before[i];
+        if (member && syscall(SYS_pidfd_send_signal, fds[i], SIGKILL, NULL, 0) == 0) signalled++;
+        close(fds[i]);
+    }
+    free(fds);
+    free(before);
+    free(after);
+    return signalled;
+}

@@ -33,6 +33,8 @@ final class WorkerConnection: Sendable {
     let served = Atomic<Bool>(false)
     /// Set once the worker is reaped: its output's reader stops when the pipe has nothing more (see `WorkerOutput`).
     private let outputDone = WorkerOutput.Stop()
+    /// Signalled once the reader thread has reaped the worker and removed its cgroup (`waitForEnd`).
+    private let ended = DispatchSemaphore(value: 0)
 
     private struct Pending {
         var next: UInt64 = 1
@@ -78,13 +80,20 @@ final class WorkerConnection: Sendable {
 
     /// Threads the worker may have at once (`IsolationPolicy.threadLimit`); 0 is none.
     private let threadLimit: Int
+    /// The worker's own `pids` cgroup, when the host can make one: `threadLimit` then bounds the worker and every
+    /// process it starts, together, and the kernel refuses what would go past it (see `spawn`).
+    let cgroup: PidsCgroup?
 
-    private init(pid: pid_t, socket: Int32, threadLimit: Int) {
+    private init(pid: pid_t, socket: Int32, threadLimit: Int, cgroup: PidsCgroup?) {
         self.pid = pid
         self.socket = socket
         self.threadLimit = threadLimit
+        self.cgroup = cgroup
         outbox = WorkerOutbox(socket: socket)
     }
+
+    /// Set once a host has said that its workers go without a cgroup (said once per process).
+    private static let saidUnbounded = Atomic<Bool>(false)
 
     deinit { close(socket) }
 
@@ -95,8 +104,12 @@ final class WorkerConnection: Sendable {
     ///   the file system is closed to it where the kernel has Landlock (`WorkerMain.readable`).
     ///   A folder with a line break in its path is refused (`.crashed`): the worker reads them one per line, and
     ///   plugin.yaml names the library's folder, so "x\n/home/me/lib.so" would add /home/me.
-    /// - Parameter threadLimit: the worker is killed once it has more threads than this (read every 50 ms from its
-    ///   start: `IsolationPolicy.threadLimit`); 0 is no limit.
+    /// - Parameter threadLimit: `IsolationPolicy.threadLimit`; 0 is no limit. Where the host can make a `pids` cgroup
+    ///   (`PidsCgroup`), the worker is moved into one of its own before it runs plugin code: the kernel refuses a
+    ///   thread or process that would take the worker and its processes past the limit (EAGAIN), and the worker is
+    ///   killed at the first refusal (read every 50 ms), as a crash. Elsewhere its own threads are counted every 50 ms
+    ///   and it is killed once over the limit (its processes' threads are not counted: said once per process in
+    ///   the plugin's log).
     static func spawn(executable: String, arguments: [String], readable: [String], network: Bool, processes: Bool,
                       threadLimit: Int = 0, handlers: Handlers) throws(Failure) -> WorkerConnection {
         if let folder = readable.first(where: { $0.contains("\n") }) {
@@ -133,7 +146,17 @@ final class WorkerConnection: Sendable {
         }
         close(fds[1])
         close(output.write)
-        let connection = WorkerConnection(pid: pid, socket: fds[0], threadLimit: threadLimit)
+        // Moved in before it is sent anything: plugin code runs only once the host sends the activation.
+        var cgroup: PidsCgroup?
+        if threadLimit > 0 {
+            do { cgroup = try PidsCgroup.make(for: pid, limit: threadLimit) } catch {
+                if !saidUnbounded.exchange(true, ordering: .relaxed) {
+                    handlers.log(LogLevel.warn.rawValue, "workers get no cgroup of their own (\(error)): a worker's threads are counted "
+                                 + "every 50 ms against --worker-threads, and the processes a worker granted `processes` starts are not bounded")
+                }
+            }
+        }
+        let connection = WorkerConnection(pid: pid, socket: fds[0], threadLimit: threadLimit, cgroup: cgroup)
         WorkerOutput.drain(output.read, name: "keel-worker-output-\(pid)", until: connection.outputDone, log: handlers.log)
         let reader = Thread { connection.read(handlers) }
         reader.name = "keel-worker-\(pid)"
@@ -225,7 +248,7 @@ final class WorkerConnection: Sendable {
         // The worker's status file is opened once, while it is surely this worker's (not yet reaped), and read from
         // its start at each sweep: its pid cannot become another process's under it, and a count that cannot be
         // read ends the worker rather than leave it unchecked (the limit fails closed).
-        let (status, unopened) = threadLimit > 0 ? signalling.withLock { s -> (Int32, String?) in
+        let (status, unopened) = threadLimit > 0 && cgroup == nil ? signalling.withLock { s -> (Int32, String?) in
             guard !s.reaped else { return (-1, nil) }
             let fd = open("/proc/\(pid)/status", O_RDONLY | O_CLOEXEC)
             return (fd, fd < 0 ? String(cString: strerror(errno)) : nil)
@@ -234,7 +257,13 @@ final class WorkerConnection: Sendable {
             defer { if status >= 0 { close(status) } }
             while isRunning {
                 usleep(50_000)
-                if threadLimit > 0 {
+                if let cgroup {
+                    // The kernel keeps the limit; the first refusal ends the worker, as a count over it did.
+                    if let refused = cgroup.refusals, refused > 0 {
+                        terminate(because: "reached its limit of \(threadLimit) threads and processes (keel serve --worker-threads): "
+                                  + "the kernel refused it \(refused) more")
+                    }
+                } else if threadLimit > 0 {
                     switch Self.threadCount(status: status) {
                     case let threads? where threads > threadLimit:
                         terminate(because: "had \(threads) threads, over the limit of \(threadLimit) (keel serve --worker-threads)")
@@ -325,6 +354,15 @@ final class WorkerConnection: Sendable {
         shutdown(socket, Int32(SHUT_RDWR))
     }
 
+    /// Waits up to `seconds` until the worker, once it ends (`terminate`), is reaped and its cgroup removed: a host
+    /// stopping leaves none of its workers' cgroups behind. False when that took longer. [any thread but the reader]
+    @discardableResult
+    func waitForEnd(_ seconds: Double) -> Bool {
+        guard ended.wait(timeout: .now() + seconds) == .success else { return false }
+        ended.signal()  // for any later waiter
+        return true
+    }
+
     /// Whether the reader thread is about to reap (or reaped) the worker, set under the lock `terminate` signals in;
     /// and why the host killed it, when it said.
     private let signalling = Mutex<(reaped: Bool, why: String?)>((false, nil))
@@ -385,6 +423,9 @@ final class WorkerConnection: Sendable {
             return s.why
         }
         let end = Self.reap(pid)
+        // And what it started that left its group, or is still on its way out: the cgroup goes once they are gone.
+        cgroup?.end()
+        ended.signal()
         outputDone.set()
         // The host's reason, when the host's SIGKILL is what ended it (not a crash of its own meanwhile).
         if !violated, let end { reason = (end == "crashed with SIGKILL" ? why.map { "\($0); killed" } : nil) ?? end }

@@ -93,13 +93,21 @@ public final class WorkerSupervisor: RemoteCalls, Sendable {
             defer { s.spare = nil }
             return (s.connection, s.spare)
         }
+        // Each ended before this returns: reaped, its cgroup removed (a host that stops leaves none behind).
         spare?.terminate()
-        guard let connection, connection.isRunning else { return nil }
+        spare?.waitForEnd(2)
+        guard let connection, connection.isRunning else {
+            connection?.waitForEnd(2)
+            return nil
+        }
         let answer = connection.call({ id in
             var w = WireWriter(.deactivate, id: id)
             return w.frame
         }, timeout: drainTimeout + 1)
-        defer { connection.terminate() }
+        defer {
+            connection.terminate()
+            connection.waitForEnd(2)
+        }
         switch answer {
         case var .success(frame):
             let problem = ((try? frame.string()) ?? "").prefix(utf8Bytes: 4096)

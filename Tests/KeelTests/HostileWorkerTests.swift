@@ -152,13 +152,23 @@ struct HostileWorkerTests {
         #expect(!server.errors.value.contains("over the limit"), "\(server.errors.value.suffix(800))")
         // Over it: killed, with the reason in the host's log, and the plugin serves again from a new worker.
         // (The sweep may kill it before it answers.)
-        _ = try? await answer(server, "manythreads?n=300")
+        // With a cgroup of its own, the kernel refused the threads past the limit, and the first refusal killed it.
+        let said = try? await answer(server, "manythreads?n=300")
+        let reason = Self.cgroups ? "reached its limit of \(IsolationPolicy.minimumThreadLimit) threads and processes (keel serve --worker-threads): the kernel refused it"
+            : "threads, over the limit of \(IsolationPolicy.minimumThreadLimit) (keel serve --worker-threads); killed; restarting"
+        if Self.cgroups, let said { #expect(Int(said.dropFirst("started ".count)).map { $0 < IsolationPolicy.minimumThreadLimit } == true, "\(said)") }
         var killed = false
         for _ in 0..<100 where !killed {
             try await Task.sleep(for: .milliseconds(100))
-            killed = server.errors.value.contains("threads, over the limit of \(IsolationPolicy.minimumThreadLimit) (keel serve --worker-threads); killed; restarting")
+            killed = server.errors.value.contains(reason)
         }
         #expect(killed, "\(server.errors.value.suffix(1200))")
+        try await expectServesAgain(server)
+    }
+
+    /// Expects the hostile plugin to answer again within 10 s (from a new worker, after its last was killed), and
+    /// the host's /healthz to be 200.
+    func expectServesAgain(_ server: ServerProcess) async throws {
         var served = false
         for _ in 0..<100 where !served {
             served = (try? await answer(server, "ok")) == "ok"
@@ -166,6 +176,61 @@ struct HostileWorkerTests {
         }
         #expect(served)
         #expect(try await server.request("GET", "/healthz").status == 200)
+    }
+
+    /// Whether this host can give each worker a `pids` cgroup of its own (root, or a delegated cgroup; CI runs as root).
+    static var cgroups: Bool { (try? PidsCgroup.parent.get()) != nil }
+
+    /// The processes named "keel-bombchild" (the hostile plugin's forked children), from /proc.
+    static func bombChildren() -> [pid_t] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap { pid_t($0) }.filter { pid in
+            (try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8)) == "keel-bombchild\n" && isRunning(pid)
+        }
+    }
+
+    @Test("a worker granted processes cannot fork-bomb the machine: its cgroup holds it and what it starts to --worker-threads tasks, the kernel refuses the rest, the first refusal kills it and its children, and its cgroup goes with it",
+          .enabled(if: cgroups, "the host cannot make pids cgroups here (not root, no delegated cgroup)"))
+    func forkBombBounded() async throws {
+        let f = try stage(processes: true)
+        let limit = IsolationPolicy.minimumThreadLimit
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--worker-threads", "\(limit)"])
+        defer { server.stop() }
+        let host = server.process.processIdentifier
+        // Under the limit: the children live, in the worker's cgroup, and nothing is refused.
+        #expect(try await answer(server, "forkmany?n=10") == "forked 10, refused 0")
+        let first = Self.bombChildren()
+        #expect(first.count == 10)
+        let parent = try PidsCgroup.parent.get()
+        let named = (try? String(contentsOfFile: "/proc/\(first.first ?? 0)/cgroup", encoding: .utf8)) ?? ""
+        #expect(named.contains("/keel-\(host)-"), "a child's cgroups: \(named)")
+        // Past it: refused by the kernel (EAGAIN), the worker killed for it with every child, the cgroup removed.
+        if let said = try? await answer(server, "forkmany?n=400"), said.hasPrefix("forked") {
+            #expect(said.hasSuffix("refused \(EAGAIN)"), "\(said)")
+            #expect(Int(said.dropFirst("forked ".count).prefix { $0.isNumber }).map { $0 < limit } == true, "\(said)")
+        }
+        var killed = false
+        for _ in 0..<100 where !killed {
+            try await Task.sleep(for: .milliseconds(100))
+            killed = server.errors.value.contains("reached its limit of \(limit) threads and processes (keel serve --worker-threads): the kernel refused it")
+        }
+        #expect(killed, "\(server.errors.value.suffix(1200))")
+        var left = Self.bombChildren()
+        for _ in 0..<50 where !left.isEmpty {
+            try await Task.sleep(for: .milliseconds(100))
+            left = Self.bombChildren()
+        }
+        #expect(left.isEmpty, "children \(left) outlived their killed worker")
+        for pid in left { kill(pid, SIGKILL) }
+        // It serves again, from a new worker in a new cgroup; once the host stops, none of its cgroups is left.
+        try await expectServesAgain(server)
+        server.stop()
+        var mine: [String] = ["?"]
+        for _ in 0..<50 where !mine.isEmpty {
+            mine = ((try? FileManager.default.contentsOfDirectory(atPath: parent)) ?? []).filter { $0.hasPrefix("keel-\(host)-") }
+            if !mine.isEmpty { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(mine.isEmpty, "cgroups left in \(parent): \(mine)")
     }
 
     @Test("the limit of the confinement, as the README states it: a worker cannot signal even a process it started")

@@ -74,4 +74,11 @@ void keel_slots_leave(uint64_t *slots, int index);
  * that size or more are mappings of their own, given back when freed. Returns mallopt's result (1 on success). */
 int keel_return_large_blocks(int bytes);
 
+#include <sys/types.h>
+/* SIGKILLs every process listed in the cgroup file `procs` (a cgroup's `cgroup.procs`) that is still listed once a
+ * pidfd to it is open (pidfd_open(2), pidfd_send_signal(2)): the pidfd holds the process, so a pid that ended and was
+ * given to another process between the listing and the signal is never signalled. Returns how many were signalled,
+ * or -1 with errno when the file cannot be read. */
+int keel_cgroup_kill_members(const char *procs);
+
 #endif

@@ -61,7 +61,7 @@ extension KeelCommand {
         var workerMemoryMB = 0
         @Option(name: .customLong("worker-cpu-seconds"), help: "CPU time limit of each worker process in seconds (RLIMIT_CPU); 0 for none.")
         var workerCPUSeconds = 0
-        @Option(name: .customLong("worker-threads"), help: "Threads a worker process may have at once (each takes one of the machine's process ids); a worker over it is killed, as a crash. 256 by default (8 per core above 32 cores); 0 for none, else at least 96 (a worker's runtime alone has about 22 idle, 70 busy).")
+        @Option(name: .customLong("worker-threads"), help: "Threads a worker process may have at once (each takes one of the machine's process ids), with the processes it starts and their threads where the host can give each worker a pids cgroup (the kernel then refuses the rest); a worker over it is killed, as a crash. 256 by default (8 per core above 32 cores); 0 for none, else at least 96 (a worker's runtime alone has about 22 idle, 70 busy).")
         var workerThreads = IsolationPolicy.default.threadLimit
         @Option(name: .customLong("stall-limit"), help: "Seconds plugin code on the kernel's lifecycle thread (a library's load, activate, deactivate, a service listener, get_extension) may run before the host counts as stalled: /healthz and the admin API answer 503 lifecycle-stalled, and a stop records it so that the next start quarantines the plugin.")
         var stallLimit = 30.0

@@ -10,6 +10,8 @@
  *     "sigiohost" makes the kernel SIGKILL its parent: a pipe owned by it (F_SETOWN), F_SETSIG SIGKILL, O_ASYNC
  *     "threads" answers "confined", or "unconfined N" when N of the worker's threads have no seccomp filter
  *     "manythreads?n=N" starts N threads (64 KiB stacks) that sleep for 20 s: "started K" (K of them started)
+ *     "forkmany?n=N" forks N children that name themselves "keel-bombchild" and sleep for 30 s: "forked K, refused E"
+ *               (K of them forked; E the errno of the first refused fork, 0 when none was)
  *     "killchild" forks a child and SIGKILLs it (what any plugin that runs a tool with a time-out does): "killed"
  *               or "refused"
  *     "spawn"   starts a process (fork, then system()) and a thread: "fork ok" or "fork refused <errno>", then
@@ -61,6 +63,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/prctl.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -464,6 +467,18 @@ static keel_status item(void *user_data, const keel_http_request *req, keel_http
         pthread_attr_destroy(&attr);
         char said[32];
         snprintf(said, sizeof said, "started %d", started);
+        return say(res, said);
+    } else if (is(id, "forkmany")) {
+        /* A fork bomb's first step: N children that each name themselves "keel-bombchild" and sleep 30 s. */
+        char count[16];
+        int n = atoi(query_value(req, count, sizeof count)), forked = 0, refused = 0;
+        for (int i = 0; i < n; i++) {
+            pid_t child = fork();
+            if (child == 0) { prctl(PR_SET_NAME, "keel-bombchild"); alarm(30); for (;;) pause(); }
+            if (child > 0) forked++; else if (!refused) refused = errno;
+        }
+        static char said[64];
+        snprintf(said, sizeof said, "forked %d, refused %d", forked, refused);
         return say(res, said);
     } else if (is(id, "killchild")) {
         pid_t child = fork();

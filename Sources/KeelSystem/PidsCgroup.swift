@@ -1,0 +1,191 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import CKeelSystem
+import Glibc
+
+/// A cgroup of the `pids` controller made for one child process (a `keel worker`) below the host's own: the kernel
+/// refuses a `fork` or `clone` that would take the child and everything it started past `limit` tasks (processes and
+/// threads together) with EAGAIN, at once, with no window for a bomb to outrun. Made with `make`, the child moved in
+/// with `add` before it runs anything it was not built with, ended with `end` once the child was reaped.
+///
+/// Where: below the host's cgroup of the `pids` hierarchy, as /proc/self/cgroup and /proc/self/mountinfo name it
+/// (cgroup v1: the hierarchy mounted with `pids`; cgroup v2: the unified one, when the host's cgroup hands `pids` to
+/// its children in `cgroup.subtree_control`), as `keel-<host pid>-<child pid>`. The host must be able to make folders
+/// there (root, or a cgroup delegated to its user); where it cannot, `make` says why and the caller goes without.
+/// A child confined from writing anywhere (Landlock) cannot move itself out nor raise its limit.
+///
+/// Stateless but for its path: every function is safe from any thread.
+public struct PidsCgroup: Sendable {
+    /// The cgroup's folder.
+    public let path: String
+
+    /// Why a cgroup could not be made or joined, in a phrase that names the file ("cannot make
+    /// /sys/fs/cgroup/pids/keel-1-2: Permission denied").
+    public struct Unavailable: Error, Sendable, CustomStringConvertible {
+        public var description: String
+    }
+
+    /// The folder below which the cgroups are made (the host's own cgroup of the `pids` controller), or why there is
+    /// none. Looked up once per process. Cgroups of hosts no longer running that are left there (a host that was
+    /// killed) are removed at that look-up when they are empty.
+    public static let parent: Result<String, Unavailable> = {
+        let found = locate(cgroups: text("/proc/self/cgroup") ?? "", mounts: text("/proc/self/mountinfo") ?? "")
+        guard case let .success(folder) = found else { return found }
+        guard access(folder, W_OK) == 0 else {
+            return .failure(Unavailable(description: "the host's pids cgroup \(folder) is not writable by it (\(SystemFile.lastError))"))
+        }
+        removeLeftovers(in: folder)
+        return .success(folder)
+    }()
+
+    /// Where the host's `pids` cgroup is, from the text of /proc/self/cgroup and /proc/self/mountinfo; the reason when
+    /// there is none this host can give its children (no `pids` controller, not mounted, cgroup v2 without `pids` in
+    /// the host's `cgroup.subtree_control`). Pure but for the v2 check, which reads that file.
+    static func locate(cgroups: String, mounts: String) -> Result<String, Unavailable> {
+        // Each line of /proc/self/cgroup: "ID:CONTROLLERS:PATH" (v2: "0::PATH").
+        var v1: String?, v2: String?
+        for line in cgroups.split(separator: "\n") {
+            let parts = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
+            guard parts.count == 3 else { continue }
+            if parts[1].split(separator: ",").contains("pids") { v1 = String(parts[2]) }
+            if parts[0] == "0", parts[1].isEmpty { v2 = String(parts[2]) }
+        }
+        // Each line of mountinfo: "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTIONS".
+        func mount(_ matches: (_ type: Substring, _ options: [Substring]) -> Bool) -> (root: String, point: String)? {
+            for line in mounts.split(separator: "\n") {
+                let fields = line.split(separator: " ")
+                guard let dash = fields.firstIndex(of: "-"), dash >= 5, fields.count > dash + 3 else { continue }
+                if matches(fields[dash + 1], fields[dash + 3].split(separator: ",")) {
+                    return (unescape(fields[3]), unescape(fields[4]))
+                }
+            }
+            return nil
+        }
+        // The path of the cgroup below the mount point, when the mount shows it (its root is the path or above).
+        func folder(_ path: String, in m: (root: String, point: String)) -> String? {
+            let root = m.root == "/" ? "" : m.root
+            guard path == root || path.hasPrefix(root + "/") || root.isEmpty else { return nil }
+            let below = String(path.dropFirst(root.count))
+            return m.point + (below == "/" ? "" : below)
+        }
+        if let v1 {
+            guard let m = mount({ type, options in type == "cgroup" && options.contains("pids") }) else {
+                return .failure(Unavailable(description: "the pids cgroup controller is not mounted here"))
+            }
+            guard let path = folder(v1, in: m) else {
+                return .failure(Unavailable(description: "the host's pids cgroup \(v1) lies outside the mount at \(m.point)"))
+            }
+            return .success(path)
+        }
+        guard let v2, let m = mount({ type, _ in type == "cgroup2" }), let path = folder(v2, in: m) else {
+            return .failure(Unavailable(description: "this kernel has no pids cgroup controller the host can use"))
+        }
+        let handed = text(path + "/cgroup.subtree_control") ?? ""
+        guard handed.split(whereSeparator: { $0 == " " || $0 == "\n" }).contains("pids") else {
+            return .failure(Unavailable(description: "the host's cgroup \(path) does not hand the pids controller to its children "
+                                        + "(cgroup v2: \"pids\" is not in its cgroup.subtree_control)"))
+        }
+        return .success(path)
+    }
+
+    /// The text of a file of /proc or of a cgroup, read to its end (such files say they are empty: `SystemFile.read`,
+    /// which reads as many bytes as the size says, reads nothing of them); nil when it cannot be read. At most 1 MiB.
+    static func text(_ path: String) -> String? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var bytes: [UInt8] = [], chunk = [UInt8](repeating: 0, count: 4096)
+        while bytes.count < 1 << 20 {
+            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            if n < 0, errno == EINTR { continue }
+            guard n >= 0 else { return nil }
+            if n == 0 { break }
+            bytes += chunk[..<n]
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Mountinfo's octal escapes (`\040` for a space) undone.
+    private static func unescape(_ field: Substring) -> String {
+        guard field.contains("\\") else { return String(field) }
+        var bytes: [UInt8] = [], utf8 = Array(field.utf8), i = 0
+        while i < utf8.count {
+            if utf8[i] == UInt8(ascii: "\\"), i + 3 < utf8.count,
+               let code = UInt8(String(decoding: utf8[i + 1...i + 3], as: UTF8.self), radix: 8) {
+                bytes.append(code)
+                i += 4
+            } else {
+                bytes.append(utf8[i])
+                i += 1
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Makes the cgroup for `child` (a process this host started and that has not yet run code it was not built
+    /// with) with room for `limit` tasks, and moves the child in.
+    /// - Throws: `Unavailable` when there is no parent, or a file of the cgroup cannot be made or written (the cgroup
+    ///   is removed again then).
+    public static func make(for child: pid_t, limit: Int) throws(Unavailable) -> PidsCgroup {
+        let parent: String
+        switch Self.parent {
+        case let .success(folder): parent = folder
+        case let .failure(why): throw why
+        }
+        let cgroup = PidsCgroup(path: "\(parent)/keel-\(getpid())-\(child)")
+        guard mkdir(cgroup.path, 0o755) == 0 || errno == EEXIST else {
+            throw Unavailable(description: "cannot make \(cgroup.path): \(SystemFile.lastError)")
+        }
+        for (file, value) in [("pids.max", "\(limit)"), ("cgroup.procs", "\(child)")] {
+            guard let why = cgroup.write(file, value) else { continue }
+            _ = rmdir(cgroup.path)
+            throw Unavailable(description: why)
+        }
+        return cgroup
+    }
+
+    /// Writes `value` to the cgroup's `file`; nil, or why it could not.
+    private func write(_ file: String, _ value: String) -> String? {
+        let fd = open(path + "/" + file, O_WRONLY | O_CLOEXEC)
+        guard fd >= 0 else { return "cannot open \(path)/\(file): \(SystemFile.lastError)" }
+        defer { close(fd) }
+        let done = Array(value.utf8).withUnsafeBytes { SystemFile.writeAll(fd, $0) }
+        return done ? nil : "cannot write \(value) to \(path)/\(file): \(SystemFile.lastError)"
+    }
+
+    /// How many forks or clones the kernel refused for this cgroup's limit so far (the `max` line of `pids.events`);
+    /// nil when it cannot be read.
+    public var refusals: Int? {
+        guard let text = Self.text(path + "/pids.events") else { return nil }
+        let line = text.split(separator: "\n").first { $0.hasPrefix("max ") }
+        return line.flatMap { Int($0.dropFirst(4)) }
+    }
+
+    /// The tasks (processes and threads) in the cgroup now (`pids.current`); nil when it cannot be read.
+    public var tasks: Int? {
+        guard let text = Self.text(path + "/pids.current") else { return nil }
+        return Int(text.filter { $0.isNumber })
+    }
+
+    /// SIGKILLs every process left in the cgroup (the child's descendants, wherever their process group is), then
+    /// removes it: waits up to about half a second for the killed to leave, then leaves an empty-to-be cgroup for the
+    /// next host's start to remove. [any thread; blocks for that long at most]
+    public func end() {
+        let procs = path + "/cgroup.procs"
+        for _ in 0..<100 {
+            if rmdir(path) == 0 || errno == ENOENT { return }
+            _ = keel_cgroup_kill_members(procs)
+            usleep(5_000)
+        }
+    }
+
+    /// Removes the empty cgroups of hosts that no longer run (`keel-<pid>-<child>` whose host pid is gone) from
+    /// `folder`: a cgroup still holding a process is not removed (`rmdir` refuses it).
+    static func removeLeftovers(in folder: String) {
+        for name in SystemFile.names(in: folder) ?? [] where name.hasPrefix("keel-") {
+            let parts = name.split(separator: "-")
+            guard parts.count == 3, let host = pid_t(parts[1]), host != getpid() else { continue }
+            if kill(host, 0) != 0, errno == ESRCH { _ = rmdir(folder + "/" + name) }
+        }
+    }
+}
