@@ -10,7 +10,8 @@ import Glibc
 ///
 /// Where: below the host's cgroup of the `pids` hierarchy, as /proc/self/cgroup and /proc/self/mountinfo name it
 /// (cgroup v1: the hierarchy mounted with `pids`; cgroup v2: the unified one, when the host's cgroup hands `pids` to
-/// its children in `cgroup.subtree_control`), as `keel-<host pid>-<child pid>`. The host must be able to make folders
+/// its children in `cgroup.subtree_control`, or beside the host's when its parent does), as
+/// `keel-<host pid>-<child pid>`. The host must be able to make folders
 /// there (root, or a cgroup delegated to its user); where it cannot, `make` says why and the caller goes without.
 /// A child confined from writing anywhere (Landlock) cannot move itself out nor raise its limit.
 ///
@@ -80,12 +81,19 @@ public struct PidsCgroup: Sendable {
         guard let v2, let m = mount({ type, _ in type == "cgroup2" }), let path = folder(v2, in: m) else {
             return .failure(Unavailable(description: "this kernel has no pids cgroup controller the host can use"))
         }
-        let handed = text(path + "/cgroup.subtree_control") ?? ""
-        guard handed.split(whereSeparator: { $0 == " " || $0 == "\n" }).contains("pids") else {
-            return .failure(Unavailable(description: "the host's cgroup \(path) does not hand the pids controller to its children "
-                                        + "(cgroup v2: \"pids\" is not in its cgroup.subtree_control)"))
+        // A v2 cgroup with processes of its own hands no controller to children (but the root), so the usual place
+        // is beside the host: its parent, when that hands `pids` down (systemd: `Delegate=pids` with
+        // `DelegateSubgroup=`, which puts the service's processes one level down).
+        func handsPids(_ folder: String) -> Bool {
+            (text(folder + "/cgroup.subtree_control") ?? "").split(whereSeparator: { $0 == " " || $0 == "\n" }).contains("pids")
         }
-        return .success(path)
+        if handsPids(path) { return .success(path) }
+        if path.count > m.point.count, let slash = path.lastIndex(of: "/") {
+            let parent = String(path[..<slash])
+            if parent.count >= m.point.count, handsPids(parent) { return .success(parent) }
+        }
+        return .failure(Unavailable(description: "neither the host's cgroup \(path) nor its parent hands the pids controller to its children "
+                                    + "(cgroup v2: \"pids\" is in neither's cgroup.subtree_control; under systemd: Delegate=pids and DelegateSubgroup=)"))
     }
 
     /// The text of a file of /proc or of a cgroup, read to its end (such files say they are empty: `SystemFile.read`,

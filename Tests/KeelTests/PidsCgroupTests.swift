@@ -31,7 +31,7 @@ struct PidsCgroupTests {
     }
 
     @Test("no pids cgroup to give a worker: the controller not mounted, the path outside the mount, or v2 without pids for the children; each says why")
-    func unavailable() {
+    func unavailable() throws {
         func why(_ cgroups: String, _ mounts: String) -> String {
             switch PidsCgroup.locate(cgroups: cgroups, mounts: mounts) {
             case let .success(path): "found \(path)"
@@ -48,9 +48,18 @@ struct PidsCgroupTests {
         defer { try? FileManager.default.removeItem(atPath: folder) }
         FileManager.default.createFile(atPath: folder + "/a/cgroup.subtree_control", contents: Data("cpu memory\n".utf8))
         let v2 = "41 31 0:38 / \(folder) rw - cgroup2 cgroup2 rw\n"
-        #expect(why("0::/a\n", v2) == "the host's cgroup \(folder)/a does not hand the pids controller to its children (cgroup v2: \"pids\" is not in its cgroup.subtree_control)")
+        #expect(why("0::/a\n", v2) == "neither the host's cgroup \(folder)/a nor its parent hands the pids controller to its children (cgroup v2: \"pids\" is in neither's cgroup.subtree_control; under systemd: Delegate=pids and DelegateSubgroup=)")
+        // Beside the host, when the parent hands it down (systemd's DelegateSubgroup=).
+        try FileManager.default.createDirectory(atPath: folder + "/a/host", withIntermediateDirectories: true)
+        FileManager.default.createFile(atPath: folder + "/a/host/cgroup.subtree_control", contents: Data())
         FileManager.default.createFile(atPath: folder + "/a/cgroup.subtree_control", contents: Data("cpu pids memory\n".utf8))
+        #expect(why("0::/a/host\n", v2) == "found \(folder)/a")
+        // The host's own, when it hands it down (the root, the one cgroup that may both hold processes and do that).
         #expect(why("0::/a\n", v2) == "found \(folder)/a")
+        // Never above the mount, whatever lies there.
+        FileManager.default.createFile(atPath: folder + "/cgroup.subtree_control", contents: Data("pids\n".utf8))
+        FileManager.default.createFile(atPath: folder + "/a/cgroup.subtree_control", contents: Data("cpu\n".utf8))
+        #expect(why("0::/\n", "41 31 0:38 / \(folder)/a rw - cgroup2 cgroup2 rw\n").hasPrefix("neither the host's cgroup \(folder)/a nor"))
     }
 
     @Test("a real cgroup: a child moved in cannot fork past the limit (EAGAIN, counted as a refusal), and ending it kills what is in it and removes it",
