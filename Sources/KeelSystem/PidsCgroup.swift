@@ -141,7 +141,11 @@ public struct PidsCgroup: Sendable {
         case let .failure(why): throw why
         }
         let cgroup = PidsCgroup(path: "\(parent)/keel-\(getpid())-\(child)")
-        guard mkdir(cgroup.path, 0o755) == 0 || errno == EEXIST else {
+        // Never one that exists (a leftover of the same name keeps its refusal count, and its members): it is
+        // removed first when empty, else this worker goes without.
+        var made = mkdir(cgroup.path, 0o755) == 0
+        if !made, errno == EEXIST, rmdir(cgroup.path) == 0 { made = mkdir(cgroup.path, 0o755) == 0 }
+        guard made else {
             throw Unavailable(description: "cannot make \(cgroup.path): \(SystemFile.lastError)")
         }
         for (file, value) in [("pids.max", "\(limit)"), ("cgroup.procs", "\(child)")] {
@@ -180,6 +184,7 @@ public struct PidsCgroup: Sendable {
     /// next host's start to remove. [any thread; blocks for that long at most]
     public func end() {
         let procs = path + "/cgroup.procs"
+        _ = write("pids.max", "0")  // no more forks while its members are killed
         for _ in 0..<100 {
             if rmdir(path) == 0 || errno == ENOENT { return }
             _ = keel_cgroup_kill_members(procs)
