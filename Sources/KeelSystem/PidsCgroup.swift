@@ -30,7 +30,7 @@ public struct PidsCgroup: Sendable {
     /// none. Looked up once per process. Cgroups of hosts no longer running that are left there (a host that was
     /// killed) are removed at that look-up when they are empty.
     public static let parent: Result<String, Unavailable> = {
-        let found = locate(cgroups: text("/proc/self/cgroup") ?? "", mounts: text("/proc/self/mountinfo") ?? "")
+        let found = locate(cgroups: SystemFile.text("/proc/self/cgroup") ?? "", mounts: SystemFile.text("/proc/self/mountinfo") ?? "")
         guard case let .success(folder) = found else { return found }
         guard access(folder, W_OK) == 0 else {
             return .failure(Unavailable(description: "the host's pids cgroup \(folder) is not writable by it (\(SystemFile.lastError))"))
@@ -55,7 +55,7 @@ public struct PidsCgroup: Sendable {
         func mount(_ matches: (_ type: Substring, _ options: [Substring]) -> Bool) -> (root: String, point: String)? {
             for line in mounts.split(separator: "\n") {
                 let fields = line.split(separator: " ")
-                guard let dash = fields.firstIndex(of: "-"), dash >= 5, fields.count > dash + 3 else { continue }
+                guard let dash = fields.firstIndex(of: "-"), dash >= 6, fields.count > dash + 3 else { continue }
                 if matches(fields[dash + 1], fields[dash + 3].split(separator: ",")) {
                     return (unescape(fields[3]), unescape(fields[4]))
                 }
@@ -85,7 +85,7 @@ public struct PidsCgroup: Sendable {
         // is beside the host: its parent, when that hands `pids` down (systemd: `Delegate=pids` with
         // `DelegateSubgroup=`, which puts the service's processes one level down).
         func handsPids(_ folder: String) -> Bool {
-            (text(folder + "/cgroup.subtree_control") ?? "").split(whereSeparator: { $0 == " " || $0 == "\n" }).contains("pids")
+            (SystemFile.text(folder + "/cgroup.subtree_control") ?? "").split(whereSeparator: { $0 == " " || $0 == "\n" }).contains("pids")
         }
         if handsPids(path) { return .success(path) }
         if path.count > m.point.count, let slash = path.lastIndex(of: "/") {
@@ -94,23 +94,6 @@ public struct PidsCgroup: Sendable {
         }
         return .failure(Unavailable(description: "neither the host's cgroup \(path) nor its parent hands the pids controller to its children "
                                     + "(cgroup v2: \"pids\" is in neither's cgroup.subtree_control; under systemd: Delegate=pids and DelegateSubgroup=)"))
-    }
-
-    /// The text of a file of /proc or of a cgroup, read to its end (such files say they are empty: `SystemFile.read`,
-    /// which reads as many bytes as the size says, reads nothing of them); nil when it cannot be read. At most 1 MiB.
-    static func text(_ path: String) -> String? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var bytes: [UInt8] = [], chunk = [UInt8](repeating: 0, count: 4096)
-        while bytes.count < 1 << 20 {
-            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-            if n < 0, errno == EINTR { continue }
-            guard n >= 0 else { return nil }
-            if n == 0 { break }
-            bytes += chunk[..<n]
-        }
-        return String(decoding: bytes, as: UTF8.self)
     }
 
     /// Mountinfo's octal escapes (`\040` for a space) undone.
@@ -168,14 +151,14 @@ public struct PidsCgroup: Sendable {
     /// How many forks or clones the kernel refused for this cgroup's limit so far (the `max` line of `pids.events`);
     /// nil when it cannot be read.
     public var refusals: Int? {
-        guard let text = Self.text(path + "/pids.events") else { return nil }
+        guard let text = SystemFile.text(path + "/pids.events") else { return nil }
         let line = text.split(separator: "\n").first { $0.hasPrefix("max ") }
         return line.flatMap { Int($0.dropFirst(4)) }
     }
 
     /// The tasks (processes and threads) in the cgroup now (`pids.current`); nil when it cannot be read.
     public var tasks: Int? {
-        guard let text = Self.text(path + "/pids.current") else { return nil }
+        guard let text = SystemFile.text(path + "/pids.current") else { return nil }
         return Int(text.filter { $0.isNumber })
     }
 

@@ -67,6 +67,23 @@ public enum SystemFile {
         return (fd, Int(st.st_size))
     }
 
+    /// The text of a file of /proc or of a cgroup, read to its end (such files say they are empty: `read`, which
+    /// reads as many bytes as the size says, reads nothing of them); nil when it cannot be read. At most 1 MiB. [any thread]
+    public static func text(_ path: String) -> String? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var bytes: [UInt8] = [], chunk = [UInt8](repeating: 0, count: 4096)
+        while bytes.count < 1 << 20 {
+            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            if n < 0, errno == EINTR { continue }
+            guard n >= 0 else { return nil }
+            if n == 0 { break }
+            bytes += chunk[..<n]
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
     /// `read(_:limit:)`, nil when the file does not exist or cannot be read.
     public static func contents(_ path: String, limit: Int) -> [UInt8]? { try? read(path, limit: limit) }
 

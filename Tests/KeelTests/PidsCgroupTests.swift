@@ -85,13 +85,13 @@ struct PidsCgroupTests {
         #expect(refused > 0)
         #expect((cgroup.tasks ?? 99) <= 5)
         // What it forked before the refusal (the shell itself may have given up and ended): killed by `end`.
-        let members = (PidsCgroup.text(cgroup.path + "/cgroup.procs") ?? "").split(separator: "\n").compactMap { pid_t($0) }
+        let members = (SystemFile.text(cgroup.path + "/cgroup.procs") ?? "").split(separator: "\n").compactMap { pid_t($0) }
         #expect(members.count >= 2, "\(members)")
         cgroup.end()
         #expect(!FileManager.default.fileExists(atPath: cgroup.path))
         shell.waitUntilExit()
         for pid in members where pid != shell.processIdentifier {
-            let state = (PidsCgroup.text("/proc/\(pid)/stat") ?? "").split(separator: ")").last?.split(separator: " ").first
+            let state = (SystemFile.text("/proc/\(pid)/stat") ?? "").split(separator: ")").last?.split(separator: " ").first
             #expect(state == nil || state == "Z", "process \(pid) of the ended cgroup: \(state.map(String.init) ?? "gone")")
         }
     }
