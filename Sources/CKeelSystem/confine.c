@@ -61,9 +61,8 @@ int keel_confine_worker(int network, int processes) {
            ARG0 = offsetof(struct seccomp_data, args[0]), ARG1 = offsetof(struct seccomp_data, args[1]),
            ARG2 = offsetof(struct seccomp_data, args[2]) };
     const uint32_t deny = SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA);
-    /* A new process, unless granted: "try again" (EAGAIN), as a process limit answers; clone3 "not implemented". */
+    /* A new process, unless granted: "try again" (EAGAIN), as a process limit answers. */
     const uint32_t spawn = processes ? SECCOMP_RET_ALLOW : SECCOMP_RET_ERRNO | (EAGAIN & SECCOMP_RET_DATA);
-    const uint32_t spawn3 = processes ? SECCOMP_RET_ALLOW : SECCOMP_RET_ERRNO | (ENOSYS & SECCOMP_RET_DATA);
     struct sock_filter filter[] = {
         /* Another architecture's calling convention (x32, i386 on x86_64): refused whole. */
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARCH),
@@ -76,16 +75,20 @@ int keel_confine_worker(int network, int processes) {
 #endif
         /* Threads only, unless the processes capability was granted (a fork bomb would exhaust the host's user's
          * processes; RLIMIT_NPROC does not bind root). A clone with CLONE_THREAD is a thread; any other (fork, vfork,
-         * posix_spawn, system) is refused. clone3 passes its flags through memory the filter cannot read: "not
-         * implemented", so that glibc falls back to clone for its threads. The flags are the first argument on x86_64
-         * and aarch64 alike; CLONE_THREAD lies in their low 32 bits. */
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_clone, 0, 4),
+         * posix_spawn, system) is refused. Granted or not, never CLONE_PARENT: its child would be the host's, outside
+         * the worker's process group and cgroup accounting's reach once the worker dies, a zombie of the host's that
+         * nothing reaps. clone3 passes its flags through memory the filter cannot read: always "not implemented",
+         * so that glibc falls back to clone, checked here, for its threads and processes alike. The flags are the
+         * first argument on x86_64 and aarch64 alike; CLONE_THREAD and CLONE_PARENT lie in their low 32 bits. */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_clone, 0, 6),
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG0),
         BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, CLONE_THREAD, 0, 1),
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, CLONE_PARENT, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, deny),
         BPF_STMT(BPF_RET | BPF_K, spawn),
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, KEEL_SYS_clone3, 0, 1),
-        BPF_STMT(BPF_RET | BPF_K, spawn3),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (ENOSYS & SECCOMP_RET_DATA)),
 #ifdef SYS_fork
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_fork, 0, 1),
         BPF_STMT(BPF_RET | BPF_K, spawn),

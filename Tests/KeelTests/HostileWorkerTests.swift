@@ -233,6 +233,29 @@ struct HostileWorkerTests {
         #expect(mine.isEmpty, "cgroups left in \(parent): \(mine)")
     }
 
+    @Test("a worker, granted processes or not, cannot start a process as its parent's (the host's) child: clone with CLONE_PARENT is refused, clone3 is not implemented, and no such child exists")
+    func noChildOfTheHost() async throws {
+        for processes in [true, false] {
+            let f = try stage(processes: processes)
+            let server = try ServerProcess(plugins: f.plugins, state: f.state)
+            defer { server.stop() }
+            let said = try await answer(server, "cloneparent")
+            #expect(said == "clone refused \(EPERM), clone3 refused \(ENOSYS)", "granted: \(processes): \(said)")
+            // A child made names itself at once; it is looked for over half a second.
+            var strays: [pid_t] = []
+            for _ in 0..<10 where strays.isEmpty {
+                try await Task.sleep(for: .milliseconds(50))
+                strays = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { pid_t($0) }.filter {
+                    (try? String(contentsOfFile: "/proc/\($0)/comm", encoding: .utf8)) == "keel-hostchild\n"
+                }
+            }
+            for pid in strays { kill(pid, SIGKILL) }
+            #expect(strays.isEmpty, "the host's children made by its worker: \(strays)")
+            // Processes still start where granted: glibc falls back from clone3 to clone, which the filter checks.
+            if processes { #expect(try await answer(server, "spawn") == "fork ok, system ok, thread ok") }
+        }
+    }
+
     @Test("the limit of the confinement, as the README states it: a worker cannot signal even a process it started")
     func cannotSignalItsOwnChild() async throws {
         let f = try stage(processes: true)

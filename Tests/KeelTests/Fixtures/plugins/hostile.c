@@ -12,6 +12,9 @@
  *     "manythreads?n=N" starts N threads (64 KiB stacks) that sleep for 20 s: "started K" (K of them started)
  *     "forkmany?n=N" forks N children that name themselves "keel-bombchild" and sleep for 30 s: "forked K, refused E"
  *               (K of them forked; E the errno of the first refused fork, 0 when none was)
+ *     "cloneparent" starts a process that would be its parent's (the host's) child: clone with CLONE_PARENT, then
+ *               clone3 with it; each child names itself "keel-hostchild" and sleeps 30 s: "clone <r>, clone3 <r>",
+ *               each <r> "made" or "refused <errno>"
  *     "killchild" forks a child and SIGKILLs it (what any plugin that runs a tool with a time-out does): "killed"
  *               or "refused"
  *     "spawn"   starts a process (fork, then system()) and a thread: "fork ok" or "fork refused <errno>", then
@@ -61,6 +64,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sys/prctl.h>
@@ -479,6 +483,21 @@ static keel_status item(void *user_data, const keel_http_request *req, keel_http
         }
         static char said[64];
         snprintf(said, sizeof said, "forked %d, refused %d", forked, refused);
+        return say(res, said);
+    } else if (is(id, "cloneparent")) {
+        /* The host's child, not the worker's: outside the worker's process group, unreaped by it. */
+        char said[96], clone_said[32], clone3_said[32];
+        long made = syscall(SYS_clone, CLONE_PARENT | SIGCHLD, 0, 0, 0, 0);
+        if (made == 0) { prctl(PR_SET_NAME, "keel-hostchild"); alarm(30); for (;;) pause(); }
+        if (made > 0) snprintf(clone_said, sizeof clone_said, "made");
+        else snprintf(clone_said, sizeof clone_said, "refused %d", errno);
+        struct { uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls; } args = {
+            .flags = CLONE_PARENT, .exit_signal = SIGCHLD };
+        made = syscall(435 /* clone3 */, &args, sizeof args);
+        if (made == 0) { prctl(PR_SET_NAME, "keel-hostchild"); alarm(30); for (;;) pause(); }
+        if (made > 0) snprintf(clone3_said, sizeof clone3_said, "made");
+        else snprintf(clone3_said, sizeof clone3_said, "refused %d", errno);
+        snprintf(said, sizeof said, "clone %s, clone3 %s", clone_said, clone3_said);
         return say(res, said);
     } else if (is(id, "killchild")) {
         pid_t child = fork();
