@@ -24,16 +24,24 @@ struct RunningServerHost: DevHost {
 
     /// - Throws: `CLIError` at once when the server has stopped (rather than waiting out the queue's time-out).
     func execute(_ command: KernelCommand) async throws {
-        guard let line = ServerLock.running(stateFile: stateFile) else {
-            throw CLIError("the keel server on \(stateFile) has stopped; start it again (the next save reloads into it)")
-        }
+        let line = try running()
         // A new build is probed in a child process first, which may take up to 10 s.
         try await RemoteControl.submit(command, state: state, timeout: .seconds(15), user: Kernel.osUser, actor: "dev",
                                        target: ServerLock.host(inLine: line))
     }
 
+    /// - Throws: `CLIError` when the server has stopped: the live view it left behind is no longer served.
     func plugin(_ id: String) async throws -> PluginInfo? {
-        try RemoteControl.livePlugins(state: state).first { $0.id == id }
+        _ = try running()
+        return try RemoteControl.livePlugins(state: state).first { $0.id == id }
+    }
+
+    /// The running server's lock line. - Throws: `CLIError` when no server holds the state file's lock.
+    private func running() throws -> String {
+        guard let line = ServerLock.running(stateFile: stateFile) else {
+            throw CLIError("the keel server on \(stateFile) has stopped; start it again (it loads the last build copied; the next save reloads into it)")
+        }
+        return line
     }
 }
 
@@ -44,6 +52,16 @@ struct InProcessHost: DevHost {
     func execute(_ command: KernelCommand) async throws { _ = try await kernel.execute(command, actor: "dev") }
 
     func plugin(_ id: String) async throws -> PluginInfo? { try? await kernel.plugin(id) }
+}
+
+/// What one `DevLoop` cycle leaves to the next.
+struct DevCycleOutcome: Sendable {
+    /// When its build ended, nil when none ran. A save seen before then may be missing from what it built, while
+    /// the build's outputs are newer than the saved file (make would then see nothing to do).
+    var buildEnded: ContinuousClock.Instant?
+    /// The plugin folder holds a bundle the host does not serve (its reload or enable failed, or the server was
+    /// gone): the next cycle reloads even when its build changes nothing in the bundle.
+    var unserved: Bool
 }
 
 /// One plugin project in `keel dev`'s loop: each burst of saves is built with the project's command, the bundle
@@ -69,39 +87,65 @@ struct DevLoop: Sendable {
     var installed: String { pluginsDirectory + "/" + id }
 
     /// Builds, installs and (re)loads once. `savedAt` is when the first save of the burst was seen (or the start);
-    /// `changed` names the saved files. Prints one outcome line; build errors are printed with the compiler's output.
-    func cycle(savedAt: ContinuousClock.Instant, changed: [String]) async {
+    /// `changed` names the saved files; `previous` is what the last cycle left (nil for the first). Prints one
+    /// outcome line; build errors are printed with the compiler's output.
+    func cycle(savedAt: ContinuousClock.Instant, changed: [String], after previous: DevCycleOutcome? = nil) async -> DevCycleOutcome {
         let clock = ContinuousClock()
-        if !changed.isEmpty { say("building \(id) (\(Self.describe(changed)) changed)") }
+        // A save seen while the last build ran (or within 100 ms of its end, for the event's way from the file system):
+        // make may find the outputs newer than it and build nothing, so every target is rebuilt (`make -B`, through
+        // MAKEFLAGS, which reaches a make the command runs too).
+        let force = previous?.buildEnded.map { savedAt < $0 + .milliseconds(100) } ?? false
+        if !changed.isEmpty {
+            say("building \(id) (\(Self.describe(changed)) changed\(force ? " during the last build: every target is rebuilt" : ""))")
+        }
+        var outcome = DevCycleOutcome(buildEnded: nil, unserved: previous?.unserved ?? false)
+        // The id the project names now: another one would be copied over this plugin's folder and retire it.
+        do {
+            let named = try ManifestLoader().load(path: project + "/" + ManifestLoader.fileName).0.id
+            if named != id {
+                say(Self.renamed(project + "/" + ManifestLoader.fileName, to: named, from: id))
+                return outcome
+            }
+        } catch {
+            say("not built: \(CLIError(error).description); the host keeps serving the last good build; waiting for the next save")
+            return outcome
+        }
         let buildStart = clock.now
-        let build = await BuildProcess.run(buildCommand, in: project)
+        let build = await BuildProcess.run(buildCommand, in: project, rebuildAll: force)
+        outcome.buildEnded = clock.now
         let buildTime = clock.now - buildStart
         guard build.status == 0 else {
             let text = build.output.hasSuffix("\n") || build.output.isEmpty ? build.output : build.output + "\n"
             FileHandle.standardOutput.write(Data(text.utf8))
             say("build failed (`\(buildCommand)` exited with \(build.status) after \(Self.ms(buildTime)) ms); "
                 + "the host keeps serving the last good build; waiting for the next save")
-            return
+            return outcome
         }
         let reloadStart = clock.now
         do {
-            guard FileManager.default.fileExists(atPath: bundle + "/" + ManifestLoader.fileName) else {
+            let manifest = bundle + "/" + ManifestLoader.fileName
+            guard FileManager.default.fileExists(atPath: manifest) else {
                 throw CLIError("\(bundle): `\(buildCommand)` made no bundle with a plugin.yaml here")
             }
+            let built: String
+            do { built = try ManifestLoader().load(path: manifest).0.id } catch { throw CLIError(error) }
+            guard built == id else { throw CLIError(Self.renamed(manifest, to: built, from: id)) }
             let copied = try BundleCopy.update(from: bundle, to: installed)
             let before = try await host.plugin(id)
             let active = before?.status == .enabled && before?.enabled == true
-            if copied.isEmpty && active {
+            if copied.isEmpty && active && !outcome.unserved {
                 say("\(id): the build changed nothing in the bundle (build \(Self.ms(buildTime)) ms); still serving")
-                return
+                return outcome
             }
+            outcome.unserved = true
             try await host.execute(active ? .reload(id: id) : .enable(id: id, tenant: nil))
             let after = try await host.plugin(id)
             let reloadTime = clock.now - reloadStart
             if let after, after.status != .enabled {
                 say("\(id) is \(after.status.rawValue): \(after.reason ?? "no reason given"); waiting for the next save")
-                return
+                return outcome
             }
+            outcome.unserved = false
             say("\(active ? "reloaded" : "enabled") \(id) \(after?.version ?? "") in \(Self.ms(clock.now - savedAt)) ms "
                 + "(build \(Self.ms(buildTime)) ms, reload \(Self.ms(reloadTime)) ms)")
         } catch let error as CLIError {
@@ -109,6 +153,14 @@ struct DevLoop: Sendable {
         } catch {
             say("reload failed: \(ErrorText.describe(error)); the host keeps serving the last good build; waiting for the next save")
         }
+        return outcome
+    }
+
+    /// The line for a project whose plugin.yaml names another plugin than the one `keel dev` follows.
+    static func renamed(_ file: String, to named: String, from id: String) -> String {
+        "not reloaded: \(file) names the plugin \"\(named)\", not \"\(id)\", which keel dev follows (nothing was copied: "
+            + "the host keeps serving \(id)'s last good build); put the id back, or stop keel dev and start it again for "
+            + "\"\(named)\" (its build must then make bundle/\(named)/); waiting for the next save"
     }
 
     static func ms(_ d: Duration) -> Int {
@@ -147,10 +199,17 @@ final class PendingSaves: Sendable {
 enum BuildProcess {
     private static let running = Atomic<Int32>(0) // the build's process group, 0 when none runs
 
-    static func run(_ command: String, in folder: String) async -> (status: Int32, output: String) {
-        await withCheckedContinuation { (done: CheckedContinuation<(status: Int32, output: String), Never>) in
+    /// Runs `command` in `folder`; with `rebuildAll`, every make it runs rebuilds every target (`-B` added to
+    /// MAKEFLAGS), whatever the files' times say.
+    static func run(_ command: String, in folder: String, rebuildAll: Bool = false) async -> (status: Int32, output: String) {
+        let environment: [String]? = rebuildAll ? {
+            var variables = ProcessInfo.processInfo.environment
+            variables["MAKEFLAGS"] = (variables["MAKEFLAGS"].map { $0 + " " } ?? "") + "-B"
+            return variables.map { "\($0.key)=\($0.value)" }
+        }() : nil
+        return await withCheckedContinuation { (done: CheckedContinuation<(status: Int32, output: String), Never>) in
             // Its own thread: reading the pipe to its end and waiting for the exit both block.
-            Thread.detachNewThread { done.resume(returning: spawn(command, in: folder)) }
+            Thread.detachNewThread { done.resume(returning: spawn(command, in: folder, environment: environment)) }
         }
     }
 
@@ -160,7 +219,7 @@ enum BuildProcess {
         if group > 0 { killpg(group, SIGTERM) }
     }
 
-    private static func spawn(_ command: String, in folder: String) -> (status: Int32, output: String) {
+    private static func spawn(_ command: String, in folder: String, environment: [String]?) -> (status: Int32, output: String) {
         var fds: [Int32] = [0, 0]
         guard pipe(&fds) == 0 else { return (127, "cannot run the build: \(ErrorText.plain(errno: errno))") }
         // Not inherited by other children of this process (a probe started meanwhile would hold the pipe open).
@@ -169,8 +228,8 @@ enum BuildProcess {
         let words = ["/bin/sh", "-c", "cd -- \"$1\" && eval \"$2\"", "keel-dev-build", folder, command]
         let pid: pid_t
         do {
-            pid = try ChildProcess.spawn("/bin/sh", arguments: words, standard: [.null, .descriptor(fds[1]), .descriptor(fds[1])],
-                                         ownGroup: true)
+            pid = try ChildProcess.spawn("/bin/sh", arguments: words, environment: environment,
+                                         standard: [.null, .descriptor(fds[1]), .descriptor(fds[1])], ownGroup: true)
         } catch {
             close(fds[0])
             close(fds[1])

@@ -110,10 +110,14 @@ struct DevLoopTests {
         #expect(rows.contains { $0["actor"] as? String == "dev" && $0["principal"] as? String == NSUserName() && $0["command"] as? String == "reload" },
                 "\(audit.text)")
 
-        // The server stops: a save says so at once (no wait for the command queue's time-out).
+        // The server stops: a save says so at once (no wait for the command queue's time-out), and so does one
+        // that changes nothing in the bundle (never "still serving").
         #expect(server.stop() == 0)
         try Self.save(project, greeting: "gone")
         try await dev.waitFor("not reloaded: the keel server on \(host)/state.db has stopped; start it again", seconds: 5)
+        try "notes".write(toFile: project + "/NOTES.txt", atomically: true, encoding: .utf8)
+        try await dev.waitFor("not reloaded: the keel server on \(host)/state.db has stopped; start it again", count: 2, seconds: 10)
+        #expect(!dev.output.value.contains("still serving"), "\(dev.output.value)")
 
         // Ctrl-C stops it cleanly.
         #expect(dev.interrupt() == 0, "\(dev.output.value)\(dev.errors.value)")
@@ -147,6 +151,74 @@ struct DevLoopTests {
         for (total, build, reload) in Self.figures(dev.output.value) {
             print("keel dev (C, --serve): save to serving \(total) ms, build \(build) ms, reload \(reload) ms")
         }
+        #expect(dev.interrupt() == 0, "\(dev.output.value)\(dev.errors.value)")
+    }
+
+    @Test("keel dev builds a save made during a build (make would see its outputs as newer), retries a failed reload when the bundle did not change, and copies nothing when plugin.yaml names another plugin")
+    func savesDuringBuildsFailuresAndRenames() async throws {
+        let (project, env) = try Self.makeProject()
+        try FileManager.default.copyItem(atPath: project + "/src/plugin.c", toPath: project + "/.template.c")
+        let host = TestEnvironment.makeTemporaryDirectory("dev-race")
+        let built = host + "/built" // made once make is done, while the build goes on for 2 s more
+        // A build whose library is written after make read the sources: its time is then newer than a save made during
+        // the build, as when a save lands while cc writes its output.
+        let build = "make && touch \(built) && sleep 2 && touch bundle/\(Self.id)/lib\(Self.id).so"
+        let dev = try ChildProcess(PluginKitTests.keel, ["dev", project, "--build", build, "--serve", "--port", "0",
+                                                         "--plugins", host + "/plugins", "--state", host + "/state.db"], environment: env)
+        defer { dev.stop() }
+        try await dev.waitFor("watching \(project)")
+        let text = dev.output.value
+        let port = try #require(text.range(of: #"serving on http://127\.0\.0\.1:\d+"#, options: .regularExpression)
+            .flatMap { Int(text[$0].split(separator: ":").last ?? "") }, "\(text)")
+        let url = "http://127.0.0.1:\(port)/ext/\(Self.id)/hello/ci"
+        func waitForBuilt() async throws {
+            let deadline = Date().addingTimeInterval(60)
+            while !FileManager.default.fileExists(atPath: built) && Date() < deadline { try await Task.sleep(for: .milliseconds(20)) }
+            try #require(FileManager.default.fileExists(atPath: built), "no build ran: \(dev.output.value)")
+        }
+
+        // A save, and another while its build still runs: the second is what serves, built with every target.
+        try FileManager.default.removeItem(atPath: built)
+        try Self.save(project, greeting: "howdy")
+        try await waitForBuilt()
+        try Self.save(project, greeting: "hiya")
+        let served = Date().addingTimeInterval(60)
+        var answer = ""
+        repeat {
+            try await Task.sleep(for: .milliseconds(100))
+            answer = try await HTTPProbe.get(url)
+        } while answer != "hiya, ci, from \(Self.id)\n" && Date() < served
+        #expect(answer == "hiya, ci, from \(Self.id)\n", "\(dev.output.value)")
+        #expect(dev.output.value.contains("src/plugin.c changed during the last build: every target is rebuilt"), "\(dev.output.value)")
+        try await dev.waitFor("reloaded \(Self.id) 0.1.0 in ", count: 2)
+
+        // A build whose activate fails: not served; a save that changes nothing in the bundle tries it again rather
+        // than saying all is well.
+        let template = try String(contentsOfFile: project + "/.template.c", encoding: .utf8)
+        try template.replacingOccurrences(of: "return http->register_route(ctx, &route);", with: "(void)route; return KEEL_ERR_UNSUPPORTED;")
+            .write(toFile: project + "/src/plugin.c", atomically: true, encoding: .utf8)
+        func failures() -> Int {
+            dev.output.value.split(separator: "\n").filter { $0.hasPrefix("reload failed: ") || $0.hasPrefix("\(Self.id) is failed") }.count
+        }
+        let deadline = Date().addingTimeInterval(60)
+        while failures() < 1 && Date() < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(failures() == 1, "\(dev.output.value)")
+        #expect(try await HTTPProbe.get(url) == "hiya, ci, from \(Self.id)\n", "the last good build serves on")
+        try "notes".write(toFile: project + "/NOTES.txt", atomically: true, encoding: .utf8)
+        try await dev.waitFor("building \(Self.id) (NOTES.txt changed")
+        let again = Date().addingTimeInterval(60)
+        while failures() < 2 && Date() < again { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(failures() == 2, "\(dev.output.value)")
+        #expect(!dev.output.value.contains("still serving"), "\(dev.output.value)")
+
+        // plugin.yaml names another plugin: nothing is copied over this one's folder, which keeps serving.
+        let manifest = project + "/plugin.yaml"
+        let yaml = try String(contentsOfFile: manifest, encoding: .utf8)
+        try yaml.replacingOccurrences(of: "id: \(Self.id)", with: "id: renamed").write(toFile: manifest, atomically: true, encoding: .utf8)
+        try await dev.waitFor("not reloaded: \(manifest) names the plugin \"renamed\", not \"\(Self.id)\", which keel dev follows (nothing was copied")
+        let installed = try String(contentsOfFile: host + "/plugins/\(Self.id)/plugin.yaml", encoding: .utf8)
+        #expect(installed.contains("id: \(Self.id)") && !installed.contains("id: renamed"), "\(installed)")
+        #expect(try await HTTPProbe.get(url) == "hiya, ci, from \(Self.id)\n")
         #expect(dev.interrupt() == 0, "\(dev.output.value)\(dev.errors.value)")
     }
 

@@ -109,11 +109,11 @@ extension KeelCommand {
                 feed.yield()
             }
             let work = Task {
-                await loop.cycle(savedAt: ContinuousClock.now, changed: [])
+                var last = await loop.cycle(savedAt: ContinuousClock.now, changed: [])
                 say("watching \(loop.project) (Ctrl-C to stop)")
                 for await _ in bursts {
                     guard let burst = pending.take() else { continue }
-                    await loop.cycle(savedAt: burst.at, changed: burst.changed)
+                    last = await loop.cycle(savedAt: burst.at, changed: burst.changed, after: last)
                 }
             }
             await stopped()
