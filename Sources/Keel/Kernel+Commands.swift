@@ -94,13 +94,17 @@ extension Kernel {
     }
 
     /// `execute`, then the info of plugin `id` as the command left it, as JSON (sorted keys, slashes as they are),
-    /// in one visit to the kernel: the admin API's answer to a command on a plugin. The live view's text of the
-    /// plugin is reused when it is current (one encoding per command, not two).
+    /// in one visit to the kernel: the admin API's answer to a command on a plugin, with a `"note"` key added last
+    /// when the command has one to say ("is up to date", "also disabled, as they need it: ..."). The live view's text
+    /// of the plugin is reused when it is current (one encoding per command, not two).
     /// - Throws: as `execute`; `KernelError.Code.unknownPlugin` when `id` is not known afterwards.
     public func execute(_ command: KernelCommand, actor: String, principal: String?, origin: String?,
                         describing id: String) async throws(KernelError) -> String {
-        try await execute(command, actor: actor, principal: principal, origin: origin)
-        return try pluginJSON(id)
+        let result = try await execute(command, actor: actor, principal: principal, origin: origin)
+        let json = try pluginJSON(id)
+        guard let note = result.note, json.hasSuffix("}"), json.count > 2,
+              let said = try? JSONEncoder().encode(note) else { return json }
+        return json.dropLast() + ",\"note\":" + String(decoding: said, as: UTF8.self) + "}"
     }
 
     /// The kernel operation behind each command.

@@ -96,8 +96,11 @@ public enum RemoteControl {
         do {
             let actor = queued.actor == "dev" ? "dev" : "cli"
             let result = try await kernel.execute(queued.command, actor: actor, principal: queued.user, origin: "local")
-            // Only a command call's output goes back through the state file (never an admin token).
-            guard let output = result.output, let json = try? JSONEncoder().encode(CommandResult(output: output)) else { return (false, "ok") }
+            // What the CLI prints goes back through the state file (a command call's output, an install's list, a
+            // note such as "is up to date"), never an admin token: the file outlives the command.
+            var carried = result
+            carried.adminToken = nil
+            guard carried != CommandResult(), let json = try? JSONEncoder().encode(carried) else { return (false, "ok") }
             return (false, String(decoding: json, as: UTF8.self))
         } catch {
             return (true, error.description)

@@ -212,8 +212,8 @@ struct FirstContactTests {
         #expect(object?["config"] is NSNull)
     }
 
-    @Test("exit codes: an up-to-date upgrade is 0 with a message, config of an unknown plugin is 1")
-    func exitCodes() throws {
+    @Test("exit codes: an up-to-date upgrade is 0 with a message (alone, through a running server, and in the admin API's answer), config of an unknown plugin is 1")
+    func exitCodes() async throws {
         let (f, common) = try examples()
         let unknown = try run(["plugins", "config", "nosuch"] + common)
         #expect(unknown.status == 1)
@@ -232,6 +232,17 @@ struct FirstContactTests {
         let rows = try JSONSerialization.jsonObject(with: Data(audit.stdout.utf8)) as? [[String: Any]]
         let row = rows?.last { $0["command"] as? String == "upgrade" }
         #expect(row?["outcome"] as? String == "ok", "\(audit.stdout)")
+
+        // The same through a running server: its note comes back through the command queue, never "upgraded".
+        let server = try ServerProcess(plugins: f.plugins, state: f.state)
+        defer { server.stop() }
+        let remote = try run(["upgrade", "hello"] + common)
+        #expect(remote.status == 0, "\(remote.stderr)")
+        #expect(remote.stdout.hasPrefix("hello 1.0.0 is up to date"), "\(remote.stdout)")
+        let api = try await server.request("POST", "/api/v1/plugins/hello/upgrade", admin: true)
+        let body = api.json as? [String: Any]
+        #expect(api.status == 200 && body?["id"] as? String == "hello", "\(api.text)")
+        #expect((body?["note"] as? String)?.hasPrefix("\"hello\" 1.0.0 is up to date") == true, "\(api.text)")
     }
 
     @Test("add-member with an unknown role says how to create it; granting an undeclared permission needs --force")
