@@ -124,6 +124,23 @@ struct FirstContactTests {
         #expect(busy.stderr == "keel: error: port \(running.port) on 127.0.0.1 is in use; pass --port N (or --port 0 for a free one)\n",
                 "\(busy.stderr)")
         #expect(!busy.stdout.contains("admin token"), "nothing is started or made before the port is known to be free")
+
+        // A --host that is not this machine's, or no name at all: one line, before any plugin loads or the one-time
+        // admin token is made (the next start with a good --host shows it).
+        let fresh = KernelFixture()
+        let freshCommon = ["--plugins", fresh.plugins, "--state", fresh.state, "--port", "0"]
+        let foreign = try run(["serve", "--host", "203.0.113.7"] + freshCommon, environment: ["KEEL_ADMIN_TOKEN": ""], timeout: 30)
+        #expect(foreign.status == 1)
+        #expect(foreign.stderr == "keel: error: cannot serve on 203.0.113.7:0: 203.0.113.7 is not an address of this machine (pass --host with one of its addresses, e.g. 127.0.0.1 or 0.0.0.0)\n",
+                "\(foreign.stderr)")
+        let unknown = try run(["serve", "--host", "no-such-host.invalid"] + freshCommon, environment: ["KEEL_ADMIN_TOKEN": ""], timeout: 30)
+        #expect(unknown.status == 1)
+        #expect(unknown.stderr.hasPrefix("keel: error: cannot serve on no-such-host.invalid:0: --host no-such-host.invalid is not an address or a name this machine resolves ("),
+                "\(unknown.stderr)")
+        #expect(!(foreign.stdout + unknown.stdout).contains("admin token"), "\(foreign.stdout)\(unknown.stdout)")
+        let good = try ServerProcess(plugins: fresh.plugins, state: fresh.state, extraArguments: ["--no-watch"], environment: ["KEEL_ADMIN_TOKEN": ""])
+        defer { good.stop() }
+        #expect(good.output.value.contains("admin token (shown once"), "\(good.output.value)")
     }
 
     @Test("usage errors are `keel: error:` with the usage and exit 64")

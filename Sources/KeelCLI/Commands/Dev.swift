@@ -150,8 +150,8 @@ extension KeelCommand {
                 defer { signals.stop() } // a server that ends by itself (its port taken) ends the loop too
                 do {
                     try await server.run { port in
-                        lock.update("http://\(host):\(port)")
-                        say("keel dev: serving on http://\(host):\(port) (in this process; state \(kernel.state.path))")
+                        lock.update(KeelCommand.Serve.url(host: host, port: port))
+                        say("keel dev: serving on \(KeelCommand.Serve.url(host: host, port: port)) (in this process; state \(kernel.state.path))")
                     }
                     return nil as String?
                 } catch let error as IOError where error.errnoCode == EADDRINUSE {

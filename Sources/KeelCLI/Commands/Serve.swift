@@ -178,18 +178,21 @@ extension KeelCommand {
                     ?? "log in with the admin token printed at the first start (`keel token reset` prints a new one)"
                 do {
                     try await server.run { port in
-                        lock.update("http://\(host):\(port)")
-                        shared?.listening(at: "http://\(host):\(port)")
-                        say("keel \(Kernel.version) listening on http://\(host):\(port) with \(active.count) plugin(s) active [\(active.joined(separator: ", "))]")
-                        say("console: http://\(host):\(port)/ (\(login))")
+                        let url = Self.url(host: host, port: port)
+                        lock.update(url)
+                        shared?.listening(at: url)
+                        say("keel \(Kernel.version) listening on \(url) with \(active.count) plugin(s) active [\(active.joined(separator: ", "))]")
+                        say("console: \(url)/ (\(login))")
                         say("press Ctrl-C to stop")
                     }
-                } catch let error as IOError where error.errnoCode == EADDRINUSE {
-                    await kernel.shutdown()
-                    throw Self.portInUse(host: host, port: port)
                 } catch {
                     await kernel.shutdown()
-                    throw CLIError("cannot serve on \(host):\(port): \(ErrorText.describe(error))")
+                    // The token printed above was stored: it is the one to use, and no other is shown at the next start.
+                    let kept = fresh == nil ? "" : " (the admin token printed above is kept: log in with it once the server runs)"
+                    if let error = error as? IOError, error.errnoCode == EADDRINUSE {
+                        throw CLIError(Self.portInUse(host: host, port: port).description + kept)
+                    }
+                    throw CLIError("cannot serve on \(host):\(port): \(ErrorText.describe(error))" + kept)
                 }
                 // The server and `signals` both hear a signal, on different threads: the server may stop before
                 // `signals` has noted which one it was (waited for up to 0.1 s, so the line names it).
@@ -220,28 +223,43 @@ extension KeelCommand {
 extension LogFormat: ExpressibleByArgument {}
 
 extension KeelCommand.Serve {
+    /// The server's address as a URL: an IPv6 address in brackets (`http://[::1]:8470`).
+    static func url(host: String, port: Int) -> String {
+        "http://" + (host.contains(":") && !host.hasPrefix("[") ? "[\(host)]" : host) + ":\(port)"
+    }
+
     static func portInUse(host: String, port: Int) -> CLIError {
         CLIError("port \(port) on \(host) is in use; pass --port N (or --port 0 for a free one)")
     }
 
-    /// Fails before any plugin loads or a token is made when another process listens on `host:port`. Checked for an
-    /// IPv4 address (or `localhost`) and a fixed port; anything else is left to the server, whose bind error says
-    /// the same. The probe socket sets SO_REUSEADDR as the server does, so a port in TIME_WAIT counts as free.
+    /// Fails before any plugin loads or a token is made when the server could not listen on `host:port`: a name
+    /// that does not resolve, an address not of this machine, a port in use or below 1024 without the right to it.
+    /// `host` is resolved as the server resolves it (getaddrinfo, passive, first answer) and a socket bound there
+    /// and closed; it sets SO_REUSEADDR as the server does, so a port in TIME_WAIT counts as free. Port 0 checks
+    /// the address alone. - Throws: `CLIError` naming the address and the reason.
     static func requirePortFree(host: String, port: Int) throws {
-        guard port != 0 else { return }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        guard inet_pton(AF_INET, host == "localhost" ? "127.0.0.1" : host, &address.sin_addr) == 1 else { return }
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return }
+        var hints = addrinfo()
+        hints.ai_flags = AI_PASSIVE
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var found: UnsafeMutablePointer<addrinfo>?
+        let resolved = getaddrinfo(host, String(port), &hints, &found)
+        guard resolved == 0, let first = found else {
+            let reason = resolved == EAI_SYSTEM ? ErrorText.plain(errno: errno) : String(cString: gai_strerror(resolved))
+            throw CLIError("cannot serve on \(host):\(port): --host \(host) is not an address or a name this machine resolves (\(reason))")
+        }
+        defer { freeaddrinfo(found) }
+        let fd = socket(first.pointee.ai_family, first.pointee.ai_socktype, first.pointee.ai_protocol)
+        guard fd >= 0 else { return } // no socket to try with: the server says what it finds
         defer { close(fd) }
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        guard bind(fd, first.pointee.ai_addr, first.pointee.ai_addrlen) != 0 else { return }
+        switch errno {
+        case EADDRINUSE: throw portInUse(host: host, port: port)
+        case EADDRNOTAVAIL: throw CLIError("cannot serve on \(host):\(port): \(host) is not an address of this machine (pass --host with one of its addresses, e.g. 127.0.0.1 or 0.0.0.0)")
+        case EACCES: throw CLIError("cannot serve on \(host):\(port): a port below 1024 needs root or CAP_NET_BIND_SERVICE; pass --port 1024 or above")
+        default: throw CLIError("cannot serve on \(host):\(port): \(ErrorText.plain(errno: errno))")
         }
-        if bound != 0 && errno == EADDRINUSE { throw portInUse(host: host, port: port) }
     }
 }
 
