@@ -1,6 +1,7 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
 import Foundation
+import KeelSystem
 import KeelLoader
 import KeelManifest
 import KeelRegistry
@@ -86,7 +87,10 @@ extension Kernel {
     /// - Throws: `KernelError.Code.bundle` when the folder cannot be watched.
     public func watch() throws(KernelError) {
         guard watcher == nil else { return }
-        try? FileManager.default.createDirectory(atPath: configuration.pluginsDirectory, withIntermediateDirectories: true)
+        let folder = configuration.pluginsDirectory
+        if let problem = SystemFile.makeFolders(folder) {
+            throw KernelError(.bundle, reason: "\(problem) (the plugin folder, to watch)")
+        }
         let w = try PluginWatcher(directory: configuration.pluginsDirectory) { [weak self] folders in
             guard let self else { return }
             Task { await self.bundlesChanged(folders) }

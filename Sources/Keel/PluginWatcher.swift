@@ -29,7 +29,7 @@ public final class PluginWatcher: Sendable {
         self.onChange = onChange
         do { inotify = try Inotify() } catch { throw KernelError(.bundle, reason: "\(directory): \(error)") }
         guard let top = inotify.add(directory, mask: Self.topMask) else {
-            throw KernelError(.bundle, reason: "\(directory): cannot watch: \(SystemFile.lastError)")
+            throw KernelError(.bundle, reason: "\(directory): cannot watch: \(SystemFile.describe(errno: errno))")
         }
         watches.withLock { $0[top] = "" }
         for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] { addBundle(name) }

@@ -47,13 +47,29 @@ final class SQLiteDatabase: StateDatabase {
         }
         let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX
         guard sqlite3_open_v2(path, &db, flags, nil) == SQLITE_OK else {
-            let message = db.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
+            // The system's reason (a read-only file system, a folder not allowed) rather than SQLite's "unable to
+            // open database file".
+            let code = db.map { sqlite3_system_errno($0) } ?? 0
+            var message = code != 0 ? SystemFile.describe(errno: code) : db.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
             sqlite3_close(db)
             db = nil
-            throw StateError(path: path, reason: "cannot open: \(message)")
+            // A file that is not there yet: what keeps it from being made is its folder.
+            let folder = (path as NSString).deletingLastPathComponent
+            if access(path, F_OK) != 0 && errno == ENOENT && access(folder.isEmpty ? "." : folder, W_OK) != 0 {
+                message = "its folder \(folder): \(SystemFile.describe(errno: errno))"
+            }
+            throw StateError(path: path, reason: "cannot be opened or made: \(message)")
         }
         sqlite3_busy_timeout(db, 5000)
-        try execute("PRAGMA journal_mode=WAL")
+        do {
+            // The first statement reads the file's header: another kind of file is found here.
+            try execute("PRAGMA journal_mode=WAL")
+        } catch {
+            let code = sqlite3_extended_errcode(db) & 0xff
+            guard code == SQLITE_NOTADB || code == SQLITE_CORRUPT else { throw error }
+            throw StateError(path: path, reason: "is not a Keel state file (SQLite: \(code == SQLITE_NOTADB ? "not a database" : "a damaged database")); "
+                             + "nothing was changed in it: check the path, or name a new file to start a state")
+        }
         try execute("PRAGMA synchronous=FULL")
         try execute("PRAGMA foreign_keys=ON")
     }

@@ -102,6 +102,29 @@ struct UserErrorTests {
         expectOneLine(try run(["plugins", "list", "--plugins", dir + "/f", "--state", dir + "/s.db"]),
                       contains: "\(dir)/f: is a file, not a plugin folder")
         expectOneLine(try run(["plugins", "list", "--state", "postgres://u@127.0.0.1:99999/db"]), contains: "port 99999 is not between 1 and 65535")
+        // A file that is not a state (SQLite's "file is not a database"): named as such, and left as it was.
+        try String(repeating: "not a database ", count: 64).write(toFile: dir + "/notes.db", atomically: true, encoding: .utf8)
+        let before = try Data(contentsOf: URL(fileURLWithPath: dir + "/notes.db"))
+        for args in [["plugins", "list"], ["audit"], ["serve", "--port", "0"]] {
+            let r = try run(args + ["--state", dir + "/notes.db", "--plugins", dir + "/plugins"])
+            expectOneLine(r, contains: "\(dir)/notes.db: is not a Keel state file (SQLite: not a database); nothing was changed in it")
+            #expect(!r.stderr.contains("file is not a database"), "\(r.stderr)")
+        }
+        #expect(try Data(contentsOf: URL(fileURLWithPath: dir + "/notes.db")) == before)
+    }
+
+    @Test("a state file or plugin folder on a read-only file system: the path and 'the file system is read-only', not SQLite's or inotify's words",
+          .enabled(if: getuid() == 0, "mounting a read-only tmpfs needs root"))
+    func readOnlyFileSystem() throws {
+        let dir = TestEnvironment.makeTemporaryDirectory("readonly")
+        let mounted = try TestEnvironment.run("/bin/mount", ["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", dir])
+        try #require(mounted.status == 0, "\(mounted.stderr)")
+        defer { _ = try? TestEnvironment.run("/bin/umount", ["-l", dir]) }
+        let writable = TestEnvironment.makeTemporaryDirectory("writable")
+        expectOneLine(try run(["plugins", "list", "--state", dir + "/state.db", "--plugins", writable]),
+                      contains: "\(dir)/state.db: cannot be opened or made: its folder \(dir): the file system is read-only")
+        expectOneLine(try run(["serve", "--port", "0", "--state", writable + "/state.db", "--plugins", dir + "/plugins"]),
+                      contains: "\(dir)/plugins: cannot be made: the file system is read-only (the plugin folder, to watch)")
     }
 
     @Test("a malformed repository index is refused when added, by key path; an unreadable one is named when install finds nothing")
