@@ -226,7 +226,7 @@ final class WorkerServer: @unchecked Sendable {
             do {
                 library = try PluginLibrary.open(path: a.libraryPath, expectedID: a.pluginID)
                 try library.verify(against: manifest, manifestPath: a.manifestPath)
-            } catch { throw WorkerRefusal(error.description) }
+            } catch { throw WorkerRefusal(error, pluginID: a.pluginID) }
             let context = ActivationContext(
                 pluginID: a.pluginID, grants: Set(a.grants.compactMap(Capability.init(rawValue:))), routePrefixes: a.routePrefixes,
                 config: a.config, limits: a.limits, budgets: a.budgets,
@@ -235,9 +235,9 @@ final class WorkerServer: @unchecked Sendable {
                 environment: WorkerEnvironment(server: self))
             var seed = Contributions()
             do { seed.commands = try library.prepareCommands(manifest.commands, context: context) } catch {
-                throw WorkerRefusal(error.description)
+                throw WorkerRefusal(error, pluginID: a.pluginID)
             }
-            do { contributions = try library.activate(context, seed: seed) } catch { throw WorkerRefusal(error.description) }
+            do { contributions = try library.activate(context, seed: seed) } catch { throw WorkerRefusal(error, pluginID: a.pluginID) }
             self.library = library
             self.context = context
             serviceTables = contributions.services.map { provision in
@@ -338,6 +338,12 @@ final class WorkerServer: @unchecked Sendable {
 private struct WorkerRefusal: Error {
     let message: String
     init(_ message: String) { self.message = message }
+
+    /// The loader's reason alone when it is about this plugin: the host names the plugin and its library around it.
+    init(_ error: LoadError, pluginID: String) {
+        let own = error.pluginID == nil || error.pluginID == pluginID
+        message = !own ? error.description : error.code == .incompatibleABI ? "incompatible: \(error.reason)" : error.reason
+    }
 }
 
 // MARK: outcomes on the wire

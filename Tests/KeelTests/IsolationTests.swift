@@ -290,6 +290,21 @@ struct IsolationTests {
         #expect(back.stdout == "later runs where its manifest says (in-process)\n", "\(back.stdout) \(back.stderr)")
     }
 
+    @Test("a plugin whose activate fails in its worker is failed with the plugin's reason, named once (not the worker's words wrapped in the host's)")
+    func activationFailureInWorker() throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("fails", defines: ["ACTIVATE_FAILS"], extra: "isolation: process")
+        let r = try TestEnvironment.run(keel, ["plugins", "enable", "fails", "--plugins", f.plugins, "--state", f.state])
+        #expect(r.status == 1)
+        #expect(r.stderr.components(separatedBy: "plugin \"fails\"").count - 1 == 1, "\(r.stderr)")
+        #expect(r.stderr.components(separatedBy: "libfails.so").count - 1 == 1, "\(r.stderr)")
+        #expect(r.stderr.split(separator: "\n").count == 1, "\(r.stderr)")
+        let list = try TestEnvironment.run(keel, ["plugins", "list", "--json", "--plugins", f.plugins, "--state", f.state])
+        let plugins = try JSONSerialization.jsonObject(with: Data(list.stdout.utf8)) as? [[String: Any]]
+        let reason = plugins?.first { $0["id"] as? String == "fails" }?["reason"] as? String ?? ""
+        #expect(reason.components(separatedBy: "plugin \"fails\"").count - 1 <= 1 && !reason.isEmpty, "\(reason)")
+    }
+
     @Test("a host with no worker executable refuses isolation: process with a reason that says so")
     func noWorkerExecutable() async throws {
         let c = CommandsFixture()
