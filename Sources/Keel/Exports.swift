@@ -35,3 +35,4 @@
 @_exported import class KeelLoader.HealthCheck
 @_exported import struct KeelIsolation.IsolationPolicy
 @_exported import enum KeelManifest.Isolation
+@_exported import struct KeelManifest.GrantHint

@@ -302,7 +302,7 @@ extension Kernel {
                                         identity: ServiceIdentity(version: "\(manifest.version)", generation: build.number,
                                                                   provides: manifest.provides, consumes: manifest.consumes,
                                                                   calls: manifest.calls),
-                                        environment: environment)
+                                        grantHint: configuration.grantHint, environment: environment)
         var seed = Contributions()
         seed.menus = manifest.menus.map { MenuRegistration(entry: $0, fromManifest: true) }
         do { seed.commands = try library?.prepareCommands(manifest.commands, context: context) ?? [] } catch {
@@ -312,14 +312,14 @@ extension Kernel {
         // Upstream apps: on this machine, or anywhere once the operator granted proxy-remote.
         for p in manifest.proxies where !p.isLoopback && !context.grants.contains(.proxyRemote) {
             throw KernelError(.loadFailed, pluginID: id,
-                              reason: "proxy \(p.prefix): upstream \(p.upstream) is not on this machine; grant it with `keel plugins grant \(id) proxy-remote`")
+                              reason: "proxy \(p.prefix): upstream \(p.upstream) is not on this machine; \(configuration.grantHint.text(id: id, capability: Capability.proxyRemote.rawValue))")
         }
         seed.proxies = manifest.proxies
         // The grants that confine a worker only: in the host's process the plugin has the host's rights either way.
         for (capability, without) in [(Capability.network, "opens no socket"), (.processes, "starts threads only, no process")]
         where manifest.capabilities.contains(capability) {
             if build.isolated, !context.grants.contains(capability) {
-                log(.warn, id, "\(capability.rawValue): asked for in plugin.yaml, not granted: its worker \(without); grant it with `keel plugins grant \(id) \(capability.rawValue)`")
+                log(.warn, id, "\(capability.rawValue): asked for in plugin.yaml, not granted: its worker \(without); \(configuration.grantHint.text(id: id, capability: capability.rawValue))")
             } else if !build.isolated {
                 log(.info, id, "\(capability.rawValue): no effect in the host's process, where the plugin has the host's rights granted or not; `isolation: process` confines it")
             }

@@ -55,7 +55,8 @@ extension Kernel {
             pluginID: id, libraryPath: libraryPath, manifestPath: build.bundle.manifestPath,
             grants: context.grants.map(\.rawValue).sorted(), routePrefixes: prefixes, config: config,
             limits: context.limits, budgets: context.budgets, version: version, generation: build.number,
-            memoryLimitBytes: configuration.isolation.memoryLimitBytes, cpuSeconds: configuration.isolation.cpuSeconds)
+            memoryLimitBytes: configuration.isolation.memoryLimitBytes, cpuSeconds: configuration.isolation.cpuSeconds,
+            grantHint: configuration.grantHint.template)
         let environment = self.environment
         // Answered as for a plugin in the host, as this plugin (never as whom the worker says it is).
         let services = HostServices(

@@ -49,6 +49,9 @@ public struct KernelConfiguration: Sendable {
     public var trustedCapabilities: Set<Capability> = [.routes, .menus]
     /// Time budgets for handlers and hooks, and how many failed calls in a row disable a plugin.
     public var budgets: CallBudgets = .default
+    /// How messages about a capability not granted say to grant it: the CLI's command by default; an embedder
+    /// names its own call (the C API sets `keel_grant(...)`).
+    public var grantHint: GrantHint = .cli
     /// Where each load's private copy of a library lives. `true` (default): in memory (memfd), opened by the dynamic
     /// loader through `/proc/self/fd`; `false`: a file under `<state dir>/generations/`, removed once mapped. Memory
     /// is used only where it works; files are the fallback either way. An installed package's library is loaded

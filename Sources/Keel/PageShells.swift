@@ -98,7 +98,7 @@ extension Kernel {
         if let write = console.fetch.first(where: { $0.method != "GET" && $0.method != "HEAD" }), !context.grants.contains(.consoleWrite) {
             throw KernelError(.loadFailed, pluginID: manifest.id,
                               reason: "console.fetch: \(write) would change the host with the rights of whoever views the page; " +
-                                      "ask for console-write under capabilities: and grant it with `keel plugins grant \(manifest.id) console-write`")
+                                      "ask for console-write under capabilities: and \(context.grantHint.text(id: manifest.id, capability: Capability.consoleWrite.rawValue))")
         }
         seed.console = console
         guard !console.pages.isEmpty else { return }

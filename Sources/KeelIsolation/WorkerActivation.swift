@@ -22,10 +22,12 @@ public struct WorkerActivation: Sendable, Hashable {
     /// Limits the worker sets on itself before loading the library; 0 is none.
     public var memoryLimitBytes: Int
     public var cpuSeconds: Int
+    /// How a refusal for a capability not granted says to grant it (`GrantHint.template`).
+    public var grantHint: String
 
     public init(pluginID: String, libraryPath: String, manifestPath: String, grants: [String], routePrefixes: [String],
                 config: String, limits: RegistrationLimits, budgets: CallBudgets, version: String, generation: Int,
-                memoryLimitBytes: Int = 0, cpuSeconds: Int = 0) {
+                memoryLimitBytes: Int = 0, cpuSeconds: Int = 0, grantHint: String = GrantHint.cli.template) {
         self.pluginID = pluginID
         self.libraryPath = libraryPath
         self.manifestPath = manifestPath
@@ -38,6 +40,7 @@ public struct WorkerActivation: Sendable, Hashable {
         self.generation = generation
         self.memoryLimitBytes = memoryLimitBytes
         self.cpuSeconds = cpuSeconds
+        self.grantHint = grantHint
     }
 }
 
@@ -46,7 +49,7 @@ extension WireWriter {
         string(a.pluginID); string(a.libraryPath); string(a.manifestPath); strings(a.grants); strings(a.routePrefixes)
         string(a.config); int(a.limits.routes); int(a.limits.menus); int(a.limits.hooks)
         double(a.budgets.handler); double(a.budgets.hook); int(a.budgets.failureThreshold)
-        string(a.version); int(a.generation); int(a.memoryLimitBytes); int(a.cpuSeconds)
+        string(a.version); int(a.generation); int(a.memoryLimitBytes); int(a.cpuSeconds); string(a.grantHint)
     }
 }
 
@@ -56,6 +59,7 @@ extension WireReader {
                          routePrefixes: try strings(), config: try string(),
                          limits: RegistrationLimits(routes: try int(), menus: try int(), hooks: try int()),
                          budgets: CallBudgets(handler: try double(), hook: try double(), failureThreshold: try int()),
-                         version: try string(), generation: try int(), memoryLimitBytes: try int(), cpuSeconds: try int())
+                         version: try string(), generation: try int(), memoryLimitBytes: try int(), cpuSeconds: try int(),
+                         grantHint: try string())
     }
 }

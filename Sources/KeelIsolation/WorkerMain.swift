@@ -232,7 +232,7 @@ final class WorkerServer: @unchecked Sendable {
                 config: a.config, limits: a.limits, budgets: a.budgets,
                 identity: ServiceIdentity(version: a.version, generation: a.generation, provides: manifest.provides,
                                           consumes: manifest.consumes, calls: manifest.calls),
-                environment: WorkerEnvironment(server: self))
+                grantHint: GrantHint(a.grantHint), environment: WorkerEnvironment(server: self))
             var seed = Contributions()
             do { seed.commands = try library.prepareCommands(manifest.commands, context: context) } catch {
                 throw WorkerRefusal(error, pluginID: a.pluginID)

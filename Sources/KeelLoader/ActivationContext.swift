@@ -35,6 +35,8 @@ public final class ActivationContext: Sendable {
     public let budgets: CallBudgets
     /// Who this activation is, as consumers of its services see it, and the interfaces it declares.
     public let identity: ServiceIdentity
+    /// How a refusal for a capability not granted says to grant it.
+    public let grantHint: GrantHint
     let environment: any PluginEnvironment
     private let consecutiveFailures = Atomic<Int>(0)
     private let reportedMisbehaving = Atomic<Bool>(false)
@@ -55,8 +57,9 @@ public final class ActivationContext: Sendable {
 
     public init(pluginID: String, grants: Set<Capability>, routePrefixes: [String] = [], config: String = "",
                 limits: RegistrationLimits = .default, budgets: CallBudgets = .default, identity: ServiceIdentity = ServiceIdentity(),
-                environment: any PluginEnvironment) {
+                grantHint: GrantHint = .cli, environment: any PluginEnvironment) {
         self.config = Mutex(HostABI.staticString(config))
+        self.grantHint = grantHint
         self.identity = identity
         self.pluginID = pluginID
         self.grants = grants
@@ -332,7 +335,7 @@ public final class ActivationContext: Sendable {
         }
         guard let capability else { return nil }
         guard grants.contains(capability) else {
-            let fix = capability.isSensitive ? "grant it with `keel plugins grant \(pluginID) \(capability.rawValue)`"
+            let fix = capability.isSensitive ? grantHint.text(id: pluginID, capability: capability.rawValue)
                 : "ask for it under capabilities: in plugin.yaml"
             return refuse(StatusCode.denied, "\(what): capability \"\(capability.rawValue)\" was not granted (\(fix))")
         }

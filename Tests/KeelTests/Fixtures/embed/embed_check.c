@@ -132,6 +132,18 @@ int main(int argc, char **argv) {
     negative.hook_budget_s = -1;
     check(keel_open(&negative, &k) == KEEL_ERR_INVALID_ARGUMENT && strstr(keel_errmsg(), "budget"), "open with a negative budget", keel_errmsg());
 
+    /* Without trust_all, a sensitive capability needs keel_grant, and the refusal names that call, not the CLI
+     * (which cannot reach a state in memory). */
+    keel_config untrusting = KEEL_CONFIG_INIT;
+    untrusting.plugins_dir = argv[1];
+    keel *u = NULL;
+    check(keel_open(&untrusting, &u) == KEEL_OK && keel_start(u) == KEEL_OK, "open and start without trust_all", keel_errmsg());
+    s = keel_enable(u, "hello");
+    check(s != KEEL_OK && strstr(keel_errmsg(), "grant it with keel_grant(k, \"hello\", \"authenticate\")")
+          && !strstr(keel_errmsg(), "keel plugins grant"), "a capability not granted names keel_grant", keel_errmsg());
+    check(keel_grant(u, "hello", "authenticate") == KEEL_OK && keel_enable(u, "hello") == KEEL_OK, "granted, it enables", keel_errmsg());
+    keel_close(u);
+
     keel_config cfg = KEEL_CONFIG_INIT;
     cfg.plugins_dir = argv[1];
     cfg.hook_budget_s = 1;
