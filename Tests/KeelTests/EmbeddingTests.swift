@@ -1,7 +1,12 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
 import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 import Keel
+import KeelHTTP
+import Synchronization
 import Testing
 
 @Suite("embedding the kernel")
@@ -95,6 +100,50 @@ struct EmbeddingTests {
         // A second in-memory kernel starts empty: the state ended with the first.
         let second = try Kernel(configuration: configuration)
         #expect(try second.state.plugins().isEmpty)
+    }
+
+    @Test("an embedded KeelServer on a state in memory: the admin token ensure() returns opens the admin API, which refuses any other")
+    func serverInMemory() async throws {
+        let bundles = TestEnvironment.makeTemporaryDirectory("memory-server") + "/bundles"
+        try TestEnvironment.stageExamples(into: bundles)
+        var configuration = KernelConfiguration(pluginsDirectory: "", stateFile: StateStore.inMemory)
+        configuration.bundleFolders = [bundles + "/hello-c"]
+        configuration.trustedCapabilities = Set(Capability.allCases)
+        let kernel = try Kernel(configuration: configuration)
+        await kernel.start()
+        try await kernel.enable("hello")
+        try #require(ProcessInfo.processInfo.environment[AdminToken.environmentVariable] == nil, "the test runs without $KEEL_ADMIN_TOKEN")
+        // --- README: admin token (keep in sync) ---
+        let token = AdminToken(state: kernel.state)              // $KEEL_ADMIN_TOKEN, else the one stored in the state
+        let fresh = try token.ensure()                           // none yet (always so in memory): made, returned this once
+        if let fresh { print("admin token: \(fresh)") }
+        let server = KeelServer(kernel: kernel, token: token, configuration: .init(port: 0))
+        // --- end ---
+        let made = try #require(fresh)
+        #expect(try token.ensure() == nil, "made once")
+        let port = Mutex<Int>(0)
+        let serving = Task { try await server.run { p in port.withLock { $0 = p } } }
+        var bound = 0
+        for _ in 0..<200 where bound == 0 {
+            try await Task.sleep(for: .milliseconds(20))
+            bound = port.withLock { $0 }
+        }
+        try #require(bound > 0)
+        func status(_ path: String, bearer: String?) async throws -> Int {
+            var request = URLRequest(url: try #require(URL(string: "http://127.0.0.1:\(bound)\(path)")))
+            if let bearer { request.setValue("Bearer \(bearer)", forHTTPHeaderField: "Authorization") }
+            let (_, response) = try await URLSession.shared.data(for: request)
+            return (response as? HTTPURLResponse)?.statusCode ?? 0
+        }
+        #expect(try await status("/api/v1/plugins", bearer: made) == 200)
+        #expect(try await status("/api/v1/plugins", bearer: "keel_wrong") == 401)
+        #expect(try await status("/api/v1/plugins", bearer: nil) == 401)
+        #expect(try await status("/ext/hello/greet/ada", bearer: nil) == 200)
+        let readme = try String(contentsOfFile: TestEnvironment.repository.path + "/README.md", encoding: .utf8)
+        #expect(readme.contains("let fresh = try token.ensure()                           // none yet (always so in memory): made, returned this once"))
+        serving.cancel()
+        _ = try? await serving.value
+        await kernel.shutdown()
     }
 
     @Test("with the state in memory, a library that cannot be copied into memory fails to load instead of going to disk")

@@ -231,7 +231,8 @@ KEEL_EXPORT keel_status keel_subscribe(keel *k, keel_event_fn fn, void *user_dat
 KEEL_EXPORT keel_status keel_unsubscribe(keel *k, int64_t token);
 
 /* Serves HTTP on `host`:`port` (port 0 picks a free one, reported in *out_port, which may be NULL): plugin routes
- * under /ext/, the admin API under /api/v1/ (admin token from $KEEL_ADMIN_TOKEN or the state store), /healthz and
+ * under /ext/, the admin API under /api/v1/ (admin token from $KEEL_ADMIN_TOKEN or the state store; a state in memory
+ * holds none, so set $KEEL_ADMIN_TOKEN first, or the admin API answers 401 to all), /healthz and
  * the console, on the library's own threads until keel_close. The process's signals are left alone.
  * Returns KEEL_OK once it listens; KEEL_ERR_WRONG_STATE when already serving (or another thread is starting this
  * handle's server); KEEL_ERR_UNAVAILABLE when the address cannot be bound; KEEL_ERR_INVALID_ARGUMENT; KEEL_MISUSE.
