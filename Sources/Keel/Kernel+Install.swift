@@ -34,7 +34,7 @@ extension Kernel {
                 let (offers, problems) = try store.indexes()
                 return .success(try store.resolve(id, version: version, offers: offers, problems: problems))
             } catch {
-                return .failure(KernelError(.bundle, pluginID: id, reason: "\(error)"))
+                return .failure(Self.installError(error, pluginID: id))
             }
         }.get()
         guard let next = Semver(offer.entry.version) else { throw KernelError(.bundle, pluginID: id, reason: "bad version in the index") }
@@ -116,10 +116,14 @@ extension Kernel {
         }
     }
 
-    /// An install's or upgrade's failure as a `KernelError`: `signerMismatch` for a refused signer, else `bundle`.
+    /// An install's or upgrade's failure as a `KernelError`: `signerMismatch` for a refused signer, `notOffered` when no
+    /// repository offers the plugin or version, else `bundle`.
     nonisolated static func installError(_ error: any Error, pluginID: String) -> KernelError {
         if let mismatch = error as? SignerMismatch {
             return KernelError(.signerMismatch, pluginID: mismatch.pluginID, reason: mismatch.description)
+        }
+        if let store = error as? ExtensionStore.StoreError, store.notOffered {
+            return KernelError(.notOffered, pluginID: pluginID, reason: store.reason)
         }
         return KernelError(.bundle, pluginID: pluginID, reason: "\(error)")
     }

@@ -30,6 +30,8 @@ public struct KernelError: Error, Sendable, CustomStringConvertible {
         /// A plugin was not loaded again because the copies of stopped plugins' libraries that stay mapped in the
         /// process reached their limit (`KernelConfiguration.staleCopies`); a restart of the host frees them.
         public static let staleCopyLimit = Code(name: "stale-copy-limit")
+        /// No repository offers the plugin, or the version asked for, to install or upgrade. Nothing changed.
+        public static let notOffered = Code(name: "not-offered")
     }
 
     public var code: Code

@@ -32,8 +32,13 @@ public struct ExtensionStore: Sendable {
 
     public struct StoreError: Error, Sendable, CustomStringConvertible {
         public var reason: String
+        /// No repository offers the plugin, or the version asked for: nothing is wrong with a package.
+        public var notOffered = false
         public var description: String { reason }
-        init(_ reason: String) { self.reason = reason }
+        init(_ reason: String, notOffered: Bool = false) {
+            self.reason = reason
+            self.notOffered = notOffered
+        }
     }
 
     /// One offered version.
@@ -135,7 +140,8 @@ public struct ExtensionStore: Sendable {
     public func resolve(_ id: String, version: String?, offers: [Offer], problems: [String] = []) throws -> Offer {
         let candidates = offers.filter { $0.id == id }
         guard !candidates.isEmpty else {
-            throw StoreError("no repository offers \"\(id)\"" + (problems.isEmpty ? "" : " (not read: " + problems.joined(separator: "; ") + ")"))
+            throw StoreError("no repository offers \"\(id)\"" + (problems.isEmpty ? "" : " (not read: " + problems.joined(separator: "; ") + ")"),
+                             notOffered: true)
         }
         let top = candidates.map(\.repository.priority).max() ?? 0
         let repos = Set(candidates.filter { $0.repository.priority == top }.map(\.repository.name))
@@ -145,7 +151,9 @@ public struct ExtensionStore: Sendable {
         let fromTop = candidates.filter { $0.repository.priority == top }
         if let version {
             guard let wanted = Semver(version), let offer = fromTop.first(where: { Semver($0.entry.version) == wanted }) else {
-                throw StoreError("repository \"\(repos.first ?? "")\" has no \"\(id)\" version \(version)")
+                let known = fromTop.map(\.entry.version).sorted { (Semver($0) ?? Semver(0, 0, 0)) < (Semver($1) ?? Semver(0, 0, 0)) }
+                throw StoreError("repository \"\(repos.first ?? "")\" has no \"\(id)\" version \(version) (it offers \(known.joined(separator: ", ")))",
+                                 notOffered: true)
             }
             guard Self.compatible(offer.entry) else { throw StoreError("\"\(id)\" \(version) needs ABI \(offer.entry.abi) / keel \(offer.entry.host ?? "any"); this host is \(KeelVersion.current) with ABI \(PluginLibrary.supportedABIText)") }
             return offer

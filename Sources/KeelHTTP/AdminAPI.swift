@@ -306,6 +306,7 @@ struct AdminAPI {
         guard let error = error as? KernelError else { return APIError(.internalServerError, "internal", "internal error") }
         switch error.code {
         case .unknownPlugin: return APIError(.notFound, "unknown-plugin", error.description)
+        case .notOffered: return APIError(.notFound, "not-offered", error.description)
         case .dependency: return APIError(.conflict, "dependency", error.description)
         case .conflict: return APIError(.conflict, "conflict", error.description)
         case .state: return APIError(.internalServerError, "state", error.description)

@@ -231,6 +231,13 @@ struct UpgradeTests {
         #expect(((catalog?["plugins"] as? [[String: Any]])?.first?["version"] as? String) == "1.2.0")
         let refused = try await server.request("POST", "/api/v1/plugins/up/upgrade", admin: true, body: Data(#"{"version": "1.2.0"}"#.utf8))
         #expect(refused.status == 422 && refused.text.contains("not signed"))
+        // A version no repository offers: 404 not-offered, naming the ones it does; nothing changed.
+        let unknown = try await server.request("POST", "/api/v1/plugins/up/upgrade", admin: true, body: Data(#"{"version": "9.9.9"}"#.utf8))
+        #expect(unknown.status == 404 && unknown.errorCode == "not-offered", "\(unknown.text)")
+        #expect(unknown.text.contains("has no \\\"up\\\" version 9.9.9 (it offers 1.0.0, 1.1.0, 1.2.0)"), "\(unknown.text)")
+        let cli = try TestEnvironment.run(keel, ["upgrade", "up", "--to", "9.9.9"] + common)
+        #expect(cli.status == 1 && cli.stderr.contains("has no \"up\" version 9.9.9 (it offers 1.0.0, 1.1.0, 1.2.0)"), "\(cli.stderr)")
+        #expect(try await server.request("GET", "/ext/up/ping").text.contains("tag=two"))
         let removed = try await server.request("DELETE", "/api/v1/plugins/up?keepData=true", admin: true)
         #expect(removed.status == 200, "\(removed.text)")
         #expect(try await server.request("GET", "/ext/up/ping").status == 404)
