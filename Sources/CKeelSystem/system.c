@@ -132,22 +132,44 @@ static long listed_pids(const char *path, pid_t **out) {
     return count;
 }
 
+static int compare_pids(const void *a, const void *b) {
+    pid_t x = *(const pid_t *)a, y = *(const pid_t *)b;
+    return (x > y) - (x < y);
+}
+
 int keel_cgroup_kill_members(const char *procs) {
     pid_t *before = NULL, *after = NULL;
     long n = listed_pids(procs, &before);
     if (n < 0) return -1;
     int *fds = malloc(sizeof(int) * (size_t)(n + 1));
     if (!fds) { free(before); return -1; }
-    for (long i = 0; i < n; i++) fds[i] = (int)syscall(SYS_pidfd_open, before[i], 0);
+    int no_pidfd = 0;
+    for (long i = 0; i < n; i++) {
+        fds[i] = (int)syscall(SYS_pidfd_open, before[i], 0);
+        if (fds[i] < 0 && errno == ENOSYS) no_pidfd = 1;
+    }
     /* Listed again now that each is held: one still listed is the member it was (a pidfd cannot change process). */
     long m = listed_pids(procs, &after);
+    if (m < 0) {
+        int saved = errno;
+        for (long i = 0; i < n; i++) if (fds[i] >= 0) close(fds[i]);
+        free(fds);
+        free(before);
+        errno = saved;
+        return -1;
+    }
+    qsort(after, (size_t)m, sizeof(pid_t), compare_pids);
     int signalled = 0;
     for (long i = 0; i < n; i++) {
-        if (fds[i] < 0) continue;
-        int member = 0;
-        for (long j = 0; j < m && !member; j++) member = after[j] == before[i];
-        if (member && syscall(SYS_pidfd_send_signal, fds[i], SIGKILL, NULL, 0) == 0) signalled++;
-        close(fds[i]);
+        int member = bsearch(&before[i], after, (size_t)m, sizeof(pid_t), compare_pids) != NULL;
+        if (fds[i] >= 0) {
+            if (member && syscall(SYS_pidfd_send_signal, fds[i], SIGKILL, NULL, 0) == 0) signalled++;
+            close(fds[i]);
+        } else if (no_pidfd && member && kill(before[i], SIGKILL) == 0) {
+            /* A kernel before 5.3 (no pidfd_open): a pid listed both times is a member now, whatever process holds
+             * it, and is signalled by number; only one that ends and is reused within the next instant escapes. */
+            signalled++;
+        }
     }
     free(fds);
     free(before);

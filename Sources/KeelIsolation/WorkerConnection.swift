@@ -92,8 +92,10 @@ final class WorkerConnection: Sendable {
         outbox = WorkerOutbox(socket: socket)
     }
 
-    /// Set once a host has said that its workers go without a cgroup (said once per process).
+    /// Set once a host has said that its workers go without a cgroup (said once per process), and once one was made
+    /// (from then on, each worker that goes without is said: the folder is usable, so that is not expected).
     private static let saidUnbounded = Atomic<Bool>(false)
+    private static let madeOne = Atomic<Bool>(false)
 
     deinit { close(socket) }
 
@@ -149,10 +151,16 @@ final class WorkerConnection: Sendable {
         // Moved in before it is sent anything: plugin code runs only once the host sends the activation.
         var cgroup: PidsCgroup?
         if threadLimit > 0 {
-            do { cgroup = try PidsCgroup.make(for: pid, limit: threadLimit) } catch {
+            do {
+                cgroup = try PidsCgroup.make(for: pid, limit: threadLimit)
+                madeOne.store(true, ordering: .relaxed)
+            } catch {
                 if !saidUnbounded.exchange(true, ordering: .relaxed) {
                     handlers.log(LogLevel.warn.rawValue, "workers get no cgroup of their own (\(error)): a worker's threads are counted "
                                  + "every 50 ms against --worker-threads, and the processes a worker granted `processes` starts are not bounded")
+                } else if madeOne.load(ordering: .relaxed) {
+                    handlers.log(LogLevel.warn.rawValue, "this worker gets no cgroup of its own (\(error)): its threads are counted every 50 ms, "
+                                 + "and the processes it starts are not bounded")
                 }
             }
         }
@@ -424,7 +432,19 @@ final class WorkerConnection: Sendable {
         }
         let end = Self.reap(pid)
         // And what it started that left its group, or is still on its way out: the cgroup goes once they are gone.
-        cgroup?.end()
+        // Half a second here (the calls waiting on this worker are failed only after it); one whose killed members take
+        // longer to leave (a process of many GiB) is ended on a thread of its own, and said when even that fails.
+        if let cgroup, !cgroup.end(patience: 0.5) {
+            let log = handlers.log
+            let finishing = Thread {
+                if !cgroup.end(patience: 30) {
+                    log(LogLevel.warn.rawValue, "the worker's cgroup \(cgroup.path) still holds processes 30 s after they were killed; "
+                        + "the next host's start removes it once they are gone")
+                }
+            }
+            finishing.name = "keel-cgroup-end"
+            finishing.start()
+        }
         ended.signal()
         outputDone.set()
         // The host's reason, when the host's SIGKILL is what ended it (not a crash of its own meanwhile).

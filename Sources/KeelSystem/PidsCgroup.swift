@@ -52,33 +52,41 @@ public struct PidsCgroup: Sendable {
             if parts[0] == "0", parts[1].isEmpty { v2 = String(parts[2]) }
         }
         // Each line of mountinfo: "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTIONS".
-        func mount(_ matches: (_ type: Substring, _ options: [Substring]) -> Bool) -> (root: String, point: String)? {
-            for line in mounts.split(separator: "\n") {
+        func mounted(_ matches: (_ type: Substring, _ options: [Substring]) -> Bool) -> [(root: String, point: String)] {
+            mounts.split(separator: "\n").compactMap { line in
                 let fields = line.split(separator: " ")
-                guard let dash = fields.firstIndex(of: "-"), dash >= 6, fields.count > dash + 3 else { continue }
-                if matches(fields[dash + 1], fields[dash + 3].split(separator: ",")) {
-                    return (unescape(fields[3]), unescape(fields[4]))
-                }
+                guard let dash = fields.firstIndex(of: "-"), dash >= 6, fields.count > dash + 3,
+                      matches(fields[dash + 1], fields[dash + 3].split(separator: ",")) else { return nil }
+                return (unescape(fields[3]), unescape(fields[4]))
             }
-            return nil
         }
-        // The path of the cgroup below the mount point, when the mount shows it (its root is the path or above).
+        // The path of the cgroup below a mount point, when the mount shows it (its root is the path or above).
         func folder(_ path: String, in m: (root: String, point: String)) -> String? {
             let root = m.root == "/" ? "" : m.root
             guard path == root || path.hasPrefix(root + "/") || root.isEmpty else { return nil }
             let below = String(path.dropFirst(root.count))
             return m.point + (below == "/" ? "" : below)
         }
+        // Of the mounts that show it (a hierarchy may be mounted more than once, a subtree bind-mounted), the one whose
+        // root is nearest. Never a path that climbs: in a cgroup namespace, a cgroup outside the namespace's root
+        // reads as "/../..", and no mount here shows it.
+        func place(_ path: String, in candidates: [(root: String, point: String)]) -> String? {
+            guard !path.split(separator: "/").contains("..") else { return nil }
+            return candidates.compactMap { m in folder(path, in: m).map { (m.root.count, $0) } }.max { $0.0 < $1.0 }?.1
+        }
         if let v1 {
-            guard let m = mount({ type, options in type == "cgroup" && options.contains("pids") }) else {
+            let candidates = mounted { type, options in type == "cgroup" && options.contains("pids") }
+            guard let first = candidates.first else {
                 return .failure(Unavailable(description: "the pids cgroup controller is not mounted here"))
             }
-            guard let path = folder(v1, in: m) else {
-                return .failure(Unavailable(description: "the host's pids cgroup \(v1) lies outside the mount at \(m.point)"))
+            guard let path = place(v1, in: candidates) else {
+                return .failure(Unavailable(description: "the host's pids cgroup \(v1) lies outside the mount at \(first.point)"))
             }
             return .success(path)
         }
-        guard let v2, let m = mount({ type, _ in type == "cgroup2" }), let path = folder(v2, in: m) else {
+        let unified = mounted { type, _ in type == "cgroup2" }
+        guard let v2, let path = place(v2, in: unified),
+              let m = unified.filter({ path == $0.point || path.hasPrefix($0.point == "/" ? "/" : $0.point + "/") }).max(by: { $0.point.count < $1.point.count }) else {
             return .failure(Unavailable(description: "this kernel has no pids cgroup controller the host can use"))
         }
         // A v2 cgroup with processes of its own hands no controller to children (but the root), so the usual place
@@ -163,15 +171,21 @@ public struct PidsCgroup: Sendable {
     }
 
     /// SIGKILLs every process left in the cgroup (the child's descendants, wherever their process group is), then
-    /// removes it: waits up to about half a second for the killed to leave, then leaves an empty-to-be cgroup for the
-    /// next host's start to remove. [any thread; blocks for that long at most]
-    public func end() {
+    /// removes it. The killed may take a while to leave (a process of many GiB frees its memory first): every 5 ms
+    /// for the first half second, then every 100 ms up to `patience` seconds. Returns false when the cgroup is still
+    /// there then, left for the next host's start to remove. [any thread; blocks up to `patience` seconds]
+    @discardableResult
+    public func end(patience: Double = 10) -> Bool {
         let procs = path + "/cgroup.procs"
         _ = write("pids.max", "0")  // no more forks while its members are killed
-        for _ in 0..<100 {
-            if rmdir(path) == 0 || errno == ENOENT { return }
+        let clock = ContinuousClock(), start = clock.now
+        var tries = 0
+        while true {
+            if rmdir(path) == 0 || errno == ENOENT { return true }
+            guard clock.now - start < .milliseconds(Int(patience * 1000)) else { return false }
             _ = keel_cgroup_kill_members(procs)
-            usleep(5_000)
+            tries += 1
+            usleep(tries <= 100 ? 5_000 : 100_000)
         }
     }
 

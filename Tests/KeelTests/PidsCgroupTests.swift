@@ -28,6 +28,11 @@ struct PidsCgroupTests {
         // Optional fields before the dash, and an escaped space in the mount point.
         let tagged = "39 31 0:36 / /sys/fs/my\\040cgroups shared:5 master:1 - cgroup cgroup rw,nsdelegate,pids\n"
         #expect(try PidsCgroup.locate(cgroups: "8:pids:/a\n", mounts: tagged).get() == "/sys/fs/my cgroups/a")
+        // The hierarchy mounted twice (a subtree bind-mounted first): the mount that shows the path, nearest root first.
+        let twice = "40 31 0:36 /other /mnt/other rw - cgroup cgroup rw,pids\n" + "39 31 0:36 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids\n"
+            + "42 31 0:36 /docker /mnt/docker rw - cgroup cgroup rw,pids\n"
+        #expect(try PidsCgroup.locate(cgroups: "8:pids:/system.slice/a\n", mounts: twice).get() == "/sys/fs/cgroup/pids/system.slice/a")
+        #expect(try PidsCgroup.locate(cgroups: "8:pids:/docker/abc\n", mounts: twice).get() == "/mnt/docker/abc")
     }
 
     @Test("no pids cgroup to give a worker: the controller not mounted, the path outside the mount, or v2 without pids for the children; each says why")
@@ -42,6 +47,9 @@ struct PidsCgroupTests {
         #expect(why("8:pids:/elsewhere\n", "39 31 0:36 /docker/abc /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids\n")
                 == "the host's pids cgroup /elsewhere lies outside the mount at /sys/fs/cgroup/pids")
         #expect(why("0::/user.slice\n", "") == "this kernel has no pids cgroup controller the host can use")
+        // A cgroup outside this cgroup namespace's root reads as "/../..": never a folder made from it.
+        #expect(why("8:pids:/../../system.slice\n", Self.v1Mounts) == "the host's pids cgroup /../../system.slice lies outside the mount at /sys/fs/cgroup/pids")
+        #expect(why("0::/../x\n", "41 31 0:38 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n") == "this kernel has no pids cgroup controller the host can use")
         // v2, a folder whose cgroup.subtree_control does not name pids (here: none at all).
         let folder = FileManager.default.temporaryDirectory.path + "/keel-cg-\(getpid())"
         try? FileManager.default.createDirectory(atPath: folder + "/a", withIntermediateDirectories: true)
