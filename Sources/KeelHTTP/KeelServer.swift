@@ -134,8 +134,10 @@ public struct KeelServer: Sendable {
         // dispatch goes first.
         let proxy = PluginProxy(gatekeeper: gatekeeper, maxBodySize: configuration.maxBodySize)
         let webSockets = WebSocketProxy(proxy: proxy, idleTimeout: configuration.idleTimeout)
+        let methods = MethodTable()
         router.add(middleware: PluginRoutesMiddleware(plugins: PluginDispatcher(
-            gatekeeper: gatekeeper, maxBodySize: configuration.maxBodySize, bodyTimeout: configuration.bodyTimeout, proxy: proxy)))
+            gatekeeper: gatekeeper, maxBodySize: configuration.maxBodySize, bodyTimeout: configuration.bodyTimeout, proxy: proxy),
+            methods: methods))
         AdminAPI(kernel: kernel, gatekeeper: gatekeeper).register(on: router)
         let limiter = ConnectionLimiter(limit: configuration.maxConnections)
         ServerMetrics.register(on: router, metrics: metrics, gatekeeper: gatekeeper, metricsToken: configuration.metricsToken,
@@ -143,6 +145,7 @@ public struct KeelServer: Sendable {
         Console.register(on: router)
         PageBridge.register(on: router)
         builtinRoutes(router)
+        methods.fill(from: router)
         let responder = KeelResponder(router: router.buildResponder(),
                                       plugins: router.middlewares.constructResponder(finalResponder: UnroutedResponder()))
         let sink = kernel.logSink

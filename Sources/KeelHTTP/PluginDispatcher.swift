@@ -320,6 +320,8 @@ struct PluginDispatcher: Sendable {
 struct PluginRoutesMiddleware: RouterMiddleware {
     typealias Context = KeelRequestContext
     let plugins: PluginDispatcher
+    /// The host's own routes' methods, for a 405 on an admin API path asked with a method it does not take.
+    let methods: MethodTable
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let path = request.uri.path
@@ -331,9 +333,17 @@ struct PluginRoutesMiddleware: RouterMiddleware {
         }
         guard path.hasPrefix("/ext/") || path == "/ext" || foreign() else {
             guard path.hasPrefix("/api/") else { return try await next(request, context) }
-            // An admin API path no route serves (or not with this method): the API's own error body, not an empty 404.
+            // An admin API path no route serves: the API's own error body, not an empty 404; one it serves with other
+            // methods: 405, naming them (`Allow`).
             do { return try await next(request, context) } catch let error as HTTPError where error.status == .notFound {
-                return try APIError(.notFound, "not-found", "no such endpoint: \(request.method) \(path)").response(from: request, context: context)
+                let allowed = methods.methods(for: path)
+                guard !allowed.isEmpty, !allowed.contains(request.method.rawValue) else {
+                    return try APIError(.notFound, "not-found", "no such endpoint: \(request.method) \(path)").response(from: request, context: context)
+                }
+                var response = try APIError(.methodNotAllowed, "method-not-allowed",
+                                            "\(path) takes \(allowed.joined(separator: ", ")), not \(request.method)").response(from: request, context: context)
+                response.headers[.allow] = allowed.joined(separator: ", ")
+                return response
             }
         }
         do { return try await plugins.respond(to: request, context: context, path: path) } catch let error as APIError {

@@ -50,11 +50,15 @@ struct HTTPTests {
         #expect(disabled.status == 200)
         let gone = try await server.request("GET", "/ext/echo/items/1")
         #expect(gone.status == 404 && gone.errorCode == "not-found")
-        // An admin API path no route serves, or not with that method: the API's JSON error too.
+        // An admin API path no route serves: the API's JSON error too; one it serves with other methods: 405, naming them.
         let unknown = try await server.request("GET", "/api/v1/nosuch", admin: true)
         #expect(unknown.status == 404 && unknown.errorCode == "not-found")
         let wrongMethod = try await server.request("PUT", "/api/v1/plugins", admin: true)
-        #expect(wrongMethod.status == 404 && wrongMethod.errorCode == "not-found")
+        #expect(wrongMethod.status == 405 && wrongMethod.errorCode == "method-not-allowed", "\(wrongMethod.text)")
+        #expect(wrongMethod.headers["allow"] == "GET, HEAD", "\(wrongMethod.headers)")
+        let getEnable = try await server.request("GET", "/api/v1/plugins/echo/enable", admin: true)
+        #expect(getEnable.status == 405 && getEnable.text.contains("/api/v1/plugins/echo/enable takes POST, not GET"), "\(getEnable.text)")
+        #expect(try await server.request("DELETE", "/api/v1/plugins/echo/enable/extra", admin: true).status == 404)
     }
 
     @Test("a request that ends its connection ends it after the answer however it says so (Close, close among other tokens, HTTP/1.0); one that does not keeps it for the next request")
