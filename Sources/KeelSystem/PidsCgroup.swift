@@ -11,7 +11,8 @@ import Glibc
 /// Where: below the host's cgroup of the `pids` hierarchy, as /proc/self/cgroup and /proc/self/mountinfo name it
 /// (cgroup v1: the hierarchy mounted with `pids`; cgroup v2: the unified one, when the host's cgroup hands `pids` to
 /// its children in `cgroup.subtree_control`, or beside the host's when its parent does), as
-/// `keel-<host pid>-<child pid>`. The host must be able to make folders
+/// `keel-<pid namespace>-<host pid>-<child pid>` (the namespace's inode number, so that a host tells its own
+/// namespace's hosts from others' sharing the folder). The host must be able to make folders
 /// there (root, or a cgroup delegated to its user); where it cannot, `make` says why and the caller goes without.
 /// A child confined from writing anywhere (Landlock) cannot move itself out nor raise its limit.
 ///
@@ -131,7 +132,7 @@ public struct PidsCgroup: Sendable {
         case let .success(folder): parent = folder
         case let .failure(why): throw why
         }
-        let cgroup = PidsCgroup(path: "\(parent)/keel-\(getpid())-\(child)")
+        let cgroup = PidsCgroup(path: "\(parent)/keel-\(namespace)-\(getpid())-\(child)")
         // Never one that exists (a leftover of the same name keeps its refusal count, and its members): it is
         // removed first when empty, else this worker goes without.
         var made = mkdir(cgroup.path, 0o755) == 0
@@ -189,13 +190,29 @@ public struct PidsCgroup: Sendable {
         }
     }
 
-    /// Removes the empty cgroups of hosts that no longer run (`keel-<pid>-<child>` whose host pid is gone) from
-    /// `folder`: a cgroup still holding a process is not removed (`rmdir` refuses it).
+    /// This process's pid namespace, as the inode number of /proc/self/ns/pid ("0" when it cannot be read): pids are
+    /// only comparable within one namespace.
+    public static let namespace: String = {
+        var buffer = [CChar](repeating: 0, count: 64)
+        let n = readlink("/proc/self/ns/pid", &buffer, buffer.count - 1)
+        guard n > 0 else { return "0" }
+        let link = String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) // "pid:[4026531836]"
+        let digits = link.filter(\.isNumber)
+        return digits.isEmpty ? "0" : digits
+    }()
+
+    /// Ends the cgroups in `folder` that hosts of this pid namespace left when they died (SIGKILL, the OOM killer):
+    /// `keel-<namespace>-<host>-<child>` whose host pid no longer runs. What a killed host's workers started and that
+    /// outlived them (a worker granted `processes`) is killed with it. A cgroup of another namespace, whose pids
+    /// mean nothing here, is left alone; one of the older `keel-<host>-<child>` form is removed when empty and its host
+    /// is gone.
     static func removeLeftovers(in folder: String) {
         for name in SystemFile.names(in: folder) ?? [] where name.hasPrefix("keel-") {
             let parts = name.split(separator: "-")
-            guard parts.count == 3, let host = pid_t(parts[1]), host != getpid() else { continue }
-            if kill(host, 0) != 0, errno == ESRCH { _ = rmdir(folder + "/" + name) }
+            let ours = parts.count == 4 && parts[1] == namespace
+            guard ours || parts.count == 3, let host = pid_t(parts[parts.count - 2]), host != getpid(),
+                  kill(host, 0) != 0, errno == ESRCH else { continue }
+            if ours { PidsCgroup(path: folder + "/" + name).end(patience: 1) } else { _ = rmdir(folder + "/" + name) }
         }
     }
 }

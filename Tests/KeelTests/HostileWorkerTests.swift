@@ -203,7 +203,7 @@ struct HostileWorkerTests {
         #expect(first.count == 10)
         let parent = try PidsCgroup.parent.get()
         let named = (try? String(contentsOfFile: "/proc/\(first.first ?? 0)/cgroup", encoding: .utf8)) ?? ""
-        #expect(named.contains("/keel-\(host)-"), "a child's cgroups: \(named)")
+        #expect(named.contains("/keel-\(PidsCgroup.namespace)-\(host)-"), "a child's cgroups: \(named)")
         // Past it: refused by the kernel (EAGAIN), the worker killed for it with every child, the cgroup removed.
         if let said = try? await answer(server, "forkmany?n=400"), said.hasPrefix("forked") {
             #expect(said.hasSuffix("refused \(EAGAIN)"), "\(said)")
@@ -227,7 +227,7 @@ struct HostileWorkerTests {
         server.stop()
         var mine: [String] = ["?"]
         for _ in 0..<50 where !mine.isEmpty {
-            mine = ((try? FileManager.default.contentsOfDirectory(atPath: parent)) ?? []).filter { $0.hasPrefix("keel-\(host)-") }
+            mine = ((try? FileManager.default.contentsOfDirectory(atPath: parent)) ?? []).filter { $0.hasPrefix("keel-\(PidsCgroup.namespace)-\(host)-") }
             if !mine.isEmpty { try await Task.sleep(for: .milliseconds(100)) }
         }
         #expect(mine.isEmpty, "cgroups left in \(parent): \(mine)")

@@ -103,4 +103,32 @@ struct PidsCgroupTests {
             #expect(state == nil || state == "Z", "process \(pid) of the ended cgroup: \(state.map(String.init) ?? "gone")")
         }
     }
+
+    @Test("a host killed with SIGKILL left a cgroup with a live process: the next start kills it and removes the cgroup; another namespace's is left alone",
+          .enabled(if: (try? PidsCgroup.parent.get()) != nil, "the host cannot make pids cgroups here (not root, no delegated cgroup)"))
+    func leftoversOfADeadHost() throws {
+        let parent = try PidsCgroup.parent.get()
+        // A host pid that no longer runs: a process that ended.
+        let gone = Process()
+        gone.executableURL = URL(fileURLWithPath: "/bin/true")
+        try gone.run()
+        gone.waitUntilExit()
+        let dead = gone.processIdentifier
+        // What a worker granted `processes` left running in its cgroup when its host was killed.
+        let survivor = Process()
+        survivor.executableURL = URL(fileURLWithPath: "/bin/sleep")
+        survivor.arguments = ["30"]
+        try survivor.run()
+        defer { if survivor.isRunning { survivor.terminate() } }
+        let ours = parent + "/keel-\(PidsCgroup.namespace)-\(dead)-\(survivor.processIdentifier)"
+        let foreign = parent + "/keel-1-\(dead)-\(survivor.processIdentifier)"
+        for folder in [ours, foreign] { #expect(mkdir(folder, 0o755) == 0, "\(folder): \(errno)") }
+        defer { _ = rmdir(foreign); _ = rmdir(ours) }
+        try "\(survivor.processIdentifier)\n".write(toFile: ours + "/cgroup.procs", atomically: false, encoding: .utf8)
+        PidsCgroup.removeLeftovers(in: parent)
+        survivor.waitUntilExit()
+        #expect(survivor.terminationReason == .uncaughtSignal && survivor.terminationStatus == SIGKILL)
+        #expect(!FileManager.default.fileExists(atPath: ours))
+        #expect(FileManager.default.fileExists(atPath: foreign), "another pid namespace's cgroup is not this host's to judge")
+    }
 }
