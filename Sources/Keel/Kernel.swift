@@ -451,6 +451,8 @@ public actor Kernel {
         idleSweeper?.cancel()
         idleSweeper = nil
         for id in activationOrder.reversed() { deactivate(id) }
+        // The stop's own records are in: the state file alone now holds everything (its write-ahead log folded in).
+        try? state.checkpoint()
     }
 
     // MARK: queries

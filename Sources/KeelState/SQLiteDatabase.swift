@@ -43,6 +43,10 @@ final class SQLiteDatabase: StateDatabase {
             if let problem = SystemFile.ownershipProblem(path, companions: ["-wal", "-shm", "-journal"]) {
                 throw StateError(path: path, reason: "not opened: \(problem)")
             }
+            // Another kind of file is refused before anything touches it (its mode included).
+            if let head = SystemFile.contents(path, limit: 16), !head.isEmpty, head != Array("SQLite format 3\0".utf8) {
+                throw Self.notAState(path, damaged: false)
+            }
             SystemFile.keepToOwner(path, companions: ["-wal", "-shm", "-journal"])
         }
         let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX
@@ -66,12 +70,34 @@ final class SQLiteDatabase: StateDatabase {
             try execute("PRAGMA journal_mode=WAL")
         } catch {
             let code = sqlite3_extended_errcode(db) & 0xff
-            guard code == SQLITE_NOTADB || code == SQLITE_CORRUPT else { throw error }
-            throw StateError(path: path, reason: "is not a Keel state file (SQLite: \(code == SQLITE_NOTADB ? "not a database" : "a damaged database")); "
-                             + "nothing was changed in it: check the path, or name a new file to start a state")
+            if code == SQLITE_NOTADB || code == SQLITE_CORRUPT { throw Self.notAState(path, damaged: code == SQLITE_CORRUPT) }
+            // A state on a read-only file system (or in a folder this user may not write): SQLite opened it read-only
+            // and cannot make its write-ahead log beside it.
+            let parent = (path as NSString).deletingLastPathComponent
+            let folder = parent.isEmpty ? "." : parent
+            let fileRefused = access(path, W_OK) != 0 ? errno : 0
+            let folderRefused = access(folder, W_OK) != 0 ? errno : 0
+            if code == SQLITE_CANTOPEN || code == SQLITE_READONLY, fileRefused != 0 || folderRefused != 0 {
+                let said = fileRefused != 0 ? SystemFile.describe(errno: fileRefused) : "its folder \(folder): \(SystemFile.describe(errno: folderRefused))"
+                throw StateError(path: path, reason: "cannot be written: \(said) "
+                                 + "(the state and the write-ahead log SQLite keeps beside it must be writable)")
+            }
+            throw error
         }
         try execute("PRAGMA synchronous=FULL")
         try execute("PRAGMA foreign_keys=ON")
+    }
+
+    /// The write-ahead log folded into the main file and emptied (`wal_checkpoint(TRUNCATE)`); a no-op in memory.
+    func checkpoint() throws(StateError) {
+        guard path != ":memory:" && !path.isEmpty else { return }
+        try execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    }
+
+    /// A file at the state's path that is not a Keel state.
+    private static func notAState(_ path: String, damaged: Bool) -> StateError {
+        StateError(path: path, reason: "is not a Keel state file (SQLite: \(damaged ? "a damaged database" : "not a database")); "
+                   + "nothing was changed in it: check the path, or name a new file to start a state")
     }
 
     deinit {

@@ -46,6 +46,9 @@ public protocol StateDatabase: AnyObject {
     /// Waits until every commit made so far is on disk (the end of `StateStore.settling`). An engine whose commits
     /// are always durable does nothing.
     func syncToDisk() throws(StateError)
+    /// Folds what the engine keeps beside its main file back into it (SQLite: the write-ahead log), so that the main
+    /// file alone holds every commit (a backup copies one file). An engine without such a file does nothing.
+    func checkpoint() throws(StateError)
     /// Called with the duration of each commit (a transaction's COMMIT, or a write outside a transaction), on the
     /// writing thread, while the store's lock is held: it must be short and must not use the store. nil: none.
     var commitObserver: (@Sendable (Duration) -> Void)? { get set }
@@ -54,6 +57,7 @@ public protocol StateDatabase: AnyObject {
 extension StateDatabase {
     public func setDurable(_ durable: Bool) throws(StateError) {}
     public func syncToDisk() throws(StateError) {}
+    public func checkpoint() throws(StateError) {}
 
     @discardableResult
     public func query(_ sql: String) throws(StateError) -> [[String: StateValue]] { try query(sql, []) }

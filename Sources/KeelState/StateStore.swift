@@ -218,6 +218,13 @@ public final class StateStore: StateStoring, @unchecked Sendable {
         try locked { db throws(StateError) in try db.integrityCheck() }
     }
 
+    /// Folds the write-ahead log into the state file (a host that stops leaves one file that holds everything: a
+    /// backup of `state.db` alone is complete). Waits for readers of other processes that hold the log; fails
+    /// (`StateError`) when the file cannot be written.
+    public func checkpoint() throws(StateError) {
+        try locked { db throws(StateError) in try db.checkpoint() }
+    }
+
     /// True for a name the operator may give a tenant, role, repository or key: 1–64 bytes of lowercase ASCII
     /// letters, digits, '-', '_' and '.'.
     static func isName(_ s: String) -> Bool {

@@ -143,6 +143,28 @@ struct FirstContactTests {
         #expect(good.output.value.contains("admin token (shown once"), "\(good.output.value)")
     }
 
+    @Test("a server that stops leaves one complete state file: its write-ahead log folded in, so a copy of state.db alone holds every change")
+    func stoppedServerLeavesOneFile() async throws {
+        let (f, common) = try examples()
+        let server = try ServerProcess(plugins: f.plugins, state: f.state)
+        for (id, command) in [("hello", "enable"), ("hello", "disable"), ("hello", "enable"), ("hello", "disable")] {
+            let r = try await server.request("POST", "/api/v1/plugins/\(id)/\(command)", admin: true)
+            #expect(r.status == 200, "\(command) \(id): \(r.text)")
+        }
+        #expect(try run(["tenants", "create", "acme"] + common).status == 0)
+        #expect(server.stop() == 0)
+        let wal = (try? FileManager.default.attributesOfItem(atPath: f.state + "-wal")[.size] as? Int) ?? 0
+        // Empty, or its 32-byte header alone: no frame holds a change the main file lacks.
+        #expect(wal <= 32, "the log still holds \(wal) bytes")
+        // The one file alone, as a backup would copy it.
+        let copy = TestEnvironment.makeTemporaryDirectory("backup") + "/state.db"
+        try FileManager.default.copyItem(atPath: f.state, toPath: copy)
+        let audit = try run(["audit", "--json", "--since", "1h", "--state", copy, "--plugins", f.plugins])
+        let rows = try JSONSerialization.jsonObject(with: Data(audit.stdout.utf8)) as? [[String: Any]] ?? []
+        #expect(rows.filter { $0["command"] as? String == "disable" }.count == 2, "\(audit.stdout)")
+        #expect(rows.contains { $0["command"] as? String == "create-tenant" }, "\(audit.stdout)")
+    }
+
     @Test("usage errors are `keel: error:` with the usage and exit 64")
     func usageStyle() throws {
         let missing = try run(["plugins", "enable"])

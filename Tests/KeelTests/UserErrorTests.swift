@@ -104,6 +104,7 @@ struct UserErrorTests {
         expectOneLine(try run(["plugins", "list", "--state", "postgres://u@127.0.0.1:99999/db"]), contains: "port 99999 is not between 1 and 65535")
         // A file that is not a state (SQLite's "file is not a database"): named as such, and left as it was.
         try String(repeating: "not a database ", count: 64).write(toFile: dir + "/notes.db", atomically: true, encoding: .utf8)
+        #expect(chmod(dir + "/notes.db", 0o644) == 0)
         let before = try Data(contentsOf: URL(fileURLWithPath: dir + "/notes.db"))
         for args in [["plugins", "list"], ["audit"], ["serve", "--port", "0"]] {
             let r = try run(args + ["--state", dir + "/notes.db", "--plugins", dir + "/plugins"])
@@ -111,6 +112,8 @@ struct UserErrorTests {
             #expect(!r.stderr.contains("file is not a database"), "\(r.stderr)")
         }
         #expect(try Data(contentsOf: URL(fileURLWithPath: dir + "/notes.db")) == before)
+        var mode = stat()
+        #expect(stat(dir + "/notes.db", &mode) == 0 && mode.st_mode & 0o777 == 0o644, "its mode is left as it was too")
     }
 
     @Test("a state file or plugin folder on a read-only file system: the path and 'the file system is read-only', not SQLite's or inotify's words",
@@ -125,6 +128,17 @@ struct UserErrorTests {
                       contains: "\(dir)/state.db: cannot be opened or made: its folder \(dir): the file system is read-only")
         expectOneLine(try run(["serve", "--port", "0", "--state", writable + "/state.db", "--plugins", dir + "/plugins"]),
                       contains: "\(dir)/plugins: cannot be made: the file system is read-only (the plugin folder, to watch)")
+        // A good state on a file system mounted read-only since (a backup's copy, a read-only root).
+        #expect(try run(["tenants", "create", "acme", "--state", writable + "/state.db", "--plugins", writable]).status == 0)
+        let frozen = TestEnvironment.makeTemporaryDirectory("frozen")
+        try #require(try TestEnvironment.run("/bin/mount", ["-t", "tmpfs", "-o", "size=4m", "tmpfs", frozen]).status == 0)
+        defer { _ = try? TestEnvironment.run("/bin/umount", ["-l", frozen]) }
+        try FileManager.default.copyItem(atPath: writable + "/state.db", toPath: frozen + "/state.db")
+        try #require(try TestEnvironment.run("/bin/mount", ["-o", "remount,ro", frozen]).status == 0)
+        for args in [["plugins", "list"], ["audit"]] {
+            expectOneLine(try run(args + ["--state", frozen + "/state.db", "--plugins", writable]),
+                          contains: "\(frozen)/state.db: cannot be written: the file system is read-only")
+        }
     }
 
     @Test("a malformed repository index is refused when added, by key path; an unreadable one is named when install finds nothing")
