@@ -16,7 +16,8 @@ extension Kernel {
     /// trusted key (`.key`) or forgets the pin (`.forget`); an unsigned plugin is pinned to the key of its first signed
     /// package. That check comes first: a refused signer changes nothing, not even the plugin's status.
     /// - Returns: what it did to the plugin's pinned signer (for the audit trail), or nil when the pin stayed; with no
-    ///   `version` and nothing newer offered, `"ID" VERSION is up to date (...)`, and nothing changed.
+    ///   `version` and nothing newer offered, or `version` the one installed, `"ID" VERSION is up to date (...)`, and
+    ///   nothing changed.
     /// - Throws: `KernelError` naming the plugin and the reason; `signerMismatch` for a package not signed by the
     ///   pinned (or named) key.
     @discardableResult
@@ -41,6 +42,10 @@ extension Kernel {
         if version == nil && next <= current.version {
             // Nothing newer: done, not failed (the audit says ok; the CLI exits 0).
             return "\"\(id)\" \(current.version) is up to date (the repositories offer \(next))"
+        }
+        if next == current.version {
+            // The version it runs: nothing to fetch or swap (a reload would only restart it).
+            return "\"\(id)\" \(current.version) is up to date (the version asked for)"
         }
         let check = try signerCheck(offer, change: change, store: store, command: "upgrade")
         // The new version takes the old one's folder; the work folders carry our pid, so that recovery in another

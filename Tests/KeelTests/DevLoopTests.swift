@@ -119,6 +119,14 @@ struct DevLoopTests {
         try await dev.waitFor("not reloaded: the keel server on \(host)/state.db has stopped; start it again", count: 2, seconds: 10)
         #expect(!dev.output.value.contains("still serving"), "\(dev.output.value)")
 
+        // A server started again (on another port): the next save reloads into it, and its log lines are followed
+        // from its own first line (its numbering starts again).
+        let again = try ServerProcess(plugins: host + "/plugins", state: host + "/state.db")
+        defer { again.stop() }
+        try Self.save(project, greeting: "back", logs: "back again")
+        #expect(try await Self.waitForAnswer(again, "back, ci, from \(Self.id)\n") == "back, ci, from \(Self.id)\n", "\(dev.output.value)")
+        try await dev.waitFor("\(Self.id): info  back again", seconds: 15)
+
         // Ctrl-C stops it cleanly.
         #expect(dev.interrupt() == 0, "\(dev.output.value)\(dev.errors.value)")
         #expect(dev.output.value.hasSuffix("keel dev: stopped\n"), "\(dev.output.value)")

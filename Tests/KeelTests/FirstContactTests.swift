@@ -278,6 +278,8 @@ struct FirstContactTests {
         let remote = try run(["upgrade", "hello"] + common)
         #expect(remote.status == 0, "\(remote.stderr)")
         #expect(remote.stdout.hasPrefix("hello 1.0.0 is up to date"), "\(remote.stdout)")
+        let same = try run(["upgrade", "hello", "--to", "1.0.0"] + common)
+        #expect(same.status == 0 && same.stdout.hasPrefix("hello 1.0.0 is up to date (the version asked for)"), "\(same.stdout)\(same.stderr)")
         let api = try await server.request("POST", "/api/v1/plugins/hello/upgrade", admin: true)
         let body = api.json as? [String: Any]
         #expect(api.status == 200 && body?["id"] as? String == "hello", "\(api.text)")

@@ -60,7 +60,8 @@ extension KeelCommand {
                     say("keel dev: \(id) in \(project) → \(plugins)/\(id); every save rebuilds it and the running server (\(server)) reloads it"
                         + (serve ? "; --serve is not needed" : ""))
                     let signals = StopSignal()
-                    let logs = Self.followLogs(id: id, server: server, token: token ?? ProcessInfo.processInfo.environment[AdminToken.environmentVariable])
+                    let logs = Self.followLogs(id: id, server: server, stateFile: options.localStateFile,
+                                               token: token ?? ProcessInfo.processInfo.environment[AdminToken.environmentVariable])
                     try await Self.watchUntilStopped(loop) { await signals.stopped() }
                     logs?.cancel()
                 } else if serve {
@@ -74,17 +75,26 @@ extension KeelCommand {
         /// Prints plugin `id`'s log lines as the running server keeps them (`GET /api/v1/plugins/ID/logs?after=`, polled
         /// every 500 ms like `keel logs -f`), from a second before now on. Needs the admin token; without one it says
         /// where the lines are and returns nil. A failed poll (the plugin not known yet, the server restarting) is
-        /// retried quietly; a refused token is said once and ends the following. Runs until the task is cancelled.
-        static func followLogs(id: String, server: String, token: String?) -> Task<Void, Never>? {
-            guard let base = server.split(separator: " ").last.map(String.init), base.hasPrefix("http://") else { return nil }
+        /// retried quietly; a server started again on the state file (`stateFile`'s lock names it, on the same port
+        /// or another) is followed from its first line, since its line numbers start again; a refused token is said
+        /// once and ends the following. Runs until the task is cancelled.
+        static func followLogs(id: String, server: String, stateFile: String, token: String?) -> Task<Void, Never>? {
+            func address(_ line: String) -> String? {
+                line.split(separator: " ").last.map(String.init).flatMap { $0.hasPrefix("http://") ? $0 : nil }
+            }
+            guard var base = address(server) else { return nil }
             guard let token, !token.isEmpty else {
                 say("\(id)'s log lines: pass --token or set KEEL_ADMIN_TOKEN to see them here (the server prints the warnings and errors among them; `keel serve -v` all)")
                 return nil
             }
-            let from = StateStore.auditTime("1s") ?? ""
+            var from = StateStore.auditTime("1s") ?? ""
             return Task {
-                var after: Int64 = 0
+                var after: Int64 = 0, running = server
                 while !Task.isCancelled {
+                    // Another server process (its lock line names its pid and address): its lines, from its start.
+                    if let now = ServerLock.running(stateFile: stateFile), now != running, let next = address(now) {
+                        (running, base, after, from) = (now, next, 0, "")
+                    }
                     do {
                         let lines = try await Logs.fetch(base: base, id: id, after: after, token: token)
                         for l in lines where l.at >= from { say("\(id): \(l.level)  \(l.message)") }
