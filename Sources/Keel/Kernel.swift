@@ -451,6 +451,9 @@ public actor Kernel {
         idleSweeper?.cancel()
         idleSweeper = nil
         for id in activationOrder.reversed() { deactivate(id) }
+        // What the stop changed in the live view is stored here, before the checkpoint, rather than by its subscribers
+        // once the deactivations' events reach them (they then find nothing left to store).
+        if liveViewPublishers > 0 { publishLiveView() }
         // The stop's own records are in: the state file alone now holds everything (its write-ahead log folded in).
         try? state.checkpoint()
     }

@@ -261,15 +261,26 @@ struct AdminAPI {
         try await optionalBody(ChangeOptions.self, request) ?? ChangeOptions()
     }
 
-    /// An optional JSON body: empty is nil; malformed is a 400.
+    /// An optional JSON body: empty is nil; malformed is a 400; so is a key the body type does not have (a misspelt
+    /// `versoin` would otherwise be dropped and the request done without it), named with the nearest key it has.
+    /// The body types' stored properties are their keys (no custom `CodingKeys`).
     static func optionalBody<T: Decodable>(_ type: T.Type, _ request: Request) async throws -> T? {
         var request = request
         let buffer = try await request.collectBody(upTo: 64 * 1024)
         guard buffer.readableBytes > 0 else { return nil }
         let data = Data(buffer.readableBytesView)
-        do { return try JSONDecoder().decode(T.self, from: data) } catch {
+        let value: T
+        do { value = try JSONDecoder().decode(T.self, from: data) } catch {
             throw APIError(.badRequest, "malformed-json", "malformed JSON body: \(Self.describe(error, in: data))")
         }
+        if let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
+            let known = Mirror(reflecting: value).children.compactMap(\.label).sorted()
+            if let unknown = object.keys.sorted().first(where: { !known.contains($0) }) {
+                let near = Spelling.nearest(unknown, in: known).map { " (did you mean \"\($0)\"?)" } ?? ""
+                throw APIError(.badRequest, "unknown-key", "unknown key \"\(unknown)\" in the JSON body\(near); this endpoint takes \(known.joined(separator: ", "))")
+            }
+        }
+        return value
     }
 
     /// A required JSON body; empty, malformed or missing keys are a 400 with the reason.

@@ -167,10 +167,13 @@ struct DevLoopTests {
         let (project, env) = try Self.makeProject()
         try FileManager.default.copyItem(atPath: project + "/src/plugin.c", toPath: project + "/.template.c")
         let host = TestEnvironment.makeTemporaryDirectory("dev-race")
-        let built = host + "/built" // made once make is done, while the build goes on for 2 s more
+        let built = host + "/built" // made once make is done; the build then waits for `saved` and goes on for 1 s more
+        let saved = host + "/saved"
         // A build whose library is written after make read the sources: its time is then newer than a save made during
-        // the build, as when a save lands while cc writes its output.
-        let build = "make && touch \(built) && sleep 2 && touch bundle/\(Self.id)/lib\(Self.id).so"
+        // the build, as when a save lands while cc writes its output. It waits for the test's save, however late a
+        // loaded machine lets the test make it.
+        let build = "make && touch \(built) && while [ ! -e \(saved) ]; do sleep 0.05; done && sleep 1 && touch bundle/\(Self.id)/lib\(Self.id).so"
+        FileManager.default.createFile(atPath: saved, contents: Data())
         let dev = try ChildProcess(PluginKitTests.keel, ["dev", project, "--build", build, "--serve", "--port", "0",
                                                          "--plugins", host + "/plugins", "--state", host + "/state.db"], environment: env)
         defer { dev.stop() }
@@ -187,9 +190,11 @@ struct DevLoopTests {
 
         // A save, and another while its build still runs: the second is what serves, built with every target.
         try FileManager.default.removeItem(atPath: built)
+        try FileManager.default.removeItem(atPath: saved)
         try Self.save(project, greeting: "howdy")
         try await waitForBuilt()
         try Self.save(project, greeting: "hiya")
+        FileManager.default.createFile(atPath: saved, contents: Data())
         let served = Date().addingTimeInterval(60)
         var answer = ""
         repeat {

@@ -235,6 +235,10 @@ struct UpgradeTests {
         let unknown = try await server.request("POST", "/api/v1/plugins/up/upgrade", admin: true, body: Data(#"{"version": "9.9.9"}"#.utf8))
         #expect(unknown.status == 404 && unknown.errorCode == "not-offered", "\(unknown.text)")
         #expect(unknown.text.contains("has no \\\"up\\\" version 9.9.9 (it offers 1.0.0, 1.1.0, 1.2.0)"), "\(unknown.text)")
+        // A misspelt key is refused, not dropped (which would upgrade to the recommended version instead).
+        let typo = try await server.request("POST", "/api/v1/plugins/up/upgrade", admin: true, body: Data(#"{"versoin": "9.9.9"}"#.utf8))
+        #expect(typo.status == 400 && typo.errorCode == "unknown-key", "\(typo.text)")
+        #expect(typo.text.contains(#"unknown key \"versoin\" in the JSON body (did you mean \"version\"?); this endpoint takes allowUnsigned, signer, version"#), "\(typo.text)")
         let cli = try TestEnvironment.run(keel, ["upgrade", "up", "--to", "9.9.9"] + common)
         #expect(cli.status == 1 && cli.stderr.contains("has no \"up\" version 9.9.9 (it offers 1.0.0, 1.1.0, 1.2.0)"), "\(cli.stderr)")
         #expect(try await server.request("GET", "/ext/up/ping").text.contains("tag=two"))
