@@ -24,6 +24,9 @@
 /* System calls newer than some build machines' headers: one number on every architecture. */
 #define KEEL_SYS_io_uring_setup 425
 #define KEEL_SYS_clone3 435
+/* clone's CLONE_NEW* flags: a new mount, cgroup, UTS, IPC, user, pid or network namespace (CLONE_NEWTIME shares
+ * clone's exit-signal byte, and is only asked for through clone3 or unshare, both refused). */
+#define KEEL_CLONE_NEW_ANY 0x7E020000u
 #define KEEL_SYS_fchmodat2 452
 #define KEEL_SYS_setxattrat 463
 #define KEEL_SYS_removexattrat 466
@@ -75,16 +78,19 @@ int keel_confine_worker(int network, int processes) {
 #endif
         /* Threads only, unless the processes capability was granted (a fork bomb would exhaust the host's user's
          * processes; RLIMIT_NPROC does not bind root). A clone with CLONE_THREAD is a thread; any other (fork, vfork,
-         * posix_spawn, system) is refused. Granted or not, never CLONE_PARENT: its child would be the host's, outside
+         * posix_spawn, system) is refused. Granted or not, never a new namespace (CLONE_NEW*), nor CLONE_PARENT: its
+         * child would be the host's, outside
          * the worker's process group and cgroup accounting's reach once the worker dies, a zombie of the host's that
          * nothing reaps. clone3 passes its flags through memory the filter cannot read: always "not implemented",
          * so that glibc falls back to clone, checked here, for its threads and processes alike. The flags are the
          * first argument on x86_64 and aarch64 alike; CLONE_THREAD and CLONE_PARENT lie in their low 32 bits. */
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_clone, 0, 6),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_clone, 0, 8),
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG0),
         BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, CLONE_THREAD, 0, 1),
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
         BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, CLONE_PARENT, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, deny),
+        BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, KEEL_CLONE_NEW_ANY, 0, 1),
         BPF_STMT(BPF_RET | BPF_K, deny),
         BPF_STMT(BPF_RET | BPF_K, spawn),
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, KEEL_SYS_clone3, 0, 1),
@@ -118,6 +124,9 @@ int keel_confine_worker(int network, int processes) {
          * setsid fails; setpgid "succeeds" without effect, since posix_spawn with POSIX_SPAWN_SETPGROUP (what
          * Foundation's Process always asks for) fails whole when it fails, and the child stays in the group. */
         DENY(SYS_setsid),
+        /* Never: a namespace of its own (unshare, setns; clone's CLONE_NEW* above). None lets a worker out today,
+         * but without Landlock a new user namespace's root could write its cgroup's files. */
+        DENY(SYS_unshare), DENY(SYS_setns),
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_setpgid, 0, 1),
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | 0),
         /* Never: a Unix socket of its own, which could connect to any socket on the file system (Landlock does not

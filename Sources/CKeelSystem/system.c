@@ -146,7 +146,9 @@ int keel_cgroup_kill_members(const char *procs) {
     int no_pidfd = 0;
     for (long i = 0; i < n; i++) {
         fds[i] = (int)syscall(SYS_pidfd_open, before[i], 0);
-        if (fds[i] < 0 && errno == ENOSYS) no_pidfd = 1;
+        /* Not there (before Linux 5.3) or refused (a container's seccomp profile answers EPERM for calls it does
+         * not know): signalled by number below. ESRCH: the process has ended. */
+        if (fds[i] < 0 && errno != ESRCH) no_pidfd = 1;
     }
     /* Listed again now that each is held: one still listed is the member it was (a pidfd cannot change process). */
     long m = listed_pids(procs, &after);
@@ -166,8 +168,8 @@ int keel_cgroup_kill_members(const char *procs) {
             if (member && syscall(SYS_pidfd_send_signal, fds[i], SIGKILL, NULL, 0) == 0) signalled++;
             close(fds[i]);
         } else if (no_pidfd && member && kill(before[i], SIGKILL) == 0) {
-            /* A kernel before 5.3 (no pidfd_open): a pid listed both times is a member now, whatever process holds
-             * it, and is signalled by number; only one that ends and is reused within the next instant escapes. */
+            /* No pidfd_open (before Linux 5.3, or refused): a pid listed both times is a member now, whatever process
+             * holds it, and is signalled by number; only one that ends and is reused within the next instant escapes. */
             signalled++;
         }
     }

@@ -62,6 +62,8 @@ struct DevCycleOutcome: Sendable {
     /// The plugin folder holds a bundle the host does not serve (its reload or enable failed, or the server was
     /// gone): the next cycle reloads even when its build changes nothing in the bundle.
     var unserved: Bool
+    /// A save seen during a build that no later build has made: the next build rebuilds every target.
+    var rebuildAll = false
 }
 
 /// One plugin project in `keel dev`'s loop: each burst of saves is built with the project's command, the bundle
@@ -94,11 +96,12 @@ struct DevLoop: Sendable {
         // A save seen while the last build ran (or within 100 ms of its end, for the event's way from the file system):
         // make may find the outputs newer than it and build nothing, so every target is rebuilt (`make -B`, through
         // MAKEFLAGS, which reaches a make the command runs too).
-        let force = previous?.buildEnded.map { savedAt < $0 + .milliseconds(100) } ?? false
+        let force = (previous?.buildEnded.map { savedAt < $0 + .milliseconds(100) } ?? false) || previous?.rebuildAll == true
         if !changed.isEmpty {
             say("building \(id) (\(Self.describe(changed)) changed\(force ? " during the last build: every target is rebuilt" : ""))")
         }
-        var outcome = DevCycleOutcome(buildEnded: nil, unserved: previous?.unserved ?? false)
+        // Left as it is by a cycle that builds nothing (below): what it owed the next build stays owed.
+        var outcome = DevCycleOutcome(buildEnded: previous?.buildEnded, unserved: previous?.unserved ?? false, rebuildAll: force)
         // The id the project names now: another one would be copied over this plugin's folder and retire it.
         do {
             let named = try ManifestLoader().load(path: project + "/" + ManifestLoader.fileName).0.id
@@ -113,6 +116,7 @@ struct DevLoop: Sendable {
         let buildStart = clock.now
         let build = await BuildProcess.run(buildCommand, in: project, rebuildAll: force)
         outcome.buildEnded = clock.now
+        outcome.rebuildAll = false
         let buildTime = clock.now - buildStart
         guard build.status == 0 else {
             let text = build.output.hasSuffix("\n") || build.output.isEmpty ? build.output : build.output + "\n"
@@ -204,13 +208,22 @@ enum BuildProcess {
     static func run(_ command: String, in folder: String, rebuildAll: Bool = false) async -> (status: Int32, output: String) {
         let environment: [String]? = rebuildAll ? {
             var variables = ProcessInfo.processInfo.environment
-            variables["MAKEFLAGS"] = (variables["MAKEFLAGS"].map { $0 + " " } ?? "") + "-B"
+            variables["MAKEFLAGS"] = BuildProcess.rebuildingAll(variables["MAKEFLAGS"])
             return variables.map { "\($0.key)=\($0.value)" }
         }() : nil
         return await withCheckedContinuation { (done: CheckedContinuation<(status: Int32, output: String), Never>) in
             // Its own thread: reading the pipe to its end and waiting for the exit both block.
             Thread.detachNewThread { done.resume(returning: spawn(command, in: folder, environment: environment)) }
         }
+    }
+
+    /// `makeflags` with `-B` among its options: before ` -- `, after which make reads variable definitions only
+    /// (`make dev CONFIG=debug` running `keel dev` passes `-- CONFIG=debug`).
+    static func rebuildingAll(_ makeflags: String?) -> String {
+        guard let makeflags, !makeflags.isEmpty else { return "-B" }
+        if makeflags.hasPrefix("-- ") { return "-B " + makeflags }
+        guard let variables = makeflags.range(of: " -- ") else { return makeflags + " -B" }
+        return makeflags[..<variables.lowerBound] + " -B" + makeflags[variables.lowerBound...]
     }
 
     /// Sends SIGTERM to the running build's process group (make and its compilers), if one runs.

@@ -172,6 +172,10 @@ struct WireReader {
         offset = 9
     }
 
+    /// True when the payload has been read to its end: a field added at the end of a frame is read only when
+    /// there (a worker of another build of `keel` than its host's, the executable replaced while the host runs).
+    var atEnd: Bool { offset >= buffer.count }
+
     private mutating func take(_ n: Int) throws(WireError) -> ArraySlice<UInt8> {
         guard n >= 0, n <= buffer.count - offset else { throw WireError(description: "a \(kind) frame cut short") }
         defer { offset += n }

@@ -60,6 +60,6 @@ extension WireReader {
                          limits: RegistrationLimits(routes: try int(), menus: try int(), hooks: try int()),
                          budgets: CallBudgets(handler: try double(), hook: try double(), failureThreshold: try int()),
                          version: try string(), generation: try int(), memoryLimitBytes: try int(), cpuSeconds: try int(),
-                         grantHint: try string())
+                         grantHint: atEnd ? GrantHint.cli.template : try string())
     }
 }

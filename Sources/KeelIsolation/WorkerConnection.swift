@@ -33,7 +33,8 @@ final class WorkerConnection: Sendable {
     let served = Atomic<Bool>(false)
     /// Set once the worker is reaped: its output's reader stops when the pipe has nothing more (see `WorkerOutput`).
     private let outputDone = WorkerOutput.Stop()
-    /// Signalled once the reader thread has reaped the worker and removed its cgroup (`waitForEnd`).
+    /// Signalled once the reader thread has reaped the worker and removed its cgroup, or handed a cgroup whose killed
+    /// members are slow to leave to a thread of its own (`waitForEnd`).
     private let ended = DispatchSemaphore(value: 0)
 
     private struct Pending {
@@ -362,8 +363,9 @@ final class WorkerConnection: Sendable {
         shutdown(socket, Int32(SHUT_RDWR))
     }
 
-    /// Waits up to `seconds` until the worker, once it ends (`terminate`), is reaped and its cgroup removed: a host
-    /// stopping leaves none of its workers' cgroups behind. False when that took longer. [any thread but the reader]
+    /// Waits up to `seconds` until the worker, once it ends (`terminate`), is reaped and its cgroup removed (or, when
+    /// what it held takes longer than half a second to leave, handed to a thread that ends it; a host that exits
+    /// meanwhile leaves that one to the next start). False when that took longer. [any thread but the reader]
     @discardableResult
     func waitForEnd(_ seconds: Double) -> Bool {
         guard ended.wait(timeout: .now() + seconds) == .success else { return false }

@@ -93,7 +93,8 @@ public final class WorkerSupervisor: RemoteCalls, Sendable {
             defer { s.spare = nil }
             return (s.connection, s.spare)
         }
-        // Each ended before this returns: reaped, its cgroup removed (a host that stops leaves none behind).
+        // Each ended before this returns: reaped, its cgroup removed (one slow to empty is left to a thread of its own,
+        // and to the next start if the host exits first).
         spare?.terminate()
         spare?.waitForEnd(2)
         guard let connection, connection.isRunning else {

@@ -154,6 +154,7 @@ extension StateStore {
         guard version <= migrations.count else {
             throw StateError(path: path, reason: "schema version \(version) was written by a newer keel (this one knows up to \(migrations.count))")
         }
+
         for (i, sql) in migrations.enumerated().dropFirst(version) {
             try database.transaction { () throws(StateError) in
                 try database.execute(sql)

@@ -31,6 +31,7 @@ final class SQLiteDatabase: StateDatabase {
     /// - Throws: `StateError` when the file cannot be opened or is not a database.
     init(path: String) throws(StateError) {
         self.path = path
+        var unversioned = false
         if let problem = SystemFile.prepareParent(of: path) {
             throw StateError(path: path, reason: problem == "\(path): is a folder, not a file" ? "is a folder, not a state file"
                                                    : "cannot be made: \(problem)")
@@ -43,11 +44,21 @@ final class SQLiteDatabase: StateDatabase {
             if let problem = SystemFile.ownershipProblem(path, companions: ["-wal", "-shm", "-journal"]) {
                 throw StateError(path: path, reason: "not opened: \(problem)")
             }
-            // Another kind of file is refused before anything touches it (its mode included).
-            if let head = SystemFile.contents(path, limit: 16), !head.isEmpty, head != Array("SQLite format 3\0".utf8) {
+            // Another kind of file is refused before anything touches it (its mode included); a FIFO or a device is not
+            // even read.
+            var info = stat()
+            if stat(path, &info) == 0, info.st_mode & S_IFMT != S_IFREG {
+                throw StateError(path: path, reason: "is not a regular file, so not a state file; check the path, or name a new file to start a state")
+            }
+            let head = SystemFile.contents(path, limit: 100) ?? []
+            if !head.isEmpty, Array(head.prefix(16)) != Array("SQLite format 3\0".utf8) {
                 throw Self.notAState(path, damaged: false)
             }
-            SystemFile.keepToOwner(path, companions: ["-wal", "-shm", "-journal"])
+            // Narrowed before SQLite opens it, never after: closing any descriptor of the file in this process drops
+            // the locks SQLite holds on it. A database with schema version 0 may be another program's, checked below
+            // before anything (its mode included) is changed; it is narrowed then by path, with no descriptor.
+            unversioned = head.count >= 64 && head[60..<64].allSatisfy { $0 == 0 }
+            if !unversioned { SystemFile.keepToOwner(path, companions: ["-wal", "-shm", "-journal"]) }
         }
         let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX
         guard sqlite3_open_v2(path, &db, flags, nil) == SQLITE_OK else {
@@ -65,9 +76,26 @@ final class SQLiteDatabase: StateDatabase {
             throw StateError(path: path, reason: "cannot be opened or made: \(message)")
         }
         sqlite3_busy_timeout(db, 5000)
-        do {
-            // The first statement reads the file's header: another kind of file is found here.
+        do throws(StateError) {
+            // The first statements read the file's header and schema: another kind of file is found here, and another
+            // program's SQLite database (tables, but not Keel's), before anything is written to either.
+            // Statements of their own, finalized at once: none stays prepared from before the journal mode is set.
+            let tables = try once("SELECT name FROM sqlite_master WHERE type = 'table'")
+            let version = Int(try once("PRAGMA user_version").first ?? "0") ?? 0
+            if version == 0 ? !tables.isEmpty : !tables.contains("plugins") {
+                throw StateError(path: path, reason: "is an SQLite database of another program, not a Keel state (tables "
+                                 + tables.prefix(3).joined(separator: ", ") + (tables.count > 3 ? ", ..." : "")
+                                 + "); nothing was changed in it: check the path, or name a new file to start a state")
+            }
+            if unversioned {
+                for file in ["", "-wal", "-shm", "-journal"].map({ path + $0 }) {
+                    var info = stat()
+                    if lstat(file, &info) == 0, info.st_mode & S_IFMT == S_IFREG, info.st_mode & 0o077 != 0 { chmod(file, info.st_mode & 0o700) }
+                }
+            }
             try execute("PRAGMA journal_mode=WAL")
+        } catch where error.reason.hasPrefix("is an SQLite database of another program") {
+            throw error
         } catch {
             let code = sqlite3_extended_errcode(db) & 0xff
             if code == SQLITE_NOTADB || code == SQLITE_CORRUPT { throw Self.notAState(path, damaged: code == SQLITE_CORRUPT) }
@@ -92,6 +120,23 @@ final class SQLiteDatabase: StateDatabase {
     func checkpoint() throws(StateError) {
         guard path != ":memory:" && !path.isEmpty else { return }
         try execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    }
+
+    /// The first column of every row of `sql`, as text, from a statement finalized before this returns.
+    private func once(_ sql: String) throws(StateError) -> [String] {
+        var stmt: OpaquePointer?
+        guard sqlite3_prepare_v2(db, sql, -1, &stmt, nil) == SQLITE_OK, let stmt else {
+            sqlite3_finalize(stmt)
+            throw error("prepare")
+        }
+        defer { sqlite3_finalize(stmt) }
+        var values: [String] = []
+        while true {
+            let rc = sqlite3_step(stmt)
+            if rc == SQLITE_DONE { return values }
+            guard rc == SQLITE_ROW else { throw error("step") }
+            values.append(sqlite3_column_text(stmt, 0).map { String(cString: $0) } ?? "")
+        }
     }
 
     /// A file at the state's path that is not a Keel state.

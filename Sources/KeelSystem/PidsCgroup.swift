@@ -2,6 +2,13 @@
 
 import CKeelSystem
 import Glibc
+import Synchronization
+
+/// The folder a thread sweeping leftover cgroups works on (handed to it through `pthread_create`'s argument).
+private final class LeftoverSweep {
+    let folder: String
+    init(folder: String) { self.folder = folder }
+}
 
 /// A cgroup of the `pids` controller made for one child process (a `keel worker`) below the host's own: the kernel
 /// refuses a `fork` or `clone` that would take the child and everything it started past `limit` tasks (processes and
@@ -11,8 +18,9 @@ import Glibc
 /// Where: below the host's cgroup of the `pids` hierarchy, as /proc/self/cgroup and /proc/self/mountinfo name it
 /// (cgroup v1: the hierarchy mounted with `pids`; cgroup v2: the unified one, when the host's cgroup hands `pids` to
 /// its children in `cgroup.subtree_control`, or beside the host's when its parent does), as
-/// `keel-<pid namespace>-<host pid>-<child pid>` (the namespace's inode number, so that a host tells its own
-/// namespace's hosts from others' sharing the folder). The host must be able to make folders
+/// `keel-<pid namespace>-<host pid>-<child pid>.<n>` (the namespace's inode number, so that a host tells its own
+/// namespace's hosts from others' sharing the folder; `n` counts the host's cgroups, so that a child given the pid of
+/// one whose cgroup is still being ended gets a cgroup of its own). The host must be able to make folders
 /// there (root, or a cgroup delegated to its user); where it cannot, `make` says why and the caller goes without.
 /// A child confined from writing anywhere (Landlock) cannot move itself out nor raise its limit.
 ///
@@ -36,7 +44,19 @@ public struct PidsCgroup: Sendable {
         guard access(folder, W_OK) == 0 else {
             return .failure(Unavailable(description: "the host's pids cgroup \(folder) is not writable by it (\(SystemFile.lastError))"))
         }
-        removeLeftovers(in: folder)
+        // Off the caller's thread: ending a leftover waits for its killed members to leave.
+        let box = Unmanaged.passRetained(LeftoverSweep(folder: folder)).toOpaque()
+        var thread = pthread_t()
+        if pthread_create(&thread, nil, { raw in
+            guard let raw else { return nil }
+            PidsCgroup.removeLeftovers(in: Unmanaged<LeftoverSweep>.fromOpaque(raw).takeRetainedValue().folder)
+            return nil
+        }, box) == 0 {
+            pthread_detach(thread)
+        } else {
+            Unmanaged<LeftoverSweep>.fromOpaque(box).release()
+            removeLeftovers(in: folder)
+        }
         return .success(folder)
     }()
 
@@ -132,7 +152,7 @@ public struct PidsCgroup: Sendable {
         case let .success(folder): parent = folder
         case let .failure(why): throw why
         }
-        let cgroup = PidsCgroup(path: "\(parent)/keel-\(namespace)-\(getpid())-\(child)")
+        let cgroup = PidsCgroup(path: "\(parent)/keel-\(namespace)-\(getpid())-\(child).\(Self.counter.add(1, ordering: .relaxed).newValue)")
         // Never one that exists (a leftover of the same name keeps its refusal count, and its members): it is
         // removed first when empty, else this worker goes without.
         var made = mkdir(cgroup.path, 0o755) == 0
@@ -179,6 +199,7 @@ public struct PidsCgroup: Sendable {
     public func end(patience: Double = 10) -> Bool {
         let procs = path + "/cgroup.procs"
         _ = write("pids.max", "0")  // no more forks while its members are killed
+        _ = write("cgroup.kill", "1")  // cgroup v2 (Linux 5.14): every member at once, by the kernel; else by pidfd below
         let clock = ContinuousClock(), start = clock.now
         var tries = 0
         while true {
@@ -192,6 +213,9 @@ public struct PidsCgroup: Sendable {
 
     /// This process's pid namespace, as the inode number of /proc/self/ns/pid ("0" when it cannot be read): pids are
     /// only comparable within one namespace.
+    /// How many cgroups this process made (the last part of their names).
+    private static let counter = Atomic<Int>(0)
+
     public static let namespace: String = {
         var buffer = [CChar](repeating: 0, count: 64)
         let n = readlink("/proc/self/ns/pid", &buffer, buffer.count - 1)
@@ -209,7 +233,7 @@ public struct PidsCgroup: Sendable {
     static func removeLeftovers(in folder: String) {
         for name in SystemFile.names(in: folder) ?? [] where name.hasPrefix("keel-") {
             let parts = name.split(separator: "-")
-            let ours = parts.count == 4 && parts[1] == namespace
+            let ours = parts.count == 4 && parts[1] == namespace && namespace != "0"
             guard ours || parts.count == 3, let host = pid_t(parts[parts.count - 2]), host != getpid(),
                   kill(host, 0) != 0, errno == ESRCH else { continue }
             if ours { PidsCgroup(path: folder + "/" + name).end(patience: 1) } else { _ = rmdir(folder + "/" + name) }

@@ -173,9 +173,11 @@ struct DevLoopTests {
         // the build, as when a save lands while cc writes its output. It waits for the test's save, however late a
         // loaded machine lets the test make it.
         let build = "make && touch \(built) && while [ ! -e \(saved) ]; do sleep 0.05; done && sleep 1 && touch bundle/\(Self.id)/lib\(Self.id).so"
-        FileManager.default.createFile(atPath: saved, contents: Data())
+        _ = FileManager.default.createFile(atPath: saved, contents: Data())
+        // Variables in MAKEFLAGS (`make dev CONFIG=debug` running keel dev): the forced rebuild's -B goes before them.
         let dev = try ChildProcess(PluginKitTests.keel, ["dev", project, "--build", build, "--serve", "--port", "0",
-                                                         "--plugins", host + "/plugins", "--state", host + "/state.db"], environment: env)
+                                                         "--plugins", host + "/plugins", "--state", host + "/state.db"],
+                                   environment: env.merging(["MAKEFLAGS": "-- KEEL_DEV_TEST=1"]) { $1 })
         defer { dev.stop() }
         try await dev.waitFor("watching \(project)")
         let text = dev.output.value
@@ -194,7 +196,7 @@ struct DevLoopTests {
         try Self.save(project, greeting: "howdy")
         try await waitForBuilt()
         try Self.save(project, greeting: "hiya")
-        FileManager.default.createFile(atPath: saved, contents: Data())
+        _ = FileManager.default.createFile(atPath: saved, contents: Data())
         let served = Date().addingTimeInterval(60)
         var answer = ""
         repeat {

@@ -253,6 +253,8 @@ struct HostileWorkerTests {
             #expect(strays.isEmpty, "the host's children made by its worker: \(strays)")
             // Processes still start where granted: glibc falls back from clone3 to clone, which the filter checks.
             if processes { #expect(try await answer(server, "spawn") == "fork ok, system ok, thread ok") }
+            // Nor a namespace of its own, by unshare or clone.
+            #expect(try await answer(server, "namespaces") == "unshare refused \(EPERM), clone refused \(EPERM)", "granted: \(processes)")
         }
     }
 

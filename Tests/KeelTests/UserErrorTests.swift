@@ -114,6 +114,16 @@ struct UserErrorTests {
         #expect(try Data(contentsOf: URL(fileURLWithPath: dir + "/notes.db")) == before)
         var mode = stat()
         #expect(stat(dir + "/notes.db", &mode) == 0 && mode.st_mode & 0o777 == 0o644, "its mode is left as it was too")
+        // Another program's SQLite database: refused, not migrated into a Keel state; a FIFO: not even read.
+        let other = try TestEnvironment.run("/usr/bin/python3", ["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('create table photos (id integer)'); c.commit()", dir + "/photos.db"])
+        try #require(other.status == 0, "\(other.stderr)")
+        let photos = try Data(contentsOf: URL(fileURLWithPath: dir + "/photos.db"))
+        expectOneLine(try run(["plugins", "list", "--state", dir + "/photos.db", "--plugins", dir + "/plugins"]),
+                      contains: "\(dir)/photos.db: is an SQLite database of another program, not a Keel state (tables photos); nothing was changed in it")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: dir + "/photos.db")) == photos)
+        #expect(mkfifo(dir + "/pipe.db", 0o600) == 0)
+        expectOneLine(try run(["plugins", "list", "--state", dir + "/pipe.db", "--plugins", dir + "/plugins"]),
+                      contains: "\(dir)/pipe.db: is not a regular file, so not a state file")
     }
 
     @Test("a state file or plugin folder on a read-only file system: the path and 'the file system is read-only', not SQLite's or inotify's words",

@@ -77,8 +77,8 @@ int keel_return_large_blocks(int bytes);
 #include <sys/types.h>
 /* SIGKILLs every process listed in the cgroup file `procs` (a cgroup's `cgroup.procs`) that is still listed once a
  * pidfd to it is open (pidfd_open(2), pidfd_send_signal(2)): the pidfd holds the process, so a pid that ended and was
- * given to another process between the listing and the signal is never signalled (before Linux 5.3, without
- * pidfd_open, a pid listed both times is signalled by number). Returns how many were signalled, or -1 with errno
+ * given to another process between the listing and the signal is never signalled (where pidfd_open is missing,
+ * before Linux 5.3, or refused, a pid listed both times is signalled by number). Returns how many were signalled, or -1 with errno
  * when the file cannot be read, either time. */
 int keel_cgroup_kill_members(const char *procs);
 

@@ -136,6 +136,13 @@ extension KeelCommand {
                                           host: PostgresURL.isPostgres(options.stateFile) ? SharedStateLoop.hostID(pid: getpid()) : nil)
                 try Self.requirePortFree(host: host, port: port)
                 let signals = SecondSignalExit()
+                // Process 1 of its pid namespace (a container without an init): every process orphaned there becomes the
+                // host's child, and the host reaps only those it started, so a worker's leftovers would stay zombies.
+                if getpid() == 1 {
+                    FileHandle.standardError.write(Data(("keel: warning: keel serve runs as process 1 of its pid namespace: processes orphaned "
+                        + "there (what a plugin's worker started) become its children and are never reaped; run it under an init "
+                        + "(docker run --init, tini)\n").utf8))
+                }
                 if logFormat == .json { StructuredLog.bootstrap(.json) }
                 let kernel = try options.makeKernel(logAlways: true, logFormat: logFormat) { configuration in
                     configuration.limits = RegistrationLimits(routes: maxRoutes, menus: maxMenus, hooks: maxHooks)
@@ -234,21 +241,18 @@ extension KeelCommand.Serve {
 
     /// Fails before any plugin loads or a token is made when the server could not listen on `host:port`: a name
     /// that does not resolve, an address not of this machine, a port in use or below 1024 without the right to it.
-    /// `host` is resolved as the server resolves it (getaddrinfo, passive, first answer) and a socket bound there
-    /// and closed; it sets SO_REUSEADDR as the server does, so a port in TIME_WAIT counts as free. Port 0 checks
-    /// the address alone. - Throws: `CLIError` naming the address and the reason.
+    /// `host` is resolved as the server (SwiftNIO) resolves it (getaddrinfo without hints, its first answer) and a
+    /// stream socket bound there and closed; it sets SO_REUSEADDR as the server does, so a port in TIME_WAIT counts
+    /// as free. Port 0 checks the address alone. - Throws: `CLIError` naming the address and the reason.
     static func requirePortFree(host: String, port: Int) throws {
-        var hints = addrinfo()
-        hints.ai_flags = AI_PASSIVE
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
         var found: UnsafeMutablePointer<addrinfo>?
-        let resolved = getaddrinfo(host, String(port), &hints, &found)
+        let resolved = getaddrinfo(host, String(port), nil, &found)
         guard resolved == 0, let first = found else {
             let reason = resolved == EAI_SYSTEM ? ErrorText.plain(errno: errno) : String(cString: gai_strerror(resolved))
             throw CLIError("cannot serve on \(host):\(port): --host \(host) is not an address or a name this machine resolves (\(reason))")
         }
         defer { freeaddrinfo(found) }
-        let fd = socket(first.pointee.ai_family, first.pointee.ai_socktype, first.pointee.ai_protocol)
+        let fd = socket(first.pointee.ai_family, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return } // no socket to try with: the server says what it finds
         defer { close(fd) }
         var one: Int32 = 1
@@ -257,7 +261,8 @@ extension KeelCommand.Serve {
         switch errno {
         case EADDRINUSE: throw portInUse(host: host, port: port)
         case EADDRNOTAVAIL: throw CLIError("cannot serve on \(host):\(port): \(host) is not an address of this machine (pass --host with one of its addresses, e.g. 127.0.0.1 or 0.0.0.0)")
-        case EACCES: throw CLIError("cannot serve on \(host):\(port): a port below 1024 needs root or CAP_NET_BIND_SERVICE; pass --port 1024 or above")
+        case EACCES where port > 0 && port < 1024:
+            throw CLIError("cannot serve on \(host):\(port): a port below 1024 needs root or CAP_NET_BIND_SERVICE; pass --port 1024 or above")
         default: throw CLIError("cannot serve on \(host):\(port): \(ErrorText.plain(errno: errno))")
         }
     }

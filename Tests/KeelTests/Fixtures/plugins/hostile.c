@@ -15,6 +15,8 @@
  *     "cloneparent" starts a process that would be its parent's (the host's) child: clone with CLONE_PARENT, then
  *               clone3 with it; each child names itself "keel-hostchild" and sleeps 30 s: "clone <r>, clone3 <r>",
  *               each <r> "made" or "refused <errno>"
+ *     "namespaces" asks for a namespace of its own: unshare(CLONE_NEWUSER), then clone(CLONE_NEWPID): "unshare <r>,
+ *               clone <r>", each <r> "made" or "refused <errno>" (a child made exits at once)
  *     "killchild" forks a child and SIGKILLs it (what any plugin that runs a tool with a time-out does): "killed"
  *               or "refused"
  *     "spawn"   starts a process (fork, then system()) and a thread: "fork ok" or "fork refused <errno>", then
@@ -498,6 +500,16 @@ static keel_status item(void *user_data, const keel_http_request *req, keel_http
         if (made > 0) snprintf(clone3_said, sizeof clone3_said, "made");
         else snprintf(clone3_said, sizeof clone3_said, "refused %d", errno);
         snprintf(said, sizeof said, "clone %s, clone3 %s", clone_said, clone3_said);
+        return say(res, said);
+    } else if (is(id, "namespaces")) {
+        char said[96];
+        int unshared = unshare(CLONE_NEWUSER) == 0 ? 0 : errno;
+        long made = syscall(SYS_clone, CLONE_NEWPID | SIGCHLD, 0, 0, 0, 0);
+        if (made == 0) _exit(0);
+        int cloned = made > 0 ? 0 : errno;
+        if (made > 0) waitpid((pid_t)made, NULL, 0);
+        snprintf(said, sizeof said, "unshare %s%.0d, clone %s%.0d", unshared ? "refused " : "made", unshared,
+                 cloned ? "refused " : "made", cloned);
         return say(res, said);
     } else if (is(id, "killchild")) {
         pid_t child = fork();

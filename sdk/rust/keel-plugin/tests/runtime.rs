@@ -91,6 +91,9 @@ struct Recorded {
     authenticators: Vec<(KeelAuthenticateFn, usize)>,
 }
 static RECORDED: Mutex<Option<Recorded>> = Mutex::new(None);
+/// Held by each test for its whole run: they share `RECORDED`, and cargo runs tests on parallel threads (one test's
+/// error message must never be read as another's).
+static SERIAL: Mutex<()> = Mutex::new(());
 static RELEASED: AtomicUsize = AtomicUsize::new(0);
 
 fn record<T>(f: impl FnOnce(&mut Recorded) -> T) -> T {
@@ -288,6 +291,7 @@ fn serve(key: &str, name: &str) -> (KeelStatus, Written) {
 
 #[test]
 fn a_plugin_through_the_abi() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let d = unsafe { &*keel_plugin_entry() };
     assert_eq!((d.id.len, d.version.len), (0, 0), "id and version are left to plugin.yaml");
     assert_eq!(d.struct_size as usize, size_of::<KeelPlugin>());
@@ -395,6 +399,7 @@ unsafe extern "C" fn output_write(out: *mut KeelOutput, data: *const c_void, len
 
 #[test]
 fn a_command_writes_its_result_and_catches_its_panic() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut text = Vec::new();
     let mut out = KeelOutput {
         struct_size: size_of::<KeelOutput>() as u32,
