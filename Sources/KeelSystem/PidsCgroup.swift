@@ -211,11 +211,11 @@ public struct PidsCgroup: Sendable {
         }
     }
 
-    /// This process's pid namespace, as the inode number of /proc/self/ns/pid ("0" when it cannot be read): pids are
-    /// only comparable within one namespace.
     /// How many cgroups this process made (the last part of their names).
     private static let counter = Atomic<Int>(0)
 
+    /// This process's pid namespace, as the inode number of /proc/self/ns/pid ("0" when it cannot be read): pids are
+    /// only comparable within one namespace.
     public static let namespace: String = {
         var buffer = [CChar](repeating: 0, count: 64)
         let n = readlink("/proc/self/ns/pid", &buffer, buffer.count - 1)
