@@ -181,13 +181,16 @@ struct HostileWorkerTests {
     /// Whether this host can give each worker a `pids` cgroup of its own (root, or a delegated cgroup; CI runs as root).
     static var cgroups: Bool { (try? PidsCgroup.parent.get()) != nil }
 
-    /// The processes named "keel-bombchild" (the hostile plugin's forked children), from /proc.
-    static func bombChildren() -> [pid_t] {
+    /// The processes named `name` (their `comm`, from /proc), zombies included unless `runningOnly`.
+    static func processes(named name: String, runningOnly: Bool = false) -> [pid_t] {
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
         return entries.compactMap { pid_t($0) }.filter { pid in
-            (try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8)) == "keel-bombchild\n" && isRunning(pid)
+            (try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8)) == name + "\n" && (!runningOnly || isRunning(pid))
         }
     }
+
+    /// The hostile plugin's forked children that still run ("keel-bombchild").
+    static func bombChildren() -> [pid_t] { processes(named: "keel-bombchild", runningOnly: true) }
 
     @Test("a worker granted processes cannot fork-bomb the machine: its cgroup holds it and what it starts to --worker-threads tasks, the kernel refuses the rest, the first refusal kills it and its children, and its cgroup goes with it",
           .enabled(if: cgroups, "the host cannot make pids cgroups here (not root, no delegated cgroup)"))
@@ -245,9 +248,7 @@ struct HostileWorkerTests {
             var strays: [pid_t] = []
             for _ in 0..<10 where strays.isEmpty {
                 try await Task.sleep(for: .milliseconds(50))
-                strays = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { pid_t($0) }.filter {
-                    (try? String(contentsOfFile: "/proc/\($0)/comm", encoding: .utf8)) == "keel-hostchild\n"
-                }
+                strays = Self.processes(named: "keel-hostchild")
             }
             for pid in strays { kill(pid, SIGKILL) }
             #expect(strays.isEmpty, "the host's children made by its worker: \(strays)")
