@@ -87,12 +87,7 @@ final class SQLiteDatabase: StateDatabase {
                                  + tables.prefix(3).joined(separator: ", ") + (tables.count > 3 ? ", ..." : "")
                                  + "); nothing was changed in it: check the path, or name a new file to start a state")
             }
-            if unversioned {
-                for file in ["", "-wal", "-shm", "-journal"].map({ path + $0 }) {
-                    var info = stat()
-                    if lstat(file, &info) == 0, info.st_mode & S_IFMT == S_IFREG, info.st_mode & 0o077 != 0 { chmod(file, info.st_mode & 0o700) }
-                }
-            }
+            if unversioned { SystemFile.keepToOwner(path, companions: ["-wal", "-shm", "-journal"], byPath: true) }
             try execute("PRAGMA journal_mode=WAL")
         } catch where error.reason.hasPrefix("is an SQLite database of another program") {
             throw error

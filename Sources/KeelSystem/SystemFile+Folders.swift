@@ -78,11 +78,19 @@ extension SystemFile {
     /// does not exist, and takes the group's and others' bits off an existing regular file (and off `path` followed
     /// by each of `companions`, e.g. SQLite's `-wal` and `-shm`, where they exist). For files that hold secrets, such
     /// as the state file (the proxy secret, plugin configurations). Returns the paths whose mode it narrowed.
-    /// [any thread]
+    /// With `byPath`, nothing is opened or made (`lstat` and `chmod`): for a file SQLite holds open in this process,
+    /// whose locks closing any descriptor of it would drop. [any thread]
     @discardableResult
-    public static func keepToOwner(_ path: String, companions: [String] = []) -> [String] {
+    public static func keepToOwner(_ path: String, companions: [String] = [], byPath: Bool = false) -> [String] {
         var narrowed: [String] = []
         for (index, file) in ([path] + companions.map { path + $0 }).enumerated() {
+            if byPath {
+                var st = stat()
+                if lstat(file, &st) == 0, st.st_mode & S_IFMT == S_IFREG, st.st_mode & 0o077 != 0, chmod(file, st.st_mode & 0o700) == 0 {
+                    narrowed.append(file)
+                }
+                continue
+            }
             // The main file is made if missing; a companion only narrowed where it exists.
             let fd = open(file, O_RDWR | O_CLOEXEC | O_NONBLOCK | (index == 0 ? O_CREAT : 0), 0o600)
             guard fd >= 0 else { continue }
