@@ -42,6 +42,11 @@ extension Kernel {
         }
         let generation: Generation
         do { generation = try loadGeneration(id) } catch {
+            // The build that failed, as its record names it (none when the library could not even be read).
+            if let tried = (try? state.loads(for: id, limit: 1))?.last, tried.generation > old.generation,
+               tried.outcome != "activated" {
+                failedReloads[id] = (tried.checksum, bundles[id]?.manifest)
+            }
             try? state.setStatus(id, .enabled, reason: "reload failed, generation \(old.generation) still serving: \(error.reason)")
             log(.error, id, "reload failed, generation \(old.generation) keeps serving: \(error.reason)")
             throw error
@@ -54,6 +59,7 @@ extension Kernel {
         }
         notifyServiceChanges(since: before)
         noteGuards(id, generation.contributions)
+        failedReloads[id] = nil
         setActive(id, generation.plugin)
         access.setDeclared(id, generation.plugin.manifest)
         // Both records in one transaction: one wait for the disk on the swap's path, not two.
@@ -133,9 +139,12 @@ extension Kernel {
                     log(.warn, id, "library did not settle; not reloading")
                     continue
                 }
-                let changed = GenerationStore.checksum(path) != current.checksum
-                    || bundles[id]?.manifest != current.manifest
-                if changed { try? reload(id) } else if let reason = ((try? state.plugin(id)) ?? nil)?.reason,
+                let sum = GenerationStore.checksum(path), manifest = bundles[id]?.manifest
+                let changed = sum != current.checksum || manifest != current.manifest
+                if changed, let failed = failedReloads[id], failed.checksum == sum, failed.manifest == manifest {
+                    // The build whose reload just failed (the dev loop's, or this watcher's): the failure stands.
+                    log(.debug, id, "the build whose reload failed is unchanged; not tried again")
+                } else if changed { try? reload(id) } else if let reason = ((try? state.plugin(id)) ?? nil)?.reason,
                                                         reason.hasPrefix("reload failed") || reason.hasPrefix("reload refused") {
                     // Back to what serves (a broken plugin.yaml fixed, a failed build put back): no reload, and the
                     // reload's failure is no longer true. Any other reason (a failed upgrade's) stays.

@@ -120,6 +120,10 @@ public actor Kernel {
     /// While `activateAll` activates many plugins: what each activation would read from the store one plugin at a
     /// time (grants, configuration, last generation), read once for all.
     var startReads: StartReads?
+    /// The build (library checksum, manifest) whose reload failed last, by plugin. The folder watcher does not try
+    /// that build again: a `keel dev` save is both reloaded by the dev loop and seen by the watcher, and each try
+    /// probes and records a failure. An explicit reload always tries. Cleared when a reload or activation succeeds.
+    var failedReloads: [String: (checksum: String, manifest: Manifest?)] = [:]
     /// Library checksums for the signature status, by path, with the file identity they were computed for.
     var checksums: [String: (stamp: FileStamp, sum: String)] = [:]
     /// While start-up activates a batch of plugins, the records of their success are collected here and written in

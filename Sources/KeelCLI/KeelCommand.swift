@@ -178,17 +178,27 @@ struct GlobalOptions: ParsableArguments {
         return try StateStore(path: stateFile)
     }
 
-    /// For commands that only read (`plugins list`, `services list`, `audit`): fails when `--state` (or `$KEEL_STATE`)
-    /// names a SQLite file that does not exist in a folder that does not exist either, which is a typo far more often
-    /// than a new host, instead of creating both and showing an empty host. The default `.keel/state.db` is made as
-    /// before (a fresh checkout's first `keel plugins list`).
+    /// For commands that only read (`plugins list`, `services list`, `audit`): these options as the command should
+    /// use them. A `--state` (or `$KEEL_STATE`) SQLite file that does not exist is never created by a read:
+    /// - in a folder that does not exist either, it is a typo far more often than a new host: refused;
+    /// - in a folder that exists, the command shows what a new host would (a state in memory) and says on stderr that
+    ///   the file does not exist and nothing was made, so a mistyped name is seen.
+    /// The default `.keel/state.db` is made as before (a fresh checkout's first `keel plugins list`).
     /// - Throws: `CLIError` naming the path.
-    func requireStateToRead() throws {
-        guard !PostgresURL.isPostgres(stateFile), stateFile != ".keel/state.db" else { return }
-        let fm = FileManager.default, folder = (stateFile as NSString).deletingLastPathComponent
-        guard !fm.fileExists(atPath: stateFile), !folder.isEmpty, !fm.fileExists(atPath: folder) else { return }
-        throw CLIError("\(stateFile): no state file here, and its folder \(folder) does not exist (check --state or " +
-                       "$KEEL_STATE; `keel plugins enable` or `keel serve` makes a new state)")
+    func readingState() throws -> GlobalOptions {
+        guard !PostgresURL.isPostgres(stateFile), stateFile != ".keel/state.db", stateFile != StateStore.inMemory,
+              !FileManager.default.fileExists(atPath: stateFile) else { return self }
+        let folder = (stateFile as NSString).deletingLastPathComponent
+        if !folder.isEmpty, !FileManager.default.fileExists(atPath: folder) {
+            throw CLIError("\(stateFile): no state file here, and its folder \(folder) does not exist (check --state or " +
+                           "$KEEL_STATE; `keel plugins enable` or `keel serve` makes a new state)")
+        }
+        FileHandle.standardError.write(Data(("keel: note: \(stateFile) does not exist: shown as a new host would be, and " +
+                                             "nothing was created (check --state or $KEEL_STATE; `keel plugins enable` or " +
+                                             "`keel serve` makes a new state)\n").utf8))
+        var options = self
+        options.stateFile = StateStore.inMemory
+        return options
     }
 
     /// The file this host's own files (lock, library copies) are named after: the state file itself, or, with a
@@ -198,7 +208,9 @@ struct GlobalOptions: ParsableArguments {
     }
 
     /// The running server's lock line, when `keel serve` owns this state file (this host's, for a shared state).
-    var runningServer: String? { ServerLock.running(stateFile: localStateFile) }
+    var runningServer: String? {
+        stateFile == StateStore.inMemory ? nil : ServerLock.running(stateFile: localStateFile)
+    }
 
     /// Whom a command queued for the running server is for: on a shared state, that server's host id as its lock line
     /// names it, so that no other host of the state takes it (a reload or a command call runs in the server beside

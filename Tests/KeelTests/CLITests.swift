@@ -74,10 +74,26 @@ struct CLITests {
                     "(check --state or $KEEL_STATE; `keel plugins enable` or `keel serve` makes a new state)\n", "\(command)")
         }
         #expect(!FileManager.default.fileExists(atPath: root + "/missing"), "nothing was created")
-        // A state in an existing folder is a new host: listed, and the missing plugin folder named.
+        // A missing state in an existing folder is shown as a new host would be, said on stderr, and not made.
+        let note = "keel: note: \(root)/state.db does not exist: shown as a new host would be, and nothing was created " +
+            "(check --state or $KEEL_STATE; `keel plugins enable` or `keel serve` makes a new state)\n"
         let fresh = try TestEnvironment.run(keel, ["plugins", "list", "--plugins", plugins, "--state", root + "/state.db"])
         #expect(fresh.status == 0)
         #expect(fresh.stdout == "no plugins found: the plugin folder \(plugins) does not exist (--plugins or $KEEL_PLUGINS_DIR)\n")
+        #expect(fresh.stderr == note)
+        let f = KernelFixture()
+        try TestEnvironment.stageExamples(into: f.plugins)
+        let listed = try TestEnvironment.run(keel, ["plugins", "list", "--plugins", f.plugins, "--state", root + "/state.db"])
+        #expect(listed.status == 0, "\(listed.stderr)")
+        #expect(listed.stdout.contains("hello"), "\(listed.stdout)")
+        #expect(listed.stderr == note)
+        for command in [["audit"], ["services", "list"]] {
+            let read = try TestEnvironment.run(keel, command + ["--plugins", f.plugins, "--state", root + "/state.db"])
+            #expect(read.status == 0, "\(command): \(read.stderr)")
+            #expect(read.stderr == note, "\(command)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: root + "/state.db"), "a read made no state")
+        #expect((try FileManager.default.contentsOfDirectory(atPath: root)).filter { $0.hasPrefix("state.db") }.isEmpty)
     }
 
     @Test("inspect prints id, version, ABI and capabilities of a bundle and of a bare .so")

@@ -8,6 +8,18 @@ import KeelSystem
 import Testing
 
 /// Puts `library` into the bundle as `name`, the safe way (temporary file, then rename).
+/// A started kernel (`f.kernel()` unless given) serving plugin `id` from `library`, named `name`, in a bundle folder of
+/// its own, and that folder.
+func serving(_ f: KernelFixture, _ id: String, _ library: String, as name: String,
+             kernel: @autoclosure () throws -> Kernel? = nil) async throws -> (Kernel, String) {
+    let bundle = try TestEnvironment.makeBundle(in: f.plugins, folder: id, manifest: TestEnvironment.manifest(id: id, library: name),
+                                                library: library, libraryName: name)
+    let kernel = try kernel() ?? f.kernel()
+    await kernel.start()
+    try await kernel.enable(id)
+    return (kernel, bundle)
+}
+
 func install(_ library: String, into bundle: String, as name: String) throws {
     let temporary = bundle + "/.\(name).tmp"
     try? FileManager.default.removeItem(atPath: temporary)
@@ -31,12 +43,7 @@ struct ReloadTests {
         let f = KernelFixture()
         let a = try TestEnvironment.buildFixture("flipA", ["PLUGIN_ID=\"flip\"", "TAG=\"A\""])
         let b = try TestEnvironment.buildFixture("flipB", ["PLUGIN_ID=\"flip\"", "TAG=\"B\""])
-        let bundle = try TestEnvironment.makeBundle(in: f.plugins, folder: "flip",
-                                                    manifest: TestEnvironment.manifest(id: "flip", library: "libflip.so"),
-                                                    library: a, libraryName: "libflip.so")
-        let kernel = try f.kernel()
-        await kernel.start()
-        try await kernel.enable("flip")
+        let (kernel, bundle) = try await serving(f, "flip", a, as: "libflip.so")
         let before = try #require(kernel.registry.snapshot.route(method: "GET", path: "/ext/flip/ping"))
         #expect(get(kernel, "/ext/flip/ping")?.1.contains("tag=A") == true)
         try install(b, into: bundle, as: "libflip.so")
@@ -59,12 +66,7 @@ struct ReloadTests {
         let id = inMemory ? "inplace-mem" : "inplace-file"
         let a = try TestEnvironment.buildFixture(id + "A", ["PLUGIN_ID=\"\(id)\"", "TAG=\"A\""])
         let b = try TestEnvironment.buildFixture(id + "B", ["PLUGIN_ID=\"\(id)\"", "TAG=\"B\""])
-        let bundle = try TestEnvironment.makeBundle(in: f.plugins, folder: id,
-                                                    manifest: TestEnvironment.manifest(id: id, library: "lib.so"),
-                                                    library: a, libraryName: "lib.so")
-        let kernel = try f.kernel(copiesInMemory: inMemory)
-        await kernel.start()
-        try await kernel.enable(id)
+        let (kernel, bundle) = try await serving(f, id, a, as: "lib.so", kernel: f.kernel(copiesInMemory: inMemory))
         let maps = try processMaps()
         #expect(maps.contains(inMemory ? "memfd:keel-\(id)-g1" : "/generations/\(id)-g1-"))
         // What `cp` does to an existing file: truncate it and write the new bytes into the same inode. A library
@@ -158,12 +160,7 @@ struct ReloadTests {
         let f = KernelFixture()
         let good = try TestEnvironment.buildFixture("okA", ["PLUGIN_ID=\"sturdy\"", "TAG=\"good\""])
         let failing = try TestEnvironment.buildFixture("okB", ["PLUGIN_ID=\"sturdy\"", "ACTIVATE_FAILS"])
-        let bundle = try TestEnvironment.makeBundle(in: f.plugins, folder: "sturdy",
-                                                    manifest: TestEnvironment.manifest(id: "sturdy", library: "libsturdy.so"),
-                                                    library: good, libraryName: "libsturdy.so")
-        let kernel = try f.kernel()
-        await kernel.start()
-        try await kernel.enable("sturdy")
+        let (kernel, bundle) = try await serving(f, "sturdy", good, as: "libsturdy.so")
 
         try install(failing, into: bundle, as: "libsturdy.so")
         await #expect(throws: KernelError.self) { try await kernel.reload("sturdy") }
@@ -343,6 +340,41 @@ struct ReloadTests {
         try FileManager.default.removeItem(atPath: f.plugins + "/watched")
         #expect(await waitFor(20) { get(kernel, "/ext/watched/ping") == nil })
         #expect(await waitFor { (try? await kernel.plugin("watched").status) == .missing })
+        await kernel.shutdown()
+    }
+
+    @Test("the watcher does not try again a build whose reload failed (keel dev's, or its own); a new build it does")
+    func watcherSkipsFailedBuild() async throws {
+        let f = KernelFixture()
+        let good = try TestEnvironment.buildFixture("fsA", ["PLUGIN_ID=\"sturdy\"", "TAG=\"good\""])
+        let failing = try TestEnvironment.buildFixture("fsB", ["PLUGIN_ID=\"sturdy\"", "ACTIVATE_FAILS"])
+        let failingToo = try TestEnvironment.buildFixture("fsC", ["PLUGIN_ID=\"sturdy\"", "ACTIVATE_FAILS", "TAG=\"other\""])
+        let better = try TestEnvironment.buildFixture("fsD", ["PLUGIN_ID=\"sturdy\"", "TAG=\"better\""])
+        let (kernel, bundle) = try await serving(f, "sturdy", good, as: "libsturdy.so")
+        try await kernel.watch()
+        func failures() async throws -> Int { try await kernel.history("sturdy").filter { $0.outcome == "failed" }.count }
+
+        // As keel dev does: the build copied in, then reloaded at once (before the watcher's quiet time is over).
+        try install(failing, into: bundle, as: "libsturdy.so")
+        await #expect(throws: KernelError.self) { try await kernel.reload("sturdy") }
+        try await Task.sleep(for: .milliseconds(1_200))
+        #expect(try await failures() == 1, "the watcher tried the failed build again")
+        #expect(get(kernel, "/ext/sturdy/ping")?.1.contains("tag=good") == true)
+
+        // Another failing build, seen by the watcher alone: tried once; touched again unchanged, not tried again.
+        try install(failingToo, into: bundle, as: "libsturdy.so")
+        #expect(await waitFor(20) { ((try? await failures()) ?? 0) == 2 })
+        #expect(utime(bundle + "/libsturdy.so", nil) == 0)
+        try await Task.sleep(for: .milliseconds(1_200))
+        #expect(try await failures() == 2)
+        #expect(try await kernel.plugin("sturdy").reason?.contains("reload failed, generation 1 still serving") == true)
+
+        // A new build is reloaded; the same failed build put back later is tried again (the failure is forgotten).
+        try install(better, into: bundle, as: "libsturdy.so")
+        #expect(await waitFor(20) { get(kernel, "/ext/sturdy/ping")?.1.contains("tag=better") == true })
+        try install(failingToo, into: bundle, as: "libsturdy.so")
+        #expect(await waitFor(20) { ((try? await failures()) ?? 0) == 3 })
+        #expect(get(kernel, "/ext/sturdy/ping")?.1.contains("tag=better") == true)
         await kernel.shutdown()
     }
 

@@ -27,7 +27,7 @@ extension KeelCommand {
 
         func run() async throws {
             try await reporting {
-                try options.requireStateToRead()
+                let options = try self.options.readingState()
                 let rows = try options.openState().audit(since: since.flatMap { StateStore.auditTime($0) },
                                                          limit: StateStore.auditCapacity)
                 if json { try printJSON(rows); return }

@@ -24,7 +24,7 @@ extension KeelCommand.Plugins {
 
         func run() async throws {
             try await reporting {
-                try options.requireStateToRead()
+                let options = try self.options.readingState()
                 let plugins: [PluginInfo]
                 if options.runningServer != nil {
                     plugins = try RemoteControl.livePlugins(state: try options.openState())

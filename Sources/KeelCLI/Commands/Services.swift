@@ -26,7 +26,7 @@ extension KeelCommand.Services {
 
         func run() async throws {
             try await reporting {
-                try options.requireStateToRead()
+                let options = try self.options.readingState()
                 let services: [InterfaceInfo]
                 if options.runningServer != nil {
                     services = try RemoteControl.liveServices(state: try options.openState())
