@@ -143,12 +143,7 @@ struct GlobalOptions: ParsableArguments {
     /// The records that pass go to stderr through the structured log, in `logFormat`.
     func makeKernel(logAlways: Bool = false, logFormat: LogFormat = .text,
                     adjust: (inout KernelConfiguration) -> Void = { _ in }) throws -> Kernel {
-        // A file given as the plugin folder is a typo, never a host without plugins: stop here, not with a scan
-        // error only --verbose shows.
-        var st = stat()
-        if stat(pluginsDirectory, &st) == 0, st.st_mode & S_IFMT != S_IFDIR {
-            throw CLIError("\(pluginsDirectory): is a file, not a plugin folder (check --plugins)")
-        }
+        try requirePluginsFolderNotFile()
         let verbose = self.verbose, output = StructuredLog.sink(format: logFormat)
         var configuration = KernelConfiguration(pluginsDirectory: pluginsDirectory, stateFile: localStateFile) { record in
             if verbose || (logAlways && record.level >= .warn) { output(record) }
@@ -162,6 +157,16 @@ struct GlobalOptions: ParsableArguments {
         configuration.workerExecutable = PluginProbe.currentExecutable
         adjust(&configuration)
         return try Kernel(configuration: configuration)
+    }
+
+    /// A file given as the plugin folder is a typo, never a host without plugins: stopped here, not with a scan error
+    /// only --verbose shows.
+    /// - Throws: `CLIError` naming the file.
+    func requirePluginsFolderNotFile() throws {
+        var st = stat()
+        if stat(pluginsDirectory, &st) == 0, st.st_mode & S_IFMT != S_IFDIR {
+            throw CLIError("\(pluginsDirectory): is a file, not a plugin folder (check --plugins)")
+        }
     }
 
     /// A kernel that runs one command while no server owns the state: it starts every enabled plugin idle and
@@ -182,7 +187,8 @@ struct GlobalOptions: ParsableArguments {
     /// use them. A `--state` (or `$KEEL_STATE`) SQLite file that does not exist is never created by a read:
     /// - in a folder that does not exist either, it is a typo far more often than a new host: refused;
     /// - in a folder that exists, the command shows what a new host would (a state in memory) and says on stderr that
-    ///   the file does not exist and nothing was made, so a mistyped name is seen.
+    ///   the file does not exist and nothing was made, so a mistyped name is seen. A folder this user cannot write
+    ///   is left to the state's own error (no state could be made there).
     /// The default `.keel/state.db` is made as before (a fresh checkout's first `keel plugins list`).
     /// - Throws: `CLIError` naming the path.
     func readingState() throws -> GlobalOptions {
@@ -193,6 +199,8 @@ struct GlobalOptions: ParsableArguments {
             throw CLIError("\(stateFile): no state file here, and its folder \(folder) does not exist (check --state or " +
                            "$KEEL_STATE; `keel plugins enable` or `keel serve` makes a new state)")
         }
+        guard access(folder.isEmpty ? "." : folder, W_OK) == 0 else { return self }
+        try requirePluginsFolderNotFile()
         FileHandle.standardError.write(Data(("keel: note: \(stateFile) does not exist: shown as a new host would be, and " +
                                              "nothing was created (check --state or $KEEL_STATE; `keel plugins enable` or " +
                                              "`keel serve` makes a new state)\n").utf8))

@@ -31,7 +31,7 @@ final class SQLiteDatabase: StateDatabase {
     /// - Throws: `StateError` when the file cannot be opened or is not a database.
     init(path: String) throws(StateError) {
         self.path = path
-        var unversioned = false
+        var existing = false
         if let problem = SystemFile.prepareParent(of: path) {
             throw StateError(path: path, reason: problem == "\(path): is a folder, not a file" ? "is a folder, not a state file"
                                                    : "cannot be made: \(problem)")
@@ -54,11 +54,11 @@ final class SQLiteDatabase: StateDatabase {
             if !head.isEmpty, Array(head.prefix(16)) != Array("SQLite format 3\0".utf8) {
                 throw Self.notAState(path, damaged: false)
             }
-            // Narrowed before SQLite opens it, never after: closing any descriptor of the file in this process drops
-            // the locks SQLite holds on it. A database with schema version 0 may be another program's, checked below
-            // before anything (its mode included) is changed; it is narrowed then by path, with no descriptor.
-            unversioned = head.count >= 64 && head[60..<64].allSatisfy { $0 == 0 }
-            if !unversioned { SystemFile.keepToOwner(path, companions: ["-wal", "-shm", "-journal"]) }
+            // A new (or empty) file is made owner-only before SQLite opens it. A database may be another program's,
+            // checked below before anything (its mode included) is changed; it is narrowed then by path, with no
+            // descriptor: closing any descriptor of the file in this process would drop the locks SQLite holds on it.
+            existing = !head.isEmpty
+            if !existing { SystemFile.keepToOwner(path, companions: ["-wal", "-shm", "-journal"]) }
         }
         let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX
         guard sqlite3_open_v2(path, &db, flags, nil) == SQLITE_OK else {
@@ -87,7 +87,7 @@ final class SQLiteDatabase: StateDatabase {
                                  + tables.prefix(3).joined(separator: ", ") + (tables.count > 3 ? ", ..." : "")
                                  + "); nothing was changed in it: check the path, or name a new file to start a state")
             }
-            if unversioned { SystemFile.keepToOwner(path, companions: ["-wal", "-shm", "-journal"], byPath: true) }
+            if existing { SystemFile.keepToOwner(path, companions: ["-wal", "-shm", "-journal"], byPath: true) }
             try execute("PRAGMA journal_mode=WAL")
         } catch where error.reason.hasPrefix("is an SQLite database of another program") {
             throw error

@@ -121,6 +121,15 @@ struct UserErrorTests {
         expectOneLine(try run(["plugins", "list", "--state", dir + "/photos.db", "--plugins", dir + "/plugins"]),
                       contains: "\(dir)/photos.db: is an SQLite database of another program, not a Keel state (tables photos); nothing was changed in it")
         #expect(try Data(contentsOf: URL(fileURLWithPath: dir + "/photos.db")) == photos)
+        // One that keeps a schema version of its own (PRAGMA user_version), readable by others: its mode is kept too.
+        let versioned = try TestEnvironment.run("/usr/bin/python3", ["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('create table songs (id integer)'); c.execute('pragma user_version = 7'); c.commit()", dir + "/songs.db"])
+        try #require(versioned.status == 0, "\(versioned.stderr)")
+        #expect(chmod(dir + "/songs.db", 0o644) == 0)
+        let songs = try Data(contentsOf: URL(fileURLWithPath: dir + "/songs.db"))
+        expectOneLine(try run(["plugins", "list", "--state", dir + "/songs.db", "--plugins", dir + "/plugins"]),
+                      contains: "\(dir)/songs.db: is an SQLite database of another program, not a Keel state (tables songs); nothing was changed in it")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: dir + "/songs.db")) == songs)
+        #expect(stat(dir + "/songs.db", &mode) == 0 && mode.st_mode & 0o777 == 0o644, "its mode is left as it was")
         #expect(mkfifo(dir + "/pipe.db", 0o600) == 0)
         expectOneLine(try run(["plugins", "list", "--state", dir + "/pipe.db", "--plugins", dir + "/plugins"]),
                       contains: "\(dir)/pipe.db: is not a regular file, so not a state file")
