@@ -183,7 +183,7 @@ struct GlobalOptions: ParsableArguments {
         return try StateStore(path: stateFile)
     }
 
-    /// For commands that only read (`plugins list`, `services list`, `audit`): these options as the command should
+    /// For commands that only read (`plugins list`, `tenants list`, `audit`, ...): these options as the command should
     /// use them. A `--state` (or `$KEEL_STATE`) SQLite file that does not exist is never created by a read:
     /// - in a folder that does not exist either, it is a typo far more often than a new host: refused;
     /// - in a folder that exists, the command shows what a new host would (a state in memory) and says on stderr that

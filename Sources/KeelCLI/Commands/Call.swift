@@ -54,6 +54,7 @@ extension KeelCommand {
 
         func run() async throws {
             try await reporting {
+                let options = try self.options.readingState()
                 let kernel = try options.makeKernel()
                 await kernel.rescan()
                 let commands = await kernel.commands(plugin)

@@ -219,6 +219,7 @@ extension KeelCommand {
             @Flag(help: "Print JSON: [{name, location, priority}].") var json = false
             func run() async throws {
                 try await reporting {
+                    let options = try self.options.readingState()
                     if json { try printJSON(try options.openState().repositories()); return }
                     for r in try options.openState().repositories() { print("\(r.name)  priority \(r.priority)  \(r.location)") }
                 }
@@ -307,6 +308,7 @@ extension KeelCommand {
             @Flag(help: "Print JSON: [{name, publicKey, fingerprint}].") var json = false
             func run() async throws {
                 try await reporting {
+                    let options = try self.options.readingState()
                     let keys = try options.openState().trustedKeys().sorted(by: { $0.key < $1.key })
                     // The fingerprint is how a pinned signer is shown (`keel plugins list`, refusals).
                     if json {

@@ -226,6 +226,7 @@ extension KeelCommand.Plugins {
 
         func run() async throws {
             try await reporting {
+                let options = try self.options.readingState()
                 let state = try options.openState()
                 guard try state.plugin(id) != nil else { throw CLIError("no plugin \"\(id)\" is known") }
                 let loads = try state.loads(for: id)

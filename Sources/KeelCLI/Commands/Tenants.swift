@@ -35,6 +35,7 @@ extension KeelCommand.Tenants {
 
         func run() async throws {
             try await reporting {
+                let options = try self.options.readingState()
                 let d = try options.openState().directory()
                 if json {
                     try printJSON(d.tenantViews)
@@ -123,6 +124,7 @@ extension KeelCommand.Roles {
 
         func run() async throws {
             try await reporting {
+                let options = try self.options.readingState()
                 let d = try options.openState().directory()
                 if json {
                     try printJSON(d.roleViews)
