@@ -143,13 +143,15 @@ final class PrincipalWriter {
     var roles: [String] = []
 }
 
-/// A plugin's authenticate hook.
+/// What the authenticate and authorize hooks share: the C function (or the worker's hook number), its user data,
+/// the activation that registered it, the crash site that names it and the watch that stops asking it while too many
+/// of its calls hang. `Function` is the hook's C function type.
 /// `@unchecked` for the same reason as `RouteHandler`: an immutable C function pointer and `userData`, callable from
 /// any thread at once ([request]).
-public final class AuthenticateHook: @unchecked Sendable {
+public class PluginHook<Function>: @unchecked Sendable {
     public let name: String
     /// Nil for a hook of a plugin running in a worker process (`remote`).
-    let function: keel_authenticate_fn?
+    let function: Function?
     let userData: UnsafeMutableRawPointer?
     let remote: RemoteTarget?
     public let context: ActivationContext
@@ -159,28 +161,41 @@ public final class AuthenticateHook: @unchecked Sendable {
     /// Its calls now, to stop asking it while too many of them hang.
     let watch: HookWatch
 
-    init(name: String, function: keel_authenticate_fn, userData: UnsafeMutableRawPointer?, context: ActivationContext) {
+    /// `kind` names the hook in crash records: "authenticate hook", "authorize hook".
+    init(kind: String, name: String, function: Function, userData: UnsafeMutableRawPointer?, context: ActivationContext) {
         self.name = name
         self.function = function
         self.userData = userData
         self.remote = nil
         self.context = context
-        site = context.crashSite("authenticate hook \"\(name)\"")
+        site = context.crashSite("\(kind) \"\(name)\"")
         watch = HookWatch(budget: context.budgets.hook)
     }
 
     /// Hook number `index` of a plugin running in a worker process, reached through `calls`.
-    init(name: String, remote calls: any RemoteCalls, index: Int, context: ActivationContext) {
+    init(kind: String, name: String, remote calls: any RemoteCalls, index: Int, context: ActivationContext) {
         self.name = name
         function = nil
         userData = nil
         remote = RemoteTarget(calls: calls, index: index)
         self.context = context
-        site = context.crashSite("authenticate hook \"\(name)\"")
+        site = context.crashSite("\(kind) \"\(name)\"")
         watch = HookWatch(budget: context.budgets.hook)
     }
 
     public var pluginID: String { context.pluginID }
+}
+
+/// A plugin's authenticate hook (see `PluginHook`).
+public final class AuthenticateHook: PluginHook<keel_authenticate_fn>, @unchecked Sendable {
+    init(name: String, function: keel_authenticate_fn, userData: UnsafeMutableRawPointer?, context: ActivationContext) {
+        super.init(kind: "authenticate hook", name: name, function: function, userData: userData, context: context)
+    }
+
+    /// Hook number `index` of a plugin running in a worker process, reached through `calls`.
+    init(name: String, remote calls: any RemoteCalls, index: Int, context: ActivationContext) {
+        super.init(kind: "authenticate hook", name: name, remote: calls, index: index, context: context)
+    }
 
     /// Asks the hook who is calling. `.success(nil)` is an abstention; a failure must be treated as a denial.
     /// [request]
@@ -221,44 +236,16 @@ public final class AuthenticateHook: @unchecked Sendable {
     }
 }
 
-/// A plugin's authorize hook.
-/// `@unchecked` for the same reason as `RouteHandler`: an immutable C function pointer and `userData`, callable from
-/// any thread at once ([request]).
-public final class AuthorizeHook: @unchecked Sendable {
-    public let name: String
-    /// Nil for a hook of a plugin running in a worker process (`remote`).
-    let function: keel_authorize_fn?
-    let userData: UnsafeMutableRawPointer?
-    let remote: RemoteTarget?
-    public let context: ActivationContext
-
-    /// Names this hook when the host dies inside it.
-    let site: CrashSite
-    /// Its calls now, to stop asking it while too many of them hang.
-    let watch: HookWatch
-
+/// A plugin's authorize hook (see `PluginHook`).
+public final class AuthorizeHook: PluginHook<keel_authorize_fn>, @unchecked Sendable {
     init(name: String, function: keel_authorize_fn, userData: UnsafeMutableRawPointer?, context: ActivationContext) {
-        self.name = name
-        self.function = function
-        self.userData = userData
-        self.remote = nil
-        self.context = context
-        site = context.crashSite("authorize hook \"\(name)\"")
-        watch = HookWatch(budget: context.budgets.hook)
+        super.init(kind: "authorize hook", name: name, function: function, userData: userData, context: context)
     }
 
     /// Hook number `index` of a plugin running in a worker process, reached through `calls`.
     init(name: String, remote calls: any RemoteCalls, index: Int, context: ActivationContext) {
-        self.name = name
-        function = nil
-        userData = nil
-        remote = RemoteTarget(calls: calls, index: index)
-        self.context = context
-        site = context.crashSite("authorize hook \"\(name)\"")
-        watch = HookWatch(budget: context.budgets.hook)
+        super.init(kind: "authorize hook", name: name, remote: calls, index: index, context: context)
     }
-
-    public var pluginID: String { context.pluginID }
 
     /// Asks the hook for a decision. A failure (error status, unknown decision) must be treated as a denial.
     /// [request]
