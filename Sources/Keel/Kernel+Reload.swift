@@ -59,7 +59,6 @@ extension Kernel {
         }
         notifyServiceChanges(since: before)
         noteGuards(id, generation.contributions)
-        failedReloads[id] = nil
         setActive(id, generation.plugin)
         access.setDeclared(id, generation.plugin.manifest)
         // Both records in one transaction: one wait for the disk on the swap's path, not two.

@@ -122,7 +122,8 @@ public actor Kernel {
     var startReads: StartReads?
     /// The build (library checksum, manifest) whose reload failed last, by plugin. The folder watcher does not try
     /// that build again: a `keel dev` save is both reloaded by the dev loop and seen by the watcher, and each try
-    /// probes and records a failure. An explicit reload always tries. Cleared when a reload or activation succeeds.
+    /// probes and records a failure. An explicit reload always tries. Cleared when a build of the plugin is
+    /// activated (`setActive`).
     var failedReloads: [String: (checksum: String, manifest: Manifest?)] = [:]
     /// Library checksums for the signature status, by path, with the file identity they were computed for.
     var checksums: [String: (stamp: FileStamp, sum: String)] = [:]
@@ -476,6 +477,7 @@ public actor Kernel {
     func setActive(_ id: String, _ plugin: ActivePlugin) {
         active[id] = plugin
         serving.set(id, plugin.generation)
+        if !failedReloads.isEmpty { failedReloads[id] = nil }
         if liveViewPublishers > 0 { liveViewTouched.insert(id) }
         noteChanged()
     }

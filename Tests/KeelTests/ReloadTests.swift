@@ -375,6 +375,12 @@ struct ReloadTests {
         try install(failingToo, into: bundle, as: "libsturdy.so")
         #expect(await waitFor(20) { ((try? await failures()) ?? 0) == 3 })
         #expect(get(kernel, "/ext/sturdy/ping")?.1.contains("tag=better") == true)
+        // So after a disable and an enable of a good build: that activation forgets the failure too.
+        try await kernel.disable("sturdy")
+        try install(better, into: bundle, as: "libsturdy.so")
+        try await kernel.enable("sturdy")
+        try install(failingToo, into: bundle, as: "libsturdy.so")
+        #expect(await waitFor(20) { ((try? await failures()) ?? 0) == 4 })
         await kernel.shutdown()
     }
 
