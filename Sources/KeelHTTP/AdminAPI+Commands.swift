@@ -20,7 +20,7 @@ extension AdminAPI {
         }
         open.post("plugins/:id/commands/:name") { request, context -> Response in
             let id = try context.parameters.require("id"), name = try context.parameters.require("name")
-            let body = try await Self.optionalBody(CommandCall.self, request) ?? CommandCall(args: [])
+            let body = try await self.optionalBody(CommandCall.self, request, context) ?? CommandCall(args: [])
             let principal = context.principal, channel = context.channel, gatekeeper = self.gatekeeper
             /// A refusal is logged and written to the audit trail (a durable commit) in the lane, never on one of
             /// Swift's own threads: any client may ask for refusals.

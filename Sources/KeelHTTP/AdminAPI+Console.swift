@@ -47,8 +47,8 @@ extension AdminAPI {
             let keys = try kernel.state.trustedKeys().sorted { $0.key < $1.key }
             return JSONBody.response(keys.map { TrustBody(name: $0.key, publicKey: $0.value, fingerprint: ExtensionStore.fingerprint($0.value)) })
         }
-        admin.post("trust") { request, _ -> Response in
-            let body = try await Self.body(TrustBody.self, request)
+        admin.post("trust") { request, context -> Response in
+            let body = try await self.body(TrustBody.self, request, context)
             guard Data(base64Encoded: body.publicKey)?.count == 32 else {
                 throw APIError(.badRequest, "bad-key", "\"\(body.name)\": not an ed25519 public key (32 bytes, base64)")
             }

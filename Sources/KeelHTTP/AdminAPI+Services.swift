@@ -16,7 +16,7 @@ extension AdminAPI {
         admin.get("services") { _, _ -> Response in JSONBody.response(await kernel.services()) }
         admin.put("services/:name/:major/provider") { request, context -> Response in
             let interface = try Self.interface(context)
-            let body = try await Self.body(ProviderChoice.self, request)
+            let body = try await self.body(ProviderChoice.self, request, context)
             try await run(.useProvider(interface: interface, plugin: body.plugin, tenant: body.tenant))
             return try await serving(interface)
         }

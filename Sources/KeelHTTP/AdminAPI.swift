@@ -21,6 +21,8 @@ import KeelManifest
 struct AdminAPI {
     let kernel: Kernel
     let gatekeeper: Gatekeeper
+    /// Reads the JSON bodies, within the server's `--body-timeout`.
+    let bodies: RequestBodyReader
 
     func register(on router: Router<KeelRequestContext>) {
         // 503 "closed" while a guard is missing (the auth chain denies every request): a load balancer takes the
@@ -59,7 +61,7 @@ struct AdminAPI {
         // A page session for a plugin page the console opens in its sandboxed frame (see `PageSessions`): the
         // frame's requests to that plugin are then made as this caller, with no credential the page could read.
         open.post("session/page") { request, context -> Response in
-            let body = try await Self.body(PageBody.self, request)
+            let body = try await self.body(PageBody.self, request, context)
             guard kernel.registry.snapshot.plugins[body.plugin] != nil,
                   kernel.access.isVisible(body.plugin, tenant: context.principal.tenant) else { throw APIError.notFound }
             guard !context.principal.isAnonymous else { return JSONBody.response(["plugin": body.plugin, "session": "none"]) }
@@ -82,29 +84,29 @@ struct AdminAPI {
         }
         admin.post("plugins/:id/enable") { request, context -> Response in
             let id = try context.parameters.require("id")
-            let options = try await Self.options(request)
+            let options = try await self.options(request, context)
             return try await answer(.enable(id: id, tenant: options.tenant), plugin: id)
         }
         admin.post("plugins/:id/disable") { request, context -> Response in
             let id = try context.parameters.require("id")
-            let options = try await Self.options(request)
+            let options = try await self.options(request, context)
             return try await answer(.disable(id: id, tenant: options.tenant, cascade: options.cascade ?? false), plugin: id)
         }
         admin.post("plugins/:id/reload") { request, context -> Response in
             let id = try context.parameters.require("id")
-            _ = try await Self.options(request)
+            _ = try await self.options(request, context)
             return try await answer(.reload(id: id), plugin: id)
         }
         admin.post("plugins/:id/grants") { request, context -> Response in
             let id = try context.parameters.require("id")
-            let change = try await Self.body(GrantChange.self, request)
+            let change = try await self.body(GrantChange.self, request, context)
             return try await answer(.grants(id: id, grant: change.grant ?? [], revoke: change.revoke ?? []), plugin: id)
         }
         // {"isolation": "process" | "in-process" | "manifest" | null}: where the plugin runs ("manifest" or null: as
         // its manifest asks, as `keel plugins isolate ID manifest` says it).
         admin.put("plugins/:id/isolation") { request, context -> Response in
             let id = try context.parameters.require("id")
-            let change = try await Self.body(IsolationChange.self, request)
+            let change = try await self.body(IsolationChange.self, request, context)
             let mode = try change.isolation.flatMap { text throws(APIError) -> Isolation? in
                 if text == "manifest" { return nil }
                 guard let mode = Isolation(rawValue: text) else {
@@ -121,8 +123,7 @@ struct AdminAPI {
         }
         admin.put("plugins/:id/config") { request, context -> Response in
             let id = try context.parameters.require("id")
-            var request = request
-            let body = try await request.collectBody(upTo: 1 << 20)
+            let body = try await bodies.collect(request, upTo: 1 << 20, context: context)
             // A configuration the schema (or YAML) refuses is the caller's mistake: 422 bad-config, file, key and reason.
             do throws(KernelError) {
                 _ = try await execute(.config(id: id, yaml: String(decoding: body.readableBytesView, as: UTF8.self)))
@@ -136,8 +137,8 @@ struct AdminAPI {
         admin.get("tenants") { _, _ -> Response in
             JSONBody.response(kernel.access.directory.tenantViews)
         }
-        admin.post("tenants") { request, _ -> Response in
-            let body = try await Self.body(NameBody.self, request)
+        admin.post("tenants") { request, context -> Response in
+            let body = try await self.body(NameBody.self, request, context)
             try await run(.createTenant(name: body.name))
             return JSONBody.response(["name": body.name], status: .created)
         }
@@ -149,21 +150,21 @@ struct AdminAPI {
         }
         admin.post("tenants/:tenant/members") { request, context -> Response in
             let tenant = try context.parameters.require("tenant")
-            let body = try await Self.body(MemberBody.self, request)
+            let body = try await self.body(MemberBody.self, request, context)
             try await run(.setMember(tenant: tenant, principal: body.principal, role: body.role, member: true))
             return JSONBody.response(["tenant": tenant, "principal": body.principal, "role": body.role], status: .created)
         }
         admin.get("roles") { _, _ -> Response in
             JSONBody.response(kernel.access.directory.roleViews)
         }
-        admin.post("roles") { request, _ -> Response in
-            let body = try await Self.body(NameBody.self, request)
+        admin.post("roles") { request, context -> Response in
+            let body = try await self.body(NameBody.self, request, context)
             try await run(.createRole(name: body.name))
             return JSONBody.response(["name": body.name], status: .created)
         }
         admin.post("roles/:role/grants") { request, context -> Response in
             let role = try context.parameters.require("role")
-            let body = try await Self.body(PermissionBody.self, request)
+            let body = try await self.body(PermissionBody.self, request, context)
             try await run(.setRolePermission(role: role, permission: body.permission, granted: true))
             return JSONBody.response(["role": role, "permission": body.permission], status: .created)
         }
@@ -174,8 +175,8 @@ struct AdminAPI {
         admin.get("repositories") { _, _ -> Response in JSONBody.response(try kernel.state.repositories()) }
         // The hosts sharing this state (PostgreSQL): id, address, version, heartbeat, plugins at their generation.
         admin.get("hosts") { _, _ -> Response in JSONBody.response(try kernel.state.hosts()) }
-        admin.post("repositories") { request, _ -> Response in
-            let body = try await Self.body(RepositoryBody.self, request)
+        admin.post("repositories") { request, context -> Response in
+            let body = try await self.body(RepositoryBody.self, request, context)
             try await run(.addRepository(name: body.name, location: body.location, priority: body.priority ?? 0))
             return JSONBody.response(["name": body.name], status: .created)
         }
@@ -199,13 +200,13 @@ struct AdminAPI {
         }
         admin.post("plugins/:id/install") { request, context -> Response in
             let id = try context.parameters.require("id")
-            let body = try await Self.optionalBody(InstallBody.self, request) ?? InstallBody()
+            let body = try await self.optionalBody(InstallBody.self, request, context) ?? InstallBody()
             let done = try await run(.install(id: id, version: body.version, allowUnsigned: body.allowUnsigned ?? false, signer: body.signerChange))
             return JSONBody.response(["installed": done.installed], status: .created)
         }
         admin.post("plugins/:id/upgrade") { request, context -> Response in
             let id = try context.parameters.require("id")
-            let body = try await Self.optionalBody(InstallBody.self, request) ?? InstallBody()
+            let body = try await self.optionalBody(InstallBody.self, request, context) ?? InstallBody()
             return try await answer(.upgrade(id: id, version: body.version, allowUnsigned: body.allowUnsigned ?? false,
                                              signer: body.signerChange), plugin: id)
         }
@@ -257,16 +258,15 @@ struct AdminAPI {
     }
 
     /// The optional JSON body of enable/disable: `{"cascade": true}`. Empty is fine; malformed is a 400.
-    static func options(_ request: Request) async throws -> ChangeOptions {
-        try await optionalBody(ChangeOptions.self, request) ?? ChangeOptions()
+    func options(_ request: Request, _ context: KeelRequestContext) async throws -> ChangeOptions {
+        try await self.optionalBody(ChangeOptions.self, request, context) ?? ChangeOptions()
     }
 
     /// An optional JSON body: empty is nil; malformed is a 400; so is a key the body type does not have (a misspelt
     /// `versoin` would otherwise be dropped and the request done without it), named with the nearest key it has.
     /// The body types' stored properties are their keys (no custom `CodingKeys`).
-    static func optionalBody<T: Decodable>(_ type: T.Type, _ request: Request) async throws -> T? {
-        var request = request
-        let buffer = try await request.collectBody(upTo: 64 * 1024)
+    func optionalBody<T: Decodable>(_ type: T.Type, _ request: Request, _ context: KeelRequestContext) async throws -> T? {
+        let buffer = try await bodies.collect(request, upTo: 64 * 1024, context: context)
         guard buffer.readableBytes > 0 else { return nil }
         let data = Data(buffer.readableBytesView)
         let value: T
@@ -284,8 +284,8 @@ struct AdminAPI {
     }
 
     /// A required JSON body; empty, malformed or missing keys are a 400 with the reason.
-    static func body<T: Decodable>(_ type: T.Type, _ request: Request) async throws -> T {
-        guard let value = try await optionalBody(type, request) else {
+    func body<T: Decodable>(_ type: T.Type, _ request: Request, _ context: KeelRequestContext) async throws -> T {
+        guard let value = try await self.optionalBody(type, request, context) else {
             throw APIError(.badRequest, "malformed-json", "malformed JSON body: the body is empty")
         }
         return value

@@ -138,7 +138,7 @@ public struct KeelServer: Sendable {
         router.add(middleware: PluginRoutesMiddleware(plugins: PluginDispatcher(
             gatekeeper: gatekeeper, maxBodySize: configuration.maxBodySize, bodyTimeout: configuration.bodyTimeout, proxy: proxy),
             methods: methods))
-        AdminAPI(kernel: kernel, gatekeeper: gatekeeper).register(on: router)
+        AdminAPI(kernel: kernel, gatekeeper: gatekeeper, bodies: RequestBodyReader(timeout: configuration.bodyTimeout)).register(on: router)
         let limiter = ConnectionLimiter(limit: configuration.maxConnections)
         ServerMetrics.register(on: router, metrics: metrics, gatekeeper: gatekeeper, metricsToken: configuration.metricsToken,
                                connections: { limiter.count })

@@ -119,7 +119,8 @@ struct PluginDispatcher: Sendable {
             if let length = request.headers[.contentLength].flatMap(Int.init), length > maxBodySize {
                 throw APIError.tooLarge(maxBodySize)
             }
-            seen.body = try await readBody(request, context: context)
+            var buffer = try await RequestBodyReader(timeout: bodyTimeout).collect(request, upTo: maxBodySize, context: context)
+            seen.body = buffer.readBytes(length: buffer.readableBytes) ?? []
         }
 
         // A reload swaps generations atomically, but a request that looked up the old generation just before the
@@ -205,44 +206,6 @@ struct PluginDispatcher: Sendable {
     static let sandboxField = HTTPField(name: contentSecurityPolicy, value: pluginSandbox)
     static let nosniffField = HTTPField(name: .xContentTypeOptions, value: "nosniff")
 
-    /// The body, at most `maxBodySize` bytes, within `bodyTimeout`.
-    /// - Throws: `APIError` 413 when it is larger. When it is slower, the client gets 408 written straight to the
-    ///   connection, which is then closed (that also ends the read, which holds the request's body stream), and
-    ///   `CancellationError` ends this request.
-    private func readBody(_ request: Request, context: KeelRequestContext) async throws -> [UInt8] {
-        let limit = maxBodySize, timeout = bodyTimeout
-        do {
-            var buffer = try await withThrowingTaskGroup(of: ByteBuffer?.self) { group in
-                group.addTask { try await request.body.collect(upTo: limit) }
-                group.addTask {
-                    try await Task.sleep(for: timeout)
-                    return nil
-                }
-                defer { group.cancelAll() }
-                guard let first = try await group.next(), let buffer = first else {
-                    Self.abandon(context.channel, APIError(.requestTimeout, "body-timeout",
-                                                           "the request body did not arrive within \(timeout)"))
-                    throw CancellationError()
-                }
-                return buffer
-            }
-            return buffer.readBytes(length: buffer.readableBytes) ?? []
-        } catch is NIOTooManyBytesError {
-            throw APIError.tooLarge(maxBodySize)
-        }
-    }
-
-    /// Answers `error` on `channel` directly and closes it: for a request whose body stream is still being read.
-    private static func abandon(_ channel: (any Channel)?, _ error: APIError) {
-        guard let channel else { return }
-        let body = ByteBuffer(string: #"{"error":{"code":"\#(error.code)","message":"\#(error.message)"}}"#)
-        let head = HTTPResponse(status: error.status, headerFields: [.connection: "close", .contentType: "application/json; charset=utf-8",
-                                                                     .contentLength: "\(body.readableBytes)"])
-        channel.write(HTTPResponsePart.head(head), promise: nil)
-        channel.write(HTTPResponsePart.body(body), promise: nil)
-        channel.writeAndFlush(HTTPResponsePart.end(nil)).whenComplete { _ in channel.close(promise: nil) }
-    }
-
     /// The HTTP response for a handler's outcome, with the request's id as its `X-Request-Id` (any the plugin set is
     /// dropped); nil when the generation it reached stopped admitting calls (a reload swapped it out just now) and
     /// the request should go to the current one.
@@ -250,8 +213,10 @@ struct PluginDispatcher: Sendable {
     private func respond(_ outcome: Result<PluginResponse, PluginCallError>, method: String, path: String,
                          requestID: String, match: Snapshot.RouteMatch) throws -> Response? {
         switch outcome {
-        case let .success(response) where !(100...599).contains(response.status):
-            // Both paths to a handler hold it to 100...599 already; HTTPTypes traps on a status outside 0...999.
+        case let .success(response) where !(200...599).contains(response.status):
+            // Both paths to a handler hold it to 100...599 already (HTTPTypes traps on a status outside 0...999); an
+            // interim status (1xx) is no final answer: sent as one, the client would read the connection's next
+            // answer as this request's.
             gatekeeper.log(LogRecord(level: .error, pluginID: nil, message: "\(method) \(path): the plugin answered status \(response.status)",
                                      requestID: requestID))
             throw APIError(.internalServerError, "plugin-error", "the plugin failed to handle the request")
@@ -268,7 +233,7 @@ struct PluginDispatcher: Sendable {
             var hasLength = false
             for h in response.headers {
                 guard let name = HTTPField.Name(h.name), name != .xContentTypeOptions, name != Gatekeeper.requestIDHeader,
-                      !PluginProxy.originWide.contains(name) else { continue }
+                      !PluginProxy.originWide.contains(name), !PluginProxy.framing.contains(name) else { continue }
                 if name == .setCookie {
                     // The page-session cookie is the host's: a plugin may not plant or overwrite it. Any other cookie
                     // stays below the plugin's own paths, as a proxied app's (`cookieMount`).

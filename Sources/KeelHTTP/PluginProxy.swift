@@ -235,9 +235,18 @@ final class PluginProxy: Sendable {
     /// them (the console, the admin API, every other plugin), and intercept their requests.
     static let serviceWorkerAllowed = HTTPField.Name("service-worker-allowed")!
     /// Dropped from every answer: reporting set-ups (`NEL`, `Report-To`, `Reporting-Endpoints`) apply to the whole
-    /// origin, and would send the address of every console and admin API request to a collector the app chose.
+    /// origin, and would send the address of every console and admin API request to a collector the app chose. So do
+    /// `Strict-Transport-Security` (with `includeSubDomains`, it pins the host and every subdomain to HTTPS for as
+    /// long as it says), `Alt-Svc` (the origin's traffic sent to another port or host), the client-hint opt-ins
+    /// (`Accept-CH`, `Critical-CH`), `Set-Login` and `Origin-Agent-Cluster`: none is the app's to set.
     static let originWide: Set<HTTPField.Name> = [clearSiteData, serviceWorkerAllowed, HTTPField.Name("nel")!,
-                                                  HTTPField.Name("report-to")!, HTTPField.Name("reporting-endpoints")!]
+                                                  HTTPField.Name("report-to")!, HTTPField.Name("reporting-endpoints")!,
+                                                  HTTPField.Name("strict-transport-security")!, HTTPField.Name("alt-svc")!,
+                                                  HTTPField.Name("accept-ch")!, HTTPField.Name("critical-ch")!,
+                                                  HTTPField.Name("set-login")!, HTTPField.Name("origin-agent-cluster")!]
+    /// Dropped from a plugin handler's answer: the framing and the connection are the host's.
+    static let framing: Set<HTTPField.Name> = [.connection, HTTPField.Name("keep-alive")!, .transferEncoding, .te, .trailer,
+                                               .upgrade, .proxyAuthenticate]
     /// Client headers an app behind a proxy reads as the client's address or the path it really asked for
     /// (`X-Original-URL` routes Symfony, Laravel and IIS around the path the auth hooks were asked about): a client
     /// could claim any of them, so none reaches the upstream.

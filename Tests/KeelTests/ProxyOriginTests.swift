@@ -37,6 +37,7 @@ struct ProxyOriginTests {
         let head = root.text.components(separatedBy: "\r\n\r\n").first?.lowercased() ?? ""
         #expect(!head.contains("clear-site-data") && !head.contains("service-worker-allowed"), "\(head)")
         #expect(!head.contains("\r\nnel:") && !head.contains("report-to") && !head.contains("reporting-endpoints"), "\(head)")
+        #expect(!head.contains("strict-transport-security") && !head.contains("alt-svc") && !head.contains("accept-ch"), "\(head)")
         // The app's own policy stays (browsers enforce every policy), and the host's sandbox, without
         // allow-same-origin, is there too: the page's origin stays opaque.
         #expect(head.contains("content-security-policy: sandbox allow-scripts allow-forms allow-popups allow-downloads\r\n"), "\(head)")

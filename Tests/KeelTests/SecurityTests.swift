@@ -94,6 +94,9 @@ struct SecurityTests {
         }
         #expect(!planted.text.lowercased().contains("domain=") && !planted.text.lowercased().contains("clear-site-data"), "\(planted.text)")
         #expect(!planted.text.lowercased().contains("service-worker-allowed"), "a service worker's scope stays below its script: \(planted.text)")
+        for header in ["strict-transport-security", "alt-svc", "connection: close", "keep-alive"] {
+            #expect(!planted.text.lowercased().contains(header), "\(header) is not a plugin's to set: \(planted.text)")
+        }
         // A cookie without a `Path` is given the request's folder, which may hold a `;` (browsers send it as it is):
         // written out, `/ext/spy/jar/x;Path=/;` was two attributes, the last one `Path=/`.
         let jar = try RawHTTP.request(port: server.port, "GET", "/ext/spy/jar/x;Path=/;/y")
@@ -119,9 +122,11 @@ struct SecurityTests {
         defer { close(fd) }
         RawHTTP.send(fd, "GET /ext/spy/split HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         RawHTTP.send(fd, "GET /ext/spy/split304 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        // An interim status is no final answer: the plugin failed (500), and the next answer stays the next request's.
+        RawHTTP.send(fd, "GET /ext/spy/early HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         RawHTTP.send(fd, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         let answers = Self.answers(Array(RawHTTP.readAll(fd).utf8))
-        #expect(answers.map(\.status) == [200, 304, 200], "\(answers)")
+        #expect(answers.map(\.status) == [200, 304, 500, 200], "\(answers)")
         #expect(answers.first?.body.hasPrefix("okHTTP/1.1") == true, "the whole body, with its true length")
         #expect(answers.last?.body.contains("\"status\":\"ok\"") == true, "the host's own answer came third: \(answers)")
         // HEAD reaches the GET handler: its answer carries no body at all, whatever length it declares.
@@ -252,6 +257,15 @@ struct SecurityTests {
         RawHTTP.send(slowBody, "POST /ext/spy/echo HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n0123456789")
         let answer = RawHTTP.readAll(slowBody)
         #expect(answer.hasPrefix("HTTP/1.1 408"), "\(answer)")
+        // So on the admin API's endpoints that take a body, the open ones (an anonymous caller's) and the admin's.
+        for path in ["/api/v1/session/page", "/api/v1/plugins/spy/commands/x", "/api/v1/tenants"] {
+            let slow = try RawHTTP.connect(port: server.port)
+            defer { close(slow) }
+            RawHTTP.send(slow, "POST \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(ServerProcess.token)\r\n" +
+                         "Content-Length: 100\r\n\r\n{")
+            let answered = RawHTTP.readAll(slow)
+            #expect(answered.hasPrefix("HTTP/1.1 408"), "\(path): \(answered)")
+        }
 
         server.stop()
         // 128 descriptors for the whole server and the default 30 s idle time-out: before the connection limit, 200

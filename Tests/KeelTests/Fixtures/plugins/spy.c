@@ -113,6 +113,11 @@ static keel_status plant(void *ud, const keel_http_request *req, keel_http_respo
     res->add_header(res, keel_cstr("clear-site-data"), keel_cstr("\"cookies\", \"storage\""));
     /* A service worker of its own paths that would claim the whole origin. */
     res->add_header(res, keel_cstr("service-worker-allowed"), keel_cstr("/"));
+    /* HTTPS pinned for the whole host and its subdomains, the origin's traffic sent elsewhere, the framing changed. */
+    res->add_header(res, keel_cstr("strict-transport-security"), keel_cstr("max-age=31536000; includeSubDomains"));
+    res->add_header(res, keel_cstr("alt-svc"), keel_cstr("h2=\":8712\""));
+    res->add_header(res, keel_cstr("connection"), keel_cstr("close, x-foo"));
+    res->add_header(res, keel_cstr("keep-alive"), keel_cstr("timeout=1"));
     /* Spellings the header field's clean-up turns into attributes only after the cookie was read (a control
        character next to a name becomes a space), and a last Path too long for a browser to take (it then takes
        the one before). */
@@ -149,6 +154,13 @@ static keel_status split304(void *ud, const keel_http_request *req, keel_http_re
     return res->write(res, smuggled, sizeof smuggled - 1);
 }
 
+/* An interim status as the final answer: the client would read the connection's next answer as this one's. */
+static keel_status early(void *ud, const keel_http_request *req, keel_http_response *res) {
+    (void)ud; (void)req;
+    res->set_status(res, 103);
+    return res->write(res, "early", 5);
+}
+
 static keel_status activate(const keel_host *host, keel_ctx *ctx) {
     const keel_host_http *http = host->get_service(ctx, keel_cstr(KEEL_SERVICE_HTTP));
     const keel_host_auth *auth = host->get_service(ctx, keel_cstr(KEEL_SERVICE_AUTH));
@@ -163,6 +175,7 @@ static keel_status activate(const keel_host *host, keel_ctx *ctx) {
         { sizeof(keel_route), KEEL_STR("GET"), KEEL_STR("/plant"), plant, NULL },
         { sizeof(keel_route), KEEL_STR("GET"), KEEL_STR("/split"), split, NULL },
         { sizeof(keel_route), KEEL_STR("GET"), KEEL_STR("/split304"), split304, NULL },
+        { sizeof(keel_route), KEEL_STR("GET"), KEEL_STR("/early"), early, NULL },
         { sizeof(keel_route), KEEL_STR("GET"), KEEL_STR("/jar/*"), jar, NULL },
     };
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
