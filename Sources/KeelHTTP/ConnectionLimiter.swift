@@ -14,6 +14,9 @@ import Synchronization
 /// bounded. Thread-safe: connections live on several event loops; their bookkeeping is behind one lock.
 final class ConnectionLimiter: Sendable {
     let limit: Int
+    /// How long a connection may stay unable to take more of its answers (its client reads nothing) before it is
+    /// closed: such a connection is busy for ever, and enough of them would leave nothing idle to close for a new one.
+    let stallTimeout: TimeAmount
 
     private struct Entry {
         let channel: any Channel
@@ -28,7 +31,10 @@ final class ConnectionLimiter: Sendable {
 
     private let table = Mutex(Table())
 
-    init(limit: Int) { self.limit = max(1, limit) }
+    init(limit: Int, stallTimeout: TimeAmount = .seconds(30)) {
+        self.limit = max(1, limit)
+        self.stallTimeout = stallTimeout
+    }
 
     /// The number of open connections (for tests and metrics).
     var count: Int { table.withLock { $0.entries.count } }
@@ -82,6 +88,8 @@ final class ConnectionLimiter: Sendable {
         typealias InboundIn = ByteBuffer
         let limiter: ConnectionLimiter
         private var registered = false
+        /// While the connection cannot take more of what is written to it: the check that closes it if that lasts.
+        private var stallCheck: Scheduled<Void>?
 
         init(limiter: ConnectionLimiter) { self.limiter = limiter }
 
@@ -100,7 +108,24 @@ final class ConnectionLimiter: Sendable {
             if !limiter.open(context.channel) { context.close(promise: nil) }
         }
 
+        /// A client that stops reading its answers (the socket's buffers full, NIO's pending writes over their high
+        /// mark) is closed once that has lasted `stallTimeout`; one that reads again in time is left alone.
+        func channelWritabilityChanged(context: ChannelHandlerContext) {
+            if context.channel.isWritable {
+                stallCheck?.cancel()
+                stallCheck = nil
+            } else if stallCheck == nil {
+                let channel = context.channel
+                stallCheck = context.eventLoop.scheduleTask(in: limiter.stallTimeout) {
+                    if !channel.isWritable { channel.close(promise: nil) }
+                }
+            }
+            context.fireChannelWritabilityChanged()
+        }
+
         func channelInactive(context: ChannelHandlerContext) {
+            stallCheck?.cancel()
+            stallCheck = nil
             limiter.close(context.channel)
             context.fireChannelInactive()
         }

@@ -139,7 +139,10 @@ public struct KeelServer: Sendable {
             gatekeeper: gatekeeper, maxBodySize: configuration.maxBodySize, bodyTimeout: configuration.bodyTimeout, proxy: proxy),
             methods: methods))
         AdminAPI(kernel: kernel, gatekeeper: gatekeeper, bodies: RequestBodyReader(timeout: configuration.bodyTimeout)).register(on: router)
-        let limiter = ConnectionLimiter(limit: configuration.maxConnections)
+        let idle = configuration.idleTimeout.components
+        let idleTimeout = TimeAmount.nanoseconds(idle.seconds * 1_000_000_000 + idle.attoseconds / 1_000_000_000)
+        // A client that reads none of its answers for as long is closed (`ConnectionLimiter.stallTimeout`).
+        let limiter = ConnectionLimiter(limit: configuration.maxConnections, stallTimeout: idleTimeout)
         ServerMetrics.register(on: router, metrics: metrics, gatekeeper: gatekeeper, metricsToken: configuration.metricsToken,
                                connections: { limiter.count })
         Console.register(on: router)
@@ -154,10 +157,7 @@ public struct KeelServer: Sendable {
             : Logger(label: "keel.http")
         // KEEL_HTTP_LOG=debug|trace: why connections end (a debugging aid; the default logs warnings only).
         logger.logLevel = ProcessInfo.processInfo.environment["KEEL_HTTP_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
-        let idle = configuration.idleTimeout.components
-        let http1 = HTTP1Channel.Configuration(
-            additionalChannelHandlers: [limiter.handler()],
-            idleTimeout: TimeAmount.nanoseconds(idle.seconds * 1_000_000_000 + idle.attoseconds / 1_000_000_000))
+        let http1 = HTTP1Channel.Configuration(additionalChannelHandlers: [limiter.handler()], idleTimeout: idleTimeout)
         let app = Application(
             responder: responder,
             server: HTTPServerBuilder { responder in

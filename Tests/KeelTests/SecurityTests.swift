@@ -280,6 +280,29 @@ struct SecurityTests {
         #expect(try RawHTTP.request(port: limited.port, "GET", "/ext/spy/echo").status == 200)
     }
 
+    @Test("clients that send requests and never read the answers are closed after the idle time-out: they cannot fill the connection limit")
+    func stalledReaders() async throws {
+        let host = try spyHost()
+        let server = try serve(host, ["--idle-timeout", "2", "--max-connections", "4"])
+        defer { server.stop() }
+        var stalled: [Int32] = []
+        defer { stalled.forEach { close($0) } }
+        let many = String(repeating: "GET /console.js HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", count: 1_000)
+        for _ in 0..<4 {
+            let fd = try RawHTTP.connect(port: server.port)
+            var small: Int32 = 4096
+            setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, socklen_t(MemoryLayout<Int32>.size))
+            RawHTTP.send(fd, many)
+            stalled.append(fd)
+        }
+        try await Task.sleep(for: .seconds(6))
+        // Their places are free again: before, all four stayed busy, and a new connection was closed at once.
+        for _ in 0..<4 {
+            let health = try RawHTTP.request(port: server.port, "GET", "/healthz")
+            #expect(health.status == 200, "a new client was locked out: \(health.text)")
+        }
+    }
+
     @Test("a handler that blocks slows its own callers only: /healthz, the admin API and other plugins keep answering")
     func blockingHandler() async throws {
         let host = try spyHost()
