@@ -12,7 +12,12 @@ extension Kernel {
     /// The error for `id` when no bundle in the plugin folder claims it (`known: false`: nor does any record), with
     /// the id it most likely meant when one is near (`Counter` for `counter`, `helo` for `hello`).
     func notInFolder(_ id: String, known: Bool = true) -> KernelError {
-        let near = Spelling.nearest(id, in: bundles.keys.sorted()).map { " (did you mean \"\($0)\"?)" } ?? ""
+        var near = Spelling.nearest(id, in: bundles.keys.sorted()).map { " (did you mean \"\($0)\"?)" } ?? ""
+        // A folder that is not there at all is most often a wrong path: named, not left to be guessed.
+        let folder = configuration.pluginsDirectory
+        if bundles.isEmpty, !folder.isEmpty, !FileManager.default.fileExists(atPath: folder) {
+            near = ": the plugin folder \(folder) does not exist"
+        }
         return KernelError(.unknownPlugin, pluginID: id, reason: "no plugin \"\(id)\" " + (known ? "in the plugin folder" : "is known") + near)
     }
 }

@@ -54,6 +54,10 @@ struct CLITests {
         let unknown = try TestEnvironment.run(keel, ["plugins", "enable", "ghost"] + common)
         #expect(unknown.status == 1)
         #expect(unknown.stderr == "keel: error: no plugin \"ghost\" in the plugin folder\n")
+        let nowhere = TestEnvironment.makeTemporaryDirectory("nowhere") + "/plugins"
+        let lost = try TestEnvironment.run(keel, ["plugins", "enable", "hello", "--plugins", nowhere, "--state", nowhere + "-state.db"])
+        #expect(lost.status == 1)
+        #expect(lost.stderr == "keel: error: no plugin \"hello\" in the plugin folder: the plugin folder \(nowhere) does not exist\n")
 
         let junk = TestEnvironment.makeTemporaryDirectory("junk") + "/libjunk.so"
         try "not a library".write(toFile: junk, atomically: true, encoding: .utf8)
