@@ -14,6 +14,7 @@ extension Kernel {
     /// - Parameter reusing: activate the library kept from the plugin's last orderly stop when its file is unchanged
     ///   (`ResidentLibraries`); false loads a fresh copy whatever the file (an explicit reload).
     func activate(_ id: String, reusing: Bool = true) throws(KernelError) {
+        try requireRunning("activate \(id)")
         try publishFirst(id) { () throws(KernelError) in try loadGeneration(id, reusing: reusing) }
     }
 

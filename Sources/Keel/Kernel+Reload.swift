@@ -18,6 +18,7 @@ extension Kernel {
     /// A plugin that is not active is activated when it is wanted, else only re-read.
     /// - Throws: `KernelError` for an unknown plugin or a failed new build.
     public func reload(_ id: String) throws(KernelError) {
+        try requireRunning("reload \(id)")
         let started = ContinuousClock.now
         do throws(KernelError) { try reloadNow(id) } catch {
             metrics.report(.reloaded(plugin: id, seconds: KernelMetrics.seconds(since: started), ok: false))

@@ -66,6 +66,7 @@ extension Kernel {
 
     /// Enables `id` for one tenant (or, with nil, for all).
     public func enable(_ id: String, tenant: String?) throws(KernelError) {
+        try requireRunning("enable \(id)")
         // Everything that refuses comes before the tenants are written: a plugin not yet scanned is looked for first.
         if bundles[id] == nil { rescan() }
         guard let bundle = bundles[id] else {

@@ -196,6 +196,12 @@ public actor Kernel {
     /// Set by `shutdown()`: work that was waiting off the kernel's thread (a shared-state pass's download) starts
     /// nothing afterwards.
     var isShutDown = false
+
+    /// Refuses what would load or activate plugin code once `shutdown` ran: nothing would deactivate it again.
+    /// - Throws: `KernelError.Code.state` naming `what` ("enable hello").
+    func requireRunning(_ what: String) throws(KernelError) {
+        guard !isShutDown else { throw KernelError(.state, reason: "the host is shut down; \(what) did not run") }
+    }
     var extensionChangeWaiters: [CheckedContinuation<Void, Never>] = []
 
     /// Opens the state file (creating and migrating it as needed). Loads nothing yet: call `start()`.
@@ -393,6 +399,7 @@ public actor Kernel {
     ///   version (`.dependency`: refused, nothing stored: the plugin stays as it was), or when it fails to activate
     ///   (it is then recorded `failed` with the reason, and stays wanted, so a later start retries).
     public func enable(_ id: String) throws(KernelError) {
+        try requireRunning("enable \(id)")
         if bundles[id] == nil { rescan() }
         guard let bundle = bundles[id] else {
             throw notInFolder(id)

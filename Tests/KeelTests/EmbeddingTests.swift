@@ -34,6 +34,14 @@ struct EmbeddingTests {
         }
         await kernel.shutdown()                                // deactivates in reverse order
         // --- end ---
+        // Nothing loads plugin code after the shutdown: nothing would deactivate it again.
+        for attempt in [{ try await kernel.enable("hello") }, { try await kernel.enable("hello", tenant: nil) },
+                        { try await kernel.reload("hello") }] as [@Sendable () async throws -> Void] {
+            do { try await attempt(); Issue.record("ran after shutdown") } catch let error as KernelError {
+                #expect(error.reason.hasPrefix("the host is shut down; "), "\(error)")
+            }
+        }
+        #expect(kernel.registry.snapshot.route(method: "GET", path: "/ext/hello/greet/ada") == nil)
 
         let readme = try String(contentsOfFile: TestEnvironment.repository.path + "/README.md", encoding: .utf8)
         #expect(readme.contains("try await kernel.enable(\"hello\")"))
