@@ -11,7 +11,7 @@ import KeelStatePostgres
 // contract. No Swift error or trap crosses into C: each function returns a keel_status and leaves a message for
 // keel_errmsg. Kernel operations run on the kernel's own thread; the caller's thread waits (`blocking`).
 
-private let versionText: StaticString = "1.0.0"
+private let versionText: StaticString = "1.1.0"
 
 @_cdecl("keel_libversion")
 public func keel_libversion() -> UnsafePointer<CChar>? {
@@ -101,6 +101,14 @@ public func keel_disable(_ k: OpaquePointer?, _ id: UnsafePointer<CChar>?, _ cas
     withKernel(k) { e in
         guard let id else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_disable: id is NULL") }
         return execute(e, .disable(id: String(cString: id), tenant: nil, cascade: cascade != 0))
+    }
+}
+
+@_cdecl("keel_reload")
+public func keel_reload(_ k: OpaquePointer?, _ id: UnsafePointer<CChar>?) -> keel_status {
+    withKernel(k) { e in
+        guard let id else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_reload: id is NULL") }
+        return execute(e, .reload(id: String(cString: id)))
     }
 }
 

@@ -157,6 +157,10 @@ int main(int argc, char **argv) {
     s = keel_enable(k, "nope");
     check(s == KEEL_ERR_NOT_FOUND && strstr(keel_errmsg(), "nope"), "enable an unknown plugin", keel_errmsg());
     check(keel_enable(k, "hello") == KEEL_OK && keel_enable(k, "calc") == KEEL_OK, "enable hello and calc", keel_errmsg());
+    check(keel_reload(k, "hello") == KEEL_OK, "reload hello", keel_errmsg());
+    check(keel_reload(k, NULL) == KEEL_ERR_INVALID_ARGUMENT, "reload NULL id", keel_errmsg());
+    s = keel_reload(k, "nope");
+    check(s == KEEL_ERR_NOT_FOUND && strstr(keel_errmsg(), "nope"), "reload an unknown plugin", keel_errmsg());
 
     /* A call from inside the log callback is refused and does nothing: hello stays enabled. */
     the_kernel = k;
