@@ -205,6 +205,8 @@ struct PluginDispatcher: Sendable {
     /// Made once, not per response.
     static let sandboxField = HTTPField(name: contentSecurityPolicy, value: pluginSandbox)
     static let nosniffField = HTTPField(name: .xContentTypeOptions, value: "nosniff")
+    /// A handler's headers that never reach the client: the origin-wide ones and the framing (one look-up a header).
+    static let dropped = PluginProxy.originWide.union(PluginProxy.framing)
 
     /// The HTTP response for a handler's outcome, with the request's id as its `X-Request-Id` (any the plugin set is
     /// dropped); nil when the generation it reached stopped admitting calls (a reload swapped it out just now) and
@@ -233,7 +235,7 @@ struct PluginDispatcher: Sendable {
             var hasLength = false
             for h in response.headers {
                 guard let name = HTTPField.Name(h.name), name != .xContentTypeOptions, name != Gatekeeper.requestIDHeader,
-                      !PluginProxy.originWide.contains(name), !PluginProxy.framing.contains(name) else { continue }
+                      !Self.dropped.contains(name) else { continue }
                 if name == .setCookie {
                     // The page-session cookie is the host's: a plugin may not plant or overwrite it. Any other cookie
                     // stays below the plugin's own paths, as a proxied app's (`cookieMount`).
