@@ -28,7 +28,7 @@ extension Kernel {
         // time; see Kernel+Install.swift).
         // After `shutdown` nothing runs: a command queued or sent while the host closes (an embedder's
         // `keel_close`, a server stopping) must not activate a plugin after it returned.
-        guard !isShutDown else { throw KernelError(.state, reason: "the host is shut down; \(command.name) did not run") }
+        try requireRunning(command.name)
         var called: Result<CommandResult, KernelError>?
         switch command {
         case let .call(plugin, name, arguments):
@@ -177,6 +177,13 @@ extension Kernel {
             }
         }
         return CommandResult()
+    }
+
+    /// Refuses a command, or what would load or activate plugin code, once `shutdown` ran: nothing would
+    /// deactivate it again.
+    /// - Throws: `KernelError.Code.state` naming `what` ("enable hello").
+    func requireRunning(_ what: String) throws(KernelError) {
+        guard !isShutDown else { throw KernelError(.state, reason: "the host is shut down; \(what) did not run") }
     }
 
     /// Runs `body` (plugin code) on a new thread with a full-size stack, as the kernel's lifecycle thread has, and

@@ -196,12 +196,6 @@ public actor Kernel {
     /// Set by `shutdown()`: work that was waiting off the kernel's thread (a shared-state pass's download) starts
     /// nothing afterwards.
     var isShutDown = false
-
-    /// Refuses what would load or activate plugin code once `shutdown` ran: nothing would deactivate it again.
-    /// - Throws: `KernelError.Code.state` naming `what` ("enable hello").
-    func requireRunning(_ what: String) throws(KernelError) {
-        guard !isShutDown else { throw KernelError(.state, reason: "the host is shut down; \(what) did not run") }
-    }
     var extensionChangeWaiters: [CheckedContinuation<Void, Never>] = []
 
     /// Opens the state file (creating and migrating it as needed). Loads nothing yet: call `start()`.
