@@ -114,12 +114,42 @@ public final class AccessControl: Sendable {
             if limited[hook.pluginID] != nil, principal.roles.contains(StateStore.Directory.adminRole) {
                 principal.roles.removeAll { $0 == StateStore.Directory.adminRole }
             }
-            let full = self.enrich(principal)
+            var full = self.enrich(principal)
+            // Nor can an operator's binding of `admin` in its tenant reach a caller it names: any hook can name any
+            // id, and the role reaches past that tenant (a binding meant for the every-tenant sign-in's "alice").
+            if limited[hook.pluginID] != nil { full.roles.removeAll { $0 == StateStore.Directory.adminRole } }
             guard self.isVisible(hook.pluginID, tenant: full.tenant) else { return false }
             enriched = full
             return true
         }
         return result.map { enriched ?? enrich($0) }
+    }
+
+    /// The roles the operator bound `p` to in its tenant (for `current(_:boundThen:snapshot:)`).
+    public func bindings(of p: Principal) -> Set<String> {
+        current.withLock { $0.members[p.tenant]?[p.id] ?? [] }
+    }
+
+    /// A caller established earlier (a console page session's) as it stands now, or nil when it no longer does: its
+    /// tenant is gone, or the plugin whose hook authenticated it is no longer active or no longer serves that tenant.
+    /// Its roles are those its hook gave then (`issued`'s roles less `boundThen`, its bindings then) and its bindings
+    /// now, without `admin` when that plugin is enabled for some tenants only (as `identify`). A change of roles,
+    /// bindings or tenants takes effect at the caller's next request, as it would for a caller presenting a credential.
+    public func current(_ issued: Principal, boundThen: Set<String>, snapshot: Snapshot) -> Principal? {
+        let by = issued.authenticatedBy
+        let (exists, bound, limited) = current.withLock { d in
+            (d.tenants.contains(issued.tenant), d.members[issued.tenant]?[issued.id] ?? [], d.pluginTenants[by])
+        }
+        guard exists else { return nil }
+        if by != Principal.host {
+            guard snapshot.authenticators.contains(where: { $0.pluginID == by }),
+                  limited.map({ $0.contains(issued.tenant) }) ?? true else { return nil }
+        }
+        var roles = Set(issued.roles).subtracting(boundThen).union(bound)
+        if limited != nil { roles.remove(StateStore.Directory.adminRole) }
+        var now = issued
+        now.roles = roles.sorted()
+        return now
     }
 
     /// True when a role of `principal` grants `key:action`.

@@ -69,7 +69,7 @@ final class Gatekeeper: Sendable {
             return Caller(isAdmin: true, seen: seen)
         }
         if let pluginID, !tickets.isEmpty, case let digest = token.digest,
-           let principal = tickets.lazy.compactMap({ self.pages.principal(ticket: $0, pluginID: pluginID, adminDigest: digest) }).first {
+           let principal = tickets.lazy.compactMap({ self.pageCaller(ticket: $0, pluginID: pluginID, adminDigest: digest, snapshot: snapshot) }).first {
             seen.principal = principal
             return Caller(isAdmin: false, seen: seen)
         }
@@ -82,6 +82,13 @@ final class Gatekeeper: Sendable {
             if let metrics, let hook = error.hook { metrics.hookDenied(plugin: error.pluginID, hook: hook) }
             throw APIError.forbidden(because: "authenticate hook of plugin \"\(error.pluginID)\" failed")
         }
+    }
+
+    /// The caller a page-session ticket stands for now on `pluginID`'s routes (`PageSessions`), or nil.
+    func pageCaller(ticket: String, pluginID: String, adminDigest: String?, snapshot: Snapshot) -> Principal? {
+        guard let session = pages.session(ticket: ticket, pluginID: pluginID, adminDigest: adminDigest) else { return nil }
+        if session.adminDigest != nil { return session.principal }
+        return kernel.access.current(session.principal, boundThen: session.boundThen, snapshot: snapshot)
     }
 
     /// Records a refused admin call that would change something (not GET or HEAD) in the audit trail, with the

@@ -17,78 +17,115 @@ import Synchronization
 /// token's holder ends with that token: after `keel token reset` it opens nothing (a leaked token's tickets do not
 /// outlive it).
 ///
-/// Thread-safe. At most `capacity` sessions are kept, the oldest going first, and at most `perCaller` for one caller
-/// (user and tenant) on one plugin's pages, that caller's oldest there going first: one signed-in user who asks for page sessions in a loop
-/// replaces only their own, never the other users' (whose open plugin pages would otherwise lose their session).
+/// A ticket keeps who its caller is (id, tenant, the plugin that authenticated them, the roles that plugin's hook
+/// gave), not what the operator granted them then: at every request the gatekeeper asks `AccessControl.current` for
+/// the caller as they stand now, so a binding removed, a tenant deleted or the authenticating plugin disabled takes
+/// effect at once, as for a caller presenting a credential.
+///
+/// Thread-safe. At most `perCaller` sessions are kept for one caller (user and tenant) on one plugin's pages and
+/// `perUser` for that caller on all pages, their oldest going first; past `capacity` in all, expired sessions go
+/// first, then the oldest of the caller holding the most. One signed-in user asking for page sessions in a loop,
+/// over one plugin or many, replaces only their own; filling the table takes many callers, and even then those holding
+/// few sessions (other users' open pages) go last.
 final class PageSessions: Sendable {
     static let cookieName = "keel_page"
     let lifetime: Duration
     let capacity: Int
     let perCaller: Int
+    let perUser: Int
 
     struct Session: Sendable {
+        /// The caller as established when the ticket was issued.
         let principal: Principal
+        /// The roles the operator had bound `principal` to then (`AccessControl.bindings(of:)`).
+        let boundThen: Set<String>
         let pluginID: String
         let expires: ContinuousClock.Instant
         /// The admin token's digest, for a ticket issued to its holder; nil for any other caller.
         let adminDigest: String?
     }
 
-    /// The sessions by ticket, and each caller's tickets in the order they were issued.
+    /// The sessions by ticket, and each caller's tickets in the order they were issued: per plugin and in all.
     private struct Table {
         var sessions: [String: Session] = [:]
         var byCaller: [String: [String]] = [:]
+        var byUser: [String: [String]] = [:]
 
-        static func caller(_ p: Principal, _ plugin: String) -> String { p.id + "\u{0}" + p.tenant + "\u{0}" + plugin }
+        static func user(_ p: Principal) -> String { p.id + "\u{0}" + p.tenant }
+        static func caller(_ p: Principal, _ plugin: String) -> String { user(p) + "\u{0}" + plugin }
 
         mutating func remove(_ ticket: String) {
             guard let session = sessions.removeValue(forKey: ticket) else { return }
-            let key = Self.caller(session.principal, session.pluginID)
-            byCaller[key]?.removeAll { $0 == ticket }
-            if byCaller[key]?.isEmpty == true { byCaller[key] = nil }
+            Self.drop(ticket, from: &byCaller, at: Self.caller(session.principal, session.pluginID))
+            Self.drop(ticket, from: &byUser, at: Self.user(session.principal))
+        }
+
+        private static func drop(_ ticket: String, from index: inout [String: [String]], at key: String) {
+            index[key]?.removeAll { $0 == ticket }
+            if index[key]?.isEmpty == true { index[key] = nil }
+        }
+
+        /// The oldest ticket among those of the callers holding the most (O(callers): only when the table is full).
+        func heaviestHoldersOldest() -> String? {
+            var most = 0, oldest: (ticket: String, expires: ContinuousClock.Instant)?
+            for tickets in byUser.values where tickets.count >= most {
+                guard let first = tickets.first, let expires = sessions[first]?.expires else { continue }
+                if tickets.count > most || oldest.map({ expires < $0.expires }) ?? true { oldest = (first, expires) }
+                most = tickets.count
+            }
+            return oldest?.ticket
+        }
+
+        /// Removes the oldest tickets of `index[key]` until fewer than `limit` are left (issued in order, with one
+        /// lifetime, the first is the oldest).
+        mutating func trim(_ index: KeyPath<Table, [String: [String]]>, _ key: String, below limit: Int) {
+            while let mine = self[keyPath: index][key], mine.count >= limit, let oldest = mine.first { remove(oldest) }
         }
     }
 
     private let table = Mutex(Table())
 
-    init(lifetime: Duration = .seconds(3600), capacity: Int = 10_000, perCaller: Int = 64) {
+    init(lifetime: Duration = .seconds(3600), capacity: Int = 10_000, perCaller: Int = 16, perUser: Int = 128) {
         self.lifetime = lifetime
-        self.capacity = capacity
+        self.capacity = max(1, capacity)
         self.perCaller = max(1, perCaller)
+        self.perUser = max(1, perUser)
     }
 
     /// Sessions kept now (for tests and metrics).
     var count: Int { table.withLock { $0.sessions.count } }
 
-    /// A new ticket for `principal` on `pluginID`'s pages; `adminDigest`: the admin token's digest when the caller
-    /// presented that token (the ticket ends with it).
-    func issue(_ principal: Principal, pluginID: String, adminDigest: String? = nil) -> String {
+    /// A new ticket for `principal` on `pluginID`'s pages. `boundThen`: the roles the operator binds it to now;
+    /// `adminDigest`: the admin token's digest when the caller presented that token (the ticket ends with it).
+    func issue(_ principal: Principal, boundThen: Set<String> = [], pluginID: String, adminDigest: String? = nil) -> String {
         var generator = SystemRandomNumberGenerator()
         let ticket = Hex.lowercase((0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) })
         let now = ContinuousClock.now
-        let key = Table.caller(principal, pluginID)
+        let caller = Table.caller(principal, pluginID), user = Table.user(principal)
         table.withLock { t in
-            // The caller's own oldest first: issued in order, with one lifetime, the first is the oldest.
-            while let mine = t.byCaller[key], mine.count >= perCaller, let oldest = mine.first { t.remove(oldest) }
+            t.trim(\.byCaller, caller, below: perCaller)
+            t.trim(\.byUser, user, below: perUser)
             if t.sessions.count >= capacity {
                 for (expired, session) in t.sessions where session.expires <= now { t.remove(expired) }
-                while t.sessions.count >= capacity, let oldest = t.sessions.min(by: { $0.value.expires < $1.value.expires })?.key {
-                    t.remove(oldest)
-                }
+                // The heaviest holder's oldest: a flood spread over many callers thins itself before anyone's one page.
+                while t.sessions.count >= capacity, let oldest = t.heaviestHoldersOldest() { t.remove(oldest) }
             }
-            t.sessions[ticket] = Session(principal: principal, pluginID: pluginID, expires: now.advanced(by: lifetime), adminDigest: adminDigest)
-            t.byCaller[key, default: []].append(ticket)
+            t.sessions[ticket] = Session(principal: principal, boundThen: boundThen, pluginID: pluginID,
+                                         expires: now.advanced(by: lifetime), adminDigest: adminDigest)
+            t.byCaller[caller, default: []].append(ticket)
+            t.byUser[user, default: []].append(ticket)
         }
         return ticket
     }
 
-    /// The caller a ticket stands for on `pluginID`'s routes, or nil (unknown, expired, for another plugin, or issued
-    /// under an admin token that is no longer `adminDigest`, the one in force).
-    func principal(ticket: String, pluginID: String, adminDigest: String?) -> Principal? {
-        table.withLock { t -> Principal? in
+    /// The session a ticket stands for on `pluginID`'s routes, or nil (unknown, expired, for another plugin, or issued
+    /// under an admin token that is no longer `adminDigest`, the one in force). Its caller as they stand now is
+    /// `AccessControl.current`'s to say (not needed for one issued under the admin token).
+    func session(ticket: String, pluginID: String, adminDigest: String?) -> Session? {
+        table.withLock { t -> Session? in
             guard let s = t.sessions[ticket] else { return nil }
             guard s.expires > ContinuousClock.now, s.adminDigest == nil || s.adminDigest == adminDigest else { t.remove(ticket); return nil }
-            return s.pluginID == pluginID ? s.principal : nil
+            return s.pluginID == pluginID ? s : nil
         }
     }
 

@@ -86,8 +86,10 @@ public struct Principal: Sendable, Hashable, CustomDebugStringConvertible {
     }
 
     public static let defaultTenant = "default"
+    /// `authenticatedBy` of a caller the host itself established (no plugin's hook).
+    public static let host = "keel"
     /// The caller no authenticate hook recognised.
-    public static let anonymous = Principal(id: "", authenticatedBy: "keel")
+    public static let anonymous = Principal(id: "", authenticatedBy: host)
     public var isAnonymous: Bool { id.isEmpty }
 }
 

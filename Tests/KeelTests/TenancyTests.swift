@@ -68,6 +68,57 @@ struct TenancyTests {
         #expect(server.stop() == 0)
     }
 
+    @Test("a console page session follows the operator: a binding removed, the signing-in plugin disabled or the tenant deleted take effect at the next request")
+    func pageSessionFollowsTheOperator() async throws {
+        let f = KernelFixture()
+        try TestEnvironment.stageExamples(into: f.plugins)
+        try f.fixtureBundle("idp", defines: ["AUTH_MODE=3", "ROUTE_PATH=\"/me\""])
+        for args in [["tenants", "create", "acme"], ["roles", "create", "editor"], ["roles", "create", "guest"],
+                     ["tenants", "add-member", "acme", "alice", "editor"], ["tenants", "add-member", "acme", "alice", "guest"],
+                     ["plugins", "grant", "idp", "authenticate"], ["plugins", "grant", "greeter", "authorize"],
+                     ["plugins", "grant", "hello", "authenticate"], ["plugins", "enable", "idp"], ["plugins", "enable", "hello"],
+                     ["plugins", "enable", "greeter"]] {
+            let r = try run(args, f)
+            #expect(r.status == 0, "\(args): \(r.stderr)")
+        }
+        let server = try ServerProcess(plugins: f.plugins, state: f.state)
+        defer { server.stop() }
+        let page = try await server.request("POST", "/api/v1/session/page", headers: ["Authorization": "Bearer alice", "Content-Type": "application/json"],
+                                            body: Data(#"{"plugin": "greeter"}"#.utf8))
+        let cookie = page.headers["set-cookie"] ?? ""
+        let ticket = String(cookie.dropFirst("keel_page=".count).prefix { $0 != ";" })
+        #expect(page.status == 200 && ticket.count == 64, "\(page.status) \(cookie)")
+        /// Who the page's requests are made as: (id, tenant, roles).
+        func viaPage() throws -> (id: String, tenant: String, roles: [String]) {
+            let r = try RawHTTP.request(port: server.port, "GET", "/ext/greeter/whoami", headers: ["Cookie": "keel_page=\(ticket)"])
+            let body = r.text.components(separatedBy: "\r\n\r\n").dropFirst().joined(separator: "\r\n\r\n")
+            let who = (try? JSONSerialization.jsonObject(with: Data(body.utf8))) as? [String: Any]
+            return (who?["id"] as? String ?? "?", who?["tenant"] as? String ?? "?", who?["roles"] as? [String] ?? ["?"])
+        }
+        func until(_ done: () throws -> Bool) async throws {
+            let deadline = Date().addingTimeInterval(10)
+            while try !done(), Date() < deadline { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        var who = try viaPage()
+        #expect(who.id == "alice" && who.tenant == "acme" && who.roles == ["editor", "guest"], "\(who)")
+        // A binding the operator removes is gone from the session at once, not an hour later.
+        #expect(try run(["tenants", "remove-member", "acme", "alice", "editor"], f).status == 0)
+        try await until { try viaPage().roles == ["guest"] }
+        who = try viaPage()
+        #expect(who.id == "alice" && who.roles == ["guest"], "a page session kept a binding the operator removed: \(who)")
+        // The plugin that signed alice in, disabled: the ticket stands for no one (the page's requests are anonymous).
+        #expect(try run(["plugins", "disable", "idp"], f).status == 0)
+        try await until { try viaPage().id == "" }
+        #expect(try viaPage().id == "", "a page session outlived the plugin that authenticated its caller")
+        #expect(try run(["plugins", "enable", "idp"], f).status == 0)
+        try await until { try viaPage().id == "alice" }
+        #expect(try viaPage().id == "alice")
+        // Its tenant deleted: nothing.
+        #expect(try run(["tenants", "delete", "acme"], f).status == 0)
+        try await until { try viaPage().id == "" }
+        #expect(try viaPage().id == "", "a page session outlived its tenant")
+    }
+
     @Test("bad input: unknown tenant or role, a plugin asking about a permission it did not declare, removing a tenant in use")
     func badInput() async throws {
         let f = KernelFixture()
