@@ -98,17 +98,17 @@ extension Kernel {
             if name.hasPrefix("route-prefix:") {
                 let prefix = String(name.dropFirst("route-prefix:".count))
                 if grant.contains(name) && !manifest.routePrefixes.contains(prefix) {
-                    throw KernelError(.bundle, pluginID: id,
+                    throw KernelError(.badGrant, pluginID: id,
                                       reason: "plugin \"\(id)\" does not ask for \"\(name)\" in its plugin.yaml; nothing to grant")
                 }
                 continue
             }
             guard let capability = Capability(rawValue: name) else {
                 let known = Capability.allCases.map(\.rawValue).joined(separator: ", ")
-                throw KernelError(.bundle, pluginID: id, reason: "unknown capability \"\(name)\" (known: \(known))")
+                throw KernelError(.badGrant, pluginID: id, reason: "unknown capability \"\(name)\" (known: \(known))")
             }
             if grant.contains(name) && !manifest.capabilities.contains(capability) {
-                throw KernelError(.bundle, pluginID: id,
+                throw KernelError(.badGrant, pluginID: id,
                                   reason: "plugin \"\(id)\" does not ask for \"\(name)\" in its plugin.yaml; nothing to grant")
             }
         }

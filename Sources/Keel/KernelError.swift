@@ -20,6 +20,8 @@ public struct KernelError: Error, Sendable, CustomStringConvertible {
         /// A configuration its plugin's schema refuses, or that is not valid YAML (`setConfig`): the file, the key
         /// and the reason.
         public static let badConfig = Code(name: "bad-config")
+        /// A grant or revoke names an unknown capability, or grants one the plugin does not ask for. Nothing changed.
+        public static let badGrant = Code(name: "bad-grant")
         /// A tenant, role or binding change was refused (unknown name, still in use, ...).
         public static let directory = Code(name: "directory")
         /// A plugin command could not be called or failed (unknown, bad argument, refused, its own error status).

@@ -5,14 +5,26 @@ import CKeelABI.Embed
 import Foundation
 import Keel
 import KeelHTTP
+import KeelState
 import KeelSystem
 import NIOCore
 import Synchronization
 
 /// One `keel *`: the kernel, the embedder's callbacks, the HTTP server if one runs, and the count of calls in
 /// progress that `close` waits for. Thread-safe.
+///
+/// A kernel on a state file owns it as `keel serve` does, from `keel_open` to `keel_close`: it holds the file's
+/// server lock (a second kernel, in this process or another, or a `keel serve`, is refused with the holder's pid),
+/// and takes the commands the `keel` CLI queues there (`keel plugins enable`, `keel plugins list` and the rest reach
+/// the running kernel instead of changing the file beside it).
 final class EmbeddedKernel: Sendable {
     let kernel: Kernel
+    /// The state file's server lock (nil for a state in memory, which nobody else can open).
+    private let lock: Mutex<ServerLock?>
+    /// The admin token the HTTP server checks, refreshed with the queue's changes.
+    let token: AdminToken
+    /// Takes the CLI's queued commands while the handle is open (nil for a state in memory).
+    private let remote: Task<Void, Never>?
     let logGate: LogGate?
     let events: EventPump
     private let subscription: Int
@@ -28,8 +40,14 @@ final class EmbeddedKernel: Sendable {
     }
 
     init(configuration: KernelConfiguration, logGate: LogGate?) throws(KernelError) {
+        let onFile = configuration.stateFile != StateStore.inMemory
+        let lock = onFile ? try ServerLock(stateFile: configuration.stateFile, info: "embedded (libkeel, not serving HTTP)") : nil
+        self.lock = Mutex(lock)
         let kernel = try Kernel(configuration: configuration)
         self.kernel = kernel
+        let token = AdminToken(state: kernel.state)
+        self.token = token
+        remote = onFile ? Task.detached { await RemoteControl.serve(kernel, token: token) } : nil
         self.logGate = logGate
         let events = EventPump(state: kernel.state)
         self.events = events
@@ -68,7 +86,8 @@ final class EmbeddedKernel: Sendable {
         var configuration = ServerConfiguration(host: host, port: port)
         configuration.stopsOnSignals = false
         configuration.logsThroughKernel = true
-        let http = KeelServer(kernel: kernel, token: AdminToken(state: kernel.state), configuration: configuration)
+        configuration.servesCommandQueue = false
+        let http = KeelServer(kernel: kernel, token: token, configuration: configuration)
         let task = Task.detached {
             try await http.run { port in
                 bound.withLock { $0 = port }
@@ -82,6 +101,7 @@ final class EmbeddedKernel: Sendable {
         ready.wait()
         if let port = bound.withLock({ $0 }) {
             server.withLock { $0 = .running(task) }
+            lock.withLock { $0?.update("http://\(host.contains(":") ? "[\(host)]" : host):\(port)") }
             return .success(port)
         }
         server.withLock { $0 = .none }
@@ -106,8 +126,14 @@ final class EmbeddedKernel: Sendable {
             task.cancel()
             blocking { _ = await task.result }
         }
+        if let remote {
+            remote.cancel()
+            blocking { await remote.value }
+        }
         let kernel = self.kernel
         blocking { await kernel.shutdown() }
+        // The state is free for the next kernel or server once this one has stopped writing to it.
+        lock.withLock { $0 = nil }
         kernel.events.unsubscribe(subscription)
         events.stop()
         logGate?.close()

@@ -134,6 +134,7 @@ private func status(of error: KernelError) -> keel_status {
     switch error.code {
     case .unknownPlugin: KEEL_ERR_NOT_FOUND
     case .dependency, .conflict: KEEL_ERR_CONFLICT
+    case .badGrant, .badConfig: KEEL_ERR_INVALID_ARGUMENT
     default: KEEL_ERR_INTERNAL
     }
 }

@@ -52,6 +52,9 @@ public struct ServerConfiguration: Sendable {
     /// Whether the HTTP server's own log lines (Hummingbird's: why a connection ended, a parse error) go to the
     /// kernel's log sink as records, not to the process's swift-log backend: for an embedder whose log is a callback.
     public var logsThroughKernel = false
+    /// Whether the server takes the commands the `keel` CLI queues in the state (`RemoteControl.serve`) while it runs.
+    /// An embedder that takes them for the kernel's whole life (the C API, from `keel_open`) sets it false.
+    public var servesCommandQueue = true
 
     public init(host: String = "127.0.0.1", port: Int = ServerConfiguration.defaultPort, maxBodySize: Int = 1 << 20,
                 idleTimeout: Duration = .seconds(30), bodyTimeout: Duration = .seconds(30),
@@ -167,8 +170,8 @@ public struct KeelServer: Sendable {
             onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? 0) },
             logger: logger)
         let kernel = self.kernel, token = self.token
-        let remote = Task { await RemoteControl.serve(kernel, token: token) }
-        defer { remote.cancel() }
+        let remote = configuration.servesCommandQueue ? Task { await RemoteControl.serve(kernel, token: token) } : nil
+        defer { remote?.cancel() }
         let checking = health.map { monitor in Task { await monitor.run(kernel) } }
         defer { checking?.cancel() }
         let stalls = StallWatch(kernel: kernel, exits: configuration.exitsOnStall, log: log)

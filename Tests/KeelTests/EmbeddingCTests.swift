@@ -87,6 +87,16 @@ struct EmbeddingCTests {
         #expect(!r.stderr.contains("info keel.http"), "\(r.stderr)")
     }
 
+    @Test("a kernel on a state file owns it: a second kernel and keel serve are refused, the keel CLI's commands reach it, a refused grant is KEEL_ERR_INVALID_ARGUMENT")
+    func ownsItsStateFile() throws {
+        let owner = try Self.build(TestEnvironment.fixtures + "/embed/embed_owner.c", "embed_owner")
+        let state = TestEnvironment.makeTemporaryDirectory("embed-state") + "/state.db"
+        let r = try TestEnvironment.run(owner, [try Self.plugins(), state, TestEnvironment.binPath + "/keel"])
+        let failed = r.stdout.split(separator: "\n").filter { !$0.hasPrefix("ok ") }
+        #expect(r.status == 0 && failed.isEmpty, "\(failed.joined(separator: "\n"))\n\(r.stdout)\n\(r.stderr)")
+        #expect(r.stdout.split(separator: "\n").count == 13, "\(r.stdout)")
+    }
+
     @Test("under LeakSanitizer: no leak reported, whether the appliance closes its kernel or never does")
     func leakSanitizer() throws {
         let app = try Self.build(TestEnvironment.repository.path + "/Examples/appliance/appliance.c", "appliance-lsan",

@@ -162,7 +162,11 @@ KEEL_EXPORT const char *keel_errmsg(void);
  * keel_start. `config` is borrowed for the call (its strings are copied; log_user_data is kept).
  * Returns KEEL_OK and the handle in *out_kernel; KEEL_ERR_INVALID_ARGUMENT when config or out_kernel is NULL or
  * struct_size is too small; KEEL_ERR_INTERNAL when the state store cannot be used (keel_errmsg names the file and
- * the reason). On failure *out_kernel is NULL. [no-callback] */
+ * the reason), or when another kernel or a `keel serve` holds that state file ("another keel server is using it",
+ * with its pid). On failure *out_kernel is NULL.
+ * A kernel on a state file owns it until keel_close, as `keel serve` does: the `keel` CLI pointed at the same file
+ * (keel plugins enable, grant, list, ...) reaches this kernel through the file's command queue instead of changing
+ * the file beside it. [no-callback] */
 KEEL_EXPORT keel_status keel_open(const keel_config *config, keel **out_kernel);
 
 /* Scans the plugin folder and the registered bundles, records them, and activates every plugin the state says is
@@ -192,7 +196,8 @@ KEEL_EXPORT keel_status keel_reload(keel *k, const char *id);
 
 /* Grants a sensitive capability ("authenticate", "authorize", "route-prefix:/legacy") to plugin `id`, as the
  * operator would; it takes effect at the plugin's next activation.
- * Returns KEEL_OK; KEEL_ERR_NOT_FOUND; KEEL_ERR_INVALID_ARGUMENT; KEEL_MISUSE. Strings are borrowed. [no-callback] */
+ * Returns KEEL_OK; KEEL_ERR_NOT_FOUND; KEEL_ERR_INVALID_ARGUMENT (NULL, an unknown capability, or one the plugin's
+ * plugin.yaml does not ask for: nothing changed); KEEL_MISUSE. Strings are borrowed. [no-callback] */
 KEEL_EXPORT keel_status keel_grant(keel *k, const char *id, const char *capability);
 
 /* Lists every known plugin with its status. *out_list is the caller's: free it with keel_plugin_list_free.
