@@ -135,7 +135,7 @@ public struct KeelServer: Sendable {
         let router = Router(context: KeelRequestContext.self)
         // Middleware applies to the routes added after it (and to "not found", where plugin paths land): plugin
         // dispatch goes first.
-        let proxy = PluginProxy(gatekeeper: gatekeeper, maxBodySize: configuration.maxBodySize)
+        let proxy = PluginProxy(gatekeeper: gatekeeper, maxBodySize: configuration.maxBodySize, bodyTimeout: configuration.bodyTimeout)
         let webSockets = WebSocketProxy(proxy: proxy, idleTimeout: configuration.idleTimeout)
         let methods = MethodTable()
         router.add(middleware: PluginRoutesMiddleware(plugins: PluginDispatcher(

@@ -34,7 +34,7 @@ struct PluginDispatcher: Sendable {
                 throw APIError(.badRequest, "bad-websocket-handshake", "a WebSocket handshake must be the first request on its connection")
             }
             return try await proxy.respond(to: request, pluginID: proxied.pluginID, proxy: proxied.proxy, rest: proxied.rest,
-                                           peer: context.channel?.remoteAddress?.ipAddress, loop: context.channel?.eventLoop)
+                                           channel: context.channel)
         }
         // Metrics per route pattern (never the raw path); the status of an error answer counts too.
         guard let measured = gatekeeper.metrics?.route(plugin: match.pluginID, method: match.route.method,

@@ -38,12 +38,16 @@ final class PluginProxy: Sendable {
     /// For plain-http upstreams, the usual case (loopback apps): the hot path.
     let pool = UpstreamPool()
     let maxBodySize: Int
+    /// How long a client may take to send a proxied request's whole body (`--body-timeout`), whatever the upstream's
+    /// own `timeout`: a client sending it a byte now and then is answered 408 and closed, as on a route.
+    let bodyTimeout: Duration
     /// Proxy keys by plugin id, ready to sign with.
     private let signers = Mutex<[String: ProxyIdentity.Signer]>([:])
 
-    init(gatekeeper: Gatekeeper, maxBodySize: Int) {
+    init(gatekeeper: Gatekeeper, maxBodySize: Int, bodyTimeout: Duration = .seconds(30)) {
         self.gatekeeper = gatekeeper
         self.maxBodySize = maxBodySize
+        self.bodyTimeout = bodyTimeout
         var configuration = HTTPClient.Configuration(redirectConfiguration: .disallow, timeout: .init(connect: .seconds(5)),
                                                      decompression: .disabled)
         // As many kept-alive connections per upstream as clients the host serves at once (AsyncHTTPClient's default,
@@ -147,10 +151,10 @@ final class PluginProxy: Sendable {
         return signer
     }
 
-    /// Proxies `request`. `peer`: the client's address (`X-Forwarded-For`); `loop`: the client connection's event
-    /// loop, where the upstream exchange runs.
-    func respond(to request: Request, pluginID: String, proxy: ProxyDeclaration, rest: String, peer: String?,
-                 loop: (any EventLoop)?) async throws -> Response {
+    /// Proxies `request` arriving on `channel`: its client's address goes in `X-Forwarded-For`, and the upstream
+    /// exchange runs on its event loop.
+    func respond(to request: Request, pluginID: String, proxy: ProxyDeclaration, rest: String, channel: (any Channel)?) async throws -> Response {
+        let peer = channel?.remoteAddress?.ipAddress, loop = channel?.eventLoop
         let caller = try await admit(request, pluginID: pluginID)
         if let length = request.headers[.contentLength].flatMap(Int.init), length > maxBodySize { throw APIError.tooLarge(maxBodySize) }
 
@@ -159,7 +163,7 @@ final class PluginProxy: Sendable {
                                        peer: peer)
         let bodyless = request.headers[.contentLength] == nil && request.headers[.transferEncoding] == nil
         let length = request.headers[.contentLength].flatMap(Int64.init)
-        let body = bodyless ? nil : LimitedBody(base: request.body, limit: maxBodySize)
+        let body = bodyless ? nil : LimitedBody(base: request.body, limit: maxBodySize, length: length, timeout: bodyTimeout, channel: channel)
         do {
             if proxy.scheme == "http" {
                 var head = HTTPRequestHead(version: .http1_1, method: NIOHTTP1.HTTPMethod(rawValue: request.method.rawValue),
@@ -292,24 +296,60 @@ extension ProxyDeclaration {
     var hostPart: String { host.contains(":") ? "[\(host)]" : host }
 }
 
-/// A request body that ends with an error past `limit` bytes, so a proxied upload is bounded like a route's.
+/// A request body that ends with an error past `limit` bytes, so a proxied upload is bounded like a route's; and
+/// one that has not ended `timeout` after its first read is abandoned as `RequestBodyReader` abandons a route's
+/// (408 written to the client, the connection closed, which ends the read and the upstream exchange with it).
 struct LimitedBody: AsyncSequence, Sendable {
     typealias Element = ByteBuffer
     let base: RequestBody
     let limit: Int
+    /// The declared `Content-Length`: the deadline ends once that much arrived, whether or not the end is read.
+    let length: Int64?
+    let timeout: Duration
+    let channel: (any Channel)?
+
+    /// The deadline's task: cancelled once the body ended, failed, or its iterator is gone.
+    final class Deadline: Sendable {
+        let task: Task<Void, Never>
+        init(_ timeout: Duration, _ channel: (any Channel)?) {
+            task = Task {
+                try? await Task.sleep(for: timeout)
+                guard !Task.isCancelled else { return }
+                RequestBodyReader.abandon(channel, APIError(.requestTimeout, "body-timeout", "the request body did not arrive within \(timeout)"))
+            }
+        }
+        deinit { task.cancel() }
+    }
 
     struct AsyncIterator: AsyncIteratorProtocol {
         var inner: RequestBody.AsyncIterator
         var seen = 0
         let limit: Int
+        let length: Int64?
+        let timeout: Duration
+        let channel: (any Channel)?
+        var deadline: Deadline?
 
         mutating func next() async throws -> ByteBuffer? {
-            guard let chunk = try await inner.next() else { return nil }
-            seen += chunk.readableBytes
-            if seen > limit { throw APIError.tooLarge(limit) }
-            return chunk
+            if deadline == nil, channel != nil { deadline = Deadline(timeout, channel) }
+            do {
+                guard let chunk = try await inner.next() else {
+                    deadline?.task.cancel()
+                    return nil
+                }
+                seen += chunk.readableBytes
+                if seen > limit { throw APIError.tooLarge(limit) }
+                if let length, seen >= length { deadline?.task.cancel() }
+                return chunk
+            } catch {
+                deadline?.task.cancel()
+                throw error
+            }
         }
     }
 
-    func makeAsyncIterator() -> AsyncIterator { AsyncIterator(inner: base.makeAsyncIterator(), limit: limit) }
+    func makeAsyncIterator() -> AsyncIterator {
+        AsyncIterator(inner: base.makeAsyncIterator(), limit: limit, length: length, timeout: timeout, channel: channel)
+    }
 }
+

@@ -254,6 +254,39 @@ struct ProxyStreamingTests {
         #expect(try await server.request("GET", "/healthz").status == 200)
     }
 
+    @Test("a proxied body sent slowly is cut at the server's --body-timeout, not at the app's own longer timeout; one sent in time passes")
+    func slowProxiedBody() async throws {
+        let upstream = try Upstream()
+        defer { upstream.stop() }
+        let f = try Upstream.enabledApp(proxying: upstream, timeout: 120)
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch", "--body-timeout", "1"])
+        defer { server.stop() }
+        let slow = try RawHTTP.connect(port: server.port)
+        defer { close(slow) }
+        let started = Date()
+        RawHTTP.send(slow, "POST /ext/app/ui/upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n0123456789")
+        // A byte now and then: never idle, never done.
+        let dribble = Task.detached {
+            for _ in 0..<40 {
+                try? await Task.sleep(for: .milliseconds(250))
+                RawHTTP.send(slow, "x")
+            }
+        }
+        defer { dribble.cancel() }
+        let answer = RawHTTP.readAll(slow)
+        #expect(answer.hasPrefix("HTTP/1.1 408") && answer.contains("body-timeout"), "\(answer)")
+        #expect(Date().timeIntervalSince(started) < 8, "cut after \(Date().timeIntervalSince(started)) s")
+        // The same upload sent at once is proxied as before; the connection's next request is not cut by the deadline.
+        let fd = try RawHTTP.connect(port: server.port)
+        defer { close(fd) }
+        let body = String(repeating: "y", count: 100)
+        RawHTTP.send(fd, "POST /ext/app/ui/upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n\(body)")
+        try await Task.sleep(for: .milliseconds(1_500))
+        RawHTTP.send(fd, "GET /ext/app/ui/whole HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        let both = RawHTTP.readAll(fd)
+        #expect(both.hasPrefix("HTTP/1.1 200") && both.components(separatedBy: "HTTP/1.1 200").count == 3 && !both.contains("408"), "\(both)")
+    }
+
     @Test("an answer that arrives whole goes to the client whole, with its length; a 204 stays without body or length; a 200 KiB answer arrives byte for byte")
     func wholeAnswers() async throws {
         let upstream = try Upstream()
