@@ -352,4 +352,3 @@ struct LimitedBody: AsyncSequence, Sendable {
         AsyncIterator(inner: base.makeAsyncIterator(), limit: limit, length: length, timeout: timeout, channel: channel)
     }
 }
-
