@@ -5,7 +5,7 @@ import Keel
 import KeelLoader
 import Testing
 
-@Suite("the C ABI")
+@Suite("the C ABI", .scheduled)
 struct ABICompatibilityTests {
     @Test("a plugin built from the frozen 1.0 headers loads and works in this host")
     func frozenOneZero() async throws {

@@ -8,7 +8,7 @@ import Testing
 
 /// The growth rule, from the host's side: a later 1.x host declares a struct with more fields at its end, and must
 /// still accept a 1.0 plugin's shorter struct, reading only the bytes the plugin's struct_size covers.
-@Suite("ABI growth: reading only struct_size bytes")
+@Suite("ABI growth: reading only struct_size bytes", .scheduled)
 struct ABIGrowthTests {
     /// A 1.0 route placed at the very end of a readable page, followed by a page that may not be touched: a reader
     /// that copies its own (longer) declaration crashes the test run.

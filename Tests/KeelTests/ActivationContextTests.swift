@@ -6,7 +6,7 @@ import Foundation
 import KeelRegistry
 import Testing
 
-@Suite("activation contexts")
+@Suite("activation contexts", .scheduled)
 struct ActivationContextTests {
     @Test("a closed context frees its configuration and hands out an empty one (a kept library keeps every context it had)")
     func configurationFreedAtClose() {

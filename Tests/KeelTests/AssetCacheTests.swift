@@ -5,7 +5,7 @@ import Foundation
 import KeelLoader
 import Testing
 
-@Suite("bundle assets: the cache is bounded")
+@Suite("bundle assets: the cache is bounded", .scheduled)
 struct AssetCacheTests {
     @Test("files past the cache budget let the least recently served go; each is still served whole, and a changed file replaces its entry")
     func cacheIsBounded() throws {

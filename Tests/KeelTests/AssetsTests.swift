@@ -12,7 +12,7 @@ func curl(_ url: String, _ arguments: [String] = []) throws -> (head: String, bo
     return (head.lowercased(), (try? Data(contentsOf: URL(fileURLWithPath: dir + "/body"))) ?? Data())
 }
 
-@Suite("bundle assets under /ext/<id>/assets/", .serialized)
+@Suite("bundle assets under /ext/<id>/assets/", .serialized, .scheduled)
 struct AssetsTests {
     @Test("content types, strong ETags and 304, immutable hashed names, gzip, HEAD; hidden, escaping and oversized files refused; a changed file is served at once")
     func assets() async throws {

@@ -7,7 +7,7 @@ import Synchronization
 import Testing
 
 /// The audit trail (KeelState/Audit.swift, Kernel+Audit.swift) and the reasons for denials (issue 21).
-@Suite("audit trail", .serialized)
+@Suite("audit trail", .serialized, .scheduled)
 struct AuditTests {
     static let secret = "s3cr3t-value-that-must-not-leak"
 
@@ -225,7 +225,7 @@ struct AuditTests {
 }
 
 /// A denied request: the operator learns which hook or which missing permission denied it, the client only `forbidden`.
-@Suite("denial reasons", .serialized)
+@Suite("denial reasons", .serialized, .scheduled)
 struct DenialReasonTests {
     @Test("an authorize hook's deny names plugin and hook in the log, and in the audit row of an admin call; the client sees forbidden")
     func hookDenial() async throws {

@@ -9,7 +9,7 @@ import Testing
 /// The author's guide (docs/authors-guide.md), checked as written: every ```c block compiles with the flags the
 /// guide states, and every whole plugin that comes with a ```yaml plugin.yaml block is enabled in a real kernel,
 /// which then serves its route.
-@Suite("the author's guide's C samples compile and its plugins run")
+@Suite("the author's guide's C samples compile and its plugins run", .scheduled)
 struct AuthorsGuideTests {
     /// A code block of the guide: its info string ("c", "c fragment", "yaml"), text, and line.
     struct Block {

@@ -5,7 +5,7 @@ import Testing
 
 /// The console in real headless Chromium. `.ci/run` installs Chromium, chromedriver and Selenium, and sets CI, so
 /// there the test always runs; elsewhere it runs when they are installed.
-@Suite("the console in Chromium", .serialized)  // one Chromium at a time
+@Suite("the console in Chromium", .serialized, .scheduled)  // one Chromium at a time
 struct BrowserTests {
     static var available: Bool {
         if ProcessInfo.processInfo.environment["CI"] != nil { return true }

@@ -6,7 +6,7 @@ import Keel
 @testable import KeelState
 import Testing
 
-@Suite("the bundle reconciler, alone")
+@Suite("the bundle reconciler, alone", .scheduled)
 struct BundleReconcilerTests {
     func bundle(_ id: String, problem: String? = nil) throws -> PluginBundle {
         let yaml = "id: \(id)\nname: \(id)\nversion: 1.0.0\nabi: \"1.0\"\nlibrary: lib\(id).so\ncapabilities: [routes]\n"

@@ -4,7 +4,7 @@ import Foundation
 import KeelState
 import Testing
 
-@Suite("the keel command")
+@Suite("the keel command", .scheduled)
 struct CLITests {
     var keel: String { TestEnvironment.binPath + "/keel" }
 
@@ -148,7 +148,7 @@ struct CLITests {
     }
 }
 
-@Suite("README")
+@Suite("README", .scheduled)
 struct ReadmeTests {
     @Test("the 5-minute C walk-through works as written")
     func walkthrough() async throws {
@@ -213,7 +213,7 @@ struct ReadmeTests {
     }
 }
 
-@Suite("keel plugins reload and history")
+@Suite("keel plugins reload and history", .scheduled)
 struct ReloadCLITests {
     @Test("reload and history from the command line, with and without a running server")
     func reloadAndHistory() async throws {

@@ -51,7 +51,7 @@ func run(_ kernel: Kernel, _ name: String, _ args: [CommandArgument], as princip
     }
 }
 
-@Suite("commands: plugin functions called by name")
+@Suite("commands: plugin functions called by name", .scheduled)
 struct CommandsTests {
     @Test("every type crosses: integers, floats, booleans, strings, bytes, void, status(json), status(str)")
     func types() async throws {
@@ -286,7 +286,7 @@ struct CommandsTests {
     }
 }
 
-@Suite("commands: the admin API, the CLI and the probe", .serialized)
+@Suite("commands: the admin API, the CLI and the probe", .serialized, .scheduled)
 struct CommandsFrontEndTests {
     @Test("POST /api/v1/plugins/calc/commands/add {\"args\": [2, 40]} answers {\"result\": 42}; errors have stable codes")
     func adminAPI() async throws {
@@ -351,7 +351,7 @@ struct CommandsFrontEndTests {
     }
 }
 
-@Suite("plugin.yaml: commands")
+@Suite("plugin.yaml: commands", .scheduled)
 struct CommandManifestTests {
     func error(_ tail: String) -> String {
         do {
@@ -375,7 +375,7 @@ struct CommandManifestTests {
     }
 }
 
-@Suite("commands: budgets")
+@Suite("commands: budgets", .scheduled)
 struct CommandBudgetTests {
     @Test("a command over the handler budget is logged with its name; failed calls count toward disabling the plugin")
     func budgets() async throws {

@@ -5,7 +5,7 @@ import KeelExtensions
 import Testing
 
 /// The admin API endpoints the console's views use (AdminAPI+Console.swift), against a real `keel serve`.
-@Suite("the console's admin API", .serialized)
+@Suite("the console's admin API", .serialized, .scheduled)
 struct ConsoleAPITests {
     /// The examples enabled (hello ships a config schema), "tuned" failed for want of a configuration.
     static func server() throws -> (KernelFixture, ServerProcess) {

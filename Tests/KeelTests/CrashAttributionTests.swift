@@ -9,7 +9,7 @@ import Testing
 
 /// A plugin that crashes a real `keel serve` while serving: the host dies of the original signal, and the next start
 /// quarantines exactly that plugin with the reason, while the others come up.
-@Suite("crash attribution")
+@Suite("crash attribution", .scheduled)
 struct CrashAttributionTests {
     var keel: String { TestEnvironment.binPath + "/keel" }
 

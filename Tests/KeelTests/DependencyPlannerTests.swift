@@ -3,7 +3,7 @@
 import Keel
 import Testing
 
-@Suite("the dependency planner, alone")
+@Suite("the dependency planner, alone", .scheduled)
 struct DependencyPlannerTests {
     @Test("dependencies come first; ties go in id order; dependencies outside the set do not count")
     func order() {

@@ -3,7 +3,7 @@
 import Foundation
 import Testing
 
-@Suite("the server's descriptor limit")
+@Suite("the server's descriptor limit", .scheduled)
 struct DescriptorLimitTests {
     @Test("keel serve raises its soft limit on open descriptors to the hard one (a proxied connection holds two)")
     func softLimitRaised() async throws {

@@ -9,7 +9,7 @@ import Testing
 /// `keel dev`, the author's edit-build-reload loop, with the real tools: a `keel new` C project built by `make`
 /// with cc and pkg-config, a real `keel serve` (or `keel dev --serve`), and saves made the way an editor makes
 /// them (a new file renamed over the old one).
-@Suite("keel dev: the author's edit-build-reload loop")
+@Suite("keel dev: the author's edit-build-reload loop", .scheduled)
 struct DevLoopTests {
     static let id = "devloop"
 

@@ -6,7 +6,7 @@ import Testing
 /// The C embedding API as an appliance's developer meets it: `keel sdk install` into a temporary prefix, a C program
 /// built with `cc app.c $(pkg-config --cflags --libs keel)` against the installed libkeel.so, run with real plugins
 /// (Plugins/hello-c, the commands and services fixtures) in a plugin folder.
-@Suite("the C embedding API (libkeel.so)")
+@Suite("the C embedding API (libkeel.so)", .scheduled)
 struct EmbeddingCTests {
     /// One prefix with the SDK for the whole suite (the programs only read it).
     static let sdk: Result<String, TestFailure> = {

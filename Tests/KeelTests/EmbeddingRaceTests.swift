@@ -5,7 +5,7 @@ import Testing
 
 /// Races in the C embedding API found by an attacker's review: concurrent `keel_serve` calls on one handle start one
 /// server (the slot is taken under the lock before binding), and `keel_close` stops it.
-@Suite("the C embedding API under concurrent calls")
+@Suite("the C embedding API under concurrent calls", .scheduled)
 struct EmbeddingRaceTests {
     @Test("two threads calling keel_serve at once: one server, and none listening after keel_close")
     func serveRace() throws {

@@ -9,7 +9,7 @@ import KeelHTTP
 import Synchronization
 import Testing
 
-@Suite("embedding the kernel")
+@Suite("embedding the kernel", .scheduled)
 struct EmbeddingTests {
     @Test("the README's embedding snippet works as written")
     func readmeSnippet() async throws {

@@ -4,7 +4,7 @@ import Foundation
 import Keel
 import Testing
 
-@Suite("repositories and installs", .serialized)
+@Suite("repositories and installs", .serialized, .scheduled)
 struct ExtensionStoreTests {
     var keel: String { TestEnvironment.binPath + "/keel" }
 
@@ -180,7 +180,7 @@ struct ExtensionStoreTests {
     }
 }
 
-@Suite("upgrades", .serialized)
+@Suite("upgrades", .serialized, .scheduled)
 struct UpgradeTests {
     var keel: String { TestEnvironment.binPath + "/keel" }
 
@@ -253,7 +253,7 @@ struct UpgradeTests {
     }
 }
 
-@Suite("per-plugin configuration")
+@Suite("per-plugin configuration", .scheduled)
 struct ConfigTests {
     @Test("configuration is checked against the bundle's schema, handed to the plugin, changed at run time, kept")
     func configuration() async throws {
@@ -298,7 +298,7 @@ struct ConfigTests {
     }
 }
 
-@Suite("install plans")
+@Suite("install plans", .scheduled)
 struct InstallPlanTests {
     @Test("a dependency cycle in a repository is refused, naming the cycle")
     func cycle() throws {

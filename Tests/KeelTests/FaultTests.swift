@@ -10,7 +10,7 @@ import KeelRegistry
 import Synchronization
 import Testing
 
-@Suite("fault containment")
+@Suite("fault containment", .scheduled)
 struct FaultTests {
     var keel: String { TestEnvironment.binPath + "/keel" }
 

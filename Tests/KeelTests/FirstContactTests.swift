@@ -6,7 +6,7 @@ import Testing
 
 /// What a new user meets first: the README's first command, error messages, exit codes, global options, JSON output,
 /// terminal extras and completion. Every test runs the real `keel` binary.
-@Suite("first contact with keel")
+@Suite("first contact with keel", .scheduled)
 struct FirstContactTests {
     var keel: String { TestEnvironment.binPath + "/keel" }
 

@@ -3,7 +3,7 @@
 import Foundation
 import Testing
 
-@Suite("keel serve over HTTP", .serialized)
+@Suite("keel serve over HTTP", .serialized, .scheduled)
 struct HTTPTests {
     /// A server with the examples enabled, plus fixture plugins for the auth chain.
     func startServer(_ f: KernelFixture, enable: [String] = ["hello", "greeter"], grant: [String] = []) throws -> ServerProcess {

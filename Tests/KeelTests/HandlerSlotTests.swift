@@ -11,7 +11,7 @@ import Testing
 /// plugin asks for, so a plugin decides how often. Held as `Mutex<closure?>`, each call nested the stored closure two
 /// thunks deeper, and a thread with a 512 KiB stack crashed after some ten thousand calls; these make 50,000 calls
 /// of each on a thread with a 256 KiB stack.
-@Suite("handler slots")
+@Suite("handler slots", .scheduled)
 struct HandlerSlotTests {
     static let calls = 50_000
 

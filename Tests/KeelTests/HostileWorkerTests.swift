@@ -14,7 +14,7 @@ import Testing
 /// crash, abort, hang or runaway allocation in the plugin ends only its worker". Each test is a finding of an
 /// attacker's review: a forged status that trapped the host, a log line past its cap, a stalled socket that blocked
 /// the cooperative pool.
-@Suite("hostile worker", .serialized)
+@Suite("hostile worker", .serialized, .scheduled)
 struct HostileWorkerTests {
     /// Whether this kernel offers Landlock (the worker's file-system confinement needs it).
     static var landlock: Bool { Confinement.landlockABI != nil }

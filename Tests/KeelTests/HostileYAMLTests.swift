@@ -7,7 +7,7 @@ import Testing
 /// operator's configuration and a repository's index whose aliases stand for billions of values, and an index large
 /// enough that reading it id by id from the start takes minutes. And the work files of a live install, which start-up
 /// recovery in another process leaves alone.
-@Suite("hostile YAML and live work files", .serialized)
+@Suite("hostile YAML and live work files", .serialized, .scheduled)
 struct HostileYAMLTests {
     var keel: String { TestEnvironment.binPath + "/keel" }
 

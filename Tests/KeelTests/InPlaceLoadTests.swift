@@ -11,7 +11,7 @@ func mappings(of path: String) throws -> [Substring] {
     try processMaps().split(separator: "\n").filter { $0.hasSuffix(" " + path) }
 }
 
-@Suite("loading installed packages in place")
+@Suite("loading installed packages in place", .scheduled)
 struct InPlaceLoadTests {
     /// A local repository offering plugin `up` in 1.0.0 (answers tag=one) and 1.1.0 (tag=two), unsigned.
     func repository() throws -> String {

@@ -255,7 +255,7 @@ extension IsolationTests {
     }
 }
 
-@Suite("plugin.yaml: functions of an interface")
+@Suite("plugin.yaml: functions of an interface", .scheduled)
 struct ServiceFunctionManifestTests {
     func parse(_ tail: String) throws(ManifestError) -> Manifest {
         try ManifestLoader().parse(Data("id: x\nname: X\nversion: 1.0.0\nabi: \"1.1\"\nlibrary: lib.so\n\(tail)".utf8), file: "x/plugin.yaml").0

@@ -11,7 +11,7 @@ import Testing
 /// `isolation: process`: the crashing plugin of the crash attribution tests, run in a `keel worker` child of a real
 /// `keel serve`. Its crashes and hangs fail only the requests in flight in the worker; the host and its other plugins
 /// go on serving.
-@Suite("process isolation")
+@Suite("process isolation", .scheduled)
 struct IsolationTests {
     var keel: String { TestEnvironment.binPath + "/keel" }
 

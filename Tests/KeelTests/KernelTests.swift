@@ -59,7 +59,7 @@ func get(_ kernel: Kernel, _ path: String, method: String = "GET", headers: [(na
     }
 }
 
-@Suite("kernel")
+@Suite("kernel", .scheduled)
 struct KernelTests {
     @Test("the example plugins in C and Swift load, register and answer")
     func examples() async throws {

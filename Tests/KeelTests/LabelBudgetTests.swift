@@ -7,7 +7,7 @@ import Testing
 
 /// The labels a plugin chooses (route patterns, hook names) are bounded per plugin (KeelHTTP/LabelBudget.swift): a
 /// plugin that registers new patterns at every activation does not grow `GET /metrics` for ever.
-@Suite("metrics label budget")
+@Suite("metrics label budget", .scheduled)
 struct LabelBudgetTests {
     /// The distinct values of `label` among the samples of `metric` for `plugin` in a Prometheus text exposition.
     static func values(_ text: String, metric: String, plugin: String, label: String) -> Set<String> {

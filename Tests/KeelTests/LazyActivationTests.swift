@@ -48,7 +48,7 @@ enum Lazy {
     }
 }
 
-@Suite("lazy activation: manifest")
+@Suite("lazy activation: manifest", .scheduled)
 struct LazyManifestTests {
     func error(_ extra: String, library: Bool = true) -> String {
         let text = "id: lazy\nname: Lazy\nversion: 1.0.0\nabi: \"1.1\"\n" + (library ? "library: liblazy.so\n" : "") + extra
@@ -76,7 +76,7 @@ struct LazyManifestTests {
     }
 }
 
-@Suite("lazy activation: kernel")
+@Suite("lazy activation: kernel", .scheduled)
 struct LazyKernelTests {
     @Test("an enabled lazy plugin is not loaded at start: its manifest's menu entry shows; wake loads it; a required interface wakes its provider")
     func idleUntilWoken() async throws {
@@ -269,7 +269,7 @@ extension LazyKernelTests {
     }
 }
 
-@Suite("lazy activation: keel serve", .serialized)
+@Suite("lazy activation: keel serve", .serialized, .scheduled)
 struct LazyServerTests {
     @Test("the first request loads a lazy plugin and is served by it; idle-timeout unloads it; the next request loads it again")
     func firstRequestAndIdleTimeout() async throws {

@@ -10,7 +10,7 @@ import Testing
 /// A plugin whose `activate` does not return holds the kernel's lifecycle thread: a real `keel serve` says so on
 /// `/healthz` and the admin API (503 `lifecycle-stalled`) instead of leaving them waiting, keeps serving routes, and
 /// a stop (or `--exit-on-stall`) records the stall so that the next start quarantines that plugin.
-@Suite("lifecycle stall")
+@Suite("lifecycle stall", .scheduled)
 struct LifecycleStallTests {
     /// The crashing fixture's `activate` waits while this file exists (`CRASHER_HANG_ACTIVATE_IF`).
     static func staged(gate: Bool = false) throws -> (KernelFixture, hang: String) {

@@ -7,7 +7,7 @@ import Testing
 
 /// The live view a running server keeps for `keel plugins list` (Kernel+LiveView.swift): each command rebuilds only
 /// the parts it can have changed, and what it stores is what a full build gives.
-@Suite("the live view")
+@Suite("the live view", .scheduled)
 struct LiveViewTests {
     @Test("after every kind of command the stored live view is what a full build gives; a command on one plugin builds only its part and the providers'")
     func incrementalEqualsFull() async throws {

@@ -5,7 +5,7 @@ import KeelLoader
 import KeelManifest
 import Testing
 
-@Suite("loading shared objects")
+@Suite("loading shared objects", .scheduled)
 struct LoaderTests {
     func loadError(_ path: String, id: String? = nil) -> LoadError? {
         do { _ = try PluginLibrary.open(path: path, expectedID: id); return nil } catch { return error }

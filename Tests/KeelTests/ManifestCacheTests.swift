@@ -9,7 +9,7 @@ import Testing
 /// The manifest cache (`ManifestCache`): a bundle's parsed manifest is taken from the cache only while its
 /// plugin.yaml is the very file that was parsed. Real bundle folders with real libraries; the cache entries the tests
 /// plant are written through the cache's own file format.
-@Suite("manifest cache: unchanged manifests are not parsed again, changed ones always are")
+@Suite("manifest cache: unchanged manifests are not parsed again, changed ones always are", .scheduled)
 struct ManifestCacheTests {
     /// A plugin folder with bundles `ids` (the hello-c library, manifests naming them "Test <id>"), and a cache file.
     struct Folder {

@@ -7,7 +7,7 @@ import KeelExtensions
 import Testing
 
 /// A bundle with a plugin.yaml and no library: it runs no code and contributes what its manifest declares.
-@Suite("manifest-only bundles: no library, no code", .serialized)
+@Suite("manifest-only bundles: no library, no code", .serialized, .scheduled)
 struct ManifestOnlyTests {
     static func manifest(id: String, extra: String = "") -> String {
         """

@@ -4,7 +4,7 @@ import Foundation
 import KeelManifest
 import Testing
 
-@Suite("plugin.yaml")
+@Suite("plugin.yaml", .scheduled)
 struct ManifestTests {
     let loader = ManifestLoader()
 
@@ -161,7 +161,7 @@ struct ManifestTests {
     }
 }
 
-@Suite("manifest values")
+@Suite("manifest values", .scheduled)
 struct ManifestValueTests {
     /// A manifest is one reference inside (cheap to copy): copies must still behave as independent values.
     @Test("a changed copy of a manifest leaves the original as it was; equal manifests are equal and hash alike")
@@ -185,7 +185,7 @@ struct ManifestValueTests {
     }
 }
 
-@Suite("versions")
+@Suite("versions", .scheduled)
 struct VersionTests {
     @Test("semver precedence follows semver.org")
     func precedence() throws {

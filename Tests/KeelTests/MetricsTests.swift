@@ -4,7 +4,7 @@ import Foundation
 import Testing
 
 /// `GET /metrics` (KeelHTTP/ServerMetrics.swift) against a real `keel serve`: the numbers after a known sequence.
-@Suite("metrics", .serialized)
+@Suite("metrics", .serialized, .scheduled)
 struct MetricsTests {
     static let metricsToken = "metrics-token-for-tests-0123456789"
 

@@ -6,7 +6,7 @@ import Testing
 
 /// The structured log (KeelHTTP/StructuredLog.swift), plugin health checks (keel/health.h, KeelHTTP/HealthMonitor.swift)
 /// and the metrics they add, against a real `keel serve`.
-@Suite("observability", .serialized)
+@Suite("observability", .serialized, .scheduled)
 struct ObservabilityTests {
     static let keel = TestEnvironment.binPath + "/keel"
 

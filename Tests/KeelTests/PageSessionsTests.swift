@@ -6,7 +6,7 @@ import Testing
 
 /// The console's page sessions (`PageSessions`): a ticket stands for its caller on one plugin's routes, and one issued
 /// to the admin token's holder ends with that token.
-@Suite("page sessions")
+@Suite("page sessions", .scheduled)
 struct PageSessionsTests {
     @Test("a ticket issued under the admin token opens nothing once the token is reset; another caller's ticket is not tied to it")
     func endWithTheAdminToken() {

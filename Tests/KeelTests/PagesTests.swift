@@ -5,7 +5,7 @@ import Keel
 import KeelManifest
 import Testing
 
-@Suite("console: pages in plugin.yaml")
+@Suite("console: pages in plugin.yaml", .scheduled)
 struct ConsoleManifestTests {
     func parse(_ console: String) throws(ManifestError) -> Manifest {
         try ManifestLoader().parse(Data((TestEnvironment.manifest(id: "inv", library: "libinv.so") + console).utf8),
@@ -141,7 +141,7 @@ func stageInventory(into plugins: String) throws {
     try FileManager.default.copyItem(atPath: source + "/assets", toPath: bundle + "/assets")
 }
 
-@Suite("console pages served by the host", .serialized)
+@Suite("console pages served by the host", .serialized, .scheduled)
 struct PagesHTTPTests {
     let keel = TestEnvironment.binPath + "/keel"
 

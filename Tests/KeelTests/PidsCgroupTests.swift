@@ -7,7 +7,7 @@ import Testing
 
 /// Where a worker's `pids` cgroup goes (`PidsCgroup.locate`), from the two files the kernel writes, and a real cgroup
 /// made, joined, refusing and removed where this host can make one.
-@Suite("pids cgroup")
+@Suite("pids cgroup", .scheduled)
 struct PidsCgroupTests {
     static let v1Mounts = """
         31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755

@@ -7,7 +7,7 @@ import Testing
 /// The plugin authors' kit, as a new author meets it, with the real tools: `keel sdk install` into a temporary
 /// prefix, `keel new` into a temporary folder outside the checkout, the project's own build (`make`: cc with
 /// pkg-config, swift build, cargo build) and tests, then the bundle served by a real `keel serve`.
-@Suite("the plugin authors' kit")
+@Suite("the plugin authors' kit", .scheduled)
 struct PluginKitTests {
     static var keel: String { TestEnvironment.binPath + "/keel" }
 

@@ -5,7 +5,7 @@ import Foundation
 import Testing
 
 /// The lanes plugin code runs in (KeelHTTP/PluginLanes.swift).
-@Suite("plugin lanes")
+@Suite("plugin lanes", .scheduled)
 struct PluginLanesTests {
     @Test("a slow call marks its lane; the marks of lanes never asked again run out at the next slow call")
     func slowMarksRunOut() async throws {

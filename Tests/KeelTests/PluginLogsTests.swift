@@ -5,7 +5,7 @@ import Keel
 import Testing
 
 /// Per-plugin logs (Keel/PluginLogs.swift) and health (KeelHTTP/PluginHealth.swift).
-@Suite("plugin logs and health", .serialized)
+@Suite("plugin logs and health", .serialized, .scheduled)
 struct PluginLogsTests {
     @Test("the ring keeps the last lines of each plugin, for a bounded number of plugins; lines without a plugin are not kept")
     func ring() {

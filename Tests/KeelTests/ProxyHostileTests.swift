@@ -5,7 +5,7 @@ import Testing
 
 /// Upstreams that answer what no HTTP library would (Fixtures/upstream/hostile.py writes the crafted bytes on a raw
 /// socket), behind a real server: none of them may hang a client or leave a connection open behind it.
-@Suite("the proxy against a hostile upstream: unasked 101, informational answers, broken framing, bad WebSocket handshakes", .serialized)
+@Suite("the proxy against a hostile upstream: unasked 101, informational answers, broken framing, bad WebSocket handshakes", .serialized, .scheduled)
 struct ProxyHostileTests {
     /// A server proxying /ext/app/ui/ to `upstream`, whose answer heads are waited for 3 s.
     static func serve(_ upstream: Upstream) throws -> ServerProcess {

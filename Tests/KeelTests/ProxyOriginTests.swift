@@ -5,7 +5,7 @@ import Testing
 
 /// A proxied app shares the host's origin with the console and every other plugin: what it answers must not reach
 /// past its own mount. (The browser's side of it, in Chromium: `BrowserTests.proxiedApp`.)
-@Suite("a proxied app's answers stay inside its mount", .serialized)
+@Suite("a proxied app's answers stay inside its mount", .serialized, .scheduled)
 struct ProxyOriginTests {
     /// The `Set-Cookie` values of a raw answer, in order.
     static func cookies(_ text: String) -> [String] {

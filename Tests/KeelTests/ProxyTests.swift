@@ -52,7 +52,7 @@ final class Upstream {
     }
 }
 
-@Suite("apps behind the proxy: /ext/<id>/<prefix>/ with the caller's identity", .serialized)
+@Suite("apps behind the proxy: /ext/<id>/<prefix>/ with the caller's identity", .serialized, .scheduled)
 struct ProxyTests {
     @Test("the upstream gets the path, query, body and a signed identity; forged identity headers and the admin token never reach it; 302 passes back; slow is 504, down is 502")
     func proxy() async throws {
@@ -171,7 +171,7 @@ struct ProxyTests {
     }
 }
 
-@Suite("the plain proxy: streaming, keep-alive, paths, hostile upstreams", .serialized)
+@Suite("the plain proxy: streaming, keep-alive, paths, hostile upstreams", .serialized, .scheduled)
 struct ProxyStreamingTests {
     @Test("a manifest-only bundle proxies an app: the answer streams as the app writes it, the upstream connection is kept alive, decoded path characters are re-encoded, a 1 MiB upstream header is a 502")
     func plain() async throws {
@@ -312,7 +312,7 @@ struct ProxyStreamingTests {
     }
 }
 
-@Suite("the proxy's identity signature")
+@Suite("the proxy's identity signature", .scheduled)
 struct ProxySignatureTests {
     @Test("a key made ready once signs every message as a fresh HMAC-SHA256 under the key does (the keyed state is copied per message, never used up)")
     func preparedSigner() {

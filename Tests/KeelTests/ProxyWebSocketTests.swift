@@ -8,7 +8,7 @@ import Testing
 import WSClient
 
 /// WebSockets through the proxy: a real upstream (Fixtures/upstream/ws_echo.py) and a real client (WSClient).
-@Suite("WebSockets through the proxy", .serialized)
+@Suite("WebSockets through the proxy", .serialized, .scheduled)
 struct ProxyWebSocketTests {
     /// A manifest-only bundle `ws` proxying /app to `upstream`, served with an `idle` timeout. It is long by default
     /// (short only for the test of it): this test process's two-thread cooperative pool can be held for tens of

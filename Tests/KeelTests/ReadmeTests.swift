@@ -6,7 +6,7 @@ import Testing
 /// The README's walk-throughs, run as written: each `sh` block of a section, in order, with bash, in a folder laid out
 /// like the repository after `Scripts/examples.sh` (the examples staged and enabled in ./plugins, the build in
 /// .build/debug, the headers in PluginABI/).
-@Suite("the README's repository walk-through, as written", .serialized)
+@Suite("the README's repository walk-through, as written", .serialized, .scheduled)
 struct ReadmeRepositoryTests {
     /// The `sh` blocks of the README section whose heading starts with `heading`.
     static func blocks(under heading: String) throws -> [String] {

@@ -6,7 +6,7 @@ import Testing
 
 /// Refused admin calls in the audit trail (`RefusalBudget`): any client may cause them, so they cannot push the
 /// executed commands out of the trail.
-@Suite("refusals in the audit trail")
+@Suite("refusals in the audit trail", .scheduled)
 struct RefusalBudgetTests {
     @Test("at most 60 refusals a minute get a row each; the next minute's first refusal says how many were left out")
     func budget() {

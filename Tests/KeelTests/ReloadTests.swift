@@ -36,7 +36,7 @@ func waitFor(_ seconds: Double = 5, _ condition: () async throws -> Bool) async 
     return try await condition()
 }
 
-@Suite("hot reload")
+@Suite("hot reload", .scheduled)
 struct ReloadTests {
     @Test("reload swaps in the new build; the history records both generations")
     func swap() async throws {

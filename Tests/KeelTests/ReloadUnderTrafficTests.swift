@@ -27,7 +27,7 @@ final class StopFlag: Sendable {
     func set() { flag.store(true, ordering: .releasing) }
 }
 
-@Suite("reload under traffic", .serialized)
+@Suite("reload under traffic", .serialized, .scheduled)
 struct ReloadUnderTrafficTests {
     static func rss(_ pid: Int32) -> Int {
         let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""

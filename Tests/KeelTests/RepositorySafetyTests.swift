@@ -11,7 +11,7 @@ import Synchronization
 import Testing
 
 /// Hostile or broken repositories: slow servers, huge archives, duplicate entries, locations that do not exist.
-@Suite("repository safety", .serialized)
+@Suite("repository safety", .serialized, .scheduled)
 struct RepositorySafetyTests {
     var keel: String { TestEnvironment.binPath + "/keel" }
 

@@ -6,7 +6,7 @@ import Testing
 /// The Rust SDK crate (sdk/rust/keel-plugin) with the real tools: its own `cargo test --offline` (the raw
 /// declarations against the C headers, the safe wrappers against a host written in Rust), and the example
 /// Plugins/notes-rust built with cargo and served by a real `keel serve`. Without cargo both are skipped with a notice.
-@Suite("the Rust SDK", .serialized)
+@Suite("the Rust SDK", .serialized, .scheduled)
 struct RustSDKTests {
     static var repository: String { TestEnvironment.repository.path }
 

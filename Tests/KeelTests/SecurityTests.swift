@@ -9,7 +9,7 @@ import Testing
 /// Attacks on a running `keel serve` by a hostile plugin (`Fixtures/plugins/spy.c`, which writes down everything it is
 /// shown) and by a hostile client (exact bytes over a socket). Each test is the regression test of one boundary in the
 /// README's security section.
-@Suite("security boundaries of a running host", .serialized)
+@Suite("security boundaries of a running host", .serialized, .scheduled)
 struct SecurityTests {
     var keel: String { TestEnvironment.binPath + "/keel" }
 

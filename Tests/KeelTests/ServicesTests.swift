@@ -48,7 +48,7 @@ func call(_ kernel: Kernel, _ path: String, query: String = "", tenant: String =
     }
 }
 
-@Suite("services between plugins")
+@Suite("services between plugins", .scheduled)
 struct ServicesTests {
     @Test("a consumer calls the provider the rule picks, then the one the operator picks, host-wide and per tenant; choices survive a restart")
     func chooseProvider() async throws {
@@ -388,7 +388,7 @@ struct ServicesTests {
     }
 }
 
-@Suite("services through the admin API and the CLI", .serialized)
+@Suite("services through the admin API and the CLI", .serialized, .scheduled)
 struct ServicesFrontEndTests {
     @Test("GET/PUT/DELETE /api/v1/services and `keel services list|use|clear` switch a running server's provider")
     func frontEnds() async throws {
@@ -436,7 +436,7 @@ struct ServicesFrontEndTests {
     }
 }
 
-@Suite("the README's services walk-through", .serialized)
+@Suite("the README's services walk-through", .serialized, .scheduled)
 struct ServicesReadmeTests {
     @Test("Choosing an implementation: argo-sync (C) and flux-sync (Rust) serve deployer (C); keel services use switches the running server")
     func walkThrough() async throws {
@@ -480,7 +480,7 @@ struct ServicesReadmeTests {
     }
 }
 
-@Suite("plugin.yaml: provides and consumes")
+@Suite("plugin.yaml: provides and consumes", .scheduled)
 struct InterfaceManifestTests {
     func parse(_ tail: String) throws(ManifestError) -> Manifest {
         try ManifestLoader().parse(Data("id: x\nname: X\nversion: 1.0.0\nabi: \"1.1\"\nlibrary: lib.so\n\(tail)".utf8), file: "x/plugin.yaml").0

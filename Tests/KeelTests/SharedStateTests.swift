@@ -340,7 +340,7 @@ extension PostgresBackedTests {
 }
 
 /// `PostgresURL.redact`: the text shown for a `postgres://` URL that may not even parse (logs, `keel dev`, errors).
-@Suite("postgres:// URLs shown without their password")
+@Suite("postgres:// URLs shown without their password", .scheduled)
 struct PostgresRedactTests {
     @Test("the password goes however it is spelled: an unescaped @, /, ? or # in it; no password or no URL leaves the text as it is")
     func redact() {

@@ -10,7 +10,7 @@ import Testing
 
 /// A plugin installed from a signed package stays with the key that signed it: before, any key the operator trusted
 /// could replace plugin X with its own code by publishing a higher version of X.
-@Suite("signer pinning", .serialized)
+@Suite("signer pinning", .serialized, .scheduled)
 struct SignerPinningTests {
     /// A signing key: its private key file, its public key (base64) and its fingerprint as Keel shows it.
     struct Key {

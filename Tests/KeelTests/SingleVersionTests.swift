@@ -9,7 +9,7 @@ import Testing
 /// The plugin's id and version are written once: a descriptor may leave them empty and the host takes plugin.yaml's;
 /// a descriptor that gives them must still agree with plugin.yaml. Built from the frozen 1.0 headers, so 1.0 plugins
 /// are covered both ways.
-@Suite("the version in one place")
+@Suite("the version in one place", .scheduled)
 struct SingleVersionTests {
     static let frozen = TestEnvironment.fixtures + "/abi-1.0"
 

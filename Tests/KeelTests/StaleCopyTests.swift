@@ -6,7 +6,7 @@ import Testing
 
 /// The copies of stopped plugins' libraries that stay mapped are bounded (`StaleCopyLimits`): toggling an ordinary
 /// plugin used to map one more copy per enable until the process ran out of mappings (about 13,000 enables).
-@Suite("stale library copies")
+@Suite("stale library copies", .scheduled)
 struct StaleCopyTests {
     @Test("past the limit an ordinary plugin is refused another copy with a reason, recorded failed; a first load, an unload-safe and a reactivatable plugin are not; a refused reload leaves the old build serving")
     func copiesAreBounded() async throws {

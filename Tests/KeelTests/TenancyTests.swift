@@ -4,7 +4,7 @@ import Foundation
 import Keel
 import Testing
 
-@Suite("tenants, roles and permissions", .serialized)
+@Suite("tenants, roles and permissions", .serialized, .scheduled)
 struct TenancyTests {
     var keel: String { TestEnvironment.binPath + "/keel" }
 

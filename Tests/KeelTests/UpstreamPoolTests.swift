@@ -9,7 +9,7 @@ import Testing
 
 /// The pool's two timers per connection (the answer's head, the idle time-out) are armed once and re-armed when they
 /// fire early, not scheduled per request: these check that they still time what they did.
-@Suite("the upstream pool's timers", .serialized)
+@Suite("the upstream pool's timers", .serialized, .scheduled)
 struct UpstreamPoolTests {
     /// GET `path` through `pool`; the port the upstream saw the request come from.
     func peer(_ pool: UpstreamPool, _ port: Int, _ path: String, timeout: TimeAmount, loop: any EventLoop) async throws -> Int? {

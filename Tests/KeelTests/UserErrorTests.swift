@@ -7,7 +7,7 @@ import Testing
 /// Bad input a newcomer hands the CLI: each is refused in one line that names the file (or the part of a path) at
 /// fault and the reason in plain words, never a YAML library's multi-line text, a `DecodingError` dump, Foundation's
 /// `NSCocoaErrorDomain`, SQLite's or libcurl's text. Every test runs the real `keel` binary.
-@Suite("errors a user meets, in one line")
+@Suite("errors a user meets, in one line", .scheduled)
 struct UserErrorTests {
     var keel: String { TestEnvironment.binPath + "/keel" }
 

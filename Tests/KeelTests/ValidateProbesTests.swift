@@ -4,7 +4,7 @@ import Foundation
 import Testing
 
 /// The struct-size probes and the reload under calls of `keel plugins validate`, on hostile plugins built here.
-@Suite("keel plugins validate: struct sizes and a reload under calls")
+@Suite("keel plugins validate: struct sizes and a reload under calls", .scheduled)
 struct ValidateProbesTests {
     /// A plugin "bad" with one route, GET /ping; `extra` goes before activate, `body` into it before the route is
     /// registered, `cleanup` into deactivate and into activate's failure path; `size` is the descriptor's struct_size.

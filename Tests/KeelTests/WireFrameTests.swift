@@ -8,7 +8,7 @@ import Testing
 
 /// The frames between the host and a worker, through a real socket pair: what `WireWriter` builds, `FrameSource`
 /// reads back whole, however the bytes are cut into reads, and a length out of bounds ends the stream.
-@Suite("worker wire frames")
+@Suite("worker wire frames", .scheduled)
 struct WireFrameTests {
     /// A socket pair; the test writes on `[1]` and reads on `[0]`.
     func pair() throws -> [Int32] {

@@ -4,7 +4,7 @@ import Foundation
 @testable import KeelIsolation
 import Testing
 
-@Suite("worker restart back-off")
+@Suite("worker restart back-off", .scheduled)
 struct WorkerBackoffTests {
     @Test("a crash and a failed restart back off by one rule: none after the first, then doubling from the base to the ceiling")
     func oneRule() {

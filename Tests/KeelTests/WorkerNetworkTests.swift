@@ -11,7 +11,7 @@ import Testing
 /// socket unless the operator granted it `network`), with the hostile plugin of `HostileWorkerTests`
 /// (Fixtures/plugins/hostile.c): a socket got other than through socket(2), a program it runs, a grant taken back
 /// from a running plugin.
-@Suite("worker network", .serialized)
+@Suite("worker network", .serialized, .scheduled)
 struct WorkerNetworkTests {
     /// A datagram socket of the test's at `path` (Unix) or on a port of 127.0.0.1 (UDP, `path` nil), which answers
     /// what it received within 300 ms; the port for UDP.

@@ -7,7 +7,7 @@ import Testing
 
 /// The suites that use the PostgreSQL test server, one at a time: `SharedStateTests` restarts it, which would break
 /// a state test running on it at that moment.
-@Suite("on the PostgreSQL test server, one suite at a time", .serialized)
+@Suite("on the PostgreSQL test server, one suite at a time", .serialized, .scheduled)
 enum PostgresBackedTests {}
 
 /// The engines a state test runs on: SQLite always; PostgreSQL when `KEEL_TEST_POSTGRES` names a server
