@@ -191,7 +191,8 @@ public final class PluginLibrary: @unchecked Sendable {
         }
         guard let id = statedID == "" ? expectedID : statedID, Manifest.isValidID(id) else {
             throw LoadError(.invalidDescriptor, path: path, pluginID: expectedID,
-                            reason: "descriptor id \"\(statedID ?? "<not UTF-8>")\" is not a valid plugin id")
+                            reason: Manifest.reservedIDs.contains(statedID ?? "") ? "descriptor id \"\(statedID ?? "")\" is the host's own name: no plugin may take it"
+                                : "descriptor id \"\(statedID ?? "<not UTF-8>")\" is not a valid plugin id")
         }
         // An empty version (KEEL_STR_EMPTY, or NULL with length 0) defers to the manifest; anything else must be semver.
         guard let text = d.version.validated(limit: 64), text.isEmpty || Semver(text) != nil else {

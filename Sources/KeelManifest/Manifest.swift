@@ -165,8 +165,14 @@ public struct Manifest: Sendable, Hashable {
     /// True for a manifest-only bundle: no library, no code.
     public var isManifestOnly: Bool { library == nil }
 
-    /// True when `id` is a valid plugin id.
+    /// Ids no plugin may take: the host's own name, which it gives the callers it establishes itself
+    /// (`Principal.host`), its own service provisions and its own call lane. A plugin called `keel` would pass for
+    /// the host in each.
+    public static let reservedIDs: Set<String> = ["keel"]
+
+    /// True when `id` is a valid plugin id: the pattern, and not one of `reservedIDs`.
     public static func isValidID(_ id: String) -> Bool {
+        guard !reservedIDs.contains(id) else { return false }
         let bytes = Array(id.utf8)
         guard (1...64).contains(bytes.count), let first = bytes.first, isLowerAlnum(first) else { return false }
         return bytes.allSatisfy { isLowerAlnum($0) || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".") }

@@ -184,6 +184,9 @@ struct NodeReader {
         let fields = try entries(map, known: Self.knownKeys, path: "")
 
         let id = try string(fields, "id", in: root)
+        guard !Manifest.reservedIDs.contains(id) else {
+            throw fail(fields["id"], "id", "\"\(id)\" is the host's own name: no plugin may take it")
+        }
         guard Manifest.isValidID(id) else {
             throw fail(fields["id"], "id", "\"\(id)\" is not a valid plugin id (lowercase letters, digits, '-', '_', '.'; at most 64; starts with a letter or digit)")
         }

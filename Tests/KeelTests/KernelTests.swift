@@ -214,6 +214,9 @@ struct KernelTests {
         try TestEnvironment.makeBundle(in: f.plugins, folder: "liar", manifest: TestEnvironment.manifest(id: "liar", library: "libhello-c.so"),
                                        library: try TestEnvironment.builtLibrary("libhello-c.so"))
         try TestEnvironment.makeBundle(in: f.plugins, folder: "nolib", manifest: TestEnvironment.manifest(id: "nolib", library: "libnolib.so"), library: nil)
+        // The host's own name: a plugin "keel" would pass for the host as a sign-in, a service provider and a lane.
+        try TestEnvironment.makeBundle(in: f.plugins, folder: "keel", manifest: TestEnvironment.manifest(id: "keel", library: "libhello-c.so"),
+                                       library: try TestEnvironment.builtLibrary("libhello-c.so"))
         try FileManager.default.createDirectory(atPath: f.plugins + "/empty-folder", withIntermediateDirectories: true)
         let kernel = try f.kernel()
         await kernel.start()
@@ -235,7 +238,10 @@ struct KernelTests {
         #expect(reason("liar").contains("library says id \"hello\" but \(f.plugins)/liar/plugin.yaml says \"liar\""))
         #expect(reason("nolib") == "plugin \"nolib\" (\(f.plugins)/nolib/libnolib.so): no such file")
         #expect(reason("empty-folder") == "\(f.plugins)/empty-folder/plugin.yaml: missing: a plugin bundle needs a plugin.yaml")
-        for id in ["fails", "dup", "twice", "badlink", "nocap", "toomany", "broken", "liar", "nolib", "empty-folder"] {
+        #expect(reason("bundle-keel").hasPrefix("\(f.plugins)/keel/plugin.yaml:1: key \"id\": \"keel\" is the host's own name: no plugin may take it"),
+                "\(reason("bundle-keel"))")
+        #expect(byID["keel"] == nil)
+        for id in ["fails", "dup", "twice", "badlink", "nocap", "toomany", "broken", "liar", "nolib", "empty-folder", "bundle-keel"] {
             #expect(byID[id]?.status == .failed, "\(id)")
             #expect(byID[id]?.routes.isEmpty == true, "\(id) left routes behind")
         }

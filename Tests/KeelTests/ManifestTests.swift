@@ -83,6 +83,7 @@ struct ManifestTests {
 
     @Test("bad values are refused with the reason", arguments: [
         ("id: Hello World", "id", "not a valid plugin id"),
+        ("id: keel", "id", "\"keel\" is the host's own name: no plugin may take it"),
         ("version: one", "version", "expected a semantic version"),
         ("abi: latest", "abi", "expected an ABI version"),
         ("library: ../../etc/evil.so", "library", "must be a path inside the bundle folder"),

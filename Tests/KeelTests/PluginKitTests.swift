@@ -75,6 +75,8 @@ struct PluginKitTests {
     func newRefusesBadInput() throws {
         let bad = try TestEnvironment.run(Self.keel, ["new", "Bad Id", "--lang", "c"])
         #expect(bad.status == 64 && bad.stderr.hasPrefix("keel: error: \"Bad Id\" is not a plugin id"), "\(bad.stderr)")
+        let host = try TestEnvironment.run(Self.keel, ["new", "keel", "--lang", "c", "--dir", TestEnvironment.makeTemporaryDirectory("new-keel") + "/p"])
+        #expect(host.status == 64 && host.stderr.hasPrefix("keel: error: \"keel\" is the host's own name: no plugin may take it"), "\(host.stderr)")
         let dir = TestEnvironment.makeTemporaryDirectory("new-full")
         try "x".write(toFile: dir + "/keep.txt", atomically: true, encoding: .utf8)
         let full = try TestEnvironment.run(Self.keel, ["new", "full", "--lang", "c", "--dir", dir])

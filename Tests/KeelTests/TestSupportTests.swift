@@ -18,6 +18,24 @@ struct TestSupportTests {
         #expect(r.stdout.utf8.count == 1 << 20 && r.stdout.utf8.allSatisfy { $0 == UInt8(ascii: "o") })
     }
 
+    @Test("every top-level suite runs on the test threads in a slot (.scheduled), and no nested suite names it again")
+    func everySuiteScheduled() throws {
+        let folder = TestEnvironment.repository.appendingPathComponent("Tests/KeelTests").path
+        var suites = 0
+        for file in FileManager.default.subpaths(atPath: folder) ?? [] where file.hasSuffix(".swift") {
+            let text = try String(contentsOfFile: folder + "/" + file, encoding: .utf8)
+            for line in text.split(separator: "\n") where line.trimmingCharacters(in: .whitespaces).hasPrefix("@Suite") {
+                suites += 1
+                if line.hasPrefix("@Suite") {
+                    #expect(line.contains(".scheduled"), "\(file): \(line)")
+                } else {
+                    #expect(!line.contains(".scheduled"), "\(file): a nested suite takes .scheduled from its parent: \(line)")
+                }
+            }
+        }
+        #expect(suites > 90)
+    }
+
     @Test("the fixture cache key follows the source, the flags and every header of the include folder")
     func fixtureKey() throws {
         let dir = TestEnvironment.makeTemporaryDirectory("key")

@@ -22,6 +22,9 @@ extension KeelCommand {
         @Option(help: "The project folder to create (default: ./ID); it must not exist or be empty.") var dir: String?
 
         func validate() throws {
+            guard !Manifest.reservedIDs.contains(id) else {
+                throw ValidationError("\"\(id)\" is the host's own name: no plugin may take it; choose another id")
+            }
             guard Manifest.isValidID(id) else {
                 throw ValidationError("\"\(id)\" is not a plugin id: use 1 to 64 lowercase letters, digits, '-', '_' or '.', starting with a letter or digit")
             }
