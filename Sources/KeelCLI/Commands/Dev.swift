@@ -62,8 +62,7 @@ extension KeelCommand {
                     let signals = StopSignal()
                     let logs = Self.followLogs(id: id, server: server, stateFile: options.localStateFile,
                                                token: token ?? ProcessInfo.processInfo.environment[AdminToken.environmentVariable])
-                    try await Self.watchUntilStopped(loop) { await signals.stopped() }
-                    logs?.cancel()
+                    try await Self.watchUntilStopped(loop, followers: logs.map { [$0] } ?? []) { await signals.stopped() }
                 } else if serve {
                     try await serveAndWatch(id: id, project: project, plugins: plugins, stateFile: stateFile)
                 } else {
@@ -110,8 +109,10 @@ extension KeelCommand {
         }
 
         /// Builds once, then rebuilds on each burst of saves until `stopped` returns (Ctrl-C); a build running then is
-        /// ended. Watching starts before the first build, so a save during it is not lost.
-        static func watchUntilStopped(_ loop: DevLoop, until stopped: () async -> Void) async throws {
+        /// ended. Watching starts before the first build, so a save during it is not lost. "keel dev: stopped" is the last
+        /// line: the cycle under way says how it ended first (up to 5 s; a reload the host is executing finishes there
+        /// anyway), and `followers` (the log lines' poll) are cancelled and waited for (up to 2 s) before it.
+        static func watchUntilStopped(_ loop: DevLoop, followers: [Task<Void, Never>] = [], until stopped: () async -> Void) async throws {
             let (bursts, feed) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
             let pending = PendingSaves()
             let watcher = try SourceWatcher(root: loop.project, excluding: loop.hostFiles) { at, changed in
@@ -127,12 +128,25 @@ extension KeelCommand {
                 }
             }
             await stopped()
-            // Not waited for: a reload the host is executing finishes there on its own.
             watcher.stop()
             feed.finish()
+            _ = pending.take() // saves not built yet are dropped: the cycle under way is the last
             BuildProcess.stop()
+            await Self.wait(for: work, atMost: .seconds(5))
             work.cancel()
+            for follower in followers { follower.cancel() }
+            for follower in followers { await Self.wait(for: follower, atMost: .seconds(2)) }
             say("keel dev: stopped")
+        }
+
+        /// Returns when `task` has ended or `limit` has passed, whichever is first; `task` is not cancelled.
+        static func wait(for task: Task<Void, Never>, atMost limit: Duration) async {
+            let (ended, end) = AsyncStream.makeStream(of: Never.self)
+            let waiter = Task { await task.value; end.finish() }
+            let timer = Task { try? await Task.sleep(for: limit); end.finish() }
+            for await _ in ended {}
+            waiter.cancel()
+            timer.cancel()
         }
 
         /// `--serve`: a kernel and an HTTP server of this process (as `keel serve` makes them, without the plugin
