@@ -83,10 +83,14 @@ public final class AccessControl: Sendable {
             tenant = d.tenants.first { d.members[$0]?[p.id] != nil } ?? Principal.defaultTenant
         } else if !d.tenants.contains(tenant) {
             log(LogRecord(level: .warn, pluginID: p.authenticatedBy, message: "principal \"\(p.id)\" names unknown tenant \"\(tenant)\": anonymous rights"))
-            return Principal(id: p.id, displayName: p.displayName, tenant: Principal.defaultTenant, roles: [], authenticatedBy: p.authenticatedBy)
+            var anonymousRights = Principal(id: p.id, displayName: p.displayName, tenant: Principal.defaultTenant, roles: [], authenticatedBy: p.authenticatedBy)
+            anonymousRights.roleSources = Principal.RoleSources(fromHook: [], bindingsApply: false)
+            return anonymousRights
         }
         roles.formUnion(d.members[tenant]?[p.id] ?? [])
-        return Principal(id: p.id, displayName: p.displayName, tenant: tenant, roles: roles.sorted(), authenticatedBy: p.authenticatedBy)
+        var enriched = Principal(id: p.id, displayName: p.displayName, tenant: tenant, roles: roles.sorted(), authenticatedBy: p.authenticatedBy)
+        enriched.roleSources = Principal.RoleSources(fromHook: p.roles, bindingsApply: true)
+        return enriched
     }
 
     /// Runs the authenticate hooks and enriches the result.
@@ -125,17 +129,13 @@ public final class AccessControl: Sendable {
         return result.map { enriched ?? enrich($0) }
     }
 
-    /// The roles the operator bound `p` to in its tenant (for `current(_:boundThen:snapshot:)`).
-    public func bindings(of p: Principal) -> Set<String> {
-        current.withLock { $0.members[p.tenant]?[p.id] ?? [] }
-    }
-
     /// A caller established earlier (a console page session's) as it stands now, or nil when it no longer does: its
     /// tenant is gone, or the plugin whose hook authenticated it is no longer active or no longer serves that tenant.
-    /// Its roles are those its hook gave then (`issued`'s roles less `boundThen`, its bindings then) and its bindings
-    /// now, without `admin` when that plugin is enabled for some tenants only (as `identify`). A change of roles,
-    /// bindings or tenants takes effect at the caller's next request, as it would for a caller presenting a credential.
-    public func current(_ issued: Principal, boundThen: Set<String>, snapshot: Snapshot) -> Principal? {
+    /// Its roles are those its hook gave then (`issued.roleSources`) and, when bindings counted for it then, its
+    /// bindings now, without `admin` when that plugin is enabled for some tenants only (as `identify`). A change of
+    /// roles, bindings or tenants takes effect at the caller's next request, as it would for a caller presenting a
+    /// credential; a caller whose hook named a tenant that did not exist never gains a binding later.
+    public func current(_ issued: Principal, snapshot: Snapshot) -> Principal? {
         let by = issued.authenticatedBy
         let (exists, bound, limited) = current.withLock { d in
             (d.tenants.contains(issued.tenant), d.members[issued.tenant]?[issued.id] ?? [], d.pluginTenants[by])
@@ -143,7 +143,10 @@ public final class AccessControl: Sendable {
         // Every caller but the admin token's holder (whose tickets end with the token) was named by a hook.
         guard exists, snapshot.authenticators.contains(where: { $0.pluginID == by }),
               limited.map({ $0.contains(issued.tenant) }) ?? true else { return nil }
-        var roles = Set(issued.roles).subtracting(boundThen).union(bound)
+        // A caller not made by `enrich` (none reaches here but through it) keeps just its roles.
+        let sources = issued.roleSources ?? Principal.RoleSources(fromHook: issued.roles, bindingsApply: false)
+        var roles = Set(sources.fromHook)
+        if sources.bindingsApply { roles.formUnion(bound) }
         if limited != nil { roles.remove(StateStore.Directory.adminRole) }
         var now = issued
         now.roles = roles.sorted()

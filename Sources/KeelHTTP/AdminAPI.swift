@@ -65,7 +65,7 @@ struct AdminAPI {
             guard kernel.registry.snapshot.plugins[body.plugin] != nil,
                   kernel.access.isVisible(body.plugin, tenant: context.principal.tenant) else { throw APIError.notFound }
             guard !context.principal.isAnonymous else { return JSONBody.response(["plugin": body.plugin, "session": "none"]) }
-            let ticket = gatekeeper.pages.issue(context.principal, boundThen: kernel.access.bindings(of: context.principal), pluginID: body.plugin,
+            let ticket = gatekeeper.pages.issue(context.principal, pluginID: body.plugin,
                                                 adminDigest: context.isAdmin ? gatekeeper.token.digest : nil)
             var response = JSONBody.response(["plugin": body.plugin, "session": "cookie"])
             response.headers[.setCookie] = gatekeeper.pages.cookie(ticket, pluginID: body.plugin)

@@ -88,7 +88,7 @@ final class Gatekeeper: Sendable {
     func pageCaller(ticket: String, pluginID: String, adminDigest: String?, snapshot: Snapshot) -> Principal? {
         guard let session = pages.session(ticket: ticket, pluginID: pluginID, adminDigest: adminDigest) else { return nil }
         if session.adminDigest != nil { return session.principal }
-        return kernel.access.current(session.principal, boundThen: session.boundThen, snapshot: snapshot)
+        return kernel.access.current(session.principal, snapshot: snapshot)
     }
 
     /// Records a refused admin call that would change something (not GET or HEAD) in the audit trail, with the

@@ -35,10 +35,8 @@ final class PageSessions: Sendable {
     let perUser: Int
 
     struct Session: Sendable {
-        /// The caller as established when the ticket was issued.
+        /// The caller as established when the ticket was issued (its `roleSources` say what its roles are made of).
         let principal: Principal
-        /// The roles the operator had bound `principal` to then (`AccessControl.bindings(of:)`).
-        let boundThen: Set<String>
         let pluginID: String
         let expires: ContinuousClock.Instant
         /// The admin token's digest, for a ticket issued to its holder; nil for any other caller.
@@ -95,9 +93,8 @@ final class PageSessions: Sendable {
     /// Sessions kept now (for tests and metrics).
     var count: Int { table.withLock { $0.sessions.count } }
 
-    /// A new ticket for `principal` on `pluginID`'s pages. `boundThen`: the roles the operator binds it to now;
-    /// `adminDigest`: the admin token's digest when the caller presented that token (the ticket ends with it).
-    func issue(_ principal: Principal, boundThen: Set<String> = [], pluginID: String, adminDigest: String? = nil) -> String {
+    /// A new ticket for `principal` on `pluginID`'s pages. `adminDigest`: the admin token's digest when the caller presented that token (the ticket ends with it).
+    func issue(_ principal: Principal, pluginID: String, adminDigest: String? = nil) -> String {
         var generator = SystemRandomNumberGenerator()
         let ticket = Hex.lowercase((0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) })
         let now = ContinuousClock.now
@@ -110,7 +107,7 @@ final class PageSessions: Sendable {
                 // The heaviest holder's oldest: a flood spread over many callers thins itself before anyone's one page.
                 while t.sessions.count >= capacity, let oldest = t.heaviestHoldersOldest() { t.remove(oldest) }
             }
-            t.sessions[ticket] = Session(principal: principal, boundThen: boundThen, pluginID: pluginID,
+            t.sessions[ticket] = Session(principal: principal, pluginID: pluginID,
                                          expires: now.advanced(by: lifetime), adminDigest: adminDigest)
             t.byCaller[caller, default: []].append(ticket)
             t.byUser[user, default: []].append(ticket)

@@ -15,17 +15,36 @@ public struct Principal: Sendable, Hashable, CustomDebugStringConvertible {
         @usableFromInline @exclusivity(unchecked) var tenant: String
         @usableFromInline @exclusivity(unchecked) var roles: [String]
         @usableFromInline @exclusivity(unchecked) var authenticatedBy: String
+        @usableFromInline @exclusivity(unchecked) var roleSources: RoleSources?
 
-        @usableFromInline init(id: String, displayName: String, tenant: String, roles: [String], authenticatedBy: String) {
+        @usableFromInline init(id: String, displayName: String, tenant: String, roles: [String], authenticatedBy: String,
+                               roleSources: RoleSources? = nil) {
             self.id = id
             self.displayName = displayName
             self.tenant = tenant
             self.roles = roles
             self.authenticatedBy = authenticatedBy
+            self.roleSources = roleSources
         }
 
         @usableFromInline func copy() -> Fields {
-            Fields(id: id, displayName: displayName, tenant: tenant, roles: roles, authenticatedBy: authenticatedBy)
+            Fields(id: id, displayName: displayName, tenant: tenant, roles: roles, authenticatedBy: authenticatedBy, roleSources: roleSources)
+        }
+    }
+
+    /// Where a caller's `roles` came from, as the host combined them (`AccessControl.enrich`): what its authenticate
+    /// hook gave, and whether the operator's role bindings count for it at all (not for a hook that named a tenant
+    /// that does not exist). A caller kept for later (a console page session) is re-derived from these, never by
+    /// subtracting bindings read at another moment.
+    public struct RoleSources: Sendable, Hashable {
+        /// The roles the hook gave (after the host removed what that hook may not hand out).
+        public var fromHook: [String]
+        /// True when the operator's bindings in the caller's tenant are added to `fromHook`.
+        public var bindingsApply: Bool
+
+        public init(fromHook: [String], bindingsApply: Bool) {
+            self.fromHook = fromHook
+            self.bindingsApply = bindingsApply
         }
     }
 
@@ -59,6 +78,12 @@ public struct Principal: Sendable, Hashable, CustomDebugStringConvertible {
     public var authenticatedBy: String {
         @inlinable _read { yield box.authenticatedBy }
         @inlinable _modify { yield &fields.authenticatedBy }
+    }
+    /// How `roles` were made (nil for a caller the host did not combine with bindings: the admin token's, one made
+    /// by hand). Not part of equality: two callers with the same fields are the same caller.
+    public var roleSources: RoleSources? {
+        @inlinable _read { yield box.roleSources }
+        @inlinable _modify { yield &fields.roleSources }
     }
 
     public init(id: String, displayName: String = "", tenant: String = Principal.defaultTenant, roles: [String] = [],

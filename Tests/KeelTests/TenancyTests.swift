@@ -12,20 +12,43 @@ struct TenancyTests {
         try TestEnvironment.run(keel, args + ["--plugins", f.plugins, "--state", f.state])
     }
 
+    /// Runs each `keel` command in turn, expecting each to succeed.
+    func setUp(_ commands: [[String]], _ f: KernelFixture) throws {
+        for args in commands {
+            let r = try run(args, f)
+            #expect(r.status == 0, "\(args): \(r.stderr)")
+        }
+    }
+
+    /// A console page session on `plugin` for the caller of `headers`: its ticket.
+    func pageTicket(_ server: ServerProcess, _ headers: [String: String], plugin: String) async throws -> String {
+        let page = try await server.request("POST", "/api/v1/session/page", headers: headers.merging(["Content-Type": "application/json"]) { $1 },
+                                            body: Data(#"{"plugin": "\#(plugin)"}"#.utf8))
+        let cookie = page.headers["set-cookie"] ?? ""
+        let ticket = String(cookie.dropFirst("keel_page=".count).prefix { $0 != ";" })
+        #expect(page.status == 200 && ticket.count == 64, "\(page.status) \(cookie)")
+        return ticket
+    }
+
+    /// Who greeter's `/whoami` says a page session's requests are made as: (id, tenant, roles).
+    func whoViaPage(_ server: ServerProcess, _ ticket: String) throws -> (id: String, tenant: String, roles: [String]) {
+        let r = try RawHTTP.request(port: server.port, "GET", "/ext/greeter/whoami", headers: ["Cookie": "keel_page=\(ticket)"])
+        let body = r.text.components(separatedBy: "\r\n\r\n").dropFirst().joined(separator: "\r\n\r\n")
+        let who = (try? JSONSerialization.jsonObject(with: Data(body.utf8))) as? [String: Any]
+        return (who?["id"] as? String ?? "?", who?["tenant"] as? String ?? "?", who?["roles"] as? [String] ?? ["?"])
+    }
+
     @Test("two tenants, two principals, one plugin for one tenant: each caller sees their own routes, menus and rights")
     func twoTenants() async throws {
         let f = KernelFixture()
         try TestEnvironment.stageExamples(into: f.plugins)
         try f.fixtureBundle("idp", defines: ["AUTH_MODE=3", "ROUTE_PATH=\"/me\""])
-        for args in [["tenants", "create", "acme"], ["tenants", "create", "globex"], ["roles", "create", "editor"],
-                     ["roles", "create", "guest"], ["roles", "grant", "editor", "greeter.greetings:view"],
-                     ["tenants", "add-member", "acme", "alice", "editor"], ["tenants", "add-member", "globex", "bob", "guest"],
-                     ["plugins", "grant", "idp", "authenticate"], ["plugins", "grant", "greeter", "authorize"],
-                     ["plugins", "grant", "hello", "authenticate"],
-                     ["plugins", "enable", "idp"], ["plugins", "enable", "hello", "--tenant", "acme"], ["plugins", "enable", "greeter"]] {
-            let r = try run(args, f)
-            #expect(r.status == 0, "\(args): \(r.stderr)")
-        }
+        try setUp([["tenants", "create", "acme"], ["tenants", "create", "globex"], ["roles", "create", "editor"],
+                   ["roles", "create", "guest"], ["roles", "grant", "editor", "greeter.greetings:view"],
+                   ["tenants", "add-member", "acme", "alice", "editor"], ["tenants", "add-member", "globex", "bob", "guest"],
+                   ["plugins", "grant", "idp", "authenticate"], ["plugins", "grant", "greeter", "authorize"],
+                   ["plugins", "grant", "hello", "authenticate"],
+                   ["plugins", "enable", "idp"], ["plugins", "enable", "hello", "--tenant", "acme"], ["plugins", "enable", "greeter"]], f)
         var server = try ServerProcess(plugins: f.plugins, state: f.state)
 
         func check(_ server: ServerProcess) async throws {
@@ -73,28 +96,15 @@ struct TenancyTests {
         let f = KernelFixture()
         try TestEnvironment.stageExamples(into: f.plugins)
         try f.fixtureBundle("idp", defines: ["AUTH_MODE=3", "ROUTE_PATH=\"/me\""])
-        for args in [["tenants", "create", "acme"], ["roles", "create", "editor"], ["roles", "create", "guest"],
-                     ["tenants", "add-member", "acme", "alice", "editor"], ["tenants", "add-member", "acme", "alice", "guest"],
-                     ["plugins", "grant", "idp", "authenticate"], ["plugins", "grant", "greeter", "authorize"],
-                     ["plugins", "grant", "hello", "authenticate"], ["plugins", "enable", "idp"], ["plugins", "enable", "hello"],
-                     ["plugins", "enable", "greeter"]] {
-            let r = try run(args, f)
-            #expect(r.status == 0, "\(args): \(r.stderr)")
-        }
+        try setUp([["tenants", "create", "acme"], ["roles", "create", "editor"], ["roles", "create", "guest"],
+                   ["tenants", "add-member", "acme", "alice", "editor"], ["tenants", "add-member", "acme", "alice", "guest"],
+                   ["plugins", "grant", "idp", "authenticate"], ["plugins", "grant", "greeter", "authorize"],
+                   ["plugins", "grant", "hello", "authenticate"], ["plugins", "enable", "idp"], ["plugins", "enable", "hello"],
+                   ["plugins", "enable", "greeter"]], f)
         let server = try ServerProcess(plugins: f.plugins, state: f.state)
         defer { server.stop() }
-        let page = try await server.request("POST", "/api/v1/session/page", headers: ["Authorization": "Bearer alice", "Content-Type": "application/json"],
-                                            body: Data(#"{"plugin": "greeter"}"#.utf8))
-        let cookie = page.headers["set-cookie"] ?? ""
-        let ticket = String(cookie.dropFirst("keel_page=".count).prefix { $0 != ";" })
-        #expect(page.status == 200 && ticket.count == 64, "\(page.status) \(cookie)")
-        /// Who the page's requests are made as: (id, tenant, roles).
-        func viaPage() throws -> (id: String, tenant: String, roles: [String]) {
-            let r = try RawHTTP.request(port: server.port, "GET", "/ext/greeter/whoami", headers: ["Cookie": "keel_page=\(ticket)"])
-            let body = r.text.components(separatedBy: "\r\n\r\n").dropFirst().joined(separator: "\r\n\r\n")
-            let who = (try? JSONSerialization.jsonObject(with: Data(body.utf8))) as? [String: Any]
-            return (who?["id"] as? String ?? "?", who?["tenant"] as? String ?? "?", who?["roles"] as? [String] ?? ["?"])
-        }
+        let ticket = try await pageTicket(server, ["Authorization": "Bearer alice"], plugin: "greeter")
+        func viaPage() throws -> (id: String, tenant: String, roles: [String]) { try whoViaPage(server, ticket) }
         func until(_ done: () throws -> Bool) async throws {
             let deadline = Date().addingTimeInterval(10)
             while try !done(), Date() < deadline { try await Task.sleep(for: .milliseconds(100)) }
@@ -117,6 +127,35 @@ struct TenancyTests {
         #expect(try run(["tenants", "delete", "acme"], f).status == 0)
         try await until { try viaPage().id == "" }
         #expect(try viaPage().id == "", "a page session outlived its tenant")
+    }
+
+    @Test("a page session holds what its caller held: a hook naming a tenant that does not exist gets no binding of default's, now or later")
+    func pageSessionOfUnknownTenant() async throws {
+        let f = KernelFixture()
+        try TestEnvironment.stageExamples(into: f.plugins)
+        // idp names tenant "acme" (never created here) and the role admin for "Bearer <id>".
+        try f.fixtureBundle("idp", defines: ["AUTH_MODE=1", "ROUTE_PATH=\"/me\""])
+        try setUp([["roles", "create", "editor"], ["tenants", "add-member", "default", "alice", "admin"],
+                   ["plugins", "grant", "idp", "authenticate"], ["plugins", "grant", "hello", "authenticate"],
+                   ["plugins", "grant", "greeter", "authorize"], ["plugins", "enable", "idp"], ["plugins", "enable", "hello"],
+                   ["plugins", "enable", "greeter"]], f)
+        let server = try ServerProcess(plugins: f.plugins, state: f.state)
+        defer { server.stop() }
+        let alice = ["Authorization": "Bearer alice"]
+        // Signed in directly: anonymous rights in default (the operator's admin binding there is for another alice).
+        let direct = try await server.request("GET", "/ext/greeter/whoami", headers: alice).json as? [String: Any]
+        #expect(direct?["id"] as? String == "alice" && direct?["tenant"] as? String == "default" && direct?["roles"] as? [String] == [],
+                "\(String(describing: direct))")
+        let ticket = try await pageTicket(server, alice, plugin: "greeter")
+        func rolesViaPage() throws -> [String] { try whoViaPage(server, ticket).roles }
+        #expect(try rolesViaPage() == [], "a page session gained default's admin binding its sign-in withheld")
+        // A binding added later in default does not reach it either.
+        #expect(try run(["tenants", "add-member", "default", "alice", "editor"], f).status == 0)
+        let deadline = Date().addingTimeInterval(3)
+        while Date() < deadline {
+            #expect(try rolesViaPage() == [])
+            try await Task.sleep(for: .milliseconds(200))
+        }
     }
 
     @Test("bad input: unknown tenant or role, a plugin asking about a permission it did not declare, removing a tenant in use")
@@ -181,12 +220,9 @@ struct TenancyTests {
         let f = KernelFixture()
         try TestEnvironment.stageExamples(into: f.plugins)
         try TestEnvironment.grantSensitive("hello", plugins: f.plugins, state: f.state)
-        for args in [["tenants", "create", "acme"], ["roles", "create", "editor"], ["roles", "grant", "editor", "greeter.greetings:view"],
-                     ["tenants", "add-member", "acme", "alice", "editor"], ["tenants", "add-member", "acme", "alice", "admin"],
-                     ["plugins", "enable", "hello", "--tenant", "acme"]] {
-            let r = try run(args, f)
-            #expect(r.status == 0, "\(args): \(r.stderr)")
-        }
+        try setUp([["tenants", "create", "acme"], ["roles", "create", "editor"], ["roles", "grant", "editor", "greeter.greetings:view"],
+                   ["tenants", "add-member", "acme", "alice", "editor"], ["tenants", "add-member", "acme", "alice", "admin"],
+                   ["plugins", "enable", "hello", "--tenant", "acme"]], f)
         let server = try ServerProcess(plugins: f.plugins, state: f.state)
         defer { server.stop() }
         for (cli, api) in [(["tenants", "list", "--json"], "/api/v1/tenants"), (["roles", "list", "--json"], "/api/v1/roles")] {
