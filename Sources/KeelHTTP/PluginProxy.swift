@@ -151,6 +151,13 @@ final class PluginProxy: Sendable {
         return signer
     }
 
+    /// Takes the client connection for the upstream's answer, unless the request body's deadline already wrote its
+    /// 408 there (then the connection is closing: nothing more is written).
+    /// - Throws: `CancellationError` when the deadline came first.
+    static func claimClient(_ body: LimitedBody?) throws {
+        if let body, !body.gate.answer() { throw CancellationError() }
+    }
+
     /// Proxies `request` arriving on `channel`: its client's address goes in `X-Forwarded-For`, and the upstream
     /// exchange runs on its event loop.
     func respond(to request: Request, pluginID: String, proxy: ProxyDeclaration, rest: String, channel: (any Channel)?) async throws -> Response {
@@ -173,12 +180,13 @@ final class PluginProxy: Sendable {
                 else if request.method != .get && request.method != .head { head.headers.add(name: "content-length", value: "0") }
                 let (answer, answerBody) = try await pool.execute(host: proxy.host, port: proxy.port, head: head, body: body,
                                                                   timeout: .nanoseconds(Int64(proxy.timeout * 1e9)), on: loop)
+                try Self.claimClient(body)
                 switch answerBody {
                 case let .streamed(stream):
                     // An answer the upstream cut after its head reaches the client as a closed connection; the log
                     // says why (a client that went away is not logged).
                     let gatekeeper = self.gatekeeper, prefix = proxy.prefix, upstream = proxy.upstream
-                    let body = ResponseBody { writer in
+                    let streamed = ResponseBody { writer in
                         var sent = 0
                         let chunks = stream.makeAsyncIterator()
                         while true {
@@ -194,15 +202,17 @@ final class PluginProxy: Sendable {
                         }
                         try await writer.finish(nil)
                     }
-                    return answerResponse(status: answer.status.code, headers: answer.headers, body: body, pluginID: pluginID, proxy: proxy, rest: rest)
+                    return answerResponse(status: answer.status.code, headers: answer.headers, body: streamed, pluginID: pluginID, proxy: proxy,
+                                          rest: rest, upload: body, channel: channel)
                 case let .complete(bytes) where bytes.readableBytes > 0 || answer.headers.contains(name: "content-length"):
                     // Head, body and end go to the client in one write.
                     return answerResponse(status: answer.status.code, headers: answer.headers, body: ResponseBody(byteBuffer: bytes),
-                                          pluginID: pluginID, proxy: proxy, rest: rest)
+                                          pluginID: pluginID, proxy: proxy, rest: rest, upload: body, channel: channel)
                 case .complete:
                     // No body and no length (204, 304, a HEAD answered without one): none is added.
                     return answerResponse(status: answer.status.code, headers: answer.headers,
-                                          body: ResponseBody(asyncSequence: EmptyBody()), pluginID: pluginID, proxy: proxy, rest: rest)
+                                          body: ResponseBody(asyncSequence: EmptyBody()), pluginID: pluginID, proxy: proxy, rest: rest,
+                                          upload: body, channel: channel)
                 }
             }
             var upstream = HTTPClientRequest(url: "\(proxy.scheme)://\(proxy.hostPart):\(proxy.port)\(target)")
@@ -210,14 +220,19 @@ final class PluginProxy: Sendable {
             upstream.headers = HTTPHeaders(identity)
             if let body { upstream.body = .stream(body, length: length.map { .known($0) } ?? .unknown) }
             let response = try await client.execute(upstream, timeout: .nanoseconds(Int64(proxy.timeout * 1e9)))
+            try Self.claimClient(body)
             // A 101 that no request asked for (AsyncHTTPClient hands it on as the answer and closes the connection):
             // passed on, it would leave the client waiting for a protocol that never comes.
             guard response.status.code >= 200 else {
                 throw UpstreamFailure.unavailable(reused: false, cause: "the upstream answered \(response.status.code) though no upgrade was asked for")
             }
             return answerResponse(status: response.status.code, headers: response.headers, body: ResponseBody(asyncSequence: response.body),
-                                  pluginID: pluginID, proxy: proxy, rest: rest)
+                                  pluginID: pluginID, proxy: proxy, rest: rest, upload: body, channel: channel)
+        } catch let error as CancellationError {
+            await body?.gate.release(channel)
+            throw error // the body's deadline answered the client (408): nothing to log as the upstream's
         } catch {
+            await body?.gate.release(channel)
             let timedOut: Bool
             switch error {
             case UpstreamFailure.timeout: timedOut = true
@@ -261,8 +276,18 @@ final class PluginProxy: Sendable {
     /// `Clear-Site-Data` and `Service-Worker-Allowed` dropped, no `Set-Cookie` for the console's page cookie and every other cookie kept to the
     /// app's mount (`scopedCookie`), then the sandboxing headers of plugin content. `pluginID`, `proxy`, `rest`: the
     /// request's (where its cookies may go).
-    func answerResponse(status: UInt, headers upstreamHeaders: HTTPHeaders, body: ResponseBody, pluginID: String,
-                        proxy: ProxyDeclaration, rest: String) -> Response {
+    func answerResponse(status: UInt, headers upstreamHeaders: HTTPHeaders, body answer: ResponseBody, pluginID: String,
+                        proxy: ProxyDeclaration, rest: String, upload: LimitedBody?, channel: (any Channel)?) -> Response {
+        // The client connection goes back to the server only once the upload has stopped reading from it.
+        let body = upload.map { upload in
+            ResponseBody(contentLength: answer.contentLength) { writer in
+                do { try await answer.write(writer) } catch {
+                    await upload.gate.release(channel)
+                    throw error
+                }
+                await upload.gate.release(channel)
+            }
+        } ?? answer
         var headers = HTTPFields()
         for (name, value) in upstreamHeaders {
             let lower = name.lowercased()
@@ -294,61 +319,4 @@ struct EmptyBody: AsyncSequence, AsyncIteratorProtocol, Sendable {
 extension ProxyDeclaration {
     /// The host as it goes in a URL (an IPv6 address in brackets).
     var hostPart: String { host.contains(":") ? "[\(host)]" : host }
-}
-
-/// A request body that ends with an error past `limit` bytes, so a proxied upload is bounded like a route's; and
-/// one that has not ended `timeout` after its first read is abandoned as `RequestBodyReader` abandons a route's
-/// (408 written to the client, the connection closed, which ends the read and the upstream exchange with it).
-struct LimitedBody: AsyncSequence, Sendable {
-    typealias Element = ByteBuffer
-    let base: RequestBody
-    let limit: Int
-    /// The declared `Content-Length`: the deadline ends once that much arrived, whether or not the end is read.
-    let length: Int64?
-    let timeout: Duration
-    let channel: (any Channel)?
-
-    /// The deadline's task: cancelled once the body ended, failed, or its iterator is gone.
-    final class Deadline: Sendable {
-        let task: Task<Void, Never>
-        init(_ timeout: Duration, _ channel: (any Channel)?) {
-            task = Task {
-                try? await Task.sleep(for: timeout)
-                guard !Task.isCancelled else { return }
-                RequestBodyReader.abandon(channel, APIError(.requestTimeout, "body-timeout", "the request body did not arrive within \(timeout)"))
-            }
-        }
-        deinit { task.cancel() }
-    }
-
-    struct AsyncIterator: AsyncIteratorProtocol {
-        var inner: RequestBody.AsyncIterator
-        var seen = 0
-        let limit: Int
-        let length: Int64?
-        let timeout: Duration
-        let channel: (any Channel)?
-        var deadline: Deadline?
-
-        mutating func next() async throws -> ByteBuffer? {
-            if deadline == nil, channel != nil { deadline = Deadline(timeout, channel) }
-            do {
-                guard let chunk = try await inner.next() else {
-                    deadline?.task.cancel()
-                    return nil
-                }
-                seen += chunk.readableBytes
-                if seen > limit { throw APIError.tooLarge(limit) }
-                if let length, seen >= length { deadline?.task.cancel() }
-                return chunk
-            } catch {
-                deadline?.task.cancel()
-                throw error
-            }
-        }
-    }
-
-    func makeAsyncIterator() -> AsyncIterator {
-        AsyncIterator(inner: base.makeAsyncIterator(), limit: limit, length: length, timeout: timeout, channel: channel)
-    }
 }

@@ -254,28 +254,43 @@ struct ProxyStreamingTests {
         #expect(try await server.request("GET", "/healthz").status == 200)
     }
 
+    /// A server with "app" proxying to `upstream` (its answers waited for 120 s) and a `--body-timeout` of 1 s.
+    static func bodyTimeoutServer(_ upstream: Upstream) throws -> ServerProcess {
+        let f = try Upstream.enabledApp(proxying: upstream, timeout: 120)
+        return try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch", "--body-timeout", "1"])
+    }
+
+    /// POSTs 10 of a declared 100 bytes to `path`, then a byte every 250 ms (never idle, never done, for 10 s at
+    /// most); returns what the client read until the connection closed, and after how long.
+    static func dribbledUpload(_ server: ServerProcess, _ path: String) async throws -> (answer: String, seconds: Double) {
+        let slow = try RawHTTP.connect(port: server.port)
+        defer { close(slow) }
+        let started = Date()
+        RawHTTP.send(slow, "POST \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n0123456789")
+        let dribble = Task.detached {
+            for _ in 0..<40 {
+                try? await Task.sleep(for: .milliseconds(250))
+                if Task.isCancelled { return }
+                RawHTTP.send(slow, "x")
+            }
+        }
+        let answer = RawHTTP.readAll(slow)
+        let seconds = Date().timeIntervalSince(started)
+        // Ended before the descriptor is closed: its number is the next connection's.
+        dribble.cancel()
+        await dribble.value
+        return (answer, seconds)
+    }
+
     @Test("a proxied body sent slowly is cut at the server's --body-timeout, not at the app's own longer timeout; one sent in time passes")
     func slowProxiedBody() async throws {
         let upstream = try Upstream()
         defer { upstream.stop() }
-        let f = try Upstream.enabledApp(proxying: upstream, timeout: 120)
-        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch", "--body-timeout", "1"])
+        let server = try Self.bodyTimeoutServer(upstream)
         defer { server.stop() }
-        let slow = try RawHTTP.connect(port: server.port)
-        defer { close(slow) }
-        let started = Date()
-        RawHTTP.send(slow, "POST /ext/app/ui/upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n0123456789")
-        // A byte now and then: never idle, never done.
-        let dribble = Task.detached {
-            for _ in 0..<40 {
-                try? await Task.sleep(for: .milliseconds(250))
-                RawHTTP.send(slow, "x")
-            }
-        }
-        defer { dribble.cancel() }
-        let answer = RawHTTP.readAll(slow)
+        let (answer, seconds) = try await Self.dribbledUpload(server, "/ext/app/ui/upload")
         #expect(answer.hasPrefix("HTTP/1.1 408") && answer.contains("body-timeout"), "\(answer)")
-        #expect(Date().timeIntervalSince(started) < 8, "cut after \(Date().timeIntervalSince(started)) s")
+        #expect(seconds < 8, "cut after \(seconds) s")
         // The same upload sent at once is proxied as before; the connection's next request is not cut by the deadline.
         let fd = try RawHTTP.connect(port: server.port)
         defer { close(fd) }
@@ -284,7 +299,20 @@ struct ProxyStreamingTests {
         try await Task.sleep(for: .milliseconds(1_500))
         RawHTTP.send(fd, "GET /ext/app/ui/whole HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         let both = RawHTTP.readAll(fd)
-        #expect(both.hasPrefix("HTTP/1.1 200") && both.components(separatedBy: "HTTP/1.1 200").count == 3 && !both.contains("408"), "\(both)")
+        #expect(both.hasPrefix("HTTP/1.1 200") && both.components(separatedBy: "HTTP/1.1 200").count == 3 && !both.contains("408"), "\(both); the server said: \(server.errors.value.suffix(3000))")
+    }
+
+    @Test("an app answering before the body has arrived: the client gets that answer alone; the body's deadline then closes the connection without writing a 408 after it")
+    func answerBeforeTheBody() async throws {
+        let upstream = try Upstream()
+        defer { upstream.stop() }
+        let server = try Self.bodyTimeoutServer(upstream)
+        defer { server.stop() }
+        let (answer, seconds) = try await Self.dribbledUpload(server, "/ext/app/ui/early")
+        #expect(answer.hasPrefix("HTTP/1.1 200") && answer.hasSuffix("\r\n\r\nearly"), "\(answer)")
+        #expect(answer.components(separatedBy: "HTTP/1.1 ").count == 2 && !answer.contains("body-timeout"), "a second answer after the first: \(answer)")
+        #expect(seconds < 8, "closed after \(seconds) s")
+        #expect(try await server.request("GET", "/healthz").status == 200)
     }
 
     @Test("an answer that arrives whole goes to the client whole, with its length; a 204 stays without body or length; a 200 KiB answer arrives byte for byte")

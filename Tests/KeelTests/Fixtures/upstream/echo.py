@@ -2,7 +2,8 @@
 """A small upstream web app for the proxy tests: answers every request with JSON describing it (method, path with
 query, headers, body, and the client's port as "peer"), except /slow (sleeps 3 s first), /redirect (302 to
 /elsewhere), /huge (a 1 MiB response header), /stream?marker=FILE (chunked: "first", then, once FILE exists,
-"second"), /whole (a chunked "hello" sent with its head in one write), /nothing (204, no length), /big (200 KiB
+"second"), /whole (a chunked "hello" sent with its head in one write), /nothing (204, no length), /early (200 "early"
+before the body is read, then closed), /big (200 KiB
 of a repeating pattern, with its length, in one write) and /cookies (cookies for all the origin, another plugin's
 paths and a domain, Clear-Site-Data, reporting headers for the whole origin, and a CSP asking for allow-same-origin). Listens on 127.0.0.1 on a
 free port, prints "port N" once ready, serves until killed."""
@@ -17,6 +18,11 @@ class Echo(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def answer(self):
+        if self.path.endswith("/early"):
+            # Answers at once, before reading the body, and closes.
+            self.close_connection = True
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nearly")
+            return
         length = int(self.headers.get("content-length") or 0)
         body = self.rfile.read(length).decode("utf-8", "replace") if length else ""
         if self.path.endswith("/slow"):
