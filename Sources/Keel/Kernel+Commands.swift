@@ -53,6 +53,11 @@ extension Kernel {
             await waitForExtensionChanges()
         default: break
         }
+        // The host shut down while this awaited (a command call in plugin code, a download): nothing of it is recorded,
+        // since the state may be another kernel's by now (an embedder's `keel_close` frees it after `shutdown`).
+        guard !isShutDown else {
+            throw KernelError(.state, pluginID: command.pluginID, reason: "the host shut down while \(command.name) ran; its outcome was not recorded")
+        }
         let (outcome, failure, said) = state.settling { () -> (Result<CommandResult, KernelError>, String?, String) in
             let outcome: Result<CommandResult, KernelError>
             let folds = deferredWrites == nil && command.foldsRecords

@@ -2,6 +2,7 @@
 
 import Foundation
 import KeelState
+import Synchronization
 
 /// Lets another process (the `keel` CLI) enable and disable plugins in a running server through the state file:
 /// the CLI queues a command, the server notices the commit (PRAGMA data_version, checked every `interval`), runs
@@ -28,49 +29,77 @@ public enum RemoteControl {
                 Task { await kernel.setPublishesLiveView(false) }
             }
         }
-        while !Task.isCancelled {
-            try? await Task.sleep(for: interval)
-            // Every change of what is shown comes as an event (`publishOnChange`), a worker's restart too: nothing is
-            // published while nothing changes.
-            guard let version = try? kernel.state.dataVersion(), version != seen else { continue }
-            token?.refresh()
-            kernel.access.refresh()
-            // Seen only once read: a read that failed (the database busy, a connection lost) is tried again at the
-            // next tick, not left until some other change.
-            guard let pending = try? kernel.state.pendingCommands() else { continue }
-            seen = version
-            for command in pending {
-                if Task.isCancelled { break }
-                // Claimed first: a command its client cancelled (or whose deadline passed) is never run.
-                guard (try? kernel.state.claimCommand(command.seq)) == true else { continue }
-                guard let queued = decode(command) else {
-                    try? kernel.state.finishCommand(command.seq, failed: true, result: "unreadable command \"\(command.op)\"")
-                    continue
-                }
-                // A command call runs beside the queue, in a task of its own that nothing waits for: a plugin's
-                // command may take long or never return, and must not hold an enable or disable queued behind it,
-                // nor the server's stop (plugin code cannot be cancelled; its outcome is written when it ends).
-                // So do an install and an upgrade: their downloads may take as long as the repository's time-outs; and
-                // an uninstall, which waits for them.
-                switch queued.command {
-                case .call, .install, .upgrade, .uninstall:
-                    // What changed the plugin folder is in the live view before its caller hears back.
-                    let seq = command.seq, publishes: Bool
-                    if case .call = queued.command { publishes = false } else { publishes = true }
-                    Task {
-                        let (failed, result) = await run(queued, on: kernel)
-                        if publishes { await publishLive(kernel) }
-                        try? kernel.state.finishCommand(seq, failed: failed, result: result)
+        // Installs, upgrades and uninstalls run beside the queue, children of this group: `serve` returns only once
+        // they have written their outcome, so whoever stops it (a server's stop, an embedder's `keel_close`) shuts
+        // the kernel down and frees the state file after their last write, never before.
+        let closed = ClosedGate()
+        await withDiscardingTaskGroup { group in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: interval)
+                // Every change of what is shown comes as an event (`publishOnChange`), a worker's restart too: nothing is
+                // published while nothing changes.
+                guard let version = try? kernel.state.dataVersion(), version != seen else { continue }
+                token?.refresh()
+                kernel.access.refresh()
+                // Seen only once read: a read that failed (the database busy, a connection lost) is tried again at the
+                // next tick, not left until some other change.
+                guard let pending = try? kernel.state.pendingCommands() else { continue }
+                seen = version
+                for command in pending {
+                    if Task.isCancelled { break }
+                    // Claimed first: a command its client cancelled (or whose deadline passed) is never run.
+                    guard (try? kernel.state.claimCommand(command.seq)) == true else { continue }
+                    guard let queued = decode(command) else {
+                        try? kernel.state.finishCommand(command.seq, failed: true, result: "unreadable command \"\(command.op)\"")
+                        continue
                     }
-                    continue
-                default: break
+                    let seq = command.seq
+                    switch queued.command {
+                    case .call:
+                        // A command call runs beside the queue in a task nothing waits for: a plugin's command may take
+                        // long or never return, and must hold neither an enable queued behind it nor the server's stop
+                        // (plugin code cannot be cancelled). Its outcome is written only while this queue is served:
+                        // once `serve` has returned, the state may be another kernel's (the kernel itself records
+                        // nothing of a call that ends after its shutdown).
+                        Task {
+                            let (failed, result) = await run(queued, on: kernel)
+                            closed.unlessClosed { try? kernel.state.finishCommand(seq, failed: failed, result: result) }
+                        }
+                        continue
+                    case .install, .upgrade, .uninstall:
+                        // Beside the queue too (a download may take as long as the repository's time-outs, and an
+                        // uninstall waits for them), but waited for when the queue stops.
+                        group.addTask {
+                            let (failed, result) = await run(queued, on: kernel)
+                            // What changed the plugin folder is in the live view before its caller hears back.
+                            await publishLive(kernel)
+                            try? kernel.state.finishCommand(seq, failed: failed, result: result)
+                        }
+                        continue
+                    default: break
+                    }
+                    let (failed, result) = await run(queued, on: kernel)
+                    // The live view first, so that the CLI that waits for this command reads the state it produced.
+                    await publishLive(kernel)
+                    try? kernel.state.finishCommand(seq, failed: failed, result: result)
                 }
-                let (failed, result) = await run(queued, on: kernel)
-                // The live view first, so that the CLI that waits for this command reads the state it produced.
-                await publishLive(kernel)
-                try? kernel.state.finishCommand(command.seq, failed: failed, result: result)
+                if !shared { await publishLive(kernel) }
             }
-            if !shared { await publishLive(kernel) }
+        }
+        closed.close()
+    }
+
+    /// Whether `serve` still runs: a command call's task that ends after it writes nothing. Thread-safe.
+    private final class ClosedGate: Sendable {
+        private let closed = Mutex(false)
+
+        /// Runs `write` unless `close` ran, holding the gate: `close` returns only after a write under way is done.
+        func unlessClosed(_ write: () -> Void) {
+            closed.withLock { if !$0 { write() } }
+        }
+
+        func close() {
+            closed.withLock { $0 = true }
         }
     }
 

@@ -181,19 +181,26 @@ struct CommandsTests {
         await kernel.shutdown()
     }
 
+    /// Queues a call of slow calc's `tag` sleeping `ms` as the CLI queues it, and waits (until `deadline`) for a
+    /// server to take it; returns its sequence number.
+    static func queueTaggedCall(sleeping ms: Int, _ client: StateStore, until deadline: ContinuousClock.Instant) async throws -> Int64 {
+        let body = String(decoding: try JSONEncoder().encode(RemoteCommand.call(plugin: "calc", command: "tag", arguments: ["\(ms)"])),
+                          as: UTF8.self)
+        let call = try client.submitCommand(op: "call", pluginID: "calc", body: body, timeout: 120)
+        while try client.command(call)?.state == "pending", ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        return call
+    }
+
     @Test("a command call queued by the CLI runs beside the server's queue: an enable queued after it is not held by it")
     func queuedCallDoesNotHoldTheQueue() async throws {
         let (c, kernel) = try await Self.slowCalcAndOther()
         let server = Task { await RemoteControl.serve(kernel, token: nil, interval: .milliseconds(20)) }
         let client = try StateStore(path: c.f.state)
         // A call that takes 10 s, queued as the CLI queues it; then, once the server has taken it, an enable.
-        let body = String(decoding: try JSONEncoder().encode(RemoteCommand.call(plugin: "calc", command: "tag", arguments: ["10000"])),
-                          as: UTF8.self)
-        let call = try client.submitCommand(op: "call", pluginID: "calc", body: body, timeout: 120)
         // Generous deadlines (a loaded machine delays the server's polls); only the order is asserted, read from the
         // audit trail, whose rows are written as each command finishes.
         let deadline = ContinuousClock.now + .seconds(120)
-        while try client.command(call)?.state == "pending", ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        let call = try await Self.queueTaggedCall(sleeping: 10_000, client, until: deadline)
         try await RemoteControl.submit(.enable(id: "other", tenant: nil), state: client, timeout: .seconds(120))
         #expect(kernel.activePlugins.contains("other"))
         while try client.command(call)?.state == "running", ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
@@ -206,6 +213,25 @@ struct CommandsTests {
         server.cancel()
         await server.value
         await kernel.shutdown()
+    }
+
+    @Test("a queued command call still running when the queue stops and the kernel shuts down writes nothing afterwards: the state may be the next kernel's")
+    func queuedCallAfterShutdownRecordsNothing() async throws {
+        let (c, kernel) = try await Self.slowCalcAndOther()
+        let server = Task { await RemoteControl.serve(kernel, token: nil, interval: .milliseconds(20)) }
+        let client = try StateStore(path: c.f.state)
+        let call = try await Self.queueTaggedCall(sleeping: 3000, client, until: ContinuousClock.now + .seconds(60))
+        #expect(try client.command(call)?.state == "running")
+        // The queue stops and the kernel shuts down (as `keel_close` does) while the call is in plugin code.
+        server.cancel()
+        await server.value
+        await kernel.shutdown()
+        let audited = try client.audit(since: nil, limit: 100).count
+        // The call ends (3 s) after the shutdown: neither its command row nor the audit trail is written.
+        try await Task.sleep(for: .seconds(4))
+        #expect(try client.command(call)?.state == "running", "the call's outcome was written after the queue stopped")
+        let rows = try client.audit(since: nil, limit: 100)
+        #expect(rows.count == audited && !rows.contains { $0.command == "call" }, "\(rows.map(\.command))")
     }
 
     @Test("a reload during a call finishes the call on the old generation; the next call reaches the new one")
