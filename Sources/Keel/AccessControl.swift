@@ -79,8 +79,9 @@ public final class AccessControl: Sendable {
         let d = directory
         var tenant = p.tenant
         var roles = Set(p.roles)
-        if tenant.isEmpty {
-            tenant = d.tenants.first { d.members[$0]?[p.id] != nil } ?? Principal.defaultTenant
+        let fromBindings = tenant.isEmpty
+        if fromBindings {
+            tenant = Self.boundTenant(p.id, in: d)
         } else if !d.tenants.contains(tenant) {
             log(LogRecord(level: .warn, pluginID: p.authenticatedBy, message: "principal \"\(p.id)\" names unknown tenant \"\(tenant)\": anonymous rights"))
             var anonymousRights = Principal(id: p.id, displayName: p.displayName, tenant: Principal.defaultTenant, roles: [], authenticatedBy: p.authenticatedBy)
@@ -89,8 +90,13 @@ public final class AccessControl: Sendable {
         }
         roles.formUnion(d.members[tenant]?[p.id] ?? [])
         var enriched = Principal(id: p.id, displayName: p.displayName, tenant: tenant, roles: roles.sorted(), authenticatedBy: p.authenticatedBy)
-        enriched.roleSources = Principal.RoleSources(fromHook: p.roles, bindingsApply: true)
+        enriched.roleSources = Principal.RoleSources(fromHook: p.roles, bindingsApply: true, tenantFromBindings: fromBindings)
         return enriched
+    }
+
+    /// The tenant of a caller whose hook named none: the first tenant it is bound in, else `default`.
+    static func boundTenant(_ id: String, in d: StateStore.Directory) -> String {
+        d.tenants.first { d.members[$0]?[id] != nil } ?? Principal.defaultTenant
     }
 
     /// Runs the authenticate hooks and enriches the result.
@@ -130,15 +136,20 @@ public final class AccessControl: Sendable {
     }
 
     /// A caller established earlier (a console page session's) as it stands now, or nil when it no longer does: its
-    /// tenant is gone, or the plugin whose hook authenticated it is no longer active or no longer serves that tenant.
+    /// tenant is gone (or, taken from its bindings, they no longer give it), or the plugin whose hook authenticated it
+    /// is no longer active or no longer serves that tenant.
     /// Its roles are those its hook gave then (`issued.roleSources`) and, when bindings counted for it then, its
     /// bindings now, without `admin` when that plugin is enabled for some tenants only (as `identify`). A change of
     /// roles, bindings or tenants takes effect at the caller's next request, as it would for a caller presenting a
     /// credential; a caller whose hook named a tenant that did not exist never gains a binding later.
     public func current(_ issued: Principal, snapshot: Snapshot) -> Principal? {
         let by = issued.authenticatedBy
+        let fromBindings = issued.roleSources?.tenantFromBindings == true
         let (exists, bound, limited) = current.withLock { d in
-            (d.tenants.contains(issued.tenant), d.members[issued.tenant]?[issued.id] ?? [], d.pluginTenants[by])
+            // A tenant taken from the bindings holds while they still give it (a binding removed, or the tenant
+            // deleted and made again, puts a caller signing in now elsewhere).
+            (d.tenants.contains(issued.tenant) && (!fromBindings || Self.boundTenant(issued.id, in: d) == issued.tenant),
+             d.members[issued.tenant]?[issued.id] ?? [], d.pluginTenants[by])
         }
         // Every caller but the admin token's holder (whose tickets end with the token) was named by a hook.
         guard exists, snapshot.authenticators.contains(where: { $0.pluginID == by }),

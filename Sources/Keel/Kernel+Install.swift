@@ -74,6 +74,12 @@ extension Kernel {
             return (manifest, nil)
         }
         guard let manifest = fetched.0 else { throw fail(fetched.1 ?? "the new version could not be fetched") }
+        // The host shut down during the fetch: nothing is swapped, reloaded or recorded (the state may be another
+        // kernel's by now; its status stays "upgrading", which the next start recovers from).
+        if isShutDown {
+            try? FileManager.default.removeItem(atPath: work)
+            try requireRunning("upgrade \(id)")
+        }
         // The kernel went on meanwhile: the swap goes to the bundle the upgrade started from, or not at all (a
         // bundle edited in place since could be a version the check above never saw).
         rescan()

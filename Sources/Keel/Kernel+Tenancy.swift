@@ -54,12 +54,16 @@ extension Kernel {
         try directoryChange { () throws(StateError) in try state.setMember(tenant: tenant, principal: principal, role: role, member: member) }
     }
 
-    /// Removes a tenant. With `cascade`, plugins enabled only for it are disabled.
+    /// Removes a tenant. With `cascade`, plugins enabled only for it are disabled, before the tenant goes: a plugin
+    /// with no tenant left counts as enabled for every tenant, so its hooks would otherwise see every tenant's
+    /// callers (and could hand out `admin`) until it was stopped. Without `cascade` such plugins refuse the removal.
     public func deleteTenant(_ name: String, cascade: Bool = false) throws(KernelError) {
-        let only = access.directory.pluginTenants.filter { $0.value == [name] }.map(\.key)
+        let only = access.directory.pluginTenants.filter { $0.value == [name] }.map(\.key).sorted()
+        if cascade && name != Principal.defaultTenant && access.directory.tenants.contains(name) {
+            for id in only { try disable(id, cascade: true) }
+        }
         try directoryChange { () throws(StateError) in try state.deleteTenant(name, cascade: cascade) }
-        for id in only.sorted() {
-            try disable(id, cascade: true)
+        for id in only {
             try tenancyChange { () throws(StateError) in try state.setPluginTenants(id, nil) }
         }
     }

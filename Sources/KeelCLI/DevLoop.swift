@@ -178,22 +178,31 @@ struct DevLoop: Sendable {
 
 /// The saves not built yet, merged across bursts: the moment of the first one and the paths. Thread-safe.
 final class PendingSaves: Sendable {
-    private let saves = Mutex<(at: ContinuousClock.Instant, changed: [String])?>(nil)
+    private let saves = Mutex<(pending: (at: ContinuousClock.Instant, changed: [String])?, closed: Bool)>((nil, false))
 
+    /// Notes a save; ignored once closed.
     func add(at: ContinuousClock.Instant, _ changed: [String]) {
         saves.withLock { s in
-            let known = s?.changed ?? []
-            s = (s?.at ?? at, known + changed.filter { !known.contains($0) })
+            guard !s.closed else { return }
+            let known = s.pending?.changed ?? []
+            s.pending = (s.pending?.at ?? at, known + changed.filter { !known.contains($0) })
         }
     }
 
-    /// The pending saves, which are then no longer pending; nil when there are none.
+    /// The pending saves, which are then no longer pending; nil when there are none, or once closed.
     func take() -> (at: ContinuousClock.Instant, changed: [String])? {
         saves.withLock { s in
-            defer { s = nil }
-            return s
+            defer { s.pending = nil }
+            return s.closed ? nil : s.pending
         }
     }
+
+    /// Drops the saves not taken yet; no save is taken after this (keel dev is stopping).
+    func close() {
+        saves.withLock { $0 = (nil, true) }
+    }
+
+    var isClosed: Bool { saves.withLock { $0.closed } }
 }
 
 /// The project's build command, run through `/bin/sh -c` in the project folder, with standard output and error

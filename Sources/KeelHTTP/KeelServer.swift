@@ -216,6 +216,10 @@ public struct KeelServer: Sendable {
         func stop() async {
             checking?.cancel()
             health?.stop()
+            // The command queue's installs, upgrades and uninstalls write their outcome before the caller shuts the
+            // kernel down (`RemoteControl.serve` waits for them; a download is bounded by its repository's time-outs).
+            remote?.cancel()
+            await remote?.value
             await proxy.shutdown()
             // Past the grace period, with requests stuck in plugin code, the threads are not waited for at all.
             if await !lanes.shutdown(within: outcome == nil ? .milliseconds(100) : .seconds(5)) {

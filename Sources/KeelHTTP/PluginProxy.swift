@@ -232,6 +232,11 @@ final class PluginProxy: Sendable {
             await body?.gate.release(channel)
             throw error // the body's deadline answered the client (408): nothing to log as the upstream's
         } catch {
+            // The failure's answer takes the client connection, unless the body's deadline already wrote its 408.
+            if let body, !body.gate.answer() {
+                await body.gate.release(channel)
+                throw CancellationError()
+            }
             await body?.gate.release(channel)
             let timedOut: Bool
             switch error {

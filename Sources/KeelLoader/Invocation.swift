@@ -41,10 +41,15 @@ public struct Principal: Sendable, Hashable, CustomDebugStringConvertible {
         public var fromHook: [String]
         /// True when the operator's bindings in the caller's tenant are added to `fromHook`.
         public var bindingsApply: Bool
+        /// True when the hook named no tenant and the caller's was taken from its bindings (the first tenant it is
+        /// bound in, else `default`): a caller kept for later stands for that tenant only while the bindings still
+        /// give it.
+        public var tenantFromBindings: Bool
 
-        public init(fromHook: [String], bindingsApply: Bool) {
+        public init(fromHook: [String], bindingsApply: Bool, tenantFromBindings: Bool = false) {
             self.fromHook = fromHook
             self.bindingsApply = bindingsApply
+            self.tenantFromBindings = tenantFromBindings
         }
     }
 

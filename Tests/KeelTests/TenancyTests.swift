@@ -123,6 +123,14 @@ struct TenancyTests {
         #expect(try run(["plugins", "enable", "idp"], f).status == 0)
         try await until { try viaPage().id == "alice" }
         #expect(try viaPage().id == "alice")
+        // Its tenant came from its bindings (the hook names none): without a binding in acme, signing in now puts
+        // alice in default, and the ticket stands for no one; bound again, it stands for her in acme again.
+        #expect(try run(["tenants", "remove-member", "acme", "alice", "guest"], f).status == 0)
+        try await until { try viaPage().id == "" }
+        #expect(try viaPage().id == "", "a page session kept a tenant its caller's bindings no longer give")
+        #expect(try run(["tenants", "add-member", "acme", "alice", "guest"], f).status == 0)
+        try await until { try viaPage().id == "alice" }
+        #expect(try viaPage().tenant == "acme")
         // Its tenant deleted: nothing.
         #expect(try run(["tenants", "delete", "acme"], f).status == 0)
         try await until { try viaPage().id == "" }

@@ -123,14 +123,15 @@ extension KeelCommand {
                 var last = await loop.cycle(savedAt: ContinuousClock.now, changed: [])
                 say("watching \(loop.project) (Ctrl-C to stop)")
                 for await _ in bursts {
-                    guard let burst = pending.take() else { continue }
+                    // Stopping: a burst taken just before the stop is not built either.
+                    guard let burst = pending.take(), !pending.isClosed else { continue }
                     last = await loop.cycle(savedAt: burst.at, changed: burst.changed, after: last)
                 }
             }
             await stopped()
             watcher.stop()
+            pending.close() // saves not built yet are dropped: the cycle under way is the last
             feed.finish()
-            _ = pending.take() // saves not built yet are dropped: the cycle under way is the last
             BuildProcess.stop()
             await Self.wait(for: work, atMost: .seconds(5))
             work.cancel()
