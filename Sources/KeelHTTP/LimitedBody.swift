@@ -17,26 +17,44 @@ import Synchronization
 /// ended) and waited for, and no read starts after it.
 struct LimitedBody: AsyncSequence, Sendable {
     typealias Element = ByteBuffer
-    let base: RequestBody
     let limit: Int
     /// The declared `Content-Length`: the deadline ends once that much arrived, whether or not the end is read.
     let length: Int64?
     let timeout: Duration
     let channel: (any Channel)?
     /// Who may read the client's request parts, and who may write to the client: the answer or the deadline.
-    let gate = Gate()
+    let gate: Gate
+
+    init(base: RequestBody, limit: Int, length: Int64?, timeout: Duration, channel: (any Channel)?) {
+        self.limit = limit
+        self.length = length
+        self.timeout = timeout
+        self.channel = channel
+        gate = Gate(base)
+    }
 
     /// The body's reads and the client connection, between the upload, the answer and the deadline. Thread-safe.
     final class Gate: Sendable {
+        /// The request body's one iterator (Hummingbird allows one), made at the first read, by the upload or by
+        /// `release`. `@unchecked Sendable`: only the holder of the gate's `reading` flag touches it.
+        final class Source: @unchecked Sendable {
+            var iterator: RequestBody.AsyncIterator
+            init(_ iterator: RequestBody.AsyncIterator) { self.iterator = iterator }
+        }
+
         private enum Writer { case none, answer, deadline }
         private struct State {
             var writer = Writer.none
+            var source: Source?
             var reading = false
             var ended = false
             var released = false
             var waiting: [CheckedContinuation<Void, Never>] = []
         }
+        private let base: RequestBody
         private let state = Mutex(State())
+
+        init(_ base: RequestBody) { self.base = base }
 
         /// True when the answer may go to the client: the deadline has not written its 408 (nor will it now).
         func answer() -> Bool { claim(.answer) }
@@ -50,16 +68,18 @@ struct LimitedBody: AsyncSequence, Sendable {
             }
         }
 
-        /// Starts a read; false once released (the connection is the server's again).
-        func beginRead() -> Bool {
+        /// Starts a read: the iterator to read with, nil once released (the rest is `release`'s) or while the body's
+        /// end was read.
+        func beginRead(afterRelease: Bool = false) -> Source? {
             state.withLock { s in
-                guard !s.released else { return false }
+                guard !s.reading, !s.ended, s.released == afterRelease else { return nil }
                 s.reading = true
-                return true
+                if s.source == nil { s.source = Source(base.makeAsyncIterator()) }
+                return s.source
             }
         }
 
-        /// Ends a read; `ended`: the body's end was read. Wakes a `release` waiting for it.
+        /// Ends a read; `ended`: the body's end was read (or all of its declared length). Wakes a `release` waiting.
         func endRead(ended: Bool) {
             let waiting = state.withLock { s in
                 s.reading = false
@@ -72,17 +92,23 @@ struct LimitedBody: AsyncSequence, Sendable {
 
         var isReleased: Bool { state.withLock { $0.released } }
 
-        /// Hands the client connection back to the server once the answer is written (or failed): no read starts
-        /// after this; when the body has not ended, the connection's input is closed (the server then reads no further
-        /// request on it and closes it once the answer is out), which ends a read under way, and that read is waited
-        /// for. Idempotent.
+        /// Hands the client connection back to the server once the answer is written (or failed): no upload read
+        /// starts after this. When the body has not ended, the connection's input is closed (the server then reads no
+        /// further request on it and closes it once the answer is out), the read under way is waited for, and what
+        /// is left (parts already received, then the end of input, which the parser reports as an error) is read
+        /// here, so that the server's own read finds the stream finished instead of answering that error with a
+        /// second response. Idempotent.
         func release(_ channel: (any Channel)?) async {
-            let (ended, reading) = state.withLock { s in
+            let ended = state.withLock { s in
                 s.released = true
-                return (s.ended, s.reading)
+                return s.ended
             }
-            if !ended { channel?.close(mode: .input, promise: nil) }
-            guard reading else { return }
+            if !ended, let channel {
+                let closed = channel.eventLoop.makePromise(of: Void.self)
+                channel.close(mode: .input, promise: closed)
+                // A channel that cannot close its input alone is closed whole (the drain below must end).
+                closed.futureResult.whenFailure { _ in channel.close(promise: nil) }
+            }
             await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
                 let now = state.withLock { s in
                     if !s.reading { return true }
@@ -91,6 +117,11 @@ struct LimitedBody: AsyncSequence, Sendable {
                 }
                 if now { done.resume() }
             }
+            guard channel != nil, let source = beginRead(afterRelease: true) else { return }
+            while true {
+                do { if try await source.iterator.next() == nil { break } } catch { break }
+            }
+            endRead(ended: true)
         }
     }
 
@@ -113,7 +144,6 @@ struct LimitedBody: AsyncSequence, Sendable {
     }
 
     struct AsyncIterator: AsyncIteratorProtocol {
-        var inner: RequestBody.AsyncIterator
         var seen = 0
         let limit: Int
         let length: Int64?
@@ -125,10 +155,13 @@ struct LimitedBody: AsyncSequence, Sendable {
         /// - Throws: `APIError.tooLarge` past the limit; `CancellationError` once the gate was released (the rest of
         ///   the body is not the upstream's: it already answered).
         mutating func next() async throws -> ByteBuffer? {
-            guard gate.beginRead() else { throw CancellationError() }
+            guard let source = gate.beginRead() else {
+                if gate.isReleased { throw CancellationError() }
+                return nil // the end was read
+            }
             if deadline == nil, channel != nil { deadline = Deadline(timeout, channel, gate) }
             let chunk: ByteBuffer?
-            do { chunk = try await inner.next() } catch {
+            do { chunk = try await source.iterator.next() } catch {
                 gate.endRead(ended: false)
                 deadline?.task.cancel()
                 throw error
@@ -155,6 +188,6 @@ struct LimitedBody: AsyncSequence, Sendable {
     }
 
     func makeAsyncIterator() -> AsyncIterator {
-        AsyncIterator(inner: base.makeAsyncIterator(), limit: limit, length: length, timeout: timeout, channel: channel, gate: gate)
+        AsyncIterator(limit: limit, length: length, timeout: timeout, channel: channel, gate: gate)
     }
 }
