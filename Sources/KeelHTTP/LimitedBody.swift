@@ -14,7 +14,7 @@ import Synchronization
 /// answer is written (the rest of the body, then the next request): two readers at once end the process. So every
 /// read goes through `gate`, and `PluginProxy` calls `Gate.release` once the answer is written or failed, before it
 /// hands the connection back: a read under way is ended (the connection's input is closed when the body has not
-/// ended) and waited for, and no read starts after it.
+/// ended) and waited for, what is left is read and dropped there, and no upload read starts after it.
 struct LimitedBody: AsyncSequence, Sendable {
     typealias Element = ByteBuffer
     let limit: Int
