@@ -172,12 +172,16 @@ public enum RemoteControl {
     /// within `timeout`, it is cancelled (atomically: either the cancel or the server's claim wins), so a command
     /// reported as failed never runs later. One the server took is waited for up to `timeout` more. `user` (the OS
     /// user of the CLI) goes with the command into the server's audit trail; `target`, the host id of the server it is
-    /// for on a shared state (nil: whichever server takes it).
+    /// for on a shared state (nil: whichever server takes it). `serverGone`, asked about once a second while the
+    /// command waits, says the server stopped (its lock released): a server writes the outcome of every command it
+    /// took before it lets go of its lock, so the client stops waiting then instead of at `timeout` (a command still
+    /// queued is cancelled; one taken and left without an outcome means the server ended abnormally).
     /// - Throws: `KernelError` with the server's reason when it failed, or saying it was cancelled and nothing
-    ///   changed, or that the server took it and has not finished yet.
+    ///   changed, or that the server took it and has not finished yet, or that the server stopped.
     @discardableResult
     public static func submit(_ command: RemoteCommand, state: StateStore, timeout: Duration = .seconds(10),
-                              user: String? = nil, actor: String? = nil, target: String? = nil) async throws(KernelError) -> CommandResult {
+                              user: String? = nil, actor: String? = nil, target: String? = nil,
+                              serverGone: (@Sendable () -> Bool)? = nil) async throws(KernelError) -> CommandResult {
         let subject = command.subject
         let seq: Int64
         do {
@@ -189,35 +193,57 @@ public enum RemoteControl {
         } catch {
             throw KernelError(.state, pluginID: subject, reason: "\(error)")
         }
-        if let result = await outcome(seq, state: state, within: timeout) { return try result.get() }
+        var gone = false
+        if let result = await outcome(seq, state: state, within: timeout, serverGone: serverGone, gone: &gone) { return try result.get() }
         let cancelled: Bool
         do { cancelled = try state.cancelCommand(seq) } catch { throw KernelError(.state, pluginID: subject, reason: error.description) }
         if cancelled {
-            throw KernelError(.state, pluginID: subject,
-                              reason: "the running server did not take the command within \(timeout); it was cancelled and nothing changed (its /healthz says \"stalled\" when plugin code holds its lifecycle)")
+            throw KernelError(.state, pluginID: subject, reason: gone
+                ? "the server stopped before it took the command; it was cancelled and nothing changed"
+                : "the running server did not take the command within \(timeout); it was cancelled and nothing changed (its /healthz says \"stalled\" when plugin code holds its lifecycle)")
         }
-        if let result = await outcome(seq, state: state, within: timeout) { return try result.get() }
+        if !gone, let result = await outcome(seq, state: state, within: timeout, serverGone: serverGone, gone: &gone) { return try result.get() }
+        if gone {
+            // Taken, and the server's lock released with no outcome written: it ended without finishing (killed, or
+            // crashed); a last look, in case the outcome landed just now.
+            if let result = finished(seq, state: state) { return try result.get() }
+            throw KernelError(.state, pluginID: subject,
+                              reason: "the server stopped while it ran the command, without recording its outcome (did it crash?); `keel plugins list` shows the state")
+        }
         throw KernelError(.state, pluginID: subject,
                           reason: "the running server started the command but did not finish it within \(timeout); `keel plugins list` shows its outcome")
     }
 
-    /// Polls command `seq` until it is done, failed or cancelled, or `timeout` passes (nil).
-    static func outcome(_ seq: Int64, state: StateStore, within timeout: Duration) async -> Result<CommandResult, KernelError>? {
+    /// Polls command `seq` until it is done, failed or cancelled (its outcome), or `timeout` passes, or `serverGone`
+    /// says the server stopped with no outcome written (nil; `gone` set).
+    static func outcome(_ seq: Int64, state: StateStore, within timeout: Duration, serverGone: (@Sendable () -> Bool)?,
+                        gone: inout Bool) async -> Result<CommandResult, KernelError>? {
         let clock = ContinuousClock()
         let deadline = clock.now.advanced(by: timeout)
+        var polls = 0
         while clock.now < deadline {
-            if let command = try? state.command(seq) {
-                switch command.state {
-                case "done":
-                    let carried = command.result.hasPrefix("{") ? try? JSONDecoder().decode(CommandResult.self, from: Data(command.result.utf8)) : nil
-                    return .success(carried ?? CommandResult())
-                case "failed": return .failure(KernelError(.loadFailed, pluginID: command.pluginID, reason: command.result))
-                case "cancelled": return .failure(KernelError(.state, pluginID: command.pluginID, reason: "not run: \(command.result)"))
-                default: break
-                }
+            if let result = finished(seq, state: state) { return result }
+            polls += 1
+            // The lock is released after every outcome the server owed was written: read once more after seeing it go.
+            if let serverGone, polls % 20 == 0, serverGone() {
+                gone = true
+                return finished(seq, state: state)
             }
             try? await Task.sleep(for: .milliseconds(50))
         }
         return nil
+    }
+
+    /// Command `seq`'s outcome when it has one: done, failed or cancelled.
+    static func finished(_ seq: Int64, state: StateStore) -> Result<CommandResult, KernelError>? {
+        guard let command = try? state.command(seq) else { return nil }
+        switch command.state {
+        case "done":
+            let carried = command.result.hasPrefix("{") ? try? JSONDecoder().decode(CommandResult.self, from: Data(command.result.utf8)) : nil
+            return .success(carried ?? CommandResult())
+        case "failed": return .failure(KernelError(.loadFailed, pluginID: command.pluginID, reason: command.result))
+        case "cancelled": return .failure(KernelError(.state, pluginID: command.pluginID, reason: "not run: \(command.result)"))
+        default: return nil
+        }
     }
 }

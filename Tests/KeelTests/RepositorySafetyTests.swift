@@ -89,7 +89,8 @@ struct RepositorySafetyTests {
             try self.init(handler: """
                         import os
                         path = self.path.split("?")[0].lstrip("/")
-                        if path.endswith(".keelpkg"): time.sleep(\(archiveDelay))
+                        if path.endswith(".keelpkg"):
+                            print("archive", flush=True); time.sleep(\(archiveDelay))
                         try:
                             body = open(os.path.join("\(folder)", path), "rb").read(); code = 200
                         except Exception:
@@ -128,6 +129,8 @@ struct RepositorySafetyTests {
         }
 
         var requests: Int { output.value.split(separator: "\n").filter { $0 == "request" }.count }
+        /// The archive requests received so far (`init(serving:archiveDelay:)`).
+        var archives: Int { output.value.split(separator: "\n").filter { $0 == "archive" }.count }
         /// SIGKILL: a child of the test process inherits its blocked SIGTERM.
         func stop() { if process.isRunning { kill(process.processIdentifier, SIGKILL) }; process.waitUntilExit() }
     }
@@ -207,6 +210,94 @@ struct RepositorySafetyTests {
         let disabled = rows.firstIndex(of: "disable up"), upgraded = rows.firstIndex(of: "upgrade up")
         #expect(disabled != nil && upgraded != nil && disabled! < upgraded!, "the disable waited for the download: \(rows)")
         await kernel.shutdown()
+    }
+
+    /// Plugin `up` 1.0.0 installed and enabled, then `keel serve` on it, and `keel upgrade up --to 1.1.0` run while it
+    /// serves (the CLI hands the upgrade to the server through the command queue). Once the server is downloading
+    /// the archive (2 s late), `stop` is done to the server. Returns what the CLI said ("STATUS\nOUTPUT"), how long it
+    /// took after `stop` began, the fixture and the archives the repository served.
+    func upgradeThroughServer(_ stop: (ServerProcess) -> Void) throws -> (said: String, after: Double, f: KernelFixture, archives: Int) {
+        let repo = try InPlaceLoadTests().repository()
+        let slow = try PythonServer(serving: repo, archiveDelay: 2)
+        defer { slow.stop() }
+        let f = KernelFixture()
+        let common = ["--plugins", f.plugins, "--state", f.state]
+        #expect(try TestEnvironment.run(keel, ["repo", "add", "slow", "http://127.0.0.1:\(slow.port)"] + common).status == 0)
+        let first = try TestEnvironment.run(keel, ["install", "up@1.0.0", "--allow-unsigned"] + common)
+        #expect(first.status == 0, "\(first.stderr)")
+        #expect(try TestEnvironment.run(keel, ["plugins", "enable", "up"] + common).status == 0)
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch"])
+        defer { server.stop() }
+        let upgraded = LockedText(), upgradeDone = DispatchSemaphore(value: 0)
+        Thread { [keel] in
+            let r = (try? TestEnvironment.run(keel, ["upgrade", "up", "--to", "1.1.0", "--allow-unsigned"] + common))
+                ?? (status: -1, stdout: "", stderr: "did not run")
+            upgraded.append("\(r.status)\n\(r.stdout)\(r.stderr)")
+            upgradeDone.signal()
+        }.start()
+        let deadline = Date().addingTimeInterval(60)
+        while slow.archives < 2 && Date() < deadline { usleep(10_000) }
+        #expect(slow.archives == 2, "the server did not start downloading: \(upgraded.value)")
+        let stopped = Date()
+        stop(server)
+        #expect(upgradeDone.wait(timeout: .now() + 150) == .success)
+        return (upgraded.value, Date().timeIntervalSince(stopped), f, slow.archives)
+    }
+
+    @Test("keel serve stopped (SIGTERM) while an upgrade it took from the CLI downloads: the stop waits, the upgrade is stored and the CLI told")
+    func serveStopsAfterQueuedUpgrade() throws {
+        let (said, _, f, archives) = try upgradeThroughServer { server in
+            let status = server.stop()
+            #expect(status == 0, "keel serve exited with \(status): \(server.errors.value)")
+        }
+        #expect(said.hasPrefix("0\n") && said.contains("upgraded up to 1.1.0"), "\(said)")
+        #expect(archives == 2, "the upgrade was downloaded again")
+        let rows = try StateStore(path: f.state).audit(since: nil, limit: 100)
+        #expect(rows.contains { $0.command == "upgrade" && $0.target == "up" && $0.outcome == "ok" },
+                "\(rows.map { "\($0.command) \($0.target) \($0.outcome)" })")
+        let listed = try TestEnvironment.run(keel, ["plugins", "list", "--plugins", f.plugins, "--state", f.state])
+        #expect(listed.status == 0 && listed.stdout.contains("1.1.0") && !listed.stdout.contains("1.0.0"), "\(listed.stdout)\(listed.stderr)")
+    }
+
+    @Test("keel serve killed while an upgrade it took from the CLI downloads: the CLI says so within seconds, not after its time-out")
+    func serveKilledDuringQueuedUpgrade() throws {
+        let (said, after, f, _) = try upgradeThroughServer { server in
+            kill(server.process.processIdentifier, SIGKILL)
+        }
+        #expect(said.hasPrefix("1\n") && said.contains("the server stopped while it ran the command, without recording its outcome"), "\(said)")
+        #expect(!said.contains("\n\n") && said.split(separator: "\n").count <= 4, "one line of error: \(said)")
+        // The CLI's time-out for an upgrade is 120 s (twice, once queued and once taken); it polls the lock each second.
+        #expect(after < 20, "the CLI answered \(after) s after the server died")
+        let listed = try TestEnvironment.run(keel, ["plugins", "list", "--plugins", f.plugins, "--state", f.state])
+        #expect(listed.status == 0 && listed.stdout.contains("1.0.0"), "\(listed.stdout)\(listed.stderr)")
+    }
+
+    @Test("keel serve killed before it took a queued CLI command: the CLI cancels it and says so within seconds")
+    func serveKilledBeforeTakingCommand() throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("quick")
+        let common = ["--plugins", f.plugins, "--state", f.state]
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch"])
+        defer { server.stop() }
+        // Stopped (SIGSTOP), the server holds its lock but takes nothing from the queue.
+        let pid = server.process.processIdentifier
+        kill(pid, SIGSTOP)
+        let said = LockedText(), done = DispatchSemaphore(value: 0)
+        Thread { [keel] in
+            let r = (try? TestEnvironment.run(keel, ["plugins", "enable", "quick"] + common)) ?? (status: -1, stdout: "", stderr: "did not run")
+            said.append("\(r.status)\n\(r.stdout)\(r.stderr)")
+            done.signal()
+        }.start()
+        usleep(1_500_000)
+        let killed = Date()
+        kill(pid, SIGKILL)
+        #expect(done.wait(timeout: .now() + 60) == .success)
+        // The CLI waits up to 10 s for a server to take a command: it saw the server go before that.
+        #expect(Date().timeIntervalSince(killed) < 8, "the CLI answered \(Date().timeIntervalSince(killed)) s after the server died")
+        #expect(said.value.hasPrefix("1\n") && said.value.contains("the server stopped before it took the command; it was cancelled and nothing changed"),
+                "\(said.value)")
+        let listed = try TestEnvironment.run(keel, ["plugins", "list"] + common)
+        #expect(listed.status == 0 && !listed.stdout.contains("enabled"), "\(listed.stdout)")
     }
 
     @Test("a slow repository never blocks request threads: /healthz and plugin routes answer while catalogs wait; the catalog names it")

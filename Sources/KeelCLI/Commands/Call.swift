@@ -24,7 +24,7 @@ extension KeelCommand {
                 let result: CommandResult
                 if options.runningServer != nil {
                     result = try await RemoteControl.submit(call, state: try options.openState(), timeout: .seconds(30), user: Kernel.osUser,
-                                                         target: options.queueTarget)
+                                                         target: options.queueTarget, serverGone: options.serverGone)
                 } else {
                     let kernel = try options.makeOneShotKernel()
                     await kernel.start()
