@@ -91,8 +91,10 @@ extension Kernel {
     ///   that failed (the grants are stored all the same).
     public func setGrants(_ id: String, grant: [String] = [], revoke: [String] = []) throws(KernelError) {
         if bundles[id] == nil { rescan() }
-        guard let manifest = bundles[id]?.manifest else {
-            throw notInFolder(id)
+        guard let bundle = bundles[id] else { throw notInFolder(id) }
+        // A bundle whose plugin.yaml is broken is there: say what is wrong with it, not that it is missing.
+        guard let manifest = bundle.manifest else {
+            throw KernelError(.bundle, pluginID: id, reason: bundle.problem ?? "\(bundle.manifestPath): no usable manifest")
         }
         for name in grant + revoke {
             if name.hasPrefix("route-prefix:") {

@@ -5,6 +5,7 @@ import KeelIsolation
 import KeelLoader
 import KeelManifest
 import KeelState
+import KeelSystem
 
 /// How a kernel is set up. Plain data; every field has a documented default.
 public struct KernelConfiguration: Sendable {
@@ -107,7 +108,7 @@ public struct KernelConfiguration: Sendable {
     }
 
     public static let standardErrorLog: @Sendable (LogRecord) -> Void = { record in
-        FileHandle.standardError.write(Data((record.description + "\n").utf8))
+        SystemFile.say(record.description + "\n", to: 2)
     }
 
     /// A log that drops everything (for tools that print their own output).

@@ -120,7 +120,7 @@ struct DevLoop: Sendable {
         let buildTime = clock.now - buildStart
         guard build.status == 0 else {
             let text = build.output.hasSuffix("\n") || build.output.isEmpty ? build.output : build.output + "\n"
-            FileHandle.standardOutput.write(Data(text.utf8))
+            SystemFile.say(text)
             say("build failed (`\(buildCommand)` exited with \(build.status) after \(Self.ms(buildTime)) ms); "
                 + "the host keeps serving the last good build; waiting for the next save")
             return outcome

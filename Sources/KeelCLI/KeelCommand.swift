@@ -5,6 +5,7 @@ import Foundation
 import Keel
 import KeelHTTP
 import KeelStatePostgres
+import KeelSystem
 
 @main
 struct KeelCommand: AsyncParsableCommand {
@@ -34,7 +35,7 @@ struct KeelCommand: AsyncParsableCommand {
         var command: ParsableCommand
         do { command = try await asyncParseAsRoot(arguments) } catch {
             if let unknown = UnknownCommand.message(for: arguments) {
-                FileHandle.standardError.write(Data("keel: error: \(unknown)\n".utf8))
+                SystemFile.say("keel: error: \(unknown)\n", to: 2)
                 Foundation.exit(ExitCode.validationFailure.rawValue)
             }
             reportUsage(error)
@@ -61,14 +62,14 @@ struct KeelCommand: AsyncParsableCommand {
         guard code != .success else { exit(withError: error) }
         var text = fullMessage(for: error)
         if text.hasPrefix("Error: ") { text.removeFirst("Error: ".count) }
-        FileHandle.standardError.write(Data(("keel: error: " + text + (text.hasSuffix("\n") ? "" : "\n")).utf8))
+        SystemFile.say("keel: error: " + text + (text.hasSuffix("\n") ? "" : "\n"), to: 2)
         Foundation.exit(code.rawValue)
     }
 }
 
 /// Writes `keel: error: <message>` to stderr and exits with 1.
 func failAndExit(_ message: String) -> Never {
-    FileHandle.standardError.write(Data("keel: error: \(message)\n".utf8))
+    SystemFile.say("keel: error: \(message)\n", to: 2)
     exit(1)
 }
 
@@ -201,9 +202,9 @@ struct GlobalOptions: ParsableArguments {
         }
         guard access(folder.isEmpty ? "." : folder, W_OK) == 0 else { return self }
         try requirePluginsFolderNotFile()
-        FileHandle.standardError.write(Data(("keel: note: \(stateFile) does not exist: shown as a new host would be, and " +
+        SystemFile.say("keel: note: \(stateFile) does not exist: shown as a new host would be, and " +
                                              "nothing was created (check --state or $KEEL_STATE; `keel plugins enable` or " +
-                                             "`keel serve` makes a new state)\n").utf8))
+                                             "`keel serve` makes a new state)\n", to: 2)
         var options = self
         options.stateFile = StateStore.inMemory
         return options

@@ -5,6 +5,7 @@ import Foundation
 import Synchronization
 import Glibc
 import Keel
+import KeelSystem
 
 /// What the terminal gets beyond the plain output: a progress line on stderr during long waits, and colour for
 /// plugin states. Both only when the stream is a terminal, so pipes, files and CI logs get exactly the plain text;
@@ -60,7 +61,7 @@ private final class ProgressTicker: @unchecked Sendable {
             let seconds = Int(Date().timeIntervalSince(start))
             let line = "\r\u{1B}[K\(Self.frames[d.frame % Self.frames.count]) \(label)\(seconds > 0 ? " (\(seconds) s)" : "")"
             d.frame += 1
-            FileHandle.standardError.write(Data(line.utf8))
+            SystemFile.say(line, to: 2)
         }
     }
 
@@ -69,7 +70,7 @@ private final class ProgressTicker: @unchecked Sendable {
         drawn.withLock { d in
             guard !d.stopped else { return }
             d.stopped = true
-            FileHandle.standardError.write(Data("\r\u{1B}[K".utf8))
+            SystemFile.say("\r\u{1B}[K", to: 2)
         }
     }
 }

@@ -4,6 +4,7 @@ import Foundation
 import Keel
 import Logging
 import Synchronization
+import KeelSystem
 
 /// How `keel serve` writes its log to stderr: `text` (the default), one `keel: <level>: [<plugin>] <message>` line per
 /// record, or `json`, one JSON object per line.
@@ -79,7 +80,7 @@ public struct KeelLogHandler: LogHandler {
         var all = metadata
         if let more = event.metadata { all.merge(more) { $1 } }
         let line = format == .json ? json(event, all) : text(event, all)
-        FileHandle.standardError.write(Data((line + "\n").utf8))
+        SystemFile.say(line + "\n", to: 2)
     }
 
     /// `keel: <level>: [<plugin>] <message>`, as the host has always written; other metadata (not the plugin's

@@ -106,7 +106,7 @@ public enum WorkerMain {
     }
 
     private static func say(_ text: String) {
-        FileHandle.standardError.write(Data("keel worker: \(text)\n".utf8))
+        SystemFile.say("keel worker: \(text)\n", to: 2)
     }
 }
 

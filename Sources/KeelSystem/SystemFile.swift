@@ -99,6 +99,14 @@ public enum SystemFile {
         whole(bytes) { write(fd, $0, $1) }
     }
 
+    /// Writes `text` whole to standard output (`fd` 1) or standard error (2) at once, unbuffered, and ignores a failure:
+    /// a reader that went away (`keel serve | head -1`, a supervisor's closed pipe) or a full disk must not end the
+    /// process. Foundation's `FileHandle.write` traps on such an error (`EPIPE` is a `try!` inside it). Any thread.
+    public static func say(_ text: String, to fd: Int32 = 1) {
+        var text = text
+        _ = text.withUTF8 { writeAll(fd, UnsafeRawBufferPointer($0)) }
+    }
+
     /// Sends all of `bytes` on the socket `fd` as `writeAll` writes them, never raising SIGPIPE (MSG_NOSIGNAL). False
     /// on an error, or when the socket's send time-out (`SO_SNDTIMEO`) passed.
     public static func sendAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Bool {

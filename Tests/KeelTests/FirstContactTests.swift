@@ -408,4 +408,84 @@ struct FirstContactTests {
         #expect(try complete(["roles", "grant"], "positional@1", ["keel", "roles", "grant", "editor"] + located + ["greeter."])
                 == ["greeter.greetings:*", "greeter.greetings:send", "greeter.greetings:view"])
     }
+
+    @Test("keel serve whose stdout reader went away (| head -1) stops on SIGTERM as usual: no crash, status 0")
+    func serveOutlivesClosedStdout() throws {
+        let f = KernelFixture()
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: keel)
+        process.arguments = ["serve", "--port", "0", "--no-watch", "--plugins", f.plugins, "--state", f.state]
+        process.environment = ProcessInfo.processInfo.environment.merging(["KEEL_ADMIN_TOKEN": ServerProcess.token]) { $1 }
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        let errors = LockedText()
+        try process.run()
+        let drain = PipeDrain(err.fileHandleForReading, into: errors)
+        // Read up to the line with the port, as `| grep -m1 listening` does, then close the pipe's only reader.
+        var seen = Data()
+        let reader = out.fileHandleForReading
+        while !String(decoding: seen, as: UTF8.self).contains("listening on") {
+            let chunk = reader.availableData
+            if chunk.isEmpty { break }
+            seen += chunk
+        }
+        #expect(String(decoding: seen, as: UTF8.self).contains("listening on"))
+        try reader.close()
+        kill(process.processIdentifier, SIGTERM)
+        let deadline = Date().addingTimeInterval(30)
+        while process.isRunning && Date() < deadline { usleep(20_000) }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+        drain.wait(seconds: 10)
+        #expect(process.terminationReason == .exit && process.terminationStatus == 0,
+                "keel serve ended by \(process.terminationReason == .exit ? "status" : "signal") \(process.terminationStatus): \(errors.value)")
+        #expect(!errors.value.contains("Fatal error"), "\(errors.value)")
+        #expect(!FileManager.default.fileExists(atPath: f.state + ".crash"), "a crash was recorded")
+    }
+
+    @Test("a --plugins folder that does not exist, on a state with plugins enabled: keel serve refuses in one line and makes nothing")
+    func servePluginFolderTypo() throws {
+        let (f, common) = try examples()
+        #expect(try run(["plugins", "enable", "hello"] + common).status == 0)
+        let typo = f.plugins + "-typo"
+        let r = try run(["serve", "--port", "0", "--plugins", typo, "--state", f.state], environment: ["KEEL_ADMIN_TOKEN": ServerProcess.token])
+        #expect(r.status == 1, "\(r.stdout)\(r.stderr)")
+        #expect(r.stderr == "keel: error: \(typo): no such plugin folder, but the state \(f.state) has 1 plugin(s) enabled (hello), last found in \(f.plugins); pass --plugins with their folder, or make this one (mkdir) to serve without them\n", "\(r.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: typo))
+        // Nothing recorded: hello is still enabled and not missing.
+        let listed = try run(["plugins", "list"] + common)
+        #expect(listed.stdout.contains("hello") && !listed.stdout.contains("missing"), "\(listed.stdout)")
+        // A new state starts with the folder made, as before.
+        let fresh = KernelFixture()
+        let server = try ServerProcess(plugins: fresh.plugins + "/new", state: fresh.state, extraArguments: ["--no-watch"])
+        #expect(server.stop() == 0)
+    }
+
+    @Test("grant to a plugin whose plugin.yaml is broken names the file and the fault, not a missing plugin")
+    func grantBrokenManifest() throws {
+        let (f, common) = try examples()
+        try FileManager.default.createDirectory(atPath: f.plugins + "/broken", withIntermediateDirectories: true)
+        try "id: broken\nname: [\n".write(toFile: f.plugins + "/broken/plugin.yaml", atomically: true, encoding: .utf8)
+        let r = try run(["plugins", "grant", "broken", "authorize"] + common)
+        #expect(r.status == 1)
+        #expect(r.stderr.hasPrefix("keel: error: \(f.plugins)/broken/plugin.yaml:2: not valid YAML") && r.stderr.split(separator: "\n").count == 1,
+                "\(r.stderr)")
+    }
+
+    @Test("reload of a disabled plugin says nothing was loaded; of one whose bundle cannot load, fails with the reason")
+    func reloadDisabled() throws {
+        let (f, common) = try examples()
+        let r = try run(["plugins", "reload", "hello"] + common)
+        #expect(r.status == 0 && r.stdout == "hello is disabled: nothing was loaded (`keel plugins enable hello` loads its current build)\n",
+                "\(r.stdout)\(r.stderr)")
+        try FileManager.default.createDirectory(atPath: f.plugins + "/broken", withIntermediateDirectories: true)
+        try "id: broken\nname: [\n".write(toFile: f.plugins + "/broken/plugin.yaml", atomically: true, encoding: .utf8)
+        let broken = try run(["plugins", "reload", "broken"] + common)
+        #expect(broken.status == 1 && broken.stderr.hasPrefix("keel: error: broken is disabled, and its current build cannot be loaded: ")
+                && broken.stderr.contains("plugin.yaml:2: not valid YAML"), "\(broken.stdout)\(broken.stderr)")
+        #expect(try run(["plugins", "enable", "hello"] + common).status == 0)
+        let enabled = try run(["plugins", "reload", "hello"] + common)
+        #expect(enabled.status == 0 && enabled.stdout.hasPrefix("reloaded hello "), "\(enabled.stdout)\(enabled.stderr)")
+    }
 }

@@ -5,6 +5,7 @@ import Foundation
 import Keel
 import KeelManifest
 import KeelStatePostgres
+import KeelSystem
 
 extension KeelCommand {
     struct Pack: AsyncParsableCommand {
@@ -66,7 +67,7 @@ extension KeelCommand {
             try await reporting {
                 let store = ExtensionStore(state: try options.openState(), pluginsDirectory: options.pluginsDirectory)
                 let (offers, problems) = try await store.fetchIndexes()
-                for p in problems { FileHandle.standardError.write(Data("keel: warning: \(p)\n".utf8)) }
+                for p in problems { SystemFile.say("keel: warning: \(p)\n", to: 2) }
                 // Grouped by id first: looking each id up among every offer is quadratic in the index's size.
                 let byID = Dictionary(grouping: offers, by: \.id)
                 let ids = byID.keys.sorted().filter { id in

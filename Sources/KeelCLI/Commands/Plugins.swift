@@ -4,6 +4,7 @@ import ArgumentParser
 import Foundation
 import Keel
 import KeelManifest
+import KeelSystem
 
 extension KeelCommand {
     struct Plugins: AsyncParsableCommand {
@@ -112,7 +113,7 @@ extension KeelCommand.Plugins {
                 if !report.dependencies.isEmpty {
                     print("dependencies: " + report.dependencies.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
                 }
-                for w in report.warnings { FileHandle.standardError.write(Data((w + "\n").utf8)) }
+                for w in report.warnings { SystemFile.say(w + "\n", to: 2) }
             }
         }
 
@@ -146,7 +147,7 @@ extension KeelCommand.Plugins {
                 return report
             case let .failed(reason):
                 // The manifest's warnings first: a misspelt key is often why the plugin failed.
-                for w in warnings { FileHandle.standardError.write(Data("\(w)\n".utf8)) }
+                for w in warnings { SystemFile.say("\(w)\n", to: 2) }
                 throw CLIError(reason)
             }
         }
@@ -211,6 +212,15 @@ extension KeelCommand.Plugins {
                     try await throughServerOrKernel(options, id: id, command: .reload(id: id))
                 }
                 guard let info else { return }
+                // A disabled plugin is not loaded by a reload (its next enable loads the current build): said as such,
+                // not as "reloaded"; one whose bundle cannot be loaded at all is a failure, with the reason.
+                guard info.enabled else {
+                    if info.status == .failed, let reason = info.reason {
+                        throw CLIError("\(id) is disabled, and its current build cannot be loaded: \(reason)")
+                    }
+                    print("\(id) is disabled: nothing was loaded (`keel plugins enable \(id)` loads its current build)")
+                    return
+                }
                 print("reloaded \(id) \(info.version): \(info.status.rawValue)")
             }
         }

@@ -2,6 +2,7 @@
 
 import ArgumentParser
 import Foundation
+import KeelSystem
 
 extension KeelCommand {
     /// `keel sdk install|path`: the plugin headers and `keel-plugin.pc`, from this binary (see `PluginSDK`).
@@ -55,9 +56,9 @@ extension KeelCommand {
                     case .missing:
                         throw CLIError("no plugin SDK in \(prefix); run `keel sdk install --prefix \(prefix)`")
                     case let .stale(files):
-                        FileHandle.standardError.write(Data(("keel: warning: the plugin SDK in \(prefix) differs from this keel's "
+                        SystemFile.say("keel: warning: the plugin SDK in \(prefix) differs from this keel's "
                             + "(ABI \(PluginSDK.abiVersion)) in \(files.count) file(s), e.g. \(files[0]); "
-                            + "run `keel sdk install --prefix \(prefix)`\n").utf8))
+                            + "run `keel sdk install --prefix \(prefix)`\n", to: 2)
                     case .current:
                         break
                     }

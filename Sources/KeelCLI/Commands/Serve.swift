@@ -139,9 +139,9 @@ extension KeelCommand {
                 // Process 1 of its pid namespace (a container without an init): every process orphaned there becomes the
                 // host's child, and the host reaps only those it started, so a worker's leftovers would stay zombies.
                 if getpid() == 1 {
-                    FileHandle.standardError.write(Data(("keel: warning: keel serve runs as process 1 of its pid namespace: processes orphaned "
+                    SystemFile.say("keel: warning: keel serve runs as process 1 of its pid namespace: processes orphaned "
                         + "there (what a plugin's worker started) become its children and are never reaped; run it under an init "
-                        + "(docker run --init, tini)\n").utf8))
+                        + "(docker run --init, tini)\n", to: 2)
                 }
                 if logFormat == .json { StructuredLog.bootstrap(.json) }
                 let kernel = try options.makeKernel(logAlways: true, logFormat: logFormat) { configuration in
@@ -159,6 +159,7 @@ extension KeelCommand {
                     configuration.isolation.cpuSeconds = workerCPUSeconds
                     configuration.isolation.threadLimit = workerThreads
                 }
+                try Self.requirePluginFolder(options.pluginsDirectory, state: kernel.state, stateFile: options.stateFile)
                 // Several hosts on one PostgreSQL state: this one records its own status of each plugin from the start.
                 let shared = kernel.state.isShared ? SharedStateLoop(kernel: kernel) : nil
                 // Plugin code that hangs while the enabled plugins load is watched as it is later (the server's own
@@ -241,6 +242,21 @@ extension KeelCommand.Serve {
 
     /// Fails before any plugin loads or a token is made when the server could not listen on `host:port`: a name
     /// that does not resolve, an address not of this machine, a port in use or below 1024 without the right to it.
+    /// Refuses a plugin folder that does not exist when the state wants plugins enabled: most likely a typo in
+    /// `--plugins` (or `$KEEL_PLUGINS_DIR`), which would otherwise start a server with none of them, make the misspelt
+    /// folder, and record every enabled plugin `missing`. A new state, or one with nothing enabled, starts as before
+    /// (the folder is made). - Throws: `CLIError` naming the folder, the plugins and where they were found.
+    static func requirePluginFolder(_ folder: String, state: StateStore, stateFile: String) throws {
+        var isFolder: ObjCBool = false
+        guard !FileManager.default.fileExists(atPath: folder, isDirectory: &isFolder) else { return }
+        guard let wanted = try? state.plugins().filter(\.enabled), let first = wanted.first else { return }
+        let names = wanted.prefix(5).map(\.id).joined(separator: ", ") + (wanted.count > 5 ? ", ..." : "")
+        let from = (first.bundlePath as NSString).deletingLastPathComponent
+        throw CLIError("\(folder): no such plugin folder, but the state \(stateFile) has \(wanted.count) plugin(s) enabled (\(names))"
+                       + (from.isEmpty || from == folder ? "" : ", last found in \(from)")
+                       + "; pass --plugins with their folder, or make this one (mkdir) to serve without them")
+    }
+
     /// `host` is resolved as the server (SwiftNIO) resolves it (getaddrinfo without hints, its first answer) and a
     /// stream socket bound there and closed; it sets SO_REUSEADDR as the server does, so a port in TIME_WAIT counts
     /// as free. Port 0 checks the address alone. - Throws: `CLIError` naming the address and the reason.
@@ -270,7 +286,7 @@ extension KeelCommand.Serve {
 
 /// Writes a line to stdout at once (no buffering: a supervisor reading a pipe sees it immediately).
 func say(_ line: String) {
-    FileHandle.standardOutput.write(Data((line + "\n").utf8))
+    SystemFile.say(line + "\n")
 }
 
 /// Notes the first SIGINT/SIGTERM (the server's own handler stops gracefully) and exits at once on a second one.
@@ -295,7 +311,7 @@ final class SecondSignalExit: @unchecked Sendable {
     private func note(_ name: String) {
         received.withLock { received in
             if received != nil {
-                FileHandle.standardError.write(Data("keel: second \(name), exiting now\n".utf8))
+                SystemFile.say("keel: second \(name), exiting now\n", to: 2)
                 exit(130)
             }
             received = name

@@ -115,7 +115,7 @@ extension KeelCommand {
             await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
                 let thread = Thread {
                     Validator.run(bundle: bundle) { check in
-                        if let line = try? JSONEncoder().encode(check) { FileHandle.standardOutput.write(line + Data("\n".utf8)) }
+                        if let line = try? JSONEncoder().encode(check) { SystemFile.say(String(decoding: line, as: UTF8.self) + "\n") }
                     }
                     done.resume()
                 }
