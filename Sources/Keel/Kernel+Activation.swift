@@ -41,7 +41,8 @@ extension Kernel {
             log(.info, id, "activated (generation \(generation.plugin.generation))")
         } catch {
             try? state.setStatus(id, .failed, reason: error.reason)
-            log(.error, id, error.reason)
+            // A bundle's own problem was logged when the scan found it (`rescan`): not a second line for each try.
+            if error.code != .bundle || error.reason != bundles[id]?.problem { log(.error, id, error.reason) }
             if deferredWrites == nil { checkGuardsRunning() }
             throw error
         }

@@ -61,9 +61,13 @@ extension Kernel {
         // every rescan of the folder (any bundle's change rescans it).
         var logged = Set<String>()
         for bundle in found {
-            for warning in bundle.warnings { log(.warn, bundle.id, warning.description) }
             // (Compared with this folder's problem at the last scan: a duplicate's names the other folders.)
             let before = bundles[bundle.id].flatMap { $0.folder == bundle.folder ? $0 : nil } ?? droppedBundles[bundle.folder]
+            // Warnings likewise: logged when they first appear or change, not at every rescan (a hot reload rescans
+            // the folder more than once).
+            if !bundle.warnings.isEmpty, bundle.warnings.map(\.description) != before?.warnings.map(\.description) {
+                for warning in bundle.warnings { log(.warn, bundle.id, warning.description) }
+            }
             if let problem = bundle.problem, before?.problem != problem {
                 log(.error, bundle.id, problem)
                 logged.insert(bundle.id)

@@ -488,4 +488,28 @@ struct FirstContactTests {
         let enabled = try run(["plugins", "reload", "hello"] + common)
         #expect(enabled.status == 0 && enabled.stdout.hasPrefix("reloaded hello "), "\(enabled.stdout)\(enabled.stderr)")
     }
+
+    @Test("a plugin.yaml problem is logged once: a broken one of an enabled plugin at start, an unknown key on a hot reload")
+    func problemsLoggedOnce() throws {
+        let (f, common) = try examples()
+        #expect(try run(["plugins", "enable", "hello"] + common).status == 0)
+        try TestEnvironment.grantSensitive("greeter", plugins: f.plugins, state: f.state)
+        #expect(try run(["plugins", "enable", "greeter"] + common).status == 0)
+        let hello = f.plugins + "/hello-c/plugin.yaml", greeter = f.plugins + "/greeter-swift/plugin.yaml"
+        let good = try String(contentsOfFile: hello, encoding: .utf8)
+        try (good + "routes: [\n").write(toFile: hello, atomically: true, encoding: .utf8)
+        let server = try ServerProcess(plugins: f.plugins, state: f.state)
+        defer { server.stop() }
+        // A new build of greeter with a misspelt key: the watcher reloads it (a warning, not a failure).
+        let manifest = try String(contentsOfFile: greeter, encoding: .utf8)
+        try (manifest + "capabilites: [routes]\n").write(toFile: greeter, atomically: true, encoding: .utf8)
+        let deadline = Date().addingTimeInterval(30)
+        while !server.errors.value.contains("capabilites") && Date() < deadline { usleep(50_000) }
+        usleep(1_000_000)  // any second line of the same reload would be out by now
+        server.stop()
+        let lines = server.errors.value.split(separator: "\n")
+        // (The guard's own line, that hello's hooks are not running and every request is denied, names it too.)
+        #expect(lines.filter { $0.contains("not valid YAML") && !$0.contains("a guard") }.count == 1, "\(server.errors.value)")
+        #expect(lines.filter { $0.contains("capabilites") }.count == 1, "\(server.errors.value)")
+    }
 }
