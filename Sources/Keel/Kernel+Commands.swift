@@ -120,6 +120,7 @@ extension Kernel {
             let also = try disable(id, tenant: tenant, cascade: cascade)
             if !also.isEmpty { return CommandResult(note: "also disabled, as they need it: " + also.joined(separator: ", ")) }
         case let .reload(id): try reload(id)
+        case let .refresh(id): try refresh(id)
         case .rescan: rescan()
         case let .grants(id, grant, revoke): try setGrants(id, grant: grant, revoke: revoke)
         case let .config(id, yaml, file): try setConfig(id, yaml: yaml, file: file ?? "configuration of \(id)")

@@ -27,6 +27,20 @@ extension Kernel {
         metrics.report(.reloaded(plugin: id, seconds: KernelMetrics.seconds(since: started), ok: true))
     }
 
+    /// Loads plugin `id`'s current build when it is not the serving generation's (library checksum or plugin.yaml
+    /// differ), as the folder watcher does: a build the watcher already reloaded is left serving, not loaded again.
+    /// A plugin that is not serving, or whose bundle is unusable, goes through `reload` (which says why).
+    /// - Throws: as `reload`.
+    public func refresh(_ id: String) throws(KernelError) {
+        try requireRunning("refresh \(id)")
+        rescan()
+        if let current = active[id], let bundle = bundles[id], bundle.problem == nil, let path = bundle.buildPath,
+           GenerationStore.checksum(path) == current.checksum, bundle.manifest == current.manifest {
+            return
+        }
+        try reload(id)
+    }
+
     private func reloadNow(_ id: String) throws(KernelError) {
         // A reload always loads afresh, now or at the plugin's next enable or first use: no kept copy outlives it.
         residents.forget(id)

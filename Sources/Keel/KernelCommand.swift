@@ -12,6 +12,10 @@ public enum KernelCommand: Codable, Sendable, Hashable {
     case enable(id: String, tenant: String?)
     case disable(id: String, tenant: String?, cascade: Bool)
     case reload(id: String)
+    /// Loads the plugin's current build only when it is not the one serving (another library or plugin.yaml), as the
+    /// folder watcher does; otherwise changes nothing. `keel dev` sends it after each build: when the server's watcher
+    /// has already reloaded the copy, no second generation of the same build is made. A plugin not serving: as `reload`.
+    case refresh(id: String)
     /// Re-reads the plugin folder.
     case rescan
     /// Grants and revokes capabilities (`authenticate`, `route-prefix:/legacy`, ...).
@@ -53,6 +57,7 @@ public enum KernelCommand: Codable, Sendable, Hashable {
         case .enable: "enable"
         case .disable: "disable"
         case .reload: "reload"
+        case .refresh: "refresh"
         case .rescan: "rescan"
         case .grants: "grants"
         case .config: "config"
@@ -78,7 +83,7 @@ public enum KernelCommand: Codable, Sendable, Hashable {
     /// What it is about: a plugin id, a tenant, a role or a repository ("" for a rescan).
     public var subject: String {
         switch self {
-        case let .enable(id, _), let .disable(id, _, _), let .reload(id), let .grants(id, _, _), let .config(id, _, _),
+        case let .enable(id, _), let .disable(id, _, _), let .reload(id), let .refresh(id), let .grants(id, _, _), let .config(id, _, _),
              let .install(id, _, _, _), let .upgrade(id, _, _, _), let .uninstall(id, _, _), let .isolation(id, _): id
         case let .createTenant(name), let .deleteTenant(name, _), let .createRole(name), let .addRepository(name, _, _),
              let .removeRepository(name), let .trustKey(name, _), let .untrustKey(name): name
@@ -93,7 +98,7 @@ public enum KernelCommand: Codable, Sendable, Hashable {
     /// The plugin it changes, when it is about one plugin.
     public var pluginID: String? {
         switch self {
-        case let .enable(id, _), let .disable(id, _, _), let .reload(id), let .grants(id, _, _), let .config(id, _, _),
+        case let .enable(id, _), let .disable(id, _, _), let .reload(id), let .refresh(id), let .grants(id, _, _), let .config(id, _, _),
              let .install(id, _, _, _), let .upgrade(id, _, _, _), let .uninstall(id, _, _), let .isolation(id, _): id
         default: nil
         }

@@ -142,7 +142,8 @@ struct DevLoop: Sendable {
                 return outcome
             }
             outcome.unserved = true
-            try await host.execute(active ? .reload(id: id) : .enable(id: id, tenant: nil))
+            // Not `reload`: the server's folder watcher may have loaded this copy already (then nothing more is loaded).
+            try await host.execute(active ? .refresh(id: id) : .enable(id: id, tenant: nil))
             let after = try await host.plugin(id)
             let reloadTime = clock.now - reloadStart
             if let after, after.status != .enabled {

@@ -104,10 +104,11 @@ struct DevLoopTests {
             print("keel dev (C, running server): save to serving \(total) ms, build \(build) ms, reload \(reload) ms")
         }
 
-        // Its reloads are audited as keel dev's, with the user who ran it.
+        // Its reloads are audited as keel dev's, with the user who ran it (`refresh`: a build the server's watcher
+        // already loaded is not loaded twice).
         let audit = try await server.request("GET", "/api/v1/audit?since=1h", admin: true)
         let rows = try #require(audit.json as? [[String: Any]], "\(audit.text)")
-        #expect(rows.contains { $0["actor"] as? String == "dev" && $0["principal"] as? String == NSUserName() && $0["command"] as? String == "reload" },
+        #expect(rows.contains { $0["actor"] as? String == "dev" && $0["principal"] as? String == NSUserName() && $0["command"] as? String == "refresh" },
                 "\(audit.text)")
 
         // The server stops: a save says so at once (no wait for the command queue's time-out), and so does one

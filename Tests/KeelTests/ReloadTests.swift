@@ -59,6 +59,36 @@ struct ReloadTests {
         await kernel.shutdown()
     }
 
+    @Test("refresh (keel dev's) loads a new build once: after the watcher's reload of the same build it loads nothing; reload always loads")
+    func refreshLoadsOnce() async throws {
+        let f = KernelFixture()
+        let a = try TestEnvironment.buildFixture("flipA", ["PLUGIN_ID=\"flip\"", "TAG=\"A\""])
+        let b = try TestEnvironment.buildFixture("flipB", ["PLUGIN_ID=\"flip\"", "TAG=\"B\""])
+        let (kernel, bundle) = try await serving(f, "flip", a, as: "libflip.so")
+        func generations() async throws -> [Int] { try await kernel.history("flip").filter { $0.outcome == "activated" }.map(\.generation) }
+        // The serving build: nothing to load.
+        try await kernel.execute(.refresh(id: "flip"))
+        #expect(try await generations() == [1])
+        // A new build, loaded first by a reload (the watcher's), then refreshed: still one generation for it.
+        try install(b, into: bundle, as: "libflip.so")
+        try await kernel.reload("flip")
+        try await kernel.execute(.refresh(id: "flip"))
+        #expect(try await generations() == [1, 2])
+        #expect(get(kernel, "/ext/flip/ping")?.1.contains("tag=B") == true)
+        // A new build nobody loaded yet: refresh loads it.
+        try install(a, into: bundle, as: "libflip.so")
+        try await kernel.execute(.refresh(id: "flip"))
+        #expect(try await generations() == [1, 2, 3])
+        #expect(get(kernel, "/ext/flip/ping")?.1.contains("tag=A") == true)
+        // An explicit reload loads the same build again.
+        try await kernel.execute(.reload(id: "flip"))
+        #expect(try await generations() == [1, 2, 3, 4])
+        // The audit names each.
+        let rows = try kernel.auditTrail().map { "\($0.command) \($0.outcome)" }
+        #expect(rows.filter { $0 == "refresh ok" }.count == 3 && rows.contains("reload ok"), "\(rows)")
+        await kernel.shutdown()
+    }
+
     @Test("a library overwritten in place while loaded (cp over it) never touches the running code",
           arguments: [true, false])
     func overwriteInPlace(inMemory: Bool) async throws {
