@@ -34,7 +34,7 @@ struct KeelCommand: AsyncParsableCommand {
         }
         var command: ParsableCommand
         do { command = try await asyncParseAsRoot(arguments) } catch {
-            if let unknown = UnknownCommand.message(for: arguments) {
+            if let unknown = UnknownCommand.message(for: arguments) ?? UnknownCommand.negativeValue(in: arguments) {
                 SystemFile.say("keel: error: \(unknown)\n", to: 2)
                 Foundation.exit(ExitCode.validationFailure.rawValue)
             }

@@ -37,6 +37,18 @@ enum UnknownCommand {
     }
 
     /// The name that `word` is a prefix of or extends (`plugin`, `pluginss`), or at most 2 edits from.
+    /// The message for an option given a negative number as its own word (`--idle-timeout -5`), which the parser
+    /// reads as another option and reports as the first one's "missing value"; nil when there is none. Asked only
+    /// after a failed parse (a command's own arguments, `keel call ... -5`, parse before this is asked).
+    static func negativeValue(in arguments: [String]) -> String? {
+        for (option, value) in zip(arguments, arguments.dropFirst())
+        where option.hasPrefix("--") && !option.contains("=") && value.count > 1 && value.hasPrefix("-")
+            && value.dropFirst().allSatisfy({ $0.isNumber || $0 == "." }) {
+            return "\(option) \(value): a value starting with \"-\" is read as an option; write \(option)=\(value)"
+        }
+        return nil
+    }
+
     static func closest(to word: String, in names: [String]) -> String? {
         let w = word.lowercased()
         if let prefix = names.first(where: { $0.hasPrefix(w) || w.hasPrefix($0) }), w.count >= 3 { return prefix }

@@ -512,4 +512,15 @@ struct FirstContactTests {
         #expect(lines.filter { $0.contains("not valid YAML") && !$0.contains("a guard") }.count == 1, "\(server.errors.value)")
         #expect(lines.filter { $0.contains("capabilites") }.count == 1, "\(server.errors.value)")
     }
+
+    @Test("a negative number given as its own word (--idle-timeout -5) is named as such, with the = form to write")
+    func negativeOptionValue() throws {
+        let f = KernelFixture()
+        let common = ["--plugins", f.plugins, "--state", f.state]
+        let r = try run(["serve", "--idle-timeout", "-5"] + common)
+        #expect(r.status == 64)
+        #expect(r.stderr == "keel: error: --idle-timeout -5: a value starting with \"-\" is read as an option; write --idle-timeout=-5\n", "\(r.stderr)")
+        let joined = try run(["serve", "--idle-timeout=-5"] + common)
+        #expect(joined.status == 64 && joined.stderr.contains("--idle-timeout and --body-timeout take seconds between 0 and 86400"), "\(joined.stderr)")
+    }
 }
