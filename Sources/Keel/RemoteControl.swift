@@ -174,8 +174,9 @@ public enum RemoteControl {
     /// user of the CLI) goes with the command into the server's audit trail; `target`, the host id of the server it is
     /// for on a shared state (nil: whichever server takes it). `serverGone`, asked about once a second while the
     /// command waits, says the server stopped (its lock released): a server writes the outcome of every command it
-    /// took before it lets go of its lock, so the client stops waiting then instead of at `timeout` (a command still
-    /// queued is cancelled; one taken and left without an outcome means the server ended abnormally).
+    /// took before it lets go of its lock (a command call excepted: plugin code may never return, and a stop does not
+    /// wait for it), so the client stops waiting then instead of at `timeout` (a command still queued is cancelled;
+    /// one taken and left without an outcome is reported so).
     /// - Throws: `KernelError` with the server's reason when it failed, or saying it was cancelled and nothing
     ///   changed, or that the server took it and has not finished yet, or that the server stopped.
     @discardableResult
@@ -202,13 +203,15 @@ public enum RemoteControl {
                 ? "the server stopped before it took the command; it was cancelled and nothing changed"
                 : "the running server did not take the command within \(timeout); it was cancelled and nothing changed (its /healthz says \"stalled\" when plugin code holds its lifecycle)")
         }
+        // Taken although the server was seen gone: another server (a supervisor's restart) took it; wait for that one.
+        if gone, let serverGone, !serverGone() { gone = false }
         if !gone, let result = await outcome(seq, state: state, within: timeout, serverGone: serverGone, gone: &gone) { return try result.get() }
         if gone {
             // Taken, and the server's lock released with no outcome written: it ended without finishing (killed, or
             // crashed); a last look, in case the outcome landed just now.
             if let result = finished(seq, state: state) { return try result.get() }
             throw KernelError(.state, pluginID: subject,
-                              reason: "the server stopped while it ran the command, without recording its outcome (did it crash?); `keel plugins list` shows the state")
+                              reason: "the server stopped while it ran the command, without recording its outcome; `keel plugins list` shows the state")
         }
         throw KernelError(.state, pluginID: subject,
                           reason: "the running server started the command but did not finish it within \(timeout); `keel plugins list` shows its outcome")

@@ -85,6 +85,14 @@ struct DevLoop: Sendable {
         return [pluginsDirectory, stateFolder + "/generations"] + ["", "-wal", "-shm", "-journal", ".lock", ".manifests", ".activating", ".crash"].map { stateFile + $0 }
     }
 
+    /// `host.execute`, with `reload` for a `refresh` that a server of an earlier keel cannot read.
+    private func execute(_ command: KernelCommand) async throws {
+        do { try await host.execute(command) } catch {
+            guard case let .refresh(id) = command, "\(error)".contains("unreadable command \"refresh\"") else { throw error }
+            try await host.execute(.reload(id: id))
+        }
+    }
+
     var bundle: String { project + "/bundle/" + id }
     var installed: String { pluginsDirectory + "/" + id }
 
@@ -131,8 +139,11 @@ struct DevLoop: Sendable {
             guard FileManager.default.fileExists(atPath: manifest) else {
                 throw CLIError("\(bundle): `\(buildCommand)` made no bundle with a plugin.yaml here")
             }
-            let built: String
-            do { built = try ManifestLoader().load(path: manifest).0.id } catch { throw CLIError(error) }
+            let built: String, library: String?
+            do {
+                let loaded = try ManifestLoader().load(path: manifest).0
+                (built, library) = (loaded.id, loaded.library)
+            } catch { throw CLIError(error) }
             guard built == id else { throw CLIError(Self.renamed(manifest, to: built, from: id)) }
             let copied = try BundleCopy.update(from: bundle, to: installed)
             let before = try await host.plugin(id)
@@ -142,8 +153,11 @@ struct DevLoop: Sendable {
                 return outcome
             }
             outcome.unserved = true
-            // Not `reload`: the server's folder watcher may have loaded this copy already (then nothing more is loaded).
-            try await host.execute(active ? .refresh(id: id) : .enable(id: id, tenant: nil))
+            // `refresh` when only the library or plugin.yaml changed: the server's folder watcher may have loaded this
+            // copy already, and then nothing more is loaded. Any other file (assets/, config.schema.yaml) is read at
+            // activation but not compared by `refresh`: `reload`.
+            let onlyBuild = copied.allSatisfy { $0 == ManifestLoader.fileName || $0 == library }
+            try await execute(active ? (onlyBuild ? .refresh(id: id) : .reload(id: id)) : .enable(id: id, tenant: nil))
             let after = try await host.plugin(id)
             let reloadTime = clock.now - reloadStart
             if let after, after.status != .enabled {

@@ -288,7 +288,11 @@ struct RepositorySafetyTests {
             said.append("\(r.status)\n\(r.stdout)\(r.stderr)")
             done.signal()
         }.start()
-        usleep(1_500_000)
+        // Killed once the CLI has queued the command (a CLI slow to start would otherwise find no server and run it itself).
+        let client = try StateStore(path: f.state)
+        let queuedBy = Date().addingTimeInterval(60)
+        while ((try? client.pendingCommands()) ?? []).isEmpty && Date() < queuedBy { usleep(20_000) }
+        #expect(try !client.pendingCommands().isEmpty, "the CLI queued nothing: \(said.value)")
         let killed = Date()
         kill(pid, SIGKILL)
         #expect(done.wait(timeout: .now() + 60) == .success)

@@ -128,6 +128,9 @@ extension KeelCommand {
 
         func run() async throws {
             try await reporting {
+                // A reader of its output that went away (`keel serve | head -1`) must not end the server: writes then
+                // fail with EPIPE, which `SystemFile.say` ignores (NIO ignores SIGPIPE too, but only once it made a socket).
+                signal(SIGPIPE, SIG_IGN)
                 // Before anything opens a descriptor, and before the default connection limit is read from it.
                 SystemFile.raiseDescriptorLimit()
                 SystemFile.returnLargeBlocks()
@@ -159,7 +162,10 @@ extension KeelCommand {
                     configuration.isolation.cpuSeconds = workerCPUSeconds
                     configuration.isolation.threadLimit = workerThreads
                 }
-                try Self.requirePluginFolder(options.pluginsDirectory, state: kernel.state, stateFile: options.stateFile)
+                // (Not on a shared state: a new host's folder is filled from the repositories, see SharedStateLoop.)
+                if !kernel.state.isShared {
+                    try Self.requirePluginFolder(options.pluginsDirectory, state: kernel.state, stateFile: options.shownStateFile)
+                }
                 // Several hosts on one PostgreSQL state: this one records its own status of each plugin from the start.
                 let shared = kernel.state.isShared ? SharedStateLoop(kernel: kernel) : nil
                 // Plugin code that hangs while the enabled plugins load is watched as it is later (the server's own
