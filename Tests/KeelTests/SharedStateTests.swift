@@ -204,6 +204,16 @@ extension PostgresBackedTests {
             }
             #expect(served == 200, "host b did not serve hello: \(b.errors.value)")
             #expect(((try? FileManager.default.contentsOfDirectory(atPath: root + "/plugins-b")) ?? []).contains("hello"))
+            // A host that joins with hello already enabled and its plugin folder not made yet: it starts (the check for a
+            // mistyped --plugins is for a state of its own), makes the folder and installs hello from the repository.
+            let c = try ServerProcess(plugins: root + "/plugins-c", state: url, extraArguments: ["--host-dir", root + "/host-c"])
+            var servedOnC = 0
+            for _ in 0..<200 where servedOnC != 200 {
+                servedOnC = (try? await c.request("GET", "/ext/hello/greet/ada").status) ?? 0
+                if servedOnC != 200 { try await Task.sleep(for: .milliseconds(50)) }
+            }
+            #expect(servedOnC == 200, "a new host without its folder did not serve hello: \(c.errors.value)")
+            c.stop()
 
             // greeter: host a runs it; host b records why it cannot, in its own row, and keeps serving hello.
             #expect(try await a.request("POST", "/api/v1/plugins/greeter/enable", admin: true).status == 200)
