@@ -34,11 +34,17 @@ extension Kernel {
     public func refresh(_ id: String) throws(KernelError) {
         try requireRunning("refresh \(id)")
         rescan()
-        if let current = active[id], let bundle = bundles[id], bundle.problem == nil, let path = bundle.buildPath,
-           GenerationStore.checksum(path) == current.checksum, bundle.manifest == current.manifest {
+        if let current = active[id], bundles[id]?.problem == nil, let path = bundles[id]?.buildPath,
+           !buildChanged(id, from: current, checksum: GenerationStore.checksum(path)) {
             return
         }
         try reload(id)
+    }
+
+    /// Whether plugin `id`'s bundle now holds another build than `current` runs: `checksum`, of its build file (the
+    /// library, or plugin.yaml for a manifest-only bundle), or its plugin.yaml differs. The watcher's test and `refresh`'s.
+    func buildChanged(_ id: String, from current: ActivePlugin, checksum: String?) -> Bool {
+        checksum != current.checksum || bundles[id]?.manifest != current.manifest
     }
 
     private func reloadNow(_ id: String) throws(KernelError) {
@@ -154,7 +160,7 @@ extension Kernel {
                     continue
                 }
                 let sum = GenerationStore.checksum(path), manifest = bundles[id]?.manifest
-                let changed = sum != current.checksum || manifest != current.manifest
+                let changed = buildChanged(id, from: current, checksum: sum)
                 if changed, let failed = failedReloads[id], failed.checksum == sum, failed.manifest == manifest {
                     // The build whose reload just failed (the dev loop's, or this watcher's): the failure stands.
                     log(.debug, id, "the build whose reload failed is unchanged; not tried again")

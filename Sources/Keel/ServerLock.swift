@@ -53,6 +53,12 @@ public final class ServerLock: Sendable {
         close(fd)
     }
 
+    /// A check that a server which held the lock on `stateFile` has let go of it (it stopped): for
+    /// `RemoteControl.submit`'s `serverGone`. Any thread.
+    public static func released(stateFile: String) -> @Sendable () -> Bool {
+        { running(stateFile: stateFile) == nil }
+    }
+
     /// The running server's line (`pid N URL`) when a server holds the lock on `stateFile`, else nil.
     public static func running(stateFile: String) -> String? {
         let path = stateFile + ".lock"

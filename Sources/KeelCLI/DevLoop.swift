@@ -27,7 +27,7 @@ struct RunningServerHost: DevHost {
         let line = try running()
         // A new build is probed in a child process first, which may take up to 10 s.
         try await RemoteControl.submit(command, state: state, timeout: .seconds(15), user: Kernel.osUser, actor: "dev",
-                                       target: ServerLock.host(inLine: line), serverGone: { [stateFile] in ServerLock.running(stateFile: stateFile) == nil })
+                                       target: ServerLock.host(inLine: line), serverGone: ServerLock.released(stateFile: stateFile))
     }
 
     /// - Throws: `CLIError` when the server has stopped: the live view it left behind is no longer served.

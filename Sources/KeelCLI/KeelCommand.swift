@@ -222,10 +222,7 @@ struct GlobalOptions: ParsableArguments {
     }
 
     /// For `RemoteControl.submit`: true once the server that was running has let go of its lock (it stopped).
-    var serverGone: @Sendable () -> Bool {
-        let file = localStateFile
-        return { ServerLock.running(stateFile: file) == nil }
-    }
+    var serverGone: @Sendable () -> Bool { ServerLock.released(stateFile: localStateFile) }
 
     /// Whom a command queued for the running server is for: on a shared state, that server's host id as its lock line
     /// names it, so that no other host of the state takes it (a reload or a command call runs in the server beside

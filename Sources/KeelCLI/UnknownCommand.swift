@@ -36,7 +36,6 @@ enum UnknownCommand {
         return nil
     }
 
-    /// The name that `word` is a prefix of or extends (`plugin`, `pluginss`), or at most 2 edits from.
     /// The message for an option given a negative number as its own word (`--idle-timeout -5`), which the parser
     /// reads as another option and reports as the first one's "missing value"; nil when there is none. Asked only
     /// after a failed parse (a command's own arguments, `keel call ... -5`, parse before this is asked).
@@ -49,6 +48,7 @@ enum UnknownCommand {
         return nil
     }
 
+    /// The name that `word` is a prefix of or extends (`plugin`, `pluginss`), or at most 2 edits from.
     static func closest(to word: String, in names: [String]) -> String? {
         let w = word.lowercased()
         if let prefix = names.first(where: { $0.hasPrefix(w) || w.hasPrefix($0) }), w.count >= 3 { return prefix }

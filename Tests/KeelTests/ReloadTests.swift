@@ -38,12 +38,17 @@ func waitFor(_ seconds: Double = 5, _ condition: () async throws -> Bool) async 
 
 @Suite("hot reload", .scheduled)
 struct ReloadTests {
-    @Test("reload swaps in the new build; the history records both generations")
-    func swap() async throws {
-        let f = KernelFixture()
+    /// Plugin `flip` serving build A (`tag=A`) from a fresh fixture; build B (`tag=B`) beside it, not installed.
+    func flip() async throws -> (kernel: Kernel, bundle: String, a: String, b: String) {
         let a = try TestEnvironment.buildFixture("flipA", ["PLUGIN_ID=\"flip\"", "TAG=\"A\""])
         let b = try TestEnvironment.buildFixture("flipB", ["PLUGIN_ID=\"flip\"", "TAG=\"B\""])
-        let (kernel, bundle) = try await serving(f, "flip", a, as: "libflip.so")
+        let (kernel, bundle) = try await serving(KernelFixture(), "flip", a, as: "libflip.so")
+        return (kernel, bundle, a, b)
+    }
+
+    @Test("reload swaps in the new build; the history records both generations")
+    func swap() async throws {
+        let (kernel, bundle, a, b) = try await flip()
         let before = try #require(kernel.registry.snapshot.route(method: "GET", path: "/ext/flip/ping"))
         #expect(get(kernel, "/ext/flip/ping")?.1.contains("tag=A") == true)
         try install(b, into: bundle, as: "libflip.so")
@@ -61,10 +66,7 @@ struct ReloadTests {
 
     @Test("refresh (keel dev's) loads a new build once: after the watcher's reload of the same build it loads nothing; reload always loads")
     func refreshLoadsOnce() async throws {
-        let f = KernelFixture()
-        let a = try TestEnvironment.buildFixture("flipA", ["PLUGIN_ID=\"flip\"", "TAG=\"A\""])
-        let b = try TestEnvironment.buildFixture("flipB", ["PLUGIN_ID=\"flip\"", "TAG=\"B\""])
-        let (kernel, bundle) = try await serving(f, "flip", a, as: "libflip.so")
+        let (kernel, bundle, a, b) = try await flip()
         func generations() async throws -> [Int] { try await kernel.history("flip").filter { $0.outcome == "activated" }.map(\.generation) }
         // The serving build: nothing to load.
         try await kernel.execute(.refresh(id: "flip"))

@@ -246,15 +246,12 @@ extension KeelCommand.Serve {
         CLIError("port \(port) on \(host) is in use; pass --port N (or --port 0 for a free one)")
     }
 
-    /// Fails before any plugin loads or a token is made when the server could not listen on `host:port`: a name
-    /// that does not resolve, an address not of this machine, a port in use or below 1024 without the right to it.
     /// Refuses a plugin folder that does not exist when the state wants plugins enabled: most likely a typo in
     /// `--plugins` (or `$KEEL_PLUGINS_DIR`), which would otherwise start a server with none of them, make the misspelt
     /// folder, and record every enabled plugin `missing`. A new state, or one with nothing enabled, starts as before
     /// (the folder is made). - Throws: `CLIError` naming the folder, the plugins and where they were found.
     static func requirePluginFolder(_ folder: String, state: StateStore, stateFile: String) throws {
-        var isFolder: ObjCBool = false
-        guard !FileManager.default.fileExists(atPath: folder, isDirectory: &isFolder) else { return }
+        guard !FileManager.default.fileExists(atPath: folder) else { return }
         guard let wanted = try? state.plugins().filter(\.enabled), let first = wanted.first else { return }
         let names = wanted.prefix(5).map(\.id).joined(separator: ", ") + (wanted.count > 5 ? ", ..." : "")
         let from = (first.bundlePath as NSString).deletingLastPathComponent
@@ -263,6 +260,8 @@ extension KeelCommand.Serve {
                        + "; pass --plugins with their folder, or make this one (mkdir) to serve without them")
     }
 
+    /// Fails before any plugin loads or a token is made when the server could not listen on `host:port`: a name
+    /// that does not resolve, an address not of this machine, a port in use or below 1024 without the right to it.
     /// `host` is resolved as the server (SwiftNIO) resolves it (getaddrinfo without hints, its first answer) and a
     /// stream socket bound there and closed; it sets SO_REUSEADDR as the server does, so a port in TIME_WAIT counts
     /// as free. Port 0 checks the address alone. - Throws: `CLIError` naming the address and the reason.
