@@ -13,12 +13,18 @@ public final class ServerLock: Sendable {
     /// The server's id among the hosts of a shared state, told to the CLI so that the commands it queues are for
     /// this server only (`host(inLine:)`); nil for a state file, which one server owns.
     let host: String?
+    /// The plugin folder the server serves (absolute), written on the file's second line for the CLI: a command that
+    /// goes through the server acts on this folder, whatever `--plugins` it was given (`servedFolder`).
+    let pluginsFolder: String?
 
-    /// Takes the lock and writes `info` (e.g. the server's URL) into the file, after the server's `host` id if any.
+    /// Takes the lock and writes `info` (e.g. the server's URL) into the file, after the server's `host` id if any,
+    /// and `pluginsFolder` (absolute) on a line of its own.
     /// - Throws: `KernelError.Code.state` when another server holds it or the file cannot be made.
-    public init(stateFile: String, info: String, host: String? = nil) throws(KernelError) {
+    public init(stateFile: String, info: String, host: String? = nil, pluginsFolder: String? = nil) throws(KernelError) {
         path = stateFile + ".lock"
         self.host = host
+        // A folder whose name holds a line break is not written: the file is read line by line.
+        self.pluginsFolder = pluginsFolder.flatMap { $0.contains("\n") ? nil : $0 }
         if let problem = SystemFile.prepareParent(of: stateFile) {
             throw KernelError(.state, reason: "\(stateFile): cannot be used as the state file: \(problem)")
         }
@@ -26,16 +32,18 @@ public final class ServerLock: Sendable {
         guard fd >= 0 else { throw KernelError(.state, reason: "\(stateFile): its lock file \(path) cannot be made: \(SystemFile.describe(errno: errno))") }
         guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
             close(fd)
-            let other = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
-            throw KernelError(.state, reason: "\(stateFile): another keel server is using it (\(other.trimmingCharacters(in: .whitespacesAndNewlines)))")
+            // Its first line (`pid N URL`); the folder line is for the CLI.
+            let other = (try? String(contentsOfFile: path, encoding: .utf8))?.split(separator: "\n").first.map(String.init) ?? ""
+            throw KernelError(.state, reason: "\(stateFile): another keel server is using it (\(other.trimmingCharacters(in: .whitespaces)))")
         }
         update(info)
     }
 
-    /// Rewrites the information other processes read: `pid N [host ID ]INFO`. Written over the old line, then cut to
-    /// its length, so that a reader never finds the file empty.
+    /// Rewrites the information other processes read: `pid N [host ID ]INFO`, then `plugins FOLDER` when the server
+    /// named its folder. Written over the old text, then cut to its length, so that a reader never finds the file empty.
     public func update(_ info: String) {
         let line = "pid \(getpid()) " + (host.map { "host \($0) " } ?? "") + "\(info)\n"
+            + (pluginsFolder.map { "\(Self.folderPrefix)\($0)\n" } ?? "")
         let length = line.withCString { pwrite(fd, $0, strlen($0), 0) }
         if length >= 0 { ftruncate(fd, off_t(length)) }
     }
@@ -61,6 +69,23 @@ public final class ServerLock: Sendable {
 
     /// The running server's line (`pid N URL`) when a server holds the lock on `stateFile`, else nil.
     public static func running(stateFile: String) -> String? {
+        runningText(stateFile: stateFile).map { text in
+            String(text.split(separator: "\n", omittingEmptySubsequences: true).first ?? "running")
+                .trimmingCharacters(in: .whitespaces)
+        }
+    }
+
+    /// The plugin folder the server running on `stateFile` serves (absolute), nil when none runs or it did not name
+    /// one (`keel dev --serve`, an embedding program, a server of an earlier keel).
+    public static func servedFolder(stateFile: String) -> String? {
+        guard let text = runningText(stateFile: stateFile) else { return nil }
+        return text.split(separator: "\n").first { $0.hasPrefix(folderPrefix) }.map { String($0.dropFirst(folderPrefix.count)) }
+    }
+
+    private static let folderPrefix = "plugins "
+
+    /// The lock file's text while a server holds the lock on `stateFile` ("running" when it cannot be read), else nil.
+    private static func runningText(stateFile: String) -> String? {
         let path = stateFile + ".lock"
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
@@ -69,6 +94,6 @@ public final class ServerLock: Sendable {
             flock(fd, LOCK_UN)
             return nil
         }
-        return ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "running").trimmingCharacters(in: .whitespacesAndNewlines)
+        return (try? String(contentsOfFile: path, encoding: .utf8)) ?? "running"
     }
 }

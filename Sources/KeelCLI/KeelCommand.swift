@@ -127,8 +127,24 @@ struct GlobalOptions: ParsableArguments {
     /// `--state` as it may be shown: a `postgres://` URL without its password.
     var shownStateFile: String { (try? PostgresURL(stateFile))?.redacted ?? PostgresURL.redact(stateFile) }
 
-    @Option(name: .customLong("plugins"), help: "Plugin folder: one bundle (plugin.yaml + .so) per sub-folder.")
-    var pluginsDirectory: String = KernelConfiguration.defaultPluginsDirectory
+    @Option(name: .customLong("plugins"), help: "Plugin folder: one bundle (plugin.yaml + .so) per sub-folder (default $KEEL_PLUGINS_DIR, else ./plugins).")
+    var pluginsOption: String?
+
+    /// The plugin folder: `--plugins`, else `$KEEL_PLUGINS_DIR`, else the folder of the server running on this state
+    /// (its lock file names it), else `plugins`. A command run beside a server, from any folder, thus acts on the
+    /// server's plugins (an install unpacks where the server looks; `keel dev` copies there).
+    var pluginsDirectory: String {
+        givenPluginsDirectory ?? (stateFile == StateStore.inMemory ? nil : ServerLock.servedFolder(stateFile: localStateFile))
+            ?? KernelConfiguration.defaultPluginsDirectory
+    }
+
+    /// The plugin folder when the user named one (`--plugins` or `$KEEL_PLUGINS_DIR`), nil for the default.
+    var givenPluginsDirectory: String? {
+        pluginsOption ?? ProcessInfo.processInfo.environment["KEEL_PLUGINS_DIR"].flatMap { $0.isEmpty ? nil : $0 }
+    }
+
+    /// `pluginsDirectory` as an absolute path without `.` or `..`, as a server names it in its lock file.
+    var absolutePluginsDirectory: String { URL(fileURLWithPath: absolute(pluginsDirectory)).standardizedFileURL.path }
 
     @Option(name: .customLong("state"), help: "SQLite state file, or postgres://user@host:port/database: a state several hosts share (password in PGPASSWORD).")
     var stateFile: String = KernelConfiguration.defaultStateFile
@@ -219,6 +235,29 @@ struct GlobalOptions: ParsableArguments {
     /// The running server's lock line, when `keel serve` owns this state file (this host's, for a shared state).
     var runningServer: String? {
         stateFile == StateStore.inMemory ? nil : ServerLock.running(stateFile: localStateFile)
+    }
+
+    /// `runningServer`, for a command that goes through the server (its command queue or live view). The server
+    /// acts on its own plugin folder: a `--plugins` (or `$KEEL_PLUGINS_DIR`) naming another folder is refused before
+    /// anything is sent, since the command would neither see it nor change it. A server that names no folder (an
+    /// earlier keel's) is not compared.
+    /// - Throws: `CLIError` naming both folders.
+    func throughServer() throws -> String? {
+        guard let line = runningServer else { return nil }
+        if let given = givenPluginsDirectory, let served = ServerLock.servedFolder(stateFile: localStateFile),
+           !Self.sameFolder(absolutePluginsDirectory, served) {
+            throw CLIError("--plugins \(given): the keel server on \(shownStateFile) (\(line)) serves the plugin folder "
+                           + "\(served), and this command goes through it; leave --plugins out (and $KEEL_PLUGINS_DIR), give "
+                           + "that folder, or stop the server to use \(given)")
+        }
+        return line
+    }
+
+    /// True when both absolute paths name one folder: the same text, or the same folder on disk (through a link).
+    static func sameFolder(_ a: String, _ b: String) -> Bool {
+        if a == b { return true }
+        var sa = stat(), sb = stat()
+        return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino
     }
 
     /// For `RemoteControl.submit`: true once the server that was running has let go of its lock (it stopped).

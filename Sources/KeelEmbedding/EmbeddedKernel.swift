@@ -41,7 +41,9 @@ final class EmbeddedKernel: Sendable {
 
     init(configuration: KernelConfiguration, logGate: LogGate?) throws(KernelError) {
         let onFile = configuration.stateFile != StateStore.inMemory
-        let lock = onFile ? try ServerLock(stateFile: configuration.stateFile, info: "embedded (libkeel, not serving HTTP)") : nil
+        // The folder is named for the CLI, whose commands beside this program act on it (`ServerLock.servedFolder`).
+        let lock = onFile ? try ServerLock(stateFile: configuration.stateFile, info: "embedded (libkeel, not serving HTTP)",
+                                           pluginsFolder: URL(fileURLWithPath: configuration.pluginsDirectory).standardizedFileURL.path) : nil
         self.lock = Mutex(lock)
         let kernel = try Kernel(configuration: configuration)
         self.kernel = kernel

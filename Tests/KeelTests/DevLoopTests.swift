@@ -71,11 +71,14 @@ struct DevLoopTests {
         let server = try ServerProcess(plugins: host + "/plugins", state: host + "/state.db")
         defer { server.stop() }
 
-        let dev = try ChildProcess(PluginKitTests.keel, ["dev", project, "--plugins", host + "/plugins", "--state", host + "/state.db"],
-                                   environment: env.merging(["KEEL_ADMIN_TOKEN": ServerProcess.token]) { $1 })
+        // No --plugins, run in the project: the copies go to the running server's folder, not ./plugins here.
+        let dev = try ChildProcess(PluginKitTests.keel, ["dev", "--state", host + "/state.db"],
+                                   environment: env.merging(["KEEL_ADMIN_TOKEN": ServerProcess.token]) { $1 }, currentDirectory: project)
         defer { dev.stop() }
         // The first build is enabled in the server.
         try await dev.waitFor("watching \(project)")
+        #expect(dev.output.value.contains("keel dev: \(Self.id) in \(project) → \(host)/plugins/\(Self.id);"), "\(dev.output.value)")
+        #expect(!FileManager.default.fileExists(atPath: project + "/plugins"))
         #expect(dev.output.value.contains("enabled \(Self.id) 0.1.0 in "), "\(dev.output.value)\(dev.errors.value)")
         #expect(try await Self.waitForAnswer(server, "hello, ci, from \(Self.id)\n") == "hello, ci, from \(Self.id)\n")
 

@@ -13,9 +13,10 @@ struct FirstContactTests {
     /// Runs keel (or `executable`) and kills it after `timeout` seconds (status then is the signal's), so a command
     /// that wrongly keeps running fails the test instead of hanging it.
     func run(_ arguments: [String], executable: String? = nil, environment: [String: String] = [:],
-             timeout: Double = 60) throws -> (status: Int32, stdout: String, stderr: String) {
+             timeout: Double = 60, in folder: String? = nil) throws -> (status: Int32, stdout: String, stderr: String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable ?? keel)
+        if let folder { process.currentDirectoryURL = URL(fileURLWithPath: folder) }
         process.arguments = arguments
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         let out = Pipe(), err = Pipe()
@@ -460,6 +461,34 @@ struct FirstContactTests {
         let fresh = KernelFixture()
         let server = try ServerProcess(plugins: fresh.plugins + "/new", state: fresh.state, extraArguments: ["--no-watch"])
         #expect(server.stop() == 0)
+    }
+
+    @Test("beside a running server the CLI acts on the server's plugin folder: without --plugins from any folder; another --plugins or $KEEL_PLUGINS_DIR is refused in one line and changes nothing")
+    func cliBesideServerFolder() async throws {
+        let (f, _) = try examples()
+        let server = try ServerProcess(plugins: f.plugins, state: f.state)
+        defer { server.stop() }
+        let other = TestEnvironment.makeTemporaryDirectory("other-plugins")
+        for (arguments, environment) in [(["--plugins", other], [String: String]()), ([], ["KEEL_PLUGINS_DIR": other])] {
+            let refused = try run(["plugins", "enable", "hello", "--state", f.state] + arguments, environment: environment)
+            #expect(refused.status == 1)
+            #expect(refused.stderr.hasPrefix("keel: error: --plugins \(other): the keel server on \(f.state) (pid ")
+                    && refused.stderr.hasSuffix(" serves the plugin folder \(f.plugins), and this command goes through it; leave --plugins out (and $KEEL_PLUGINS_DIR), give that folder, or stop the server to use \(other)\n")
+                    && refused.stderr.split(separator: "\n").count == 1, "\(refused.stderr)")
+        }
+        let info = try await server.request("GET", "/api/v1/plugins/hello", admin: true)
+        #expect((info.json as? [String: Any])?["enabled"] as? Bool == false, "\(info.text)")
+        // The same folder spelled another way is the server's.
+        let same = try run(["plugins", "enable", "hello", "--state", f.state, "--plugins", f.plugins + "/./"])
+        #expect(same.status == 0, "\(same.stderr)")
+        // No --plugins, from another folder: the server's folder, not ./plugins there.
+        let elsewhere = try run(["plugins", "config", "nosuch", "--state", f.state], in: other)
+        #expect(elsewhere.stderr == "keel: error: no plugin \"nosuch\" in \(f.plugins)\n", "\(elsewhere.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: other + "/plugins"))
+        // Stopped: the CLI's own default again.
+        #expect(server.stop() == 0)
+        let alone = try run(["plugins", "config", "nosuch", "--state", f.state], in: other)
+        #expect(alone.stderr == "keel: error: no plugin \"nosuch\" in plugins\n", "\(alone.stderr)")
     }
 
     @Test("grant to a plugin whose plugin.yaml is broken names the file and the fault, not a missing plugin")

@@ -22,7 +22,7 @@ extension KeelCommand {
             try await reporting {
                 let call = KernelCommand.call(plugin: plugin, command: command, arguments: arguments)
                 let result: CommandResult
-                if options.runningServer != nil {
+                if try options.throughServer() != nil {
                     result = try await RemoteControl.submit(call, state: try options.openState(), timeout: .seconds(30), user: Kernel.osUser,
                                                          target: options.queueTarget, serverGone: options.serverGone)
                 } else {

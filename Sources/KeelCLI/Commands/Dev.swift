@@ -54,7 +54,7 @@ extension KeelCommand {
                 let plugins = URL(fileURLWithPath: absolute(options.pluginsDirectory)).standardizedFileURL.path
                 // This host's own file: the SQLite state, or with a postgres:// --state the one in --host-dir.
                 let stateFile = URL(fileURLWithPath: absolute(options.localStateFile)).standardizedFileURL.path
-                if let server = options.runningServer {
+                if let server = try options.throughServer() {
                     let loop = DevLoop(project: project, id: id, buildCommand: build, pluginsDirectory: plugins,
                                        stateFile: stateFile, host: RunningServerHost(state: try options.openState(), stateFile: options.localStateFile))
                     say("keel dev: \(id) in \(project) → \(plugins)/\(id); every save rebuilds it and the running server (\(server)) reloads it"
@@ -155,7 +155,7 @@ extension KeelCommand {
         private func serveAndWatch(id: String, project: String, plugins: String, stateFile: String) async throws {
             // Signals are taken first: a Ctrl-C before the server listens must not end the process half-way.
             let signals = StopSignal()
-            let lock = try ServerLock(stateFile: options.localStateFile, info: "starting (keel dev --serve)")
+            let lock = try ServerLock(stateFile: options.localStateFile, info: "starting (keel dev --serve)", pluginsFolder: plugins)
             try KeelCommand.Serve.requirePortFree(host: host, port: port)
             let onlyID = id, verbose = options.verbose
             // The plugin's own log lines always; the kernel's and other plugins' warnings and errors; all with -v.

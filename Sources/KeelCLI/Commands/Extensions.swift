@@ -120,6 +120,8 @@ extension KeelCommand {
                     do { _ = try PluginConfig.validate(yaml: text, file: file, schemaPath: nil) } catch { throw CLIError(error) }
                     return text
                 }
+                // Beside a running server the install unpacks into its folder: another one given is refused.
+                _ = try options.throughServer()
                 let store = ExtensionStore(state: try options.openState(), pluginsDirectory: options.pluginsDirectory)
                 let plan: [ExtensionStore.Offer]
                 do { plan = try store.plan(parts[0], version: parts.count > 1 ? parts[1] : nil) } catch { throw CLIError(error) }

@@ -27,7 +27,7 @@ extension KeelCommand.Plugins {
             try await reporting {
                 let options = try self.options.readingState()
                 let plugins: [PluginInfo]
-                if options.runningServer != nil {
+                if try options.throughServer() != nil {
                     plugins = try RemoteControl.livePlugins(state: try options.openState())
                 } else {
                     let kernel = try options.makeOneShotKernel()
@@ -299,7 +299,7 @@ func throughServerOrKernel(_ options: GlobalOptions, id: String?, command: Kerne
 /// `throughServerOrKernel`, with the command's result (its note) too.
 func throughServerOrKernelResult(_ options: GlobalOptions, id: String?, command: KernelCommand,
                                  timeout: Duration = .seconds(10)) async throws -> (info: PluginInfo?, result: CommandResult) {
-    if options.runningServer != nil {
+    if try options.throughServer() != nil {
         let state = try options.openState()
         let result = try await RemoteControl.submit(command, state: state, timeout: timeout, user: Kernel.osUser, target: options.queueTarget,
                                                     serverGone: options.serverGone)

@@ -136,7 +136,8 @@ extension KeelCommand {
                 SystemFile.returnLargeBlocks()
                 // On a shared state the lock names this host's id, for the CLI's queued commands (`queueTarget`).
                 let lock = try ServerLock(stateFile: options.localStateFile, info: "starting",
-                                          host: PostgresURL.isPostgres(options.stateFile) ? SharedStateLoop.hostID(pid: getpid()) : nil)
+                                          host: PostgresURL.isPostgres(options.stateFile) ? SharedStateLoop.hostID(pid: getpid()) : nil,
+                                          pluginsFolder: options.absolutePluginsDirectory)
                 try Self.requirePortFree(host: host, port: port)
                 let signals = SecondSignalExit()
                 // Process 1 of its pid namespace (a container without an init): every process orphaned there becomes the

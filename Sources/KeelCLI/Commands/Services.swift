@@ -28,7 +28,7 @@ extension KeelCommand.Services {
             try await reporting {
                 let options = try self.options.readingState()
                 let services: [InterfaceInfo]
-                if options.runningServer != nil {
+                if try options.throughServer() != nil {
                     services = try RemoteControl.liveServices(state: try options.openState())
                 } else {
                     let kernel = try options.makeOneShotKernel()
