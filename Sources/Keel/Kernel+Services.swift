@@ -27,7 +27,11 @@ extension Kernel {
         }
         let scope = tenant ?? ""
         if !scope.isEmpty, !access.directory.tenants.contains(scope) {
-            throw KernelError(.directory, reason: "no tenant \"\(scope)\"")
+            // Clearing a choice a removed tenant left behind (a state from before removals took them along) is allowed.
+            let leftBehind = plugin == nil && ((try? state.serviceSelections()) ?? []).contains {
+                $0.tenant == scope && $0.interface == interface.description
+            }
+            guard leftBehind else { throw KernelError(.directory, reason: "no tenant \"\(scope)\"") }
         }
         if let plugin {
             let providers = installedProviders(of: interface)

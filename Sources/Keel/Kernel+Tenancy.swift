@@ -29,7 +29,11 @@ extension Kernel {
         notifyServiceChanges(since: before, tenantsBefore: tenantsBefore)
     }
 
-    public func createTenant(_ name: String) throws(KernelError) { try directoryChange { () throws(StateError) in try state.createTenant(name) } }
+    public func createTenant(_ name: String) throws(KernelError) {
+        try directoryChange { () throws(StateError) in try state.createTenant(name) }
+        // A choice an earlier tenant of this name left (a state from before deletes removed them) is gone from the store.
+        loadServiceSelections()
+    }
     public func createRole(_ name: String) throws(KernelError) { try directoryChange { () throws(StateError) in try state.createRole(name) } }
 
     /// Grants `permission` to `role`, or revokes it.
@@ -62,10 +66,14 @@ extension Kernel {
         if cascade && name != Principal.defaultTenant && access.directory.tenants.contains(name) {
             for id in only { try disable(id, cascade: true) }
         }
+        let before = registry.snapshot.services
         try directoryChange { () throws(StateError) in try state.deleteTenant(name, cascade: cascade) }
         for id in only {
             try tenancyChange { () throws(StateError) in try state.setPluginTenants(id, nil) }
         }
+        // Its choices of provider went with it.
+        loadServiceSelections()
+        notifyServiceChanges(since: before)
     }
 
     /// Enables `id` for one tenant (or, with nil, for all).

@@ -42,7 +42,7 @@ func requireFolder(_ path: String, hint: String) throws {
     guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
         throw CLIError("\(path): no such folder (\(hint))")
     }
-    guard isDirectory.boolValue else { throw CLIError("\(path): not a folder") }
+    guard isDirectory.boolValue else { throw CLIError("\(path): not a folder (\(hint))") }
 }
 
 /// Writes a secret (a private key) to `path` with mode 0600 from the first byte on.

@@ -44,13 +44,17 @@ extension StateStore {
         try change { db throws(StateError) in
             guard Self.isName(name) else { return "\"\(name)\" is not a valid tenant name (lowercase letters, digits, '-', '_', '.'; at most 64)" }
             guard !(try Self.exists(db, "tenants", name)) else { return "tenant \"\(name)\" already exists" }
+            // A choice of provider left by an earlier tenant of this name (a state from before `deleteTenant` removed
+            // them) is not the new tenant's.
+            try db.query("DELETE FROM service_selections WHERE tenant = ?", [.text(name)])
             try db.query("INSERT INTO tenants (name, created_at) VALUES (?, ?)", [.text(name), .text(Self.now())])
             return nil
         }
     }
 
-    /// Removes a tenant with its members. Refused while plugins are enabled for it specifically, unless `cascade`
-    /// (which takes it out of their tenant lists; a plugin left with no tenant stays enabled for none).
+    /// Removes a tenant with its members and its choices of service provider. Refused while plugins are enabled for
+    /// it specifically, unless `cascade` (which takes it out of their tenant lists; a plugin left with no tenant stays
+    /// enabled for none).
     public func deleteTenant(_ name: String, cascade: Bool) throws(StateError) -> ChangeResult {
         try change { db throws(StateError) in
             guard name != "default" else { return "the default tenant cannot be removed" }
@@ -62,6 +66,7 @@ extension StateStore {
             }
             try db.query("DELETE FROM plugin_tenants WHERE tenant = ?", [.text(name)])
             try db.query("DELETE FROM members WHERE tenant = ?", [.text(name)])
+            try db.query("DELETE FROM service_selections WHERE tenant = ?", [.text(name)])
             try db.query("DELETE FROM tenants WHERE name = ?", [.text(name)])
             return nil
         }

@@ -92,6 +92,14 @@ struct ServicesTests {
         await again.start()
         #expect(call(again, "/ext/user/call", query: "x").text.contains("provider=alpha"), "the host-wide choice is stored")
         #expect(call(again, "/ext/user/call", query: "x", tenant: "acme").text.contains("provider=beta"), "so is the tenant's")
+        // A tenant removed takes its choice with it: a new tenant of the same name starts with the host-wide one.
+        try await again.execute(.deleteTenant(name: "acme", cascade: true))
+        var serving = try #require(await again.services().first { $0.interface == "test.echo/1" }).serving
+        #expect(serving.map { "\($0.tenant)=\($0.provider ?? "-")" } == ["=alpha"], "\(serving)")
+        try await again.execute(.createTenant(name: "acme"))
+        #expect(call(again, "/ext/user/call", query: "x", tenant: "acme").text.contains("provider=alpha"))
+        serving = try #require(await again.services().first { $0.interface == "test.echo/1" }).serving
+        #expect(serving.map { "\($0.tenant)=\($0.provider ?? "-")" } == ["=alpha"], "\(serving)")
         try await again.execute(.useProvider(interface: "test.echo/1", plugin: nil, tenant: nil))
         #expect(call(again, "/ext/user/call", query: "x").text.contains("provider=beta"), "forgetting the choice brings the rule back")
         await again.shutdown()

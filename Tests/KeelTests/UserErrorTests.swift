@@ -194,6 +194,14 @@ struct UserErrorTests {
         let wrong = try run(["pack", f.plugins + "/hello-c", "--out", out, "--key", keys + "/acme.pub", "--signer", "acme"] + ["--state", f.state])
         expectOneLine(wrong, contains: "acme.pub: is the public key trusted as \"acme\"")
         expectOneLine(try run(["pack", f.plugins + "/hello-c", "--out", out, "--key", keys + "/none.key"]), contains: "none.key: no such file or folder")
+        // Where no state trusts the signer (a build machine), the public key is still refused: others may read it.
+        expectOneLine(try run(["pack", f.plugins + "/hello-c", "--out", out, "--key", keys + "/acme.pub", "--signer", "acme"]),
+                      contains: "acme.pub: others may read it (mode 644), so it is not used as a private signing key")
+        expectOneLine(try run(["pack", f.plugins + "/hello-c", "--out", out, "--signer", "acme"]),
+                      contains: "--signer acme without --key: nothing would be signed")
+        expectOneLine(try run(["pack", f.plugins + "/hello-c/plugin.yaml", "--out", out]),
+                      contains: "hello-c/plugin.yaml: not a folder (pass the bundle folder, the one that holds plugin.yaml)")
+        #expect(((try? FileManager.default.contentsOfDirectory(atPath: out)) ?? []).isEmpty, "a refused pack writes nothing")
         let right = try run(["pack", f.plugins + "/hello-c", "--out", out, "--key", keys + "/acme.key", "--signer", "acme", "--state", f.state])
         #expect(right.status == 0 && right.stdout.contains("(signed)"), "\(right)")
     }

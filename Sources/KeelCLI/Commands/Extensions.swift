@@ -20,6 +20,10 @@ extension KeelCommand {
 
         func run() async throws {
             try await reporting {
+                try requireFolder(folder, hint: "pass the bundle folder, the one that holds plugin.yaml")
+                if key == nil, let signer {
+                    throw CLIError("--signer \(signer) without --key: nothing would be signed; pass --key with \(signer)'s private key file (keel trust keygen wrote it)")
+                }
                 let manifest: Manifest
                 do { manifest = try ManifestLoader().load(path: folder + "/" + ManifestLoader.fileName).0 } catch { throw CLIError(error) }
                 // Only what the bundle needs at run time: a project's sources and build files stay behind.
