@@ -285,6 +285,14 @@ struct FirstContactTests {
         let body = api.json as? [String: Any]
         #expect(api.status == 200 && body?["id"] as? String == "hello", "\(api.text)")
         #expect((body?["note"] as? String)?.hasPrefix("\"hello\" 1.0.0 is up to date") == true, "\(api.text)")
+
+        // An install beside the server is made by the server: its view holds the install when the CLI returns.
+        #expect(try run(["uninstall", "hello"] + common).status == 0)
+        let installed = try run(["install", "hello", "--allow-unsigned"] + common)
+        #expect(installed.status == 0 && installed.stdout.contains("installed hello 1.0.0"), "\(installed)")
+        let listed = try run(["plugins", "list", "--json"] + common)
+        let hello = (try JSONSerialization.jsonObject(with: Data(listed.stdout.utf8)) as? [[String: Any]])?.first { $0["id"] as? String == "hello" }
+        #expect(hello?["signature"] as? String == "unsigned (allowed by the operator)", "\(listed.stdout)")
     }
 
     @Test("add-member with an unknown role says how to create it; granting an undeclared permission needs --force")

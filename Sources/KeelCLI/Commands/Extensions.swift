@@ -124,8 +124,9 @@ extension KeelCommand {
                     do { _ = try PluginConfig.validate(yaml: text, file: file, schemaPath: nil) } catch { throw CLIError(error) }
                     return text
                 }
-                // Beside a running server the install unpacks into its folder: another one given is refused.
-                _ = try options.throughServer()
+                // Beside a running server the server installs (into its folder: another one given is refused), so that
+                // its view is current when this command returns; else a kernel of this process does.
+                let server = try options.throughServer()
                 let store = ExtensionStore(state: try options.openState(), pluginsDirectory: options.pluginsDirectory)
                 let plan: [ExtensionStore.Offer]
                 do { plan = try store.plan(parts[0], version: parts.count > 1 ? parts[1] : nil) } catch { throw CLIError(error) }
@@ -134,8 +135,10 @@ extension KeelCommand {
                 let result: CommandResult
                 do {
                     result = try await withProgress("installing \(plan.map(\.id).joined(separator: ", ")) (fetch, verify, probe)") {
-                        try await executeStored(options, .install(id: parts[0], version: parts.count > 1 ? parts[1] : nil,
-                                                                  allowUnsigned: allowUnsigned, signer: signer.change))
+                        let install = KernelCommand.install(id: parts[0], version: parts.count > 1 ? parts[1] : nil,
+                                                            allowUnsigned: allowUnsigned, signer: signer.change)
+                        return server == nil ? try await executeStored(options, install)
+                            : try await throughServerOrKernelResult(options, id: nil, command: install, timeout: .seconds(120)).result
                     }
                 } catch {
                     // Say what did get installed before the failure (dependencies come first).
@@ -147,7 +150,7 @@ extension KeelCommand {
                 for line in result.installed { print("installed \(line)") }
                 if let note = result.note { print(note) }
                 if let config, let yaml {
-                    do { try await executeStored(options, .config(id: parts[0], yaml: yaml, file: config)) } catch {
+                    do { _ = try await throughServerOrKernel(options, id: nil, command: .config(id: parts[0], yaml: yaml, file: config)) } catch {
                         throw CLIError("\(parts[0]) is installed but not configured: \(ErrorText.describe(error)); fix \(config) and run `keel plugins config \(parts[0]) \(config)`")
                     }
                     print("configured \(parts[0])")
