@@ -55,6 +55,12 @@ struct CommandRunner: Sendable {
             // The same words for a plugin another tenant has as for none at all: the answer tells no one which
             // plugins other tenants run.
             let active = registry.snapshot.plugins[plugin] != nil && access.isVisible(plugin, tenant: principal.tenant)
+            // The host's own admin (the operator, the admin token), who enabled it for those tenants, is told which.
+            if found != nil, principal.authenticatedBy == "keel", principal.roles.contains("admin"),
+               let tenants = access.directory.pluginTenants[plugin], !tenants.isEmpty {
+                return .failure(CommandError(.unknown, "no command \(plugin).\(name) for tenant \(principal.tenant): \(plugin) serves "
+                                             + "tenant(s) \(tenants.sorted().joined(separator: ", ")) only (call it in one: keel call --tenant NAME)"))
+            }
             return .failure(CommandError(.unknown, "no command \(plugin).\(name)" + (active ? "" : " (no active plugin \"\(plugin)\")")))
         }
         if let refusal = refusal(plugin, name, permission: command.declaration.permission, principal) { return .failure(refusal) }

@@ -31,11 +31,17 @@ extension Kernel {
         try requireRunning(command.name)
         var called: Result<CommandResult, KernelError>?
         switch command {
-        case let .call(plugin, name, arguments):
-            called = await Self.offKernel { [self] in
-                call(plugin, name, arguments: arguments.map(CommandArgument.text), as: Kernel.operatorPrincipal)
-                    .map { CommandResult(output: $0.json) }
-                    .mapError { KernelError(.command, pluginID: plugin, reason: $0.message) }
+        case let .call(plugin, name, arguments, tenant):
+            var principal = Kernel.operatorPrincipal
+            if let tenant, tenant != Principal.defaultTenant, !access.directory.tenants.contains(tenant) {
+                called = .failure(KernelError(.directory, pluginID: plugin, reason: "no tenant \"\(tenant)\""))
+            } else {
+                if let tenant { principal.tenant = tenant }
+                called = await Self.offKernel { [self, principal] in
+                    call(plugin, name, arguments: arguments.map(CommandArgument.text), as: principal)
+                        .map { CommandResult(output: $0.json) }
+                        .mapError { KernelError(.command, pluginID: plugin, reason: $0.message) }
+                }
             }
         case let .install(id, version, allowUnsigned, signer):
             do throws(KernelError) {
@@ -173,7 +179,7 @@ extension Kernel {
             return CommandResult(note: "key \(ExtensionStore.fingerprint(key))" + (pinned.isEmpty ? "" :
                 "; pinned to it: \(pinned.joined(separator: ", ")), which keep serving; an upgrade of one is refused until a "
                 + "package signed by another trusted key moves it (keel upgrade ID --signer NAME)"))
-        case let .useProvider(interface, plugin, tenant): try useProvider(interface, plugin: plugin, tenant: tenant)
+        case let .useProvider(interface, plugin, tenant): return CommandResult(note: try useProvider(interface, plugin: plugin, tenant: tenant))
         case .call, .install, .upgrade:
             // Run by `execute` before this, off the kernel's thread.
             throw KernelError(.command, pluginID: command.pluginID, reason: "internal error: \(command.name) reached the kernel's thread")

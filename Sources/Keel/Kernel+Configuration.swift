@@ -124,7 +124,8 @@ extension Kernel {
         }
         guard active[id] != nil else { return }
         do { try reload(id) } catch where !taken.isEmpty {
-            let reason = "revoked \(taken.joined(separator: ", ")) and it cannot run without: \(error.reason)"
+            let reason = "revoked \(taken.joined(separator: ", ")) and it cannot run without: \(error.reason); stopped until a new "
+                + "grant and `keel plugins enable \(id)`"
             takeDown(id, wanted: true, reason: reason, dependentsReason: "had a capability revoked and was stopped")
             throw KernelError(error.code, pluginID: id, reason: reason)
         }

@@ -45,7 +45,7 @@ extension Kernel {
     /// calls), or everything when it names none.
     func noteForLiveView(_ command: KernelCommand) {
         guard liveViewPublishers > 0 else { return }
-        if case let .call(plugin, _, _) = command { liveViewDirty.insert(plugin) } else if let id = command.pluginID {
+        if case let .call(plugin, _, _, _) = command { liveViewDirty.insert(plugin) } else if let id = command.pluginID {
             liveViewDirty.insert(id)
         } else {
             liveViewStale = true

@@ -58,7 +58,12 @@ extension Kernel {
         guard let old = active[id] else {
             // An idle lazy plugin stays idle: its next use loads the current build.
             if idle.contains(id) { return park(id) }
-            if (try? state.plugin(id))?.enabled == true { try activate(id, reusing: false) }
+            if (try? state.plugin(id))?.enabled == true { try activate(id, reusing: false); return }
+            // Disabled: nothing is loaded (its next enable loads the current build), unless that build cannot be
+            // loaded at all, which fails the command (and its audit row) with the bundle's reason.
+            if let problem = bundles[id]?.problem {
+                throw KernelError(.bundle, pluginID: id, reason: "\(id) is disabled, and its current build cannot be loaded: \(problem)")
+            }
             return
         }
         let generation: Generation

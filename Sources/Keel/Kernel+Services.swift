@@ -13,9 +13,12 @@ extension Kernel {
     /// Makes `plugin` serve `interfaceText` (e.g. `gitops.sync/1`) host-wide, or for `tenant`; with `plugin` nil,
     /// forgets the choice so the ranking rule decides again. Stored in one transaction, then in effect at once: new
     /// acquires reach the new provider, consumers' listeners are told, leases on the old one finish undisturbed.
+    /// - Returns: a note when the chosen plugin does not serve that scope now (not enabled, or enabled for other
+    ///   tenants only), naming what serves instead; the choice is stored all the same and takes effect once it can.
     /// - Throws: `KernelError` for a malformed interface id, a plugin that does not provide it (naming those that
     ///   do), an unknown tenant, or a state write failure.
-    public func useProvider(_ interfaceText: String, plugin: String?, tenant: String?) throws(KernelError) {
+    @discardableResult
+    public func useProvider(_ interfaceText: String, plugin: String?, tenant: String?) throws(KernelError) -> String? {
         // A bare name (as plugin.yaml's `provides` writes it) stands for the one major version installed plugins
         // provide of it.
         let majors = InterfaceID.isValidName(interfaceText)
@@ -52,6 +55,14 @@ extension Kernel {
         let before = registry.snapshot.services
         loadServiceSelections()
         notifyServiceChanges(since: before)
+        guard let plugin else { return nil }
+        let serving = services().first { $0.interface == interface.description }?.serving.first { $0.tenant == scope }
+        guard serving?.provider != plugin else { return nil }
+        let only = access.directory.pluginTenants[plugin] ?? []
+        let why = !only.isEmpty && (scope.isEmpty || !only.contains(scope))
+            ? "it is enabled for tenant(s) \(only.sorted().joined(separator: ", ")) only" : "it is not enabled"
+        return "\(plugin) is chosen, but does not serve \(scope.isEmpty ? "host-wide" : "tenant \(scope)"): \(why); "
+            + "serving now: \(serving?.provider ?? "none")"
     }
 
     /// Plugins whose manifest provides `interface` (installed, enabled or not), and "keel" when the host does.

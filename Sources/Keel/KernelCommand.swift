@@ -46,8 +46,10 @@ public enum KernelCommand: Codable, Sendable, Hashable {
     case untrustKey(name: String)
     /// Makes `plugin` serve `interface` (`gitops.sync/1`) host-wide or for `tenant`; `plugin` nil forgets the choice.
     case useProvider(interface: String, plugin: String?, tenant: String?)
-    /// Calls a plugin's command as the operator (an admin); the result, as JSON, is in `CommandResult.output`.
-    case call(plugin: String, command: String, arguments: [String])
+    /// Calls a plugin's command as the operator (an admin), acting in `tenant` (nil: the default tenant): a plugin
+    /// enabled for some tenants only serves theirs. The result, as JSON, is in `CommandResult.output`. (A queue entry
+    /// of an earlier keel, without `tenant`, reads as nil.)
+    case call(plugin: String, command: String, arguments: [String], tenant: String? = nil)
     /// Replaces the stored admin token with a new random one (returned once, in `CommandResult.adminToken`).
     case resetAdminToken
 
@@ -90,7 +92,7 @@ public enum KernelCommand: Codable, Sendable, Hashable {
         case let .setMember(tenant, _, _, _): tenant
         case let .setRolePermission(role, _, _): role
         case let .useProvider(interface, _, _): interface
-        case let .call(plugin, command, _): "\(plugin).\(command)"
+        case let .call(plugin, command, _, _): "\(plugin).\(command)"
         case .rescan, .resetAdminToken: ""
         }
     }

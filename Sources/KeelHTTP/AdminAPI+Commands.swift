@@ -9,7 +9,7 @@ import Keel
 /// | route | who |
 /// |---|---|
 /// | `GET /api/v1/commands[?plugin=ID]` | admin token only: every declared command with its signature |
-/// | `POST /api/v1/plugins/<id>/commands/<name>` `{"args": [2, 40]}` → `{"result": 42}` | anyone the auth chain lets through who holds the command's permission (admins for a command without one) |
+/// | `POST /api/v1/plugins/<id>/commands/<name>` `{"args": [2, 40]}` → `{"result": 42}` | anyone the auth chain lets through who holds the command's permission (admins for a command without one); `"tenant"`: the host's admin only |
 ///
 /// A call runs in the plugin's lane, like its routes. Errors: 404 `unknown-command`, 400 `bad-argument` (naming the
 /// argument), 403 `forbidden` (which permission is missing goes to the log and the audit trail only), 500 `command-failed` (the plugin's status and message), 503 `unavailable` or `busy`.
@@ -20,8 +20,21 @@ extension AdminAPI {
         }
         open.post("plugins/:id/commands/:name") { request, context -> Response in
             let id = try context.parameters.require("id"), name = try context.parameters.require("name")
-            let body = try await self.optionalBody(CommandCall.self, request, context) ?? CommandCall(args: [])
-            let principal = context.principal, channel = context.channel, gatekeeper = self.gatekeeper
+            let body = try await self.optionalBody(CommandCall.self, request, context) ?? CommandCall(args: [], tenant: nil)
+            var caller = context.principal
+            let channel = context.channel, gatekeeper = self.gatekeeper
+            // The host's admin may act in another tenant (a plugin enabled for some tenants only serves theirs), as
+            // `keel call --tenant` does; nobody else may choose a tenant here.
+            if let tenant = body.tenant, tenant != caller.tenant {
+                guard caller.authenticatedBy == "keel", caller.roles.contains("admin") else {
+                    throw APIError.forbidden(because: "only the host's admin may call a command in another tenant")
+                }
+                guard tenant == Principal.defaultTenant || kernel.access.directory.tenants.contains(tenant) else {
+                    throw APIError(.notFound, "not-found", "no tenant \"\(tenant)\"")
+                }
+                caller.tenant = tenant
+            }
+            let principal = caller
             /// A refusal is logged and written to the audit trail (a durable commit) in the lane, never on one of
             /// Swift's own threads: any client may ask for refusals.
             @Sendable func audited(_ result: Result<CommandValue, CommandError>) -> Result<CommandValue, CommandError> {
@@ -72,4 +85,6 @@ extension AdminAPI {
 
 struct CommandCall: Decodable {
     var args: [CommandArgument]
+    /// The tenant the host's admin calls in (nil: the caller's own).
+    var tenant: String?
 }

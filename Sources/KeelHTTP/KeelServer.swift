@@ -219,7 +219,21 @@ public struct KeelServer: Sendable {
             // The command queue's installs, upgrades and uninstalls write their outcome before the caller shuts the
             // kernel down (`RemoteControl.serve` waits for them; a download is bounded by its repository's time-outs).
             remote?.cancel()
-            await remote?.value
+            if let remote {
+                // Not a command stuck in plugin code that stalls the lifecycle (a reload whose `activate` never
+                // returns): the caller then records the stall and exits (`StallWatch.exitIfStalled`), as a stop of a
+                // host stalled through the admin API does; waiting here would hold the stop for ever.
+                let first = FirstOf<Void>()
+                Task { await remote.value; first.resume(()) }
+                let stalled = Task {
+                    while !Task.isCancelled && !first.isFinished {
+                        if kernel.lifecycleStall != nil { first.resume(()); return }
+                        try? await Task.sleep(for: .milliseconds(200))
+                    }
+                }
+                await withCheckedContinuation { first.set($0) }
+                stalled.cancel()
+            }
             await proxy.shutdown()
             // Past the grace period, with requests stuck in plugin code, the threads are not waited for at all.
             if await !lanes.shutdown(within: outcome == nil ? .milliseconds(100) : .seconds(5)) {

@@ -86,7 +86,7 @@ public final class RouteHandler: @unchecked Sendable {
         let message = status == KEEL_OK ? "" : context.takeError()
         let request = prepared.request
         _ = context.account("\(request.method) \(request.path) handler", started: started, budget: context.budgets.handler,
-                            failed: status != KEEL_OK, detail: "\(StatusCode.name(status)) \(message)")
+                            failed: status != KEEL_OK, detail: StatusCode.name(status) + (message.isEmpty ? "" : " " + message))
         guard status == KEEL_OK else {
             return .failure(PluginCallError(pluginID: pluginID, status: status, message: message))
         }

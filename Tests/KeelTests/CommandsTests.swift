@@ -116,6 +116,20 @@ struct CommandsTests {
         #expect(run(kernel, "ghost", [], as: bob) == "unknown-command: no command calc.ghost (no active plugin \"calc\")",
                 "an unknown command of it too")
         #expect(run(kernel, "ghost", [], as: alice) == "unknown-command: no command calc.ghost", "its own tenant is told the plugin is there")
+
+        // The operator (the CLI's `keel call`) calls in the default tenant unless it names another: told which
+        // tenants the plugin serves, then served in one of them. A tenant that does not exist is refused.
+        await #expect { try await kernel.execute(.call(plugin: "calc", command: "add", arguments: ["1", "2"])) } throws: { error in
+            "\(error)".contains("no command calc.add for tenant default: calc serves tenant(s) acme only (call it in one: keel call --tenant NAME)")
+        }
+        let inAcme = try await kernel.execute(.call(plugin: "calc", command: "add", arguments: ["1", "2"], tenant: "acme"))
+        #expect(inAcme.output == "3")
+        await #expect { try await kernel.execute(.call(plugin: "calc", command: "add", arguments: ["1", "2"], tenant: "nowhere")) } throws: { error in
+            "\(error)".contains("no tenant \"nowhere\"")
+        }
+        // A tenant's own admin is not told: the same words as for no plugin at all.
+        #expect(run(kernel, "add", [], as: Principal(id: "bob", tenant: "globex", roles: ["admin"], authenticatedBy: "test"))
+                == "unknown-command: no command calc.add (no active plugin \"calc\")")
         await kernel.shutdown()
     }
 
@@ -341,6 +355,13 @@ struct CommandsFrontEndTests {
         #expect(r.status == 500 && r.errorCode == "command-failed" && r.text.contains("division by zero"))
         r = try await post("add", #"{"args": [2, 40"#)
         #expect(r.status == 400 && r.errorCode == "malformed-json")
+        // The host's admin may name the tenant to call in; a tenant that does not exist is 404; nobody else may name one.
+        r = try await post("add", #"{"args": [2, 40], "tenant": "default"}"#)
+        #expect(r.status == 200 && r.text == #"{"result":42}"#, "\(r.text)")
+        r = try await post("add", #"{"args": [2, 40], "tenant": "nowhere"}"#)
+        #expect(r.status == 404 && r.text.contains("no tenant") && r.text.contains("nowhere"), "\(r.text)")
+        r = try await post("add", #"{"args": [2, 40], "tenant": "acme"}"#, admin: false)
+        #expect(r.status == 403 && r.errorCode == "forbidden", "\(r.text)")
         let listed = try await server.request("GET", "/api/v1/commands?plugin=calc", admin: true)
         #expect((listed.json as? [[String: Any]])?.first?["signature"] as? String == "(i64, i64) -> i64")
 

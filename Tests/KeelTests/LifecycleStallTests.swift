@@ -148,6 +148,26 @@ struct LifecycleStallTests {
         #expect(await waitFor(20) { (try? await server.request("GET", "/ext/crasher/items/7").status) == 200 }, "\(server.errors.value)")
     }
 
+    @Test("a stall in a reload the CLI queued: SIGTERM ends the host (status 70, stall record) instead of waiting for the queued command")
+    func stalledQueuedReload() async throws {
+        let (f, hang) = try Self.staged()
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--stall-limit", "1", "--no-watch"],
+                                       environment: Self.environment(hang))
+        defer { server.stop() }
+        #expect(try await server.request("GET", "/ext/crasher/items/7").status == 200)
+        FileManager.default.createFile(atPath: hang, contents: nil)
+        let cli = try ChildProcess(TestEnvironment.binPath + "/keel", ["plugins", "reload", "crasher", "--plugins", f.plugins, "--state", f.state],
+                                   environment: Self.environment(hang))
+        defer { cli.stop() }
+        #expect(await waitFor(30) { await Self.health(server).status == 503 }, "\(server.errors.value)")
+        let stopped = Date()
+        #expect(server.stop() == 70, "\(server.errors.value)")
+        #expect(Date().timeIntervalSince(stopped) < 20, "the stop waited \(Date().timeIntervalSince(stopped)) s")
+        #expect(server.output.value.contains("exiting without deactivating the plugins; the next start quarantines \"crasher\""),
+                "\(server.output.value)\(server.errors.value)")
+        #expect(FileManager.default.fileExists(atPath: f.state + ".crash"), "the stall record")
+    }
+
     @Test("--exit-on-stall ends a stalled host by itself (status 70); the next start quarantines the plugin, and a guard's quarantine closes the host")
     func exitOnStall() async throws {
         // With its authorize hook, crasher is a guard: quarantined, it is a guard the host misses (fail closed).

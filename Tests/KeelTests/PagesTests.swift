@@ -100,7 +100,8 @@ struct ConsoleManifestTests {
         #expect(kernel.registry.snapshot.plugins["pg"] == nil)
         let stopped = try await kernel.plugin("pg")
         #expect(stopped.status == .failed && stopped.enabled)
-        #expect(stopped.reason == "revoked console-write and it cannot run without: " + refusal)
+        #expect(stopped.reason == "revoked console-write and it cannot run without: " + refusal
+                + "; stopped until a new grant and `keel plugins enable pg`")
         try await kernel.setGrants("pg", grant: ["console-write"])
         try await kernel.enable("pg")
         #expect(kernel.registry.snapshot.plugins["pg"] != nil)

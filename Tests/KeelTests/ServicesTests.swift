@@ -124,8 +124,11 @@ struct ServicesTests {
         try await kernel.enable("alpha")
         #expect(call(kernel, "/ext/user/call", query: "x").text.contains("provider=alpha"))
         #expect(call(kernel, "/ext/user/call", query: "x", tenant: "acme").text.contains("provider=beta"))
-        try await kernel.execute(.useProvider(interface: "test.echo/1", plugin: "beta", tenant: nil))
+        let chosen = try await kernel.execute(.useProvider(interface: "test.echo/1", plugin: "beta", tenant: nil))
         #expect(call(kernel, "/ext/user/call", query: "x").text.contains("provider=alpha"))
+        // Stored, and the answer says it does not serve and why (the CLI prints it in place of "served by beta").
+        #expect(chosen.note == "beta is chosen, but does not serve host-wide: it is enabled for tenant(s) acme only; serving now: alpha",
+                "\(String(describing: chosen.note))")
         let info = try #require(await kernel.services().first { $0.interface == "test.echo/1" })
         #expect(info.serving.map { "\($0.tenant)=\($0.provider ?? "-")" } == ["=alpha", "acme=beta"],
                 "host-wide alpha serves; beta serves acme: \(info.serving)")

@@ -22,6 +22,8 @@ struct SignerPinningTests {
             let (privateKey, publicKey) = ExtensionStore.makeKey()
             file = TestEnvironment.makeTemporaryDirectory("key-\(label)") + "/\(label).key"
             try privateKey.write(toFile: file, atomically: true, encoding: .utf8)
+            // As keel trust keygen leaves it: pack signs only with a key file its owner alone may read.
+            chmod(file, 0o600)
             self.publicKey = publicKey
         }
     }

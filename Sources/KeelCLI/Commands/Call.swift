@@ -11,16 +11,18 @@ extension KeelCommand {
             discussion: """
                 Arguments are read as the signature's types: `keel call calc add 2 40` prints 42. Strings are taken as \
                 written; bytes are base64. With a running server the call runs there (through its queue); else a \
-                kernel of this process loads the plugins first. The operator calls as an admin.
+                kernel of this process loads the plugins first. The operator calls as an admin, in the default tenant or --tenant.
                 """)
         @OptionGroup var options: GlobalOptions
         @Argument(help: "The plugin id.", completion: Completion.plugins) var plugin: String
         @Argument(help: "The command name (keel commands lists them).") var command: String
+        @Option(help: "Call as the operator acting in this tenant (a plugin enabled for some tenants only serves theirs).",
+                completion: Completion.tenants) var tenant: String?
         @Argument(parsing: .captureForPassthrough, help: "The arguments.") var arguments: [String] = []
 
         func run() async throws {
             try await reporting {
-                let call = KernelCommand.call(plugin: plugin, command: command, arguments: arguments)
+                let call = KernelCommand.call(plugin: plugin, command: command, arguments: arguments, tenant: tenant)
                 let result: CommandResult
                 if try options.throughServer() != nil {
                     result = try await RemoteControl.submit(call, state: try options.openState(), timeout: .seconds(30), user: Kernel.osUser,

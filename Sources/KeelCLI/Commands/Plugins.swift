@@ -213,12 +213,11 @@ extension KeelCommand.Plugins {
                 }
                 guard let info else { return }
                 // A disabled plugin is not loaded by a reload (its next enable loads the current build): said as such,
-                // not as "reloaded"; one whose bundle cannot be loaded at all is a failure, with the reason.
+                // not as "reloaded", with the reason it stopped (a quarantine, failed calls); one whose bundle cannot be
+                // loaded at all is the kernel's failure, with the reason.
                 guard info.enabled else {
-                    if info.status == .failed, let reason = info.reason {
-                        throw CLIError("\(id) is disabled, and its current build cannot be loaded: \(reason)")
-                    }
-                    print("\(id) is disabled: nothing was loaded (`keel plugins enable \(id)` loads its current build)")
+                    let why = info.status == .failed ? info.reason.map { " (\($0))" } ?? "" : ""
+                    print("\(id) is disabled\(why): nothing was loaded (`keel plugins enable \(id)` loads its current build)")
                     return
                 }
                 print("reloaded \(id) \(info.version): \(info.status.rawValue)")

@@ -49,7 +49,9 @@ extension KeelCommand.Services {
                     let scope = serving.tenant.isEmpty ? "serving" : "tenant \(serving.tenant)"
                     let who = serving.provider.map { "\($0) (\(serving.reason))" } ?? "none (\(serving.reason))"
                     var line = "  \(scope): \(who)"
-                    if let choice = serving.choice, choice != serving.provider { line += "; chosen \(choice) is not enabled" }
+                    if let choice = serving.choice, choice != serving.provider {
+                        line += "; chosen \(choice) is not enabled " + (serving.tenant.isEmpty ? "for every tenant" : "for \(serving.tenant)")
+                    }
                     out += line + "\n"
                 }
                 for p in s.providers {
@@ -79,9 +81,10 @@ extension KeelCommand.Services {
 
         func run() async throws {
             try await reporting {
-                _ = try await throughServerOrKernel(options, id: nil, command: .useProvider(interface: interface, plugin: plugin, tenant: tenant))
+                let result = try await throughServerOrKernelResult(options, id: nil, command: .useProvider(interface: interface, plugin: plugin, tenant: tenant)).result
+                // A choice that cannot serve yet is stored all the same; the note says why and what serves meanwhile.
+                print("\(interface)\(tenant.map { " for tenant \($0)" } ?? ""): " + (result.note ?? "served by \(plugin)"))
             }
-            print("\(interface)\(tenant.map { " for tenant \($0)" } ?? ""): served by \(plugin)")
         }
     }
 
