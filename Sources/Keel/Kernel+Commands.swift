@@ -134,7 +134,8 @@ extension Kernel {
         case let .uninstall(id, cascade, keepData): try uninstall(id, cascade: cascade, keepData: keepData)
         case let .createTenant(name): try createTenant(name)
         case let .deleteTenant(name, cascade): try deleteTenant(name, cascade: cascade)
-        case let .setMember(tenant, principal, role, member): try setMember(tenant: tenant, principal: principal, role: role, member: member)
+        case let .setMember(tenant, principal, role, member):
+            return CommandResult(note: try setMember(tenant: tenant, principal: principal, role: role, member: member))
         case let .createRole(name): try createRole(name)
         case let .setRolePermission(role, permission, granted):
             return CommandResult(note: try setRolePermission(role, permission, granted: granted))

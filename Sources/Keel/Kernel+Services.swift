@@ -36,6 +36,12 @@ extension Kernel {
             }
             guard leftBehind else { throw KernelError(.directory, reason: "no tenant \"\(scope)\"") }
         }
+        if plugin == nil, !((try? state.serviceSelections()) ?? []).contains(where: { $0.interface == interface.description && $0.tenant == scope }),
+           !services().contains(where: { $0.interface == interface.description }) {
+            // Nothing to forget, and nothing installed knows the interface: most often a typo.
+            let near = Spelling.nearest(interface.description, in: services().map(\.interface)).map { " (did you mean \($0)?)" } ?? ""
+            throw KernelError(.dependency, reason: "no installed plugin provides or consumes \(interface), and no choice is stored for it\(near)")
+        }
         if let plugin {
             let providers = installedProviders(of: interface)
             guard providers.contains(plugin) else {

@@ -54,8 +54,13 @@ extension Kernel {
         return permission != wildcard && held.contains(wildcard) ? "\(wildcard) still allows it" : nil
     }
 
-    public func setMember(tenant: String, principal: String, role: String, member: Bool = true) throws(KernelError) {
+    /// Binds (or unbinds) `principal` to `tenant` with `role`.
+    /// - Returns: a note when an unbinding changed nothing (the principal did not have the role there).
+    @discardableResult
+    public func setMember(tenant: String, principal: String, role: String, member: Bool = true) throws(KernelError) -> String? {
+        let held = access.directory.members[tenant]?[principal]?.contains(role) ?? false
         try directoryChange { () throws(StateError) in try state.setMember(tenant: tenant, principal: principal, role: role, member: member) }
+        return !member && !held ? "\(principal) was not \(role) in \(tenant); nothing changed" : nil
     }
 
     /// Removes a tenant. With `cascade`, plugins enabled only for it are disabled, before the tenant goes: a plugin

@@ -62,6 +62,11 @@ public struct ExtensionStore: Sendable {
     /// - Throws: `StoreError` naming the location and the reason.
     public static func checkLocation(_ location: String) throws -> String? {
         if RepositoryFetcher.isRemote(location) { return "not contacted now: an http repository is checked when it is used (keel search)" }
+        // A URL of another scheme (ftp://, s3://, git@host:...) is not a folder with a strange name.
+        if let colon = location.range(of: "://"), !location.hasPrefix("file://"),
+           location[..<colon.lowerBound].allSatisfy({ $0.isLetter || $0.isNumber || $0 == "+" || $0 == "-" || $0 == "." }) {
+            throw StoreError("\(location): \(location[..<colon.lowerBound]):// is not a repository location Keel reads (a folder, file://, http:// or https://)")
+        }
         let path = RepositoryFetcher.localPath(location)
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { throw StoreError("\(path): no such folder") }

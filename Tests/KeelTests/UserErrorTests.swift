@@ -177,6 +177,22 @@ struct UserErrorTests {
                       contains: "no repository offers \"hello\" (not read: repository \"web\": http://127.0.0.1:1/repo/index.yaml")
     }
 
+    @Test("typos that used to read as success: a plugin id to keel commands, an interface to services clear, a member never bound, a URL scheme to repo add")
+    func typosAreNamed() throws {
+        let f = KernelFixture()
+        try TestEnvironment.stageExamples(into: f.plugins)
+        #expect(try run(["tenants", "create", "acme"], f).status == 0)
+        expectOneLine(try run(["commands", "helo"], f), contains: "no plugin \"helo\" is known (did you mean \"hello\"?)")
+        let none = try run(["commands", "hello"], f)
+        #expect(none.status == 0 && none.stdout == "plugin hello declares no command\n", "\(none)")
+        expectOneLine(try run(["services", "clear", "gitops.synk/1"], f),
+                      contains: "no installed plugin provides or consumes gitops.synk/1, and no choice is stored for it")
+        let never = try run(["tenants", "remove-member", "default", "bob", "admin"], f)
+        #expect(never.status == 0 && never.stdout == "bob was not admin in default; nothing changed\n", "\(never)")
+        expectOneLine(try run(["repo", "add", "mirror", "ftp://example.com/keel"], f),
+                      contains: "repository \"mirror\": ftp://example.com/keel: ftp:// is not a repository location Keel reads (a folder, file://, http:// or https://)")
+    }
+
     @Test("plugins list shows why an install failed; pack refuses the public key in place of the private one")
     func installFailureAndKeys() throws {
         let f = KernelFixture()

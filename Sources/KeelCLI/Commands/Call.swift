@@ -60,6 +60,10 @@ extension KeelCommand {
                 let kernel = try options.makeKernel()
                 await kernel.rescan()
                 let commands = await kernel.commands(plugin)
+                // A plugin named that does not exist is a typo, not a plugin without commands.
+                if let plugin, commands.isEmpty {
+                    do { _ = try await kernel.plugin(plugin) } catch { throw CLIError(error) }
+                }
                 if json { try printJSON(commands); return }
                 if commands.isEmpty { print(plugin.map { "plugin \($0) declares no command" } ?? "no plugin declares a command") }
                 for c in commands {

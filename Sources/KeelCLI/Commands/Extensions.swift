@@ -215,7 +215,8 @@ extension KeelCommand {
 
             func run() async throws {
                 try await reporting {
-                    let location = location.hasPrefix("http") || location.hasPrefix("file://") ? location
+                    // A folder is stored absolute; a URL as given (the kernel refuses a scheme it does not read).
+                    let location = location.hasPrefix("http") || location.contains("://") ? location
                         : URL(fileURLWithPath: location).standardizedFileURL.path
                     let result = try await executeStored(options, .addRepository(name: name, location: location, priority: priority))
                     print("added repository \(name) (\(location))" + (result.note.map { "; " + $0 } ?? ""))

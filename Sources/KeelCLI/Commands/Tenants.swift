@@ -110,8 +110,10 @@ extension KeelCommand.Tenants {
         @OptionGroup var member: Member
 
         func run() async throws {
-            try await reporting { try await executeStored(options, member.command(member: false)) }
-            print("\(member.principal) is no longer \(member.role) in \(member.tenant)")
+            try await reporting {
+                let result = try await executeStored(options, member.command(member: false))
+                print(result.note ?? "\(member.principal) is no longer \(member.role) in \(member.tenant)")
+            }
         }
     }
 }
