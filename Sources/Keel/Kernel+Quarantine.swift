@@ -99,10 +99,10 @@ extension Kernel {
 
     /// A quarantined plugin whose library changed (a new build) is wanted again. Returns true when it lifted one.
     @discardableResult
-    func releaseRebuiltQuarantines() -> Bool {
+    func releaseRebuiltQuarantines(only ids: Set<String>? = nil) -> Bool {
         var lifted = false
         // One read of every quarantine, not one per plugin.
-        for (id, quarantined) in ((try? state.quarantinedChecksums()) ?? [:]).sorted(by: { $0.key < $1.key }) {
+        for (id, quarantined) in ((try? state.quarantinedChecksums()) ?? [:]).sorted(by: { $0.key < $1.key }) where ids?.contains(id) ?? true {
             guard let record = (try? state.plugin(id)) ?? nil,
                   let path = bundles[record.id]?.libraryPath, let current = GenerationStore.checksum(path),
                   current != quarantined else { continue }

@@ -175,9 +175,14 @@ extension Kernel {
                     // reload's failure is no longer true. Any other reason (a failed upgrade's) stays.
                     try? state.setStatus(id, .enabled, reason: nil)
                 }
-            } else if !byOtherFolder.contains(id) || bundles[id]?.problem == nil, (try? state.plugin(id))?.enabled == true {
+            } else if !byOtherFolder.contains(id) || bundles[id]?.problem == nil {
                 if let path = bundles[id]?.buildPath { _ = GenerationStore.waitUntilSettled(path) }
-                try? activate(id)
+                // A quarantined plugin given a new build (another checksum) is let out, as at the next start: the build
+                // that took the host down is not this one.
+                if !byOtherFolder.contains(id) { _ = releaseRebuiltQuarantines(only: [id]) }
+                guard (try? state.plugin(id))?.enabled == true else { continue }
+                // A lazy plugin is left idle: its next use loads the new build, as at start (not loaded now).
+                if isLazy(id) { park(id) } else { try? activate(id) }
             }
         }
         if !ids.isEmpty { noteChanged() }

@@ -425,6 +425,33 @@ struct LazyServerTests {
         #expect(outcomes.count == 1 && outcomes.first?.hasSuffix("failed") == true, "one attempt (the probe's): \(outcomes)")
     }
 
+    @Test("a new build of a lazy plugin whose activation failed, put into the watched folder, leaves it idle: its next request loads it, not the watcher")
+    func failedLazyNewBuild() async throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("lzfix", defines: ["ACTIVATE_FAILS"], capabilities: ["routes"], extra: "activation: lazy\n")
+        _ = try Lazy.enable("lzfix", plugins: f.plugins, state: f.state)
+        let server = try ServerProcess(plugins: f.plugins, state: f.state)
+        defer { server.stop() }
+        var r = try await server.request("GET", "/ext/lzfix/ping")
+        #expect(r.status == 503 && r.errorCode == "plugin-activation-failed", "\(r.status) \(r.text)")
+        // A fixed build, renamed into place as a build does.
+        let fixed = try TestEnvironment.buildFixture("lzfix", ["PLUGIN_ID=\"lzfix\"", "PLUGIN_VERSION=\"1.0.0\""])
+        let library = f.plugins + "/lzfix/liblzfix.so"
+        try? FileManager.default.removeItem(atPath: library + ".new")
+        try FileManager.default.copyItem(atPath: fixed, toPath: library + ".new")
+        #expect(rename(library + ".new", library) == 0)
+        func info() async -> [String: Any] {
+            (try? await server.request("GET", "/api/v1/plugins/lzfix", admin: true).json as? [String: Any]) ?? [:]
+        }
+        let idle = await waitFor(15) { await info()["activity"] as? String == "idle" }
+        let now = await info()
+        #expect(idle && now["status"] as? String == "enabled", "\(now)")
+        let outcomes = try Lazy.outcomes(f.state, "lzfix")
+        #expect(outcomes.count == 1, "nothing loaded by the watcher: \(outcomes)")
+        r = try await server.request("GET", "/ext/lzfix/ping")
+        #expect(r.status == 200, "\(r.status) \(r.text)")
+    }
+
     @Test("calling a command of an idle lazy plugin activates it and returns the result")
     func commandWakes() async throws {
         let c = CommandsFixture()
