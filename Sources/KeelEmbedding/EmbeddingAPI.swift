@@ -32,11 +32,17 @@ public func keel_open(_ config: UnsafePointer<keel_config>?, _ out: UnsafeMutabl
     out?.pointee = nil
     guard let config, let out else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_open: config and out_kernel must not be NULL") }
     // The size first: nothing past what the caller says it allocated is read.
-    let configSize = UnsafeRawPointer(config).loadUnaligned(as: UInt32.self)
-    guard Int(configSize) >= MemoryLayout<keel_config>.size else {
+    let configSize = Int(UnsafeRawPointer(config).loadUnaligned(as: UInt32.self))
+    // The 1.0 fields end where `records_crashes` begins: a program built then passes that size, and is served.
+    let firstSize = MemoryLayout<keel_config>.offset(of: \keel_config.records_crashes) ?? MemoryLayout<keel_config>.size
+    guard configSize >= firstSize else {
         return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_open: config.struct_size is \(configSize), expected \(MemoryLayout<keel_config>.size) (start from KEEL_CONFIG_INIT)")
     }
-    let c = config.pointee
+    // Only the bytes the caller allocated are read: the fields past them keep KEEL_CONFIG_INIT's values.
+    var c = keel_config()
+    withUnsafeMutableBytes(of: &c) { copy in
+        copy.copyMemory(from: UnsafeRawBufferPointer(start: config, count: min(configSize, MemoryLayout<keel_config>.size)))
+    }
     let state = c.state.map { String(cString: $0) } ?? StateStore.inMemory
     var configuration = KernelConfiguration(pluginsDirectory: c.plugins_dir.map { String(cString: $0) } ?? "",
                                             stateFile: state)
@@ -64,6 +70,18 @@ public func keel_open(_ config: UnsafePointer<keel_config>?, _ out: UnsafeMutabl
     if c.hook_budget_s > 0 { configuration.budgets.hook = c.hook_budget_s }
     if c.failure_threshold > 0 { configuration.budgets.failureThreshold = Int(c.failure_threshold) }
     if c.drain_timeout_s > 0 { configuration.drainTimeout = c.drain_timeout_s }
+    if c.records_crashes != 0 {
+        guard state != StateStore.inMemory else {
+            return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_open: config.records_crashes needs a state file (the record is written beside it)")
+        }
+        configuration.recordsCrashes = true
+    }
+    if let probe = c.probe.map({ String(cString: $0) }), !probe.isEmpty {
+        guard FileManager.default.isExecutableFile(atPath: probe) else {
+            return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_open: config.probe \(probe): not an executable file (give the path of a keel binary)")
+        }
+        configuration.probe = PluginProbe(executable: probe)
+    }
     let gate = c.log.map { LogGate(fn: $0, userData: c.log_user_data) }
     if let gate { configuration.log = { gate.log($0) } }
     do {

@@ -97,6 +97,40 @@ struct EmbeddingCTests {
         #expect(r.stdout.split(separator: "\n").count == 13, "\(r.stdout)")
     }
 
+    @Test("keel_config.records_crashes: a crash in plugin code ends the appliance with one line naming the plugin, and the next start quarantines it; .probe: a build that crashes while loading never reaches it; a 1.0-sized keel_config still opens")
+    func crashRecordsAndProbe() throws {
+        let app = try Self.build(TestEnvironment.fixtures + "/embed/embed_crash.c", "embed_crash")
+        let dir = TestEnvironment.makeTemporaryDirectory("embed-crash")
+        let plugins = dir + "/plugins", state = dir + "/state.db"
+        try FileManager.default.createDirectory(atPath: plugins, withIntermediateDirectories: true)
+        let crasher = try TestEnvironment.buildPlugin(source: TestEnvironment.fixtures + "/plugins/crasher.c", name: "crasher",
+                                                      defines: ["CRASHER_NO_GATE"])
+        try TestEnvironment.makeBundle(in: plugins, folder: "crasher", manifest: TestEnvironment.manifest(
+            id: "crasher", library: "libcrasher.so", capabilities: ["routes"]), library: crasher)
+        let environment = CrashAttributionTests.environment
+        let crash = try TestEnvironment.run(app, [plugins, state, "crash"], environment: environment)
+        #expect(!crash.stdout.contains("survived"), "\(crash.stdout)")
+        #expect(crash.stderr.contains("keel: plugin \"crasher\" (generation ") && crash.stderr.contains(") crashed the host with SIGSEGV"),
+                "\(crash.stderr)")
+        #expect(FileManager.default.fileExists(atPath: state + ".crash"))
+        let after = try TestEnvironment.run(app, [plugins, state, "after"], environment: environment)
+        #expect(after.status == 0 && after.stdout.contains("crasher failed ") && after.stdout.contains("crashed the host"), "\(after.stdout)\(after.stderr)")
+        // A program built against the 1.0 keel_config (without the fields above) is served as before.
+        let old = try TestEnvironment.run(app, [plugins, state, "old"], environment: environment)
+        #expect(old.status == 0 && old.stdout.hasSuffix("old: done\n"), "\(old.stdout)\(old.stderr)")
+
+        // With config.probe, a new build that crashes in activate is tried in a child keel probe only.
+        let fresh = dir + "/fresh.db", trigger = dir + "/segv"
+        FileManager.default.createFile(atPath: trigger, contents: nil)
+        let probed = try TestEnvironment.run(app, [plugins, fresh, "probe", TestEnvironment.binPath + "/keel"],
+                                             environment: environment.merging(["CRASHER_SEGV_ACTIVATE_IF": trigger]) { $1 })
+        #expect(probed.status == 0 && probed.stdout.contains("enable crasher: failed ") && probed.stdout.contains("SIGSEGV"),
+                "\(probed.stdout)\(probed.stderr)")
+        #expect(probed.stdout.hasSuffix("probe: done\n"), "\(probed.stdout)")
+        let noProbe = try TestEnvironment.run(app, [plugins, fresh, "probe", dir + "/no-such-keel"], environment: environment)
+        #expect(noProbe.status == 1 && noProbe.stdout.contains("config.probe") && noProbe.stdout.contains("not an executable file"), "\(noProbe.stdout)")
+    }
+
     @Test("under LeakSanitizer: no leak reported, whether the appliance closes its kernel or never does")
     func leakSanitizer() throws {
         let app = try Self.build(TestEnvironment.repository.path + "/Examples/appliance/appliance.c", "appliance-lsan",

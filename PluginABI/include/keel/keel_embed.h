@@ -84,9 +84,17 @@ typedef struct keel_config {
     double hook_budget_s;       /* an auth hook slower than this counts as a deny (default 0.25) */
     int32_t failure_threshold;  /* failed calls in a row after which a plugin is disabled (default 20) */
     double drain_timeout_s;     /* how long deactivation waits for a plugin's calls in flight (default 5) */
+    /* Since 1.1 (read only when struct_size covers them; a program built with the fields above alone still opens). */
+    int32_t records_crashes;    /* non-zero: when the process dies of SIGSEGV, SIGBUS, SIGILL, SIGFPE or SIGABRT in
+                                   plugin code, a crash record beside the state file (<state>.crash) names the plugin,
+                                   one line on stderr says so, and the next start quarantines it (as keel serve). The
+                                   handler is process-wide (the last kernel started names the file); needs a state file */
+    const char *probe;          /* a keel binary (e.g. the one `keel sdk install` came with): every new build is first
+                                   loaded in a child `keel probe`, so one that crashes, exits or hangs while loading never
+                                   reaches this process; NULL: builds are loaded directly */
 } keel_config;
 
-#define KEEL_CONFIG_INIT { (uint32_t)sizeof(keel_config), NULL, NULL, NULL, NULL, NULL, 0, 0, 0, 0, 0, 0 }
+#define KEEL_CONFIG_INIT { (uint32_t)sizeof(keel_config), NULL, NULL, NULL, NULL, NULL, 0, 0, 0, 0, 0, 0, 0, NULL }
 
 /* One header of a request or a response. */
 typedef struct keel_header {

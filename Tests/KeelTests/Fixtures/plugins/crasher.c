@@ -7,6 +7,7 @@
  *   CRASHER_NO_GATE            (define) no authorize hook: a plugin that guards nothing
  *   CRASHER_SLOW_ACTIVATE_MS   (environment) activate sleeps this long first: a worker that restarts slowly
  *   CRASHER_REFUSE_ACTIVATE_IF (environment) a path: activate refuses once that file exists (a worker that cannot start again)
+ *   CRASHER_SEGV_ACTIVATE_IF   (environment) a path: activate writes through NULL while that file exists (for the probe)
  */
 #define _POSIX_C_SOURCE 200809L
 #include <keel/keel.h>
@@ -77,6 +78,12 @@ static keel_status activate(const keel_host *host, keel_ctx *ctx) {
     while (hang && access(hang, F_OK) == 0) {
         struct timespec t = { 0, 20 * 1000000L };
         nanosleep(&t, NULL);
+    }
+    /* A build that crashes while it loads: the probe's child dies of it, never a host that probes first. */
+    const char *segv = getenv("CRASHER_SEGV_ACTIVATE_IF");
+    if (segv && access(segv, F_OK) == 0) {
+        volatile int *nowhere = NULL;
+        *nowhere = 1;
     }
     /* A worker that cannot start again: activation refuses once this file exists. */
     const char *refuse = getenv("CRASHER_REFUSE_ACTIVATE_IF");
