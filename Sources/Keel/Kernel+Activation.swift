@@ -163,7 +163,12 @@ extension Kernel {
         let kept = build.libraryPath.flatMap { residents.take(id, path: $0) }
         guard let libraryPath = build.libraryPath, !build.isolated else { return try activate(openManifestOnly(build)) }
         if let kept, reusing { return try activate(reopen(build, kept)) }
-        let copy = try generations.copy(libraryPath, id: id, generation: build.number, owned: configuration.pluginsDirectory)
+        let copy: GenerationStore.Copy
+        do { copy = try generations.copy(libraryPath, id: id, generation: build.number, owned: configuration.pluginsDirectory) } catch {
+            // A library that cannot be read (gone, unreadable, too large) is a failed load like any other: in the history.
+            record(id, build.number, version: "\(build.manifest.version)", checksum: "", outcome: "failed", detail: error.reason)
+            throw error
+        }
         return try activate(open(build, copy))
     }
 

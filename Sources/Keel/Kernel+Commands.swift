@@ -131,7 +131,9 @@ extension Kernel {
         case let .grants(id, grant, revoke): try setGrants(id, grant: grant, revoke: revoke)
         case let .config(id, yaml, file): try setConfig(id, yaml: yaml, file: file ?? "configuration of \(id)")
         case let .isolation(id, mode): try setIsolation(id, mode)
-        case let .uninstall(id, cascade, keepData): try uninstall(id, cascade: cascade, keepData: keepData)
+        case let .uninstall(id, cascade, keepData):
+            let also = try uninstall(id, cascade: cascade, keepData: keepData)
+            if !also.isEmpty { return CommandResult(note: "also disabled, as they need it: " + also.joined(separator: ", ")) }
         case let .createTenant(name): try createTenant(name)
         case let .deleteTenant(name, cascade): try deleteTenant(name, cascade: cascade)
         case let .setMember(tenant, principal, role, member):

@@ -39,13 +39,19 @@ extension Kernel {
             }
         }.get()
         guard let next = Semver(offer.entry.version) else { throw KernelError(.bundle, pluginID: id, reason: "bad version in the index") }
+        // Up to date: an earlier upgrade's failure no longer describes it (the version that failed is not offered
+        // now, or the operator chose to stay), so a serving plugin's status says so again.
+        func upToDate(_ why: String) -> String {
+            if active[id] != nil, (try? state.plugin(id))??.status == .upgradeFailed { try? state.setStatus(id, .enabled) }
+            return "\"\(id)\" \(current.version) is up to date (\(why))"
+        }
         if version == nil && next <= current.version {
             // Nothing newer: done, not failed (the audit says ok; the CLI exits 0).
-            return "\"\(id)\" \(current.version) is up to date (the repositories offer \(next))"
+            return upToDate("the repositories offer \(next)")
         }
         if next == current.version {
             // The version it runs: nothing to fetch or swap (a reload would only restart it).
-            return "\"\(id)\" \(current.version) is up to date (the version asked for)"
+            return upToDate("the version asked for")
         }
         let check = try signerCheck(offer, change: change, store: store, command: "upgrade")
         // The new version takes the old one's folder; the work folders carry our pid, so that recovery in another
@@ -55,8 +61,10 @@ extension Kernel {
         let previous = configuration.pluginsDirectory + "/.previous-\((target as NSString).lastPathComponent)-\(getpid())"
         let before = (try? state.plugin(id))?.status ?? .installed
         try? state.setStatus(id, .upgrading)
-        func fail(_ reason: String) -> KernelError {
+        func fail(_ failure: String) -> KernelError {
             try? FileManager.default.removeItem(atPath: work)
+            // The work folder is gone with the failure: its files are named by the archive they came from.
+            let reason = failure.replacingOccurrences(of: work, with: offer.entry.archive)
             try? state.setStatus(id, .upgradeFailed, reason: "upgrade to \(next) failed, \(current.version) kept: \(reason)")
             log(.error, id, "upgrade to \(next) failed, \(current.version) kept: \(reason)")
             return KernelError(.loadFailed, pluginID: id, reason: "upgrade of \"\(id)\" to \(next) failed, \(current.version) kept: \(reason)")
@@ -264,7 +272,9 @@ extension Kernel {
     /// Disables `id` (and, with `cascade`, its dependents), removes its bundle folder (the one whose manifest declares
     /// `id`) and forgets it with its signature status; with `keepData` its grants, tenants and configuration stay for a
     /// later reinstall. Interrupted, it is finished at the next start.
-    public func uninstall(_ id: String, cascade: Bool = false, keepData: Bool = false) throws(KernelError) {
+    /// - Returns: the plugins `cascade` disabled because they need it (empty without).
+    @discardableResult
+    public func uninstall(_ id: String, cascade: Bool = false, keepData: Bool = false) throws(KernelError) -> [String] {
         if let running = extensionChange {
             throw KernelError(.conflict, pluginID: id, reason: "an install or upgrade of \"\(running)\" is running; retry when it is done")
         }
@@ -272,10 +282,11 @@ extension Kernel {
         if ExtensionStore.bundles(claiming: id, in: configuration.pluginsDirectory).isEmpty, let record = try? state.plugin(id),
            [.installFailed, .missing].contains(record.status) {
             // A failed install (or a bundle already gone) can always be removed: only the record is left.
-            return try forget(id, everything: !keepData)
+            try forget(id, everything: !keepData)
+            return []
         }
         let bundle = try installedBundle(id)
-        try disable(id, cascade: cascade)
+        let also = try disable(id, cascade: cascade)
         residents.forget(id)
         try? state.setStatus(id, .uninstalling)
         // Out of the plugin folder in one step, then removed: a crash leaves a hidden folder recovery removes.
@@ -286,6 +297,7 @@ extension Kernel {
         try? FileManager.default.removeItem(atPath: doomed)
         try forget(id, everything: !keepData)
         rescan()
+        return also
     }
 
     /// Forgets a plugin's record, its signature status and its guard record (and, with `everything`, its grants, tenants, configuration).

@@ -214,7 +214,8 @@ public enum RemoteControl {
                               reason: "the server stopped while it ran the command, without recording its outcome; `keel plugins list` shows the state")
         }
         throw KernelError(.state, pluginID: subject,
-                          reason: "the running server started the command but did not finish it within \(timeout); `keel plugins list` shows its outcome")
+                          reason: "the running server started the command but did not finish it within \(timeout); `keel plugins list` shows its outcome "
+                            + "(its /healthz says \"stalled\", naming the plugin and the call, when plugin code holds its lifecycle)")
     }
 
     /// Polls command `seq` until it is done, failed or cancelled (its outcome), or `timeout` passes, or `serverGone`

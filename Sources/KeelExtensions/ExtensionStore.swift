@@ -151,7 +151,7 @@ public struct ExtensionStore: Sendable {
         let top = candidates.map(\.repository.priority).max() ?? 0
         let repos = Set(candidates.filter { $0.repository.priority == top }.map(\.repository.name))
         guard repos.count == 1 else {
-            throw StoreError("\"\(id)\" is offered by \(repos.sorted().map { "\"\($0)\"" }.joined(separator: " and ")) at the same priority \(top); give one a higher priority (keel repo add --priority)")
+            throw StoreError("\"\(id)\" is offered by \(repos.sorted().map { "\"\($0)\"" }.joined(separator: " and ")) at the same priority \(top); give one a higher priority (keel repo remove NAME, then keel repo add NAME LOCATION --priority N)")
         }
         let fromTop = candidates.filter { $0.repository.priority == top }
         if let version {

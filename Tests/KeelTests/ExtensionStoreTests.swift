@@ -75,7 +75,8 @@ struct ExtensionStoreTests {
 
         let blocked = try run(["uninstall", "hello"], f, ok: false)
         #expect(blocked.status == 1 && blocked.stderr.contains("needed by enabled plugin(s) \"greeter\""))
-        try run(["uninstall", "hello", "--cascade"], f)
+        let cascaded = try run(["uninstall", "hello", "--cascade"], f)
+        #expect(cascaded.stdout == "uninstalled hello (also disabled, as they need it: greeter)\n", "\(cascaded.stdout)")
         #expect(!FileManager.default.fileExists(atPath: f.plugins + "/hello"))
         #expect(!(try run(["plugins", "list"], f).stdout.contains("hello 1.0.0")))
     }
@@ -137,6 +138,10 @@ struct ExtensionStoreTests {
         try run(["repo", "add", "mirror", mirror], f)
         let ambiguous = try run(["install", "greeter", "--allow-unsigned"], f, ok: false)
         #expect(ambiguous.stderr.contains("is offered by \"main\" and \"mirror\" at the same priority 0"), "\(ambiguous.stderr)")
+        // search says the same, not that no version runs here.
+        let found = try run(["search", "greet"], f)
+        #expect(found.stdout.contains("greeter  (\"greeter\" is offered by \"main\" and \"mirror\" at the same priority 0; give one a higher priority"),
+                "\(found.stdout)")
 
         // A link inside an archive, a malformed index, an http:// repository, a dependency cycle.
         var link = PackageArchiveTestBytes.header(name: "lib.so", size: 0)
@@ -214,6 +219,12 @@ struct UpgradeTests {
         var info = (try await server.request("GET", "/api/v1/plugins/up", admin: true).json as? [String: Any]) ?? [:]
         #expect(info["status"] as? String == "upgrade-failed" && info["version"] as? String == "1.0.0")
         #expect((info["reason"] as? String)?.contains("cannot reach the frobnicator") == true)
+        #expect((info["reason"] as? String)?.contains(".upgrading-") == false, "the work folder is gone: \(info["reason"] ?? "")")
+        // Staying at the version it runs: up to date, and the failure no longer stands as its status.
+        let stay = try TestEnvironment.run(keel, ["upgrade", "up", "--to", "1.0.0"] + common)
+        #expect(stay.status == 0 && stay.stdout.hasPrefix("up 1.0.0 is up to date (the version asked for)"), "\(stay.stdout)\(stay.stderr)")
+        info = (try await server.request("GET", "/api/v1/plugins/up", admin: true).json as? [String: Any]) ?? [:]
+        #expect(info["status"] as? String == "enabled" && (info["reason"] as? String) == nil, "\(info)")
 
         // An explicit good version takes over; enabled state and grants survive.
         let good = try TestEnvironment.run(keel, ["upgrade", "up", "--to", "1.1.0", "--allow-unsigned"] + common)
@@ -242,6 +253,9 @@ struct UpgradeTests {
         let cli = try TestEnvironment.run(keel, ["upgrade", "up", "--to", "9.9.9"] + common)
         #expect(cli.status == 1 && cli.stderr.contains("has no \"up\" version 9.9.9 (it offers 1.0.0, 1.1.0, 1.2.0)"), "\(cli.stderr)")
         #expect(try await server.request("GET", "/ext/up/ping").text.contains("tag=two"))
+        // An older version asked for is a downgrade, said as one.
+        let down = try TestEnvironment.run(keel, ["upgrade", "up", "--to", "1.0.0", "--allow-unsigned"] + common)
+        #expect(down.status == 0 && down.stdout == "downgraded up from 1.1.0 to 1.0.0\n", "\(down.stdout)\(down.stderr)")
         let removed = try await server.request("DELETE", "/api/v1/plugins/up?keepData=true", admin: true)
         #expect(removed.status == 200, "\(removed.text)")
         #expect(try await server.request("GET", "/ext/up/ping").status == 404)

@@ -524,6 +524,17 @@ struct FirstContactTests {
         #expect(try run(["plugins", "enable", "hello"] + common).status == 0)
         let enabled = try run(["plugins", "reload", "hello"] + common)
         #expect(enabled.status == 0 && enabled.stdout.hasPrefix("reloaded hello "), "\(enabled.stdout)\(enabled.stderr)")
+        // Its library moved away under a running server: the reload fails, and the failure is in its history like
+        // any other.
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch"])
+        defer { server.stop() }
+        let library = f.plugins + "/hello-c/libhello-c.so"
+        #expect(rename(library, library + ".away") == 0)
+        let gone = try run(["plugins", "reload", "hello"] + common)
+        #expect(gone.status == 1, "\(gone.stdout)\(gone.stderr)")
+        let history = try run(["plugins", "history", "hello", "--json"] + common)
+        let last = (try JSONSerialization.jsonObject(with: Data(history.stdout.utf8)) as? [[String: Any]])?.last
+        #expect(last?["outcome"] as? String == "failed" && (last?["detail"] as? String)?.contains("libhello-c.so") == true, "\(history.stdout)")
     }
 
     @Test("a plugin.yaml problem is logged once: a broken one of an enabled plugin at start, an unknown key on a hot reload")

@@ -92,12 +92,15 @@ extension KeelCommand {
                 }
                 if ids.isEmpty { print("nothing found") }
                 for id in ids {
-                    if let best = try? store.resolve(id, version: nil, offers: byID[id] ?? []) {
+                    do {
+                        let best = try store.resolve(id, version: nil, offers: byID[id] ?? [])
                         let mark = ExtensionStore.catalogMark(best, trusted: trusted)
                         // The index's text as one line that shows what it is (no control character can redraw the mark away).
                         print("\(id) \(best.entry.version)  [\(best.repository.name)]\(mark)  \(ExtensionStore.displayName(best.entry.description ?? best.entry.name))")
-                    } else {
-                        print("\(id)  (no version runs on this host)")
+                    } catch {
+                        // Why no version is offered, as an install would say it (none runs here, two repositories of
+                        // one priority offer it, ...).
+                        print("\(id)  (\(ExtensionStore.displayName(ErrorText.describe(error))))")
                     }
                 }
             }
@@ -170,6 +173,7 @@ extension KeelCommand {
 
         func run() async throws {
             try await reporting {
+                let before = (try? options.openState().plugin(id))??.version
                 let (info, result) = try await withProgress("upgrading \(id) (fetch, verify, probe, swap)") {
                     try await throughServerOrKernelResult(options, id: id, command: .upgrade(id: id, version: to, allowUnsigned: allowUnsigned,
                                                                                              signer: signer.change),
@@ -180,7 +184,10 @@ extension KeelCommand {
                     print(note.replacingOccurrences(of: "\"\(id)\"", with: id))
                     return
                 }
-                print("upgraded \(id) to \(info?.version ?? "?")")
+                // An older version asked for with --to is a downgrade, and said as one.
+                let after = info?.version ?? "?"
+                let down = before.flatMap(Semver.init).map { old in Semver(after).map { $0 < old } ?? false } ?? false
+                print(down ? "downgraded \(id) from \(before ?? "?") to \(after)" : "upgraded \(id) to \(after)")
                 if signer.change != nil { print("signer of \(id): \(info?.signer ?? "none pinned")") }
             }
         }
@@ -195,8 +202,8 @@ extension KeelCommand {
 
         func run() async throws {
             try await reporting {
-                _ = try await throughServerOrKernel(options, id: nil, command: .uninstall(id: id, cascade: cascade, keepData: keepData))
-                print("uninstalled \(id)")
+                let result = try await throughServerOrKernelResult(options, id: nil, command: .uninstall(id: id, cascade: cascade, keepData: keepData)).result
+                print("uninstalled \(id)" + (result.note.map { " (\($0))" } ?? ""))
             }
         }
     }
