@@ -316,7 +316,10 @@ public final class PluginLibrary: @unchecked Sendable {
         guard status == KEEL_OK else {
             let message = context.takeError()
             let refusal = context.takeRefusal()
-            let reason = !message.isEmpty ? message : refusal ?? "no message"
+            // The host's own refusal names what was refused and the command that fixes it (a grant): it comes first,
+            // whatever the plugin made of it (an SDK's "refused by the host ...; see the host log").
+            let reason = refusal.map { message.isEmpty || message == $0 ? $0 : "\($0) (the plugin said: \(message))" }
+                ?? (message.isEmpty ? "no message" : message)
             throw LoadError(.activationFailed, path: path, pluginID: descriptor.id,
                             reason: "activate returned \(StatusCode.name(status)): \(reason)")
         }

@@ -8,6 +8,21 @@ import Testing
 struct CLITests {
     var keel: String { TestEnvironment.binPath + "/keel" }
 
+    @Test("a refused registration is named with its fix in the error and the stored reason, also for a plugin whose SDK turns it into an error of its own (Swift)")
+    func refusalThroughSDK() throws {
+        let f = KernelFixture()
+        try TestEnvironment.stageExamples(into: f.plugins)
+        let common = ["--plugins", f.plugins, "--state", f.state]
+        try TestEnvironment.grantSensitive("hello", plugins: f.plugins, state: f.state)
+        #expect(try TestEnvironment.run(keel, ["plugins", "enable", "hello"] + common).status == 0)
+        // greeter (Swift; it needs hello, now running) asks for authorize, not granted.
+        let swift = try TestEnvironment.run(keel, ["plugins", "enable", "greeter"] + common)
+        #expect(swift.status == 1 && swift.stderr.contains("was not granted (grant it with `keel plugins grant greeter authorize`)"), "\(swift.stderr)")
+        let listed = try TestEnvironment.run(keel, ["plugins", "list", "--json"] + common)
+        let greeter = (try JSONSerialization.jsonObject(with: Data(listed.stdout.utf8)) as? [[String: Any]])?.first { $0["id"] as? String == "greeter" }
+        #expect((greeter?["reason"] as? String)?.contains("grant it with `keel plugins grant greeter authorize`") == true, "\(listed.stdout)")
+    }
+
     @Test("enable, list --json and disable on real bundles, state kept between runs")
     func lifecycle() throws {
         let f = KernelFixture()
