@@ -121,7 +121,7 @@ extension Kernel {
     /// The kernel operation behind each command.
     private func perform(_ command: KernelCommand) throws(KernelError) -> CommandResult {
         switch command {
-        case let .enable(id, tenant): try enable(id, tenant: tenant)
+        case let .enable(id, tenant): if let note = try enable(id, tenant: tenant) { return CommandResult(note: note) }
         case let .disable(id, tenant, cascade):
             let also = try disable(id, tenant: tenant, cascade: cascade)
             if !also.isEmpty { return CommandResult(note: "also disabled, as they need it: " + also.joined(separator: ", ")) }

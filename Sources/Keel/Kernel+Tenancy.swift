@@ -82,7 +82,9 @@ extension Kernel {
     }
 
     /// Enables `id` for one tenant (or, with nil, for all).
-    public func enable(_ id: String, tenant: String?) throws(KernelError) {
+    /// - Returns: a note when `tenant` changed nothing because the plugin is enabled for every tenant already.
+    @discardableResult
+    public func enable(_ id: String, tenant: String?) throws(KernelError) -> String? {
         try requireRunning("enable \(id)")
         // Everything that refuses comes before the tenants are written: a plugin not yet scanned is looked for first.
         if bundles[id] == nil { rescan() }
@@ -95,7 +97,8 @@ extension Kernel {
             if access.directory.pluginTenants[id] != nil {
                 try tenancyChange { () throws(StateError) in try state.setPluginTenants(id, nil) }
             }
-            return try enable(id)
+            try enable(id)
+            return nil
         }
         guard access.directory.tenants.contains(tenant) else { throw KernelError(.directory, pluginID: id, reason: "unknown tenant \"\(tenant)\"") }
         let current = access.directory.pluginTenants[id]
@@ -106,6 +109,8 @@ extension Kernel {
             try tenancyChange { () throws(StateError) in try state.setPluginTenants(id, (current ?? []).union([tenant])) }
         }
         try enable(id)
+        return alreadyForAll ? "it stays enabled for every tenant, \(tenant) included; to serve \(tenant) only, disable it, then "
+            + "enable it with --tenant \(tenant)" : nil
     }
 
     /// Disables `id` for one tenant (or, with nil, everywhere). When no tenant is left, the plugin is disabled.

@@ -182,6 +182,24 @@ public struct ExtensionStore: Sendable {
         let installed = Set(((try? BundleScanner().scan(pluginsDirectory)) ?? []).map(\.id))
         let (offers, problems) = try indexes()
         var plan: [Offer] = [], visiting: [String] = []
+        let trusted = (try? state.trustedKeys()) ?? [:]
+        /// The version of `dep` to install for `range`: one signed by a key this host trusts before any other (a
+        /// dependency is never installed on the named plugin's --allow-unsigned, so an untrusted one would only fail
+        /// the install), the recommended one before a higher one, then the highest that runs here. The recommended
+        /// version may lie outside the range: never chosen then. Nil when no version in range runs here.
+        func choose(_ dep: String, in range: VersionRange, candidates: [Offer]) -> String? {
+            let recommended = try? resolve(dep, version: nil, offers: offers, problems: problems)
+            let inRange = recommended.flatMap { Semver($0.entry.version) }.map(range.contains) ?? false
+            if let recommended, inRange, Self.signedByTrustedKey(recommended, trusted: trusted) { return recommended.entry.version }
+            let versions = Set(candidates.map(\.entry.version)).sorted { (Semver($0) ?? Semver(0, 0, 0)) > (Semver($1) ?? Semver(0, 0, 0)) }
+            var runnable: String?
+            for version in versions {
+                guard let offer = try? resolve(dep, version: version, offers: offers, problems: problems) else { continue }
+                if Self.signedByTrustedKey(offer, trusted: trusted) { return version }
+                runnable = runnable ?? version
+            }
+            return inRange ? recommended?.entry.version : runnable
+        }
         func visit(_ id: String, _ version: String?) throws {
             if let cycle = visiting.firstIndex(of: id) {
                 throw StoreError("dependency cycle: " + (visiting[cycle...] + [id]).joined(separator: " → "))
@@ -193,10 +211,16 @@ public struct ExtensionStore: Sendable {
             for (dep, range) in (offer.entry.dependencies ?? [:]).sorted(by: { $0.key < $1.key }) {
                 guard let r = VersionRange(range) else { throw StoreError("\"\(id)\" has a bad dependency range \"\(range)\" for \"\(dep)\"") }
                 let candidates = offers.filter { $0.id == dep && r.contains(Semver($0.entry.version) ?? Semver(0, 0, 0)) }
-                if !installed.contains(dep) && candidates.isEmpty {
+                if installed.contains(dep) { continue }
+                if candidates.isEmpty {
                     throw StoreError("\"\(id)\" needs \"\(dep)\" \(range), which no repository offers")
                 }
-                try visit(dep, nil)
+                // A version in the range (the recommended one may lie outside it).
+                guard let chosen = choose(dep, in: r, candidates: candidates) else {
+                    throw StoreError("\"\(id)\" needs \"\(dep)\" \(range); the versions offered in it (" + candidates.map(\.entry.version).sorted().joined(separator: ", ")
+                                     + ") do not run on this host (keel \(KeelVersion.current), ABI \(PluginLibrary.supportedABIText))")
+                }
+                try visit(dep, chosen)
             }
             visiting.removeLast()
             plan.append(offer)

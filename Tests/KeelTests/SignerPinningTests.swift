@@ -68,6 +68,27 @@ struct SignerPinningTests {
         }
     }
 
+    @Test("a dependency installs at a version in the dependent's range, one signed by a trusted key before a newer untrusted one")
+    func dependencyInRange() async throws {
+        let acme = try Key("acme"), beta = try Key("beta")
+        // pdep 2.0.0 is the highest (out of ^1.0), 1.1.0 the highest in range (signed by beta, not trusted here).
+        let repo = try Self.repository(id: "pdep", [("1.0.0", "one", (acme, "acme")), ("1.1.0", "two", (beta, "beta")),
+                                                    ("2.0.0", "three", (acme, "acme"))])
+        let lib = try TestEnvironment.buildFixture("papp", ["PLUGIN_ID=\"papp\"", "PLUGIN_VERSION=\"1.0.0\""])
+        let staging = TestEnvironment.makeTemporaryDirectory("papp-stage")
+        let folder = try TestEnvironment.makeBundle(in: staging, folder: "papp", manifest: TestEnvironment.manifest(
+            id: "papp", library: "libpapp.so", extra: "dependencies:\n  pdep: \"^1.0\"\n"), library: lib, libraryName: "libpapp.so")
+        let (archive, _) = try PackageArchive.packBundle(folder: folder, library: "libpapp.so")
+        try archive.write(to: URL(fileURLWithPath: repo + "/papp-1.0.0.\(PackageArchive.fileExtension)"))
+        _ = try ExtensionStore.writeIndex(folder: repo)
+        let f = KernelFixture()
+        let kernel = try await Self.kernel(f, repo: repo, trusting: ["acme": acme])
+        let result = try await kernel.execute(.install(id: "papp", version: nil, allowUnsigned: true, signer: nil), actor: "test")
+        #expect(result.installed == ["pdep 1.0.0", "papp 1.0.0"], "\(result.installed)")
+        #expect(try await kernel.plugin("pdep").version == "1.0.0")
+        await kernel.shutdown()
+    }
+
     @Test("an upgrade signed by another trusted key is refused (nothing changes); --signer moves the plugin, audited")
     func anotherKeyIsRefused() async throws {
         let acme = try Key("acme"), beta = try Key("beta")

@@ -257,7 +257,9 @@ struct TenancyTests {
         try TestEnvironment.grantSensitive("hello", plugins: f.plugins, state: f.state)
         #expect(try run(["tenants", "create", "acme"], f).status == 0)
         #expect(try run(["plugins", "enable", "hello"], f).status == 0)
-        #expect(try run(["plugins", "enable", "hello", "--tenant", "acme"], f).status == 0)
+        let again = try run(["plugins", "enable", "hello", "--tenant", "acme"], f)
+        #expect(again.status == 0 && again.stdout.hasSuffix("hello: it stays enabled for every tenant, acme included; to serve acme only, disable it, then enable it with --tenant acme\n"),
+                "\(again.stdout)")
         let info = try run(["plugins", "list", "--json"], f)
         let list = try JSONSerialization.jsonObject(with: Data(info.stdout.utf8)) as? [[String: Any]] ?? []
         let object = list.first { $0["id"] as? String == "hello" }

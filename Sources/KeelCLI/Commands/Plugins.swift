@@ -163,9 +163,11 @@ extension KeelCommand.Plugins {
 
         func run() async throws {
             try await reporting {
-                let info = try await withProgress("enabling \(id) (a new build is probed first, at most 10 s)") {
-                    try await throughServerOrKernel(options, id: id, command: .enable(id: id, tenant: tenant))
+                let (info, result) = try await withProgress("enabling \(id) (a new build is probed first, at most 10 s)") {
+                    try await throughServerOrKernelResult(options, id: id, command: .enable(id: id, tenant: tenant))
                 }
+                // A --tenant that changed nothing (enabled for every tenant already) is said.
+                defer { if let note = result.note { print("\(id): \(note)") } }
                 guard let info else { return }
                 if info.activity == "idle" {
                     print("enabled \(id) \(info.version): lazy, idle until first used (\(info.menus.count) menu entr\(info.menus.count == 1 ? "y" : "ies") shown)")
