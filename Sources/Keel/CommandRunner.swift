@@ -30,13 +30,26 @@ struct CommandRunner: Sendable {
     /// to answer, or success. Runs the auth chain (plugin code): not on Swift's cooperative pool.
     func mayWake(_ plugin: String, _ name: String, _ principal: Principal) -> Result<Void, CommandError>? {
         guard let manifest = environment.idleManifest(plugin) else { return nil }
-        guard let declaration = manifest.commands.first(where: { $0.name == name }), access.isVisible(plugin, tenant: principal.tenant) else {
+        let declaration = manifest.commands.first { $0.name == name }
+        guard let declaration, access.isVisible(plugin, tenant: principal.tenant) else {
             // The same words as for an active plugin (`call`): an idle plugin another tenant has reads as none.
             let visible = access.isVisible(plugin, tenant: principal.tenant)
-            return .failure(CommandError(.unknown, "no command \(plugin).\(name)" + (visible ? "" : " (no active plugin \"\(plugin)\")")))
+            return .failure(unreachable(plugin, name, principal, declared: declaration != nil, visible: visible))
         }
         if let refusal = refusal(plugin, name, permission: declaration.permission, principal) { return .failure(refusal) }
         return .success(())
+    }
+
+    /// The answer for a command `principal` cannot reach: for a plugin another tenant has, the same words as for none
+    /// at all (`visible` false: "no active plugin"), so a caller learns nothing of other tenants' plugins; but the
+    /// host's own admin (the operator, the admin token), who enabled it for those tenants, is told which.
+    func unreachable(_ plugin: String, _ name: String, _ principal: Principal, declared: Bool, visible: Bool) -> CommandError {
+        if declared, principal.authenticatedBy == "keel", principal.roles.contains("admin"),
+           let tenants = access.directory.pluginTenants[plugin], !tenants.isEmpty, !tenants.contains(principal.tenant) {
+            return CommandError(.unknown, "no command \(plugin).\(name) for tenant \(principal.tenant): \(plugin) serves "
+                                + "tenant(s) \(tenants.sorted().joined(separator: ", ")) only (call it in one: keel call --tenant NAME)")
+        }
+        return CommandError(.unknown, "no command \(plugin).\(name)" + (visible ? "" : " (no active plugin \"\(plugin)\")"))
     }
 
     static func wakeFailed(_ plugin: String, _ error: KernelError) -> CommandError {
@@ -55,13 +68,7 @@ struct CommandRunner: Sendable {
             // The same words for a plugin another tenant has as for none at all: the answer tells no one which
             // plugins other tenants run.
             let active = registry.snapshot.plugins[plugin] != nil && access.isVisible(plugin, tenant: principal.tenant)
-            // The host's own admin (the operator, the admin token), who enabled it for those tenants, is told which.
-            if found != nil, principal.authenticatedBy == "keel", principal.roles.contains("admin"),
-               let tenants = access.directory.pluginTenants[plugin], !tenants.isEmpty {
-                return .failure(CommandError(.unknown, "no command \(plugin).\(name) for tenant \(principal.tenant): \(plugin) serves "
-                                             + "tenant(s) \(tenants.sorted().joined(separator: ", ")) only (call it in one: keel call --tenant NAME)"))
-            }
-            return .failure(CommandError(.unknown, "no command \(plugin).\(name)" + (active ? "" : " (no active plugin \"\(plugin)\")")))
+            return .failure(unreachable(plugin, name, principal, declared: found != nil, visible: active))
         }
         if let refusal = refusal(plugin, name, permission: command.declaration.permission, principal) { return .failure(refusal) }
         do { return command.invoke(try command.check(arguments)) } catch { return .failure(error) }

@@ -43,7 +43,7 @@ public final class ServerLock: Sendable {
     /// named its folder. Written over the old text, then cut to its length, so that a reader never finds the file empty.
     public func update(_ info: String) {
         let line = "pid \(getpid()) " + (host.map { "host \($0) " } ?? "") + "\(info)\n"
-            + (pluginsFolder.map { "\(Self.folderPrefix)\($0)\n" } ?? "")
+            + (pluginsFolder.map { "\(Self.folderPrefix)\($0)\n" } ?? "") + "\(Self.featuresPrefix)\(Self.features.joined(separator: " "))\n"
         let length = line.withCString { pwrite(fd, $0, strlen($0), 0) }
         if length >= 0 { ftruncate(fd, off_t(length)) }
     }
@@ -78,11 +78,28 @@ public final class ServerLock: Sendable {
     /// The plugin folder the server running on `stateFile` serves (absolute), nil when none runs or it did not name
     /// one (`keel dev --serve`, an embedding program, a server of an earlier keel).
     public static func servedFolder(stateFile: String) -> String? {
+        // Only a lock file of this user's (or root's): one anybody could write in a shared folder would point the
+        // CLI's copies and checks at a folder of their choosing.
+        var st = stat()
+        guard stat(stateFile + ".lock", &st) == 0, st.st_uid == geteuid() || st.st_uid == 0 else { return nil }
         guard let text = runningText(stateFile: stateFile) else { return nil }
         return text.split(separator: "\n").first { $0.hasPrefix(folderPrefix) }.map { String($0.dropFirst(folderPrefix.count)) }
     }
 
-    private static let folderPrefix = "plugins "
+    private static let folderPrefix = "plugins ", featuresPrefix = "takes "
+
+    /// What this keel's server reads in a queued command beyond an earlier keel's (written as `takes ...`): a CLI
+    /// asks `takes(_:stateFile:)` before it sends what an earlier server would read as something else.
+    /// `call-tenant`: a command call's `tenant` (an earlier server runs the call in the default tenant).
+    public static let features = ["call-tenant"]
+
+    /// True when the server running on `stateFile` names `feature` among what it takes; false when none runs or it
+    /// is an earlier keel's.
+    public static func takes(_ feature: String, stateFile: String) -> Bool {
+        guard let text = runningText(stateFile: stateFile),
+              let line = text.split(separator: "\n").first(where: { $0.hasPrefix(featuresPrefix) }) else { return false }
+        return line.dropFirst(featuresPrefix.count).split(separator: " ").contains(Substring(feature))
+    }
 
     /// The lock file's text while a server holds the lock on `stateFile` ("running" when it cannot be read), else nil.
     private static func runningText(stateFile: String) -> String? {

@@ -43,7 +43,8 @@ final class EmbeddedKernel: Sendable {
         let onFile = configuration.stateFile != StateStore.inMemory
         // The folder is named for the CLI, whose commands beside this program act on it (`ServerLock.servedFolder`).
         let lock = onFile ? try ServerLock(stateFile: configuration.stateFile, info: "embedded (libkeel, not serving HTTP)",
-                                           pluginsFolder: URL(fileURLWithPath: configuration.pluginsDirectory).standardizedFileURL.path) : nil
+                                           pluginsFolder: configuration.pluginsDirectory.isEmpty ? nil
+                                               : URL(fileURLWithPath: configuration.pluginsDirectory).standardizedFileURL.path) : nil
         self.lock = Mutex(lock)
         let kernel = try Kernel(configuration: configuration)
         self.kernel = kernel

@@ -400,10 +400,11 @@ public struct ExtensionStore: Sendable {
                 ? "\(keyFile): is the public key trusted as \"\(escaped(signer))\"; sign with the private key file keel trust keygen wrote"
                 : "\(keyFile): does not match the key this host trusts as \"\(escaped(signer))\"; its archives would be refused")
         }
-        // A private key is its owner's alone, as keygen writes it (0600), and as ssh asks of its keys. A key file others
-        // may read is most often the public key keygen printed, saved with `> acme.pub`: the two look alike (32 bytes).
+        // A private key is not for everyone to read (keygen writes it 0600; a group, a CI secret's, may read it). A key
+        // file anyone may read is most often the public key keygen printed, saved with `> acme.pub`: the two look
+        // alike (32 bytes).
         var st = stat()
-        if stat(keyFile, &st) == 0, st.st_mode & 0o077 != 0 {
+        if stat(keyFile, &st) == 0, st.st_mode & 0o004 != 0 {
             throw StoreError("\(keyFile): others may read it (mode \(String(st.st_mode & 0o777, radix: 8))), so it is not used as a private "
                              + "signing key: if it is the public key keygen printed, sign with the file keygen wrote (mode 600); "
                              + "if it is the private key, chmod 600 \(keyFile)")

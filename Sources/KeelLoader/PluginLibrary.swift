@@ -316,10 +316,17 @@ public final class PluginLibrary: @unchecked Sendable {
         guard status == KEEL_OK else {
             let message = context.takeError()
             let refusal = context.takeRefusal()
-            // The host's own refusal names what was refused and the command that fixes it (a grant): it comes first,
-            // whatever the plugin made of it (an SDK's "refused by the host ...; see the host log").
-            let reason = refusal.map { message.isEmpty || message == $0 ? $0 : "\($0) (the plugin said: \(message))" }
-                ?? (message.isEmpty ? "no message" : message)
+            // The host's own refusal names what was refused and the command that fixes it (a grant). It comes first
+            // when the plugin said nothing of its own or only passed the refusal on (an SDK's "... refused by the
+            // host ...; see the host log"); else the plugin's reason leads, and a registration it got past is no
+            // more than a note (a plugin must not steer the operator to a grant by failing after a refusal).
+            let passedOn = message.isEmpty || message.contains("refused by the host")
+            let reason: String = if let refusal {
+                passedOn ? (message.isEmpty || message == refusal ? refusal : "\(refusal) (the plugin said: \(message))")
+                    : "\(message) (a registration was also refused: \(refusal))"
+            } else {
+                message.isEmpty ? "no message" : message
+            }
             throw LoadError(.activationFailed, path: path, pluginID: descriptor.id,
                             reason: "activate returned \(StatusCode.name(status)): \(reason)")
         }

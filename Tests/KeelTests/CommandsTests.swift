@@ -396,6 +396,21 @@ struct CommandsFrontEndTests {
         let failing = try TestEnvironment.run(keel, ["plugins", "inspect", c.f.plugins + "/failing"])
         #expect(failing.stderr.contains("command \"div\" failed its probe call: failing.div returned KEEL_ERR_INVALID_ARGUMENT: division by zero"), "\(failing.stderr)")
     }
+
+    @Test("keel call of a plugin enabled for one tenant only, without a server (its kernel starts plugins idle): told which tenant, served with --tenant")
+    func offlineTenantCall() async throws {
+        let c = CommandsFixture()
+        try c.calc()
+        let keel = TestEnvironment.binPath + "/keel"
+        let at = ["--plugins", c.f.plugins, "--state", c.f.state]
+        #expect(try TestEnvironment.run(keel, ["tenants", "create", "acme"] + at).status == 0)
+        #expect(try TestEnvironment.run(keel, ["plugins", "enable", "calc", "--tenant", "acme"] + at).status == 0)
+        let plain = try TestEnvironment.run(keel, ["call", "calc", "half", "5"] + at)
+        #expect(plain.status == 1 && plain.stderr.contains("no command calc.half for tenant default: calc serves tenant(s) acme only (call it in one: keel call --tenant NAME)"),
+                "\(plain.stderr)")
+        let inAcme = try TestEnvironment.run(keel, ["call", "--tenant", "acme", "calc", "half", "5"] + at)
+        #expect(inAcme.status == 0 && inAcme.stdout == "2.5\n", "\(inAcme.stdout)\(inAcme.stderr)")
+    }
 }
 
 @Suite("plugin.yaml: commands", .scheduled)

@@ -210,7 +210,8 @@ struct UserErrorTests {
         let wrong = try run(["pack", f.plugins + "/hello-c", "--out", out, "--key", keys + "/acme.pub", "--signer", "acme"] + ["--state", f.state])
         expectOneLine(wrong, contains: "acme.pub: is the public key trusted as \"acme\"")
         expectOneLine(try run(["pack", f.plugins + "/hello-c", "--out", out, "--key", keys + "/none.key"]), contains: "none.key: no such file or folder")
-        // Where no state trusts the signer (a build machine), the public key is still refused: others may read it.
+        // Where no state trusts the signer (a build machine), the public key is still refused: anyone may read it.
+        chmod(keys + "/acme.pub", 0o644)
         expectOneLine(try run(["pack", f.plugins + "/hello-c", "--out", out, "--key", keys + "/acme.pub", "--signer", "acme"]),
                       contains: "acme.pub: others may read it (mode 644), so it is not used as a private signing key")
         expectOneLine(try run(["pack", f.plugins + "/hello-c", "--out", out, "--signer", "acme"]),

@@ -25,6 +25,11 @@ extension KeelCommand {
                 let call = KernelCommand.call(plugin: plugin, command: command, arguments: arguments, tenant: tenant)
                 let result: CommandResult
                 if try options.throughServer() != nil {
+                    // A server of an earlier keel would run the call in the default tenant: refused before it is sent.
+                    if tenant != nil, !ServerLock.takes("call-tenant", stateFile: options.localStateFile) {
+                        throw CLIError("--tenant: the keel server running on \(options.shownStateFile) is of an earlier keel, which would "
+                                       + "run the call in the default tenant; restart it with this keel to call in a tenant")
+                    }
                     result = try await RemoteControl.submit(call, state: try options.openState(), timeout: .seconds(30), user: Kernel.osUser,
                                                          target: options.queueTarget, serverGone: options.serverGone)
                 } else {

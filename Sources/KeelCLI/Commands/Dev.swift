@@ -190,6 +190,9 @@ extension KeelCommand {
             // before it listened.
             served.cancel()
             _ = await served.value
+            // As `keel serve`: shutting down would wait for a stalled call for ever (a reload queued from another
+            // terminal whose activate never returns): the stall is recorded and the process exits instead.
+            StallWatch.exitIfStalled(kernel, say: say)
             await kernel.shutdown()
             _ = lock
             if let message = await served.value { throw CLIError(message) }

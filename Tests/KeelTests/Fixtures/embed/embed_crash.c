@@ -19,7 +19,8 @@ int main(int argc, char **argv) {
     c.records_crashes = 1;
     if (strcmp(mode, "old") == 0) {
         c.struct_size = (uint32_t)offsetof(keel_config, records_crashes);
-        c.records_crashes = 0x5a5a; /* past the size given: never read */
+        c.records_crashes = 0x5a5a; /* past the size given: never read (this one would need a state file) */
+        c.probe = "/nonexistent/keel"; /* nor this one, which keel_open would refuse */
     }
     if (strcmp(mode, "probe") == 0) c.probe = argc > 4 ? argv[4] : NULL;
     keel *k = NULL;
