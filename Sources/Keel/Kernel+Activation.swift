@@ -195,7 +195,7 @@ extension Kernel {
     /// be), or a required interface that no active or pending plugin provides (never with `hostInterfacesUnknown`).
     /// Nil when nothing is missing.
     func unmetDependency(_ id: String, _ manifest: Manifest, pending: Set<String> = [],
-                         hostInterfacesUnknown: Bool = false) -> KernelError? {
+                         hostInterfacesUnknown: Bool = false, tenancy: [String: Set<String>]? = nil) -> KernelError? {
         if let range = manifest.hostVersions, let host = Semver(Kernel.version), !range.contains(host) {
             return KernelError(.dependency, pluginID: id, reason: "plugin \"\(id)\" needs keel \(range), this is \(Kernel.version)")
         }
@@ -209,7 +209,7 @@ extension Kernel {
             }
             do throws(KernelError) { try requireActive(dep.id, of: id, pending: pending) } catch { return error }
         }
-        return missingInterface(manifest, pending: pending, hostInterfacesUnknown: hostInterfacesUnknown)
+        return missingInterface(manifest, pending: pending, hostInterfacesUnknown: hostInterfacesUnknown, tenancy: tenancy)
             .map { KernelError(.dependency, pluginID: id, reason: $0) }
     }
 

@@ -124,7 +124,9 @@ extension Kernel {
         case let .enable(id, tenant): if let note = try enable(id, tenant: tenant) { return CommandResult(note: note) }
         case let .disable(id, tenant, cascade):
             let also = try disable(id, tenant: tenant, cascade: cascade)
-            if !also.isEmpty { return CommandResult(note: "also disabled, as they need it: " + also.joined(separator: ", ")) }
+            if !also.isEmpty {
+                return CommandResult(note: "also disabled\(tenant.map { " for tenant \($0)" } ?? ""), as they need it: " + also.joined(separator: ", "))
+            }
         case let .reload(id): try reload(id)
         case let .refresh(id): try refresh(id)
         case .rescan: rescan()

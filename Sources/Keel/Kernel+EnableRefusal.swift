@@ -13,35 +13,38 @@ extension Kernel {
     /// wakes it first); and, in a kernel that activates nothing of its own accord (safe mode, a CLI's one-command
     /// kernel), one stored enabled. A one-command kernel does not know the interfaces an embedding program offers
     /// (`provide`), so there every required interface is left to the activation to judge.
-    func enableRefusal(_ id: String, _ bundle: Bundle? = nil) -> KernelError? {
+    /// - Parameter tenancy: the tenants each plugin is enabled for with the change being judged (an enable for a
+    ///   tenant, not yet stored); the stored ones by default.
+    func enableRefusal(_ id: String, _ bundle: Bundle? = nil, tenancy: [String: Set<String>]? = nil) -> KernelError? {
         guard active[id] == nil else { return nil }
         let stored = safeMode || configuration.startsIdle
             ? Set(((try? state.plugins()) ?? []).filter(\.enabled).map(\.id)) : []
         var judged: [String: KernelError?] = [:]
-        return enableRefusal(id, bundle, present: idle.union(stored), visiting: [], judged: &judged)
+        return enableRefusal(id, bundle, present: idle.union(stored), visiting: [], tenancy: tenancy, judged: &judged)
     }
 
     /// - Parameter judged: each plugin's answer once found, so that a plugin many others reach (a shared dependency,
     ///   a provider in a diamond) is judged once per enable, not once per path to it.
     private func enableRefusal(_ id: String, _ bundle: Bundle?, present: Set<String>, visiting: Set<String>,
-                               judged: inout [String: KernelError?]) -> KernelError? {
+                               tenancy: [String: Set<String>]?, judged: inout [String: KernelError?]) -> KernelError? {
         if let known = judged[id] { return known }
-        let answer = judgeEnable(id, bundle, present: present, visiting: visiting, judged: &judged)
+        let answer = judgeEnable(id, bundle, present: present, visiting: visiting, tenancy: tenancy, judged: &judged)
         judged[id] = .some(answer)
         return answer
     }
 
     private func judgeEnable(_ id: String, _ bundle: Bundle?, present: Set<String>, visiting: Set<String>,
-                             judged: inout [String: KernelError?]) -> KernelError? {
+                             tenancy: [String: Set<String>]?, judged: inout [String: KernelError?]) -> KernelError? {
         guard active[id] == nil, let manifest = (bundle ?? bundles[id])?.manifest else { return nil }
         let others = present.subtracting([id])
-        if let unmet = unmetDependency(id, manifest, pending: others, hostInterfacesUnknown: configuration.startsIdle) {
+        if let unmet = unmetDependency(id, manifest, pending: others, hostInterfacesUnknown: configuration.startsIdle,
+                                        tenancy: tenancy) {
             return unmet
         }
         // One level is not enough: an idle dependency whose own dependency is gone would leave this one failed.
         let below = visiting.union([id])
         for dep in manifest.dependencies where active[dep.id] == nil && !below.contains(dep.id) {
-            if let deeper = enableRefusal(dep.id, nil, present: present, visiting: below, judged: &judged) {
+            if let deeper = enableRefusal(dep.id, nil, present: present, visiting: below, tenancy: tenancy, judged: &judged) {
                 return KernelError(.dependency, pluginID: id, reason: "plugin \"\(id)\" needs \"\(dep.id)\", which cannot start: \(deeper.reason)")
             }
         }
@@ -54,7 +57,7 @@ extension Kernel {
             guard let first = providers.first else { continue }
             var deeper: KernelError?
             for provider in providers {
-                guard let refusal = enableRefusal(provider, nil, present: present, visiting: below, judged: &judged) else { deeper = nil; break }
+                guard let refusal = enableRefusal(provider, nil, present: present, visiting: below, tenancy: tenancy, judged: &judged) else { deeper = nil; break }
                 if deeper == nil { deeper = refusal }
             }
             if let deeper {

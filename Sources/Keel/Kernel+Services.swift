@@ -128,49 +128,90 @@ extension Kernel {
     // MARK: dependencies through interfaces
 
     /// Why `manifest`'s plugin cannot activate now: a required interface that no active plugin (nor one in
-    /// `pending`, about to be) nor the host provides in a version it accepts. Nil when all are there, and always nil
-    /// with `hostInterfacesUnknown` (a kernel that cannot see what the embedding program offers: any interface may be
+    /// `pending`, about to be) nor the host provides in a version it accepts, or whose providers leave some tenant
+    /// the plugin serves without one (`TenantReach`). Nil when all are there, and always nil with
+    /// `hostInterfacesUnknown` (a kernel that cannot see what the embedding program offers: any interface may be
     /// the program's, whatever plugins are installed).
-    func missingInterface(_ manifest: Manifest, pending: Set<String> = [], hostInterfacesUnknown: Bool = false) -> String? {
+    /// - Parameter tenancy: the tenants each plugin is enabled for, when judging a change before it is stored
+    ///   (an enable for a tenant); the stored ones by default.
+    func missingInterface(_ manifest: Manifest, pending: Set<String> = [], hostInterfacesUnknown: Bool = false,
+                          tenancy: [String: Set<String>]? = nil) -> String? {
         guard !hostInterfacesUnknown else { return nil }
         let services = registry.snapshot.services
         for need in manifest.consumes where !need.optional {
-            if services.providers[need.interface]?.contains(where: { need.versions.contains($0.version) }) == true { continue }
-            let upcoming = pending.contains { id in
+            let live = (services.providers[need.interface] ?? []).filter { need.versions.contains($0.version) }.map(\.providerID)
+            let upcoming = pending.filter { id in
                 id != manifest.id && (bundles[id]?.manifest?.provides.contains(where: need.accepts) ?? false)
+            }.sorted()
+            let providers = live + upcoming.filter { !live.contains($0) }
+            guard !providers.isEmpty else {
+                let installed = installedProviders(of: need.interface).filter { $0 != manifest.id }
+                let hint = installed.isEmpty ? "no installed plugin provides it" : "enable one of \(installed.map { "\"\($0)\"" }.joined(separator: ", "))"
+                return "plugin \"\(manifest.id)\" needs interface \(need.interface) \(need.versions), which no enabled plugin provides (\(hint))"
             }
-            if upcoming { continue }
-            let installed = installedProviders(of: need.interface).filter { $0 != manifest.id }
-            let hint = installed.isEmpty ? "no installed plugin provides it" : "enable one of \(installed.map { "\"\($0)\"" }.joined(separator: ", "))"
-            return "plugin \"\(manifest.id)\" needs interface \(need.interface) \(need.versions), which no enabled plugin provides (\(hint))"
+            let tenancy = tenancy ?? access.directory.pluginTenants
+            let reach = TenantReach(providers: providers, consumer: tenancy[manifest.id], tenancy: tenancy)
+            guard !reach.isWhole else { continue }
+            return tenantGap(manifest.id, need.interface, need.versions.description, reach, providers: providers, tenancy: tenancy)
         }
         return nil
     }
 
-    /// The active plugins that need `id` as a dependency, or as the last active provider of an interface they
-    /// require; in activation order, each with what it needs. With `includingIdle`, then the idle ones (enabled,
-    /// not loaded) that would need it when they wake, by their manifests, in id order.
-    func dependents(of id: String, includingIdle: Bool = false) -> [(id: String, needs: String)] {
+    /// The reason for a consumer whose providers leave some of its tenants without one, naming who serves what and
+    /// the commands that close the gap.
+    func tenantGap(_ id: String, _ interface: InterfaceID, _ versions: String, _ reach: TenantReach, providers: [String],
+                   tenancy: [String: Set<String>]) -> String {
+        let serving = providers.map { p in "\"\(p)\" \(tenancy[p].map { "for \($0.sorted().joined(separator: ", "))" } ?? "for every tenant")" }
+            .joined(separator: ", ")
+        let first = providers.first ?? ""
+        if let unserved = reach.unserved {
+            let names = unserved.sorted().joined(separator: ", ")
+            return "plugin \"\(id)\" needs interface \(interface) \(versions) in tenant(s) \(names), which no enabled provider serves "
+                + "(\(serving)); enable one for them (`keel plugins enable \(first) --tenant \(unserved.sorted()[0])`)"
+        }
+        return "plugin \"\(id)\" is enabled for every tenant and needs interface \(interface) \(versions) in each, but its providers "
+            + "are enabled for some tenants only (\(serving)); enable one for every tenant (`keel plugins enable \(first)`), or "
+            + "\"\(id)\" for those tenants only (`keel plugins enable \(id) --tenant T` when it is not enabled)"
+    }
+
+    /// The active plugins that need `id` as a dependency, or as a provider of an interface they require that
+    /// serves some tenant of theirs no other provider does; in activation order, each with what it needs. With
+    /// `includingIdle`, then the idle ones (enabled, not loaded) that would need it when they wake, by their
+    /// manifests, in id order.
+    /// - Parameter servingOnly: judge `id` left serving these tenants only (a disable for one tenant), instead of
+    ///   gone; its plugin dependents are then unaffected.
+    func dependents(of id: String, includingIdle: Bool = false,
+                    servingOnly: Set<String>? = nil) -> [(id: String, needs: String)] {
         let services = registry.snapshot.services
+        let tenancy = access.directory.pluginTenants
+        let after = servingOnly.map { narrowed in tenancy.merging([id: narrowed]) { $1 } } ?? tenancy
+        /// Whether `consumer`'s providers (`id` among them) serve fewer of its tenants once `id` goes or narrows.
+        func loses(_ consumer: String, _ providers: [String]) -> Bool {
+            guard providers.contains(id) else { return false }
+            let now = TenantReach(providers: providers, consumer: tenancy[consumer], tenancy: tenancy)
+            let then = servingOnly == nil
+                ? TenantReach(providers: providers.filter { $0 != id }, consumer: tenancy[consumer], tenancy: tenancy)
+                : TenantReach(providers: providers, consumer: tenancy[consumer], tenancy: after)
+            return then.served != now.served
+        }
         let running = activationOrder.compactMap { other -> (String, String)? in
             guard other != id, let manifest = active[other]?.manifest else { return nil }
-            if manifest.dependencies.contains(where: { $0.id == id }) { return (other, "plugin \"\(id)\"") }
+            if servingOnly == nil, manifest.dependencies.contains(where: { $0.id == id }) { return (other, "plugin \"\(id)\"") }
             for need in manifest.consumes where !need.optional {
-                let others = (services.providers[need.interface] ?? []).filter { $0.providerID != id && need.versions.contains($0.version) }
-                let mine = services.providers[need.interface]?.contains { $0.providerID == id } ?? false
-                if mine && others.isEmpty { return (other, "interface \(need.interface)") }
+                let providers = (services.providers[need.interface] ?? []).filter { need.versions.contains($0.version) }.map(\.providerID)
+                if loses(other, providers) { return (other, "interface \(need.interface)") }
             }
             return nil
         }
-        guard includingIdle, let mine = bundles[id]?.manifest else { return running }
+        guard includingIdle, bundles[id]?.manifest != nil else { return running }
         // An idle plugin's providers are whichever enabled plugins' manifests offer the interface, loaded or not.
-        let providers = Set(activationOrder).union(idle).subtracting([id])
+        let enabled = Set(activationOrder).union(idle).sorted()
         let sleeping = idle.subtracting([id]).sorted().compactMap { other -> (String, String)? in
             guard let manifest = bundles[other]?.manifest else { return nil }
-            if manifest.dependencies.contains(where: { $0.id == id }) { return (other, "plugin \"\(id)\"") }
-            for need in manifest.consumes where !need.optional && mine.provides.contains(where: need.accepts) {
-                let others = providers.contains { bundles[$0]?.manifest?.provides.contains(where: need.accepts) == true }
-                if !others { return (other, "interface \(need.interface)") }
+            if servingOnly == nil, manifest.dependencies.contains(where: { $0.id == id }) { return (other, "plugin \"\(id)\"") }
+            for need in manifest.consumes where !need.optional {
+                let providers = enabled.filter { $0 != other && bundles[$0]?.manifest?.provides.contains(where: need.accepts) == true }
+                if loses(other, providers) { return (other, "interface \(need.interface)") }
             }
             return nil
         }

@@ -91,7 +91,16 @@ extension Kernel {
         guard let bundle = bundles[id] else {
             throw notInFolder(id)
         }
-        if let unmet = enableRefusal(id, bundle) { throw unmet }
+        // Judged with the tenants it will serve: a consumer enabled for one more tenant needs a provider there too.
+        var tenancy = access.directory.pluginTenants
+        let current = tenancy[id]
+        let alreadyForAll = current == nil && (active[id] != nil || (try? state.plugin(id))??.enabled == true)
+        if let tenant { if !alreadyForAll { tenancy[id] = (current ?? []).union([tenant]) } } else { tenancy[id] = nil }
+        if let unmet = enableRefusal(id, bundle, tenancy: tenancy) { throw unmet }
+        if active[id] != nil || idle.contains(id), let manifest = bundle.manifest,
+           let missing = missingInterface(manifest, pending: idle, tenancy: tenancy) {
+            throw KernelError(.dependency, pluginID: id, reason: missing)
+        }
         guard let tenant else {
             // Already for all tenants: nothing to write (no event, no directory reload on every enable).
             if access.directory.pluginTenants[id] != nil {
@@ -101,10 +110,8 @@ extension Kernel {
             return nil
         }
         guard access.directory.tenants.contains(tenant) else { throw KernelError(.directory, pluginID: id, reason: "unknown tenant \"\(tenant)\"") }
-        let current = access.directory.pluginTenants[id]
         // Enabled for every tenant already (running, parked idle, or just stored so, as a CLI's own kernel sees it):
         // enabling it for one more changes nothing; it must not narrow it to that one.
-        let alreadyForAll = current == nil && (active[id] != nil || (try? state.plugin(id))??.enabled == true)
         if !alreadyForAll {
             try tenancyChange { () throws(StateError) in try state.setPluginTenants(id, (current ?? []).union([tenant])) }
         }
@@ -122,8 +129,21 @@ extension Kernel {
         guard d.tenants.contains(tenant) else { throw KernelError(.directory, pluginID: id, reason: "unknown tenant \"\(tenant)\"") }
         let remaining = (d.pluginTenants[id] ?? Set(d.tenants)).subtracting([tenant])
         guard remaining.isEmpty else {
+            // A provider that stops serving a tenant may leave a consumer there without one.
+            let losing = dependents(of: id, includingIdle: true, servingOnly: remaining)
+            guard losing.isEmpty || cascade else {
+                let named = losing.map { "\"\($0.id)\" (through \($0.needs))" }.joined(separator: ", ")
+                throw KernelError(.dependency, pluginID: id,
+                                  reason: "plugin \"\(id)\" cannot stop serving tenant \(tenant): enabled plugin(s) \(named) would be left "
+                                    + "without a provider in some tenant they serve; disable them for \(tenant) first "
+                                    + "(`keel plugins disable \(losing[0].id) --tenant \(tenant)`) or use --cascade")
+            }
+            var also: [String] = []
+            for other in losing.reversed() where !also.contains(other.id) {
+                also += try disable(other.id, tenant: tenant, cascade: true) + [other.id]
+            }
             try tenancyChange { () throws(StateError) in try state.setPluginTenants(id, remaining) }
-            return []
+            return also
         }
         let also = try disable(id, cascade: cascade)
         try tenancyChange { () throws(StateError) in try state.setPluginTenants(id, nil) }

@@ -111,17 +111,30 @@ struct ServicesTests {
         try s.provider("alpha", tag: "A", ranking: 5)
         try s.provider("beta", tag: "B", ranking: 10)
         try s.consumer("user")
+        try s.consumer("relaxed", consumes: "[{interface: test.echo/1, optional: true}]")
         let kernel = try s.kernel()
         await kernel.start()
         try await kernel.execute(.createTenant(name: "acme"))
         try await kernel.execute(.enable(id: "beta", tenant: "acme"))
-        try await kernel.enable("user")
+        // Requiring the interface for every tenant, with acme's provider alone, is refused; for acme it is not.
+        await #expect { try await kernel.enable("user") } throws: { error in
+            "\(error)".hasPrefix("plugin \"user\" is enabled for every tenant and needs interface test.echo/1 ^1 in each, but its "
+                + "providers are enabled for some tenants only (\"beta\" for acme)")
+        }
+        try await kernel.execute(.enable(id: "user", tenant: "acme"))
+        try await kernel.enable("relaxed")
         // beta ranks higher but is acme's only: every other caller gets no provider at all.
         #expect(call(kernel, "/ext/user/call", query: "x", tenant: "acme").text.contains("provider=beta"))
-        #expect(call(kernel, "/ext/user/call", query: "x") == (503, "status=\(StatusCode.notFound)"), "the default tenant's acquire finds none")
-        #expect(call(kernel, "/ext/user/call", query: "x", tenant: "") == (503, "status=\(StatusCode.notFound)"), "nor does one for no tenant")
+        #expect(call(kernel, "/ext/relaxed/call", query: "x") == (503, "status=\(StatusCode.notFound)"), "the default tenant's acquire finds none")
+        #expect(call(kernel, "/ext/relaxed/call", query: "x", tenant: "") == (503, "status=\(StatusCode.notFound)"), "nor does one for no tenant")
+        // user, running for acme, is not widened to every tenant while acme's provider is all there is.
+        await #expect { try await kernel.execute(.enable(id: "user", tenant: nil)) } throws: { error in
+            "\(error)".contains("is enabled for every tenant and needs interface test.echo/1 ^1 in each")
+        }
+        #expect(try await kernel.plugin("user").tenants == ["acme"], "a refused widening stores nothing")
         // With a provider for everyone, the others get it, and the operator's host-wide choice of beta does not reach them.
         try await kernel.enable("alpha")
+        try await kernel.execute(.enable(id: "user", tenant: nil))
         #expect(call(kernel, "/ext/user/call", query: "x").text.contains("provider=alpha"))
         #expect(call(kernel, "/ext/user/call", query: "x", tenant: "acme").text.contains("provider=beta"))
         let chosen = try await kernel.execute(.useProvider(interface: "test.echo/1", plugin: "beta", tenant: nil))
@@ -190,6 +203,50 @@ struct ServicesTests {
         #expect(call(kernel, "/ext/user/call").status == 200, "a refused disable changes nothing")
         try await kernel.disable("beta", cascade: true)
         #expect(kernel.activePlugins.isEmpty)
+        await kernel.shutdown()
+    }
+
+    @Test("a provider that serves every tenant is not disabled, nor taken out of a tenant, while a consumer needs it there; --cascade takes the consumer out of that tenant with it")
+    func tenantCoverageOnDisable() async throws {
+        let s = ServicesFixture()
+        try s.provider("alpha", tag: "A")
+        try s.provider("beta", tag: "B", ranking: 5)
+        try s.consumer("user")
+        let kernel = try s.kernel()
+        await kernel.start()
+        for tenant in ["acme", "zeta"] { try await kernel.execute(.createTenant(name: tenant)) }
+        try await kernel.enable("alpha")
+        try await kernel.execute(.enable(id: "beta", tenant: "acme"))
+        try await kernel.enable("user")
+        // beta serves acme only: user, enabled for every tenant, still needs alpha, whole and in each tenant.
+        await #expect { try await kernel.disable("alpha") } throws: { error in
+            "\(error)" == "plugin \"alpha\" is needed by enabled plugin(s) \"user\" (through interface test.echo/1); disable them first or use --cascade"
+        }
+        await #expect { try await kernel.execute(.disable(id: "alpha", tenant: "zeta", cascade: false)) } throws: { error in
+            "\(error)" == "plugin \"alpha\" cannot stop serving tenant zeta: enabled plugin(s) \"user\" (through interface test.echo/1) would "
+                + "be left without a provider in some tenant they serve; disable them for zeta first (`keel plugins disable user --tenant zeta`) "
+                + "or use --cascade"
+        }
+        #expect(try await kernel.plugin("alpha").tenants == nil, "a refused disable stores nothing")
+        // With --cascade, user leaves zeta with alpha.
+        let cascaded = try await kernel.execute(.disable(id: "alpha", tenant: "zeta", cascade: true))
+        #expect(cascaded.note == "also disabled for tenant zeta, as they need it: user", "\(String(describing: cascaded.note))")
+        #expect(try await kernel.plugin("user").tenants == ["acme", "default"])
+        #expect(try await kernel.plugin("alpha").tenants == ["acme", "default"])
+        // The default tenant is still alpha's alone; acme has beta too.
+        await #expect { try await kernel.execute(.disable(id: "alpha", tenant: "default", cascade: false)) } throws: { error in
+            "\(error)".hasPrefix("plugin \"alpha\" cannot stop serving tenant default")
+        }
+        try await kernel.execute(.disable(id: "alpha", tenant: "acme", cascade: false))
+        #expect(call(kernel, "/ext/user/call", query: "x", tenant: "acme").text.contains("provider=beta"))
+        #expect(call(kernel, "/ext/user/call", query: "x").text.contains("provider=alpha"))
+        // Once user serves acme alone, beta is enough, and alpha may go.
+        try await kernel.execute(.disable(id: "user", tenant: "default", cascade: false))
+        try await kernel.disable("alpha")
+        #expect(call(kernel, "/ext/user/call", query: "x", tenant: "acme").text.contains("provider=beta"))
+        await #expect { try await kernel.disable("beta") } throws: { error in
+            "\(error)".hasPrefix("plugin \"beta\" is needed by enabled plugin(s) \"user\"")
+        }
         await kernel.shutdown()
     }
 
