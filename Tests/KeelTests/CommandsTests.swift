@@ -335,6 +335,11 @@ struct CommandsFrontEndTests {
         let keel = TestEnvironment.binPath + "/keel"
         let at = ["--plugins", c.f.plugins, "--state", c.f.state]
         #expect(try TestEnvironment.run(keel, ["plugins", "enable", "calc"] + at).status == 0)
+        // "idp" answers "Bearer <id>" with tenant acme and the role admin (AUTH_MODE=1): an admin, but a plugin's.
+        try c.f.fixtureBundle("idp", defines: ["AUTH_MODE=1"])
+        try TestEnvironment.grantSensitive("idp", plugins: c.f.plugins, state: c.f.state)
+        #expect(try TestEnvironment.run(keel, ["tenants", "create", "acme"] + at).status == 0)
+        #expect(try TestEnvironment.run(keel, ["plugins", "enable", "idp"] + at).status == 0)
         let server = try ServerProcess(plugins: c.f.plugins, state: c.f.state, extraArguments: ["--no-watch"])
         defer { server.stop() }
         func post(_ name: String, _ body: String, admin: Bool = true) async throws -> ServerProcess.Reply {
@@ -362,6 +367,16 @@ struct CommandsFrontEndTests {
         #expect(r.status == 404 && r.text.contains("no tenant") && r.text.contains("nowhere"), "\(r.text)")
         r = try await post("add", #"{"args": [2, 40], "tenant": "acme"}"#, admin: false)
         #expect(r.status == 403 && r.errorCode == "forbidden", "\(r.text)")
+        // An admin a plugin's hook authenticated calls in its own tenant, and may not name another.
+        func asZoe(_ body: String) async throws -> ServerProcess.Reply {
+            try await server.request("POST", "/api/v1/plugins/calc/commands/add", headers: ["Authorization": "Bearer zoe"], body: Data(body.utf8))
+        }
+        r = try await asZoe(#"{"args": [2, 40]}"#)
+        #expect(r.status == 200 && r.text == #"{"result":42}"#, "zoe is admin in acme: \(r.text)")
+        r = try await asZoe(#"{"args": [2, 40], "tenant": "acme"}"#)
+        #expect(r.status == 200, "naming its own tenant is no change: \(r.text)")
+        r = try await asZoe(#"{"args": [2, 40], "tenant": "default"}"#)
+        #expect(r.status == 403 && r.errorCode == "forbidden", "a plugin's admin may not call in another tenant: \(r.text)")
         let listed = try await server.request("GET", "/api/v1/commands?plugin=calc", admin: true)
         #expect((listed.json as? [[String: Any]])?.first?["signature"] as? String == "(i64, i64) -> i64")
 
