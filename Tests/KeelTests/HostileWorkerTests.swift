@@ -96,6 +96,20 @@ struct HostileWorkerTests {
         #expect(try await server.request("GET", "/healthz").status == 200)
     }
 
+    @Test("a worker cannot set the host's limits, scheduling or priorities (prlimit64 of a CPU second killed it, of 3 open files left it serving nothing); its own it can")
+    func cannotLimitHost() async throws {
+        let f = try stage()
+        let server = try ServerProcess(plugins: f.plugins, state: f.state)
+        defer { server.stop() }
+        let reply = try await server.request("GET", "/ext/hostile/items/limithost")
+        #expect(String(decoding: reply.body, as: UTF8.self) == "refused, own ok")
+        let limits = try String(contentsOfFile: "/proc/\(server.process.processIdentifier)/limits", encoding: .utf8)
+        let files = limits.split(separator: "\n").first { $0.hasPrefix("Max open files") }.map(String.init) ?? ""
+        #expect(!files.contains(" 3 ") && !limits.contains("Max cpu time              1 "), "\(limits)")
+        for _ in 0..<20 { #expect(try await server.request("GET", "/healthz").status == 200) }
+        #expect(server.process.isRunning, "keel serve died: \(server.errors.value.prefix(700))")
+    }
+
     @Test("a worker cannot signal the host through pidfd_send_signal on /proc/<pid> or an F_SETOWN/F_SETSIG pipe",
           arguments: ["pidfdhost", "sigiohost"])
     func cannotKillHostIndirectly(route: String) async throws {

@@ -6,6 +6,10 @@
  *     "stall"   forks a child that keeps the socket open and never reads it (for 120 s), and the worker dies
  *     "killhost" sends SIGKILL to its parent (the host), tries to trace it and to open its /proc/<pid>/mem, and
  *               answers 200 "denied" when all of it was refused (else "sent")
+ *     "limithost" sets its parent's (the host's) limits, scheduling and priorities, as any process of the same user
+ *               may: prlimit64 (CPU time 1 s, open files 3), setpriority, sched_setaffinity, sched_setscheduler
+ *               (SCHED_IDLE), ioprio_set; then its own (prlimit64 and setpriority of pid 0): "refused, own ok" when every
+ *               call on the host failed with EPERM and its own worked, else the calls that did what they asked
  *     "pidfdhost" SIGKILLs its parent through pidfd_send_signal on an open /proc/<ppid> (not a pidfd_open pidfd)
  *     "sigiohost" makes the kernel SIGKILL its parent: a pipe owned by it (F_SETOWN), F_SETSIG SIGKILL, O_ASYNC
  *     "threads" answers "confined", or "unconfined N" when N of the worker's threads have no seccomp filter
@@ -70,6 +74,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -261,6 +266,26 @@ static keel_status item(void *user_data, const keel_http_request *req, keel_http
         const char *said = killed || group || thread || traced || peeked ? "sent" : "denied";
         res->set_status(res, 200);
         return res->write(res, said, strlen(said));
+    } else if (is(id, "limithost")) {
+        pid_t host = getppid();
+        char said[256] = "";
+        struct rlimit one = { 1, 1 }, three = { 3, 3 }, own;
+        if (syscall(SYS_prlimit64, host, RLIMIT_CPU, &one, NULL) == 0 || errno != EPERM) strcat(said, " prlimit-cpu");
+        if (syscall(SYS_prlimit64, host, RLIMIT_NOFILE, &three, NULL) == 0 || errno != EPERM) strcat(said, " prlimit-nofile");
+        if (setpriority(PRIO_PROCESS, (id_t)host, 19) == 0 || errno != EPERM) strcat(said, " setpriority");
+        cpu_set_t cpus;
+        CPU_ZERO(&cpus);
+        CPU_SET(0, &cpus);
+        if (sched_setaffinity(host, sizeof cpus, &cpus) == 0 || errno != EPERM) strcat(said, " affinity");
+        struct sched_param idle = { 0 };
+        if (sched_setscheduler(host, SCHED_IDLE, &idle) == 0 || errno != EPERM) strcat(said, " scheduler");
+        /* IOPRIO_WHO_PROCESS (1), class idle (3) */
+        if (syscall(SYS_ioprio_set, 1, host, 3 << 13) == 0 || errno != EPERM) strcat(said, " ioprio");
+        int ownOK = syscall(SYS_prlimit64, 0, RLIMIT_NOFILE, NULL, &own) == 0 &&
+                    syscall(SYS_prlimit64, 0, RLIMIT_NOFILE, &own, NULL) == 0 && setpriority(PRIO_PROCESS, 0, 1) == 0;
+        const char *answer = said[0] ? said + 1 : (ownOK ? "refused, own ok" : "refused, own refused too");
+        res->set_status(res, 200);
+        return res->write(res, answer, strlen(answer));
     } else if (is(id, "pidfdhost")) {
         char path[64];
         snprintf(path, sizeof path, "/proc/%d", (int)getppid());
