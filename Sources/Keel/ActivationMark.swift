@@ -35,7 +35,8 @@ final class ActivationMark {
 
     /// The mark left behind, or nil when there is none.
     func read() -> String? {
-        guard let data = SystemFile.contents(path, limit: 1 << 20) else { return nil }
+        // Only this user's (see `SharedPage`): another user's would quarantine whatever plugin it named.
+        guard let data = try? SystemFile.read(path, limit: 1 << 20, ownedHere: true) else { return nil }
         // Trimmed by bytes (the mark is ASCII): `trimmingCharacters(in:)`'s first use costs a start run-time look-ups.
         var bytes = data.prefix { $0 != 0 }
         let space: (UInt8) -> Bool = { $0 == 0x20 || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D }

@@ -116,7 +116,8 @@ struct GenerationStore: Sendable {
         }
         let temporary = target + ".tmp"
         // A plain write, no fsync: the copy only has to outlive this load, not a power cut.
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        // A new file only: never one (or a link) someone put at this name.
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
         guard fd >= 0 else {
             throw KernelError(.bundle, pluginID: id, reason: "\(temporary): cannot be written: \(String(cString: strerror(errno)))")
         }

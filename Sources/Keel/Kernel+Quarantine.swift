@@ -49,7 +49,12 @@ extension Kernel {
     ///   its `activate`, which has no load-history row to take it from.
     func quarantineRecordedCrash(marked: (id: String, generation: Int, checksum: String)? = nil) -> String? {
         let path = crashRecordPath
-        guard let data = SystemFile.contents(path, limit: 1 << 20) else { return nil }
+        let data: [UInt8]
+        do { data = try SystemFile.read(path, limit: 1 << 20, ownedHere: true) } catch {
+            // Another user's record (planted where the state's folder lets others write) quarantines nothing.
+            if error.owner != nil { log(.warn, nil, "\(path): ignored: it \(error.description)") }
+            return nil
+        }
         // Read once: a record that cannot be moved aside (a folder planted at `.last`) goes, or it would quarantine
         // the plugin again at every start.
         if rename(path, path + ".last") != 0 { unlink(path) }

@@ -28,8 +28,22 @@ public final class ServerLock: Sendable {
         if let problem = SystemFile.prepareParent(of: stateFile) {
             throw KernelError(.state, reason: "\(stateFile): cannot be used as the state file: \(problem)")
         }
-        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw KernelError(.state, reason: "\(stateFile): its lock file \(path) cannot be made: \(SystemFile.describe(errno: errno))") }
+        // Never through a link (it would be cut and written over), nor another user's file (the CLI trusts only its
+        // own user's lock): a folder others may write could hold either, planted.
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0o644)
+        guard fd >= 0 else {
+            let why = errno == ELOOP ? "is a symbolic link, which is never followed; remove it"
+                : "cannot be made: \(SystemFile.describe(errno: errno))"
+            throw KernelError(.state, reason: "\(stateFile): its lock file \(path) \(why)")
+        }
+        var st = stat()
+        guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG, st.st_uid == geteuid() else {
+            let owner = st.st_uid
+            close(fd)
+            throw KernelError(.state, reason: "\(stateFile): its lock file \(path) "
+                + (st.st_mode & S_IFMT != S_IFREG ? "is not a regular file" : "belongs to uid \(owner), not to this user (uid \(geteuid()))")
+                + ": another user could have put it there; remove it, or keep the state in a folder only you may write")
+        }
         guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
             close(fd)
             // Its first line (`pid N URL`); the folder line is for the CLI.

@@ -58,8 +58,11 @@ public struct ManifestCache: Sendable {
     /// missing file has no reason (a first start is not a problem).
     func load() -> (entries: [String: Entry], problem: String?) {
         let bytes: [UInt8]
-        do { bytes = try Self.readFile(path) } catch {
-            return ([:], error.code == ENOENT ? nil : "\(path): cannot be read (\(String(cString: strerror(error.code)))); the manifests are read again")
+        // Only this user's file: entries name the library each bundle loads, so a cache another user planted beside the
+        // state (in a folder others may write) would have the host load that user's code.
+        do { bytes = try SystemFile.read(path, ownedHere: true) } catch {
+            if error.owner != nil { return ([:], "\(path): ignored: it \(error.description); the manifests are read again") }
+            return ([:], error.code == ENOENT ? nil : "\(path): cannot be read (\(error.description)); the manifests are read again")
         }
         guard let entries = Self.decode(bytes) else {
             return ([:], "\(path): not a manifest cache of this Keel version, or damaged; the manifests are read again")

@@ -4,7 +4,8 @@ import Glibc
 
 /// One page of a file, mapped shared: writes through memory reach the file without a system call, and survive a
 /// crash of this process (the page cache keeps them), not of the machine. The mapping is made on first use; when
-/// the file cannot be created or mapped, `bytes` is nil and callers skip what they wanted to write.
+/// the file cannot be created or mapped, or is a link or another user's file, `bytes` is nil and callers skip what they
+/// wanted to write.
 /// Not thread-safe: its owner serialises its use.
 public final class SharedPage {
     public let path: String
@@ -18,9 +19,13 @@ public final class SharedPage {
     public var bytes: UnsafeMutableRawBufferPointer? {
         if mapped != nil || triedMapping { return mapped }
         triedMapping = true
-        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        // Never through a link, nor into another user's file: one planted where the folder lets others write (such as
+        // /tmp) would be cut to a page, or written by its owner under this process's feet.
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0o644)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG, st.st_uid == geteuid() else { return nil }
         guard ftruncate(fd, off_t(Self.size)) == 0 else { return nil }
         let p = mmap(nil, Self.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
         guard let p, p != MAP_FAILED else { return nil }

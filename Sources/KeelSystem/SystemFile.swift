@@ -22,15 +22,31 @@ public enum SystemFile {
         return names
     }
 
-    /// Why a file could not be read: the `errno` of the failed call (`EISDIR` for anything but a regular file).
-    public struct ReadError: Error, Sendable { public var code: Int32 }
+    /// Why a file could not be read: the `errno` of the failed call (`EISDIR` for anything but a regular file; `EPERM`
+    /// with `owner` for a file another user owns, when only this user's may be read).
+    public struct ReadError: Error, Sendable {
+        public var code: Int32
+        /// The file's owner, when it was refused for belonging to another user.
+        public var owner: UInt32?
+
+        public init(code: Int32, owner: UInt32? = nil) { (self.code, self.owner) = (code, owner) }
+
+        /// "belongs to uid N, not to this user (uid M): another user could have written it", or the system's words.
+        public var description: String {
+            owner.map { "belongs to uid \($0), not to this user (uid \(geteuid())): another user could have written it" }
+                ?? String(cString: strerror(code))
+        }
+    }
 
     /// The first `limit` bytes of the regular file at `path` (fewer when it is cut short while read; anything but a
     /// regular file, a FIFO included, is `EISDIR` without waiting for a writer). `open` and
     /// `read`, not `FileManager`: its first use in a process cost a lazy start about 0.3 ms of run-time type
     /// look-ups (for a crash record that is not there). [any thread]
-    public static func read(_ path: String, limit: Int = .max) throws(ReadError) -> [UInt8] {
-        let (fd, size) = try openRegular(path)
+    /// - Parameter ownedHere: read only a file this user (or root) owns, checked on the descriptor read: for the files
+    ///   Keel keeps beside its state (the manifest cache, the crash record, the activation mark), which another user
+    ///   could plant where the state's folder lets others write (such as /tmp).
+    public static func read(_ path: String, limit: Int = .max, ownedHere: Bool = false) throws(ReadError) -> [UInt8] {
+        let (fd, size) = try openRegular(path, ownedHere: ownedHere)
         defer { close(fd) }
         var bytes = [UInt8](repeating: 0, count: max(0, min(size, limit)))
         var done = 0
@@ -51,7 +67,8 @@ public enum SystemFile {
     /// Opens the regular file at `path` for reading: its descriptor (close-on-exec; the caller closes it) and size.
     /// Anything but a regular file is `EISDIR`, found without waiting: O_NONBLOCK keeps a FIFO in the file's place
     /// from holding the caller in `open` (a regular file ignores it). [any thread]
-    public static func openRegular(_ path: String) throws(ReadError) -> (fd: Int32, size: Int) {
+    /// With `ownedHere`, a file another user owns (root's excepted) is `EPERM` with its `owner`.
+    public static func openRegular(_ path: String, ownedHere: Bool = false) throws(ReadError) -> (fd: Int32, size: Int) {
         let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         guard fd >= 0 else { throw ReadError(code: errno) }
         var st = stat()
@@ -63,6 +80,10 @@ public enum SystemFile {
         guard st.st_mode & S_IFMT == S_IFREG else {
             close(fd)
             throw ReadError(code: EISDIR)
+        }
+        if ownedHere, st.st_uid != geteuid(), st.st_uid != 0 {
+            close(fd)
+            throw ReadError(code: EPERM, owner: st.st_uid)
         }
         return (fd, Int(st.st_size))
     }

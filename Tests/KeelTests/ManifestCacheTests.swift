@@ -79,6 +79,25 @@ struct ManifestCacheTests {
         #expect(f.log.lines.isEmpty, "\(f.log.lines)")
     }
 
+    @Test("a cache file another user owns (planted beside a state in /tmp) is ignored, said in one line, and its entries never used: one named the library the host loaded",
+          .enabled(if: geteuid() == 0, "gives a file to another user (chown): needs root, as CI runs"))
+    func plantedCacheIgnored() throws {
+        let f = try Folder(["alpha"], racyMargin: 0)
+        _ = try f.scan()
+        var planted = try #require(f.scan()["alpha"]?.manifest)
+        planted.name = "Planted"
+        planted.library = "../../elsewhere/libpwn.so"
+        try f.plant("alpha", planted)
+        #expect(try f.scan()["alpha"]?.manifest?.name == "Planted", "this user's own cache is used")
+        // The same file, another user's.
+        try f.plant("alpha", planted)
+        #expect(chown(f.cache.path, 65534, 65534) == 0)
+        let found = try f.scan()
+        #expect(found["alpha"]?.manifest?.name == "Test alpha" && found["alpha"]?.manifest?.library == "libhello-c.so",
+                "read from plugin.yaml again: \(String(describing: found["alpha"]?.manifest))")
+        #expect(f.log.lines.contains { $0.hasPrefix(f.cache.path + ": ignored: it belongs to uid 65534, not to this user") }, "\(f.log.lines)")
+    }
+
     @Test("an edited plugin.yaml is read again (other size), and the cache then holds the new manifest")
     func staleAfterEdit() throws {
         let f = try Folder(["alpha"], racyMargin: 0)
