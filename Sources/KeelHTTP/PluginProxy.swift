@@ -119,20 +119,27 @@ final class PluginProxy: Sendable {
     /// The headers for the upstream: the client's headers as plugins see them (host credentials removed), less
     /// hop-by-hop headers, every `X-Keel-*` header the client sent and the forwarding headers an app behind a proxy
     /// trusts (`Forwarded`, `X-Forwarded-*`, `X-Real-IP` and the others of `claimedByClients`: a client could claim any
-    /// address, host, scheme or path with them);
+    /// address, host, scheme or path with them), each also spelt with underscores (`isHosts`);
     /// then `Host`, `X-Forwarded-For` with `peer` (the client's address, when known) and the signed identity.
     /// - Throws: `APIError` 503 `proxy-key-unavailable` when the host's secret cannot be read (see `signer`).
     func upstreamHeaders(_ caller: Gatekeeper.Caller, pluginID: String, proxy: ProxyDeclaration, method: String,
                          target: String, peer: String?) throws(APIError) -> [(String, String)] {
         var headers: [(String, String)] = []
-        for (name, value) in caller.seen.headers where !Self.hopByHop.contains(name) && !name.hasPrefix("x-keel-")
-            && !name.hasPrefix("x-forwarded-") && !Self.claimedByClients.contains(name) {
+        for (name, value) in caller.seen.headers where !Self.isHosts(name) {
             headers.append((name, value))
         }
         headers.append(("host", proxy.port == 80 || proxy.port == 443 ? proxy.hostPart : "\(proxy.hostPart):\(proxy.port)"))
         if let peer { headers.append(("x-forwarded-for", peer)) }
         headers += ProxyIdentity.headers(caller.principal, method: method, target: target, signer: try signer(pluginID))
         return headers
+    }
+
+    /// True for a client header the upstream must not get (`upstreamHeaders`). Compared with `_` read as `-`: servers
+    /// that hand headers to the app as variables (CGI, WSGI, PHP, Rack) give `X_Real_IP` and `X-Real-IP` one name,
+    /// `HTTP_X_REAL_IP`, so a client's `X_Forwarded_Host` or `X_Keel_User` would otherwise pass for the proxy's own.
+    static func isHosts(_ name: String) -> Bool {
+        let name = name.utf8.contains(UInt8(ascii: "_")) ? String(name.lowercased().map { $0 == "_" ? "-" : $0 }) : name
+        return hopByHop.contains(name) || name.hasPrefix("x-keel-") || name.hasPrefix("x-forwarded-") || claimedByClients.contains(name)
     }
 
     /// The plugin's proxy key, derived and made ready to sign with once per plugin (the host's secret never changes

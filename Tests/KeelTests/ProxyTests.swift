@@ -74,7 +74,9 @@ struct ProxyTests {
                                                        "X-Forwarded-For": "10.0.0.1", "X-Forwarded-Host": "evil.example",
                                                        "X-Forwarded-Proto": "https", "Forwarded": "for=10.0.0.1", "X-Real-IP": "10.0.0.1",
                                                        "True-Client-IP": "10.0.0.1", "Client-IP": "10.0.0.1", "X-Original-URL": "/admin",
-                                                       "X-Rewrite-URL": "/admin"])
+                                                       "X-Rewrite-URL": "/admin", "X_Real_IP": "6.6.6.6", "X_Keel_User": "admin",
+                                                       "X_Forwarded_Host": "evil.example", "x_original_url": "/admin",
+                                                       "Transfer_Encoding": "chunked"])
         #expect(reply.status == 200, "\(reply.text)")
         let seen = try #require(reply.json as? [String: Any])
         let headers = try #require(seen["headers"] as? [String: String])
@@ -87,6 +89,8 @@ struct ProxyTests {
                 && headers["forwarded"] == nil && headers["x-real-ip"] == nil, "\(headers)")
         // Nor the client's address or the path it asked for by the other names apps read them under.
         #expect(["true-client-ip", "client-ip", "x-original-url", "x-rewrite-url"].allSatisfy { headers[$0] == nil }, "\(headers)")
+        // Nor spelt with underscores, which CGI-style servers (WSGI, PHP, Rack) read as the same variable.
+        #expect(!headers.keys.contains { $0.contains("_") }, "\(headers)")
         #expect(headers["authorization"] == nil, "the admin token never reaches the app")
         #expect(headers["host"] == "127.0.0.1:\(upstream.port)")
         // The signature verifies with the key the operator hands the app.
