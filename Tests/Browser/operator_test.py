@@ -177,6 +177,18 @@ def main():
             assert d.execute_script("return KeelConsole.navigate('https://evil.example/')") is False
             assert d.execute_script("return KeelConsole.navigate('//evil.example/x')") is False
             assert d.execute_script("return KeelConsole.navigate('javascript:alert(1)')") is False
+            # Asked for by a plugin's page: its own paths, another plugin's only where a menu entry links (hello's
+            # menu links /ext/hello/greet/world; the grant step above stopped hello: enabled again, its menu comes
+            # back live), resolved first.
+            subprocess.run([args.keel, "plugins", "enable", args.granted, "--plugins", args.plugins, "--state", args.state],
+                           check=True, capture_output=True)
+            wait.until(lambda _: "Hello" in d.find_element(By.ID, "menu").text)
+            assert d.execute_script("return KeelConsole.navigate('/ext/greeter/', 'hello')") is False, "another plugin's path"
+            assert d.execute_script("return KeelConsole.navigate('/ext/hello/x/../../greeter/', 'hello')") is False, "resolved first"
+            assert d.execute_script("return KeelConsole.navigate('/ext/hello/greet/world', 'greeter')") is True, "a menu's link"
+            wait.until(lambda _: css("#page").get_dom_attribute("src") == "/ext/hello/greet/world")
+            assert d.execute_script("return KeelConsole.navigate('/ext/greeter/x/../', 'greeter')") is True, "its own path"
+            wait.until(lambda _: css("#page").get_dom_attribute("src") == "/ext/greeter/")
             # A plugin page's address is resolved before the frame loads it and the page session is asked for.
             assert d.execute_script("return KeelConsole.navigate('/ext/hello/x/../../greeter/')") is True
             wait.until(lambda _: css("#page").get_dom_attribute("src") == "/ext/greeter/" and css("#page").is_displayed())

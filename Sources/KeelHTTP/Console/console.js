@@ -205,11 +205,19 @@ function notify(text, level) {
 }
 
 // What console-pages.js calls on behalf of a plugin page: navigation inside the console only (a console view such
-// as "/plugins", or a plugin page under "/ext/"), never to another address; and a notice.
+// as "/plugins", or a plugin page under "/ext/"), never to another address; and a notice. `fromPlugin`: the plugin
+// whose page asks. Its own paths it may open; another plugin's only where a menu entry links (opening one loads it
+// with the caller's page session for that plugin: any GET of its routes would otherwise be the page's to make as the
+// caller, which the sandbox keeps pages from).
 window.KeelConsole = Object.freeze({
-  navigate(consolePath) {
+  navigate(consolePath, fromPlugin) {
     const path = String(consolePath || '').replace(/^#/, '');
     if (!/^\/[A-Za-z0-9._~!$&'()*+,;=:@%\/?-]*$/.test(path) || path.startsWith('//')) return false;
+    if (fromPlugin !== undefined) {
+      const url = new URL(path, location.origin);
+      const resolved = url.pathname + url.search, target = pluginOf(resolved);
+      if (target && target !== fromPlugin && !menuLinks.has(resolved)) return false;
+    }
     go('#' + path);
     return true;
   },
@@ -236,14 +244,18 @@ function renderMenu(nodes) {
 
 // The icon each plugin's first menu entry names, by plugin id (for the plugin list and pages).
 const pluginIcons = new Map();
+// Every console path a menu entry links to: where a plugin page may send the console in another plugin's pages.
+const menuLinks = new Set();
 
 async function loadMenus() {
   const menu = document.getElementById('menu');
   try {
     const tree = await api('/api/v1/menus');
     pluginIcons.clear();
+    menuLinks.clear();
     const walk = nodes => nodes.forEach(n => {
       if (n.pluginID && n.icon && !pluginIcons.has(n.pluginID)) pluginIcons.set(n.pluginID, n.icon);
+      if (/^\/(?!\/)/.test(n.link || '')) menuLinks.add(n.link);
       walk(n.children || []);
     });
     walk(tree);

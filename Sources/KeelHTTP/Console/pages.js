@@ -11,7 +11,8 @@
 //   declares (console.fetch: exact method and path, from GET /api/v1/pages; sent with the console's token). Paths are
 //   refused before anything is sent when they are not plain: other origins, '\', '.' or '..' segments, encoded
 //   '.', '/', '\' (%2e %2f %5c). Refusals carry a stable code: bad-path, not-allowed, bad-request, network.
-// - `navigate` and `notify`: through window.KeelConsole when the console defines it, else as text in #message.
+// - `navigate` and `notify`: through window.KeelConsole when the console defines it (which opens the page's own plugin's
+//   paths, and another plugin's only where a menu entry links), else as text in #message.
 (() => {
   const frames = new Map();
   const listening = new WeakSet();
@@ -103,11 +104,11 @@
     return { status: response.status, headers: out, body: await response.text() };
   }
 
-  function navigate(args) {
+  function navigate(entry, args) {
     const path = String((args && args.path) || '');
     if (!path.startsWith('/') || path.startsWith('//') || path.length > 2048) throw refusal('bad-path', 'a console path starts with a single "/"');
     if (window.KeelConsole && typeof window.KeelConsole.navigate === 'function') {
-      if (window.KeelConsole.navigate(path) === false) throw refusal('not-allowed', 'the console does not open ' + path);
+      if (window.KeelConsole.navigate(path, entry.plugin) === false) throw refusal('not-allowed', 'the console does not open ' + path);
       return { done: true };
     }
     show('the page asks to open ' + path);
@@ -139,7 +140,7 @@
     try {
       let result;
       if (m.op === 'fetch') result = await pageFetch(entry, m.args);
-      else if (m.op === 'navigate') result = navigate(m.args);
+      else if (m.op === 'navigate') result = navigate(entry, m.args);
       else if (m.op === 'notify') result = notify(entry, m.args);
       else throw refusal('bad-request', 'unknown request ' + String(m.op));
       reply(frame, entry, m.id, result);
