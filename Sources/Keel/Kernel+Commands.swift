@@ -130,7 +130,8 @@ extension Kernel {
         case let .reload(id): try reload(id)
         case let .refresh(id): try refresh(id)
         case .rescan: rescan()
-        case let .grants(id, grant, revoke): try setGrants(id, grant: grant, revoke: revoke)
+        case let .grants(id, grant, revoke):
+            if let note = try setGrants(id, grant: grant, revoke: revoke) { return CommandResult(note: note) }
         case let .config(id, yaml, file): try setConfig(id, yaml: yaml, file: file ?? "configuration of \(id)")
         case let .isolation(id, mode): try setIsolation(id, mode)
         case let .uninstall(id, cascade, keepData):

@@ -86,10 +86,14 @@ extension Kernel {
     /// takes effect. A grant whose reload fails leaves the old generation serving, as any failed reload; a revoke
     /// that took a right away (one granted and not trusted anyway) never does (the old generation holds the right the
     /// operator took back): the plugin, and those that depend on it, are taken down and recorded failed with the
-    /// reason, and stay enabled, so `enable` (of each) after a new grant or a fixed bundle brings them back.
+    /// reason, and stay enabled, so a new grant (or `enable` after a fixed bundle) brings the plugin back. A grant to
+    /// a plugin that is enabled but failed (not quarantined) starts it: what it lacked may have been that grant.
+    /// - Returns: a note when the plugin stopped for a revoke, or started (or still cannot start) after a grant; the
+    ///   grants are stored either way.
     /// - Throws: `KernelError` for an unknown plugin or capability, or one the plugin does not ask for, or a reload
     ///   that failed (the grants are stored all the same).
-    public func setGrants(_ id: String, grant: [String] = [], revoke: [String] = []) throws(KernelError) {
+    @discardableResult
+    public func setGrants(_ id: String, grant: [String] = [], revoke: [String] = []) throws(KernelError) -> String? {
         if bundles[id] == nil { rescan() }
         guard let bundle = bundles[id] else { throw notInFolder(id) }
         // A bundle whose plugin.yaml is broken is there: say what is wrong with it, not that it is missing.
@@ -122,12 +126,26 @@ extension Kernel {
         do { try state.setGrants(id, grant: grant, revoke: revoke) } catch {
             throw KernelError(.state, pluginID: id, reason: error.description)
         }
-        guard active[id] != nil else { return }
+        guard active[id] != nil else { return grant.isEmpty ? nil : startAfterGrant(id, grant) }
         do { try reload(id) } catch where !taken.isEmpty {
-            let reason = "revoked \(taken.joined(separator: ", ")) and it cannot run without: \(error.reason); stopped until a new "
-                + "grant and `keel plugins enable \(id)`"
+            let guarded = registry.snapshot.plugins[id]?.guardsRequests == true
+            let reason = "revoked \(taken.joined(separator: ", ")) and it cannot run without: \(error.reason); stopped until it is "
+                + "granted again"
             takeDown(id, wanted: true, reason: reason, dependentsReason: "had a capability revoked and was stopped")
-            throw KernelError(error.code, pluginID: id, reason: reason)
+            return "\(id) cannot run without it and was stopped (\(error.reason)); granting it again starts it"
+                + (guarded ? "; it has auth hooks, so every request is denied until it runs again or is disabled" : "")
         }
+        return nil
+    }
+
+    /// After a grant: starts `id` when it is enabled but failed (and not quarantined), saying how it went.
+    private func startAfterGrant(_ id: String, _ granted: [String]) -> String? {
+        // (A one-command kernel holds every enabled plugin idle, a failed one too: it is started as `enable` would.)
+        guard !idle.contains(id) || configuration.startsIdle, let record = (try? state.plugin(id)) ?? nil, record.enabled, record.status == .failed,
+              (try? isQuarantined(id)) != true else { return nil }
+        do throws(KernelError) { try enable(id) } catch {
+            return "\(id) is enabled but still cannot start: \(error.reason)"
+        }
+        return active[id] != nil || idle.contains(id) ? "\(id) started" : nil
     }
 }

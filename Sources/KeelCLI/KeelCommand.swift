@@ -283,8 +283,9 @@ struct CLIError: Error, CustomStringConvertible {
 extension AsyncParsableCommand {
     /// Runs `body`; any error becomes one line on stderr (`ErrorText`) and exit code 1. Usage errors
     /// (`ValidationError`) and exit requests pass through to `KeelCommand.main`.
-    func reporting(_ body: () async throws -> Void) async throws {
-        do { try await body() } catch let error as ValidationError {
+    @discardableResult
+    func reporting<T>(_ body: () async throws -> T) async throws -> T {
+        do { return try await body() } catch let error as ValidationError {
             throw error
         } catch let error as ExitCode {
             throw error

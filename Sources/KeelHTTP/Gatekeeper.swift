@@ -119,7 +119,11 @@ final class Gatekeeper: Sendable {
         guard let denial = kernel.access.denial(of: caller.seen, prepared: prepared, snapshot: snapshot,
                                                 admittedWhileClosed: admittedWhileClosed) else { return }
         if let metrics, let hook = denial.hook { metrics.hookDenied(plugin: hook.pluginID, hook: hook.name) }
-        throw APIError.forbidden(because: denial.reason)
+        var refusal = APIError.forbidden(because: denial.reason)
+        // The operator (the admin token) is told why, the host closed for a guard that is not running included; any
+        // other caller learns only that it was denied (the reason goes to the log and the audit trail).
+        if caller.isAdmin { refusal.message = "access denied: \(denial.reason)" }
+        throw refusal
     }
 
     /// The request as plugins see it (no body: hooks decide on headers, path and method), without the host's own

@@ -23,6 +23,35 @@ struct CLITests {
         #expect((greeter?["reason"] as? String)?.contains("grant it with `keel plugins grant greeter authorize`") == true, "\(listed.stdout)")
     }
 
+    @Test("a grant starts the enabled plugin that lacked it; a revoke it cannot run without stops it, says so and succeeds; history names why a plugin never loaded")
+    func grantStartsRevokeStops() throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("gate", defines: ["AUTHZ_MODE=1"], capabilities: ["routes", "authorize"])
+        _ = try TestEnvironment.makeBundle(in: f.plugins, folder: "typo", manifest: "id: typo\nversion: [1\n", library: nil)
+        let common = ["--plugins", f.plugins, "--state", f.state]
+        let refused = try TestEnvironment.run(keel, ["plugins", "enable", "gate"] + common)
+        #expect(refused.status == 1 && refused.stderr.contains("grant it with `keel plugins grant gate authorize`"), "\(refused.stderr)")
+        let granted = try TestEnvironment.run(keel, ["plugins", "grant", "gate", "authorize"] + common)
+        #expect(granted.status == 0 && granted.stdout == "granted authorize to gate: gate started\n", "\(granted.stdout) \(granted.stderr)")
+        let listed = try TestEnvironment.run(keel, ["plugins", "list"] + common)
+        #expect(listed.stdout.contains("gate") && listed.stdout.contains("enabled"), "\(listed.stdout)")
+        // The same through a running server, which takes the plugin down on the revoke and up on the grant.
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch"])
+        defer { server.stop() }
+        let revoked = try TestEnvironment.run(keel, ["plugins", "revoke", "gate", "authorize"] + common)
+        #expect(revoked.status == 0 && revoked.stdout.hasPrefix("revoked authorize from gate: gate cannot run without it and was stopped (")
+                && revoked.stdout.hasSuffix("granting it again starts it; it has auth hooks, so every request is denied until it runs again or is disabled\n"),
+                "\(revoked.stdout) \(revoked.stderr)")
+        #expect(try TestEnvironment.run(keel, ["plugins", "grant", "gate", "authorize"] + common).stdout == "granted authorize to gate: gate started\n")
+        // A grant to a plugin that runs changes its grants only.
+        let again = try TestEnvironment.run(keel, ["plugins", "grant", "gate", "authorize"] + common)
+        #expect(again.status == 0 && again.stdout == "granted authorize to gate\n", "\(again.stdout)")
+        // A bundle whose plugin.yaml never parsed: its history says why it never loaded.
+        #expect(try TestEnvironment.run(keel, ["plugins", "enable", "typo"] + common).status == 1)
+        let history = try TestEnvironment.run(keel, ["plugins", "history", "typo"] + common)
+        #expect(history.status == 0 && history.stdout.hasPrefix("typo: never loaded: ") && history.stdout.contains("plugin.yaml"), "\(history.stdout) \(history.stderr)")
+    }
+
     @Test("enable, list --json and disable on real bundles, state kept between runs")
     func lifecycle() throws {
         let f = KernelFixture()
@@ -33,7 +62,7 @@ struct CLITests {
         #expect(ungranted.status == 1)
         #expect(ungranted.stderr.contains("capability \"authenticate\" was not granted (grant it with `keel plugins grant hello authenticate`)"), "\(ungranted.stderr)")
         let grant = try TestEnvironment.run(keel, ["plugins", "grant", "hello", "authenticate"] + common)
-        #expect(grant.status == 0 && grant.stdout == "granted authenticate to hello\n", "\(grant.stderr)")
+        #expect(grant.status == 0 && grant.stdout == "granted authenticate to hello: hello started\n", "\(grant.stdout) \(grant.stderr)")
         let pointless = try TestEnvironment.run(keel, ["plugins", "grant", "hello", "authorize"] + common)
         #expect(pointless.status == 1 && pointless.stderr.contains("does not ask for \"authorize\""))
         let enable = try TestEnvironment.run(keel, ["plugins", "enable", "hello"] + common)

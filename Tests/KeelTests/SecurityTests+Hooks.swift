@@ -49,8 +49,12 @@ extension SecurityTests {
         try install(broken, into: f.plugins + "/warden", as: "libwarden.so")
         server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch"])
         defer { server.stop() }
-        #expect(try RawHTTP.request(port: server.port, "GET", "/ext/quick/ping").status == 403)
+        let closed = try RawHTTP.request(port: server.port, "GET", "/ext/quick/ping")
+        #expect(closed.status == 403 && closed.text.hasSuffix(#"{"error":{"code":"forbidden","message":"access denied"}}"#), "\(closed.text)")
         #expect(try await server.request("GET", "/api/v1/session").status == 403)
+        // The operator's token is told why a plugin route is refused: the guard that is not running.
+        let told = try await server.request("GET", "/ext/quick/ping", admin: true)
+        #expect(told.status == 403 && told.text.contains(#""message":"access denied: guard \"warden\" is not running ("#), "\(told.text)")
         // The operator's token still reaches the admin API, to see why and act.
         let listed = try await server.request("GET", "/api/v1/plugins/warden", admin: true)
         #expect(listed.status == 200 && (listed.json as? [String: Any])?["status"] as? String == "failed", "\(listed.text)")

@@ -242,7 +242,11 @@ extension KeelCommand.Plugins {
                 guard try state.plugin(id) != nil else { throw CLIError("no plugin \"\(id)\" is known") }
                 let loads = try state.loads(for: id)
                 if json { try printJSON(loads); return }
-                if loads.isEmpty { print("\(id): never loaded") }
+                if loads.isEmpty {
+                    // A plugin.yaml or a refusal that stopped it before any load: the record says why.
+                    let record = try state.plugin(id)
+                    print("\(id): never loaded" + (record?.status == .failed ? (record?.reason).map { ": " + $0 } ?? "" : ""))
+                }
                 for l in loads {
                     print("\(l.at)  g\(l.generation)  \(l.version)  \(l.checksum.prefix(12))  \(l.outcome)\(l.detail.isEmpty ? "" : "  " + l.detail)")
                 }
@@ -265,8 +269,8 @@ extension KeelCommand.Plugins {
                   completion: .list(Grant.names)) var capabilities: [String]
 
         func run() async throws {
-            try await reporting { try await changeGrants(options, id, grant: capabilities, revoke: []) }
-            print("granted \(capabilities.joined(separator: ", ")) to \(id)")
+            let note = try await reporting { try await changeGrants(options, id, grant: capabilities, revoke: []) }
+            print("granted \(capabilities.joined(separator: ", ")) to \(id)" + (note.map { ": " + $0 } ?? ""))
         }
     }
 
@@ -278,15 +282,16 @@ extension KeelCommand.Plugins {
         @Argument(help: "Capabilities to revoke.", completion: .list(Grant.names)) var capabilities: [String]
 
         func run() async throws {
-            try await reporting { try await changeGrants(options, id, grant: [], revoke: capabilities) }
-            print("revoked \(capabilities.joined(separator: ", ")) from \(id)")
+            let note = try await reporting { try await changeGrants(options, id, grant: [], revoke: capabilities) }
+            print("revoked \(capabilities.joined(separator: ", ")) from \(id)" + (note.map { ": " + $0 } ?? ""))
         }
     }
 }
 
 /// Grants and revokes through the running server when there is one, else through a kernel of our own.
-func changeGrants(_ options: GlobalOptions, _ id: String, grant: [String], revoke: [String]) async throws {
-    _ = try await throughServerOrKernel(options, id: nil, command: .grants(id: id, grant: grant, revoke: revoke))
+/// - Returns: the kernel's note (the plugin stopped for the revoke, or started after the grant).
+func changeGrants(_ options: GlobalOptions, _ id: String, grant: [String], revoke: [String]) async throws -> String? {
+    try await throughServerOrKernelResult(options, id: nil, command: .grants(id: id, grant: grant, revoke: revoke)).result.note
 }
 
 /// Executes `command` through the running server (its command queue) when `keel serve` owns the state file, else on
