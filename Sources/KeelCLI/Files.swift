@@ -1,6 +1,7 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
 import Foundation
+import KeelManifest
 import KeelSystem
 import Glibc
 
@@ -43,6 +44,23 @@ func requireFolder(_ path: String, hint: String) throws {
         throw CLIError("\(path): no such folder (\(hint))")
     }
     guard isDirectory.boolValue else { throw CLIError("\(path): not a folder (\(hint))") }
+}
+
+/// Refuses a `keel new` project named where its bundle folder is meant: a project's plugin.yaml names a library
+/// that is not beside it, and `make` builds the bundle (plugin.yaml and library) in `bundle/ID`. Nothing when `folder`
+/// is a bundle, or a project not built yet (the caller's own error says to build it).
+/// - Throws: `CLIError` "FOLDER: a plugin project, not its bundle: `make` built the bundle in FOLDER/bundle/ID; run
+///   `keel COMMAND FOLDER/bundle/ID`".
+func refuseProjectForBundle(_ folder: String, command: String) throws {
+    guard let manifest = try? ManifestLoader().load(path: folder + "/" + ManifestLoader.fileName).0, let library = manifest.library,
+          !FileManager.default.fileExists(atPath: folder + "/" + library) else { return }
+    let root = folder + "/bundle"
+    let built = (SystemFile.names(in: root) ?? []).filter {
+        FileManager.default.fileExists(atPath: root + "/" + $0 + "/" + ManifestLoader.fileName)
+    }
+    guard built.count == 1 else { return }
+    let bundle = (folder == "." || folder == "./" ? "bundle" : (folder.hasSuffix("/") ? String(folder.dropLast()) : folder) + "/bundle") + "/" + built[0]
+    throw CLIError("\(folder): a plugin project, not its bundle: `make` built the bundle in \(bundle); run `keel \(command) \(bundle)`")
 }
 
 /// Writes a secret (a private key) to `path` with mode 0600 from the first byte on.

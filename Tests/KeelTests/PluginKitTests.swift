@@ -127,6 +127,13 @@ struct PluginKitTests {
         // Out of the checkout's reach: the headers came from the SDK prefix, never from PluginABI/.
         if lang == "c" { #expect(build.stdout.contains("-I\(prefix)/include") && !build.stdout.contains("PluginABI")) }
 
+        // The project named where its bundle is meant (an author in the project folder typing `keel pack .`): told
+        // where the bundle is, not to build what is built.
+        for command in [["pack", "."], ["plugins", "validate", "."], ["plugins", "inspect", "."]] {
+            let wrong = try TestEnvironment.run(Self.keel, command, currentDirectory: project)
+            #expect(wrong.status == 1 && wrong.stderr == "keel: error: .: a plugin project, not its bundle: `make` built the bundle in bundle/\(id); "
+                    + "run `keel \(command.dropLast().joined(separator: " ")) bundle/\(id)`\n", "\(command): \(wrong.stderr)")
+        }
         // The conformance run passes.
         let validated = try TestEnvironment.run(Self.keel, ["plugins", "validate", bundle])
         #expect(validated.status == 0 && validated.stdout.contains("\(bundle): all 11 checks passed"), "\(validated.stdout)\(validated.stderr)")

@@ -21,6 +21,7 @@ extension KeelCommand {
         func run() async throws {
             try await reporting {
                 try requireFolder(folder, hint: "pass the bundle folder, the one that holds plugin.yaml")
+                try refuseProjectForBundle(folder, command: "pack")
                 if key == nil, let signer {
                     throw CLIError("--signer \(signer) without --key: nothing would be signed; pass --key with \(signer)'s private key file (keel trust keygen wrote it)")
                 }

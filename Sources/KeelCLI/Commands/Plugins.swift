@@ -132,6 +132,7 @@ extension KeelCommand.Plugins {
             }
             var library = path, manifestPath: String?, warnings: [ManifestWarning] = []
             if isDirectory.boolValue {
+                try refuseProjectForBundle(path, command: "plugins inspect")
                 let file = path + "/" + ManifestLoader.fileName
                 manifestPath = file
                 let manifest: Manifest

@@ -27,6 +27,7 @@ extension KeelCommand.Plugins {
         func run() async throws {
             try await reporting {
                 try requireFolder(path, hint: "pass a bundle folder, such as bundle/ID of a `keel new` project")
+                try refuseProjectForBundle(path, command: "plugins validate")
                 guard let keel = PluginProbe.currentExecutable else { throw CLIError("cannot find the keel executable to run the checks in") }
                 let (checks, end) = try Self.runChild(keel, bundle: path, timeout: timeout)
                 var failed = 0
