@@ -25,6 +25,8 @@ public final class ActivationContext: Sendable {
     public let grants: Set<Capability>
     /// Foreign path prefixes granted to this activation (`route-prefix:/legacy`).
     public let routePrefixes: [String]
+    /// Those the plugin.yaml asks for, granted or not: a refusal for one not granted says to grant it.
+    public let requestedRoutePrefixes: [String]
     /// The plugin's configuration as JSON, handed out through "keel.config/1": C text allocated in `init`, valid (as
     /// the ABI says) until deactivate returns. `close` frees it when no call is still running (a context is kept
     /// after it closes, for stray calls: a kept library's contexts would otherwise hold every activation's
@@ -55,9 +57,10 @@ public final class ActivationContext: Sendable {
     /// Set by every admitted call, cleared by `takeUsed`: how the kernel tells a lazy plugin nobody uses.
     private let used = Atomic<Bool>(false)
 
-    public init(pluginID: String, grants: Set<Capability>, routePrefixes: [String] = [], config: String = "",
-                limits: RegistrationLimits = .default, budgets: CallBudgets = .default, identity: ServiceIdentity = ServiceIdentity(),
-                grantHint: GrantHint = .cli, environment: any PluginEnvironment) {
+    public init(pluginID: String, grants: Set<Capability>, routePrefixes: [String] = [], requestedRoutePrefixes: [String] = [],
+                config: String = "", limits: RegistrationLimits = .default, budgets: CallBudgets = .default,
+                identity: ServiceIdentity = ServiceIdentity(), grantHint: GrantHint = .cli, environment: any PluginEnvironment) {
+        self.requestedRoutePrefixes = requestedRoutePrefixes
         self.config = Mutex(HostABI.staticString(config))
         self.grantHint = grantHint
         self.identity = identity
@@ -380,8 +383,13 @@ public final class ActivationContext: Sendable {
             if let reserved = Capability.reservedPrefix(of: canonical) ?? (canonical == "/" ? "/" : nil) {
                 return refuse(StatusCode.denied, "\(what): inside the host's own \(reserved)")
             }
-            guard routePrefixes.contains(where: { canonical == $0 || canonical.hasPrefix($0 + "/") }) else {
-                return refuse(StatusCode.denied, "\(what): outside the plugin's own /ext/\(pluginID)/ and no granted route prefix covers it (ask for route-prefix:/PATH and have it granted)")
+            let covers: (String) -> Bool = { canonical == $0 || canonical.hasPrefix($0 + "/") }
+            guard routePrefixes.contains(where: covers) else {
+                // The fix: the grant of the prefix plugin.yaml asks for, or asking for one first.
+                let fix = requestedRoutePrefixes.first(where: covers).map { "route-prefix:\($0) is asked for but not granted; "
+                    + grantHint.text(id: pluginID, capability: "route-prefix:\($0)") }
+                    ?? "ask for route-prefix:/\(canonical.split(separator: "/").first ?? "PATH") under capabilities: in plugin.yaml and have it granted"
+                return refuse(StatusCode.denied, "\(what): outside the plugin's own /ext/\(pluginID)/ and no granted route prefix covers it (\(fix))")
             }
         }
         var route = RouteRegistration(method: method, pattern: pattern, handler: handler)

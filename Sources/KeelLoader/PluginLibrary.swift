@@ -325,7 +325,7 @@ public final class PluginLibrary: @unchecked Sendable {
                 passedOn ? (message.isEmpty || message == refusal ? refusal : "\(refusal) (the plugin said: \(message))")
                     : "\(message) (a registration was also refused: \(refusal))"
             } else {
-                message.isEmpty ? "no message" : message
+                message.isEmpty ? "no message (the plugin gave none: call host->set_error(ctx, ...) before returning an error)" : message
             }
             throw LoadError(.activationFailed, path: path, pluginID: descriptor.id,
                             reason: "activate returned \(StatusCode.name(status)): \(reason)")

@@ -126,6 +126,19 @@ public struct ManifestLoader: Sendable {
         return nil
     }
 
+    /// The line (from 1) where `key` appears again at the indentation of its first appearance at `first`, if any.
+    static func repeatLine(of key: String, after first: Mark, in yaml: String) -> Int? {
+        let lines = yaml.split(separator: "\n", omittingEmptySubsequences: false)
+        guard first.line >= 1, first.line <= lines.count else { return nil }
+        let indent = first.column - 1
+        for index in first.line..<lines.count {
+            let line = lines[index], text = line.drop { $0 == " " }
+            guard line.count - text.count == indent else { continue }
+            if text.hasPrefix(key + ":") || text.hasPrefix("\"\(key)\":") || text.hasPrefix("'\(key)':") { return index + 1 }
+        }
+        return nil
+    }
+
     static func describe(_ error: YamlError, file: String) -> ManifestError {
         switch error {
         case let .scanner(context, problem, mark, yaml), let .parser(context, problem, mark, yaml), let .composer(context, problem, mark, yaml):
@@ -141,10 +154,19 @@ public struct ManifestLoader: Sendable {
             if mark.line > lines, lines > 0 {
                 return ManifestError(file: file, line: lines, reason: "not valid YAML: \(problem) at the end of the file")
             }
+            // A tab where YAML wants spaces: said as such, not as "a character that cannot start any token".
+            let lineText = yaml.split(separator: "\n", omittingEmptySubsequences: false).dropFirst(max(0, mark.line - 1)).first
+            if problem.contains("cannot start any token"), let lineText, lineText.utf8.dropFirst(max(0, mark.column - 1)).first == 9 {
+                return ManifestError(file: file, line: mark.line, reason: "not valid YAML: a tab at column \(mark.column); YAML indents with spaces only")
+            }
             return ManifestError(file: file, line: mark.line, reason: "not valid YAML: \(problem)")
         case let .duplicatedKeysInMapping(duplicates, context):
-            return ManifestError(file: file, line: context.mark.line,
-                                 reason: "duplicate key \(duplicates.map { "\"\($0)\"" }.joined(separator: ", "))")
+            // Yams marks the first of the keys; the second is the one the author just added, most likely.
+            let first = context.mark.line
+            let again = duplicates.first.flatMap { repeatLine(of: $0, after: context.mark, in: context.text) }
+            return ManifestError(file: file, line: again ?? first,
+                                 reason: "duplicate key \(duplicates.map { "\"\($0)\"" }.joined(separator: ", "))"
+                                    + (again.map { $0 != first ? " (first on line \(first))" : "" } ?? ""))
         default:
             let text = "\(error)".split(whereSeparator: \.isNewline).first.map(String.init) ?? "unknown error"
             return ManifestError(file: file, reason: "not valid YAML: \(text)")

@@ -404,7 +404,9 @@ struct FaultTests {
         let kernel = try f.kernel()
         await kernel.start()
         do { try await kernel.enable("legacy"); Issue.record("served a foreign prefix without a grant") } catch {
-            #expect(error.description.contains("outside the plugin's own /ext/legacy/ and no granted route prefix covers it"))
+            #expect(error.description.contains("outside the plugin's own /ext/legacy/ and no granted route prefix covers it (route-prefix:/legacy "
+                                               + "is asked for but not granted; grant it with `keel plugins grant legacy route-prefix:/legacy`)"),
+                    "\(error)")
         }
         try await kernel.setGrants("legacy", grant: ["route-prefix:/legacy"])
         try await kernel.enable("legacy")
@@ -418,7 +420,8 @@ struct FaultTests {
         }
         try await kernel.setGrants("sneaky", grant: ["route-prefix:/legacy"])
         do { try await kernel.enable("sneaky"); Issue.record("served outside its granted prefix") } catch {
-            #expect(error.description.contains("route GET =/other/x: outside the plugin's own"))
+            #expect(error.description.contains("route GET =/other/x: outside the plugin's own /ext/sneaky/ and no granted route prefix covers it "
+                                               + "(ask for route-prefix:/other under capabilities: in plugin.yaml and have it granted)"), "\(error)")
         }
         #expect(try await kernel.plugin("greedy-api").reason?.contains("\"/api/v2\" is inside the host's own /api") == true)
         await kernel.shutdown()

@@ -150,8 +150,10 @@ struct ManifestTests {
             #expect(error.key == "name")
         }
 
-        let dup = error("id: h\nid: g\nname: H\nversion: 1.0.0\nabi: \"1.0\"\nlibrary: x.so\n")
-        #expect(dup?.description.contains("duplicate key") == true)
+        let dup = error("id: h\nname: H\nversion: 1.0.0\nabi: \"1.0\"\nlibrary: x.so\nid: g\n")
+        #expect(dup?.description == "p/plugin.yaml:6: duplicate key \"id\" (first on line 1)", "\(String(describing: dup))")
+        let tab = error("id: h\nname: H\nversion: 1.0.0\nabi: \"1.0\"\nlibrary: x.so\nmenus:\n\t- id: h.x\n")
+        #expect(tab?.description == "p/plugin.yaml:7: not valid YAML: a tab at column 1; YAML indents with spaces only", "\(String(describing: tab))")
     }
 
     @Test("a missing manifest file is named")

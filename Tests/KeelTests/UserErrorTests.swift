@@ -69,7 +69,7 @@ struct UserErrorTests {
         try Data([0xff, 0xfe, 0x0a]).write(to: URL(fileURLWithPath: dir + "/bin.yaml"))
         expectOneLine(try run(["plugins", "config", "hello", dir + "/bad.yaml"], f),
                       contains: "bad.yaml:1: not valid YAML: did not find expected ',' or ']' (the file ends inside the [ list that starts on this line)")
-        expectOneLine(try run(["plugins", "config", "hello", dir + "/dup.yaml"], f), contains: "dup.yaml:1: duplicate key \"a\"")
+        expectOneLine(try run(["plugins", "config", "hello", dir + "/dup.yaml"], f), contains: "dup.yaml:2: duplicate key \"a\" (first on line 1)")
         expectOneLine(try run(["plugins", "config", "hello", dir + "/bin.yaml"], f), contains: "bin.yaml: not UTF-8 text")
     }
 
