@@ -118,7 +118,7 @@ struct DevLoop: Sendable {
                 return outcome
             }
         } catch {
-            say("not built: \(CLIError(error).description); the host keeps serving the last good build; waiting for the next save")
+            say("not built: \(CLIError(error).description); \(await meanwhile()); waiting for the next save")
             return outcome
         }
         let buildStart = clock.now
@@ -130,10 +130,11 @@ struct DevLoop: Sendable {
             let text = build.output.hasSuffix("\n") || build.output.isEmpty ? build.output : build.output + "\n"
             SystemFile.say(text)
             say("build failed (`\(buildCommand)` exited with \(build.status) after \(Self.ms(buildTime)) ms); "
-                + "the host keeps serving the last good build; waiting for the next save")
+                + "\(await meanwhile()); waiting for the next save")
             return outcome
         }
         let reloadStart = clock.now
+        var reloading = false
         do {
             let manifest = bundle + "/" + ManifestLoader.fileName
             guard FileManager.default.fileExists(atPath: manifest) else {
@@ -157,6 +158,7 @@ struct DevLoop: Sendable {
             // copy already, and then nothing more is loaded. Any other file (assets/, config.schema.yaml) is read at
             // activation but not compared by `refresh`: `reload`.
             let onlyBuild = copied.allSatisfy { $0 == ManifestLoader.fileName || $0 == library }
+            reloading = active
             try await execute(active ? (onlyBuild ? .refresh(id: id) : .reload(id: id)) : .enable(id: id, tenant: nil))
             let after = try await host.plugin(id)
             let reloadTime = clock.now - reloadStart
@@ -170,9 +172,19 @@ struct DevLoop: Sendable {
         } catch let error as CLIError {
             say("not reloaded: \(error.description); waiting for the next save")
         } catch {
-            say("reload failed: \(ErrorText.describe(error)); the host keeps serving the last good build; waiting for the next save")
+            say("\(reloading ? "reload failed" : "\(id) did not start"): \(ErrorText.describe(error)); \(await meanwhile()); "
+                + "waiting for the next save")
         }
         return outcome
+    }
+
+    /// What the host serves of the plugin while a build or a reload did not go through: its last good build, or
+    /// nothing yet (a first build that never loaded).
+    func meanwhile() async -> String {
+        if let info = try? await host.plugin(id), info.status == .enabled, info.enabled {
+            return "the host keeps serving the last good build"
+        }
+        return "nothing of \(id) is served yet"
     }
 
     /// The line for a project whose plugin.yaml names another plugin than the one `keel dev` follows.
