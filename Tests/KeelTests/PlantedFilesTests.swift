@@ -9,7 +9,7 @@ import Testing
 /// write, such as /tmp: another user's file, or a link, planted at one of their names is never trusted nor written
 /// through. (The state file itself: `StateStoreTests.plantedStateRefused`; the manifest cache:
 /// `ManifestCacheTests.plantedCacheIgnored`.)
-@Suite("files planted beside the state", .enabled(if: geteuid() == 0, "gives files to another user (chown): needs root, as CI runs"))
+@Suite("files planted beside the state", .scheduled, .enabled(if: geteuid() == 0, "gives files to another user (chown): needs root, as CI runs"))
 struct PlantedFilesTests {
     /// A folder anyone may write, sticky, as /tmp is; and a file of this user's that a link could point at.
     func shared() throws -> (folder: String, victim: String) {
