@@ -128,6 +128,8 @@ int keel_confine_worker(int network, int processes) {
         /* Never: a namespace of its own (unshare, setns; clone's CLONE_NEW* above). None lets a worker out today,
          * but without Landlock a new user namespace's root could write its cgroup's files. */
         DENY(SYS_unshare), DENY(SYS_setns),
+        /* Never: the kernel's key rings, which hold the user's keys (a session's, a login's) for any of its processes. */
+        DENY(SYS_keyctl), DENY(SYS_add_key), DENY(SYS_request_key),
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_setpgid, 0, 1),
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | 0),
         /* Never: a Unix socket of its own, which could connect to any socket on the file system (Landlock does not
@@ -154,7 +156,9 @@ int keel_confine_worker(int network, int processes) {
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
         /* Another process's resource limits or scheduling, which the kernel lets any process of the same user set:
          * only this process's own (pid 0, or its own pid). prlimit64 of the host's CPU time to one second had the
-         * kernel kill it; of its open files to 3, it served nothing. */
+         * kernel kill it; of its open files to 3, it served nothing. The filter knows the worker's pid, not its
+         * threads' ids: a call naming one of its own other threads (pthread_setaffinity_np, pthread_setschedparam,
+         * a pthread_create with explicit scheduling) is refused too (EPERM); one about the calling thread (0) works. */
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_prlimit64, 5, 0),
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_sched_setaffinity, 4, 0),
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_sched_setparam, 3, 0),
@@ -189,13 +193,14 @@ int keel_confine_worker(int network, int processes) {
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_pidfd_send_signal, 0, 1),
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (ENOSYS & SECCOMP_RET_DATA)),
         /* The owner of a descriptor's SIGIO (any signal with F_SETSIG), set through a pointer: refused. So is typing
-         * into a terminal (TIOCSTI, TIOCLINUX): the host's standard error, inherited, may be the user's terminal, whose
-         * shell would run the line once the host ends. The command is an int: its low 32 bits are all the kernel reads. */
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_ioctl, 0, 7),
+         * into a terminal (TIOCSTI, TIOCLINUX) or taking its foreground (TIOCSPGRP): the host's standard error,
+         * inherited, may be the user's terminal, whose shell would run the line once the host ends. The command is an int: its low 32 bits are all the kernel reads. */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_ioctl, 0, 8),
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG1),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, FIOSETOWN, 4, 0),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SIOCSPGRP, 3, 0),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, TIOCSTI, 2, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, FIOSETOWN, 5, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SIOCSPGRP, 4, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, TIOCSTI, 3, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, TIOCSPGRP, 2, 0),
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, TIOCLINUX, 1, 0),
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
         BPF_STMT(BPF_RET | BPF_K, deny),

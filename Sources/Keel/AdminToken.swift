@@ -7,24 +7,34 @@ import Synchronization
 
 /// The built-in admin credential. Only its SHA-256 is stored (settings key `admin.token.sha256`); the token itself
 /// is shown once, when it is made. `KEEL_ADMIN_TOKEN` in the environment supplies the token instead, and then
-/// nothing is stored. The digest is cached in memory; `refresh()` re-reads it (after another process reset it).
-/// Thread-safe.
+/// nothing is stored, until a reset: `keel token reset` revokes whatever token is in force, this one too, and the
+/// token it prints is the one from then on. The digest is cached in memory; `refresh()` re-reads it (after another
+/// process reset it). Thread-safe.
 public final class AdminToken: Sendable {
     public static let environmentVariable = "KEEL_ADMIN_TOKEN"
     let state: StateStore
-    /// The token from the environment, when set: it overrides the stored hash.
+    /// The token from the environment, when set: it overrides the stored hash while that hash is the one stored when
+    /// this process started (`storedAtStart`).
     let fromEnvironment: String?
+    /// The stored digest when this process read it first; a different one later means a reset, which revokes the
+    /// environment's token.
+    private let storedAtStart: String??
     private let cached = Mutex<String?>(nil)
 
     public init(state: StateStore, environment: [String: String] = ProcessInfo.processInfo.environment) {
         self.state = state
         fromEnvironment = environment[Self.environmentVariable].flatMap { $0.isEmpty ? nil : $0 }
+        storedAtStart = try? state.adminTokenDigest()
         refresh()
     }
 
-    /// Re-reads the stored digest.
+    /// Re-reads the stored digest. A store that cannot be read keeps the token in force.
     public func refresh() {
-        let digest = fromEnvironment.map(Self.hash) ?? ((try? state.adminTokenDigest()) ?? nil)
+        guard let stored = try? state.adminTokenDigest() else {
+            if cached.withLock({ $0 }) == nil, let fromEnvironment { cached.withLock { $0 = Self.hash(fromEnvironment) } }
+            return
+        }
+        let digest = fromEnvironment.flatMap { token in stored == storedAtStart ?? stored ? Self.hash(token) : nil } ?? stored
         cached.withLock { $0 = digest }
     }
 

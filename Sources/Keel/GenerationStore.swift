@@ -110,9 +110,17 @@ struct GenerationStore: Sendable {
         }
         let target = directory + "/\(id)-g\(generation)-\(checksum.prefix(12))-\(UInt32.random(in: 0...UInt32.max)).so"
         do {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         } catch {
             throw KernelError(.bundle, pluginID: id, reason: "\(directory): cannot write a private copy: \(error.localizedDescription)")
+        }
+        // A folder of this user's that nobody else may write (not a link): one another user made first (the state
+        // in /tmp) would let them swap a copy between its rename and `dlopen`.
+        var folder = stat()
+        guard lstat(directory, &folder) == 0, folder.st_mode & S_IFMT == S_IFDIR, folder.st_uid == geteuid(),
+              folder.st_mode & 0o022 == 0 else {
+            throw KernelError(.bundle, pluginID: id, reason: "\(directory): not a folder of this user's that only it may write, "
+                + "so no private copy is made there; keep the state in a folder of your own")
         }
         let temporary = target + ".tmp"
         // A plain write, no fsync: the copy only has to outlive this load, not a power cut.

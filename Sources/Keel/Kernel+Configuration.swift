@@ -140,12 +140,14 @@ extension Kernel {
 
     /// After a grant: starts `id` when it is enabled but failed (and not quarantined), saying how it went.
     private func startAfterGrant(_ id: String, _ granted: [String]) -> String? {
-        // (A one-command kernel holds every enabled plugin idle, a failed one too: it is started as `enable` would.)
-        guard !idle.contains(id) || configuration.startsIdle, let record = (try? state.plugin(id)) ?? nil, record.enabled, record.status == .failed,
+        // Safe mode runs no plugin code. (A one-command kernel holds every enabled plugin idle, a failed one too: it
+        // is activated once as `enable` would, to say whether it starts; a server runs it.)
+        guard !safeMode, !idle.contains(id) || configuration.startsIdle, let record = (try? state.plugin(id)) ?? nil, record.enabled, record.status == .failed,
               (try? isQuarantined(id)) != true else { return nil }
         do throws(KernelError) { try enable(id) } catch {
             return "\(id) is enabled but still cannot start: \(error.reason)"
         }
-        return active[id] != nil || idle.contains(id) ? "\(id) started" : nil
+        guard active[id] != nil || idle.contains(id) else { return nil }
+        return configuration.startsIdle ? "\(id) starts now (it activated here; `keel serve` runs it)" : "\(id) started"
     }
 }

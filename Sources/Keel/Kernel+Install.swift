@@ -74,7 +74,9 @@ extension Kernel {
         let fetched = await Self.offKernel { () -> (Manifest?, String?) in
             let manifest: Manifest
             do { manifest = try store.fetchVerified(offer, into: work, allowUnsigned: allowUnsigned, signer: check) } catch { return (nil, "\(error)") }
-            if let probe, let library = manifest.library,
+            // A plugin that runs in a worker is not probed: the worker is its probe, confined as the probe is not
+            // (a new version's constructor would run there with the network, processes and the host's files).
+            if let probe, let library = manifest.library, self.isolation(of: id, manifest) != .process,
                case let .failed(reason) = probe.run(library: work + "/" + library, manifestPath: work + "/" + ManifestLoader.fileName,
                                                     shownPath: target + "/" + library) {
                 return (nil, reason)

@@ -178,12 +178,16 @@ extension Kernel {
     /// serves some tenant of theirs no other provider does; in activation order, each with what it needs. With
     /// `includingIdle`, then the idle ones (enabled, not loaded) that would need it when they wake, by their
     /// manifests, in id order.
-    /// - Parameter servingOnly: judge `id` left serving these tenants only (a disable for one tenant), instead of
-    ///   gone; its plugin dependents are then unaffected.
-    func dependents(of id: String, includingIdle: Bool = false,
-                    servingOnly: Set<String>? = nil) -> [(id: String, needs: String)] {
+    /// - Parameters:
+    ///   - servingOnly: judge `id` left serving these tenants only (a disable for one tenant), instead of gone; its
+    ///     plugin dependents are then unaffected.
+    ///   - leavingTenant: judge as if this tenant were gone already (a tenant's removal): a consumer does not need a
+    ///     provider in a tenant that goes with it.
+    func dependents(of id: String, includingIdle: Bool = false, servingOnly: Set<String>? = nil,
+                    leavingTenant: String? = nil) -> [(id: String, needs: String)] {
         let services = registry.snapshot.services
-        let tenancy = access.directory.pluginTenants
+        let stored = access.directory.pluginTenants
+        let tenancy = leavingTenant.map { gone in stored.mapValues { $0.subtracting([gone]) } } ?? stored
         let after = servingOnly.map { narrowed in tenancy.merging([id: narrowed]) { $1 } } ?? tenancy
         /// Whether `consumer`'s providers (`id` among them) serve fewer of its tenants once `id` goes or narrows.
         func loses(_ consumer: String, _ providers: [String]) -> Bool {
@@ -198,8 +202,10 @@ extension Kernel {
             guard other != id, let manifest = active[other]?.manifest else { return nil }
             if servingOnly == nil, manifest.dependencies.contains(where: { $0.id == id }) { return (other, "plugin \"\(id)\"") }
             for need in manifest.consumes where !need.optional {
-                let providers = (services.providers[need.interface] ?? []).filter { need.versions.contains($0.version) }.map(\.providerID)
-                if loses(other, providers) { return (other, "interface \(need.interface)") }
+                // Providers serving now, and idle (lazy) ones, which publish nothing until woken but serve then.
+                let live = (services.providers[need.interface] ?? []).filter { need.versions.contains($0.version) }.map(\.providerID)
+                let sleeping = idle.filter { p in !live.contains(p) && bundles[p]?.manifest?.provides.contains(where: need.accepts) == true }
+                if loses(other, live + sleeping.sorted()) { return (other, "interface \(need.interface)") }
             }
             return nil
         }

@@ -69,7 +69,8 @@ extension Kernel {
     public func deleteTenant(_ name: String, cascade: Bool = false) throws(KernelError) {
         let only = access.directory.pluginTenants.filter { $0.value == [name] }.map(\.key).sorted()
         if cascade && name != Principal.defaultTenant && access.directory.tenants.contains(name) {
-            for id in only { try disable(id, cascade: true) }
+            // Judged without the tenant: a consumer that keeps other tenants needs no provider in the one that goes.
+            for id in only { _ = try disable(id, cascade: true, leavingTenant: name) }
         }
         let before = registry.snapshot.services
         try directoryChange { () throws(StateError) in try state.deleteTenant(name, cascade: cascade) }
@@ -91,6 +92,9 @@ extension Kernel {
         guard let bundle = bundles[id] else {
             throw notInFolder(id)
         }
+        if let tenant, !access.directory.tenants.contains(tenant) {
+            throw KernelError(.directory, pluginID: id, reason: "unknown tenant \"\(tenant)\"")
+        }
         // Judged with the tenants it will serve: a consumer enabled for one more tenant needs a provider there too.
         var tenancy = access.directory.pluginTenants
         let current = tenancy[id]
@@ -98,7 +102,7 @@ extension Kernel {
         if let tenant { if !alreadyForAll { tenancy[id] = (current ?? []).union([tenant]) } } else { tenancy[id] = nil }
         if let unmet = enableRefusal(id, bundle, tenancy: tenancy) { throw unmet }
         if active[id] != nil || idle.contains(id), let manifest = bundle.manifest,
-           let missing = missingInterface(manifest, pending: idle, tenancy: tenancy) {
+           let missing = missingInterface(manifest, pending: idle, hostInterfacesUnknown: configuration.startsIdle, tenancy: tenancy) {
             throw KernelError(.dependency, pluginID: id, reason: missing)
         }
         guard let tenant else {
@@ -109,7 +113,6 @@ extension Kernel {
             try enable(id)
             return nil
         }
-        guard access.directory.tenants.contains(tenant) else { throw KernelError(.directory, pluginID: id, reason: "unknown tenant \"\(tenant)\"") }
         // Enabled for every tenant already (running, parked idle, or just stored so, as a CLI's own kernel sees it):
         // enabling it for one more changes nothing; it must not narrow it to that one.
         if !alreadyForAll {

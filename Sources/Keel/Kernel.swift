@@ -423,10 +423,15 @@ public actor Kernel {
     /// - Throws: `KernelError` for an unknown plugin, a blocking dependent, or a state write failure.
     @discardableResult
     public func disable(_ id: String, cascade: Bool = false) throws(KernelError) -> [String] {
+        try disable(id, cascade: cascade, leavingTenant: nil)
+    }
+
+    /// `disable`, judging its dependents as if `leavingTenant` were gone already (a tenant's removal with cascade).
+    func disable(_ id: String, cascade: Bool, leavingTenant: String?) throws(KernelError) -> [String] {
         guard bundles[id] != nil || ((try? state.plugin(id)) ?? nil) != nil else {
             throw notInFolder(id, known: false)
         }
-        let dependents = dependents(of: id, includingIdle: true)
+        let dependents = dependents(of: id, includingIdle: true, leavingTenant: leavingTenant)
         if !dependents.isEmpty {
             guard cascade else {
                 let named = dependents.map { "\"\($0.id)\"" + ($0.needs.hasPrefix("interface") ? " (through \($0.needs))" : "") }
@@ -436,7 +441,7 @@ public actor Kernel {
         }
         var also: [String] = []
         for other in dependents.reversed() where !also.contains(other.id) {
-            also += try disable(other.id, cascade: true) + [other.id]
+            also += try disable(other.id, cascade: true, leavingTenant: leavingTenant) + [other.id]
         }
         // The wish first: a store that cannot be written (PostgreSQL away) refuses the change before anything is
         // taken down, so the plugin keeps serving.

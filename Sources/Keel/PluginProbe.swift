@@ -45,8 +45,11 @@ public struct PluginProbe: Sendable {
         let opened = descriptor.map { _ in "/proc/self/fd/\(ChildProcess.passedDescriptor)" } ?? library
         var arguments = [executable, "probe", "--library", opened, "--shown-path", shownPath]
         if let manifestPath { arguments += ["--manifest", manifestPath] }
-        // No Swift crash backtracer in the child: a crash is expected there and is reported by the parent.
-        let environment = ProcessInfo.processInfo.environment.merging(["KEEL_PROBE": "1", "SWIFT_BACKTRACE": "enable=no"]) { $1 }
+        // No Swift crash backtracer in the child: a crash is expected there and is reported by the parent. None of the
+        // host's settings or secrets either (the admin token, the state database's password): plugin code runs there
+        // before the host decided to load it, as a worker's does (`ChildEnvironment`).
+        let environment = ChildEnvironment.scrubbed(ProcessInfo.processInfo.environment)
+            .merging(["KEEL_PROBE": "1", "SWIFT_BACKTRACE": "enable=no"]) { $1 }
             .map { "\($0.key)=\($0.value)" }
         guard let outPipe = SystemFile.pipe() else { return .failed("\(shownPath): cannot start the probe: no pipe (\(String(cString: strerror(errno))))") }
         guard let errPipe = SystemFile.pipe() else {

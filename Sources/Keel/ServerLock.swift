@@ -37,12 +37,15 @@ public final class ServerLock: Sendable {
             throw KernelError(.state, reason: "\(stateFile): its lock file \(path) \(why)")
         }
         var st = stat()
-        guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG, st.st_uid == geteuid() else {
+        // Root may use a service account's lock in a folder only its owner writes (`sudo keel serve`), as it may
+        // that account's state (`SystemFile.ownershipProblem`).
+        guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG,
+              st.st_uid == geteuid() || (geteuid() == 0 && SystemFile.ownershipProblem(path) == nil) else {
             let owner = st.st_uid
             close(fd)
             throw KernelError(.state, reason: "\(stateFile): its lock file \(path) "
                 + (st.st_mode & S_IFMT != S_IFREG ? "is not a regular file" : "belongs to uid \(owner), not to this user (uid \(geteuid()))")
-                + ": another user could have put it there; remove it, or keep the state in a folder only you may write")
+                + ": another user could have put it there, or runs a server on this state; keep the state in a folder only you may write")
         }
         guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
             close(fd)
@@ -92,10 +95,8 @@ public final class ServerLock: Sendable {
     /// The plugin folder the server running on `stateFile` serves (absolute), nil when none runs or it did not name
     /// one (`keel dev --serve`, an embedding program, a server of an earlier keel).
     public static func servedFolder(stateFile: String) -> String? {
-        // Only a lock file of this user's (or root's): one anybody could write in a shared folder would point the
-        // CLI's copies and checks at a folder of their choosing.
-        var st = stat()
-        guard stat(stateFile + ".lock", &st) == 0, st.st_uid == geteuid() || st.st_uid == 0 else { return nil }
+        // Only a lock file of this user's (or root's, `runningText`): one anybody could write in a shared folder would
+        // point the CLI's copies and checks at a folder of their choosing.
         guard let text = runningText(stateFile: stateFile) else { return nil }
         return text.split(separator: "\n").first { $0.hasPrefix(folderPrefix) }.map { String($0.dropFirst(folderPrefix.count)) }
     }
@@ -116,15 +117,21 @@ public final class ServerLock: Sendable {
     }
 
     /// The lock file's text while a server holds the lock on `stateFile` ("running" when it cannot be read), else nil.
+    /// Only a lock file of this user's or root's, never through a link, read from the descriptor checked: another
+    /// user's, planted in a folder others may write, would name an address the CLI sends the admin token to (`keel
+    /// logs`, `keel dev`) and a plugin folder it copies into.
     private static func runningText(stateFile: String) -> String? {
-        let path = stateFile + ".lock"
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        let fd = open(stateFile + ".lock", O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG, st.st_uid == geteuid() || st.st_uid == 0 else { return nil }
         if flock(fd, LOCK_SH | LOCK_NB) == 0 {
             flock(fd, LOCK_UN)
             return nil
         }
-        return (try? String(contentsOfFile: path, encoding: .utf8)) ?? "running"
+        var bytes = [UInt8](repeating: 0, count: 4096)
+        let n = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
+        return n > 0 ? String(decoding: bytes[..<n], as: UTF8.self) : "running"
     }
 }

@@ -228,8 +228,11 @@ public enum Validator {
         } catch {
             // The refusal is what passes here: its advice (grant it, ask for it) is for a host, not for this run.
             var why = error.description
-            if let cut = why.range(of: " (ask for it under capabilities:") ?? why.range(of: " (grant it with") {
-                why = String(why[..<cut.lowerBound])
+            for advice in [" (ask for it under capabilities: in plugin.yaml)", " (grant it with "] {
+                guard let start = why.range(of: advice) else { continue }
+                // Up to the parenthesis that closes the advice; what follows (the plugin's own words) stays.
+                let end = advice.hasSuffix(")") ? start.upperBound : why[start.upperBound...].firstIndex(of: ")").map { why.index(after: $0) } ?? why.endIndex
+                why.removeSubrange(start.lowerBound..<end)
             }
             return ValidationCheck(name: name, passed: true, detail: "refused as it should be: \(why)")
         }

@@ -100,7 +100,8 @@ enum ErrorText {
     /// An errno value in plain words ("not a folder" rather than "Not a directory").
     static func plain(errno code: Int32) -> String { SystemFile.describe(errno: code) }
 
+    /// Lines joined with "; ", then anything a terminal would act on escaped (`Printable`).
     private static func oneLine(_ text: String) -> String {
-        text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: "; ")
+        Printable.escapingControls(text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: "; "))
     }
 }

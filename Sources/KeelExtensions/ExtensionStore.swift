@@ -35,8 +35,10 @@ public struct ExtensionStore: Sendable {
         /// No repository offers the plugin, or the version asked for: nothing is wrong with a package.
         public var notOffered = false
         public var description: String { reason }
+        /// `reason` may quote a repository's index or archive (names, capabilities, ranges): its control and
+        /// formatting characters are escaped (`Printable`), as for everything that text reaches.
         init(_ reason: String, notOffered: Bool = false) {
-            self.reason = reason
+            self.reason = Printable.escapingControls(reason)
             self.notOffered = notOffered
         }
     }

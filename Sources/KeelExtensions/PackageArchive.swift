@@ -12,7 +12,8 @@ import Glibc
 /// Writing takes the files of one folder. Reading is defensive and streams: the archive is read in chunks of
 /// `chunkSize` bytes, entry by entry, and each file is written out as it is read, so memory never holds more than a
 /// chunk whatever the archive's size. Only regular files and folders are accepted; no absolute paths, no `..`, no
-/// links or devices, no control characters in names, and no path twice (paths are normalised first: `./a`, `a` and
+/// links or devices, no control or invisible formatting characters in names (C1 and bidirectional overrides
+/// included), names in UTF-8, and no path twice (paths are normalised first: `./a`, `a` and
 /// `a/` are the same entry, and a file cannot also be a folder). At most `Limits.maxFiles` entries and
 /// `Limits.maxBytes` unpacked, so that an archive can neither escape its folder, nor fill the disk, nor show one
 /// `plugin.yaml` to the index and install another. Every refusal is one line naming the archive and the entry.
@@ -52,6 +53,8 @@ public enum PackageArchive {
     public struct ArchiveError: Error, Sendable, CustomStringConvertible {
         public var reason: String
         public var description: String { reason }
+        /// `reason` may quote an entry's name: escaped (`Printable`).
+        init(reason: String) { self.reason = Printable.escapingControls(reason) }
     }
 
     // MARK: writing
@@ -237,7 +240,8 @@ public enum PackageArchive {
             if block.allSatisfy({ $0 == 0 }) { return }
             let nameBytes = Array(block[0..<100].prefix { $0 != 0 }), prefixBytes = Array(block[345..<500].prefix { $0 != 0 })
             let rawBytes = prefixBytes.isEmpty ? nameBytes : prefixBytes + [UInt8(ascii: "/")] + nameBytes
-            let raw = String(decoding: rawBytes.map { $0 < 0x20 || $0 == 0x7F ? UInt8(ascii: "?") : $0 }, as: UTF8.self)
+            let decoded = String(decoding: rawBytes, as: UTF8.self)
+            let raw = Printable.escapingControls(decoded)
             guard !rawBytes.contains(where: { $0 < 0x20 || $0 == 0x7F }) else { throw fail(raw, "control characters in the name") }
             let sizeText = String(decoding: block[124..<136].prefix { $0 != 0 && $0 != 32 }, as: UTF8.self)
             guard let size = Int(sizeText.isEmpty ? "0" : sizeText, radix: 8), size >= 0 else { throw fail(raw, "bad size field") }
@@ -247,6 +251,12 @@ public enum PackageArchive {
                 .filter { !$0.elementsEqual([UInt8(ascii: ".")]) }
             guard rawBytes.first != UInt8(ascii: "/"), !byteParts.contains(where: { $0.elementsEqual([UInt8(ascii: "."), UInt8(ascii: ".")]) })
             else { throw fail(raw, "a path that escapes the bundle folder") }
+            // C0 and DEL above, by byte; C1 (U+0080–U+009F: CSI, NEL), invisible formatting (bidirectional overrides
+            // that make `txt.exe` read `exe.txt`) and bytes that are not UTF-8 (decoded as U+FFFD) by character.
+            guard !decoded.unicodeScalars.contains(where: Printable.isHidden) else {
+                throw fail(raw, "control or invisible formatting characters in the name")
+            }
+            guard !decoded.unicodeScalars.contains("\u{FFFD}") else { throw fail(raw, "a name that is not UTF-8") }
             let parts = byteParts.map { String(decoding: $0, as: UTF8.self) }
             let path = parts.joined(separator: "/")
             entries += 1

@@ -281,8 +281,10 @@ final class PluginProxy: Sendable {
     /// Client headers an app behind a proxy reads as the client's address or the path it really asked for
     /// (`X-Original-URL` routes Symfony, Laravel and IIS around the path the auth hooks were asked about): a client
     /// could claim any of them, so none reaches the upstream.
+    /// `Proxy` too: CGI-style servers hand it to the app as `HTTP_PROXY`, which HTTP libraries read as the proxy for
+    /// their own requests (httpoxy).
     static let claimedByClients: Set<String> = ["forwarded", "x-real-ip", "client-ip", "true-client-ip", "x-client-ip",
-                                                "x-cluster-client-ip", "x-original-url", "x-rewrite-url", "x-original-uri"]
+                                                "x-cluster-client-ip", "x-original-url", "x-rewrite-url", "x-original-uri", "proxy"]
 
     /// The upstream's answer as the client gets it: hop-by-hop headers (but the length), `X-Content-Type-Options`,
     /// `Clear-Site-Data` and `Service-Worker-Allowed` dropped, no `Set-Cookie` for the console's page cookie and every other cookie kept to the

@@ -125,7 +125,7 @@ final class WorkerConnection: Sendable {
         // Its /proc/<pid>/mem, descriptors and environment are no worker's to open.
         Confinement.closeHostToWorkers()
         // No Swift crash backtracer in the worker: a crash is expected there, and reported by the host.
-        var environment = ProcessInfo.processInfo.environment.filter { !isSecret($0.key) }
+        var environment = ChildEnvironment.scrubbed(ProcessInfo.processInfo.environment)
         environment["SWIFT_BACKTRACE"] = "enable=no"
         environment[WorkerMain.readableVariable] = readable.joined(separator: "\n")
         environment[WorkerMain.networkVariable] = network ? "1" : nil
@@ -176,13 +176,6 @@ final class WorkerConnection: Sendable {
         // Its threads are counted from the start, the spare's and the activation's included.
         if threadLimit > 0 { connection.startSweeper() }
         return connection
-    }
-
-    /// Environment variables a worker does not inherit: the host's own settings (`KEEL_*`, which may name the
-    /// state database with its password, or hold the metrics token) and anything named like a secret.
-    static func isSecret(_ name: String) -> Bool {
-        let upper = name.uppercased()
-        return upper.hasPrefix("KEEL_") || ["TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL"].contains { upper.contains($0) }
     }
 
     /// Sends a call and waits for its answer, at most `timeout` seconds (then the worker is killed). `principal`:

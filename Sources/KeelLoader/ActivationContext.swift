@@ -388,7 +388,8 @@ public final class ActivationContext: Sendable {
                 // The fix: the grant of the prefix plugin.yaml asks for, or asking for one first.
                 let fix = requestedRoutePrefixes.first(where: covers).map { "route-prefix:\($0) is asked for but not granted; "
                     + grantHint.text(id: pluginID, capability: "route-prefix:\($0)") }
-                    ?? "ask for route-prefix:/\(canonical.split(separator: "/").first ?? "PATH") under capabilities: in plugin.yaml and have it granted"
+                    ?? "ask for route-prefix:/\(pattern.segments.first.flatMap { if case let .literal(l) = $0 { l } else { nil } } ?? "PATH") "
+                    + "under capabilities: in plugin.yaml and have it granted"
                 return refuse(StatusCode.denied, "\(what): outside the plugin's own /ext/\(pluginID)/ and no granted route prefix covers it (\(fix))")
             }
         }

@@ -156,7 +156,8 @@ public struct ManifestLoader: Sendable {
             }
             // A tab where YAML wants spaces: said as such, not as "a character that cannot start any token".
             let lineText = yaml.split(separator: "\n", omittingEmptySubsequences: false).dropFirst(max(0, mark.line - 1)).first
-            if problem.contains("cannot start any token"), let lineText, lineText.utf8.dropFirst(max(0, mark.column - 1)).first == 9 {
+            if problem.contains("cannot start any token"), let lineText,
+               lineText.unicodeScalars.dropFirst(max(0, mark.column - 1)).first == "\t" {
                 return ManifestError(file: file, line: mark.line, reason: "not valid YAML: a tab at column \(mark.column); YAML indents with spaces only")
             }
             return ManifestError(file: file, line: mark.line, reason: "not valid YAML: \(problem)")

@@ -69,7 +69,8 @@ public enum SystemFile {
     /// from holding the caller in `open` (a regular file ignores it). [any thread]
     /// With `ownedHere`, a file another user owns (root's excepted) is `EPERM` with its `owner`.
     public static func openRegular(_ path: String, ownedHere: Bool = false) throws(ReadError) -> (fd: Int32, size: Int) {
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
+        // An owned file is never reached through a link (one planted at its name would choose what is read).
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | (ownedHere ? O_NOFOLLOW : 0))
         guard fd >= 0 else { throw ReadError(code: errno) }
         var st = stat()
         guard fstat(fd, &st) == 0 else {

@@ -185,6 +185,8 @@ def main():
             wait.until(lambda _: "Hello" in d.find_element(By.ID, "menu").text)
             assert d.execute_script("return KeelConsole.navigate('/ext/greeter/', 'hello')") is False, "another plugin's path"
             assert d.execute_script("return KeelConsole.navigate('/ext/hello/x/../../greeter/', 'hello')") is False, "resolved first"
+            for encoded in ("/ext/hello/..%2fgreeter/", "/ext/%67reeter/", "/ext%2fgreeter/", "/ext/hello/%2e%2e/greeter/"):
+                assert d.execute_script("return KeelConsole.navigate(arguments[0], 'hello')", encoded) is False, "decoded first: " + encoded
             assert d.execute_script("return KeelConsole.navigate('/ext/hello/greet/world', 'greeter')") is True, "a menu's link"
             wait.until(lambda _: css("#page").get_dom_attribute("src") == "/ext/hello/greet/world")
             assert d.execute_script("return KeelConsole.navigate('/ext/greeter/x/../', 'greeter')") is True, "its own path"

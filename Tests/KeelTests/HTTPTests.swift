@@ -289,6 +289,16 @@ struct HTTPTests {
         let again = try ServerProcess(plugins: f.plugins, state: f.state, environment: ["KEEL_ADMIN_TOKEN": ""])
         #expect(!again.output.value.contains("admin token"))
         again.stop()
+
+        // A server given its token in $KEEL_ADMIN_TOKEN: a reset revokes that one too (the operator answering a leak
+        // is told a new token; the old one must stop working), and the printed one is taken.
+        let fromEnvironment = try ServerProcess(plugins: f.plugins, state: f.state)
+        defer { fromEnvironment.stop() }
+        #expect(try await fromEnvironment.request("GET", "/api/v1/plugins", admin: true).status == 200)
+        let revoked = try TestEnvironment.run(keel, ["token", "reset", "--state", f.state], environment: ["KEEL_ADMIN_TOKEN": ""])
+        let replacement = revoked.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(try await waitFor(10) { try await fromEnvironment.request("GET", "/api/v1/plugins", admin: true).status == 401 })
+        #expect(try await fromEnvironment.request("GET", "/api/v1/plugins", headers: ["Authorization": "Bearer \(replacement)"]).status == 200)
     }
 
     @Test("the console page and its assets are served")

@@ -27,15 +27,28 @@ struct PlantedFilesTests {
         #expect(chown(folder + "/a.db.lock", 65534, 65534) == 0)
         var said = ""
         do { _ = try ServerLock(stateFile: folder + "/a.db", info: "http://127.0.0.1:1") } catch { said = error.description }
-        #expect(said.contains("a.db.lock belongs to uid 65534, not to this user") && said.contains("another user could have put it there"), "\(said)")
+        #expect(said.contains("a.db.lock belongs to uid 65534, not to this user") && said.contains("another user could have put it there")
+                && !said.contains("remove it"), "\(said)")
         #expect(symlink(victim, folder + "/b.db.lock") == 0)
         said = ""
         do { _ = try ServerLock(stateFile: folder + "/b.db", info: "http://127.0.0.1:1") } catch { said = error.description }
         #expect(said.contains("b.db.lock is a symbolic link, which is never followed"), "\(said)")
         #expect(try String(contentsOfFile: victim, encoding: .utf8) == "keep me\n")
-        // This user's own: taken.
-        let ours = try ServerLock(stateFile: folder + "/c.db", info: "http://127.0.0.1:1")
+        // This user's own: taken, and the CLI reads it.
+        let ours = try ServerLock(stateFile: folder + "/c.db", info: "http://127.0.0.1:1", pluginsFolder: "/srv/plugins")
+        #expect(ServerLock.running(stateFile: folder + "/c.db") == "pid \(getpid()) http://127.0.0.1:1")
+        #expect(ServerLock.servedFolder(stateFile: folder + "/c.db") == "/srv/plugins")
         _ = ours
+        // Another user's lock, held (as a server of theirs would), naming their address: the CLI believes none of it
+        // (it would send the admin token there).
+        let planted = folder + "/d.db.lock"
+        try "pid 1 http://evil.example:80\nplugins /tmp/theirs\n".write(toFile: planted, atomically: false, encoding: .utf8)
+        #expect(chown(planted, 65534, 65534) == 0)
+        let held = open(planted, O_RDONLY)
+        defer { close(held) }
+        #expect(flock(held, LOCK_EX | LOCK_NB) == 0)
+        #expect(ServerLock.running(stateFile: folder + "/d.db") == nil)
+        #expect(ServerLock.servedFolder(stateFile: folder + "/d.db") == nil)
     }
 
     @Test("the activation mark is neither mapped through a link (which would cut its target to a page) nor from another user's file, nor read from one")

@@ -485,6 +485,14 @@ struct RepositorySafetyTests {
             #expect("\(error)".contains("archive asks for authenticate, routes, the index says routes; refused"), "\(error)")
         }
         #expect(!FileManager.default.fileExists(atPath: store.pluginsDirectory + "/demo"))
+        // An index's text in the refusal (here a capability holding a terminal escape and a line break) comes out
+        // escaped: the terminal and the stored reason never see the escape, the line never breaks.
+        let forged = try Self.repository(archive: "bait.keelpkg", sha256: Self.sha256(bait), capabilities: ["routes", #""x\e[33my\nforged: all good""#])
+        try bait.write(to: URL(fileURLWithPath: forged + "/bait.keelpkg"))
+        let forgedStore = try Self.store(repository: forged)
+        do { try forgedStore.install(try #require(try forgedStore.indexes().offers.first), allowUnsigned: true); Issue.record("installed the bait") } catch {
+            #expect("\(error)".contains(#"x\u{1B}[33my\nforged: all good"#) && !"\(error)".contains("\u{1B}") && !"\(error)".contains("\n"), "\(error)")
+        }
     }
 
     @Test("a \".\" entry: the folder itself is fine, a file named \".\" is one line naming the archive and the entry")
@@ -502,6 +510,21 @@ struct RepositorySafetyTests {
             do { try PackageArchive.unpack(file: dir + "/bad.keelpkg", name: "bad.keelpkg", into: dir + "/bad-\(name.count)"); Issue.record("accepted \(name)") } catch {
                 #expect("\(error)" == "bad.keelpkg: entry \"\(name)\": a file entry without a file name")
             }
+        }
+    }
+
+    @Test("names with C1 controls (CSI, NEL), bidirectional overrides or bytes that are not UTF-8 are refused, named escaped")
+    func hiddenCharacters() throws {
+        let manifest = "id: demo\nname: Demo\nversion: 1.0.0\nabi: \"1.0\"\nlibrary: lib.so\ncapabilities: [routes]\n"
+        let dir = TestEnvironment.makeTemporaryDirectory("hidden")
+        for (index, (name, shown)) in [("assets/c1-\u{9B}31mCSI", "assets/c1-\\u{009B}31mCSI"), ("assets/nel-\u{85}-x", "assets/nel-\\u{0085}-x"),
+                                       ("assets/bidi-\u{202E}txt.exe", "assets/bidi-\\u{202E}txt.exe")].enumerated() {
+            try Self.archive([Self.entry("plugin.yaml", manifest), Self.entry(name, "x")]).write(to: URL(fileURLWithPath: dir + "/bad.keelpkg"))
+            let into = dir + "/bad-\(index)"
+            do { try PackageArchive.unpack(file: dir + "/bad.keelpkg", name: "bad.keelpkg", into: into); Issue.record("accepted \(shown)") } catch {
+                #expect("\(error)" == "bad.keelpkg: entry \"\(shown)\": control or invisible formatting characters in the name", "\(error)")
+            }
+            #expect(!FileManager.default.fileExists(atPath: into + "/" + name))
         }
     }
 

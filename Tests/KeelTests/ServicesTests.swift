@@ -250,6 +250,29 @@ struct ServicesTests {
         await kernel.shutdown()
     }
 
+    @Test("a tenant removed with --cascade takes its own provider along, and a consumer that keeps other tenants stays; an unknown tenant is named before coverage is judged")
+    func tenantRemovalKeepsConsumer() async throws {
+        let s = ServicesFixture()
+        try s.provider("alpha", tag: "A")
+        try s.provider("beta", tag: "B")
+        try s.consumer("user")
+        let kernel = try s.kernel()
+        await kernel.start()
+        for tenant in ["acme", "zeta"] { try await kernel.execute(.createTenant(name: tenant)) }
+        try await kernel.execute(.enable(id: "alpha", tenant: "acme"))
+        try await kernel.execute(.enable(id: "beta", tenant: "zeta"))
+        await #expect { try await kernel.execute(.enable(id: "user", tenant: "nowhere")) } throws: { "\($0)" == "unknown tenant \"nowhere\"" }
+        try await kernel.execute(.enable(id: "user", tenant: "acme"))
+        try await kernel.execute(.enable(id: "user", tenant: "zeta"))
+        // zeta goes, and beta (zeta's only) with it; user keeps acme, which alpha serves.
+        try await kernel.execute(.deleteTenant(name: "zeta", cascade: true))
+        let user = try await kernel.plugin("user")
+        #expect(user.enabled && user.status == .enabled && user.tenants == ["acme"], "\(user)")
+        #expect(try await kernel.plugin("beta").enabled == false)
+        #expect(call(kernel, "/ext/user/call", query: "x", tenant: "acme").text.contains("provider=alpha"))
+        await kernel.shutdown()
+    }
+
     @Test("a cycle through interfaces is refused at start-up, naming the plugins and the interfaces")
     func cycle() async throws {
         let s = ServicesFixture()

@@ -206,7 +206,7 @@ function notify(text, level) {
 
 // What console-pages.js calls on behalf of a plugin page: navigation inside the console only (a console view such
 // as "/plugins", or a plugin page under "/ext/"), never to another address; and a notice. `fromPlugin`: the plugin
-// whose page asks. Its own paths it may open; another plugin's only where a menu entry links (opening one loads it
+// whose page asks. Its own paths it may open; another plugin's only where that plugin's own menu entry links (opening one loads it
 // with the caller's page session for that plugin: any GET of its routes would otherwise be the page's to make as the
 // caller, which the sandbox keeps pages from).
 window.KeelConsole = Object.freeze({
@@ -214,9 +214,13 @@ window.KeelConsole = Object.freeze({
     const path = String(consolePath || '').replace(/^#/, '');
     if (!/^\/[A-Za-z0-9._~!$&'()*+,;=:@%\/?-]*$/.test(path) || path.startsWith('//')) return false;
     if (fromPlugin !== undefined) {
-      const url = new URL(path, location.origin);
+      // Judged as the frame will load it: decoded once as the address is (`currentRoute`), then resolved
+      // (`openPage`), so that "/ext/mine/..%2fother/" or "/ext/%6fther/" is the other plugin's path it becomes.
+      let decoded;
+      try { decoded = decodeURIComponent(path); } catch (_) { return false; }
+      const url = new URL(decoded, location.origin);
       const resolved = url.pathname + url.search, target = pluginOf(resolved);
-      if (target && target !== fromPlugin && !menuLinks.has(resolved)) return false;
+      if (target !== fromPlugin && (target || /^\/ext(\/|$)/.test(resolved)) && !menuLinks.has(resolved)) return false;
     }
     go('#' + path);
     return true;
@@ -255,7 +259,8 @@ async function loadMenus() {
     menuLinks.clear();
     const walk = nodes => nodes.forEach(n => {
       if (n.pluginID && n.icon && !pluginIcons.has(n.pluginID)) pluginIcons.set(n.pluginID, n.icon);
-      if (/^\/(?!\/)/.test(n.link || '')) menuLinks.add(n.link);
+      // A plugin's own pages only: a plugin may write any link into its menu, another plugin's routes included.
+      if (/^\/(?!\/)/.test(n.link || '') && pluginOf(n.link) === n.pluginID) menuLinks.add(n.link);
       walk(n.children || []);
     });
     walk(tree);

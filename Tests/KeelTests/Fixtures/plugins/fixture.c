@@ -29,7 +29,9 @@
  *   CONFIG_ECHO                     the handler appends " config=<the plugin's configuration JSON>"
  *   CTOR_MODE                       a constructor that 1: raises SIGSEGV, 2: calls _exit(7), 3: never returns,
  *                                   4: prints a line with printf and writes 32 MiB to stdout, 5: starts a process
- *                                   that sleeps 60 s holding stdout and stderr, its pid written to CTOR_PIDFILE
+ *                                   that sleeps 60 s holding stdout and stderr, its pid written to CTOR_PIDFILE,
+ *                                   6: in the probe, writes KEEL_ADMIN_TOKEN's and PGPASSWORD's values (or "-") to
+ *                                   CTOR_PIDFILE
  *   CRASH_IN_HOST                   activate raises SIGSEGV unless KEEL_PROBE is set (passes the probe, then takes
  *                                   the host down)
  *   HANDLER_LOGS                    the handler logs "handling <route path>" (warning) through host->log
@@ -111,6 +113,12 @@ __attribute__((constructor)) static void hostile_constructor(void) {
         if (child == 0) { sleep(60); _exit(0); }
         FILE *f = fopen(CTOR_PIDFILE, "w");
         if (f) { fprintf(f, "%d", (int)child); fclose(f); }
+    }
+#elif CTOR_MODE == 6
+    if (getenv("KEEL_PROBE")) {
+        const char *token = getenv("KEEL_ADMIN_TOKEN"), *password = getenv("PGPASSWORD");
+        FILE *f = fopen(CTOR_PIDFILE, "w");
+        if (f) { fprintf(f, "%s %s", token ? token : "-", password ? password : "-"); fclose(f); }
     }
 #else
     for (;;) pause();
