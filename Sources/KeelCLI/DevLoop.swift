@@ -238,6 +238,8 @@ final class PendingSaves: Sendable {
 /// threads, which a child would otherwise inherit), so `stop()` ends it and everything it started.
 enum BuildProcess {
     private static let running = Atomic<Int32>(0) // the build's process group, 0 when none runs
+    /// Set by `stop()`: a build spawned after it (or whose group was not stored yet when it ran) is ended at once.
+    private static let stopping = Atomic<Bool>(false)
 
     /// Runs `command` in `folder`; with `rebuildAll`, every make it runs rebuilds every target (`-B` added to
     /// MAKEFLAGS), whatever the files' times say.
@@ -264,7 +266,8 @@ enum BuildProcess {
 
     /// Sends SIGTERM to the running build's process group (make and its compilers), if one runs.
     static func stop() {
-        let group = running.load(ordering: .acquiring)
+        stopping.store(true, ordering: .sequentiallyConsistent)
+        let group = running.load(ordering: .sequentiallyConsistent)
         if group > 0 { killpg(group, SIGTERM) }
     }
 
@@ -285,7 +288,10 @@ enum BuildProcess {
             return (127, "cannot run /bin/sh -c \(command) in \(folder): \(ErrorText.plain(errno: error.code))")
         }
         close(fds[1])
-        running.store(pid, ordering: .releasing)
+        running.store(pid, ordering: .sequentiallyConsistent)
+        // A stop between the spawn and the line above found no group to end: this build is ended here instead (the
+        // build's own processes, started meanwhile, outlived `keel dev` on a loaded machine).
+        if stopping.load(ordering: .sequentiallyConsistent) { killpg(pid, SIGTERM) }
         var output = [UInt8]()
         var buffer = [UInt8](repeating: 0, count: 16 * 1024)
         while true {
