@@ -20,6 +20,9 @@ final class ActivationMark {
 
     private func memory() -> UnsafeMutableRawBufferPointer? { page.bytes }
 
+    /// Why no mark can be kept (the file is a link or another user's), once a set or clear has tried; nil otherwise.
+    var refusal: String? { page.refusal }
+
     func set(_ text: String) {
         guard let memory = memory() else { return }
         let bytes = Array(text.utf8.prefix(SharedPage.size - 1))

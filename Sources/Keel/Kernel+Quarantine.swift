@@ -18,6 +18,12 @@ extension Kernel {
     func quarantineAfterCrash() -> Bool {
         let parts = activationMark.read()?.split(separator: " ").map(String.init) ?? []
         activationMark.clear()
+        // Planted where the state's folder lets others write: no mark is kept, so a plugin whose activate takes the
+        // host down is not quarantined by it. Said, not left silent.
+        if let refusal = activationMark.refusal {
+            log(.warn, nil, "\(activationMark.path) \(refusal): no activation mark is kept, so a plugin whose activate takes the "
+                + "host down is not quarantined at the next start; remove it, or keep the state in a folder of your own")
+        }
         let marked = parts.count == 3 ? (id: parts[0], generation: Int(parts[1]) ?? 0, checksum: parts[2]) : nil
         let crashed = quarantineRecordedCrash(marked: marked)
         guard let (id, generation, checksum) = marked else { return crashed != nil }

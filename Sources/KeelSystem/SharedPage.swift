@@ -12,6 +12,8 @@ public final class SharedPage {
     public static let size = 4096
     private var mapped: UnsafeMutableRawBufferPointer?
     private var triedMapping = false
+    /// Why the page was refused, when the file at `path` is a link or another user's (set by the first use).
+    public private(set) var refusal: String?
 
     public init(path: String) { self.path = path }
 
@@ -22,10 +24,16 @@ public final class SharedPage {
         // Never through a link, nor into another user's file: one planted where the folder lets others write (such as
         // /tmp) would be cut to a page, or written by its owner under this process's feet.
         let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0o644)
-        guard fd >= 0 else { return nil }
+        guard fd >= 0 else {
+            if errno == ELOOP { refusal = "is a symbolic link, which is never followed" }
+            return nil
+        }
         defer { close(fd) }
         var st = stat()
-        guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG, st.st_uid == geteuid() else { return nil }
+        guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG, st.st_uid == geteuid() else {
+            refusal = st.st_mode & S_IFMT != S_IFREG ? "is not a regular file" : "belongs to uid \(st.st_uid), not to this user (uid \(geteuid()))"
+            return nil
+        }
         guard ftruncate(fd, off_t(Self.size)) == 0 else { return nil }
         let p = mmap(nil, Self.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
         guard let p, p != MAP_FAILED else { return nil }
