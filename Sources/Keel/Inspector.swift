@@ -92,7 +92,9 @@ public enum Inspector {
         let environment = KernelEnvironment(registry: registry, log: KernelConfiguration.silentLog)
         let grants = manifest?.capabilities ?? Set(Capability.allCases)
         // Interfaces it consumes have no provider here: a probe or an inspection runs the plugin alone.
-        let context = ActivationContext(pluginID: id, grants: grants, routePrefixes: manifest?.routePrefixes ?? [], limits: limits,
+        let context = ActivationContext(pluginID: id, grants: grants, routePrefixes: manifest?.routePrefixes ?? [],
+                                        requestedRoutePrefixes: manifest?.routePrefixes ?? [], requestedCapabilities: manifest?.capabilities,
+                                        limits: limits,
                                         identity: ServiceIdentity(version: version, generation: 1,
                                                                   provides: manifest?.provides ?? [], consumes: manifest?.consumes ?? [],
                                                                   calls: manifest?.calls ?? []),

@@ -304,7 +304,7 @@ extension Kernel {
         let prefixes = manifest.routePrefixes.filter { granted.contains(Capability.routePrefix($0)) }
         let config = try configJSON(id, bundle: build.bundle)
         let context = ActivationContext(pluginID: id, grants: effectiveGrants(manifest, granted: granted), routePrefixes: prefixes,
-                                        requestedRoutePrefixes: manifest.routePrefixes,
+                                        requestedRoutePrefixes: manifest.routePrefixes, requestedCapabilities: manifest.capabilities,
                                         config: config, limits: configuration.limits,
                                         budgets: configuration.budgets,
                                         identity: ServiceIdentity(version: "\(manifest.version)", generation: build.number,

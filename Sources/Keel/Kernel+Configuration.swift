@@ -123,6 +123,10 @@ extension Kernel {
         let taken = revoke.filter { name in
             held.contains(name) && !(Capability(rawValue: name).map(configuration.trustedCapabilities.contains) ?? false)
         }
+        // A revoke of nothing held changes nothing: said, and nothing is reloaded.
+        if grant.isEmpty, !revoke.isEmpty, revoke.allSatisfy({ !held.contains($0) }) {
+            return "it held no such grant; nothing changed"
+        }
         do { try state.setGrants(id, grant: grant, revoke: revoke) } catch {
             throw KernelError(.state, pluginID: id, reason: error.description)
         }

@@ -102,6 +102,7 @@ public enum Validator {
                             log: @escaping @Sendable (LogRecord) -> Void = KernelConfiguration.silentLog) -> ActivationContext {
         let environment = KernelEnvironment(registry: PluginRegistry(), log: log)
         return ActivationContext(pluginID: manifest.id, grants: grants, routePrefixes: manifest.routePrefixes,
+                                 requestedRoutePrefixes: manifest.routePrefixes, requestedCapabilities: manifest.capabilities,
                                  identity: ServiceIdentity(version: manifest.version.description, generation: 1,
                                                            provides: manifest.provides, consumes: manifest.consumes,
                                                            calls: manifest.calls),
@@ -228,10 +229,10 @@ public enum Validator {
         } catch {
             // The refusal is what passes here: its advice (grant it, ask for it) is for a host, not for this run.
             var why = error.description
-            for advice in [" (ask for it under capabilities: in plugin.yaml)", " (grant it with "] {
+            for advice in [" (ask for it under capabilities:", " (grant it with "] {
                 guard let start = why.range(of: advice) else { continue }
                 // Up to the parenthesis that closes the advice; what follows (the plugin's own words) stays.
-                let end = advice.hasSuffix(")") ? start.upperBound : why[start.upperBound...].firstIndex(of: ")").map { why.index(after: $0) } ?? why.endIndex
+                let end = why[start.upperBound...].firstIndex(of: ")").map { why.index(after: $0) } ?? why.endIndex
                 why.removeSubrange(start.lowerBound..<end)
             }
             return ValidationCheck(name: name, passed: true, detail: "refused as it should be: \(why)")

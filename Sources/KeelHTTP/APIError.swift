@@ -10,9 +10,11 @@ public struct APIError: HTTPResponseError, Sendable {
     public var status: HTTPResponse.Status
     public var code: String
     public var message: String
-    /// Why the auth chain refused (which hook, which missing permission), for the log and the audit trail only:
-    /// never part of the response.
+    /// Why the auth chain refused (which hook, which missing permission), for the log and the audit trail; the
+    /// response carries it only to the admin token (`Gatekeeper.authorize` puts it in `message` then).
     var denial: String?
+    /// The request's id (`X-Request-Id`), answered with the error as with any answer of a plugin route.
+    var requestID: String?
 
     public init(_ status: HTTPResponse.Status, _ code: String, _ message: String) {
         self.status = status
@@ -21,7 +23,9 @@ public struct APIError: HTTPResponseError, Sendable {
     }
 
     public func response(from request: Request, context: some RequestContext) throws -> Response {
-        JSONBody.response(["error": ["code": code, "message": message]], status: status)
+        var response = JSONBody.response(["error": ["code": code, "message": message]], status: status)
+        if let requestID { response.headers[Gatekeeper.requestIDHeader] = requestID }
+        return response
     }
 
     static let unauthorized = APIError(.unauthorized, "unauthorized", "authentication required")

@@ -36,35 +36,11 @@ struct PluginDispatcher: Sendable {
             return try await proxy.respond(to: request, pluginID: proxied.pluginID, proxy: proxied.proxy, rest: proxied.rest,
                                            channel: context.channel)
         }
-        // Metrics per route pattern (never the raw path); the status of an error answer counts too.
-        guard let measured = gatekeeper.metrics?.route(plugin: match.pluginID, method: match.route.method,
-                                                       pattern: match.route.pattern.description) else {
-            return try await dispatch(request, context: context, path: path, match: match, snapshot: snapshot, measured: nil)
-        }
-        let started = ContinuousClock.now
-        do {
-            let response = try await dispatch(request, context: context, path: path, match: match, snapshot: snapshot, measured: measured)
-            measured.record(status: Int(response.status.code), elapsed: ContinuousClock.now - started)
-            return response
-        } catch {
-            // A body that did not arrive in time was answered 408 on the connection (see `readBody`).
-            let status = error is CancellationError ? 408 : (error as? APIError).map { Int($0.status.code) } ?? 500
-            measured.record(status: status, elapsed: ContinuousClock.now - started)
-            throw error
-        }
-    }
-
-    /// Serves a request that matched a plugin route: the auth chain, the body, the handler (see `respond`).
-    private func dispatch(_ request: Request, context: KeelRequestContext, path: String, match: Snapshot.RouteMatch, snapshot: Snapshot,
-                          measured: ServerMetrics.RouteMetrics?) async throws -> Response {
-        let method = request.method.rawValue
-        let lanes = gatekeeper.lanes, gatekeeper = self.gatekeeper
         // The request's id: the client's X-Request-Id when sane, else the server's. Lines logged while plugin code
-        // runs for this request carry it (RequestScope), and so does the response. A request with neither a length
-        // nor a chunked body has none (HTTP/1.1): nothing to wait for, and the request is laid out for C once, for
-        // the authorize hooks and the handler both, in one trip to the lane. One pass over the headers finds both
-        // (several X-Request-Id fields read joined, as `HTTPFields` reads them).
-        // Plugin code (the hooks, the handler) runs in the plugin's lane, off the cooperative pool.
+        // runs for this request carry it (RequestScope), and so does the response, an error's too. A request with
+        // neither a length nor a chunked body has none (HTTP/1.1): nothing to wait for, and the request is laid out
+        // for C once, for the authorize hooks and the handler both, in one trip to the lane. One pass over the
+        // headers finds both (several X-Request-Id fields read joined, as `HTTPFields` reads them).
         var hasBody = false, givenID: String?
         for field in request.headers {
             if field.name == .contentLength || field.name == .transferEncoding {
@@ -73,7 +49,40 @@ struct PluginDispatcher: Sendable {
                 givenID = givenID.map { $0 + ", " + field.value } ?? field.value
             }
         }
-        let bodiless = !hasBody, tag = RequestScope.Tag(RequestScope.sane(givenID) ?? RequestIDs.next())
+        let tag = RequestScope.Tag(RequestScope.sane(givenID) ?? RequestIDs.next())
+        // Metrics per route pattern (never the raw path); the status of an error answer counts too.
+        guard let measured = gatekeeper.metrics?.route(plugin: match.pluginID, method: match.route.method,
+                                                       pattern: match.route.pattern.description) else {
+            do {
+                return try await dispatch(request, context: context, path: path, match: match, snapshot: snapshot, measured: nil,
+                                          bodiless: !hasBody, tag: tag)
+            } catch var error as APIError {
+                error.requestID = tag.id
+                throw error
+            }
+        }
+        let started = ContinuousClock.now
+        do {
+            let response = try await dispatch(request, context: context, path: path, match: match, snapshot: snapshot, measured: measured,
+                                              bodiless: !hasBody, tag: tag)
+            measured.record(status: Int(response.status.code), elapsed: ContinuousClock.now - started)
+            return response
+        } catch {
+            // A body that did not arrive in time was answered 408 on the connection (see `readBody`).
+            let status = error is CancellationError ? 408 : (error as? APIError).map { Int($0.status.code) } ?? 500
+            measured.record(status: status, elapsed: ContinuousClock.now - started)
+            guard var answered = error as? APIError else { throw error }
+            answered.requestID = tag.id
+            throw answered
+        }
+    }
+
+    /// Serves a request that matched a plugin route: the auth chain, the body, the handler (see `respond`).
+    /// Plugin code (the hooks, the handler) runs in the plugin's lane, off the cooperative pool.
+    private func dispatch(_ request: Request, context: KeelRequestContext, path: String, match: Snapshot.RouteMatch, snapshot: Snapshot,
+                          measured: ServerMetrics.RouteMetrics?, bodiless: Bool, tag: RequestScope.Tag) async throws -> Response {
+        let method = request.method.rawValue
+        let lanes = gatekeeper.lanes, gatekeeper = self.gatekeeper
         /// Identifies the caller, runs the auth chain, and, for a request without a body, the handler. A local
         /// function, not a closure: run inline (the common case) it is called directly, with nothing copied into a
         /// closure context on the heap; only a call that goes to the lane's threads makes one.

@@ -229,7 +229,7 @@ final class WorkerServer: @unchecked Sendable {
             } catch { throw WorkerRefusal(error, pluginID: a.pluginID) }
             let context = ActivationContext(
                 pluginID: a.pluginID, grants: Set(a.grants.compactMap(Capability.init(rawValue:))), routePrefixes: a.routePrefixes,
-                requestedRoutePrefixes: manifest.routePrefixes, config: a.config, limits: a.limits, budgets: a.budgets,
+                requestedRoutePrefixes: manifest.routePrefixes, requestedCapabilities: manifest.capabilities, config: a.config, limits: a.limits, budgets: a.budgets,
                 identity: ServiceIdentity(version: a.version, generation: a.generation, provides: manifest.provides,
                                           consumes: manifest.consumes, calls: manifest.calls),
                 grantHint: GrantHint(a.grantHint), environment: WorkerEnvironment(server: self))

@@ -27,6 +27,9 @@ public final class ActivationContext: Sendable {
     public let routePrefixes: [String]
     /// Those the plugin.yaml asks for, granted or not: a refusal for one not granted says to grant it.
     public let requestedRoutePrefixes: [String]
+    /// The capabilities the plugin.yaml asks for (nil: not known): a refusal for a sensitive one it does not ask for
+    /// says to ask for it first (a grant of it would be refused).
+    public let requestedCapabilities: Set<Capability>?
     /// The plugin's configuration as JSON, handed out through "keel.config/1": C text allocated in `init`, valid (as
     /// the ABI says) until deactivate returns. `close` frees it when no call is still running (a context is kept
     /// after it closes, for stray calls: a kept library's contexts would otherwise hold every activation's
@@ -58,9 +61,11 @@ public final class ActivationContext: Sendable {
     private let used = Atomic<Bool>(false)
 
     public init(pluginID: String, grants: Set<Capability>, routePrefixes: [String] = [], requestedRoutePrefixes: [String] = [],
+                requestedCapabilities: Set<Capability>? = nil,
                 config: String = "", limits: RegistrationLimits = .default, budgets: CallBudgets = .default,
                 identity: ServiceIdentity = ServiceIdentity(), grantHint: GrantHint = .cli, environment: any PluginEnvironment) {
         self.requestedRoutePrefixes = requestedRoutePrefixes
+        self.requestedCapabilities = requestedCapabilities
         self.config = Mutex(HostABI.staticString(config))
         self.grantHint = grantHint
         self.identity = identity
@@ -338,8 +343,9 @@ public final class ActivationContext: Sendable {
         }
         guard let capability else { return nil }
         guard grants.contains(capability) else {
-            let fix = capability.isSensitive ? grantHint.text(id: pluginID, capability: capability.rawValue)
-                : "ask for it under capabilities: in plugin.yaml"
+            let asked = requestedCapabilities?.contains(capability) ?? true
+            let fix = capability.isSensitive && asked ? grantHint.text(id: pluginID, capability: capability.rawValue)
+                : "ask for it under capabilities: in plugin.yaml" + (capability.isSensitive ? ", then " + grantHint.text(id: pluginID, capability: capability.rawValue) : "")
             return refuse(StatusCode.denied, "\(what): capability \"\(capability.rawValue)\" was not granted (\(fix))")
         }
         return nil

@@ -241,6 +241,9 @@ def main():
                 if view == "tenants":
                     member = css('[data-tenant-row="acme"] li[data-member="ada"]')
                     assert member.text == "ada viewer", f"acme's member shows as {member.text!r}"
+                    # The built-in admin role grants everything (the API's grantsEverything), not "no permissions".
+                    admin_role = css('[data-role-row="admin"] [data-grants-everything="admin"]')
+                    assert admin_role.text == "every permission", f"admin shows as {admin_role.text!r}"
                 wide = d.execute_script("return document.documentElement.scrollWidth - document.documentElement.clientWidth")
                 culprits = d.execute_script("""
                     const w = document.documentElement.clientWidth;

@@ -44,9 +44,18 @@ struct CLITests {
                 && revoked.stdout.hasSuffix("granting it again starts it; it has auth hooks, so every request is denied until it runs again or is disabled\n"),
                 "\(revoked.stdout) \(revoked.stderr)")
         #expect(try TestEnvironment.run(keel, ["plugins", "grant", "gate", "authorize"] + common).stdout == "granted authorize to gate: gate started\n")
+        // A revoke of what it never held changes nothing, and says so.
+        let nothing = try TestEnvironment.run(keel, ["plugins", "revoke", "gate", "authenticate"] + common)
+        #expect(nothing.status == 0 && nothing.stdout == "revoked authenticate from gate: it held no such grant; nothing changed\n", "\(nothing.stdout)")
         // A grant to a plugin that runs changes its grants only.
         let again = try TestEnvironment.run(keel, ["plugins", "grant", "gate", "authorize"] + common)
         #expect(again.status == 0 && again.stdout == "granted authorize to gate\n", "\(again.stdout)")
+        // A hook from a plugin whose plugin.yaml does not ask for the capability: asking comes first (a grant
+        // alone would be refused: "does not ask for").
+        try f.fixtureBundle("unasked", defines: ["AUTH_MODE=1"], capabilities: ["routes"])
+        let unasked = try TestEnvironment.run(keel, ["plugins", "enable", "unasked"] + common)
+        #expect(unasked.status == 1 && unasked.stderr.contains("capability \"authenticate\" was not granted (ask for it under capabilities: in "
+                                                               + "plugin.yaml, then grant it with `keel plugins grant unasked authenticate`)"), "\(unasked.stderr)")
         // A bundle whose plugin.yaml never parsed: its history says why it never loaded.
         #expect(try TestEnvironment.run(keel, ["plugins", "enable", "typo"] + common).status == 1)
         let history = try TestEnvironment.run(keel, ["plugins", "history", "typo"] + common)

@@ -106,12 +106,12 @@ struct ConsoleManifestTests {
         #expect(try await kernel.setGrants("pg", grant: ["console-write"]) == "pg started")
         #expect(kernel.registry.snapshot.plugins["pg"] != nil)
         #expect(try await kernel.plugin("pg").status == .enabled)
-        // A revoke that takes nothing away (never granted) stops nothing, even when the reload fails for another
-        // reason (here a broken plugin.yaml): the old generation keeps serving, as on any failed reload.
+        // A revoke that takes nothing away (never granted) stops nothing and reloads nothing, even when a reload
+        // would fail (here a broken plugin.yaml): the generation serving keeps serving, and the answer says so.
         try "id: pg\nname: [broken\n".write(toFile: f.plugins + "/pg/plugin.yaml", atomically: true, encoding: .utf8)
-        await #expect(throws: KernelError.self) { try await kernel.setGrants("pg", revoke: ["proxy-remote"]) }
+        #expect(try await kernel.setGrants("pg", revoke: ["proxy-remote"]) == "it held no such grant; nothing changed")
         #expect(kernel.registry.snapshot.plugins["pg"] != nil)
-        #expect(try await kernel.plugin("pg").reason?.hasPrefix("reload failed, generation") == true)
+        #expect(try await kernel.plugin("pg").status == .enabled)
         await kernel.shutdown()
     }
 

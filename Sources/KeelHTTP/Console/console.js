@@ -324,7 +324,7 @@ document.addEventListener('DOMContentLoaded', () => {
       // The admin token opens the admin views; any other credential an authenticate hook accepts (an API key,
       // a user token) shows that caller's own navigation.
       const session = await api('/api/v1/session');
-      if (session.anonymous) throw new Error('no authenticate hook recognised that token');
+      if (session.anonymous) throw new Error('not the admin token, and no authenticate hook recognised it');
       sessionStorage.setItem('keel.token', state.token);
     } catch (e) {
       state.token = ''; sessionStorage.removeItem('keel.token');

@@ -59,7 +59,8 @@ defineView('tenants', { section: 'tenants', title: 'Tenants and roles', icon: 't
       'Add member', v => api('/api/v1/tenants/' + encodeURIComponent(t.name) + '/members', json('POST', v)))))));
   const roleRows = roles.map(r => el('tr', { 'data-role-row': r.name },
     el('td', {}, el('strong', { textContent: r.name })),
-    el('td', {}, list(r.permissions, 'no permissions', p => el('li', {}, el('code', { textContent: p })))),
+    el('td', {}, r.grantsEverything ? el('span', { textContent: 'every permission', 'data-grants-everything': r.name })
+      : list(r.permissions, 'no permissions', p => el('li', {}, el('code', { textContent: p })))),
     el('td', {}, keptForm('permission-' + r.name, () => smallForm('permission-' + r.name,
       [{ name: 'permission', label: 'Permission', placeholder: 'hello.greetings:view' }],
       'Grant', v => api('/api/v1/roles/' + encodeURIComponent(r.name) + '/grants', json('POST', v)))))));
