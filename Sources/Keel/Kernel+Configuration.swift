@@ -88,8 +88,8 @@ extension Kernel {
     /// operator took back): the plugin, and those that depend on it, are taken down and recorded failed with the
     /// reason, and stay enabled, so a new grant (or `enable` after a fixed bundle) brings the plugin back. A grant to
     /// a plugin that is enabled but failed (not quarantined) starts it: what it lacked may have been that grant.
-    /// - Returns: a note when the plugin stopped for a revoke, or started (or still cannot start) after a grant; the
-    ///   grants are stored either way.
+    /// - Returns: a note when the plugin stopped for a revoke, or started (or still cannot start) after a grant, or
+    ///   when a revoke names nothing the plugin was granted (then nothing is stored or reloaded).
     /// - Throws: `KernelError` for an unknown plugin or capability, or one the plugin does not ask for, or a reload
     ///   that failed (the grants are stored all the same).
     @discardableResult
@@ -119,7 +119,8 @@ extension Kernel {
             }
         }
         // The rights this revoke really takes away: granted before, and not trusted without a grant.
-        let held = (try? state.grants(id)) ?? []
+        let held: Set<String>
+        do { held = try state.grants(id) } catch { throw KernelError(.state, pluginID: id, reason: error.description) }
         let taken = revoke.filter { name in
             held.contains(name) && !(Capability(rawValue: name).map(configuration.trustedCapabilities.contains) ?? false)
         }

@@ -20,7 +20,7 @@ extension Kernel {
         activationMark.clear()
         // Planted where the state's folder lets others write: no mark is kept, so a plugin whose activate takes the
         // host down is not quarantined by it. Said, not left silent.
-        if let refusal = activationMark.refusal {
+        if !state.isInMemory, let refusal = activationMark.refusal {
             log(.warn, nil, "\(activationMark.path) \(refusal): no activation mark is kept, so a plugin whose activate takes the "
                 + "host down is not quarantined at the next start; remove it, or keep the state in a folder of your own")
         }

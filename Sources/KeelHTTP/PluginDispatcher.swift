@@ -57,7 +57,7 @@ struct PluginDispatcher: Sendable {
                 return try await dispatch(request, context: context, path: path, match: match, snapshot: snapshot, measured: nil,
                                           bodiless: !hasBody, tag: tag)
             } catch var error as APIError {
-                error.requestID = tag.id
+                error.requestID = Self.answeredID(error, tag)
                 throw error
             }
         }
@@ -72,9 +72,15 @@ struct PluginDispatcher: Sendable {
             let status = error is CancellationError ? 408 : (error as? APIError).map { Int($0.status.code) } ?? 500
             measured.record(status: status, elapsed: ContinuousClock.now - started)
             guard var answered = error as? APIError else { throw error }
-            answered.requestID = tag.id
+            answered.requestID = Self.answeredID(answered, tag)
             throw answered
         }
+    }
+
+    /// The id an error answer carries: the request's, but for a 404, which must read as the one for a path no route
+    /// matches (a route of a plugin another tenant runs does not exist for this caller, header included).
+    private static func answeredID(_ error: APIError, _ tag: RequestScope.Tag) -> String? {
+        error.status == .notFound ? nil : tag.id
     }
 
     /// Serves a request that matched a plugin route: the auth chain, the body, the handler (see `respond`).

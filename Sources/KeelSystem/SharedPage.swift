@@ -25,7 +25,8 @@ public final class SharedPage {
         // /tmp) would be cut to a page, or written by its owner under this process's feet.
         let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0o644)
         guard fd >= 0 else {
-            if errno == ELOOP { refusal = "is a symbolic link, which is never followed" }
+            // Another user's file in a sticky folder is EACCES (`fs.protected_regular`, or its mode), a folder EISDIR.
+            refusal = errno == ELOOP ? "is a symbolic link, which is never followed" : "cannot be opened: \(SystemFile.describe(errno: errno))"
             return nil
         }
         defer { close(fd) }

@@ -61,7 +61,7 @@ defineView('tenants', { section: 'tenants', title: 'Tenants and roles', icon: 't
     el('td', {}, el('strong', { textContent: r.name })),
     el('td', {}, r.grantsEverything ? el('span', { textContent: 'every permission', 'data-grants-everything': r.name })
       : list(r.permissions, 'no permissions', p => el('li', {}, el('code', { textContent: p })))),
-    el('td', {}, keptForm('permission-' + r.name, () => smallForm('permission-' + r.name,
+    r.grantsEverything ? el('td', {}) : el('td', {}, keptForm('permission-' + r.name, () => smallForm('permission-' + r.name,
       [{ name: 'permission', label: 'Permission', placeholder: 'hello.greetings:view' }],
       'Grant', v => api('/api/v1/roles/' + encodeURIComponent(r.name) + '/grants', json('POST', v)))))));
   replaceKeepingFocus(document.getElementById('tenants-body'), [
