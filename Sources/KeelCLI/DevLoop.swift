@@ -126,6 +126,8 @@ struct DevLoop: Sendable {
         outcome.buildEnded = clock.now
         outcome.rebuildAll = false
         let buildTime = clock.now - buildStart
+        // Ended by keel dev's own stop (Ctrl-C): not a failed build.
+        if build.status != 0 && BuildProcess.isStopping { return outcome }
         guard build.status == 0 else {
             let text = build.output.hasSuffix("\n") || build.output.isEmpty ? build.output : build.output + "\n"
             SystemFile.say(text)
@@ -263,6 +265,9 @@ enum BuildProcess {
         guard let variables = makeflags.range(of: " -- ") else { return makeflags + " -B" }
         return makeflags[..<variables.lowerBound] + " -B" + makeflags[variables.lowerBound...]
     }
+
+    /// True once `stop()` was called: `keel dev` is stopping, and a build it ends says nothing of itself.
+    static var isStopping: Bool { stopping.load(ordering: .sequentiallyConsistent) }
 
     /// Sends SIGTERM to the running build's process group (make and its compilers), if one runs.
     static func stop() {
