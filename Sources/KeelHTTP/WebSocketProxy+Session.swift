@@ -218,7 +218,8 @@ extension WebSocketProxy {
                 await Self.bounded { try await Self.sendClose(client, .goingAway) }
             case .revoked:
                 // The client first: an app that does not read must not hold the client's close back.
-                log(LogRecord(level: .info, pluginID: pluginID, message: "proxied WebSocket closed: the plugin no longer serves it to its caller"))
+                log(LogRecord(level: .info, pluginID: pluginID, message: "proxied WebSocket closed: the plugin no longer serves it to its caller, "
+                              + "or the admin token it was opened with was reset"))
                 await Self.bounded { try await Self.sendClose(client, .policyViolation) }
                 await closeApp(UpstreamWebSocket.closeData(.goingAway), answered: true, &group, app)
             case .closeWritten, .closeTimedOut:

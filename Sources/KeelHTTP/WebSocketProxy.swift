@@ -124,7 +124,11 @@ final class WebSocketProxy: Sendable {
         // Whether the plugin still proxies this prefix to this upstream for the caller's tenant: loaded, or idle (a
         // lazy plugin unloaded for idleness) with the same declaration in its manifest.
         let kernel = proxy.gatekeeper.kernel, pluginID = proxied.pluginID, declared = p, tenant = caller.principal.tenant
+        // A caller the host itself vouched for (the admin token, or a page ticket issued to its holder) is vouched for
+        // only while that token is in force: `keel token reset` ends the socket as it ends the ticket.
+        let token = proxy.gatekeeper.token, vouchedUnder = caller.principal.authenticatedBy == "keel" ? token.digest : nil
         let stillServed: @Sendable () -> Bool = {
+            if let vouchedUnder, token.digest != vouchedUnder { return false }
             guard kernel.access.isVisible(pluginID, tenant: tenant) else { return false }
             if let idle = kernel.idleManifest(pluginID) {
                 return idle.proxies.contains { $0.prefix == declared.prefix && $0.upstream == declared.upstream }

@@ -119,6 +119,28 @@ struct ProxyWebSocketTests {
         #expect(seen.close == 1008)
     }
 
+    @Test("a WebSocket opened with the admin token is closed (1008) when the token is reset: a leaked token's socket does not outlive it")
+    func tokenResetCloses() async throws {
+        let upstream = try Upstream(script: "ws_echo.py")
+        defer { upstream.stop() }
+        let server = try Self.serve(upstream)
+        defer { server.stop() }
+        let keel = TestEnvironment.binPath + "/keel"
+        let seen = try await Self.session(server, "/ext/ws/app/live", headers: ["Authorization": "Bearer \(ServerProcess.token)"]) { frames, out in
+            try await out.write(.text("before"))
+            var echoes = [String(buffer: try #require(try await frames.next()).data)]
+            let reset = try TestEnvironment.run(keel, ["token", "reset", "--state", server.state], environment: ["KEEL_ADMIN_TOKEN": ""])
+            #expect(reset.status == 0, "\(reset.stderr)")
+            let done = ContinuousClock.now
+            while try await frames.next() != nil {}
+            echoes.append(ContinuousClock.now - done < .seconds(10) ? "closed" : "closed late")
+            return echoes
+        }
+        #expect((seen.greeting["headers"] as? [String: String])?["x-keel-user"] == "admin", "opened as the admin: \(seen.greeting)")
+        #expect(seen.echoes == ["before", "closed"], "\(seen.echoes)")
+        #expect(seen.close == 1008)
+    }
+
     @Test("a WebSocket whose caller's tenant the plugin stops serving is closed (1008); the plugin serves its other tenants on")
     func tenantDisableCloses() async throws {
         let upstream = try Upstream(script: "ws_echo.py")
