@@ -90,6 +90,7 @@ struct KeelHTTPChannel: ServerChildChannel, HTTPChannelHandler {
             let negotiated = try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(configuration: configuration)
             let upgradeHandler = try channel.pipeline.syncOperations.handler(type: NIOTypedHTTPServerUpgradeHandler<Negotiated>.self)
             try channel.pipeline.syncOperations.addHandler(IgnoredUpgrade(), position: .before(upgradeHandler))
+            try channel.pipeline.syncOperations.addHandler(FirstRequestParseError(), position: .before(upgradeHandler))
             return Value(negotiated: negotiated, channel: channel)
         }
     }
@@ -154,6 +155,38 @@ final class IgnoredUpgrade: ChannelInboundHandler, RemovableChannelHandler {
         }
         // Only the first request meets the upgrade handler; after a WebSocket upgrade no HTTP part passes here.
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+    }
+}
+
+/// Answers a connection's first request that NIO's parser refuses (an unknown method such as `curl -X FOO`, a header
+/// line without a colon) with 400 `bad-request` and closes the connection. Until the first head is read, NIO's
+/// upgrade handler is the last handler and ignores parse errors, so such a request went unanswered until the idle
+/// time-out; later requests of a connection are answered by Hummingbird's own handling. Removes itself after the
+/// first request head. Event-loop bound, like every channel handler.
+final class FirstRequestParseError: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+    private var answered = false
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        context.fireChannelRead(data)
+        if case .head = unwrapInboundIn(data) { context.pipeline.syncOperations.removeHandler(context: context, promise: nil) }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        guard let parse = error as? HTTPParserError else { return context.fireErrorCaught(error) }
+        guard !answered else { return }
+        answered = true
+        let what = parse == .invalidMethod ? "its method is not an HTTP method Keel knows" : "it is not valid HTTP/1.1 (\(parse))"
+        let body = ByteBuffer(string: #"{"error":{"code":"bad-request","message":"the request could not be read: "# + what + #""}}"#)
+        var headers = HTTPHeaders()
+        headers.add(name: "content-type", value: "application/json; charset=utf-8")
+        headers.add(name: "content-length", value: "\(body.readableBytes)")
+        headers.add(name: "connection", value: "close")
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .badRequest, headers: headers))), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
     }
 }
 

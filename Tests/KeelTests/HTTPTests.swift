@@ -94,6 +94,30 @@ struct HTTPTests {
         }
     }
 
+    @Test("a request NIO cannot parse (an unknown method, a header line without a colon) is answered 400 bad-request at once and its connection closed, first on its connection or later; it was left unanswered until the idle time-out when it came first")
+    func unparsableRequest() async throws {
+        let f = KernelFixture()
+        let server = try startServer(f, enable: [])
+        defer { server.stop() }
+        for (request, says) in [("FOO /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", "its method is not an HTTP method"),
+                                ("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nNo colon here\r\n\r\n", "not valid HTTP/1.1")] {
+            let fd = try RawHTTP.connect(port: server.port)
+            defer { close(fd) }
+            let started = ContinuousClock.now
+            RawHTTP.send(fd, request)
+            let text = RawHTTP.readAll(fd)
+            #expect(text.hasPrefix("HTTP/1.1 400 ") && text.contains(#""code":"bad-request""#) && text.contains(says), "\(text)")
+            #expect(ContinuousClock.now - started < .seconds(3), "the server held the connection: \(text)")
+        }
+        // After a good request on the same connection, Hummingbird's own handling answers (400, closed).
+        let fd = try RawHTTP.connect(port: server.port)
+        defer { close(fd) }
+        RawHTTP.send(fd, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nFOO /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        let both = RawHTTP.readAll(fd)
+        #expect(both.hasPrefix("HTTP/1.1 200 ") && both.contains("HTTP/1.1 400 "), "\(both)")
+        #expect(try await server.request("GET", "/healthz").status == 200)
+    }
+
     @Test("bad input: plugin errors are 500 without internals, big bodies 413, malformed JSON 400, bad tokens 401")
     func badInput() async throws {
         let f = KernelFixture()
