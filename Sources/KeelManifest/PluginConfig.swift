@@ -107,15 +107,22 @@ public enum PluginConfig {
         }
         if let object = value as? [String: Any] {
             let properties = schema["properties"] as? [String: Any] ?? [:]
+            // Keys the schema does not name, sorted so that a hint is the same on every run.
+            let unknown = object.keys.filter { properties[$0] == nil }.sorted()
             for key in schema["required"] as? [String] ?? [] where object[key] == nil {
-                throw ManifestError(file: file, key: path.isEmpty ? key : path + "." + key, reason: "required key is missing")
+                let typo = unknown.first { Spelling.nearest($0, in: [key]) == key }
+                throw ManifestError(file: file, key: path.isEmpty ? key : path + "." + key,
+                                    reason: "required key is missing" + (typo.map { " (is \"\($0)\" a misspelling of it?)" } ?? ""))
             }
             for (key, item) in object {
                 let childPath = path.isEmpty ? key : path + "." + key
                 if let sub = properties[key] as? [String: Any] {
                     try check(item, sub, path: childPath, file: file, schemaFile: schemaFile)
                 } else if schema["additionalProperties"] as? Bool == false {
-                    throw ManifestError(file: file, key: childPath, reason: "not allowed by the plugin's schema")
+                    let known = properties.keys.sorted()
+                    let hint = Spelling.nearest(key, in: known).map { "; did you mean \"\($0)\"?" }
+                        ?? (known.isEmpty ? "; it takes no keys" : "; it takes " + known.joined(separator: ", "))
+                    throw ManifestError(file: file, key: childPath, reason: "not allowed by the plugin's schema" + hint)
                 }
             }
         }

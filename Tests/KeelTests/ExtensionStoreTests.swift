@@ -269,7 +269,7 @@ struct UpgradeTests {
 
 @Suite("per-plugin configuration", .scheduled)
 struct ConfigTests {
-    @Test("configuration is checked against the bundle's schema, handed to the plugin, changed at run time, kept")
+    @Test("configuration is checked against the bundle's schema (a misspelt key named with the one it likely meant), handed to the plugin, changed at run time, kept")
     func configuration() async throws {
         let f = KernelFixture()
         try f.fixtureBundle("tuned", defines: ["CONFIG_ECHO"])
@@ -291,7 +291,9 @@ struct ConfigTests {
         }
         for (yaml, expected) in [("greeting: hi\nlimit: 0\n", "key \"limit\": 0 is below the minimum 1"),
                                  ("greeting: 5\n", "key \"greeting\": expected string, found an integer"),
-                                 ("greeting: hi\ncolour: red\n", "key \"colour\": not allowed by the plugin's schema"),
+                                 ("greeting: hi\ncolour: red\n", "key \"colour\": not allowed by the plugin's schema; it takes greeting, limit, mode"),
+                                 ("greeting: hi\nlimt: 2\n", "key \"limt\": not allowed by the plugin's schema; did you mean \"limit\"?"),
+                                 ("greting: hi\n", "key \"greeting\": required key is missing (is \"greting\" a misspelling of it?)"),
                                  ("greeting: hi\nmode: reckless\n", "\"reckless\" is not one of fast, safe"),
                                  ("- a list\n", "a configuration must be a mapping")] {
             do { try await kernel.setConfig("tuned", yaml: yaml, file: "bad.yaml"); Issue.record("accepted \(yaml)") } catch {
