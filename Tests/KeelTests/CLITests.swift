@@ -157,7 +157,7 @@ struct CLITests {
         #expect((try FileManager.default.contentsOfDirectory(atPath: root)).filter { $0.hasPrefix("state.db") }.isEmpty)
     }
 
-    @Test("inspect prints id, version, ABI and capabilities of a bundle and of a bare .so")
+    @Test("inspect prints id, version, ABI and capabilities of a bundle, of a bare .so, and of a plugin named by its id")
     func inspect() throws {
         let f = KernelFixture()
         try TestEnvironment.stageExamples(into: f.plugins)
@@ -171,6 +171,12 @@ struct CLITests {
         let json = try JSONSerialization.jsonObject(with: Data(bare.stdout.utf8)) as? [String: Any]
         #expect(json?["id"] as? String == "hello")
         #expect(json?["routes"] as? [String] == ["GET /ext/hello/greet/:name"])
+        // A plugin's id, as `enable` takes it: the bundle in the plugins folder (its folder is named otherwise).
+        let byID = try TestEnvironment.run(keel, ["plugins", "inspect", "greeter", "--plugins", f.plugins])
+        #expect(byID.status == 0 && byID.stdout.contains("id:           greeter  (Greeter (Swift))"), "\(byID.stderr)")
+        let nothing = try TestEnvironment.run(keel, ["plugins", "inspect", "greetr", "--plugins", f.plugins])
+        #expect(nothing.status == 1 && nothing.stderr == "keel: error: greetr: no such file or folder, and no plugin \"greetr\" in \(f.plugins) (did you mean greeter?)\n",
+                "\(nothing.stderr)")
     }
 
     @Test("serve loads the enabled plugins and stops cleanly on SIGTERM")

@@ -82,7 +82,7 @@ extension KeelCommand.Plugins {
 
     struct Inspect: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Check a bundle folder or a bare .so and print its id, version, ABI and capabilities.",
+            abstract: "Check a bundle folder, a bare .so or an installed plugin and print its id, version, ABI and capabilities.",
             discussion: """
                 Runs the checks and a trial activation in a child process (so a hostile file cannot take this command \
                 down), without touching the state file. Exits 1 with a one-line reason for a bad file.
@@ -90,11 +90,18 @@ extension KeelCommand.Plugins {
 
         // Accepted anywhere, as on every command, but not shown: inspecting touches neither the state nor the plugins.
         @OptionGroup(visibility: .hidden) var options: GlobalOptions
-        @Argument(help: "A bundle folder (with plugin.yaml) or a shared object.", completion: .file()) var path: String
+        @Argument(help: "A bundle folder (with plugin.yaml), a shared object, or the id of a plugin in the plugins folder.",
+                  completion: .file()) var path: String
         @Flag(help: "Print JSON instead of text.") var json = false
 
         func run() async throws {
             try await reporting {
+                let path = Self.bundleFolder(naming: path, in: options.pluginsDirectory) ?? path
+                if !path.contains("/"), !FileManager.default.fileExists(atPath: path) {
+                    let ids = ((try? BundleScanner().scan(options.pluginsDirectory)) ?? []).compactMap { $0.manifest?.id }
+                    let near = Spelling.nearest(path, in: ids).map { " (did you mean \($0)?)" } ?? ""
+                    throw CLIError("\(path): no such file or folder, and no plugin \"\(path)\" in \(options.pluginsDirectory)\(near)")
+                }
                 let report = try await withProgress("probing \(path) in a child process (at most 10 s)") { try Self.probe(path) }
                 if json { try printJSON(report); return }
                 // An empty list says so, not a bare label.
@@ -115,6 +122,14 @@ extension KeelCommand.Plugins {
                 }
                 for w in report.warnings { SystemFile.say(w + "\n", to: 2) }
             }
+        }
+
+        /// The folder of the bundle in `plugins` whose id is `argument`, when `argument` names no file or folder here
+        /// (`keel plugins inspect hello`, as `enable` takes it); nil otherwise, and the argument is a path.
+        static func bundleFolder(naming argument: String, in plugins: String) -> String? {
+            guard !argument.contains("/"), !FileManager.default.fileExists(atPath: argument),
+                  let bundles = try? BundleScanner().scan(plugins) else { return nil }
+            return bundles.first { $0.manifest?.id == argument }?.folder
         }
 
         /// Reads the manifest here (bounded, safe) and leaves the library to a child `keel probe`.
