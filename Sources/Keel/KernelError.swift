@@ -32,6 +32,9 @@ public struct KernelError: Error, Sendable, CustomStringConvertible {
         /// A plugin was not loaded again because the copies of stopped plugins' libraries that stay mapped in the
         /// process reached their limit (`KernelConfiguration.staleCopies`); a restart of the host frees them.
         public static let staleCopyLimit = Code(name: "stale-copy-limit")
+        /// The running server did not take a queued command, or did not finish it, within the client's timeout
+        /// (`RemoteControl.submit`); the reason says which, and whether the command was cancelled.
+        public static let unanswered = Code(name: "unanswered")
         /// No repository offers the plugin, or the version asked for, to install or upgrade. Nothing changed.
         public static let notOffered = Code(name: "not-offered")
     }

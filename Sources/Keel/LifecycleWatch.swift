@@ -87,12 +87,17 @@ extension Kernel {
     /// The plugin call that has held the kernel's lifecycle thread for longer than `configuration.stallLimit`, or
     /// nil when there is none. Cheap (a lock and a clock read). [any thread]
     public nonisolated var lifecycleStall: LifecycleStall? {
+        // A limit that is not a positive number of seconds is the default's.
+        lifecycleCall(runningFor: configuration.stallLimit.isFinite && configuration.stallLimit > 0 ? configuration.stallLimit : 30)
+    }
+
+    /// The plugin call that has held the kernel's lifecycle thread for at least `minimum` seconds, stalled or not
+    /// yet: what a command queued behind it waits for. Cheap (a lock and a clock read). [any thread]
+    public nonisolated func lifecycleCall(runningFor minimum: Double) -> LifecycleStall? {
         guard let call = lifecycleWatch.call else { return nil }
         let elapsed = ContinuousClock.now - call.since
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        // A limit that is not a positive number of seconds is the default's.
-        let limit = configuration.stallLimit.isFinite && configuration.stallLimit > 0 ? configuration.stallLimit : 30
-        guard seconds >= limit else { return nil }
+        guard seconds >= minimum else { return nil }
         return LifecycleStall(plugin: call.plugin, generation: call.generation, call: call.site, seconds: seconds,
                               sequence: call.sequence, checksum: call.checksum)
     }

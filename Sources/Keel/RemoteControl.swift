@@ -177,8 +177,8 @@ public enum RemoteControl {
     /// took before it lets go of its lock (a command call excepted: plugin code may never return, and a stop does not
     /// wait for it), so the client stops waiting then instead of at `timeout` (a command still queued is cancelled;
     /// one taken and left without an outcome is reported so).
-    /// - Throws: `KernelError` with the server's reason when it failed, or saying it was cancelled and nothing
-    ///   changed, or that the server took it and has not finished yet, or that the server stopped.
+    /// - Throws: `KernelError` with the server's reason when it failed, or saying that the server stopped, or
+    ///   (`.unanswered`) that it was cancelled and nothing changed, or that the server took it and has not finished yet.
     @discardableResult
     public static func submit(_ command: RemoteCommand, state: StateStore, timeout: Duration = .seconds(10),
                               user: String? = nil, actor: String? = nil, target: String? = nil,
@@ -199,7 +199,7 @@ public enum RemoteControl {
         let cancelled: Bool
         do { cancelled = try state.cancelCommand(seq) } catch { throw KernelError(.state, pluginID: subject, reason: error.description) }
         if cancelled {
-            throw KernelError(.state, pluginID: subject, reason: gone
+            throw KernelError(gone ? .state : .unanswered, pluginID: subject, reason: gone
                 ? "the server stopped before it took the command; it was cancelled and nothing changed"
                 : "the running server did not take the command within \(timeout); it was cancelled and nothing changed (its /healthz says \"stalled\" when plugin code holds its lifecycle)")
         }
@@ -213,7 +213,7 @@ public enum RemoteControl {
             throw KernelError(.state, pluginID: subject,
                               reason: "the server stopped while it ran the command, without recording its outcome; `keel plugins list` shows the state")
         }
-        throw KernelError(.state, pluginID: subject,
+        throw KernelError(.unanswered, pluginID: subject,
                           reason: "the running server started the command but did not finish it within \(timeout); `keel plugins list` shows its outcome "
                             + "(its /healthz says \"stalled\", naming the plugin and the call, when plugin code holds its lifecycle)")
     }

@@ -260,6 +260,20 @@ struct GlobalOptions: ParsableArguments {
         return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino
     }
 
+    /// Queues `command` for the running server (`RemoteControl.submit`, as this OS user, for this host's server).
+    /// When the server did not take it or did not finish it in time, the error says what the server's lifecycle is
+    /// busy with, as its `/healthz` tells (a stall, or a plugin call running for a second or more).
+    @discardableResult
+    func submitToServer(_ command: KernelCommand, timeout: Duration, actor: String? = nil) async throws -> CommandResult {
+        do {
+            return try await RemoteControl.submit(command, state: try openState(), timeout: timeout, user: Kernel.osUser, actor: actor,
+                                                  target: queueTarget, serverGone: serverGone)
+        } catch let error as KernelError where error.code == .unanswered {
+            guard let line = runningServer, let busy = await ServerHealth.lifecycle(lockLine: line) else { throw error }
+            throw CLIError(error.reason + "; the server says: " + busy)
+        }
+    }
+
     /// For `RemoteControl.submit`: true once the server that was running has let go of its lock (it stopped).
     var serverGone: @Sendable () -> Bool { ServerLock.released(stateFile: localStateFile) }
 

@@ -35,7 +35,8 @@ struct AdminAPI {
             let status = stall != nil ? "stalled" : missing.isEmpty ? "ok" : "closed"
             return JSONBody.response(HealthBody(status: status, active: kernel.activePlugins,
                                                 busy: gatekeeper.lanes.refused, missingGuards: missing.isEmpty ? nil : missing,
-                                                stalled: stall.map(StallBody.init)),
+                                                stalled: stall.map(StallBody.init),
+                                                lifecycle: stall == nil ? kernel.lifecycleCall(runningFor: 1)?.description : nil),
                                      status: status == "ok" ? .ok : .serviceUnavailable)
         }
 
@@ -381,6 +382,9 @@ struct HealthBody: Encodable {
     var missingGuards: [String]?
     /// The plugin call that stalls the lifecycle (`Kernel.lifecycleStall`), when one does.
     var stalled: StallBody?
+    /// A plugin call that has held the lifecycle for a second or more, not yet a stall: what enables, reloads and
+    /// queued commands wait for (`keel plugins enable` quotes it when the server did not take its command).
+    var lifecycle: String?
 }
 
 struct StallBody: Encodable {

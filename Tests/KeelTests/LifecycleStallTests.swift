@@ -96,6 +96,11 @@ struct LifecycleStallTests {
         #expect(try await server.request("GET", "/ext/crasher/items/7").status == 200)
         #expect(await waitFor(5) { server.errors.value.contains("the host's lifecycle is stalled: plugin \"crasher\" (generation ") },
                 "\(server.errors.value)")
+        // The CLI's command, queued for the stalled server, is not run; its error says what the server waits for.
+        let queued = try TestEnvironment.run(TestEnvironment.binPath + "/keel", ["plugins", "disable", "fine", "--plugins", f.plugins, "--state", f.state])
+        #expect(queued.status == 1 && queued.stderr.contains("it was cancelled and nothing changed")
+                    && queued.stderr.contains("the server says: plugin \"crasher\" (generation ")
+                    && queued.stderr.contains("activate has not returned for"), "\(queued.stderr)")
 
         // The call returns: the reload completes (the stalled generation is the one activated now), and the host is
         // healthy again. (Read from the server, not from the reload's own answer: under a loaded suite the client's

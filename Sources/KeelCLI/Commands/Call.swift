@@ -30,8 +30,7 @@ extension KeelCommand {
                         throw CLIError("--tenant: the keel server running on \(options.shownStateFile) is of an earlier keel, which would "
                                        + "run the call in the default tenant; restart it with this keel to call in a tenant")
                     }
-                    result = try await RemoteControl.submit(call, state: try options.openState(), timeout: .seconds(30), user: Kernel.osUser,
-                                                         target: options.queueTarget, serverGone: options.serverGone)
+                    result = try await options.submitToServer(call, timeout: .seconds(30))
                 } else {
                     let kernel = try options.makeOneShotKernel()
                     await kernel.start()

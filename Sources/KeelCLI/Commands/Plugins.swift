@@ -322,9 +322,8 @@ func throughServerOrKernel(_ options: GlobalOptions, id: String?, command: Kerne
 func throughServerOrKernelResult(_ options: GlobalOptions, id: String?, command: KernelCommand,
                                  timeout: Duration = .seconds(10)) async throws -> (info: PluginInfo?, result: CommandResult) {
     if try options.throughServer() != nil {
+        let result = try await options.submitToServer(command, timeout: timeout)
         let state = try options.openState()
-        let result = try await RemoteControl.submit(command, state: state, timeout: timeout, user: Kernel.osUser, target: options.queueTarget,
-                                                    serverGone: options.serverGone)
         guard let id else { return (nil, result) }
         guard let live = try RemoteControl.livePlugins(state: state).first(where: { $0.id == id }) else {
             throw CLIError("the server does not list \(id)")
