@@ -4,6 +4,7 @@ import KeelLoader
 import KeelManifest
 import KeelRegistry
 import KeelState
+import KeelSystem
 import Synchronization
 
 /// Who may see and do what: the auth chain of the active plugins combined with the operator's tenants, role
@@ -115,15 +116,24 @@ public final class AccessControl: Sendable {
         }
         let result = snapshot.authenticate(request, include: include) { hook, principal in
             var principal = principal
+            // Names compared as identities must be NFC (`CanonicalText`): "\u{212A}ate" would be "Kate" to every
+            // look-up here, with Kate's bindings, while the plugins and proxied apps see another user. Such a
+            // principal is not taken (the next hook is asked; none: anonymous); a role so spelt is dropped.
+            guard CanonicalText.isNFC(principal.id), CanonicalText.isNFC(principal.tenant) else {
+                self.log(LogRecord(level: .warn, pluginID: hook.pluginID,
+                                   message: "authenticate hook named principal \"\(CanonicalText.scalars(principal.id))\" (tenant \"\(CanonicalText.scalars(principal.tenant))\"), not in Unicode NFC form: not taken"))
+                return false
+            }
+            principal.roles.removeAll { !CanonicalText.isNFC($0) }
             if let namedTenant, limited[hook.pluginID] != nil {
                 guard principal.tenant.isEmpty || principal.tenant == namedTenant else { return false }
                 principal.tenant = namedTenant
             }
-            // The built-in admin role grants everything, every plugin's permissions and admin-only commands included:
-            // a plugin trusted for some tenants only cannot hand it out (the operator's binding still can).
-            if limited[hook.pluginID] != nil, principal.roles.contains(StateStore.Directory.adminRole) {
-                principal.roles.removeAll { $0 == StateStore.Directory.adminRole }
-            }
+            // A plugin trusted for some tenants only hands out no role: roles are the host's, made by the operator
+            // for whichever sign-in they meant (one naming another tenant's plugin's permissions), and the built-in
+            // admin role grants everything, every plugin's permissions and admin-only commands included. Its callers'
+            // roles are the operator's bindings in its tenant (`admin` aside, below).
+            if limited[hook.pluginID] != nil { principal.roles = [] }
             var full = self.enrich(principal)
             // Nor can an operator's binding of `admin` in its tenant reach a caller it names: any hook can name any
             // id, and the role reaches past that tenant (a binding meant for the every-tenant sign-in's "alice").

@@ -5,6 +5,7 @@ import KeelLoader
 import KeelManifest
 import KeelRegistry
 import KeelState
+import KeelSystem
 
 /// Tenants, roles and per-tenant enablement, as kernel operations over the state store and `access`.
 extension Kernel {
@@ -58,6 +59,11 @@ extension Kernel {
     /// - Returns: a note when an unbinding changed nothing (the principal did not have the role there).
     @discardableResult
     public func setMember(tenant: String, principal: String, role: String, member: Bool = true) throws(KernelError) -> String? {
+        // A principal id equal to another only by canonical equivalence would share its bindings here (`CanonicalText`).
+        guard CanonicalText.isNFC(principal) else {
+            throw KernelError(.directory, pluginID: nil, reason: "principal id \"\(CanonicalText.scalars(principal))\" is not in Unicode NFC form; "
+                              + "Keel takes principal ids only so (one spelt otherwise could share another's bindings)")
+        }
         let held = access.directory.members[tenant]?[principal]?.contains(role) ?? false
         try directoryChange { () throws(StateError) in try state.setMember(tenant: tenant, principal: principal, role: role, member: member) }
         return !member && !held ? "\(principal) was not \(role) in \(tenant); nothing changed" : nil

@@ -184,12 +184,12 @@ struct HTTPTests {
         #expect(try await server.request("GET", "/ext/greeter/hello/x").status == 404)
     }
 
-    @Test("a plugin enabled for some tenants only cannot make its callers admins: neither the admin role it claims nor an operator's admin binding of the id it names counts; other bindings do")
+    @Test("a plugin enabled for some tenants only cannot make its callers admins, nor give them any role: neither the roles it claims nor an operator's admin binding of the id it names count; other bindings do")
     func tenantHookCannotGrantAdmin() async throws {
         let f = KernelFixture()
         let keel = TestEnvironment.binPath + "/keel", at = ["--plugins", f.plugins, "--state", f.state]
-        // "idp" answers "Bearer <id>" with tenant acme and the role admin (AUTH_MODE=1).
-        try f.fixtureBundle("idp", defines: ["AUTH_MODE=1", "ROUTE_PATH=\"/me\""])
+        // "idp" answers "Bearer <id>" with tenant acme and the roles admin and viewer (AUTH_MODE=1).
+        try f.fixtureBundle("idp", defines: ["AUTH_MODE=1", "AUTH_EXTRA_ROLE=\"viewer\"", "ROUTE_PATH=\"/me\""])
         try f.fixtureBundle("open", defines: ["MENU_ID=\"open.menu\"", "MENU_PERMISSION=\"open:view\""])
         #expect(try TestEnvironment.run(keel, ["tenants", "create", "acme"] + at).status == 0)
         try TestEnvironment.grantSensitive("idp", plugins: f.plugins, state: f.state)
@@ -222,6 +222,9 @@ struct HTTPTests {
         while try await annMenus() != ["open.menu"], Date() < deadline { try await Task.sleep(for: .milliseconds(100)) }
         #expect(try await annMenus() == ["open.menu"])
         #expect(try await menus() == [], "the operator's admin binding reached a caller a tenant's plugin named")
+        // Nor any role the hook claims ("viewer", which grants open:view): roles are the host's, not a tenant's plugin's.
+        let roles = try await server.request("GET", "/api/v1/session", headers: ["Authorization": "Bearer zoe", "X-Keel-Tenant": "acme"])
+        #expect((roles.json as? [String: Any])?["roles"] as? [String] == [], "\(roles.text)")
     }
 
     @Test("the auth chain: allow, deny, abstain and an erroring hook; menus filtered by permission")

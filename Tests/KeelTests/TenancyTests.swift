@@ -91,6 +91,37 @@ struct TenancyTests {
         #expect(server.stop() == 0)
     }
 
+    @Test("a principal id spelt otherwise than in Unicode NFC (the Kelvin sign for K, a decomposed é) never gets the bindings of the NFC id it equals as a Swift String: a hook's is not taken, a binding's is refused")
+    func canonicalEquivalentIDs() async throws {
+        let f = KernelFixture()
+        try TestEnvironment.stageExamples(into: f.plugins)
+        try f.fixtureBundle("idp", defines: ["AUTH_MODE=3", "ROUTE_PATH=\"/me\""])
+        try setUp([["tenants", "create", "acme"], ["roles", "create", "editor"], ["roles", "grant", "editor", "greeter.greetings:view"],
+                   ["tenants", "add-member", "acme", "Kate", "editor"], ["tenants", "add-member", "acme", "Jos\u{E9}", "editor"],
+                   ["plugins", "grant", "idp", "authenticate"], ["plugins", "grant", "greeter", "authorize"],
+                   ["plugins", "grant", "hello", "authenticate"],
+                   ["plugins", "enable", "idp"], ["plugins", "enable", "hello"], ["plugins", "enable", "greeter"]], f)
+        // The CLI refuses such an id, for a binding and for its removal (which said it removed one that stayed).
+        for verb in ["add-member", "remove-member"] {
+            let r = try run(["tenants", verb, "acme", "\u{212A}ate", "editor"], f)
+            #expect(r.status == 1 && r.stderr.contains(#"principal id "\u{212A}ate" is not in Unicode NFC form"#), "\(verb): \(r.stderr)")
+        }
+        let server = try ServerProcess(plugins: f.plugins, state: f.state)
+        defer { server.stop() }
+        func who(_ id: String) throws -> [String: Any] {
+            let r = try RawHTTP.request(port: server.port, "GET", "/ext/greeter/whoami", headers: ["Authorization": "Bearer \(id)"])
+            let body = r.text.components(separatedBy: "\r\n\r\n").dropFirst().joined(separator: "\r\n\r\n")
+            return (try? JSONSerialization.jsonObject(with: Data(body.utf8))) as? [String: Any] ?? [:]
+        }
+        #expect(try who("Kate")["roles"] as? [String] == ["editor"])
+        #expect(try who("Jos\u{E9}")["roles"] as? [String] == ["editor"])
+        for lookalike in ["\u{212A}ate", "Jose\u{301}"] {
+            let seen = try who(lookalike)
+            #expect(seen["id"] as? String == "" && seen["roles"] as? [String] == [], "\(lookalike): \(seen)")
+        }
+        #expect(await waitFor(5) { server.errors.value.contains("not in Unicode NFC form: not taken") }, "\(server.errors.value)")
+    }
+
     @Test("a console page session follows the operator: a binding removed, the signing-in plugin disabled or the tenant deleted take effect at the next request")
     func pageSessionFollowsTheOperator() async throws {
         let f = KernelFixture()

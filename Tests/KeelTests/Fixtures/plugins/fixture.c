@@ -8,6 +8,7 @@
  *   ROUTE_PATH, ROUTE_METHOD        the route registered (default GET "/ping")
  *   MENU_ID                         also add this menu entry (MENU_PERMISSION: the permission it needs; MENU_LINK:
  *                                   its link, default "/ext/<id>/ping")
+ *   AUTH_EXTRA_ROLE                 with AUTH_MODE 1, a role the hook claims beside admin
  *   AUTH_MODE                       1: authenticate "Bearer <id>" headers (tenant acme, role admin); 2: an
  *                                   authenticate hook that errors; 3: "Bearer <id>" with no tenant and no role
  *   AUTHZ_MODE                      1: allow everything; 2: deny resources containing "secret"; 3: error;
@@ -219,6 +220,9 @@ static keel_status authn(void *ud, const keel_http_request *req, keel_principal_
             return out->set_identity(out, id, id, keel_cstr(""));
 #else
             out->set_identity(out, id, id, keel_cstr("acme"));
+#ifdef AUTH_EXTRA_ROLE
+            out->add_role(out, keel_cstr(AUTH_EXTRA_ROLE));
+#endif
             return out->add_role(out, keel_cstr("admin"));
 #endif
         }
