@@ -67,7 +67,8 @@ struct AdminAPI {
                   kernel.access.isVisible(body.plugin, tenant: context.principal.tenant) else { throw APIError.notFound }
             guard !context.principal.isAnonymous else { return JSONBody.response(["plugin": body.plugin, "session": "none"]) }
             let ticket = gatekeeper.pages.issue(context.principal, pluginID: body.plugin,
-                                                adminDigest: context.isAdmin ? gatekeeper.token.digest : nil)
+                                                adminDigest: context.isAdmin ? gatekeeper.token.digest : nil,
+                                                signIn: Gatekeeper.signInGeneration(context.principal, kernel.registry.snapshot))
             var response = JSONBody.response(["plugin": body.plugin, "session": "cookie"])
             response.headers[.setCookie] = gatekeeper.pages.cookie(ticket, pluginID: body.plugin)
             return response

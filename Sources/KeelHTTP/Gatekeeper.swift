@@ -88,7 +88,15 @@ final class Gatekeeper: Sendable {
     func pageCaller(ticket: String, pluginID: String, adminDigest: String?, snapshot: Snapshot) -> Principal? {
         guard let session = pages.session(ticket: ticket, pluginID: pluginID, adminDigest: adminDigest) else { return nil }
         if session.adminDigest != nil { return session.principal }
+        // Issued under another load of the signing-in plugin (or none running now): its credential may be gone.
+        guard let signIn = session.signIn, signIn == Self.signInGeneration(session.principal, snapshot) else { return nil }
         return kernel.access.current(session.principal, snapshot: snapshot)
+    }
+
+    /// The generation of the plugin whose authenticate hook named `principal`, as `snapshot` runs it; nil when none
+    /// of its hooks runs there (or for a caller no hook named).
+    static func signInGeneration(_ principal: Principal, _ snapshot: Snapshot) -> Int? {
+        snapshot.authenticators.first { $0.pluginID == principal.authenticatedBy }?.context.identity.generation
     }
 
     /// Records a refused admin call that would change something (not GET or HEAD) in the audit trail, with the

@@ -20,7 +20,9 @@ import Synchronization
 /// A ticket keeps who its caller is (id, tenant, the plugin that authenticated them, the roles that plugin's hook
 /// gave), not what the operator granted them then: at every request the gatekeeper asks `AccessControl.current` for
 /// the caller as they stand now, so a binding removed, a tenant deleted or the authenticating plugin disabled takes
-/// effect at once, as for a caller presenting a credential.
+/// effect at once, as for a caller presenting a credential. A ticket also ends when the plugin that authenticated its
+/// caller is loaded again (`Session.signIn`): a key rotated in its configuration, a reload or a disable and enable
+/// ends the tickets its old generation vouched for.
 ///
 /// Thread-safe. At most `perCaller` sessions are kept for one caller (user and tenant) on one plugin's pages and
 /// `perUser` for that caller on all pages, their oldest going first; past `capacity` in all, expired sessions go
@@ -41,6 +43,10 @@ final class PageSessions: Sendable {
         let expires: ContinuousClock.Instant
         /// The admin token's digest, for a ticket issued to its holder; nil for any other caller.
         let adminDigest: String?
+        /// The generation of the plugin whose hook authenticated the caller, when the ticket was issued: the ticket
+        /// ends when that plugin is loaded again (a reload, a new configuration such as a rotated key, a disable and
+        /// enable), since the credential it vouched for may no longer be good. Nil for the admin token's holder.
+        let signIn: Int?
     }
 
     /// The sessions by ticket, and each caller's tickets in the order they were issued: per plugin and in all.
@@ -94,7 +100,7 @@ final class PageSessions: Sendable {
     var count: Int { table.withLock { $0.sessions.count } }
 
     /// A new ticket for `principal` on `pluginID`'s pages. `adminDigest`: the admin token's digest when the caller presented that token (the ticket ends with it).
-    func issue(_ principal: Principal, pluginID: String, adminDigest: String? = nil) -> String {
+    func issue(_ principal: Principal, pluginID: String, adminDigest: String? = nil, signIn: Int? = nil) -> String {
         var generator = SystemRandomNumberGenerator()
         let ticket = Hex.lowercase((0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) })
         let now = ContinuousClock.now
@@ -108,7 +114,7 @@ final class PageSessions: Sendable {
                 while t.sessions.count >= capacity, let oldest = t.heaviestHoldersOldest() { t.remove(oldest) }
             }
             t.sessions[ticket] = Session(principal: principal, pluginID: pluginID,
-                                         expires: now.advanced(by: lifetime), adminDigest: adminDigest)
+                                         expires: now.advanced(by: lifetime), adminDigest: adminDigest, signIn: signIn)
             t.byCaller[caller, default: []].append(ticket)
             t.byUser[user, default: []].append(ticket)
         }

@@ -122,7 +122,7 @@ struct TenancyTests {
         #expect(await waitFor(5) { server.errors.value.contains("not in Unicode NFC form: not taken") }, "\(server.errors.value)")
     }
 
-    @Test("a console page session follows the operator: a binding removed, the signing-in plugin disabled or the tenant deleted take effect at the next request")
+    @Test("a console page session follows the operator: a binding removed, the signing-in plugin disabled, enabled again or reloaded, or the tenant deleted take effect at the next request")
     func pageSessionFollowsTheOperator() async throws {
         let f = KernelFixture()
         try TestEnvironment.stageExamples(into: f.plugins)
@@ -134,7 +134,7 @@ struct TenancyTests {
                    ["plugins", "enable", "greeter"]], f)
         let server = try ServerProcess(plugins: f.plugins, state: f.state)
         defer { server.stop() }
-        let ticket = try await pageTicket(server, ["Authorization": "Bearer alice"], plugin: "greeter")
+        var ticket = try await pageTicket(server, ["Authorization": "Bearer alice"], plugin: "greeter")
         func viaPage() throws -> (id: String, tenant: String, roles: [String]) { try whoViaPage(server, ticket) }
         func until(_ done: () throws -> Bool) async throws {
             let deadline = Date().addingTimeInterval(10)
@@ -151,8 +151,18 @@ struct TenancyTests {
         #expect(try run(["plugins", "disable", "idp"], f).status == 0)
         try await until { try viaPage().id == "" }
         #expect(try viaPage().id == "", "a page session outlived the plugin that authenticated its caller")
+        // Enabled again, it is another load (its key may have been rotated meanwhile): the old ticket stays dead,
+        // and a new one is needed (so too after a reload or a new configuration).
         #expect(try run(["plugins", "enable", "idp"], f).status == 0)
-        try await until { try viaPage().id == "alice" }
+        let signedIn = ["Authorization": "Bearer alice"]
+        #expect(await waitFor(10) { (try? await server.request("GET", "/api/v1/session", headers: signedIn).text.contains(#""id":"alice""#)) == true })
+        #expect(try viaPage().id == "", "a page session came back with a new load of the plugin that signed its caller in")
+        ticket = try await pageTicket(server, signedIn, plugin: "greeter")
+        #expect(try viaPage().id == "alice")
+        #expect(try run(["plugins", "reload", "idp"], f).status == 0)
+        try await until { try viaPage().id == "" }
+        #expect(try viaPage().id == "", "a page session outlived a reload of the plugin that signed its caller in")
+        ticket = try await pageTicket(server, signedIn, plugin: "greeter")
         #expect(try viaPage().id == "alice")
         // Its tenant came from its bindings (the hook names none): without a binding in acme, signing in now puts
         // alice in default, and the ticket stands for no one; bound again, it stands for her in acme again.
