@@ -404,8 +404,14 @@ public actor Kernel {
 
     // MARK: queries
 
-    /// The host's own version.
+    /// The host's own version (`keel --version`, what a manifest's `keel:` range is judged against).
     public static let version = KeelVersion.current
+
+    /// The version of the C embedding API (`keel_libversion`, `keel.pc`): 1.1.0 added `keel_reload`,
+    /// `records_crashes` and `probe`. It moves with keel_embed.h, not with the host.
+    public static let embeddingVersion = embeddingVersionText.description
+    /// `embeddingVersion` as static text, NUL-terminated (`keel_libversion` returns it).
+    public static let embeddingVersionText: StaticString = "1.1.0"
 
     /// Ids of the active plugins in activation order.
     /// Readable from any thread without waiting for the kernel (a lifecycle change in progress does not hold it up).

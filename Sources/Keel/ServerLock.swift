@@ -21,7 +21,7 @@ public final class ServerLock: Sendable {
     /// and `pluginsFolder` (absolute) on a line of its own.
     /// - Throws: `KernelError.Code.state` when another server holds it or the file cannot be made.
     public init(stateFile: String, info: String, host: String? = nil, pluginsFolder: String? = nil) throws(KernelError) {
-        path = stateFile + ".lock"
+        path = Self.lockPath(stateFile: stateFile)
         self.host = host
         // A folder whose name holds a line break is not written: the file is read line by line.
         self.pluginsFolder = pluginsFolder.flatMap { $0.contains("\n") ? nil : $0 }
@@ -54,6 +54,16 @@ public final class ServerLock: Sendable {
             throw KernelError(.state, reason: "\(stateFile): another keel server is using it (\(other.trimmingCharacters(in: .whitespaces)))")
         }
         update(info)
+    }
+
+    /// `<state>.lock` beside the file the state is: a state file named through a symbolic link (or in a linked folder)
+    /// is locked where its target lies, so that every name of one file finds one lock (a second embedder opened
+    /// `link.db` while another owned `two.db`, and the CLI's commands on `link.db` went to nobody). The given name
+    /// for a state file not made yet.
+    static func lockPath(stateFile: String) -> String {
+        guard let resolved = realpath(stateFile, nil) else { return stateFile + ".lock" }
+        defer { free(resolved) }
+        return String(cString: resolved) + ".lock"
     }
 
     /// Rewrites the information other processes read: `pid N [host ID ]INFO`, then `plugins FOLDER` when the server
@@ -121,7 +131,7 @@ public final class ServerLock: Sendable {
     /// user's, planted in a folder others may write, would name an address the CLI sends the admin token to (`keel
     /// logs`, `keel dev`) and a plugin folder it copies into.
     private static func runningText(stateFile: String) -> String? {
-        let fd = open(stateFile + ".lock", O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
+        let fd = open(lockPath(stateFile: stateFile), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
         var st = stat()

@@ -21,7 +21,7 @@ enum EmbeddingSDK {
     static func pcFile(prefix: String) -> String {
         (EmbeddedFiles.files[pcTemplate] ?? "")
             .replacingOccurrences(of: "@PREFIX@", with: prefix)
-            .replacingOccurrences(of: "@KEEL_VERSION@", with: Kernel.version)
+            .replacingOccurrences(of: "@KEEL_VERSION@", with: Kernel.embeddingVersion)
     }
 
     /// Copies libkeel.so to `prefix/lib/libkeel.so` and writes `prefix/lib/pkgconfig/keel.pc`; returns the paths

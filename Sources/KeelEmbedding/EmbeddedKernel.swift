@@ -90,6 +90,14 @@ final class EmbeddedKernel: Sendable {
         configuration.stopsOnSignals = false
         configuration.logsThroughKernel = true
         configuration.servesCommandQueue = false
+        // No token in force (a state in memory stores none): $KEEL_ADMIN_TOKEN as it is now, set after keel_open
+        // perhaps, as the header allows ("set it first": before keel_serve). Still none: the admin API refuses
+        // everyone, which the log says once.
+        let token = self.token.digest == nil ? AdminToken(state: kernel.state) : self.token
+        if token.digest == nil {
+            kernel.configuration.log(LogRecord(level: .warn, pluginID: nil, message: "keel_serve: no admin token is in force (the state holds none "
+                + "and $\(AdminToken.environmentVariable) is not set): the admin API answers 401 to every caller"))
+        }
         let http = KeelServer(kernel: kernel, token: token, configuration: configuration)
         let task = Task.detached {
             try await http.run { port in

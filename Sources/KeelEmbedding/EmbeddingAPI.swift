@@ -11,11 +11,9 @@ import KeelStatePostgres
 // contract. No Swift error or trap crosses into C: each function returns a keel_status and leaves a message for
 // keel_errmsg. Kernel operations run on the kernel's own thread; the caller's thread waits (`blocking`).
 
-private let versionText: StaticString = "1.1.0"
-
 @_cdecl("keel_libversion")
 public func keel_libversion() -> UnsafePointer<CChar>? {
-    UnsafeRawPointer(versionText.utf8Start).assumingMemoryBound(to: CChar.self)
+    UnsafeRawPointer(Kernel.embeddingVersionText.utf8Start).assumingMemoryBound(to: CChar.self)
 }
 
 private let emptyText: StaticString = ""
@@ -43,9 +41,18 @@ public func keel_open(_ config: UnsafePointer<keel_config>?, _ out: UnsafeMutabl
     withUnsafeMutableBytes(of: &c) { copy in
         copy.copyMemory(from: UnsafeRawBufferPointer(start: config, count: min(configSize, MemoryLayout<keel_config>.size)))
     }
-    let state = c.state.map { String(cString: $0) } ?? StateStore.inMemory
-    var configuration = KernelConfiguration(pluginsDirectory: c.plugins_dir.map { String(cString: $0) } ?? "",
-                                            stateFile: state)
+    // An empty state is NULL's: in memory (as an empty plugins_dir is none), never a file named "" in the working folder.
+    let state = c.state.map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 } ?? StateStore.inMemory
+    let plugins = c.plugins_dir.map { String(cString: $0) } ?? ""
+    // A folder named that is not there (a typo, most likely) would serve nothing and record every enabled plugin
+    // missing, without a word: refused, as `keel serve` refuses it.
+    if !plugins.isEmpty {
+        var isFolder: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: plugins, isDirectory: &isFolder), isFolder.boolValue else {
+            return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_open: config.plugins_dir \(plugins): no such folder (make it first, or pass NULL for none)")
+        }
+    }
+    var configuration = KernelConfiguration(pluginsDirectory: plugins, stateFile: state)
     // A state several hosts share: this host's own files (library copies, the activation mark) go in
     // $KEEL_HOST_DIR, else ./.keel/host, as for the keel command.
     if PostgresURL.isPostgres(state) {
@@ -159,7 +166,8 @@ private func status(of error: KernelError) -> keel_status {
 
 @_cdecl("keel_plugins")
 public func keel_plugins(_ k: OpaquePointer?, _ out: UnsafeMutablePointer<UnsafeMutablePointer<keel_plugin_list>?>?) -> keel_status {
-    withKernel(k) { e in
+    out?.pointee = nil  // a bad handle too leaves no stale pointer behind
+    return withKernel(k) { e in
         guard let out else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_plugins: out_list is NULL") }
         out.pointee = nil
         let records: [PluginRecord]
@@ -179,7 +187,8 @@ public func keel_plugin_list_free(_ list: UnsafeMutablePointer<keel_plugin_list>
 @_cdecl("keel_dispatch")
 public func keel_dispatch(_ k: OpaquePointer?, _ request: UnsafePointer<keel_request>?,
                           _ out: UnsafeMutablePointer<UnsafeMutablePointer<keel_response>?>?) -> keel_status {
-    withKernel(k) { e in
+    out?.pointee = nil  // a bad handle too leaves no stale pointer behind
+    return withKernel(k) { e in
         guard let out else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_dispatch: out_response is NULL") }
         out.pointee = nil
         guard let request else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_dispatch: request is NULL") }
@@ -222,7 +231,8 @@ public func keel_response_free(_ response: UnsafeMutablePointer<keel_response>?)
 @_cdecl("keel_command")
 public func keel_command(_ k: OpaquePointer?, _ plugin: UnsafePointer<CChar>?, _ name: UnsafePointer<CChar>?, _ argc: Int32,
                          _ argv: UnsafePointer<UnsafePointer<CChar>?>?, _ out: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> keel_status {
-    withKernel(k) { e in
+    out?.pointee = nil  // a bad handle too leaves no stale pointer behind
+    return withKernel(k) { e in
         guard let out else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_command: out_json is NULL") }
         out.pointee = nil
         guard let plugin, let name else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_command: plugin and name must not be NULL") }

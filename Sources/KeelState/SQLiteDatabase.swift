@@ -75,6 +75,14 @@ final class SQLiteDatabase: StateDatabase {
             }
             throw StateError(path: path, reason: "cannot be opened or made: \(message)")
         }
+        // A file this user may read but not write (mode 0400) opens, read-only, and only the first write failed, with
+        // SQLite's "attempt to write a readonly database": refused here with the reason.
+        if sqlite3_db_readonly(db, "main") == 1 {
+            let said = access(path, W_OK) != 0 ? SystemFile.describe(errno: errno) : "SQLite opened it read-only"
+            sqlite3_close(db)
+            db = nil
+            throw StateError(path: path, reason: "cannot be written: \(said) (the state and the write-ahead log SQLite keeps beside it must be writable)")
+        }
         sqlite3_busy_timeout(db, 5000)
         do throws(StateError) {
             // The first statements read the file's header and schema: another kind of file is found here, and another

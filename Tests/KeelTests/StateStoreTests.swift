@@ -81,6 +81,20 @@ extension PostgresBackedTests {
             }
         }
 
+        @Test("a state file its user may read but not write (mode 0400) is refused at open in one line, not at the first write with SQLite's words",
+              .enabled(if: geteuid() == 0, "runs keel as another user (runuser): needs root, as CI runs"))
+        func readOnlyStateRefused() throws {
+            let folder = TestEnvironment.makeTemporaryDirectory("state-readonly")
+            #expect(chown(folder, 65534, 65534) == 0)
+            let keel = TestEnvironment.binPath + "/keel", state = folder + "/s.db"
+            let made = try TestEnvironment.run("/usr/sbin/runuser", ["-u", "nobody", "--", keel, "tenants", "create", "acme", "--state", state])
+            #expect(made.status == 0, "\(made.stderr)")
+            #expect(chmod(state, 0o400) == 0)
+            let refused = try TestEnvironment.run("/usr/sbin/runuser", ["-u", "nobody", "--", keel, "tenants", "create", "globex", "--state", state])
+            #expect(refused.status == 1 && refused.stderr == "keel: error: \(state): cannot be written: permission denied (the state and the write-ahead log SQLite keeps beside it must be writable)\n",
+                    "\(refused.stderr)")
+        }
+
         @Test("the PostgreSQL schema has a step for every SQLite migration")
         func schemasKeepPace() {
             #expect(PostgresStore.schemaVersion == StateStore.schemaVersion)

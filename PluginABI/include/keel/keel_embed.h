@@ -68,11 +68,11 @@ typedef void (*keel_log_fn)(void *user_data, keel_log_level level, const char *p
 /* How keel_open sets up a kernel. Start from KEEL_CONFIG_INIT; fields grow only at the end (struct_size). */
 typedef struct keel_config {
     uint32_t struct_size;       /* sizeof(keel_config), set by KEEL_CONFIG_INIT */
-    const char *plugins_dir;    /* the plugin folder (one sub-folder per bundle); NULL or "": none */
+    const char *plugins_dir;    /* the plugin folder (one sub-folder per bundle), which must exist; NULL or "": none */
     const char *state;          /* the SQLite state file (created if missing), KEEL_STATE_IN_MEMORY, or a
                                    postgres://user@host:port/database URL (a state several hosts share; password in
                                    $PGPASSWORD; this host's own files in $KEEL_HOST_DIR, else ./.keel/host);
-                                   NULL: in memory */
+                                   NULL or "": in memory */
     keel_log_fn log;            /* NULL: one line per record to stderr */
     void *log_user_data;        /* passed to `log`; must stay valid until keel_close returns */
     const char *const *bundles; /* bundle folders registered by path, in addition to plugins_dir's; may be NULL */
@@ -159,7 +159,8 @@ typedef struct keel_event {
  * KEEL_MISUSE. [the handle's event thread] */
 typedef void (*keel_event_fn)(void *user_data, const keel_event *event);
 
-/* The library's version ("1.0.0"), as sqlite3_libversion. The string is static. [any-thread] */
+/* The embedding API's version ("1.1.0"; keel.pc says the same), as sqlite3_libversion. It moves with this header,
+ * not with the host (`keel --version`). The string is static. [any-thread] */
 KEEL_EXPORT const char *keel_libversion(void);
 
 /* Why the calling thread's last call failed: "" when it succeeded or there was none. Owned by the library and valid
@@ -168,9 +169,9 @@ KEEL_EXPORT const char *keel_errmsg(void);
 
 /* Opens a kernel: reads the configuration, opens (creating and migrating) the state store. Loads nothing yet: call
  * keel_start. `config` is borrowed for the call (its strings are copied; log_user_data is kept).
- * Returns KEEL_OK and the handle in *out_kernel; KEEL_ERR_INVALID_ARGUMENT when config or out_kernel is NULL or
- * struct_size is too small; KEEL_ERR_INTERNAL when the state store cannot be used (keel_errmsg names the file and
- * the reason), or when another kernel or a `keel serve` holds that state file ("another keel server is using it",
+ * Returns KEEL_OK and the handle in *out_kernel; KEEL_ERR_INVALID_ARGUMENT when config or out_kernel is NULL,
+ * struct_size is too small, or plugins_dir names no folder; KEEL_ERR_INTERNAL when the state store cannot be used (keel_errmsg names the file and
+ * the reason: one this process may not write is refused here), or when another kernel or a `keel serve` holds that state file ("another keel server is using it",
  * with its pid). On failure *out_kernel is NULL.
  * A kernel on a state file owns it until keel_close, as `keel serve` does: the `keel` CLI pointed at the same file
  * (keel plugins enable, grant, list, ...) reaches this kernel through the file's command queue instead of changing
@@ -184,9 +185,10 @@ KEEL_EXPORT keel_status keel_start(keel *k);
 
 /* Enables plugin `id` (persisted), loading and activating it now. Emits KEEL_EVENT_COMMAND, and
  * KEEL_EVENT_PLUGIN_STATE for each plugin whose status changed.
- * Returns KEEL_OK; KEEL_ERR_NOT_FOUND for an unknown plugin; KEEL_ERR_INTERNAL when it fails to load or activate
- * (it is then recorded failed; keel_errmsg says why); KEEL_ERR_INVALID_ARGUMENT for a NULL id; KEEL_MISUSE for a
- * bad handle. `id` is borrowed. [no-callback] */
+ * Returns KEEL_OK; KEEL_ERR_NOT_FOUND for an unknown plugin; KEEL_ERR_CONFLICT when a dependency is not enabled or
+ * an interface it requires has no provider (keel_errmsg names it), or a route or menu id it registers is taken;
+ * KEEL_ERR_INTERNAL when it fails to load or activate (it is then recorded failed; keel_errmsg says why);
+ * KEEL_ERR_INVALID_ARGUMENT for a NULL id; KEEL_MISUSE for a bad handle. `id` is borrowed. [no-callback] */
 KEEL_EXPORT keel_status keel_enable(keel *k, const char *id);
 
 /* Disables plugin `id` (persisted): what it registered disappears at once, then it is deactivated. With `cascade`
@@ -252,7 +254,7 @@ KEEL_EXPORT keel_status keel_unsubscribe(keel *k, int64_t token);
 
 /* Serves HTTP on `host`:`port` (port 0 picks a free one, reported in *out_port, which may be NULL): plugin routes
  * under /ext/, the admin API under /api/v1/ (admin token from $KEEL_ADMIN_TOKEN or the state store; a state in memory
- * holds none, so set $KEEL_ADMIN_TOKEN first, or the admin API answers 401 to all), /healthz and
+ * holds none, so set $KEEL_ADMIN_TOKEN before this call, or the admin API answers 401 to all, which the log says), /healthz and
  * the console, on the library's own threads until keel_close. The process's signals are left alone.
  * Returns KEEL_OK once it listens; KEEL_ERR_WRONG_STATE when already serving (or another thread is starting this
  * handle's server); KEEL_ERR_UNAVAILABLE when the address cannot be bound; KEEL_ERR_INVALID_ARGUMENT; KEEL_MISUSE.

@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -79,7 +80,8 @@ static void *race(void *arg) {
     return NULL;
 }
 
-static int http_get(int port, const char *path, char *out, size_t cap) {
+/* GET `path` on 127.0.0.1:`port`, with `header` ("Name: value") when not NULL; the whole answer in `out`. */
+static int http_get_with(int port, const char *path, const char *header, char *out, size_t cap) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a;
     memset(&a, 0, sizeof a);
@@ -87,8 +89,9 @@ static int http_get(int port, const char *path, char *out, size_t cap) {
     a.sin_port = htons((uint16_t)port);
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) { close(fd); return -1; }
-    char req[256];
-    int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", path);
+    char req[512];
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n%s%s\r\n", path,
+                     header ? header : "", header ? "\r\n" : "");
     if (write(fd, req, (size_t)n) != n) { close(fd); return -1; }
     size_t got = 0;
     ssize_t r;
@@ -98,12 +101,14 @@ static int http_get(int port, const char *path, char *out, size_t cap) {
     return (int)got;
 }
 
+static int http_get(int port, const char *path, char *out, size_t cap) { return http_get_with(port, path, NULL, out, cap); }
+
 int main(int argc, char **argv) {
     if (argc < 2) return 100;
     keel_status s;
     char detail[512];
 
-    check(keel_libversion() && strlen(keel_libversion()) > 0, "version", NULL);
+    check(keel_libversion() && strcmp(keel_libversion(), "1.1.0") == 0, "version: the header's", keel_libversion());
     check(strcmp(keel_errmsg(), "") == 0, "errmsg empty before any failure", keel_errmsg());
 
     /* Opening with bad configuration. */
@@ -131,6 +136,20 @@ int main(int argc, char **argv) {
     keel_config negative = KEEL_CONFIG_INIT;
     negative.hook_budget_s = -1;
     check(keel_open(&negative, &k) == KEEL_ERR_INVALID_ARGUMENT && strstr(keel_errmsg(), "budget"), "open with a negative budget", keel_errmsg());
+    keel_config missing = KEEL_CONFIG_INIT;
+    missing.plugins_dir = "/proc/keel-no-such-plugins";
+    check(keel_open(&missing, &k) == KEEL_ERR_INVALID_ARGUMENT && k == NULL && strstr(keel_errmsg(), "/proc/keel-no-such-plugins: no such folder"),
+          "open with a plugin folder that is not there (a typo would serve nothing, without a word)", keel_errmsg());
+    /* An empty state is NULL's, in memory: two at once (as a file named "", both claimed ./.lock; the second was refused). */
+    keel_config blank = KEEL_CONFIG_INIT;
+    blank.state = "";
+    keel *b1 = NULL, *b2 = NULL;
+    check(keel_open(&blank, &b1) == KEEL_OK && keel_open(&blank, &b2) == KEEL_OK, "an empty state is in memory", keel_errmsg());
+    keel_close(b1);
+    keel_close(b2);
+    /* Out pointers are cleared on every failure, a bad handle's too. */
+    keel_plugin_list *stale = (keel_plugin_list *)&s;
+    check(keel_plugins((keel *)(uintptr_t)0x12345670, &stale) == KEEL_MISUSE && stale == NULL, "a bad handle leaves no stale list pointer", keel_errmsg());
 
     /* Without trust_all, a sensitive capability needs keel_grant, and the refusal names that call, not the CLI
      * (which cannot reach a state in memory). */
@@ -223,11 +242,15 @@ int main(int argc, char **argv) {
 
     /* HTTP on a free port, the process's signals left alone. */
     int32_t port = 0;
+    setenv("KEEL_ADMIN_TOKEN", "c-admin-token-0123456789", 1);
     check(keel_serve(k, "127.0.0.1", 0, &port) == KEEL_OK && port > 0, "serve", keel_errmsg());
     char page[4096];
     http_get(port, "/ext/hello/greet/web", page, sizeof page);
     check(strstr(page, "HTTP/1.1 200") && strstr(page, "hello, web (as anonymous)"), "a request over HTTP", page);
     check(keel_serve(k, "127.0.0.1", 0, &port) == KEEL_ERR_WRONG_STATE, "serve twice", keel_errmsg());
+    /* $KEEL_ADMIN_TOKEN set after keel_open and before keel_serve (a state in memory holds no token) opens the admin API. */
+    http_get_with(port, "/api/v1/plugins", "Authorization: Bearer c-admin-token-0123456789", page, sizeof page);
+    check(strstr(page, "HTTP/1.1 200") != NULL, "the admin token set before keel_serve is taken", page);
 
     /* keel_plugins. */
     keel_plugin_list *list = NULL;

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 static int failures = 0;
 static void check(int ok, const char *name, const char *detail) {
@@ -55,6 +56,17 @@ int main(int argc, char **argv) {
     keel_status s = keel_open(&cfg, &second);
     check(s == KEEL_ERR_INTERNAL && second == NULL && strstr(keel_errmsg(), state) && strstr(keel_errmsg(), "another keel server is using it")
           && strstr(keel_errmsg(), "embedded"), "a second kernel on the same state is refused, naming the holder", keel_errmsg());
+
+    /* Through another name of the same file: the lock is the file's, not the name's. */
+    char link[4096];
+    snprintf(link, sizeof link, "%s.link", state);
+    unlink(link);
+    check(symlink(state, link) == 0, "a link to the state", NULL);
+    keel_config linked = cfg;
+    linked.state = link;
+    s = keel_open(&linked, &second);
+    check(s == KEEL_ERR_INTERNAL && second == NULL && strstr(keel_errmsg(), "another keel server is using it"),
+          "a second kernel on a link to the state is refused too", keel_errmsg());
 
     int rc = cli(keel_bin, "serve --port 0", state, plugins, out, sizeof out);
     check(rc == 1 && strstr(out, "another keel server is using it"), "keel serve on the same state is refused", out);
