@@ -310,7 +310,7 @@ extension Kernel {
                                         identity: ServiceIdentity(version: "\(manifest.version)", generation: build.number,
                                                                   provides: manifest.provides, consumes: manifest.consumes,
                                                                   calls: manifest.calls),
-                                        grantHint: configuration.grantHint, environment: environment)
+                                        grantHint: configuration.grantHint, environment: pluginEnvironment)
         var seed = Contributions()
         seed.menus = manifest.menus.map { MenuRegistration(entry: $0, fromManifest: true) }
         do { seed.commands = try library?.prepareCommands(manifest.commands, context: context) ?? [] } catch {

@@ -46,6 +46,10 @@ public actor Kernel {
     /// `configuration.log`, keeping every line about a plugin in `logs` too: the log for the host's front ends.
     public nonisolated let logSink: @Sendable (LogRecord) -> Void
     let environment: KernelEnvironment
+    /// `environment` as activations get it: detached when the kernel shuts down, so that the contexts a library that
+    /// is never closed keeps for the life of the process do not keep this kernel (its registry, access control and
+    /// state store) with them (`DetachableEnvironment`).
+    let pluginEnvironment: DetachableEnvironment
 
     var bundles: [String: Bundle] = [:] {
         didSet {
@@ -224,6 +228,7 @@ public actor Kernel {
         let metrics = KernelMetrics()
         self.metrics = metrics
         environment = KernelEnvironment(registry: registry, log: log, metrics: metrics)
+        pluginEnvironment = DetachableEnvironment(environment)
         access = AccessControl(registry: registry, state: state, log: log)
         environment.attach(access)
         generations = GenerationStore(stateFile: configuration.stateFile, inMemory: configuration.copiesInMemory,
@@ -400,6 +405,8 @@ public actor Kernel {
         if liveViewPublishers > 0 { publishLiveView() }
         // The stop's own records are in: the state file alone now holds everything (its write-ahead log folded in).
         try? state.checkpoint()
+        // Libraries that stay mapped keep their contexts; those keep nothing of this kernel from here on.
+        pluginEnvironment.detach()
     }
 
     // MARK: queries

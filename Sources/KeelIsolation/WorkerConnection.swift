@@ -347,6 +347,9 @@ final class WorkerConnection: Sendable {
     func terminate(because why: String? = nil) {
         // Once reaped, its pid may be another process's: the check and the signals are one step under the lock the
         // reader takes to mark it reaped, so they reach the worker (not yet reaped) or nothing.
+        // Not running from here on: a call that arrives before the reader has reaped it waits for the next worker
+        // (`WorkerSupervisor.currentConnection`) instead of being sent to the one being killed.
+        killed.store(true, ordering: .releasing)
         signalling.withLock { s in
             guard !s.reaped else { return }
             if s.why == nil { s.why = why }
@@ -355,6 +358,9 @@ final class WorkerConnection: Sendable {
         }
         shutdown(socket, Int32(SHUT_RDWR))
     }
+
+    /// Set by `terminate`, before its signals.
+    private let killed = Atomic<Bool>(false)
 
     /// Waits up to `seconds` until the worker, once it ends (`terminate`), is reaped and its cgroup removed (or, when
     /// what it held takes longer than half a second to leave, handed to a thread that ends it; a host that exits
@@ -370,8 +376,8 @@ final class WorkerConnection: Sendable {
     /// and why the host killed it, when it said.
     private let signalling = Mutex<(reaped: Bool, why: String?)>((false, nil))
 
-    /// True while the worker has not ended.
-    var isRunning: Bool { pending.withLock { $0.ended == nil } }
+    /// True while the worker has not ended, nor been told to (`terminate`).
+    var isRunning: Bool { !killed.load(ordering: .acquiring) && pending.withLock { $0.ended == nil } }
 
     // MARK: the reader thread
 

@@ -70,7 +70,7 @@ public final class RouteHandler: @unchecked Sendable {
     /// Same as `handle(_:)` with a request already laid out (shared with the authorize hooks that ran before).
     public func handle(_ prepared: PreparedRequest) -> Result<PluginResponse, PluginCallError> {
         guard context.enter() else {
-            return .failure(PluginCallError(pluginID: pluginID, status: StatusCode.unavailable, message: "plugin is not active"))
+            return .failure(.notActive(pluginID))
         }
         if let remote { return handleRemotely(remote, prepared.request) }
         guard let function, let site else {
@@ -101,7 +101,7 @@ public final class RouteHandler: @unchecked Sendable {
     public func handleAsync(_ request: PluginRequest) async -> Result<PluginResponse, PluginCallError> {
         guard let remote else { return handle(request) }
         guard context.enter() else {
-            return .failure(PluginCallError(pluginID: pluginID, status: StatusCode.unavailable, message: "plugin is not active"))
+            return .failure(.notActive(pluginID))
         }
         defer { context.leave() }
         let started = ActivationContext.now()
@@ -201,7 +201,7 @@ public final class AuthenticateHook: PluginHook<keel_authenticate_fn>, @unchecke
     /// [request]
     public func authenticate(_ request: PluginRequest) -> Result<Principal?, PluginCallError> {
         guard context.enter() else {
-            return .failure(PluginCallError(pluginID: pluginID, status: StatusCode.unavailable, message: "plugin is not active"))
+            return .failure(.notActive(pluginID))
         }
         if let remote {
             defer { context.leave() }
@@ -312,7 +312,7 @@ public final class AuthorizeHook: PluginHook<keel_authorize_fn>, @unchecked Send
     /// One call into the hook with a prepared question (a hook in this process; see `callRemote`).
     func call(_ q: UnsafeMutablePointer<keel_authz_request>) -> Result<AuthDecision, PluginCallError> {
         guard context.enter() else {
-            return .failure(PluginCallError(pluginID: pluginID, status: StatusCode.unavailable, message: "plugin is not active"))
+            return .failure(.notActive(pluginID))
         }
         guard let function else { context.leave(); return .success(.abstain) }
         let started = ActivationContext.now()
@@ -343,7 +343,7 @@ public final class AuthorizeHook: PluginHook<keel_authorize_fn>, @unchecked Send
                     request: PluginRequest?) -> Result<AuthDecision, PluginCallError> {
         guard let remote else { return .success(.abstain) }
         guard context.enter() else {
-            return .failure(PluginCallError(pluginID: pluginID, status: StatusCode.unavailable, message: "plugin is not active"))
+            return .failure(.notActive(pluginID))
         }
         defer { context.leave() }
         remote.calls.waitForWorker()

@@ -286,4 +286,15 @@ public struct PluginCallError: Error, Sendable, CustomStringConvertible {
     public var description: String {
         "plugin \"\(pluginID)\": \(StatusCode.name(status))\(message.isEmpty ? "" : ": " + message)"
     }
+
+    static let notActiveMessage = "plugin is not active"
+
+    /// The host's refusal of a call into a plugin that stopped admitting calls (disabled, or its generation
+    /// replaced) after the caller looked it up; never a plugin's own error.
+    static func notActive(_ pluginID: String) -> PluginCallError {
+        PluginCallError(pluginID: pluginID, status: StatusCode.unavailable, message: notActiveMessage)
+    }
+
+    /// True for `notActive`'s refusal.
+    public var isNotActive: Bool { status == StatusCode.unavailable && message == Self.notActiveMessage }
 }

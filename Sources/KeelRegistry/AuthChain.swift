@@ -12,7 +12,8 @@ public struct AuthOutcome: Sendable {
 
 extension Snapshot {
     /// Establishes the caller: the first authenticate hook (in publish order) that names a principal `accept`s wins;
-    /// none means anonymous. A hook that fails denies the request (fail closed), reported as `.failure`. Hooks of
+    /// none means anonymous. A hook that fails denies the request (fail closed), reported as `.failure`; one whose
+    /// plugin stopped since the snapshot was taken abstains. Hooks of
     /// plugins `include` refuses (all are asked when nil) are never called: they do not see the request at all.
     /// [request]
     public func authenticate(_ request: PluginRequest, include: ((String) -> Bool)? = nil,
@@ -23,6 +24,10 @@ extension Snapshot {
             case let .success(principal?):
                 if accept(hook, principal) { return .success(principal) }
             case .success(nil): continue
+            // The hook's plugin stopped (disabled, or another generation took its place) after this request looked
+            // it up: it names no one, as it would not a moment later. The caller is then anonymous at most, never
+            // more (an authorize hook's failure still denies: skipping a guard would let a request through it).
+            case let .failure(error) where error.isNotActive: continue
             case var .failure(error):
                 error.hook = hook.name
                 return .failure(error)

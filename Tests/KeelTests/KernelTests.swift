@@ -5,6 +5,7 @@ import Keel
 import KeelLoader
 import KeelRegistry
 import KeelManifest
+import KeelState
 import Testing
 
 /// A kernel on a temporary plugin folder and state file.
@@ -128,6 +129,23 @@ struct KernelTests {
         await again.start()
         #expect(get(again, "/ext/hello/greet/bob", headers: [("authorization", "Bearer s3cret-key")])?.1 == "hello, bob (as demo)\n")
         await again.shutdown()
+    }
+
+    @Test("a kernel that shut down is released whole, its state store with it, although the libraries of its plugins stay mapped for the life of the process (an embedder opening and closing kernels kept about 300 KB each)")
+    func shutDownKernelReleased() async throws {
+        let f = KernelFixture()
+        try TestEnvironment.stageExamples(into: f.plugins)
+        try TestEnvironment.grantSensitive("hello", plugins: f.plugins, state: f.state)
+        weak var store: StateStore?
+        do {
+            let kernel = try f.kernel()
+            await kernel.start()
+            try await kernel.enable("hello")  // not unload-safe: its library, and its activation's context, stay
+            #expect(get(kernel, "/ext/hello/greet/x")?.0 == 200)
+            store = kernel.state
+            await kernel.shutdown()
+        }
+        #expect(await waitFor(5) { store == nil }, "the stopped kernel's state store is still alive")
     }
 
     @Test("a new kernel on the same state file brings back the same enabled set")
