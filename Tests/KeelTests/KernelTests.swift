@@ -218,6 +218,28 @@ struct KernelTests {
         #expect(error.status == StatusCode.unavailable)
     }
 
+    @Test("an authenticate hook kept from a disabled plugin (a request that looked it up just before) abstains: the caller is anonymous, not denied; an authorize hook so kept still denies")
+    func staleHooks() async throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("idp", defines: ["AUTH_MODE=3"])
+        try f.fixtureBundle("guard", defines: ["AUTHZ_MODE=1"])
+        try TestEnvironment.grantSensitive("idp", plugins: f.plugins, state: f.state)
+        try TestEnvironment.grantSensitive("guard", plugins: f.plugins, state: f.state)
+        let kernel = try f.kernel()
+        await kernel.start()
+        try await kernel.enable("idp")
+        try await kernel.enable("guard")
+        let before = kernel.registry.snapshot
+        let request = PluginRequest(method: "GET", path: "/ext/other/x", headers: [(name: "authorization", value: "Bearer ann")])
+        guard case let .success(named) = before.authenticate(request) else { Issue.record("the hook failed"); return }
+        #expect(named.id == "ann")
+        try await kernel.disable("idp")
+        try await kernel.disable("guard")
+        guard case let .success(after) = before.authenticate(request) else { Issue.record("a stopped plugin's authenticate hook denied"); return }
+        #expect(after.isAnonymous)
+        #expect(before.authorize(after, action: "GET", resource: "/ext/other/x").0 == .deny)
+    }
+
     @Test("bad bundles end failed with their reason while the others keep working")
     func badBundles() async throws {
         let f = KernelFixture()
