@@ -6,6 +6,7 @@ import Foundation
 import Glibc
 import Keel
 import KeelStatePostgres
+import KeelSystem
 
 // The C embedding API (PluginABI/include/keel/keel_embed.h): every function the header declares, with the same
 // contract. No Swift error or trap crosses into C: each function returns a keel_status and leaves a message for
@@ -84,8 +85,14 @@ public func keel_open(_ config: UnsafePointer<keel_config>?, _ out: UnsafeMutabl
         configuration.recordsCrashes = true
     }
     if let probe = c.probe.map({ String(cString: $0) }), !probe.isEmpty {
-        guard FileManager.default.isExecutableFile(atPath: probe) else {
+        var isFolder: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: probe, isDirectory: &isFolder), !isFolder.boolValue,
+              FileManager.default.isExecutableFile(atPath: probe) else {
             return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_open: config.probe \(probe): not an executable file (give the path of a keel binary)")
+        }
+        // Another program (/bin/true) would "pass" nothing and fail every plugin with a reason about the plugin.
+        if let problem = probeVersionProblem(probe) {
+            return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_open: config.probe \(probe): \(problem)")
         }
         configuration.probe = PluginProbe(executable: probe)
     }
@@ -98,6 +105,35 @@ public func keel_open(_ config: UnsafePointer<keel_config>?, _ out: UnsafeMutabl
     } catch {
         return fail(KEEL_ERR_INTERNAL, error.description)
     }
+}
+
+/// Why `probe` is not a keel of this library's version (`probe --version` must print `Kernel.version`), or nil.
+private func probeVersionProblem(_ probe: String) -> String? {
+    var ends: [Int32] = [0, 0]
+    guard pipe(&ends) == 0 else { return nil }
+    // Close-on-exec at once: another thread's child must not keep the write end open (the read would wait on it).
+    _ = fcntl(ends[0], F_SETFD, FD_CLOEXEC)
+    _ = fcntl(ends[1], F_SETFD, FD_CLOEXEC)
+    defer { close(ends[0]) }
+    let pid: pid_t
+    do {
+        pid = try ChildProcess.spawn(probe, arguments: [probe, "--version"], environment: ChildEnvironment.scrubbed(ProcessInfo.processInfo.environment).map { "\($0.key)=\($0.value)" },
+                                     standard: [.null, .descriptor(ends[1]), .null], ownGroup: true)
+    } catch {
+        close(ends[1])
+        return "cannot be started (\(error))"
+    }
+    close(ends[1])
+    let ending = ChildProcess.waitKillingGroup(pid, timeout: 5)
+    var bytes = [UInt8](repeating: 0, count: 256)
+    let n = read(ends[0], &bytes, bytes.count)
+    let said = String(decoding: bytes[..<max(n, 0)], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    if ending.timedOut { return "`\(probe) --version` did not answer within 5 s; give the path of a keel binary" }
+    guard said == Kernel.version else {
+        return "not a keel of this library's version (`--version` printed \"\(Printable.escapingControls(String(said.prefix(40))))\", "
+            + "this library is keel \(Kernel.version)); give the path of the keel binary built with it"
+    }
+    return nil
 }
 
 @_cdecl("keel_start")

@@ -140,6 +140,15 @@ int main(int argc, char **argv) {
     missing.plugins_dir = "/proc/keel-no-such-plugins";
     check(keel_open(&missing, &k) == KEEL_ERR_INVALID_ARGUMENT && k == NULL && strstr(keel_errmsg(), "/proc/keel-no-such-plugins: no such folder"),
           "open with a plugin folder that is not there (a typo would serve nothing, without a word)", keel_errmsg());
+    /* A probe that is not a keel binary of this version (another program "passed" nothing and failed every plugin
+     * with a reason about the plugin), or a folder, is refused at open. */
+    keel_config probed = KEEL_CONFIG_INIT;
+    probed.probe = "/bin/true";
+    check(keel_open(&probed, &k) == KEEL_ERR_INVALID_ARGUMENT && k == NULL && strstr(keel_errmsg(), "not a keel of this library's version"),
+          "open with a probe that is not keel", keel_errmsg());
+    probed.probe = "/tmp";
+    check(keel_open(&probed, &k) == KEEL_ERR_INVALID_ARGUMENT && strstr(keel_errmsg(), "/tmp: not an executable file"),
+          "open with a folder as the probe", keel_errmsg());
     /* An empty state is NULL's, in memory: two at once (as a file named "", both claimed ./.lock; the second was refused). */
     keel_config blank = KEEL_CONFIG_INIT;
     blank.state = "";
