@@ -357,6 +357,14 @@ public func keel_provide_service(_ k: OpaquePointer?, _ interface: UnsafePointer
     }
 }
 
+@_cdecl("keel_use_provider")
+public func keel_use_provider(_ k: OpaquePointer?, _ interface: UnsafePointer<CChar>?, _ provider: UnsafePointer<CChar>?) -> keel_status {
+    withKernel(k) { e in
+        guard let interface else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_use_provider: interface is NULL") }
+        return execute(e, .useProvider(interface: String(cString: interface), plugin: provider.map { String(cString: $0) }, tenant: nil))
+    }
+}
+
 @_cdecl("keel_close")
 public func keel_close(_ k: OpaquePointer?) -> keel_status {
     if let refusal = ThreadState.refusal { return fail(KEEL_MISUSE, refusal) }

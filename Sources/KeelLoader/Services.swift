@@ -104,7 +104,7 @@ public final class ServiceProvision: @unchecked Sendable {
     /// `table` must start with `uint32_t struct_size` and stay valid for the life of the process.
     public static func host(_ interface: InterfaceID, version: Semver, ranking: Int = 0, table: UnsafeRawPointer) -> ServiceProvision {
         ServiceProvision(interface: interface, version: version, ranking: ranking, providerID: hostID,
-                         providerVersion: "", generation: 0, table: table, context: nil)
+                         providerVersion: KeelVersion.current, generation: 0, table: table, context: nil)
     }
 
     deinit {

@@ -269,6 +269,16 @@ KEEL_EXPORT keel_status keel_serve(keel *k, const char *host, int32_t port, int3
  * id or version or a NULL table; KEEL_MISUSE. Strings are borrowed. [no-callback] */
 KEEL_EXPORT keel_status keel_provide_service(keel *k, const char *interface, const char *version, const void *table);
 
+/* Chooses which provider serves `interface` ("gitops.sync/1") from now on, as `keel services use` does: `provider`
+ * is a plugin id, "keel" for the table this program offered with keel_provide_service, or NULL to go back to the
+ * ranking rule (a plugin that provides it outranks the program's table unless this names one). The choice is
+ * stored with the state; leases taken before keep their provider until released.
+ * Returns KEEL_OK; KEEL_ERR_NOT_FOUND when no plugin `provider` is installed; KEEL_ERR_CONFLICT when it does not
+ * provide the interface, or nothing installed knows the interface; KEEL_ERR_INVALID_ARGUMENT for a NULL interface;
+ * KEEL_MISUSE. Strings are borrowed.
+ * (Since 1.1.) [no-callback] */
+KEEL_EXPORT keel_status keel_use_provider(keel *k, const char *interface, const char *provider);
+
 /* Closes the handle: refuses new calls on it (KEEL_MISUSE), waits for the calls in progress, stops the HTTP server
  * (requests in flight finish), deactivates the plugins in reverse order, stops the event thread, and calls no
  * callback after it returns. NULL is a harmless no-op (KEEL_OK).

@@ -248,6 +248,12 @@ int main(int argc, char **argv) {
     check(s == KEEL_OK && res && strcmp((const char *)res->body, "tag=appliance echo=gpio provider=keel gen=0 v=1.0.0") == 0,
           "the plugin calls the appliance's table", detail);
     keel_response_free(res);
+    /* The program's choice of provider, as `keel services use` makes it. */
+    check(keel_use_provider(k, "test.echo/1", "keel") == KEEL_OK, "use the appliance's own table", keel_errmsg());
+    check(keel_use_provider(k, "test.echo/1", NULL) == KEEL_OK, "back to the ranking rule", keel_errmsg());
+    check(keel_use_provider(k, "test.echo/1", "nope") == KEEL_ERR_NOT_FOUND && strstr(keel_errmsg(), "nope"), "use a provider not installed", keel_errmsg());
+    check(keel_use_provider(k, "test.echo/1", "hello") == KEEL_ERR_CONFLICT, "use a plugin that does not provide it", keel_errmsg());
+    check(keel_use_provider(k, NULL, "keel") == KEEL_ERR_INVALID_ARGUMENT, "use with a NULL interface", keel_errmsg());
 
     /* HTTP on a free port, the process's signals left alone. */
     int32_t port = 0;
