@@ -152,7 +152,7 @@ public func keel_start(_ k: OpaquePointer?) -> keel_status {
 @_cdecl("keel_enable")
 public func keel_enable(_ k: OpaquePointer?, _ id: UnsafePointer<CChar>?) -> keel_status {
     withKernel(k) { e in
-        guard let id else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_enable: id is NULL") }
+        guard let id, id.pointee != 0 else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_enable: id is NULL or empty") }
         return execute(e, .enable(id: String(cString: id), tenant: nil))
     }
 }
@@ -160,7 +160,7 @@ public func keel_enable(_ k: OpaquePointer?, _ id: UnsafePointer<CChar>?) -> kee
 @_cdecl("keel_disable")
 public func keel_disable(_ k: OpaquePointer?, _ id: UnsafePointer<CChar>?, _ cascade: Int32) -> keel_status {
     withKernel(k) { e in
-        guard let id else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_disable: id is NULL") }
+        guard let id, id.pointee != 0 else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_disable: id is NULL or empty") }
         return execute(e, .disable(id: String(cString: id), tenant: nil, cascade: cascade != 0))
     }
 }
@@ -168,7 +168,7 @@ public func keel_disable(_ k: OpaquePointer?, _ id: UnsafePointer<CChar>?, _ cas
 @_cdecl("keel_reload")
 public func keel_reload(_ k: OpaquePointer?, _ id: UnsafePointer<CChar>?) -> keel_status {
     withKernel(k) { e in
-        guard let id else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_reload: id is NULL") }
+        guard let id, id.pointee != 0 else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_reload: id is NULL or empty") }
         return execute(e, .reload(id: String(cString: id)))
     }
 }
@@ -332,7 +332,18 @@ public func keel_serve(_ k: OpaquePointer?, _ host: UnsafePointer<CChar>?, _ por
     withKernel(k) { e in
         guard let host else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_serve: host is NULL") }
         guard (0...65535).contains(port) else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_serve: port \(port) is not 0...65535") }
-        switch e.serve(host: String(cString: host), port: Int(port)) {
+        let name = String(cString: host)
+        // Said in words before the server tries (its own error is SwiftNIO's: SocketAddressError.UnknownHost ...).
+        switch ListenCheck.problem(host: name, port: Int(port)) {
+        case nil: break
+        case let .unresolved(reason):
+            return fail(KEEL_ERR_UNAVAILABLE, "keel_serve: \(name):\(port): \(name) is not an address or a name this machine resolves (\(reason))")
+        case .notLocal: return fail(KEEL_ERR_UNAVAILABLE, "keel_serve: \(name):\(port): \(name) is not an address of this machine")
+        case .inUse: return fail(KEEL_ERR_UNAVAILABLE, "keel_serve: \(name):\(port): the port is in use (port 0 picks a free one)")
+        case .privileged: return fail(KEEL_ERR_UNAVAILABLE, "keel_serve: \(name):\(port): a port below 1024 needs root or CAP_NET_BIND_SERVICE")
+        case let .other(reason): return fail(KEEL_ERR_UNAVAILABLE, "keel_serve: \(name):\(port): cannot listen: \(reason)")
+        }
+        switch e.serve(host: name, port: Int(port)) {
         case let .success(bound):
             outPort?.pointee = Int32(bound)
             return KEEL_OK

@@ -267,25 +267,14 @@ extension KeelCommand.Serve {
     /// stream socket bound there and closed; it sets SO_REUSEADDR as the server does, so a port in TIME_WAIT counts
     /// as free. Port 0 checks the address alone. - Throws: `CLIError` naming the address and the reason.
     static func requirePortFree(host: String, port: Int) throws {
-        var found: UnsafeMutablePointer<addrinfo>?
-        let resolved = getaddrinfo(host, String(port), nil, &found)
-        guard resolved == 0, let first = found else {
-            let reason = resolved == EAI_SYSTEM ? ErrorText.plain(errno: errno) : String(cString: gai_strerror(resolved))
+        switch ListenCheck.problem(host: host, port: port) {
+        case nil: return
+        case let .unresolved(reason):
             throw CLIError("cannot serve on \(host):\(port): --host \(host) is not an address or a name this machine resolves (\(reason))")
-        }
-        defer { freeaddrinfo(found) }
-        let fd = socket(first.pointee.ai_family, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return } // no socket to try with: the server says what it finds
-        defer { close(fd) }
-        var one: Int32 = 1
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        guard bind(fd, first.pointee.ai_addr, first.pointee.ai_addrlen) != 0 else { return }
-        switch errno {
-        case EADDRINUSE: throw portInUse(host: host, port: port)
-        case EADDRNOTAVAIL: throw CLIError("cannot serve on \(host):\(port): \(host) is not an address of this machine (pass --host with one of its addresses, e.g. 127.0.0.1 or 0.0.0.0)")
-        case EACCES where port > 0 && port < 1024:
-            throw CLIError("cannot serve on \(host):\(port): a port below 1024 needs root or CAP_NET_BIND_SERVICE; pass --port 1024 or above")
-        default: throw CLIError("cannot serve on \(host):\(port): \(ErrorText.plain(errno: errno))")
+        case .inUse: throw portInUse(host: host, port: port)
+        case .notLocal: throw CLIError("cannot serve on \(host):\(port): \(host) is not an address of this machine (pass --host with one of its addresses, e.g. 127.0.0.1 or 0.0.0.0)")
+        case .privileged: throw CLIError("cannot serve on \(host):\(port): a port below 1024 needs root or CAP_NET_BIND_SERVICE; pass --port 1024 or above")
+        case let .other(reason): throw CLIError("cannot serve on \(host):\(port): \(reason)")
         }
     }
 }

@@ -182,6 +182,7 @@ int main(int argc, char **argv) {
     check(keel_start(k) == KEEL_OK, "start", keel_errmsg());
     check(keel_start(k) == KEEL_ERR_WRONG_STATE, "start twice", keel_errmsg());
     check(keel_enable(k, NULL) == KEEL_ERR_INVALID_ARGUMENT, "enable NULL id", keel_errmsg());
+    check(keel_enable(k, "") == KEEL_ERR_INVALID_ARGUMENT, "enable an empty id", keel_errmsg());
     s = keel_enable(k, "nope");
     check(s == KEEL_ERR_NOT_FOUND && strstr(keel_errmsg(), "nope"), "enable an unknown plugin", keel_errmsg());
     check(keel_enable(k, "hello") == KEEL_OK && keel_enable(k, "calc") == KEEL_OK, "enable hello and calc", keel_errmsg());
@@ -255,8 +256,10 @@ int main(int argc, char **argv) {
     check(keel_use_provider(k, "test.echo/1", "hello") == KEEL_ERR_CONFLICT, "use a plugin that does not provide it", keel_errmsg());
     check(keel_use_provider(k, NULL, "keel") == KEEL_ERR_INVALID_ARGUMENT, "use with a NULL interface", keel_errmsg());
 
-    /* HTTP on a free port, the process's signals left alone. */
+    /* HTTP on a free port, the process's signals left alone; an address that is none is said in words. */
     int32_t port = 0;
+    check(keel_serve(k, "256.1.1.1", 0, &port) == KEEL_ERR_UNAVAILABLE && strstr(keel_errmsg(), "is not an address or a name this machine resolves")
+          && !strstr(keel_errmsg(), "SocketAddressError"), "serve on an address that is none", keel_errmsg());
     setenv("KEEL_ADMIN_TOKEN", "c-admin-token-0123456789", 1);
     check(keel_serve(k, "127.0.0.1", 0, &port) == KEEL_OK && port > 0, "serve", keel_errmsg());
     char page[4096];
