@@ -29,7 +29,7 @@ extension Kernel {
         guard let (id, generation, checksum) = marked else { return crashed != nil }
         // The same death, told better by the crash record.
         if id == crashed { return true }
-        let reason = "quarantined: the host went down while activating generation \(generation) (checksum \(checksum.prefix(12))); install a new build or run `keel plugins enable \(id)` to try again"
+        let reason = "quarantined: the host went down while activating generation \(generation) (checksum \(checksum.prefix(12))); install a new build or run \(configuration.enableCommand(id)) to try again"
         try? state.setEnabled(id, false, status: .failed, reason: reason)
         try? state.setQuarantine(id, checksum: checksum)
         record(id, generation, version: bundles[id]?.manifest.map { "\($0.version)" } ?? "", checksum: checksum,
@@ -100,7 +100,7 @@ extension Kernel {
             log(.error, id, text)
             return id
         }
-        let reason = "\(crash.reason); install a new build or run `keel plugins enable \(id)` to try again"
+        let reason = "\(crash.reason); install a new build or run \(configuration.enableCommand(id)) to try again"
         try? state.setEnabled(id, false, status: .failed, reason: reason)
         if !checksum.isEmpty { try? state.setQuarantine(id, checksum: checksum) }
         record(id, crash.generation, version: version, checksum: checksum, outcome: crash.hang == nil ? "crashed" : "hung", detail: crash.detail)

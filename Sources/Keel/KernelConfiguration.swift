@@ -53,6 +53,12 @@ public struct KernelConfiguration: Sendable {
     /// How messages about a capability not granted say to grant it: the CLI's command by default; an embedder
     /// names its own call (the C API sets `keel_grant(...)`).
     public var grantHint: GrantHint = .cli
+    /// How a message says to enable a plugin again (a quarantine's "... or run X to try again"), `{id}` where the
+    /// plugin's id goes: the CLI's command by default; an embedder's own call (`keel_enable(k, "{id}")` for libkeel).
+    public var enableHint = "`keel plugins enable {id}`"
+
+    /// `enableHint` for plugin `id`.
+    func enableCommand(_ id: String) -> String { enableHint.replacingOccurrences(of: "{id}", with: id) }
     /// Where each load's private copy of a library lives. `true` (default): in memory (memfd), opened by the dynamic
     /// loader through `/proc/self/fd`; `false`: a file under `<state dir>/generations/`, removed once mapped. Memory
     /// is used only where it works; files are the fallback either way. An installed package's library is loaded

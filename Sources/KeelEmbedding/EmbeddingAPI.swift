@@ -71,6 +71,7 @@ public func keel_open(_ config: UnsafePointer<keel_config>?, _ out: UnsafeMutabl
     if c.trust_all != 0 { configuration.trustedCapabilities = Set(Capability.allCases) }
     // The CLI cannot reach an embedder's state (in memory by default): a refusal names the C call.
     configuration.grantHint = GrantHint("keel_grant(k, \"{id}\", \"{capability}\")")
+    configuration.enableHint = "keel_enable(k, \"{id}\")"
     guard c.handler_budget_s >= 0, c.hook_budget_s >= 0, c.failure_threshold >= 0, c.drain_timeout_s >= 0 else {
         return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_open: a budget in config is negative")
     }

@@ -117,6 +117,8 @@ struct EmbeddingCTests {
         #expect(FileManager.default.fileExists(atPath: state + ".crash"))
         let after = try TestEnvironment.run(app, [plugins, state, "after"], environment: environment)
         #expect(after.status == 0 && after.stdout.contains("crasher failed ") && after.stdout.contains("crashed the host"), "\(after.stdout)\(after.stderr)")
+        // The reason names the program's own call that tries again, as a refused grant does, not the CLI.
+        #expect(after.stdout.contains("or run keel_enable(k, \"crasher\") to try again"), "\(after.stdout)")
         // A program built against the 1.0 keel_config (without the fields above) is served as before.
         let old = try TestEnvironment.run(app, [plugins, state, "old"], environment: environment)
         #expect(old.status == 0 && old.stdout.hasSuffix("old: done\n"), "\(old.stdout)\(old.stderr)")
