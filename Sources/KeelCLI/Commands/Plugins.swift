@@ -344,16 +344,13 @@ func throughServerOrKernelResult(_ options: GlobalOptions, id: String?, command:
     }
 }
 
-/// Executes a command that changes stored facts only (tenants, roles, repositories, trusted keys): through the running
-/// server's queue when one runs, so that the change is in force there when this returns (a role revoked here was
-/// still honoured for up to the server's next look at the state, 200 ms, when it was written beside it); else on a
-/// kernel of this process that loads no plugin.
+/// Executes a command that changes stored facts only (tenants, roles, repositories, trusted keys) on a kernel of
+/// this process that loads no plugin. A running server sees the change at once: it watches the state file.
 // Never inlined: inlined into a caller's closure, this call of a typed-throws async function crashed Swift 6.3.1's
 // optimizer (signal 11 while splitting the caller's coroutine), so `swift build -c release` of `keel` failed.
 @discardableResult @inline(never)
 func executeStored(_ options: GlobalOptions, _ command: KernelCommand) async throws -> CommandResult {
-    if try options.throughServer() != nil { return try await options.submitToServer(command, timeout: .seconds(10)) }
-    return try await options.makeKernel().executeAsCLI(command)
+    try await options.makeKernel().executeAsCLI(command)
 }
 
 extension KeelCommand.Plugins {
