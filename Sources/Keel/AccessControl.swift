@@ -24,6 +24,15 @@ public final class AccessControl: Sendable {
     let log: @Sendable (LogRecord) -> Void
     private let current = Mutex(StateStore.Directory())
     private let declared = Mutex<[String: Set<String>]>([:])
+    /// What was said once already (`warnOnce`): a line a client could make a hook repeat on every request is logged
+    /// once per plugin and kind, not once per request.
+    private let warned = Mutex<Set<String>>([])
+
+    /// Logs `message` about `plugin` the first time `kind` happens for it in this process.
+    private func warnOnce(_ kind: String, plugin: String, _ message: @autoclosure () -> String) {
+        guard warned.withLock({ $0.insert(kind + "\u{0}" + plugin).inserted }) else { return }
+        log(LogRecord(level: .warn, pluginID: plugin, message: message() + " (said once)"))
+    }
 
     init(registry: PluginRegistry, state: StateStore, log: @escaping @Sendable (LogRecord) -> Void) {
         self.registry = registry
@@ -120,8 +129,8 @@ public final class AccessControl: Sendable {
             // look-up here, with Kate's bindings, while the plugins and proxied apps see another user. Such a
             // principal is not taken (the next hook is asked; none: anonymous); a role so spelt is dropped.
             guard CanonicalText.isNFC(principal.id), CanonicalText.isNFC(principal.tenant) else {
-                self.log(LogRecord(level: .warn, pluginID: hook.pluginID,
-                                   message: "authenticate hook named principal \"\(CanonicalText.scalars(principal.id))\" (tenant \"\(CanonicalText.scalars(principal.tenant))\"), not in Unicode NFC form: not taken"))
+                self.warnOnce("nfc", plugin: hook.pluginID,
+                              "authenticate hook named principal \"\(CanonicalText.scalars(principal.id))\" (tenant \"\(CanonicalText.scalars(principal.tenant))\"), not in Unicode NFC form: not taken; such principals are anonymous")
                 return false
             }
             principal.roles.removeAll { !CanonicalText.isNFC($0) }
@@ -133,7 +142,11 @@ public final class AccessControl: Sendable {
             // for whichever sign-in they meant (one naming another tenant's plugin's permissions), and the built-in
             // admin role grants everything, every plugin's permissions and admin-only commands included. Its callers'
             // roles are the operator's bindings in its tenant (`admin` aside, below).
-            if limited[hook.pluginID] != nil { principal.roles = [] }
+            if limited[hook.pluginID] != nil, !principal.roles.isEmpty {
+                principal.roles = []
+                self.warnOnce("roles", plugin: hook.pluginID, "authenticate hook claimed roles for its caller, which a plugin enabled for some tenants only "
+                              + "cannot hand out: dropped; bind the caller to roles in its tenant (keel tenants add-member)")
+            }
             var full = self.enrich(principal)
             // Nor can an operator's binding of `admin` in its tenant reach a caller it names: any hook can name any
             // id, and the role reaches past that tenant (a binding meant for the every-tenant sign-in's "alice").

@@ -14,8 +14,9 @@ public final class AdminToken: Sendable {
     public static let environmentVariable = "KEEL_ADMIN_TOKEN"
     let state: StateStore
     /// The token from the environment, when set: it overrides the stored hash while that hash is the one stored when
-    /// this process started (`storedAtStart`).
-    let fromEnvironment: String?
+    /// this process started (`storedAtStart`). Set once more by `adoptEnvironment`, before a server starts.
+    var fromEnvironment: String? { environmentToken.withLock { $0 } }
+    private let environmentToken: Mutex<String?>
     /// The stored digest when this process read it first; a different one later means a reset, which revokes the
     /// environment's token.
     private let storedAtStart: String??
@@ -23,8 +24,17 @@ public final class AdminToken: Sendable {
 
     public init(state: StateStore, environment: [String: String] = ProcessInfo.processInfo.environment) {
         self.state = state
-        fromEnvironment = environment[Self.environmentVariable].flatMap { $0.isEmpty ? nil : $0 }
+        environmentToken = Mutex(environment[Self.environmentVariable].flatMap { $0.isEmpty ? nil : $0 })
         storedAtStart = try? state.adminTokenDigest()
+        refresh()
+    }
+
+    /// Takes `$KEEL_ADMIN_TOKEN` as it is now when no token is in force (a state in memory stores none, and the
+    /// variable may have been set after this object was made: an embedder sets it before `keel_serve`). The one
+    /// object goes on being refreshed by whoever refreshed it, so a later reset still revokes it.
+    public func adoptEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment) {
+        guard digest == nil, let token = environment[Self.environmentVariable], !token.isEmpty else { return }
+        environmentToken.withLock { $0 = token }
         refresh()
     }
 

@@ -59,14 +59,15 @@ extension Kernel {
     /// - Returns: a note when an unbinding changed nothing (the principal did not have the role there).
     @discardableResult
     public func setMember(tenant: String, principal: String, role: String, member: Bool = true) throws(KernelError) -> String? {
-        // A principal id equal to another only by canonical equivalence would share its bindings here (`CanonicalText`).
-        guard CanonicalText.isNFC(principal) else {
+        // A principal id equal to another only by canonical equivalence would share its bindings here (`CanonicalText`);
+        // removing one (a binding made before they were refused, which counts for no one) is allowed.
+        guard CanonicalText.isNFC(principal) || !member else {
             throw KernelError(.directory, pluginID: nil, reason: "principal id \"\(CanonicalText.scalars(principal))\" is not in Unicode NFC form; "
                               + "Keel takes principal ids only so (one spelt otherwise could share another's bindings)")
         }
         let held = access.directory.members[tenant]?[principal]?.contains(role) ?? false
         try directoryChange { () throws(StateError) in try state.setMember(tenant: tenant, principal: principal, role: role, member: member) }
-        return !member && !held ? "\(principal) was not \(role) in \(tenant); nothing changed" : nil
+        return !member && !held && CanonicalText.isNFC(principal) ? "\(principal) was not \(role) in \(tenant); nothing changed" : nil
     }
 
     /// Removes a tenant. With `cascade`, plugins enabled only for it are disabled, before the tenant goes: a plugin

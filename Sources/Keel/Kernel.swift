@@ -209,6 +209,9 @@ public actor Kernel {
         do { state = try configuration.makeState() } catch {
             throw KernelError(.state, reason: error.description)
         }
+        // A kernel writes its records from the start: a state it can only read is refused here, in one line, rather
+        // than at the first write with SQLite's words.
+        if let readOnly = state.readOnlyReason { throw KernelError(.state, reason: readOnly) }
         // Every log line about a plugin is also kept in that plugin's ring (`logs`). A line logged while a thread
         // serves a request carries its id; a line about a plugin carries the generation serving, unless it names one.
         let logs = PluginLogs(), base = configuration.log, serving = ServingGenerations()

@@ -58,12 +58,28 @@ public final class ServerLock: Sendable {
 
     /// `<state>.lock` beside the file the state is: a state file named through a symbolic link (or in a linked folder)
     /// is locked where its target lies, so that every name of one file finds one lock (a second embedder opened
-    /// `link.db` while another owned `two.db`, and the CLI's commands on `link.db` went to nobody). The given name
-    /// for a state file not made yet.
+    /// `link.db` while another owned `two.db`, and the CLI's commands on `link.db` went to nobody), also when the
+    /// state is not made yet (`resolved`).
     static func lockPath(stateFile: String) -> String {
-        guard let resolved = realpath(stateFile, nil) else { return stateFile + ".lock" }
-        defer { free(resolved) }
-        return String(cString: resolved) + ".lock"
+        resolved(stateFile) + ".lock"
+    }
+
+    /// Where `path` lies: its links followed (the last component's too, even when what it names is not there yet, as
+    /// a state file is not before its first start), then its folder's real path and its own name. A path whose folder
+    /// cannot be resolved is kept as given. Before and after the file is made, the answer is the same.
+    static func resolved(_ path: String) -> String {
+        var current = path
+        for _ in 0..<16 {
+            var info = stat()
+            guard lstat(current, &info) == 0, info.st_mode & S_IFMT == S_IFLNK,
+                  let target = try? FileManager.default.destinationOfSymbolicLink(atPath: current) else { break }
+            let folder = (current as NSString).deletingLastPathComponent
+            current = target.hasPrefix("/") || folder.isEmpty ? target : folder + "/" + target
+        }
+        let folder = (current as NSString).deletingLastPathComponent
+        guard let real = realpath(folder.isEmpty ? "." : folder, nil) else { return current }
+        defer { free(real) }
+        return String(cString: real) + "/" + (current as NSString).lastPathComponent
     }
 
     /// Rewrites the information other processes read: `pid N [host ID ]INFO`, then `plugins FOLDER` when the server

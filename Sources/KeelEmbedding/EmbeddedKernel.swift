@@ -84,6 +84,18 @@ final class EmbeddedKernel: Sendable {
             return true
         }
         guard free else { return .failure(ServeFailure(reason: "keel_serve: already serving", alreadyServing: true)) }
+        // Said in words before the server tries (its own error is SwiftNIO's: SocketAddressError.UnknownHost ...).
+        if let problem = ListenCheck.problem(host: host, port: port) {
+            server.withLock { $0 = .none }
+            let why: String = switch problem {
+            case let .unresolved(reason): "\(host) is not an address or a name this machine resolves (\(reason))"
+            case .notLocal: "\(host) is not an address of this machine"
+            case .inUse: "the port is in use (port 0 picks a free one)"
+            case .privileged: "a port below 1024 needs root or CAP_NET_BIND_SERVICE"
+            case let .other(reason): "cannot listen: \(reason)"
+            }
+            return .failure(ServeFailure(reason: "keel_serve: \(host):\(port): " + why, alreadyServing: false))
+        }
         let bound = Mutex<Int?>(nil)
         let ready = DispatchSemaphore(value: 0)
         var configuration = ServerConfiguration(host: host, port: port)
@@ -93,7 +105,7 @@ final class EmbeddedKernel: Sendable {
         // No token in force (a state in memory stores none): $KEEL_ADMIN_TOKEN as it is now, set after keel_open
         // perhaps, as the header allows ("set it first": before keel_serve). Still none: the admin API refuses
         // everyone, which the log says once.
-        let token = self.token.digest == nil ? AdminToken(state: kernel.state) : self.token
+        token.adoptEnvironment()
         if token.digest == nil {
             kernel.configuration.log(LogRecord(level: .warn, pluginID: nil, message: "keel_serve: no admin token is in force (the state holds none "
                 + "and $\(AdminToken.environmentVariable) is not set): the admin API answers 401 to every caller"))

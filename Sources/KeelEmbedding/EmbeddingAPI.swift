@@ -109,29 +109,38 @@ public func keel_open(_ config: UnsafePointer<keel_config>?, _ out: UnsafeMutabl
 }
 
 /// Why `probe` is not a keel of this library's version (`probe --version` must print `Kernel.version`), or nil.
+/// The child's output is read with a deadline: a descendant of another thread's fork holding the pipe open cannot
+/// keep `keel_open` waiting.
 private func probeVersionProblem(_ probe: String) -> String? {
-    var ends: [Int32] = [0, 0]
-    guard pipe(&ends) == 0 else { return nil }
-    // Close-on-exec at once: another thread's child must not keep the write end open (the read would wait on it).
-    _ = fcntl(ends[0], F_SETFD, FD_CLOEXEC)
-    _ = fcntl(ends[1], F_SETFD, FD_CLOEXEC)
-    defer { close(ends[0]) }
+    guard let (readEnd, writeEnd) = SystemFile.pipe() else { return nil }
+    defer { close(readEnd) }
     let pid: pid_t
     do {
-        pid = try ChildProcess.spawn(probe, arguments: [probe, "--version"], environment: ChildEnvironment.scrubbed(ProcessInfo.processInfo.environment).map { "\($0.key)=\($0.value)" },
-                                     standard: [.null, .descriptor(ends[1]), .null], ownGroup: true)
+        pid = try ChildProcess.spawn(probe, arguments: [probe, "--version"],
+                                     environment: ChildEnvironment.scrubbed(ProcessInfo.processInfo.environment).map { "\($0.key)=\($0.value)" },
+                                     standard: [.null, .descriptor(writeEnd), .null], ownGroup: true)
     } catch {
-        close(ends[1])
+        close(writeEnd)
         return "cannot be started (\(error))"
     }
-    close(ends[1])
-    let ending = ChildProcess.waitKillingGroup(pid, timeout: 5)
+    close(writeEnd)
+    var said = [UInt8]()
+    let deadline = ContinuousClock.now.advanced(by: .seconds(5))
     var bytes = [UInt8](repeating: 0, count: 256)
-    let n = read(ends[0], &bytes, bytes.count)
-    let said = String(decoding: bytes[..<max(n, 0)], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-    if ending.timedOut { return "`\(probe) --version` did not answer within 5 s; give the path of a keel binary" }
-    guard said == Kernel.version else {
-        return "not a keel of this library's version (`--version` printed \"\(Printable.escapingControls(String(said.prefix(40))))\", "
+    while said.count < 256, ContinuousClock.now < deadline {
+        var ready = pollfd(fd: readEnd, events: Int16(POLLIN), revents: 0)
+        guard poll(&ready, 1, 100) >= 0 || errno == EINTR else { break }
+        guard ready.revents != 0 else { continue }
+        let n = read(readEnd, &bytes, bytes.count)
+        if n <= 0 { break }
+        said += bytes[..<n]
+    }
+    // Its output ended (or 5 s passed): a keel exits at once; one still running after 2 s more is not one.
+    let ending = ChildProcess.waitKillingGroup(pid, timeout: 2)
+    if ending.timedOut { return "`\(probe) --version` did not end within seconds; give the path of a keel binary" }
+    let text = String(decoding: said, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    guard text == Kernel.version else {
+        return "not a keel of this library's version (`--version` printed \"\(Printable.escapingControls(String(text.prefix(40))))\", "
             + "this library is keel \(Kernel.version)); give the path of the keel binary built with it"
     }
     return nil
@@ -333,18 +342,7 @@ public func keel_serve(_ k: OpaquePointer?, _ host: UnsafePointer<CChar>?, _ por
     withKernel(k) { e in
         guard let host else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_serve: host is NULL") }
         guard (0...65535).contains(port) else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_serve: port \(port) is not 0...65535") }
-        let name = String(cString: host)
-        // Said in words before the server tries (its own error is SwiftNIO's: SocketAddressError.UnknownHost ...).
-        switch ListenCheck.problem(host: name, port: Int(port)) {
-        case nil: break
-        case let .unresolved(reason):
-            return fail(KEEL_ERR_UNAVAILABLE, "keel_serve: \(name):\(port): \(name) is not an address or a name this machine resolves (\(reason))")
-        case .notLocal: return fail(KEEL_ERR_UNAVAILABLE, "keel_serve: \(name):\(port): \(name) is not an address of this machine")
-        case .inUse: return fail(KEEL_ERR_UNAVAILABLE, "keel_serve: \(name):\(port): the port is in use (port 0 picks a free one)")
-        case .privileged: return fail(KEEL_ERR_UNAVAILABLE, "keel_serve: \(name):\(port): a port below 1024 needs root or CAP_NET_BIND_SERVICE")
-        case let .other(reason): return fail(KEEL_ERR_UNAVAILABLE, "keel_serve: \(name):\(port): cannot listen: \(reason)")
-        }
-        switch e.serve(host: name, port: Int(port)) {
+        switch e.serve(host: String(cString: host), port: Int(port)) {
         case let .success(bound):
             outPort?.pointee = Int32(bound)
             return KEEL_OK

@@ -257,7 +257,9 @@ final class WorkerConnection: Sendable {
         } : (-1, nil)
         let sweeper = Thread { [self] in
             defer { if status >= 0 { close(status) } }
-            while isRunning {
+            // Until the worker has ended, not only until it is told to (`isRunning`): calls still pending on a worker
+            // being killed keep their deadline (one stuck in the kernel after SIGKILL is not reaped at once).
+            while pending.withLock({ $0.ended == nil }) {
                 usleep(50_000)
                 if let cgroup {
                     // The kernel keeps the limit; the first refusal ends the worker, as a count over it did.
@@ -269,7 +271,7 @@ final class WorkerConnection: Sendable {
                     switch Self.threadCount(status: status) {
                     case let threads? where threads > threadLimit:
                         terminate(because: "had \(threads) threads, over the limit of \(threadLimit) (keel serve --worker-threads)")
-                    case nil where isRunning:
+                    case nil where pending.withLock({ $0.ended == nil }):
                         terminate(because: "its thread count could not be read from /proc/\(pid)/status (\(unopened ?? "read failed")), so its thread limit (keel serve --worker-threads) could not be kept")
                     default: break
                     }

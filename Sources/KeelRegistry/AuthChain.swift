@@ -25,8 +25,9 @@ extension Snapshot {
                 if accept(hook, principal) { return .success(principal) }
             case .success(nil): continue
             // The hook's plugin stopped (disabled, or another generation took its place) after this request looked
-            // it up: it names no one, as it would not a moment later. The caller is then anonymous at most, never
-            // more (an authorize hook's failure still denies: skipping a guard would let a request through it).
+            // it up: it names no one, as it would not a moment later, and the next hook is asked, as it would be had
+            // the request come a moment later (no hook names more than the credentials the client presents; an
+            // authorize hook's failure still denies: skipping a guard would let a request through it).
             case let .failure(error) where error.isNotActive: continue
             case var .failure(error):
                 error.hook = hook.name

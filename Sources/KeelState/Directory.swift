@@ -1,5 +1,7 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
+import KeelSystem
+
 /// Tenants, roles, role permissions, members (principal bindings) and the tenants each plugin is enabled for.
 ///
 /// Thread-safe and blocking, like every `StateStore` call. Every change is one transaction that either commits or
@@ -29,7 +31,10 @@ extension StateStore {
                 if let r = row["role"]?.text, let p = row["permission"]?.text { d.rolePermissions[r, default: []].insert(p) }
             }
             for row in try db.query("SELECT tenant, principal, role FROM members") {
-                if let t = row["tenant"]?.text, let p = row["principal"]?.text, let r = row["role"]?.text {
+                // A binding of an id not in Unicode NFC (made before they were refused) counts for no one: keyed by a
+                // Swift String it would merge into, and grant, the NFC id it is canonically equal to. It stays
+                // stored until `remove-member` takes it away (which takes such an id).
+                if let t = row["tenant"]?.text, let p = row["principal"]?.text, let r = row["role"]?.text, CanonicalText.isNFC(p) {
                     d.members[t, default: [:]][p, default: []].insert(r)
                 }
             }

@@ -26,6 +26,8 @@ final class SQLiteDatabase: StateDatabase {
     private var statements: [String: OpaquePointer] = [:]
     /// Told how long each commit took (see `StateStore.observeCommits`).
     var commitObserver: (@Sendable (Duration) -> Void)?
+    /// Why this file can be read but not written (it opened read-only), in one line naming it; nil when writable.
+    private(set) var readOnlyReason: String?
 
     /// Opens (creating if needed) the database at `path`, in WAL mode with full fsync on commit.
     /// - Throws: `StateError` when the file cannot be opened or is not a database.
@@ -75,13 +77,11 @@ final class SQLiteDatabase: StateDatabase {
             }
             throw StateError(path: path, reason: "cannot be opened or made: \(message)")
         }
-        // A file this user may read but not write (mode 0400) opens, read-only, and only the first write failed, with
-        // SQLite's "attempt to write a readonly database": refused here with the reason.
+        // A file this user may read but not write (mode 0400) opens, read-only: reads work, and the first write failed
+        // with SQLite's "attempt to write a readonly database". Said here; a kernel refuses such a state (`Kernel.init`).
         if sqlite3_db_readonly(db, "main") == 1 {
             let said = access(path, W_OK) != 0 ? SystemFile.describe(errno: errno) : "SQLite opened it read-only"
-            sqlite3_close(db)
-            db = nil
-            throw StateError(path: path, reason: "cannot be written: \(said) (the state and the write-ahead log SQLite keeps beside it must be writable)")
+            readOnlyReason = "\(path): cannot be written: \(said) (the state and the write-ahead log SQLite keeps beside it must be writable)"
         }
         sqlite3_busy_timeout(db, 5000)
         do throws(StateError) {

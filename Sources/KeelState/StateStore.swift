@@ -70,13 +70,19 @@ public final class StateStore: StateStoring, @unchecked Sendable {
         try Self.migrate(database, path: path)
         self.path = path
         self.database = database
+        readOnlyReason = database.readOnlyReason
     }
+
+    /// Why the state can be read but not written (a file of mode 0400, say), naming it; nil when it can be written.
+    /// Reads work; a kernel, which writes, refuses such a state (`Kernel.init`).
+    public let readOnlyReason: String?
 
     /// A store on another engine's connection (PostgreSQL: `KeelStatePostgres`), already migrated by its opener.
     /// The store owns the connection from now on and serialises every use of it.
     public init(database: any StateDatabase) {
         self.path = database.location
         self.database = database
+        readOnlyReason = nil
     }
 
     /// Calls `observer` with the duration of each commit to the state (a write transaction's COMMIT, or a write

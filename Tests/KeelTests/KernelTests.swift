@@ -148,6 +148,21 @@ struct KernelTests {
         #expect(await waitFor(5) { store == nil }, "the stopped kernel's state store is still alive")
     }
 
+    @Test("a state named through a link, even before the file it names exists, has one lock whatever name reaches it: taken through the link, it is found and refused through the file's own name once made")
+    func lockFollowsLinks() throws {
+        let dir = TestEnvironment.makeTemporaryDirectory("lock-link")
+        try FileManager.default.createDirectory(atPath: dir + "/data", withIntermediateDirectories: true)
+        #expect(symlink("data/state.db", dir + "/state.db") == 0)  // dangling: the state is made at the first start
+        let lock = try ServerLock(stateFile: dir + "/state.db", info: "http://127.0.0.1:1")
+        FileManager.default.createFile(atPath: dir + "/data/state.db", contents: nil)
+        #expect(ServerLock.running(stateFile: dir + "/data/state.db") == "pid \(getpid()) http://127.0.0.1:1")
+        #expect(ServerLock.running(stateFile: dir + "/state.db") == "pid \(getpid()) http://127.0.0.1:1")
+        var refused = ""
+        do { _ = try ServerLock(stateFile: dir + "/data/state.db", info: "second") } catch { refused = error.description }
+        #expect(refused.contains("another keel server is using it"), "\(refused)")
+        _ = lock
+    }
+
     @Test("a new kernel on the same state file brings back the same enabled set")
     func restart() async throws {
         let f = KernelFixture()
