@@ -151,6 +151,13 @@ public struct ManifestLoader: Sendable {
                 return ManifestError(file: file, line: context.mark.line,
                                      reason: "not valid YAML: \(problem) (the file ends inside \(what) that starts on this line)")
             }
+            // A `[` or `{` left open runs on into the next lines, where the parser gives up: the line it opened on is
+            // where the mistake is.
+            if let context, context.mark.line < mark.line,
+               let what = context.text.contains("flow sequence") ? "[ list" : context.text.contains("flow mapping") ? "{ mapping" : nil {
+                return ManifestError(file: file, line: context.mark.line,
+                                     reason: "not valid YAML: the \(what) that starts on this line is not closed (line \(mark.line): \(problem))")
+            }
             if mark.line > lines, lines > 0 {
                 return ManifestError(file: file, line: lines, reason: "not valid YAML: \(problem) at the end of the file")
             }

@@ -66,10 +66,14 @@ struct UserErrorTests {
         let dir = TestEnvironment.makeTemporaryDirectory("config")
         try "api_key: [1, 2\n".write(toFile: dir + "/bad.yaml", atomically: true, encoding: .utf8)
         try "a: 1\na: 2\n".write(toFile: dir + "/dup.yaml", atomically: true, encoding: .utf8)
+        try "a: 1\napi_key: [1, 2\nb: 3\n".write(toFile: dir + "/open.yaml", atomically: true, encoding: .utf8)
         try Data([0xff, 0xfe, 0x0a]).write(to: URL(fileURLWithPath: dir + "/bin.yaml"))
         expectOneLine(try run(["plugins", "config", "hello", dir + "/bad.yaml"], f),
                       contains: "bad.yaml:1: not valid YAML: did not find expected ',' or ']' (the file ends inside the [ list that starts on this line)")
         expectOneLine(try run(["plugins", "config", "hello", dir + "/dup.yaml"], f), contains: "dup.yaml:2: duplicate key \"a\" (first on line 1)")
+        // A [ left open with more lines after it: the line it opened on (the parser gives up on the next one).
+        expectOneLine(try run(["plugins", "config", "hello", dir + "/open.yaml"], f),
+                      contains: "open.yaml:2: not valid YAML: the [ list that starts on this line is not closed (line 3: ")
         expectOneLine(try run(["plugins", "config", "hello", dir + "/bin.yaml"], f), contains: "bin.yaml: not UTF-8 text")
     }
 
