@@ -44,6 +44,11 @@ extension Kernel {
         }
         if let plugin {
             let providers = installedProviders(of: interface)
+            // The host's own table ("keel"): only once the embedding program offered it.
+            if plugin == ServiceProvision.hostID, !providers.contains(plugin) {
+                throw KernelError(.dependency, reason: "the host offers no table for \(interface) (an embedding program offers one with "
+                                  + "keel_provide_service or Kernel.provide first)")
+            }
             guard providers.contains(plugin) else {
                 let named = providers.map { "\"\($0)\"" }.joined(separator: ", ")
                 if bundles[plugin] == nil {
@@ -114,7 +119,8 @@ extension Kernel {
                 log(takeover ? .warn : .info, now?.provision.providerID,
                     "\(interface)\(scope) is now served by \(now.map { "\"\($0.provision.providerID)\" (\($0.reason.rawValue))" } ?? "no plugin")"
                     + (old.map { " instead of \"\($0.providerID)\"" } ?? "")
-                    + (takeover ? "; keep the old one with `keel services use \(interface) \(old?.providerID ?? "")`" : ""))
+                    + (takeover ? "; keep the old one with " + configuration.useProviderHint.replacingOccurrences(of: "{interface}", with: "\(interface)")
+                        .replacingOccurrences(of: "{plugin}", with: old?.providerID ?? "") : ""))
                 for listener in after.listeners[interface] ?? [] {
                     lifecycleWatch.during(listener.pluginID, generation: listener.generation,
                                           checksum: active[listener.pluginID]?.checksum ?? "", "service listener") {

@@ -29,7 +29,7 @@ public struct KernelConfiguration: Sendable {
     /// Opens the state store: `openState`, else the SQLite file at `stateFile`.
     func makeState() throws(StateError) -> StateStore {
         if let openState { return try openState() }
-        return try StateStore(path: stateFile)
+        return try StateStore(path: stateFile, requireWritable: true)
     }
     /// Ceilings per plugin on routes, menu entries and hooks.
     public var limits: RegistrationLimits
@@ -53,6 +53,9 @@ public struct KernelConfiguration: Sendable {
     /// How messages about a capability not granted say to grant it: the CLI's command by default; an embedder
     /// names its own call (the C API sets `keel_grant(...)`).
     public var grantHint: GrantHint = .cli
+    /// How a message says to keep a provider the operator chose (`{interface}`, `{plugin}`): the CLI's command by
+    /// default; libkeel's `keel_use_provider(k, "{interface}", "{plugin}")`.
+    public var useProviderHint = "`keel services use {interface} {plugin}`"
     /// How a message says to enable a plugin again (a quarantine's "... or run X to try again"), `{id}` where the
     /// plugin's id goes: the CLI's command by default; an embedder's own call (`keel_enable(k, "{id}")` for libkeel).
     public var enableHint = "`keel plugins enable {id}`"

@@ -72,6 +72,7 @@ public func keel_open(_ config: UnsafePointer<keel_config>?, _ out: UnsafeMutabl
     // The CLI cannot reach an embedder's state (in memory by default): a refusal names the C call.
     configuration.grantHint = GrantHint("keel_grant(k, \"{id}\", \"{capability}\")")
     configuration.enableHint = "keel_enable(k, \"{id}\")"
+    configuration.useProviderHint = "keel_use_provider(k, \"{interface}\", \"{plugin}\")"
     guard c.handler_budget_s >= 0, c.hook_budget_s >= 0, c.failure_threshold >= 0, c.drain_timeout_s >= 0 else {
         return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_open: a budget in config is negative")
     }
@@ -140,8 +141,9 @@ private func probeVersionProblem(_ probe: String) -> String? {
     if ending.timedOut { return "`\(probe) --version` did not end within seconds; give the path of a keel binary" }
     let text = String(decoding: said, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
     guard text == Kernel.version else {
-        return "not a keel of this library's version (`--version` printed \"\(Printable.escapingControls(String(text.prefix(40))))\", "
-            + "this library is keel \(Kernel.version)); give the path of the keel binary built with it"
+        let first = text.split(whereSeparator: \.isNewline).first.map { String($0.prefix(60)) } ?? ""
+        return "not a keel of this library's version (`--version` printed \"\(Printable.escapingControls(first))\"; this library goes with "
+            + "keel \(Kernel.version)); give the path of the keel binary built with it"
     }
     return nil
 }
@@ -186,7 +188,7 @@ public func keel_reload(_ k: OpaquePointer?, _ id: UnsafePointer<CChar>?) -> kee
 @_cdecl("keel_grant")
 public func keel_grant(_ k: OpaquePointer?, _ id: UnsafePointer<CChar>?, _ capability: UnsafePointer<CChar>?) -> keel_status {
     withKernel(k) { e in
-        guard let id, let capability else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_grant: id and capability must not be NULL") }
+        guard let id, let capability, id.pointee != 0 else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_grant: id and capability must not be NULL, nor the id empty") }
         return execute(e, .grants(id: String(cString: id), grant: [String(cString: capability)], revoke: []))
     }
 }
@@ -340,7 +342,7 @@ public func keel_unsubscribe(_ k: OpaquePointer?, _ token: Int64) -> keel_status
 @_cdecl("keel_serve")
 public func keel_serve(_ k: OpaquePointer?, _ host: UnsafePointer<CChar>?, _ port: Int32, _ outPort: UnsafeMutablePointer<Int32>?) -> keel_status {
     withKernel(k) { e in
-        guard let host else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_serve: host is NULL") }
+        guard let host, host.pointee != 0 else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_serve: host is NULL or empty") }
         guard (0...65535).contains(port) else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_serve: port \(port) is not 0...65535") }
         switch e.serve(host: String(cString: host), port: Int(port)) {
         case let .success(bound):
@@ -370,7 +372,7 @@ public func keel_provide_service(_ k: OpaquePointer?, _ interface: UnsafePointer
 @_cdecl("keel_use_provider")
 public func keel_use_provider(_ k: OpaquePointer?, _ interface: UnsafePointer<CChar>?, _ provider: UnsafePointer<CChar>?) -> keel_status {
     withKernel(k) { e in
-        guard let interface else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_use_provider: interface is NULL") }
+        guard let interface, interface.pointee != 0 else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_use_provider: interface is NULL or empty") }
         return execute(e, .useProvider(interface: String(cString: interface), plugin: provider.map { String(cString: $0) }, tenant: nil))
     }
 }

@@ -31,7 +31,10 @@ final class SQLiteDatabase: StateDatabase {
 
     /// Opens (creating if needed) the database at `path`, in WAL mode with full fsync on commit.
     /// - Throws: `StateError` when the file cannot be opened or is not a database.
-    init(path: String) throws(StateError) {
+    /// With `requireWritable`, a file that opens read-only is refused before any statement runs, so that nothing
+    /// (no write-ahead log or shared-memory file, which SQLite would make with the file's own read-only mode) is left
+    /// beside it.
+    init(path: String, requireWritable: Bool = false) throws(StateError) {
         self.path = path
         var existing = false
         if let problem = SystemFile.prepareParent(of: path) {
@@ -62,6 +65,18 @@ final class SQLiteDatabase: StateDatabase {
             existing = !head.isEmpty
             if !existing { SystemFile.keepToOwner(path, companions: ["-wal", "-shm", "-journal"]) }
         }
+        // A read of a state this user could not write then (mode 0400) left its write-ahead log and shared memory
+        // beside it with that mode (SQLite gives them the file's): once the file may be written again, so may they,
+        // or every write failed with "attempt to write a readonly database". Only this user's own regular files.
+        if access(path, W_OK) == 0 {
+            for suffix in ["-wal", "-shm"] {
+                var st = stat()
+                let file = path + suffix
+                if lstat(file, &st) == 0, st.st_mode & S_IFMT == S_IFREG, st.st_uid == geteuid(), st.st_mode & 0o200 == 0 {
+                    _ = chmod(file, 0o600)
+                }
+            }
+        }
         let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX
         guard sqlite3_open_v2(path, &db, flags, nil) == SQLITE_OK else {
             // The system's reason (a read-only file system, a folder not allowed) rather than SQLite's "unable to
@@ -81,7 +96,13 @@ final class SQLiteDatabase: StateDatabase {
         // with SQLite's "attempt to write a readonly database". Said here; a kernel refuses such a state (`Kernel.init`).
         if sqlite3_db_readonly(db, "main") == 1 {
             let said = access(path, W_OK) != 0 ? SystemFile.describe(errno: errno) : "SQLite opened it read-only"
-            readOnlyReason = "\(path): cannot be written: \(said) (the state and the write-ahead log SQLite keeps beside it must be writable)"
+            let reason = "cannot be written: \(said) (the state and the write-ahead log SQLite keeps beside it must be writable)"
+            guard !requireWritable else {
+                sqlite3_close(db)
+                db = nil
+                throw StateError(path: path, reason: reason)
+            }
+            readOnlyReason = "\(path): " + reason
         }
         sqlite3_busy_timeout(db, 5000)
         do throws(StateError) {

@@ -65,8 +65,10 @@ public final class StateStore: StateStoring, @unchecked Sendable {
     /// Opens the state file at `path` (or an in-memory store for `StateStore.inMemory`), creating it and migrating
     /// its schema as needed.
     /// - Throws: `StateError` when it cannot be opened, is not a database, or was written by a newer Keel.
-    public init(path: String) throws(StateError) {
-        let database = try SQLiteDatabase(path: path)
+    /// `requireWritable`: a file that can only be read is refused at once, leaving nothing beside it (a kernel, which
+    /// writes from its start); else such a file opens for reading and `readOnlyReason` says why it cannot be written.
+    public init(path: String, requireWritable: Bool = false) throws(StateError) {
+        let database = try SQLiteDatabase(path: path, requireWritable: requireWritable)
         try Self.migrate(database, path: path)
         self.path = path
         self.database = database

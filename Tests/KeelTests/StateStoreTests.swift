@@ -96,6 +96,11 @@ extension PostgresBackedTests {
             // Reading it still works (a monitoring user, a backup).
             let read = try TestEnvironment.run("/usr/sbin/runuser", ["-u", "nobody", "--", keel, "tenants", "list", "--state", state])
             #expect(read.status == 0 && read.stdout.contains("acme"), "\(read.stdout)\(read.stderr)")
+            // Made writable again, it is written again: the log and shared memory the read left (with the file's
+            // read-only mode, as SQLite makes them) are made writable too.
+            #expect(chmod(state, 0o600) == 0)
+            let again = try TestEnvironment.run("/usr/sbin/runuser", ["-u", "nobody", "--", keel, "tenants", "create", "globex", "--state", state])
+            #expect(again.status == 0, "\(again.stderr)")
         }
 
         @Test("the PostgreSQL schema has a step for every SQLite migration")

@@ -274,8 +274,9 @@ KEEL_EXPORT keel_status keel_provide_service(keel *k, const char *interface, con
  * ranking rule (a plugin that provides it outranks the program's table unless this names one). The choice is
  * stored with the state; leases taken before keep their provider until released.
  * Returns KEEL_OK; KEEL_ERR_NOT_FOUND when no plugin `provider` is installed; KEEL_ERR_CONFLICT when it does not
- * provide the interface, or nothing installed knows the interface; KEEL_ERR_INVALID_ARGUMENT for a NULL interface;
- * KEEL_MISUSE. Strings are borrowed.
+ * provide the interface, when "keel" is named before keel_provide_service offered a table for it, or when nothing
+ * installed knows the interface; KEEL_ERR_INVALID_ARGUMENT for a NULL or empty interface; KEEL_MISUSE. Strings are
+ * borrowed.
  * (Since 1.1.) [no-callback] */
 KEEL_EXPORT keel_status keel_use_provider(keel *k, const char *interface, const char *provider);
 

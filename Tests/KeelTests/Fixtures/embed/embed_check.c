@@ -255,6 +255,11 @@ int main(int argc, char **argv) {
     check(keel_use_provider(k, "test.echo/1", "nope") == KEEL_ERR_NOT_FOUND && strstr(keel_errmsg(), "nope"), "use a provider not installed", keel_errmsg());
     check(keel_use_provider(k, "test.echo/1", "hello") == KEEL_ERR_CONFLICT, "use a plugin that does not provide it", keel_errmsg());
     check(keel_use_provider(k, NULL, "keel") == KEEL_ERR_INVALID_ARGUMENT, "use with a NULL interface", keel_errmsg());
+    check(keel_use_provider(k, "", "keel") == KEEL_ERR_INVALID_ARGUMENT, "use with an empty interface", keel_errmsg());
+    s = keel_use_provider(k, "test.other/1", "keel");
+    check(s == KEEL_ERR_CONFLICT && strstr(keel_errmsg(), "the host offers no table for test.other/1"), "use the program's table before offering it", keel_errmsg());
+    check(keel_grant(k, "", "routes") == KEEL_ERR_INVALID_ARGUMENT, "grant to an empty id", keel_errmsg());
+    check(keel_serve(k, "", 0, NULL) == KEEL_ERR_INVALID_ARGUMENT, "serve on an empty host", keel_errmsg());
 
     /* HTTP on a free port, the process's signals left alone; an address that is none is said in words. */
     int32_t port = 0;
