@@ -148,6 +148,7 @@ public final class AccessControl: Sendable {
                               + "cannot hand out: dropped; bind the caller to roles in its tenant (keel tenants add-member)")
             }
             var full = self.enrich(principal)
+            full.roleSources?.signInGeneration = hook.context.identity.generation
             // Nor can an operator's binding of `admin` in its tenant reach a caller it names: any hook can name any
             // id, and the role reaches past that tenant (a binding meant for the every-tenant sign-in's "alice").
             if limited[hook.pluginID] != nil { full.roles.removeAll { $0 == StateStore.Directory.adminRole } }

@@ -68,7 +68,8 @@ struct AdminAPI {
             guard !context.principal.isAnonymous else { return JSONBody.response(["plugin": body.plugin, "session": "none"]) }
             let ticket = gatekeeper.pages.issue(context.principal, pluginID: body.plugin,
                                                 adminDigest: context.isAdmin ? gatekeeper.token.digest : nil,
-                                                signIn: Gatekeeper.signInGeneration(context.principal, kernel.registry.snapshot))
+                                                signIn: context.principal.roleSources?.signInGeneration
+                                                    ?? Gatekeeper.signInGeneration(context.principal, kernel.registry.snapshot))
             var response = JSONBody.response(["plugin": body.plugin, "session": "cookie"])
             response.headers[.setCookie] = gatekeeper.pages.cookie(ticket, pluginID: body.plugin)
             return response

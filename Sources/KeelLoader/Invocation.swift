@@ -45,11 +45,16 @@ public struct Principal: Sendable, Hashable, CustomDebugStringConvertible {
         /// bound in, else `default`): a caller kept for later stands for that tenant only while the bindings still
         /// give it.
         public var tenantFromBindings: Bool
+        /// The generation of the plugin whose hook named the caller, when it was named: a console page session issued
+        /// for this caller ends with that generation (a reload between the check of the credential and the session's
+        /// issue must not bind the session to the new one).
+        public var signInGeneration: Int?
 
-        public init(fromHook: [String], bindingsApply: Bool, tenantFromBindings: Bool = false) {
+        public init(fromHook: [String], bindingsApply: Bool, tenantFromBindings: Bool = false, signInGeneration: Int? = nil) {
             self.fromHook = fromHook
             self.bindingsApply = bindingsApply
             self.tenantFromBindings = tenantFromBindings
+            self.signInGeneration = signInGeneration
         }
     }
 
