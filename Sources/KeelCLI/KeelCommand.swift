@@ -264,9 +264,9 @@ struct GlobalOptions: ParsableArguments {
     /// When the server did not take it or did not finish it in time, the error says what the server's lifecycle is
     /// busy with, as its `/healthz` tells (a stall, or a plugin call running for a second or more).
     @discardableResult
-    func submitToServer(_ command: KernelCommand, timeout: Duration, actor: String? = nil) async throws -> CommandResult {
+    func submitToServer(_ command: KernelCommand, timeout: Duration, actor: String? = nil, state: StateStore? = nil) async throws -> CommandResult {
         do {
-            return try await RemoteControl.submit(command, state: try openState(), timeout: timeout, user: Kernel.osUser, actor: actor,
+            return try await RemoteControl.submit(command, state: try state ?? openState(), timeout: timeout, user: Kernel.osUser, actor: actor,
                                                   target: queueTarget, serverGone: serverGone)
         } catch let error as KernelError where error.code == .unanswered {
             guard let line = runningServer, let busy = await ServerHealth.lifecycle(lockLine: line) else { throw error }

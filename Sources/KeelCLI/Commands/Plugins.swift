@@ -96,12 +96,7 @@ extension KeelCommand.Plugins {
 
         func run() async throws {
             try await reporting {
-                let path = Self.bundleFolder(naming: path, in: options.pluginsDirectory) ?? path
-                if !path.contains("/"), !FileManager.default.fileExists(atPath: path) {
-                    let ids = ((try? BundleScanner().scan(options.pluginsDirectory)) ?? []).compactMap { $0.manifest?.id }
-                    let near = Spelling.nearest(path, in: ids).map { " (did you mean \($0)?)" } ?? ""
-                    throw CLIError("\(path): no such file or folder, and no plugin \"\(path)\" in \(options.pluginsDirectory)\(near)")
-                }
+                let path = try Self.bundleFolder(naming: path, in: options.pluginsDirectory) ?? path
                 let report = try await withProgress("probing \(path) in a child process (at most 10 s)") { try Self.probe(path) }
                 if json { try printJSON(report); return }
                 // An empty list says so, not a bare label.
@@ -126,10 +121,13 @@ extension KeelCommand.Plugins {
 
         /// The folder of the bundle in `plugins` whose id is `argument`, when `argument` names no file or folder here
         /// (`keel plugins inspect hello`, as `enable` takes it); nil otherwise, and the argument is a path.
-        static func bundleFolder(naming argument: String, in plugins: String) -> String? {
-            guard !argument.contains("/"), !FileManager.default.fileExists(atPath: argument),
-                  let bundles = try? BundleScanner().scan(plugins) else { return nil }
-            return bundles.first { $0.manifest?.id == argument }?.folder
+        /// - Throws: `CLIError` when it is neither a path nor a plugin's id, naming the id it likely meant.
+        static func bundleFolder(naming argument: String, in plugins: String) throws -> String? {
+            guard !argument.contains("/"), !FileManager.default.fileExists(atPath: argument) else { return nil }
+            let bundles = (try? BundleScanner().scan(plugins)) ?? []
+            if let found = bundles.first(where: { $0.manifest?.id == argument }) { return found.folder }
+            let near = Spelling.nearest(argument, in: bundles.compactMap { $0.manifest?.id }).map { " (did you mean \($0)?)" } ?? ""
+            throw CLIError("\(argument): no such file or folder, and no plugin \"\(argument)\" in \(plugins)\(near)")
         }
 
         /// Reads the manifest here (bounded, safe) and leaves the library to a child `keel probe`.
@@ -322,8 +320,8 @@ func throughServerOrKernel(_ options: GlobalOptions, id: String?, command: Kerne
 func throughServerOrKernelResult(_ options: GlobalOptions, id: String?, command: KernelCommand,
                                  timeout: Duration = .seconds(10)) async throws -> (info: PluginInfo?, result: CommandResult) {
     if try options.throughServer() != nil {
-        let result = try await options.submitToServer(command, timeout: timeout)
         let state = try options.openState()
+        let result = try await options.submitToServer(command, timeout: timeout, state: state)
         guard let id else { return (nil, result) }
         guard let live = try RemoteControl.livePlugins(state: state).first(where: { $0.id == id }) else {
             throw CLIError("the server does not list \(id)")
