@@ -49,8 +49,10 @@ public func keel_open(_ config: UnsafePointer<keel_config>?, _ out: UnsafeMutabl
     // missing, without a word: refused, as `keel serve` refuses it.
     if !plugins.isEmpty {
         var isFolder: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: plugins, isDirectory: &isFolder), isFolder.boolValue else {
-            return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_open: config.plugins_dir \(plugins): no such folder (make it first, or pass NULL for none)")
+        let exists = FileManager.default.fileExists(atPath: plugins, isDirectory: &isFolder)
+        guard exists, isFolder.boolValue else {
+            return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_open: config.plugins_dir \(plugins): "
+                        + (exists ? "not a folder (pass the folder that holds the bundles)" : "no such folder (make it first, or pass NULL for none)"))
         }
     }
     var configuration = KernelConfiguration(pluginsDirectory: plugins, stateFile: state)
