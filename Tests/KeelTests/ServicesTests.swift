@@ -34,6 +34,17 @@ struct ServicesFixture {
     }
 
     func kernel() throws -> Kernel { try f.kernel() }
+
+    /// Two providers of test.echo/1 ("alpha", tag A; "beta", tag B at `betaRanking`) and a consumer "user", staged and
+    /// found by a started kernel; none enabled yet.
+    func twoProvidersAndUser(betaRanking: Int = 0) async throws -> Kernel {
+        try provider("alpha", tag: "A")
+        try provider("beta", tag: "B", ranking: betaRanking)
+        try consumer("user")
+        let kernel = try kernel()
+        await kernel.start()
+        return kernel
+    }
 }
 
 /// Calls a consumer's route in-process, as `tenant`.
@@ -186,11 +197,7 @@ struct ServicesTests {
     @Test("disabling the last provider of a required interface is refused unless --cascade; a second provider takes over")
     func disableLastProvider() async throws {
         let s = ServicesFixture()
-        try s.provider("alpha", tag: "A")
-        try s.provider("beta", tag: "B")
-        try s.consumer("user")
-        let kernel = try s.kernel()
-        await kernel.start()
+        let kernel = try await s.twoProvidersAndUser()
         for id in ["alpha", "beta", "user"] { try await kernel.enable(id) }
         #expect(call(kernel, "/ext/user/call").text.contains("provider=alpha"), "a ranking tie: the first enabled")
 
@@ -209,11 +216,7 @@ struct ServicesTests {
     @Test("a provider that serves every tenant is not disabled, nor taken out of a tenant, while a consumer needs it there; --cascade takes the consumer out of that tenant with it")
     func tenantCoverageOnDisable() async throws {
         let s = ServicesFixture()
-        try s.provider("alpha", tag: "A")
-        try s.provider("beta", tag: "B", ranking: 5)
-        try s.consumer("user")
-        let kernel = try s.kernel()
-        await kernel.start()
+        let kernel = try await s.twoProvidersAndUser(betaRanking: 5)
         for tenant in ["acme", "zeta"] { try await kernel.execute(.createTenant(name: tenant)) }
         try await kernel.enable("alpha")
         try await kernel.execute(.enable(id: "beta", tenant: "acme"))
@@ -253,11 +256,7 @@ struct ServicesTests {
     @Test("a tenant removed with --cascade takes its own provider along, and a consumer that keeps other tenants stays; an unknown tenant is named before coverage is judged")
     func tenantRemovalKeepsConsumer() async throws {
         let s = ServicesFixture()
-        try s.provider("alpha", tag: "A")
-        try s.provider("beta", tag: "B")
-        try s.consumer("user")
-        let kernel = try s.kernel()
-        await kernel.start()
+        let kernel = try await s.twoProvidersAndUser()
         for tenant in ["acme", "zeta"] { try await kernel.execute(.createTenant(name: tenant)) }
         try await kernel.execute(.enable(id: "alpha", tenant: "acme"))
         try await kernel.execute(.enable(id: "beta", tenant: "zeta"))
