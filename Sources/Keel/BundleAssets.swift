@@ -76,9 +76,9 @@ final class BundleAssets: Sendable {
 
     /// The assets of the bundle at `folder`, or nil when it has no `assets/` folder.
     init?(bundleFolder folder: String, cacheBudget: Int = BundleAssets.defaultCacheBudget) {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: folder + "/assets", isDirectory: &isDirectory), isDirectory.boolValue,
-              let real = realpath(folder + "/assets", nil) else { return nil }
+        // One `stat` (a link followed, as before): every activation asks, and most bundles have no assets.
+        var st = stat()
+        guard stat(folder + "/assets", &st) == 0, st.st_mode & S_IFMT == S_IFDIR, let real = realpath(folder + "/assets", nil) else { return nil }
         root = String(cString: real)
         free(real)
         self.cacheBudget = cacheBudget

@@ -1,5 +1,6 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
+import KeelManifest
 import KeelState
 import KeelSystem
 import Crypto
@@ -11,7 +12,8 @@ import Synchronization
 ///
 /// Every build is loaded from its own copy so that (1) glibc cannot hand back an already-loaded library for the same
 /// path or inode, and (2) overwriting the bundle's file (a rebuild, `cp` over it) never touches a mapped library,
-/// which would crash the host. The library is read once and checksummed on the way.
+/// which would crash the host. The library is read once and checksummed on the way, unless its checksum is known
+/// for the file's current identity (`LibrarySums`).
 ///
 /// The copy lives in memory: an anonymous file (`memfd_create`, named `keel-<id>-g<generation>` in
 /// `/proc/self/maps`), reached by the dynamic loader through a name that no earlier load in this process used
@@ -57,8 +59,9 @@ struct GenerationStore: Sendable {
         /// The path to hand to dlopen.
         let path: String
         let checksum: String
-        /// The library's bytes, as copied.
-        let image: [UInt8]
+        /// The library's first bytes (up to 64: its ELF header) and its size, for the loader's header check.
+        let header: [UInt8]
+        let size: Int
         /// The memory file's (or, in place, the library's) descriptor, or -1 for a file copy.
         let descriptor: Int32
         /// Loaded where it lies, not from a copy.
@@ -97,10 +100,15 @@ struct GenerationStore: Sendable {
     /// - Throws: `KernelError.Code.bundle` when the library cannot be read or the copy cannot be written.
     /// With `owned` (the plugin folder), a library below it that passes `inPlace`'s checks is not copied: the
     /// result's `inPlace` says so.
-    func copy(_ library: String, id: String, generation: Int, owned: String? = nil) throws(KernelError) -> Copy {
-        if let owned, byDescriptor, let copy = inPlace(library, below: owned) { return copy }
-        let (image, source) = try read(library, id: id)
-        let checksum = GenerationStore.hex(SHA256.hash(data: image))
+    ///
+    /// `known`, the library's checksum from an earlier read (`LibrarySums`), spares hashing the bytes again while
+    /// the file keeps the identity it had then (before and after this read); a library loaded where it lies is then
+    /// not read at all, beyond its header.
+    func copy(_ library: String, id: String, generation: Int, owned: String? = nil,
+              known: LibrarySums.Entry? = nil) throws(KernelError) -> Copy {
+        if let owned, byDescriptor, let copy = inPlace(library, below: owned, known: known) { return copy }
+        let (image, source, unchanged) = try read(library, id: id, known: known?.stamp)
+        let checksum = unchanged ? known?.sum ?? "" : GenerationStore.hex(SHA256.hash(data: image))
         if byDescriptor, var copy = inMemory(image, checksum: checksum, name: "keel-\(id)-g\(generation)") {
             copy.source = source
             return copy
@@ -138,16 +146,19 @@ struct GenerationStore: Sendable {
         guard rename(temporary, target) == 0 else {
             throw KernelError(.bundle, pluginID: id, reason: "\(target): rename failed: \(String(cString: strerror(errno)))")
         }
-        return Copy(path: target, checksum: checksum, image: image, descriptor: -1, source: source)
+        return Copy(path: target, checksum: checksum, header: Array(image.prefix(64)), size: image.count, descriptor: -1, source: source)
     }
 
     /// Copies several libraries at once, on every core: `(library, id, generation)` each, results in the same order.
-    func copy(_ requests: [(library: String, id: String, generation: Int)], owned: String? = nil) -> [Result<Copy, KernelError>] {
+    func copy(_ requests: [(library: String, id: String, generation: Int)], owned: String? = nil,
+              known: [String: LibrarySums.Entry] = [:]) -> [Result<Copy, KernelError>] {
         // Each worker fills its own slot; the lock is held only to store a finished result.
         let results = Mutex([Result<Copy, KernelError>?](repeating: nil, count: requests.count))
         DispatchQueue.concurrentPerform(iterations: requests.count) { i in
             let r = requests[i]
-            let result = Result { () throws(KernelError) in try copy(r.library, id: r.id, generation: r.generation, owned: owned) }
+            let result = Result { () throws(KernelError) in
+                try copy(r.library, id: r.id, generation: r.generation, owned: owned, known: known[r.library])
+            }
             results.withLock { $0[i] = result }
         }
         return results.withLock { $0 }.map { $0 ?? .failure(KernelError(.bundle, reason: "copy not made")) }
@@ -175,8 +186,9 @@ struct GenerationStore: Sendable {
     static let maxLibraryBytes = 512 * 1024 * 1024
 
     /// The library's bytes, after checking it is a regular file of a sane size, with its stamp when it had settled
-    /// before the read (`FileStamp.isSettled`).
-    private func read(_ library: String, id: String) throws(KernelError) -> (image: [UInt8], source: FileStamp?) {
+    /// before the read (`FileStamp.isSettled`). `unchanged`: the file had the stamp `known` before and after the read.
+    private func read(_ library: String, id: String,
+                      known: FileStamp?) throws(KernelError) -> (image: [UInt8], source: FileStamp?, unchanged: Bool) {
         func failure(_ reason: String) -> KernelError {
             KernelError(.bundle, pluginID: id, reason: "plugin \"\(id)\" (\(library)): \(reason)")
         }
@@ -198,7 +210,10 @@ struct GenerationStore: Sendable {
         guard let image = GenerationStore.readAll(fd, size: Int(st.st_size)) else {
             throw failure("cannot be read: \(errno == 0 ? "it shrank while being read" : String(cString: strerror(errno)))")
         }
-        return (image, FileStamp(st)?.ifSettled(readAt: readAt, margin: stampMargin))
+        let before = FileStamp(st)
+        var after = stat()
+        let unchanged = known != nil && before == known && fstat(fd, &after) == 0 && FileStamp(after) == known
+        return (image, unchanged ? known : before?.ifSettled(readAt: readAt, margin: stampMargin), unchanged)
     }
 
     /// `size` bytes of `fd` from its start, or nil when it could not be read (errno 0: the file was shorter).
@@ -231,7 +246,7 @@ struct GenerationStore: Sendable {
     /// does: an install or upgrade unpacks a new folder. Someone who can write the plugin folder but is not this user
     /// can only rename the folder away (the mapping keeps the file) or put a bundle of their own there, which fails
     /// the owner check and is copied.
-    private func inPlace(_ library: String, below root: String) -> Copy? {
+    private func inPlace(_ library: String, below root: String, known: LibrarySums.Entry?) -> Copy? {
         let prefix = root.hasSuffix("/") ? root : root + "/"
         guard library.hasPrefix(prefix) else { return nil }
         let relative = String(library.dropFirst(prefix.count))
@@ -243,13 +258,22 @@ struct GenerationStore: Sendable {
         let readAt = FileStamp.now()
         guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG, st.st_uid == geteuid(), st.st_mode & 0o222 == 0,
               st.st_size <= GenerationStore.maxLibraryBytes,
-              mappedInPlace.insert(device: UInt64(st.st_dev), inode: UInt64(st.st_ino)),
-              let image = GenerationStore.readAll(fd, size: Int(st.st_size)) else {
+              mappedInPlace.insert(device: UInt64(st.st_dev), inode: UInt64(st.st_ino)) else {
             close(fd)
             return nil
         }
-        return Copy(path: LoaderPath.make(fd), checksum: GenerationStore.hex(SHA256.hash(data: image)), image: image, descriptor: fd, inPlace: true,
-                    source: FileStamp(st)?.ifSettled(readAt: readAt, margin: stampMargin))
+        let stamp = FileStamp(st)
+        // Hashed before with this identity: the header is all the load needs to read (the loader maps this descriptor).
+        if let known, stamp == known.stamp, let header = GenerationStore.readAll(fd, size: min(64, Int(st.st_size))) {
+            return Copy(path: LoaderPath.make(fd), checksum: known.sum, header: header, size: Int(st.st_size), descriptor: fd,
+                        inPlace: true, source: known.stamp)
+        }
+        guard let image = GenerationStore.readAll(fd, size: Int(st.st_size)) else {
+            close(fd)
+            return nil
+        }
+        return Copy(path: LoaderPath.make(fd), checksum: GenerationStore.hex(SHA256.hash(data: image)), header: Array(image.prefix(64)),
+                    size: image.count, descriptor: fd, inPlace: true, source: stamp?.ifSettled(readAt: readAt, margin: stampMargin))
     }
 
     /// The copy as a memory file, or nil when it cannot be made (the caller falls back to a file copy). It is sealed
@@ -262,7 +286,7 @@ struct GenerationStore: Sendable {
             close(fd)
             return nil
         }
-        return Copy(path: LoaderPath.make(fd), checksum: checksum, image: image, descriptor: fd)
+        return Copy(path: LoaderPath.make(fd), checksum: checksum, header: Array(image.prefix(64)), size: image.count, descriptor: fd)
     }
 
     private static func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {

@@ -90,8 +90,9 @@ extension Kernel {
             let batch = Array(builds[start..<min(start + 64, builds.count)])
             start += batch.count
             let copies = generations.copy(batch.map { ($0.libraryPath ?? "", $0.id, $0.number) },
-                                          owned: configuration.pluginsDirectory)
+                                          owned: configuration.pluginsDirectory, known: checksums)
             for (build, copy) in zip(batch, copies) {
+                if case let .success(made) = copy, let path = build.libraryPath { remember(made, of: path) }
                 opened[build.id] = copy.flatMap { copy in Result { () throws(KernelError) in try open(build, copy) } }
             }
         }
@@ -164,12 +165,21 @@ extension Kernel {
         guard let libraryPath = build.libraryPath, !build.isolated else { return try activate(openManifestOnly(build)) }
         if let kept, reusing { return try activate(reopen(build, kept)) }
         let copy: GenerationStore.Copy
-        do { copy = try generations.copy(libraryPath, id: id, generation: build.number, owned: configuration.pluginsDirectory) } catch {
+        do {
+            copy = try generations.copy(libraryPath, id: id, generation: build.number, owned: configuration.pluginsDirectory,
+                                        known: checksums[libraryPath])
+            remember(copy, of: libraryPath)
+        } catch {
             // A library that cannot be read (gone, unreadable, too large) is a failed load like any other: in the history.
             record(id, build.number, version: "\(build.manifest.version)", checksum: "", outcome: "failed", detail: error.reason)
             throw error
         }
         return try activate(open(build, copy))
+    }
+
+    /// Keeps a copy's checksum for the next load of the same file, when the file had settled before it was read.
+    private func remember(_ copy: GenerationStore.Copy, of path: String) {
+        if let stamp = copy.source { rememberChecksum(copy.checksum, of: path, stamp: stamp) }
     }
 
     /// Checks that plugin `id` can be loaded: a usable bundle, this host's version, its dependencies installed in
@@ -262,7 +272,7 @@ extension Kernel {
         do {
             // dlopen runs the library's constructors, then its entry: plugin code, marked for the stall watch.
             let library = try lifecycleWatch.during(id, generation: build.number, checksum: copy.checksum, "load") { () throws(LoadError) in
-                try PluginLibrary.open(path: copy.path, expectedID: id, reportAs: build.libraryPath ?? "", image: copy.image,
+                try PluginLibrary.open(path: copy.path, expectedID: id, reportAs: build.libraryPath ?? "", header: (copy.header, copy.size),
                                        ledger: libraryLedger)
             }
             try library.verify(against: build.manifest, manifestPath: build.bundle.manifestPath)

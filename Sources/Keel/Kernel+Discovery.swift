@@ -5,6 +5,7 @@ import KeelLoader
 import KeelManifest
 import KeelRegistry
 import KeelState
+import KeelSystem
 
 /// Discovery: the plugin folder as the kernel sees it, and the order plugins start in.
 extension Kernel {
@@ -193,6 +194,34 @@ extension Kernel {
     /// and the activation mark; none when the state lives in memory (nothing is written to disk then).
     var manifestCache: ManifestCache? {
         state.isInMemory ? nil : ManifestCache(path: configuration.stateFile + ".manifests")
+    }
+
+    /// Where library checksums are kept between starts (`LibrarySums`): `<state file>.libraries`, beside the state;
+    /// none when the state lives in memory.
+    var librarySums: LibrarySums? {
+        state.isInMemory ? nil : LibrarySums(path: configuration.stateFile + ".libraries")
+    }
+
+    /// Remembers `sum` as the checksum of the library at `path` while it keeps `stamp` (a settled one; nil forgets).
+    func rememberChecksum(_ sum: String, of path: String, stamp: FileStamp?) {
+        guard let stamp else {
+            if checksums.removeValue(forKey: path) != nil { checksumsChanged = true }
+            return
+        }
+        let entry = LibrarySums.Entry(stamp: stamp, sum: sum)
+        if checksums[path] != entry {
+            checksums[path] = entry
+            checksumsChanged = true
+        }
+    }
+
+    /// Writes the checksums back when they changed, keeping those of the bundles' current files only.
+    func saveLibrarySums() {
+        guard checksumsChanged, let sums = librarySums else { return }
+        checksumsChanged = false
+        let current = Set(bundles.values.compactMap(\.buildPath))
+        checksums = checksums.filter { current.contains($0.key) }
+        if let problem = sums.save(checksums) { log(.debug, nil, problem) }
     }
 
     /// Orders `ids` so that each comes after the plugins it depends on (`DependencyPlanner`). Members of a cycle are

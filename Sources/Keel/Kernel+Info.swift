@@ -116,7 +116,7 @@ extension Kernel {
         if let known = checksums[path], known.stamp == stamp { return known.sum }
         let readAt = FileStamp.now()
         guard let sum = GenerationStore.checksum(path) else { return nil }
-        checksums[path] = stamp.ifSettled(readAt: readAt, margin: configuration.libraryStampMargin).map { ($0, sum) }
+        rememberChecksum(sum, of: path, stamp: stamp.ifSettled(readAt: readAt, margin: configuration.libraryStampMargin))
         return sum
     }
 

@@ -129,8 +129,11 @@ public actor Kernel {
     /// probes and records a failure. An explicit reload always tries. Cleared when a build of the plugin is
     /// activated (`setActive`).
     var failedReloads: [String: (checksum: String, manifest: Manifest?)] = [:]
-    /// Library checksums for the signature status, by path, with the file identity they were computed for.
-    var checksums: [String: (stamp: FileStamp, sum: String)] = [:]
+    /// Library checksums by path, with the file identity they were computed for (`LibrarySums`): read at start,
+    /// used by loads and the signature status, written back at the end of start and at shutdown when they changed.
+    var checksums: [String: LibrarySums.Entry] = [:]
+    /// True when `checksums` holds entries the cache file does not.
+    var checksumsChanged = false
     /// While start-up activates a batch of plugins, the records of their success are collected here and written in
     /// one transaction after the batch: plugin code and child processes never run inside an open write transaction.
     var deferredWrites: [() -> Void]?
@@ -261,20 +264,23 @@ public actor Kernel {
             Task { await self.noteChanged() }
         }
         generations.removeLeftovers()
-        // The plugin records, the plugin folder's listing and the manifest cache are independent reads of about a
-        // millisecond each for a thousand plugins: made at once, on both cores where there are two.
-        let read = Mutex<(records: [PluginRecord]?, prefetch: BundleScanner.Prefetch?)>((nil, nil))
-        let (state, directory, cache) = (self.state, configuration.pluginsDirectory, manifestCache)
+        // The plugin records, the plugin folder's listing, the manifest cache and the libraries' checksums are
+        // independent reads of about a millisecond each for a thousand plugins: made at once, on both cores where
+        // there are two.
+        let read = Mutex<(records: [PluginRecord]?, prefetch: BundleScanner.Prefetch?, sums: [String: LibrarySums.Entry])>((nil, nil, [:]))
+        let (state, directory, cache, sums) = (self.state, configuration.pluginsDirectory, manifestCache, librarySums)
         DispatchQueue.concurrentPerform(iterations: 2) { i in
             if i == 0 {
                 let records = try? state.plugins()
-                read.withLock { $0.records = records }
+                let known = sums?.load().entries ?? [:]
+                read.withLock { ($0.records, $0.sums) = (records, known) }
             } else {
                 let prefetch = BundleScanner.prefetch(directory, cache: cache)
                 read.withLock { $0.prefetch = prefetch }
             }
         }
-        let (stored, fetched) = read.withLock { $0 }
+        let (stored, fetched, known) = read.withLock { $0 }
+        if checksums.isEmpty { checksums = known }
         // Work left by a crash changes the folder, an unfinished uninstall the records too: then both are read again.
         var prefetch = recoverInterruptedChanges(hidden: fetched?.folderListing?.hidden) ? nil : fetched
         let unchanged = finishUninstalls(stored)
@@ -320,6 +326,7 @@ public actor Kernel {
             startPlugins(startPlan(records), records: records)
         }
         checkGuardsRunning()
+        saveLibrarySums()
     }
 
     /// The enabled plugins in the folder, split into those to activate at start and those to leave idle.
@@ -408,6 +415,7 @@ public actor Kernel {
         if liveViewPublishers > 0 { publishLiveView() }
         // The stop's own records are in: the state file alone now holds everything (its write-ahead log folded in).
         try? state.checkpoint()
+        saveLibrarySums()
         // Libraries that stay mapped keep their contexts; those keep nothing of this kernel from here on.
         pluginEnvironment.detach()
     }

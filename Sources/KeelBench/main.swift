@@ -181,7 +181,12 @@ if wanted("load") {
     // installed packages, left as an install leaves them (every file read-only: loaded where they lie, no copy).
     let rawList = try await enabledPlugins(n, dir: base + "/copied", state: base + "/copied.db", lazy: false, raw: raw)
     _ = try await enabledPlugins(n, dir: base + "/installed", state: base + "/installed.db", lazy: false, installed: true)
+    let installedAt = now()
     _ = try await enabledPlugins(0, dir: base + "/none", state: base + "/none.db", lazy: false)
+    // Plugins installed a moment ago, not this very second, as on a real host (and as in the lazy section): a library
+    // or manifest changed within the caches' margin (2 s) is read and hashed again at every start until it settles.
+    let settled = installedAt + 2.1 - now()
+    if settled > 0 { usleep(UInt32(settled * 1e6)) }
     // Baseline: a C program that only dlopens, dlsyms and calls the entry of the same files.
     // Second baseline: the same C loop doing the file work a copying host cannot skip (read the manifest, copy the
     // library privately so that a rebuild written over it cannot touch the mapped code).
@@ -317,6 +322,12 @@ if wanted("http") {
     try await k.enable("bench")
     let server = try await BenchServer.start(k) { router in
         router.get("/builtin/ping") { _, _ in Response(status: .ok, body: ResponseBody(byteBuffer: ByteBuffer(string: "pong A\n"))) }
+        // The same answer with the headers the host adds to every plugin answer (sandbox policy, nosniff, request id).
+        router.get("/builtin/ping-headers") { _, _ in
+            var headers = HTTPFields()
+            headers.append(contentsOf: PluginAnswerHeaders.fresh())
+            return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: "pong A\n")))
+        }
     }
     let base = server.base
     let (rounds, seconds) = options.quick ? (2, 2) : (5, 5)
@@ -325,8 +336,8 @@ if wanted("http") {
 
     /// Runs the built-in and the plugin route in alternating pairs (ABBA order, so that a drift in the machine's load
     /// weighs on both alike) and reports the median of the per-pair ratios.
-    func compare(_ label: String) {
-        let pairs = abbaPairs(base + "/builtin/ping", base + "/ext/bench/ping", rounds: rounds, seconds: seconds)
+    func compare(_ label: String, builtin path: String = "/builtin/ping", report: Bool = false) {
+        let pairs = abbaPairs(base + path, base + "/ext/bench/ping", rounds: rounds, seconds: seconds)
             .map { (builtin: $0.a, plugin: $0.b) }
         func median(_ xs: [Double]) -> Double {
             let s = xs.sorted()
@@ -337,11 +348,15 @@ if wanted("http") {
         let spread = pairs.map { $0.plugin.rps / $0.builtin.rps }
         rows.append(Row(name: "HTTP throughput, \(label)", measured: String(format: "%.0f req/s", median(pairs.map(\.plugin.rps))),
                         baseline: String(format: "%.0f req/s (%.2f–%.2f)", median(pairs.map(\.builtin.rps)), spread.min() ?? 0, spread.max() ?? 0),
-                        ratio: rps, target: "≥ 0.95", met: rps >= 0.95))
+                        ratio: rps, target: report ? "report" : "≥ 0.95", met: report ? nil : rps >= 0.95))
         rows.append(Row(name: "HTTP p99 latency, \(label)", measured: String(format: "%.2f ms", median(pairs.map(\.plugin.p99ms))),
-                        baseline: String(format: "%.2f ms", median(pairs.map(\.builtin.p99ms))), ratio: p99, target: "≤ 1.1", met: p99 <= 1.1))
+                        baseline: String(format: "%.2f ms", median(pairs.map(\.builtin.p99ms))), ratio: p99,
+                        target: report ? "report" : "≤ 1.1", met: report ? nil : p99 <= 1.1))
     }
     compare("plugin route vs built-in")
+    // What bounds the row above: the same built-in route answering the three headers every plugin answer carries.
+    _ = wrk(base + "/builtin/ping-headers", seconds: 1)
+    compare("plugin route vs built-in with the plugin answer's headers", builtin: "/builtin/ping-headers", report: true)
 
     // The noise floor: the built-in route against itself, in pairs made the same way. Its spread is what a target
     // such as "≥ 0.95 in every one of five runs" can be judged against on this machine: where A/A pairs fall below

@@ -82,7 +82,7 @@ struct DevLoop: Sendable {
     /// The host's files, which a project may hold (`keel dev` run with the default `./plugins`): never sources.
     var hostFiles: [String] {
         let stateFolder = URL(fileURLWithPath: stateFile).deletingLastPathComponent().path
-        return [pluginsDirectory, stateFolder + "/generations"] + ["", "-wal", "-shm", "-journal", ".lock", ".manifests", ".activating", ".crash"].map { stateFile + $0 }
+        return [pluginsDirectory, stateFolder + "/generations"] + ["", "-wal", "-shm", "-journal", ".lock", ".manifests", ".libraries", ".activating", ".crash"].map { stateFile + $0 }
     }
 
     /// `host.execute`, with `reload` for a `refresh` that a server of an earlier keel cannot read.

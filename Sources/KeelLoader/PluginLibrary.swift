@@ -77,13 +77,13 @@ public final class PluginLibrary: @unchecked Sendable {
 
     /// Opens and checks the library at `path`. `expectedID` (from the manifest) names the plugin in errors and is its
     /// id when the descriptor leaves the id empty (without it, such a descriptor is refused), and
-    /// `reportAs` the file (when `path` is a private copy of it). `image`, the file's bytes when the caller already
-    /// holds them, spares the header check a read. `ledger` is charged for the copy as soon as the dynamic loader has
+    /// `reportAs` the file (when `path` is a private copy of it). `header`, the file's first bytes (up to 64) and its
+    /// size when the caller already holds them, spares the header check a read. `ledger` is charged for the copy as soon as the dynamic loader has
     /// mapped it, whether or not it is then refused (it stays open either way).
     /// - Throws: `LoadError` with a one-line reason for each way a file can fail to be a plugin for this host.
     public static func open(path: String, expectedID: String? = nil, reportAs: String? = nil,
-                            image: [UInt8]? = nil, ledger: LibraryLedger? = nil) throws(LoadError) -> PluginLibrary {
-        do { return try open(path, expectedID: expectedID, shownPath: reportAs ?? path, image: image, ledger: ledger) } catch {
+                            header: (bytes: [UInt8], size: Int)? = nil, ledger: LibraryLedger? = nil) throws(LoadError) -> PluginLibrary {
+        do { return try open(path, expectedID: expectedID, shownPath: reportAs ?? path, header: header, ledger: ledger) } catch {
             var shown = error
             shown.path = reportAs ?? path
             throw shown
@@ -91,9 +91,9 @@ public final class PluginLibrary: @unchecked Sendable {
     }
 
     private static func open(_ path: String, expectedID: String?, shownPath: String,
-                             image: [UInt8]?, ledger: LibraryLedger?) throws(LoadError) -> PluginLibrary {
+                             header: (bytes: [UInt8], size: Int)?, ledger: LibraryLedger?) throws(LoadError) -> PluginLibrary {
         do {
-            if let image { try ELFHeader.check(prefix: image.prefix(64), fileSize: image.count, path: path) }
+            if let header { try ELFHeader.check(prefix: header.bytes.prefix(64), fileSize: header.size, path: path) }
             else { try ELFHeader.check(path: path) }
         } catch {
             var named = error
@@ -104,7 +104,7 @@ public final class PluginLibrary: @unchecked Sendable {
         guard let handle = dlopen(path, RTLD_NOW | RTLD_LOCAL) else {
             throw describeDlopenFailure(path: path, pluginID: expectedID)
         }
-        let size = image?.count ?? fileSize(path)
+        let size = header?.size ?? fileSize(path)
         ledger?.charge(size)
         guard let symbol = dlsym(handle, KEEL_ENTRY_SYMBOL) else {
             throw LoadError(.missingEntry, path: path, pluginID: expectedID,

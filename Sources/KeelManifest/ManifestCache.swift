@@ -57,13 +57,8 @@ public struct ManifestCache: Sendable {
     /// The entries of the cache file by bundle folder; empty, with the reason, when there is no usable file. A
     /// missing file has no reason (a first start is not a problem).
     func load() -> (entries: [String: Entry], problem: String?) {
-        let bytes: [UInt8]
-        // Only this user's file: entries name the library each bundle loads, so a cache another user planted beside the
-        // state (in a folder others may write) would have the host load that user's code.
-        do { bytes = try SystemFile.read(path, ownedHere: true) } catch {
-            if error.owner != nil { return ([:], "\(path): ignored: it \(error.description); the manifests are read again") }
-            return ([:], error.code == ENOENT ? nil : "\(path): cannot be read (\(error.description)); the manifests are read again")
-        }
+        let (read, problem) = CacheFile.read(path, what: "manifests")
+        guard let bytes = read else { return ([:], problem) }
         guard let entries = Self.decode(bytes) else {
             return ([:], "\(path): not a manifest cache of this Keel version, or damaged; the manifests are read again")
         }
@@ -72,28 +67,7 @@ public struct ManifestCache: Sendable {
 
     /// Replaces the cache file with `entries`. Returns a one-line problem when it cannot be written (nothing breaks:
     /// the next start reads the manifests again).
-    func save(_ entries: [String: Entry]) -> String? {
-        let bytes = Self.encode(entries)
-        // A hidden name beside the cache (file watchers, such as `keel dev`'s, ignore hidden files).
-        let slash = path.lastIndex(of: "/").map { path.index(after: $0) } ?? path.startIndex
-        let temporary = String(path[..<slash]) + "." + String(path[slash...]) + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { return "\(path): cannot be written (\(String(cString: strerror(errno)))); the next start reads the manifests again" }
-        // No fsync: a cache lost in a power cut is rebuilt; one cut short fails its checksum and is rebuilt.
-        var done = 0
-        while done < bytes.count {
-            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + done, $0.count - done) }
-            if n < 0, errno == EINTR { continue }
-            guard n > 0 else { break }
-            done += n
-        }
-        close(fd)
-        guard done == bytes.count, rename(temporary, path) == 0 else {
-            unlink(temporary)
-            return "\(path): cannot be written; the next start reads the manifests again"
-        }
-        return nil
-    }
+    func save(_ entries: [String: Entry]) -> String? { CacheFile.replace(path, with: Self.encode(entries), what: "manifests") }
 
     /// An entry for a manifest just parsed from `bytes`, read from a file whose identity before the read was
     /// `stamp`; nil when the manifest cannot be cached exactly.
@@ -126,58 +100,19 @@ public struct ManifestCache: Sendable {
     // last, an FNV-1a checksum of everything before it.
 
     static func encode(_ entries: [String: Entry]) -> [UInt8] {
-        var w = ByteWriter()
-        w.bytes.append(contentsOf: magic)
-        w.u64(formatVersion)
-        w.string(KeelVersion.current)
-        w.count(entries.count)
-        for (folder, e) in entries.sorted(by: { $0.key < $1.key }) {
-            w.string(folder)
-            w.u64(e.stamp.device)
-            w.u64(e.stamp.inode)
-            for v in [e.stamp.size, e.stamp.modified, e.stamp.modifiedNanos, e.stamp.changed, e.stamp.changedNanos] { w.int(Int(v)) }
+        CacheFile.encode(entries, magic: magic, version: formatVersion) { w, e in
+            w.stamp(e.stamp)
             w.bool(e.content != nil)
             if let content = e.content { w.raw(content) }
             w.raw(e.payload)
         }
-        w.u64(checksum(w.bytes[...]))
-        return w.bytes
     }
 
     static func decode(_ bytes: [UInt8]) -> [String: Entry]? {
-        guard bytes.count >= magic.count + 16, Array(bytes[..<magic.count]) == magic else { return nil }
-        let body = bytes[..<(bytes.count - 8)]
-        let stored = bytes[(bytes.count - 8)...].reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
-        guard checksum(body) == stored else { return nil }
-        return body.withUnsafeBufferPointer { buffer -> [String: Entry]? in
-            var r = ByteReader(UnsafeBufferPointer(rebasing: buffer[magic.count...]))
-            guard r.u64() == formatVersion, r.string() == KeelVersion.current, let n = r.count() else { return nil }
-            var entries: [String: Entry] = [:]
-            entries.reserveCapacity(n)
-            for _ in 0..<n {
-                guard let folder = r.string(), let device = r.u64(), let inode = r.u64(), let size = r.int(),
-                      let modified = r.int(), let modifiedNanos = r.int(), let changed = r.int(), let changedNanos = r.int(),
-                      let content = r.optional({ $0.raw() }), let payload = r.rawRange() else { return nil }
-                let stamp = Stamp(device: device, inode: inode, size: Int64(size), modified: Int64(modified),
-                                  modifiedNanos: Int64(modifiedNanos), changed: Int64(changed), changedNanos: Int64(changedNanos))
-                entries[folder] = Entry(stamp: stamp, content: content,
-                                        payload: bytes[(magic.count + payload.lowerBound)..<(magic.count + payload.upperBound)])
-            }
-            return r.atEnd ? entries : nil
-        }
-    }
-
-    /// FNV-1a, 64 bits, taken eight bytes at a time (then the rest byte by byte): catches a file cut short or
-    /// damaged, not a forgery (whoever can write the state folder can write the state itself).
-    static func checksum(_ bytes: ArraySlice<UInt8>) -> UInt64 {
-        bytes.withUnsafeBytes { buffer in
-            var h: UInt64 = 0xcbf2_9ce4_8422_2325
-            let words = buffer.count / 8
-            for i in 0..<words {
-                h = (h ^ UInt64(littleEndian: buffer.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self))) &* 0x0000_0100_0000_01b3
-            }
-            for b in buffer[(words * 8)...] { h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01b3 }
-            return h
+        CacheFile.decode(bytes, magic: magic, version: formatVersion) { r in
+            guard let stamp = r.stamp(), let content = r.optional({ $0.raw() }), let payload = r.rawRange() else { return nil }
+            // A slice of the file as read: no copy per entry.
+            return Entry(stamp: stamp, content: content, payload: bytes[(magic.count + payload.lowerBound)..<(magic.count + payload.upperBound)])
         }
     }
 }

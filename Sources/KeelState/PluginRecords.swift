@@ -114,7 +114,6 @@ extension StateStore {
         defer { touch(id) }
         try locked { db throws(StateError) in
             try db.transaction { () throws(StateError) in
-                let now = Self.now()
                 let exists = try db.query("SELECT status, reason, enabled FROM plugins WHERE id = ?", [.text(id)])
                 var status = status, reason = reason
                 if let host {
@@ -132,6 +131,7 @@ extension StateStore {
                     }
                 }
                 if exists.isEmpty {
+                    let now = Self.now()
                     try db.query("""
                         INSERT INTO plugins (id, enabled, status, reason, changed_at, installed_at)
                         VALUES (?, ?, ?, ?, ?, ?)
@@ -142,6 +142,8 @@ extension StateStore {
                     let unchanged = row["status"]?.text == status.rawValue && row["reason"]?.text == reason
                         && (enabled == nil || (row["enabled"]?.int ?? 0 != 0) == enabled)
                     if unchanged { return }
+                    // The time is made only for a change: a start sets every plugin's status, most of them unchanged.
+                    let now = Self.now()
                     try db.query("""
                         UPDATE plugins SET enabled = COALESCE(?, enabled), status = ?, reason = ?, changed_at = ? WHERE id = ?
                         """, [enabled.map { .int($0 ? 1 : 0) } ?? .null, .text(status.rawValue),

@@ -227,7 +227,7 @@ struct ManifestCacheTests {
         let at = ManifestCache.magic.count
         for i in 0..<8 { bytes[at + i] = 0 }
         bytes.removeLast(8)
-        withUnsafeBytes(of: ManifestCache.checksum(bytes[...]).littleEndian) { bytes.append(contentsOf: $0) }
+        withUnsafeBytes(of: CacheFile.checksum(bytes[...]).littleEndian) { bytes.append(contentsOf: $0) }
         try Data(bytes).write(to: URL(fileURLWithPath: f.cache.path))
         #expect(try f.scan()["alpha"]?.manifest?.name == "Test alpha")
         #expect(f.log.lines.count == 1 && f.log.lines.first?.contains("not a manifest cache of this Keel version") == true, "\(f.log.lines)")
