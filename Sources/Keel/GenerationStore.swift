@@ -101,14 +101,15 @@ struct GenerationStore: Sendable {
     /// With `owned` (the plugin folder), a library below it that passes `inPlace`'s checks is not copied: the
     /// result's `inPlace` says so.
     ///
-    /// `known`, the library's checksum from an earlier read (`LibrarySums`), spares hashing the bytes again while
-    /// the file keeps the identity it had then (before and after this read); a library loaded where it lies is then
-    /// not read at all, beyond its header.
+    /// `known`, the library's checksum from an earlier in-place load (`LibrarySums`), spares reading and hashing a
+    /// library loaded where it lies again while the file keeps the identity it had then: only its header is read.
+    /// A copied library is always hashed: its file may be someone else's to write, and stores through a shared
+    /// mapping change bytes without changing the file's identity until write-back (never, on tmpfs).
     func copy(_ library: String, id: String, generation: Int, owned: String? = nil,
               known: LibrarySums.Entry? = nil) throws(KernelError) -> Copy {
         if let owned, byDescriptor, let copy = inPlace(library, below: owned, known: known) { return copy }
-        let (image, source, unchanged) = try read(library, id: id, known: known?.stamp)
-        let checksum = unchanged ? known?.sum ?? "" : GenerationStore.hex(SHA256.hash(data: image))
+        let (image, source) = try read(library, id: id)
+        let checksum = GenerationStore.hex(SHA256.hash(data: image))
         if byDescriptor, var copy = inMemory(image, checksum: checksum, name: "keel-\(id)-g\(generation)") {
             copy.source = source
             return copy
@@ -186,9 +187,8 @@ struct GenerationStore: Sendable {
     static let maxLibraryBytes = 512 * 1024 * 1024
 
     /// The library's bytes, after checking it is a regular file of a sane size, with its stamp when it had settled
-    /// before the read (`FileStamp.isSettled`). `unchanged`: the file had the stamp `known` before and after the read.
-    private func read(_ library: String, id: String,
-                      known: FileStamp?) throws(KernelError) -> (image: [UInt8], source: FileStamp?, unchanged: Bool) {
+    /// before the read (`FileStamp.isSettled`).
+    private func read(_ library: String, id: String) throws(KernelError) -> (image: [UInt8], source: FileStamp?) {
         func failure(_ reason: String) -> KernelError {
             KernelError(.bundle, pluginID: id, reason: "plugin \"\(id)\" (\(library)): \(reason)")
         }
@@ -210,10 +210,7 @@ struct GenerationStore: Sendable {
         guard let image = GenerationStore.readAll(fd, size: Int(st.st_size)) else {
             throw failure("cannot be read: \(errno == 0 ? "it shrank while being read" : String(cString: strerror(errno)))")
         }
-        let before = FileStamp(st)
-        var after = stat()
-        let unchanged = known != nil && before == known && fstat(fd, &after) == 0 && FileStamp(after) == known
-        return (image, unchanged ? known : before?.ifSettled(readAt: readAt, margin: stampMargin), unchanged)
+        return (image, FileStamp(st)?.ifSettled(readAt: readAt, margin: stampMargin))
     }
 
     /// `size` bytes of `fd` from its start, or nil when it could not be read (errno 0: the file was shorter).
@@ -264,9 +261,9 @@ struct GenerationStore: Sendable {
         }
         let stamp = FileStamp(st)
         // Hashed before with this identity: the header is all the load needs to read (the loader maps this descriptor).
-        if let known, stamp == known.stamp, let header = GenerationStore.readAll(fd, size: min(64, Int(st.st_size))) {
-            return Copy(path: LoaderPath.make(fd), checksum: known.sum, header: header, size: Int(st.st_size), descriptor: fd,
-                        inPlace: true, source: known.stamp)
+        if let sum = known?.sum(for: stamp), let header = GenerationStore.readAll(fd, size: min(64, Int(st.st_size))) {
+            return Copy(path: LoaderPath.make(fd), checksum: sum, header: header, size: Int(st.st_size), descriptor: fd,
+                        inPlace: true, source: stamp)
         }
         guard let image = GenerationStore.readAll(fd, size: Int(st.st_size)) else {
             close(fd)

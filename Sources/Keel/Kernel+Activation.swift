@@ -177,9 +177,10 @@ extension Kernel {
         return try activate(open(build, copy))
     }
 
-    /// Keeps a copy's checksum for the next load of the same file, when the file had settled before it was read.
+    /// Keeps the checksum of a library loaded where it lies for its next load, when the file had settled before it
+    /// was read (`LibrarySums` says why only those).
     private func remember(_ copy: GenerationStore.Copy, of path: String) {
-        if let stamp = copy.source { rememberChecksum(copy.checksum, of: path, stamp: stamp) }
+        if copy.inPlace, let stamp = copy.source { rememberChecksum(copy.checksum, of: path, stamp: stamp) }
     }
 
     /// Checks that plugin `id` can be loaded: a usable bundle, this host's version, its dependencies installed in

@@ -221,7 +221,7 @@ extension Kernel {
         checksumsChanged = false
         let current = Set(bundles.values.compactMap(\.buildPath))
         checksums = checksums.filter { current.contains($0.key) }
-        if let problem = sums.save(checksums) { log(.debug, nil, problem) }
+        if let problem = sums.save(checksums) { log(.warn, nil, problem) }
     }
 
     /// Orders `ids` so that each comes after the plugins it depends on (`DependencyPlanner`). Members of a cycle are

@@ -113,10 +113,12 @@ extension Kernel {
     /// settled before it was read.
     func libraryChecksum(_ path: String) -> String? {
         guard let stamp = FileStamp(path: path) else { return nil }
-        if let known = checksums[path], known.stamp == stamp { return known.sum }
+        if let sum = checksums[path]?.sum(for: stamp) ?? shownChecksums[path]?.sum(for: stamp) { return sum }
         let readAt = FileStamp.now()
         guard let sum = GenerationStore.checksum(path) else { return nil }
-        rememberChecksum(sum, of: path, stamp: stamp.ifSettled(readAt: readAt, margin: configuration.libraryStampMargin))
+        // For this display only: the identity and the bytes come from two opens of the path, which a swap of the
+        // folder between them can tell apart, so loads never take a checksum from here.
+        shownChecksums[path] = stamp.ifSettled(readAt: readAt, margin: configuration.libraryStampMargin).map { .init(stamp: $0, sum: sum) }
         return sum
     }
 

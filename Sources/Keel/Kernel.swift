@@ -129,9 +129,12 @@ public actor Kernel {
     /// probes and records a failure. An explicit reload always tries. Cleared when a build of the plugin is
     /// activated (`setActive`).
     var failedReloads: [String: (checksum: String, manifest: Manifest?)] = [:]
-    /// Library checksums by path, with the file identity they were computed for (`LibrarySums`): read at start,
-    /// used by loads and the signature status, written back at the end of start and at shutdown when they changed.
+    /// Checksums of libraries loaded where they lie, by path, with the file identity they were computed for
+    /// (`LibrarySums`): read at start, used by loads and the signature status, written back at the end of start and
+    /// at shutdown when they changed.
     var checksums: [String: LibrarySums.Entry] = [:]
+    /// Library checksums the signature status computed, by path (`libraryChecksum`); kept in memory only.
+    var shownChecksums: [String: LibrarySums.Entry] = [:]
     /// True when `checksums` holds entries the cache file does not.
     var checksumsChanged = false
     /// While start-up activates a batch of plugins, the records of their success are collected here and written in
@@ -267,20 +270,22 @@ public actor Kernel {
         // The plugin records, the plugin folder's listing, the manifest cache and the libraries' checksums are
         // independent reads of about a millisecond each for a thousand plugins: made at once, on both cores where
         // there are two.
-        let read = Mutex<(records: [PluginRecord]?, prefetch: BundleScanner.Prefetch?, sums: [String: LibrarySums.Entry])>((nil, nil, [:]))
+        let read = Mutex<(records: [PluginRecord]?, prefetch: BundleScanner.Prefetch?, sums: [String: LibrarySums.Entry],
+                          sumsProblem: String?)>((nil, nil, [:], nil))
         let (state, directory, cache, sums) = (self.state, configuration.pluginsDirectory, manifestCache, librarySums)
         DispatchQueue.concurrentPerform(iterations: 2) { i in
             if i == 0 {
                 let records = try? state.plugins()
-                let known = sums?.load().entries ?? [:]
-                read.withLock { ($0.records, $0.sums) = (records, known) }
+                let known = sums?.load()
+                read.withLock { ($0.records, $0.sums, $0.sumsProblem) = (records, known?.entries ?? [:], known?.problem) }
             } else {
                 let prefetch = BundleScanner.prefetch(directory, cache: cache)
                 read.withLock { $0.prefetch = prefetch }
             }
         }
-        let (stored, fetched, known) = read.withLock { $0 }
+        let (stored, fetched, known, sumsProblem) = read.withLock { $0 }
         if checksums.isEmpty { checksums = known }
+        if let sumsProblem { log(.warn, nil, sumsProblem) }
         // Work left by a crash changes the folder, an unfinished uninstall the records too: then both are read again.
         var prefetch = recoverInterruptedChanges(hidden: fetched?.folderListing?.hidden) ? nil : fetched
         let unchanged = finishUninstalls(stored)

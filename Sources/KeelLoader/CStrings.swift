@@ -28,9 +28,11 @@ extension keel_str {
         guard len > 0 else { return "" }
         guard let ptr else { return nil }
         let bytes = UnsafeRawBufferPointer(start: ptr, count: len)
-        // ASCII (ids, versions, paths, most header values) needs no validation: `String(decoding:)` then takes the
-        // bytes as they are, without the generic validator's run-time metadata look-ups (a few hundred instructions).
-        if bytes.allSatisfy({ $0 < 0x80 }) { return String(decoding: bytes, as: UTF8.self) }
+        // ASCII (ids, versions, paths, most header values) needs no validation: decoded, then checked on the host's
+        // own copy (a plugin thread may change its buffer meanwhile), it skips the generic validator's run-time
+        // metadata look-ups (a few hundred instructions). A repair would have left a non-ASCII U+FFFD behind.
+        let decoded = String(decoding: bytes, as: UTF8.self)
+        if decoded.utf8.count == len, decoded.utf8.allSatisfy({ $0 < 0x80 }) { return decoded }
         return String(validating: bytes, as: UTF8.self)
     }
 }

@@ -9,11 +9,15 @@ import KeelSystem
 ///
 /// Thread-safe (stateless; each call works on its own files).
 enum CacheFile {
+    /// The largest cache file read (a thousand plugins' manifests take about 400 KB).
+    static let limit = 64 << 20
+
     /// The file's bytes, or a one-line reason (`what` names what the cache holds) when there is no usable file; a
     /// missing file has no reason (a first start is not a problem). Only this user's file is read: a cache another
     /// user planted beside the state (in a folder others may write) would steer what the host loads.
     static func read(_ path: String, what: String) -> (bytes: [UInt8]?, problem: String?) {
-        do { return (try SystemFile.read(path, ownedHere: true), nil) } catch {
+        // At most `limit` bytes: a larger file is cut there, fails its seal and is ignored like a damaged one.
+        do { return (try SystemFile.read(path, limit: limit, ownedHere: true), nil) } catch {
             if error.owner != nil { return (nil, "\(path): ignored: it \(error.description); the \(what) are read again") }
             return (nil, error.code == ENOENT ? nil : "\(path): cannot be read (\(error.description)); the \(what) are read again")
         }

@@ -14,6 +14,14 @@ import KeelSystem
 /// that settled cannot show the same times after a later write. The identity is this machine's (device and inode
 /// numbers): the file stays beside the state even when the state is a shared PostgreSQL database.
 ///
+/// The kernel records and uses entries only for libraries it loads where they lie (`GenerationStore`'s in-place
+/// loads): files of this user's that no one may write, opened beneath the plugin folder without a link or a mount
+/// point, hashed through the descriptor the loader maps. A file someone else may write can change its bytes without
+/// changing its identity (stores through a shared writable mapping reach the times only at write-back, on tmpfs
+/// never), so a plugins/ folder library is hashed at every load. An entry recorded later than the clock now reads
+/// (the clock was set back) is not used: a rewrite in the same second of such a clock could repeat a stamp on a file
+/// system with coarse times.
+///
 /// Only an optimisation, like `ManifestCache`: a missing, damaged or foreign file (another user's, another Keel
 /// version's) is ignored and written anew; it is safe to delete at any time.
 ///
@@ -31,7 +39,18 @@ public struct LibrarySums: Sendable {
     public struct Entry: Sendable, Equatable {
         public var stamp: FileStamp
         public var sum: String
-        public init(stamp: FileStamp, sum: String) { (self.stamp, self.sum) = (stamp, sum) }
+        /// When the checksum was computed (seconds since the epoch).
+        public var recorded: Int64
+
+        public init(stamp: FileStamp, sum: String, recorded: Int64 = Int64(FileStamp.now())) {
+            (self.stamp, self.sum, self.recorded) = (stamp, sum, recorded)
+        }
+
+        /// The checksum, when this entry describes a file with identity `stamp` now.
+        public func sum(for stamp: FileStamp?) -> String? {
+            guard let stamp, stamp == self.stamp, Double(recorded) <= FileStamp.now() else { return nil }
+            return sum
+        }
     }
 
     /// The entries of the cache file by library path; empty, with a one-line reason, when there is no usable file (a
@@ -52,12 +71,14 @@ public struct LibrarySums: Sendable {
     }
 
     // MARK: file layout
-    // magic, format version, Keel version, then per entry: path, stamp (7 numbers), checksum; last, `CacheFile`'s seal.
+    // magic, format version, Keel version, then per entry: path, stamp (7 numbers), checksum, time recorded; last,
+    // `CacheFile`'s seal.
 
     static func encode(_ entries: [String: Entry]) -> [UInt8] {
         CacheFile.encode(entries, magic: magic, version: formatVersion) { w, e in
             w.stamp(e.stamp)
             w.string(e.sum)
+            w.int(Int(e.recorded))
         }
     }
 
@@ -65,8 +86,8 @@ public struct LibrarySums: Sendable {
         CacheFile.decode(bytes, magic: magic, version: formatVersion) { r in
             // A SHA-256 in hex, nothing else: the value is handed on as a build's identity.
             guard let stamp = r.stamp(), let sum = r.string(), sum.utf8.count == 64,
-                  sum.utf8.allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) }) else { return nil }
-            return Entry(stamp: stamp, sum: sum)
+                  sum.utf8.allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) }), let recorded = r.int() else { return nil }
+            return Entry(stamp: stamp, sum: sum, recorded: Int64(recorded))
         }
     }
 }

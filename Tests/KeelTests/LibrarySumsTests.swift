@@ -28,33 +28,43 @@ struct LibrarySumsTests {
         try await kernel.history(id).last { $0.outcome == "activated" }?.checksum
     }
 
-    @Test("a start takes a library's checksum from the cache while the file keeps the identity it had when hashed, and hashes a changed file again")
+    @Test("a start takes an installed library's checksum from the cache while the file keeps the identity it had when hashed; a copied library, a changed file or an entry from a clock set back is hashed")
     func keptWhileUnchanged() async throws {
         let f = KernelFixture()
         let (copied, lying) = try await twoPlugins(f)
         let sums = LibrarySums(path: f.state + ".libraries")
         var entries = sums.load().entries
-        // What the loads hashed, kept by path.
-        #expect(entries[copied]?.sum == FileDigest.sha256(atPath: copied))
+        // What the in-place load hashed, kept by path; a plugins/ folder library is not kept (its file may be someone
+        // else's to write, through a mapping that leaves its identity as it was).
         #expect(entries[lying]?.sum == FileDigest.sha256(atPath: lying))
-        // Another checksum under each file's current identity: a start that records it read it from the cache, and
-        // did not hash the file (both ways of loading: the private copy and in place).
+        #expect(entries[copied] == nil)
+        // Another checksum under each file's current identity: a start that records it read it from the cache and
+        // did not hash the file. The copied library is hashed all the same.
         let forged = (String(repeating: "a", count: 64), String(repeating: "b", count: 64))
-        entries[copied]?.sum = forged.0
+        let copiedStamp = try #require(FileStamp(path: copied))
+        entries[copied] = .init(stamp: copiedStamp, sum: forged.0)
         entries[lying]?.sum = forged.1
         #expect(sums.save(entries) == nil)
         let second = try f.kernel(libraryStampMargin: 0)
         await second.start()
         #expect(second.activePlugins.sorted() == ["copied", "lying"])
-        #expect(try await lastChecksum(second, "copied") == forged.0)
+        #expect(try await lastChecksum(second, "copied") == FileDigest.sha256(atPath: copied))
         #expect(try await lastChecksum(second, "lying") == forged.1)
         await second.shutdown()
 
-        // A new build over the plugins/ folder library (a new file, another identity): hashed again, the cache follows.
-        let rebuilt = try TestEnvironment.buildFixture("copied-2", ["PLUGIN_ID=\"copied\"", "TAG=\"two\""])
-        try FileManager.default.removeItem(atPath: copied)
-        try FileManager.default.copyItem(atPath: rebuilt, toPath: copied)
-        // The same file rewritten in place (same inode, new times): hashed again too.
+        // An entry recorded later than the clock now reads (the clock was set back since): not taken.
+        entries = sums.load().entries
+        entries[lying]?.recorded = Int64(FileStamp.now()) + 3600
+        #expect(sums.save(entries) == nil)
+        let third = try f.kernel(libraryStampMargin: 0)
+        await third.start()
+        #expect(try await lastChecksum(third, "lying") == FileDigest.sha256(atPath: lying))
+        await third.shutdown()
+
+        // The same file rewritten in place (same inode and bytes, new times): hashed again, the cache follows.
+        entries = sums.load().entries
+        entries[lying]?.sum = forged.1
+        #expect(sums.save(entries) == nil)
         chmod(lying, 0o644)
         let handle = try #require(FileHandle(forUpdatingAtPath: lying))
         let bytes = try handle.readToEnd() ?? Data()
@@ -62,21 +72,21 @@ struct LibrarySumsTests {
         try handle.write(contentsOf: bytes)
         try handle.close()
         chmod(lying, 0o444)
-        let third = try f.kernel(libraryStampMargin: 0)
-        await third.start()
-        let real = try #require(FileDigest.sha256(atPath: copied))
-        #expect(try await lastChecksum(third, "copied") == real)
-        #expect(try await lastChecksum(third, "lying") == FileDigest.sha256(atPath: lying))
-        #expect(get(third, "/ext/copied/ping")?.1.contains("tag=two") == true)
-        await third.shutdown()
-        #expect(sums.load().entries[copied]?.sum == real)
+        let fourth = try f.kernel(libraryStampMargin: 0)
+        await fourth.start()
+        let real = try #require(FileDigest.sha256(atPath: lying))
+        #expect(try await lastChecksum(fourth, "lying") == real)
+        #expect(get(fourth, "/ext/lying/ping")?.0 == 200)
+        await fourth.shutdown()
+        #expect(sums.load().entries[lying]?.sum == real)
     }
 
     @Test("a file that changed within the margin is not cached; a damaged or foreign cache is ignored with its reason")
     func unsettledAndDamaged() async throws {
         let f = KernelFixture()
         try f.fixtureBundle("fresh")
-        // The default margin (2 s): a library built a moment ago has not settled, so nothing is kept for it.
+        for file in ["/fresh/libfresh.so", "/fresh/plugin.yaml"] { chmod(f.plugins + file, 0o444) }
+        // The default margin (2 s): a library installed a moment ago has not settled, so nothing is kept for it.
         let kernel = try f.kernel()
         await kernel.start()
         try await kernel.enable("fresh")
