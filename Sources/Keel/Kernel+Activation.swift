@@ -97,7 +97,9 @@ extension Kernel {
             }
         }
         // In order, a batch at a time: each plugin is activated and published before its dependents; the records of
-        // a batch's successes are written together after it, outside the plugin code.
+        // four batches' successes are written together after them, outside the plugin code (a commit writes every
+        // page of the load history's indexes that its plugins touch, wherever they are: one commit per 256 plugins
+        // instead of per 64 took about 4 % off a start of 1,000, in alternating child starts of both builds).
         var next = 0
         // Inside a command that holds its records back (`Kernel.execute`), they join those.
         let outer = deferredWrites
@@ -109,14 +111,14 @@ extension Kernel {
             while next < plan.count {
                 let batch = plan[next..<min(next + 64, plan.count)]
                 next += batch.count
-                if outer == nil { deferredWrites = [] }
+                if outer == nil, deferredWrites == nil { deferredWrites = [] }
                 for id in batch {
                     guard let result = opened[id] else { continue }
                     _ = try? publishFirst(id) { () throws(KernelError) in
                         try activate(result.get())
                     }
                 }
-                if outer != nil { continue }
+                if outer != nil || (next < plan.count && next % (4 * 64) != 0) { continue }
                 let writes = deferredWrites ?? []
                 deferredWrites = nil
                 // A batch that cannot commit loses its guard records with it: the cache is read again.
