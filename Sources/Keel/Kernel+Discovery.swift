@@ -208,11 +208,10 @@ extension Kernel {
             if checksums.removeValue(forKey: path) != nil { checksumsChanged = true }
             return
         }
-        let entry = LibrarySums.Entry(stamp: stamp, sum: sum)
-        if checksums[path] != entry {
-            checksums[path] = entry
-            checksumsChanged = true
-        }
+        // The same checksum of the same file is no change (the entry keeps the time it was first recorded).
+        if let known = checksums[path], known.sum(for: stamp) == sum { return }
+        checksums[path] = LibrarySums.Entry(stamp: stamp, sum: sum)
+        checksumsChanged = true
     }
 
     /// Writes the checksums back when they changed, keeping those of the bundles' current files only.
