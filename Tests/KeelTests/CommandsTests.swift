@@ -360,6 +360,10 @@ struct CommandsFrontEndTests {
         #expect(r.status == 500 && r.errorCode == "command-failed" && r.text.contains("division by zero"))
         r = try await post("add", #"{"args": [2, 40"#)
         #expect(r.status == 400 && r.errorCode == "malformed-json")
+        // A misspelt key is named with the one meant, not dropped (the call would run in the caller's tenant).
+        r = try await post("add", #"{"args": [2, 40], "tennant": "default"}"#)
+        #expect(r.status == 400 && r.errorCode == "unknown-key", "\(r.text)")
+        #expect(r.text.contains(#"unknown key \"tennant\" in the JSON body (did you mean \"tenant\"?); this endpoint takes args, tenant"#), "\(r.text)")
         // The host's admin may name the tenant to call in; a tenant that does not exist is 404; nobody else may name one.
         r = try await post("add", #"{"args": [2, 40], "tenant": "default"}"#)
         #expect(r.status == 200 && r.text == #"{"result":42}"#, "\(r.text)")
