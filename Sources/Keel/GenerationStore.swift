@@ -66,6 +66,8 @@ struct GenerationStore: Sendable {
         let descriptor: Int32
         /// Loaded where it lies, not from a copy.
         var inPlace = false
+        /// The checksum came from `LibrarySums`: the library was not read beyond its header.
+        var checksumKnown = false
         /// The library file's stamp when its bytes were read, if it had settled by then (see `FileStamp.isSettled`):
         /// while the file keeps this stamp, it holds the bytes `checksum` describes. Nil otherwise.
         var source: FileStamp? = nil
@@ -151,27 +153,37 @@ struct GenerationStore: Sendable {
     }
 
     /// Copies several libraries at once, on every core: `(library, id, generation)` each, results in the same order.
-    /// When every one has a known checksum (installed libraries, each about to be loaded where it lies after an open,
-    /// a `stat` and a 64-byte read), on this thread: that is less than waking the other core's workers, whose
-    /// running there can also make the dynamic loader's `mprotect`s and `munmap`s interrupt that core (TLB
-    /// shoot-downs, README "What bounds each missed target"). About 4 % of a start of 1,000, in alternating child starts.
+    /// While every one has a known checksum that still holds (installed libraries, each about to be loaded where it
+    /// lies after an open, a `stat` and a 64-byte read), on this thread: that is less than waking the other core's
+    /// workers, whose running there can also make the dynamic loader's `mprotect`s and `munmap`s interrupt that core
+    /// (TLB shoot-downs, README "What bounds each missed target"); about 4 % of a start of 1,000, in alternating child
+    /// starts. From the first one that has to be read and hashed after all (a stale entry: an upgrade, a changed
+    /// mode), the rest go to every core.
     func copy(_ requests: [(library: String, id: String, generation: Int)], owned: String? = nil,
               known: [String: LibrarySums.Entry] = [:]) -> [Result<Copy, KernelError>] {
+        var results: [Result<Copy, KernelError>] = []
         if requests.allSatisfy({ known[$0.library] != nil }) {
-            return requests.map { r in
-                Result { () throws(KernelError) in try copy(r.library, id: r.id, generation: r.generation, owned: owned, known: known[r.library]) }
+            results.reserveCapacity(requests.count)
+            for r in requests {
+                let result = Result { () throws(KernelError) in
+                    try copy(r.library, id: r.id, generation: r.generation, owned: owned, known: known[r.library])
+                }
+                results.append(result)
+                guard case let .success(made) = result, made.checksumKnown else { break }
             }
         }
+        let rest = requests[results.count...]
+        guard !rest.isEmpty else { return results }
         // Each worker fills its own slot; the lock is held only to store a finished result.
-        let results = Mutex([Result<Copy, KernelError>?](repeating: nil, count: requests.count))
-        DispatchQueue.concurrentPerform(iterations: requests.count) { i in
-            let r = requests[i]
+        let made = Mutex([Result<Copy, KernelError>?](repeating: nil, count: rest.count))
+        DispatchQueue.concurrentPerform(iterations: rest.count) { i in
+            let r = rest[rest.startIndex + i]
             let result = Result { () throws(KernelError) in
                 try copy(r.library, id: r.id, generation: r.generation, owned: owned, known: known[r.library])
             }
-            results.withLock { $0[i] = result }
+            made.withLock { $0[i] = result }
         }
-        return results.withLock { $0 }.map { $0 ?? .failure(KernelError(.bundle, reason: "copy not made")) }
+        return results + made.withLock { $0 }.map { $0 ?? .failure(KernelError(.bundle, reason: "copy not made")) }
     }
 
     /// Removes what a process that died while loading left behind: file copies older than a minute (a copy lives for
@@ -272,7 +284,7 @@ struct GenerationStore: Sendable {
         // Hashed before with this identity: the header is all the load needs to read (the loader maps this descriptor).
         if let sum = known?.sum(for: stamp), let header = GenerationStore.readAll(fd, size: min(64, Int(st.st_size))) {
             return Copy(path: LoaderPath.make(fd), checksum: sum, header: header, size: Int(st.st_size), descriptor: fd,
-                        inPlace: true, source: stamp)
+                        inPlace: true, checksumKnown: true, source: stamp)
         }
         guard let image = GenerationStore.readAll(fd, size: Int(st.st_size)) else {
             close(fd)

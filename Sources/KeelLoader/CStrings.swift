@@ -33,7 +33,8 @@ extension keel_str {
         // metadata look-ups (a few hundred instructions). A repair would have left a non-ASCII U+FFFD behind.
         let decoded = String(decoding: bytes, as: UTF8.self)
         if decoded.utf8.count == len, decoded.utf8.allSatisfy({ $0 < 0x80 }) { return decoded }
-        return String(validating: bytes, as: UTF8.self)
+        // Validated on a copy too: the validator reads its input twice (to check, then to copy).
+        return String(validating: Array(bytes), as: UTF8.self)
     }
 }
 
