@@ -181,12 +181,6 @@ extension Kernel {
         return try activate(open(build, copy))
     }
 
-    /// Keeps the checksum of a library loaded where it lies for its next load, when the file had settled before it
-    /// was read (`LibrarySums` says why only those).
-    private func remember(_ copy: GenerationStore.Copy, of path: String) {
-        if copy.inPlace, let stamp = copy.source { rememberChecksum(copy.checksum, of: path, stamp: stamp) }
-    }
-
     /// Checks that plugin `id` can be loaded: a usable bundle, this host's version, its dependencies installed in
     /// a matching version and active (or in `pending`, about to be), and numbers its next generation.
     func build(_ id: String, pending: Set<String> = []) throws(KernelError) -> Build {

@@ -5,7 +5,6 @@ import KeelLoader
 import KeelManifest
 import KeelRegistry
 import KeelState
-import KeelSystem
 
 /// Discovery: the plugin folder as the kernel sees it, and the order plugins start in.
 extension Kernel {
@@ -202,15 +201,12 @@ extension Kernel {
         state.isInMemory ? nil : LibrarySums(path: configuration.stateFile + ".libraries")
     }
 
-    /// Remembers `sum` as the checksum of the library at `path` while it keeps `stamp` (a settled one; nil forgets).
-    func rememberChecksum(_ sum: String, of path: String, stamp: FileStamp?) {
-        guard let stamp else {
-            if checksums.removeValue(forKey: path) != nil { checksumsChanged = true }
-            return
-        }
-        // The same checksum of the same file is no change (the entry keeps the time it was first recorded).
-        if let known = checksums[path], known.sum(for: stamp) == sum { return }
-        checksums[path] = LibrarySums.Entry(stamp: stamp, sum: sum)
+    /// Keeps the checksum of a library loaded where it lies for its next load, when the file had settled before it
+    /// was read (`LibrarySums` says why only those). The same checksum of the same file is no change: the entry keeps
+    /// the time it was first recorded, and the file is not written again for it.
+    func remember(_ copy: GenerationStore.Copy, of path: String) {
+        guard copy.inPlace, let stamp = copy.source, checksums[path]?.sum(for: stamp) != copy.checksum else { return }
+        checksums[path] = LibrarySums.Entry(stamp: stamp, sum: copy.checksum)
         checksumsChanged = true
     }
 

@@ -32,15 +32,9 @@ enum CacheFile {
         let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard fd >= 0 else { return "\(path): cannot be written (\(String(cString: strerror(errno)))); the next start reads the \(what) again" }
         // No fsync: a cache lost in a power cut is rebuilt; one cut short fails its checksum and is rebuilt.
-        var done = 0
-        while done < bytes.count {
-            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + done, $0.count - done) }
-            if n < 0, errno == EINTR { continue }
-            guard n > 0 else { break }
-            done += n
-        }
+        let written = bytes.withUnsafeBytes { SystemFile.writeAll(fd, $0) }
         close(fd)
-        guard done == bytes.count, rename(temporary, path) == 0 else {
+        guard written, rename(temporary, path) == 0 else {
             unlink(temporary)
             return "\(path): cannot be written; the next start reads the \(what) again"
         }
