@@ -123,40 +123,67 @@ public final class AccessControl: Sendable {
             guard let tenants = limited[id] else { return true }
             return namedTenant.map(tenants.contains) ?? false
         }
-        let result = snapshot.authenticate(request, include: include) { hook, principal in
-            var principal = principal
-            // Names compared as identities must be NFC (`CanonicalText`): "\u{212A}ate" would be "Kate" to every
-            // look-up here, with Kate's bindings, while the plugins and proxied apps see another user. Such a
-            // principal is not taken (the next hook is asked; none: anonymous); a role so spelt is dropped.
-            guard CanonicalText.isNFC(principal.id), CanonicalText.isNFC(principal.tenant) else {
-                self.warnOnce("nfc", plugin: hook.pluginID,
-                              "authenticate hook named principal \"\(CanonicalText.scalars(principal.id))\" (tenant \"\(CanonicalText.scalars(principal.tenant))\"), not in Unicode NFC form: not taken; such principals are anonymous")
-                return false
+        // A hook whose plugin a reload replaced after the request took `snapshot` ends the walk (`stopped`), and the
+        // chain is asked again as it is now, so that the new generation, in the place the old one held, names the
+        // caller (not the next hook, which may take the same credentials for someone else). Bounded: after reloads
+        // in a row, a stopped hook names no one. Closures written in the calls: they capture without allocating.
+        var result = snapshot.authenticate(request, include: include, stopped: { self.replaced($0.pluginID, $0.context) }) { hook, principal in
+            enriched = self.taken(principal, by: hook, limited: limited, namedTenant: namedTenant)
+            return enriched != nil
+        }
+        for attempt in 0..<2 {
+            guard case let .failure(error) = result, error.isNotActive else { break }
+            result = registry.snapshot.authenticate(request, include: include, stopped: { attempt == 0 && self.replaced($0.pluginID, $0.context) }) { hook, principal in
+                enriched = self.taken(principal, by: hook, limited: limited, namedTenant: namedTenant)
+                return enriched != nil
             }
-            principal.roles.removeAll { !CanonicalText.isNFC($0) }
-            if let namedTenant, limited[hook.pluginID] != nil {
-                guard principal.tenant.isEmpty || principal.tenant == namedTenant else { return false }
-                principal.tenant = namedTenant
-            }
-            // A plugin trusted for some tenants only hands out no role: roles are the host's, made by the operator
-            // for whichever sign-in they meant (one naming another tenant's plugin's permissions), and the built-in
-            // admin role grants everything, every plugin's permissions and admin-only commands included. Its callers'
-            // roles are the operator's bindings in its tenant (`admin` aside, below).
-            if limited[hook.pluginID] != nil, !principal.roles.isEmpty {
-                principal.roles = []
-                self.warnOnce("roles", plugin: hook.pluginID, "authenticate hook claimed roles for its caller, which a plugin enabled for some tenants only "
-                              + "cannot hand out: dropped; bind the caller to roles in its tenant (keel tenants add-member)")
-            }
-            var full = self.enrich(principal)
-            full.roleSources?.signInGeneration = hook.context.identity.generation
-            // Nor can an operator's binding of `admin` in its tenant reach a caller it names: any hook can name any
-            // id, and the role reaches past that tenant (a binding meant for the every-tenant sign-in's "alice").
-            if limited[hook.pluginID] != nil { full.roles.removeAll { $0 == StateStore.Directory.adminRole } }
-            guard self.isVisible(hook.pluginID, tenant: full.tenant) else { return false }
-            enriched = full
-            return true
         }
         return result.map { enriched ?? enrich($0) }
+    }
+
+    /// The caller `principal` that authenticate hook `hook` named, as the host takes it (enriched), or nil when it is
+    /// not taken and the next hook is asked. `limited`: the plugins enabled for some tenants only, with theirs;
+    /// `namedTenant`: the tenant the caller named itself.
+    private func taken(_ principal: Principal, by hook: AuthenticateHook, limited: [String: Set<String>], namedTenant: String?) -> Principal? {
+        var principal = principal
+        // Names compared as identities must be NFC (`CanonicalText`): "\u{212A}ate" would be "Kate" to every
+        // look-up here, with Kate's bindings, while the plugins and proxied apps see another user. Such a
+        // principal is not taken (the next hook is asked; none: anonymous); a role so spelt is dropped.
+        guard CanonicalText.isNFC(principal.id), CanonicalText.isNFC(principal.tenant) else {
+            warnOnce("nfc", plugin: hook.pluginID,
+                     "authenticate hook named principal \"\(CanonicalText.scalars(principal.id))\" (tenant \"\(CanonicalText.scalars(principal.tenant))\"), not in Unicode NFC form: not taken; such principals are anonymous")
+            return nil
+        }
+        principal.roles.removeAll { !CanonicalText.isNFC($0) }
+        if let namedTenant, limited[hook.pluginID] != nil {
+            guard principal.tenant.isEmpty || principal.tenant == namedTenant else { return nil }
+            principal.tenant = namedTenant
+        }
+        // A plugin trusted for some tenants only hands out no role: roles are the host's, made by the operator
+        // for whichever sign-in they meant (one naming another tenant's plugin's permissions), and the built-in
+        // admin role grants everything, every plugin's permissions and admin-only commands included. Its callers'
+        // roles are the operator's bindings in its tenant (`admin` aside, below).
+        if limited[hook.pluginID] != nil, !principal.roles.isEmpty {
+            principal.roles = []
+            warnOnce("roles", plugin: hook.pluginID, "authenticate hook claimed roles for its caller, which a plugin enabled for some tenants only "
+                     + "cannot hand out: dropped; bind the caller to roles in its tenant (keel tenants add-member)")
+        }
+        var full = enrich(principal)
+        full.roleSources?.signInGeneration = hook.context.identity.generation
+        // Nor can an operator's binding of `admin` in its tenant reach a caller it names: any hook can name any
+        // id, and the role reaches past that tenant (a binding meant for the every-tenant sign-in's "alice").
+        if limited[hook.pluginID] != nil { full.roles.removeAll { $0 == StateStore.Directory.adminRole } }
+        return isVisible(hook.pluginID, tenant: full.tenant) ? full : nil
+    }
+
+    /// True when the registry now runs another generation of `pluginID` than the one `context` is (a reload replaced
+    /// the one a request reached as it stopped): the chain is then asked again as it is now. False when it runs none
+    /// (disabled, idle) or that one.
+    func replaced(_ pluginID: String, _ context: ActivationContext) -> Bool {
+        let now = registry.snapshot
+        let running = now.authenticators.first { $0.pluginID == pluginID }?.context
+            ?? now.authorizers.first { $0.pluginID == pluginID }?.context
+        return running.map { $0 !== context } ?? false
     }
 
     /// A caller established earlier (a console page session's) as it stands now, or nil when it no longer does: its
@@ -201,9 +228,19 @@ public final class AccessControl: Sendable {
                           prepared: PreparedRequest? = nil, snapshot: Snapshot, admittedWhileClosed: Bool = false) -> (AuthDecision, String?) {
         // Without per-tenant enablement every plugin serves every tenant: no filtering per request.
         let scoped = current.withLock { !$0.pluginTenants.isEmpty }
-        let (decision, reason) = snapshot.authorize(principal, action: action, resource: resource, request: request,
-                                                    prepared: prepared, include: scoped ? { self.isVisible($0, tenant: principal.tenant) } : nil,
-                                                    admittedWhileClosed: admittedWhileClosed)
+        let include: ((String) -> Bool)? = scoped ? { self.isVisible($0, tenant: principal.tenant) } : nil
+        // A guard a reload replaced after the request took `snapshot` denies as it stops: the chain is asked again as
+        // it is now (twice at most; then the deny stands, fail closed).
+        var again = false
+        var (decision, reason) = snapshot.authorize(principal, action: action, resource: resource, request: request, prepared: prepared,
+                                                    include: include, admittedWhileClosed: admittedWhileClosed,
+                                                    stopped: { again = self.replaced($0.pluginID, $0.context) })
+        for _ in 0..<2 where again {
+            again = false
+            (decision, reason) = registry.snapshot.authorize(principal, action: action, resource: resource, request: request, prepared: prepared,
+                                                             include: include, admittedWhileClosed: admittedWhileClosed,
+                                                             stopped: { again = self.replaced($0.pluginID, $0.context) })
+        }
         if decision == .deny { return (decision, reason) }
         if rolesAllow(principal, key: resource, action: action) { return (.allow, nil) }
         return (decision, reason)

@@ -261,8 +261,11 @@ public final class AuthorizeHook: PluginHook<keel_authorize_fn>, @unchecked Send
     /// or any failure, wins and stops the round; otherwise an allow from any hook allows.
     /// - Returns: the decision, and for a deny the hook and its reason (for the log).
     /// [request]
+    /// - Parameter stopped: asked about a hook whose plugin stopped taking calls (a reload replaced it, or it was
+    ///   disabled); its answer only tells the caller to ask the chain as it is now: the decision is a deny either way.
     public static func decide(_ hooks: [AuthorizeHook], principal: Principal, action: String, resource: String,
-                              request: PluginRequest? = nil, prepared: PreparedRequest? = nil) -> (AuthDecision, String?) {
+                              request: PluginRequest? = nil, prepared: PreparedRequest? = nil,
+                              stopped: (AuthorizeHook) -> Void = { _ in }) -> (AuthDecision, String?) {
         guard !hooks.isEmpty else { return (.abstain, nil) }
         var outcome: (AuthDecision, String?) = (.abstain, nil)
         withQuestion(principal, action: action, resource: resource, request: request, prepared: prepared) { q in
@@ -277,6 +280,7 @@ public final class AuthorizeHook: PluginHook<keel_authorize_fn>, @unchecked Send
                 case .success(.allow): allowed = true
                 case .success(.abstain): continue
                 case let .failure(error):
+                    if error.isNotActive { stopped(hook) }
                     outcome = (.deny, "authorize hook \"\(hook.name)\" failed: \(error)")
                     return
                 }

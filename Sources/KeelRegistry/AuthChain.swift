@@ -12,11 +12,15 @@ public struct AuthOutcome: Sendable {
 
 extension Snapshot {
     /// Establishes the caller: the first authenticate hook (in publish order) that names a principal `accept`s wins;
-    /// none means anonymous. A hook that fails denies the request (fail closed), reported as `.failure`; one whose
-    /// plugin stopped since the snapshot was taken abstains. Hooks of
+    /// none means anonymous. A hook that fails denies the request (fail closed), reported as `.failure`. Hooks of
     /// plugins `include` refuses (all are asked when nil) are never called: they do not see the request at all.
+    /// - Parameter stopped: asked about a hook whose plugin stopped taking calls after this snapshot was taken (a
+    ///   reload replaced its generation, or it was disabled): true ends the walk with that `isNotActive` failure, for
+    ///   the caller to ask the chain as it is now; false (the default) asks the next hook, as a request arriving a
+    ///   moment later would be asked.
     /// [request]
     public func authenticate(_ request: PluginRequest, include: ((String) -> Bool)? = nil,
+                             stopped: (AuthenticateHook) -> Bool = { _ in false },
                              accept: (AuthenticateHook, Principal) -> Bool = { _, _ in true }) -> Result<Principal, PluginCallError> {
         for hook in authenticators {
             if let include, !include(hook.pluginID) { continue }
@@ -24,11 +28,10 @@ extension Snapshot {
             case let .success(principal?):
                 if accept(hook, principal) { return .success(principal) }
             case .success(nil): continue
-            // The hook's plugin stopped (disabled, or another generation took its place) after this request looked
-            // it up: it names no one, as it would not a moment later, and the next hook is asked, as it would be had
-            // the request come a moment later (no hook names more than the credentials the client presents; an
-            // authorize hook's failure still denies: skipping a guard would let a request through it).
-            case let .failure(error) where error.isNotActive: continue
+            // No hook names more than the credentials the client presents: one that stopped names no one, and the
+            // next is asked, unless the caller asks the newer chain instead (`stopped`).
+            case let .failure(error) where error.isNotActive:
+                if stopped(hook) { return .failure(error) }
             case var .failure(error):
                 error.hook = hook.name
                 return .failure(error)
@@ -42,17 +45,20 @@ extension Snapshot {
     /// While a guard that `include` admits is missing (`missingGuards`), denies without asking: the host is closed,
     /// as when a hook fails, not open because the plugin whose hooks would have denied is not running. With
     /// `admittedWhileClosed` (the admin API, called with the admin token: the operator's way to act), the hooks
-    /// that run are asked as always, and a missing guard does not deny.
+    /// that run are asked as always, and a missing guard does not deny. A hook whose plugin stopped taking calls
+    /// after this snapshot was taken denies too, and is named to `stopped`, for the caller to ask the chain as it is
+    /// now (`AuthorizeHook.decide`).
     /// [request]
     public func authorize(_ principal: Principal, action: String, resource: String,
                           request: PluginRequest? = nil, prepared: PreparedRequest? = nil,
-                          include: ((String) -> Bool)? = nil, admittedWhileClosed: Bool = false) -> (AuthDecision, String?) {
+                          include: ((String) -> Bool)? = nil, admittedWhileClosed: Bool = false,
+                          stopped: (AuthorizeHook) -> Void = { _ in }) -> (AuthDecision, String?) {
         if !missingGuards.isEmpty, !admittedWhileClosed, let id = missingGuards.keys.filter({ include?($0) ?? true }).min() {
             return (.deny, "guard \"\(id)\" is not running (\(missingGuards[id] ?? "")): every request is denied until it runs again or the operator disables it")
         }
         if authorizers.isEmpty { return (.abstain, nil) }
         let hooks = include.map { include in authorizers.filter { include($0.pluginID) } } ?? authorizers
         return AuthorizeHook.decide(hooks, principal: principal, action: action,
-                             resource: resource, request: request, prepared: prepared)
+                                    resource: resource, request: request, prepared: prepared, stopped: stopped)
     }
 }

@@ -32,8 +32,7 @@ public final class PluginRegistry: Sendable {
         // Checked first, then changed in place: no copy of the composition unless a reader still holds it.
         try current.withLock { (snapshot: inout Snapshot) throws(RegistryError) in
             if let conflict = snapshot.conflict(pluginID, contributions) { throw conflict }
-            snapshot.remove(pluginID)
-            snapshot.insert(pluginID, contributions)
+            snapshot.replace(pluginID, contributions)
         }
     }
 
@@ -70,7 +69,8 @@ public struct RegistryError: Error, Sendable, CustomStringConvertible {
 public struct Snapshot: Sendable {
     /// Contributions by plugin id.
     public private(set) var plugins: [String: Contributions] = [:]
-    /// Plugin ids in the order they were published (the auth chain's order).
+    /// Plugin ids in the order they were first published (the auth chain's order): a republished plugin keeps its
+    /// place (`replace`), one revoked and published again comes last.
     public private(set) var order: [String] = []
     /// Route table: full path shape → routes (method, owner) for conflict checks and listing.
     var routeOwners: [String: [(method: String, plugin: String)]] = [:]
@@ -143,6 +143,30 @@ public struct Snapshot: Sendable {
         authenticators += c.authenticators
         authorizers += c.authorizers
         if !c.services.isEmpty || !c.listeners.isEmpty { services.add(c.services, c.listeners) }
+    }
+
+    /// Publishes `c` for `pluginID` where its earlier contributions stood, if it had any (a reload, or a lazy
+    /// plugin's placeholder replaced at its wake), else last: a plugin keeps its place in `order` and so in the auth
+    /// chain, whose hooks run in that order (a reload must not hand the plugin's callers to another plugin's
+    /// authenticate hook that takes the same credentials).
+    mutating func replace(_ pluginID: String, _ c: Contributions) {
+        let place = plugins[pluginID] == nil ? nil : order.firstIndex(of: pluginID)
+        remove(pluginID)
+        insert(pluginID, c)
+        guard let place, place < order.count - 1 else { return }
+        order.removeLast()
+        order.insert(pluginID, at: place)
+        guard !c.authenticators.isEmpty || !c.authorizers.isEmpty else { return }
+        // The hook lists follow `order`: this plugin's go after the hooks of the plugins before it.
+        let before = Set(order[..<place])
+        func moveBack<Hook>(_ hooks: inout [Hook], _ count: Int, _ plugin: (Hook) -> String) {
+            guard count > 0 else { return }
+            let mine = hooks.suffix(count)
+            hooks.removeLast(count)
+            hooks.insert(contentsOf: mine, at: hooks.prefix { before.contains(plugin($0)) }.count)
+        }
+        moveBack(&authenticators, c.authenticators.count) { $0.pluginID }
+        moveBack(&authorizers, c.authorizers.count) { $0.pluginID }
     }
 
     // MARK: lookups

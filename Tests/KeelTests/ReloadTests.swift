@@ -467,6 +467,48 @@ struct ReloadTests {
 }
 
 extension ReloadTests {
+    @Test("a reload keeps a plugin's place in the auth chain; a request that took the chain before it is answered by the new generation, neither by the next hook nor by a stopped guard's deny")
+    func authChainAcrossReload() async throws {
+        let f = KernelFixture()
+        // Both take "Bearer <id>": idp names the caller alone, idp2 in tenant acme with the admin role.
+        try f.fixtureBundle("idp", defines: ["AUTH_MODE=3", "ROUTE_PATH=\"/a\""])
+        try f.fixtureBundle("idp2", defines: ["AUTH_MODE=1", "ROUTE_PATH=\"/b\""])
+        try f.fixtureBundle("guard", defines: ["AUTHZ_MODE=2", "ROUTE_PATH=\"/c\""])
+        try f.fixtureBundle("guard2", defines: ["AUTHZ_MODE=1", "ROUTE_PATH=\"/d\""])
+        let kernel = try f.kernel()
+        await kernel.start()
+        for id in ["idp", "idp2", "guard", "guard2"] { try await kernel.enable(id) }
+        let request = PluginRequest(method: "GET", path: "/ext/idp/a", headers: [("authorization", "Bearer kim")])
+        func signIn(_ snapshot: Snapshot) throws -> Principal { try kernel.access.identify(request, snapshot: snapshot).get() }
+        #expect(try signIn(kernel.registry.snapshot).authenticatedBy == "idp")
+
+        for round in 2...3 {
+            let before = kernel.registry.snapshot
+            try await kernel.reload("idp")
+            try await kernel.reload("guard")
+            let now = kernel.registry.snapshot
+            #expect(now.order == ["idp", "idp2", "guard", "guard2"], "round \(round)")
+            #expect(now.authenticators.map(\.pluginID) == ["idp", "idp2"] && now.authorizers.map(\.pluginID) == ["guard", "guard2"])
+            // The generations `before` holds stopped taking calls: the chain is asked as it is now.
+            let kim = try signIn(before)
+            #expect(kim.authenticatedBy == "idp" && kim.roles.isEmpty, "\(kim)")
+            #expect(kim.roleSources?.signInGeneration == round)
+            #expect(try signIn(now).authenticatedBy == "idp")
+            var asked = request
+            asked.principal = kim
+            #expect(kernel.access.denial(of: asked, snapshot: before) == nil)
+            asked.path = "/ext/idp/secret"
+            #expect(kernel.access.denial(of: asked, snapshot: before)?.reason == "authorize hook \"rules\" of plugin \"guard\" denied")
+        }
+        // A plugin disabled since: its hook names no one and the next is asked; enabled again, it comes last.
+        let before = kernel.registry.snapshot
+        try await kernel.disable("idp")
+        #expect(try signIn(before).authenticatedBy == "idp2")
+        try await kernel.enable("idp")
+        #expect(kernel.registry.snapshot.authenticators.map(\.pluginID) == ["idp2", "idp"])
+        await kernel.shutdown()
+    }
+
     @Test("a broken plugin.yaml keeps the id its folder had at the last scan (a duplicate's too), else its one record's however the folder is spelled; two records naming a folder name none")
     func brokenBundleNames() throws {
         func broken(_ folder: String) -> PluginBundle {
