@@ -207,7 +207,15 @@ extension Kernel {
     func remember(_ copy: GenerationStore.Copy, of path: String) {
         guard copy.inPlace, let stamp = copy.source, checksums[path]?.sum(for: stamp) != copy.checksum else { return }
         checksums[path] = LibrarySums.Entry(stamp: stamp, sum: copy.checksum)
+        if checksumsChanged { return }
         checksumsChanged = true
+        // Learnt outside a start (a lazy plugin's first use, an enable, a reload): written a second later, off the
+        // path of the request that woke the plugin, once for a burst, so that a host that is killed rather than
+        // stopped keeps it too. A start writes its own at its end (this one then finds nothing left to write).
+        Task { [weak self] in
+            try? await Task.sleep(for: .seconds(1))
+            await self?.saveLibrarySums()
+        }
     }
 
     /// Writes the checksums back when they changed, keeping those of the bundles' current files only.

@@ -18,7 +18,10 @@ extension Kernel {
         if bundles.isEmpty, !folder.isEmpty, !FileManager.default.fileExists(atPath: folder) {
             near = ": the plugin folder \(folder) does not exist"
         }
-        return KernelError(.unknownPlugin, pluginID: id, reason: "no plugin \"\(id)\" " + (known ? "in the plugin folder" : "is known") + near)
+        // Where it was looked for: a kernel given bundle folders one by one (an embedder's) has no plugin folder.
+        let place = !folder.isEmpty ? "in the plugin folder"
+            : configuration.bundleFolders.isEmpty ? "loaded (no plugin folder nor bundle folder is given)" : "among the bundle folders given"
+        return KernelError(.unknownPlugin, pluginID: id, reason: "no plugin \"\(id)\" " + (known ? place : "is known") + near)
     }
 }
 

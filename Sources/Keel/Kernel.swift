@@ -130,8 +130,8 @@ public actor Kernel {
     /// activated (`setActive`).
     var failedReloads: [String: (checksum: String, manifest: Manifest?)] = [:]
     /// Checksums of libraries loaded where they lie, by path, with the file identity they were computed for
-    /// (`LibrarySums`): read at start, used by loads and the signature status, written back at the end of start and
-    /// at shutdown when they changed.
+    /// (`LibrarySums`): read at start, used by loads and the signature status, written back when they changed: at
+    /// the end of start, a second after a change outside it (`remember`), and at shutdown.
     var checksums: [String: LibrarySums.Entry] = [:]
     /// Library checksums the signature status computed, by path (`libraryChecksum`); kept in memory only.
     var shownChecksums: [String: LibrarySums.Entry] = [:]

@@ -48,6 +48,9 @@ func runStartChild(_ arguments: [String]) async throws -> Never {
     let maps = (try? String(decoding: FileHandle(forReadingFrom: URL(fileURLWithPath: "/proc/self/maps")).readToEnd() ?? Data(), as: UTF8.self)) ?? ""
     let copies = Set(maps.split(separator: "\n").compactMap { line in line.range(of: "memfd:keel-").map { String(line[$0.upperBound...]) } }).count
     print("\(started) \(total) \(median) \(bare) \(rss()) \(k.activePlugins.count) \(copies)")
+    // Stopped as an operator stops a host, so that the next start finds what this one left (the checksums of the
+    // libraries it loaded, which a host that runs longer than a second writes without stopping, too).
+    await k.shutdown()
     exit(0)
 }
 

@@ -504,6 +504,17 @@ struct KernelTests {
             #expect(error.description == "no plugin \"nope\" in the plugin folder")
         }
         #expect(try await kernel.plugins().isEmpty)
+        await kernel.shutdown()
+        // A kernel given bundle folders alone (an embedder's) has no plugin folder to name.
+        try f.fixtureBundle("given")
+        var configuration = KernelConfiguration(pluginsDirectory: "", stateFile: StateStore.inMemory)
+        configuration.bundleFolders = [f.plugins + "/given"]
+        let bundlesOnly = try Kernel(configuration: configuration)
+        await bundlesOnly.start()
+        do { try await bundlesOnly.enable("nope"); Issue.record("enabled") } catch {
+            #expect(error.description == "no plugin \"nope\" among the bundle folders given")
+        }
+        await bundlesOnly.shutdown()
     }
 
     @Test("a removed bundle is recorded as missing, and comes back when restored")

@@ -123,4 +123,27 @@ struct LibrarySumsTests {
             #expect(foreign.problem?.contains("ignored") == true)
         }
     }
+
+    @Test("a checksum learnt after the start (a lazy plugin's first use) is written within seconds, without a shutdown: a host that is killed keeps it")
+    func learntAfterStart() async throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("sleepy", capabilities: ["routes"], extra: "activation: lazy\n")
+        let library = f.plugins + "/sleepy/libsleepy.so"
+        for file in [library, f.plugins + "/sleepy/plugin.yaml"] { chmod(file, 0o444) }
+        let kernel = try f.kernel(libraryStampMargin: 0)
+        await kernel.start()
+        try await kernel.enable("sleepy")
+        await kernel.shutdown()
+        let sums = LibrarySums(path: f.state + ".libraries")
+        try? FileManager.default.removeItem(atPath: sums.path)
+        let second = try f.kernel(libraryStampMargin: 0)
+        await second.start()
+        #expect(second.isIdle("sleepy"))
+        try await second.wake("sleepy")
+        #expect(sums.load().entries[library] == nil, "written at once, on the path of the request that woke it")
+        let deadline = Date().addingTimeInterval(10)
+        while sums.load().entries[library] == nil, Date() < deadline { try await Task.sleep(for: .milliseconds(100)) }
+        #expect(sums.load().entries[library]?.sum == FileDigest.sha256(atPath: library))
+        await second.shutdown()
+    }
 }
