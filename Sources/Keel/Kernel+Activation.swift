@@ -254,12 +254,15 @@ extension Kernel {
             throw KernelError(.staleCopyLimit, pluginID: id, reason: refusal)
         }
         if let probe = configuration.probe, !((try? state.probePassed(copy.checksum)) ?? false) {
+            if let known = recentProbeFailure(copy.checksum) { throw KernelError(.loadFailed, pluginID: id, reason: known) }
             switch probe.run(library: copy.path, descriptor: copy.descriptor >= 0 ? copy.descriptor : nil,
                              manifestPath: build.bundle.manifestPath, shownPath: build.libraryPath ?? "") {
             case .passed:
                 let state = self.state
                 write { try? state.recordProbePassed(copy.checksum, detail: "\(id) \(version)") }
             case let .failed(reason):
+                failedProbes = failedProbes.filter { .now - $0.value.at < Self.probeFailureKept }
+                failedProbes[copy.checksum] = (reason, .now)
                 record(id, build.number, version: version, checksum: copy.checksum, outcome: "probe-failed", detail: reason)
                 throw KernelError(.loadFailed, pluginID: id, reason: reason)
             }
@@ -281,6 +284,20 @@ extension Kernel {
             record(id, build.number, version: version, checksum: copy.checksum, outcome: "failed", detail: error.description)
             throw KernelError(.loadFailed, pluginID: id, reason: error.description)
         }
+    }
+
+    /// How long a failed probe of a build stands for that build: the folder watcher's try and the operator's enable
+    /// that follows it do not each wait for a build that hangs (the probe's time-out), nor record it twice.
+    static let probeFailureKept: Duration = .seconds(60)
+
+    /// Why the probe of the build with `checksum` failed, when it failed less than `probeFailureKept` ago; nil
+    /// otherwise (it is probed again). A changed library is another checksum, probed at once.
+    func recentProbeFailure(_ checksum: String) -> String? {
+        guard let failed = failedProbes[checksum] else { return nil }
+        let age = ContinuousClock.now - failed.at
+        guard age < Self.probeFailureKept else { return nil }
+        let (seconds, kept) = (age.components.seconds, Self.probeFailureKept.components.seconds)
+        return failed.reason + " (probed \(seconds) s ago; the same build is probed again after \(kept) s, a changed one at once)"
     }
 
     /// The kept library of a plugin's last orderly stop, verified against the bundle's current manifest (which may

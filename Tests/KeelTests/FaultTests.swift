@@ -37,6 +37,14 @@ struct FaultTests {
         for id in ["segv", "quits", "hangs"] { #expect(try !isMapped(id)) }
         let history = try await kernel.history("segv").map(\.outcome)
         #expect(history == ["probe-failed"])
+        // Tried again at once (the operator's enable after the watcher's try): the same build's failure stands,
+        // without a second wait for its time-out or a second history row.
+        let again = Date()
+        do { try await kernel.enable("hangs"); Issue.record("hangs was loaded") } catch {
+            #expect(error.description.contains("hung: no answer within 3 s") && error.description.contains(" s ago; the same build is probed again after 60 s"), "\(error)")
+        }
+        #expect(Date().timeIntervalSince(again) < 2, "the same build was probed again")
+        #expect(try await kernel.history("hangs").map(\.outcome) == ["probe-failed"])
         await kernel.shutdown()
     }
 
