@@ -87,6 +87,8 @@ extension Kernel {
         noteGuards(id, generation.contributions)
         setActive(id, generation.plugin)
         access.setDeclared(id, generation.plugin.manifest)
+        // A lazy plugin kept active because its last build could not go idle: this one may (`leavesIdle`).
+        if idleTimeout(generation.plugin.manifest) != nil, Self.leavesIdle(generation.plugin) { startIdleSweeper() }
         // Both records in one transaction: one wait for the disk on the swap's path, not two.
         _ = try? state.transaction {
             try? state.setStatus(id, .enabled)

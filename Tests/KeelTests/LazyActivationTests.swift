@@ -366,6 +366,26 @@ struct LazyServerTests {
         #expect(logs.contains("stays active, its idle-timeout not applied: its library declares neither KEEL_PLUGIN_FLAG_UNLOAD_SAFE nor KEEL_PLUGIN_FLAG_REACTIVATABLE"), "\(logs.prefix(2000))")
     }
 
+    @Test("a lazy plugin kept active for want of an unload-safe or reactivatable build goes idle once such a build is reloaded over it")
+    func reloadedBuildMayGoIdle() async throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("lzkeep", capabilities: ["routes"], extra: "activation: lazy\nidle-timeout: 200ms\n")
+        let kernel = try f.kernel()
+        await kernel.start()
+        try await kernel.enable("lzkeep")
+        try await kernel.wake("lzkeep")
+        try await Task.sleep(for: .milliseconds(800))
+        #expect(!kernel.isIdle("lzkeep") && kernel.activePlugins.contains("lzkeep"), "went idle although its build cannot")
+        let reactivatable = try TestEnvironment.buildFixture("lzkeep-re", ["PLUGIN_ID=\"lzkeep\"", "REACTIVATABLE"])
+        let library = f.plugins + "/lzkeep/liblzkeep.so"
+        try FileManager.default.removeItem(atPath: library)
+        try FileManager.default.copyItem(atPath: reactivatable, toPath: library)
+        try await kernel.reload("lzkeep")
+        let idle = await waitFor(5) { kernel.isIdle("lzkeep") }
+        #expect(idle, "the reloaded, reactivatable build stayed active past its idle-timeout")
+        await kernel.shutdown()
+    }
+
     @Test("a reactivatable lazy plugin woken again after going idle activates the copy it has: no copy more per wake")
     func reactivatableWake() async throws {
         let f = KernelFixture()
