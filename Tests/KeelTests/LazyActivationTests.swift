@@ -382,7 +382,7 @@ struct LazyServerTests {
         try FileManager.default.copyItem(atPath: reactivatable, toPath: library)
         try await kernel.reload("lzkeep")
         let idle = await waitFor(5) { kernel.isIdle("lzkeep") }
-        #expect(idle, "the reloaded, reactivatable build stayed active past its idle-timeout")
+        #expect(idle, "the reloaded, reactivatable build stayed active past its idle-timeout: \(f.log.lines.suffix(8))")
         await kernel.shutdown()
     }
 
