@@ -71,9 +71,24 @@ public final class AdminToken: Sendable {
     /// True when `candidate` is the admin token. Compares digests in constant time.
     public func verify(_ candidate: String) -> Bool {
         guard let expected = cached.withLock({ $0 }) else { return false }
-        let a = Array(Self.hash(candidate).utf8), b = Array(expected.utf8)
-        guard a.count == b.count else { return false }
-        return zip(a, b).reduce(UInt8(0)) { $0 | ($1.0 ^ $1.1) } == 0
+        // The candidate's digest as hex, compared byte by byte with the cached one without an early exit; no string
+        // or array is made for it (every admin call and every request that presents the token pays this).
+        var candidate = candidate
+        let digest = candidate.withUTF8 { SHA256.hash(data: UnsafeRawBufferPointer($0)) }
+        var expectedUTF8 = expected
+        return expectedUTF8.withUTF8 { hex in
+            guard hex.count == 2 * SHA256.byteCount else { return false }
+            // The candidate's own hex digits (their timing tells nothing of the expected digest).
+            func digit(_ d: UInt8) -> UInt8 { d < 10 ? 0x30 + d : 0x57 + d }
+            var difference: UInt8 = 0
+            var i = 0
+            for byte in digest {
+                difference |= hex[i] ^ digit(byte >> 4)
+                difference |= hex[i + 1] ^ digit(byte & 0x0f)
+                i += 2
+            }
+            return difference == 0
+        }
     }
 
     static func hash(_ token: String) -> String {

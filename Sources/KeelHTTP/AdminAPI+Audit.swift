@@ -40,11 +40,16 @@ struct AuditCaller: Sendable {
 
     var actor: String
     var principal: String?
-    var origin: String?
+    /// The connection, for `origin`: most admin calls write no audit row (reads, command calls that succeed), and
+    /// its address is read and formatted only for one that does.
+    private let channel: (any Channel)?
+
+    /// The caller's address.
+    var origin: String? { channel?.remoteAddress?.ipAddress }
 
     init(_ request: Request, principal: Principal, channel: (any Channel)?) {
         actor = request.headers[Self.clientHeader] == "console" ? "console" : "admin-api"
         self.principal = principal.isAnonymous ? nil : principal.id
-        origin = channel?.remoteAddress?.ipAddress
+        self.channel = channel
     }
 }

@@ -110,6 +110,14 @@ final class Gatekeeper: Sendable {
 
     /// True when an `Authorization` value is `Bearer <admin token>` (scheme in any case).
     func presentsAdminToken(_ value: String) -> Bool {
+        // The common case read as bytes, with no lowercased copy: "Bearer " in any case (letters compared with their
+        // case bit set, the space as it is), then ASCII that is no white space at either end (nothing to trim, and no
+        // combining mark that would join the blank before it).
+        let bytes = value.utf8
+        if bytes.count > 8, zip(bytes, "bearer ".utf8).allSatisfy({ $1 == 0x20 ? $0 == 0x20 : $0 | 0x20 == $1 }),
+           let first = bytes.dropFirst(7).first, let last = bytes.last, first > 0x20, first < 0x80, last > 0x20, last < 0x80 {
+            return token.verify(String(value.dropFirst(7)))
+        }
         guard value.count > 7, value.prefix(7).lowercased() == "bearer " else { return false }
         // Trimmed as `.whitespaces` trims (spaces and tabs), without a trip through NSString on every admin call.
         var candidate = value.dropFirst(7)

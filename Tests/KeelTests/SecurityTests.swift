@@ -54,6 +54,11 @@ struct SecurityTests {
         // Plugin routes called with the admin token, in either spelling of the scheme: the admin, without the token.
         #expect(try await server.request("GET", "/ext/spy/echo", admin: true).text == "admin default")
         #expect(try await server.request("GET", "/ext/spy/echo", headers: ["Authorization": "bearer \(token)"]).text == "admin default")
+        // Any case of the scheme, blanks around the token (HTTP trims the value's ends; the blanks after the scheme
+        // count); nothing else is taken for it: a wrong token, one cut short, another scheme, no blank after it.
+        for value in ["BEARER \(token)", "bEaReR \t \(token)"] {
+            #expect(try await server.request("GET", "/api/v1/plugins", headers: ["Authorization": value]).status == 200, "\(value)")
+        }
         // A second Authorization header cannot smuggle the token past the host.
         let fd = try RawHTTP.connect(port: server.port)
         RawHTTP.send(fd, "GET /ext/spy/echo HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
@@ -109,6 +114,11 @@ struct SecurityTests {
         #expect(seen.contains("handler-header authorization Bearer first-key"))
         #expect(!seen.contains(token), "a plugin saw the admin token")
         #expect(!seen.contains(ticket), "a plugin saw the page session")
+        // Last (a plugin's hooks see these, which are not the token): nothing else is taken for it.
+        for value in ["Bearer \(token)x", "Bearer \(token.dropLast())", "Basic \(token)", "Bearer\(token)", "Bearer  ", "Bearer \u{301}\(token)"] {
+            let status = try await server.request("GET", "/api/v1/plugins", headers: ["Authorization": value]).status
+            #expect(status == 401, "\(value): \(status)")
+        }
     }
 
     @Test("a plugin cannot frame a second response into the connection: the length is the body's, a 304 has none")
