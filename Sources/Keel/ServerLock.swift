@@ -16,6 +16,8 @@ public final class ServerLock: Sendable {
     /// The plugin folder the server serves (absolute), written on the file's second line for the CLI: a command that
     /// goes through the server acts on this folder, whatever `--plugins` it was given (`servedFolder`).
     let pluginsFolder: String?
+    /// True when this lock made the file (none was there): `abandon()` removes it again.
+    private let madeFile: Bool
 
     /// Takes the lock and writes `info` (e.g. the server's URL) into the file, after the server's `host` id if any,
     /// and `pluginsFolder` (absolute) on a line of its own.
@@ -30,6 +32,8 @@ public final class ServerLock: Sendable {
         }
         // Never through a link (it would be cut and written over), nor another user's file (the CLI trusts only its
         // own user's lock): a folder others may write could hold either, planted.
+        var before = stat()
+        let existed = lstat(path, &before) == 0
         fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0o644)
         guard fd >= 0 else {
             let why = errno == ELOOP ? "is a symbolic link, which is never followed; remove it"
@@ -53,7 +57,15 @@ public final class ServerLock: Sendable {
             let other = (try? String(contentsOfFile: path, encoding: .utf8))?.split(separator: "\n").first.map(String.init) ?? ""
             throw KernelError(.state, reason: "\(stateFile): another keel server is using it (\(other.trimmingCharacters(in: .whitespaces)))")
         }
+        madeFile = !existed
         update(info)
+    }
+
+    /// For a host that could not start on the state after all (the file is another program's database, or not a
+    /// state at all): removes the lock file when this lock made it, so that nothing is left beside a file Keel
+    /// refused. Call it before letting go of the lock; the lock itself ends with the object.
+    public func abandon() {
+        if madeFile { unlink(path) }
     }
 
     /// `<state>.lock` beside the file the state is: a state file named through a symbolic link (or in a linked folder)

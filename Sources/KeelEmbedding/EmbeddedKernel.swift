@@ -46,7 +46,11 @@ final class EmbeddedKernel: Sendable {
                                            pluginsFolder: configuration.pluginsDirectory.isEmpty ? nil
                                                : URL(fileURLWithPath: configuration.pluginsDirectory).standardizedFileURL.path) : nil
         self.lock = Mutex(lock)
-        let kernel = try Kernel(configuration: configuration)
+        let kernel: Kernel
+        do { kernel = try Kernel(configuration: configuration) } catch {
+            lock?.abandon()
+            throw error
+        }
         self.kernel = kernel
         let token = AdminToken(state: kernel.state)
         self.token = token

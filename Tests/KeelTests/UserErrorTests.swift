@@ -116,6 +116,7 @@ struct UserErrorTests {
             #expect(!r.stderr.contains("file is not a database"), "\(r.stderr)")
         }
         #expect(try Data(contentsOf: URL(fileURLWithPath: dir + "/notes.db")) == before)
+        #expect(!FileManager.default.fileExists(atPath: dir + "/notes.db.lock"), "keel serve left its lock file beside a file it refused")
         var mode = stat()
         #expect(stat(dir + "/notes.db", &mode) == 0 && mode.st_mode & 0o777 == 0o644, "its mode is left as it was too")
         // Another program's SQLite database: refused, not migrated into a Keel state; a FIFO: not even read.

@@ -159,11 +159,11 @@ extension KeelCommand {
             try KeelCommand.Serve.requirePortFree(host: host, port: port)
             let onlyID = id, verbose = options.verbose
             // The plugin's own log lines always; the kernel's and other plugins' warnings and errors; all with -v.
-            let kernel = try options.makeKernel { configuration in
+            let kernel = try KeelCommand.Serve.abandoning(lock) { try options.makeKernel { configuration in
                 configuration.log = { record in
                     if verbose || record.pluginID == onlyID || record.level >= .warn { KernelConfiguration.standardErrorLog(record) }
                 }
-            }
+            } }
             await kernel.start()
             let token = AdminToken(state: kernel.state)
             if let fresh = try token.ensure() { say("admin token (shown once; `keel token reset` makes a new one): \(fresh)") }

@@ -126,6 +126,15 @@ extension KeelCommand {
             }
         }
 
+        /// `make()`, removing the lock file the server made when the state cannot be opened after all (another
+        /// program's database, not a state): nothing is left beside a file Keel refused.
+        static func abandoning<T>(_ lock: ServerLock, _ make: () throws -> T) throws -> T {
+            do { return try make() } catch {
+                lock.abandon()
+                throw error
+            }
+        }
+
         func run() async throws {
             try await reporting {
                 // A reader of its output that went away (`keel serve | head -1`) must not end the server: writes then
@@ -148,7 +157,7 @@ extension KeelCommand {
                         + "(docker run --init, tini)\n", to: 2)
                 }
                 if logFormat == .json { StructuredLog.bootstrap(.json) }
-                let kernel = try options.makeKernel(logAlways: true, logFormat: logFormat) { configuration in
+                let kernel = try Self.abandoning(lock) { try options.makeKernel(logAlways: true, logFormat: logFormat) { configuration in
                     configuration.limits = RegistrationLimits(routes: maxRoutes, menus: maxMenus, hooks: maxHooks)
                     configuration.budgets.hook = Double(hookBudget) / 1000
                     configuration.budgets.handler = Double(handlerBudget) / 1000
@@ -162,7 +171,7 @@ extension KeelCommand {
                     configuration.isolation.memoryLimitBytes = workerMemoryMB << 20
                     configuration.isolation.cpuSeconds = workerCPUSeconds
                     configuration.isolation.threadLimit = workerThreads
-                }
+                } }
                 // (Not on a shared state: a new host's folder is filled from the repositories, see SharedStateLoop.)
                 if !kernel.state.isShared {
                     try Self.requirePluginFolder(options.pluginsDirectory, state: kernel.state, stateFile: options.shownStateFile)

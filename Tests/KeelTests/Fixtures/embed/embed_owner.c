@@ -98,5 +98,19 @@ int main(int argc, char **argv) {
     status_of(k, "hello", status, sizeof status);
     check(strcmp(status, "enabled") == 0, "and keeps what the CLI changed", status);
     keel_close(k);
+
+    /* A file that is not a Keel state is refused, and nothing is left beside it (no lock file). */
+    char notes[4096], notes_lock[4200];
+    snprintf(notes, sizeof notes, "%s.notes", state);
+    snprintf(notes_lock, sizeof notes_lock, "%s.lock", notes);
+    FILE *f = fopen(notes, "w");
+    for (int i = 0; f && i < 64; i++) fputs("not a database ", f);
+    if (f) fclose(f);
+    keel_config other = cfg;
+    other.state = notes;
+    keel *refused = NULL;
+    s = keel_open(&other, &refused);
+    check(s != KEEL_OK && refused == NULL && strstr(keel_errmsg(), "is not a Keel state file") && access(notes_lock, F_OK) != 0,
+          "a file that is not a state is refused, and no lock file is left beside it", keel_errmsg());
     return failures;
 }
