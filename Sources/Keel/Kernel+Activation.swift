@@ -5,6 +5,7 @@ import KeelLoader
 import KeelManifest
 import KeelRegistry
 import KeelState
+import KeelSystem
 
 /// The activation pipeline: build → private copy → probe and open → activate → publish, and the way back.
 extension Kernel {
@@ -254,15 +255,19 @@ extension Kernel {
             throw KernelError(.staleCopyLimit, pluginID: id, reason: refusal)
         }
         if let probe = configuration.probe, !((try? state.probePassed(copy.checksum)) ?? false) {
-            if let known = recentProbeFailure(copy.checksum) { throw KernelError(.loadFailed, pluginID: id, reason: known) }
+            // The build is the library with the manifest it was probed against (its trial activation reads both).
+            let probed = ProbedBuild(library: copy.checksum, manifest: FileStamp(path: build.bundle.manifestPath))
+            if let known = recentProbeFailure(probed) { throw KernelError(.loadFailed, pluginID: id, reason: known) }
             switch probe.run(library: copy.path, descriptor: copy.descriptor >= 0 ? copy.descriptor : nil,
                              manifestPath: build.bundle.manifestPath, shownPath: build.libraryPath ?? "") {
             case .passed:
                 let state = self.state
                 write { try? state.recordProbePassed(copy.checksum, detail: "\(id) \(version)") }
-            case let .failed(reason):
+            case let .failed(reason, byPluginCode):
                 failedProbes = failedProbes.filter { .now - $0.value.at < Self.probeFailureKept }
-                failedProbes[copy.checksum] = (reason, .now)
+                // Only the plugin's own failures stand (they recur with the build), a bounded number of them; a
+                // refusal about the manifest or a probe that could not run is tried again at the next load.
+                if byPluginCode, failedProbes.count < 256 { failedProbes[probed] = (String(reason.prefix(2000)), .now) }
                 record(id, build.number, version: version, checksum: copy.checksum, outcome: "probe-failed", detail: reason)
                 throw KernelError(.loadFailed, pluginID: id, reason: reason)
             }
@@ -286,18 +291,25 @@ extension Kernel {
         }
     }
 
-    /// How long a failed probe of a build stands for that build: the folder watcher's try and the operator's enable
-    /// that follows it do not each wait for a build that hangs (the probe's time-out), nor record it twice.
+    /// How long a build whose code failed its probe (crashed, exited, hung) stands failed: the folder watcher's try
+    /// and the operator's enable that follows it do not each wait for a build that hangs (the probe's time-out), nor
+    /// record it twice.
     static let probeFailureKept: Duration = .seconds(60)
 
-    /// Why the probe of the build with `checksum` failed, when it failed less than `probeFailureKept` ago; nil
-    /// otherwise (it is probed again). A changed library is another checksum, probed at once.
-    func recentProbeFailure(_ checksum: String) -> String? {
-        guard let failed = failedProbes[checksum] else { return nil }
+    /// What a probe tried: a library (its SHA-256) with the plugin.yaml it was checked against (its file identity).
+    struct ProbedBuild: Hashable {
+        var library: String
+        var manifest: FileStamp?
+    }
+
+    /// Why the probe of `build` failed in the plugin's code, when that was less than `probeFailureKept` ago; nil
+    /// otherwise (it is probed again). A changed library or plugin.yaml is another build, probed at once.
+    func recentProbeFailure(_ build: ProbedBuild) -> String? {
+        guard let failed = failedProbes[build] else { return nil }
         let age = ContinuousClock.now - failed.at
         guard age < Self.probeFailureKept else { return nil }
         let (seconds, kept) = (age.components.seconds, Self.probeFailureKept.components.seconds)
-        return failed.reason + " (probed \(seconds) s ago; the same build is probed again after \(kept) s, a changed one at once)"
+        return failed.reason + " (probed \(seconds) s ago; the same build is probed again after \(kept) s, a changed library or plugin.yaml at once)"
     }
 
     /// The kept library of a plugin's last orderly stop, verified against the bundle's current manifest (which may

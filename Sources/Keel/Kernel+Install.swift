@@ -77,7 +77,7 @@ extension Kernel {
             // A plugin that runs in a worker is not probed: the worker is its probe, confined as the probe is not
             // (a new version's constructor would run there with the network, processes and the host's files).
             if let probe, let library = manifest.library, self.isolation(of: id, manifest) != .process,
-               case let .failed(reason) = probe.run(library: work + "/" + library, manifestPath: work + "/" + ManifestLoader.fileName,
+               case let .failed(reason, _) = probe.run(library: work + "/" + library, manifestPath: work + "/" + ManifestLoader.fileName,
                                                     shownPath: target + "/" + library) {
                 return (nil, reason)
             }

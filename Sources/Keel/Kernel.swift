@@ -129,8 +129,8 @@ public actor Kernel {
     /// probes and records a failure. An explicit reload always tries. Cleared when a build of the plugin is
     /// activated (`setActive`).
     var failedReloads: [String: (checksum: String, manifest: Manifest?)] = [:]
-    /// Builds whose probe failed lately, by library checksum, with why (`recentProbeFailure`).
-    var failedProbes: [String: (reason: String, at: ContinuousClock.Instant)] = [:]
+    /// Builds whose code failed their probe lately, with why (`recentProbeFailure`).
+    var failedProbes: [ProbedBuild: (reason: String, at: ContinuousClock.Instant)] = [:]
     /// Checksums of libraries loaded where they lie, by path, with the file identity they were computed for
     /// (`LibrarySums`): read at start, used by loads and the signature status, written back when they changed: at
     /// the end of start, a second after a change outside it (`remember`), and at shutdown.

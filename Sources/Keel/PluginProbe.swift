@@ -34,7 +34,10 @@ public struct PluginProbe: Sendable {
     /// What the child found.
     public enum Outcome: Sendable {
         case passed(InspectReport)
-        case failed(String)
+        /// `byPluginCode`: the plugin's own code failed while loading or activating (it crashed, exited, hung or
+        /// flooded its output), as it will again for the same build; false for a refusal about the manifest or the
+        /// ABI, or a probe that could not run.
+        case failed(String, byPluginCode: Bool = false)
     }
 
     /// Probes `library` (checked against the manifest at `manifestPath`, when given). `shownPath` names the file in
@@ -102,21 +105,21 @@ public struct PluginProbe: Sendable {
         if drained.wait(timeout: .now() + 1) == .timedOut { stop.store(true, ordering: .relaxed) }
         let (stdout, _) = collected.value
         if collected.outputCut {
-            return .failed("\(shownPath): the probe's answer was over \(CollectedOutput.outputLimit >> 20) MiB (the plugin wrote to its file descriptors?); the host did not load it")
+            return .failed("\(shownPath): the probe's answer was over \(CollectedOutput.outputLimit >> 20) MiB (the plugin wrote to its file descriptors?); the host did not load it", byPluginCode: true)
         }
         if hung {
-            return .failed("\(shownPath): hung: no answer within \(Int(timeout)) s while loading or activating (a constructor or activate that never returns?)")
+            return .failed("\(shownPath): hung: no answer within \(Int(timeout)) s while loading or activating (a constructor or activate that never returns?)", byPluginCode: true)
         }
         let signal = ending.signal, exitCode = ending.exitCode
         if signal != 0 {
-            return .failed("\(shownPath): crashed with \(Self.signalName(signal)) (signal \(signal)) while loading or activating; the host did not load it")
+            return .failed("\(shownPath): crashed with \(Self.signalName(signal)) (signal \(signal)) while loading or activating; the host did not load it", byPluginCode: true)
         }
         let answer = try? JSONDecoder().decode(ProbeAnswer.self, from: stdout)
         switch (exitCode, answer) {
         case (0, let a?) where a.report != nil: return .passed(a.report!)
         case (_, let a?) where a.error != nil: return .failed(a.error!)
         default:
-            return .failed("\(shownPath): exited with code \(exitCode) while loading or activating (does it call exit?); the host did not load it")
+            return .failed("\(shownPath): exited with code \(exitCode) while loading or activating (does it call exit?); the host did not load it", byPluginCode: true)
         }
     }
 

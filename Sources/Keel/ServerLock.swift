@@ -65,7 +65,11 @@ public final class ServerLock: Sendable {
     /// state at all): removes the lock file when this lock made it, so that nothing is left beside a file Keel
     /// refused. Call it before letting go of the lock; the lock itself ends with the object.
     public func abandon() {
-        if madeFile { unlink(path) }
+        // Only while the name still names the file this lock holds: one replaced since (another server's) stays.
+        var held = stat(), named = stat()
+        guard madeFile, fstat(fd, &held) == 0, lstat(path, &named) == 0,
+              held.st_dev == named.st_dev, held.st_ino == named.st_ino else { return }
+        unlink(path)
     }
 
     /// `<state>.lock` beside the file the state is: a state file named through a symbolic link (or in a linked folder)

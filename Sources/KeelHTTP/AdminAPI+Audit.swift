@@ -40,16 +40,16 @@ struct AuditCaller: Sendable {
 
     var actor: String
     var principal: String?
-    /// The connection, for `origin`: most admin calls write no audit row (reads, command calls that succeed), and
-    /// its address is read and formatted only for one that does.
-    private let channel: (any Channel)?
+    /// The connection's remote address, read while the request is served (a channel closed later has none): most
+    /// admin calls write no audit row (reads, command calls that succeed), and it is formatted only for one that does.
+    private let address: SocketAddress?
 
     /// The caller's address.
-    var origin: String? { channel?.remoteAddress?.ipAddress }
+    var origin: String? { address?.ipAddress }
 
     init(_ request: Request, principal: Principal, channel: (any Channel)?) {
         actor = request.headers[Self.clientHeader] == "console" ? "console" : "admin-api"
         self.principal = principal.isAnonymous ? nil : principal.id
-        self.channel = channel
+        address = channel?.remoteAddress
     }
 }

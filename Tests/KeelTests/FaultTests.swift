@@ -45,6 +45,13 @@ struct FaultTests {
         }
         #expect(Date().timeIntervalSince(again) < 2, "the same build was probed again")
         #expect(try await kernel.history("hangs").map(\.outcome) == ["probe-failed"])
+        // Its plugin.yaml rewritten: another build (the probe checks the library against it), probed again.
+        let yaml = f.plugins + "/hangs/plugin.yaml"
+        try String(contentsOfFile: yaml, encoding: .utf8).appending("\n").write(toFile: yaml, atomically: true, encoding: .utf8)
+        do { try await kernel.enable("hangs"); Issue.record("hangs was loaded") } catch {
+            #expect(error.description.contains("hung: no answer within 3 s") && !error.description.contains(" s ago;"), "\(error)")
+        }
+        #expect(try await kernel.history("hangs").map(\.outcome) == ["probe-failed", "probe-failed"])
         await kernel.shutdown()
     }
 

@@ -156,7 +156,7 @@ extension KeelCommand {
             // Signals are taken first: a Ctrl-C before the server listens must not end the process half-way.
             let signals = StopSignal()
             let lock = try ServerLock(stateFile: options.localStateFile, info: "starting (keel dev --serve)", pluginsFolder: plugins)
-            try KeelCommand.Serve.requirePortFree(host: host, port: port)
+            try KeelCommand.Serve.abandoning(lock) { try KeelCommand.Serve.requirePortFree(host: self.host, port: self.port) }
             let onlyID = id, verbose = options.verbose
             // The plugin's own log lines always; the kernel's and other plugins' warnings and errors; all with -v.
             let kernel = try KeelCommand.Serve.abandoning(lock) { try options.makeKernel { configuration in

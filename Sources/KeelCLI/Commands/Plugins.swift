@@ -159,7 +159,7 @@ extension KeelCommand.Plugins {
             case var .passed(report):
                 report.path = path
                 return report
-            case let .failed(reason):
+            case let .failed(reason, _):
                 // The manifest's warnings first: a misspelt key is often why the plugin failed.
                 for w in warnings { SystemFile.say("\(w)\n", to: 2) }
                 throw CLIError(reason)

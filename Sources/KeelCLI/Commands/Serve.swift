@@ -147,7 +147,7 @@ extension KeelCommand {
                 let lock = try ServerLock(stateFile: options.localStateFile, info: "starting",
                                           host: PostgresURL.isPostgres(options.stateFile) ? SharedStateLoop.hostID(pid: getpid()) : nil,
                                           pluginsFolder: options.absolutePluginsDirectory)
-                try Self.requirePortFree(host: host, port: port)
+                try Self.abandoning(lock) { try Self.requirePortFree(host: self.host, port: self.port) }
                 let signals = SecondSignalExit()
                 // Process 1 of its pid namespace (a container without an init): every process orphaned there becomes the
                 // host's child, and the host reaps only those it started, so a worker's leftovers would stay zombies.
