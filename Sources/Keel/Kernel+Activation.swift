@@ -43,7 +43,10 @@ extension Kernel {
         } catch {
             try? state.setStatus(id, .failed, reason: error.reason)
             // A bundle's own problem was logged when the scan found it (`rescan`): not a second line for each try.
-            if error.code != .bundle || error.reason != bundles[id]?.problem { log(.error, id, error.reason) }
+            if error.code != .bundle || error.reason != bundles[id]?.problem {
+                log(.error, id, error.reason)
+                loggedDuringCommand?.insert(error.reason)
+            }
             if deferredWrites == nil { checkGuardsRunning() }
             throw error
         }

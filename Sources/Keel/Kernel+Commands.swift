@@ -69,8 +69,11 @@ extension Kernel {
             let folds = deferredWrites == nil && command.foldsRecords
             if folds { deferredWrites = [] }
             if let called { outcome = called } else {
+                loggedDuringCommand = []
                 do throws(KernelError) { outcome = .success(try perform(command)) } catch { outcome = .failure(error) }
             }
+            let logged = loggedDuringCommand ?? []
+            loggedDuringCommand = nil
             var records = folds ? deferredWrites ?? [] : []
             if folds { deferredWrites = nil }
             // The live view other processes read, in the same transaction (no write and no hop of its own).
@@ -91,7 +94,9 @@ extension Kernel {
             if case let .failure(error) = outcome { code = error.code.description }
             let what = command.subject.isEmpty ? command.name : "\(command.name) \(command.subject)"
             let said = failure.map { command.mayQuoteArguments ? "failed (\(code))" : $0 } ?? "ok"
-            log(failure == nil ? .info : .warn, command.pluginID, "\(actor): \(what): \(said)")
+            // A reason logged while the command ran (an activation's failure) is not said a second time.
+            let line = failure.map { logged.contains($0) ? "failed (\(code)), as logged above" : said } ?? said
+            log(failure == nil ? .info : .warn, command.pluginID, "\(actor): \(what): \(line)")
             audit(StateStore.AuditEntry(actor: actor, principal: principal, origin: origin, command: command.name,
                                         target: command.subject, outcome: code, detail: command.auditDetail(outcome)),
                   with: records)

@@ -142,6 +142,9 @@ public actor Kernel {
     /// While start-up activates a batch of plugins, the records of their success are collected here and written in
     /// one transaction after the batch: plugin code and child processes never run inside an open write transaction.
     var deferredWrites: [() -> Void]?
+    /// While `execute` runs a command on the kernel's thread: the failure reasons already logged in that time (an
+    /// activation's failure). The command's own line then names its outcome without repeating the reason.
+    var loggedDuringCommand: Set<String>?
     /// False while a lazy plugin is activated on first use: the record of its activation (status and load history)
     /// is then committed without waiting for the disk (see `wake`).
     var activationRecordsWait = true

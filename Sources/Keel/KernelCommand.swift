@@ -97,9 +97,10 @@ public enum KernelCommand: Codable, Sendable, Hashable {
         }
     }
 
-    /// The plugin it changes, when it is about one plugin.
+    /// The plugin it is about, when it is about one plugin: the one it changes, or the one whose command it calls.
     public var pluginID: String? {
         switch self {
+        case let .call(id, _, _, _): id
         case let .enable(id, _), let .disable(id, _, _), let .reload(id), let .refresh(id), let .grants(id, _, _), let .config(id, _, _),
              let .install(id, _, _, _), let .upgrade(id, _, _, _), let .uninstall(id, _, _), let .isolation(id, _): id
         default: nil

@@ -306,6 +306,28 @@ struct KernelTests {
         await kernel.shutdown()
     }
 
+
+    @Test("a failed enable logs its reason once: the command's own line says it failed, as logged above; a refusal logged nowhere else keeps its reason")
+    func failedEnableLoggedOnce() async throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("fails", defines: ["ACTIVATE_FAILS"])
+        let kernel = try f.kernel()
+        await kernel.start()
+        var thrown: KernelError?
+        do { try await kernel.execute(.enable(id: "fails", tenant: nil), actor: "cli") } catch { thrown = error }
+        let reason = try #require(thrown).reason
+        #expect(reason.hasSuffix("cannot reach the frobnicator"))
+        #expect(f.log.lines.filter { $0.contains(reason) }.count == 1, "\(f.log.lines)")
+        #expect(f.log.lines.contains { $0.contains("cli: enable fails: failed (\(thrown?.code.description ?? "")), as logged above") },
+                "\(f.log.lines)")
+        // Not logged by anything else: the command's line carries the reason.
+        await #expect(throws: KernelError.self) { try await kernel.execute(.enable(id: "nosuch", tenant: nil), actor: "cli") }
+        #expect(f.log.lines.contains { $0.contains("[nosuch] cli: enable nosuch: no plugin \"nosuch\"") }, "\(f.log.lines)")
+        // A command call's failure names its plugin too (`keel call` from the CLI was logged without it).
+        await #expect(throws: KernelError.self) { try await kernel.execute(.call(plugin: "fails", command: "go", arguments: []), actor: "cli") }
+        #expect(f.log.lines.contains { $0.hasPrefix("keel: warning: [fails] cli: call fails.go: failed (") }, "\(f.log.lines)")
+        await kernel.shutdown()
+    }
     @Test("two bundles with the same id are both refused, naming each other")
     func duplicateIDs() async throws {
         let f = KernelFixture()
