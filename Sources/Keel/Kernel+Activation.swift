@@ -343,7 +343,7 @@ extension Kernel {
         if let missing = missingInterface(manifest) { throw KernelError(.dependency, pluginID: id, reason: missing) }
         let granted = startReads.map { $0.grants[id] ?? [] } ?? ((try? state.grants(id)) ?? [])
         let prefixes = manifest.routePrefixes.filter { granted.contains(Capability.routePrefix($0)) }
-        let config = try configJSON(id, bundle: build.bundle)
+        let (config, stamp) = try configJSON(id, bundle: build.bundle)
         let context = ActivationContext(pluginID: id, grants: effectiveGrants(manifest, granted: granted), routePrefixes: prefixes,
                                         requestedRoutePrefixes: manifest.routePrefixes, requestedCapabilities: manifest.capabilities,
                                         config: config, limits: configuration.limits,
@@ -380,11 +380,12 @@ extension Kernel {
         }
         try seedConsole(manifest, bundle: build.bundle, context: context, into: &seed)
         if build.isolated {
-            return try activateInWorker(build, context: context, seed: seed, checksum: checksum, config: config)
+            return try activateInWorker(build, context: context, seed: seed, checksum: checksum, config: config, configStamp: stamp)
         }
         guard let library else {
             // Manifest-only: no code runs; what the host contributes on its behalf goes live as it is.
-            let plugin = ActivePlugin(library: nil, context: context, manifest: manifest, generation: build.number, checksum: checksum)
+            let plugin = ActivePlugin(library: nil, context: context, manifest: manifest, generation: build.number, checksum: checksum,
+                                      configStamp: stamp)
             return Generation(plugin: plugin, contributions: context.activateWithoutCode(seed))
         }
         let contributions: Contributions
@@ -400,7 +401,7 @@ extension Kernel {
             throw KernelError(.loadFailed, pluginID: id, reason: error.description)
         }
         let plugin = ActivePlugin(library: library, context: context, manifest: manifest, generation: build.number,
-                                  checksum: checksum, source: opened.source)
+                                  checksum: checksum, source: opened.source, configStamp: stamp)
         return Generation(plugin: plugin, contributions: contributions)
     }
 

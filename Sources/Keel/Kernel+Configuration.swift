@@ -12,14 +12,16 @@ extension Kernel {
 
     /// The JSON a plugin gets at activation: its stored configuration, checked against the schema its bundle ships
     /// now (an upgrade may tighten it). A bundle with a schema and no stored configuration gets `{}`, checked too.
-    func configJSON(_ id: String, bundle: Bundle) throws(KernelError) -> String {
+    /// Also returns the stored text's stamp (`configStamp`), which the activation keeps.
+    func configJSON(_ id: String, bundle: Bundle) throws(KernelError) -> (json: String, stamp: Int) {
         let schemaPath = Self.schemaPath(bundle)
         let stored = startReads.map { $0.configs[id] } ?? (try? state.config(id))
-        guard stored != nil || schemaPath != nil else { return "" }
+        let stamp = Self.configStamp(stored?.yaml)
+        guard stored != nil || schemaPath != nil else { return ("", stamp) }
         do {
-            return try PluginConfig.validate(yaml: stored?.yaml ?? "{}",
+            return (try PluginConfig.validate(yaml: stored?.yaml ?? "{}",
                                              file: stored == nil ? "configuration of \(id) (none stored)" : "configuration of \(id)",
-                                             schemaPath: schemaPath)
+                                             schemaPath: schemaPath), stamp)
         } catch {
             // A schema that cannot be read or is wrong is the plugin author's to fix: no hint to configure.
             if error.file == schemaPath { throw KernelError(.bundle, pluginID: id, reason: "plugin \"\(id)\": its configuration schema is unusable: \(error)") }
@@ -68,6 +70,10 @@ extension Kernel {
             throw error
         }
     }
+
+    /// What tells one stored configuration from another within this process: an activation keeps the stamp of the
+    /// text it was given, and a host following a shared state reloads a plugin whose stored text another host changed.
+    nonisolated static func configStamp(_ yaml: String?) -> Int { yaml?.hashValue ?? 0 }
 
     // MARK: capabilities
 
@@ -132,6 +138,14 @@ extension Kernel {
             throw KernelError(.state, pluginID: id, reason: error.description)
         }
         guard active[id] != nil else { return grant.isEmpty ? nil : startAfterGrant(id, grant) }
+        return try regrant(id, taken: taken)
+    }
+
+    /// Reloads active plugin `id` with its stored grants. When the reload fails and the grants took rights away
+    /// (`taken`), the running generation is not left holding them: the plugin and its dependents are taken down and
+    /// recorded failed (still enabled), and the note says so.
+    /// - Throws: the reload's error when nothing was taken away (the old generation keeps serving).
+    func regrant(_ id: String, taken: [String]) throws(KernelError) -> String? {
         do { try reload(id) } catch where !taken.isEmpty {
             let guarded = registry.snapshot.plugins[id]?.guardsRequests == true
             let reason = "revoked \(taken.joined(separator: ", ")) and it cannot run without: \(error.reason); stopped until it is "
@@ -141,6 +155,38 @@ extension Kernel {
                 + (guarded ? "; it has auth hooks, so every request is denied until it runs again or is disabled" : "")
         }
         return nil
+    }
+
+    /// For a host following a shared state: the active plugins whose stored grants or configuration differ from those
+    /// their generation runs with (another host, or the CLI, changed them) are reloaded with the stored ones, as on the
+    /// host that made the change. A revoke the plugin cannot run without stops it here too; a reload that fails
+    /// otherwise leaves the running generation serving (logged, as any failed reload).
+    /// - Returns: the plugins reloaded, those stopped (with their dependents), and those not running here whose grants
+    ///   or configuration changed since the last pass: a plugin that failed here for want of them is tried again.
+    func followGrantsAndConfiguration() -> (reloaded: [String], stopped: [String], changed: Set<String>) {
+        guard let grants = try? state.allGrants(), let configs = try? state.allConfigs() else { return ([], [], []) }
+        let stamps = configs.mapValues { Self.configStamp($0.yaml) }
+        var changed: Set<String> = []
+        if let last = followedSettings {
+            for id in Set(grants.keys).union(last.grants.keys) where grants[id] != last.grants[id] { changed.insert(id) }
+            for id in Set(stamps.keys).union(last.configs.keys) where stamps[id] != last.configs[id] { changed.insert(id) }
+        }
+        followedSettings = (grants, stamps)
+        var reloaded: [String] = [], stopped: [String] = []
+        for id in activationOrder {
+            guard let running = active[id] else { continue }  // taken down with a dependency meanwhile
+            let granted = grants[id] ?? []
+            let rights = effectiveGrants(running.manifest, granted: granted)
+            let prefixes = running.manifest.routePrefixes.filter { granted.contains(Capability.routePrefix($0)) }
+            guard rights != running.context.grants || prefixes != running.context.routePrefixes
+                    || (stamps[id] ?? 0) != running.configStamp else { continue }
+            let taken = running.context.grants.subtracting(rights).map(\.rawValue).sorted()
+                + running.context.routePrefixes.filter { !prefixes.contains($0) }.map(Capability.routePrefix)
+            let before = Set(active.keys)
+            do throws(KernelError) { _ = try regrant(id, taken: taken) } catch { continue }  // logged by the reload
+            if active[id] != nil { reloaded.append(id) } else { stopped += before.subtracting(active.keys).sorted() }
+        }
+        return (reloaded, stopped, changed.filter { active[$0] == nil })
     }
 
     /// After a grant: starts `id` when it is enabled but failed (and not quarantined), saying how it went.

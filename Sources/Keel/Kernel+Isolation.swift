@@ -39,7 +39,7 @@ extension Kernel {
     /// Starts a worker for `build`, activates the plugin in it, and registers what it reported into `context`
     /// through the same checks as an in-process activation. Nothing is published.
     func activateInWorker(_ build: Build, context: ActivationContext, seed: Contributions,
-                          checksum: String, config: String) throws(KernelError) -> Generation {
+                          checksum: String, config: String, configStamp: Int) throws(KernelError) -> Generation {
         let id = build.id, manifest = build.manifest, version = "\(manifest.version)"
         func fail(_ reason: String) -> KernelError {
             record(id, build.number, version: version, checksum: checksum, outcome: "failed", detail: reason)
@@ -88,7 +88,7 @@ extension Kernel {
             throw fail(error.description)
         }
         let plugin = ActivePlugin(library: nil, context: context, manifest: manifest, generation: build.number,
-                                  checksum: checksum, worker: supervisor)
+                                  checksum: checksum, worker: supervisor, configStamp: configStamp)
         log(.info, id, "running in worker process \(supervisor.workerPID.map(String.init) ?? "?")")
         return Generation(plugin: plugin, contributions: contributions)
     }

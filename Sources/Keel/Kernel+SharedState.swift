@@ -10,7 +10,9 @@ extension Kernel {
         public var deactivated: [String] = []
         /// Installed from the repositories because this host lacked the bundle ("id version").
         public var installed: [String] = []
-        public var isEmpty: Bool { activated.isEmpty && deactivated.isEmpty && installed.isEmpty }
+        /// Reloaded because another host changed their grants or configuration.
+        public var reloaded: [String] = []
+        public var isEmpty: Bool { activated.isEmpty && deactivated.isEmpty && installed.isEmpty && reloaded.isEmpty }
     }
 
     /// Brings this host in line with the stored desired state: installs from the repositories the plugins recorded
@@ -47,8 +49,15 @@ extension Kernel {
             try? state.setStatus(id, .disabled)
             changed.deactivated.append(id)
         }
+        // Grants and configuration changed elsewhere: a revoke is not left unheeded on this host.
+        let (reloaded, stopped, regranted) = followGrantsAndConfiguration()
+        changed.reloaded = reloaded
+        changed.deactivated += stopped
+        // A plugin failed here is tried again when its grants or configuration changed (what it lacked may be that),
+        // unless it is quarantined.
         let wanted = Set(records.filter {
-            $0.enabled && ($0.status != .failed || installed.contains($0.id)) && bundles[$0.id] != nil && active[$0.id] == nil
+            $0.enabled && bundles[$0.id] != nil && active[$0.id] == nil && !stopped.contains($0.id)
+                && ($0.status != .failed || installed.contains($0.id) || (regranted.contains($0.id) && (try? isQuarantined($0.id)) != true))
         }.map(\.id))
         if !wanted.isEmpty {
             let plan = activationPlan(for: wanted).filter { active[$0] == nil }
@@ -56,7 +65,8 @@ extension Kernel {
             changed.activated = plan.filter { active[$0] != nil }
         }
         if !changed.isEmpty {
-            log(.info, nil, "applied the shared state: installed [\(changed.installed.joined(separator: ", "))], activated [\(changed.activated.joined(separator: ", "))], deactivated [\(changed.deactivated.joined(separator: ", "))]")
+            log(.info, nil, "applied the shared state: installed [\(changed.installed.joined(separator: ", "))], activated [\(changed.activated.joined(separator: ", "))], deactivated [\(changed.deactivated.joined(separator: ", "))]"
+                + (changed.reloaded.isEmpty ? "" : ", reloaded with changed grants or configuration [\(changed.reloaded.joined(separator: ", "))]"))
             noteChanged()
         }
         return changed

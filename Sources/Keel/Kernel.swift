@@ -98,6 +98,8 @@ public actor Kernel {
         var worker: WorkerSupervisor? = nil
         /// The bundle's library file as it was read, when it had settled (see `ResidentLibraries`); nil otherwise.
         var source: LibrarySource? = nil
+        /// The stamp of the stored configuration it was activated with (`Kernel.configStamp`).
+        var configStamp = 0
     }
 
     /// Libraries of plugins stopped in an orderly way, for their next activation (see `ResidentLibraries`).
@@ -139,6 +141,9 @@ public actor Kernel {
     var shownChecksums: [String: LibrarySums.Entry] = [:]
     /// True when `checksums` holds entries the cache file does not.
     var checksumsChanged = false
+    /// On a host following a shared state: each plugin's stored grants and configuration stamp as the last pass read
+    /// them (`followGrantsAndConfiguration`); nil before the first pass.
+    var followedSettings: (grants: [String: Set<String>], configs: [String: Int])?
     /// While start-up activates a batch of plugins, the records of their success are collected here and written in
     /// one transaction after the batch: plugin code and child processes never run inside an open write transaction.
     var deferredWrites: [() -> Void]?

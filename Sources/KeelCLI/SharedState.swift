@@ -41,7 +41,9 @@ final class SharedStateLoop: Sendable {
     func start() throws(StateError) {
         let continuation = wake.continuation
         try PostgresStore.observeChanges(of: kernel.state) { table in
-            if table == "plugins" || table.isEmpty { continuation.yield() }
+            // The desired state, and the grants and configuration a running plugin must be reloaded for (a revoke
+            // through another host is heeded here at once, not at the next pass in any case).
+            if table == "plugins" || table == "grants" || table == "plugin_config" || table.isEmpty { continuation.yield() }
         }
         let apply = Task { [kernel, stream = wake.stream] in await kernel.followSharedState(stream) }
         let heartbeat = Task { [self] in

@@ -1,0 +1,104 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import Keel
+import KeelState
+import KeelStatePostgres
+import Testing
+
+extension PostgresBackedTests {
+    /// Grants on a shared PostgreSQL state: a grant or revoke made through one host reaches every host of the state,
+    /// as an enable does. Two kernels in this process, each observing as its own host, with its own plugin folder.
+    @Suite("grants on a shared PostgreSQL state")
+    struct SharedGrantsTests {
+        struct Host {
+            let kernel: Kernel
+            let log: LogCollector
+        }
+
+        /// A host "name" on the state at `url`, with plugin "g" (a route answering its configuration; `routes` is not
+        /// trusted without a grant here).
+        static func host(_ name: String, _ url: String, trusted: Set<Capability> = [.menus]) throws -> Host {
+            let f = KernelFixture()
+            try f.fixtureBundle("g", defines: ["CONFIG_ECHO"], capabilities: ["routes"])
+            let log = f.log
+            var configuration = KernelConfiguration(pluginsDirectory: f.plugins, stateFile: url) { log.append($0.description) }
+            configuration.trustedCapabilities = trusted
+            configuration.openState = { () throws(StateError) -> StateStore in
+                let store = try PostgresStore.open(url)
+                store.observe(as: name)
+                return store
+            }
+            return Host(kernel: try Kernel(configuration: configuration), log: log)
+        }
+
+        static func status(_ host: Host) async throws -> String? {
+            try await host.kernel.plugins().first { $0.id == "g" }?.status.rawValue
+        }
+
+        @Test("a grant through one host starts the plugin on every host where it failed for want of it; a revoke stops it on every host",
+              .enabled(if: StateEngine.postgresURL != nil, "KEEL_TEST_POSTGRES is not set"))
+        func grantsReachEveryHost() async throws {
+            let url = StateEngine.postgres.freshLocation()
+            let a = try Self.host("host-a", url), b = try Self.host("host-b", url)
+            await a.kernel.start()
+            await b.kernel.start()
+            await #expect(throws: KernelError.self) { try await a.kernel.execute(.enable(id: "g", tenant: nil), actor: "cli") }
+            _ = await b.kernel.applyDesiredState()
+            let (sa, sb) = (try await Self.status(a), try await Self.status(b))
+            #expect(sa == "failed" && sb == "failed")
+            #expect(b.kernel.registry.snapshot.routes.isEmpty)
+
+            // Granted through host a: it starts there, and host b, following the state, starts it too.
+            try await a.kernel.execute(.grants(id: "g", grant: ["routes"], revoke: []), actor: "cli")
+            #expect(a.kernel.registry.snapshot.routes.map(\.pluginID) == ["g"])
+            let applied = await b.kernel.applyDesiredState()
+            #expect(applied.activated == ["g"], "\(b.log.lines)")
+            #expect(b.kernel.registry.snapshot.routes.map(\.pluginID) == ["g"])
+            #expect(try await Self.status(b) == "enabled")
+            // Nothing more to do on a second pass (a host does not reload for a grant it already runs with).
+            let (again, onA) = (await b.kernel.applyDesiredState(), await a.kernel.applyDesiredState())
+            #expect(again.isEmpty && onA.isEmpty, "\(again) \(onA)")
+
+            // Configured through host a: host b reloads it with the new configuration too.
+            try await a.kernel.execute(.config(id: "g", yaml: "colour: blue\n", file: nil), actor: "cli")
+            #expect(get(a.kernel, "/ext/g/ping")?.1.contains(#"config={"colour":"blue"}"#) == true, "\(get(a.kernel, "/ext/g/ping")?.1 ?? "")")
+            let configured = await b.kernel.applyDesiredState()
+            #expect(configured.reloaded == ["g"], "\(configured)")
+            #expect(get(b.kernel, "/ext/g/ping")?.1.contains(#"config={"colour":"blue"}"#) == true, "\(get(b.kernel, "/ext/g/ping")?.1 ?? "")")
+
+            // Revoked through host a: it stops there, and on host b, which ran it with the grant.
+            try await a.kernel.execute(.grants(id: "g", grant: [], revoke: ["routes"]), actor: "cli")
+            #expect(a.kernel.registry.snapshot.routes.isEmpty)
+            let revoked = await b.kernel.applyDesiredState()
+            #expect(revoked.deactivated == ["g"], "\(revoked)")
+            #expect(b.kernel.registry.snapshot.routes.isEmpty, "host b still serves a plugin whose grant was revoked: \(b.log.lines)")
+            #expect(try await Self.status(b) == "failed")
+            await a.kernel.shutdown()
+            await b.kernel.shutdown()
+        }
+
+        /// The README's case: a plugin running on the host that ran the grant (it trusts the capability) but failed on
+        /// another for want of it. The grant reloads it where it runs; the other host, seeing the grants change, tries
+        /// it again (it was retried only after an enable or disable).
+        @Test("a grant to a plugin running on one host and failed on another for want of it starts it there too",
+              .enabled(if: StateEngine.postgresURL != nil, "KEEL_TEST_POSTGRES is not set"))
+        func grantStartsItWhereItFailed() async throws {
+            let url = StateEngine.postgres.freshLocation()
+            let a = try Self.host("host-a", url, trusted: [.menus, .routes]), b = try Self.host("host-b", url)
+            await a.kernel.start()
+            await b.kernel.start()
+            _ = await b.kernel.applyDesiredState()  // b's first pass, as a host makes at its start
+            try await a.kernel.execute(.enable(id: "g", tenant: nil), actor: "cli")
+            _ = await b.kernel.applyDesiredState()
+            let (sa, sb) = (try await Self.status(a), try await Self.status(b))
+            #expect(sa == "enabled" && sb == "failed", "\(b.log.lines)")
+            try await a.kernel.execute(.grants(id: "g", grant: ["routes"], revoke: []), actor: "cli")
+            let applied = await b.kernel.applyDesiredState()
+            #expect(applied.activated == ["g"], "\(applied) \(b.log.lines)")
+            #expect(get(b.kernel, "/ext/g/ping")?.0 == 200)
+            await a.kernel.shutdown()
+            await b.kernel.shutdown()
+        }
+    }
+}
