@@ -57,28 +57,32 @@ extension PluginInfo {
 }
 
 /// JSON text as JSONEncoder writes it (compact; strings escaped as its writer escapes them, slashes left as they are).
+/// Written as UTF-8 bytes and made a `String` once: a `String` appended to piece by piece checks its storage at every
+/// piece, which was most of what a plugin's JSON cost.
 struct JSONText {
-    private(set) var text = ""
+    private var bytes: [UInt8] = []
     /// Whether the next member or element needs a comma before it.
     private var needsComma = false
 
-    init() { text.reserveCapacity(1024) }
+    init() { bytes.reserveCapacity(1024) }
+
+    var text: String { String(decoding: bytes, as: UTF8.self) }
 
     mutating func begin() {
         separate()
-        text += "{"
+        bytes.append(UInt8(ascii: "{"))
         needsComma = false
     }
 
     mutating func end() {
-        text += "}"
+        bytes.append(UInt8(ascii: "}"))
         needsComma = true
     }
 
     mutating func key(_ name: String) {
         separate()
         quoted(name)
-        text += ":"
+        bytes.append(UInt8(ascii: ":"))
         needsComma = false
     }
 
@@ -91,7 +95,7 @@ struct JSONText {
     /// A literal (number, true, false) as it is.
     mutating func raw(_ literal: String) {
         separate()
-        text += literal
+        bytes.append(contentsOf: literal.utf8)
         needsComma = true
     }
 
@@ -101,43 +105,48 @@ struct JSONText {
 
     mutating func array<T>(_ values: [T], _ element: (inout JSONText, T) -> Void) {
         separate()
-        text += "["
+        bytes.append(UInt8(ascii: "["))
         needsComma = false
         for value in values { element(&self, value) }
-        text += "]"
+        bytes.append(UInt8(ascii: "]"))
         needsComma = true
     }
 
     private mutating func separate() {
-        if needsComma { text += "," }
+        if needsComma { bytes.append(UInt8(ascii: ",")) }
     }
 
+    /// Escapes are all ASCII (quote, backslash, control characters): the text is escaped byte by byte, and every byte
+    /// of a character beyond ASCII is copied as it is.
     private mutating func quoted(_ s: String) {
-        text += "\""
-        var plain = true
-        for byte in s.utf8 where byte < 0x20 || byte == 0x22 || byte == 0x5C {
-            plain = false
-            break
-        }
-        if plain {
-            text += s
-        } else {
-            for scalar in s.unicodeScalars {
-                switch scalar {
-                case "\"": text += "\\\""
-                case "\\": text += "\\\\"
-                case "\u{08}": text += "\\b"
-                case "\u{0C}": text += "\\f"
-                case "\n": text += "\\n"
-                case "\r": text += "\\r"
-                case "\t": text += "\\t"
-                case "\u{00}"..."\u{1F}":
-                    let hex = String(scalar.value, radix: 16)
-                    text += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-                default: text.unicodeScalars.append(scalar)
+        bytes.append(UInt8(ascii: "\""))
+        var s = s
+        s.withUTF8 { utf8 in
+            var plain = true
+            for byte in utf8 where byte < 0x20 || byte == 0x22 || byte == 0x5C {
+                plain = false
+                break
+            }
+            if plain {
+                bytes.append(contentsOf: utf8)
+                return
+            }
+            for byte in utf8 {
+                switch byte {
+                case 0x22: bytes.append(contentsOf: [0x5C, 0x22])
+                case 0x5C: bytes.append(contentsOf: [0x5C, 0x5C])
+                case 0x08: bytes.append(contentsOf: [0x5C, UInt8(ascii: "b")])
+                case 0x0C: bytes.append(contentsOf: [0x5C, UInt8(ascii: "f")])
+                case 0x0A: bytes.append(contentsOf: [0x5C, UInt8(ascii: "n")])
+                case 0x0D: bytes.append(contentsOf: [0x5C, UInt8(ascii: "r")])
+                case 0x09: bytes.append(contentsOf: [0x5C, UInt8(ascii: "t")])
+                case 0..<0x20:
+                    let hex = Array("0123456789abcdef".utf8)
+                    bytes.append(contentsOf: [0x5C, UInt8(ascii: "u"), 0x30, 0x30, hex[Int(byte >> 4)], hex[Int(byte & 0x0f)]])
+                default: bytes.append(byte)
                 }
             }
         }
-        text += "\""
+        bytes.append(UInt8(ascii: "\""))
     }
 }
