@@ -178,12 +178,19 @@ extension Kernel {
             let granted = grants[id] ?? []
             let rights = effectiveGrants(running.manifest, granted: granted)
             let prefixes = running.manifest.routePrefixes.filter { granted.contains(Capability.routePrefix($0)) }
+            let stamp = stamps[id] ?? 0
             guard rights != running.context.grants || prefixes != running.context.routePrefixes
-                    || (stamps[id] ?? 0) != running.configStamp else { continue }
+                    || stamp != running.configStamp else { followFailed[id] = nil; continue }
+            if let failed = followFailed[id], failed.grants == granted, failed.stamp == stamp { continue }
             let taken = running.context.grants.subtracting(rights).map(\.rawValue).sorted()
                 + running.context.routePrefixes.filter { !prefixes.contains($0) }.map(Capability.routePrefix)
             let before = Set(active.keys)
-            do throws(KernelError) { _ = try regrant(id, taken: taken) } catch { continue }  // logged by the reload
+            do throws(KernelError) { _ = try regrant(id, taken: taken) } catch {
+                // Logged by the reload; the running generation keeps serving, and this is not tried again as it is.
+                followFailed[id] = (granted, stamp)
+                continue
+            }
+            followFailed[id] = nil
             if active[id] != nil { reloaded.append(id) } else { stopped += before.subtracting(active.keys).sorted() }
         }
         return (reloaded, stopped, changed.filter { active[$0] == nil })

@@ -144,6 +144,9 @@ public actor Kernel {
     /// On a host following a shared state: each plugin's stored grants and configuration stamp as the last pass read
     /// them (`followGrantsAndConfiguration`); nil before the first pass.
     var followedSettings: (grants: [String: Set<String>], configs: [String: Int])?
+    /// The stored grants and configuration stamp a reload for them failed with, by plugin: not tried again until they
+    /// change (each try loads the library again; a configuration this host's build refuses would be retried at every pass).
+    var followFailed: [String: (grants: Set<String>, stamp: Int)] = [:]
     /// While start-up activates a batch of plugins, the records of their success are collected here and written in
     /// one transaction after the batch: plugin code and child processes never run inside an open write transaction.
     var deferredWrites: [() -> Void]?

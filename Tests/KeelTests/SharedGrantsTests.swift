@@ -18,9 +18,10 @@ extension PostgresBackedTests {
 
         /// A host "name" on the state at `url`, with plugin "g" (a route answering its configuration; `routes` is not
         /// trusted without a grant here).
-        static func host(_ name: String, _ url: String, trusted: Set<Capability> = [.menus]) throws -> Host {
+        static func host(_ name: String, _ url: String, trusted: Set<Capability> = [.menus], schema: String? = nil) throws -> Host {
             let f = KernelFixture()
             try f.fixtureBundle("g", defines: ["CONFIG_ECHO"], capabilities: ["routes"])
+            try schema?.write(toFile: f.plugins + "/g/config.schema.yaml", atomically: true, encoding: .utf8)
             let log = f.log
             var configuration = KernelConfiguration(pluginsDirectory: f.plugins, stateFile: url) { log.append($0.description) }
             configuration.trustedCapabilities = trusted
@@ -97,6 +98,32 @@ extension PostgresBackedTests {
             let applied = await b.kernel.applyDesiredState()
             #expect(applied.activated == ["g"], "\(applied) \(b.log.lines)")
             #expect(get(b.kernel, "/ext/g/ping")?.0 == 200)
+            await a.kernel.shutdown()
+            await b.kernel.shutdown()
+        }
+
+        /// A configuration this host's build refuses (its schema wants a number): the reload fails, the running
+        /// generation keeps serving, and it is not tried again at every pass (each try loads the library again).
+        @Test("a configuration another host stored that this host's build refuses is tried once, not at every pass",
+              .enabled(if: StateEngine.postgresURL != nil, "KEEL_TEST_POSTGRES is not set"))
+        func refusedConfigurationTriedOnce() async throws {
+            let url = StateEngine.postgres.freshLocation()
+            let a = try Self.host("host-a", url, trusted: [.menus, .routes])
+            let b = try Self.host("host-b", url, trusted: [.menus, .routes], schema: "type: object\nproperties:\n  colour: {type: integer}\n")
+            await a.kernel.start()
+            await b.kernel.start()
+            _ = await b.kernel.applyDesiredState()
+            try await a.kernel.execute(.enable(id: "g", tenant: nil), actor: "cli")
+            #expect(await b.kernel.applyDesiredState().activated == ["g"])
+            try await a.kernel.execute(.config(id: "g", yaml: "colour: blue\n", file: nil), actor: "cli")
+            let failures = { b.log.lines.filter { $0.contains("reload failed") }.count }
+            for _ in 0..<3 { _ = await b.kernel.applyDesiredState() }
+            #expect(failures() == 1, "\(b.log.lines)")
+            #expect(get(b.kernel, "/ext/g/ping")?.0 == 200, "the running generation keeps serving")
+            // Changed again, to what this build accepts: tried, and it runs with it.
+            try await a.kernel.execute(.config(id: "g", yaml: "colour: 7\n", file: nil), actor: "cli")
+            #expect(await b.kernel.applyDesiredState().reloaded == ["g"])
+            #expect(get(b.kernel, "/ext/g/ping")?.1.contains(#"config={"colour":7}"#) == true, "\(get(b.kernel, "/ext/g/ping")?.1 ?? "")")
             await a.kernel.shutdown()
             await b.kernel.shutdown()
         }
