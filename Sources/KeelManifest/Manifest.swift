@@ -31,7 +31,8 @@ public struct Manifest: Sendable, Hashable {
         var idleTimeout: Double?
     }
 
-    /// Copy on write: `mutate` copies it first unless this manifest is its only holder.
+    /// Copy on write: `mutate` copies it first unless this manifest is its only holder. (Each of Manifest, PluginBundle and
+    /// PluginRecord has its own box: one generic box in another module made a start with 1,000 plugins 7–12 % slower.)
     /// `@unchecked Sendable`: `fields` is written only through `mutate`, which first makes sure that no other
     /// manifest holds this storage (`isKnownUniquelyReferenced`), so a storage shared between threads is never written.
     private final class Storage: @unchecked Sendable {

@@ -2,18 +2,81 @@
 
 /// What the kernel remembers about one plugin.
 public struct PluginRecord: Sendable, Hashable, Codable {
-    public var id: String
-    public var name: String
-    public var version: String
+    /// The values, behind one reference (`storage`): a start with a thousand plugins copies every record into a few
+    /// tables, and a copy should cost one reference count, not one for each of its strings. Encoded as these fields.
+    private struct Fields: Sendable, Hashable, Codable {
+        var id: String
+        var name: String
+        var version: String
+        var bundlePath: String
+        var enabled: Bool
+        var status: PluginStatus
+        var reason: String?
+        var changedAt: String
+    }
+
+    /// Copy on write: `mutate` copies it first unless this record is its only holder. (Each of Manifest, PluginBundle and
+    /// PluginRecord has its own box: one generic box in another module made a start with 1,000 plugins 7–12 % slower.)
+    /// `@unchecked Sendable`: `fields` is written only through `mutate`, which first makes sure that no other
+    /// record holds this storage (`isKnownUniquelyReferenced`), so a storage shared between threads is never written.
+    private final class Storage: @unchecked Sendable {
+        var fields: Fields
+        init(_ fields: Fields) { self.fields = fields }
+    }
+    private var storage: Storage
+
+    private mutating func mutate(_ change: (inout Fields) -> Void) {
+        if !isKnownUniquelyReferenced(&storage) { storage = Storage(storage.fields) }
+        change(&storage.fields)
+    }
+
+    public init(id: String, name: String, version: String, bundlePath: String, enabled: Bool, status: PluginStatus,
+                reason: String?, changedAt: String) {
+        storage = Storage(Fields(id: id, name: name, version: version, bundlePath: bundlePath, enabled: enabled, status: status,
+                                 reason: reason, changedAt: changedAt))
+    }
+
+    public init(from decoder: any Decoder) throws { storage = Storage(try Fields(from: decoder)) }
+    public func encode(to encoder: any Encoder) throws { try storage.fields.encode(to: encoder) }
+    public static func == (a: PluginRecord, b: PluginRecord) -> Bool { a.storage === b.storage || a.storage.fields == b.storage.fields }
+    public func hash(into hasher: inout Hasher) { storage.fields.hash(into: &hasher) }
+
+    public var id: String {
+        get { storage.fields.id }
+        set { mutate { $0.id = newValue } }
+    }
+    public var name: String {
+        get { storage.fields.name }
+        set { mutate { $0.name = newValue } }
+    }
+    public var version: String {
+        get { storage.fields.version }
+        set { mutate { $0.version = newValue } }
+    }
     /// The bundle folder it was last found in.
-    public var bundlePath: String
+    public var bundlePath: String {
+        get { storage.fields.bundlePath }
+        set { mutate { $0.bundlePath = newValue } }
+    }
     /// What the operator asked for: true after `enable`, false after `disable`.
-    public var enabled: Bool
-    public var status: PluginStatus
+    public var enabled: Bool {
+        get { storage.fields.enabled }
+        set { mutate { $0.enabled = newValue } }
+    }
+    public var status: PluginStatus {
+        get { storage.fields.status }
+        set { mutate { $0.status = newValue } }
+    }
     /// Why it failed, when `status` is `.failed`.
-    public var reason: String?
+    public var reason: String? {
+        get { storage.fields.reason }
+        set { mutate { $0.reason = newValue } }
+    }
     /// When `status` last changed (ISO 8601, UTC).
-    public var changedAt: String
+    public var changedAt: String {
+        get { storage.fields.changedAt }
+        set { mutate { $0.changedAt = newValue } }
+    }
 }
 
 /// The observed state of a plugin.
