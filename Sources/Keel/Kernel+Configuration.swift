@@ -73,7 +73,13 @@ extension Kernel {
 
     /// What tells one stored configuration from another within this process: an activation keeps the stamp of the
     /// text it was given, and a host following a shared state reloads a plugin whose stored text another host changed.
-    nonisolated static func configStamp(_ yaml: String?) -> Int { yaml?.hashValue ?? 0 }
+    /// Hashed as bytes: `String`'s own hash takes canonically equivalent texts (NFC and NFD) for one.
+    nonisolated static func configStamp(_ yaml: String?) -> Int {
+        guard var yaml else { return 0 }
+        var hasher = Hasher()
+        yaml.withUTF8 { hasher.combine(bytes: UnsafeRawBufferPointer($0)) }
+        return hasher.finalize()
+    }
 
     // MARK: capabilities
 
@@ -143,14 +149,15 @@ extension Kernel {
 
     /// Reloads active plugin `id` with its stored grants. When the reload fails and the grants took rights away
     /// (`taken`), the running generation is not left holding them: the plugin and its dependents are taken down and
-    /// recorded failed (still enabled), and the note says so.
+    /// recorded failed (still enabled), and the note says so. `following`: the change was another host's (a shared
+    /// state): only this host's observation is recorded, not the desired state.
     /// - Throws: the reload's error when nothing was taken away (the old generation keeps serving).
-    func regrant(_ id: String, taken: [String]) throws(KernelError) -> String? {
+    func regrant(_ id: String, taken: [String], following: Bool = false) throws(KernelError) -> String? {
         do { try reload(id) } catch where !taken.isEmpty {
             let guarded = registry.snapshot.plugins[id]?.guardsRequests == true
             let reason = "revoked \(taken.joined(separator: ", ")) and it cannot run without: \(error.reason); stopped until it is "
                 + "granted again"
-            takeDown(id, wanted: true, reason: reason, dependentsReason: "had a capability revoked and was stopped")
+            takeDown(id, wanted: following ? nil : true, reason: reason, dependentsReason: "had a capability revoked and was stopped")
             return "\(id) cannot run without it and was stopped (\(error.reason)); granting it again starts it"
                 + (guarded ? "; it has auth hooks, so every request is denied until it runs again or is disabled" : "")
         }
@@ -185,7 +192,7 @@ extension Kernel {
             let taken = running.context.grants.subtracting(rights).map(\.rawValue).sorted()
                 + running.context.routePrefixes.filter { !prefixes.contains($0) }.map(Capability.routePrefix)
             let before = Set(active.keys)
-            do throws(KernelError) { _ = try regrant(id, taken: taken) } catch {
+            do throws(KernelError) { _ = try regrant(id, taken: taken, following: true) } catch {
                 // Logged by the reload; the running generation keeps serving, and this is not tried again as it is.
                 followFailed[id] = (granted, stamp)
                 continue

@@ -150,9 +150,10 @@ public actor Kernel {
     /// While start-up activates a batch of plugins, the records of their success are collected here and written in
     /// one transaction after the batch: plugin code and child processes never run inside an open write transaction.
     var deferredWrites: [() -> Void]?
-    /// While `execute` runs a command on the kernel's thread: the failure reasons already logged in that time (an
-    /// activation's failure). The command's own line then names its outcome without repeating the reason.
-    var loggedDuringCommand: Set<String>?
+    /// While `execute` runs a command on the kernel's thread: the failure reasons already logged in that time, each
+    /// with the plugin it was logged for (an activation's failure). The command's own line then names its outcome
+    /// without repeating a reason logged for the same plugin (one logged for a dependency is said again).
+    var loggedDuringCommand: Set<[String]>?
     /// False while a lazy plugin is activated on first use: the record of its activation (status and load history)
     /// is then committed without waiting for the disk (see `wake`).
     var activationRecordsWait = true
@@ -406,14 +407,18 @@ public actor Kernel {
     }
 
     /// Deactivates an active plugin the host will not let run, with the plugins that depend on it, and records them
-    /// failed with the reason (`wanted`: whether it stays enabled, so that `enable` after a fix brings it back).
-    func takeDown(_ id: String, wanted: Bool, reason: String, dependentsReason: String) {
+    /// failed with the reason (`wanted`: whether it stays enabled, so that `enable` after a fix brings it back; nil
+    /// leaves the desired state alone and records this host's observation only, for a host following a shared state:
+    /// writing the wish there would undo a disable another host just made, and make every other host try it again).
+    func takeDown(_ id: String, wanted: Bool?, reason: String, dependentsReason: String) {
         for (other, needs) in dependents(of: id).reversed() {
             deactivate(other)
             try? state.setStatus(other, .failed, reason: "its dependency (\(needs)) \(dependentsReason)")
         }
         deactivate(id)
-        try? state.setEnabled(id, wanted, status: .failed, reason: reason)
+        if let wanted { try? state.setEnabled(id, wanted, status: .failed, reason: reason) } else {
+            try? state.setStatus(id, .failed, reason: reason)
+        }
         log(.error, id, reason)
         noteChanged()
         checkGuardsRunning()

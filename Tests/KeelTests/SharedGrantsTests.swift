@@ -71,10 +71,18 @@ extension PostgresBackedTests {
             // Revoked through host a: it stops there, and on host b, which ran it with the grant.
             try await a.kernel.execute(.grants(id: "g", grant: [], revoke: ["routes"]), actor: "cli")
             #expect(a.kernel.registry.snapshot.routes.isEmpty)
+            let shared = try PostgresStore.open(url)
+            let wishes = { try shared.events(for: "g").filter { $0.kind == "enable" || $0.kind == "disable" }.count }
+            let wishesBefore = try wishes()
             let revoked = await b.kernel.applyDesiredState()
             #expect(revoked.deactivated == ["g"], "\(revoked)")
             #expect(b.kernel.registry.snapshot.routes.isEmpty, "host b still serves a plugin whose grant was revoked: \(b.log.lines)")
             #expect(try await Self.status(b) == "failed")
+            // Host b recorded its own observation only: the desired state is not written again, so host a's failure
+            // stands (writing the wish would clear it, and undo a disable made meanwhile).
+            #expect(try await Self.status(a) == "failed", "\(a.log.lines)")
+            let kinds = try shared.events(for: "g").map(\.kind)
+            #expect(try wishes() == wishesBefore, "\(kinds)")
             await a.kernel.shutdown()
             await b.kernel.shutdown()
         }
