@@ -117,7 +117,7 @@ struct AuditTests {
     /// be JSONEncoder's, byte for byte, for a plugin with every field set and strings that need escaping.
     @Test("plugin info as JSON is JSONEncoder's text (sorted keys, slashes as they are), every field set")
     func pluginInfoJSON() throws {
-        let odd = "a\"b\\c/d\n\r\t\u{08}\u{0C}\u{01}\u{1F}\u{7F} é ✓ \u{2028} 😀"
+        let odd = "a\"b\\c/d\n\r\t\u{08}\u{0C}\u{00}\u{01}\u{0B}\u{10}\u{1E}\u{1F}\u{7F} é ✓ \u{2028} 😀"
         let fields: [String: Any] = [
             "id": "hello", "name": odd, "version": "1.2.3", "description": "says \"hello\"", "abi": "1.1", "bundlePath": "/p/hello",
             "library": "lib.so", "manifestOnly": false, "enabled": true, "status": "failed", "reason": odd,
