@@ -15,7 +15,14 @@ extension Kernel {
     /// Also returns the stored text's stamp (`configStamp`), which the activation keeps.
     func configJSON(_ id: String, bundle: Bundle) throws(KernelError) -> (json: String, stamp: Int) {
         let schemaPath = Self.schemaPath(bundle)
-        let stored = startReads.map { $0.configs[id] } ?? (try? state.config(id))
+        let stored: (yaml: String, json: String)?
+        if let pending = pendingConfig, pending.id == id {
+            stored = (pending.yaml, pending.json)
+        } else if let reads = startReads {
+            stored = reads.configs[id]
+        } else {
+            stored = (try? state.config(id)) ?? nil
+        }
         let stamp = Self.configStamp(stored?.yaml)
         guard stored != nil || schemaPath != nil else { return ("", stamp) }
         do {
@@ -50,8 +57,9 @@ extension Kernel {
     }
 
     /// Sets a plugin's configuration from YAML (`file` names it in errors): checked against the bundle's schema,
-    /// stored, and applied by re-activating the plugin when it is active. A configuration its code rejects leaves the
-    /// old activation serving, as any failed reload does, and the previous configuration stored.
+    /// applied by re-activating the plugin when it is active, and stored once it runs with it. A configuration its
+    /// code rejects leaves the old activation serving, as any failed reload does, and is never stored (so no other
+    /// host of a shared state runs it meanwhile).
     /// - Throws: `KernelError` with the file, the key and the reason.
     public func setConfig(_ id: String, yaml: String, file: String) throws(KernelError) {
         if bundles[id] == nil { rescan() }
@@ -62,11 +70,20 @@ extension Kernel {
         do { json = try PluginConfig.validate(yaml: yaml, file: file, schemaPath: Self.schemaPath(bundle)) } catch {
             throw KernelError(.badConfig, pluginID: id, reason: error.description)
         }
-        let previous = try? state.config(id)
-        do { try state.setConfig(id, yaml: yaml, json: json) } catch { throw KernelError(.state, pluginID: id, reason: error.description) }
-        guard active[id] != nil else { return }
+        func store() throws(KernelError) {
+            do { try state.setConfig(id, yaml: yaml, json: json) } catch { throw KernelError(.state, pluginID: id, reason: error.description) }
+        }
+        guard active[id] != nil else { return try store() }
+        // The new generation is activated with it before anything is stored.
+        pendingConfig = (id, yaml, json)
         do { try reload(id) } catch {
-            try? state.setConfig(id, previous ?? nil, event: "config-rejected")
+            pendingConfig = nil
+            throw error
+        }
+        pendingConfig = nil
+        do { try store() } catch {
+            // Not stored: back to the stored configuration, so that what runs is what a restart would run.
+            try? reload(id)
             throw error
         }
     }

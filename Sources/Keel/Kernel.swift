@@ -147,6 +147,9 @@ public actor Kernel {
     /// The stored grants and configuration stamp a reload for them failed with, by plugin: not tried again until they
     /// change (each try loads the library again; a configuration this host's build refuses would be retried at every pass).
     var followFailed: [String: (grants: Set<String>, stamp: Int)] = [:]
+    /// While `setConfig` reloads a plugin with a new configuration: that configuration, which its activation takes
+    /// instead of the stored one (stored only once the plugin runs with it).
+    var pendingConfig: (id: String, yaml: String, json: String)?
     /// While start-up activates a batch of plugins, the records of their success are collected here and written in
     /// one transaction after the batch: plugin code and child processes never run inside an open write transaction.
     var deferredWrites: [() -> Void]?

@@ -128,6 +128,17 @@ extension PostgresBackedTests {
             for _ in 0..<3 { _ = await b.kernel.applyDesiredState() }
             #expect(failures() == 1, "\(b.log.lines)")
             #expect(get(b.kernel, "/ext/g/ping")?.0 == 200, "the running generation keeps serving")
+            // One the plugin's own code refuses on host a: never stored (it was stored, then put back: another host
+            // could run it meanwhile), so host b never runs it.
+            let shared = try PostgresStore.open(url)
+            let configEvents = { try shared.events(for: "g").filter { $0.kind.hasPrefix("config") }.count }
+            let before = try configEvents()
+            await #expect(throws: KernelError.self) {
+                try await a.kernel.execute(.config(id: "g", yaml: "colour: refused\n", file: nil), actor: "cli")
+            }
+            #expect(try shared.config("g")?.yaml == "colour: blue\n")
+            #expect(try configEvents() == before, "nothing stored, nothing put back")
+            #expect(await b.kernel.applyDesiredState().isEmpty)
             // Changed again, to what this build accepts: tried, and it runs with it.
             try await a.kernel.execute(.config(id: "g", yaml: "colour: 7\n", file: nil), actor: "cli")
             #expect(await b.kernel.applyDesiredState().reloaded == ["g"])

@@ -27,7 +27,8 @@
  *   FAIL_GATE="path"                with HANDLER_FAILS: the handler appends a byte to path.entered, then waits until
  *                                   the file path exists before it fails
  *   SLOW_HOOK_MS                    the authenticate hook sleeps this long first
- *   CONFIG_ECHO                     the handler appends " config=<the plugin's configuration JSON>"
+ *   CONFIG_ECHO                     the handler appends " config=<the plugin's configuration JSON>"; activate
+ *                                   refuses a configuration whose JSON holds the word "refused"
  *   CTOR_MODE                       a constructor that 1: raises SIGSEGV, 2: calls _exit(7), 3: never returns,
  *                                   4: prints a line with printf and writes 32 MiB to stdout, 5: starts a process
  *                                   that sleeps 60 s holding stdout and stderr, its pid written to CTOR_PIDFILE,
@@ -269,6 +270,12 @@ static keel_status activate(const keel_host *host, keel_ctx *ctx) {
     const keel_host_config *cfg = host->get_service(ctx, keel_cstr(KEEL_SERVICE_CONFIG));
     if (!cfg) return KEEL_ERR_UNSUPPORTED;
     the_config = cfg->get(ctx);
+    for (size_t i = 0; the_config.ptr && i + 7 <= the_config.len; i++) {
+        if (memcmp(the_config.ptr + i, "refused", 7) == 0) {
+            host->set_error(ctx, keel_cstr("this configuration is refused"));
+            return KEEL_ERR_INVALID_ARGUMENT;
+        }
+    }
 #endif
     keel_route r = { sizeof r, KEEL_STR(ROUTE_METHOD), KEEL_STR(ROUTE_PATH), ping, NULL };
     keel_status s = http->register_route(ctx, &r);
