@@ -45,7 +45,7 @@ extension Kernel {
             // A bundle's own problem was logged when the scan found it (`rescan`): not a second line for each try.
             if error.code != .bundle || error.reason != bundles[id]?.problem {
                 log(.error, id, error.reason)
-                loggedDuringCommand?.insert([id, error.reason])
+                loggedDuringCommand?.insert(LoggedFailure(pluginID: id, reason: error.reason))
             }
             if deferredWrites == nil { checkGuardsRunning() }
             throw error

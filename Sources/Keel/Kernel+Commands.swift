@@ -95,7 +95,7 @@ extension Kernel {
             let what = command.subject.isEmpty ? command.name : "\(command.name) \(command.subject)"
             let said = failure.map { command.mayQuoteArguments ? "failed (\(code))" : $0 } ?? "ok"
             // A reason logged while the command ran (an activation's failure) is not said a second time.
-            let line = failure.map { logged.contains([command.pluginID ?? "", $0]) ? "failed (\(code)), as logged above" : said } ?? said
+            let line = failure.map { logged.contains(LoggedFailure(pluginID: command.pluginID, reason: $0)) ? "failed (\(code)), as logged above" : said } ?? said
             log(failure == nil ? .info : .warn, command.pluginID, "\(actor): \(what): \(line)")
             audit(StateStore.AuditEntry(actor: actor, principal: principal, origin: origin, command: command.name,
                                         target: command.subject, outcome: code, detail: command.auditDetail(outcome)),

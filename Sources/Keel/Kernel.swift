@@ -156,7 +156,11 @@ public actor Kernel {
     /// While `execute` runs a command on the kernel's thread: the failure reasons already logged in that time, each
     /// with the plugin it was logged for (an activation's failure). The command's own line then names its outcome
     /// without repeating a reason logged for the same plugin (one logged for a dependency is said again).
-    var loggedDuringCommand: Set<[String]>?
+    var loggedDuringCommand: Set<LoggedFailure>?
+    struct LoggedFailure: Hashable {
+        let pluginID: String?
+        let reason: String
+    }
     /// False while a lazy plugin is activated on first use: the record of its activation (status and load history)
     /// is then committed without waiting for the disk (see `wake`).
     var activationRecordsWait = true

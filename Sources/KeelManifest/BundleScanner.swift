@@ -76,8 +76,7 @@ public struct PluginBundle: Sendable {
 
     /// The id it is known by: the manifest's, else `knownAs`, else the folder name.
     public var id: String {
-        let fields = storage.fields
-        return fields.manifest?.id ?? fields.knownAs ?? PluginBundle.fallbackID(fields.folder)
+        storage.fields.manifest?.id ?? storage.fields.knownAs ?? PluginBundle.fallbackID(storage.fields.folder)
     }
 
     /// The library's path; nil without a usable manifest or for a manifest-only bundle.
