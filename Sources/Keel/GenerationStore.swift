@@ -156,7 +156,7 @@ struct GenerationStore: Sendable {
     /// While every one has a known checksum that still holds (installed libraries, each about to be loaded where it
     /// lies after an open, a `stat` and a 64-byte read), on this thread: that is less than waking the other core's
     /// workers, whose running there can also make the dynamic loader's `mprotect`s and `munmap`s interrupt that core
-    /// (TLB shoot-downs, README "What bounds each missed target"); about 4 % of a start of 1,000, in alternating child
+    /// (TLB shoot-downs, docs/bench/HISTORY.md, the load of 2026-12-01); about 4 % of a start of 1,000, in alternating child
     /// starts. From the first one that has to be read and hashed after all (a stale entry: an upgrade, a changed
     /// mode), the rest go to every core.
     func copy(_ requests: [(library: String, id: String, generation: Int)], owned: String? = nil,
