@@ -1,14 +1,17 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 //
 // Build tool plugin: embeds the plugin SDK (PluginABI/include, PluginABI/sdk, the Rust crate sdk/rust/keel-plugin
-// without build output) and the `keel new` templates (Templates/) into the target it is applied to, as `EmbeddedFiles.files` (see BuildTools/KeelEmbed).
+// without build output, the Swift package sdk/swift/KeelPluginKit with the sources of Sources/KeelPluginKit) and the
+// `keel new` templates (Templates/) into the target it is applied to, as `EmbeddedFiles.files` (see
+// BuildTools/KeelEmbed).
 
 import Foundation
 import PackagePlugin
 
 @main
 struct EmbedSDK: BuildToolPlugin {
-    static let folders = ["PluginABI/include", "PluginABI/sdk", "Templates", "sdk/rust/keel-plugin"]
+    static let folders = ["PluginABI/include", "PluginABI/sdk", "Templates", "sdk/rust/keel-plugin", "sdk/swift/KeelPluginKit",
+                          "Sources/KeelPluginKit"]
 
     func createBuildCommands(context: PluginContext, target: Target) async throws -> [Command] {
         let root = context.package.directoryURL
@@ -19,7 +22,7 @@ struct EmbedSDK: BuildToolPlugin {
             for case let url as URL in walker where (try? url.resourceValues(forKeys: [.isRegularFileKey]).isRegularFile) == true {
                 let path = url.standardizedFileURL.path
                 let prefix = root.standardizedFileURL.path + "/"
-                guard path.hasPrefix(prefix), !path.contains("/target/"), !path.hasSuffix("/Cargo.lock") else { continue }
+                guard path.hasPrefix(prefix), !path.contains("/target/"), !path.contains("/.build/"), !path.hasSuffix("/Cargo.lock") else { continue }
                 relative.append(String(path.dropFirst(prefix.count)))
             }
         }

@@ -12,6 +12,8 @@ enum PluginSDK {
     private static let headerSource = "PluginABI/include/"
     private static let pcTemplate = "PluginABI/sdk/keel-plugin.pc.in"
     private static let rustCrateSource = "sdk/rust/keel-plugin/"
+    private static let swiftPackageSource = "sdk/swift/KeelPluginKit/"
+    private static let swiftKitSource = "Sources/KeelPluginKit/"
 
     /// The public headers as (path under `include/`, text): `keel/keel.h`, `keel/private/macros.h`, ... The module
     /// map that builds Keel itself is not part of the SDK.
@@ -51,9 +53,22 @@ enum PluginSDK {
         }.sorted { $0.path < $1.path }
     }
 
+    /// The Swift SDK package's files as (path inside the package, text): its `Package.swift`, the `CKeelABI` module
+    /// that finds the headers through pkg-config, and `Sources/KeelPluginKit/`, the same sources Keel's own Swift
+    /// plugins build with.
+    static var swiftPackage: [(path: String, text: String)] {
+        EmbeddedFiles.files.compactMap { path, text in
+            if path.hasPrefix(swiftPackageSource) { return (String(path.dropFirst(swiftPackageSource.count)), text) }
+            if path.hasPrefix(swiftKitSource), path.hasSuffix(".swift") { return (path, text) }
+            return nil
+        }.sorted { $0.path < $1.path }
+    }
+
     static func includeDirectory(prefix: String) -> String { prefix + "/include" }
     /// Where `install` puts the Rust SDK crate, which `keel new --lang rust` projects name as a path dependency.
     static func rustCrateDirectory(prefix: String) -> String { prefix + "/share/keel/rust/keel-plugin" }
+    /// Where `install` puts the Swift SDK package, which `keel new --lang swift` projects name as a path dependency.
+    static func swiftPackageDirectory(prefix: String) -> String { prefix + "/share/keel/swift/KeelPluginKit" }
     static func pcDirectory(prefix: String) -> String { prefix + "/lib/pkgconfig" }
 
     /// The pkg-config file for headers installed under `prefix`.
@@ -64,8 +79,9 @@ enum PluginSDK {
             .replacingOccurrences(of: "@KEEL_VERSION@", with: Kernel.version)
     }
 
-    /// Writes the headers to `prefix/include/keel/`, `prefix/lib/pkgconfig/keel-plugin.pc` and the Rust SDK crate to
-    /// `rustCrateDirectory(prefix:)` (each file replaced whole, through a rename), and returns the paths written.
+    /// Writes the headers to `prefix/include/keel/`, `prefix/lib/pkgconfig/keel-plugin.pc`, the Rust SDK crate to
+    /// `rustCrateDirectory(prefix:)` and the Swift SDK package to `swiftPackageDirectory(prefix:)` (each file replaced
+    /// whole, through a rename), and returns the paths written.
     /// - Throws: `CLIError` naming the file and the reason.
     @discardableResult
     static func install(prefix: String) throws -> [String] {
@@ -77,6 +93,13 @@ enum PluginSDK {
         }
         for (path, text) in rustCrate {
             let target = rustCrateDirectory(prefix: prefix) + "/" + path
+            try writeText(text, to: target)
+            written.append(target)
+        }
+        // The kit's sources are replaced as a whole: a file an older SDK had and this one has not would still compile.
+        try? FileManager.default.removeItem(atPath: swiftPackageDirectory(prefix: prefix) + "/Sources/KeelPluginKit")
+        for (path, text) in swiftPackage {
+            let target = swiftPackageDirectory(prefix: prefix) + "/" + path
             try writeText(text, to: target)
             written.append(target)
         }

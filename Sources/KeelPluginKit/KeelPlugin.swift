@@ -26,7 +26,8 @@
 /// One plugin type per shared object. A new instance is made for every activation; `deactivate` is called on it
 /// once no handler of that activation is running or will run again.
 public protocol KeelPlugin: AnyObject {
-    /// The plugin id; must equal `id` in plugin.yaml.
+    /// The plugin id, which must equal `id` in plugin.yaml; or "" (the default) to take plugin.yaml's, so that the
+    /// id is written in one place (a host before 1.1's id rule refuses an empty id, naming the mismatch).
     static var id: String { get }
     /// The semver version, which must equal `version` in plugin.yaml; or "" (the default) to take plugin.yaml's,
     /// so that the version is written in one place.
@@ -43,6 +44,7 @@ public protocol KeelPlugin: AnyObject {
 }
 
 extension KeelPlugin {
+    public static var id: String { "" }
     public static var version: String { "" }
     public func deactivate() {}
 }

@@ -40,7 +40,7 @@ public final class PluginHost: @unchecked Sendable {
 
     /// Registers `hook` through `call`, which gets the `user_data` to hand the host; the callback is kept alive with
     /// the activation once the host accepts it.
-    private func register<Hook: Sendable>(_ hook: Hook, _ what: String,
+    func register<Hook: Sendable>(_ hook: Hook, _ what: String,
                                           _ call: (UnsafeMutableRawPointer) -> keel_status) throws {
         let callback = Callback(hook, host: host, ctx: ctx)
         try Self.check(call(Unmanaged.passUnretained(callback).toOpaque()), what)

@@ -1,14 +1,14 @@
 // swift-tools-version: 6.0
 import PackageDescription
 
-// {{id}}: a Keel plugin in Swift over the C ABI. The headers come from the Keel plugin SDK through pkg-config
-// (`keel sdk install`); the product is lib{{ident}}.so.
+// {{id}}: a Keel plugin in Swift, on KeelPluginKit, the SDK's Swift package (`keel sdk install` put it at the path
+// below; its headers come through pkg-config). The product is lib{{ident}}.so.
 let package = Package(
     name: "{{ident}}",
     products: [.library(name: "{{ident}}", type: .dynamic, targets: ["Plugin"])],
+    dependencies: [.package(path: "{{keel_plugin_kit}}")],
     targets: [
-        .systemLibrary(name: "CKeel", path: "Sources/CKeel", pkgConfig: "keel-plugin"),
-        .target(name: "Plugin", dependencies: ["CKeel"]),
+        .target(name: "Plugin", dependencies: [.product(name: "KeelPluginKit", package: "KeelPluginKit")]),
         .testTarget(name: "PluginTests", dependencies: ["Plugin"]),
     ]
 )

@@ -51,6 +51,25 @@ struct PluginKitTests {
                     == FileManager.default.contents(atPath: crate + "/" + file), "\(file)")
         }
         #expect(installed.stdout.contains("  Rust crate: \(prefix)/share/keel/rust/keel-plugin ("), "\(installed.stdout)")
+        // The Swift package: its manifest and pkg-config module, and KeelPluginKit's sources byte for byte.
+        let kit = prefix + "/share/keel/swift/KeelPluginKit"
+        let repository = TestEnvironment.repository.path
+        for file in ["Package.swift", "Sources/CKeelABI/module.modulemap", "Sources/CKeelABI/shim.h"] {
+            #expect(FileManager.default.contents(atPath: kit + "/" + file)
+                    == FileManager.default.contents(atPath: repository + "/sdk/swift/KeelPluginKit/" + file), "\(file)")
+        }
+        let sources = try FileManager.default.contentsOfDirectory(atPath: repository + "/Sources/KeelPluginKit").filter { $0.hasSuffix(".swift") }
+        #expect(sources.contains("Services.swift") && sources.count >= 6)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: kit + "/Sources/KeelPluginKit").sorted() == sources.sorted())
+        for file in sources {
+            #expect(FileManager.default.contents(atPath: kit + "/Sources/KeelPluginKit/" + file)
+                    == FileManager.default.contents(atPath: repository + "/Sources/KeelPluginKit/" + file), "\(file)")
+        }
+        #expect(installed.stdout.contains("  Swift:      \(kit) (the KeelPluginKit package, \(sources.count + 3) files)"), "\(installed.stdout)")
+        // A file an older SDK's kit had is gone after the next install (it would still compile into every project).
+        try "struct Stale {}\n".write(toFile: kit + "/Sources/KeelPluginKit/Stale.swift", atomically: true, encoding: .utf8)
+        #expect(try TestEnvironment.run(Self.keel, ["sdk", "install", "--prefix", prefix]).status == 0)
+        #expect(!FileManager.default.fileExists(atPath: kit + "/Sources/KeelPluginKit/Stale.swift"))
 
         let env = Self.buildEnvironment(prefix: prefix)
         let cflags = try TestEnvironment.run("/usr/bin/env", ["pkg-config", "--cflags", "keel-plugin"], environment: env)
@@ -89,6 +108,8 @@ struct PluginKitTests {
         try FileManager.default.removeItem(atPath: prefix + "/share")
         let rust = try TestEnvironment.run(Self.keel, ["new", "r", "--lang", "rust", "--dir", dir + "/r"], environment: Self.buildEnvironment(prefix: prefix))
         #expect(rust.status == 1 && rust.stderr == "keel: error: no Rust SDK crate in \(prefix)/share/keel/rust/keel-plugin; run `keel sdk install --prefix \(prefix)` (and set PKG_CONFIG_PATH as it says)\n", "\(rust.stderr)")
+        let swift = try TestEnvironment.run(Self.keel, ["new", "s", "--lang", "swift", "--dir", dir + "/s"], environment: Self.buildEnvironment(prefix: prefix))
+        #expect(swift.status == 1 && swift.stderr == "keel: error: no Swift SDK package in \(prefix)/share/keel/swift/KeelPluginKit; run `keel sdk install --prefix \(prefix)` (and set PKG_CONFIG_PATH as it says)\n", "\(swift.stderr)")
     }
 
     @Test("keel new makes a project that builds with its own tool and pkg-config, passes its own tests, and serves its route",
@@ -121,6 +142,13 @@ struct PluginKitTests {
             #expect(build.stdout.contains("cargo build --release --offline"), "\(build.stdout)")
             #expect(test.stdout.contains("greets_by_name ... ok"), "\(test.stdout)")
         }
+        if lang == "swift" {
+            // On the installed KeelPluginKit package, by the path `keel sdk path` resolved to.
+            let manifest = try String(contentsOfFile: project + "/Package.swift", encoding: .utf8)
+            #expect(manifest.contains(".package(path: \"\(prefix)/share/keel/swift/KeelPluginKit\")"), "\(manifest)")
+            #expect(try String(contentsOfFile: project + "/Sources/Plugin/Plugin.swift", encoding: .utf8).contains("import KeelPluginKit\n"))
+            #expect(test.stdout.contains("leaves the id and the version to plugin.yaml"), "\(test.stdout)")
+        }
         let bundle = project + "/bundle/" + id
         #expect(try FileManager.default.contentsOfDirectory(atPath: bundle).sorted() == ["lib\(ident).so", "plugin.yaml"])
 
@@ -150,6 +178,79 @@ struct PluginKitTests {
         #expect(reply.status == 200 && reply.text == "hello, ci, from \(id)\n", "\(reply.status) \(reply.text)")
         let info = try await server.request("GET", "/api/v1/plugins/\(id)", admin: true)
         #expect((info.json as? [String: Any])?["version"] as? String == "0.1.0", "\(info.text)")
+    }
+
+    @Test("Swift plugins outside the checkout, on the SDK's KeelPluginKit: swift-sync provides gitops.sync/1 to the C deployer and to swift-deploy, which hears the operator's switch and reads its configuration")
+    func swiftServicesOnTheSDK() async throws {
+        let prefix = try Self.sdk.get()
+        // The fixture project (Tests/KeelTests/Fixtures/swift-services) in a folder of its own, naming the installed
+        // kit; the interface's header is the consumer's (Plugins/deployer), as an author would copy it.
+        let project = TestEnvironment.makeTemporaryDirectory("swift-services") + "/project"
+        try FileManager.default.copyItem(atPath: TestEnvironment.fixtures + "/swift-services", toPath: project)
+        let manifest = try String(contentsOfFile: project + "/Package.swift.in", encoding: .utf8)
+            .replacingOccurrences(of: "{{keel_plugin_kit}}", with: prefix + "/share/keel/swift/KeelPluginKit")
+        try manifest.write(toFile: project + "/Package.swift", atomically: true, encoding: .utf8)
+        try FileManager.default.copyItem(atPath: TestEnvironment.repository.path + "/Plugins/deployer/gitops_sync.h",
+                                         toPath: project + "/Sources/GitopsSync/include/gitops_sync.h")
+        let env = Self.buildEnvironment(prefix: prefix)
+        let build = try TestEnvironment.run("/usr/bin/env", ["swift", "build"], environment: env, currentDirectory: project)
+        try #require(build.status == 0, "swift build: \(build.stdout)\(build.stderr)")
+        let bin = try TestEnvironment.run("/usr/bin/env", ["swift", "build", "--show-bin-path"], environment: env, currentDirectory: project)
+            .stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+
+        let f = KernelFixture()
+        for (id, library) in [("swift-sync", "libswift_sync.so"), ("swift-deploy", "libswift_deploy.so")] {
+            let bundle = try TestEnvironment.makeBundle(in: f.plugins, folder: id, manifest: String(
+                contentsOfFile: project + "/\(id)/plugin.yaml", encoding: .utf8), library: bin + "/" + library)
+            if id == "swift-deploy" {
+                try FileManager.default.copyItem(atPath: project + "/swift-deploy/config.schema.yaml", toPath: bundle + "/config.schema.yaml")
+            }
+            let validated = try TestEnvironment.run(Self.keel, ["plugins", "validate", bundle])
+            #expect(validated.status == 0 && validated.stdout.hasSuffix("\(bundle): all 11 checks passed\n"), "\(id): \(validated.stdout)\(validated.stderr)")
+        }
+        for id in ["argo-sync", "deployer"] {
+            try TestEnvironment.makeBundle(in: f.plugins, folder: id, manifest: String(
+                contentsOfFile: TestEnvironment.repository.path + "/Plugins/\(id)/plugin.yaml", encoding: .utf8),
+                library: try TestEnvironment.builtLibrary("lib\(id).so"))
+        }
+        let at = ["--plugins", f.plugins, "--state", f.state]
+        func run(_ arguments: [String]) throws -> String {
+            let r = try TestEnvironment.run(Self.keel, arguments + at)
+            #expect(r.status == 0, "keel \(arguments.joined(separator: " ")): \(r.stderr)")
+            return r.stdout
+        }
+        #expect(try run(["plugins", "enable", "swift-sync"]).contains("provides gitops.sync/1 1.0.0 ranking 1"))
+        for id in ["argo-sync", "deployer", "swift-deploy"] { _ = try run(["plugins", "enable", id]) }
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch"])
+        defer { server.stop() }
+
+        // The highest ranking serves first (argo-sync, C), to the Swift consumer through a typed lease.
+        var reply = try await server.request("GET", "/ext/swift-deploy/sync/shop")
+        #expect(reply.status == 200 && reply.text.hasPrefix("argocd synced shop to main (provider argo-sync 1.0.0 generation "), "\(reply.text)")
+        #expect(reply.text.hasSuffix(", gitops.sync/1 1.1.0)\n"), "\(reply.text)")
+        // The operator picks the Swift provider: both consumers, Swift and C, are served by it at once.
+        #expect(try run(["services", "use", "gitops.sync/1", "swift-sync"]) == "gitops.sync/1: served by swift-sync\n")
+        reply = try await server.request("GET", "/ext/swift-deploy/sync/shop?rev=v2")
+        #expect(reply.text.hasPrefix("swiftsync synced shop to v2 (provider swift-sync 1.0.0 generation "), "\(reply.text)")
+        reply = try await server.request("GET", "/ext/deployer/sync/shop")
+        #expect(reply.text.hasPrefix("swiftsync synced shop to main (provider swift-sync 1.0.0 generation "), "\(reply.text)")
+        // The Swift consumer's listener heard the switch.
+        #expect(try await server.request("GET", "/ext/swift-deploy/changes").text == "* -> swift-sync\n")
+        // Its configuration, as the host checked it against the schema; one the schema refuses is refused.
+        #expect(try await server.request("GET", "/ext/swift-deploy/config").text == "{}")
+        let config = TestEnvironment.makeTemporaryDirectory("swift-deploy-config")
+        try "region: eu\n".write(toFile: config + "/ok.yaml", atomically: true, encoding: .utf8)
+        _ = try run(["plugins", "config", "swift-deploy", config + "/ok.yaml"])
+        #expect(try await server.request("GET", "/ext/swift-deploy/config").text == #"{"region":"eu"}"#)
+        try "zone: eu\n".write(toFile: config + "/bad.yaml", atomically: true, encoding: .utf8)
+        let refused = try TestEnvironment.run(Self.keel, ["plugins", "config", "swift-deploy", config + "/bad.yaml"] + at)
+        #expect(refused.status != 0 && refused.stderr.contains("zone"), "\(refused.stderr)")
+        // The choice cleared: the ranking rule picks argo-sync again, and the listener (of the activation the new
+        // configuration started) says so.
+        _ = try run(["services", "clear", "gitops.sync/1"])
+        reply = try await server.request("GET", "/ext/swift-deploy/sync/shop")
+        #expect(reply.text.hasPrefix("argocd synced shop to main (provider argo-sync"), "\(reply.text)")
+        #expect(try await server.request("GET", "/ext/swift-deploy/changes").text == "* -> argo-sync\n")
     }
 
     @Test("keel pack packs the manifest, the schema, the library and assets/, never sources")

@@ -13,8 +13,9 @@ extension KeelCommand {
             discussion: """
                 `make` builds with the language's tool (cc with pkg-config, swift build, cargo build) and assembles \
                 bundle/ID/ (plugin.yaml + library, no sources); `make test` runs the project's own tests. C and Swift \
-                need the plugin SDK on pkg-config's path: `keel sdk install`; Rust needs its crate, which `keel sdk install` \
-                installs too (the project's Cargo.toml names the path `keel sdk path` resolves to, here and now).
+                need the plugin SDK on pkg-config's path: `keel sdk install`; Rust needs its crate and Swift the \
+                KeelPluginKit package, which `keel sdk install` installs too (the project's Cargo.toml or Package.swift \
+                names the path `keel sdk path` resolves to, here and now).
                 """)
 
         @Argument(help: "The plugin id (lowercase letters, digits, '-', '_', '.'; starts with a letter or digit).") var id: String
@@ -35,6 +36,7 @@ extension KeelCommand {
                 let folder = absolute(dir ?? id)
                 var template = ProjectTemplate(language: lang, id: id)
                 if lang == .rust { template.rustCrate = try ProjectTemplate.installedRustCrate() }
+                if lang == .swift { template.swiftPackage = try ProjectTemplate.installedSwiftPackage() }
                 let written = try template.write(into: folder)
                 print("created \(folder) (\(lang.rawValue) plugin \(id), \(written.count) files)")
                 if (try? PluginSDK.runTool(["pkg-config", "--exists", PluginSDK.packageName]).status) != 0 {
@@ -48,8 +50,9 @@ extension KeelCommand {
 
 /// One of the project templates this binary carries, rendered for a plugin id. Placeholders: `{{id}}` the plugin
 /// id, `{{ident}}` the id as an identifier (library, crate and product names: `-` and `.` become `_`), `{{abi}}`
-/// the ABI of the embedded headers ("1.1"), `{{keel_plugin_crate}}` the installed Rust SDK crate's folder. A template
-/// file named `gitignore` is written as `.gitignore`.
+/// the ABI of the embedded headers ("1.1"), `{{keel_plugin_crate}}` the installed Rust SDK crate's folder,
+/// `{{keel_plugin_kit}}` the installed Swift SDK package's. A template file named `gitignore` is written as
+/// `.gitignore`.
 struct ProjectTemplate {
     enum Language: String, CaseIterable, ExpressibleByArgument {
         case c, swift, rust
@@ -59,16 +62,30 @@ struct ProjectTemplate {
     var id: String
     /// The Rust SDK crate's folder, for a Rust project's Cargo.toml.
     var rustCrate = ""
+    /// The Swift SDK package's folder, for a Swift project's Package.swift.
+    var swiftPackage = ""
 
     /// The Rust SDK crate under the prefix `keel sdk path` resolves to (pkg-config's, else the default prefix).
     /// - Throws: `CLIError` naming the folder and the fix when no crate is installed there.
     static func installedRustCrate() throws -> String {
+        try installed("Rust SDK crate", PluginSDK.rustCrateDirectory, holding: "Cargo.toml")
+    }
+
+    /// The Swift SDK package (KeelPluginKit) under the prefix `keel sdk path` resolves to.
+    /// - Throws: `CLIError` naming the folder and the fix when no package is installed there.
+    static func installedSwiftPackage() throws -> String {
+        try installed("Swift SDK package", PluginSDK.swiftPackageDirectory, holding: "Package.swift")
+    }
+
+    /// The folder `folder(prefix)` under the prefix `keel sdk path` resolves to (pkg-config's, else the default
+    /// prefix), when it holds `file`. - Throws: `CLIError` naming the folder and the fix.
+    private static func installed(_ what: String, _ folder: (String) -> String, holding file: String) throws -> String {
         let prefix = absolute(PluginSDK.prefixFromPkgConfig() ?? PluginSDK.defaultPrefix)
-        let crate = PluginSDK.rustCrateDirectory(prefix: prefix)
-        guard FileManager.default.fileExists(atPath: crate + "/Cargo.toml") else {
-            throw CLIError("no Rust SDK crate in \(crate); run `keel sdk install --prefix \(prefix)` (and set PKG_CONFIG_PATH as it says)")
+        let path = folder(prefix)
+        guard FileManager.default.fileExists(atPath: path + "/" + file) else {
+            throw CLIError("no \(what) in \(path); run `keel sdk install --prefix \(prefix)` (and set PKG_CONFIG_PATH as it says)")
         }
-        return crate
+        return path
     }
 
     var ident: String { String(id.map { $0 == "-" || $0 == "." ? "_" : $0 }) }
@@ -89,6 +106,7 @@ struct ProjectTemplate {
             .replacingOccurrences(of: "{{ident}}", with: ident)
             .replacingOccurrences(of: "{{abi}}", with: PluginSDK.abiMajorMinor)
             .replacingOccurrences(of: "{{keel_plugin_crate}}", with: rustCrate)
+            .replacingOccurrences(of: "{{keel_plugin_kit}}", with: swiftPackage)
     }
 
     /// Writes the project into `folder`, which must not exist or be empty; returns the paths written.

@@ -14,17 +14,18 @@ extension KeelCommand {
 
         struct Install: AsyncParsableCommand {
             static let configuration = CommandConfiguration(
-                abstract: "Write the plugin headers to PREFIX/include/keel, PREFIX/lib/pkgconfig/keel-plugin.pc, the Rust SDK crate to PREFIX/share/keel/rust/keel-plugin, and libkeel.so with keel.pc.",
+                abstract: "Write the plugin headers to PREFIX/include/keel, PREFIX/lib/pkgconfig/keel-plugin.pc, the Rust SDK crate to PREFIX/share/keel/rust/keel-plugin, the Swift package KeelPluginKit to PREFIX/share/keel/swift/KeelPluginKit, and libkeel.so with keel.pc.",
                 discussion: "The default prefix is /usr/local for root (on pkg-config's default path), else ~/.local.")
             @Option(help: "Where to install (default: /usr/local for root, else ~/.local).") var prefix: String?
 
             func run() async throws {
                 try await reporting {
                     let prefix = absolute(prefix ?? PluginSDK.defaultPrefix)
-                    let written = try PluginSDK.install(prefix: prefix)
+                    try PluginSDK.install(prefix: prefix)
                     print("installed the Keel plugin SDK (ABI \(PluginSDK.abiVersion)) in \(prefix)")
                     print("  headers:    \(PluginSDK.includeDirectory(prefix: prefix))/keel (\(PluginSDK.headers.count) files)")
-                    print("  Rust crate: \(PluginSDK.rustCrateDirectory(prefix: prefix)) (\(written.count - PluginSDK.headers.count - 1) files)")
+                    print("  Rust crate: \(PluginSDK.rustCrateDirectory(prefix: prefix)) (\(PluginSDK.rustCrate.count) files)")
+                    print("  Swift:      \(PluginSDK.swiftPackageDirectory(prefix: prefix)) (the KeelPluginKit package, \(PluginSDK.swiftPackage.count) files)")
                     print("  pkg-config: \(PluginSDK.pcDirectory(prefix: prefix))/\(PluginSDK.packageName).pc")
                     let embedding = try EmbeddingSDK.install(prefix: prefix)
                     if embedding.isEmpty {

@@ -1,1 +1,0 @@
-#include <keel/keel.h>

@@ -1,0 +1,15 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+// KeelPluginKit: Keel plugins in Swift without pointers, over Keel's C ABI. `keel sdk install` puts this package
+// in PREFIX/share/keel/swift/KeelPluginKit, and `keel new ID --lang swift` projects name it as a path dependency.
+// The headers come from the same SDK through pkg-config (`keel-plugin`), so set PKG_CONFIG_PATH as `keel sdk
+// install` says when PREFIX is not on pkg-config's path.
+let package = Package(
+    name: "KeelPluginKit",
+    products: [.library(name: "KeelPluginKit", targets: ["KeelPluginKit"])],
+    targets: [
+        .systemLibrary(name: "CKeelABI", path: "Sources/CKeelABI", pkgConfig: "keel-plugin"),
+        .target(name: "KeelPluginKit", dependencies: ["CKeelABI"]),
+    ]
+)
