@@ -23,6 +23,9 @@ public struct Request: Sendable {
     public var body: [UInt8]
     public var caller: Caller
     public var requestID: String
+    /// The address of the host's principal for this request, which `PluginHost.call` hands back to the host: valid,
+    /// and accepted by the host, only while the handler serving this request runs on its thread (0 when none).
+    var principalAddress: UInt = 0
 
     /// The value of path parameter `name` (`:name` in the route), or nil.
     public func parameter(_ name: String) -> String? { parameters.first { $0.name == name }?.value }

@@ -138,7 +138,8 @@ enum Trampolines {
         return Request(method: StringPack.copy(r.method), path: StringPack.copy(r.path),
                        routePath: StringPack.copy(r.route_path), query: StringPack.copy(r.query),
                        headers: pairs(r.headers, r.headers_len), parameters: pairs(r.params, r.params_len), body: body,
-                       caller: caller(r.principal), requestID: StringPack.copy(r.request_id))
+                       caller: caller(r.principal), requestID: StringPack.copy(r.request_id),
+                       principalAddress: UInt(bitPattern: r.principal))
     }
 
     static let route: @convention(c) (UnsafeMutableRawPointer?, UnsafePointer<keel_http_request>?,

@@ -95,6 +95,32 @@ public final class PluginHost: @unchecked Sendable {
         }
     }
 
+    /// Calls command `command` of plugin `plugin` (declared under `calls:` in plugin.yaml as "plugin.command") for the
+    /// caller of `request`, with `arguments`, a JSON array ("[2, 40]"), and returns the result as JSON text (a
+    /// number, true/false, a string, a JSON value or null). `request` must be the one this handler is serving, on
+    /// its thread: the host refuses any other (a plugin acts only for the caller it serves). [request]
+    /// - Throws: `PluginError` with the host's status: `.denied` (not declared under `calls:`, or the caller lacks
+    ///   the command's permission), `.notFound` (no such plugin or command, or not active), `.invalidArgument`
+    ///   (arguments of the wrong count or type), `.limit` (the result needs more than `capacity` bytes), or the
+    ///   command's own error status.
+    public func call(_ plugin: String, _ command: String, arguments: String = "[]", for request: Request,
+                     capacity: Int = 64 * 1024) throws -> String {
+        let commands = try service(KEEL_SERVICE_COMMANDS, as: keel_host_commands.self)
+        var out = [CChar](repeating: 0, count: max(capacity, 1))
+        var length = 0
+        let principal = UnsafePointer<keel_principal>(bitPattern: request.principalAddress)
+        let status = StringPack.with([plugin, command, arguments]) { s in
+            out.withUnsafeMutableBufferPointer { buffer in
+                commands.pointee.call(ctx, s[0], s[1], s[2], principal, buffer.baseAddress, capacity, &length)
+            }
+        }
+        if status == KEEL_ERR_LIMIT {
+            throw PluginError(.limit, "\(plugin).\(command): the result needs \(length) bytes, over \(capacity)")
+        }
+        try Self.check(status, "calling \(plugin).\(command)")
+        return String(decoding: out.prefix(min(length, capacity)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
     /// Asks the host's authorize chain whether `caller` may do `action` on `resource`. [request]
     public func isAllowed(_ caller: Caller, action: String, resource: String) -> Bool {
         guard let auth = try? service(KEEL_SERVICE_AUTH, as: keel_host_auth.self) else { return false }

@@ -180,7 +180,7 @@ struct PluginKitTests {
         #expect((info.json as? [String: Any])?["version"] as? String == "0.1.0", "\(info.text)")
     }
 
-    @Test("Swift plugins outside the checkout, on the SDK's KeelPluginKit: swift-sync provides gitops.sync/1 to the C deployer and to swift-deploy, which hears the operator's switch and reads its configuration")
+    @Test("Swift plugins outside the checkout, on the SDK's KeelPluginKit: swift-sync provides gitops.sync/1 to the C deployer and to swift-deploy, which hears the operator's switch, calls swift-sync's command for its caller and reads its configuration")
     func swiftServicesOnTheSDK() async throws {
         let prefix = try Self.sdk.get()
         // The fixture project (Tests/KeelTests/Fixtures/swift-services) in a folder of its own, naming the installed
@@ -234,6 +234,13 @@ struct PluginKitTests {
         #expect(reply.text.hasPrefix("swiftsync synced shop to v2 (provider swift-sync 1.0.0 generation "), "\(reply.text)")
         reply = try await server.request("GET", "/ext/deployer/sync/shop")
         #expect(reply.text.hasPrefix("swiftsync synced shop to main (provider swift-sync 1.0.0 generation "), "\(reply.text)")
+        // A command exported from Swift (@_cdecl), called by the CLI and, for the caller it serves, by the Swift
+        // consumer (`host.call`): the admin holds its permission, an anonymous caller does not.
+        #expect(try run(["call", "swift-sync", "engine"]) == "swiftsync\n")
+        reply = try await server.request("GET", "/ext/swift-deploy/engine", admin: true)
+        #expect(reply.status == 200 && reply.text == #""swiftsync""#, "\(reply.status) \(reply.text)")
+        reply = try await server.request("GET", "/ext/swift-deploy/engine")
+        #expect(reply.status == 403 && reply.text.hasPrefix("not allowed: calling swift-sync.engine refused by the host (status 4)"), "\(reply.status) \(reply.text)")
         // The Swift consumer's listener heard the switch.
         #expect(try await server.request("GET", "/ext/swift-deploy/changes").text == "* -> swift-sync\n")
         // Its configuration, as the host checked it against the schema; one the schema refuses is refused.

@@ -27,6 +27,16 @@ final class SwiftDeploy: KeelPlugin {
                 return .text("no gitops.sync/1 provider serves now (\(error.message))\n", status: 503)
             }
         }
+        // GET /engine: swift-sync's command, called for this request's caller (who needs its permission).
+        try host.route("GET", "/engine") { request in
+            do {
+                return .json(try host.call("swift-sync", "engine", for: request))
+            } catch let error as PluginError where error.status == .denied {
+                return .text("not allowed: \(error.message)\n", status: 403)
+            } catch let error as PluginError where error.status == .notFound || error.status == .unavailable {
+                return .text("swift-sync is not serving (\(error.message))\n", status: 503)
+            }
+        }
         try host.route("GET", "/changes") { _ in
             .text(heard.lines.withLock { $0.map { $0 + "\n" }.joined() })
         }

@@ -36,5 +36,15 @@ final class SwiftSync: KeelPlugin {
     }
 }
 
+/// The command `engine` (plugin.yaml: `() -> status(json)`): the engine's name as a JSON string. A command is a plain
+/// C function exported by name; its C types come from the headers (here through GitopsSync; `import CKeelABI` gives
+/// them too).
+@_cdecl("swift_sync_engine")
+public func engineCommand(_ out: UnsafeMutablePointer<keel_output>?) -> keel_status {
+    guard let out else { return KEEL_ERR_INVALID_ARGUMENT }
+    let json = Array("\"\(engineName)\"".utf8)
+    return json.withUnsafeBytes { out.pointee.write(out, $0.baseAddress, $0.count) }
+}
+
 @_cdecl("keel_plugin_entry")
 public func keelPluginEntry() -> UnsafeRawPointer? { PluginExport.descriptor(for: SwiftSync.self) }
