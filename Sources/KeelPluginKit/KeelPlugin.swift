@@ -49,6 +49,17 @@ extension KeelPlugin {
     public func deactivate() {}
 }
 
+/// A plugin that can tell whether it is able to do its work (its database answers, its upstream is reachable): the
+/// host calls `checkHealth` on a schedule, on a thread of its own, under a budget (`keel serve --health-interval`,
+/// `--health-budget-ms`), and shows the last result in `keel plugins health ID`, the admin API and the metric
+/// `keel_plugin_healthy` (extension "keel.health/1"). A plugin type that does not conform has no check.
+public protocol HealthChecking: KeelPlugin {
+    /// Returns when healthy; throws to say it is not, with the reason the operator sees (no secrets in it). Never
+    /// called before `activate` returned nor once `deactivate` started, never concurrently with another check of the
+    /// same activation, but concurrently with its handlers and hooks; it must not block for long.
+    func checkHealth() throws
+}
+
 /// An error a plugin returns through the ABI: a status code and a message for the host's log.
 public struct PluginError: Error, CustomStringConvertible, Sendable {
     public enum Status: Int32, Sendable {

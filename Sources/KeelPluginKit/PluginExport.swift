@@ -34,7 +34,8 @@ public enum PluginExport {
                 id: StringPack.leaked(type.id), version: StringPack.leaked(type.version),
                 flags: (unloadSafe ? UInt64(KEEL_PLUGIN_FLAG_UNLOAD_SAFE) : 0)
                     | (reactivatable ? UInt64(KEEL_PLUGIN_FLAG_REACTIVATABLE) : 0),
-                activate: Trampolines.activate, deactivate: Trampolines.deactivate, get_extension: nil))
+                activate: Trampolines.activate, deactivate: Trampolines.deactivate,
+                get_extension: type is any HealthChecking.Type ? Trampolines.extensions : nil))
             current = Exported(type: type, descriptor: d)
             return UInt(bitPattern: d)
         }
@@ -47,12 +48,19 @@ public enum PluginExport {
 /// One activation's plugin instance and the callbacks its C registrations point at (kept alive until deactivate).
 /// `@unchecked` because `KeelPlugin` instances need not be `Sendable`: `plugin` is set before the activation is
 /// published in `PluginExport.activations` and only used again by `deactivate`, which the ABI's [lifecycle] tag
-/// never lets overlap `activate`; `callbacks` is behind a lock.
+/// never lets overlap `activate`, and by a `HealthChecking` plugin's checks, which the host runs only between the
+/// two and one at a time (such a plugin's check must be as thread-safe against its handlers as they are against
+/// each other: `HealthChecking` says so); `callbacks` is behind a lock; `host` never changes.
 final class Activation: @unchecked Sendable {
     private let callbacks = Mutex<[any AnyObject & Sendable]>([])
     let plugin: any KeelPlugin
+    /// The host's table, for `set_error` from a health check (valid for the activation's life).
+    let host: UnsafePointer<keel_host>
 
-    init(plugin: any KeelPlugin) { self.plugin = plugin }
+    init(plugin: any KeelPlugin, host: UnsafePointer<keel_host>) {
+        self.plugin = plugin
+        self.host = host
+    }
 
     func retain(_ callback: any AnyObject & Sendable) {
         callbacks.withLock { $0.append(callback) }
@@ -101,7 +109,7 @@ enum Trampolines {
         guard let host, let ctx, let type = PluginExport.exported.withLock({ $0?.type }) else {
             return KEEL_ERR_INVALID_ARGUMENT
         }
-        let activation = Activation(plugin: type.init())
+        let activation = Activation(plugin: type.init(), host: host)
         PluginExport.activations.withLock { $0[PluginExport.key(ctx)] = activation }
         do {
             try activation.plugin.activate(PluginHost(host: host, ctx: ctx, activation: activation))
@@ -117,6 +125,31 @@ enum Trampolines {
         let activation = PluginExport.activations.withLock { $0.removeValue(forKey: PluginExport.key(ctx)) }
         activation?.plugin.deactivate()
         return KEEL_OK
+    }
+
+    /// The "keel.health/1" table, built once and never freed (the ABI wants it valid while the library is loaded).
+    nonisolated(unsafe) static let healthTable: UnsafeMutablePointer<keel_health_v1> = {
+        // nonisolated(unsafe): written once here, before any reader can see it, and only read after.
+        let table = UnsafeMutablePointer<keel_health_v1>.allocate(capacity: 1)
+        table.initialize(to: keel_health_v1(struct_size: UInt32(MemoryLayout<keel_health_v1>.size), check: Trampolines.health))
+        return table
+    }()
+
+    /// The descriptor's `get_extension` for a plugin type that conforms to `HealthChecking`.
+    static let extensions: @convention(c) (keel_str) -> UnsafeRawPointer? = { id in
+        StringPack.copy(id) == KEEL_EXTENSION_HEALTH ? UnsafeRawPointer(healthTable) : nil
+    }
+
+    /// Runs the check of the activation `ctx` belongs to: KEEL_OK, or its error's status with the message set.
+    static let health: @convention(c) (OpaquePointer?) -> keel_status = { ctx in
+        guard let ctx, let activation = PluginExport.activations.withLock({ $0[PluginExport.key(ctx)] }),
+              let checking = activation.plugin as? any HealthChecking else { return KEEL_ERR_WRONG_STATE }
+        do {
+            try checking.checkHealth()
+            return KEEL_OK
+        } catch {
+            return fail(activation.host, ctx, error)
+        }
     }
 
     static func caller(_ p: UnsafePointer<keel_principal>?) -> Caller {

@@ -180,7 +180,7 @@ struct PluginKitTests {
         #expect((info.json as? [String: Any])?["version"] as? String == "0.1.0", "\(info.text)")
     }
 
-    @Test("Swift plugins outside the checkout, on the SDK's KeelPluginKit: swift-sync provides gitops.sync/1 to the C deployer and to swift-deploy, which hears the operator's switch, calls swift-sync's command for its caller and reads its configuration")
+    @Test("Swift plugins outside the checkout, on the SDK's KeelPluginKit: swift-sync provides gitops.sync/1 to the C deployer and to swift-deploy, which hears the operator's switch, calls swift-sync's command for its caller, reads its configuration and reports its health")
     func swiftServicesOnTheSDK() async throws {
         let prefix = try Self.sdk.get()
         // The fixture project (Tests/KeelTests/Fixtures/swift-services) in a folder of its own, naming the installed
@@ -221,8 +221,15 @@ struct PluginKitTests {
         }
         #expect(try run(["plugins", "enable", "swift-sync"]).contains("provides gitops.sync/1 1.0.0 ranking 1"))
         for id in ["argo-sync", "deployer", "swift-deploy"] { _ = try run(["plugins", "enable", id]) }
-        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch"])
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch", "--health-interval", "0.5"])
         defer { server.stop() }
+        func check() async throws -> [String: Any]? {
+            try await server.request("GET", "/api/v1/plugins/swift-deploy/health", admin: true).json
+                .flatMap { $0 as? [String: Any] }?["check"] as? [String: Any]
+        }
+        // Its health check (HealthChecking): unhealthy, with its reason, until a region is configured.
+        let unconfigured = try #require(try await ObservabilityTests.eventually { try await check().flatMap { $0["healthy"] as? Bool == false ? $0 : nil } })
+        #expect(unconfigured["message"] as? String == "no region configured", "\(unconfigured)")
 
         // The highest ranking serves first (argo-sync, C), to the Swift consumer through a typed lease.
         var reply = try await server.request("GET", "/ext/swift-deploy/sync/shop")
@@ -249,6 +256,8 @@ struct PluginKitTests {
         try "region: eu\n".write(toFile: config + "/ok.yaml", atomically: true, encoding: .utf8)
         _ = try run(["plugins", "config", "swift-deploy", config + "/ok.yaml"])
         #expect(try await server.request("GET", "/ext/swift-deploy/config").text == #"{"region":"eu"}"#)
+        let configured = try #require(try await ObservabilityTests.eventually { try await check().flatMap { $0["healthy"] as? Bool == true ? $0 : nil } })
+        #expect(configured["message"] is NSNull, "\(configured)")
         try "zone: eu\n".write(toFile: config + "/bad.yaml", atomically: true, encoding: .utf8)
         let refused = try TestEnvironment.run(Self.keel, ["plugins", "config", "swift-deploy", config + "/bad.yaml"] + at)
         #expect(refused.status != 0 && refused.stderr.contains("zone"), "\(refused.stderr)")

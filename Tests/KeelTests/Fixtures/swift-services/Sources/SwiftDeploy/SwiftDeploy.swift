@@ -9,15 +9,32 @@ final class Heard: Sendable {
     let lines = Mutex<[String]>([])
 }
 
-final class SwiftDeploy: KeelPlugin {
+final class SwiftDeploy: KeelPlugin, HealthChecking {
+    /// This activation's host and configuration, set in `activate` (before any check can run).
+    private var host: PluginHost?
+    private var configuration = ""
+
     init() {}
 
+    /// Healthy while a region is configured and a provider of gitops.sync/1 serves.
+    func checkHealth() throws {
+        guard configuration.contains("\"region\"") else { throw PluginError(.wrongState, "no region configured") }
+        guard let host else { throw PluginError(.wrongState, "not active") }
+        do {
+            _ = try host.withService("gitops.sync/1", as: gitops_sync_v1.self) { try $0.info() }
+        } catch let error as PluginError {
+            throw PluginError(error.status, "no gitops.sync/1 provider serves (\(error.message))")
+        }
+    }
+
     func activate(_ host: PluginHost) throws {
+        self.host = host
         let heard = Heard()
         try host.listen("gitops.sync/1") { _, tenant, now in
             heard.lines.withLock { $0.append("\(tenant.isEmpty ? "*" : tenant) -> \(now?.providerID ?? "none")") }
         }
         let configuration = try host.configuration()
+        self.configuration = configuration
 
         // GET /sync/:app?rev: one lease for one request, for the caller's tenant; 503 while no provider serves.
         try host.route("GET", "/sync/:app") { request in
