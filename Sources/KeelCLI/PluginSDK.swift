@@ -116,7 +116,8 @@ enum PluginSDK {
         case stale([String])
     }
 
-    /// Whether `prefix` holds exactly this binary's headers and pkg-config file.
+    /// Whether `prefix` holds exactly this binary's headers and pkg-config file, and its Rust crate and Swift package
+    /// where they are installed.
     static func state(prefix: String) -> InstallState {
         let pc = pcDirectory(prefix: prefix) + "/\(packageName).pc"
         guard FileManager.default.fileExists(atPath: includeDirectory(prefix: prefix) + "/keel/keel.h") || FileManager.default.fileExists(atPath: pc) else {
@@ -128,6 +129,13 @@ enum PluginSDK {
             if FileManager.default.contents(atPath: target) != Data(text.utf8) { differing.append(target) }
         }
         if FileManager.default.contents(atPath: pc) != Data(pcFile(prefix: prefix).utf8) { differing.append(pc) }
+        // The Rust crate and the Swift package, where installed (a prefix may hold an older SDK's copy of either).
+        for (folder, files) in [(rustCrateDirectory(prefix: prefix), rustCrate), (swiftPackageDirectory(prefix: prefix), swiftPackage)]
+        where FileManager.default.fileExists(atPath: folder) {
+            for (path, text) in files where FileManager.default.contents(atPath: folder + "/" + path) != Data(text.utf8) {
+                differing.append(folder + "/" + path)
+            }
+        }
         return differing.isEmpty ? .current : .stale(differing)
     }
 

@@ -277,8 +277,13 @@ struct PluginDispatcher: Sendable {
             headers.append(contentsOf: fields)
             return Response(status: .init(code: response.status), headers: headers,
                             body: ResponseBody(byteBuffer: bodiless ? ByteBuffer() : ByteBuffer(bytes: response.body)))
-        case let .failure(error) where error.status == StatusCode.unavailable:
+        case let .failure(error) where error.isNotActive:
             return nil
+        case let .failure(error) where error.status == StatusCode.unavailable:
+            // The plugin's own "not now" (its database down): the request is not made again, the client may retry.
+            gatekeeper.log(LogRecord(level: .warn, pluginID: error.pluginID, message: "\(method) \(path): the plugin cannot serve it now: \(error)",
+                                     requestID: requestID))
+            throw APIError(.serviceUnavailable, "plugin-unavailable", "the plugin cannot handle the request now; retry")
         case let .failure(error) where error.status == StatusCode.workerCrashed:
             gatekeeper.log(LogRecord(level: .error, pluginID: error.pluginID, message: "\(method) \(path) failed: \(error.message)",
                                      requestID: requestID))

@@ -281,6 +281,10 @@ public struct PluginCallError: Error, Sendable, CustomStringConvertible {
     public var message: String
     /// The auth hook that failed, when the call was one (for the denial's log line and metrics).
     public var hook: String?
+    /// The host refused the call before any plugin code ran, because the activation stopped admitting calls
+    /// (`notActive`): the caller may try the plugin's current generation. Never set for a status the plugin returned,
+    /// whatever its status and message say.
+    public private(set) var refusedByHost = false
 
     public init(pluginID: String, status: Int32, message: String) {
         self.pluginID = pluginID
@@ -297,9 +301,11 @@ public struct PluginCallError: Error, Sendable, CustomStringConvertible {
     /// The host's refusal of a call into a plugin that stopped admitting calls (disabled, or its generation
     /// replaced) after the caller looked it up; never a plugin's own error.
     static func notActive(_ pluginID: String) -> PluginCallError {
-        PluginCallError(pluginID: pluginID, status: StatusCode.unavailable, message: notActiveMessage)
+        var error = PluginCallError(pluginID: pluginID, status: StatusCode.unavailable, message: notActiveMessage)
+        error.refusedByHost = true
+        return error
     }
 
     /// True for `notActive`'s refusal.
-    public var isNotActive: Bool { status == StatusCode.unavailable && message == Self.notActiveMessage }
+    public var isNotActive: Bool { refusedByHost }
 }

@@ -77,3 +77,21 @@ public struct PluginError: Error, CustomStringConvertible, Sendable {
 
     public var description: String { message }
 }
+
+extension PluginError.Status {
+    /// The status in words, for messages: "denied", "not found", ...
+    public var words: String {
+        switch self {
+        case .internalError: "failed inside the host"
+        case .invalidArgument: "invalid argument"
+        case .conflict: "conflict"
+        case .denied: "denied"
+        case .notFound: "not found"
+        case .unsupported: "not supported"
+        case .wrongState: "not allowed now"
+        case .limit: "over a limit"
+        case .noMemory: "out of memory"
+        case .unavailable: "unavailable now; retry"
+        }
+    }
+}

@@ -8,6 +8,20 @@ public struct Caller: Sendable, Hashable {
     public var roles: [String]
     public var authenticatedBy: String
     public var isAnonymous: Bool
+
+    /// A caller, for a plugin's own tests of its handlers and hooks (the host makes the real ones).
+    public init(id: String = "", displayName: String = "", tenant: String = "", roles: [String] = [],
+                authenticatedBy: String = "", isAnonymous: Bool = false) {
+        self.id = id
+        self.displayName = displayName
+        self.tenant = tenant
+        self.roles = roles
+        self.authenticatedBy = authenticatedBy
+        self.isAnonymous = isAnonymous
+    }
+
+    /// The caller no authenticate hook identified.
+    public static let anonymous = Caller(isAnonymous: true)
 }
 
 /// A request handed to a route handler, copied out of the host's borrowed data.
@@ -26,6 +40,29 @@ public struct Request: Sendable {
     /// The address of the host's principal for this request, which `PluginHost.call` hands back to the host: valid,
     /// and accepted by the host, only while the handler serving this request runs on its thread (0 when none).
     var principalAddress: UInt = 0
+
+    /// A request, for a plugin's own tests of its handlers and hooks (the host makes the real ones; a test's request
+    /// carries no host principal, so `PluginHost.call` with it is denied).
+    public init(method: String = "GET", path: String = "/", routePath: String = "/", query: String = "",
+                headers: [(name: String, value: String)] = [], parameters: [(name: String, value: String)] = [],
+                body: [UInt8] = [], caller: Caller = .anonymous, requestID: String = "") {
+        self.method = method
+        self.path = path
+        self.routePath = routePath
+        self.query = query
+        self.headers = headers
+        self.parameters = parameters
+        self.body = body
+        self.caller = caller
+        self.requestID = requestID
+    }
+
+    init(method: String, path: String, routePath: String, query: String, headers: [(name: String, value: String)],
+         parameters: [(name: String, value: String)], body: [UInt8], caller: Caller, requestID: String, principalAddress: UInt) {
+        self.init(method: method, path: path, routePath: routePath, query: query, headers: headers, parameters: parameters,
+                  body: body, caller: caller, requestID: requestID)
+        self.principalAddress = principalAddress
+    }
 
     /// The value of path parameter `name` (`:name` in the route), or nil.
     public func parameter(_ name: String) -> String? { parameters.first { $0.name == name }?.value }
@@ -70,6 +107,13 @@ public struct AuthorizationQuery: Sendable {
     public var caller: Caller
     public var action: String
     public var resource: String
+
+    /// A question, for a plugin's own tests of its authorize hooks.
+    public init(caller: Caller, action: String, resource: String) {
+        self.caller = caller
+        self.action = action
+        self.resource = resource
+    }
 }
 
 /// An authorize hook's answer.

@@ -32,18 +32,20 @@ public final class PluginHost: @unchecked Sendable {
         return raw.assumingMemoryBound(to: T.self)
     }
 
-    static func check(_ status: keel_status, _ what: String) throws {
+    /// Throws a `PluginError` for a status other than KEEL_OK: "<what>: <the status in words>", then `why` the host
+    /// says so for that status, where the ABI says (the host's own log line, when it writes one, has more).
+    static func check(_ status: keel_status, _ what: String, why: (PluginError.Status) -> String? = { _ in nil }) throws {
         guard status != KEEL_OK else { return }
-        throw PluginError(PluginError.Status(rawValue: status) ?? .internalError,
-                          "\(what) refused by the host (status \(status)); see the host log")
+        let named = PluginError.Status(rawValue: status) ?? .internalError
+        throw PluginError(named, "\(what): \(named.words)" + (why(named).map { " (\($0))" } ?? ""))
     }
 
     /// Registers `hook` through `call`, which gets the `user_data` to hand the host; the callback is kept alive with
     /// the activation once the host accepts it.
-    func register<Hook: Sendable>(_ hook: Hook, _ what: String,
-                                          _ call: (UnsafeMutableRawPointer) -> keel_status) throws {
+    func register<Hook: Sendable>(_ hook: Hook, _ what: String, why: (PluginError.Status) -> String? = { _ in nil },
+                                  _ call: (UnsafeMutableRawPointer) -> keel_status) throws {
         let callback = Callback(hook, host: host, ctx: ctx)
-        try Self.check(call(Unmanaged.passUnretained(callback).toOpaque()), what)
+        try Self.check(call(Unmanaged.passUnretained(callback).toOpaque()), what, why: why)
         activation.retain(callback)
     }
 
@@ -117,7 +119,14 @@ public final class PluginHost: @unchecked Sendable {
         if status == KEEL_ERR_LIMIT {
             throw PluginError(.limit, "\(plugin).\(command): the result needs \(length) bytes, over \(capacity)")
         }
-        try Self.check(status, "calling \(plugin).\(command)")
+        try Self.check(status, "calling \(plugin).\(command)") { status in
+            switch status {
+            case .denied: "not declared under calls: in plugin.yaml, or the caller lacks the command's permission"
+            case .notFound: "no such plugin or command, or the plugin is not active"
+            case .invalidArgument: "the arguments are not a JSON array of the command's parameters"
+            default: nil
+            }
+        }
         return String(decoding: out.prefix(min(length, capacity)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 

@@ -108,7 +108,14 @@ extension PluginHost {
                                                    interface_id: s[0], table: UnsafeRawPointer(kept.memory))
             return services.pointee.provide(ctx, &provision)
         }
-        try Self.check(status, "providing \(interface)")
+        try Self.check(status, "providing \(interface)") { status in
+            switch status {
+            case .denied: "not declared under provides: in plugin.yaml"
+            case .conflict: "this activation provides it already"
+            case .wrongState: "only inside activate"
+            default: nil
+            }
+        }
         activation.retain(kept)
     }
 
@@ -127,7 +134,16 @@ extension PluginHost {
         let status = StringPack.with([interface, tenant]) { s in
             services.pointee.acquire(ctx, s[0], s[1], UInt32(clamping: minimumSize), &lease, &table)
         }
-        try Self.check(status, "acquiring \(interface)")
+        try Self.check(status, "acquiring \(interface)") { status in
+            switch status {
+            case .denied: "not declared under consumes: in plugin.yaml"
+            case .notFound: "no enabled plugin provides it"
+            case .unsupported: "the serving provider's table is under \(minimumSize) bytes, or its version is outside the range declared under consumes:"
+            case .unavailable: "its provider is being taken down"
+            case .limit: "this activation holds 4,096 leases already"
+            default: nil
+            }
+        }
         guard let lease, let table else { throw PluginError(.internalError, "acquiring \(interface): the host returned no table") }
         return ServiceLease(table: table.assumingMemoryBound(to: Table.self), lease: lease, services: services)
     }
@@ -150,7 +166,15 @@ extension PluginHost {
     public func listen(_ interface: String,
                        _ changed: @escaping @Sendable (_ interface: String, _ tenant: String, _ now: ServiceInfo?) -> Void) throws {
         let services = try service(KEEL_SERVICE_SERVICES, as: keel_host_services.self)
-        try register(changed as ListenHook, "listening to \(interface)") { userData in
+        let why = { (status: PluginError.Status) -> String? in
+            switch status {
+            case .denied: "not declared under consumes: in plugin.yaml"
+            case .limit: "16 listeners already"
+            case .wrongState: "only inside activate"
+            default: nil
+            }
+        }
+        try register(changed as ListenHook, "listening to \(interface)", why: why) { userData in
             StringPack.with([interface]) { s -> keel_status in
                 var listener = keel_service_listener(struct_size: UInt32(MemoryLayout<keel_service_listener>.size),
                                                      interface_id: s[0], changed: Trampolines.changed, user_data: userData)

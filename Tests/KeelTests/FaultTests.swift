@@ -175,6 +175,21 @@ struct FaultTests {
         await kernel.shutdown()
     }
 
+    @Test("Kernel.dispatch: a handler's own KEEL_ERR_UNAVAILABLE is called once and answered 503, not retried as a stopping generation")
+    func unavailableHandlerCalledOnce() async throws {
+        let f = KernelFixture()
+        let calls = TestEnvironment.makeTemporaryDirectory("busy-kernel") + "/called"
+        try f.fixtureBundle("busy", defines: ["HANDLER_UNAVAILABLE=\"\(calls)\""])
+        let kernel = try f.kernel()
+        await kernel.start()
+        try await kernel.enable("busy")
+        let answer = kernel.dispatch(PluginRequest(method: "GET", path: "/ext/busy/ping"))
+        #expect(answer.status == 503 && String(decoding: answer.body, as: UTF8.self).contains("plugin-unavailable"))
+        #expect((try? Data(contentsOf: URL(fileURLWithPath: calls)))?.count == 1)
+        #expect(f.log.lines.contains { $0.contains("[busy] GET /ext/busy/ping: the plugin cannot serve it now") && $0.contains("the item store is down") })
+        await kernel.shutdown()
+    }
+
     @Test("call budgets: a slow auth hook denies, a plugin that keeps failing is disabled automatically")
     func budgets() async throws {
         let f = KernelFixture()

@@ -118,13 +118,15 @@ struct HTTPTests {
         #expect(try await server.request("GET", "/healthz").status == 200)
     }
 
-    @Test("bad input: plugin errors are 500 without internals, big bodies 413, malformed JSON 400, bad tokens 401")
+    @Test("bad input: plugin errors are 500 without internals (503 for a handler's KEEL_ERR_UNAVAILABLE, called once), big bodies 413, malformed JSON 400, bad tokens 401")
     func badInput() async throws {
         let f = KernelFixture()
         try TestEnvironment.stageExamples(into: f.plugins)
         try f.fixtureBundle("grumpy", defines: ["HANDLER_FAILS"])
+        let busyCalls = TestEnvironment.makeTemporaryDirectory("busy") + "/called"
+        try f.fixtureBundle("busy", defines: ["HANDLER_UNAVAILABLE=\"\(busyCalls)\""])
         try f.fixtureBundle("upload", defines: ["ROUTE_METHOD=\"POST\""])
-        let server = try startServer(f, enable: ["hello", "grumpy", "upload"])
+        let server = try startServer(f, enable: ["hello", "grumpy", "busy", "upload"])
         defer { server.stop() }
 
         let failed = try await server.request("GET", "/ext/grumpy/ping")
@@ -132,6 +134,16 @@ struct HTTPTests {
         #expect(!failed.text.contains("on purpose"))
         #expect(await waitFor(10) {
             server.errors.value.contains("[grumpy] GET /ext/grumpy/ping failed: plugin \"grumpy\": KEEL_ERR_INTERNAL: handler failed on purpose")
+        })
+
+        // A handler's own KEEL_ERR_UNAVAILABLE (its store is down) is called once, answered 503, its reason logged;
+        // only the host's refusal of a stopping generation is tried again on the current one.
+        let unavailable = try await server.request("GET", "/ext/busy/ping")
+        #expect(unavailable.status == 503 && unavailable.errorCode == "plugin-unavailable" && !unavailable.text.contains("store"), "\(unavailable.text)")
+        #expect(unavailable.text.contains("the plugin cannot handle the request now; retry"), "\(unavailable.text)")
+        #expect((try? Data(contentsOf: URL(fileURLWithPath: busyCalls)))?.count == 1)
+        #expect(await waitFor(10) {
+            server.errors.value.contains("[busy] GET /ext/busy/ping: the plugin cannot serve it now: plugin \"busy\": KEEL_ERR_UNAVAILABLE: the item store is down")
         })
 
         let big = try await server.request("POST", "/ext/upload/ping", body: Data(count: 2 << 20))

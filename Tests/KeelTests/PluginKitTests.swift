@@ -70,6 +70,11 @@ struct PluginKitTests {
         try "struct Stale {}\n".write(toFile: kit + "/Sources/KeelPluginKit/Stale.swift", atomically: true, encoding: .utf8)
         #expect(try TestEnvironment.run(Self.keel, ["sdk", "install", "--prefix", prefix]).status == 0)
         #expect(!FileManager.default.fileExists(atPath: kit + "/Sources/KeelPluginKit/Stale.swift"))
+        // An older SDK's kit is reported by `sdk path`, as its headers are.
+        try "// an older kit\n".write(toFile: kit + "/Sources/KeelPluginKit/Services.swift", atomically: true, encoding: .utf8)
+        let oldKit = try TestEnvironment.run(Self.keel, ["sdk", "path", "--prefix", prefix])
+        #expect(oldKit.status == 0 && oldKit.stderr.contains("differs from this keel's") && oldKit.stderr.contains("Services.swift"), "\(oldKit)")
+        #expect(try TestEnvironment.run(Self.keel, ["sdk", "install", "--prefix", prefix]).status == 0)
 
         let env = Self.buildEnvironment(prefix: prefix)
         let cflags = try TestEnvironment.run("/usr/bin/env", ["pkg-config", "--cflags", "keel-plugin"], environment: env)
@@ -127,6 +132,12 @@ struct PluginKitTests {
         let manifest = try String(contentsOfFile: project + "/plugin.yaml", encoding: .utf8)
         #expect(manifest.contains("id: \(id)\n") && manifest.contains("library: lib\(ident).so\n") && manifest.contains("abi: \"1.1\""))
 
+        // A configuration schema and assets/ of the project reach the bundle with the library (not the sources).
+        try "type: object\nadditionalProperties: false\nproperties:\n  greeting:\n    type: string\n"
+            .write(toFile: project + "/config.schema.yaml", atomically: true, encoding: .utf8)
+        try FileManager.default.createDirectory(atPath: project + "/assets", withIntermediateDirectories: true)
+        try "body {}\n".write(toFile: project + "/assets/app.css", atomically: true, encoding: .utf8)
+
         // The project's own build and tests (Swift in debug: quicker, and `swift test` reuses it).
         var env = Self.buildEnvironment(prefix: prefix)
         if lang == "swift" { env["CONFIG"] = "debug" }
@@ -150,7 +161,8 @@ struct PluginKitTests {
             #expect(test.stdout.contains("leaves the id and the version to plugin.yaml"), "\(test.stdout)")
         }
         let bundle = project + "/bundle/" + id
-        #expect(try FileManager.default.contentsOfDirectory(atPath: bundle).sorted() == ["lib\(ident).so", "plugin.yaml"])
+        #expect(try FileManager.default.contentsOfDirectory(atPath: bundle).sorted() == ["assets", "config.schema.yaml", "lib\(ident).so", "plugin.yaml"])
+        #expect(FileManager.default.contents(atPath: bundle + "/assets/app.css") == Data("body {}\n".utf8))
 
         // Out of the checkout's reach: the headers came from the SDK prefix, never from PluginABI/.
         if lang == "c" { #expect(build.stdout.contains("-I\(prefix)/include") && !build.stdout.contains("PluginABI")) }
@@ -178,6 +190,12 @@ struct PluginKitTests {
         #expect(reply.status == 200 && reply.text == "hello, ci, from \(id)\n", "\(reply.status) \(reply.text)")
         let info = try await server.request("GET", "/api/v1/plugins/\(id)", admin: true)
         #expect((info.json as? [String: Any])?["version"] as? String == "0.1.0", "\(info.text)")
+        // The schema came with the bundle: a configuration it refuses is refused, naming the key.
+        let config = TestEnvironment.makeTemporaryDirectory("config-\(lang)")
+        try "greeting: 5\n".write(toFile: config + "/bad.yaml", atomically: true, encoding: .utf8)
+        let refused = try TestEnvironment.run(Self.keel, ["plugins", "config", id, config + "/bad.yaml", "--plugins", served + "/plugins",
+                                                          "--state", served + "/state.db"])
+        #expect(refused.status != 0 && refused.stderr.contains("greeting"), "\(refused.stdout)\(refused.stderr)")
     }
 
     @Test("Swift plugins outside the checkout, on the SDK's KeelPluginKit: swift-sync provides gitops.sync/1 to the C deployer and to swift-deploy, which hears the operator's switch, calls swift-sync's command for its caller, reads its configuration and reports its health")
@@ -247,7 +265,7 @@ struct PluginKitTests {
         reply = try await server.request("GET", "/ext/swift-deploy/engine", admin: true)
         #expect(reply.status == 200 && reply.text == #""swiftsync""#, "\(reply.status) \(reply.text)")
         reply = try await server.request("GET", "/ext/swift-deploy/engine")
-        #expect(reply.status == 403 && reply.text.hasPrefix("not allowed: calling swift-sync.engine refused by the host (status 4)"), "\(reply.status) \(reply.text)")
+        #expect(reply.status == 403 && reply.text == "not allowed: calling swift-sync.engine: denied (not declared under calls: in plugin.yaml, or the caller lacks the command's permission)\n", "\(reply.status) \(reply.text)")
         // The Swift consumer's listener heard the switch.
         #expect(try await server.request("GET", "/ext/swift-deploy/changes").text == "* -> swift-sync\n")
         // Its configuration, as the host checked it against the schema; one the schema refuses is refused.
@@ -267,6 +285,17 @@ struct PluginKitTests {
         reply = try await server.request("GET", "/ext/swift-deploy/sync/shop")
         #expect(reply.text.hasPrefix("argocd synced shop to main (provider argo-sync"), "\(reply.text)")
         #expect(try await server.request("GET", "/ext/swift-deploy/changes").text == "* -> argo-sync\n")
+        // A bundle without a schema takes any configuration, and the CLI says nothing in it was checked.
+        #expect(try run(["plugins", "config", "swift-deploy", config + "/ok.yaml"]) == "configured swift-deploy\n")
+        #expect(try run(["plugins", "config", "swift-sync", config + "/bad.yaml"])
+                == "configured swift-sync (its bundle has no config.schema.yaml, so nothing in it was checked)\n")
+        // The operator's choice disabled: argo-sync serves, and the list says why the choice does not.
+        _ = try run(["services", "use", "gitops.sync/1", "swift-sync"])
+        _ = try run(["plugins", "disable", "swift-sync"])
+        let list = try run(["services", "list"])
+        #expect(list.contains("  serving: argo-sync (") && list.contains("; chosen swift-sync is not running\n"), "\(list)")
+        reply = try await server.request("GET", "/ext/deployer/sync/shop")
+        #expect(reply.text.hasPrefix("argocd synced shop to main"), "\(reply.text)")
     }
 
     @Test("keel pack packs the manifest, the schema, the library and assets/, never sources")

@@ -80,10 +80,12 @@ struct ProjectTemplate {
     /// The folder `folder(prefix)` under the prefix `keel sdk path` resolves to (pkg-config's, else the default
     /// prefix), when it holds `file`. - Throws: `CLIError` naming the folder and the fix.
     private static func installed(_ what: String, _ folder: (String) -> String, holding file: String) throws -> String {
-        let prefix = absolute(PluginSDK.prefixFromPkgConfig() ?? PluginSDK.defaultPrefix)
+        let found = PluginSDK.prefixFromPkgConfig()
+        let prefix = absolute(found ?? PluginSDK.defaultPrefix)
         let path = folder(prefix)
         guard FileManager.default.fileExists(atPath: path + "/" + file) else {
-            throw CLIError("no \(what) in \(path); run `keel sdk install --prefix \(prefix)` (and set PKG_CONFIG_PATH as it says)")
+            let looked = found == nil ? " (pkg-config finds no keel-plugin on its path, so the default prefix was looked in)" : ""
+            throw CLIError("no \(what) in \(path)\(looked); run `keel sdk install --prefix \(prefix)` (and set PKG_CONFIG_PATH as it says)")
         }
         return path
     }

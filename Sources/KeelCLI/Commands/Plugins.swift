@@ -396,7 +396,12 @@ extension KeelCommand.Plugins {
                 }
                 let yaml = try readText(file)
                 _ = try await throughServerOrKernel(options, id: nil, command: .config(id: id, yaml: yaml, file: file))
-                print("configured \(id)")
+                // A bundle without a schema takes any configuration: said, so that a schema left out of the bundle
+                // (a build that does not copy it) is seen.
+                let folder = (try? state.plugin(id))?.bundlePath ?? ""
+                let unchecked = !folder.isEmpty && FileManager.default.fileExists(atPath: folder + "/" + ManifestLoader.fileName)
+                    && !FileManager.default.fileExists(atPath: folder + "/" + PluginConfig.schemaFile)
+                print("configured \(id)" + (unchecked ? " (its bundle has no \(PluginConfig.schemaFile), so nothing in it was checked)" : ""))
             }
         }
     }

@@ -50,7 +50,13 @@ extension KeelCommand.Services {
                     let who = serving.provider.map { "\($0) (\(serving.reason))" } ?? "none (\(serving.reason))"
                     var line = "  \(scope): \(who)"
                     if let choice = serving.choice, choice != serving.provider {
-                        line += "; chosen \(choice) is not enabled " + (serving.tenant.isEmpty ? "for every tenant" : "for \(serving.tenant)")
+                        // Why the choice does not serve: not installed, not running (disabled, failed, idle), or
+                        // running but not for every tenant of this scope.
+                        switch s.providers.first(where: { $0.plugin == choice }) {
+                        case nil: line += "; chosen \(choice) is not installed"
+                        case let p? where !p.active: line += "; chosen \(choice) is not running"
+                        default: line += "; chosen \(choice) is not enabled " + (serving.tenant.isEmpty ? "for every tenant" : "for \(serving.tenant)")
+                        }
                     }
                     out += line + "\n"
                 }

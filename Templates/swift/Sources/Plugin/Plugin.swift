@@ -11,15 +11,18 @@ public func greeting(name: String) -> String {
     "hello, \(name), from {{id}}\n"
 }
 
+/// GET /hello/:name. A plain function, so that the tests can call it with a `Request` of their own.
+func hello(_ request: Request) throws -> Response {
+    .text(greeting(name: request.parameter("name") ?? "world"))
+}
+
 /// The plugin. The host makes an instance for every activation; handlers run on the host's request threads,
 /// possibly concurrently. Its id and version are plugin.yaml's (KeelPlugin's `id` and `version` default to "").
 final class HelloPlugin: KeelPlugin {
     init() {}
 
     func activate(_ host: PluginHost) throws {
-        try host.route("GET", "/hello/:name") { request in
-            .text(greeting(name: request.parameter("name") ?? "world"))
-        }
+        try host.route("GET", "/hello/:name", hello)
     }
 }
 

@@ -17,6 +17,8 @@
  *   USE_MISSING_SYMBOL              call a function no library defines (fails under RTLD_NOW)
  *   HANDLER_FAILS                   the route handler returns an error
  *   HANDLER_FAILS_NO_CTX            the same, reporting its message with set_error(NULL, ...)
+ *   HANDLER_UNAVAILABLE="path"      the route handler appends a byte to path, then returns KEEL_ERR_UNAVAILABLE ("the
+ *                                   item store is down")
  *   EXTRA_ROUTES=N                  register N extra routes "/r<i>"
  *   ROUTE_SET                       also register overlapping patterns under /items and /things, each answering
  *                                   "via=<label>", to check which one a path reaches
@@ -155,6 +157,15 @@ static keel_status ping(void *user_data, const keel_http_request *req, keel_http
     (void)req; (void)res;
     the_host->set_error(NULL, keel_cstr("failed without a ctx"));
     return KEEL_ERR_INTERNAL;
+#elif defined(HANDLER_UNAVAILABLE)
+    (void)req; (void)res;
+    int called = open(HANDLER_UNAVAILABLE, O_WRONLY | O_CREAT | O_APPEND, 0600);
+    if (called >= 0) {
+        if (write(called, "x", 1) != 1) { /* the test then counts one call fewer, and says so */ }
+        close(called);
+    }
+    the_host->set_error(the_ctx, keel_cstr("the item store is down"));
+    return KEEL_ERR_UNAVAILABLE;
 #else
 #ifdef HANDLER_LOGS
     char line[300];
