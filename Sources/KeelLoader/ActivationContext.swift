@@ -229,13 +229,19 @@ public final class ActivationContext: Sendable {
     /// each failure to the environment (metrics).
     /// - Returns: true when the call ran over its budget.
     /// `what` and `detail` are only built when there is something to report (calls are on the request path).
-    func account(_ what: @autoclosure () -> String, started: Double, budget: Double, failed: Bool,
+    func account(_ what: @autoclosure () -> String, started: Double, budget: Double, failed: Bool, declined: Bool = false,
                  detail: @autoclosure () -> String) -> Bool {
         let elapsed = Self.now() - started
         let over = elapsed > budget
         if over {
             environment.log(plugin: pluginID, level: .warn,
                             message: "\(what()) took \(Int(elapsed * 1000)) ms, over its budget of \(Int(budget * 1000)) ms")
+        }
+        // The plugin said it cannot serve now (KEEL_ERR_UNAVAILABLE: a store it needs is down): a failed call in the
+        // metrics, but neither a step toward disabling it (it would stay off once the outage ended) nor a success.
+        if declined {
+            environment.callFailed(plugin: pluginID)
+            return over
         }
         if !failed {
             // Read first: on the common path the shared counter's cache line is not written.

@@ -175,18 +175,24 @@ struct FaultTests {
         await kernel.shutdown()
     }
 
-    @Test("Kernel.dispatch: a handler's own KEEL_ERR_UNAVAILABLE is called once and answered 503, not retried as a stopping generation")
+    @Test("Kernel.dispatch: a handler's own KEEL_ERR_UNAVAILABLE is called once and answered 503, not retried as a stopping generation, and never disables the plugin")
     func unavailableHandlerCalledOnce() async throws {
         let f = KernelFixture()
         let calls = TestEnvironment.makeTemporaryDirectory("busy-kernel") + "/called"
         try f.fixtureBundle("busy", defines: ["HANDLER_UNAVAILABLE=\"\(calls)\""])
-        let kernel = try f.kernel()
+        let kernel = try f.kernel(budgets: CallBudgets(handler: 1, hook: 0.05, failureThreshold: 5))
         await kernel.start()
         try await kernel.enable("busy")
         let answer = kernel.dispatch(PluginRequest(method: "GET", path: "/ext/busy/ping"))
         #expect(answer.status == 503 && String(decoding: answer.body, as: UTF8.self).contains("plugin-unavailable"))
         #expect((try? Data(contentsOf: URL(fileURLWithPath: calls)))?.count == 1)
         #expect(f.log.lines.contains { $0.contains("[busy] GET /ext/busy/ping: the plugin cannot serve it now") && $0.contains("the item store is down") })
+        // An outage is not misbehaviour: past the threshold of failures in a row, the plugin is still enabled and
+        // serving (it would stay off once its store came back).
+        for _ in 0..<8 { #expect(kernel.dispatch(PluginRequest(method: "GET", path: "/ext/busy/ping")).status == 503) }
+        #expect((try? Data(contentsOf: URL(fileURLWithPath: calls)))?.count == 9)
+        let info = try await kernel.plugin("busy")
+        #expect(info.enabled && info.status == .enabled, "\(info)")
         await kernel.shutdown()
     }
 
