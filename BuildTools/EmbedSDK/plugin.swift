@@ -22,8 +22,12 @@ struct EmbedSDK: BuildToolPlugin {
             for case let url as URL in walker where (try? url.resourceValues(forKeys: [.isRegularFileKey]).isRegularFile) == true {
                 let path = url.standardizedFileURL.path
                 let prefix = root.standardizedFileURL.path + "/"
-                guard path.hasPrefix(prefix), !path.contains("/target/"), !path.contains("/.build/"), !path.hasSuffix("/Cargo.lock") else { continue }
-                relative.append(String(path.dropFirst(prefix.count)))
+                guard path.hasPrefix(prefix) else { continue }
+                // Build output is left out by the path inside the package (Keel itself may lie under a `.build`
+                // folder, as a dependency of another package).
+                let inside = String(path.dropFirst(prefix.count))
+                guard !inside.contains("/target/"), !inside.contains("/.build/"), !inside.hasSuffix("/Cargo.lock") else { continue }
+                relative.append(inside)
             }
         }
         relative.sort()

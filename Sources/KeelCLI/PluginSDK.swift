@@ -97,7 +97,12 @@ enum PluginSDK {
             written.append(target)
         }
         // The kit's sources are replaced as a whole: a file an older SDK had and this one has not would still compile.
-        try? FileManager.default.removeItem(atPath: swiftPackageDirectory(prefix: prefix) + "/Sources/KeelPluginKit")
+        let kitSources = swiftPackageDirectory(prefix: prefix) + "/Sources/KeelPluginKit"
+        if FileManager.default.fileExists(atPath: kitSources) {
+            do { try FileManager.default.removeItem(atPath: kitSources) } catch {
+                throw CLIError("\(kitSources): cannot replace the older kit's sources: \(error.localizedDescription)")
+            }
+        }
         for (path, text) in swiftPackage {
             let target = swiftPackageDirectory(prefix: prefix) + "/" + path
             try writeText(text, to: target)
@@ -135,6 +140,13 @@ enum PluginSDK {
             for (path, text) in files where FileManager.default.contents(atPath: folder + "/" + path) != Data(text.utf8) {
                 differing.append(folder + "/" + path)
             }
+        }
+        // A kit source this SDK does not have (an older one's) compiles into every project too.
+        let kitSources = swiftPackageDirectory(prefix: prefix) + "/Sources/KeelPluginKit"
+        let shipped = Set(swiftPackage.map(\.path))
+        for name in ((try? FileManager.default.contentsOfDirectory(atPath: kitSources)) ?? []).sorted()
+        where !shipped.contains("Sources/KeelPluginKit/" + name) {
+            differing.append(kitSources + "/" + name)
         }
         return differing.isEmpty ? .current : .stale(differing)
     }

@@ -50,10 +50,12 @@ public enum PluginExport {
 /// published in `PluginExport.activations` and only used again by `deactivate`, which the ABI's [lifecycle] tag
 /// never lets overlap `activate`, and by a `HealthChecking` plugin's checks, which the host runs only between the
 /// two and one at a time (such a plugin's check must be as thread-safe against its handlers as they are against
-/// each other: `HealthChecking` says so); `callbacks` is behind a lock; `host` never changes.
+/// each other: `HealthChecking` says so); `end()` drops it after `deactivate`, when nothing of the activation runs
+/// again; `callbacks` is behind a lock; `host` never changes.
 final class Activation: @unchecked Sendable {
     private let callbacks = Mutex<[any AnyObject & Sendable]>([])
-    let plugin: any KeelPlugin
+    /// The plugin instance, until `end()`.
+    private(set) var plugin: (any KeelPlugin)?
     /// The host's table, for `set_error` from a health check (valid for the activation's life).
     let host: UnsafePointer<keel_host>
 
@@ -64,6 +66,14 @@ final class Activation: @unchecked Sendable {
 
     func retain(_ callback: any AnyObject & Sendable) {
         callbacks.withLock { $0.append(callback) }
+    }
+
+    /// After `deactivate` returned: drops the instance, its registered closures and its provided tables. The host
+    /// calls none of them again, and a plugin that keeps its `PluginHost` (whose closures capture it) would otherwise
+    /// keep all of them alive for good (host → activation → closures and instance → host).
+    func end() {
+        plugin = nil
+        callbacks.withLock { $0.removeAll() }
     }
 }
 
@@ -109,13 +119,15 @@ enum Trampolines {
         guard let host, let ctx, let type = PluginExport.exported.withLock({ $0?.type }) else {
             return KEEL_ERR_INVALID_ARGUMENT
         }
-        let activation = Activation(plugin: type.init(), host: host)
+        let plugin = type.init()
+        let activation = Activation(plugin: plugin, host: host)
         PluginExport.activations.withLock { $0[PluginExport.key(ctx)] = activation }
         do {
-            try activation.plugin.activate(PluginHost(host: host, ctx: ctx, activation: activation))
+            try plugin.activate(PluginHost(host: host, ctx: ctx, activation: activation))
             return KEEL_OK
         } catch {
             PluginExport.activations.withLock { _ = $0.removeValue(forKey: PluginExport.key(ctx)) }
+            activation.end()
             return fail(host, ctx, error)
         }
     }
@@ -123,7 +135,8 @@ enum Trampolines {
     static let deactivate: @convention(c) (UnsafePointer<keel_host>?, OpaquePointer?) -> keel_status = { _, ctx in
         guard let ctx else { return KEEL_ERR_INVALID_ARGUMENT }
         let activation = PluginExport.activations.withLock { $0.removeValue(forKey: PluginExport.key(ctx)) }
-        activation?.plugin.deactivate()
+        activation?.plugin?.deactivate()
+        activation?.end()
         return KEEL_OK
     }
 
@@ -143,7 +156,7 @@ enum Trampolines {
     /// Runs the check of the activation `ctx` belongs to: KEEL_OK, or its error's status with the message set.
     static let health: @convention(c) (OpaquePointer?) -> keel_status = { ctx in
         guard let ctx, let activation = PluginExport.activations.withLock({ $0[PluginExport.key(ctx)] }),
-              let checking = activation.plugin as? any HealthChecking else { return KEEL_ERR_WRONG_STATE }
+              let checking = activation.plugin.flatMap({ $0 as? any HealthChecking }) else { return KEEL_ERR_WRONG_STATE }
         do {
             try checking.checkHealth()
             return KEEL_OK

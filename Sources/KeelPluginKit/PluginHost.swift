@@ -108,15 +108,18 @@ public final class PluginHost: @unchecked Sendable {
     public func call(_ plugin: String, _ command: String, arguments: String = "[]", for request: Request,
                      capacity: Int = 64 * 1024) throws -> String {
         let commands = try service(KEEL_SERVICE_COMMANDS, as: keel_host_commands.self)
+        guard let principal = UnsafePointer<keel_principal>(bitPattern: request.principalAddress) else {
+            throw PluginError(.denied, "calling \(plugin).\(command): denied (the request was not made by the host, so there is no caller to act for)")
+        }
+        let capacity = max(capacity, 0)
         var out = [CChar](repeating: 0, count: max(capacity, 1))
         var length = 0
-        let principal = UnsafePointer<keel_principal>(bitPattern: request.principalAddress)
         let status = StringPack.with([plugin, command, arguments]) { s in
             out.withUnsafeMutableBufferPointer { buffer in
                 commands.pointee.call(ctx, s[0], s[1], s[2], principal, buffer.baseAddress, capacity, &length)
             }
         }
-        if status == KEEL_ERR_LIMIT {
+        if status == KEEL_ERR_LIMIT, length > capacity {
             throw PluginError(.limit, "\(plugin).\(command): the result needs \(length) bytes, over \(capacity)")
         }
         try Self.check(status, "calling \(plugin).\(command)") { status in

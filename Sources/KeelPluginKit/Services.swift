@@ -34,12 +34,14 @@ public struct ServiceInfo: Sendable, Hashable {
 /// work (a request, a job), not for the plugin's life. Thread-safe; `release` may be called more than once.
 public final class ServiceLease<Table>: @unchecked Sendable {
     // @unchecked: `table`, `lease` and `services` are set once and point at host memory that stays valid until the
-    // release; the host's `release` and `describe` are [thread-safe], and `released` makes the release happen once.
+    // release; the host's `release` and `describe` are [thread-safe], and `released` (a lock) makes the release happen
+    // once and never while `info` copies the host's strings.
     /// The provider's table, valid until `release()`.
     public let table: UnsafePointer<Table>
     private let lease: OpaquePointer
     private let services: UnsafePointer<keel_host_services>
-    private let released = Atomic<Bool>(false)
+    /// Whether it was released; held across `info`'s read of the host's strings, which a release would end.
+    private let released = Mutex<Bool>(false)
 
     init(table: UnsafePointer<Table>, lease: OpaquePointer, services: UnsafePointer<keel_host_services>) {
         self.table = table
@@ -49,17 +51,22 @@ public final class ServiceLease<Table>: @unchecked Sendable {
 
     /// Who serves this lease. - Throws: `PluginError` when the lease was released or the host refuses.
     public func info() throws -> ServiceInfo {
-        guard !released.load(ordering: .acquiring) else { throw PluginError(.wrongState, "the lease was released") }
-        var raw = keel_service_info()
-        raw.struct_size = UInt32(MemoryLayout<keel_service_info>.size)
-        try PluginHost.check(services.pointee.describe(lease, &raw), "describing a lease")
-        return ServiceInfo(raw)
+        try released.withLock { released throws -> ServiceInfo in
+            guard !released else { throw PluginError(.wrongState, "the lease was released") }
+            var raw = keel_service_info()
+            raw.struct_size = UInt32(MemoryLayout<keel_service_info>.size)
+            try PluginHost.check(services.pointee.describe(lease, &raw), "describing a lease")
+            return ServiceInfo(raw)  // copied while the lease still holds the host's strings
+        }
     }
 
     /// Ends the lease: `table` must not be used after this. Later calls do nothing.
     public func release() {
-        guard !released.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        services.pointee.release(lease)
+        released.withLock { released in
+            guard !released else { return }
+            released = true
+            services.pointee.release(lease)
+        }
     }
 
     deinit { release() }
@@ -103,6 +110,11 @@ extension PluginHost {
         let kept = ProvidedTable(table)
         let size = kept.memory.assumingMemoryBound(to: UInt32.self)
         if size.pointee == 0 { size.pointee = UInt32(MemoryLayout<Table>.size) }
+        // A struct_size past the copy would let consumers read beyond it (a pointer passed as the table, or a size
+        // set by hand): the table must describe the memory the kit holds.
+        guard size.pointee >= 8, Int(size.pointee) <= MemoryLayout<Table>.size else {
+            throw PluginError(.invalidArgument, "providing \(interface): its struct_size is \(size.pointee), but a \(Table.self) is \(MemoryLayout<Table>.size) bytes (pass the table itself, with struct_size 0 or its own size)")
+        }
         let status = StringPack.with([interface]) { s -> keel_status in
             var provision = keel_service_provision(struct_size: UInt32(MemoryLayout<keel_service_provision>.size),
                                                    interface_id: s[0], table: UnsafeRawPointer(kept.memory))

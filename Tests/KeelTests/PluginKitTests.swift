@@ -249,6 +249,11 @@ struct PluginKitTests {
         let unconfigured = try #require(try await ObservabilityTests.eventually { try await check().flatMap { $0["healthy"] as? Bool == false ? $0 : nil } })
         #expect(unconfigured["message"] as? String == "no region configured", "\(unconfigured)")
 
+        // swift-sync's activation tried a pointer as its table first: refused, naming the sizes.
+        #expect(await waitFor(10) { server.errors.value.contains(
+            "[swift-sync] refused as it should be: providing gitops.sync/1: its struct_size is 64, but a UnsafeRawPointer is 8 bytes") },
+            "\(server.errors.value)")
+
         // The highest ranking serves first (argo-sync, C), to the Swift consumer through a typed lease.
         var reply = try await server.request("GET", "/ext/swift-deploy/sync/shop")
         #expect(reply.status == 200 && reply.text.hasPrefix("argocd synced shop to main (provider argo-sync 1.0.0 generation "), "\(reply.text)")

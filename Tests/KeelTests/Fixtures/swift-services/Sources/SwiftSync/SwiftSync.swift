@@ -32,6 +32,16 @@ final class SwiftSync: KeelPlugin {
                 }
                 return KEEL_OK
             })
+        // A pointer passed where the table goes is refused: its bits would be read as a struct_size describing
+        // memory the kit does not hold.
+        if let pointer = UnsafeRawPointer(bitPattern: 0x7f00_0000_0040) {
+            do {
+                try host.provide("gitops.sync/1", table: pointer)
+                host.log(.error, "a pointer was taken for a table")
+            } catch {
+                host.log(.warn, "refused as it should be: \(error)")
+            }
+        }
         try host.provide("gitops.sync/1", table: table)
     }
 }
