@@ -22,11 +22,9 @@ extension Validator {
         let name = "passes the host struct sizes it accepts"
         let refusals = Mutex<[String]>([])
         let context = makeContext(manifest, grants: manifest.capabilities) { record in
-            // The host's two refusals for a size (HostABI, ActivationContext+Services), not any line that names
-            // struct_size (a plugin's own log of an error it handled).
-            if record.message.contains("is smaller than its ABI 1.0 size") || record.message.contains("the table's struct_size is ") {
-                refusals.withLock { $0.append(record.message) }
-            }
+            // The host's refusals for a size, not any line that names struct_size (a plugin's own log of an error
+            // it handled).
+            if SizeRefusal.isRefusal(record.message) { refusals.withLock { $0.append(record.message) } }
         }
         do { _ = try library.activate(context, seed: seed(manifest)) } catch {
             return ValidationCheck(name: name, passed: false, detail: error.description)

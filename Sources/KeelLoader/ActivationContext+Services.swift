@@ -22,7 +22,7 @@ extension ActivationContext {
         }
         let size = Int(table.loadUnaligned(as: UInt32.self))
         guard size >= 8 else {
-            return refuse(StatusCode.invalidArgument, "\(what): the table's struct_size is \(size); a table starts with uint32_t struct_size set to its sizeof")
+            return refuse(StatusCode.invalidArgument, "\(what): \(SizeRefusal.table)\(size); a table starts with uint32_t struct_size set to its sizeof")
         }
         return pending.withLock { p -> Int32 in
             guard !p.services.contains(where: { $0.interface == declared.interface }) else {

@@ -119,7 +119,7 @@ public final class RouteHandler: @unchecked Sendable {
         let started = ActivationContext.now()
         let result = remote.calls.handle(route: remote.index, request)
         _ = context.account("\(request.method) \(request.path) handler", started: started, budget: context.budgets.handler,
-                            failed: (try? result.get()) == nil, declined: result.failure?.status == StatusCode.unavailable,
+                            failed: result.failure != nil, declined: result.failure?.status == StatusCode.unavailable,
                             detail: { if case let .failure(e) = result { return "\(e)" }; return "" }())
         return result
     }

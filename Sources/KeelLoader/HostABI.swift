@@ -30,7 +30,7 @@ enum HostABI {
         let minimum = GrowableStruct.minimumSize(of: T.self)
         guard let (value, _) = GrowableStruct.read(UnsafeRawPointer(pointer), as: T.self, minimum: minimum) else {
             let size = UnsafeRawPointer(pointer).loadUnaligned(as: UInt32.self)
-            return context.refuse(KEEL_ERR_INVALID_ARGUMENT, "\(what): struct_size \(size) is smaller than its ABI 1.0 size (\(minimum))")
+            return context.refuse(KEEL_ERR_INVALID_ARGUMENT, "\(what): struct_size \(size) \(SizeRefusal.belowABI) (\(minimum))")
         }
         return body(context, value)
     }

@@ -46,3 +46,15 @@ public enum StatusCode {
     public static let hostABIMinor = Int(KEEL_ABI_VERSION_MINOR)
     public static let hostABIPatch = Int(KEEL_ABI_VERSION_PATCH)
 }
+
+/// The words of the host's refusals of a registration for its size, shared by the refusals themselves and
+/// `keel plugins validate`, which finds them in the log (and nothing else that merely names `struct_size`).
+public enum SizeRefusal {
+    /// A growable struct below its ABI 1.0 size (`HostABI`).
+    public static let belowABI = "is smaller than its ABI 1.0 size"
+    /// An interface table too small to hold its own size (`ActivationContext+Services`).
+    public static let table = "the table's struct_size is "
+
+    /// True when `message` is one of those refusals.
+    public static func isRefusal(_ message: String) -> Bool { message.contains(belowABI) || message.contains(table) }
+}

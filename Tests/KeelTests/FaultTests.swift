@@ -193,6 +193,12 @@ struct FaultTests {
         #expect((try? Data(contentsOf: URL(fileURLWithPath: calls)))?.count == 9)
         let info = try await kernel.plugin("busy")
         #expect(info.enabled && info.status == .enabled, "\(info)")
+        // A plugin that words its refusal as the host's own ("plugin is not active") is not taken for it: called once.
+        let spoofCalls = TestEnvironment.makeTemporaryDirectory("spoof") + "/called"
+        try f.fixtureBundle("spoof", defines: ["HANDLER_UNAVAILABLE=\"\(spoofCalls)\"", "UNAVAILABLE_MESSAGE=\"plugin is not active\""])
+        try await kernel.enable("spoof")
+        #expect(kernel.dispatch(PluginRequest(method: "GET", path: "/ext/spoof/ping")).status == 503)
+        #expect((try? Data(contentsOf: URL(fileURLWithPath: spoofCalls)))?.count == 1)
         await kernel.shutdown()
     }
 

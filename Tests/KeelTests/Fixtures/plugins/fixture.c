@@ -18,7 +18,7 @@
  *   HANDLER_FAILS                   the route handler returns an error
  *   HANDLER_FAILS_NO_CTX            the same, reporting its message with set_error(NULL, ...)
  *   HANDLER_UNAVAILABLE="path"      the route handler appends a byte to path, then returns KEEL_ERR_UNAVAILABLE ("the
- *                                   item store is down")
+ *                                   item store is down", or UNAVAILABLE_MESSAGE="...")
  *   EXTRA_ROUTES=N                  register N extra routes "/r<i>"
  *   ROUTE_SET                       also register overlapping patterns under /items and /things, each answering
  *                                   "via=<label>", to check which one a path reaches
@@ -164,7 +164,10 @@ static keel_status ping(void *user_data, const keel_http_request *req, keel_http
         if (write(called, "x", 1) != 1) { /* the test then counts one call fewer, and says so */ }
         close(called);
     }
-    the_host->set_error(the_ctx, keel_cstr("the item store is down"));
+#ifndef UNAVAILABLE_MESSAGE
+#define UNAVAILABLE_MESSAGE "the item store is down"
+#endif
+    the_host->set_error(the_ctx, keel_cstr(UNAVAILABLE_MESSAGE));
     return KEEL_ERR_UNAVAILABLE;
 #else
 #ifdef HANDLER_LOGS
