@@ -208,6 +208,8 @@ struct PluginKitTests {
         let manifest = try String(contentsOfFile: project + "/Package.swift.in", encoding: .utf8)
             .replacingOccurrences(of: "{{keel_plugin_kit}}", with: prefix + "/share/keel/swift/KeelPluginKit")
         try manifest.write(toFile: project + "/Package.swift", atomically: true, encoding: .utf8)
+        // Git keeps no empty folder: the header's include/ is made here, as an author would make it.
+        try FileManager.default.createDirectory(atPath: project + "/Sources/GitopsSync/include", withIntermediateDirectories: true)
         try FileManager.default.copyItem(atPath: TestEnvironment.repository.path + "/Plugins/deployer/gitops_sync.h",
                                          toPath: project + "/Sources/GitopsSync/include/gitops_sync.h")
         let env = Self.buildEnvironment(prefix: prefix)
