@@ -377,3 +377,11 @@ int keel_crash_install(const char *path) {
     keel_crash_prepare_thread();
     return 0;
 }
+
+int keel_loaded_object(const void *address, const void **base, const char **name) {
+    Dl_info info;
+    if (!address || !dladdr(address, &info)) return -1;
+    *base = info.dli_fbase;
+    *name = info.dli_fname ? info.dli_fname : "?";
+    return 0;
+}

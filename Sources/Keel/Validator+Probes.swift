@@ -21,19 +21,27 @@ extension Validator {
     static func hostStructSizes(_ library: PluginLibrary, _ manifest: Manifest) -> ValidationCheck {
         let name = "passes the host struct sizes it accepts"
         let refusals = Mutex<[String]>([])
-        let context = makeContext(manifest, grants: manifest.capabilities) { record in
-            // The host's refusals for a size, not any line that names struct_size (a plugin's own log of an error
-            // it handled).
+        // The host's refusals for a size, not any line that names struct_size (a plugin's own log of an error it
+        // handled).
+        let activated = onActivation(name, library, manifest, log: { record in
             if SizeRefusal.isRefusal(record.message) { refusals.withLock { $0.append(record.message) } }
-        }
-        do { _ = try library.activate(context, seed: seed(manifest)) } catch {
-            return ValidationCheck(name: name, passed: false, detail: error.description)
-        }
-        library.deactivate(context, drainTimeout: 2)
+        }) { _ in ValidationCheck(name: name, passed: true, detail: "") }
+        guard activated.passed else { return activated }
         let refused = refusals.withLock { $0 }
         guard let first = refused.first else { return ValidationCheck(name: name, passed: true, detail: "no registration refused for its size") }
         return ValidationCheck(name: name, passed: false,
                                detail: "\(refused.count) registration(s) refused, e.g. \(first) (set struct_size = sizeof the struct)")
+    }
+
+    /// One activation, and the tables it provided checked against plugin.yaml's `functions:` (see
+    /// `PluginLibrary.tableCheck`): every declared function present, none NULL or pointing nowhere, `() -> str`
+    /// getters answering valid text.
+    static func providedTables(_ library: PluginLibrary, _ manifest: Manifest) -> ValidationCheck {
+        let name = "provides tables that hold the functions plugin.yaml declares"
+        return onActivation(name, library, manifest) { c in
+            let (passed, detail) = library.tableCheck(c.services)
+            return ValidationCheck(name: name, passed: passed, detail: detail)
+        }
     }
 
     /// Generation after generation, as the kernel reloads: a fresh copy of the library is opened and activated while

@@ -21,7 +21,7 @@ public struct ValidationCheck: Sendable, Codable, Hashable {
 
 /// A conformance run on a built bundle (`keel plugins validate`, like clap-validator): it loads the library, checks
 /// what it exports and its descriptor's struct_size, activates and deactivates it repeatedly, checks the struct sizes
-/// it hands the host, sends concurrent requests to every route, reloads it while calls run, asks it for an extension
+/// it hands the host and the service tables it provides, sends concurrent requests to every route, reloads it while calls run, asks it for an extension
 /// it cannot know, and activates it without capabilities. Runs plugin code in the calling process:
 /// the CLI runs it in a child process, so that a crash is reported rather than suffered. Touches no state file.
 public enum Validator {
@@ -68,7 +68,7 @@ public enum Validator {
             let context = makeContext(manifest, grants: manifest.capabilities)
             do {
                 let c = try library.activate(context, seed: seed(manifest))
-                let now = c.routes.map { "\($0.method) \($0.pattern)" } + c.menus.map(\.entry.id) + c.authenticators.map(\.name) + c.authorizers.map(\.name)
+                let now = c.routes.map { "\($0.method) \($0.pattern)" } + c.menus.map(\.entry.id) + c.authenticators.map(\.name) + c.authorizers.map(\.name) + c.services.map { "provides \($0.interface)" }
                 if let problem = library.deactivate(context, drainTimeout: 2) {
                     cycle = ValidationCheck(name: cycle.name, passed: false, detail: "round \(round): \(problem)")
                     break
@@ -90,6 +90,7 @@ public enum Validator {
         report(threadsStopped(since: threadsBefore))
 
         report(hostStructSizes(library, manifest))
+        report(providedTables(library, manifest))
         report(concurrentRequests(library, manifest))
         report(reloadUnderCalls(library, manifest, libraryPath: libraryPath))
         report(unknownExtension(library))
@@ -184,14 +185,27 @@ public enum Validator {
         return ("/" + parts.joined(separator: "/"), parameters)
     }
 
-    static func concurrentRequests(_ library: PluginLibrary, _ manifest: Manifest) -> ValidationCheck {
-        let name = "answers \(threads) threads × \(callsPerThread) concurrent requests on every route"
-        let context = makeContext(manifest, grants: manifest.capabilities)
+    /// Check `name` on one activation of the library with every capability it asks for: `body` judges what the
+    /// activation registered, then it is deactivated (waiting up to `drain` seconds for calls). A failed activation
+    /// fails the check with its reason.
+    static func onActivation(_ name: String, _ library: PluginLibrary, _ manifest: Manifest, drain: Double = 2,
+                             log: @escaping @Sendable (LogRecord) -> Void = KernelConfiguration.silentLog,
+                             _ body: (Contributions) -> ValidationCheck) -> ValidationCheck {
+        let context = makeContext(manifest, grants: manifest.capabilities, log: log)
         let c: Contributions
         do { c = try library.activate(context, seed: seed(manifest)) } catch {
             return ValidationCheck(name: name, passed: false, detail: error.description)
         }
-        defer { library.deactivate(context, drainTimeout: 5) }
+        defer { library.deactivate(context, drainTimeout: drain) }
+        return body(c)
+    }
+
+    static func concurrentRequests(_ library: PluginLibrary, _ manifest: Manifest) -> ValidationCheck {
+        let name = "answers \(threads) threads × \(callsPerThread) concurrent requests on every route"
+        return onActivation(name, library, manifest, drain: 5) { c in concurrentRequests(c, name: name, manifest) }
+    }
+
+    private static func concurrentRequests(_ c: Contributions, name: String, _ manifest: Manifest) -> ValidationCheck {
         let routes = c.routes.filter { !$0.absolute }
         guard !routes.isEmpty else { return ValidationCheck(name: name, passed: true, detail: "no routes") }
         let failures = Failures()

@@ -176,7 +176,7 @@ struct PluginKitTests {
         }
         // The conformance run passes.
         let validated = try TestEnvironment.run(Self.keel, ["plugins", "validate", bundle])
-        #expect(validated.status == 0 && validated.stdout.contains("\(bundle): all 11 checks passed"), "\(validated.stdout)\(validated.stderr)")
+        #expect(validated.status == 0 && validated.stdout.contains("\(bundle): all 12 checks passed"), "\(validated.stdout)\(validated.stderr)")
 
         // Served by a real host; the version is plugin.yaml's (the descriptor leaves it empty).
         let served = TestEnvironment.makeTemporaryDirectory("served-\(lang)")
@@ -226,7 +226,7 @@ struct PluginKitTests {
                 try FileManager.default.copyItem(atPath: project + "/swift-deploy/config.schema.yaml", toPath: bundle + "/config.schema.yaml")
             }
             let validated = try TestEnvironment.run(Self.keel, ["plugins", "validate", bundle])
-            #expect(validated.status == 0 && validated.stdout.hasSuffix("\(bundle): all 11 checks passed\n"), "\(id): \(validated.stdout)\(validated.stderr)")
+            #expect(validated.status == 0 && validated.stdout.hasSuffix("\(bundle): all 12 checks passed\n"), "\(id): \(validated.stdout)\(validated.stderr)")
         }
         for id in ["argo-sync", "deployer"] {
             try TestEnvironment.makeBundle(in: f.plugins, folder: id, manifest: String(
@@ -379,6 +379,52 @@ struct PluginKitTests {
         #expect(r.stdout.hasSuffix(" check(s) failed\n"), "\(r.stdout)")
     }
 
+    @Test("keel plugins validate checks a provider's table against its functions: a missing, NULL or lying function fails, naming it", arguments: [
+        ("size", "FAIL provides tables that hold the functions plugin.yaml declares: gitops.sync/1: a table of 16 bytes holds 1 of the 2 functions plugin.yaml declares (no sync); set struct_size = sizeof the table"),
+        ("null", "FAIL provides tables that hold the functions plugin.yaml declares: gitops.sync/1: function sync (number 2 after struct_size) is NULL: a consumer calling it crashes"),
+        ("text", "FAIL provides tables that hold the functions plugin.yaml declares: gitops.sync/1: engine() returned 3 bytes that are not UTF-8"),
+        ("good", "ok   provides tables that hold the functions plugin.yaml declares: gitops.sync/1: 2 declared function(s) in the table"),
+    ])
+    func validateChecksProvidedTables(defect: String, expected: String) throws {
+        // A provider of gitops.sync/1 (the deployer's header) whose table has one defect.
+        let dir = TestEnvironment.makeTemporaryDirectory("table-\(defect)")
+        try """
+            #include <keel/keel.h>
+            #include "gitops_sync.h"
+            static keel_str engine(void) {
+                return \(defect == "text" ? "(keel_str){\"\\xff\\xfe!\", 3}" : "keel_cstr(\"good\")");
+            }
+            static keel_status sync(keel_str app, keel_str rev, char *out, size_t cap, size_t *len) {
+                (void)app; (void)rev; (void)out; (void)cap; *len = 0; return KEEL_OK;
+            }
+            static gitops_sync_v1 table = { sizeof table, engine, sync };
+            static keel_status activate(const keel_host *host, keel_ctx *ctx) {
+                \(defect == "size" ? "table.struct_size = 16;" : defect == "null" ? "table.sync = NULL;" : "")
+                const keel_host_services *services = host->get_service(ctx, keel_cstr(KEEL_SERVICE_SERVICES));
+                keel_service_provision provision = { sizeof provision, KEEL_STR(GITOPS_SYNC_INTERFACE), &table };
+                return services ? services->provide(ctx, &provision) : KEEL_ERR_UNSUPPORTED;
+            }
+            static const keel_plugin d = { sizeof d, KEEL_ABI_VERSION_INIT, KEEL_STR("table"), KEEL_STR_EMPTY, 0, activate, NULL, NULL };
+            KEEL_PLUGIN_ENTRY(d)
+            """.write(toFile: dir + "/table.c", atomically: true, encoding: .utf8)
+        let lib = try TestEnvironment.buildPlugin(source: dir + "/table.c", name: "table",
+                                                  extraFlags: ["-I", TestEnvironment.repository.path + "/Plugins/deployer"])
+        let manifest = TestEnvironment.manifest(id: "table", library: "libtable.so", abi: "1.1") + """
+            provides:
+              - interface: gitops.sync/1
+                version: "1.0.0"
+                functions:
+                  - {name: engine, signature: "() -> str"}
+                  - {name: sync, signature: "(str, str) -> status(buf)"}
+
+            """
+        let bundle = try TestEnvironment.makeBundle(in: TestEnvironment.makeTemporaryDirectory("validate"), folder: "table",
+                                                    manifest: manifest, library: lib)
+        let r = try TestEnvironment.run(Self.keel, ["plugins", "validate", bundle])
+        #expect(r.status == (defect == "good" ? 0 : 1), "\(r.stdout)")
+        #expect(r.stdout.contains(expected + "\n"), "\(r.stdout)")
+    }
+
     @Test("the example plugins pass keel plugins validate", arguments: ["hello-c", "greeter-swift", "argo-sync", "deployer"])
     func examplesPassValidate(example: String) throws {
         let source = TestEnvironment.repository.path + "/Plugins/" + example
@@ -390,6 +436,6 @@ struct PluginKitTests {
             try FileManager.default.copyItem(atPath: source + "/config.schema.yaml", toPath: bundle + "/config.schema.yaml")
         }
         let r = try TestEnvironment.run(Self.keel, ["plugins", "validate", bundle])
-        #expect(r.status == 0 && r.stdout.hasSuffix("\(bundle): all 11 checks passed\n"), "\(r.stdout)")
+        #expect(r.status == 0 && r.stdout.hasSuffix("\(bundle): all 12 checks passed\n"), "\(r.stdout)")
     }
 }
