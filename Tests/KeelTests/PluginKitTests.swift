@@ -269,6 +269,11 @@ struct PluginKitTests {
         // A command exported from Swift (@_cdecl), called by the CLI and, for the caller it serves, by the Swift
         // consumer (`host.call`): the admin holds its permission, an anonymous caller does not.
         #expect(try run(["call", "swift-sync", "engine"]) == "swiftsync\n")
+        // On the kit's Command: a JSON result (quoted as JSON), and a thrown PluginError as the status and message.
+        #expect(try run(["call", "swift-sync", "shout", "é\"\t\u{01}", "2"]) == #"{"text": "É\"\t\u0001É\"\t\u0001"}"# + "\n")
+        let shoutRefused = try TestEnvironment.run(Self.keel, ["call", "swift-sync", "shout", "hi", "0"] + at)
+        #expect(shoutRefused.status != 0 && shoutRefused.stderr.contains("swift-sync.shout returned KEEL_ERR_INVALID_ARGUMENT: times must be 1 to 100, not 0"),
+                "\(shoutRefused.status) \(shoutRefused.stderr)")
         reply = try await server.request("GET", "/ext/swift-deploy/engine", admin: true)
         #expect(reply.status == 200 && reply.text == #""swiftsync""#, "\(reply.status) \(reply.text)")
         reply = try await server.request("GET", "/ext/swift-deploy/engine")

@@ -1,15 +1,8 @@
 // swift-sync: a provider of gitops.sync/1 in Swift, beside argo-sync (C) and flux-sync (Rust).
 
+import CKeelABI
 import GitopsSync
 import KeelPluginKit
-
-let engineName: StaticString = "swiftsync"
-
-/// `s` as Swift text (a copy; the host's strings are borrowed for the call).
-func text(_ s: keel_str) -> String {
-    guard let ptr = s.ptr, s.len > 0 else { return "" }
-    return String(decoding: UnsafeRawBufferPointer(start: ptr, count: s.len), as: UTF8.self)
-}
 
 final class SwiftSync: KeelPlugin {
     init() {}
@@ -18,19 +11,13 @@ final class SwiftSync: KeelPlugin {
         // The table's functions are C functions: closures that capture nothing. struct_size 0: the kit sets it.
         let table = gitops_sync_v1(
             struct_size: 0,
-            engine: {
-                keel_str(ptr: UnsafeRawPointer(engineName.utf8Start).assumingMemoryBound(to: CChar.self),
-                         len: engineName.utf8CodeUnitCount)
-            },
+            engine: { keel_str("swiftsync") },
             sync: { app, revision, out, capacity, length in
-                guard let length, app.len > 0 else { return KEEL_ERR_INVALID_ARGUMENT }
-                let line = Array("swiftsync synced \(text(app)) to \(revision.len == 0 ? "main" : text(revision))".utf8)
-                length.pointee = line.count
-                guard line.count <= capacity, let out else { return KEEL_ERR_LIMIT }
-                line.withUnsafeBytes { bytes in
-                    if let base = bytes.baseAddress { UnsafeMutableRawPointer(out).copyMemory(from: base, byteCount: line.count) }
+                guard let app = try? app.string("app"), !app.isEmpty, let revision = try? revision.string("revision") else {
+                    return KEEL_ERR_INVALID_ARGUMENT
                 }
-                return KEEL_OK
+                return StatusBuffer.write("swiftsync synced \(app) to \(revision.isEmpty ? "main" : revision)",
+                                          into: out, capacity: capacity, length: length)
             })
         // A pointer passed where the table goes is refused: its bits would be read as a struct_size describing
         // memory the kit does not hold.
@@ -47,13 +34,20 @@ final class SwiftSync: KeelPlugin {
 }
 
 /// The command `engine` (plugin.yaml: `() -> status(json)`): the engine's name as a JSON string. A command is a plain
-/// C function exported by name; its C types come from the headers (here through GitopsSync; `import CKeelABI` gives
-/// them too).
+/// C function exported by name, with the C types of its signature (here through GitopsSync; `import CKeelABI` gives
+/// them too); `Command` writes its result.
 @_cdecl("swift_sync_engine")
 public func engineCommand(_ out: UnsafeMutablePointer<keel_output>?) -> keel_status {
-    guard let out else { return KEEL_ERR_INVALID_ARGUMENT }
-    let json = Array("\"\(engineName)\"".utf8)
-    return json.withUnsafeBytes { out.pointee.write(out, $0.baseAddress, $0.count) }
+    Command.json(out) { Command.quote("swiftsync") }
+}
+
+/// The command `shout` (`(str, i64) -> status(json)`): a thrown error is the call's status and message.
+@_cdecl("swift_sync_shout")
+public func shoutCommand(_ text: keel_str, _ times: Int64, _ out: UnsafeMutablePointer<keel_output>?) -> keel_status {
+    Command.json(out) {
+        guard (1...100).contains(times) else { throw PluginError(.invalidArgument, "times must be 1 to 100, not \(times)") }
+        return "{\"text\": \(Command.quote(String(repeating: try text.string("text"), count: Int(times)).uppercased()))}"
+    }
 }
 
 @_cdecl("keel_plugin_entry")
