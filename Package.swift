@@ -72,6 +72,10 @@ let package = Package(
         .target(name: "KeelExtensions", dependencies: [
             "KeelManifest", "KeelLoader", "KeelState", "KeelSystem",
             .product(name: "Crypto", package: "swift-crypto"),
+            // Repository downloads: a streamed body with back-pressure, so a limit bounds what the host holds.
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl"),
         ]),
         // Plugins in worker processes (`isolation: process`): the host's side and the worker's, and their wire.
         .target(name: "KeelIsolation", dependencies: ["KeelLoader", "KeelManifest", "KeelSystem"]),

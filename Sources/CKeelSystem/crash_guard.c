@@ -378,10 +378,26 @@ int keel_crash_install(const char *path) {
     return 0;
 }
 
-int keel_loaded_object(const void *address, const void **base, const char **name) {
+/* dl_iterate_phdr callback: whether f->address lies in an executable loadable segment of an object (start = 1). */
+static int find_code(struct dl_phdr_info *info, size_t size, void *data) {
+    (void)size;
+    struct finding *f = data;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X)) continue;
+        uintptr_t s = info->dlpi_addr + ph->p_vaddr, e = s + ph->p_memsz;
+        if (f->address >= s && f->address < e) { f->start = 1; return 1; }
+    }
+    return 0;
+}
+
+int keel_loaded_object(const void *address, const void **base, const char **name, int *code) {
     Dl_info info;
     if (!address || !dladdr(address, &info)) return -1;
     *base = info.dli_fbase;
     *name = info.dli_fname ? info.dli_fname : "?";
+    struct finding f = { (uintptr_t)address, 0, 0 };
+    dl_iterate_phdr(find_code, &f);
+    *code = f.start == 1;
     return 0;
 }

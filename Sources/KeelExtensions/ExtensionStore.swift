@@ -3,9 +3,6 @@
 import Crypto
 import Foundation
 import KeelSystem
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 import KeelLoader
 import KeelManifest
 import KeelState

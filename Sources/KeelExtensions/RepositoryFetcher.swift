@@ -2,9 +2,6 @@
 
 import Crypto
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -108,37 +105,25 @@ public struct RepositoryFetcher: Sendable {
 
     // MARK: transfers
 
+    /// `transfer`, waited for on the calling thread (never one of Swift's cooperative pool: the transfer runs there).
     func transferBlocking(_ location: String, maxBytes: Int, sink: @escaping @Sendable (Data) throws -> Void) throws {
-        Self.limiter.acquireBlocking()
-        defer { Self.limiter.release() }
         let done = DispatchSemaphore(value: 0)
-        let result = LockedBox<Result<Void, ExtensionStore.StoreError>?>(nil)
-        let transfer = try HTTPTransfer(location: location, fetcher: self, maxBytes: maxBytes, sink: sink) { r in
-            result.value = r
+        let result = LockedBox<Result<Void, ExtensionStore.StoreError>>(.success(()))
+        Task {
+            do throws(ExtensionStore.StoreError) { try await transfer(location, maxBytes: maxBytes, sink: sink) } catch {
+                result.value = .failure(error)
+            }
             done.signal()
         }
-        transfer.start()
         done.wait()
-        try (result.value ?? .success(())).get()
+        try result.value.get()
     }
 
-    func transfer(_ location: String, maxBytes: Int, sink: @escaping @Sendable (Data) throws -> Void) async throws {
+    /// One network read, after waiting for one of the `maxInFlight` slots.
+    func transfer(_ location: String, maxBytes: Int, sink: @escaping @Sendable (Data) throws -> Void) async throws(ExtensionStore.StoreError) {
         await Self.limiter.acquire()
         defer { Self.limiter.release() }
-        let box = LockedBox<HTTPTransfer?>(nil)
-        try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
-                do {
-                    let transfer = try HTTPTransfer(location: location, fetcher: self, maxBytes: maxBytes, sink: sink) { c.resume(with: $0) }
-                    box.value = transfer
-                    transfer.start()
-                } catch {
-                    c.resume(throwing: error)
-                }
-            }
-        } onCancel: {
-            box.value?.cancel(reason: "cancelled")
-        }
+        try await HTTPTransfer.run(location, fetcher: self, maxBytes: maxBytes, sink: sink)
     }
 }
 
@@ -190,11 +175,10 @@ final class DigestWriter: Sendable {
     deinit { state.withLock { s in if s.fd >= 0 { close(s.fd) } } }
 }
 
-/// Limits how many network reads run at once; waiters (async or blocking) are served in order.
+/// Limits how many network reads run at once; waiters are served in order.
 /// Safe to share: the state is guarded by a mutex.
 final class FetchLimiter: Sendable {
-    enum Waiter { case task(CheckedContinuation<Void, Never>), thread(DispatchSemaphore) }
-    private let state: Mutex<(free: Int, waiters: [Waiter])>
+    private let state: Mutex<(free: Int, waiters: [CheckedContinuation<Void, Never>])>
 
     init(_ slots: Int) { state = Mutex((slots, [])) }
 
@@ -202,33 +186,19 @@ final class FetchLimiter: Sendable {
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
             let now = state.withLock { s -> Bool in
                 if s.free > 0 { s.free -= 1; return true }
-                s.waiters.append(.task(c))
+                s.waiters.append(c)
                 return false
             }
             if now { c.resume() }
         }
     }
 
-    func acquireBlocking() {
-        let semaphore = DispatchSemaphore(value: 0)
-        let now = state.withLock { s -> Bool in
-            if s.free > 0 { s.free -= 1; return true }
-            s.waiters.append(.thread(semaphore))
-            return false
-        }
-        if !now { semaphore.wait() }
-    }
-
     /// Hands the slot to the first waiter, or frees it.
     func release() {
-        let next = state.withLock { s -> Waiter? in
+        let next = state.withLock { s -> CheckedContinuation<Void, Never>? in
             if s.waiters.isEmpty { s.free += 1; return nil }
             return s.waiters.removeFirst()
         }
-        switch next {
-        case .task(let c)?: c.resume()
-        case .thread(let s)?: s.signal()
-        case nil: break
-        }
+        next?.resume()
     }
 }

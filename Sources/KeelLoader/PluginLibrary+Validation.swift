@@ -26,8 +26,8 @@ extension PluginLibrary {
 extension PluginLibrary {
     /// The tables one activation of this library provided (`provisions`), judged against the `functions:` their
     /// plugin.yaml entries declare, for `keel plugins validate`. A declared table must hold every declared function
-    /// (`struct_size` at least 8 + 8 per function) and none of them NULL or outside every loaded object (a consumer
-    /// calling it crashes); a function in another loaded object than this library is named, not failed. A
+    /// (`struct_size` at least 8 + 8 per function) and none of them NULL, outside every loaded object or outside its
+    /// executable segments (a consumer calling it crashes); a function in another loaded object than this library is named, not failed. A
     /// `() -> str` function (a getter by the ABI's convention) is called once, and its text must be valid UTF-8 of
     /// at most 64 KiB (what crosses a process boundary). A table without `functions:` has only its size reported.
     /// Call while the activation that provided the tables is active: they are the plugin's until its deactivate.
@@ -48,11 +48,14 @@ extension PluginLibrary {
             }
             var elsewhere: [String] = []
             for (i, f) in p.functions.enumerated() {
-                guard let function = p.table.load(fromByteOffset: 8 + 8 * i, as: UnsafeRawPointer?.self) else {
+                guard let function = p.table.loadUnaligned(fromByteOffset: 8 + 8 * i, as: UnsafeRawPointer?.self) else {
                     return (false, "\(what): function \(f.name) (number \(i + 1) after struct_size) is NULL: a consumer calling it crashes")
                 }
                 guard let object = Self.loadedObject(containing: function) else {
                     return (false, "\(what): function \(f.name) points at \(function), in no loaded library: a consumer calling it crashes")
+                }
+                guard object.code else {
+                    return (false, "\(what): function \(f.name) points at \(function), into data of \(object.name), not its code: a consumer calling it crashes")
                 }
                 if object.base != Self.loadedObject(containing: code)?.base { elsewhere.append("\(f.name) in \(object.name)") }
                 if f.signature.arguments.isEmpty, f.signature.result == .str {
@@ -66,16 +69,20 @@ extension PluginLibrary {
         return (true, notes.joined(separator: "; "))
     }
 
-    /// The loaded object whose mapping holds `address` (dladdr): its base address and file name.
-    static func loadedObject(containing address: UnsafeRawPointer) -> (base: UnsafeRawPointer?, name: String)? {
+    /// The loaded object whose mapping holds `address`: its base address, file name, and whether the address lies
+    /// in one of its executable segments.
+    static func loadedObject(containing address: UnsafeRawPointer) -> (base: UnsafeRawPointer?, name: String, code: Bool)? {
         var base: UnsafeRawPointer?, name: UnsafePointer<CChar>?
-        guard keel_loaded_object(address, &base, &name) == 0 else { return nil }
-        return (base, name.map { String(cString: $0) } ?? "?")
+        var code: Int32 = 0
+        guard keel_loaded_object(address, &base, &name, &code) == 0 else { return nil }
+        return (base, name.map { String(cString: $0) } ?? "?", code != 0)
     }
 
     /// Why a `keel_str` a table function returned would be refused across a process boundary, or nil.
     static func strProblem(_ s: keel_str) -> String? {
-        guard s.len > 0 else { return nil }
+        guard s.len != 0 else { return nil }
+        // size_t reaches Swift as Int: a length past Int.max reads as negative.
+        guard s.len > 0 else { return "a length of \(UInt(bitPattern: s.len)) bytes" }
         guard let ptr = s.ptr else { return "a NULL pointer with a length of \(s.len)" }
         guard s.len <= ServiceCall.stringLimit else { return "\(s.len) bytes, over the \(ServiceCall.stringLimit / 1024) KiB a str may have across processes" }
         let bytes = UnsafeRawBufferPointer(start: ptr, count: s.len)

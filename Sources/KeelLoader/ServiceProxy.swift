@@ -152,8 +152,10 @@ public final class ServiceTableCaller: @unchecked Sendable {
             var answer = ServiceAnswer(value: prepared.value(of: base))
             switch prepared.signature.result {
             case .str:
-                let length = Int(min(base.loadUnaligned(fromByteOffset: 8, as: UInt64.self), UInt64(ServiceCall.stringLimit)))
-                if let p = base.loadUnaligned(as: UnsafeRawPointer?.self) {
+                // Longer than the limit reads as empty (as documented), never as a cut that may split a character.
+                let announced = base.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
+                let length = announced <= UInt64(ServiceCall.stringLimit) ? Int(announced) : 0
+                if length > 0, let p = base.loadUnaligned(as: UnsafeRawPointer?.self) {
                     answer.bytes = Array(UnsafeRawBufferPointer(start: p, count: length))
                 }
             case .statusBuffer:

@@ -1,6 +1,7 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
 public import CKeelABI
+import Synchronization
 
 /// The body of a plugin's own command (plugin.yaml `commands:`, keel.commands/1), without pointers or raw statuses.
 ///
@@ -17,7 +18,7 @@ public import CKeelABI
 /// @_cdecl("demo_shout")
 /// public func shout(_ text: keel_str, _ times: Int64, _ out: UnsafeMutablePointer<keel_output>?) -> keel_status {
 ///     Command.json(out) {
-///         guard times >= 1 else { throw PluginError(.invalidArgument, "times must be at least 1") }
+///         guard (1...100).contains(times) else { throw PluginError(.invalidArgument, "times must be 1 to 100") }
 ///         return "{\"text\": \(Command.quote(String(repeating: try text.string("text"), count: Int(times))))}"
 ///     }
 /// }
@@ -69,10 +70,8 @@ public enum Command {
             try body()
             return KEEL_OK
         } catch {
-            // The host of any activation: its table is the same for every one, and set_error with a NULL context
-            // sets the message of the call running on this thread.
-            let host = PluginExport.activations.withLock { $0.values.first?.host }
-            return Trampolines.fail(host, nil, error)
+            // set_error with a NULL context sets the message of the call running on this thread.
+            return Trampolines.fail(PluginExport.hostTable, nil, error)
         }
     }
 
@@ -92,13 +91,20 @@ extension keel_str {
     /// `text`'s bytes, which live as long as the library: for a provider's `-> str` table function, whose text the
     /// caller may read for as long as it holds its lease.
     public init(_ text: StaticString) {
+        guard text.hasPointerRepresentation else {
+            // A one-scalar literal ("a") is held as the scalar, not as bytes: its bytes are made once and kept.
+            self = Interned.scalar(text.unicodeScalar)
+            return
+        }
         self.init(ptr: UnsafeRawPointer(text.utf8Start).assumingMemoryBound(to: CChar.self), len: text.utf8CodeUnitCount)
     }
 
     /// A copy of the borrowed text. Throws `PluginError(.invalidArgument)` naming `argument` when it is not UTF-8
     /// or is NULL with a length.
     public func string(_ argument: String = "argument") throws -> String {
-        guard len > 0 else { return "" }
+        guard len != 0 else { return "" }
+        // size_t reaches Swift as Int: a length past Int.max reads as negative.
+        guard len > 0 else { throw PluginError(.invalidArgument, "\(argument): a length of \(UInt(bitPattern: len)) bytes") }
         guard let ptr else { throw PluginError(.invalidArgument, "\(argument): NULL text with a length of \(len)") }
         guard let text = String(validating: UnsafeRawBufferPointer(start: ptr, count: len), as: UTF8.self) else {
             throw PluginError(.invalidArgument, "\(argument): not UTF-8")
@@ -111,9 +117,30 @@ extension keel_bytes {
     /// A copy of the borrowed bytes. Throws `PluginError(.invalidArgument)` naming `argument` when NULL with a
     /// length.
     public func bytes(_ argument: String = "argument") throws -> [UInt8] {
-        guard len > 0 else { return [] }
+        guard len != 0 else { return [] }
+        guard len > 0 else { throw PluginError(.invalidArgument, "\(argument): a length of \(UInt(bitPattern: len)) bytes") }
         guard let ptr else { throw PluginError(.invalidArgument, "\(argument): NULL bytes with a length of \(len)") }
         return Array(UnsafeBufferPointer(start: ptr, count: len))
+    }
+}
+
+/// The bytes of one-scalar `StaticString`s handed out as `keel_str`, made once each and kept for the library's life.
+private enum Interned {
+    /// `@unchecked Sendable`: the pointers are written once, under the lock, and the bytes never change after.
+    struct Bytes: @unchecked Sendable { let pointer: UnsafePointer<CChar>; let count: Int }
+    static let table = Mutex<[UInt32: Bytes]>([:])
+
+    static func scalar(_ scalar: Unicode.Scalar) -> keel_str {
+        let bytes = table.withLock { table -> Bytes in
+            if let known = table[scalar.value] { return known }
+            let utf8 = Array(String(scalar).utf8)
+            let buffer = UnsafeMutablePointer<CChar>.allocate(capacity: utf8.count)
+            for (i, b) in utf8.enumerated() { buffer[i] = CChar(bitPattern: b) }
+            let made = Bytes(pointer: UnsafePointer(buffer), count: utf8.count)
+            table[scalar.value] = made
+            return made
+        }
+        return keel_str(ptr: bytes.pointer, len: bytes.count)
     }
 }
 

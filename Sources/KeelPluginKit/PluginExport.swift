@@ -13,6 +13,13 @@ public enum PluginExport {
     }
 
     static let exported = Mutex<Exported?>(nil)
+
+    /// The host's table, kept from the first activation (the host hands the same static table to every one): for
+    /// `set_error` from code that has no activation at hand, such as a command. Nil before the first activation.
+    static var hostTable: UnsafePointer<keel_host>? {
+        UnsafePointer(bitPattern: host.load(ordering: .acquiring))
+    }
+    static let host = Atomic<UInt>(0)
     static let activations = Mutex<[UInt: Activation]>([:])
 
     /// The descriptor for `type`, built on first use and kept for the life of the library. Call it from the
@@ -119,6 +126,7 @@ enum Trampolines {
         guard let host, let ctx, let type = PluginExport.exported.withLock({ $0?.type }) else {
             return KEEL_ERR_INVALID_ARGUMENT
         }
+        PluginExport.host.store(UInt(bitPattern: host), ordering: .releasing)
         let plugin = type.init()
         let activation = Activation(plugin: plugin, host: host)
         PluginExport.activations.withLock { $0[PluginExport.key(ctx)] = activation }

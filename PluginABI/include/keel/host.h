@@ -25,9 +25,10 @@ typedef struct keel_host {
 
     /* Records why the call the plugin is about to return from failed. Call it on the thread that runs that call,
      * just before returning a non-KEEL_OK status; the last message wins. `message` is borrowed and copied. The host
-     * reports it with the plugin's name (an HTTP client never sees it). Inside a route handler or an auth hook, `ctx`
-     * may be NULL: the message is for the call running on this thread, so a handler needs no ctx of its own
-     * (`host->set_error(NULL, keel_cstr("database unreachable"))`; keep `host` from activate, it is static).
+     * reports it with the plugin's name (an HTTP client never sees it). Inside a route handler, an auth hook or a
+     * command (commands.h), `ctx` may be NULL: the message is for the call running on this thread, so such a
+     * function needs no ctx of its own (`host->set_error(NULL, keel_cstr("database unreachable"))`; keep `host` from
+     * activate, it is static). A command's message reaches its caller with the status.
      * [thread-safe] */
     void(KEEL_ABI *set_error)(keel_ctx *ctx, keel_str message);
 

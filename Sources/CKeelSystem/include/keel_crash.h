@@ -67,9 +67,9 @@ void keel_crash_unregister_library(const void *address_in_library);
  * For tests and diagnostics. [any thread] */
 int64_t keel_crash_owner(const void *address, char *out, size_t cap);
 
-/* The loaded object (dladdr) containing `address`: sets *base to its load base and *name to its file name (owned by
- * the dynamic linker, valid while the object stays loaded) and returns 0, or returns -1 when none contains it.
- * [any thread] */
-int keel_loaded_object(const void *address, const void **base, const char **name);
+/* The loaded object (dladdr) containing `address`: sets *base to its load base, *name to its file name (owned by
+ * the dynamic linker, valid while the object stays loaded) and *code to 1 when the address lies in one of its
+ * executable (PF_X) loadable segments, else 0; returns 0, or -1 when no loaded object contains it. [any thread] */
+int keel_loaded_object(const void *address, const void **base, const char **name, int *code);
 
 #endif

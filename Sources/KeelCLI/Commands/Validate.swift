@@ -15,7 +15,8 @@ extension KeelCommand.Plugins {
             discussion: """
                 In a child process: loads the library, checks it agrees with plugin.yaml and exports no C symbol beyond \
                 keel_plugin_entry and its commands and states a sane descriptor struct_size, activates and deactivates it \(Validator.rounds) times (leaving no thread \
-                running) and checks the host refused no struct_size it passed, sends \
+                running) and checks the host refused no struct_size it passed, checks each service table it provides \
+                against the functions: plugin.yaml declares, sends \
                 \(Validator.threads) threads of concurrent requests to every route, reloads it \(Validator.reloads) times while \
                 they run (no call may fail), asks it for an unknown extension, and \
                 activates it without capabilities. A crash or a hang fails the run, naming the check. No state is touched.
