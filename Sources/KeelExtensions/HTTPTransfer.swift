@@ -16,54 +16,96 @@ import Synchronization
 ///
 /// Time-outs (`RepositoryFetcher`): `connectTimeout` bounds connecting and any silence of the server while it
 /// answers (AsyncHTTPClient's connect and read time-outs); `totalTimeout` bounds the whole transfer, head and body.
-/// `sink` runs on the task that reads (Swift's cooperative pool): it must be short (a copy, a hash, a file write).
+/// The transfer runs on NIO's threads and `sink` on NIO's blocking-work pool (it may write a file), never on Swift's
+/// cooperative pool: `wait` may block any thread but an event loop's.
 enum HTTPTransfer {
-    /// Runs the transfer; throws `ExtensionStore.StoreError` with the reason. Cancelling the calling task stops it.
-    static func run(_ location: String, fetcher: RepositoryFetcher, maxBytes: Int,
-                    sink: @escaping @Sendable (Data) throws -> Void) async throws(ExtensionStore.StoreError) {
+    /// Starts the transfer; the future ends with it, failed with `ExtensionStore.StoreError` and the reason.
+    /// `cancel` on the returned task stops it.
+    static func start(_ location: String, fetcher: RepositoryFetcher, maxBytes: Int,
+                      sink: @escaping @Sendable (Data) throws -> Void) -> (task: HTTPClient.Task<Void>?, result: EventLoopFuture<Void>) {
+        let client = client(fetcher)
+        let request: HTTPClient.Request
+        do { request = try HTTPClient.Request(url: location) } catch {
+            let loop = client.eventLoopGroup.any()
+            return (nil, loop.makeFailedFuture(ExtensionStore.StoreError("\(location): not a URL")))
+        }
+        let task = client.execute(request: request, delegate: BodyDelegate(maxBytes: maxBytes, sink: sink))
+        // The whole transfer, body included (AsyncHTTPClient's own deadline ends with the head).
         let total = fetcher.totalTimeout
-        do {
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask { try await read(location, fetcher: fetcher, maxBytes: maxBytes, sink: sink) }
-                group.addTask {
-                    try await Task.sleep(for: .seconds(total))
-                    throw Failure("no complete answer within \(seconds(total)) (the repository time-out)")
-                }
-                // The first to end decides: the transfer (done or failed), or the time-out; the other is cancelled.
-                defer { group.cancelAll() }
-                try await group.next()
-            }
-        } catch let failure as Failure {
-            throw ExtensionStore.StoreError(failure.reason.hasPrefix(location) ? failure.reason : "\(location): \(failure.reason)")
-        } catch let error as ExtensionStore.StoreError {
-            throw error
-        } catch is CancellationError {
-            throw ExtensionStore.StoreError("\(location): cancelled")
-        } catch {
-            throw ExtensionStore.StoreError("\(location): \(describe(error, fetcher))")
+        let timer = task.eventLoop.scheduleTask(in: .milliseconds(Int64((total * 1000).rounded(.up)))) {
+            task.fail(reason: Failure("no complete answer within \(seconds(total)) (the repository time-out)"))
+        }
+        let result = task.futureResult.flatMapErrorThrowing { error in
+            throw ExtensionStore.StoreError(reason(error, location: location, fetcher))
+        }
+        result.whenComplete { _ in timer.cancel() }
+        return (task, result)
+    }
+
+    /// The transfer, waited for on the calling thread (any thread but an event loop's). Throws `StoreError`.
+    static func wait(_ location: String, fetcher: RepositoryFetcher, maxBytes: Int,
+                     sink: @escaping @Sendable (Data) throws -> Void) throws {
+        try start(location, fetcher: fetcher, maxBytes: maxBytes, sink: sink).result.wait()
+    }
+
+    /// The transfer, awaited; cancelling the calling task stops it. Throws `StoreError`.
+    static func run(_ location: String, fetcher: RepositoryFetcher, maxBytes: Int,
+                    sink: @escaping @Sendable (Data) throws -> Void) async throws {
+        let (task, result) = start(location, fetcher: fetcher, maxBytes: maxBytes, sink: sink)
+        try await withTaskCancellationHandler {
+            try await result.get()
+        } onCancel: {
+            task?.fail(reason: Failure("cancelled"))
         }
     }
 
-    /// A reason of this transfer's own (the limit, the status, the time-out), as opposed to the client's errors.
+    /// A reason of this transfer's own (the limit, the status, the time-out, the sink's), as opposed to the client's
+    /// errors.
     struct Failure: Error {
         let reason: String
         init(_ reason: String) { self.reason = reason }
     }
 
-    private static func read(_ location: String, fetcher: RepositoryFetcher, maxBytes: Int,
-                             sink: @escaping @Sendable (Data) throws -> Void) async throws {
-        let request = HTTPClientRequest(url: location)
-        let response = try await client(fetcher).execute(request, timeout: .seconds(Int64(fetcher.totalTimeout.rounded(.up))))
-        guard response.status == .ok else { throw Failure("HTTP \(response.status.code)") }
-        if let announced = response.headers.first(name: "content-length").flatMap(Int.init), announced > maxBytes {
-            throw Failure("larger than the limit of \(maxBytes) bytes (\(announced) announced); refused")
+    /// `error` as the one line the transfer fails with, naming `location` once.
+    static func reason(_ error: any Error, location: String, _ fetcher: RepositoryFetcher) -> String {
+        let text = (error as? Failure)?.reason ?? "\(describe(error, fetcher))"
+        return text.hasPrefix(location) ? text : "\(location): \(text)"
+    }
+
+    /// Checks the head, counts the body and hands each chunk to the sink on NIO's blocking-work pool; the next chunk
+    /// is read only once that returned. `received` is touched only by the calls AsyncHTTPClient makes one after
+    /// another (each waits for the previous one's future), so it needs no lock.
+    private final class BodyDelegate: HTTPClientResponseDelegate, @unchecked Sendable {
+        typealias Response = Void
+        let maxBytes: Int
+        let sink: @Sendable (Data) throws -> Void
+        private var received = 0
+
+        init(maxBytes: Int, sink: @escaping @Sendable (Data) throws -> Void) {
+            self.maxBytes = maxBytes
+            self.sink = sink
         }
-        var received = 0
-        for try await chunk in response.body {
-            received += chunk.readableBytes
-            guard received <= maxBytes else { throw Failure("larger than the limit of \(maxBytes) bytes; download stopped and refused") }
-            do { try sink(Data(chunk.readableBytesView)) } catch { throw Failure("\(error)") }
+
+        func didReceiveHead(task: HTTPClient.Task<Void>, _ head: HTTPResponseHead) -> EventLoopFuture<Void> {
+            guard head.status == .ok else { return task.eventLoop.makeFailedFuture(Failure("HTTP \(head.status.code)")) }
+            if let announced = head.headers.first(name: "content-length").flatMap(Int.init), announced > maxBytes {
+                return task.eventLoop.makeFailedFuture(Failure("larger than the limit of \(maxBytes) bytes (\(announced) announced); refused"))
+            }
+            return task.eventLoop.makeSucceededVoidFuture()
         }
+
+        func didReceiveBodyPart(task: HTTPClient.Task<Void>, _ buffer: ByteBuffer) -> EventLoopFuture<Void> {
+            received += buffer.readableBytes
+            guard received <= maxBytes else {
+                return task.eventLoop.makeFailedFuture(Failure("larger than the limit of \(maxBytes) bytes; download stopped and refused"))
+            }
+            let chunk = Data(buffer.readableBytesView), sink = self.sink
+            return NIOThreadPool.singleton.runIfActive(eventLoop: task.eventLoop) {
+                do { try sink(chunk) } catch { throw Failure("\(error)") }
+            }
+        }
+
+        func didFinishRequest(task: HTTPClient.Task<Void>) throws {}
     }
 
     /// One client per connect time-out, for the life of the process (as `HTTPClient.shared` is): redirects followed

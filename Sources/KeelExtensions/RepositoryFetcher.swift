@@ -105,22 +105,15 @@ public struct RepositoryFetcher: Sendable {
 
     // MARK: transfers
 
-    /// `transfer`, waited for on the calling thread (never one of Swift's cooperative pool: the transfer runs there).
+    /// `transfer`, waited for on the calling thread (any thread but one of NIO's event loops).
     func transferBlocking(_ location: String, maxBytes: Int, sink: @escaping @Sendable (Data) throws -> Void) throws {
-        let done = DispatchSemaphore(value: 0)
-        let result = LockedBox<Result<Void, ExtensionStore.StoreError>>(.success(()))
-        Task {
-            do throws(ExtensionStore.StoreError) { try await transfer(location, maxBytes: maxBytes, sink: sink) } catch {
-                result.value = .failure(error)
-            }
-            done.signal()
-        }
-        done.wait()
-        try result.value.get()
+        Self.limiter.acquireBlocking()
+        defer { Self.limiter.release() }
+        try HTTPTransfer.wait(location, fetcher: self, maxBytes: maxBytes, sink: sink)
     }
 
     /// One network read, after waiting for one of the `maxInFlight` slots.
-    func transfer(_ location: String, maxBytes: Int, sink: @escaping @Sendable (Data) throws -> Void) async throws(ExtensionStore.StoreError) {
+    func transfer(_ location: String, maxBytes: Int, sink: @escaping @Sendable (Data) throws -> Void) async throws {
         await Self.limiter.acquire()
         defer { Self.limiter.release() }
         try await HTTPTransfer.run(location, fetcher: self, maxBytes: maxBytes, sink: sink)
@@ -175,10 +168,11 @@ final class DigestWriter: Sendable {
     deinit { state.withLock { s in if s.fd >= 0 { close(s.fd) } } }
 }
 
-/// Limits how many network reads run at once; waiters are served in order.
+/// Limits how many network reads run at once; waiters (async or blocking) are served in order.
 /// Safe to share: the state is guarded by a mutex.
 final class FetchLimiter: Sendable {
-    private let state: Mutex<(free: Int, waiters: [CheckedContinuation<Void, Never>])>
+    enum Waiter { case task(CheckedContinuation<Void, Never>), thread(DispatchSemaphore) }
+    private let state: Mutex<(free: Int, waiters: [Waiter])>
 
     init(_ slots: Int) { state = Mutex((slots, [])) }
 
@@ -186,19 +180,33 @@ final class FetchLimiter: Sendable {
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
             let now = state.withLock { s -> Bool in
                 if s.free > 0 { s.free -= 1; return true }
-                s.waiters.append(c)
+                s.waiters.append(.task(c))
                 return false
             }
             if now { c.resume() }
         }
     }
 
+    func acquireBlocking() {
+        let semaphore = DispatchSemaphore(value: 0)
+        let now = state.withLock { s -> Bool in
+            if s.free > 0 { s.free -= 1; return true }
+            s.waiters.append(.thread(semaphore))
+            return false
+        }
+        if !now { semaphore.wait() }
+    }
+
     /// Hands the slot to the first waiter, or frees it.
     func release() {
-        let next = state.withLock { s -> CheckedContinuation<Void, Never>? in
+        let next = state.withLock { s -> Waiter? in
             if s.waiters.isEmpty { s.free += 1; return nil }
             return s.waiters.removeFirst()
         }
-        next?.resume()
+        switch next {
+        case .task(let c)?: c.resume()
+        case .thread(let s)?: s.signal()
+        case nil: break
+        }
     }
 }
