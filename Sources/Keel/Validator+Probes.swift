@@ -12,14 +12,14 @@ extension Validator {
 
     static func descriptorSize(_ library: PluginLibrary) -> ValidationCheck {
         let (passed, detail) = library.descriptorSizeCheck()
-        return ValidationCheck(name: "states a sane descriptor struct_size", passed: passed, detail: detail)
+        return ValidationCheck(name: Check.descriptor.name, passed: passed, detail: detail)
     }
 
     /// One activation with the host's refusals collected: a registration (route, menu entry, hook, service table)
     /// whose `struct_size` the host refused fails the check, even when the plugin ignored the status it got back.
     /// Larger sizes than the host knows are accepted by the growth rule and cannot be told from the host side.
     static func hostStructSizes(_ library: PluginLibrary, _ manifest: Manifest) -> ValidationCheck {
-        let name = "passes the host struct sizes it accepts"
+        let name = Check.hostSizes.name
         let refusals = Mutex<[String]>([])
         // The host's refusals for a size, not any line that names struct_size (a plugin's own log of an error it
         // handled).
@@ -37,7 +37,7 @@ extension Validator {
     /// `PluginLibrary.tableCheck`): every declared function present, none NULL or pointing nowhere, `() -> str`
     /// getters answering valid text.
     static func providedTables(_ library: PluginLibrary, _ manifest: Manifest) -> ValidationCheck {
-        let name = "provides tables that hold the functions plugin.yaml declares"
+        let name = Check.tables.name
         return onActivation(name, library, manifest) { c in
             let (passed, detail) = library.tableCheck(c.services)
             return ValidationCheck(name: name, passed: passed, detail: detail)
@@ -49,7 +49,7 @@ extension Validator {
     /// `threads` threads keep calling every route. A call the old generation refuses because it is stopping is sent
     /// again to the new one (as the HTTP server does); any other failure, a failed activation or deactivation fails.
     static func reloadUnderCalls(_ library: PluginLibrary, _ manifest: Manifest, libraryPath: String) -> ValidationCheck {
-        let name = "serves every call while it is reloaded \(reloads) times"
+        let name = Check.reload.name
         let first = makeContext(manifest, grants: manifest.capabilities)
         let c: Contributions
         do { c = try library.activate(first, seed: seed(manifest)) } catch {

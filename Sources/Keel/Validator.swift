@@ -39,9 +39,9 @@ public enum Validator {
         let manifestPath = path + "/" + ManifestLoader.fileName
         let manifest: Manifest
         do { manifest = try ManifestLoader().load(path: manifestPath).0 } catch {
-            return report(ValidationCheck(name: "plugin.yaml is valid", passed: false, detail: error.description))
+            return report(ValidationCheck(name: Check.manifest.name, passed: false, detail: error.description))
         }
-        report(ValidationCheck(name: "plugin.yaml is valid", passed: true, detail: "\(manifest.id) \(manifest.version), ABI \(manifest.abi)"))
+        report(ValidationCheck(name: Check.manifest.name, passed: true, detail: "\(manifest.id) \(manifest.version), ABI \(manifest.abi)"))
 
         guard let libraryName = manifest.library else {
             // A manifest-only bundle runs no code: what plugin.yaml declares is all there is to check.
@@ -54,16 +54,16 @@ public enum Validator {
             library = try PluginLibrary.open(path: libraryPath, expectedID: manifest.id)
             try library.verify(against: manifest, manifestPath: manifestPath)
         } catch {
-            return report(ValidationCheck(name: "the library loads and agrees with plugin.yaml", passed: false, detail: error.description))
+            return report(ValidationCheck(name: Check.loads.name, passed: false, detail: error.description))
         }
-        report(ValidationCheck(name: "the library loads and agrees with plugin.yaml", passed: true,
+        report(ValidationCheck(name: Check.loads.name, passed: true,
                                detail: "ABI \(library.descriptor.abi), version \(library.descriptor.version.map { "\($0) in the descriptor" } ?? "from plugin.yaml")"))
         report(exportedSymbols(libraryPath, allowed: Set([KEEL_ENTRY_NAME] + manifest.commands.map(\.symbol))))
         report(descriptorSize(library))
 
         var registered: [String]?
         let threadsBefore = threadIDs()
-        var cycle = ValidationCheck(name: "activate and deactivate \(rounds) times", passed: true, detail: "")
+        var cycle = ValidationCheck(name: Check.cycles.name, passed: true, detail: "")
         for round in 1...rounds {
             let context = makeContext(manifest, grants: manifest.capabilities)
             do {
@@ -99,6 +99,37 @@ public enum Validator {
 
     static let KEEL_ENTRY_NAME = "keel_plugin_entry"
 
+    /// The checks of a run with a library, in the order they run: a crash or hang is named by the check after the
+    /// last one reported.
+    public enum Check: CaseIterable, Sendable {
+        case manifest, loads, exports, descriptor, cycles, threads, hostSizes, tables, concurrent, reload, unknownExtension,
+             noCapabilities
+
+        public var name: String {
+            switch self {
+            case .manifest: "plugin.yaml is valid"
+            case .loads: "the library loads and agrees with plugin.yaml"
+            case .exports: "exports no C symbol beyond keel_plugin_entry and its commands"
+            case .descriptor: "states a sane descriptor struct_size"
+            case .cycles: "activate and deactivate \(Validator.rounds) times"
+            case .threads: "leaves no thread running after deactivate"
+            case .hostSizes: "passes the host struct sizes it accepts"
+            case .tables: "provides tables that hold the functions plugin.yaml declares"
+            case .concurrent: "answers \(Validator.threads) threads × \(Validator.callsPerThread) concurrent requests on every route"
+            case .reload: "serves every call while it is reloaded \(Validator.reloads) times"
+            case .unknownExtension: "returns NULL for an extension it does not know"
+            case .noCapabilities: "activates or refuses cleanly without the capabilities it asks for"
+            }
+        }
+
+        /// The check that runs after the one named `name` (the first when nil), or nil after the last.
+        public static func after(_ name: String?) -> Check? {
+            guard let name else { return allCases.first }
+            guard let i = allCases.firstIndex(where: { $0.name == name }), i + 1 < allCases.count else { return nil }
+            return allCases[i + 1]
+        }
+    }
+
     static func makeContext(_ manifest: Manifest, grants: Set<Capability>,
                             log: @escaping @Sendable (LogRecord) -> Void = KernelConfiguration.silentLog) -> ActivationContext {
         let environment = KernelEnvironment(registry: PluginRegistry(), log: log)
@@ -119,7 +150,7 @@ public enum Validator {
     /// The library's dynamic symbols (`nm -D --defined-only`): C-named ones beyond the entry point and the declared
     /// commands fail; the linker's own and language-mangled ones (Swift `$s`, C++/Rust `_Z`, `_R`) are only counted.
     static func exportedSymbols(_ path: String, allowed: Set<String>) -> ValidationCheck {
-        let name = "exports no C symbol beyond keel_plugin_entry and its commands"
+        let name = Check.exports.name
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["nm", "-D", "--defined-only", path]
@@ -157,7 +188,7 @@ public enum Validator {
     /// Threads started during the activate/deactivate rounds must be gone once deactivate has returned (given a
     /// second to finish exiting).
     static func threadsStopped(since before: Set<String>) -> ValidationCheck {
-        let name = "leaves no thread running after deactivate"
+        let name = Check.threads.name
         var left = threadIDs().subtracting(before)
         let deadline = Date().addingTimeInterval(1)
         while !left.isEmpty && Date() < deadline {
@@ -201,7 +232,7 @@ public enum Validator {
     }
 
     static func concurrentRequests(_ library: PluginLibrary, _ manifest: Manifest) -> ValidationCheck {
-        let name = "answers \(threads) threads × \(callsPerThread) concurrent requests on every route"
+        let name = Check.concurrent.name
         return onActivation(name, library, manifest, drain: 5) { c in concurrentRequests(c, name: name, manifest) }
     }
 
@@ -226,7 +257,7 @@ public enum Validator {
     }
 
     static func unknownExtension(_ library: PluginLibrary) -> ValidationCheck {
-        let name = "returns NULL for an extension it does not know"
+        let name = Check.unknownExtension.name
         let table = library.extensionTable("keel.validate.unknown-\(UInt32.random(in: 0...UInt32.max))/1")
         return ValidationCheck(name: name, passed: table == nil, detail: table == nil ? "NULL" : "returned a table for a made-up extension id")
     }
@@ -234,7 +265,7 @@ public enum Validator {
     /// With no capability granted every registration is refused: activate must fail with a message (or succeed
     /// having registered nothing), not crash.
     static func withoutCapabilities(_ library: PluginLibrary, _ manifest: Manifest) -> ValidationCheck {
-        let name = "activates or refuses cleanly without the capabilities it asks for"
+        let name = Check.noCapabilities.name
         let context = makeContext(manifest, grants: [])
         do {
             _ = try library.activate(context, seed: Contributions())

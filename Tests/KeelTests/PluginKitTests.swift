@@ -345,7 +345,7 @@ struct PluginKitTests {
 
     @Test("keel plugins validate fails a hostile plugin with the check and the reason", arguments: [
         ("HANDLER_FAILS", "FAIL answers 4 threads × 25 concurrent requests on every route: 100 of 100 calls failed"),
-        ("CTOR_MODE=1", "FAIL the plugin crashed the validating process with signal 11 after \"plugin.yaml is valid\""),
+        ("CTOR_MODE=1", "FAIL the plugin crashed the validating process with signal 11 during \"the library loads and agrees with plugin.yaml\""),
         ("EXTRA_EXPORT", "FAIL exports no C symbol beyond keel_plugin_entry and its commands: also exports leaked_helper"),
         ("THREAD_LEAK", "FAIL leaves no thread running after deactivate: 10 thread(s) still running after 10 deactivations"),
     ])
@@ -393,6 +393,7 @@ struct PluginKitTests {
         ("size", "FAIL provides tables that hold the functions plugin.yaml declares: gitops.sync/1: a table of 16 bytes holds 1 of the 2 functions plugin.yaml declares (no sync); set struct_size = sizeof the table\n"),
         ("null", "FAIL provides tables that hold the functions plugin.yaml declares: gitops.sync/1: function sync (number 2 after struct_size) is NULL: a consumer calling it crashes\n"),
         ("text", "FAIL provides tables that hold the functions plugin.yaml declares: gitops.sync/1: engine() returned 3 bytes that are not UTF-8\n"),
+        ("crash", "FAIL the plugin crashed the validating process with signal 11 during \"provides tables that hold the functions plugin.yaml declares\"\n"),
         ("data", "FAIL provides tables that hold the functions plugin.yaml declares: gitops.sync/1: function engine points at 0x"),
         ("good", "ok   provides tables that hold the functions plugin.yaml declares: gitops.sync/1: 2 declared function(s) in the table\n"),
     ])
@@ -403,6 +404,7 @@ struct PluginKitTests {
             #include <keel/keel.h>
             #include "gitops_sync.h"
             static keel_str engine(void) {
+                \(defect == "crash" ? "*(volatile int *)0 = 0;" : "")
                 return \(defect == "text" ? "(keel_str){\"\\xff\\xfe!\", 3}" : "keel_cstr(\"good\")");
             }
             static keel_status sync(keel_str app, keel_str rev, char *out, size_t cap, size_t *len) {

@@ -64,7 +64,9 @@ extension KeelCommand.Plugins {
             let ending = ChildProcess.waitKillingGroup(pid, timeout: timeout)
             let lines = output.text.split(separator: "\n")
             let checks = lines.compactMap { try? JSONDecoder().decode(ValidationCheck.self, from: Data($0.utf8)) }
-            let next = "after \"\(checks.last?.name ?? "start")\""
+            // The check that was running: the one after the last reported.
+            let next = Validator.Check.after(checks.last?.name).map { "during \"\($0.name)\"" }
+                ?? "after \"\(checks.last?.name ?? "start")\""
             if ending.timedOut { return (checks, "the run did not finish within \(Int(timeout)) s (hung \(next))") }
             if ending.signal != 0 { return (checks, "the plugin crashed the validating process with signal \(ending.signal) \(next)") }
             if ending.exitCode != 0 { return (checks, "the validating process exited with code \(ending.exitCode) \(next)") }
