@@ -20,7 +20,10 @@ extension AdminAPI {
         }
         open.post("plugins/:id/commands/:name") { request, context -> Response in
             let id = try context.parameters.require("id"), name = try context.parameters.require("name")
-            let body = try await self.optionalBody(CommandCall.self, request, context) ?? CommandCall(args: [], tenant: nil)
+            // The common body (numbers, plain strings, true/false/null) is read directly; anything else, and every
+            // error, goes through the decoder and its messages.
+            let buffer = try await self.collectBody(request, context)
+            let body = try CommandCall(plain: buffer) ?? self.decodeBody(CommandCall.self, buffer) ?? CommandCall(args: [], tenant: nil)
             var caller = context.principal
             let channel = context.channel, gatekeeper = self.gatekeeper
             // The host's admin may act in another tenant (a plugin enabled for some tenants only serves theirs), as
@@ -83,8 +86,3 @@ extension AdminAPI {
     }
 }
 
-struct CommandCall: Decodable {
-    var args: [CommandArgument]
-    /// The tenant the host's admin calls in (nil: the caller's own).
-    var tenant: String?
-}

@@ -270,7 +270,16 @@ struct AdminAPI {
     /// `versoin` would otherwise be dropped and the request done without it), named with the nearest key it has.
     /// The body types' stored properties are their keys (no custom `CodingKeys`).
     func optionalBody<T: Decodable>(_ type: T.Type, _ request: Request, _ context: KeelRequestContext) async throws -> T? {
-        let buffer = try await bodies.collect(request, upTo: 64 * 1024, context: context)
+        try decodeBody(type, try await collectBody(request, context))
+    }
+
+    /// The request's body, at most 64 KiB (a longer one is a 413).
+    func collectBody(_ request: Request, _ context: KeelRequestContext) async throws -> ByteBuffer {
+        try await bodies.collect(request, upTo: 64 * 1024, context: context)
+    }
+
+    /// `optionalBody` of a collected body.
+    func decodeBody<T: Decodable>(_ type: T.Type, _ buffer: ByteBuffer) throws -> T? {
         guard buffer.readableBytes > 0 else { return nil }
         let data = Data(buffer.readableBytesView)
         let body: KeyedBody<T>
