@@ -182,7 +182,8 @@ public final class PluginCommand: @unchecked Sendable {
                 }
             }
             _ = context.account("command \(name)", started: started, budget: context.budgets.handler,
-                                failed: outcome.failure != nil, detail: outcome.failure.map { "\($0)" } ?? "")
+                                failed: outcome.failure != nil, declined: outcome.failure.map(Self.refuses) ?? false,
+                                detail: outcome.failure?.message ?? "")
             return outcome
         }
         guard let call, let function else { return .failure(CommandError(.unavailable, "plugin \"\(pluginID)\" has no code")) }
@@ -195,12 +196,14 @@ public final class PluginCommand: @unchecked Sendable {
             withUnsafeMutableBytes(of: &result) { r in site.around { keel_ffi_invoke(call, function, r.baseAddress, arguments) } }
         }
         let outcome = decode(result, writer: writer)
-        let failed: Bool
-        if case .failure = outcome { failed = true } else { failed = false }
-        _ = context.account("command \(name)", started: started, budget: context.budgets.handler, failed: failed,
-                            detail: (try? outcome.get()).map { _ in "" } ?? "\(outcome)")
+        _ = context.account("command \(name)", started: started, budget: context.budgets.handler,
+                            failed: outcome.failure != nil, declined: outcome.failure.map(Self.refuses) ?? false,
+                            detail: outcome.failure?.message ?? "")
         return outcome
     }
+
+    /// Whether a failed call is the command refusing the request (see `StatusCode.isRefusal`), not a broken plugin.
+    private static func refuses(_ error: CommandError) -> Bool { error.code == .failed && StatusCode.isRefusal(error.status) }
 
     private func decode(_ result: (UInt64, UInt64), writer: ResponseWriter?) -> Result<CommandValue, CommandError> {
         var r = result

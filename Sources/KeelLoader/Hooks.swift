@@ -86,7 +86,7 @@ public final class RouteHandler: @unchecked Sendable {
         let message = status == KEEL_OK ? "" : context.takeError()
         let request = prepared.request
         _ = context.account("\(request.method) \(request.path) handler", started: started, budget: context.budgets.handler,
-                            failed: status != KEEL_OK, declined: status == KEEL_ERR_UNAVAILABLE,
+                            failed: status != KEEL_OK, declined: StatusCode.isRefusal(status),
                             detail: StatusCode.name(status) + (message.isEmpty ? "" : " " + message))
         guard status == KEEL_OK else {
             return .failure(PluginCallError(pluginID: pluginID, status: status, message: message))
@@ -108,7 +108,7 @@ public final class RouteHandler: @unchecked Sendable {
         let started = ActivationContext.now()
         let result = await remote.calls.handleAsync(route: remote.index, request)
         _ = context.account("\(request.method) \(request.path) handler", started: started, budget: context.budgets.handler,
-                            failed: result.failure != nil, declined: result.failure?.status == StatusCode.unavailable,
+                            failed: result.failure != nil, declined: result.failure.map { StatusCode.isRefusal($0.status) } ?? false,
                             detail: result.failure.map { "\($0)" } ?? "")
         return result
     }
@@ -119,7 +119,7 @@ public final class RouteHandler: @unchecked Sendable {
         let started = ActivationContext.now()
         let result = remote.calls.handle(route: remote.index, request)
         _ = context.account("\(request.method) \(request.path) handler", started: started, budget: context.budgets.handler,
-                            failed: result.failure != nil, declined: result.failure?.status == StatusCode.unavailable,
+                            failed: result.failure != nil, declined: result.failure.map { StatusCode.isRefusal($0.status) } ?? false,
                             detail: { if case let .failure(e) = result { return "\(e)" }; return "" }())
         return result
     }

@@ -21,6 +21,20 @@ public enum StatusCode {
     /// Host-side only: the call ran past the worker's call budget; the worker was killed.
     public static let workerTimedOut: Int32 = -1002
 
+    /// Whether a plugin's error status refuses the request rather than says the plugin is broken: the caller's
+    /// arguments, rights or timing (`INVALID_ARGUMENT`, `DENIED`, `NOT_FOUND`, `CONFLICT`, `UNSUPPORTED`,
+    /// `WRONG_STATE`, `LIMIT`) or a passing outage (`UNAVAILABLE`). Such a call is a failed call in the metrics but
+    /// no step toward disabling the plugin automatically: anyone allowed to call it could otherwise switch it off
+    /// with bad input. `INTERNAL`, `NO_MEMORY`, a status outside the ABI and the host's own failures (a crashed or
+    /// timed-out worker) are steps.
+    public static func isRefusal(_ status: Int32) -> Bool {
+        switch status {
+        case KEEL_ERR_INVALID_ARGUMENT, KEEL_ERR_DENIED, KEEL_ERR_NOT_FOUND, KEEL_ERR_CONFLICT, KEEL_ERR_UNSUPPORTED,
+             KEEL_ERR_WRONG_STATE, KEEL_ERR_LIMIT, KEEL_ERR_UNAVAILABLE: return true
+        default: return false
+        }
+    }
+
     /// A readable name; unknown codes read as what the host treats them as, an internal error.
     public static func name(_ status: Int32) -> String {
         switch status {

@@ -458,19 +458,25 @@ struct CommandManifestTests {
 
 @Suite("commands: budgets", .scheduled)
 struct CommandBudgetTests {
-    @Test("a command over the handler budget is logged with its name; failed calls count toward disabling the plugin")
+    @Test("a command over the handler budget is logged with its name; failed calls count toward disabling the plugin, refusals of bad input do not")
     func budgets() async throws {
         let c = CommandsFixture()
-        try c.calc()
+        try c.calc(extra: "  - {name: fail, symbol: calc_fail, signature: \"() -> status(str)\"}")
         let kernel = try c.f.kernel(budgets: CallBudgets(handler: 0.05, hook: 0.25, failureThreshold: 3))
         await kernel.start()
         try await kernel.enable("calc")
         #expect(run(kernel, "tag", [.int(120)]) == "\"-\"")
         #expect(c.f.log.lines.contains { $0.contains("command tag took") && $0.contains("over its budget of 50 ms") })
-        for _ in 0..<3 { _ = run(kernel, "div", [.int(1), .int(0)]) }
+        // KEEL_ERR_INVALID_ARGUMENT refuses the caller's input: any caller could send it, so it never disables.
+        for _ in 0..<6 { _ = run(kernel, "div", [.int(1), .int(0)]) }
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(kernel.activePlugins.contains("calc"), "refusals of bad arguments disabled it")
+        // KEEL_ERR_INTERNAL says the plugin is broken.
+        for _ in 0..<3 { _ = run(kernel, "fail", []) }
         for _ in 0..<100 where kernel.activePlugins.contains("calc") { try await Task.sleep(for: .milliseconds(10)) }
         #expect(!kernel.activePlugins.contains("calc"), "three failed calls in a row disabled it")
-        #expect(try await kernel.plugin("calc").reason?.contains("3 calls in a row failed (last: command div") == true)
+        let reason = try await kernel.plugin("calc").reason ?? ""
+        #expect(reason == "disabled automatically: 3 calls in a row failed (last: command fail: calc.fail returned KEEL_ERR_INTERNAL)", "\(reason)")
         await kernel.shutdown()
     }
 }

@@ -29,8 +29,9 @@
  * the command in a child process first.
  *
  * Commands run like route handlers: [request] threads, concurrently; a reload lets calls in flight finish on the old
- * generation; they are timed against the handler budget and failed calls (an error status) count toward disabling
- * a misbehaving plugin.
+ * generation; they are timed against the handler budget, and failed calls (KEEL_ERR_INTERNAL, KEEL_ERR_NO_MEMORY)
+ * count toward disabling a misbehaving plugin; a refusal of the call (KEEL_ERR_INVALID_ARGUMENT, _DENIED, _NOT_FOUND,
+ * _CONFLICT, _UNSUPPORTED, _WRONG_STATE, _LIMIT, _UNAVAILABLE) does not, so bad input cannot switch a plugin off.
  */
 #pragma once
 
