@@ -53,12 +53,22 @@ enum PluginSDK {
         }.sorted { $0.path < $1.path }
     }
 
-    /// The Swift SDK package's files as (path inside the package, text): its `Package.swift`, the `CKeelABI` module
-    /// that finds the headers through pkg-config, and `Sources/KeelPluginKit/`, the same sources Keel's own Swift
-    /// plugins build with.
-    static var swiftPackage: [(path: String, text: String)] {
-        EmbeddedFiles.files.compactMap { path, text in
-            if path.hasPrefix(swiftPackageSource) { return (String(path.dropFirst(swiftPackageSource.count)), text) }
+    /// The Swift SDK package's files for an install under `prefix`, as (path inside the package, text): its
+    /// `Package.swift`, the `CKeelABI` module, and `Sources/KeelPluginKit/`, the same sources Keel's own Swift plugins
+    /// build with.
+    ///
+    /// `CKeelABI`'s module map names `prefix/include/keel/keel.h` itself (not a shim that includes it): a C target of
+    /// the plugin's package whose header includes `<keel/keel.h>` (an interface's header) then imports that one
+    /// module instead of declaring `keel_str` again in its own, so the kit's extensions of `keel_str` apply to the
+    /// table's fields too (with a second declaration, a debug build did not see them). The headers' folder still
+    /// reaches C targets through pkg-config.
+    static func swiftPackage(prefix: String) -> [(path: String, text: String)] {
+        let keelH = (includeDirectory(prefix: prefix) + "/keel/keel.h")
+            .replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+        return EmbeddedFiles.files.compactMap { path, text in
+            if path.hasPrefix(swiftPackageSource) {
+                return (String(path.dropFirst(swiftPackageSource.count)), text.replacingOccurrences(of: "@KEEL_H@", with: keelH))
+            }
             if path.hasPrefix(swiftKitSource), path.hasSuffix(".swift") { return (path, text) }
             return nil
         }.sorted { $0.path < $1.path }
@@ -103,7 +113,7 @@ enum PluginSDK {
                 throw CLIError("\(kitSources): cannot replace the older kit's sources: \(error.localizedDescription)")
             }
         }
-        for (path, text) in swiftPackage {
+        for (path, text) in swiftPackage(prefix: prefix) {
             let target = swiftPackageDirectory(prefix: prefix) + "/" + path
             try writeText(text, to: target)
             written.append(target)
@@ -135,7 +145,7 @@ enum PluginSDK {
         }
         if FileManager.default.contents(atPath: pc) != Data(pcFile(prefix: prefix).utf8) { differing.append(pc) }
         // The Rust crate and the Swift package, where installed (a prefix may hold an older SDK's copy of either).
-        for (folder, files) in [(rustCrateDirectory(prefix: prefix), rustCrate), (swiftPackageDirectory(prefix: prefix), swiftPackage)]
+        for (folder, files) in [(rustCrateDirectory(prefix: prefix), rustCrate), (swiftPackageDirectory(prefix: prefix), swiftPackage(prefix: prefix))]
         where FileManager.default.fileExists(atPath: folder) {
             for (path, text) in files where FileManager.default.contents(atPath: folder + "/" + path) != Data(text.utf8) {
                 differing.append(folder + "/" + path)
@@ -143,7 +153,7 @@ enum PluginSDK {
         }
         // A kit source this SDK does not have (an older one's) compiles into every project too.
         let kitSources = swiftPackageDirectory(prefix: prefix) + "/Sources/KeelPluginKit"
-        let shipped = Set(swiftPackage.map(\.path))
+        let shipped = Set(swiftPackage(prefix: prefix).map(\.path))
         for name in ((try? FileManager.default.contentsOfDirectory(atPath: kitSources)) ?? []).sorted()
         where !shipped.contains("Sources/KeelPluginKit/" + name) {
             differing.append(kitSources + "/" + name)

@@ -25,7 +25,7 @@ extension KeelCommand {
                     print("installed the Keel plugin SDK (ABI \(PluginSDK.abiVersion)) in \(prefix)")
                     print("  headers:    \(PluginSDK.includeDirectory(prefix: prefix))/keel (\(PluginSDK.headers.count) files)")
                     print("  Rust crate: \(PluginSDK.rustCrateDirectory(prefix: prefix)) (\(PluginSDK.rustCrate.count) files)")
-                    print("  Swift:      \(PluginSDK.swiftPackageDirectory(prefix: prefix)) (the KeelPluginKit package, \(PluginSDK.swiftPackage.count) files)")
+                    print("  Swift:      \(PluginSDK.swiftPackageDirectory(prefix: prefix)) (the KeelPluginKit package, \(PluginSDK.swiftPackage(prefix: prefix).count) files)")
                     print("  pkg-config: \(PluginSDK.pcDirectory(prefix: prefix))/\(PluginSDK.packageName).pc")
                     let embedding = try EmbeddingSDK.install(prefix: prefix)
                     if embedding.isEmpty {

@@ -8,17 +8,8 @@ final class SwiftSync: KeelPlugin {
     init() {}
 
     func activate(_ host: PluginHost) throws {
-        // The table's functions are C functions: closures that capture nothing. struct_size 0: the kit sets it.
-        let table = gitops_sync_v1(
-            struct_size: 0,
-            engine: { keel_str("swiftsync") },
-            sync: { app, revision, out, capacity, length in
-                guard let app = try? app.string("app"), !app.isEmpty, let revision = try? revision.string("revision") else {
-                    return KEEL_ERR_INVALID_ARGUMENT
-                }
-                return StatusBuffer.write("swiftsync synced \(app) to \(revision.isEmpty ? "main" : revision)",
-                                          into: out, capacity: capacity, length: length)
-            })
+        // The table's functions are C functions: closures that capture nothing (Table.swift).
+        let table = syncTable()
         // A pointer passed where the table goes is refused: its bits would be read as a struct_size describing
         // memory the kit does not hold.
         if let pointer = UnsafeRawPointer(bitPattern: 0x7f00_0000_0040) {
