@@ -113,9 +113,7 @@ public enum Inspector {
         defer { library.deactivate(context) }
         // Commands that declare sample arguments are called once: a crash or an error fails the probe.
         for command in c.commands {
-            guard let sample = command.declaration.probe else { continue }
-            let result = Result { () throws(CommandError) in try command.check(sample.map(CommandArgument.text)) }.flatMap(command.invoke)
-            if case let .failure(error) = result {
+            if let error = command.probeFailure() {
                 throw KernelError(.loadFailed, pluginID: id, reason: "command \"\(command.name)\" failed its probe call: \(error.message)")
             }
         }

@@ -44,6 +44,30 @@ extension Validator {
         }
     }
 
+    /// Every declared command's symbol exported and callable with its signature (as enable requires), and each
+    /// `probe:` call answering without an error (as the load-time probe requires).
+    static func commands(_ library: PluginLibrary, _ manifest: Manifest) -> ValidationCheck {
+        let name = Check.commands.name
+        guard !manifest.commands.isEmpty else { return ValidationCheck(name: name, passed: true, detail: "no commands") }
+        let context = makeContext(manifest, grants: manifest.capabilities)
+        var seed = seed(manifest)
+        let c: Contributions
+        do {
+            seed.commands = try library.prepareCommands(manifest.commands, context: context)
+            c = try library.activate(context, seed: seed)
+        } catch {
+            return ValidationCheck(name: name, passed: false, detail: error.description)
+        }
+        defer { library.deactivate(context, drainTimeout: 2) }
+        for command in c.commands {
+            if let error = command.probeFailure() {
+                return ValidationCheck(name: name, passed: false, detail: "command \"\(command.name)\" failed its probe call: \(error.message)")
+            }
+        }
+        let probed = c.commands.filter { $0.declaration.probe != nil }.count
+        return ValidationCheck(name: name, passed: true, detail: "\(c.commands.count) command(s), \(probed) probe call(s) answered")
+    }
+
     /// Generation after generation, as the kernel reloads: a fresh copy of the library is opened and activated while
     /// the current one serves, swapped in, and the old one drained and deactivated, `reloads` times, while
     /// `threads` threads keep calling every route. A call the old generation refuses because it is stopping is sent

@@ -91,6 +91,7 @@ public enum Validator {
 
         report(hostStructSizes(library, manifest))
         report(providedTables(library, manifest))
+        report(commands(library, manifest))
         report(concurrentRequests(library, manifest))
         report(reloadUnderCalls(library, manifest, libraryPath: libraryPath))
         report(unknownExtension(library))
@@ -102,8 +103,8 @@ public enum Validator {
     /// The checks of a run with a library, in the order they run: a crash or hang is named by the check after the
     /// last one reported.
     public enum Check: CaseIterable, Sendable {
-        case manifest, loads, exports, descriptor, cycles, threads, hostSizes, tables, concurrent, reload, unknownExtension,
-             noCapabilities
+        case manifest, loads, exports, descriptor, cycles, threads, hostSizes, tables, commands, concurrent, reload,
+             unknownExtension, noCapabilities
 
         public var name: String {
             switch self {
@@ -115,6 +116,7 @@ public enum Validator {
             case .threads: "leaves no thread running after deactivate"
             case .hostSizes: "passes the host struct sizes it accepts"
             case .tables: "provides tables that hold the functions plugin.yaml declares"
+            case .commands: "exports the commands plugin.yaml declares, which answer their probe calls"
             case .concurrent: "answers \(Validator.threads) threads × \(Validator.callsPerThread) concurrent requests on every route"
             case .reload: "serves every call while it is reloaded \(Validator.reloads) times"
             case .unknownExtension: "returns NULL for an extension it does not know"

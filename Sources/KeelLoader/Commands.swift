@@ -153,6 +153,13 @@ public final class PluginCommand: @unchecked Sendable {
     /// Calls the function with checked `values` (from `check`). Admitted like a route call: not before activate
     /// returned, not after deactivation started; a reload lets it finish on this generation. Timed against the
     /// handler budget; an error status counts as a failed call. [request]
+    /// The probe call of a command that declares sample arguments (`probe:`): nil when it answered (or declares
+    /// none), else why it failed. Runs plugin code, as `invoke` does.
+    public func probeFailure() -> CommandError? {
+        guard let sample = declaration.probe else { return nil }
+        return Result { () throws(CommandError) in try check(sample.map(CommandArgument.text)) }.flatMap(invoke).failure
+    }
+
     public func invoke(_ values: [CommandValue]) -> Result<CommandValue, CommandError> {
         guard context.enter() else { return .failure(CommandError(.unavailable, "plugin \"\(pluginID)\" is not active")) }
         defer { context.leave() }

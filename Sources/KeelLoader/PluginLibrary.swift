@@ -274,7 +274,7 @@ public final class PluginLibrary: @unchecked Sendable {
         for d in declarations {
             guard let function = symbol(d.symbol) else {
                 throw LoadError(.manifestMismatch, path: path, pluginID: descriptor.id,
-                                reason: "command \"\(d.name)\": the library exports no function \(d.symbol) (define it with KEEL_EXPORT)")
+                                reason: "command \"\(d.name)\": the library exports no function \(d.symbol) (export it: KEEL_EXPORT in C, @_cdecl in Swift, #[no_mangle] or keel_plugin::command! in Rust)")
             }
             guard let command = PluginCommand(d, function: function, context: context) else {
                 throw LoadError(.manifestMismatch, path: path, pluginID: descriptor.id,

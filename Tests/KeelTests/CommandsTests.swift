@@ -320,7 +320,7 @@ struct CommandsTests {
         let kernel = try c.f.kernel()
         await kernel.start()
         await #expect { try await kernel.enable("calc") } throws: { error in
-            "\(error)".contains("command \"ghost\": the library exports no function calc_ghost (define it with KEEL_EXPORT)")
+            "\(error)".contains("command \"ghost\": the library exports no function calc_ghost (export it: KEEL_EXPORT in C, @_cdecl in Swift, #[no_mangle] or keel_plugin::command! in Rust)")
         }
         await kernel.shutdown()
     }

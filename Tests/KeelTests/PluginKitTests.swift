@@ -177,7 +177,7 @@ struct PluginKitTests {
         }
         // The conformance run passes.
         let validated = try TestEnvironment.run(Self.keel, ["plugins", "validate", bundle])
-        #expect(validated.status == 0 && validated.stdout.contains("\(bundle): all 12 checks passed"), "\(validated.stdout)\(validated.stderr)")
+        #expect(validated.status == 0 && validated.stdout.contains("\(bundle): all 13 checks passed"), "\(validated.stdout)\(validated.stderr)")
 
         // Served by a real host; the version is plugin.yaml's (the descriptor leaves it empty).
         let served = TestEnvironment.makeTemporaryDirectory("served-\(lang)")
@@ -227,7 +227,7 @@ struct PluginKitTests {
                 try FileManager.default.copyItem(atPath: project + "/swift-deploy/config.schema.yaml", toPath: bundle + "/config.schema.yaml")
             }
             let validated = try TestEnvironment.run(Self.keel, ["plugins", "validate", bundle])
-            #expect(validated.status == 0 && validated.stdout.hasSuffix("\(bundle): all 12 checks passed\n"), "\(id): \(validated.stdout)\(validated.stderr)")
+            #expect(validated.status == 0 && validated.stdout.hasSuffix("\(bundle): all 13 checks passed\n"), "\(id): \(validated.stdout)\(validated.stderr)")
             if id == "swift-sync" {
                 // Its table, made with keel_str("swiftsync") and StatusBuffer.write, holds what plugin.yaml declares.
                 #expect(validated.stdout.contains("ok   provides tables that hold the functions plugin.yaml declares: gitops.sync/1: 2 declared function(s) in the table\n"),
@@ -441,6 +441,31 @@ struct PluginKitTests {
         if defect == "data" { #expect(r.stdout.contains("libtable.so, not its code: a consumer calling it crashes\n"), "\(r.stdout)") }
     }
 
+    @Test("keel plugins validate fails a command enable would refuse: a symbol not exported, a probe call that fails", arguments: [
+        ("{name: ghost, symbol: calc_ghost, signature: \"() -> void\"}",
+         "FAIL exports the commands plugin.yaml declares, which answer their probe calls: "),
+        ("{name: div, symbol: calc_div, signature: \"(i64, i64) -> status(json)\", probe: [1, 0]}",
+         "FAIL exports the commands plugin.yaml declares, which answer their probe calls: command \"div\" failed its probe call: cmds.div returned KEEL_ERR_INVALID_ARGUMENT: division by zero\n"),
+        ("{name: div, symbol: calc_div, signature: \"(i64, i64) -> status(json)\", probe: [6, 3]}",
+         "ok   exports the commands plugin.yaml declares, which answer their probe calls: 1 command(s), 1 probe call(s) answered\n"),
+    ])
+    func validateChecksCommands(command: String, expected: String) throws {
+        let lib = try TestEnvironment.buildPlugin(source: TestEnvironment.fixtures + "/plugins/commands.c", name: "cmds",
+                                                  defines: ["PLUGIN_ID=\"cmds\"", "TAG=\"-\""])
+        let manifest = TestEnvironment.manifest(id: "cmds", library: "libcmds.so", abi: "1.1", capabilities: ["routes"],
+                                                extra: "commands:\n  - \(command)\n")
+        let bundle = try TestEnvironment.makeBundle(in: TestEnvironment.makeTemporaryDirectory("validate-commands"), folder: "cmds",
+                                                    manifest: manifest, library: lib)
+        let r = try TestEnvironment.run(Self.keel, ["plugins", "validate", bundle])
+        // The fixture exports every calc_* function, declared or not, so the export check fails in each case: only
+        // this check's line is the subject here.
+        #expect(r.status == 1, "\(r.stdout)")
+        #expect(r.stdout.contains(expected), "\(r.stdout)")
+        if command.contains("ghost") {
+            #expect(r.stdout.contains("command \"ghost\": the library exports no function calc_ghost (export it: KEEL_EXPORT in C, @_cdecl in Swift"), "\(r.stdout)")
+        }
+    }
+
     @Test("the example plugins pass keel plugins validate", arguments: ["hello-c", "greeter-swift", "argo-sync", "deployer"])
     func examplesPassValidate(example: String) throws {
         let source = TestEnvironment.repository.path + "/Plugins/" + example
@@ -452,6 +477,6 @@ struct PluginKitTests {
             try FileManager.default.copyItem(atPath: source + "/config.schema.yaml", toPath: bundle + "/config.schema.yaml")
         }
         let r = try TestEnvironment.run(Self.keel, ["plugins", "validate", bundle])
-        #expect(r.status == 0 && r.stdout.hasSuffix("\(bundle): all 12 checks passed\n"), "\(r.stdout)")
+        #expect(r.status == 0 && r.stdout.hasSuffix("\(bundle): all 13 checks passed\n"), "\(r.stdout)")
     }
 }

@@ -54,7 +54,7 @@ struct RustSDKTests {
         try FileManager.default.copyItem(atPath: example + "/config.schema.yaml", toPath: bundle + "/config.schema.yaml")
         let keel = TestEnvironment.binPath + "/keel"
         let validated = try TestEnvironment.run(keel, ["plugins", "validate", bundle])
-        #expect(validated.status == 0 && validated.stdout.hasSuffix("\(bundle): all 12 checks passed\n"), "\(validated.stdout)")
+        #expect(validated.status == 0 && validated.stdout.hasSuffix("\(bundle): all 13 checks passed\n"), "\(validated.stdout)")
         // A provider of gitops.sync/1 (C), for the SDK's typed lease.
         try TestEnvironment.makeBundle(in: f.plugins, folder: "argo-sync", manifest: String(
             contentsOfFile: Self.repository + "/Plugins/argo-sync/plugin.yaml", encoding: .utf8),

@@ -16,7 +16,8 @@ extension KeelCommand.Plugins {
                 In a child process: loads the library, checks it agrees with plugin.yaml and exports no C symbol beyond \
                 keel_plugin_entry and its commands and states a sane descriptor struct_size, activates and deactivates it \(Validator.rounds) times (leaving no thread \
                 running) and checks the host refused no struct_size it passed, checks each service table it provides \
-                against the functions: plugin.yaml declares, sends \
+                against the functions: plugin.yaml declares and that every declared command is exported and answers its \
+                probe call, sends \
                 \(Validator.threads) threads of concurrent requests to every route, reloads it \(Validator.reloads) times while \
                 they run (no call may fail), asks it for an unknown extension, and \
                 activates it without capabilities. A crash or a hang fails the run, naming the check. No state is touched.
