@@ -281,17 +281,18 @@ extension Kernel {
             var providers: [InterfaceInfo.Provider] = (declared.providers[interface] ?? []).map { p in
                 let provision = live.first { $0.providerID == p.plugin }
                 return .init(plugin: p.plugin, pluginVersion: p.pluginVersion, version: p.version, ranking: p.ranking,
-                             active: provision != nil, generation: provision?.generation, leases: provision?.leasesHeld ?? 0)
+                             active: provision != nil, generation: provision?.generation, leases: provision?.leasesHeld ?? 0,
+                             idle: provision == nil && idle.contains(p.plugin))
             }.sorted { ($0.ranking, $1.plugin) > ($1.ranking, $0.plugin) }
             for host in live where host.providerID == ServiceProvision.hostID {
                 providers.append(.init(plugin: host.providerID, pluginVersion: "", version: "\(host.version)", ranking: host.ranking,
-                                       active: true, generation: 0, leases: host.leasesHeld))
+                                       active: true, generation: 0, leases: host.leasesHeld, idle: false))
             }
             let scopes = directory.scopes(interface, providerTenants: tenants)
             let serving = scopes.map { tenant -> InterfaceInfo.Serving in
                 let r = directory.resolution(interface, tenant: tenant, serving: AccessControl.servingFilter(tenants, tenant: tenant))
                 return .init(tenant: tenant, choice: directory.selections[tenant]?[interface], provider: r?.provision.providerID,
-                             reason: r?.reason.rawValue ?? "no provider enabled")
+                             reason: r?.reason.rawValue ?? (providers.contains(where: \.idle) ? "no provider running; an idle one is loaded by the first acquire" : "no provider enabled"))
             }
             let consumers = (declared.consumers[interface] ?? []).map { c in
                 InterfaceInfo.Consumer(plugin: c.plugin, versions: c.versions, optional: c.optional, active: active[c.plugin] != nil)
@@ -361,6 +362,27 @@ public struct InterfaceInfo: Sendable, Codable, Hashable {
         public var generation: Int?
         /// Leases held on it now.
         public var leases: Int
+        /// Enabled but not loaded (`activation: lazy`, or a CLI's kernel, which starts plugins idle): a consumer's
+        /// acquire loads it. Absent in the JSON of a host before 2026-12-06: read as false.
+        public var idle: Bool = false
+
+        public init(plugin: String, pluginVersion: String, version: String, ranking: Int, active: Bool, generation: Int?,
+                    leases: Int, idle: Bool) {
+            (self.plugin, self.pluginVersion, self.version, self.ranking) = (plugin, pluginVersion, version, ranking)
+            (self.active, self.generation, self.leases, self.idle) = (active, generation, leases, idle)
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            plugin = try c.decode(String.self, forKey: .plugin)
+            pluginVersion = try c.decode(String.self, forKey: .pluginVersion)
+            version = try c.decode(String.self, forKey: .version)
+            ranking = try c.decode(Int.self, forKey: .ranking)
+            active = try c.decode(Bool.self, forKey: .active)
+            generation = try c.decodeIfPresent(Int.self, forKey: .generation)
+            leases = try c.decode(Int.self, forKey: .leases)
+            idle = try c.decodeIfPresent(Bool.self, forKey: .idle) ?? false
+        }
     }
 
     public struct Serving: Sendable, Codable, Hashable {

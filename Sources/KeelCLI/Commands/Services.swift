@@ -54,6 +54,7 @@ extension KeelCommand.Services {
                         // running but not for every tenant of this scope.
                         switch s.providers.first(where: { $0.plugin == choice }) {
                         case nil: line += "; chosen \(choice) is not installed"
+                        case let p? where p.idle: line += "; chosen \(choice) is idle (loaded by its first use)"
                         case let p? where !p.active: line += "; chosen \(choice) is not running"
                         default: line += "; chosen \(choice) is not enabled " + (serving.tenant.isEmpty ? "for every tenant" : "for \(serving.tenant)")
                         }
@@ -64,7 +65,8 @@ extension KeelCommand.Services {
                     var line = "  provider \(p.plugin)"
                     if !p.pluginVersion.isEmpty { line += " \(p.pluginVersion)" }
                     line += "  implements \(p.version), ranking \(p.ranking), "
-                    line += p.active ? "active (generation \(p.generation ?? 0), \(p.leases) lease\(p.leases == 1 ? "" : "s") held)" : "not enabled"
+                    line += p.active ? "active (generation \(p.generation ?? 0), \(p.leases) lease\(p.leases == 1 ? "" : "s") held)"
+                        : p.idle ? "enabled, idle (loaded by its first use)" : "not running (disabled, failed or not enabled)"
                     out += line + "\n"
                 }
                 if s.providers.isEmpty { out += "  provider: none installed\n" }
