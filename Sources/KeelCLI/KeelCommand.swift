@@ -99,16 +99,17 @@ enum GlobalArguments {
         }
         var rest = Array(arguments[i...])
         // `keel call` passes its arguments through untouched (a "-5" is a number, not an option), so its global
-        // options are picked out of them here, up to a "--".
+        // options, and its own --json and --tenant, are picked out of them here, up to a "--".
         if command == KeelCommand.Call.self {
             var kept: [String] = [], j = 0
             while j < rest.count {
                 let a = rest[j]
                 if a == "--" { kept += rest[(j + 1)...]; break }
-                if a == "-v" || a == "--verbose" || a.hasPrefix("--plugins=") || a.hasPrefix("--state=") {
+                if a == "-v" || a == "--verbose" || a.hasPrefix("--plugins=") || a.hasPrefix("--state=") || a == "--json"
+                    || a.hasPrefix("--tenant=") {
                     globals.append(a)
                     j += 1
-                } else if (a == "--plugins" || a == "--state") && j + 1 < rest.count {
+                } else if (a == "--plugins" || a == "--state" || a == "--tenant") && j + 1 < rest.count {
                     globals += [a, rest[j + 1]]
                     j += 2
                 } else {

@@ -389,6 +389,11 @@ struct CommandsFrontEndTests {
         #expect(call.status == 0 && call.stdout == "42\n", "\(call.stdout) \(call.stderr)")
         let greet = try TestEnvironment.run(keel, ["call", "calc", "greet", "Ada"] + at)
         #expect(greet.stdout == "hello, Ada\n")
+        // --json wherever it is written prints the result as JSON; after "--" it is an argument like any other.
+        let quoted = try TestEnvironment.run(keel, ["call", "calc", "greet", "Ada", "--json"] + at)
+        #expect(quoted.stdout == "\"hello, Ada\"\n", "\(quoted.stdout) \(quoted.stderr)")
+        let literal = try TestEnvironment.run(keel, ["call", "calc", "greet"] + at + ["--", "--json"])
+        #expect(literal.stdout == "hello, --json\n", "\(literal.stdout) \(literal.stderr)")
         let bad = try TestEnvironment.run(keel, ["call", "calc", "add", "two", "40"] + at)
         #expect(bad.status == 1 && bad.stderr == "keel: error: argument 1 of calc.add: \"two\" is not an i64\n", "\(bad.stderr)")
         let list = try TestEnvironment.run(keel, ["commands", "calc"] + at)

@@ -11,14 +11,17 @@ extension KeelCommand {
             discussion: """
                 Arguments are read as the signature's types: `keel call calc add 2 40` prints 42. Strings are taken as \
                 written; bytes are base64. With a running server the call runs there (through its queue); else a \
-                kernel of this process loads the plugins first. The operator calls as an admin, in the default tenant or --tenant.
+                kernel of this process loads the plugins first. The operator calls as an admin, in the default tenant or --tenant. \
+                --json prints the result as JSON (a string quoted). Options may follow the arguments (`keel call calc add \
+                2 40 --json`); an argument that is itself an option's name goes after "--".
                 """)
         @OptionGroup var options: GlobalOptions
         @Argument(help: "The plugin id.", completion: Completion.plugins) var plugin: String
         @Argument(help: "The command name (keel commands lists them).") var command: String
         @Option(help: "Call as the operator acting in this tenant (a plugin enabled for some tenants only serves theirs).",
                 completion: Completion.tenants) var tenant: String?
-        @Argument(parsing: .captureForPassthrough, help: "The arguments.") var arguments: [String] = []
+        @Flag(help: "Print the result as JSON (a string result quoted).") var json = false
+        @Argument(parsing: .captureForPassthrough, help: "The arguments (after \"--\", taken as written).") var arguments: [String] = []
 
         func run() async throws {
             try await reporting {
@@ -40,7 +43,7 @@ extension KeelCommand {
                     }
                     await kernel.shutdown()
                 }
-                print(Self.text(result.output ?? "null"))
+                print(json ? result.output ?? "null" : Self.text(result.output ?? "null"))
             }
         }
 
