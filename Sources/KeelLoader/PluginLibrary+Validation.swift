@@ -44,7 +44,7 @@ extension PluginLibrary {
             let holds = max(0, (p.tableSize - 8) / 8)
             if holds < p.functions.count {
                 let missing = p.functions.dropFirst(holds).map(\.name).joined(separator: ", ")
-                return (false, "\(what): a table of \(p.tableSize) bytes holds \(holds) of the \(p.functions.count) functions plugin.yaml declares (no \(missing)); set struct_size = sizeof the table")
+                return (false, "\(what): a table of \(p.tableSize) bytes holds \(holds) of the \(p.functions.count) functions plugin.yaml declares (no \(missing)): declare only the table's functions, in its order, or set struct_size = sizeof the table")
             }
             var elsewhere: [String] = []
             for (i, f) in p.functions.enumerated() {

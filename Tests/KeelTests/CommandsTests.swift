@@ -411,6 +411,7 @@ struct CommandsFrontEndTests {
         #expect(call.stdout == "2.5\n", "\(call.stderr)")
         let inspect = try TestEnvironment.run(keel, ["plugins", "inspect", c.f.plugins + "/calc"])
         #expect(inspect.status == 0, "\(inspect.stderr)")
+        #expect(inspect.stdout.contains("\ncommands:     add (i64, i64) -> i64, neg32 (i32) -> i32, "), "\(inspect.stdout)")
 
         try c.calc(id: "crashy", manifest: "commands:\n  - {name: crash, symbol: calc_crash, signature: \"() -> void\", probe: []}\n")
         let crashed = try TestEnvironment.run(keel, ["plugins", "inspect", c.f.plugins + "/crashy"])

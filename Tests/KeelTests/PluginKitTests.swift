@@ -391,7 +391,7 @@ struct PluginKitTests {
     }
 
     @Test("keel plugins validate checks a provider's table against its functions: a missing, NULL or lying function fails, naming it", arguments: [
-        ("size", "FAIL provides tables that hold the functions plugin.yaml declares: gitops.sync/1: a table of 16 bytes holds 1 of the 2 functions plugin.yaml declares (no sync); set struct_size = sizeof the table\n"),
+        ("size", "FAIL provides tables that hold the functions plugin.yaml declares: gitops.sync/1: a table of 16 bytes holds 1 of the 2 functions plugin.yaml declares (no sync): declare only the table's functions, in its order, or set struct_size = sizeof the table\n"),
         ("null", "FAIL provides tables that hold the functions plugin.yaml declares: gitops.sync/1: function sync (number 2 after struct_size) is NULL: a consumer calling it crashes\n"),
         ("text", "FAIL provides tables that hold the functions plugin.yaml declares: gitops.sync/1: engine() returned 3 bytes that are not UTF-8\n"),
         ("crash", "FAIL the plugin crashed the validating process with signal 11 during \"provides tables that hold the functions plugin.yaml declares\"\n"),
