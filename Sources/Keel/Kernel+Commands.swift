@@ -211,7 +211,7 @@ extension Kernel {
 
     /// Runs `body` (plugin code) on a new thread with a full-size stack, as the kernel's lifecycle thread has, and
     /// returns its result: never on the kernel's thread nor on Swift's cooperative pool, which it could block.
-    nonisolated static func offKernel<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+    public nonisolated static func offKernel<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
         await withCheckedContinuation { (done: CheckedContinuation<T, Never>) in
             let thread = Thread { done.resume(returning: body()) }
             thread.stackSize = LifecycleExecutor.pluginStackSize

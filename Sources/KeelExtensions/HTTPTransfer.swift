@@ -2,6 +2,7 @@
 
 import AsyncHTTPClient
 import Foundation
+import KeelManifest
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -24,11 +25,12 @@ enum HTTPTransfer {
     static func start(_ location: String, fetcher: RepositoryFetcher, maxBytes: Int,
                       sink: @escaping @Sendable (Data) throws -> Void) -> (task: HTTPClient.Task<Void>?, result: EventLoopFuture<Void>) {
         let client = client(fetcher)
-        let request: HTTPClient.Request
+        var request: HTTPClient.Request
         do { request = try HTTPClient.Request(url: location) } catch {
             let loop = client.eventLoopGroup.any()
             return (nil, loop.makeFailedFuture(ExtensionStore.StoreError("\(location): not a URL")))
         }
+        request.headers.add(name: "User-Agent", value: "keel/\(KeelVersion.current)")
         let task = client.execute(request: request, delegate: BodyDelegate(maxBytes: maxBytes, sink: sink))
         // The whole transfer, body included (AsyncHTTPClient's own deadline ends with the head).
         let total = fetcher.totalTimeout
@@ -68,7 +70,8 @@ enum HTTPTransfer {
 
     /// `error` as the one line the transfer fails with, naming `location` once.
     static func reason(_ error: any Error, location: String, _ fetcher: RepositoryFetcher) -> String {
-        let text = (error as? Failure)?.reason ?? "\(describe(error, fetcher))"
+        // The client's errors say the repository could not be reached, as a local one's missing file does.
+        let text = (error as? Failure)?.reason ?? "unreachable: \(describe(error, fetcher))"
         return text.hasPrefix(location) ? text : "\(location): \(text)"
     }
 
@@ -140,7 +143,7 @@ enum HTTPTransfer {
             case .remoteConnectionClosed: return "the connection was closed early"
             case .redirectLimitReached, .redirectCycleDetected: return "too many redirects"
             case .invalidURL, .emptyHost, .emptyScheme: return "not a URL"
-            default: return "network error (\(e.shortDescription))"
+            default: return "network error (\(e.shortDescription.prefix(80).filter { !$0.isNewline }))"
             }
         }
         if error is NIOSSLError || error is BoringSSLError || error is NIOSSLExtraError { return "TLS failed (certificate or handshake)" }
@@ -164,7 +167,3 @@ enum HTTPTransfer {
     }
 }
 
-private extension HTTPClientError {
-    /// The case's name, for a message: AsyncHTTPClient's description is "HTTPClientError.<case>".
-    var shortDescription: String { description.split(separator: ".").last.map(String.init) ?? description }
-}

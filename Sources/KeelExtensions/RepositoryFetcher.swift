@@ -22,9 +22,11 @@ public struct RepositoryFetcher: Sendable {
     public var totalTimeout: Double
     public static let maxInFlight = 4
 
+    /// Time-outs are clamped to 1 ms ... 1 day (a value that is not a finite number reads as the default).
     public init(connectTimeout: Double = 10, totalTimeout: Double = 30) {
-        self.connectTimeout = connectTimeout
-        self.totalTimeout = totalTimeout
+        func clamped(_ s: Double, _ fallback: Double) -> Double { s.isFinite ? min(max(s, 0.001), 86_400) : fallback }
+        self.connectTimeout = clamped(connectTimeout, 10)
+        self.totalTimeout = clamped(totalTimeout, 30)
     }
 
     /// The defaults, changed by `KEEL_REPO_CONNECT_TIMEOUT` and `KEEL_REPO_TIMEOUT`.

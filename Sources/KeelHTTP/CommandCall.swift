@@ -94,12 +94,14 @@ private struct PlainJSON {
         let digits = k
         var value: Int64 = 0
         while k < bytes.endIndex, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[k]) {
+            // At most 18 digits, checked before the arithmetic: a 19th could overflow Int64, which traps.
+            guard k - digits < 18 else { return nil }
             value = value * 10 + Int64(bytes[k] - UInt8(ascii: "0"))
             k += 1
         }
         let count = k - digits
-        // No leading zero (JSON has none), no fraction or exponent, and few enough digits not to overflow.
-        guard count > 0, count <= 18, !(count > 1 && bytes[digits] == UInt8(ascii: "0")) else { return nil }
+        // No leading zero (JSON has none), no fraction or exponent.
+        guard count > 0, !(count > 1 && bytes[digits] == UInt8(ascii: "0")) else { return nil }
         if k < bytes.endIndex, [UInt8(ascii: "."), UInt8(ascii: "e"), UInt8(ascii: "E")].contains(bytes[k]) { return nil }
         i = k
         return negative ? -value : value

@@ -167,7 +167,9 @@ public final class WorkerSupervisor: RemoteCalls, Sendable {
             !h.name.isEmpty && h.name.utf8.count <= 256 && h.value.utf8.count <= 8192
         }) else { throw WireError(description: "response headers over their limits") }
         guard response.body.count <= RouteHandler.responseLimit else {
-            return .failure(PluginCallError(pluginID: pluginID, status: StatusCode.limit, message: "response body over the limit"))
+            // The host refuses the answer: a broken plugin's doing, a step toward disabling it (not a refusal of the
+            // caller, which `StatusCode.limit` would read as).
+            return .failure(PluginCallError(pluginID: pluginID, status: StatusCode.internalError, message: "response body over the limit"))
         }
         return .success(response)
     }

@@ -150,15 +150,17 @@ public final class PluginCommand: @unchecked Sendable {
         return values
     }
 
-    /// Calls the function with checked `values` (from `check`). Admitted like a route call: not before activate
-    /// returned, not after deactivation started; a reload lets it finish on this generation. Timed against the
-    /// handler budget; an error status counts as a failed call. [request]
     /// The probe call of a command that declares sample arguments (`probe:`): nil when it answered (or declares
     /// none), else why it failed. Runs plugin code, as `invoke` does.
     public func probeFailure() -> CommandError? {
         guard let sample = declaration.probe else { return nil }
         return Result { () throws(CommandError) in try check(sample.map(CommandArgument.text)) }.flatMap(invoke).failure
     }
+
+    /// Calls the function with checked `values` (from `check`). Admitted like a route call: not before activate
+    /// returned, not after deactivation started; a reload lets it finish on this generation. Timed against the
+    /// handler budget; an error status counts as a failed call, and a step toward disabling the plugin unless it
+    /// refuses the call (`StatusCode.isRefusal`). [request]
 
     public func invoke(_ values: [CommandValue]) -> Result<CommandValue, CommandError> {
         guard context.enter() else { return .failure(CommandError(.unavailable, "plugin \"\(pluginID)\" is not active")) }

@@ -2,7 +2,7 @@
 import PackageDescription
 
 // {{id}}: a Keel plugin in Swift, on KeelPluginKit, the SDK's Swift package (`keel sdk install` put it at the path
-// below; its headers come through pkg-config). The product is lib{{ident}}.so.
+// below, with the SDK's headers; C targets find them through pkg-config). The product is lib{{ident}}.so.
 let package = Package(
     name: "{{ident}}",
     products: [.library(name: "{{ident}}", type: .dynamic, targets: ["Plugin"])],

@@ -30,6 +30,9 @@ struct CommandCallTests {
         #"{"args": [1], "args": [2]}"#, #"{"args": [1], "tenat": "x"}"#, #"{"tenant": 5, "args": []}"#, "{}",
         #"{"args": [1]} x"#, #"{"args": [1,]}"#, #"{"args": [truex]}"#, #"{"args": [-]}"#, #"{"args": [1]"#, "",
         "[1, 2]", #"{"args": ["\#u{01}"]}"#,
+        // Past 18 digits the number is the decoder's (a 19th digit could overflow Int64 and trap, taking the host down).
+        #"{"args": [9999999999999999999]}"#, #"{"args": [-9999999999999999999]}"#,
+        "{\"args\": [" + String(repeating: "9", count: 10_000) + "]}",
     ])
     func otherBodies(body: String) {
         #expect(Self.plain(body) == nil, "read directly: \(body)")

@@ -65,8 +65,8 @@ struct keel_http_response {
 /* Handles one request. `user_data` is the pointer given at registration. Return KEEL_OK after writing the response;
  * any other status makes the host answer 500, KEEL_ERR_UNAVAILABLE (cannot serve now: a store it needs is down) 503
  * (the message given to set_error goes to the log, not the client; the request is not made again). Only
- * KEEL_ERR_INTERNAL and KEEL_ERR_NO_MEMORY count toward disabling a misbehaving plugin; other error statuses refuse
- * the request (answer 4xx yourself where the client is at fault).
+ * KEEL_ERR_INTERNAL, KEEL_ERR_NO_MEMORY and a status outside this header count toward disabling a misbehaving
+ * plugin; the other error statuses refuse the request (answer 4xx yourself where the client is at fault).
  * Called concurrently from several threads; must not block for long.
  * [request] */
 typedef keel_status(KEEL_ABI *keel_http_handler_fn)(void *user_data, const keel_http_request *req,

@@ -133,7 +133,10 @@ extension KeelCommand {
                 let server = try options.throughServer()
                 let store = ExtensionStore(state: try options.openState(), pluginsDirectory: options.pluginsDirectory)
                 let plan: [ExtensionStore.Offer]
-                do { plan = try store.plan(parts[0], version: parts.count > 1 ? parts[1] : nil) } catch { throw CLIError(error) }
+                // Reading the repositories blocks: on a thread of its own, never one of Swift's few pool threads.
+                let wanted = parts[0], version = parts.count > 1 ? parts[1] : nil
+                let planned = await Kernel.offKernel { Result { try store.plan(wanted, version: version) } }
+                do { plan = try planned.get() } catch { throw CLIError(error) }
                 print("plan: " + plan.map { "\($0.id) \($0.entry.version) from \($0.repository.name)" }.joined(separator: ", "))
                 // The kernel installs (the same command the admin API runs); the plan above is what it will do.
                 let result: CommandResult

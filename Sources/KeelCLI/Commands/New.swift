@@ -41,6 +41,10 @@ extension KeelCommand {
                 print("created \(folder) (\(lang.rawValue) plugin \(id), \(written.count) files)")
                 if (try? PluginSDK.runTool(["pkg-config", "--exists", PluginSDK.packageName]).status) != 0 {
                     print("pkg-config cannot find keel-plugin: run `keel sdk install` (and set PKG_CONFIG_PATH as it says)")
+                } else if let prefix = PluginSDK.prefixFromPkgConfig(), case .stale = PluginSDK.state(prefix: prefix) {
+                    // The project builds against what is installed: an SDK of another keel version says so now,
+                    // not as a build error later.
+                    print("note: the SDK in \(prefix) is not this keel's (`keel sdk path` lists what differs); `keel sdk install --prefix \(prefix)` updates it")
                 }
                 print("next: cd \(folder) && make && make test   # builds bundle/\(id)/")
             }

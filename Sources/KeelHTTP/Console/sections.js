@@ -128,15 +128,15 @@ function why(serving) {
   return serving.reason + (idle ? '; chosen ' + serving.choice + ' is not enabled' : '');
 }
 
-// The host-wide provider of one interface, as a labelled <select>: enabled providers can be picked, the others
-// are shown disabled. Picking one chooses it (PUT) at once.
+// The host-wide provider of one interface, as a labelled <select>: enabled providers (running or idle) can be picked,
+// the others are shown disabled. Picking one chooses it (PUT) at once.
 function providerSelect(service, hostWide) {
   const select = el('select', { 'data-provider-select': service.interface });
   if (!hostWide.provider) select.append(el('option', { value: '', textContent: '(none enabled)', disabled: true }));
   for (const p of service.providers) {
     const label = p.plugin + (p.pluginVersion ? ' ' + p.pluginVersion : '') + ' (ranking ' + p.ranking + ')'
-      + (p.active ? '' : ' (not enabled)');
-    select.append(el('option', { value: p.plugin, textContent: label, disabled: !p.active }));
+      + (p.active ? '' : p.idle ? ' (idle: loaded by its first use)' : ' (not enabled)');
+    select.append(el('option', { value: p.plugin, textContent: label, disabled: !p.active && !p.idle }));
   }
   select.value = hostWide.provider || '';
   select.addEventListener('change', () => {
