@@ -49,23 +49,15 @@ extension Validator {
     static func commands(_ library: PluginLibrary, _ manifest: Manifest) -> ValidationCheck {
         let name = Check.commands.name
         guard !manifest.commands.isEmpty else { return ValidationCheck(name: name, passed: true, detail: "no commands") }
-        let context = makeContext(manifest, grants: manifest.capabilities)
-        var seed = seed(manifest)
-        let c: Contributions
-        do {
-            seed.commands = try library.prepareCommands(manifest.commands, context: context)
-            c = try library.activate(context, seed: seed)
-        } catch {
-            return ValidationCheck(name: name, passed: false, detail: error.description)
-        }
-        defer { library.deactivate(context, drainTimeout: 2) }
-        for command in c.commands {
-            if let error = command.probeFailure() {
-                return ValidationCheck(name: name, passed: false, detail: "command \"\(command.name)\" failed its probe call: \(error.message)")
+        return onActivation(name, library, manifest, commands: true) { c in
+            for command in c.commands {
+                if let error = command.probeFailure() {
+                    return ValidationCheck(name: name, passed: false, detail: "command \"\(command.name)\" failed its probe call: \(error.message)")
+                }
             }
+            let probed = c.commands.filter { $0.declaration.probe != nil }.count
+            return ValidationCheck(name: name, passed: true, detail: "\(c.commands.count) command(s), \(probed) probe call(s) answered")
         }
-        let probed = c.commands.filter { $0.declaration.probe != nil }.count
-        return ValidationCheck(name: name, passed: true, detail: "\(c.commands.count) command(s), \(probed) probe call(s) answered")
     }
 
     /// Generation after generation, as the kernel reloads: a fresh copy of the library is opened and activated while

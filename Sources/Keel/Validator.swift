@@ -220,13 +220,19 @@ public enum Validator {
 
     /// Check `name` on one activation of the library with every capability it asks for: `body` judges what the
     /// activation registered, then it is deactivated (waiting up to `drain` seconds for calls). A failed activation
-    /// fails the check with its reason.
+    /// fails the check with its reason. With `commands`, the declared commands are prepared first, as enable does
+    /// (a symbol not exported fails the check).
     static func onActivation(_ name: String, _ library: PluginLibrary, _ manifest: Manifest, drain: Double = 2,
+                             commands: Bool = false,
                              log: @escaping @Sendable (LogRecord) -> Void = KernelConfiguration.silentLog,
                              _ body: (Contributions) -> ValidationCheck) -> ValidationCheck {
         let context = makeContext(manifest, grants: manifest.capabilities, log: log)
+        var seed = seed(manifest)
         let c: Contributions
-        do { c = try library.activate(context, seed: seed(manifest)) } catch {
+        do {
+            if commands { seed.commands = try library.prepareCommands(manifest.commands, context: context) }
+            c = try library.activate(context, seed: seed)
+        } catch {
             return ValidationCheck(name: name, passed: false, detail: error.description)
         }
         defer { library.deactivate(context, drainTimeout: drain) }
