@@ -19,9 +19,9 @@ extension Kernel {
     ///   - tenant: the tenant the caller names for itself (what HTTP's `X-Keel-Tenant` header says), or nil.
     /// - Returns: the plugin's response, or the host's own JSON answer `{"error":{"code","message"}}`: 400 for a
     ///   path with no canonical form, 404 when no route matches (or its plugin does not serve the caller's tenant),
-    ///   403 when an authenticate hook failed or the chain denies, 500 when the handler failed (its message only in
-    ///   the log), 503 when it returned `KEEL_ERR_UNAVAILABLE` (it cannot serve now; called once, its message only
-    ///   in the log) or the plugin kept refusing calls while it was being stopped.
+    ///   403 when an authenticate hook failed or the chain denies, what `StatusCode.httpAnswer` says when the handler
+    ///   returned an error (a refusal's 4xx, 501, 503 for `KEEL_ERR_UNAVAILABLE`, otherwise 500; called once, its
+    ///   message only in the log), 503 when the plugin kept refusing calls while it was being stopped.
     ///
     /// Runs plugin code (the hooks and the handler) on the calling thread, which must not be one of Swift's
     /// cooperative pool: a plugin that blocks would stall it. Never waits for the kernel's lifecycle work.
@@ -63,12 +63,16 @@ extension Kernel {
             switch match.route.handler.handle(seen) {
             case let .success(response): return response
             case let .failure(error) where error.isNotActive: continue
-            case let .failure(error) where error.status == StatusCode.unavailable:
-                log(.warn, error.pluginID, "\(seen.method) \(seen.path): the plugin cannot serve it now: \(error)")
-                return Self.errorResponse(503, "plugin-unavailable", "the plugin cannot handle the request now; retry")
             case let .failure(error):
-                log(.error, error.pluginID, "\(seen.method) \(seen.path) failed: \(error)")
-                return Self.errorResponse(500, "plugin-error", "the plugin failed to handle the request")
+                let answer = StatusCode.httpAnswer(error.status)
+                if error.status == StatusCode.unavailable {
+                    log(.warn, error.pluginID, "\(seen.method) \(seen.path): the plugin cannot serve it now: \(error)")
+                } else if answer.refusesClient {
+                    log(.warn, error.pluginID, "\(seen.method) \(seen.path): the plugin refused it (\(answer.status)): \(error)")
+                } else {
+                    log(.error, error.pluginID, "\(seen.method) \(seen.path) failed: \(error)")
+                }
+                return Self.errorResponse(answer.status, answer.code, answer.message)
             }
         }
         log(.error, match.pluginID, "\(seen.method) \(seen.path): the plugin kept refusing calls while stopping")

@@ -226,7 +226,7 @@ struct PluginDispatcher: Sendable {
     /// The HTTP response for a handler's outcome, with the request's id as its `X-Request-Id` (any the plugin set is
     /// dropped); nil when the generation it reached stopped admitting calls (a reload swapped it out just now) and
     /// the request should go to the current one.
-    /// - Throws: `APIError` 500 for a failed handler (details only in the log).
+    /// - Throws: `APIError` for a failed handler, as `StatusCode.httpAnswer` says (details only in the log).
     private func respond(_ outcome: Result<PluginResponse, PluginCallError>, method: String, path: String,
                          requestID: String, match: Snapshot.RouteMatch) throws -> Response? {
         switch outcome {
@@ -279,23 +279,19 @@ struct PluginDispatcher: Sendable {
                             body: ResponseBody(byteBuffer: bodiless ? ByteBuffer() : ByteBuffer(bytes: response.body)))
         case let .failure(error) where error.isNotActive:
             return nil
-        case let .failure(error) where error.status == StatusCode.unavailable:
-            // The plugin's own "not now" (its database down): the request is not made again, the client may retry.
-            gatekeeper.log(LogRecord(level: .warn, pluginID: error.pluginID, message: "\(method) \(path): the plugin cannot serve it now: \(error)",
-                                     requestID: requestID))
-            throw APIError(.serviceUnavailable, "plugin-unavailable", "the plugin cannot handle the request now; retry")
-        case let .failure(error) where error.status == StatusCode.workerCrashed:
-            gatekeeper.log(LogRecord(level: .error, pluginID: error.pluginID, message: "\(method) \(path) failed: \(error.message)",
-                                     requestID: requestID))
-            throw APIError(.badGateway, "plugin-crashed", "the plugin's worker process crashed while handling the request")
-        case let .failure(error) where error.status == StatusCode.workerTimedOut:
-            gatekeeper.log(LogRecord(level: .error, pluginID: error.pluginID, message: "\(method) \(path) failed: \(error.message)",
-                                     requestID: requestID))
-            throw APIError(.gatewayTimeout, "plugin-timeout", "the plugin did not answer within its budget")
         case let .failure(error):
-            gatekeeper.log(LogRecord(level: .error, pluginID: error.pluginID, message: "\(method) \(path) failed: \(error)",
-                                     requestID: requestID))
-            throw APIError(.internalServerError, "plugin-error", "the plugin failed to handle the request")
+            // The plugin's own "not now" (its database down) is not made again: the client may retry. A refusal is
+            // the client's fault (a warning); anything else the plugin's or its worker's (an error).
+            let answer = StatusCode.httpAnswer(error.status)
+            let (level, said): (LogLevel, String) =
+                switch error.status {
+                case StatusCode.unavailable: (.warn, ": the plugin cannot serve it now: \(error)")
+                case StatusCode.workerCrashed, StatusCode.workerTimedOut: (.error, " failed: \(error.message)")
+                case _ where answer.refusesClient: (.warn, ": the plugin refused it (\(answer.status)): \(error)")
+                default: (.error, " failed: \(error)")
+                }
+            gatekeeper.log(LogRecord(level: level, pluginID: error.pluginID, message: "\(method) \(path)\(said)", requestID: requestID))
+            throw APIError(.init(code: answer.status), answer.code, answer.message)
         }
     }
 }

@@ -35,6 +35,36 @@ public enum StatusCode {
         }
     }
 
+    /// How the host answers a route handler's error status over HTTP (and through `Kernel.dispatch`): a refusal the
+    /// client caused gets its 4xx, a passing outage 503, a handler that does not do what was asked 501, and
+    /// everything else, `KEEL_ERR_LIMIT` included (most often the host's own response limit that a handler passed
+    /// on), 500. The plugin's message goes to the log, never to the client: before ABI 1.0's hosts answered these,
+    /// a plugin wrote it for the operator. A handler that wants its own words in a 4xx answers it itself.
+    public static func httpAnswer(_ status: Int32) -> HTTPAnswer {
+        switch status {
+        case KEEL_ERR_INVALID_ARGUMENT: return HTTPAnswer(400, "bad-request", "the plugin refused the request as malformed")
+        case KEEL_ERR_DENIED: return HTTPAnswer(403, "forbidden", "the plugin denied the request")
+        case KEEL_ERR_NOT_FOUND: return HTTPAnswer(404, "not-found", "the plugin has no such resource")
+        case KEEL_ERR_CONFLICT, KEEL_ERR_WRONG_STATE:
+            return HTTPAnswer(409, "conflict", "the request conflicts with the resource's current state")
+        case KEEL_ERR_UNSUPPORTED: return HTTPAnswer(501, "not-implemented", "the plugin does not support this request")
+        case KEEL_ERR_UNAVAILABLE: return HTTPAnswer(503, "plugin-unavailable", "the plugin cannot handle the request now; retry")
+        case workerCrashed: return HTTPAnswer(502, "plugin-crashed", "the plugin's worker process crashed while handling the request")
+        case workerTimedOut: return HTTPAnswer(504, "plugin-timeout", "the plugin did not answer within its budget")
+        default: return HTTPAnswer(500, "plugin-error", "the plugin failed to handle the request")
+        }
+    }
+
+    /// The host's answer to a failed route handler: an HTTP status, a stable error code and a fixed message.
+    public struct HTTPAnswer: Sendable, Equatable {
+        public let status: Int
+        public let code: String
+        public let message: String
+        /// Whether the client's request, not the plugin, is at fault (a 4xx): logged as a warning, not an error.
+        public var refusesClient: Bool { (400..<500).contains(status) }
+        init(_ status: Int, _ code: String, _ message: String) { self.status = status; self.code = code; self.message = message }
+    }
+
     /// A readable name; unknown codes read as what the host treats them as, an internal error.
     public static func name(_ status: Int32) -> String {
         switch status {

@@ -175,6 +175,21 @@ struct FaultTests {
         await kernel.shutdown()
     }
 
+    @Test("Kernel.dispatch answers a handler's refusal as HTTP does: KEEL_ERR_NOT_FOUND 404 not-found, its message in the log only")
+    func dispatchRefusal() async throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("absent", defines: ["HANDLER_STATUS=5"])
+        let kernel = try f.kernel()
+        await kernel.start()
+        try await kernel.enable("absent")
+        let answer = kernel.dispatch(PluginRequest(method: "GET", path: "/ext/absent/ping"))
+        let text = String(decoding: answer.body, as: UTF8.self)
+        #expect(answer.status == 404 && text.contains(#""code":"not-found""#) && !text.contains("refused with"), "\(answer.status) \(text)")
+        #expect(f.log.lines.contains { $0.contains("[absent] GET /ext/absent/ping: the plugin refused it (404)") && $0.contains("refused with status 5") },
+                "\(f.log.lines)")
+        await kernel.shutdown()
+    }
+
     @Test("Kernel.dispatch: a handler's own KEEL_ERR_UNAVAILABLE is called once and answered 503, not retried as a stopping generation, and never disables the plugin")
     func unavailableHandlerCalledOnce() async throws {
         let f = KernelFixture()

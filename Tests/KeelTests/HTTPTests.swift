@@ -168,6 +168,36 @@ struct HTTPTests {
         #expect(try await server.request("GET", "/ext/hello/greet/still-alive").status == 200)
     }
 
+    @Test("a route handler's error status is answered as its meaning: a refusal its 4xx, UNSUPPORTED 501, LIMIT, INTERNAL and an unknown status 500; the plugin's words only in the log, and refusals never disable it")
+    func handlerStatusAnswers() async throws {
+        let f = KernelFixture()
+        // status → (HTTP status, code)
+        let cases: [(Int32, Int, String)] = [(2, 400, "bad-request"), (4, 403, "forbidden"), (5, 404, "not-found"), (3, 409, "conflict"),
+                                             (7, 409, "conflict"), (6, 501, "not-implemented"), (8, 500, "plugin-error"),
+                                             (1, 500, "plugin-error"), (77, 500, "plugin-error")]
+        for (status, _, _) in cases { try f.fixtureBundle("st\(status)", defines: ["HANDLER_STATUS=\(status)"]) }
+        let server = try startServer(f, enable: cases.map { "st\($0.0)" })
+        defer { server.stop() }
+        for (status, http, code) in cases {
+            let answer = try await server.request("GET", "/ext/st\(status)/ping")
+            #expect(answer.status == http && answer.errorCode == code, "status \(status): \(answer.status) \(answer.text)")
+            #expect(!answer.text.contains("refused with"), "the plugin's message reached the client: \(answer.text)")
+            // Every error answer carries the request's id but a 404, which reads as one for a path no route matches.
+            #expect((answer.headers["x-request-id"]?.isEmpty == false) == (http != 404), "\(answer.headers)")
+        }
+        #expect(await waitFor(10) {
+            server.errors.value.contains(#"[st5] GET /ext/st5/ping: the plugin refused it (404): plugin "st5": KEEL_ERR_NOT_FOUND: refused with status 5"#)
+                && server.errors.value.contains(#"[st1] GET /ext/st1/ping failed: plugin "st1": KEEL_ERR_INTERNAL: refused with status 1"#)
+        }, "\(server.errors.value)")
+        // Past the failure threshold (20 in a row), a refusing plugin still serves; an internal error's does not.
+        for _ in 0..<25 {
+            _ = try await server.request("GET", "/ext/st2/ping")
+            _ = try await server.request("GET", "/ext/st1/ping")
+        }
+        #expect(try await server.request("GET", "/ext/st2/ping").status == 400)
+        #expect(await waitFor(10) { (try? await server.request("GET", "/ext/st1/ping").status) == 404 }, "st1 kept serving past 20 internal errors")
+    }
+
     @Test("the admin API lists, enables and disables; changes survive a restart")
     func adminAPI() async throws {
         let f = KernelFixture()

@@ -63,10 +63,12 @@ struct keel_http_response {
 };
 
 /* Handles one request. `user_data` is the pointer given at registration. Return KEEL_OK after writing the response;
- * any other status makes the host answer 500, KEEL_ERR_UNAVAILABLE (cannot serve now: a store it needs is down) 503
- * (the message given to set_error goes to the log, not the client; the request is not made again). Only
- * KEEL_ERR_INTERNAL, KEEL_ERR_NO_MEMORY and a status outside this header count toward disabling a misbehaving
- * plugin; the other error statuses refuse the request (answer 4xx yourself where the client is at fault).
+ * any other status discards it and the host answers in its own JSON error shape: KEEL_ERR_INVALID_ARGUMENT 400,
+ * KEEL_ERR_DENIED 403, KEEL_ERR_NOT_FOUND 404, KEEL_ERR_CONFLICT and KEEL_ERR_WRONG_STATE 409, KEEL_ERR_UNSUPPORTED
+ * 501, KEEL_ERR_UNAVAILABLE (cannot serve now: a store it needs is down) 503, anything else 500 (hosts before
+ * 2026-12-07 answered 500 for all but UNAVAILABLE). The message given to set_error goes to the log, not the client
+ * (answer the 4xx yourself to give the client your words); the request is not made again. Only KEEL_ERR_INTERNAL,
+ * KEEL_ERR_NO_MEMORY and a status outside this header count toward disabling a misbehaving plugin.
  * Called concurrently from several threads; must not block for long.
  * [request] */
 typedef keel_status(KEEL_ABI *keel_http_handler_fn)(void *user_data, const keel_http_request *req,

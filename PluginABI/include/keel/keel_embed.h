@@ -221,7 +221,8 @@ KEEL_EXPORT void keel_plugin_list_free(keel_plugin_list *list);
  * request: authenticate hooks (the first principal wins; a failing hook denies), the plugin's tenants, authorize
  * hooks and role grants (any deny wins). The handler runs on the calling thread. The host's own answers are JSON
  * {"error":{"code","message"}}: 400 (a path with '.' or '..' segments, an encoded '/', ...), 404 (no route, or not
- * for the caller's tenant), 403 (denied), 500 (the handler failed; the reason is logged), 503 (being stopped).
+ * for the caller's tenant), 403 (denied), 503 (being stopped), and for a handler's error status what HTTP answers
+ * (http.h: a refusal's 4xx, 501, 503, otherwise 500; the reason is logged, not answered).
  * `request` is borrowed; *out_response is the caller's: free it with keel_response_free.
  * Returns KEEL_OK whenever *out_response is set (whatever its status); KEEL_ERR_INVALID_ARGUMENT when request,
  * its method or path, or out_response is NULL, or a header or the body is NULL with a count; KEEL_MISUSE.

@@ -19,6 +19,7 @@
  *   HANDLER_FAILS_NO_CTX            the same, reporting its message with set_error(NULL, ...)
  *   HANDLER_UNAVAILABLE="path"      the route handler appends a byte to path, then returns KEEL_ERR_UNAVAILABLE ("the
  *                                   item store is down", or UNAVAILABLE_MESSAGE="...")
+ *   HANDLER_STATUS=N                the route handler returns status N, its message "refused with status N"
  *   EXTRA_ROUTES=N                  register N extra routes "/r<i>"
  *   ROUTE_SET                       also register overlapping patterns under /items and /things, each answering
  *                                   "via=<label>", to check which one a path reaches
@@ -45,6 +46,8 @@
  *                                   3 sleeps HEALTH_SLOW_MS (default 3000) then healthy
  */
 #define _POSIX_C_SOURCE 200809L
+#define FIXTURE_STR_(x) #x
+#define FIXTURE_STR(x) FIXTURE_STR_(x)
 #include <keel/keel.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -157,6 +160,10 @@ static keel_status ping(void *user_data, const keel_http_request *req, keel_http
     (void)req; (void)res;
     the_host->set_error(NULL, keel_cstr("failed without a ctx"));
     return KEEL_ERR_INTERNAL;
+#elif defined(HANDLER_STATUS)
+    (void)req; (void)res;
+    the_host->set_error(the_ctx, keel_cstr("refused with status " FIXTURE_STR(HANDLER_STATUS)));
+    return HANDLER_STATUS;
 #elif defined(HANDLER_UNAVAILABLE)
     (void)req; (void)res;
     int called = open(HANDLER_UNAVAILABLE, O_WRONLY | O_CREAT | O_APPEND, 0600);

@@ -187,8 +187,8 @@ impl Response {
     }
 }
 
-/// What a route handler may return: a [`Response`], a `Result<Response>` (an error answers 500 and goes to the
-/// log), or text.
+/// What a route handler may return: a [`Response`], a `Result<Response>` (an error goes to the log, and the client
+/// gets its status's answer: 400, 403, 404 or 409 for a refusal, 501, 503, otherwise 500), or text.
 pub trait IntoResponse {
     fn into_response(self) -> Result<Response>;
 }
