@@ -24,12 +24,16 @@ enum HTTPTransfer {
     /// `cancel` on the returned task stops it.
     static func start(_ location: String, fetcher: RepositoryFetcher, maxBytes: Int,
                       sink: @escaping @Sendable (Data) throws -> Void) -> (task: HTTPClient.Task<Void>?, result: EventLoopFuture<Void>) {
-        let client = client(fetcher)
         var request: HTTPClient.Request
-        do { request = try HTTPClient.Request(url: location) } catch {
-            let loop = client.eventLoopGroup.any()
-            return (nil, loop.makeFailedFuture(ExtensionStore.StoreError("\(location): not a URL")))
+        let proxy: ProxyEnvironment.Server?
+        do {
+            request = try HTTPClient.Request(url: location)
+            proxy = try ProxyEnvironment(ProcessInfo.processInfo.environment).server(scheme: request.scheme, host: request.host)
+        } catch {
+            let text = (error as? ProxyEnvironment.Invalid)?.reason ?? "not a URL"
+            return (nil, MultiThreadedEventLoopGroup.singleton.any().makeFailedFuture(ExtensionStore.StoreError("\(location): \(text)")))
         }
+        let client = client(fetcher, proxy: proxy)
         request.headers.add(name: "User-Agent", value: "keel/\(KeelVersion.current)")
         let task = client.execute(request: request, delegate: BodyDelegate(maxBytes: maxBytes, sink: sink))
         // The whole transfer, body included (AsyncHTTPClient's own deadline ends with the head).
@@ -38,7 +42,7 @@ enum HTTPTransfer {
             task.fail(reason: Failure("no complete answer within \(seconds(total)) (the repository time-out)"))
         }
         let result = task.futureResult.flatMapErrorThrowing { error in
-            throw ExtensionStore.StoreError(reason(error, location: location, fetcher))
+            throw ExtensionStore.StoreError(reason(error, location: location, fetcher, proxy: proxy))
         }
         result.whenComplete { _ in timer.cancel() }
         return (task, result)
@@ -69,9 +73,12 @@ enum HTTPTransfer {
     }
 
     /// `error` as the one line the transfer fails with, naming `location` once.
-    static func reason(_ error: any Error, location: String, _ fetcher: RepositoryFetcher) -> String {
-        // The client's errors say the repository could not be reached, as a local one's missing file does.
-        let text = (error as? Failure)?.reason ?? "unreachable: \(describe(error, fetcher))"
+    static func reason(_ error: any Error, location: String, _ fetcher: RepositoryFetcher, proxy: ProxyEnvironment.Server? = nil) -> String {
+        // The client's errors say the repository could not be reached, as a local one's missing file does, and name
+        // the proxy it was reached through.
+        let through = proxy.map { " through the proxy \($0.host):\($0.port) (\($0.variable))" } ?? ""
+        let scheme = location.prefix { $0 != ":" }.lowercased()
+        let text = (error as? Failure)?.reason ?? "unreachable\(through): \(describe(error, fetcher, scheme: scheme))"
         return text.hasPrefix(location) ? text : "\(location): \(text)"
     }
 
@@ -111,29 +118,45 @@ enum HTTPTransfer {
         func didFinishRequest(task: HTTPClient.Task<Void>) throws {}
     }
 
-    /// One client per connect time-out, for the life of the process (as `HTTPClient.shared` is): redirects followed
-    /// (at most 5, no cycles), no cookies, the system's trust roots for https, a failed connection not retried.
-    private static func client(_ fetcher: RepositoryFetcher) -> HTTPClient {
+    /// One client per connect time-out and proxy, for the life of the process (as `HTTPClient.shared` is): redirects
+    /// followed (at most 5, no cycles; through the same proxy), no cookies, the system's trust roots for https, a
+    /// failed connection not retried. An https location goes through an http proxy by `CONNECT`: the proxy sees the
+    /// host name, not the bytes.
+    private static func client(_ fetcher: RepositoryFetcher, proxy: ProxyEnvironment.Server?) -> HTTPClient {
         let seconds = fetcher.connectTimeout
+        let key = ClientKey(connectTimeout: seconds, proxy: proxy)
         return clients.withLock { clients in
-            if let client = clients[seconds] { return client }
+            if let client = clients[key] { return client }
             let timeout = TimeAmount.milliseconds(Int64((seconds * 1000).rounded(.up)))
             var configuration = HTTPClient.Configuration(redirectConfiguration: .follow(max: 5, allowCycles: false),
                                                          timeout: .init(connect: timeout, read: timeout))
             // A refused connection or an unknown host is said at once, not after the connect time-out of retries.
             configuration.connectionPool.retryConnectionEstablishment = false
+            configuration.proxy = proxy.map { server in
+                switch server.kind {
+                case .socks5: return .socksServer(host: server.host, port: server.port)
+                case .http:
+                    let authorization = server.user.map { HTTPClient.Authorization.basic(username: $0, password: server.password ?? "") }
+                    return .server(host: server.host, port: server.port, authorization: authorization)
+                }
+            }
             let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
-            clients[seconds] = client
+            clients[key] = client
             return client
         }
     }
 
-    private static let clients = Mutex<[Double: HTTPClient]>([:])
+    private struct ClientKey: Hashable {
+        let connectTimeout: Double
+        let proxy: ProxyEnvironment.Server?
+    }
+
+    private static let clients = Mutex<[ClientKey: HTTPClient]>([:])
 
     static func seconds(_ s: Double) -> String { s == s.rounded() ? "\(Int(s)) s" : "\(s) s" }
 
     /// The client's errors as one line, never their own text.
-    static func describe(_ error: any Error, _ fetcher: RepositoryFetcher) -> String {
+    static func describe(_ error: any Error, _ fetcher: RepositoryFetcher, scheme: String = "https") -> String {
         let connect = "no answer within \(seconds(fetcher.connectTimeout)) (the connect time-out)"
         if let e = error as? HTTPClientError {
             switch e {
@@ -143,6 +166,11 @@ enum HTTPTransfer {
             case .remoteConnectionClosed: return "the connection was closed early"
             case .redirectLimitReached, .redirectCycleDetected: return "too many redirects"
             case .invalidURL, .emptyHost, .emptyScheme: return "not a URL"
+            case .proxyAuthenticationRequired: return "the proxy asks for a user and password (407)"
+            case .invalidProxyResponse:
+                // AsyncHTTPClient tunnels http as well as https; squid, by default, tunnels only to port 443.
+                return "the proxy refused to open a tunnel" + (scheme == "http" ? " (http is tunnelled too: a proxy that tunnels only to port 443 needs an https repository)" : "")
+            case .httpProxyHandshakeTimeout, .socksHandshakeTimeout: return "the proxy did not answer in time"
             default: return "network error (\(e.shortDescription.prefix(80).filter { !$0.isNewline }))"
             }
         }
@@ -150,7 +178,7 @@ enum HTTPTransfer {
         if let e = error as? HTTPParserError { return e == .invalidEOFState ? "the connection was closed early" : "not a valid HTTP answer" }
         if let e = error as? NIOConnectionError {
             if e.dnsAError != nil || e.dnsAAAAError != nil, e.connectionErrors.isEmpty { return "unknown host" }
-            return e.connectionErrors.first.map { describe($0.error, fetcher) } ?? "connection refused"
+            return e.connectionErrors.first.map { describe($0.error, fetcher, scheme: scheme) } ?? "connection refused"
         }
         if let e = error as? IOError {
             switch e.errnoCode {

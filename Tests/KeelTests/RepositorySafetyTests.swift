@@ -84,12 +84,14 @@ struct RepositorySafetyTests {
                 """)
         }
 
-        /// Serves the repository folder `folder`, each archive (`.keelpkg`) `archiveDelay` seconds late.
-        convenience init(serving folder: String, archiveDelay: Double) throws {
+        /// Serves the repository folder `folder`, each archive (`.keelpkg`) `archiveDelay` seconds late; prints "got
+        /// PATH" per request. `methods` adds handler methods (Python, indented 4 spaces).
+        convenience init(serving folder: String, archiveDelay: Double, methods: String = "") throws {
             try self.init(handler: """
                         import os
+                        print("got", self.path, flush=True)
                         path = self.path.split("?")[0].lstrip("/")
-                        if path.endswith(".keelpkg"):
+                        if path.endswith(".keelpkg") and \(archiveDelay) > 0:
                             print("archive", flush=True); time.sleep(\(archiveDelay))
                         try:
                             body = open(os.path.join("\(folder)", path), "rb").read(); code = 200
@@ -97,16 +99,31 @@ struct RepositorySafetyTests {
                             body = b""; code = 404
                         self.send_response(code); self.send_header("Content-Length", str(len(body))); self.end_headers()
                         self.wfile.write(body)
+                """, methods: methods)
+        }
+
+        /// A forward proxy that is its own origin: a `CONNECT` to any port but 443 is accepted and the requests made
+        /// through the tunnel are answered from `folder` (the host is never looked up: it need not exist); a
+        /// `CONNECT` to 443 is refused with 403. It prints "connect TARGET" and "got PATH" per request.
+        convenience init(proxyServing folder: String) throws {
+            try self.init(serving: folder, archiveDelay: 0, methods: """
+                    def do_CONNECT(self):
+                        print("connect", self.path, flush=True)
+                        if self.path.endswith(":443"):
+                            self.send_response(403); self.send_header("Content-Length", "0"); self.end_headers(); return
+                        self.send_response(200); self.end_headers()
+                        self.close_connection = False
                 """)
         }
 
-        init(handler: String) throws {
+        init(handler: String, methods: String = "") throws {
             let script = """
                 import http.server, socketserver, sys, time
                 class H(http.server.BaseHTTPRequestHandler):
                     def do_GET(self):
                         print("request", flush=True)
                 \(handler)
+                \(methods)
                     def log_message(self, *a): pass
                 s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
                 s.daemon_threads = True
@@ -210,6 +227,44 @@ struct RepositorySafetyTests {
         let disabled = rows.firstIndex(of: "disable up"), upgraded = rows.firstIndex(of: "upgrade up")
         #expect(disabled != nil && upgraded != nil && disabled! < upgraded!, "the disable waited for the download: \(rows)")
         await kernel.shutdown()
+    }
+
+    @Test("downloads go through the proxy the environment names (http_proxy, https_proxy by CONNECT), no_proxy bypasses it, and a bad proxy variable or a refused tunnel is one line naming the proxy")
+    func proxyFromEnvironment() throws {
+        let repo = try InPlaceLoadTests().repository()
+        let proxy = try PythonServer(proxyServing: repo)
+        defer { proxy.stop() }
+        let f = KernelFixture()
+        let common = ["--plugins", f.plugins, "--state", f.state]
+        // A host that does not resolve: only a proxy can reach it.
+        let far = "http://repo.keel.invalid:8080"
+        let through = ["http_proxy": "http://127.0.0.1:\(proxy.port)", "no_proxy": "localhost,127.0.0.1"]
+        #expect(try TestEnvironment.run(keel, ["repo", "add", "far", far] + common, environment: through).status == 0)
+        let installed = try TestEnvironment.run(keel, ["install", "up@1.0.0", "--allow-unsigned"] + common, environment: through)
+        #expect(installed.status == 0, "\(installed.stderr)")
+        // AsyncHTTPClient tunnels http too (CONNECT host:80), then asks in origin form through the tunnel.
+        let seen = proxy.output.value.split(separator: "\n")
+        #expect(seen.contains("connect repo.keel.invalid:8080") && seen.contains("got /index.yaml")
+                    && seen.contains { $0.hasPrefix("got /") && $0.hasSuffix(".keelpkg") }, "\(proxy.output.value)")
+        #expect(try TestEnvironment.run(keel, ["plugins", "list"] + common).stdout.contains("up"))
+
+        // no_proxy names the host (a parent domain of it): the download goes direct, and the host does not resolve.
+        let direct = try TestEnvironment.run(keel, ["search", "up"] + common, environment: through.merging(["no_proxy": "keel.invalid"]) { $1 })
+        #expect(direct.stderr.contains("\(far)/index.yaml: unreachable: unknown host"), "\(direct.stderr)")
+        #expect(!direct.stderr.contains("through the proxy"), "\(direct.stderr)")
+
+        // https goes through CONNECT, which this proxy refuses.
+        #expect(try TestEnvironment.run(keel, ["repo", "add", "tls", "https://repo.keel.invalid"] + common).status == 0)
+        let tunnel = try TestEnvironment.run(keel, ["search", "up"] + common, environment: ["https_proxy": "127.0.0.1:\(proxy.port)"])
+        #expect(proxy.output.value.contains("connect repo.keel.invalid:443"), "\(proxy.output.value)")
+        #expect(tunnel.stderr.contains("https://repo.keel.invalid/index.yaml: unreachable through the proxy 127.0.0.1:\(proxy.port) (https_proxy): the proxy refused to open a tunnel"),
+                "\(tunnel.stderr)")
+
+        // A variable that names no proxy fails the download with its reason; it never silently goes direct.
+        let bad = try TestEnvironment.run(keel, ["search", "up"] + common, environment: ["http_proxy": "ftp://127.0.0.1:\(proxy.port)"])
+        #expect(bad.stderr.contains(#"\#(far)/index.yaml: http_proxy="ftp://127.0.0.1:\#(proxy.port)" is not a proxy (the scheme ftp is not supported"#),
+                "\(bad.stderr)")
+        #expect(bad.stderr.split(separator: "\n").allSatisfy { !$0.contains("NIO") && !$0.contains("HTTPClientError") }, "\(bad.stderr)")
     }
 
     /// Plugin `up` 1.0.0 installed and enabled, then `keel serve` on it, and `keel upgrade up --to 1.1.0` run while it
