@@ -25,6 +25,15 @@ struct KeelCommand: AsyncParsableCommand {
     /// Parses (global options may stand before or after the subcommand), runs, and reports every failure in one
     /// style: `keel: error: ...` on stderr, exit 64 with the usage for bad usage, exit 1 for a failed operation.
     static func main() async {
+        // Swift's `CommandLine.arguments` replaces bytes that are not UTF-8 with U+FFFD: a command's argument, a path
+        // or an id would reach Keel changed, without a word. Such an argument is refused as bad usage instead.
+        if let (index, offset, byte) = Self.firstNonUTF8Argument() {
+            // The option it is the value of helps find it; any other neighbour could be a secret.
+            let before = CommandLine.arguments[index - 1]
+            let which = index > 1 && before.hasPrefix("-") ? " (the value of \(before))" : ""
+            SystemFile.say("keel: error: argument \(index)\(which) is not UTF-8 text (its byte \(offset + 1) is 0x\(String(byte, radix: 16, uppercase: true))); Keel reads its arguments as UTF-8\n", to: 2)
+            Foundation.exit(ExitCode.validationFailure.rawValue)
+        }
         let arguments = GlobalArguments.normalize(Array(CommandLine.arguments.dropFirst()))
         // Copied: a secret on the command line is blanked where other processes read it (`SecretArguments`). A worker
         // and the validation child (plugin code) hold no token; `serve` closes itself once it starts workers.
@@ -53,6 +62,24 @@ struct KeelCommand: AsyncParsableCommand {
         } catch {
             failAndExit(ErrorText.describe(error))
         }
+    }
+
+    /// The first argument after the program's name whose bytes are not UTF-8 (counted from 1), with the offset and
+    /// value of its first bad byte; read from the process's own `argv`, before anything blanks a part of it.
+    static func firstNonUTF8Argument() -> (index: Int, offset: Int, byte: UInt8)? {
+        for index in 1..<Int(CommandLine.argc) {
+            guard let raw = CommandLine.unsafeArgv[index] else { continue }
+            let bytes = UnsafeBufferPointer(start: UnsafeRawPointer(raw).assumingMemoryBound(to: UInt8.self), count: strlen(raw))
+            var parser = Unicode.UTF8.ForwardParser(), iterator = bytes.makeIterator(), offset = 0
+            scalars: while true {
+                switch parser.parseScalar(from: &iterator) {
+                case let .valid(scalar): offset += scalar.count
+                case .emptyInput: break scalars
+                case .error: return (index, offset, bytes[offset])
+                }
+            }
+        }
+        return nil
     }
 
     /// A parse or validation error: help, version and completion requests go to the parser's own output (exit 0);

@@ -122,6 +122,22 @@ struct CLITests {
         #expect(inspect.stdout.isEmpty)
     }
 
+    @Test("an argument that is not UTF-8 is refused as bad usage (64), naming its position and first bad byte, before anything runs; it reached commands as U+FFFD before")
+    func nonUTF8Argument() throws {
+        let f = KernelFixture()
+        // A String cannot hold the bytes: the shell's printf makes them.
+        let said = try TestEnvironment.run("/bin/sh", ["-c", #"exec "$0" call hello greet "$(printf 'caf\351')" --state "$1" --plugins "$2""#,
+                                                        keel, f.state, f.plugins])
+        #expect(said.status == 64, "\(said.status) \(said.stderr)")
+        #expect(said.stderr == "keel: error: argument 4 is not UTF-8 text (its byte 4 is 0xE9); Keel reads its arguments as UTF-8\n", "\(said.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: f.state), "the state was made before the arguments were read")
+        // A whole multi-byte letter is text; a truncated one is not.
+        let fine = try TestEnvironment.run("/bin/sh", ["-c", #"exec "$0" plugins list --plugins "$(printf '/tmp/caf\303\251-none')""#, keel])
+        #expect(fine.status != 64 && !fine.stderr.contains("not UTF-8"), "\(fine.stderr)")
+        let cut = try TestEnvironment.run("/bin/sh", ["-c", #"exec "$0" plugins list --plugins "$(printf '\303')""#, keel])
+        #expect(cut.status == 64 && cut.stderr.contains("argument 4 (the value of --plugins) is not UTF-8 text (its byte 1 is 0xC3)"), "\(cut.stderr)")
+    }
+
     @Test("a read-only command on a mistyped --state or --plugins says so and creates nothing")
     func mistypedPaths() throws {
         let root = TestEnvironment.makeTemporaryDirectory("typo")
