@@ -82,10 +82,12 @@ extension KernelCommand {
 
     /// The audit row's detail for this command's `outcome`: for an install or upgrade, what it did to the plugin's
     /// pinned signer (`CommandResult.note`), or the signer refusal (`signer-mismatch`); for a key no longer trusted,
-    /// its fingerprint and the plugins pinned to it; nil for everything else.
+    /// its fingerprint and the plugins pinned to it; for a key trusted, the plugin ids it may sign; nil for
+    /// everything else.
     func auditDetail(_ outcome: Result<CommandResult, KernelError>) -> String? {
         switch (self, outcome) {
-        case (.install, .success(let result)), (.upgrade, .success(let result)), (.untrustKey, .success(let result)): result.note
+        case (.install, .success(let result)), (.upgrade, .success(let result)), (.untrustKey, .success(let result)),
+             (.trustKey, .success(let result)): result.note
         case (.install, .failure(let error)), (.upgrade, .failure(let error)): error.code == .signerMismatch ? error.reason : nil
         default: nil
         }

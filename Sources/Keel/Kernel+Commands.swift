@@ -157,7 +157,7 @@ extension Kernel {
             try stored { () throws(StateError) in try state.addRepository(StateStore.Repository(name: name, location: location, priority: priority)) }
             return CommandResult(note: note)
         case let .removeRepository(name): try stored { () throws(StateError) in try state.removeRepository(name) }
-        case let .trustKey(name, publicKey):
+        case let .trustKey(name, publicKey, only):
             // A name keeps its key: replacing it in place would move every plugin pinned to the name's old key to a
             // refusal naming the new one, and make the old key's packages look signed by the new key.
             // The name's key, if it has one: the same key (in any base64 spelling) is a note, another a conflict. The
@@ -170,11 +170,14 @@ extension Kernel {
                 }
                 return CommandResult(note: "already trusted")
             }
-            if let same = try held() { return same }
+            // The same key again with a scope sets the scope; without one it changes nothing.
+            let scoped = only.map { "may sign \(TrustScope.describe($0)) only" }
+            if only == nil, let same = try held() { return same }
             let result: StateStore.ChangeResult
-            do { result = try state.trustKey(name: name, publicKey: publicKey) } catch { throw KernelError(.state, reason: error.description) }
-            guard case let .refused(reason) = result else { break }
-            if let same = try held() { return same }
+            do { result = try state.trustKey(name: name, publicKey: publicKey, only: only) } catch { throw KernelError(.state, reason: error.description) }
+            guard case let .refused(reason) = result else { return CommandResult(note: scoped) }
+            if only == nil, let same = try held() { return same }
+            _ = try held()  // another key under the name: that conflict, said as such
             throw KernelError(.directory, reason: reason)
         case let .untrustKey(name):
             // The plugins pinned to the key, by the key's bytes (a pin keeps the name it was trusted under then).

@@ -288,11 +288,17 @@ extension Kernel {
                 providers.append(.init(plugin: host.providerID, pluginVersion: "", version: "\(host.version)", ranking: host.ranking,
                                        active: true, generation: 0, leases: host.leasesHeld, idle: false))
             }
-            let scopes = directory.scopes(interface, providerTenants: tenants)
+            // The tenants an idle provider is enabled for are scopes too: it serves them once woken.
+            let idleTenants = providers.filter(\.idle).flatMap { tenants[$0.plugin] ?? [] }
+            let scopes = idleTenants.isEmpty ? directory.scopes(interface, providerTenants: tenants)
+                : [""] + Set(directory.scopes(interface, providerTenants: tenants).dropFirst()).union(idleTenants).sorted()
             let serving = scopes.map { tenant -> InterfaceInfo.Serving in
-                let r = directory.resolution(interface, tenant: tenant, serving: AccessControl.servingFilter(tenants, tenant: tenant))
+                let filter = AccessControl.servingFilter(tenants, tenant: tenant)
+                let r = directory.resolution(interface, tenant: tenant, serving: filter)
+                // Only an idle provider enabled for this tenant would be woken for it.
+                let wakes = providers.contains { $0.idle && filter?($0.plugin) ?? true }
                 return .init(tenant: tenant, choice: directory.selections[tenant]?[interface], provider: r?.provision.providerID,
-                             reason: r?.reason.rawValue ?? (providers.contains(where: \.idle) ? "no provider running; an idle one is loaded by the first acquire" : "no provider enabled"))
+                             reason: r?.reason.rawValue ?? (wakes ? "no provider running; an idle one is loaded by the first acquire" : "no provider enabled"))
             }
             let consumers = (declared.consumers[interface] ?? []).map { c in
                 InterfaceInfo.Consumer(plugin: c.plugin, versions: c.versions, optional: c.optional, active: active[c.plugin] != nil)

@@ -41,7 +41,8 @@ public enum KernelCommand: Codable, Sendable, Hashable {
     case setRolePermission(role: String, permission: String, granted: Bool)
     case addRepository(name: String, location: String, priority: Int)
     case removeRepository(name: String)
-    case trustKey(name: String, publicKey: String)
+    /// `only`: the plugin ids it may sign (`TrustScope` patterns; nil: any, or, for a key already trusted, as it was).
+    case trustKey(name: String, publicKey: String, only: [String]? = nil)
     /// Stops trusting the key named `name` (plugins pinned to it keep the pin; see `StateStore.untrustKey`).
     case untrustKey(name: String)
     /// Makes `plugin` serve `interface` (`gitops.sync/1`) host-wide or for `tenant`; `plugin` nil forgets the choice.
@@ -88,7 +89,7 @@ public enum KernelCommand: Codable, Sendable, Hashable {
         case let .enable(id, _), let .disable(id, _, _), let .reload(id), let .refresh(id), let .grants(id, _, _), let .config(id, _, _),
              let .install(id, _, _, _), let .upgrade(id, _, _, _), let .uninstall(id, _, _), let .isolation(id, _): id
         case let .createTenant(name), let .deleteTenant(name, _), let .createRole(name), let .addRepository(name, _, _),
-             let .removeRepository(name), let .trustKey(name, _), let .untrustKey(name): name
+             let .removeRepository(name), let .trustKey(name, _, _), let .untrustKey(name): name
         case let .setMember(tenant, _, _, _): tenant
         case let .setRolePermission(role, _, _): role
         case let .useProvider(interface, _, _): interface

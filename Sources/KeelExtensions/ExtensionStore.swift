@@ -181,7 +181,7 @@ public struct ExtensionStore: Sendable {
         let installed = Set(((try? BundleScanner().scan(pluginsDirectory)) ?? []).map(\.id))
         let (offers, problems) = try indexes()
         var plan: [Offer] = [], visiting: [String] = []
-        let trusted = (try? state.trustedKeys()) ?? [:]
+        let keySet = (try? state.trustedKeySet()) ?? TrustedKeySet()
         /// The version of `dep` to install for `range`: one signed by a key this host trusts before any other (a
         /// dependency is never installed on the named plugin's --allow-unsigned, so an untrusted one would only fail
         /// the install), the recommended one before a higher one, then the highest that runs here. The recommended
@@ -189,6 +189,7 @@ public struct ExtensionStore: Sendable {
         func choose(_ dep: String, in range: VersionRange, candidates: [Offer]) -> String? {
             let recommended = try? resolve(dep, version: nil, offers: offers, problems: problems)
             let inRange = recommended.flatMap { Semver($0.entry.version) }.map(range.contains) ?? false
+            let trusted = keySet.keys(for: dep)
             if let recommended, inRange, Self.signedByTrustedKey(recommended, trusted: trusted) { return recommended.entry.version }
             let versions = Set(candidates.map(\.entry.version)).sorted { (Semver($0) ?? Semver(0, 0, 0)) > (Semver($1) ?? Semver(0, 0, 0)) }
             var runnable: String?
@@ -375,6 +376,10 @@ public struct ExtensionStore: Sendable {
         }
         guard let trusted, let key = Self.publicKey(trusted.publicKey) else {
             if allowUnsigned { return }
+            if let keys = try? state.trustedKeySet(), let only = keys.outOfScope(signer, for: offer.id) {
+                throw StoreError("\"\(offer.id)\" is signed by \"\(Self.escaped(signer))\", which this host trusts to sign \(TrustScope.describe(only)) only; "
+                                 + "refused (keel trust add \(Self.escaped(signer)) KEY --only ... sets what it may sign)")
+            }
             throw StoreError("\"\(offer.id)\" is signed by \"\(Self.escaped(signer))\", which is not a trusted key (keel trust add \(Self.escaped(signer)) KEY)")
         }
         guard let sig = Data(base64Encoded: signature), key.isValidSignature(sig, for: digest) else {

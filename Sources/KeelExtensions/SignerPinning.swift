@@ -48,12 +48,13 @@ extension ExtensionStore {
     /// - Throws: `SignerMismatch` when the package's key is not the pinned one (or not the one named; unsigned and
     ///   untrusted packages included); `StoreError` when `change` names a key that is not trusted; `StateError`.
     public func checkSigner(_ offer: Offer, change: SignerChange?, command: String) throws -> SignerCheck {
-        let id = offer.id, trusted = try state.trustedKeys(), pinned = try state.pinnedSigner(id)
+        // Only the keys trusted to sign this id: one whose scope leaves it out counts as not trusted here.
+        let id = offer.id, keySet = try state.trustedKeySet(), trusted = keySet.keys(for: id), pinned = try state.pinnedSigner(id)
         var offered: StateStore.PinnedSigner?
         if offer.entry.signature != nil, let name = offer.entry.signer, let key = trusted[name], Self.publicKey(key) != nil {
             offered = StateStore.PinnedSigner(name: name, publicKey: key)
         }
-        let package = "\(id) \(offer.entry.version) " + (offered.map { "is signed by \(Self.describe($0))" } ?? Self.untrustedText(offer))
+        let package = "\(id) \(offer.entry.version) " + (offered.map { "is signed by \(Self.describe($0))" } ?? Self.untrustedText(offer, keySet))
         func mismatch(_ text: String) -> SignerMismatch { SignerMismatch(pluginID: id, description: text) }
         // The signature is over the archive's SHA-256, which the index gives: one that the key trusted under its
         // signer's name did not make is refused now, whatever is asked (as the download's check would refuse it),
@@ -65,6 +66,9 @@ extension ExtensionStore {
         switch change {
         case let .key(name)?:
             guard let key = trusted[name], Self.publicKey(key) != nil else {
+                if let only = keySet.outOfScope(name, for: id) {
+                    throw StoreError("--signer \(name): that key may sign \(TrustScope.describe(only)) only, not \"\(id)\" (keel trust list)")
+                }
                 throw StoreError("--signer \(name): no trusted key has that name (keel trust list)")
             }
             let wanted = StateStore.PinnedSigner(name: name, publicKey: key)
@@ -203,9 +207,13 @@ extension ExtensionStore {
         return signatureVerifies(offer, publicKey: key)
     }
 
-    /// How an offer no trusted key signed stands: `is not signed`, or `is signed by "NAME", which is not a trusted key`.
-    static func untrustedText(_ offer: Offer) -> String {
+    /// How an offer no trusted key signed stands: `is not signed`, `is signed by "NAME", which is not a trusted key`,
+    /// or, for a key whose scope leaves the plugin out, `..., which may sign acme-* only`.
+    static func untrustedText(_ offer: Offer, _ keys: TrustedKeySet = TrustedKeySet()) -> String {
         guard let name = offer.entry.signer, offer.entry.signature != nil else { return "is not signed" }
+        if let only = keys.outOfScope(name, for: offer.id) {
+            return "is signed by \"\(escaped(name))\", which this host trusts to sign \(TrustScope.describe(only)) only"
+        }
         return "is signed by \"\(escaped(name))\", which is not a trusted key"
     }
 

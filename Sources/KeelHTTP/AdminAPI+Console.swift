@@ -44,15 +44,20 @@ extension AdminAPI {
             return JSONBody.rawResponse("{\"schema\":\(schema ?? "null")}")
         }
         admin.get("trust") { _, _ -> Response in
-            let keys = try kernel.state.trustedKeys().sorted { $0.key < $1.key }
-            return JSONBody.response(keys.map { TrustBody(name: $0.key, publicKey: $0.value, fingerprint: ExtensionStore.fingerprint($0.value)) })
+            let set = try kernel.state.trustedKeySet()
+            return JSONBody.response(set.keys.sorted { $0.key < $1.key }.map {
+                TrustBody(name: $0.key, publicKey: $0.value, fingerprint: ExtensionStore.fingerprint($0.value), only: set.scopes[$0.key])
+            })
         }
         admin.post("trust") { request, context -> Response in
             let body = try await self.body(TrustBody.self, request, context)
             guard Data(base64Encoded: body.publicKey)?.count == 32 else {
                 throw APIError(.badRequest, "bad-key", "\"\(body.name)\": not an ed25519 public key (32 bytes, base64)")
             }
-            try await run(.trustKey(name: body.name, publicKey: body.publicKey))
+            if let bad = body.only?.first(where: { !TrustScope.isPattern($0) }) {
+                throw APIError(.badRequest, "bad-scope", "\"\(bad)\": not a plugin id or a prefix of ids ending in * (acme-*)")
+            }
+            try await run(.trustKey(name: body.name, publicKey: body.publicKey, only: body.only))
             return JSONBody.response(["name": body.name], status: .created)
         }
         admin.delete("trust/:name") { _, context -> Response in
@@ -123,4 +128,5 @@ struct OverviewBody: Encodable {
 
 /// A trusted key: `POST /api/v1/trust` takes name and publicKey; `GET` adds each key's fingerprint (how a plugin's
 /// pinned signer names it).
-struct TrustBody: Codable { var name: String; var publicKey: String; var fingerprint: String? }
+/// A trusted key; `only`: the plugin ids it may sign (`TrustScope` patterns), absent for any.
+struct TrustBody: Codable { var name: String; var publicKey: String; var fingerprint: String?; var only: [String]? }

@@ -4,6 +4,7 @@ import Foundation
 import Hummingbird
 import Keel
 import KeelManifest
+import KeelState
 import Synchronization
 
 /// The admin API (JSON) and the health check. Every state change is a `KernelCommand` executed by the kernel, as the
@@ -189,11 +190,11 @@ struct AdminAPI {
             let (offers, problems) = try await catalog.indexes()
             // Grouped by id first: resolving each id against every offer is quadratic in the index's size.
             let byID = Dictionary(grouping: offers, by: \.id)
-            let trusted = (try? kernel.state.trustedKeys()) ?? [:], pins = (try? kernel.state.pinnedSigners()) ?? [:]
+            let keySet = (try? kernel.state.trustedKeySet()) ?? TrustedKeySet(), pins = (try? kernel.state.pinnedSigners()) ?? [:]
             let items = byID.keys.sorted().compactMap { id -> CatalogItem? in
                 guard let best = try? store.resolve(id, version: nil, offers: byID[id] ?? []) else { return nil }
                 if let word, !(id + best.entry.name + (best.entry.description ?? "")).lowercased().contains(word) { return nil }
-                let pin = pins[id]
+                let pin = pins[id], trusted = keySet.keys(for: id)
                 return CatalogItem(id: id, version: best.entry.version, repository: best.repository.name,
                                    signed: ExtensionStore.showsSigned(best, trusted: trusted), signer: best.entry.signature == nil ? nil : best.entry.signer.map(ExtensionStore.displayName),
                                    trusted: ExtensionStore.signedByTrustedKey(best, trusted: trusted), description: best.entry.description ?? best.entry.name,

@@ -138,6 +138,8 @@ extension StateStore {
         // The host a queued command is for (`submitCommand(target:)`): on a state several hosts share, a reload or a
         // command call the CLI queued for the server beside it is claimed by that server only. NULL: any server.
         "ALTER TABLE commands ADD COLUMN target_host TEXT;",
+        // The plugin ids a trusted key may sign (`TrustScope`, patterns joined by commas); NULL: any.
+        "ALTER TABLE trusted_keys ADD COLUMN only_ids TEXT;",
     ]
 
     /// The schema version this Keel writes: the number of migrations.

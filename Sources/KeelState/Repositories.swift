@@ -71,16 +71,85 @@ extension StateStore {
         try removeNamed("trusted_keys", name, unknown: "unknown trusted key \"\(name)\" (keel trust list names them)")
     }
 
-    /// Trusts `publicKey` under `name`. A name keeps its key: refused when the name holds another key (compared as
-    /// stored text; the kernel compares the bytes first), also when another writer (a second host on a shared store)
-    /// got there first, as the insert and the check are one statement's conflict rule and one read in a transaction.
-    public func trustKey(name: String, publicKey: String) throws(StateError) -> ChangeResult {
+    /// Trusts `publicKey` under `name`, for the plugin ids `only` covers (`TrustScope`; nil: any plugin id). A name
+    /// keeps its key: refused when the name holds another key (compared as stored text; the kernel compares the bytes
+    /// first), also when another writer (a second host on a shared store) got there first, as the insert and the check
+    /// are one statement's conflict rule and one read in a transaction. The same key again with `only` given sets its
+    /// scope to `only`; without, leaves it as it was.
+    public func trustKey(name: String, publicKey: String, only: [String]?) throws(StateError) -> ChangeResult {
         try change { db throws(StateError) in
             guard Self.isName(name) else { return "\"\(name)\" is not a valid key name" }
-            try db.query("INSERT INTO trusted_keys (name, public_key, added_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
-                         [.text(name), .text(publicKey), .text(Self.now())])
+            if let bad = only?.first(where: { !TrustScope.isPattern($0) }) {
+                return "\"\(bad)\" is not a plugin id or a prefix of ids ending in *"
+            }
+            let scope: StateValue = only.map { .text(TrustScope.stored($0)) } ?? .null
+            try db.query("INSERT INTO trusted_keys (name, public_key, added_at, only_ids) VALUES (?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
+                         [.text(name), .text(publicKey), .text(Self.now()), scope])
             let held = try db.query("SELECT public_key FROM trusted_keys WHERE name = ?", [.text(name)]).first?["public_key"]?.text
-            return held == publicKey ? nil : "\"\(name)\" is already trusted with another key"
+            guard held == publicKey else { return "\"\(name)\" is already trusted with another key" }
+            if only != nil { try db.query("UPDATE trusted_keys SET only_ids = ? WHERE name = ?", [scope, .text(name)]) }
+            return nil
         }
     }
+
+    /// The trusted keys with the plugin ids each may sign: one read, for checks of several plugins.
+    public func trustedKeySet() throws(StateError) -> TrustedKeySet {
+        try locked { db throws(StateError) in
+            var set = TrustedKeySet()
+            for row in try db.query("SELECT name, public_key, only_ids FROM trusted_keys") {
+                guard let n = row["name"]?.text, let k = row["public_key"]?.text else { continue }
+                set.keys[n] = k
+                if let only = row["only_ids"]?.text { set.scopes[n] = TrustScope.read(only) }
+            }
+            return set
+        }
+    }
+}
+
+/// Trusted keys (base64 raw ed25519 public keys, by name) and the plugin ids each may sign. A package signed by a key
+/// whose scope does not cover its plugin id is taken as signed by a key this host does not trust (Debian's
+/// `Signed-By`: a vendor's key vouches for the vendor's plugins, not for a first-party id no host has pinned yet).
+public struct TrustedKeySet: Sendable, Equatable {
+    public var keys: [String: String] = [:]
+    /// The patterns of the keys that have a scope; a key absent here signs any plugin id.
+    public var scopes: [String: [String]] = [:]
+
+    public init(keys: [String: String] = [:], scopes: [String: [String]] = [:]) {
+        self.keys = keys
+        self.scopes = scopes
+    }
+
+    /// The keys trusted to sign `pluginID`, by name.
+    public func keys(for pluginID: String) -> [String: String] {
+        scopes.isEmpty ? keys : keys.filter { scopes[$0.key].map { TrustScope.covers($0, pluginID) } ?? true }
+    }
+
+    /// When `name` is a trusted key whose scope does not cover `pluginID`: its patterns, for the refusal.
+    public func outOfScope(_ name: String, for pluginID: String) -> [String]? {
+        guard keys[name] != nil, let only = scopes[name], !TrustScope.covers(only, pluginID) else { return nil }
+        return only
+    }
+}
+
+/// The plugin ids a trusted key may sign: each pattern is a plugin id, or a prefix of ids ending in `*`
+/// (`acme-*`, `acme.*`). Stored as one text, the patterns joined by commas.
+public enum TrustScope {
+    /// True when `pattern` is an id (`a-z0-9`, then also `-_.`, at most 64) or such a prefix followed by `*`.
+    public static func isPattern(_ pattern: String) -> Bool {
+        let body = pattern.hasSuffix("*") ? pattern.dropLast() : Substring(pattern)
+        let b = Array(body.utf8)
+        guard (1...64).contains(b.count), let first = b.first, (first >= 97 && first <= 122) || (first >= 48 && first <= 57) else { return false }
+        return b.allSatisfy { ($0 >= 97 && $0 <= 122) || ($0 >= 48 && $0 <= 57) || $0 == 45 || $0 == 95 || $0 == 46 }
+    }
+
+    /// Whether one of `patterns` covers `pluginID`.
+    public static func covers(_ patterns: [String], _ pluginID: String) -> Bool {
+        patterns.contains { $0.hasSuffix("*") ? pluginID.hasPrefix($0.dropLast()) : pluginID == $0 }
+    }
+
+    /// The patterns as the list shows them: "acme-*, billing".
+    public static func describe(_ patterns: [String]) -> String { patterns.joined(separator: ", ") }
+
+    static func stored(_ patterns: [String]) -> String { patterns.joined(separator: ",") }
+    static func read(_ text: String) -> [String] { text.split(separator: ",").map(String.init) }
 }

@@ -81,7 +81,8 @@ public protocol StateStoring: AnyObject, Sendable {
     func addRepository(_ r: StateStore.Repository) throws(StateError) -> StateStore.ChangeResult
     func removeRepository(_ name: String) throws(StateError) -> StateStore.ChangeResult
     func trustedKeys() throws(StateError) -> [String: String]
-    func trustKey(name: String, publicKey: String) throws(StateError) -> StateStore.ChangeResult
+    func trustKey(name: String, publicKey: String, only: [String]?) throws(StateError) -> StateStore.ChangeResult
+    func trustedKeySet() throws(StateError) -> TrustedKeySet
     func untrustKey(_ name: String) throws(StateError) -> StateStore.ChangeResult
     func pinnedSigner(_ id: String) throws(StateError) -> StateStore.PinnedSigner?
     func pinnedSigners() throws(StateError) -> [String: StateStore.PinnedSigner]
@@ -119,6 +120,11 @@ extension StateStoring {
     /// `submitCommand` for whichever server of this state takes it.
     public func submitCommand(op: String, pluginID: String, body: String, timeout: Double) throws(StateError) -> Int64 {
         try submitCommand(op: op, pluginID: pluginID, body: body, timeout: timeout, target: nil)
+    }
+
+    /// Trusts `publicKey` under `name` for any plugin id (a scope it had stays).
+    public func trustKey(name: String, publicKey: String) throws(StateError) -> StateStore.ChangeResult {
+        try trustKey(name: name, publicKey: publicKey, only: nil)
     }
 
     /// `setEnabled` with no reason.

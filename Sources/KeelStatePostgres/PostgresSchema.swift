@@ -113,6 +113,7 @@ enum PostgresSchema {
         ["CREATE INDEX IF NOT EXISTS loads_generation ON loads(plugin_id, generation)"],
         ["CREATE TABLE IF NOT EXISTS live_plugins (id TEXT PRIMARY KEY, json TEXT NOT NULL)"],
         ["ALTER TABLE commands ADD COLUMN target_host TEXT"],
+        ["ALTER TABLE trusted_keys ADD COLUMN only_ids TEXT"],
     ]
 
     /// The tables whose changes other hosts must see: every table of `migrations` but the audit trail, which no host

@@ -85,8 +85,7 @@ struct LazyKernelTests {
                               extra: "activation: lazy\nmenus:\n  - {id: lzidle.main, title: Lazy, link: /ext/lzidle/ping}\n")
         try s.provider("lzprov", tag: "P", provides: "test.echo/1")
         // The provider is lazy too: its manifest gets the key after the fixture wrote it.
-        let manifestPath = s.f.plugins + "/lzprov/plugin.yaml"
-        try (String(contentsOfFile: manifestPath, encoding: .utf8) + "\nactivation: lazy\n").write(toFile: manifestPath, atomically: true, encoding: .utf8)
+        try s.makeLazy("lzprov")
         try s.consumer("lzuser")
         let kernel = try s.kernel()
         await kernel.start()
@@ -119,6 +118,23 @@ struct LazyKernelTests {
         #expect(again.isIdle("lzidle") && !again.isIdle("lzprov"))
         #expect(Set(again.activePlugins) == ["lzprov", "lzuser"])
         await again.shutdown()
+    }
+
+    @Test("services list: an idle provider enabled for one tenant is said to wake for that tenant only, not host-wide")
+    func idleProviderPerTenant() async throws {
+        let s = ServicesFixture()
+        try s.provider("lzacme", tag: "P", provides: "test.echo/1")
+        try s.makeLazy("lzacme")
+        let kernel = try s.kernel()
+        await kernel.start()
+        try await kernel.execute(.createTenant(name: "acme"))
+        try await kernel.execute(.enable(id: "lzacme", tenant: "acme"))
+        #expect(kernel.isIdle("lzacme"))
+        let info = try #require(await kernel.services().first { $0.interface == "test.echo/1" })
+        #expect(info.providers.map { "\($0.plugin) idle=\($0.idle)" } == ["lzacme idle=true"])
+        #expect(info.serving.map { "\($0.tenant): \($0.reason)" }
+                    == [": no provider enabled", "acme: no provider running; an idle one is loaded by the first acquire"], "\(info.serving)")
+        await kernel.shutdown()
     }
 
     @Test("after shutdown no idle plugin wakes and no command runs: its library is never mapped, and the store keeps what it had")
@@ -223,8 +239,7 @@ struct LazyKernelTests {
     func acquireWakesProvider() async throws {
         let s = ServicesFixture()
         try s.provider("lzopt", tag: "O", provides: "test.echo/1")
-        let manifestPath = s.f.plugins + "/lzopt/plugin.yaml"
-        try (String(contentsOfFile: manifestPath, encoding: .utf8) + "\nactivation: lazy\n").write(toFile: manifestPath, atomically: true, encoding: .utf8)
+        try s.makeLazy("lzopt")
         try s.consumer("lzrelaxed", consumes: "[{interface: test.echo/1, optional: true}]")
         let kernel = try s.kernel()
         await kernel.start()

@@ -12,6 +12,12 @@ import Testing
 struct ServicesFixture {
     let f = KernelFixture()
 
+    /// Makes bundle `id` lazy (`activation: lazy` added to the manifest the fixture wrote).
+    func makeLazy(_ id: String) throws {
+        let manifestPath = f.plugins + "/\(id)/plugin.yaml"
+        try (String(contentsOfFile: manifestPath, encoding: .utf8) + "\nactivation: lazy\n").write(toFile: manifestPath, atomically: true, encoding: .utf8)
+    }
+
     /// A provider bundle: `provides` is the manifest's entry text (after "interface:").
     func provider(_ id: String, tag: String, ranking: Int = 0, version: String? = nil, defines: [String] = [],
                   provides: String = "test.echo/1", consumes: String = "") throws {

@@ -40,6 +40,7 @@ extension PostgresBackedTests {
                     try db.execute("DROP TABLE plugin_signers")
                     // Undone too: the steps after it that are not written to run twice (an ALTER TABLE ADD COLUMN).
                     try db.execute("ALTER TABLE commands DROP COLUMN target_host")
+                    try db.execute("ALTER TABLE trusted_keys DROP COLUMN only_ids")
                     if engine == .sqlite {
                         try db.execute("PRAGMA user_version = \(previous)")
                     } else {

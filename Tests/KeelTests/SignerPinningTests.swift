@@ -148,6 +148,58 @@ struct SignerPinningTests {
         await kernel.shutdown()
     }
 
+    @Test("a key trusted for some plugin ids only (--only) signs those; a package it signs for another id is taken as signed by an untrusted key: refused, or installed unpinned with --allow-unsigned")
+    func scopedKey() async throws {
+        let vendor = try Key("vendor")
+        let repo = try Self.repository([("1.0.0", "one", (vendor, "vendor")), ("1.1.0", "two", (vendor, "vendor"))])
+        let f = KernelFixture()
+        let kernel = try await Self.kernel(f, repo: repo, trusting: [:])
+        let scoped = try await kernel.execute(.trustKey(name: "vendor", publicKey: vendor.publicKey, only: ["vend-*", "vendor.tools"]), actor: "test")
+        #expect(scoped.note == "may sign vend-*, vendor.tools only")
+        #expect(try kernel.state.trustedKeySet().scopes == ["vendor": ["vend-*", "vendor.tools"]])
+
+        // "pin" is outside the key's scope: as if the key were not trusted, with the reason said.
+        let refused = try #require(await Self.refused(kernel, .install(id: "pin", version: "1.0.0", allowUnsigned: false)))
+        #expect(refused.description.contains(#""pin" is signed by "vendor", which this host trusts to sign vend-*, vendor.tools only; refused"#),
+                "\(refused.description)")
+        #expect(!FileManager.default.fileExists(atPath: f.plugins + "/pin"), "nothing was installed")
+        let moved = try #require(await Self.refused(kernel, .install(id: "pin", version: "1.0.0", allowUnsigned: false, signer: .key("vendor"))))
+        #expect(moved.description.contains(#"--signer vendor: that key may sign vend-*, vendor.tools only, not "pin""#), "\(moved.description)")
+        // The operator's --allow-unsigned takes it as from an untrusted signer: installed, not pinned to the key.
+        try await kernel.execute(.install(id: "pin", version: "1.0.0", allowUnsigned: true), actor: "test")
+        var info = try await kernel.plugin("pin")
+        #expect(info.signature == "signed by untrusted vendor (allowed by the operator)" && info.signer == nil, "\(String(describing: info.signature))")
+        #expect(try kernel.state.pinnedSigner("pin") == nil)
+
+        // The operator widens the scope (the same key again with --only): its packages for "pin" are signed now.
+        #expect(try await kernel.execute(.trustKey(name: "vendor", publicKey: vendor.publicKey, only: ["pin"]), actor: "test").note == "may sign pin only")
+        #expect(try await kernel.execute(.trustKey(name: "vendor", publicKey: vendor.publicKey), actor: "test").note == "already trusted")
+        #expect(try kernel.state.trustedKeySet().scopes == ["vendor": ["pin"]], "a trust add without --only keeps the scope")
+        try await kernel.execute(.upgrade(id: "pin", version: "1.1.0", allowUnsigned: false), actor: "test")
+        info = try await kernel.plugin("pin")
+        #expect(info.signature == "signed by vendor" && info.signer == "vendor (key \(vendor.fingerprint))", "\(String(describing: info.signer))")
+
+        // Patterns are ids or prefixes ending in *; anything else is refused and changes nothing.
+        for bad in ["*", "Vend-*", "a*b", "", "x y"] {
+            let no = try #require(await Self.refused(kernel, .trustKey(name: "vendor", publicKey: vendor.publicKey, only: [bad])))
+            #expect(no.description.contains("\"\(bad)\" is not a plugin id or a prefix of ids ending in *"), "\(no.description)")
+        }
+        #expect(try kernel.state.trustedKeySet().scopes == ["vendor": ["pin"]])
+        let audit = try kernel.auditTrail().filter { $0.command == "trust-key" }.map(\.detail)
+        #expect(audit.contains { $0?.contains("may sign vend-*, vendor.tools only") == true }, "\(audit)")
+        await kernel.shutdown()
+
+        // The CLI: --only repeated or with commas; the list says what each key may sign.
+        let keel = TestEnvironment.binPath + "/keel", common = ["--plugins", f.plugins, "--state", f.state]
+        let added = try TestEnvironment.run(keel, ["trust", "add", "other", vendor.publicKey, "--only", "acme-*,billing", "--only", "ops"] + common)
+        #expect(added.status == 0 && added.stdout == "trusting other (may sign acme-*, billing, ops only)\n", "\(added.stdout)\(added.stderr)")
+        let list = try TestEnvironment.run(keel, ["trust", "list"] + common).stdout
+        #expect(list.contains("other  \(vendor.publicKey)  (key \(vendor.fingerprint))  may sign acme-*, billing, ops only\n"), "\(list)")
+        #expect(list.contains("vendor  \(vendor.publicKey)  (key \(vendor.fingerprint))  may sign pin only\n"), "\(list)")
+        let badCLI = try TestEnvironment.run(keel, ["trust", "add", "x", vendor.publicKey, "--only", "../etc"] + common)
+        #expect(badCLI.status == 64 && badCLI.stderr.contains(#"--only "../etc": not a plugin id or a prefix of ids ending in * (acme-*)"#), "\(badCLI.stderr)")
+    }
+
     @Test("keel trust remove: the key no longer signs installs or upgrades; plugins pinned to it are named, keep their pin and serve; an unknown name is refused")
     func untrustKey() async throws {
         let acme = try Key("acme"), beta = try Key("beta")

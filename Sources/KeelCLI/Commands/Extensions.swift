@@ -4,6 +4,7 @@ import ArgumentParser
 import Foundation
 import Keel
 import KeelManifest
+import KeelState
 import KeelStatePostgres
 import KeelSystem
 
@@ -79,10 +80,11 @@ extension KeelCommand {
                     guard let word = word?.lowercased() else { return true }
                     return byID[id, default: []].contains { ($0.id + $0.entry.name + ($0.entry.description ?? "")).lowercased().contains(word) }
                 }
-                let trusted = (try? store.state.trustedKeys()) ?? [:]
+                let keySet = (try? store.state.trustedKeySet()) ?? TrustedKeySet()
                 if json {
                     try printJSON(ids.map { id in
                         let best = try? store.resolve(id, version: nil, offers: byID[id] ?? [])
+                        let trusted = keySet.keys(for: id)
                         return SearchJSON(id: id, version: best?.entry.version, repository: best?.repository.name,
                                           signed: best.map { ExtensionStore.showsSigned($0, trusted: trusted) },
                                           signer: best?.entry.signature == nil ? nil : best?.entry.signer.map(ExtensionStore.displayName),
@@ -95,7 +97,7 @@ extension KeelCommand {
                 for id in ids {
                     do {
                         let best = try store.resolve(id, version: nil, offers: byID[id] ?? [])
-                        let mark = ExtensionStore.catalogMark(best, trusted: trusted)
+                        let mark = ExtensionStore.catalogMark(best, trusted: keySet.keys(for: id))
                         // The index's text as one line that shows what it is (no control character can redraw the mark away).
                         print("\(id) \(best.entry.version)  [\(best.repository.name)]\(mark)  \(ExtensionStore.displayName(best.entry.description ?? best.entry.name))")
                     } catch {
@@ -299,12 +301,22 @@ extension KeelCommand {
             @OptionGroup var options: GlobalOptions
             @Argument(help: "The signer's name.") var name: String
             @Argument(help: "The public key (base64), as printed by keygen.") var key: String
+            @Option(name: .customLong("only"), help: ArgumentHelp(
+                "The plugin ids it may sign: an id, or a prefix ending in * (acme-*); repeat or separate with commas. A package it signs for another id is taken as signed by a key not trusted here. Given for a key already trusted, replaces its list.",
+                valueName: "IDS"))
+            var only: [String] = []
+            var patterns: [String]? {
+                only.isEmpty ? nil : only.flatMap { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
+            }
             func validate() throws {
                 guard Data(base64Encoded: key)?.count == 32 else { throw ValidationError("not an ed25519 public key (32 bytes, base64)") }
+                if let bad = patterns?.first(where: { !TrustScope.isPattern($0) }) {
+                    throw ValidationError("--only \"\(bad)\": not a plugin id or a prefix of ids ending in * (acme-*)")
+                }
             }
             func run() async throws {
                 try await reporting {
-                    let result = try await executeStored(options, .trustKey(name: name, publicKey: key))
+                    let result = try await executeStored(options, .trustKey(name: name, publicKey: key, only: patterns))
                     print("trusting \(name)" + (result.note.map { " (" + $0 + ")" } ?? ""))
                 }
             }
@@ -327,21 +339,31 @@ extension KeelCommand {
         struct List: AsyncParsableCommand {
             static let configuration = CommandConfiguration(abstract: "List trusted keys.")
             @OptionGroup var options: GlobalOptions
-            @Flag(help: "Print JSON: [{name, publicKey, fingerprint}].") var json = false
+            @Flag(help: "Print JSON: [{name, publicKey, fingerprint, only}] (only: the ids it may sign, absent for any).") var json = false
             func run() async throws {
                 try await reporting {
                     let options = try self.options.readingState()
-                    let keys = try options.openState().trustedKeys().sorted(by: { $0.key < $1.key })
+                    let set = try options.openState().trustedKeySet()
+                    let keys = set.keys.sorted(by: { $0.key < $1.key })
                     // The fingerprint is how a pinned signer is shown (`keel plugins list`, refusals).
                     if json {
-                        try printJSON(keys.map { ["name": $0.key, "publicKey": $0.value, "fingerprint": ExtensionStore.fingerprint($0.value)] })
+                        try printJSON(keys.map { TrustJSON(name: $0.key, publicKey: $0.value, fingerprint: ExtensionStore.fingerprint($0.value),
+                                                           only: set.scopes[$0.key]) })
                         return
                     }
-                    for (n, k) in keys { print("\(n)  \(k)  (key \(ExtensionStore.fingerprint(k)))") }
+                    for (n, k) in keys {
+                        print("\(n)  \(k)  (key \(ExtensionStore.fingerprint(k)))" + (set.scopes[n].map { "  may sign \(TrustScope.describe($0)) only" } ?? ""))
+                    }
                 }
             }
         }
     }
+}
+
+/// A line of `keel trust list --json`.
+struct TrustJSON: Encodable {
+    var name: String, publicKey: String, fingerprint: String
+    var only: [String]?
 }
 
 /// `--signer NAME` / `--no-signer` of `keel install` and `keel upgrade`: the operator's deliberate change of a
