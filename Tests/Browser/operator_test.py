@@ -10,7 +10,8 @@ focus; --granted's page shows its grants and load history, and revoking and gran
 configuration form refuses retries 9 with the server's bad-config error and stores retries 3 (and its `number`
 field's 2^53 + 1 with its digits); at 400 px wide the navigation folds behind a button and no view scrolls sideways;
 `KeelConsole` (what console-pages.js calls) navigates inside the console only and shows notices as text; a key
-trusted through the Repositories and trust form is removed with its button after a confirmation. With --screenshots
+trusted through the Repositories and trust form is removed with its button after a confirmation, and one scoped to
+some plugin ids shows them. With --screenshots
 DIR it also saves each view at 1280 px and the overview at 400 px as PNG. Prints one line per step; exits 0 when
 every step held.
 
@@ -216,7 +217,14 @@ def main():
             d.switch_to.alert.accept()
             wait.until(lambda _: len(d.find_elements(By.CSS_SELECTOR, 'tr[data-key-row="leaked"]')) == 0)
             wait.until(lambda _: text("#message").startswith("no longer trusting leaked (key "))
-        step("Repositories and trust: a key trusted through the form is removed with its button, after a confirmation", untrust)
+            # A key scoped to some plugin ids through the form's "May sign" field shows its scope in the table.
+            css('form[data-form="trust"] input[name="name"]').send_keys("vendor")
+            css('form[data-form="trust"] input[name="publicKey"]').send_keys(base64.b64encode(bytes([8] * 32)).decode())
+            css('form[data-form="trust"] input[name="only"]').send_keys("vendor-*, billing")
+            click('form[data-form="trust"] button[type="submit"]')
+            wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, 'td[data-key-scope="vendor"]')))
+            assert text('td[data-key-scope="vendor"]') == "vendor-*, billing only", text('td[data-key-scope="vendor"]')
+        step("Repositories and trust: a key trusted through the form is removed with its button, after a confirmation; one scoped with May sign shows its ids", untrust)
 
         shots = args.screenshots
         if shots:

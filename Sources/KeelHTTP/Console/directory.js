@@ -87,6 +87,7 @@ defineView('repositories', { section: 'repositories', title: 'Repositories and t
   const keyRows = keys.map(k => el('tr', { 'data-key-row': k.name },
     el('td', {}, el('strong', { textContent: k.name })), el('td', {}, el('code', { className: 'key', textContent: k.publicKey })),
     el('td', {}, el('code', { textContent: k.fingerprint || '' })),
+    el('td', { 'data-key-scope': k.name, textContent: k.only ? k.only.join(', ') + ' only' : 'any plugin' }),
     el('td', { className: 'actions' }, button('Remove', 'uninstall', { 'data-remove-key': k.name, 'aria-label': 'Stop trusting ' + k.name },
       () => untrust(k.name)))));
   replaceKeepingFocus(document.getElementById('repositories-body'), [
@@ -101,9 +102,11 @@ defineView('repositories', { section: 'repositories', title: 'Repositories and t
       el('h3', { id: 'trust-list', textContent: 'Trusted signing keys' }),
       el('p', { className: 'muted', textContent: 'Packages signed by these keys install without asking. Make a key pair with `keel trust keygen`.' }),
       keptForm('trust', () => smallForm('trust', [{ name: 'name', label: 'Signer', placeholder: 'acme' },
-        { name: 'publicKey', label: 'Public key (base64)', placeholder: '32 bytes, base64' }], 'Trust key',
-        v => api('/api/v1/trust', json('POST', v)))),
-      smallTable('trust-table', ['Signer', 'Public key', 'Fingerprint', ''], keyRows, 'no trusted keys'))]);
+        { name: 'publicKey', label: 'Public key (base64)', placeholder: '32 bytes, base64' },
+        { name: 'only', label: 'May sign (ids, prefix*; empty: any)', placeholder: 'acme-*, billing' }], 'Trust key',
+        v => api('/api/v1/trust', json('POST', { name: v.name, publicKey: v.publicKey,
+          ...(v.only ? { only: v.only.split(',').map(p => p.trim()).filter(p => p) } : {}) })))),
+      smallTable('trust-table', ['Signer', 'Public key', 'Fingerprint', 'May sign', ''], keyRows, 'no trusted keys'))]);
 } });
 
 // Stops trusting the key `name` (a leaked key): the server's answer names its fingerprint and the plugins pinned to
