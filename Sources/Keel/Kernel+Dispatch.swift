@@ -67,7 +67,7 @@ extension Kernel {
                 let answer = StatusCode.httpAnswer(error.status)
                 if error.status == StatusCode.unavailable {
                     log(.warn, error.pluginID, "\(seen.method) \(seen.path): the plugin cannot serve it now: \(error)")
-                } else if answer.refusesClient {
+                } else if StatusCode.isRefusal(error.status) {
                     log(.warn, error.pluginID, "\(seen.method) \(seen.path): the plugin refused it (\(answer.status)): \(error)")
                 } else {
                     log(.error, error.pluginID, "\(seen.method) \(seen.path) failed: \(error)")

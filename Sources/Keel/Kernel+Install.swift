@@ -53,7 +53,7 @@ extension Kernel {
             // The version it runs: nothing to fetch or swap (a reload would only restart it).
             return upToDate("the version asked for")
         }
-        let check = try signerCheck(offer, change: change, store: store, command: "upgrade")
+        let check = try signerCheck(offer, change: change, store: store, command: "upgrade", allowUnsigned: allowUnsigned)
         // The new version takes the old one's folder; the work folders carry our pid, so that recovery in another
         // process leaves them alone while we live.
         let target = bundle.folder
@@ -131,8 +131,8 @@ extension Kernel {
 
     /// `store.checkSigner`, its refusal as `signerMismatch`, any other failure as `bundle` (`execute` logs either).
     nonisolated func signerCheck(_ offer: ExtensionStore.Offer, change: SignerChange?, store: ExtensionStore,
-                                 command: String) throws(KernelError) -> ExtensionStore.SignerCheck {
-        do { return try store.checkSigner(offer, change: change, command: command) } catch {
+                                 command: String, allowUnsigned: Bool) throws(KernelError) -> ExtensionStore.SignerCheck {
+        do { return try store.checkSigner(offer, change: change, command: command, allowUnsigned: allowUnsigned) } catch {
             throw Self.installError(error, pluginID: offer.id)
         }
     }
@@ -236,7 +236,9 @@ extension Kernel {
             // Every signer first: a refused one (the plugin's own or a dependency's) installs nothing, not even the
             // dependencies that come before it (a package another key signed could otherwise bring its own first).
             // So does a dependency no trusted key signed, whatever `allowUnsigned` says about `id`.
-            let checks = try plan.map { offer in try store.checkSigner(offer, change: offer.id == id ? signer : nil, command: "install") }
+            let checks = try plan.map { offer in
+                try store.checkSigner(offer, change: offer.id == id ? signer : nil, command: "install", allowUnsigned: allowUnsigned && offer.id == id)
+            }
             try ExtensionStore.refuseUntrustedDependencies(of: id, plan: plan, checks: checks)
             for offer in plan {
                 if let note = try store.install(offer, allowUnsigned: allowUnsigned && offer.id == id, signer: offer.id == id ? signer : nil) {

@@ -25,13 +25,11 @@ struct KeelCommand: AsyncParsableCommand {
     /// Parses (global options may stand before or after the subcommand), runs, and reports every failure in one
     /// style: `keel: error: ...` on stderr, exit 64 with the usage for bad usage, exit 1 for a failed operation.
     static func main() async {
-        // Swift's `CommandLine.arguments` replaces bytes that are not UTF-8 with U+FFFD: a command's argument, a path
-        // or an id would reach Keel changed, without a word. Such an argument is refused as bad usage instead.
-        if let (index, offset, byte) = Self.firstNonUTF8Argument() {
-            // The option it is the value of helps find it; any other neighbour could be a secret.
-            let before = CommandLine.arguments[index - 1]
-            let which = index > 1 && before.hasPrefix("-") ? " (the value of \(before))" : ""
-            SystemFile.say("keel: error: argument \(index)\(which) is not UTF-8 text (its byte \(offset + 1) is 0x\(String(byte, radix: 16, uppercase: true))); Keel reads its arguments as UTF-8\n", to: 2)
+        // Swift's `CommandLine.arguments` and `ProcessInfo`'s environment replace bytes that are not UTF-8 with U+FFFD:
+        // a command's argument, a path or an id would reach Keel changed, without a word. Such an argument, or a
+        // KEEL_* variable, is refused as bad usage instead.
+        if let problem = Self.nonUTF8Input() {
+            SystemFile.say("keel: error: \(problem); Keel reads its arguments and KEEL_* variables as UTF-8\n", to: 2)
             Foundation.exit(ExitCode.validationFailure.rawValue)
         }
         let arguments = GlobalArguments.normalize(Array(CommandLine.arguments.dropFirst()))
@@ -64,20 +62,45 @@ struct KeelCommand: AsyncParsableCommand {
         }
     }
 
-    /// The first argument after the program's name whose bytes are not UTF-8 (counted from 1), with the offset and
-    /// value of its first bad byte; read from the process's own `argv`, before anything blanks a part of it.
-    static func firstNonUTF8Argument() -> (index: Int, offset: Int, byte: UInt8)? {
-        for index in 1..<Int(CommandLine.argc) {
-            guard let raw = CommandLine.unsafeArgv[index] else { continue }
+    /// The first argument after the program's name, or KEEL_* environment variable, whose bytes are not UTF-8, said
+    /// as "argument 4 (after --plugins) is not UTF-8 text (its byte 2 is 0xE9)"; read from the process's own `argv`
+    /// and `environ`, before anything blanks a part of them. Never quotes the text (it could be a secret).
+    static func nonUTF8Input() -> String? {
+        /// The offset and value of the first byte of `raw` that is not UTF-8.
+        func firstBad(_ raw: UnsafePointer<CChar>) -> (offset: Int, byte: UInt8)? {
             let bytes = UnsafeBufferPointer(start: UnsafeRawPointer(raw).assumingMemoryBound(to: UInt8.self), count: strlen(raw))
             var parser = Unicode.UTF8.ForwardParser(), iterator = bytes.makeIterator(), offset = 0
-            scalars: while true {
+            while true {
                 switch parser.parseScalar(from: &iterator) {
                 case let .valid(scalar): offset += scalar.count
-                case .emptyInput: break scalars
-                case .error: return (index, offset, bytes[offset])
+                case .emptyInput: return nil
+                case .error: return (offset, bytes[offset])
                 }
             }
+        }
+        func said(_ bad: (offset: Int, byte: UInt8)) -> String {
+            "is not UTF-8 text (its byte \(bad.offset + 1) is 0x\(String(bad.byte, radix: 16, uppercase: true)))"
+        }
+        for index in 1..<Int(CommandLine.argc) {
+            guard let raw = CommandLine.unsafeArgv[index], let bad = firstBad(raw) else { continue }
+            // The option it follows, or is the value of (--name=value), helps find it; any other neighbour could be a
+            // secret. The option's name is read up to its '=' (before any bad byte).
+            let text = String(cString: raw)
+            let before = index > 1 ? CommandLine.arguments[index - 1] : ""
+            let which = text.hasPrefix("--") && text.contains("=") ? " (the value of \(text.prefix { $0 != "=" }))"
+                : before.hasPrefix("-") && before.utf8.allSatisfy({ $0 < 128 }) ? " (after \(before))" : ""
+            return "argument \(index)\(which) \(said(bad))"
+        }
+        var entry = environ
+        while let raw = entry.pointee {
+            defer { entry += 1 }
+            guard strncmp(raw, "KEEL_", 5) == 0, let bad = firstBad(raw) else { continue }
+            let name = String(decoding: UnsafeBufferPointer(start: UnsafeRawPointer(raw).assumingMemoryBound(to: UInt8.self),
+                                                            count: strcspn(raw, "=")), as: UTF8.self)
+            let equals = strcspn(raw, "=")
+            return bad.offset > equals
+                ? "the environment variable \(name) \(said((bad.offset - equals - 1, bad.byte)))"
+                : "the name of an environment variable starting KEEL_ \(said(bad))"
         }
         return nil
     }

@@ -60,7 +60,7 @@ public struct ExtensionStore: Sendable {
     /// - Returns: a note for the operator, or nil.
     /// - Throws: `StoreError` naming the location and the reason.
     public static func checkLocation(_ location: String) throws -> String? {
-        if RepositoryFetcher.isRemote(location) { return "not contacted now: an http repository is checked when it is used (keel search)" }
+        if RepositoryFetcher.isRemote(location) { return "not contacted now: an http(s) repository is checked when it is used (keel search)" }
         // A URL of another scheme (ftp://, s3://, git@host:...) is not a folder with a strange name.
         if let colon = location.range(of: "://"), !location.hasPrefix("file://"),
            location[..<colon.lowerBound].allSatisfy({ $0.isLetter || $0.isNumber || $0 == "+" || $0 == "-" || $0 == "." }) {
@@ -242,7 +242,7 @@ public struct ExtensionStore: Sendable {
         if let present = Self.bundles(claiming: id, in: pluginsDirectory).first {
             throw StoreError(Self.alreadyInstalled(id, folder: present.folder))
         }
-        let check = try checkSigner(offer, change: change, command: "install")
+        let check = try checkSigner(offer, change: change, command: "install", allowUnsigned: allowUnsigned)
         try? state.setStatus(id, .installing, reason: nil)
         let work = pluginsDirectory + "/.installing-\(id)-\(getpid())"
         do {

@@ -78,7 +78,7 @@ enum HTTPTransfer {
         // the proxy it was reached through.
         let through = proxy.map { " through the proxy \($0.host):\($0.port) (\($0.variable))" } ?? ""
         let scheme = location.prefix { $0 != ":" }.lowercased()
-        let text = (error as? Failure)?.reason ?? "unreachable\(through): \(describe(error, fetcher, scheme: scheme))"
+        let text = (error as? Failure)?.reason ?? "unreachable\(through): \(describe(error, fetcher, scheme: scheme, proxied: proxy))"
         return text.hasPrefix(location) ? text : "\(location): \(text)"
     }
 
@@ -156,7 +156,8 @@ enum HTTPTransfer {
     static func seconds(_ s: Double) -> String { s == s.rounded() ? "\(Int(s)) s" : "\(s) s" }
 
     /// The client's errors as one line, never their own text.
-    static func describe(_ error: any Error, _ fetcher: RepositoryFetcher, scheme: String = "https") -> String {
+    static func describe(_ error: any Error, _ fetcher: RepositoryFetcher, scheme: String = "https",
+                         proxied: ProxyEnvironment.Server? = nil) -> String {
         let connect = "no answer within \(seconds(fetcher.connectTimeout)) (the connect time-out)"
         if let e = error as? HTTPClientError {
             switch e {
@@ -166,7 +167,8 @@ enum HTTPTransfer {
             case .remoteConnectionClosed: return "the connection was closed early"
             case .redirectLimitReached, .redirectCycleDetected: return "too many redirects"
             case .invalidURL, .emptyHost, .emptyScheme: return "not a URL"
-            case .proxyAuthenticationRequired: return "the proxy asks for a user and password (407)"
+            case .proxyAuthenticationRequired:
+                return proxied?.user == nil ? "the proxy asks for a user and password (407)" : "the proxy refused the user and password given (407)"
             case .invalidProxyResponse:
                 // AsyncHTTPClient tunnels http as well as https; squid, by default, tunnels only to port 443.
                 return "the proxy refused to open a tunnel" + (scheme == "http" ? " (http is tunnelled too: a proxy that tunnels only to port 443 needs an https repository)" : "")
@@ -178,7 +180,7 @@ enum HTTPTransfer {
         if let e = error as? HTTPParserError { return e == .invalidEOFState ? "the connection was closed early" : "not a valid HTTP answer" }
         if let e = error as? NIOConnectionError {
             if e.dnsAError != nil || e.dnsAAAAError != nil, e.connectionErrors.isEmpty { return "unknown host" }
-            return e.connectionErrors.first.map { describe($0.error, fetcher, scheme: scheme) } ?? "connection refused"
+            return e.connectionErrors.first.map { describe($0.error, fetcher, scheme: scheme, proxied: proxied) } ?? "connection refused"
         }
         if let e = error as? IOError {
             switch e.errnoCode {

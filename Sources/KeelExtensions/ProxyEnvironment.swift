@@ -103,7 +103,10 @@ struct ProxyEnvironment: Sendable, Equatable {
             rest = rest[mark.upperBound...]
         }
         if let slash = rest.firstIndex(of: "/") {
-            guard rest[slash...].allSatisfy({ $0 == "/" }) else { return invalid("a proxy URL has no path") }
+            guard rest[slash...].allSatisfy({ $0 == "/" }) else {
+                // A / before the @ is in the user or password, where it must be escaped.
+                return invalid(rest[slash...].contains("@") ? "a / in its user or password must be written %2F" : "a proxy URL has no path")
+            }
             rest = rest[..<slash]
         }
         var user: String?, password: String?

@@ -47,7 +47,11 @@ extension ExtensionStore {
     /// - Parameter command: `install` or `upgrade`, for the command the refusal suggests.
     /// - Throws: `SignerMismatch` when the package's key is not the pinned one (or not the one named; unsigned and
     ///   untrusted packages included); `StoreError` when `change` names a key that is not trusted; `StateError`.
-    public func checkSigner(_ offer: Offer, change: SignerChange?, command: String) throws -> SignerCheck {
+    /// - Parameter allowUnsigned: whether the operator takes this package without a trusted signature; when false, a
+    ///   package signed by a trusted key whose scope (`keel trust add --only`) leaves the plugin out is refused here,
+    ///   before anything is fetched or recorded, as a `SignerMismatch` (nil: not decided here; the download's check
+    ///   refuses it).
+    public func checkSigner(_ offer: Offer, change: SignerChange?, command: String, allowUnsigned: Bool? = nil) throws -> SignerCheck {
         // Only the keys trusted to sign this id: one whose scope leaves it out counts as not trusted here.
         let id = offer.id, keySet = try state.trustedKeySet(), trusted = keySet.keys(for: id), pinned = try state.pinnedSigner(id)
         var offered: StateStore.PinnedSigner?
@@ -56,6 +60,9 @@ extension ExtensionStore {
         }
         let package = "\(id) \(offer.entry.version) " + (offered.map { "is signed by \(Self.describe($0))" } ?? Self.untrustedText(offer, keySet))
         func mismatch(_ text: String) -> SignerMismatch { SignerMismatch(pluginID: id, description: text) }
+        // A trusted key outside its scope: said as such, not as an unknown key (`keel trust add --only` widens it).
+        let outOfScope = offered == nil && offer.entry.signature != nil ? offer.entry.signer.flatMap { keySet.outOfScope($0, for: id) } : nil
+        let widen = offer.entry.signer.map { "keel trust add \(Self.escaped($0)) KEY --only ... sets what it may sign" } ?? ""
         // The signature is over the archive's SHA-256, which the index gives: one that the key trusted under its
         // signer's name did not make is refused now, whatever is asked (as the download's check would refuse it),
         // rather than taken for that key's (a name given a new key, or a forged package).
@@ -67,7 +74,8 @@ extension ExtensionStore {
         case let .key(name)?:
             guard let key = trusted[name], Self.publicKey(key) != nil else {
                 if let only = keySet.outOfScope(name, for: id) {
-                    throw StoreError("--signer \(name): that key may sign \(TrustScope.describe(only)) only, not \"\(id)\" (keel trust list)")
+                    throw mismatch("--signer \(Self.escaped(name)): that key may sign \(TrustScope.describe(only)) only, not \"\(id)\"; refused "
+                                   + "(keel trust add \(Self.escaped(name)) KEY --only ... sets what it may sign)")
                 }
                 throw StoreError("--signer \(name): no trusted key has that name (keel trust list)")
             }
@@ -85,6 +93,9 @@ extension ExtensionStore {
             return SignerCheck(pinned: pinned, offered: offered, note: note)
         case nil:
             guard let pinned else {
+                if allowUnsigned == false, outOfScope != nil {
+                    throw mismatch("\(package); refused (\(widen), or pass --allow-unsigned to install it unpinned)")
+                }
                 return SignerCheck(pinned: nil, offered: offered, note: offered.map { "\"\(id)\" pinned to signer \(Self.describe($0))" })
             }
             guard let offered, Self.sameKey(offered, pinned) else {
@@ -94,6 +105,7 @@ extension ExtensionStore {
                     && trusted[pinned.name] == nil
                 let how = offered.map { "keel \(command) \(id) --signer \($0.name) moves it to that key" }
                     ?? (offer.entry.signature == nil ? "keel \(command) \(id) --no-signer --allow-unsigned leaves it for an unsigned package"
+                        : outOfScope != nil ? widen
                         : untrustedPin ? "its key is no longer trusted; a package signed by another trusted key moves it: keel \(command) \(id) --signer NAME"
                         : "trust that key, then keel \(command) \(id) --signer NAME moves it")
                 throw mismatch("\"\(id)\" is pinned to signer \(Self.describe(pinned)); \(package); refused (\(how))")

@@ -54,9 +54,7 @@ extension AdminAPI {
             guard Data(base64Encoded: body.publicKey)?.count == 32 else {
                 throw APIError(.badRequest, "bad-key", "\"\(body.name)\": not an ed25519 public key (32 bytes, base64)")
             }
-            if let bad = body.only?.first(where: { !TrustScope.isPattern($0) }) {
-                throw APIError(.badRequest, "bad-scope", "\"\(bad)\": not a plugin id or a prefix of ids ending in * (acme-*)")
-            }
+            if let only = body.only, let problem = TrustScope.problem(only) { throw APIError(.badRequest, "bad-scope", problem) }
             try await run(.trustKey(name: body.name, publicKey: body.publicKey, only: body.only))
             return JSONBody.response(["name": body.name], status: .created)
         }

@@ -77,10 +77,11 @@ struct PluginDispatcher: Sendable {
         }
     }
 
-    /// The id an error answer carries: the request's, but for a 404, which must read as the one for a path no route
-    /// matches (a route of a plugin another tenant runs does not exist for this caller, header included).
+    /// The id an error answer carries: the request's, but for the host's 404, which must read as the one for a path no
+    /// route matches (a route of a plugin another tenant runs does not exist for this caller, header included); one
+    /// that already has its id (a plugin's own refusal) keeps it.
     private static func answeredID(_ error: APIError, _ tag: RequestScope.Tag) -> String? {
-        error.status == .notFound ? nil : tag.id
+        error.requestID ?? (error.status == .notFound ? nil : tag.id)
     }
 
     /// Serves a request that matched a plugin route: the auth chain, the body, the handler (see `respond`).
@@ -287,11 +288,14 @@ struct PluginDispatcher: Sendable {
                 switch error.status {
                 case StatusCode.unavailable: (.warn, ": the plugin cannot serve it now: \(error)")
                 case StatusCode.workerCrashed, StatusCode.workerTimedOut: (.error, " failed: \(error.message)")
-                case _ where answer.refusesClient: (.warn, ": the plugin refused it (\(answer.status)): \(error)")
+                case _ where StatusCode.isRefusal(error.status): (.warn, ": the plugin refused it (\(answer.status)): \(error)")
                 default: (.error, " failed: \(error)")
                 }
             gatekeeper.log(LogRecord(level: level, pluginID: error.pluginID, message: "\(method) \(path)\(said)", requestID: requestID))
-            throw APIError(.init(code: answer.status), answer.code, answer.message)
+            // The plugin's own 404 carries the request's id: only the host's 404 must read as one for no route.
+            var refusal = APIError(.init(code: answer.status), answer.code, answer.message)
+            refusal.requestID = requestID
+            throw refusal
         }
     }
 }

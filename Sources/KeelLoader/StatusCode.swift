@@ -60,8 +60,6 @@ public enum StatusCode {
         public let status: Int
         public let code: String
         public let message: String
-        /// Whether the client's request, not the plugin, is at fault (a 4xx): logged as a warning, not an error.
-        public var refusesClient: Bool { (400..<500).contains(status) }
         init(_ status: Int, _ code: String, _ message: String) { self.status = status; self.code = code; self.message = message }
     }
 

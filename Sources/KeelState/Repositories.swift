@@ -79,9 +79,7 @@ extension StateStore {
     public func trustKey(name: String, publicKey: String, only: [String]?) throws(StateError) -> ChangeResult {
         try change { db throws(StateError) in
             guard Self.isName(name) else { return "\"\(name)\" is not a valid key name" }
-            if let bad = only?.first(where: { !TrustScope.isPattern($0) }) {
-                return "\"\(bad)\" is not a plugin id or a prefix of ids ending in *"
-            }
+            if let only, let problem = TrustScope.problem(only) { return problem }
             let scope: StateValue = only.map { .text(TrustScope.stored($0)) } ?? .null
             try db.query("INSERT INTO trusted_keys (name, public_key, added_at, only_ids) VALUES (?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
                          [.text(name), .text(publicKey), .text(Self.now()), scope])
@@ -134,8 +132,18 @@ public struct TrustedKeySet: Sendable, Equatable {
 /// The plugin ids a trusted key may sign: each pattern is a plugin id, or a prefix of ids ending in `*`
 /// (`acme-*`, `acme.*`). Stored as one text, the patterns joined by commas.
 public enum TrustScope {
-    /// True when `pattern` is an id (`a-z0-9`, then also `-_.`, at most 64) or such a prefix followed by `*`.
+    /// Why `patterns` is no scope (none given, or one that is no pattern; control characters escaped), or nil.
+    public static func problem(_ patterns: [String]) -> String? {
+        if patterns.isEmpty { return "no plugin id given: a key that may sign none would sign nothing (leave --only out for any id)" }
+        guard let bad = patterns.first(where: { !isPattern($0) }) else { return nil }
+        let shown = bad.unicodeScalars.map { $0.value < 0x20 || (0x7f...0x9f).contains($0.value) ? "\\u{\(String($0.value, radix: 16))}" : String($0) }.joined()
+        return "\"\(shown)\" is not a plugin id or a prefix of ids ending in * (acme-*)"
+    }
+
+    /// True when `pattern` is an id (`a-z0-9`, then also `-_.`, at most 64; not the host's own `keel`) or such a
+    /// prefix followed by `*`.
     public static func isPattern(_ pattern: String) -> Bool {
+        guard pattern != "keel" else { return false }
         let body = pattern.hasSuffix("*") ? pattern.dropLast() : Substring(pattern)
         let b = Array(body.utf8)
         guard (1...64).contains(b.count), let first = b.first, (first >= 97 && first <= 122) || (first >= 48 && first <= 57) else { return false }

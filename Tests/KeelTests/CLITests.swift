@@ -129,13 +129,22 @@ struct CLITests {
         let said = try TestEnvironment.run("/bin/sh", ["-c", #"exec "$0" call hello greet "$(printf 'caf\351')" --state "$1" --plugins "$2""#,
                                                         keel, f.state, f.plugins])
         #expect(said.status == 64, "\(said.status) \(said.stderr)")
-        #expect(said.stderr == "keel: error: argument 4 is not UTF-8 text (its byte 4 is 0xE9); Keel reads its arguments as UTF-8\n", "\(said.stderr)")
+        #expect(said.stderr == "keel: error: argument 4 is not UTF-8 text (its byte 4 is 0xE9); Keel reads its arguments and KEEL_* variables as UTF-8\n",
+                "\(said.stderr)")
         #expect(!FileManager.default.fileExists(atPath: f.state), "the state was made before the arguments were read")
         // A whole multi-byte letter is text; a truncated one is not.
         let fine = try TestEnvironment.run("/bin/sh", ["-c", #"exec "$0" plugins list --plugins "$(printf '/tmp/caf\303\251-none')""#, keel])
         #expect(fine.status != 64 && !fine.stderr.contains("not UTF-8"), "\(fine.stderr)")
         let cut = try TestEnvironment.run("/bin/sh", ["-c", #"exec "$0" plugins list --plugins "$(printf '\303')""#, keel])
-        #expect(cut.status == 64 && cut.stderr.contains("argument 4 (the value of --plugins) is not UTF-8 text (its byte 1 is 0xC3)"), "\(cut.stderr)")
+        #expect(cut.status == 64 && cut.stderr.contains("argument 4 (after --plugins) is not UTF-8 text (its byte 1 is 0xC3)"), "\(cut.stderr)")
+        let joined = try TestEnvironment.run("/bin/sh", ["-c", #"exec "$0" plugins list "--plugins=$(printf 'x\351')""#, keel])
+        #expect(joined.status == 64 && joined.stderr.contains("argument 3 (the value of --plugins) is not UTF-8 text (its byte 12 is 0xE9)"),
+                "\(joined.stderr)")
+        // A KEEL_* variable too (KEEL_STATE's path would have been another file's); other variables are not Keel's.
+        let variable = try TestEnvironment.run("/bin/sh", ["-c", #"KEEL_STATE="$(printf '/tmp/s\351.db')" OTHER="$(printf '\351')" exec "$0" plugins list"#, keel])
+        #expect(variable.status == 64 && variable.stderr.contains("the environment variable KEEL_STATE is not UTF-8 text (its byte 7 is 0xE9)"),
+                "\(variable.stderr)")
+        #expect(try TestEnvironment.run("/bin/sh", ["-c", #"OTHER="$(printf '\351')" exec "$0" --version"#, keel]).status == 0)
     }
 
     @Test("a read-only command on a mistyped --state or --plugins says so and creates nothing")

@@ -160,11 +160,15 @@ struct SignerPinningTests {
 
         // "pin" is outside the key's scope: as if the key were not trusted, with the reason said.
         let refused = try #require(await Self.refused(kernel, .install(id: "pin", version: "1.0.0", allowUnsigned: false)))
-        #expect(refused.description.contains(#""pin" is signed by "vendor", which this host trusts to sign vend-*, vendor.tools only; refused"#),
+        // Refused before anything is fetched or recorded, as a signer refusal (audited with its reason).
+        #expect(refused.code == .signerMismatch && refused.description.contains(
+            #"pin 1.0.0 is signed by "vendor", which this host trusts to sign vend-*, vendor.tools only; refused (keel trust add vendor KEY --only ... sets what it may sign, or pass --allow-unsigned to install it unpinned)"#),
                 "\(refused.description)")
+        #expect(try kernel.state.plugin("pin") == nil, "a refused install records nothing")
         #expect(!FileManager.default.fileExists(atPath: f.plugins + "/pin"), "nothing was installed")
         let moved = try #require(await Self.refused(kernel, .install(id: "pin", version: "1.0.0", allowUnsigned: false, signer: .key("vendor"))))
-        #expect(moved.description.contains(#"--signer vendor: that key may sign vend-*, vendor.tools only, not "pin""#), "\(moved.description)")
+        #expect(moved.code == .signerMismatch && moved.description.contains(#"--signer vendor: that key may sign vend-*, vendor.tools only, not "pin"; refused"#),
+                "\(moved.description)")
         // The operator's --allow-unsigned takes it as from an untrusted signer: installed, not pinned to the key.
         try await kernel.execute(.install(id: "pin", version: "1.0.0", allowUnsigned: true), actor: "test")
         var info = try await kernel.plugin("pin")
@@ -180,10 +184,20 @@ struct SignerPinningTests {
         #expect(info.signature == "signed by vendor" && info.signer == "vendor (key \(vendor.fingerprint))", "\(String(describing: info.signer))")
 
         // Patterns are ids or prefixes ending in *; anything else is refused and changes nothing.
-        for bad in ["*", "Vend-*", "a*b", "", "x y"] {
+        for bad in ["*", "Vend-*", "a*b", "", "x y", "keel"] {
             let no = try #require(await Self.refused(kernel, .trustKey(name: "vendor", publicKey: vendor.publicKey, only: [bad])))
             #expect(no.description.contains("\"\(bad)\" is not a plugin id or a prefix of ids ending in *"), "\(no.description)")
         }
+        let none = try #require(await Self.refused(kernel, .trustKey(name: "vendor", publicKey: vendor.publicKey, only: [])))
+        #expect(none.description.contains("no plugin id given"), "\(none.description)")
+
+        // Narrowed so that it leaves out the plugin pinned to it: the upgrade refusal says to widen it, not that the
+        // key is gone.
+        _ = try await kernel.execute(.trustKey(name: "vendor", publicKey: vendor.publicKey, only: ["vend-*"]), actor: "test")
+        let narrowed = try #require(await Self.refused(kernel, .upgrade(id: "pin", version: "1.0.0", allowUnsigned: false)))
+        #expect(narrowed.code == .signerMismatch && narrowed.description.contains("which this host trusts to sign vend-* only; refused (keel trust add vendor KEY --only ... sets what it may sign)"),
+                "\(narrowed.description)")
+        _ = try await kernel.execute(.trustKey(name: "vendor", publicKey: vendor.publicKey, only: ["pin"]), actor: "test")
         #expect(try kernel.state.trustedKeySet().scopes == ["vendor": ["pin"]])
         let audit = try kernel.auditTrail().filter { $0.command == "trust-key" }.map(\.detail)
         #expect(audit.contains { $0?.contains("may sign vend-*, vendor.tools only") == true }, "\(audit)")
@@ -197,7 +211,11 @@ struct SignerPinningTests {
         #expect(list.contains("other  \(vendor.publicKey)  (key \(vendor.fingerprint))  may sign acme-*, billing, ops only\n"), "\(list)")
         #expect(list.contains("vendor  \(vendor.publicKey)  (key \(vendor.fingerprint))  may sign pin only\n"), "\(list)")
         let badCLI = try TestEnvironment.run(keel, ["trust", "add", "x", vendor.publicKey, "--only", "../etc"] + common)
-        #expect(badCLI.status == 64 && badCLI.stderr.contains(#"--only "../etc": not a plugin id or a prefix of ids ending in * (acme-*)"#), "\(badCLI.stderr)")
+        #expect(badCLI.status == 64 && badCLI.stderr.contains(#"--only: "../etc" is not a plugin id or a prefix of ids ending in * (acme-*)"#), "\(badCLI.stderr)")
+        let control = try TestEnvironment.run(keel, ["trust", "add", "x", vendor.publicKey, "--only", "x\u{1b}[31m"] + common)
+        #expect(control.status == 64 && control.stderr.contains(#""x\u{1b}[31m" is not a plugin id"#), "\(control.stderr)")
+        let empty = try TestEnvironment.run(keel, ["trust", "add", "x", vendor.publicKey, "--only", ""] + common)
+        #expect(empty.status == 64 && empty.stderr.contains("no plugin id given"), "\(empty.stderr)")
     }
 
     @Test("keel trust remove: the key no longer signs installs or upgrades; plugins pinned to it are named, keep their pin and serve; an unknown name is refused")

@@ -310,9 +310,7 @@ extension KeelCommand {
             }
             func validate() throws {
                 guard Data(base64Encoded: key)?.count == 32 else { throw ValidationError("not an ed25519 public key (32 bytes, base64)") }
-                if let bad = patterns?.first(where: { !TrustScope.isPattern($0) }) {
-                    throw ValidationError("--only \"\(bad)\": not a plugin id or a prefix of ids ending in * (acme-*)")
-                }
+                if let patterns, let problem = TrustScope.problem(patterns) { throw ValidationError("--only: \(problem)") }
             }
             func run() async throws {
                 try await reporting {
