@@ -178,3 +178,5 @@ int keel_cgroup_kill_members(const char *procs) {
     free(after);
     return signalled;
 }
+
+__thread int32_t keel_host_refusal_last __attribute__((tls_model("initial-exec"))) = 0;

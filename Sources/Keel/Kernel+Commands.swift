@@ -173,6 +173,13 @@ extension Kernel {
             // The same key again with a scope sets the scope; without one it changes nothing.
             let scoped = only.map { "may sign \(TrustScope.describe($0)) only" }
             if only == nil, let same = try held() { return same }
+            // A key has one name: under a second name, with a scope of its own, a repository naming that signer
+            // would choose the wider scope.
+            let bytes = Data(base64Encoded: publicKey)
+            if let other = (try? state.trustedKeys())?.first(where: { $0.key != name && Data(base64Encoded: $0.value) == bytes })?.key {
+                throw KernelError(.conflict, reason: "this key is already trusted as \"\(other)\" (key \(ExtensionStore.fingerprint(publicKey))); "
+                                  + "a key has one name (keel trust add \(other) KEY --only ... sets what it may sign)")
+            }
             let result: StateStore.ChangeResult
             do { result = try state.trustKey(name: name, publicKey: publicKey, only: only) } catch { throw KernelError(.state, reason: error.description) }
             guard case let .refused(reason) = result else { return CommandResult(note: scoped) }

@@ -20,8 +20,9 @@ extension Kernel {
     /// - Returns: the plugin's response, or the host's own JSON answer `{"error":{"code","message"}}`: 400 for a
     ///   path with no canonical form, 404 when no route matches (or its plugin does not serve the caller's tenant),
     ///   403 when an authenticate hook failed or the chain denies, what `StatusCode.httpAnswer` says when the handler
-    ///   returned an error (a refusal's 4xx, 501, 503 for `KEEL_ERR_UNAVAILABLE`, otherwise 500; called once, its
-    ///   message only in the log), 503 when the plugin kept refusing calls while it was being stopped.
+    ///   returned an error (`PluginCallError.httpAnswer`: a refusal's 4xx, 501, 503 for `KEEL_ERR_UNAVAILABLE`, 502
+    ///   and 504 for a crashed or timed-out worker, otherwise 500, a refusal the handler passed on included; called
+    ///   once, its message only in the log), 503 when the plugin kept refusing calls while it was being stopped.
     ///
     /// Runs plugin code (the hooks and the handler) on the calling thread, which must not be one of Swift's
     /// cooperative pool: a plugin that blocks would stall it. Never waits for the kernel's lifecycle work.
@@ -64,10 +65,12 @@ extension Kernel {
             case let .success(response): return response
             case let .failure(error) where error.isNotActive: continue
             case let .failure(error):
-                let answer = StatusCode.httpAnswer(error.status)
+                let answer = error.httpAnswer
                 if error.status == StatusCode.unavailable {
                     log(.warn, error.pluginID, "\(seen.method) \(seen.path): the plugin cannot serve it now: \(error)")
-                } else if StatusCode.isRefusal(error.status) {
+                } else if error.passedOn {
+                    log(.error, error.pluginID, "\(seen.method) \(seen.path) failed: the handler passed on the host's refusal of its call: \(error)")
+                } else if error.isRefusal {
                     log(.warn, error.pluginID, "\(seen.method) \(seen.path): the plugin refused it (\(answer.status)): \(error)")
                 } else {
                     log(.error, error.pluginID, "\(seen.method) \(seen.path) failed: \(error)")

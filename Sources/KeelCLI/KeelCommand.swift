@@ -81,14 +81,15 @@ struct KeelCommand: AsyncParsableCommand {
         func said(_ bad: (offset: Int, byte: UInt8)) -> String {
             "is not UTF-8 text (its byte \(bad.offset + 1) is 0x\(String(bad.byte, radix: 16, uppercase: true)))"
         }
-        for index in 1..<Int(CommandLine.argc) {
+        for index in 1..<max(1, Int(CommandLine.argc)) {
             guard let raw = CommandLine.unsafeArgv[index], let bad = firstBad(raw) else { continue }
             // The option it follows, or is the value of (--name=value), helps find it; any other neighbour could be a
             // secret. The option's name is read up to its '=' (before any bad byte).
             let text = String(cString: raw)
             let before = index > 1 ? CommandLine.arguments[index - 1] : ""
+            let option = before.prefix { $0 != "=" }
             let which = text.hasPrefix("--") && text.contains("=") ? " (the value of \(text.prefix { $0 != "=" }))"
-                : before.hasPrefix("-") && before.utf8.allSatisfy({ $0 < 128 }) ? " (after \(before))" : ""
+                : option.hasPrefix("-") && option.utf8.allSatisfy({ $0 < 128 }) ? " (after \(option))" : ""
             return "argument \(index)\(which) \(said(bad))"
         }
         var entry = environ

@@ -375,6 +375,12 @@ public struct ExtensionStore: Sendable {
             throw StoreError("\"\(offer.id)\" \(offer.entry.version) is not signed; refused (pass --allow-unsigned to install it anyway)")
         }
         guard let trusted, let key = Self.publicKey(trusted.publicKey) else {
+            // A signer trusted for other plugin ids only: its signature is checked all the same, and a forged one
+            // refused with any flag (`checkSigner` refuses it from the index already).
+            if let held = (try? state.trustedKeySet())?.keys[signer], let key = Self.publicKey(held),
+               !(Data(base64Encoded: signature).map { key.isValidSignature($0, for: digest) } ?? false) {
+                throw StoreError("\"\(offer.id)\" \(offer.entry.version): bad signature by \"\(Self.escaped(signer))\"; refused")
+            }
             if allowUnsigned { return }
             if let keys = try? state.trustedKeySet(), let only = keys.outOfScope(signer, for: offer.id) {
                 throw StoreError("\"\(offer.id)\" is signed by \"\(Self.escaped(signer))\", which this host trusts to sign \(TrustScope.describe(only)) only; "

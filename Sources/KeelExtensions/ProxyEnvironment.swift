@@ -10,7 +10,8 @@ import Foundation
 ///   `socks5://host[:port]`; anything else is refused with a reason, never silently ignored;
 /// - `no_proxy` or `NO_PROXY`: names separated by commas, each matching that host and the hosts below it
 ///   (`example.com` and `.example.com` both match `repo.example.com`), an IPv4 address or range (`10.0.0.0/8`), an
-///   IPv6 address, or `*` for every host; a `:port` on an entry is ignored. Matched without regard to case.
+///   IPv6 address, or `*` alone for every host; a `:port` on an entry is ignored (curl would not match it), a
+///   trailing dot too. Matched without regard to case.
 ///
 /// A pure value: `init` reads only the dictionary it is given. [thread-safe]
 struct ProxyEnvironment: Sendable, Equatable {
@@ -47,6 +48,8 @@ struct ProxyEnvironment: Sendable, Equatable {
         http = read(["http_proxy", "all_proxy", "ALL_PROXY"])
         https = read(["https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"])
         let list = environment["no_proxy"] ?? environment["NO_PROXY"] ?? ""
+        // `*` alone exempts every host; within a list it is no name (as curl reads it).
+        if list.trimmed == "*" { exempt = ["*"]; return }
         exempt = list.split(separator: ",").compactMap { entry in
             var name = Substring(entry.trimmed.lowercased())
             if name.hasPrefix("["), let close = name.firstIndex(of: "]") {
@@ -55,7 +58,8 @@ struct ProxyEnvironment: Sendable, Equatable {
                 name = name[..<colon]                                             // host:8080 → host
             }
             while name.hasPrefix(".") { name = name.dropFirst() }
-            return name.isEmpty ? nil : String(name)
+            while name.hasSuffix(".") { name = name.dropLast() }
+            return name.isEmpty || name == "*" ? nil : String(name)
         }
     }
 
@@ -84,17 +88,24 @@ struct ProxyEnvironment: Sendable, Equatable {
     /// One variable's value as a server, or the reason it is none.
     static func parse(_ value: String, variable: String) -> Result<Server, Invalid> {
         func invalid(_ why: String) -> Result<Server, Invalid> {
-            // A password never reaches a message: the user and password read as ***.
-            var shown = Substring(value.prefix(200))
+            // A password never reaches a message: everything before the last @ but a leading scheme reads as ***,
+            // found in the whole value before it is cut short.
+            var shown = Substring(value)
             if let at = shown.lastIndex(of: "@") {
-                let start = shown.range(of: "://").map(\.upperBound) ?? shown.startIndex
-                if start < at { shown = shown[..<start] + "***" + shown[at...] }
+                let scheme = shown.range(of: "://").flatMap { mark in
+                    mark.upperBound <= at && shown[..<mark.lowerBound].allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "+-.".contains($0)) })
+                        ? mark.upperBound : nil
+                }
+                shown = shown[..<(scheme ?? shown.startIndex)] + "***" + shown[at...]
             }
+            shown = shown.prefix(200)
             return .failure(Invalid(reason: "\(variable)=\"\(shown)\" is not a proxy (\(why); expected http://host:port)"))
         }
         var rest = Substring(value)
         var kind = Server.Kind.http
-        if let mark = rest.range(of: "://") {
+        // A scheme only where what precedes :// is one (letters, digits, + - .): a :// later on is in a password.
+        if let mark = rest.range(of: "://"), let first = rest.first, first.isLetter,
+           rest[..<mark.lowerBound].allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "+-.".contains($0)) }) {
             switch rest[..<mark.lowerBound].lowercased() {
             case "http": kind = .http
             case "socks5", "socks5h": kind = .socks5

@@ -66,7 +66,12 @@ extension ExtensionStore {
         // The signature is over the archive's SHA-256, which the index gives: one that the key trusted under its
         // signer's name did not make is refused now, whatever is asked (as the download's check would refuse it),
         // rather than taken for that key's (a name given a new key, or a forged package).
-        if let claimed = offered, !Self.signatureVerifies(offer, publicKey: claimed.publicKey) {
+        // Checked against the key trusted under the signer's name whatever that key's scope: a forged signature
+        // under a trusted name is refused as such, never taken for an out-of-scope (untrusted) one.
+        let claimed = offered ?? (offer.entry.signature == nil ? nil : offer.entry.signer.flatMap { name in
+            keySet.keys[name].flatMap { Self.publicKey($0) == nil ? nil : StateStore.PinnedSigner(name: name, publicKey: $0) }
+        })
+        if let claimed, !Self.signatureVerifies(offer, publicKey: claimed.publicKey) {
             throw mismatch("\"\(id)\" \(offer.entry.version): bad signature by \"\(Self.escaped(claimed.name))\": not made by the key trusted "
                            + "under that name (key \(Self.fingerprint(claimed.publicKey))); refused, with --allow-unsigned too")
         }
@@ -268,6 +273,15 @@ extension ExtensionStore {
     /// trusted here)` for a signer no key is trusted under (an install takes it only as unsigned), " unsigned"
     /// without a signature or a signer (an install takes either for none), " bad signature" when it fails against
     /// the key trusted under its signer's name.
+    public static func catalogMark(_ offer: Offer, keys: TrustedKeySet) -> String {
+        if let name = offer.entry.signer, offer.entry.signature != nil, let only = keys.outOfScope(name, for: offer.id) {
+            return showsSigned(offer, trusted: keys.keys)
+                ? " signed by \"\(escaped(name))\" (trusted here to sign \(TrustScope.describe(only)) only)" : " bad signature"
+        }
+        return catalogMark(offer, trusted: keys.keys(for: offer.id))
+    }
+
+    /// `catalogMark(_:keys:)` against keys already narrowed to the offer's plugin id.
     public static func catalogMark(_ offer: Offer, trusted: [String: String]) -> String {
         if signedByTrustedKey(offer, trusted: trusted) { return "" }
         if showsSigned(offer, trusted: trusted), let name = offer.entry.signer { return " signed by \"\(escaped(name))\" (not trusted here)" }

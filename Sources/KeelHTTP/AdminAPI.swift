@@ -196,7 +196,7 @@ struct AdminAPI {
                 if let word, !(id + best.entry.name + (best.entry.description ?? "")).lowercased().contains(word) { return nil }
                 let pin = pins[id], trusted = keySet.keys(for: id)
                 return CatalogItem(id: id, version: best.entry.version, repository: best.repository.name,
-                                   signed: ExtensionStore.showsSigned(best, trusted: trusted), signer: best.entry.signature == nil ? nil : best.entry.signer.map(ExtensionStore.displayName),
+                                   signed: ExtensionStore.showsSigned(best, trusted: keySet.keys), signer: best.entry.signature == nil ? nil : best.entry.signer.map(ExtensionStore.displayName),
                                    trusted: ExtensionStore.signedByTrustedKey(best, trusted: trusted), description: best.entry.description ?? best.entry.name,
                                    pinned: pin.map(ExtensionStore.describe),
                                    pinMatches: pin.map { ExtensionStore.signedByPinnedKey(best, trusted: trusted, pinned: $0) })

@@ -352,8 +352,8 @@ extension WireWriter {
     /// A call's status: `KEEL_OK`, or the plugin's status and message.
     mutating func outcome(_ result: Result<Void, PluginCallError>) {
         switch result {
-        case .success: i32(StatusCode.ok); string("")
-        case let .failure(e): i32(e.status); string(e.message)
+        case .success: i32(StatusCode.ok); string(""); u8(0)
+        case let .failure(e): i32(e.status); string(e.message); u8(e.passedOn ? 1 : 0)
         }
     }
 }
@@ -364,9 +364,12 @@ extension WireReader {
     mutating func outcome(pluginID: String) throws(WireError) -> PluginCallError? {
         var status = try i32()
         let message = try string()
+        let passedOn = try u8() == 1
         guard status != StatusCode.ok else { return nil }
         if status < 0 { status = StatusCode.internalError }
-        return PluginCallError(pluginID: pluginID, status: status, message: message.prefix(utf8Bytes: 4096))
+        var error = PluginCallError(pluginID: pluginID, status: status, message: message.prefix(utf8Bytes: 4096))
+        error.passedOn = passedOn
+        return error
     }
 }
 

@@ -82,14 +82,18 @@ public final class RouteHandler: @unchecked Sendable {
         defer { ActivationContext.endRequest(outerRequest); ActivationContext.endCall(outer); context.leave() }
         let writer = ResponseWriter(limit: Self.responseLimit)
         let started = ActivationContext.now()
+        HostRefusal.reset()
         let status = HostABI.withResponse(writer) { res in site.around { function(userData, prepared.pointer, res) } }
         let message = status == KEEL_OK ? "" : context.takeError()
+        let passedOn = status != KEEL_OK && HostRefusal.passedOn(status)
         let request = prepared.request
         _ = context.account("\(request.method) \(request.path) handler", started: started, budget: context.budgets.handler,
                             failed: status != KEEL_OK, declined: StatusCode.isRefusal(status),
                             detail: StatusCode.name(status) + (message.isEmpty ? "" : " " + message))
         guard status == KEEL_OK else {
-            return .failure(PluginCallError(pluginID: pluginID, status: status, message: message))
+            var error = PluginCallError(pluginID: pluginID, status: status, message: message)
+            error.passedOn = passedOn
+            return .failure(error)
         }
         return .success(PluginResponse(status: writer.status, headers: writer.headers, body: writer.body))
     }

@@ -10,7 +10,7 @@ extension HostABI {
         let table = UnsafeMutablePointer<keel_host_commands>.allocate(capacity: 1)
         var c = keel_host_commands()
         c.struct_size = UInt32(MemoryLayout<keel_host_commands>.size)
-        c.call = { ctx, plugin, name, args, principal, out, cap, outLength in
+        c.call = { ctx, plugin, name, args, principal, out, cap, outLength in HostRefusal.noted({
             guard let context = HostABI.context(ctx), let principal, let outLength, cap == 0 || out != nil else {
                 return KEEL_ERR_INVALID_ARGUMENT
             }
@@ -52,7 +52,7 @@ extension HostABI {
                 if let out, !bytes.isEmpty { bytes.withUnsafeBytes { source in UnsafeMutableRawPointer(out).copyMemory(from: source.baseAddress!, byteCount: bytes.count) } }
                 return KEEL_OK
             }
-        }
+        }()) }
         table.initialize(to: c)
         return table
     }()

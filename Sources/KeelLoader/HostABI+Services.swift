@@ -30,7 +30,7 @@ extension HostABI {
                 return context.addListener(id, function: fn, userData: l.user_data)
             }
         }
-        s.acquire = { ctx, interface, tenant, minSize, outLease, outTable in
+        s.acquire = { ctx, interface, tenant, minSize, outLease, outTable in HostRefusal.noted({
             guard let context = HostABI.context(ctx), let outLease, let outTable else { return KEEL_ERR_INVALID_ARGUMENT }
             outLease.pointee = nil
             outTable.pointee = nil
@@ -51,7 +51,7 @@ extension HostABI {
                 outTable.pointee = lease.provision.table
                 return KEEL_OK
             }
-        }
+        }()) }
         s.release = { lease in
             guard let lease else { return }
             let handle = UInt(bitPattern: UnsafeRawPointer(lease))

@@ -159,13 +159,14 @@ enum HostABI {
         var res = keel_http_response()
         res.struct_size = UInt32(MemoryLayout<keel_http_response>.size)
         res.host_data = Unmanaged.passUnretained(writer).toOpaque()
-        res.set_status = { res, status in
+        // Each refusal is noted (`HostRefusal`): a handler that returns it passed it on.
+        res.set_status = { res, status in HostRefusal.noted({
             guard let w = HostABI.responseWriter(res) else { return KEEL_ERR_INVALID_ARGUMENT }
             guard (100...599).contains(status) else { return KEEL_ERR_INVALID_ARGUMENT }
             w.status = Int(status)
             return KEEL_OK
-        }
-        res.add_header = { res, name, value in
+        }()) }
+        res.add_header = { res, name, value in HostRefusal.noted({
             guard let w = HostABI.responseWriter(res), let n = name.validated(limit: 256), !n.isEmpty,
                   let v = value.validated(limit: 8192), HostABI.isHeaderSafe(n), HostABI.isHeaderSafe(v) else {
                 return KEEL_ERR_INVALID_ARGUMENT
@@ -173,15 +174,15 @@ enum HostABI {
             guard w.headers.count < 100 else { return KEEL_ERR_LIMIT }
             w.headers.append(HeaderField(name: n, value: v))
             return KEEL_OK
-        }
-        res.write = { res, data, len in
+        }()) }
+        res.write = { res, data, len in HostRefusal.noted({
             guard let w = HostABI.responseWriter(res) else { return KEEL_ERR_INVALID_ARGUMENT }
             guard len > 0 else { return KEEL_OK }
             guard let data else { return KEEL_ERR_INVALID_ARGUMENT }
             guard w.body.count + len <= w.limit else { return KEEL_ERR_LIMIT }
             w.body.append(contentsOf: UnsafeRawBufferPointer(start: data, count: len))
             return KEEL_OK
-        }
+        }()) }
         return withExtendedLifetime(writer) { body(&res) }
     }
 

@@ -285,6 +285,20 @@ public struct PluginCallError: Error, Sendable, CustomStringConvertible {
     /// (`notActive`): the caller may try the plugin's current generation. Never set for a status the plugin returned,
     /// whatever its status and message say.
     public private(set) var refusedByHost = false
+    /// A route handler's error status that is the refusal the host had just returned to one of its calls (`HostRefusal`):
+    /// the plugin passed it on rather than answered with it. Answered 500, not the refusal's 4xx (`httpAnswer`); it
+    /// still counts as a refusal toward the automatic disable (its cause, a provider down or a grant missing, is not
+    /// the plugin's code).
+    public var passedOn = false
+
+    /// How the host answers this failed route handler over HTTP: `StatusCode.httpAnswer` of its status, or of an
+    /// internal error for a refusal it passed on (`UNAVAILABLE` stays 503: retrying may succeed either way).
+    public var httpAnswer: StatusCode.HTTPAnswer {
+        StatusCode.httpAnswer(passedOn && status != StatusCode.unavailable ? StatusCode.internalError : status)
+    }
+
+    /// Whether the log calls this failure a refusal (a warning) rather than the plugin's failure (an error).
+    public var isRefusal: Bool { StatusCode.isRefusal(status) && !passedOn }
 
     public init(pluginID: String, status: Int32, message: String) {
         self.pluginID = pluginID

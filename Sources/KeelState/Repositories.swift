@@ -58,7 +58,7 @@ extension StateStore {
         try locked { db throws(StateError) in
             var keys: [String: String] = [:]
             for row in try db.query("SELECT name, public_key FROM trusted_keys") {
-                if let n = row["name"]?.text, let k = row["public_key"]?.text { keys[n] = k }
+                if let n = row["name"]?.text, let k = row["public_key"]?.text { keys[n] = TrustScope.key(stored: k) }
             }
             return keys
         }
@@ -81,11 +81,17 @@ extension StateStore {
             guard Self.isName(name) else { return "\"\(name)\" is not a valid key name" }
             if let only, let problem = TrustScope.problem(only) { return problem }
             let scope: StateValue = only.map { .text(TrustScope.stored($0)) } ?? .null
+            // A scoped key is stored so that a host of an earlier keel (on a shared state, or still running beside a
+            // newer CLI), which does not read scopes, reads no key at all: it fails closed, never taking the key as
+            // unscoped.
+            let stored = only == nil ? publicKey : TrustScope.scopedKeyPrefix + publicKey
             try db.query("INSERT INTO trusted_keys (name, public_key, added_at, only_ids) VALUES (?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
-                         [.text(name), .text(publicKey), .text(Self.now()), scope])
+                         [.text(name), .text(stored), .text(Self.now()), scope])
             let held = try db.query("SELECT public_key FROM trusted_keys WHERE name = ?", [.text(name)]).first?["public_key"]?.text
-            guard held == publicKey else { return "\"\(name)\" is already trusted with another key" }
-            if only != nil { try db.query("UPDATE trusted_keys SET only_ids = ? WHERE name = ?", [scope, .text(name)]) }
+            guard held.map(TrustScope.key(stored:)) == publicKey else { return "\"\(name)\" is already trusted with another key" }
+            if only != nil {
+                try db.query("UPDATE trusted_keys SET only_ids = ?, public_key = ? WHERE name = ?", [scope, .text(stored), .text(name)])
+            }
             return nil
         }
     }
@@ -96,7 +102,7 @@ extension StateStore {
             var set = TrustedKeySet()
             for row in try db.query("SELECT name, public_key, only_ids FROM trusted_keys") {
                 guard let n = row["name"]?.text, let k = row["public_key"]?.text else { continue }
-                set.keys[n] = k
+                set.keys[n] = TrustScope.key(stored: k)
                 if let only = row["only_ids"]?.text { set.scopes[n] = TrustScope.read(only) }
             }
             return set
@@ -159,5 +165,12 @@ public enum TrustScope {
     public static func describe(_ patterns: [String]) -> String { patterns.joined(separator: ", ") }
 
     static func stored(_ patterns: [String]) -> String { patterns.joined(separator: ",") }
+
+    /// What a scoped key's `public_key` starts with in the state: not base64, so an earlier keel reads no key.
+    static let scopedKeyPrefix = "scoped:"
+    /// The key as stored, without that prefix.
+    static func key(stored: String) -> String {
+        stored.hasPrefix(scopedKeyPrefix) ? String(stored.dropFirst(scopedKeyPrefix.count)) : stored
+    }
     static func read(_ text: String) -> [String] { text.split(separator: ",").map(String.init) }
 }

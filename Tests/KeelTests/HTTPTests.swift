@@ -176,7 +176,13 @@ struct HTTPTests {
                                              (7, 409, "conflict"), (6, 501, "not-implemented"), (8, 500, "plugin-error"),
                                              (1, 500, "plugin-error"), (77, 500, "plugin-error")]
         for (status, _, _) in cases { try f.fixtureBundle("st\(status)", defines: ["HANDLER_STATUS=\(status)"]) }
-        let server = try startServer(f, enable: cases.map { "st\($0.0)" })
+        // A handler that passes on the host's refusal of its own call (set_status(42): KEEL_ERR_INVALID_ARGUMENT) is
+        // answered 500, not 400: the client did nothing wrong. One that returns another status than the host's is
+        // answered as that status says. Both in a worker too.
+        try f.fixtureBundle("passon", defines: ["HANDLER_STATUS=2", "HANDLER_ASKS_BADLY"])
+        try f.fixtureBundle("ownword", defines: ["HANDLER_STATUS=5", "HANDLER_ASKS_BADLY"])
+        try f.fixtureBundle("wpasson", defines: ["HANDLER_STATUS=2", "HANDLER_ASKS_BADLY"], extra: "isolation: process\n")
+        let server = try startServer(f, enable: cases.map { "st\($0.0)" } + ["passon", "ownword", "wpasson"])
         defer { server.stop() }
         for (status, http, code) in cases {
             let answer = try await server.request("GET", "/ext/st\(status)/ping")
@@ -186,10 +192,16 @@ struct HTTPTests {
             #expect(answer.headers["x-request-id"]?.isEmpty == false, "\(answer.headers)")
         }
         #expect(try await server.request("GET", "/ext/st5/nothing").headers["x-request-id"] == nil, "the host's own 404 has no id")
+        for id in ["passon", "wpasson"] {
+            let passed = try await server.request("GET", "/ext/\(id)/ping")
+            #expect(passed.status == 500 && passed.errorCode == "plugin-error", "\(id): \(passed.status) \(passed.text)")
+        }
+        #expect(try await server.request("GET", "/ext/ownword/ping").status == 404)
         #expect(await waitFor(10) {
             server.errors.value.contains(#"[st5] GET /ext/st5/ping: the plugin refused it (404): plugin "st5": KEEL_ERR_NOT_FOUND: refused with status 5"#)
                 && server.errors.value.contains(#"[st6] GET /ext/st6/ping: the plugin refused it (501): plugin "st6": KEEL_ERR_UNSUPPORTED"#)
                 && server.errors.value.contains(#"[st1] GET /ext/st1/ping failed: plugin "st1": KEEL_ERR_INTERNAL: refused with status 1"#)
+                && server.errors.value.contains(#"[passon] GET /ext/passon/ping failed: the handler passed on the host's refusal of its call: plugin "passon": KEEL_ERR_INVALID_ARGUMENT"#)
         }, "\(server.errors.value)")
         // Past the failure threshold (20 in a row), a refusing plugin still serves; an internal error's does not.
         for _ in 0..<25 {

@@ -39,7 +39,14 @@ struct ProxyEnvironmentTests {
             let shown = value.replacingOccurrences(of: "u:p@", with: "***@")
             #expect(invalid.reason == "https_proxy=\"\(shown)\" is not a proxy (\(why); expected http://host:port)")
         }
-        // A password is never shown.
+        // A password is never shown: however long, wherever a :// stands.
+        let long = String(repeating: "t", count: 250)
+        if case let .failure(invalid) = parse("http://svc:\(long)@p:bad") {
+            #expect(!invalid.reason.contains("ttt") && invalid.reason.contains(#""http://***@p:bad""#), "\(invalid.reason)")
+        } else { Issue.record("a bad port was taken") }
+        if case let .failure(invalid) = parse("u:pw@h/x://") {
+            #expect(!invalid.reason.contains("pw"), "\(invalid.reason)")
+        } else { Issue.record("a path was taken") }
         if case let .failure(invalid) = parse("http://me:s3cret@p:99999") {
             #expect(invalid.reason == #"https_proxy="http://***@p:99999" is not a proxy (port 99999 is out of range; expected http://host:port)"#)
         } else { Issue.record("a port past 65535 was taken") }
@@ -59,6 +66,8 @@ struct ProxyEnvironmentTests {
         #expect(try env.server(scheme: "https", host: "repo.example.com") == nil)
         #expect(try env.server(scheme: "https", host: "other.org")?.host == "p")
         #expect(ProxyEnvironment(["NO_PROXY": "*"]).bypasses("anything"))
+        #expect(!ProxyEnvironment(["no_proxy": "a.org,*"]).bypasses("anything"), "* within a list is no name")
+        #expect(ProxyEnvironment(["no_proxy": "example.com."]).bypasses("repo.example.com"))
         #expect(ProxyEnvironment(["no_proxy": "a", "NO_PROXY": "b"]).bypasses("a"))
         #expect(!ProxyEnvironment(["no_proxy": "a", "NO_PROXY": "b"]).bypasses("b"))
     }

@@ -169,6 +169,20 @@ struct SignerPinningTests {
         let moved = try #require(await Self.refused(kernel, .install(id: "pin", version: "1.0.0", allowUnsigned: false, signer: .key("vendor"))))
         #expect(moved.code == .signerMismatch && moved.description.contains(#"--signer vendor: that key may sign vend-*, vendor.tools only, not "pin"; refused"#),
                 "\(moved.description)")
+        // A forged signature under the scoped key's name is refused as forged (with any flag), never taken for an
+        // out-of-scope (untrusted) one; the catalog says so too.
+        let forger = try Key("forger")
+        let forgedRepo = try Self.repository(id: "forged", [("1.0.0", "one", (forger, "vendor"))])
+        _ = try kernel.state.addRepository(StateStore.Repository(name: "forged", location: forgedRepo, priority: 0))
+        let forged = try #require(await Self.refused(kernel, .install(id: "forged", version: "1.0.0", allowUnsigned: true)))
+        #expect(forged.description.contains(#"bad signature by "vendor""#), "\(forged.description)")
+        let store = ExtensionStore(state: kernel.state, pluginsDirectory: f.plugins)
+        let offers = try store.indexes().offers
+        let keySet = try kernel.state.trustedKeySet()
+        #expect(ExtensionStore.catalogMark(try #require(offers.first { $0.id == "forged" }), keys: keySet) == " bad signature")
+        #expect(ExtensionStore.catalogMark(try #require(offers.first { $0.id == "pin" }), keys: keySet)
+                    == #" signed by "vendor" (trusted here to sign vend-*, vendor.tools only)"#)
+        _ = try kernel.state.removeRepository("forged")
         // The operator's --allow-unsigned takes it as from an untrusted signer: installed, not pinned to the key.
         try await kernel.execute(.install(id: "pin", version: "1.0.0", allowUnsigned: true), actor: "test")
         var info = try await kernel.plugin("pin")
@@ -204,11 +218,20 @@ struct SignerPinningTests {
         await kernel.shutdown()
 
         // The CLI: --only repeated or with commas; the list says what each key may sign.
+        let other = try Key("other")
         let keel = TestEnvironment.binPath + "/keel", common = ["--plugins", f.plugins, "--state", f.state]
-        let added = try TestEnvironment.run(keel, ["trust", "add", "other", vendor.publicKey, "--only", "acme-*,billing", "--only", "ops"] + common)
+        let added = try TestEnvironment.run(keel, ["trust", "add", "other", other.publicKey, "--only", "acme-*,billing", "--only", "ops"] + common)
         #expect(added.status == 0 && added.stdout == "trusting other (may sign acme-*, billing, ops only)\n", "\(added.stdout)\(added.stderr)")
         let list = try TestEnvironment.run(keel, ["trust", "list"] + common).stdout
-        #expect(list.contains("other  \(vendor.publicKey)  (key \(vendor.fingerprint))  may sign acme-*, billing, ops only\n"), "\(list)")
+        #expect(list.contains("other  \(other.publicKey)  (key \(other.fingerprint))  may sign acme-*, billing, ops only\n"), "\(list)")
+        // A key has one name: under a second one (unscoped, or with another scope) a repository could pick the wider.
+        let twice = try TestEnvironment.run(keel, ["trust", "add", "vendor2", vendor.publicKey] + common)
+        #expect(twice.status == 1 && twice.stderr.contains(#"this key is already trusted as "vendor""#), "\(twice.stderr)")
+        // A host of an earlier keel reads a scoped key as no key at all (fails closed), never as unscoped.
+        let raw = try StateStore(path: f.state)
+        let stored = try raw.withDatabase { db throws(StateError) in try db.query("SELECT public_key FROM trusted_keys WHERE name = 'other'") }
+        #expect(stored.first?["public_key"]?.text == "scoped:" + other.publicKey)
+        #expect(try raw.trustedKeys()["other"] == other.publicKey)
         #expect(list.contains("vendor  \(vendor.publicKey)  (key \(vendor.fingerprint))  may sign pin only\n"), "\(list)")
         let badCLI = try TestEnvironment.run(keel, ["trust", "add", "x", vendor.publicKey, "--only", "../etc"] + common)
         #expect(badCLI.status == 64 && badCLI.stderr.contains(#"--only: "../etc" is not a plugin id or a prefix of ids ending in * (acme-*)"#), "\(badCLI.stderr)")

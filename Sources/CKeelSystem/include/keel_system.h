@@ -82,4 +82,15 @@ int keel_return_large_blocks(int bytes);
  * when the file cannot be read, either time. */
 int keel_cgroup_kill_members(const char *procs);
 
+/* The last error status the host returned to a plugin's call on this thread since keel_host_refusal_take (0: none).
+ * The host's functions a route handler may call note their refusals here; once the handler returned, the host takes
+ * it: a handler whose error status is exactly that one passed the host's refusal on (not its own answer). */
+extern __thread int32_t keel_host_refusal_last __attribute__((tls_model("initial-exec")));
+static inline void keel_host_refusal_note(int32_t status) { keel_host_refusal_last = status; }
+static inline int32_t keel_host_refusal_take(void) {
+    int32_t status = keel_host_refusal_last;
+    keel_host_refusal_last = 0;
+    return status;
+}
+
 #endif

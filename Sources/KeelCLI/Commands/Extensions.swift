@@ -85,8 +85,10 @@ extension KeelCommand {
                     try printJSON(ids.map { id in
                         let best = try? store.resolve(id, version: nil, offers: byID[id] ?? [])
                         let trusted = keySet.keys(for: id)
+                        // Signed: a signature that is not forged (checked against any trusted key of that name);
+                        // trusted: by a key trusted for this id.
                         return SearchJSON(id: id, version: best?.entry.version, repository: best?.repository.name,
-                                          signed: best.map { ExtensionStore.showsSigned($0, trusted: trusted) },
+                                          signed: best.map { ExtensionStore.showsSigned($0, trusted: keySet.keys) },
                                           signer: best?.entry.signature == nil ? nil : best?.entry.signer.map(ExtensionStore.displayName),
                                           trusted: best.map { ExtensionStore.signedByTrustedKey($0, trusted: trusted) },
                                           description: best.map { $0.entry.description ?? $0.entry.name })
@@ -97,7 +99,7 @@ extension KeelCommand {
                 for id in ids {
                     do {
                         let best = try store.resolve(id, version: nil, offers: byID[id] ?? [])
-                        let mark = ExtensionStore.catalogMark(best, trusted: keySet.keys(for: id))
+                        let mark = ExtensionStore.catalogMark(best, keys: keySet)
                         // The index's text as one line that shows what it is (no control character can redraw the mark away).
                         print("\(id) \(best.entry.version)  [\(best.repository.name)]\(mark)  \(ExtensionStore.displayName(best.entry.description ?? best.entry.name))")
                     } catch {

@@ -19,7 +19,9 @@
  *   HANDLER_FAILS_NO_CTX            the same, reporting its message with set_error(NULL, ...)
  *   HANDLER_UNAVAILABLE="path"      the route handler appends a byte to path, then returns KEEL_ERR_UNAVAILABLE ("the
  *                                   item store is down", or UNAVAILABLE_MESSAGE="...")
- *   HANDLER_STATUS=N                the route handler returns status N, its message "refused with status N"
+ *   HANDLER_STATUS=N                the route handler returns status N, its message "refused with status N"; with
+ *                                   HANDLER_ASKS_BADLY, it first asks the host for status 42, which the host refuses
+ *                                   (KEEL_ERR_INVALID_ARGUMENT)
  *   EXTRA_ROUTES=N                  register N extra routes "/r<i>"
  *   ROUTE_SET                       also register overlapping patterns under /items and /things, each answering
  *                                   "via=<label>", to check which one a path reaches
@@ -161,7 +163,12 @@ static keel_status ping(void *user_data, const keel_http_request *req, keel_http
     the_host->set_error(NULL, keel_cstr("failed without a ctx"));
     return KEEL_ERR_INTERNAL;
 #elif defined(HANDLER_STATUS)
-    (void)req; (void)res;
+    (void)req;
+#ifdef HANDLER_ASKS_BADLY
+    (void)res->set_status(res, 42);
+#else
+    (void)res;
+#endif
     the_host->set_error(the_ctx, keel_cstr("refused with status " FIXTURE_STR(HANDLER_STATUS)));
     return HANDLER_STATUS;
 #elif defined(HANDLER_UNAVAILABLE)

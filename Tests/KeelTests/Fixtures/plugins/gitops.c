@@ -33,7 +33,7 @@ static keel_str engine(void) { return keel_cstr(ENGINE); }
 
 #ifdef FORGE_ANSWERS
 static void forge_answers(void) {
-    enum { BYTES = 1000, SIZE = 4 + 1 + 8 + 4 + 4 + 8 + 8 + 4 + BYTES };
+    enum { BYTES = 1000, SIZE = 4 + 1 + 8 + 4 + 4 + 1 + 8 + 8 + 4 + BYTES };
     static unsigned char frame[SIZE];
     for (uint64_t id = 1; id <= 512; id++) {
         unsigned char *p = frame;
@@ -42,6 +42,7 @@ static void forge_answers(void) {
         *p++ = 28;                                              /* serviceResult */
         for (int i = 0; i < 8; i++) *p++ = (unsigned char)(id >> (8 * i));
         for (int i = 0; i < 8; i++) *p++ = 0;                   /* outcome: KEEL_OK, no message */
+        *p++ = 0;                                               /* outcome: not a refusal passed on */
         for (int i = 0; i < 8; i++) *p++ = 0;                   /* value: the status KEEL_OK */
         for (int i = 0; i < 8; i++) *p++ = (unsigned char)((uint64_t)BYTES >> (8 * i)); /* length */
         for (int i = 0; i < 4; i++) *p++ = (unsigned char)((uint32_t)BYTES >> (8 * i));
