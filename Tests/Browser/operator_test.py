@@ -207,7 +207,7 @@ def main():
         def untrust():
             d.get(args.url + "/#/repositories")
             shown("repositories")
-            key = base64.b64encode(bytes([7] * 32)).decode()
+            key = base64.b64encode(bytes([9] * 32)).decode()  # [7] is acme-release's: a key has one name
             css('form[data-form="trust"] input[name="name"]').send_keys("leaked")
             css('form[data-form="trust"] input[name="publicKey"]').send_keys(key)
             click('form[data-form="trust"] button[type="submit"]')

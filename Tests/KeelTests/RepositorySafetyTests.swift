@@ -252,6 +252,8 @@ struct RepositorySafetyTests {
         let direct = try TestEnvironment.run(keel, ["search", "up"] + common, environment: through.merging(["no_proxy": "keel.invalid"]) { $1 })
         #expect(direct.stderr.contains("\(far)/index.yaml: unreachable: unknown host"), "\(direct.stderr)")
         #expect(!direct.stderr.contains("through the proxy"), "\(direct.stderr)")
+        #expect(direct.status == 1 && direct.stderr.hasSuffix("keel: error: no repository could be read (the warning above says why)\n"),
+                "every repository unreadable is a failure, not \"nothing found\": \(direct.status) \(direct.stderr)")
 
         // https goes through CONNECT, which this proxy refuses.
         #expect(try TestEnvironment.run(keel, ["repo", "add", "tls", "https://repo.keel.invalid"] + common).status == 0)

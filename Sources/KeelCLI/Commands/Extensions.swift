@@ -74,6 +74,10 @@ extension KeelCommand {
                 let store = ExtensionStore(state: try options.openState(), pluginsDirectory: options.pluginsDirectory)
                 let (offers, problems) = try await store.fetchIndexes()
                 for p in problems { SystemFile.say("keel: warning: \(p)\n", to: 2) }
+                // Every repository unreadable is a failure, not "nothing found" (which reads as: no such plugin).
+                if offers.isEmpty && !problems.isEmpty {
+                    throw CLIError("no repository could be read (\(problems.count == 1 ? "the warning above says" : "the warnings above say") why)")
+                }
                 // Grouped by id first: looking each id up among every offer is quadratic in the index's size.
                 let byID = Dictionary(grouping: offers, by: \.id)
                 let ids = byID.keys.sorted().filter { id in
