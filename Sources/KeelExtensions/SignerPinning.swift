@@ -99,7 +99,7 @@ extension ExtensionStore {
         case nil:
             guard let pinned else {
                 if allowUnsigned == false, outOfScope != nil {
-                    throw mismatch("\(package); refused (\(widen), or pass --allow-unsigned to install it unpinned)")
+                    throw mismatch("\(package); refused (\(widen); keel \(command) \(id) --allow-unsigned takes it unpinned)")
                 }
                 return SignerCheck(pinned: nil, offered: offered, note: offered.map { "\"\(id)\" pinned to signer \(Self.describe($0))" })
             }

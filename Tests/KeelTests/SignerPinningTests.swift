@@ -162,7 +162,7 @@ struct SignerPinningTests {
         let refused = try #require(await Self.refused(kernel, .install(id: "pin", version: "1.0.0", allowUnsigned: false)))
         // Refused before anything is fetched or recorded, as a signer refusal (audited with its reason).
         #expect(refused.code == .signerMismatch && refused.description.contains(
-            #"pin 1.0.0 is signed by "vendor", which this host trusts to sign vend-*, vendor.tools only; refused (keel trust add vendor KEY --only ... sets what it may sign, or pass --allow-unsigned to install it unpinned)"#),
+            #"pin 1.0.0 is signed by "vendor", which this host trusts to sign vend-*, vendor.tools only; refused (keel trust add vendor KEY --only ... sets what it may sign; keel install pin --allow-unsigned takes it unpinned)"#),
                 "\(refused.description)")
         #expect(try kernel.state.plugin("pin") == nil, "a refused install records nothing")
         #expect(!FileManager.default.fileExists(atPath: f.plugins + "/pin"), "nothing was installed")
