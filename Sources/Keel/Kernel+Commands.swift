@@ -176,6 +176,7 @@ extension Kernel {
             // A key has one name: under a second name, with a scope of its own, a repository naming that signer
             // would choose the wider scope.
             let bytes = Data(base64Encoded: publicKey)
+            // Said here with its fix and as a conflict; the store refuses it too, in its transaction.
             if let other = (try? state.trustedKeys())?.first(where: { $0.key != name && Data(base64Encoded: $0.value) == bytes })?.key {
                 throw KernelError(.conflict, reason: "this key is already trusted as \"\(other)\" (key \(ExtensionStore.fingerprint(publicKey))); "
                                   + "a key has one name (keel trust add \(other) KEY --only ... sets what it may sign)")

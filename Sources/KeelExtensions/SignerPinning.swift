@@ -93,6 +93,9 @@ extension ExtensionStore {
             } else { "\"\(id)\" pinned to signer \(Self.describe(offered)) by the operator" }
             return SignerCheck(pinned: pinned, offered: offered, note: note)
         case .forget?:
+            if allowUnsigned == false, outOfScope != nil {
+                throw mismatch("\(package); refused (\(widen); keel \(command) \(id) --no-signer --allow-unsigned takes it unpinned)")
+            }
             let note = pinned.map { "signer \(Self.describe($0)) of \"\(id)\" unpinned by the operator" + (offered.map { "; now pinned to \(Self.describe($0))" } ?? "") }
                 ?? offered.map { "\"\(id)\" pinned to signer \(Self.describe($0))" }
             return SignerCheck(pinned: pinned, offered: offered, note: note)

@@ -10,7 +10,9 @@ extension HostABI {
         let table = UnsafeMutablePointer<keel_host_commands>.allocate(capacity: 1)
         var c = keel_host_commands()
         c.struct_size = UInt32(MemoryLayout<keel_host_commands>.size)
-        c.call = { ctx, plugin, name, args, principal, out, cap, outLength in HostRefusal.noted({
+        c.call = { ctx, plugin, name, args, principal, out, cap, outLength in
+            var answeredByCommand = false
+            let status: keel_status = {
             guard let context = HostABI.context(ctx), let principal, let outLength, cap == 0 || out != nil else {
                 return KEEL_ERR_INVALID_ARGUMENT
             }
@@ -43,7 +45,9 @@ extension HostABI {
                 case .badArgument: return KEEL_ERR_INVALID_ARGUMENT
                 case .forbidden: return KEEL_ERR_DENIED
                 case .tooLarge: return KEEL_ERR_LIMIT
-                case .failed: return error.status
+                case .failed:
+                    answeredByCommand = true
+                    return error.status
                 }
             case let .success(json):
                 let bytes = Array(json.utf8)
@@ -52,7 +56,11 @@ extension HostABI {
                 if let out, !bytes.isEmpty { bytes.withUnsafeBytes { source in UnsafeMutableRawPointer(out).copyMemory(from: source.baseAddress!, byteCount: bytes.count) } }
                 return KEEL_OK
             }
-        }()) }
+            }()
+            // The command's own status is its plugin's answer; anything else here is the host's.
+            if answeredByCommand { HostRefusal.notRefused() } else { _ = HostRefusal.noted(status) }
+            return status
+        }
         table.initialize(to: c)
         return table
     }()

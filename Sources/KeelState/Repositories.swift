@@ -1,5 +1,7 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
+import Foundation
+
 /// The repositories plugins are installed from, and the ed25519 keys trusted to sign them.
 ///
 /// Thread-safe and blocking, like every `StateStore` call. Each change is one transaction, refused as a whole
@@ -80,6 +82,15 @@ extension StateStore {
         try change { db throws(StateError) in
             guard Self.isName(name) else { return "\"\(name)\" is not a valid key name" }
             if let only, let problem = TrustScope.problem(only) { return problem }
+            // A key has one name (compared as bytes, in this transaction: two hosts of a shared state cannot both
+            // pass): under a second name, with a scope of its own, a repository naming that signer would pick it.
+            if let bytes = Data(base64Encoded: publicKey) {
+                for row in try db.query("SELECT name, public_key FROM trusted_keys WHERE name <> ?", [.text(name)]) {
+                    guard let other = row["name"]?.text, let held = row["public_key"]?.text,
+                          Data(base64Encoded: TrustScope.key(stored: held)) == bytes else { continue }
+                    return "this key is already trusted as \"\(other)\"; a key has one name"
+                }
+            }
             let scope: StateValue = only.map { .text(TrustScope.stored($0)) } ?? .null
             // A scoped key is stored so that a host of an earlier keel (on a shared state, or still running beside a
             // newer CLI), which does not read scopes, reads no key at all: it fails closed, never taking the key as

@@ -182,7 +182,9 @@ struct HTTPTests {
         try f.fixtureBundle("passon", defines: ["HANDLER_STATUS=2", "HANDLER_ASKS_BADLY"])
         try f.fixtureBundle("ownword", defines: ["HANDLER_STATUS=5", "HANDLER_ASKS_BADLY"])
         try f.fixtureBundle("wpasson", defines: ["HANDLER_STATUS=2", "HANDLER_ASKS_BADLY"], extra: "isolation: process\n")
-        let server = try startServer(f, enable: cases.map { "st\($0.0)" } + ["passon", "ownword", "wpasson"])
+        // A refusal the handler dealt with, followed by a call that succeeded, is not what it passes on.
+        try f.fixtureBundle("recovered", defines: ["HANDLER_STATUS=2", "HANDLER_ASKS_BADLY", "THEN_WELL"])
+        let server = try startServer(f, enable: cases.map { "st\($0.0)" } + ["passon", "ownword", "wpasson", "recovered"])
         defer { server.stop() }
         for (status, http, code) in cases {
             let answer = try await server.request("GET", "/ext/st\(status)/ping")
@@ -197,6 +199,7 @@ struct HTTPTests {
             #expect(passed.status == 500 && passed.errorCode == "plugin-error", "\(id): \(passed.status) \(passed.text)")
         }
         #expect(try await server.request("GET", "/ext/ownword/ping").status == 404)
+        #expect(try await server.request("GET", "/ext/recovered/ping").status == 400)
         #expect(await waitFor(10) {
             server.errors.value.contains(#"[st5] GET /ext/st5/ping: the plugin refused it (404): plugin "st5": KEEL_ERR_NOT_FOUND: refused with status 5"#)
                 && server.errors.value.contains(#"[st6] GET /ext/st6/ping: the plugin refused it (501): plugin "st6": KEEL_ERR_UNSUPPORTED"#)

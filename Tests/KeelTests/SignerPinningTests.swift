@@ -227,6 +227,10 @@ struct SignerPinningTests {
         // A key has one name: under a second one (unscoped, or with another scope) a repository could pick the wider.
         let twice = try TestEnvironment.run(keel, ["trust", "add", "vendor2", vendor.publicKey] + common)
         #expect(twice.status == 1 && twice.stderr.contains(#"this key is already trusted as "vendor""#), "\(twice.stderr)")
+        guard case let .refused(why) = try StateStore(path: f.state).trustKey(name: "vendor3", publicKey: vendor.publicKey, only: ["x"]) else {
+            Issue.record("the store took a second name for a key"); return
+        }
+        #expect(why == #"this key is already trusted as "vendor"; a key has one name"#)
         // A host of an earlier keel reads a scoped key as no key at all (fails closed), never as unscoped.
         let raw = try StateStore(path: f.state)
         let stored = try raw.withDatabase { db throws(StateError) in try db.query("SELECT public_key FROM trusted_keys WHERE name = 'other'") }

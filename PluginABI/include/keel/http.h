@@ -66,8 +66,9 @@ struct keel_http_response {
  * any other status discards it and the host answers in its own JSON error shape: KEEL_ERR_INVALID_ARGUMENT 400,
  * KEEL_ERR_DENIED 403, KEEL_ERR_NOT_FOUND 404, KEEL_ERR_CONFLICT and KEEL_ERR_WRONG_STATE 409, KEEL_ERR_UNSUPPORTED
  * 501, KEEL_ERR_UNAVAILABLE (cannot serve now: a store it needs is down) 503, anything else 500 (hosts before
- * 2026-12-07 answered 500 for all but UNAVAILABLE). A status the host had just returned to one of the handler's own
- * calls (passed on: `if (st) return st;`) is answered 500 (503 for UNAVAILABLE): the client is not at fault.
+ * 2026-12-07 answered 500 for all but UNAVAILABLE). The status the host returned to the handler's last call into it
+ * (passed on: `if (st) return st;`) is answered 500 (503 for UNAVAILABLE): the client is not at fault (a called
+ * command's own status is that plugin's answer, answered as above).
  * The message given to set_error goes to the log, not the client
  * (answer the 4xx yourself to give the client your words); the request is not made again. Only KEEL_ERR_INTERNAL,
  * KEEL_ERR_NO_MEMORY and a status outside this header count toward disabling a misbehaving plugin.

@@ -75,7 +75,7 @@ extension KeelCommand {
                 let (offers, problems) = try await store.fetchIndexes()
                 for p in problems { SystemFile.say("keel: warning: \(p)\n", to: 2) }
                 // Every repository unreadable is a failure, not "nothing found" (which reads as: no such plugin).
-                if offers.isEmpty && !problems.isEmpty {
+                if !problems.isEmpty, problems.count >= (try? store.state.repositories().count) ?? 0 {
                     throw CLIError("no repository could be read (\(problems.count == 1 ? "the warning above says" : "the warnings above say") why)")
                 }
                 // Grouped by id first: looking each id up among every offer is quadratic in the index's size.

@@ -21,7 +21,7 @@
  *                                   item store is down", or UNAVAILABLE_MESSAGE="...")
  *   HANDLER_STATUS=N                the route handler returns status N, its message "refused with status N"; with
  *                                   HANDLER_ASKS_BADLY, it first asks the host for status 42, which the host refuses
- *                                   (KEEL_ERR_INVALID_ARGUMENT)
+ *                                   (KEEL_ERR_INVALID_ARGUMENT); with THEN_WELL, then for 200, which it grants
  *   EXTRA_ROUTES=N                  register N extra routes "/r<i>"
  *   ROUTE_SET                       also register overlapping patterns under /items and /things, each answering
  *                                   "via=<label>", to check which one a path reaches
@@ -166,6 +166,9 @@ static keel_status ping(void *user_data, const keel_http_request *req, keel_http
     (void)req;
 #ifdef HANDLER_ASKS_BADLY
     (void)res->set_status(res, 42);
+#ifdef THEN_WELL
+    (void)res->set_status(res, 200);
+#endif
 #else
     (void)res;
 #endif

@@ -106,17 +106,19 @@ static void write_all(const unsigned char *p, size_t n) {
     }
 }
 
-/* A `response` answer to call `id`: outcome ok (i32 0, empty message), status, no headers, empty body. */
+/* A `response` answer to call `id`: outcome ok (i32 0, empty message, not a refusal passed on), status, no headers,
+ * empty body. */
 static void forge_response(uint64_t id, int64_t status) {
-    unsigned char f[4 + 1 + 8 + 4 + 4 + 8 + 4 + 4];
+    unsigned char f[4 + 1 + 8 + 4 + 4 + 1 + 8 + 4 + 4];
     put32(f, sizeof f - 4);
     f[4] = 22;
     put64(f + 5, id);
     put32(f + 13, 0);
     put32(f + 17, 0);
-    put64(f + 21, (uint64_t)status);
-    put32(f + 29, 0);
-    put32(f + 33, 0);
+    f[21] = 0;
+    put64(f + 22, (uint64_t)status);
+    put32(f + 30, 0);
+    put32(f + 34, 0);
     write_all(f, sizeof f);
 }
 
