@@ -127,6 +127,7 @@ final class WorkerConnection: Sendable {
         // No Swift crash backtracer in the worker: a crash is expected there, and reported by the host.
         var environment = ChildEnvironment.scrubbed(ProcessInfo.processInfo.environment)
         environment["SWIFT_BACKTRACE"] = "enable=no"
+        environment[WorkerMain.wireVariable] = String(WorkerMain.wireVersion)
         environment[WorkerMain.readableVariable] = readable.joined(separator: "\n")
         environment[WorkerMain.networkVariable] = network ? "1" : nil
         environment[WorkerMain.processesVariable] = processes ? "1" : nil

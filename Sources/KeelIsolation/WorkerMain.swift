@@ -18,6 +18,13 @@ import Synchronization
 public enum WorkerMain {
     /// Runs the worker on `socket` until the host ends it. Never returns.
     public static func run(socket: Int32 = 0) -> Never {
+        // A worker of another keel build (the executable replaced while the server runs) would misread every frame.
+        let spoken = getenv(wireVariable).map { String(cString: $0) }
+        guard spoken == String(wireVersion) else {
+            say("speaks worker protocol \(wireVersion), the host \(spoken ?? "none (an earlier keel)"): the keel executable was "
+                + "replaced after the server started; restart the server")
+            exit(78)
+        }
         if getenv(confinedMarker) == nil {
             var noCore = rlimit(rlim_cur: 0, rlim_max: 0)
             setrlimit(Int32(RLIMIT_CORE.rawValue), &noCore)
@@ -74,6 +81,12 @@ public enum WorkerMain {
         watcher.stackSize = 64 << 10
         watcher.start()
     }
+
+    /// The version of the frames host and worker exchange (`Wire`), raised with every change to them (2: an
+    /// outcome says whether a refusal was passed on). The host names its own in `wireVariable`; a worker of another
+    /// version ends at once, saying so, before it reads a frame.
+    static let wireVersion = 2
+    static let wireVariable = "KEEL_WORKER_WIRE"
 
     /// Set for the confined re-execution of a worker (`run`).
     static let confinedMarker = "KEEL_WORKER_CONFINED"

@@ -51,6 +51,17 @@ struct IsolationTests {
         }
     }
 
+    @Test("a worker of another keel build (the executable replaced while the server runs) ends at once, saying so, before it reads a frame")
+    func workerOfAnotherBuild() throws {
+        for (given, says) in [("1", "the host 1"), (nil, "the host none (an earlier keel)")] {
+            let r = try TestEnvironment.run("/bin/sh", ["-c", given == nil ? #"unset KEEL_WORKER_WIRE; exec "$0" worker < /dev/null"#
+                                                             : #"KEEL_WORKER_WIRE=1 exec "$0" worker < /dev/null"#, keel])
+            #expect(r.status == 78, "\(r.status) \(r.stderr)")
+            #expect(r.stderr == "keel worker: speaks worker protocol 2, \(says): the keel executable was replaced after the server started; restart the server\n",
+                    "\(r.stderr)")
+        }
+    }
+
     @Test("100 requests of which every tenth crashes the worker: 90 successes, 10 clean 502s, the host never dies")
     func crashesFailOnlyTheirRequests() async throws {
         let f = try stage()
