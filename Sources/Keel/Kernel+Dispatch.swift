@@ -65,16 +65,8 @@ extension Kernel {
             case let .success(response): return response
             case let .failure(error) where error.isNotActive: continue
             case let .failure(error):
-                let answer = error.httpAnswer
-                if error.status == StatusCode.unavailable {
-                    log(.warn, error.pluginID, "\(seen.method) \(seen.path): the plugin cannot serve it now: \(error)")
-                } else if error.passedOn {
-                    log(.error, error.pluginID, "\(seen.method) \(seen.path) failed: the handler passed on the host's refusal of its call: \(error)")
-                } else if error.isRefusal {
-                    log(.warn, error.pluginID, "\(seen.method) \(seen.path): the plugin refused it (\(answer.status)): \(error)")
-                } else {
-                    log(.error, error.pluginID, "\(seen.method) \(seen.path) failed: \(error)")
-                }
+                let answer = error.httpAnswer, (level, text) = error.handlerLog(method: seen.method, path: seen.path)
+                log(level, error.pluginID, text)
                 return Self.errorResponse(answer.status, answer.code, answer.message)
             }
         }

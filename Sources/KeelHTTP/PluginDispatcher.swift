@@ -283,16 +283,8 @@ struct PluginDispatcher: Sendable {
         case let .failure(error):
             // The plugin's own "not now" (its database down) is not made again: the client may retry. A refusal is
             // the client's fault (a warning); anything else the plugin's or its worker's (an error).
-            let answer = error.httpAnswer
-            let (level, said): (LogLevel, String) =
-                switch error.status {
-                case StatusCode.unavailable: (.warn, ": the plugin cannot serve it now: \(error)")
-                case StatusCode.workerCrashed, StatusCode.workerTimedOut: (.error, " failed: \(error.message)")
-                case _ where error.passedOn: (.error, " failed: the handler passed on the host's refusal of its call: \(error)")
-                case _ where error.isRefusal: (.warn, ": the plugin refused it (\(answer.status)): \(error)")
-                default: (.error, " failed: \(error)")
-                }
-            gatekeeper.log(LogRecord(level: level, pluginID: error.pluginID, message: "\(method) \(path)\(said)", requestID: requestID))
+            let answer = error.httpAnswer, (level, text) = error.handlerLog(method: method, path: path)
+            gatekeeper.log(LogRecord(level: level, pluginID: error.pluginID, message: text, requestID: requestID))
             // The plugin's own 404 carries the request's id: only the host's 404 must read as one for no route.
             var refusal = APIError(.init(code: answer.status), answer.code, answer.message)
             refusal.requestID = requestID

@@ -4,10 +4,11 @@ import CKeelABI
 import CKeelSystem
 
 /// The outcome of a plugin's last call into the host while a route handler runs, noted on the calling thread so that a
-/// handler whose error status is the one the host just returned to its last call is known to pass the host's refusal on
-/// (`PluginCallError.passedOn`): no provider of an interface, a command the caller may not call, a bad `set_status`, a
-/// response over the limit. A called command's own error status is that plugin's answer, not a refusal. Its client is then answered 500 (the plugin could not serve), not the refusal's 4xx,
-/// which would blame the client for the plugin's or the operator's fault.
+/// handler whose error status is the one the host returned to its last call is known to pass the host's refusal on
+/// (`PluginCallError.passedOn`): no provider of an interface, a command the caller may not call, a bad `set_status`,
+/// a response over the limit. A called command's own error status is that plugin's answer, not a refusal. Its client
+/// is then answered 500 (the plugin could not serve), not the refusal's 4xx, which would blame the client for the
+/// plugin's or the operator's fault.
 /// Thread: the plugin's call's own (a C thread-local: nothing is shared).
 enum HostRefusal {
     /// `status`, noted as the outcome of the plugin's last call into the host (`KEEL_OK` too: a refusal the handler

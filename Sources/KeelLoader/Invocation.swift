@@ -297,8 +297,18 @@ public struct PluginCallError: Error, Sendable, CustomStringConvertible {
         StatusCode.httpAnswer(passedOn && status != StatusCode.unavailable ? StatusCode.internalError : status)
     }
 
-    /// Whether the log calls this failure a refusal (a warning) rather than the plugin's failure (an error).
-    public var isRefusal: Bool { StatusCode.isRefusal(status) && !passedOn }
+    /// The log line for a failed route handler answering `method path`, and its level: a warning for the plugin's
+    /// "not now" and for a refusal it meant (the client's fault), an error for anything else (a refusal it passed
+    /// on, a crashed or timed-out worker, its own failure). One wording for the HTTP server and `Kernel.dispatch`.
+    public func handlerLog(method: String, path: String) -> (level: LogLevel, text: String) {
+        switch status {
+        case StatusCode.unavailable: (.warn, "\(method) \(path): the plugin cannot serve it now: \(self)")
+        case StatusCode.workerCrashed, StatusCode.workerTimedOut: (.error, "\(method) \(path) failed: \(message)")
+        case _ where passedOn: (.error, "\(method) \(path) failed: the handler passed on the host's refusal of its call: \(self)")
+        case _ where StatusCode.isRefusal(status): (.warn, "\(method) \(path): the plugin refused it (\(httpAnswer.status)): \(self)")
+        default: (.error, "\(method) \(path) failed: \(self)")
+        }
+    }
 
     public init(pluginID: String, status: Int32, message: String) {
         self.pluginID = pluginID
