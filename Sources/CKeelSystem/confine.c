@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <unistd.h>
 #include <linux/audit.h>
 #include <linux/capability.h>
@@ -43,21 +44,32 @@
 
 int keel_make_undumpable(void) { return prctl(PR_SET_DUMPABLE, 0, 0, 0, 0); }
 
+int keel_name_process(const char *name) {
+    int fd = open("/proc/self/comm", O_WRONLY | O_CLOEXEC), ok = -1;
+    if (fd >= 0) {
+        size_t length = strlen(name);
+        ok = write(fd, name, length > 15 ? 15 : length) >= 0 ? 0 : -1;
+        close(fd);
+    }
+    return prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0) == 0 ? ok : -1;
+}
+
 /* Drops every capability: from the bounding set (so that no program it executes gets one back, the worker's own
  * re-execution included) and from the ambient, effective, permitted and inheritable sets. A worker run as root keeps
  * uid 0 but none of root's powers: CAP_SYS_PTRACE would open a non-dumpable host's /proc/<pid>/mem, CAP_SYS_ADMIN
  * and CAP_PERFMON its /proc/<pid>/environ (the admin token) despite Landlock, and the others reboot, load modules,
- * or type into a terminal. Best effort; a process without them has nothing to drop. */
-static void drop_capabilities(void) {
+ * or type into a terminal. Returns capset's result (dropping is always allowed: -1 only when the kernel refuses the
+ * call itself). */
+static int drop_capabilities(void) {
     for (int cap = 0; prctl(PR_CAPBSET_READ, cap, 0, 0, 0) >= 0; cap++) prctl(PR_CAPBSET_DROP, cap, 0, 0, 0);
     prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
     struct __user_cap_header_struct header = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
     struct __user_cap_data_struct none[2] = { { 0, 0, 0 }, { 0, 0, 0 } };
-    syscall(SYS_capset, &header, none);
+    return (int)syscall(SYS_capset, &header, none);
 }
 
 int keel_confine_worker(int network, int processes) {
-    drop_capabilities();
+    if (drop_capabilities() != 0) return -1;
 #ifdef KEEL_AUDIT_ARCH
     uint32_t self = (uint32_t)getpid();
     uint32_t group = (uint32_t)(-(int32_t)self);

@@ -23,7 +23,8 @@ struct CommandRunner: Sendable {
         guard let check = mayWake(plugin, name, principal) else { return nil }
         if case let .failure(refusal) = check { return refusal }
         guard let error = environment.wake(.plugin(plugin)) else { return nil }
-        return Self.wakeFailed(plugin, error)
+        if error.code == .notEnabled { return unreachable(plugin, name, principal, declared: false, visible: false) }
+        return Self.wakeFailed(plugin, error, principal)
     }
 
     /// Nil when `plugin` is not idle; else whether `principal` may wake it to call its command `name`: the refusal
@@ -52,8 +53,12 @@ struct CommandRunner: Sendable {
         return CommandError(.unknown, "no command \(plugin).\(name)" + (visible ? "" : " (no active plugin \"\(plugin)\")"))
     }
 
-    static func wakeFailed(_ plugin: String, _ error: KernelError) -> CommandError {
-        CommandError(.unavailable, "plugin \"\(plugin)\" could not be activated: \(error.reason)")
+    /// The answer for a command whose idle plugin failed to wake. The reason (a `dlopen` error, the host's paths) is
+    /// the operator's: told to the host's own admin, in the plugin's status and log for everyone else, as a route's
+    /// caller is not told it either.
+    static func wakeFailed(_ plugin: String, _ error: KernelError, _ principal: Principal) -> CommandError {
+        let operatorAsks = principal.authenticatedBy == "keel" && principal.roles.contains("admin")
+        return CommandError(.unavailable, "plugin \"\(plugin)\" could not be activated" + (operatorAsks ? ": \(error.reason)" : " (its status says why)"))
     }
 
     func call(plugin: String, name: String, arguments: [CommandArgument], principal: Principal) -> Result<CommandValue, CommandError> {
@@ -141,9 +146,11 @@ extension Kernel {
     /// Wakes `plugin` for a command call `mayWakeForCall` allowed, without holding a thread while it loads (a caller
     /// on Swift's cooperative pool awaits this before `call`, which would otherwise wait for the activation on its
     /// thread). Nil when it is active now; the error to answer otherwise.
-    public func wakeForCall(_ plugin: String) async -> CommandError? {
+    public func wakeForCall(_ plugin: String, as principal: Principal) async -> CommandError? {
         guard isIdle(plugin) else { return nil }
-        do { try wake(plugin) } catch { return CommandRunner.wakeFailed(plugin, error) }
+        do { try wake(plugin) } catch where error.code == .notEnabled {
+            return nil  // disabled or removed meanwhile: `call` answers as for no such plugin
+        } catch { return CommandRunner.wakeFailed(plugin, error, principal) }
         return nil
     }
 

@@ -95,7 +95,7 @@ extension Kernel {
     private func wake(_ id: String, visiting: Set<String>) throws(KernelError) {
         if active[id] != nil { return }
         guard idle.contains(id) else {
-            throw KernelError(.loadFailed, pluginID: id, reason: "plugin \"\(id)\" is not enabled")
+            throw KernelError(.notEnabled, pluginID: id, reason: "plugin \"\(id)\" is not enabled")
         }
         // The first use's record (status and load history) is committed without waiting for the disk: the request
         // that woke the plugin does not wait for a sync. A crash of the process loses none of it (it is in the
@@ -105,7 +105,11 @@ extension Kernel {
         activationRecordsWait = false
         defer { activationRecordsWait = wait }
         do throws(KernelError) {
-            try wakeDependencies(of: id, visiting: visiting.union([id]))
+            do { try wakeDependencies(of: id, visiting: visiting.union([id])) } catch {
+                // `activate` logs its own failure; this one is a dependency's, logged under the dependency's id.
+                log(.error, id, error.reason)
+                throw error
+            }
             try activate(id)
         } catch {
             unpark(id)
@@ -138,12 +142,27 @@ extension Kernel {
 
     /// Wakes the idle plugins `id` needs: its plugin dependencies, and providers of interfaces it requires when no
     /// active plugin provides them.
+    /// - Throws: `KernelError` naming `id`, the plugin it needed and that plugin's reason, when a dependency could not
+    ///   be activated, or when a provider could not and the others woken leave an interface unprovided (one provider
+    ///   that fails does not fail its consumer while another serves it).
     func wakeDependencies(of id: String, visiting: Set<String> = []) throws(KernelError) {
         guard let manifest = bundles[id]?.manifest else { return }
         let providersMissing = missingInterface(manifest) != nil
+        var failedProvider: (id: String, interface: InterfaceID, error: KernelError)?
         for dep in startupDependencies(id) where idle.contains(dep.id) && !visiting.contains(dep.id) {
             if dep.via != nil && !providersMissing { continue }
-            try wake(dep.id, visiting: visiting.union([id]))
+            do { try wake(dep.id, visiting: visiting.union([id])) } catch {
+                if let interface = dep.via {
+                    failedProvider = (dep.id, interface, error)
+                    continue
+                }
+                throw KernelError(error.code, pluginID: id,
+                                  reason: "plugin \"\(id)\" needs plugin \"\(dep.id)\", which could not be activated: \(error.reason)")
+            }
+        }
+        if let failed = failedProvider, missingInterface(manifest) != nil {
+            throw KernelError(failed.error.code, pluginID: id, reason: "plugin \"\(id)\" needs interface \(failed.interface), whose "
+                              + "provider \"\(failed.id)\" could not be activated: \(failed.error.reason)")
         }
     }
 

@@ -58,7 +58,14 @@ extension Kernel {
         guard let old = active[id] else {
             // An idle lazy plugin stays idle: its next use loads the current build.
             if idle.contains(id) { return park(id) }
-            if (try? state.plugin(id))?.enabled == true { try activate(id, reusing: false); return }
+            if (try? state.plugin(id))?.enabled == true {
+                // As an enable does: a lazy one is parked (its next use loads the new build), an eager one's idle
+                // dependencies are woken first.
+                if isLazy(id) { return park(id) }
+                try wakeDependencies(of: id)
+                try activate(id, reusing: false)
+                return
+            }
             // Disabled: nothing is loaded (its next enable loads the current build), unless that build cannot be
             // loaded at all, which fails the command (and its audit row) with the bundle's reason.
             if let problem = bundles[id]?.problem {
@@ -184,7 +191,10 @@ extension Kernel {
                 if !byOtherFolder.contains(id) { _ = releaseRebuiltQuarantines(only: [id]) }
                 guard (try? state.plugin(id))?.enabled == true else { continue }
                 // A lazy plugin is left idle: its next use loads the new build, as at start (not loaded now).
-                if isLazy(id) { park(id) } else { try? activate(id) }
+                if isLazy(id) { park(id) } else {
+                    try? wakeDependencies(of: id)  // a failure is the dependency's; `activate` records what it leaves
+                    try? activate(id)
+                }
             }
         }
         if !ids.isEmpty { noteChanged() }

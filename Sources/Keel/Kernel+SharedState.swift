@@ -12,7 +12,9 @@ extension Kernel {
         public var installed: [String] = []
         /// Reloaded because another host changed their grants or configuration.
         public var reloaded: [String] = []
-        public var isEmpty: Bool { activated.isEmpty && deactivated.isEmpty && installed.isEmpty && reloaded.isEmpty }
+        /// Lazy plugins enabled elsewhere, left idle here until first used.
+        public var parked: [String] = []
+        public var isEmpty: Bool { activated.isEmpty && deactivated.isEmpty && installed.isEmpty && reloaded.isEmpty && parked.isEmpty }
     }
 
     /// Brings this host in line with the stored desired state: installs from the repositories the plugins recorded
@@ -49,24 +51,37 @@ extension Kernel {
             try? state.setStatus(id, .disabled)
             changed.deactivated.append(id)
         }
+        // An idle lazy plugin disabled elsewhere is idle no more: its next request must not wake it.
+        for id in idle.sorted() where byID[id].map({ !$0.enabled }) ?? true {
+            unpark(id)
+            if byID[id] != nil { try? state.setStatus(id, .disabled) }
+            changed.deactivated.append(id)
+        }
         // Grants and configuration changed elsewhere: a revoke is not left unheeded on this host.
         let (reloaded, stopped, regranted) = followGrantsAndConfiguration()
         changed.reloaded = reloaded
         changed.deactivated += stopped
         // A plugin failed here is tried again when its grants or configuration changed (what it lacked may be that),
         // unless it is quarantined.
+        // Idle lazy plugins are wanted already: parked, they wake on first use.
         let wanted = Set(records.filter {
-            $0.enabled && bundles[$0.id] != nil && active[$0.id] == nil && !stopped.contains($0.id)
+            $0.enabled && bundles[$0.id] != nil && active[$0.id] == nil && !idle.contains($0.id) && !stopped.contains($0.id)
                 && ($0.status != .failed || installed.contains($0.id) || (regranted.contains($0.id) && (try? isQuarantined($0.id)) != true))
         }.map(\.id))
         if !wanted.isEmpty {
-            let plan = activationPlan(for: wanted).filter { active[$0] == nil }
+            // As at start: lazy ones enabled elsewhere are parked here, unless an eager one needs them now.
+            let (now, lazy) = splitLazy(wanted)
+            let plan = activationPlan(for: now).filter { active[$0] == nil }
             activateAll(plan)
             changed.activated = plan.filter { active[$0] != nil }
+            let parked = lazy.sorted().filter { active[$0] == nil }
+            park(parked)
+            changed.parked = parked.filter { idle.contains($0) }
         }
         if !changed.isEmpty {
             log(.info, nil, "applied the shared state: installed [\(changed.installed.joined(separator: ", "))], activated [\(changed.activated.joined(separator: ", "))], deactivated [\(changed.deactivated.joined(separator: ", "))]"
-                + (changed.reloaded.isEmpty ? "" : ", reloaded with changed grants or configuration [\(changed.reloaded.joined(separator: ", "))]"))
+                + (changed.reloaded.isEmpty ? "" : ", reloaded with changed grants or configuration [\(changed.reloaded.joined(separator: ", "))]")
+                + (changed.parked.isEmpty ? "" : ", left idle until first used [\(changed.parked.joined(separator: ", "))]"))
             noteChanged()
         }
         return changed

@@ -37,6 +37,8 @@ public struct KernelError: Error, Sendable, CustomStringConvertible {
         public static let unanswered = Code(name: "unanswered")
         /// No repository offers the plugin, or the version asked for, to install or upgrade. Nothing changed.
         public static let notOffered = Code(name: "not-offered")
+        /// A plugin to wake is not enabled (any more): disabled, removed or failed while the call waited for it.
+        public static let notEnabled = Code(name: "not-enabled")
     }
 
     public var code: Code

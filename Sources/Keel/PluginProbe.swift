@@ -13,7 +13,7 @@ import Synchronization
 /// exit code or time-out as the plugin's failure and never loads it. The child runs with `KEEL_PROBE=1` in its
 /// environment and without core dumps. Thread-safe; blocks the caller while the child runs.
 public struct PluginProbe: Sendable {
-    /// The `keel` executable to run as `keel probe`.
+    /// The `keel` executable to run as `keel probe`: `OwnExecutable.execPath` for a host that is itself `keel`.
     public var executable: String
     /// How long the child may take (seconds) before it is killed and the library is reported as hanging.
     public var timeout: Double
@@ -21,14 +21,6 @@ public struct PluginProbe: Sendable {
     public init(executable: String, timeout: Double = 10) {
         self.executable = executable
         self.timeout = timeout
-    }
-
-    /// The path of the running executable (for a host that is itself `keel`).
-    public static var currentExecutable: String? {
-        var buffer = [CChar](repeating: 0, count: 4096)
-        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-        guard n > 0 else { return nil }
-        return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     /// What the child found.
@@ -46,7 +38,7 @@ public struct PluginProbe: Sendable {
     /// `/proc/<pid>/fd` can be closed to it (a host that is not dumpable, run by a user without `CAP_SYS_PTRACE`).
     public func run(library: String, descriptor: Int32? = nil, manifestPath: String?, shownPath: String) -> Outcome {
         let opened = descriptor.map { _ in "/proc/self/fd/\(ChildProcess.passedDescriptor)" } ?? library
-        var arguments = [executable, "probe", "--library", opened, "--shown-path", shownPath]
+        var arguments = [OwnExecutable.shown(executable), "probe", "--library", opened, "--shown-path", shownPath]
         if let manifestPath { arguments += ["--manifest", manifestPath] }
         // No Swift crash backtracer in the child: a crash is expected there and is reported by the parent. None of the
         // host's settings or secrets either (the admin token, the state database's password): plugin code runs there
@@ -70,7 +62,7 @@ public struct PluginProbe: Sendable {
                                          passing: descriptor, ownGroup: true)
         } catch {
             for fd in out + err { close(fd) }
-            return .failed("\(shownPath): cannot start the probe (\(executable)): \(error)")
+            return .failed("\(shownPath): cannot start the probe (\(OwnExecutable.shown(executable))): \(error)")
         }
         close(out[1])
         close(err[1])

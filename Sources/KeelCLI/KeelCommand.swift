@@ -25,6 +25,12 @@ struct KeelCommand: AsyncParsableCommand {
     /// Parses (global options may stand before or after the subcommand), runs, and reports every failure in one
     /// style: `keel: error: ...` on stderr, exit 64 with the usage for bad usage, exit 1 for a failed operation.
     static func main() async {
+        // Still on the main thread, whose name `ps` shows: a child started from /proc/self/exe (`OwnExecutable`), which
+        // the kernel calls `exe`, names itself (a confined worker too, which may write no file).
+        if CommandLine.arguments.count > 1, let name = ["worker": "keel-worker", "probe": "keel-probe",
+                                                        "validate-run": "keel-validate"][CommandLine.arguments[1]] {
+            OwnExecutable.nameProcess(name)
+        }
         // Swift's `CommandLine.arguments` and `ProcessInfo`'s environment replace bytes that are not UTF-8 with U+FFFD:
         // a command's argument, a path or an id would reach Keel changed, without a word. Such an argument, or a
         // KEEL_* variable, is refused as bad usage instead.
@@ -221,9 +227,11 @@ struct GlobalOptions: ParsableArguments {
             let url = stateFile
             configuration.openState = { () throws(StateError) in try PostgresStore.open(url) }
         }
-        // Every new build is tried in a child `keel probe` before this process loads it.
-        configuration.probe = PluginProbe.currentExecutable.map { PluginProbe(executable: $0) }
-        configuration.workerExecutable = PluginProbe.currentExecutable
+        // Every new build is tried in a child `keel probe` before this process loads it. Probes and workers are
+        // this very build (`OwnExecutable`), even after the keel file was replaced while the server runs.
+        let own = OwnExecutable.path.map { _ in OwnExecutable.execPath }
+        configuration.probe = own.map { PluginProbe(executable: $0) }
+        configuration.workerExecutable = own
         adjust(&configuration)
         return try Kernel(configuration: configuration)
     }

@@ -54,7 +54,7 @@ extension AdminAPI {
             if kernel.isIdle(id) {
                 switch try await gatekeeper.lanes.run(id, { kernel.mayWakeForCall(id, name, as: principal).map { audited($0.map { CommandValue.none }) } }) {
                 case let .failure(refusal)?: refused = refusal
-                case .success?: refused = await kernel.wakeForCall(id)
+                case .success?: refused = await kernel.wakeForCall(id, as: principal)
                 case nil: break
                 }
             }

@@ -31,7 +31,10 @@ extension Gatekeeper {
         if kernel.lifecycleStall != nil {
             throw APIError(.serviceUnavailable, "lifecycle-stalled", "plugin \"\(id)\" cannot be activated now; try again later")
         }
-        do { try await kernel.wake(id) } catch {
+        do { try await kernel.wake(id) } catch where error.code == .notEnabled {
+            // Disabled or removed while this request waited for the kernel: no plugin's path now (404).
+            return false
+        } catch {
             throw APIError(.serviceUnavailable, "plugin-activation-failed", "plugin \"\(id)\" could not be activated; see its status")
         }
         return true

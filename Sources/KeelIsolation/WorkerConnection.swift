@@ -141,12 +141,12 @@ final class WorkerConnection: Sendable {
         let pid: pid_t
         do {
             // In a process group of its own: killing the worker kills what it started too (see `terminate`).
-            pid = try ChildProcess.spawn(executable, arguments: [executable, "worker"] + arguments,
+            pid = try ChildProcess.spawn(executable, arguments: [OwnExecutable.shown(executable), "worker"] + arguments,
                                          environment: environment.map { "\($0.key)=\($0.value)" },
                                          standard: [.descriptor(fds[1]), .descriptor(output.write), .descriptor(output.write)], ownGroup: true)
         } catch {
             for fd in [fds[0], fds[1], output.read, output.write] { close(fd) }
-            throw .crashed("cannot start \(executable): \(error)")
+            throw .crashed("cannot start \(OwnExecutable.shown(executable)): \(error)")
         }
         close(fds[1])
         close(output.write)

@@ -18,6 +18,8 @@ import Synchronization
 public enum WorkerMain {
     /// Runs the worker on `socket` until the host ends it. Never returns.
     public static func run(socket: Int32 = 0) -> Never {
+        // Its threads are named for it (they inherit this thread's name; `keel` names the process itself).
+        OwnExecutable.nameProcess("keel-worker")
         // A worker of another keel build (the executable replaced while the server runs) would misread every frame.
         let spoken = getenv(wireVariable).map { String(cString: $0) }
         guard spoken == String(wireVersion) else {
@@ -33,7 +35,12 @@ public enum WorkerMain {
             let network = getenv(networkVariable) != nil
             // Processes of its own likewise (`processesVariable`): else threads only.
             let processes = getenv(processesVariable) != nil
-            if let problem = Confinement.confineWorker(network: network, processes: processes) { say("running unconfined: \(problem)") }
+            // Fails closed, as the file confinement below: a worker without its filter could signal the host, open
+            // sockets and start processes it was not granted.
+            if let problem = Confinement.confineWorker(network: network, processes: processes) {
+                say("cannot confine itself (its system call filter, its capabilities): \(problem); the plugin is not run")
+                exit(71)
+            }
             // Landlock confines this thread and what it starts, not the run-time's threads that exist already:
             // confined, the worker executes itself again, so that every thread it will ever have is confined. The
             // seccomp filter, the limits and the dropped capability carry over.
@@ -101,8 +108,10 @@ public enum WorkerMain {
     /// executable and the libraries it has mapped, and the folder of the Swift run-time (a Swift plugin loads more of
     /// it). Not the host's state, not other plugins, not the user's files.
     static func readable() -> [String] {
+        // `OwnExecutable.execPath` is the file this worker runs (a rule is set on the file it opens), which the
+        // confined re-execution executes: under its name, or after that name was given to a newer keel.
         var paths = ["/usr", "/lib", "/lib64", "/lib32", "/libx32", "/bin", "/sbin", "/etc", "/proc", "/sys",
-                     "/dev/zero", "/dev/urandom", "/dev/random"]
+                     "/dev/zero", "/dev/urandom", "/dev/random", OwnExecutable.execPath]
         if let given = getenv(readableVariable) {
             paths += String(cString: given).split(separator: "\n").map(String.init).filter { $0.hasPrefix("/") }
         }

@@ -33,6 +33,12 @@ struct HTTPTests {
         #expect(keyed.text == "hello, ada (as demo)\n")
         let echo = try await server.request("GET", "/ext/echo/items/42?x=1")
         #expect(echo.headers["x-plugin"] == "echo")
+        // Plugin content is sandboxed wherever it is opened (its own tab too): an opaque origin, no sniffing.
+        let sandbox = "sandbox allow-scripts allow-forms allow-popups allow-downloads"
+        for answer in [hello, echo] {
+            #expect(answer.headers["content-security-policy"] == sandbox && answer.headers["x-content-type-options"] == "nosniff",
+                    "\(answer.headers)")
+        }
         #expect(echo.text.contains("route=/items/42") && echo.text.contains("id=42"))
         let page = try await server.request("GET", "/ext/greeter/")
         #expect(page.headers["content-type"] == "text/html; charset=utf-8" && page.text.contains("<h1 id=\"greeting\">Hello, stranger!</h1>"))
@@ -40,6 +46,7 @@ struct HTTPTests {
         // A granted foreign prefix is served outside /ext/, through the same auth chain.
         let legacy = try await server.request("GET", "/legacy/items/9", headers: ["Authorization": "Bearer hello-demo-key"])
         #expect(legacy.status == 200 && legacy.text.contains("id=9") && legacy.text.contains("who=demo"))
+        #expect(legacy.headers["content-security-policy"] == sandbox, "a foreign prefix is the plugin's content too: \(legacy.headers)")
         #expect(try await server.request("GET", "/legacy/other").status == 404)
         #expect(try await server.request("GET", "/healthz").status == 200)
         #expect(try await server.request("GET", "/ext/nobody/x").status == 404)

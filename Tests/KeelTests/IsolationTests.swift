@@ -62,6 +62,65 @@ struct IsolationTests {
         }
     }
 
+    @Test("a keel file replaced while the server runs (a package upgrade): a restarted worker and a probe are still the server's own build")
+    func replacedExecutable() async throws {
+        let f = try stage()
+        let folder = NSTemporaryDirectory() + "keel-replaced-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let copy = folder + "/keel"
+        try FileManager.default.copyItem(atPath: keel, toPath: copy)
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, environment: CrashAttributionTests.environment, executable: copy)
+        defer { server.stop() }
+        func comm(_ pid: Int?) -> String {
+            ((try? String(contentsOfFile: "/proc/\(pid ?? -1)/comm", encoding: .utf8)) ?? "").trimmingCharacters(in: .newlines)
+        }
+        func exe(_ pid: Int?) -> String { (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid ?? -1)/exe")) ?? "" }
+        #expect(try await server.request("GET", "/ext/crasher/items/1").status == 200)
+        let first = try await info(server, "crasher")["workerPID"] as? Int
+        // Started from /proc/self/exe, which the kernel would call `exe`: the worker names itself.
+        #expect(comm(first) == "keel-worker")
+        #expect(exe(first) == copy)
+        // What a package manager does: a new file renamed over the name (here a program that is no keel at all).
+        let next = folder + "/keel.new"
+        try "#!/bin/sh\necho 'not the server build' >&2\nexit 3\n".write(toFile: next, atomically: false, encoding: .utf8)
+        #expect(chmod(next, 0o755) == 0 && rename(next, copy) == 0)
+        #expect(try await server.request("GET", "/ext/crasher/items/segv").status == 502)
+        try await waitForRestarts(server, 1)
+        #expect(try await server.request("GET", "/ext/crasher/items/2").status == 200)
+        let second = try await info(server, "crasher")["workerPID"] as? Int
+        #expect(second != nil && second != first)
+        #expect(comm(second) == "keel-worker")
+        // The server's own file, which only the running processes still hold.
+        #expect(exe(second) == copy + " (deleted)", "\(exe(second))")
+        // A new plugin's build is probed in a child before the server loads it: the server's build too.
+        try f.fixtureBundle("later", defines: ["ROUTE_PATH=\"/items/:id\""])
+        var enabled = 0
+        let deadline = Date().addingTimeInterval(10)
+        repeat {
+            enabled = try await server.request("POST", "/api/v1/plugins/later/enable", admin: true).status
+            if enabled == 200 { break }
+            try await Task.sleep(for: .milliseconds(100))
+        } while Date() < deadline
+        #expect(enabled == 200, "\(server.errors.value.suffix(1500))")
+        #expect(try await server.request("GET", "/ext/later/items/1").status == 200)
+        #expect(!server.errors.value.contains("not the server build"), "\(server.errors.value.suffix(1500))")
+    }
+
+    @Test("a worker inherits none of the host's secrets: no KEEL_* variable (the admin token), nothing named like a password")
+    func workerEnvironmentScrubbed() async throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("nosy", defines: ["ENV_ECHO"], extra: "isolation: process\n")
+        try TestEnvironment.grantSensitive("nosy", plugins: f.plugins, state: f.state)
+        let r = try TestEnvironment.run(keel, ["plugins", "enable", "nosy", "--plugins", f.plugins, "--state", f.state])
+        #expect(r.status == 0, "\(r.stderr)")
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, environment: ["PGPASSWORD": "hunter2"])
+        defer { server.stop() }
+        #expect(try await info(server, "nosy")["isolation"] as? String == "process")
+        let answer = try await server.request("GET", "/ext/nosy/ping")
+        #expect(answer.status == 200 && answer.text.hasSuffix(" env=-,-,path"), "\(answer.status) \(answer.text)")
+    }
+
     @Test("100 requests of which every tenth crashes the worker: 90 successes, 10 clean 502s, the host never dies")
     func crashesFailOnlyTheirRequests() async throws {
         let f = try stage()

@@ -499,4 +499,26 @@ struct LazyServerTests {
         #expect(r.status == 200 && r.text == #"{"result":42}"#, "\(r.status) \(r.text)")
         #expect(try await Lazy.shown(server, "calc") == "enabled (active)")
     }
+
+    @Test("a command call that wakes a lazy plugin whose activation fails: 503; the reason is the operator's, not the caller's")
+    func commandWakeFailureReason() async throws {
+        let c = CommandsFixture()
+        try c.bundle("calc", ["ACTIVATE_FAILS"], extra: CommandsFixture.calcManifest + "\nactivation: lazy\n")
+        _ = try Lazy.enable("calc", plugins: c.f.plugins, state: c.f.state)
+        let kernel = try c.f.kernel()
+        await kernel.start()
+        #expect(kernel.isIdle("calc"))
+        // An admin a plugin's hook authenticated (zoe, in its tenant) may call the command, and learns only that the
+        // plugin could not be activated; the reason is in its status.
+        let zoe = Principal(id: "zoe", displayName: "Zoe", roles: ["admin"], authenticatedBy: "authz")
+        let told = await Task.detached { run(kernel, "add", [.text("2"), .text("40")], as: zoe) }.value
+        #expect(told.hasSuffix(#"plugin "calc" could not be activated (its status says why)"#), "\(told)")
+        #expect(try await kernel.plugin("calc").reason?.contains("frobnicator at /srv/secret") == true)
+        // The host's own admin is told why: the plugin is parked again by enable, and its next wake fails the same way.
+        try await kernel.enable("calc")
+        #expect(kernel.isIdle("calc"))
+        let operatorTold = await Task.detached { run(kernel, "add", [.text("2"), .text("40")]) }.value
+        #expect(operatorTold.contains("could not be activated: ") && operatorTold.contains("frobnicator at /srv/secret"), "\(operatorTold)")
+        await kernel.shutdown()
+    }
 }

@@ -18,9 +18,10 @@ extension PostgresBackedTests {
 
         /// A host "name" on the state at `url`, with plugin "g" (a route answering its configuration; `routes` is not
         /// trusted without a grant here).
-        static func host(_ name: String, _ url: String, trusted: Set<Capability> = [.menus], schema: String? = nil) throws -> Host {
+        static func host(_ name: String, _ url: String, trusted: Set<Capability> = [.menus], schema: String? = nil,
+                         extra: String = "") throws -> Host {
             let f = KernelFixture()
-            try f.fixtureBundle("g", defines: ["CONFIG_ECHO"], capabilities: ["routes"])
+            try f.fixtureBundle("g", defines: ["CONFIG_ECHO"], capabilities: ["routes"], extra: extra)
             try schema?.write(toFile: f.plugins + "/g/config.schema.yaml", atomically: true, encoding: .utf8)
             let log = f.log
             var configuration = KernelConfiguration(pluginsDirectory: f.plugins, stateFile: url) { log.append($0.description) }
@@ -31,6 +32,38 @@ extension PostgresBackedTests {
                 return store
             }
             return Host(kernel: try Kernel(configuration: configuration), log: log)
+        }
+
+        @Test("a lazy plugin enabled through one host is left idle on the others until first used; disabled through one, it is idle nowhere",
+              .enabled(if: StateEngine.postgresURL != nil, "KEEL_TEST_POSTGRES is not set"))
+        func lazyPluginsFollow() async throws {
+            let url = StateEngine.postgres.freshLocation()
+            let a = try Self.host("host-a", url, trusted: [.menus, .routes], extra: "activation: lazy\n")
+            let b = try Self.host("host-b", url, trusted: [.menus, .routes], extra: "activation: lazy\n")
+            await a.kernel.start()
+            await b.kernel.start()
+            try await a.kernel.execute(.enable(id: "g", tenant: nil), actor: "cli")
+            #expect(a.kernel.isIdle("g"))
+            let applied = await b.kernel.applyDesiredState()
+            #expect(applied.parked == ["g"] && applied.activated.isEmpty, "\(applied) \(b.log.lines)")
+            #expect(b.kernel.isIdle("g") && b.kernel.registry.snapshot.routes.isEmpty)
+            #expect(await b.kernel.applyDesiredState().isEmpty, "converged: nothing more to do")
+            // Disabled through host a: host b's idle copy goes too, and no request wakes it there.
+            try await a.kernel.execute(.disable(id: "g", tenant: nil, cascade: false), actor: "cli")
+            let off = await b.kernel.applyDesiredState()
+            #expect(off.deactivated == ["g"], "\(off)")
+            #expect(!b.kernel.isIdle("g"))
+            await #expect(throws: KernelError.self) { try await b.kernel.wake("g") }
+            #expect(b.kernel.registry.snapshot.routes.isEmpty)
+            #expect(try await Self.status(b) == "disabled")
+            // Enabled again and woken on host b: active there, not idle as well.
+            try await a.kernel.execute(.enable(id: "g", tenant: nil), actor: "cli")
+            #expect(await b.kernel.applyDesiredState().parked == ["g"])
+            try await b.kernel.wake("g")
+            #expect(!b.kernel.isIdle("g") && b.kernel.registry.snapshot.routes.map(\.pluginID) == ["g"])
+            #expect(await b.kernel.applyDesiredState().isEmpty)
+            await a.kernel.shutdown()
+            await b.kernel.shutdown()
         }
 
         static func status(_ host: Host) async throws -> String? {

@@ -39,7 +39,8 @@ size_t keel_gzip(const uint8_t *in, size_t len, uint8_t *out, size_t cap);
  * process (TSYNC). Drops every capability (bounding set included) and sets no_new_privs. Inherited by
  * its children, which may then signal only that worker and its group: a process the plugin starts cannot be
  * signalled by it (a filter cannot tell descendants). Returns 0, or -1 with errno (ENOSYS on an architecture it does
- * not know, EAGAIN when a thread could not be synchronised). */
+ * not know, EAGAIN when a thread could not be synchronised, capset's when the capabilities could not be dropped):
+ * the caller must then not run plugin code. */
 int keel_confine_worker(int network, int processes);
 
 /* The Landlock ABI version this kernel offers (1 and up), or -1 without Landlock. */
@@ -59,6 +60,10 @@ int keel_restrict_files(const char *const *readable, size_t readable_count,
 /* Makes this process not dumpable (prctl PR_SET_DUMPABLE 0): no core file, and its /proc/<pid>/mem, fd and environ
  * are closed to other processes of the same user without CAP_SYS_PTRACE (a worker drops it). Returns 0, or -1. */
 int keel_make_undumpable(void);
+
+/* Names the process (its main thread, which `ps` and /proc/<pid>/comm show) and the calling thread, whose name the
+ * threads it starts later inherit (prctl PR_SET_NAME; at most 15 bytes are kept). Returns 0, or -1. */
+int keel_name_process(const char *name);
 
 /* The calls into one auth hook now (KeelLoader/HookWatch.swift): slots[0] counts them, slots[1...count] hold start
  * times in milliseconds of a monotonic clock (0: free), all read and written atomically from any thread.

@@ -155,8 +155,8 @@ extension KeelCommand.Plugins {
                 guard let name = manifest.library else { return Inspector.report(manifestOnly: manifest, path: path, warnings: warnings) }
                 library = path + "/" + name
             }
-            guard let executable = PluginProbe.currentExecutable else { throw CLIError("cannot find the keel executable to probe with") }
-            switch PluginProbe(executable: executable).run(library: library, manifestPath: manifestPath, shownPath: library) {
+            guard OwnExecutable.path != nil else { throw CLIError("cannot find the keel executable to probe with (is /proc mounted?)") }
+            switch PluginProbe(executable: OwnExecutable.execPath).run(library: library, manifestPath: manifestPath, shownPath: library) {
             case var .passed(report):
                 report.path = path
                 return report

@@ -30,8 +30,8 @@ extension KeelCommand.Plugins {
             try await reporting {
                 try requireFolder(path, hint: "pass a bundle folder, such as bundle/ID of a `keel new` project")
                 try refuseProjectForBundle(path, command: "plugins validate")
-                guard let keel = PluginProbe.currentExecutable else { throw CLIError("cannot find the keel executable to run the checks in") }
-                let (checks, end) = try Self.runChild(keel, bundle: path, timeout: timeout)
+                guard OwnExecutable.path != nil else { throw CLIError("cannot find the keel executable to run the checks in (is /proc mounted?)") }
+                let (checks, end) = try Self.runChild(OwnExecutable.execPath, bundle: path, timeout: timeout)
                 var failed = 0
                 for check in checks {
                     if !check.passed { failed += 1 }
@@ -59,9 +59,9 @@ extension KeelCommand.Plugins {
             // the run (with Foundation's `Process`, one that kept an inherited descriptor made the run look alive).
             let pid: pid_t
             do {
-                pid = try ChildProcess.spawn(keel, arguments: [keel, "validate-run", "--bundle", bundle], environment: environment,
+                pid = try ChildProcess.spawn(keel, arguments: [OwnExecutable.shown(keel), "validate-run", "--bundle", bundle], environment: environment,
                                              standard: [.null, .descriptor(output.handle.fileDescriptor), .null], ownGroup: true)
-            } catch { throw CLIError("cannot start \(keel) validate-run: \(error)") }
+            } catch { throw CLIError("cannot start \(OwnExecutable.shown(keel)) validate-run: \(error)") }
             let ending = ChildProcess.waitKillingGroup(pid, timeout: timeout)
             let lines = output.text.split(separator: "\n")
             let checks = lines.compactMap { try? JSONDecoder().decode(ValidationCheck.self, from: Data($0.utf8)) }

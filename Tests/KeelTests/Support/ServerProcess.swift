@@ -22,13 +22,14 @@ final class ServerProcess: Sendable {
 
     /// - Parameter fileLimit: the server's descriptor limit (`ulimit -n`), when the test needs a low one.
     /// - Parameter directory: the server's working folder (relative `plugins` and `state` are below it).
+    /// - Parameter executable: the keel binary to run (the build's, unless given).
     /// - Parameter terminal: runs the server on a terminal of its own, its controlling one (`script`), as from a shell:
     ///   its output and errors (and its workers') go to that terminal, and from there to `output`.
     init(plugins: String, state: String, extraArguments: [String] = [], environment: [String: String] = [:],
-         fileLimit: Int? = nil, directory: String? = nil, terminal: Bool = false) throws {
+         fileLimit: Int? = nil, directory: String? = nil, terminal: Bool = false, executable: String? = nil) throws {
         self.plugins = plugins
         self.state = state
-        let keel = TestEnvironment.binPath + "/keel"
+        let keel = executable ?? TestEnvironment.binPath + "/keel"
         let arguments = ["serve", "--port", "0", "--plugins", plugins, "--state", state] + extraArguments
         if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
         if terminal {

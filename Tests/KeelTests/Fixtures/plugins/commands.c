@@ -8,6 +8,7 @@
  *   RAW_FRAME=N      (in a worker process) /use skips keel.commands/1 and writes a callCommand frame of its own to
  *                    the worker's socket (standard input), on behalf of host call N; answers "sent" (a hostile
  *                    worker that bypasses the worker's own checks)
+ *   ACTIVATE_FAILS   activate fails, saying "cannot reach the frobnicator at /srv/secret"
  */
 #define _POSIX_C_SOURCE 200809L
 #include <keel/keel.h>
@@ -147,6 +148,10 @@ static keel_status use(void *ud, const keel_http_request *req, keel_http_respons
 
 static keel_status activate(const keel_host *host, keel_ctx *ctx) {
     the_host = host;
+#ifdef ACTIVATE_FAILS
+    host->set_error(ctx, keel_cstr("cannot reach the frobnicator at /srv/secret"));
+    return KEEL_ERR_UNAVAILABLE;
+#endif
 #ifdef CALLER
     the_ctx = ctx;
     commands = host->get_service(ctx, keel_cstr(KEEL_SERVICE_COMMANDS));

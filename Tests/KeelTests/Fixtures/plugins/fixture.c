@@ -34,6 +34,8 @@
  *   SLOW_HOOK_MS                    the authenticate hook sleeps this long first
  *   CONFIG_ECHO                     the handler appends " config=<the plugin's configuration JSON>"; activate
  *                                   refuses a configuration whose JSON holds the word "refused"
+ *   ENV_ECHO                        the handler appends " env=<KEEL_ADMIN_TOKEN>,<PGPASSWORD>,path" as its
+ *                                   environment has them ("-" for one it lacks; "path" when PATH is set)
  *   CTOR_MODE                       a constructor that 1: raises SIGSEGV, 2: calls _exit(7), 3: never returns,
  *                                   4: prints a line with printf and writes 32 MiB to stdout, 5: starts a process
  *                                   that sleeps 60 s holding stdout and stderr, its pid written to CTOR_PIDFILE,
@@ -224,6 +226,13 @@ static keel_status ping(void *user_data, const keel_http_request *req, keel_http
 #ifdef CONFIG_ECHO
     if (n > 0 && (size_t)n < sizeof buf)
         n += snprintf(buf + n, sizeof buf - (size_t)n, " config=%.*s", (int)the_config.len, the_config.ptr ? the_config.ptr : "");
+#endif
+#ifdef ENV_ECHO
+    if (n > 0 && (size_t)n < sizeof buf) {
+        const char *token = getenv("KEEL_ADMIN_TOKEN"), *password = getenv("PGPASSWORD"), *path = getenv("PATH");
+        n += snprintf(buf + n, sizeof buf - (size_t)n, " env=%s,%s,%s", token ? token : "-", password ? password : "-",
+                      path ? "path" : "-");
+    }
 #endif
     res->set_status(res, 200);
     res->add_header(res, keel_cstr("x-plugin"), keel_cstr(PLUGIN_ID));
