@@ -122,7 +122,10 @@ struct KeelHTTPChannel: ServerChildChannel, HTTPChannelHandler {
             case let .webSocket(frames, session): await session.relay(frames)
             }
         } catch {
+            // NIO failed the negotiation (a handshake with a body: `invalidHTTPOrdering`), or the client left: the
+            // connection is closed, not left open with nothing to answer on it until the client gives up.
             logger.debug("connection ended before its first request was handled: \(error)")
+            value.channel.close(promise: nil)
         }
     }
 }

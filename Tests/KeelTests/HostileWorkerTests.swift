@@ -116,7 +116,9 @@ struct HostileWorkerTests {
         let f = try stage()
         let server = try ServerProcess(plugins: f.plugins, state: f.state)
         defer { server.stop() }
-        _ = try? await server.request("GET", "/ext/hostile/items/\(route)")
+        // The attempt ran in the worker (an answer of the route's own), and the host outlived it.
+        let reply = try await server.request("GET", "/ext/hostile/items/\(route)")
+        #expect(reply.status == 200 && reply.text == (route == "pidfdhost" ? "denied" : "sent"), "\(reply.status) \(reply.text)")
         try await Task.sleep(for: .milliseconds(500))
         #expect(server.process.isRunning, "keel serve died (\(route)): \(server.errors.value.prefix(700))")
     }
@@ -466,8 +468,10 @@ struct HostileWorkerTests {
         #expect(enable.status != 0 && enable.stderr.contains("line break"), "\(enable.stderr)")
         let server = try ServerProcess(plugins: f.plugins, state: f.state)
         defer { server.stop() }
-        let state = try await answer(server, "open?r=" + f.state)
-        #expect(state != "opened")
+        // Never started, by the CLI or the server: failed with the reason, its route not served.
+        let info = try await server.request("GET", "/api/v1/plugins/hostile", admin: true).json as? [String: Any]
+        #expect(info?["status"] as? String == "failed" && (info?["reason"] as? String)?.contains("line break") == true, "\(info ?? [:])")
+        #expect(try await server.request("GET", "/ext/hostile/items/open?r=" + f.state).status == 404)
     }
 
     @Test("a worker granted the network cannot listen on a TCP port (Landlock ABI 4), and connects out",

@@ -120,6 +120,43 @@ struct LazyKernelTests {
         await again.shutdown()
     }
 
+    @Test("a lazy consumer wakes with the provider that works when another idle one fails; with none that works, its reason names the provider")
+    func failingProviderSpared() async throws {
+        let s = ServicesFixture()
+        try s.provider("lzbroken", tag: "X", defines: ["ACTIVATE_FAILS"])
+        try s.provider("lzgood", tag: "G")
+        try s.consumer("lzcons")
+        for id in ["lzbroken", "lzgood", "lzcons"] { try s.makeLazy(id) }
+        let kernel = try s.kernel()
+        await kernel.start()
+        for id in ["lzbroken", "lzgood", "lzcons"] { try await kernel.enable(id) }
+        #expect(kernel.isIdle("lzcons") && kernel.activePlugins.isEmpty)
+        try await kernel.wake("lzcons")
+        #expect(Set(kernel.activePlugins) == ["lzcons", "lzgood"])
+        #expect(call(kernel, "/ext/lzcons/call", query: "hi").text.hasPrefix("tag=G echo=hi provider=lzgood"))
+        #expect(try await kernel.plugin("lzbroken").status == .failed)
+        await kernel.shutdown()
+
+        let t = ServicesFixture()
+        try t.provider("lzonly", tag: "X", defines: ["ACTIVATE_FAILS"])
+        try t.consumer("lzlone")
+        for id in ["lzonly", "lzlone"] { try t.makeLazy(id) }
+        let other = try t.kernel()
+        await other.start()
+        for id in ["lzonly", "lzlone"] { try await other.enable(id) }
+        do {
+            try await other.wake("lzlone")
+            Issue.record("the consumer woke without a provider")
+        } catch {
+            #expect(error.reason.hasPrefix(#"plugin "lzlone" needs interface test.echo/1, whose provider "lzonly" could not be activated: "#)
+                    && error.reason.contains("backend is down"), "\(error.reason)")
+        }
+        let consumer = try await other.plugin("lzlone")
+        #expect(consumer.status == .failed && consumer.reason?.contains(#"whose provider "lzonly""#) == true, "\(consumer.reason ?? "")")
+        #expect(t.f.log.lines.contains { $0.contains("lzlone") && $0.contains(#"whose provider "lzonly""#) }, "logged under the consumer's id")
+        await other.shutdown()
+    }
+
     @Test("services list: an idle provider enabled for one tenant is said to wake for that tenant only, not host-wide")
     func idleProviderPerTenant() async throws {
         let s = ServicesFixture()

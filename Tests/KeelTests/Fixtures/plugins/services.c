@@ -155,6 +155,10 @@ static keel_status deadcount(void *ud, const keel_http_request *req, keel_http_r
 
 static keel_status activate(const keel_host *host, keel_ctx *ctx) {
     the_host = host;
+#ifdef ACTIVATE_FAILS
+    host->set_error(ctx, keel_cstr("the provider's backend is down"));
+    return KEEL_ERR_UNAVAILABLE;
+#endif
 #ifdef PROVIDER
     const keel_host_services *s = (const keel_host_services *)host->get_service(ctx, keel_cstr(KEEL_SERVICE_SERVICES));
     if (!s) return KEEL_ERR_UNSUPPORTED;
