@@ -183,6 +183,11 @@ extension Kernel {
         guard !executor.isCurrentThread else {
             return KernelError(.loadFailed, pluginID: id, reason: "plugin \"\(id)\" is idle and cannot be activated from lifecycle code")
         }
+        // The wake would wait behind plugin code stuck on the kernel's thread, holding this thread (a lane's, a
+        // worker call's) with it.
+        if let stall = lifecycleStall {
+            return KernelError(.loadFailed, pluginID: id, reason: "plugin \"\(id)\" is idle and cannot be activated now: \(stall.description)")
+        }
         let outcome = WakeOutcome()
         Task { [self] in
             do throws(KernelError) { try await wake(id) } catch { outcome.error.withLock { $0 = error } }
@@ -205,6 +210,15 @@ extension Kernel {
     public nonisolated func idleManifest(_ id: String) -> Manifest? { environment.idleManifest(id) }
 
     // MARK: idle time-out
+
+    /// Starts the idle sweeper when one of `ids`, just activated without a wake (a lazy plugin an eager one needs at
+    /// start), has an idle time-out that gives something back: once nothing needs it, it goes idle as a woken one does.
+    func watchIdleTimeouts(_ ids: some Sequence<String>) {
+        guard idleSweeper == nil else { return }
+        if ids.contains(where: { id in active[id].map { Self.leavesIdle($0) && idleTimeout($0.manifest) != nil } ?? false }) {
+            startIdleSweeper()
+        }
+    }
 
     /// Starts the task that deactivates lazy plugins left unused past their idle time-out, unless it runs.
     func startIdleSweeper() {

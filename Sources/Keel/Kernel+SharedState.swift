@@ -73,6 +73,7 @@ extension Kernel {
             let (now, lazy) = splitLazy(wanted)
             let plan = activationPlan(for: now).filter { active[$0] == nil }
             activateAll(plan)
+            watchIdleTimeouts(plan)
             changed.activated = plan.filter { active[$0] != nil }
             let parked = lazy.sorted().filter { active[$0] == nil }
             park(parked)

@@ -363,6 +363,7 @@ public actor Kernel {
     /// Activates `plan`'s eager plugins (dependencies first) and parks its idle ones; `records` as read before.
     private func startPlugins(_ plan: (activate: Set<String>, idle: Set<String>), records: [PluginRecord]) {
         activateAll(activationPlan(for: plan.activate).filter { active[$0] == nil })
+        watchIdleTimeouts(plan.activate)
         // Activating the eager ones wrote only their own records: the parked ones' are as read above.
         // A kernel that starts everything idle runs one command: it leaves stored statuses (a failure and its
         // reason) as the host that ran them left them.

@@ -157,6 +157,28 @@ struct LazyKernelTests {
         await other.shutdown()
     }
 
+    @Test("a lazy plugin an eager one needs at start goes idle after its time-out once that one is disabled")
+    func lazyDependencyIdlesAfterStart() async throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("lzdep", defines: ["UNLOAD_SAFE"], capabilities: ["routes"], extra: "activation: lazy\nidle-timeout: 1s\n")
+        try f.fixtureBundle("eag", capabilities: ["routes"], extra: "dependencies:\n  lzdep: \"*\"")
+        let setup = try f.kernel()
+        await setup.start()
+        try await setup.enable("lzdep")
+        try await setup.enable("eag")
+        await setup.shutdown()
+        let kernel = try f.kernel()
+        await kernel.start()
+        #expect(Set(kernel.activePlugins) == ["eag", "lzdep"], "the eager plugin needs it: activated at start")
+        try await Task.sleep(for: .milliseconds(1500))
+        #expect(kernel.activePlugins.contains("lzdep"), "not idle while an active plugin needs it")
+        try await kernel.disable("eag")
+        let deadline = ContinuousClock.now + .seconds(10)
+        while !kernel.isIdle("lzdep"), ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(100)) }
+        #expect(kernel.isIdle("lzdep") && !kernel.activePlugins.contains("lzdep"), "\(kernel.activePlugins)")
+        await kernel.shutdown()
+    }
+
     @Test("services list: an idle provider enabled for one tenant is said to wake for that tenant only, not host-wide")
     func idleProviderPerTenant() async throws {
         let s = ServicesFixture()
