@@ -62,4 +62,30 @@ struct InPlaceLoadTests {
         #expect(Set(history.map(\.checksum)).count == 2)
         await kernel.shutdown()
     }
+
+    @Test("only a read-only library of this user's, reached without a symbolic link, loads where it lies: another user's file, or one behind a link, is copied",
+          .enabled(if: geteuid() == 0, "giving a file to another user needs root"))
+    func onlyOwnFilesInPlace() async throws {
+        let f = KernelFixture()
+        for id in ["own", "foreign", "linked"] { try f.fixtureBundle(id) }
+        // "linked": its folder is a symbolic link to a folder outside the plugin folder.
+        let outside = TestEnvironment.makeTemporaryDirectory("outside") + "/linked"
+        try FileManager.default.moveItem(atPath: f.plugins + "/linked", toPath: outside)
+        try FileManager.default.createSymbolicLink(atPath: f.plugins + "/linked", withDestinationPath: outside)
+        for (id, folder) in [("own", f.plugins + "/own"), ("foreign", f.plugins + "/foreign"), ("linked", outside)] {
+            #expect(chmod(folder + "/lib\(id).so", 0o444) == 0)
+        }
+        #expect(chown(f.plugins + "/foreign/libforeign.so", 65534, 65534) == 0)
+        let kernel = try f.kernel()
+        await kernel.start()
+        for id in ["own", "foreign", "linked"] { try await kernel.enable(id) }
+        for id in ["own", "foreign", "linked"] { #expect(get(kernel, "/ext/\(id)/ping")?.0 == 200, "\(id)") }
+        let maps = try processMaps()
+        #expect(try !mappings(of: f.plugins + "/own/libown.so").isEmpty && !maps.contains("memfd:keel-own-g"), "read-only and this user's: in place")
+        #expect(try mappings(of: f.plugins + "/foreign/libforeign.so").isEmpty && maps.contains("memfd:keel-foreign-g1"),
+                "another user may write its own file: copied")
+        #expect(try mappings(of: outside + "/liblinked.so").isEmpty && maps.contains("memfd:keel-linked-g1"),
+                "behind a symbolic link, the folder is not the plugin folder's: copied")
+        await kernel.shutdown()
+    }
 }
