@@ -323,15 +323,19 @@ struct KernelTests {
         // Not logged by anything else: the command's line carries the reason.
         await #expect(throws: KernelError.self) { try await kernel.execute(.enable(id: "nosuch", tenant: nil), actor: "cli") }
         #expect(f.log.lines.contains { $0.contains("[nosuch] cli: enable nosuch: no plugin \"nosuch\"") }, "\(f.log.lines)")
-        // A reason logged for another plugin (a lazy dependency woken for it) is said again on the command's line.
+        // A reason logged for another plugin (a lazy dependency woken for it) is said again on the command's line,
+        // naming that plugin.
         try f.fixtureBundle("dep", defines: ["ACTIVATE_FAILS"], capabilities: ["routes"], extra: "activation: lazy\n")
         try f.fixtureBundle("top", capabilities: ["routes"], extra: "dependencies:\n  dep: \"*\"")
         try await kernel.execute(.enable(id: "dep", tenant: nil), actor: "cli")
         var topError: KernelError?
         do { try await kernel.execute(.enable(id: "top", tenant: nil), actor: "cli") } catch { topError = error }
         let topReason = try #require(topError).reason
+        #expect(topReason.hasPrefix(#"plugin "top" needs plugin "dep", which could not be activated: plugin "dep" ("#)
+                && topReason.hasSuffix("cannot reach the frobnicator"), "\(topReason)")
         #expect(f.log.lines.contains { $0.contains("[top] cli: enable top: \(topReason)") }, "\(f.log.lines)")
-        #expect(f.log.lines.contains { $0.contains("[dep] \(topReason)") }, "logged for the dependency first: \(f.log.lines)")
+        #expect(f.log.lines.contains { $0.contains("[dep] plugin \"dep\" (") && $0.hasSuffix("cannot reach the frobnicator") },
+                "logged for the dependency first: \(f.log.lines)")
         // A command call's failure names its plugin too (`keel call` from the CLI was logged without it).
         await #expect(throws: KernelError.self) { try await kernel.execute(.call(plugin: "fails", command: "go", arguments: []), actor: "cli") }
         #expect(f.log.lines.contains { $0.hasPrefix("keel: warning: [fails] cli: call fails.go: failed (") }, "\(f.log.lines)")
