@@ -426,6 +426,17 @@ struct HostileWorkerTests {
         #expect(try await server.request("GET", "/healthz").status == 200)
     }
 
+    @Test("the worker's filter refuses the terminal ioctls (TIOCSTI, TIOCLINUX, TIOCSPGRP) on any descriptor, and the key rings")
+    func terminalIoctlsAndKeyRings() async throws {
+        let f = try stage()
+        let server = try ServerProcess(plugins: f.plugins, state: f.state)
+        defer { server.stop() }
+        // On its socket the kernel alone would say ENOTTY: EPERM is the filter's answer, before the descriptor is looked at.
+        #expect(try await answer(server, "ttyioctls") == "\(EPERM) \(EPERM) \(EPERM)")
+        // keyctl, add_key, request_key: the session key ring would give the worker a store shared with the host's session.
+        #expect(try await answer(server, "keyrings") == "\(EPERM) \(EPERM) \(EPERM)")
+    }
+
     @Test("a worker cannot type into the terminal the host runs on (TIOCSTI): the shell would run it once the host ends",
           .enabled(if: ServerProcess.terminals, "no util-linux script, or no terminals to open"))
     func cannotTypeIntoTheTerminal() async throws {

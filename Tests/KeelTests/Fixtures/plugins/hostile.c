@@ -46,6 +46,10 @@
  *     "uring"   makes an io_uring (its operations are not seen by the seccomp filter): "made" or "refused <errno>"
  *     "sti"     pushes a line into the input of its terminal (its standard error, else /dev/tty) (TIOCSTI):
  *               "injected" or "refused <errno>"
+ *     "ttyioctls" tries TIOCSTI, TIOCLINUX and TIOCSPGRP on its socket to the host (no terminal: the kernel itself
+ *               would answer ENOTTY; a filter that refuses the request first answers EPERM): "<e1> <e2> <e3>", errnos
+ *     "keyrings" tries keyctl(KEYCTL_GET_KEYRING_ID, the session keyring), add_key and request_key: "<e1> <e2> <e3>",
+ *               each 0 when the call worked, else its errno
  *     "flood"   writes 64-byte lines to its standard error as fast as it can for 2 s: "flooded"
  *     "output"  writes "forged by the worker" to its standard output and error, then truncates them (ftruncate):
  *               "truncated", or "refused <errno>" (a pipe cannot be truncated)
@@ -461,6 +465,24 @@ static keel_status item(void *user_data, const keel_http_request *req, keel_http
         (void)!write(2, line, strlen(line));
         int ok = ftruncate(1, 0) == 0 || ftruncate(2, 0) == 0;
         return refused_or(res, ok, "truncated");
+    } else if (is(id, "ttyioctls")) {
+        char c = '#', said[64];
+        int e[3];
+        unsigned long requests[3] = { TIOCSTI, TIOCLINUX, TIOCSPGRP };
+        pid_t group = getpgrp();
+        for (int i = 0; i < 3; i++) e[i] = ioctl(0, requests[i], i == 2 ? (void *)&group : (void *)&c) == 0 ? 0 : errno;
+        snprintf(said, sizeof said, "%d %d %d", e[0], e[1], e[2]);
+        return say(res, said);
+    } else if (is(id, "keyrings")) {
+        char said[64];
+        long r1 = syscall(SYS_keyctl, 0 /* KEYCTL_GET_KEYRING_ID */, -3 /* KEY_SPEC_SESSION_KEYRING */, 0);
+        int e1 = r1 >= 0 ? 0 : errno;
+        long r2 = syscall(SYS_add_key, "user", "keel-hostile", "x", 1, -3);
+        int e2 = r2 >= 0 ? 0 : errno;
+        long r3 = syscall(SYS_request_key, "user", "keel-hostile-none", NULL, 0);
+        int e3 = r3 >= 0 ? 0 : errno;
+        snprintf(said, sizeof said, "%d %d %d", e1, e2, e3);
+        return say(res, said);
     } else if (is(id, "sti")) {
         /* Its standard error is a pipe to the host now: the controlling terminal is still /dev/tty. */
         int fd = isatty(2) ? 2 : open("/dev/tty", O_RDWR | O_NOCTTY);
