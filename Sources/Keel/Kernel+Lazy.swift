@@ -176,8 +176,8 @@ extension Kernel {
         case let .plugin(plugin):
             guard environment.idleManifest(plugin) != nil else { return nil }
             id = plugin
-        case let .interface(interface, serving):
-            guard let provider = environment.idleProvider(of: interface, serving: serving) else { return nil }
+        case let .interface(interface, serving, chosen):
+            guard let provider = environment.idleProvider(of: interface, serving: serving, chosen: chosen) else { return nil }
             id = provider
         }
         guard !executor.isCurrentThread else {

@@ -297,6 +297,13 @@ extension Kernel {
                 let r = directory.resolution(interface, tenant: tenant, serving: filter)
                 // Only an idle provider enabled for this tenant would be woken for it.
                 let wakes = providers.contains { $0.idle && filter?($0.plugin) ?? true }
+                // The operator's choice, idle, is woken by the first acquire rather than another one serving for it.
+                if let chosen = directory.chosen(interface, tenant: tenant), chosen != r?.provision.providerID,
+                   providers.contains(where: { $0.plugin == chosen && $0.idle }), filter?(chosen) ?? true {
+                    let why: ServiceDirectory.Reason = directory.selections[tenant]?[interface] == chosen && !tenant.isEmpty ? .tenantChoice : .operatorChoice
+                    return .init(tenant: tenant, choice: directory.selections[tenant]?[interface], provider: chosen,
+                                 reason: why.rawValue + "; idle, loaded by the first acquire")
+                }
                 return .init(tenant: tenant, choice: directory.selections[tenant]?[interface], provider: r?.provision.providerID,
                              reason: r?.reason.rawValue ?? (wakes ? "no provider running; an idle one is loaded by the first acquire" : "no provider enabled"))
             }

@@ -57,17 +57,25 @@ final class KernelEnvironment: PluginEnvironment {
     /// some tenants only never serves another tenant's acquire, nor one made for no tenant).
     func resolveService(_ interface: InterfaceID, tenant: String) -> ServiceProvision? {
         let serving = access.withLock { $0 }?.servingFilter(tenant: tenant)
-        if let provision = registry.resolveService(interface, tenant: tenant, serving: serving) { return provision }
+        let (resolved, chosen) = registry.resolveServiceAndChoice(interface, tenant: tenant, serving: serving)
+        // The operator's choice holds for a lazy provider too: idle, it is woken rather than another one served in its
+        // place (when it cannot be, what serves now serves).
+        if let chosen, resolved?.providerID != chosen, serving?(chosen) != false, idleProvides(chosen, interface) {
+            if wake(.plugin(chosen)) == nil, let provision = registry.resolveService(interface, tenant: tenant, serving: serving),
+               provision.providerID == chosen { return provision }
+        }
+        if let resolved { return resolved }
         // No provider active: an idle lazy one is woken (acquires come from plugin code on a lane thread).
-        guard wake(.interface(interface, serving: serving)) == nil else { return nil }
+        guard wake(.interface(interface, serving: serving, chosen: chosen)) == nil else { return nil }
         return registry.resolveService(interface, tenant: tenant, serving: serving)
     }
 
     /// Something an idle lazy plugin is woken for.
     enum Need: Sendable {
         case plugin(String)
-        /// An idle provider of the interface, among the plugins `serving` accepts (nil: any).
-        case interface(InterfaceID, serving: (@Sendable (String) -> Bool)?)
+        /// An idle provider of the interface, among the plugins `serving` accepts (nil: any); `chosen`, the operator's
+        /// choice for it, first.
+        case interface(InterfaceID, serving: (@Sendable (String) -> Bool)?, chosen: String?)
     }
 
     /// The manifests of the idle lazy plugins, by id (the kernel's `idle`, readable off the actor).
@@ -84,10 +92,20 @@ final class KernelEnvironment: PluginEnvironment {
     func idleManifest(_ id: String) -> Manifest? { idle.withLock { $0[id] } }
     /// The idle plugin that provides `interface` (the first by id) among those `serving` accepts (nil: any), if any:
     /// an acquire for one tenant never loads a provider enabled for other tenants only.
-    func idleProvider(of interface: InterfaceID, serving: ((String) -> Bool)? = nil) -> String? {
+    func idleProvider(of interface: InterfaceID, serving: ((String) -> Bool)? = nil, chosen: String? = nil) -> String? {
         idle.withLock { all in
-            all.filter { $0.value.provides.contains { $0.interface == interface } && serving?($0.key) != false }.keys.min()
+            let candidates = all.compactMap { id, manifest in
+                serving?(id) == false ? nil : manifest.provides.first { $0.interface == interface }.map { (id: id, ranking: $0.ranking) }
+            }
+            // As the registry would choose among them active: the operator's choice, the highest ranking, then by id.
+            if let chosen, candidates.contains(where: { $0.id == chosen }) { return chosen }
+            return candidates.min { ($1.ranking, $0.id) < ($0.ranking, $1.id) }?.id
         }
+    }
+
+    /// True when `id` is idle and its manifest provides `interface`.
+    func idleProvides(_ id: String, _ interface: InterfaceID) -> Bool {
+        idle.withLock { $0[id]?.provides.contains { $0.interface == interface } ?? false }
     }
 
     /// Who wakes idle lazy plugins (the kernel, waiting for the activation).

@@ -54,6 +54,12 @@ public struct ServiceDirectory: Sendable {
         return (first, tie ? .firstEnabled : .ranking)
     }
 
+    /// The plugin the operator chose to serve `interface` for `tenant`: the tenant's own choice, else the host-wide
+    /// one; nil when there is none. Whether it provides the interface now is not asked (an idle lazy plugin does not).
+    public func chosen(_ interface: InterfaceID, tenant: String) -> String? {
+        (tenant.isEmpty ? nil : selections[tenant]?[interface]) ?? selections[""]?[interface]
+    }
+
     /// "" (host-wide) and the tenants that may be served otherwise: those with a choice of their own for `interface`,
     /// and those of its providers enabled for some tenants only (`providerTenants`: plugin id → its tenants).
     public func scopes(_ interface: InterfaceID, providerTenants: [String: Set<String>] = [:]) -> [String] {
@@ -108,6 +114,13 @@ extension PluginRegistry {
     /// path every `acquire` takes (`serving`: see `ServiceDirectory.resolution`). [thread-safe]
     public func resolveService(_ interface: InterfaceID, tenant: String, serving: ((String) -> Bool)? = nil) -> ServiceProvision? {
         read { $0.services.resolve(interface, tenant: tenant, serving: serving) }
+    }
+
+    /// The provider serving `interface` for `tenant` (as `resolveService`), and the plugin the operator chose for it
+    /// (`ServiceDirectory.chosen`), in one look-up. [thread-safe]
+    public func resolveServiceAndChoice(_ interface: InterfaceID, tenant: String,
+                                        serving: ((String) -> Bool)? = nil) -> (provision: ServiceProvision?, chosen: String?) {
+        read { ($0.services.resolve(interface, tenant: tenant, serving: serving), $0.services.chosen(interface, tenant: tenant)) }
     }
 }
 

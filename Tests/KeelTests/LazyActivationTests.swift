@@ -179,6 +179,37 @@ struct LazyKernelTests {
         await kernel.shutdown()
     }
 
+    @Test("the operator's choice of provider holds for lazy providers: an idle chosen one is woken rather than another served; without a choice the highest ranking wakes")
+    func choiceWakesIdleProvider() async throws {
+        let s = ServicesFixture()
+        try s.provider("lzalpha", tag: "A", ranking: 5)
+        try s.provider("lzbeta", tag: "B", ranking: 10)
+        // Optional: enabling the consumer wakes no provider; its acquires do.
+        try s.consumer("lzuse", consumes: "[{interface: test.echo, version: \"^1\", optional: true}]")
+        for id in ["lzalpha", "lzbeta"] { try s.makeLazy(id) }
+        let kernel = try s.kernel()
+        await kernel.start()
+        for id in ["lzalpha", "lzbeta", "lzuse"] { try await kernel.enable(id) }
+        #expect(kernel.isIdle("lzalpha") && kernel.isIdle("lzbeta"))
+        // The handler's acquire waits for the wake: on a thread of its own, not Swift's pool.
+        func served(_ query: String) async -> String {
+            await withCheckedContinuation { done in
+                Thread.detachNewThread { done.resume(returning: call(kernel, "/ext/lzuse/call", query: query).text) }
+            }
+        }
+        var text = await served("one")
+        #expect(text.hasPrefix("tag=B echo=one provider=lzbeta"), "the highest ranking of the idle ones: \(text)")
+        #expect(kernel.isIdle("lzalpha"))
+        try await kernel.execute(.useProvider(interface: "test.echo/1", plugin: "lzalpha", tenant: nil))
+        let info = try #require(await kernel.services().first { $0.interface == "test.echo/1" })
+        #expect(info.serving.first?.provider == "lzalpha" && info.serving.first?.reason == "chosen by the operator; idle, loaded by the first acquire",
+                "\(info.serving)")
+        text = await served("two")
+        #expect(text.hasPrefix("tag=A echo=two provider=lzalpha"), "the chosen one, woken: \(text)")
+        #expect(!kernel.isIdle("lzalpha"))
+        await kernel.shutdown()
+    }
+
     @Test("services list: an idle provider enabled for one tenant is said to wake for that tenant only, not host-wide")
     func idleProviderPerTenant() async throws {
         let s = ServicesFixture()
