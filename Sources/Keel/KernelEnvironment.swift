@@ -112,7 +112,16 @@ final class KernelEnvironment: PluginEnvironment {
     func onIdleNeeded(_ handler: @escaping @Sendable (Need) -> KernelError?) { waker.set(handler) }
 
     /// Wakes what `need` names when it is idle, waiting for it; nil when it is active now or nothing was idle.
-    func wake(_ need: Need) -> KernelError? { waker.current?(need) }
+    func wake(_ need: Need) -> KernelError? {
+        // A plugin being disabled, whose call the kernel's thread is draining, gets no wake: it would be queued behind
+        // that drain, which waits for this very call (the lifecycle stalled for the drain's time-out, then the
+        // plugin's lease refused anyway, its activation over).
+        if ActivationContext.currentCallHoldsLifecycle {
+            let what = switch need { case let .plugin(id): "plugin \"\(id)\""; case let .interface(interface, _, _): "a provider of \(interface)" }
+            return KernelError(.loadFailed, reason: "\(what) is idle and is not activated for a plugin that is being stopped")
+        }
+        return waker.current?(need)
+    }
 
     func callCommand(caller: String, plugin: String, name: String, arguments: String, principal: Principal) -> Result<String, CommandError> {
         guard let access = access.withLock({ $0 }) else { return .failure(CommandError(.unavailable, "the host is starting")) }

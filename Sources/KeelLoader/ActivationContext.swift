@@ -53,6 +53,8 @@ public final class ActivationContext: Sendable {
     let errorsHeld = Atomic<Int>(0)  // internal for the tests
     private let lastRefusal = Mutex<String?>(nil)
     private let inFlight = Atomic<Int>(0)
+    /// True while `drain` waits for this activation's calls on the lifecycle thread (a disable, a stop).
+    private let drainingLifecycle = Atomic<Bool>(false)
     /// Service leases this activation holds on other plugins' tables.
     let leases = Atomic<Int>(0)
     /// True exactly while the phase is `.active`: what `enter` reads on the request path, without the lock.
@@ -114,9 +116,18 @@ public final class ActivationContext: Sendable {
     /// Stops new calls and waits up to `timeout` seconds for calls in flight. Returns the calls still running.
     public func drain(timeout: Double) -> Int {
         stopAdmitting()
+        drainingLifecycle.store(true, ordering: .sequentiallyConsistent)
+        defer { drainingLifecycle.store(false, ordering: .sequentiallyConsistent) }
         let deadline = Self.now() + timeout
         while inFlight.load(ordering: .sequentiallyConsistent) > 0 && Self.now() < deadline { usleep(1000) }
         return inFlight.load(ordering: .sequentiallyConsistent)
+    }
+
+    /// True when the call running on this thread belongs to an activation whose calls the lifecycle thread is waiting
+    /// for (`drain`): anything that call asks of the lifecycle (waking an idle plugin) would wait behind the drain,
+    /// and the drain for the call, until the drain's time-out. [thread-safe]
+    public static var currentCallHoldsLifecycle: Bool {
+        currentCall?.drainingLifecycle.load(ordering: .sequentiallyConsistent) ?? false
     }
 
     /// Stops admitting calls; those already running go on (`callsInFlight` counts them). [thread-safe]

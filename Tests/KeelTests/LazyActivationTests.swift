@@ -210,6 +210,31 @@ struct LazyKernelTests {
         await kernel.shutdown()
     }
 
+    @Test("a consumer being disabled whose call in flight needs an idle provider: refused at once, the disable does not wait for its drain time-out")
+    func noWakeForAPluginBeingStopped() async throws {
+        let s = ServicesFixture()
+        try s.provider("lzsleepy", tag: "S")
+        try s.makeLazy("lzsleepy")
+        try s.consumer("going", consumes: "[{interface: test.echo, version: \"^1\", optional: true}]", defines: ["ACQUIRE_AFTER_MS=400"])
+        let kernel = try s.kernel()
+        await kernel.start()
+        for id in ["lzsleepy", "going"] { try await kernel.enable(id) }
+        #expect(kernel.isIdle("lzsleepy"))
+        let answered = Mutex<(Int, String)?>(nil)
+        Thread.detachNewThread { answered.withLock { $0 = call(kernel, "/ext/going/call", query: "x") } }
+        try await Task.sleep(for: .milliseconds(100))
+        let started = ContinuousClock.now
+        try await kernel.disable("going")
+        let took = ContinuousClock.now - started
+        #expect(took < .seconds(3), "the drain waited for a wake queued behind it: \(took)")
+        let deadline = ContinuousClock.now + .seconds(5)
+        while answered.withLock({ $0 }) == nil, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        let answer = answered.withLock { $0 }
+        #expect(answer?.0 == 503, "its acquire was refused: \(String(describing: answer))")
+        #expect(kernel.isIdle("lzsleepy"), "nothing was loaded for a plugin on its way out")
+        await kernel.shutdown()
+    }
+
     @Test("services list: an idle provider enabled for one tenant is said to wake for that tenant only, not host-wide")
     func idleProviderPerTenant() async throws {
         let s = ServicesFixture()

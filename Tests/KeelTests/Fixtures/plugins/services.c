@@ -13,6 +13,7 @@
  *   LISTEN_ID                       the interface id passed to listen (default ACQUIRE_ID)
  *   MIN_SIZE                        min_size passed to acquire (default sizeof(test_echo_v1))
  *   NO_RELEASE                      /call never releases its lease (a leak)
+ *   ACQUIRE_AFTER_MS                /call sleeps this long before it acquires (a call in flight when a disable starts)
  *   DOUBLE_RELEASE                  /call releases its lease twice, and a made-up one
  *   STALE_RELEASE                   /call, after its release, leases again and releases the first (stale) handle
  *                                   once more; its answer ends " second=ok" while the second lease is still held
@@ -101,6 +102,10 @@ static keel_status call(void *ud, const keel_http_request *req, keel_http_respon
     char buf[512];
     keel_service_lease *lease = NULL;
     const void *t = NULL;
+#ifdef ACQUIRE_AFTER_MS
+    struct timespec pause = { ACQUIRE_AFTER_MS / 1000, (ACQUIRE_AFTER_MS % 1000) * 1000000L };
+    nanosleep(&pause, NULL);
+#endif
     keel_status st = services->acquire(the_ctx, keel_cstr(ACQUIRE_ID), req->principal->tenant, MIN_SIZE, &lease, &t);
     if (st != KEEL_OK) return answer(res, 503, buf, snprintf(buf, sizeof buf, "status=%d", st));
     const test_echo_v1 *echo = (const test_echo_v1 *)t;
