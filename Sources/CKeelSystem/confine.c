@@ -58,14 +58,23 @@ int keel_name_process(const char *name) {
  * re-execution included) and from the ambient, effective, permitted and inheritable sets. A worker run as root keeps
  * uid 0 but none of root's powers: CAP_SYS_PTRACE would open a non-dumpable host's /proc/<pid>/mem, CAP_SYS_ADMIN
  * and CAP_PERFMON its /proc/<pid>/environ (the admin token) despite Landlock, and the others reboot, load modules,
- * or type into a terminal. Returns capset's result (dropping is always allowed: -1 only when the kernel refuses the
- * call itself). */
+ * or type into a terminal. Returns 0 when the process holds no capability afterwards (effective, permitted,
+ * inheritable): a capset refused (a service manager's system call filter refuses it as privileged) is a failure only
+ * when there was something to drop. */
 static int drop_capabilities(void) {
     for (int cap = 0; prctl(PR_CAPBSET_READ, cap, 0, 0, 0) >= 0; cap++) prctl(PR_CAPBSET_DROP, cap, 0, 0, 0);
     prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
     struct __user_cap_header_struct header = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
     struct __user_cap_data_struct none[2] = { { 0, 0, 0 }, { 0, 0, 0 } };
-    return (int)syscall(SYS_capset, &header, none);
+    if (syscall(SYS_capset, &header, none) == 0) return 0;
+    int saved = errno;
+    struct __user_cap_data_struct held[2] = { { 0, 0, 0 }, { 0, 0, 0 } };
+    header.version = _LINUX_CAPABILITY_VERSION_3;
+    if (syscall(SYS_capget, &header, held) != 0) { errno = saved; return -1; }
+    for (int i = 0; i < 2; i++) {
+        if (held[i].effective | held[i].permitted | held[i].inheritable) { errno = saved; return -1; }
+    }
+    return 0;
 }
 
 int keel_confine_worker(int network, int processes) {

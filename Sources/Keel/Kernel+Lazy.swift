@@ -95,6 +95,10 @@ extension Kernel {
     private func wake(_ id: String, visiting: Set<String>) throws(KernelError) {
         if active[id] != nil { return }
         guard idle.contains(id) else {
+            // Its activation failed while this call waited (the first use's): that failure, not "not enabled".
+            if let record = (try? state.plugin(id)) ?? nil, record.enabled, record.status == .failed {
+                throw KernelError(.loadFailed, pluginID: id, reason: record.reason ?? "plugin \"\(id)\" failed to activate")
+            }
             throw KernelError(.notEnabled, pluginID: id, reason: "plugin \"\(id)\" is not enabled")
         }
         // The first use's record (status and load history) is committed without waiting for the disk: the request
@@ -193,7 +197,13 @@ extension Kernel {
             do throws(KernelError) { try await wake(id) } catch { outcome.error.withLock { $0 = error } }
             outcome.done.signal()
         }
-        outcome.done.wait()
+        // Bounded: plugin code that waits for this thread while it activates (an `activate` that joins a thread of its
+        // own, which acquires) would otherwise hold both for good. Past the stall limit the lifecycle is reported
+        // stalled anyway; the wake goes on, and a later call finds the plugin active.
+        let limit = configuration.stallLimit
+        guard outcome.done.wait(timeout: .now() + limit) == .success else {
+            return KernelError(.loadFailed, pluginID: id, reason: "plugin \"\(id)\" did not finish activating within \(Int(limit)) s")
+        }
         return outcome.error.withLock { $0 }
     }
 

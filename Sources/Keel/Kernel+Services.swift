@@ -298,8 +298,9 @@ extension Kernel {
                 // Only an idle provider enabled for this tenant would be woken for it.
                 let wakes = providers.contains { $0.idle && filter?($0.plugin) ?? true }
                 // The operator's choice, idle, is woken by the first acquire rather than another one serving for it.
-                if let chosen = directory.chosen(interface, tenant: tenant), chosen != r?.provision.providerID,
-                   providers.contains(where: { $0.plugin == chosen && $0.idle }), filter?(chosen) ?? true {
+                let idleChoice = directory.choices(interface, tenant: tenant).lazy.filter { filter?($0) ?? true }
+                    .first { c in c == r?.provision.providerID || providers.contains { $0.plugin == c && $0.idle } }
+                if let chosen = idleChoice, chosen != r?.provision.providerID {
                     let why: ServiceDirectory.Reason = directory.selections[tenant]?[interface] == chosen && !tenant.isEmpty ? .tenantChoice : .operatorChoice
                     return .init(tenant: tenant, choice: directory.selections[tenant]?[interface], provider: chosen,
                                  reason: why.rawValue + "; idle, loaded by the first acquire")

@@ -69,13 +69,15 @@ extension Kernel {
                 && ($0.status != .failed || installed.contains($0.id) || (regranted.contains($0.id) && (try? isQuarantined($0.id)) != true))
         }.map(\.id))
         if !wanted.isEmpty {
-            // As at start: lazy ones enabled elsewhere are parked here, unless an eager one needs them now.
-            let (now, lazy) = splitLazy(wanted)
-            let plan = activationPlan(for: now).filter { active[$0] == nil }
+            // As at start: lazy ones enabled elsewhere are parked here, unless an eager one needs them now; those it
+            // needs that are idle here already are woken (as an enable wakes them) before it is activated.
+            let (now, lazy) = splitLazy(wanted.union(idle))
+            let woken = now.intersection(idle).sorted().filter { (try? wake($0)) != nil }
+            let plan = activationPlan(for: now.subtracting(idle)).filter { active[$0] == nil }
             activateAll(plan)
             watchIdleTimeouts(plan)
-            changed.activated = plan.filter { active[$0] != nil }
-            let parked = lazy.sorted().filter { active[$0] == nil }
+            changed.activated = woken + plan.filter { active[$0] != nil }
+            let parked = lazy.subtracting(idle).sorted().filter { active[$0] == nil }
             park(parked)
             changed.parked = parked.filter { idle.contains($0) }
         }

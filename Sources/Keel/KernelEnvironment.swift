@@ -57,16 +57,16 @@ final class KernelEnvironment: PluginEnvironment {
     /// some tenants only never serves another tenant's acquire, nor one made for no tenant).
     func resolveService(_ interface: InterfaceID, tenant: String) -> ServiceProvision? {
         let serving = access.withLock { $0 }?.servingFilter(tenant: tenant)
-        let (resolved, chosen) = registry.resolveServiceAndChoice(interface, tenant: tenant, serving: serving)
+        let (resolved, choices) = registry.resolveServiceAndChoices(interface, tenant: tenant, serving: serving)
         // The operator's choice holds for a lazy provider too: idle, it is woken rather than another one served in its
         // place (when it cannot be, what serves now serves).
-        if let chosen, resolved?.providerID != chosen, serving?(chosen) != false, idleProvides(chosen, interface) {
+        if let chosen = idleChoice(choices, interface, serving: serving, servedBy: resolved?.providerID) {
             if wake(.plugin(chosen)) == nil, let provision = registry.resolveService(interface, tenant: tenant, serving: serving),
                provision.providerID == chosen { return provision }
         }
         if let resolved { return resolved }
         // No provider active: an idle lazy one is woken (acquires come from plugin code on a lane thread).
-        guard wake(.interface(interface, serving: serving, chosen: chosen)) == nil else { return nil }
+        guard wake(.interface(interface, serving: serving, chosen: choices.first)) == nil else { return nil }
         return registry.resolveService(interface, tenant: tenant, serving: serving)
     }
 
@@ -103,9 +103,16 @@ final class KernelEnvironment: PluginEnvironment {
         }
     }
 
-    /// True when `id` is idle and its manifest provides `interface`.
-    func idleProvides(_ id: String, _ interface: InterfaceID) -> Bool {
-        idle.withLock { $0[id]?.provides.contains { $0.interface == interface } ?? false }
+    /// The operator's choice to wake for an acquire of `interface`: the first of `choices` (tenant's, then host-wide)
+    /// that could serve, when it is idle; nil when that one serves already (`servedBy`) or none is idle. A choice that
+    /// is neither (not enabled, or not for the tenant) is passed over, as the registry passes it over.
+    func idleChoice(_ choices: [String], _ interface: InterfaceID, serving: ((String) -> Bool)?, servedBy: String?) -> String? {
+        guard !choices.isEmpty else { return nil }
+        for choice in choices where serving?(choice) != false {
+            if choice == servedBy { return nil }
+            if idle.withLock({ $0[choice]?.provides.contains { $0.interface == interface } ?? false }) { return choice }
+        }
+        return nil
     }
 
     /// Who wakes idle lazy plugins (the kernel, waiting for the activation).

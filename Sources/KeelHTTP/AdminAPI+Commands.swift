@@ -52,13 +52,15 @@ extension AdminAPI {
             // plugin that goes idle after that is woken by `call` itself, after the same checks.
             var refused: CommandError?
             if kernel.isIdle(id) {
-                // As for a request (`wakeIdlePlugin`): a stalled lifecycle would hold this call behind the stuck one.
-                if kernel.lifecycleStall != nil {
-                    throw APIError(.serviceUnavailable, "lifecycle-stalled", "plugin \"\(id)\" cannot be activated now; try again later")
-                }
                 switch try await gatekeeper.lanes.run(id, { kernel.mayWakeForCall(id, name, as: principal).map { audited($0.map { CommandValue.none }) } }) {
                 case let .failure(refusal)?: refused = refusal
-                case .success?: refused = await kernel.wakeForCall(id, as: principal)
+                case .success?:
+                    // As for a request (`wakeIdlePlugin`), once the caller may wake it: a stalled lifecycle would hold
+                    // this call behind the stuck one.
+                    if kernel.lifecycleStall != nil {
+                        throw APIError(.serviceUnavailable, "lifecycle-stalled", "plugin \"\(id)\" cannot be activated now; try again later")
+                    }
+                    refused = await kernel.wakeForCall(id, as: principal)
                 case nil: break
                 }
             }

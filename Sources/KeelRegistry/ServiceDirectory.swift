@@ -54,10 +54,11 @@ public struct ServiceDirectory: Sendable {
         return (first, tie ? .firstEnabled : .ranking)
     }
 
-    /// The plugin the operator chose to serve `interface` for `tenant`: the tenant's own choice, else the host-wide
-    /// one; nil when there is none. Whether it provides the interface now is not asked (an idle lazy plugin does not).
-    public func chosen(_ interface: InterfaceID, tenant: String) -> String? {
-        (tenant.isEmpty ? nil : selections[tenant]?[interface]) ?? selections[""]?[interface]
+    /// The plugins the operator chose to serve `interface` for `tenant`, in the rule's order: the tenant's own choice,
+    /// then the host-wide one (each taken only when it can serve, as `resolution` takes them). Whether one provides the
+    /// interface now is not asked (an idle lazy plugin does not).
+    public func choices(_ interface: InterfaceID, tenant: String) -> [String] {
+        [tenant.isEmpty ? nil : selections[tenant]?[interface], selections[""]?[interface]].compactMap { $0 }
     }
 
     /// "" (host-wide) and the tenants that may be served otherwise: those with a choice of their own for `interface`,
@@ -116,11 +117,11 @@ extension PluginRegistry {
         read { $0.services.resolve(interface, tenant: tenant, serving: serving) }
     }
 
-    /// The provider serving `interface` for `tenant` (as `resolveService`), and the plugin the operator chose for it
-    /// (`ServiceDirectory.chosen`), in one look-up. [thread-safe]
-    public func resolveServiceAndChoice(_ interface: InterfaceID, tenant: String,
-                                        serving: ((String) -> Bool)? = nil) -> (provision: ServiceProvision?, chosen: String?) {
-        read { ($0.services.resolve(interface, tenant: tenant, serving: serving), $0.services.chosen(interface, tenant: tenant)) }
+    /// The provider serving `interface` for `tenant` (as `resolveService`), and the plugins the operator chose for it
+    /// (`ServiceDirectory.choices`), in one look-up. [thread-safe]
+    public func resolveServiceAndChoices(_ interface: InterfaceID, tenant: String,
+                                         serving: ((String) -> Bool)? = nil) -> (provision: ServiceProvision?, choices: [String]) {
+        read { ($0.services.resolve(interface, tenant: tenant, serving: serving), $0.services.choices(interface, tenant: tenant)) }
     }
 }
 

@@ -210,6 +210,29 @@ struct LazyKernelTests {
         await kernel.shutdown()
     }
 
+    @Test("a tenant's choice that cannot serve falls back to the host-wide choice, which is woken when idle")
+    func choiceFallsBackToHostWide() async throws {
+        let s = ServicesFixture()
+        try s.provider("lzone", tag: "1", ranking: 1)
+        try s.provider("lztwo", tag: "2", ranking: 10)
+        try s.provider("lzoff", tag: "0", ranking: 0)
+        try s.consumer("lzuser2", consumes: "[{interface: test.echo, version: \"^1\", optional: true}]")
+        for id in ["lzone", "lztwo", "lzoff"] { try s.makeLazy(id) }
+        let kernel = try s.kernel()
+        await kernel.start()
+        for id in ["lzone", "lztwo", "lzuser2"] { try await kernel.enable(id) }
+        try await kernel.execute(.createTenant(name: "acme"))
+        // acme chose a plugin that is not enabled; the host-wide choice is lzone, idle.
+        try await kernel.execute(.useProvider(interface: "test.echo/1", plugin: "lzoff", tenant: "acme"))
+        try await kernel.execute(.useProvider(interface: "test.echo/1", plugin: "lzone", tenant: nil))
+        let text = await withCheckedContinuation { done in
+            Thread.detachNewThread { done.resume(returning: call(kernel, "/ext/lzuser2/call", query: "a", tenant: "acme").text) }
+        }
+        #expect(text.hasPrefix("tag=1 echo=a provider=lzone"), "the host-wide choice, not the highest ranking: \(text)")
+        #expect(kernel.isIdle("lztwo"))
+        await kernel.shutdown()
+    }
+
     @Test("a consumer being disabled whose call in flight needs an idle provider: refused at once, the disable does not wait for its drain time-out")
     func noWakeForAPluginBeingStopped() async throws {
         let s = ServicesFixture()

@@ -19,9 +19,10 @@ extension PostgresBackedTests {
         /// A host "name" on the state at `url`, with plugin "g" (a route answering its configuration; `routes` is not
         /// trusted without a grant here).
         static func host(_ name: String, _ url: String, trusted: Set<Capability> = [.menus], schema: String? = nil,
-                         extra: String = "") throws -> Host {
+                         extra: String = "", more: [(id: String, extra: String)] = []) throws -> Host {
             let f = KernelFixture()
             try f.fixtureBundle("g", defines: ["CONFIG_ECHO"], capabilities: ["routes"], extra: extra)
+            for bundle in more { try f.fixtureBundle(bundle.id, capabilities: ["routes"], extra: bundle.extra) }
             try schema?.write(toFile: f.plugins + "/g/config.schema.yaml", atomically: true, encoding: .utf8)
             let log = f.log
             var configuration = KernelConfiguration(pluginsDirectory: f.plugins, stateFile: url) { log.append($0.description) }
@@ -62,6 +63,25 @@ extension PostgresBackedTests {
             try await b.kernel.wake("g")
             #expect(!b.kernel.isIdle("g") && b.kernel.registry.snapshot.routes.map(\.pluginID) == ["g"])
             #expect(await b.kernel.applyDesiredState().isEmpty)
+            await a.kernel.shutdown()
+            await b.kernel.shutdown()
+        }
+
+        @Test("an eager plugin enabled through one host wakes, on the others, the lazy plugin it needs that is idle there",
+              .enabled(if: StateEngine.postgresURL != nil, "KEEL_TEST_POSTGRES is not set"))
+        func eagerWakesIdleDependency() async throws {
+            let url = StateEngine.postgres.freshLocation()
+            let top = [(id: "top", extra: "dependencies:\n  g: \"*\"")]
+            let a = try Self.host("host-a", url, trusted: [.menus, .routes], extra: "activation: lazy\n", more: top)
+            let b = try Self.host("host-b", url, trusted: [.menus, .routes], extra: "activation: lazy\n", more: top)
+            await a.kernel.start()
+            await b.kernel.start()
+            try await a.kernel.execute(.enable(id: "g", tenant: nil), actor: "cli")
+            #expect(await b.kernel.applyDesiredState().parked == ["g"])
+            try await a.kernel.execute(.enable(id: "top", tenant: nil), actor: "cli")
+            let applied = await b.kernel.applyDesiredState()
+            #expect(applied.activated == ["g", "top"], "\(applied) \(b.log.lines)")
+            #expect(Set(b.kernel.activePlugins) == ["g", "top"] && !b.kernel.isIdle("g"))
             await a.kernel.shutdown()
             await b.kernel.shutdown()
         }
