@@ -129,6 +129,13 @@ extension ExtensionStore {
     /// another key). Two hosts installing the same package both pass.
     /// - Throws: `SignerMismatch` when it changed; `StateError`.
     package func confirmPin(_ offer: Offer, _ check: SignerCheck) throws {
+        // The key it is to be pinned to must still be trusted for this id: untrusted, or its scope narrowed
+        // (`keel trust add --only`), while the package was fetched, it signs nothing here any more.
+        if let offered = check.offered,
+           !(try state.trustedKeySet().keys(for: offer.id)).values.contains(where: { Self.sameKey(StateStore.PinnedSigner(name: offered.name, publicKey: $0), offered) }) {
+            throw SignerMismatch(pluginID: offer.id, description: "key \"\(offered.name)\" may no longer sign \"\(offer.id)\": its trust "
+                                 + "changed while \(offer.id) \(offer.entry.version) was fetched; refused")
+        }
         let now = try state.pinnedSigner(offer.id)
         func same(_ a: StateStore.PinnedSigner?, _ b: StateStore.PinnedSigner?) -> Bool {
             switch (a, b) {

@@ -68,6 +68,32 @@ struct SignerPinningTests {
         }
     }
 
+    @Test("a key's scope narrowed while its package downloads: the install is refused before the move, nothing installed or pinned")
+    func scopeNarrowedDuringDownload() async throws {
+        let vendor = try Key("vendor")
+        let repo = try Self.repository([("1.0.0", "one", (vendor, "vendor"))])
+        let slow = try RepositorySafetyTests.PythonServer(serving: repo, archiveDelay: 2)
+        defer { slow.stop() }
+        let f = KernelFixture()
+        let kernel = try f.kernel()
+        await kernel.start()
+        try await kernel.execute(.addRepository(name: "slow", location: "http://127.0.0.1:\(slow.port)", priority: 0), actor: "test")
+        try await kernel.execute(.trustKey(name: "vendor", publicKey: vendor.publicKey), actor: "test")
+        let install = Task { () -> String in
+            do { try await kernel.execute(.install(id: "pin", version: "1.0.0", allowUnsigned: false), actor: "test"); return "installed" } catch {
+                return "\(error)"
+            }
+        }
+        let deadline = ContinuousClock.now + .seconds(30)
+        while (try? kernel.state.plugin("pin"))??.status != .installing, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+        try await kernel.execute(.trustKey(name: "vendor", publicKey: vendor.publicKey, only: ["vend-*"]), actor: "test")
+        let outcome = await install.value
+        #expect(outcome.contains(#"key "vendor" may no longer sign "pin": its trust changed while pin 1.0.0 was fetched; refused"#), "\(outcome)")
+        #expect(!FileManager.default.fileExists(atPath: f.plugins + "/pin"), "nothing was installed")
+        #expect(try kernel.state.pinnedSigner("pin") == nil)
+        await kernel.shutdown()
+    }
+
     @Test("a dependency installs at a version in the dependent's range, one signed by a trusted key before a newer untrusted one")
     func dependencyInRange() async throws {
         let acme = try Key("acme"), beta = try Key("beta")
