@@ -211,6 +211,32 @@ struct ProxyWebSocketTests {
         #expect(seen.close == 1000, "the app closed (4000): the client's WebSocket ends normally")
     }
 
+    @Test("the app's own 101 headers (its cookie, a header of its own) never reach the client")
+    func upstreamHandshakeHeadersDropped() async throws {
+        let upstream = try Upstream(script: "ws_echo.py")
+        defer { upstream.stop() }
+        let server = try Self.serve(upstream)
+        defer { server.stop() }
+        // A raw handshake, to read the 101's head as sent (a WebSocket client keeps it to itself).
+        let script = #"""
+            import socket, sys
+            s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+            s.sendall(b"GET /ext/ws/app/x HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                      b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+            s.settimeout(10)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                head += chunk
+            print(head.split(b"\r\n\r\n")[0].decode("latin-1").lower())
+            """#
+        let r = try TestEnvironment.run("/usr/bin/python3", ["-c", script, "\(server.port)"])
+        #expect(r.stdout.hasPrefix("http/1.1 101"), "\(r.stdout) \(r.stderr)")
+        #expect(!r.stdout.contains("set-cookie") && !r.stdout.contains("app-session") && !r.stdout.contains("x-app-secret"), "\(r.stdout)")
+    }
+
     @Test("refusals answer with a stable code: the app refusing (502), the app down (502), a body on the handshake (400), a dot segment (400)")
     func refusals() async throws {
         let upstream = try Upstream(script: "ws_echo.py")

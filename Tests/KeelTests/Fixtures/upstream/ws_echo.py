@@ -68,7 +68,9 @@ class Handler(socketserver.StreamRequestHandler):
             self.wfile.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
             return
         accept = base64.b64encode(hashlib.sha1(headers.get("sec-websocket-key", "").encode() + GUID).digest())
+        # A cookie and a header of the app's own on its 101: neither may reach the client through the proxy.
         self.wfile.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                         b"Set-Cookie: app-session=secret; Path=/\r\nX-App-Secret: s3cret\r\n"
                          b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
         hello = json.dumps({"path": path, "headers": headers, "last_close": last_close[0]}).encode()
         self.wfile.write(frame(True, 1, hello))
