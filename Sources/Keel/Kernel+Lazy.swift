@@ -28,14 +28,28 @@ extension Kernel {
     }
 
     /// Splits the plugins to start into those to activate now — eager ones and the lazy ones they need, as
-    /// dependencies or providers of interfaces they require — and those left idle.
+    /// dependencies or providers of interfaces they require — and those left idle. Of the lazy providers of a
+    /// required interface that no eager plugin provides, only the one the registry would prefer is activated
+    /// (`preferredProviders`), unless some are enabled for some tenants only (then all, as several may be needed to
+    /// serve each of the consumer's tenants).
     func splitLazy(_ wanted: Set<String>) -> (activate: Set<String>, idle: Set<String>) {
         var now = wanted.filter { !isLazy($0) }
         var queue = Array(now)
+        let tenancy = access.directory.pluginTenants
         while let id = queue.popLast() {
-            for dep in startupDependencies(id) where wanted.contains(dep.id) && !now.contains(dep.id) {
-                now.insert(dep.id)
-                queue.append(dep.id)
+            guard let manifest = bundles[id]?.manifest else { continue }
+            var needed = manifest.dependencies.map(\.id)
+            for need in manifest.consumes where !need.optional {
+                let candidates = wanted.filter { $0 != id && bundles[$0]?.manifest?.provides.contains(where: need.accepts) == true }
+                if candidates.contains(where: { !(tenancy[$0]?.isEmpty ?? true) }) {
+                    needed += candidates.sorted()
+                } else if !candidates.contains(where: now.contains) {
+                    needed += preferredProviders(of: need, among: candidates).prefix(1)
+                }
+            }
+            for dep in needed where wanted.contains(dep) && !now.contains(dep) {
+                now.insert(dep)
+                queue.append(dep)
             }
         }
         return (now, wanted.subtracting(now))
@@ -144,29 +158,32 @@ extension Kernel {
         return library.descriptor.unloadSafe || library.descriptor.reactivatable
     }
 
-    /// Wakes the idle plugins `id` needs: its plugin dependencies, and providers of interfaces it requires when no
-    /// active plugin provides them.
+    /// Wakes the idle plugins `id` needs: its plugin dependencies, and, for each interface it requires that the
+    /// active plugins leave unprovided (for some of its tenants), idle providers one at a time in the order the
+    /// registry prefers them (`preferredProviders`) until it is provided: not every idle provider of it.
     /// - Throws: `KernelError` naming `id`, the plugin it needed and that plugin's reason, when a dependency could not
-    ///   be activated, or when a provider could not and the others woken leave an interface unprovided (one provider
-    ///   that fails does not fail its consumer while another serves it).
+    ///   be activated, or when a provider could not and the others leave the interface unprovided (one provider that
+    ///   fails does not fail its consumer while another can serve it).
     func wakeDependencies(of id: String, visiting: Set<String> = []) throws(KernelError) {
         guard let manifest = bundles[id]?.manifest else { return }
-        let providersMissing = missingInterface(manifest) != nil
-        var failedProvider: (id: String, interface: InterfaceID, error: KernelError)?
-        for dep in startupDependencies(id) where idle.contains(dep.id) && !visiting.contains(dep.id) {
-            if dep.via != nil && !providersMissing { continue }
-            do { try wake(dep.id, visiting: visiting.union([id])) } catch {
-                if let interface = dep.via {
-                    failedProvider = (dep.id, interface, error)
-                    continue
-                }
+        let inward = visiting.union([id])
+        for dep in manifest.dependencies where idle.contains(dep.id) && !visiting.contains(dep.id) {
+            do { try wake(dep.id, visiting: inward) } catch {
                 throw KernelError(error.code, pluginID: id,
                                   reason: "plugin \"\(id)\" needs plugin \"\(dep.id)\", which could not be activated: \(error.reason)")
             }
         }
-        if let failed = failedProvider, missingInterface(manifest) != nil {
-            throw KernelError(failed.error.code, pluginID: id, reason: "plugin \"\(id)\" needs interface \(failed.interface), whose "
-                              + "provider \"\(failed.id)\" could not be activated: \(failed.error.reason)")
+        for need in manifest.consumes where !need.optional {
+            var failed: (id: String, error: KernelError)?
+            // Each pass wakes one provider or fails one; either way it leaves `idle`, so this ends.
+            while unmetNeed(need, of: manifest) != nil,
+                  let next = preferredProviders(of: need, among: idle.subtracting(inward).subtracting([manifest.id])).first {
+                do { try wake(next, visiting: inward) } catch { failed = (next, error) }
+            }
+            if let failed, unmetNeed(need, of: manifest) != nil {
+                throw KernelError(failed.error.code, pluginID: id, reason: "plugin \"\(id)\" needs interface \(need.interface), whose "
+                                  + "provider \"\(failed.id)\" could not be activated: \(failed.error.reason)")
+            }
         }
     }
 

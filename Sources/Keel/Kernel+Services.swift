@@ -70,8 +70,10 @@ extension Kernel {
         let serving = services().first { $0.interface == interface.description }?.serving.first { $0.tenant == scope }
         guard serving?.provider != plugin else { return nil }
         let only = access.directory.pluginTenants[plugin] ?? []
+        let record = (try? state.plugin(plugin)) ?? nil
         let why = !only.isEmpty && (scope.isEmpty || !only.contains(scope))
-            ? "it is enabled for tenant(s) \(only.sorted().joined(separator: ", ")) only" : "it is not enabled"
+            ? "it is enabled for tenant(s) \(only.sorted().joined(separator: ", ")) only"
+            : record?.enabled == true && record?.status == .failed ? "it failed (\(record?.reason ?? "see its status"))" : "it is not enabled"
         return "\(plugin) is chosen, but does not serve \(scope.isEmpty ? "host-wide" : "tenant \(scope)"): \(why); "
             + "serving now: \(serving?.provider ?? "none")"
     }
@@ -145,22 +147,42 @@ extension Kernel {
         guard !hostInterfacesUnknown else { return nil }
         let services = registry.snapshot.services
         for need in manifest.consumes where !need.optional {
-            let live = (services.providers[need.interface] ?? []).filter { need.versions.contains($0.version) }.map(\.providerID)
-            let upcoming = pending.filter { id in
-                id != manifest.id && (bundles[id]?.manifest?.provides.contains(where: need.accepts) ?? false)
-            }.sorted()
-            let providers = live + upcoming.filter { !live.contains($0) }
-            guard !providers.isEmpty else {
-                let installed = installedProviders(of: need.interface).filter { $0 != manifest.id }
-                let hint = installed.isEmpty ? "no installed plugin provides it" : "enable one of \(installed.map { "\"\($0)\"" }.joined(separator: ", "))"
-                return "plugin \"\(manifest.id)\" needs interface \(need.interface) \(need.versions), which no enabled plugin provides (\(hint))"
-            }
-            let tenancy = tenancy ?? access.directory.pluginTenants
-            let reach = TenantReach(providers: providers, consumer: tenancy[manifest.id], tenancy: tenancy)
-            guard !reach.isWhole else { continue }
-            return tenantGap(manifest.id, need.interface, need.versions.description, reach, providers: providers, tenancy: tenancy)
+            if let unmet = unmetNeed(need, of: manifest, services: services, pending: pending, tenancy: tenancy) { return unmet }
         }
         return nil
+    }
+
+    /// `missingInterface` for one of `manifest`'s required interfaces: why the providers active now (and `pending`)
+    /// leave it unprovided for some of the consumer's tenants, or nil.
+    func unmetNeed(_ need: ConsumedInterface, of manifest: Manifest, services: ServiceDirectory? = nil, pending: Set<String> = [],
+                   tenancy: [String: Set<String>]? = nil) -> String? {
+        let services = services ?? registry.snapshot.services
+        let live = (services.providers[need.interface] ?? []).filter { need.versions.contains($0.version) }.map(\.providerID)
+        let upcoming = pending.filter { id in
+            id != manifest.id && (bundles[id]?.manifest?.provides.contains(where: need.accepts) ?? false)
+        }.sorted()
+        let providers = live + upcoming.filter { !live.contains($0) }
+        guard !providers.isEmpty else {
+            let installed = installedProviders(of: need.interface).filter { $0 != manifest.id }
+            let hint = installed.isEmpty ? "no installed plugin provides it" : "enable one of \(installed.map { "\"\($0)\"" }.joined(separator: ", "))"
+            return "plugin \"\(manifest.id)\" needs interface \(need.interface) \(need.versions), which no enabled plugin provides (\(hint))"
+        }
+        let tenancy = tenancy ?? access.directory.pluginTenants
+        let reach = TenantReach(providers: providers, consumer: tenancy[manifest.id], tenancy: tenancy)
+        guard !reach.isWhole else { return nil }
+        return tenantGap(manifest.id, need.interface, need.versions.description, reach, providers: providers, tenancy: tenancy)
+    }
+
+    /// The plugins among `candidates` whose manifests provide `need`, in the order the registry would prefer them
+    /// once active: the operator's host-wide choice, then the highest `ranking`, then by id. What a wake loads first.
+    func preferredProviders(of need: ConsumedInterface, among candidates: some Sequence<String>) -> [String] {
+        let chosen = registry.snapshot.services.selections[""]?[need.interface]
+        return candidates.compactMap { id -> (id: String, ranking: Int)? in
+            bundles[id]?.manifest?.provides.first(where: need.accepts).map { (id, $0.ranking) }
+        }.sorted { a, b in
+            if (a.id == chosen) != (b.id == chosen) { return a.id == chosen }
+            return (b.ranking, a.id) < (a.ranking, b.id)
+        }.map(\.id)
     }
 
     /// The reason for a consumer whose providers leave some of its tenants without one, naming who serves what and
@@ -305,8 +327,10 @@ extension Kernel {
                     return .init(tenant: tenant, choice: directory.selections[tenant]?[interface], provider: chosen,
                                  reason: why.rawValue + "; idle, loaded by the first acquire")
                 }
+                // Which idle one: the registry's order (ranking, then id), among those serving this tenant.
+                let first = wakes ? providers.filter { $0.idle && filter?($0.plugin) ?? true }.first?.plugin : nil
                 return .init(tenant: tenant, choice: directory.selections[tenant]?[interface], provider: r?.provision.providerID,
-                             reason: r?.reason.rawValue ?? (wakes ? "no provider running; an idle one is loaded by the first acquire" : "no provider enabled"))
+                             reason: r?.reason.rawValue ?? (first.map { "no provider running; \($0) (idle) is loaded by the first acquire" } ?? "no provider enabled"))
             }
             let consumers = (declared.consumers[interface] ?? []).map { c in
                 InterfaceInfo.Consumer(plugin: c.plugin, versions: c.versions, optional: c.optional, active: active[c.plugin] != nil)

@@ -65,9 +65,16 @@ final class KernelEnvironment: PluginEnvironment {
                provision.providerID == chosen { return provision }
         }
         if let resolved { return resolved }
-        // No provider active: an idle lazy one is woken (acquires come from plugin code on a lane thread).
-        guard wake(.interface(interface, serving: serving, chosen: choices.first)) == nil else { return nil }
-        return registry.resolveService(interface, tenant: tenant, serving: serving)
+        // No provider active: an idle lazy one is woken (acquires come from plugin code on a lane thread), the next one
+        // when it fails (it is idle no more, so each pass takes another).
+        for _ in 0..<idle.withLock({ $0.count }) {
+            let failure = wake(.interface(interface, serving: serving, chosen: choices.first))
+            if let provision = registry.resolveService(interface, tenant: tenant, serving: serving) { return provision }
+            // Another try only when that provider failed to activate (it is idle no more); a stall, a time-out or a
+            // refusal ends it.
+            guard let failed = failure?.pluginID, idle.withLock({ $0[failed] == nil }) else { return nil }
+        }
+        return nil
     }
 
     /// Something an idle lazy plugin is woken for.

@@ -182,11 +182,13 @@ public final class ActivationContext: Sendable {
     // MARK: calls into the plugin
 
     /// Admits one call into the plugin; false once the activation is draining or closed.
-    func enter() -> Bool {
+    /// - Parameter use: whether the call counts as a use for the idle time-out (`takeUsed`); not for what the host
+    ///   itself asks (a service-change notice, a health check), which would keep a lazy plugin loaded for nothing.
+    func enter(use: Bool = true) -> Bool {
         inFlight.wrappingAdd(1, ordering: .sequentiallyConsistent)
         if admitting.load(ordering: .sequentiallyConsistent) {
             // Read first: the flag's cache line is written once per idle check, not once per call.
-            if !used.load(ordering: .relaxed) { used.store(true, ordering: .relaxed) }
+            if use, !used.load(ordering: .relaxed) { used.store(true, ordering: .relaxed) }
             return true
         }
         inFlight.wrappingSubtract(1, ordering: .sequentiallyConsistent)

@@ -41,7 +41,7 @@ public final class HealthCheck: @unchecked Sendable {
     public func run() -> Outcome {
         guard !running.exchange(true, ordering: .acquiringAndReleasing) else { return .busy }
         defer { running.store(false, ordering: .releasing) }
-        guard context.enter() else { return .inactive }
+        guard context.enter(use: false) else { return .inactive }
         let outer = ActivationContext.beginCall(context)
         defer { ActivationContext.endCall(outer); context.leave() }
         let status = site.around { function(HostABI.pointer(to: context)) }

@@ -165,7 +165,7 @@ public final class ServiceListener: Sendable {
     /// Tells the consumer that `now` (nil: none) serves the interface for `tenant` ("" host-wide). Skipped when the
     /// consumer's activation no longer admits calls. Over the hook budget is logged. [lifecycle]: the kernel's thread.
     public func notify(tenant: String, now: ServiceProvision?) {
-        guard context.enter() else { return }
+        guard context.enter(use: false) else { return }
         defer { context.leave() }
         if let forward { return forward(tenant, now) }
         guard let function else { return }

@@ -210,6 +210,52 @@ struct LazyKernelTests {
         await kernel.shutdown()
     }
 
+    @Test("a consumer that requires an interface wakes only the idle provider that would serve, at start and on first use; an acquire whose preferred idle provider fails is served by the next")
+    func onlyThePreferredProviderWakes() async throws {
+        let s = ServicesFixture()
+        try s.provider("lzlow", tag: "L", ranking: 1)
+        try s.provider("lzhigh", tag: "H", ranking: 10)
+        try s.consumer("lzneeds")
+        for id in ["lzlow", "lzhigh", "lzneeds"] { try s.makeLazy(id) }
+        let kernel = try s.kernel()
+        await kernel.start()
+        for id in ["lzlow", "lzhigh", "lzneeds"] { try await kernel.enable(id) }
+        try await kernel.wake("lzneeds")
+        #expect(Set(kernel.activePlugins) == ["lzneeds", "lzhigh"] && kernel.isIdle("lzlow"), "\(kernel.activePlugins)")
+        await kernel.shutdown()
+
+        // An eager consumer at start: the same one provider is activated with it.
+        let t = ServicesFixture()
+        try t.provider("lzlow", tag: "L", ranking: 1)
+        try t.provider("lzhigh", tag: "H", ranking: 10)
+        try t.consumer("eagerneeds")
+        for id in ["lzlow", "lzhigh"] { try t.makeLazy(id) }
+        let setup = try t.kernel()
+        await setup.start()
+        for id in ["lzlow", "lzhigh", "eagerneeds"] { try await setup.enable(id) }
+        await setup.shutdown()
+        let started = try t.kernel()
+        await started.start()
+        #expect(Set(started.activePlugins) == ["eagerneeds", "lzhigh"] && started.isIdle("lzlow"), "\(started.activePlugins)")
+        await started.shutdown()
+
+        // The acquire path: the preferred idle provider fails; the next one serves the same call.
+        let u = ServicesFixture()
+        try u.provider("lzbroken2", tag: "X", ranking: 20, defines: ["ACTIVATE_FAILS"])
+        try u.provider("lzfine", tag: "F", ranking: 1)
+        try u.consumer("optuser", consumes: "[{interface: test.echo, version: \"^1\", optional: true}]")
+        for id in ["lzbroken2", "lzfine"] { try u.makeLazy(id) }
+        let k = try u.kernel()
+        await k.start()
+        for id in ["lzbroken2", "lzfine", "optuser"] { try await k.enable(id) }
+        let text = await withCheckedContinuation { done in
+            Thread.detachNewThread { done.resume(returning: call(k, "/ext/optuser/call", query: "z").text) }
+        }
+        #expect(text.hasPrefix("tag=F echo=z provider=lzfine"), "\(text)")
+        #expect(try await k.plugin("lzbroken2").status == .failed)
+        await k.shutdown()
+    }
+
     @Test("a tenant's choice that cannot serve falls back to the host-wide choice, which is woken when idle")
     func choiceFallsBackToHostWide() async throws {
         let s = ServicesFixture()
@@ -271,7 +317,7 @@ struct LazyKernelTests {
         let info = try #require(await kernel.services().first { $0.interface == "test.echo/1" })
         #expect(info.providers.map { "\($0.plugin) idle=\($0.idle)" } == ["lzacme idle=true"])
         #expect(info.serving.map { "\($0.tenant): \($0.reason)" }
-                    == [": no provider enabled", "acme: no provider running; an idle one is loaded by the first acquire"], "\(info.serving)")
+                    == [": no provider enabled", "acme: no provider running; lzacme (idle) is loaded by the first acquire"], "\(info.serving)")
         await kernel.shutdown()
     }
 

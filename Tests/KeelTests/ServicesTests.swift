@@ -557,7 +557,7 @@ struct ServicesReadmeTests {
         // Without a server the CLI's kernel starts plugins idle: enabled providers are said to be idle, not "not
         // enabled" (which `keel plugins list` contradicted).
         let offline = try run(["services", "list"])
-        #expect(offline.contains("  serving: none (no provider running; an idle one is loaded by the first acquire)\n"), "\(offline)")
+        #expect(offline.contains("  serving: none (no provider running; argo-sync (idle) is loaded by the first acquire)\n"), "\(offline)")
         #expect(offline.contains("  provider argo-sync 1.0.0  implements 1.1.0, ranking 10, enabled, idle (loaded by its first use)\n"), "\(offline)")
         let server = try ServerProcess(plugins: f.plugins, state: f.state)
         defer { server.stop() }
