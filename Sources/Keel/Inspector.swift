@@ -27,6 +27,32 @@ public struct InspectReport: Sendable, Codable, Hashable {
     public var services: [String] = []
     /// Commands, as `name (signature)`.
     public var commands: [String] = []
+    /// What plugin.yaml says of when and where it runs: `activation` ("eager" or "lazy"), its `idle-timeout:` in
+    /// seconds, and `isolation` ("in-process" or "process"); nil for a bare library.
+    public var activation: String?
+    public var idleTimeout: Double?
+    public var isolation: String?
+
+    /// Fills `activation`, `idleTimeout` and `isolation` from `manifest`. [the caller that read it]
+    public mutating func describeRunning(_ manifest: Manifest) {
+        activation = manifest.activation == .lazy ? "lazy" : "eager"
+        idleTimeout = manifest.idleTimeout
+        isolation = manifest.isolation.rawValue
+    }
+
+    /// `activation`, `idleTimeout` and `isolation` in one line ("lazy, idle-timeout 10m, in-process"); "as the
+    /// operator enables it" for a bare library, which has no plugin.yaml to say.
+    public var runningText: String {
+        guard let activation else { return "no plugin.yaml: eager, in-process" }
+        var parts = [activation]
+        if let seconds = idleTimeout {
+            let whole = seconds.rounded() == seconds ? Int(seconds) : nil
+            let shown = whole.map { $0 % 3600 == 0 ? "\($0 / 3600)h" : $0 % 60 == 0 ? "\($0 / 60)m" : "\($0)s" } ?? "\(seconds)s"
+            parts.append("idle-timeout " + shown)
+        }
+        parts.append(isolation ?? "in-process")
+        return parts.joined(separator: ", ")
+    }
 }
 
 /// Loads a bundle folder or a bare `.so`, checks it as the kernel would, runs a trial activation against a
@@ -63,12 +89,14 @@ public enum Inspector {
 
     /// What a manifest-only bundle contributes: its manifest's menus and proxies; no code is loaded or run.
     public static func report(manifestOnly manifest: Manifest, path: String, warnings: [ManifestWarning]) -> InspectReport {
-        InspectReport(
+        var report = InspectReport(
             path: path, library: "", id: manifest.id, name: manifest.name, version: "\(manifest.version)", abi: "\(manifest.abi)",
             unloadSafe: true, capabilities: manifest.capabilities.map(\.rawValue).sorted(),
             dependencies: Dictionary(uniqueKeysWithValues: manifest.dependencies.map { ($0.id, $0.versions.text) }),
             routes: manifest.proxies.map { "* /ext/\(manifest.id)\($0.prefix)/… → \($0.upstream)" }, menus: manifest.menus.map(\.id),
             authenticators: [], authorizers: [], warnings: warnings.map(\.description))
+        report.describeRunning(manifest)
+        return report
     }
 
     /// Checks the library at `library` (possibly a private copy; `shownPath` names it in messages) against

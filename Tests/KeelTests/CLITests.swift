@@ -192,9 +192,15 @@ struct CLITests {
         #expect(bundle.stdout.contains("abi:          1.1.0"))
         #expect(bundle.stdout.contains("capabilities: authorize, menus, routes"))
         #expect(bundle.stdout.contains("dependencies: hello ^1.0"))
+        #expect(bundle.stdout.contains("runs:         eager, in-process"), "\(bundle.stdout)")
+        // When and where it runs, as plugin.yaml says: lazy with its idle time-out, in a worker.
+        try f.fixtureBundle("sleepy", capabilities: ["routes"], extra: "activation: lazy\nidle-timeout: 90s\nisolation: process\n")
+        let lazy = try TestEnvironment.run(keel, ["plugins", "inspect", f.plugins + "/sleepy"])
+        #expect(lazy.stdout.contains("runs:         lazy, idle-timeout 90s, process"), "\(lazy.stdout) \(lazy.stderr)")
         let bare = try TestEnvironment.run(keel, ["plugins", "inspect", "--json", try TestEnvironment.builtLibrary("libhello-c.so")])
         let json = try JSONSerialization.jsonObject(with: Data(bare.stdout.utf8)) as? [String: Any]
         #expect(json?["id"] as? String == "hello")
+        #expect(json?["activation"] == nil, "a bare library has no plugin.yaml to say")
         #expect(json?["routes"] as? [String] == ["GET /ext/hello/greet/:name"])
         // A plugin's id, as `enable` takes it: the bundle in the plugins folder (its folder is named otherwise).
         let byID = try TestEnvironment.run(keel, ["plugins", "inspect", "greeter", "--plugins", f.plugins])

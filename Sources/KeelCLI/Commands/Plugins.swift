@@ -106,6 +106,7 @@ extension KeelCommand.Plugins {
                     version:      \(report.version)
                     abi:          \(report.abi)\(report.unloadSafe ? " (unload-safe)" : "")\(report.reactivatable ? " (reactivatable)" : "")
                     library:      \(report.library.isEmpty ? "none (manifest only)" : report.library)
+                    runs:         \(report.runningText)
                     capabilities: \(listed(report.capabilities))
                     routes:       \(listed(report.routes))
                     menus:        \(listed(report.menus))
@@ -144,7 +145,7 @@ extension KeelCommand.Plugins {
                 if path.isEmpty { path = "." }
                 isDirectory = true
             }
-            var library = path, manifestPath: String?, warnings: [ManifestWarning] = []
+            var library = path, manifestPath: String?, warnings: [ManifestWarning] = [], running: Manifest?
             if isDirectory.boolValue {
                 try refuseProjectForBundle(path, command: "plugins inspect")
                 let file = path + "/" + ManifestLoader.fileName
@@ -154,11 +155,13 @@ extension KeelCommand.Plugins {
                 // Manifest-only: no code to load, nothing to isolate in a child.
                 guard let name = manifest.library else { return Inspector.report(manifestOnly: manifest, path: path, warnings: warnings) }
                 library = path + "/" + name
+                running = manifest
             }
             guard OwnExecutable.path != nil else { throw CLIError("cannot find the keel executable to probe with (is /proc mounted?)") }
             switch PluginProbe(executable: OwnExecutable.execPath).run(library: library, manifestPath: manifestPath, shownPath: library) {
             case var .passed(report):
                 report.path = path
+                if let running { report.describeRunning(running) }
                 return report
             case let .failed(reason, _):
                 // The manifest's warnings first: a misspelt key is often why the plugin failed.
