@@ -39,7 +39,8 @@ extension Kernel {
         while let id = queue.popLast() {
             guard let manifest = bundles[id]?.manifest else { continue }
             var needed = manifest.dependencies.map(\.id)
-            for need in manifest.consumes where !need.optional {
+            // A need the active plugins meet already (a host following a shared state) wakes nothing.
+            for need in manifest.consumes where !need.optional && unmetNeed(need, of: manifest) != nil {
                 let candidates = wanted.filter { $0 != id && bundles[$0]?.manifest?.provides.contains(where: need.accepts) == true }
                 if candidates.contains(where: { !(tenancy[$0]?.isEmpty ?? true) }) {
                     needed += candidates.sorted()
@@ -53,6 +54,26 @@ extension Kernel {
             }
         }
         return (now, wanted.subtracting(now))
+    }
+
+    /// Activates again those of `ids` (eager plugins just activated in this order) that failed for want of a provider
+    /// while an idle one could serve: `splitLazy` activates only the preferred lazy provider, and when that one
+    /// failed (or lay on a dependency cycle) the next is woken now, as a first use would (`wakeDependencies`).
+    func retryWantingProviders(_ ids: [String]) {
+        for id in ids where active[id] == nil {
+            guard let manifest = bundles[id]?.manifest, missingInterface(manifest) != nil,
+                  manifest.consumes.contains(where: { need in
+                      !need.optional && idle.contains { bundles[$0]?.manifest?.provides.contains(where: need.accepts) == true }
+                  }),
+                  (try? state.plugin(id))??.enabled == true else { continue }
+            do {
+                try wakeDependencies(of: id)
+                try activate(id)
+                log(.info, id, "activated with another provider of what it requires")
+            } catch {
+                // Recorded by `activate` (or named for its provider by `wakeDependencies`).
+            }
+        }
     }
 
     /// Leaves enabled lazy plugin `id` idle: nothing loaded, its manifest's menu entries and permission items shown.

@@ -80,6 +80,8 @@ extension Kernel {
             let parked = lazy.subtracting(idle).sorted().filter { active[$0] == nil }
             park(parked)
             changed.parked = parked.filter { idle.contains($0) }
+            retryWantingProviders(plan)
+            changed.activated += plan.filter { active[$0] != nil && !changed.activated.contains($0) }
         }
         if !changed.isEmpty {
             log(.info, nil, "applied the shared state: installed [\(changed.installed.joined(separator: ", "))], activated [\(changed.activated.joined(separator: ", "))], deactivated [\(changed.deactivated.joined(separator: ", "))]"

@@ -239,6 +239,30 @@ struct LazyKernelTests {
         #expect(Set(started.activePlugins) == ["eagerneeds", "lzhigh"] && started.isIdle("lzlow"), "\(started.activePlugins)")
         await started.shutdown()
 
+        // The preferred one fails at start: the next one is woken, and the eager consumer starts with it.
+        let v = ServicesFixture()
+        try v.provider("lzfails", tag: "X", ranking: 10, defines: ["ACTIVATE_FAILS"])
+        try v.provider("lzspare", tag: "S", ranking: 1)
+        try v.consumer("eagerneeds2")
+        for id in ["lzfails", "lzspare"] { try v.makeLazy(id) }
+        let setup2 = try v.kernel()
+        await setup2.start()
+        for id in ["lzfails", "lzspare"] { try await setup2.enable(id) }
+        try await setup2.enable("eagerneeds2")  // wakes lzspare after lzfails failed
+        await setup2.shutdown()
+        for id in ["lzfails"] {
+            // Enabled again, so that the next start tries it first again (a failure is not retried until then).
+            let again = try v.kernel()
+            await again.start()
+            try await again.enable(id)
+            await again.shutdown()
+        }
+        let restarted = try v.kernel()
+        await restarted.start()
+        #expect(Set(restarted.activePlugins) == ["eagerneeds2", "lzspare"], "\(restarted.activePlugins) \(v.f.log.lines.suffix(6))")
+        #expect(try await restarted.plugin("lzfails").status == .failed)
+        await restarted.shutdown()
+
         // The acquire path: the preferred idle provider fails; the next one serves the same call.
         let u = ServicesFixture()
         try u.provider("lzbroken2", tag: "X", ranking: 20, defines: ["ACTIVATE_FAILS"])
