@@ -58,7 +58,9 @@ public struct ServiceDirectory: Sendable {
     /// then the host-wide one (each taken only when it can serve, as `resolution` takes them). Whether one provides the
     /// interface now is not asked (an idle lazy plugin does not).
     public func choices(_ interface: InterfaceID, tenant: String) -> [String] {
-        [tenant.isEmpty ? nil : selections[tenant]?[interface], selections[""]?[interface]].compactMap { $0 }
+        // Most hosts have no choice stored: every acquire asks, so nothing is built or hashed then.
+        guard !selections.isEmpty else { return [] }
+        return [tenant.isEmpty ? nil : selections[tenant]?[interface], selections[""]?[interface]].compactMap { $0 }
     }
 
     /// "" (host-wide) and the tenants that may be served otherwise: those with a choice of their own for `interface`,
