@@ -292,7 +292,7 @@ extension Kernel {
             shortest = min(shortest ?? timeout, timeout)
             let leased = snapshot.plugins[id]?.services.contains { $0.leasesHeld > 0 } ?? false
             let used = plugin.context.takeUsed()
-            guard let since = lastUse[id], !used, plugin.context.callsInFlight == 0, !leased, dependents(of: id).isEmpty else {
+            guard let since = lastUse[id], !used, plugin.context.usesInFlight <= 0, !leased, dependents(of: id).isEmpty else {
                 lastUse[id] = now
                 continue
             }

@@ -53,6 +53,8 @@ public final class ActivationContext: Sendable {
     let errorsHeld = Atomic<Int>(0)  // internal for the tests
     private let lastRefusal = Mutex<String?>(nil)
     private let inFlight = Atomic<Int>(0)
+    /// The calls in `inFlight` that are no use (`enter(use: false)`): the idle time-out does not wait for them.
+    private let quietInFlight = Atomic<Int>(0)
     /// True while `drain` waits for this activation's calls on the lifecycle thread (a disable, a stop).
     private let drainingLifecycle = Atomic<Bool>(false)
     /// Service leases this activation holds on other plugins' tables.
@@ -188,14 +190,27 @@ public final class ActivationContext: Sendable {
         inFlight.wrappingAdd(1, ordering: .sequentiallyConsistent)
         if admitting.load(ordering: .sequentiallyConsistent) {
             // Read first: the flag's cache line is written once per idle check, not once per call.
-            if use, !used.load(ordering: .relaxed) { used.store(true, ordering: .relaxed) }
+            if !use {
+                quietInFlight.wrappingAdd(1, ordering: .relaxed)
+            } else if !used.load(ordering: .relaxed) {
+                used.store(true, ordering: .relaxed)
+            }
             return true
         }
         inFlight.wrappingSubtract(1, ordering: .sequentiallyConsistent)
         return false
     }
 
-    func leave() { inFlight.wrappingSubtract(1, ordering: .sequentiallyConsistent) }
+    /// Ends a call `enter` admitted; `use` as it was given to `enter`.
+    func leave(use: Bool = true) {
+        if !use { quietInFlight.wrappingSubtract(1, ordering: .relaxed) }
+        inFlight.wrappingSubtract(1, ordering: .sequentiallyConsistent)
+    }
+
+    /// The calls running now that count as a use (`enter(use:)`): what the idle time-out waits for. [thread-safe]
+    public var usesInFlight: Int {
+        inFlight.load(ordering: .sequentiallyConsistent) - quietInFlight.load(ordering: .relaxed)
+    }
 
     /// Accounts for a finished auth hook call. Returns the error to deny with: the hook failed, or it ran over its
     /// budget (a hook too slow to trust decides nothing).

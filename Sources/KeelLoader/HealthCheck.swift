@@ -43,7 +43,7 @@ public final class HealthCheck: @unchecked Sendable {
         defer { running.store(false, ordering: .releasing) }
         guard context.enter(use: false) else { return .inactive }
         let outer = ActivationContext.beginCall(context)
-        defer { ActivationContext.endCall(outer); context.leave() }
+        defer { ActivationContext.endCall(outer); context.leave(use: false) }
         let status = site.around { function(HostABI.pointer(to: context)) }
         guard status == KEEL_OK else {
             let message = context.takeError()

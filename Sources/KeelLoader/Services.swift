@@ -166,7 +166,7 @@ public final class ServiceListener: Sendable {
     /// consumer's activation no longer admits calls. Over the hook budget is logged. [lifecycle]: the kernel's thread.
     public func notify(tenant: String, now: ServiceProvision?) {
         guard context.enter(use: false) else { return }
-        defer { context.leave() }
+        defer { context.leave(use: false) }
         if let forward { return forward(tenant, now) }
         guard let function else { return }
         let outer = ActivationContext.beginCall(context)
