@@ -195,6 +195,7 @@ extension Kernel {
         guard let manifest = bundle.manifest else {
             throw KernelError(.bundle, pluginID: id, reason: "\(bundle.manifestPath): no usable manifest")
         }
+        wakeMissingProviders(manifest, pending: pending)
         if let unmet = unmetDependency(id, manifest, pending: pending) { throw unmet }
         let last = startReads.map { $0.generations[id] ?? 0 } ?? ((try? state.lastGeneration(id)) ?? 0)
         let number = max(nextGeneration[id] ?? 0, last + 1)
@@ -340,6 +341,7 @@ extension Kernel {
         let build = opened.build, library = opened.library, checksum = opened.checksum
         let id = build.id, manifest = build.manifest
         for dep in manifest.dependencies { try requireActive(dep.id, of: id) }
+        wakeMissingProviders(manifest)
         if let missing = missingInterface(manifest) { throw KernelError(.dependency, pluginID: id, reason: missing) }
         let granted = startReads.map { $0.grants[id] ?? [] } ?? ((try? state.grants(id)) ?? [])
         let prefixes = manifest.routePrefixes.filter { granted.contains(Capability.routePrefix($0)) }

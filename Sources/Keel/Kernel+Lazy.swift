@@ -56,24 +56,13 @@ extension Kernel {
         return (now, wanted.subtracting(now))
     }
 
-    /// Activates again those of `ids` (eager plugins just activated in this order) that failed for want of a provider
-    /// while an idle one could serve: `splitLazy` activates only the preferred lazy provider, and when that one
-    /// failed (or lay on a dependency cycle) the next is woken now, as a first use would (`wakeDependencies`).
-    func retryWantingProviders(_ ids: [String]) {
-        for id in ids where active[id] == nil {
-            guard let manifest = bundles[id]?.manifest, missingInterface(manifest) != nil,
-                  manifest.consumes.contains(where: { need in
-                      !need.optional && idle.contains { bundles[$0]?.manifest?.provides.contains(where: need.accepts) == true }
-                  }),
-                  (try? state.plugin(id))??.enabled == true else { continue }
-            do {
-                try wakeDependencies(of: id)
-                try activate(id)
-                log(.info, id, "activated with another provider of what it requires")
-            } catch {
-                // Recorded by `activate` (or named for its provider by `wakeDependencies`).
-            }
-        }
+    /// Wakes idle providers of what `manifest` requires when the active plugins (and `pending`, about to be) leave
+    /// a required interface unprovided: the preferred lazy provider failed at start, or every provider went idle
+    /// before a reload. Any activation asks this first, so that it is not refused while an idle one could serve.
+    func wakeMissingProviders(_ manifest: Manifest, pending: Set<String> = []) {
+        guard !idle.isEmpty, manifest.consumes.contains(where: { !$0.optional }),
+              missingInterface(manifest, pending: pending) != nil else { return }
+        try? wakeDependencies(of: manifest.id)
     }
 
     /// Leaves enabled lazy plugin `id` idle: nothing loaded, its manifest's menu entries and permission items shown.

@@ -72,16 +72,16 @@ extension Kernel {
             // As at start: lazy ones enabled elsewhere are parked here, unless an eager one needs them now; those it
             // needs that are idle here already are woken (as an enable wakes them) before it is activated.
             let (now, lazy) = splitLazy(wanted.union(idle))
+            let parked = lazy.subtracting(idle).sorted().filter { active[$0] == nil }
+            park(parked)
+            changed.parked = parked.filter { idle.contains($0) }
             let woken = now.intersection(idle).sorted().filter { (try? wake($0)) != nil }
             let plan = activationPlan(for: now.subtracting(idle)).filter { active[$0] == nil }
             activateAll(plan)
             watchIdleTimeouts(plan)
             changed.activated = woken + plan.filter { active[$0] != nil }
-            let parked = lazy.subtracting(idle).sorted().filter { active[$0] == nil }
-            park(parked)
-            changed.parked = parked.filter { idle.contains($0) }
-            retryWantingProviders(plan)
-            changed.activated += plan.filter { active[$0] != nil && !changed.activated.contains($0) }
+            // Woken for a consumer when the preferred one failed (`wakeMissingProviders`): no longer parked.
+            changed.parked.removeAll { active[$0] != nil }
         }
         if !changed.isEmpty {
             log(.info, nil, "applied the shared state: installed [\(changed.installed.joined(separator: ", "))], activated [\(changed.activated.joined(separator: ", "))], deactivated [\(changed.deactivated.joined(separator: ", "))]"

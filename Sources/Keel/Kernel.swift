@@ -362,14 +362,12 @@ public actor Kernel {
 
     /// Activates `plan`'s eager plugins (dependencies first) and parks its idle ones; `records` as read before.
     private func startPlugins(_ plan: (activate: Set<String>, idle: Set<String>), records: [PluginRecord]) {
-        let order = activationPlan(for: plan.activate).filter { active[$0] == nil }
-        activateAll(order)
-        watchIdleTimeouts(plan.activate)
-        // Activating the eager ones wrote only their own records: the parked ones' are as read above.
-        // A kernel that starts everything idle runs one command: it leaves stored statuses (a failure and its
-        // reason) as the host that ran them left them.
+        // Parked first, the records as read above: an eager plugin whose preferred lazy provider fails wakes another
+        // one of those (`wakeMissingProviders`). A kernel that starts everything idle runs one command: it leaves
+        // stored statuses (a failure and its reason) as the host that ran them left them.
         park(plan.idle.sorted(), batched: true, records: records, recording: !configuration.startsIdle)
-        retryWantingProviders(order + plan.activate.subtracting(order).sorted())
+        activateAll(activationPlan(for: plan.activate).filter { active[$0] == nil })
+        watchIdleTimeouts(plan.activate)
     }
 
     /// Runs a state write now, or, while a start-up batch or an enable/disable command (`execute`) collects them,

@@ -257,8 +257,11 @@ struct LazyKernelTests {
             try await again.enable(id)
             await again.shutdown()
         }
+        let before = v.f.log.lines.count
         let restarted = try v.kernel()
         await restarted.start()
+        #expect(!v.f.log.lines.dropFirst(before).contains { $0.contains("[eagerneeds2]") && $0.contains("no enabled plugin provides") },
+                "no failure of the consumer is logged when another provider serves it: \(v.f.log.lines.dropFirst(before))")
         #expect(Set(restarted.activePlugins) == ["eagerneeds2", "lzspare"], "\(restarted.activePlugins) \(v.f.log.lines.suffix(6))")
         #expect(try await restarted.plugin("lzfails").status == .failed)
         await restarted.shutdown()
@@ -278,6 +281,30 @@ struct LazyKernelTests {
         #expect(text.hasPrefix("tag=F echo=z provider=lzfine"), "\(text)")
         #expect(try await k.plugin("lzbroken2").status == .failed)
         await k.shutdown()
+    }
+
+    @Test("a consumer reloaded while every provider of what it requires has gone idle wakes one, as an enable does")
+    func reloadWakesIdleProvider() async throws {
+        let s = ServicesFixture()
+        try s.provider("lzup1", tag: "1", ranking: 1, defines: ["UNLOAD_SAFE"])
+        try s.provider("lzup2", tag: "2", ranking: 2, defines: ["UNLOAD_SAFE"])
+        try s.consumer("stays")
+        for id in ["lzup1", "lzup2"] {
+            try s.makeLazy(id)
+            let path = s.f.plugins + "/\(id)/plugin.yaml"
+            try (String(contentsOfFile: path, encoding: .utf8) + "idle-timeout: 1s\n").write(toFile: path, atomically: true, encoding: .utf8)
+        }
+        let kernel = try s.kernel()
+        await kernel.start()
+        for id in ["lzup1", "lzup2", "stays"] { try await kernel.enable(id) }
+        #expect(Set(kernel.activePlugins) == ["stays", "lzup2"])
+        // Unused, the provider goes idle (the other one could serve the consumer as well).
+        let deadline = ContinuousClock.now + .seconds(10)
+        while !kernel.isIdle("lzup2"), ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(100)) }
+        #expect(kernel.isIdle("lzup2") && kernel.isIdle("lzup1"))
+        try await kernel.reload("stays")
+        #expect(Set(kernel.activePlugins) == ["stays", "lzup2"], "\(kernel.activePlugins) \(s.f.log.lines.suffix(4))")
+        await kernel.shutdown()
     }
 
     @Test("a tenant's choice that cannot serve falls back to the host-wide choice, which is woken when idle")

@@ -8,6 +8,7 @@
  *   TABLE_SIZE                      the table's struct_size (default sizeof(test_echo_v1))
  *   CALL_SLEEP_US                   echo sleeps this long, so that calls overlap switches
  *   CRASH_IN_CALL                   echo faults when asked for "crash"
+ *   UNLOAD_SAFE                     the descriptor sets KEEL_PLUGIN_FLAG_UNLOAD_SAFE (a lazy one may go idle again)
  * Consumer switches (CONSUMER defined):
  *   ACQUIRE_ID                      the interface id passed to acquire (default "test.echo")
  *   LISTEN_ID                       the interface id passed to listen (default ACQUIRE_ID)
@@ -206,7 +207,12 @@ static keel_status deactivate(const keel_host *host, keel_ctx *ctx) {
     return KEEL_OK;
 }
 
+#ifdef UNLOAD_SAFE
+#define PLUGIN_FLAGS KEEL_PLUGIN_FLAG_UNLOAD_SAFE
+#else
+#define PLUGIN_FLAGS 0
+#endif
 static const keel_plugin plugin = {
-    sizeof(keel_plugin), KEEL_ABI_VERSION_INIT, KEEL_STR(PLUGIN_ID), KEEL_STR("1.0.0"), 0, activate, deactivate, NULL,
+    sizeof(keel_plugin), KEEL_ABI_VERSION_INIT, KEEL_STR(PLUGIN_ID), KEEL_STR("1.0.0"), PLUGIN_FLAGS, activate, deactivate, NULL,
 };
 KEEL_PLUGIN_ENTRY(plugin)
