@@ -32,12 +32,15 @@ public struct InspectReport: Sendable, Codable, Hashable {
     public var activation: String?
     public var idleTimeout: Double?
     public var isolation: String?
+    /// The interfaces plugin.yaml says it consumes, as `name/major range`, `(optional)` when so.
+    public var consumes: [String] = []
 
     /// Fills `activation`, `idleTimeout` and `isolation` from `manifest`. [the caller that read it]
     public mutating func describeRunning(_ manifest: Manifest) {
         activation = manifest.activation == .lazy ? "lazy" : "eager"
         idleTimeout = manifest.idleTimeout
         isolation = manifest.isolation.rawValue
+        consumes = manifest.consumes.map { "\($0.interface) \($0.versions)" + ($0.optional ? " (optional)" : "") }
     }
 
     /// `activation`, `idleTimeout` and `isolation` in one line ("lazy, idle-timeout 10m, in-process"); "as the
@@ -153,7 +156,7 @@ public enum Inspector {
             dependencies: Dictionary(uniqueKeysWithValues: (manifest?.dependencies ?? []).map { ($0.id, $0.versions.text) }),
             routes: c.routes.map { "\($0.method) \($0.fullPath(plugin: id))" }, menus: c.menus.map(\.entry.id),
             authenticators: c.authenticators.map(\.name), authorizers: c.authorizers.map(\.name),
-            warnings: warnings.map(\.description), services: c.services.map { "\($0.interface) \($0.version)" },
+            warnings: warnings.map(\.description), services: c.services.map { "\($0.interface) \($0.version)" + ($0.ranking != 0 ? ", ranking \($0.ranking)" : "") },
             commands: c.commands.map { "\($0.name) \($0.declaration.signature)" })
     }
 }

@@ -201,6 +201,14 @@ struct CLITests {
         let json = try JSONSerialization.jsonObject(with: Data(bare.stdout.utf8)) as? [String: Any]
         #expect(json?["id"] as? String == "hello")
         #expect(json?["activation"] == nil, "a bare library has no plugin.yaml to say")
+        // What it provides (with its ranking) and consumes.
+        let s = ServicesFixture()
+        try s.provider("ranked", tag: "R", ranking: 10)
+        try s.consumer("needy")
+        let provider = try TestEnvironment.run(keel, ["plugins", "inspect", s.f.plugins + "/ranked"])
+        #expect(provider.stdout.contains("provides:     test.echo/1 1.0.0, ranking 10\n"), "\(provider.stdout) \(provider.stderr)")
+        let consumer = try TestEnvironment.run(keel, ["plugins", "inspect", s.f.plugins + "/needy"])
+        #expect(consumer.stdout.contains("consumes:     test.echo/1 ^1\n"), "\(consumer.stdout) \(consumer.stderr)")
         #expect(json?["routes"] as? [String] == ["GET /ext/hello/greet/:name"])
         // A plugin's id, as `enable` takes it: the bundle in the plugins folder (its folder is named otherwise).
         let byID = try TestEnvironment.run(keel, ["plugins", "inspect", "greeter", "--plugins", f.plugins])

@@ -113,6 +113,7 @@ extension KeelCommand.Plugins {
                     hooks:        \(listed(report.authenticators.map { "authenticate \($0)" } + report.authorizers.map { "authorize \($0)" }))
                     """)
                 if !report.services.isEmpty { print("provides:     " + report.services.joined(separator: ", ")) }
+                if !report.consumes.isEmpty { print("consumes:     " + report.consumes.joined(separator: ", ")) }
                 if !report.commands.isEmpty { print("commands:     " + report.commands.joined(separator: ", ")) }
                 if !report.dependencies.isEmpty {
                     print("dependencies: " + report.dependencies.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
