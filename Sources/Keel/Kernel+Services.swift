@@ -179,10 +179,7 @@ extension Kernel {
         let chosen = registry.snapshot.services.selections[""]?[need.interface]
         return candidates.compactMap { id -> (id: String, ranking: Int)? in
             bundles[id]?.manifest?.provides.first(where: need.accepts).map { (id, $0.ranking) }
-        }.sorted { a, b in
-            if (a.id == chosen) != (b.id == chosen) { return a.id == chosen }
-            return (b.ranking, a.id) < (a.ranking, b.id)
-        }.map(\.id)
+        }.sorted { ServiceDirectory.prefers($0, $1, chosen: chosen) }.map(\.id)
     }
 
     /// The reason for a consumer whose providers leave some of its tenants without one, naming who serves what and

@@ -104,9 +104,8 @@ final class KernelEnvironment: PluginEnvironment {
             let candidates = all.compactMap { id, manifest in
                 serving?(id) == false ? nil : manifest.provides.first { $0.interface == interface }.map { (id: id, ranking: $0.ranking) }
             }
-            // As the registry would choose among them active: the operator's choice, the highest ranking, then by id.
-            if let chosen, candidates.contains(where: { $0.id == chosen }) { return chosen }
-            return candidates.min { ($1.ranking, $0.id) < ($0.ranking, $1.id) }?.id
+            // As the registry would choose among them active.
+            return candidates.min { ServiceDirectory.prefers($0, $1, chosen: chosen) }?.id
         }
     }
 

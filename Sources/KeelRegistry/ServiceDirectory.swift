@@ -63,6 +63,13 @@ public struct ServiceDirectory: Sendable {
         return [tenant.isEmpty ? nil : selections[tenant]?[interface], selections[""]?[interface]].compactMap { $0 }
     }
 
+    /// The rule's order among providers that are not published (idle lazy plugins, by their manifests' ranking): true
+    /// when `a` comes before `b`: the operator's `chosen` plugin first, then the highest ranking, then by id.
+    public static func prefers(_ a: (id: String, ranking: Int), _ b: (id: String, ranking: Int), chosen: String?) -> Bool {
+        if (a.id == chosen) != (b.id == chosen) { return a.id == chosen }
+        return (b.ranking, a.id) < (a.ranking, b.id)
+    }
+
     /// "" (host-wide) and the tenants that may be served otherwise: those with a choice of their own for `interface`,
     /// and those of its providers enabled for some tenants only (`providerTenants`: plugin id → its tenants).
     public func scopes(_ interface: InterfaceID, providerTenants: [String: Set<String>] = [:]) -> [String] {

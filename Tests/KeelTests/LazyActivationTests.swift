@@ -191,12 +191,7 @@ struct LazyKernelTests {
         await kernel.start()
         for id in ["lzalpha", "lzbeta", "lzuse"] { try await kernel.enable(id) }
         #expect(kernel.isIdle("lzalpha") && kernel.isIdle("lzbeta"))
-        // The handler's acquire waits for the wake: on a thread of its own, not Swift's pool.
-        func served(_ query: String) async -> String {
-            await withCheckedContinuation { done in
-                Thread.detachNewThread { done.resume(returning: call(kernel, "/ext/lzuse/call", query: query).text) }
-            }
-        }
+        func served(_ query: String) async -> String { await callOffPool(kernel, "/ext/lzuse/call", query: query).text }
         var text = await served("one")
         #expect(text.hasPrefix("tag=B echo=one provider=lzbeta"), "the highest ranking of the idle ones: \(text)")
         #expect(kernel.isIdle("lzalpha"))
@@ -275,9 +270,7 @@ struct LazyKernelTests {
         let k = try u.kernel()
         await k.start()
         for id in ["lzbroken2", "lzfine", "optuser"] { try await k.enable(id) }
-        let text = await withCheckedContinuation { done in
-            Thread.detachNewThread { done.resume(returning: call(k, "/ext/optuser/call", query: "z").text) }
-        }
+        let text = await callOffPool(k, "/ext/optuser/call", query: "z").text
         #expect(text.hasPrefix("tag=F echo=z provider=lzfine"), "\(text)")
         #expect(try await k.plugin("lzbroken2").status == .failed)
         await k.shutdown()
@@ -322,9 +315,7 @@ struct LazyKernelTests {
         // acme chose a plugin that is not enabled; the host-wide choice is lzone, idle.
         try await kernel.execute(.useProvider(interface: "test.echo/1", plugin: "lzoff", tenant: "acme"))
         try await kernel.execute(.useProvider(interface: "test.echo/1", plugin: "lzone", tenant: nil))
-        let text = await withCheckedContinuation { done in
-            Thread.detachNewThread { done.resume(returning: call(kernel, "/ext/lzuser2/call", query: "a", tenant: "acme").text) }
-        }
+        let text = await callOffPool(kernel, "/ext/lzuser2/call", query: "a", tenant: "acme").text
         #expect(text.hasPrefix("tag=1 echo=a provider=lzone"), "the host-wide choice, not the highest ranking: \(text)")
         #expect(kernel.isIdle("lztwo"))
         await kernel.shutdown()
@@ -482,9 +473,7 @@ struct LazyKernelTests {
         try await kernel.enable("lzrelaxed")
         #expect(kernel.isIdle("lzopt"))
         // Plugin code runs on a thread of its own (the HTTP server uses the plugin's lane), never on Swift's pool.
-        let text = await withCheckedContinuation { c in
-            Thread { c.resume(returning: call(kernel, "/ext/lzrelaxed/call", query: "x").text) }.start()
-        }
+        let text = await callOffPool(kernel, "/ext/lzrelaxed/call", query: "x").text
         #expect(text.hasPrefix("tag=O echo=x provider=lzopt"), "\(text)")
         #expect(!kernel.isIdle("lzopt"))
         try await kernel.disable("lzrelaxed")

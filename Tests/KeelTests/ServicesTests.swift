@@ -53,6 +53,14 @@ struct ServicesFixture {
     }
 }
 
+/// `call` on a thread of its own: a handler whose acquire wakes an idle provider waits for the kernel, which must
+/// not hold one of Swift's pool threads.
+func callOffPool(_ kernel: Kernel, _ path: String, query: String = "", tenant: String = Principal.defaultTenant) async -> (status: Int, text: String) {
+    await withCheckedContinuation { done in
+        Thread.detachNewThread { done.resume(returning: call(kernel, path, query: query, tenant: tenant)) }
+    }
+}
+
 /// Calls a consumer's route in-process, as `tenant`.
 func call(_ kernel: Kernel, _ path: String, query: String = "", tenant: String = Principal.defaultTenant) -> (status: Int, text: String) {
     let snapshot = kernel.registry.snapshot
