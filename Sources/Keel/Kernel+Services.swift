@@ -299,9 +299,10 @@ extension Kernel {
             let live = directory.providers[interface] ?? []
             var providers: [InterfaceInfo.Provider] = (declared.providers[interface] ?? []).map { p in
                 let provision = live.first { $0.providerID == p.plugin }
+                let isIdle = provision == nil && idle.contains(p.plugin)
                 return .init(plugin: p.plugin, pluginVersion: p.pluginVersion, version: p.version, ranking: p.ranking,
                              active: provision != nil, generation: provision?.generation, leases: provision?.leasesHeld ?? 0,
-                             idle: provision == nil && idle.contains(p.plugin))
+                             idle: isIdle, stopped: provision == nil && !isIdle ? whyStopped(p.plugin) : nil)
             }.sorted { ($0.ranking, $1.plugin) > ($1.ranking, $0.plugin) }
             for host in live where host.providerID == ServiceProvision.hostID {
                 providers.append(.init(plugin: host.providerID, pluginVersion: "", version: "\(host.version)", ranking: host.ranking,
@@ -333,6 +334,18 @@ extension Kernel {
                 InterfaceInfo.Consumer(plugin: c.plugin, versions: c.versions, optional: c.optional, active: active[c.plugin] != nil)
             }.sorted { $0.plugin < $1.plugin }
             return InterfaceInfo(interface: interface.description, providers: providers, serving: serving, consumers: consumers)
+        }
+    }
+
+    /// Why a provider neither runs nor waits idle, from its record: `failed: <reason>`, `disabled`, `missing`, `not enabled`
+    /// (also when its record cannot be read: the list is a view, not a check).
+    private func whyStopped(_ id: String) -> String {
+        guard let record = (try? state.plugin(id)) ?? nil else { return "not enabled" }
+        switch record.status {
+        case .failed: return "failed" + (record.reason.map { ": \($0)" } ?? "")
+        case .disabled: return "disabled"
+        case .missing: return "missing"
+        default: return record.enabled ? "enabled, not running (\(record.status.rawValue))" : "not enabled"
         }
     }
 
@@ -400,11 +413,14 @@ public struct InterfaceInfo: Sendable, Codable, Hashable {
         /// Enabled but not loaded (`activation: lazy`, or a CLI's kernel, which starts plugins idle): a consumer's
         /// acquire loads it. Absent in the JSON of a host before 2026-12-06: read as false.
         public var idle: Bool = false
+        /// Why it neither runs nor waits idle: `disabled`, `not enabled`, `missing`, or `failed: <reason>`; nil when it
+        /// runs or is idle. Absent in the JSON of a host before 2026-12-07.
+        public var stopped: String?
 
         public init(plugin: String, pluginVersion: String, version: String, ranking: Int, active: Bool, generation: Int?,
-                    leases: Int, idle: Bool) {
+                    leases: Int, idle: Bool, stopped: String? = nil) {
             (self.plugin, self.pluginVersion, self.version, self.ranking) = (plugin, pluginVersion, version, ranking)
-            (self.active, self.generation, self.leases, self.idle) = (active, generation, leases, idle)
+            (self.active, self.generation, self.leases, self.idle, self.stopped) = (active, generation, leases, idle, stopped)
         }
 
         public init(from decoder: any Decoder) throws {
@@ -417,6 +433,7 @@ public struct InterfaceInfo: Sendable, Codable, Hashable {
             generation = try c.decodeIfPresent(Int.self, forKey: .generation)
             leases = try c.decode(Int.self, forKey: .leases)
             idle = try c.decodeIfPresent(Bool.self, forKey: .idle) ?? false
+            stopped = try c.decodeIfPresent(String.self, forKey: .stopped)
         }
     }
 

@@ -31,19 +31,39 @@ public struct HostServices: Sendable {
         self.leases = leases
     }
 
+    /// The host calls of this plugin's workers running now: one count for every worker the supervisor starts with
+    /// these services, so that a worker that crashes and is restarted does not get a fresh `concurrentCalls` while its
+    /// predecessor's calls still run.
+    let inFlight = HostCallCount()
+
     /// None offered: every command call is refused and every check denied.
-    static let none = HostServices(calls: [], command: { _, _, _, _ in .failure(CommandError(.unavailable, "not offered")) },
-                                   permission: { _, _, _ in .deny })
+    static var none: HostServices { HostServices(calls: [], command: { _, _, _, _ in .failure(CommandError(.unavailable, "not offered")) },
+                                   permission: { _, _, _ in .deny }) }
 
     /// Calls of one worker the host runs at once; more are refused at once (`unavailable`), so that a worker cannot
     /// tie up the host's threads.
     static let concurrentCalls = 32
 }
 
+/// A count of host calls running, bounded by `HostServices.concurrentCalls`. Thread-safe.
+final class HostCallCount: Sendable {
+    private let running = Atomic<Int>(0)
+
+    /// Takes one of the `HostServices.concurrentCalls`; false when all are taken.
+    func admit() -> Bool {
+        if running.add(1, ordering: .acquiringAndReleasing).newValue <= HostServices.concurrentCalls { return true }
+        running.subtract(1, ordering: .acquiringAndReleasing)
+        return false
+    }
+
+    /// Gives back one `admit` took.
+    func end() { running.subtract(1, ordering: .acquiringAndReleasing) }
+}
+
 extension WorkerConnection {
     /// Runs a host call on a thread of its own, off the reader thread. Never on Dispatch's global queues: on Linux
     /// their threads are Swift's cooperative pool (two here), which a slow command or provider would take from the
-    /// whole server. At most `HostServices.concurrentCalls` of one worker's run at once (`admitHostCall`).
+    /// whole server. At most `HostServices.concurrentCalls` of one plugin's workers run at once (`HostServices.inFlight`).
     static func offReader(_ body: @escaping @Sendable () -> Void) {
         let thread = Thread(block: body)
         thread.name = "keel.host-call"
@@ -80,24 +100,27 @@ extension WorkerConnection {
                 log(LogLevel.warn.rawValue, message)
                 return refuse(CommandError(.forbidden, message))
             }
-            guard admitHostCall() else { return refuse(CommandError(.unavailable, "too many calls from the worker at once")) }
+            guard services.inFlight.admit() else { return refuse(CommandError(.unavailable, "too many calls from the worker at once")) }
             Self.offReader { [self] in
-                defer { endHostCall() }
+                defer { services.inFlight.end() }
                 var w = WireWriter(.commandAnswer, id: id)
                 w.commandText(services.command(plugin, name, arguments, principal))
                 _ = send(w.frame)
             }
         case .checkPermission:
-            let principal = try frame.principal(), action = try frame.string(), resource = try frame.string()
+            // Any principal may be asked about, as in-process; but only one within the builder's limits (it reaches
+            // other plugins' authorize hooks, some in workers of their own: one over them blew up the host's memory
+            // and the guard's frame).
+            let principal = try frame.workerPrincipal(), action = try frame.string(), resource = try frame.string()
             // Permission keys and actions are short names; anything longer is no item of the plugin's.
-            guard action.utf8.count <= 256, resource.utf8.count <= 256, admitHostCall() else {
+            guard action.utf8.count <= 256, resource.utf8.count <= 256, services.inFlight.admit() else {
                 var w = WireWriter(.permissionAnswer, id: id)
                 w.u8(AuthDecision.deny.wireValue)
                 _ = send(w.frame)
                 return
             }
             Self.offReader { [self] in
-                defer { endHostCall() }
+                defer { services.inFlight.end() }
                 var w = WireWriter(.permissionAnswer, id: id)
                 w.u8(services.permission(principal, action, resource) == .allow ? AuthDecision.allow.wireValue : AuthDecision.deny.wireValue)
                 _ = send(w.frame)
@@ -113,11 +136,11 @@ extension WorkerConnection {
             guard let leases else {
                 return answer(.failure(PluginCallError(pluginID: "", status: StatusCode.unsupported, message: "services are not offered")))
             }
-            guard interface.utf8.count <= 160, tenant.utf8.count <= 128, admitHostCall() else {
+            guard interface.utf8.count <= 160, tenant.utf8.count <= 128, services.inFlight.admit() else {
                 return answer(.failure(PluginCallError(pluginID: "", status: StatusCode.invalidArgument, message: "an interface or tenant over its limit, or too many calls at once")))
             }
             Self.offReader { [self] in
-                defer { endHostCall() }
+                defer { services.inFlight.end() }
                 answer(leases.acquire(interface, tenant: tenant, minSize: max(0, minSize)))
             }
         case .serviceRelease:
@@ -133,11 +156,11 @@ extension WorkerConnection {
                 if case let .success(a) = result { w.serviceAnswer(a) }
                 _ = send(w.frame)
             }
-            guard let leases, admitHostCall() else {
+            guard let leases, services.inFlight.admit() else {
                 return answer(.failure(PluginCallError(pluginID: "", status: StatusCode.unavailable, message: "too many calls from the worker at once")))
             }
             Self.offReader { [self] in
-                defer { endHostCall() }
+                defer { services.inFlight.end() }
                 answer(leases.call(lease, function: function, call))
             }
         default:

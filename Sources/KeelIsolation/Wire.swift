@@ -13,6 +13,10 @@ import KeelManifest
 enum Wire {
     /// Largest frame either side accepts: a request or response body (16 MiB) plus its head.
     static let maximumFrame = 17 * 1024 * 1024
+    /// Most roles a principal has (`keel_principal_builder` refuses a 65th).
+    static let principalRoles = 64
+    /// Most headers a response has (`keel_http_response` refuses a 101st).
+    static let responseHeaders = 100
 
     enum Kind: UInt8 {
         // host → worker
@@ -32,6 +36,17 @@ enum Wire {
         case callCommand = 30, checkPermission
         /// The plugin leases a table through the host (keel.services/1), releases a lease, calls through one.
         case serviceAcquire = 32, serviceRelease, serviceInvoke
+
+        /// True when a frame of this kind answers a call of kind `call`.
+        func answers(_ call: Kind) -> Bool {
+            switch (call, self) {
+            case (.activate, .activated), (.activate, .activationFailed), (.handle, .response), (.authenticate, .principal),
+                 (.authorize, .decision), (.deactivate, .deactivated), (.command, .commandResult), (.serviceCall, .serviceResult):
+                return true
+            default:
+                return false
+            }
+        }
     }
 }
 
@@ -205,14 +220,22 @@ struct WireReader {
         guard n <= (buffer.count - offset) / max(minimumSize, 1) else { throw WireError(description: "a \(kind) frame with a bad count") }
         return n
     }
-    mutating func strings() throws(WireError) -> [String] {
+    /// `atMost`: more items than that are refused before any is read (a frame of empty items from a worker would
+    /// otherwise become millions of strings in the host).
+    mutating func strings(atMost limit: Int = .max) throws(WireError) -> [String] {
+        let n = try count(minimumSize: 4)
+        guard n <= limit else { throw WireError(description: "a \(kind) frame with \(n) strings where at most \(limit) may be") }
         var out: [String] = []
-        for _ in 0..<(try count(minimumSize: 4)) { out.append(try string()) }
+        out.reserveCapacity(n)
+        for _ in 0..<n { out.append(try string()) }
         return out
     }
-    mutating func pairs() throws(WireError) -> [(name: String, value: String)] {
+    mutating func pairs(atMost limit: Int = .max) throws(WireError) -> [(name: String, value: String)] {
+        let n = try count(minimumSize: 8)
+        guard n <= limit else { throw WireError(description: "a \(kind) frame with \(n) pairs where at most \(limit) may be") }
         var out: [(name: String, value: String)] = []
-        for _ in 0..<(try count(minimumSize: 8)) { out.append((try string(), try string())) }
+        out.reserveCapacity(n)
+        for _ in 0..<n { out.append((try string(), try string())) }
         return out
     }
 }
@@ -257,14 +280,26 @@ extension WireReader {
                   authenticatedBy: try string())
     }
 
+    /// A principal from a worker, which the host takes only within the limits of `keel_principal_builder`
+    /// (HostABI.withPrincipalBuilder): id and display name 256 bytes, tenant 128, at most 64 roles of 128 bytes, its
+    /// `authenticated_by` 256. Over them the frame is malformed (the worker is killed): it is no principal the host made.
+    mutating func workerPrincipal() throws(WireError) -> Principal {
+        let id = try string(), displayName = try string(), tenant = try string()
+        let roles = try strings(atMost: Wire.principalRoles), by = try string()
+        guard id.utf8.count <= 256, displayName.utf8.count <= 256, tenant.utf8.count <= 128, by.utf8.count <= 256,
+              roles.allSatisfy({ $0.utf8.count <= 128 }) else { throw WireError(description: "a principal over its limits") }
+        return Principal(id: id, displayName: displayName, tenant: tenant, roles: roles, authenticatedBy: by)
+    }
+
     mutating func request() throws(WireError) -> PluginRequest {
         PluginRequest(method: try string(), path: try string(), routePath: try string(), query: try string(),
                       headers: try pairs(), parameters: try pairs(), body: try bytes(), principal: try principal(),
                       requestID: try string())
     }
 
-    mutating func response() throws(WireError) -> PluginResponse {
-        PluginResponse(status: try int(), headers: try pairs().map { HeaderField(name: $0.name, value: $0.value) },
+    /// `headersAtMost`: a worker's answer with more headers is refused before they are read.
+    mutating func response(headersAtMost limit: Int = .max) throws(WireError) -> PluginResponse {
+        PluginResponse(status: try int(), headers: try pairs(atMost: limit).map { HeaderField(name: $0.name, value: $0.value) },
                        body: try bytes())
     }
 

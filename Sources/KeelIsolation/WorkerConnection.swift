@@ -58,6 +58,9 @@ final class WorkerConnection: Sendable {
         var budget: Double = 0
         /// For a `handle` call: the request's principal, the only one the worker may act for while it serves it.
         var principal: Principal?
+        /// The kind of frame the call sent, set under the lock before it is sent: the answer must be of its kind
+        /// (`Wire.Kind.answers`); nil until then (an answer to a call not yet sent is forged).
+        var asked: Wire.Kind?
 
         init(waiting: Bool) { done = waiting ? DispatchSemaphore(value: 0) : nil }
 
@@ -172,7 +175,7 @@ final class WorkerConnection: Sendable {
         reader.name = "keel-worker-\(pid)"
         reader.start()
         connection.outbox.start(name: "keel-worker-out-\(pid)") {
-            connection.terminate(because: "stopped reading its socket for \(WorkerOutbox.writeTimeout) s")
+            connection.terminate(because: "did not read what was sent to it within \(WorkerOutbox.writeTimeout) s")
         }
         // Its threads are counted from the start, the spare's and the activation's included.
         if threadLimit > 0 { connection.startSweeper() }
@@ -196,7 +199,7 @@ final class WorkerConnection: Sendable {
         case let .success(n): id = n
         case let .failure(f): return .failure(f)
         }
-        guard send(frame(id)) else {
+        guard send(asking(frame(id), in: slot)) else {
             terminate(because: "left \(WorkerOutbox.limit >> 20) MiB sent to it unread")
             _ = slot.done?.wait(timeout: .now() + 5)
             return pending.withLock { p in
@@ -234,7 +237,7 @@ final class WorkerConnection: Sendable {
                 return
             }
             startSweeper()
-            if !send(frame(id)) {
+            if !send(asking(frame(id), in: slot)) {
                 // The reader fails the slot when the worker is gone.
                 terminate(because: "left \(WorkerOutbox.limit >> 20) MiB sent to it unread")
             }
@@ -321,6 +324,13 @@ final class WorkerConnection: Sendable {
         return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
     }
 
+    /// `frame`, after noting its kind in `slot` (under the lock the reader takes the slot under).
+    private func asking(_ frame: [UInt8], in slot: Slot) -> [UInt8] {
+        let kind = frame.count > 4 ? Wire.Kind(rawValue: frame[4]) : nil
+        pending.withLock { _ in slot.asked = kind }
+        return frame
+    }
+
     /// Queues one frame for the worker (`WorkerOutbox.send`); false when the connection ended or the worker does
     /// not read. Never blocks.
     @discardableResult
@@ -332,16 +342,6 @@ final class WorkerConnection: Sendable {
         pending.withLock { $0.slots[id]?.principal }
     }
 
-    private let hostCalls = Atomic<Int>(0)
-
-    /// Takes one of the worker's `HostServices.concurrentCalls`; false when all are taken.
-    func admitHostCall() -> Bool {
-        if hostCalls.add(1, ordering: .acquiringAndReleasing).newValue <= HostServices.concurrentCalls { return true }
-        hostCalls.subtract(1, ordering: .acquiringAndReleasing)
-        return false
-    }
-
-    func endHostCall() { hostCalls.subtract(1, ordering: .acquiringAndReleasing) }
 
     /// Kills the worker and its process group, and shuts the host's end of the socket, so that the reader thread
     /// sees the end even when something the worker started (a forked child) still holds the other end; the reader
@@ -407,7 +407,16 @@ final class WorkerConnection: Sendable {
                         if logs.admit(now: Self.monotonic()) { handlers.log(level, message) }
                     }
                 case .activated, .activationFailed, .response, .principal, .decision, .deactivated, .commandResult, .serviceResult:
-                    pending.withLock { $0.slots.removeValue(forKey: frame.id) }?.finish(.success(frame))
+                    // An answer to no call waiting is dropped (a late one, after its call timed out); one of another
+                    // kind than its call's is forged.
+                    let kind = frame.kind
+                    let taken: Slot?? = pending.withLock { p in
+                        guard let slot = p.slots[frame.id] else { return .some(nil) }
+                        guard let asked = slot.asked, kind.answers(asked) else { return nil }
+                        return p.slots.removeValue(forKey: frame.id)
+                    }
+                    guard let taken else { throw WireError(description: "a \(kind) frame answering a call of another kind") }
+                    taken?.finish(.success(frame))
                 default:
                     throw WireError(description: "a \(frame.kind) frame from a worker")
                 }

@@ -9,13 +9,13 @@ import Synchronization
 /// The frames going to one worker, and the thread that writes them to its socket, whole and in order.
 ///
 /// `send` only queues (never blocks), so a worker that stops reading cannot hold a caller: not a task on Swift's
-/// cooperative pool, not the reader thread, not the kernel's thread. At most `limit` bytes wait; a write that blocks
-/// longer than `writeTimeout` (the worker stopped reading) or fails ends the outbox and calls `failed`, which kills
-/// the worker. Thread-safe.
+/// cooperative pool, not the reader thread, not the kernel's thread. At most `limit` bytes wait; a frame the worker
+/// has not taken whole within `writeTimeout` (it stopped reading, or reads a little at a time) or a failed write ends
+/// the outbox and calls `failed`, which kills the worker. Thread-safe.
 final class WorkerOutbox: Sendable {
     /// The bytes that may wait; a frame beyond them is refused (its call fails, and the worker is killed).
     static let limit = 64 << 20
-    /// How long one write may block on a worker that does not read.
+    /// Seconds one frame may take to be written to a worker that does not read.
     static let writeTimeout = 5
 
     private let socket: Int32
@@ -81,8 +81,8 @@ final class WorkerOutbox: Sendable {
                 if queue.withLock({ $0.closed }) { return true }
                 continue
             }
-            // Whole; false when the worker is gone or stopped reading for longer than `writeTimeout`.
-            guard frame.withUnsafeBytes({ SystemFile.sendAll(socket, $0) }) else {
+            // Whole; false when the worker is gone or did not take it within `writeTimeout`.
+            guard frame.withUnsafeBytes({ SystemFile.sendAll(socket, $0, within: .seconds(Self.writeTimeout)) }) else {
                 close()
                 return false
             }

@@ -159,13 +159,15 @@ public final class WorkerSupervisor: RemoteCalls, Sendable {
     /// A `handle` answer: the outcome, then the response within the size limit.
     private func readResponse(_ frame: inout WireReader) throws(WireError) -> Result<PluginResponse, PluginCallError> {
         if let error = try frame.outcome(pluginID: pluginID) { return .failure(error) }
-        let response = try frame.response()
+        let response = try frame.response(headersAtMost: Wire.responseHeaders)
         // What `keel_http_response` lets an in-process plugin write (HostABI.withResponse): a status the HTTP layer
-        // would trap on, or a header it would refuse, is a malformed answer.
+        // would trap on, or a header it would refuse (CR, LF or NUL split a response written out by an embedding
+        // program's own HTTP code), is a malformed answer.
         guard (100...599).contains(response.status) else { throw WireError(description: "a response status of \(response.status)") }
-        guard response.headers.count <= 100, response.headers.allSatisfy({ h in
+        guard response.headers.allSatisfy({ h in
             !h.name.isEmpty && h.name.utf8.count <= 256 && h.value.utf8.count <= 8192
-        }) else { throw WireError(description: "response headers over their limits") }
+                && HeaderField.isSafe(h.name) && HeaderField.isSafe(h.value)
+        }) else { throw WireError(description: "response headers over their limits, or with CR, LF or NUL in them") }
         guard response.body.count <= RouteHandler.responseLimit else {
             // The host refuses the answer: a broken plugin's doing, a step toward disabling it (not a refusal of the
             // caller, which `StatusCode.limit` would read as).
@@ -183,11 +185,9 @@ public final class WorkerSupervisor: RemoteCalls, Sendable {
         }) { (frame: inout WireReader) throws(WireError) -> Result<Principal?, PluginCallError> in
             if let error = try frame.outcome(pluginID: pluginID) { return .failure(error) }
             guard try frame.bool() else { return .success(nil) }
-            var principal = try frame.principal()
             // The limits of `keel_principal_builder` (HostABI.withPrincipalBuilder), as for an in-process hook.
-            guard !principal.id.isEmpty, principal.id.utf8.count <= 256, principal.displayName.utf8.count <= 256,
-                  principal.tenant.utf8.count <= 128, principal.roles.count <= 64,
-                  principal.roles.allSatisfy({ !$0.isEmpty && $0.utf8.count <= 128 }) else {
+            var principal = try frame.workerPrincipal()
+            guard !principal.id.isEmpty, principal.roles.allSatisfy({ !$0.isEmpty }) else {
                 throw WireError(description: "a principal over its limits")
             }
             // Who established it is the host's to say.

@@ -168,7 +168,7 @@ enum HostABI {
         }()) }
         res.add_header = { res, name, value in HostRefusal.noted({
             guard let w = HostABI.responseWriter(res), let n = name.validated(limit: 256), !n.isEmpty,
-                  let v = value.validated(limit: 8192), HostABI.isHeaderSafe(n), HostABI.isHeaderSafe(v) else {
+                  let v = value.validated(limit: 8192), HeaderField.isSafe(n), HeaderField.isSafe(v) else {
                 return KEEL_ERR_INVALID_ARGUMENT
             }
             guard w.headers.count < 100 else { return KEEL_ERR_LIMIT }
@@ -190,8 +190,6 @@ enum HostABI {
         guard let data = res?.pointee.host_data else { return nil }
         return Unmanaged<ResponseWriter>.fromOpaque(data).takeUnretainedValue()
     }
-
-    static func isHeaderSafe(_ s: String) -> Bool { !s.utf8.contains { $0 == 13 || $0 == 10 || $0 == 0 } }
 
     static func withPrincipalBuilder(_ writer: PrincipalWriter,
                                      _ body: (UnsafeMutablePointer<keel_principal_builder>) -> keel_status) -> keel_status {

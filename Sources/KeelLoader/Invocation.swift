@@ -257,6 +257,10 @@ public struct HeaderField: Sendable, Hashable {
         self.name = name
         self.value = value
     }
+
+    /// True when `s` holds no CR, LF or NUL: a header name or value a plugin may set (one that does could split the
+    /// response, or another header, where an embedding program writes them out itself).
+    public static func isSafe(_ s: String) -> Bool { !s.utf8.contains { $0 == 13 || $0 == 10 || $0 == 0 } }
 }
 
 /// An authorize hook's answer.

@@ -130,9 +130,19 @@ public enum SystemFile {
     }
 
     /// Sends all of `bytes` on the socket `fd` as `writeAll` writes them, never raising SIGPIPE (MSG_NOSIGNAL). False
-    /// on an error, or when the socket's send time-out (`SO_SNDTIMEO`) passed.
-    public static func sendAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Bool {
-        whole(bytes) { send(fd, $0, $1, Int32(MSG_NOSIGNAL)) }
+    /// on an error, when the socket's send time-out (`SO_SNDTIMEO`) passed in one `send`, or, given `within`, when the
+    /// whole took longer than that (a peer that takes a little at a time, each `send` short of the time-out).
+    public static func sendAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, within limit: Duration? = nil) -> Bool {
+        guard let limit else { return whole(bytes) { send(fd, $0, $1, Int32(MSG_NOSIGNAL)) } }
+        let deadline = ContinuousClock.now + limit
+        var late = false
+        return whole(bytes) { base, count in
+            // Checked between sends: the first always goes (it is bounded by SO_SNDTIMEO).
+            if late { errno = ETIMEDOUT; return -1 }
+            let n = send(fd, base, count, Int32(MSG_NOSIGNAL))
+            late = ContinuousClock.now > deadline
+            return n
+        } && !late
     }
 
     private static func whole(_ bytes: UnsafeRawBufferPointer, _ put: (UnsafeRawPointer, Int) -> Int) -> Bool {

@@ -562,6 +562,26 @@ struct HostileWorkerTests {
         return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
 
+    @Test("a worker is killed, and the host keeps serving, for a principal over the builder's limits in a permission check, a response header that holds CR LF, or an answer of another kind than its call",
+          arguments: [("bigprincipal", "checkPermission frame with 100 strings where at most 64 may be"),
+                      ("crlf", "response headers over their limits, or with CR, LF or NUL in them"),
+                      ("wrongkind", "decision frame answering a call of another kind")])
+    func malformedAnswersKill(route: String, said: String) async throws {
+        let f = try stage()
+        let server = try ServerProcess(plugins: f.plugins, state: f.state)
+        defer { server.stop() }
+        #expect(try await server.request("GET", "/ext/hostile/items/fine").status == 200)
+        let reply = try await server.request("GET", "/ext/hostile/items/\(route)")
+        // Not the plugin's forged answer, nor its own ("asked" after a denied check): the worker died under the call.
+        #expect((500...599).contains(reply.status) && reply.text != "asked", "\(reply.status) \(reply.text)")
+        #expect(reply.headers["set-cookie"] == nil && reply.headers["x-forged"] == nil)
+        let deadline = Date().addingTimeInterval(10)
+        while !server.errors.value.contains(said), Date() < deadline { try await Task.sleep(for: .milliseconds(100)) }
+        #expect(server.errors.value.contains(said) && server.errors.value.contains("killed"), "\(server.errors.value.suffix(1500))")
+        #expect(server.process.isRunning)
+        try await expectServesAgain(server)
+    }
+
     @Test("a worker's log line is cut to 4096 bytes, whatever its characters")
     func logLineCap() async throws {
         let f = try stage()

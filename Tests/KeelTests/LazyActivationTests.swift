@@ -135,6 +135,12 @@ struct LazyKernelTests {
         #expect(Set(kernel.activePlugins) == ["lzcons", "lzgood"])
         #expect(call(kernel, "/ext/lzcons/call", query: "hi").text.hasPrefix("tag=G echo=hi provider=lzgood"))
         #expect(try await kernel.plugin("lzbroken").status == .failed)
+        // The services list says why the failed provider does not run, with its reason.
+        let providers = await kernel.services().first { $0.interface == "test.echo/1" }?.providers ?? []
+        let broken = providers.first { $0.plugin == "lzbroken" }
+        #expect(broken?.active == false && broken?.idle == false && broken?.stopped?.hasPrefix("failed: ") == true
+                && broken?.stopped?.contains("backend is down") == true, "\(String(describing: broken))")
+        #expect(providers.first { $0.plugin == "lzgood" }?.stopped == nil)
         await kernel.shutdown()
 
         let t = ServicesFixture()

@@ -311,7 +311,8 @@ struct PluginKitTests {
         _ = try run(["services", "use", "gitops.sync/1", "swift-sync"])
         _ = try run(["plugins", "disable", "swift-sync"])
         let list = try run(["services", "list"])
-        #expect(list.contains("  serving: argo-sync (") && list.contains("; chosen swift-sync is not running\n"), "\(list)")
+        #expect(list.contains("  serving: argo-sync (") && list.contains("; chosen swift-sync is not running (disabled)\n")
+                && list.contains("provider swift-sync") && list.contains("not running (disabled)\n"), "\(list)")
         reply = try await server.request("GET", "/ext/deployer/sync/shop")
         #expect(reply.text.hasPrefix("argocd synced shop to main"), "\(reply.text)")
     }

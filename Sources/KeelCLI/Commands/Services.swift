@@ -55,7 +55,7 @@ extension KeelCommand.Services {
                         switch s.providers.first(where: { $0.plugin == choice }) {
                         case nil: line += "; chosen \(choice) is not installed"
                         case let p? where p.idle: line += "; chosen \(choice) is idle (loaded by its first use)"
-                        case let p? where !p.active: line += "; chosen \(choice) is not running"
+                        case let p? where !p.active: line += "; chosen \(choice) is not running (\(p.stopped ?? "not enabled"))"
                         default: line += "; chosen \(choice) is not enabled " + (serving.tenant.isEmpty ? "for every tenant" : "for \(serving.tenant)")
                         }
                     }
@@ -66,7 +66,7 @@ extension KeelCommand.Services {
                     if !p.pluginVersion.isEmpty { line += " \(p.pluginVersion)" }
                     line += "  implements \(p.version), ranking \(p.ranking), "
                     line += p.active ? "active (generation \(p.generation ?? 0), \(p.leases) lease\(p.leases == 1 ? "" : "s") held)"
-                        : p.idle ? "enabled, idle (loaded by its first use)" : "not running (disabled, failed or not enabled)"
+                        : p.idle ? "enabled, idle (loaded by its first use)" : "not running (\(p.stopped ?? "disabled, failed or not enabled"))"
                     out += line + "\n"
                 }
                 if s.providers.isEmpty { out += "  provider: none installed\n" }

@@ -15,14 +15,14 @@ defineView('services', { section: 'services', title: 'Services', icon: 'services
       el('td', { className: 'serving', 'data-serving': hostWide.provider || '' },
         el(hostWide.provider ? 'strong' : 'span', { className: hostWide.provider ? '' : 'muted',
                                                     textContent: hostWide.provider || 'none' }),
-        el('div', { className: 'muted', textContent: why(hostWide) })),
+        el('div', { className: 'muted', textContent: why(hostWide, s) })),
       el('td', { className: 'actions' }, providerSelect(s, hostWide),
         button('Use ranking', 'ranking', { 'data-use-ranking': s.interface, disabled: !hostWide.choice,
                                            title: hostWide.choice ? 'forget the choice: the highest ranking serves'
                                                                   : 'no choice: the ranking rule decides' }, forget())),
       el('td', {}, list(s.serving.filter(v => v.tenant !== ''), 'no tenant choices', t =>
         el('li', { 'data-tenant': t.tenant }, el('strong', { textContent: t.tenant + ': ' }), t.provider || 'none',
-          el('span', { className: 'muted', textContent: ' (' + why(t) + ')' }),
+          el('span', { className: 'muted', textContent: ' (' + why(t, s) + ')' }),
           button('Clear', 'clear', { 'data-clear-tenant': t.tenant,
                                      'aria-label': 'clear the choice for tenant ' + t.tenant }, forget(t.tenant))))),
       el('td', {}, list(s.consumers, 'none', c =>
@@ -122,10 +122,13 @@ function resultText(text) {
   return JSON.stringify(body ? body.result : null);
 }
 
-// Why a provider serves a scope, and which choice is not in effect (it names a plugin that is not enabled).
-function why(serving) {
-  const idle = serving.choice && serving.choice !== serving.provider;
-  return serving.reason + (idle ? '; chosen ' + serving.choice + ' is not enabled' : '');
+// Why a provider serves a scope, and why the operator's choice, when there is one, does not serve it.
+function why(serving, service) {
+  if (!serving.choice || serving.choice === serving.provider) return serving.reason;
+  const chosen = service.providers.find(p => p.plugin === serving.choice);
+  const state = !chosen ? 'is not installed' : chosen.idle ? 'is idle (loaded by its first use)'
+    : !chosen.active ? 'is not running (' + (chosen.stopped || 'not enabled') + ')' : 'is not enabled for every tenant';
+  return serving.reason + '; chosen ' + serving.choice + ' ' + state;
 }
 
 // The host-wide provider of one interface, as a labelled <select>: enabled providers (running or idle) can be picked,
@@ -135,7 +138,7 @@ function providerSelect(service, hostWide) {
   if (!hostWide.provider) select.append(el('option', { value: '', textContent: '(none enabled)', disabled: true }));
   for (const p of service.providers) {
     const label = p.plugin + (p.pluginVersion ? ' ' + p.pluginVersion : '') + ' (ranking ' + p.ranking + ')'
-      + (p.active ? '' : p.idle ? ' (idle: loaded by its first use)' : ' (not enabled)');
+      + (p.active ? '' : p.idle ? ' (idle: loaded by its first use)' : ' (' + (p.stopped || 'not enabled') + ')');
     select.append(el('option', { value: p.plugin, textContent: label, disabled: !p.active && !p.idle }));
   }
   select.value = hostWide.provider || '';

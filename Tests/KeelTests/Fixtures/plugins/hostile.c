@@ -57,6 +57,10 @@
  *               host kills with the worker): "stayed" when setsid failed, setpgid returned 0 (as posix_spawn with
  *               POSIX_SPAWN_SETPGROUP needs) and the child's group and session did not change; else "code N"
  *               (bits: 1 setsid succeeded, 2 setpgid returned 0, 4 the group changed, 8 the session changed)
+ *     "bigprincipal" asks the permission check (kind 31) about a principal of 100 empty roles (a builder allows 64),
+ *               then answers 200 "asked" (the host kills the worker first)
+ *     "crlf"    forges `response` answers for call ids 1...400 with a header whose value holds CR LF and a second header
+ *     "wrongkind" forges `decision` answers (kind 24, an authorize hook's) for call ids 1...400
  *     anything else: 200 "ok"
  * Its activate sleeps 30 s when a file named "block-activate" lies beside the library.
  * Commands (declared by the test, abi 1.1, each "() -> i32"), each forging `commandResult` answers (kind 27) for
@@ -110,20 +114,70 @@ static void write_all(const unsigned char *p, size_t n) {
     }
 }
 
-/* A `response` answer to call `id`: outcome ok (i32 0, empty message, not a refusal passed on), status, no headers,
- * empty body. */
-static void forge_response(uint64_t id, int64_t status) {
-    unsigned char f[4 + 1 + 8 + 4 + 4 + 1 + 8 + 4 + 4];
-    put32(f, sizeof f - 4);
-    f[4] = 22;
+/* The head of an answer of `kind` to call `id` with outcome ok (i32 0, empty message, not a refusal passed on), its
+ * length left for `forge_send`: 22 bytes. */
+static size_t forge_head(unsigned char *f, unsigned char kind, uint64_t id) {
+    f[4] = kind;
     put64(f + 5, id);
     put32(f + 13, 0);
     put32(f + 17, 0);
     f[21] = 0;
-    put64(f + 22, (uint64_t)status);
-    put32(f + 30, 0);
-    put32(f + 34, 0);
-    write_all(f, sizeof f);
+    return 22;
+}
+
+/* Fills in the length of the frame of `n` bytes at `f` and writes it. */
+static void forge_send(unsigned char *f, size_t n) {
+    put32(f, (uint32_t)(n - 4));
+    write_all(f, n);
+}
+
+/* A `response` answer to call `id`: status, no headers, empty body. */
+static void forge_response(uint64_t id, int64_t status) {
+    unsigned char f[22 + 8 + 4 + 4];
+    size_t n = forge_head(f, 22, id);
+    put64(f + n, (uint64_t)status); n += 8;
+    put32(f + n, 0); n += 4;                             /* no headers */
+    put32(f + n, 0); n += 4;                             /* empty body */
+    forge_send(f, n);
+}
+
+/* A `response` answer to call `id` with one header "X-Forged: a\r\nSet-Cookie: stolen=1". */
+static void forge_split_response(uint64_t id) {
+    static const char name[] = "X-Forged", value[] = "a\r\nSet-Cookie: stolen=1";
+    unsigned char f[128];
+    size_t nl = sizeof name - 1, vl = sizeof value - 1, n = forge_head(f, 22, id);
+    put64(f + n, 200); n += 8;                           /* status */
+    put32(f + n, 1); n += 4;                             /* one header */
+    put32(f + n, (uint32_t)nl); n += 4; memcpy(f + n, name, nl); n += nl;
+    put32(f + n, (uint32_t)vl); n += 4; memcpy(f + n, value, vl); n += vl;
+    put32(f + n, 0); n += 4;                             /* empty body */
+    forge_send(f, n);
+}
+
+/* A `decision` answer (an authorize hook's: allow) to call `id`. */
+static void forge_decision(uint64_t id) {
+    unsigned char f[22 + 1];
+    size_t n = forge_head(f, 24, id);
+    f[n++] = 1;
+    forge_send(f, n);
+}
+
+/* A `checkPermission` call (kind 31, id 9000) about a principal with `roles` empty roles, action "view", resource
+ * "x". */
+static void forge_big_principal(uint32_t roles) {
+    size_t n = 4 + 1 + 8 + 4 * 3 + 4 + 4 * (size_t)roles + 4 + 4 + 4 + 4 + 1;
+    unsigned char *f = calloc(1, n), *p;
+    if (!f) return;
+    put32(f, (uint32_t)(n - 4));
+    f[4] = 31;
+    put64(f + 5, 9000);
+    p = f + 13 + 12;                                     /* id, display name, tenant: empty */
+    put32(p, roles); p += 4 + 4 * (size_t)roles;         /* the roles: empty */
+    p += 4;                                              /* authenticated_by: empty */
+    put32(p, 4); memcpy(p + 4, "view", 4); p += 8;
+    put32(p, 1); p[4] = 'x';
+    write_all(f, n);
+    free(f);
 }
 
 /* A `commandResult` answer to call `id`: `payload` (the outcome as Wire.swift writes it) after the frame's head. */
@@ -250,6 +304,14 @@ static keel_status item(void *user_data, const keel_http_request *req, keel_http
     keel_str id = req->params_len > 0 ? req->params[0].value : req->route_path;
     if (is(id, "status")) {
         for (uint64_t i = 1; i <= 4000; i++) forge_response(i, 5000);
+    } else if (is(id, "bigprincipal")) {
+        forge_big_principal(100);
+        sleep(2);
+        return say(res, "asked");
+    } else if (is(id, "crlf")) {
+        for (uint64_t i = 1; i <= 400; i++) forge_split_response(i);
+    } else if (is(id, "wrongkind")) {
+        for (uint64_t i = 1; i <= 400; i++) forge_decision(i);
     } else if (is(id, "biglog")) {
         for (int i = 0; i < 10; i++) forge_big_log((size_t)2 << 20);
     } else if (is(id, "stall")) {
