@@ -43,21 +43,33 @@ public struct HostServices: Sendable {
     /// Calls of one worker the host runs at once; more are refused at once (`unavailable`), so that a worker cannot
     /// tie up the host's threads.
     static let concurrentCalls = 32
+    /// Bytes the arguments of those calls may hold at once (a service call carries up to 16 MiB, copied once more for
+    /// the provider: 32 of them held a gigabyte of the host's memory while a provider was slow).
+    static let bytesInFlight = 64 << 20
 }
 
-/// A count of host calls running, bounded by `HostServices.concurrentCalls`. Thread-safe.
+/// The host calls running, bounded by `HostServices.concurrentCalls`, and the bytes their arguments hold, bounded by
+/// `HostServices.bytesInFlight`. Thread-safe.
 final class HostCallCount: Sendable {
     private let running = Atomic<Int>(0)
+    private let bytes = Atomic<Int>(0)
 
-    /// Takes one of the `HostServices.concurrentCalls`; false when all are taken.
-    func admit() -> Bool {
-        if running.add(1, ordering: .acquiringAndReleasing).newValue <= HostServices.concurrentCalls { return true }
+    /// Takes one of the `HostServices.concurrentCalls` for a call whose arguments hold `holding` bytes; false, having
+    /// taken nothing, when all are taken or those bytes would pass `HostServices.bytesInFlight`.
+    func admit(holding: Int = 0) -> Bool {
+        if running.add(1, ordering: .acquiringAndReleasing).newValue <= HostServices.concurrentCalls {
+            if bytes.add(holding, ordering: .acquiringAndReleasing).newValue <= HostServices.bytesInFlight { return true }
+            bytes.subtract(holding, ordering: .acquiringAndReleasing)
+        }
         running.subtract(1, ordering: .acquiringAndReleasing)
         return false
     }
 
-    /// Gives back one `admit` took.
-    func end() { running.subtract(1, ordering: .acquiringAndReleasing) }
+    /// Gives back what `admit(holding:)` took.
+    func end(holding: Int = 0) {
+        bytes.subtract(holding, ordering: .acquiringAndReleasing)
+        running.subtract(1, ordering: .acquiringAndReleasing)
+    }
 }
 
 extension WorkerConnection {
@@ -156,11 +168,16 @@ extension WorkerConnection {
                 if case let .success(a) = result { w.serviceAnswer(a) }
                 _ = send(w.frame)
             }
-            guard let leases, services.inFlight.admit() else {
-                return answer(.failure(PluginCallError(pluginID: "", status: StatusCode.unavailable, message: "too many calls from the worker at once")))
+            let held = call.arguments.reduce(0) { sum, argument in
+                if case let .bytes(b) = argument { return sum + b.count }
+                return sum
+            }
+            guard let leases, services.inFlight.admit(holding: held) else {
+                return answer(.failure(PluginCallError(pluginID: "", status: StatusCode.unavailable,
+                                                       message: "too many calls from the worker at once, or too many bytes in them")))
             }
             Self.offReader { [self] in
-                defer { services.inFlight.end() }
+                defer { services.inFlight.end(holding: held) }
                 answer(leases.call(lease, function: function, call))
             }
         default:

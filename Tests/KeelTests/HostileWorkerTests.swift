@@ -21,16 +21,19 @@ struct HostileWorkerTests {
 
     /// The hostile plugin, enabled in a worker. `network`: it asks for the `network` capability in its plugin.yaml;
     /// `granted`: the operator granted it. `processes`: it asks for `processes`, and the operator granted it (the
-    /// tests of what a process a worker starts can do).
-    func stage(network: Bool = false, granted: Bool = false, processes: Bool = false) throws -> KernelFixture {
+    /// tests of what a process a worker starts can do). `defines`: for hostile.c; `more`: capabilities it asks for
+    /// and is granted.
+    func stage(network: Bool = false, granted: Bool = false, processes: Bool = false, defines: [String] = [],
+               capabilities more: [String] = []) throws -> KernelFixture {
         let f = KernelFixture()
-        let library = try TestEnvironment.buildPlugin(source: TestEnvironment.fixtures + "/plugins/hostile.c", name: "hostile")
-        let capabilities = ["routes"] + (network ? ["network"] : []) + (processes ? ["processes"] : [])
+        let library = try TestEnvironment.buildPlugin(source: TestEnvironment.fixtures + "/plugins/hostile.c", name: "hostile",
+                                                      defines: defines)
+        let capabilities = ["routes"] + (network ? ["network"] : []) + (processes ? ["processes"] : []) + more
         let manifest = TestEnvironment.manifest(id: "hostile", library: "libhostile.so", capabilities: capabilities,
                                                 extra: "isolation: process")
         try TestEnvironment.makeBundle(in: f.plugins, folder: "hostile", manifest: manifest, library: library)
         let keel = TestEnvironment.binPath + "/keel", at = ["--plugins", f.plugins, "--state", f.state]
-        for (capability, grant) in [("network", granted), ("processes", processes)] where grant {
+        for (capability, grant) in [("network", granted), ("processes", processes)] + more.map({ ($0, true) }) where grant {
             let r = try TestEnvironment.run(keel, ["plugins", "grant", "hostile", capability] + at)
             guard r.status == 0 else { throw TestFailure("grant: \(r.stderr)") }
         }
@@ -580,6 +583,27 @@ struct HostileWorkerTests {
         #expect(server.errors.value.contains(said) && server.errors.value.contains("killed"), "\(server.errors.value.suffix(1500))")
         #expect(server.process.isRunning)
         try await expectServesAgain(server)
+    }
+
+    @Test("who established a principal a worker's authenticate hook answers is the host's to say: a forged \"keel\" reads as the plugin; over 64 roles kills the worker, not the host")
+    func forgedAuthenticatedBy() async throws {
+        let f = try stage(defines: ["FORGE_AUTH=2"], capabilities: ["authenticate"])
+        let server = try ServerProcess(plugins: f.plugins, state: f.state)
+        defer { server.stop() }
+        let who = try await server.request("GET", "/ext/hostile/items/whoami")
+        #expect(who.status == 200 && who.text == "root hostile 2", "\(who.status) \(who.text)")
+
+        let g = try stage(defines: ["FORGE_AUTH=65"], capabilities: ["authenticate"])
+        let other = try ServerProcess(plugins: g.plugins, state: g.state)
+        defer { other.stop() }
+        let refused = try await other.request("GET", "/ext/hostile/items/whoami")
+        #expect(refused.status != 200 && !refused.text.contains("root"), "\(refused.status) \(refused.text)")
+        let deadline = Date().addingTimeInterval(10)
+        let said = "principal frame with 65 strings where at most 64 may be"
+        while !other.errors.value.contains(said), Date() < deadline { try await Task.sleep(for: .milliseconds(100)) }
+        #expect(other.errors.value.contains(said), "\(other.errors.value.suffix(1500))")
+        #expect(other.process.isRunning)
+        #expect(try await other.request("GET", "/healthz").status == 200)
     }
 
     @Test("a worker's log line is cut to 4096 bytes, whatever its characters")

@@ -95,4 +95,51 @@ struct WireFrameTests {
         #expect(source.next() == nil)
         #expect(source.malformed)
     }
+
+    @Test("a worker's host calls: 32 at once, shared by every worker of one plugin's services, and at most 64 MiB of arguments held")
+    func hostCallLimits() {
+        let services = HostServices.none
+        let restarted = services   // the copy a restarted worker's reader gets: the same count
+        for _ in 0..<31 { #expect(services.inFlight.admit()) }
+        #expect(restarted.inFlight.admit(), "the 32nd")
+        #expect(!restarted.inFlight.admit() && !services.inFlight.admit(), "a 33rd is refused, whichever worker asks")
+        services.inFlight.end()
+        #expect(restarted.inFlight.admit(), "a call that ended gives its place back")
+        for _ in 0..<32 { services.inFlight.end() }
+        #expect(HostServices.none.inFlight.admit(), "another plugin's services have a count of their own")
+        // Bytes: 48 MiB held, a call of 20 MiB more is refused (and takes no place), one of 16 MiB fits.
+        #expect(services.inFlight.admit(holding: 48 << 20))
+        #expect(!services.inFlight.admit(holding: 20 << 20))
+        #expect(services.inFlight.admit(holding: 16 << 20))
+        #expect(!services.inFlight.admit(holding: 1))
+        services.inFlight.end(holding: 48 << 20)
+        #expect(services.inFlight.admit(holding: 40 << 20))
+        for _ in 0..<30 { #expect(services.inFlight.admit()) }
+        #expect(!services.inFlight.admit(), "32 running: 2 with bytes, 30 without")
+    }
+
+    @Test("a principal or response from a worker is refused past its limits before it is read whole")
+    func boundedReads() throws {
+        func frame(_ kind: Wire.Kind, _ body: (inout WireWriter) -> Void) throws -> WireReader {
+            var w = WireWriter(kind, id: 1)
+            body(&w)
+            return try WireReader(frame: Array(w.frame.dropFirst(4)))
+        }
+        let within = Principal(id: "ada", displayName: "Ada", tenant: "acme", roles: (0..<64).map { "r\($0)" }, authenticatedBy: "sso")
+        var ok = try frame(.checkPermission) { $0.principal(within) }
+        #expect(try ok.workerPrincipal() == within)
+        for over in [Principal(id: "ada", roles: (0..<65).map { "r\($0)" }, authenticatedBy: ""),
+                     Principal(id: String(repeating: "a", count: 257), roles: [], authenticatedBy: ""),
+                     Principal(id: "ada", tenant: String(repeating: "t", count: 129), roles: [], authenticatedBy: ""),
+                     Principal(id: "ada", roles: [String(repeating: "r", count: 129)], authenticatedBy: "")] {
+            var bad = try frame(.checkPermission) { $0.principal(over) }
+            #expect(throws: WireError.self) { try bad.workerPrincipal() }
+        }
+        let headers = (0..<101).map { HeaderField(name: "x-\($0)", value: "v") }
+        var many = try frame(.response) { $0.response(PluginResponse(status: 200, headers: headers, body: [])) }
+        #expect(throws: WireError.self) { try many.response(headersAtMost: Wire.responseHeaders) }
+        var hundred = try frame(.response) { $0.response(PluginResponse(status: 200, headers: Array(headers.prefix(100)), body: [])) }
+        #expect(try hundred.response(headersAtMost: Wire.responseHeaders).headers.count == 100)
+        #expect(Wire.Kind.response.answers(.handle) && !Wire.Kind.decision.answers(.handle) && Wire.Kind.activationFailed.answers(.activate))
+    }
 }

@@ -61,7 +61,10 @@
  *               then answers 200 "asked" (the host kills the worker first)
  *     "crlf"    forges `response` answers for call ids 1...400 with a header whose value holds CR LF and a second header
  *     "wrongkind" forges `decision` answers (kind 24, an authorize hook's) for call ids 1...400
+ *     "whoami"  answers the request's principal as "<id> <authenticated_by> <roles>"
  *     anything else: 200 "ok"
+ * With -DFORGE_AUTH=N it registers an authenticate hook that forges `principal` answers (kind 23) for call ids
+ * 400...1: id "root", authenticated_by "keel", N roles "admin", "r1", "r2"...; then abstains itself.
  * Its activate sleeps 30 s when a file named "block-activate" lies beside the library.
  * Commands (declared by the test, abi 1.1, each "() -> i32"), each forging `commandResult` answers (kind 27) for
  * call ids 1...64 (a worker's calls are numbered from 1) before returning 7 itself:
@@ -308,6 +311,12 @@ static keel_status item(void *user_data, const keel_http_request *req, keel_http
         forge_big_principal(100);
         sleep(2);
         return say(res, "asked");
+    } else if (is(id, "whoami")) {
+        char said[512];
+        const keel_principal *p = req->principal;
+        snprintf(said, sizeof said, "%.*s %.*s %zu", (int)p->id.len, p->id.ptr, (int)p->authenticated_by.len,
+                 p->authenticated_by.ptr, p->roles_len);
+        return say(res, said);
     } else if (is(id, "crlf")) {
         for (uint64_t i = 1; i <= 400; i++) forge_split_response(i);
     } else if (is(id, "wrongkind")) {
@@ -634,7 +643,40 @@ static keel_status item(void *user_data, const keel_http_request *req, keel_http
     return res->write(res, "ok", 2);
 }
 
+#ifdef FORGE_AUTH
+/* A `principal` answer to call `id`: "root", authenticated by "keel", with FORGE_AUTH roles. */
+static void forge_principal(uint64_t id) {
+    unsigned char f[4096];
+    size_t n = forge_head(f, 23, id);
+    f[n++] = 1;                                          /* a principal */
+    put32(f + n, 4); memcpy(f + n + 4, "root", 4); n += 8;
+    put32(f + n, 0); n += 4;                             /* display name */
+    put32(f + n, 0); n += 4;                             /* tenant */
+    put32(f + n, FORGE_AUTH); n += 4;
+    for (int i = 0; i < FORGE_AUTH; i++) {
+        char role[16];
+        int l = i == 0 ? snprintf(role, sizeof role, "admin") : snprintf(role, sizeof role, "r%d", i);
+        put32(f + n, (uint32_t)l); memcpy(f + n + 4, role, (size_t)l); n += 4 + (size_t)l;
+    }
+    put32(f + n, 4); memcpy(f + n + 4, "keel", 4); n += 8;
+    forge_send(f, n);
+}
+
+static keel_status forger(void *user_data, const keel_http_request *req, keel_principal_builder *out) {
+    (void)user_data; (void)req; (void)out;
+    /* Downwards: the call this hook serves is among the last read, so no forged frame is left to meet the host's next
+     * call (the handler's), which an answer of the wrong kind would kill the worker for. */
+    for (uint64_t i = 400; i >= 1; i--) forge_principal(i);
+    return KEEL_OK;
+}
+#endif
+
 static keel_status activate(const keel_host *host, keel_ctx *ctx) {
+#ifdef FORGE_AUTH
+    const keel_host_auth *auth = host->get_service(ctx, keel_cstr(KEEL_SERVICE_AUTH));
+    keel_authenticator hook = { sizeof hook, KEEL_STR("forger"), forger, NULL };
+    if (!auth || auth->register_authenticator(ctx, &hook) != KEEL_OK) return KEEL_ERR_UNSUPPORTED;
+#endif
     Dl_info self;
     if (dladdr((void *)activate, &self) && self.dli_fname) {
         char marker[1024];
