@@ -62,7 +62,9 @@ extension Kernel {
         let services = HostServices(
             calls: Set(manifest.calls),
             command: { plugin, name, arguments, principal in
-                environment.callCommand(caller: id, plugin: plugin, name: name, arguments: arguments, principal: principal)
+                ActivationContext.serving(context) {
+                    environment.callCommand(caller: id, plugin: plugin, name: name, arguments: arguments, principal: principal)
+                }
             },
             permission: { principal, action, resource in
                 environment.checkPermission(plugin: id, principal, action: action, resource: resource)

@@ -298,6 +298,16 @@ public final class ActivationContext: Sendable {
 
     static func endCall(_ outer: UnsafeMutableRawPointer?) { pthread_setspecific(currentCallKey, outer) }
 
+    /// Runs `body` on this thread as a call of `context`'s, without counting it in flight: for a host thread that
+    /// serves what a plugin in a worker process asks (a command, a lease), so that while that plugin is being stopped
+    /// it is refused a wake of an idle plugin as its in-process calls are (`currentCallHoldsLifecycle`).
+    public static func serving<T>(_ context: ActivationContext, _ body: () -> T) -> T {
+        let outer = pthread_getspecific(currentCallKey)
+        pthread_setspecific(currentCallKey, Unmanaged.passUnretained(context).toOpaque())
+        defer { pthread_setspecific(currentCallKey, outer) }
+        return body()
+    }
+
     /// The principal the host handed to the route handler running on this thread (nil outside a handler): the only
     /// principal a plugin may act for when it calls another plugin's command, so it cannot name a caller of its own.
     /// Set and put back around each handler call, like `beginCall`.

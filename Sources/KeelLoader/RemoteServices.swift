@@ -134,7 +134,7 @@ public final class RemoteLeases: Sendable {
             return refuse(StatusCode.unsupported, "\(consumed.interface): the consumer's functions are not declared, so it cannot be called from a worker process")
         }
         let lease: ServiceLease
-        switch context.acquire(interface, tenant: tenant, minSize: minSize) {
+        switch ActivationContext.serving(context, { context.acquire(interface, tenant: tenant, minSize: minSize) }) {
         case let .failure(error): return .failure(error)
         case let .success(l): lease = l
         }

@@ -3,6 +3,7 @@
 import Foundation
 import Keel
 import KeelLoader
+import Synchronization
 import Testing
 
 /// What a plugin in a worker asks of the host: other plugins' commands, the permission check, its log (rate-limited);
@@ -46,6 +47,35 @@ extension IsolationTests {
         #expect(use("rogue", "2,40", as: admin) == (502, "status=\(StatusCode.denied)"), "not declared under calls:")
         #expect(use("forger", "2,40", as: ada) == (502, "status=\(StatusCode.denied)"), "a made-up admin principal is refused")
         #expect(await logged(c.f.log, "forger", "for a principal that is not the caller of the request it is serving: denied"))
+        await kernel.shutdown()
+    }
+
+    @Test("a plugin in a worker being disabled whose call in flight needs an idle plugin's command: refused at once, the disable does not wait for its drain time-out")
+    func noWakeForAWorkerBeingStopped() async throws {
+        let c = CommandsFixture()
+        try c.calc(extra: "activation: lazy\n")
+        try c.bundle("leaving", ["CALLER", "CALL_AFTER_MS=600"], extra: "calls: [calc.add]\nisolation: process\n")
+        let kernel = try c.f.kernel(workerExecutable: keel)
+        await kernel.start()
+        for id in ["calc", "leaving"] { try await kernel.enable(id) }
+        #expect(kernel.isIdle("calc"))
+        let request = PluginRequest(method: "GET", path: "/ext/leaving/use", routePath: "/use", query: "2,40", principal: admin)
+        let match = try #require(kernel.registry.snapshot.route(method: "GET", path: "/ext/leaving/use"))
+        let answered = Mutex<(Int, String)?>(nil)
+        Thread.detachNewThread {
+            let r = try? match.route.handler.handle(request).get()
+            answered.withLock { $0 = (r?.status ?? 0, r?.bodyText ?? "") }
+        }
+        try await Task.sleep(for: .milliseconds(200))
+        let started = ContinuousClock.now
+        try await kernel.disable("leaving")
+        let took = ContinuousClock.now - started
+        #expect(took < .seconds(3), "the drain waited for a wake queued behind it: \(took)")
+        let deadline = ContinuousClock.now + .seconds(5)
+        while answered.withLock({ $0 }) == nil, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        let answer = answered.withLock { $0 }
+        #expect(answer?.0 == 502 && answer?.1.hasPrefix("status=") == true, "its call was refused: \(String(describing: answer))")
+        #expect(kernel.isIdle("calc"), "nothing was loaded for a plugin on its way out")
         await kernel.shutdown()
     }
 

@@ -8,6 +8,7 @@
  *   RAW_FRAME=N      (in a worker process) /use skips keel.commands/1 and writes a callCommand frame of its own to
  *                    the worker's socket (standard input), on behalf of host call N; answers "sent" (a hostile
  *                    worker that bypasses the worker's own checks)
+ *   CALL_AFTER_MS=N  /use sleeps N milliseconds before it calls
  *   ACTIVATE_FAILS   activate fails, saying "cannot reach the frobnicator at /srv/secret"
  */
 #define _POSIX_C_SOURCE 200809L
@@ -134,6 +135,10 @@ static keel_status use(void *ud, const keel_http_request *req, keel_http_respons
     const keel_principal *who = req->principal;
 #else
     const keel_principal *who = req->principal;
+#endif
+#ifdef CALL_AFTER_MS
+    struct timespec pause = { CALL_AFTER_MS / 1000, (CALL_AFTER_MS % 1000) * 1000000L };
+    nanosleep(&pause, NULL);
 #endif
     keel_status s = commands->call(the_ctx, keel_cstr(CALL_PLUGIN), keel_cstr(CALL_NAME),
                                    (keel_str){ args, (size_t)n }, who, out, sizeof out, &len);
