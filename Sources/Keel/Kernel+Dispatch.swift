@@ -10,6 +10,14 @@ import KeelRegistry
 /// role grants (any deny wins), the handler, and a retry on the current generation when a reload swapped the one the
 /// request reached. What stays in HTTP: the admin token, console page sessions, plugin lanes and body limits.
 extension Kernel {
+    /// True for an HTTP method as RFC 9110 spells it: one or more token characters (GET, PATCH, or an extension
+    /// method such as PROPFIND).
+    static func isMethodToken(_ method: String) -> Bool {
+        !method.isEmpty && method.utf8.count <= 32 && method.utf8.allSatisfy { c in
+            (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || "!#$%&'*+-.^_`|~".utf8.contains(c)
+        }
+    }
+
     /// Serves `request` from the composed plugin routes, on the calling thread.
     ///
     /// - Parameters:
@@ -18,7 +26,7 @@ extension Kernel {
     ///     the caller put there is ignored.
     ///   - tenant: the tenant the caller names for itself (what HTTP's `X-Keel-Tenant` header says), or nil.
     /// - Returns: the plugin's response, or the host's own JSON answer `{"error":{"code","message"}}`: 400 for a
-    ///   path with no canonical form, 404 when no route matches (or its plugin does not serve the caller's tenant),
+    ///   method that is no token or a path that is not absolute or has no canonical form, 404 when no route matches (or its plugin does not serve the caller's tenant),
     ///   403 when an authenticate hook failed or the chain denies, what `StatusCode.httpAnswer` says when the handler
     ///   returned an error (`PluginCallError.httpAnswer`: a refusal's 4xx, 501, 503 for `KEEL_ERR_UNAVAILABLE`, 502
     ///   and 504 for a crashed or timed-out worker, otherwise 500, a refusal the handler passed on included; called
@@ -29,6 +37,13 @@ extension Kernel {
     /// [thread-safe]
     public nonisolated func dispatch(_ request: PluginRequest, tenant: String? = nil) -> PluginResponse {
         var seen = request
+        // What an HTTP server would refuse before routing: a method that is no token, a path that is not absolute.
+        guard Self.isMethodToken(seen.method) else {
+            return Self.errorResponse(400, "bad-request", "the method \"\(seen.method.prefix(32))\" is not an HTTP method token")
+        }
+        guard seen.path.hasPrefix("/") else {
+            return Self.errorResponse(400, "bad-path", "the path \"\(seen.path.prefix(64))\" does not start with /")
+        }
         if let mark = seen.path.firstIndex(of: "?") {
             seen.query = String(seen.path[seen.path.index(after: mark)...])
             seen.path = String(seen.path[..<mark])

@@ -52,8 +52,12 @@ extension Kernel {
         residents.forget(id)
         rescan()
         guard bundles[id] != nil else {
-            if active[id] != nil { retireMissing(id) }
-            throw notInFolder(id)
+            guard active[id] != nil else { throw notInFolder(id) }
+            // Not a failed build: the operator took the bundle away. What served is stopped, as the folder watcher
+            // stops it, and the caller is told so.
+            retireMissing(id)
+            let why = notInFolder(id)
+            throw KernelError(why.code, pluginID: id, reason: why.reason + "; its bundle is gone, so the build that was serving was stopped (recorded missing)")
         }
         guard let old = active[id] else {
             // An idle lazy plugin stays idle: its next use loads the current build.
@@ -82,6 +86,8 @@ extension Kernel {
             }
             try? state.setStatus(id, .enabled, reason: "reload failed, generation \(old.generation) still serving: \(error.reason)")
             log(.error, id, "reload failed, generation \(old.generation) keeps serving: \(error.reason)")
+            // The command's own line says "as logged above" rather than the reason a second time.
+            loggedDuringCommand?.insert(LoggedFailure(pluginID: id, reason: error.reason))
             throw error
         }
         let before = registry.snapshot.services

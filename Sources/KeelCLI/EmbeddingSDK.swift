@@ -11,11 +11,24 @@ enum EmbeddingSDK {
     static let packageName = "keel"
     private static let pcTemplate = "PluginABI/sdk/keel.pc.in"
 
-    /// The libkeel.so this `keel` belongs with, or nil when there is none.
-    static var library: String? {
+    /// Where the libkeel.so this `keel` belongs with may lie, in the order they are looked at: the build folder's
+    /// name for it, the installed name beside the binary, and an installed prefix's `lib/`.
+    static var candidates: [String] {
         let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         let folder = (executable as NSString).deletingLastPathComponent
-        return [folder + "/libkeel-embed.so", folder + "/../lib/libkeel.so"].first { FileManager.default.fileExists(atPath: $0) }
+        return [folder + "/libkeel-embed.so", folder + "/libkeel.so", folder + "/../lib/libkeel.so"]
+    }
+
+    /// The libkeel.so this `keel` belongs with, or nil when there is none.
+    static var library: String? { candidates.first { FileManager.default.fileExists(atPath: $0) } }
+
+    /// Why nothing was installed for embedding, and how to get the library: for `keel sdk install` to print.
+    static var missing: String {
+        let looked = candidates.map { ($0 as NSString).standardizingPath }.joined(separator: ", ")
+        return "no embedding library beside this keel (looked for \(looked)): libkeel.so and keel.pc are not installed, "
+            + "so `pkg-config keel` finds nothing. Build it from a checkout with `swift build --product keel-embed` "
+            + "(or Scripts/release-build.sh --product keel-embed) and run this command with the keel of the same build "
+            + "folder, or put the library beside this keel as libkeel.so"
     }
 
     static func pcFile(prefix: String) -> String {

@@ -39,8 +39,9 @@ final class LogGate: @unchecked Sendable {
 /// Delivers the kernel's events to the embedder's subscribers on a thread of its own (one per handle), in order,
 /// one at a time. The kernel only queues an item (it never waits for embedder code); this thread turns it into
 /// `keel_event`s: the command that ran, then one `KEEL_EVENT_PLUGIN_STATE` per plugin whose stored status or reason
-/// changed since the last look. Subscribers are called under a lock that `unsubscribe` and `stop` take too, so after
-/// either returns the callback is not running and is not called again.
+/// changed since the last look. Delivery follows the change, so an event may arrive after the call that made it
+/// returned; it goes to the subscriptions made before the change (`post`). Subscribers are called under a lock that
+/// `unsubscribe` and `stop` take too, so after either returns the callback is not running and is not called again.
 /// `@unchecked Sendable`: the subscribers' C pointers are used only under `subscribers`' lock; `seen` only on the
 /// event thread.
 final class EventPump: @unchecked Sendable {
@@ -58,7 +59,9 @@ final class EventPump: @unchecked Sendable {
         let userData: UnsafeMutableRawPointer?
     }
 
-    private let queue = Mutex<(items: [Item], stopped: Bool)>(([], false))
+    /// Items with the subscriptions there were when each was posted: an event goes to those (still subscribed when
+    /// it is delivered), never to a subscription made after the change it tells of.
+    private let queue = Mutex<(items: [(Item, Set<Int64>)], stopped: Bool)>(([], false))
     private let wakeups = DispatchSemaphore(value: 0)
     private let finished = DispatchSemaphore(value: 0)
     private let subscribers = Mutex<[Subscriber]>([])
@@ -76,7 +79,8 @@ final class EventPump: @unchecked Sendable {
     }
 
     func post(_ item: Item) {
-        queue.withLock { $0.items.append(item) }
+        let audience = subscribers.withLock { Set($0.map(\.token)) }
+        queue.withLock { $0.items.append((item, audience)) }
         wakeups.signal()
     }
 
@@ -111,24 +115,25 @@ final class EventPump: @unchecked Sendable {
         while true {
             wakeups.wait()
             // One signal per item and one from `stop`: the queue is empty here only after `stop`, with all delivered.
-            let (next, stopped): (Item?, Bool) = queue.withLock { q in (q.items.isEmpty ? nil : q.items.removeFirst(), q.stopped) }
-            guard let item = next else {
+            let (next, stopped): ((Item, Set<Int64>)?, Bool) = queue.withLock { q in (q.items.isEmpty ? nil : q.items.removeFirst(), q.stopped) }
+            guard let (item, audience) = next else {
                 if stopped { finished.signal(); return }
                 continue
             }
             if case let .command(name, pluginID, failure) = item {
-                deliver(KEEL_EVENT_COMMAND, pluginID: pluginID, command: name, status: nil, message: failure)
+                deliver(KEEL_EVENT_COMMAND, pluginID: pluginID, command: name, status: nil, message: failure, to: audience)
             }
             let now = Self.read(state)
             for (id, entry) in now.sorted(by: { $0.key < $1.key }) {
                 if let old = seen[id], old.0 == entry.0, old.1 == entry.1 { continue }
-                deliver(KEEL_EVENT_PLUGIN_STATE, pluginID: id, command: nil, status: entry.0.rawValue, message: entry.1)
+                deliver(KEEL_EVENT_PLUGIN_STATE, pluginID: id, command: nil, status: entry.0.rawValue, message: entry.1, to: audience)
             }
             seen = now
         }
     }
 
-    private func deliver(_ kind: Int32, pluginID: String?, command: String?, status: String?, message: String?) {
+    private func deliver(_ kind: Int32, pluginID: String?, command: String?, status: String?, message: String?,
+                         to audience: Set<Int64>) {
         withOptionalCString(pluginID) { plugin in
             withOptionalCString(command) { command in
                 withOptionalCString(status) { status in
@@ -136,7 +141,7 @@ final class EventPump: @unchecked Sendable {
                         var event = keel_event(struct_size: UInt32(MemoryLayout<keel_event>.size), kind: kind, plugin_id: plugin,
                                                command: command, status: status, message: message)
                         subscribers.withLock { list in
-                            ThreadState.busy { for s in list { s.fn(s.userData, &event) } }
+                            ThreadState.busy { for s in list where audience.contains(s.token) { s.fn(s.userData, &event) } }
                         }
                     }
                 }

@@ -112,7 +112,9 @@ final class EmbeddedKernel: Sendable {
         token.adoptEnvironment()
         if token.digest == nil {
             kernel.configuration.log(LogRecord(level: .warn, pluginID: nil, message: "keel_serve: no admin token is in force (the state holds none "
-                + "and $\(AdminToken.environmentVariable) is not set): the admin API answers 401 to every caller"))
+                + "and $\(AdminToken.environmentVariable) is not set): the admin API answers 401 to every caller; set "
+                + "$\(AdminToken.environmentVariable) before keel_serve" + (kernel.configuration.stateFile == StateStore.inMemory ? ""
+                    : ", or run `keel --state <this state> token reset`, which this kernel takes at once")))
         }
         let http = KeelServer(kernel: kernel, token: token, configuration: configuration)
         let task = Task.detached {

@@ -55,6 +55,17 @@ public func keel_open(_ config: UnsafePointer<keel_config>?, _ out: UnsafeMutabl
                         + (exists ? "not a folder (pass the folder that holds the bundles)" : "no such folder (make it first, or pass NULL for none)"))
         }
     }
+    // A state file in a folder that is not there is refused, as plugins_dir is: a typo would otherwise make the
+    // folders and start from an empty state. (The keel command makes its default ./.keel; an appliance names its own.)
+    if state != StateStore.inMemory, !PostgresURL.isPostgres(state) {
+        if let problem = SystemFile.urlLikeProblem(state) { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_open: config.state " + problem) }
+        let folder = (state as NSString).deletingLastPathComponent
+        var isFolder: ObjCBool = false
+        if !folder.isEmpty, !(FileManager.default.fileExists(atPath: folder, isDirectory: &isFolder) && isFolder.boolValue) {
+            return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_open: config.state \(state): its folder \(folder) "
+                        + (isFolder.boolValue || !FileManager.default.fileExists(atPath: folder) ? "does not exist (make it first)" : "is not a folder"))
+        }
+    }
     var configuration = KernelConfiguration(pluginsDirectory: plugins, stateFile: state)
     // A state several hosts share: this host's own files (library copies, the activation mark) go in
     // $KEEL_HOST_DIR, else ./.keel/host, as for the keel command.
@@ -67,7 +78,14 @@ public func keel_open(_ config: UnsafePointer<keel_config>?, _ out: UnsafeMutabl
         guard let list = c.bundles else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_open: config.bundles is NULL with bundle_count \(c.bundle_count)") }
         for i in 0..<c.bundle_count {
             guard let path = list[i] else { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_open: config.bundles[\(i)] is NULL") }
-            configuration.bundleFolders.append(String(cString: path))
+            let folder = String(cString: path)
+            // As plugins_dir: a bundle named that is not a folder is a mistake of the program's, not a plugin's failure.
+            var isFolder: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: folder, isDirectory: &isFolder), isFolder.boolValue else {
+                return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_open: config.bundles[\(i)] \(folder): "
+                            + (FileManager.default.fileExists(atPath: folder) ? "not a folder (pass a bundle's folder, which holds its plugin.yaml)" : "no such folder"))
+            }
+            configuration.bundleFolders.append(folder)
         }
     }
     if c.trust_all != 0 { configuration.trustedCapabilities = Set(Capability.allCases) }

@@ -75,12 +75,14 @@ enum ThreadState {
 
 /// Runs an API call: checks the thread, finds the handle, admits the call (not once closing began), marks the thread
 /// busy, clears the last error. Every function taking a `keel *` goes through here.
-func withKernel(_ handle: OpaquePointer?, _ body: (EmbeddedKernel) -> keel_status) -> keel_status {
+func withKernel(_ handle: OpaquePointer?, caller: String = #function, _ body: (EmbeddedKernel) -> keel_status) -> keel_status {
     if let refusal = ThreadState.refusal { return fail(KEEL_MISUSE, refusal) }
+    // Named as the C caller knows it ("keel_enable", not Swift's "keel_enable(_:_:)"), as the other messages are.
+    let name = caller.prefix { $0 != "(" }
     guard let kernel = Handles.find(handle) else {
-        return fail(KEEL_MISUSE, handle == nil ? "the keel handle is NULL" : "not an open keel handle (closed, or never opened)")
+        return fail(KEEL_MISUSE, name + (handle == nil ? ": the keel handle is NULL" : ": not an open keel handle (closed, or never opened)"))
     }
-    guard kernel.admit() else { return fail(KEEL_MISUSE, "the keel handle is being closed") }
+    guard kernel.admit() else { return fail(KEEL_MISUSE, name + ": the keel handle is being closed") }
     defer { kernel.release() }
     ThreadState.setError(nil)
     return ThreadState.busy { body(kernel) }

@@ -37,6 +37,7 @@ final class SQLiteDatabase: StateDatabase {
     init(path: String, requireWritable: Bool = false) throws(StateError) {
         self.path = path
         var existing = false
+        if let problem = SystemFile.urlLikeProblem(path) { throw StateError(path: path, reason: problem) }
         if let problem = SystemFile.prepareParent(of: path) {
             throw StateError(path: path, reason: problem == "\(path): is a folder, not a file" ? "is a folder, not a state file"
                                                    : "cannot be made: \(problem)")

@@ -553,6 +553,29 @@ struct KernelTests {
         await bundlesOnly.shutdown()
     }
 
+    @Test("a reload of a running plugin whose bundle was removed stops it, records it missing, and says so")
+    func reloadOfRemovedBundle() async throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("fleeting")
+        let kernel = try f.kernel()
+        await kernel.start()
+        try await kernel.enable("fleeting")
+        try FileManager.default.removeItem(atPath: f.plugins + "/fleeting")
+        do {
+            try await kernel.reload("fleeting")
+            Issue.record("the reload of a removed bundle succeeded")
+        } catch {
+            #expect(error.code == .unknownPlugin && error.reason.hasPrefix("no plugin \"fleeting\" in the plugin folder")
+                    && error.reason.hasSuffix("its bundle is gone, so the build that was serving was stopped (recorded missing)"), "\(error.reason)")
+        }
+        #expect(!kernel.activePlugins.contains("fleeting"))
+        #expect(try await kernel.plugin("fleeting").status == .missing)
+        do { try await kernel.reload("fleeting"); Issue.record("reloaded") } catch {
+            #expect(!error.reason.contains("was stopped"), "nothing was running the second time: \(error.reason)")
+        }
+        await kernel.shutdown()
+    }
+
     @Test("a removed bundle is recorded as missing, and comes back when restored")
     func missingBundle() async throws {
         let f = KernelFixture()

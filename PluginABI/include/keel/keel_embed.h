@@ -69,13 +69,15 @@ typedef void (*keel_log_fn)(void *user_data, keel_log_level level, const char *p
 typedef struct keel_config {
     uint32_t struct_size;       /* sizeof(keel_config), set by KEEL_CONFIG_INIT */
     const char *plugins_dir;    /* the plugin folder (one sub-folder per bundle), which must exist; NULL or "": none */
-    const char *state;          /* the SQLite state file (created if missing), KEEL_STATE_IN_MEMORY, or a
+    const char *state;          /* the SQLite state file (created if missing, in a folder that must exist),
+                                   KEEL_STATE_IN_MEMORY, or a
                                    postgres://user@host:port/database URL (a state several hosts share; password in
                                    $PGPASSWORD; this host's own files in $KEEL_HOST_DIR, else ./.keel/host);
                                    NULL or "": in memory */
     keel_log_fn log;            /* NULL: one line per record to stderr */
     void *log_user_data;        /* passed to `log`; must stay valid until keel_close returns */
-    const char *const *bundles; /* bundle folders registered by path, in addition to plugins_dir's; may be NULL */
+    const char *const *bundles; /* bundle folders registered by path, in addition to plugins_dir's (each must be a
+                                   folder); may be NULL */
     size_t bundle_count;        /* entries in `bundles` */
     int32_t trust_all;          /* non-zero: every capability a manifest asks for is granted (authenticate and
                                    authorize hooks included); 0: those two need keel_grant */
@@ -155,7 +157,9 @@ typedef struct keel_event {
     const char *message;    /* a failure's reason, a failed plugin's reason; NULL on success */
 } keel_event;
 
-/* Receives events on the handle's event thread, in order, one at a time. API calls made from inside it return
+/* Receives events on the handle's event thread, in order, one at a time. An event is delivered after the change it
+ * tells of, possibly after the call that made it returned, and only to the subscriptions made before that change
+ * (and not ended since: keel_unsubscribe drops what was not yet delivered). API calls made from inside it return
  * KEEL_MISUSE. [the handle's event thread] */
 typedef void (*keel_event_fn)(void *user_data, const keel_event *event);
 
@@ -170,7 +174,8 @@ KEEL_EXPORT const char *keel_errmsg(void);
 /* Opens a kernel: reads the configuration, opens (creating and migrating) the state store. Loads nothing yet: call
  * keel_start. `config` is borrowed for the call (its strings are copied; log_user_data is kept).
  * Returns KEEL_OK and the handle in *out_kernel; KEEL_ERR_INVALID_ARGUMENT when config or out_kernel is NULL,
- * struct_size is too small, or plugins_dir names no folder; KEEL_ERR_INTERNAL when the state store cannot be used (keel_errmsg names the file and
+ * struct_size is too small, plugins_dir or an entry of bundles names no folder, or state is a path whose folder is
+ * not there or a URL other than postgres://; KEEL_ERR_INTERNAL when the state store cannot be used (keel_errmsg names the file and
  * the reason: one this process may not write is refused here), or when another kernel or a `keel serve` holds that state file ("another keel server is using it",
  * with its pid). On failure *out_kernel is NULL.
  * A kernel on a state file owns it until keel_close, as `keel serve` does: the `keel` CLI pointed at the same file
@@ -199,7 +204,8 @@ KEEL_EXPORT keel_status keel_disable(keel *k, const char *id, int32_t cascade);
 
 /* Reloads plugin `id` from its bundle's current files: the new build is loaded and swapped in at once (requests
  * already running finish on the old one); when it fails to load or activate, the old build keeps serving and the
- * failure is recorded (keel_errmsg says why). A plugin that is not active is only re-read. Emits KEEL_EVENT_COMMAND.
+ * failure is recorded (keel_errmsg says why). A plugin that is not active is only re-read. A plugin whose bundle
+ * folder is gone is stopped and recorded missing (KEEL_ERR_NOT_FOUND, keel_errmsg says so). Emits KEEL_EVENT_COMMAND.
  * Returns KEEL_OK; KEEL_ERR_NOT_FOUND; KEEL_ERR_INTERNAL for a failed new build; KEEL_ERR_INVALID_ARGUMENT for a
  * NULL id; KEEL_MISUSE. `id` is borrowed. [no-callback] Since 1.1 of this library. */
 KEEL_EXPORT keel_status keel_reload(keel *k, const char *id);
@@ -220,7 +226,8 @@ KEEL_EXPORT void keel_plugin_list_free(keel_plugin_list *list);
 /* Serves one request from the composed plugin routes, without HTTP, with the auth chain applied as for an HTTP
  * request: authenticate hooks (the first principal wins; a failing hook denies), the plugin's tenants, authorize
  * hooks and role grants (any deny wins). The handler runs on the calling thread. The host's own answers are JSON
- * {"error":{"code","message"}}: 400 (a path with '.' or '..' segments, an encoded '/', ...), 404 (no route, or not
+ * {"error":{"code","message"}}: 400 (a method that is no HTTP token, a path that does not start with '/' or has '.'
+ * or '..' segments, an encoded '/', ...), 404 (no route, or not
  * for the caller's tenant), 403 (denied), 503 (being stopped), and for a handler's error status what HTTP answers
  * (http.h: a refusal's 4xx, 501, 503, otherwise 500; the reason is logged, not answered).
  * `request` is borrowed; *out_response is the caller's: free it with keel_response_free.

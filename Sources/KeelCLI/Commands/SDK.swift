@@ -29,7 +29,7 @@ extension KeelCommand {
                     print("  pkg-config: \(PluginSDK.pcDirectory(prefix: prefix))/\(PluginSDK.packageName).pc")
                     let embedding = try EmbeddingSDK.install(prefix: prefix)
                     if embedding.isEmpty {
-                        print("  no libkeel.so beside this keel: the embedding library (keel.pc) is not installed")
+                        SystemFile.say("keel: warning: " + EmbeddingSDK.missing + "\n", to: 2)
                     } else {
                         print("  embedding:  \(embedding.joined(separator: ", ")) (cc app.c $(pkg-config --cflags --libs keel))")
                     }

@@ -121,12 +121,30 @@ int main(int argc, char **argv) {
     keel_config bad_state = KEEL_CONFIG_INIT;
     bad_state.state = "/proc/keel-no-such-folder/state.db";
     s = keel_open(&bad_state, &k);
-    check(s == KEEL_ERR_INTERNAL && strstr(keel_errmsg(), "/proc/keel-no-such-folder/state.db") && k == NULL,
-          "open with an unusable state file names it", keel_errmsg());
+    check(s == KEEL_ERR_INVALID_ARGUMENT && strstr(keel_errmsg(), "/proc/keel-no-such-folder/state.db: its folder /proc/keel-no-such-folder does not exist")
+          && k == NULL, "open with a state file in a folder that is not there (a typo would start an empty state)", keel_errmsg());
+    bad_state.state = "/proc/version";
+    s = keel_open(&bad_state, &k);
+    check(s == KEEL_ERR_INTERNAL && strstr(keel_errmsg(), "/proc/version") && k == NULL, "open with an unusable state file names it", keel_errmsg());
+    /* A URL other than postgres:// is a typo, not a file name: no folder "sqlite:" is made. */
+    bad_state.state = "sqlite:///tmp/keel-embed-check.db";
+    s = keel_open(&bad_state, &k);
+    check(s == KEEL_ERR_INVALID_ARGUMENT && strstr(keel_errmsg(), "a URL (sqlite:), not a file path") && access("sqlite:", F_OK) != 0,
+          "open with a sqlite: URL as the state", keel_errmsg());
+    bad_state.state = "postgres:/keel";
+    s = keel_open(&bad_state, &k);
+    check(s == KEEL_ERR_INVALID_ARGUMENT && strstr(keel_errmsg(), "two slashes"), "open with postgres:/ (one slash)", keel_errmsg());
+    keel_config bad_bundle = KEEL_CONFIG_INIT;
+    const char *no_bundle[] = { "/proc/keel-no-such-bundle" };
+    bad_bundle.bundles = no_bundle;
+    bad_bundle.bundle_count = 1;
+    s = keel_open(&bad_bundle, &k);
+    check(s == KEEL_ERR_INVALID_ARGUMENT && strstr(keel_errmsg(), "config.bundles[0] /proc/keel-no-such-bundle: no such folder") && k == NULL,
+          "open with a bundle folder that is not there", keel_errmsg());
 
     /* NULL, made-up handles. */
     check(keel_enable(NULL, "hello") == KEEL_MISUSE && strstr(keel_errmsg(), "NULL"), "NULL handle", keel_errmsg());
-    check(keel_start((keel *)(uintptr_t)0x12345670) == KEEL_MISUSE && strstr(keel_errmsg(), "not an open keel handle"),
+    check(keel_start((keel *)(uintptr_t)0x12345670) == KEEL_MISUSE && strstr(keel_errmsg(), "keel_start: not an open keel handle"),
           "made-up handle", keel_errmsg());
     check(keel_close(NULL) == KEEL_OK, "closing NULL is a no-op", keel_errmsg());
     keel_response_free(NULL);
@@ -216,6 +234,19 @@ int main(int argc, char **argv) {
     res = get(k, "/ext/hello/%2e%2e/x", &s);
     check(s == KEEL_OK && res && res->status == 400, "a dot segment is 400", NULL);
     keel_response_free(res);
+    res = get(k, "ext/hello/greet/ada", &s);
+    check(s == KEEL_OK && res && res->status == 400 && strstr((const char *)res->body, "does not start with /"), "a relative path is 400", NULL);
+    keel_response_free(res);
+    req.path = "/ext/hello/greet/ada";
+    const char *methods[] = { "BREW COFFEE", "", "GET\r\n" };
+    for (int i = 0; i < 3; i++) {
+        req.method = methods[i];
+        res = NULL;
+        check(keel_dispatch(k, &req, &res) == KEEL_OK && res && res->status == 400 && strstr((const char *)res->body, "bad-request"),
+              "a method that is no token is 400", methods[i]);
+        keel_response_free(res);
+    }
+    req.method = "GET";
     res = get(k, "/ext/ghost/x", &s);
     check(s == KEEL_OK && res && res->status == 404 && strstr((const char *)res->body, "not-found"), "no route is 404", NULL);
     keel_response_free(res);
