@@ -27,7 +27,7 @@ public final class ServerLock: Sendable {
         self.host = host
         // A folder whose name holds a line break is not written: the file is read line by line.
         self.pluginsFolder = pluginsFolder.flatMap { $0.contains("\n") ? nil : $0 }
-        if let problem = SystemFile.urlLikeProblem(stateFile) { throw KernelError(.state, reason: problem) }
+        if let problem = SystemFile.urlLikeProblem(stateFile) { throw KernelError(.state, reason: "\(stateFile): \(problem)") }
         if let problem = SystemFile.prepareParent(of: stateFile) {
             throw KernelError(.state, reason: "\(stateFile): cannot be used as the state file: \(problem)")
         }

@@ -58,7 +58,7 @@ public func keel_open(_ config: UnsafePointer<keel_config>?, _ out: UnsafeMutabl
     // A state file in a folder that is not there is refused, as plugins_dir is: a typo would otherwise make the
     // folders and start from an empty state. (The keel command makes its default ./.keel; an appliance names its own.)
     if state != StateStore.inMemory, !PostgresURL.isPostgres(state) {
-        if let problem = SystemFile.urlLikeProblem(state) { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_open: config.state " + problem) }
+        if let problem = SystemFile.urlLikeProblem(state) { return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_open: config.state \(state): \(problem)") }
         let folder = (state as NSString).deletingLastPathComponent
         var isFolder: ObjCBool = false
         if !folder.isEmpty, !(FileManager.default.fileExists(atPath: folder, isDirectory: &isFolder) && isFolder.boolValue) {

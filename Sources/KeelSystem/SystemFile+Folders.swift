@@ -43,7 +43,7 @@ extension SystemFile {
     /// Why `path`, given as a state file, is most likely a mistyped URL rather than a file: it starts with a URL
     /// scheme and a slash (`sqlite:///tmp/x.db`, `postgres:/db`, `file:state.db` is taken as a file). Nil for a path.
     /// A state file's folders are made when missing, so such a path would otherwise leave a folder `sqlite:` behind
-    /// and open a fresh, empty state. [any thread]
+    /// and open a fresh, empty state. The reason does not name `path`: the caller does. [any thread]
     public static func urlLikeProblem(_ path: String) -> String? {
         guard let colon = path.firstIndex(of: ":"), colon != path.startIndex,
               path[path.index(after: colon)...].hasPrefix("/"),
@@ -51,7 +51,7 @@ extension SystemFile {
               path.first?.isLetter == true else { return nil }
         let scheme = path[..<colon].lowercased()
         let shared = scheme.hasPrefix("postgres") ? "postgres://user@host:port/database (two slashes)" : "postgres://user@host:port/database"
-        return "\(path): a URL (\(scheme):), not a file path: a state file is a path (e.g. /var/lib/keel/state.db), a shared state \(shared)"
+        return "a URL (\(scheme):), not a file path: a state file is a path (e.g. /var/lib/keel/state.db), a shared state \(shared)"
     }
 
     /// Makes the folders that hold the file at `path` (`makeFolders` of its parent) and checks that `path` itself

@@ -160,6 +160,14 @@ struct CLITests {
                     "(check --state or $KEEL_STATE; `keel plugins enable` or `keel serve` makes a new state)\n", "\(command)")
         }
         #expect(!FileManager.default.fileExists(atPath: root + "/missing"), "nothing was created")
+        // A URL other than postgres:// is refused by a command that would make the state, in the working folder too.
+        for url in ["sqlite:///tmp/keel-typo.db", "postgres:/keel"] {
+            let made = try TestEnvironment.run("/bin/sh", ["-c", "cd \"$1\" && exec \"$0\" plugins enable hello --plugins \"$2\" --state \"$3\"",
+                                                            keel, root, plugins, url])
+            #expect(made.status == 1 && made.stderr.hasPrefix("keel: error: \(url): a URL (") && made.stderr.contains("not a file path"),
+                    "\(made.stderr)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: root + "/sqlite:") && !FileManager.default.fileExists(atPath: root + "/postgres:"))
         // A missing state in an existing folder is shown as a new host would be, said on stderr, and not made.
         let note = "keel: note: \(root)/state.db does not exist: shown as a new host would be, and nothing was created " +
             "(check --state or $KEEL_STATE; `keel plugins enable` or `keel serve` makes a new state)\n"
