@@ -1,8 +1,8 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 //
 // Build tool plugin: embeds the plugin SDK (PluginABI/include, PluginABI/sdk, the Rust crate sdk/rust/keel-plugin
-// without build output, the Swift package sdk/swift/KeelPluginKit with the sources of Sources/KeelPluginKit) and the
-// `keel new` templates (Templates/) into the target it is applied to, as `EmbeddedFiles.files` (see
+// without build output, the Swift package sdk/swift/KeelPluginKit with the sources of Sources/KeelPluginKit, the
+// example appliance Examples/appliance) and the `keel new` templates (Templates/) into the target it is applied to, as `EmbeddedFiles.files` (see
 // BuildTools/KeelEmbed).
 
 import Foundation
@@ -11,7 +11,7 @@ import PackagePlugin
 @main
 struct EmbedSDK: BuildToolPlugin {
     static let folders = ["PluginABI/include", "PluginABI/sdk", "Templates", "sdk/rust/keel-plugin", "sdk/swift/KeelPluginKit",
-                          "Sources/KeelPluginKit"]
+                          "Sources/KeelPluginKit", "Examples/appliance"]
 
     func createBuildCommands(context: PluginContext, target: Target) async throws -> [Command] {
         let root = context.package.directoryURL

@@ -52,6 +52,18 @@ enum EmbeddingSDK {
         } catch let error as CLIError { throw error } catch { throw CLIError(error) }
         let pc = PluginSDK.pcDirectory(prefix: prefix) + "/\(packageName).pc"
         try PluginSDK.writeText(pcFile(prefix: prefix), to: pc)
-        return [target, pc]
+        var written = [target, pc]
+        // The example appliance, so that a program can start from code that builds, outside a checkout.
+        for (path, text) in EmbeddedFiles.files where path.hasPrefix(exampleSource) {
+            let file = exampleDirectory(prefix: prefix) + "/" + path.dropFirst(exampleSource.count)
+            try PluginSDK.writeText(text, to: file)
+            written.append(file)
+        }
+        return written
     }
+
+    private static let exampleSource = "Examples/appliance/"
+
+    /// Where `install` puts the example appliance (`appliance.c`).
+    static func exampleDirectory(prefix: String) -> String { prefix + "/share/keel/examples/appliance" }
 }

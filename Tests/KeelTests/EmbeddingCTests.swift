@@ -44,7 +44,7 @@ struct EmbeddingCTests {
         return dir
     }
 
-    @Test("keel sdk install puts libkeel.so, keel_embed.h and keel.pc in place; the example appliance builds with pkg-config and runs")
+    @Test("keel sdk install puts libkeel.so, keel_embed.h, keel.pc and the example appliance in place; that appliance builds with pkg-config and runs")
     func exampleAppliance() throws {
         let prefix = try Self.sdk.get()
         #expect(FileManager.default.fileExists(atPath: prefix + "/lib/libkeel.so"))
@@ -52,7 +52,10 @@ struct EmbeddingCTests {
         // keel.pc's version is keel_libversion's (the embedding API's), so `pkg-config --atleast-version=1.1 keel` holds.
         let pc = (try? String(contentsOfFile: prefix + "/lib/pkgconfig/keel.pc", encoding: .utf8)) ?? ""
         #expect(pc.contains("\nVersion: 1.1.0\n"), "\(pc)")
-        let app = try Self.build(TestEnvironment.repository.path + "/Examples/appliance/appliance.c", "appliance")
+        // The example as `sdk install` ships it (an integrator has no checkout), the repository's own.
+        let shipped = prefix + "/share/keel/examples/appliance/appliance.c"
+        #expect(FileManager.default.contents(atPath: shipped) == FileManager.default.contents(atPath: TestEnvironment.repository.path + "/Examples/appliance/appliance.c"))
+        let app = try Self.build(shipped, "appliance")
         let r = try TestEnvironment.run(app, [try Self.plugins()])
         #expect(r.status == 0, "\(r.stderr)")
         let out = r.stdout

@@ -172,7 +172,8 @@ KEEL_EXPORT const char *keel_libversion(void);
 KEEL_EXPORT const char *keel_errmsg(void);
 
 /* Opens a kernel: reads the configuration, opens (creating and migrating) the state store. Loads nothing yet: call
- * keel_start. `config` is borrowed for the call (its strings are copied; log_user_data is kept).
+ * keel_start, which reconciles the plugin folder with the state and activates what is enabled (calls made before it
+ * work on the state as stored: a keel_enable activates its plugin at once). `config` is borrowed for the call (its strings are copied; log_user_data is kept).
  * Returns KEEL_OK and the handle in *out_kernel; KEEL_ERR_INVALID_ARGUMENT when config or out_kernel is NULL,
  * struct_size is too small, plugins_dir or an entry of bundles names no folder, or state is a path whose folder is
  * not there or a URL other than postgres://; KEEL_ERR_INTERNAL when the state store cannot be used (keel_errmsg names the file and

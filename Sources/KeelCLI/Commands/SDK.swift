@@ -31,7 +31,8 @@ extension KeelCommand {
                     if embedding.isEmpty {
                         SystemFile.say("keel: warning: " + EmbeddingSDK.missing + "\n", to: 2)
                     } else {
-                        print("  embedding:  \(embedding.joined(separator: ", ")) (cc app.c $(pkg-config --cflags --libs keel))")
+                        print("  embedding:  \(embedding.prefix(2).joined(separator: ", ")) (cc app.c $(pkg-config --cflags --libs keel))")
+                        print("  example:    \(EmbeddingSDK.exampleDirectory(prefix: prefix))/appliance.c (an appliance that embeds Keel)")
                     }
                     if !PluginSDK.pkgConfigSearches(prefix: prefix) {
                         print("pkg-config does not search \(PluginSDK.pcDirectory(prefix: prefix)); add it to your shell profile:")
