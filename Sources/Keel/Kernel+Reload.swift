@@ -56,8 +56,9 @@ extension Kernel {
             // Not a failed build: the operator took the bundle away. What served is stopped, as the folder watcher
             // stops it, and the caller is told so.
             retireMissing(id)
-            let why = notInFolder(id)
-            throw KernelError(why.code, pluginID: id, reason: why.reason + "; its bundle is gone, so the build that was serving was stopped (recorded missing)")
+            let place = configuration.pluginsDirectory.isEmpty ? "among the bundle folders given" : "in the plugin folder"
+            throw KernelError(.unknownPlugin, pluginID: id,
+                              reason: "no plugin \"\(id)\" \(place) any more: its bundle is gone, so the build that was serving was stopped (recorded missing)")
         }
         guard let old = active[id] else {
             // An idle lazy plugin stays idle: its next use loads the current build.

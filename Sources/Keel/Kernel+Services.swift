@@ -295,6 +295,13 @@ extension Kernel {
     public func services() -> [InterfaceInfo] {
         let directory = registry.snapshot.services, tenants = access.directory.pluginTenants
         let declared = declaredServices()
+        // The records, read once and only when some provider neither runs nor waits idle (every command's live view
+        // lists the services; a shared state would pay a round trip per read).
+        var records: [String: PluginRecord]?
+        func whyStopped(_ id: String) -> String {
+            if records == nil { records = BundleReconciler.byID((try? state.plugins()) ?? []) }
+            return Self.stoppedText(records?[id], running: active[id] != nil)
+        }
         return Set(directory.providers.keys).union(declared.interfaces).sorted().map { interface in
             let live = directory.providers[interface] ?? []
             var providers: [InterfaceInfo.Provider] = (declared.providers[interface] ?? []).map { p in
@@ -337,15 +344,18 @@ extension Kernel {
         }
     }
 
-    /// Why a provider neither runs nor waits idle, from its record: `failed: <reason>`, `disabled`, `missing`, `not enabled`
-    /// (also when its record cannot be read: the list is a view, not a check).
-    private func whyStopped(_ id: String) -> String {
-        guard let record = (try? state.plugin(id)) ?? nil else { return "not enabled" }
+    /// Why a provider serves no table: `failed: <reason>` (its first line), `disabled`, `missing`, `not enabled` (also
+    /// without a record: the list is a view, not a check), `running, but it registered no table for it`, or the status
+    /// of an enabled plugin that is not running (`installing`, ...).
+    static func stoppedText(_ record: PluginRecord?, running: Bool) -> String {
+        if running { return "running, but it registered no table for it" }
+        guard let record else { return "not enabled" }
         switch record.status {
-        case .failed: return "failed" + (record.reason.map { ": \($0)" } ?? "")
+        case .failed: return "failed" + (record.reason.map { ": " + ($0.split(separator: "\n", omittingEmptySubsequences: false).first ?? "") } ?? "")
         case .disabled: return "disabled"
         case .missing: return "missing"
-        default: return record.enabled ? "enabled, not running (\(record.status.rawValue))" : "not enabled"
+        case .enabled, .installed: return record.enabled ? "enabled, not running" : "not enabled"
+        default: return record.enabled ? "enabled, \(record.status.rawValue)" : "not enabled (\(record.status.rawValue))"
         }
     }
 
@@ -413,8 +423,8 @@ public struct InterfaceInfo: Sendable, Codable, Hashable {
         /// Enabled but not loaded (`activation: lazy`, or a CLI's kernel, which starts plugins idle): a consumer's
         /// acquire loads it. Absent in the JSON of a host before 2026-12-06: read as false.
         public var idle: Bool = false
-        /// Why it neither runs nor waits idle: `disabled`, `not enabled`, `missing`, or `failed: <reason>`; nil when it
-        /// runs or is idle. Absent in the JSON of a host before 2026-12-07.
+        /// Why it serves no table although installed (`Kernel.stoppedText`: `failed: <reason>`, `disabled`, `missing`,
+        /// `not enabled`, ...); nil when it serves or is idle. Absent in the JSON of a host before 2026-12-07.
         public var stopped: String?
 
         public init(plugin: String, pluginVersion: String, version: String, ranking: Int, active: Bool, generation: Int?,

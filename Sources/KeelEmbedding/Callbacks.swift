@@ -40,7 +40,7 @@ final class LogGate: @unchecked Sendable {
 /// one at a time. The kernel only queues an item (it never waits for embedder code); this thread turns it into
 /// `keel_event`s: the command that ran, then one `KEEL_EVENT_PLUGIN_STATE` per plugin whose stored status or reason
 /// changed since the last look. Delivery follows the change, so an event may arrive after the call that made it
-/// returned; it goes to the subscriptions made before the change (`post`). Subscribers are called under a lock that
+/// returned; it goes to the subscriptions made before it was posted (`post`). Subscribers are called under a lock that
 /// `unsubscribe` and `stop` take too, so after either returns the callback is not running and is not called again.
 /// `@unchecked Sendable`: the subscribers' C pointers are used only under `subscribers`' lock; `seen` only on the
 /// event thread.
@@ -59,9 +59,14 @@ final class EventPump: @unchecked Sendable {
         let userData: UnsafeMutableRawPointer?
     }
 
-    /// Items with the subscriptions there were when each was posted: an event goes to those (still subscribed when
-    /// it is delivered), never to a subscription made after the change it tells of.
-    private let queue = Mutex<(items: [(Item, Set<Int64>)], stopped: Bool)>(([], false))
+    /// Items with the last subscription token issued when each was posted: a command's event goes to the
+    /// subscriptions up to it (still subscribed when it is delivered), never to one made after the change it tells of.
+    /// Taken without the subscribers' lock, which the event thread holds while callbacks run: posting (the kernel's
+    /// side) never waits for embedder code.
+    private let queue = Mutex<(items: [(Item, Int64)], stopped: Bool)>(([], false))
+    /// The bound of the newest item posted: plugin states are read when an item is delivered, so they may include
+    /// changes of items posted since, and go to the subscriptions up to this one.
+    private let newestBound = Atomic<Int64>(0)
     private let wakeups = DispatchSemaphore(value: 0)
     private let finished = DispatchSemaphore(value: 0)
     private let subscribers = Mutex<[Subscriber]>([])
@@ -79,13 +84,16 @@ final class EventPump: @unchecked Sendable {
     }
 
     func post(_ item: Item) {
-        let audience = subscribers.withLock { Set($0.map(\.token)) }
-        queue.withLock { $0.items.append((item, audience)) }
+        let bound = nextToken.load(ordering: .acquiring)
+        queue.withLock { q in
+            q.items.append((item, bound))
+            newestBound.store(bound, ordering: .releasing)
+        }
         wakeups.signal()
     }
 
     func subscribe(_ fn: keel_event_fn, _ userData: UnsafeMutableRawPointer?) -> Int64 {
-        let token = nextToken.add(1, ordering: .relaxed).newValue
+        let token = nextToken.add(1, ordering: .acquiringAndReleasing).newValue
         subscribers.withLock { $0.append(Subscriber(token: token, fn: fn, userData: userData)) }
         return token
     }
@@ -115,25 +123,25 @@ final class EventPump: @unchecked Sendable {
         while true {
             wakeups.wait()
             // One signal per item and one from `stop`: the queue is empty here only after `stop`, with all delivered.
-            let (next, stopped): ((Item, Set<Int64>)?, Bool) = queue.withLock { q in (q.items.isEmpty ? nil : q.items.removeFirst(), q.stopped) }
-            guard let (item, audience) = next else {
+            let (next, stopped): ((Item, Int64)?, Bool) = queue.withLock { q in (q.items.isEmpty ? nil : q.items.removeFirst(), q.stopped) }
+            guard let (item, bound) = next else {
                 if stopped { finished.signal(); return }
                 continue
             }
             if case let .command(name, pluginID, failure) = item {
-                deliver(KEEL_EVENT_COMMAND, pluginID: pluginID, command: name, status: nil, message: failure, to: audience)
+                deliver(KEEL_EVENT_COMMAND, pluginID: pluginID, command: name, status: nil, message: failure, upTo: bound)
             }
-            let now = Self.read(state)
+            let now = Self.read(state), newest = newestBound.load(ordering: .acquiring)
             for (id, entry) in now.sorted(by: { $0.key < $1.key }) {
                 if let old = seen[id], old.0 == entry.0, old.1 == entry.1 { continue }
-                deliver(KEEL_EVENT_PLUGIN_STATE, pluginID: id, command: nil, status: entry.0.rawValue, message: entry.1, to: audience)
+                deliver(KEEL_EVENT_PLUGIN_STATE, pluginID: id, command: nil, status: entry.0.rawValue, message: entry.1, upTo: newest)
             }
             seen = now
         }
     }
 
     private func deliver(_ kind: Int32, pluginID: String?, command: String?, status: String?, message: String?,
-                         to audience: Set<Int64>) {
+                         upTo bound: Int64) {
         withOptionalCString(pluginID) { plugin in
             withOptionalCString(command) { command in
                 withOptionalCString(status) { status in
@@ -141,7 +149,7 @@ final class EventPump: @unchecked Sendable {
                         var event = keel_event(struct_size: UInt32(MemoryLayout<keel_event>.size), kind: kind, plugin_id: plugin,
                                                command: command, status: status, message: message)
                         subscribers.withLock { list in
-                            ThreadState.busy { for s in list where audience.contains(s.token) { s.fn(s.userData, &event) } }
+                            ThreadState.busy { for s in list where s.token <= bound { s.fn(s.userData, &event) } }
                         }
                     }
                 }

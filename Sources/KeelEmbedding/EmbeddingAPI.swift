@@ -63,7 +63,7 @@ public func keel_open(_ config: UnsafePointer<keel_config>?, _ out: UnsafeMutabl
         var isFolder: ObjCBool = false
         if !folder.isEmpty, !(FileManager.default.fileExists(atPath: folder, isDirectory: &isFolder) && isFolder.boolValue) {
             return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_open: config.state \(state): its folder \(folder) "
-                        + (isFolder.boolValue || !FileManager.default.fileExists(atPath: folder) ? "does not exist (make it first)" : "is not a folder"))
+                        + (FileManager.default.fileExists(atPath: folder) ? "is not a folder" : "does not exist (make it first)"))
         }
     }
     var configuration = KernelConfiguration(pluginsDirectory: plugins, stateFile: state)

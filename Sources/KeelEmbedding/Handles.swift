@@ -76,9 +76,9 @@ enum ThreadState {
 /// Runs an API call: checks the thread, finds the handle, admits the call (not once closing began), marks the thread
 /// busy, clears the last error. Every function taking a `keel *` goes through here.
 func withKernel(_ handle: OpaquePointer?, caller: String = #function, _ body: (EmbeddedKernel) -> keel_status) -> keel_status {
-    if let refusal = ThreadState.refusal { return fail(KEEL_MISUSE, refusal) }
     // Named as the C caller knows it ("keel_enable", not Swift's "keel_enable(_:_:)"), as the other messages are.
     let name = caller.prefix { $0 != "(" }
+    if let refusal = ThreadState.refusal { return fail(KEEL_MISUSE, name + ": " + refusal) }
     guard let kernel = Handles.find(handle) else {
         return fail(KEEL_MISUSE, name + (handle == nil ? ": the keel handle is NULL" : ": not an open keel handle (closed, or never opened)"))
     }

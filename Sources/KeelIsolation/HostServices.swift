@@ -31,9 +31,9 @@ public struct HostServices: Sendable {
         self.leases = leases
     }
 
-    /// The host calls of this plugin's workers running now: one count for every worker the supervisor starts with
-    /// these services, so that a worker that crashes and is restarted does not get a fresh `concurrentCalls` while its
-    /// predecessor's calls still run.
+    /// The host calls of this activation's workers running now: one count for every worker the supervisor starts
+    /// with these services, so that a worker that crashes and is restarted does not get a fresh `concurrentCalls`
+    /// while its predecessor's calls still run. (A reload makes new services, and a new count.)
     let inFlight = HostCallCount()
 
     /// None offered: every command call is refused and every check denied.
@@ -75,7 +75,7 @@ final class HostCallCount: Sendable {
 extension WorkerConnection {
     /// Runs a host call on a thread of its own, off the reader thread. Never on Dispatch's global queues: on Linux
     /// their threads are Swift's cooperative pool (two here), which a slow command or provider would take from the
-    /// whole server. At most `HostServices.concurrentCalls` of one plugin's workers run at once (`HostServices.inFlight`).
+    /// whole server. At most `HostServices.concurrentCalls` of one activation's workers run at once (`HostServices.inFlight`).
     static func offReader(_ body: @escaping @Sendable () -> Void) {
         let thread = Thread(block: body)
         thread.name = "keel.host-call"

@@ -242,6 +242,15 @@ struct WireReader {
 
 // MARK: the values that cross
 
+extension Principal {
+    /// True when `p` keeps within the limits of `keel_principal_builder` (HostABI.withPrincipalBuilder): id and display
+    /// name 256 bytes, tenant 128, at most 64 roles of 128 bytes each, `authenticated_by` 256.
+    static func fitsBuilder(_ p: Principal) -> Bool {
+        p.id.utf8.count <= 256 && p.displayName.utf8.count <= 256 && p.tenant.utf8.count <= 128 && p.authenticatedBy.utf8.count <= 256
+            && p.roles.count <= Wire.principalRoles && p.roles.allSatisfy { $0.utf8.count <= 128 }
+    }
+}
+
 extension WireWriter {
     mutating func principal(_ p: Principal) {
         string(p.id); string(p.displayName); string(p.tenant); strings(p.roles); string(p.authenticatedBy)
@@ -286,9 +295,9 @@ extension WireReader {
     mutating func workerPrincipal() throws(WireError) -> Principal {
         let id = try string(), displayName = try string(), tenant = try string()
         let roles = try strings(atMost: Wire.principalRoles), by = try string()
-        guard id.utf8.count <= 256, displayName.utf8.count <= 256, tenant.utf8.count <= 128, by.utf8.count <= 256,
-              roles.allSatisfy({ $0.utf8.count <= 128 }) else { throw WireError(description: "a principal over its limits") }
-        return Principal(id: id, displayName: displayName, tenant: tenant, roles: roles, authenticatedBy: by)
+        let principal = Principal(id: id, displayName: displayName, tenant: tenant, roles: roles, authenticatedBy: by)
+        guard Principal.fitsBuilder(principal) else { throw WireError(description: "a principal over its limits") }
+        return principal
     }
 
     mutating func request() throws(WireError) -> PluginRequest {

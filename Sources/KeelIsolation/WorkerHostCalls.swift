@@ -83,6 +83,12 @@ final class WorkerEnvironment: PluginEnvironment {
             log(plugin: plugin, generation: nil, level: .warn, message: "asked the permission check during activate, which a plugin in a worker process cannot: denied")
             return .deny
         }
+        // The host takes a principal only within the builder's limits (`WireReader.workerPrincipal`) and kills a worker
+        // that sends another: one the plugin made up past them is denied here, as no grant could name it anyway.
+        guard Principal.fitsBuilder(principal) else {
+            log(plugin: plugin, generation: nil, level: .warn, message: "asked the permission check for a principal over the limits of keel_principal_builder: denied")
+            return .deny
+        }
         var answer = server.hostCalls.ask({ id in
             var w = WireWriter(.checkPermission, id: id)
             w.principal(principal)

@@ -15,7 +15,8 @@ import Synchronization
 final class WorkerOutbox: Sendable {
     /// The bytes that may wait; a frame beyond them is refused (its call fails, and the worker is killed).
     static let limit = 64 << 20
-    /// Seconds one frame may take to be written to a worker that does not read.
+    /// Seconds one frame may take to be written to a worker that does not read (and one `send` more: at most twice
+    /// this in all).
     static let writeTimeout = 5
 
     private let socket: Int32

@@ -45,7 +45,8 @@ extension SystemFile {
     /// A state file's folders are made when missing, so such a path would otherwise leave a folder `sqlite:` behind
     /// and open a fresh, empty state. The reason does not name `path`: the caller does. [any thread]
     public static func urlLikeProblem(_ path: String) -> String? {
-        guard let colon = path.firstIndex(of: ":"), colon != path.startIndex,
+        // Two characters at least: `C:/state.db` is a folder `C:` here, as anywhere on Linux.
+        guard let colon = path.firstIndex(of: ":"), path.distance(from: path.startIndex, to: colon) >= 2,
               path[path.index(after: colon)...].hasPrefix("/"),
               path[..<colon].allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "+.-".contains($0)) }),
               path.first?.isLetter == true else { return nil }

@@ -130,8 +130,9 @@ public enum SystemFile {
     }
 
     /// Sends all of `bytes` on the socket `fd` as `writeAll` writes them, never raising SIGPIPE (MSG_NOSIGNAL). False
-    /// on an error, when the socket's send time-out (`SO_SNDTIMEO`) passed in one `send`, or, given `within`, when the
-    /// whole took longer than that (a peer that takes a little at a time, each `send` short of the time-out).
+    /// on an error, when the socket's send time-out (`SO_SNDTIMEO`) passed in one `send`, or, given `within`, when
+    /// bytes were still left once that much time had passed (a peer that takes a little at a time, each `send` short
+    /// of the time-out): the whole then takes at most `within` plus one send time-out.
     public static func sendAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, within limit: Duration? = nil) -> Bool {
         guard let limit else { return whole(bytes) { send(fd, $0, $1, Int32(MSG_NOSIGNAL)) } }
         let deadline = ContinuousClock.now + limit
@@ -142,7 +143,7 @@ public enum SystemFile {
             let n = send(fd, base, count, Int32(MSG_NOSIGNAL))
             late = ContinuousClock.now > deadline
             return n
-        } && !late
+        }
     }
 
     private static func whole(_ bytes: UnsafeRawBufferPointer, _ put: (UnsafeRawPointer, Int) -> Int) -> Bool {

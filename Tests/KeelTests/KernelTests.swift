@@ -565,7 +565,7 @@ struct KernelTests {
             try await kernel.reload("fleeting")
             Issue.record("the reload of a removed bundle succeeded")
         } catch {
-            #expect(error.code == .unknownPlugin && error.reason.hasPrefix("no plugin \"fleeting\" in the plugin folder")
+            #expect(error.code == .unknownPlugin && error.reason.hasPrefix("no plugin \"fleeting\" in the plugin folder any more: ")
                     && error.reason.hasSuffix("its bundle is gone, so the build that was serving was stopped (recorded missing)"), "\(error.reason)")
         }
         #expect(!kernel.activePlugins.contains("fleeting"))

@@ -205,8 +205,8 @@ KEEL_EXPORT keel_status keel_disable(keel *k, const char *id, int32_t cascade);
 
 /* Reloads plugin `id` from its bundle's current files: the new build is loaded and swapped in at once (requests
  * already running finish on the old one); when it fails to load or activate, the old build keeps serving and the
- * failure is recorded (keel_errmsg says why). A plugin that is not active is only re-read. A plugin whose bundle
- * folder is gone is stopped and recorded missing (KEEL_ERR_NOT_FOUND, keel_errmsg says so). Emits KEEL_EVENT_COMMAND.
+ * failure is recorded (keel_errmsg says why). A plugin that is not active is only re-read. A running plugin whose
+ * bundle folder is gone is stopped and recorded missing (KEEL_ERR_NOT_FOUND, keel_errmsg says so). Emits KEEL_EVENT_COMMAND.
  * Returns KEEL_OK; KEEL_ERR_NOT_FOUND; KEEL_ERR_INTERNAL for a failed new build; KEEL_ERR_INVALID_ARGUMENT for a
  * NULL id; KEEL_MISUSE. `id` is borrowed. [no-callback] Since 1.1 of this library. */
 KEEL_EXPORT keel_status keel_reload(keel *k, const char *id);

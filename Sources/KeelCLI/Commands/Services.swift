@@ -40,6 +40,13 @@ extension KeelCommand.Services {
             }
         }
 
+        /// Why a provider serves no table, as a phrase after its name: "is not running (disabled)", or "is running, but
+        /// it registered no table for it". `stopped` is nil from a host before 2026-12-07.
+        static func stopped(_ stopped: String?) -> String {
+            guard let stopped else { return "is not running (disabled, failed or not enabled)" }
+            return stopped.hasPrefix("running") ? "is " + stopped : "is not running (\(stopped))"
+        }
+
         static func render(_ services: [InterfaceInfo]) -> String {
             guard !services.isEmpty else { return "no plugin provides or consumes an interface\n" }
             var out = ""
@@ -55,7 +62,7 @@ extension KeelCommand.Services {
                         switch s.providers.first(where: { $0.plugin == choice }) {
                         case nil: line += "; chosen \(choice) is not installed"
                         case let p? where p.idle: line += "; chosen \(choice) is idle (loaded by its first use)"
-                        case let p? where !p.active: line += "; chosen \(choice) is not running (\(p.stopped ?? "not enabled"))"
+                        case let p? where !p.active: line += "; chosen \(choice) " + Self.stopped(p.stopped)
                         default: line += "; chosen \(choice) is not enabled " + (serving.tenant.isEmpty ? "for every tenant" : "for \(serving.tenant)")
                         }
                     }
@@ -66,7 +73,7 @@ extension KeelCommand.Services {
                     if !p.pluginVersion.isEmpty { line += " \(p.pluginVersion)" }
                     line += "  implements \(p.version), ranking \(p.ranking), "
                     line += p.active ? "active (generation \(p.generation ?? 0), \(p.leases) lease\(p.leases == 1 ? "" : "s") held)"
-                        : p.idle ? "enabled, idle (loaded by its first use)" : "not running (\(p.stopped ?? "disabled, failed or not enabled"))"
+                        : p.idle ? "enabled, idle (loaded by its first use)" : Self.stopped(p.stopped).replacingOccurrences(of: "is ", with: "", options: .anchored)
                     out += line + "\n"
                 }
                 if s.providers.isEmpty { out += "  provider: none installed\n" }

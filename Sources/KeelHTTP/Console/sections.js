@@ -122,12 +122,19 @@ function resultText(text) {
   return JSON.stringify(body ? body.result : null);
 }
 
+// Why a provider serves no table, after its name (as `keel services list` says it).
+function stopped(text) {
+  if (!text) return 'is not running (disabled, failed or not enabled)';
+  return text.startsWith('running') ? 'is ' + text : 'is not running (' + text + ')';
+}
+
 // Why a provider serves a scope, and why the operator's choice, when there is one, does not serve it.
 function why(serving, service) {
   if (!serving.choice || serving.choice === serving.provider) return serving.reason;
   const chosen = service.providers.find(p => p.plugin === serving.choice);
   const state = !chosen ? 'is not installed' : chosen.idle ? 'is idle (loaded by its first use)'
-    : !chosen.active ? 'is not running (' + (chosen.stopped || 'not enabled') + ')' : 'is not enabled for every tenant';
+    : !chosen.active ? stopped(chosen.stopped)
+    : 'is not enabled ' + (serving.tenant ? 'for ' + serving.tenant : 'for every tenant');
   return serving.reason + '; chosen ' + serving.choice + ' ' + state;
 }
 
