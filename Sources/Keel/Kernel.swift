@@ -326,6 +326,12 @@ public actor Kernel {
             if check != nil, !((try? state.quarantinedChecksums()) ?? [:]).isEmpty, settle(&check, inBatch: true) { changed = true }
             if releaseRebuiltQuarantines() { changed = true }
         }
+        // A folder named that is not there is most often a typo (the C API refuses it at keel_open; `keel serve` when
+        // the state has plugins enabled): said once, as every enabled plugin is then recorded missing.
+        if bundles.isEmpty, !directory.isEmpty, !FileManager.default.fileExists(atPath: directory) {
+            log(.warn, nil, "the plugin folder \(directory) does not exist: no plugin is found there"
+                + ((stored ?? []).contains { $0.enabled } ? ", and the enabled ones are recorded missing" : ""))
+        }
         if configuration.recordsCrashes { CrashGuard.install(recordPath: crashRecordPath) }
         if safeMode {
             _ = settle(&check)

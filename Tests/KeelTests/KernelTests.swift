@@ -553,6 +553,23 @@ struct KernelTests {
         await bundlesOnly.shutdown()
     }
 
+    @Test("a kernel whose plugin folder is not there says so once at start, and that its enabled plugins are recorded missing")
+    func missingPluginFolder() async throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("gone")
+        let setup = try f.kernel()
+        await setup.start()
+        try await setup.enable("gone")
+        await setup.shutdown()
+        try FileManager.default.moveItem(atPath: f.plugins, toPath: f.plugins + "-elsewhere")
+        let kernel = try f.kernel()
+        await kernel.start()
+        let said = f.log.lines.filter { $0.contains("the plugin folder \(f.plugins) does not exist") }
+        #expect(said.count == 1 && said.first?.contains("the enabled ones are recorded missing") == true, "\(f.log.lines.suffix(5))")
+        #expect(try await kernel.plugin("gone").status == .missing)
+        await kernel.shutdown()
+    }
+
     @Test("a reload of a running plugin whose bundle was removed stops it, records it missing, and says so")
     func reloadOfRemovedBundle() async throws {
         let f = KernelFixture()
