@@ -96,7 +96,8 @@ extension KeelCommand.Plugins {
 
         func run() async throws {
             try await reporting {
-                let path = try Self.bundleFolder(naming: path, in: options.pluginsDirectory) ?? path
+                let folder = try Self.bundleFolder(naming: path, in: options.pluginsDirectory)
+                let path = folder ?? path
                 let report = try await withProgress("probing \(path) in a child process (at most 10 s)") { try Self.probe(path) }
                 if json { try printJSON(report); return }
                 // An empty list says so, not a bare label.
@@ -106,7 +107,7 @@ extension KeelCommand.Plugins {
                     version:      \(report.version)
                     abi:          \(report.abi)\(report.unloadSafe ? " (unload-safe)" : "")\(report.reactivatable ? " (reactivatable)" : "")
                     library:      \(report.library.isEmpty ? "none (manifest only)" : report.library)
-                    runs:         \(report.runningText)
+                    runs:         \(report.runningText)\(report.activation != nil && folder != nil ? " (as plugin.yaml says; where it runs on this host: keel plugins info \(report.id))" : "")
                     capabilities: \(listed(report.capabilities))
                     routes:       \(listed(report.routes))
                     menus:        \(listed(report.menus))
