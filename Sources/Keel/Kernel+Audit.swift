@@ -82,13 +82,16 @@ extension KernelCommand {
 
     /// The audit row's detail for this command's `outcome`: for an install or upgrade, what it did to the plugin's
     /// pinned signer (`CommandResult.note`), or the signer refusal (`signer-mismatch`); for a key no longer trusted,
-    /// its fingerprint and the plugins pinned to it; for a key trusted, the plugin ids it may sign; nil for
-    /// everything else.
+    /// its fingerprint and the plugins pinned to it; for a key trusted, the plugin ids it may sign; for a choice of
+    /// provider, the plugin chosen (or that the choice was cleared) and the tenant; nil for everything else.
     func auditDetail(_ outcome: Result<CommandResult, KernelError>) -> String? {
         switch (self, outcome) {
         case (.install, .success(let result)), (.upgrade, .success(let result)), (.untrustKey, .success(let result)),
              (.trustKey, .success(let result)): result.note
         case (.install, .failure(let error)), (.upgrade, .failure(let error)): error.code == .signerMismatch ? error.reason : nil
+        // A choice and its clearing share a command: the row says which, and for whom.
+        case let (.useProvider(_, plugin, tenant), _):
+            (plugin.map { "chose \($0)" } ?? "cleared the choice") + (tenant.map { " for tenant \($0)" } ?? " host-wide")
         default: nil
         }
     }

@@ -116,13 +116,18 @@ extension Kernel {
                 let now = after.resolution(interface, tenant: tenant, serving: AccessControl.servingFilter(tenantsNow, tenant: tenant))
                 guard old !== now?.provision else { continue }
                 let scope = tenant.isEmpty ? "" : " for tenant \(tenant)"
-                // Out-ranked while still enabled (not replaced because it went away).
-                let takeover = now?.reason == .ranking && (after.providers[interface]?.contains { $0 === old } ?? false)
-                log(takeover ? .warn : .info, now?.provision.providerID,
-                    "\(interface)\(scope) is now served by \(now.map { "\"\($0.provision.providerID)\" (\($0.reason.rawValue))" } ?? "no plugin")"
-                    + (old.map { " instead of \"\($0.providerID)\"" } ?? "")
-                    + (takeover ? "; keep the old one with " + configuration.useProviderHint.replacingOccurrences(of: "{interface}", with: "\(interface)")
-                        .replacingOccurrences(of: "{plugin}", with: old?.providerID ?? "") : ""))
+                if let old, let now, old.providerID == now.provision.providerID {
+                    // The same plugin's new generation (a reload): its listeners hear of the new table, the log need not.
+                    log(.debug, now.provision.providerID, "\(interface)\(scope) is served by generation \(now.provision.generation) of \"\(old.providerID)\" now")
+                } else {
+                    // Out-ranked while still enabled (not replaced because it went away).
+                    let takeover = now?.reason == .ranking && (after.providers[interface]?.contains { $0 === old } ?? false)
+                    log(takeover ? .warn : .info, now?.provision.providerID,
+                        "\(interface)\(scope) is now served by \(now.map { "\"\($0.provision.providerID)\" (\($0.reason.rawValue))" } ?? "no plugin")"
+                        + (old.map { " instead of \"\($0.providerID)\"" } ?? "")
+                        + (takeover ? "; keep the old one with " + configuration.useProviderHint.replacingOccurrences(of: "{interface}", with: "\(interface)")
+                            .replacingOccurrences(of: "{plugin}", with: old?.providerID ?? "") : ""))
+                }
                 for listener in after.listeners[interface] ?? [] {
                     lifecycleWatch.during(listener.pluginID, generation: listener.generation,
                                           checksum: active[listener.pluginID]?.checksum ?? "", "service listener") {

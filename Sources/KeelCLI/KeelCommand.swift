@@ -6,6 +6,7 @@ import Keel
 import KeelHTTP
 import KeelStatePostgres
 import KeelSystem
+import Synchronization
 
 @main
 struct KeelCommand: AsyncParsableCommand {
@@ -53,6 +54,8 @@ struct KeelCommand: AsyncParsableCommand {
             }
             reportUsage(error)
         }
+        // The commands the README names as making a new state say nothing when they do (`noteNewState`).
+        GlobalOptions.makesStateByDesign.store(command is Plugins.Enable || command is Serve, ordering: .relaxed)
         do {
             if var asyncCommand = command as? AsyncParsableCommand { try await asyncCommand.run() } else { try command.run() }
         } catch let code as ExitCode {
@@ -219,6 +222,8 @@ struct GlobalOptions: ParsableArguments {
     func makeKernel(logAlways: Bool = false, logFormat: LogFormat = .text,
                     adjust: (inout KernelConfiguration) -> Void = { _ in }) throws -> Kernel {
         try requirePluginsFolderNotFile()
+        // A server says so in its log (`Serve`), in the format asked for.
+        if !logAlways, !PostgresURL.isPostgres(stateFile) { noteNewState() }
         let verbose = self.verbose, output = StructuredLog.sink(format: logFormat)
         var configuration = KernelConfiguration(pluginsDirectory: pluginsDirectory, stateFile: localStateFile) { record in
             if verbose || (logAlways && record.level >= .warn) { output(record) }
@@ -257,7 +262,23 @@ struct GlobalOptions: ParsableArguments {
     /// `--state` names by URL.
     func openState() throws -> StateStore {
         if PostgresURL.isPostgres(stateFile) { return try PostgresStore.open(stateFile) }
+        noteNewState()
         return try StateStore(path: stateFile)
+    }
+
+    /// True while the command running is one the README names as making a new state (`plugins enable`, `serve`).
+    static let makesStateByDesign = Atomic<Bool>(false)
+
+    /// Says on stderr that `--state` (or `$KEEL_STATE`) names no file and a new state is made there: a mistyped name
+    /// on a command that writes (`services use`, `grant`, ...) would otherwise change a fresh state without a word, the
+    /// real one untouched. Not for the default `.keel/state.db` (a checkout's first command), a state in memory or a
+    /// PostgreSQL URL.
+    func noteNewState() {
+        guard !Self.makesStateByDesign.load(ordering: .relaxed), stateFile != ".keel/state.db", stateFile != StateStore.inMemory,
+              !stateFile.isEmpty, SystemFile.urlLikeProblem(stateFile) == nil,
+              !FileManager.default.fileExists(atPath: stateFile) else { return }
+        SystemFile.say("keel: note: \(stateFile) did not exist: a new state is made there (check --state or $KEEL_STATE "
+                       + "if you meant another)\n", to: 2)
     }
 
     /// For commands that only read (`plugins list`, `tenants list`, `audit`, ...): these options as the command should

@@ -285,6 +285,12 @@ struct AdminAPI {
         let data = Data(buffer.readableBytesView)
         let body: KeyedBody<T>
         do { body = try JSONDecoder().decode(KeyedBody<T>.self, from: data) } catch {
+            // A required key missing because it was misspelt (`plugn`): the misspelling is what to fix.
+            if case let DecodingError.keyNotFound(key, _) = error,
+               let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
+               let typo = object.keys.sorted().first(where: { Spelling.nearest($0, in: [key.stringValue]) != nil }) {
+                throw APIError(.badRequest, "unknown-key", "unknown key \"\(typo)\" in the JSON body (did you mean \"\(key.stringValue)\"?)")
+            }
             throw APIError(.badRequest, "malformed-json", "malformed JSON body: \(Self.describe(error, in: data))")
         }
         let known = BodyKeys.of(body.value)

@@ -522,8 +522,17 @@ struct ServicesFrontEndTests {
         let wrong = try await server.request("PUT", "/api/v1/services/test.echo/1/provider", admin: true,
                                              body: Data(#"{"plugin": "user"}"#.utf8))
         #expect(wrong.status == 409 && wrong.errorCode == "dependency", "\(wrong.text)")
+        // A misspelt required key is named as the misspelling, not as the key it misses.
+        let typo = try await server.request("PUT", "/api/v1/services/test.echo/1/provider", admin: true,
+                                            body: Data(#"{"plugn": "beta"}"#.utf8))
+        #expect(typo.status == 400 && typo.errorCode == "unknown-key" && typo.text.contains(#"unknown key \"plugn\" in the JSON body (did you mean \"plugin\"?)"#),
+                "\(typo.text)")
         #expect(try await server.request("DELETE", "/api/v1/services/test.echo/1/provider", admin: true).status == 200)
         #expect(try await server.request("GET", "/ext/user/call?x").text.contains("provider=alpha"), "the ranking rule again")
+        // The audit trail tells the choice from its clearing, and says for whom.
+        let audit = try await server.request("GET", "/api/v1/audit?since=1h", admin: true).json as? [[String: Any]] ?? []
+        let choices = audit.filter { $0["command"] as? String == "use-provider" && $0["outcome"] as? String == "ok" }.map { $0["detail"] as? String ?? "-" }
+        #expect(choices.suffix(2) == ["chose beta host-wide", "cleared the choice host-wide"], "\(choices)")
 
         // The CLI goes through the running server (its queue), and reads the server's live view.
         let use = try TestEnvironment.run(keel, ["services", "use", "test.echo/1", "beta"] + at)
