@@ -51,11 +51,16 @@ extension Kernel {
             }
             guard providers.contains(plugin) else {
                 let named = providers.map { "\"\($0)\"" }.joined(separator: ", ")
+                // An interface no installed plugin provides is most often a misspelt one.
+                let otherInterface = providers.isEmpty
+                    ? Spelling.nearest(interface.description, in: services().filter { !$0.providers.isEmpty }.map(\.interface)).map { "; did you mean \($0)?" } ?? ""
+                    : ""
                 if bundles[plugin] == nil {
+                    let near = Spelling.nearest(plugin, in: providers.isEmpty ? bundles.keys.sorted() : providers).map { "; did you mean \"\($0)\"?" } ?? ""
                     throw KernelError(.unknownPlugin, pluginID: plugin, reason: "no plugin \"\(plugin)\" in the plugin folder ("
-                                      + (providers.isEmpty ? "no installed plugin provides \(interface)" : "\(interface) is provided by \(named)") + ")")
+                                      + (providers.isEmpty ? "no installed plugin provides \(interface)" : "\(interface) is provided by \(named)") + near + otherInterface + ")")
                 }
-                let known = providers.isEmpty ? "no installed plugin provides it" : "it is provided by \(named)"
+                let known = (providers.isEmpty ? "no installed plugin provides it" : "it is provided by \(named)") + otherInterface
                 throw KernelError(.dependency, pluginID: plugin,
                                   reason: "plugin \"\(plugin)\" does not provide \(interface) (\(known))")
             }

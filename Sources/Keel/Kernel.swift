@@ -328,9 +328,11 @@ public actor Kernel {
         }
         // A folder named that is not there is most often a typo (the C API refuses it at keel_open; `keel serve` when
         // the state has plugins enabled): said once, as every enabled plugin is then recorded missing.
-        if bundles.isEmpty, !directory.isEmpty, !FileManager.default.fileExists(atPath: directory) {
-            log(.warn, nil, "the plugin folder \(directory) does not exist: no plugin is found there"
-                + ((stored ?? []).contains { $0.enabled } ? ", and the enabled ones are recorded missing" : ""))
+        // Only with plugins enabled: a new host's folder is made later (`keel serve` makes it to watch it), and an
+        // enable names the folder that is not there itself.
+        if bundles.isEmpty, !directory.isEmpty, (stored ?? []).contains(where: { $0.enabled }),
+           !FileManager.default.fileExists(atPath: directory) {
+            log(.warn, nil, "the plugin folder \(directory) does not exist: no plugin is found there, and the enabled ones are recorded missing")
         }
         if configuration.recordsCrashes { CrashGuard.install(recordPath: crashRecordPath) }
         if safeMode {

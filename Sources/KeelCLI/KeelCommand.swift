@@ -58,6 +58,8 @@ struct KeelCommand: AsyncParsableCommand {
         GlobalOptions.makesStateByDesign.store(command is Plugins.Enable || command is Serve, ordering: .relaxed)
         do {
             if var asyncCommand = command as? AsyncParsableCommand { try await asyncCommand.run() } else { try command.run() }
+            // After the command's own output, and only when it succeeded: a failure stays one line.
+            if let note = GlobalOptions.newStateNote.withLock({ $0 }) { SystemFile.say(note, to: 2) }
         } catch let code as ExitCode {
             Foundation.exit(code.rawValue)
         } catch let error as ValidationError {
@@ -268,8 +270,11 @@ struct GlobalOptions: ParsableArguments {
 
     /// True while the command running is one the README names as making a new state (`plugins enable`, `serve`).
     static let makesStateByDesign = Atomic<Bool>(false)
+    /// The note `noteNewState` leaves for `KeelCommand.main` to print once the command succeeded.
+    static let newStateNote = Mutex<String?>(nil)
 
-    /// Says on stderr that `--state` (or `$KEEL_STATE`) names no file and a new state is made there: a mistyped name
+    /// Says on stderr, once the command succeeded, that `--state` (or `$KEEL_STATE`) named no file and a new state was
+    /// made there: a mistyped name
     /// on a command that writes (`services use`, `grant`, ...) would otherwise change a fresh state without a word, the
     /// real one untouched. Not for the default `.keel/state.db` (a checkout's first command), a state in memory or a
     /// PostgreSQL URL.
@@ -277,8 +282,9 @@ struct GlobalOptions: ParsableArguments {
         guard !Self.makesStateByDesign.load(ordering: .relaxed), stateFile != ".keel/state.db", stateFile != StateStore.inMemory,
               !stateFile.isEmpty, SystemFile.urlLikeProblem(stateFile) == nil,
               !FileManager.default.fileExists(atPath: stateFile) else { return }
-        SystemFile.say("keel: note: \(stateFile) did not exist: a new state is made there (check --state or $KEEL_STATE "
-                       + "if you meant another)\n", to: 2)
+        Self.newStateNote.withLock {
+            $0 = "keel: note: \(stateFile) did not exist: a new state was made there (check --state or $KEEL_STATE if you meant another)\n"
+        }
     }
 
     /// For commands that only read (`plugins list`, `tenants list`, `audit`, ...): these options as the command should

@@ -339,6 +339,13 @@ struct ServicesTests {
         await #expect { try await kernel.execute(.useProvider(interface: "test.echo/1", plugin: "nosuch", tenant: nil)) } throws: { error in
             "\(error)" == "no plugin \"nosuch\" in the plugin folder (test.echo/1 is provided by \"good\", \"silent\", \"tiny\", \"twice\", \"undeclared\")"
         }
+        // Misspelt: the provider, or the interface, it likely meant.
+        await #expect { try await kernel.execute(.useProvider(interface: "test.echo/1", plugin: "goood", tenant: nil)) } throws: { error in
+            "\(error)".hasSuffix("\"undeclared\"; did you mean \"good\"?)")
+        }
+        await #expect { try await kernel.execute(.useProvider(interface: "test.echp/1", plugin: "good", tenant: nil)) } throws: { error in
+            "\(error)" == "plugin \"good\" does not provide test.echp/1 (no installed plugin provides it; did you mean test.echo/1?)"
+        }
         // A bare name, as plugin.yaml writes it, stands for the one major version installed plugins provide.
         try await kernel.execute(.useProvider(interface: "test.echo", plugin: "good", tenant: nil))
         #expect(try kernel.state.serviceSelections().contains { $0.interface == "test.echo/1" && $0.plugin == "good" })

@@ -88,7 +88,11 @@ extension KeelCommand {
                 var refused = CLIError("the server at \(base) refused the admin token")
                 refused.refusedToken = true
                 throw refused
-            case 404: throw CLIError("no plugin \"\(id)\" is known")
+            case 404:
+                // The server's own words, which name the plugin it likely meant.
+                let said = ((try? JSONSerialization.jsonObject(with: data)) as? [String: Any])
+                    .flatMap { ($0["error"] as? [String: Any])?["message"] as? String }
+                throw CLIError(said ?? "no plugin \"\(id)\" is known")
             default: throw CLIError("the server at \(base) answered \(status)")
             }
         }

@@ -259,7 +259,10 @@ extension KeelCommand.Plugins {
             try await reporting {
                 let options = try self.options.readingState()
                 let state = try options.openState()
-                guard try state.plugin(id) != nil else { throw CLIError("no plugin \"\(id)\" is known") }
+                guard try state.plugin(id) != nil else {
+                    let near = Spelling.nearest(id, in: ((try? state.plugins()) ?? []).map(\.id)).map { " (did you mean \"\($0)\"?)" } ?? ""
+                    throw CLIError("no plugin \"\(id)\" is known\(near)")
+                }
                 let loads = try state.loads(for: id)
                 if json { try printJSON(loads); return }
                 if loads.isEmpty {
