@@ -19,6 +19,10 @@ extension Kernel {
         guard let bundle = bundles[id] else {
             throw notInFolder(id)
         }
+        if mode == .process, bundle.manifest == nil, let problem = bundle.problem {
+            // Whether it has a library is not known while its plugin.yaml cannot be read: that is what to fix.
+            throw KernelError(.bundle, pluginID: id, reason: problem)
+        }
         if mode == .process, bundle.libraryPath == nil {
             throw KernelError(.bundle, pluginID: id, reason: "plugin \"\(id)\" has no library: it runs no code to isolate")
         }

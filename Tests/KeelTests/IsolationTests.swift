@@ -360,6 +360,15 @@ struct IsolationTests {
         #expect(try TestEnvironment.run(keel, ["plugins", "enable", "later"] + at).status == 0)
         let back = try TestEnvironment.run(keel, ["plugins", "isolate", "later", "manifest"] + at)
         #expect(back.stdout == "later runs where its manifest says (in-process)\n", "\(back.stdout) \(back.stderr)")
+        // Enabled but failed: it runs nowhere yet, and is said so, with why.
+        try f.fixtureBundle("flop", defines: ["ACTIVATE_FAILS"])
+        #expect(try TestEnvironment.run(keel, ["plugins", "enable", "flop"] + at).status == 1)
+        let failed = try TestEnvironment.run(keel, ["plugins", "isolate", "flop", "process"] + at)
+        #expect(failed.stdout.hasPrefix("flop will run, once it loads, in a worker process\n  (it failed: "), "\(failed.stdout) \(failed.stderr)")
+        // A plugin.yaml that does not parse is what is wrong, not a library it lacks.
+        try "id: [broken\n".write(toFile: f.plugins + "/later/plugin.yaml", atomically: true, encoding: .utf8)
+        let broken = try TestEnvironment.run(keel, ["plugins", "isolate", "later", "process"] + at)
+        #expect(broken.status == 1 && broken.stderr.contains("plugin.yaml") && !broken.stderr.contains("has no library"), "\(broken.stderr)")
     }
 
     @Test("a plugin whose activate fails in its worker is failed with the plugin's reason, named once (not the worker's words wrapped in the host's)")

@@ -438,7 +438,10 @@ extension KeelCommand.Plugins {
             try await reporting {
                 let isolation = Isolation(rawValue: mode)
                 let info = try await throughServerOrKernel(options, id: id, command: .isolation(id: id, mode: isolation))
-                let runs = info?.enabled == true ? "runs" : "will run, once enabled,"
+                // A plugin enabled but failed runs nowhere yet: said, with why, rather than "runs in a worker".
+                let failed = info?.enabled == true && info?.status == .failed
+                let runs = failed ? "will run, once it loads," : info?.enabled == true ? "runs" : "will run, once enabled,"
+                defer { if failed, let reason = info?.reason { print("  (it failed: \(reason))") } }
                 print(isolation.map { "\(id) \(runs) \($0 == .process ? "in a worker process" : "in the host process")" }
                       ?? "\(id) \(runs) where its manifest says (\(info?.isolation ?? "in-process"))")
             }
