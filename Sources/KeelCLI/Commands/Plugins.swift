@@ -183,8 +183,16 @@ extension KeelCommand.Plugins {
 
         func run() async throws {
             try await reporting {
-                let (info, result) = try await withProgress("enabling \(id) (a new build is probed first, at most 10 s)") {
-                    try await throughServerOrKernelResult(options, id: id, command: .enable(id: id, tenant: tenant))
+                let info: PluginInfo?, result: CommandResult
+                do {
+                    (info, result) = try await withProgress("enabling \(id) (a new build is probed first, at most 10 s)") {
+                        try await throughServerOrKernelResult(options, id: id, command: .enable(id: id, tenant: tenant))
+                    }
+                } catch {
+                    // A build that failed to load stays wanted: said, with how it comes back and how to drop it.
+                    guard let record = (try? options.openState().plugin(id)) ?? nil, record.enabled, record.status == .failed else { throw error }
+                    throw CLIError(ErrorText.describe(error) + " (it stays wanted: enabled, to load once that is fixed; "
+                                   + "`keel plugins disable \(id)` drops it)")
                 }
                 // A --tenant that changed nothing (enabled for every tenant already) is said.
                 defer { if let note = result.note { print("\(id): \(note)") } }
