@@ -132,7 +132,16 @@ extension Kernel {
             if !also.isEmpty {
                 return CommandResult(note: "also disabled\(tenant.map { " for tenant \($0)" } ?? ""), as they need it: " + also.joined(separator: ", "))
             }
-        case let .reload(id): try reload(id)
+        case let .reload(id):
+            // A reload the operator asked for that failed: its caller (the CLI's one line, keel_errmsg) is told the
+            // previous build serves on, when it does (a grant's reload that fails stops the plugin instead).
+            let before = active[id]?.generation
+            do throws(KernelError) { try reload(id) } catch {
+                guard let before, active[id]?.generation == before else { throw error }
+                let told = KernelError(error.code, pluginID: id, reason: error.reason + " (generation \(before) keeps serving)")
+                loggedDuringCommand?.insert(LoggedFailure(pluginID: id, reason: told.reason))
+                throw told
+            }
         case let .refresh(id): try refresh(id)
         case .rescan: rescan()
         case let .grants(id, grant, revoke):

@@ -87,11 +87,10 @@ extension Kernel {
             }
             try? state.setStatus(id, .enabled, reason: "reload failed, generation \(old.generation) still serving: \(error.reason)")
             log(.error, id, "reload failed, generation \(old.generation) keeps serving: \(error.reason)")
-            // The caller is told the old build serves on (the CLI's one line, keel_errmsg); the command's own log line
-            // says "as logged above" rather than the reason a second time.
-            let told = KernelError(error.code, pluginID: id, reason: error.reason + " (generation \(old.generation) keeps serving)")
-            loggedDuringCommand?.insert(LoggedFailure(pluginID: id, reason: told.reason))
-            throw told
+            // The command's own log line says "as logged above" rather than the reason a second time (its caller is
+            // told the old build serves on: `execute`).
+            loggedDuringCommand?.insert(LoggedFailure(pluginID: id, reason: error.reason))
+            throw error
         }
         let before = registry.snapshot.services
         do { try registry.publish(pluginID: id, generation.contributions) } catch {

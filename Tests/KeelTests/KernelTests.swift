@@ -570,6 +570,26 @@ struct KernelTests {
         await kernel.shutdown()
     }
 
+    @Test("a reload the operator asks for that fails tells its caller the previous generation keeps serving")
+    func failedReloadSaysWhoServes() async throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("steady")
+        let kernel = try f.kernel()
+        await kernel.start()
+        try await kernel.enable("steady")
+        let library = try #require(FileManager.default.contentsOfDirectory(atPath: f.plugins + "/steady").first { $0.hasSuffix(".so") })
+        try FileManager.default.removeItem(atPath: f.plugins + "/steady/" + library)
+        try Data("not a library".utf8).write(to: URL(fileURLWithPath: f.plugins + "/steady/" + library))
+        do {
+            try await kernel.execute(.reload(id: "steady"))
+            Issue.record("a reload of a broken build succeeded")
+        } catch {
+            #expect(error.reason.hasSuffix("(generation 1 keeps serving)"), "\(error.reason)")
+        }
+        #expect(kernel.activePlugins.contains("steady"))
+        await kernel.shutdown()
+    }
+
     @Test("a reload of a running plugin whose bundle was removed stops it, records it missing, and says so")
     func reloadOfRemovedBundle() async throws {
         let f = KernelFixture()
