@@ -147,6 +147,16 @@ struct CLITests {
         #expect(try TestEnvironment.run("/bin/sh", ["-c", #"OTHER="$(printf '\351')" exec "$0" --version"#, keel]).status == 0)
     }
 
+    @Test("keel serve on a state file that is not there makes it and says so in its log, once started")
+    func serveSaysNewState() async throws {
+        let dir = TestEnvironment.makeTemporaryDirectory("fresh-serve")
+        try FileManager.default.createDirectory(atPath: dir + "/plugins", withIntermediateDirectories: true)
+        let server = try ServerProcess(plugins: dir + "/plugins", state: dir + "/typo.db", extraArguments: ["--no-watch"])
+        defer { server.stop() }
+        #expect(try await server.request("GET", "/healthz").status == 200)
+        #expect(server.errors.value.contains("keel: warning: \(dir)/typo.db did not exist: a new state was made there"), "\(server.errors.value)")
+    }
+
     @Test("a read-only command on a mistyped --state or --plugins says so and creates nothing")
     func mistypedPaths() throws {
         let root = TestEnvironment.makeTemporaryDirectory("typo")

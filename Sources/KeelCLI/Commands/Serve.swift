@@ -157,6 +157,9 @@ extension KeelCommand {
                         + "(docker run --init, tini)\n", to: 2)
                 }
                 if logFormat == .json { StructuredLog.bootstrap(.json) }
+                // A state file named that is not there is made; said in the log (a typo starts a host with nothing).
+                let newState = !PostgresURL.isPostgres(options.stateFile) && options.stateFile != ".keel/state.db"
+                    && options.stateFile != StateStore.inMemory && !FileManager.default.fileExists(atPath: options.stateFile)
                 let kernel = try Self.abandoning(lock) { try options.makeKernel(logAlways: true, logFormat: logFormat) { configuration in
                     configuration.limits = RegistrationLimits(routes: maxRoutes, menus: maxMenus, hooks: maxHooks)
                     configuration.budgets.hook = Double(hookBudget) / 1000
@@ -190,6 +193,11 @@ extension KeelCommand {
                 if watch && !safeMode { try await kernel.watch() }
                 // Apply what the other hosts change, report in the hosts table.
                 try shared?.start()
+                // Once it started (a start that fails stays one line).
+                if newState {
+                    kernel.logSink(LogRecord(level: .warn, pluginID: nil, message: "\(options.stateFile) did not exist: a new state was made "
+                                             + "there (check --state or $KEEL_STATE if you meant another)"))
+                }
                 let token = AdminToken(state: kernel.state)
                 let fresh = try token.ensure()
                 if let fresh { say("admin token (shown once; `keel token reset` makes a new one): \(fresh)") }
