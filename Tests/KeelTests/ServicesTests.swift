@@ -551,6 +551,11 @@ struct ServicesFrontEndTests {
         let bad = try TestEnvironment.run(keel, ["services", "use", "test.echo/1", "nobody"] + at)
         #expect(bad.status == 1)
         #expect(bad.stderr == "keel: error: no plugin \"nobody\" in the plugin folder (test.echo/1 is provided by \"alpha\", \"beta\")\n", "\(bad.stderr)")
+        // Bad usage, exit 64: the two swapped, or no interface id at all.
+        let swapped = try TestEnvironment.run(keel, ["services", "use", "beta", "test.echo/1"] + at)
+        #expect(swapped.status == 64 && swapped.stderr.hasPrefix("keel: error: \"test.echo/1\" is not a plugin id (the interface comes first"), "\(swapped.stderr)")
+        let noInterface = try TestEnvironment.run(keel, ["services", "clear", "Test Echo/1"] + at)
+        #expect(noInterface.status == 64 && noInterface.stderr.hasPrefix("keel: error: \"Test Echo/1\" is not an interface id like gitops.sync/1"), "\(noInterface.stderr)")
         #expect(try TestEnvironment.run(keel, ["services", "clear", "test.echo/1"] + at).status == 0)
         #expect(try await server.request("GET", "/ext/user/call?x").text.contains("provider=alpha"))
     }

@@ -3,6 +3,7 @@
 import ArgumentParser
 import Foundation
 import Keel
+import KeelManifest
 
 extension KeelCommand {
     struct Services: AsyncParsableCommand {
@@ -94,6 +95,21 @@ extension KeelCommand.Services {
         @Argument(help: "A plugin that provides it (or \"keel\" when the host does).", completion: Completion.plugins) var plugin: String
         @Option(help: "Only for this tenant.", completion: Completion.tenants) var tenant: String?
 
+        func validate() throws {
+            try Self.validateInterface(interface)
+            // `keel services use flux-sync gitops.sync/1`: the two swapped.
+            guard plugin == "keel" || Manifest.isValidID(plugin) else {
+                throw ValidationError("\"\(plugin)\" is not a plugin id (the interface comes first: keel services use INTERFACE PLUGIN)")
+            }
+        }
+
+        /// Bad usage (exit 64) for text that is no interface id (`gitops.sync/1`) nor a bare interface name (`gitops.sync`).
+        static func validateInterface(_ interface: String) throws {
+            guard InterfaceID(interface) != nil || InterfaceID.isValidName(interface) else {
+                throw ValidationError("\"\(interface)\" is not an interface id like gitops.sync/1")
+            }
+        }
+
         func run() async throws {
             try await reporting {
                 let result = try await throughServerOrKernelResult(options, id: nil, command: .useProvider(interface: interface, plugin: plugin, tenant: tenant)).result
@@ -109,6 +125,8 @@ extension KeelCommand.Services {
         @OptionGroup var options: GlobalOptions
         @Argument(help: "The interface, as name/major: gitops.sync/1.") var interface: String
         @Option(help: "Only this tenant's choice.", completion: Completion.tenants) var tenant: String?
+
+        func validate() throws { try Use.validateInterface(interface) }
 
         func run() async throws {
             try await reporting {
