@@ -18,6 +18,14 @@ as_postgres() {
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
+# The server daemonises and keeps every descriptor it inherits: a caller's pipe (a test's child process output, read
+# to its end while another test restarts the server through system(3)) would never reach its end. Only 0-2 (and
+# bash's own 255, the script it reads) are kept.
+for fd in /proc/$$/fd/*; do
+  fd="${fd##*/}"
+  case "$fd" in 0|1|2|255|*[!0-9]*) ;; *) eval "exec $fd>&-" 2>/dev/null || true ;; esac
+done
+
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
