@@ -16,8 +16,9 @@ extension Kernel {
     /// - Throws: `KernelError` naming the plugin (or tenant, role, repository) and the reason; the state then is as
     ///   the failed operation documents (most change nothing).
     @discardableResult
-    public func execute(_ command: KernelCommand, actor: String = "embedder", principal: String? = nil,
+    public func execute(_ given: KernelCommand, actor: String = "embedder", principal: String? = nil,
                         origin: String? = nil) async throws(KernelError) -> CommandResult {
+        let command = completingInterface(given)
         // The command's records and its audit row reach the disk with one sync at the end (see `settling`); for
         // enable and disable, the records written after the plugin's code ran (`write`) share the audit row's
         // transaction, and so does the live view when a server keeps it (`RemoteControl.publishOnChange`).
@@ -106,7 +107,9 @@ extension Kernel {
         checkGuardsRunning()
         let event = KernelEvent.executed(command, actor: actor, failure: failure == nil ? nil : said)
         if events.emitNow(event) { await events.emitLater(event) }
-        return try outcome.get()
+        var result = try outcome.get()
+        if command != given { result.subject = command.subject }
+        return result
     }
 
     /// `execute`, then the info of plugin `id` as the command left it, as JSON (sorted keys, slashes as they are),

@@ -81,12 +81,16 @@ extension Kernel {
             permissions: (m?.permissions ?? []).flatMap { p in p.actions.map { "\(p.key):\($0)" } },
             signature: signature(record.id, bundle: bundle),
             provides: (m?.provides ?? []).map { p in
-                let scopes = snapshot.services.scopes(p.interface, providerTenants: directory.pluginTenants).filter {
-                    snapshot.services.resolve(p.interface, tenant: $0, serving: AccessControl.servingFilter(directory.pluginTenants, tenant: $0))?.providerID == record.id
+                // The scopes `keel services list` says it serves (an idle operator's choice included). A kernel that
+                // starts idle does not know who serves: the providers it left idle are not in its registry (the
+                // server decides when it runs).
+                let services = snapshot.services, asleep = idle.contains(record.id)
+                let scopes = configuration.startsIdle ? [] : serving(
+                    p.interface, providers: providerRows(p.interface, directory: services, declared: declaredServices(), whyStopped: { _ in nil }),
+                    directory: services, tenants: directory.pluginTenants).filter { $0.provider == record.id }
+                let serving = scopes.map { s in
+                    s.tenant.isEmpty ? "host-wide (\(s.reason))" : "tenant \(s.tenant)" + (asleep ? " (\(Self.idleServingNote))" : "")
                 }
-                // A kernel that starts idle does not know who serves: the providers it left idle are not in
-                // its registry (the server decides when it runs).
-                let serving = configuration.startsIdle ? [] : scopes.map { $0.isEmpty ? "host-wide (\(snapshot.services.resolution(p.interface, tenant: "", serving: AccessControl.servingFilter(directory.pluginTenants, tenant: ""))?.reason.rawValue ?? ""))" : "tenant \($0)" }
                 return "\(p.interface) \(p.version) ranking \(p.ranking)" + (serving.isEmpty ? "" : ", serving " + serving.joined(separator: ", "))
             },
             consumes: (m?.consumes ?? []).map { "\($0.interface) \($0.versions) \($0.optional ? "optional" : "required")" },

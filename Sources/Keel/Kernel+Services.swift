@@ -19,10 +19,7 @@ extension Kernel {
     ///   do), an unknown tenant, or a state write failure.
     @discardableResult
     public func useProvider(_ interfaceText: String, plugin: String?, tenant: String?) throws(KernelError) -> String? {
-        // A bare name (as plugin.yaml's `provides` writes it) stands for the one major version installed plugins
-        // provide of it.
-        let majors = InterfaceID.isValidName(interfaceText)
-            ? Set(bundles.values.compactMap(\.manifest).flatMap(\.provides).map(\.interface).filter { $0.name == interfaceText }) : []
+        let majors = providedMajors(interfaceText)
         guard let interface = InterfaceID(interfaceText) ?? (majors.count == 1 ? majors.first : nil) else {
             throw KernelError(.dependency, reason: majors.count > 1
                 ? "\"\(interfaceText)\" names \(majors.sorted().map(\.description).joined(separator: ", ")): say which, like \(majors.sorted()[0])"
@@ -72,6 +69,17 @@ extension Kernel {
         loadServiceSelections()
         notifyServiceChanges(since: before)
         guard let plugin else { return nil }
+        // An idle choice takes over at once where another provider serves the scope now: it is loaded, and the
+        // consumers' listeners hear of its table, as for a switch between active providers (they heard nothing, and
+        // went on calling the old one until their next acquire). Where none serves, the first acquire loads it. One
+        // that fails to activate is recorded failed (the note below says so); the one serving now goes on serving.
+        if idle.contains(plugin), !configuration.startsIdle {
+            let filter = AccessControl.servingFilter(access.directory.pluginTenants, tenant: scope)
+            if filter?(plugin) ?? true,
+               let current = registry.snapshot.services.resolve(interface, tenant: scope, serving: filter), current.providerID != plugin {
+                try? wake(plugin)
+            }
+        }
         let serving = services().first { $0.interface == interface.description }?.serving.first { $0.tenant == scope }
         guard serving?.provider != plugin else { return nil }
         let only = access.directory.pluginTenants[plugin] ?? []
@@ -81,6 +89,24 @@ extension Kernel {
             : record?.enabled == true && record?.status == .failed ? "it failed (\(record?.reason ?? "see its status"))" : "it is not enabled"
         return "\(plugin) is chosen, but does not serve \(scope.isEmpty ? "host-wide" : "tenant \(scope)"): \(why); "
             + "serving now: \(serving?.provider ?? "none")"
+    }
+
+    /// The interfaces installed plugins provide under the bare name `text` (as plugin.yaml's `provides:` writes it,
+    /// `gitops.sync`), one per major version; empty when `text` is no bare name.
+    func providedMajors(_ text: String) -> Set<InterfaceID> {
+        guard InterfaceID.isValidName(text) else { return [] }
+        return Set(bundles.values.compactMap(\.manifest).flatMap(\.provides).map(\.interface).filter { $0.name == text })
+    }
+
+    /// `command` with a bare interface name completed to the one major version installed plugins provide of it
+    /// (`gitops.sync` → `gitops.sync/1`), so that its audit row, its event and its caller's answer name the interface
+    /// it changed; any other command, and a name that is unknown or names several, as it is (`useProvider` refuses
+    /// those, naming the choices).
+    func completingInterface(_ command: KernelCommand) -> KernelCommand {
+        guard case let .useProvider(text, plugin, tenant) = command, InterfaceID(text) == nil else { return command }
+        let majors = providedMajors(text)
+        guard majors.count == 1, let only = majors.first else { return command }
+        return .useProvider(interface: only.description, plugin: plugin, tenant: tenant)
     }
 
     /// Plugins whose manifest provides `interface` (installed, enabled or not), and "keel" when the host does.
@@ -297,107 +323,6 @@ extension Kernel {
         registry.publishHostServices([.host(interface, version: v, ranking: ranking, table: table.pointer)])
         notifyServiceChanges(since: before)
     }
-
-    // MARK: what `keel services list` shows
-
-    /// Every interface that some installed plugin provides or consumes, or the host provides: its providers, which
-    /// serves (host-wide and per tenant with a choice) and why, and its consumers.
-    public func services() -> [InterfaceInfo] {
-        let directory = registry.snapshot.services, tenants = access.directory.pluginTenants
-        let declared = declaredServices()
-        // The records, read once and only when some provider neither runs nor waits idle (every command's live view
-        // lists the services; a shared state would pay a round trip per read).
-        var records: [String: PluginRecord]?
-        func whyStopped(_ id: String) -> String {
-            if records == nil { records = BundleReconciler.byID((try? state.plugins()) ?? []) }
-            return Self.stoppedText(records?[id], running: active[id] != nil)
-        }
-        return Set(directory.providers.keys).union(declared.interfaces).sorted().map { interface in
-            let live = directory.providers[interface] ?? []
-            var providers: [InterfaceInfo.Provider] = (declared.providers[interface] ?? []).map { p in
-                let provision = live.first { $0.providerID == p.plugin }
-                let isIdle = provision == nil && idle.contains(p.plugin)
-                return .init(plugin: p.plugin, pluginVersion: p.pluginVersion, version: p.version, ranking: p.ranking,
-                             active: provision != nil, generation: provision?.generation, leases: provision?.leasesHeld ?? 0,
-                             idle: isIdle, stopped: provision == nil && !isIdle ? whyStopped(p.plugin) : nil)
-            }.sorted { ($0.ranking, $1.plugin) > ($1.ranking, $0.plugin) }
-            for host in live where host.providerID == ServiceProvision.hostID {
-                providers.append(.init(plugin: host.providerID, pluginVersion: "", version: "\(host.version)", ranking: host.ranking,
-                                       active: true, generation: 0, leases: host.leasesHeld, idle: false))
-            }
-            // The tenants an idle provider is enabled for are scopes too: it serves them once woken.
-            let idleTenants = providers.filter(\.idle).flatMap { tenants[$0.plugin] ?? [] }
-            let scopes = idleTenants.isEmpty ? directory.scopes(interface, providerTenants: tenants)
-                : [""] + Set(directory.scopes(interface, providerTenants: tenants).dropFirst()).union(idleTenants).sorted()
-            let serving = scopes.map { tenant -> InterfaceInfo.Serving in
-                let filter = AccessControl.servingFilter(tenants, tenant: tenant)
-                let r = directory.resolution(interface, tenant: tenant, serving: filter)
-                // Only an idle provider enabled for this tenant would be woken for it.
-                let wakes = providers.contains { $0.idle && filter?($0.plugin) ?? true }
-                // The operator's choice, idle, is woken by the first acquire rather than another one serving for it.
-                let idleChoice = directory.choices(interface, tenant: tenant).lazy.filter { filter?($0) ?? true }
-                    .first { c in c == r?.provision.providerID || providers.contains { $0.plugin == c && $0.idle } }
-                if let chosen = idleChoice, chosen != r?.provision.providerID {
-                    let why: ServiceDirectory.Reason = directory.selections[tenant]?[interface] == chosen && !tenant.isEmpty ? .tenantChoice : .operatorChoice
-                    return .init(tenant: tenant, choice: directory.selections[tenant]?[interface], provider: chosen,
-                                 reason: why.rawValue + "; idle, loaded by the first acquire")
-                }
-                // Which idle one: the registry's order (ranking, then id), among those serving this tenant.
-                let first = wakes ? providers.filter { $0.idle && filter?($0.plugin) ?? true }.first?.plugin : nil
-                return .init(tenant: tenant, choice: directory.selections[tenant]?[interface], provider: r?.provision.providerID,
-                             reason: r?.reason.rawValue ?? (first.map { "no provider running; \($0) (idle) is loaded by the first acquire" } ?? "no provider enabled"))
-            }
-            let consumers = (declared.consumers[interface] ?? []).map { c in
-                InterfaceInfo.Consumer(plugin: c.plugin, versions: c.versions, optional: c.optional, active: active[c.plugin] != nil)
-            }.sorted { $0.plugin < $1.plugin }
-            return InterfaceInfo(interface: interface.description, providers: providers, serving: serving, consumers: consumers)
-        }
-    }
-
-    /// Why a provider serves no table: `failed: <reason>` (its first line), `disabled`, `missing`, `not enabled` (also
-    /// without a record: the list is a view, not a check), `running, but it registered no table for it`, or the status
-    /// of an enabled plugin that is not running (`installing`, ...).
-    static func stoppedText(_ record: PluginRecord?, running: Bool) -> String {
-        if running { return "running, but it registered no table for it" }
-        guard let record else { return "not enabled" }
-        switch record.status {
-        case .failed: return "failed" + (record.reason.map { ": " + ($0.split(separator: "\n", omittingEmptySubsequences: false).first ?? "") } ?? "")
-        case .disabled: return "disabled"
-        case .missing: return "missing"
-        case .enabled, .installed: return record.enabled ? "enabled, not running" : "not enabled"
-        default: return record.enabled ? "enabled, \(record.status.rawValue)" : "not enabled (\(record.status.rawValue))"
-        }
-    }
-
-    /// The bundles' service declarations, gathered once per change of the bundles: every command's live view lists the
-    /// services, and going through every manifest for each interface cost a command on a host of 1,000 plugins more
-    /// than the rest of its live view.
-    private func declaredServices() -> ServiceDeclarations {
-        if let known = serviceDeclarations { return known }
-        var declared = ServiceDeclarations()
-        for manifest in bundles.values.compactMap(\.manifest) {
-            for p in manifest.provides {
-                declared.interfaces.insert(p.interface)
-                declared.providers[p.interface, default: []].append(
-                    (manifest.id, "\(manifest.version)", "\(p.version)", p.ranking))
-            }
-            for c in manifest.consumes {
-                declared.interfaces.insert(c.interface)
-                declared.consumers[c.interface, default: []].append((manifest.id, c.versions.text, c.optional))
-            }
-        }
-        serviceDeclarations = declared
-        return declared
-    }
-}
-
-/// What the bundles' manifests declare of services, by interface (`Kernel.services`): providers with their versions
-/// and ranking (the first `provides` entry of an interface in a manifest, as a manifest names each once), consumers
-/// with the versions they take.
-struct ServiceDeclarations {
-    var interfaces: Set<InterfaceID> = []
-    var providers: [InterfaceID: [(plugin: String, pluginVersion: String, version: String, ranking: Int)]] = [:]
-    var consumers: [InterfaceID: [(plugin: String, versions: String, optional: Bool)]] = [:]
 }
 
 /// A table the host or an embedding program provides (`Kernel.provide`): a pointer to constant data that starts with
@@ -407,70 +332,4 @@ struct ServiceDeclarations {
 public struct HostTable: @unchecked Sendable {
     public let pointer: UnsafeRawPointer
     public init(_ pointer: UnsafeRawPointer) { self.pointer = pointer }
-}
-
-/// One interface as `keel services list` shows it.
-public struct InterfaceInfo: Sendable, Codable, Hashable {
-    /// `name/major`, e.g. `gitops.sync/1`.
-    public var interface: String
-    /// Installed providers, the one the rule prefers first.
-    public var providers: [Provider]
-    /// Who serves: host-wide (tenant "") first, then each tenant with a choice of its own.
-    public var serving: [Serving]
-    /// Installed plugins that consume it.
-    public var consumers: [Consumer]
-
-    public struct Provider: Sendable, Codable, Hashable {
-        public var plugin: String
-        public var pluginVersion: String
-        /// The interface version it implements.
-        public var version: String
-        public var ranking: Int
-        public var active: Bool
-        public var generation: Int?
-        /// Leases held on it now.
-        public var leases: Int
-        /// Enabled but not loaded (`activation: lazy`, or a CLI's kernel, which starts plugins idle): a consumer's
-        /// acquire loads it. Absent in the JSON of a host before 2026-12-06: read as false.
-        public var idle: Bool = false
-        /// Why it serves no table although installed (`Kernel.stoppedText`: `failed: <reason>`, `disabled`, `missing`,
-        /// `not enabled`, ...); nil when it serves or is idle. Absent in the JSON of a host before 2026-12-07.
-        public var stopped: String?
-
-        public init(plugin: String, pluginVersion: String, version: String, ranking: Int, active: Bool, generation: Int?,
-                    leases: Int, idle: Bool, stopped: String? = nil) {
-            (self.plugin, self.pluginVersion, self.version, self.ranking) = (plugin, pluginVersion, version, ranking)
-            (self.active, self.generation, self.leases, self.idle, self.stopped) = (active, generation, leases, idle, stopped)
-        }
-
-        public init(from decoder: any Decoder) throws {
-            let c = try decoder.container(keyedBy: CodingKeys.self)
-            plugin = try c.decode(String.self, forKey: .plugin)
-            pluginVersion = try c.decode(String.self, forKey: .pluginVersion)
-            version = try c.decode(String.self, forKey: .version)
-            ranking = try c.decode(Int.self, forKey: .ranking)
-            active = try c.decode(Bool.self, forKey: .active)
-            generation = try c.decodeIfPresent(Int.self, forKey: .generation)
-            leases = try c.decode(Int.self, forKey: .leases)
-            idle = try c.decodeIfPresent(Bool.self, forKey: .idle) ?? false
-            stopped = try c.decodeIfPresent(String.self, forKey: .stopped)
-        }
-    }
-
-    public struct Serving: Sendable, Codable, Hashable {
-        /// "" host-wide.
-        public var tenant: String
-        /// The operator's choice for this scope, if any (it may name a plugin that is not enabled).
-        public var choice: String?
-        /// The plugin serving now, or nil.
-        public var provider: String?
-        public var reason: String
-    }
-
-    public struct Consumer: Sendable, Codable, Hashable {
-        public var plugin: String
-        public var versions: String
-        public var optional: Bool
-        public var active: Bool
-    }
 }

@@ -122,6 +122,9 @@ public struct CommandResult: Codable, Sendable, Hashable {
     public var note: String?
     /// For a command call: its result as JSON text.
     public var output: String?
+    /// What the command was about as the kernel took it, when that differs from how it was asked: a bare interface
+    /// name completed to `name/major` (`KernelCommand.subject`). Nil otherwise.
+    public var subject: String?
 
     public init(installed: [String] = [], adminToken: String? = nil, note: String? = nil, output: String? = nil) {
         self.installed = installed

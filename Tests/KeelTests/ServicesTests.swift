@@ -556,8 +556,15 @@ struct ServicesFrontEndTests {
         #expect(swapped.status == 64 && swapped.stderr.hasPrefix("keel: error: \"test.echo/1\" is not a plugin id (the interface comes first"), "\(swapped.stderr)")
         let noInterface = try TestEnvironment.run(keel, ["services", "clear", "Test Echo/1"] + at)
         #expect(noInterface.status == 64 && noInterface.stderr.hasPrefix("keel: error: \"Test Echo/1\" is not an interface id like gitops.sync/1"), "\(noInterface.stderr)")
-        #expect(try TestEnvironment.run(keel, ["services", "clear", "test.echo/1"] + at).status == 0)
+        // A bare name, as plugin.yaml's provides: writes it: the answer names the interface the server changed.
+        let cleared = try TestEnvironment.run(keel, ["services", "clear", "test.echo"] + at)
+        #expect(cleared.status == 0 && cleared.stdout == "test.echo/1: no choice; the ranking rule decides\n", "\(cleared.stdout)\(cleared.stderr)")
         #expect(try await server.request("GET", "/ext/user/call?x").text.contains("provider=alpha"))
+        let bare = try TestEnvironment.run(keel, ["services", "use", "test.echo", "alpha"] + at)
+        #expect(bare.status == 0 && bare.stdout == "test.echo/1: served by alpha\n", "\(bare.stdout)\(bare.stderr)")
+        let targets = (try await server.request("GET", "/api/v1/audit?since=1h", admin: true).json as? [[String: Any]] ?? [])
+            .filter { $0["command"] as? String == "use-provider" }.map { $0["target"] as? String ?? "-" }
+        #expect(Set(targets) == ["test.echo/1"], "the audit rows name the interface, however it was typed: \(targets)")
     }
 }
 

@@ -114,7 +114,7 @@ extension KeelCommand.Services {
             try await reporting {
                 let result = try await throughServerOrKernelResult(options, id: nil, command: .useProvider(interface: interface, plugin: plugin, tenant: tenant)).result
                 // A choice that cannot serve yet is stored all the same; the note says why and what serves meanwhile.
-                print("\(interface)\(tenant.map { " for tenant \($0)" } ?? ""): " + (result.note ?? "served by \(plugin)"))
+                print("\(result.subject ?? interface)\(tenant.map { " for tenant \($0)" } ?? ""): " + (result.note ?? "served by \(plugin)"))
             }
         }
     }
@@ -130,9 +130,9 @@ extension KeelCommand.Services {
 
         func run() async throws {
             try await reporting {
-                _ = try await throughServerOrKernel(options, id: nil, command: .useProvider(interface: interface, plugin: nil, tenant: tenant))
+                let result = try await throughServerOrKernelResult(options, id: nil, command: .useProvider(interface: interface, plugin: nil, tenant: tenant)).result
+                print("\(result.subject ?? interface)\(tenant.map { " for tenant \($0)" } ?? ""): no choice; the ranking rule decides")
             }
-            print("\(interface)\(tenant.map { " for tenant \($0)" } ?? ""): no choice; the ranking rule decides")
         }
     }
 }
