@@ -13,6 +13,14 @@ extension Kernel {
     /// the id it most likely meant when one is near (`Counter` for `counter`, `helo` for `hello`).
     func notInFolder(_ id: String, known: Bool = true) -> KernelError {
         var near = Spelling.nearest(id, in: bundles.keys.sorted()).map { " (did you mean \"\($0)\"?)" } ?? ""
+        // A folder's name given for the id its plugin.yaml declares (`hello-c` for `hello`), or the folder of a
+        // duplicate id, which holds no plugin of its own: named with what it holds.
+        let named = bundles.values.first { ($0.folder as NSString).lastPathComponent == id }
+            ?? droppedBundles.values.first { ($0.folder as NSString).lastPathComponent == id }
+        if let named, named.id != id {
+            near = " (folder \(named.folder) holds plugin \"\(named.id)\" (its plugin.yaml's id:)"
+                + (named.problem.map { ", refused: \($0)" } ?? "; use that id") + ")"
+        }
         // A folder that is not there at all is most often a wrong path: named, not left to be guessed.
         let folder = configuration.pluginsDirectory
         if bundles.isEmpty, !folder.isEmpty, !FileManager.default.fileExists(atPath: folder) {

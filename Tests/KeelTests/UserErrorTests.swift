@@ -47,7 +47,7 @@ struct UserErrorTests {
         #expect(folder.status == 0 && file.status == 0 && file.stdout == folder.stdout, "\(file.stderr)")
     }
 
-    @Test("an id that is not there names the one it most likely meant: the same but for case, or a letter or two off")
+    @Test("an id that is not there names the one it most likely meant: the same but for case, or a letter or two off; a folder's name, what the folder holds")
     func nearID() throws {
         let f = KernelFixture()
         try TestEnvironment.stageExamples(into: f.plugins)
@@ -57,6 +57,13 @@ struct UserErrorTests {
         let far = try run(["plugins", "enable", "zzz"], f)
         expectOneLine(far, contains: "no plugin \"zzz\" in the plugin folder")
         #expect(!far.stderr.contains("did you mean"), "\(far.stderr)")
+        // A folder's name for the id its plugin.yaml declares, and the folder of a duplicate id: named with what it holds.
+        expectOneLine(try run(["plugins", "enable", "hello-c"], f),
+                      contains: "no plugin \"hello-c\" in the plugin folder (folder \(f.plugins)/hello-c holds plugin \"hello\" (its plugin.yaml's id:); use that id)")
+        try FileManager.default.copyItem(atPath: f.plugins + "/hello-c", toPath: f.plugins + "/hello-copy")
+        let copy = try run(["plugins", "enable", "hello-copy"], f)
+        expectOneLine(copy, contains: "no plugin \"hello-copy\" in the plugin folder (folder \(f.plugins)/hello-copy holds plugin \"hello\" (its plugin.yaml's id:), refused: ")
+        #expect(copy.stderr.contains("duplicate plugin id \"hello\""), "\(copy.stderr)")
     }
 
     @Test("a configuration that is not YAML, or has a key twice, or is not UTF-8: the file, the line, the problem")
