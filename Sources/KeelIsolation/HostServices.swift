@@ -148,8 +148,12 @@ extension WorkerConnection {
             guard let leases else {
                 return answer(.failure(PluginCallError(pluginID: "", status: StatusCode.unsupported, message: "services are not offered")))
             }
-            guard interface.utf8.count <= 160, tenant.utf8.count <= 128, services.inFlight.admit() else {
-                return answer(.failure(PluginCallError(pluginID: "", status: StatusCode.invalidArgument, message: "an interface or tenant over its limit, or too many calls at once")))
+            guard interface.utf8.count <= 160, tenant.utf8.count <= 128 else {
+                return answer(.failure(PluginCallError(pluginID: "", status: StatusCode.invalidArgument, message: "an interface or tenant over its limit")))
+            }
+            // As for every host call over the limit: retrying may succeed (KEEL_ERR_UNAVAILABLE), nothing was wrong with it.
+            guard services.inFlight.admit() else {
+                return answer(.failure(PluginCallError(pluginID: "", status: StatusCode.unavailable, message: "too many calls from the worker at once")))
             }
             Self.offReader { [self] in
                 defer { services.inFlight.end() }

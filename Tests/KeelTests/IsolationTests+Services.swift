@@ -190,6 +190,29 @@ extension IsolationTests {
         await kernel.shutdown()
     }
 
+    @Test("a worker that makes 40 host calls at once gets 32 of them, the rest refused as unavailable at once; the slots come back, and the host serves on")
+    func hostCallsAtOnce() async throws {
+        let g = GitOpsFixture()
+        try g.bundle("slow", ["PROVIDER", "ENGINE=\"slow\"", "SYNC_SLEEP_MS=1500"], extra: "provides:\n  - interface: gitops.sync/1\n" + GitOpsFixture.functions)
+        try g.bundle("fan", ["CONSUMER", "FANOUT=40"], extra: "consumes:\n  - interface: gitops.sync/1\n" + GitOpsFixture.functions + "isolation: process\n")
+        let kernel = try g.f.kernel(workerExecutable: keel)
+        await kernel.start()
+        for id in ["slow", "fan"] { try await kernel.enable(id) }
+        #expect(try await kernel.plugin("fan").workerPID != nil)
+        // Each admitted call holds its slot for 1.5 s in the provider: all 40 are asked while the first 32 run.
+        let started = ContinuousClock.now
+        var r = await Task.detached { call(kernel, "/ext/fan/fan") }.value
+        #expect(r.status == 200 && r.text == "ok=32 unavailable=8 other=0", "\(r)")
+        #expect(ContinuousClock.now - started < .seconds(8), "the refused calls did not wait for a slot")
+        // Every slot came back (32 kept would refuse all 40 again), and the worker was not killed for asking.
+        r = await Task.detached { call(kernel, "/ext/fan/fan") }.value
+        #expect(r.status == 200 && r.text == "ok=32 unavailable=8 other=0", "\(r)")
+        #expect(try await kernel.plugin("fan").workerRestarts ?? 0 == 0)
+        let info = try #require(await kernel.services().first { $0.interface == "gitops.sync/1" })
+        #expect(info.providers.first?.leases == 0)
+        await kernel.shutdown()
+    }
+
     @Test("a consumer and a provider, each in a worker: calls cross both, KEEL_ERR_LIMIT with the needed size; lease ids are the worker's own")
     func bothInWorkers() async throws {
         let g = GitOpsFixture()

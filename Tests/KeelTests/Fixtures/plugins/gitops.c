@@ -10,14 +10,20 @@
  *   FORGE_ANSWERS (a provider in a worker): sync of app "forge" first writes, to the host itself, a serviceResult
  *   frame for every call id from 1 to 512 (the host's call is among them) claiming KEEL_OK with 1,000 bytes of 'X',
  *   more than any caller's buffer here; then answers as usual.
+ *   FANOUT=N (a consumer): GET /fan acquires once, then calls sync("fan", "main") from N threads at once and answers
+ *   "ok=<n> unavailable=<n> other=<n>" (in a worker: more host calls at once than the host admits).
+ *   SYNC_SLEEP_MS=N (a provider): sync sleeps N milliseconds first.
  * The consumer's buffer is followed by a canary: a host that wrote past out_cap would show as "canary=broken". */
+#define _POSIX_C_SOURCE 200809L
 #include <keel/keel.h>
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include "gitops_sync.h"
 
@@ -60,6 +66,10 @@ static void forge_answers(void) {
 
 static keel_status sync_app(keel_str app, keel_str revision, char *out, size_t out_cap, size_t *out_len) {
     if (!out_len || (!out && out_cap) || !app.len) return KEEL_ERR_INVALID_ARGUMENT;
+#ifdef SYNC_SLEEP_MS
+    struct timespec pause = { SYNC_SLEEP_MS / 1000, (SYNC_SLEEP_MS % 1000) * 1000000L };
+    nanosleep(&pause, NULL);
+#endif
 #ifdef FORGE_ANSWERS
     if (app.len == 5 && memcmp(app.ptr, "forge", 5) == 0) forge_answers();
 #endif
@@ -98,6 +108,45 @@ static keel_status raw_route(void *ud, const keel_http_request *req, keel_http_r
     if (write(0, release, sizeof release) != (ssize_t)sizeof release || write(0, invoke, sizeof invoke) != (ssize_t)sizeof invoke)
         return answer(res, 500, "write", 5);
     return answer(res, 200, "sent", 4);
+}
+#endif
+
+#ifdef FANOUT
+static const gitops_sync_v1 *fan_table;
+
+static void *fan_one(void *arg) {
+    char line[256];
+    size_t len = 0;
+    *(keel_status *)arg = fan_table->sync(keel_cstr("fan"), keel_cstr("main"), line, sizeof line, &len);
+    return NULL;
+}
+
+static keel_status fan_route(void *ud, const keel_http_request *req, keel_http_response *res) {
+    (void)ud;
+    char body[128];
+    keel_service_lease *lease = NULL;
+    const void *t = NULL;
+    keel_status st = services->acquire(the_ctx, keel_cstr(GITOPS_SYNC_INTERFACE), req->principal->tenant,
+                                       GITOPS_SYNC_V1_0_SIZE, &lease, &t);
+    if (st != KEEL_OK) return answer(res, 503, body, snprintf(body, sizeof body, "acquire=%d", st));
+    fan_table = t;
+    keel_status statuses[FANOUT];
+    pthread_t threads[FANOUT];
+    int started = 0, ok = 0, unavailable = 0, other = 0;
+    for (int i = 0; i < FANOUT; i++) {
+        statuses[i] = KEEL_ERR_INTERNAL;
+        if (pthread_create(&threads[i], NULL, fan_one, &statuses[i]) != 0) break;
+        started++;
+    }
+    for (int i = 0; i < started; i++) {
+        pthread_join(threads[i], NULL);
+        if (statuses[i] == KEEL_OK) ok++;
+        else if (statuses[i] == KEEL_ERR_UNAVAILABLE) unavailable++;
+        else other++;
+    }
+    services->release(lease);
+    return answer(res, 200, body, snprintf(body, sizeof body, "ok=%d unavailable=%d other=%d", ok, unavailable,
+                                           other + FANOUT - started));
 }
 #endif
 
@@ -155,6 +204,10 @@ static keel_status activate(const keel_host *host, keel_ctx *ctx) {
 #ifdef RAW_FRAMES
     keel_route raw = { sizeof(keel_route), KEEL_STR("GET"), KEEL_STR("/raw"), raw_route, NULL };
     if ((rs = http->register_route(ctx, &raw)) != KEEL_OK) return rs;
+#endif
+#ifdef FANOUT
+    keel_route fan = { sizeof(keel_route), KEEL_STR("GET"), KEEL_STR("/fan"), fan_route, NULL };
+    if ((rs = http->register_route(ctx, &fan)) != KEEL_OK) return rs;
 #endif
 #endif
     return KEEL_OK;
