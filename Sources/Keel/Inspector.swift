@@ -34,6 +34,10 @@ public struct InspectReport: Sendable, Codable, Hashable {
     public var isolation: String?
     /// The interfaces plugin.yaml says it consumes, as `name/major range`, `(optional)` when so.
     public var consumes: [String] = []
+    /// Its console pages (`/ext/<id>/pages/<path>`), and the host endpoints they call with the viewer's rights
+    /// (`ConsoleDeclaration.fetchText`).
+    public var pages: [String] = []
+    public var consoleFetch: [String] = []
 
     /// Fills `activation`, `idleTimeout` and `isolation` from `manifest`. [the caller that read it]
     public mutating func describeRunning(_ manifest: Manifest) {
@@ -41,6 +45,8 @@ public struct InspectReport: Sendable, Codable, Hashable {
         idleTimeout = manifest.idleTimeout
         isolation = manifest.isolation.rawValue
         consumes = manifest.consumes.map { "\($0.interface) \($0.versions)" + ($0.optional ? " (optional)" : "") }
+        pages = (manifest.console?.pages ?? []).map { "/ext/\(manifest.id)/pages/\($0.path)" }
+        consoleFetch = manifest.console?.fetchText(pluginID: manifest.id) ?? []
     }
 
     /// `activation`, `idleTimeout` and `isolation` in one line ("lazy, idle-timeout 10m, in-process"); "as the

@@ -104,6 +104,8 @@ extension Kernel {
             consumes: (m?.consumes ?? []).map { "\($0.interface) \($0.versions) \($0.optional ? "optional" : "required")" },
             commands: (m?.commands ?? []).map { CommandInfo(plugin: record.id, $0) },
             proxies: (c?.proxies ?? []).map { "/ext/\(record.id)\($0.prefix)/ → \($0.upstream)" },
+            pages: (m?.console?.pages ?? []).map { "/ext/\(record.id)/pages/\($0.path)" },
+            consoleFetch: m?.console?.fetchText(pluginID: record.id) ?? [],
             activation: m?.activation.rawValue ?? "eager",
             activity: isLazy(record.id) && record.status == .enabled
                 ? (idle.contains(record.id) ? (m?.activation == .lazy ? "idle" : "not loaded")

@@ -94,11 +94,20 @@ extension Kernel {
             throw KernelError(.loadFailed, pluginID: manifest.id, reason: missing.description)
         }
         // A host endpoint that changes something runs with the rights of whoever views the page: the operator grants
-        // that, as the other capabilities that act for every caller.
-        if let write = console.fetch.first(where: { $0.method != "GET" && $0.method != "HEAD" }), !context.grants.contains(.consoleWrite) {
+        // that, as the other capabilities that act for every caller. So does one that reads what is not the
+        // plugin's own (another plugin's configuration and its secrets, the audit trail): an admin opening the page
+        // would hand it over.
+        if let write = console.fetch.first(where: \.isWrite), !context.grants.contains(.consoleWrite) {
             throw KernelError(.loadFailed, pluginID: manifest.id,
                               reason: "console.fetch: \(write) would change the host with the rights of whoever views the page; " +
                                       "ask for console-write under capabilities: and \(context.grantHint.text(id: manifest.id, capability: Capability.consoleWrite.rawValue))")
+        }
+        if let read = console.fetch.first(where: { !$0.isWrite && !$0.isFreeRead(for: manifest.id) }),
+           !context.grants.contains(.consoleRead), !context.grants.contains(.consoleWrite) {
+            throw KernelError(.loadFailed, pluginID: manifest.id,
+                              reason: "console.fetch: \(read) would read what is not the plugin's own with the rights of whoever views the page " +
+                                      "(without a grant a page reads only the session, the menus, the pages and /api/v1/plugins/\(manifest.id)); " +
+                                      "ask for console-read under capabilities: and \(context.grantHint.text(id: manifest.id, capability: Capability.consoleRead.rawValue))")
         }
         seed.console = console
         guard !console.pages.isEmpty else { return }

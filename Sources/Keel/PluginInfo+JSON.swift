@@ -25,6 +25,7 @@ extension PluginInfo {
             w.key("signature"); w.string(c.signature)
             w.end()
         }
+        w.key("consoleFetch"); w.strings(consoleFetch)
         w.key("consumes"); w.strings(consumes)
         w.key("dependencies"); w.begin()
         for (name, versions) in dependencies.sorted(by: { $0.key < $1.key }) { w.key(name); w.string(versions) }
@@ -38,6 +39,7 @@ extension PluginInfo {
         w.key("manifestOnly"); w.raw(manifestOnly ? "true" : "false")
         w.key("menus"); w.strings(menus)
         w.key("name"); w.string(name)
+        w.key("pages"); w.strings(pages)
         w.key("permissions"); w.strings(permissions)
         w.key("provides"); w.strings(provides)
         w.key("proxies"); w.strings(proxies)

@@ -49,6 +49,10 @@ public struct PluginInfo: Sendable, Codable, Hashable {
     public var commands: [CommandInfo] = []
     /// Apps it proxies while active, as `/ext/<id>/<prefix>/ → upstream`.
     public var proxies: [String] = []
+    /// Its console pages, and the host endpoints they call with the viewer's rights, from plugin.yaml
+    /// (`ConsoleDeclaration.fetchText`): what an operator reads before enabling it.
+    public var pages: [String] = []
+    public var consoleFetch: [String] = []
     /// `eager` or `lazy` (plugin.yaml's `activation:`).
     public var activation: String = "eager"
     /// For an enabled lazy plugin: `idle` (not loaded) or `active`; nil otherwise. Shown as `enabled (idle)`.

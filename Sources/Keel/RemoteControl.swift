@@ -159,13 +159,30 @@ public enum RemoteControl {
     /// Client side: the interfaces as the running server last published them.
     public static func liveServices(state: StateStore) throws -> [InterfaceInfo] {
         guard let text = try state.liveServicesJSON() else { return [] }
-        return try JSONDecoder().decode([InterfaceInfo].self, from: Data(text.utf8))
+        return try decodeLive([InterfaceInfo].self, text, what: "interfaces", state: state)
     }
 
     /// Client side: the plugins as the running server last published them.
     public static func livePlugins(state: StateStore) throws -> [PluginInfo] {
         guard let text = try state.livePluginsJSON() else { return [] }
-        return try JSONDecoder().decode([PluginInfo].self, from: Data(text.utf8))
+        return try decodeLive([PluginInfo].self, text, what: "plugins", state: state)
+    }
+
+    /// The server's published view, decoded; one line naming the state and what is wrong when it cannot be (a
+    /// server of another Keel version wrote it), never Foundation's text.
+    private static func decodeLive<T: Decodable>(_ type: T.Type, _ text: String, what: String, state: StateStore) throws(KernelError) -> T {
+        do { return try JSONDecoder().decode(type, from: Data(text.utf8)) } catch {
+            let detail: String
+            switch error as? DecodingError {
+            case let .keyNotFound(key, _)?: detail = "it has no \"\(key.stringValue)\""
+            case let .typeMismatch(_, context)?, let .valueNotFound(_, context)?, let .dataCorrupted(context)?
+                where !context.codingPath.isEmpty:
+                detail = "a wrong value at \(context.codingPath.map(\.stringValue).joined(separator: "."))"
+            default: detail = "it is not JSON"
+            }
+            throw KernelError(.state, reason: "\(state.path): the running server's view of its \(what) cannot be read (\(detail)); "
+                              + "is the server another Keel version? Restart it with this one")
+        }
     }
 
     /// Client side: queues `command` for the server and waits for its outcome. When the server has not taken it

@@ -39,9 +39,11 @@ final class LogGate: @unchecked Sendable {
 /// Delivers the kernel's events to the embedder's subscribers on a thread of its own (one per handle), in order,
 /// one at a time. The kernel only queues an item (it never waits for embedder code); this thread turns it into
 /// `keel_event`s: the command that ran, then one `KEEL_EVENT_PLUGIN_STATE` per plugin whose stored status or reason
-/// changed since the last look. Delivery follows the change, so an event may arrive after the call that made it
-/// returned; it goes to the subscriptions made before it was posted (`post`). Subscribers are called under a lock that
-/// `unsubscribe` and `stop` take too, so after either returns the callback is not running and is not called again.
+/// changed since that subscriber last heard of it. Delivery follows the change, so an event may arrive after the call
+/// that made it returned. A command's event goes to the subscriptions made before it was posted (`post`); plugin
+/// states are compared, for each subscriber, with those stored when it subscribed, so it hears of every change made
+/// after `subscribe` returned and of none made before. Subscribers are called under a lock that `unsubscribe` and
+/// `stop` take too, so after either returns the callback is not running and is not called again.
 /// `@unchecked Sendable`: the subscribers' C pointers are used only under `subscribers`' lock; `seen` only on the
 /// event thread.
 final class EventPump: @unchecked Sendable {
@@ -51,12 +53,17 @@ final class EventPump: @unchecked Sendable {
         case refresh
     }
 
+    /// Status and reason per plugin.
+    typealias States = [String: (PluginStatus, String?)]
+
     /// `@unchecked Sendable`: a C function and the embedder's pointer for it, only ever passed back to that function
     /// (the header makes the embedder keep it valid until unsubscribed).
     private struct Subscriber: @unchecked Sendable {
         let token: Int64
         let fn: keel_event_fn
         let userData: UnsafeMutableRawPointer?
+        /// The plugin states stored when it subscribed: what it is not told of.
+        let baseline: States
     }
 
     /// Items with the last subscription token issued when each was posted: a command's event goes to the
@@ -64,20 +71,16 @@ final class EventPump: @unchecked Sendable {
     /// Taken without the subscribers' lock, which the event thread holds while callbacks run: posting (the kernel's
     /// side) never waits for embedder code.
     private let queue = Mutex<(items: [(Item, Int64)], stopped: Bool)>(([], false))
-    /// The bound of the newest item posted: plugin states are read when an item is delivered, so they may include
-    /// changes of items posted since, and go to the subscriptions up to this one.
-    private let newestBound = Atomic<Int64>(0)
     private let wakeups = DispatchSemaphore(value: 0)
     private let finished = DispatchSemaphore(value: 0)
     private let subscribers = Mutex<[Subscriber]>([])
     private let nextToken = Atomic<Int64>(0)
     private let state: StateStore
-    /// Status and reason per plugin as last delivered. Event thread only.
-    private var seen: [String: (PluginStatus, String?)] = [:]
+    /// The states each subscriber was last told of, by token (its baseline until the first delivery). Event thread only.
+    private var seen: [Int64: States] = [:]
 
     init(state: StateStore) {
         self.state = state
-        seen = Self.read(state)
         let thread = Thread { [self] in run() }
         thread.name = "keel.events"
         thread.start()
@@ -85,16 +88,15 @@ final class EventPump: @unchecked Sendable {
 
     func post(_ item: Item) {
         let bound = nextToken.load(ordering: .acquiring)
-        queue.withLock { q in
-            q.items.append((item, bound))
-            newestBound.store(bound, ordering: .releasing)
-        }
+        queue.withLock { $0.items.append((item, bound)) }
         wakeups.signal()
     }
 
+    /// Adds a subscriber; reads the stored plugin states (its baseline) on the calling thread.
     func subscribe(_ fn: keel_event_fn, _ userData: UnsafeMutableRawPointer?) -> Int64 {
         let token = nextToken.add(1, ordering: .acquiringAndReleasing).newValue
-        subscribers.withLock { $0.append(Subscriber(token: token, fn: fn, userData: userData)) }
+        let baseline = Self.read(state)
+        subscribers.withLock { $0.append(Subscriber(token: token, fn: fn, userData: userData, baseline: baseline)) }
         return token
     }
 
@@ -114,7 +116,7 @@ final class EventPump: @unchecked Sendable {
         subscribers.withLock { $0.removeAll() }
     }
 
-    private static func read(_ state: StateStore) -> [String: (PluginStatus, String?)] {
+    private static func read(_ state: StateStore) -> States {
         let records = (try? state.plugins()) ?? []
         return Dictionary(records.map { ($0.id, ($0.status, $0.reason)) }, uniquingKeysWith: { a, _ in a })
     }
@@ -129,28 +131,46 @@ final class EventPump: @unchecked Sendable {
                 continue
             }
             if case let .command(name, pluginID, failure) = item {
-                deliver(KEEL_EVENT_COMMAND, pluginID: pluginID, command: name, status: nil, message: failure, upTo: bound)
+                deliver(KEEL_EVENT_COMMAND, pluginID: pluginID, command: name, status: nil, message: failure) { $0.token <= bound }
             }
-            let now = Self.read(state), newest = newestBound.load(ordering: .acquiring)
-            for (id, entry) in now.sorted(by: { $0.key < $1.key }) {
-                if let old = seen[id], old.0 == entry.0, old.1 == entry.1 { continue }
-                deliver(KEEL_EVENT_PLUGIN_STATE, pluginID: id, command: nil, status: entry.0.rawValue, message: entry.1, upTo: newest)
+            deliverStates(Self.read(state))
+        }
+    }
+
+    /// Tells each subscriber of the plugins whose state differs from what it was last told of (or stored when it
+    /// subscribed), by id. [event thread]
+    private func deliverStates(_ now: States) {
+        let sorted = now.sorted { $0.key < $1.key }
+        subscribers.withLock { list in
+            for s in list {
+                let before = seen[s.token] ?? s.baseline
+                seen[s.token] = now
+                for (id, entry) in sorted {
+                    if let old = before[id], old.0 == entry.0, old.1 == entry.1 { continue }
+                    call(s, KEEL_EVENT_PLUGIN_STATE, pluginID: id, command: nil, status: entry.0.rawValue, message: entry.1)
+                }
             }
-            seen = now
+            // The unsubscribed ones' go.
+            if seen.count > list.count { seen = seen.filter { token, _ in list.contains { $0.token == token } } }
         }
     }
 
     private func deliver(_ kind: Int32, pluginID: String?, command: String?, status: String?, message: String?,
-                         upTo bound: Int64) {
+                         to included: (Subscriber) -> Bool) {
+        subscribers.withLock { list in
+            for s in list where included(s) { call(s, kind, pluginID: pluginID, command: command, status: status, message: message) }
+        }
+    }
+
+    /// Calls one subscriber with one event, the thread marked busy. [event thread, under `subscribers`' lock]
+    private func call(_ s: Subscriber, _ kind: Int32, pluginID: String?, command: String?, status: String?, message: String?) {
         withOptionalCString(pluginID) { plugin in
             withOptionalCString(command) { command in
                 withOptionalCString(status) { status in
                     withOptionalCString(message) { message in
                         var event = keel_event(struct_size: UInt32(MemoryLayout<keel_event>.size), kind: kind, plugin_id: plugin,
                                                command: command, status: status, message: message)
-                        subscribers.withLock { list in
-                            ThreadState.busy { for s in list where s.token <= bound { s.fn(s.userData, &event) } }
-                        }
+                        ThreadState.busy { s.fn(s.userData, &event) }
                     }
                 }
             }

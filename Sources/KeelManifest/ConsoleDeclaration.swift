@@ -19,6 +19,15 @@ public struct ConsoleDeclaration: Sendable, Hashable {
     /// Most pages one plugin may declare.
     public static let maxPages = 32
 
+    /// The `console.fetch` list as an operator reads it before enabling the plugin: each endpoint with what it does
+    /// with the viewer's rights ("GET /api/v1/session", "GET /api/v1/audit (reads beyond its own: console-read)",
+    /// "POST ... (changes the host: console-write)").
+    public func fetchText(pluginID: String) -> [String] {
+        fetch.map { e in
+            e.isWrite ? "\(e) (changes the host: console-write)" : e.isFreeRead(for: pluginID) ? "\(e)" : "\(e) (reads beyond its own: console-read)"
+        }
+    }
+
     /// The first entry or style file that is not a regular file inside the bundle's `assets/` folder (symbolic
     /// links leaving it count as missing), as a one-line error naming `manifestPath` and the key; nil when all exist.
     public func missingFile(bundleFolder: String, manifestPath: String) -> ManifestError? {
@@ -95,6 +104,22 @@ public struct EndpointGrant: Sendable, Hashable, CustomStringConvertible {
     }
 
     public var description: String { "\(method) \(path)" }
+
+    /// Whether it changes something: any method but GET and HEAD (needs the `console-write` grant).
+    public var isWrite: Bool { method != "GET" && method != "HEAD" }
+
+    /// Whether a page of plugin `pluginID` may read it without the operator's grant: the viewer's own session, the
+    /// console's menus and pages, and the plugin's own info, configuration and logs (`/api/v1/plugins/<id>` and
+    /// below). Anything else a GET could read (another plugin's configuration and its secrets, the audit trail,
+    /// tenants, trusted keys) needs `console-read`.
+    public func isFreeRead(for pluginID: String) -> Bool {
+        guard !isWrite else { return false }
+        let own = "/api/v1/plugins/" + pluginID
+        return Self.freeReads.contains(path) || path == own || path.hasPrefix(own + "/")
+    }
+
+    /// Host endpoints every page may read (GET, HEAD) with the viewer's rights: nothing in them is another plugin's.
+    public static let freeReads: Set<String> = ["/api/v1/session", "/api/v1/menus", "/api/v1/pages"]
 }
 
 extension NodeReader {

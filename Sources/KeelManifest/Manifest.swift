@@ -237,6 +237,10 @@ public enum Capability: String, Sendable, Hashable, CaseIterable, Comparable {
     /// Console pages whose `console.fetch` names a host endpoint that changes something (anything but GET and HEAD),
     /// which then runs with the rights of whoever views the page. Sensitive.
     case consoleWrite = "console-write"
+    /// Console pages whose `console.fetch` names a host endpoint that reads beyond what every page may
+    /// (`EndpointGrant.isFreeRead`): another plugin's configuration or logs, the audit trail, tenants, trusted keys,
+    /// which the page then reads with the rights of whoever views it. `console-write` covers it. Sensitive.
+    case consoleRead = "console-read"
     /// Connecting out (any socket: TCP, UDP, IPv4, IPv6) from a worker process (`isolation: process`); a worker without
     /// it opens no socket. A plugin in the host's process has the host's rights whatever it asks. Sensitive.
     case network
@@ -250,7 +254,8 @@ public enum Capability: String, Sendable, Hashable, CaseIterable, Comparable {
     /// Capabilities that see or decide every request: asking for them in plugin.yaml is not enough, the operator
     /// must grant them (`keel plugins grant ID CAPABILITY`).
     public var isSensitive: Bool {
-        self == .authenticate || self == .authorize || self == .proxyRemote || self == .consoleWrite || self == .network || self == .processes
+        self == .authenticate || self == .authorize || self == .proxyRemote || self == .consoleWrite || self == .consoleRead
+            || self == .network || self == .processes
     }
 
     /// The capability string for serving a foreign prefix.

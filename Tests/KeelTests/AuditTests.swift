@@ -127,6 +127,7 @@ struct AuditTests {
             "permissions": ["notes:read"], "signature": "signed by acme", "signer": "acme (key 3f2a9c81d4e0b7a2)", "provides": ["gitops.sync/1 1.1.0 ranking 10"],
             "consumes": ["x/1 ^1 required"], "proxies": ["/ext/hello/app/ → http://127.0.0.1:9"], "activation": "lazy",
             "activity": "idle", "isolation": "process", "workerPID": 4242, "workerRestarts": 3,
+            "pages": ["/ext/hello/pages/items"], "consoleFetch": ["GET /api/v1/audit (reads beyond its own: console-read)"],
             "commands": [["plugin": "hello", "name": "ping", "signature": "(text) -> text", "description": odd, "permission": ""]],
         ]
         let info = try JSONDecoder().decode(PluginInfo.self, from: JSONSerialization.data(withJSONObject: fields))

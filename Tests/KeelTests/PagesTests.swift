@@ -115,6 +115,70 @@ struct ConsoleManifestTests {
         await kernel.shutdown()
     }
 
+    @Test("a console.fetch GET beyond the plugin's own (another plugin's configuration, the audit trail) needs the operator's grant of console-read; its own, the session, menus and pages do not; inspect and list show the list")
+    func readNeedsGrant() async throws {
+        let f = KernelFixture()
+        func stage(capabilities: String, fetch: String) throws {
+            let bundle = try TestEnvironment.makeBundle(in: f.plugins, folder: "pr", manifest: """
+                id: pr
+                name: Pages
+                version: 1.0.0
+                abi: "1.0"
+                \(capabilities)
+                console:
+                  pages:
+                    - {path: items, title: Items, entry: assets/items.js}
+                  fetch: [\(fetch)]
+
+                """, library: nil)
+            try FileManager.default.createDirectory(atPath: bundle + "/assets", withIntermediateDirectories: true)
+            try "export {}\n".write(toFile: bundle + "/assets/items.js", atomically: true, encoding: .utf8)
+        }
+        // What every page may read: nothing in it is another plugin's.
+        try stage(capabilities: "", fetch: #""GET /api/v1/session", "GET /api/v1/menus", "HEAD /api/v1/pages", "GET /api/v1/plugins/pr/config", "GET /api/v1/plugins/pr""#)
+        let kernel = try Kernel(configuration: KernelConfiguration(pluginsDirectory: f.plugins, stateFile: f.state) { _ in })
+        await kernel.start()
+        try await kernel.enable("pr")
+        #expect(try await kernel.plugin("pr").consoleFetch.first == "GET /api/v1/session")
+        try await kernel.disable("pr")
+        // Another plugin's configuration (its secrets), read with an admin's token when an admin opens the page.
+        try stage(capabilities: "", fetch: #""GET /api/v1/session", "GET /api/v1/plugins/victim/config""#)
+        await kernel.rescan()
+        let refusal = "console.fetch: GET /api/v1/plugins/victim/config would read what is not the plugin's own with the rights of whoever "
+            + "views the page (without a grant a page reads only the session, the menus, the pages and /api/v1/plugins/pr); ask for "
+            + "console-read under capabilities: and grant it with `keel plugins grant pr console-read`"
+        await #expect(throws: KernelError.self) { try await kernel.enable("pr") }
+        let refused = try await kernel.plugin("pr").reason
+        #expect(refused == refusal, "\(String(describing: refused))")
+        // A prefix of its own id is not its own: /api/v1/plugins/pr-other is another plugin's.
+        try stage(capabilities: "", fetch: #""GET /api/v1/plugins/prx/logs""#)
+        await kernel.rescan()
+        await #expect(throws: KernelError.self) { try await kernel.enable("pr") }
+        // Granted (console-read, or console-write, which covers reads): it runs, and its list says what each does.
+        try stage(capabilities: "capabilities: [console-read]", fetch: #""GET /api/v1/session", "GET /api/v1/audit""#)
+        await kernel.rescan()
+        try await kernel.setGrants("pr", grant: ["console-read"])
+        try await kernel.enable("pr")
+        let info = try await kernel.plugin("pr")
+        #expect(info.consoleFetch == ["GET /api/v1/session", "GET /api/v1/audit (reads beyond its own: console-read)"], "\(info.consoleFetch)")
+        #expect(info.pages == ["/ext/pr/pages/items"])
+        try await kernel.setGrants("pr", revoke: ["console-read"])
+        #expect(kernel.registry.snapshot.plugins["pr"] == nil, "revoked, it cannot run")
+        try stage(capabilities: "capabilities: [console-write]", fetch: #""GET /api/v1/audit", "POST /api/v1/plugins/pr/reload""#)
+        await kernel.rescan()
+        try await kernel.setGrants("pr", grant: ["console-write"])
+        try await kernel.enable("pr")
+        #expect(kernel.registry.snapshot.plugins["pr"] != nil, "console-write covers reads")
+        await kernel.shutdown()
+
+        // The CLI shows the list before anything is enabled.
+        let keel = TestEnvironment.binPath + "/keel"
+        let inspect = try TestEnvironment.run(keel, ["plugins", "inspect", f.plugins + "/pr"])
+        #expect(inspect.status == 0 && inspect.stdout.contains("pages:        /ext/pr/pages/items\n")
+                && inspect.stdout.contains("console.fetch: GET /api/v1/audit (reads beyond its own: console-read), POST /api/v1/plugins/pr/reload (changes the host: console-write) — called with the rights of whoever views its pages"),
+                "\(inspect.stdout)\(inspect.stderr)")
+    }
+
     @Test("entry and styles must exist inside the bundle's assets/ folder")
     func files() throws {
         let folder = TestEnvironment.makeTemporaryDirectory("console-files")

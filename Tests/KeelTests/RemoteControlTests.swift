@@ -7,6 +7,20 @@ import Testing
 
 /// A command the CLI gave up on never runs.
 extension KernelTests {
+    @Test("a published view another Keel version wrote (a key missing, not JSON) is refused in one line naming the state, never Foundation's text")
+    func unreadableLiveView() throws {
+        let f = KernelFixture()
+        let state = try StateStore(path: f.state)
+        try state.setLivePluginsJSON(#"[{"id": "calc"}]"#)
+        #expect { try RemoteControl.livePlugins(state: state) } throws: { error in
+            "\(error)".hasPrefix("\(f.state): the running server's view of its plugins cannot be read (it has no \"") && !"\(error)".contains("4865")
+        }
+        try state.setLiveServicesJSON("{not json")
+        #expect { try RemoteControl.liveServices(state: state) } throws: { error in
+            "\(error)" == "\(f.state): the running server's view of its interfaces cannot be read (it is not JSON); is the server another Keel version? Restart it with this one"
+        }
+    }
+
     @Test("a command the client cancelled after its timeout, or whose deadline passed, never runs")
     func cancelledCommandNeverRuns() async throws {
         let f = KernelFixture()

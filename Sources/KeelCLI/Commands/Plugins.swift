@@ -69,6 +69,8 @@ extension KeelCommand.Plugins {
                 }
                 if !p.routes.isEmpty { out += "  routes: \(p.routes.joined(separator: ", "))\n" }
                 for proxy in p.proxies { out += "  proxy:  \(proxy)\n" }
+                if !p.pages.isEmpty { out += "  pages:  \(p.pages.joined(separator: ", "))\n" }
+                if !p.consoleFetch.isEmpty { out += "  console.fetch (with the viewer's rights): \(p.consoleFetch.joined(separator: ", "))\n" }
                 if !p.menus.isEmpty { out += "  menus:  \(p.menus.joined(separator: ", "))\n" }
                 let hooks = p.authenticators.map { "authenticate \($0)" } + p.authorizers.map { "authorize \($0)" }
                 if !hooks.isEmpty { out += "  hooks:  \(hooks.joined(separator: ", "))\n" }
@@ -116,6 +118,10 @@ extension KeelCommand.Plugins {
                 if !report.services.isEmpty { print("provides:     " + report.services.joined(separator: ", ")) }
                 if !report.consumes.isEmpty { print("consumes:     " + report.consumes.joined(separator: ", ")) }
                 if !report.commands.isEmpty { print("commands:     " + report.commands.joined(separator: ", ")) }
+                if !report.pages.isEmpty { print("pages:        " + report.pages.joined(separator: ", ")) }
+                if !report.consoleFetch.isEmpty {
+                    print("console.fetch: " + report.consoleFetch.joined(separator: ", ") + " — called with the rights of whoever views its pages")
+                }
                 if !report.dependencies.isEmpty {
                     print("dependencies: " + report.dependencies.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
                 }
