@@ -11,9 +11,13 @@ import Synchronization
 ///
 /// It watches the root and every folder below it except build outputs and tool folders (`bundle`, `build`,
 /// `target`, `node_modules`, and hidden ones such as `.build` and `.git`), so the project's own build never
-/// triggers a rebuild. A save counts when a file is written and closed, moved in, moved away or removed; editor
-/// droppings (hidden files, `~` backups, `.swp`, vim's `4913` probe) do not, nor anything under `excluded` (absolute
-/// paths: the host's plugin folder and state files, when they lie inside the project). New folders get their own watch.
+/// triggers a rebuild. A save counts when a file is written and closed, moved in, moved away or removed, and its
+/// bytes differ from those it had when last seen (a build that writes an object file beside its source, or copies
+/// plugin.yaml into a folder of its own, writes the same bytes again at the next build: counted every time, each
+/// build started another, for ever); editor droppings (hidden files, `~` backups, `.swp`, vim's `4913` probe) and
+/// build artifacts (`.o`, `.so`, `.a`, `.d`, ...) do not count, nor anything under `excluded` (absolute paths: the
+/// host's plugin folder and state files, when they lie inside the project). New folders get their own watch, and the
+/// files already in them when it is added count as saved (they may have arrived before it).
 /// `stop()` ends the thread within 50 ms.
 final class SourceWatcher: Sendable {
     static let skippedFolders: Set<String> = ["bundle", "build", "target", "node_modules"]
@@ -26,6 +30,10 @@ final class SourceWatcher: Sendable {
     private let onBurst: @Sendable (ContinuousClock.Instant, [String]) -> Void
     private let running = Atomic<Bool>(true)
     private let watches = Mutex<[Int32: String]>([:]) // wd → folder relative to the root ("" for the root)
+    /// Each source file's bytes as last seen (`FileDigest`), by path relative to the root.
+    private let digests = Mutex<[String: FileDigest]>([:])
+    /// Files found in folders whose watch was added after they were made (the watcher thread takes them).
+    private let foundInNewFolders = Mutex<[String]>([])
 
     /// - Throws: `CLIError` naming the folder when inotify is unavailable or the root cannot be watched.
     init(root: String, excluding excluded: [String] = [], quiet: Duration = .milliseconds(60),
@@ -46,17 +54,66 @@ final class SourceWatcher: Sendable {
     /// Whether a file or folder name is an editor's or a tool's, not a source.
     static func ignored(_ name: String) -> Bool {
         name.hasPrefix(".") || name.hasSuffix("~") || name.hasSuffix(".swp") || name.hasSuffix(".swx")
-            || name.hasSuffix(".tmp") || name == "4913"
+            || name.hasSuffix(".tmp") || name == "4913" || isArtifact(name)
     }
 
-    /// Watches `folder` (relative) and the folders below it that are not skipped; false when `folder` itself fails.
+    /// What compilers and linkers write, never a source: an object, a library, a dependency file, a precompiled header.
+    static func isArtifact(_ name: String) -> Bool {
+        guard let dot = name.lastIndex(of: "."), dot != name.startIndex else { return false }
+        let ext = name[name.index(after: dot)...]
+        return artifactExtensions.contains(String(ext)) || name.contains(".so.")
+    }
+    static let artifactExtensions: Set<String> = ["o", "obj", "a", "so", "dylib", "d", "lo", "la", "gch", "pch", "rlib", "rmeta", "pyc", "class"]
+
+    /// A file's bytes, told apart: an FNV-1a hash of them with their count (files up to 16 MiB; a larger one by its
+    /// size and modification time). Nil for a file that cannot be read (gone).
+    struct FileDigest: Equatable, Sendable {
+        let size: Int
+        let hash: UInt64
+
+        init?(path: String) {
+            var st = stat()
+            guard stat(path, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { return nil }
+            if st.st_size > 16 << 20 {
+                (size, hash) = (Int(st.st_size), UInt64(bitPattern: Int64(st.st_mtim.tv_sec)) &* 1_000_000_007 &+ UInt64(st.st_mtim.tv_nsec))
+                return
+            }
+            guard let bytes = try? SystemFile.read(path, limit: 16 << 20) else { return nil }
+            var h: UInt64 = 0xcbf2_9ce4_8422_2325
+            for b in bytes { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+            (size, hash) = (bytes.count, h)
+        }
+    }
+
+    /// Whether `path` (relative) differs from its bytes when last seen, remembering them now: a file not seen
+    /// before, or gone, counts.
+    private func differs(_ path: String) -> Bool {
+        let now = FileDigest(path: root + "/" + path)
+        return digests.withLock { known in
+            defer { known[path] = now }
+            return now == nil || known[path] != now
+        }
+    }
+
+    /// Watches `folder` (relative) and the folders below it that are not skipped, and notes the bytes of the files
+    /// in them; false when `folder` itself fails. With `late` (a folder made after the watch of its parent), its
+    /// files are also reported as saved: they may have been written before its watch was added.
     @discardableResult
-    private func addTree(_ folder: String) -> Bool {
+    private func addTree(_ folder: String, late: Bool = false) -> Bool {
         let path = folder.isEmpty ? root : root + "/" + folder
         guard let wd = inotify.add(path, mask: Self.mask) else { return false }
         watches.withLock { $0[wd] = folder }
-        for name in (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? [] where isWatchedFolder(folder, name) {
-            addTree(folder.isEmpty ? name : folder + "/" + name)
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? [] {
+            let relative = folder.isEmpty ? name : folder + "/" + name
+            if isWatchedFolder(folder, name) {
+                addTree(relative, late: late)
+            } else if !Self.ignored(name), !excluded.contains(relative) {
+                // Found late: a save not seen yet (its bytes are noted when the burst is taken). Else the bytes the
+                // file starts with.
+                if late { foundInNewFolders.withLock { $0.append(relative) } } else if let digest = FileDigest(path: path + "/" + name) {
+                    digests.withLock { $0[relative] = digest }
+                }
+            }
         }
         return true
     }
@@ -90,8 +147,16 @@ final class SourceWatcher: Sendable {
                 last = clock.now
                 if !changed.contains(path) { changed.append(path) }
             }
+            for path in foundInNewFolders.withLock({ found in defer { found = [] }; return found }) where !changed.contains(path) {
+                if first == nil { first = clock.now }
+                last = clock.now
+                changed.append(path)
+            }
             if let start = first, clock.now - last >= quiet {
+                // Files that were made and are gone again were an editor's temporary ones; files written with the
+                // bytes they had are no change.
                 let saved = changed.filter { !created.contains($0) || FileManager.default.fileExists(atPath: root + "/" + $0) }
+                    .filter { differs($0) }
                 if !saved.isEmpty { onBurst(start, saved) }
                 first = nil
                 changed.removeAll()
@@ -110,7 +175,7 @@ final class SourceWatcher: Sendable {
         let isCreate = event.mask & UInt32(IN_CREATE) != 0
         if event.mask & UInt32(IN_ISDIR) != 0 {
             if folder.isEmpty && Self.skippedFolders.contains(event.name) { return nil }
-            if event.mask & UInt32(IN_CREATE | IN_MOVED_TO) != 0 { addTree(path) }
+            if event.mask & UInt32(IN_CREATE | IN_MOVED_TO) != 0 { addTree(path, late: true) }
             return isCreate ? nil : (path, false)
         }
         return (path, isCreate)

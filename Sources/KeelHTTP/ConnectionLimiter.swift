@@ -9,19 +9,28 @@ import Synchronization
 ///
 /// Every connection registers itself when it opens and leaves when it closes. A connection is idle while no request
 /// is being read or answered on it. When a new connection would go over the limit, the connection idle for longest
-/// is closed to make room; when none is idle, the new connection is closed at once. So a flood of idle connections
-/// (up to the descriptor limit) cannot stop `/healthz` or the admin API from answering, and a flood of busy ones is
-/// bounded. Thread-safe: connections live on several event loops; their bookkeeping is behind one lock.
+/// is closed to make room; when none is idle, the one that has been receiving a request (its head read, not yet its
+/// whole body) for longest is, once that has lasted `slowReceiveGrace`; when there is none of those either, the new
+/// connection is closed at once. So a flood of idle connections (up to the descriptor limit) cannot stop `/healthz`
+/// or the admin API from answering, nor can a flood of requests whose bodies trickle in (a byte every few seconds
+/// kept them busy for the whole body time-out, and reconnecting kept the host full); a flood of requests being
+/// answered is bounded. An upgraded connection (a proxied WebSocket) counts as busy: it is never closed for room.
+/// Thread-safe: connections live on several event loops; their bookkeeping is behind one lock.
 final class ConnectionLimiter: Sendable {
     let limit: Int
     /// How long a connection may stay unable to take more of its answers (its client reads nothing) before it is
     /// closed: such a connection is busy for ever, and enough of them would leave nothing idle to close for a new one.
     let stallTimeout: TimeAmount
+    /// How long a request may take to arrive whole before its connection may be closed to make room for a new one
+    /// (only when the limit is reached and nothing is idle).
+    let slowReceiveGrace: TimeAmount
 
     private struct Entry {
         let channel: any Channel
         var busy: Int
         var idleSince: UInt64
+        /// When the request being received started (its head was read), in uptime nanoseconds; nil when none is.
+        var receivingSince: UInt64?
     }
 
     private struct Table {
@@ -31,9 +40,10 @@ final class ConnectionLimiter: Sendable {
 
     private let table = Mutex(Table())
 
-    init(limit: Int, stallTimeout: TimeAmount = .seconds(30)) {
+    init(limit: Int, stallTimeout: TimeAmount = .seconds(30), slowReceiveGrace: TimeAmount = .seconds(5)) {
         self.limit = max(1, limit)
         self.stallTimeout = stallTimeout
+        self.slowReceiveGrace = slowReceiveGrace
     }
 
     /// The number of open connections (for tests and metrics).
@@ -46,11 +56,13 @@ final class ConnectionLimiter: Sendable {
             if t.entries[ObjectIdentifier(channel)] != nil { return .some(nil) }
             var victim: (any Channel)?
             if t.entries.count >= limit {
-                guard let oldest = t.entries.filter({ $0.value.busy == 0 }).min(by: { $0.value.idleSince < $1.value.idleSince }) else {
-                    return .none
-                }
-                victim = oldest.value.channel
-                t.entries[oldest.key] = nil
+                let slow = NIODeadline.now().uptimeNanoseconds - UInt64(max(0, slowReceiveGrace.nanoseconds))
+                let room = t.entries.filter({ $0.value.busy == 0 }).min(by: { $0.value.idleSince < $1.value.idleSince })
+                    ?? t.entries.filter({ ($0.value.receivingSince ?? .max) <= slow })
+                        .min(by: { ($0.value.receivingSince ?? .max) < ($1.value.receivingSince ?? .max) })
+                guard let room else { return .none }
+                victim = room.value.channel
+                t.entries[room.key] = nil
             }
             t.tick += 1
             t.entries[ObjectIdentifier(channel)] = Entry(channel: channel, busy: 0, idleSince: t.tick)
@@ -65,8 +77,20 @@ final class ConnectionLimiter: Sendable {
         table.withLock { _ = $0.entries.removeValue(forKey: ObjectIdentifier(channel)) }
     }
 
-    func requestStarted(_ channel: any Channel) {
-        table.withLock { $0.entries[ObjectIdentifier(channel)]?.busy += 1 }
+    /// A request's head was read (`receiving`: its body is still to come), or a connection was upgraded (not).
+    func requestStarted(_ channel: any Channel, receiving: Bool = false) {
+        let now = receiving ? NIODeadline.now().uptimeNanoseconds : nil
+        table.withLock { t in
+            guard var e = t.entries[ObjectIdentifier(channel)] else { return }
+            e.busy += 1
+            e.receivingSince = now
+            t.entries[ObjectIdentifier(channel)] = e
+        }
+    }
+
+    /// The request being received arrived whole.
+    func requestReceived(_ channel: any Channel) {
+        table.withLock { $0.entries[ObjectIdentifier(channel)]?.receivingSince = nil }
     }
 
     func responseEnded(_ channel: any Channel) {
@@ -176,7 +200,11 @@ final class ConnectionLimiter: Sendable {
         }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-            if case .head = unwrapInboundIn(data) { limiter.requestStarted(context.channel) }
+            switch unwrapInboundIn(data) {
+            case .head: limiter.requestStarted(context.channel, receiving: true)
+            case .end: limiter.requestReceived(context.channel)
+            case .body: break
+            }
             context.fireChannelRead(data)
         }
 

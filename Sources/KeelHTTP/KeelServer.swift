@@ -25,6 +25,9 @@ public struct ServerConfiguration: Sendable {
     /// Open connections at most. Over it, the longest-idle connection is closed to make room, or the new one when
     /// none is idle. The default stays below the process's descriptor limit.
     public var maxConnections: Int
+    /// Names a request's `Host` may give besides the loopback ones (`HostCheck`): a server listening on a loopback
+    /// address refuses any other (DNS rebinding); one listening elsewhere checks only once some are given.
+    public var allowedHosts: [String] = []
     /// Threads that run plugin code (hooks and handlers); never Swift's cooperative pool.
     public var pluginThreads: Int
     /// Of those, how many one plugin may occupy at once; its further calls wait without holding a thread.
@@ -136,7 +139,8 @@ public struct KeelServer: Sendable {
         // Middleware applies to the routes added after it (and to "not found", where plugin paths land): plugin
         // dispatch goes first.
         let proxy = PluginProxy(gatekeeper: gatekeeper, maxBodySize: configuration.maxBodySize, bodyTimeout: configuration.bodyTimeout)
-        let webSockets = WebSocketProxy(proxy: proxy, idleTimeout: configuration.idleTimeout)
+        let hosts = HostCheck(listenHost: configuration.host, allowedHosts: configuration.allowedHosts)
+        let webSockets = WebSocketProxy(proxy: proxy, idleTimeout: configuration.idleTimeout, hosts: hosts)
         let methods = MethodTable()
         router.add(middleware: PluginRoutesMiddleware(plugins: PluginDispatcher(
             gatekeeper: gatekeeper, maxBodySize: configuration.maxBodySize, bodyTimeout: configuration.bodyTimeout, proxy: proxy),
@@ -153,7 +157,7 @@ public struct KeelServer: Sendable {
         builtinRoutes(router)
         methods.fill(from: router)
         let responder = KeelResponder(router: router.buildResponder(),
-                                      plugins: router.middlewares.constructResponder(finalResponder: UnroutedResponder()))
+                                      plugins: router.middlewares.constructResponder(finalResponder: UnroutedResponder()), hosts: hosts)
         let sink = kernel.logSink
         var logger = configuration.logsThroughKernel
             ? Logger(label: "keel.http") { label in StructuredLog.handler(label: label, sink: sink) }

@@ -346,8 +346,11 @@ struct KeelResponder: HTTPResponder {
     /// The router's middleware stack in front of `UnroutedResponder`: made from `Router.middlewares` once every
     /// middleware is added.
     let plugins: any HTTPResponder<KeelRequestContext>
+    /// The names `Host` may give (DNS rebinding).
+    let hosts: HostCheck
 
     func respond(to request: Request, context: Context) async throws -> Response {
+        if hosts.active, let refusal = hosts.refusal(request.head.authority) { return try refusal.response(from: request, context: context) }
         var request = request
         let given = request.uri.path
         let path: String

@@ -167,8 +167,19 @@ final class PluginProxy: Sendable {
 
     /// Proxies `request` arriving on `channel`: its client's address goes in `X-Forwarded-For`, and the upstream
     /// exchange runs on its event loop.
+    /// The refusal of a proxy whose upstream is this very server (the address and port the request came in on): each
+    /// request would come back as another, until the connection limit is full (one anonymous GET of a looping proxy
+    /// took every connection of the host). Nil for any other upstream.
+    static func loopRefusal(_ proxy: ProxyDeclaration, pluginID: String, channel: (any Channel)?) -> APIError? {
+        guard let local = channel?.localAddress, local.port == proxy.port else { return nil }
+        let host = proxy.host.hasPrefix("[") ? String(proxy.host.dropFirst().dropLast()) : proxy.host
+        guard proxy.isLoopback || host == local.ipAddress else { return nil }
+        return APIError(.badGateway, "proxy-loop", "the upstream of /ext/\(pluginID)\(proxy.prefix) (\(proxy.upstream)) is this host itself: refused, it would loop")
+    }
+
     func respond(to request: Request, pluginID: String, proxy: ProxyDeclaration, rest: String, channel: (any Channel)?) async throws -> Response {
         let peer = channel?.remoteAddress?.ipAddress, loop = channel?.eventLoop
+        if let refusal = Self.loopRefusal(proxy, pluginID: pluginID, channel: channel) { throw refusal }
         let caller = try await admit(request, pluginID: pluginID)
         if let length = request.headers[.contentLength].flatMap(Int.init), length > maxBodySize { throw APIError.tooLarge(maxBodySize) }
 

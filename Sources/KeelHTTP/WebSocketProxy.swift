@@ -46,9 +46,13 @@ final class WebSocketProxy: Sendable {
         case refuse(APIError)
     }
 
-    init(proxy: PluginProxy, idleTimeout: Duration) {
+    /// The names `Host` may give (DNS rebinding), checked as for every request.
+    let hosts: HostCheck
+
+    init(proxy: PluginProxy, idleTimeout: Duration, hosts: HostCheck) {
         self.proxy = proxy
         self.idleTimeout = idleTimeout
+        self.hosts = hosts
     }
 
     /// True when `headers` ask for a WebSocket (`Upgrade: websocket`, any case).
@@ -74,6 +78,7 @@ final class WebSocketProxy: Sendable {
         guard let fields = try? HTTPRequest(head, secure: false, splitCookie: false) else {
             return refuse(APIError(.badRequest, "bad-websocket-handshake", "the handshake is not a valid HTTP request"))
         }
+        if let refusal = hosts.refusal(fields.authority) { return refuse(refusal) }
         // The path as routing sees it (the hooks see the same), refused as routing would refuse it.
         var canonicalHead = fields
         let raw = Request(head: fields, body: RequestBody(buffer: ByteBuffer()))
@@ -103,6 +108,7 @@ final class WebSocketProxy: Sendable {
         guard snapshot.route(method: request.method.rawValue, path: path) == nil, let proxied = snapshot.proxy(for: path) else {
             return refuse(APIError.notFound)
         }
+        if let refusal = PluginProxy.loopRefusal(proxied.proxy, pluginID: proxied.pluginID, channel: channel) { return refuse(refusal) }
         let caller: Gatekeeper.Caller
         do { caller = try await proxy.admit(request, pluginID: proxied.pluginID) } catch let error as APIError {
             return refuse(error)

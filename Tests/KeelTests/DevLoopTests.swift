@@ -255,6 +255,30 @@ struct DevLoopTests {
         #expect(dev.interrupt() == 0, "\(dev.output.value)\(dev.errors.value)")
     }
 
+    @Test("a build that writes outside bundle/ (an object file beside its source, a copy of plugin.yaml in a folder of its own) rebuilds at most once, not for ever; a folder made with a file in it at once is a save")
+    func buildOutputsDoNotLoop() async throws {
+        let (project, env) = try Self.makeProject()
+        let host = TestEnvironment.makeTemporaryDirectory("dev-outputs")
+        // An object in src/ (an artifact: never a source) and plugin.yaml copied into out/ (the same bytes each time).
+        let build = "cc -c -fPIC $(pkg-config --cflags keel-plugin) -o src/plugin.o src/plugin.c && mkdir -p out && cp plugin.yaml out/plugin.yaml && make"
+        let dev = try ChildProcess(PluginKitTests.keel, ["dev", project, "--build", build, "--serve", "--port", "0",
+                                                         "--plugins", host + "/plugins", "--state", host + "/state.db"], environment: env)
+        defer { dev.stop() }
+        try await dev.waitFor("watching \(project)")
+        func builds() -> Int { dev.output.value.split(separator: "\n").filter { $0.hasPrefix("building \(Self.id) (") }.count }
+        try await Task.sleep(for: .seconds(4))
+        // out/plugin.yaml is new to the watcher once: one build for it, then its bytes are known.
+        #expect(builds() <= 1, "\(builds()) builds: \(dev.output.value)")
+        let settled = builds()
+        try await Task.sleep(for: .seconds(2))
+        #expect(builds() == settled, "still building: \(dev.output.value)")
+        // A folder made with a file in it at once (before the watcher can watch it): a save.
+        try FileManager.default.createDirectory(atPath: project + "/assets", withIntermediateDirectories: true)
+        try "a note".write(toFile: project + "/assets/note.txt", atomically: true, encoding: .utf8)
+        try await dev.waitFor("building \(Self.id) (assets/note.txt changed")
+        #expect(dev.interrupt() == 0, "\(dev.output.value)\(dev.errors.value)")
+    }
+
     @Test("Ctrl-C during a build ends the build and the processes it started")
     func interruptEndsTheBuild() async throws {
         let (project, env) = try Self.makeProject()

@@ -400,7 +400,7 @@ struct FirstContactTests {
         let script = try run(["--generate-completion-script", "bash"])
         #expect(script.status == 0 && script.stdout.contains("---completion"), "\(script.stderr)")
         // `keel plugins grant|revoke ID <TAB>` offers every capability there is, the sensitive ones included.
-        let offered = "'routes'$'\\n''menus'$'\\n''authenticate'$'\\n''authorize'$'\\n''proxy-remote'$'\\n''console-write'$'\\n''network'"
+        let offered = "'routes'$'\\n''menus'$'\\n''authenticate'$'\\n''authorize'$'\\n''proxy-remote'$'\\n''console-write'$'\\n''console-read'$'\\n''network'"
         #expect(script.stdout.components(separatedBy: offered).count == 3, "grant and revoke complete every capability")
         // What the bash script runs: ---completion PATH -- ARGUMENT WORD-INDEX CURSOR-INDEX WORDS...
         func complete(_ path: [String], _ argument: String, _ words: [String]) throws -> [String] {

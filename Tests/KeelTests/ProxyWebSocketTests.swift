@@ -14,7 +14,7 @@ struct ProxyWebSocketTests {
     /// (short only for the test of it): this test process's two-thread cooperative pool can be held for tens of
     /// seconds by the suite's tests that wait on child processes, and a client that cannot send meanwhile must not be
     /// taken for an idle one (a full parallel run once lost the relay test that way after 30 s).
-    static func serve(_ upstream: Upstream, timeout: Double = 30, idle: Int = 300) throws -> ServerProcess {
+    static func serve(_ upstream: Upstream, timeout: Double = 30, idle: Int = 300, extra: [String] = []) throws -> ServerProcess {
         let f = KernelFixture()
         _ = try TestEnvironment.makeBundle(in: f.plugins, folder: "ws", manifest: """
             id: ws
@@ -27,7 +27,7 @@ struct ProxyWebSocketTests {
             """, library: nil)
         let keel = TestEnvironment.binPath + "/keel"
         #expect(try TestEnvironment.run(keel, ["plugins", "enable", "ws", "--plugins", f.plugins, "--state", f.state]).status == 0)
-        return try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch", "--idle-timeout", "\(idle)"])
+        return try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch", "--idle-timeout", "\(idle)"] + extra)
     }
 
     static var logger: Logger {
@@ -117,6 +117,25 @@ struct ProxyWebSocketTests {
         }
         #expect(seen.echoes == ["after reload", "closed"])
         #expect(seen.close == 1008)
+    }
+
+    @Test("an open WebSocket is in use, never the idle connection closed to make room: a flood of idle connections past the limit leaves it open")
+    func notClosedForRoom() async throws {
+        let upstream = try Upstream(script: "ws_echo.py")
+        defer { upstream.stop() }
+        let server = try Self.serve(upstream, extra: ["--max-connections", "8"])
+        defer { server.stop() }
+        let port = server.port
+        let seen = try await Self.session(server, "/ext/ws/app/live") { frames, out in
+            // Twelve bare connections, each past the limit closing the one idle for longest.
+            var flood: [Int32] = []
+            defer { flood.forEach { close($0) } }
+            for _ in 0..<12 { flood.append(try RawHTTP.connect(port: port)) }
+            try await Task.sleep(for: .milliseconds(300))
+            try await out.write(.text("still here"))
+            return [String(buffer: try #require(try await frames.next()).data)]
+        }
+        #expect(seen.echoes == ["still here"], "\(seen.echoes) closed with \(String(describing: seen.close))")
     }
 
     @Test("a WebSocket opened with the admin token is closed (1008) when the token is reset: a leaked token's socket does not outlive it")

@@ -290,6 +290,36 @@ struct SecurityTests {
         #expect(try RawHTTP.request(port: limited.port, "GET", "/ext/spy/echo").status == 200)
     }
 
+    @Test("clients whose request bodies trickle in (a byte a second) cannot fill the connection limit: once it is reached, the slowest is closed for a new client after 5 s")
+    func tricklingBodies() async throws {
+        let host = try spyHost()
+        let server = try serve(host, ["--max-connections", "10"])
+        defer { server.stop() }
+        var slow: [Int32] = []
+        defer { slow.forEach { close($0) } }
+        for _ in 0..<10 {
+            let fd = try RawHTTP.connect(port: server.port)
+            RawHTTP.send(fd, "POST /api/v1/session/page HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\n{")
+            slow.append(fd)
+        }
+        let trickling = Atomic<Bool>(true)
+        let fds = slow
+        let trickle = Thread {
+            while trickling.load(ordering: .relaxed) {
+                for fd in fds { _ = " ".withCString { Glibc.send(fd, $0, 1, Int32(MSG_NOSIGNAL)) } }
+                usleep(1_000_000)
+            }
+        }
+        trickle.start()
+        defer { trickling.store(false, ordering: .relaxed) }
+        try await Task.sleep(for: .seconds(6))
+        // Before: all ten were busy for the whole body time-out (30 s), and every new connection was closed at once.
+        for _ in 0..<3 {
+            let health = try? RawHTTP.request(port: server.port, "GET", "/healthz")
+            #expect(health?.status == 200, "a new client was locked out: \(String(describing: health?.text))")
+        }
+    }
+
     @Test("clients that send requests and never read the answers are closed after the idle time-out: they cannot fill the connection limit")
     func stalledReaders() async throws {
         let host = try spyHost()

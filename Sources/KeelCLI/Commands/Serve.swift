@@ -39,6 +39,8 @@ extension KeelCommand {
         var bodyTimeout = 30.0
         @Option(name: .customLong("max-connections"), help: "Open connections at most; over it the longest-idle one is closed to make room (default 1024, or a third of the descriptor limit less 64 when that is less).")
         var maxConnections: Int?
+        @Option(name: .customLong("allowed-host"), help: "A name clients reach this server by, besides localhost and the loopback addresses (repeat it for several). Listening on a loopback address, other names in Host are refused (421 host-not-allowed: DNS rebinding); listening elsewhere, names are checked once one is given.")
+        var allowedHosts: [String] = []
         @Option(name: .customLong("plugin-threads"), help: "Threads that run plugin code (hooks and handlers).")
         var pluginThreads = 32
         @Option(name: .customLong("threads-per-plugin"), help: "Of those, how many one plugin may occupy at once.")
@@ -89,6 +91,7 @@ extension KeelCommand {
                                         maxConnections: maxConnections ?? ServerConfiguration.defaultMaxConnections, pluginThreads: pluginThreads,
                                         threadsPerPlugin: threadsPerPlugin, pluginQueueLimit: pluginQueue)
             c.metrics = metrics
+            c.allowedHosts = allowedHosts
             c.exitsOnStall = exitOnStall
             c.healthInterval = healthInterval > 0 ? .milliseconds(Int64(healthInterval * 1000)) : nil
             c.healthBudget = .milliseconds(healthBudget)

@@ -90,7 +90,7 @@ static int http_get_with(int port, const char *path, const char *header, char *o
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) { close(fd); return -1; }
     char req[512];
-    int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n%s%s\r\n", path,
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n%s%s\r\n", path,
                      header ? header : "", header ? "\r\n" : "");
     if (write(fd, req, (size_t)n) != n) { close(fd); return -1; }
     size_t got = 0;
