@@ -170,6 +170,12 @@ extension Kernel {
         // Taken out whatever happens next: a copy is activated by at most one generation, and a build that runs in a
         // worker or has no library leaves no use for it.
         let kept = build.libraryPath.flatMap { residents.take(id, path: $0) }
+        // A library plugin.yaml names that is not there: said with what the folder most likely is, in the history like
+        // any failed load.
+        if kept == nil, let missing = build.bundle.missingLibrary {
+            record(id, build.number, version: "\(build.manifest.version)", checksum: "", outcome: "failed", detail: missing)
+            throw KernelError(.bundle, pluginID: id, reason: missing)
+        }
         guard let libraryPath = build.libraryPath, !build.isolated else { return try activate(openManifestOnly(build)) }
         if let kept, reusing { return try activate(reopen(build, kept)) }
         let copy: GenerationStore.Copy

@@ -55,7 +55,7 @@ struct KeelCommand: AsyncParsableCommand {
             reportUsage(error)
         }
         // The commands the README names as making a new state say nothing when they do (`noteNewState`).
-        GlobalOptions.makesStateByDesign.store(command is Plugins.Enable || command is Serve, ordering: .relaxed)
+        GlobalOptions.makesStateByDesign.store(command is Plugins.Enable || command is Serve || command is Dev, ordering: .relaxed)
         do {
             if var asyncCommand = command as? AsyncParsableCommand { try await asyncCommand.run() } else { try command.run() }
             // After the command's own output, and only when it succeeded: a failure stays one line.
@@ -268,7 +268,7 @@ struct GlobalOptions: ParsableArguments {
         return try StateStore(path: stateFile)
     }
 
-    /// True while the command running is one the README names as making a new state (`plugins enable`, `serve`).
+    /// True while the command running is one the README names as making a new state (`plugins enable`, `serve`, `dev`).
     static let makesStateByDesign = Atomic<Bool>(false)
     /// The note `noteNewState` leaves for `KeelCommand.main` to print once the command succeeded.
     static let newStateNote = Mutex<String?>(nil)

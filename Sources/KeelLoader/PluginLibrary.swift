@@ -108,7 +108,7 @@ public final class PluginLibrary: @unchecked Sendable {
         ledger?.charge(size)
         guard let symbol = dlsym(handle, KEEL_ENTRY_SYMBOL) else {
             throw LoadError(.missingEntry, path: path, pluginID: expectedID,
-                            reason: "no \(KEEL_ENTRY_SYMBOL) symbol: define it with KEEL_PLUGIN_ENTRY(descriptor) and keep it visible")
+                            reason: "no \(KEEL_ENTRY_SYMBOL) symbol: define it with KEEL_PLUGIN_ENTRY(descriptor) in C, @_cdecl(\"keel_plugin_entry\") in Swift or keel_plugin::plugin! in Rust, and keep it visible")
         }
         let entry = unsafeBitCast(symbol, to: keel_plugin_entry_fn.self)
         guard let plugin = entry() else {
@@ -243,6 +243,11 @@ public final class PluginLibrary: @unchecked Sendable {
         if let version = descriptor.version, Semver(version) != manifest.version {
             throw LoadError(.manifestMismatch, path: path, pluginID: manifest.id,
                             reason: "library says version \(version) but \(manifestPath) says \(manifest.version)")
+        }
+        // plugin.yaml asks for an ABI this host does not have: said as for a library built for one.
+        if Int(manifest.abi.major) != StatusCode.hostABIMajor || Int(manifest.abi.minor) > StatusCode.hostABIMinor {
+            throw LoadError(.incompatibleABI, path: path, pluginID: manifest.id,
+                            reason: "\(manifestPath) says abi: \"\(manifest.abi)\", this host supports \(Self.supportedABIText)")
         }
         // The manifest names the ABI the plugin needs; the library may have been built against a later minor header.
         if descriptor.abi.major != manifest.abi.major || descriptor.abi.minor < manifest.abi.minor {

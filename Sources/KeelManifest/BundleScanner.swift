@@ -82,6 +82,26 @@ public struct PluginBundle: Sendable {
     /// The library's path; nil without a usable manifest or for a manifest-only bundle.
     public var libraryPath: String? { manifest?.library.map { folder + "/" + $0 } }
 
+    /// Why the library plugin.yaml names is not there, in one line, when it is not: the key and the file, and what
+    /// the folder most likely is instead: a plugin project whose build put the bundle in `bundle/ID/` (the project
+    /// copied where its bundle belongs), or a bundle whose library is named otherwise (`libcountr.so` for the
+    /// `libcounter.so` beside it). Nil when the file exists, or plugin.yaml names none.
+    public var missingLibrary: String? {
+        guard let library = manifest?.library, let path = libraryPath, access(path, F_OK) != 0 else { return nil }
+        var text = "\(manifestPath): key \"library\": \(library) is not in \(folder)"
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
+        let built = folder + "/bundle/" + id
+        if access(built + "/" + ManifestLoader.fileName, F_OK) == 0 {
+            text += " (this folder is a plugin project, not its bundle: its build made the bundle in \(built); copy that folder here instead, as keel dev does)"
+        } else if let near = names.first(where: { $0 == library + ".so" || $0 == "lib" + library + ".so" })
+                    ?? Spelling.nearest(library, in: names.filter { $0.hasSuffix(".so") || $0.contains(".so.") }) {
+            text += " (did you mean \(near)?)"
+        } else if !library.contains(".so") {
+            text += " (a library file's name ends in .so: lib<name>.so)"
+        }
+        return text
+    }
+
     /// The file whose bytes identify a build (its checksum in load history, reload and signature checks): the
     /// library, or plugin.yaml for a manifest-only bundle; nil without a usable manifest.
     public var buildPath: String? {

@@ -236,7 +236,7 @@ struct CLITests {
         let byID = try TestEnvironment.run(keel, ["plugins", "inspect", "greeter", "--plugins", f.plugins])
         #expect(byID.status == 0 && byID.stdout.contains("id:           greeter  (Greeter (Swift))"), "\(byID.stderr)")
         // Named by its id, it is a plugin of this host, where the operator may run it elsewhere (`plugins isolate`).
-        #expect(byID.stdout.contains("runs:         eager, in-process (as plugin.yaml says; where it runs on this host: keel plugins info greeter)\n"),
+        #expect(byID.stdout.contains("runs:         eager, in-process (as plugin.yaml says; where it runs on this host: keel plugins list)\n"),
                 "\(byID.stdout)")
         let nothing = try TestEnvironment.run(keel, ["plugins", "inspect", "greetr", "--plugins", f.plugins])
         #expect(nothing.status == 1 && nothing.stderr == "keel: error: greetr: no such file or folder, and no plugin \"greetr\" in \(f.plugins) (did you mean greeter?)\n",

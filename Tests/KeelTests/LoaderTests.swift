@@ -115,7 +115,7 @@ struct LoaderTests {
     func entry() throws {
         let none = try TestEnvironment.buildFixture("noentry", ["NO_ENTRY"])
         #expect(loadError(none, id: "fixture")?.description
-                == "plugin \"fixture\" (\(none)): no keel_plugin_entry symbol: define it with KEEL_PLUGIN_ENTRY(descriptor) and keep it visible")
+                == "plugin \"fixture\" (\(none)): no keel_plugin_entry symbol: define it with KEEL_PLUGIN_ENTRY(descriptor) in C, @_cdecl(\"keel_plugin_entry\") in Swift or keel_plugin::plugin! in Rust, and keep it visible")
         let null = try TestEnvironment.buildFixture("nullentry", ["ENTRY_RETURNS_NULL"])
         #expect(loadError(null, id: "fixture")?.description
                 == "plugin \"fixture\" (\(null)): keel_plugin_entry returned NULL: the plugin declined to load")

@@ -1,6 +1,7 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
 import Foundation
+import KeelLoader
 import KeelState
 import Testing
 
@@ -64,6 +65,39 @@ struct UserErrorTests {
         let copy = try run(["plugins", "enable", "hello-copy"], f)
         expectOneLine(copy, contains: "no plugin \"hello-copy\" in the plugin folder (folder \(f.plugins)/hello-copy holds plugin \"hello\" (its plugin.yaml's id:), refused: ")
         #expect(copy.stderr.contains("duplicate plugin id \"hello\""), "\(copy.stderr)")
+    }
+
+    @Test("a library plugin.yaml names that is not there: the key and the file, with the name it likely meant, or that the folder is a plugin project and where its bundle is")
+    func missingLibrary() throws {
+        let f = KernelFixture()
+        try TestEnvironment.stageExamples(into: f.plugins)
+        let manifest = f.plugins + "/hello-c/plugin.yaml"
+        let text = try String(contentsOfFile: manifest, encoding: .utf8)
+        try text.replacingOccurrences(of: "library: libhello-c.so", with: "library: libhelo-c.so").write(toFile: manifest, atomically: true, encoding: .utf8)
+        expectOneLine(try run(["plugins", "enable", "hello"], f),
+                      contains: "\(manifest): key \"library\": libhelo-c.so is not in \(f.plugins)/hello-c (did you mean libhello-c.so?)")
+        try text.replacingOccurrences(of: "library: libhello-c.so", with: "library: libhello-c").write(toFile: manifest, atomically: true, encoding: .utf8)
+        expectOneLine(try run(["plugins", "enable", "hello"], f), contains: "libhello-c is not in \(f.plugins)/hello-c (did you mean libhello-c.so?)")
+        // A project copied where its bundle belongs: its bundle is below it, in bundle/ID.
+        try text.write(toFile: manifest, atomically: true, encoding: .utf8)
+        let built = f.plugins + "/hello-c/bundle/hello"
+        try FileManager.default.createDirectory(atPath: built, withIntermediateDirectories: true)
+        try FileManager.default.moveItem(atPath: f.plugins + "/hello-c/libhello-c.so", toPath: built + "/libhello-c.so")
+        try text.write(toFile: built + "/plugin.yaml", atomically: true, encoding: .utf8)
+        expectOneLine(try run(["plugins", "enable", "hello"], f),
+                      contains: "libhello-c.so is not in \(f.plugins)/hello-c (this folder is a plugin project, not its bundle: its build made the bundle in \(built); copy that folder here instead")
+    }
+
+    @Test("plugin.yaml asking for an ABI this host lacks says so in the words a library's own does, with what the host supports")
+    func manifestABIBeyondHost() throws {
+        let f = KernelFixture()
+        try TestEnvironment.stageExamples(into: f.plugins)
+        let manifest = f.plugins + "/hello-c/plugin.yaml"
+        let text = try String(contentsOfFile: manifest, encoding: .utf8)
+        let abi = try #require(text.split(separator: "\n").first { $0.hasPrefix("abi:") })
+        try text.replacingOccurrences(of: String(abi), with: "abi: \"1.9\"").write(toFile: manifest, atomically: true, encoding: .utf8)
+        expectOneLine(try run(["plugins", "enable", "hello"], f),
+                      contains: "incompatible plugin \"hello\" (\(f.plugins)/hello-c/libhello-c.so): \(manifest) says abi: \"1.9\", this host supports \(PluginLibrary.supportedABIText)")
     }
 
     @Test("a configuration that is not YAML, or has a key twice, or is not UTF-8: the file, the line, the problem")

@@ -61,7 +61,8 @@ extension KeelCommand {
                         + (serve ? "; --serve is not needed" : ""))
                     let signals = StopSignal()
                     let logs = Self.followLogs(id: id, server: server, stateFile: options.localStateFile,
-                                               token: token ?? ProcessInfo.processInfo.environment[AdminToken.environmentVariable])
+                                               token: token ?? ProcessInfo.processInfo.environment[AdminToken.environmentVariable],
+                                               verbose: options.verbose)
                     try await Self.watchUntilStopped(loop, followers: logs.map { [$0] } ?? []) { await signals.stopped() }
                 } else if serve {
                     try await serveAndWatch(id: id, project: project, plugins: plugins, stateFile: stateFile)
@@ -77,7 +78,8 @@ extension KeelCommand {
         /// retried quietly; a server started again on the state file (`stateFile`'s lock names it, on the same port
         /// or another) is followed from its first line, since its line numbers start again; a refused token is said
         /// once and ends the following. Runs until the task is cancelled.
-        static func followLogs(id: String, server: String, stateFile: String, token: String?) -> Task<Void, Never>? {
+        /// Debug lines only with `verbose` (-v).
+        static func followLogs(id: String, server: String, stateFile: String, token: String?, verbose: Bool = false) -> Task<Void, Never>? {
             func address(_ line: String) -> String? {
                 line.split(separator: " ").last.map(String.init).flatMap { $0.hasPrefix("http://") ? $0 : nil }
             }
@@ -96,7 +98,7 @@ extension KeelCommand {
                     }
                     do {
                         let lines = try await Logs.fetch(base: base, id: id, after: after, token: token)
-                        for l in lines where l.at >= from { say("\(id): \(l.level)  \(l.message)") }
+                        for l in lines where l.at >= from && (verbose || l.level != "debug") { say("\(id): \(l.level)  \(l.message)") }
                         after = lines.last?.seq ?? after
                     } catch let error as CLIError where error.refusedToken {
                         // The same token will not be taken later: say so once, instead of showing nothing.
@@ -161,7 +163,8 @@ extension KeelCommand {
             // The plugin's own log lines always; the kernel's and other plugins' warnings and errors; all with -v.
             let kernel = try KeelCommand.Serve.abandoning(lock) { try options.makeKernel { configuration in
                 configuration.log = { record in
-                    if verbose || record.pluginID == onlyID || record.level >= .warn { KernelConfiguration.standardErrorLog(record) }
+                    // (Its debug lines, the kernel's notes for itself, only with -v, as a running server's.)
+                    if verbose || (record.pluginID == onlyID && record.level >= .info) || record.level >= .warn { KernelConfiguration.standardErrorLog(record) }
                 }
             } }
             await kernel.start()

@@ -109,7 +109,7 @@ extension KeelCommand.Plugins {
                     version:      \(report.version)
                     abi:          \(report.abi)\(report.unloadSafe ? " (unload-safe)" : "")\(report.reactivatable ? " (reactivatable)" : "")
                     library:      \(report.library.isEmpty ? "none (manifest only)" : report.library)
-                    runs:         \(report.runningText)\(report.activation != nil && folder != nil ? " (as plugin.yaml says; where it runs on this host: keel plugins info \(report.id))" : "")
+                    runs:         \(report.runningText)\(report.activation != nil && folder != nil ? " (as plugin.yaml says; where it runs on this host: keel plugins list)" : "")
                     capabilities: \(listed(report.capabilities))
                     routes:       \(listed(report.routes))
                     menus:        \(listed(report.menus))
