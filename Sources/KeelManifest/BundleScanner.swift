@@ -87,7 +87,10 @@ public struct PluginBundle: Sendable {
     /// copied where its bundle belongs), or a bundle whose library is named otherwise (`libcountr.so` for the
     /// `libcounter.so` beside it). Nil when the file exists, or plugin.yaml names none.
     public var missingLibrary: String? {
-        guard let library = manifest?.library, let path = libraryPath, access(path, F_OK) != 0 else { return nil }
+        // Only a name that is not there at all (lstat): a link that loops or dangles, a folder, a file that cannot be
+        // read, each gets the loader's own words.
+        var st = stat()
+        guard let library = manifest?.library, let path = libraryPath, lstat(path, &st) != 0, errno == ENOENT else { return nil }
         var text = "\(manifestPath): key \"library\": \(library) is not in \(folder)"
         let names = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
         let built = folder + "/bundle/" + id
