@@ -238,7 +238,9 @@ function renderMenu(nodes) {
     const external = /^https?:\/\/[^\/]/i.test(n.link || '');
     const link = el('a', { href: local ? '#' + n.link : (external ? n.link : '#'), 'data-menu-id': n.id },
                     icon(n.icon, n.title), el('span', { textContent: n.title }));
-    if (external) link.rel = 'noopener noreferrer';
+    // In a tab of its own: the page it leads to never holds this tab (whose session keeps the token), so it cannot
+    // send it back to a console route that acts as the caller.
+    if (external) { link.rel = 'noopener noreferrer'; link.target = '_blank'; }
     const item = el('li', {}, link);
     if (n.children && n.children.length) item.append(renderMenu(n.children));
     listNode.append(item);
