@@ -54,7 +54,7 @@ final class SourceWatcher: Sendable {
     /// Whether a file or folder name is an editor's or a tool's, not a source.
     static func ignored(_ name: String) -> Bool {
         name.hasPrefix(".") || name.hasSuffix("~") || name.hasSuffix(".swp") || name.hasSuffix(".swx")
-            || name.hasSuffix(".tmp") || name == "4913" || isArtifact(name)
+            || name.hasSuffix(".tmp") || name == "4913"
     }
 
     /// What compilers and linkers write, never a source: an object, a library, a dependency file, a precompiled header.
@@ -86,12 +86,23 @@ final class SourceWatcher: Sendable {
     }
 
     /// Whether `path` (relative) differs from its bytes when last seen, remembering them now: a file not seen
-    /// before, or gone, counts.
+    /// before counts, and so does one that is gone. A path that is no file now (a folder removed, or made again) counts
+    /// only when a file seen below it is gone: a build that removes its output folder and writes the same files into
+    /// it again changed nothing.
     private func differs(_ path: String) -> Bool {
-        let now = FileDigest(path: root + "/" + path)
+        let full = root + "/" + path
+        if let now = FileDigest(path: full) {
+            return digests.withLock { known in
+                defer { known[path] = now }
+                return known[path] != now
+            }
+        }
         return digests.withLock { known in
-            defer { known[path] = now }
-            return now == nil || known[path] != now
+            if known.removeValue(forKey: path) != nil { return true }
+            let below = known.keys.filter { $0.hasPrefix(path + "/") }
+            let gone = below.filter { FileDigest(path: root + "/" + $0) == nil }
+            for file in gone { known[file] = nil }
+            return !gone.isEmpty
         }
     }
 
@@ -107,7 +118,7 @@ final class SourceWatcher: Sendable {
             let relative = folder.isEmpty ? name : folder + "/" + name
             if isWatchedFolder(folder, name) {
                 addTree(relative, late: late)
-            } else if !Self.ignored(name), !excluded.contains(relative) {
+            } else if !Self.ignored(name), !Self.isArtifact(name), !excluded.contains(relative) {
                 // Found late: a save not seen yet (its bytes are noted when the burst is taken). Else the bytes the
                 // file starts with.
                 if late { foundInNewFolders.withLock { $0.append(relative) } } else if let digest = FileDigest(path: path + "/" + name) {
@@ -178,6 +189,8 @@ final class SourceWatcher: Sendable {
             if event.mask & UInt32(IN_CREATE | IN_MOVED_TO) != 0 { addTree(path, late: true) }
             return isCreate ? nil : (path, false)
         }
+        // What compilers write is never a source (a folder may be named like one: conf.d/).
+        if Self.isArtifact(event.name) { return nil }
         return (path, isCreate)
     }
 }

@@ -133,15 +133,18 @@ final class EventPump: @unchecked Sendable {
             if case let .command(name, pluginID, failure) = item {
                 deliver(KEEL_EVENT_COMMAND, pluginID: pluginID, command: name, status: nil, message: failure) { $0.token <= bound }
             }
-            deliverStates(Self.read(state))
+            deliverStates()
         }
     }
 
     /// Tells each subscriber of the plugins whose state differs from what it was last told of (or stored when it
-    /// subscribed), by id. [event thread]
-    private func deliverStates(_ now: States) {
-        let sorted = now.sorted { $0.key < $1.key }
+    /// subscribed), by id. The states are read under the subscribers' lock: a subscription made meanwhile has a
+    /// baseline at least as new, never newer than what it is then told (a stale state after a newer one). [event thread]
+    private func deliverStates() {
         subscribers.withLock { list in
+            guard !list.isEmpty else { return }
+            let now = Self.read(state)
+            let sorted = now.sorted { $0.key < $1.key }
             for s in list {
                 let before = seen[s.token] ?? s.baseline
                 seen[s.token] = now

@@ -9,28 +9,34 @@ import Synchronization
 ///
 /// Every connection registers itself when it opens and leaves when it closes. A connection is idle while no request
 /// is being read or answered on it. When a new connection would go over the limit, the connection idle for longest
-/// is closed to make room; when none is idle, the one that has been receiving a request (its head read, not yet its
-/// whole body) for longest is, once that has lasted `slowReceiveGrace`; when there is none of those either, the new
-/// connection is closed at once. So a flood of idle connections (up to the descriptor limit) cannot stop `/healthz`
-/// or the admin API from answering, nor can a flood of requests whose bodies trickle in (a byte every few seconds
-/// kept them busy for the whole body time-out, and reconnecting kept the host full); a flood of requests being
-/// answered is bounded. An upgraded connection (a proxied WebSocket) counts as busy: it is never closed for room.
+/// is closed to make room; when none is idle, the slowest of those receiving a request body below
+/// `minimumBodyRate` once `slowReceiveGrace` has passed since its head (a byte every few seconds kept such a request
+/// busy for the whole body time-out, and reconnecting kept the host full); then the oldest upgraded connection (a
+/// proxied WebSocket: busy for as long as it lasts, closed for room only when nothing else can be, so that a flood of
+/// bare connections never closes one, while a flood of WebSockets cannot lock `/healthz` out); when there is none of
+/// those either, the new connection is closed at once. A flood of requests being answered is bounded.
 /// Thread-safe: connections live on several event loops; their bookkeeping is behind one lock.
 final class ConnectionLimiter: Sendable {
     let limit: Int
     /// How long a connection may stay unable to take more of its answers (its client reads nothing) before it is
     /// closed: such a connection is busy for ever, and enough of them would leave nothing idle to close for a new one.
     let stallTimeout: TimeAmount
-    /// How long a request may take to arrive whole before its connection may be closed to make room for a new one
-    /// (only when the limit is reached and nothing is idle).
+    /// How long after its head a request body must arrive at `minimumBodyRate` on average, or its connection may be
+    /// closed to make room for a new one (only when the limit is reached and nothing is idle).
     let slowReceiveGrace: TimeAmount
+    /// Bytes a second (Kestrel's default: 240).
+    let minimumBodyRate: Int
 
     private struct Entry {
         let channel: any Channel
         var busy: Int
         var idleSince: UInt64
-        /// When the request being received started (its head was read), in uptime nanoseconds; nil when none is.
+        /// When the body being received started (its request's head was read), in uptime nanoseconds, and how many of
+        /// its bytes arrived since; nil when no body is arriving.
         var receivingSince: UInt64?
+        var received = 0
+        /// Upgraded (a WebSocket), at this tick.
+        var upgraded: UInt64?
     }
 
     private struct Table {
@@ -40,10 +46,11 @@ final class ConnectionLimiter: Sendable {
 
     private let table = Mutex(Table())
 
-    init(limit: Int, stallTimeout: TimeAmount = .seconds(30), slowReceiveGrace: TimeAmount = .seconds(5)) {
+    init(limit: Int, stallTimeout: TimeAmount = .seconds(30), slowReceiveGrace: TimeAmount = .seconds(5), minimumBodyRate: Int = 240) {
         self.limit = max(1, limit)
         self.stallTimeout = stallTimeout
         self.slowReceiveGrace = slowReceiveGrace
+        self.minimumBodyRate = minimumBodyRate
     }
 
     /// The number of open connections (for tests and metrics).
@@ -56,13 +63,11 @@ final class ConnectionLimiter: Sendable {
             if t.entries[ObjectIdentifier(channel)] != nil { return .some(nil) }
             var victim: (any Channel)?
             if t.entries.count >= limit {
-                let slow = NIODeadline.now().uptimeNanoseconds - UInt64(max(0, slowReceiveGrace.nanoseconds))
-                let room = t.entries.filter({ $0.value.busy == 0 }).min(by: { $0.value.idleSince < $1.value.idleSince })
-                    ?? t.entries.filter({ ($0.value.receivingSince ?? .max) <= slow })
-                        .min(by: { ($0.value.receivingSince ?? .max) < ($1.value.receivingSince ?? .max) })
-                guard let room else { return .none }
-                victim = room.value.channel
-                t.entries[room.key] = nil
+                guard let room = t.entries.filter({ $0.value.busy == 0 }).min(by: { $0.value.idleSince < $1.value.idleSince })?.key
+                        ?? slowestReceiver(t.entries)
+                        ?? t.entries.filter({ $0.value.upgraded != nil }).min(by: { ($0.value.upgraded ?? 0) < ($1.value.upgraded ?? 0) })?.key,
+                      let entry = t.entries.removeValue(forKey: room) else { return .none }
+                victim = entry.channel
             }
             t.tick += 1
             t.entries[ObjectIdentifier(channel)] = Entry(channel: channel, busy: 0, idleSince: t.tick)
@@ -73,24 +78,52 @@ final class ConnectionLimiter: Sendable {
         return true
     }
 
+    /// The connection receiving a body below `minimumBodyRate` (averaged since its head, once `slowReceiveGrace` has
+    /// passed) at the lowest rate, if any.
+    private func slowestReceiver(_ entries: [ObjectIdentifier: Entry]) -> ObjectIdentifier? {
+        let now = NIODeadline.now().uptimeNanoseconds, grace = UInt64(max(0, slowReceiveGrace.nanoseconds))
+        var slowest: (key: ObjectIdentifier, rate: Double)?
+        for (key, e) in entries {
+            guard let since = e.receivingSince, now > since, now - since >= grace else { continue }
+            let rate = Double(e.received) / (Double(now - since) / 1e9)
+            if rate < Double(minimumBodyRate), rate < slowest?.rate ?? .infinity { slowest = (key, rate) }
+        }
+        return slowest?.key
+    }
+
     func close(_ channel: any Channel) {
         table.withLock { _ = $0.entries.removeValue(forKey: ObjectIdentifier(channel)) }
     }
 
-    /// A request's head was read (`receiving`: its body is still to come), or a connection was upgraded (not).
+    /// A request's head was read; `receiving`: it has a body, still to come.
     func requestStarted(_ channel: any Channel, receiving: Bool = false) {
         let now = receiving ? NIODeadline.now().uptimeNanoseconds : nil
         table.withLock { t in
             guard var e = t.entries[ObjectIdentifier(channel)] else { return }
             e.busy += 1
-            e.receivingSince = now
+            (e.receivingSince, e.received) = (now, 0)
             t.entries[ObjectIdentifier(channel)] = e
         }
     }
 
-    /// The request being received arrived whole.
+    /// `count` more bytes of the body being received arrived.
+    func bodyReceived(_ channel: any Channel, _ count: Int) {
+        table.withLock { $0.entries[ObjectIdentifier(channel)]?.received += count }
+    }
+
+    /// The body being received arrived whole.
     func requestReceived(_ channel: any Channel) {
         table.withLock { $0.entries[ObjectIdentifier(channel)]?.receivingSince = nil }
+    }
+
+    /// The connection was upgraded (a WebSocket): busy for as long as it lasts.
+    func upgraded(_ channel: any Channel) {
+        table.withLock { t in
+            guard var e = t.entries[ObjectIdentifier(channel)] else { return }
+            t.tick += 1
+            (e.busy, e.upgraded) = (e.busy + 1, t.tick)
+            t.entries[ObjectIdentifier(channel)] = e
+        }
     }
 
     func responseEnded(_ channel: any Channel) {
@@ -167,6 +200,8 @@ final class ConnectionLimiter: Sendable {
 
         let limiter: ConnectionLimiter
         private var registered = false
+        /// A request body is arriving (its head said it has one, its end is not read yet). Event loop only.
+        private var receiving = false
 
         init(limiter: ConnectionLimiter) { self.limiter = limiter }
 
@@ -200,10 +235,15 @@ final class ConnectionLimiter: Sendable {
         }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            // Only a request with a body is timed (a GET costs the one lock it did).
             switch unwrapInboundIn(data) {
-            case .head: limiter.requestStarted(context.channel, receiving: true)
-            case .end: limiter.requestReceived(context.channel)
-            case .body: break
+            case let .head(head):
+                receiving = head.headerFields[.contentLength].map { $0 != "0" } ?? (head.headerFields[.transferEncoding] != nil)
+                limiter.requestStarted(context.channel, receiving: receiving)
+            case let .body(bytes): if receiving { limiter.bodyReceived(context.channel, bytes.readableBytes) }
+            case .end:
+                if receiving { limiter.requestReceived(context.channel) }
+                receiving = false
             }
             context.fireChannelRead(data)
         }

@@ -24,13 +24,30 @@ struct HostCheck: Sendable {
 
     /// The refusal for a request whose `Host` is `authority` (nil when it has none), or nil when it may be answered.
     func refusal(_ authority: String?) -> APIError? {
-        guard active, let authority, !authority.isEmpty else { return nil }
+        guard active, let authority, !authority.isEmpty, !Self.isCommonLoopback(authority) else { return nil }
         let name = Self.name(of: authority)
         if Self.isLoopbackName(name) || allowed.contains(name) { return nil }
         return APIError(.misdirectedRequest, "host-not-allowed",
                         "\"\(name)\" is not a name of this server (it listens on \(listenHost)); a page of another site that "
                         + "points its name here is refused (DNS rebinding). To serve this name, start keel serve with --allowed-host \(name)")
     }
+
+    /// Whether `authority` is `127.0.0.1` or `localhost`, with or without a port, as nearly every request to a host on
+    /// loopback gives it: read in place, nothing made (every request asks).
+    static func isCommonLoopback(_ authority: String) -> Bool {
+        var text = authority
+        return text.withUTF8 { bytes in
+            for name in [ipv4Loopback, localhost] where bytes.starts(with: name) {
+                let rest = bytes[name.count...]
+                if rest.isEmpty { return true }
+                if rest.first == UInt8(ascii: ":"), rest.count > 1, rest.dropFirst().allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) {
+                    return true
+                }
+            }
+            return false
+        }
+    }
+    private static let ipv4Loopback = Array("127.0.0.1".utf8), localhost = Array("localhost".utf8)
 
     /// `authority` without its port and brackets, lowercased: `LocalHost:8470` → `localhost`, `[::1]:80` → `::1`.
     static func name(of authority: String) -> String {

@@ -57,9 +57,9 @@ struct KeelHTTPChannel: ServerChildChannel, HTTPChannelHandler {
                     channel.eventLoop.makeCompletedFuture {
                         if let deadline { channel.pipeline.syncOperations.removeHandler(deadline.value, promise: nil) }
                         guard let session = webSockets.takeSession(for: channel) else { throw ChannelError.inappropriateOperationForState }
-                        // Busy for as long as it lasts: an open WebSocket is in use, never the idle one closed for room
-                        // (its requests never pass the per-request handler that would say so).
-                        limiter.requestStarted(channel)
+                        // Busy for as long as it lasts: an open WebSocket is in use, closed for room only when nothing
+                        // else can be (its frames never pass the per-request handler that would say it is).
+                        limiter.upgraded(channel)
                         do {
                             let frames = try NIOAsyncChannel<WebSocketFrame, WebSocketFrame>(
                                 wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))

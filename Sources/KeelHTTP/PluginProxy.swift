@@ -43,6 +43,10 @@ final class PluginProxy: Sendable {
     let bodyTimeout: Duration
     /// Proxy keys by plugin id, ready to sign with.
     private let signers = Mutex<[String: ProxyIdentity.Signer]>([:])
+    /// This server's mark on every request it proxies (`x-keel-hop`, random per process): a request that comes back
+    /// carrying it has looped (`loopRefusal`). Clients cannot send it: every `X-Keel-*` header of theirs is dropped
+    /// before the host adds its own.
+    let hop: String = (0..<16).map { _ in String(UInt8.random(in: 0...255), radix: 16) }.joined()
 
     init(gatekeeper: Gatekeeper, maxBodySize: Int, bodyTimeout: Duration = .seconds(30)) {
         self.gatekeeper = gatekeeper
@@ -131,6 +135,7 @@ final class PluginProxy: Sendable {
         headers.append(("host", proxy.port == 80 || proxy.port == 443 ? proxy.hostPart : "\(proxy.hostPart):\(proxy.port)"))
         if let peer { headers.append(("x-forwarded-for", peer)) }
         headers += ProxyIdentity.headers(caller.principal, method: method, target: target, signer: try signer(pluginID))
+        headers.append(("x-keel-hop", hop))
         return headers
     }
 
@@ -167,19 +172,18 @@ final class PluginProxy: Sendable {
 
     /// Proxies `request` arriving on `channel`: its client's address goes in `X-Forwarded-For`, and the upstream
     /// exchange runs on its event loop.
-    /// The refusal of a proxy whose upstream is this very server (the address and port the request came in on): each
-    /// request would come back as another, until the connection limit is full (one anonymous GET of a looping proxy
-    /// took every connection of the host). Nil for any other upstream.
-    static func loopRefusal(_ proxy: ProxyDeclaration, pluginID: String, channel: (any Channel)?) -> APIError? {
-        guard let local = channel?.localAddress, local.port == proxy.port else { return nil }
-        let host = proxy.host.hasPrefix("[") ? String(proxy.host.dropFirst().dropLast()) : proxy.host
-        guard proxy.isLoopback || host == local.ipAddress else { return nil }
-        return APIError(.badGateway, "proxy-loop", "the upstream of /ext/\(pluginID)\(proxy.prefix) (\(proxy.upstream)) is this host itself: refused, it would loop")
+    /// The refusal of a proxied request that carries this server's own mark (`hop`): its upstream, directly or through
+    /// other proxies, is this very server, and each request would come back as another until the connection limit is
+    /// full (one anonymous GET of a looping proxy took every connection of the host). Nil otherwise.
+    func loopRefusal(_ headers: HTTPFields, proxy: ProxyDeclaration, pluginID: String) -> APIError? {
+        guard headers[values: Self.hopField].contains(hop) else { return nil }
+        return APIError(HTTPResponse.Status(code: 508, reasonPhrase: "Loop Detected"), "proxy-loop", "the upstream of /ext/\(pluginID)\(proxy.prefix) (\(proxy.upstream)) leads back to this host: refused, it would loop")
     }
+    static let hopField = HTTPField.Name("x-keel-hop")!
 
     func respond(to request: Request, pluginID: String, proxy: ProxyDeclaration, rest: String, channel: (any Channel)?) async throws -> Response {
         let peer = channel?.remoteAddress?.ipAddress, loop = channel?.eventLoop
-        if let refusal = Self.loopRefusal(proxy, pluginID: pluginID, channel: channel) { throw refusal }
+        if let refusal = loopRefusal(request.headers, proxy: proxy, pluginID: pluginID) { throw refusal }
         let caller = try await admit(request, pluginID: pluginID)
         if let length = request.headers[.contentLength].flatMap(Int.init), length > maxBodySize { throw APIError.tooLarge(maxBodySize) }
 

@@ -108,7 +108,7 @@ final class WebSocketProxy: Sendable {
         guard snapshot.route(method: request.method.rawValue, path: path) == nil, let proxied = snapshot.proxy(for: path) else {
             return refuse(APIError.notFound)
         }
-        if let refusal = PluginProxy.loopRefusal(proxied.proxy, pluginID: proxied.pluginID, channel: channel) { return refuse(refusal) }
+        if let refusal = proxy.loopRefusal(fields.headerFields, proxy: proxied.proxy, pluginID: proxied.pluginID) { return refuse(refusal) }
         let caller: Gatekeeper.Caller
         do { caller = try await proxy.admit(request, pluginID: proxied.pluginID) } catch let error as APIError {
             return refuse(error)

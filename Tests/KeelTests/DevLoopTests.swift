@@ -255,12 +255,13 @@ struct DevLoopTests {
         #expect(dev.interrupt() == 0, "\(dev.output.value)\(dev.errors.value)")
     }
 
-    @Test("a build that writes outside bundle/ (an object file beside its source, a copy of plugin.yaml in a folder of its own) rebuilds at most once, not for ever; a folder made with a file in it at once is a save")
+    @Test("a build that writes outside bundle/ (an object file beside its source, a copy of plugin.yaml in an output folder it removes and makes again) rebuilds at most once, not for ever; a folder made with a file in it at once is a save, and so is a file in a folder named like an artifact")
     func buildOutputsDoNotLoop() async throws {
         let (project, env) = try Self.makeProject()
         let host = TestEnvironment.makeTemporaryDirectory("dev-outputs")
         // An object in src/ (an artifact: never a source) and plugin.yaml copied into out/ (the same bytes each time).
-        let build = "cc -c -fPIC $(pkg-config --cflags keel-plugin) -o src/plugin.o src/plugin.c && mkdir -p out && cp plugin.yaml out/plugin.yaml && make"
+        // out/ removed and made again at every build (a clean output folder), as many builds do.
+        let build = "cc -c -fPIC $(pkg-config --cflags keel-plugin) -o src/plugin.o src/plugin.c && rm -rf out && mkdir -p out && cp plugin.yaml out/plugin.yaml && make"
         let dev = try ChildProcess(PluginKitTests.keel, ["dev", project, "--build", build, "--serve", "--port", "0",
                                                          "--plugins", host + "/plugins", "--state", host + "/state.db"], environment: env)
         defer { dev.stop() }
@@ -276,6 +277,11 @@ struct DevLoopTests {
         try FileManager.default.createDirectory(atPath: project + "/assets", withIntermediateDirectories: true)
         try "a note".write(toFile: project + "/assets/note.txt", atomically: true, encoding: .utf8)
         try await dev.waitFor("building \(Self.id) (assets/note.txt changed")
+        // A folder named like an artifact is still a folder of sources.
+        try FileManager.default.createDirectory(atPath: project + "/conf.d", withIntermediateDirectories: true)
+        try await Task.sleep(for: .milliseconds(300))
+        try "a: 1\n".write(toFile: project + "/conf.d/x.yaml", atomically: true, encoding: .utf8)
+        try await dev.waitFor("building \(Self.id) (conf.d/x.yaml changed")
         #expect(dev.interrupt() == 0, "\(dev.output.value)\(dev.errors.value)")
     }
 

@@ -71,7 +71,14 @@ struct HostileYAMLTests {
         let f = KernelFixture()
         // Refused when added (the index is read then), at once.
         let bomb = try keel(["repo", "add", "anchored", anchored], f)
-        #expect(bomb.status == 1 && bomb.stderr.contains("more than 16777216 values once its aliases are expanded"), "\(bomb.status) \(bomb.stderr)")
+        #expect(bomb.status == 1 && bomb.stderr.contains("index too large: more than 524288 values once its aliases are expanded"), "\(bomb.status) \(bomb.stderr)")
+        // 16 MiB of one-digit values took 1.2 GB to parse: refused before the tree is built.
+        let flat = TestEnvironment.makeTemporaryDirectory("yaml-flat")
+        var text = "apiVersion: 1\nplugins: {}\nx: ["
+        text += String(repeating: "0,", count: ((16 << 20) - 64) / 2) + "0]\n"
+        try text.write(toFile: flat + "/index.yaml", atomically: true, encoding: .utf8)
+        let wide = try keel(["repo", "add", "flat", flat], f)
+        #expect(wide.status == 1 && wide.stderr.contains("index too large: more than 524288 values"), "\(wide.status) \(wide.stderr)")
 
         // 30,000 plain ids, 4 MB: reading the mapping key by key from the start took minutes (a debug build).
         let large = try Self.repository(30_000) { "  p\($0): [\(Self.entry("1.0.0"))]" }

@@ -138,6 +138,37 @@ struct ProxyWebSocketTests {
         #expect(seen.echoes == ["still here"], "\(seen.echoes) closed with \(String(describing: seen.close))")
     }
 
+    @Test("WebSockets filling the connection limit cannot lock out /healthz: the oldest is closed to make room, as the last resort")
+    func webSocketsDoNotLockOut() async throws {
+        let upstream = try Upstream(script: "ws_echo.py")
+        defer { upstream.stop() }
+        let server = try Self.serve(upstream, extra: ["--max-connections", "3"])
+        defer { server.stop() }
+        let open = LockedCounter()
+        let sessions = (0..<3).map { _ in
+            Task { () async throws -> Void in
+                _ = try await Self.session(server, "/ext/ws/app/live") { frames, out in
+                    open.increment()
+                    // Held open, quiet, until the server closes it or 8 s pass.
+                    let deadline = ContinuousClock.now + .seconds(8)
+                    while ContinuousClock.now < deadline {
+                        try await Task.sleep(for: .milliseconds(200))
+                        if (try? await out.write(.text("ping"))) == nil { break }
+                        guard (try? await frames.next()) ?? nil != nil else { break }
+                    }
+                    return []
+                }
+            }
+        }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while open.value < 3, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(open.value == 3, "three WebSockets open")
+        // Before: all three busy for ever, and every new connection closed at once.
+        let health = try? RawHTTP.request(port: server.port, "GET", "/healthz")
+        #expect(health?.status == 200, "\(String(describing: health))")
+        for s in sessions { _ = try? await s.value }
+    }
+
     @Test("a WebSocket opened with the admin token is closed (1008) when the token is reset: a leaked token's socket does not outlive it")
     func tokenResetCloses() async throws {
         let upstream = try Upstream(script: "ws_echo.py")
