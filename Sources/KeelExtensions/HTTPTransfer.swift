@@ -20,10 +20,58 @@ import Synchronization
 /// The transfer runs on NIO's threads and `sink` on NIO's blocking-work pool (it may write a file), never on Swift's
 /// cooperative pool: `wait` may block any thread but an event loop's.
 enum HTTPTransfer {
+    /// Redirects followed at most.
+    static let maxRedirects = 5
+
+    /// The transfer under way: the request of its current hop (a redirect starts another), to cancel.
+    final class Transfer: Sendable {
+        private let current = Mutex<(task: HTTPClient.Task<Void>?, cancelled: Bool)>((nil, false))
+
+        /// Takes `task` as the current hop's; false (and `task` failed) when the transfer was cancelled already.
+        func hop(_ task: HTTPClient.Task<Void>) -> Bool {
+            let cancelled = current.withLock { c in
+                c.task = task
+                return c.cancelled
+            }
+            if cancelled { task.fail(reason: Failure("cancelled")) }
+            return !cancelled
+        }
+
+        func cancel() { cancel(Failure("cancelled")) }
+
+        /// Ends it for the repository time-out (`totalTimeout` seconds).
+        func cancelTimedOut(_ total: Double) {
+            cancel(Failure("no complete answer within \(HTTPTransfer.seconds(total)) (the repository time-out)"))
+        }
+
+        private func cancel(_ reason: Failure) {
+            let task = current.withLock { c in
+                c.cancelled = true
+                return c.task
+            }
+            task?.fail(reason: reason)
+        }
+    }
+
     /// Starts the transfer; the future ends with it, failed with `ExtensionStore.StoreError` and the reason.
-    /// `cancel` on the returned task stops it.
+    /// `cancel` on the returned transfer stops it. Redirects are followed here, at most `maxRedirects`, each checked
+    /// first (`redirectRefusal`): a repository on another machine may not send the host to this machine's own or
+    /// private addresses.
     static func start(_ location: String, fetcher: RepositoryFetcher, maxBytes: Int,
-                      sink: @escaping @Sendable (Data) throws -> Void) -> (task: HTTPClient.Task<Void>?, result: EventLoopFuture<Void>) {
+                      sink: @escaping @Sendable (Data) throws -> Void) -> (transfer: Transfer, result: EventLoopFuture<Void>) {
+        let transfer = Transfer()
+        // The whole transfer, every hop and the body included (AsyncHTTPClient's own deadline ends with the head).
+        let loop = MultiThreadedEventLoopGroup.singleton.any()
+        let total = fetcher.totalTimeout
+        let timer = loop.scheduleTask(in: .milliseconds(Int64((total * 1000).rounded(.up)))) { transfer.cancelTimedOut(total) }
+        let result = hop(location, origin: location, left: maxRedirects, transfer: transfer, fetcher: fetcher, maxBytes: maxBytes, sink: sink)
+        result.whenComplete { _ in timer.cancel() }
+        return (transfer, result)
+    }
+
+    /// One request of the transfer, and the next after a redirect.
+    private static func hop(_ location: String, origin: String, left: Int, transfer: Transfer, fetcher: RepositoryFetcher,
+                            maxBytes: Int, sink: @escaping @Sendable (Data) throws -> Void) -> EventLoopFuture<Void> {
         var request: HTTPClient.Request
         let proxy: ProxyEnvironment.Server?
         do {
@@ -31,21 +79,68 @@ enum HTTPTransfer {
             proxy = try ProxyEnvironment(ProcessInfo.processInfo.environment).server(scheme: request.scheme, host: request.host)
         } catch {
             let text = (error as? ProxyEnvironment.Invalid)?.reason ?? "not a URL"
-            return (nil, MultiThreadedEventLoopGroup.singleton.any().makeFailedFuture(ExtensionStore.StoreError("\(location): \(text)")))
+            return MultiThreadedEventLoopGroup.singleton.any().makeFailedFuture(ExtensionStore.StoreError("\(origin): \(location == origin ? "" : "redirected to \(location): ")\(text)"))
         }
         let client = client(fetcher, proxy: proxy)
         request.headers.add(name: "User-Agent", value: "keel/\(KeelVersion.current)")
         let task = client.execute(request: request, delegate: BodyDelegate(maxBytes: maxBytes, sink: sink))
-        // The whole transfer, body included (AsyncHTTPClient's own deadline ends with the head).
-        let total = fetcher.totalTimeout
-        let timer = task.eventLoop.scheduleTask(in: .milliseconds(Int64((total * 1000).rounded(.up)))) {
-            task.fail(reason: Failure("no complete answer within \(seconds(total)) (the repository time-out)"))
+        guard transfer.hop(task) else {
+            return task.futureResult.flatMapErrorThrowing { _ in throw ExtensionStore.StoreError("\(origin): cancelled") }
         }
-        let result = task.futureResult.flatMapErrorThrowing { error in
-            throw ExtensionStore.StoreError(reason(error, location: location, fetcher, proxy: proxy))
+        return task.futureResult.flatMapError { error in
+            guard let redirect = error as? Redirect else {
+                return task.eventLoop.makeFailedFuture(ExtensionStore.StoreError(reason(error, location: origin, fetcher, proxy: proxy)))
+            }
+            guard left > 0 else { return task.eventLoop.makeFailedFuture(ExtensionStore.StoreError("\(origin): too many redirects")) }
+            guard let next = URL(string: redirect.location, relativeTo: URL(string: location))?.absoluteURL.absoluteString else {
+                return task.eventLoop.makeFailedFuture(ExtensionStore.StoreError("\(origin): redirected to \"\(redirect.location)\", which is not a URL"))
+            }
+            if let refusal = redirectRefusal(from: origin, to: next) {
+                return task.eventLoop.makeFailedFuture(ExtensionStore.StoreError("\(origin): \(refusal)"))
+            }
+            return hop(next, origin: origin, left: left - 1, transfer: transfer, fetcher: fetcher, maxBytes: maxBytes, sink: sink)
         }
-        result.whenComplete { _ in timer.cancel() }
-        return (task, result)
+    }
+
+    /// Why a redirect from `origin` (the repository's location) to `target` is not followed, or nil: only to http or
+    /// https, and to this machine's own or private addresses (loopback, link-local such as a cloud's metadata service
+    /// at 169.254.169.254, RFC 1918, unique-local IPv6) only from a repository that is itself at one: a repository on
+    /// another machine must not make the host fetch what only the host can reach.
+    static func redirectRefusal(from origin: String, to target: String) -> String? {
+        guard let url = URL(string: target), let scheme = url.scheme?.lowercased(), scheme == "http" || scheme == "https",
+              let host = url.host(percentEncoded: false) else {
+            return "redirected to \(target), which is not an http(s) location: not followed"
+        }
+        let originHost = URL(string: origin)?.host(percentEncoded: false) ?? ""
+        if isInternal(host) && !isInternal(originHost) {
+            return "redirected to \(target), an address of this machine or its private network, from a repository outside it: not followed"
+        }
+        return nil
+    }
+
+    /// Whether `host` names this machine or a private network: `localhost`, and IP literals that are loopback,
+    /// link-local, private (RFC 1918, 100.64/10) or unspecified (IPv4, or IPv6 loopback, link-local, unique-local,
+    /// IPv4-mapped). A DNS name is not looked up.
+    static func isInternal(_ host: String) -> Bool {
+        let h = host.lowercased().trimmingCharacters(in: CharacterSet(charactersIn: "[]."))
+        if h == "localhost" || h.hasSuffix(".localhost") { return true }
+        var v4 = in_addr()
+        if inet_pton(AF_INET, h, &v4) == 1 {
+            let a = UInt32(bigEndian: v4.s_addr), b0 = a >> 24, b1 = (a >> 16) & 0xff
+            return b0 == 127 || b0 == 10 || b0 == 0 || (b0 == 169 && b1 == 254) || (b0 == 172 && (16...31).contains(b1))
+                || (b0 == 192 && b1 == 168) || (b0 == 100 && (64...127).contains(b1))
+        }
+        var v6 = in6_addr()
+        if inet_pton(AF_INET6, h, &v6) == 1 {
+            let bytes = withUnsafeBytes(of: v6) { Array($0) }
+            if bytes[0..<15].allSatisfy({ $0 == 0 }) { return true }  // :: and ::1
+            if bytes[0] == 0xfe && bytes[1] & 0xc0 == 0x80 { return true }  // fe80::/10
+            if bytes[0] & 0xfe == 0xfc { return true }  // fc00::/7
+            if bytes[0..<10].allSatisfy({ $0 == 0 }) && bytes[10] == 0xff && bytes[11] == 0xff {
+                return isInternal(bytes[12...].map(String.init).joined(separator: "."))
+            }
+        }
+        return false
     }
 
     /// The transfer, waited for on the calling thread (any thread but an event loop's). Throws `StoreError`.
@@ -57,12 +152,17 @@ enum HTTPTransfer {
     /// The transfer, awaited; cancelling the calling task stops it. Throws `StoreError`.
     static func run(_ location: String, fetcher: RepositoryFetcher, maxBytes: Int,
                     sink: @escaping @Sendable (Data) throws -> Void) async throws {
-        let (task, result) = start(location, fetcher: fetcher, maxBytes: maxBytes, sink: sink)
+        let (transfer, result) = start(location, fetcher: fetcher, maxBytes: maxBytes, sink: sink)
         try await withTaskCancellationHandler {
             try await result.get()
         } onCancel: {
-            task?.fail(reason: Failure("cancelled"))
+            transfer.cancel()
         }
+    }
+
+    /// A redirect the server answered with: followed by `hop`, not by AsyncHTTPClient.
+    struct Redirect: Error {
+        let location: String
     }
 
     /// A reason of this transfer's own (the limit, the status, the time-out, the sink's), as opposed to the client's
@@ -97,6 +197,9 @@ enum HTTPTransfer {
         }
 
         func didReceiveHead(task: HTTPClient.Task<Void>, _ head: HTTPResponseHead) -> EventLoopFuture<Void> {
+            if [301, 302, 303, 307, 308].contains(head.status.code), let location = head.headers.first(name: "location") {
+                return task.eventLoop.makeFailedFuture(Redirect(location: location))
+            }
             guard head.status == .ok else { return task.eventLoop.makeFailedFuture(Failure("HTTP \(head.status.code)")) }
             if let announced = head.headers.first(name: "content-length").flatMap(Int.init), announced > maxBytes {
                 return task.eventLoop.makeFailedFuture(Failure("larger than the limit of \(maxBytes) bytes (\(announced) announced); refused"))
@@ -119,7 +222,7 @@ enum HTTPTransfer {
     }
 
     /// One client per connect time-out and proxy, for the life of the process (as `HTTPClient.shared` is): redirects
-    /// followed (at most 5, no cycles; through the same proxy), no cookies, the system's trust roots for https, a
+    /// not followed by it (`hop` follows them, each checked), no cookies, the system's trust roots for https, a
     /// failed connection not retried. An https location goes through an http proxy by `CONNECT`: the proxy sees the
     /// host name, not the bytes.
     private static func client(_ fetcher: RepositoryFetcher, proxy: ProxyEnvironment.Server?) -> HTTPClient {
@@ -128,7 +231,8 @@ enum HTTPTransfer {
         return clients.withLock { clients in
             if let client = clients[key] { return client }
             let timeout = TimeAmount.milliseconds(Int64((seconds * 1000).rounded(.up)))
-            var configuration = HTTPClient.Configuration(redirectConfiguration: .follow(max: 5, allowCycles: false),
+            // Redirects are followed by `hop`, each checked first.
+            var configuration = HTTPClient.Configuration(redirectConfiguration: .disallow,
                                                          timeout: .init(connect: timeout, read: timeout))
             // A refused connection or an unknown host is said at once, not after the connect time-out of retries.
             configuration.connectionPool.retryConnectionEstablishment = false

@@ -2,6 +2,7 @@
 
 import Crypto
 import Foundation
+@testable import KeelExtensions
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
@@ -170,6 +171,47 @@ struct RepositorySafetyTests {
         }.resume()
         done.wait()
         return (status.value, result.value)
+    }
+
+    @Test("redirects: followed by the host itself, at most five; to this machine or a private network only from a repository there; never to another scheme")
+    func redirects() throws {
+        // Judged by address: a repository on another machine cannot send the host to its own or private addresses.
+        #expect(HTTPTransfer.redirectRefusal(from: "https://repo.example/x", to: "http://127.0.0.1:8470/api/v1/audit") != nil)
+        #expect(HTTPTransfer.redirectRefusal(from: "https://repo.example/x", to: "http://169.254.169.254/latest/meta-data") != nil)
+        #expect(HTTPTransfer.redirectRefusal(from: "https://repo.example/x", to: "http://[::ffff:10.0.0.1]/") != nil)
+        #expect(HTTPTransfer.redirectRefusal(from: "https://repo.example/x", to: "http://localhost./") != nil)
+        #expect(HTTPTransfer.redirectRefusal(from: "https://repo.example/x", to: "https://cdn.example/x.keelpkg") == nil)
+        #expect(HTTPTransfer.redirectRefusal(from: "http://127.0.0.1:9/x", to: "http://127.0.0.1:9/y") == nil, "a local repository's own")
+        #expect(HTTPTransfer.redirectRefusal(from: "http://127.0.0.1:9/x", to: "file:///etc/passwd") != nil)
+        for address in ["10.1.2.3", "172.16.0.1", "192.168.1.1", "100.64.0.1", "0.0.0.0", "::1", "fe80::1", "fd00::1"] {
+            #expect(HTTPTransfer.isInternal(address), "\(address)")
+        }
+        for external in ["8.8.8.8", "172.32.0.1", "2001:db8::1", "repo.example", "127.0.0.1.example"] {
+            #expect(!HTTPTransfer.isInternal(external), "\(external)")
+        }
+        // End to end, the host following a local repository's redirects itself, and refusing another scheme.
+        let server = try PythonServer(handler: """
+                    body = b"apiVersion: 1\\nplugins: {}\\n"
+                    if self.path.startswith("/moved/"):
+                        self.send_response(302); self.send_header("Location", "/real/index.yaml"); self.send_header("Content-Length", "0"); self.end_headers(); return
+                    if self.path.startswith("/file/"):
+                        self.send_response(302); self.send_header("Location", "file:///etc/passwd"); self.send_header("Content-Length", "0"); self.end_headers(); return
+                    if self.path.startswith("/loop/"):
+                        self.send_response(302); self.send_header("Location", self.path); self.send_header("Content-Length", "0"); self.end_headers(); return
+                    self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers(); self.wfile.write(body)
+            """)
+        defer { server.stop() }
+        let f = KernelFixture()
+        let keel = TestEnvironment.binPath + "/keel", at = ["--plugins", f.plugins, "--state", f.state]
+        for name in ["moved", "file", "loop"] {
+            #expect(try TestEnvironment.run(keel, ["repo", "add", name, "http://127.0.0.1:\(server.port)/\(name)"] + at).status == 0)
+        }
+        // An http repository is read when it is used.
+        let search = try TestEnvironment.run(keel, ["search", "x"] + at)
+        #expect(search.stderr.contains("repository \"file\": http://127.0.0.1:\(server.port)/file/index.yaml: redirected to file:///etc/passwd, which is not an http(s) location: not followed"), "\(search.stderr)")
+        #expect(search.stderr.contains("repository \"loop\": http://127.0.0.1:\(server.port)/loop/index.yaml: too many redirects"), "\(search.stderr)")
+        #expect(!search.stderr.contains("repository \"moved\""), "a redirect within a local repository is followed: \(search.stderr)")
+        #expect(server.output.value.contains("request"))
     }
 
     // MARK: defect 5
