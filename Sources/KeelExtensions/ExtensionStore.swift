@@ -60,7 +60,15 @@ public struct ExtensionStore: Sendable {
     /// - Returns: a note for the operator, or nil.
     /// - Throws: `StoreError` naming the location and the reason.
     public static func checkLocation(_ location: String) throws -> String? {
-        if RepositoryFetcher.isRemote(location) { return "not contacted now: an http(s) repository is checked when it is used (keel search)" }
+        if RepositoryFetcher.isRemote(location) {
+            // A user or password in the URL would never be sent (the client does not use them), but would be shown
+            // wherever the location is: the repository list, every warning and error, a failed install's stored reason.
+            if let url = URL(string: location), url.user != nil || url.password != nil {
+                throw StoreError("\(url.scheme ?? "http")://***@\(url.host ?? ""): a repository location may not hold a user or password "
+                                 + "(they would be shown wherever the location is, and are not sent); serve it without, or through a proxy that adds them")
+            }
+            return "not contacted now: an http(s) repository is checked when it is used (keel search)"
+        }
         // A URL of another scheme (ftp://, s3://, git@host:...) is not a folder with a strange name.
         if let colon = location.range(of: "://"), !location.hasPrefix("file://"),
            location[..<colon.lowerBound].allSatisfy({ $0.isLetter || $0.isNumber || $0 == "+" || $0 == "-" || $0 == "." }) {

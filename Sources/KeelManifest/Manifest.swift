@@ -226,6 +226,14 @@ public struct ABIVersion: Sendable, Hashable, Comparable, CustomStringConvertibl
     }
 }
 
+extension Manifest {
+    /// Whether `path` has a `..` segment, split on the `/` byte: split on characters, `..` followed by a combining
+    /// mark (`../\u{301}x`) is one character, not `..` and a name, and passed (as `PackageArchive` splits archive paths).
+    public static func hasDotDotSegment(_ path: String) -> Bool {
+        path.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false).contains { $0.elementsEqual("..".utf8) }
+    }
+}
+
 /// What a plugin may contribute. Registering beyond the granted capabilities is refused.
 public enum Capability: String, Sendable, Hashable, CaseIterable, Comparable {
     case routes

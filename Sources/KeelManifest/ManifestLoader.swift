@@ -233,7 +233,7 @@ struct NodeReader {
         // No `library:` at all: a manifest-only bundle (checked below for declarations that need code).
         let library = try optionalString(fields, "library")
         if let library {
-            guard !library.isEmpty, !library.hasPrefix("/"), !library.split(separator: "/").contains("..") else {
+            guard !library.isEmpty, !library.hasPrefix("/"), !Manifest.hasDotDotSegment(library) else {
                 throw fail(fields["library"], "library", "\"\(library)\" must be a path inside the bundle folder")
             }
         }

@@ -107,7 +107,7 @@ public struct RepositoryIndex: Codable, Sendable, Hashable {
                 guard Semver(e.version) != nil else { throw ManifestError(file: file, key: "plugins.\(id)", reason: "version \"\(e.version)\" is not semver") }
                 guard ABIVersion(e.abi) != nil else { throw ManifestError(file: file, key: "plugins.\(id)", reason: "abi \"\(e.abi)\" is not an ABI version") }
                 guard e.sha256.count == 64 else { throw ManifestError(file: file, key: "plugins.\(id)", reason: "sha256 must be 64 hex digits") }
-                guard !e.archive.hasPrefix("/"), !e.archive.split(separator: "/").contains("..") else {
+                guard !e.archive.hasPrefix("/"), !Manifest.hasDotDotSegment(e.archive) else {
                     throw ManifestError(file: file, key: "plugins.\(id)", reason: "archive \"\(e.archive)\" must be inside the repository")
                 }
             }

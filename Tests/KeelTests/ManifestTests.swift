@@ -87,6 +87,8 @@ struct ManifestTests {
         ("version: one", "version", "expected a semantic version"),
         ("abi: latest", "abi", "expected an ABI version"),
         ("library: ../../etc/evil.so", "library", "must be a path inside the bundle folder"),
+        // `..` and a combining mark after the slash: one character, but a `..` segment by bytes.
+        ("library: \"../\u{301}x/evil.so\"", "library", "must be a path inside the bundle folder"),
         ("capabilities: [routes, root]", "capabilities[1]", "unknown capability \"root\""),
         ("dependencies: {other: \"not a range\"}", "dependencies.other", "is not a version range"),
         ("menus: [{id: m, title: M, link: \"javascript:alert(1)\"}]", "menus[0].link", "must be a console path starting with \"/\" or an http(s) URL"),

@@ -212,6 +212,9 @@ struct RepositorySafetyTests {
         #expect(search.stderr.contains("repository \"loop\": http://127.0.0.1:\(server.port)/loop/index.yaml: too many redirects"), "\(search.stderr)")
         #expect(!search.stderr.contains("repository \"moved\""), "a redirect within a local repository is followed: \(search.stderr)")
         #expect(server.output.value.contains("request"))
+        // A password in the location would never be sent, but shown everywhere: refused, and not echoed.
+        let creds = try TestEnvironment.run(keel, ["repo", "add", "creds", "http://alice:S3cretPW@127.0.0.1:\(server.port)/x"] + at)
+        #expect(creds.status == 1 && creds.stderr.contains("may not hold a user or password") && !creds.stderr.contains("S3cretPW"), "\(creds.stderr)")
     }
 
     // MARK: defect 5
