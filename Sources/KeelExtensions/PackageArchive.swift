@@ -134,6 +134,14 @@ public enum PackageArchive {
         return Data(h)
     }
 
+    /// A ustar number field: octal digits, then NUL or spaces to its end (at least one digit, no leading space);
+    /// nil for anything else.
+    static func octal(_ field: ArraySlice<UInt8>) -> Int? {
+        let digits = field.prefix { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "7") }
+        guard !digits.isEmpty, digits.count <= 21, field.dropFirst(digits.count).allSatisfy({ $0 == 0 || $0 == 32 }) else { return nil }
+        return digits.reduce(0) { $0 * 8 + Int($1 - UInt8(ascii: "0")) }
+    }
+
     // MARK: reading
 
     /// The files in the in-memory `archive` as (normalised relative path, contents), after every check.
@@ -238,13 +246,21 @@ public enum PackageArchive {
             let block = [UInt8](try source.read(512))
             guard block.count == 512 else { throw ArchiveError(reason: "\(name): truncated archive (no end marker)") }
             if block.allSatisfy({ $0 == 0 }) { return }
+            // Read only as a ustar header, with its checksum right, so that the archive is what tar reads: GNU tar's
+            // own format has no name prefix there, and a size with leading spaces read as 0 here but not there (a
+            // signer who looked at a package with tar approved other files than Keel would install).
+            guard block[257..<263].elementsEqual(Array("ustar\0".utf8)), block[263..<265].elementsEqual(Array("00".utf8)) else {
+                throw ArchiveError(reason: "\(name): not a ustar archive (an entry's header says another format)")
+            }
+            let stored = PackageArchive.octal(block[148..<156])
+            let sum = block.indices.reduce(0) { $0 + ((148..<156).contains($1) ? 32 : Int(block[$1])) }
+            guard stored == sum else { throw ArchiveError(reason: "\(name): an entry's header checksum is wrong") }
             let nameBytes = Array(block[0..<100].prefix { $0 != 0 }), prefixBytes = Array(block[345..<500].prefix { $0 != 0 })
             let rawBytes = prefixBytes.isEmpty ? nameBytes : prefixBytes + [UInt8(ascii: "/")] + nameBytes
             let decoded = String(decoding: rawBytes, as: UTF8.self)
             let raw = Printable.escapingControls(decoded)
             guard !rawBytes.contains(where: { $0 < 0x20 || $0 == 0x7F }) else { throw fail(raw, "control characters in the name") }
-            let sizeText = String(decoding: block[124..<136].prefix { $0 != 0 && $0 != 32 }, as: UTF8.self)
-            guard let size = Int(sizeText.isEmpty ? "0" : sizeText, radix: 8), size >= 0 else { throw fail(raw, "bad size field") }
+            guard let size = PackageArchive.octal(block[124..<136]) else { throw fail(raw, "bad size field") }
             // Split on the byte the kernel splits on: a `/` followed by a combining mark is one Swift Character, so
             // splitting the String let `../\u{301}x/../y` through as harmless parts while the kernel walked `..`.
             let byteParts = rawBytes.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: true)

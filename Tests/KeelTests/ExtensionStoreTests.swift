@@ -132,6 +132,19 @@ struct ExtensionStoreTests {
             #expect("\(error)".contains("escapes the bundle folder"))
         }
 
+        // Read only as tar reads it: a GNU-format header (no name prefix there), a wrong checksum, a size with
+        // leading spaces (read as 0 before, as a number by tar) are each refused.
+        func refused(_ change: (inout [UInt8]) -> Void, reseal: Bool = true) -> String {
+            var h = [UInt8](PackageArchiveTestBytes.header(name: "plugin.yaml", size: 3))
+            change(&h)
+            var tar = reseal ? PackageArchiveTestBytes.sealed(Data(h)) : Data(h)
+            tar.append(Data("id:".utf8)); tar.append(Data(count: 509)); tar.append(Data(count: 1024))
+            do { _ = try PackageArchive.entries(tar); return "accepted" } catch { return "\(error)" }
+        }
+        #expect(refused { h in for (i, b) in "ustar  \0".utf8.enumerated() { h[257 + i] = b } } == "archive: not a ustar archive (an entry's header says another format)")
+        #expect(refused({ h in h[0] = UInt8(ascii: "P") }, reseal: false) == "archive: an entry's header checksum is wrong")
+        #expect(refused { h in for (i, b) in "         3\0".utf8.enumerated() { h[124 + i] = b } }.hasSuffix("bad size field"))
+
         // Two repositories offering the same plugin at the same priority: refused, naming both.
         let mirror = TestEnvironment.makeTemporaryDirectory("mirror")
         try makeRepository(mirror, key: keyFile)
@@ -144,8 +157,7 @@ struct ExtensionStoreTests {
                 "\(found.stdout)")
 
         // A link inside an archive, a malformed index, an http:// repository, a dependency cycle.
-        var link = PackageArchiveTestBytes.header(name: "lib.so", size: 0)
-        link[156] = UInt8(ascii: "2")
+        var link = PackageArchiveTestBytes.header(name: "lib.so", size: 0, type: UInt8(ascii: "2"))
         link.append(Data(count: 1024))
         do { _ = try PackageArchive.entries(link); Issue.record("accepted a link") } catch { #expect("\(error)".contains("links are not allowed")) }
         let broken = TestEnvironment.makeTemporaryDirectory("broken-repo")
@@ -339,11 +351,22 @@ struct InstallPlanTests {
 
 /// Builds tar headers for hostile archives.
 enum PackageArchiveTestBytes {
-    static func header(name: String, size: Int) -> Data {
+    /// A ustar header (magic, version and checksum right, as every archive Keel reads must have), of entry `type`.
+    static func header(name: String, size: Int, type: UInt8 = UInt8(ascii: "0")) -> Data {
         var h = [UInt8](repeating: 0, count: 512)
         for (i, b) in name.utf8.enumerated() { h[i] = b }
         for (i, b) in String(format: "%011o", size).utf8.enumerated() { h[124 + i] = b }
-        h[156] = UInt8(ascii: "0")
+        h[156] = type
+        for (i, b) in "ustar\000".utf8.enumerated() { h[257 + i] = b }
+        return sealed(Data(h))
+    }
+
+    /// `header` with its checksum written for the bytes it holds now.
+    static func sealed(_ header: Data) -> Data {
+        var h = [UInt8](header)
+        for i in 148..<156 { h[i] = 32 }
+        let sum = h.reduce(0) { $0 + Int($1) }
+        for (i, b) in String(format: "%06o\0 ", sum).utf8.enumerated() { h[148 + i] = b }
         return Data(h)
     }
 }

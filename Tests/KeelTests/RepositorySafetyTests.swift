@@ -20,8 +20,7 @@ struct RepositorySafetyTests {
 
     /// A tar file entry (or folder entry with type "5").
     static func entry(_ name: String, _ contents: String = "", type: Character = "0") -> Data {
-        var h = PackageArchiveTestBytes.header(name: name, size: type == "0" ? contents.utf8.count : 0)
-        h[156] = type.asciiValue ?? 0
+        var h = PackageArchiveTestBytes.header(name: name, size: type == "0" ? contents.utf8.count : 0, type: type.asciiValue ?? 0)
         guard type == "0" else { return h }
         h.append(Data(contents.utf8))
         h.append(Data(count: (512 - contents.utf8.count % 512) % 512))
