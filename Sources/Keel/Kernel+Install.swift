@@ -53,6 +53,17 @@ extension Kernel {
             // The version it runs: nothing to fetch or swap (a reload would only restart it).
             return upToDate("the version asked for")
         }
+        // An enabled plugin that needs this one in a range the new version leaves: it would be stopped, failed, by an
+        // upgrade that succeeded (disable and uninstall refuse likewise).
+        let enabled = ((try? state.plugins()) ?? []).filter { $0.enabled && $0.id != id }
+        let outside = enabled.compactMap { record -> String? in
+            guard let need = bundles[record.id]?.manifest?.dependencies.first(where: { $0.id == id }), !need.versions.contains(next) else { return nil }
+            return "\"\(record.id)\" needs \(id) \(need.versions)"
+        }.sorted()
+        if !outside.isEmpty {
+            throw KernelError(.dependency, pluginID: id, reason: "\"\(id)\" is not upgraded to \(next): enabled plugin(s) need another version ("
+                              + outside.joined(separator: "; ") + "); upgrade them first, or disable them, or pick a version they take with --to")
+        }
         let check = try signerCheck(offer, change: change, store: store, command: "upgrade", allowUnsigned: allowUnsigned)
         // The new version takes the old one's folder; the work folders carry our pid, so that recovery in another
         // process leaves them alone while we live.

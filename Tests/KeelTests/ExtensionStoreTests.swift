@@ -201,6 +201,35 @@ struct ExtensionStoreTests {
 struct UpgradeTests {
     var keel: String { TestEnvironment.binPath + "/keel" }
 
+    @Test("an upgrade to a version an enabled plugin's dependency range leaves is refused, naming it; once that plugin is disabled it goes through")
+    func upgradeKeepsDependents() throws {
+        let f = KernelFixture()
+        let repo = TestEnvironment.makeTemporaryDirectory("deprepo")
+        for (id, version, extra) in [("base", "1.0.0", ""), ("base", "2.0.0", ""), ("app", "1.0.0", "dependencies:\n  base: \"^1\"")] {
+            let lib = try TestEnvironment.buildFixture("dep-\(id)-\(version)", ["PLUGIN_ID=\"\(id)\"", "PLUGIN_VERSION=\"\(version)\""])
+            let staging = TestEnvironment.makeTemporaryDirectory("depstage")
+            try TestEnvironment.makeBundle(in: staging, folder: id, manifest: TestEnvironment.manifest(id: id, version: version, library: "lib\(id).so", extra: extra),
+                                           library: lib, libraryName: "lib\(id).so")
+            #expect(try TestEnvironment.run(keel, ["pack", staging + "/" + id, "--out", repo]).status == 0)
+        }
+        #expect(try TestEnvironment.run(keel, ["repo", "index", repo]).status == 0)
+        let common = ["--plugins", f.plugins, "--state", f.state]
+        #expect(try TestEnvironment.run(keel, ["repo", "add", "main", repo] + common).status == 0)
+        for target in ["base@1.0.0", "app"] {
+            let r = try TestEnvironment.run(keel, ["install", target, "--allow-unsigned"] + common)
+            #expect(r.status == 0, "\(target): \(r.stderr)")
+        }
+        for id in ["base", "app"] { #expect(try TestEnvironment.run(keel, ["plugins", "enable", id] + common).status == 0) }
+        let refused = try TestEnvironment.run(keel, ["upgrade", "base", "--allow-unsigned"] + common)
+        #expect(refused.status == 1 && refused.stderr.contains("\"base\" is not upgraded to 2.0.0: enabled plugin(s) need another version (\"app\" needs base ^1)"),
+                "\(refused.stderr)")
+        let list = try TestEnvironment.run(keel, ["plugins", "list"] + common)
+        #expect(list.stdout.contains("base 1.0.0  enabled") && list.stdout.contains("app 1.0.0  enabled"), "\(list.stdout)")
+        #expect(try TestEnvironment.run(keel, ["plugins", "disable", "app"] + common).status == 0)
+        let upgraded = try TestEnvironment.run(keel, ["upgrade", "base", "--allow-unsigned"] + common)
+        #expect(upgraded.status == 0 && upgraded.stdout == "upgraded base to 2.0.0\n", "\(upgraded.stdout)\(upgraded.stderr)")
+    }
+
     @Test("upgrade under a running server: a broken new version rolls back, a good one takes over; state survives")
     func upgrade() async throws {
         let f = KernelFixture()
