@@ -1,5 +1,7 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
+import KeelManifest
+
 /// Which names a request's `Host` may give: the defence against DNS rebinding. A page of another site whose name an
 /// attacker points at 127.0.0.1 after it loaded can send requests to a host listening there, with that site's name
 /// in `Host`, and read the answers as its own (anonymous endpoints, plugin routes, proxied loopback apps). So a
@@ -64,10 +66,6 @@ struct HostCheck: Sendable {
     /// Names that always mean this machine, whatever DNS says: `localhost` and below it (browsers resolve those to
     /// loopback themselves), IPv4 literals in 127.0.0.0/8, and `::1`.
     static func isLoopbackName(_ name: String) -> Bool {
-        if name == "localhost" || name.hasSuffix(".localhost") || name == "::1" { return true }
-        let parts = name.split(separator: ".", omittingEmptySubsequences: false)
-        return parts.count == 4 && parts[0] == "127" && parts.allSatisfy { p in
-            (1...3).contains(p.utf8.count) && p.utf8.allSatisfy { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") } && (Int(p) ?? 256) <= 255
-        }
+        name == "localhost" || name.hasSuffix(".localhost") || name == "::1" || ProxyDeclaration.isIPv4Loopback(name)
     }
 }

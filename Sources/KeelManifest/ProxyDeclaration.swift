@@ -19,9 +19,11 @@ public struct ProxyDeclaration: Sendable, Hashable {
     /// grant of `proxy-remote`.
     /// Only an IPv4 literal counts for 127.0.0.0/8: a name such as `127.x.example.org` is looked up in DNS and may
     /// point anywhere.
-    public var isLoopback: Bool {
-        if host == "localhost" || host == "::1" { return true }
-        let parts = host.split(separator: ".", omittingEmptySubsequences: false)
+    public var isLoopback: Bool { host == "localhost" || host == "::1" || Self.isIPv4Loopback(host) }
+
+    /// Whether `text` is an IPv4 literal in 127.0.0.0/8 (four decimal parts of at most three digits, each up to 255).
+    public static func isIPv4Loopback(_ text: String) -> Bool {
+        let parts = text.split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 4, parts[0] == "127" else { return false }
         return parts.allSatisfy { part in
             (1...3).contains(part.utf8.count) && part.utf8.allSatisfy { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
