@@ -55,7 +55,7 @@ enum HTTPTransfer {
 
     /// Starts the transfer; the future ends with it, failed with `ExtensionStore.StoreError` and the reason.
     /// `cancel` on the returned transfer stops it. Redirects are followed here, at most `maxRedirects`, each checked
-    /// first (`redirectRefusal`): a repository on another machine may not send the host to this machine's own or
+    /// first (`RedirectPolicy`): a repository on another machine may not send the host to this machine's own or
     /// private addresses.
     static func start(_ location: String, fetcher: RepositoryFetcher, maxBytes: Int,
                       sink: @escaping @Sendable (Data) throws -> Void) -> (transfer: Transfer, result: EventLoopFuture<Void>) {
@@ -95,52 +95,17 @@ enum HTTPTransfer {
             guard let next = URL(string: redirect.location, relativeTo: URL(string: location))?.absoluteURL.absoluteString else {
                 return task.eventLoop.makeFailedFuture(ExtensionStore.StoreError("\(origin): redirected to \"\(redirect.location)\", which is not a URL"))
             }
-            if let refusal = redirectRefusal(from: origin, to: next) {
-                return task.eventLoop.makeFailedFuture(ExtensionStore.StoreError("\(origin): \(refusal)"))
-            }
-            return hop(next, origin: origin, left: left - 1, transfer: transfer, fetcher: fetcher, maxBytes: maxBytes, sink: sink)
-        }
-    }
-
-    /// Why a redirect from `origin` (the repository's location) to `target` is not followed, or nil: only to http or
-    /// https, and to this machine's own or private addresses (loopback, link-local such as a cloud's metadata service
-    /// at 169.254.169.254, RFC 1918, unique-local IPv6) only from a repository that is itself at one: a repository on
-    /// another machine must not make the host fetch what only the host can reach.
-    static func redirectRefusal(from origin: String, to target: String) -> String? {
-        guard let url = URL(string: target), let scheme = url.scheme?.lowercased(), scheme == "http" || scheme == "https",
-              let host = url.host(percentEncoded: false) else {
-            return "redirected to \(target), which is not an http(s) location: not followed"
-        }
-        let originHost = URL(string: origin)?.host(percentEncoded: false) ?? ""
-        if isInternal(host) && !isInternal(originHost) {
-            return "redirected to \(target), an address of this machine or its private network, from a repository outside it: not followed"
-        }
-        return nil
-    }
-
-    /// Whether `host` names this machine or a private network: `localhost`, and IP literals that are loopback,
-    /// link-local, private (RFC 1918, 100.64/10) or unspecified (IPv4, or IPv6 loopback, link-local, unique-local,
-    /// IPv4-mapped). A DNS name is not looked up.
-    static func isInternal(_ host: String) -> Bool {
-        let h = host.lowercased().trimmingCharacters(in: CharacterSet(charactersIn: "[]."))
-        if h == "localhost" || h.hasSuffix(".localhost") { return true }
-        var v4 = in_addr()
-        if inet_pton(AF_INET, h, &v4) == 1 {
-            let a = UInt32(bigEndian: v4.s_addr), b0 = a >> 24, b1 = (a >> 16) & 0xff
-            return b0 == 127 || b0 == 10 || b0 == 0 || (b0 == 169 && b1 == 254) || (b0 == 172 && (16...31).contains(b1))
-                || (b0 == 192 && b1 == 168) || (b0 == 100 && (64...127).contains(b1))
-        }
-        var v6 = in6_addr()
-        if inet_pton(AF_INET6, h, &v6) == 1 {
-            let bytes = withUnsafeBytes(of: v6) { Array($0) }
-            if bytes[0..<15].allSatisfy({ $0 == 0 }) { return true }  // :: and ::1
-            if bytes[0] == 0xfe && bytes[1] & 0xc0 == 0x80 { return true }  // fe80::/10
-            if bytes[0] & 0xfe == 0xfc { return true }  // fc00::/7
-            if bytes[0..<10].allSatisfy({ $0 == 0 }) && bytes[10] == 0xff && bytes[11] == 0xff {
-                return isInternal(bytes[12...].map(String.init).joined(separator: "."))
+            // Judged off the event loop: a name is looked up (blocking), unless a proxy reaches it for the host.
+            let proxied = URL(string: next).flatMap { url in
+                url.host(percentEncoded: false).map { (try? ProxyEnvironment(ProcessInfo.processInfo.environment).server(scheme: url.scheme ?? "", host: $0)) != nil }
+            } ?? false
+            return NIOThreadPool.singleton.runIfActive(eventLoop: task.eventLoop) {
+                RedirectPolicy.refusal(from: origin, to: next, resolve: proxied ? { _ in [] } : RedirectPolicy.addresses)
+            }.flatMap { refusal in
+                if let refusal { return task.eventLoop.makeFailedFuture(ExtensionStore.StoreError("\(origin): \(refusal)")) }
+                return hop(next, origin: origin, left: left - 1, transfer: transfer, fetcher: fetcher, maxBytes: maxBytes, sink: sink)
             }
         }
-        return false
     }
 
     /// The transfer, waited for on the calling thread (any thread but an event loop's). Throws `StoreError`.

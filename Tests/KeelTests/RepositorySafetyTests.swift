@@ -175,18 +175,40 @@ struct RepositorySafetyTests {
     @Test("redirects: followed by the host itself, at most five; to this machine or a private network only from a repository there; never to another scheme")
     func redirects() throws {
         // Judged by address: a repository on another machine cannot send the host to its own or private addresses.
-        #expect(HTTPTransfer.redirectRefusal(from: "https://repo.example/x", to: "http://127.0.0.1:8470/api/v1/audit") != nil)
-        #expect(HTTPTransfer.redirectRefusal(from: "https://repo.example/x", to: "http://169.254.169.254/latest/meta-data") != nil)
-        #expect(HTTPTransfer.redirectRefusal(from: "https://repo.example/x", to: "http://[::ffff:10.0.0.1]/") != nil)
-        #expect(HTTPTransfer.redirectRefusal(from: "https://repo.example/x", to: "http://localhost./") != nil)
-        #expect(HTTPTransfer.redirectRefusal(from: "https://repo.example/x", to: "https://cdn.example/x.keelpkg") == nil)
-        #expect(HTTPTransfer.redirectRefusal(from: "http://127.0.0.1:9/x", to: "http://127.0.0.1:9/y") == nil, "a local repository's own")
-        #expect(HTTPTransfer.redirectRefusal(from: "http://127.0.0.1:9/x", to: "file:///etc/passwd") != nil)
+        #expect(RedirectPolicy.refusal(from: "https://repo.example/x", to: "http://127.0.0.1:8470/api/v1/audit") != nil)
+        #expect(RedirectPolicy.refusal(from: "https://repo.example/x", to: "http://169.254.169.254/latest/meta-data") != nil)
+        #expect(RedirectPolicy.refusal(from: "https://repo.example/x", to: "http://[::ffff:10.0.0.1]/") != nil)
+        #expect(RedirectPolicy.refusal(from: "https://repo.example/x", to: "http://localhost./") != nil)
+        #expect(RedirectPolicy.refusal(from: "https://repo.example/x", to: "https://cdn.example/x.keelpkg") == nil)
+        #expect(RedirectPolicy.refusal(from: "http://127.0.0.1:9/x", to: "http://127.0.0.1:9/y") == nil, "a local repository's own")
+        #expect(RedirectPolicy.refusal(from: "http://127.0.0.1:9/x", to: "file:///etc/passwd") != nil)
         for address in ["10.1.2.3", "172.16.0.1", "192.168.1.1", "100.64.0.1", "0.0.0.0", "::1", "fe80::1", "fd00::1"] {
-            #expect(HTTPTransfer.isInternal(address), "\(address)")
+            #expect(RedirectPolicy.isInternal(address), "\(address)")
         }
         for external in ["8.8.8.8", "172.32.0.1", "2001:db8::1", "repo.example", "127.0.0.1.example"] {
-            #expect(!HTTPTransfer.isInternal(external), "\(external)")
+            #expect(!RedirectPolicy.isInternal(external), "\(external)")
+        }
+        #expect(RedirectPolicy.isInternal("fe80::1%eth0"), "a link-local address as the resolver writes it")
+        // A name is judged by every address it resolves to: one of the attacker's that resolves to loopback or to the
+        // metadata service is refused as the literal is; a repository whose own name resolves to a private network
+        // may send the host within it.
+        let names: [String: [String]] = ["rebound.example": ["203.0.113.7", "127.0.0.1"], "meta.example": ["169.254.169.254"],
+                                         "repo.corp.example": ["10.0.0.5"], "cdn.example": ["203.0.113.9"]]
+        let resolve = { (host: String) in names[host] ?? [] }
+        let rebound = RedirectPolicy.refusal(from: "https://repo.example/x", to: "http://rebound.example:8470/api/v1/audit", resolve: resolve)
+        #expect(rebound?.contains("(rebound.example is 127.0.0.1), an address of this machine or its private network") == true, "\(rebound ?? "followed")")
+        #expect(RedirectPolicy.refusal(from: "https://repo.example/x", to: "http://meta.example/latest/meta-data", resolve: resolve) != nil)
+        #expect(RedirectPolicy.refusal(from: "https://repo.example/x", to: "https://cdn.example/x.keelpkg", resolve: resolve) == nil)
+        #expect(RedirectPolicy.refusal(from: "https://repo.corp.example/x", to: "http://10.0.0.6/x.keelpkg", resolve: resolve) == nil,
+                "a repository inside the private network")
+        #expect(RedirectPolicy.refusal(from: "https://repo.corp.example/x", to: "http://rebound.example/x", resolve: resolve) == nil)
+        // The system's resolver, for real: `localhost` through getaddrinfo, and this machine's own name where it
+        // resolves to one of its addresses (as /etc/hosts makes it on Debian and in containers).
+        #expect(RedirectPolicy.addresses("localhost").contains(where: RedirectPolicy.isInternal), "\(RedirectPolicy.addresses("localhost"))")
+        #expect(RedirectPolicy.addresses("no-such-host.invalid").isEmpty)
+        let own = ProcessInfo.processInfo.hostName
+        if RedirectPolicy.addresses(own).contains(where: RedirectPolicy.isInternal) {
+            #expect(RedirectPolicy.refusal(from: "https://repo.example/x", to: "http://\(own):8470/") != nil, "\(own)")
         }
         // End to end, the host following a local repository's redirects itself, and refusing another scheme.
         let server = try PythonServer(handler: """
