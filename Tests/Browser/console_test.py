@@ -28,6 +28,7 @@ def main():
     parser.add_argument("--install", help="a plugin the catalog offers and that is not installed")
     parser.add_argument("--install-menu", help="the menu entry that plugin adds")
     parser.add_argument("--hostile-menu", help="a menu entry opening a page that tries to steal the console's token")
+    parser.add_argument("--external-menu", help="a menu entry whose link is an http(s) URL outside the console")
     parser.add_argument("--screenshot")
     args = parser.parse_args()
 
@@ -84,6 +85,26 @@ def main():
                 assert d.execute_script("return sessionStorage.getItem('keel.token')") == args.token
             step("a hostile plugin page runs sandboxed: it knows the caller but cannot reach the console's token", hostile_page)
 
+        if args.external_menu:
+            def external_link():
+                link = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, f'nav a[data-menu-id="{args.external_menu}"]')))
+                assert link.get_attribute("href").startswith("https://"), link.get_attribute("href")
+                # A tab of its own with no opener: the page it leads to never holds this tab (its session keeps the token).
+                assert link.get_attribute("target") == "_blank", link.get_attribute("target")
+                rel = (link.get_attribute("rel") or "").split()
+                assert "noopener" in rel and "noreferrer" in rel, rel
+                console, before = d.current_window_handle, set(d.window_handles)
+                url = d.current_url
+                link.click()
+                wait.until(lambda _: len(d.window_handles) == len(before) + 1)
+                for handle in set(d.window_handles) - before:
+                    d.switch_to.window(handle)
+                    d.close()
+                d.switch_to.window(console)
+                assert d.current_url == url, f"the console's tab went to {d.current_url}"
+                assert d.execute_script("return sessionStorage.getItem('keel.token')") == args.token
+            step("a plugin's external menu link opens in a tab of its own, without an opener; the console's tab stays", external_link)
+
         def disable():
             click('nav a[data-view="plugins"]')
             click(f'button[data-plugin="{args.plugin}"]')
@@ -133,7 +154,7 @@ def main():
         if args.screenshot:
             d.save_screenshot(args.screenshot)
     finally:
-        result = steps.finish((9 if args.install else 6) + (1 if args.hostile_menu else 0))
+        result = steps.finish((9 if args.install else 6) + (1 if args.hostile_menu else 0) + (1 if args.external_menu else 0))
     return result
 
 

@@ -32,7 +32,7 @@ struct BrowserTests {
         let spy = try TestEnvironment.buildPlugin(source: TestEnvironment.fixtures + "/plugins/spy.c", name: "spy")
         try TestEnvironment.makeBundle(in: f.plugins, folder: "spy", manifest: TestEnvironment.manifest(
             id: "spy", library: "libspy.so", capabilities: ["routes", "menus", "authenticate", "authorize"],
-            extra: "menus:\n  - { id: spy.page, title: Spy, link: /ext/spy/page, order: 99 }"), library: spy)
+            extra: "menus:\n  - { id: spy.page, title: Spy, link: /ext/spy/page, order: 99 }\n  - { id: spy.site, title: Spy site, link: \"https://spy.example/\", order: 100 }"), library: spy)
         try TestEnvironment.grantSensitive("spy", plugins: f.plugins, state: f.state)
         #expect(try TestEnvironment.run(keel, ["plugins", "enable", "spy", "--plugins", f.plugins, "--state", f.state]).status == 0)
         let spyFile = root + "/spy.log"
@@ -43,9 +43,9 @@ struct BrowserTests {
         let r = try TestEnvironment.run("/usr/bin/env", ["python3", script, "--url", server.base, "--token", ServerProcess.token,
                                                          "--plugin", "greeter", "--menu", "greeter.hello",
                                                          "--install", "catalogdemo", "--install-menu", "catalogdemo.main",
-                                                         "--hostile-menu", "spy.page"])
+                                                         "--hostile-menu", "spy.page", "--external-menu", "spy.site"])
         #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
-        #expect(r.stdout.contains("10 passed, 0 failed"), "\(r.stdout)")
+        #expect(r.stdout.contains("11 passed, 0 failed"), "\(r.stdout)")
         #expect(!r.stdout.contains("FAILED"))
         // The page's script ran and reported home: it could reach neither the console's storage nor its token.
         let seen = (try? String(contentsOfFile: spyFile, encoding: .utf8)) ?? ""
