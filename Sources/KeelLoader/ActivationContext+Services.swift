@@ -56,7 +56,7 @@ extension ActivationContext {
     /// and retries once or twice when the chosen provider is being taken down just then. [thread-safe]
     func acquire(_ text: String, tenant: String, minSize: Int) -> Result<ServiceLease, PluginCallError> {
         func failure(_ status: Int32, _ message: String, log: Bool = true) -> Result<ServiceLease, PluginCallError> {
-            if log { environment.log(plugin: pluginID, level: .warn, message: message) }
+            if log { logBudgeted(.warn, message) }
             return .failure(PluginCallError(pluginID: pluginID, status: status, message: message))
         }
         // A closed activation leases nothing more: `close` released its leases once, and one taken after would keep

@@ -59,6 +59,8 @@ public final class ActivationContext: Sendable {
     private let drainingLifecycle = Atomic<Bool>(false)
     /// Service leases this activation holds on other plugins' tables.
     let leases = Atomic<Int>(0)
+    /// The lines the plugin's code may cause per second (`logBudgeted`).
+    private let logBudget = Mutex(LogBudget(now: ActivationContext.now(), source: "caused by the plugin's code"))
     /// True exactly while the phase is `.active`: what `enter` reads on the request path, without the lock.
     private let admitting = Atomic<Bool>(false)
     /// Set by every admitted call, cleared by `takeUsed`: how the kernel tells a lazy plugin nobody uses.
@@ -170,6 +172,20 @@ public final class ActivationContext: Sendable {
     private static func free(_ text: inout keel_str) {
         text.ptr.map { UnsafeMutablePointer(mutating: $0).deallocate() }
         text = keel_str(ptr: nil, len: 0)
+    }
+
+    /// Logs a line the plugin's code caused (its own `log` calls, and the host's warnings about its calls), held to
+    /// the log budget: at most `LogBudget.perSecond` a second pass; the rest are dropped, and counted in one warning
+    /// with the next line after the second ends. A plugin that logs (or misuses a host call) in a loop cannot make the
+    /// host write without bound (480 MB to standard error in 1.4 s, 2026-12-07). [thread-safe]
+    func logBudgeted(_ level: LogLevel, _ message: String, generation: Int? = nil) {
+        let now = Self.now()
+        let (pass, report) = logBudget.withLock { budget in
+            let report = budget.tick(now: now)
+            return (budget.admit(now: now), report)
+        }
+        if let report { environment.log(plugin: pluginID, generation: generation, level: .warn, message: report) }
+        if pass { environment.log(plugin: pluginID, generation: generation, level: level, message: message) }
     }
 
     /// Seconds on a monotonic clock, for call budgets and drain deadlines. The coarse clock (a few milliseconds of
@@ -376,7 +392,7 @@ public final class ActivationContext: Sendable {
     /// A refused registration: logged against the plugin and returned as a status.
     func refuse(_ status: Int32, _ message: String) -> Int32 {
         lastRefusal.withLock { $0 = message }
-        environment.log(plugin: pluginID, level: .warn, message: message)
+        logBudgeted(.warn, message)
         return status
     }
 

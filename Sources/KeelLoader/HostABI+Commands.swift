@@ -24,13 +24,13 @@ extension HostABI {
             // On behalf of the caller of the request being served, and no one else: a plugin cannot make up a principal.
             guard let caller = ActivationContext.currentPrincipal(matching: principal) else {
                 let message = "called \(p).\(n) for a principal that is not the caller of the request it is serving: denied"
-                context.environment.log(plugin: context.pluginID, level: .warn, message: message)
+                context.logBudgeted(.warn, message)
                 context.setError(message)
                 return KEEL_ERR_DENIED
             }
             guard context.identity.calls.contains("\(p).\(n)") else {
                 let message = "called \(p).\(n), which it does not declare under calls: in plugin.yaml: denied"
-                context.environment.log(plugin: context.pluginID, level: .warn, message: message)
+                context.logBudgeted(.warn, message)
                 context.setError(message)
                 return KEEL_ERR_DENIED
             }

@@ -41,7 +41,11 @@ extension HostABI {
             case let .failure(error):
                 return error.status
             case let .success(lease):
-                let handle = LeaseTable.add(lease)
+                guard let handle = LeaseTable.add(lease) else {
+                    // Its handle is one a held lease has (odds of about 2^-36): given back, and the plugin may retry.
+                    lease.release()
+                    return KEEL_ERR_UNAVAILABLE
+                }
                 // Closed meanwhile (its `close` released what the table held before this one was added): given back.
                 if context.isClosed {
                     if LeaseTable.remove(handle) != nil { lease.release() }
@@ -57,8 +61,7 @@ extension HostABI {
             let handle = UInt(bitPattern: UnsafeRawPointer(lease))
             guard let held = LeaseTable.remove(handle) else {
                 if let caller = ActivationContext.currentCall {
-                    caller.environment.log(plugin: caller.pluginID, level: .warn,
-                                           message: "released a service lease that is not held (released twice?); ignored")
+                    caller.logBudgeted(.warn, "released a service lease that is not held (released twice?); ignored")
                 }
                 return
             }

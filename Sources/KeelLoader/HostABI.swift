@@ -55,8 +55,8 @@ enum HostABI {
         h.host_version = staticString(hostVersion)
         h.log = { ctx, level, message in
             guard let context = HostABI.context(ctx) else { return }
-            context.environment.log(plugin: context.pluginID, generation: context.identity.generation,
-                                    level: LogLevel(rawValue: Int(level)) ?? .error, message: TextLimits.logLine(message.string(upTo: TextLimits.logLineBytes)))
+            context.logBudgeted(LogLevel(rawValue: Int(level)) ?? .error, TextLimits.logLine(message.string(upTo: TextLimits.logLineBytes)),
+                                generation: context.identity.generation)
         }
         // A NULL ctx means the handler or hook running on this thread (plugin code that kept no ctx).
         // Cut as a log line is: the message goes into log lines and the load history.

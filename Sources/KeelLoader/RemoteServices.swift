@@ -37,7 +37,7 @@ extension ActivationContext {
     func acquireRemote(_ consumed: ConsumedInterface, tenant: String, minSize: Int,
                        broker: any RemoteServiceBroker) -> Result<ServiceLease, PluginCallError> {
         func failure(_ status: Int32, _ message: String) -> Result<ServiceLease, PluginCallError> {
-            environment.log(plugin: pluginID, level: .warn, message: message)
+            logBudgeted(.warn, message)
             return .failure(PluginCallError(pluginID: pluginID, status: status, message: message))
         }
         guard !consumed.functions.isEmpty else {
@@ -124,7 +124,7 @@ public final class RemoteLeases: Sendable {
     /// functions (the host calls its table only with the signatures its provider declared), the consumer too.
     public func acquire(_ interface: String, tenant: String, minSize: Int) -> Result<RemoteLeaseGrant, PluginCallError> {
         func refuse(_ status: Int32, _ message: String) -> Result<RemoteLeaseGrant, PluginCallError> {
-            context.environment.log(plugin: context.pluginID, level: .warn, message: message)
+            context.logBudgeted(.warn, message)
             return .failure(PluginCallError(pluginID: context.pluginID, status: status, message: message))
         }
         guard let consumed = context.identity.consumed(interface) else {

@@ -175,7 +175,7 @@ private final class ProxyFunction: Sendable {
             }
         }
         if let problem {
-            context.environment.log(plugin: context.pluginID, level: .warn, message: "\(what): \(problem)")
+            context.logBudgeted(.warn, "\(what): \(problem)")
         }
         _ = context.account(what, started: started, budget: context.budgets.handler, failed: problem != nil, detail: problem ?? "")
     }

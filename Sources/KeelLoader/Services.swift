@@ -183,9 +183,13 @@ public final class ServiceListener: Sendable {
 }
 
 /// A lease a consumer holds: which provision, for which consumer. The `keel_service_lease *` a plugin holds is a
-/// number the process never hands out twice (not this object's address, which `malloc` gives the next lease: a
-/// stale handle then released another consumer's lease); the host looks it up in `LeaseTable` before touching it,
-/// so a stale or doubled release is caught rather than followed.
+/// number no plugin can guess (`nextHandle`), not this object's address (which `malloc` gives the next lease: a stale
+/// handle then released another consumer's lease), nor a count (16, 32, ...: a plugin with no grant released every
+/// other consumer's leases by counting, and a provider went idle under a held lease and was called unmapped); the
+/// host looks it up in `LeaseTable` before touching it, so a stale, doubled or made-up release is caught rather than
+/// followed. The handle is the capability: `release` and `describe` carry no caller, so a plugin that reads another's
+/// memory for its handle can end that lease (in-process code shares the host's address space; a worker process,
+/// `isolation: process`, is the boundary for code that is not trusted with it).
 final class ServiceLease: Sendable {
     let provision: ServiceProvision
     let consumer: ActivationContext
@@ -194,15 +198,32 @@ final class ServiceLease: Sendable {
     /// without bound, and the refusal says what is wrong.
     static let limitPerConsumer = 4096
 
-    /// The handle the plugin holds: a multiple of 16 (so that `LeaseTable`'s shards take turns), never 0.
+    /// The handle the plugin holds: a multiple of 16, never 0 (`nextHandle`).
     let handle: UInt
 
     private static let issued = Atomic<UInt>(0)
+    /// A secret of this process's, mixed into every handle: with it, handles stay unguessable even where Swift's
+    /// hashing is made deterministic (`SWIFT_DETERMINISTIC_HASHING`).
+    private static let secret = UInt64.random(in: .min ... .max)
 
     init(provision: ServiceProvision, consumer: ActivationContext) {
         self.provision = provision
         self.consumer = consumer
-        handle = (Self.issued.wrappingAdd(1, ordering: .relaxed).oldValue + 1) << 4
+        handle = Self.nextHandle()
+    }
+
+    /// A handle no plugin can guess from those it was given: a count that never repeats, with the process's secret,
+    /// through SipHash (Swift's `Hasher`, seeded at random per process), cut to a multiple of 16 (`LeaseTable`'s
+    /// shards take turns by the bits above). Two leases held at once get one handle with odds of about 2^-36 for
+    /// 4,096 held leases; `LeaseTable.add` refuses that case rather than replace a lease.
+    static func nextHandle() -> UInt {
+        while true {
+            var hasher = Hasher()
+            hasher.combine(secret)
+            hasher.combine(issued.wrappingAdd(1, ordering: .relaxed).oldValue)
+            let handle = UInt(bitPattern: hasher.finalize()) & ~0xF
+            if handle != 0 { return handle }
+        }
     }
 
     /// Ends the lease on both sides: the provider may drain, the consumer may lease again.
@@ -223,10 +244,15 @@ enum LeaseTable {
 
     static func shard(_ handle: UInt) -> Shard { shards[Int((handle >> 4) & 15)] }
 
-    static func add(_ lease: ServiceLease) -> UInt {
+    /// Adds `lease` under its handle; nil when a lease held now has that handle already (see
+    /// `ServiceLease.nextHandle`: the acquire is then refused, never another lease replaced).
+    static func add(_ lease: ServiceLease) -> UInt? {
         let handle = lease.handle
-        shard(handle).leases.withLock { $0[handle] = lease }
-        return handle
+        return shard(handle).leases.withLock { leases in
+            guard leases[handle] == nil else { return nil }
+            leases[handle] = lease
+            return handle
+        }
     }
 
     /// Removes and returns the lease with `handle`, or nil when no such lease is held (released already, or never

@@ -427,6 +427,33 @@ struct ServicesTests {
         await kernel.shutdown()
     }
 
+    @Test("a plugin cannot guess another plugin's lease: 4,096 made-up handles read and end nothing, the holder's lease stays")
+    func forgedRelease() async throws {
+        let s = ServicesFixture()
+        try s.provider("good", tag: "G")
+        try s.consumer("holder", defines: ["NO_RELEASE"])
+        try s.consumer("evil", defines: ["FORGE"])
+        let kernel = try s.kernel()
+        await kernel.start()
+        for id in ["good", "holder", "evil"] { try await kernel.enable(id) }
+        for _ in 0..<3 { #expect(call(kernel, "/ext/holder/call").status == 200) }
+        #expect(try #require(await kernel.services().first)?.providers.first?.leases == 3)
+        // The first 4,096 numbers a counter would hand out (handles were 16, 32, ... until 2026-12-07: a plugin with no
+        // grant ended other consumers' leases, and a provider went idle under a held one and was called unmapped).
+        #expect(call(kernel, "/ext/evil/forge").text == "guessed=0")
+        #expect(try #require(await kernel.services().first)?.providers.first?.leases == 3, "another plugin's leases were ended")
+        // Each made-up release is logged, up to the plugin's log budget (200 lines a second); the rest are counted in
+        // one line with the next second's first.
+        func warned() -> Int { s.f.log.lines.filter { $0.contains("evil") && $0.contains("released a service lease that is not held") }.count }
+        #expect(warned() == 200, "\(warned())")
+        try await Task.sleep(for: .milliseconds(1100))
+        #expect(call(kernel, "/ext/evil/forge").text == "guessed=0")
+        #expect(warned() == 400, "\(warned())")
+        #expect(s.f.log.lines.contains { $0.contains("evil") && $0.contains("dropped 3896 log line(s) caused by the plugin's code (over 200 per second; 3896 since it started)") },
+                "\(s.f.log.lines.suffix(3))")
+        await kernel.shutdown()
+    }
+
     @Test("the host (or an embedding program) provides an interface: consumers waiting for it activate and call it")
     func hostProvides() async throws {
         let s = ServicesFixture()

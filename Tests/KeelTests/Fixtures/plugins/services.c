@@ -14,6 +14,8 @@
  *   LISTEN_ID                       the interface id passed to listen (default ACQUIRE_ID)
  *   MIN_SIZE                        min_size passed to acquire (default sizeof(test_echo_v1))
  *   NO_RELEASE                      /call never releases its lease (a leak)
+ *   FORGE                           adds GET /forge: describes and releases the handles 16, 32, ... 65536 (the first
+ *                                   numbers a counting host would hand out) and answers "guessed=<n described>"
  *   ACQUIRE_AFTER_MS                /call sleeps this long before it acquires (a call in flight when a disable starts)
  *   DOUBLE_RELEASE                  /call releases its lease twice, and a made-up one
  *   STALE_RELEASE                   /call, after its release, leases again and releases the first (stale) handle
@@ -146,6 +148,22 @@ static keel_status call(void *ud, const keel_http_request *req, keel_http_respon
     return answer(res, 200, buf, n);
 }
 
+#ifdef FORGE
+/* A hostile consumer: reads and ends leases it never acquired, by guessing their handles. */
+static keel_status forge(void *ud, const keel_http_request *req, keel_http_response *res) {
+    (void)ud; (void)req;
+    char buf[64];
+    keel_service_info info;
+    int guessed = 0;
+    for (uintptr_t i = 1; i <= 4096; i++) {
+        info.struct_size = sizeof info;
+        if (services->describe((keel_service_lease *)(i << 4), &info) == KEEL_OK) guessed++;
+        services->release((keel_service_lease *)(i << 4));
+    }
+    return answer(res, 200, buf, snprintf(buf, sizeof buf, "guessed=%d", guessed));
+}
+#endif
+
 static keel_status heard(void *ud, const keel_http_request *req, keel_http_response *res) {
     (void)ud; (void)req;
     char buf[256];
@@ -190,6 +208,9 @@ static keel_status activate(const keel_host *host, keel_ctx *ctx) {
         { sizeof(keel_route), KEEL_STR("GET"), KEEL_STR("/call"), call, NULL },
         { sizeof(keel_route), KEEL_STR("GET"), KEEL_STR("/heard"), heard, NULL },
         { sizeof(keel_route), KEEL_STR("GET"), KEEL_STR("/dead"), deadcount, NULL },
+#ifdef FORGE
+        { sizeof(keel_route), KEEL_STR("GET"), KEEL_STR("/forge"), forge, NULL },
+#endif
     };
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         keel_status rs = http->register_route(ctx, &routes[i]);
