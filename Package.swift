@@ -57,7 +57,7 @@ let package = Package(
         .target(name: "KeelManifest", dependencies: ["KeelSystem", .product(name: "Yams", package: "Yams")]),
         // libffi (Debian's libffi-dev): commands are called through a call prepared once per generation.
         .target(name: "CKeelFFI", linkerSettings: [.linkedLibrary("ffi")]),
-        .target(name: "KeelLoader", dependencies: ["CKeelABI", "CKeelFFI", "CKeelSystem", "KeelManifest"]),
+        .target(name: "KeelLoader", dependencies: ["CKeelABI", "CKeelFFI", "CKeelSystem", "KeelManifest", "KeelSystem"]),
         .target(name: "KeelRegistry", dependencies: ["KeelLoader", "KeelManifest"]),
         .target(name: "KeelState", dependencies: ["CSQLite", "KeelSystem"]),
         // The same state store on PostgreSQL, shared by several hosts; only the CLI links it, so embedders of `Keel`

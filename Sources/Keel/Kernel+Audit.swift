@@ -48,8 +48,8 @@ extension Kernel {
         let (record, leftOut) = refusalBudget.admit(at: Int64(Date().timeIntervalSince1970))
         if leftOut > 0 {
             audit(StateStore.AuditEntry(actor: "keel", command: "refusals-left-out", target: "", outcome: "forbidden",
-                                        detail: "\(leftOut) more refused call(s) in one minute than the \(refusalBudget.perMinute) "
-                                            + "the audit trail records one by one; the log has each"))
+                                        detail: "\(leftOut) more refused call(s) than the audit trail records one by one (\(refusalBudget.perMinute) "
+                                            + "a minute, \(refusalBudget.perDay) rows a day); the log has each"))
         }
         guard record else { return }
         // The call names the client's path (up to the HTTP layer's limit, 80 KiB): cut, so that 10,000 refusals keep

@@ -146,7 +146,10 @@ public struct LogRecord: Sendable, CustomStringConvertible {
     /// `debug`, `info`, `warning` or `error`.
     public var levelName: String { ["debug", "info", "warning", "error"][level.rawValue] }
 
+    /// One line: control and invisible formatting characters in the message (a plugin's, a client's) escaped
+    /// (`Printable`), so that no line written to a terminal or a log file breaks, forges another or moves the cursor.
     public var description: String {
-        pluginID.map { "keel: \(levelName): [\($0)] \(message)" } ?? "keel: \(levelName): \(message)"
+        let text = Printable.escapingControls(message)
+        return pluginID.map { "keel: \(levelName): [\($0)] \(text)" } ?? "keel: \(levelName): \(text)"
     }
 }

@@ -35,7 +35,8 @@ public final class ServerLock: Sendable {
         // own user's lock): a folder others may write could hold either, planted.
         var before = stat()
         let existed = lstat(path, &before) == 0
-        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0o644)
+        // Private to its user, as the state is: it names the server's pid, address and plugin folder.
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0o600)
         guard fd >= 0 else {
             let why = errno == ELOOP ? "is a symbolic link, which is never followed; remove it"
                 : "cannot be made: \(SystemFile.describe(errno: errno))"
@@ -52,6 +53,8 @@ public final class ServerLock: Sendable {
                 + (st.st_mode & S_IFMT != S_IFREG ? "is not a regular file" : "belongs to uid \(owner), not to this user (uid \(geteuid()))")
                 + ": another user could have put it there, or runs a server on this state; keep the state in a folder only you may write")
         }
+        // One an earlier keel made readable by anyone is narrowed (as SQLite's files are).
+        if st.st_uid == geteuid(), st.st_mode & 0o077 != 0 { _ = fchmod(fd, 0o600) }
         guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
             close(fd)
             // Its first line (`pid N URL`); the folder line is for the CLI.

@@ -30,7 +30,14 @@ extension AdminAPI {
             // `keel call --tenant` does; nobody else may choose a tenant here.
             if let tenant = body.tenant, tenant != caller.tenant {
                 guard caller.authenticatedBy == "keel", caller.roles.contains("admin") else {
-                    throw APIError.forbidden(because: "only the host's admin may call a command in another tenant")
+                    // Logged and audited as any refused call is (in the lane: any client may ask for refusals).
+                    let denial = "only the host's admin may call a command in another tenant (asked for \"\(tenant)\")"
+                    let refusal = APIError.forbidden(because: denial), asked = caller
+                    try await gatekeeper.lanes.run(id) {
+                        gatekeeper.log(LogRecord(level: .info, pluginID: id, message: "POST \(request.uri.path) denied: \(denial)"))
+                        gatekeeper.auditRefusal(request, principal: asked, channel: channel, refusal)
+                    }
+                    throw refusal
                 }
                 guard tenant == Principal.defaultTenant || kernel.access.directory.tenants.contains(tenant) else {
                     throw APIError(.notFound, "not-found", "no tenant \"\(tenant)\"")

@@ -11,13 +11,15 @@ import ServiceLifecycle
 ///
 /// Each event is `event: change` with one line of JSON: `{"kind":"executed","op":"disable","subject":"hello",
 /// "actor":"cli","ok":true}` or `{"kind":"plugins-changed"}`. A comment line every 15 s keeps the connection (and
-/// its idle timer) alive. The stream ends when the client goes away or the server shuts down gracefully (so it never
-/// holds a shutdown up). Events are only a signal to re-read: a slow client loses old ones (at most 64 are kept), never
-/// the latest.
+/// its idle timer) alive. The stream ends when the client goes away, the server shuts down gracefully (so it never
+/// holds a shutdown up), or the admin token it was opened with is no longer the token (`keel token reset`, a new
+/// `$KEEL_ADMIN_TOKEN`): within about a second, so that a leaked token's live feed of every admin action ends with it.
+/// Events are only a signal to re-read: a slow client loses old ones (at most 64 are kept), never the latest.
 extension AdminAPI {
     func registerEvents(admin: RouterGroup<KeelRequestContext>) {
-        let kernel = self.kernel
+        let kernel = self.kernel, adminToken = gatekeeper.token
         admin.get("events") { _, _ -> Response in
+            let openedUnder = adminToken.digest
             let (stream, continuation) = AsyncStream<ByteBuffer>.makeStream(bufferingPolicy: .bufferingNewest(64))
             let token = kernel.events.subscribeNow { event in continuation.yield(ByteBuffer(string: Self.eventText(event))) }
             continuation.onTermination = { _ in kernel.events.unsubscribe(token) }
@@ -26,11 +28,18 @@ extension AdminAPI {
             headers[.contentType] = "text/event-stream; charset=utf-8"
             headers[.cacheControl] = "no-store"
             return Response(status: .ok, headers: headers, body: ResponseBody { writer in
-                // The heartbeat, and the end of the stream on a graceful shutdown.
+                // The heartbeat every 15 s, the token looked at every second, and the end of the stream on a graceful
+                // shutdown.
                 let beat = Task {
+                    var seconds = 0
                     while !Task.isCancelled {
-                        try? await Task.sleep(for: .seconds(15))
-                        continuation.yield(ByteBuffer(string: ": ping\n\n"))
+                        try? await Task.sleep(for: .seconds(1))
+                        if adminToken.digest != openedUnder {
+                            continuation.finish()
+                            return
+                        }
+                        seconds += 1
+                        if seconds % 15 == 0 { continuation.yield(ByteBuffer(string: ": ping\n\n")) }
                     }
                 }
                 defer { beat.cancel() }

@@ -31,12 +31,16 @@ struct AdminAPI {
         // host out of rotation.
         // 503 "stalled" while plugin code holds the kernel's lifecycle thread past the stall limit: the host serves,
         // but nothing can be enabled, reloaded or stopped cleanly until it is restarted.
+        // Anyone may ask, so it names only plugins an anonymous caller (tenant default) may know of: one enabled for
+        // other tenants only is left out, as its routes, menus and commands are (a security review, 2026-12-07).
         router.get("/healthz") { _, _ -> Response in
             let missing = kernel.registry.snapshot.missingGuards.keys.sorted()
             let stall = kernel.lifecycleStall
             let status = stall != nil ? "stalled" : missing.isEmpty ? "ok" : "closed"
-            return JSONBody.response(HealthBody(status: status, active: kernel.activePlugins,
-                                                busy: gatekeeper.lanes.refused, missingGuards: missing.isEmpty ? nil : missing,
+            let tenants = kernel.access.directory.pluginTenants
+            func shown(_ id: String) -> Bool { tenants[id].map { $0.contains(Principal.defaultTenant) } ?? true }
+            return JSONBody.response(HealthBody(status: status, active: kernel.activePlugins.filter(shown),
+                                                busy: gatekeeper.lanes.refused.filter { shown($0.key) }, missingGuards: missing.isEmpty ? nil : missing,
                                                 stalled: stall.map(StallBody.init),
                                                 lifecycle: stall == nil ? kernel.lifecycleCall(runningFor: 1)?.description : nil),
                                      status: status == "ok" ? .ok : .serviceUnavailable)

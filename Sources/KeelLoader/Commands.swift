@@ -397,9 +397,11 @@ extension HostABI {
         out.write = { out, data, len in
             guard let host = out?.pointee.host_data else { return KEEL_ERR_INVALID_ARGUMENT }
             let w = Unmanaged<ResponseWriter>.fromOpaque(host).takeUnretainedValue()
-            guard len > 0 else { return KEEL_OK }
+            guard len != 0 else { return KEEL_OK }
             guard let data else { return KEEL_ERR_INVALID_ARGUMENT }
-            guard w.body.count + len <= w.limit else {
+            // Not `count + len`: a length near SIZE_MAX would overflow that sum, and the trap would end the host; one
+            // past Int.max reads as negative here (size_t imports as Int).
+            guard len > 0, len <= w.limit - w.body.count else {
                 w.overflowed = true
                 return KEEL_ERR_LIMIT
             }

@@ -1,6 +1,7 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
 import CKeelABI
+import KeelSystem
 
 /// A plugin's route handler: a C function pointer and its user data, bound to the activation that registered it.
 ///
@@ -139,6 +140,20 @@ final class ResponseWriter {
     var overflowed = false
 
     init(limit: Int) { self.limit = limit }
+}
+
+extension Principal {
+    /// True when `text` holds no control or invisible formatting character (`Printable.isHidden`): what a hook names
+    /// a caller, its tenant and roles goes into audit rows, log lines and a proxied app's headers, where one would
+    /// break a line or forge another (`keel_principal_builder` refuses such text). ASCII is checked byte by byte.
+    public static func isPrintable(_ text: String) -> Bool {
+        var ascii = true
+        for byte in text.utf8 {
+            if byte < 0x20 || byte == 0x7F { return false }
+            if byte >= 0x80 { ascii = false }
+        }
+        return ascii || !text.unicodeScalars.contains(where: Printable.isHidden)
+    }
 }
 
 /// Where an authenticate hook's principal accumulates; reached through `keel_principal_builder.host_data`.

@@ -177,9 +177,11 @@ enum HostABI {
         }()) }
         res.write = { res, data, len in HostRefusal.noted({
             guard let w = HostABI.responseWriter(res) else { return KEEL_ERR_INVALID_ARGUMENT }
-            guard len > 0 else { return KEEL_OK }
+            guard len != 0 else { return KEEL_OK }
             guard let data else { return KEEL_ERR_INVALID_ARGUMENT }
-            guard w.body.count + len <= w.limit else { return KEEL_ERR_LIMIT }
+            // Not `count + len`: a length near SIZE_MAX would overflow that sum, and the trap would end the host; one
+            // past Int.max reads as negative here (size_t imports as Int).
+            guard len > 0, len <= w.limit - w.body.count else { return KEEL_ERR_LIMIT }
             w.body.append(contentsOf: UnsafeRawBufferPointer(start: data, count: len))
             return KEEL_OK
         }()) }
@@ -198,7 +200,8 @@ enum HostABI {
         b.host_data = Unmanaged.passUnretained(writer).toOpaque()
         b.set_identity = { b, id, name, tenant in
             guard let data = b?.pointee.host_data, let i = id.validated(limit: 256), !i.isEmpty,
-                  let n = name.validated(limit: 256), let t = tenant.validated(limit: 128) else { return KEEL_ERR_INVALID_ARGUMENT }
+                  let n = name.validated(limit: 256), let t = tenant.validated(limit: 128),
+                  Principal.isPrintable(i), Principal.isPrintable(n), Principal.isPrintable(t) else { return KEEL_ERR_INVALID_ARGUMENT }
             let w = Unmanaged<PrincipalWriter>.fromOpaque(data).takeUnretainedValue()
             w.id = i
             w.displayName = n
@@ -206,7 +209,7 @@ enum HostABI {
             return KEEL_OK
         }
         b.add_role = { b, role in
-            guard let data = b?.pointee.host_data, let r = role.validated(limit: 128), !r.isEmpty else {
+            guard let data = b?.pointee.host_data, let r = role.validated(limit: 128), !r.isEmpty, Principal.isPrintable(r) else {
                 return KEEL_ERR_INVALID_ARGUMENT
             }
             let w = Unmanaged<PrincipalWriter>.fromOpaque(data).takeUnretainedValue()

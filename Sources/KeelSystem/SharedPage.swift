@@ -23,7 +23,8 @@ public final class SharedPage {
         triedMapping = true
         // Never through a link, nor into another user's file: one planted where the folder lets others write (such as
         // /tmp) would be cut to a page, or written by its owner under this process's feet.
-        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0o644)
+        // Private to its user, as the state beside it is (it names the plugin being activated).
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0o600)
         guard fd >= 0 else {
             // Another user's file in a sticky folder is EACCES (`fs.protected_regular`, or its mode), a folder EISDIR.
             refusal = errno == ELOOP ? "is a symbolic link, which is never followed" : "cannot be opened: \(SystemFile.describe(errno: errno))"
@@ -35,6 +36,7 @@ public final class SharedPage {
             refusal = st.st_mode & S_IFMT != S_IFREG ? "is not a regular file" : "belongs to uid \(st.st_uid), not to this user (uid \(geteuid()))"
             return nil
         }
+        if st.st_mode & 0o077 != 0 { _ = fchmod(fd, 0o600) }
         guard ftruncate(fd, off_t(Self.size)) == 0 else { return nil }
         let p = mmap(nil, Self.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
         guard let p, p != MAP_FAILED else { return nil }

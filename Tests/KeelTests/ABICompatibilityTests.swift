@@ -217,4 +217,49 @@ struct ABICompatibilityTests {
         #expect(error.message == "authenticate hook broke")
         await kernel.shutdown()
     }
+
+    @Test("a write of a length near SIZE_MAX is refused with KEEL_ERR_LIMIT, never a trap that would end the host")
+    func hugeWrite() async throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("huge", defines: ["HUGE_WRITE"])
+        let kernel = try f.kernel()
+        await kernel.start()
+        try await kernel.enable("huge")
+        // (size_t)INT64_MAX after one byte overflowed the host's `count + len` (a security review, 2026-12-07).
+        let r = call(kernel, "/ext/huge/ping")
+        #expect(r.status == 200 && r.text.hasPrefix("<huge ") && r.text.hasSuffix(" huge=8 8"), "\(r.text)")
+        await kernel.shutdown()
+    }
+
+    @Test("an authenticate hook cannot name a caller, tenant or role with a control or invisible formatting character; log lines escape them")
+    func principalTextIsPrintable() async throws {
+        let f = KernelFixture()
+        // "idp" names the caller after the bearer token, as a hook that decodes a token or a Basic password would.
+        try f.fixtureBundle("idp", defines: ["AUTH_MODE=1", "ROUTE_PATH=\"/a\""])
+        try f.fixtureBundle("strict", defines: ["AUTH_MODE=3", "ROUTE_PATH=\"/b\""])
+        let kernel = try f.kernel()
+        await kernel.start()
+        try await kernel.enable("idp")
+        var s = kernel.registry.snapshot
+        func who(_ token: String) -> String? {
+            guard case let .success(p) = s.authenticate(PluginRequest(method: "GET", path: "/x", headers: [("authorization", "Bearer " + token)])) else { return nil }
+            return p.isAnonymous ? "anonymous" : p.id
+        }
+        #expect(who("kim") == "kim")
+        #expect(who("Zoë") == "Zoë", "letters beyond ASCII are names")
+        // A line break would forge an audit row in `keel audit` and a line in the host's log (a security review,
+        // 2026-12-07); an escape sequence would rewrite the operator's terminal; a bidirectional override would
+        // reverse what follows. set_identity refuses each, and this hook, which ignores the refusal, names no one.
+        for hostile in ["mallory\n2026-12-07T10:59:00.000Z  cli root@local  enable evil  ok", "x\u{1B}]0;pwned\u{07}", "kim\u{202E}nimda",
+                        "a\u{85}b", "tab\there", "del\u{7F}"] {
+            #expect(who(hostile) == "anonymous", "\(hostile.debugDescription)")
+        }
+        try await kernel.disable("idp")
+        try await kernel.enable("strict")
+        s = kernel.registry.snapshot
+        #expect(who("kim\u{2028}") == nil, "a hook that returns the refusal fails the request")
+        #expect(LogRecord(level: .warn, pluginID: "p", message: "a\nb\u{1B}[2K\u{202E}c").description
+                == "keel: warning: [p] a\\nb\\u{1B}[2K\\u{202E}c")
+        await kernel.shutdown()
+    }
 }

@@ -381,6 +381,10 @@ struct CommandsFrontEndTests {
         #expect(r.status == 200, "naming its own tenant is no change: \(r.text)")
         r = try await asZoe(#"{"args": [2, 40], "tenant": "default"}"#)
         #expect(r.status == 403 && r.errorCode == "forbidden", "a plugin's admin may not call in another tenant: \(r.text)")
+        // Each such refusal is a row of the audit trail, as any refused call is (until 2026-12-07 none was written).
+        let audit = try TestEnvironment.run(keel, ["audit", "--json"] + at)
+        #expect(audit.stdout.contains("only the host's admin may call a command in another tenant (asked for \\\"default\\\")")
+                && audit.stdout.contains("\"zoe\""), "\(audit.stdout.suffix(1500))")
         let listed = try await server.request("GET", "/api/v1/commands?plugin=calc", admin: true)
         #expect((listed.json as? [[String: Any]])?.first?["signature"] as? String == "(i64, i64) -> i64")
 

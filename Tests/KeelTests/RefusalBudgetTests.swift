@@ -20,6 +20,25 @@ struct RefusalBudgetTests {
         #expect(budget.admit(at: 661).leftOutBefore == 0, "reported once")
     }
 
+    @Test("at most 1,000 refusal rows a day: 61 a minute for a day take a tenth of the trail, not all of it; the next day's first says how many were left out")
+    func dayBudget() {
+        let budget = RefusalBudget()
+        #expect(budget.perDay == StateStore.auditCapacity / 10)
+        var rows = 0, recorded = 0, reported = 0
+        let day: Int64 = 20_000 * 86_400, total = 1440 * 61
+        for minute in 0..<1440 {
+            for _ in 0..<61 {
+                let (record, before) = budget.admit(at: day + Int64(minute) * 60)
+                if record { recorded += 1; rows += 1 }
+                if before > 0 { reported += before; rows += 1 }
+            }
+        }
+        // With the minute's budget alone this day would have written 86,400 rows: the trail, eight times over.
+        #expect(rows <= 1000 && rows >= 990, "\(rows) rows in one day")
+        let next = budget.admit(at: day + 86_400)
+        #expect(next.record && next.leftOutBefore == total - recorded - reported, "\(next), \(recorded) recorded, \(reported) reported")
+    }
+
     @Test("a flood of refused calls leaves the executed commands in the trail")
     func floodKeepsCommands() async throws {
         let f = KernelFixture()

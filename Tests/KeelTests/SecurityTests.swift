@@ -247,6 +247,40 @@ struct SecurityTests {
         #expect(script.status == 200 && script.text.contains("'use strict'"))
     }
 
+    @Test("the live event stream ends with the admin token it was opened with: a leaked token's feed stops at keel token reset")
+    func eventStreamEndsWithToken() async throws {
+        let host = try spyHost()
+        let server = try serve(host)
+        defer { server.stop() }
+        let fd = try RawHTTP.connect(port: server.port)
+        defer { close(fd) }
+        var timeout = timeval(tv_sec: 1, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var seen = ""
+        /// Reads what arrives for `seconds` or until `done` holds for it.
+        func read(for seconds: Double, until done: (String) -> Bool) -> Bool {
+            let deadline = Date().addingTimeInterval(seconds)
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            while Date() < deadline {
+                let n = RawHTTP.receive(fd, &buffer)
+                if n > 0 { seen += String(decoding: buffer.prefix(n), as: UTF8.self) }
+                if done(seen) { return true }
+                if n == 0 { return false }
+            }
+            return false
+        }
+        RawHTTP.send(fd, "GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(ServerProcess.token)\r\n\r\n")
+        #expect(read(for: 5) { $0.contains(": connected") }, "\(seen)")
+        #expect(seen.hasPrefix("HTTP/1.1 200"), "\(seen)")
+        // The end of the chunked stream (the connection itself may stay open for another request).
+        let ended = { (text: String) in text.contains("\r\n0\r\n\r\n") }
+        #expect(!read(for: 2, until: ended), "the stream ended with the token still valid: \(seen)")
+        let reset = try TestEnvironment.run(keel, ["token", "reset", "--state", host.fixture.state], environment: ["KEEL_ADMIN_TOKEN": ""])
+        #expect(reset.status == 0, "\(reset.stderr)")
+        // Until 2026-12-07 it went on delivering every admin action 26 s after the reset (a security review).
+        #expect(read(for: 5, until: ended), "the stream outlived the token it was opened with: \(seen)")
+    }
+
     @Test("idle connections, slow headers and slow bodies are cut off; a flood of idle connections cannot lock clients out")
     func connectionLimits() async throws {
         let host = try spyHost()

@@ -1,6 +1,7 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
 import Foundation
+@testable import Keel
 @testable import KeelState
 import KeelStatePostgres
 import Synchronization
@@ -46,6 +47,24 @@ extension PostgresBackedTests {
             for suffix in ["", "-wal", "-shm"] where mode(dir + "/old.db" + suffix) != nil {
                 #expect(mode(dir + "/old.db" + suffix) == 0o600, "old.db\(suffix)")
             }
+            // The server's lock (its pid, address and plugin folder) and the activation mark (the plugin being
+            // activated) beside it likewise: they were 0644 until 2026-12-07 (a security review).
+            do {
+                let lock = try ServerLock(stateFile: dir + "/fresh.db", info: "http://127.0.0.1:1")
+                _ = lock
+                ActivationMark(path: dir + "/fresh.db.activating").set("hello 1 00")
+            }
+            #expect(mode(dir + "/fresh.db.lock") == 0o600 && mode(dir + "/fresh.db.activating") == 0o600)
+            for suffix in [".lock", ".activating"] {
+                FileManager.default.createFile(atPath: dir + "/old.db" + suffix, contents: Data())
+                #expect(chmod(dir + "/old.db" + suffix, 0o644) == 0)
+            }
+            do {
+                let lock = try ServerLock(stateFile: dir + "/old.db", info: "http://127.0.0.1:1")
+                _ = lock
+                ActivationMark(path: dir + "/old.db.activating").set("hello 1 00")
+            }
+            #expect(mode(dir + "/old.db.lock") == 0o600 && mode(dir + "/old.db.activating") == 0o600)
         }
 
         @Test("a state file (or its log) that another user owns in a folder others may write is refused, not opened",

@@ -58,6 +58,11 @@ struct TenancyTests {
             #expect(try await server.request("GET", "/ext/hello/greet/x", headers: alice).text == "hello, x (as alice)\n")
             #expect(try await server.request("GET", "/ext/hello/greet/x", headers: bob).status == 404)
             #expect(try await server.request("GET", "/ext/hello/greet/x").status == 404)
+            // Nor does anyone's /healthz name it (it listed every active plugin to anyone until 2026-12-07); it names
+            // the plugins every tenant has.
+            let health = try await server.request("GET", "/healthz").json as? [String: Any]
+            let active = health?["active"] as? [String] ?? []
+            #expect(!active.contains("hello") && active.contains("greeter") && active.contains("idp"), "\(active)")
             // The handler sees who is calling, as the chain established it.
             let who = try await server.request("GET", "/ext/greeter/whoami", headers: alice).json as? [String: Any]
             #expect(who?["id"] as? String == "alice" && who?["tenant"] as? String == "acme" && who?["roles"] as? [String] == ["editor"])

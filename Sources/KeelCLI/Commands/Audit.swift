@@ -3,6 +3,7 @@
 import ArgumentParser
 import Foundation
 import Keel
+import KeelSystem
 
 extension KeelCommand {
     struct Audit: AsyncParsableCommand {
@@ -39,7 +40,8 @@ extension KeelCommand {
         static func line(_ r: StateStore.AuditEntry) -> String {
             let who = r.actor + (r.principal.map { " " + $0 } ?? "") + (r.origin.map { "@" + $0 } ?? "")
             let what = r.target.isEmpty ? r.command : "\(r.command) \(r.target)"
-            return "\(r.at)  \(who)  \(what)  \(r.outcome)" + (r.detail.map { "  (\($0))" } ?? "")
+            // Escaped (`Printable`): no value in a row, whoever wrote it, can break the line or move the terminal's cursor.
+            return Printable.escapingControls("\(r.at)  \(who)  \(what)  \(r.outcome)" + (r.detail.map { "  (\($0))" } ?? ""))
         }
     }
 }

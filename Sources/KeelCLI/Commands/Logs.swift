@@ -6,6 +6,7 @@ import Foundation
 import FoundationNetworking
 #endif
 import Keel
+import KeelSystem
 
 extension KeelCommand {
     struct Logs: AsyncParsableCommand {
@@ -36,7 +37,7 @@ extension KeelCommand {
                 let from = since.flatMap { StateStore.auditTime($0) } ?? ""
                 repeat {
                     let lines = try await Self.fetch(base: base, id: id, after: after, token: token)
-                    for l in lines where l.at >= from { print("\(l.at)  \(l.level)  \(l.message)") }
+                    for l in lines where l.at >= from { print(Printable.escapingControls("\(l.at)  \(l.level)  \(l.message)")) }
                     // Each batch now: into a pipe stdout is block-buffered, and `keel logs -f | grep` would show nothing.
                     fflush(nil)  // every output stream: naming `stdout` is not concurrency-safe in Swift 6
                     after = lines.last?.seq ?? after

@@ -34,6 +34,8 @@
  *   SLOW_HOOK_MS                    the authenticate hook sleeps this long first
  *   CONFIG_ECHO                     the handler appends " config=<the plugin's configuration JSON>"; activate
  *                                   refuses a configuration whose JSON holds the word "refused"
+ *   HUGE_WRITE                      the handler first writes one byte, then asks to write (size_t)INT64_MAX and
+ *                                   (size_t)-1 more bytes, and appends " huge=<status> <status>" (the limit's refusals)
  *   ENV_ECHO                        the handler appends " env=<KEEL_ADMIN_TOKEN>,<PGPASSWORD>,path" as its
  *                                   environment has them ("-" for one it lacks; "path" when PATH is set)
  *   CTOR_MODE                       a constructor that 1: raises SIGSEGV, 2: calls _exit(7), 3: never returns,
@@ -233,6 +235,12 @@ static keel_status ping(void *user_data, const keel_http_request *req, keel_http
         n += snprintf(buf + n, sizeof buf - (size_t)n, " env=%s,%s,%s", token ? token : "-", password ? password : "-",
                       path ? "path" : "-");
     }
+#endif
+#ifdef HUGE_WRITE
+    res->write(res, "<", 1);
+    keel_status huge = res->write(res, buf, (size_t)INT64_MAX), wrapped = res->write(res, buf, (size_t)-1);
+    if (n > 0 && (size_t)n < sizeof buf)
+        n += snprintf(buf + n, sizeof buf - (size_t)n, " huge=%d %d", (int)huge, (int)wrapped);
 #endif
     res->set_status(res, 200);
     res->add_header(res, keel_cstr("x-plugin"), keel_cstr(PLUGIN_ID));
