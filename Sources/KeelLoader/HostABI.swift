@@ -209,7 +209,10 @@ enum HostABI {
             return KEEL_OK
         }
         b.add_role = { b, role in
-            guard let data = b?.pointee.host_data, let r = role.validated(limit: 128), !r.isEmpty, Principal.isPrintable(r) else {
+            // No comma: a proxied app reads the roles as one comma-separated header (`X-Keel-Roles`), where "viewer,admin"
+            // would be two.
+            guard let data = b?.pointee.host_data, let r = role.validated(limit: 128), !r.isEmpty, Principal.isPrintable(r),
+                  !r.contains(",") else {
                 return KEEL_ERR_INVALID_ARGUMENT
             }
             let w = Unmanaged<PrincipalWriter>.fromOpaque(data).takeUnretainedValue()

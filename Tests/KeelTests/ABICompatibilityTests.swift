@@ -237,6 +237,8 @@ struct ABICompatibilityTests {
         // "idp" names the caller after the bearer token, as a hook that decodes a token or a Basic password would.
         try f.fixtureBundle("idp", defines: ["AUTH_MODE=1", "ROUTE_PATH=\"/a\""])
         try f.fixtureBundle("strict", defines: ["AUTH_MODE=3", "ROUTE_PATH=\"/b\""])
+        // A role with a comma would read as two to a proxied app (`X-Keel-Roles: viewer,admin`).
+        try f.fixtureBundle("comma", defines: ["AUTH_MODE=1", "AUTH_EXTRA_ROLE=\"viewer,owner\"", "ROUTE_PATH=\"/c\""])
         let kernel = try f.kernel()
         await kernel.start()
         try await kernel.enable("idp")
@@ -258,6 +260,14 @@ struct ABICompatibilityTests {
         try await kernel.enable("strict")
         s = kernel.registry.snapshot
         #expect(who("kim\u{2028}") == nil, "a hook that returns the refusal fails the request")
+        try await kernel.disable("strict")
+        try await kernel.enable("comma")
+        s = kernel.registry.snapshot
+        guard case let .success(named) = s.authenticate(PluginRequest(method: "GET", path: "/x", headers: [("authorization", "Bearer kim")])) else {
+            Issue.record("the hook failed")
+            return
+        }
+        #expect(named.id == "kim" && named.roles == ["admin"], "\(named.roles)")
         #expect(LogRecord(level: .warn, pluginID: "p", message: "a\nb\u{1B}[2K\u{202E}c").description
                 == "keel: warning: [p] a\\nb\\u{1B}[2K\\u{202E}c")
         await kernel.shutdown()

@@ -25,11 +25,14 @@ struct keel_principal_builder {
     void *host_data;      /* the host's; do not touch */
 
     /* Sets the principal. Strings are borrowed and copied; `id` must not be empty; an empty tenant means the
-     * default tenant. Returns KEEL_OK or KEEL_ERR_INVALID_ARGUMENT. [request] */
+     * default tenant. UTF-8 without control or invisible formatting characters (line breaks, ESC, bidirectional
+     * overrides): such text would forge lines in the audit trail and the log. Returns KEEL_OK or
+     * KEEL_ERR_INVALID_ARGUMENT. [request] */
     keel_status(KEEL_ABI *set_identity)(keel_principal_builder *b, keel_str id, keel_str display_name,
                                         keel_str tenant);
 
-    /* Adds a role (borrowed, copied). Returns KEEL_OK, KEEL_ERR_INVALID_ARGUMENT, or KEEL_ERR_LIMIT past 64. [request] */
+    /* Adds a role (borrowed, copied; as set_identity's text, and no comma: a proxied app reads the roles as one
+     * comma-separated list). Returns KEEL_OK, KEEL_ERR_INVALID_ARGUMENT, or KEEL_ERR_LIMIT past 64. [request] */
     keel_status(KEEL_ABI *add_role)(keel_principal_builder *b, keel_str role);
 };
 
