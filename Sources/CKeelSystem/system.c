@@ -18,7 +18,8 @@ int keel_open_beneath(const char *root, const char *relative) {
     int dir = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (dir < 0) return -1;
     struct open_how how = {
-        .flags = O_RDONLY | O_NOFOLLOW | O_CLOEXEC,
+        /* O_NONBLOCK: a FIFO there is found by the caller's fstat, not waited on (a regular file ignores it). */
+        .flags = O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK,
         .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV,
     };
     int fd = (int)syscall(SYS_openat2, dir, relative, &how, sizeof how);

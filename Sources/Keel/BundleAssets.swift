@@ -19,7 +19,8 @@ import Synchronization
 /// - gzip when the client accepts it and it makes the file smaller (text types); `Vary: Accept-Encoding`.
 /// - `Access-Control-Allow-Origin: *`: they are public static files, loaded by console pages from an opaque origin.
 /// - Refused (404): hidden names (a segment starting with `.`), anything whose real path leaves the folder
-///   (symbolic links out), anything that is not a regular file. Files over `maxFileSize` are refused with 403.
+///   (symbolic links out), anything that is not a regular file. Files over `maxFileSize` are refused with 403. An
+///   `assets` that is itself a symbolic link serves nothing.
 /// - A file is read once and kept while its inode, size and modification time stay the same, within `cacheBudget`
 ///   bytes (its body and gzipped body) for the bundle: past it the least recently served files are let go and read
 ///   again when asked for. (Assets are public: unbounded, any client could make the host hold every file of every
@@ -74,14 +75,23 @@ final class BundleAssets: Sendable {
     /// The files and bytes kept in memory now.
     var cached: (files: Int, bytes: Int) { cache.withLock { ($0.entries.count, $0.bytes) } }
 
-    /// The assets of the bundle at `folder`, or nil when it has no `assets/` folder.
+    /// The assets of the bundle at `folder`, or nil when it has no `assets/` folder, or `assets` is a symbolic link:
+    /// never followed (one to /etc, /proc/self or the state's folder served those files to anyone, the admin token in
+    /// the server's environment included; a security review, 2026-12-07). `Kernel` logs why (`refusal`).
     init?(bundleFolder folder: String, cacheBudget: Int = BundleAssets.defaultCacheBudget) {
-        // One `stat` (a link followed, as before): every activation asks, and most bundles have no assets.
+        // One `lstat`: every activation asks, and most bundles have no assets.
         var st = stat()
-        guard stat(folder + "/assets", &st) == 0, st.st_mode & S_IFMT == S_IFDIR, let real = realpath(folder + "/assets", nil) else { return nil }
+        guard lstat(folder + "/assets", &st) == 0, st.st_mode & S_IFMT == S_IFDIR, let real = realpath(folder + "/assets", nil) else { return nil }
         root = String(cString: real)
         free(real)
         self.cacheBudget = cacheBudget
+    }
+
+    /// Why the bundle at `folder` has an `assets` that is not served, when it has one: a symbolic link. Nil otherwise.
+    static func refusal(bundleFolder folder: String) -> String? {
+        var st = stat()
+        guard lstat(folder + "/assets", &st) == 0, st.st_mode & S_IFMT == S_IFLNK else { return nil }
+        return "\(folder)/assets is a symbolic link, which is never followed: its files are not served (make it a folder)"
     }
 
     func serve(_ request: PluginRequest) -> PluginResponse {
@@ -125,9 +135,10 @@ final class BundleAssets: Sendable {
     /// The cached file, re-read when its stamp changed.
     private func entry(_ path: String, stamp: [Int]) -> Entry? {
         if let hit = cache.withLock({ $0.hit(path, stamp: stamp) }) { return hit }
-        guard let data = FileManager.default.contents(atPath: path), data.count <= Self.maxFileSize else { return nil }
-        let body = [UInt8](data)
-        let digest = Hex.lowercase(SHA256.hash(data: data))
+        // Opened again without waiting (a FIFO swapped in since the `stat` is refused) and read to the size `fstat`
+        // gives, at most the limit (a file of /proc says it is empty).
+        guard let body = try? SystemFile.read(path, limit: Self.maxFileSize) else { return nil }
+        let digest = Hex.lowercase(SHA256.hash(data: body))
         let compressible = Self.contentType(path).hasPrefix("text/") || Self.contentType(path).contains("javascript")
             || Self.contentType(path).contains("json") || Self.contentType(path).contains("svg")
         let entry = Entry(stamp: stamp, etag: "\"\(digest.prefix(32))\"", body: body,

@@ -213,7 +213,8 @@ struct GenerationStore: Sendable {
         func failure(_ reason: String) -> KernelError {
             KernelError(.bundle, pluginID: id, reason: "plugin \"\(id)\" (\(library)): \(reason)")
         }
-        let fd = open(library, O_RDONLY | O_CLOEXEC)
+        // O_NONBLOCK: a FIFO in the library's place is refused below, not waited on for ever (a regular file ignores it).
+        let fd = open(library, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         guard fd >= 0 else {
             throw failure(errno == ELOOP ? "a symbolic link loop, not a shared library"
                 : errno == ENOENT ? "no such file" : "cannot be read: \(String(cString: strerror(errno)))")

@@ -385,6 +385,8 @@ extension Kernel {
         if let assets = BundleAssets(bundleFolder: build.bundle.folder),
            let route = RouteRegistration.hostServed("/assets/*", context: context, everyTenant: true, serve: assets.serve) {
             seed.routes.append(route)
+        } else if let refusal = BundleAssets.refusal(bundleFolder: build.bundle.folder) {
+            log(.warn, id, refusal)
         }
         try seedConsole(manifest, bundle: build.bundle, context: context, into: &seed)
         if build.isolated {

@@ -34,7 +34,8 @@ enum ELFHeader {
 
     /// Throws a `LoadError` describing why the file at `path` cannot be a loadable shared object for this host.
     static func check(path: String) throws(LoadError) {
-        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        // O_NONBLOCK: a FIFO in the library's place is refused below, not waited on (a regular file ignores it).
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         guard fd >= 0 else {
             throw LoadError(.fileUnreadable, path: path, reason: errno == ENOENT ? "no such file" : "cannot be read")
         }
@@ -43,6 +44,9 @@ enum ELFHeader {
         guard fstat(fd, &st) == 0 else { throw LoadError(.fileUnreadable, path: path, reason: "cannot be read") }
         if st.st_mode & S_IFMT == S_IFDIR {
             throw LoadError(.notSharedObject, path: path, reason: "a folder, not a shared library file")
+        }
+        guard st.st_mode & S_IFMT == S_IFREG else {
+            throw LoadError(.notSharedObject, path: path, reason: "not a regular file (a FIFO, a device or a socket), not a shared library file")
         }
         var header = [UInt8](repeating: 0, count: 64)
         let got = header.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 64, 0) }

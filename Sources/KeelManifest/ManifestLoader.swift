@@ -32,7 +32,9 @@ public struct ManifestLoader: Sendable {
     ///   lacks), unreadable or a directory, or over the limit by its size (for `kind` of file).
     func readBytes(path: String, missing: String = "missing: a plugin bundle needs a \(fileName)",
                    kind: String = "a manifest") throws(ManifestError) -> ArraySlice<UInt8> {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        // O_NONBLOCK: a FIFO in the file's place is refused below instead of holding the caller (the kernel's thread,
+        // the folder watcher's rescan) in `open` for ever; a regular file ignores it.
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         guard fd >= 0 else {
             throw ManifestError(file: path, reason: errno == ENOENT ? missing
                 : errno == ELOOP ? "a symbolic link loop" : "cannot be read: \(String(cString: strerror(errno)))")
@@ -41,6 +43,9 @@ public struct ManifestLoader: Sendable {
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw ManifestError(file: path, reason: "cannot be read") }
         guard st.st_mode & S_IFMT != S_IFDIR else { throw ManifestError(file: path, reason: "is a directory, not a file") }
+        guard st.st_mode & S_IFMT == S_IFREG else {
+            throw ManifestError(file: path, reason: "is not a regular file (a FIFO, a device or a socket); it is not read")
+        }
         let size = Int(st.st_size)
         guard size <= maximumSize else {
             throw ManifestError(file: path, reason: "\(size) bytes is over the \(maximumSize)-byte limit for \(kind)")

@@ -1,6 +1,8 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
 import Foundation
+@testable import Keel
+import Synchronization
 import Testing
 
 /// Runs curl against the server and returns the raw response head and the body bytes.
@@ -72,5 +74,52 @@ struct AssetsTests {
         // Assets go with the plugin.
         #expect(try await server.request("POST", "/api/v1/plugins/web/disable", admin: true).status == 200)
         #expect(try curl(base + "/app.js").head.hasPrefix("http/1.1 404"))
+    }
+
+    @Test("an assets folder that is a symbolic link serves nothing, and says so; a FIFO as a bundle's plugin.yaml, library or config.schema.yaml is refused at once, never waited on")
+    func linkedAssetsAndFIFOs() async throws {
+        let f = KernelFixture()
+        // A manifest-only bundle (no code runs) whose assets/ is a link to a folder outside it: until 2026-12-07 it
+        // served /etc/shadow, /proc/self/environ (the admin token in the server's environment) or the state's folder
+        // to anyone (a security review).
+        let outside = TestEnvironment.makeTemporaryDirectory("outside")
+        try "the state\n".write(toFile: outside + "/secret.txt", atomically: true, encoding: .utf8)
+        try FileManager.default.createDirectory(atPath: f.plugins + "/linked", withIntermediateDirectories: true)
+        try "id: linked\nname: Linked\nversion: 1.0.0\nabi: \"1.0\"\n".write(toFile: f.plugins + "/linked/plugin.yaml", atomically: true, encoding: .utf8)
+        #expect(symlink(outside, f.plugins + "/linked/assets") == 0)
+        // FIFOs where a bundle's files go: each used to hang the kernel's thread (and the admin API, and a stop) in open.
+        try f.fixtureBundle("fifolib")
+        #expect(unlink(f.plugins + "/fifolib/libfifolib.so") == 0 && mkfifo(f.plugins + "/fifolib/libfifolib.so", 0o644) == 0)
+        try f.fixtureBundle("fifoschema")
+        #expect(mkfifo(f.plugins + "/fifoschema/config.schema.yaml", 0o644) == 0)
+        try FileManager.default.createDirectory(atPath: f.plugins + "/fifoyaml", withIntermediateDirectories: true)
+        #expect(mkfifo(f.plugins + "/fifoyaml/plugin.yaml", 0o644) == 0)
+
+        let kernel = try f.kernel()
+        /// `body`'s outcome ("ok" or its error), or nil when it has not ended within 20 s (it hangs: left behind).
+        func within(_ body: @escaping @Sendable () async throws -> Void) async -> String? {
+            let outcome = Mutex<String?>(nil)
+            Task.detached {
+                do { try await body(); outcome.withLock { $0 = "ok" } } catch { outcome.withLock { $0 = "\(error)" } }
+            }
+            let deadline = Date().addingTimeInterval(20)
+            while Date() < deadline {
+                if let done = outcome.withLock({ $0 }) { return done }
+                try? await Task.sleep(for: .milliseconds(20))
+            }
+            return nil
+        }
+        #expect(await within { await kernel.start() } == "ok", "the scan waited on a FIFO plugin.yaml")
+        let yaml = await within { try await kernel.enable("fifoyaml") }
+        #expect(yaml?.contains("is not a regular file") == true, "\(yaml ?? "hung")")
+        let library = await within { try await kernel.enable("fifolib") }
+        #expect(library?.contains("not a regular file") == true, "\(library ?? "hung")")
+        let schema = await within { try await kernel.enable("fifoschema") }
+        #expect(schema?.contains("is not a regular file") == true, "\(schema ?? "hung")")
+        #expect(await within { try await kernel.enable("linked") } == "ok")
+        #expect(get(kernel, "/ext/linked/assets/secret.txt") == nil, "a linked assets/ folder is served")
+        #expect(f.log.lines.contains { $0.contains("linked/assets is a symbolic link, which is never followed: its files are not served") },
+                "\(f.log.lines.suffix(5))")
+        await kernel.shutdown()
     }
 }
