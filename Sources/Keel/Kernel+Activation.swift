@@ -444,7 +444,8 @@ extension Kernel {
         let timeout = configuration.drainTimeout
         plugin.context.stopAdmitting()
         Task { [self] in
-            let deadline = ContinuousClock.now.advanced(by: .milliseconds(Int64(timeout * 1000)))
+            // Bounded before the conversion (a day): an infinite or huge time-out would trap there.
+            let deadline = ContinuousClock.now.advanced(by: .milliseconds(Int64(min(max(0, timeout), 86_400) * 1000)))
             while plugin.context.callsInFlight > 0 && ContinuousClock.now < deadline {
                 try? await Task.sleep(for: .milliseconds(1))
             }

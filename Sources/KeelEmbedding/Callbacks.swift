@@ -4,6 +4,7 @@ import CKeelABI
 import CKeelABI.Embed
 import Foundation
 import Keel
+import KeelSystem
 import Synchronization
 
 /// The embedder's log callback. Calls are serialised by a lock, so the embedder never sees two at once, and `close`
@@ -23,11 +24,14 @@ final class LogGate: @unchecked Sendable {
     func log(_ record: LogRecord) {
         open.withLock { isOpen in
             guard isOpen else { return }
+            // One line each, as the header says: a plugin's (or a caller's) control characters are escaped, so that an
+            // embedder writing the record as it comes never writes a forged line or an escape sequence.
+            let message = Printable.escapingControls(record.message)
             ThreadState.busy {
                 if let id = record.pluginID {
-                    id.withCString { fn(userData, keel_log_level(record.level.rawValue), $0, record.message) }
+                    Printable.escapingControls(id).withCString { fn(userData, keel_log_level(record.level.rawValue), $0, message) }
                 } else {
-                    fn(userData, keel_log_level(record.level.rawValue), nil, record.message)
+                    fn(userData, keel_log_level(record.level.rawValue), nil, message)
                 }
             }
         }
@@ -74,7 +78,10 @@ final class EventPump: @unchecked Sendable {
     private let wakeups = DispatchSemaphore(value: 0)
     private let finished = DispatchSemaphore(value: 0)
     private let subscribers = Mutex<[Subscriber]>([])
-    private let nextToken = Atomic<Int64>(0)
+    /// Subscription tokens, counted for the whole process (not per kernel): a token of one handle never names a
+    /// subscription on another (`keel_unsubscribe(B, A's token)` ended B's own). Increasing, so a subscriber's token
+    /// still says whether it came before an item (`post`).
+    private static let nextToken = Atomic<Int64>(0)
     private let state: StateStore
     /// The states each subscriber was last told of, by token (its baseline until the first delivery). Event thread only.
     private var seen: [Int64: States] = [:]
@@ -87,14 +94,14 @@ final class EventPump: @unchecked Sendable {
     }
 
     func post(_ item: Item) {
-        let bound = nextToken.load(ordering: .acquiring)
+        let bound = Self.nextToken.load(ordering: .acquiring)
         queue.withLock { $0.items.append((item, bound)) }
         wakeups.signal()
     }
 
     /// Adds a subscriber; reads the stored plugin states (its baseline) on the calling thread.
     func subscribe(_ fn: keel_event_fn, _ userData: UnsafeMutableRawPointer?) -> Int64 {
-        let token = nextToken.add(1, ordering: .acquiringAndReleasing).newValue
+        let token = Self.nextToken.add(1, ordering: .acquiringAndReleasing).newValue
         let baseline = Self.read(state)
         subscribers.withLock { $0.append(Subscriber(token: token, fn: fn, userData: userData, baseline: baseline)) }
         return token

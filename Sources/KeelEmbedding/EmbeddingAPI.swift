@@ -24,6 +24,9 @@ public func keel_errmsg() -> UnsafePointer<CChar>? {
     ThreadState.error ?? UnsafeRawPointer(emptyText.utf8Start).assumingMemoryBound(to: CChar.self)
 }
 
+/// The longest budget or drain time `keel_open` takes, in seconds (a day).
+private let maxBudgetSeconds = 86_400.0
+
 @_cdecl("keel_open")
 public func keel_open(_ config: UnsafePointer<keel_config>?, _ out: UnsafeMutablePointer<OpaquePointer?>?) -> keel_status {
     if let refusal = ThreadState.refusal { return fail(KEEL_MISUSE, refusal) }
@@ -42,6 +45,13 @@ public func keel_open(_ config: UnsafePointer<keel_config>?, _ out: UnsafeMutabl
     withUnsafeMutableBytes(of: &c) { copy in
         copy.copyMemory(from: UnsafeRawBufferPointer(start: config, count: min(configSize, MemoryLayout<keel_config>.size)))
     }
+    // Whole fields only: a size that ends inside one (106 cuts `probe` in two) leaves that field as KEEL_CONFIG_INIT
+    // has it, never half a pointer (it was followed, and the process died).
+    func covered<T>(_ field: KeyPath<keel_config, T>) -> Bool {
+        (MemoryLayout<keel_config>.offset(of: field) ?? .max) + MemoryLayout<T>.size <= configSize
+    }
+    if !covered(\keel_config.records_crashes) { c.records_crashes = 0 }
+    if !covered(\keel_config.probe) { c.probe = nil }
     // An empty state is NULL's: in memory (as an empty plugins_dir is none), never a file named "" in the working folder.
     let state = c.state.map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 } ?? StateStore.inMemory
     let plugins = c.plugins_dir.map { String(cString: $0) } ?? ""
@@ -93,8 +103,15 @@ public func keel_open(_ config: UnsafePointer<keel_config>?, _ out: UnsafeMutabl
     configuration.grantHint = GrantHint("keel_grant(k, \"{id}\", \"{capability}\")")
     configuration.enableHint = "keel_enable(k, \"{id}\")"
     configuration.useProviderHint = "keel_use_provider(k, \"{interface}\", \"{plugin}\")"
-    guard c.handler_budget_s >= 0, c.hook_budget_s >= 0, c.failure_threshold >= 0, c.drain_timeout_s >= 0 else {
-        return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_open: a budget in config is negative")
+    // Finite and at most a day: an infinite budget passed here, and the conversion to milliseconds trapped later
+    // (an auth hook's enable, a reload's drain), taking the process down.
+    for (name, seconds) in [("handler_budget_s", c.handler_budget_s), ("hook_budget_s", c.hook_budget_s), ("drain_timeout_s", c.drain_timeout_s)]
+    where !(seconds >= 0 && seconds <= maxBudgetSeconds) {
+        return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_open: config.\(name) is \(seconds): a budget is a number of seconds from 0 (the default) "
+                    + "to \(Int(maxBudgetSeconds))")
+    }
+    guard c.failure_threshold >= 0 else {
+        return fail(KEEL_ERR_INVALID_ARGUMENT, "keel_open: config.failure_threshold is \(c.failure_threshold): a count from 0 (the default) up")
     }
     if c.handler_budget_s > 0 { configuration.budgets.handler = c.handler_budget_s }
     if c.hook_budget_s > 0 { configuration.budgets.hook = c.hook_budget_s }

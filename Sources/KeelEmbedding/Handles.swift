@@ -4,6 +4,8 @@ import CKeelABI
 import CKeelABI.Embed
 import Foundation
 import Glibc
+import KeelLoader
+import KeelSystem
 import Synchronization
 
 /// The table of open handles. A `keel *` handed to C is a token, never a pointer the library dereferences: it is
@@ -64,9 +66,12 @@ enum ThreadState {
         return nil
     }
 
+    /// Keeps `message` as this thread's last error: one line (control characters escaped: an id the caller passed, a
+    /// plugin's message) of at most 4 KiB (an id of 32 MB made an error of 32 MB).
     static func setError(_ message: String?) {
         let old = pthread_getspecific(errorKey)
-        pthread_setspecific(errorKey, message.flatMap { strdup($0) }.map { UnsafeRawPointer($0) })
+        let line = message.map { TextLimits.logLine(Printable.escapingControls($0)) }
+        pthread_setspecific(errorKey, line.flatMap { strdup($0) }.map { UnsafeRawPointer($0) })
         free(old)
     }
 

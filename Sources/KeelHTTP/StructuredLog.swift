@@ -90,7 +90,9 @@ public struct KeelLogHandler: LogHandler {
         var line = "keel: \(level): " + (metadata["plugin"].map { "[\($0)] " } ?? "") + "\(event.message)"
         let rest = metadata.filter { !["plugin", "generation", "request_id"].contains($0.key) }
         for (key, value) in rest.sorted(by: { $0.key < $1.key }) { line += " \(key)=\(value)" }
-        return line
+        // One line: a plugin's or a client's line break, escape sequence or bidirectional override is shown escaped,
+        // never written to the terminal or the log file as it is (it forged whole lines; a review, 2026-12-07).
+        return Printable.escapingControls(line)
     }
 
     private static let timestamp = Date.ISO8601FormatStyle(includingFractionalSeconds: true)

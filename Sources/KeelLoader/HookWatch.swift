@@ -44,7 +44,8 @@ final class HookWatch: @unchecked Sendable {
         // The count of calls in flight, then the slots.
         starts = .allocate(capacity: Int(Self.slots) + 1)
         starts.initialize(repeating: 0, count: Int(Self.slots) + 1)
-        stuckAfterMilliseconds = UInt64(max(0.1, budget) * 1000)
+        // Bounded before the conversion (a day): an infinite or huge budget would trap there.
+        stuckAfterMilliseconds = UInt64(min(max(0.1, budget), 86_400) * 1000)
     }
 
     deinit { starts.deallocate() }

@@ -81,7 +81,8 @@ typedef struct keel_config {
     size_t bundle_count;        /* entries in `bundles` */
     int32_t trust_all;          /* non-zero: every capability a manifest asks for is granted (authenticate and
                                    authorize hooks included); 0: those two need keel_grant */
-    /* Budgets; 0 takes the default. Calls cannot be stopped in-process: a call over its budget is logged. */
+    /* Budgets in seconds, from 0 (the default) to 86400; anything else (negative, NaN, infinite) is refused by keel_open.
+     * Calls cannot be stopped in-process: a call over its budget is logged. */
     double handler_budget_s;    /* a route handler slower than this is logged as slow (default 2) */
     double hook_budget_s;       /* an auth hook slower than this counts as a deny (default 0.25) */
     int32_t failure_threshold;  /* failed calls in a row after which a plugin is disabled (default 20) */

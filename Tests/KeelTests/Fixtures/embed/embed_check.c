@@ -4,6 +4,8 @@
  * status is the number of failures. Run by EmbeddingCTests. */
 #define _POSIX_C_SOURCE 200809L
 #include <keel/keel_embed.h>
+#include <math.h>
+#include <stddef.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -46,6 +48,8 @@ typedef struct test_echo_v1 {
     uint32_t struct_size;
     int (*echo)(keel_str x, char *out, size_t cap);
 } test_echo_v1;
+static void on_event_ignored(void *ud, const keel_event *event) { (void)ud; (void)event; }
+
 static keel *echo_kernel = NULL;
 static atomic_int echo_reentry = 0;   /* what a keel_ call from inside the table's function returned (+1000) */
 static int echo(keel_str x, char *out, size_t cap) {
@@ -154,6 +158,24 @@ int main(int argc, char **argv) {
     keel_config negative = KEEL_CONFIG_INIT;
     negative.hook_budget_s = -1;
     check(keel_open(&negative, &k) == KEEL_ERR_INVALID_ARGUMENT && strstr(keel_errmsg(), "budget"), "open with a negative budget", keel_errmsg());
+    /* An infinite budget was taken, and trapped later (an auth hook's enable, a reload's drain): the process died. */
+    keel_config endless = KEEL_CONFIG_INIT;
+    endless.hook_budget_s = INFINITY;
+    check(keel_open(&endless, &k) == KEEL_ERR_INVALID_ARGUMENT && k == NULL && strstr(keel_errmsg(), "config.hook_budget_s is inf"),
+          "open with an infinite hook budget", keel_errmsg());
+    endless = (keel_config)KEEL_CONFIG_INIT;
+    endless.drain_timeout_s = 1e300;
+    check(keel_open(&endless, &k) == KEEL_ERR_INVALID_ARGUMENT && strstr(keel_errmsg(), "config.drain_timeout_s"), "open with a huge drain time", keel_errmsg());
+    endless = (keel_config)KEEL_CONFIG_INIT;
+    endless.handler_budget_s = NAN;
+    check(keel_open(&endless, &k) == KEEL_ERR_INVALID_ARGUMENT && strstr(keel_errmsg(), "config.handler_budget_s is nan"), "open with a NaN budget", keel_errmsg());
+    /* A struct_size that ends inside `probe` (a pointer cut in two was followed, and the process died): that field is
+     * left out, the rest is served. */
+    keel_config cut = KEEL_CONFIG_INIT;
+    cut.probe = "/proc/keel-no-such-probe";
+    cut.struct_size = (uint32_t)(offsetof(keel_config, probe) + 4);
+    check(keel_open(&cut, &k) == KEEL_OK && k != NULL, "open with a struct_size that ends inside a field", keel_errmsg());
+    keel_close(k);
     keel_config missing = KEEL_CONFIG_INIT;
     missing.plugins_dir = "/proc/keel-no-such-plugins";
     check(keel_open(&missing, &k) == KEEL_ERR_INVALID_ARGUMENT && k == NULL && strstr(keel_errmsg(), "/proc/keel-no-such-plugins: no such folder"),
@@ -265,6 +287,21 @@ int main(int argc, char **argv) {
     /* Events. */
     check(keel_subscribe(k, NULL, NULL, NULL) == KEEL_ERR_INVALID_ARGUMENT, "subscribe NULL", keel_errmsg());
     check(keel_unsubscribe(k, 987654) == KEEL_ERR_NOT_FOUND, "unsubscribe an unknown token", keel_errmsg());
+    {
+        /* A token of another handle names nothing here (tokens were counted per handle: one ended another's). */
+        keel_config other_cfg = KEEL_CONFIG_INIT;
+        keel *other = NULL;
+        int64_t mine = 0, theirs = 0;
+        check(keel_open(&other_cfg, &other) == KEEL_OK, "open a second kernel", keel_errmsg());
+        check(keel_subscribe(other, on_event_ignored, NULL, &theirs) == KEEL_OK && keel_subscribe(k, on_event_ignored, NULL, &mine) == KEEL_OK,
+              "subscribe on both", keel_errmsg());
+        check(mine != theirs && keel_unsubscribe(k, theirs) == KEEL_ERR_NOT_FOUND, "another handle's token is unknown here", keel_errmsg());
+        check(keel_unsubscribe(k, mine) == KEEL_OK && keel_unsubscribe(other, theirs) == KEEL_OK, "each unsubscribes its own", keel_errmsg());
+        keel_close(other);
+    }
+    /* An id with a line break: the error is one line (escaped), never a forged second one. */
+    s = keel_enable(k, "x\nkeel: error: [hello] forged");
+    check(s != KEEL_OK && strchr(keel_errmsg(), '\n') == NULL && strstr(keel_errmsg(), "x\\nkeel"), "an error naming an id with a line break is one line", keel_errmsg());
 
     /* A service the appliance provides to plugins. */
     check(keel_provide_service(k, "test.echo/1", "1.0.0", &echo_table) == KEEL_OK, "provide test.echo/1", keel_errmsg());
