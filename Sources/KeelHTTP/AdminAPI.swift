@@ -336,13 +336,15 @@ struct AdminAPI {
 
     /// Kernel errors as API errors with stable codes.
     static func apiError(_ error: any Error) -> APIError {
+        if let error = error as? StateError { return APIError(.serviceUnavailable, "state", error.description) }
         guard let error = error as? KernelError else { return APIError(.internalServerError, "internal", "internal error") }
         switch error.code {
         case .unknownPlugin: return APIError(.notFound, "unknown-plugin", error.description)
         case .notOffered: return APIError(.notFound, "not-offered", error.description)
         case .dependency: return APIError(.conflict, "dependency", error.description)
         case .conflict: return APIError(.conflict, "conflict", error.description)
-        case .state: return APIError(.internalServerError, "state", error.description)
+        // The store cannot be read or written now (a shared PostgreSQL down, a locked file): try again later.
+        case .state: return APIError(.serviceUnavailable, "state", error.description)
         case .directory: return APIError(error.description.hasPrefix("unknown") ? .notFound : .conflict, "directory", error.description)
         default: return APIError(.unprocessableContent, error.code.description, error.description)
         }

@@ -220,7 +220,18 @@ struct AuthMiddleware: RouterMiddleware {
         context.principal = caller.principal
         context.isAdmin = caller.isAdmin
         return try await AuditCaller.$current.withValue(AuditCaller(request, principal: caller.principal, channel: context.channel)) {
-            try await next(request, context)
+            // Every error is an answer with a body (`{"error": ...}`): a kernel's with its stable code, a state store's
+            // as 503 `state` (a shared PostgreSQL that is down), anything else as 500 `internal`, logged. Hummingbird
+            // answers an error it does not know with an empty 500 (the plugin list did, while PostgreSQL was down).
+            do { return try await next(request, context) } catch let error as any HTTPResponseError { throw error } catch is CancellationError {
+                throw CancellationError()
+            } catch {
+                let answer = AdminAPI.apiError(error)
+                if answer.status == .internalServerError {
+                    gatekeeper.log(LogRecord(level: .error, pluginID: nil, message: "\(request.method) \(request.uri.path): \(error)"))
+                }
+                throw answer
+            }
         }
     }
 }
