@@ -330,7 +330,9 @@ public actor Kernel {
         // the state has plugins enabled): said once, as every enabled plugin is then recorded missing.
         // Only with plugins enabled: a new host's folder is made later (`keel serve` makes it to watch it), and an
         // enable names the folder that is not there itself.
-        if bundles.isEmpty, !directory.isEmpty, (stored ?? []).contains(where: { $0.enabled }),
+        // (Not on a shared state: a host there installs the enabled plugins it lacks from the repositories, into a
+        // folder it makes.)
+        if bundles.isEmpty, !directory.isEmpty, configuration.openState == nil, (stored ?? []).contains(where: { $0.enabled }),
            !FileManager.default.fileExists(atPath: directory) {
             log(.warn, nil, "the plugin folder \(directory) does not exist: no plugin is found there, and the enabled ones are recorded missing")
         }

@@ -402,6 +402,9 @@ struct CommandsFrontEndTests {
         #expect(bad.status == 1 && bad.stderr == "keel: error: argument 1 of calc.add: \"two\" is not an i64\n", "\(bad.stderr)")
         let list = try TestEnvironment.run(keel, ["commands", "calc"] + at)
         #expect(list.stdout.hasPrefix("calc add (i64, i64) -> i64  [calc.math:run]\n  Adds two numbers.\n"), "\(list.stdout)")
+        // The plugin list names them too (it showed none although enable said "2 command(s)").
+        let plugins = try TestEnvironment.run(keel, ["plugins", "list"] + at)
+        #expect(plugins.stdout.contains("  commands: add (i64, i64) -> i64, "), "\(plugins.stdout)")
     }
 
     @Test("keel call without a server loads the plugins itself; inspect runs the probe calls in a child, a crash is contained")

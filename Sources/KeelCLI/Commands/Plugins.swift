@@ -76,6 +76,8 @@ extension KeelCommand.Plugins {
                 if !hooks.isEmpty { out += "  hooks:  \(hooks.joined(separator: ", "))\n" }
                 for p in p.provides { out += "  provides: \(p)\n" }
                 for c in p.consumes { out += "  consumes: \(c)\n" }
+                // Its commands, each with its signature (`keel commands ID` adds their descriptions and permissions).
+                if !p.commands.isEmpty { out += "  commands: \(p.commands.map { "\($0.name) \($0.signature)" }.joined(separator: ", "))\n" }
                 for warning in p.warnings { out += "  \(warning)\n" }
             }
             return out

@@ -51,13 +51,13 @@ extension KeelCommand {
         var lazyIdleTimeout: Double?
         @Option(name: .customLong("max-stale-copies"), help: "Copies of stopped plugins' libraries that may stay mapped (a library that is not unload-safe is never unmapped, and each enable or reload of one maps a new copy); past it such a plugin is refused another copy until the host restarts.")
         var maxStaleCopies = StaleCopyLimits.default.copies
-        @Option(name: .customLong("max-stale-copy-mib"), help: "The same limit on those copies' sizes, in MiB (default 1024, or an eighth of the machine's memory when less).")
+        @Option(name: .customLong("max-stale-copy-mib"), help: "The same limit on those copies' sizes, in MiB (1024, or an eighth of the machine's memory when that is less: the default shown is this machine's).")
         var maxStaleCopyMiB = StaleCopyLimits.default.bytes >> 20
         @Option(name: .customLong("worker-call-timeout"), help: "Seconds a call into a plugin in a worker process may take; past it the worker is killed (504).")
         var workerCallTimeout = IsolationPolicy.default.callTimeout
         @Option(name: .customLong("worker-crash-limit"), help: "Crashes of a plugin's worker within the crash window, or in a row each within the window of the worker's start with no call answered, after which the plugin is disabled as failed (one with auth hooks stays, denying: fail closed).")
         var workerCrashLimit = IsolationPolicy.default.crashLimit
-        @Option(name: .customLong("worker-crash-window"), help: "Seconds within which --worker-crash-limit crashes give a plugin's worker up (default 60).")
+        @Option(name: .customLong("worker-crash-window"), help: "Seconds within which --worker-crash-limit crashes give a plugin's worker up.")
         var workerCrashWindow = IsolationPolicy.default.crashWindow
         @Option(name: .customLong("worker-memory-mb"), help: "Address-space limit of each worker process in MiB (RLIMIT_AS); 0 for none.")
         var workerMemoryMB = 0
@@ -210,7 +210,9 @@ extension KeelCommand {
                 let host = self.host
                 let login = fresh != nil ? "log in with the admin token above"
                     : ProcessInfo.processInfo.environment["KEEL_ADMIN_TOKEN"].map { _ in "log in with $KEEL_ADMIN_TOKEN" }
-                    ?? "log in with the admin token printed at the first start (`keel token reset` prints a new one)"
+                    ?? (PostgresURL.isPostgres(options.stateFile)
+                        ? "log in with the admin token printed by the first host that started on this state (`keel token reset` prints a new one)"
+                        : "log in with the admin token printed at the first start (`keel token reset` prints a new one)")
                 do {
                     try await server.run { port in
                         let url = Self.url(host: host, port: port)
