@@ -205,14 +205,15 @@ extension KeelCommand.Plugins {
                 // A --tenant that changed nothing (enabled for every tenant already) is said.
                 defer { if let note = result.note { print("\(id): \(note)") } }
                 guard let info else { return }
+                let enabled = "enabled \(id) \(info.version)" + (tenant.map { " for tenant \($0)" } ?? "")
                 if info.activity == "idle" {
-                    print("enabled \(id) \(info.version): lazy, idle until first used (\(info.menus.count) menu entr\(info.menus.count == 1 ? "y" : "ies") shown)")
+                    print("\(enabled): lazy, idle until first used (\(info.menus.count) menu entr\(info.menus.count == 1 ? "y" : "ies") shown)")
                     return
                 }
                 // What else it brings, when it brings it (a provider or a commands-only plugin has no route).
                 let more = (info.commands.isEmpty ? [] : ["\(info.commands.count) command(s)"])
                     + (info.provides.isEmpty ? [] : ["provides " + info.provides.joined(separator: ", ")])
-                print("enabled \(id) \(info.version): \(info.routes.count) route(s), \(info.menus.count) menu entr\(info.menus.count == 1 ? "y" : "ies"), \(info.authenticators.count + info.authorizers.count) auth hook(s)"
+                print("\(enabled): \(info.routes.count) route(s), \(info.menus.count) menu entr\(info.menus.count == 1 ? "y" : "ies"), \(info.authenticators.count + info.authorizers.count) auth hook(s)"
                       + more.map { ", " + $0 }.joined())
             }
         }
