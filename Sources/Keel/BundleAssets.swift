@@ -20,7 +20,7 @@ import Synchronization
 /// - `Access-Control-Allow-Origin: *`: they are public static files, loaded by console pages from an opaque origin.
 /// - Refused (404): hidden names (a segment starting with `.`), anything whose real path leaves the folder
 ///   (symbolic links out), anything that is not a regular file. Files over `maxFileSize` are refused with 403. An
-///   `assets` that is itself a symbolic link serves nothing.
+///   `assets` that leads outside the bundle serves nothing.
 /// - A file is read once and kept while its inode, size and modification time stay the same, within `cacheBudget`
 ///   bytes (its body and gzipped body) for the bundle: past it the least recently served files are let go and read
 ///   again when asked for. (Assets are public: unbounded, any client could make the host hold every file of every
@@ -75,23 +75,34 @@ final class BundleAssets: Sendable {
     /// The files and bytes kept in memory now.
     var cached: (files: Int, bytes: Int) { cache.withLock { ($0.entries.count, $0.bytes) } }
 
-    /// The assets of the bundle at `folder`, or nil when it has no `assets/` folder, or `assets` is a symbolic link:
-    /// never followed (one to /etc, /proc/self or the state's folder served those files to anyone, the admin token in
-    /// the server's environment included; a security review, 2026-12-07). `Kernel` logs why (`refusal`).
+    /// The assets of the bundle at `folder`, or nil when it has no `assets/` folder, or its `assets` leads outside the
+    /// bundle (a symbolic link to /etc, /proc/self or the state's folder served those files to anyone, the admin token
+    /// in the server's environment included; a security review, 2026-12-07). A link within the bundle
+    /// (`assets -> web/dist`) is followed. `Kernel` logs why one is not served (`refusal`).
     init?(bundleFolder folder: String, cacheBudget: Int = BundleAssets.defaultCacheBudget) {
-        // One `lstat`: every activation asks, and most bundles have no assets.
+        // One `stat` first: every activation asks, and most bundles have no assets.
         var st = stat()
-        guard lstat(folder + "/assets", &st) == 0, st.st_mode & S_IFMT == S_IFDIR, let real = realpath(folder + "/assets", nil) else { return nil }
-        root = String(cString: real)
-        free(real)
+        guard stat(folder + "/assets", &st) == 0, st.st_mode & S_IFMT == S_IFDIR, let root = Self.inside(folder) else { return nil }
+        self.root = root
         self.cacheBudget = cacheBudget
     }
 
-    /// Why the bundle at `folder` has an `assets` that is not served, when it has one: a symbolic link. Nil otherwise.
+    /// The real path of `folder`'s `assets`, when it is a folder within the bundle's own real path; nil otherwise.
+    static func inside(_ folder: String) -> String? {
+        guard let real = realpath(folder + "/assets", nil) else { return nil }
+        defer { free(real) }
+        guard let bundle = realpath(folder, nil) else { return nil }
+        defer { free(bundle) }
+        let assets = String(cString: real), home = String(cString: bundle)
+        return assets.hasPrefix(home == "/" ? "/" : home + "/") ? assets : nil
+    }
+
+    /// Why the bundle at `folder` has an `assets` that is not served, when it has one: it leads outside the bundle.
+    /// Nil otherwise.
     static func refusal(bundleFolder folder: String) -> String? {
         var st = stat()
-        guard lstat(folder + "/assets", &st) == 0, st.st_mode & S_IFMT == S_IFLNK else { return nil }
-        return "\(folder)/assets is a symbolic link, which is never followed: its files are not served (make it a folder)"
+        guard stat(folder + "/assets", &st) == 0, st.st_mode & S_IFMT == S_IFDIR, inside(folder) == nil else { return nil }
+        return "\(folder)/assets leads outside the bundle (a symbolic link): its files are not served (make it a folder of the bundle's)"
     }
 
     func serve(_ request: PluginRequest) -> PluginResponse {

@@ -45,11 +45,12 @@ extension Kernel {
     /// `forbidden`. `reason` must not carry request data beyond the path.
     /// At most `RefusalBudget.perMinute` refusals a minute get a row each (see `RefusalBudget`).
     public nonisolated func auditRefusal(actor: String, principal: String?, origin: String?, call: String, reason: String) {
-        let (record, leftOut) = refusalBudget.admit(at: Int64(Date().timeIntervalSince1970))
+        let anonymous = principal.map(\.isEmpty) ?? true
+        let (record, leftOut) = refusalBudget.admit(at: Int64(Date().timeIntervalSince1970), anonymous: anonymous)
         if leftOut > 0 {
             audit(StateStore.AuditEntry(actor: "keel", command: "refusals-left-out", target: "", outcome: "forbidden",
-                                        detail: "\(leftOut) more refused call(s) than the audit trail records one by one (\(refusalBudget.perMinute) "
-                                            + "a minute, \(refusalBudget.perDay) rows a day); the log has each"))
+                                        detail: "\(leftOut) more refused call(s) of \(anonymous ? "anonymous" : "identified") callers than the audit trail "
+                                            + "records one by one (\(refusalBudget.perMinute) a minute, \(refusalBudget.perDay / 2) rows a day); the log has each"))
         }
         guard record else { return }
         // The call names the client's path (up to the HTTP layer's limit, 80 KiB): cut, so that 10,000 refusals keep

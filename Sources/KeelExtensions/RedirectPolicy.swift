@@ -4,14 +4,16 @@ import Foundation
 
 /// Which redirects a repository transfer follows (`HTTPTransfer`): only to http(s), and to this machine's own or
 /// private addresses (loopback, link-local such as a cloud's metadata service at 169.254.169.254, RFC 1918, 100.64/10,
-/// unique-local IPv6) only from a repository that is itself at one. A repository on another machine must not make the
-/// host fetch what only the host can reach.
+/// unique-local IPv6) only from a repository that is itself at one, by its IP literal or `localhost`. A repository on
+/// another machine must not make the host fetch what only the host can reach.
 ///
-/// A location is judged by its IP literal, `localhost`, and, for any other name, every address the name resolves to
+/// The target is judged by its IP literal, `localhost`, and, for any other name, every address the name resolves to
 /// here (a name of the attacker's that resolves to 127.0.0.1 or 169.254.169.254 is refused as the literal is). The
-/// name is looked up again when the connection is made: a name that resolves differently the second time (DNS
-/// rebinding within a few milliseconds) is not caught. A location the host reaches through a proxy is not looked up
-/// here (the proxy resolves and connects; its own rules apply).
+/// repository's own name is never looked up for this: a hostile one could give its name a private address beside its
+/// public one (or a TTL of 0) and so pass for internal. A repository inside a private network that redirects within
+/// it is named by its address. The target's name is looked up again when the connection is made: a name that resolves
+/// differently the second time (DNS rebinding within a few milliseconds) is not caught. A location the host reaches
+/// through a proxy is not looked up here (the proxy resolves and connects; its own rules apply).
 ///
 /// Stateless and thread-safe; `addresses` blocks on the system's resolver (never call it on an event loop).
 enum RedirectPolicy {
@@ -24,7 +26,7 @@ enum RedirectPolicy {
         }
         guard let reached = internalAddress(host, resolve: resolve) else { return nil }
         let originHost = URL(string: origin)?.host(percentEncoded: false) ?? ""
-        if internalAddress(originHost, resolve: resolve) != nil { return nil }
+        if isInternal(originHost) { return nil }
         let resolved = reached == host ? "" : " (\(host) is \(reached))"
         return "redirected to \(target)\(resolved), an address of this machine or its private network, from a repository outside it: not followed"
     }

@@ -39,10 +39,14 @@ struct AdminAPI {
             let status = stall != nil ? "stalled" : missing.isEmpty ? "ok" : "closed"
             let tenants = kernel.access.directory.pluginTenants
             func shown(_ id: String) -> Bool { tenants[id].map { $0.contains(Principal.defaultTenant) } ?? true }
+            // The status stays what it is (a load balancer needs it); a plugin of other tenants is not named in it.
+            let hiddenGuards = missing.filter { !shown($0) }.count
+            let guards = missing.filter(shown) + (hiddenGuards > 0 ? ["\(hiddenGuards) plugin(s) of other tenants"] : [])
+            let call = stall == nil ? kernel.lifecycleCall(runningFor: 1) : nil
             return JSONBody.response(HealthBody(status: status, active: kernel.activePlugins.filter(shown),
-                                                busy: gatekeeper.lanes.refused.filter { shown($0.key) }, missingGuards: missing.isEmpty ? nil : missing,
-                                                stalled: stall.map(StallBody.init),
-                                                lifecycle: stall == nil ? kernel.lifecycleCall(runningFor: 1)?.description : nil),
+                                                busy: gatekeeper.lanes.refused.filter { shown($0.key) }, missingGuards: guards.isEmpty ? nil : guards,
+                                                stalled: stall.map { shown($0.plugin) ? StallBody($0) : StallBody(hidden: $0) },
+                                                lifecycle: call.map { shown($0.plugin) ? $0.description : "a plugin of other tenants: \($0.call) has run for \(Int($0.seconds)) s" }),
                                      status: status == "ok" ? .ok : .serviceUnavailable)
         }
 
@@ -422,6 +426,15 @@ struct StallBody: Encodable {
         call = stall.call
         seconds = Int(stall.seconds)
         message = "\(stall); \(stall.remedy)"
+    }
+
+    /// A stall of a plugin the caller may not know of (enabled for other tenants only): its call and time, not its name.
+    init(hidden stall: LifecycleStall) {
+        plugin = ""
+        generation = 0
+        call = stall.call
+        seconds = Int(stall.seconds)
+        message = "a plugin of other tenants has held the host's lifecycle in \(stall.call) for \(Int(stall.seconds)) s; restart the host"
     }
 }
 

@@ -64,7 +64,8 @@ final class ServerMetrics: Sendable {
                                                    .seconds(1), .milliseconds(2500), .seconds(5), .seconds(10)]
         self.factory = factory
         commitTimer = CoreMetrics.Timer(label: "keel_state_commit_duration_seconds", factory: factory)
-        self.handlerBudget = .nanoseconds(Int64(handlerBudget * 1e9))
+        // Bounded before the conversion (a day): a larger budget would trap there.
+        self.handlerBudget = .nanoseconds(Int64(min(max(0, handlerBudget), 86_400) * 1e9))
     }
 
     struct RouteKey: Hashable, Sendable {

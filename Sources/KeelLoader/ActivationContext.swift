@@ -59,8 +59,11 @@ public final class ActivationContext: Sendable {
     private let drainingLifecycle = Atomic<Bool>(false)
     /// Service leases this activation holds on other plugins' tables.
     let leases = Atomic<Int>(0)
-    /// The lines the plugin's code may cause per second (`logBudgeted`).
-    private let logBudget = Mutex(LogBudget(now: ActivationContext.now(), source: "caused by the plugin's code"))
+    /// The lines the plugin writes, and the host's warnings about its calls, per second (`logBudgeted`): budgets of
+    /// their own, so that a plugin logging its fill first cannot hide what the host says about it. Each window starts
+    /// with its first line.
+    private let ownLines = Mutex(LogBudget(now: 0, source: "the plugin wrote"))
+    private let hostLines = Mutex(LogBudget(now: 0, source: "of the host's warnings about the plugin's calls"))
     /// True exactly while the phase is `.active`: what `enter` reads on the request path, without the lock.
     private let admitting = Atomic<Bool>(false)
     /// Set by every admitted call, cleared by `takeUsed`: how the kernel tells a lazy plugin nobody uses.
@@ -174,16 +177,18 @@ public final class ActivationContext: Sendable {
         text = keel_str(ptr: nil, len: 0)
     }
 
-    /// Logs a line the plugin's code caused (its own `log` calls, and the host's warnings about its calls), held to
-    /// the log budget: at most `LogBudget.perSecond` a second pass; the rest are dropped, and counted in one warning
-    /// with the next line after the second ends. A plugin that logs (or misuses a host call) in a loop cannot make the
-    /// host write without bound (480 MB to standard error in 1.4 s, 2026-12-07). [thread-safe]
-    func logBudgeted(_ level: LogLevel, _ message: String, generation: Int? = nil) {
+    /// Logs a line the plugin's code caused, held to a log budget: its own `log` calls (`byPlugin`) and the host's
+    /// warnings about its calls each have `LogBudget.perSecond` lines a second; the rest are dropped, and counted in
+    /// one warning with the next line after the second ends. A plugin that logs (or misuses a host call) in a loop
+    /// cannot make the host write without bound (480 MB to standard error in 1.4 s, 2026-12-07). [thread-safe]
+    func logBudgeted(_ level: LogLevel, _ message: String, generation: Int? = nil, byPlugin: Bool = false) {
         let now = Self.now()
-        let (pass, report) = logBudget.withLock { budget in
+        func take(_ budget: inout LogBudget) -> (pass: Bool, report: String?) {
             let report = budget.tick(now: now)
             return (budget.admit(now: now), report)
         }
+        // (A Mutex cannot be chosen by value: each is locked where it lives.)
+        let (pass, report) = byPlugin ? ownLines.withLock { take(&$0) } : hostLines.withLock { take(&$0) }
         if let report { environment.log(plugin: pluginID, generation: generation, level: .warn, message: report) }
         if pass { environment.log(plugin: pluginID, generation: generation, level: level, message: message) }
     }

@@ -1,7 +1,6 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
 import CKeelABI
-import KeelSystem
 
 /// A plugin's route handler: a C function pointer and its user data, bound to the activation that registered it.
 ///
@@ -143,16 +142,23 @@ final class ResponseWriter {
 }
 
 extension Principal {
-    /// True when `text` holds no control or invisible formatting character (`Printable.isHidden`): what a hook names
-    /// a caller, its tenant and roles goes into audit rows, log lines and a proxied app's headers, where one would
-    /// break a line or forge another (`keel_principal_builder` refuses such text). ASCII is checked byte by byte.
+    /// True when `text` holds no control character (C0, DEL, C1), no line or paragraph separator and no
+    /// bidirectional embedding, override or isolate: what a hook names a caller, its tenant and roles goes into audit
+    /// rows, log lines and a proxied app's headers, where one would break a line, forge another or reverse what
+    /// follows (`keel_principal_builder` refuses such text). The joiners and marks real names are spelt with (U+200C in
+    /// Persian, U+200D in emoji, U+200F) are names; printed, they are escaped (`Printable`). ASCII is checked byte by byte.
     public static func isPrintable(_ text: String) -> Bool {
         var ascii = true
         for byte in text.utf8 {
             if byte < 0x20 || byte == 0x7F { return false }
             if byte >= 0x80 { ascii = false }
         }
-        return ascii || !text.unicodeScalars.contains(where: Printable.isHidden)
+        return ascii || !text.unicodeScalars.contains { scalar in
+            switch scalar.value {
+            case 0x80...0x9F, 0x2028, 0x2029, 0x202A...0x202E, 0x2066...0x2069: true
+            default: false
+            }
+        }
     }
 }
 

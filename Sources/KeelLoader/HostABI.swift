@@ -56,7 +56,7 @@ enum HostABI {
         h.log = { ctx, level, message in
             guard let context = HostABI.context(ctx) else { return }
             context.logBudgeted(LogLevel(rawValue: Int(level)) ?? .error, TextLimits.logLine(message.string(upTo: TextLimits.logLineBytes)),
-                                generation: context.identity.generation)
+                                generation: context.identity.generation, byPlugin: true)
         }
         // A NULL ctx means the handler or hook running on this thread (plugin code that kept no ctx).
         // Cut as a log line is: the message goes into log lines and the load history.

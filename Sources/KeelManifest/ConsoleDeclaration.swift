@@ -31,11 +31,16 @@ public struct ConsoleDeclaration: Sendable, Hashable {
     /// The first entry or style file that is not a regular file inside the bundle's `assets/` folder (symbolic
     /// links leaving it count as missing), as a one-line error naming `manifestPath` and the key; nil when all exist.
     public func missingFile(bundleFolder: String, manifestPath: String) -> ManifestError? {
-        // An `assets` that is a symbolic link is never served (`BundleAssets`): its pages would be blank.
-        var folder = stat()
-        if !pages.isEmpty, lstat(bundleFolder + "/assets", &folder) == 0, folder.st_mode & S_IFMT == S_IFLNK {
-            return ManifestError(file: manifestPath, key: "console.pages[0].entry",
-                                 reason: "the bundle's assets/ is a symbolic link, which is never followed: make it a folder")
+        // An `assets` that leads outside the bundle is never served (`BundleAssets`): its pages would be blank.
+        if !pages.isEmpty, let assets = realpath(bundleFolder + "/assets", nil) {
+            let bundle = realpath(bundleFolder, nil)
+            let inside = bundle.map { String(cString: assets).hasPrefix(String(cString: $0) + "/") } ?? false
+            free(assets)
+            free(bundle)
+            if !inside {
+                return ManifestError(file: manifestPath, key: "console.pages[0].entry",
+                                     reason: "the bundle's assets/ leads outside the bundle (a symbolic link), which is never served: make it a folder of the bundle's")
+            }
         }
         guard let real = realpath(bundleFolder + "/assets", nil) else {
             return pages.isEmpty ? nil : ManifestError(file: manifestPath, key: "console.pages[0].entry",

@@ -249,6 +249,8 @@ struct ABICompatibilityTests {
         }
         #expect(who("kim") == "kim")
         #expect(who("Zoë") == "Zoë", "letters beyond ASCII are names")
+        #expect(who("می\u{200C}خواهم") == "می\u{200C}خواهم" && who("👩\u{200D}💻") == "👩\u{200D}💻",
+                "the joiners real names and emoji are spelt with are names (printed escaped)")
         // A line break would forge an audit row in `keel audit` and a line in the host's log (a security review,
         // 2026-12-07); an escape sequence would rewrite the operator's terminal; a bidirectional override would
         // reverse what follows. set_identity refuses each, and this hook, which ignores the refusal, names no one.

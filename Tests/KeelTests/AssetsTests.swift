@@ -76,7 +76,7 @@ struct AssetsTests {
         #expect(try curl(base + "/app.js").head.hasPrefix("http/1.1 404"))
     }
 
-    @Test("an assets folder that is a symbolic link serves nothing, and says so; a FIFO as a bundle's plugin.yaml, library or config.schema.yaml is refused at once, never waited on")
+    @Test("an assets folder that leads outside the bundle serves nothing, and says so (one within it is followed); a FIFO as a bundle's plugin.yaml, library or config.schema.yaml is refused at once, never waited on")
     func linkedAssetsAndFIFOs() async throws {
         let f = KernelFixture()
         // A manifest-only bundle (no code runs) whose assets/ is a link to a folder outside it: until 2026-12-07 it
@@ -92,6 +92,11 @@ struct AssetsTests {
         #expect(unlink(f.plugins + "/fifolib/libfifolib.so") == 0 && mkfifo(f.plugins + "/fifolib/libfifolib.so", 0o644) == 0)
         try f.fixtureBundle("fifoschema")
         #expect(mkfifo(f.plugins + "/fifoschema/config.schema.yaml", 0o644) == 0)
+        // A link that stays within the bundle (a build's output folder) is followed.
+        try FileManager.default.createDirectory(atPath: f.plugins + "/within/web/dist", withIntermediateDirectories: true)
+        try "id: within\nname: Within\nversion: 1.0.0\nabi: \"1.0\"\n".write(toFile: f.plugins + "/within/plugin.yaml", atomically: true, encoding: .utf8)
+        try "ok\n".write(toFile: f.plugins + "/within/web/dist/app.js", atomically: true, encoding: .utf8)
+        #expect(symlink("web/dist", f.plugins + "/within/assets") == 0)
         try FileManager.default.createDirectory(atPath: f.plugins + "/fifoyaml", withIntermediateDirectories: true)
         #expect(mkfifo(f.plugins + "/fifoyaml/plugin.yaml", 0o644) == 0)
 
@@ -118,7 +123,9 @@ struct AssetsTests {
         #expect(schema?.contains("is not a regular file") == true, "\(schema ?? "hung")")
         #expect(await within { try await kernel.enable("linked") } == "ok")
         #expect(get(kernel, "/ext/linked/assets/secret.txt") == nil, "a linked assets/ folder is served")
-        #expect(f.log.lines.contains { $0.contains("linked/assets is a symbolic link, which is never followed: its files are not served") },
+        #expect(await within { try await kernel.enable("within") } == "ok")
+        #expect(get(kernel, "/ext/within/assets/app.js")?.1 == "ok\n", "a link within the bundle is followed")
+        #expect(f.log.lines.contains { $0.contains("linked/assets leads outside the bundle (a symbolic link): its files are not served") },
                 "\(f.log.lines.suffix(5))")
         await kernel.shutdown()
     }

@@ -190,8 +190,9 @@ struct RepositorySafetyTests {
         }
         #expect(RedirectPolicy.isInternal("fe80::1%eth0"), "a link-local address as the resolver writes it")
         // A name is judged by every address it resolves to: one of the attacker's that resolves to loopback or to the
-        // metadata service is refused as the literal is; a repository whose own name resolves to a private network
-        // may send the host within it.
+        // metadata service is refused as the literal is. The repository's own name is never looked up for this (a
+        // hostile one could give it a private address beside its public one and pass for internal): a repository
+        // inside a private network that redirects within it is named by its address.
         let names: [String: [String]] = ["rebound.example": ["203.0.113.7", "127.0.0.1"], "meta.example": ["169.254.169.254"],
                                          "repo.corp.example": ["10.0.0.5"], "cdn.example": ["203.0.113.9"]]
         let resolve = { (host: String) in names[host] ?? [] }
@@ -199,9 +200,11 @@ struct RepositorySafetyTests {
         #expect(rebound?.contains("(rebound.example is 127.0.0.1), an address of this machine or its private network") == true, "\(rebound ?? "followed")")
         #expect(RedirectPolicy.refusal(from: "https://repo.example/x", to: "http://meta.example/latest/meta-data", resolve: resolve) != nil)
         #expect(RedirectPolicy.refusal(from: "https://repo.example/x", to: "https://cdn.example/x.keelpkg", resolve: resolve) == nil)
-        #expect(RedirectPolicy.refusal(from: "https://repo.corp.example/x", to: "http://10.0.0.6/x.keelpkg", resolve: resolve) == nil,
-                "a repository inside the private network")
-        #expect(RedirectPolicy.refusal(from: "https://repo.corp.example/x", to: "http://rebound.example/x", resolve: resolve) == nil)
+        #expect(RedirectPolicy.refusal(from: "https://repo.corp.example/x", to: "http://169.254.169.254/latest/meta-data", resolve: resolve) != nil,
+                "a repository name with a private address does not pass for internal")
+        #expect(RedirectPolicy.refusal(from: "http://10.0.0.5/x", to: "http://10.0.0.6/x.keelpkg", resolve: resolve) == nil,
+                "a repository inside the private network, named by its address")
+        #expect(RedirectPolicy.refusal(from: "http://10.0.0.5/x", to: "http://rebound.example/x", resolve: resolve) == nil)
         // The system's resolver, for real: `localhost` through getaddrinfo, and this machine's own name where it
         // resolves to one of its addresses (as /etc/hosts makes it on Debian and in containers).
         #expect(RedirectPolicy.addresses("localhost").contains(where: RedirectPolicy.isInternal), "\(RedirectPolicy.addresses("localhost"))")

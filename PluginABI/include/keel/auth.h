@@ -25,8 +25,8 @@ struct keel_principal_builder {
     void *host_data;      /* the host's; do not touch */
 
     /* Sets the principal. Strings are borrowed and copied; `id` must not be empty; an empty tenant means the
-     * default tenant. UTF-8 without control or invisible formatting characters (line breaks, ESC, bidirectional
-     * overrides): such text would forge lines in the audit trail and the log. Returns KEEL_OK or
+     * default tenant. UTF-8 without control characters, line separators or bidirectional overrides and isolates
+     * (line breaks, ESC, U+202E): such text would forge lines in the audit trail and the log. Returns KEEL_OK or
      * KEEL_ERR_INVALID_ARGUMENT. [request] */
     keel_status(KEEL_ABI *set_identity)(keel_principal_builder *b, keel_str id, keel_str display_name,
                                         keel_str tenant);

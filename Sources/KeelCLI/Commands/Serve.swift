@@ -109,7 +109,9 @@ extension KeelCommand {
             if let t = lazyIdleTimeout, !(0...604_800).contains(t) {
                 throw ValidationError("--lazy-idle-timeout takes seconds between 0 and 604800 (7 days)")
             }
-            guard hookBudget > 0, handlerBudget > 0 else { throw ValidationError("--hook-budget-ms and --handler-budget-ms must be at least 1") }
+            guard (1...86_400_000).contains(hookBudget), (1...86_400_000).contains(handlerBudget) else {
+                throw ValidationError("--hook-budget-ms and --handler-budget-ms take 1 to 86400000 (a day)")
+            }
             guard (0...86_400).contains(healthInterval), (1...600_000).contains(healthBudget) else {
                 throw ValidationError("--health-interval takes seconds between 0 and 86400, --health-budget-ms 1 to 600000")
             }
