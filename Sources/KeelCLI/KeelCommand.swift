@@ -298,6 +298,8 @@ struct GlobalOptions: ParsableArguments {
     func readingState() throws -> GlobalOptions {
         guard !PostgresURL.isPostgres(stateFile), stateFile != ".keel/state.db", stateFile != StateStore.inMemory,
               !FileManager.default.fileExists(atPath: stateFile) else { return self }
+        // A URL (`postgres:/db`, `sqlite:///x.db`) is said as one, as the commands that write say it.
+        if let problem = SystemFile.urlLikeProblem(stateFile) { throw CLIError("\(stateFile): \(problem)") }
         let folder = (stateFile as NSString).deletingLastPathComponent
         if !folder.isEmpty, !FileManager.default.fileExists(atPath: folder) {
             throw CLIError("\(stateFile): no state file here, and its folder \(folder) does not exist (check --state or " +
