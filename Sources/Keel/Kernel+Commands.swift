@@ -131,10 +131,13 @@ extension Kernel {
         switch command {
         case let .enable(id, tenant): if let note = try enable(id, tenant: tenant) { return CommandResult(note: note) }
         case let .disable(id, tenant, cascade):
+            // Host-wide, a plugin neither wanted nor running: said, not passed off as a change.
+            let wasEnabled = tenant != nil || active[id] != nil || idle.contains(id) || ((try? state.plugin(id)) ?? nil)?.enabled == true
             let also = try disable(id, tenant: tenant, cascade: cascade)
             if !also.isEmpty {
                 return CommandResult(note: "also disabled\(tenant.map { " for tenant \($0)" } ?? ""), as they need it: " + also.joined(separator: ", "))
             }
+            if !wasEnabled { return CommandResult(note: "it was not enabled; nothing changed") }
         case let .reload(id):
             // A reload the operator asked for that failed: its caller (the CLI's one line, keel_errmsg) is told the
             // previous build serves on, when it does (a grant's reload that fails stops the plugin instead).
