@@ -107,7 +107,9 @@ extension Kernel {
             pages: (m?.console?.pages ?? []).map { "/ext/\(record.id)/pages/\($0.path)" },
             consoleFetch: m?.console?.fetchText(pluginID: record.id) ?? [],
             activation: m?.activation.rawValue ?? "eager",
-            activity: isLazy(record.id) && record.status == .enabled
+            // A host started in safe mode loads nothing: its enabled plugins say so rather than read as serving.
+            activity: safeMode && record.enabled && active[record.id] == nil && !idle.contains(record.id) ? "not loaded: safe mode"
+                : isLazy(record.id) && record.status == .enabled
                 ? (idle.contains(record.id) ? (m?.activation == .lazy ? "idle" : "not loaded")
                     : active[record.id] != nil ? "active" : nil) : nil)
         info.signer = pin.map(ExtensionStore.describe)

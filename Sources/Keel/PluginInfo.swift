@@ -55,7 +55,8 @@ public struct PluginInfo: Sendable, Codable, Hashable {
     public var consoleFetch: [String] = []
     /// `eager` or `lazy` (plugin.yaml's `activation:`).
     public var activation: String = "eager"
-    /// For an enabled lazy plugin: `idle` (not loaded) or `active`; nil otherwise. Shown as `enabled (idle)`.
+    /// For an enabled lazy plugin: `idle` (not loaded) or `active`; for an enabled plugin of a host started in safe mode,
+    /// `not loaded: safe mode`; nil otherwise. Shown as `enabled (idle)`.
     public var activity: String?
     /// Where its code runs: `in-process` or `process` (the operator's choice, else plugin.yaml's `isolation:`).
     public var isolation: String = "in-process"

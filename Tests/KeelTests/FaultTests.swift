@@ -128,6 +128,9 @@ struct FaultTests {
         let health = try await server.request("GET", "/healthz")
         #expect((health.json as? [String: Any])?["active"] as? [String] == [])
         #expect(try await server.request("GET", "/ext/hello/greet/x").status == 404)
+        // The list says the enabled plugins are not loaded (it said plain `enabled`, as if they served).
+        let listed = try TestEnvironment.run(TestEnvironment.binPath + "/keel", ["plugins", "list", "--plugins", f.plugins, "--state", f.state])
+        #expect(listed.stdout.contains("hello 1.0.0  enabled (not loaded: safe mode)"), "\(listed.stdout)")
         #expect(server.stop() == 0)
 
         // A new build (new checksum) lifts the quarantine.
