@@ -93,16 +93,19 @@ final class BundleAssets: Sendable {
         defer { free(real) }
         guard let bundle = realpath(folder, nil) else { return nil }
         defer { free(bundle) }
+        // (A bundle that is "/" itself contains nothing: "//" begins no real path.)
         let assets = String(cString: real), home = String(cString: bundle)
-        return assets.hasPrefix(home == "/" ? "/" : home + "/") ? assets : nil
+        return assets.hasPrefix(home + "/") ? assets : nil
     }
 
-    /// Why the bundle at `folder` has an `assets` that is not served, when it has one: it leads outside the bundle.
-    /// Nil otherwise.
+    /// Why the bundle at `folder` has an `assets` that is not served, when it has one: a symbolic link that leads
+    /// outside the bundle, to something that is not a folder, or nowhere. Nil otherwise.
     static func refusal(bundleFolder folder: String) -> String? {
         var st = stat()
-        guard stat(folder + "/assets", &st) == 0, st.st_mode & S_IFMT == S_IFDIR, inside(folder) == nil else { return nil }
-        return "\(folder)/assets leads outside the bundle (a symbolic link): its files are not served (make it a folder of the bundle's)"
+        guard lstat(folder + "/assets", &st) == 0, st.st_mode & S_IFMT == S_IFLNK else { return nil }
+        var target = stat()
+        if stat(folder + "/assets", &target) == 0, target.st_mode & S_IFMT == S_IFDIR, inside(folder) != nil { return nil }
+        return "\(folder)/assets is a symbolic link that leads outside the bundle, or to no folder: its files are not served (make it a folder of the bundle's)"
     }
 
     func serve(_ request: PluginRequest) -> PluginResponse {

@@ -131,8 +131,10 @@ extension Kernel {
         switch command {
         case let .enable(id, tenant): if let note = try enable(id, tenant: tenant) { return CommandResult(note: note) }
         case let .disable(id, tenant, cascade):
-            // Host-wide, a plugin neither wanted nor running: said, not passed off as a change.
-            let wasEnabled = tenant != nil || active[id] != nil || idle.contains(id) || ((try? state.plugin(id)) ?? nil)?.enabled == true
+            // Host-wide, a plugin neither wanted nor running nor failed: said, not passed off as a change. (A failed one,
+            // quarantined or disabled automatically, changes: its failure is cleared, and a guard's reopens the host.)
+            let record = (try? state.plugin(id)) ?? nil
+            let wasEnabled = tenant != nil || active[id] != nil || idle.contains(id) || record?.enabled == true || record?.status == .failed
             let also = try disable(id, tenant: tenant, cascade: cascade)
             if !also.isEmpty {
                 return CommandResult(note: "also disabled\(tenant.map { " for tenant \($0)" } ?? ""), as they need it: " + also.joined(separator: ", "))

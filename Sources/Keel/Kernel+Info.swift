@@ -108,7 +108,8 @@ extension Kernel {
             consoleFetch: m?.console?.fetchText(pluginID: record.id) ?? [],
             activation: m?.activation.rawValue ?? "eager",
             // A host started in safe mode loads nothing: its enabled plugins say so rather than read as serving.
-            activity: safeMode && record.enabled && active[record.id] == nil && !idle.contains(record.id) ? "not loaded: safe mode"
+            activity: safeMode && record.enabled && record.status == .enabled && active[record.id] == nil && !idle.contains(record.id)
+                ? "not loaded: safe mode"
                 : isLazy(record.id) && record.status == .enabled
                 ? (idle.contains(record.id) ? (m?.activation == .lazy ? "idle" : "not loaded")
                     : active[record.id] != nil ? "active" : nil) : nil)

@@ -245,7 +245,7 @@ struct WireReader {
 extension Principal {
     /// True when `p` keeps within the limits of `keel_principal_builder` (HostABI.withPrincipalBuilder): id and display
     /// name 256 bytes, tenant 128, at most 64 roles of 128 bytes each (no comma), `authenticated_by` 256, and none of them
-    /// with a control or invisible formatting character (`Principal.isPrintable`).
+    /// with a control character, a line separator or a bidirectional override (`Principal.isPrintable`).
     static func fitsBuilder(_ p: Principal) -> Bool {
         p.id.utf8.count <= 256 && p.displayName.utf8.count <= 256 && p.tenant.utf8.count <= 128 && p.authenticatedBy.utf8.count <= 256
             && p.roles.count <= Wire.principalRoles && p.roles.allSatisfy { $0.utf8.count <= 128 && Principal.isPrintable($0) && !$0.contains(",") }

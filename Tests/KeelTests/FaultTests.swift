@@ -244,6 +244,10 @@ struct FaultTests {
         #expect(info.enabled == false)
         #expect(info.reason == "disabled automatically: 5 calls in a row failed (last: GET /ext/flaky/ping handler: KEEL_ERR_INTERNAL handler failed on purpose)")
         #expect(get(kernel, "/ext/flaky/ping") == nil)
+        // The operator's disable of it changes something (the failure is cleared): not "nothing changed".
+        let disabled = try await kernel.execute(.disable(id: "flaky", tenant: nil, cascade: false))
+        #expect(disabled.note == nil, "\(disabled.note ?? "")")
+        #expect(try await kernel.plugin("flaky").status == .disabled)
         await kernel.shutdown()
     }
 
