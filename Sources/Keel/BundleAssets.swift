@@ -4,6 +4,7 @@ import Crypto
 import Foundation
 import Glibc
 import KeelLoader
+import KeelManifest
 import KeelState
 import KeelSystem
 import Synchronization
@@ -82,20 +83,10 @@ final class BundleAssets: Sendable {
     init?(bundleFolder folder: String, cacheBudget: Int = BundleAssets.defaultCacheBudget) {
         // One `stat` first: every activation asks, and most bundles have no assets.
         var st = stat()
-        guard stat(folder + "/assets", &st) == 0, st.st_mode & S_IFMT == S_IFDIR, let root = Self.inside(folder) else { return nil }
+        guard stat(folder + "/assets", &st) == 0, st.st_mode & S_IFMT == S_IFDIR,
+              let root = ConsoleDeclaration.assetsRoot(bundleFolder: folder) else { return nil }
         self.root = root
         self.cacheBudget = cacheBudget
-    }
-
-    /// The real path of `folder`'s `assets`, when it is a folder within the bundle's own real path; nil otherwise.
-    static func inside(_ folder: String) -> String? {
-        guard let real = realpath(folder + "/assets", nil) else { return nil }
-        defer { free(real) }
-        guard let bundle = realpath(folder, nil) else { return nil }
-        defer { free(bundle) }
-        // (A bundle that is "/" itself contains nothing: "//" begins no real path.)
-        let assets = String(cString: real), home = String(cString: bundle)
-        return assets.hasPrefix(home + "/") ? assets : nil
     }
 
     /// Why the bundle at `folder` has an `assets` that is not served, when it has one: a symbolic link that leads
@@ -104,7 +95,7 @@ final class BundleAssets: Sendable {
         var st = stat()
         guard lstat(folder + "/assets", &st) == 0, st.st_mode & S_IFMT == S_IFLNK else { return nil }
         var target = stat()
-        if stat(folder + "/assets", &target) == 0, target.st_mode & S_IFMT == S_IFDIR, inside(folder) != nil { return nil }
+        if stat(folder + "/assets", &target) == 0, target.st_mode & S_IFMT == S_IFDIR, ConsoleDeclaration.assetsRoot(bundleFolder: folder) != nil { return nil }
         return "\(folder)/assets is a symbolic link that leads outside the bundle, or to no folder: its files are not served (make it a folder of the bundle's)"
     }
 

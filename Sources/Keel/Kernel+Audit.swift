@@ -92,9 +92,10 @@ extension KernelCommand {
         case (.install, .failure(let error)), (.upgrade, .failure(let error)): error.code == .signerMismatch ? error.reason : nil
         // A choice and its clearing share a command: the row says which, and for whom; a refused one says it was asked
         // for, not made ("chose" read as if the refused choice had been made).
-        case let (.useProvider(_, plugin, tenant), outcome):
-            (plugin.map { ((try? outcome.get()) != nil ? "chose " : "asked to choose ") + $0 } ?? ((try? outcome.get()) != nil ? "cleared the choice" : "asked to clear the choice"))
-                + (tenant.map { " for tenant \($0)" } ?? " host-wide")
+        case let (.useProvider(_, plugin, tenant), .success):
+            (plugin.map { "chose \($0)" } ?? "cleared the choice") + (tenant.map { " for tenant \($0)" } ?? " host-wide")
+        case let (.useProvider(_, plugin, tenant), .failure):
+            (plugin.map { "asked to choose \($0)" } ?? "asked to clear the choice") + (tenant.map { " for tenant \($0)" } ?? " host-wide")
         default: nil
         }
     }

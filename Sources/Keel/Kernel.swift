@@ -328,10 +328,8 @@ public actor Kernel {
         }
         // A folder named that is not there is most often a typo (the C API refuses it at keel_open; `keel serve` when
         // the state has plugins enabled): said once, as every enabled plugin is then recorded missing.
-        // Only with plugins enabled: a new host's folder is made later (`keel serve` makes it to watch it), and an
-        // enable names the folder that is not there itself.
-        // (Not on a shared state: a host there installs the enabled plugins it lacks from the repositories, into a
-        // folder it makes.)
+        // Only with plugins enabled, and not on a shared state (a host there installs what it lacks into a folder it
+        // makes): a new host's folder is made later, and an enable names the folder that is not there itself.
         if bundles.isEmpty, !directory.isEmpty, configuration.openState == nil, (stored ?? []).contains(where: { $0.enabled }),
            !FileManager.default.fileExists(atPath: directory) {
             log(.warn, nil, "the plugin folder \(directory) does not exist: no plugin is found there, and the enabled ones are recorded missing")

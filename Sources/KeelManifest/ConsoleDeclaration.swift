@@ -28,26 +28,30 @@ public struct ConsoleDeclaration: Sendable, Hashable {
         }
     }
 
+    /// The real path of the bundle's `assets`, when it resolves to a place within the bundle's own real path (a link
+    /// within the bundle, `assets -> web/dist`, is followed; one leading out is not, nor is anything of a bundle that
+    /// is `/` itself: "//" begins no real path); nil otherwise. What `BundleAssets` serves from. Any thread.
+    public static func assetsRoot(bundleFolder folder: String) -> String? {
+        guard let real = realpath(folder + "/assets", nil) else { return nil }
+        defer { free(real) }
+        guard let bundle = realpath(folder, nil) else { return nil }
+        defer { free(bundle) }
+        let assets = String(cString: real)
+        return assets.hasPrefix(String(cString: bundle) + "/") ? assets : nil
+    }
+
     /// The first entry or style file that is not a regular file inside the bundle's `assets/` folder (symbolic
     /// links leaving it count as missing), as a one-line error naming `manifestPath` and the key; nil when all exist.
     public func missingFile(bundleFolder: String, manifestPath: String) -> ManifestError? {
+        guard !pages.isEmpty else { return nil }
+        guard FileManager.default.fileExists(atPath: bundleFolder + "/assets") else {
+            return ManifestError(file: manifestPath, key: "console.pages[0].entry", reason: "the bundle has no assets/ folder for \(pages[0].entry)")
+        }
         // An `assets` that leads outside the bundle is never served (`BundleAssets`): its pages would be blank.
-        if !pages.isEmpty, let assets = realpath(bundleFolder + "/assets", nil) {
-            let bundle = realpath(bundleFolder, nil)
-            let inside = bundle.map { String(cString: assets).hasPrefix(String(cString: $0) + "/") } ?? false
-            free(assets)
-            free(bundle)
-            if !inside {
-                return ManifestError(file: manifestPath, key: "console.pages[0].entry",
-                                     reason: "the bundle's assets/ leads outside the bundle (a symbolic link), which is never served: make it a folder of the bundle's")
-            }
+        guard let root = Self.assetsRoot(bundleFolder: bundleFolder) else {
+            return ManifestError(file: manifestPath, key: "console.pages[0].entry",
+                                 reason: "the bundle's assets/ leads outside the bundle (a symbolic link), which is never served: make it a folder of the bundle's")
         }
-        guard let real = realpath(bundleFolder + "/assets", nil) else {
-            return pages.isEmpty ? nil : ManifestError(file: manifestPath, key: "console.pages[0].entry",
-                                                       reason: "the bundle has no assets/ folder for \(pages[0].entry)")
-        }
-        let root = String(cString: real)
-        free(real)
         for (i, page) in pages.enumerated() {
             for (key, file) in [("entry", page.entry)] + page.styles.enumerated().map({ ("styles[\($0.offset)]", $0.element) }) {
                 var st = stat()
