@@ -96,9 +96,18 @@ extension KernelCommand {
             (plugin.map { "chose \($0)" } ?? "cleared the choice") + (tenant.map { " for tenant \($0)" } ?? " host-wide")
         case let (.useProvider(_, plugin, tenant), .failure):
             (plugin.map { "asked to choose \($0)" } ?? "asked to clear the choice") + (tenant.map { " for tenant \($0)" } ?? " host-wide")
+        // A refusal whose reason is built from names only (tenants, roles, principals, plugin ids, capabilities: no
+        // path, no argument value) is kept with its code, so that `keel audit` says why ("directory" alone does not).
+        case let (_, .failure(error)) where !mayQuoteArguments && Self.namesOnlyCodes.contains(error.code):
+            TextLimits.logLine(error.reason)
         default: nil
         }
     }
+
+    /// The error codes whose reasons name only what the command names (tenants, roles, principals, plugin ids,
+    /// capabilities, interfaces): their reasons go into the audit row. (Not `unknownPlugin`: its reason may name a
+    /// bundle folder.)
+    static let namesOnlyCodes: Set<KernelError.Code> = [.directory, .badGrant, .dependency, .notEnabled]
 
     /// True when a failure reason may quote the command's arguments (a configuration value in a schema or YAML
     /// error, a command argument, a repository location with credentials): its log line and audit row then carry

@@ -29,7 +29,10 @@ extension Kernel {
         // Where it was looked for: a kernel given bundle folders one by one (an embedder's) has no plugin folder.
         let place = !folder.isEmpty ? "in the plugin folder"
             : configuration.bundleFolders.isEmpty ? "loaded (no plugin folder nor bundle folder is given)" : "among the bundle folders given"
-        return KernelError(.unknownPlugin, pluginID: id, reason: "no plugin \"\(id)\" " + (known ? place : "is known") + near)
+        let reason = "no plugin \"\(id)\" " + (known ? place : "is known") + near
+        // The CLI on this host names the folder it looked in (a wrong `--plugins` or `KEEL_PLUGINS` is then plain).
+        let local = known && !folder.isEmpty && !near.hasPrefix(": ") ? "no plugin \"\(id)\" in the plugin folder \(folder)" + near : nil
+        return KernelError(.unknownPlugin, pluginID: id, reason: reason, localReason: local)
     }
 }
 

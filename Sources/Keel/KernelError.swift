@@ -44,11 +44,16 @@ public struct KernelError: Error, Sendable, CustomStringConvertible {
     public var code: Code
     public var pluginID: String?
     public var reason: String
+    /// The same reason with the host's paths in it (the plugin folder searched), for a front end on the host itself
+    /// (the CLI); nil when `reason` says all. The admin API and the console show `reason` only: their callers are
+    /// not told the host's paths.
+    public var localReason: String?
 
-    public init(_ code: Code, pluginID: String? = nil, reason: String) {
+    public init(_ code: Code, pluginID: String? = nil, reason: String, localReason: String? = nil) {
         self.code = code
         self.pluginID = pluginID
         self.reason = reason
+        self.localReason = localReason
     }
 
     public var description: String { reason }

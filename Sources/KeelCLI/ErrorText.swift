@@ -3,6 +3,7 @@
 import Foundation
 import Glibc
 import NIOCore
+import Keel
 import KeelSystem
 
 /// The one place that turns any error into the one line `keel: error: ...` shows: Keel's own errors keep their text
@@ -11,6 +12,7 @@ import KeelSystem
 enum ErrorText {
     /// One line for `error`, without the `keel: error: ` prefix.
     static func describe(_ error: any Error) -> String {
+        if let kernel = error as? KernelError { return sanitize(kernel.localReason ?? kernel.reason) }
         if let io = error as? IOError { return plain(errno: io.errnoCode) }
         if let posix = error as? POSIXError { return plain(errno: posix.code.rawValue) }
         if let unknown = error as? SocketAddressError.UnknownHost {

@@ -131,8 +131,15 @@ struct AdminAPI {
         }
         admin.get("plugins/:id/config") { _, context -> Response in
             let id = try context.parameters.require("id")
-            guard let stored = try kernel.state.config(id) else { return JSONBody.response(["yaml": "", "json": ""]) }
-            return JSONBody.response(["yaml": stored.yaml, "json": stored.json])
+            // `config` is the object itself (null when none is stored): what a PUT takes back, as JSON is YAML too.
+            // `yaml` is the text as it was set (its comments kept), `json` that object as one string.
+            // The stored JSON is spliced in as it is (numbers beyond a double's precision stay exact).
+            let stored = try kernel.state.config(id)
+            func quoted(_ text: String) -> String { (try? Kernel.encoder().encode(text)).map { String(decoding: $0, as: UTF8.self) } ?? "\"\"" }
+            let object = stored.map(\.json).flatMap { text in
+                (try? JSONSerialization.jsonObject(with: Data(text.utf8), options: .fragmentsAllowed)) == nil ? nil : text
+            } ?? "null"
+            return JSONBody.rawResponse(#"{"config":\#(object),"json":\#(quoted(stored?.json ?? "")),"yaml":\#(quoted(stored?.yaml ?? ""))}"#)
         }
         admin.put("plugins/:id/config") { request, context -> Response in
             let id = try context.parameters.require("id")

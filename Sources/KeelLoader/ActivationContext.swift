@@ -331,25 +331,38 @@ public final class ActivationContext: Sendable {
 
     /// The principal the host handed to the route handler running on this thread (nil outside a handler): the only
     /// principal a plugin may act for when it calls another plugin's command, so it cannot name a caller of its own.
-    /// Set and put back around each handler call, like `beginCall`.
+    /// Set and put back around each handler call, like `beginCall`, with the handler's own activation (`serving`):
+    /// only that plugin acts for the caller, not code it calls in-process (a provider's service function, a command
+    /// it calls, whose plugin would otherwise act as the caller with its own `calls:`, with the pointer passed along
+    /// or one its authorize hook kept from the same request).
     /// The request's own fields go beside the pointer: what the plugin's pointer points to is plugin-writable memory,
     /// so the principal a call acts for is the host's copy, never read back through it.
-    static func beginRequest(_ prepared: PreparedRequest) -> (UnsafeMutableRawPointer?, UnsafeMutableRawPointer?) {
-        let outer = (pthread_getspecific(currentPrincipalKey), pthread_getspecific(currentRequestKey))
+    static func beginRequest(_ prepared: PreparedRequest, serving: ActivationContext) -> RequestSlot {
+        let outer = RequestSlot(principal: pthread_getspecific(currentPrincipalKey), request: pthread_getspecific(currentRequestKey),
+                                serving: pthread_getspecific(currentServingKey))
         pthread_setspecific(currentPrincipalKey, prepared.pointer.pointee.principal.map { UnsafeRawPointer($0) })
         pthread_setspecific(currentRequestKey, Unmanaged.passUnretained(prepared.request.box).toOpaque())
+        pthread_setspecific(currentServingKey, Unmanaged.passUnretained(serving).toOpaque())
         return outer
     }
 
-    static func endRequest(_ outer: (UnsafeMutableRawPointer?, UnsafeMutableRawPointer?)) {
-        pthread_setspecific(currentPrincipalKey, outer.0)
-        pthread_setspecific(currentRequestKey, outer.1)
+    static func endRequest(_ outer: RequestSlot) {
+        pthread_setspecific(currentPrincipalKey, outer.principal)
+        pthread_setspecific(currentRequestKey, outer.request)
+        pthread_setspecific(currentServingKey, outer.serving)
     }
 
-    /// The principal of the request the handler running on this thread serves, as the host made it, when
-    /// `principal` is the pointer handed to that handler; nil otherwise (a principal the plugin made up).
-    static func currentPrincipal(matching principal: UnsafePointer<keel_principal>) -> Principal? {
+    /// What `beginRequest` replaced on this thread, for `endRequest` to put back.
+    struct RequestSlot {
+        let principal: UnsafeMutableRawPointer?, request: UnsafeMutableRawPointer?, serving: UnsafeMutableRawPointer?
+    }
+
+    /// The principal of the request the handler running on this thread serves, as the host made it, when `caller` is
+    /// that handler's activation and `principal` is the pointer handed to it; nil otherwise (a principal the plugin
+    /// made up, or another plugin's code running inside the handler's call).
+    static func currentPrincipal(matching principal: UnsafePointer<keel_principal>, caller: ActivationContext) -> Principal? {
         guard pthread_getspecific(currentPrincipalKey) == UnsafeMutableRawPointer(mutating: principal),
+              pthread_getspecific(currentServingKey) == Unmanaged.passUnretained(caller).toOpaque(),
               let request = pthread_getspecific(currentRequestKey) else { return nil }
         return Unmanaged<PluginRequest.Fields>.fromOpaque(request).takeUnretainedValue().principal
     }
@@ -424,14 +437,19 @@ private let currentCallKey: pthread_key_t = {
     return key
 }()
 
-/// The per-thread slots behind `ActivationContext.currentPrincipal(matching:)`: the principal pointer handed to the
-/// handler, and its request's fields (made once, never destroyed).
+/// The per-thread slots behind `ActivationContext.currentPrincipal(matching:caller:)`: the principal pointer handed
+/// to the handler, its request's fields and the handler's activation (made once, never destroyed).
 private let currentPrincipalKey: pthread_key_t = {
     var key = pthread_key_t()
     pthread_key_create(&key, nil)
     return key
 }()
 private let currentRequestKey: pthread_key_t = {
+    var key = pthread_key_t()
+    pthread_key_create(&key, nil)
+    return key
+}()
+private let currentServingKey: pthread_key_t = {
     var key = pthread_key_t()
     pthread_key_create(&key, nil)
     return key

@@ -78,7 +78,7 @@ public final class RouteHandler: @unchecked Sendable {
             return .success(host.map { $0(prepared.request) } ?? PluginResponse(status: 404))
         }
         let outer = ActivationContext.beginCall(context)
-        let outerRequest = ActivationContext.beginRequest(prepared)
+        let outerRequest = ActivationContext.beginRequest(prepared, serving: context)
         defer { ActivationContext.endRequest(outerRequest); ActivationContext.endCall(outer); context.leave() }
         let writer = ResponseWriter(limit: Self.responseLimit)
         let started = ActivationContext.now()

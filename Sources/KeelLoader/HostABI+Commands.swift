@@ -21,8 +21,9 @@ extension HostABI {
                 context.setError("commands.call: a plugin id, name or argument text that is not UTF-8 or too long")
                 return KEEL_ERR_INVALID_ARGUMENT
             }
-            // On behalf of the caller of the request being served, and no one else: a plugin cannot make up a principal.
-            guard let caller = ActivationContext.currentPrincipal(matching: principal) else {
+            // On behalf of the caller of the request being served, and no one else: a plugin cannot make up a principal,
+            // and only the plugin whose handler serves it acts for that caller (not a provider or a command it calls).
+            guard let caller = ActivationContext.currentPrincipal(matching: principal, caller: context) else {
                 let message = "called \(p).\(n) for a principal that is not the caller of the request it is serving: denied"
                 context.logBudgeted(.warn, message)
                 context.setError(message)

@@ -31,6 +31,8 @@ struct AuditTests {
             try await kernel.execute(.config(id: "hello", yaml: "api_key: \(Self.secret)\nother: \(Self.secret)\n"), actor: "console")
         }
         await #expect(throws: KernelError.self) { try await kernel.execute(.disable(id: "nosuch", tenant: nil, cascade: false)) }
+        // A refusal whose reason names only names keeps it as the row's detail ("directory" alone says little).
+        await #expect(throws: KernelError.self) { try await kernel.execute(.deleteTenant(name: "nowhere", cascade: false), actor: "cli") }
         // The configuration works (the plugin got the key) ...
         #expect(get(kernel, "/ext/hello/greet/ada", headers: [(name: "authorization", value: "Bearer \(Self.secret)")])?.1 == "hello, ada (as demo)\n")
         await kernel.shutdown()
@@ -43,7 +45,10 @@ struct AuditTests {
             "console - - config hello bad-config",
             "console - - config hello bad-config",
             "embedder - - disable nosuch unknown-plugin",
+            "cli - - delete-tenant nowhere directory",
         ], "\(summary)")
+        #expect(rows.last?.detail?.contains("nowhere") == true, "\(String(describing: rows.last?.detail))")
+        #expect(rows.dropLast().allSatisfy { $0.detail == nil }, "\(rows.map(\.detail))")
         #expect(rows.allSatisfy { !$0.at.isEmpty } && rows.map(\.seq) == rows.map(\.seq).sorted())
         // ... and yet the secret is nowhere but in the configuration itself.
         let encoded = String(decoding: try JSONEncoder().encode(rows), as: UTF8.self)

@@ -110,7 +110,17 @@ struct CLITests {
         let common = ["--plugins", f.plugins, "--state", f.state]
         let unknown = try TestEnvironment.run(keel, ["plugins", "enable", "ghost"] + common)
         #expect(unknown.status == 1)
-        #expect(unknown.stderr == "keel: error: no plugin \"ghost\" in the plugin folder\n")
+        #expect(unknown.stderr == "keel: error: no plugin \"ghost\" in the plugin folder \(f.plugins)\n", "\(unknown.stderr)")
+        // Several ids: one after another, a failure said on its own line and the rest still done, exit status 1.
+        try TestEnvironment.stageExamples(into: f.plugins)
+        try TestEnvironment.grantSensitive("hello", plugins: f.plugins, state: f.state)
+        let several = try TestEnvironment.run(keel, ["plugins", "enable", "ghost", "hello"] + common)
+        #expect(several.status == 1 && several.stderr == unknown.stderr, "\(several.stderr)")
+        #expect(several.stdout.hasPrefix("enabled hello 1.0.0: "), "\(several.stdout)")
+        #expect(try StateStore(path: f.state).plugin("hello")?.enabled == true)
+        let both = try TestEnvironment.run(keel, ["plugins", "disable", "hello", "ghost"] + common)
+        #expect(both.status == 1 && both.stdout == "disabled hello\n" && both.stderr.hasPrefix("keel: error: no plugin \"ghost\""), "\(both.stdout)\(both.stderr)")
+        #expect(try StateStore(path: f.state).plugin("hello")?.enabled == false)
         let nowhere = TestEnvironment.makeTemporaryDirectory("nowhere") + "/plugins"
         let lost = try TestEnvironment.run(keel, ["plugins", "enable", "hello", "--plugins", nowhere, "--state", nowhere + "-state.db"])
         #expect(lost.status == 1)

@@ -296,6 +296,32 @@ struct CommandsTests {
         await kernel.shutdown()
     }
 
+    @Test("only the plugin whose handler serves the request acts for its caller: not code of another plugin it calls in-process")
+    func noActingThroughAnotherPlugin() async throws {
+        let c = CommandsFixture()
+        try c.calc()
+        let relayFile = TestEnvironment.makeTemporaryDirectory("relay") + "/address"
+        // "relay" declares calc.add and hands out a function that calls it (as a provider's service table would);
+        // "asker" declares nothing and calls that function from its handler with its request's principal.
+        try c.bundle("relay", ["CALLER", "RELAY=\"\(relayFile)\""], extra: "calls: [calc.add]\n")
+        try c.bundle("asker", ["CALLER", "VIA_RELAY=\"\(relayFile)\""], extra: "")
+        let kernel = try c.f.kernel()
+        await kernel.start()
+        for id in ["calc", "relay", "asker"] { try await kernel.enable(id) }
+        let request = PluginRequest(method: "GET", path: "/ext/asker/use", routePath: "/use", query: "", principal: admin)
+        guard let match = kernel.registry.snapshot.route(method: "GET", path: "/ext/asker/use"),
+              case let .success(r) = match.route.handler.handle(request) else { Issue.record("no answer from asker"); return }
+        // Before 2026-12-07 "relay" acted as the admin calling "asker" (its own calls:, the pointer handed along): 42.
+        #expect((r.status, r.bodyText) == (502, "status=\(StatusCode.denied)"), "\(r.status) \(r.bodyText)")
+        #expect(c.f.log.lines.contains { $0.contains("relay") && $0.contains("not the caller of the request it is serving: denied") })
+        // The relay's own handler still acts for its own caller.
+        let own = PluginRequest(method: "GET", path: "/ext/relay/use", routePath: "/use", query: "2,40", principal: admin)
+        guard let mine = kernel.registry.snapshot.route(method: "GET", path: "/ext/relay/use"),
+              case let .success(answer) = mine.route.handler.handle(own) else { Issue.record("no answer from relay"); return }
+        #expect((answer.status, answer.bodyText) == (200, "42"))
+        await kernel.shutdown()
+    }
+
     @Test("a message a call left without failing never becomes the reason of a later call's failure on the same thread")
     func staleMessageDropped() async throws {
         let c = CommandsFixture()

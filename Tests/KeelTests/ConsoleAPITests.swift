@@ -66,6 +66,11 @@ struct ConsoleAPITests {
         #expect(good.status == 200, "\(good.text)")
         let stored = try await server.request("GET", "/api/v1/plugins/tuned/config", admin: true)
         #expect((stored.json as? [String: Any])?["json"] as? String == #"{"level":2}"#, "\(stored.text)")
+        // What a GET gives is what a PUT takes: the object, or the YAML text.
+        #expect(stored.text == #"{"config":{"level":2},"json":"{\"level\":2}","yaml":"level: 2\n"}"#, "\(stored.text)")
+        let back = try await server.request("PUT", "/api/v1/plugins/tuned/config", admin: true, body: Data(#"{"level":2}"#.utf8))
+        #expect(back.status == 200, "\(back.text)")
+        #expect(try await server.request("GET", "/api/v1/plugins/greeter/config", admin: true).text == #"{"config":null,"json":"","yaml":""}"#)
     }
 
     @Test("trust keys: listed, added (a key that is not 32 bytes of base64 is 400 bad-key); a repository removed")

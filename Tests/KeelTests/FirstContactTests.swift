@@ -170,7 +170,7 @@ struct FirstContactTests {
     func usageStyle() throws {
         let missing = try run(["plugins", "enable"])
         #expect(missing.status == 64)
-        #expect(missing.stderr.hasPrefix("keel: error: Missing expected argument '<id>'"), "\(missing.stderr)")
+        #expect(missing.stderr.hasPrefix("keel: error: Missing expected argument '<id> ...'"), "\(missing.stderr)")
         #expect(missing.stderr.contains("Usage: keel plugins enable"))
         let unknown = try run(["plugins", "frobnicate"])
         #expect(unknown.status == 64)

@@ -63,8 +63,9 @@ typedef struct keel_host_commands {
     uint32_t struct_size; /* sizeof(keel_host_commands) as the host knows it */
 
     /* Calls command `name` of plugin `plugin_id` on behalf of `principal`, which must be the `req->principal` the host
-     * handed to the route handler running on this thread (anything else, a copy included, is KEEL_ERR_DENIED: a
-     * plugin acts only for the caller it serves), with `args_json`, a JSON array of the arguments (numbers, true/false, strings; bytes as base64
+     * handed to the route handler running on this thread, and `ctx` that handler's own (anything else, a copy
+     * included, or another plugin's code the handler calls, is KEEL_ERR_DENIED: a plugin acts only for the caller it
+     * serves), with `args_json`, a JSON array of the arguments (numbers, true/false, strings; bytes as base64
      * strings). The command must be declared under calls: in this plugin's plugin.yaml ("calc.add"), and the
      * principal must hold the command's permission. The result is written as JSON text (a number, true/false, a
      * string, a JSON value, or null) into `out` (`out_cap` bytes; *out_len set to the length, or to the length

@@ -183,58 +183,75 @@ extension KeelCommand.Plugins {
 
     struct Enable: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Enable a plugin: load and activate it now, and at every start from now on.")
+            abstract: "Enable plugins: load and activate each now, and at every start from now on.",
+            discussion: "Several ids are enabled one after another in the order given (a dependency before the plugins that need it); one that fails is said and the others are still enabled, and the exit status is 1 if any failed.")
 
         @OptionGroup var options: GlobalOptions
-        @Argument(help: "The plugin id.", completion: Completion.plugins) var id: String
-        @Option(help: "Enable it for this tenant only (others keep what they had).", completion: Completion.tenants) var tenant: String?
+        @Argument(help: ArgumentHelp("The plugin ids.", valueName: "id"), completion: Completion.plugins) var ids: [String]
+        @Option(help: "Enable them for this tenant only (others keep what they had).", completion: Completion.tenants) var tenant: String?
 
         func run() async throws {
-            try await reporting {
-                let info: PluginInfo?, result: CommandResult
-                do {
-                    (info, result) = try await withProgress("enabling \(id) (a new build is probed first, at most 10 s)") {
-                        try await throughServerOrKernelResult(options, id: id, command: .enable(id: id, tenant: tenant))
-                    }
-                } catch {
-                    // A build that failed to load stays wanted: said, with how it comes back and how to drop it.
-                    guard let record = (try? options.openState().plugin(id)) ?? nil, record.enabled, record.status == .failed else { throw error }
-                    throw CLIError(ErrorText.describe(error) + " (it stays wanted: enabled, to load once that is fixed; "
-                                   + "`keel plugins disable \(id)` drops it)")
+            try await eachPlugin(ids) { id in try await enable(id) }
+        }
+
+        private func enable(_ id: String) async throws {
+            let info: PluginInfo?, result: CommandResult
+            do {
+                (info, result) = try await withProgress("enabling \(id) (a new build is probed first, at most 10 s)") {
+                    try await throughServerOrKernelResult(options, id: id, command: .enable(id: id, tenant: tenant))
                 }
-                // A --tenant that changed nothing (enabled for every tenant already) is said.
-                defer { if let note = result.note { print("\(id): \(note)") } }
-                guard let info else { return }
-                let enabled = "enabled \(id) \(info.version)" + (tenant.map { " for tenant \($0)" } ?? "")
-                if info.activity == "idle" {
-                    print("\(enabled): lazy, idle until first used (\(info.menus.count) menu entr\(info.menus.count == 1 ? "y" : "ies") shown)")
-                    return
-                }
-                // What else it brings, when it brings it (a provider or a commands-only plugin has no route).
-                let more = (info.commands.isEmpty ? [] : ["\(info.commands.count) command(s)"])
-                    + (info.provides.isEmpty ? [] : ["provides " + info.provides.joined(separator: ", ")])
-                print("\(enabled): \(info.routes.count) route(s), \(info.menus.count) menu entr\(info.menus.count == 1 ? "y" : "ies"), \(info.authenticators.count + info.authorizers.count) auth hook(s)"
-                      + more.map { ", " + $0 }.joined())
+            } catch {
+                // A build that failed to load stays wanted: said, with how it comes back and how to drop it.
+                guard let record = (try? options.openState().plugin(id)) ?? nil, record.enabled, record.status == .failed else { throw error }
+                throw CLIError(ErrorText.describe(error) + " (it stays wanted: enabled, to load once that is fixed; "
+                               + "`keel plugins disable \(id)` drops it)")
             }
+            // A --tenant that changed nothing (enabled for every tenant already) is said.
+            defer { if let note = result.note { print("\(id): \(note)") } }
+            guard let info else { return }
+            let enabled = "enabled \(id) \(info.version)" + (tenant.map { " for tenant \($0)" } ?? "")
+            if info.activity == "idle" {
+                print("\(enabled): lazy, idle until first used (\(info.menus.count) menu entr\(info.menus.count == 1 ? "y" : "ies") shown)")
+                return
+            }
+            // What else it brings, when it brings it (a provider or a commands-only plugin has no route).
+            let more = (info.commands.isEmpty ? [] : ["\(info.commands.count) command(s)"])
+                + (info.provides.isEmpty ? [] : ["provides " + info.provides.joined(separator: ", ")])
+            print("\(enabled): \(info.routes.count) route(s), \(info.menus.count) menu entr\(info.menus.count == 1 ? "y" : "ies"), \(info.authenticators.count + info.authorizers.count) auth hook(s)"
+                  + more.map { ", " + $0 }.joined())
         }
     }
 
     struct Disable: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Disable a plugin: remove everything it registered and stop loading it.")
+            abstract: "Disable plugins: remove everything each registered and stop loading it.",
+            discussion: "Several ids are disabled one after another in the order given (a plugin before those it needs, or use --cascade); one that fails is said and the others are still disabled, and the exit status is 1 if any failed.")
 
         @OptionGroup var options: GlobalOptions
-        @Argument(help: "The plugin id.", completion: Completion.plugins) var id: String
-        @Flag(help: "Also disable the enabled plugins that depend on it.") var cascade = false
-        @Option(help: "Disable it for this tenant only.", completion: Completion.tenants) var tenant: String?
+        @Argument(help: ArgumentHelp("The plugin ids.", valueName: "id"), completion: Completion.plugins) var ids: [String]
+        @Flag(help: "Also disable the enabled plugins that depend on them.") var cascade = false
+        @Option(help: "Disable them for this tenant only.", completion: Completion.tenants) var tenant: String?
 
         func run() async throws {
-            try await reporting {
+            try await eachPlugin(ids) { id in
                 let result = try await throughServerOrKernelResult(options, id: nil, command: .disable(id: id, tenant: tenant, cascade: cascade))
                 print("disabled \(id)" + (result.result.note.map { " (" + $0 + ")" } ?? ""))
             }
         }
     }
+}
+
+/// Runs `body` for each of `ids` in turn: a failure is said on its own line (`keel: error: ...`) and the next id is
+/// still done; exits with status 1 at the end when any failed. One id behaves as a single command does.
+func eachPlugin(_ ids: [String], _ body: (String) async throws -> Void) async throws {
+    var failed = false
+    for id in ids {
+        do { try await body(id) } catch let error as ValidationError { throw error } catch {
+            SystemFile.say("keel: error: \(ErrorText.describe(error))\n", to: 2)
+            failed = true
+        }
+    }
+    if failed { throw ExitCode.failure }
 }
 
 extension KeelCommand.Plugins {

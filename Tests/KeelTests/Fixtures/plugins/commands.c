@@ -5,6 +5,11 @@
  *                    keel.commands/1 as the request's principal; answers the JSON result, or 502 "status=<n> <msg>"
  *   FORGE            /use passes a principal it made up (an admin) instead of the request's
  *   TAMPER           /use writes the admin role into the request's own principal (casting away const), then passes it
+ *   RELAY=PATH       (with CALLER) writes into the file PATH the address of a function of its own that calls
+ *                    CALL_PLUGIN.CALL_NAME with [2, 40] through its own keel_ctx for the principal it is given, as a
+ *                    provider's service function would be handed over to a consumer
+ *   VIA_RELAY=PATH   (with CALLER) /use calls the function whose address is in PATH with the request's principal,
+ *                    instead of calling the command itself
  *   RAW_FRAME=N      (in a worker process) /use skips keel.commands/1 and writes a callCommand frame of its own to
  *                    the worker's socket (standard input), on behalf of host call N; answers "sent" (a hostile
  *                    worker that bypasses the worker's own checks)
@@ -98,6 +103,13 @@ KEEL_EXPORT void calc_crash(void) { *(volatile int *)0 = 1; }
 static const keel_host_commands *commands;
 static keel_ctx *the_ctx;
 
+typedef keel_status (*relay_fn)(const keel_principal *who, char *out, size_t cap, size_t *len);
+#ifdef RELAY
+static keel_status relay_call(const keel_principal *who, char *out, size_t cap, size_t *len) {
+    return commands->call(the_ctx, keel_cstr(CALL_PLUGIN), keel_cstr(CALL_NAME), keel_cstr("[2,40]"), who, out, cap, len);
+}
+#endif
+
 static keel_status use(void *ud, const keel_http_request *req, keel_http_response *res) {
     (void)ud;
     char args[128], out[256], msg[64];
@@ -140,8 +152,17 @@ static keel_status use(void *ud, const keel_http_request *req, keel_http_respons
     struct timespec pause = { CALL_AFTER_MS / 1000, (CALL_AFTER_MS % 1000) * 1000000L };
     nanosleep(&pause, NULL);
 #endif
+#ifdef VIA_RELAY
+    relay_fn relay = NULL;
+    FILE *file = fopen(VIA_RELAY, "r");
+    if (file) { if (fscanf(file, "%p", (void **)&relay) != 1) relay = NULL; fclose(file); }
+    (void)n;
+    if (!relay) return KEEL_ERR_INTERNAL;
+    keel_status s = relay(who, out, sizeof out, &len);
+#else
     keel_status s = commands->call(the_ctx, keel_cstr(CALL_PLUGIN), keel_cstr(CALL_NAME),
                                    (keel_str){ args, (size_t)n }, who, out, sizeof out, &len);
+#endif
     if (s != KEEL_OK) {
         res->set_status(res, 502);
         int m = snprintf(msg, sizeof msg, "status=%d", s);
@@ -162,6 +183,12 @@ static keel_status activate(const keel_host *host, keel_ctx *ctx) {
     commands = host->get_service(ctx, keel_cstr(KEEL_SERVICE_COMMANDS));
     const keel_host_http *http = host->get_service(ctx, keel_cstr(KEEL_SERVICE_HTTP));
     if (!commands || !http) return KEEL_ERR_UNSUPPORTED;
+#ifdef RELAY
+    FILE *file = fopen(RELAY, "w");
+    if (!file) return KEEL_ERR_INTERNAL;
+    fprintf(file, "%p\n", (void *)relay_call);
+    fclose(file);
+#endif
     keel_route r = { sizeof r, KEEL_STR("GET"), KEEL_STR("/use"), use, NULL };
     return http->register_route(ctx, &r);
 #else
