@@ -83,7 +83,10 @@ extension Kernel {
         let statuses = parked.count > 1 && recording
             ? Dictionary((records ?? (try? state.plugins()) ?? []).map { ($0.id, $0.status) }, uniquingKeysWith: { first, _ in first }) : [:]
         func each() {
-            for (id, manifest) in parked {
+            // Menu entries are published in the order of the plugins' ids, whatever order `ids` came in (of two claiming
+            // one entry, the first keeps it); only those plugins are sorted (a start parks a thousand, most with none).
+            let publishing = parked.filter { again.contains($0.id) || !$0.manifest.menus.isEmpty }
+            for (id, manifest) in publishing.count > 1 ? publishing.sorted(by: { $0.id < $1.id }) : publishing {
                 if again.contains(id) { registry.revoke(pluginID: id) }
                 if !manifest.menus.isEmpty {
                     var placeholder = Contributions()
@@ -92,8 +95,9 @@ extension Kernel {
                         log(.warn, id, "its menu entries are not shown while idle: \(error.description)")
                     }
                 }
-                if recording, (statuses[id] ?? ((try? state.plugin(id)) ?? nil)?.status) != .enabled { try? state.setStatus(id, .enabled) }
             }
+            guard recording else { return }
+            for (id, _) in parked where (statuses[id] ?? ((try? state.plugin(id)) ?? nil)?.status) != .enabled { try? state.setStatus(id, .enabled) }
         }
         if !batched || (try? state.batch(each)) == nil { each() }
     }

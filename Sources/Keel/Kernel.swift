@@ -361,6 +361,25 @@ public actor Kernel {
         }
         checkGuardsRunning()
         saveLibrarySums()
+        // The start's reads (a thousand records, the folder listing, the cached manifests) take about a quarter of a
+        // millisecond to free: freed on another thread, so that a lazy plugin's first request does not wait for it.
+        // (Their last use: this thread's copies are released as the call returns, before the queue's thread gets to
+        // them; `consume` here crashed Swift 6.3.1's optimizer.)
+        Self.freeElsewhere((stored, fetched, prefetch, unchanged, records, plan))
+    }
+
+    /// Frees `value` on a global dispatch queue instead of the calling thread, when the caller keeps no copy of it.
+    /// [any thread]
+    nonisolated static func freeElsewhere<T>(_ value: T) {
+        let garbage = Garbage(value)
+        DispatchQueue.global(qos: .utility).async { withExtendedLifetime(garbage) {} }
+    }
+
+    /// What `freeElsewhere` hands to another thread. `@unchecked Sendable`: the value is never read again, only
+    /// released, and the thread that made the box keeps no reference to it or to the value.
+    private final class Garbage<T>: @unchecked Sendable {
+        let value: T
+        init(_ value: T) { self.value = value }
     }
 
     /// The enabled plugins in the folder, split into those to activate at start and those to leave idle.
@@ -373,7 +392,7 @@ public actor Kernel {
         // Parked first, the records as read above: an eager plugin whose preferred lazy provider fails wakes another
         // one of those (`wakeMissingProviders`). A kernel that starts everything idle runs one command: it leaves
         // stored statuses (a failure and its reason) as the host that ran them left them.
-        park(plan.idle.sorted(), batched: true, records: records, recording: !configuration.startsIdle)
+        park(Array(plan.idle), batched: true, records: records, recording: !configuration.startsIdle)
         activateAll(activationPlan(for: plan.activate).filter { active[$0] == nil })
         watchIdleTimeouts(plan.activate)
     }

@@ -9,12 +9,17 @@ import Synchronization
 ///
 /// Every connection registers itself when it opens and leaves when it closes. A connection is idle while no request
 /// is being read or answered on it. When a new connection would go over the limit, the connection idle for longest
-/// is closed to make room; when none is idle, the slowest of those receiving a request body below
-/// `minimumBodyRate` once `slowReceiveGrace` has passed since its head (a byte every few seconds kept such a request
-/// busy for the whole body time-out, and reconnecting kept the host full); then the oldest upgraded connection (a
-/// proxied WebSocket: busy for as long as it lasts, closed for room only when nothing else can be, so that a flood of
-/// bare connections never closes one, while a flood of WebSockets cannot lock `/healthz` out); when there is none of
-/// those either, the new connection is closed at once. A flood of requests being answered is bounded.
+/// is closed to make room; when none is idle, the slowest of those receiving a request body too slowly, once
+/// `slowReceiveGrace` has passed since its head: below `minimumBodyRate`, or at a rate that cannot bring the length
+/// its head declared within the body time-out, or, without a declared length (chunked), below `chunkedBodyRate` (a
+/// byte every few seconds kept such a request busy for the whole body time-out, and so did 300 bytes a second of a
+/// 60 kB body: reconnecting clients kept the host full, `/healthz` and the admin API locked out); then, when the
+/// new connection's address holds fewer connections than another address, a connection of the address holding the
+/// most (a receiving one first, then the oldest), so that one client cannot keep every place; then the oldest
+/// upgraded connection (a proxied WebSocket: busy for as long as it lasts, closed for room only when nothing else can
+/// be, so that a flood of bare connections never closes one, while a flood of WebSockets cannot lock `/healthz`
+/// out); when there is none of those either, the new connection is closed at once. A flood of requests being
+/// answered is bounded.
 /// Thread-safe: connections live on several event loops; their bookkeeping is behind one lock.
 final class ConnectionLimiter: Sendable {
     let limit: Int
@@ -26,6 +31,14 @@ final class ConnectionLimiter: Sendable {
     let slowReceiveGrace: TimeAmount
     /// Bytes a second (Kestrel's default: 240).
     let minimumBodyRate: Int
+    /// How long after its head a body twice too slow may be closed for room (see `slowestReceiver`): long enough for
+    /// a client that waits a second for `100 Continue` before it sends (curl).
+    static let quickGrace = TimeAmount.seconds(2)
+    /// How long a request body may take to arrive whole (`--body-timeout`); nil: no bound known here.
+    let bodyTimeout: TimeAmount?
+    /// Bytes a second below which a body without a declared length may be closed for room: `--max-body` per
+    /// `--body-timeout`, at most 64 KiB a second.
+    let chunkedBodyRate: Double
 
     private struct Entry {
         let channel: any Channel
@@ -35,6 +48,10 @@ final class ConnectionLimiter: Sendable {
         /// its bytes arrived since; nil when no body is arriving.
         var receivingSince: UInt64?
         var received = 0
+        /// The body's length as its head declared it; nil when it declared none (chunked).
+        var expected: Int?
+        /// The peer's address (without the port); nil when unknown.
+        let address: String?
         /// Upgraded (a WebSocket), at this tick.
         var upgraded: UInt64?
     }
@@ -46,11 +63,15 @@ final class ConnectionLimiter: Sendable {
 
     private let table = Mutex(Table())
 
-    init(limit: Int, stallTimeout: TimeAmount = .seconds(30), slowReceiveGrace: TimeAmount = .seconds(5), minimumBodyRate: Int = 240) {
+    init(limit: Int, stallTimeout: TimeAmount = .seconds(30), slowReceiveGrace: TimeAmount = .seconds(5), minimumBodyRate: Int = 240,
+         bodyTimeout: TimeAmount? = nil, maxBody: Int? = nil) {
         self.limit = max(1, limit)
         self.stallTimeout = stallTimeout
         self.slowReceiveGrace = slowReceiveGrace
         self.minimumBodyRate = minimumBodyRate
+        self.bodyTimeout = bodyTimeout
+        let seconds = bodyTimeout.map { Double($0.nanoseconds) / 1e9 } ?? 0
+        chunkedBodyRate = min(65_536, max(Double(minimumBodyRate), seconds > 0 ? Double(maxBody ?? 0) / seconds : 0))
     }
 
     /// The number of open connections (for tests and metrics).
@@ -62,15 +83,17 @@ final class ConnectionLimiter: Sendable {
         let victim = table.withLock { t -> (any Channel)?? in
             if t.entries[ObjectIdentifier(channel)] != nil { return .some(nil) }
             var victim: (any Channel)?
+            let address = Self.address(of: channel)
             if t.entries.count >= limit {
                 guard let room = t.entries.filter({ $0.value.busy == 0 }).min(by: { $0.value.idleSince < $1.value.idleSince })?.key
                         ?? slowestReceiver(t.entries)
+                        ?? heaviestClient(t.entries, newcomer: address)
                         ?? t.entries.filter({ $0.value.upgraded != nil }).min(by: { ($0.value.upgraded ?? 0) < ($1.value.upgraded ?? 0) })?.key,
                       let entry = t.entries.removeValue(forKey: room) else { return .none }
                 victim = entry.channel
             }
             t.tick += 1
-            t.entries[ObjectIdentifier(channel)] = Entry(channel: channel, busy: 0, idleSince: t.tick)
+            t.entries[ObjectIdentifier(channel)] = Entry(channel: channel, busy: 0, idleSince: t.tick, address: address)
             return .some(victim)
         }
         guard let victim else { return false }
@@ -78,30 +101,67 @@ final class ConnectionLimiter: Sendable {
         return true
     }
 
-    /// The connection receiving a body below `minimumBodyRate` (averaged since its head, once `slowReceiveGrace` has
-    /// passed) at the lowest rate, if any.
+    /// The connection receiving a body too slowly (averaged since its head, once `slowReceiveGrace` has passed: below
+    /// `minimumBodyRate`; too slowly to bring its declared length within `bodyTimeout`; without one, below
+    /// `chunkedBodyRate`; or twice as slowly once `quickGrace` has passed) at the lowest rate, if any.
     private func slowestReceiver(_ entries: [ObjectIdentifier: Entry]) -> ObjectIdentifier? {
         let now = NIODeadline.now().uptimeNanoseconds, grace = UInt64(max(0, slowReceiveGrace.nanoseconds))
+        let limit = bodyTimeout.map { Double($0.nanoseconds) / 1e9 }
+        let quick = UInt64(max(0, min(slowReceiveGrace, Self.quickGrace).nanoseconds))
         var slowest: (key: ObjectIdentifier, rate: Double)?
         for (key, e) in entries {
-            guard let since = e.receivingSince, now > since, now - since >= grace else { continue }
-            let rate = Double(e.received) / (Double(now - since) / 1e9)
-            if rate < Double(minimumBodyRate), rate < slowest?.rate ?? .infinity { slowest = (key, rate) }
+            guard let since = e.receivingSince, now > since, now - since >= quick else { continue }
+            let elapsed = Double(now - since) / 1e9, rate = Double(e.received) / elapsed
+            // Past the grace, too slow; within it (after `quickGrace`), twice as slow: a client that reconnects
+            // at once after each close would otherwise keep every place inside its grace.
+            let margin = now - since >= grace ? 1.0 : 2.0
+            let tooSlow: Bool
+            if rate * margin < Double(minimumBodyRate) {
+                tooSlow = true
+            } else if let expected = e.expected {
+                // At this rate, the rest arrives after the body time-out: the request fails anyway (408).
+                tooSlow = limit.map { elapsed + Double(max(0, expected - e.received)) / rate > $0 * margin } ?? false
+            } else {
+                tooSlow = rate * margin < chunkedBodyRate
+            }
+            if tooSlow, rate < slowest?.rate ?? .infinity { slowest = (key, rate) }
         }
         return slowest?.key
     }
+
+    /// A connection of the address holding the most connections, when that is more than the `newcomer`'s address
+    /// holds (one more, counting the new one): the one receiving a body at the lowest rate, else the oldest. Nil when
+    /// no address holds more than the newcomer's would (one client alone, or clients behind one proxy, keep the old
+    /// rule: the new connection is closed).
+    private func heaviestClient(_ entries: [ObjectIdentifier: Entry], newcomer: String?) -> ObjectIdentifier? {
+        var counts: [String: Int] = [:]
+        for e in entries.values { if let a = e.address { counts[a, default: 0] += 1 } }
+        guard let (heaviest, held) = counts.max(by: { $0.value < $1.value }),
+              held > (newcomer.flatMap { counts[$0] } ?? 0) + 1 else { return nil }
+        let now = NIODeadline.now().uptimeNanoseconds
+        let theirs = entries.filter { $0.value.address == heaviest }
+        let receiving = theirs.compactMap { key, e -> (ObjectIdentifier, Double)? in
+            guard let since = e.receivingSince, now > since else { return nil }
+            return (key, Double(e.received) / (Double(now - since) / 1e9))
+        }
+        if let slowest = receiving.min(by: { $0.1 < $1.1 }) { return slowest.0 }
+        return theirs.min(by: { $0.value.idleSince < $1.value.idleSince })?.key
+    }
+
+    /// The peer's IP address, without the port (nil for a Unix socket or an unknown peer).
+    private static func address(of channel: any Channel) -> String? { channel.remoteAddress?.ipAddress }
 
     func close(_ channel: any Channel) {
         table.withLock { _ = $0.entries.removeValue(forKey: ObjectIdentifier(channel)) }
     }
 
-    /// A request's head was read; `receiving`: it has a body, still to come.
-    func requestStarted(_ channel: any Channel, receiving: Bool = false) {
+    /// A request's head was read; `receiving`: it has a body, still to come, of `expected` bytes (nil: not declared).
+    func requestStarted(_ channel: any Channel, receiving: Bool = false, expected: Int? = nil) {
         let now = receiving ? NIODeadline.now().uptimeNanoseconds : nil
         table.withLock { t in
             guard var e = t.entries[ObjectIdentifier(channel)] else { return }
             e.busy += 1
-            (e.receivingSince, e.received) = (now, 0)
+            (e.receivingSince, e.received, e.expected) = (now, 0, receiving ? expected : nil)
             t.entries[ObjectIdentifier(channel)] = e
         }
     }
@@ -238,8 +298,9 @@ final class ConnectionLimiter: Sendable {
             // Only a request with a body is timed (a GET costs the one lock it did).
             switch unwrapInboundIn(data) {
             case let .head(head):
-                receiving = head.headerFields[.contentLength].map { $0 != "0" } ?? (head.headerFields[.transferEncoding] != nil)
-                limiter.requestStarted(context.channel, receiving: receiving)
+                let length = head.headerFields[.contentLength]
+                receiving = length.map { $0 != "0" } ?? (head.headerFields[.transferEncoding] != nil)
+                limiter.requestStarted(context.channel, receiving: receiving, expected: length.flatMap { Int($0) })
             case let .body(bytes): if receiving { limiter.bodyReceived(context.channel, bytes.readableBytes) }
             case .end:
                 if receiving { limiter.requestReceived(context.channel) }

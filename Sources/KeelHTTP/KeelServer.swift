@@ -146,10 +146,9 @@ public struct KeelServer: Sendable {
             gatekeeper: gatekeeper, maxBodySize: configuration.maxBodySize, bodyTimeout: configuration.bodyTimeout, proxy: proxy),
             methods: methods))
         AdminAPI(kernel: kernel, gatekeeper: gatekeeper, bodies: RequestBodyReader(timeout: configuration.bodyTimeout)).register(on: router)
-        let idle = configuration.idleTimeout.components
-        let idleTimeout = TimeAmount.nanoseconds(idle.seconds * 1_000_000_000 + idle.attoseconds / 1_000_000_000)
         // A client that reads none of its answers for as long is closed (`ConnectionLimiter.stallTimeout`).
-        let limiter = ConnectionLimiter(limit: configuration.maxConnections, stallTimeout: idleTimeout)
+        let limiter = ConnectionLimiter(limit: configuration.maxConnections, stallTimeout: TimeAmount(configuration.idleTimeout),
+                                        bodyTimeout: TimeAmount(configuration.bodyTimeout), maxBody: configuration.maxBodySize)
         ServerMetrics.register(on: router, metrics: metrics, gatekeeper: gatekeeper, metricsToken: configuration.metricsToken,
                                connections: { limiter.count })
         Console.register(on: router)
@@ -157,14 +156,15 @@ public struct KeelServer: Sendable {
         builtinRoutes(router)
         methods.fill(from: router)
         let responder = KeelResponder(router: router.buildResponder(),
-                                      plugins: router.middlewares.constructResponder(finalResponder: UnroutedResponder()), hosts: hosts)
+                                      plugins: router.middlewares.constructResponder(finalResponder: UnroutedResponder()), hosts: hosts,
+                                      methods: methods)
         let sink = kernel.logSink
         var logger = configuration.logsThroughKernel
             ? Logger(label: "keel.http") { label in StructuredLog.handler(label: label, sink: sink) }
             : Logger(label: "keel.http")
         // KEEL_HTTP_LOG=debug|trace: why connections end (a debugging aid; the default logs warnings only).
         logger.logLevel = ProcessInfo.processInfo.environment["KEEL_HTTP_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
-        let http1 = HTTP1Channel.Configuration(additionalChannelHandlers: [limiter.handler()], idleTimeout: idleTimeout)
+        let http1 = HTTP1Channel.Configuration(additionalChannelHandlers: [limiter.handler()], idleTimeout: TimeAmount(configuration.idleTimeout))
         let app = Application(
             responder: responder,
             server: HTTPServerBuilder { responder in

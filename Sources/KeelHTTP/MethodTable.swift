@@ -26,6 +26,12 @@ final class MethodTable: Sendable {
         return found.sorted()
     }
 
+    /// Whether a route of the host takes `method` for `path` (as routed: HEAD only where a HEAD route is).
+    func serves(_ method: String, path: String) -> Bool {
+        let parts = path.split(separator: "/", omittingEmptySubsequences: true)
+        return routes.withLock { table in table.contains { $0.method == method && Self.matches($0.segments, parts) } }
+    }
+
     static func matches(_ pattern: [Substring], _ parts: [Substring]) -> Bool {
         for (i, segment) in pattern.enumerated() {
             if segment == "**" { return parts.count > i }

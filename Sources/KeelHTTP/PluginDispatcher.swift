@@ -348,6 +348,9 @@ struct KeelResponder: HTTPResponder {
     let plugins: any HTTPResponder<KeelRequestContext>
     /// The names `Host` may give (DNS rebinding).
     let hosts: HostCheck
+    /// The host's own routes' methods: a HEAD of a path only a GET route serves is answered as that GET, without
+    /// its body (a load balancer's `HEAD /healthz`; `Allow` names HEAD wherever GET is).
+    let methods: MethodTable
 
     func respond(to request: Request, context: Context) async throws -> Response {
         if hosts.active, let refusal = hosts.refusal(request.head.authority) { return try refusal.response(from: request, context: context) }
@@ -364,7 +367,17 @@ struct KeelResponder: HTTPResponder {
         case let .failure(problem):
             return try APIError(.badRequest, "bad-path", problem.description).response(from: request, context: context)
         }
-        guard path.hasPrefix("/ext/") || path == "/ext" else { return try await router.respond(to: request, context: context) }
+        guard path.hasPrefix("/ext/") || path == "/ext" else {
+            guard request.method == .head, methods.serves("GET", path: path), !methods.serves("HEAD", path: path) else {
+                return try await router.respond(to: request, context: context)
+            }
+            var head = request.head
+            head.method = .get
+            let answer = try await router.respond(to: Request(head: head, body: request.body), context: context)
+            var headers = answer.headers
+            if headers[.contentLength] == nil, let length = answer.body.contentLength { headers[.contentLength] = String(length) }
+            return Response(status: answer.status, headers: headers, body: ResponseBody())
+        }
         do { return try await plugins.respond(to: request, context: context) } catch let error as any HTTPResponseError {
             // As the router answers an error its middleware throws.
             return try error.response(from: request, context: context)

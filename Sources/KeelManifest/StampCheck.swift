@@ -22,12 +22,21 @@ public final class StampCheck: Sendable {
 
     let directory: String
     let items: [Item]
-    private let changed = Mutex<[String]?>(nil)
+    /// The next item no thread has claimed yet (items are claimed `chunk` at a time).
+    private let next = Atomic<Int>(0)
+    /// Items not yet checked: whichever thread checks the last ones signals `finished`.
+    private let unchecked: Atomic<Int>
+    /// The indices of the items found changed so far, in no order.
+    private let changedIndices = Mutex<[Int]>([])
+    /// The answer, once a caller has waited for it.
+    private let answer = Mutex<[String]?>(nil)
     private let finished = DispatchSemaphore(value: 0)
+    private static let chunk = 32
 
     init(directory: String, items: [Item]) {
         self.directory = directory
         self.items = items
+        unchecked = Atomic(items.count)
     }
 
     /// How many manifests the check looks at.
@@ -35,35 +44,47 @@ public final class StampCheck: Sendable {
 
     /// Starts the check on a global dispatch queue (not Swift's cooperative pool, which it would hold up).
     public func start() {
-        DispatchQueue.global().async { [self] in
-            let result = run()
-            changed.withLock { $0 = result }
-            finished.signal()
-        }
+        DispatchQueue.global().async { [self] in work() }
     }
 
     /// The bundle folders whose plugin.yaml is not the file the cache recorded (changed, replaced, removed or no
-    /// longer a regular file), in the scan's order. Waits for the check to finish.
+    /// longer a regular file), in the scan's order. The calling thread checks the items the started thread has not
+    /// reached yet (so that a caller never waits idle for a busy core), then waits for the ones in its hands.
     public func changedFolders() -> [String] {
-        if let done = changed.withLock({ $0 }) { return done }
+        if let done = answer.withLock({ $0 }) { return done }
+        guard !items.isEmpty else { return [] }
+        work()
         finished.wait()
         finished.signal()  // later callers (and other threads) do not wait again
-        return changed.withLock { $0 } ?? []
+        let folders = changedIndices.withLock { $0 }.sorted().map { items[$0].folder }
+        answer.withLock { $0 = folders }
+        return folders
     }
 
-    /// One `stat` per item: relative to the plugin folder where it can (a walk of two path components, not the
-    /// whole path), else by the full path. A folder that cannot be opened now counts every item in it as changed.
-    private func run() -> [String] {
+    /// Checks items, a chunk at a time, until none is left unclaimed: one `stat` each, relative to the plugin folder
+    /// where it can (a walk of two path components, not the whole path), else by the full path. A folder that cannot
+    /// be opened now counts every item in it as changed.
+    private func work() {
+        guard next.load(ordering: .relaxed) < items.count else { return }
         let directoryFD = items.contains { $0.relative != nil } ? open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1
         defer { if directoryFD >= 0 { close(directoryFD) } }
-        return items.compactMap { item -> String? in
-            let now: ManifestCache.Stamp?
-            if let relative = item.relative {
-                now = directoryFD >= 0 ? ManifestCache.Stamp(at: directoryFD, relative) : nil
-            } else {
-                now = ManifestCache.Stamp(path: item.folder + "/" + ManifestLoader.fileName)
+        while true {
+            let begin = next.wrappingAdd(Self.chunk, ordering: .relaxed).oldValue
+            guard begin < items.count else { return }
+            let end = min(begin + Self.chunk, items.count)
+            var found: [Int] = []
+            for index in begin..<end {
+                let item = items[index]
+                let now: ManifestCache.Stamp?
+                if let relative = item.relative {
+                    now = directoryFD >= 0 ? ManifestCache.Stamp(at: directoryFD, relative) : nil
+                } else {
+                    now = ManifestCache.Stamp(path: item.folder + "/" + ManifestLoader.fileName)
+                }
+                if now != item.stamp { found.append(index) }
             }
-            return now == item.stamp ? nil : item.folder
+            if !found.isEmpty { changedIndices.withLock { $0 += found } }
+            if unchecked.subtract(end - begin, ordering: .acquiringAndReleasing).newValue == 0 { finished.signal() }
         }
     }
 }

@@ -326,6 +326,24 @@ struct SecurityTests {
 
     @Test("clients whose request bodies trickle in (a byte a second) cannot fill the connection limit: once it is reached, the slowest is closed for a new client after 5 s")
     func tricklingBodies() async throws {
+        // Before: all ten were busy for the whole body time-out (30 s), and every new connection was closed at once.
+        try await expectNotLockedOut(head: "Content-Length: 100000\r\n\r\n{", piece: " ", everyMicroseconds: 1_000_000)
+    }
+
+    @Test("bodies that trickle in faster (300 bytes a second) but cannot arrive within the body time-out, or chunked ones as slow, cannot fill the connection limit either", arguments: [
+        "Content-Length: 100000\r\n\r\n", "Transfer-Encoding: chunked\r\n\r\n",
+    ])
+    func fasterTricklingBodies(head: String) async throws {
+        // 60 bytes every 0.2 s: 300 bytes a second, above the 240 that alone makes a body slow. Before 2026-12-07 such
+        // bodies were never closed for room: every new client was refused for 30 s (the body time-out), and
+        // reconnecting kept `/healthz` and the admin API locked out for good.
+        let piece = head.contains("chunked") ? "3c\r\n" + String(repeating: " ", count: 60) + "\r\n" : String(repeating: " ", count: 60)
+        try await expectNotLockedOut(head: head, piece: piece, everyMicroseconds: 200_000)
+    }
+
+    /// Fills a host limited to 10 connections with requests whose bodies (after `head`) arrive as `piece` every
+    /// `everyMicroseconds`, and expects `/healthz` to answer a new client 6 s later.
+    func expectNotLockedOut(head: String, piece: String, everyMicroseconds: UInt32) async throws {
         let host = try spyHost()
         let server = try serve(host, ["--max-connections", "10"])
         defer { server.stop() }
@@ -333,21 +351,20 @@ struct SecurityTests {
         defer { slow.forEach { close($0) } }
         for _ in 0..<10 {
             let fd = try RawHTTP.connect(port: server.port)
-            RawHTTP.send(fd, "POST /api/v1/session/page HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\n{")
+            RawHTTP.send(fd, "POST /api/v1/session/page HTTP/1.1\r\nHost: 127.0.0.1\r\n" + head)
             slow.append(fd)
         }
         let trickling = Atomic<Bool>(true)
         let fds = slow
         let trickle = Thread {
             while trickling.load(ordering: .relaxed) {
-                for fd in fds { _ = " ".withCString { Glibc.send(fd, $0, 1, Int32(MSG_NOSIGNAL)) } }
-                usleep(1_000_000)
+                for fd in fds { _ = piece.withCString { Glibc.send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) } }
+                usleep(everyMicroseconds)
             }
         }
         trickle.start()
         defer { trickling.store(false, ordering: .relaxed) }
         try await Task.sleep(for: .seconds(6))
-        // Before: all ten were busy for the whole body time-out (30 s), and every new connection was closed at once.
         for _ in 0..<3 {
             let health = try? RawHTTP.request(port: server.port, "GET", "/healthz")
             #expect(health?.status == 200, "a new client was locked out: \(String(describing: health?.text))")
