@@ -31,7 +31,9 @@ extension Kernel {
             : configuration.bundleFolders.isEmpty ? "loaded (no plugin folder nor bundle folder is given)" : "among the bundle folders given"
         let reason = "no plugin \"\(id)\" " + (known ? place : "is known") + near
         // The CLI on this host names the folder it looked in (a wrong `--plugins` or `KEEL_PLUGINS` is then plain).
-        let local = known && !folder.isEmpty && !near.hasPrefix(": ") ? "no plugin \"\(id)\" in the plugin folder \(folder)" + near : nil
+        // (Not when the reason names a folder already: the one that holds another plugin, or the missing one.)
+        let namesFolder = near.hasPrefix(": ") || near.hasPrefix(" (folder ")
+        let local = known && !folder.isEmpty && !namesFolder ? "no plugin \"\(id)\" in the plugin folder \(folder)" + near : nil
         return KernelError(.unknownPlugin, pluginID: id, reason: reason, localReason: local)
     }
 }

@@ -310,8 +310,16 @@ final class ConnectionLimiter: Sendable {
         }
 
         func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-            if case .end = unwrapOutboundIn(data) { limiter.responseEnded(context.channel) }
-            context.write(data, promise: promise)
+            guard case .end = unwrapOutboundIn(data) else { return context.write(data, promise: promise) }
+            limiter.responseEnded(context.channel)
+            guard receiving else { return context.write(data, promise: promise) }
+            // The answer went before its request's body arrived whole (a 413, a refusal, an endpoint that takes no
+            // body): the rest would be read and dropped for as long as the client sends it, past --max-body and
+            // --body-timeout. The connection is closed once the answer is written instead.
+            let channel = context.channel
+            let written = promise ?? context.eventLoop.makePromise()
+            written.futureResult.whenComplete { _ in channel.close(promise: nil) }
+            context.write(data, promise: written)
         }
     }
 }

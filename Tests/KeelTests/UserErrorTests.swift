@@ -52,8 +52,8 @@ struct UserErrorTests {
     func nearID() throws {
         let f = KernelFixture()
         try TestEnvironment.stageExamples(into: f.plugins)
-        expectOneLine(try run(["plugins", "enable", "Hello"], f), contains: "no plugin \"Hello\" in the plugin folder (did you mean \"hello\"?)")
-        expectOneLine(try run(["plugins", "reload", "greter"], f), contains: "no plugin \"greter\" in the plugin folder (did you mean \"greeter\"?)")
+        expectOneLine(try run(["plugins", "enable", "Hello"], f), contains: "no plugin \"Hello\" in the plugin folder \(f.plugins) (did you mean \"hello\"?)")
+        expectOneLine(try run(["plugins", "reload", "greter"], f), contains: "no plugin \"greter\" in the plugin folder \(f.plugins) (did you mean \"greeter\"?)")
         expectOneLine(try run(["plugins", "disable", "helo"], f), contains: "no plugin \"helo\" is known (did you mean \"hello\"?)")
         let far = try run(["plugins", "enable", "zzz"], f)
         expectOneLine(far, contains: "no plugin \"zzz\" in the plugin folder")
