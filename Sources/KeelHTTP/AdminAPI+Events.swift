@@ -18,16 +18,14 @@ import ServiceLifecycle
 extension AdminAPI {
     func registerEvents(admin: RouterGroup<KeelRequestContext>) {
         let kernel = self.kernel, adminToken = gatekeeper.token
+        admin.head("events") { _, _ -> Response in Response(status: .ok, headers: Self.eventHeaders) }
         admin.get("events") { _, _ -> Response in
             let openedUnder = adminToken.digest
             let (stream, continuation) = AsyncStream<ByteBuffer>.makeStream(bufferingPolicy: .bufferingNewest(64))
             let token = kernel.events.subscribeNow { event in continuation.yield(ByteBuffer(string: Self.eventText(event))) }
             continuation.onTermination = { _ in kernel.events.unsubscribe(token) }
             continuation.yield(ByteBuffer(string: ": connected\n\n"))
-            var headers = HTTPFields()
-            headers[.contentType] = "text/event-stream; charset=utf-8"
-            headers[.cacheControl] = "no-store"
-            return Response(status: .ok, headers: headers, body: ResponseBody { writer in
+            return Response(status: .ok, headers: Self.eventHeaders, body: ResponseBody { writer in
                 // The heartbeat every 15 s, the token looked at every second, and the end of the stream on a graceful
                 // shutdown.
                 let beat = Task {
@@ -52,6 +50,15 @@ extension AdminAPI {
                 try await writer.finish(nil)
             })
         }
+    }
+
+    /// The stream's headers; a HEAD gets them without opening a stream (answered as its GET, it would subscribe to
+    /// the events and never let go, the body being dropped unread).
+    static var eventHeaders: HTTPFields {
+        var headers = HTTPFields()
+        headers[.contentType] = "text/event-stream; charset=utf-8"
+        headers[.cacheControl] = "no-store"
+        return headers
     }
 
     /// One event as SSE text.

@@ -13,9 +13,7 @@ import Synchronization
 /// `slowReceiveGrace` has passed since its head: below `minimumBodyRate`, or at a rate that cannot bring the length
 /// its head declared within the body time-out, or, without a declared length (chunked), below `chunkedBodyRate` (a
 /// byte every few seconds kept such a request busy for the whole body time-out, and so did 300 bytes a second of a
-/// 60 kB body: reconnecting clients kept the host full, `/healthz` and the admin API locked out); then, when the
-/// new connection's address holds fewer connections than another address, a connection of the address holding the
-/// most (a receiving one first, then the oldest), so that one client cannot keep every place; then the oldest
+/// 60 kB body: reconnecting clients kept the host full, `/healthz` and the admin API locked out); then the oldest
 /// upgraded connection (a proxied WebSocket: busy for as long as it lasts, closed for room only when nothing else can
 /// be, so that a flood of bare connections never closes one, while a flood of WebSockets cannot lock `/healthz`
 /// out); when there is none of those either, the new connection is closed at once. A flood of requests being
@@ -50,8 +48,6 @@ final class ConnectionLimiter: Sendable {
         var received = 0
         /// The body's length as its head declared it; nil when it declared none (chunked).
         var expected: Int?
-        /// The peer's address (without the port); nil when unknown.
-        let address: String?
         /// Upgraded (a WebSocket), at this tick.
         var upgraded: UInt64?
     }
@@ -83,17 +79,15 @@ final class ConnectionLimiter: Sendable {
         let victim = table.withLock { t -> (any Channel)?? in
             if t.entries[ObjectIdentifier(channel)] != nil { return .some(nil) }
             var victim: (any Channel)?
-            let address = Self.address(of: channel)
             if t.entries.count >= limit {
                 guard let room = t.entries.filter({ $0.value.busy == 0 }).min(by: { $0.value.idleSince < $1.value.idleSince })?.key
                         ?? slowestReceiver(t.entries)
-                        ?? heaviestClient(t.entries, newcomer: address)
                         ?? t.entries.filter({ $0.value.upgraded != nil }).min(by: { ($0.value.upgraded ?? 0) < ($1.value.upgraded ?? 0) })?.key,
                       let entry = t.entries.removeValue(forKey: room) else { return .none }
                 victim = entry.channel
             }
             t.tick += 1
-            t.entries[ObjectIdentifier(channel)] = Entry(channel: channel, busy: 0, idleSince: t.tick, address: address)
+            t.entries[ObjectIdentifier(channel)] = Entry(channel: channel, busy: 0, idleSince: t.tick)
             return .some(victim)
         }
         guard let victim else { return false }
@@ -128,28 +122,6 @@ final class ConnectionLimiter: Sendable {
         }
         return slowest?.key
     }
-
-    /// A connection of the address holding the most connections, when that is more than the `newcomer`'s address
-    /// holds (one more, counting the new one): the one receiving a body at the lowest rate, else the oldest. Nil when
-    /// no address holds more than the newcomer's would (one client alone, or clients behind one proxy, keep the old
-    /// rule: the new connection is closed).
-    private func heaviestClient(_ entries: [ObjectIdentifier: Entry], newcomer: String?) -> ObjectIdentifier? {
-        var counts: [String: Int] = [:]
-        for e in entries.values { if let a = e.address { counts[a, default: 0] += 1 } }
-        guard let (heaviest, held) = counts.max(by: { $0.value < $1.value }),
-              held > (newcomer.flatMap { counts[$0] } ?? 0) + 1 else { return nil }
-        let now = NIODeadline.now().uptimeNanoseconds
-        let theirs = entries.filter { $0.value.address == heaviest }
-        let receiving = theirs.compactMap { key, e -> (ObjectIdentifier, Double)? in
-            guard let since = e.receivingSince, now > since else { return nil }
-            return (key, Double(e.received) / (Double(now - since) / 1e9))
-        }
-        if let slowest = receiving.min(by: { $0.1 < $1.1 }) { return slowest.0 }
-        return theirs.min(by: { $0.value.idleSince < $1.value.idleSince })?.key
-    }
-
-    /// The peer's IP address, without the port (nil for a Unix socket or an unknown peer).
-    private static func address(of channel: any Channel) -> String? { channel.remoteAddress?.ipAddress }
 
     func close(_ channel: any Channel) {
         table.withLock { _ = $0.entries.removeValue(forKey: ObjectIdentifier(channel)) }
@@ -262,6 +234,10 @@ final class ConnectionLimiter: Sendable {
         private var registered = false
         /// A request body is arriving (its head said it has one, its end is not read yet). Event loop only.
         private var receiving = false
+        /// The answer went before the body arrived whole: the rest is read and dropped until the connection closes,
+        /// and how much of it so far. Event loop only.
+        private var lingering = false
+        private var lingered = 0
 
         init(limiter: ConnectionLimiter) { self.limiter = limiter }
 
@@ -301,8 +277,16 @@ final class ConnectionLimiter: Sendable {
                 let length = head.headerFields[.contentLength]
                 receiving = length.map { $0 != "0" } ?? (head.headerFields[.transferEncoding] != nil)
                 limiter.requestStarted(context.channel, receiving: receiving, expected: length.flatMap { Int($0) })
-            case let .body(bytes): if receiving { limiter.bodyReceived(context.channel, bytes.readableBytes) }
+            case let .body(bytes):
+                if lingering {
+                    lingered += bytes.readableBytes
+                    if lingered > Self.lingerBytes { context.close(promise: nil) }
+                    return
+                }
+                if receiving { limiter.bodyReceived(context.channel, bytes.readableBytes) }
             case .end:
+                // All of it read: nothing left unread to reset the connection with.
+                if lingering { return context.close(promise: nil) }
                 if receiving { limiter.requestReceived(context.channel) }
                 receiving = false
             }
@@ -312,14 +296,22 @@ final class ConnectionLimiter: Sendable {
         func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
             guard case .end = unwrapOutboundIn(data) else { return context.write(data, promise: promise) }
             limiter.responseEnded(context.channel)
-            guard receiving else { return context.write(data, promise: promise) }
+            guard receiving, !lingering else { return context.write(data, promise: promise) }
             // The answer went before its request's body arrived whole (a 413, a refusal, an endpoint that takes no
             // body): the rest would be read and dropped for as long as the client sends it, past --max-body and
-            // --body-timeout. The connection is closed once the answer is written instead.
+            // --body-timeout. Now what the client still sends is read and dropped for at most `lingerTime` and
+            // `lingerBytes`, and the connection is closed when the body ends or either is reached. (Closed at once,
+            // with the client's bytes unread, it was reset, and a client still writing its body lost the answer; its
+            // output closed first, the server's own handlers closed it as soon.)
+            lingering = true
             let channel = context.channel
-            let written = promise ?? context.eventLoop.makePromise()
-            written.futureResult.whenComplete { _ in channel.close(promise: nil) }
-            context.write(data, promise: written)
+            context.eventLoop.scheduleTask(in: Self.lingerTime) { channel.close(promise: nil) }
+            context.write(data, promise: promise)
         }
+
+        /// How long, and how many bytes of a body, a connection whose answer went before its body arrived whole
+        /// keeps reading (see `write`).
+        static let lingerTime = TimeAmount.seconds(5)
+        static let lingerBytes = 64 << 20
     }
 }

@@ -76,6 +76,22 @@ struct HTTPTests {
         #expect(answers.count == 3 && answers[1].hasPrefix("200") && answers[1].hasSuffix("\r\n\r\n") && answers[2].hasPrefix("200"), "\(both)")
         #expect(answers.last?.hasSuffix("\"status\":\"ok\"}") == true, "\(both)")
         #expect(try await server.request("HEAD", "/api/v1/session").status == 200)
+        // The event stream's HEAD opens no stream (as its GET, it subscribed for good).
+        let events = try await server.request("HEAD", "/api/v1/events", admin: true)
+        #expect(events.status == 200 && events.headers["content-type"]?.hasPrefix("text/event-stream") == true, "\(events.headers)")
+        // An HTTP/1.1 request without Host, or any with two, is 400 bad-host (RFC 9112 3.2); both were answered, the
+        // first Host being the one the DNS-rebinding check read. HTTP/1.0 may come without one.
+        for head in ["GET /healthz HTTP/1.1\r\n", "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.example\r\n"] {
+            let raw = try RawHTTP.connect(port: server.port)
+            defer { close(raw) }
+            RawHTTP.send(raw, head + "Connection: close\r\n\r\n")
+            let refused = RawHTTP.readAll(raw)
+            #expect(refused.hasPrefix("HTTP/1.1 400") && refused.contains(#""code":"bad-host""#), "\(refused)")
+        }
+        let old = try RawHTTP.connect(port: server.port)
+        defer { close(old) }
+        RawHTTP.send(old, "GET /healthz HTTP/1.0\r\n\r\n")
+        #expect(RawHTTP.readAll(old).contains(" 200 "))
     }
 
     @Test("a request that ends its connection ends it after the answer however it says so (Close, close among other tokens, HTTP/1.0); one that does not keeps it for the next request")
