@@ -73,7 +73,6 @@ struct KeelHTTPChannel: ServerChildChannel, HTTPChannelHandler {
             let upgrades = NIOTypedHTTPServerUpgradeConfiguration<Negotiated>(upgraders: [upgrader], notUpgradingCompletionHandler: { channel in
                 channel.eventLoop.makeCompletedFuture {
                     if let deadline { channel.pipeline.syncOperations.removeHandler(deadline.value, promise: nil) }
-                    try channel.pipeline.syncOperations.addHandler(HostHeaderCheck())
                     try channel.pipeline.syncOperations.addHandler(ConnectionClose())
                     try channel.pipeline.syncOperations.addHandler(HTTP1ToHTTPServerCodec(secure: false))
                     try channel.pipeline.syncOperations.addHandlers(http1.additionalChannelHandlers())
