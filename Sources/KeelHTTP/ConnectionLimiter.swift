@@ -234,10 +234,7 @@ final class ConnectionLimiter: Sendable {
         private var registered = false
         /// A request body is arriving (its head said it has one, its end is not read yet). Event loop only.
         private var receiving = false
-        /// The answer went before the body arrived whole: the rest is read and dropped until the connection closes,
-        /// and how much of it so far. Event loop only.
-        private var lingering = false
-        private var lingered = 0
+
 
         init(limiter: ConnectionLimiter) { self.limiter = limiter }
 
@@ -277,16 +274,8 @@ final class ConnectionLimiter: Sendable {
                 let length = head.headerFields[.contentLength]
                 receiving = length.map { $0 != "0" } ?? (head.headerFields[.transferEncoding] != nil)
                 limiter.requestStarted(context.channel, receiving: receiving, expected: length.flatMap { Int($0) })
-            case let .body(bytes):
-                if lingering {
-                    lingered += bytes.readableBytes
-                    if lingered > Self.lingerBytes { context.close(promise: nil) }
-                    return
-                }
-                if receiving { limiter.bodyReceived(context.channel, bytes.readableBytes) }
+            case let .body(bytes): if receiving { limiter.bodyReceived(context.channel, bytes.readableBytes) }
             case .end:
-                // All of it read: nothing left unread to reset the connection with.
-                if lingering { return context.close(promise: nil) }
                 if receiving { limiter.requestReceived(context.channel) }
                 receiving = false
             }
@@ -294,24 +283,8 @@ final class ConnectionLimiter: Sendable {
         }
 
         func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-            guard case .end = unwrapOutboundIn(data) else { return context.write(data, promise: promise) }
-            limiter.responseEnded(context.channel)
-            guard receiving, !lingering else { return context.write(data, promise: promise) }
-            // The answer went before its request's body arrived whole (a 413, a refusal, an endpoint that takes no
-            // body): the rest would be read and dropped for as long as the client sends it, past --max-body and
-            // --body-timeout. Now what the client still sends is read and dropped for at most `lingerTime` and
-            // `lingerBytes`, and the connection is closed when the body ends or either is reached. (Closed at once,
-            // with the client's bytes unread, it was reset, and a client still writing its body lost the answer; its
-            // output closed first, the server's own handlers closed it as soon.)
-            lingering = true
-            let channel = context.channel
-            context.eventLoop.scheduleTask(in: Self.lingerTime) { channel.close(promise: nil) }
+            if case .end = unwrapOutboundIn(data) { limiter.responseEnded(context.channel) }
             context.write(data, promise: promise)
         }
-
-        /// How long, and how many bytes of a body, a connection whose answer went before its body arrived whole
-        /// keeps reading (see `write`).
-        static let lingerTime = TimeAmount.seconds(5)
-        static let lingerBytes = 64 << 20
     }
 }
