@@ -164,7 +164,11 @@ public struct KeelServer: Sendable {
             : Logger(label: "keel.http")
         // KEEL_HTTP_LOG=debug|trace: why connections end (a debugging aid; the default logs warnings only).
         logger.logLevel = ProcessInfo.processInfo.environment["KEEL_HTTP_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
-        let http1 = HTTP1Channel.Configuration(additionalChannelHandlers: [limiter.handler()], idleTimeout: TimeAmount(configuration.idleTimeout))
+        // An answer sent before its request's body arrived whole closes the connection once what the client still sends
+        // is read (for at most --body-timeout): `LingeringClose`.
+        let bodyTimeout = TimeAmount(configuration.bodyTimeout)
+        let http1 = HTTP1Channel.Configuration(additionalChannelHandlers: [limiter.handler(), LingeringClose(timeLimit: bodyTimeout)],
+                                               idleTimeout: TimeAmount(configuration.idleTimeout))
         let app = Application(
             responder: responder,
             server: HTTPServerBuilder { responder in
