@@ -300,7 +300,7 @@ struct PluginDispatcher: Sendable {
 struct PluginRoutesMiddleware: RouterMiddleware {
     typealias Context = KeelRequestContext
     let plugins: PluginDispatcher
-    /// The host's own routes' methods, for a 405 on an admin API path asked with a method it does not take.
+    /// The host's own routes' methods, for a 405 on a host path asked with a method it does not take.
     let methods: MethodTable
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
@@ -312,12 +312,12 @@ struct PluginRoutesMiddleware: RouterMiddleware {
             return snapshot.route(method: request.method.rawValue, path: path) != nil
         }
         guard path.hasPrefix("/ext/") || path == "/ext" || foreign() else {
-            guard path.hasPrefix("/api/") else { return try await next(request, context) }
-            // An admin API path no route serves: the API's own error body, not an empty 404; one it serves with other
-            // methods: 405, naming them (`Allow`).
+            // A host path served with other methods (`/healthz`, `/metrics`, the console's, the admin API's): 405,
+            // naming them (`Allow`); an admin API path no route serves: the API's own error body, not an empty 404.
             do { return try await next(request, context) } catch let error as HTTPError where error.status == .notFound {
                 let allowed = methods.methods(for: path)
                 guard !allowed.isEmpty, !allowed.contains(request.method.rawValue) else {
+                    guard path.hasPrefix("/api/") else { throw error }
                     return try APIError(.notFound, "not-found", "no such endpoint: \(request.method) \(path)").response(from: request, context: context)
                 }
                 var response = try APIError(.methodNotAllowed, "method-not-allowed",

@@ -66,6 +66,12 @@ struct HTTPTests {
         let getEnable = try await server.request("GET", "/api/v1/plugins/echo/enable", admin: true)
         #expect(getEnable.status == 405 && getEnable.text.contains("/api/v1/plugins/echo/enable takes POST, not GET"), "\(getEnable.text)")
         #expect(try await server.request("DELETE", "/api/v1/plugins/echo/enable/extra", admin: true).status == 404)
+        // The host's other paths too: `/healthz` and `/metrics` were an empty 404 to a POST.
+        for path in ["/healthz", "/metrics"] {
+            let posted = try await server.request("POST", path)
+            #expect(posted.status == 405 && posted.errorCode == "method-not-allowed" && posted.headers["allow"] == "GET, HEAD", "\(path): \(posted.text)")
+        }
+        #expect(try await server.request("POST", "/nosuch").status == 404)
         // HEAD of a host path a GET serves (a load balancer's health check) is that GET without its body; it was 404
         // while `Allow` named HEAD. The next answer on the connection is read as its own.
         let fd = try RawHTTP.connect(port: server.port)
