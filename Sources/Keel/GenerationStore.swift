@@ -92,6 +92,9 @@ struct GenerationStore: Sendable {
             usleep(UInt32(quiet * 1_000_000))
             let now = stamp()
             if let now, let l = last, now == l { return true }
+            // Missing at both looks: not a file being written (a copy being made exists from its start), but one
+            // that is not there (a typo in `library:`): no use waiting out the time-out.
+            if now == nil && last == nil { return false }
             last = now
         }
         return false

@@ -88,8 +88,10 @@ extension Kernel {
             // A plugin that runs in a worker is not probed: the worker is its probe, confined as the probe is not
             // (a new version's constructor would run there with the network, processes and the host's files).
             if let probe, let library = manifest.library, self.isolation(of: id, manifest) != .process,
+               // Named as the package's file (`fail` writes the work folder as the archive's name): the path it will
+               // have once installed is the running version's library, which is not the one that failed.
                case let .failed(reason, _) = probe.run(library: work + "/" + library, manifestPath: work + "/" + ManifestLoader.fileName,
-                                                    shownPath: target + "/" + library) {
+                                                    shownPath: work + "/" + library) {
                 return (nil, reason)
             }
             return (manifest, nil)

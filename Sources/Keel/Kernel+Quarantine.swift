@@ -38,6 +38,18 @@ extension Kernel {
         return true
     }
 
+    /// A serving host's start names each plugin quarantined before it began (`records`, as read then), with the
+    /// reason: a quarantined plugin is not enabled, so nothing else at a start names it, and its crash record may have
+    /// been read by a CLI command run just after the crash (`keel plugins list`), whose output the operator may not
+    /// connect with the host that then starts without it. Reads the quarantines only when a record could be one.
+    func remindQuarantines(_ records: [PluginRecord]) {
+        let failed = records.filter { $0.status == .failed && !$0.enabled }
+        guard !failed.isEmpty, let quarantined = try? state.quarantinedChecksums(), !quarantined.isEmpty else { return }
+        for record in failed where quarantined[record.id] != nil {
+            log(.warn, record.id, "not started, quarantined: \(record.reason ?? "a crash or hang of an earlier run")")
+        }
+    }
+
     /// Where the fatal-signal handler writes its crash record: beside the state file, as an absolute path (the
     /// handler cannot resolve one).
     /// (Not through `URL`: its first use in a process costs a lazy start about half a millisecond.)

@@ -177,8 +177,14 @@ extension Kernel {
                     try? state.setStatus(id, .enabled, reason: "reload failed, generation \(current.generation) still serving: \(problem)")
                     continue
                 }
-                guard let path = bundles[id]?.buildPath, GenerationStore.waitUntilSettled(path) else {
-                    log(.warn, id, "library did not settle; not reloading")
+                guard let path = bundles[id]?.buildPath else { continue }
+                guard GenerationStore.waitUntilSettled(path) else {
+                    // Not there at all (plugin.yaml's `library:` names a file the folder lacks): the reload is tried, so
+                    // that it fails as a manual one does, naming the file and the nearest name, in the plugin's reason;
+                    // the serving build goes on.
+                    if Glibc.access(path, F_OK) != 0 { try? reload(id) } else {
+                        log(.warn, id, "\(path) is still being written 5 s after its change; not reloading until it changes again")
+                    }
                     continue
                 }
                 let sum = GenerationStore.checksum(path), manifest = bundles[id]?.manifest

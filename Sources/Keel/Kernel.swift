@@ -334,7 +334,10 @@ public actor Kernel {
            !FileManager.default.fileExists(atPath: directory) {
             log(.warn, nil, "the plugin folder \(directory) does not exist: no plugin is found there, and the enabled ones are recorded missing")
         }
-        if configuration.recordsCrashes { CrashGuard.install(recordPath: crashRecordPath) }
+        if configuration.recordsCrashes {
+            CrashGuard.install(recordPath: crashRecordPath)
+            remindQuarantines(stored ?? [])
+        }
         if safeMode {
             _ = settle(&check)
             log(.warn, nil, "safe mode: no plugin is activated")

@@ -192,6 +192,10 @@ struct CrashAttributionTests {
         server.stop()
         server = try ServerProcess(plugins: f.plugins, state: f.state, environment: Self.environment)
         defer { server.stop() }
+        // Each start names it: the CLI read the crash record, so nothing else would (until 2026-12-07 a `keel plugins
+        // list` run just after the crash left the next start silent about it).
+        #expect(await waitFor(5) { server.errors.value.contains("[crasher] not started, quarantined: crashed the host with SIGSEGV") },
+                "\(server.errors.value)")
         let plugins = try await server.request("GET", "/api/v1/plugins", admin: true).json as? [[String: Any]] ?? []
         let crasher = plugins.first { $0["id"] as? String == "crasher" }
         #expect(crasher?["status"] as? String == "failed")

@@ -261,6 +261,8 @@ struct UpgradeTests {
         #expect(info["status"] as? String == "upgrade-failed" && info["version"] as? String == "1.0.0")
         #expect((info["reason"] as? String)?.contains("cannot reach the frobnicator") == true)
         #expect((info["reason"] as? String)?.contains(".upgrading-") == false, "the work folder is gone: \(info["reason"] ?? "")")
+        // The library named is the package's that failed, not the installed one at the same place (1.0.0, serving).
+        #expect((info["reason"] as? String)?.contains("(up-1.2.0.keelpkg/libup.so)") == true, "\(info["reason"] ?? "")")
         // Staying at the version it runs: up to date, and the failure no longer stands as its status.
         let stay = try TestEnvironment.run(keel, ["upgrade", "up", "--to", "1.0.0"] + common)
         #expect(stay.status == 0 && stay.stdout.hasPrefix("up 1.0.0 is up to date (the version asked for)"), "\(stay.stdout)\(stay.stderr)")

@@ -31,6 +31,10 @@ struct FaultTests {
         #expect(reasons["segv"]?.hasSuffix("libsegv.so: crashed with SIGSEGV (signal 11) while loading or activating; the host did not load it") == true, "\(reasons)")
         #expect(reasons["quits"]?.contains("exited with code 7 while loading or activating") == true)
         #expect(reasons["hangs"]?.contains("hung: no answer within 3 s") == true)
+        // What the host waits for is said while it waits (a start held by a hanging build said nothing for 10 s).
+        #expect(f.log.lines.contains { $0.contains("[hangs] waiting for its probe: the trial load and activation in a child process has not answered for 2 s (it is stopped after 3 s)") },
+                "\(f.log.lines.suffix(5))")
+        #expect(!f.log.lines.contains { $0.contains("[fine] waiting for its probe") })
         #expect(try await kernel.plugin("segv").status == .failed)
         #expect(get(kernel, "/ext/fine/ping")?.0 == 200)
         // Not one of them is mapped into this process.

@@ -321,6 +321,21 @@ struct ProxyStreamingTests {
         #expect(try await server.request("GET", "/healthz").status == 200)
     }
 
+    @Test("an app answering a 20 MB upload before reading it: a client that writes its whole body before it reads (urllib) gets that answer, not a broken pipe")
+    func earlyAnswerToAWholeUpload() async throws {
+        let upstream = try Upstream()
+        defer { upstream.stop() }
+        let f = try Upstream.enabledApp(proxying: upstream)
+        let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch", "--max-body", "\(64 << 20)"])
+        defer { server.stop() }
+        // The proxy closes the request's input once the answer is written: until 2026-12-07 that reset the connection
+        // while the client still wrote (`LingeringClose` now takes that close and reads the rest).
+        let head = "POST /ext/app/ui/early HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: \(20 << 20)\r\nConnection: close\r\n\r\n"
+        let (sent, answer) = try SecurityTests.writeThenRead(port: server.port, head: head, size: 20 << 20)
+        #expect(sent && answer.hasPrefix("HTTP/1.1 200") && answer.hasSuffix("\r\n\r\nearly"), "sent all: \(sent); \(answer)")
+        #expect(try await server.request("GET", "/healthz").status == 200)
+    }
+
     @Test("an answer that arrives whole goes to the client whole, with its length; a 204 stays without body or length; a 200 KiB answer arrives byte for byte")
     func wholeAnswers() async throws {
         let upstream = try Upstream()

@@ -369,6 +369,17 @@ struct ReloadTests {
         #expect(info.status == .enabled && info.version == version)
         #expect(try await kernel.history("watched").filter { $0.outcome == "activated" }.count == 2, "nothing was reloaded")
 
+        // `library:` naming a file the folder lacks (a typo): the reason names it and the nearest name, as a manual reload
+        // does, at once (it was a 5 s wait, then "library did not settle" in the log alone); the build goes on serving.
+        try good.replacingOccurrences(of: "library: libw.so", with: "library: libww.so").write(toFile: yaml, atomically: true, encoding: .utf8)
+        #expect(await waitFor(20) { (try? await kernel.plugin("watched").reason)??.contains("libww.so") == true })
+        info = try await kernel.plugin("watched")
+        #expect(info.reason?.hasPrefix("reload failed, generation 2 still serving: ") == true && info.reason?.contains("libw.so") == true,
+                "\(String(describing: info.reason))")
+        #expect(get(kernel, "/ext/watched/ping")?.1.contains("tag=B") == true)
+        try good.write(toFile: yaml, atomically: true, encoding: .utf8)
+        #expect(await waitFor(20) { (try? await kernel.plugin("watched").reason) == .some(nil) })
+
         try FileManager.default.removeItem(atPath: f.plugins + "/watched")
         #expect(await waitFor(20) { get(kernel, "/ext/watched/ping") == nil })
         #expect(await waitFor { (try? await kernel.plugin("watched").status) == .missing })
