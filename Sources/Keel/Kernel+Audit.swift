@@ -29,6 +29,14 @@ extension Kernel {
         }
     }
 
+    /// Records a lifecycle change the host made of its own accord, which no command asked for: a plugin disabled
+    /// automatically, quarantined after it took the host down, let out of quarantine by a new build, reloaded because
+    /// its files changed. Actor `keel`, from `local`; `detail` says why (cut and escaped as a log line). [any thread]
+    nonisolated func auditHostAction(_ command: String, _ id: String, outcome: String = "ok", detail: String) {
+        audit(StateStore.AuditEntry(actor: "keel", origin: "local", command: command, target: id, outcome: outcome,
+                                    detail: TextLimits.logLine(detail)))
+    }
+
     /// Writes the log line and audit row of a command call made on the caller's own thread, not through `execute`
     /// (the C embedding API's `keel_command`), as `execute(.call ...)` writes them: the call's name, never its
     /// arguments, and the error code only when it failed. [any thread]

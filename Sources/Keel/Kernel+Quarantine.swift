@@ -34,6 +34,7 @@ extension Kernel {
         try? state.setQuarantine(id, checksum: checksum)
         record(id, generation, version: bundles[id]?.manifest.map { "\($0.version)" } ?? "", checksum: checksum,
                outcome: "quarantined", detail: "the host went down during activate")
+        auditHostAction("quarantine", id, detail: reason)
         log(.error, id, reason)
         return true
     }
@@ -109,6 +110,7 @@ extension Kernel {
             }
             let text = "\(crash.reason); not disabled, because \(which) and disabling it would let through what they deny: \(outcome)"
             record(id, crash.generation, version: version, checksum: checksum, outcome: crash.hang == nil ? "crashed" : "hung", detail: crash.detail)
+            auditHostAction("isolate", id, detail: text)
             log(.error, id, text)
             return id
         }
@@ -116,6 +118,7 @@ extension Kernel {
         try? state.setEnabled(id, false, status: .failed, reason: reason)
         if !checksum.isEmpty { try? state.setQuarantine(id, checksum: checksum) }
         record(id, crash.generation, version: version, checksum: checksum, outcome: crash.hang == nil ? "crashed" : "hung", detail: crash.detail)
+        auditHostAction("quarantine", id, detail: reason)
         log(.error, id, reason)
         return id
     }
@@ -132,6 +135,7 @@ extension Kernel {
             try? state.setQuarantine(record.id, checksum: nil)
             try? state.setEnabled(record.id, true, status: .installed)
             log(.info, record.id, "new build found: quarantine lifted")
+            auditHostAction("quarantine-lifted", record.id, detail: "a new build of its library was found")
             lifted = true
         }
         return lifted

@@ -146,6 +146,15 @@ extension Kernel {
         watcher = w
     }
 
+    /// A reload the folder watcher starts, audited as the host's own (`auditHostAction`): `why` is the detail, the
+    /// outcome the error's code when it fails (the plugin's reason says the rest).
+    private func reloadForChange(_ id: String, _ why: String) {
+        do { try reload(id) } catch {
+            return auditHostAction("reload", id, outcome: error.code.description, detail: why)
+        }
+        auditHostAction("reload", id, detail: why)
+    }
+
     /// Reacts to changed bundle folders (names relative to the plugin folder).
     func bundlesChanged(_ folders: Set<String>) {
         let before = bundles
@@ -182,7 +191,7 @@ extension Kernel {
                     // Not there at all (plugin.yaml's `library:` names a file the folder lacks): the reload is tried, so
                     // that it fails as a manual one does, naming the file and the nearest name, in the plugin's reason;
                     // the serving build goes on.
-                    if Glibc.access(path, F_OK) != 0 { try? reload(id) } else {
+                    if Glibc.access(path, F_OK) != 0 { reloadForChange(id, "its plugin.yaml names a library its folder lacks") } else {
                         log(.warn, id, "\(path) is still being written 5 s after its change; not reloading until it changes again")
                     }
                     continue
@@ -192,7 +201,7 @@ extension Kernel {
                 if changed, let failed = failedReloads[id], failed.checksum == sum, failed.manifest == manifest {
                     // The build whose reload just failed (the dev loop's, or this watcher's): the failure stands.
                     log(.debug, id, "the build whose reload failed is unchanged; not tried again")
-                } else if changed { try? reload(id) } else if let reason = ((try? state.plugin(id)) ?? nil)?.reason,
+                } else if changed { reloadForChange(id, "its files changed in the plugin folder") } else if let reason = ((try? state.plugin(id)) ?? nil)?.reason,
                                                         reason.hasPrefix("reload failed") || reason.hasPrefix("reload refused") {
                     // Back to what serves (a broken plugin.yaml fixed, a failed build put back): no reload, and the
                     // reload's failure is no longer true. Any other reason (a failed upgrade's) stays.
@@ -207,7 +216,9 @@ extension Kernel {
                 // A lazy plugin is left idle: its next use loads the new build, as at start (not loaded now).
                 if isLazy(id) { park(id) } else {
                     try? wakeDependencies(of: id)  // a failure is the dependency's; `activate` records what it leaves
-                    try? activate(id)
+                    do { try activate(id); auditHostAction("activate", id, detail: "its bundle appeared in the plugin folder, enabled") } catch {
+                        auditHostAction("activate", id, outcome: error.code.description, detail: "its bundle appeared in the plugin folder, enabled")
+                    }
                 }
             }
         }

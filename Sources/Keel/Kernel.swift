@@ -428,6 +428,7 @@ public actor Kernel {
             return
         }
         takeDown(id, wanted: false, reason: "disabled automatically: \(reason)", dependentsReason: "was disabled automatically")
+        auditHostAction("disable", id, detail: "disabled automatically: \(reason)")
     }
 
     /// Deactivates an active plugin the host will not let run, with the plugins that depend on it, and records them

@@ -80,6 +80,11 @@ struct CrashAttributionTests {
         #expect(!FileManager.default.fileExists(atPath: f.state + ".crash"))
         let list = try TestEnvironment.run(keel, ["plugins", "list", "--plugins", f.plugins, "--state", f.state])
         #expect(list.stdout.contains("reason: crashed the host with \(reason) (generation \(generation))"), "\(list.stdout)")
+        // The quarantine is the host's own decision: an audit row of the host's, with the reason.
+        let audit = try await server.request("GET", "/api/v1/audit", admin: true).json as? [[String: Any]] ?? []
+        let row = audit.last { $0["target"] as? String == "crasher" }
+        #expect(row?["actor"] as? String == "keel" && row?["command"] as? String == "quarantine"
+                && (row?["detail"] as? String ?? "").hasPrefix("crashed the host with \(reason)"), "\(String(describing: row))")
     }
 
     /// Every reload of a plugin that is not unload-safe maps a new copy; until 2026-12-02 the handler knew only the

@@ -248,6 +248,9 @@ struct FaultTests {
         #expect(info.enabled == false)
         #expect(info.reason == "disabled automatically: 5 calls in a row failed (last: GET /ext/flaky/ping handler: KEEL_ERR_INTERNAL handler failed on purpose)")
         #expect(get(kernel, "/ext/flaky/ping") == nil)
+        // The host's own decision is in the audit trail too, as the host's (it was in the log alone).
+        let row = try kernel.auditTrail().last { $0.target == "flaky" }
+        #expect(row?.actor == "keel" && row?.command == "disable" && row?.outcome == "ok" && row?.detail == info.reason, "\(String(describing: row))")
         // The operator's disable of it changes something (the failure is cleared): not "nothing changed".
         let disabled = try await kernel.execute(.disable(id: "flaky", tenant: nil, cascade: false))
         #expect(disabled.note == nil, "\(disabled.note ?? "")")

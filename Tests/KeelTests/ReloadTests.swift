@@ -379,6 +379,11 @@ struct ReloadTests {
         #expect(get(kernel, "/ext/watched/ping")?.1.contains("tag=B") == true)
         try good.write(toFile: yaml, atomically: true, encoding: .utf8)
         #expect(await waitFor(20) { (try? await kernel.plugin("watched").reason) == .some(nil) })
+        // The watcher's reloads are the host's own decisions, in the audit trail: the new library's (ok), the typo's
+        // (failed, with its code).
+        let reloads = try kernel.auditTrail().filter { $0.target == "watched" && $0.command == "reload" }
+        #expect(reloads.allSatisfy { $0.actor == "keel" } && reloads.contains { $0.outcome == "ok" && $0.detail == "its files changed in the plugin folder" }
+                && reloads.contains { $0.outcome != "ok" && $0.detail == "its plugin.yaml names a library its folder lacks" }, "\(reloads)")
 
         try FileManager.default.removeItem(atPath: f.plugins + "/watched")
         #expect(await waitFor(20) { get(kernel, "/ext/watched/ping") == nil })
