@@ -144,7 +144,7 @@ extension Kernel {
             // A reload the operator asked for that failed: its caller (the CLI's one line, keel_errmsg) is told the
             // previous build serves on, when it does (a grant's reload that fails stops the plugin instead).
             let before = active[id]?.generation
-            do throws(KernelError) { try reload(id) } catch {
+            do throws(KernelError) { try reload(id, cause: "reload asked for") } catch {
                 guard let before, active[id]?.generation == before else { throw error }
                 let told = KernelError(error.code, pluginID: id, reason: error.reason + " (generation \(before) keeps serving)")
                 loggedDuringCommand?.insert(LoggedFailure(pluginID: id, reason: told.reason))

@@ -76,14 +76,14 @@ extension Kernel {
         guard active[id] != nil else { return try store() }
         // The new generation is activated with it before anything is stored.
         pendingConfig = (id, yaml, json)
-        do { try reload(id) } catch {
+        do { try reload(id, cause: "configuration changed") } catch {
             pendingConfig = nil
             throw error
         }
         pendingConfig = nil
         do { try store() } catch {
             // Not stored: back to the stored configuration, so that what runs is what a restart would run.
-            try? reload(id)
+            try? reload(id, cause: "configuration put back (the new one could not be stored)")
             throw error
         }
     }
@@ -170,7 +170,7 @@ extension Kernel {
     /// state): only this host's observation is recorded, not the desired state.
     /// - Throws: the reload's error when nothing was taken away (the old generation keeps serving).
     func regrant(_ id: String, taken: [String], following: Bool = false) throws(KernelError) -> String? {
-        do { try reload(id) } catch where !taken.isEmpty {
+        do { try reload(id, cause: "grants changed") } catch where !taken.isEmpty {
             let guarded = registry.snapshot.plugins[id]?.guardsRequests == true
             let reason = "revoked \(taken.joined(separator: ", ")) and it cannot run without: \(error.reason); stopped until it is "
                 + "granted again"

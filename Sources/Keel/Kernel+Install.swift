@@ -119,7 +119,7 @@ extension Kernel {
             throw fail("cannot move the new bundle into place: \(String(cString: strerror(errno)))")
         }
         if wasActive {
-            do { try reload(id) } catch {
+            do { try reload(id, cause: "upgraded from \(current.version) to \(next)") } catch {
                 try? FileManager.default.removeItem(atPath: target)
                 rename(previous, target)
                 rescan()

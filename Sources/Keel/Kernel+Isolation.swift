@@ -34,7 +34,7 @@ extension Kernel {
             throw KernelError(.state, pluginID: id, reason: error.description)
         }
         guard active[id] != nil else { return }
-        do { try reload(id) } catch {
+        do { try reload(id, cause: "isolation changed") } catch {
             try? state.setIsolationChoice(id, previous)
             throw error
         }

@@ -16,11 +16,13 @@ extension Kernel {
     /// deactivated in the background. If the new build fails to load, verify, activate or publish, the old one keeps
     /// serving and the failure is recorded (history and `reason`): a reload never makes things worse.
     /// A plugin that is not active is activated when it is wanted, else only re-read.
+    /// - Parameter cause: why, as the load history's row of the new generation says it after the generation it
+    ///   replaced (`replaced generation 3: configuration changed`); nil says nothing more.
     /// - Throws: `KernelError` for an unknown plugin or a failed new build.
-    public func reload(_ id: String) throws(KernelError) {
+    public func reload(_ id: String, cause: String? = nil) throws(KernelError) {
         try requireRunning("reload \(id)")
         let started = ContinuousClock.now
-        do throws(KernelError) { try reloadNow(id) } catch {
+        do throws(KernelError) { try reloadNow(id, cause: cause) } catch {
             metrics.report(.reloaded(plugin: id, seconds: KernelMetrics.seconds(since: started), ok: false))
             throw error
         }
@@ -38,7 +40,7 @@ extension Kernel {
            !buildChanged(id, from: current, checksum: GenerationStore.checksum(path)) {
             return
         }
-        try reload(id)
+        try reload(id, cause: "a new build (refresh)")
     }
 
     /// Whether plugin `id`'s bundle now holds another build than `current` runs: `checksum`, of its build file (the
@@ -47,7 +49,7 @@ extension Kernel {
         checksum != current.checksum || bundles[id]?.manifest != current.manifest
     }
 
-    private func reloadNow(_ id: String) throws(KernelError) {
+    private func reloadNow(_ id: String, cause: String?) throws(KernelError) {
         // A reload always loads afresh, now or at the plugin's next enable or first use: no kept copy outlives it.
         residents.forget(id)
         rescan()
@@ -107,7 +109,7 @@ extension Kernel {
         // Both records in one transaction: one wait for the disk on the swap's path, not two.
         _ = try? state.transaction {
             try? state.setStatus(id, .enabled)
-            record(id, generation.plugin, outcome: "activated", detail: "replaced generation \(old.generation)")
+            record(id, generation.plugin, outcome: "activated", detail: "replaced generation \(old.generation)" + (cause.map { ": " + $0 } ?? ""))
         }
         log(.info, id, "reloaded: generation \(generation.plugin.generation) replaces \(old.generation)")
         retire(old, id: id, outcome: "retired")
@@ -149,7 +151,7 @@ extension Kernel {
     /// A reload the folder watcher starts, audited as the host's own (`auditHostAction`): `why` is the detail, the
     /// outcome the error's code when it fails (the plugin's reason says the rest).
     private func reloadForChange(_ id: String, _ why: String) {
-        do { try reload(id) } catch {
+        do { try reload(id, cause: why) } catch {
             return auditHostAction("reload", id, outcome: error.code.description, detail: why)
         }
         auditHostAction("reload", id, detail: why)

@@ -380,7 +380,7 @@ struct ReloadCLITests {
         let history = try TestEnvironment.run(keel, ["plugins", "history", "cli"] + common)
         let lines = history.stdout.split(separator: "\n")
         #expect(lines.count >= 5, "\(history.stdout)")
-        #expect(lines.contains { $0.contains("activated  replaced generation") }, "\(history.stdout)")
+        #expect(lines.contains { $0.contains("activated  replaced generation") && $0.hasSuffix(": reload asked for") }, "\(history.stdout)")
         #expect(lines.first?.contains("g1  1.0.0") == true)
         let unknown = try TestEnvironment.run(keel, ["plugins", "history", "ghost"] + common)
         #expect(unknown.status == 1 && unknown.stderr == "keel: error: no plugin \"ghost\" is known\n")

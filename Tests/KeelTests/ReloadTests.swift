@@ -348,8 +348,10 @@ struct ReloadTests {
         for _ in 0..<5 { try install(b, into: f.plugins + "/watched", as: "libw.so"); usleep(20_000) }
         #expect(await waitFor(20) { get(kernel, "/ext/watched/ping")?.1.contains("tag=B") == true })
         try await Task.sleep(for: .milliseconds(800))
-        let activations = try await kernel.history("watched").filter { $0.outcome == "activated" }.count
-        #expect(activations == 2)
+        let activations = try await kernel.history("watched").filter { $0.outcome == "activated" }
+        #expect(activations.count == 2)
+        // The history says why the generation was made.
+        #expect(activations.last?.detail == "replaced generation 1: its files changed in the plugin folder", "\(activations)")
 
         // plugin.yaml broken mid-edit: the build goes on serving, listed with its version and commands as they serve,
         // and the reason says why nothing was reloaded; fixed, the reason goes (no reload: nothing changed).

@@ -51,7 +51,8 @@ extension KeelCommand.Plugins {
             guard !plugins.isEmpty else { return "no plugins found\n" }
             var out = ""
             for p in plugins {
-                out += "\(p.id) \(p.version)  \(Terminal.paint(p.status))\(p.activity.map { " (\($0))" } ?? "")\(p.enabled && p.status != .enabled ? " (wanted: enabled)" : "")"
+                // A plugin whose plugin.yaml could not be read has no version: its id alone, not a gap.
+                out += "\(p.version.isEmpty ? p.id : "\(p.id) \(p.version)")  \(Terminal.paint(p.status))\(p.activity.map { " (\($0))" } ?? "")\(p.enabled && p.status != .enabled ? " (wanted: enabled)" : "")"
                 out += p.name.isEmpty ? "\n" : "  — \(p.name)\n"
                 // Any status: an enabled plugin's is a reload that failed while the previous build serves on.
                 if let reason = p.reason, !reason.isEmpty { out += "  reason: \(reason)\n" }
