@@ -47,7 +47,8 @@ extension Kernel {
         let failed = records.filter { $0.status == .failed && !$0.enabled }
         guard !failed.isEmpty, let quarantined = try? state.quarantinedChecksums(), !quarantined.isEmpty else { return }
         for record in failed where quarantined[record.id] != nil {
-            log(.warn, record.id, "not started, quarantined: \(record.reason ?? "a crash or hang of an earlier run")")
+            let reason = record.reason ?? "a crash or hang of an earlier run"
+            log(.warn, record.id, "not started, quarantined: " + (reason.hasPrefix("quarantined: ") ? String(reason.dropFirst(13)) : reason))
         }
     }
 

@@ -193,7 +193,14 @@ extension Kernel {
                     // Not there at all (plugin.yaml's `library:` names a file the folder lacks): the reload is tried, so
                     // that it fails as a manual one does, naming the file and the nearest name, in the plugin's reason;
                     // the serving build goes on.
-                    if Glibc.access(path, F_OK) != 0 { reloadForChange(id, "its plugin.yaml names a library its folder lacks") } else {
+                    if Glibc.access(path, F_OK) != 0 {
+                        // Said once for this plugin.yaml: other files of the folder changing do not try it again (each
+                        // try is a history row, a generation and an audit row).
+                        let missing = "missing " + path
+                        if let failed = failedReloads[id], failed.checksum == missing, failed.manifest == bundles[id]?.manifest { continue }
+                        reloadForChange(id, "its library \((path as NSString).lastPathComponent) is not in its folder")
+                        failedReloads[id] = (missing, bundles[id]?.manifest)
+                    } else {
                         log(.warn, id, "\(path) is still being written 5 s after its change; not reloading until it changes again")
                     }
                     continue
@@ -218,8 +225,11 @@ extension Kernel {
                 // A lazy plugin is left idle: its next use loads the new build, as at start (not loaded now).
                 if isLazy(id) { park(id) } else {
                     try? wakeDependencies(of: id)  // a failure is the dependency's; `activate` records what it leaves
-                    do { try activate(id); auditHostAction("activate", id, detail: "its bundle appeared in the plugin folder, enabled") } catch {
-                        auditHostAction("activate", id, outcome: error.code.description, detail: "its bundle appeared in the plugin folder, enabled")
+                    // Audited when it worked, or when the bundle is new here: an enabled plugin that keeps failing is
+                    // tried at each change of its folder, and a row for each would fill the trail.
+                    let why = before[id] == nil ? "its bundle appeared in the plugin folder, enabled" : "its files changed in the plugin folder"
+                    do { try activate(id); auditHostAction("activate", id, detail: why) } catch {
+                        if before[id] == nil { auditHostAction("activate", id, outcome: error.code.description, detail: why) }
                     }
                 }
             }

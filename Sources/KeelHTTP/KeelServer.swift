@@ -167,7 +167,7 @@ public struct KeelServer: Sendable {
         // An answer sent before its request's body arrived whole closes the connection once what the client still sends
         // is read (for at most --body-timeout): `LingeringClose`.
         let bodyTimeout = TimeAmount(configuration.bodyTimeout)
-        let http1 = HTTP1Channel.Configuration(additionalChannelHandlers: [limiter.handler(), LingeringClose(timeLimit: bodyTimeout)],
+        let http1 = HTTP1Channel.Configuration(additionalChannelHandlers: [limiter.handler(lingerTime: bodyTimeout)],
                                                idleTimeout: TimeAmount(configuration.idleTimeout))
         let app = Application(
             responder: responder,

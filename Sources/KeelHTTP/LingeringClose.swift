@@ -4,7 +4,7 @@ import HTTPTypes
 import NIOCore
 import NIOHTTPTypes
 
-/// Ends a connection whose answer went before its request's body arrived whole, as nginx's lingering close does.
+/// How a connection whose answer went before its request's body arrived whole ends, as nginx's lingering close does.
 ///
 /// Such an answer (a 413, a refusal, an endpoint that takes no body, a proxied app answering an upload early) says
 /// `Connection: close`. Once it is written, the connection's output is closed (the client reads the answer, then the
@@ -25,14 +25,10 @@ import NIOHTTPTypes
 /// that close is taken here (the server above sees the input end) while the rest is still read and dropped below, so
 /// that the client is not reset either.
 ///
-/// Event-loop bound, like every channel handler; one per connection, after the conversion to HTTP types (a request's
-/// head, body and end are separate parts here).
-final class LingeringClose: ChannelDuplexHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPRequestPart
-    typealias InboundOut = HTTPRequestPart
-    typealias OutboundIn = HTTPResponsePart
-    typealias OutboundOut = HTTPResponsePart
-
+/// The decisions only: `ConnectionLimiter.Handler`, which reads every request part and answer part of the connection
+/// already, asks them and acts (a handler of its own in the pipeline cost every request about 3,700 instructions, a
+/// fiftieth of it, in casts of each part: `Scripts/icount.sh`). Event-loop bound, as its handler; plain data.
+struct LingeringClose {
     /// How long, in all, the rest of a body is read after the answer (the server's `--body-timeout`).
     let timeLimit: TimeAmount
     /// How long the client may send nothing (no part of a request: a chunk's size line alone counts as nothing) before
@@ -41,8 +37,6 @@ final class LingeringClose: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// Request heads read whose answers have not ended.
     private var outstanding = 0
-    /// The last request read has a body still arriving: its head declared one and its end has not been read.
-    private var receiving = false
     /// The answer being written went out before its request's body arrived whole (it says `Connection: close`).
     private var early = false
     /// The early-answered request's end was read.
@@ -51,131 +45,101 @@ final class LingeringClose: ChannelDuplexHandler, RemovableChannelHandler {
     /// server above.
     private var dropping = false
     /// The server above was told its input ended (`close(mode: .input)` taken here).
-    private var inputClosedAbove = false
+    private(set) var inputClosedAbove = false
     /// The connection's input ended below (the client closed its side), or the parser failed after an early answer.
     private var inputEnded = false
     /// The early answer is written: what arrives is dropped, and the connection closes at the first bound.
-    private var lingering = false
+    private(set) var lingering = false
     private var lingerStart = NIODeadline.now(), lastRead = NIODeadline.now()
-    private var check: Scheduled<Void>?
 
     init(timeLimit: TimeAmount, quietLimit: TimeAmount = .seconds(5)) {
         self.timeLimit = timeLimit
         self.quietLimit = quietLimit
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let part = unwrapInboundIn(data)
-        if lingering || dropping {
-            lastRead = .now()
-            guard case .end = part, early, !answeredEnded else { return }
-            // All of the answered request read: nothing is left to reset the connection with.
-            answeredEnded = true
-            if lingering { context.close(promise: nil) }
-            return
-        }
-        switch part {
-        case let .head(head):
-            outstanding += 1
-            receiving = head.headerFields[.contentLength].map { $0 != "0" } ?? (head.headerFields[.transferEncoding] != nil)
-        case .body: break
-        case .end:
-            receiving = false
-            // The answered request's end goes up (its reader may wait for it); what follows it does not.
-            if early { (answeredEnded, dropping) = (true, true) }
-        }
-        context.fireChannelRead(data)
+    /// Whether what is read goes nowhere (see `dropped`), and the connection is read on although the server above
+    /// reads no more (its buffer full holds back the reads it would ask for).
+    var isDropping: Bool { lingering || dropping }
+
+    /// A part read while `isDropping`. Returns true when the connection should close now: the answered request's
+    /// end was read while lingering (nothing is left to reset the connection with).
+    mutating func dropped(_ part: HTTPRequestPart) -> Bool {
+        lastRead = .now()
+        guard case .end = part, early, !answeredEnded else { return false }
+        answeredEnded = true
+        return lingering
     }
 
-    /// Once nothing goes up, the connection is read on although the server above reads no more (its buffer full
-    /// holds back the reads it would ask for). The batch's end still goes up: the server above hands what it got
-    /// (the answered request's end, read in the same batch) to its reader only then.
-    func channelReadComplete(context: ChannelHandlerContext) {
-        context.fireChannelReadComplete()
-        if lingering || dropping { context.read() }
+    /// A request's head was read (it goes up).
+    mutating func headRead() { outstanding += 1 }
+
+    /// A request's end was read (it goes up: its reader may wait for it); after an early answer, nothing more does.
+    mutating func endRead() {
+        if early { (answeredEnded, dropping) = (true, true) }
     }
 
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if let event = event as? ChannelEvent, event == .inputClosed {
-            inputEnded = true
-            if lingering { return context.close(promise: nil) }
-            if inputClosedAbove { return }
-        }
-        context.fireUserInboundEventTriggered(event)
+    /// Whether an answer's head about to be written is early: not an interim one, and for the request whose body
+    /// is arriving (`receiving`, with one request outstanding: with requests pipelined, NIO has read the next head
+    /// before the first is answered). When it is, the head must say `Connection: close`.
+    mutating func answerHead(informational: Bool, receiving: Bool) -> Bool {
+        guard !early, receiving, outstanding == 1, !informational else { return false }
+        early = true
+        return true
     }
 
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        // A parse error once the answer went early (in the dropped rest, or a request after it) would be answered
-        // above, after the answer: the connection closes instead, once the answer is written.
-        if lingering { return context.close(promise: nil) }
-        if early {
-            (inputEnded, dropping) = (true, true)
-            return
-        }
-        context.fireErrorCaught(error)
+    /// An answer's end is about to be written. Returns whether it is an early answer's: its write's outcome then goes
+    /// to `written`.
+    mutating func answerEnd() -> Bool {
+        outstanding = max(0, outstanding - 1)
+        return early
     }
 
-    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        switch unwrapOutboundIn(data) {
-        case var .head(head) where !early && receiving && outstanding == 1 && head.status.kind != .informational:
-            // The answer to the request whose body is arriving (with one request outstanding, the last one read).
-            early = true
-            head.headerFields[.connection] = "close"
-            context.write(wrapOutboundOut(.head(head)), promise: promise)
-        case .end:
-            outstanding = max(0, outstanding - 1)
-            guard early else { return context.write(data, promise: promise) }
-            // A promise of this event loop's: the callback below runs on it.
-            let written = context.eventLoop.makePromise(of: Void.self)
-            if let promise { written.futureResult.cascade(to: promise) }
-            context.write(data, promise: written)
-            written.futureResult.assumeIsolated().whenComplete { [self] result in
-                guard case .success = result, !answeredEnded, !inputEnded, context.channel.isActive else { return context.close(promise: nil) }
-                linger(context)
-            }
-        default:
-            context.write(data, promise: promise)
-        }
-    }
+    /// Whether, the early answer's end written, there is a rest to read (`startLingering`); else the connection
+    /// closes now: the answered request's end was read already, or the input ended.
+    var restToRead: Bool { !answeredEnded && !inputEnded }
 
-    /// The input closed from above (a proxied upload whose app answered early, `LimitedBody.Gate.release`) while
-    /// its body still arrives: the server above is told its input ended, and the rest is read and dropped here, so
-    /// that the client, maybe still writing, is not reset before it reads the answer.
-    func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
-        guard mode == .input, early, !answeredEnded, !inputEnded else { return context.close(mode: mode, promise: promise) }
-        promise?.succeed(())
-        guard !inputClosedAbove else { return }
-        (inputClosedAbove, dropping) = (true, true)
-        context.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
-        context.read()
-    }
-
-    private func linger(_ context: ChannelHandlerContext) {
+    /// Lingering begins: the output is to be closed and reading goes on until `deadline`.
+    mutating func startLingering() {
         lingering = true
         (lingerStart, lastRead) = (.now(), .now())
-        context.close(mode: .output, promise: nil)
-        schedule(context)
-        context.read()
     }
 
-    /// Closes the connection at the first of the two bounds.
-    private func schedule(_ context: ChannelHandlerContext) {
-        let end = lingerStart + timeLimit
-        check = context.eventLoop.assumeIsolated().scheduleTask(deadline: min(end, lastRead + quietLimit)) { [self] in
-            check = nil
-            let now = NIODeadline.now()
-            if now >= end || now >= lastRead + quietLimit { context.close(promise: nil) } else { schedule(context) }
-        }
+    /// When to look again whether a bound is reached.
+    var deadline: NIODeadline { min(lingerStart + timeLimit, lastRead + quietLimit) }
+
+    /// Whether a bound is reached (the connection is to close).
+    func expired(at now: NIODeadline) -> Bool { now >= lingerStart + timeLimit || now >= lastRead + quietLimit }
+
+    enum Verdict { case forward, swallow, close }
+
+    /// The connection's input ended below.
+    mutating func inputClosed() -> Verdict {
+        inputEnded = true
+        return lingering ? .close : inputClosedAbove ? .swallow : .forward
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
-        check?.cancel()
-        check = nil
-        context.fireChannelInactive()
+    /// The parser failed. Once the answer went early, the error would be answered above, after the answer: the
+    /// connection closes instead (now when lingering, else once the answer is written).
+    mutating func error() -> Verdict {
+        if lingering { return .close }
+        guard early else { return .forward }
+        (inputEnded, dropping) = (true, true)
+        return .swallow
     }
 
-    func handlerRemoved(context: ChannelHandlerContext) {
-        check?.cancel()
-        check = nil
+    /// The server above closes the input (`LimitedBody.Gate.release`, a proxied app that answered an upload early).
+    /// Returns true when that close is taken here: the body still arrives after an early answer, so the server above
+    /// is told its input ended (`inputClosedAbove`) while the rest is read and dropped below, and the client, maybe
+    /// still writing, is not reset before it reads the answer.
+    mutating func takesInputClose() -> Bool {
+        guard early, !answeredEnded, !inputEnded else { return false }
+        dropping = true
+        return true
+    }
+
+    /// Marks the server above told (once).
+    mutating func toldAbove() -> Bool {
+        defer { inputClosedAbove = true }
+        return !inputClosedAbove
     }
 }

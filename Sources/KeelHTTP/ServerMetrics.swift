@@ -230,8 +230,9 @@ extension ServerMetrics {
     /// `connections` tells how many connections are open, at each scrape.
     static func register(on router: Router<KeelRequestContext>, metrics: ServerMetrics?, gatekeeper: Gatekeeper, metricsToken: String?,
                          connections: @escaping @Sendable () -> Int) {
+        // Off: no route at all, so that no method is named for it (a POST would be 405 naming a GET that is 404).
+        guard let metrics else { return }
         router.get("/metrics") { request, _ -> Response in
-            guard let metrics else { throw APIError.notFound }
             let presented = request.headers[.authorization] ?? ""
             guard gatekeeper.presentsAdminToken(presented) || metricsToken.map({ Self.matches(presented, token: $0) }) == true else {
                 throw APIError.unauthorized

@@ -102,5 +102,6 @@ struct MetricsTests {
         let server = try ServerProcess(plugins: f.plugins, state: f.state, extraArguments: ["--no-watch", "--no-metrics"])
         defer { server.stop() }
         #expect(try await server.request("GET", "/metrics", admin: true).status == 404)
+        #expect(try await server.request("POST", "/metrics", admin: true).status == 404)
     }
 }

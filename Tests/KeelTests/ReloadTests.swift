@@ -385,7 +385,7 @@ struct ReloadTests {
         // (failed, with its code).
         let reloads = try kernel.auditTrail().filter { $0.target == "watched" && $0.command == "reload" }
         #expect(reloads.allSatisfy { $0.actor == "keel" } && reloads.contains { $0.outcome == "ok" && $0.detail == "its files changed in the plugin folder" }
-                && reloads.contains { $0.outcome != "ok" && $0.detail == "its plugin.yaml names a library its folder lacks" }, "\(reloads)")
+                && reloads.contains { $0.outcome != "ok" && $0.detail == "its library libww.so is not in its folder" }, "\(reloads)")
 
         try FileManager.default.removeItem(atPath: f.plugins + "/watched")
         #expect(await waitFor(20) { get(kernel, "/ext/watched/ping") == nil })
