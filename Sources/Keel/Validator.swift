@@ -49,6 +49,10 @@ public enum Validator {
                                           detail: "\(manifest.proxies.count) proxies, \(manifest.menus.count) menu entries"))
         }
         let libraryPath = path + "/" + libraryName
+        // A name the folder lacks: said as the host says it (the key, the folder, the likely name), not "no such file".
+        if let missing = PluginBundle(folder: path, manifestPath: manifestPath, manifest: manifest, warnings: []).missingLibrary {
+            return report(ValidationCheck(name: Check.loads.name, passed: false, detail: missing))
+        }
         let library: PluginLibrary
         do {
             library = try PluginLibrary.open(path: libraryPath, expectedID: manifest.id)

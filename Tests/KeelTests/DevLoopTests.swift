@@ -180,6 +180,47 @@ struct DevLoopTests {
         #expect(dev.interrupt() == 0, "\(dev.output.value)\(dev.errors.value)")
     }
 
+    @Test("keel dev --serve: a handler that crashes the process is named in one line, not a Swift backtrace; the next keel dev --serve names the crash, and a new build lets the plugin out")
+    func serveInProcessCrash() async throws {
+        let (project, env) = try Self.makeProject()
+        let source = project + "/src/plugin.c"
+        let good = try String(contentsOfFile: source, encoding: .utf8)
+        let anchor = "static keel_status hello(void *user_data, const keel_http_request *req, keel_http_response *res) {\n"
+        try #require(good.contains(anchor))
+        try good.replacingOccurrences(of: anchor, with: anchor + "    if (user_data == (void *)1) return KEEL_OK;\n    *(volatile int *)0 = 0;\n")
+            .write(toFile: source, atomically: true, encoding: .utf8)
+        let environment = env.merging(["KEEL_ADMIN_TOKEN": ServerProcess.token, "KEEL_PLUGINS_DIR": ""]) { $1 }
+        var dev = try ChildProcess(PluginKitTests.keel, ["dev", "--serve", "--port", "0", "--state", "state.db"],
+                                   environment: environment, currentDirectory: project)
+        defer { dev.stop() }
+        try await dev.waitFor("watching \(project)")
+        let text = dev.output.value
+        let port = try #require(text.range(of: #"serving on http://127\.0\.0\.1:\d+"#, options: .regularExpression)
+            .flatMap { Int(text[$0].split(separator: ":").last ?? "") }, "\(text)")
+        _ = try? await HTTPProbe.get("http://127.0.0.1:\(port)/ext/\(Self.id)/hello/ci")
+        #expect(await waitFor(20) { !dev.process.isRunning }, "the crash did not end the process")
+        // Until 2026-12-07 a Swift backtrace of every thread (some 300 lines), and no line naming the plugin.
+        #expect(dev.errors.value.contains("keel: plugin \"\(Self.id)\" (generation ") && dev.errors.value.contains("crashed the host with SIGSEGV"),
+                "\(dev.errors.value.suffix(2000))")
+        #expect(!dev.errors.value.contains("Program crashed"), "\(dev.errors.value.suffix(2000))")
+        try good.write(toFile: source, atomically: true, encoding: .utf8)
+        dev = try ChildProcess(PluginKitTests.keel, ["dev", "--serve", "--port", "0", "--state", "state.db"],
+                               environment: environment, currentDirectory: project)
+        try await dev.waitFor("watching \(project)")
+        #expect(dev.errors.value.contains("[\(Self.id)] crashed the host with SIGSEGV in handler GET"), "\(dev.errors.value)")
+        // The loop's first build is another library: the quarantine is lifted and the plugin serves.
+        let again = dev.output.value
+        let next = try #require(again.range(of: #"serving on http://127\.0\.0\.1:\d+"#, options: .regularExpression)
+            .flatMap { Int(again[$0].split(separator: ":").last ?? "") }, "\(again)")
+        var answer = ""
+        for _ in 0..<100 where !answer.hasPrefix("hello, ci") {
+            answer = (try? await HTTPProbe.get("http://127.0.0.1:\(next)/ext/\(Self.id)/hello/ci")) ?? ""
+            if !answer.hasPrefix("hello, ci") { try await Task.sleep(for: .milliseconds(200)) }
+        }
+        #expect(answer == "hello, ci, from \(Self.id)\n", "\(dev.output.value)\(dev.errors.value)")
+        #expect(dev.interrupt() == 0, "\(dev.output.value)\(dev.errors.value)")
+    }
+
     @Test("keel dev builds a save made during a build (make would see its outputs as newer), retries a failed reload when the bundle did not change, and copies nothing when plugin.yaml names another plugin")
     func savesDuringBuildsFailuresAndRenames() async throws {
         let (project, env) = try Self.makeProject()

@@ -76,6 +76,12 @@ struct UserErrorTests {
         try text.replacingOccurrences(of: "library: libhello-c.so", with: "library: libhelo-c.so").write(toFile: manifest, atomically: true, encoding: .utf8)
         expectOneLine(try run(["plugins", "enable", "hello"], f),
                       contains: "\(manifest): key \"library\": libhelo-c.so is not in \(f.plugins)/hello-c (did you mean libhello-c.so?)")
+        // `inspect` and `validate`, an author's first commands, say it as the host does (they said "no such file").
+        expectOneLine(try run(["plugins", "inspect", f.plugins + "/hello-c"], f),
+                      contains: "\(manifest): key \"library\": libhelo-c.so is not in \(f.plugins)/hello-c (did you mean libhello-c.so?)")
+        let validated = try TestEnvironment.run(TestEnvironment.binPath + "/keel", ["plugins", "validate", f.plugins + "/hello-c"])
+        #expect(validated.status == 1 && validated.stdout.contains("key \"library\": libhelo-c.so is not in \(f.plugins)/hello-c (did you mean libhello-c.so?)"),
+                "\(validated.stdout)\(validated.stderr)")
         try text.replacingOccurrences(of: "library: libhello-c.so", with: "library: libhello-c").write(toFile: manifest, atomically: true, encoding: .utf8)
         expectOneLine(try run(["plugins", "enable", "hello"], f), contains: "libhello-c is not in \(f.plugins)/hello-c (did you mean libhello-c.so?)")
         // A project copied where its bundle belongs: its bundle is below it, in bundle/ID.

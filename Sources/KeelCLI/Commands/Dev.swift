@@ -162,6 +162,9 @@ extension KeelCommand {
             let onlyID = id, verbose = options.verbose
             // The plugin's own log lines always; the kernel's and other plugins' warnings and errors; all with -v.
             let kernel = try KeelCommand.Serve.abandoning(lock) { try options.makeKernel { configuration in
+                // As `keel serve`: a plugin that crashes the process is named in one line and recorded (quarantined at
+                // the next start, let out by its next build), not a Swift backtrace of every thread.
+                configuration.recordsCrashes = true
                 configuration.log = { record in
                     // (Its debug lines, the kernel's notes for itself, only with -v, as a running server's.)
                     if verbose || (record.pluginID == onlyID && record.level >= .info) || record.level >= .warn { KernelConfiguration.standardErrorLog(record) }

@@ -165,6 +165,11 @@ extension KeelCommand.Plugins {
                 do { (manifest, warnings) = try ManifestLoader().load(path: file) } catch { throw CLIError(error.description) }
                 // Manifest-only: no code to load, nothing to isolate in a child.
                 guard let name = manifest.library else { return Inspector.report(manifestOnly: manifest, path: path, warnings: warnings) }
+                // A name the folder lacks: said as the host says it (the key, the folder, the likely name).
+                if let missing = PluginBundle(folder: path, manifestPath: file, manifest: manifest, warnings: warnings).missingLibrary {
+                    for w in warnings { SystemFile.say("\(w)\n", to: 2) }
+                    throw CLIError(missing)
+                }
                 library = path + "/" + name
                 running = manifest
             }
