@@ -162,7 +162,8 @@ public enum Inspector {
             dependencies: Dictionary(uniqueKeysWithValues: (manifest?.dependencies ?? []).map { ($0.id, $0.versions.text) }),
             routes: c.routes.map { "\($0.method) \($0.fullPath(plugin: id))" }, menus: c.menus.map(\.entry.id),
             authenticators: c.authenticators.map(\.name), authorizers: c.authorizers.map(\.name),
-            warnings: warnings.map(\.description), services: c.services.map { "\($0.interface) \($0.version)" + ($0.ranking != 0 ? ", ranking \($0.ranking)" : "") },
+            warnings: warnings.map(\.description) + (c.ignoredRefusal.map { ["activate went on past a registration the host refused (it would run without it): \($0)"] } ?? []),
+            services: c.services.map { "\($0.interface) \($0.version)" + ($0.ranking != 0 ? ", ranking \($0.ranking)" : "") },
             commands: c.commands.map { "\($0.name) \($0.declaration.signature)" })
     }
 }

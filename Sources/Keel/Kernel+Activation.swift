@@ -422,6 +422,7 @@ extension Kernel {
         }
         let plugin = ActivePlugin(library: library, context: context, manifest: manifest, generation: build.number,
                                   checksum: checksum, source: opened.source, configStamp: stamp)
+        ignoredRefusals[id] = contributions.ignoredRefusal
         return Generation(plugin: plugin, contributions: contributions)
     }
 

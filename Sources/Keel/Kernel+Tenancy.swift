@@ -112,13 +112,19 @@ extension Kernel {
            let missing = missingInterface(manifest, pending: idle, hostInterfacesUnknown: configuration.startsIdle, tenancy: tenancy) {
             throw KernelError(.dependency, pluginID: id, reason: missing)
         }
+        // A registration the host refused while activate went on: the plugin runs without it, which an author who
+        // did not check the status would not otherwise learn from the command.
+        func refusal() -> String? {
+            guard active[id] != nil, let refused = ignoredRefusals[id] else { return nil }
+            return "its activate went on past a registration the host refused (it runs without it): \(refused)"
+        }
         guard let tenant else {
             // Already for all tenants: nothing to write (no event, no directory reload on every enable).
             if access.directory.pluginTenants[id] != nil {
                 try tenancyChange { () throws(StateError) in try state.setPluginTenants(id, nil) }
             }
             try enable(id)
-            return nil
+            return refusal()
         }
         // Enabled for every tenant already (running, parked idle, or just stored so, as a CLI's own kernel sees it):
         // enabling it for one more changes nothing; it must not narrow it to that one.

@@ -58,6 +58,10 @@ public struct Contributions: Sendable {
     public var commands: [PluginCommand] = []
     /// Upstream apps served under its prefix (`proxy:`); seeded by the host from the manifest.
     public var proxies: [ProxyDeclaration] = []
+    /// The last registration the host refused during an activate that still returned `KEEL_OK` (the plugin went on
+    /// past the error it was given): what an author is told, beside the log's warning (`keel plugins enable`,
+    /// `inspect`). Nil when none was refused.
+    public var ignoredRefusal: String?
     /// Console pages and the host endpoints they may call (`console:`); seeded by the host from the manifest.
     public var console: ConsoleDeclaration?
 

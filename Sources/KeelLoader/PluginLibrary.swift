@@ -335,6 +335,7 @@ public final class PluginLibrary: @unchecked Sendable {
             throw LoadError(.activationFailed, path: path, pluginID: descriptor.id,
                             reason: "activate returned \(StatusCode.name(status)): \(reason)")
         }
+        contributions.ignoredRefusal = context.takeRefusal()
         return contributions
     }
 

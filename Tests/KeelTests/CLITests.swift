@@ -104,6 +104,20 @@ struct CLITests {
         #expect(text.stdout.contains("hello 1.0.0  disabled"))
     }
 
+    @Test("a registration the host refuses while activate goes on regardless is said by enable and inspect, not only in the server's log")
+    func ignoredRefusal() throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("careless", defines: ["IGNORES_REFUSAL"], capabilities: ["routes"])
+        let refused = "route: \"no-slash\" must start with '/'"
+        // Until 2026-12-07 both said nothing of it: `routes: none` or `0 route(s)`, exit 0, the reason in the log alone.
+        let inspect = try TestEnvironment.run(keel, ["plugins", "inspect", f.plugins + "/careless"])
+        #expect(inspect.status == 0 && inspect.stderr.contains("activate went on past a registration the host refused (it would run without it): \(refused)"),
+                "\(inspect.stdout)\(inspect.stderr)")
+        let enable = try TestEnvironment.run(keel, ["plugins", "enable", "careless", "--plugins", f.plugins, "--state", f.state])
+        #expect(enable.status == 0 && enable.stdout.contains("careless: its activate went on past a registration the host refused (it runs without it): \(refused)"),
+                "\(enable.stdout)\(enable.stderr)")
+    }
+
     @Test("a failure is one line on stderr and exit code 1")
     func failures() throws {
         let f = KernelFixture()
