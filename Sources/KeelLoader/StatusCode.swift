@@ -79,6 +79,8 @@ public enum StatusCode {
         case KEEL_ERR_INTERNAL: return "KEEL_ERR_INTERNAL"
         case workerCrashed: return "worker crashed"
         case workerTimedOut: return "worker timed out"
+        // An HTTP status returned where a keel_status goes (`return 200;` in a handler) is the likely mistake.
+        case 100...599: return "KEEL_ERR_INTERNAL (unknown status \(status): an HTTP status? calls return a keel_status such as KEEL_OK; a handler sets the HTTP status with res->set_status)"
         default: return "KEEL_ERR_INTERNAL (unknown status \(status))"
         }
     }

@@ -213,7 +213,7 @@ struct HTTPTests {
         // status → (HTTP status, code)
         let cases: [(Int32, Int, String)] = [(2, 400, "bad-request"), (4, 403, "forbidden"), (5, 404, "not-found"), (3, 409, "conflict"),
                                              (7, 409, "conflict"), (6, 501, "not-implemented"), (8, 500, "plugin-error"),
-                                             (1, 500, "plugin-error"), (77, 500, "plugin-error")]
+                                             (1, 500, "plugin-error"), (77, 500, "plugin-error"), (200, 500, "plugin-error")]
         for (status, _, _) in cases { try f.fixtureBundle("st\(status)", defines: ["HANDLER_STATUS=\(status)"]) }
         // A handler that passes on the host's refusal of its own call (set_status(42): KEEL_ERR_INVALID_ARGUMENT) is
         // answered 500, not 400: the client did nothing wrong. One that returns another status than the host's is
@@ -244,6 +244,8 @@ struct HTTPTests {
                 && server.errors.value.contains(#"[st6] GET /ext/st6/ping: the plugin refused it (501): plugin "st6": KEEL_ERR_UNSUPPORTED"#)
                 && server.errors.value.contains(#"[st1] GET /ext/st1/ping failed: plugin "st1": KEEL_ERR_INTERNAL: refused with status 1"#)
                 && server.errors.value.contains(#"[passon] GET /ext/passon/ping failed: the handler passed on the host's refusal of its call: plugin "passon": KEEL_ERR_INVALID_ARGUMENT"#)
+                // `return 200;`: the likely mistake is said.
+                && server.errors.value.contains("(unknown status 200: an HTTP status? calls return a keel_status such as KEEL_OK; a handler sets the HTTP status with res->set_status)")
         }, "\(server.errors.value)")
         // Past the failure threshold (20 in a row), a refusing plugin still serves; an internal error's does not.
         for _ in 0..<25 {
