@@ -271,12 +271,7 @@ extension Kernel {
             // The build is the library with the manifest it was probed against (its trial activation reads both).
             let probed = ProbedBuild(library: copy.checksum, manifest: FileStamp(path: build.bundle.manifestPath))
             if let known = recentProbeFailure(probed) { throw KernelError(.loadFailed, pluginID: id, reason: known) }
-            // A probe blocks what waits on this activation (a start, an enable) for up to its limit: said after 2 s,
-            // so that an operator whose host is slow to come up knows what it waits for.
-            let slow = DispatchWorkItem { [self] in
-                log(.warn, id, "waiting for its probe: the trial load and activation in a child process has not answered for 2 s (it is stopped after \(Int(probe.timeout)) s)")
-            }
-            DispatchQueue.global().asyncAfter(deadline: .now() + 2, execute: slow)
+            let slow = noteSlowProbe(id, timeout: probe.timeout)
             defer { slow.cancel() }
             switch probe.run(library: copy.path, descriptor: copy.descriptor >= 0 ? copy.descriptor : nil,
                              manifestPath: build.bundle.manifestPath, shownPath: build.libraryPath ?? "") {

@@ -7,7 +7,8 @@ import KeelRegistry
 import KeelState
 import KeelSystem
 
-/// Crash-loop quarantine: a plugin whose activate took the host down is not started again until it changes.
+/// Failing plugins: crash-loop quarantine (a plugin whose activate took the host down is not started again until it
+/// changes), the automatic disable of a plugin whose calls keep failing, and the note on a probe that runs long.
 extension Kernel {
     // MARK: crash-loop quarantine
 
@@ -140,5 +141,39 @@ extension Kernel {
             lifted = true
         }
         return lifted
+    }
+
+    /// A plugin whose calls keep failing is taken down and recorded failed (and not wanted) with the reason, with
+    /// the plugins that depend on it, unless one of them has auth hooks: disabling it would stop their denials, so a
+    /// client who can make its calls fail (a crafted request that errors in its handler or its hook, or crashes its
+    /// worker) could switch its rules off. It stays then; its failing calls keep failing closed, and the log says
+    /// once per activation that the operator must disable it. A report from a generation no longer active (one a
+    /// reload replaced, failing as it drains) changes nothing.
+    func disableMisbehaving(_ id: String, generation: Int, reason: String) {
+        guard let plugin = active[id] else { return }
+        guard plugin.generation == generation else {
+            return log(.info, id, "a failure report from generation \(generation), which generation \(plugin.generation) replaced, changes nothing: \(reason)")
+        }
+        let published = registry.snapshot.plugins
+        let live = ([id] + dependents(of: id).map(\.id)).first { published[$0]?.guardsRequests == true }
+        if let guarding = live ?? guardian(of: id, running: true) {
+            let which = guarding == id ? "it has auth hooks" : "\"\(guarding)\", which depends on it, has auth hooks"
+            log(.error, id, "not disabled automatically although \(reason): \(which), and disabling it would stop their "
+                + "denials; its failing calls are denied (fail closed). `keel plugins disable \(id)` takes it down")
+            return
+        }
+        takeDown(id, wanted: false, reason: "disabled automatically: \(reason)", dependentsReason: "was disabled automatically")
+        auditHostAction("disable", id, detail: "disabled automatically: \(reason)")
+    }
+
+    /// A probe blocks what waits on its activation (a start, an enable) for up to its limit: said in the log after
+    /// 2 s, so that an operator whose host is slow to come up knows what it waits for. Cancel the returned item
+    /// once the probe ended. [any thread]
+    nonisolated func noteSlowProbe(_ id: String, timeout: Double) -> DispatchWorkItem {
+        let slow = DispatchWorkItem { [self] in
+            log(.warn, id, "waiting for its probe: the trial load and activation in a child process has not answered for 2 s (it is stopped after \(Int(timeout)) s)")
+        }
+        DispatchQueue.global().asyncAfter(deadline: .now() + 2, execute: slow)
+        return slow
     }
 }

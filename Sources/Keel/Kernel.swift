@@ -410,29 +410,6 @@ public actor Kernel {
         await events.emit(.pluginsChanged)
     }
 
-    /// A plugin whose calls keep failing is taken down and recorded failed (and not wanted) with the reason, with
-    /// the plugins that depend on it, unless one of them has auth hooks: disabling it would stop their denials, so a
-    /// client who can make its calls fail (a crafted request that errors in its handler or its hook, or crashes its
-    /// worker) could switch its rules off. It stays then; its failing calls keep failing closed, and the log says
-    /// once per activation that the operator must disable it. A report from a generation no longer active (one a
-    /// reload replaced, failing as it drains) changes nothing.
-    func disableMisbehaving(_ id: String, generation: Int, reason: String) {
-        guard let plugin = active[id] else { return }
-        guard plugin.generation == generation else {
-            return log(.info, id, "a failure report from generation \(generation), which generation \(plugin.generation) replaced, changes nothing: \(reason)")
-        }
-        let published = registry.snapshot.plugins
-        let live = ([id] + dependents(of: id).map(\.id)).first { published[$0]?.guardsRequests == true }
-        if let guarding = live ?? guardian(of: id, running: true) {
-            let which = guarding == id ? "it has auth hooks" : "\"\(guarding)\", which depends on it, has auth hooks"
-            log(.error, id, "not disabled automatically although \(reason): \(which), and disabling it would stop their "
-                + "denials; its failing calls are denied (fail closed). `keel plugins disable \(id)` takes it down")
-            return
-        }
-        takeDown(id, wanted: false, reason: "disabled automatically: \(reason)", dependentsReason: "was disabled automatically")
-        auditHostAction("disable", id, detail: "disabled automatically: \(reason)")
-    }
-
     /// Deactivates an active plugin the host will not let run, with the plugins that depend on it, and records them
     /// failed with the reason (`wanted`: whether it stays enabled, so that `enable` after a fix brings it back; nil
     /// leaves the desired state alone and records this host's observation only, for a host following a shared state:
