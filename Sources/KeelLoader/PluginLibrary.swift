@@ -3,6 +3,7 @@
 import CKeelABI
 import Glibc
 import KeelManifest
+import KeelSystem
 import Synchronization
 
 /// What a library says about itself in its `keel_plugin` descriptor.
@@ -335,7 +336,9 @@ public final class PluginLibrary: @unchecked Sendable {
             throw LoadError(.activationFailed, path: path, pluginID: descriptor.id,
                             reason: "activate returned \(StatusCode.name(status)): \(reason)")
         }
-        contributions.ignoredRefusal = context.takeRefusal()
+        // Shown on an operator's terminal (`enable`'s note, `inspect`): it quotes what the plugin passed (a route's
+        // path), so no control character of the plugin's reaches the terminal.
+        contributions.ignoredRefusal = context.takeRefusal().map(Printable.escapingControls)
         return contributions
     }
 

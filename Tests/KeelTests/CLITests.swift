@@ -108,7 +108,8 @@ struct CLITests {
     func ignoredRefusal() throws {
         let f = KernelFixture()
         try f.fixtureBundle("careless", defines: ["IGNORES_REFUSAL"], capabilities: ["routes"])
-        let refused = "route: \"no-slash\" must start with '/'"
+        // The path the plugin gave is quoted with its escape written out: nothing of the plugin's drives the terminal.
+        let refused = "route: \"no-slash\\u{1B}[2J\" must start with '/'"
         // Until 2026-12-07 both said nothing of it: `routes: none` or `0 route(s)`, exit 0, the reason in the log alone.
         let inspect = try TestEnvironment.run(keel, ["plugins", "inspect", f.plugins + "/careless"])
         #expect(inspect.status == 0 && inspect.stderr.contains("activate went on past a registration the host refused (it would run without it): \(refused)"),
@@ -116,6 +117,7 @@ struct CLITests {
         let enable = try TestEnvironment.run(keel, ["plugins", "enable", "careless", "--plugins", f.plugins, "--state", f.state])
         #expect(enable.status == 0 && enable.stdout.contains("careless: its activate went on past a registration the host refused (it runs without it): \(refused)"),
                 "\(enable.stdout)\(enable.stderr)")
+        #expect(!(enable.stdout + inspect.stderr).contains("\u{1B}"), "a raw escape reached the terminal")
     }
 
     @Test("a failure is one line on stderr and exit code 1")

@@ -14,7 +14,7 @@
  *   AUTHZ_MODE                      1: allow everything; 2: deny resources containing "secret"; 3: error;
  *                                   4: abstain, but never return for a resource containing "hang"
  *   REGISTER_TWICE                  register ROUTE_PATH twice
- *   IGNORES_REFUSAL                 first register a route the host refuses ("no-slash"), and go on regardless
+ *   IGNORES_REFUSAL                 first register a route the host refuses ("no-slash" and a terminal escape), and go on regardless
  *   USE_MISSING_SYMBOL              call a function no library defines (fails under RTLD_NOW)
  *   HANDLER_FAILS                   the route handler returns an error
  *   HANDLER_FAILS_NO_CTX            the same, reporting its message with set_error(NULL, ...)
@@ -327,7 +327,7 @@ static keel_status activate(const keel_host *host, keel_ctx *ctx) {
     }
 #endif
 #ifdef IGNORES_REFUSAL
-    keel_route bad = { sizeof bad, KEEL_STR("GET"), KEEL_STR("no-slash"), ping, NULL };
+    keel_route bad = { sizeof bad, KEEL_STR("GET"), KEEL_STR("no-slash\033[2J"), ping, NULL };
     (void)http->register_route(ctx, &bad);
 #endif
     keel_route r = { sizeof r, KEEL_STR(ROUTE_METHOD), KEEL_STR(ROUTE_PATH), ping, NULL };
