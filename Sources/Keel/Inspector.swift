@@ -109,11 +109,12 @@ public enum Inspector {
     }
 
     /// Checks the library at `library` (possibly a private copy; `shownPath` names it in messages) against
-    /// `manifest`, when there is one, and runs the trial activation.
+    /// `manifest`, when there is one, and runs the trial activation with `config` (JSON, as the host hands a
+    /// plugin its configuration; empty: none).
     /// - Throws: `KernelError` with the one-line reason.
     public static func inspect(library libraryPath: String, manifest: Manifest?, manifestPath: String,
                                warnings: [ManifestWarning] = [], shownPath: String? = nil,
-                               limits: RegistrationLimits = .default) throws(KernelError) -> InspectReport {
+                               limits: RegistrationLimits = .default, config: String = "") throws(KernelError) -> InspectReport {
         let path = shownPath ?? libraryPath
         let library: PluginLibrary
         do {
@@ -131,7 +132,7 @@ public enum Inspector {
         // Interfaces it consumes have no provider here: a probe or an inspection runs the plugin alone.
         let context = ActivationContext(pluginID: id, grants: grants, routePrefixes: manifest?.routePrefixes ?? [],
                                         requestedRoutePrefixes: manifest?.routePrefixes ?? [], requestedCapabilities: manifest?.capabilities,
-                                        limits: limits,
+                                        config: config, limits: limits,
                                         identity: ServiceIdentity(version: version, generation: 1,
                                                                   provides: manifest?.provides ?? [], consumes: manifest?.consumes ?? [],
                                                                   calls: manifest?.calls ?? []),
@@ -162,7 +163,8 @@ public enum Inspector {
             dependencies: Dictionary(uniqueKeysWithValues: (manifest?.dependencies ?? []).map { ($0.id, $0.versions.text) }),
             routes: c.routes.map { "\($0.method) \($0.fullPath(plugin: id))" }, menus: c.menus.map(\.entry.id),
             authenticators: c.authenticators.map(\.name), authorizers: c.authorizers.map(\.name),
-            warnings: warnings.map(\.description) + (c.ignoredRefusal.map { ["activate went on past a registration the host refused (it would run without it): \($0)"] } ?? []),
+            warnings: warnings.map(\.description) + (c.ignoredRefusal.map { ["activate went on past a registration the host refused (it would run without it): \($0)"] } ?? [])
+                + c.routeMistakes(pluginID: id),
             services: c.services.map { "\($0.interface) \($0.version)" + ($0.ranking != 0 ? ", ranking \($0.ranking)" : "") },
             commands: c.commands.map { "\($0.name) \($0.declaration.signature)" })
     }

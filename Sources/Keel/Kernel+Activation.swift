@@ -269,12 +269,15 @@ extension Kernel {
         }
         if let probe = configuration.probe, !((try? state.probePassed(copy.checksum)) ?? false) {
             // The build is the library with the manifest it was probed against (its trial activation reads both).
-            let probed = ProbedBuild(library: copy.checksum, manifest: FileStamp(path: build.bundle.manifestPath))
+            // Its trial activation gets the configuration the real one will (a configuration that is not valid is
+            // said as the activation would say it, without running the probe).
+            let config = try configJSON(id, bundle: build.bundle)
+            let probed = ProbedBuild(library: copy.checksum, manifest: FileStamp(path: build.bundle.manifestPath), config: config.stamp)
             if let known = recentProbeFailure(probed) { throw KernelError(.loadFailed, pluginID: id, reason: known) }
             let slow = noteSlowProbe(id, timeout: probe.timeout)
             defer { slow.cancel() }
             switch probe.run(library: copy.path, descriptor: copy.descriptor >= 0 ? copy.descriptor : nil,
-                             manifestPath: build.bundle.manifestPath, shownPath: build.libraryPath ?? "") {
+                             manifestPath: build.bundle.manifestPath, shownPath: build.libraryPath ?? "", config: config.json) {
             case .passed:
                 let state = self.state
                 write { try? state.recordProbePassed(copy.checksum, detail: "\(id) \(version)") }
@@ -311,10 +314,12 @@ extension Kernel {
     /// record it twice.
     static let probeFailureKept: Duration = .seconds(60)
 
-    /// What a probe tried: a library (its SHA-256) with the plugin.yaml it was checked against (its file identity).
+    /// What a probe tried: a library (its SHA-256) with the plugin.yaml it was checked against (its file identity) and
+    /// the configuration it was given.
     struct ProbedBuild: Hashable {
         var library: String
         var manifest: FileStamp?
+        var config: Int
     }
 
     /// Why the probe of `build` failed in the plugin's code, when that was less than `probeFailureKept` ago; nil
@@ -417,7 +422,9 @@ extension Kernel {
         }
         let plugin = ActivePlugin(library: library, context: context, manifest: manifest, generation: build.number,
                                   checksum: checksum, source: opened.source, configStamp: stamp)
-        ignoredRefusals[id] = contributions.ignoredRefusal
+        let notes = (contributions.ignoredRefusal.map { ["its activate went on past a registration the host refused (it runs without it): \($0)"] } ?? [])
+            + contributions.routeMistakes(pluginID: id)
+        authorNotes[id] = notes.isEmpty ? nil : notes
         return Generation(plugin: plugin, contributions: contributions)
     }
 

@@ -150,11 +150,16 @@ extension Kernel {
                 loggedDuringCommand?.insert(LoggedFailure(pluginID: id, reason: told.reason))
                 throw told
             }
-        case let .refresh(id): try refresh(id)
+            // What the new generation's author should know (a registration refused, a route likely mistaken).
+            if let notes = authorNotes[id] { return CommandResult(note: notes.joined(separator: "; ")) }
+        case let .refresh(id):
+            if let note = try refresh(id) { return CommandResult(note: note) }
+            if let notes = authorNotes[id] { return CommandResult(note: notes.joined(separator: "; ")) }
         case .rescan: rescan()
         case let .grants(id, grant, revoke):
             if let note = try setGrants(id, grant: grant, revoke: revoke) { return CommandResult(note: note) }
-        case let .config(id, yaml, file): try setConfig(id, yaml: yaml, file: file ?? "configuration of \(id)")
+        case let .config(id, yaml, file):
+            if let note = try setConfig(id, yaml: yaml, file: file ?? "configuration of \(id)") { return CommandResult(note: note) }
         case let .isolation(id, mode): try setIsolation(id, mode)
         case let .uninstall(id, cascade, keepData):
             let also = try uninstall(id, cascade: cascade, keepData: keepData)

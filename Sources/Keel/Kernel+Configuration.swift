@@ -59,9 +59,12 @@ extension Kernel {
     /// Sets a plugin's configuration from YAML (`file` names it in errors): checked against the bundle's schema,
     /// applied by re-activating the plugin when it is active, and stored once it runs with it. A configuration its
     /// code rejects leaves the old activation serving, as any failed reload does, and is never stored (so no other
-    /// host of a shared state runs it meanwhile).
+    /// host of a shared state runs it meanwhile). A plugin that is enabled but failed (not quarantined) is started
+    /// with it: what it lacked may have been this configuration.
+    /// - Returns: a note when that plugin started, or still cannot start.
     /// - Throws: `KernelError` with the file, the key and the reason.
-    public func setConfig(_ id: String, yaml: String, file: String) throws(KernelError) {
+    @discardableResult
+    public func setConfig(_ id: String, yaml: String, file: String) throws(KernelError) -> String? {
         if bundles[id] == nil { rescan() }
         guard let bundle = bundles[id] else {
             throw notInFolder(id)
@@ -73,7 +76,11 @@ extension Kernel {
         func store() throws(KernelError) {
             do { try state.setConfig(id, yaml: yaml, json: json) } catch { throw KernelError(.state, pluginID: id, reason: error.description) }
         }
-        guard active[id] != nil else { return try store() }
+        guard active[id] != nil else {
+            try store()
+            // What an enabled plugin that failed lacked may have been this configuration: it is tried again.
+            return startFailed(id)
+        }
         // The new generation is activated with it before anything is stored.
         pendingConfig = (id, yaml, json)
         do { try reload(id, cause: "configuration changed") } catch {
@@ -86,6 +93,7 @@ extension Kernel {
             try? reload(id, cause: "configuration put back (the new one could not be stored)")
             throw error
         }
+        return nil
     }
 
     /// What tells one stored configuration from another within this process: an activation keeps the stamp of the
@@ -160,7 +168,7 @@ extension Kernel {
         do { try state.setGrants(id, grant: grant, revoke: revoke) } catch {
             throw KernelError(.state, pluginID: id, reason: error.description)
         }
-        guard active[id] != nil else { return grant.isEmpty ? nil : startAfterGrant(id, grant) }
+        guard active[id] != nil else { return grant.isEmpty ? nil : startFailed(id) }
         return try regrant(id, taken: taken)
     }
 
@@ -220,8 +228,9 @@ extension Kernel {
         return (reloaded, stopped, changed.filter { active[$0] == nil })
     }
 
-    /// After a grant: starts `id` when it is enabled but failed (and not quarantined), saying how it went.
-    private func startAfterGrant(_ id: String, _ granted: [String]) -> String? {
+    /// After a grant or a configuration: starts `id` when it is enabled but failed (and not quarantined), saying how
+    /// it went.
+    private func startFailed(_ id: String) -> String? {
         // Safe mode runs no plugin code. (A one-command kernel holds every enabled plugin idle, a failed one too: it
         // is activated once as `enable` would, to say whether it starts; a server runs it.)
         guard !safeMode, !idle.contains(id) || configuration.startsIdle, let record = (try? state.plugin(id)) ?? nil, record.enabled, record.status == .failed,

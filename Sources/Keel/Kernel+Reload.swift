@@ -32,15 +32,24 @@ extension Kernel {
     /// Loads plugin `id`'s current build when it is not the serving generation's (library checksum or plugin.yaml
     /// differ), as the folder watcher does: a build the watcher already reloaded is left serving, not loaded again.
     /// A plugin that is not serving, or whose bundle is unusable, goes through `reload` (which says why).
+    /// A bundle put back to the serving build after a build that failed to load (its reload failed) has that
+    /// failure cleared from the plugin's record: it no longer describes the folder.
+    /// - Returns: a note when the bundle went back so (nothing was loaded: the serving generation is its build).
     /// - Throws: as `reload`.
-    public func refresh(_ id: String) throws(KernelError) {
+    @discardableResult
+    public func refresh(_ id: String) throws(KernelError) -> String? {
         try requireRunning("refresh \(id)")
         rescan()
         if let current = active[id], bundles[id]?.problem == nil, let path = bundles[id]?.buildPath,
            !buildChanged(id, from: current, checksum: GenerationStore.checksum(path)) {
-            return
+            // Loaded already (by the folder watcher, or an earlier refresh), or the failed build undone.
+            guard failedReloads[id] != nil else { return nil }
+            failedReloads[id] = nil
+            try? state.setStatus(id, .enabled)
+            return "the bundle holds generation \(current.generation)'s build again (the one that failed to load is gone); nothing was loaded"
         }
         try reload(id, cause: "a new build (refresh)")
+        return nil
     }
 
     /// Whether plugin `id`'s bundle now holds another build than `current` runs: `checksum`, of its build file (the

@@ -112,11 +112,11 @@ extension Kernel {
            let missing = missingInterface(manifest, pending: idle, hostInterfacesUnknown: configuration.startsIdle, tenancy: tenancy) {
             throw KernelError(.dependency, pluginID: id, reason: missing)
         }
-        // A registration the host refused while activate went on: the plugin runs without it, which an author who
-        // did not check the status would not otherwise learn from the command.
+        // A registration the host refused while activate went on (the plugin runs without it), a route that is likely
+        // a mistake: what an author would not otherwise learn from the command.
         func refusal() -> String? {
-            guard active[id] != nil, let refused = ignoredRefusals[id] else { return nil }
-            return "its activate went on past a registration the host refused (it runs without it): \(refused)"
+            guard active[id] != nil, let notes = authorNotes[id] else { return nil }
+            return notes.joined(separator: "; ")
         }
         guard let tenant else {
             // Already for all tenants: nothing to write (no event, no directory reload on every enable).

@@ -131,8 +131,10 @@ public actor Kernel {
     /// probes and records a failure. An explicit reload always tries. Cleared when a build of the plugin is
     /// activated (`setActive`).
     var failedReloads: [String: (checksum: String, manifest: Manifest?)] = [:]
-    /// A registration the host refused in a plugin's last activate, which went on regardless (`Contributions.ignoredRefusal`).
-    var ignoredRefusals: [String: String] = [:]
+    /// What a plugin's author is told of its last activation, beside its outcome: a registration the host refused
+    /// while activate went on regardless (`Contributions.ignoredRefusal`), routes that are likely mistakes
+    /// (`Contributions.routeMistakes`). Said by `enable`.
+    var authorNotes: [String: [String]] = [:]
     /// Builds whose code failed their probe lately, with why (`recentProbeFailure`).
     var failedProbes: [ProbedBuild: (reason: String, at: ContinuousClock.Instant)] = [:]
     /// Checksums of libraries loaded where they lie, by path, with the file identity they were computed for

@@ -36,10 +36,22 @@ public struct PluginProbe: Sendable {
     /// messages. With `descriptor` (an open descriptor of the library, such as a memory copy's), the child opens
     /// that instead of `library`: it gets it as `ChildProcess.passedDescriptor`, since another process's
     /// `/proc/<pid>/fd` can be closed to it (a host that is not dumpable, run by a user without `CAP_SYS_PTRACE`).
-    public func run(library: String, descriptor: Int32? = nil, manifestPath: String?, shownPath: String) -> Outcome {
+    /// `config`: the configuration (JSON) the trial activation is given, as the real one will be (a plugin that
+    /// refuses to start without its configuration would otherwise fail its probe for good); the child reads it from
+    /// its standard input, an in-memory file, so it is in neither its arguments nor its environment.
+    public func run(library: String, descriptor: Int32? = nil, manifestPath: String?, shownPath: String, config: String = "") -> Outcome {
         let opened = descriptor.map { _ in "/proc/self/fd/\(ChildProcess.passedDescriptor)" } ?? library
         var arguments = [OwnExecutable.shown(executable), "probe", "--library", opened, "--shown-path", shownPath]
         if let manifestPath { arguments += ["--manifest", manifestPath] }
+        var input = ChildProcess.Descriptor.null
+        if !config.isEmpty {
+            let fd = SystemFile.memoryFile(name: "keel-probe-config", holding: config)
+            guard fd >= 0 else { return .failed("\(shownPath): cannot start the probe: its configuration could not be written (\(SystemFile.lastError))") }
+            input = .descriptor(fd)
+            arguments.append("--config-stdin")
+        }
+        // The child has its own copy of the descriptor; this one goes however the start ends.
+        defer { if case let .descriptor(fd) = input { close(fd) } }
         // No Swift crash backtracer in the child: a crash is expected there and is reported by the parent. None of the
         // host's settings or secrets either (the admin token, the state database's password): plugin code runs there
         // before the host decided to load it, as a worker's does (`ChildEnvironment`).
@@ -58,7 +70,7 @@ public struct PluginProbe: Sendable {
         let pid: pid_t
         do {
             pid = try ChildProcess.spawn(executable, arguments: arguments, environment: environment,
-                                         standard: [.null, .descriptor(out[1]), .descriptor(err[1])],
+                                         standard: [input, .descriptor(out[1]), .descriptor(err[1])],
                                          passing: descriptor, ownGroup: true)
         } catch {
             for fd in out + err { close(fd) }

@@ -18,12 +18,12 @@ extension Validator {
     /// One activation with the host's refusals collected: a registration (route, menu entry, hook, service table)
     /// whose `struct_size` the host refused fails the check, even when the plugin ignored the status it got back.
     /// Larger sizes than the host knows are accepted by the growth rule and cannot be told from the host side.
-    static func hostStructSizes(_ library: PluginLibrary, _ manifest: Manifest) -> ValidationCheck {
+    static func hostStructSizes(_ library: PluginLibrary, _ manifest: Manifest, config: String) -> ValidationCheck {
         let name = Check.hostSizes.name
         let refusals = Mutex<[String]>([])
         // The host's refusals for a size, not any line that names struct_size (a plugin's own log of an error it
         // handled).
-        let activated = onActivation(name, library, manifest, log: { record in
+        let activated = onActivation(name, library, manifest, config: config, log: { record in
             if SizeRefusal.isRefusal(record.message) { refusals.withLock { $0.append(record.message) } }
         }) { _ in ValidationCheck(name: name, passed: true, detail: "") }
         guard activated.passed else { return activated }
@@ -36,9 +36,9 @@ extension Validator {
     /// One activation, and the tables it provided checked against plugin.yaml's `functions:` (see
     /// `PluginLibrary.tableCheck`): every declared function present, none NULL or pointing nowhere, `() -> str`
     /// getters answering valid text.
-    static func providedTables(_ library: PluginLibrary, _ manifest: Manifest) -> ValidationCheck {
+    static func providedTables(_ library: PluginLibrary, _ manifest: Manifest, config: String) -> ValidationCheck {
         let name = Check.tables.name
-        return onActivation(name, library, manifest) { c in
+        return onActivation(name, library, manifest, config: config) { c in
             let (passed, detail) = library.tableCheck(c.services)
             return ValidationCheck(name: name, passed: passed, detail: detail)
         }
@@ -46,10 +46,10 @@ extension Validator {
 
     /// Every declared command's symbol exported and callable with its signature (as enable requires), and each
     /// `probe:` call answering without an error (as the load-time probe requires).
-    static func commands(_ library: PluginLibrary, _ manifest: Manifest) -> ValidationCheck {
+    static func commands(_ library: PluginLibrary, _ manifest: Manifest, config: String) -> ValidationCheck {
         let name = Check.commands.name
         guard !manifest.commands.isEmpty else { return ValidationCheck(name: name, passed: true, detail: "no commands") }
-        return onActivation(name, library, manifest, commands: true) { c in
+        return onActivation(name, library, manifest, config: config, commands: true) { c in
             for command in c.commands {
                 if let error = command.probeFailure() {
                     return ValidationCheck(name: name, passed: false, detail: "command \"\(command.name)\" failed its probe call: \(error.message)")
@@ -64,9 +64,9 @@ extension Validator {
     /// the current one serves, swapped in, and the old one drained and deactivated, `reloads` times, while
     /// `threads` threads keep calling every route. A call the old generation refuses because it is stopping is sent
     /// again to the new one (as the HTTP server does); any other failure, a failed activation or deactivation fails.
-    static func reloadUnderCalls(_ library: PluginLibrary, _ manifest: Manifest, libraryPath: String) -> ValidationCheck {
+    static func reloadUnderCalls(_ library: PluginLibrary, _ manifest: Manifest, config: String, libraryPath: String) -> ValidationCheck {
         let name = Check.reload.name
-        let first = makeContext(manifest, grants: manifest.capabilities)
+        let first = makeContext(manifest, grants: manifest.capabilities, config: config)
         let c: Contributions
         do { c = try library.activate(first, seed: seed(manifest)) } catch {
             return ValidationCheck(name: name, passed: false, detail: error.description)
@@ -83,7 +83,7 @@ extension Validator {
         let reloader = Thread {
             defer { serving.finish() }
             for n in 2...(reloads + 1) {
-                if let problem = reload(n, libraryPath, manifest, copies: copies, serving: serving) {
+                if let problem = reload(n, libraryPath, manifest, config: config, copies: copies, serving: serving) {
                     return failures.add("reload \(n - 1): \(problem)")
                 }
             }
@@ -126,7 +126,7 @@ extension Validator {
     /// Opens generation `n` from its own copy of the library (glibc hands back a loaded library for a path it has
     /// open), activates it beside the serving one, swaps it in, then drains and deactivates the old one.
     /// - Returns: what went wrong, or nil.
-    private static func reload(_ n: Int, _ libraryPath: String, _ manifest: Manifest, copies: String, serving: Serving) -> String? {
+    private static func reload(_ n: Int, _ libraryPath: String, _ manifest: Manifest, config: String, copies: String, serving: Serving) -> String? {
         let copy = copies + "/g\(n)-" + URL(fileURLWithPath: libraryPath).lastPathComponent
         do {
             try FileManager.default.createDirectory(atPath: copies, withIntermediateDirectories: true)
@@ -134,7 +134,7 @@ extension Validator {
         } catch { return "cannot copy the library to \(copy)" }
         let library: PluginLibrary
         do { library = try PluginLibrary.open(path: copy, expectedID: manifest.id, reportAs: libraryPath) } catch { return error.description }
-        let context = makeContext(manifest, grants: manifest.capabilities)
+        let context = makeContext(manifest, grants: manifest.capabilities, config: config)
         let c: Contributions
         do { c = try library.activate(context, seed: seed(manifest)) } catch {
             return "activating a new copy while the old one serves failed: \(error.description)"

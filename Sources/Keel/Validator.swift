@@ -31,8 +31,9 @@ public enum Validator {
     public static let callsPerThread = 25
 
     /// Runs every check on the bundle folder at `path`, handing each result to `report` as soon as it is known (a
-    /// later check may crash the process). Stops after a check that leaves nothing to test.
-    public static func run(bundle path: String, report: (ValidationCheck) -> Void) {
+    /// later check may crash the process). Stops after a check that leaves nothing to test. Every activation is
+    /// given `config` (JSON, as the host hands a plugin its configuration; empty: none).
+    public static func run(bundle path: String, config: String = "", report: (ValidationCheck) -> Void) {
         // A thread name of its own, which threads the plugin starts inherit: the calling thread may have been
         // started from a Dispatch worker, whose "…-qos" names the thread check leaves out.
         try? Data("keel-validate".utf8).write(to: URL(fileURLWithPath: "/proc/thread-self/comm"))
@@ -69,9 +70,17 @@ public enum Validator {
         let threadsBefore = threadIDs()
         var cycle = ValidationCheck(name: Check.cycles.name, passed: true, detail: "")
         for round in 1...rounds {
-            let context = makeContext(manifest, grants: manifest.capabilities)
+            let context = makeContext(manifest, grants: manifest.capabilities, config: config)
             do {
                 let c = try library.activate(context, seed: seed(manifest))
+                // A registration refused while activate went on: the plugin would run without it on a host. (One refused
+                // for its struct_size is the struct-size check's, with its own advice.)
+                if let refused = c.ignoredRefusal, !SizeRefusal.isRefusal(refused) {
+                    library.deactivate(context, drainTimeout: 2)
+                    cycle = ValidationCheck(name: cycle.name, passed: false,
+                                            detail: "round \(round): activate went on past a registration the host refused (it would run without it): \(refused)")
+                    break
+                }
                 let now = c.routes.map { "\($0.method) \($0.pattern)" } + c.menus.map(\.entry.id) + c.authenticators.map(\.name) + c.authorizers.map(\.name) + c.services.map { "provides \($0.interface)" }
                 if let problem = library.deactivate(context, drainTimeout: 2) {
                     cycle = ValidationCheck(name: cycle.name, passed: false, detail: "round \(round): \(problem)")
@@ -93,13 +102,13 @@ public enum Validator {
         guard cycle.passed else { return }
         report(threadsStopped(since: threadsBefore))
 
-        report(hostStructSizes(library, manifest))
-        report(providedTables(library, manifest))
-        report(commands(library, manifest))
-        report(concurrentRequests(library, manifest))
-        report(reloadUnderCalls(library, manifest, libraryPath: libraryPath))
+        report(hostStructSizes(library, manifest, config: config))
+        report(providedTables(library, manifest, config: config))
+        report(commands(library, manifest, config: config))
+        report(concurrentRequests(library, manifest, config: config))
+        report(reloadUnderCalls(library, manifest, config: config, libraryPath: libraryPath))
         report(unknownExtension(library))
-        report(withoutCapabilities(library, manifest))
+        report(withoutCapabilities(library, manifest, config: config))
     }
 
     static let KEEL_ENTRY_NAME = "keel_plugin_entry"
@@ -136,11 +145,12 @@ public enum Validator {
         }
     }
 
-    static func makeContext(_ manifest: Manifest, grants: Set<Capability>,
+    static func makeContext(_ manifest: Manifest, grants: Set<Capability>, config: String,
                             log: @escaping @Sendable (LogRecord) -> Void = KernelConfiguration.silentLog) -> ActivationContext {
         let environment = KernelEnvironment(registry: PluginRegistry(), log: log)
         return ActivationContext(pluginID: manifest.id, grants: grants, routePrefixes: manifest.routePrefixes,
                                  requestedRoutePrefixes: manifest.routePrefixes, requestedCapabilities: manifest.capabilities,
+                                 config: config,
                                  identity: ServiceIdentity(version: manifest.version.description, generation: 1,
                                                            provides: manifest.provides, consumes: manifest.consumes,
                                                            calls: manifest.calls),
@@ -226,11 +236,11 @@ public enum Validator {
     /// activation registered, then it is deactivated (waiting up to `drain` seconds for calls). A failed activation
     /// fails the check with its reason. With `commands`, the declared commands are prepared first, as enable does
     /// (a symbol not exported fails the check).
-    static func onActivation(_ name: String, _ library: PluginLibrary, _ manifest: Manifest, drain: Double = 2,
+    static func onActivation(_ name: String, _ library: PluginLibrary, _ manifest: Manifest, config: String, drain: Double = 2,
                              commands: Bool = false,
                              log: @escaping @Sendable (LogRecord) -> Void = KernelConfiguration.silentLog,
                              _ body: (Contributions) -> ValidationCheck) -> ValidationCheck {
-        let context = makeContext(manifest, grants: manifest.capabilities, log: log)
+        let context = makeContext(manifest, grants: manifest.capabilities, config: config, log: log)
         var seed = seed(manifest)
         let c: Contributions
         do {
@@ -243,9 +253,9 @@ public enum Validator {
         return body(c)
     }
 
-    static func concurrentRequests(_ library: PluginLibrary, _ manifest: Manifest) -> ValidationCheck {
+    static func concurrentRequests(_ library: PluginLibrary, _ manifest: Manifest, config: String) -> ValidationCheck {
         let name = Check.concurrent.name
-        return onActivation(name, library, manifest, drain: 5) { c in concurrentRequests(c, name: name, manifest) }
+        return onActivation(name, library, manifest, config: config, drain: 5) { c in concurrentRequests(c, name: name, manifest) }
     }
 
     private static func concurrentRequests(_ c: Contributions, name: String, _ manifest: Manifest) -> ValidationCheck {
@@ -276,9 +286,9 @@ public enum Validator {
 
     /// With no capability granted every registration is refused: activate must fail with a message (or succeed
     /// having registered nothing), not crash.
-    static func withoutCapabilities(_ library: PluginLibrary, _ manifest: Manifest) -> ValidationCheck {
+    static func withoutCapabilities(_ library: PluginLibrary, _ manifest: Manifest, config: String) -> ValidationCheck {
         let name = Check.noCapabilities.name
-        let context = makeContext(manifest, grants: [])
+        let context = makeContext(manifest, grants: [], config: config)
         do {
             _ = try library.activate(context, seed: Contributions())
             library.deactivate(context, drainTimeout: 2)

@@ -12,7 +12,8 @@ import Synchronization
 /// CLI never writes the state store itself.
 protocol DevHost: Sendable {
     /// Executes `command` in the host's kernel. - Throws: `KernelError` with the kernel's reason.
-    func execute(_ command: KernelCommand) async throws
+    /// - Returns: the kernel's result (its note: a `refresh` that found the build serving already).
+    func execute(_ command: KernelCommand) async throws -> CommandResult
     /// The host's current view of plugin `id`, nil when it does not know it.
     func plugin(_ id: String) async throws -> PluginInfo?
 }
@@ -23,10 +24,10 @@ struct RunningServerHost: DevHost {
     let stateFile: String
 
     /// - Throws: `CLIError` at once when the server has stopped (rather than waiting out the queue's time-out).
-    func execute(_ command: KernelCommand) async throws {
+    func execute(_ command: KernelCommand) async throws -> CommandResult {
         let line = try running()
         // A new build is probed in a child process first, which may take up to 10 s.
-        try await RemoteControl.submit(command, state: state, timeout: .seconds(15), user: Kernel.osUser, actor: "dev",
+        return try await RemoteControl.submit(command, state: state, timeout: .seconds(15), user: Kernel.osUser, actor: "dev",
                                        target: ServerLock.host(inLine: line), serverGone: ServerLock.released(stateFile: stateFile))
     }
 
@@ -49,7 +50,7 @@ struct RunningServerHost: DevHost {
 struct InProcessHost: DevHost {
     let kernel: Kernel
 
-    func execute(_ command: KernelCommand) async throws { _ = try await kernel.execute(command, actor: "dev") }
+    func execute(_ command: KernelCommand) async throws -> CommandResult { try await kernel.execute(command, actor: "dev") }
 
     func plugin(_ id: String) async throws -> PluginInfo? { try? await kernel.plugin(id) }
 }
@@ -86,10 +87,10 @@ struct DevLoop: Sendable {
     }
 
     /// `host.execute`, with `reload` for a `refresh` that a server of an earlier keel cannot read.
-    private func execute(_ command: KernelCommand) async throws {
-        do { try await host.execute(command) } catch {
+    private func execute(_ command: KernelCommand) async throws -> CommandResult {
+        do { return try await host.execute(command) } catch {
             guard case let .refresh(id) = command, "\(error)".contains("unreadable command \"refresh\"") else { throw error }
-            try await host.execute(.reload(id: id))
+            return try await host.execute(.reload(id: id))
         }
     }
 
@@ -161,7 +162,8 @@ struct DevLoop: Sendable {
             // activation but not compared by `refresh`: `reload`.
             let onlyBuild = copied.allSatisfy { $0 == ManifestLoader.fileName || $0 == library }
             reloading = active
-            try await execute(active ? (onlyBuild ? .refresh(id: id) : .reload(id: id)) : .enable(id: id, tenant: nil))
+            let command: KernelCommand = active ? (onlyBuild ? .refresh(id: id) : .reload(id: id)) : .enable(id: id, tenant: nil)
+            let result = try await execute(command)
             let after = try await host.plugin(id)
             let reloadTime = clock.now - reloadStart
             if let after, after.status != .enabled {
@@ -169,8 +171,15 @@ struct DevLoop: Sendable {
                 return outcome
             }
             outcome.unserved = false
+            // A refresh with a note loaded nothing: the host serves this build already (a failed reload's build put back).
+            if case .refresh = command, let note = result.note {
+                say("\(id): \(note) (build \(Self.ms(buildTime)) ms); still serving")
+                return outcome
+            }
             say("\(active ? "reloaded" : "enabled") \(id) \(after?.version ?? "") in \(Self.ms(clock.now - savedAt)) ms "
                 + "(build \(Self.ms(buildTime)) ms, reload \(Self.ms(reloadTime)) ms)")
+            // What its author should know of the activation (a registration refused, a route likely mistaken).
+            if let note = result.note { say("\(id): \(note)") }
         } catch let error as CLIError {
             say("not reloaded: \(error.description); waiting for the next save")
         } catch {

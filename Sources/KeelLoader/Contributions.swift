@@ -67,6 +67,15 @@ public struct Contributions: Sendable {
 
     public init() {}
 
+    /// Its routes that are legal but likely not what was meant (`RoutePattern.likelyMistake`), one line each
+    /// (`route GET /things/{id}: ...`), for the author: `keel plugins inspect` and `enable` say them.
+    public func routeMistakes(pluginID: String) -> [String] {
+        routes.compactMap { r in
+            guard !r.absolute, let why = r.pattern.likelyMistake(pluginID: pluginID) else { return nil }
+            return "route \(r.method) \(r.pattern.text): \(why)"
+        }
+    }
+
     /// Whether these include auth hooks: requests are denied on their word (see `Kernel.disableMisbehaving`).
     public var guardsRequests: Bool { !authenticators.isEmpty || !authorizers.isEmpty }
 

@@ -93,6 +93,7 @@ public final class RouteHandler: @unchecked Sendable {
         guard status == KEEL_OK else {
             var error = PluginCallError(pluginID: pluginID, status: status, message: message)
             error.passedOn = passedOn
+            if passedOn { error.hostRefusal = writer.refusal }
             return .failure(error)
         }
         return .success(PluginResponse(status: writer.status, headers: writer.headers, body: writer.body))
@@ -137,6 +138,9 @@ final class ResponseWriter {
     let limit: Int
     /// A write went past `limit` (and was refused).
     var overflowed = false
+    /// Why the host refused the handler's last refused call on this response (`set_status(999): ...`), for the log
+    /// line of a handler that passes the refusal on: the status alone does not say which rule it broke. Host text.
+    var refusal: String?
 
     init(limit: Int) { self.limit = limit }
 }

@@ -2,6 +2,7 @@
 
 import CKeelABI
 import KeelManifest
+import KeelSystem
 
 /// The host's half of the C ABI: the `keel_host` table, the service tables, and the trampolines that turn a
 /// plugin's `keel_ctx *` back into its `ActivationContext`. The tables are built once, never freed and never
@@ -160,18 +161,30 @@ enum HostABI {
         res.struct_size = UInt32(MemoryLayout<keel_http_response>.size)
         res.host_data = Unmanaged.passUnretained(writer).toOpaque()
         // Each refusal is noted (`HostRefusal`): a handler that returns it passed it on.
+        // A refused call says why on the writer (`ResponseWriter.refusal`), for the log line of a handler that passes it on.
         res.set_status = { res, status in HostRefusal.noted({
             guard let w = HostABI.responseWriter(res) else { return KEEL_ERR_INVALID_ARGUMENT }
-            guard (100...599).contains(status) else { return KEEL_ERR_INVALID_ARGUMENT }
+            guard (100...599).contains(status) else {
+                w.refusal = "set_status(\(status)): an HTTP status is 100 to 599"
+                return KEEL_ERR_INVALID_ARGUMENT
+            }
             w.status = Int(status)
             return KEEL_OK
         }()) }
         res.add_header = { res, name, value in HostRefusal.noted({
-            guard let w = HostABI.responseWriter(res), let n = name.validated(limit: 256), !n.isEmpty,
-                  let v = value.validated(limit: 8192), HeaderField.isSafe(n), HeaderField.isSafe(v) else {
+            guard let w = HostABI.responseWriter(res) else { return KEEL_ERR_INVALID_ARGUMENT }
+            guard let n = name.validated(limit: 256), !n.isEmpty, HeaderField.isSafe(n) else {
+                w.refusal = "add_header: a header name is 1 to 256 bytes of UTF-8 without CR, LF or NUL"
                 return KEEL_ERR_INVALID_ARGUMENT
             }
-            guard w.headers.count < 100 else { return KEEL_ERR_LIMIT }
+            guard let v = value.validated(limit: 8192), HeaderField.isSafe(v) else {
+                w.refusal = "add_header: the value of \(Printable.escapingControls(n)) is not at most 8,192 bytes of UTF-8 without CR, LF or NUL"
+                return KEEL_ERR_INVALID_ARGUMENT
+            }
+            guard w.headers.count < 100 else {
+                w.refusal = "add_header: at most 100 headers per answer"
+                return KEEL_ERR_LIMIT
+            }
             w.headers.append(HeaderField(name: n, value: v))
             return KEEL_OK
         }()) }
@@ -181,7 +194,10 @@ enum HostABI {
             guard let data else { return KEEL_ERR_INVALID_ARGUMENT }
             // Not `count + len`: a length near SIZE_MAX would overflow that sum, and the trap would end the host; one
             // past Int.max reads as negative here (size_t imports as Int).
-            guard len > 0, len <= w.limit - w.body.count else { return KEEL_ERR_LIMIT }
+            guard len > 0, len <= w.limit - w.body.count else {
+                w.refusal = "write: the answer's body would pass its limit of \(w.limit) bytes"
+                return KEEL_ERR_LIMIT
+            }
             w.body.append(contentsOf: UnsafeRawBufferPointer(start: data, count: len))
             return KEEL_OK
         }()) }

@@ -294,6 +294,9 @@ public struct PluginCallError: Error, Sendable, CustomStringConvertible {
     /// still counts as a refusal toward the automatic disable (its cause, a provider down or a grant missing, is not
     /// the plugin's code).
     public var passedOn = false
+    /// For a refusal passed on: which rule of the host's the refused call broke (`set_status(999): an HTTP status is
+    /// 100 to 599`), when the host knows it. Host text, never the plugin's.
+    public var hostRefusal: String?
 
     /// How the host answers this failed route handler over HTTP: `StatusCode.httpAnswer` of its status, or of an
     /// internal error for a refusal it passed on (`UNAVAILABLE` stays 503: retrying may succeed either way).
@@ -308,7 +311,8 @@ public struct PluginCallError: Error, Sendable, CustomStringConvertible {
         switch status {
         case StatusCode.unavailable: (.warn, "\(method) \(path): the plugin cannot serve it now: \(self)")
         case StatusCode.workerCrashed, StatusCode.workerTimedOut: (.error, "\(method) \(path) failed: \(message)")
-        case _ where passedOn: (.error, "\(method) \(path) failed: the handler passed on the host's refusal of its call: \(self)")
+        case _ where passedOn:
+            (.error, "\(method) \(path) failed: the handler passed on the host's refusal of its call\(hostRefusal.map { " (\($0))" } ?? ""): \(self)")
         case _ where StatusCode.isRefusal(status): (.warn, "\(method) \(path): the plugin refused it (\(httpAnswer.status)): \(self)")
         default: (.error, "\(method) \(path) failed: \(self)")
         }

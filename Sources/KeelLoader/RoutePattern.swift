@@ -74,6 +74,35 @@ public struct RoutePattern: Sendable, Hashable, CustomStringConvertible {
 
     public var description: String { text }
 
+    /// What is legal in this pattern but likely not what its author meant, for `pluginID`'s routes: a segment written
+    /// as another router writes a parameter (`{id}`, `<id>`), which is matched as it is written; the plugin's own
+    /// `/ext/<id>` prefix written out (routes are below it already: it is served twice over); a parameter named twice.
+    /// Refusing these would fail plugins built against 1.0 that register them (the ABI's promise): they are said
+    /// (`keel plugins inspect`, `enable`), not refused. Nil when there is nothing to say.
+    public func likelyMistake(pluginID: String) -> String? {
+        var names: Set<String> = []
+        for segment in segments {
+            switch segment {
+            case let .literal(l) where (l.hasPrefix("{") && l.hasSuffix("}")) || (l.hasPrefix("<") && l.hasSuffix(">")):
+                return "\"\(l)\" is matched as it is written; a path parameter is written \":\(l.dropFirst().dropLast())\""
+            case let .parameter(name):
+                if !names.insert(name).inserted { return "the parameter \":\(name)\" is named twice (the handler sees one of them)" }
+            default: continue
+            }
+        }
+        if case .literal("ext") = segments.first, segments.count > 1, case .literal(pluginID) = segments[1] {
+            let below = segments.dropFirst(2).map { s -> String in
+                switch s {
+                case let .literal(l): "/" + l
+                case let .parameter(name): "/:" + name
+                case .rest: "/*"
+                }
+            }.joined()
+            return "it is served at /ext/\(pluginID)\(text): every route is below /ext/\(pluginID) already (register \"\(below.isEmpty ? "/" : below)\")"
+        }
+        return nil
+    }
+
     public struct PatternError: Error, Sendable {
         public var reason: String
     }

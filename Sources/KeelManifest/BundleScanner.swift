@@ -96,13 +96,21 @@ public struct PluginBundle: Sendable {
         let built = folder + "/bundle/" + id
         if access(built + "/" + ManifestLoader.fileName, F_OK) == 0 {
             text += " (this folder is a plugin project, not its bundle: its build made the bundle in \(built); copy that folder here instead, as keel dev does)"
-        } else if let near = names.first(where: { $0 == library + ".so" || $0 == "lib" + library + ".so" })
-                    ?? Spelling.nearest(library, in: names.filter { $0.hasSuffix(".so") || $0.contains(".so.") }) {
+        } else if let near = names.first(where: { $0 == library + ".so" || $0 == "lib" + library + ".so" || $0 == "lib" + library })
+                    ?? Spelling.nearest(library, in: names.filter { $0.hasSuffix(".so") || $0.contains(".so.") })
+                    ?? Self.onlyLibrary(names) {
             text += " (did you mean \(near)?)"
         } else if !library.contains(".so") {
             text += " (a library file's name ends in .so: lib<name>.so)"
         }
         return text
+    }
+
+    /// The one library among a folder's `names`, when there is exactly one: the name a `library:` that is far from
+    /// any name most likely meant.
+    static func onlyLibrary(_ names: [String]) -> String? {
+        let libraries = names.filter { $0.hasSuffix(".so") }
+        return libraries.count == 1 ? libraries[0] : nil
     }
 
     /// The file whose bytes identify a build (its checksum in load history, reload and signature checks): the

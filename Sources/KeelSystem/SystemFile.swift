@@ -165,6 +165,23 @@ public enum SystemFile {
         keel_memfd_create(String(name.prefix(240)))
     }
 
+    /// A memory file (`memoryFile`) holding `text`, its offset at the start: a child's standard input that holds
+    /// something not meant for its arguments or environment (which other users' `ps` and `/proc` may show).
+    /// Returns its descriptor (close-on-exec; the caller closes it), or -1 with `errno`.
+    public static func memoryFile(name: String, holding text: String) -> Int32 {
+        let fd = memoryFile(name: name)
+        guard fd >= 0 else { return -1 }
+        var text = text
+        let written = text.withUTF8 { writeAll(fd, UnsafeRawBufferPointer($0)) }
+        guard written, lseek(fd, 0, SEEK_SET) == 0 else {
+            let code = errno
+            close(fd)
+            errno = code
+            return -1
+        }
+        return fd
+    }
+
     /// Seals memory file `fd` (made by `memoryFile`) against any change of its bytes or size, and against removing
     /// the seals: no process holding a descriptor of it, this one included, can write it again (a writable mapping
     /// of it must be private). Returns false with `errno` when the kernel refuses.

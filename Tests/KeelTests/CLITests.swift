@@ -118,6 +118,70 @@ struct CLITests {
         #expect(enable.status == 0 && enable.stdout.contains("careless: its activate went on past a registration the host refused (it runs without it): \(refused)"),
                 "\(enable.stdout)\(enable.stderr)")
         #expect(!(enable.stdout + inspect.stderr).contains("\u{1B}"), "a raw escape reached the terminal")
+        // The conformance run fails it (it passed all its checks until 2026-12-07).
+        let validate = try TestEnvironment.run(keel, ["plugins", "validate", f.plugins + "/careless"])
+        #expect(validate.status == 1 && validate.stdout.contains("FAIL activate and deactivate 10 times: round 1: activate went on past a registration the host refused (it would run without it): \(refused)"),
+                "\(validate.stdout)\(validate.stderr)")
+        #expect(!validate.stdout.contains("\u{1B}"), "a raw escape reached the terminal")
+    }
+
+    @Test("routes that are legal but likely mistakes are said by inspect and enable, not refused")
+    func routeMistakes() throws {
+        let f = KernelFixture()
+        // The three mistakes of a newcomer's first routes: another router's parameter syntax, the plugin's own prefix
+        // written out, a parameter named twice. Each is served as registered (a 1.0 plugin may rely on it).
+        let cases = [("braces", "/things/{id}", "route GET /things/{id}: \"{id}\" is matched as it is written; a path parameter is written \":id\""),
+                     ("doubled", "/ext/doubled/hits/:n", "route GET /ext/doubled/hits/:n: it is served at /ext/doubled/ext/doubled/hits/:n: every route is below /ext/doubled already (register \"/hits/:n\")"),
+                     ("twice", "/a/:id/b/:id", "route GET /a/:id/b/:id: the parameter \":id\" is named twice (the handler sees one of them)"),
+                     ("fine", "/items/:id", "")]
+        for (id, path, _) in cases { try f.fixtureBundle(id, defines: ["ROUTE_PATH=\"\(path)\""], capabilities: ["routes"]) }
+        for (id, path, said) in cases {
+            let inspect = try TestEnvironment.run(keel, ["plugins", "inspect", f.plugins + "/" + id])
+            #expect(inspect.status == 0 && inspect.stdout.contains("GET /ext/\(id)\(path)"), "\(inspect.stdout)\(inspect.stderr)")
+            let enable = try TestEnvironment.run(keel, ["plugins", "enable", id, "--plugins", f.plugins, "--state", f.state])
+            #expect(enable.status == 0 && enable.stdout.hasPrefix("enabled \(id) 1.0.0: 1 route(s)"), "\(enable.stdout)\(enable.stderr)")
+            if said.isEmpty {
+                #expect(inspect.stderr.isEmpty && !enable.stdout.contains("route GET"), "\(id): \(inspect.stderr)\(enable.stdout)")
+            } else {
+                #expect(inspect.stderr.contains(said), "\(id): \(inspect.stderr)")
+                #expect(enable.stdout.contains("\(id): \(said)"), "\(id): \(enable.stdout)")
+            }
+        }
+    }
+
+    @Test("a plugin that refuses to start without its configuration: configuring it starts it; inspect and validate take --config")
+    func configurationStartsAFailedPlugin() throws {
+        let f = KernelFixture()
+        try f.fixtureBundle("needy", defines: ["CONFIG_ECHO", "CONFIG_REQUIRED"], capabilities: ["routes"])
+        let common = ["--plugins", f.plugins, "--state", f.state]
+        let enable = try TestEnvironment.run(keel, ["plugins", "enable", "needy"] + common)
+        #expect(enable.status == 1 && enable.stderr.contains("no configuration: it needs one") && enable.stderr.contains("it stays wanted"),
+                "\(enable.stdout)\(enable.stderr)")
+        // Until 2026-12-07 the probe's trial activation had no configuration: a stored one changed nothing, and an
+        // enable after it failed the same way for ever. Now the configuration starts the plugin that stayed wanted.
+        let file = f.plugins + "/../needy.yaml"
+        try "greeting: hello\n".write(toFile: file, atomically: true, encoding: .utf8)
+        let configured = try TestEnvironment.run(keel, ["plugins", "config", "needy", file] + common)
+        #expect(configured.status == 0 && configured.stdout.hasPrefix("configured needy: needy starts now"), "\(configured.stdout)\(configured.stderr)")
+        let record = try StateStore(path: f.state).plugin("needy")
+        #expect(record?.status != .failed && record?.reason == nil, "\(String(describing: record))")
+        let history = try TestEnvironment.run(keel, ["plugins", "history", "needy"] + common)
+        #expect(history.stdout.split(separator: "\n").last?.contains("activated") == true, "\(history.stdout)")
+
+        // inspect and validate run the plugin without a configuration unless given one.
+        let bare = try TestEnvironment.run(keel, ["plugins", "inspect", f.plugins + "/needy"])
+        #expect(bare.status == 1 && bare.stderr.contains("no configuration: it needs one") && bare.stderr.contains("--config FILE"), "\(bare.stderr)")
+        let inspect = try TestEnvironment.run(keel, ["plugins", "inspect", f.plugins + "/needy", "--config", file])
+        #expect(inspect.status == 0 && inspect.stdout.contains("routes:       GET /ext/needy/ping"), "\(inspect.stdout)\(inspect.stderr)")
+        let validate = try TestEnvironment.run(keel, ["plugins", "validate", f.plugins + "/needy", "--config", file])
+        #expect(validate.status == 0 && validate.stdout.contains("all 13 checks passed"), "\(validate.stdout)\(validate.stderr)")
+        // A schema the configuration must meet: checked before any code runs, naming the file and the key.
+        try "type: object\nrequired: [greeting]\nproperties:\n  greeting: {type: integer}\n".write(toFile: f.plugins + "/needy/config.schema.yaml", atomically: true, encoding: .utf8)
+        let wrong = try TestEnvironment.run(keel, ["plugins", "validate", f.plugins + "/needy", "--config", file])
+        #expect(wrong.status == 1 && wrong.stderr.hasPrefix("keel: error: \(file): key \"greeting\"") && wrong.stdout.isEmpty, "\(wrong.stdout)\(wrong.stderr)")
+        let none = try TestEnvironment.run(keel, ["plugins", "validate", f.plugins + "/needy"])
+        #expect(none.status == 1 && none.stderr.contains("plugin \"needy\" needs a configuration to run") && none.stderr.contains("pass one with --config FILE"),
+                "\(none.stdout)\(none.stderr)")
     }
 
     @Test("a failure is one line on stderr and exit code 1")

@@ -284,6 +284,12 @@ struct DevLoopTests {
         while failures() < 2 && Date() < again { try await Task.sleep(for: .milliseconds(50)) }
         #expect(failures() == 2, "\(dev.output.value)")
         #expect(!dev.output.value.contains("still serving"), "\(dev.output.value)")
+        // The source put back as the serving build was made: the build is the one serving, and that is said, not
+        // "reloaded" (until 2026-12-07 it said reloaded, while nothing was loaded).
+        try Self.save(project, greeting: "hiya")
+        try await dev.waitFor("\(Self.id): the bundle holds generation ", count: 1)
+        #expect(dev.output.value.contains("'s build again (the one that failed to load is gone); nothing was loaded (build "), "\(dev.output.value)")
+        #expect(try await HTTPProbe.get(url) == "hiya, ci, from \(Self.id)\n")
 
         // plugin.yaml names another plugin: nothing is copied over this one's folder, which keeps serving.
         let manifest = project + "/plugin.yaml"

@@ -243,7 +243,7 @@ struct HTTPTests {
             server.errors.value.contains(#"[st5] GET /ext/st5/ping: the plugin refused it (404): plugin "st5": KEEL_ERR_NOT_FOUND: refused with status 5"#)
                 && server.errors.value.contains(#"[st6] GET /ext/st6/ping: the plugin refused it (501): plugin "st6": KEEL_ERR_UNSUPPORTED"#)
                 && server.errors.value.contains(#"[st1] GET /ext/st1/ping failed: plugin "st1": KEEL_ERR_INTERNAL: refused with status 1"#)
-                && server.errors.value.contains(#"[passon] GET /ext/passon/ping failed: the handler passed on the host's refusal of its call: plugin "passon": KEEL_ERR_INVALID_ARGUMENT"#)
+                && server.errors.value.contains(#"[passon] GET /ext/passon/ping failed: the handler passed on the host's refusal of its call (set_status(42): an HTTP status is 100 to 599): plugin "passon": KEEL_ERR_INVALID_ARGUMENT"#)
                 // `return 200;`: the likely mistake is said.
                 && server.errors.value.contains("(unknown status 200: an HTTP status? calls return a keel_status such as KEEL_OK; a handler sets the HTTP status with res->set_status)")
         }, "\(server.errors.value)")

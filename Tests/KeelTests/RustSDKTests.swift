@@ -37,6 +37,39 @@ struct RustSDKTests {
         }
     }
 
+    @Test("a plugin built with panic = \"abort\" is refused at build time: its first panic would end the host")
+    func panicAbortRefused() throws {
+        guard Self.hasCargo else {
+            print("notice: cargo not found, the Rust SDK's panic = \"abort\" check is skipped (install Rust to run it)")
+            return
+        }
+        let crate = TestEnvironment.makeTemporaryDirectory("panic-abort")
+        try FileManager.default.createDirectory(atPath: crate + "/src", withIntermediateDirectories: true)
+        let manifest = """
+            [package]
+            name = "aborting"
+            version = "0.1.0"
+            edition = "2021"
+            [lib]
+            crate-type = ["cdylib"]
+            [dependencies]
+            keel-plugin = { path = "\(Self.repository)/sdk/rust/keel-plugin"FEATURES }
+            [profile.dev]
+            panic = "abort"
+
+            """
+        try "pub fn nothing() {}\n".write(toFile: crate + "/src/lib.rs", atomically: true, encoding: .utf8)
+        // A target folder of its own: the shared one holds the crate built to unwind.
+        let environment = Self.cargoEnvironment.merging(["CARGO_TARGET_DIR": crate + "/target"]) { $1 }
+        try manifest.replacingOccurrences(of: "FEATURES", with: "").write(toFile: crate + "/Cargo.toml", atomically: true, encoding: .utf8)
+        let refused = try TestEnvironment.run("/usr/bin/env", ["cargo", "build", "--offline"], environment: environment, currentDirectory: crate)
+        #expect(refused.status != 0 && refused.stderr.contains("this plugin is built with panic = \"abort\""), "\(refused.stderr)")
+        // The feature lets a worker-only plugin through.
+        try manifest.replacingOccurrences(of: "FEATURES", with: ", features = [\"panic-abort\"]").write(toFile: crate + "/Cargo.toml", atomically: true, encoding: .utf8)
+        let allowed = try TestEnvironment.run("/usr/bin/env", ["cargo", "build", "--offline"], environment: environment, currentDirectory: crate)
+        #expect(allowed.status == 0, "\(allowed.stderr)")
+    }
+
     @Test("notes-rust, on the Rust SDK: passes validate; routes, a menu, its configuration, the caller, a lease, a command; a panic answers 500")
     func notesExampleServes() async throws {
         let f = KernelFixture()

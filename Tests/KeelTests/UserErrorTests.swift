@@ -84,6 +84,9 @@ struct UserErrorTests {
                 "\(validated.stdout)\(validated.stderr)")
         try text.replacingOccurrences(of: "library: libhello-c.so", with: "library: libhello-c").write(toFile: manifest, atomically: true, encoding: .utf8)
         expectOneLine(try run(["plugins", "enable", "hello"], f), contains: "libhello-c is not in \(f.plugins)/hello-c (did you mean libhello-c.so?)")
+        // A name far from any (the `lib` left out and more): the folder's only library is the likely one.
+        try text.replacingOccurrences(of: "library: libhello-c.so", with: "library: greeting.so").write(toFile: manifest, atomically: true, encoding: .utf8)
+        expectOneLine(try run(["plugins", "enable", "hello"], f), contains: "greeting.so is not in \(f.plugins)/hello-c (did you mean libhello-c.so?)")
         // A project copied where its bundle belongs: its bundle is below it, in bundle/ID.
         try text.write(toFile: manifest, atomically: true, encoding: .utf8)
         let built = f.plugins + "/hello-c/bundle/hello"

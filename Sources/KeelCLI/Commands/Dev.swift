@@ -166,7 +166,10 @@ extension KeelCommand {
                 // the next start, let out by its next build), not a Swift backtrace of every thread.
                 configuration.recordsCrashes = true
                 configuration.log = { record in
-                    // (Its debug lines, the kernel's notes for itself, only with -v, as a running server's.)
+                    // (Its debug lines, the kernel's notes for itself, only with -v, as a running server's.) The line
+                    // the kernel logs for each of the loop's own commands (`dev: reload ID: ...`) is said by the loop's
+                    // outcome line already: only with -v.
+                    if !verbose, record.generation == nil, record.message.hasPrefix("dev: ") { return }
                     if verbose || (record.pluginID == onlyID && record.level >= .info) || record.level >= .warn { KernelConfiguration.standardErrorLog(record) }
                 }
             } }

@@ -165,10 +165,11 @@ extension KeelCommand {
                 for line in result.installed { print("installed \(line)") }
                 if let note = result.note { print(note) }
                 if let config, let yaml {
-                    do { _ = try await throughServerOrKernel(options, id: nil, command: .config(id: parts[0], yaml: yaml, file: config)) } catch {
+                    let configured: CommandResult
+                    do { configured = try await throughServerOrKernelResult(options, id: nil, command: .config(id: parts[0], yaml: yaml, file: config)).result } catch {
                         throw CLIError("\(parts[0]) is installed but not configured: \(ErrorText.describe(error)); fix \(config) and run `keel plugins config \(parts[0]) \(config)`")
                     }
-                    print("configured \(parts[0])")
+                    print("configured \(parts[0])" + (configured.note.map { ": \($0)" } ?? ""))
                 }
             }
         }

@@ -98,12 +98,15 @@ extension KeelCommand.Plugins {
         @Argument(help: "A bundle folder (with plugin.yaml), a shared object, or the id of a plugin in the plugins folder.",
                   completion: .file()) var path: String
         @Flag(help: "Print JSON instead of text.") var json = false
+        @Option(help: "A configuration (YAML) for the trial activation, checked against the bundle's config.schema.yaml, as `keel plugins config` gives it to the host.",
+                completion: .file()) var config: String?
 
         func run() async throws {
             try await reporting {
                 let folder = try Self.bundleFolder(naming: path, in: options.pluginsDirectory)
                 let path = folder ?? path
-                let report = try await withProgress("probing \(path) in a child process (at most 10 s)") { try Self.probe(path) }
+                let config = config
+                let report = try await withProgress("probing \(path) in a child process (at most 10 s)") { try Self.probe(path, config: config) }
                 if json { try printJSON(report); return }
                 // An empty list says so, not a bare label.
                 func listed(_ items: [String]) -> String { items.isEmpty ? "none" : items.joined(separator: ", ") }
@@ -143,8 +146,12 @@ extension KeelCommand.Plugins {
             throw CLIError("\(argument): no such file or folder, and no plugin \"\(argument)\" in \(plugins)\(near)")
         }
 
-        /// Reads the manifest here (bounded, safe) and leaves the library to a child `keel probe`.
-        static func probe(_ path: String) throws -> InspectReport {
+        /// Said after a failed trial activation that had no `--config`.
+        static let noConfigHint = " (its trial activation had no configuration; --config FILE gives it one)"
+
+        /// Reads the manifest here (bounded, safe) and leaves the library to a child `keel probe`, whose trial
+        /// activation gets the configuration `configFile` gives (`trialConfiguration`).
+        static func probe(_ path: String, config configFile: String? = nil) throws -> InspectReport {
             var isDirectory: ObjCBool = false
             guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
                 throw CLIError("\(path): no such file or folder")
@@ -156,7 +163,7 @@ extension KeelCommand.Plugins {
                 if path.isEmpty { path = "." }
                 isDirectory = true
             }
-            var library = path, manifestPath: String?, warnings: [ManifestWarning] = [], running: Manifest?
+            var library = path, manifestPath: String?, warnings: [ManifestWarning] = [], running: Manifest?, config = ""
             if isDirectory.boolValue {
                 try refuseProjectForBundle(path, command: "plugins inspect")
                 let file = path + "/" + ManifestLoader.fileName
@@ -172,9 +179,12 @@ extension KeelCommand.Plugins {
                 }
                 library = path + "/" + name
                 running = manifest
+                config = try trialConfiguration(folder: path, id: manifest.id, file: configFile)
+            } else if configFile != nil {
+                config = try trialConfiguration(folder: nil, id: (path as NSString).lastPathComponent, file: configFile)
             }
             guard OwnExecutable.path != nil else { throw CLIError("cannot find the keel executable to probe with (is /proc mounted?)") }
-            switch PluginProbe(executable: OwnExecutable.execPath).run(library: library, manifestPath: manifestPath, shownPath: library) {
+            switch PluginProbe(executable: OwnExecutable.execPath).run(library: library, manifestPath: manifestPath, shownPath: library, config: config) {
             case var .passed(report):
                 report.path = path
                 if let running { report.describeRunning(running) }
@@ -182,7 +192,8 @@ extension KeelCommand.Plugins {
             case let .failed(reason, _):
                 // The manifest's warnings first: a misspelt key is often why the plugin failed.
                 for w in warnings { SystemFile.say("\(w)\n", to: 2) }
-                throw CLIError(reason)
+                // A plugin that checks its own configuration fails without one: said how to give it one.
+                throw CLIError(reason + (configFile == nil && running != nil ? Self.noConfigHint : ""))
             }
         }
     }
@@ -444,13 +455,15 @@ extension KeelCommand.Plugins {
                     return
                 }
                 let yaml = try readText(file)
-                _ = try await throughServerOrKernel(options, id: nil, command: .config(id: id, yaml: yaml, file: file))
+                let result = try await throughServerOrKernelResult(options, id: nil, command: .config(id: id, yaml: yaml, file: file)).result
                 // A bundle without a schema takes any configuration: said, so that a schema left out of the bundle
                 // (a build that does not copy it) is seen.
                 let folder = (try? state.plugin(id))?.bundlePath ?? ""
                 let unchecked = !folder.isEmpty && FileManager.default.fileExists(atPath: folder + "/" + ManifestLoader.fileName)
                     && !FileManager.default.fileExists(atPath: folder + "/" + PluginConfig.schemaFile)
-                print("configured \(id)" + (unchecked ? " (its bundle has no \(PluginConfig.schemaFile), so nothing in it was checked)" : ""))
+                // An enabled plugin that had failed is started with it: how that went, as a grant says it.
+                print("configured \(id)" + (result.note.map { ": " + $0 } ?? "")
+                      + (unchecked ? " (its bundle has no \(PluginConfig.schemaFile), so nothing in it was checked)" : ""))
             }
         }
     }

@@ -19,6 +19,8 @@ extension KeelCommand {
         @Option(help: "The shared object to load.") var library: String
         @Option(help: "The bundle's plugin.yaml to check it against.") var manifest: String?
         @Option(name: .customLong("shown-path"), help: "The path to name in messages.") var shownPath: String?
+        @Flag(name: .customLong("config-stdin"), help: "Read the configuration (JSON) for the trial activation from standard input.")
+        var configOnStdin = false
 
         func run() async throws {
             var noCore = rlimit(rlim_cur: 0, rlim_max: 0)
@@ -30,8 +32,9 @@ extension KeelCommand {
             // Plugin code (constructors, activate) runs here: give it a full-size stack, as the host's lifecycle
             // thread has, not the small one of a concurrency worker.
             let library = library, manifest = manifest, shownPath = shownPath
+            let config = configOnStdin ? try readConfigFromStdin() : ""
             let (code, output) = await withCheckedContinuation { (done: CheckedContinuation<(Int32, Data), Never>) in
-                let thread = Thread { done.resume(returning: Self.inspect(library: library, manifest: manifest, shownPath: shownPath)) }
+                let thread = Thread { done.resume(returning: Self.inspect(library: library, manifest: manifest, shownPath: shownPath, config: config)) }
                 thread.stackSize = 16 << 20
                 thread.start()
             }
@@ -40,7 +43,7 @@ extension KeelCommand {
             if code != 0 { throw ExitCode(code) }
         }
 
-        static func inspect(library: String, manifest: String?, shownPath: String?) -> (Int32, Data) {
+        static func inspect(library: String, manifest: String?, shownPath: String?, config: String) -> (Int32, Data) {
             let answer: ProbeAnswer
             do {
                 var parsed: Manifest?
@@ -51,7 +54,7 @@ extension KeelCommand {
                     }
                 }
                 let report = try Inspector.inspect(library: library, manifest: parsed, manifestPath: manifest ?? "",
-                                                   warnings: warnings, shownPath: shownPath)
+                                                   warnings: warnings, shownPath: shownPath, config: config)
                 answer = ProbeAnswer(report: report)
             } catch let error as KernelError {
                 return (3, (try? JSONEncoder().encode(ProbeAnswer(error: error.description))) ?? Data())
@@ -61,4 +64,11 @@ extension KeelCommand {
             return (0, (try? JSONEncoder().encode(answer)) ?? Data())
         }
     }
+}
+
+/// The configuration (JSON) a parent handed a child `keel probe` or `validate-run` on its standard input: at most
+/// 4 MiB (a stored configuration is at most 1 MiB of YAML). Exit 4 when it cannot be read.
+func readConfigFromStdin() throws -> String {
+    guard let bytes = try? FileHandle.standardInput.read(upToCount: 4 << 20) ?? Data() else { throw ExitCode(4) }
+    return String(decoding: bytes, as: UTF8.self)
 }

@@ -4,6 +4,7 @@ import ArgumentParser
 import Foundation
 import Glibc
 import Keel
+import KeelManifest
 import KeelSystem
 
 extension KeelCommand.Plugins {
@@ -25,13 +26,19 @@ extension KeelCommand.Plugins {
 
         @Argument(help: "The bundle folder (plugin.yaml and its library).", completion: .directory) var path: String
         @Option(help: "Seconds the whole run may take.") var timeout: Double = 120
+        @Option(help: "A configuration (YAML) for every activation, checked against the bundle's config.schema.yaml, as `keel plugins config` gives it to the host.",
+                completion: .file()) var config: String?
 
         func run() async throws {
             try await reporting {
                 try requireFolder(path, hint: "pass a bundle folder, such as bundle/ID of a `keel new` project")
                 try refuseProjectForBundle(path, command: "plugins validate")
                 guard OwnExecutable.path != nil else { throw CLIError("cannot find the keel executable to run the checks in (is /proc mounted?)") }
-                let (checks, end) = try Self.runChild(OwnExecutable.execPath, bundle: path, timeout: timeout)
+                // The manifest's id names the plugin in a configuration's errors; a manifest that does not load is the
+                // first check's to report.
+                let id = (try? ManifestLoader().load(path: path + "/" + ManifestLoader.fileName))?.0.id ?? (path as NSString).lastPathComponent
+                let settings = try trialConfiguration(folder: path, id: id, file: config)
+                let (checks, end) = try Self.runChild(OwnExecutable.execPath, bundle: path, config: settings, timeout: timeout)
                 var failed = 0
                 for check in checks {
                     if !check.passed { failed += 1 }
@@ -42,7 +49,8 @@ extension KeelCommand.Plugins {
                     print("FAIL \(end)")
                 }
                 if failed > 0 {
-                    print("\(path): \(failed) check(s) failed")
+                    print("\(path): \(failed) check(s) failed"
+                          + (config == nil && checks.contains { $0.name == Validator.Check.cycles.name && !$0.passed } ? KeelCommand.Plugins.Inspect.noConfigHint : ""))
                     throw ExitCode(1)
                 }
                 print("\(path): all \(checks.count) checks passed")
@@ -51,16 +59,25 @@ extension KeelCommand.Plugins {
 
         /// Runs `keel validate-run` and returns the checks it printed, and what went wrong with the child when it
         /// did not finish normally (a signal, a hang, an exit code).
-        static func runChild(_ keel: String, bundle: String, timeout: Double) throws -> ([ValidationCheck], String?) {
+        /// `config`: the configuration (JSON) every activation gets, handed over on the child's standard input.
+        static func runChild(_ keel: String, bundle: String, config: String, timeout: Double) throws -> ([ValidationCheck], String?) {
             let environment = ProcessInfo.processInfo.environment.merging(["SWIFT_BACKTRACE": "enable=no"]) { $1 }
                 .map { "\($0.key)=\($0.value)" }
             let output = TemporaryOutput()
             // In a process group of its own, killed whole at the end: a process the plugin starts does not outlive
             // the run (with Foundation's `Process`, one that kept an inherited descriptor made the run look alive).
+            var arguments = [OwnExecutable.shown(keel), "validate-run", "--bundle", bundle], input = ChildProcess.Descriptor.null
+            if !config.isEmpty {
+                let fd = SystemFile.memoryFile(name: "keel-validate-config", holding: config)
+                guard fd >= 0 else { throw CLIError("cannot hand the configuration to validate-run: \(SystemFile.lastError)") }
+                input = .descriptor(fd)
+                arguments.append("--config-stdin")
+            }
+            defer { if case let .descriptor(fd) = input { close(fd) } }
             let pid: pid_t
             do {
-                pid = try ChildProcess.spawn(keel, arguments: [OwnExecutable.shown(keel), "validate-run", "--bundle", bundle], environment: environment,
-                                             standard: [.null, .descriptor(output.handle.fileDescriptor), .null], ownGroup: true)
+                pid = try ChildProcess.spawn(keel, arguments: arguments, environment: environment,
+                                             standard: [input, .descriptor(output.handle.fileDescriptor), .null], ownGroup: true)
             } catch { throw CLIError("cannot start \(OwnExecutable.shown(keel)) validate-run: \(error)") }
             let ending = ChildProcess.waitKillingGroup(pid, timeout: timeout)
             let lines = output.text.split(separator: "\n")
@@ -111,15 +128,18 @@ extension KeelCommand {
             shouldDisplay: false)
 
         @Option(help: "The bundle folder.") var bundle: String
+        @Flag(name: .customLong("config-stdin"), help: "Read the configuration (JSON) for every activation from standard input.")
+        var configOnStdin = false
 
         func run() async throws {
             var noCore = rlimit(rlim_cur: 0, rlim_max: 0)
             setrlimit(Int32(RLIMIT_CORE.rawValue), &noCore)
             let bundle = bundle
+            let config = configOnStdin ? try readConfigFromStdin() : ""
             // Plugin code runs here: give it a full-size stack, as the host's lifecycle thread has.
             await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
                 let thread = Thread {
-                    Validator.run(bundle: bundle) { check in
+                    Validator.run(bundle: bundle, config: config) { check in
                         if let line = try? JSONEncoder().encode(check) { SystemFile.say(String(decoding: line, as: UTF8.self) + "\n") }
                     }
                     done.resume()

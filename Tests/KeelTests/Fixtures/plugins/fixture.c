@@ -13,6 +13,7 @@
  *                                   authenticate hook that errors; 3: "Bearer <id>" with no tenant and no role
  *   AUTHZ_MODE                      1: allow everything; 2: deny resources containing "secret"; 3: error;
  *                                   4: abstain, but never return for a resource containing "hang"
+ *   CONFIG_REQUIRED                 with CONFIG_ECHO: activate refuses when it has no configuration
  *   REGISTER_TWICE                  register ROUTE_PATH twice
  *   IGNORES_REFUSAL                 first register a route the host refuses ("no-slash" and a terminal escape), and go on regardless
  *   USE_MISSING_SYMBOL              call a function no library defines (fails under RTLD_NOW)
@@ -319,6 +320,13 @@ static keel_status activate(const keel_host *host, keel_ctx *ctx) {
     const keel_host_config *cfg = host->get_service(ctx, keel_cstr(KEEL_SERVICE_CONFIG));
     if (!cfg) return KEEL_ERR_UNSUPPORTED;
     the_config = cfg->get(ctx);
+#ifdef CONFIG_REQUIRED
+    /* Checks its own configuration, as many plugins do: without one it refuses to start. */
+    if (the_config.len <= 2) {
+        host->set_error(ctx, keel_cstr("no configuration: it needs one"));
+        return KEEL_ERR_INVALID_ARGUMENT;
+    }
+#endif
     for (size_t i = 0; the_config.ptr && i + 7 <= the_config.len; i++) {
         if (memcmp(the_config.ptr + i, "refused", 7) == 0) {
             host->set_error(ctx, keel_cstr("this configuration is refused"));

@@ -175,13 +175,13 @@ impl Response {
         let r = &*res;
         let missing = || Error::new(KEEL_ERR_UNSUPPORTED, "the host's response has a NULL function");
         if self.status != 200 {
-            Error::check(r.set_status.ok_or_else(missing)?(res, self.status as u32), &format!("status {}", self.status))?;
+            Error::check_refusal(r.set_status.ok_or_else(missing)?(res, self.status as u32), &format!("status {}", self.status))?;
         }
         for (name, value) in &self.headers {
-            Error::check(r.add_header.ok_or_else(missing)?(res, KeelStr::borrow(name), KeelStr::borrow(value)), &format!("header {}", name))?;
+            Error::check_refusal(r.add_header.ok_or_else(missing)?(res, KeelStr::borrow(name), KeelStr::borrow(value)), &format!("header {}", name))?;
         }
         if !self.body.is_empty() {
-            Error::check(r.write.ok_or_else(missing)?(res, self.body.as_ptr() as *const c_void, self.body.len()), "writing the body")?;
+            Error::check_refusal(r.write.ok_or_else(missing)?(res, self.body.as_ptr() as *const c_void, self.body.len()), "writing the body")?;
         }
         Ok(())
     }

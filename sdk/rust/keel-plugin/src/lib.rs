@@ -12,6 +12,13 @@
 //!   (the host calls deactivate only when no handler runs). A plugin that starts threads stops them in `Drop`: a
 //!   [`Host`] must not be used after deactivate.
 
+// `catch_unwind` catches nothing in a build that aborts on panic: the first panic in a handler would end the host's
+// whole process instead of answering 500. Refused at build time, where the author sees it.
+#[cfg(all(panic = "abort", not(feature = "panic-abort")))]
+compile_error!("keel-plugin: this plugin is built with panic = \"abort\", so a panic in a handler would abort the whole host \
+process instead of answering 500; remove `panic = \"abort\"` from your Cargo.toml's [profile.*] sections (or, for a plugin \
+that only runs with `isolation: process`, enable this crate's \"panic-abort\" feature)");
+
 pub mod sys;
 
 mod boundary;
@@ -55,6 +62,16 @@ impl Error {
             Ok(())
         } else {
             Err(Error::new(status, format!("{} failed: {}", what, status_name(status))))
+        }
+    }
+
+    /// `check` for a call the host alone judges (a registration, a response's status or header): its error is the
+    /// host's refusal, whose reason the host logs and, passed on from `activate`, puts first in its own message.
+    pub(crate) fn check_refusal(status: KeelStatus, what: &str) -> Result<()> {
+        if status == KEEL_OK {
+            Ok(())
+        } else {
+            Err(Error::new(status, format!("{} was refused by the host ({}); its log says why", what, status_name(status))))
         }
     }
 }

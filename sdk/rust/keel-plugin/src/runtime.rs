@@ -214,7 +214,7 @@ impl Activation {
             handler: Some(route_trampoline),
             user_data: self.keep(f),
         };
-        Error::check(unsafe { register(self.host.ctx, &route) }, &format!("registering {} {}", method, path))
+        Error::check_refusal(unsafe { register(self.host.ctx, &route) }, &format!("registering {} {}", method, path))
     }
 
     /// Adds a console menu entry (keel.menu/1).
@@ -231,7 +231,7 @@ impl Activation {
             icon: KeelStr::borrow(&entry.icon),
             permission: KeelStr::borrow(&entry.permission),
         };
-        Error::check(unsafe { add(self.host.ctx, &raw) }, &format!("adding menu entry {}", entry.id))
+        Error::check_refusal(unsafe { add(self.host.ctx, &raw) }, &format!("adding menu entry {}", entry.id))
     }
 
     /// Adds an authenticate hook: set the identity on the builder to establish a principal, return Ok without it
@@ -247,7 +247,7 @@ impl Activation {
             authenticate: Some(authenticate_trampoline),
             user_data: self.keep(f),
         };
-        Error::check(unsafe { register(self.host.ctx, &raw) }, &format!("registering authenticator {}", name))
+        Error::check_refusal(unsafe { register(self.host.ctx, &raw) }, &format!("registering authenticator {}", name))
     }
 
     /// Adds an authorize hook; an error counts as Deny. Needs the "authorize" capability.
@@ -262,7 +262,7 @@ impl Activation {
             authorize: Some(authorize_trampoline),
             user_data: self.keep(f),
         };
-        Error::check(unsafe { register(self.host.ctx, &raw) }, &format!("registering authorizer {}", name))
+        Error::check_refusal(unsafe { register(self.host.ctx, &raw) }, &format!("registering authorizer {}", name))
     }
 
     /// Provides `table` for `interface` (declared under provides:).
@@ -274,7 +274,7 @@ impl Activation {
             interface_id: KeelStr::borrow(interface),
             table: table as *const T as *const c_void,
         };
-        Error::check(unsafe { provide(self.host.ctx, &raw) }, &format!("providing {}", interface))
+        Error::check_refusal(unsafe { provide(self.host.ctx, &raw) }, &format!("providing {}", interface))
     }
 
     /// Asks to be told (interface, tenant, the new provider or None) when the provider of a consumed interface
@@ -290,6 +290,6 @@ impl Activation {
             changed: Some(listen_trampoline),
             user_data: self.keep(f),
         };
-        Error::check(unsafe { listen(self.host.ctx, &raw) }, &format!("listening to {}", interface))
+        Error::check_refusal(unsafe { listen(self.host.ctx, &raw) }, &format!("listening to {}", interface))
     }
 }
