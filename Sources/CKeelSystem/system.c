@@ -181,3 +181,4 @@ int keel_cgroup_kill_members(const char *procs) {
 }
 
 __thread int32_t keel_host_refusal_last __attribute__((tls_model("initial-exec"))) = 0;
+__thread uint8_t keel_host_refusal_response __attribute__((tls_model("initial-exec"))) = 0;

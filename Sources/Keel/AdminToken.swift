@@ -52,17 +52,27 @@ public final class AdminToken: Sendable {
     /// environment supplies it.
     public func ensure() throws(StateError) -> String? {
         guard fromEnvironment == nil, try state.adminTokenDigest() == nil else { return nil }
-        return try reset()
+        // Kept only when no other process stored one meanwhile (two hosts of a shared state starting at once): a
+        // token shown that another replaced at once would never work.
+        let token = Self.newToken()
+        let kept = try state.setAdminTokenDigestIfNone(Self.hash(token))
+        refresh()
+        return kept ? token : nil
     }
 
     /// Replaces the stored token with a new random one and returns it. The old one stops working at once.
     public func reset() throws(StateError) -> String {
-        var generator = SystemRandomNumberGenerator()
-        let bytes = (0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) }
-        let token = "keel_" + Hex.lowercase(bytes)
+        let token = Self.newToken()
         try state.setAdminTokenDigest(Self.hash(token))
         refresh()
         return token
+    }
+
+    /// A new random token: `keel_` and 64 hex digits.
+    static func newToken() -> String {
+        var generator = SystemRandomNumberGenerator()
+        let bytes = (0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        return "keel_" + Hex.lowercase(bytes)
     }
 
     /// The digest of the token in force (nil: none yet), as cached: what a credential issued under the token is tied to.

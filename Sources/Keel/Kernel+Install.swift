@@ -82,6 +82,8 @@ extension Kernel {
         }
         try? FileManager.default.removeItem(atPath: work)
         let probe = configuration.probe
+        // The stored configuration, which the new version's trial activation gets as its activation will.
+        let stored = (try? state.config(id)) ?? nil
         let fetched = await Self.offKernel { () -> (Manifest?, String?) in
             let manifest: Manifest
             do { manifest = try store.fetchVerified(offer, into: work, allowUnsigned: allowUnsigned, signer: check) } catch { return (nil, "\(error)") }
@@ -91,7 +93,8 @@ extension Kernel {
                // Named as the package's file (`fail` writes the work folder as the archive's name): the path it will
                // have once installed is the running version's library, which is not the one that failed.
                case let .failed(reason, _) = probe.run(library: work + "/" + library, manifestPath: work + "/" + ManifestLoader.fileName,
-                                                    shownPath: work + "/" + library) {
+                                                    shownPath: work + "/" + library,
+                                                    config: Self.trialConfig(stored, id: id, schema: work + "/" + PluginConfig.schemaFile)) {
                 return (nil, reason)
             }
             return (manifest, nil)
@@ -346,6 +349,15 @@ extension Kernel {
             try? forget(record.id, everything: true)
         }
         return unfinished.isEmpty ? records : nil
+    }
+
+    /// The configuration (JSON) a new version's trial activation gets: `stored` checked against the new version's
+    /// schema at `schema` (when it ships one), as its activation will check it; the stored JSON as it is when that
+    /// check fails (the activation then says why), and none without either.
+    nonisolated static func trialConfig(_ stored: (yaml: String, json: String)?, id: String, schema: String) -> String {
+        let schemaPath = FileManager.default.fileExists(atPath: schema) ? schema : nil
+        guard stored != nil || schemaPath != nil else { return "" }
+        return (try? PluginConfig.validate(yaml: stored?.yaml ?? "{}", file: "configuration of \(id)", schemaPath: schemaPath)) ?? stored?.json ?? ""
     }
 }
 

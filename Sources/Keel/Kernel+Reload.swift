@@ -42,9 +42,11 @@ extension Kernel {
         rescan()
         if let current = active[id], bundles[id]?.problem == nil, let path = bundles[id]?.buildPath,
            !buildChanged(id, from: current, checksum: GenerationStore.checksum(path)) {
-            // Loaded already (by the folder watcher, or an earlier refresh), or the failed build undone.
-            guard failedReloads[id] != nil else { return nil }
+            // Loaded already (by the folder watcher, or an earlier refresh), or the failed build undone: then its
+            // failure (the watcher's test) no longer describes the folder.
             failedReloads[id] = nil
+            guard let reason = ((try? state.plugin(id)) ?? nil)?.reason,
+                  reason.hasPrefix("reload failed") || reason.hasPrefix("reload refused") else { return nil }
             try? state.setStatus(id, .enabled)
             return "the bundle holds generation \(current.generation)'s build again (the one that failed to load is gone); nothing was loaded"
         }

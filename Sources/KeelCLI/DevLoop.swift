@@ -97,6 +97,17 @@ struct DevLoop: Sendable {
     var bundle: String { project + "/bundle/" + id }
     var installed: String { pluginsDirectory + "/" + id }
 
+    /// Prints one line of the loop's (`say`), with the plugin folder's copy of plugin.yaml named as the project's
+    /// file the author edits (`projectPaths`).
+    func tell(_ line: String) { say(Self.projectPaths(line, installed: installed, project: project)) }
+
+    /// `text` with the copy of plugin.yaml in the plugin folder (`installed`), which the host read and names, written
+    /// as the project's plugin.yaml, which the author edits and the build copies there unchanged.
+    static func projectPaths(_ text: String, installed: String, project: String) -> String {
+        let copy = installed + "/" + ManifestLoader.fileName
+        return text.contains(copy) ? text.replacingOccurrences(of: copy, with: project + "/" + ManifestLoader.fileName) : text
+    }
+
     /// Builds, installs and (re)loads once. `savedAt` is when the first save of the burst was seen (or the start);
     /// `changed` names the saved files; `previous` is what the last cycle left (nil for the first). Prints one
     /// outcome line; build errors are printed with the compiler's output.
@@ -107,7 +118,7 @@ struct DevLoop: Sendable {
         // MAKEFLAGS, which reaches a make the command runs too).
         let force = (previous?.buildEnded.map { savedAt < $0 + .milliseconds(100) } ?? false) || previous?.rebuildAll == true
         if !changed.isEmpty {
-            say("building \(id) (\(Self.describe(changed)) changed\(force ? " during the last build: every target is rebuilt" : ""))")
+            tell("building \(id) (\(Self.describe(changed)) changed\(force ? " during the last build: every target is rebuilt" : ""))")
         }
         // Left as it is by a cycle that builds nothing (below): what it owed the next build stays owed.
         var outcome = DevCycleOutcome(buildEnded: previous?.buildEnded, unserved: previous?.unserved ?? false, rebuildAll: force)
@@ -115,11 +126,11 @@ struct DevLoop: Sendable {
         do {
             let named = try ManifestLoader().load(path: project + "/" + ManifestLoader.fileName).0.id
             if named != id {
-                say(Self.renamed(project + "/" + ManifestLoader.fileName, to: named, from: id))
+                tell(Self.renamed(project + "/" + ManifestLoader.fileName, to: named, from: id))
                 return outcome
             }
         } catch {
-            say("not built: \(CLIError(error).description); \(await meanwhile()); waiting for the next save")
+            tell("not built: \(CLIError(error).description); \(await meanwhile()); waiting for the next save")
             return outcome
         }
         let buildStart = clock.now
@@ -132,7 +143,7 @@ struct DevLoop: Sendable {
         guard build.status == 0 else {
             let text = build.output.hasSuffix("\n") || build.output.isEmpty ? build.output : build.output + "\n"
             SystemFile.say(text)
-            say("build failed (`\(buildCommand)` exited with \(build.status) after \(Self.ms(buildTime)) ms); "
+            tell("build failed (`\(buildCommand)` exited with \(build.status) after \(Self.ms(buildTime)) ms); "
                 + "\(await meanwhile()); waiting for the next save")
             return outcome
         }
@@ -153,7 +164,7 @@ struct DevLoop: Sendable {
             let before = try await host.plugin(id)
             let active = before?.status == .enabled && before?.enabled == true
             if copied.isEmpty && active && !outcome.unserved {
-                say("\(id): the build changed nothing in the bundle (build \(Self.ms(buildTime)) ms); still serving")
+                tell("\(id): the build changed nothing in the bundle (build \(Self.ms(buildTime)) ms); still serving")
                 return outcome
             }
             outcome.unserved = true
@@ -167,23 +178,23 @@ struct DevLoop: Sendable {
             let after = try await host.plugin(id)
             let reloadTime = clock.now - reloadStart
             if let after, after.status != .enabled {
-                say("\(id) is \(after.status.rawValue): \(after.reason ?? "no reason given"); waiting for the next save")
+                tell("\(id) is \(after.status.rawValue): \(after.reason ?? "no reason given"); waiting for the next save")
                 return outcome
             }
             outcome.unserved = false
             // A refresh with a note loaded nothing: the host serves this build already (a failed reload's build put back).
-            if case .refresh = command, let note = result.note {
-                say("\(id): \(note) (build \(Self.ms(buildTime)) ms); still serving")
+            if case .refresh = command, result.unchanged == true, let note = result.note {
+                tell("\(id): \(note) (build \(Self.ms(buildTime)) ms); still serving")
                 return outcome
             }
-            say("\(active ? "reloaded" : "enabled") \(id) \(after?.version ?? "") in \(Self.ms(clock.now - savedAt)) ms "
+            tell("\(active ? "reloaded" : "enabled") \(id) \(after?.version ?? "") in \(Self.ms(clock.now - savedAt)) ms "
                 + "(build \(Self.ms(buildTime)) ms, reload \(Self.ms(reloadTime)) ms)")
             // What its author should know of the activation (a registration refused, a route likely mistaken).
-            if let note = result.note { say("\(id): \(note)") }
+            if let note = result.note { tell("\(id): \(note)") }
         } catch let error as CLIError {
-            say("not reloaded: \(error.description); waiting for the next save")
+            tell("not reloaded: \(error.description); waiting for the next save")
         } catch {
-            say("\(reloading ? "reload failed" : "\(id) did not start"): \(ErrorText.describe(error)); \(await meanwhile()); "
+            tell("\(reloading ? "reload failed" : "\(id) did not start"): \(ErrorText.describe(error)); \(await meanwhile()); "
                 + "waiting for the next save")
         }
         return outcome

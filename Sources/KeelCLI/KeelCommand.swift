@@ -240,7 +240,11 @@ struct GlobalOptions: ParsableArguments {
         configuration.probe = own.map { PluginProbe(executable: $0) }
         configuration.workerExecutable = own
         adjust(&configuration)
-        return try Kernel(configuration: configuration)
+        let kernel = try Kernel(configuration: configuration)
+        // This process is no host of the shared state (a server makes itself one, `observe(as:)`): what its own kernel
+        // finds in its plugin folder, or its trial activations, is recorded for no host.
+        if PostgresURL.isPostgres(stateFile) { kernel.state.observeForNoHost() }
+        return kernel
     }
 
     /// A file given as the plugin folder is a typo, never a host without plugins: stopped here, not with a scan error

@@ -1,6 +1,7 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
 import KeelManifest
+import KeelSystem
 
 /// A route a plugin registered.
 public struct RouteRegistration: Sendable {
@@ -72,7 +73,8 @@ public struct Contributions: Sendable {
     public func routeMistakes(pluginID: String) -> [String] {
         routes.compactMap { r in
             guard !r.absolute, let why = r.pattern.likelyMistake(pluginID: pluginID) else { return nil }
-            return "route \(r.method) \(r.pattern.text): \(why)"
+            // The plugin's own text (its path) reaches an operator's terminal: its control characters written out.
+            return Printable.escapingControls("route \(r.method) \(r.pattern.text): \(why)")
         }
     }
 

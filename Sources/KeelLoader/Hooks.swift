@@ -85,6 +85,9 @@ public final class RouteHandler: @unchecked Sendable {
         HostRefusal.reset()
         let status = HostABI.withResponse(writer) { res in site.around { function(userData, prepared.pointer, res) } }
         let message = status == KEEL_OK ? "" : context.takeError()
+        // Whether the refusal passed on was of a call on this response, whose writer then says why (read before
+        // `passedOn` forgets it).
+        let onResponse = HostRefusal.lastWasOnResponse
         let passedOn = status != KEEL_OK && HostRefusal.passedOn(status)
         let request = prepared.request
         _ = context.account("\(request.method) \(request.path) handler", started: started, budget: context.budgets.handler,
@@ -93,7 +96,7 @@ public final class RouteHandler: @unchecked Sendable {
         guard status == KEEL_OK else {
             var error = PluginCallError(pluginID: pluginID, status: status, message: message)
             error.passedOn = passedOn
-            if passedOn { error.hostRefusal = writer.refusal }
+            if passedOn && onResponse { error.hostRefusal = writer.refusal }
             return .failure(error)
         }
         return .success(PluginResponse(status: writer.status, headers: writer.headers, body: writer.body))

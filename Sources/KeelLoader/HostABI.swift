@@ -162,7 +162,7 @@ enum HostABI {
         res.host_data = Unmanaged.passUnretained(writer).toOpaque()
         // Each refusal is noted (`HostRefusal`): a handler that returns it passed it on.
         // A refused call says why on the writer (`ResponseWriter.refusal`), for the log line of a handler that passes it on.
-        res.set_status = { res, status in HostRefusal.noted({
+        res.set_status = { res, status in HostRefusal.notedOnResponse({
             guard let w = HostABI.responseWriter(res) else { return KEEL_ERR_INVALID_ARGUMENT }
             guard (100...599).contains(status) else {
                 w.refusal = "set_status(\(status)): an HTTP status is 100 to 599"
@@ -171,7 +171,7 @@ enum HostABI {
             w.status = Int(status)
             return KEEL_OK
         }()) }
-        res.add_header = { res, name, value in HostRefusal.noted({
+        res.add_header = { res, name, value in HostRefusal.notedOnResponse({
             guard let w = HostABI.responseWriter(res) else { return KEEL_ERR_INVALID_ARGUMENT }
             guard let n = name.validated(limit: 256), !n.isEmpty, HeaderField.isSafe(n) else {
                 w.refusal = "add_header: a header name is 1 to 256 bytes of UTF-8 without CR, LF or NUL"
@@ -188,10 +188,13 @@ enum HostABI {
             w.headers.append(HeaderField(name: n, value: v))
             return KEEL_OK
         }()) }
-        res.write = { res, data, len in HostRefusal.noted({
+        res.write = { res, data, len in HostRefusal.notedOnResponse({
             guard let w = HostABI.responseWriter(res) else { return KEEL_ERR_INVALID_ARGUMENT }
             guard len != 0 else { return KEEL_OK }
-            guard let data else { return KEEL_ERR_INVALID_ARGUMENT }
+            guard let data else {
+                w.refusal = "write: NULL data with a length of \(len)"
+                return KEEL_ERR_INVALID_ARGUMENT
+            }
             // Not `count + len`: a length near SIZE_MAX would overflow that sum, and the trap would end the host; one
             // past Int.max reads as negative here (size_t imports as Int).
             guard len > 0, len <= w.limit - w.body.count else {

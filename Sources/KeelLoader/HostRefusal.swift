@@ -18,6 +18,16 @@ enum HostRefusal {
         return status
     }
 
+    /// `noted`, for a call on the handler's response (`set_status`, `add_header`, `write`), whose refusal's reason the
+    /// response writer keeps (`ResponseWriter.refusal`).
+    @inline(__always) static func notedOnResponse(_ status: keel_status) -> keel_status {
+        keel_host_refusal_note_response(status)
+        return status
+    }
+
+    /// Whether the last call noted was one on the response (`notedOnResponse`). Read before `passedOn`, which forgets it.
+    @inline(__always) static var lastWasOnResponse: Bool { keel_host_refusal_was_response() != 0 }
+
     /// Notes that the plugin's last call into the host was answered by another plugin (a command's own status), not
     /// refused by the host: a handler that passes it on answers with that plugin's word.
     @inline(__always) static func notRefused() { keel_host_refusal_note(KEEL_OK) }

@@ -40,6 +40,17 @@ extension StateStore {
     /// kernel loads anything.
     public func observe(as id: String?) {
         observer.withLock { $0 = id }
+        if id != nil { dropsObservations.store(false, ordering: .relaxed) }
+    }
+
+    /// Makes this store drop what a process that is no host observes (the CLI's own kernel on a shared state, whose
+    /// plugin folder and trial activations say nothing of any host's): `setStatus` of a known plugin and
+    /// `discovered` of a known one write nothing, so a `keel plugins list` run where the plugin folder differs does
+    /// not record every plugin `missing` for every host. A new desired state (`setEnabled`) is written as always, and
+    /// every host's failure of that plugin is forgotten, so that each host tries it again.
+    public func observeForNoHost() {
+        guard observingHost == nil else { return }
+        dropsObservations.store(true, ordering: .relaxed)
     }
 
     /// The host this store observes for, if any.

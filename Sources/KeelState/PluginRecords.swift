@@ -134,7 +134,7 @@ extension StateStore {
     /// (`observe(as:)`): each host has its own plugin folder, and hosts refreshing the one shared row in turn would
     /// wake each other without end.
     public func discovered(id: String, name: String, version: String, bundlePath: String) throws(StateError) {
-        let shared = observingHost != nil
+        let shared = observingHost != nil || dropsObservations.load(ordering: .relaxed)
         // Before and after: a live view built meanwhile on another thread read the record as it was before.
         touch(id)
         defer { touch(id) }
@@ -148,9 +148,10 @@ extension StateStore {
                     try db.query("UPDATE plugins SET name = ?, version = ?, bundle_path = ? WHERE id = ?",
                                  [.text(name), .text(version), .text(bundlePath), .text(id)])
                 } else {
+                    // Two hosts of a shared state starting at once both find the bundle new: the second insert is none.
                     try db.query("""
                         INSERT INTO plugins (id, name, version, bundle_path, enabled, status, changed_at, installed_at)
-                        VALUES (?, ?, ?, ?, 0, 'installed', ?, ?)
+                        VALUES (?, ?, ?, ?, 0, 'installed', ?, ?) ON CONFLICT(id) DO NOTHING
                         """, [.text(id), .text(name), .text(version), .text(bundlePath), .text(now), .text(now)])
                     try Self.event(db, id, "discovered", "\(version) at \(bundlePath)")
                 }
@@ -171,7 +172,7 @@ extension StateStore {
     }
 
     private func update(_ id: String, enabled: Bool?, status: PluginStatus, reason: String?, event: String) throws(StateError) {
-        let host = observingHost
+        let host = observingHost, drops = host == nil && dropsObservations.load(ordering: .relaxed)
         // Before and after: a live view built meanwhile on another thread read the record as it was before.
         touch(id)
         defer { touch(id) }
@@ -190,6 +191,14 @@ extension StateStore {
                         // A new desired state: every host tries it again, and the shared row records the wish.
                         try db.query("DELETE FROM host_plugins WHERE plugin_id = ? AND host <> ? AND status IN ('failed', 'install-failed')",
                                      [.text(id), .text(host)])
+                        if enabled { (status, reason) = (.enabled, nil) }
+                    }
+                } else if drops {
+                    // Observed by no host: nothing to record of a known plugin.
+                    if enabled == nil && !exists.isEmpty { return }
+                    // A new desired state from a process that is no host: every host tries it again.
+                    if let enabled {
+                        try db.query("DELETE FROM host_plugins WHERE plugin_id = ? AND status IN ('failed', 'install-failed')", [.text(id)])
                         if enabled { (status, reason) = (.enabled, nil) }
                     }
                 }

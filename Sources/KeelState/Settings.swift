@@ -226,4 +226,14 @@ extension StateStore {
     public func setAdminTokenDigest(_ digest: String?) throws(StateError) {
         try setSetting(SettingKey.adminTokenDigest, digest)
     }
+
+    /// Stores `digest` as the admin token's unless one is stored already, in one statement: of two hosts of a shared
+    /// state starting at once, one token is kept. Returns whether this one was.
+    public func setAdminTokenDigestIfNone(_ digest: String) throws(StateError) -> Bool {
+        try locked { db throws(StateError) in
+            try db.query("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO NOTHING",
+                         [.text(SettingKey.adminTokenDigest), .text(digest)])
+            return try db.query("SELECT value FROM settings WHERE key = ?", [.text(SettingKey.adminTokenDigest)]).first?["value"]?.text == digest
+        }
+    }
 }

@@ -40,6 +40,8 @@ public final class StateStore: StateStoring, @unchecked Sendable {
     public let path: String
     /// The host whose observations this store records and reads back (see `observe(as:)`), nil for none.
     let observer = Mutex<String?>(nil)
+    /// Set by `observeForNoHost`: the observations of a process that is no host (the CLI on a shared state) are dropped.
+    let dropsObservations = Atomic<Bool>(false)
     /// The plugins whose records a call through this store may have changed since `takeTouchedRecords` (a superset:
     /// a call that changed nothing, or was rolled back, counts too).
     private let touched = Mutex<Set<String>>([])

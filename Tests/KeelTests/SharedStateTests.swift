@@ -129,6 +129,14 @@ extension PostgresBackedTests {
             #expect(reported(listed), "\(listed.text)")
             let hostsList = try cli(["hosts", "list"])
             #expect(hostsList.status == 0 && hostsList.stdout.split(separator: "\n").count == 3, "\(hostsList.stdout)\(hostsList.stderr)")
+            // A CLI run whose plugin folder lacks every bundle (another machine, a typo) observes for no host: until
+            // 2026-12-07 `plugins list` recorded each plugin missing in the shared row, and the hosts' views said so.
+            let elsewhere = try TestEnvironment.run(keel, ["plugins", "list", "--plugins", root + "/nowhere", "--state", url])
+            #expect(elsewhere.status == 0, "\(elsewhere.stderr)")
+            let shared = try store.plugin("hello")
+            #expect(shared?.status == .enabled, "\(String(describing: shared))")
+            let viewed = try await hosts[0].request("GET", "/api/v1/plugins/hello", admin: true)
+            #expect((viewed.json as? [String: Any])?["status"] as? String == "enabled", "\(viewed.text)")
 
             // SIGKILL host 2 right after a change through host 0: the others converge; a host started again does too.
             let killed = hosts[2].process.processIdentifier
@@ -239,6 +247,26 @@ extension PostgresBackedTests {
 
         /// Before, the queue had no host of its own: a reload the CLI queued for the server beside it could be claimed by
         /// any host of the state, which reloaded its own copy instead.
+        @Test("two hosts starting at once on a new shared state: one admin token is shown, and no statement fails",
+              .enabled(if: StateEngine.postgresURL != nil, "KEEL_TEST_POSTGRES is not set: no multi-host run"))
+        func simultaneousFirstStarts() async throws {
+            let url = StateEngine.postgres.freshLocation()
+            let root = TestEnvironment.makeTemporaryDirectory("twins")
+            // Until 2026-12-07 both showed a token (the second one stored made the first never work), and one logged
+            // `duplicate key value violates unique constraint "plugins_pkey"` for a bundle both found new.
+            var hosts: [ChildProcess] = []
+            defer { for h in hosts { h.stop() } }
+            for i in 0..<2 {
+                try TestEnvironment.stageExamples(into: root + "/plugins\(i)")
+                hosts.append(try ChildProcess(keel, ["serve", "--port", "0", "--plugins", root + "/plugins\(i)", "--state", url, "--host-dir", root + "/host\(i)"],
+                                              environment: ["KEEL_ADMIN_TOKEN": ""]))
+            }
+            for h in hosts { try await h.waitFor("listening on") }
+            let outputs = hosts.map { $0.output.value + $0.errors.value }
+            #expect(outputs.filter { $0.contains("admin token (shown once") }.count == 1, "\(outputs)")
+            #expect(!outputs.contains { $0.contains("duplicate key") || $0.contains("transaction is aborted") }, "\(outputs)")
+        }
+
         @Test("a reload the CLI queues for the server beside it runs on that host, never on another host of the state",
               .enabled(if: StateEngine.postgresURL != nil, "KEEL_TEST_POSTGRES is not set: no multi-host run"))
         func queuedCommandsStayOnTheirHost() async throws {

@@ -91,11 +91,17 @@ int keel_cgroup_kill_members(const char *procs);
  * The host's functions a route handler may call note their refusals here; once the handler returned, the host takes
  * it: a handler whose error status is exactly that one passed the host's refusal on (not its own answer). */
 extern __thread int32_t keel_host_refusal_last __attribute__((tls_model("initial-exec")));
-static inline void keel_host_refusal_note(int32_t status) { keel_host_refusal_last = status; }
+/* Whether that last call was one on the handler's response (set_status, add_header, write): its writer then holds
+ * why it was refused. */
+extern __thread uint8_t keel_host_refusal_response __attribute__((tls_model("initial-exec")));
+static inline void keel_host_refusal_note(int32_t status) { keel_host_refusal_last = status; keel_host_refusal_response = 0; }
+static inline void keel_host_refusal_note_response(int32_t status) { keel_host_refusal_last = status; keel_host_refusal_response = 1; }
 static inline int32_t keel_host_refusal_take(void) {
     int32_t status = keel_host_refusal_last;
     keel_host_refusal_last = 0;
+    keel_host_refusal_response = 0;
     return status;
 }
+static inline int keel_host_refusal_was_response(void) { return keel_host_refusal_response; }
 
 #endif

@@ -159,7 +159,7 @@ extension KeelCommand {
             let signals = StopSignal()
             let lock = try ServerLock(stateFile: options.localStateFile, info: "starting (keel dev --serve)", pluginsFolder: plugins)
             try KeelCommand.Serve.abandoning(lock) { try KeelCommand.Serve.requirePortFree(host: self.host, port: self.port) }
-            let onlyID = id, verbose = options.verbose
+            let onlyID = id, verbose = options.verbose, installedCopy = plugins + "/" + id, projectFolder = project
             // The plugin's own log lines always; the kernel's and other plugins' warnings and errors; all with -v.
             let kernel = try KeelCommand.Serve.abandoning(lock) { try options.makeKernel { configuration in
                 // As `keel serve`: a plugin that crashes the process is named in one line and recorded (quarantined at
@@ -169,8 +169,13 @@ extension KeelCommand {
                     // (Its debug lines, the kernel's notes for itself, only with -v, as a running server's.) The line
                     // the kernel logs for each of the loop's own commands (`dev: reload ID: ...`) is said by the loop's
                     // outcome line already: only with -v.
-                    if !verbose, record.generation == nil, record.message.hasPrefix("dev: ") { return }
-                    if verbose || (record.pluginID == onlyID && record.level >= .info) || record.level >= .warn { KernelConfiguration.standardErrorLog(record) }
+                    if !verbose, record.message.hasPrefix("dev: "),
+                       ["enable", "reload", "refresh"].contains(where: { record.message.hasPrefix("dev: \($0) \(onlyID): ") }) { return }
+                    guard verbose || (record.pluginID == onlyID && record.level >= .info) || record.level >= .warn else { return }
+                    // A warning about the plugin folder's copy of plugin.yaml names the project's file, which the author edits.
+                    var shown = record
+                    shown.message = DevLoop.projectPaths(record.message, installed: installedCopy, project: projectFolder)
+                    KernelConfiguration.standardErrorLog(shown)
                 }
             } }
             await kernel.start()

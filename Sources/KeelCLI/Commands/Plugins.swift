@@ -4,6 +4,7 @@ import ArgumentParser
 import Foundation
 import Keel
 import KeelManifest
+import KeelStatePostgres
 import KeelSystem
 
 extension KeelCommand {
@@ -193,7 +194,7 @@ extension KeelCommand.Plugins {
                 // The manifest's warnings first: a misspelt key is often why the plugin failed.
                 for w in warnings { SystemFile.say("\(w)\n", to: 2) }
                 // A plugin that checks its own configuration fails without one: said how to give it one.
-                throw CLIError(reason + (configFile == nil && running != nil ? Self.noConfigHint : ""))
+                throw CLIError(reason + (configFile == nil && running != nil && reason.contains("activate returned") ? Self.noConfigHint : ""))
             }
         }
     }
@@ -291,6 +292,14 @@ extension KeelCommand.Plugins {
                 guard info.enabled else {
                     let why = info.status == .failed ? info.reason.map { " (\($0))" } ?? "" : ""
                     print("\(id) is disabled\(why): nothing was loaded (`keel plugins enable \(id)` loads its current build)")
+                    return
+                }
+                // No server took it: this command's own kernel tried the build, and no host runs anything new.
+                guard options.runningServer != nil else {
+                    let shared = PostgresURL.isPostgres(options.stateFile)
+                    print("\(id) \(info.version): its current build loads and activates, but no server runs "
+                          + (shared ? "in this --host-dir (a host of the shared state is reached with its --host-dir; each host also reloads a build copied into its plugin folder)"
+                                    : "on this state: nothing was reloaded (the next `keel serve` loads it)"))
                     return
                 }
                 print("reloaded \(id) \(info.version): \(info.status.rawValue)")

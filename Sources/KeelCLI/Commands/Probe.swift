@@ -66,9 +66,10 @@ extension KeelCommand {
     }
 }
 
-/// The configuration (JSON) a parent handed a child `keel probe` or `validate-run` on its standard input: at most
-/// 4 MiB (a stored configuration is at most 1 MiB of YAML). Exit 4 when it cannot be read.
+/// The configuration (JSON) a parent handed a child `keel probe` or `validate-run` on its standard input, whole (the
+/// parent's, which is trusted: YAML aliases may make it far larger than the 1 MiB of YAML it came from). Exit 4 when
+/// it cannot be read.
 func readConfigFromStdin() throws -> String {
-    guard let bytes = try? FileHandle.standardInput.read(upToCount: 4 << 20) ?? Data() else { throw ExitCode(4) }
+    guard let bytes = try? FileHandle.standardInput.readToEnd() ?? Data() else { throw ExitCode(4) }
     return String(decoding: bytes, as: UTF8.self)
 }
