@@ -271,7 +271,8 @@ public actor Kernel {
         activationMark = ActivationMark(path: state.isInMemory ? "/dev/null" : configuration.stateFile + ".activating")
     }
 
-    nonisolated func log(_ level: LogLevel, _ pluginID: String?, _ message: String) {
+    /// Logs one line through the kernel's log (and, naming a plugin, into that plugin's ring, `logs`). [thread-safe]
+    public nonisolated func log(_ level: LogLevel, _ pluginID: String?, _ message: String) {
         logSink(LogRecord(level: level, pluginID: pluginID, message: message))
     }
 

@@ -19,6 +19,9 @@ final class SharedStateLoop: Sendable {
     let id: String
     private let startedAt = Date.ISO8601FormatStyle(includingFractionalSeconds: true).format(Date())
     private let address = Mutex("")
+    /// Since when the shared state has not answered a heartbeat (nil: it answers), so that losing it and getting it
+    /// back are each logged once.
+    private let unreachableSince = Mutex<ContinuousClock.Instant?>(nil)
     private let wake = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
     private let tasks = Mutex<[Task<Void, Never>]>([])
     /// The safety net's period (25 ticks of the 200 ms loop).
@@ -69,8 +72,18 @@ final class SharedStateLoop: Sendable {
     /// restarted, listening again counts as a change, so the host reconciles.)
     private func beat() async {
         let plugins = await kernel.runningGenerations()
-        try? kernel.state.heartbeat(.init(id: id, address: address.withLock { $0 }, version: Kernel.version,
-                                          startedAt: startedAt, plugins: plugins))
+        do {
+            try kernel.state.heartbeat(.init(id: id, address: address.withLock { $0 }, version: Kernel.version,
+                                             startedAt: startedAt, plugins: plugins))
+            if let since = unreachableSince.withLock({ since in defer { since = nil }; return since }) {
+                kernel.log(.warn, nil, "the shared state answers again after \((ContinuousClock.now - since).components.seconds) s: catching up with the changes made meanwhile")
+            }
+        } catch {
+            // Said once per outage: the plugins running serve on, and every change is refused naming the database.
+            if unreachableSince.withLock({ since in defer { since = since ?? .now }; return since == nil }) {
+                kernel.log(.error, nil, "the shared state does not answer (\(error)): the plugins running keep serving; changes are refused until it is back")
+            }
+        }
     }
 
     /// Stops the loop and removes this host's row (a host killed leaves its row, with a heartbeat that stops).

@@ -92,7 +92,13 @@ final class PostgresDatabase: StateDatabase {
         if let schema = url.schema {
             // The name is checked (lowercase letters, digits, '_') when the URL is parsed.
             do throws(StateError) {
-                try run(connection, "CREATE SCHEMA IF NOT EXISTS \(schema)", [])
+                // Under the migration's lock: two sessions making one new schema at once, one fails otherwise.
+                try run(connection, "SELECT pg_advisory_lock(\(PostgresSchema.lockKey))", [])
+                do throws(StateError) { try run(connection, "CREATE SCHEMA IF NOT EXISTS \(schema)", []) } catch {
+                    _ = try? run(connection, "SELECT pg_advisory_unlock(\(PostgresSchema.lockKey))", [])
+                    throw error
+                }
+                try run(connection, "SELECT pg_advisory_unlock(\(PostgresSchema.lockKey))", [])
                 try run(connection, "SET search_path TO \(schema)", [])
             } catch {
                 Self.close(connection)

@@ -164,10 +164,15 @@ enum PostgresSchema {
     /// so hosts starting together migrate once.
     /// - Throws: `StateError` when the database was migrated by a newer Keel, or a step fails (that step is rolled
     ///   back; earlier ones stay).
+    /// The advisory lock under which schema objects are made (`migrate`, and a `&schema=` made at connect).
+    static let lockKey = 20261129
+
     static func migrate(_ db: PostgresDatabase) throws(StateError) {
+        // The lock first: `CREATE ... IF NOT EXISTS` of two sessions at once can both go ahead and one then fails on the
+        // catalog's unique index (two hosts starting on a new database).
+        try db.query("SELECT pg_advisory_lock(\(lockKey))", [])
+        defer { _ = try? db.query("SELECT pg_advisory_unlock(\(lockKey))", []) }
         try db.query("CREATE TABLE IF NOT EXISTS keel_schema (component TEXT PRIMARY KEY, version BIGINT NOT NULL)", [])
-        try db.query("SELECT pg_advisory_lock(20261129)", [])
-        defer { _ = try? db.query("SELECT pg_advisory_unlock(20261129)", []) }
         for (component, steps) in [("state", migrations), ("shared", shared)] {
             let version = Int(try db.query("SELECT version FROM keel_schema WHERE component = ?", [.text(component)])
                 .first?["version"]?.int ?? 0)

@@ -43,7 +43,10 @@ extension KeelCommand.Plugins {
                 }
                 print(Self.render(plugins), terminator: "")
                 if options.runningServer == nil, plugins.contains(where: \.enabled) {
-                    print("(no server runs on this state: nothing is loaded; routes and hooks show while `keel serve` runs)")
+                    // On a shared state the hosts run elsewhere (or under another --host-dir): said so, not "no server".
+                    print(PostgresURL.isPostgres(options.stateFile)
+                          ? "(the shared state as stored, without a host's view: `keel hosts list` shows what each host runs, `--host-dir` a host's own)"
+                          : "(no server runs on this state: nothing is loaded; routes and hooks show while `keel serve` runs)")
                 }
             }
         }
