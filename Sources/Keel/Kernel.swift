@@ -108,6 +108,8 @@ public actor Kernel {
     /// whether one of its copies was then closed (an unload-safe library, deactivated with no call left running: see
     /// `Kernel+StaleCopies.swift`).
     nonisolated let libraryLedger = LibraryLedger()
+    /// `stateSilentSince`'s value.
+    nonisolated let stateSilence = Mutex<ContinuousClock.Instant?>(nil)
     var copiesOpened: [String: Bool] = [:]
 
     let generations: GenerationStore
@@ -269,6 +271,15 @@ public actor Kernel {
                                       stampMargin: configuration.libraryStampMargin)
         // With the state in memory nothing goes to disk: the mark goes to /dev/null, which cannot be mapped (no-op).
         activationMark = ActivationMark(path: state.isInMemory ? "/dev/null" : configuration.stateFile + ".activating")
+    }
+
+    /// Since when the state store has not answered, as the loop of a host on a shared state last found it (nil: it
+    /// answers, or nothing watches it): `/healthz` says so. Set by that loop (`noteState(answering:)`). [thread-safe]
+    public nonisolated var stateSilentSince: ContinuousClock.Instant? { stateSilence.withLock { $0 } }
+
+    /// Records whether the state store answered the last time the shared state's loop asked it.
+    public nonisolated func noteState(answering: Bool) {
+        stateSilence.withLock { since in since = answering ? nil : (since ?? .now) }
     }
 
     /// Logs one line through the kernel's log (and, naming a plugin, into that plugin's ring, `logs`). [thread-safe]

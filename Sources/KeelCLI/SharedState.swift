@@ -75,10 +75,12 @@ final class SharedStateLoop: Sendable {
         do {
             try kernel.state.heartbeat(.init(id: id, address: address.withLock { $0 }, version: Kernel.version,
                                              startedAt: startedAt, plugins: plugins))
+            kernel.noteState(answering: true)
             if let since = unreachableSince.withLock({ since in defer { since = nil }; return since }) {
                 kernel.log(.warn, nil, "the shared state answers again after \((ContinuousClock.now - since).components.seconds) s: catching up with the changes made meanwhile")
             }
         } catch {
+            kernel.noteState(answering: false)
             // Said once per outage: the plugins running serve on, and every change is refused naming the database.
             if unreachableSince.withLock({ since in defer { since = since ?? .now }; return since == nil }) {
                 kernel.log(.error, nil, "the shared state does not answer (\(error)): the plugins running keep serving; changes are refused until it is back")

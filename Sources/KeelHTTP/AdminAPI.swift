@@ -46,7 +46,8 @@ struct AdminAPI {
             return JSONBody.response(HealthBody(status: status, active: kernel.activePlugins.filter(shown),
                                                 busy: gatekeeper.lanes.refused.filter { shown($0.key) }, missingGuards: guards.isEmpty ? nil : guards,
                                                 stalled: stall.map { shown($0.plugin) ? StallBody($0) : StallBody(hidden: $0) },
-                                                lifecycle: call.map { shown($0.plugin) ? $0.description : "a plugin of other tenants: \($0.call) has run for \(Int($0.seconds)) s" }),
+                                                lifecycle: call.map { shown($0.plugin) ? $0.description : "a plugin of other tenants: \($0.call) has run for \(Int($0.seconds)) s" },
+                                                state: kernel.stateSilentSince.map { "unanswered for \((ContinuousClock.now - $0).components.seconds) s: changes are refused until it answers" }),
                                      status: status == "ok" ? .ok : .serviceUnavailable)
         }
 
@@ -419,6 +420,9 @@ struct HealthBody: Encodable {
     /// A plugin call that has held the lifecycle for a second or more, not yet a stall: what enables, reloads and
     /// queued commands wait for (`keel plugins enable` quotes it when the server did not take its command).
     var lifecycle: String?
+    /// A shared state that does not answer (`Kernel.stateSilentSince`): "unanswered for N s". The status stays `ok`
+    /// (the plugins running serve on); changes are refused meanwhile.
+    var state: String?
 }
 
 struct StallBody: Encodable {

@@ -357,6 +357,9 @@ extension PostgresBackedTests {
             // 2026-12-07 neither: the outage showed nowhere but in refused changes).
             for _ in 0..<50 where !host.errors.value.contains("the shared state does not answer") { try await Task.sleep(for: .milliseconds(100)) }
             #expect(host.errors.value.contains("the shared state does not answer ("), "\(host.errors.value)")
+            // /healthz says it too, for monitoring, and stays 200: the plugins serve on.
+            let unanswered = try await host.request("GET", "/healthz")
+            #expect(unanswered.status == 200 && unanswered.text.contains(#""state":"unanswered for "#), "\(unanswered.text)")
             #expect(system("\(server) up") == 0)
             var answered = 0
             for _ in 0..<200 where answered != 200 {
@@ -374,6 +377,8 @@ extension PostgresBackedTests {
             for _ in 0..<50 where !host.errors.value.contains("the shared state answers again after ") { try await Task.sleep(for: .milliseconds(100)) }
             #expect(host.errors.value.contains("the shared state answers again after "), "\(host.errors.value)")
             #expect(host.errors.value.components(separatedBy: "the shared state does not answer").count == 2, "said once: \(host.errors.value)")
+            let answering = try await host.request("GET", "/healthz")
+            #expect(answering.status == 200 && !answering.text.contains(#""state""#), "\(answering.text)")
         }
 
         /// Runs `body` on a thread of its own, never on Swift's cooperative pool, and returns its result.
