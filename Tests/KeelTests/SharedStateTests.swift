@@ -32,6 +32,11 @@ extension PostgresBackedTests {
             #expect(!FileManager.default.fileExists(atPath: dir + "/postgres:"))
             #expect(!FileManager.default.fileExists(atPath: dir + "/postgresql:"))
             #expect(![unreachable, noDatabase, serve].contains { $0.stderr.contains("secret") })
+            // An unreachable database stops `serve` before this host's folder is made (it was left behind until 2026-12-07).
+            let unreached = try TestEnvironment.run(keel, ["serve", "--port", "0", "--state", "postgres://ann:secret@127.0.0.1:1/keel"] + common,
+                                                    currentDirectory: dir)
+            #expect(unreached.status == 1 && unreached.stderr == unreachable.stderr, "\(unreached.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: dir + "/host"))
         }
 
         /// Three hosts on one database: enabling or disabling through any host, or through the CLI against the

@@ -148,10 +148,20 @@ extension KeelCommand {
                 // Before anything opens a descriptor, and before the default connection limit is read from it.
                 SystemFile.raiseDescriptorLimit()
                 SystemFile.returnLargeBlocks()
+                let sharedURL = PostgresURL.isPostgres(options.stateFile)
+                // A shared state that cannot be reached (a wrong URL, no such database) is said before this host's
+                // folder is made for its lock: a failed start leaves nothing behind.
+                if sharedURL { _ = try options.openState() }
                 // On a shared state the lock names this host's id, for the CLI's queued commands (`queueTarget`).
-                let lock = try ServerLock(stateFile: options.localStateFile, info: "starting",
-                                          host: PostgresURL.isPostgres(options.stateFile) ? SharedStateLoop.hostID(pid: getpid()) : nil,
+                let lock: ServerLock
+                do {
+                    lock = try ServerLock(stateFile: options.localStateFile, info: "starting",
+                                          host: sharedURL ? SharedStateLoop.hostID(pid: getpid()) : nil,
                                           pluginsFolder: options.absolutePluginsDirectory)
+                } catch let error as KernelError where sharedURL {
+                    // The lock's file is named after a file in --host-dir that the operator never named: the folder is.
+                    throw CLIError(error.reason.replacingOccurrences(of: options.localStateFile + ":", with: "--host-dir \(options.hostDirectory):"))
+                }
                 try Self.abandoning(lock) { try Self.requirePortFree(host: self.host, port: self.port) }
                 let signals = SecondSignalExit()
                 // Process 1 of its pid namespace (a container without an init): every process orphaned there becomes the
