@@ -309,29 +309,6 @@ extension Kernel {
         }
     }
 
-    /// How long a build whose code failed its probe (crashed, exited, hung) stands failed: the folder watcher's try
-    /// and the operator's enable that follows it do not each wait for a build that hangs (the probe's time-out), nor
-    /// record it twice.
-    static let probeFailureKept: Duration = .seconds(60)
-
-    /// What a probe tried: a library (its SHA-256) with the plugin.yaml it was checked against (its file identity) and
-    /// the configuration it was given.
-    struct ProbedBuild: Hashable {
-        var library: String
-        var manifest: FileStamp?
-        var config: Int
-    }
-
-    /// Why the probe of `build` failed in the plugin's code, when that was less than `probeFailureKept` ago; nil
-    /// otherwise (it is probed again). A changed library or plugin.yaml is another build, probed at once.
-    func recentProbeFailure(_ build: ProbedBuild) -> String? {
-        guard let failed = failedProbes[build] else { return nil }
-        let age = ContinuousClock.now - failed.at
-        guard age < Self.probeFailureKept else { return nil }
-        let (seconds, kept) = (age.components.seconds, Self.probeFailureKept.components.seconds)
-        return failed.reason + " (probed \(seconds) s ago; the same build is probed again after \(kept) s, a changed library or plugin.yaml at once)"
-    }
-
     /// The kept library of a plugin's last orderly stop, verified against the bundle's current manifest (which may
     /// have changed while the library did not). Its probe passed when it was first opened (the same checksum).
     func reopen(_ build: Build, _ kept: ResidentLibraries.Entry) throws(KernelError) -> Opened {

@@ -8,8 +8,32 @@ import KeelState
 import KeelSystem
 
 /// Failing plugins: crash-loop quarantine (a plugin whose activate took the host down is not started again until it
-/// changes), the automatic disable of a plugin whose calls keep failing, and the note on a probe that runs long.
+/// changes), the automatic disable of a plugin whose calls keep failing, builds whose probe failed lately, and the
+/// note on a probe that runs long.
 extension Kernel {
+    /// How long a build whose code failed its probe (crashed, exited, hung) stands failed: the folder watcher's try
+    /// and the operator's enable that follows it do not each wait for a build that hangs (the probe's time-out), nor
+    /// record it twice.
+    static let probeFailureKept: Duration = .seconds(60)
+
+    /// What a probe tried: a library (its SHA-256) with the plugin.yaml it was checked against (its file identity) and
+    /// the configuration it was given.
+    struct ProbedBuild: Hashable {
+        var library: String
+        var manifest: FileStamp?
+        var config: Int
+    }
+
+    /// Why the probe of `build` failed in the plugin's code, when that was less than `probeFailureKept` ago; nil
+    /// otherwise (it is probed again). A changed library or plugin.yaml is another build, probed at once.
+    func recentProbeFailure(_ build: ProbedBuild) -> String? {
+        guard let failed = failedProbes[build] else { return nil }
+        let age = ContinuousClock.now - failed.at
+        guard age < Self.probeFailureKept else { return nil }
+        let (seconds, kept) = (age.components.seconds, Self.probeFailureKept.components.seconds)
+        return failed.reason + " (probed \(seconds) s ago; the same build is probed again after \(kept) s, a changed library or plugin.yaml at once)"
+    }
+
     // MARK: crash-loop quarantine
 
     /// A crash record left from the last run names the plugin that took the host down while serving (or activating):

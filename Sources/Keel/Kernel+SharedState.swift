@@ -4,6 +4,15 @@ import KeelState
 
 /// Several hosts on one shared state (PostgreSQL): each applies the desired state the others, or the CLI, wrote.
 extension Kernel {
+    /// Since when the state store has not answered, as the loop of a host on a shared state last found it (nil: it
+    /// answers, or nothing watches it): `/healthz` says so. Set by that loop (`noteState(answering:)`). [thread-safe]
+    public nonisolated var stateSilentSince: ContinuousClock.Instant? { stateSilence.withLock { $0 } }
+
+    /// Records whether the state store answered the last time the shared state's loop asked it.
+    public nonisolated func noteState(answering: Bool) {
+        stateSilence.withLock { since in since = answering ? nil : (since ?? .now) }
+    }
+
     /// What `applyDesiredState` changed on this host.
     public struct Convergence: Sendable, Equatable {
         public var activated: [String] = []

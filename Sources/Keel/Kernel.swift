@@ -273,15 +273,6 @@ public actor Kernel {
         activationMark = ActivationMark(path: state.isInMemory ? "/dev/null" : configuration.stateFile + ".activating")
     }
 
-    /// Since when the state store has not answered, as the loop of a host on a shared state last found it (nil: it
-    /// answers, or nothing watches it): `/healthz` says so. Set by that loop (`noteState(answering:)`). [thread-safe]
-    public nonisolated var stateSilentSince: ContinuousClock.Instant? { stateSilence.withLock { $0 } }
-
-    /// Records whether the state store answered the last time the shared state's loop asked it.
-    public nonisolated func noteState(answering: Bool) {
-        stateSilence.withLock { since in since = answering ? nil : (since ?? .now) }
-    }
-
     /// Logs one line through the kernel's log (and, naming a plugin, into that plugin's ring, `logs`). [thread-safe]
     public nonisolated func log(_ level: LogLevel, _ pluginID: String?, _ message: String) {
         logSink(LogRecord(level: level, pluginID: pluginID, message: message))

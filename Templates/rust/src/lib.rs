@@ -1,5 +1,6 @@
-//! {{id}} — a Keel plugin in Rust on the SDK crate `keel-plugin` (safe wrappers; no `unsafe` here). `make` builds
-//! bundle/{{id}}/ (plugin.yaml + lib{{ident}}.so); `cargo test` runs the tests below.
+//! {{id}} — a Keel plugin in Rust on the SDK crate `keel-plugin` (safe wrappers: the plugin's code needs no
+//! `unsafe`; one test reads the raw descriptor). `make` builds bundle/{{id}}/ (plugin.yaml + lib{{ident}}.so);
+//! `cargo test` runs the tests below.
 //!
 //! GET /ext/{{id}}/hello/:name answers "hello, <name>, from {{id}}". A panic in a handler never crosses into the
 //! host: the SDK catches it and answers 500.
@@ -34,6 +35,7 @@ mod tests {
 
     #[test]
     fn descriptor_leaves_id_and_version_to_plugin_yaml() {
+        // The raw entry point the host calls: its descriptor, read as the host reads it.
         let d = unsafe { &*keel_plugin_entry() };
         assert_eq!(d.id.len, 0);
         assert_eq!(d.version.len, 0);
