@@ -177,8 +177,8 @@ extension Kernel {
     /// recorded failed (still enabled), and the note says so. `following`: the change was another host's (a shared
     /// state): only this host's observation is recorded, not the desired state.
     /// - Throws: the reload's error when nothing was taken away (the old generation keeps serving).
-    func regrant(_ id: String, taken: [String], following: Bool = false) throws(KernelError) -> String? {
-        do { try reload(id, cause: "grants changed") } catch where !taken.isEmpty {
+    func regrant(_ id: String, taken: [String], following: Bool = false, cause: String = "grants changed") throws(KernelError) -> String? {
+        do { try reload(id, cause: cause) } catch where !taken.isEmpty {
             let guarded = registry.snapshot.plugins[id]?.guardsRequests == true
             let reason = "revoked \(taken.joined(separator: ", ")) and it cannot run without: \(error.reason); stopped until it is "
                 + "granted again"
@@ -217,7 +217,10 @@ extension Kernel {
             let taken = running.context.grants.subtracting(rights).map(\.rawValue).sorted()
                 + running.context.routePrefixes.filter { !prefixes.contains($0) }.map(Capability.routePrefix)
             let before = Set(active.keys)
-            do throws(KernelError) { _ = try regrant(id, taken: taken, following: true) } catch {
+            // What changed, as the generation's history says it (a configuration alone read "grants changed").
+            let regranted = rights != running.context.grants || prefixes != running.context.routePrefixes
+            let what = regranted && stamp != running.configStamp ? "grants and configuration changed" : regranted ? "grants changed" : "configuration changed"
+            do throws(KernelError) { _ = try regrant(id, taken: taken, following: true, cause: what + " on the shared state") } catch {
                 // Logged by the reload; the running generation keeps serving, and this is not tried again as it is.
                 followFailed[id] = (granted, stamp)
                 continue

@@ -120,6 +120,9 @@ extension PostgresBackedTests {
             let configured = await b.kernel.applyDesiredState()
             #expect(configured.reloaded == ["g"], "\(configured)")
             #expect(get(b.kernel, "/ext/g/ping")?.1.contains(#"config={"colour":"blue"}"#) == true, "\(get(b.kernel, "/ext/g/ping")?.1 ?? "")")
+            // Its history says what changed (a configuration alone read "grants changed" until 2026-12-07).
+            let reloadedFor = try b.kernel.state.loads(for: "g").map(\.detail)
+            #expect(reloadedFor.contains { $0.hasSuffix(": configuration changed on the shared state") }, "\(reloadedFor)")
 
             // Revoked through host a: it stops there, and on host b, which ran it with the grant.
             try await a.kernel.execute(.grants(id: "g", grant: [], revoke: ["routes"]), actor: "cli")
