@@ -142,13 +142,31 @@ extension Kernel {
     /// current, else encoded now. The admin API's answer about one plugin.
     /// - Throws: `KernelError.Code.unknownPlugin`.
     public func pluginJSON(_ id: String) throws(KernelError) -> String {
-        json(of: try plugin(id))
+        do {
+            let text = json(of: try plugin(id))
+            lastAnswered[id] = text
+            return text
+        } catch where error.code == .state {
+            // The state does not answer (a shared state away): this host's last answer (the console stays useful;
+            // changes are refused meanwhile).
+            guard let known = lastAnswered[id] ?? liveViewParts[id]?.json else { throw error }
+            return known
+        }
     }
 
-    /// Every plugin's info as a JSON array, as `encoder` writes `plugins()`: the admin API's list of plugins.
-    /// - Throws: `KernelError.Code.state` when the records cannot be read.
+    /// Every plugin's info as a JSON array, as `encoder` writes `plugins()`: the admin API's list of plugins. While the
+    /// state does not answer, this host's last view of every plugin (`liveViewParts`), when it has one.
+    /// - Throws: `KernelError.Code.state` when the records cannot be read and there is no such view.
     public func pluginsJSON() throws(KernelError) -> String {
-        "[" + (try plugins()).map(json(of:)).joined(separator: ",") + "]"
+        do {
+            let infos = try plugins()
+            let texts = infos.map(json(of:))
+            lastAnswered = Dictionary(zip(infos.map(\.id), texts), uniquingKeysWith: { a, _ in a })
+            return "[" + texts.joined(separator: ",") + "]"
+        } catch where error.code == .state {
+            guard !lastAnswered.isEmpty else { throw error }
+            return "[" + lastAnswered.sorted { $0.key < $1.key }.map(\.value).joined(separator: ",") + "]"
+        }
     }
 
     private func json(of info: PluginInfo) -> String {

@@ -210,6 +210,9 @@ public actor Kernel {
     /// How many servers keep the live view (`RemoteControl.publishOnChange`); while any does, each command stores it
     /// in its own audit transaction (`execute`).
     var liveViewPublishers = 0
+    /// The admin API's last answers about the plugins (`pluginsJSON`, `pluginJSON`), given again while the state
+    /// does not answer.
+    var lastAnswered: [String: String] = [:]
     /// Each plugin's part of the live view as last built, by id (see `Kernel+LiveView`).
     var liveViewParts: [String: LiveViewPart] = [:]
     /// The plugins named by a command since the live view was last built: their parts are built again.

@@ -357,6 +357,10 @@ extension PostgresBackedTests {
                 let code = ((read.json as? [String: Any])?["error"] as? [String: Any])?["code"] as? String
                 #expect(read.status == 200 || (read.status == 503 && code == "state"), "\(path): \(read.status) \(read.text.prefix(300))")
             }
+            // The plugins, the console's first view, from the host's own last view (a 503 until 2026-12-07).
+            let listed = try await host.request("GET", "/api/v1/plugins", admin: true)
+            #expect(listed.status == 200 && listed.text.contains(#""id":"hello""#), "\(listed.status) \(listed.text.prefix(300))")
+            #expect(try await host.request("GET", "/api/v1/plugins/hello", admin: true).status == 200)
 
             // Said once in the host's log when the state stops answering, and once when it answers again (until
             // 2026-12-07 neither: the outage showed nowhere but in refused changes).
