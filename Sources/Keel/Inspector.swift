@@ -3,6 +3,7 @@
 import Foundation
 import KeelLoader
 import KeelManifest
+import KeelSystem
 import KeelRegistry
 
 /// What `keel plugins inspect` reports about a bundle or a bare shared object.
@@ -161,9 +162,10 @@ public enum Inspector {
             reactivatable: library.descriptor.reactivatable,
             capabilities: (grants.map(\.rawValue) + (manifest?.routePrefixes ?? []).map(Capability.routePrefix)).sorted(),
             dependencies: Dictionary(uniqueKeysWithValues: (manifest?.dependencies ?? []).map { ($0.id, $0.versions.text) }),
-            routes: c.routes.map { "\($0.method) \($0.fullPath(plugin: id))" }, menus: c.menus.map(\.entry.id),
+            // The plugin's own text, printed on a terminal: its control characters written out.
+            routes: c.routes.map { Printable.escapingControls("\($0.method) \($0.fullPath(plugin: id))") }, menus: c.menus.map(\.entry.id),
             authenticators: c.authenticators.map(\.name), authorizers: c.authorizers.map(\.name),
-            warnings: warnings.map(\.description) + (c.ignoredRefusal.map { ["activate went on past a registration the host refused (it would run without it): \($0)"] } ?? [])
+            warnings: warnings.map(\.description) + (c.ignoredRefusal.map { [Contributions.ignoredRefusalNote($0, running: false)] } ?? [])
                 + c.routeMistakes(pluginID: id),
             services: c.services.map { "\($0.interface) \($0.version)" + ($0.ranking != 0 ? ", ranking \($0.ranking)" : "") },
             commands: c.commands.map { "\($0.name) \($0.declaration.signature)" })

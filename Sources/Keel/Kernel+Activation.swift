@@ -309,6 +309,12 @@ extension Kernel {
         }
     }
 
+    /// `authorNotes` of active plugin `id` in one line, for a command's note; nil when there are none.
+    func authorNote(_ id: String) -> String? {
+        guard active[id] != nil, let notes = authorNotes[id] else { return nil }
+        return notes.joined(separator: "; ")
+    }
+
     /// The kept library of a plugin's last orderly stop, verified against the bundle's current manifest (which may
     /// have changed while the library did not). Its probe passed when it was first opened (the same checksum).
     func reopen(_ build: Build, _ kept: ResidentLibraries.Entry) throws(KernelError) -> Opened {
@@ -399,7 +405,7 @@ extension Kernel {
         }
         let plugin = ActivePlugin(library: library, context: context, manifest: manifest, generation: build.number,
                                   checksum: checksum, source: opened.source, configStamp: stamp)
-        let notes = (contributions.ignoredRefusal.map { ["its activate went on past a registration the host refused (it runs without it): \($0)"] } ?? [])
+        let notes = (contributions.ignoredRefusal.map { ["its " + Contributions.ignoredRefusalNote($0, running: true)] } ?? [])
             + contributions.routeMistakes(pluginID: id)
         authorNotes[id] = notes.isEmpty ? nil : notes
         return Generation(plugin: plugin, contributions: contributions)

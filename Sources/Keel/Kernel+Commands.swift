@@ -151,14 +151,14 @@ extension Kernel {
                 throw told
             }
             // What the new generation's author should know (a registration refused, a route likely mistaken).
-            if active[id] != nil, let notes = authorNotes[id] { return CommandResult(note: notes.joined(separator: "; ")) }
+            if let note = authorNote(id) { return CommandResult(note: note) }
         case let .refresh(id):
             if let note = try refresh(id) {
                 var result = CommandResult(note: note)
                 result.unchanged = true
                 return result
             }
-            if active[id] != nil, let notes = authorNotes[id] { return CommandResult(note: notes.joined(separator: "; ")) }
+            if let note = authorNote(id) { return CommandResult(note: note) }
         case .rescan: rescan()
         case let .grants(id, grant, revoke):
             if let note = try setGrants(id, grant: grant, revoke: revoke) { return CommandResult(note: note) }

@@ -24,11 +24,10 @@ extension Kernel {
             stored = (try? state.config(id)) ?? nil
         }
         let stamp = Self.configStamp(stored?.yaml)
-        guard stored != nil || schemaPath != nil else { return ("", stamp) }
         do {
-            return (try PluginConfig.validate(yaml: stored?.yaml ?? "{}",
-                                             file: stored == nil ? "configuration of \(id) (none stored)" : "configuration of \(id)",
-                                             schemaPath: schemaPath), stamp)
+            return (try PluginConfig.activationJSON(yaml: stored?.yaml,
+                                                    file: stored == nil ? "configuration of \(id) (none stored)" : "configuration of \(id)",
+                                                    schemaPath: schemaPath), stamp)
         } catch {
             // A schema that cannot be read or is wrong is the plugin author's to fix: no hint to configure.
             if error.file == schemaPath { throw KernelError(.bundle, pluginID: id, reason: "plugin \"\(id)\": its configuration schema is unusable: \(error)") }
@@ -38,10 +37,7 @@ extension Kernel {
     }
 
     /// The bundle's configuration schema, when it ships one.
-    static func schemaPath(_ bundle: Bundle) -> String? {
-        let schema = bundle.folder + "/" + PluginConfig.schemaFile
-        return Glibc.access(schema, F_OK) == 0 ? schema : nil
-    }
+    static func schemaPath(_ bundle: Bundle) -> String? { PluginConfig.schema(inBundle: bundle.folder) }
 
     /// The configuration schema `id`'s bundle ships, as JSON; nil when it ships none.
     /// - Throws: `KernelError` for an unknown plugin, or `.bundle` naming the schema file when it cannot be read.

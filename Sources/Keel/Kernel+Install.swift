@@ -94,7 +94,7 @@ extension Kernel {
                // have once installed is the running version's library, which is not the one that failed.
                case let .failed(reason, _) = probe.run(library: work + "/" + library, manifestPath: work + "/" + ManifestLoader.fileName,
                                                     shownPath: work + "/" + library,
-                                                    config: Self.trialConfig(stored, id: id, schema: work + "/" + PluginConfig.schemaFile)) {
+                                                    config: Self.trialConfig(stored, id: id, bundle: work)) {
                 return (nil, reason)
             }
             return (manifest, nil)
@@ -351,13 +351,12 @@ extension Kernel {
         return unfinished.isEmpty ? records : nil
     }
 
-    /// The configuration (JSON) a new version's trial activation gets: `stored` checked against the new version's
-    /// schema at `schema` (when it ships one), as its activation will check it; the stored JSON as it is when that
-    /// check fails (the activation then says why), and none without either.
-    nonisolated static func trialConfig(_ stored: (yaml: String, json: String)?, id: String, schema: String) -> String {
-        let schemaPath = FileManager.default.fileExists(atPath: schema) ? schema : nil
-        guard stored != nil || schemaPath != nil else { return "" }
-        return (try? PluginConfig.validate(yaml: stored?.yaml ?? "{}", file: "configuration of \(id)", schemaPath: schemaPath)) ?? stored?.json ?? ""
+    /// The configuration (JSON) a new version's trial activation gets: `stored` checked against the schema of the
+    /// new version's bundle in `bundle`, as its activation will check it; the stored JSON as it is when that check
+    /// fails (the activation then says why).
+    nonisolated static func trialConfig(_ stored: (yaml: String, json: String)?, id: String, bundle: String) -> String {
+        (try? PluginConfig.activationJSON(yaml: stored?.yaml, file: "configuration of \(id)", schemaPath: PluginConfig.schema(inBundle: bundle)))
+            ?? stored?.json ?? ""
     }
 }
 

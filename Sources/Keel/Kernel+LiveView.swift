@@ -155,8 +155,8 @@ extension Kernel {
     }
 
     /// Every plugin's info as a JSON array, as `encoder` writes `plugins()`: the admin API's list of plugins. While the
-    /// state does not answer, this host's last view of every plugin (`liveViewParts`), when it has one.
-    /// - Throws: `KernelError.Code.state` when the records cannot be read and there is no such view.
+    /// state does not answer, the last answer about each plugin (`lastAnswered`), when there is one.
+    /// - Throws: `KernelError.Code.state` when the records cannot be read and nothing was answered before.
     public func pluginsJSON() throws(KernelError) -> String {
         do {
             let infos = try plugins()

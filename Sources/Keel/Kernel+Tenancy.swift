@@ -114,10 +114,7 @@ extension Kernel {
         }
         // A registration the host refused while activate went on (the plugin runs without it), a route that is likely
         // a mistake: what an author would not otherwise learn from the command.
-        func refusal() -> String? {
-            guard active[id] != nil, let notes = authorNotes[id] else { return nil }
-            return notes.joined(separator: "; ")
-        }
+        func refusal() -> String? { authorNote(id) }
         guard let tenant else {
             // Already for all tenants: nothing to write (no event, no directory reload on every enable).
             if access.directory.pluginTenants[id] != nil {

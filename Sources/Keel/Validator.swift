@@ -78,7 +78,7 @@ public enum Validator {
                 if let refused = c.ignoredRefusal, !SizeRefusal.isRefusal(refused) {
                     library.deactivate(context, drainTimeout: 2)
                     cycle = ValidationCheck(name: cycle.name, passed: false,
-                                            detail: "round \(round): activate went on past a registration the host refused (it would run without it): \(refused)")
+                                            detail: "round \(round): " + Contributions.ignoredRefusalNote(refused, running: false))
                     break
                 }
                 let now = c.routes.map { "\($0.method) \($0.pattern)" } + c.menus.map(\.entry.id) + c.authenticators.map(\.name) + c.authorizers.map(\.name) + c.services.map { "provides \($0.interface)" }

@@ -10,11 +10,10 @@ import KeelManifest
 /// - Parameters: `folder`: the bundle folder, nil for a bare library (which has no schema); `id`: names the plugin.
 /// - Throws: `CLIError` naming the file, the key and the reason, and, without a file, how to pass one.
 func trialConfiguration(folder: String?, id: String, file: String?) throws -> String {
-    let schema = folder.map { $0 + "/" + PluginConfig.schemaFile }.flatMap { FileManager.default.fileExists(atPath: $0) ? $0 : nil }
-    guard file != nil || schema != nil else { return "" }
-    let yaml = try file.map(readText) ?? "{}"
+    let yaml = try file.map(readText)
     do {
-        return try PluginConfig.validate(yaml: yaml, file: file ?? "configuration of \(id) (none given)", schemaPath: schema)
+        return try PluginConfig.activationJSON(yaml: yaml, file: file ?? "configuration of \(id) (none given)",
+                                               schemaPath: folder.flatMap(PluginConfig.schema(inBundle:)))
     } catch {
         guard file == nil else { throw CLIError(error.description) }
         throw CLIError("plugin \"\(id)\" needs a configuration to run: \(error); pass one with --config FILE, as "

@@ -68,6 +68,12 @@ public struct Contributions: Sendable {
 
     public init() {}
 
+    /// The sentence an author is told of `ignoredRefusal`: of a plugin that now runs without the registration
+    /// (`running`: `enable`) or would (`inspect`, `validate`).
+    public static func ignoredRefusalNote(_ refused: String, running: Bool) -> String {
+        "activate went on past a registration the host refused (it \(running ? "runs" : "would run") without it): \(refused)"
+    }
+
     /// Its routes that are legal but likely not what was meant (`RoutePattern.likelyMistake`), one line each
     /// (`route GET /things/{id}: ...`), for the author: `keel plugins inspect` and `enable` say them.
     public func routeMistakes(pluginID: String) -> [String] {

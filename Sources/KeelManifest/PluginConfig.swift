@@ -58,6 +58,21 @@ public enum PluginConfig {
         return String(decoding: data, as: UTF8.self)
     }
 
+    /// The configuration (JSON) an activation is given: `yaml` (nil: none stored or given) checked against the schema
+    /// at `schemaPath` (nil: the bundle ships none). With neither, none (""); with a schema alone, `{}` checked, so a
+    /// schema that requires keys refuses a plugin with no configuration. The host's, the probe's and the CLI's rule.
+    /// - Throws: `ManifestError` as `validate`.
+    public static func activationJSON(yaml: String?, file: String, schemaPath: String?) throws(ManifestError) -> String {
+        guard yaml != nil || schemaPath != nil else { return "" }
+        return try validate(yaml: yaml ?? "{}", file: file, schemaPath: schemaPath)
+    }
+
+    /// The schema file of the bundle in `folder`, when it ships one.
+    public static func schema(inBundle folder: String) -> String? {
+        let schema = folder + "/" + schemaFile
+        return access(schema, F_OK) == 0 ? schema : nil
+    }
+
     /// The schema at `schemaPath` as compact JSON (keys sorted), for a form built from it (the console's).
     /// - Throws: `ManifestError` naming the file when it cannot be read, is not YAML or not a mapping.
     public static func schemaJSON(at schemaPath: String) throws(ManifestError) -> String {

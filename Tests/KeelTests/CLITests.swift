@@ -133,13 +133,17 @@ struct CLITests {
         let cases = [("braces", "/things/{id}", "route GET /things/{id}: \"{id}\" is matched as it is written; a path parameter is written \":id\""),
                      ("doubled", "/ext/doubled/hits/:n", "route GET /ext/doubled/hits/:n: it is served at /ext/doubled/ext/doubled/hits/:n: every route is below /ext/doubled already (register \"/hits/:n\")"),
                      ("twice", "/a/:id/b/:id", "route GET /a/:id/b/:id: the parameter \":id\" is named twice (the handler sees one of them)"),
+                     ("esc", "/x/{a\\033[2J}", "route GET /x/{a\\u{1B}[2J}: \"{a\\u{1B}[2J}\" is matched as it is written"),
                      ("fine", "/items/:id", "")]
         for (id, path, _) in cases { try f.fixtureBundle(id, defines: ["ROUTE_PATH=\"\(path)\""], capabilities: ["routes"]) }
         for (id, path, said) in cases {
             let inspect = try TestEnvironment.run(keel, ["plugins", "inspect", f.plugins + "/" + id])
-            #expect(inspect.status == 0 && inspect.stdout.contains("GET /ext/\(id)\(path)"), "\(inspect.stdout)\(inspect.stderr)")
+            let shown = path.replacingOccurrences(of: "\\033", with: "\\u{1B}")
+            #expect(inspect.status == 0 && inspect.stdout.contains("GET /ext/\(id)\(shown)"), "\(inspect.stdout)\(inspect.stderr)")
             let enable = try TestEnvironment.run(keel, ["plugins", "enable", id, "--plugins", f.plugins, "--state", f.state])
             #expect(enable.status == 0 && enable.stdout.hasPrefix("enabled \(id) 1.0.0: 1 route(s)"), "\(enable.stdout)\(enable.stderr)")
+            // A hostile path's control characters are written out, never sent to the operator's terminal.
+            #expect(!(inspect.stdout + inspect.stderr + enable.stdout).contains("\u{1B}"), "\(id): a raw escape reached the terminal")
             if said.isEmpty {
                 #expect(inspect.stderr.isEmpty && !enable.stdout.contains("route GET"), "\(id): \(inspect.stderr)\(enable.stdout)")
             } else {

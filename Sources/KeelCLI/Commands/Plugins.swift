@@ -72,7 +72,8 @@ extension KeelCommand.Plugins {
                     out += "  isolation: process" + (p.workerPID.map { ", worker pid \($0)" } ?? "")
                         + (p.workerRestarts.map { $0 > 0 ? ", \($0) restart(s) after crashes" : "" } ?? "") + "\n"
                 }
-                if !p.routes.isEmpty { out += "  routes: \(p.routes.joined(separator: ", "))\n" }
+                // The plugin's own text: its control characters written out, as every line of the CLI's.
+                if !p.routes.isEmpty { out += "  routes: \(Printable.escapingControls(p.routes.joined(separator: ", ")))\n" }
                 for proxy in p.proxies { out += "  proxy:  \(proxy)\n" }
                 if !p.pages.isEmpty { out += "  pages:  \(p.pages.joined(separator: ", "))\n" }
                 if !p.consoleFetch.isEmpty { out += "  console.fetch (with the viewer's rights): \(p.consoleFetch.joined(separator: ", "))\n" }
