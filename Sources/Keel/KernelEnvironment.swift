@@ -53,6 +53,10 @@ final class KernelEnvironment: PluginEnvironment {
         misbehaviour.current?(plugin, generation, reason)
     }
 
+    func serves(_ plugin: String, tenant: String) -> Bool {
+        access.withLock { $0 }?.isVisible(plugin, tenant: tenant) ?? true
+    }
+
     /// The provider serving `interface` for `tenant`: only a plugin that serves that tenant (a provider enabled for
     /// some tenants only never serves another tenant's acquire, nor one made for no tenant).
     func resolveService(_ interface: InterfaceID, tenant: String) -> ServiceProvision? {

@@ -232,7 +232,7 @@ struct GlobalOptions: ParsableArguments {
         }
         if PostgresURL.isPostgres(stateFile) {
             let url = stateFile
-            configuration.openState = { () throws(StateError) in try PostgresStore.open(url) }
+            configuration.openState = { () throws(StateError) in try Self.openPostgres(url) }
         }
         // Every new build is tried in a child `keel probe` before this process loads it. Probes and workers are
         // this very build (`OwnExecutable`), even after the keel file was replaced while the server runs.
@@ -267,9 +267,25 @@ struct GlobalOptions: ParsableArguments {
     /// The state store alone, for commands that must not load plugins: the SQLite file, or the PostgreSQL database
     /// `--state` names by URL.
     func openState() throws -> StateStore {
-        if PostgresURL.isPostgres(stateFile) { return try PostgresStore.open(stateFile) }
+        if PostgresURL.isPostgres(stateFile) { return try Self.openPostgres(stateFile) }
         noteNewState()
         return try StateStore(path: stateFile)
+    }
+
+    /// The shared state at `url`; when the database held no Keel state (its tables were made now), a command the
+    /// README does not name as making one says so (`newStateNote`): a URL naming the wrong database, `postgres` for
+    /// `keel`, would otherwise get a new state's tables without a word.
+    static func openPostgres(_ url: String) throws(StateError) -> StateStore {
+        let store = try PostgresStore.open(url)
+        if PostgresStore.madeNewState(store), !makesStateByDesign.load(ordering: .relaxed) {
+            let shown = (try? PostgresURL(url))?.redacted ?? url
+            let schema = (try? PostgresURL(url))?.schema.map { "schema \($0)" } ?? "its default schema"
+            newStateNote.withLock {
+                $0 = "keel: note: \(shown) held no Keel state: its tables were made now, in \(schema) (check --state or " +
+                    "$KEEL_STATE if you meant another database)\n"
+            }
+        }
+        return store
     }
 
     /// True while the command running is one the README names as making a new state (`plugins enable`, `serve`, `dev`).

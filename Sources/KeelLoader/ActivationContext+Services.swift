@@ -67,6 +67,12 @@ extension ActivationContext {
         guard let consumed = identity.consumed(text) else {
             return failure(StatusCode.denied, "service \(text) denied: not declared under consumes: in plugin.yaml")
         }
+        // A consumer enabled for some tenants only leases for those alone: one enabled for tenant evilco naming acme
+        // reached acme's own provider (and its configuration) until 2026-12-08. Checked by the host for a worker's
+        // acquire too (`RemoteLeases` comes here).
+        guard tenant.isEmpty || environment.serves(pluginID, tenant: tenant) else {
+            return failure(StatusCode.denied, "service \(text) for tenant \"\(tenant)\" denied: \"\(pluginID)\" is not enabled for that tenant")
+        }
         if let broker = environment.serviceBroker { return acquireRemote(consumed, tenant: tenant, minSize: minSize, broker: broker) }
         for _ in 0..<3 {
             guard let provision = environment.resolveService(consumed.interface, tenant: tenant) else {

@@ -146,6 +146,9 @@ public protocol PluginEnvironment: AnyObject, Sendable {
     /// The table serving `interface` for `tenant` ("" host-wide), by the operator's choice or the ranking rule; nil
     /// when no provider serves it.
     func resolveService(_ interface: InterfaceID, tenant: String) -> ServiceProvision?
+    /// Whether `plugin` serves callers of `tenant` (enabled for every tenant, or for that one): a consumer enabled
+    /// for some tenants only may acquire for those alone.
+    func serves(_ plugin: String, tenant: String) -> Bool
     /// Calls `plugin`'s command `name` for `caller` (which declared it under calls:) on behalf of `principal`;
     /// `arguments` is a JSON array. Returns the result as JSON text.
     func callCommand(caller: String, plugin: String, name: String, arguments: String, principal: Principal) -> Result<String, CommandError>
@@ -165,6 +168,8 @@ public protocol PluginEnvironment: AnyObject, Sendable {
 extension PluginEnvironment {
     /// Leases are served in this process unless the environment says otherwise.
     public var serviceBroker: (any RemoteServiceBroker)? { nil }
+    /// Every plugin serves every tenant unless the environment says otherwise (a worker's: its host checks).
+    public func serves(_ plugin: String, tenant: String) -> Bool { true }
     /// Counted nowhere unless the environment says otherwise.
     public func hookOverran(plugin: String, hook: String) {}
     /// Counted nowhere unless the environment says otherwise.

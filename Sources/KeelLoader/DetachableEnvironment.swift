@@ -36,6 +36,8 @@ public final class DetachableEnvironment: PluginEnvironment {
         current?.resolveService(interface, tenant: tenant)
     }
 
+    public func serves(_ plugin: String, tenant: String) -> Bool { current?.serves(plugin, tenant: tenant) ?? false }
+
     public func callCommand(caller: String, plugin: String, name: String, arguments: String, principal: Principal) -> Result<String, CommandError> {
         current?.callCommand(caller: caller, plugin: plugin, name: name, arguments: arguments, principal: principal)
             ?? .failure(CommandError(.unavailable, "the host has stopped"))

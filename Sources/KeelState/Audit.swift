@@ -37,9 +37,13 @@ extension StateStore {
         public var outcome: String
         /// For a refusal: which hook or which missing permission refused it. Never a configuration value.
         public var detail: String?
+        /// The host that executed it, on a state several hosts share (`observe(as:)`); nil on a state one host owns
+        /// and for a command a CLI ran on the shared state itself. The store's (ignored on insert).
+        public var host: String?
 
         public init(seq: Int64 = 0, at: String = "", actor: String, principal: String? = nil, origin: String? = nil,
-                    command: String, target: String, outcome: String, detail: String? = nil) {
+                    command: String, target: String, outcome: String, detail: String? = nil, host: String? = nil) {
+            self.host = host
             self.seq = seq
             self.at = at
             self.actor = actor
@@ -52,16 +56,18 @@ extension StateStore {
         }
     }
 
-    /// Appends `entry` (stamped with the store's time) and drops the rows beyond `auditCapacity`, in one transaction.
+    /// Appends `entry` (stamped with the store's time and the host it observes for) and drops the rows beyond `auditCapacity`, in one transaction.
     public func recordAudit(_ entry: AuditEntry) throws(StateError) {
         func optional(_ s: String?) -> StateValue { s.map { .text($0) } ?? .null }
+        let host = observingHost
         try locked { db throws(StateError) in
             try db.transaction { () throws(StateError) in
                 try db.query("""
-                    INSERT INTO audit (at, actor, principal, origin, command, target, outcome, detail)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                    INSERT INTO audit (at, actor, principal, origin, command, target, outcome, detail, host)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
                     """, [.text(Self.now()), .text(entry.actor), optional(entry.principal), optional(entry.origin),
-                          .text(entry.command), .text(entry.target), .text(entry.outcome), optional(entry.detail)])
+                          .text(entry.command), .text(entry.target), .text(entry.outcome), optional(entry.detail),
+                          optional(host)])
                 try db.query("DELETE FROM audit WHERE seq <= (SELECT MAX(seq) FROM audit) - ?", [.int(Int64(Self.auditCapacity))])
             }
         }
@@ -77,7 +83,7 @@ extension StateStore {
                 AuditEntry(seq: row["seq"]?.int ?? 0, at: row["at"]?.text ?? "", actor: row["actor"]?.text ?? "",
                            principal: row["principal"]?.text, origin: row["origin"]?.text,
                            command: row["command"]?.text ?? "", target: row["target"]?.text ?? "",
-                           outcome: row["outcome"]?.text ?? "", detail: row["detail"]?.text)
+                           outcome: row["outcome"]?.text ?? "", detail: row["detail"]?.text, host: row["host"]?.text)
             }
         }
     }

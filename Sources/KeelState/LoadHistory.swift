@@ -16,14 +16,19 @@ extension StateStore {
         /// `activated`, `failed`, `retired`, ...
         public var outcome: String
         public var detail: String
+        /// The host that recorded it, on a state several hosts share (`observe(as:)`); nil on a state one host owns.
+        /// The store's (ignored on insert).
+        public var host: String?
 
-        public init(generation: Int, version: String, checksum: String, at: String = "", outcome: String, detail: String = "") {
+        public init(generation: Int, version: String, checksum: String, at: String = "", outcome: String, detail: String = "",
+                    host: String? = nil) {
             self.generation = generation
             self.version = version
             self.checksum = checksum
             self.at = at
             self.outcome = outcome
             self.detail = detail
+            self.host = host
         }
     }
 
@@ -33,16 +38,18 @@ extension StateStore {
     public static let loadHistoryGenerations = 1000
 
     /// Appends to a plugin's load history (one transaction), dropping its rows older than its last
-    /// `loadHistoryGenerations` generations. The time is the store's, not `load.at`. An `activated` load also records
-    /// its generation as the observing host's (see `observe(as:)`).
+    /// `loadHistoryGenerations` generations. The time and the host are the store's, not `load.at` and `load.host`
+    /// (the host is the one it observes for, `observe(as:)`). An `activated` load also records its generation as that
+    /// host's.
     public func recordLoad(_ id: String, _ load: Load) throws(StateError) {
-        let host = load.outcome == "activated" ? observingHost : nil
+        let observer = observingHost
+        let host = load.outcome == "activated" ? observer : nil
         try locked { db throws(StateError) in
             try db.transaction { () throws(StateError) in
                 try db.query("""
-                    INSERT INTO loads (plugin_id, generation, version, checksum, at, outcome, detail) VALUES (?, ?, ?, ?, ?, ?, ?)
+                    INSERT INTO loads (plugin_id, generation, version, checksum, at, outcome, detail, host) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                     """, [.text(id), .int(Int64(load.generation)), .text(load.version), .text(load.checksum), .text(Self.now()),
-                          .text(load.outcome), .text(load.detail)])
+                          .text(load.outcome), .text(load.detail), observer.map { .text($0) } ?? .null])
                 // One seek of `loads_generation`: generations count up by one per load, so this finds the rows of
                 // one generation (its load, its retirement) or none; the first write after an upgrade from a Keel
                 // that kept everything drops the whole backlog at once.
@@ -63,7 +70,7 @@ extension StateStore {
                 """, [.text(id), .int(Int64(limit))]).map {
                 Load(generation: Int($0["generation"]?.int ?? 0), version: $0["version"]?.text ?? "",
                      checksum: $0["checksum"]?.text ?? "", at: $0["at"]?.text ?? "", outcome: $0["outcome"]?.text ?? "",
-                     detail: $0["detail"]?.text ?? "")
+                     detail: $0["detail"]?.text ?? "", host: $0["host"]?.text)
             }
         }
     }

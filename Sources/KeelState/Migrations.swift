@@ -140,6 +140,8 @@ extension StateStore {
         "ALTER TABLE commands ADD COLUMN target_host TEXT;",
         // The plugin ids a trusted key may sign (`TrustScope`, patterns joined by commas); NULL: any.
         "ALTER TABLE trusted_keys ADD COLUMN only_ids TEXT;",
+        // The host that wrote a load or an audit row (`observe(as:)`, a shared state); NULL for a state one host owns.
+        "ALTER TABLE loads ADD COLUMN host TEXT; ALTER TABLE audit ADD COLUMN host TEXT;",
     ]
 
     /// The schema version this Keel writes: the number of migrations.

@@ -53,9 +53,18 @@ final class PostgresDatabase: StateDatabase {
         var logger = Logger(label: "keel.state.postgres")
         logger.logLevel = .critical
         self.logger = logger
-        connection = try connect()
-        try PostgresSchema.migrate(self)
+        do {
+            connection = try connect()
+            madeSchema = try PostgresSchema.migrate(self)
+        } catch where error.reason.hasPrefix("permission denied") {
+            // The first start makes tables (and, with `&schema=`, the schema): a role that may not is told what works.
+            throw StateError(path: location, reason: error.reason + " (the first start makes Keel's tables: give the role " +
+                             "a database of its own, CREATE DATABASE \(url.database) OWNER \(url.user), or CREATE on the schema)")
+        }
     }
+
+    /// True when this connection found no Keel state in the database and made its tables.
+    private(set) var madeSchema = false
 
     deinit {
         for c in [connection, listener].compactMap({ $0 }) { Self.close(c) }

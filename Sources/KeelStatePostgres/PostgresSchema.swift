@@ -114,6 +114,7 @@ enum PostgresSchema {
         ["CREATE TABLE IF NOT EXISTS live_plugins (id TEXT PRIMARY KEY, json TEXT NOT NULL)"],
         ["ALTER TABLE commands ADD COLUMN target_host TEXT"],
         ["ALTER TABLE trusted_keys ADD COLUMN only_ids TEXT"],
+        ["ALTER TABLE loads ADD COLUMN host TEXT", "ALTER TABLE audit ADD COLUMN host TEXT"],
     ]
 
     /// The tables whose changes other hosts must see: every table of `migrations` but the audit trail, which no host
@@ -160,14 +161,17 @@ enum PostgresSchema {
     /// SQLite's `strftime('%Y-%m-%dT%H:%M:%fZ', 'now')` in PostgreSQL.
     private static let now = #"to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"#
 
-    /// Brings the database up to date: each step in its own transaction with its new version, under an advisory lock
-    /// so hosts starting together migrate once.
-    /// - Throws: `StateError` when the database was migrated by a newer Keel, or a step fails (that step is rolled
-    ///   back; earlier ones stay).
     /// The advisory lock under which schema objects are made (`migrate`, and a `&schema=` made at connect).
     static let lockKey = 20261129
 
-    static func migrate(_ db: PostgresDatabase) throws(StateError) {
+    /// Brings the database up to date: each step in its own transaction with its new version, under an advisory lock
+    /// so hosts starting together migrate once. Returns true when the database held no Keel state before (its tables
+    /// were made now).
+    /// - Throws: `StateError` when the database was migrated by a newer Keel, or a step fails (that step is rolled
+    ///   back; earlier ones stay).
+    @discardableResult
+    static func migrate(_ db: PostgresDatabase) throws(StateError) -> Bool {
+        var madeNew = false
         // The lock first: `CREATE ... IF NOT EXISTS` of two sessions at once can both go ahead and one then fails on the
         // catalog's unique index (two hosts starting on a new database).
         try db.query("SELECT pg_advisory_lock(\(lockKey))", [])
@@ -179,6 +183,7 @@ enum PostgresSchema {
             guard version <= steps.count else {
                 throw StateError(path: db.location, reason: "schema version \(version) (\(component)) was written by a newer keel (this one knows up to \(steps.count))")
             }
+            if component == "state", version == 0 { madeNew = true }
             for (i, statements) in steps.enumerated().dropFirst(version) {
                 try db.transaction { () throws(StateError) in
                     for sql in statements { try db.execute(sql) }
@@ -189,5 +194,6 @@ enum PostgresSchema {
                 }
             }
         }
+        return madeNew
     }
 }

@@ -40,6 +40,12 @@ public enum PostgresStore {
         try store.withDatabase { db throws(StateError) in try (db as? PostgresDatabase)?.listen() }
     }
 
+    /// True when opening `store` found no Keel state in its database and made the tables (a first host, or a URL
+    /// naming another database than meant). False for a SQLite store.
+    public static func madeNewState(_ store: StateStore) -> Bool {
+        (try? store.withDatabase { db throws(StateError) in (db as? PostgresDatabase)?.madeSchema ?? false }) ?? false
+    }
+
     /// The schema steps this Keel writes (for the check that PostgreSQL's list keeps pace with SQLite's).
     public static var schemaVersion: Int { PostgresSchema.migrations.count }
 }

@@ -137,10 +137,18 @@ struct ServicesTests {
         try s.provider("beta", tag: "B", ranking: 10)
         try s.consumer("user")
         try s.consumer("relaxed", consumes: "[{interface: test.echo/1, optional: true}]")
+        try s.consumer("outsider", consumes: "[{interface: test.echo/1, optional: true}]")
         let kernel = try s.kernel()
         await kernel.start()
         try await kernel.execute(.createTenant(name: "acme"))
+        try await kernel.execute(.createTenant(name: "evilco"))
         try await kernel.execute(.enable(id: "beta", tenant: "acme"))
+        // A consumer enabled for evilco only cannot lease acme's provider by naming acme (it could until 2026-12-08:
+        // a security review's plugin read acme's provider's configuration so); for its own tenant it finds none.
+        try await kernel.execute(.enable(id: "outsider", tenant: "evilco"))
+        #expect(call(kernel, "/ext/outsider/call", query: "x", tenant: "acme") == (503, "status=\(StatusCode.denied)"))
+        #expect(call(kernel, "/ext/outsider/call", query: "x", tenant: "evilco") == (503, "status=\(StatusCode.notFound)"))
+        #expect(kernel.logs.lines("outsider").contains { $0.message.contains("for tenant \"acme\" denied: \"outsider\" is not enabled for that tenant") })
         // Requiring the interface for every tenant, with acme's provider alone, is refused; for acme it is not.
         await #expect { try await kernel.enable("user") } throws: { error in
             "\(error)".hasPrefix("plugin \"user\" is enabled for every tenant and needs interface test.echo/1 ^1 in each, but its "

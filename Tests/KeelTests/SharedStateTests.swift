@@ -321,6 +321,23 @@ extension PostgresBackedTests {
                 #expect(await generation(b) == startB, "host b reloaded none of them")
                 try await Task.sleep(for: .milliseconds(100))
             }
+            // The history and the audit trail say which host did what (neither did before 2026-12-08).
+            let hosts = (try await a.request("GET", "/api/v1/hosts", admin: true).json as? [[String: Any]]) ?? []
+            func hostID(_ server: ServerProcess) -> String {
+                hosts.first { $0["address"] as? String == server.base }?["id"] as? String ?? "?"
+            }
+            let (idA, idB) = (hostID(a), hostID(b))
+            let history = try TestEnvironment.run(keel, ["plugins", "history", "hello", "--state", url, "--host-dir", root + "/cli"])
+            let activations = history.stdout.split(separator: "\n").filter { $0.contains("  activated") }
+            #expect(activations.filter { $0.contains("  \(idA)  ") }.count >= reloads + 1, "\(history.stdout)")
+            #expect(activations.filter { $0.contains("  \(idB)  ") }.count >= 1, "\(history.stdout)")
+            let loads = try #require(try await a.request("GET", "/api/v1/plugins/hello/history", admin: true).json as? [[String: Any]])
+            #expect(Set(loads.compactMap { $0["host"] as? String }) == [idA, idB], "\(loads)")
+            let audit = try TestEnvironment.run(keel, ["audit", "--state", url, "--host-dir", root + "/cli"])
+            #expect(audit.stdout.contains("admin-api admin@127.0.0.1 on \(idA)  enable hello  ok"), "\(audit.stdout)")
+            // The CLI's grant ran on the state itself: no host's. Its reloads, queued for host a, ran there.
+            #expect(audit.stdout.split(separator: "\n").contains { $0.contains("grants hello") && !$0.contains(" on ") }, "\(audit.stdout)")
+            #expect(audit.stdout.components(separatedBy: "@local on \(idA)  reload hello  ok").count == reloads + 1, "\(audit.stdout)")
         }
 
         /// Before, `keel plugins disable` took the plugin down first and then failed to record it when PostgreSQL was

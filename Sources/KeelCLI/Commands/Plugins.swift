@@ -221,8 +221,10 @@ extension KeelCommand.Plugins {
                     let record = try state.plugin(id)
                     print("\(id): never loaded" + (record?.status == .failed ? (record?.reason).map { ": " + $0 } ?? "" : ""))
                 }
+                // On a shared state each row names the host that wrote it.
                 for l in loads {
-                    print("\(l.at)  g\(l.generation)  \(l.version)  \(l.checksum.prefix(12))  \(l.outcome)\(l.detail.isEmpty ? "" : "  " + l.detail)")
+                    let host = l.host.map { "  " + $0 } ?? ""
+                    print(Printable.escapingControls("\(l.at)\(host)  g\(l.generation)  \(l.version)  \(l.checksum.prefix(12))  \(l.outcome)\(l.detail.isEmpty ? "" : "  " + l.detail)"))
                 }
             }
         }

@@ -164,10 +164,14 @@ function drawPluginGrants(p) {
 }
 
 function drawPluginHistory(history) {
+  // On a state several hosts share, each row names the host that wrote it.
+  const hosts = history.some(h => h.host);
   const rows = history.slice().reverse().map(h => ({ attrs: { 'data-generation': String(h.generation) }, cells: [
-    String(h.generation), h.version, el('span', { className: 'outcome-' + h.outcome, textContent: h.outcome }), when(h.at),
+    String(h.generation), ...(hosts ? [h.host || ''] : []), h.version,
+    el('span', { className: 'outcome-' + h.outcome, textContent: h.outcome }), when(h.at),
     el('code', { title: h.checksum, textContent: h.checksum.slice(0, 12) }), el('span', { className: 'reason', textContent: h.detail })] }));
-  pluginParts.history.replaceChildren(table(['Generation', 'Version', 'Outcome', 'At', 'Library', 'Detail'], rows, 'never loaded'));
+  const head = ['Generation', ...(hosts ? ['Host'] : []), 'Version', 'Outcome', 'At', 'Library', 'Detail'];
+  pluginParts.history.replaceChildren(table(head, rows, 'never loaded'));
   pluginParts.history.id = 'history';
 }
 
