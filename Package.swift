@@ -63,7 +63,7 @@ let package = Package(
         // The same state store on PostgreSQL, shared by several hosts; only the CLI links it, so embedders of `Keel`
         // who keep SQLite do not.
         .target(name: "KeelStatePostgres", dependencies: [
-            "KeelState",
+            "KeelState", "KeelSystem",
             .product(name: "PostgresNIO", package: "postgres-nio"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <ucontext.h>
 #include <unistd.h>
@@ -247,6 +248,68 @@ static uintptr_t instruction_address(const void *context) {
 #endif
 }
 
+static uintptr_t stack_address(const void *context) {
+    const ucontext_t *uc = context;
+    if (!uc) return 0;
+#if defined(__x86_64__)
+    return (uintptr_t)uc->uc_mcontext.gregs[REG_RSP];
+#elif defined(__aarch64__)
+    return (uintptr_t)uc->uc_mcontext.sp;
+#else
+    return 0;
+#endif
+}
+
+/* Copies `len` bytes at `from` without faulting: process_vm_readv on this very process fails (EFAULT) where the
+ * address is not mapped readable, where a plain read would fault inside the handler. A system call: async-signal-safe.
+ * Returns the count copied (0 in a worker, whose seccomp filter refuses the call). */
+static size_t copy_mapped(void *to, uintptr_t from, size_t len) {
+    struct iovec local = { to, len }, remote = { (void *)from, len };
+    ssize_t n = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+    return n > 0 ? (size_t)n : 0;
+}
+
+/* True when `a` (inside plugin library `r`) is where a call in that library returns to: the instruction before it
+ * is a call. Tells a return address on the stack from a pointer to a plugin's function kept in a frame (a consumer
+ * holding its provider's table), which names no caller. */
+static int after_call(uintptr_t a, const struct range *r) {
+#if defined(__x86_64__)
+    unsigned char b[7];
+    if (a - 7 < r->start || copy_mapped(b, a - 7, 7) != 7) return 0;
+    return b[2] == 0xE8                                    /* call rel32 */
+        || (b[1] == 0xFF && (b[2] & 0x38) == 0x10)         /* call *disp32(%rip) or *disp32(reg) */
+        || (b[4] == 0xFF && (b[5] & 0x38) == 0x10)         /* call *disp8(reg) */
+        || (b[5] == 0xFF && ((b[6] & 0xF8) == 0xD0         /* call *reg (r8-r15 after a REX prefix too) */
+                             || (b[6] & 0xF8) == 0x10));   /* call *(reg) */
+#elif defined(__aarch64__)
+    uint32_t insn;
+    if (a - 4 < r->start || copy_mapped(&insn, a - 4, 4) != 4) return 0;
+    return (insn & 0xFC000000u) == 0x94000000u             /* bl */
+        || (insn & 0xFFFFFC1Fu) == 0xD63F0000u;            /* blr */
+#else
+    (void)a; (void)r;
+    return 0;
+#endif
+}
+
+/* The plugin library whose code the innermost plugin frame of the faulting thread returns to, found by reading its
+ * stack upward from `sp` (at most 256 KiB, stopping where it is no longer mapped): for a fault outside every plugin
+ * library (in libc, or the host's code) on a plugin's behalf, that plugin is the caller. NULL when none. */
+static const struct range *innermost_plugin_frame(uintptr_t sp) {
+    if (!sp) return NULL;
+    uintptr_t words[512];
+    sp &= ~(uintptr_t)(sizeof(uintptr_t) - 1);
+    for (uintptr_t at = sp; at - sp < 256 * 1024; at += sizeof words) {
+        size_t got = copy_mapped(words, at, sizeof words) / sizeof(uintptr_t);
+        for (size_t i = 0; i < got; i++) {
+            const struct range *r = owner_of(words[i]);
+            if (r && after_call(words[i], r)) return r;
+        }
+        if (got < sizeof words / sizeof(uintptr_t)) break;
+    }
+    return NULL;
+}
+
 static void die(int signal) {
     struct sigaction fallback;
     memset(&fallback, 0, sizeof fallback);
@@ -273,11 +336,19 @@ static void on_fatal(int signal, siginfo_t *info, void *context) {
     uintptr_t pc = instruction_address(context);
     const keel_crash_site *site = keel_crash_current;
     const struct range *code = pc ? owner_of(pc) : NULL;
+    /* A fault outside every plugin library that this thread raised itself (a fault, or its own abort: never a
+     * signal another thread or process sent, which may land on any thread) is the innermost plugin frame's on its
+     * stack: a provider's function that aborts inside libc while a consumer's handler called it, a plugin's own
+     * thread faulting in memcpy. Until 2026-12-08 the first was blamed on the consumer's handler (the thread's site)
+     * and the second on no plugin at all. */
+    int own = info && (info->si_code > 0 || (info->si_code == SI_TKILL && info->si_pid == getpid()));
+    const struct range *frame = !code && own ? innermost_plugin_frame(stack_address(context)) : NULL;
     /* The faulting instruction's library names the plugin (a provider's service called by another plugin's
-     * handler, a plugin's own thread); else the thread's site does (an abort, or a fault in libc on its behalf). */
-    const char *plugin = code ? code->plugin : site ? site->plugin : "";
-    uint64_t generation = code ? code->generation : site ? site->generation : 0;
-    int same = code && site && strcmp(code->plugin, site->plugin) == 0;
+     * handler, a plugin's own thread); else the innermost plugin frame's; else the thread's site does. */
+    const struct range *found = code ? code : frame;
+    const char *plugin = found ? found->plugin : site ? site->plugin : "";
+    uint64_t generation = found ? found->generation : site ? site->generation : 0;
+    int same = found && site && strcmp(found->plugin, site->plugin) == 0;
     struct timespec now = { 0, 0 };
     clock_gettime(CLOCK_REALTIME, &now);
 
@@ -293,11 +364,13 @@ static void on_fatal(int signal, siginfo_t *info, void *context) {
     if (si_code > 0) { put(&t, "address "); put_unsigned(&t, (uint64_t)(uintptr_t)info->si_addr, 16); put(&t, "\n"); }
     put(&t, "pc "); put_unsigned(&t, pc, 16); put(&t, "\n");
     if (code) { put(&t, "offset "); put_unsigned(&t, pc - code->start, 16); put(&t, "\n"); }
-    put_line(&t, "by", code && site ? (same ? "address+call" : "address") : code ? "address" : site ? "call" : "none");
+    const char *by = code ? (site && same ? "address+call" : "address")
+                   : frame ? (site && same ? "stack+call" : "stack") : site ? "call" : "none";
+    put_line(&t, "by", by);
     put(&t, "site ");
-    if (site && (!code || same)) put(&t, site->what);
-    else if (code && site) { put(&t, "a call from plugin "); put(&t, site->plugin); put(&t, " ("); put(&t, site->what); put(&t, ")"); }
-    else if (code) put(&t, "a thread of its own");
+    if (site && (!found || same)) put(&t, site->what);
+    else if (found && site) { put(&t, "a call from plugin "); put(&t, site->plugin); put(&t, " ("); put(&t, site->what); put(&t, ")"); }
+    else if (found) put(&t, "a thread of its own");
     put(&t, "\n");
     put(&t, "time "); put_unsigned(&t, (uint64_t)now.tv_sec, 10); put(&t, "\n");
     put(&t, "end\n");

@@ -3,6 +3,7 @@
 import Crypto
 import Foundation
 import KeelState
+import KeelSystem
 import Synchronization
 
 /// The built-in admin credential. Only its SHA-256 is stored (settings key `admin.token.sha256`); the token itself
@@ -22,7 +23,7 @@ public final class AdminToken: Sendable {
     private let storedAtStart: String??
     private let cached = Mutex<String?>(nil)
 
-    public init(state: StateStore, environment: [String: String] = ProcessInfo.processInfo.environment) {
+    public init(state: StateStore, environment: [String: String] = HeldSecrets.environment) {
         self.state = state
         environmentToken = Mutex(environment[Self.environmentVariable].flatMap { $0.isEmpty ? nil : $0 })
         storedAtStart = try? state.adminTokenDigest()
@@ -32,7 +33,7 @@ public final class AdminToken: Sendable {
     /// Takes `$KEEL_ADMIN_TOKEN` as it is now when no token is in force (a state in memory stores none, and the
     /// variable may have been set after this object was made: an embedder sets it before `keel_serve`). The one
     /// object goes on being refreshed by whoever refreshed it, so a later reset still revokes it.
-    public func adoptEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment) {
+    public func adoptEnvironment(_ environment: [String: String] = HeldSecrets.environment) {
         guard digest == nil, let token = environment[Self.environmentVariable], !token.isEmpty else { return }
         environmentToken.withLock { $0 = token }
         refresh()

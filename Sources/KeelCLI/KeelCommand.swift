@@ -39,6 +39,8 @@ struct KeelCommand: AsyncParsableCommand {
             SystemFile.say("keel: error: \(problem); Keel reads its arguments and KEEL_* variables as UTF-8\n", to: 2)
             Foundation.exit(ExitCode.validationFailure.rawValue)
         }
+        // Out of the environment plugin code can read, before any thread starts (`HeldSecrets`).
+        HeldSecrets.take()
         let arguments = GlobalArguments.normalize(Array(CommandLine.arguments.dropFirst()))
         // Copied: a secret on the command line is blanked where other processes read it (`SecretArguments`). A worker
         // and the validation child (plugin code) hold no token; `serve` closes itself once it starts workers.

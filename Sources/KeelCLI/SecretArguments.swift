@@ -40,7 +40,7 @@ enum SecretArguments {
     /// Makes this process not dumpable (`Confinement.closeHostToWorkers`) when it holds the admin token: on its
     /// command line (`hide`'s answer) or in its environment.
     static func closeIfHoldingToken(onCommandLine: Bool) {
-        guard onCommandLine || ProcessInfo.processInfo.environment["KEEL_ADMIN_TOKEN"] != nil else { return }
+        guard onCommandLine || HeldSecrets.environment["KEEL_ADMIN_TOKEN"] != nil else { return }
         Confinement.closeHostToWorkers()
     }
 

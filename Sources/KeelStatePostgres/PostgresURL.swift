@@ -2,6 +2,7 @@
 
 import Foundation
 import KeelState
+import KeelSystem
 
 /// Where a PostgreSQL state lives: `postgres://user[:password]@host[:port]/database[?sslmode=disable|require]
 /// [&schema=name]` (`postgresql://` too). `schema` keeps the state in that schema (made when missing), so one
@@ -29,7 +30,7 @@ public struct PostgresURL: Sendable, Hashable {
 
     /// Parses `text`. `environment` supplies `PGPASSWORD` when the URL has no password.
     /// - Throws: `StateError` naming the URL (without password) and what is wrong with it.
-    public init(_ text: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws(StateError) {
+    public init(_ text: String, environment: [String: String] = HeldSecrets.environment) throws(StateError) {
         let shown = Self.redact(text)
         guard Self.isPostgres(text), let parts = URLComponents(string: text) else {
             throw StateError(path: shown, reason: "not a PostgreSQL URL (postgres://user@host:port/database)")

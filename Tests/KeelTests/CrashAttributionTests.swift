@@ -67,7 +67,8 @@ struct CrashAttributionTests {
         #expect(history.last?["outcome"] as? String == "crashed")
         let detail = history.last?["detail"] as? String ?? ""
         #expect(detail.hasPrefix("crashed the host with \(reason) (generation \(generation)), "), "\(detail)")
-        #expect(detail.contains("instruction 0x") && detail.contains(signal == SIGABRT ? "attributed by call" : "attributed by address+call"), "\(detail)")
+        // abort() faults in libc: the handler's frame on the stack names it (`by stack+call`; `by call` before 2026-12-08).
+        #expect(detail.contains("instruction 0x") && detail.contains(signal == SIGABRT ? "attributed by stack+call" : "attributed by address+call"), "\(detail)")
 
         let plugins = try await server.request("GET", "/api/v1/plugins", admin: true).json as? [[String: Any]] ?? []
         let crasher = plugins.first { $0["id"] as? String == "crasher" }
@@ -207,6 +208,24 @@ struct CrashAttributionTests {
         #expect((crasher?["reason"] as? String ?? "").hasPrefix("crashed the host with SIGSEGV in handler GET /ext/crasher/items/:id"),
                 "\(String(describing: crasher))")
         #expect(try await server.request("GET", "/ext/crasher/items/7").status == 404)
+    }
+
+    /// Found by a security review: a plugin that crashed the host from a thread of its own inside libc was "outside any
+    /// plugin", quarantined nothing, and came back at every start to crash it again.
+    @Test("a plugin's own thread that faults inside libc is named by its frame on the stack and quarantined")
+    func threadFaultInLibc() async throws {
+        let f = try stage()
+        var server = try ServerProcess(plugins: f.plugins, state: f.state, environment: Self.environment)
+        #expect(await crash(server, path: "/ext/crasher/items/thread") == SIGSEGV, "\(server.errors.value)")
+        #expect(await waitFor(5) { server.errors.value.contains("keel: plugin \"crasher\" (generation ") }, "\(server.errors.value)")
+        server = try ServerProcess(plugins: f.plugins, state: f.state, environment: Self.environment)
+        defer { server.stop() }
+        let history = try await server.request("GET", "/api/v1/plugins/crasher/history", admin: true).json as? [[String: Any]] ?? []
+        let detail = history.last?["detail"] as? String ?? ""
+        #expect(detail.hasPrefix("crashed the host with SIGSEGV in a thread of its own (generation ") && detail.contains("attributed by stack,"),
+                "\(detail)")
+        #expect(try await server.request("GET", "/ext/crasher/items/7").status == 404)
+        #expect(try await server.request("GET", "/ext/fine/items/1").status == 200)
     }
 
     @Test("a crash outside any plugin is logged as the host's own and quarantines nothing; enabling the plugin again lifts a quarantine")

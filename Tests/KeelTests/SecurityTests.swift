@@ -51,6 +51,10 @@ struct SecurityTests {
 
         // The admin API: the authorize hooks are asked, and shown no token.
         #expect(try await server.request("GET", "/api/v1/plugins", admin: true).status == 200)
+        // Nor can plugin code read it from the environment it was given in (`HeldSecrets`): getenv, or
+        // /proc/self/environ (a security review's plugin answered KEEL_ADMIN_TOKEN=... until 2026-12-08).
+        let environ = try Data(contentsOf: URL(fileURLWithPath: "/proc/\(server.process.processIdentifier)/environ"))
+        #expect(!environ.isEmpty && environ.range(of: Data(token.utf8)) == nil)
         // Plugin routes called with the admin token, in either spelling of the scheme: the admin, without the token.
         #expect(try await server.request("GET", "/ext/spy/echo", admin: true).text == "admin default")
         #expect(try await server.request("GET", "/ext/spy/echo", headers: ["Authorization": "bearer \(token)"]).text == "admin default")

@@ -4,9 +4,10 @@ import ArgumentParser
 import Dispatch
 import Foundation
 import Keel
-import KeelStatePostgres
 import KeelHTTP
 import KeelManifest
+import KeelStatePostgres
+import KeelSystem
 import NIOCore
 import Synchronization
 
@@ -61,7 +62,7 @@ extension KeelCommand {
                         + (serve ? "; --serve is not needed" : ""))
                     let signals = StopSignal()
                     let logs = Self.followLogs(id: id, server: server, stateFile: options.localStateFile,
-                                               token: token ?? ProcessInfo.processInfo.environment[AdminToken.environmentVariable],
+                                               token: token ?? HeldSecrets.environment[AdminToken.environmentVariable],
                                                verbose: options.verbose)
                     try await Self.watchUntilStopped(loop, followers: logs.map { [$0] } ?? []) { await signals.stopped() }
                 } else if serve {

@@ -55,7 +55,7 @@ extension KeelCommand {
             guard let base = line.split(separator: " ").last.map(String.init), base.hasPrefix("http://") else {
                 throw CLIError("the server on \(options.shownStateFile) is still starting; try again")
             }
-            guard let token = token ?? ProcessInfo.processInfo.environment["KEEL_ADMIN_TOKEN"], !token.isEmpty else {
+            guard let token = token ?? HeldSecrets.environment["KEEL_ADMIN_TOKEN"], !token.isEmpty else {
                 throw CLIError("this command needs the admin token: pass --token or set KEEL_ADMIN_TOKEN")
             }
             return (base, token)

@@ -95,7 +95,7 @@ extension KeelCommand {
             c.exitsOnStall = exitOnStall
             c.healthInterval = healthInterval > 0 ? .milliseconds(Int64(healthInterval * 1000)) : nil
             c.healthBudget = .milliseconds(healthBudget)
-            c.metricsToken = ProcessInfo.processInfo.environment["KEEL_METRICS_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
+            c.metricsToken = HeldSecrets.environment["KEEL_METRICS_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
             return c
         }
 
@@ -221,7 +221,7 @@ extension KeelCommand {
                 let active = kernel.activePlugins
                 let host = self.host
                 let login = fresh != nil ? "log in with the admin token above"
-                    : ProcessInfo.processInfo.environment["KEEL_ADMIN_TOKEN"].map { _ in "log in with $KEEL_ADMIN_TOKEN" }
+                    : HeldSecrets.environment["KEEL_ADMIN_TOKEN"].map { _ in "log in with $KEEL_ADMIN_TOKEN" }
                     ?? (PostgresURL.isPostgres(options.stateFile)
                         ? "log in with the admin token printed by the first host that started on this state (`keel token reset` prints a new one)"
                         : "log in with the admin token printed at the first start (`keel token reset` prints a new one)")

@@ -1,6 +1,7 @@
 /* A plugin that crashes the host on request, for the crash attribution tests (CrashAttributionTests).
  *   GET /ext/<id>/items/:id    id "segv": writes through NULL; "abort": abort(); "fpe": divides by a volatile zero;
- *                              "hang": never returns; anything else: 200 "item <id>"
+ *                              "hang": never returns; "thread": a thread of the plugin's own faults inside libc's
+ *                              memset; anything else: 200 "item <id>"
  *   authorize hook "gate"      the same three, when the resource (the request path) contains "authz-segv",
  *                              "authz-abort" or "authz-fpe"; else abstains
  *   PLUGIN_ID                  the descriptor's id (default "crasher")
@@ -11,6 +12,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include <keel/keel.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,9 +30,23 @@ static int contains(keel_str s, const char *what) {
     return 0;
 }
 
-/* Crashes as `mode` says ("segv", "abort", "fpe"); returns a value otherwise. */
+/* A thread of the plugin's own that writes through NULL inside libc (memset of a size the compiler cannot inline). */
+static void *fault_in_libc(void *unused) {
+    (void)unused;
+    static volatile size_t size = 4096;
+    void *volatile nowhere = NULL;
+    memset(nowhere, 0, size);
+    return NULL;
+}
+
+/* Crashes as `mode` says ("segv", "abort", "fpe", "thread"); returns a value otherwise. */
 static int crash(keel_str mode, const char *prefix) {
     char name[32];
+    snprintf(name, sizeof name, "%sthread", prefix);
+    if (contains(mode, name)) {
+        pthread_t thread;
+        if (pthread_create(&thread, NULL, fault_in_libc, NULL) == 0) pthread_join(thread, NULL);
+    }
     snprintf(name, sizeof name, "%ssegv", prefix);
     if (contains(mode, name)) *(volatile int *)0 = 1;
     snprintf(name, sizeof name, "%sabort", prefix);

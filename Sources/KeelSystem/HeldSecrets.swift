@@ -1,0 +1,44 @@
+// Keel — a microkernel plugin host. Licensed under Apache-2.0.
+
+import Foundation
+import Synchronization
+
+/// The host's own secrets, taken out of its environment when it starts (`take`): the admin token, the metrics token
+/// and the state database's password. Plugin code in the process could otherwise read them with `getenv` or from
+/// `/proc/self/environ` (a security review's plugin with no grant answered `KEEL_ADMIN_TOKEN=...` to anyone); a
+/// child never inherited them (`ChildEnvironment`). Code that reads one of these variables reads `environment`.
+///
+/// This closes the cheapest path, not every one: plugin code in the process can read the host's memory, where the
+/// token is kept (see the README's security section). Thread-safe.
+public enum HeldSecrets {
+    /// The variables taken.
+    public static let names: Set<String> = ["KEEL_ADMIN_TOKEN", "KEEL_METRICS_TOKEN", "PGPASSWORD"]
+
+    private static let held = Mutex<[String: String]>([:])
+
+    /// Takes `names` out of the environment, keeping their values for `environment`: each value's bytes are
+    /// overwritten where they lie (so `/proc/self/environ` no longer shows them) and the variable is unset. Call it
+    /// first thing in `main`, before any other thread reads or changes the environment (neither is thread-safe).
+    public static func take() {
+        var found: [String: String] = [:]
+        var entry = environ
+        while let text = entry.pointee {
+            if let equals = strchr(text, Int32(UInt8(ascii: "="))) {
+                let nameLength = text.distance(to: equals)
+                let name = String(decoding: UnsafeRawBufferPointer(start: text, count: nameLength), as: UTF8.self)
+                if names.contains(name) {
+                    found[name] = String(cString: equals + 1)
+                    memset(equals + 1, 0, strlen(equals + 1))
+                }
+            }
+            entry += 1
+        }
+        for name in found.keys { unsetenv(name) }
+        held.withLock { $0.merge(found) { _, new in new } }
+    }
+
+    /// The process's environment with the taken secrets back in it (a variable set again since wins).
+    public static var environment: [String: String] {
+        ProcessInfo.processInfo.environment.merging(held.withLock { $0 }) { current, _ in current }
+    }
+}
