@@ -104,6 +104,13 @@ extension KernelCommand {
             (plugin.map { "chose \($0)" } ?? "cleared the choice") + (tenant.map { " for tenant \($0)" } ?? " host-wide")
         case let (.useProvider(_, plugin, tenant), .failure):
             (plugin.map { "asked to choose \($0)" } ?? "asked to clear the choice") + (tenant.map { " for tenant \($0)" } ?? " host-wide")
+        // Who got or lost which access (names and permission items, never secrets): a grant and a revoke, or a member
+        // added and removed, read alike before 2026-12-08. Cut to a log line's length (a principal may be long).
+        case let (.setRolePermission(_, permission, granted), .success):
+            TextLimits.logLine((granted ? "granted " : "revoked ") + permission)
+        case let (.setMember(_, principal, role, member), .success):
+            TextLimits.logLine((member ? "added " : "removed ") + principal + " as " + role)
+        case let (.deleteTenant, .success(result)): result.note
         // A refusal whose reason is built from names only (tenants, roles, principals, plugin ids, capabilities: no
         // path, no argument value) is kept with its code, so that `keel audit` says why ("directory" alone does not).
         case let (_, .failure(error)) where !mayQuoteArguments && Self.namesOnlyCodes.contains(error.code):
@@ -115,7 +122,7 @@ extension KernelCommand {
     /// The error codes whose reasons name only what the command names (tenants, roles, principals, plugin ids,
     /// capabilities, interfaces): their reasons go into the audit row. (Not `unknownPlugin`: its reason may name a
     /// bundle folder.)
-    static let namesOnlyCodes: Set<KernelError.Code> = [.directory, .badGrant, .dependency, .notEnabled]
+    static let namesOnlyCodes: Set<KernelError.Code> = [.directory, .notFound, .badRequest, .badGrant, .dependency, .notEnabled]
 
     /// True when a failure reason may quote the command's arguments (a configuration value in a schema or YAML
     /// error, a command argument, a repository location with credentials): its log line and audit row then carry

@@ -35,7 +35,7 @@ extension Kernel {
         case let .call(plugin, name, arguments, tenant):
             var principal = Kernel.operatorPrincipal
             if let tenant, tenant != Principal.defaultTenant, !access.directory.tenants.contains(tenant) {
-                called = .failure(KernelError(.directory, pluginID: plugin, reason: "no tenant \"\(tenant)\""))
+                called = .failure(KernelError.directory("no tenant \"\(tenant)\"", pluginID: plugin))
             } else {
                 if let tenant { principal.tenant = tenant }
                 called = await Self.offKernel { [self, principal] in
@@ -169,7 +169,9 @@ extension Kernel {
             let also = try uninstall(id, cascade: cascade, keepData: keepData)
             if !also.isEmpty { return CommandResult(note: "also disabled, as they need it: " + also.joined(separator: ", ")) }
         case let .createTenant(name): try createTenant(name)
-        case let .deleteTenant(name, cascade): try deleteTenant(name, cascade: cascade)
+        case let .deleteTenant(name, cascade):
+            let disabled = try deleteTenant(name, cascade: cascade)
+            if !disabled.isEmpty { return CommandResult(note: "also disabled, as they served tenant \(name) only: " + disabled.joined(separator: ", ")) }
         case let .setMember(tenant, principal, role, member):
             return CommandResult(note: try setMember(tenant: tenant, principal: principal, role: role, member: member))
         case let .createRole(name): try createRole(name)
@@ -212,7 +214,7 @@ extension Kernel {
             guard case let .refused(reason) = result else { return CommandResult(note: scoped) }
             if only == nil, let same = try held() { return same }
             _ = try held()  // another key under the name: that conflict, said as such
-            throw KernelError(.directory, reason: reason)
+            throw KernelError.directory(reason)
         case let .untrustKey(name):
             // The plugins pinned to the key, by the key's bytes (a pin keeps the name it was trusted under then).
             let key: String?, signers: [String: StateStore.PinnedSigner]
@@ -260,7 +262,7 @@ extension Kernel {
     private func stored(_ change: () throws(StateError) -> StateStore.ChangeResult) throws(KernelError) {
         let result: StateStore.ChangeResult
         do { result = try change() } catch { throw KernelError(.state, reason: error.description) }
-        if case let .refused(reason) = result { throw KernelError(.directory, reason: reason) }
+        if case let .refused(reason) = result { throw KernelError.directory(reason) }
     }
 
     /// The repositories and the plugin folder, for install, upgrade and the catalog.

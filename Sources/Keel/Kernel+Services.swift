@@ -31,7 +31,7 @@ extension Kernel {
             let leftBehind = plugin == nil && ((try? state.serviceSelections()) ?? []).contains {
                 $0.tenant == scope && $0.interface == interface.description
             }
-            guard leftBehind else { throw KernelError(.directory, reason: "no tenant \"\(scope)\"") }
+            guard leftBehind else { throw KernelError.directory("no tenant \"\(scope)\"") }
         }
         if plugin == nil, !((try? state.serviceSelections()) ?? []).contains(where: { $0.interface == interface.description && $0.tenant == scope }),
            !services().contains(where: { $0.interface == interface.description }) {

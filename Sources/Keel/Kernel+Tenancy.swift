@@ -13,7 +13,7 @@ extension Kernel {
 
     func apply(_ result: StateStore.ChangeResult) throws(KernelError) {
         access.refresh()
-        if case let .refused(reason) = result { throw KernelError(.directory, reason: reason) }
+        if case let .refused(reason) = result { throw KernelError.directory(reason) }
     }
 
     func directoryChange(_ body: () throws(StateError) -> StateStore.ChangeResult) throws(KernelError) {
@@ -37,14 +37,29 @@ extension Kernel {
     }
     public func createRole(_ name: String) throws(KernelError) { try directoryChange { () throws(StateError) in try state.createRole(name) } }
 
+    /// True when `permission` (KEY:ACTION, or KEY:* for any action of KEY) is one of `declared` (`key:action` items, as
+    /// `PluginInfo.permissions` lists them): the rule `keel roles grant` and the admin API hold a grant to unless forced.
+    public static func isDeclared(_ permission: String, among declared: [String]) -> Bool {
+        guard let colon = permission.firstIndex(of: ":") else { return false }
+        let key = permission[..<colon], action = permission[permission.index(after: colon)...]
+        return declared.contains { item in
+            guard let c = item.firstIndex(of: ":") else { return false }
+            return item[..<c] == key && (action == "*" || item[item.index(after: c)...] == action)
+        }
+    }
+
     /// Grants `permission` to `role`, or revokes it.
     /// - Returns: for a revoke, what the operator may not expect: the role never had it (nothing changed), or
     ///   its `KEY:*` still allows it, or the role is the built-in admin, which allows everything.
     @discardableResult
     public func setRolePermission(_ role: String, _ permission: String, granted: Bool = true) throws(KernelError) -> String? {
-        let parts = permission.split(separator: ":")
-        guard parts.count == 2 else {
-            throw KernelError(.directory, reason: "\"\(permission)\" is not a permission: write KEY:ACTION (e.g. hello.greetings:view) or KEY:*")
+        let parts = permission.split(separator: ":", omittingEmptySubsequences: false)
+        // A grant names an item a plugin could declare: KEY:ACTION or KEY:*, of letters, digits, '.', '_', '-' (a
+        // newline or an escape in one was stored and printed by `roles list` as it was, forging a line). A revoke
+        // takes any text, so that one stored before this check can be taken away.
+        guard parts.count == 2, !granted || (MenuDeclaration.isValidID(String(parts[0]))
+                                             && (parts[1] == "*" || MenuDeclaration.isValidID(String(parts[1])))) else {
+            throw KernelError.directory("\"\(Printable.escapingControls(permission))\" is not a permission: write KEY:ACTION (e.g. hello.greetings:view) or KEY:*")
         }
         let held = access.directory.rolePermissions[role] ?? []
         try directoryChange { () throws(StateError) in try state.setRolePermission(role, permission, granted: granted) }
@@ -61,8 +76,14 @@ extension Kernel {
     public func setMember(tenant: String, principal: String, role: String, member: Bool = true) throws(KernelError) -> String? {
         // A principal id equal to another only by canonical equivalence would share its bindings here (`CanonicalText`);
         // removing one (a binding made before they were refused, which counts for no one) is allowed.
+        // Nor one no authenticate hook can name (`keel_principal_builder` refuses control, line-separator and
+        // bidirectional characters): such a binding counts for no one, and was printed by `tenants list` as it was.
+        guard Principal.isPrintable(principal) || !member else {
+            throw KernelError(.badRequest, pluginID: nil, reason: "principal id \"\(Printable.escapingControls(principal))\" holds a control, "
+                              + "line-separator or bidirectional character: no authenticate hook can name such a caller")
+        }
         guard CanonicalText.isNFC(principal) || !member else {
-            throw KernelError(.directory, pluginID: nil, reason: "principal id \"\(CanonicalText.scalars(principal))\" is not in Unicode NFC form; "
+            throw KernelError(.badRequest, pluginID: nil, reason: "principal id \"\(CanonicalText.scalars(principal))\" is not in Unicode NFC form; "
                               + "Keel takes principal ids only so (one spelt otherwise could share another's bindings)")
         }
         let held = access.directory.members[tenant]?[principal]?.contains(role) ?? false
@@ -73,7 +94,9 @@ extension Kernel {
     /// Removes a tenant. With `cascade`, plugins enabled only for it are disabled, before the tenant goes: a plugin
     /// with no tenant left counts as enabled for every tenant, so its hooks would otherwise see every tenant's
     /// callers (and could hand out `admin`) until it was stopped. Without `cascade` such plugins refuse the removal.
-    public func deleteTenant(_ name: String, cascade: Bool = false) throws(KernelError) {
+    /// - Returns: the plugins `cascade` disabled, by id.
+    @discardableResult
+    public func deleteTenant(_ name: String, cascade: Bool = false) throws(KernelError) -> [String] {
         let only = access.directory.pluginTenants.filter { $0.value == [name] }.map(\.key).sorted()
         if cascade && name != Principal.defaultTenant && access.directory.tenants.contains(name) {
             // Judged without the tenant: a consumer that keeps other tenants needs no provider in the one that goes.
@@ -87,6 +110,7 @@ extension Kernel {
         // Its choices of provider went with it.
         loadServiceSelections()
         notifyServiceChanges(since: before)
+        return cascade ? only : []
     }
 
     /// Enables `id` for one tenant (or, with nil, for all).
@@ -100,7 +124,7 @@ extension Kernel {
             throw notInFolder(id)
         }
         if let tenant, !access.directory.tenants.contains(tenant) {
-            throw KernelError(.directory, pluginID: id, reason: "unknown tenant \"\(tenant)\"")
+            throw KernelError.directory("unknown tenant \"\(tenant)\"", pluginID: id)
         }
         // Judged with the tenants it will serve: a consumer enabled for one more tenant needs a provider there too.
         var tenancy = access.directory.pluginTenants
@@ -139,7 +163,7 @@ extension Kernel {
     public func disable(_ id: String, tenant: String?, cascade: Bool = false) throws(KernelError) -> [String] {
         guard let tenant else { return try disable(id, cascade: cascade) }
         let d = access.directory
-        guard d.tenants.contains(tenant) else { throw KernelError(.directory, pluginID: id, reason: "unknown tenant \"\(tenant)\"") }
+        guard d.tenants.contains(tenant) else { throw KernelError.directory("unknown tenant \"\(tenant)\"", pluginID: id) }
         let remaining = (d.pluginTenants[id] ?? Set(d.tenants)).subtracting([tenant])
         guard remaining.isEmpty else {
             // A provider that stops serving a tenant may leave a consumer there without one.

@@ -22,8 +22,14 @@ public struct KernelError: Error, Sendable, CustomStringConvertible {
         public static let badConfig = Code(name: "bad-config")
         /// A grant or revoke names an unknown capability, or grants one the plugin does not ask for. Nothing changed.
         public static let badGrant = Code(name: "bad-grant")
-        /// A tenant, role or binding change was refused (unknown name, still in use, ...).
+        /// A tenant, role or binding change was refused for the state it found (a name already taken, a tenant still
+        /// in use, ...). An unknown name is `notFound`, a malformed one `badRequest` (`KernelError.directory(_:)`).
         public static let directory = Code(name: "directory")
+        /// A tenant, role or other name the command gives is not known. Nothing changed.
+        public static let notFound = Code(name: "not-found")
+        /// A name or item the command gives is malformed: a tenant or role name, a principal id, a permission item.
+        /// Nothing changed.
+        public static let badRequest = Code(name: "bad-request")
         /// A plugin command could not be called or failed (unknown, bad argument, refused, its own error status).
         public static let command = Code(name: "command")
         /// An install or upgrade was refused because the package is not signed by the key the plugin is pinned to
@@ -57,4 +63,14 @@ public struct KernelError: Error, Sendable, CustomStringConvertible {
     }
 
     public var description: String { reason }
+
+    /// A refused change of tenants, roles or bindings, coded by what refused it: an unknown name `notFound`, a
+    /// malformed one `badRequest`, anything else (a name taken, a tenant in use) `directory`. The store says why in
+    /// words only (`StateStore.ChangeResult`); the words it uses for each are read here, in one place.
+    static func directory(_ reason: String, pluginID: String? = nil) -> KernelError {
+        let code: Code = reason.hasPrefix("unknown ") || reason.hasPrefix("no tenant ") ? .notFound
+            : ["is not a valid", "is not a permission", "not in Unicode NFC", "must be 1", "no authenticate hook can name"]
+                .contains(where: reason.contains) ? .badRequest : .directory
+        return KernelError(code, pluginID: pluginID, reason: reason)
+    }
 }

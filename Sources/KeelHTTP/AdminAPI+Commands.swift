@@ -12,7 +12,7 @@ import Keel
 /// | `POST /api/v1/plugins/<id>/commands/<name>` `{"args": [2, 40]}` → `{"result": 42}` | anyone the auth chain lets through who holds the command's permission (admins for a command without one); `"tenant"`: the host's admin only |
 ///
 /// A call runs in the plugin's lane, like its routes. Errors: 404 `unknown-command`, 400 `bad-argument` (naming the
-/// argument), 403 `forbidden` (which permission is missing goes to the log and the audit trail only), 500 `command-failed` (the plugin's status and message), 503 `unavailable` or `busy`.
+/// argument), 403 `forbidden` (which permission is missing goes to the log and the audit trail only), `command-failed` (the plugin's status and message, with the HTTP status a route handler's status gets: 400 for KEEL_ERR_INVALID_ARGUMENT, 500 for an internal error), 503 `unavailable` or `busy`.
 extension AdminAPI {
     func registerCommands(open: RouterGroup<KeelRequestContext>, admin: RouterGroup<KeelRequestContext>) {
         admin.get("commands") { request, _ -> Response in
@@ -95,7 +95,10 @@ extension AdminAPI {
         case .unknown: .notFound
         case .badArgument: .badRequest
         case .forbidden: .forbidden
-        case .failed, .tooLarge: .internalServerError
+        // The command's own refusal is its caller's to fix, as a route handler's is: KEEL_ERR_INVALID_ARGUMENT 400,
+        // NOT_FOUND 404, CONFLICT 409 ... (`StatusCode.httpAnswer`); the code stays `command-failed`.
+        case .failed: HTTPResponse.Status(code: StatusCode.httpAnswer(error.status).status)
+        case .tooLarge: .internalServerError
         case .unavailable: .serviceUnavailable
         }
     }

@@ -155,40 +155,7 @@ struct AdminAPI {
             let id = try context.parameters.require("id")
             do { return JSONBody.response(try await kernel.history(id)) } catch { throw Self.apiError(error) }
         }
-        admin.get("tenants") { _, _ -> Response in
-            JSONBody.response(kernel.access.directory.tenantViews)
-        }
-        admin.post("tenants") { request, context -> Response in
-            let body = try await self.body(NameBody.self, request, context)
-            try await run(.createTenant(name: body.name))
-            return JSONBody.response(["name": body.name], status: .created)
-        }
-        admin.delete("tenants/:tenant") { request, context -> Response in
-            let name = try context.parameters.require("tenant")
-            let cascade = request.uri.queryParameters.get("cascade") == "true"
-            try await run(.deleteTenant(name: name, cascade: cascade))
-            return JSONBody.response(["deleted": name])
-        }
-        admin.post("tenants/:tenant/members") { request, context -> Response in
-            let tenant = try context.parameters.require("tenant")
-            let body = try await self.body(MemberBody.self, request, context)
-            try await run(.setMember(tenant: tenant, principal: body.principal, role: body.role, member: true))
-            return JSONBody.response(["tenant": tenant, "principal": body.principal, "role": body.role], status: .created)
-        }
-        admin.get("roles") { _, _ -> Response in
-            JSONBody.response(kernel.access.directory.roleViews)
-        }
-        admin.post("roles") { request, context -> Response in
-            let body = try await self.body(NameBody.self, request, context)
-            try await run(.createRole(name: body.name))
-            return JSONBody.response(["name": body.name], status: .created)
-        }
-        admin.post("roles/:role/grants") { request, context -> Response in
-            let role = try context.parameters.require("role")
-            let body = try await self.body(PermissionBody.self, request, context)
-            try await run(.setRolePermission(role: role, permission: body.permission, granted: true))
-            return JSONBody.response(["role": role, "permission": body.permission], status: .created)
-        }
+        registerDirectory(on: admin)
         // Extension management: repositories, catalogue, install, upgrade, uninstall.
         let store = ExtensionStore(state: kernel.state, pluginsDirectory: kernel.configuration.pluginsDirectory)
         // Cached, refreshed in the background, never blocking a request thread (see RepositoryCatalog).
@@ -357,7 +324,12 @@ struct AdminAPI {
         case .conflict: return APIError(.conflict, "conflict", error.description)
         // The store cannot be read or written now (a shared PostgreSQL down, a locked file): try again later.
         case .state: return APIError(.serviceUnavailable, "state", error.description)
-        case .directory: return APIError(error.description.hasPrefix("unknown") ? .notFound : .conflict, "directory", error.description)
+        // An unknown tenant or role, a malformed name, and a change the directory's state refuses (a name taken, a
+        // tenant in use): 404, 400 and 409, with the codes every other endpoint uses (all were 404 or 409
+        // `directory` until 2026-12-08).
+        case .notFound: return APIError(.notFound, "not-found", error.description)
+        case .badRequest: return APIError(.badRequest, "bad-request", error.description)
+        case .directory: return APIError(.conflict, "conflict", error.description)
         default: return APIError(.unprocessableContent, error.code.description, error.description)
         }
     }
@@ -405,8 +377,6 @@ struct CatalogItem: Encodable {
     var pinMatches: Bool?
 }
 struct CatalogBody: Encodable { var plugins: [CatalogItem]; var problems: [String] }
-struct MemberBody: Decodable { var principal: String; var role: String }
-struct PermissionBody: Decodable { var permission: String }
 
 struct HealthBody: Encodable {
     var status: String

@@ -79,7 +79,7 @@ extension StateStore {
 
     public func createRole(_ name: String) throws(StateError) -> ChangeResult {
         try change { db throws(StateError) in
-            guard Self.isName(name) else { return "\"\(name)\" is not a valid role name" }
+            guard Self.isName(name) else { return "\"\(name)\" is not a valid role name (lowercase letters, digits, '-', '_', '.'; at most 64)" }
             guard !(try Self.exists(db, "roles", name)) else { return "role \"\(name)\" already exists" }
             try db.query("INSERT INTO roles (name, created_at) VALUES (?, ?)", [.text(name), .text(Self.now())])
             return nil

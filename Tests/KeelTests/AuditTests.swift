@@ -45,7 +45,7 @@ struct AuditTests {
             "console - - config hello bad-config",
             "console - - config hello bad-config",
             "embedder - - disable nosuch unknown-plugin",
-            "cli - - delete-tenant nowhere directory",
+            "cli - - delete-tenant nowhere not-found",
         ], "\(summary)")
         #expect(rows.last?.detail?.contains("nowhere") == true, "\(String(describing: rows.last?.detail))")
         #expect(rows.dropLast().allSatisfy { $0.detail == nil }, "\(rows.map(\.detail))")

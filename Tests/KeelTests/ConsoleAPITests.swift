@@ -93,7 +93,7 @@ struct ConsoleAPITests {
                 "\(removed.text)")
         #expect(try await server.request("GET", "/api/v1/trust", admin: true).text == "[]")
         let gone = try await server.request("DELETE", "/api/v1/trust/acme", admin: true)
-        #expect(gone.status == 404 && gone.errorCode == "directory", "\(gone.status) \(gone.text)")
+        #expect(gone.status == 404 && gone.errorCode == "not-found", "\(gone.status) \(gone.text)")
         // The CLI's `keel trust remove`, on the same store.
         let keel = TestEnvironment.binPath + "/keel", at = ["--plugins", f.plugins, "--state", f.state]
         #expect(try await server.request("POST", "/api/v1/trust", admin: true, body: Data(#"{"name":"acme","publicKey":"\#(key)"}"#.utf8)).status == 201)
@@ -112,6 +112,6 @@ struct ConsoleAPITests {
         #expect(try await server.request("DELETE", "/api/v1/repositories/local", admin: true).status == 200)
         #expect(try await server.request("GET", "/api/v1/repositories", admin: true).text == "[]")
         let again = try await server.request("DELETE", "/api/v1/repositories/local", admin: true)
-        #expect(again.errorCode == "directory", "\(again.text)")
+        #expect(again.status == 404 && again.errorCode == "not-found", "\(again.text)")
     }
 }

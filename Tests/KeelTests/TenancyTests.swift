@@ -239,6 +239,29 @@ struct TenancyTests {
         #expect(unknownTenant.stderr == "keel: error: unknown tenant \"nowhere\"; create it with `keel tenants create nowhere`\n")
         let badPermission = try run(["roles", "grant", "admin", "nocolon"], f)
         #expect(badPermission.status != 0)
+        // A typo is told the name meant; a name no hook can give, or an item no plugin could declare, is refused (both
+        // were stored and printed raw by the lists, a newline forging a line, until 2026-12-08).
+        let typo = try run(["tenants", "add-member", "acmee", "carol", "admin"], f)
+        #expect(typo.stderr == "keel: error: unknown tenant \"acmee\" (did you mean \"acme\"?)\n", "\(typo.stderr)")
+        #expect(try run(["roles", "create", "editor"], f).status == 0)
+        for principal in ["ali\nce", "mal\u{1B}[2Jory", "bidi\u{202E}gpj.exe"] {
+            let r = try run(["tenants", "add-member", "acme", principal, "editor"], f)
+            #expect(r.status == 1 && r.stderr.contains("holds a control, line-separator or bidirectional character"), "\(r.stderr)")
+            #expect(!r.stderr.contains("\u{1B}") && !r.stderr.dropLast().contains("\n"), "escaped: \(r.stderr)")
+        }
+        let forged = try run(["roles", "grant", "editor", "calc.math:run\n  member mallory", "--force"], f)
+        #expect(forged.status == 1 && forged.stderr.contains("is not a permission"), "\(forged.stderr)")
+        #expect(try run(["roles", "grant", "editor", "hello.greetings:view", "--force"], f).status == 0)
+        #expect(try run(["roles", "revoke", "editor", "hello.greetings:view"], f).status == 0)
+        #expect(try run(["tenants", "add-member", "acme", "carol", "editor"], f).status == 0)
+        #expect(try run(["tenants", "remove-member", "acme", "carol", "editor"], f).status == 0)
+        // The audit rows say what was granted, revoked, added and removed (all read alike before).
+        let audit = try run(["audit"], f).stdout
+        for line in ["set-role-permission editor  ok  (granted hello.greetings:view)", "set-role-permission editor  ok  (revoked hello.greetings:view)",
+                     "set-member acme  ok  (added carol as editor)", "set-member acme  ok  (removed carol as editor)",
+                     "set-member acme  bad-request  (principal id \"ali\\nce\" holds a control"] {
+            #expect(audit.contains(line), "\(line) in \(audit)")
+        }
         try TestEnvironment.grantSensitive("hello", plugins: f.plugins, state: f.state)
         let enableNowhere = try run(["plugins", "enable", "hello", "--tenant", "nowhere"], f)
         #expect(enableNowhere.status == 1 && enableNowhere.stderr == "keel: error: unknown tenant \"nowhere\"\n")
@@ -248,6 +271,7 @@ struct TenancyTests {
         #expect(inUse.status == 1 && inUse.stderr.contains("tenant \"acme\" still has plugin(s) enabled: hello"))
         let cascade = try run(["tenants", "delete", "acme", "--cascade"], f)
         #expect(cascade.status == 0, "\(cascade.stderr)")
+        #expect(cascade.stdout == "removed tenant acme: also disabled, as they served tenant acme only: hello\n", "\(cascade.stdout)")
         let list = try run(["plugins", "list"], f)
         #expect(list.stdout.contains("hello 1.0.0  disabled"), "\(list.stdout)")
         #expect(!(try run(["tenants", "list"], f).stdout.contains("acme")))
@@ -306,6 +330,35 @@ struct TenancyTests {
         let roles = try JSONSerialization.jsonObject(with: try await server.request("GET", "/api/v1/roles", admin: true).body) as? [[String: Any]]
         #expect(roles?.first { $0["name"] as? String == "admin" }?["grantsEverything"] as? Bool == true)
         #expect(roles?.first { $0["name"] as? String == "editor" }?["permissions"] as? [String] == ["greeter.greetings:view"])
+
+        // What the API adds it takes away, with the CLI's checks (until 2026-12-08 it could only add, took an item no
+        // plugin declares, a principal with a control character, and cascade=yes for false; its codes were `directory`).
+        func call(_ method: String, _ path: String, _ body: String) async throws -> (Int, String?, String) {
+            let r = try await server.request(method, path, admin: true, body: Data(body.utf8))
+            return (r.status, r.errorCode, r.text)
+        }
+        var r = try await call("POST", "/api/v1/roles/editor/grants", #"{"permission": "greeter.greetings:nope"}"#)
+        #expect(r.0 == 400 && r.1 == "undeclared-permission" && r.2.contains("greeter.greetings:view"), "\(r)")
+        r = try await call("POST", "/api/v1/roles/editor/grants", #"{"permission": "calc.math:run\n  member mallory", "force": true}"#)
+        #expect(r.0 == 400 && r.1 == "bad-request", "\(r)")
+        r = try await call("POST", "/api/v1/roles/editor/grants", #"{"permission": "greeter.greetings:*"}"#)
+        #expect(r.0 == 201, "\(r)")
+        r = try await call("DELETE", "/api/v1/roles/editor/grants", #"{"permission": "greeter.greetings:view"}"#)
+        #expect(r.0 == 200 && r.2.contains("greeter.greetings:* still allows it"), "\(r)")
+        r = try await call("POST", "/api/v1/tenants/acme/members", #"{"principal": "mal\u001b[2Jory", "role": "editor"}"#)
+        #expect(r.0 == 400 && r.1 == "bad-request", "\(r)")
+        r = try await call("POST", "/api/v1/tenants/acmee/members", #"{"principal": "bob", "role": "editor"}"#)
+        #expect(r.0 == 404 && r.1 == "not-found", "\(r)")
+        r = try await call("DELETE", "/api/v1/tenants/acme/members", #"{"principal": "alice", "role": "editor"}"#)
+        #expect(r.0 == 200, "\(r)")
+        r = try await call("DELETE", "/api/v1/tenants/acme/members", #"{"principal": "alice", "role": "editor"}"#)
+        #expect(r.0 == 200 && r.2.contains("nothing changed"), "\(r)")
+        r = try await call("DELETE", "/api/v1/tenants/acme?cascade=yes", "")
+        #expect(r.0 == 400 && r.2.contains("cascade=true or cascade=false"), "\(r)")
+        r = try await call("POST", "/api/v1/tenants", #"{"name": "acme"}"#)
+        #expect(r.0 == 409 && r.1 == "conflict", "\(r)")
+        let after = try run(["roles", "list"], f).stdout + (try run(["tenants", "list"], f).stdout)
+        #expect(after.contains("greeter.greetings:*") && !after.contains("mallory") && !after.contains("alice: admin, editor"), "\(after)")
     }
 
     @Test("enable --tenant on a plugin enabled for all tenants keeps it for all, with no server running too")

@@ -3,6 +3,8 @@
 import ArgumentParser
 import Foundation
 import Keel
+import KeelManifest
+import KeelSystem
 
 extension KeelCommand {
     struct Tenants: AsyncParsableCommand {
@@ -20,11 +22,17 @@ extension KeelCommand {
     }
 }
 
-/// Refuses a role or tenant that does not exist, saying how to make it.
+/// Refuses a role or tenant that does not exist: the one likely meant when a name is near (`acmee`: did you mean
+/// "acme"?), else how to make it.
 func requireDirectoryNames(_ state: StateStore, tenant: String, role: String) throws {
     let d = try state.directory()
-    guard d.tenants.contains(tenant) else { throw CLIError("unknown tenant \"\(tenant)\"; create it with `keel tenants create \(tenant)`") }
-    guard d.roles.contains(role) else { throw CLIError("unknown role \"\(role)\"; create it with `keel roles create \(role)`") }
+    func unknown(_ kind: String, _ name: String, among names: [String]) -> CLIError {
+        let shown = Printable.escapingControls(name)
+        if let near = Spelling.nearest(name, in: names) { return CLIError("unknown \(kind) \"\(shown)\" (did you mean \"\(near)\"?)") }
+        return CLIError("unknown \(kind) \"\(shown)\"; create it with `keel \(kind)s create \(shown)`")
+    }
+    guard d.tenants.contains(tenant) else { throw unknown("tenant", tenant, among: d.tenants) }
+    guard d.roles.contains(role) else { throw unknown("role", role, among: d.roles) }
 }
 
 extension KeelCommand.Tenants {
@@ -72,10 +80,10 @@ extension KeelCommand.Tenants {
         @Flag(help: "Also disable the plugins enabled only for this tenant.") var cascade = false
 
         func run() async throws {
-            try await reporting {
-                _ = try await throughServerOrKernel(options, id: nil, command: .deleteTenant(name: name, cascade: cascade))
+            let result = try await reporting {
+                try await throughServerOrKernelResult(options, id: nil, command: .deleteTenant(name: name, cascade: cascade))
             }
-            print("removed tenant \(name)")
+            print("removed tenant \(name)" + (result.result.note.map { ": " + $0 } ?? ""))
         }
     }
 
@@ -193,10 +201,8 @@ extension KeelCommand.Roles.Grant {
     /// Refuses KEY:ACTION unless a plugin in the folder declares KEY with ACTION (or `*` for any declared action),
     /// naming the items that are declared.
     static func requireDeclared(_ permission: String, pluginsDirectory: String) throws {
-        let parts = permission.split(separator: ":").map(String.init)
-        let declared = PluginFolder.manifests(pluginsDirectory).flatMap(\.permissions)
-        if declared.contains(where: { $0.key == parts[0] && (parts[1] == "*" || $0.actions.contains(parts[1])) }) { return }
-        let items = declared.flatMap { d in d.actions.map { "\(d.key):\($0)" } }.sorted()
+        let items = PluginFolder.manifests(pluginsDirectory).flatMap(\.permissions).flatMap { d in d.actions.map { "\(d.key):\($0)" } }.sorted()
+        if Kernel.isDeclared(permission, among: items) { return }
         let known = items.isEmpty ? "no plugin in \(pluginsDirectory) declares permission items"
             : "declared in \(pluginsDirectory): \(items.joined(separator: ", "))"
         throw CLIError("no plugin declares \"\(permission)\" (\(known)); pass --force to grant it anyway")
