@@ -134,12 +134,22 @@ extension Kernel {
             // Host-wide, a plugin neither wanted nor running nor failed: said, not passed off as a change. (A failed one,
             // quarantined or disabled automatically, changes: its failure is cleared, and a guard's reopens the host.)
             let record = (try? state.plugin(id)) ?? nil
+            // For a tenant it does not serve: nothing to take away (it said "disabled" before 2026-12-08).
+            if let tenant, access.directory.tenants.contains(tenant), let serving = access.directory.pluginTenants[id], !serving.contains(tenant) {
+                var result = CommandResult(note: "it is not enabled for tenant \(tenant) (it serves \(serving.sorted().joined(separator: ", ")) only); nothing changed")
+                result.unchanged = true
+                return result
+            }
             let wasEnabled = tenant != nil || active[id] != nil || idle.contains(id) || record?.enabled == true || record?.status == .failed
             let also = try disable(id, tenant: tenant, cascade: cascade)
             if !also.isEmpty {
                 return CommandResult(note: "also disabled\(tenant.map { " for tenant \($0)" } ?? ""), as they need it: " + also.joined(separator: ", "))
             }
-            if !wasEnabled { return CommandResult(note: "it was not enabled; nothing changed") }
+            if !wasEnabled {
+                var result = CommandResult(note: "it was not enabled; nothing changed")
+                result.unchanged = true
+                return result
+            }
         case let .reload(id):
             // A reload the operator asked for that failed: its caller (the CLI's one line, keel_errmsg) is told the
             // previous build serves on, when it does (a grant's reload that fails stops the plugin instead).

@@ -65,9 +65,13 @@ extension Kernel {
         try directoryChange { () throws(StateError) in try state.setRolePermission(role, permission, granted: granted) }
         guard !granted else { return nil }
         if role == StateStore.Directory.adminRole { return "the built-in admin role allows everything, whatever permissions it lists: it still may" }
-        if !held.contains(permission) { return "it did not have \(permission); nothing changed" }
         let wildcard = "\(parts[0]):*"
-        return permission != wildcard && held.contains(wildcard) ? "\(wildcard) still allows it" : nil
+        let stillAllowed = permission != wildcard && held.contains(wildcard)
+        // A role that never listed the item, but whose KEY:* allows it, still may: said, not "nothing changed" alone.
+        if !held.contains(permission) {
+            return "it did not have \(permission); nothing changed" + (stillAllowed ? ", and \(wildcard) allows it (revoke \(wildcard) to take it away)" : "")
+        }
+        return stillAllowed ? "\(wildcard) still allows it" : nil
     }
 
     /// Binds (or unbinds) `principal` to `tenant` with `role`.

@@ -125,7 +125,8 @@ public struct CommandResult: Codable, Sendable, Hashable {
     /// What the command was about as the kernel took it, when that differs from how it was asked: a bare interface
     /// name completed to `name/major` (`KernelCommand.subject`). Nil otherwise.
     public var subject: String?
-    /// For a refresh: true when nothing was loaded (the bundle holds the serving build). Nil otherwise.
+    /// True when nothing changed: a refresh that loaded nothing (the bundle holds the serving build), a disable of a
+    /// plugin not enabled (for that tenant). Nil otherwise.
     public var unchanged: Bool?
 
     public init(installed: [String] = [], adminToken: String? = nil, note: String? = nil, output: String? = nil) {

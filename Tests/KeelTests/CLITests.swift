@@ -99,7 +99,7 @@ struct CLITests {
         let disable = try TestEnvironment.run(keel, ["plugins", "disable", "hello"] + common)
         #expect(disable.status == 0 && disable.stdout == "disabled hello\n")
         let twice = try TestEnvironment.run(keel, ["plugins", "disable", "hello"] + common)
-        #expect(twice.status == 0 && twice.stdout == "disabled hello (it was not enabled; nothing changed)\n", "\(twice.stdout)")
+        #expect(twice.status == 0 && twice.stdout == "hello: it was not enabled; nothing changed\n", "\(twice.stdout)")
         let text = try TestEnvironment.run(keel, ["plugins", "list"] + common)
         #expect(text.stdout.contains("hello 1.0.0  disabled"))
     }

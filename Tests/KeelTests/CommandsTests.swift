@@ -386,6 +386,9 @@ struct CommandsFrontEndTests {
         // 2026-12-08: a client's bad input read as the server's outage).
         r = try await post("div", #"{"args": [1, 0]}"#)
         #expect(r.status == 400 && r.errorCode == "command-failed" && r.text.contains("division by zero"), "\(r.status) \(r.text)")
+        // ... and its plugin's log says so (a failed command left no line at all before).
+        let logs = try await server.request("GET", "/api/v1/plugins/calc/logs", admin: true).text
+        #expect(logs.contains("command div failed: calc.div returned KEEL_ERR_INVALID_ARGUMENT: division by zero"), "\(logs)")
         r = try await post("add", #"{"args": [2, 40"#)
         #expect(r.status == 400 && r.errorCode == "malformed-json")
         // A misspelt key is named with the one meant, not dropped (the call would run in the caller's tenant).

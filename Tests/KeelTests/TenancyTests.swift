@@ -266,6 +266,10 @@ struct TenancyTests {
         let enableNowhere = try run(["plugins", "enable", "hello", "--tenant", "nowhere"], f)
         #expect(enableNowhere.status == 1 && enableNowhere.stderr == "keel: error: unknown tenant \"nowhere\"\n")
         #expect(try run(["plugins", "enable", "hello", "--tenant", "acme"], f).status == 0)
+        // A tenant it does not serve has nothing to take away ("disabled hello" before 2026-12-08).
+        let elsewhere = try run(["plugins", "disable", "hello", "--tenant", "default"], f)
+        #expect(elsewhere.status == 0 && elsewhere.stdout == "hello: it is not enabled for tenant default (it serves acme only); nothing changed\n",
+                "\(elsewhere.stdout)")
 
         let inUse = try run(["tenants", "delete", "acme"], f)
         #expect(inUse.status == 1 && inUse.stderr.contains("tenant \"acme\" still has plugin(s) enabled: hello"))
@@ -408,11 +412,14 @@ struct TenancyTests {
         let kept = try await kernel.execute(.setRolePermission(role: "reader", permission: "asker.things:view", granted: false))
         #expect(kept.note == "asker.things:* still allows it")
         let never = try await kernel.execute(.setRolePermission(role: "reader", permission: "asker.things:view", granted: false))
-        #expect(never.note == "it did not have asker.things:view; nothing changed")
+        // Said with the wildcard that still allows it ("nothing changed" alone read as "it may not", 2026-12-08).
+        #expect(never.note == "it did not have asker.things:view; nothing changed, and asker.things:* allows it (revoke asker.things:* to take it away)")
         let admin = try await kernel.execute(.setRolePermission(role: "admin", permission: "asker.things:view", granted: false))
         #expect(admin.note == "the built-in admin role allows everything, whatever permissions it lists: it still may")
         let gone = try await kernel.execute(.setRolePermission(role: "reader", permission: "asker.things:*", granted: false))
         #expect(gone.note == nil)
+        let none = try await kernel.execute(.setRolePermission(role: "reader", permission: "asker.things:view", granted: false))
+        #expect(none.note == "it did not have asker.things:view; nothing changed")
         #expect(try kernel.state.directory().rolePermissions["reader"] ?? [] == [])
         await kernel.shutdown()
     }

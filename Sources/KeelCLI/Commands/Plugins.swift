@@ -144,6 +144,8 @@ extension KeelCommand.Plugins {
         func run() async throws {
             try await eachPlugin(ids) { id in
                 let result = try await throughServerOrKernelResult(options, id: nil, command: .disable(id: id, tenant: tenant, cascade: cascade))
+                // A disable that changed nothing is not said as one.
+                if result.result.unchanged == true, let note = result.result.note { print("\(id): \(note)"); return }
                 print("disabled \(id)" + (result.result.note.map { " (" + $0 + ")" } ?? ""))
             }
         }
