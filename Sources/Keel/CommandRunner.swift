@@ -4,6 +4,7 @@ import Foundation
 import KeelLoader
 import KeelManifest
 import KeelRegistry
+import KeelState
 
 /// Calls plugin commands by name ("keel.commands/1"), for every caller: the admin API, the CLI (through
 /// `KernelCommand.call`), the console, and other plugins. One place decides who may: the plugin must serve the
@@ -14,6 +15,8 @@ import KeelRegistry
 struct CommandRunner: Sendable {
     let registry: PluginRegistry
     let access: AccessControl
+    /// For the operator's answer about a plugin that is not active (its record's status and reason); nil: not said.
+    var state: StateStore? = nil
     /// Where idle lazy plugins are woken.
     let environment: KernelEnvironment
 
@@ -44,11 +47,23 @@ struct CommandRunner: Sendable {
     /// The answer for a command `principal` cannot reach: for a plugin another tenant has, the same words as for none
     /// at all (`visible` false: "no active plugin"), so a caller learns nothing of other tenants' plugins; but the
     /// host's own admin (the operator, the admin token), who enabled it for those tenants, is told which.
+    /// The host's own admin is also told why a plugin it knows is not active (disabled, or failed with its reason)
+    /// and the command likely meant (`ad`: did you mean "add"?).
     func unreachable(_ plugin: String, _ name: String, _ principal: Principal, declared: Bool, visible: Bool) -> CommandError {
-        if declared, principal.authenticatedBy == "keel", principal.roles.contains("admin"),
+        let operatorAsks = principal.authenticatedBy == "keel" && principal.roles.contains("admin")
+        if declared, operatorAsks,
            let tenants = access.directory.pluginTenants[plugin], !tenants.isEmpty, !tenants.contains(principal.tenant) {
             return CommandError(.unknown, "no command \(plugin).\(name) for tenant \(principal.tenant): \(plugin) serves "
                                 + "tenant(s) \(tenants.sorted().joined(separator: ", ")) only (call it in one: keel call --tenant NAME)")
+        }
+        if operatorAsks, visible, let near = Spelling.nearest(name, in: registry.commandNames(plugin: plugin)) {
+            return CommandError(.unknown, "no command \(plugin).\(name) (did you mean \"\(near)\"?)")
+        }
+        // Until 2026-12-08 the operator calling a plugin disabled automatically was told only "no active plugin".
+        if operatorAsks, !visible, let record = (try? state?.plugin(plugin)) ?? nil {
+            let why = record.status == .failed ? "is failed" + (record.reason.map { ": \($0)" } ?? "")
+                : record.enabled ? "is enabled but not running" : "is not enabled (keel plugins enable \(plugin))"
+            return CommandError(.unknown, "no command \(plugin).\(name): plugin \"\(plugin)\" \(why)")
         }
         return CommandError(.unknown, "no command \(plugin).\(name)" + (visible ? "" : " (no active plugin \"\(plugin)\")"))
     }
@@ -134,7 +149,8 @@ extension Kernel {
     ///   argument), forbidden, command-failed (the plugin's status and message), unavailable, result-too-large.
     public nonisolated func call(_ plugin: String, _ name: String, arguments: [CommandArgument],
                                  as principal: Principal) -> Result<CommandValue, CommandError> {
-        CommandRunner(registry: registry, access: access, environment: environment).call(plugin: plugin, name: name, arguments: arguments, principal: principal)
+        CommandRunner(registry: registry, access: access, state: state, environment: environment)
+            .call(plugin: plugin, name: name, arguments: arguments, principal: principal)
     }
 
     /// Whether `principal` may wake the idle lazy `plugin` to call its command `name` (the checks `call` makes

@@ -3,6 +3,8 @@
 import HTTPTypes
 import Hummingbird
 import Keel
+import KeelManifest
+import KeelSystem
 import NIOCore
 
 /// The admin API's audit trail.
@@ -18,6 +20,12 @@ extension AdminAPI {
     func registerAudit(admin: RouterGroup<KeelRequestContext>) {
         admin.get("audit") { request, _ -> Response in
             let q = request.uri.queryParameters
+            // A parameter it does not take, or a limit that is no count, is refused: `?lmit=2` and `?limit=abc`
+            // answered the whole trail, and `?limit=-1` none, until 2026-12-08.
+            for (key, _) in q where key != "since" && key != "limit" {
+                let near = Spelling.nearest(String(key), in: ["since", "limit"]).map { " (did you mean \"\($0)\"?)" } ?? ""
+                throw APIError(.badRequest, "unknown-key", "unknown query parameter \"\(Printable.escapingControls(String(key)))\"\(near); this endpoint takes since, limit")
+            }
             var since: String?
             if let text = q.get("since") {
                 guard let time = StateStore.auditTime(text) else {
@@ -25,7 +33,13 @@ extension AdminAPI {
                 }
                 since = time
             }
-            let limit = q.get("limit").flatMap(Int.init) ?? StateStore.auditCapacity
+            var limit = StateStore.auditCapacity
+            if let text = q.get("limit") {
+                guard let n = Int(text), n >= 1 else {
+                    throw APIError(.badRequest, "bad-limit", "limit: \"\(Printable.escapingControls(String(text)))\" is not a count of rows from 1 up")
+                }
+                limit = min(n, StateStore.auditCapacity)
+            }
             do { return JSONBody.response(try kernel.auditTrail(since: since, limit: limit)) } catch { throw Self.apiError(error) }
         }
     }

@@ -120,6 +120,11 @@ extension PluginRegistry {
         read { $0.commandTables[pluginID]?.first { $0.name == name } }
     }
 
+    /// The names of active plugin `pluginID`'s commands (none when it is not active). [thread-safe]
+    public func commandNames(plugin pluginID: String) -> [String] {
+        read { $0.commandTables[pluginID]?.map(\.name) ?? [] }
+    }
+
     /// The provider serving `interface` for `tenant`, looked up under the lock without copying the snapshot: the
     /// path every `acquire` takes (`serving`: see `ServiceDirectory.resolution`). [thread-safe]
     public func resolveService(_ interface: InterfaceID, tenant: String, serving: ((String) -> Bool)? = nil) -> ServiceProvision? {

@@ -212,6 +212,13 @@ struct AuditTests {
         #expect(!reply.text.contains(Self.secret))
         #expect(try await server.request("GET", "/api/v1/audit?since=2999-01-01", admin: true).text == "[]")
         #expect(try await server.request("GET", "/api/v1/audit?since=soon", admin: true).errorCode == "bad-since")
+        // A parameter it does not take, or a limit that is no count, is said (each answered the whole trail before).
+        #expect(try await server.request("GET", "/api/v1/audit?lmit=2", admin: true).text.contains(#"unknown query parameter \"lmit\" (did you mean \"limit\"?)"#))
+        for bad in ["abc", "-1", "0", "99999999999999999999"] {
+            #expect(try await server.request("GET", "/api/v1/audit?limit=\(bad)", admin: true).errorCode == "bad-limit", "\(bad)")
+        }
+        let one = try await server.request("GET", "/api/v1/audit?limit=1", admin: true).json as? [[String: Any]]
+        #expect(one?.count == 1)
 
         let text = try TestEnvironment.run(keel, ["audit", "--since", "1h"] + at)
         #expect(text.status == 0 && text.stdout.contains("  console admin@127.0.0.1  create-tenant acme  ok\n"), "\(text.stdout) \(text.stderr)")

@@ -436,6 +436,14 @@ struct CommandsFrontEndTests {
         // The plugin list names them too (it showed none although enable said "2 command(s)").
         let plugins = try TestEnvironment.run(keel, ["plugins", "list"] + at)
         #expect(plugins.stdout.contains("  commands: add (i64, i64) -> i64, "), "\(plugins.stdout)")
+        // The operator is told the command meant, and why a plugin it knows has none now (2026-12-08).
+        let typo = try TestEnvironment.run(keel, ["call", "calc", "ad", "1", "1"] + at)
+        #expect(typo.stderr == "keel: error: no command calc.ad (did you mean \"add\"?)\n", "\(typo.stderr)")
+        #expect(try TestEnvironment.run(keel, ["plugins", "disable", "calc"] + at).status == 0)
+        let off = try TestEnvironment.run(keel, ["call", "calc", "add", "1", "1"] + at)
+        #expect(off.stderr == "keel: error: no command calc.add: plugin \"calc\" is not enabled (keel plugins enable calc)\n", "\(off.stderr)")
+        #expect(try await server.request("POST", "/api/v1/plugins/calc/commands/add", body: Data(#"{"args": [1, 1]}"#.utf8)).text
+                .contains("(no active plugin \\\"calc\\\")"), "anyone else learns no more than before")
     }
 
     @Test("keel call without a server loads the plugins itself; inspect runs the probe calls in a child, a crash is contained")
