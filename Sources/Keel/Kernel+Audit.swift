@@ -110,7 +110,7 @@ extension KernelCommand {
             TextLimits.logLine((granted ? "granted " : "revoked ") + permission)
         case let (.setMember(_, principal, role, member), .success):
             TextLimits.logLine((member ? "added " : "removed ") + principal + " as " + role)
-        case let (.deleteTenant, .success(result)): result.note
+        case let (.deleteTenant, .success(result)), let (.deleteRole, .success(result)): result.note.map { TextLimits.logLine($0) }
         // A refusal whose reason is built from names only (tenants, roles, principals, plugin ids, capabilities: no
         // path, no argument value) is kept with its code, so that `keel audit` says why ("directory" alone does not).
         case let (_, .failure(error)) where !mayQuoteArguments && Self.namesOnlyCodes.contains(error.code):

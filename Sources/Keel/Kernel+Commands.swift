@@ -185,6 +185,9 @@ extension Kernel {
         case let .setMember(tenant, principal, role, member):
             return CommandResult(note: try setMember(tenant: tenant, principal: principal, role: role, member: member))
         case let .createRole(name): try createRole(name)
+        case let .deleteRole(name):
+            let bound = try deleteRole(name)
+            if !bound.isEmpty { return CommandResult(note: "its binding(s) went with it: " + bound.joined(separator: ", ")) }
         case let .setRolePermission(role, permission, granted):
             return CommandResult(note: try setRolePermission(role, permission, granted: granted))
         case let .addRepository(name, location, priority):

@@ -37,6 +37,17 @@ extension Kernel {
     }
     public func createRole(_ name: String) throws(KernelError) { try directoryChange { () throws(StateError) in try state.createRole(name) } }
 
+    /// Removes role `name` with its permission items and bindings.
+    /// - Returns: the bindings that went with it ("alice in acme"), for the note and the audit row.
+    @discardableResult
+    public func deleteRole(_ name: String) throws(KernelError) -> [String] {
+        let bound = access.directory.members.flatMap { tenant, principals in
+            principals.filter { $0.value.contains(name) }.map { "\($0.key) in \(tenant)" }
+        }.sorted()
+        try directoryChange { () throws(StateError) in try state.deleteRole(name) }
+        return bound
+    }
+
     /// True when `permission` (KEY:ACTION, or KEY:* for any action of KEY) is one of `declared` (`key:action` items, as
     /// `PluginInfo.permissions` lists them): the rule `keel roles grant` and the admin API hold a grant to unless forced.
     public static func isDeclared(_ permission: String, among declared: [String]) -> Bool {
@@ -49,8 +60,9 @@ extension Kernel {
     }
 
     /// Grants `permission` to `role`, or revokes it.
-    /// - Returns: for a revoke, what the operator may not expect: the role never had it (nothing changed), or
-    ///   its `KEY:*` still allows it, or the role is the built-in admin, which allows everything.
+    /// - Returns: what the operator may not expect: for a grant to the built-in admin, that nothing changed (it allows
+    ///   everything); for a revoke, that the role never had it (nothing changed), or its `KEY:*` still allows it, or
+    ///   the role is the built-in admin.
     @discardableResult
     public func setRolePermission(_ role: String, _ permission: String, granted: Bool = true) throws(KernelError) -> String? {
         let parts = permission.split(separator: ":", omittingEmptySubsequences: false)
@@ -62,6 +74,10 @@ extension Kernel {
             throw KernelError.directory("\"\(Printable.escapingControls(permission))\" is not a permission: write KEY:ACTION (e.g. hello.greetings:view) or KEY:*")
         }
         let held = access.directory.rolePermissions[role] ?? []
+        // The built-in admin allows everything: an item listed under it would only read as if it mattered.
+        if granted, role == StateStore.Directory.adminRole {
+            return "the built-in admin role allows everything already; nothing changed"
+        }
         try directoryChange { () throws(StateError) in try state.setRolePermission(role, permission, granted: granted) }
         guard !granted else { return nil }
         if role == StateStore.Directory.adminRole { return "the built-in admin role allows everything, whatever permissions it lists: it still may" }

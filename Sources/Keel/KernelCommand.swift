@@ -37,6 +37,8 @@ public enum KernelCommand: Codable, Sendable, Hashable {
     /// Binds (or, with `member` false, unbinds) a principal to a role in a tenant.
     case setMember(tenant: String, principal: String, role: String, member: Bool)
     case createRole(name: String)
+    /// Removes a role, its permission items and its bindings (not the built-in admin).
+    case deleteRole(name: String)
     /// Grants (or revokes) a permission item `KEY:ACTION` to a role.
     case setRolePermission(role: String, permission: String, granted: Bool)
     case addRepository(name: String, location: String, priority: Int)
@@ -72,6 +74,7 @@ public enum KernelCommand: Codable, Sendable, Hashable {
         case .deleteTenant: "delete-tenant"
         case .setMember: "set-member"
         case .createRole: "create-role"
+        case .deleteRole: "delete-role"
         case .setRolePermission: "set-role-permission"
         case .addRepository: "add-repository"
         case .removeRepository: "remove-repository"
@@ -88,7 +91,7 @@ public enum KernelCommand: Codable, Sendable, Hashable {
         switch self {
         case let .enable(id, _), let .disable(id, _, _), let .reload(id), let .refresh(id), let .grants(id, _, _), let .config(id, _, _),
              let .install(id, _, _, _), let .upgrade(id, _, _, _), let .uninstall(id, _, _), let .isolation(id, _): id
-        case let .createTenant(name), let .deleteTenant(name, _), let .createRole(name), let .addRepository(name, _, _),
+        case let .createTenant(name), let .deleteTenant(name, _), let .createRole(name), let .deleteRole(name), let .addRepository(name, _, _),
              let .removeRepository(name), let .trustKey(name, _, _), let .untrustKey(name): name
         case let .setMember(tenant, _, _, _): tenant
         case let .setRolePermission(role, _, _): role

@@ -12,7 +12,7 @@ import KeelSystem
 /// |---|---|
 /// | `GET /api/v1/tenants`, `POST /api/v1/tenants {"name"}`, `DELETE /api/v1/tenants/<t>[?cascade=true]` | tenants |
 /// | `POST /api/v1/tenants/<t>/members {"principal", "role"}`, `DELETE` with the same body | a binding |
-/// | `GET /api/v1/roles`, `POST /api/v1/roles {"name"}` | roles |
+/// | `GET /api/v1/roles`, `POST /api/v1/roles {"name"}`, `DELETE /api/v1/roles/<r>` | roles |
 /// | `POST /api/v1/roles/<r>/grants {"permission", "force"}`, `DELETE` with `{"permission"}` | a role's items |
 extension AdminAPI {
     func registerDirectory(on admin: RouterGroup<KeelRequestContext>) {
@@ -58,6 +58,11 @@ extension AdminAPI {
             let body = try await self.body(NameBody.self, request, context)
             try await run(.createRole(name: body.name))
             return JSONBody.response(["name": body.name], status: .created)
+        }
+        admin.delete("roles/:role") { _, context -> Response in
+            let role = try context.parameters.require("role")
+            let result = try await run(.deleteRole(name: role))
+            return JSONBody.response(Self.answer(["deleted": role], note: result.note))
         }
         admin.post("roles/:role/grants") { request, context -> Response in
             let role = try context.parameters.require("role")

@@ -86,6 +86,18 @@ extension StateStore {
         }
     }
 
+    /// Removes a role with its permission items and its bindings in every tenant. The built-in admin role stays.
+    public func deleteRole(_ name: String) throws(StateError) -> ChangeResult {
+        try change { db throws(StateError) in
+            guard name != Directory.adminRole else { return "the built-in admin role cannot be removed" }
+            guard try Self.exists(db, "roles", name) else { return "unknown role \"\(name)\"" }
+            try db.query("DELETE FROM members WHERE role = ?", [.text(name)])
+            try db.query("DELETE FROM role_permissions WHERE role = ?", [.text(name)])
+            try db.query("DELETE FROM roles WHERE name = ?", [.text(name)])
+            return nil
+        }
+    }
+
     /// Grants (or revokes) a permission ("key:action" or "key:*") to a role.
     public func setRolePermission(_ role: String, _ permission: String, granted: Bool) throws(StateError) -> ChangeResult {
         try change { db throws(StateError) in

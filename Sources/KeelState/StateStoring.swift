@@ -59,6 +59,7 @@ public protocol StateStoring: AnyObject, Sendable {
     func createTenant(_ name: String) throws(StateError) -> StateStore.ChangeResult
     func deleteTenant(_ name: String, cascade: Bool) throws(StateError) -> StateStore.ChangeResult
     func createRole(_ name: String) throws(StateError) -> StateStore.ChangeResult
+    func deleteRole(_ name: String) throws(StateError) -> StateStore.ChangeResult
     func setRolePermission(_ role: String, _ permission: String, granted: Bool) throws(StateError) -> StateStore.ChangeResult
     func setMember(tenant: String, principal: String, role: String, member: Bool) throws(StateError) -> StateStore.ChangeResult
     func setPluginTenants(_ id: String, _ tenants: Set<String>?) throws(StateError) -> StateStore.ChangeResult

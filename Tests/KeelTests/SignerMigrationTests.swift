@@ -41,6 +41,8 @@ extension PostgresBackedTests {
                     // Undone too: the steps after it that are not written to run twice (an ALTER TABLE ADD COLUMN).
                     try db.execute("ALTER TABLE commands DROP COLUMN target_host")
                     try db.execute("ALTER TABLE trusted_keys DROP COLUMN only_ids")
+                    try db.execute("ALTER TABLE loads DROP COLUMN host")
+                    try db.execute("ALTER TABLE audit DROP COLUMN host")
                     if engine == .sqlite {
                         try db.execute("PRAGMA user_version = \(previous)")
                     } else {

@@ -35,6 +35,9 @@
  */
 #pragma once
 
+/* A command's `bool` is C's: included here, so that a plugin with a bool argument or result builds from keel.h alone
+ * (the templates' -Werror build stopped at "unknown type name 'bool'" without it). */
+#include <stdbool.h>
 #include "identity.h"
 #include "status.h"
 

@@ -39,7 +39,10 @@ extension KeelCommand {
         /// `2026-11-29T09:40:01.123Z  cli alice@local  enable hello  ok`; on a shared state, the host that executed it
         /// after the caller: `admin-api admin@127.0.0.1 on host-a  enable hello  ok`.
         static func line(_ r: StateStore.AuditEntry) -> String {
-            let who = r.actor + (r.principal.map { " " + $0 } ?? "") + (r.origin.map { "@" + $0 } ?? "")
+            // A caller from somewhere who named no principal is said to be anonymous: `admin-api@127.0.0.1` read as a
+            // principal called admin-api.
+            let principal = r.principal ?? (r.origin != nil ? "(anonymous)" : nil)
+            let who = r.actor + (principal.map { " " + $0 } ?? "") + (r.origin.map { "@" + $0 } ?? "")
                 + (r.host.map { " on " + $0 } ?? "")
             let what = r.target.isEmpty ? r.command : "\(r.command) \(r.target)"
             // Escaped (`Printable`): no value in a row, whoever wrote it, can break the line or move the terminal's cursor.

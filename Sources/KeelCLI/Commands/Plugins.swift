@@ -306,13 +306,18 @@ func throughServerOrKernelResult(_ options: GlobalOptions, id: String?, command:
     }
 }
 
-/// Executes a command that changes stored facts only (tenants, roles, repositories, trusted keys) on a kernel of
-/// this process that loads no plugin. A running server sees the change at once: it watches the state file.
+/// Executes a command that changes stored facts only (tenants, roles, bindings, repositories, trusted keys): through
+/// the running server when there is one, so that it holds when the command returns (a revoke made beside the server
+/// let calls through for about 250 ms after the CLI said it was done, until the server read the state again: found
+/// on 2026-12-08); else on a kernel of this process that loads no plugin.
 // Never inlined: inlined into a caller's closure, this call of a typed-throws async function crashed Swift 6.3.1's
 // optimizer (signal 11 while splitting the caller's coroutine), so `swift build -c release` of `keel` failed.
 @discardableResult @inline(never)
 func executeStored(_ options: GlobalOptions, _ command: KernelCommand) async throws -> CommandResult {
-    try await options.makeKernel().executeAsCLI(command)
+    if try options.throughServer() != nil {
+        return try await options.submitToServer(command, timeout: .seconds(10), state: try options.openState())
+    }
+    return try await options.makeKernel().executeAsCLI(command)
 }
 
 extension KeelCommand.Plugins {

@@ -18,7 +18,7 @@ extension KeelCommand {
         static let configuration = CommandConfiguration(
             abstract: "Manage roles and the permission items (KEY:ACTION from plugins' manifests) they grant.",
             discussion: "The `admin` role exists from the start and grants everything.",
-            subcommands: [List.self, Create.self, Grant.self, Revoke.self])
+            subcommands: [List.self, Create.self, Delete.self, Grant.self, Revoke.self])
     }
 }
 
@@ -159,6 +159,18 @@ extension KeelCommand.Roles {
         }
     }
 
+    struct Delete: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Remove a role, its permission items and its bindings in every tenant (not the built-in admin).")
+        @OptionGroup var options: GlobalOptions
+        @Argument(help: "Role name.", completion: Completion.roles) var name: String
+
+        func run() async throws {
+            let result = try await reporting { try await executeStored(options, .deleteRole(name: name)) }
+            print("removed role \(name)" + (result.note.map { ": " + $0 } ?? ""))
+        }
+    }
+
     struct Grant: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Grant a permission item (KEY:ACTION or KEY:*) to a role.")
         @OptionGroup var options: GlobalOptions
@@ -173,11 +185,11 @@ extension KeelCommand.Roles {
         }
 
         func run() async throws {
-            try await reporting {
+            let result = try await reporting {
                 if !force { try Self.requireDeclared(permission, pluginsDirectory: options.pluginsDirectory) }
-                try await executeStored(options, .setRolePermission(role: role, permission: permission, granted: true))
+                return try await executeStored(options, .setRolePermission(role: role, permission: permission, granted: true))
             }
-            print("role \(role) may \(permission)")
+            print(result.note.map { "role \(role): \($0)" } ?? "role \(role) may \(permission)")
         }
     }
 
