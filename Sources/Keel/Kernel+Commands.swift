@@ -98,8 +98,11 @@ extension Kernel {
             // A reason logged while the command ran (an activation's failure) is not said a second time.
             let line = failure.map { logged.contains(LoggedFailure(pluginID: command.pluginID, reason: $0)) ? "failed (\(code)), as logged above" : said } ?? said
             log(failure == nil ? .info : .warn, command.pluginID, "\(actor): \(what): \(line)")
+            // The target as the caller gave it, cut as every caller-chosen field is (a refused 5,000-byte role name was
+            // stored whole until 2026-12-08).
             audit(StateStore.AuditEntry(actor: actor, principal: principal, origin: origin, command: command.name,
-                                        target: command.subject, outcome: code, detail: command.auditDetail(outcome)),
+                                        target: TextLimits.cut(command.subject, to: Self.auditFieldBytes), outcome: code,
+                                        detail: command.auditDetail(outcome)),
                   with: records)
             return (outcome, failure, said)
         }

@@ -47,7 +47,7 @@ extension StateStore {
 
     public func createTenant(_ name: String) throws(StateError) -> ChangeResult {
         try change { db throws(StateError) in
-            guard Self.isName(name) else { return "\"\(name)\" is not a valid tenant name (lowercase letters, digits, '-', '_', '.'; at most 64)" }
+            guard Self.isName(name) else { return "\(Self.quoted(name)) is not a valid tenant name (lowercase letters, digits, '-', '_', '.'; at most 64)" }
             guard !(try Self.exists(db, "tenants", name)) else { return "tenant \"\(name)\" already exists" }
             // A choice of provider left by an earlier tenant of this name (a state from before `deleteTenant` removed
             // them) is not the new tenant's.
@@ -79,7 +79,7 @@ extension StateStore {
 
     public func createRole(_ name: String) throws(StateError) -> ChangeResult {
         try change { db throws(StateError) in
-            guard Self.isName(name) else { return "\"\(name)\" is not a valid role name (lowercase letters, digits, '-', '_', '.'; at most 64)" }
+            guard Self.isName(name) else { return "\(Self.quoted(name)) is not a valid role name (lowercase letters, digits, '-', '_', '.'; at most 64)" }
             guard !(try Self.exists(db, "roles", name)) else { return "role \"\(name)\" already exists" }
             try db.query("INSERT INTO roles (name, created_at) VALUES (?, ?)", [.text(name), .text(Self.now())])
             return nil

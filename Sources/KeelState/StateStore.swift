@@ -1,6 +1,7 @@
 // Keel — a microkernel plugin host. Licensed under Apache-2.0.
 
 import Foundation
+import KeelSystem
 import Synchronization
 
 /// Why the state file could not be read or written. One line: `<file>: <reason>`.
@@ -240,6 +241,20 @@ public final class StateStore: StateStoring, @unchecked Sendable {
     static func isName(_ s: String) -> Bool {
         let b = Array(s.utf8)
         return (1...64).contains(b.count) && b.allSatisfy { ($0 >= 97 && $0 <= 122) || ($0 >= 48 && $0 <= 57) || $0 == 45 || $0 == 95 || $0 == 46 }
+    }
+
+    /// A name as a refusal quotes it: escaped (`Printable`), and cut after 64 bytes with the rest counted (a name
+    /// refused for its length was echoed whole, thousands of characters).
+    static func quoted(_ name: String) -> String {
+        let shown = Printable.escapingControls(name)
+        guard shown.utf8.count > 64 else { return "\"\(shown)\"" }
+        var cut = "", bytes = 0
+        for c in shown {
+            bytes += c.utf8.count
+            if bytes > 64 { break }
+            cut.append(c)
+        }
+        return "\"\(cut)\"… (\(name.utf8.count) bytes)"
     }
 
     /// True when `table` has a row whose `name` column is `name`. `table` is one of our own table names, never input.
