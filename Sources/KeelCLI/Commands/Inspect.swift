@@ -92,8 +92,14 @@ extension KeelCommand.Plugins {
                 manifestPath = file
                 let manifest: Manifest
                 do { (manifest, warnings) = try ManifestLoader().load(path: file) } catch { throw CLIError(error.description) }
-                // Manifest-only: no code to load, nothing to isolate in a child.
-                guard let name = manifest.library else { return Inspector.report(manifestOnly: manifest, path: path, warnings: warnings) }
+                // Manifest-only: no code to load, nothing to isolate in a child; and nothing a --config is given to (it
+                // was taken without a word).
+                guard let name = manifest.library else {
+                    if let configFile {
+                        SystemFile.say("keel: note: --config \(configFile) is not used: \(manifest.id) is a manifest-only bundle (no library: no code it configures)\n", to: 2)
+                    }
+                    return Inspector.report(manifestOnly: manifest, path: path, warnings: warnings)
+                }
                 // A name the folder lacks: said as the host says it (the key, the folder, the likely name).
                 if let missing = PluginBundle(folder: path, manifestPath: file, manifest: manifest, warnings: warnings).missingLibrary {
                     for w in warnings { SystemFile.say("\(w)\n", to: 2) }
