@@ -178,6 +178,15 @@ extension Kernel {
             .flatMap { m in m.commands.map { CommandInfo(plugin: m.id, $0) } }
     }
 
+    /// Whether `principal` may call `plugin`'s command `name` (declared with `permission`) now: the plugin runs (or is
+    /// idle, woken by a call), serves the caller's tenant, and the caller holds the permission, the checks `call`
+    /// makes before the command runs. Runs
+    /// the authorize hooks on the calling thread: plugin code, never on Swift's cooperative pool. [thread-safe]
+    public nonisolated func mayCall(_ plugin: String, _ name: String, permission: String, as principal: Principal) -> Bool {
+        (registry.command(plugin: plugin, name: name) != nil || isIdle(plugin)) && access.isVisible(plugin, tenant: principal.tenant)
+            && CommandRunner(registry: registry, access: access, environment: environment).refusal(plugin, name, permission: permission, principal) == nil
+    }
+
     /// The principal the operator's own tools act as (the CLI on this host): an admin.
     public static let operatorPrincipal = Principal(id: "operator", displayName: "Operator", roles: ["admin"], authenticatedBy: "keel")
 }

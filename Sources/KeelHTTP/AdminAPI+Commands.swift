@@ -8,15 +8,24 @@ import Keel
 ///
 /// | route | who |
 /// |---|---|
-/// | `GET /api/v1/commands[?plugin=ID]` | admin token only: every declared command with its signature |
+/// | `GET /api/v1/commands[?plugin=ID]` | the admin: every declared command with its signature; anyone else: the commands of running plugins they may call |
 /// | `POST /api/v1/plugins/<id>/commands/<name>` `{"args": [2, 40]}` → `{"result": 42}` | anyone the auth chain lets through who holds the command's permission (admins for a command without one); `"tenant"`: the host's admin only |
 ///
 /// A call runs in the plugin's lane, like its routes. Errors: 404 `unknown-command`, 400 `bad-argument` (naming the
 /// argument), 403 `forbidden` (which permission is missing goes to the log and the audit trail only), `command-failed` (the plugin's status and message, with the HTTP status a route handler's status gets: 400 for KEEL_ERR_INVALID_ARGUMENT, 500 for an internal error), 503 `unavailable` or `busy`.
 extension AdminAPI {
     func registerCommands(open: RouterGroup<KeelRequestContext>, admin: RouterGroup<KeelRequestContext>) {
-        admin.get("commands") { request, _ -> Response in
-            JSONBody.response(await kernel.commands(request.uri.queryParameters.get("plugin").map { "\($0)" }))
+        // Every command for the admin; for anyone else the ones they may call (a role holder could call a command
+        // but not learn it was there: 401 until 2026-12-08). Their permission is asked in the host's lane: the
+        // authorize hooks are plugin code.
+        open.get("commands") { request, context -> Response in
+            let all = await kernel.commands(request.uri.queryParameters.get("plugin").map { "\($0)" })
+            let caller = context.principal
+            if caller.authenticatedBy == "keel", caller.roles.contains("admin") { return JSONBody.response(all) }
+            let callable = try await gatekeeper.lanes.run(PluginLanes.host) {
+                all.filter { kernel.mayCall($0.plugin, $0.name, permission: $0.permission, as: caller) }
+            }
+            return JSONBody.response(callable)
         }
         open.post("plugins/:id/commands/:name") { request, context -> Response in
             let id = try context.parameters.require("id"), name = try context.parameters.require("name")

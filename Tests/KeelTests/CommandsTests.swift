@@ -418,6 +418,12 @@ struct CommandsFrontEndTests {
                 && audit.stdout.contains("\"zoe\""), "\(audit.stdout.suffix(1500))")
         let listed = try await server.request("GET", "/api/v1/commands?plugin=calc", admin: true)
         #expect((listed.json as? [[String: Any]])?.first?["signature"] as? String == "(i64, i64) -> i64")
+        // Anyone else is shown the commands they may call (a 401 before 2026-12-08): none for an anonymous caller,
+        // every one of calc's for zoe, admin in acme, where calc runs.
+        let anonymous = try await server.request("GET", "/api/v1/commands?plugin=calc")
+        #expect(anonymous.status == 200 && anonymous.text == "[]", "\(anonymous.status) \(anonymous.text)")
+        let zoes = try await server.request("GET", "/api/v1/commands?plugin=calc", headers: ["Authorization": "Bearer zoe"])
+        #expect((zoes.json as? [[String: Any]])?.count == (listed.json as? [[String: Any]])?.count, "\(zoes.text)")
 
         // The CLI goes through the running server.
         let call = try TestEnvironment.run(keel, ["call", "calc", "add", "2", "40"] + at)
