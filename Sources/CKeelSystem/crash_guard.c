@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #include "keel_crash.h"
 #include <dlfcn.h>
+#include <execinfo.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <link.h>
@@ -13,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/uio.h>
 #include <time.h>
 #include <ucontext.h>
 #include <unistd.h>
@@ -248,64 +248,19 @@ static uintptr_t instruction_address(const void *context) {
 #endif
 }
 
-static uintptr_t stack_address(const void *context) {
-    const ucontext_t *uc = context;
-    if (!uc) return 0;
-#if defined(__x86_64__)
-    return (uintptr_t)uc->uc_mcontext.gregs[REG_RSP];
-#elif defined(__aarch64__)
-    return (uintptr_t)uc->uc_mcontext.sp;
-#else
-    return 0;
-#endif
-}
-
-/* Copies `len` bytes at `from` without faulting: process_vm_readv on this very process fails (EFAULT) where the
- * address is not mapped readable, where a plain read would fault inside the handler. A system call: async-signal-safe.
- * Returns the count copied (0 in a worker, whose seccomp filter refuses the call). */
-static size_t copy_mapped(void *to, uintptr_t from, size_t len) {
-    struct iovec local = { to, len }, remote = { (void *)from, len };
-    ssize_t n = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
-    return n > 0 ? (size_t)n : 0;
-}
-
-/* True when `a` (inside plugin library `r`) is where a call in that library returns to: the instruction before it
- * is a call. Tells a return address on the stack from a pointer to a plugin's function kept in a frame (a consumer
- * holding its provider's table), which names no caller. */
-static int after_call(uintptr_t a, const struct range *r) {
-#if defined(__x86_64__)
-    unsigned char b[7];
-    if (a - 7 < r->start || copy_mapped(b, a - 7, 7) != 7) return 0;
-    return b[2] == 0xE8                                    /* call rel32 */
-        || (b[1] == 0xFF && (b[2] & 0x38) == 0x10)         /* call *disp32(%rip) or *disp32(reg) */
-        || (b[4] == 0xFF && (b[5] & 0x38) == 0x10)         /* call *disp8(reg) */
-        || (b[5] == 0xFF && ((b[6] & 0xF8) == 0xD0         /* call *reg (r8-r15 after a REX prefix too) */
-                             || (b[6] & 0xF8) == 0x10));   /* call *(reg) */
-#elif defined(__aarch64__)
-    uint32_t insn;
-    if (a - 4 < r->start || copy_mapped(&insn, a - 4, 4) != 4) return 0;
-    return (insn & 0xFC000000u) == 0x94000000u             /* bl */
-        || (insn & 0xFFFFFC1Fu) == 0xD63F0000u;            /* blr */
-#else
-    (void)a; (void)r;
-    return 0;
-#endif
-}
-
-/* The plugin library whose code the innermost plugin frame of the faulting thread returns to, found by reading its
- * stack upward from `sp` (at most 256 KiB, stopping where it is no longer mapped): for a fault outside every plugin
- * library (in libc, or the host's code) on a plugin's behalf, that plugin is the caller. NULL when none. */
-static const struct range *innermost_plugin_frame(uintptr_t sp) {
-    if (!sp) return NULL;
-    uintptr_t words[512];
-    sp &= ~(uintptr_t)(sizeof(uintptr_t) - 1);
-    for (uintptr_t at = sp; at - sp < 256 * 1024; at += sizeof words) {
-        size_t got = copy_mapped(words, at, sizeof words) / sizeof(uintptr_t);
-        for (size_t i = 0; i < got; i++) {
-            const struct range *r = owner_of(words[i]);
-            if (r && after_call(words[i], r)) return r;
-        }
-        if (got < sizeof words / sizeof(uintptr_t)) break;
+/* The plugin library whose code the innermost plugin frame of this thread returns to, found by unwinding the stack
+ * from the handler (glibc's backtrace: the libraries' unwind tables, through the signal frame into the faulting
+ * code), so that only frames that are live count, never a stale word left on the stack by an earlier call. For a
+ * fault outside every plugin library (in libc, or the host's code) on a plugin's behalf, that plugin is the caller.
+ * NULL when none. backtrace is warmed at install (its first call loads libgcc_s, which allocates); after that it
+ * reads memory only. A stack too damaged to unwind may fault here: the process then dies of the signal without a
+ * record, which the next start reads as a crash outside any plugin, as before this walk existed. */
+static const struct range *innermost_plugin_frame(void) {
+    void *frames[64];
+    int n = backtrace(frames, 64);
+    for (int i = 0; i < n; i++) {
+        const struct range *r = owner_of((uintptr_t)frames[i]);
+        if (r) return r;
     }
     return NULL;
 }
@@ -336,13 +291,14 @@ static void on_fatal(int signal, siginfo_t *info, void *context) {
     uintptr_t pc = instruction_address(context);
     const keel_crash_site *site = keel_crash_current;
     const struct range *code = pc ? owner_of(pc) : NULL;
-    /* A fault outside every plugin library that this thread raised itself (a fault, or its own abort: never a
-     * signal another thread or process sent, which may land on any thread) is the innermost plugin frame's on its
+    /* A fault outside every plugin library raised on this thread (a fault, an abort; or a tgkill from within the
+     * process, which can be told from an abort by nothing: the thread it lands on was running what its stack says;
+     * not a signal from another process, which may land on any thread) is the innermost live plugin frame's on its
      * stack: a provider's function that aborts inside libc while a consumer's handler called it, a plugin's own
      * thread faulting in memcpy. Until 2026-12-08 the first was blamed on the consumer's handler (the thread's site)
      * and the second on no plugin at all. */
     int own = info && (info->si_code > 0 || (info->si_code == SI_TKILL && info->si_pid == getpid()));
-    const struct range *frame = !code && own ? innermost_plugin_frame(stack_address(context)) : NULL;
+    const struct range *frame = !code && own ? innermost_plugin_frame() : NULL;
     /* The faulting instruction's library names the plugin (a provider's service called by another plugin's
      * handler, a plugin's own thread); else the innermost plugin frame's; else the thread's site does. */
     const struct range *found = code ? code : frame;
@@ -410,7 +366,7 @@ static void on_fatal(int signal, siginfo_t *info, void *context) {
             done += (size_t)n;
         }
     }
-    if (!code && !site && (si_code > 0 || (signal == SIGABRT && si_code == SI_TKILL))) {
+    if (!found && !site && (si_code > 0 || (signal == SIGABRT && si_code == SI_TKILL))) {
         /* The host's own crash: handed back to whoever handled it before (the Swift runtime's backtracer), as if
          * this handler were not there: a fault re-runs its instruction on return, and abort() raises again after a
          * handler returned. (A fatal signal sent from outside goes on to die: a handler that returns would leave
@@ -446,6 +402,9 @@ int keel_crash_install(const char *path) {
     for (int i = 0; i < FATAL_COUNT; i++) {
         if (sigaction(fatal_signals[i], &action, &previous[i]) != 0) return -1;
     }
+    /* backtrace's first call loads libgcc_s's unwinder (dlopen, malloc): made here, never first in the handler. */
+    void *warm[2];
+    (void)backtrace(warm, 2);
     __atomic_store_n(&installed, 1, __ATOMIC_RELEASE);
     keel_crash_prepare_thread();
     return 0;

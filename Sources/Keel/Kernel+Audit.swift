@@ -106,10 +106,12 @@ extension KernelCommand {
             (plugin.map { "asked to choose \($0)" } ?? "asked to clear the choice") + (tenant.map { " for tenant \($0)" } ?? " host-wide")
         // Who got or lost which access (names and permission items, never secrets): a grant and a revoke, or a member
         // added and removed, read alike before 2026-12-08. Cut to a log line's length (a principal may be long).
-        case let (.setRolePermission(_, permission, granted), .success):
-            TextLimits.logLine((granted ? "granted " : "revoked ") + permission)
-        case let (.setMember(_, principal, role, member), .success):
-            TextLimits.logLine((member ? "added " : "removed ") + principal + " as " + role)
+        // A change that changed nothing (a grant to the built-in admin, a revoke of what the role never had) is
+        // recorded as asked for, with why, not as made.
+        case let (.setRolePermission(_, permission, granted), .success(result)):
+            TextLimits.logLine(Self.changeDetail(granted ? "grant" : "revoke", granted ? "granted" : "revoked", permission, note: result.note))
+        case let (.setMember(_, principal, role, member), .success(result)):
+            TextLimits.logLine(Self.changeDetail(member ? "add" : "remove", member ? "added" : "removed", principal + " as " + role, note: result.note))
         case let (.deleteTenant, .success(result)), let (.deleteRole, .success(result)): result.note.map { TextLimits.logLine($0) }
         // A refusal whose reason is built from names only (tenants, roles, principals, plugin ids, capabilities: no
         // path, no argument value) is kept with its code, so that `keel audit` says why ("directory" alone does not).
@@ -117,6 +119,13 @@ extension KernelCommand {
             TextLimits.logLine(error.reason)
         default: nil
         }
+    }
+
+    /// "granted X", or "asked to grant X: <why nothing changed>" when the note says nothing changed; another note
+    /// (a wildcard that still allows a revoked item) follows the change.
+    static func changeDetail(_ verb: String, _ done: String, _ what: String, note: String?) -> String {
+        guard let note else { return "\(done) \(what)" }
+        return note.contains("nothing changed") ? "asked to \(verb) \(what): \(note)" : "\(done) \(what); \(note)"
     }
 
     /// The error codes whose reasons name only what the command names (tenants, roles, principals, plugin ids,

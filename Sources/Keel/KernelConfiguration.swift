@@ -113,7 +113,8 @@ public struct KernelConfiguration: Sendable {
     }
 
     public static var defaultStateFile: String {
-        ProcessInfo.processInfo.environment["KEEL_STATE"].flatMap { $0.isEmpty ? nil : $0 } ?? ".keel/state.db"
+        // Through `HeldSecrets`: a postgres:// URL in it may carry a password, taken out of the environment.
+        HeldSecrets.environment["KEEL_STATE"].flatMap { $0.isEmpty ? nil : $0 } ?? ".keel/state.db"
     }
 
     public static let standardErrorLog: @Sendable (LogRecord) -> Void = { record in

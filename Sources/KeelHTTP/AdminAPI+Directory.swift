@@ -67,8 +67,9 @@ extension AdminAPI {
         admin.post("roles/:role/grants") { request, context -> Response in
             let role = try context.parameters.require("role")
             let body = try await self.body(PermissionBody.self, request, context)
-            // As `keel roles grant`: an item no plugin declares (a typo) is refused unless forced.
-            if body.force != true {
+            // As `keel roles grant`: an item no plugin declares (a typo) is refused unless forced (not for the built-in
+            // admin, where a grant changes nothing and says so).
+            if body.force != true, role != StateStore.Directory.adminRole {
                 let declared = ((try? await kernel.plugins()) ?? []).flatMap(\.permissions)
                 if !Kernel.isDeclared(body.permission, among: declared) {
                     throw APIError(.badRequest, "undeclared-permission", "no plugin declares \"\(Printable.escapingControls(body.permission))\" ("
@@ -76,8 +77,9 @@ extension AdminAPI {
                                    + "); send \"force\": true to grant it anyway")
                 }
             }
-            try await run(.setRolePermission(role: role, permission: body.permission, granted: true))
-            return JSONBody.response(["role": role, "permission": body.permission], status: .created)
+            let result = try await run(.setRolePermission(role: role, permission: body.permission, granted: true))
+            return JSONBody.response(Self.answer(["role": role, "permission": body.permission], note: result.note),
+                                     status: result.note == nil ? .created : .ok)
         }
         admin.delete("roles/:role/grants") { request, context -> Response in
             let role = try context.parameters.require("role")

@@ -190,7 +190,8 @@ public final class PluginCommand: @unchecked Sendable {
                     return .failure(CommandError(.failed, "\(pluginID).\(name): its worker answered a value of the wrong kind"))
                 }
             }
-            account(outcome, started: started)
+            // Counted here; its line comes from the worker, whose own call wrote it (written here too, it was twice).
+            account(outcome, started: started, logs: false)
             return outcome
         }
         guard let call, let function else { return .failure(CommandError(.unavailable, "plugin \"\(pluginID)\" has no code")) }
@@ -210,11 +211,11 @@ public final class PluginCommand: @unchecked Sendable {
     /// Counts the call (its time, a failure toward disabling the plugin) and writes a failure to the plugin's log: a
     /// warning for a refusal, an error otherwise, as a route handler's (until 2026-12-08 a failed command left no
     /// line, nineteen in a row included, until the twentieth disabled the plugin). Held to the plugin's log budget.
-    private func account(_ outcome: Result<CommandValue, CommandError>, started: Double) {
+    private func account(_ outcome: Result<CommandValue, CommandError>, started: Double, logs: Bool = true) {
         let failure = outcome.failure
         _ = context.account("command \(name)", started: started, budget: context.budgets.handler,
                             failed: failure != nil, declined: failure.map(Self.refuses) ?? false, detail: failure?.message ?? "")
-        if let failure { context.logBudgeted(Self.refuses(failure) ? .warn : .error, "command \(name) failed: \(failure.message)") }
+        if logs, let failure { context.logBudgeted(Self.refuses(failure) ? .warn : .error, "command \(name) failed: \(failure.message)") }
     }
 
     /// Whether a failed call is the command refusing the request (see `StatusCode.isRefusal`), not a broken plugin.

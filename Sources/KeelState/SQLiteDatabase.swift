@@ -138,6 +138,15 @@ final class SQLiteDatabase: StateDatabase {
             throw error
         }
         try execute("PRAGMA synchronous=FULL")
+        // The write-ahead log and its index stay when a connection closes believing it is the last
+        // (SQLITE_FCNTL_PERSIST_WAL): a connection takes itself for the last when it can lock the whole file, and POSIX
+        // locks belong to the process, so any close() of the state file in the server's process (a plugin reading or
+        // backing it up) dropped the server's lock; a CLI beside it then removed the log and its index, the server
+        // went on writing into the removed ones, and its queue no longer reached it (found by a security review,
+        // 2026-12-08). Kept, they are checkpointed as before, under the index's own locks, which such a close does not
+        // touch.
+        var persist: Int32 = 1
+        sqlite3_file_control(db, "main", SQLITE_FCNTL_PERSIST_WAL, &persist)
         try execute("PRAGMA foreign_keys=ON")
     }
 

@@ -59,7 +59,8 @@ final class PostgresDatabase: StateDatabase {
         } catch where error.reason.hasPrefix("permission denied") {
             // The first start makes tables (and, with `&schema=`, the schema): a role that may not is told what works.
             throw StateError(path: location, reason: error.reason + " (the first start makes Keel's tables: give the role " +
-                             "a database of its own, CREATE DATABASE \(url.database) OWNER \(url.user), or CREATE on the schema)")
+                             "a database of its own, CREATE DATABASE keel OWNER \(url.user), or the right to create here, " +
+                             "ALTER DATABASE \(url.database) OWNER TO \(url.user) or GRANT CREATE ON SCHEMA \(url.schema ?? "public") TO \(url.user))")
         }
     }
 

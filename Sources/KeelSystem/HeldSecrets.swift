@@ -4,7 +4,7 @@ import Foundation
 import Synchronization
 
 /// The host's own secrets, taken out of its environment when it starts (`take`): the admin token, the metrics token
-/// and the state database's password. Plugin code in the process could otherwise read them with `getenv` or from
+/// and the state database's password, alone or in a `KEEL_STATE` URL. Plugin code in the process could otherwise read them with `getenv` or from
 /// `/proc/self/environ` (a security review's plugin with no grant answered `KEEL_ADMIN_TOKEN=...` to anyone); a
 /// child never inherited them (`ChildEnvironment`). Code that reads one of these variables reads `environment`.
 ///
@@ -13,6 +13,8 @@ import Synchronization
 public enum HeldSecrets {
     /// The variables taken.
     public static let names: Set<String> = ["KEEL_ADMIN_TOKEN", "KEEL_METRICS_TOKEN", "PGPASSWORD"]
+    /// Taken when they hold a URL (`postgres://keel:PASSWORD@db/keel` carries its password; a file path does not).
+    public static let urlNames: Set<String> = ["KEEL_STATE"]
 
     private static let held = Mutex<[String: String]>([:])
 
@@ -26,7 +28,7 @@ public enum HeldSecrets {
             if let equals = strchr(text, Int32(UInt8(ascii: "="))) {
                 let nameLength = text.distance(to: equals)
                 let name = String(decoding: UnsafeRawBufferPointer(start: text, count: nameLength), as: UTF8.self)
-                if names.contains(name) {
+                if names.contains(name) || (urlNames.contains(name) && strstr(equals + 1, "://") != nil) {
                     found[name] = String(cString: equals + 1)
                     memset(equals + 1, 0, strlen(equals + 1))
                 }

@@ -286,7 +286,9 @@ struct TenancyTests {
         let audit = try run(["audit"], f).stdout
         for line in ["set-role-permission editor  ok  (granted hello.greetings:view)", "set-role-permission editor  ok  (revoked hello.greetings:view)",
                      "set-member acme  ok  (added carol as editor)", "set-member acme  ok  (removed carol as editor)",
-                     "set-member acme  bad-request  (principal id \"ali\\nce\" holds a control"] {
+                     "set-member acme  bad-request  (principal id \"ali\\nce\" holds a control",
+                     // A change that changed nothing is recorded as asked for, with why (not as made).
+                     "set-role-permission admin  ok  (asked to grant hello.greetings:view: the built-in admin role allows everything already; nothing changed)"] {
             #expect(audit.contains(line), "\(line) in \(audit)")
         }
         try TestEnvironment.grantSensitive("hello", plugins: f.plugins, state: f.state)
@@ -384,6 +386,8 @@ struct TenancyTests {
         #expect(r.0 == 200, "\(r)")
         r = try await call("DELETE", "/api/v1/tenants/acme/members", #"{"principal": "alice", "role": "editor"}"#)
         #expect(r.0 == 200 && r.2.contains("nothing changed"), "\(r)")
+        r = try await call("POST", "/api/v1/roles/admin/grants", #"{"permission": "nobody.declares:this"}"#)
+        #expect(r.0 == 200 && r.2.contains("allows everything already; nothing changed"), "\(r)")
         r = try await call("DELETE", "/api/v1/tenants/acme?cascade=yes", "")
         #expect(r.0 == 400 && r.2.contains("cascade=true or cascade=false"), "\(r)")
         r = try await call("POST", "/api/v1/tenants", #"{"name": "acme"}"#)

@@ -314,7 +314,8 @@ func throughServerOrKernelResult(_ options: GlobalOptions, id: String?, command:
 // optimizer (signal 11 while splitting the caller's coroutine), so `swift build -c release` of `keel` failed.
 @discardableResult @inline(never)
 func executeStored(_ options: GlobalOptions, _ command: KernelCommand) async throws -> CommandResult {
-    if try options.throughServer() != nil {
+    // Whatever --plugins names: these commands use no plugin folder.
+    if options.runningServer != nil {
         return try await options.submitToServer(command, timeout: .seconds(10), state: try options.openState())
     }
     return try await options.makeKernel().executeAsCLI(command)
