@@ -448,6 +448,8 @@ struct CommandsFrontEndTests {
         #expect(try TestEnvironment.run(keel, ["plugins", "disable", "calc"] + at).status == 0)
         let off = try TestEnvironment.run(keel, ["call", "calc", "add", "1", "1"] + at)
         #expect(off.stderr == "keel: error: no command calc.add: plugin \"calc\" is not enabled (keel plugins enable calc)\n", "\(off.stderr)")
+        let listedOff = try TestEnvironment.run(keel, ["commands", "calc"] + at)
+        #expect(listedOff.stdout.hasPrefix("calc add (i64, i64) -> i64  [calc.math:run]  (not enabled)\n"), "\(listedOff.stdout)")
         #expect(try await server.request("POST", "/api/v1/plugins/calc/commands/add", body: Data(#"{"args": [1, 1]}"#.utf8)).text
                 .contains("(no active plugin \\\"calc\\\")"), "anyone else learns no more than before")
     }

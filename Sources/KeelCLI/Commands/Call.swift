@@ -73,8 +73,16 @@ extension KeelCommand {
                 }
                 if json { try printJSON(commands); return }
                 if commands.isEmpty { print(plugin.map { "plugin \($0) declares no command" } ?? "no plugin declares a command") }
+                // A plugin that is not enabled, or failed, has no command to call now: said beside each (they were
+                // listed as if callable).
+                let records = Dictionary(((try? kernel.state.plugins()) ?? []).map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+                func standing(_ id: String) -> String {
+                    guard let r = records[id] else { return "  (not enabled)" }
+                    if r.status == .failed { return "  (failed: see keel plugins list)" }
+                    return r.enabled ? "" : "  (not enabled)"
+                }
                 for c in commands {
-                    print("\(c.plugin) \(c.name) \(c.signature)\(c.permission.isEmpty ? "  [admins]" : "  [\(c.permission)]")")
+                    print("\(c.plugin) \(c.name) \(c.signature)\(c.permission.isEmpty ? "  [admins]" : "  [\(c.permission)]")\(standing(c.plugin))")
                     if !c.description.isEmpty { print("  \(c.description)") }
                 }
             }
