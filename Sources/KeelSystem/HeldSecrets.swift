@@ -16,7 +16,8 @@ public enum HeldSecrets {
     /// Taken when they hold a URL (`postgres://keel:PASSWORD@db/keel` carries its password; a file path does not).
     public static let urlNames: Set<String> = ["KEEL_STATE"]
 
-    private static let held = Mutex<[String: String]>([:])
+    /// What `take` took, and whether it ran.
+    private static let held = Mutex<(values: [String: String], taken: Bool)>(([:], false))
 
     /// Takes `names` out of the environment, keeping their values for `environment`: each value's bytes are
     /// overwritten where they lie (so `/proc/self/environ` no longer shows them) and the variable is unset. Call it
@@ -36,11 +37,18 @@ public enum HeldSecrets {
             entry += 1
         }
         for name in found.keys { unsetenv(name) }
-        held.withLock { $0.merge(found) { _, new in new } }
+        held.withLock { $0 = (found, true) }
     }
 
-    /// The process's environment with the taken secrets back in it (a variable set again since wins).
+    /// The process's environment with the taken secrets back in it. Once `take` ran, `names` come from what it
+    /// took alone, never from the environment as it is now: plugin code that `setenv`s `KEEL_ADMIN_TOKEN` in its
+    /// activate (which runs before `keel serve` reads the token) would otherwise choose the admin token. Before
+    /// `take` (a program embedding the kernel), the environment as it is.
     public static var environment: [String: String] {
-        ProcessInfo.processInfo.environment.merging(held.withLock { $0 }) { current, _ in current }
+        let (values, taken) = held.withLock { $0 }
+        let live = ProcessInfo.processInfo.environment
+        guard taken else { return live }
+        return live.filter { !names.contains($0.key) && !(urlNames.contains($0.key) && $0.value.contains("://")) }
+            .merging(values) { _, kept in kept }
     }
 }

@@ -62,4 +62,33 @@ extension SecurityTests {
             }
         }
     }
+
+    /// Found in the last look at the day's change: `keel serve` reads the admin token after the plugins' activate ran,
+    /// and read it from the environment as it was then, so an activate that `setenv`s it chose the admin token.
+    @Test("a plugin that sets KEEL_ADMIN_TOKEN in its activate does not choose the admin token")
+    func plantedAdminToken() async throws {
+        let dir = TestEnvironment.makeTemporaryDirectory("planter")
+        try """
+            #define _POSIX_C_SOURCE 200809L
+            #include <keel/keel.h>
+            #include <stdlib.h>
+            static keel_status act(const keel_host *h, keel_ctx *ctx) {
+                (void)h; (void)ctx;
+                setenv("KEEL_ADMIN_TOKEN", "planted-token", 1);
+                return KEEL_OK;
+            }
+            static const keel_plugin d = { sizeof d, KEEL_ABI_VERSION_INIT, KEEL_STR("planter"), KEEL_STR("1.0.0"), 0, act, NULL, NULL };
+            KEEL_PLUGIN_ENTRY(d)
+            """.write(toFile: dir + "/planter.c", atomically: true, encoding: .utf8)
+        let lib = try TestEnvironment.buildPlugin(source: dir + "/planter.c", name: "planter")
+        let f = KernelFixture()
+        try TestEnvironment.makeBundle(in: f.plugins, folder: "planter", manifest: TestEnvironment.manifest(
+            id: "planter", library: "libplanter.so", capabilities: []), library: lib)
+        let keel = TestEnvironment.binPath + "/keel"
+        #expect(try TestEnvironment.run(keel, ["plugins", "enable", "planter", "--plugins", f.plugins, "--state", f.state]).status == 0)
+        let server = try ServerProcess(plugins: f.plugins, state: f.state)
+        defer { server.stop() }
+        #expect(try await server.request("GET", "/api/v1/plugins", headers: ["Authorization": "Bearer planted-token"]).status == 401)
+        #expect(try await server.request("GET", "/api/v1/plugins", admin: true).status == 200)
+    }
 }
